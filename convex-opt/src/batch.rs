@@ -1,0 +1,241 @@
+//! Tensor helpers shared by the batched solvers: per-row reductions, host transfers, input
+//! validation and the bookkeeping of which rows are still being solved.
+
+use candle_core::{DType, Device, Tensor};
+
+use crate::{BatchedPotential, ConvexOptError, InversionOptions, InversionResult, SolverStats};
+
+/// Per-row dot products of two `(k, d)` tensors, as a `(k, 1)` tensor.
+pub(crate) fn row_dots(a: &Tensor, b: &Tensor) -> Result<Tensor, ConvexOptError> {
+    Ok((a * b)?.sum_keepdim(1)?)
+}
+
+/// A `(k,)` or `(k, 1)` tensor copied to the host as `f64`.
+pub(crate) fn to_host(t: &Tensor) -> Result<Vec<f64>, ConvexOptError> {
+    Ok(t.to_dtype(DType::F64)?.flatten_all()?.to_vec1::<f64>()?)
+}
+
+/// Per-row dot products on the host.
+pub(crate) fn row_dots_host(a: &Tensor, b: &Tensor) -> Result<Vec<f64>, ConvexOptError> {
+    to_host(&row_dots(a, b)?)
+}
+
+/// Per-row ∞-norms on the host.
+pub(crate) fn row_inf_norms(a: &Tensor) -> Result<Vec<f64>, ConvexOptError> {
+    to_host(&a.abs()?.max_keepdim(1)?)
+}
+
+/// A `(k, 1)` column with the dtype and device of `like`.
+pub(crate) fn column(values: &[f64], like: &Tensor) -> Result<Tensor, ConvexOptError> {
+    Ok(Tensor::from_vec(values.to_vec(), (values.len(), 1), like.device())?.to_dtype(like.dtype())?)
+}
+
+/// A `u32` index tensor.
+pub(crate) fn index_tensor(rows: &[usize], device: &Device) -> Result<Tensor, ConvexOptError> {
+    let idx: Vec<u32> = rows
+        .iter()
+        .map(|&r| u32::try_from(r).map_err(|_| ConvexOptError::InvalidParameter("batch too large".into())))
+        .collect::<Result<_, _>>()?;
+    Ok(Tensor::from_vec(idx, rows.len(), device)?)
+}
+
+/// Rows `rows` of `t` (a no-op copy when `rows` is every row in order).
+pub(crate) fn select_rows(t: &Tensor, rows: &[usize]) -> Result<Tensor, ConvexOptError> {
+    let n = t.dim(0)?;
+    if rows.len() == n && rows.iter().enumerate().all(|(i, &r)| i == r) {
+        return Ok(t.clone());
+    }
+    Ok(t.index_select(&index_tensor(rows, t.device())?, 0)?)
+}
+
+/// `full` with rows `rows` replaced by the rows of `src` (`(rows.len(), d)`).
+pub(crate) fn scatter_rows(full: &Tensor, rows: &[usize], src: &Tensor) -> Result<Tensor, ConvexOptError> {
+    let n = full.dim(0)?;
+    if rows.len() == n && rows.iter().enumerate().all(|(i, &r)| i == r) {
+        return Ok(src.clone());
+    }
+    if rows.is_empty() {
+        return Ok(full.clone());
+    }
+    let d = full.dim(1)?;
+    let idx = index_tensor(rows, full.device())?.unsqueeze(1)?.broadcast_as((rows.len(), d))?.contiguous()?;
+    Ok(full.contiguous()?.scatter(&idx, &src.contiguous()?, 0)?)
+}
+
+/// `(k,)` host entries of `full` replaced at positions `rows` by `src`.
+pub(crate) fn scatter_host(full: &mut [f64], rows: &[usize], src: &[f64]) {
+    for (&r, &v) in rows.iter().zip(src) {
+        full[r] = v;
+    }
+}
+
+/// `mask ? a : b` row-wise, with `mask` a host slice of length `k`.
+pub(crate) fn where_rows(mask: &[bool], a: &Tensor, b: &Tensor) -> Result<Tensor, ConvexOptError> {
+    if mask.iter().all(|&m| m) {
+        return Ok(a.clone());
+    }
+    if mask.iter().all(|&m| !m) {
+        return Ok(b.clone());
+    }
+    let m: Vec<u8> = mask.iter().map(|&v| u8::from(v)).collect();
+    let m = Tensor::from_vec(m, (mask.len(), 1), a.device())?.broadcast_as(a.shape())?;
+    Ok(m.where_cond(a, b)?)
+}
+
+/// Validated inputs of an inversion.
+pub(crate) struct Setup {
+    /// Targets `(n, d)`, detached and contiguous.
+    pub y: Tensor,
+    /// Initial point `(n, d)`.
+    pub x0: Tensor,
+    /// Per-sample thresholds.
+    pub tolerance: Vec<f64>,
+    /// Batch size.
+    pub n: usize,
+    /// Dimension.
+    pub d: usize,
+    /// Max iterations per sample.
+    pub max_iterations: usize,
+}
+
+/// Checks `y` and the options and computes the per-sample tolerances.
+pub(crate) fn setup(y: &Tensor, options: &InversionOptions) -> Result<Setup, ConvexOptError> {
+    let (n, d) = y.dims2().map_err(|_| ConvexOptError::Shape {
+        context: "targets y",
+        message: format!("expected a (B, d) tensor, got shape {:?}", y.dims()),
+    })?;
+    if d == 0 {
+        return Err(ConvexOptError::Shape { context: "targets y", message: "d = 0".into() });
+    }
+    let (atol, rtol) = options.tolerances(y.dtype())?;
+    let y = y.detach().contiguous()?;
+    let y_inf = if n == 0 { Vec::new() } else { row_inf_norms(&y)? };
+    if !y_inf.iter().all(|v| v.is_finite()) {
+        return Err(ConvexOptError::NonFinite("targets y"));
+    }
+    let x0 = match &options.x0 {
+        None => y.clone(),
+        Some(x0) => {
+            if x0.dims() != y.dims() {
+                return Err(ConvexOptError::Shape {
+                    context: "initial point x0",
+                    message: format!("x0 has shape {:?}, y has {:?}", x0.dims(), y.dims()),
+                });
+            }
+            let x0 = x0.detach().to_dtype(y.dtype())?.to_device(y.device())?.contiguous()?;
+            if n > 0 && !row_inf_norms(&x0)?.iter().all(|v| v.is_finite()) {
+                return Err(ConvexOptError::NonFinite("initial point x0"));
+            }
+            x0
+        }
+    };
+    let tolerance = y_inf.iter().map(|yi| atol + rtol * yi).collect();
+    Ok(Setup { y, x0, tolerance, n, d, max_iterations: options.max_iterations })
+}
+
+/// Evaluates the per-sample objective `f_i = Φ(x_i) − x_iᵀy_i` and its gradient
+/// `g_i = ∇Φ(x_i) − y_i`, checking the shapes returned by the potential.
+pub(crate) fn objective<P: BatchedPotential + ?Sized>(
+    potential: &P,
+    x: &Tensor,
+    y: &Tensor,
+    stats: &mut SolverStats,
+) -> Result<(Vec<f64>, Tensor), ConvexOptError> {
+    let (value, grad) = potential.value_and_gradient(x)?;
+    stats.gradient_calls += 1;
+    stats.gradient_rows += x.dim(0)?;
+    objective_from(&value, &grad, x, y)
+}
+
+/// The objective from a value `(k,)` and gradient `(k, d)` already computed at `x`.
+pub(crate) fn objective_from(
+    value: &Tensor,
+    grad: &Tensor,
+    x: &Tensor,
+    y: &Tensor,
+) -> Result<(Vec<f64>, Tensor), ConvexOptError> {
+    let k = x.dim(0)?;
+    if value.elem_count() != k || grad.dims() != x.dims() {
+        return Err(ConvexOptError::Shape {
+            context: "potential output",
+            message: format!(
+                "for x of shape {:?} the potential returned values {:?} and gradients {:?}",
+                x.dims(),
+                value.dims(),
+                grad.dims()
+            ),
+        });
+    }
+    let g = (grad.to_dtype(x.dtype())? - y)?;
+    let xy = row_dots_host(x, y)?;
+    let v = to_host(value)?;
+    let f = v.iter().zip(&xy).map(|(a, b)| a - b).collect();
+    Ok((f, g))
+}
+
+/// Why a sample stopped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum RowStatus {
+    /// Still iterating.
+    Active,
+    /// Residual within tolerance.
+    Converged,
+    /// No acceptable step could be found (typically: rounding-error floor reached).
+    Stalled,
+    /// Iteration limit reached.
+    MaxIterations,
+}
+
+/// Per-sample results accumulated on the host while rows leave the working set.
+pub(crate) struct Collector {
+    d: usize,
+    x: Vec<f64>,
+    pub iterations: Vec<usize>,
+    pub residual: Vec<f64>,
+    pub status: Vec<RowStatus>,
+    pub tolerance: Vec<f64>,
+}
+
+impl Collector {
+    pub(crate) fn new(setup: &Setup) -> Self {
+        Self {
+            d: setup.d,
+            x: vec![0.0; setup.n * setup.d],
+            iterations: vec![0; setup.n],
+            residual: vec![f64::INFINITY; setup.n],
+            status: vec![RowStatus::Active; setup.n],
+            tolerance: setup.tolerance.clone(),
+        }
+    }
+
+    /// Stores the rows `x_work[j]` as the final iterates of the original rows `rows[j]`, for
+    /// the `j` where `pick[j]`.
+    pub(crate) fn store(&mut self, rows: &[usize], x_work: &Tensor, pick: &[bool]) -> Result<(), ConvexOptError> {
+        let local: Vec<usize> = (0..rows.len()).filter(|&j| pick[j]).collect();
+        if local.is_empty() {
+            return Ok(());
+        }
+        let sel = select_rows(x_work, &local)?;
+        let host = sel.to_dtype(DType::F64)?.flatten_all()?.to_vec1::<f64>()?;
+        for (k, &j) in local.iter().enumerate() {
+            let r = rows[j];
+            self.x[r * self.d..(r + 1) * self.d].copy_from_slice(&host[k * self.d..(k + 1) * self.d]);
+        }
+        Ok(())
+    }
+
+    /// Builds the result tensor (dtype and device of `like`).
+    pub(crate) fn finish(self, like: &Tensor, stats: SolverStats) -> Result<InversionResult, ConvexOptError> {
+        let n = self.iterations.len();
+        let x = Tensor::from_vec(self.x, (n, self.d), like.device())?.to_dtype(like.dtype())?;
+        let converged = self.status.iter().map(|&s| s == RowStatus::Converged).collect();
+        Ok(InversionResult {
+            x,
+            iterations: self.iterations,
+            residual_inf: self.residual,
+            converged,
+            tolerance: self.tolerance,
+            stats,
+        })
+    }
+}

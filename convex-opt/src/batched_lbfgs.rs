@@ -1,0 +1,343 @@
+//! Batched L-BFGS on candle tensors: one independent L-BFGS run per sample (row), sharing
+//! every potential evaluation.
+
+use std::collections::VecDeque;
+
+use candle_core::Tensor;
+
+use crate::batch::{
+    Collector, RowStatus, column, objective, row_dots_host, row_inf_norms, select_rows, setup, where_rows,
+};
+use crate::wolfe::{WolfeParams, WolfeSearch, WolfeStep};
+use crate::{BatchedPotential, ConvexOptError, InversionOptions, InversionResult, SolverStats};
+
+/// Parameters of [`invert_lbfgs_batched`].
+#[derive(Clone, Copy, Debug)]
+#[non_exhaustive]
+pub struct BatchedLbfgsParams {
+    /// Number of curvature pairs kept per sample (default 10).
+    pub history: usize,
+    /// Sufficient-decrease constant of the Wolfe line search (default `1e-4`).
+    pub c1: f64,
+    /// Curvature constant of the strong Wolfe conditions (default `0.9`).
+    pub c2: f64,
+    /// Potential evaluations allowed per line search (default 25, as PyTorch's `max_ls`).
+    pub max_line_search_evals: usize,
+    /// When the active samples are at most this fraction of the working set, the working set
+    /// (iterates, histories) is compacted to the active rows (default 0.5; 0 disables). Inactive
+    /// rows are never evaluated either way; compaction saves the two-loop recursion on them.
+    pub compaction_threshold: f64,
+}
+
+impl Default for BatchedLbfgsParams {
+    fn default() -> Self {
+        Self { history: 10, c1: 1e-4, c2: 0.9, max_line_search_evals: 25, compaction_threshold: 0.5 }
+    }
+}
+
+impl BatchedLbfgsParams {
+    /// Sets the number of stored curvature pairs.
+    pub fn with_history(mut self, m: usize) -> Self {
+        self.history = m;
+        self
+    }
+    /// Sets the Wolfe constants `c₁ < c₂`.
+    pub fn with_wolfe(mut self, c1: f64, c2: f64) -> Self {
+        self.c1 = c1;
+        self.c2 = c2;
+        self
+    }
+    /// Sets the evaluation budget of one line search.
+    pub fn with_max_line_search_evals(mut self, n: usize) -> Self {
+        self.max_line_search_evals = n;
+        self
+    }
+    /// Sets the working-set compaction threshold (0 disables compaction).
+    pub fn with_compaction_threshold(mut self, f: f64) -> Self {
+        self.compaction_threshold = f;
+        self
+    }
+
+    fn validate(&self) -> Result<(), ConvexOptError> {
+        if self.history == 0
+            || !(0.0 < self.c1 && self.c1 < self.c2 && self.c2 < 1.0)
+            || self.max_line_search_evals == 0
+            || !(0.0..=1.0).contains(&self.compaction_threshold)
+        {
+            return Err(ConvexOptError::InvalidParameter(format!(
+                "BatchedLbfgsParams: need history ≥ 1, 0 < c1 < c2 < 1, max_line_search_evals ≥ 1, \
+                 compaction_threshold in [0, 1]; got {self:?}"
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// One stored curvature pair for every row of the working set; rows without a valid pair have
+/// `rho = 0` and contribute nothing to the two-loop recursion.
+struct Pair {
+    s: Tensor,
+    y: Tensor,
+    rho: Tensor,
+}
+
+/// Solves `∇Φ(x_i) = y_i` for every row of `y` by minimising `Φ(x) − yᵀx` with an independent
+/// L-BFGS run per sample: per-sample curvature histories, per-sample strong-Wolfe line searches
+/// (batched: each round evaluates the potential once on the rows still searching) and
+/// per-sample convergence (converged rows are no longer evaluated).
+///
+/// Works in the dtype and on the device of `y`. Samples that do not reach their tolerance are
+/// reported in [`InversionResult::converged`]; a sample whose line search finds no acceptable
+/// step even along the steepest-descent direction stops (rounding floor reached).
+///
+/// ```
+/// use candle_core::{DType, Device, Tensor};
+/// use convex_opt::{invert_lbfgs_batched, BatchedLbfgsParams, FnPotential, InversionOptions};
+/// // Φ(x) = Σ_j cosh(x_j) + ½‖x‖²: ∇Φ(x) = sinh(x) + x.
+/// let pot = FnPotential::new(|x: &Tensor| {
+///     let e = x.exp()?;
+///     let ei = x.neg()?.exp()?;
+///     let v = (((&e + &ei)? * 0.5)? + (x.sqr()? * 0.5)?)?.sum(1)?;
+///     let g = (((e - ei)? * 0.5)? + x)?;
+///     Ok((v, g))
+/// });
+/// let y = Tensor::new(&[[0.5f64, -2.0, 3.0], [0.0, 1.0, -1.0]], &Device::Cpu)?;
+/// let res = invert_lbfgs_batched(&pot, &y, &InversionOptions::default(), &BatchedLbfgsParams::default())?;
+/// assert!(res.all_converged());
+/// assert!(res.max_residual() <= 1e-9);
+/// # Ok::<(), convex_opt::ConvexOptError>(())
+/// ```
+pub fn invert_lbfgs_batched<P: BatchedPotential + ?Sized>(
+    potential: &P,
+    y: &Tensor,
+    options: &InversionOptions,
+    params: &BatchedLbfgsParams,
+) -> Result<InversionResult, ConvexOptError> {
+    params.validate()?;
+    let setup = setup(y, options)?;
+    let mut stats = SolverStats::default();
+    let mut out = Collector::new(&setup);
+    if setup.n == 0 {
+        return out.finish(&setup.y, stats);
+    }
+    let eps = match y.dtype() {
+        candle_core::DType::F32 => f64::from(f32::EPSILON),
+        _ => f64::EPSILON,
+    };
+    let wolfe = WolfeParams { c1: params.c1, c2: params.c2, max_evals: params.max_line_search_evals, t_max: 1e10 };
+
+    // Working set: original row indices and the state of those rows.
+    let mut rows: Vec<usize> = (0..setup.n).collect();
+    let mut x = setup.x0.clone();
+    let mut yw = setup.y.clone();
+    let (mut f, mut g) = objective(potential, &x, &yw, &mut stats)?;
+    if !f.iter().all(|v| v.is_finite()) {
+        return Err(ConvexOptError::NonFinite("potential at the initial point"));
+    }
+    let mut gnorm = row_inf_norms(&g)?;
+    if !gnorm.iter().all(|v| v.is_finite()) {
+        return Err(ConvexOptError::NonFinite("gradient at the initial point"));
+    }
+    let mut hist: VecDeque<Pair> = VecDeque::with_capacity(params.history);
+    let mut gamma = vec![1.0; setup.n];
+    // `fresh[j]`: row j has no curvature information (steepest descent next).
+    let mut fresh = vec![true; setup.n];
+
+    loop {
+        // Convergence bookkeeping on the current iterates.
+        let mut active = vec![false; rows.len()];
+        for (j, &r) in rows.iter().enumerate() {
+            out.residual[r] = gnorm[j];
+            if out.status[r] == RowStatus::Active {
+                if gnorm[j] <= out.tolerance[r] {
+                    out.status[r] = RowStatus::Converged;
+                } else if out.iterations[r] >= setup.max_iterations {
+                    out.status[r] = RowStatus::MaxIterations;
+                }
+            }
+            active[j] = out.status[r] == RowStatus::Active;
+        }
+        let n_active = active.iter().filter(|&&a| a).count();
+        if n_active == 0 {
+            out.store(&rows, &x, &vec![true; rows.len()])?;
+            break;
+        }
+        if (n_active as f64) <= params.compaction_threshold * rows.len() as f64 && n_active < rows.len() {
+            let inactive: Vec<bool> = active.iter().map(|a| !a).collect();
+            out.store(&rows, &x, &inactive)?;
+            let keep: Vec<usize> = (0..rows.len()).filter(|&j| active[j]).collect();
+            x = select_rows(&x, &keep)?;
+            yw = select_rows(&yw, &keep)?;
+            g = select_rows(&g, &keep)?;
+            for pair in hist.iter_mut() {
+                pair.s = select_rows(&pair.s, &keep)?;
+                pair.y = select_rows(&pair.y, &keep)?;
+                pair.rho = select_rows(&pair.rho, &keep)?;
+            }
+            rows = keep.iter().map(|&j| rows[j]).collect();
+            f = keep.iter().map(|&j| f[j]).collect();
+            gnorm = keep.iter().map(|&j| gnorm[j]).collect();
+            gamma = keep.iter().map(|&j| gamma[j]).collect();
+            fresh = keep.iter().map(|&j| fresh[j]).collect();
+            active = vec![true; rows.len()];
+            stats.compactions += 1;
+        }
+        stats.outer_iterations += 1;
+
+        // Search direction p = −H g (two-loop recursion, all rows at once).
+        let mut p = two_loop(&g, &hist, &gamma)?.neg()?;
+        let mut dphi0 = row_dots_host(&g, &p)?;
+        let bad: Vec<bool> = (0..rows.len()).map(|j| active[j] && !(dphi0[j] < 0.0)).collect();
+        if bad.iter().any(|&b| b) {
+            // Not a descent direction (lost positive definiteness to rounding): restart the
+            // row from steepest descent.
+            p = where_rows(&bad, &g.neg()?, &p)?;
+            reset_rows(&mut hist, &bad, &g)?;
+            let gg = row_dots_host(&g, &g)?;
+            for j in 0..rows.len() {
+                if bad[j] {
+                    dphi0[j] = -gg[j];
+                    gamma[j] = 1.0;
+                    fresh[j] = true;
+                }
+            }
+        }
+
+        // Per-row line searches, batched over the rows still searching.
+        let mut searches: Vec<Option<WolfeSearch>> = (0..rows.len())
+            .map(|j| {
+                active[j].then(|| {
+                    let t0 = if fresh[j] { 1.0f64.min(1.0 / gnorm[j].max(f64::MIN_POSITIVE)) } else { 1.0 };
+                    let noise = 10.0 * eps * f[j].abs().max(1.0);
+                    WolfeSearch::new(f[j], dphi0[j], t0, noise, wolfe)
+                })
+            })
+            .collect();
+        let mut accepted = vec![false; rows.len()];
+        let mut failed = vec![false; rows.len()];
+        let mut x_new = x.clone();
+        let mut g_new = g.clone();
+        let mut f_new = f.clone();
+        loop {
+            let pend: Vec<usize> = (0..rows.len()).filter(|&j| searches[j].is_some()).collect();
+            if pend.is_empty() {
+                break;
+            }
+            let ts: Vec<f64> = pend.iter().map(|&j| searches[j].as_ref().map_or(0.0, WolfeSearch::trial)).collect();
+            let p_sub = select_rows(&p, &pend)?;
+            let x_sub = (select_rows(&x, &pend)? + p_sub.broadcast_mul(&column(&ts, &p)?)?)?;
+            let (f_sub, g_sub) = objective(potential, &x_sub, &select_rows(&yw, &pend)?, &mut stats)?;
+            let dphi = row_dots_host(&g_sub, &p_sub)?;
+            let mut take = Vec::new();
+            let mut take_local = Vec::new();
+            for (k, &j) in pend.iter().enumerate() {
+                let Some(search) = searches[j].as_mut() else { continue };
+                match search.update(f_sub[k], dphi[k]) {
+                    WolfeStep::Evaluate(_) => {}
+                    WolfeStep::Accept => {
+                        accepted[j] = true;
+                        f_new[j] = f_sub[k];
+                        take.push(j);
+                        take_local.push(k);
+                        searches[j] = None;
+                    }
+                    WolfeStep::Fail => {
+                        failed[j] = true;
+                        searches[j] = None;
+                    }
+                }
+            }
+            if !take.is_empty() {
+                let xs = select_rows(&x_sub, &take_local)?;
+                let gs = select_rows(&g_sub, &take_local)?;
+                x_new = crate::batch::scatter_rows(&x_new, &take, &xs)?;
+                g_new = crate::batch::scatter_rows(&g_new, &take, &gs)?;
+            }
+        }
+
+        // Curvature pairs from the accepted steps.
+        let s = (&x_new - &x)?;
+        let yv = (&g_new - &g)?;
+        let sy = row_dots_host(&s, &yv)?;
+        let yy = row_dots_host(&yv, &yv)?;
+        let ss = row_dots_host(&s, &s)?;
+        let valid: Vec<bool> = (0..rows.len())
+            .map(|j| accepted[j] && sy[j].is_finite() && sy[j] > eps * (ss[j] * yy[j]).sqrt() && sy[j] > 0.0)
+            .collect();
+        let rho: Vec<f64> = (0..rows.len()).map(|j| if valid[j] { 1.0 / sy[j] } else { 0.0 }).collect();
+        let zeros = s.zeros_like()?;
+        if valid.iter().any(|&v| v) {
+            if hist.len() == params.history {
+                hist.pop_front();
+            }
+            hist.push_back(Pair {
+                s: where_rows(&valid, &s, &zeros)?,
+                y: where_rows(&valid, &yv, &zeros)?,
+                rho: column(&rho, &s)?,
+            });
+        }
+        for j in 0..rows.len() {
+            if valid[j] {
+                gamma[j] = sy[j] / yy[j];
+                fresh[j] = false;
+            }
+        }
+        // Failed searches: restart from steepest descent once; a second failure stops the row.
+        let restart: Vec<bool> = (0..rows.len()).map(|j| failed[j] && !fresh[j]).collect();
+        for j in 0..rows.len() {
+            if failed[j] && fresh[j] {
+                out.status[rows[j]] = RowStatus::Stalled;
+            }
+            if restart[j] {
+                fresh[j] = true;
+                gamma[j] = 1.0;
+            }
+        }
+        if restart.iter().any(|&r| r) {
+            reset_rows(&mut hist, &restart, &g)?;
+        }
+        for (j, &r) in rows.iter().enumerate() {
+            if active[j] {
+                out.iterations[r] += 1;
+            }
+        }
+        let moved: Vec<usize> = (0..rows.len()).filter(|&j| accepted[j]).collect();
+        x = x_new;
+        g = g_new;
+        f = f_new;
+        if !moved.is_empty() {
+            let gn = row_inf_norms(&select_rows(&g, &moved)?)?;
+            for (k, &j) in moved.iter().enumerate() {
+                gnorm[j] = gn[k];
+            }
+        }
+    }
+    out.finish(&setup.y, stats)
+}
+
+/// `H g` for the L-BFGS inverse-Hessian approximation of every row (two-loop recursion).
+fn two_loop(g: &Tensor, hist: &VecDeque<Pair>, gamma: &[f64]) -> Result<Tensor, ConvexOptError> {
+    let mut q = g.clone();
+    let mut alphas = Vec::with_capacity(hist.len());
+    for pair in hist.iter().rev() {
+        let a = (crate::batch::row_dots(&pair.s, &q)? * &pair.rho)?;
+        q = (q - pair.y.broadcast_mul(&a)?)?;
+        alphas.push(a);
+    }
+    let mut r = q.broadcast_mul(&column(gamma, g)?)?;
+    for (pair, a) in hist.iter().zip(alphas.iter().rev()) {
+        let b = (crate::batch::row_dots(&pair.y, &r)? * &pair.rho)?;
+        r = (r + pair.s.broadcast_mul(&(a - b)?)?)?;
+    }
+    Ok(r)
+}
+
+/// Forgets the curvature pairs of the rows with `mask[j]` (sets their `rho` to 0).
+fn reset_rows(hist: &mut VecDeque<Pair>, mask: &[bool], like: &Tensor) -> Result<(), ConvexOptError> {
+    let keep: Vec<f64> = mask.iter().map(|&m| if m { 0.0 } else { 1.0 }).collect();
+    let keep = column(&keep, like)?;
+    for pair in hist.iter_mut() {
+        pair.rho = (&pair.rho * &keep)?;
+    }
+    Ok(())
+}

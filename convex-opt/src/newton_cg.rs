@@ -1,0 +1,310 @@
+//! Batched damped Newton: Newton systems solved by `krylov`'s batched CG from Hessian-vector
+//! products, with per-sample backtracking.
+
+use std::cell::RefCell;
+
+use candle_core::Tensor;
+use krylov::{BatchOperator, CgParams, KrylovError, cg};
+
+use crate::batch::{
+    Collector, RowStatus, column, objective_from, row_dots_host, row_inf_norms, scatter_rows, select_rows, setup,
+    where_rows,
+};
+use crate::{BatchedPotential, ConvexOptError, InversionOptions, InversionResult, SecondOrderModel, SolverStats};
+
+/// Parameters of [`invert_newton_cg`].
+#[derive(Clone, Copy, Debug)]
+#[non_exhaustive]
+pub struct NewtonCgParams {
+    /// Armijo constant of the backtracking line search (default `1e-4`).
+    pub c1: f64,
+    /// Step halvings (at most) before a sample is declared stalled (default 30).
+    pub max_backtracks: usize,
+    /// CG iterations per Newton system; `None` (default): krylov's default `2d + 10`.
+    pub cg_max_iterations: Option<usize>,
+    /// Upper bound of the forcing term: CG stops when
+    /// `‖H p + g‖∞ ≤ min(forcing_max, √‖g‖∞)·‖g‖∞` (default 0.5).
+    pub forcing_max: f64,
+    /// When the active samples are at most this fraction of the working set, the working set is
+    /// compacted to them (default 0.5; 0 disables). This saves the Hessian-vector products of
+    /// finished rows, which the cached second-order model otherwise computes with the batch.
+    pub compaction_threshold: f64,
+}
+
+impl Default for NewtonCgParams {
+    fn default() -> Self {
+        Self { c1: 1e-4, max_backtracks: 30, cg_max_iterations: None, forcing_max: 0.5, compaction_threshold: 0.5 }
+    }
+}
+
+impl NewtonCgParams {
+    /// Sets the Armijo constant.
+    pub fn with_c1(mut self, c1: f64) -> Self {
+        self.c1 = c1;
+        self
+    }
+    /// Sets the maximum number of step halvings.
+    pub fn with_max_backtracks(mut self, n: usize) -> Self {
+        self.max_backtracks = n;
+        self
+    }
+    /// Sets the CG iteration limit per Newton system.
+    pub fn with_cg_max_iterations(mut self, n: usize) -> Self {
+        self.cg_max_iterations = Some(n);
+        self
+    }
+    /// Sets the upper bound of the forcing term.
+    pub fn with_forcing_max(mut self, eta: f64) -> Self {
+        self.forcing_max = eta;
+        self
+    }
+    /// Sets the working-set compaction threshold (0 disables compaction).
+    pub fn with_compaction_threshold(mut self, f: f64) -> Self {
+        self.compaction_threshold = f;
+        self
+    }
+
+    fn validate(&self) -> Result<(), ConvexOptError> {
+        if !(0.0 < self.c1 && self.c1 < 0.5)
+            || self.max_backtracks == 0
+            || self.cg_max_iterations == Some(0)
+            || !(0.0 < self.forcing_max && self.forcing_max < 1.0)
+            || !(0.0..=1.0).contains(&self.compaction_threshold)
+        {
+            return Err(ConvexOptError::InvalidParameter(format!(
+                "NewtonCgParams: need 0 < c1 < 0.5, max_backtracks ≥ 1, cg_max_iterations ≥ 1, \
+                 0 < forcing_max < 1, compaction_threshold in [0, 1]; got {self:?}"
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// The Hessian of a [`SecondOrderModel`] as a krylov operator. A failure of the potential is
+/// stashed so that it can be returned as itself rather than as a krylov string error.
+struct HessianOperator<'m, 'a> {
+    model: &'m SecondOrderModel<'a>,
+    failure: RefCell<Option<ConvexOptError>>,
+}
+
+impl BatchOperator<Tensor> for HessianOperator<'_, '_> {
+    fn apply(&self, x: &Tensor, _active: &[bool]) -> Result<Tensor, KrylovError> {
+        // The cached model evaluates the whole working set; inactive rows are ignored by CG.
+        self.model.hvp(x).map_err(|e| {
+            let msg = e.to_string();
+            *self.failure.borrow_mut() = Some(e);
+            KrylovError::Operator(msg)
+        })
+    }
+}
+
+/// Solves `∇Φ(x_i) = y_i` for every row of `y` by damped Newton on `Φ(x) − yᵀx`: the Newton
+/// systems `∇²Φ(x_i) p_i = −g_i` are solved together by `krylov`'s batched CG (per-system
+/// stopping with forcing term `min(0.5, √‖g_i‖∞)`), from the potential's Hessian-vector
+/// products ([`BatchedPotential::second_order`]); each sample then backtracks on its own
+/// (Armijo, quadratic interpolation) and stops on its own tolerance.
+///
+/// Requires Hessian-vector products (`BatchedPotential::hvp` or an overridden `second_order`),
+/// and `∇²Φ ≻ 0` (strong convexity) for CG. Works in the dtype and on the device of `y`.
+/// Near the solution, where function values stop resolving the decrease (`f32`), a step is
+/// also accepted when the value changes by no more than its rounding level and the residual
+/// `‖g‖∞` decreases.
+///
+/// ```
+/// use candle_core::{DType, Device, Tensor};
+/// use convex_opt::{invert_newton_cg, FnPotential, InversionOptions, NewtonCgParams};
+/// // Φ(x) = Σ_j cosh(x_j) + ½‖x‖²: ∇Φ(x) = sinh(x) + x, ∇²Φ(x) = diag(cosh(x) + 1).
+/// let pot = FnPotential::new(|x: &Tensor| {
+///     let (e, ei) = (x.exp()?, x.neg()?.exp()?);
+///     let v = (((&e + &ei)? * 0.5)? + (x.sqr()? * 0.5)?)?.sum(1)?;
+///     Ok((v, (((e - ei)? * 0.5)? + x)?))
+/// })
+/// .with_hvp(|x: &Tensor, v: &Tensor| {
+///     let c = (((x.exp()? + x.neg()?.exp()?)? * 0.5)? + 1.0)?;
+///     c * v
+/// });
+/// let y = Tensor::new(&[[0.5f64, -2.0, 3.0], [0.0, 1.0, -1.0]], &Device::Cpu)?;
+/// let res = invert_newton_cg(&pot, &y, &InversionOptions::default(), &NewtonCgParams::default())?;
+/// assert!(res.all_converged() && res.max_residual() <= 1e-9);
+/// # Ok::<(), convex_opt::ConvexOptError>(())
+/// ```
+pub fn invert_newton_cg<P: BatchedPotential + ?Sized>(
+    potential: &P,
+    y: &Tensor,
+    options: &InversionOptions,
+    params: &NewtonCgParams,
+) -> Result<InversionResult, ConvexOptError> {
+    params.validate()?;
+    let setup = setup(y, options)?;
+    let mut stats = SolverStats::default();
+    let mut out = Collector::new(&setup);
+    if setup.n == 0 {
+        return out.finish(&setup.y, stats);
+    }
+    let eps = match y.dtype() {
+        candle_core::DType::F32 => f64::from(f32::EPSILON),
+        _ => f64::EPSILON,
+    };
+    let mut cg_params = CgParams::default().with_atol(1.0).with_rtol(0.0);
+    if let Some(m) = params.cg_max_iterations {
+        cg_params = cg_params.with_max_iters(m);
+    }
+
+    let mut rows: Vec<usize> = (0..setup.n).collect();
+    let mut x = setup.x0.clone();
+    let mut yw = setup.y.clone();
+    let first = potential.second_order(&x)?;
+    stats.gradient_calls += 1;
+    stats.gradient_rows += setup.n;
+    let (mut f, mut g) = objective_from(first.value(), first.gradient(), &x, &yw)?;
+    let mut model = Some(first);
+    let mut gnorm = row_inf_norms(&g)?;
+    if !f.iter().chain(&gnorm).all(|v| v.is_finite()) {
+        return Err(ConvexOptError::NonFinite("potential or gradient at the initial point"));
+    }
+
+    loop {
+        let mut active = vec![false; rows.len()];
+        for (j, &r) in rows.iter().enumerate() {
+            out.residual[r] = gnorm[j];
+            if out.status[r] == RowStatus::Active {
+                if gnorm[j] <= out.tolerance[r] {
+                    out.status[r] = RowStatus::Converged;
+                } else if out.iterations[r] >= setup.max_iterations {
+                    out.status[r] = RowStatus::MaxIterations;
+                }
+            }
+            active[j] = out.status[r] == RowStatus::Active;
+        }
+        let n_active = active.iter().filter(|&&a| a).count();
+        if n_active == 0 {
+            out.store(&rows, &x, &vec![true; rows.len()])?;
+            break;
+        }
+        if (n_active as f64) <= params.compaction_threshold * rows.len() as f64 && n_active < rows.len() {
+            let inactive: Vec<bool> = active.iter().map(|a| !a).collect();
+            out.store(&rows, &x, &inactive)?;
+            let keep: Vec<usize> = (0..rows.len()).filter(|&j| active[j]).collect();
+            x = select_rows(&x, &keep)?;
+            yw = select_rows(&yw, &keep)?;
+            g = select_rows(&g, &keep)?;
+            rows = keep.iter().map(|&j| rows[j]).collect();
+            f = keep.iter().map(|&j| f[j]).collect();
+            gnorm = keep.iter().map(|&j| gnorm[j]).collect();
+            active = vec![true; rows.len()];
+            model = None;
+            stats.compactions += 1;
+        }
+        stats.outer_iterations += 1;
+        let current = match model.take() {
+            Some(m) => m,
+            None => {
+                stats.gradient_calls += 1;
+                stats.gradient_rows += rows.len();
+                potential.second_order(&x)?
+            }
+        };
+
+        // Newton directions: H p = −g, scaled per system so that the absolute CG tolerance 1
+        // is the per-system forcing test ‖H p + g‖∞ ≤ η_i‖g_i‖∞.
+        let scale: Vec<f64> = (0..rows.len())
+            .map(|j| {
+                if active[j] {
+                    let eta = params.forcing_max.min(gnorm[j].sqrt());
+                    1.0 / (eta * gnorm[j])
+                } else {
+                    0.0
+                }
+            })
+            .collect();
+        let b = g.broadcast_mul(&column(&scale, &g)?)?.neg()?;
+        let op = HessianOperator { model: &current, failure: RefCell::new(None) };
+        let sol = match cg(&op, &b, &cg_params) {
+            Ok(sol) => sol,
+            Err(e) => return Err(op.failure.into_inner().unwrap_or(ConvexOptError::Krylov(e))),
+        };
+        stats.hvp_calls += sol.operator_calls;
+        stats.hvp_rows += sol.operator_calls * rows.len();
+        let inv_scale: Vec<f64> = scale.iter().map(|&s| if s > 0.0 { 1.0 / s } else { 0.0 }).collect();
+        let mut p = sol.x.broadcast_mul(&column(&inv_scale, &g)?)?;
+        let mut dphi0 = row_dots_host(&g, &p)?;
+        let bad: Vec<bool> = (0..rows.len()).map(|j| active[j] && !(dphi0[j] < 0.0)).collect();
+        if bad.iter().any(|&v| v) {
+            p = where_rows(&bad, &g.neg()?, &p)?;
+            let gg = row_dots_host(&g, &g)?;
+            for j in 0..rows.len() {
+                if bad[j] {
+                    dphi0[j] = -gg[j];
+                }
+            }
+        }
+
+        // Per-sample backtracking, batched over the rows still searching.
+        let mut t = vec![1.0f64; rows.len()];
+        let mut pend: Vec<usize> = (0..rows.len()).filter(|&j| active[j]).collect();
+        let mut x_new = x.clone();
+        let mut g_new = g.clone();
+        let mut f_new = f.clone();
+        let mut gnorm_new = gnorm.clone();
+        let mut next_model = None;
+        for round in 0..params.max_backtracks {
+            if pend.is_empty() {
+                break;
+            }
+            let ts: Vec<f64> = pend.iter().map(|&j| t[j]).collect();
+            let p_sub = select_rows(&p, &pend)?;
+            let x_sub = (select_rows(&x, &pend)? + p_sub.broadcast_mul(&column(&ts, &p)?)?)?;
+            let trial = potential.second_order(&x_sub)?;
+            stats.gradient_calls += 1;
+            stats.gradient_rows += pend.len();
+            let (f_t, g_t) = objective_from(trial.value(), trial.gradient(), &x_sub, &select_rows(&yw, &pend)?)?;
+            let gn_t = row_inf_norms(&g_t)?;
+            let mut take = Vec::new();
+            let mut take_local = Vec::new();
+            let mut still = Vec::new();
+            for (k, &j) in pend.iter().enumerate() {
+                let decrease = f_t[k] - f[j];
+                let noise = 10.0 * eps * f[j].abs().max(1.0);
+                let armijo = decrease <= params.c1 * t[j] * dphi0[j];
+                let noisy_progress = decrease.abs() <= noise && gn_t[k] < gnorm[j];
+                if f_t[k].is_finite() && gn_t[k].is_finite() && (armijo || noisy_progress) {
+                    take.push(j);
+                    take_local.push(k);
+                    f_new[j] = f_t[k];
+                    gnorm_new[j] = gn_t[k];
+                } else {
+                    // Minimiser of the quadratic through φ(0), φ'(0), φ(t), kept in [0.1t, 0.5t].
+                    let denom = 2.0 * (decrease - t[j] * dphi0[j]);
+                    let cand = if denom > 0.0 && denom.is_finite() { -dphi0[j] * t[j] * t[j] / denom } else { f64::NAN };
+                    t[j] = if cand.is_finite() { cand.clamp(0.1 * t[j], 0.5 * t[j]) } else { 0.5 * t[j] };
+                    still.push(j);
+                }
+            }
+            if round == 0 && still.is_empty() && pend.len() == rows.len() {
+                x_new = x_sub;
+                g_new = g_t;
+                next_model = Some(trial);
+            } else if !take.is_empty() {
+                x_new = scatter_rows(&x_new, &take, &select_rows(&x_sub, &take_local)?)?;
+                g_new = scatter_rows(&g_new, &take, &select_rows(&g_t, &take_local)?)?;
+            }
+            pend = still;
+        }
+        for &j in &pend {
+            // No acceptable step even after max_backtracks halvings: rounding floor reached.
+            out.status[rows[j]] = RowStatus::Stalled;
+        }
+        for (j, &r) in rows.iter().enumerate() {
+            if active[j] {
+                out.iterations[r] += 1;
+            }
+        }
+        drop(current);
+        x = x_new;
+        g = g_new;
+        f = f_new;
+        gnorm = gnorm_new;
+        model = next_model;
+    }
+    out.finish(&setup.y, stats)
+}

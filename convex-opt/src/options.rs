@@ -1,0 +1,155 @@
+//! Options shared by the inversion solvers and the result they return.
+
+use candle_core::{DType, Tensor};
+
+use crate::ConvexOptError;
+
+/// Default absolute tolerance on `‖∇Φ(x_i) − y_i‖∞` in `f64`.
+pub const F64_ABS_TOLERANCE: f64 = 1e-9;
+/// Default relative tolerance (times `max(1, ‖y_i‖∞)`) in `f64`: none.
+pub const F64_REL_TOLERANCE: f64 = 0.0;
+/// Default absolute tolerance on `‖∇Φ(x_i) − y_i‖∞` in `f32`.
+///
+/// A gradient computed in `f32` carries rounding errors of order `1e-6 … 1e-5` relative to
+/// the magnitude of its terms (for a deep ICNN: the sum of many layer contributions), so
+/// tolerances much below `1e-5·max(1, ‖y‖∞)` cannot be certified in `f32`.
+pub const F32_ABS_TOLERANCE: f64 = 2e-5;
+/// Default relative tolerance in `f32` (times `‖y_i‖∞`, added to the absolute one).
+pub const F32_REL_TOLERANCE: f64 = 2e-5;
+
+/// Options shared by the solvers of `∇Φ(x) = y`.
+///
+/// Sample `i` is converged when `‖∇Φ(x_i) − y_i‖∞ ≤ abs_tolerance + rel_tolerance·‖y_i‖∞`.
+/// Unset tolerances take per-dtype defaults: `1e-9` and `0` in `f64`
+/// ([`F64_ABS_TOLERANCE`], [`F64_REL_TOLERANCE`]), `2e-5` and `2e-5` in `f32`
+/// ([`F32_ABS_TOLERANCE`], [`F32_REL_TOLERANCE`]).
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct InversionOptions {
+    /// Absolute tolerance on the ∞-norm residual; `None`: the dtype default.
+    pub abs_tolerance: Option<f64>,
+    /// Relative tolerance (times `‖y_i‖∞`); `None`: the dtype default.
+    pub rel_tolerance: Option<f64>,
+    /// Maximum number of iterations per sample (default 1000).
+    pub max_iterations: usize,
+    /// Initial point `(B, d)`; `None`: `x₀ = y` (as in the reference implementation).
+    pub x0: Option<Tensor>,
+}
+
+impl Default for InversionOptions {
+    fn default() -> Self {
+        Self { abs_tolerance: None, rel_tolerance: None, max_iterations: 1000, x0: None }
+    }
+}
+
+impl InversionOptions {
+    /// Sets the absolute tolerance on `‖∇Φ(x_i) − y_i‖∞`.
+    pub fn with_abs_tolerance(mut self, tol: f64) -> Self {
+        self.abs_tolerance = Some(tol);
+        self
+    }
+
+    /// Sets the relative tolerance (multiplies `‖y_i‖∞`).
+    pub fn with_rel_tolerance(mut self, tol: f64) -> Self {
+        self.rel_tolerance = Some(tol);
+        self
+    }
+
+    /// Sets the maximum number of iterations per sample.
+    pub fn with_max_iterations(mut self, n: usize) -> Self {
+        self.max_iterations = n;
+        self
+    }
+
+    /// Sets the initial point (default `x₀ = y`).
+    pub fn with_x0(mut self, x0: Tensor) -> Self {
+        self.x0 = Some(x0);
+        self
+    }
+
+    /// The `(absolute, relative)` tolerances in effect for `dtype`.
+    pub fn tolerances(&self, dtype: DType) -> Result<(f64, f64), ConvexOptError> {
+        let (a, r) = match dtype {
+            DType::F64 => (F64_ABS_TOLERANCE, F64_REL_TOLERANCE),
+            DType::F32 => (F32_ABS_TOLERANCE, F32_REL_TOLERANCE),
+            other => return Err(ConvexOptError::UnsupportedDType(other)),
+        };
+        let a = self.abs_tolerance.unwrap_or(a);
+        let r = self.rel_tolerance.unwrap_or(r);
+        if !(a.is_finite() && r.is_finite() && a >= 0.0 && r >= 0.0 && a + r > 0.0) {
+            return Err(ConvexOptError::InvalidParameter(format!(
+                "tolerances must be finite, non-negative and not both zero (abs {a}, rel {r})"
+            )));
+        }
+        Ok((a, r))
+    }
+}
+
+/// Work counters of a solver run (for benchmarks and for judging the working-set compaction).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SolverStats {
+    /// Calls of `value_and_gradient` / `second_order` on the potential.
+    pub gradient_calls: usize,
+    /// Rows evaluated by those calls, summed.
+    pub gradient_rows: usize,
+    /// Hessian-vector-product calls.
+    pub hvp_calls: usize,
+    /// Rows of those calls, summed.
+    pub hvp_rows: usize,
+    /// Outer iterations of the solver loop (the maximum over samples).
+    pub outer_iterations: usize,
+    /// Number of working-set compactions (batched solvers).
+    pub compactions: usize,
+}
+
+/// The solution of `∇Φ(x) = y` for a batch, with per-sample diagnostics.
+///
+/// A sample with `converged[i] == false` was **not** solved to tolerance; its row of `x` is the
+/// last iterate and `residual_inf[i]` says how far it is.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct InversionResult {
+    /// Solutions `(B, d)`, in the dtype and on the device of `y`.
+    pub x: Tensor,
+    /// Iterations performed per sample.
+    pub iterations: Vec<usize>,
+    /// Final `‖∇Φ(x_i) − y_i‖∞` per sample (computed by the solver at the returned `x`).
+    pub residual_inf: Vec<f64>,
+    /// Per sample: the residual is within `tolerance[i]`.
+    pub converged: Vec<bool>,
+    /// The per-sample threshold `abs + rel·‖y_i‖∞` that was used.
+    pub tolerance: Vec<f64>,
+    /// Work counters.
+    pub stats: SolverStats,
+}
+
+impl InversionResult {
+    /// Whether every sample converged.
+    pub fn all_converged(&self) -> bool {
+        self.converged.iter().all(|&c| c)
+    }
+
+    /// Number of samples that did not converge.
+    pub fn num_failed(&self) -> usize {
+        self.converged.iter().filter(|&&c| !c).count()
+    }
+
+    /// The largest residual `max_i ‖∇Φ(x_i) − y_i‖∞` (NaN if some residual is NaN).
+    pub fn max_residual(&self) -> f64 {
+        self.residual_inf.iter().fold(0.0f64, |m, &r| if r.is_nan() || m.is_nan() { f64::NAN } else { m.max(r) })
+    }
+
+    /// Converts into a `Result` that fails unless every sample converged.
+    pub fn into_converged(self) -> Result<Self, ConvexOptError> {
+        if self.all_converged() {
+            Ok(self)
+        } else {
+            Err(ConvexOptError::NotConverged {
+                failed: self.num_failed(),
+                total: self.converged.len(),
+                max_residual: self.max_residual(),
+            })
+        }
+    }
+}

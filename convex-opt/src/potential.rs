@@ -1,0 +1,186 @@
+//! The problem trait: a batch of independent potentials `Φ(x_i)` evaluated row by row.
+
+use candle_core::Tensor;
+
+use crate::ConvexOptError;
+
+/// A Hessian-vector product closure: `v ↦ (∇²Φ(x_i) v_i)_i` at a fixed batch `x`.
+pub type HvpFn<'a> = Box<dyn Fn(&Tensor) -> Result<Tensor, ConvexOptError> + 'a>;
+
+/// A potential `Φ: ℝᵈ → ℝ` evaluated on a batch of points, one point per row of a `(B, d)`
+/// tensor. Row `i` of every output depends on row `i` of the input only.
+///
+/// The solvers of this crate invert the gradient map `x ↦ ∇Φ(x)`; they need `Φ` (strongly)
+/// convex for the inverse to exist and be unique, and they evaluate the potential on subsets of
+/// rows (`index_select`), so an implementation must not mix rows (e.g. no batch statistics).
+///
+/// Required: [`value_and_gradient`](Self::value_and_gradient). Optional:
+/// [`value`](Self::value) (default: through `value_and_gradient`), [`hvp`](Self::hvp)
+/// (default: [`ConvexOptError::Unsupported`]; needed by Newton–CG) and
+/// [`second_order`](Self::second_order) (default: `value_and_gradient` plus `hvp` at the same
+/// point; override it when one forward pass can serve the gradient and many HVPs).
+///
+/// ```
+/// use candle_core::{Device, Tensor};
+/// use convex_opt::{BatchedPotential, FnPotential};
+/// // Φ(x) = ½‖x‖², ∇Φ(x) = x.
+/// let pot = FnPotential::new(|x: &Tensor| {
+///     let v = (x.sqr()?.sum(1)? * 0.5)?;
+///     Ok((v, x.clone()))
+/// });
+/// let x = Tensor::new(&[[1.0f64, 2.0], [3.0, 4.0]], &Device::Cpu)?;
+/// let (v, g) = pot.value_and_gradient(&x)?;
+/// assert_eq!(v.to_vec1::<f64>()?, vec![2.5, 12.5]);
+/// assert_eq!(g.to_vec2::<f64>()?, x.to_vec2::<f64>()?);
+/// # Ok::<(), convex_opt::ConvexOptError>(())
+/// ```
+pub trait BatchedPotential {
+    /// `(Φ(x_i))_i` with shape `(B,)` and `(∇Φ(x_i))_i` with shape `(B, d)`.
+    fn value_and_gradient(&self, x: &Tensor) -> Result<(Tensor, Tensor), ConvexOptError>;
+
+    /// `(Φ(x_i))_i` with shape `(B,)`. Default: the first output of `value_and_gradient`.
+    fn value(&self, x: &Tensor) -> Result<Tensor, ConvexOptError> {
+        Ok(self.value_and_gradient(x)?.0)
+    }
+
+    /// `(∇²Φ(x_i) v_i)_i` with shape `(B, d)`. Default: [`ConvexOptError::Unsupported`].
+    fn hvp(&self, x: &Tensor, v: &Tensor) -> Result<Tensor, ConvexOptError> {
+        let _ = (x, v);
+        Err(ConvexOptError::Unsupported("hvp"))
+    }
+
+    /// Value, gradient and a Hessian-vector-product operator at `x`. The default evaluates
+    /// `value_and_gradient(x)` and forwards HVPs to [`hvp`](Self::hvp) at a copy of `x`;
+    /// potentials that can cache a forward pass should override it.
+    fn second_order(&self, x: &Tensor) -> Result<SecondOrderModel<'_>, ConvexOptError> {
+        let (value, gradient) = self.value_and_gradient(x)?;
+        let x = x.clone();
+        Ok(SecondOrderModel::new(value, gradient, Box::new(move |v| self.hvp(&x, v))))
+    }
+}
+
+impl<P: BatchedPotential + ?Sized> BatchedPotential for &P {
+    fn value_and_gradient(&self, x: &Tensor) -> Result<(Tensor, Tensor), ConvexOptError> {
+        (**self).value_and_gradient(x)
+    }
+    fn value(&self, x: &Tensor) -> Result<Tensor, ConvexOptError> {
+        (**self).value(x)
+    }
+    fn hvp(&self, x: &Tensor, v: &Tensor) -> Result<Tensor, ConvexOptError> {
+        (**self).hvp(x, v)
+    }
+    fn second_order(&self, x: &Tensor) -> Result<SecondOrderModel<'_>, ConvexOptError> {
+        (**self).second_order(x)
+    }
+}
+
+impl<P: BatchedPotential + ?Sized> BatchedPotential for Box<P> {
+    fn value_and_gradient(&self, x: &Tensor) -> Result<(Tensor, Tensor), ConvexOptError> {
+        (**self).value_and_gradient(x)
+    }
+    fn value(&self, x: &Tensor) -> Result<Tensor, ConvexOptError> {
+        (**self).value(x)
+    }
+    fn hvp(&self, x: &Tensor, v: &Tensor) -> Result<Tensor, ConvexOptError> {
+        (**self).hvp(x, v)
+    }
+    fn second_order(&self, x: &Tensor) -> Result<SecondOrderModel<'_>, ConvexOptError> {
+        (**self).second_order(x)
+    }
+}
+
+/// The local second-order model of a batched potential at a point `x`: values `(B,)`,
+/// gradients `(B, d)` and a Hessian-vector-product operator.
+pub struct SecondOrderModel<'a> {
+    value: Tensor,
+    gradient: Tensor,
+    hvp: HvpFn<'a>,
+}
+
+impl<'a> SecondOrderModel<'a> {
+    /// Bundles values `(B,)`, gradients `(B, d)` and an HVP closure at the same point.
+    pub fn new(value: Tensor, gradient: Tensor, hvp: HvpFn<'a>) -> Self {
+        Self { value, gradient, hvp }
+    }
+
+    /// `(Φ(x_i))_i`, shape `(B,)`.
+    pub fn value(&self) -> &Tensor {
+        &self.value
+    }
+
+    /// `(∇Φ(x_i))_i`, shape `(B, d)`.
+    pub fn gradient(&self) -> &Tensor {
+        &self.gradient
+    }
+
+    /// `(∇²Φ(x_i) v_i)_i` for `v` of shape `(B, d)`.
+    pub fn hvp(&self, v: &Tensor) -> Result<Tensor, ConvexOptError> {
+        (self.hvp)(v)
+    }
+}
+
+impl std::fmt::Debug for SecondOrderModel<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SecondOrderModel")
+            .field("value", &self.value.shape())
+            .field("gradient", &self.gradient.shape())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A [`BatchedPotential`] from a closure `x ↦ (Φ(x) (B,), ∇Φ(x) (B, d))`.
+///
+/// Add Hessian-vector products with [`FnPotential::with_hvp`].
+#[derive(Clone, Copy, Debug)]
+pub struct FnPotential<F> {
+    value_and_gradient: F,
+}
+
+impl<F> FnPotential<F>
+where
+    F: Fn(&Tensor) -> candle_core::Result<(Tensor, Tensor)>,
+{
+    /// Wraps a closure returning values `(B,)` and gradients `(B, d)`.
+    pub fn new(value_and_gradient: F) -> Self {
+        Self { value_and_gradient }
+    }
+
+    /// Adds a Hessian-vector-product closure `(x, v) ↦ (∇²Φ(x_i) v_i)_i`.
+    pub fn with_hvp<H>(self, hvp: H) -> FnPotentialWithHvp<F, H>
+    where
+        H: Fn(&Tensor, &Tensor) -> candle_core::Result<Tensor>,
+    {
+        FnPotentialWithHvp { value_and_gradient: self.value_and_gradient, hvp }
+    }
+}
+
+impl<F> BatchedPotential for FnPotential<F>
+where
+    F: Fn(&Tensor) -> candle_core::Result<(Tensor, Tensor)>,
+{
+    fn value_and_gradient(&self, x: &Tensor) -> Result<(Tensor, Tensor), ConvexOptError> {
+        Ok((self.value_and_gradient)(x)?)
+    }
+}
+
+/// A [`BatchedPotential`] from two closures: values and gradients, and Hessian-vector products.
+/// Built by [`FnPotential::with_hvp`].
+#[derive(Clone, Copy, Debug)]
+pub struct FnPotentialWithHvp<F, H> {
+    value_and_gradient: F,
+    hvp: H,
+}
+
+impl<F, H> BatchedPotential for FnPotentialWithHvp<F, H>
+where
+    F: Fn(&Tensor) -> candle_core::Result<(Tensor, Tensor)>,
+    H: Fn(&Tensor, &Tensor) -> candle_core::Result<Tensor>,
+{
+    fn value_and_gradient(&self, x: &Tensor) -> Result<(Tensor, Tensor), ConvexOptError> {
+        Ok((self.value_and_gradient)(x)?)
+    }
+
+    fn hvp(&self, x: &Tensor, v: &Tensor) -> Result<Tensor, ConvexOptError> {
+        Ok((self.hvp)(x, v)?)
+    }
+}

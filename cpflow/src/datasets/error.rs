@@ -1,0 +1,135 @@
+//! The error type of the dataset loaders.
+
+use std::path::{Path, PathBuf};
+
+/// Everything that can go wrong while reading a dataset from disk.
+///
+/// Messages name the file involved; a missing file also names the `cargo xtask download`
+/// command that fetches it.
+#[derive(Debug, thiserror::Error)]
+pub enum DatasetError {
+    /// A file the loader needs is not on disk.
+    #[error(
+        "{dataset}: file {} not found; fetch it with `cargo xtask download {command}` \
+         (or place the file there by hand)",
+        path.display()
+    )]
+    MissingFile {
+        /// Dataset name (as used by `cargo xtask download`).
+        dataset: &'static str,
+        /// The path that was looked for.
+        path: PathBuf,
+        /// The `cargo xtask download` argument that fetches it.
+        command: &'static str,
+    },
+    /// The file ends before the data its header announces.
+    #[error("{}: truncated file: {detail}", path.display())]
+    Truncated {
+        /// The file.
+        path: PathBuf,
+        /// What was expected and found.
+        detail: String,
+    },
+    /// The file is not in the expected format.
+    #[error("{}: corrupt or unsupported file: {detail}", path.display())]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        detail: String,
+    },
+    /// The data has the wrong number of rows or columns.
+    #[error("{what}: bad shape: expected {expected}, found {found}")]
+    BadShape {
+        /// What was being checked.
+        what: String,
+        /// The expected shape.
+        expected: String,
+        /// The shape found.
+        found: String,
+    },
+    /// The data is present only in a form this crate cannot read.
+    #[error("{dataset}: {detail}")]
+    Unsupported {
+        /// Dataset name.
+        dataset: &'static str,
+        /// What is missing and what to do instead.
+        detail: String,
+    },
+    /// A configuration value is out of range.
+    #[error("invalid dataset configuration: {0}")]
+    InvalidConfig(String),
+    /// An I/O error other than "not found".
+    #[error("I/O error on {}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// Building a tensor failed.
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+}
+
+impl DatasetError {
+    pub(crate) fn truncated(path: &Path, detail: impl Into<String>) -> Self {
+        Self::Truncated {
+            path: path.to_path_buf(),
+            detail: detail.into(),
+        }
+    }
+
+    pub(crate) fn corrupt(path: &Path, detail: impl Into<String>) -> Self {
+        Self::Corrupt {
+            path: path.to_path_buf(),
+            detail: detail.into(),
+        }
+    }
+
+    pub(crate) fn io(path: &Path, source: std::io::Error) -> Self {
+        Self::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+
+    pub(crate) fn bad_shape(
+        what: impl Into<String>,
+        expected: impl Into<String>,
+        found: impl Into<String>,
+    ) -> Self {
+        Self::BadShape {
+            what: what.into(),
+            expected: expected.into(),
+            found: found.into(),
+        }
+    }
+}
+
+/// Checks that `path` exists, else returns [`DatasetError::MissingFile`].
+pub(crate) fn require_file(
+    path: &Path,
+    dataset: &'static str,
+    command: &'static str,
+) -> Result<(), DatasetError> {
+    if path.is_file() {
+        Ok(())
+    } else {
+        Err(DatasetError::MissingFile {
+            dataset,
+            path: path.to_path_buf(),
+            command,
+        })
+    }
+}
+
+/// Reads a whole file, mapping "not found" to [`DatasetError::MissingFile`].
+pub(crate) fn read_file(
+    path: &Path,
+    dataset: &'static str,
+    command: &'static str,
+) -> Result<Vec<u8>, DatasetError> {
+    require_file(path, dataset, command)?;
+    std::fs::read(path).map_err(|e| DatasetError::io(path, e))
+}

@@ -1,0 +1,258 @@
+//! GAS (UCI "gas sensor array under dynamic gas mixtures", ethylene + CO), d = 8.
+//!
+//! # Source file: the UCI text, not MAF's pickle
+//! MAF's archive ships `gas/ethylene_CO.pickle`, a pandas `DataFrame` pickle that cannot be
+//! read reliably without Python. This loader instead reads the UCI source
+//! `gas/ethylene_CO.txt` (whitespace separated, one header line, 19 columns: time, CO
+//! concentration, ethylene concentration, 16 sensor readings; `cargo xtask download gas`
+//! fetches it) and rebuilds the pickle's content:
+//!
+//! * MAF's `gas.py` contains the line that made the pickle,
+//!   `pd.read_pickle(file).sample(frac=0.25)`: a random 25 % of the rows, in random order.
+//!   The UCI file has 4,208,261 rows and `round(0.25 · 4,208,261) = 1,052,065`, exactly the
+//!   MAF total (852,174 + 94,685 + 105,206). pandas' `sample` is
+//!   `RandomState.permutation(N)[:n]`; it is reproduced exactly for a given seed
+//!   ([`GasConfig::seed`]), but MAF's own draw was unseeded, so **which** rows are in each
+//!   split differs from MAF's file (same sizes, same distribution).
+//! * The pickle's first three columns are named `Time`, `Meth`, `Eth`; all three are dropped
+//!   by MAF, so the naming of the two concentration columns does not matter.
+//!
+//! # Preprocessing (`gas.py:load_data_and_clean_and_split`)
+//! 1. keep the 16 sensor columns;
+//! 2. while some column has another column with Pearson correlation `> 0.98`, drop the first
+//!    such column (correlations between the remaining columns do not change when one is
+//!    dropped, so the matrix is computed once);
+//! 3. standardise with the mean and std (ddof 1) of the **whole** data;
+//! 4. tail split (test = last 10 %, val = last 10 % of the rest); cast to `f32`.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+
+use super::matrix::{column_means, column_stds, standardise, tail_split};
+use super::{DatasetError, Matrix, NumpyRandomState, Split, layout};
+
+/// Columns of the UCI `ethylene_CO.txt`.
+pub const GAS_RAW_COLUMNS: usize = 19;
+/// Columns dropped before the correlation step (time and the two concentrations).
+const GAS_DROPPED_LEADING: usize = 3;
+/// MAF's correlation threshold.
+pub const GAS_CORRELATION_THRESHOLD: f64 = 0.98;
+
+/// How the MAF pickle is rebuilt from the UCI text file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GasConfig {
+    /// `Some(f)`: keep a random `round(f · N)` rows in random order, as pandas'
+    /// `sample(frac=f)` (MAF used 0.25). `None`: every row, in file order.
+    pub sample_fraction: Option<f64>,
+    /// Seed of the numpy `RandomState` used for the sample.
+    pub seed: u32,
+}
+
+impl Default for GasConfig {
+    /// MAF's fraction (0.25) with seed 0.
+    fn default() -> Self {
+        Self {
+            sample_fraction: Some(0.25),
+            seed: 0,
+        }
+    }
+}
+
+/// Loads GAS from `root/gas/ethylene_CO.txt` (see the module docs for the choice of file).
+///
+/// ```no_run
+/// use cpflow::datasets::{GasConfig, load_gas};
+/// let split = load_gas("data".as_ref(), &GasConfig::default())?;
+/// assert_eq!(split.sizes(), (852_174, 94_685, 105_206));
+/// # Ok::<(), cpflow::datasets::DatasetError>(())
+/// ```
+pub fn load_gas(root: &Path, config: &GasConfig) -> Result<Split, DatasetError> {
+    let txt = root.join(layout::GAS_TXT);
+    if !txt.is_file() && root.join(layout::GAS_PICKLE).is_file() {
+        return Err(DatasetError::Unsupported {
+            dataset: "gas",
+            detail: format!(
+                "found MAF's pandas pickle {} but it cannot be read without Python; this \
+                 crate reads the UCI source {} instead: fetch it with `cargo xtask download gas`",
+                root.join(layout::GAS_PICKLE).display(),
+                txt.display()
+            ),
+        });
+    }
+    load_gas_file(&txt, config)
+}
+
+/// Loads GAS from an explicit UCI-format text file.
+pub fn load_gas_file(path: &Path, config: &GasConfig) -> Result<Split, DatasetError> {
+    let sensors = read_gas_sensors(path, config)?;
+    Ok(preprocess_gas(sensors)?.to_f32())
+}
+
+fn open(path: &Path) -> Result<BufReader<std::fs::File>, DatasetError> {
+    super::error::require_file(path, "gas", "gas")?;
+    std::fs::File::open(path)
+        .map(|f| BufReader::with_capacity(1 << 20, f))
+        .map_err(|e| DatasetError::io(path, e))
+}
+
+/// Calls `f(line_index, line)` for each data line (the header and blank lines skipped).
+fn for_each_data_line(
+    path: &Path,
+    mut f: impl FnMut(usize, &str) -> Result<(), DatasetError>,
+) -> Result<usize, DatasetError> {
+    let mut reader = open(path)?;
+    let mut buf = Vec::new();
+    let mut line_no = 0usize;
+    let mut count = 0usize;
+    loop {
+        buf.clear();
+        let n = reader
+            .read_until(b'\n', &mut buf)
+            .map_err(|e| DatasetError::io(path, e))?;
+        if n == 0 {
+            break;
+        }
+        line_no += 1;
+        let line = std::str::from_utf8(&buf).map_err(|_| {
+            DatasetError::corrupt(path, format!("line {line_no} is not UTF-8 text"))
+        })?;
+        let trimmed = line.trim();
+        if trimmed.is_empty() {
+            continue;
+        }
+        if line_no == 1
+            && trimmed
+                .split_whitespace()
+                .next()
+                .is_some_and(|t| t.parse::<f64>().is_err())
+        {
+            continue; // header line
+        }
+        f(count, trimmed).map_err(|e| match e {
+            DatasetError::Corrupt { path, detail } if buf.last() != Some(&b'\n') => {
+                DatasetError::Truncated {
+                    path,
+                    detail: format!("last line {line_no} is incomplete: {detail}"),
+                }
+            }
+            DatasetError::Corrupt { path, detail } => DatasetError::Corrupt {
+                path,
+                detail: format!("line {line_no}: {detail}"),
+            },
+            other => other,
+        })?;
+        count += 1;
+    }
+    Ok(count)
+}
+
+/// Reads the 16 sensor columns of the rows selected by `config` (in sample order).
+pub fn read_gas_sensors(path: &Path, config: &GasConfig) -> Result<Matrix<f64>, DatasetError> {
+    let n_rows = for_each_data_line(path, |_, _| Ok(()))?;
+    let (dest, n_out) = match config.sample_fraction {
+        Some(frac) => {
+            if !(frac > 0.0 && frac <= 1.0) {
+                return Err(DatasetError::InvalidConfig(format!(
+                    "gas sample_fraction must be in (0, 1], got {frac}"
+                )));
+            }
+            let n = (frac * n_rows as f64).round_ties_even() as usize;
+            let perm = NumpyRandomState::new(config.seed).permutation(n_rows);
+            let mut dest = vec![usize::MAX; n_rows];
+            for (k, &row) in perm[..n].iter().enumerate() {
+                dest[row] = k;
+            }
+            (dest, n)
+        }
+        None => ((0..n_rows).collect(), n_rows),
+    };
+    let d = GAS_RAW_COLUMNS - GAS_DROPPED_LEADING;
+    let mut out = vec![0.0f64; n_out * d];
+    let seen = for_each_data_line(path, |i, line| {
+        let Some(&k) = dest.get(i) else {
+            return Err(DatasetError::corrupt(path, "file changed while reading"));
+        };
+        let mut tokens = line.split_whitespace();
+        let mut n_tok = 0usize;
+        if k == usize::MAX {
+            n_tok = tokens.count();
+        } else {
+            let row = &mut out[k * d..(k + 1) * d];
+            for (j, tok) in tokens.by_ref().enumerate() {
+                n_tok = j + 1;
+                let v: f64 = tok
+                    .parse()
+                    .map_err(|_| DatasetError::corrupt(path, format!("bad number {tok:?}")))?;
+                if j >= GAS_DROPPED_LEADING && j < GAS_RAW_COLUMNS {
+                    row[j - GAS_DROPPED_LEADING] = v;
+                }
+            }
+        }
+        if n_tok != GAS_RAW_COLUMNS {
+            return Err(DatasetError::corrupt(
+                path,
+                format!("expected {GAS_RAW_COLUMNS} columns, found {n_tok}"),
+            ));
+        }
+        Ok(())
+    })?;
+    if seen != n_rows {
+        return Err(DatasetError::corrupt(path, "file changed while reading"));
+    }
+    Matrix::new(n_out, d, out)
+}
+
+/// Pearson correlation matrix of the columns (pandas `DataFrame.corr()`); `NaN` for a
+/// constant column.
+pub(crate) fn correlation_matrix(m: &Matrix<f64>) -> Vec<Vec<f64>> {
+    let d = m.cols();
+    let mu = column_means(&[m]);
+    let mut cov = vec![vec![0.0f64; d]; d];
+    for r in 0..m.rows() {
+        let row = m.row(r);
+        for i in 0..d {
+            let a = row[i] - mu[i];
+            for j in i..d {
+                cov[i][j] += a * (row[j] - mu[j]);
+            }
+        }
+    }
+    let mut c = vec![vec![0.0f64; d]; d];
+    for i in 0..d {
+        for j in i..d {
+            let v = cov[i][j] / (cov[i][i] * cov[j][j]).sqrt();
+            c[i][j] = v;
+            c[j][i] = v;
+        }
+    }
+    c
+}
+
+/// MAF's column-removal loop: the indices (into the input columns) of the columns kept.
+pub(crate) fn uncorrelated_columns(corr: &[Vec<f64>], threshold: f64) -> Vec<usize> {
+    let mut kept: Vec<usize> = (0..corr.len()).collect();
+    loop {
+        let counts: Vec<usize> = kept
+            .iter()
+            .map(|&i| kept.iter().filter(|&&j| corr[i][j] > threshold).count())
+            .collect();
+        match counts.iter().position(|&b| b > 1) {
+            Some(pos) => {
+                kept.remove(pos);
+            }
+            None => return kept,
+        }
+    }
+}
+
+/// The MAF GAS preprocessing on the sensor columns (kept in `f64`).
+pub fn preprocess_gas(sensors: Matrix<f64>) -> Result<Split<f64>, DatasetError> {
+    let corr = correlation_matrix(&sensors);
+    let keep = uncorrelated_columns(&corr, GAS_CORRELATION_THRESHOLD);
+    let mut data = sensors.select_columns(&keep);
+    let mu = column_means(&[&data]);
+    let sd = column_stds(&[&data], &mu, 1);
+    standardise(&mut data, &mu, &sd);
+    let (train, val, test) = tail_split("gas", &data)?;
+    Ok(Split { train, val, test })
+}

@@ -1,0 +1,290 @@
+//! Host-side data containers: a row-major [`Matrix`] and a train/validation/test [`Split`],
+//! plus the column statistics and tail splits that the MAF preprocessing uses.
+
+use candle_core::{DType, Device, Tensor};
+
+use super::DatasetError;
+
+/// A dense row-major matrix on the host: one sample per row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Matrix<T> {
+    rows: usize,
+    cols: usize,
+    data: Vec<T>,
+}
+
+impl<T: Copy> Matrix<T> {
+    /// Wraps `data` (row-major, `rows * cols` entries).
+    ///
+    /// ```
+    /// use cpflow::datasets::Matrix;
+    /// let m = Matrix::new(2, 3, vec![1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0]).unwrap();
+    /// assert_eq!(m.row(1), &[4.0, 5.0, 6.0]);
+    /// ```
+    pub fn new(rows: usize, cols: usize, data: Vec<T>) -> Result<Self, DatasetError> {
+        if rows.checked_mul(cols) != Some(data.len()) {
+            return Err(DatasetError::bad_shape(
+                "matrix data",
+                format!("{rows}x{cols} = {} values", rows.saturating_mul(cols)),
+                format!("{} values", data.len()),
+            ));
+        }
+        Ok(Self { rows, cols, data })
+    }
+
+    /// Number of rows (samples).
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Number of columns (dimension).
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// The row-major values.
+    pub fn data(&self) -> &[T] {
+        &self.data
+    }
+
+    /// The row-major values, by value.
+    pub fn into_data(self) -> Vec<T> {
+        self.data
+    }
+
+    /// Row `i` (panics if `i >= rows`, like slice indexing).
+    pub fn row(&self, i: usize) -> &[T] {
+        &self.data[i * self.cols..(i + 1) * self.cols]
+    }
+
+    /// Rows `start..end` as a new matrix.
+    pub fn slice_rows(&self, start: usize, end: usize) -> Self {
+        Self {
+            rows: end - start,
+            cols: self.cols,
+            data: self.data[start * self.cols..end * self.cols].to_vec(),
+        }
+    }
+
+    /// Keeps only the columns listed in `keep` (in that order).
+    pub fn select_columns(&self, keep: &[usize]) -> Self {
+        let mut data = Vec::with_capacity(self.rows * keep.len());
+        for r in 0..self.rows {
+            let row = self.row(r);
+            data.extend(keep.iter().map(|&c| row[c]));
+        }
+        Self {
+            rows: self.rows,
+            cols: keep.len(),
+            data,
+        }
+    }
+
+    /// Applies `f` to every value.
+    pub fn map<U: Copy>(&self, f: impl Fn(T) -> U) -> Matrix<U> {
+        Matrix {
+            rows: self.rows,
+            cols: self.cols,
+            data: self.data.iter().map(|&v| f(v)).collect(),
+        }
+    }
+}
+
+impl Matrix<f64> {
+    /// Casts to `f32` (the MAF loaders end with `.astype(np.float32)`).
+    pub fn to_f32(&self) -> Matrix<f32> {
+        self.map(|v| v as f32)
+    }
+}
+
+impl Matrix<f32> {
+    /// A `(rows, cols)` tensor of the given float dtype on `device`.
+    ///
+    /// ```
+    /// use candle_core::{DType, Device};
+    /// use cpflow::datasets::Matrix;
+    /// let m = Matrix::new(2, 2, vec![1.0f32, 2.0, 3.0, 4.0]).unwrap();
+    /// let t = m.to_tensor(DType::F64, &Device::Cpu).unwrap();
+    /// assert_eq!(t.dims(), &[2, 2]);
+    /// ```
+    pub fn to_tensor(&self, dtype: DType, device: &Device) -> Result<Tensor, DatasetError> {
+        let t = Tensor::from_slice(&self.data, (self.rows, self.cols), device)?;
+        Ok(t.to_dtype(dtype)?)
+    }
+}
+
+/// A train / validation / test split of one dataset, all with the same number of columns.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Split<T = f32> {
+    /// Training rows.
+    pub train: Matrix<T>,
+    /// Validation rows (early stopping).
+    pub val: Matrix<T>,
+    /// Test rows (reported numbers).
+    pub test: Matrix<T>,
+}
+
+impl<T: Copy> Split<T> {
+    /// The common dimension.
+    pub fn dim(&self) -> usize {
+        self.train.cols()
+    }
+
+    /// `(train, val, test)` row counts.
+    pub fn sizes(&self) -> (usize, usize, usize) {
+        (self.train.rows(), self.val.rows(), self.test.rows())
+    }
+}
+
+impl Split<f64> {
+    /// Casts every part to `f32`.
+    pub fn to_f32(&self) -> Split<f32> {
+        Split {
+            train: self.train.to_f32(),
+            val: self.val.to_f32(),
+            test: self.test.to_f32(),
+        }
+    }
+}
+
+/// The three parts of a [`Split`] as tensors.
+#[derive(Debug, Clone)]
+pub struct TensorSplit {
+    /// `(n_train, d)`.
+    pub train: Tensor,
+    /// `(n_val, d)`.
+    pub val: Tensor,
+    /// `(n_test, d)`.
+    pub test: Tensor,
+}
+
+impl Split<f32> {
+    /// Converts the three parts to `(n, d)` tensors of `dtype` on `device`.
+    pub fn to_tensors(&self, dtype: DType, device: &Device) -> Result<TensorSplit, DatasetError> {
+        Ok(TensorSplit {
+            train: self.train.to_tensor(dtype, device)?,
+            val: self.val.to_tensor(dtype, device)?,
+            test: self.test.to_tensor(dtype, device)?,
+        })
+    }
+}
+
+/// `int(0.1 * n)` as Python computes it.
+pub(crate) fn tenth(n: usize) -> usize {
+    (0.1 * n as f64) as usize
+}
+
+/// MAF's tail split: `test = last int(0.1 n)` rows, then `val = last int(0.1 m)` of the
+/// remaining `m` rows, `train` = the rest (no shuffling).
+///
+/// numpy's `x[-0:]` would make *every* row a test row when `int(0.1 n) == 0`; instead this
+/// returns an error when any part would be empty.
+pub(crate) fn tail_split<T: Copy>(
+    what: &str,
+    data: &Matrix<T>,
+) -> Result<(Matrix<T>, Matrix<T>, Matrix<T>), DatasetError> {
+    let n = data.rows();
+    let n_test = tenth(n);
+    let m = n - n_test;
+    let n_val = tenth(m);
+    if n_test == 0 || n_val == 0 || m - n_val == 0 {
+        return Err(DatasetError::bad_shape(
+            format!("{what}: rows for a 80/10/10 tail split"),
+            "at least 20 rows",
+            format!("{n} rows"),
+        ));
+    }
+    Ok((
+        data.slice_rows(0, m - n_val),
+        data.slice_rows(m - n_val, m),
+        data.slice_rows(m, n),
+    ))
+}
+
+/// Column means of one or more matrices stacked vertically (numpy `vstack(...).mean(0)`).
+pub(crate) fn column_means(parts: &[&Matrix<f64>]) -> Vec<f64> {
+    let cols = parts.first().map_or(0, |m| m.cols());
+    let n: usize = parts.iter().map(|m| m.rows()).sum();
+    let mut sum = vec![0.0f64; cols];
+    for m in parts {
+        for r in 0..m.rows() {
+            for (s, v) in sum.iter_mut().zip(m.row(r)) {
+                *s += v;
+            }
+        }
+    }
+    sum.iter().map(|s| s / n as f64).collect()
+}
+
+/// Column standard deviations around `means`, dividing by `n - ddof` (numpy's default
+/// `ddof = 0`, pandas' default `ddof = 1`). Two-pass, so it is accurate for large means.
+pub(crate) fn column_stds(parts: &[&Matrix<f64>], means: &[f64], ddof: usize) -> Vec<f64> {
+    let n: usize = parts.iter().map(|m| m.rows()).sum();
+    let mut ss = vec![0.0f64; means.len()];
+    for m in parts {
+        for r in 0..m.rows() {
+            for ((s, v), mu) in ss.iter_mut().zip(m.row(r)).zip(means) {
+                let d = v - mu;
+                *s += d * d;
+            }
+        }
+    }
+    let denom = n.saturating_sub(ddof) as f64;
+    ss.iter().map(|s| (s / denom).sqrt()).collect()
+}
+
+/// `(x - mean) / std` column by column, in place.
+pub(crate) fn standardise(m: &mut Matrix<f64>, means: &[f64], stds: &[f64]) {
+    let cols = m.cols;
+    for row in m.data.chunks_mut(cols.max(1)) {
+        for ((v, mu), s) in row.iter_mut().zip(means).zip(stds) {
+            *v = (*v - mu) / s;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tail_split_sizes_match_maf() {
+        // MINIBOONE: 36,488 rows -> 29,556 / 3,284 / 3,648 (data/README.md).
+        let m = Matrix::new(36_488, 1, vec![0u8; 36_488]).unwrap();
+        let (tr, va, te) = tail_split("x", &m).unwrap();
+        assert_eq!((tr.rows(), va.rows(), te.rows()), (29_556, 3_284, 3_648));
+        let tiny = Matrix::new(5, 1, vec![0u8; 5]).unwrap();
+        assert!(tail_split("x", &tiny).is_err());
+    }
+
+    #[test]
+    fn tail_split_keeps_order() {
+        let m = Matrix::new(30, 1, (0..30).collect::<Vec<i32>>()).unwrap();
+        let (tr, va, te) = tail_split("x", &m).unwrap();
+        assert_eq!(te.data(), &[27, 28, 29]);
+        assert_eq!(va.data(), &[24, 25, 26]);
+        assert_eq!(tr.data().last(), Some(&23));
+    }
+
+    #[test]
+    fn stats_match_closed_form() {
+        let a = Matrix::new(2, 2, vec![1.0, 10.0, 2.0, 20.0]).unwrap();
+        let b = Matrix::new(1, 2, vec![3.0, 30.0]).unwrap();
+        let mu = column_means(&[&a, &b]);
+        assert_eq!(mu, vec![2.0, 20.0]);
+        let s0 = column_stds(&[&a, &b], &mu, 0);
+        let s1 = column_stds(&[&a, &b], &mu, 1);
+        assert!((s0[0] - (2.0f64 / 3.0).sqrt()).abs() < 1e-15);
+        assert!((s1[1] - 10.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn new_checks_shape_and_tensor_roundtrip() {
+        assert!(Matrix::new(2, 2, vec![0.0f32; 3]).is_err());
+        let m = Matrix::new(2, 3, vec![1.0f32, 2., 3., 4., 5., 6.]).unwrap();
+        let t = m.to_tensor(DType::F32, &Device::Cpu).unwrap();
+        let back: Vec<Vec<f32>> = t.to_vec2().unwrap();
+        assert_eq!(back, vec![vec![1., 2., 3.], vec![4., 5., 6.]]);
+        assert_eq!(m.select_columns(&[2, 0]).data(), &[3., 1., 6., 4.]);
+    }
+}

@@ -1,0 +1,98 @@
+//! Scatter plots of points.
+
+use super::colors::rainbow;
+use super::grid::Bounds;
+use super::{PlotError, with_chart};
+use crate::toy::Point2;
+use plotters::prelude::*;
+use std::path::Path;
+
+/// Scatter plot of `points` inside `bounds` (points outside are clipped), dots of radius
+/// `radius` pixels in a single purple.
+pub fn scatter_png(
+    path: impl AsRef<Path>,
+    points: &[Point2],
+    bounds: Bounds,
+    radius: u32,
+    size: u32,
+) -> Result<(), PlotError> {
+    let colors = vec![f64::NAN; points.len()];
+    draw_scatter(path.as_ref(), points, &colors, bounds, radius, size)
+}
+
+/// Scatter plot with one colour value `t ∈ [0, 1]` per point (rainbow map), e.g. the rank of
+/// `‖z‖` so that latent and data samples can be matched (reference `*_x_sample.png`).
+pub fn scatter_colored_png(
+    path: impl AsRef<Path>,
+    points: &[Point2],
+    color_values: &[f64],
+    bounds: Bounds,
+    radius: u32,
+    size: u32,
+) -> Result<(), PlotError> {
+    if color_values.len() != points.len() {
+        return Err(PlotError::InvalidInput(format!(
+            "{} colour values for {} points",
+            color_values.len(),
+            points.len()
+        )));
+    }
+    draw_scatter(path.as_ref(), points, color_values, bounds, radius, size)
+}
+
+fn draw_scatter(
+    path: &Path,
+    points: &[Point2],
+    color_values: &[f64],
+    bounds: Bounds,
+    radius: u32,
+    size: u32,
+) -> Result<(), PlotError> {
+    if points.is_empty() {
+        return Err(PlotError::InvalidInput("no points to plot".into()));
+    }
+    let err = super::draw_err(path);
+    let plain = RGBColor(110, 40, 150).mix(0.6);
+    with_chart(path, size, bounds, |chart| {
+        let dots = points
+            .iter()
+            .zip(color_values)
+            .filter(|(p, _)| bounds.contains(**p))
+            .map(|(p, t)| {
+                let style = if t.is_nan() {
+                    plain.filled()
+                } else {
+                    rainbow(*t).filled()
+                };
+                Circle::new((p[0], p[1]), radius.max(1), style)
+            });
+        chart.draw_series(dots).map_err(|e| err(&e))?;
+        Ok(())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plot::test_util::{png_stats, temp_png};
+
+    #[test]
+    fn scatter_plots_are_non_trivial_and_validate_inputs() {
+        let pts: Vec<Point2> = (0..500)
+            .map(|i| [(i as f64 * 0.37).sin() * 3.0, (i as f64 * 0.11).cos() * 3.0])
+            .collect();
+        let b = Bounds::square(4.0);
+        let path = temp_png("scatter");
+        scatter_png(&path, &pts, b, 2, 150).unwrap();
+        let (w, _, var, ink) = png_stats(&path);
+        assert_eq!(w, 150);
+        assert!(var > 50.0 && ink > 0.02 && ink < 0.95, "{var} {ink}");
+        let t: Vec<f64> = (0..500).map(|i| i as f64 / 499.0).collect();
+        let path = temp_png("scatter-colored");
+        scatter_colored_png(&path, &pts, &t, b, 2, 150).unwrap();
+        let (_, _, var, _) = png_stats(&path);
+        assert!(var > 50.0);
+        assert!(scatter_colored_png(&path, &pts, &t[..3], b, 2, 150).is_err());
+        assert!(scatter_png(&path, &[], b, 2, 150).is_err());
+    }
+}

@@ -1,0 +1,26 @@
+//! Errors of the toy-data module.
+
+/// What can go wrong building or reading toy data.
+#[derive(Debug, thiserror::Error)]
+pub enum ToyError {
+    /// The name is not one of [`crate::toy::Toy::ALL`].
+    #[error("unknown toy density `{0}` (known: 8gaussians, swissroll, 2spirals, rings, moons, checkerboard, pinwheel, circles, mafmoon)")]
+    UnknownToy(String),
+    /// An argument is out of its domain (dimension 0, covariance not positive definite, …).
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    /// The PNG could not be read or decoded.
+    #[error("cannot read image {path}: {source}")]
+    Image {
+        /// The file.
+        path: String,
+        /// The decoder's error.
+        source: image::ImageError,
+    },
+    /// The image has no mass after inversion (all pixels the same grey level).
+    #[error("image {0} is uniform: no density mass after inverting the grey levels")]
+    EmptyImage(String),
+    /// A candle error while converting points.
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+}

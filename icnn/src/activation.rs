@@ -1,0 +1,156 @@
+//! Activations with their first and second derivatives, as candle tensor ops.
+//!
+//! Every activation returns its value, first and second derivative as tensors built from
+//! ops that candle can differentiate (`abs`, `relu`, `exp`, `log`, `erf`, affine maps), so
+//! candle's ordinary backward differentiates the explicit gradients and Hessian-vector
+//! products w.r.t. the parameters, and candle's higher-order autodiff
+//! (`CANDLE_GRAD_DO_NOT_DETACH=1`) can differentiate the value itself several times.
+
+use candle_core::Tensor;
+use serde::{Deserialize, Serialize};
+
+use crate::error::Result;
+
+/// The convex, non-decreasing activation `s` of the hidden layers (reference
+/// `get_softplus(softplus_type, ...)`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum ActivationKind {
+    /// `softplus(x) = log(1 + eˣ)`; `s' = σ(x)`, `s'' = σ(x)(1 − σ(x))`.
+    #[default]
+    Softplus,
+    /// `x Φ(x) + φ(x)` (the integral of the Gaussian CDF); `s' = Φ(x)`, `s'' = φ(x)`.
+    GaussianSoftplus,
+}
+
+/// A fully specified activation: the kind, whether it is shifted to 0 at 0
+/// (`zero_softplus`), and whether it is the symmetric variant `s(x) − x/2`
+/// (used on input-only paths, `symm_act_first`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Activation {
+    /// The base function `s`.
+    pub kind: ActivationKind,
+    /// Subtract `s(0)` so that the activation is 0 at 0 (reference `zero_softplus`).
+    pub zero_shift: bool,
+    /// Use `s(x) − x/2` (reference `symm_softplus`); convex but not monotone, so only valid
+    /// on affine functions of the input.
+    pub symmetric: bool,
+}
+
+impl Activation {
+    /// A plain (non-shifted, non-symmetric) activation of the given kind.
+    pub fn new(kind: ActivationKind) -> Self {
+        Self {
+            kind,
+            zero_shift: false,
+            symmetric: false,
+        }
+    }
+
+    /// The same activation, symmetric (`s(x) − x/2`) when `symmetric` is true.
+    pub fn with_symmetric(self, symmetric: bool) -> Self {
+        Self { symmetric, ..self }
+    }
+
+    /// The same activation, shifted to 0 at 0 when `zero_shift` is true.
+    pub fn with_zero_shift(self, zero_shift: bool) -> Self {
+        Self { zero_shift, ..self }
+    }
+
+    /// `s(0)` of the base function (before the shift).
+    fn base_at_zero(&self) -> f64 {
+        match self.kind {
+            ActivationKind::Softplus => std::f64::consts::LN_2,
+            ActivationKind::GaussianSoftplus => FRAC_1_SQRT_2PI,
+        }
+    }
+
+    /// The value `s(x)` (elementwise).
+    pub fn value(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(self.eval(x, false)?.value)
+    }
+
+    /// The first derivative `s'(x)` (elementwise).
+    pub fn first_derivative(&self, x: &Tensor) -> Result<Tensor> {
+        let e = self.eval(x, true)?;
+        Ok(e.d1.unwrap_or(e.value))
+    }
+
+    /// The second derivative `s''(x)` (elementwise).
+    pub fn second_derivative(&self, x: &Tensor) -> Result<Tensor> {
+        let e = self.eval(x, true)?;
+        Ok(e.d2.unwrap_or(e.value))
+    }
+
+    /// Value and, when `derivatives` is true, first and second derivatives, sharing work.
+    pub fn eval(&self, x: &Tensor, derivatives: bool) -> Result<ActivationEval> {
+        let shift = if self.zero_shift {
+            self.base_at_zero()
+        } else {
+            0.0
+        };
+        let (base, d1, d2) = match self.kind {
+            ActivationKind::Softplus => {
+                // sp(x) = relu(x) + log(1 + e^{-|x|});  σ(x) = exp(x − sp(x));
+                // σ(1−σ) = exp(x − 2 sp(x)): all exponents are ≤ 0, so nothing overflows.
+                let e = x.abs()?.neg()?.exp()?;
+                let sp = (x.relu()? + e.affine(1.0, 1.0)?.log()?)?;
+                if derivatives {
+                    let t = (x - &sp)?;
+                    let d1 = t.exp()?;
+                    let d2 = (t - &sp)?.exp()?;
+                    (sp, Some(d1), Some(d2))
+                } else {
+                    (sp, None, None)
+                }
+            }
+            ActivationKind::GaussianSoftplus => {
+                // Φ(x) = ½(1 + erf(x/√2)), φ(x) = exp(−x²/2 − ln√(2π)), s = xΦ + φ.
+                let cdf = x
+                    .affine(std::f64::consts::FRAC_1_SQRT_2, 0.0)?
+                    .erf()?
+                    .affine(0.5, 0.5)?;
+                let pdf = x.sqr()?.affine(-0.5, -LN_SQRT_2PI)?.exp()?;
+                let v = ((x * &cdf)? + &pdf)?;
+                if derivatives {
+                    (v, Some(cdf), Some(pdf))
+                } else {
+                    (v, None, None)
+                }
+            }
+        };
+        let value = match (self.symmetric, shift != 0.0) {
+            (false, false) => base,
+            (false, true) => base.affine(1.0, -shift)?,
+            (true, _) => (base - x.affine(0.5, shift)?)?,
+        };
+        let d1 = match (d1, self.symmetric) {
+            (Some(d), true) => Some(d.affine(1.0, -0.5)?),
+            (d, _) => d,
+        };
+        Ok(ActivationEval { value, d1, d2 })
+    }
+}
+
+/// `1/√(2π)`.
+pub(crate) const FRAC_1_SQRT_2PI: f64 = 0.398_942_280_401_432_7;
+/// `ln √(2π)`.
+const LN_SQRT_2PI: f64 = 0.918_938_533_204_672_8;
+
+/// The result of [`Activation::eval`]: value and (optionally) derivatives.
+#[derive(Debug, Clone)]
+pub struct ActivationEval {
+    /// `s(x)`.
+    pub value: Tensor,
+    /// `s'(x)`, when requested.
+    pub d1: Option<Tensor>,
+    /// `s''(x)`, when requested.
+    pub d2: Option<Tensor>,
+}
+
+/// Numerically stable softplus `log(1 + eˣ) = max(x, 0) + log(1 + e^{−|x|})`, built from ops
+/// candle can differentiate (any number of times).
+pub fn softplus(x: &Tensor) -> Result<Tensor> {
+    let e = x.abs()?.neg()?.exp()?;
+    Ok((x.relu()? + e.affine(1.0, 1.0)?.log()?)?)
+}

@@ -1,0 +1,140 @@
+//! `DenseIcnn2`: DenseNet-style ICNN (reference `DenseICNN2`).
+
+use candle_nn::VarBuilder;
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::activation::{Activation, ActivationKind};
+use crate::common::{check_positive, impl_unconditional};
+use crate::error::Result;
+use crate::layers::{ActNorm, Linear, PosLinear};
+use crate::network::{GroupAct, GroupSpec, Network};
+
+/// Configuration of [`DenseIcnn2`] (same fields as [`crate::Icnn2Config`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct DenseIcnn2Config {
+    /// Input dimension `d`.
+    pub dim: usize,
+    /// Width `h` of each new block of units.
+    pub width: usize,
+    /// Number of hidden layers `L`, at least 1.
+    pub depth: usize,
+    /// Activation `s`.
+    pub activation: ActivationKind,
+    /// Shift the activation to 0 at 0 (`zero_softplus`).
+    pub zero_shift: bool,
+    /// Use `s(x) − x/2` on the first layer (`symm_act_first`).
+    pub symm_act_first: bool,
+}
+
+impl Default for DenseIcnn2Config {
+    fn default() -> Self {
+        Self {
+            dim: 2,
+            width: 64,
+            depth: 10,
+            activation: ActivationKind::Softplus,
+            zero_shift: false,
+            symm_act_first: false,
+        }
+    }
+}
+
+/// The reference's `DenseICNN2`: every layer sees the concatenation of all previous blocks.
+/// ```text
+/// z = s̃(AN₀(W₀x + b₀))
+/// z ← [z, s(AN_k(PosLin_k(z) + A_k x))]          k = 1..L−1 (no biases besides ActNorm)
+/// F(x) = AN_L(PosLin_L(z) + aᵀx)
+/// ```
+/// Parameter names: `Wzs.0.{weight,bias}` (h×d), `Wzs.k.weight` (h×kh), `Wzs.L.weight`
+/// (1×Lh), `Wxs.k.weight` (h×d, k = 0..L−2), `Wxs.{L−1}.weight` (1×d), `actnorm0.*`,
+/// `actnorms.k.*` (k = 0..L−1), `initialized`.
+///
+/// ```
+/// use candle_core::{DType, Device, Tensor};
+/// use candle_nn::{VarBuilder, VarMap};
+/// use icnn::{ConvexPotential, DenseIcnn2, DenseIcnn2Config};
+/// use rand::SeedableRng;
+///
+/// # fn main() -> icnn::Result<()> {
+/// let varmap = VarMap::new();
+/// let vb = VarBuilder::from_varmap(&varmap, DType::F64, &Device::Cpu);
+/// let config = DenseIcnn2Config { dim: 3, width: 4, depth: 3, ..Default::default() };
+/// let net = DenseIcnn2::new(vb.pp("icnn"), &config, &mut rand::rngs::StdRng::seed_from_u64(2))?;
+/// let x = Tensor::new(&[[0.0f64, 1.0, 2.0], [1.0, -1.0, 0.5]], &Device::Cpu)?;
+/// assert_eq!(net.linearize(&x)?.gradient().dims(), &[2, 3]);
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct DenseIcnn2 {
+    pub(crate) net: Network,
+    config: DenseIcnn2Config,
+}
+
+impl DenseIcnn2 {
+    /// Creates (or loads) the parameters, drawing initial values from `rng`.
+    pub fn new<R: Rng + ?Sized>(
+        vb: VarBuilder,
+        config: &DenseIcnn2Config,
+        rng: &mut R,
+    ) -> Result<Self> {
+        let (d, h, l) = (config.dim, config.width, config.depth);
+        check_positive("dim", d)?;
+        check_positive("width", h)?;
+        check_positive("depth", l)?;
+        let act = Activation::new(config.activation).with_zero_shift(config.zero_shift);
+        let first = act.with_symmetric(config.symm_act_first);
+        let vz = vb.pp("Wzs");
+        let vx = vb.pp("Wxs");
+        let va = vb.pp("actnorms");
+        let mut groups = Vec::with_capacity(l + 1);
+        groups.push(GroupSpec {
+            inputs: vec![],
+            pos: None,
+            lin: Some(Linear::new(&vz.pp(0), d, h, true, rng)?),
+            actnorm: None,
+            act: GroupAct::Nonlinear(first),
+            width: h,
+        });
+        for k in 1..l {
+            groups.push(GroupSpec {
+                inputs: (0..k).collect(),
+                pos: Some(PosLinear::new(&vz.pp(k), h * k, h, false, rng)?),
+                lin: None,
+                actnorm: None,
+                act: GroupAct::Nonlinear(act),
+                width: h,
+            });
+        }
+        groups.push(GroupSpec {
+            inputs: (0..l).collect(),
+            pos: Some(PosLinear::new(&vz.pp(l), h * l, 1, false, rng)?),
+            lin: None,
+            actnorm: None,
+            act: GroupAct::Identity,
+            width: 1,
+        });
+        for k in 1..l {
+            groups[k].lin = Some(Linear::new(&vx.pp(k - 1), d, h, false, rng)?);
+        }
+        groups[l].lin = Some(Linear::new(&vx.pp(l - 1), d, 1, false, rng)?);
+        groups[0].actnorm = Some(ActNorm::new(&vb.pp("actnorm0"), h)?);
+        for k in 1..l {
+            groups[k].actnorm = Some(ActNorm::new(&va.pp(k - 1), h)?);
+        }
+        groups[l].actnorm = Some(ActNorm::new(&va.pp(l - 1), 1)?);
+        Ok(Self {
+            net: Network::new(&vb, groups, d)?,
+            config: config.clone(),
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &DenseIcnn2Config {
+        &self.config
+    }
+}
+
+impl_unconditional!(DenseIcnn2);

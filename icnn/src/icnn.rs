@@ -1,0 +1,122 @@
+//! `Icnn`: the original input-convex network of Amos et al. (2017) (reference `ICNN`).
+
+use candle_nn::VarBuilder;
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::activation::{Activation, ActivationKind};
+use crate::common::{check_positive, impl_unconditional};
+use crate::error::Result;
+use crate::layers::{Linear, PosLinear};
+use crate::network::{GroupAct, GroupSpec, Network};
+
+/// Configuration of [`Icnn`] (reference `ICNN(dim, dimh, num_hidden_layers)`; the activation
+/// is always softplus and there is no ActNorm).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct IcnnConfig {
+    /// Input dimension `d`.
+    pub dim: usize,
+    /// Hidden width `h`.
+    pub width: usize,
+    /// Number of hidden layers `L`, at least 1.
+    pub depth: usize,
+}
+
+impl Default for IcnnConfig {
+    fn default() -> Self {
+        Self {
+            dim: 2,
+            width: 64,
+            depth: 10,
+        }
+    }
+}
+
+/// The reference's `ICNN` (Amos et al. 2017), softplus activations, no ActNorm:
+/// ```text
+/// z₁ = sp(W₀x + b₀)
+/// z_{k+1} = sp(PosLin_k(z_k) + A_k x + c_k)      k = 1..L−1 (PosLin_k without bias)
+/// F(x) = PosLin_L(z_L) + aᵀx                      (no biases)
+/// ```
+/// Parameter names: `Wzs.0.{weight,bias}`, `Wzs.k.weight` (k = 1..L), `Wxs.k.{weight,bias}`
+/// (k = 0..L−2), `Wxs.{L−1}.weight`, and the flag `initialized` (always 1: nothing to init).
+///
+/// ```
+/// use candle_core::{DType, Device, Tensor};
+/// use candle_nn::{VarBuilder, VarMap};
+/// use icnn::{ConvexPotential, Icnn, IcnnConfig};
+/// use rand::SeedableRng;
+///
+/// # fn main() -> icnn::Result<()> {
+/// let varmap = VarMap::new();
+/// let vb = VarBuilder::from_varmap(&varmap, DType::F64, &Device::Cpu);
+/// let config = IcnnConfig { dim: 2, width: 8, depth: 2 };
+/// let net = Icnn::new(vb.pp("icnn"), &config, &mut rand::rngs::StdRng::seed_from_u64(1))?;
+/// let x = Tensor::new(&[[0.0f64, 1.0]], &Device::Cpu)?;
+/// let (f, g) = net.value_and_gradient(&x)?;
+/// assert_eq!((f.dims(), g.dims()), (&[1][..], &[1, 2][..]));
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Icnn {
+    pub(crate) net: Network,
+    config: IcnnConfig,
+}
+
+impl Icnn {
+    /// Creates (or loads) the parameters, drawing initial values from `rng` (PyTorch's default
+    /// `nn.Linear` init).
+    pub fn new<R: Rng + ?Sized>(vb: VarBuilder, config: &IcnnConfig, rng: &mut R) -> Result<Self> {
+        let (d, h, l) = (config.dim, config.width, config.depth);
+        check_positive("dim", d)?;
+        check_positive("width", h)?;
+        check_positive("depth", l)?;
+        let act = GroupAct::Nonlinear(Activation::new(ActivationKind::Softplus));
+        let vz = vb.pp("Wzs");
+        let vx = vb.pp("Wxs");
+        let mut groups = Vec::with_capacity(l + 1);
+        groups.push(GroupSpec {
+            inputs: vec![],
+            pos: None,
+            lin: Some(Linear::new(&vz.pp(0), d, h, true, rng)?),
+            actnorm: None,
+            act,
+            width: h,
+        });
+        for k in 1..l {
+            groups.push(GroupSpec {
+                inputs: vec![k - 1],
+                pos: Some(PosLinear::new(&vz.pp(k), h, h, false, rng)?),
+                lin: None,
+                actnorm: None,
+                act,
+                width: h,
+            });
+        }
+        groups.push(GroupSpec {
+            inputs: vec![l - 1],
+            pos: Some(PosLinear::new(&vz.pp(l), h, 1, false, rng)?),
+            lin: None,
+            actnorm: None,
+            act: GroupAct::Identity,
+            width: 1,
+        });
+        for k in 1..l {
+            groups[k].lin = Some(Linear::new(&vx.pp(k - 1), d, h, true, rng)?);
+        }
+        groups[l].lin = Some(Linear::new(&vx.pp(l - 1), d, 1, false, rng)?);
+        Ok(Self {
+            net: Network::new(&vb, groups, d)?,
+            config: config.clone(),
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &IcnnConfig {
+        &self.config
+    }
+}
+
+impl_unconditional!(Icnn);

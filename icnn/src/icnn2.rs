@@ -1,0 +1,147 @@
+//! `Icnn2`: the reference's tabular default (`ICNN2`), ActNorm inside every layer.
+
+use candle_nn::VarBuilder;
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::activation::{Activation, ActivationKind};
+use crate::common::{check_positive, impl_unconditional};
+use crate::error::Result;
+use crate::layers::{ActNorm, Linear, PosLinear};
+use crate::network::{GroupAct, GroupSpec, Network};
+
+/// Configuration of [`Icnn2`] (reference `ICNN2(dim, dimh, num_hidden_layers, symm_act_first,
+/// softplus_type, zero_softplus)`). Defaults are `train_tabular.py`'s: width 64, depth 10,
+/// softplus, no shift, no symmetric first activation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Icnn2Config {
+    /// Input dimension `d`.
+    pub dim: usize,
+    /// Hidden width `h` (`dimh`).
+    pub width: usize,
+    /// Number of hidden layers `L` (`num_hidden_layers`), at least 1.
+    pub depth: usize,
+    /// Activation `s` (`softplus_type`).
+    pub activation: ActivationKind,
+    /// Shift the activation to 0 at 0 (`zero_softplus`).
+    pub zero_shift: bool,
+    /// Use the symmetric activation `s(x) − x/2` on the first layer (`symm_act_first`).
+    pub symm_act_first: bool,
+}
+
+impl Default for Icnn2Config {
+    fn default() -> Self {
+        Self {
+            dim: 2,
+            width: 64,
+            depth: 10,
+            activation: ActivationKind::Softplus,
+            zero_shift: false,
+            symm_act_first: false,
+        }
+    }
+}
+
+/// The reference's `ICNN2`:
+/// ```text
+/// z₁ = s̃(AN₀(W₀x + b₀))
+/// z_{k+1} = s(AN_k(PosLin_k(z_k) + A_k x + c_k))          k = 1..L−1
+/// F(x) = AN_L(PosLin_L(z_L) + aᵀx)                        (no biases in the output layer)
+/// ```
+/// Parameter names under the builder's prefix (identical to the PyTorch `state_dict`):
+/// `Wzs.0.{weight,bias}` (h×d), `Wzs.k.{weight,bias}` (h×h, k = 1..L−1), `Wzs.L.weight`
+/// (1×h), `Wxs.k.{weight,bias}` (h×d, k = 0..L−2), `Wxs.{L−1}.weight` (1×d),
+/// `actnorm0.{b,logs}`, `actnorms.k.{b,logs}` (k = 0..L−1, shapes (1,C,1)), plus the flag
+/// `initialized` (1,).
+///
+/// ```
+/// use candle_core::{DType, Device, Tensor};
+/// use candle_nn::{VarBuilder, VarMap};
+/// use icnn::{ConvexPotential, Icnn2, Icnn2Config};
+/// use rand::SeedableRng;
+///
+/// # fn main() -> icnn::Result<()> {
+/// let varmap = VarMap::new();
+/// let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+/// let config = Icnn2Config { dim: 4, width: 16, depth: 3, ..Default::default() };
+/// let mut rng = rand::rngs::StdRng::seed_from_u64(42);
+/// let net = Icnn2::new(vb.pp("icnn"), &config, &mut rng)?;
+/// let x = Tensor::zeros((5, 4), DType::F32, &Device::Cpu)?;
+/// // The first call runs the ActNorm data-dependent init on this batch.
+/// let f = net.potential(&x)?;
+/// assert_eq!(f.dims(), &[5]);
+/// assert!(net.is_initialized()?);
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Icnn2 {
+    pub(crate) net: Network,
+    config: Icnn2Config,
+}
+
+impl Icnn2 {
+    /// Creates (or loads, for names already present in `vb`) the parameters. Weights and
+    /// biases get PyTorch's default `nn.Linear` init drawn from `rng`; the same config and
+    /// seed give the same weights.
+    pub fn new<R: Rng + ?Sized>(vb: VarBuilder, config: &Icnn2Config, rng: &mut R) -> Result<Self> {
+        let (d, h, l) = (config.dim, config.width, config.depth);
+        check_positive("dim", d)?;
+        check_positive("width", h)?;
+        check_positive("depth", l)?;
+        let act = Activation::new(config.activation).with_zero_shift(config.zero_shift);
+        let first = act.with_symmetric(config.symm_act_first);
+        let vz = vb.pp("Wzs");
+        let vx = vb.pp("Wxs");
+        let va = vb.pp("actnorms");
+        let mut groups = Vec::with_capacity(l + 1);
+        groups.push(GroupSpec {
+            inputs: vec![],
+            pos: None,
+            lin: Some(Linear::new(&vz.pp(0), d, h, true, rng)?),
+            actnorm: None,
+            act: GroupAct::Nonlinear(first),
+            width: h,
+        });
+        for k in 1..l {
+            groups.push(GroupSpec {
+                inputs: vec![k - 1],
+                pos: Some(PosLinear::new(&vz.pp(k), h, h, true, rng)?),
+                lin: None,
+                actnorm: None,
+                act: GroupAct::Nonlinear(act),
+                width: h,
+            });
+        }
+        groups.push(GroupSpec {
+            inputs: vec![l - 1],
+            pos: Some(PosLinear::new(&vz.pp(l), h, 1, false, rng)?),
+            lin: None,
+            actnorm: None,
+            act: GroupAct::Identity,
+            width: 1,
+        });
+        // Same creation order as the reference module: Wzs, Wxs, actnorm0, actnorms.
+        for k in 1..l {
+            groups[k].lin = Some(Linear::new(&vx.pp(k - 1), d, h, true, rng)?);
+        }
+        groups[l].lin = Some(Linear::new(&vx.pp(l - 1), d, 1, false, rng)?);
+        groups[0].actnorm = Some(ActNorm::new(&vb.pp("actnorm0"), h)?);
+        for k in 1..l {
+            groups[k].actnorm = Some(ActNorm::new(&va.pp(k - 1), h)?);
+        }
+        groups[l].actnorm = Some(ActNorm::new(&va.pp(l - 1), 1)?);
+        Ok(Self {
+            net: Network::new(&vb, groups, d)?,
+            config: config.clone(),
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Icnn2Config {
+        &self.config
+    }
+}
+
+impl_unconditional!(Icnn2);

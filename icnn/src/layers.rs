@@ -1,0 +1,203 @@
+//! Building blocks: unconstrained linear layer, positive linear layer, ActNorm (no log-det).
+//!
+//! Parameter names and shapes follow the reference PyTorch modules (`nn.Linear`:
+//! `weight (out, in)`, `bias (out,)`; `ActNormNoLogdet`: `b (1, C, 1)`, `logs (1, C, 1)`), so a
+//! PyTorch `state_dict` converted to safetensors loads under the same names.
+
+use candle_core::{D, Tensor};
+use candle_nn::VarBuilder;
+use rand::Rng;
+
+use crate::activation::softplus;
+use crate::error::Result;
+use crate::params;
+
+/// `y = x Wᵀ + b` with PyTorch's default init `U(−1/√n_in, 1/√n_in)` for `W` and `b`.
+#[derive(Debug, Clone)]
+pub struct Linear {
+    /// `(out, in)`.
+    pub weight: Tensor,
+    /// `(out,)`, when the layer has a bias.
+    pub bias: Option<Tensor>,
+}
+
+impl Linear {
+    /// Creates (or loads) `weight` and, when `bias` is true, `bias` under `vb`.
+    pub fn new<R: Rng + ?Sized>(
+        vb: &VarBuilder,
+        n_in: usize,
+        n_out: usize,
+        bias: bool,
+        rng: &mut R,
+    ) -> Result<Self> {
+        let weight = params::linear_default(vb, (n_out, n_in), "weight", n_in, rng)?;
+        let bias = if bias {
+            Some(params::linear_default(vb, n_out, "bias", n_in, rng)?)
+        } else {
+            None
+        };
+        Ok(Self { weight, bias })
+    }
+
+    /// Creates (or loads) a linear layer whose weight and bias are zero-initialised
+    /// (the reference's context gates).
+    pub fn new_zeros(vb: &VarBuilder, n_in: usize, n_out: usize) -> Result<Self> {
+        let weight = params::constant(vb, (n_out, n_in), "weight", 0.0)?;
+        let bias = Some(params::constant(vb, n_out, "bias", 0.0)?);
+        Ok(Self { weight, bias })
+    }
+
+    /// `x Wᵀ + b` for `x` of shape `(B, in)`.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let y = x.matmul(&self.weight.t()?)?;
+        Ok(match &self.bias {
+            Some(b) => y.broadcast_add(b)?,
+            None => y,
+        })
+    }
+
+    /// Number of inputs.
+    pub fn n_in(&self) -> usize {
+        self.weight.dims()[1]
+    }
+
+    /// Number of outputs.
+    pub fn n_out(&self) -> usize {
+        self.weight.dims()[0]
+    }
+}
+
+/// Positive linear layer of the reference (`PosLinear`): `y = (x softplus(W)ᵀ + b) / n_in`.
+/// The `1/n_in` gain applies to the bias too.
+#[derive(Debug, Clone)]
+pub struct PosLinear {
+    /// Unconstrained weight `(out, in)`; the effective weight is `softplus(W)/n_in ≥ 0`.
+    pub weight: Tensor,
+    /// `(out,)`, when the layer has a bias.
+    pub bias: Option<Tensor>,
+}
+
+impl PosLinear {
+    /// Creates (or loads) the layer under `vb` (PyTorch default init of `nn.Linear`).
+    pub fn new<R: Rng + ?Sized>(
+        vb: &VarBuilder,
+        n_in: usize,
+        n_out: usize,
+        bias: bool,
+        rng: &mut R,
+    ) -> Result<Self> {
+        let l = Linear::new(vb, n_in, n_out, bias, rng)?;
+        Ok(Self {
+            weight: l.weight,
+            bias: l.bias,
+        })
+    }
+
+    /// Number of inputs.
+    pub fn n_in(&self) -> usize {
+        self.weight.dims()[1]
+    }
+
+    /// Number of outputs.
+    pub fn n_out(&self) -> usize {
+        self.weight.dims()[0]
+    }
+
+    /// The effective non-negative weight `softplus(W)/n_in`, shape `(out, in)`.
+    pub fn effective_weight(&self) -> Result<Tensor> {
+        Ok(softplus(&self.weight)?.affine(1.0 / self.n_in() as f64, 0.0)?)
+    }
+
+    /// The effective bias `b/n_in`, shape `(out,)`.
+    pub fn effective_bias(&self) -> Result<Option<Tensor>> {
+        Ok(match &self.bias {
+            Some(b) => Some(b.affine(1.0 / self.n_in() as f64, 0.0)?),
+            None => None,
+        })
+    }
+
+    /// `(x softplus(W)ᵀ + b)/n_in` for `x` of shape `(B, in)`.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let y = x.matmul(&self.effective_weight()?.t()?)?;
+        Ok(match self.effective_bias()? {
+            Some(b) => y.broadcast_add(&b)?,
+            None => y,
+        })
+    }
+}
+
+/// The lower bound added to the ActNorm scale (reference `_scaling_min`).
+pub const ACTNORM_SCALE_MIN: f64 = 0.001;
+
+/// ActNorm without log-det (reference `ActNormNoLogdet`): `y = (x + b) ⊙ (exp(logs) + 0.001)`.
+///
+/// The data-dependent initialisation (`b = −mean`, `logs = log(1/(std + 1e-6))`, biased std
+/// over the batch) is run by the owning network on its first `potential`/`linearize` call
+/// (see [`ActNorm::initialize`]); the network keeps an `initialized` flag variable next to
+/// the parameters, so a loaded model is not re-initialised.
+#[derive(Debug, Clone)]
+pub struct ActNorm {
+    /// Shift, stored as `(1, C, 1)` like the reference.
+    pub b: Tensor,
+    /// Log-scale, stored as `(1, C, 1)` like the reference.
+    pub logs: Tensor,
+    /// When true the shift is used detached (not trained), as the reference's ICNN3 output
+    /// ActNorm (`b.requires_grad_(False)`); it is still set by the data-dependent init.
+    pub frozen_bias: bool,
+}
+
+impl ActNorm {
+    /// Creates (or loads) `b` and `logs` (zeros) under `vb`.
+    pub fn new(vb: &VarBuilder, features: usize) -> Result<Self> {
+        let b = params::constant(vb, (1, features, 1), "b", 0.0)?;
+        let logs = params::constant(vb, (1, features, 1), "logs", 0.0)?;
+        Ok(Self {
+            b,
+            logs,
+            frozen_bias: false,
+        })
+    }
+
+    /// Number of features `C`.
+    pub fn features(&self) -> usize {
+        self.b.dims()[1]
+    }
+
+    /// The shift `b` as a `(C,)` tensor (detached when the bias is frozen).
+    pub fn shift(&self) -> Result<Tensor> {
+        let b = self.b.reshape(self.features())?;
+        Ok(if self.frozen_bias { b.detach() } else { b })
+    }
+
+    /// The positive scale `exp(logs) + 0.001` as a `(C,)` tensor.
+    pub fn scale(&self) -> Result<Tensor> {
+        Ok(self
+            .logs
+            .reshape(self.features())?
+            .exp()?
+            .affine(1.0, ACTNORM_SCALE_MIN)?)
+    }
+
+    /// `(x + b) ⊙ scale` for `x` of shape `(B, C)`.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(x.broadcast_add(&self.shift()?)?
+            .broadcast_mul(&self.scale()?)?)
+    }
+
+    /// Data-dependent initialisation from a batch `x` `(B, C)` of pre-activations:
+    /// `b = −mean(x)`, `logs = log(1/(std(x) + 1e-6))` (biased std over the batch).
+    pub fn initialize(&self, x: &Tensor) -> Result<()> {
+        let x = x.detach();
+        let mean = x.mean_keepdim(0)?;
+        let var = x.broadcast_sub(&mean)?.sqr()?.mean(0)?;
+        let logs = var.sqrt()?.affine(1.0, 1e-6)?.log()?.neg()?;
+        params::write_in_place(&self.b, &mean.squeeze(0)?.neg()?)?;
+        params::write_in_place(&self.logs, &logs)?;
+        Ok(())
+    }
+}
+
+/// Sum over the last dimension, keeping a `(B,)` shape.
+pub(crate) fn sum_last(x: &Tensor) -> Result<Tensor> {
+    Ok(x.sum(D::Minus1)?)
+}

@@ -1,0 +1,68 @@
+//! Input-convex neural networks on candle with explicit input gradients and
+//! Hessian-vector products.
+//!
+//! CP-Flow needs, for a convex potential `F` and a batch `x`: `F(x)`, the gradient map
+//! `∇ₓF(x)`, Hessian-vector products `∇²ₓF(x)·v`, and gradients of scalars built from these
+//! w.r.t. the network parameters. candle's autodiff is first-order by default, so this crate
+//! computes `∇ₓF` and `∇²ₓF·v` explicitly as tensor ops from a cached forward pass
+//! ([`Linearization`]); candle then differentiates those expressions once, w.r.t. the
+//! parameters.
+//!
+//! Architectures: [`Icnn`] (Amos et al.), [`Icnn2`] (tabular default, ActNorm inside),
+//! [`Icnn3`] (input-augmented ICNN, the paper's eq. 7), [`DenseIcnn2`], and [`Picnn`]
+//! (partially input-convex, conditioned on a context).
+//!
+//! # Parameters and checkpoints
+//! Parameters live in a [`candle_nn::VarMap`]; build the network from
+//! `VarBuilder::from_varmap(&varmap, dtype, &device).pp("icnn")` (one prefix per network).
+//! Names and shapes under the prefix are those of the reference PyTorch `state_dict`
+//! (`Wzs.k.weight`, `Wxs.k.bias`, `actnorms.k.logs`, ...; see each architecture), plus one
+//! `initialized` flag `(1,)` per network that records whether the ActNorm data-dependent
+//! init has run. Save/load with `VarMap::save`/`VarMap::load` (safetensors). Weights
+//! converted from PyTorch lack the flag: call `mark_initialized()` after loading them.
+//!
+//! # Derivative recursions
+//! Per group `j` (see the `network` module docs): forward `a_j`, cached `s'(a_j)`,
+//! `s''(a_j)`; gradient by the reverse recursion `δ_j = g_j ⊙ s'(a_j)`, `g_i += δ_j P_j`,
+//! `∇F = Σ δ_j A_j`; Hessian-vector products by forward-mode on that recursion, reusing the
+//! cache (`ȧ`, `ż = s' ⊙ ȧ`, then `δ̇ = ġ ⊙ s' + g ⊙ s'' ⊙ ȧ`, `Hv = Σ δ̇_j A_j`).
+//!
+//! ```
+//! use candle_core::{DType, Device, Tensor};
+//! use candle_nn::{VarBuilder, VarMap};
+//! use icnn::{ConvexPotential, Icnn2, Icnn2Config};
+//! use rand::SeedableRng;
+//!
+//! # fn main() -> icnn::Result<()> {
+//! let varmap = VarMap::new();
+//! let vb = VarBuilder::from_varmap(&varmap, DType::F64, &Device::Cpu);
+//! let config = Icnn2Config { dim: 2, width: 8, depth: 3, ..Default::default() };
+//! let net = Icnn2::new(vb.pp("icnn"), &config, &mut rand::rngs::StdRng::seed_from_u64(0))?;
+//! let x = Tensor::new(&[[0.5f64, -1.0], [2.0, 0.0], [0.0, 0.3]], &Device::Cpu)?;
+//! let lin = net.linearize(&x)?;
+//! let u = Tensor::new(&[[1.0f64, 0.0], [0.0, 1.0], [1.0, 1.0]], &Device::Cpu)?;
+//! // A surrogate uᵀ H v whose parameter gradient candle computes with one backward pass.
+//! let v = lin.gradient().detach();
+//! let surrogate = (lin.hvp(&v)? * &u)?.sum_all()?;
+//! let grads = surrogate.backward()?;
+//! assert!(varmap.all_vars().iter().any(|var| grads.get(var).is_some()));
+//! # Ok(())
+//! # }
+//! ```
+
+mod activation;
+mod common;
+mod error;
+mod icnn2;
+mod layers;
+mod linearization;
+mod network;
+mod params;
+mod traits;
+
+pub use activation::{Activation, ActivationEval, ActivationKind, softplus};
+pub use error::{IcnnError, Result};
+pub use icnn2::{Icnn2, Icnn2Config};
+pub use layers::{ACTNORM_SCALE_MIN, ActNorm, Linear, PosLinear};
+pub use linearization::Linearization;
+pub use traits::{ConditionalConvexPotential, ConvexPotential};

@@ -1,0 +1,82 @@
+//! Creating parameters in a [`candle_nn::VarBuilder`] from host-drawn, seeded values.
+//!
+//! candle's RNG cannot be seeded, so initial values are drawn on the host from the caller's
+//! `rand` RNG and written into the freshly created variables. A parameter that already
+//! exists in the builder's backend (a `VarMap` that was filled before, or a safetensors file)
+//! is returned as is. The random draws are made in both cases, so the values of the other
+//! parameters do not depend on which parameters were already present.
+
+use candle_core::{Shape, Tensor};
+use candle_nn::{Init, VarBuilder};
+use rand::Rng;
+
+use crate::error::Result;
+
+/// Get the tensor `name` under `vb`; when it does not exist yet, create it and fill it with
+/// `values` (row-major, length = number of elements of `shape`).
+pub(crate) fn get_or_init(
+    vb: &VarBuilder,
+    shape: impl Into<Shape>,
+    name: &str,
+    values: Vec<f64>,
+) -> Result<Tensor> {
+    let shape = shape.into();
+    if vb.contains_tensor(name) {
+        return Ok(vb.get(shape, name)?);
+    }
+    let t = vb.get_with_hints(shape.clone(), name, Init::Const(0.0))?;
+    let src = Tensor::from_vec(values, shape, vb.device())?.to_dtype(vb.dtype())?;
+    // `t` shares its storage with the variable held by the backend: write in place.
+    write_in_place(&t, &src)?;
+    Ok(t)
+}
+
+/// Overwrite the storage of `dst` (a variable's tensor) with `src` (same shape).
+pub(crate) fn write_in_place(dst: &Tensor, src: &Tensor) -> Result<()> {
+    let src = src
+        .to_dtype(dst.dtype())?
+        .to_device(dst.device())?
+        .reshape(dst.shape())?
+        .contiguous()?;
+    if dst.rank() == 0 {
+        // slice_set needs rank >= 1: go through a reshaped view of the same storage.
+        let d = dst.reshape(1)?;
+        d.slice_set(&src.reshape(1)?, 0, 0)?;
+    } else {
+        dst.slice_set(&src, 0, 0)?;
+    }
+    Ok(())
+}
+
+/// `n` draws from `U(−bound, bound)`.
+pub(crate) fn uniform_values<R: Rng + ?Sized>(rng: &mut R, n: usize, bound: f64) -> Vec<f64> {
+    (0..n)
+        .map(|_| (2.0 * rng.random::<f64>() - 1.0) * bound)
+        .collect()
+}
+
+/// PyTorch's default `nn.Linear` init: `U(−1/√n_in, 1/√n_in)` for weights and biases.
+pub(crate) fn linear_default<R: Rng + ?Sized>(
+    vb: &VarBuilder,
+    shape: impl Into<Shape>,
+    name: &str,
+    n_in: usize,
+    rng: &mut R,
+) -> Result<Tensor> {
+    let shape = shape.into();
+    let bound = 1.0 / (n_in.max(1) as f64).sqrt();
+    let values = uniform_values(rng, shape.elem_count(), bound);
+    get_or_init(vb, shape, name, values)
+}
+
+/// A parameter filled with a constant.
+pub(crate) fn constant(
+    vb: &VarBuilder,
+    shape: impl Into<Shape>,
+    name: &str,
+    value: f64,
+) -> Result<Tensor> {
+    let shape = shape.into();
+    let values = vec![value; shape.elem_count()];
+    get_or_init(vb, shape, name, values)
+}

@@ -1,0 +1,180 @@
+//! [`BatchVectors`] for `candle_core::Tensor` of shape `(B, d)`: one system per **row**
+//! (feature `candle`).
+//!
+//! Every operation is a whole-batch tensor operation on the tensor's own device and dtype; only
+//! per-system scalars (`B` values) cross to the host, as `f64`. Half-precision tensors (f16,
+//! bf16) are reduced in f32.
+
+use candle_core::{DType, Device, Tensor};
+
+use crate::vectors::{check_len, check_same_shape};
+use crate::{BatchVectors, KrylovError};
+
+/// A `(B, 1)` tensor of per-system scalars with the dtype and device of `like`.
+pub(crate) fn per_system_column(like: &Tensor, values: &[f64]) -> Result<Tensor, KrylovError> {
+    let t = Tensor::from_vec(values.to_vec(), (values.len(), 1), like.device())?;
+    Ok(t.to_dtype(like.dtype())?)
+}
+
+/// A `(B, 1)` u8 mask (1 = active) on `device`.
+pub(crate) fn mask_column(device: &Device, active: &[bool]) -> Result<Tensor, KrylovError> {
+    let m: Vec<u8> = active.iter().map(|a| u8::from(*a)).collect();
+    Ok(Tensor::from_vec(m, (active.len(), 1), device)?)
+}
+
+/// The dtype in which reductions are carried out.
+fn reduction_dtype(dtype: DType) -> DType {
+    match dtype {
+        DType::F64 => DType::F64,
+        _ => DType::F32,
+    }
+}
+
+fn upcast(t: &Tensor) -> Result<Tensor, KrylovError> {
+    let rd = reduction_dtype(t.dtype());
+    if rd == t.dtype() { Ok(t.clone()) } else { Ok(t.to_dtype(rd)?) }
+}
+
+fn to_host_f64(t: &Tensor) -> Result<Vec<f64>, KrylovError> {
+    Ok(t.to_dtype(DType::F64)?.flatten_all()?.to_vec1::<f64>()?)
+}
+
+fn same_shape(context: &'static str, a: &Tensor, b: &Tensor) -> Result<(), KrylovError> {
+    check_same_shape(context, a, b)?;
+    if b.rank() != 2 {
+        return Err(KrylovError::WrongRank { context, expected: 2, found: b.dims().to_vec() });
+    }
+    Ok(())
+}
+
+impl BatchVectors for Tensor {
+    fn validate(&self) -> Result<(), KrylovError> {
+        if self.rank() == 2 {
+            Ok(())
+        } else {
+            Err(KrylovError::WrongRank {
+                context: "batch tensor (B, d)",
+                expected: 2,
+                found: self.dims().to_vec(),
+            })
+        }
+    }
+
+    fn n_systems(&self) -> usize {
+        self.dims().first().copied().unwrap_or(0)
+    }
+
+    fn dim(&self) -> usize {
+        self.dims().get(1).copied().unwrap_or(0)
+    }
+
+    fn zeros_like(&self) -> Result<Self, KrylovError> {
+        Ok(Tensor::zeros_like(self)?)
+    }
+
+    fn from_host_like(like: &Self, data: &[f64]) -> Result<Self, KrylovError> {
+        like.validate()?;
+        let (b, d) = (like.n_systems(), like.dim());
+        check_len("Tensor::from_host_like (B·d values)", b * d, data.len())?;
+        let t = Tensor::from_vec(data.to_vec(), (b, d), like.device())?;
+        Ok(t.to_dtype(like.dtype())?)
+    }
+
+    fn to_host(&self) -> Result<Vec<f64>, KrylovError> {
+        to_host_f64(self)
+    }
+
+    fn dots(&self, other: &Self) -> Result<Vec<f64>, KrylovError> {
+        same_shape("Tensor::dots", self, other)?;
+        let p = (upcast(self)? * upcast(other)?)?;
+        to_host_f64(&p.sum(1)?)
+    }
+
+    fn norms_inf(&self) -> Result<Vec<f64>, KrylovError> {
+        self.validate()?;
+        if self.dim() == 0 {
+            return Ok(vec![0.0; self.n_systems()]);
+        }
+        to_host_f64(&upcast(self)?.abs()?.max(1)?)
+    }
+
+    fn axpby_masked(
+        &mut self,
+        a: &[f64],
+        b: &[f64],
+        x: &Self,
+        active: &[bool],
+    ) -> Result<(), KrylovError> {
+        same_shape("Tensor::axpby_masked", self, x)?;
+        let n = self.n_systems();
+        check_len("axpby_masked (a)", n, a.len())?;
+        check_len("axpby_masked (b)", n, b.len())?;
+        check_len("axpby_masked (active)", n, active.len())?;
+        if !active.iter().any(|v| *v) {
+            return Ok(());
+        }
+        let bx = x.broadcast_mul(&per_system_column(x, b)?)?;
+        let new = if a.iter().all(|v| *v == 1.0) {
+            (&*self + bx)?
+        } else {
+            (self.broadcast_mul(&per_system_column(self, a)?)? + bx)?
+        };
+        *self = if active.iter().all(|v| *v) {
+            new
+        } else {
+            let mask = mask_column(self.device(), active)?.broadcast_as(self.shape())?;
+            mask.where_cond(&new, self)?
+        };
+        Ok(())
+    }
+
+    fn scale_per_system(&mut self, alphas: &[f64]) -> Result<(), KrylovError> {
+        self.validate()?;
+        check_len("scale_per_system", self.n_systems(), alphas.len())?;
+        *self = self.broadcast_mul(&per_system_column(self, alphas)?)?;
+        Ok(())
+    }
+
+    fn mul_elementwise(&self, other: &Self) -> Result<Self, KrylovError> {
+        same_shape("Tensor::mul_elementwise", self, other)?;
+        Ok((self * other)?)
+    }
+
+    fn detached(&self) -> Self {
+        self.detach()
+    }
+
+    fn unit_roundoff(&self) -> f64 {
+        match self.dtype() {
+            DType::F64 => f64::EPSILON,
+            DType::F16 => 9.765_625e-4,
+            DType::BF16 => 7.812_5e-3,
+            _ => f64::from(f32::EPSILON),
+        }
+    }
+
+    /// Fused classical Gram–Schmidt: `C = Q w` and `w ← w − Qᵀ C` as two batched matmuls over
+    /// the stacked basis `Q` of shape `(B, k, d)`; no host synchronisation.
+    fn orthogonalize_against(&mut self, basis: &[Self], active: &[bool]) -> Result<(), KrylovError> {
+        self.validate()?;
+        check_len("orthogonalize_against (active)", self.n_systems(), active.len())?;
+        if basis.is_empty() || !active.iter().any(|v| *v) {
+            return Ok(());
+        }
+        for q in basis {
+            same_shape("orthogonalize_against (basis)", self, q)?;
+        }
+        let q = Tensor::stack(basis, 1)?; // (B, k, d)
+        let w = self.unsqueeze(2)?; // (B, d, 1)
+        let c = q.matmul(&w)?; // (B, k, 1)
+        let proj = q.transpose(1, 2)?.contiguous()?.matmul(&c)?.squeeze(2)?; // (B, d)
+        let new = (&*self - proj)?;
+        *self = if active.iter().all(|v| *v) {
+            new
+        } else {
+            let mask = mask_column(self.device(), active)?.broadcast_as(self.shape())?;
+            mask.where_cond(&new, self)?
+        };
+        Ok(())
+    }
+}

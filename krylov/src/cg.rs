@@ -1,0 +1,341 @@
+//! Batched (preconditioned) conjugate gradient with per-system step sizes and convergence.
+
+use crate::vectors::check_same_shape;
+use crate::{BatchOperator, BatchVectors, KrylovError};
+
+/// When the batch stops iterating.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum CgStopping {
+    /// Each system stops as soon as it satisfies its own test and is then frozen: it receives no
+    /// further operator applications and no vector updates. The default.
+    #[default]
+    PerSystem,
+    /// **Reference behaviour** (CP-Flow's `conjugate_gradient`): every system keeps iterating
+    /// (and costs an operator application per iteration) until *all* systems satisfy the test
+    /// or `max_iters` is reached. Kept for comparison and benchmarks. Systems whose iteration
+    /// cannot continue (zero or non-finite curvature `pᵀHp`, e.g. an exactly zero residual) are
+    /// still frozen.
+    BatchGlobal,
+}
+
+/// Preconditioner used by [`cg`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Preconditioner {
+    /// Plain CG. The default.
+    #[default]
+    None,
+    /// Jacobi: `M = diag(H_i)`. Needs [`BatchOperator::diagonal`] (see
+    /// [`crate::WithDiagonal`]); every diagonal entry must be `> 0`.
+    Jacobi,
+}
+
+/// Parameters of [`cg`]. Build with `CgParams::default()` and the `with_*` setters.
+///
+/// System `i` has converged when `‖r_i‖∞ ≤ atol + rtol·‖b_i‖∞`, where `r_i` is the recursively
+/// updated residual (in exact arithmetic `b_i − H_i x_i`).
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct CgParams {
+    /// Absolute tolerance on `‖r_i‖∞`. Default `0`.
+    pub atol: f64,
+    /// Relative tolerance (times `‖b_i‖∞`). Default `1e-6`.
+    pub rtol: f64,
+    /// Maximum number of iterations per system. `None` (default) means
+    /// [`default_max_iters`]`(d) = 2d + 10`: in exact arithmetic CG needs at most `d`
+    /// iterations, and the slack absorbs the delay caused by rounding on ill-conditioned
+    /// systems (the CP-Flow reference uses exactly `d`).
+    pub max_iters: Option<usize>,
+    /// Per-system (default) or batch-global (reference) stopping.
+    pub stopping: CgStopping,
+    /// Preconditioner (default none).
+    pub preconditioner: Preconditioner,
+}
+
+impl Default for CgParams {
+    fn default() -> Self {
+        Self {
+            atol: 0.0,
+            rtol: 1e-6,
+            max_iters: None,
+            stopping: CgStopping::PerSystem,
+            preconditioner: Preconditioner::None,
+        }
+    }
+}
+
+impl CgParams {
+    /// Sets the absolute tolerance.
+    pub fn with_atol(mut self, atol: f64) -> Self {
+        self.atol = atol;
+        self
+    }
+    /// Sets the relative tolerance.
+    pub fn with_rtol(mut self, rtol: f64) -> Self {
+        self.rtol = rtol;
+        self
+    }
+    /// Sets the maximum number of iterations.
+    pub fn with_max_iters(mut self, max_iters: usize) -> Self {
+        self.max_iters = Some(max_iters);
+        self
+    }
+    /// Sets the stopping rule.
+    pub fn with_stopping(mut self, stopping: CgStopping) -> Self {
+        self.stopping = stopping;
+        self
+    }
+    /// Sets the preconditioner.
+    pub fn with_preconditioner(mut self, preconditioner: Preconditioner) -> Self {
+        self.preconditioner = preconditioner;
+        self
+    }
+
+    fn validate(&self) -> Result<(), KrylovError> {
+        if !(self.atol >= 0.0 && self.atol.is_finite()) {
+            return Err(KrylovError::InvalidParameter(format!("atol must be finite and ≥ 0, got {}", self.atol)));
+        }
+        if !(self.rtol >= 0.0 && self.rtol.is_finite()) {
+            return Err(KrylovError::InvalidParameter(format!("rtol must be finite and ≥ 0, got {}", self.rtol)));
+        }
+        Ok(())
+    }
+}
+
+/// The iteration cap used when [`CgParams::max_iters`] is `None`: `2d + 10`.
+pub fn default_max_iters(dim: usize) -> usize {
+    2 * dim + 10
+}
+
+/// Outcome of [`cg`]. Non-convergence is reported here, never as an error.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct CgResult<V> {
+    /// The approximate solutions (a batch like `b`).
+    pub x: V,
+    /// Iterations (solution updates) performed per system.
+    pub iterations: Vec<usize>,
+    /// Final `‖r_i‖∞` per system (recursively updated residual).
+    pub residual_norms: Vec<f64>,
+    /// Whether system `i` met `‖r_i‖∞ ≤ atol + rtol·‖b_i‖∞`.
+    pub converged: Vec<bool>,
+    /// Whether system `i` stopped because the iteration could not continue: non-positive or
+    /// non-finite curvature `pᵀH_i p` (the operator is not positive definite on the Krylov
+    /// space, or produced NaN/Inf) before convergence.
+    pub breakdown: Vec<bool>,
+    /// Operator applications per system (an initial residual `b − H x0` counts as one).
+    pub applications: Vec<usize>,
+    /// Number of calls to [`BatchOperator::apply`].
+    pub operator_calls: usize,
+}
+
+impl<V> CgResult<V> {
+    /// `true` when every system converged.
+    pub fn all_converged(&self) -> bool {
+        self.converged.iter().all(|c| *c)
+    }
+
+    /// Total operator applications over all systems.
+    pub fn total_applications(&self) -> usize {
+        self.applications.iter().sum()
+    }
+}
+
+/// Solves `H_i x_i = b_i` for every system `i` by conjugate gradient, **starting at zero**.
+///
+/// Step sizes `α_i`, `β_i` are per system; with [`CgStopping::PerSystem`] (default) system `i`
+/// stops when `‖r_i‖∞ ≤ atol + rtol·‖b_i‖∞` and is frozen (no more operator applications,
+/// no more updates). The test is also checked before the first iteration (so `b_i = 0` costs
+/// nothing). Each `H_i` must be symmetric positive definite; a system whose curvature `pᵀHp`
+/// is not positive stops and is flagged in [`CgResult::breakdown`].
+///
+/// ```
+/// use krylov::{cg, CgParams, DenseNalgebraOperator};
+/// use nalgebra::{DMatrix, dmatrix};
+/// // Two systems (columns): H_0 = diag(1, 4), H_1 = [[2, 1], [1, 2]].
+/// let op = DenseNalgebraOperator::new(vec![
+///     dmatrix![1.0, 0.0; 0.0, 4.0],
+///     dmatrix![2.0, 1.0; 1.0, 2.0],
+/// ]).unwrap();
+/// let b = DMatrix::from_column_slice(2, 2, &[1.0, 4.0, 3.0, 3.0]);
+/// let res = cg(&op, &b, &CgParams::default().with_rtol(1e-12)).unwrap();
+/// assert!(res.all_converged());
+/// assert!((res.x[(0, 0)] - 1.0).abs() < 1e-12 && (res.x[(1, 0)] - 1.0).abs() < 1e-12);
+/// assert!((res.x[(0, 1)] - 1.0).abs() < 1e-12 && (res.x[(1, 1)] - 1.0).abs() < 1e-12);
+/// ```
+pub fn cg<V, Op>(op: &Op, b: &V, params: &CgParams) -> Result<CgResult<V>, KrylovError>
+where
+    V: BatchVectors,
+    Op: BatchOperator<V> + ?Sized,
+{
+    cg_impl(op, b, None, params)
+}
+
+/// [`cg`] starting from the initial guess `x0` (the CP-Flow reference starts at `x0 = b`).
+/// The initial residual `b − H x0` costs one operator application per system.
+///
+/// ```
+/// use krylov::{cg_with_initial_guess, CgParams, DenseFaerOperator};
+/// use faer::Mat;
+/// let op = DenseFaerOperator::new(vec![Mat::<f64>::identity(3, 3) * 2.0]).unwrap();
+/// let b = Mat::<f64>::from_fn(3, 1, |i, _| i as f64);
+/// let res = cg_with_initial_guess(&op, &b, &b, &CgParams::default()).unwrap();
+/// assert_eq!(res.iterations, vec![1]);
+/// assert!((res.x[(2, 0)] - 1.0).abs() < 1e-12);
+/// ```
+pub fn cg_with_initial_guess<V, Op>(
+    op: &Op,
+    b: &V,
+    x0: &V,
+    params: &CgParams,
+) -> Result<CgResult<V>, KrylovError>
+where
+    V: BatchVectors,
+    Op: BatchOperator<V> + ?Sized,
+{
+    cg_impl(op, b, Some(x0), params)
+}
+
+/// `1 / diag(H_i)` as a batch, after checking every entry is `> 0`.
+fn jacobi_inverse<V, Op>(op: &Op, b: &V) -> Result<V, KrylovError>
+where
+    V: BatchVectors,
+    Op: BatchOperator<V> + ?Sized,
+{
+    let diag = op.diagonal().ok_or(KrylovError::MissingDiagonal)??;
+    check_same_shape("Jacobi diagonal", b, &diag)?;
+    let d = b.dim().max(1);
+    let host = diag.to_host()?;
+    let mut inv = Vec::with_capacity(host.len());
+    for (k, v) in host.into_iter().enumerate() {
+        if !(v > 0.0 && v.is_finite()) {
+            return Err(KrylovError::NonPositiveDiagonal { system: k / d, index: k % d, value: v });
+        }
+        inv.push(1.0 / v);
+    }
+    V::from_host_like(b, &inv)
+}
+
+fn cg_impl<V, Op>(op: &Op, b: &V, x0: Option<&V>, params: &CgParams) -> Result<CgResult<V>, KrylovError>
+where
+    V: BatchVectors,
+    Op: BatchOperator<V> + ?Sized,
+{
+    params.validate()?;
+    b.validate()?;
+    let n = b.n_systems();
+    let max_iters = params.max_iters.unwrap_or_else(|| default_max_iters(b.dim()));
+    let global = params.stopping == CgStopping::BatchGlobal;
+    let inv_diag = match params.preconditioner {
+        Preconditioner::None => None,
+        Preconditioner::Jacobi => Some(jacobi_inverse(op, b)?),
+    };
+    let precondition = |r: &V| -> Result<V, KrylovError> {
+        match &inv_diag {
+            Some(m) => r.mul_elementwise(m),
+            None => Ok(r.clone()),
+        }
+    };
+
+    let b = b.detached();
+    let tol: Vec<f64> = b.norms_inf()?.iter().map(|nb| params.atol + params.rtol * nb).collect();
+    let mut applications = vec![0usize; n];
+    let mut operator_calls = 0usize;
+    let all = vec![true; n];
+
+    let mut r = b.clone();
+    let mut x = match x0 {
+        Some(x0) => {
+            check_same_shape("cg initial guess", &b, x0)?;
+            let x = x0.detached();
+            let hx = op.apply(&x, &all)?;
+            check_same_shape("operator output", &b, &hx)?;
+            operator_calls += 1;
+            applications.iter_mut().for_each(|a| *a += 1);
+            r.axpby_masked(&vec![1.0; n], &vec![-1.0; n], &hx, &all)?;
+            x
+        }
+        None => b.zeros_like()?,
+    };
+
+    let mut rnorm = r.norms_inf()?;
+    let mut converged: Vec<bool> = rnorm.iter().zip(&tol).map(|(rn, t)| rn <= t).collect();
+    let mut breakdown: Vec<bool> = rnorm.iter().map(|rn| !rn.is_finite()).collect();
+    let mut iterations = vec![0usize; n];
+
+    let mut z = precondition(&r)?;
+    let mut rz = r.dots(&z)?;
+    let mut p = z.clone();
+    let ones = vec![1.0; n];
+
+    for _ in 0..max_iters {
+        let running: Vec<bool> = if global {
+            if converged.iter().zip(&breakdown).all(|(c, bd)| *c || *bd) {
+                break;
+            }
+            breakdown.iter().map(|bd| !bd).collect()
+        } else {
+            converged.iter().zip(&breakdown).map(|(c, bd)| !c && !bd).collect()
+        };
+        if !running.iter().any(|a| *a) {
+            break;
+        }
+        let hp = op.apply(&p, &running)?;
+        check_same_shape("operator output", &b, &hp)?;
+        operator_calls += 1;
+        for (a, run) in applications.iter_mut().zip(&running) {
+            *a += usize::from(*run);
+        }
+        let php = p.dots(&hp)?;
+        let mut step = running.clone();
+        let mut alpha = vec![0.0; n];
+        let mut neg_alpha = vec![0.0; n];
+        for i in 0..n {
+            if !running[i] {
+                continue;
+            }
+            let a = rz[i] / php[i];
+            if php[i] > 0.0 && a.is_finite() {
+                alpha[i] = a;
+                neg_alpha[i] = -a;
+            } else {
+                // Cannot continue. Under batch-global stopping an already converged system
+                // (typically r_i = 0 exactly) is simply frozen; otherwise it is a breakdown.
+                step[i] = false;
+                if converged[i] {
+                    continue;
+                }
+                breakdown[i] = true;
+            }
+        }
+        x.axpby_masked(&ones, &alpha, &p, &step)?;
+        r.axpby_masked(&ones, &neg_alpha, &hp, &step)?;
+        let new_norm = r.norms_inf()?;
+        for i in (0..n).filter(|&i| step[i]) {
+            iterations[i] += 1;
+            rnorm[i] = new_norm[i];
+            converged[i] = new_norm[i] <= tol[i];
+            if !new_norm[i].is_finite() {
+                breakdown[i] = true;
+            }
+        }
+        z = precondition(&r)?;
+        let rz_new = r.dots(&z)?;
+        let beta: Vec<f64> = (0..n)
+            .map(|i| if step[i] && rz[i] != 0.0 { rz_new[i] / rz[i] } else { 0.0 })
+            .collect();
+        p.axpby_masked(&beta, &ones, &z, &step)?;
+        for i in (0..n).filter(|&i| step[i]) {
+            rz[i] = rz_new[i];
+        }
+    }
+
+    Ok(CgResult {
+        x,
+        iterations,
+        residual_norms: rnorm,
+        converged,
+        breakdown,
+        applications,
+        operator_calls,
+    })
+}

@@ -1,0 +1,153 @@
+//! The batched linear-operator trait and the closure / diagonal adapters.
+
+use crate::{BatchVectors, KrylovError};
+
+/// A batch of `B` independent symmetric linear operators `H_1, …, H_B`, each of size `d × d`,
+/// acting on a batch of vectors `V`.
+///
+/// `apply(x, active)` returns `y` with `y_i = H_i x_i` for every system `i` with `active[i]`.
+/// Rows (columns) of inactive systems in the output may hold anything, NaN included: solvers
+/// in this crate never read them. An implementation should skip inactive systems where it
+/// can (the host dense operators do; a tensor operator may gather the active rows), because
+/// this is how converged systems stop costing work.
+///
+/// The solvers require `H_i` symmetric positive definite (CG) or symmetric (Lanczos).
+pub trait BatchOperator<V: BatchVectors> {
+    /// `y_i = H_i x_i` for the active systems.
+    fn apply(&self, x: &V, active: &[bool]) -> Result<V, KrylovError>;
+
+    /// The diagonals of the `H_i`, as a batch (system `i`'s diagonal in slot `i`), if the
+    /// operator knows them. Needed only by the Jacobi preconditioner. Default: `None`.
+    fn diagonal(&self) -> Option<Result<V, KrylovError>> {
+        None
+    }
+}
+
+impl<V: BatchVectors, O: BatchOperator<V> + ?Sized> BatchOperator<V> for &O {
+    fn apply(&self, x: &V, active: &[bool]) -> Result<V, KrylovError> {
+        (**self).apply(x, active)
+    }
+
+    fn diagonal(&self) -> Option<Result<V, KrylovError>> {
+        (**self).diagonal()
+    }
+}
+
+/// A closure `|x: &V, active: &[bool]| -> Result<V, KrylovError>` used as a [`BatchOperator`].
+///
+/// ```
+/// use krylov::{BatchOperator, FnOperator, KrylovError};
+/// use nalgebra::DMatrix;
+/// // H_i = (i + 1)·I for a batch of 3 systems of size 2 (one system per column).
+/// let op = FnOperator::new(|x: &DMatrix<f64>, _active: &[bool]| -> Result<DMatrix<f64>, KrylovError> {
+///     let mut y = x.clone();
+///     for (j, mut c) in y.column_iter_mut().enumerate() {
+///         c *= (j + 1) as f64;
+///     }
+///     Ok(y)
+/// });
+/// let x = DMatrix::from_element(2, 3, 1.0);
+/// let y = op.apply(&x, &[true; 3]).unwrap();
+/// assert_eq!(y[(1, 2)], 3.0);
+/// ```
+#[derive(Clone, Copy, Debug)]
+pub struct FnOperator<F> {
+    f: F,
+}
+
+impl<F> FnOperator<F> {
+    /// Wraps a closure.
+    pub fn new(f: F) -> Self {
+        Self { f }
+    }
+
+    /// Attaches the operator's diagonal (enables the Jacobi preconditioner).
+    pub fn with_diagonal<V>(self, diagonal: V) -> WithDiagonal<Self, V> {
+        WithDiagonal::new(self, diagonal)
+    }
+}
+
+impl<V, F> BatchOperator<V> for FnOperator<F>
+where
+    V: BatchVectors,
+    F: Fn(&V, &[bool]) -> Result<V, KrylovError>,
+{
+    fn apply(&self, x: &V, active: &[bool]) -> Result<V, KrylovError> {
+        (self.f)(x, active)
+    }
+}
+
+/// Any operator together with a known diagonal (for the Jacobi preconditioner).
+#[derive(Clone, Debug)]
+pub struct WithDiagonal<O, V> {
+    op: O,
+    diagonal: V,
+}
+
+impl<O, V> WithDiagonal<O, V> {
+    /// Attaches `diagonal` (a batch: system `i`'s diagonal in slot `i`) to `op`.
+    pub fn new(op: O, diagonal: V) -> Self {
+        Self { op, diagonal }
+    }
+}
+
+impl<V: BatchVectors, O: BatchOperator<V>> BatchOperator<V> for WithDiagonal<O, V> {
+    fn apply(&self, x: &V, active: &[bool]) -> Result<V, KrylovError> {
+        self.op.apply(x, active)
+    }
+
+    fn diagonal(&self) -> Option<Result<V, KrylovError>> {
+        Some(Ok(self.diagonal.clone()))
+    }
+}
+
+/// An operator that counts how often each system was applied (diagnostics and tests).
+///
+/// Wraps any operator; `counts()` returns, per system, the number of `apply` calls in which the
+/// system was active, and `calls()` the number of `apply` calls.
+#[derive(Debug)]
+pub struct CountingOperator<O> {
+    op: O,
+    counts: std::cell::RefCell<Vec<usize>>,
+    calls: std::cell::Cell<usize>,
+}
+
+impl<O> CountingOperator<O> {
+    /// Wraps `op` for a batch of `n_systems` systems.
+    pub fn new(op: O, n_systems: usize) -> Self {
+        Self { op, counts: std::cell::RefCell::new(vec![0; n_systems]), calls: std::cell::Cell::new(0) }
+    }
+
+    /// Per-system application counts so far.
+    pub fn counts(&self) -> Vec<usize> {
+        self.counts.borrow().clone()
+    }
+
+    /// Number of `apply` calls so far.
+    pub fn calls(&self) -> usize {
+        self.calls.get()
+    }
+
+    /// The wrapped operator.
+    pub fn inner(&self) -> &O {
+        &self.op
+    }
+}
+
+impl<V: BatchVectors, O: BatchOperator<V>> BatchOperator<V> for CountingOperator<O> {
+    fn apply(&self, x: &V, active: &[bool]) -> Result<V, KrylovError> {
+        {
+            let mut c = self.counts.borrow_mut();
+            crate::vectors::check_len("CountingOperator (active)", c.len(), active.len())?;
+            for (ci, a) in c.iter_mut().zip(active) {
+                *ci += usize::from(*a);
+            }
+        }
+        self.calls.set(self.calls.get() + 1);
+        self.op.apply(x, active)
+    }
+
+    fn diagonal(&self) -> Option<Result<V, KrylovError>> {
+        self.op.diagonal()
+    }
+}

@@ -1,0 +1,119 @@
+//! The host scalar types supported by the nalgebra and faer backends.
+
+/// A host floating-point scalar (`f32` or `f64`). Sealed: only these two implement it.
+pub trait Real:
+    Copy
+    + PartialOrd
+    + std::fmt::Debug
+    + Send
+    + Sync
+    + 'static
+    + std::ops::Add<Output = Self>
+    + std::ops::Sub<Output = Self>
+    + std::ops::Mul<Output = Self>
+    + std::ops::Div<Output = Self>
+    + sealed::Sealed
+{
+    /// Unit roundoff.
+    const EPSILON: f64;
+    /// Zero.
+    const ZERO: Self;
+    /// Conversion to `f64`.
+    fn to_f64(self) -> f64;
+    /// Conversion from `f64` (rounding for `f32`).
+    fn from_f64(v: f64) -> Self;
+}
+
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for f32 {}
+    impl Sealed for f64 {}
+}
+
+impl Real for f32 {
+    const EPSILON: f64 = f32::EPSILON as f64;
+    const ZERO: Self = 0.0;
+    #[inline]
+    fn to_f64(self) -> f64 {
+        self as f64
+    }
+    #[inline]
+    fn from_f64(v: f64) -> Self {
+        v as f32
+    }
+}
+
+impl Real for f64 {
+    const EPSILON: f64 = f64::EPSILON;
+    const ZERO: Self = 0.0;
+    #[inline]
+    fn to_f64(self) -> f64 {
+        self
+    }
+    #[inline]
+    fn from_f64(v: f64) -> Self {
+        v
+    }
+}
+
+/// Column kernels shared by the column-major host backends.
+pub(crate) mod kernels {
+    use super::Real;
+
+    /// Dot product accumulated in `f64`.
+    #[inline]
+    pub fn dot<T: Real>(x: &[T], y: &[T]) -> f64 {
+        x.iter().zip(y).map(|(a, b)| a.to_f64() * b.to_f64()).sum()
+    }
+
+    /// Max-abs, NaN-propagating.
+    #[inline]
+    pub fn norm_inf<T: Real>(x: &[T]) -> f64 {
+        let mut m = 0.0f64;
+        for v in x {
+            let a = v.to_f64().abs();
+            if a.is_nan() {
+                return f64::NAN;
+            }
+            if a > m {
+                m = a;
+            }
+        }
+        m
+    }
+
+    /// `y ← a·y + b·x`, with the common special cases unrolled.
+    #[inline]
+    pub fn axpby<T: Real>(a: f64, b: f64, x: &[T], y: &mut [T]) {
+        let (at, bt) = (T::from_f64(a), T::from_f64(b));
+        if a == 1.0 {
+            if b == 0.0 {
+                return;
+            }
+            for (yi, xi) in y.iter_mut().zip(x) {
+                *yi = *yi + bt * *xi;
+            }
+        } else if b == 0.0 {
+            for yi in y.iter_mut() {
+                *yi = at * *yi;
+            }
+        } else if b == 1.0 {
+            for (yi, xi) in y.iter_mut().zip(x) {
+                *yi = at * *yi + *xi;
+            }
+        } else {
+            for (yi, xi) in y.iter_mut().zip(x) {
+                *yi = at * *yi + bt * *xi;
+            }
+        }
+    }
+
+    /// `y ← a·y`.
+    #[inline]
+    pub fn scale<T: Real>(a: f64, y: &mut [T]) {
+        let at = T::from_f64(a);
+        for yi in y.iter_mut() {
+            *yi = at * *yi;
+        }
+    }
+}

@@ -1,0 +1,123 @@
+//! The vector-space trait for a batch of `B` independent vectors of length `d`.
+
+use crate::KrylovError;
+
+/// A batch of `B` vectors of length `d`, one per independent system.
+///
+/// All per-system scalars (dot products, norms, step sizes) cross the trait boundary as `f64`
+/// on the host, one value per system; the vectors themselves stay in the backend (host matrix
+/// or device tensor), so a solver iteration moves `O(B)` numbers, never `O(B·d)`.
+///
+/// Layout of the implementations in this crate:
+/// * `nalgebra::DMatrix<T>` and `faer::Mat<T>` (`T` = `f32` or `f64`): a `d × B` matrix, **one
+///   system per column** (column-major storage keeps each system contiguous);
+/// * `candle_core::Tensor` (feature `candle`): shape `(B, d)`, **one system per row**, any
+///   float dtype, any device.
+///
+/// Host data exchanged through [`BatchVectors::from_host_like`] and [`BatchVectors::to_host`]
+/// is always *system-major*: the `d` entries of system 0, then those of system 1, and so on.
+pub trait BatchVectors: Clone {
+    /// Checks the batch is well formed (for tensors: rank 2). Solvers call it on their inputs.
+    fn validate(&self) -> Result<(), KrylovError> {
+        Ok(())
+    }
+
+    /// Number of systems `B`.
+    fn n_systems(&self) -> usize;
+
+    /// Length `d` of each vector.
+    fn dim(&self) -> usize;
+
+    /// A batch of zeros with the shape, element type (and device) of `self`.
+    fn zeros_like(&self) -> Result<Self, KrylovError>;
+
+    /// Builds a batch with the shape, element type (and device) of `like` from system-major
+    /// host data of length `B·d`.
+    fn from_host_like(like: &Self, data: &[f64]) -> Result<Self, KrylovError>;
+
+    /// Copies the batch to the host, system-major (`B·d` values).
+    fn to_host(&self) -> Result<Vec<f64>, KrylovError>;
+
+    /// Per-system dot products `⟨self_i, other_i⟩`.
+    fn dots(&self, other: &Self) -> Result<Vec<f64>, KrylovError>;
+
+    /// Per-system max-norms `‖self_i‖∞`.
+    fn norms_inf(&self) -> Result<Vec<f64>, KrylovError>;
+
+    /// Per-system Euclidean norms `‖self_i‖₂`.
+    fn norms2(&self) -> Result<Vec<f64>, KrylovError> {
+        Ok(self.dots(self)?.into_iter().map(|v| v.max(0.0).sqrt()).collect())
+    }
+
+    /// `self_i ← a_i·self_i + b_i·x_i` for every system with `active[i]`; the other systems are
+    /// left untouched, and their rows of `x` are never read into `self` (they may hold NaN).
+    fn axpby_masked(
+        &mut self,
+        a: &[f64],
+        b: &[f64],
+        x: &Self,
+        active: &[bool],
+    ) -> Result<(), KrylovError>;
+
+    /// `self_i ← self_i + alphas_i·x_i` for every system.
+    fn axpy_per_system(&mut self, alphas: &[f64], x: &Self) -> Result<(), KrylovError> {
+        let ones = vec![1.0; alphas.len()];
+        let all = vec![true; alphas.len()];
+        self.axpby_masked(&ones, alphas, x, &all)
+    }
+
+    /// `self_i ← alphas_i·self_i` for every system.
+    fn scale_per_system(&mut self, alphas: &[f64]) -> Result<(), KrylovError>;
+
+    /// Entry-wise product `self ⊙ other` (used by the Jacobi preconditioner).
+    fn mul_elementwise(&self, other: &Self) -> Result<Self, KrylovError>;
+
+    /// A copy that does not record operations for automatic differentiation. The identity for
+    /// host backends; `Tensor::detach` for candle. Solvers call it on their inputs so that no
+    /// autograd graph is built through the iterations.
+    fn detached(&self) -> Self {
+        self.clone()
+    }
+
+    /// Unit roundoff of the element type (`f32::EPSILON`, `f64::EPSILON`, …).
+    fn unit_roundoff(&self) -> f64;
+
+    /// Removes from each active system `self_i` its components along `basis[k]_i` for every `k`
+    /// (one pass of classical Gram–Schmidt: `self_i ← self_i − Σ_k ⟨q_k, self_i⟩ q_k`).
+    /// The basis vectors are assumed orthonormal per system. Backends may override this with a
+    /// fused implementation (candle does: one batched matmul, no host synchronisation).
+    fn orthogonalize_against(&mut self, basis: &[Self], active: &[bool]) -> Result<(), KrylovError> {
+        let n = self.n_systems();
+        let ones = vec![1.0; n];
+        let coeffs: Vec<Vec<f64>> = basis.iter().map(|q| q.dots(self)).collect::<Result<_, _>>()?;
+        for (q, c) in basis.iter().zip(coeffs) {
+            let neg: Vec<f64> = c.iter().map(|v| -v).collect();
+            self.axpby_masked(&ones, &neg, q, active)?;
+        }
+        Ok(())
+    }
+}
+
+/// Checks that two batches have the same `(B, d)`.
+pub(crate) fn check_same_shape<V: BatchVectors>(
+    context: &'static str,
+    expected: &V,
+    found: &V,
+) -> Result<(), KrylovError> {
+    let e = (expected.n_systems(), expected.dim());
+    let f = (found.n_systems(), found.dim());
+    if e == f {
+        Ok(())
+    } else {
+        Err(KrylovError::ShapeMismatch { context, expected: e, found: f })
+    }
+}
+
+/// Checks that a per-system slice has length `n`.
+pub(crate) fn check_len(context: &'static str, n: usize, found: usize) -> Result<(), KrylovError> {
+    if n == found {
+        Ok(())
+    } else {
+        Err(KrylovError::WrongSystemCount { context, expected: n, found })
+    }
+}

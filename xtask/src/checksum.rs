@@ -1,0 +1,182 @@
+//! Checksums of downloaded files: what is known about each file, and how it is verified.
+
+use std::fmt;
+use std::io::Read;
+use std::path::Path;
+
+use md5::Md5;
+use sha2::{Digest, Sha256};
+
+/// What is known about the bytes of a downloaded file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Checksum {
+    /// sha256 of the file (lower-case hex).
+    Sha256(String),
+    /// sha256 of the file's **decompressed** content (for `.gz` files whose compressed bytes
+    /// vary between mirrors while the content does not). A file that is not gzip is hashed
+    /// as is (a server may have decoded it already).
+    Sha256Gunzipped(String),
+    /// md5 of the file (only where the publisher gives nothing stronger).
+    Md5(String),
+    /// Nothing is known: the computed sha256 is reported and recorded (trust on first use).
+    Unknown,
+}
+
+impl Checksum {
+    /// A [`Checksum::Sha256`] from a hex string.
+    pub fn sha256(hex: &str) -> Self {
+        Self::Sha256(hex.to_ascii_lowercase())
+    }
+}
+
+impl fmt::Display for Checksum {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Checksum::Sha256(h) => write!(f, "sha256 {h}"),
+            Checksum::Sha256Gunzipped(h) => write!(f, "sha256 of the gunzipped content {h}"),
+            Checksum::Md5(h) => write!(f, "md5 {h}"),
+            Checksum::Unknown => write!(f, "checksum not published"),
+        }
+    }
+}
+
+/// Outcome of a successful check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verified {
+    /// The file matches the known checksum.
+    Match,
+    /// Nothing was known; this is the file's sha256.
+    Unverified {
+        /// The computed sha256.
+        sha256: String,
+    },
+}
+
+/// The file does not match its checksum.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("checksum mismatch: expected {expected}, computed {actual}")]
+pub struct Mismatch {
+    /// What was expected.
+    pub expected: String,
+    /// What the file has.
+    pub actual: String,
+}
+
+fn hash_reader<D: Digest>(mut r: impl Read) -> std::io::Result<String> {
+    let mut hasher = D::new();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = r.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hex::encode(hasher.finalize()))
+}
+
+/// sha256 of a file, lower-case hex.
+pub fn sha256_file(path: &Path) -> std::io::Result<String> {
+    hash_reader::<Sha256>(std::io::BufReader::new(std::fs::File::open(path)?))
+}
+
+/// sha256 of a byte slice, lower-case hex.
+pub fn sha256_bytes(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// md5 of a file, lower-case hex.
+pub fn md5_file(path: &Path) -> std::io::Result<String> {
+    hash_reader::<Md5>(std::io::BufReader::new(std::fs::File::open(path)?))
+}
+
+/// sha256 of the gunzipped content of a file (of the file itself if it is not gzip).
+pub fn sha256_gunzipped_file(path: &Path) -> std::io::Result<String> {
+    let mut f = std::io::BufReader::new(std::fs::File::open(path)?);
+    let mut magic = [0u8; 2];
+    let is_gz = f.read_exact(&mut magic).is_ok() && magic == [0x1f, 0x8b];
+    let f = std::io::BufReader::new(std::fs::File::open(path)?);
+    if is_gz {
+        hash_reader::<Sha256>(flate2::read::GzDecoder::new(f))
+    } else {
+        hash_reader::<Sha256>(f)
+    }
+}
+
+/// Checks `path` against `checksum`. I/O errors (including a corrupt gzip stream for
+/// [`Checksum::Sha256Gunzipped`]) are reported as mismatches of that kind.
+pub fn verify(path: &Path, checksum: &Checksum) -> std::io::Result<Result<Verified, Mismatch>> {
+    let compare = |expected: &str, actual: String| {
+        if actual.eq_ignore_ascii_case(expected) {
+            Ok(Verified::Match)
+        } else {
+            Err(Mismatch {
+                expected: expected.to_string(),
+                actual,
+            })
+        }
+    };
+    Ok(match checksum {
+        Checksum::Sha256(h) => compare(h, sha256_file(path)?).map_err(|m| Mismatch {
+            expected: format!("sha256 {}", m.expected),
+            actual: format!("sha256 {}", m.actual),
+        }),
+        Checksum::Md5(h) => compare(h, md5_file(path)?).map_err(|m| Mismatch {
+            expected: format!("md5 {}", m.expected),
+            actual: format!("md5 {}", m.actual),
+        }),
+        Checksum::Sha256Gunzipped(h) => match sha256_gunzipped_file(path) {
+            Ok(actual) => compare(h, actual),
+            Err(e) => Err(Mismatch {
+                expected: format!("gzip data with content sha256 {h}"),
+                actual: format!("unreadable gzip stream ({e})"),
+            }),
+        },
+        Checksum::Unknown => Ok(Verified::Unverified {
+            sha256: sha256_file(path)?,
+        }),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn known_vectors() {
+        // FIPS 180-2 / RFC 1321 test vectors for "abc".
+        let dir = std::env::temp_dir().join(format!("xtask-checksum-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("abc");
+        std::fs::write(&p, b"abc").unwrap();
+        let sha = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
+        assert_eq!(sha256_file(&p).unwrap(), sha);
+        assert_eq!(sha256_bytes(b"abc"), sha);
+        assert_eq!(md5_file(&p).unwrap(), "900150983cd24fb0d6963f7d28e17f72");
+        assert_eq!(verify(&p, &Checksum::sha256(&sha.to_uppercase())).unwrap(), Ok(Verified::Match));
+        assert_eq!(
+            verify(&p, &Checksum::Md5("900150983cd24fb0d6963f7d28e17f72".into())).unwrap(),
+            Ok(Verified::Match)
+        );
+        assert!(verify(&p, &Checksum::Md5("00".into())).unwrap().is_err());
+        assert!(verify(&p, &Checksum::sha256("00")).unwrap().is_err());
+        // Not gzip: hashed as is.
+        assert_eq!(
+            verify(&p, &Checksum::Sha256Gunzipped(sha.into())).unwrap(),
+            Ok(Verified::Match)
+        );
+        let gz = dir.join("abc.gz");
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        std::io::Write::write_all(&mut enc, b"abc").unwrap();
+        let bytes = enc.finish().unwrap();
+        std::fs::write(&gz, &bytes).unwrap();
+        assert_eq!(sha256_gunzipped_file(&gz).unwrap(), sha);
+        std::fs::write(&gz, &bytes[..bytes.len() - 4]).unwrap();
+        assert!(verify(&gz, &Checksum::Sha256Gunzipped(sha.into())).unwrap().is_err());
+        assert_eq!(
+            verify(&p, &Checksum::Unknown).unwrap(),
+            Ok(Verified::Unverified { sha256: sha.into() })
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

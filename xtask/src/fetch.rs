@@ -1,0 +1,360 @@
+//! Resumable, verified, atomic download of one file.
+//!
+//! * Bytes go to `<dest>.part`; only a file that passed its checksum is renamed to `<dest>`
+//!   (a rename within one directory is atomic), so a partial or corrupt download is never
+//!   mistaken for a complete one.
+//! * An interrupted transfer (connection closed before `Content-Length` bytes, timeout, 5xx)
+//!   is retried with `Range: bytes=<len(.part)>-`, and so is a later run: the `.part` file
+//!   survives. A server that ignores the range (answers 200) is read from the start again.
+//! * A checksum mismatch deletes the `.part` file (it cannot be resumed into a good file) and
+//!   is an error; it is never retried from another URL.
+//! * When no URL can be reached, the error names every URL and the path to place the file at
+//!   by hand; a file placed there is verified like a downloaded one.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::checksum::{Checksum, Mismatch, Verified, verify};
+
+/// Knobs of [`fetch`].
+#[derive(Debug, Clone)]
+pub struct FetchOptions {
+    /// Extra attempts per URL after a failed or interrupted transfer.
+    pub retries: u32,
+    /// Pause before the first retry; doubled after each further one.
+    pub backoff: Duration,
+    /// Show a progress bar on stderr (hidden anyway when stderr is not a terminal).
+    pub progress: bool,
+    /// Connect timeout.
+    pub connect_timeout: Duration,
+    /// Longest wait for any single read.
+    pub read_timeout: Duration,
+}
+
+impl Default for FetchOptions {
+    fn default() -> Self {
+        Self {
+            retries: 4,
+            backoff: Duration::from_secs(2),
+            progress: true,
+            connect_timeout: Duration::from_secs(30),
+            read_timeout: Duration::from_secs(120),
+        }
+    }
+}
+
+/// Why a download failed.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    /// No URL could deliver the file (offline, server down, 404, repeated interruptions).
+    #[error(
+        "could not download {} ({})\n  tried: {}\n  last error: {last_error}\n  \
+         If this machine is offline, download {} by hand and place it at {} ({checksum}), \
+         then run the command again.",
+        file_name(dest), checksum, urls.join(", "), urls.first().map_or("the file", String::as_str),
+        dest.display()
+    )]
+    Unreachable {
+        /// URLs tried, in order.
+        urls: Vec<String>,
+        /// Where the file belongs.
+        dest: PathBuf,
+        /// The expected checksum.
+        checksum: Checksum,
+        /// The last error seen.
+        last_error: String,
+    },
+    /// The downloaded (or hand-placed) file does not match its checksum.
+    #[error(
+        "{} from {url}: {mismatch}; it was not kept at {} (a corrupt mirror or an \
+         interrupted write). Run the command again, or place a good copy there by hand",
+        file_name(dest), dest.display()
+    )]
+    ChecksumMismatch {
+        /// Where the bytes came from ("a file placed by hand" for an existing file).
+        url: String,
+        /// Where the file belongs.
+        dest: PathBuf,
+        /// Expected vs computed.
+        mismatch: Mismatch,
+    },
+    /// A local file could not be written or read.
+    #[error("I/O error on {}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+}
+
+fn file_name(p: &Path) -> String {
+    p.file_name()
+        .map_or_else(|| p.display().to_string(), |n| n.to_string_lossy().into_owned())
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> FetchError + '_ {
+    move |source| FetchError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// What [`fetch`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fetched {
+    /// The file was already there and verified (or its checksum is unknown).
+    AlreadyPresent(Verified),
+    /// Downloaded now from this URL.
+    Downloaded {
+        /// The URL that delivered the file.
+        url: String,
+        /// The checksum outcome.
+        verified: Verified,
+    },
+}
+
+impl Fetched {
+    /// The checksum outcome.
+    pub fn verified(&self) -> &Verified {
+        match self {
+            Fetched::AlreadyPresent(v) | Fetched::Downloaded { verified: v, .. } => v,
+        }
+    }
+}
+
+/// `<dest>.part`.
+pub fn part_path(dest: &Path) -> PathBuf {
+    let mut s = dest.as_os_str().to_owned();
+    s.push(".part");
+    PathBuf::from(s)
+}
+
+/// A blocking HTTP agent for [`fetch`]: status codes are handled by the caller, and no
+/// content encoding is requested (so byte ranges refer to the file itself).
+pub fn agent(opts: &FetchOptions) -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .accept_encoding("identity")
+        .user_agent(concat!("cpflow-xtask/", env!("CARGO_PKG_VERSION")))
+        .timeout_connect(Some(opts.connect_timeout))
+        .timeout_per_read(Some(opts.read_timeout))
+        .build()
+        .into()
+}
+
+/// One attempt's failure: whether trying again (same URL) can help.
+enum Attempt {
+    Retry(String),
+    GiveUpUrl(String),
+}
+
+/// Downloads `urls` (first that works) to `dest`, verifying `checksum`.
+///
+/// ```no_run
+/// use xtask::checksum::Checksum;
+/// use xtask::fetch::{FetchOptions, agent, fetch};
+/// let opts = FetchOptions::default();
+/// fetch(&agent(&opts), &["https://example.org/f.bin".to_string()],
+///       "data/f.bin".as_ref(), &Checksum::Unknown, &opts)?;
+/// # Ok::<(), xtask::fetch::FetchError>(())
+/// ```
+pub fn fetch(
+    agent: &ureq::Agent,
+    urls: &[String],
+    dest: &Path,
+    checksum: &Checksum,
+    opts: &FetchOptions,
+) -> Result<Fetched, FetchError> {
+    if dest.is_file() {
+        return match verify(dest, checksum).map_err(io_err(dest))? {
+            Ok(v) => Ok(Fetched::AlreadyPresent(v)),
+            Err(mismatch) => {
+                // Keep a hand-placed file for inspection: move it aside, do not delete it.
+                let mut bad = dest.as_os_str().to_owned();
+                bad.push(".bad");
+                std::fs::rename(dest, &bad).map_err(io_err(dest))?;
+                Err(FetchError::ChecksumMismatch {
+                    url: format!("the file on disk (moved to {})", Path::new(&bad).display()),
+                    dest: dest.to_path_buf(),
+                    mismatch,
+                })
+            }
+        };
+    }
+    if let Some(parent) = dest.parent() {
+        std::fs::create_dir_all(parent).map_err(io_err(parent))?;
+    }
+    let part = part_path(dest);
+    let mut last_error = String::from("no URL given");
+    for url in urls {
+        let mut delay = opts.backoff;
+        for attempt in 0..=opts.retries {
+            if attempt > 0 {
+                std::thread::sleep(delay);
+                delay = delay.saturating_mul(2);
+            }
+            match transfer(agent, url, &part, opts) {
+                Ok(()) => return finish(url, &part, dest, checksum),
+                Err(Attempt::Retry(e)) => {
+                    tracing::warn!("{url}: {e} (attempt {} of {})", attempt + 1, opts.retries + 1);
+                    last_error = e;
+                }
+                Err(Attempt::GiveUpUrl(e)) => {
+                    tracing::warn!("{url}: {e}");
+                    last_error = e;
+                    break;
+                }
+            }
+        }
+    }
+    Err(FetchError::Unreachable {
+        urls: urls.to_vec(),
+        dest: dest.to_path_buf(),
+        checksum: checksum.clone(),
+        last_error,
+    })
+}
+
+/// Verifies the complete `.part` file and renames it into place.
+fn finish(url: &str, part: &Path, dest: &Path, checksum: &Checksum) -> Result<Fetched, FetchError> {
+    match verify(part, checksum).map_err(io_err(part))? {
+        Ok(verified) => {
+            std::fs::rename(part, dest).map_err(io_err(dest))?;
+            Ok(Fetched::Downloaded {
+                url: url.to_string(),
+                verified,
+            })
+        }
+        Err(mismatch) => {
+            let _ = std::fs::remove_file(part);
+            Err(FetchError::ChecksumMismatch {
+                url: url.to_string(),
+                dest: dest.to_path_buf(),
+                mismatch,
+            })
+        }
+    }
+}
+
+/// Parses `Content-Range: bytes START-END/TOTAL` into `(START, TOTAL?)`.
+fn content_range(v: &str) -> Option<(u64, Option<u64>)> {
+    let rest = v.trim().strip_prefix("bytes")?.trim();
+    let (range, total) = rest.split_once('/')?;
+    let (start, _end) = range.split_once('-')?;
+    Some((start.trim().parse().ok()?, total.trim().parse().ok()))
+}
+
+/// One HTTP exchange appending to (or restarting) `part`. `Ok` when the body was read
+/// to its end.
+fn transfer(
+    agent: &ureq::Agent,
+    url: &str,
+    part: &Path,
+    opts: &FetchOptions,
+) -> Result<(), Attempt> {
+    let offset = std::fs::metadata(part).map(|m| m.len()).unwrap_or(0);
+    let mut req = agent.get(url);
+    if offset > 0 {
+        req = req.header("Range", format!("bytes={offset}-"));
+    }
+    let resp = req.call().map_err(|e| Attempt::Retry(e.to_string()))?;
+    let status = resp.status().as_u16();
+    let header = |name: &str| {
+        resp.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    let (start, total) = match status {
+        200 => (0, header("content-length").and_then(|v| v.parse().ok())),
+        206 => match header("content-range").as_deref().and_then(content_range) {
+            Some((s, total)) if s == offset => (offset, total),
+            _ => {
+                // An unexpected range: start over without one.
+                let _ = std::fs::remove_file(part);
+                return Err(Attempt::Retry("server sent an unexpected byte range".into()));
+            }
+        },
+        416 => {
+            // The .part file is at least as long as the file: let the checksum decide.
+            return Ok(());
+        }
+        408 | 429 | 500..=599 => return Err(Attempt::Retry(format!("HTTP status {status}"))),
+        _ => return Err(Attempt::GiveUpUrl(format!("HTTP status {status}"))),
+    };
+    let mut file = if start == 0 {
+        File::create(part)
+    } else {
+        OpenOptions::new().append(true).open(part)
+    }
+    .map_err(|e| Attempt::GiveUpUrl(format!("cannot write {}: {e}", part.display())))?;
+
+    let bar = if opts.progress {
+        match total {
+            Some(t) => ProgressBar::new(t).with_style(
+                ProgressStyle::with_template(
+                    "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
+            ),
+            None => ProgressBar::new_spinner(),
+        }
+    } else {
+        ProgressBar::hidden()
+    };
+    bar.set_message(file_name(part).trim_end_matches(".part").to_string());
+    bar.set_position(start);
+
+    let mut body = resp.into_body().into_reader();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = match body.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) => {
+                let _ = file.flush();
+                bar.abandon();
+                return Err(Attempt::Retry(format!(
+                    "transfer interrupted after {} bytes: {e}",
+                    bar.position()
+                )));
+            }
+        };
+        file.write_all(&buf[..n])
+            .map_err(|e| Attempt::GiveUpUrl(format!("cannot write {}: {e}", part.display())))?;
+        bar.inc(n as u64);
+    }
+    file.sync_all()
+        .map_err(|e| Attempt::GiveUpUrl(format!("cannot write {}: {e}", part.display())))?;
+    bar.finish_and_clear();
+    if let Some(t) = total {
+        let got = std::fs::metadata(part).map(|m| m.len()).unwrap_or(0);
+        if got < t {
+            return Err(Attempt::Retry(format!("transfer ended at {got} of {t} bytes")));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_content_range() {
+        assert_eq!(content_range("bytes 100-199/200"), Some((100, Some(200))));
+        assert_eq!(content_range("bytes 5-9/*"), Some((5, None)));
+        assert_eq!(content_range("items 1-2/3"), None);
+    }
+
+    #[test]
+    fn part_path_appends_suffix() {
+        assert_eq!(part_path(Path::new("/a/b.tar.gz")), PathBuf::from("/a/b.tar.gz.part"));
+    }
+}

@@ -1,0 +1,169 @@
+//! `cargo xtask download`: fetch, verify and lay out one dataset under the data directory.
+//!
+//! Downloads are cached in `<dir>/.downloads/` (the MAF archive serves three datasets). A
+//! file without a published checksum is accepted with a warning and its sha256 is appended
+//! to `<dir>/.downloads/SHA256SUMS`; later runs verify against that record.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, anyhow};
+
+use crate::checksum::{Checksum, Verified};
+use crate::extract;
+use crate::fetch::{FetchError, FetchOptions, agent, fetch};
+use crate::registry::{DatasetSpec, Extract, Plan, Step};
+
+/// Options of [`download_dataset`].
+#[derive(Debug, Clone)]
+pub struct DownloadOptions {
+    /// The data directory (loaders' root).
+    pub dir: PathBuf,
+    /// Base URL replacing every official URL (see [`crate::registry`]).
+    pub mirror: Option<String>,
+    /// Transfer options.
+    pub fetch: FetchOptions,
+    /// Extract again even if the dataset's files are present.
+    pub force: bool,
+}
+
+/// What [`download_dataset`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Every output file was already there; nothing was fetched.
+    AlreadyInstalled,
+    /// Fetched (or taken from the cache) and extracted.
+    Installed {
+        /// The source that worked.
+        source: &'static str,
+        /// Files accepted without a published checksum: `(cache name, computed sha256)`.
+        unverified: Vec<(String, String)>,
+    },
+}
+
+/// `<dir>/.downloads`.
+pub fn cache_dir(dir: &Path) -> PathBuf {
+    dir.join(".downloads")
+}
+
+const RECORD: &str = "SHA256SUMS";
+
+/// The sha256 recorded for `name` by an earlier unverified download.
+pub fn recorded_sha256(dir: &Path, name: &str) -> Option<String> {
+    let text = std::fs::read_to_string(cache_dir(dir).join(RECORD)).ok()?;
+    text.lines()
+        .filter_map(|l| l.split_once("  "))
+        .filter(|(_, n)| n.trim() == name)
+        .map(|(h, _)| h.trim().to_string())
+        .last()
+}
+
+fn record_sha256(dir: &Path, name: &str, sha: &str) -> Result<()> {
+    let path = cache_dir(dir).join(RECORD);
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    writeln!(f, "{sha}  {name}").with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
+}
+
+/// Whether every output of `spec` exists under `dir`.
+pub fn is_installed(spec: &DatasetSpec, dir: &Path) -> bool {
+    spec.outputs.iter().all(|o| dir.join(o).is_file())
+}
+
+fn run_step(
+    step: &Step,
+    opts: &DownloadOptions,
+    agent: &ureq::Agent,
+    unverified: &mut Vec<(String, String)>,
+) -> Result<(), StepError> {
+    let a = &step.artifact;
+    let cache = cache_dir(&opts.dir).join(&a.cache_name);
+    let checksum = match (&a.checksum, recorded_sha256(&opts.dir, &a.cache_name)) {
+        (Checksum::Unknown, Some(sha)) => Checksum::Sha256(sha),
+        (c, _) => c.clone(),
+    };
+    tracing::info!("{}: {} ({})", a.cache_name, checksum, a.approx_size);
+    let fetched = fetch(agent, &a.urls_with(opts.mirror.as_deref()), &cache, &checksum, &opts.fetch)
+        .map_err(StepError::Fetch)?;
+    if let Verified::Unverified { sha256 } = fetched.verified() {
+        tracing::warn!(
+            "{}: no published checksum to verify against; computed sha256 {sha256} \
+             (recorded in {})",
+            a.cache_name,
+            cache_dir(&opts.dir).join(RECORD).display()
+        );
+        record_sha256(&opts.dir, &a.cache_name, sha256).map_err(StepError::Other)?;
+        unverified.push((a.cache_name.clone(), sha256.clone()));
+    }
+    let dir = &opts.dir;
+    let res = match &step.extract {
+        Extract::TarMembers(members) => extract::tar_members(&cache, members, dir),
+        Extract::TarDir {
+            prefix,
+            dest_dir,
+            required,
+        } => extract::tar_dir(&cache, prefix, dest_dir, required, dir),
+        Extract::ZipMember { member, dest } => extract::zip_member(&cache, member, dest, dir),
+        Extract::Gunzip(dest) => extract::gunzip(&cache, dest, dir),
+        Extract::Place(dest) => extract::place(&cache, &dir.join(dest)),
+        Extract::PlaceVerifyingMembers { dest, sums } => {
+            extract::verify_tar_members(&cache, sums).and_then(|n| {
+                tracing::info!("{}: all {n} images match their sha256", a.cache_name);
+                extract::place(&cache, &dir.join(dest))
+            })
+        }
+    };
+    res.map_err(StepError::Other)
+}
+
+enum StepError {
+    Fetch(FetchError),
+    Other(anyhow::Error),
+}
+
+fn run_plan(plan: &Plan, opts: &DownloadOptions, agent: &ureq::Agent) -> Result<Outcome, StepError> {
+    let mut unverified = Vec::new();
+    for step in &plan.steps {
+        run_step(step, opts, agent, &mut unverified)?;
+    }
+    Ok(Outcome::Installed {
+        source: plan.source,
+        unverified,
+    })
+}
+
+/// Fetches, verifies and extracts one dataset into `opts.dir`.
+///
+/// Sources are tried in order while they are unreachable; a checksum mismatch or a bad
+/// archive stops at once.
+pub fn download_dataset(spec: &DatasetSpec, opts: &DownloadOptions) -> Result<Outcome> {
+    if !opts.force && is_installed(spec, &opts.dir) {
+        return Ok(Outcome::AlreadyInstalled);
+    }
+    std::fs::create_dir_all(cache_dir(&opts.dir))
+        .with_context(|| format!("cannot create {}", cache_dir(&opts.dir).display()))?;
+    let agent = agent(&opts.fetch);
+    let mut unreachable = Vec::new();
+    for plan in &spec.plans {
+        match run_plan(plan, opts, &agent) {
+            Ok(outcome) => return Ok(outcome),
+            Err(StepError::Fetch(e @ FetchError::Unreachable { .. })) => {
+                tracing::warn!("{}: source {} unreachable", spec.name, plan.source);
+                unreachable.push(format!("[{}] {e}", plan.source));
+            }
+            Err(StepError::Fetch(e)) => {
+                return Err(anyhow!(e).context(format!("downloading {}", spec.name)));
+            }
+            Err(StepError::Other(e)) => return Err(e.context(format!("installing {}", spec.name))),
+        }
+    }
+    Err(anyhow!(
+        "{}: no source could be reached\n{}",
+        spec.name,
+        unreachable.join("\n")
+    ))
+}
