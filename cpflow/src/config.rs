@@ -72,33 +72,6 @@ impl Default for SlqParams {
     }
 }
 
-/// Parameters of the block inversion `∇Φ(x) = y`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct InverseParams {
-    /// Max-abs residual tolerance `‖∇Φ(x) − y‖_∞`; `None` picks one per dtype
-    /// (1e-10 in f64, 1e-4 in f32).
-    pub tolerance: Option<f64>,
-    /// Iteration cap of the solver.
-    pub max_iters: usize,
-}
-
-impl Default for InverseParams {
-    fn default() -> Self {
-        InverseParams { tolerance: None, max_iters: 1000 }
-    }
-}
-
-impl InverseParams {
-    /// The tolerance for `dtype` (explicit value or the per-dtype default).
-    pub fn tolerance_for(&self, dtype: DType) -> f64 {
-        self.tolerance.unwrap_or(match dtype {
-            DType::F64 => 1e-10,
-            _ => 1e-4,
-        })
-    }
-}
-
 /// How the validation NLL (early stopping, monitoring) is estimated.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -187,6 +160,10 @@ pub struct TrainConfig {
     pub train_slq: SlqParams,
     /// Write a checkpoint every this many iterations (0: only at validations and the end).
     pub checkpoint_every: usize,
+    /// Write a metrics record (and a log line) every this many iterations.
+    pub log_every: usize,
+    /// At the end of training (or early stopping) restore the weights of the best validation.
+    pub restore_best: bool,
     /// Seed of the trainer RNG (shuffling, probes).
     pub seed: u64,
 }
@@ -208,6 +185,8 @@ impl Default for TrainConfig {
             train_slq_every: 100,
             train_slq: SlqParams::default(),
             checkpoint_every: 0,
+            log_every: 100,
+            restore_best: true,
             seed: 0,
         }
     }

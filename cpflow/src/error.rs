@@ -8,7 +8,15 @@ pub enum CpflowError {
     /// An error from the candle tensor library.
     #[error("tensor error: {0}")]
     Candle(#[from] candle_core::Error),
-    // UPSTREAM-ERRORS
+    /// An error from the ICNN crate.
+    #[error("icnn error: {0}")]
+    Icnn(#[from] icnn::IcnnError),
+    /// An error from the Krylov solvers.
+    #[error("krylov error: {0}")]
+    Krylov(#[from] krylov::KrylovError),
+    /// An error from the convex solvers used for inversion.
+    #[error("inversion solver error: {0}")]
+    ConvexOpt(#[from] convex_opt::ConvexOptError),
     /// File-system error (checkpoints, metrics).
     #[error("I/O error on {path}: {source}")]
     Io {

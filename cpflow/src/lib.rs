@@ -1,15 +1,47 @@
 //! Convex Potential Flows (Huang, Tsirigotis, Chen, Courville, ICLR 2021).
+//!
+//! A CP-Flow block maps `x ↦ ∇Φ(x)` with `Φ(x) = sp(w₁)·F(x) + sp(w₀)·‖x‖²/2` and `F` an
+//! input-convex network (crate `icnn`); the Jacobian `H = sp(w₁)∇²F + sp(w₀)I` is symmetric
+//! positive definite, so the map is invertible (crate `convex-opt`) and `log det H` can be
+//! computed exactly (dense, small `d`), estimated by stochastic Lanczos quadrature, or — for
+//! training — differentiated through the conjugate-gradient surrogate (crate `krylov`).
+//!
+//! Main entry points: [`Flow`] (built from a [`FlowConfig`]) with [`Flow::log_prob_exact`],
+//! [`Flow::log_prob_slq`], [`Flow::transform`], [`Flow::inverse`], [`Flow::sample`],
+//! [`Flow::sample_and_log_prob`], [`Flow::surrogate_loss`], [`Flow::exact_nll_loss`]; the
+//! [`Trainer`] (Adam, schedules, early stopping, checkpoints); [`run_toy_experiment`].
 
 pub mod actnorm;
 pub mod adam;
+pub mod block;
+pub mod block_inverse;
 pub mod config;
+pub mod dense_logdet;
 pub mod error;
+pub mod flow;
+pub mod flow_config;
+pub mod flow_loss;
+pub mod flow_sample;
+pub mod potential;
 pub mod prior;
 pub mod rng;
+pub(crate) mod slq;
 
 pub mod datasets;
 pub mod ot;
 pub mod plot;
 pub mod toy;
 
+pub use actnorm::ActNorm;
+pub use adam::{Adam, AdamParams, AdamState};
+pub use block::{BlockConfig, CgReport, CpFlowBlock, HessianOperator};
+pub use block_inverse::{BlockPotential, InverseParams, InverseSolver};
+pub use config::{FloatType, LrSchedule, NllEstimator, Objective, SlqParams, SurrogateParams, TrainConfig};
 pub use error::{CpflowError, Result};
+pub use flow::{EVAL_CHUNK, Flow, Layer};
+pub use flow_config::{FlowConfig, LayerConfig};
+pub use flow_loss::SurrogateLoss;
+pub use flow_sample::{FlowInverse, InverseReport};
+pub use potential::PotentialConfig;
+pub use prior::GaussianPrior;
+pub use rng::{FlowRng, RngState};

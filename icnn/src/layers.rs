@@ -4,7 +4,7 @@
 //! `weight (out, in)`, `bias (out,)`; `ActNormNoLogdet`: `b (1, C, 1)`, `logs (1, C, 1)`), so a
 //! PyTorch `state_dict` converted to safetensors loads under the same names.
 
-use candle_core::{D, Tensor};
+use candle_core::Tensor;
 use candle_nn::VarBuilder;
 use rand::Rng;
 
@@ -195,9 +195,4 @@ impl ActNorm {
         params::write_in_place(&self.logs, &logs)?;
         Ok(())
     }
-}
-
-/// Sum over the last dimension, keeping a `(B,)` shape.
-pub(crate) fn sum_last(x: &Tensor) -> Result<Tensor> {
-    Ok(x.sum(D::Minus1)?)
 }

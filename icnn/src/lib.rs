@@ -52,17 +52,25 @@
 
 mod activation;
 mod common;
+mod dense_icnn2;
 mod error;
+mod icnn;
 mod icnn2;
+mod icnn3;
 mod layers;
 mod linearization;
 mod network;
 mod params;
+mod picnn;
 mod traits;
 
 pub use activation::{Activation, ActivationEval, ActivationKind, softplus};
 pub use error::{IcnnError, Result};
+pub use dense_icnn2::{DenseIcnn2, DenseIcnn2Config};
+pub use icnn::{Icnn, IcnnConfig};
 pub use icnn2::{Icnn2, Icnn2Config};
+pub use icnn3::{Icnn3, Icnn3Config};
 pub use layers::{ACTNORM_SCALE_MIN, ActNorm, Linear, PosLinear};
 pub use linearization::Linearization;
+pub use picnn::{Picnn, PicnnConfig};
 pub use traits::{ConditionalConvexPotential, ConvexPotential};

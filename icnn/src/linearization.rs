@@ -213,7 +213,9 @@ impl Linearization {
     /// data is copied). Products computed from it build no backward graph.
     pub fn detach(&self) -> Self {
         let i = &self.inner;
-        let det = |v: &[Option<Tensor>]| v.iter().map(|t| t.as_ref().map(Tensor::detach)).collect();
+        let det = |v: &[Option<Tensor>]| -> Vec<Option<Tensor>> {
+            v.iter().map(|t| t.as_ref().map(Tensor::detach)).collect()
+        };
         Self {
             inner: Arc::new(Inner {
                 groups: i.groups.iter().map(PreparedGroup::detach).collect(),

@@ -1,0 +1,266 @@
+//! The CP-Flow block `Φ(x) = sp(w₁)·F(x) + sp(w₀)·‖x‖²/2`, its gradient map, Hessian, and the
+//! log-det estimators built on them (cpflow-reference.md §2).
+
+use candle_core::{DType, Tensor};
+use candle_nn::{Init, VarBuilder};
+use icnn::Linearization;
+use krylov::{CgParams, FnOperator, KrylovError, cg_with_initial_guess};
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::config::SurrogateParams;
+use crate::error::{CpflowError, Result};
+use crate::potential::{Potential, PotentialConfig};
+
+/// `log(e − 1)`: the value of `w₀` for which `sp(w₀) = 1`.
+pub const LOG_E_MINUS_1: f64 = 0.541_324_854_612_918_1;
+
+/// Configuration of one CP-Flow block.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BlockConfig {
+    /// The ICNN `F`.
+    pub potential: PotentialConfig,
+    /// Whether `w₀` (the quadratic weight `α = sp(w₀)`, initialised to 1) is trained.
+    #[serde(default = "default_true")]
+    pub trainable_w0: bool,
+    /// Initial value of `w₁` (reference `bias_w1`, default 0: `sp(w₁) = log 2`).
+    #[serde(default)]
+    pub bias_w1: f64,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+impl BlockConfig {
+    /// A block with trainable `w₀` and `bias_w1 = 0` (the reference defaults).
+    pub fn new(potential: PotentialConfig) -> Self {
+        BlockConfig { potential, trainable_w0: true, bias_w1: 0.0 }
+    }
+}
+
+/// Per-evaluation report of the CG solves inside the surrogate.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct CgReport {
+    /// CG iterations per system (sample × probe).
+    pub iterations: Vec<usize>,
+    /// Number of systems that met the tolerance.
+    pub converged: usize,
+}
+
+impl CgReport {
+    /// Mean number of CG iterations per system.
+    pub fn mean_iterations(&self) -> f64 {
+        if self.iterations.is_empty() {
+            0.0
+        } else {
+            self.iterations.iter().sum::<usize>() as f64 / self.iterations.len() as f64
+        }
+    }
+
+    /// Merge another report (several blocks).
+    pub fn extend(&mut self, other: &CgReport) {
+        self.iterations.extend_from_slice(&other.iterations);
+        self.converged += other.converged;
+    }
+}
+
+/// A convex-potential flow block: forward map `x ↦ ∇Φ(x)`, Jacobian `H = sp(w₁)∇²F + sp(w₀)I ≻ 0`.
+#[derive(Clone, Debug)]
+pub struct CpFlowBlock {
+    pub(crate) potential: Potential,
+    w0: Tensor,
+    w1: Tensor,
+    dim: usize,
+    context_dim: Option<usize>,
+}
+
+pub(crate) fn softplus(x: &Tensor) -> Result<Tensor> {
+    Ok(icnn::softplus(x)?)
+}
+
+fn scalar_f64(t: &Tensor) -> Result<f64> {
+    Ok(t.to_dtype(DType::F64)?.flatten_all()?.to_vec1::<f64>()?.first().copied().unwrap_or(f64::NAN))
+}
+
+/// Unit-variance Rademacher draws (±1) from the host RNG as a `(n, d)` tensor.
+pub(crate) fn rademacher<R: Rng + ?Sized>(n: usize, d: usize, like: &Tensor, rng: &mut R) -> Result<Tensor> {
+    let v: Vec<f64> = (0..n * d).map(|_| if rng.random::<bool>() { 1.0 } else { -1.0 }).collect();
+    Ok(Tensor::from_vec(v, (n, d), like.device())?.to_dtype(like.dtype())?)
+}
+
+impl CpFlowBlock {
+    /// Build (or load) the block's variables under `vb`: the ICNN under `icnn`, and `w0`, `w1`.
+    /// A non-trainable `w₀` is a constant (not a variable). ICNN weights are drawn from `rng`.
+    pub fn new<R: Rng + ?Sized>(vb: VarBuilder, config: &BlockConfig, rng: &mut R) -> Result<Self> {
+        let potential = Potential::new(vb.pp("icnn"), &config.potential, rng)?;
+        let w1 = vb.get_with_hints(1, "w1", Init::Const(config.bias_w1))?;
+        let w0 = if config.trainable_w0 {
+            vb.get_with_hints(1, "w0", Init::Const(LOG_E_MINUS_1))?
+        } else {
+            Tensor::full(LOG_E_MINUS_1, 1, vb.device())?.to_dtype(vb.dtype())?
+        };
+        Ok(CpFlowBlock {
+            potential,
+            w0,
+            w1,
+            dim: config.potential.dim(),
+            context_dim: config.potential.context_dim(),
+        })
+    }
+
+    /// Dimension `d`.
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+
+    /// Context dimension of a conditional (PICNN) block.
+    pub fn context_dim(&self) -> Option<usize> {
+        self.context_dim
+    }
+
+    /// The strong-convexity weight `α = sp(w₀)`.
+    pub fn quadratic_weight(&self) -> Result<f64> {
+        scalar_f64(&softplus(&self.w0)?)
+    }
+
+    /// The ICNN weight `sp(w₁)`.
+    pub fn icnn_weight(&self) -> Result<f64> {
+        scalar_f64(&softplus(&self.w1)?)
+    }
+
+    /// `(sp(w₁), sp(w₀))` as parameter-tracking `(1,)` tensors.
+    fn weights(&self) -> Result<(Tensor, Tensor)> {
+        Ok((softplus(&self.w1)?, softplus(&self.w0)?))
+    }
+
+    pub(crate) fn is_initialized(&self) -> Result<bool> {
+        self.potential.is_initialized()
+    }
+
+    pub(crate) fn initialize(&self, x: &Tensor, ctx: Option<&Tensor>) -> Result<()> {
+        self.potential.initialize(x, ctx)
+    }
+
+    /// `z = sp(w₁)∇F(x) + sp(w₀)x` from a linearisation.
+    fn map_from(&self, lin: &Linearization, x: &Tensor, sp1: &Tensor, sp0: &Tensor) -> Result<Tensor> {
+        Ok((lin.gradient().broadcast_mul(sp1)? + x.broadcast_mul(sp0)?)?)
+    }
+
+    /// Forward map `∇Φ(x)` (parameter-tracking).
+    pub fn forward(&self, x: &Tensor, ctx: Option<&Tensor>) -> Result<Tensor> {
+        let (sp1, sp0) = self.weights()?;
+        let (_, g) = self.potential.value_and_gradient(x, ctx)?;
+        Ok((g.broadcast_mul(&sp1)? + x.broadcast_mul(&sp0)?)?)
+    }
+
+    /// `(Φ(x) (B,), ∇Φ(x) (B, d))`, parameter-tracking.
+    pub fn potential_and_forward(&self, x: &Tensor, ctx: Option<&Tensor>) -> Result<(Tensor, Tensor)> {
+        let (sp1, sp0) = self.weights()?;
+        let (f, g) = self.potential.value_and_gradient(x, ctx)?;
+        let quad = (x.sqr()?.sum(1)? * 0.5)?;
+        let phi = (f.broadcast_mul(&sp1)? + quad.broadcast_mul(&sp0)?)?;
+        let z = (g.broadcast_mul(&sp1)? + x.broadcast_mul(&sp0)?)?;
+        Ok((phi, z))
+    }
+
+    /// Forward map and the Jacobian `H = sp(w₁)∇²F + sp(w₀)I` `(B, d, d)`, both
+    /// parameter-tracking.
+    pub fn forward_and_hessian(&self, x: &Tensor, ctx: Option<&Tensor>) -> Result<(Tensor, Tensor)> {
+        let (sp1, sp0) = self.weights()?;
+        let lin = self.potential.linearize(x, ctx)?;
+        let z = self.map_from(&lin, x, &sp1, &sp0)?;
+        let b = x.dim(0)?;
+        let eye = Tensor::eye(self.dim, x.dtype(), x.device())?.unsqueeze(0)?;
+        let h = (lin.hessian()?.broadcast_mul(&sp1.reshape((1, 1, 1))?)?
+            + eye.broadcast_mul(&sp0.reshape((1, 1, 1))?)?.broadcast_as((b, self.dim, self.dim))?)?;
+        Ok((z, h))
+    }
+
+    /// The training path (cpflow-reference.md §2.3): returns `z = ∇Φ(x)` (tracked), the
+    /// per-sample CG surrogate `S = mean_probes Σ_j (H u)_j v_j` with `u ≈ H⁻¹v` detached
+    /// (tracked through `H`; its gradient is an unbiased estimate of `∇ log det H`, its value
+    /// is ≈ d, not a log-det), and the CG report.
+    pub fn forward_with_surrogate<R: Rng + ?Sized>(
+        &self,
+        x: &Tensor,
+        ctx: Option<&Tensor>,
+        params: &SurrogateParams,
+        rng: &mut R,
+    ) -> Result<(Tensor, Tensor, CgReport)> {
+        let (sp1, sp0) = self.weights()?;
+        let lin = self.potential.linearize(x, ctx)?;
+        let z = self.map_from(&lin, x, &sp1, &sp0)?;
+        let (b, d) = x.dims2()?;
+        let p = params.probes.max(1);
+        let v = rademacher(b * p, d, x, rng)?;
+        let det = lin.detach();
+        let (a1, a0) = (scalar_f64(&sp1)?, scalar_f64(&sp0)?);
+        let op = FnOperator::new(|w: &Tensor, _active: &[bool]| -> std::result::Result<Tensor, KrylovError> {
+            let hv = if p == 1 {
+                det.hvp(w)
+            } else {
+                det.hvp_many(&w.reshape((b, p, d)).map_err(KrylovError::from)?)
+                    .and_then(|t| t.reshape((b * p, d)).map_err(Into::into))
+            }
+            .map_err(|e| KrylovError::Operator(e.to_string()))?;
+            Ok(((hv * a1)? + (w * a0)?)?)
+        });
+        let cg_params = CgParams::default()
+            .with_atol(params.cg_atol)
+            .with_rtol(params.cg_rtol)
+            .with_max_iters(params.cg_max_iters.unwrap_or(d));
+        let res = cg_with_initial_guess(&op, &v, &v, &cg_params)?;
+        let u = res.x.detach();
+        let report = CgReport { converged: res.converged.iter().filter(|c| **c).count(), iterations: res.iterations };
+        let hu = if p == 1 {
+            lin.hvp(&u)?
+        } else {
+            lin.hvp_many(&u.reshape((b, p, d))?)?.reshape((b * p, d))?
+        };
+        let hu = (hu.broadcast_mul(&sp1)? + u.broadcast_mul(&sp0)?)?;
+        let s = (hu * &v)?.sum(1)?.reshape((b, p))?.mean(1)?;
+        Ok((z, s, report))
+    }
+
+    /// The detached operator `v ↦ H v` at `x` (for SLQ and other Krylov estimates), with the
+    /// detached forward map.
+    pub(crate) fn detached_operator(&self, x: &Tensor, ctx: Option<&Tensor>) -> Result<(Tensor, HessianOperator)> {
+        let x = x.detach();
+        let (sp1, sp0) = self.weights()?;
+        let lin = self.potential.linearize(&x, ctx)?.detach();
+        let (sp1, sp0) = (sp1.detach(), sp0.detach());
+        let z = self.map_from(&lin, &x, &sp1, &sp0)?;
+        Ok((z, HessianOperator { lin, a1: scalar_f64(&sp1)?, a0: scalar_f64(&sp0)? }))
+    }
+}
+
+/// The detached Jacobian `H = a₁∇²F + a₀I` of a block at a fixed batch, as products.
+#[derive(Clone, Debug)]
+pub struct HessianOperator {
+    lin: Linearization,
+    a1: f64,
+    a0: f64,
+}
+
+impl HessianOperator {
+    /// `H v` for `v` `(B, d)`.
+    pub fn apply(&self, v: &Tensor) -> Result<Tensor> {
+        Ok(((self.lin.hvp(v)? * self.a1)? + (v * self.a0)?)?)
+    }
+
+    /// `H v` for `v` `(B, K, d)`.
+    pub fn apply_many(&self, v: &Tensor) -> Result<Tensor> {
+        Ok(((self.lin.hvp_many(v)? * self.a1)? + (v * self.a0)?)?)
+    }
+
+    /// `F(x)` at the linearisation point (detached), `(B,)`.
+    pub fn potential(&self) -> Tensor {
+        self.lin.potential()
+    }
+
+    /// Batch size.
+    pub fn batch_size(&self) -> usize {
+        self.lin.batch_size()
+    }
+}

@@ -1,0 +1,174 @@
+//! The serialisable description of a flow: its layers, prior, float type and init seed.
+
+use icnn::{ActivationKind, Icnn3Config};
+use serde::{Deserialize, Serialize};
+
+use crate::block::BlockConfig;
+use crate::config::FloatType;
+use crate::error::{CpflowError, Result};
+use crate::potential::PotentialConfig;
+use crate::prior::GaussianPrior;
+
+/// One layer of a [`crate::Flow`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "layer", rename_all = "snake_case")]
+pub enum LayerConfig {
+    /// ActNorm with log-det and data-dependent initialisation.
+    ActNorm,
+    /// A CP-Flow block.
+    Cpf(BlockConfig),
+}
+
+/// Everything needed to rebuild a [`crate::Flow`] (saved in checkpoints).
+///
+/// ```
+/// use cpflow::FlowConfig;
+/// let cfg = FlowConfig::toy_reference(1);
+/// assert_eq!(cfg.dim, 2);
+/// assert_eq!(cfg.layers.len(), 2); // [ActNorm, CPF]
+/// let json = serde_json::to_string(&cfg).unwrap();
+/// assert_eq!(serde_json::from_str::<FlowConfig>(&json).unwrap(), cfg);
+/// ```
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FlowConfig {
+    /// Data dimension `d`.
+    pub dim: usize,
+    /// Layers applied in order from data `x` to latent `z`.
+    pub layers: Vec<LayerConfig>,
+    /// Prior on `z`.
+    #[serde(default)]
+    pub prior: GaussianPrior,
+    /// Floating-point type of the parameters.
+    #[serde(default)]
+    pub float: FloatType,
+    /// Seed of the host RNG that draws the initial ICNN weights.
+    #[serde(default)]
+    pub init_seed: u64,
+}
+
+impl FlowConfig {
+    /// The reference tabular layout `[ActNorm, CPF₁, ActNorm, …, CPF_K, ActNorm]` with the same
+    /// potential configuration in every block, trainable `w₀`, standard-normal prior.
+    pub fn tabular(dim: usize, blocks: usize, potential: PotentialConfig) -> Self {
+        let mut layers = vec![LayerConfig::ActNorm];
+        for _ in 0..blocks {
+            layers.push(LayerConfig::Cpf(BlockConfig::new(potential.clone())));
+            layers.push(LayerConfig::ActNorm);
+        }
+        FlowConfig { dim, layers, prior: GaussianPrior::standard(), float: FloatType::F32, init_seed: 0 }
+    }
+
+    /// The reference toy model (`train_toy.py`, cpflow-reference.md §4.2): `Icnn3(2, width 32,
+    /// depth 20, symmetric first activation, gaussian softplus, zero-shifted)`, f64. One block:
+    /// `[ActNorm, CPF]`, trainable `w₀`, prior `N(0, e²I)`. More blocks:
+    /// `[ActNorm, CPF, …, CPF, ActNorm]`, fixed `w₀`, prior `N(0, I)`.
+    pub fn toy_reference(blocks: usize) -> Self {
+        let potential = PotentialConfig::Icnn3(Icnn3Config {
+            dim: 2,
+            width: 32,
+            depth: 20,
+            activation: ActivationKind::GaussianSoftplus,
+            zero_shift: true,
+            symm_act_first: true,
+        });
+        let (layers, prior) = if blocks == 1 {
+            (vec![LayerConfig::ActNorm, LayerConfig::Cpf(BlockConfig::new(potential))], GaussianPrior::with_log_var(2.0))
+        } else {
+            let block = BlockConfig { potential, trainable_w0: false, bias_w1: 0.0 };
+            let mut layers = vec![LayerConfig::ActNorm];
+            for _ in 0..blocks {
+                layers.push(LayerConfig::Cpf(block.clone()));
+                layers.push(LayerConfig::ActNorm);
+            }
+            (layers, GaussianPrior::standard())
+        };
+        FlowConfig { dim: 2, layers, prior, float: FloatType::F64, init_seed: 0 }
+    }
+
+    /// A single CP-Flow block without ActNorm (the reference OT experiment uses
+    /// `Icnn3(d, 64, 5, gaussian softplus, zero-shifted)` this way), prior `N(0, I)`, f64.
+    pub fn single_block(potential: PotentialConfig) -> Self {
+        let dim = potential.dim();
+        FlowConfig {
+            dim,
+            layers: vec![LayerConfig::Cpf(BlockConfig::new(potential))],
+            prior: GaussianPrior::standard(),
+            float: FloatType::F64,
+            init_seed: 0,
+        }
+    }
+
+    /// Builder: set the float type.
+    pub fn with_float(mut self, float: FloatType) -> Self {
+        self.float = float;
+        self
+    }
+
+    /// Builder: set the prior.
+    pub fn with_prior(mut self, prior: GaussianPrior) -> Self {
+        self.prior = prior;
+        self
+    }
+
+    /// Builder: set the weight-init seed.
+    pub fn with_init_seed(mut self, seed: u64) -> Self {
+        self.init_seed = seed;
+        self
+    }
+
+    /// Number of CP-Flow blocks.
+    pub fn num_blocks(&self) -> usize {
+        self.layers.iter().filter(|l| matches!(l, LayerConfig::Cpf(_))).count()
+    }
+
+    /// The context dimension (conditional flows), checked to agree across blocks.
+    pub fn context_dim(&self) -> Result<Option<usize>> {
+        let mut out: Option<usize> = None;
+        let mut any_uncond = false;
+        for l in &self.layers {
+            if let LayerConfig::Cpf(b) = l {
+                match b.potential.context_dim() {
+                    Some(c) => {
+                        if out.is_some_and(|o| o != c) {
+                            return Err(CpflowError::InvalidConfig("blocks disagree on the context dimension".into()));
+                        }
+                        out = Some(c);
+                    }
+                    None => any_uncond = true,
+                }
+            }
+        }
+        if out.is_some() && any_uncond {
+            return Err(CpflowError::InvalidConfig(
+                "mixing conditional (PICNN) and unconditional blocks is not supported".into(),
+            ));
+        }
+        Ok(out)
+    }
+
+    /// Check consistency (dimensions, non-empty).
+    pub fn validate(&self) -> Result<()> {
+        if self.dim == 0 {
+            return Err(CpflowError::InvalidConfig("flow dimension must be positive".into()));
+        }
+        if self.layers.is_empty() {
+            return Err(CpflowError::InvalidConfig("a flow needs at least one layer".into()));
+        }
+        for (i, l) in self.layers.iter().enumerate() {
+            if let LayerConfig::Cpf(b) = l {
+                if b.potential.dim() != self.dim {
+                    return Err(CpflowError::InvalidConfig(format!(
+                        "layer {i}: potential dimension {} differs from the flow dimension {}",
+                        b.potential.dim(),
+                        self.dim
+                    )));
+                }
+            }
+        }
+        if !self.prior.log_var.is_finite() {
+            return Err(CpflowError::InvalidConfig("prior log-variance must be finite".into()));
+        }
+        self.context_dim()?;
+        Ok(())
+    }
+}

@@ -1,0 +1,131 @@
+//! The convex potential `F` of a CP-Flow block: one of the `icnn` architectures, chosen by a
+//! serialisable configuration.
+
+use candle_core::Tensor;
+use candle_nn::VarBuilder;
+use icnn::{
+    ConditionalConvexPotential, ConvexPotential, DenseIcnn2, DenseIcnn2Config, Icnn, Icnn2, Icnn2Config, Icnn3,
+    Icnn3Config, IcnnConfig, Linearization, Picnn, PicnnConfig,
+};
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{CpflowError, Result};
+
+/// Which ICNN architecture (and its configuration) a block uses.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "arch", rename_all = "snake_case")]
+pub enum PotentialConfig {
+    /// Amos et al.'s ICNN (reference `ICNN`).
+    Icnn(IcnnConfig),
+    /// Reference `ICNN2` (tabular default).
+    Icnn2(Icnn2Config),
+    /// Input-augmented ICNN (reference `ICNN3`, the paper's default).
+    Icnn3(Icnn3Config),
+    /// DenseNet-style ICNN (reference `DenseICNN2`).
+    DenseIcnn2(DenseIcnn2Config),
+    /// Partially input-convex network: a conditional block taking a context.
+    Picnn(PicnnConfig),
+}
+
+impl PotentialConfig {
+    /// The input dimension `d`.
+    pub fn dim(&self) -> usize {
+        match self {
+            PotentialConfig::Icnn(c) => c.dim,
+            PotentialConfig::Icnn2(c) => c.dim,
+            PotentialConfig::Icnn3(c) => c.dim,
+            PotentialConfig::DenseIcnn2(c) => c.dim,
+            PotentialConfig::Picnn(c) => c.dim,
+        }
+    }
+
+    /// The context dimension of a conditional potential (`None` if unconditional).
+    pub fn context_dim(&self) -> Option<usize> {
+        match self {
+            PotentialConfig::Picnn(c) => Some(c.context_dim),
+            _ => None,
+        }
+    }
+}
+
+/// A built potential network.
+#[derive(Clone, Debug)]
+pub(crate) enum Potential {
+    Icnn(Icnn),
+    Icnn2(Icnn2),
+    Icnn3(Icnn3),
+    DenseIcnn2(DenseIcnn2),
+    Picnn(Picnn),
+}
+
+fn missing_context() -> CpflowError {
+    CpflowError::InvalidInput("this flow is conditional (PICNN blocks): a context tensor is required".into())
+}
+
+fn unexpected_context() -> CpflowError {
+    CpflowError::InvalidInput("this flow is unconditional: it takes no context tensor".into())
+}
+
+macro_rules! unconditional {
+    ($self:ident, $ctx:ident, $net:ident => $body:expr) => {
+        match $self {
+            Potential::Icnn($net) => { if $ctx.is_some() { return Err(unexpected_context()); } $body }
+            Potential::Icnn2($net) => { if $ctx.is_some() { return Err(unexpected_context()); } $body }
+            Potential::Icnn3($net) => { if $ctx.is_some() { return Err(unexpected_context()); } $body }
+            Potential::DenseIcnn2($net) => { if $ctx.is_some() { return Err(unexpected_context()); } $body }
+            Potential::Picnn(_) => unreachable!(),
+        }
+    };
+}
+
+impl Potential {
+    pub(crate) fn new<R: Rng + ?Sized>(vb: VarBuilder, config: &PotentialConfig, rng: &mut R) -> Result<Self> {
+        Ok(match config {
+            PotentialConfig::Icnn(c) => Potential::Icnn(Icnn::new(vb, c, rng)?),
+            PotentialConfig::Icnn2(c) => Potential::Icnn2(Icnn2::new(vb, c, rng)?),
+            PotentialConfig::Icnn3(c) => Potential::Icnn3(Icnn3::new(vb, c, rng)?),
+            PotentialConfig::DenseIcnn2(c) => Potential::DenseIcnn2(DenseIcnn2::new(vb, c, rng)?),
+            PotentialConfig::Picnn(c) => Potential::Picnn(Picnn::new(vb, c, rng)?),
+        })
+    }
+
+    /// The cached linearisation at `x` (parameter-tracking).
+    pub(crate) fn linearize(&self, x: &Tensor, ctx: Option<&Tensor>) -> Result<Linearization> {
+        if let Potential::Picnn(p) = self {
+            let c = ctx.ok_or_else(missing_context)?;
+            return Ok(p.linearize_with_context(x, c)?);
+        }
+        unconditional!(self, ctx, n => Ok(n.linearize(x)?))
+    }
+
+    /// `(F(x), ∇F(x))` without second-order caches.
+    pub(crate) fn value_and_gradient(&self, x: &Tensor, ctx: Option<&Tensor>) -> Result<(Tensor, Tensor)> {
+        if let Potential::Picnn(p) = self {
+            let c = ctx.ok_or_else(missing_context)?;
+            let lin = p.linearize_with_context(x, c)?;
+            return Ok((lin.potential(), lin.gradient()));
+        }
+        unconditional!(self, ctx, n => Ok(n.value_and_gradient(x)?))
+    }
+
+    /// Whether the ICNN's internal ActNorms are initialised.
+    pub(crate) fn is_initialized(&self) -> Result<bool> {
+        Ok(match self {
+            Potential::Icnn(n) => n.is_initialized()?,
+            Potential::Icnn2(n) => n.is_initialized()?,
+            Potential::Icnn3(n) => n.is_initialized()?,
+            Potential::DenseIcnn2(n) => n.is_initialized()?,
+            Potential::Picnn(n) => n.is_initialized()?,
+        })
+    }
+
+    /// Run the ICNN's data-dependent ActNorm initialisation on `x`.
+    pub(crate) fn initialize(&self, x: &Tensor, ctx: Option<&Tensor>) -> Result<()> {
+        if let Potential::Picnn(p) = self {
+            let c = ctx.ok_or_else(missing_context)?;
+            return Ok(p.initialize(x, c)?);
+        }
+        unconditional!(self, ctx, n => Ok(n.initialize(x)?))
+    }
+}

@@ -1,0 +1,262 @@
+//! `Picnn`: partially input-convex network (reference `PICNN`), convex in `x` for every
+//! context `c`.
+
+use candle_core::Tensor;
+use candle_nn::VarBuilder;
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::activation::{Activation, ActivationKind, softplus};
+use crate::common::check_positive;
+use crate::error::{IcnnError, Result};
+use crate::layers::{ActNorm, Linear, PosLinear};
+use crate::linearization::Linearization;
+use crate::network::{GroupAct, GroupContext, GroupSpec, Network};
+use crate::traits::ConditionalConvexPotential;
+
+/// Configuration of [`Picnn`] (reference `PICNN(dim, dimh, dimc, num_hidden_layers,
+/// symm_act_first, softplus_type, zero_softplus)`; the reference's default activation is the
+/// gaussian softplus).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PicnnConfig {
+    /// Input dimension `d` (the convex argument).
+    pub dim: usize,
+    /// Context dimension `d_c`.
+    pub context_dim: usize,
+    /// Hidden width `h`.
+    pub width: usize,
+    /// Number of hidden layers `L`, at least 1.
+    pub depth: usize,
+    /// Activation `s`.
+    pub activation: ActivationKind,
+    /// Shift the activation to 0 at 0 (`zero_softplus`).
+    pub zero_shift: bool,
+    /// Use `s(x) − x/2` on the first layer (`symm_act_first`).
+    pub symm_act_first: bool,
+}
+
+impl Default for PicnnConfig {
+    fn default() -> Self {
+        Self {
+            dim: 2,
+            context_dim: 2,
+            width: 64,
+            depth: 10,
+            activation: ActivationKind::GaussianSoftplus,
+            zero_shift: false,
+            symm_act_first: false,
+        }
+    }
+}
+
+/// The reference's `PICNN`, convex in `x` given the context `c`:
+/// ```text
+/// c̄ = ELU(AN_c(W_c c + b_c))
+/// z₁ = s̃(AN₀(W₀x + b₀))
+/// z_{k+1} = s(AN_k(PosLin_k(z_k ⊙ cz_k) + A_k(x ⊙ cx_k) + W_cc,k c̄))     k = 1..L−1
+///   cz_k = sp(W_cz,k c̄ + e⁻¹) ≥ 0,   cx_k = W_cx,k c̄ + 1
+/// F(x; c) = AN_L(PosLin_L(z_L ⊙ cz_L) + aᵀ(x ⊙ cx_L)),   cz_L = sp(W_cz,L c̄ + ln(e − 1))
+/// ```
+/// The gate layers `W_cz`, `W_cx` are zero-initialised (weights and biases), so at init the
+/// gates are constants. Parameter names: `Wzs.*`, `Wxs.*` as [`crate::Icnn2`], `Wcs.0.*`
+/// (h×d_c), `Wczs.k.*` (h×h, k = 0..L−1), `Wcxs.k.*` (d×h), `Wccs.k.*` (h×h, k = 0..L−2),
+/// `actnorm0.*`, `actnorms.k.*`, `actnormc.*`, `initialized`.
+///
+/// ```
+/// use candle_core::{DType, Device, Tensor};
+/// use candle_nn::{VarBuilder, VarMap};
+/// use icnn::{ConditionalConvexPotential, Picnn, PicnnConfig};
+/// use rand::SeedableRng;
+///
+/// # fn main() -> icnn::Result<()> {
+/// let varmap = VarMap::new();
+/// let vb = VarBuilder::from_varmap(&varmap, DType::F64, &Device::Cpu);
+/// let config = PicnnConfig { dim: 2, context_dim: 1, width: 8, depth: 2, ..Default::default() };
+/// let net = Picnn::new(vb.pp("picnn"), &config, &mut rand::rngs::StdRng::seed_from_u64(4))?;
+/// let x = Tensor::new(&[[0.0f64, 1.0], [1.0, -1.0]], &Device::Cpu)?;
+/// let c = Tensor::new(&[[0.3f64], [-0.7]], &Device::Cpu)?;
+/// let lin = net.linearize_with_context(&x, &c)?;
+/// assert_eq!(lin.hessian()?.dims(), &[2, 2, 2]);
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Picnn {
+    pub(crate) net: Network,
+    wc: Linear,
+    actnorm_c: ActNorm,
+    wcz: Vec<Linear>,
+    wcx: Vec<Linear>,
+    wcc: Vec<Linear>,
+    config: PicnnConfig,
+}
+
+impl Picnn {
+    /// Creates (or loads) the parameters, drawing initial values from `rng`.
+    pub fn new<R: Rng + ?Sized>(vb: VarBuilder, config: &PicnnConfig, rng: &mut R) -> Result<Self> {
+        let (d, dc, h, l) = (config.dim, config.context_dim, config.width, config.depth);
+        check_positive("dim", d)?;
+        check_positive("context_dim", dc)?;
+        check_positive("width", h)?;
+        check_positive("depth", l)?;
+        let act = Activation::new(config.activation).with_zero_shift(config.zero_shift);
+        let first = act.with_symmetric(config.symm_act_first);
+        let (vz, vx, va) = (vb.pp("Wzs"), vb.pp("Wxs"), vb.pp("actnorms"));
+        let mut groups = Vec::with_capacity(l + 1);
+        groups.push(GroupSpec {
+            inputs: vec![],
+            pos: None,
+            lin: Some(Linear::new(&vz.pp(0), d, h, true, rng)?),
+            actnorm: None,
+            act: GroupAct::Nonlinear(first),
+            width: h,
+        });
+        for k in 1..l {
+            groups.push(GroupSpec {
+                inputs: vec![k - 1],
+                pos: Some(PosLinear::new(&vz.pp(k), h, h, true, rng)?),
+                lin: None,
+                actnorm: None,
+                act: GroupAct::Nonlinear(act),
+                width: h,
+            });
+        }
+        groups.push(GroupSpec {
+            inputs: vec![l - 1],
+            pos: Some(PosLinear::new(&vz.pp(l), h, 1, false, rng)?),
+            lin: None,
+            actnorm: None,
+            act: GroupAct::Identity,
+            width: 1,
+        });
+        for k in 1..l {
+            groups[k].lin = Some(Linear::new(&vx.pp(k - 1), d, h, true, rng)?);
+        }
+        groups[l].lin = Some(Linear::new(&vx.pp(l - 1), d, 1, false, rng)?);
+        let wc = Linear::new(&vb.pp("Wcs").pp(0), dc, h, true, rng)?;
+        let wcz = (0..l)
+            .map(|k| Linear::new_zeros(&vb.pp("Wczs").pp(k), h, h))
+            .collect::<Result<Vec<_>>>()?;
+        let wcx = (0..l)
+            .map(|k| Linear::new_zeros(&vb.pp("Wcxs").pp(k), h, d))
+            .collect::<Result<Vec<_>>>()?;
+        let wcc = (0..l.saturating_sub(1))
+            .map(|k| Linear::new(&vb.pp("Wccs").pp(k), h, h, true, rng))
+            .collect::<Result<Vec<_>>>()?;
+        groups[0].actnorm = Some(ActNorm::new(&vb.pp("actnorm0"), h)?);
+        for k in 1..l {
+            groups[k].actnorm = Some(ActNorm::new(&va.pp(k - 1), h)?);
+        }
+        groups[l].actnorm = Some(ActNorm::new(&va.pp(l - 1), 1)?);
+        let actnorm_c = ActNorm::new(&vb.pp("actnormc"), h)?;
+        Ok(Self {
+            net: Network::new(&vb, groups, d)?,
+            wc,
+            actnorm_c,
+            wcz,
+            wcx,
+            wcc,
+            config: config.clone(),
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &PicnnConfig {
+        &self.config
+    }
+
+    /// Whether the ActNorm data-dependent initialisation has run.
+    pub fn is_initialized(&self) -> Result<bool> {
+        self.net.is_initialized()
+    }
+
+    /// Sets the `initialized` flag without touching the ActNorm parameters.
+    pub fn mark_initialized(&self) -> Result<()> {
+        self.net.set_initialized(true)
+    }
+
+    /// Runs the data-dependent ActNorm initialisation on `(x, c)` now (also the context
+    /// ActNorm) and sets the flag. Otherwise it runs on the first call.
+    pub fn initialize(&self, x: &Tensor, c: &Tensor) -> Result<()> {
+        self.check_context(x, c)?;
+        let c = c.detach();
+        self.actnorm_c.initialize(&self.wc.forward(&c)?)?;
+        let ctx = self.contexts(&c)?;
+        self.net.initialize(x, Some(&ctx))
+    }
+
+    fn check_context(&self, x: &Tensor, c: &Tensor) -> Result<()> {
+        self.net.check_input(x)?;
+        let (b, dc) = c.dims2().map_err(|_| {
+            IcnnError::Shape(format!("context must be (B, d_c), got {:?}", c.dims()))
+        })?;
+        if b != x.dims()[0] || dc != self.config.context_dim {
+            return Err(IcnnError::Shape(format!(
+                "context shape {:?} does not match (B = {}, d_c = {})",
+                c.dims(),
+                x.dims()[0],
+                self.config.context_dim
+            )));
+        }
+        Ok(())
+    }
+
+    /// Gates and biases of every group for the context batch `c`.
+    fn contexts(&self, c: &Tensor) -> Result<Vec<GroupContext>> {
+        let l = self.config.depth;
+        let cf = self.actnorm_c.forward(&self.wc.forward(c)?)?.elu(1.0)?;
+        let mut ctx = Vec::with_capacity(l + 1);
+        ctx.push(GroupContext::default());
+        for k in 0..l {
+            let shift = if k + 1 == l {
+                (std::f64::consts::E - 1.0).ln()
+            } else {
+                (-1.0f64).exp()
+            };
+            let gate_z = softplus(&self.wcz[k].forward(&cf)?.affine(1.0, shift)?)?;
+            let gate_x = self.wcx[k].forward(&cf)?.affine(1.0, 1.0)?;
+            let bias = match self.wcc.get(k) {
+                Some(w) => Some(w.forward(&cf)?),
+                None => None,
+            };
+            ctx.push(GroupContext {
+                gate_z: Some(gate_z),
+                gate_x: Some(gate_x),
+                bias,
+            });
+        }
+        Ok(ctx)
+    }
+
+    fn ensure_initialized(&self, x: &Tensor, c: &Tensor) -> Result<()> {
+        if !self.net.is_initialized()? {
+            self.initialize(x, c)?;
+        }
+        Ok(())
+    }
+}
+
+impl ConditionalConvexPotential for Picnn {
+    fn potential_with_context(&self, x: &Tensor, c: &Tensor) -> Result<Tensor> {
+        self.check_context(x, c)?;
+        self.ensure_initialized(x, c)?;
+        let ctx = self.contexts(c)?;
+        self.net.potential(x, Some(&ctx))
+    }
+
+    fn linearize_with_context(&self, x: &Tensor, c: &Tensor) -> Result<Linearization> {
+        self.check_context(x, c)?;
+        self.ensure_initialized(x, c)?;
+        let ctx = self.contexts(c)?;
+        self.net.linearize(x, Some(&ctx), true)
+    }
+
+    fn dim(&self) -> usize {
+        self.net.dim
+    }
+
+    fn context_dim(&self) -> usize {
+        self.config.context_dim
+    }
+}
