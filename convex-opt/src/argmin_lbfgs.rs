@@ -6,7 +6,8 @@ use argmin::core::{
 };
 use argmin::solver::linesearch::MoreThuenteLineSearch;
 use argmin::solver::quasinewton::LBFGS;
-use argmin_math::ArgminFloat;
+use argmin::core::ArgminFloat;
+use argmin_math::ArgminZero;
 use nalgebra::{DVector, RealField};
 
 use crate::ConvexOptError;
@@ -97,7 +98,7 @@ type VecState<F> = IterState<DVector<F>, DVector<F>, (), (), (), F>;
 
 fn inf_norm<F: RealField + Copy>(v: &DVector<F>) -> f64 {
     // `amax` is a max of absolute values; the conversion to f64 is exact for f32/f64.
-    let m = v.iter().fold(F::zero(), |m, x| if x.abs() > m || x.is_nan() { x.abs() } else { m });
+    let m = v.iter().fold(F::zero(), |m, x| if x.abs() > m || !x.is_finite() { x.abs() } else { m });
     nalgebra::try_convert::<F, f64>(m).unwrap_or(f64::NAN)
 }
 
@@ -172,7 +173,7 @@ fn to_float<F: ArgminFloat>(v: f64, what: &str) -> Result<F, ConvexOptError> {
 pub fn minimize_lbfgs<O, F>(problem: O, x0: DVector<F>, params: &LbfgsParams) -> Result<MinimizeResult<F>, ConvexOptError>
 where
     O: CostFunction<Param = DVector<F>, Output = F> + Gradient<Param = DVector<F>, Gradient = DVector<F>>,
-    F: ArgminFloat + RealField + Copy,
+    F: ArgminFloat + ArgminZero + RealField + Copy,
 {
     if params.history == 0
         || !(0.0 < params.c1 && params.c1 < params.c2 && params.c2 < 1.0)
@@ -188,7 +189,7 @@ where
         .with_c(to_float(params.c1, "c1")?, to_float(params.c2, "c2")?)
         .map_err(ConvexOptError::from_argmin)?;
     let lbfgs = LBFGS::new(line_search, params.history)
-        .with_tolerance_grad(F::zero())
+        .with_tolerance_grad(<F as ArgminZero>::zero())
         .map_err(ConvexOptError::from_argmin)?
         .with_tolerance_cost(to_float(params.cost_tolerance, "cost_tolerance")?)
         .map_err(ConvexOptError::from_argmin)?;

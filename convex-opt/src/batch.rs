@@ -62,13 +62,6 @@ pub(crate) fn scatter_rows(full: &Tensor, rows: &[usize], src: &Tensor) -> Resul
     Ok(full.contiguous()?.scatter(&idx, &src.contiguous()?, 0)?)
 }
 
-/// `(k,)` host entries of `full` replaced at positions `rows` by `src`.
-pub(crate) fn scatter_host(full: &mut [f64], rows: &[usize], src: &[f64]) {
-    for (&r, &v) in rows.iter().zip(src) {
-        full[r] = v;
-    }
-}
-
 /// `mask ? a : b` row-wise, with `mask` a host slice of length `k`.
 pub(crate) fn where_rows(mask: &[bool], a: &Tensor, b: &Tensor) -> Result<Tensor, ConvexOptError> {
     if mask.iter().all(|&m| m) {

@@ -3,8 +3,9 @@
 use std::cell::{Cell, RefCell};
 
 use argmin::core::{CostFunction, Gradient};
-use argmin_math::ArgminFloat;
+use argmin::core::ArgminFloat;
 use candle_core::{DType, Tensor, WithDType};
+use argmin_math::ArgminZero;
 use nalgebra::{DVector, RealField};
 
 use crate::batch::{Collector, RowStatus, setup};
@@ -67,7 +68,7 @@ struct FlatProblem<'a, P: ?Sized, F: RealField + Copy> {
 impl<P, F> FlatProblem<'_, P, F>
 where
     P: BatchedPotential + ?Sized,
-    F: ArgminFloat + RealField + Copy + WithDType,
+    F: ArgminFloat + ArgminZero + RealField + Copy + WithDType,
 {
     fn evaluate(&self, x: &DVector<F>) -> Result<(F, DVector<F>), ConvexOptError> {
         if let Some((cx, c, g)) = self.cache.borrow().as_ref()
@@ -95,7 +96,7 @@ where
 impl<P, F> CostFunction for FlatProblem<'_, P, F>
 where
     P: BatchedPotential + ?Sized,
-    F: ArgminFloat + RealField + Copy + WithDType,
+    F: ArgminFloat + ArgminZero + RealField + Copy + WithDType,
 {
     type Param = DVector<F>;
     type Output = F;
@@ -108,7 +109,7 @@ where
 impl<P, F> Gradient for FlatProblem<'_, P, F>
 where
     P: BatchedPotential + ?Sized,
-    F: ArgminFloat + RealField + Copy + WithDType,
+    F: ArgminFloat + ArgminZero + RealField + Copy + WithDType,
 {
     type Param = DVector<F>;
     type Gradient = DVector<F>;
@@ -165,7 +166,7 @@ fn invert_flat_typed<P, F>(
 ) -> Result<InversionResult, ConvexOptError>
 where
     P: BatchedPotential + ?Sized,
-    F: ArgminFloat + RealField + Copy + WithDType,
+    F: ArgminFloat + ArgminZero + RealField + Copy + WithDType,
 {
     let setup = setup(y, options)?;
     let mut out = Collector::new(&setup);

@@ -64,7 +64,7 @@ impl BatchVectors for Tensor {
         self.dims().first().copied().unwrap_or(0)
     }
 
-    fn dim(&self) -> usize {
+    fn system_dim(&self) -> usize {
         self.dims().get(1).copied().unwrap_or(0)
     }
 
@@ -74,7 +74,7 @@ impl BatchVectors for Tensor {
 
     fn from_host_like(like: &Self, data: &[f64]) -> Result<Self, KrylovError> {
         like.validate()?;
-        let (b, d) = (like.n_systems(), like.dim());
+        let (b, d) = (like.n_systems(), like.system_dim());
         check_len("Tensor::from_host_like (B·d values)", b * d, data.len())?;
         let t = Tensor::from_vec(data.to_vec(), (b, d), like.device())?;
         Ok(t.to_dtype(like.dtype())?)
@@ -92,7 +92,7 @@ impl BatchVectors for Tensor {
 
     fn norms_inf(&self) -> Result<Vec<f64>, KrylovError> {
         self.validate()?;
-        if self.dim() == 0 {
+        if self.system_dim() == 0 {
             return Ok(vec![0.0; self.n_systems()]);
         }
         to_host_f64(&upcast(self)?.abs()?.max(1)?)

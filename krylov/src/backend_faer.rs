@@ -13,7 +13,7 @@ macro_rules! impl_faer {
                 self.ncols()
             }
 
-            fn dim(&self) -> usize {
+            fn system_dim(&self) -> usize {
                 self.nrows()
             }
 

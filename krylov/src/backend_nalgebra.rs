@@ -22,7 +22,7 @@ impl<T: Real + nalgebra::Scalar> BatchVectors for DMatrix<T> {
         self.ncols()
     }
 
-    fn dim(&self) -> usize {
+    fn system_dim(&self) -> usize {
         self.nrows()
     }
 
@@ -80,7 +80,7 @@ impl<T: Real + nalgebra::Scalar> BatchVectors for DMatrix<T> {
 
     fn mul_elementwise(&self, other: &Self) -> Result<Self, KrylovError> {
         check_same_shape("DMatrix::mul_elementwise", self, other)?;
-        Ok(self.component_mul(other))
+        Ok(self.zip_map(other, |a, b| a * b))
     }
 
     fn unit_roundoff(&self) -> f64 {

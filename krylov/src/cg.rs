@@ -203,7 +203,7 @@ where
 {
     let diag = op.diagonal().ok_or(KrylovError::MissingDiagonal)??;
     check_same_shape("Jacobi diagonal", b, &diag)?;
-    let d = b.dim().max(1);
+    let d = b.system_dim().max(1);
     let host = diag.to_host()?;
     let mut inv = Vec::with_capacity(host.len());
     for (k, v) in host.into_iter().enumerate() {
@@ -223,7 +223,7 @@ where
     params.validate()?;
     b.validate()?;
     let n = b.n_systems();
-    let max_iters = params.max_iters.unwrap_or_else(|| default_max_iters(b.dim()));
+    let max_iters = params.max_iters.unwrap_or_else(|| default_max_iters(b.system_dim()));
     let global = params.stopping == CgStopping::BatchGlobal;
     let inv_diag = match params.preconditioner {
         Preconditioner::None => None,

@@ -5,7 +5,7 @@ use nalgebra::DMatrix;
 
 use crate::real::Real;
 use crate::vectors::{check_len, check_same_shape};
-use crate::{BatchOperator, BatchVectors, KrylovError};
+use crate::{BatchOperator, KrylovError};
 
 fn check_square(dims: impl Iterator<Item = (usize, usize)>) -> Result<usize, KrylovError> {
     let mut d0 = None;
@@ -60,7 +60,7 @@ impl<T: Real + nalgebra::Scalar + nalgebra::RealField> BatchOperator<DMatrix<T>>
         check_len("DenseNalgebraOperator::apply (active)", self.matrices.len(), active.len())?;
         let mut y = expected;
         for (j, h) in self.matrices.iter().enumerate().filter(|(j, _)| active[*j]) {
-            y.column_mut(j).gemv(T::from_f64(1.0), h, &x.column(j), T::ZERO);
+            y.column_mut(j).gemv(<T as Real>::from_f64(1.0), h, &x.column(j), T::ZERO);
         }
         Ok(y)
     }

@@ -111,7 +111,7 @@ where
         )));
     }
     let n = v0.n_systems();
-    let m = params.steps.min(v0.dim());
+    let m = params.steps.min(v0.system_dim());
     let rel_tol = params.breakdown_tol.max(100.0 * v0.unit_roundoff());
     let keep_basis = params.reorthogonalize || params.store_basis;
     let ones = vec![1.0; n];
@@ -165,7 +165,10 @@ where
         }
         let beta = w.norms2()?;
         let mut inv_beta = vec![1.0; n];
-        for i in (0..n).filter(|&i| active[i]) {
+        for i in 0..n {
+            if !active[i] {
+                continue;
+            }
             scale[i] = scale[i].max(beta[i]);
             if beta[i] > rel_tol * scale[i] && beta[i].is_finite() {
                 betas[i].push(beta[i]);

@@ -25,8 +25,8 @@ pub trait BatchVectors: Clone {
     /// Number of systems `B`.
     fn n_systems(&self) -> usize;
 
-    /// Length `d` of each vector.
-    fn dim(&self) -> usize;
+    /// Length `d` of each vector (named `system_dim` to avoid clashing with `Tensor::dim`).
+    fn system_dim(&self) -> usize;
 
     /// A batch of zeros with the shape, element type (and device) of `self`.
     fn zeros_like(&self) -> Result<Self, KrylovError>;
@@ -104,8 +104,8 @@ pub(crate) fn check_same_shape<V: BatchVectors>(
     expected: &V,
     found: &V,
 ) -> Result<(), KrylovError> {
-    let e = (expected.n_systems(), expected.dim());
-    let f = (found.n_systems(), found.dim());
+    let e = (expected.n_systems(), expected.system_dim());
+    let f = (found.n_systems(), found.system_dim());
     if e == f {
         Ok(())
     } else {
