@@ -6,10 +6,16 @@
 //! products w.r.t. the parameters, and candle's higher-order autodiff
 //! (`CANDLE_GRAD_DO_NOT_DETACH=1`) can differentiate the value itself several times.
 
-use candle_core::Tensor;
+use candle_core::{DType, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
+use crate::fused::{ActDerivative, ActSpec, ActTriple};
+
+/// Whether the fused CPU kernels handle `x`.
+fn fused_supported(x: &Tensor) -> bool {
+    x.device().is_cpu() && matches!(x.dtype(), DType::F32 | DType::F64)
+}
 
 /// The convex, non-decreasing activation `s` of the hidden layers (reference
 /// `get_softplus(softplus_type, ...)`).
@@ -82,8 +88,47 @@ impl Activation {
         Ok(e.d2.unwrap_or(e.value))
     }
 
+    fn spec(&self) -> ActSpec {
+        ActSpec {
+            kind: self.kind,
+            shift: if self.zero_shift {
+                self.base_at_zero()
+            } else {
+                0.0
+            },
+            symmetric: self.symmetric,
+        }
+    }
+
     /// Value and, when `derivatives` is true, first and second derivatives, sharing work.
+    ///
+    /// CPU f32/f64 tensors use fused single-pass kernels (custom ops whose backward is the
+    /// next derivative, so they can be differentiated any number of times); other devices use
+    /// [`Activation::eval_composed`].
     pub fn eval(&self, x: &Tensor, derivatives: bool) -> Result<ActivationEval> {
+        if !fused_supported(x) {
+            return self.eval_composed(x, derivatives);
+        }
+        let x = x.contiguous()?;
+        if derivatives {
+            let t = x.apply_op1(ActTriple::new(self.spec()))?;
+            Ok(ActivationEval {
+                value: t.get(0)?,
+                d1: Some(t.get(1)?),
+                d2: Some(t.get(2)?),
+            })
+        } else {
+            Ok(ActivationEval {
+                value: x.apply_op1(ActDerivative::new(self.spec(), 0))?,
+                d1: None,
+                d2: None,
+            })
+        }
+    }
+
+    /// The same as [`Activation::eval`], composed from elementwise candle ops (`abs`, `relu`,
+    /// `exp`, `log`, `erf`, affine maps) that run on every device.
+    pub fn eval_composed(&self, x: &Tensor, derivatives: bool) -> Result<ActivationEval> {
         let shift = if self.zero_shift {
             self.base_at_zero()
         } else {
@@ -148,9 +193,17 @@ pub struct ActivationEval {
     pub d2: Option<Tensor>,
 }
 
-/// Numerically stable softplus `log(1 + eˣ) = max(x, 0) + log(1 + e^{−|x|})`, built from ops
-/// candle can differentiate (any number of times).
+/// Numerically stable softplus `log(1 + eˣ) = max(x, 0) + log(1 + e^{−|x|})` that candle can
+/// differentiate any number of times (fused kernel on CPU, composed ops elsewhere).
 pub fn softplus(x: &Tensor) -> Result<Tensor> {
+    if fused_supported(x) {
+        let spec = ActSpec {
+            kind: ActivationKind::Softplus,
+            shift: 0.0,
+            symmetric: false,
+        };
+        return Ok(x.contiguous()?.apply_op1(ActDerivative::new(spec, 0))?);
+    }
     let e = x.abs()?.neg()?.exp()?;
     Ok((x.relu()? + e.affine(1.0, 1.0)?.log()?)?)
 }

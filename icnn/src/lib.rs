@@ -54,6 +54,7 @@ mod activation;
 mod common;
 mod dense_icnn2;
 mod error;
+mod fused;
 mod icnn;
 mod icnn2;
 mod icnn3;
