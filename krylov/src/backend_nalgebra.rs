@@ -34,11 +34,11 @@ impl<T: Real + nalgebra::Scalar> BatchVectors for DMatrix<T> {
         let (d, b) = (like.nrows(), like.ncols());
         check_len("DMatrix::from_host_like (B·d values)", b * d, data.len())?;
         // Column-major storage with one system per column is exactly system-major.
-        Ok(DMatrix::from_iterator(d, b, data.iter().map(|v| T::from_f64(*v))))
+        Ok(DMatrix::from_iterator(d, b, data.iter().map(|v| T::lossy_from_f64(*v))))
     }
 
     fn to_host(&self) -> Result<Vec<f64>, KrylovError> {
-        Ok(self.as_slice().iter().map(|v| v.to_f64()).collect())
+        Ok(self.as_slice().iter().map(|v| v.into_f64()).collect())
     }
 
     fn dots(&self, other: &Self) -> Result<Vec<f64>, KrylovError> {

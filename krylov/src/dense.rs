@@ -60,7 +60,7 @@ impl<T: Real + nalgebra::Scalar + nalgebra::RealField> BatchOperator<DMatrix<T>>
         check_len("DenseNalgebraOperator::apply (active)", self.matrices.len(), active.len())?;
         let mut y = expected;
         for (j, h) in self.matrices.iter().enumerate().filter(|(j, _)| active[*j]) {
-            y.column_mut(j).gemv(<T as Real>::from_f64(1.0), h, &x.column(j), T::ZERO);
+            y.column_mut(j).gemv(T::lossy_from_f64(1.0), h, &x.column(j), T::ZERO);
         }
         Ok(y)
     }

@@ -19,9 +19,9 @@ pub trait Real:
     /// Zero.
     const ZERO: Self;
     /// Conversion to `f64`.
-    fn to_f64(self) -> f64;
+    fn into_f64(self) -> f64;
     /// Conversion from `f64` (rounding for `f32`).
-    fn from_f64(v: f64) -> Self;
+    fn lossy_from_f64(v: f64) -> Self;
 }
 
 mod sealed {
@@ -34,11 +34,11 @@ impl Real for f32 {
     const EPSILON: f64 = f32::EPSILON as f64;
     const ZERO: Self = 0.0;
     #[inline]
-    fn to_f64(self) -> f64 {
+    fn into_f64(self) -> f64 {
         self as f64
     }
     #[inline]
-    fn from_f64(v: f64) -> Self {
+    fn lossy_from_f64(v: f64) -> Self {
         v as f32
     }
 }
@@ -47,11 +47,11 @@ impl Real for f64 {
     const EPSILON: f64 = f64::EPSILON;
     const ZERO: Self = 0.0;
     #[inline]
-    fn to_f64(self) -> f64 {
+    fn into_f64(self) -> f64 {
         self
     }
     #[inline]
-    fn from_f64(v: f64) -> Self {
+    fn lossy_from_f64(v: f64) -> Self {
         v
     }
 }
@@ -63,7 +63,7 @@ pub(crate) mod kernels {
     /// Dot product accumulated in `f64`.
     #[inline]
     pub fn dot<T: Real>(x: &[T], y: &[T]) -> f64 {
-        x.iter().zip(y).map(|(a, b)| a.to_f64() * b.to_f64()).sum()
+        x.iter().zip(y).map(|(a, b)| a.into_f64() * b.into_f64()).sum()
     }
 
     /// Max-abs, NaN-propagating.
@@ -71,7 +71,7 @@ pub(crate) mod kernels {
     pub fn norm_inf<T: Real>(x: &[T]) -> f64 {
         let mut m = 0.0f64;
         for v in x {
-            let a = v.to_f64().abs();
+            let a = v.into_f64().abs();
             if a.is_nan() {
                 return f64::NAN;
             }
@@ -85,7 +85,7 @@ pub(crate) mod kernels {
     /// `y ← a·y + b·x`, with the common special cases unrolled.
     #[inline]
     pub fn axpby<T: Real>(a: f64, b: f64, x: &[T], y: &mut [T]) {
-        let (at, bt) = (T::from_f64(a), T::from_f64(b));
+        let (at, bt) = (T::lossy_from_f64(a), T::lossy_from_f64(b));
         if a == 1.0 {
             if b == 0.0 {
                 return;
@@ -111,7 +111,7 @@ pub(crate) mod kernels {
     /// `y ← a·y`.
     #[inline]
     pub fn scale<T: Real>(a: f64, y: &mut [T]) {
-        let at = T::from_f64(a);
+        let at = T::lossy_from_f64(a);
         for yi in y.iter_mut() {
             *yi = at * *yi;
         }

@@ -12,10 +12,10 @@ where
     let mats: Vec<_> = (0..bsz).map(|_| random_spd(&mut r, d, cond).0).collect();
     let b = gaussian(&mut r, d * bsz);
     let op = DenseNalgebraOperator::new(
-        mats.iter().map(|m| DMatrix::<T>::from_fn(d, d, |i, j| T::from_f64(m[(i, j)]))).collect(),
+        mats.iter().map(|m| DMatrix::<T>::from_fn(d, d, |i, j| T::lossy_from_f64(m[(i, j)]))).collect(),
     )
     .unwrap();
-    let bv = DMatrix::<T>::from_iterator(d, bsz, b.iter().map(|v| T::from_f64(*v)));
+    let bv = DMatrix::<T>::from_iterator(d, bsz, b.iter().map(|v| T::lossy_from_f64(*v)));
     let res = cg(&op, &bv, &CgParams::default().with_rtol(rtol).with_max_iters(10 * d)).unwrap();
     let x = res.x.to_host().unwrap();
     let mut worst_eta: f64 = 0.0;

@@ -1,0 +1,442 @@
+//! The TOML run configuration of `cpflow train`, with command-line overrides.
+//!
+//! A file has up to four tables, every key optional (defaults: the reference toy run,
+//! `train_toy.py`):
+//!
+//! ```toml
+//! [data]            # what to fit
+//! source = "8gaussians"   # toy name | path.npy | path.csv | path.png (image density)
+//! n_train = 50000          # toys/images: points drawn for training
+//! n_test = 10000           # toys/images: fresh held-out points
+//! seed = 0
+//! test_fraction = 0.1      # files: last fraction (after a seeded shuffle) held out
+//!
+//! [model]
+//! arch = "icnn3"           # icnn | icnn2 | icnn3 | dense_icnn2
+//! blocks = 1
+//! width = 32
+//! depth = 20
+//! activation = "gaussian_softplus"   # or "softplus"
+//! zero_shift = true
+//! symm_act_first = true
+//! layout = "toy"           # toy | tabular | single
+//! # prior_log_var = 2.0    # default: 2 for the one-block toy layout, else 0
+//! float = "f64"            # f32 | f64
+//! init_seed = 0
+//!
+//! [train]                  # cpflow::TrainConfig (serde names), e.g.
+//! batch_size = 128
+//! max_iterations = 3910
+//! lr_schedule = { step = { step_size = 2000, gamma = 0.5 } }
+//! [train.adam]
+//! lr = 0.005
+//!
+//! [run]
+//! device = "cpu"           # cpu | cuda
+//! out = "runs/cpflow"
+//! eval_every = 500         # held-out exact NLL every this many iterations (0: end only)
+//! plots = true             # write the PNGs at the end (2-D data only)
+//! progress = true
+//! ```
+//!
+//! Overrides: `--set table.key=value` (value in TOML syntax; bare words are strings), and the
+//! shortcuts `--data`, `--iters`, `--batch-size`, `--lr`, `--device`, `--dtype`, `--seed`,
+//! `--out`, applied in that order after the file.
+
+use anyhow::{Context, Result, bail};
+use cpflow::{
+    AdamParams, FloatType, FlowConfig, GaussianPrior, LayerConfig, LrSchedule, PotentialConfig,
+    TrainConfig,
+};
+use cpflow::block::BlockConfig;
+use icnn::{ActivationKind, DenseIcnn2Config, Icnn2Config, Icnn3Config, IcnnConfig};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// `[data]`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DataSection {
+    pub source: String,
+    pub n_train: usize,
+    pub n_test: usize,
+    pub seed: u64,
+    pub test_fraction: f64,
+}
+
+impl Default for DataSection {
+    fn default() -> Self {
+        DataSection {
+            source: "8gaussians".into(),
+            n_train: 50_000,
+            n_test: 10_000,
+            seed: 0,
+            test_fraction: 0.1,
+        }
+    }
+}
+
+/// ICNN family of the blocks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Arch {
+    Icnn,
+    Icnn2,
+    Icnn3,
+    DenseIcnn2,
+}
+
+/// Layer layout.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Layout {
+    /// `train_toy.py`: one block → `[ActNorm, CPF]` (trainable w₀, prior N(0, e²I));
+    /// more → `[ActNorm, CPF, ActNorm, …]` (fixed w₀, prior N(0, I)).
+    Toy,
+    /// `train_tabular.py`: `[ActNorm, CPF, ActNorm, …, CPF, ActNorm]`, trainable w₀.
+    Tabular,
+    /// `[CPF, …, CPF]` without ActNorm (the OT experiment uses one block).
+    Single,
+}
+
+/// `[model]`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModelSection {
+    pub arch: Arch,
+    pub blocks: usize,
+    pub width: usize,
+    pub depth: usize,
+    pub activation: ActivationKind,
+    pub zero_shift: bool,
+    pub symm_act_first: bool,
+    pub layout: Layout,
+    pub prior_log_var: Option<f64>,
+    pub float: FloatType,
+    pub init_seed: u64,
+}
+
+impl Default for ModelSection {
+    fn default() -> Self {
+        ModelSection {
+            arch: Arch::Icnn3,
+            blocks: 1,
+            width: 32,
+            depth: 20,
+            activation: ActivationKind::GaussianSoftplus,
+            zero_shift: true,
+            symm_act_first: true,
+            layout: Layout::Toy,
+            prior_log_var: None,
+            float: FloatType::F64,
+            init_seed: 0,
+        }
+    }
+}
+
+impl ModelSection {
+    /// The potential of every block for data dimension `dim`.
+    pub fn potential(&self, dim: usize) -> PotentialConfig {
+        let (width, depth, activation) = (self.width, self.depth, self.activation);
+        let (zero_shift, symm_act_first) = (self.zero_shift, self.symm_act_first);
+        match self.arch {
+            Arch::Icnn => PotentialConfig::Icnn(IcnnConfig { dim, width, depth }),
+            Arch::Icnn2 => PotentialConfig::Icnn2(Icnn2Config {
+                dim,
+                width,
+                depth,
+                activation,
+                zero_shift,
+                symm_act_first,
+            }),
+            Arch::Icnn3 => PotentialConfig::Icnn3(Icnn3Config {
+                dim,
+                width,
+                depth,
+                activation,
+                zero_shift,
+                symm_act_first,
+            }),
+            Arch::DenseIcnn2 => PotentialConfig::DenseIcnn2(DenseIcnn2Config {
+                dim,
+                width,
+                depth,
+                activation,
+                zero_shift,
+                symm_act_first,
+            }),
+        }
+    }
+
+    /// The flow for data dimension `dim`.
+    pub fn flow_config(&self, dim: usize) -> Result<FlowConfig> {
+        if self.blocks == 0 {
+            bail!("model.blocks must be at least 1");
+        }
+        let potential = self.potential(dim);
+        let block = |trainable_w0: bool| {
+            let mut b = BlockConfig::new(potential.clone());
+            b.trainable_w0 = trainable_w0;
+            LayerConfig::Cpf(b)
+        };
+        let (layers, default_log_var) = match self.layout {
+            Layout::Toy if self.blocks == 1 => (vec![LayerConfig::ActNorm, block(true)], 2.0),
+            Layout::Toy | Layout::Tabular => {
+                let trainable = self.layout == Layout::Tabular;
+                let mut layers = vec![LayerConfig::ActNorm];
+                for _ in 0..self.blocks {
+                    layers.push(block(trainable));
+                    layers.push(LayerConfig::ActNorm);
+                }
+                (layers, 0.0)
+            }
+            Layout::Single => ((0..self.blocks).map(|_| block(true)).collect(), 0.0),
+        };
+        let cfg = FlowConfig {
+            dim,
+            layers,
+            prior: GaussianPrior::with_log_var(self.prior_log_var.unwrap_or(default_log_var)),
+            float: self.float,
+            init_seed: self.init_seed,
+        };
+        cfg.validate()?;
+        Ok(cfg)
+    }
+}
+
+/// `[run]`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RunSection {
+    pub device: String,
+    pub out: PathBuf,
+    pub eval_every: usize,
+    pub plots: bool,
+    pub progress: bool,
+}
+
+impl Default for RunSection {
+    fn default() -> Self {
+        RunSection {
+            device: "cpu".into(),
+            out: PathBuf::from("runs/cpflow"),
+            eval_every: 500,
+            plots: true,
+            progress: true,
+        }
+    }
+}
+
+/// The whole file.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RunConfig {
+    pub data: DataSection,
+    pub model: ModelSection,
+    pub train: TrainConfig,
+    pub run: RunSection,
+}
+
+impl Default for RunConfig {
+    /// The reference toy run (`train_toy.py` defaults on EightGaussian).
+    fn default() -> Self {
+        let train = TrainConfig {
+            batch_size: 128,
+            max_iterations: 3910,
+            adam: AdamParams {
+                lr: 5e-3,
+                beta1: 0.9,
+                beta2: 0.999,
+                eps: 1e-8,
+                weight_decay: 0.0,
+            },
+            lr_schedule: LrSchedule::Step {
+                step_size: 2000,
+                gamma: 0.5,
+            },
+            val_every: 0,
+            early_stopping: None,
+            train_slq_every: 0,
+            ..TrainConfig::default()
+        };
+        RunConfig {
+            data: DataSection::default(),
+            model: ModelSection::default(),
+            train,
+            run: RunSection::default(),
+        }
+    }
+}
+
+/// Command-line shortcuts (each `None` leaves the file's value).
+#[derive(Clone, Debug, Default)]
+pub struct Overrides {
+    pub set: Vec<String>,
+    pub data: Option<String>,
+    pub iters: Option<usize>,
+    pub batch_size: Option<usize>,
+    pub lr: Option<f64>,
+    pub device: Option<String>,
+    pub dtype: Option<String>,
+    pub seed: Option<u64>,
+    pub out: Option<PathBuf>,
+}
+
+/// Parses `value` as a TOML value; a bare word that is not valid TOML becomes a string.
+fn parse_value(value: &str) -> toml::Value {
+    match toml::from_str::<toml::Table>(&format!("v = {value}")) {
+        Ok(mut t) => t.remove("v").unwrap_or_else(|| toml::Value::String(value.into())),
+        Err(_) => toml::Value::String(value.into()),
+    }
+}
+
+/// Sets `path` (`a.b.c`) in `table`, creating intermediate tables.
+fn set_path(table: &mut toml::Table, path: &str, value: toml::Value) -> Result<()> {
+    let keys: Vec<&str> = path.split('.').collect();
+    if keys.iter().any(|k| k.is_empty()) {
+        bail!("bad key path `{path}`");
+    }
+    let mut cur = table;
+    for k in &keys[..keys.len() - 1] {
+        let entry = cur
+            .entry(k.to_string())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        cur = match entry {
+            toml::Value::Table(t) => t,
+            _ => bail!("`{k}` in `{path}` is not a table"),
+        };
+    }
+    cur.insert(keys[keys.len() - 1].to_string(), value);
+    Ok(())
+}
+
+/// Reads `file` (if any), applies the overrides and deserialises.
+pub fn resolve(file: Option<&Path>, ov: &Overrides) -> Result<RunConfig> {
+    let mut table = match file {
+        Some(p) => {
+            let text = std::fs::read_to_string(p)
+                .with_context(|| format!("reading config {}", p.display()))?;
+            toml::from_str::<toml::Table>(&text)
+                .with_context(|| format!("parsing config {}", p.display()))?
+        }
+        None => toml::Table::new(),
+    };
+    for kv in &ov.set {
+        let (k, v) = kv
+            .split_once('=')
+            .with_context(|| format!("--set expects key=value, got `{kv}`"))?;
+        set_path(&mut table, k.trim(), parse_value(v.trim()))?;
+    }
+    let s = |v: &str| toml::Value::String(v.to_string());
+    if let Some(d) = &ov.data {
+        set_path(&mut table, "data.source", s(d))?;
+    }
+    if let Some(n) = ov.iters {
+        set_path(&mut table, "train.max_iterations", toml::Value::Integer(n as i64))?;
+    }
+    if let Some(b) = ov.batch_size {
+        set_path(&mut table, "train.batch_size", toml::Value::Integer(b as i64))?;
+    }
+    if let Some(lr) = ov.lr {
+        set_path(&mut table, "train.adam.lr", toml::Value::Float(lr))?;
+    }
+    if let Some(d) = &ov.device {
+        set_path(&mut table, "run.device", s(d))?;
+    }
+    if let Some(d) = &ov.dtype {
+        set_path(&mut table, "model.float", s(d))?;
+    }
+    if let Some(seed) = ov.seed {
+        for key in ["data.seed", "train.seed", "model.init_seed"] {
+            set_path(&mut table, key, toml::Value::Integer(seed as i64))?;
+        }
+    }
+    if let Some(o) = &ov.out {
+        set_path(&mut table, "run.out", s(&o.display().to_string()))?;
+    }
+    // Train-section defaults come from `RunConfig::default()`, not `TrainConfig::default()`:
+    // merge the user's [train] over the serialised defaults.
+    let user_set_early_stopping = table
+        .get("train")
+        .and_then(|t| t.as_table())
+        .is_some_and(|t| t.contains_key("early_stopping"));
+    let defaults = toml::Table::try_from(RunConfig::default())?;
+    let merged = merge(defaults, table);
+    let mut cfg: RunConfig = toml::Value::Table(merged)
+        .try_into()
+        .context("invalid configuration")?;
+    // TOML cannot hold `None`: the run default `early_stopping = None` is lost in the merge
+    // above and would come back as `TrainConfig`'s `Some(20)`.
+    if !user_set_early_stopping {
+        cfg.train.early_stopping = RunConfig::default().train.early_stopping;
+    }
+    cfg.train.validate()?;
+    Ok(cfg)
+}
+
+/// Deep merge: tables merge key by key, anything else in `over` replaces `base`.
+fn merge(mut base: toml::Table, over: toml::Table) -> toml::Table {
+    for (k, v) in over {
+        match (base.remove(&k), v) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => {
+                base.insert(k, toml::Value::Table(merge(b, o)));
+            }
+            (_, v) => {
+                base.insert(k, v);
+            }
+        }
+    }
+    base
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_overrides_and_set_paths() {
+        let cfg = resolve(None, &Overrides::default()).unwrap();
+        assert_eq!(cfg, RunConfig::default());
+        let ov = Overrides {
+            set: vec!["model.width=8".into(), "train.lr_schedule=\"constant\"".into()],
+            data: Some("moons".into()),
+            iters: Some(7),
+            lr: Some(0.01),
+            dtype: Some("f32".into()),
+            seed: Some(3),
+            ..Default::default()
+        };
+        let cfg = resolve(None, &ov).unwrap();
+        assert_eq!(cfg.model.width, 8);
+        assert_eq!(cfg.train.lr_schedule, LrSchedule::Constant);
+        assert_eq!(cfg.data.source, "moons");
+        assert_eq!(cfg.train.max_iterations, 7);
+        assert_eq!(cfg.train.adam.lr, 0.01);
+        // Unset Adam fields keep the run defaults.
+        assert_eq!(cfg.train.adam.beta2, 0.999);
+        assert_eq!(cfg.model.float, FloatType::F32);
+        assert_eq!((cfg.data.seed, cfg.train.seed, cfg.model.init_seed), (3, 3, 3));
+        let bad = Overrides {
+            set: vec!["model.nope=1".into()],
+            ..Default::default()
+        };
+        assert!(resolve(None, &bad).is_err());
+    }
+
+    #[test]
+    fn layouts_build_valid_flows() {
+        let mut m = ModelSection::default();
+        let f = m.flow_config(2).unwrap();
+        assert_eq!(f.layers.len(), 2);
+        assert_eq!(f.prior.log_var, 2.0);
+        m.blocks = 2;
+        assert_eq!(m.flow_config(2).unwrap().layers.len(), 5);
+        m.layout = Layout::Single;
+        m.arch = Arch::Icnn2;
+        let f = m.flow_config(3).unwrap();
+        assert_eq!(f.layers.len(), 2);
+        assert_eq!(f.prior.log_var, 0.0);
+        m.blocks = 0;
+        assert!(m.flow_config(2).is_err());
+    }
+}
