@@ -1,0 +1,210 @@
+//! The figures of a trained 2-D flow (paper Fig. 1 / Fig. 3, reference `train_toy.py`).
+
+use anyhow::{Result, bail};
+use candle_core::DType;
+use cpflow::plot::{
+    Bounds, Grid2d, density_heatmap_png, histogram_png, potential_contour_png, quiver_png,
+    scatter_colored_png, warped_mesh_png,
+};
+use cpflow::toy::{Point2, points_to_tensor, tensor_to_points};
+use cpflow::{Flow, FlowRng, Layer};
+use serde::Serialize;
+use std::path::Path;
+
+/// Sizes of the figures.
+#[derive(Clone, Debug)]
+pub struct PlotOptions {
+    /// Window half-width for data, density and samples (reference: 4).
+    pub half_width: f64,
+    /// Density grid resolution (reference: 100).
+    pub density_grid: usize,
+    /// Potential / mesh grid resolution (reference: 50 over ±3.8).
+    pub mesh_grid: usize,
+    /// Number of model samples (reference: 2000).
+    pub n_samples: usize,
+    /// PNG side in pixels.
+    pub size: u32,
+}
+
+impl Default for PlotOptions {
+    fn default() -> Self {
+        PlotOptions {
+            half_width: 4.0,
+            density_grid: 100,
+            mesh_grid: 50,
+            n_samples: 2000,
+            size: 500,
+        }
+    }
+}
+
+/// What each figure shows (written to `plots.json` beside the PNGs, since they carry no text).
+#[derive(Debug, Serialize)]
+pub struct FigureInfo {
+    pub file: String,
+    pub shows: String,
+    pub x_range: (f64, f64),
+    pub y_range: (f64, f64),
+    pub value_range: Option<(f64, f64)>,
+}
+
+fn info(file: &str, shows: &str, b: Bounds, values: Option<(f64, f64)>) -> FigureInfo {
+    FigureInfo {
+        file: file.into(),
+        shows: shows.into(),
+        x_range: b.x,
+        y_range: b.y,
+        value_range: values,
+    }
+}
+
+/// Rank of each point's `‖z‖` scaled to `[0, 1]` (the reference colours samples this way).
+fn norm_ranks(z: &[Point2]) -> Vec<f64> {
+    let mut idx: Vec<usize> = (0..z.len()).collect();
+    idx.sort_by(|&a, &b| {
+        let na = z[a][0].hypot(z[a][1]);
+        let nb = z[b][0].hypot(z[b][1]);
+        na.total_cmp(&nb)
+    });
+    let mut ranks = vec![0.0; z.len()];
+    let denom = (z.len().max(2) - 1) as f64;
+    for (r, &i) in idx.iter().enumerate() {
+        ranks[i] = r as f64 / denom;
+    }
+    ranks
+}
+
+/// Writes `data.png` (if `data` is given), `density.png`, `samples.png`, `latent.png` and,
+/// when the flow has a CP-Flow block, `potential.png`, `gradient_mesh.png`, `gradient_field.png`;
+/// plus `plots.json`. Returns the figure list.
+pub fn write_model_plots(
+    flow: &Flow,
+    data: Option<&[Point2]>,
+    dir: &Path,
+    opts: &PlotOptions,
+    rng: &mut FlowRng,
+) -> Result<Vec<FigureInfo>> {
+    if flow.dim() != 2 {
+        bail!("plots need a 2-D model (this one is {}-D)", flow.dim());
+    }
+    std::fs::create_dir_all(dir)?;
+    let (dtype, device) = (flow.dtype(), flow.device().clone());
+    let window = Bounds::square(opts.half_width);
+    let mut figures = Vec::new();
+
+    if let Some(points) = data {
+        histogram_png(dir.join("data.png"), points, window, 200, opts.size)?;
+        figures.push(info("data.png", "2-D histogram of the data (200×200 bins, BuPu)", window, None));
+    }
+
+    // Model density on a grid (exact log-det).
+    let n = opts.density_grid.max(2);
+    let nodes = Grid2d::points(window, n, n);
+    let logp = flow
+        .log_prob_exact(&points_to_tensor(&nodes, dtype, &device)?)?
+        .to_dtype(DType::F64)?
+        .to_vec1::<f64>()?;
+    let density = Grid2d::from_values(window, n, n, logp.iter().map(|l| l.exp()).collect())?;
+    density_heatmap_png(dir.join("density.png"), &density, opts.size)?;
+    figures.push(info(
+        "density.png",
+        "model density exp(log p) (exact log-det), white = min, purple = max",
+        window,
+        density.finite_range(),
+    ));
+
+    // Samples: z ~ prior, x = f⁻¹(z), coloured by the rank of ‖z‖.
+    let z = flow
+        .prior()
+        .sample(opts.n_samples.max(1), 2, dtype, &device, rng)?;
+    let inv = flow.inverse(&z)?;
+    if !inv.report.all_converged() {
+        tracing::warn!(
+            failed = inv.report.num_failed(),
+            max_residual = inv.report.max_residual(),
+            "some samples did not converge in the inversion"
+        );
+    }
+    let zs = tensor_to_points(&z)?;
+    let xs = tensor_to_points(&inv.x)?;
+    let ranks = norm_ranks(&zs);
+    scatter_colored_png(dir.join("samples.png"), &xs, &ranks, window, 2, opts.size)?;
+    figures.push(info(
+        "samples.png",
+        "model samples x = f^-1(z), coloured by the rank of |z| (rainbow)",
+        window,
+        None,
+    ));
+    let zb = Bounds::around(&zs, 0.05);
+    scatter_colored_png(dir.join("latent.png"), &zs, &ranks, zb, 2, opts.size)?;
+    figures.push(info("latent.png", "the prior draws z behind samples.png, same colours", zb, None));
+
+    // Potential and gradient map of the first CP-Flow block, on the data-space grid pushed
+    // through the layers before it (as the reference does with its leading ActNorm).
+    let Some(k) = flow.layers().iter().position(|l| matches!(l, Layer::Cpf(_))) else {
+        return finish(dir, figures);
+    };
+    let b = 0.95 * opts.half_width;
+    let mesh_window = Bounds::square(b);
+    let m = opts.mesh_grid.max(2);
+    let mesh = Grid2d::points(mesh_window, m, m);
+    let mut h = points_to_tensor(&mesh, dtype, &device)?;
+    for layer in &flow.layers()[..k] {
+        if let Layer::ActNorm(a) = layer {
+            h = a.forward(&h)?.0.detach();
+        }
+    }
+    let Layer::Cpf(block) = &flow.layers()[k] else {
+        unreachable!("position() found a CP-Flow layer")
+    };
+    let (phi, grad) = block.potential_and_forward(&h, None)?;
+    let phi: Vec<f64> = phi.detach().to_dtype(DType::F64)?.to_vec1::<f64>()?;
+    let grad = tensor_to_points(&grad.detach())?;
+    let potential = Grid2d::from_values(mesh_window, m, m, phi)?;
+    potential_contour_png(dir.join("potential.png"), &potential, 20, opts.size)?;
+    figures.push(info(
+        "potential.png",
+        "convex potential Phi of the first block over the data grid, 20 levels (Viridis)",
+        mesh_window,
+        potential.finite_range(),
+    ));
+    let mut extent: Vec<Point2> = grad.clone();
+    extent.extend([[-b, -b], [b, b]]);
+    let gb = Bounds::around(&extent, 0.05);
+    warped_mesh_png(
+        dir.join("gradient_mesh.png"),
+        &grad,
+        m,
+        m,
+        gb,
+        Some(mesh_window),
+        opts.size,
+    )?;
+    figures.push(info(
+        "gradient_mesh.png",
+        "the grid lines of the red square pushed through grad Phi (rows blue, columns orange)",
+        gb,
+        None,
+    ));
+    let every_other: Vec<usize> = (0..m * m).filter(|i| (i / m) % 2 == 0 && (i % m) % 2 == 0).collect();
+    let origins: Vec<Point2> = every_other.iter().map(|&i| mesh[i]).collect();
+    let vectors: Vec<Point2> = every_other.iter().map(|&i| grad[i]).collect();
+    quiver_png(dir.join("gradient_field.png"), &origins, &vectors, Bounds::square(opts.half_width), opts.size)?;
+    figures.push(info(
+        "gradient_field.png",
+        "grad Phi as arrows (common scale), coloured by length",
+        Bounds::square(opts.half_width),
+        None,
+    ));
+    finish(dir, figures)
+}
+
+fn finish(dir: &Path, figures: Vec<FigureInfo>) -> Result<Vec<FigureInfo>> {
+    std::fs::write(dir.join("plots.json"), serde_json::to_string_pretty(&figures)?)?;
+    Ok(figures)
+}
+
+/// Converts row-major host rows of a 2-D data set to points (first `max` rows).
+pub fn rows_to_points(rows: &[f64], max: usize) -> Vec<Point2> {
+    rows.chunks(2).take(max).map(|r| [r[0], r[1]]).collect()
+}
