@@ -83,8 +83,9 @@ fn time_steps(trainer: &mut Trainer, data: &Dataset, steps: usize, dev: &Device)
     Ok((median(&times), cg / steps.max(1) as f64))
 }
 
-fn measure(flow: &Flow, trainer: &mut Trainer, data: &Dataset, x_eval: &Tensor, x_inv: &Tensor, args: &Args, dev: &Device) -> Result<Value> {
+fn measure(trainer: &mut Trainer, data: &Dataset, x_eval: &Tensor, x_inv: &Tensor, args: &Args, dev: &Device) -> Result<Value> {
     let (step_s, cg_iters) = time_steps(trainer, data, args.steps, dev)?;
+    let flow: &Flow = trainer.flow();
     let per_1000 = 1000.0 / args.eval_points as f64;
 
     let sw = Stopwatch::start();
@@ -160,14 +161,12 @@ fn bench_dim(d: usize, args: &Args, dev: &Device) -> Result<Value> {
     sync(dev)?;
     let warmup_s = sw.seconds();
 
-    let flow_ref = trainer.flow().clone();
-    let init = measure(&flow_ref, &mut trainer, &data, &x_eval, &x_inv, args, dev)?;
+    let init = measure(&mut trainer, &data, &x_eval, &x_inv, args, dev)?;
     let sw = Stopwatch::start();
     trainer.fit_steps(&data, None, args.train_steps)?;
     sync(dev)?;
     let train_s = sw.seconds();
-    let flow_ref = trainer.flow().clone();
-    let trained = measure(&flow_ref, &mut trainer, &data, &x_eval, &x_inv, args, dev)?;
+    let trained = measure(&mut trainer, &data, &x_eval, &x_inv, args, dev)?;
     Ok(json!({
         "d": d,
         "parameters": params,

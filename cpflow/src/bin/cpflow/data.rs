@@ -95,7 +95,7 @@ impl LoadedData {
 pub fn load(section: &DataSection) -> Result<LoadedData> {
     let source = DataSource::parse(&section.source)?;
     let mut rng = FlowRng::seed_from_u64(section.seed);
-    let flat = |pts: Vec<[f64; 2]>| -> Vec<f64> { pts.into_iter().flat_map(|p| p).collect() };
+    let flat = |pts: Vec<[f64; 2]>| -> Vec<f64> { pts.into_iter().flatten().collect() };
     let (dim, train, test) = match &source {
         DataSource::Toy(t) => {
             let train = flat(t.sample(section.n_train, &mut rng));
@@ -123,6 +123,29 @@ pub fn load(section: &DataSection) -> Result<LoadedData> {
         train,
         test,
         source,
+    })
+}
+
+/// Data to score: every row of a `.npy`/`.csv` file, or `n` points of a toy/image drawn
+/// with `seed` (all in the held-out part).
+pub fn load_all(source: &str, n: usize, seed: u64) -> Result<LoadedData> {
+    let src = DataSource::parse(source)?;
+    let mut rng = FlowRng::seed_from_u64(seed);
+    let flat = |pts: Vec<[f64; 2]>| -> Vec<f64> { pts.into_iter().flatten().collect() };
+    let (dim, test) = match &src {
+        DataSource::Toy(t) => (2, flat(t.sample(n, &mut rng))),
+        DataSource::Image(d, _) => (2, flat(d.sample(n, &mut rng))),
+        DataSource::Npy(p) => read_npy(p)?,
+        DataSource::Csv(p) => read_csv(p)?,
+    };
+    if test.is_empty() {
+        bail!("no data in `{source}`");
+    }
+    Ok(LoadedData {
+        dim,
+        train: Vec::new(),
+        test,
+        source: src,
     })
 }
 

@@ -375,7 +375,7 @@ pub fn resolve(file: Option<&Path>, ov: &Overrides) -> Result<RunConfig> {
 }
 
 /// Deep merge: tables merge key by key, anything else in `over` replaces `base`.
-fn merge(mut base: toml::Table, over: toml::Table) -> toml::Table {
+pub fn merge(mut base: toml::Table, over: toml::Table) -> toml::Table {
     for (k, v) in over {
         match (base.remove(&k), v) {
             (Some(toml::Value::Table(b)), toml::Value::Table(o)) => {

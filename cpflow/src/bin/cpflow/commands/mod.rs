@@ -1,0 +1,83 @@
+//! The subcommands.
+
+mod eval;
+mod ot;
+mod plot;
+mod sample;
+mod train;
+
+pub use eval::eval;
+pub use ot::ot;
+pub use plot::plot;
+pub use sample::sample;
+pub use train::train;
+
+use anyhow::{Context, Result, bail};
+use candle_core::Device;
+use cpflow::{FloatType, Flow, load_checkpoint};
+use std::path::{Path, PathBuf};
+
+use crate::run_config::{Overrides, RunConfig, resolve};
+
+/// Parses `f32` / `f64`.
+pub fn float_type(name: &str) -> Result<FloatType> {
+    match name {
+        "f32" => Ok(FloatType::F32),
+        "f64" => Ok(FloatType::F64),
+        other => bail!("unknown dtype `{other}` (f32 or f64)"),
+    }
+}
+
+/// A trained model located by `--model`: the weights file and, for a run directory, the
+/// directory itself (for its `config.toml`).
+pub struct ModelLocation {
+    pub file: PathBuf,
+    pub run_dir: Option<PathBuf>,
+}
+
+/// `--model DIR` → `DIR/model.safetensors` (or `DIR/checkpoint.safetensors` if the run has not
+/// finished); `--model FILE` → that file.
+pub fn locate_model(path: &Path) -> Result<ModelLocation> {
+    if path.is_dir() {
+        for name in ["model.safetensors", "checkpoint.safetensors"] {
+            let f = path.join(name);
+            if f.exists() {
+                return Ok(ModelLocation {
+                    file: f,
+                    run_dir: Some(path.to_path_buf()),
+                });
+            }
+        }
+        bail!("{} has no model.safetensors or checkpoint.safetensors", path.display());
+    }
+    if !path.exists() {
+        bail!("{} does not exist", path.display());
+    }
+    Ok(ModelLocation {
+        file: path.to_path_buf(),
+        run_dir: path.parent().map(Path::to_path_buf),
+    })
+}
+
+/// Loads the model, optionally in another float type.
+pub fn load_flow(file: &Path, device: &Device, float: Option<FloatType>) -> Result<Flow> {
+    let ck = load_checkpoint(file, device)
+        .with_context(|| format!("loading {}", file.display()))?;
+    let mut cfg = ck.meta.flow.clone();
+    if let Some(f) = float {
+        cfg.float = f;
+    }
+    let flow = Flow::new(cfg, device)?;
+    flow.set_weights(&ck.tensors, "")?;
+    Ok(flow)
+}
+
+/// The run configuration saved in a run directory, if any.
+pub fn saved_run_config(run_dir: Option<&Path>) -> Result<Option<RunConfig>> {
+    let Some(dir) = run_dir else { return Ok(None) };
+    let path = dir.join("config.toml");
+    if !path.exists() {
+        return Ok(None);
+    }
+    Ok(Some(resolve(Some(&path), &Overrides::default())?))
+}
