@@ -58,6 +58,11 @@ fn compare_param_grads(
     autodiff: &candle_core::backprop::GradStore,
     what: &str,
 ) {
+    let with_grad = named_vars(varmap)
+        .iter()
+        .filter(|(_, v)| explicit.get(v).is_some())
+        .count();
+    assert!(with_grad >= 5, "{what}: only {with_grad} parameters have gradients");
     for (name, var) in named_vars(varmap) {
         let n = var.as_tensor().elem_count();
         let get = |g: &candle_core::backprop::GradStore| {

@@ -172,27 +172,27 @@ pub fn read_gas_sensors(path: &Path, config: &GasConfig) -> Result<Matrix<f64>, 
         let Some(&k) = dest.get(i) else {
             return Err(DatasetError::corrupt(path, "file changed while reading"));
         };
-        let mut tokens = line.split_whitespace();
+        // Every line is parsed (a corrupt value is reported even in a row left out of the
+        // sample); only the sampled rows are stored.
+        let mut row = [0.0f64; GAS_RAW_COLUMNS];
         let mut n_tok = 0usize;
-        if k == usize::MAX {
-            n_tok = tokens.count();
-        } else {
-            let row = &mut out[k * d..(k + 1) * d];
-            for (j, tok) in tokens.by_ref().enumerate() {
-                n_tok = j + 1;
-                let v: f64 = tok
-                    .parse()
-                    .map_err(|_| DatasetError::corrupt(path, format!("bad number {tok:?}")))?;
-                if j >= GAS_DROPPED_LEADING && j < GAS_RAW_COLUMNS {
-                    row[j - GAS_DROPPED_LEADING] = v;
-                }
+        for tok in line.split_whitespace() {
+            let v: f64 = tok
+                .parse()
+                .map_err(|_| DatasetError::corrupt(path, format!("bad number {tok:?}")))?;
+            if n_tok < GAS_RAW_COLUMNS {
+                row[n_tok] = v;
             }
+            n_tok += 1;
         }
         if n_tok != GAS_RAW_COLUMNS {
             return Err(DatasetError::corrupt(
                 path,
                 format!("expected {GAS_RAW_COLUMNS} columns, found {n_tok}"),
             ));
+        }
+        if k != usize::MAX {
+            out[k * d..(k + 1) * d].copy_from_slice(&row[GAS_DROPPED_LEADING..]);
         }
         Ok(())
     })?;

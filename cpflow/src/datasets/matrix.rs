@@ -262,8 +262,9 @@ mod tests {
         let m = Matrix::new(30, 1, (0..30).collect::<Vec<i32>>()).unwrap();
         let (tr, va, te) = tail_split("x", &m).unwrap();
         assert_eq!(te.data(), &[27, 28, 29]);
-        assert_eq!(va.data(), &[24, 25, 26]);
-        assert_eq!(tr.data().last(), Some(&23));
+        // int(0.1 * 27) = 2 validation rows
+        assert_eq!(va.data(), &[25, 26]);
+        assert_eq!(tr.data().last(), Some(&24));
     }
 
     #[test]

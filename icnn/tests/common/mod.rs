@@ -43,7 +43,7 @@ pub const BATCH: usize = 4;
 pub fn randn(rng: &mut StdRng, shape: (usize, usize), scale: f64) -> Tensor {
     let n = shape.0 * shape.1;
     let v: Vec<f64> = (0..n)
-        .map(|_| scale * StandardNormal.sample(rng))
+        .map(|_| scale * Distribution::<f64>::sample(&StandardNormal, rng))
         .collect();
     Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
 }
@@ -62,7 +62,7 @@ pub fn perturb(varmap: &VarMap, rng: &mut StdRng, scale: f64) {
         let t = var.as_tensor();
         let n = t.elem_count();
         let noise: Vec<f64> = (0..n)
-            .map(|_| scale * StandardNormal.sample(rng))
+            .map(|_| scale * Distribution::<f64>::sample(&StandardNormal, rng))
             .collect();
         let noise = Tensor::from_vec(noise, t.shape(), t.device())
             .unwrap()
