@@ -88,6 +88,26 @@ pub struct MinimizeResult<F: RealField + Copy> {
     pub termination: String,
 }
 
+/// Lends a problem to argmin by reference, so that it is still usable after the run (argmin's
+/// L-BFGS drops the problem when its line search fails).
+struct ByRef<'a, O>(&'a O);
+
+impl<O: CostFunction> CostFunction for ByRef<'_, O> {
+    type Param = O::Param;
+    type Output = O::Output;
+    fn cost(&self, x: &O::Param) -> Result<O::Output, argmin::core::Error> {
+        self.0.cost(x)
+    }
+}
+
+impl<O: Gradient> Gradient for ByRef<'_, O> {
+    type Param = O::Param;
+    type Gradient = O::Gradient;
+    fn gradient(&self, x: &O::Param) -> Result<O::Gradient, argmin::core::Error> {
+        self.0.gradient(x)
+    }
+}
+
 /// Stops an inner solver when the ∞-norm of the gradient in the state is small enough.
 struct GradInfNormStop<S> {
     inner: S,
@@ -140,7 +160,7 @@ fn to_float<F: ArgminFloat>(v: f64, what: &str) -> Result<F, ConvexOptError> {
 /// Minimises a smooth function with argmin's L-BFGS and a Moré–Thuente line search (strong
 /// Wolfe conditions), stopping when `‖∇f(x)‖∞ ≤ gradient_tolerance`.
 ///
-/// `problem` implements argmin's [`CostFunction`] and [`Gradient`] on `DVector<F>`
+/// `problem` (borrowed) implements argmin's [`CostFunction`] and [`Gradient`] on `DVector<F>`
 /// (`F` = `f32` or `f64`). Not converging within the iteration limit, or a line-search failure
 /// (typically: rounding-error floor reached), is reported in [`MinimizeResult::converged`] and
 /// [`MinimizeResult::termination`], not as an error. Errors of the problem are returned
@@ -166,11 +186,11 @@ fn to_float<F: ArgminFloat>(v: f64, what: &str) -> Result<F, ConvexOptError> {
 ///         Ok(DVector::from_iterator(x.len(), x.iter().enumerate().map(|(j, v)| (v - j as f64).powi(3) + v)))
 ///     }
 /// }
-/// let res = minimize_lbfgs(P, DVector::zeros(5), &LbfgsParams::default().with_gradient_tolerance(1e-10))?;
+/// let res = minimize_lbfgs(&P, DVector::zeros(5), &LbfgsParams::default().with_gradient_tolerance(1e-10))?;
 /// assert!(res.converged && res.gradient_inf <= 1e-10);
 /// # Ok::<(), convex_opt::ConvexOptError>(())
 /// ```
-pub fn minimize_lbfgs<O, F>(problem: O, x0: DVector<F>, params: &LbfgsParams) -> Result<MinimizeResult<F>, ConvexOptError>
+pub fn minimize_lbfgs<O, F>(problem: &O, x0: DVector<F>, params: &LbfgsParams) -> Result<MinimizeResult<F>, ConvexOptError>
 where
     O: CostFunction<Param = DVector<F>, Output = F> + Gradient<Param = DVector<F>, Gradient = DVector<F>>,
     F: ArgminFloat + ArgminZero + RealField + Copy,
@@ -194,7 +214,7 @@ where
         .with_tolerance_cost(to_float(params.cost_tolerance, "cost_tolerance")?)
         .map_err(ConvexOptError::from_argmin)?;
     let solver = GradInfNormStop { inner: lbfgs, tol: params.gradient_tolerance };
-    let res = Executor::new(problem, solver)
+    let res = Executor::new(ByRef(problem), solver)
         .configure(|state| state.param(x0).max_iters(params.max_iterations))
         .timer(false)
         .run()
@@ -202,9 +222,25 @@ where
     let mut state = res.state;
     let termination = state.get_termination_reason().map_or_else(|| "unknown".to_string(), |r| r.text().to_string());
     let iterations = state.get_iter();
-    let cost = state.get_cost();
-    let gradient = state.take_gradient().ok_or_else(|| ConvexOptError::Argmin("no gradient in the final state".into()))?;
-    let x = state.take_param().ok_or_else(|| ConvexOptError::Argmin("no parameter in the final state".into()))?;
+    // After a line-search failure argmin's L-BFGS leaves the state without parameter and
+    // gradient; the best parameter (the last accepted iterate: costs decrease monotonically)
+    // is still there.
+    let (x, gradient, cost) = match state.take_param() {
+        Some(x) => {
+            let g = match state.take_gradient() {
+                Some(g) => g,
+                None => problem.gradient(&x).map_err(ConvexOptError::from_argmin)?,
+            };
+            (x, g, state.get_cost())
+        }
+        None => {
+            let x = state
+                .take_best_param()
+                .ok_or_else(|| ConvexOptError::Argmin("no parameter in the final state".into()))?;
+            let g = problem.gradient(&x).map_err(ConvexOptError::from_argmin)?;
+            (x, g, state.get_best_cost())
+        }
+    };
     let gradient_inf = inf_norm(&gradient);
     Ok(MinimizeResult {
         x,

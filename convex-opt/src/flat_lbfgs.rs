@@ -197,7 +197,7 @@ where
         .with_gradient_tolerance(gtol)
         .with_cost_tolerance(params.cost_tolerance)
         .with_max_iterations(setup.max_iterations as u64);
-    let res = minimize_lbfgs(problem, x0, &lbfgs)?;
+    let res = minimize_lbfgs(&problem, x0, &lbfgs)?;
     let evaluations = evaluations.get();
     stats.gradient_calls = evaluations;
     stats.gradient_rows = evaluations * n;

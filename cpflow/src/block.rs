@@ -9,7 +9,7 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::config::SurrogateParams;
-use crate::error::{CpflowError, Result};
+use crate::error::Result;
 use crate::potential::{Potential, PotentialConfig};
 
 /// `log(e − 1)`: the value of `w₀` for which `sp(w₀) = 1`.

@@ -25,7 +25,12 @@ fn randn(rng: &mut StdRng, shape: (usize, usize)) -> Tensor {
 fn setup() -> (VarMap, Icnn2, Tensor, Tensor, Tensor) {
     let varmap = VarMap::new();
     let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
-    let cfg = Icnn2Config { dim: D, width: 64, depth: 10, ..Default::default() };
+    let cfg = Icnn2Config {
+        dim: D,
+        width: 64,
+        depth: 10,
+        ..Default::default()
+    };
     let mut rng = StdRng::seed_from_u64(0);
     let net = Icnn2::new(vb.pp("icnn"), &cfg, &mut rng).unwrap();
     let x = randn(&mut rng, (B, D));

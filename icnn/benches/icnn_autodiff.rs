@@ -25,7 +25,12 @@ fn bench(c: &mut Criterion) {
     unsafe { std::env::set_var("CANDLE_GRAD_DO_NOT_DETACH", "1") };
     let varmap = VarMap::new();
     let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
-    let cfg = Icnn2Config { dim: D, width: 64, depth: 10, ..Default::default() };
+    let cfg = Icnn2Config {
+        dim: D,
+        width: 64,
+        depth: 10,
+        ..Default::default()
+    };
     let mut rng = StdRng::seed_from_u64(0);
     let net = Icnn2::new(vb.pp("icnn"), &cfg, &mut rng).unwrap();
     let x = randn(&mut rng, (B, D));

@@ -4,7 +4,9 @@ use crate::error::{IcnnError, Result};
 
 pub(crate) fn check_positive(name: &str, value: usize) -> Result<()> {
     if value == 0 {
-        return Err(IcnnError::InvalidConfig(format!("{name} must be at least 1")));
+        return Err(IcnnError::InvalidConfig(format!(
+            "{name} must be at least 1"
+        )));
     }
     Ok(())
 }
@@ -18,10 +20,7 @@ macro_rules! impl_unconditional {
                 self.net.potential(x, None)
             }
 
-            fn linearize(
-                &self,
-                x: &candle_core::Tensor,
-            ) -> $crate::Result<$crate::Linearization> {
+            fn linearize(&self, x: &candle_core::Tensor) -> $crate::Result<$crate::Linearization> {
                 self.net.linearize(x, None, true)
             }
 

@@ -66,8 +66,8 @@ mod picnn;
 mod traits;
 
 pub use activation::{Activation, ActivationEval, ActivationKind, softplus};
-pub use error::{IcnnError, Result};
 pub use dense_icnn2::{DenseIcnn2, DenseIcnn2Config};
+pub use error::{IcnnError, Result};
 pub use icnn::{Icnn, IcnnConfig};
 pub use icnn2::{Icnn2, Icnn2Config};
 pub use icnn3::{Icnn3, Icnn3Config};

@@ -165,7 +165,10 @@ impl Network {
     }
 
     pub(crate) fn set_initialized(&self, value: bool) -> Result<()> {
-        let t = Tensor::new(&[if value { 1.0f64 } else { 0.0 }], self.initialized.device())?;
+        let t = Tensor::new(
+            &[if value { 1.0f64 } else { 0.0 }],
+            self.initialized.device(),
+        )?;
         params::write_in_place(&self.initialized, &t)
     }
 

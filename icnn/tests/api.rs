@@ -6,8 +6,7 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use common::{assert_close, flat, randn, to_vec1};
 use icnn::{
-    Activation, ActivationKind, ConvexPotential, Icnn2, Icnn2Config, Icnn3, Icnn3Config,
-    IcnnError,
+    Activation, ActivationKind, ConvexPotential, Icnn2, Icnn2Config, Icnn3, Icnn3Config, IcnnError,
 };
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -70,7 +69,12 @@ fn parameter_names_and_shapes_follow_the_reference() {
     // (the reference count includes the CP-Flow block's w0, w1 and two outer ActNorms).
     drop(data);
     let big = VarMap::new();
-    let cfg = Icnn2Config { dim: 6, width: 64, depth: 10, ..Default::default() };
+    let cfg = Icnn2Config {
+        dim: 6,
+        width: 64,
+        depth: 10,
+        ..Default::default()
+    };
     icnn2(&big, &cfg, 0, DType::F32);
     let count: usize = big
         .data()
@@ -100,7 +104,10 @@ fn actnorm_init_standardises_the_first_batch_and_runs_once() {
     let logs = flat(varmap.data().lock().unwrap()["icnn.actnorms.2.logs"].as_tensor())[0];
     let sigma = (-logs).exp() - 1e-6;
     assert!(mean.abs() < 1e-9, "mean {mean}");
-    assert!((std - sigma * (logs.exp() + 0.001)).abs() < 1e-9, "std {std}");
+    assert!(
+        (std - sigma * (logs.exp() + 0.001)).abs() < 1e-9,
+        "std {std}"
+    );
     // A second batch does not re-initialise.
     let before = sorted_values(&varmap);
     net.potential(&randn(&mut rng, (16, 3), 1.0)).unwrap();
@@ -129,9 +136,8 @@ fn save_and_load_roundtrip_keeps_values_and_init_flag() {
     assert_close(&to_vec1(&net2.potential(&x).unwrap()), &f, 0.0, "reloaded");
 
     // Loading through a VarBuilder over the safetensors file directly.
-    let vb = unsafe {
-        VarBuilder::from_mmaped_safetensors(&[&path], DType::F64, &Device::Cpu).unwrap()
-    };
+    let vb =
+        unsafe { VarBuilder::from_mmaped_safetensors(&[&path], DType::F64, &Device::Cpu).unwrap() };
     let net3 = Icnn2::new(vb.pp("icnn"), &CFG, &mut StdRng::seed_from_u64(9)).unwrap();
     assert!(net3.is_initialized().unwrap());
     assert_close(&to_vec1(&net3.potential(&x).unwrap()), &f, 0.0, "mmaped");
@@ -162,12 +168,18 @@ fn invalid_configs_and_shapes_are_errors() {
     let varmap = VarMap::new();
     let vb = VarBuilder::from_varmap(&varmap, DType::F64, &Device::Cpu);
     let mut rng = StdRng::seed_from_u64(0);
-    let odd = Icnn3Config { width: 5, ..Default::default() };
+    let odd = Icnn3Config {
+        width: 5,
+        ..Default::default()
+    };
     assert!(matches!(
         Icnn3::new(vb.pp("a"), &odd, &mut rng),
         Err(IcnnError::InvalidConfig(_))
     ));
-    let zero = Icnn2Config { depth: 0, ..Default::default() };
+    let zero = Icnn2Config {
+        depth: 0,
+        ..Default::default()
+    };
     assert!(Icnn2::new(vb.pp("b"), &zero, &mut rng).is_err());
     let net = icnn2(&varmap, &CFG, 0, DType::F64);
     let wrong = Tensor::zeros((4, 2), DType::F64, &Device::Cpu).unwrap();
@@ -212,9 +224,15 @@ fn activations_values_and_derivatives() {
             Box::new(move |t| [sp(t), sig(t), sig(t) * (1.0 - sig(t))]),
         ),
         (
-            Activation::new(ActivationKind::Softplus).with_symmetric(true).with_zero_shift(true),
+            Activation::new(ActivationKind::Softplus)
+                .with_symmetric(true)
+                .with_zero_shift(true),
             Box::new(move |t| {
-                [sp(t) - 0.5 * t - std::f64::consts::LN_2, sig(t) - 0.5, sig(t) * (1.0 - sig(t))]
+                [
+                    sp(t) - 0.5 * t - std::f64::consts::LN_2,
+                    sig(t) - 0.5,
+                    sig(t) * (1.0 - sig(t)),
+                ]
             }),
         ),
         (
@@ -230,14 +248,31 @@ fn activations_values_and_derivatives() {
         let e = act.eval(&x, true).unwrap();
         // The fused kernels and the composed tensor ops agree.
         let c = act.eval_composed(&x, true).unwrap();
-        for (a, b) in [(&e.value, &c.value), (e.d1.as_ref().unwrap(), c.d1.as_ref().unwrap())]
-            .into_iter()
-            .chain([(e.d2.as_ref().unwrap(), c.d2.as_ref().unwrap())])
+        for (a, b) in [
+            (&e.value, &c.value),
+            (e.d1.as_ref().unwrap(), c.d1.as_ref().unwrap()),
+        ]
+        .into_iter()
+        .chain([(e.d2.as_ref().unwrap(), c.d2.as_ref().unwrap())])
         {
-            assert_close(&to_vec1(a), &to_vec1(b), 1e-14, &format!("{act:?} fused vs composed"));
+            assert_close(
+                &to_vec1(a),
+                &to_vec1(b),
+                1e-14,
+                &format!("{act:?} fused vs composed"),
+            );
         }
-        assert_close(&to_vec1(&act.value(&x).unwrap()), &to_vec1(&e.value), 0.0, "value");
-        let vals = [to_vec1(&e.value), to_vec1(&e.d1.unwrap()), to_vec1(&e.d2.unwrap())];
+        assert_close(
+            &to_vec1(&act.value(&x).unwrap()),
+            &to_vec1(&e.value),
+            0.0,
+            "value",
+        );
+        let vals = [
+            to_vec1(&e.value),
+            to_vec1(&e.d1.unwrap()),
+            to_vec1(&e.d2.unwrap()),
+        ];
         for (i, &t) in xs.iter().enumerate() {
             let want = exact(t);
             for k in 0..3 {

@@ -62,14 +62,22 @@ fn compare_param_grads(
         .iter()
         .filter(|(_, v)| explicit.get(v).is_some())
         .count();
-    assert!(with_grad >= 5, "{what}: only {with_grad} parameters have gradients");
+    assert!(
+        with_grad >= 5,
+        "{what}: only {with_grad} parameters have gradients"
+    );
     for (name, var) in named_vars(varmap) {
         let n = var.as_tensor().elem_count();
         let get = |g: &candle_core::backprop::GradStore| {
             g.get(&var).map(flat).unwrap_or_else(|| vec![0.0; n])
         };
         // Both routes compute the same expression with different rounding: 1e-8 relative.
-        assert_rel(&get(explicit), &get(autodiff), 1e-8, &format!("{what} ∂/∂{name}"));
+        assert_rel(
+            &get(explicit),
+            &get(autodiff),
+            1e-8,
+            &format!("{what} ∂/∂{name}"),
+        );
     }
 }
 
@@ -82,8 +90,18 @@ fn gradient_and_hvp_match_double_backward() {
         let v = randn(&mut rng, (BATCH, DIM), 1.0);
         let (g_ad, hv_ad) = autodiff_grad_and_hvp(case.net.as_ref(), &x, &v);
         let lin = case.net.linearize(&x).unwrap();
-        assert_rel(&flat(&lin.gradient()), &flat(&g_ad), 1e-12, &format!("{} ∇F", case.name));
-        assert_rel(&flat(&lin.hvp(&v).unwrap()), &flat(&hv_ad), 1e-12, &format!("{} Hv", case.name));
+        assert_rel(
+            &flat(&lin.gradient()),
+            &flat(&g_ad),
+            1e-12,
+            &format!("{} ∇F", case.name),
+        );
+        assert_rel(
+            &flat(&lin.hvp(&v).unwrap()),
+            &flat(&hv_ad),
+            1e-12,
+            &format!("{} Hv", case.name),
+        );
     }
 }
 
@@ -112,11 +130,59 @@ fn gradient_norm_parameter_gradient_matches_double_backward() {
     for case in all_cases(DIM, 35) {
         let x = randn(&mut rng, (BATCH, DIM), 1.0);
         let v = x.zeros_like().unwrap();
-        let explicit = case.net.linearize(&x).unwrap().gradient().sqr().unwrap().sum_all().unwrap();
+        let explicit = case
+            .net
+            .linearize(&x)
+            .unwrap()
+            .gradient()
+            .sqr()
+            .unwrap()
+            .sum_all()
+            .unwrap();
         let (g_ad, _) = autodiff_grad_and_hvp(case.net.as_ref(), &x, &v);
         let autodiff = g_ad.sqr().unwrap().sum_all().unwrap();
         let ge = explicit.backward().unwrap();
         let ga = autodiff.backward().unwrap();
         compare_param_grads(&case.varmap, &ge, &ga, &format!("{} ‖∇F‖²", case.name));
+    }
+}
+
+/// Autodiff applied to the explicit gradient (the fused activation op's backward re-enters
+/// itself): `∂/∂x (∇F·v)` is `Hv`, and its parameter gradient matches the explicit one.
+#[test]
+fn autodiff_of_explicit_gradient_matches_explicit_hvp() {
+    enable_higher_order_autodiff();
+    let mut rng = StdRng::seed_from_u64(36);
+    for case in all_cases(DIM, 37) {
+        let x = randn(&mut rng, (BATCH, DIM), 1.0);
+        let u = randn(&mut rng, (BATCH, DIM), 1.0);
+        let v = randn(&mut rng, (BATCH, DIM), 1.0);
+        let xv = Var::from_tensor(&x).unwrap();
+        let g = case.net.linearize(xv.as_tensor()).unwrap().gradient();
+        let hv_ad = (&g * &v)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap()
+            .get(xv.as_tensor())
+            .unwrap()
+            .clone();
+        let lin = case.net.linearize(&x).unwrap();
+        let hv = lin.hvp(&v).unwrap();
+        assert_rel(
+            &flat(&hv),
+            &flat(&hv_ad),
+            1e-12,
+            &format!("{} Hv", case.name),
+        );
+        let ga = (hv_ad * &u).unwrap().sum_all().unwrap().backward().unwrap();
+        let ge = (hv * &u).unwrap().sum_all().unwrap().backward().unwrap();
+        compare_param_grads(
+            &case.varmap,
+            &ge,
+            &ga,
+            &format!("{} uᵀHv (mixed)", case.name),
+        );
     }
 }

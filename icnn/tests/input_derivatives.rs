@@ -36,7 +36,12 @@ fn gradient_matches_central_differences_of_potential() {
             let fd = central(|y| case.net.potential(y).unwrap(), &x, &e, 1e-5);
             let gi = grad.narrow(1, i, 1).unwrap().squeeze(1).unwrap();
             // Central-difference error ~ h²|F'''| ≈ 1e-10 plus rounding ≈ 1e-16/h ≈ 1e-11.
-            assert_close(&to_vec1(&gi), &to_vec1(&fd), 1e-7, &format!("{} ∂F/∂x{i}", case.name));
+            assert_close(
+                &to_vec1(&gi),
+                &to_vec1(&fd),
+                1e-7,
+                &format!("{} ∂F/∂x{i}", case.name),
+            );
         }
     }
 }
@@ -48,12 +53,7 @@ fn hvp_matches_central_differences_of_gradient() {
         let x = randn(&mut rng, (BATCH, DIM), 1.0);
         let v = randn(&mut rng, (BATCH, DIM), 1.0);
         let hv = case.net.linearize(&x).unwrap().hvp(&v).unwrap();
-        let fd = central(
-            |y| case.net.linearize(y).unwrap().gradient(),
-            &x,
-            &v,
-            1e-5,
-        );
+        let fd = central(|y| case.net.linearize(y).unwrap().gradient(), &x, &v, 1e-5);
         assert_close(&flat(&hv), &flat(&fd), 1e-7, &format!("{} Hv", case.name));
     }
 }
@@ -72,16 +72,35 @@ fn hvp_is_symmetric_and_consistent_with_hessian() {
         assert_close(&uhv, &vhu, 1e-12, &format!("{} uᵀHv = vᵀHu", case.name));
         // hessian() · v = hvp(v), and the detached cache gives the same numbers.
         let h = lin.hessian().unwrap();
-        let hv2 = h.matmul(&v.unsqueeze(2).unwrap()).unwrap().squeeze(2).unwrap();
+        let hv2 = h
+            .matmul(&v.unsqueeze(2).unwrap())
+            .unwrap()
+            .squeeze(2)
+            .unwrap();
         let hv = lin.hvp(&v).unwrap();
-        assert_close(&flat(&hv2), &flat(&hv), 1e-12, &format!("{} H·v", case.name));
+        assert_close(
+            &flat(&hv2),
+            &flat(&hv),
+            1e-12,
+            &format!("{} H·v", case.name),
+        );
         let hvd = lin.detach().hvp(&v).unwrap();
-        assert_close(&flat(&hvd), &flat(&hv), 0.0, &format!("{} detached", case.name));
+        assert_close(
+            &flat(&hvd),
+            &flat(&hv),
+            0.0,
+            &format!("{} detached", case.name),
+        );
         // hvp_many with K = 2 probes.
         let uv = Tensor::stack(&[&u, &v], 1).unwrap();
         let many = lin.hvp_many(&uv).unwrap();
         let hv_many = many.narrow(1, 1, 1).unwrap().squeeze(1).unwrap();
-        assert_close(&flat(&hv_many), &flat(&hv), 1e-12, &format!("{} hvp_many", case.name));
+        assert_close(
+            &flat(&hv_many),
+            &flat(&hv),
+            1e-12,
+            &format!("{} hvp_many", case.name),
+        );
     }
 }
 
@@ -120,7 +139,12 @@ fn hessian_is_positive_semidefinite_for_larger_networks() {
     let d = 12;
     let varmap = VarMap::new();
     let vb = VarBuilder::from_varmap(&varmap, DType::F64, &Device::Cpu);
-    let cfg = Icnn2Config { dim: d, width: 32, depth: 6, ..Default::default() };
+    let cfg = Icnn2Config {
+        dim: d,
+        width: 32,
+        depth: 6,
+        ..Default::default()
+    };
     let a = Icnn2::new(vb.pp("a"), &cfg, &mut rng).unwrap();
     let cfg = Icnn3Config {
         dim: d,

@@ -17,7 +17,13 @@ fn surrogate(net: &dyn ConvexPotential, x: &Tensor, u: &Tensor, v: &Tensor) -> T
 }
 
 fn grad_norm2(net: &dyn ConvexPotential, x: &Tensor) -> Tensor {
-    net.linearize(x).unwrap().gradient().sqr().unwrap().sum_all().unwrap()
+    net.linearize(x)
+        .unwrap()
+        .gradient()
+        .sqr()
+        .unwrap()
+        .sum_all()
+        .unwrap()
 }
 
 fn scalar(t: &Tensor) -> f64 {
@@ -33,7 +39,12 @@ fn set_entry(var: &Var, i: usize, value: f64) {
     var.set(&new).unwrap();
 }
 
-fn check_functional<F: Fn() -> Tensor>(name: &str, varmap: &candle_nn::VarMap, f: F, rng: &mut StdRng) {
+fn check_functional<F: Fn() -> Tensor>(
+    name: &str,
+    varmap: &candle_nn::VarMap,
+    f: F,
+    rng: &mut StdRng,
+) {
     let value = f();
     let grads = value.backward().unwrap();
     let scale = scalar(&value).abs().max(1.0);
@@ -51,7 +62,12 @@ fn check_functional<F: Fn() -> Tensor>(name: &str, varmap: &candle_nn::VarMap, f
             (0..4).map(|_| rng.random_range(0..n)).collect()
         };
         for i in picks {
-            let orig = var.as_tensor().flatten_all().unwrap().to_vec1::<f64>().unwrap()[i];
+            let orig = var
+                .as_tensor()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f64>()
+                .unwrap()[i];
             set_entry(&var, i, orig + h);
             let fp = scalar(&f());
             set_entry(&var, i, orig - h);

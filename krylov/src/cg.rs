@@ -1,5 +1,6 @@
 //! Batched (preconditioned) conjugate gradient with per-system step sizes and convergence.
 
+use crate::cg_reorth::ResidualBasis;
 use crate::vectors::check_same_shape;
 use crate::{BatchOperator, BatchVectors, KrylovError};
 
@@ -49,6 +50,11 @@ pub struct CgParams {
     pub stopping: CgStopping,
     /// Preconditioner (default none).
     pub preconditioner: Preconditioner,
+    /// Re-orthogonalise every new residual against all previous ones (two Gram–Schmidt passes
+    /// in the `M⁻¹` inner product). Restores CG's finite termination in floating point, so
+    /// every system converges in about `d` iterations whatever the spectrum, at `O(k·B·d)`
+    /// extra memory and work per iteration `k`. Default `false` (the reference does not).
+    pub reorthogonalize: bool,
 }
 
 impl Default for CgParams {
@@ -59,6 +65,7 @@ impl Default for CgParams {
             max_iters: None,
             stopping: CgStopping::PerSystem,
             preconditioner: Preconditioner::None,
+            reorthogonalize: false,
         }
     }
 }
@@ -87,6 +94,12 @@ impl CgParams {
     /// Sets the preconditioner.
     pub fn with_preconditioner(mut self, preconditioner: Preconditioner) -> Self {
         self.preconditioner = preconditioner;
+        self
+    }
+
+    /// Enables or disables residual re-orthogonalisation.
+    pub fn with_reorthogonalize(mut self, reorthogonalize: bool) -> Self {
+        self.reorthogonalize = reorthogonalize;
         self
     }
 
@@ -257,6 +270,14 @@ where
         None => b.zeros_like()?,
     };
 
+    let mut reorth = if params.reorthogonalize {
+        let mut basis = ResidualBasis::new(inv_diag.as_ref())?;
+        basis.orthogonalize_and_push(&mut r, &all)?;
+        Some(basis)
+    } else {
+        None
+    };
+
     let mut rnorm = r.norms_inf()?;
     let mut converged: Vec<bool> = rnorm.iter().zip(&tol).map(|(rn, t)| rn <= t).collect();
     let mut breakdown: Vec<bool> = rnorm.iter().map(|rn| !rn.is_finite()).collect();
@@ -309,6 +330,9 @@ where
         }
         x.axpby_masked(&ones, &alpha, &p, &step)?;
         r.axpby_masked(&ones, &neg_alpha, &hp, &step)?;
+        if let Some(basis) = reorth.as_mut() {
+            basis.orthogonalize_and_push(&mut r, &step)?;
+        }
         let new_norm = r.norms_inf()?;
         for i in (0..n).filter(|&i| step[i]) {
             iterations[i] += 1;

@@ -31,6 +31,7 @@ mod backend_nalgebra;
 #[cfg(feature = "candle")]
 mod backend_candle;
 mod cg;
+mod cg_reorth;
 mod dense;
 #[cfg(feature = "candle")]
 mod dense_candle;

@@ -135,9 +135,9 @@ fn tensor_lanczos_matches_faer() {
 #[test]
 fn tensor_shape_errors() {
     let op = DenseTensorOperator::new(Tensor::zeros((2, 3, 3), DType::F32, &Device::Cpu).unwrap()).unwrap();
-    let bad = Tensor::zeros((2, 4), DType::F32, &Device::Cpu).unwrap();
+    let bad = Tensor::ones((2, 4), DType::F32, &Device::Cpu).unwrap();
     assert!(cg(&op, &bad, &CgParams::default()).is_err());
-    let rank3 = Tensor::zeros((2, 3, 1), DType::F32, &Device::Cpu).unwrap();
+    let rank3 = Tensor::ones((2, 3, 1), DType::F32, &Device::Cpu).unwrap();
     assert!(matches!(cg(&op, &rank3, &CgParams::default()), Err(KrylovError::WrongRank { .. })));
     assert!(DenseTensorOperator::new(Tensor::zeros((2, 3), DType::F32, &Device::Cpu).unwrap()).is_err());
 }

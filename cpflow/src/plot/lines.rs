@@ -37,18 +37,19 @@ impl LineSeries {
     }
 }
 
-/// "Nice" tick positions (multiples of 1, 2 or 5 × 10ᵏ, about 5–10 of them) inside `[lo, hi]`.
+/// "Nice" tick positions (multiples of 1, 2 or 5 × 10ᵏ, about 4–9 of them) inside `[lo, hi]`.
 pub(crate) fn nice_ticks(lo: f64, hi: f64) -> Vec<f64> {
     let span = hi - lo;
     if !(span.is_finite() && span > 0.0) {
         return Vec::new();
     }
-    let raw = span / 6.0;
+    // The smallest nice step giving at most ~9 intervals.
+    let raw = span / 8.0;
     let mag = 10f64.powf(raw.log10().floor());
     let step = [1.0, 2.0, 5.0, 10.0]
         .iter()
         .map(|m| m * mag)
-        .find(|s| span / s <= 10.0)
+        .find(|s| *s >= raw)
         .unwrap_or(10.0 * mag);
     let first = (lo / step).ceil() as i64;
     let last = (hi / step).floor() as i64;

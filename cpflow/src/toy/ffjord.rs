@@ -125,8 +125,9 @@ mod tests {
         // The squares' edges fall on multiples of 2: a grid step of 0.05 resolves them exactly.
         let z = integrate_log_density(checkerboard_log_density, (-5.0, 5.0), (-5.0, 5.0), 0.05);
         assert!((z - 1.0).abs() < 1e-9, "{z}");
-        // A point on a light square has no mass.
-        assert_eq!(checkerboard_log_density([1.0, 1.0]), f64::NEG_INFINITY);
+        // (1, 1) lies on a dark square, (1, −1) on a light one (no mass).
+        assert!(checkerboard_log_density([1.0, 1.0]).is_finite());
+        assert_eq!(checkerboard_log_density([1.0, -1.0]), f64::NEG_INFINITY);
     }
 
     #[test]

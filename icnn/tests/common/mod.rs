@@ -6,8 +6,7 @@ use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
 use icnn::{
     ActivationKind, ConditionalConvexPotential, ConvexPotential, DenseIcnn2, DenseIcnn2Config,
-    Icnn, Icnn2, Icnn2Config, Icnn3, Icnn3Config, IcnnConfig, Linearization, Picnn,
-    PicnnConfig,
+    Icnn, Icnn2, Icnn2Config, Icnn3, Icnn3Config, IcnnConfig, Linearization, Picnn, PicnnConfig,
 };
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -86,9 +85,17 @@ pub fn all_cases(dim: usize, seed: u64) -> Vec<Case> {
     let (w, l) = (6, 3);
     {
         let varmap = VarMap::new();
-        let cfg = IcnnConfig { dim, width: w, depth: l };
+        let cfg = IcnnConfig {
+            dim,
+            width: w,
+            depth: l,
+        };
         let net = Icnn::new(vb(&varmap).pp("icnn"), &cfg, &mut rng).unwrap();
-        cases.push(Case { name: "Icnn".into(), net: Box::new(net), varmap });
+        cases.push(Case {
+            name: "Icnn".into(),
+            net: Box::new(net),
+            varmap,
+        });
     }
     for kind in KINDS {
         for (zero_shift, symm) in [(false, false), (true, true)] {
