@@ -92,11 +92,18 @@ pub struct MinimizeResult<F: RealField + Copy> {
 /// L-BFGS drops the problem when its line search fails).
 struct ByRef<'a, O>(&'a O);
 
-impl<O: CostFunction> CostFunction for ByRef<'_, O> {
+impl<O: CostFunction<Output: ArgminFloat>> CostFunction for ByRef<'_, O> {
     type Param = O::Param;
     type Output = O::Output;
     fn cost(&self, x: &O::Param) -> Result<O::Output, argmin::core::Error> {
-        self.0.cost(x)
+        let c = self.0.cost(x)?;
+        // A non-finite trial value would send the Moré–Thuente search into an endless loop;
+        // as an error it ends the line search, and L-BFGS stops with the last good iterate.
+        // `c − c` is 0 for finite `c` and NaN for ±∞ and NaN.
+        let z = c - c;
+        #[allow(clippy::eq_op)]
+        let finite = z == z;
+        if finite { Ok(c) } else { Err(argmin::core::Error::msg("non-finite cost at a trial point")) }
     }
 }
 

@@ -126,14 +126,35 @@ pub(crate) fn setup(y: &Tensor, options: &InversionOptions) -> Result<Setup, Con
     Ok(Setup { y, x0, tolerance, n, d, max_iterations: options.max_iterations })
 }
 
-/// Evaluates the per-sample objective `f_i = Φ(x_i) − x_iᵀy_i` and its gradient
-/// `g_i = ∇Φ(x_i) − y_i`, checking the shapes returned by the potential.
+/// The level below which changes of the per-sample objective are not trusted, relative to
+/// `|Φ(x)| + |xᵀy|` (the objective is the difference of these two terms, each a sum of many
+/// rounded contributions whose cancellation can make its error far larger than `eps·|f|`).
+/// As in Hager & Zhang's approximate Wolfe conditions (`ε = 1e-6` in double precision), steps
+/// whose value change is below this level are judged by gradient information instead.
+pub(crate) fn value_noise_level(dtype: DType) -> f64 {
+    match dtype {
+        DType::F64 => 1e-6,
+        _ => 1e-3,
+    }
+}
+
+/// The per-sample objective `f_i = Φ(x_i) − x_iᵀy_i` at a batch of points.
+pub(crate) struct Objective {
+    /// `f_i` on the host.
+    pub f: Vec<f64>,
+    /// Changes of `f_i` below this level are treated as rounding noise.
+    pub noise: Vec<f64>,
+    /// `g_i = ∇Φ(x_i) − y_i`, `(k, d)`.
+    pub g: Tensor,
+}
+
+/// Evaluates the objective and its gradient, checking the shapes returned by the potential.
 pub(crate) fn objective<P: BatchedPotential + ?Sized>(
     potential: &P,
     x: &Tensor,
     y: &Tensor,
     stats: &mut SolverStats,
-) -> Result<(Vec<f64>, Tensor), ConvexOptError> {
+) -> Result<Objective, ConvexOptError> {
     let (value, grad) = potential.value_and_gradient(x)?;
     stats.gradient_calls += 1;
     stats.gradient_rows += x.dim(0)?;
@@ -141,12 +162,7 @@ pub(crate) fn objective<P: BatchedPotential + ?Sized>(
 }
 
 /// The objective from a value `(k,)` and gradient `(k, d)` already computed at `x`.
-pub(crate) fn objective_from(
-    value: &Tensor,
-    grad: &Tensor,
-    x: &Tensor,
-    y: &Tensor,
-) -> Result<(Vec<f64>, Tensor), ConvexOptError> {
+pub(crate) fn objective_from(value: &Tensor, grad: &Tensor, x: &Tensor, y: &Tensor) -> Result<Objective, ConvexOptError> {
     let k = x.dim(0)?;
     if value.elem_count() != k || grad.dims() != x.dims() {
         return Err(ConvexOptError::Shape {
@@ -159,11 +175,23 @@ pub(crate) fn objective_from(
             ),
         });
     }
+    let level = value_noise_level(x.dtype());
     let g = (grad.to_dtype(x.dtype())? - y)?;
     let xy = row_dots_host(x, y)?;
     let v = to_host(value)?;
     let f = v.iter().zip(&xy).map(|(a, b)| a - b).collect();
-    Ok((f, g))
+    let noise = v.iter().zip(&xy).map(|(a, b)| level * (a.abs() + b.abs())).collect();
+    Ok(Objective { f, noise, g })
+}
+
+/// Machine epsilon of a float dtype (`f64`'s for anything but `f32`/`f16`/`bf16`).
+pub(crate) fn unit_roundoff(dtype: DType) -> f64 {
+    match dtype {
+        DType::F32 => f64::from(f32::EPSILON),
+        DType::F16 => 9.765625e-4,
+        DType::BF16 => 7.8125e-3,
+        _ => f64::EPSILON,
+    }
 }
 
 /// Why a sample stopped.

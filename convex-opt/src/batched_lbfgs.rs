@@ -120,17 +120,15 @@ pub fn invert_lbfgs_batched<P: BatchedPotential + ?Sized>(
     if setup.n == 0 {
         return out.finish(&setup.y, stats);
     }
-    let eps = match y.dtype() {
-        candle_core::DType::F32 => f64::from(f32::EPSILON),
-        _ => f64::EPSILON,
-    };
+    let eps = crate::batch::unit_roundoff(y.dtype());
     let wolfe = WolfeParams { c1: params.c1, c2: params.c2, max_evals: params.max_line_search_evals, t_max: 1e10 };
 
     // Working set: original row indices and the state of those rows.
     let mut rows: Vec<usize> = (0..setup.n).collect();
     let mut x = setup.x0.clone();
     let mut yw = setup.y.clone();
-    let (mut f, mut g) = objective(potential, &x, &yw, &mut stats)?;
+    let start = objective(potential, &x, &yw, &mut stats)?;
+    let (mut f, mut noise, mut g) = (start.f, start.noise, start.g);
     if !f.iter().all(|v| v.is_finite()) {
         return Err(ConvexOptError::NonFinite("potential at the initial point"));
     }
@@ -176,6 +174,7 @@ pub fn invert_lbfgs_batched<P: BatchedPotential + ?Sized>(
             }
             rows = keep.iter().map(|&j| rows[j]).collect();
             f = keep.iter().map(|&j| f[j]).collect();
+            noise = keep.iter().map(|&j| noise[j]).collect();
             gnorm = keep.iter().map(|&j| gnorm[j]).collect();
             gamma = keep.iter().map(|&j| gamma[j]).collect();
             fresh = keep.iter().map(|&j| fresh[j]).collect();
@@ -208,8 +207,7 @@ pub fn invert_lbfgs_batched<P: BatchedPotential + ?Sized>(
             .map(|j| {
                 active[j].then(|| {
                     let t0 = if fresh[j] { 1.0f64.min(1.0 / gnorm[j].max(f64::MIN_POSITIVE)) } else { 1.0 };
-                    let noise = 10.0 * eps * f[j].abs().max(1.0);
-                    WolfeSearch::new(f[j], dphi0[j], t0, noise, wolfe)
+                    WolfeSearch::new(f[j], dphi0[j], t0, noise[j], wolfe)
                 })
             })
             .collect();
@@ -218,6 +216,7 @@ pub fn invert_lbfgs_batched<P: BatchedPotential + ?Sized>(
         let mut x_new = x.clone();
         let mut g_new = g.clone();
         let mut f_new = f.clone();
+        let mut noise_new = noise.clone();
         loop {
             let pend: Vec<usize> = (0..rows.len()).filter(|&j| searches[j].is_some()).collect();
             if pend.is_empty() {
@@ -226,8 +225,9 @@ pub fn invert_lbfgs_batched<P: BatchedPotential + ?Sized>(
             let ts: Vec<f64> = pend.iter().map(|&j| searches[j].as_ref().map_or(0.0, WolfeSearch::trial)).collect();
             let p_sub = select_rows(&p, &pend)?;
             let x_sub = (select_rows(&x, &pend)? + p_sub.broadcast_mul(&column(&ts, &p)?)?)?;
-            let (f_sub, g_sub) = objective(potential, &x_sub, &select_rows(&yw, &pend)?, &mut stats)?;
-            let dphi = row_dots_host(&g_sub, &p_sub)?;
+            let trial = objective(potential, &x_sub, &select_rows(&yw, &pend)?, &mut stats)?;
+            let (f_sub, g_sub) = (&trial.f, &trial.g);
+            let dphi = row_dots_host(g_sub, &p_sub)?;
             let mut take = Vec::new();
             let mut take_local = Vec::new();
             for (k, &j) in pend.iter().enumerate() {
@@ -237,6 +237,7 @@ pub fn invert_lbfgs_batched<P: BatchedPotential + ?Sized>(
                     WolfeStep::Accept => {
                         accepted[j] = true;
                         f_new[j] = f_sub[k];
+                        noise_new[j] = trial.noise[k];
                         take.push(j);
                         take_local.push(k);
                         searches[j] = None;
@@ -249,7 +250,7 @@ pub fn invert_lbfgs_batched<P: BatchedPotential + ?Sized>(
             }
             if !take.is_empty() {
                 let xs = select_rows(&x_sub, &take_local)?;
-                let gs = select_rows(&g_sub, &take_local)?;
+                let gs = select_rows(g_sub, &take_local)?;
                 x_new = crate::batch::scatter_rows(&x_new, &take, &xs)?;
                 g_new = crate::batch::scatter_rows(&g_new, &take, &gs)?;
             }
@@ -305,6 +306,7 @@ pub fn invert_lbfgs_batched<P: BatchedPotential + ?Sized>(
         x = x_new;
         g = g_new;
         f = f_new;
+        noise = noise_new;
         if !moved.is_empty() {
             let gn = row_inf_norms(&select_rows(&g, &moved)?)?;
             for (k, &j) in moved.iter().enumerate() {

@@ -63,7 +63,22 @@ struct FlatProblem<'a, P: ?Sized, F: RealField + Copy> {
     d: usize,
     cache: RefCell<Option<(DVector<F>, F, DVector<F>)>>,
     evaluations: &'a Cell<usize>,
+    /// Evaluation budget (PyTorch's `max_eval = 1.25·max_iter`): argmin's line search has no
+    /// evaluation limit of its own.
+    max_evaluations: usize,
+    /// Set once the budget stop has been raised: argmin then ends the run, and evaluations for
+    /// the final report are allowed.
+    budget_stop_raised: Cell<bool>,
+    /// The first error of the potential; argmin turns errors inside its line search into a
+    /// termination reason, so they are kept here and returned after the run.
+    failure: &'a RefCell<Option<ConvexOptError>>,
 }
+
+/// A soft stop raised inside argmin's line search (budget exhausted, non-finite trial point):
+/// it ends the run, which is then reported per sample.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct SoftStop(&'static str);
 
 impl<P, F> FlatProblem<'_, P, F>
 where
@@ -79,6 +94,7 @@ where
         let xt = Tensor::from_slice(x.as_slice(), (self.n, self.d), self.y.device())?;
         let (value, grad) = self.potential.value_and_gradient(&xt)?;
         self.evaluations.set(self.evaluations.get() + 1);
+        
         if value.elem_count() != self.n || grad.dims() != [self.n, self.d] {
             return Err(ConvexOptError::Shape {
                 context: "potential output",
@@ -91,6 +107,32 @@ where
         *self.cache.borrow_mut() = Some((x.clone(), cost, g.clone()));
         Ok((cost, g))
     }
+
+    /// `evaluate` for argmin: enforces the evaluation budget, turns non-finite trial points
+    /// into a soft stop, and records hard errors.
+    fn guarded(&self, x: &DVector<F>) -> Result<(F, DVector<F>), argmin::core::Error> {
+        let cached = self.cache.borrow().as_ref().is_some_and(|(cx, _, _)| cx == x);
+        if !cached && !self.budget_stop_raised.get() && self.evaluations.get() >= self.max_evaluations {
+            self.budget_stop_raised.set(true);
+            return Err(argmin::core::Error::new(SoftStop("evaluation budget exhausted")));
+        }
+        match self.evaluate(x) {
+            Ok((c, g)) => {
+                let finite = nalgebra::try_convert::<F, f64>(c).is_some_and(f64::is_finite)
+                    && g.iter().all(|v| nalgebra::try_convert::<F, f64>(*v).is_some_and(f64::is_finite));
+                if finite {
+                    Ok((c, g))
+                } else {
+                    Err(argmin::core::Error::new(SoftStop("non-finite cost or gradient at a trial point")))
+                }
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                self.failure.borrow_mut().get_or_insert(e);
+                Err(argmin::core::Error::new(SoftStop("the potential failed")).context(msg))
+            }
+        }
+    }
 }
 
 impl<P, F> CostFunction for FlatProblem<'_, P, F>
@@ -102,7 +144,7 @@ where
     type Output = F;
 
     fn cost(&self, x: &DVector<F>) -> Result<F, argmin::core::Error> {
-        Ok(self.evaluate(x)?.0)
+        Ok(self.guarded(x)?.0)
     }
 }
 
@@ -115,7 +157,7 @@ where
     type Gradient = DVector<F>;
 
     fn gradient(&self, x: &DVector<F>) -> Result<DVector<F>, argmin::core::Error> {
-        Ok(self.evaluate(x)?.1)
+        Ok(self.guarded(x)?.1)
     }
 }
 
@@ -176,6 +218,7 @@ where
     }
     let (n, d) = (setup.n, setup.d);
     let evaluations = Cell::new(0usize);
+    let failure = RefCell::new(None);
     let x0 = DVector::from_vec(setup.x0.flatten_all()?.to_vec1::<F>()?);
     let problem = FlatProblem {
         potential,
@@ -184,6 +227,9 @@ where
         d,
         cache: RefCell::new(None),
         evaluations: &evaluations,
+        max_evaluations: setup.max_iterations.saturating_mul(5) / 4 + 1,
+        budget_stop_raised: Cell::new(false),
+        failure: &failure,
     };
     // Fail early, like the batched solvers, on a non-finite start.
     let (c0, g0) = problem.evaluate(&x0)?;
@@ -197,7 +243,11 @@ where
         .with_gradient_tolerance(gtol)
         .with_cost_tolerance(params.cost_tolerance)
         .with_max_iterations(setup.max_iterations as u64);
-    let res = minimize_lbfgs(&problem, x0, &lbfgs)?;
+    let res = minimize_lbfgs(&problem, x0, &lbfgs);
+    if let Some(e) = failure.borrow_mut().take() {
+        return Err(e);
+    }
+    let res = res?;
     let evaluations = evaluations.get();
     stats.gradient_calls = evaluations;
     stats.gradient_rows = evaluations * n;

@@ -141,10 +141,6 @@ pub fn invert_newton_cg<P: BatchedPotential + ?Sized>(
     if setup.n == 0 {
         return out.finish(&setup.y, stats);
     }
-    let eps = match y.dtype() {
-        candle_core::DType::F32 => f64::from(f32::EPSILON),
-        _ => f64::EPSILON,
-    };
     let mut cg_params = CgParams::default().with_atol(1.0).with_rtol(0.0);
     if let Some(m) = params.cg_max_iterations {
         cg_params = cg_params.with_max_iters(m);
@@ -156,7 +152,8 @@ pub fn invert_newton_cg<P: BatchedPotential + ?Sized>(
     let first = potential.second_order(&x)?;
     stats.gradient_calls += 1;
     stats.gradient_rows += setup.n;
-    let (mut f, mut g) = objective_from(first.value(), first.gradient(), &x, &yw)?;
+    let start = objective_from(first.value(), first.gradient(), &x, &yw)?;
+    let (mut f, mut noise, mut g) = (start.f, start.noise, start.g);
     let mut model = Some(first);
     let mut gnorm = row_inf_norms(&g)?;
     if !f.iter().chain(&gnorm).all(|v| v.is_finite()) {
@@ -190,6 +187,7 @@ pub fn invert_newton_cg<P: BatchedPotential + ?Sized>(
             g = select_rows(&g, &keep)?;
             rows = keep.iter().map(|&j| rows[j]).collect();
             f = keep.iter().map(|&j| f[j]).collect();
+            noise = keep.iter().map(|&j| noise[j]).collect();
             gnorm = keep.iter().map(|&j| gnorm[j]).collect();
             active = vec![true; rows.len()];
             model = None;
@@ -226,7 +224,8 @@ pub fn invert_newton_cg<P: BatchedPotential + ?Sized>(
         stats.hvp_calls += sol.operator_calls;
         stats.hvp_rows += sol.operator_calls * rows.len();
         let inv_scale: Vec<f64> = scale.iter().map(|&s| if s > 0.0 { 1.0 / s } else { 0.0 }).collect();
-        let mut p = sol.x.broadcast_mul(&column(&inv_scale, &g)?)?;
+        let p = sol.x.broadcast_mul(&column(&inv_scale, &g)?)?;
+        let mut p = where_rows(&active, &p, &p.zeros_like()?)?;
         let mut dphi0 = row_dots_host(&g, &p)?;
         let bad: Vec<bool> = (0..rows.len()).map(|j| active[j] && !(dphi0[j] < 0.0)).collect();
         if bad.iter().any(|&v| v) {
@@ -239,12 +238,19 @@ pub fn invert_newton_cg<P: BatchedPotential + ?Sized>(
             }
         }
 
-        // Per-sample backtracking, batched over the rows still searching.
-        let mut t = vec![1.0f64; rows.len()];
-        let mut pend: Vec<usize> = (0..rows.len()).filter(|&j| active[j]).collect();
+        // Per-sample backtracking, batched over the rows still searching. A step is accepted
+        // on the Armijo condition, or, when the value changes by less than its noise level (near
+        // the solution, where rounding errors of f exceed the decrease), when the residual ‖g‖₂
+        // decreases by the same relative amount; gradients stay accurate there.
+        let g2 = row_dots_host(&g, &g)?;
+        let mut t: Vec<f64> = active.iter().map(|&a| if a { 1.0 } else { 0.0 }).collect();
+        // The first round evaluates the whole working set (t = 0 on inactive rows) so that, when
+        // every step is accepted, its second-order model serves the next iteration.
+        let mut pend: Vec<usize> = (0..rows.len()).collect();
         let mut x_new = x.clone();
         let mut g_new = g.clone();
         let mut f_new = f.clone();
+        let mut noise_new = noise.clone();
         let mut gnorm_new = gnorm.clone();
         let mut next_model = None;
         for round in 0..params.max_backtracks {
@@ -257,21 +263,30 @@ pub fn invert_newton_cg<P: BatchedPotential + ?Sized>(
             let trial = potential.second_order(&x_sub)?;
             stats.gradient_calls += 1;
             stats.gradient_rows += pend.len();
-            let (f_t, g_t) = objective_from(trial.value(), trial.gradient(), &x_sub, &select_rows(&yw, &pend)?)?;
-            let gn_t = row_inf_norms(&g_t)?;
+            let ev = objective_from(trial.value(), trial.gradient(), &x_sub, &select_rows(&yw, &pend)?)?;
+            let gn_t = row_inf_norms(&ev.g)?;
+            let g2_t = row_dots_host(&ev.g, &ev.g)?;
             let mut take = Vec::new();
             let mut take_local = Vec::new();
             let mut still = Vec::new();
             for (k, &j) in pend.iter().enumerate() {
-                let decrease = f_t[k] - f[j];
-                let noise = 10.0 * eps * f[j].abs().max(1.0);
+                if !active[j] {
+                    continue;
+                }
+                let decrease = ev.f[k] - f[j];
                 let armijo = decrease <= params.c1 * t[j] * dphi0[j];
-                let noisy_progress = decrease.abs() <= noise && gn_t[k] < gnorm[j];
-                if f_t[k].is_finite() && gn_t[k].is_finite() && (armijo || noisy_progress) {
+                let within_noise = decrease.abs() <= noise[j];
+                let residual_progress = g2_t[k].sqrt() <= (1.0 - params.c1 * t[j]) * g2[j].sqrt();
+                let ok = armijo || (within_noise && residual_progress);
+                if ev.f[k].is_finite() && gn_t[k].is_finite() && ok {
                     take.push(j);
                     take_local.push(k);
-                    f_new[j] = f_t[k];
+                    f_new[j] = ev.f[k];
+                    noise_new[j] = ev.noise[k];
                     gnorm_new[j] = gn_t[k];
+                } else if within_noise {
+                    t[j] *= 0.5;
+                    still.push(j);
                 } else {
                     // Minimiser of the quadratic through φ(0), φ'(0), φ(t), kept in [0.1t, 0.5t].
                     let denom = 2.0 * (decrease - t[j] * dphi0[j]);
@@ -280,13 +295,14 @@ pub fn invert_newton_cg<P: BatchedPotential + ?Sized>(
                     still.push(j);
                 }
             }
-            if round == 0 && still.is_empty() && pend.len() == rows.len() {
+            if round == 0 && still.is_empty() {
+                // Every active row accepted the unit step; inactive rows were evaluated at t = 0.
                 x_new = x_sub;
-                g_new = g_t;
+                g_new = ev.g;
                 next_model = Some(trial);
             } else if !take.is_empty() {
                 x_new = scatter_rows(&x_new, &take, &select_rows(&x_sub, &take_local)?)?;
-                g_new = scatter_rows(&g_new, &take, &select_rows(&g_t, &take_local)?)?;
+                g_new = scatter_rows(&g_new, &take, &select_rows(&ev.g, &take_local)?)?;
             }
             pend = still;
         }
@@ -303,6 +319,7 @@ pub fn invert_newton_cg<P: BatchedPotential + ?Sized>(
         x = x_new;
         g = g_new;
         f = f_new;
+        noise = noise_new;
         gnorm = gnorm_new;
         model = next_model;
     }

@@ -1,6 +1,60 @@
 //! Pieces shared by the architectures: config validation and the common trait impls.
 
 use crate::error::{IcnnError, Result};
+use crate::layers::{ActNorm, Linear, PosLinear};
+use crate::network::{GroupAct, GroupSpec};
+
+/// One hidden layer `k = 1..L−1` (or the output layer) of a chain-shaped network.
+pub(crate) struct ChainLayer {
+    pub pos: PosLinear,
+    pub lin: Linear,
+    pub actnorm: Option<ActNorm>,
+}
+
+/// Groups of a chain `z₁ = s̃(AN₀(W₀x + b₀))`, `z_{k+1} = s(AN_k(P_k z + A_k x + c_k))`,
+/// `F = AN_L(P_L z + aᵀx)`; with `dense`, every layer sees the concatenation of all previous
+/// layers (DenseNet style).
+pub(crate) fn chain_groups(
+    first: (Linear, Option<ActNorm>, GroupAct),
+    hidden: Vec<ChainLayer>,
+    act: GroupAct,
+    output: ChainLayer,
+    dense: bool,
+) -> Vec<GroupSpec> {
+    let width = first.0.n_out();
+    let mut groups = Vec::with_capacity(hidden.len() + 2);
+    groups.push(GroupSpec {
+        inputs: vec![],
+        pos: None,
+        lin: Some(first.0),
+        actnorm: first.1,
+        act: first.2,
+        width,
+    });
+    let inputs = |k: usize| -> Vec<usize> { if dense { (0..k).collect() } else { vec![k - 1] } };
+    for (i, layer) in hidden.into_iter().enumerate() {
+        let k = i + 1;
+        let width = layer.pos.n_out();
+        groups.push(GroupSpec {
+            inputs: inputs(k),
+            pos: Some(layer.pos),
+            lin: Some(layer.lin),
+            actnorm: layer.actnorm,
+            act,
+            width,
+        });
+    }
+    let k = groups.len();
+    groups.push(GroupSpec {
+        inputs: inputs(k),
+        pos: Some(output.pos),
+        lin: Some(output.lin),
+        actnorm: output.actnorm,
+        act: GroupAct::Identity,
+        width: 1,
+    });
+    groups
+}
 
 pub(crate) fn check_positive(name: &str, value: usize) -> Result<()> {
     if value == 0 {

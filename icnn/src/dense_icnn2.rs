@@ -5,10 +5,10 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::activation::{Activation, ActivationKind};
-use crate::common::{check_positive, impl_unconditional};
+use crate::common::{ChainLayer, chain_groups, check_positive, impl_unconditional};
 use crate::error::Result;
 use crate::layers::{ActNorm, Linear, PosLinear};
-use crate::network::{GroupAct, GroupSpec, Network};
+use crate::network::{GroupAct, Network};
 
 /// Configuration of [`DenseIcnn2`] (same fields as [`crate::Icnn2Config`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -86,45 +86,43 @@ impl DenseIcnn2 {
         check_positive("depth", l)?;
         let act = Activation::new(config.activation).with_zero_shift(config.zero_shift);
         let first = act.with_symmetric(config.symm_act_first);
-        let vz = vb.pp("Wzs");
-        let vx = vb.pp("Wxs");
-        let va = vb.pp("actnorms");
-        let mut groups = Vec::with_capacity(l + 1);
-        groups.push(GroupSpec {
-            inputs: vec![],
-            pos: None,
-            lin: Some(Linear::new(&vz.pp(0), d, h, true, rng)?),
-            actnorm: None,
-            act: GroupAct::Nonlinear(first),
-            width: h,
-        });
-        for k in 1..l {
-            groups.push(GroupSpec {
-                inputs: (0..k).collect(),
-                pos: Some(PosLinear::new(&vz.pp(k), h * k, h, false, rng)?),
-                lin: None,
-                actnorm: None,
-                act: GroupAct::Nonlinear(act),
-                width: h,
-            });
-        }
-        groups.push(GroupSpec {
-            inputs: (0..l).collect(),
-            pos: Some(PosLinear::new(&vz.pp(l), h * l, 1, false, rng)?),
-            lin: None,
-            actnorm: None,
-            act: GroupAct::Identity,
-            width: 1,
-        });
-        for k in 1..l {
-            groups[k].lin = Some(Linear::new(&vx.pp(k - 1), d, h, false, rng)?);
-        }
-        groups[l].lin = Some(Linear::new(&vx.pp(l - 1), d, 1, false, rng)?);
-        groups[0].actnorm = Some(ActNorm::new(&vb.pp("actnorm0"), h)?);
-        for k in 1..l {
-            groups[k].actnorm = Some(ActNorm::new(&va.pp(k - 1), h)?);
-        }
-        groups[l].actnorm = Some(ActNorm::new(&va.pp(l - 1), 1)?);
+        let (vz, vx, va) = (vb.pp("Wzs"), vb.pp("Wxs"), vb.pp("actnorms"));
+        let w0 = Linear::new(&vz.pp(0), d, h, true, rng)?;
+        let pos = (1..l)
+            .map(|k| PosLinear::new(&vz.pp(k), h * k, h, false, rng))
+            .collect::<Result<Vec<_>>>()?;
+        let pos_out = PosLinear::new(&vz.pp(l), h * l, 1, false, rng)?;
+        let lins = (1..l)
+            .map(|k| Linear::new(&vx.pp(k - 1), d, h, false, rng))
+            .collect::<Result<Vec<_>>>()?;
+        let lin_out = Linear::new(&vx.pp(l - 1), d, 1, false, rng)?;
+        let an0 = ActNorm::new(&vb.pp("actnorm0"), h)?;
+        let ans = (1..l)
+            .map(|k| ActNorm::new(&va.pp(k - 1), h))
+            .collect::<Result<Vec<_>>>()?;
+        let an_out = ActNorm::new(&va.pp(l - 1), 1)?;
+        let hidden = pos
+            .into_iter()
+            .zip(lins)
+            .zip(ans)
+            .map(|((pos, lin), an)| ChainLayer {
+                pos,
+                lin,
+                actnorm: Some(an),
+            })
+            .collect();
+        let output = ChainLayer {
+            pos: pos_out,
+            lin: lin_out,
+            actnorm: Some(an_out),
+        };
+        let groups = chain_groups(
+            (w0, Some(an0), GroupAct::Nonlinear(first)),
+            hidden,
+            GroupAct::Nonlinear(act),
+            output,
+            true,
+        );
         Ok(Self {
             net: Network::new(&vb, groups, d)?,
             config: config.clone(),

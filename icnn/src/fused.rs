@@ -44,7 +44,8 @@ macro_rules! kernels {
         mod $m {
             use super::{ActSpec, ActivationKind};
 
-            const FRAC_1_SQRT_2PI: $t = 0.398_942_280_401_432_7;
+            const FRAC_1_SQRT_2PI: $t =
+                (std::f64::consts::FRAC_2_SQRT_PI * std::f64::consts::FRAC_1_SQRT_2 * 0.5) as $t;
             const FRAC_1_SQRT_2: $t = std::f64::consts::FRAC_1_SQRT_2 as $t;
             const LOG2E: $t = std::f64::consts::LOG2_E as $t;
             /// Taylor coefficients of `exp` on `[−ln2/2, ln2/2]`, highest degree first.
@@ -286,7 +287,7 @@ kernels!(
     12582912.0,
     23,
     127,
-    0.693_359_375,
+    355.0 / 512.0,
     -2.121_944_4e-4,
     [
         1.0 / 5040.0,

@@ -5,10 +5,10 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::activation::{Activation, ActivationKind};
-use crate::common::{check_positive, impl_unconditional};
+use crate::common::{ChainLayer, chain_groups, check_positive, impl_unconditional};
 use crate::error::Result;
 use crate::layers::{Linear, PosLinear};
-use crate::network::{GroupAct, GroupSpec, Network};
+use crate::network::{GroupAct, Network};
 
 /// Configuration of [`Icnn`] (reference `ICNN(dim, dimh, num_hidden_layers)`; the activation
 /// is always softplus and there is no ActNorm).
@@ -74,39 +74,31 @@ impl Icnn {
         check_positive("width", h)?;
         check_positive("depth", l)?;
         let act = GroupAct::Nonlinear(Activation::new(ActivationKind::Softplus));
-        let vz = vb.pp("Wzs");
-        let vx = vb.pp("Wxs");
-        let mut groups = Vec::with_capacity(l + 1);
-        groups.push(GroupSpec {
-            inputs: vec![],
-            pos: None,
-            lin: Some(Linear::new(&vz.pp(0), d, h, true, rng)?),
-            actnorm: None,
-            act,
-            width: h,
-        });
-        for k in 1..l {
-            groups.push(GroupSpec {
-                inputs: vec![k - 1],
-                pos: Some(PosLinear::new(&vz.pp(k), h, h, false, rng)?),
-                lin: None,
+        let (vz, vx) = (vb.pp("Wzs"), vb.pp("Wxs"));
+        let w0 = Linear::new(&vz.pp(0), d, h, true, rng)?;
+        let pos = (1..l)
+            .map(|k| PosLinear::new(&vz.pp(k), h, h, false, rng))
+            .collect::<Result<Vec<_>>>()?;
+        let pos_out = PosLinear::new(&vz.pp(l), h, 1, false, rng)?;
+        let lins = (1..l)
+            .map(|k| Linear::new(&vx.pp(k - 1), d, h, true, rng))
+            .collect::<Result<Vec<_>>>()?;
+        let lin_out = Linear::new(&vx.pp(l - 1), d, 1, false, rng)?;
+        let hidden = pos
+            .into_iter()
+            .zip(lins)
+            .map(|(pos, lin)| ChainLayer {
+                pos,
+                lin,
                 actnorm: None,
-                act,
-                width: h,
-            });
-        }
-        groups.push(GroupSpec {
-            inputs: vec![l - 1],
-            pos: Some(PosLinear::new(&vz.pp(l), h, 1, false, rng)?),
-            lin: None,
+            })
+            .collect();
+        let output = ChainLayer {
+            pos: pos_out,
+            lin: lin_out,
             actnorm: None,
-            act: GroupAct::Identity,
-            width: 1,
-        });
-        for k in 1..l {
-            groups[k].lin = Some(Linear::new(&vx.pp(k - 1), d, h, true, rng)?);
-        }
-        groups[l].lin = Some(Linear::new(&vx.pp(l - 1), d, 1, false, rng)?);
+        };
+        let groups = chain_groups((w0, None, act), hidden, act, output, false);
         Ok(Self {
             net: Network::new(&vb, groups, d)?,
             config: config.clone(),

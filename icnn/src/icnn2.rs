@@ -5,10 +5,10 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::activation::{Activation, ActivationKind};
-use crate::common::{check_positive, impl_unconditional};
+use crate::common::{ChainLayer, chain_groups, check_positive, impl_unconditional};
 use crate::error::Result;
 use crate::layers::{ActNorm, Linear, PosLinear};
-use crate::network::{GroupAct, GroupSpec, Network};
+use crate::network::{GroupAct, Network};
 
 /// Configuration of [`Icnn2`] (reference `ICNN2(dim, dimh, num_hidden_layers, symm_act_first,
 /// softplus_type, zero_softplus)`). Defaults are `train_tabular.py`'s: width 64, depth 10,
@@ -92,46 +92,44 @@ impl Icnn2 {
         check_positive("depth", l)?;
         let act = Activation::new(config.activation).with_zero_shift(config.zero_shift);
         let first = act.with_symmetric(config.symm_act_first);
-        let vz = vb.pp("Wzs");
-        let vx = vb.pp("Wxs");
-        let va = vb.pp("actnorms");
-        let mut groups = Vec::with_capacity(l + 1);
-        groups.push(GroupSpec {
-            inputs: vec![],
-            pos: None,
-            lin: Some(Linear::new(&vz.pp(0), d, h, true, rng)?),
-            actnorm: None,
-            act: GroupAct::Nonlinear(first),
-            width: h,
-        });
-        for k in 1..l {
-            groups.push(GroupSpec {
-                inputs: vec![k - 1],
-                pos: Some(PosLinear::new(&vz.pp(k), h, h, true, rng)?),
-                lin: None,
-                actnorm: None,
-                act: GroupAct::Nonlinear(act),
-                width: h,
-            });
-        }
-        groups.push(GroupSpec {
-            inputs: vec![l - 1],
-            pos: Some(PosLinear::new(&vz.pp(l), h, 1, false, rng)?),
-            lin: None,
-            actnorm: None,
-            act: GroupAct::Identity,
-            width: 1,
-        });
+        let (vz, vx, va) = (vb.pp("Wzs"), vb.pp("Wxs"), vb.pp("actnorms"));
         // Same creation order as the reference module: Wzs, Wxs, actnorm0, actnorms.
-        for k in 1..l {
-            groups[k].lin = Some(Linear::new(&vx.pp(k - 1), d, h, true, rng)?);
-        }
-        groups[l].lin = Some(Linear::new(&vx.pp(l - 1), d, 1, false, rng)?);
-        groups[0].actnorm = Some(ActNorm::new(&vb.pp("actnorm0"), h)?);
-        for k in 1..l {
-            groups[k].actnorm = Some(ActNorm::new(&va.pp(k - 1), h)?);
-        }
-        groups[l].actnorm = Some(ActNorm::new(&va.pp(l - 1), 1)?);
+        let w0 = Linear::new(&vz.pp(0), d, h, true, rng)?;
+        let pos = (1..l)
+            .map(|k| PosLinear::new(&vz.pp(k), h, h, true, rng))
+            .collect::<Result<Vec<_>>>()?;
+        let pos_out = PosLinear::new(&vz.pp(l), h, 1, false, rng)?;
+        let lins = (1..l)
+            .map(|k| Linear::new(&vx.pp(k - 1), d, h, true, rng))
+            .collect::<Result<Vec<_>>>()?;
+        let lin_out = Linear::new(&vx.pp(l - 1), d, 1, false, rng)?;
+        let an0 = ActNorm::new(&vb.pp("actnorm0"), h)?;
+        let ans = (1..l)
+            .map(|k| ActNorm::new(&va.pp(k - 1), h))
+            .collect::<Result<Vec<_>>>()?;
+        let an_out = ActNorm::new(&va.pp(l - 1), 1)?;
+        let hidden = pos
+            .into_iter()
+            .zip(lins)
+            .zip(ans)
+            .map(|((pos, lin), an)| ChainLayer {
+                pos,
+                lin,
+                actnorm: Some(an),
+            })
+            .collect();
+        let output = ChainLayer {
+            pos: pos_out,
+            lin: lin_out,
+            actnorm: Some(an_out),
+        };
+        let groups = chain_groups(
+            (w0, Some(an0), GroupAct::Nonlinear(first)),
+            hidden,
+            GroupAct::Nonlinear(act),
+            output,
+            false,
+        );
         Ok(Self {
             net: Network::new(&vb, groups, d)?,
             config: config.clone(),

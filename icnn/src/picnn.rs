@@ -7,11 +7,11 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::activation::{Activation, ActivationKind, softplus};
-use crate::common::check_positive;
+use crate::common::{ChainLayer, chain_groups, check_positive};
 use crate::error::{IcnnError, Result};
 use crate::layers::{ActNorm, Linear, PosLinear};
 use crate::linearization::Linearization;
-use crate::network::{GroupAct, GroupContext, GroupSpec, Network};
+use crate::network::{GroupAct, GroupContext, Network};
 use crate::traits::ConditionalConvexPotential;
 
 /// Configuration of [`Picnn`] (reference `PICNN(dim, dimh, dimc, num_hidden_layers,
@@ -103,37 +103,15 @@ impl Picnn {
         let act = Activation::new(config.activation).with_zero_shift(config.zero_shift);
         let first = act.with_symmetric(config.symm_act_first);
         let (vz, vx, va) = (vb.pp("Wzs"), vb.pp("Wxs"), vb.pp("actnorms"));
-        let mut groups = Vec::with_capacity(l + 1);
-        groups.push(GroupSpec {
-            inputs: vec![],
-            pos: None,
-            lin: Some(Linear::new(&vz.pp(0), d, h, true, rng)?),
-            actnorm: None,
-            act: GroupAct::Nonlinear(first),
-            width: h,
-        });
-        for k in 1..l {
-            groups.push(GroupSpec {
-                inputs: vec![k - 1],
-                pos: Some(PosLinear::new(&vz.pp(k), h, h, true, rng)?),
-                lin: None,
-                actnorm: None,
-                act: GroupAct::Nonlinear(act),
-                width: h,
-            });
-        }
-        groups.push(GroupSpec {
-            inputs: vec![l - 1],
-            pos: Some(PosLinear::new(&vz.pp(l), h, 1, false, rng)?),
-            lin: None,
-            actnorm: None,
-            act: GroupAct::Identity,
-            width: 1,
-        });
-        for k in 1..l {
-            groups[k].lin = Some(Linear::new(&vx.pp(k - 1), d, h, true, rng)?);
-        }
-        groups[l].lin = Some(Linear::new(&vx.pp(l - 1), d, 1, false, rng)?);
+        let w0 = Linear::new(&vz.pp(0), d, h, true, rng)?;
+        let pos = (1..l)
+            .map(|k| PosLinear::new(&vz.pp(k), h, h, true, rng))
+            .collect::<Result<Vec<_>>>()?;
+        let pos_out = PosLinear::new(&vz.pp(l), h, 1, false, rng)?;
+        let lins = (1..l)
+            .map(|k| Linear::new(&vx.pp(k - 1), d, h, true, rng))
+            .collect::<Result<Vec<_>>>()?;
+        let lin_out = Linear::new(&vx.pp(l - 1), d, 1, false, rng)?;
         let wc = Linear::new(&vb.pp("Wcs").pp(0), dc, h, true, rng)?;
         let wcz = (0..l)
             .map(|k| Linear::new_zeros(&vb.pp("Wczs").pp(k), h, h))
@@ -144,11 +122,33 @@ impl Picnn {
         let wcc = (0..l.saturating_sub(1))
             .map(|k| Linear::new(&vb.pp("Wccs").pp(k), h, h, true, rng))
             .collect::<Result<Vec<_>>>()?;
-        groups[0].actnorm = Some(ActNorm::new(&vb.pp("actnorm0"), h)?);
-        for k in 1..l {
-            groups[k].actnorm = Some(ActNorm::new(&va.pp(k - 1), h)?);
-        }
-        groups[l].actnorm = Some(ActNorm::new(&va.pp(l - 1), 1)?);
+        let an0 = ActNorm::new(&vb.pp("actnorm0"), h)?;
+        let ans = (1..l)
+            .map(|k| ActNorm::new(&va.pp(k - 1), h))
+            .collect::<Result<Vec<_>>>()?;
+        let an_out = ActNorm::new(&va.pp(l - 1), 1)?;
+        let hidden = pos
+            .into_iter()
+            .zip(lins)
+            .zip(ans)
+            .map(|((pos, lin), an)| ChainLayer {
+                pos,
+                lin,
+                actnorm: Some(an),
+            })
+            .collect();
+        let output = ChainLayer {
+            pos: pos_out,
+            lin: lin_out,
+            actnorm: Some(an_out),
+        };
+        let groups = chain_groups(
+            (w0, Some(an0), GroupAct::Nonlinear(first)),
+            hidden,
+            GroupAct::Nonlinear(act),
+            output,
+            false,
+        );
         let actnorm_c = ActNorm::new(&vb.pp("actnormc"), h)?;
         Ok(Self {
             net: Network::new(&vb, groups, d)?,

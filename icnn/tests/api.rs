@@ -218,7 +218,8 @@ fn activations_values_and_derivatives() {
     let sp = |t: f64| if t > 30.0 { t } else { t.exp().ln_1p() };
     let erf_cdf = |t: f64| 0.5 * statrs::function::erf::erfc(-t / std::f64::consts::SQRT_2);
     let pdf = |t: f64| (-0.5 * t * t).exp() / (2.0 * std::f64::consts::PI).sqrt();
-    let cases: Vec<(Activation, Box<dyn Fn(f64) -> [f64; 3]>)> = vec![
+    type Exact = Box<dyn Fn(f64) -> [f64; 3]>;
+    let cases: Vec<(Activation, Exact)> = vec![
         (
             Activation::new(ActivationKind::Softplus),
             Box::new(move |t| [sp(t), sig(t), sig(t) * (1.0 - sig(t))]),

@@ -83,9 +83,12 @@ fn slq_within_one_percent_for_spread_spectrum() {
     }
 }
 
-/// Fewer Lanczos steps: with m = 12 the Gauss quadrature of `vᵀ log(H) v` is already accurate
-/// for this spectrum (log is analytic on [10, 1e4]); per probe, the quadrature and the exact
-/// quadratic form agree to 1e-3 relative. Also checks `slq_logdet_from_lanczos` on its own.
+/// Fewer Lanczos steps: the Gauss quadrature of `vᵀ log(H) v` converges quickly in m
+/// (log is analytic on the spectrum [10, 1e4]). Per probe, the relative error against the exact
+/// quadratic form decreases from m = 6 (measured 2–6 %) to m = 12 (0.3–1 %) to m = 24
+/// (3e-5–8e-5); asserted: monotone decrease and < 1e-3 at m = 24. (The reference's m = 10 thus
+/// carries a ~1 % quadrature bias on spectra spread over three decades.) Also exercises
+/// `slq_logdet_from_lanczos` on its own.
 #[test]
 fn slq_quadrature_converges_in_few_steps() {
     let mut r = rng(44);
@@ -97,12 +100,24 @@ fn slq_quadrature_converges_in_few_steps() {
     let op = DenseFaerOperator::new(vec![h; 4]).unwrap();
     let v: Vec<f64> = logdet::rademacher_probes(&mut r, 4, d);
     let vb = Mat::<f64>::from_fn(d, 4, |i, j| v[j * d + i]);
-    let res = lanczos(&op, &vb, &LanczosParams::default().with_steps(12)).unwrap();
-    let quad = slq_logdet_from_lanczos(&res, 1e-8).unwrap();
+    let errs: Vec<Vec<f64>> = [6usize, 12, 24]
+        .iter()
+        .map(|&m| {
+            let res = lanczos(&op, &vb, &LanczosParams::default().with_steps(m)).unwrap();
+            let quad = slq_logdet_from_lanczos(&res, 1e-8).unwrap();
+            (0..4)
+                .map(|j| {
+                    let vj = &v[j * d..(j + 1) * d];
+                    let exact: f64 =
+                        (0..d).map(|a| (0..d).map(|c| vj[a] * log_h[(a, c)] * vj[c]).sum::<f64>()).sum();
+                    (quad[j] - exact).abs() / exact.abs()
+                })
+                .collect()
+        })
+        .collect();
     for j in 0..4 {
-        let vj = &v[j * d..(j + 1) * d];
-        let exact: f64 = (0..d).map(|a| (0..d).map(|c| vj[a] * log_h[(a, c)] * vj[c]).sum::<f64>()).sum();
-        assert!((quad[j] - exact).abs() < 1e-3 * exact.abs(), "{} vs {exact}", quad[j]);
+        assert!(errs[0][j] > errs[1][j] && errs[1][j] > errs[2][j], "{errs:?}");
+        assert!(errs[2][j] < 1e-3, "{errs:?}");
     }
 }
 
