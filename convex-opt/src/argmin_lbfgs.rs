@@ -1,10 +1,12 @@
 //! argmin's L-BFGS (with a Moré–Thuente strong-Wolfe line search) on nalgebra vectors, stopped
 //! on the ∞-norm of the gradient.
 
+use std::cell::Cell;
+
 use argmin::core::{
     CostFunction, Executor, Gradient, IterState, KV, Problem, Solver, State, TerminationReason, TerminationStatus,
 };
-use argmin::solver::linesearch::MoreThuenteLineSearch;
+use argmin::solver::linesearch::{HagerZhangLineSearch, MoreThuenteLineSearch};
 use argmin::solver::quasinewton::LBFGS;
 use argmin::core::ArgminFloat;
 use argmin_math::ArgminZero;
@@ -12,8 +14,24 @@ use nalgebra::{DVector, RealField};
 
 use crate::ConvexOptError;
 
-/// Parameters of [`minimize_lbfgs`]. Defaults mirror PyTorch's `LBFGS` as used by the
-/// reference implementation: history 100, strong Wolfe with `c₁ = 1e-4`, `c₂ = 0.9`.
+/// The line search used by argmin's L-BFGS.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LineSearch {
+    /// Moré–Thuente: the strong Wolfe conditions, like PyTorch's `line_search_fn="strong_wolfe"`
+    /// used by the reference implementation. Its sufficient-decrease test compares function
+    /// values, so it stalls once the decrease falls below their rounding error.
+    MoreThuente,
+    /// Hager–Zhang (the default): switches to the approximate Wolfe conditions
+    /// (derivative-based) when the function value stops resolving the decrease, so it reaches
+    /// smaller gradients.
+    #[default]
+    HagerZhang,
+}
+
+/// Parameters of [`minimize_lbfgs`]. Defaults follow PyTorch's `LBFGS` as used by the
+/// reference implementation (history 100, Wolfe constants `c₁ = 1e-4`, `c₂ = 0.9`) except the
+/// line search: Hager–Zhang's approximate Wolfe search instead of the strong Wolfe
+/// (Moré–Thuente) one, which stalls at the rounding level of the cost (see [`LineSearch`]).
 #[derive(Clone, Copy, Debug)]
 #[non_exhaustive]
 pub struct LbfgsParams {
@@ -30,11 +48,16 @@ pub struct LbfgsParams {
     pub cost_tolerance: f64,
     /// Iteration limit (default 1000).
     pub max_iterations: u64,
+    /// Gradient-evaluation budget, checked between iterations; `None` (default): PyTorch's
+    /// `max_eval = 1.25·max_iter`.
+    pub max_evaluations: Option<u64>,
+    /// Line search (default Hager–Zhang; `c1`/`c2` are its `δ`/`σ` and need `c1 < 0.5`).
+    pub line_search: LineSearch,
 }
 
 impl Default for LbfgsParams {
     fn default() -> Self {
-        Self { history: 100, c1: 1e-4, c2: 0.9, gradient_tolerance: 1e-9, cost_tolerance: 0.0, max_iterations: 1000 }
+        Self { history: 100, c1: 1e-4, c2: 0.9, gradient_tolerance: 1e-9, cost_tolerance: 0.0, max_iterations: 1000, max_evaluations: None, line_search: LineSearch::HagerZhang }
     }
 }
 
@@ -65,6 +88,16 @@ impl LbfgsParams {
         self.max_iterations = n;
         self
     }
+    /// Sets the gradient-evaluation budget.
+    pub fn with_max_evaluations(mut self, n: u64) -> Self {
+        self.max_evaluations = Some(n);
+        self
+    }
+    /// Sets the line search.
+    pub fn with_line_search(mut self, line_search: LineSearch) -> Self {
+        self.line_search = line_search;
+        self
+    }
 }
 
 /// Outcome of [`minimize_lbfgs`].
@@ -83,6 +116,8 @@ pub struct MinimizeResult<F: RealField + Copy> {
     pub converged: bool,
     /// Iterations performed.
     pub iterations: u64,
+    /// Gradient evaluations performed (line-search trials included).
+    pub gradient_evaluations: u64,
     /// Why argmin stopped (e.g. "Solver converged", "Maximum number of iterations reached", or
     /// a line-search failure).
     pub termination: String,
@@ -90,13 +125,17 @@ pub struct MinimizeResult<F: RealField + Copy> {
 
 /// Lends a problem to argmin by reference, so that it is still usable after the run (argmin's
 /// L-BFGS drops the problem when its line search fails).
-struct ByRef<'a, O>(&'a O);
+/// It also counts gradient evaluations (every line-search trial evaluates the gradient).
+struct ByRef<'a, O> {
+    problem: &'a O,
+    gradient_evaluations: &'a Cell<u64>,
+}
 
 impl<O: CostFunction<Output: ArgminFloat>> CostFunction for ByRef<'_, O> {
     type Param = O::Param;
     type Output = O::Output;
     fn cost(&self, x: &O::Param) -> Result<O::Output, argmin::core::Error> {
-        let c = self.0.cost(x)?;
+        let c = self.problem.cost(x)?;
         // A non-finite trial value would send the Moré–Thuente search into an endless loop;
         // as an error it ends the line search, and L-BFGS stops with the last good iterate.
         // `c − c` is 0 for finite `c` and NaN for ±∞ and NaN.
@@ -111,14 +150,19 @@ impl<O: Gradient> Gradient for ByRef<'_, O> {
     type Param = O::Param;
     type Gradient = O::Gradient;
     fn gradient(&self, x: &O::Param) -> Result<O::Gradient, argmin::core::Error> {
-        self.0.gradient(x)
+        self.gradient_evaluations.set(self.gradient_evaluations.get() + 1);
+        self.problem.gradient(x)
     }
 }
 
-/// Stops an inner solver when the ∞-norm of the gradient in the state is small enough.
-struct GradInfNormStop<S> {
+/// Stops an inner solver when the ∞-norm of the gradient in the state is small enough, or when
+/// the evaluation budget is spent (checked between iterations: argmin's line searches have no
+/// evaluation limit of their own).
+struct GradInfNormStop<'a, S> {
     inner: S,
     tol: f64,
+    gradient_evaluations: &'a Cell<u64>,
+    max_evaluations: u64,
 }
 
 type VecState<F> = IterState<DVector<F>, DVector<F>, (), (), (), F>;
@@ -129,7 +173,7 @@ fn inf_norm<F: RealField + Copy>(v: &DVector<F>) -> f64 {
     nalgebra::try_convert::<F, f64>(m).unwrap_or(f64::NAN)
 }
 
-impl<O, S, F> Solver<O, VecState<F>> for GradInfNormStop<S>
+impl<O, S, F> Solver<O, VecState<F>> for GradInfNormStop<'_, S>
 where
     S: Solver<O, VecState<F>>,
     F: ArgminFloat + RealField + Copy,
@@ -156,6 +200,9 @@ where
         {
             return TerminationStatus::Terminated(TerminationReason::SolverConverged);
         }
+        if self.gradient_evaluations.get() >= self.max_evaluations {
+            return TerminationStatus::Terminated(TerminationReason::SolverExit("evaluation budget spent".into()));
+        }
         self.inner.terminate(state)
     }
 }
@@ -164,8 +211,8 @@ fn to_float<F: ArgminFloat>(v: f64, what: &str) -> Result<F, ConvexOptError> {
     F::from_f64(v).ok_or_else(|| ConvexOptError::InvalidParameter(format!("{what} = {v} is not representable")))
 }
 
-/// Minimises a smooth function with argmin's L-BFGS and a Moré–Thuente line search (strong
-/// Wolfe conditions), stopping when `‖∇f(x)‖∞ ≤ gradient_tolerance`.
+/// Minimises a smooth function with argmin's L-BFGS (Hager–Zhang or Moré–Thuente line search,
+/// see [`LineSearch`]), stopping when `‖∇f(x)‖∞ ≤ gradient_tolerance`.
 ///
 /// `problem` (borrowed) implements argmin's [`CostFunction`] and [`Gradient`] on `DVector<F>`
 /// (`F` = `f32` or `f64`). Not converging within the iteration limit, or a line-search failure
@@ -212,21 +259,45 @@ where
     if !x0.iter().all(|v| v.is_finite()) {
         return Err(ConvexOptError::NonFinite("initial point x0"));
     }
-    let line_search: MoreThuenteLineSearch<DVector<F>, DVector<F>, F> = MoreThuenteLineSearch::new()
-        .with_c(to_float(params.c1, "c1")?, to_float(params.c2, "c2")?)
-        .map_err(ConvexOptError::from_argmin)?;
-    let lbfgs = LBFGS::new(line_search, params.history)
-        .with_tolerance_grad(<F as ArgminZero>::zero())
-        .map_err(ConvexOptError::from_argmin)?
-        .with_tolerance_cost(to_float(params.cost_tolerance, "cost_tolerance")?)
-        .map_err(ConvexOptError::from_argmin)?;
-    let solver = GradInfNormStop { inner: lbfgs, tol: params.gradient_tolerance };
-    let res = Executor::new(ByRef(problem), solver)
-        .configure(|state| state.param(x0).max_iters(params.max_iterations))
-        .timer(false)
-        .run()
-        .map_err(ConvexOptError::from_argmin)?;
-    let mut state = res.state;
+    let (c1, c2) = (to_float::<F>(params.c1, "c1")?, to_float::<F>(params.c2, "c2")?);
+    let cost_tol = to_float::<F>(params.cost_tolerance, "cost_tolerance")?;
+    let evaluations = Cell::new(0u64);
+    let max_evaluations = params.max_evaluations.unwrap_or_else(|| params.max_iterations.saturating_mul(5) / 4);
+    // argmin's L-BFGS bounds its line search by a private type, so each line search gets its
+    // own (identical) concrete code path.
+    macro_rules! run_with {
+        ($line_search:expr) => {{
+            let lbfgs = LBFGS::new($line_search, params.history)
+                .with_tolerance_grad(<F as ArgminZero>::zero())
+                .map_err(ConvexOptError::from_argmin)?
+                .with_tolerance_cost(cost_tol)
+                .map_err(ConvexOptError::from_argmin)?;
+            let solver = GradInfNormStop {
+                inner: lbfgs,
+                tol: params.gradient_tolerance,
+                gradient_evaluations: &evaluations,
+                max_evaluations,
+            };
+            Executor::new(ByRef { problem, gradient_evaluations: &evaluations }, solver)
+                .configure(|state| state.param(x0).max_iters(params.max_iterations))
+                .timer(false)
+                .run()
+                .map_err(ConvexOptError::from_argmin)?
+                .state
+        }};
+    }
+    let mut state = match params.line_search {
+        LineSearch::MoreThuente => {
+            let ls: MoreThuenteLineSearch<DVector<F>, DVector<F>, F> =
+                MoreThuenteLineSearch::new().with_c(c1, c2).map_err(ConvexOptError::from_argmin)?;
+            run_with!(ls)
+        }
+        LineSearch::HagerZhang => {
+            let ls: HagerZhangLineSearch<DVector<F>, DVector<F>, F> =
+                HagerZhangLineSearch::new().with_delta_sigma(c1, c2).map_err(ConvexOptError::from_argmin)?;
+            run_with!(ls)
+        }
+    };
     let termination = state.get_termination_reason().map_or_else(|| "unknown".to_string(), |r| r.text().to_string());
     let iterations = state.get_iter();
     // After a line-search failure argmin's L-BFGS leaves the state without parameter and
@@ -256,6 +327,7 @@ where
         gradient_inf,
         converged: gradient_inf <= params.gradient_tolerance,
         iterations,
+        gradient_evaluations: evaluations.get(),
         termination,
     })
 }

@@ -9,11 +9,14 @@ use argmin_math::ArgminZero;
 use nalgebra::{DVector, RealField};
 
 use crate::batch::{Collector, RowStatus, setup};
-use crate::{BatchedPotential, ConvexOptError, InversionOptions, InversionResult, LbfgsParams, SolverStats, minimize_lbfgs};
+use crate::{BatchedPotential, ConvexOptError, InversionOptions, InversionResult, LbfgsParams, LineSearch, SolverStats, minimize_lbfgs};
 
 /// Parameters of [`invert_lbfgs_flat`]. Defaults follow the reference implementation
-/// (PyTorch `LBFGS`: history 100, strong Wolfe with `c₁ = 1e-4`, `c₂ = 0.9`), except the
-/// loss-change stop, which is off by default (the reference's `1e-12` can be restored with
+/// (PyTorch `LBFGS`: history 100, Wolfe constants `c₁ = 1e-4`, `c₂ = 0.9`) with two
+/// exceptions: the line search is Hager–Zhang's instead of the strong Wolfe (Moré–Thuente) one,
+/// which stalls at the rounding level of the summed loss (in f64 around `1e-7` on small ICNN
+/// problems; select it with [`FlatLbfgsParams::with_line_search`] to reproduce the reference),
+/// and the loss-change stop is off (the reference's `1e-12` can be restored with
 /// [`FlatLbfgsParams::with_cost_tolerance`]).
 #[derive(Clone, Copy, Debug)]
 #[non_exhaustive]
@@ -26,11 +29,14 @@ pub struct FlatLbfgsParams {
     pub c2: f64,
     /// Stop when the total loss changes by less than this (default 0: off).
     pub cost_tolerance: f64,
+    /// Line search (default Hager–Zhang; [`LineSearch::MoreThuente`] is the reference's strong
+    /// Wolfe search, which stalls earlier).
+    pub line_search: LineSearch,
 }
 
 impl Default for FlatLbfgsParams {
     fn default() -> Self {
-        Self { history: 100, c1: 1e-4, c2: 0.9, cost_tolerance: 0.0 }
+        Self { history: 100, c1: 1e-4, c2: 0.9, cost_tolerance: 0.0, line_search: LineSearch::HagerZhang }
     }
 }
 
@@ -51,6 +57,12 @@ impl FlatLbfgsParams {
         self.cost_tolerance = tol;
         self
     }
+    /// Sets the line search ([`LineSearch::MoreThuente`] reproduces the reference's strong
+    /// Wolfe search).
+    pub fn with_line_search(mut self, line_search: LineSearch) -> Self {
+        self.line_search = line_search;
+        self
+    }
 }
 
 /// `Σ_i Φ(x_i) − x_iᵀy_i` as one argmin problem over the flattened batch (sample-major), with
@@ -63,19 +75,13 @@ struct FlatProblem<'a, P: ?Sized, F: RealField + Copy> {
     d: usize,
     cache: RefCell<Option<(DVector<F>, F, DVector<F>)>>,
     evaluations: &'a Cell<usize>,
-    /// Evaluation budget (PyTorch's `max_eval = 1.25·max_iter`): argmin's line search has no
-    /// evaluation limit of its own.
-    max_evaluations: usize,
-    /// Set once the budget stop has been raised: argmin then ends the run, and evaluations for
-    /// the final report are allowed.
-    budget_stop_raised: Cell<bool>,
     /// The first error of the potential; argmin turns errors inside its line search into a
     /// termination reason, so they are kept here and returned after the run.
     failure: &'a RefCell<Option<ConvexOptError>>,
 }
 
-/// A soft stop raised inside argmin's line search (budget exhausted, non-finite trial point):
-/// it ends the run, which is then reported per sample.
+/// A soft stop raised inside argmin's line search (non-finite trial point): it ends the run,
+/// which is then reported per sample.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 struct SoftStop(&'static str);
@@ -108,14 +114,9 @@ where
         Ok((cost, g))
     }
 
-    /// `evaluate` for argmin: enforces the evaluation budget, turns non-finite trial points
-    /// into a soft stop, and records hard errors.
+    /// `evaluate` for argmin: turns non-finite trial points into a soft stop and records hard
+    /// errors.
     fn guarded(&self, x: &DVector<F>) -> Result<(F, DVector<F>), argmin::core::Error> {
-        let cached = self.cache.borrow().as_ref().is_some_and(|(cx, _, _)| cx == x);
-        if !cached && !self.budget_stop_raised.get() && self.evaluations.get() >= self.max_evaluations {
-            self.budget_stop_raised.set(true);
-            return Err(argmin::core::Error::new(SoftStop("evaluation budget exhausted")));
-        }
         match self.evaluate(x) {
             Ok((c, g)) => {
                 let finite = nalgebra::try_convert::<F, f64>(c).is_some_and(f64::is_finite)
@@ -162,8 +163,8 @@ where
 }
 
 /// Solves `∇Φ(x_i) = y_i` the way the reference implementation does: the batch is flattened
-/// into one variable and `Σ_i Φ(x_i) − x_iᵀy_i` is minimised by argmin's L-BFGS with a
-/// Moré–Thuente strong-Wolfe line search, so curvature pairs, step lengths and the stopping
+/// into one variable and `Σ_i Φ(x_i) − x_iᵀy_i` is minimised by argmin's L-BFGS (see
+/// [`FlatLbfgsParams`] for the line search), so curvature pairs, step lengths and the stopping
 /// test are shared by all samples. Each evaluation copies the iterate to a tensor and the
 /// gradient back to the host, in the dtype of `y` (the argmin state is `DVector<f32>` or
 /// `DVector<f64>`).
@@ -227,8 +228,6 @@ where
         d,
         cache: RefCell::new(None),
         evaluations: &evaluations,
-        max_evaluations: setup.max_iterations.saturating_mul(5) / 4 + 1,
-        budget_stop_raised: Cell::new(false),
         failure: &failure,
     };
     // Fail early, like the batched solvers, on a non-finite start.
@@ -242,7 +241,8 @@ where
         .with_wolfe(params.c1, params.c2)
         .with_gradient_tolerance(gtol)
         .with_cost_tolerance(params.cost_tolerance)
-        .with_max_iterations(setup.max_iterations as u64);
+        .with_max_iterations(setup.max_iterations as u64)
+        .with_line_search(params.line_search);
     let res = minimize_lbfgs(&problem, x0, &lbfgs);
     if let Some(e) = failure.borrow_mut().take() {
         return Err(e);

@@ -35,7 +35,7 @@ mod potential;
 mod quadratic;
 mod wolfe;
 
-pub use argmin_lbfgs::{LbfgsParams, MinimizeResult, minimize_lbfgs};
+pub use argmin_lbfgs::{LbfgsParams, LineSearch, MinimizeResult, minimize_lbfgs};
 pub use batched_lbfgs::{BatchedLbfgsParams, invert_lbfgs_batched};
 pub use error::ConvexOptError;
 pub use flat_lbfgs::{FlatLbfgsParams, invert_lbfgs_flat};

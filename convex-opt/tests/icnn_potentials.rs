@@ -6,7 +6,7 @@ use candle_core::{DType, Tensor};
 use common::{IcnnPotential, icnn2_potential, icnn3_potential, max_abs_diff, normal_batch, residuals};
 use convex_opt::{
     BatchedLbfgsParams, BatchedPotential, FlatLbfgsParams, InversionOptions, InversionResult, NewtonCgParams,
-    invert_lbfgs_batched, invert_lbfgs_flat, invert_newton_cg,
+    LineSearch, invert_lbfgs_batched, invert_lbfgs_flat, invert_newton_cg,
 };
 use icnn::ConvexPotential;
 
@@ -35,6 +35,9 @@ fn assert_honest<P: BatchedPotential>(name: &str, pot: &P, y: &Tensor, res: &Inv
 fn check_accurate_and_agreeing<N: ConvexPotential>(pot: &IcnnPotential<N>, n: usize, d: usize, seed: u64) {
     let y = (normal_batch(n, d, DType::F64, seed) * 1.5).unwrap();
     let results = run_all(pot, &y, &InversionOptions::default());
+    for (name, res) in &results {
+        eprintln!("{name}: max {:e} failed {} iters {}", res.max_residual(), res.num_failed(), res.iterations[0]);
+    }
     for (name, res) in &results {
         assert!(res.all_converged(), "{name}: residuals {:?}", res.residual_inf);
         // Acceptance: ‖∇Φ(x) − y‖∞ ≤ 1e-8 on every sample (the default f64 tolerance is 1e-9).
@@ -73,7 +76,10 @@ fn ill_conditioned_icnn_converges_or_is_reported() {
         let pot = icnn2_potential(d, 16, 4, DType::F64, 300, scale, alpha);
         let y = (normal_batch(24, d, DType::F64, 301) * 3.0).unwrap();
         let opts = InversionOptions::default().with_max_iterations(500);
-        for (name, res) in run_all(&pot, &y, &opts) {
+        let mut results = run_all(&pot, &y, &opts);
+        let strong_wolfe = FlatLbfgsParams::default().with_line_search(LineSearch::MoreThuente);
+        results.push(("flat_strong_wolfe", invert_lbfgs_flat(&pot, &y, &opts, &strong_wolfe).unwrap()));
+        for (name, res) in results {
             assert_honest(name, &pot, &y, &res);
             eprintln!(
                 "α={alpha} scale={scale} {name}: {} / {} converged, max residual {:.2e}, iterations ≤ {}",

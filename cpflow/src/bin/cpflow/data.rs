@@ -15,7 +15,7 @@ pub enum DataSource {
     /// A named toy density.
     Toy(Toy),
     /// A density built from an image.
-    Image(Box<ImageDensity>, PathBuf),
+    Image(Box<ImageDensity>),
     /// A `.npy` array of shape (n, d) (or (n,) for d = 1).
     Npy(PathBuf),
     /// A `.csv` file of numbers, one sample per line; an optional header line is skipped.
@@ -44,14 +44,14 @@ impl DataSource {
 
     fn image(path: &Path) -> Result<Self> {
         let d = ImageDensity::from_file(path)?;
-        Ok(DataSource::Image(Box::new(d), path.to_path_buf()))
+        Ok(DataSource::Image(Box::new(d)))
     }
 
     /// The exact log-density of one 2-D point when the source has one in closed form.
     pub fn log_density(&self, row: &[f64]) -> Option<f64> {
         match self {
             DataSource::Toy(t) if row.len() == 2 => t.log_density([row[0], row[1]]),
-            DataSource::Image(d, _) if row.len() == 2 => Some(d.log_density([row[0], row[1]])),
+            DataSource::Image(d) if row.len() == 2 => Some(d.log_density([row[0], row[1]])),
             _ => None,
         }
     }
@@ -102,7 +102,7 @@ pub fn load(section: &DataSection) -> Result<LoadedData> {
             let test = flat(t.sample(section.n_test, &mut rng));
             (2, train, test)
         }
-        DataSource::Image(d, _) => {
+        DataSource::Image(d) => {
             let train = flat(d.sample(section.n_train, &mut rng));
             let test = flat(d.sample(section.n_test, &mut rng));
             (2, train, test)
@@ -134,7 +134,7 @@ pub fn load_all(source: &str, n: usize, seed: u64) -> Result<LoadedData> {
     let flat = |pts: Vec<[f64; 2]>| -> Vec<f64> { pts.into_iter().flatten().collect() };
     let (dim, test) = match &src {
         DataSource::Toy(t) => (2, flat(t.sample(n, &mut rng))),
-        DataSource::Image(d, _) => (2, flat(d.sample(n, &mut rng))),
+        DataSource::Image(d) => (2, flat(d.sample(n, &mut rng))),
         DataSource::Npy(p) => read_npy(p)?,
         DataSource::Csv(p) => read_csv(p)?,
     };
