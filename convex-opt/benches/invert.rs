@@ -26,6 +26,10 @@ fn batch_size() -> usize {
     std::env::var("CONVEX_OPT_BENCH_N").ok().and_then(|s| s.parse().ok()).unwrap_or(1024)
 }
 
+fn env_f64(name: &str, default: f64) -> f64 {
+    std::env::var(name).ok().and_then(|s| s.parse().ok()).unwrap_or(default)
+}
+
 type Run<'a> = Box<dyn Fn() -> InversionResult + 'a>;
 
 fn solvers<'a, P: BatchedPotential>(pot: &'a P, y: &'a Tensor, opts: &'a InversionOptions) -> Vec<(&'static str, Run<'a>)> {
@@ -49,7 +53,9 @@ fn solvers<'a, P: BatchedPotential>(pot: &'a P, y: &'a Tensor, opts: &'a Inversi
 fn bench_dtype(c: &mut Criterion, dtype: DType, name: &str) {
     let n = batch_size();
     // A CP-Flow block at initialisation: softplus(0) = ln 2 times the ICNN, α = softplus(ln(e−1)) = 1.
-    let pot = icnn2_potential(D, 64, 10, dtype, 7, std::f64::consts::LN_2, 1.0);
+    let scale = env_f64("CONVEX_OPT_BENCH_SCALE", std::f64::consts::LN_2);
+    let alpha = env_f64("CONVEX_OPT_BENCH_ALPHA", 1.0);
+    let pot = icnn2_potential(D, 64, 10, dtype, 7, scale, alpha);
     let y = normal_batch(n, D, dtype, 8);
     // f64: the acceptance tolerance scale (1e-9 absolute); f32: the documented f32 default.
     let opts = InversionOptions::default();
@@ -57,7 +63,11 @@ fn bench_dtype(c: &mut Criterion, dtype: DType, name: &str) {
     let runs = solvers(&pot, &y, &opts);
     let mut flat_time = None;
     eprintln!("\n== {name}: invert {n} points, d = {D}, Icnn2 width 64 depth 10 ==");
-    eprintln!("{:<28} {:>10} {:>12} {:>8} {:>10} {:>10} {:>9}", "solver", "time [s]", "max resid", "failed", "max iters", "grad rows", "speed-up");
+    eprintln!("scale {scale}, alpha {alpha}");
+    eprintln!(
+        "{:<28} {:>9} {:>10} {:>6} {:>9} {:>9} {:>9} {:>8}",
+        "solver", "time [s]", "max resid", "failed", "max iters", "grad rows", "hvp rows", "speed-up"
+    );
     for (label, run) in &runs {
         let t0 = Instant::now();
         let res = run();
@@ -70,13 +80,14 @@ fn bench_dtype(c: &mut Criterion, dtype: DType, name: &str) {
             Some(f) => f / secs,
         };
         eprintln!(
-            "{:<28} {:>10.3} {:>12.3e} {:>8} {:>10} {:>10} {:>8.1}x",
+            "{:<28} {:>9.3} {:>10.2e} {:>6} {:>9} {:>9} {:>9} {:>7.1}x",
             label,
             secs,
             res.max_residual(),
             res.num_failed(),
             res.iterations.iter().max().copied().unwrap_or(0),
             res.stats.gradient_rows,
+            res.stats.hvp_rows,
             speedup
         );
     }

@@ -9,7 +9,7 @@
 use candle_core::{DType, Tensor};
 use serde::{Deserialize, Serialize};
 
-use crate::error::Result;
+use crate::error::{IcnnError, Result};
 use crate::fused::{ActDerivative, ActSpec, ActTriple};
 
 /// Whether the fused CPU kernels handle `x`.
@@ -78,14 +78,16 @@ impl Activation {
 
     /// The first derivative `s'(x)` (elementwise).
     pub fn first_derivative(&self, x: &Tensor) -> Result<Tensor> {
-        let e = self.eval(x, true)?;
-        Ok(e.d1.unwrap_or(e.value))
+        self.eval(x, true)?
+            .d1
+            .ok_or_else(|| IcnnError::InvalidConfig("activation without derivative".into()))
     }
 
     /// The second derivative `s''(x)` (elementwise).
     pub fn second_derivative(&self, x: &Tensor) -> Result<Tensor> {
-        let e = self.eval(x, true)?;
-        Ok(e.d2.unwrap_or(e.value))
+        self.eval(x, true)?
+            .d2
+            .ok_or_else(|| IcnnError::InvalidConfig("activation without derivative".into()))
     }
 
     fn spec(&self) -> ActSpec {
