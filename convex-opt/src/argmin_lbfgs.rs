@@ -3,12 +3,13 @@
 
 use std::cell::Cell;
 
+use argmin::core::ArgminFloat;
 use argmin::core::{
-    CostFunction, Executor, Gradient, IterState, KV, Problem, Solver, State, TerminationReason, TerminationStatus,
+    CostFunction, Executor, Gradient, IterState, KV, Problem, Solver, State, TerminationReason,
+    TerminationStatus,
 };
 use argmin::solver::linesearch::{HagerZhangLineSearch, MoreThuenteLineSearch};
 use argmin::solver::quasinewton::LBFGS;
-use argmin::core::ArgminFloat;
 use argmin_math::ArgminZero;
 use nalgebra::{DVector, RealField};
 
@@ -57,7 +58,16 @@ pub struct LbfgsParams {
 
 impl Default for LbfgsParams {
     fn default() -> Self {
-        Self { history: 100, c1: 1e-4, c2: 0.9, gradient_tolerance: 1e-9, cost_tolerance: 0.0, max_iterations: 1000, max_evaluations: None, line_search: LineSearch::HagerZhang }
+        Self {
+            history: 100,
+            c1: 1e-4,
+            c2: 0.9,
+            gradient_tolerance: 1e-9,
+            cost_tolerance: 0.0,
+            max_iterations: 1000,
+            max_evaluations: None,
+            line_search: LineSearch::HagerZhang,
+        }
     }
 }
 
@@ -142,7 +152,11 @@ impl<O: CostFunction<Output: ArgminFloat>> CostFunction for ByRef<'_, O> {
         let z = c - c;
         #[allow(clippy::eq_op)]
         let finite = z == z;
-        if finite { Ok(c) } else { Err(argmin::core::Error::msg("non-finite cost at a trial point")) }
+        if finite {
+            Ok(c)
+        } else {
+            Err(argmin::core::Error::msg("non-finite cost at a trial point"))
+        }
     }
 }
 
@@ -150,7 +164,8 @@ impl<O: Gradient> Gradient for ByRef<'_, O> {
     type Param = O::Param;
     type Gradient = O::Gradient;
     fn gradient(&self, x: &O::Param) -> Result<O::Gradient, argmin::core::Error> {
-        self.gradient_evaluations.set(self.gradient_evaluations.get() + 1);
+        self.gradient_evaluations
+            .set(self.gradient_evaluations.get() + 1);
         self.problem.gradient(x)
     }
 }
@@ -169,7 +184,13 @@ type VecState<F> = IterState<DVector<F>, DVector<F>, (), (), (), F>;
 
 fn inf_norm<F: RealField + Copy>(v: &DVector<F>) -> f64 {
     // `amax` is a max of absolute values; the conversion to f64 is exact for f32/f64.
-    let m = v.iter().fold(F::zero(), |m, x| if x.abs() > m || !x.is_finite() { x.abs() } else { m });
+    let m = v.iter().fold(F::zero(), |m, x| {
+        if x.abs() > m || !x.is_finite() {
+            x.abs()
+        } else {
+            m
+        }
+    });
     nalgebra::try_convert::<F, f64>(m).unwrap_or(f64::NAN)
 }
 
@@ -182,7 +203,11 @@ where
         self.inner.name()
     }
 
-    fn init(&mut self, problem: &mut Problem<O>, state: VecState<F>) -> Result<(VecState<F>, Option<KV>), argmin::core::Error> {
+    fn init(
+        &mut self,
+        problem: &mut Problem<O>,
+        state: VecState<F>,
+    ) -> Result<(VecState<F>, Option<KV>), argmin::core::Error> {
         self.inner.init(problem, state)
     }
 
@@ -201,14 +226,18 @@ where
             return TerminationStatus::Terminated(TerminationReason::SolverConverged);
         }
         if self.gradient_evaluations.get() >= self.max_evaluations {
-            return TerminationStatus::Terminated(TerminationReason::SolverExit("evaluation budget spent".into()));
+            return TerminationStatus::Terminated(TerminationReason::SolverExit(
+                "evaluation budget spent".into(),
+            ));
         }
         self.inner.terminate(state)
     }
 }
 
 fn to_float<F: ArgminFloat>(v: f64, what: &str) -> Result<F, ConvexOptError> {
-    F::from_f64(v).ok_or_else(|| ConvexOptError::InvalidParameter(format!("{what} = {v} is not representable")))
+    F::from_f64(v).ok_or_else(|| {
+        ConvexOptError::InvalidParameter(format!("{what} = {v} is not representable"))
+    })
 }
 
 /// Minimises a smooth function with argmin's L-BFGS (Hager–Zhang or Moré–Thuente line search,
@@ -244,9 +273,14 @@ fn to_float<F: ArgminFloat>(v: f64, what: &str) -> Result<F, ConvexOptError> {
 /// assert!(res.converged && res.gradient_inf <= 1e-10);
 /// # Ok::<(), convex_opt::ConvexOptError>(())
 /// ```
-pub fn minimize_lbfgs<O, F>(problem: &O, x0: DVector<F>, params: &LbfgsParams) -> Result<MinimizeResult<F>, ConvexOptError>
+pub fn minimize_lbfgs<O, F>(
+    problem: &O,
+    x0: DVector<F>,
+    params: &LbfgsParams,
+) -> Result<MinimizeResult<F>, ConvexOptError>
 where
-    O: CostFunction<Param = DVector<F>, Output = F> + Gradient<Param = DVector<F>, Gradient = DVector<F>>,
+    O: CostFunction<Param = DVector<F>, Output = F>
+        + Gradient<Param = DVector<F>, Gradient = DVector<F>>,
     F: ArgminFloat + ArgminZero + RealField + Copy,
 {
     if params.history == 0
@@ -254,15 +288,22 @@ where
         || !(params.gradient_tolerance >= 0.0)
         || !(params.cost_tolerance >= 0.0)
     {
-        return Err(ConvexOptError::InvalidParameter(format!("LbfgsParams: {params:?}")));
+        return Err(ConvexOptError::InvalidParameter(format!(
+            "LbfgsParams: {params:?}"
+        )));
     }
     if !x0.iter().all(|v| v.is_finite()) {
         return Err(ConvexOptError::NonFinite("initial point x0"));
     }
-    let (c1, c2) = (to_float::<F>(params.c1, "c1")?, to_float::<F>(params.c2, "c2")?);
+    let (c1, c2) = (
+        to_float::<F>(params.c1, "c1")?,
+        to_float::<F>(params.c2, "c2")?,
+    );
     let cost_tol = to_float::<F>(params.cost_tolerance, "cost_tolerance")?;
     let evaluations = Cell::new(0u64);
-    let max_evaluations = params.max_evaluations.unwrap_or_else(|| params.max_iterations.saturating_mul(5) / 4);
+    let max_evaluations = params
+        .max_evaluations
+        .unwrap_or_else(|| params.max_iterations.saturating_mul(5) / 4);
     // argmin's L-BFGS bounds its line search by a private type, so each line search gets its
     // own (identical) concrete code path.
     macro_rules! run_with {
@@ -278,27 +319,37 @@ where
                 gradient_evaluations: &evaluations,
                 max_evaluations,
             };
-            Executor::new(ByRef { problem, gradient_evaluations: &evaluations }, solver)
-                .configure(|state| state.param(x0).max_iters(params.max_iterations))
-                .timer(false)
-                .run()
-                .map_err(ConvexOptError::from_argmin)?
-                .state
+            Executor::new(
+                ByRef {
+                    problem,
+                    gradient_evaluations: &evaluations,
+                },
+                solver,
+            )
+            .configure(|state| state.param(x0).max_iters(params.max_iterations))
+            .timer(false)
+            .run()
+            .map_err(ConvexOptError::from_argmin)?
+            .state
         }};
     }
     let mut state = match params.line_search {
         LineSearch::MoreThuente => {
-            let ls: MoreThuenteLineSearch<DVector<F>, DVector<F>, F> =
-                MoreThuenteLineSearch::new().with_c(c1, c2).map_err(ConvexOptError::from_argmin)?;
+            let ls: MoreThuenteLineSearch<DVector<F>, DVector<F>, F> = MoreThuenteLineSearch::new()
+                .with_c(c1, c2)
+                .map_err(ConvexOptError::from_argmin)?;
             run_with!(ls)
         }
         LineSearch::HagerZhang => {
-            let ls: HagerZhangLineSearch<DVector<F>, DVector<F>, F> =
-                HagerZhangLineSearch::new().with_delta_sigma(c1, c2).map_err(ConvexOptError::from_argmin)?;
+            let ls: HagerZhangLineSearch<DVector<F>, DVector<F>, F> = HagerZhangLineSearch::new()
+                .with_delta_sigma(c1, c2)
+                .map_err(ConvexOptError::from_argmin)?;
             run_with!(ls)
         }
     };
-    let termination = state.get_termination_reason().map_or_else(|| "unknown".to_string(), |r| r.text().to_string());
+    let termination = state
+        .get_termination_reason()
+        .map_or_else(|| "unknown".to_string(), |r| r.text().to_string());
     let iterations = state.get_iter();
     // After a line-search failure argmin's L-BFGS leaves the state without parameter and
     // gradient; the best parameter (the last accepted iterate: costs decrease monotonically)

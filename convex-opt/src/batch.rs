@@ -27,14 +27,19 @@ pub(crate) fn row_inf_norms(a: &Tensor) -> Result<Vec<f64>, ConvexOptError> {
 
 /// A `(k, 1)` column with the dtype and device of `like`.
 pub(crate) fn column(values: &[f64], like: &Tensor) -> Result<Tensor, ConvexOptError> {
-    Ok(Tensor::from_vec(values.to_vec(), (values.len(), 1), like.device())?.to_dtype(like.dtype())?)
+    Ok(
+        Tensor::from_vec(values.to_vec(), (values.len(), 1), like.device())?
+            .to_dtype(like.dtype())?,
+    )
 }
 
 /// A `u32` index tensor.
 pub(crate) fn index_tensor(rows: &[usize], device: &Device) -> Result<Tensor, ConvexOptError> {
     let idx: Vec<u32> = rows
         .iter()
-        .map(|&r| u32::try_from(r).map_err(|_| ConvexOptError::InvalidParameter("batch too large".into())))
+        .map(|&r| {
+            u32::try_from(r).map_err(|_| ConvexOptError::InvalidParameter("batch too large".into()))
+        })
         .collect::<Result<_, _>>()?;
     Ok(Tensor::from_vec(idx, rows.len(), device)?)
 }
@@ -49,7 +54,11 @@ pub(crate) fn select_rows(t: &Tensor, rows: &[usize]) -> Result<Tensor, ConvexOp
 }
 
 /// `full` with rows `rows` replaced by the rows of `src` (`(rows.len(), d)`).
-pub(crate) fn scatter_rows(full: &Tensor, rows: &[usize], src: &Tensor) -> Result<Tensor, ConvexOptError> {
+pub(crate) fn scatter_rows(
+    full: &Tensor,
+    rows: &[usize],
+    src: &Tensor,
+) -> Result<Tensor, ConvexOptError> {
     let n = full.dim(0)?;
     if rows.len() == n && rows.iter().enumerate().all(|(i, &r)| i == r) {
         return Ok(src.clone());
@@ -58,7 +67,10 @@ pub(crate) fn scatter_rows(full: &Tensor, rows: &[usize], src: &Tensor) -> Resul
         return Ok(full.clone());
     }
     let d = full.dim(1)?;
-    let idx = index_tensor(rows, full.device())?.unsqueeze(1)?.broadcast_as((rows.len(), d))?.contiguous()?;
+    let idx = index_tensor(rows, full.device())?
+        .unsqueeze(1)?
+        .broadcast_as((rows.len(), d))?
+        .contiguous()?;
     Ok(full.contiguous()?.scatter(&idx, &src.contiguous()?, 0)?)
 }
 
@@ -98,11 +110,18 @@ pub(crate) fn setup(y: &Tensor, options: &InversionOptions) -> Result<Setup, Con
         message: format!("expected a (B, d) tensor, got shape {:?}", y.dims()),
     })?;
     if d == 0 {
-        return Err(ConvexOptError::Shape { context: "targets y", message: "d = 0".into() });
+        return Err(ConvexOptError::Shape {
+            context: "targets y",
+            message: "d = 0".into(),
+        });
     }
     let (atol, rtol) = options.tolerances(y.dtype())?;
     let y = y.detach().contiguous()?;
-    let y_inf = if n == 0 { Vec::new() } else { row_inf_norms(&y)? };
+    let y_inf = if n == 0 {
+        Vec::new()
+    } else {
+        row_inf_norms(&y)?
+    };
     if !y_inf.iter().all(|v| v.is_finite()) {
         return Err(ConvexOptError::NonFinite("targets y"));
     }
@@ -115,7 +134,11 @@ pub(crate) fn setup(y: &Tensor, options: &InversionOptions) -> Result<Setup, Con
                     message: format!("x0 has shape {:?}, y has {:?}", x0.dims(), y.dims()),
                 });
             }
-            let x0 = x0.detach().to_dtype(y.dtype())?.to_device(y.device())?.contiguous()?;
+            let x0 = x0
+                .detach()
+                .to_dtype(y.dtype())?
+                .to_device(y.device())?
+                .contiguous()?;
             if n > 0 && !row_inf_norms(&x0)?.iter().all(|v| v.is_finite()) {
                 return Err(ConvexOptError::NonFinite("initial point x0"));
             }
@@ -123,7 +146,14 @@ pub(crate) fn setup(y: &Tensor, options: &InversionOptions) -> Result<Setup, Con
         }
     };
     let tolerance = y_inf.iter().map(|yi| atol + rtol * yi).collect();
-    Ok(Setup { y, x0, tolerance, n, d, max_iterations: options.max_iterations })
+    Ok(Setup {
+        y,
+        x0,
+        tolerance,
+        n,
+        d,
+        max_iterations: options.max_iterations,
+    })
 }
 
 /// The level below which changes of the per-sample objective are not trusted, relative to
@@ -162,7 +192,12 @@ pub(crate) fn objective<P: BatchedPotential + ?Sized>(
 }
 
 /// The objective from a value `(k,)` and gradient `(k, d)` already computed at `x`.
-pub(crate) fn objective_from(value: &Tensor, grad: &Tensor, x: &Tensor, y: &Tensor) -> Result<Objective, ConvexOptError> {
+pub(crate) fn objective_from(
+    value: &Tensor,
+    grad: &Tensor,
+    x: &Tensor,
+    y: &Tensor,
+) -> Result<Objective, ConvexOptError> {
     let k = x.dim(0)?;
     if value.elem_count() != k || grad.dims() != x.dims() {
         return Err(ConvexOptError::Shape {
@@ -180,7 +215,11 @@ pub(crate) fn objective_from(value: &Tensor, grad: &Tensor, x: &Tensor, y: &Tens
     let xy = row_dots_host(x, y)?;
     let v = to_host(value)?;
     let f = v.iter().zip(&xy).map(|(a, b)| a - b).collect();
-    let noise = v.iter().zip(&xy).map(|(a, b)| level * (a.abs() + b.abs())).collect();
+    let noise = v
+        .iter()
+        .zip(&xy)
+        .map(|(a, b)| level * (a.abs() + b.abs()))
+        .collect();
     Ok(Objective { f, noise, g })
 }
 
@@ -231,7 +270,12 @@ impl Collector {
 
     /// Stores the rows `x_work[j]` as the final iterates of the original rows `rows[j]`, for
     /// the `j` where `pick[j]`.
-    pub(crate) fn store(&mut self, rows: &[usize], x_work: &Tensor, pick: &[bool]) -> Result<(), ConvexOptError> {
+    pub(crate) fn store(
+        &mut self,
+        rows: &[usize],
+        x_work: &Tensor,
+        pick: &[bool],
+    ) -> Result<(), ConvexOptError> {
         let local: Vec<usize> = (0..rows.len()).filter(|&j| pick[j]).collect();
         if local.is_empty() {
             return Ok(());
@@ -240,16 +284,25 @@ impl Collector {
         let host = sel.to_dtype(DType::F64)?.flatten_all()?.to_vec1::<f64>()?;
         for (k, &j) in local.iter().enumerate() {
             let r = rows[j];
-            self.x[r * self.d..(r + 1) * self.d].copy_from_slice(&host[k * self.d..(k + 1) * self.d]);
+            self.x[r * self.d..(r + 1) * self.d]
+                .copy_from_slice(&host[k * self.d..(k + 1) * self.d]);
         }
         Ok(())
     }
 
     /// Builds the result tensor (dtype and device of `like`).
-    pub(crate) fn finish(self, like: &Tensor, stats: SolverStats) -> Result<InversionResult, ConvexOptError> {
+    pub(crate) fn finish(
+        self,
+        like: &Tensor,
+        stats: SolverStats,
+    ) -> Result<InversionResult, ConvexOptError> {
         let n = self.iterations.len();
         let x = Tensor::from_vec(self.x, (n, self.d), like.device())?.to_dtype(like.dtype())?;
-        let converged = self.status.iter().map(|&s| s == RowStatus::Converged).collect();
+        let converged = self
+            .status
+            .iter()
+            .map(|&s| s == RowStatus::Converged)
+            .collect();
         Ok(InversionResult {
             x,
             iterations: self.iterations,

@@ -6,7 +6,8 @@ use std::collections::VecDeque;
 use candle_core::Tensor;
 
 use crate::batch::{
-    Collector, RowStatus, column, objective, row_dots_host, row_inf_norms, select_rows, setup, where_rows,
+    Collector, RowStatus, column, objective, row_dots_host, row_inf_norms, select_rows, setup,
+    where_rows,
 };
 use crate::wolfe::{WolfeParams, WolfeSearch, WolfeStep};
 use crate::{BatchedPotential, ConvexOptError, InversionOptions, InversionResult, SolverStats};
@@ -31,7 +32,13 @@ pub struct BatchedLbfgsParams {
 
 impl Default for BatchedLbfgsParams {
     fn default() -> Self {
-        Self { history: 10, c1: 1e-4, c2: 0.9, max_line_search_evals: 25, compaction_threshold: 0.5 }
+        Self {
+            history: 10,
+            c1: 1e-4,
+            c2: 0.9,
+            max_line_search_evals: 25,
+            compaction_threshold: 0.5,
+        }
     }
 }
 
@@ -121,7 +128,12 @@ pub fn invert_lbfgs_batched<P: BatchedPotential + ?Sized>(
         return out.finish(&setup.y, stats);
     }
     let eps = crate::batch::unit_roundoff(y.dtype());
-    let wolfe = WolfeParams { c1: params.c1, c2: params.c2, max_evals: params.max_line_search_evals, t_max: 1e10 };
+    let wolfe = WolfeParams {
+        c1: params.c1,
+        c2: params.c2,
+        max_evals: params.max_line_search_evals,
+        t_max: 1e10,
+    };
 
     // Working set: original row indices and the state of those rows.
     let mut rows: Vec<usize> = (0..setup.n).collect();
@@ -160,7 +172,9 @@ pub fn invert_lbfgs_batched<P: BatchedPotential + ?Sized>(
             out.store(&rows, &x, &vec![true; rows.len()])?;
             break;
         }
-        if (n_active as f64) <= params.compaction_threshold * rows.len() as f64 && n_active < rows.len() {
+        if (n_active as f64) <= params.compaction_threshold * rows.len() as f64
+            && n_active < rows.len()
+        {
             let inactive: Vec<bool> = active.iter().map(|a| !a).collect();
             out.store(&rows, &x, &inactive)?;
             let keep: Vec<usize> = (0..rows.len()).filter(|&j| active[j]).collect();
@@ -186,7 +200,9 @@ pub fn invert_lbfgs_batched<P: BatchedPotential + ?Sized>(
         // Search direction p = −H g (two-loop recursion, all rows at once).
         let mut p = two_loop(&g, &hist, &gamma)?.neg()?;
         let mut dphi0 = row_dots_host(&g, &p)?;
-        let bad: Vec<bool> = (0..rows.len()).map(|j| active[j] && !(dphi0[j] < 0.0)).collect();
+        let bad: Vec<bool> = (0..rows.len())
+            .map(|j| active[j] && !(dphi0[j] < 0.0))
+            .collect();
         if bad.iter().any(|&b| b) {
             // Not a descent direction (lost positive definiteness to rounding): restart the
             // row from steepest descent.
@@ -206,7 +222,11 @@ pub fn invert_lbfgs_batched<P: BatchedPotential + ?Sized>(
         let mut searches: Vec<Option<WolfeSearch>> = (0..rows.len())
             .map(|j| {
                 active[j].then(|| {
-                    let t0 = if fresh[j] { 1.0f64.min(1.0 / gnorm[j].max(f64::MIN_POSITIVE)) } else { 1.0 };
+                    let t0 = if fresh[j] {
+                        1.0f64.min(1.0 / gnorm[j].max(f64::MIN_POSITIVE))
+                    } else {
+                        1.0
+                    };
                     WolfeSearch::new(f[j], dphi0[j], t0, noise[j], wolfe)
                 })
             })
@@ -222,7 +242,10 @@ pub fn invert_lbfgs_batched<P: BatchedPotential + ?Sized>(
             if pend.is_empty() {
                 break;
             }
-            let ts: Vec<f64> = pend.iter().map(|&j| searches[j].as_ref().map_or(0.0, WolfeSearch::trial)).collect();
+            let ts: Vec<f64> = pend
+                .iter()
+                .map(|&j| searches[j].as_ref().map_or(0.0, WolfeSearch::trial))
+                .collect();
             let p_sub = select_rows(&p, &pend)?;
             let x_sub = (select_rows(&x, &pend)? + p_sub.broadcast_mul(&column(&ts, &p)?)?)?;
             let trial = objective(potential, &x_sub, &select_rows(&yw, &pend)?, &mut stats)?;
@@ -231,7 +254,9 @@ pub fn invert_lbfgs_batched<P: BatchedPotential + ?Sized>(
             let mut take = Vec::new();
             let mut take_local = Vec::new();
             for (k, &j) in pend.iter().enumerate() {
-                let Some(search) = searches[j].as_mut() else { continue };
+                let Some(search) = searches[j].as_mut() else {
+                    continue;
+                };
                 match search.update(f_sub[k], dphi[k]) {
                     WolfeStep::Evaluate(_) => {}
                     WolfeStep::Accept => {
@@ -263,9 +288,16 @@ pub fn invert_lbfgs_batched<P: BatchedPotential + ?Sized>(
         let yy = row_dots_host(&yv, &yv)?;
         let ss = row_dots_host(&s, &s)?;
         let valid: Vec<bool> = (0..rows.len())
-            .map(|j| accepted[j] && sy[j].is_finite() && sy[j] > eps * (ss[j] * yy[j]).sqrt() && sy[j] > 0.0)
+            .map(|j| {
+                accepted[j]
+                    && sy[j].is_finite()
+                    && sy[j] > eps * (ss[j] * yy[j]).sqrt()
+                    && sy[j] > 0.0
+            })
             .collect();
-        let rho: Vec<f64> = (0..rows.len()).map(|j| if valid[j] { 1.0 / sy[j] } else { 0.0 }).collect();
+        let rho: Vec<f64> = (0..rows.len())
+            .map(|j| if valid[j] { 1.0 / sy[j] } else { 0.0 })
+            .collect();
         let zeros = s.zeros_like()?;
         if valid.iter().any(|&v| v) {
             if hist.len() == params.history {
@@ -335,7 +367,11 @@ fn two_loop(g: &Tensor, hist: &VecDeque<Pair>, gamma: &[f64]) -> Result<Tensor, 
 }
 
 /// Forgets the curvature pairs of the rows with `mask[j]` (sets their `rho` to 0).
-fn reset_rows(hist: &mut VecDeque<Pair>, mask: &[bool], like: &Tensor) -> Result<(), ConvexOptError> {
+fn reset_rows(
+    hist: &mut VecDeque<Pair>,
+    mask: &[bool],
+    like: &Tensor,
+) -> Result<(), ConvexOptError> {
     let keep: Vec<f64> = mask.iter().map(|&m| if m { 0.0 } else { 1.0 }).collect();
     let keep = column(&keep, like)?;
     for pair in hist.iter_mut() {

@@ -2,14 +2,17 @@
 
 use std::cell::{Cell, RefCell};
 
-use argmin::core::{CostFunction, Gradient};
 use argmin::core::ArgminFloat;
-use candle_core::{DType, Tensor, WithDType};
+use argmin::core::{CostFunction, Gradient};
 use argmin_math::ArgminZero;
+use candle_core::{DType, Tensor, WithDType};
 use nalgebra::{DVector, RealField};
 
 use crate::batch::{Collector, RowStatus, setup};
-use crate::{BatchedPotential, ConvexOptError, InversionOptions, InversionResult, LbfgsParams, LineSearch, SolverStats, minimize_lbfgs};
+use crate::{
+    BatchedPotential, ConvexOptError, InversionOptions, InversionResult, LbfgsParams, LineSearch,
+    SolverStats, minimize_lbfgs,
+};
 
 /// Parameters of [`invert_lbfgs_flat`]. Defaults follow the reference implementation
 /// (PyTorch `LBFGS`: history 100, Wolfe constants `c₁ = 1e-4`, `c₂ = 0.9`) with two
@@ -36,7 +39,13 @@ pub struct FlatLbfgsParams {
 
 impl Default for FlatLbfgsParams {
     fn default() -> Self {
-        Self { history: 100, c1: 1e-4, c2: 0.9, cost_tolerance: 0.0, line_search: LineSearch::HagerZhang }
+        Self {
+            history: 100,
+            c1: 1e-4,
+            c2: 0.9,
+            cost_tolerance: 0.0,
+            line_search: LineSearch::HagerZhang,
+        }
     }
 }
 
@@ -100,15 +109,24 @@ where
         let xt = Tensor::from_slice(x.as_slice(), (self.n, self.d), self.y.device())?;
         let (value, grad) = self.potential.value_and_gradient(&xt)?;
         self.evaluations.set(self.evaluations.get() + 1);
-        
+
         if value.elem_count() != self.n || grad.dims() != [self.n, self.d] {
             return Err(ConvexOptError::Shape {
                 context: "potential output",
-                message: format!("values {:?}, gradients {:?} for a ({}, {}) batch", value.dims(), grad.dims(), self.n, self.d),
+                message: format!(
+                    "values {:?}, gradients {:?} for a ({}, {}) batch",
+                    value.dims(),
+                    grad.dims(),
+                    self.n,
+                    self.d
+                ),
             });
         }
-        let cost = (value.to_dtype(self.y.dtype())?.sum_all()? - (&xt * &self.y)?.sum_all()?)?.to_scalar::<F>()?;
-        let g = (grad.to_dtype(self.y.dtype())? - &self.y)?.flatten_all()?.to_vec1::<F>()?;
+        let cost = (value.to_dtype(self.y.dtype())?.sum_all()? - (&xt * &self.y)?.sum_all()?)?
+            .to_scalar::<F>()?;
+        let g = (grad.to_dtype(self.y.dtype())? - &self.y)?
+            .flatten_all()?
+            .to_vec1::<F>()?;
         let g = DVector::from_vec(g);
         *self.cache.borrow_mut() = Some((x.clone(), cost, g.clone()));
         Ok((cost, g))
@@ -120,11 +138,14 @@ where
         match self.evaluate(x) {
             Ok((c, g)) => {
                 let finite = nalgebra::try_convert::<F, f64>(c).is_some_and(f64::is_finite)
-                    && g.iter().all(|v| nalgebra::try_convert::<F, f64>(*v).is_some_and(f64::is_finite));
+                    && g.iter()
+                        .all(|v| nalgebra::try_convert::<F, f64>(*v).is_some_and(f64::is_finite));
                 if finite {
                     Ok((c, g))
                 } else {
-                    Err(argmin::core::Error::new(SoftStop("non-finite cost or gradient at a trial point")))
+                    Err(argmin::core::Error::new(SoftStop(
+                        "non-finite cost or gradient at a trial point",
+                    )))
                 }
             }
             Err(e) => {
@@ -235,7 +256,11 @@ where
     if !c0.is_finite() || !g0.iter().all(|v| v.is_finite()) {
         return Err(ConvexOptError::NonFinite("potential at the initial point"));
     }
-    let gtol = setup.tolerance.iter().copied().fold(f64::INFINITY, f64::min);
+    let gtol = setup
+        .tolerance
+        .iter()
+        .copied()
+        .fold(f64::INFINITY, f64::min);
     let lbfgs = LbfgsParams::default()
         .with_history(params.history)
         .with_wolfe(params.c1, params.c2)
@@ -258,7 +283,11 @@ where
         let gi = res.gradient.rows(i * d, d);
         let r = gi.iter().fold(0.0f64, |m, v| {
             let v = nalgebra::try_convert::<F, f64>(v.abs()).unwrap_or(f64::NAN);
-            if v.is_nan() || m.is_nan() { f64::NAN } else { m.max(v) }
+            if v.is_nan() || m.is_nan() {
+                f64::NAN
+            } else {
+                m.max(v)
+            }
         });
         out.residual[i] = r;
         out.iterations[i] = iterations;

@@ -7,10 +7,13 @@ use candle_core::Tensor;
 use krylov::{BatchOperator, CgParams, KrylovError, cg};
 
 use crate::batch::{
-    Collector, RowStatus, column, objective_from, row_dots_host, row_inf_norms, scatter_rows, select_rows, setup,
-    where_rows,
+    Collector, RowStatus, column, objective_from, row_dots_host, row_inf_norms, scatter_rows,
+    select_rows, setup, where_rows,
 };
-use crate::{BatchedPotential, ConvexOptError, InversionOptions, InversionResult, SecondOrderModel, SolverStats};
+use crate::{
+    BatchedPotential, ConvexOptError, InversionOptions, InversionResult, SecondOrderModel,
+    SolverStats,
+};
 
 /// Parameters of [`invert_newton_cg`].
 #[derive(Clone, Copy, Debug)]
@@ -33,7 +36,13 @@ pub struct NewtonCgParams {
 
 impl Default for NewtonCgParams {
     fn default() -> Self {
-        Self { c1: 1e-4, max_backtracks: 30, cg_max_iterations: None, forcing_max: 0.5, compaction_threshold: 0.5 }
+        Self {
+            c1: 1e-4,
+            max_backtracks: 30,
+            cg_max_iterations: None,
+            forcing_max: 0.5,
+            compaction_threshold: 0.5,
+        }
     }
 }
 
@@ -157,7 +166,9 @@ pub fn invert_newton_cg<P: BatchedPotential + ?Sized>(
     let mut model = Some(first);
     let mut gnorm = row_inf_norms(&g)?;
     if !f.iter().chain(&gnorm).all(|v| v.is_finite()) {
-        return Err(ConvexOptError::NonFinite("potential or gradient at the initial point"));
+        return Err(ConvexOptError::NonFinite(
+            "potential or gradient at the initial point",
+        ));
     }
 
     loop {
@@ -178,7 +189,9 @@ pub fn invert_newton_cg<P: BatchedPotential + ?Sized>(
             out.store(&rows, &x, &vec![true; rows.len()])?;
             break;
         }
-        if (n_active as f64) <= params.compaction_threshold * rows.len() as f64 && n_active < rows.len() {
+        if (n_active as f64) <= params.compaction_threshold * rows.len() as f64
+            && n_active < rows.len()
+        {
             let inactive: Vec<bool> = active.iter().map(|a| !a).collect();
             out.store(&rows, &x, &inactive)?;
             let keep: Vec<usize> = (0..rows.len()).filter(|&j| active[j]).collect();
@@ -216,18 +229,26 @@ pub fn invert_newton_cg<P: BatchedPotential + ?Sized>(
             })
             .collect();
         let b = g.broadcast_mul(&column(&scale, &g)?)?.neg()?;
-        let op = HessianOperator { model: &current, failure: RefCell::new(None) };
+        let op = HessianOperator {
+            model: &current,
+            failure: RefCell::new(None),
+        };
         let sol = match cg(&op, &b, &cg_params) {
             Ok(sol) => sol,
             Err(e) => return Err(op.failure.into_inner().unwrap_or(ConvexOptError::Krylov(e))),
         };
         stats.hvp_calls += sol.operator_calls;
         stats.hvp_rows += sol.operator_calls * rows.len();
-        let inv_scale: Vec<f64> = scale.iter().map(|&s| if s > 0.0 { 1.0 / s } else { 0.0 }).collect();
+        let inv_scale: Vec<f64> = scale
+            .iter()
+            .map(|&s| if s > 0.0 { 1.0 / s } else { 0.0 })
+            .collect();
         let p = sol.x.broadcast_mul(&column(&inv_scale, &g)?)?;
         let mut p = where_rows(&active, &p, &p.zeros_like()?)?;
         let mut dphi0 = row_dots_host(&g, &p)?;
-        let bad: Vec<bool> = (0..rows.len()).map(|j| active[j] && !(dphi0[j] < 0.0)).collect();
+        let bad: Vec<bool> = (0..rows.len())
+            .map(|j| active[j] && !(dphi0[j] < 0.0))
+            .collect();
         if bad.iter().any(|&v| v) {
             p = where_rows(&bad, &g.neg()?, &p)?;
             let gg = row_dots_host(&g, &g)?;
@@ -263,7 +284,12 @@ pub fn invert_newton_cg<P: BatchedPotential + ?Sized>(
             let trial = potential.second_order(&x_sub)?;
             stats.gradient_calls += 1;
             stats.gradient_rows += pend.len();
-            let ev = objective_from(trial.value(), trial.gradient(), &x_sub, &select_rows(&yw, &pend)?)?;
+            let ev = objective_from(
+                trial.value(),
+                trial.gradient(),
+                &x_sub,
+                &select_rows(&yw, &pend)?,
+            )?;
             let gn_t = row_inf_norms(&ev.g)?;
             let g2_t = row_dots_host(&ev.g, &ev.g)?;
             let mut take = Vec::new();
@@ -290,8 +316,16 @@ pub fn invert_newton_cg<P: BatchedPotential + ?Sized>(
                 } else {
                     // Minimiser of the quadratic through φ(0), φ'(0), φ(t), kept in [0.1t, 0.5t].
                     let denom = 2.0 * (decrease - t[j] * dphi0[j]);
-                    let cand = if denom > 0.0 && denom.is_finite() { -dphi0[j] * t[j] * t[j] / denom } else { f64::NAN };
-                    t[j] = if cand.is_finite() { cand.clamp(0.1 * t[j], 0.5 * t[j]) } else { 0.5 * t[j] };
+                    let cand = if denom > 0.0 && denom.is_finite() {
+                        -dphi0[j] * t[j] * t[j] / denom
+                    } else {
+                        f64::NAN
+                    };
+                    t[j] = if cand.is_finite() {
+                        cand.clamp(0.1 * t[j], 0.5 * t[j])
+                    } else {
+                        0.5 * t[j]
+                    };
                     still.push(j);
                 }
             }

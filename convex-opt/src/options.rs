@@ -38,7 +38,12 @@ pub struct InversionOptions {
 
 impl Default for InversionOptions {
     fn default() -> Self {
-        Self { abs_tolerance: None, rel_tolerance: None, max_iterations: 1000, x0: None }
+        Self {
+            abs_tolerance: None,
+            rel_tolerance: None,
+            max_iterations: 1000,
+            x0: None,
+        }
     }
 }
 
@@ -137,7 +142,13 @@ impl InversionResult {
 
     /// The largest residual `max_i ‖∇Φ(x_i) − y_i‖∞` (NaN if some residual is NaN).
     pub fn max_residual(&self) -> f64 {
-        self.residual_inf.iter().fold(0.0f64, |m, &r| if r.is_nan() || m.is_nan() { f64::NAN } else { m.max(r) })
+        self.residual_inf.iter().fold(0.0f64, |m, &r| {
+            if r.is_nan() || m.is_nan() {
+                f64::NAN
+            } else {
+                m.max(r)
+            }
+        })
     }
 
     /// Converts into a `Result` that fails unless every sample converged.

@@ -55,7 +55,11 @@ pub trait BatchedPotential {
     fn second_order(&self, x: &Tensor) -> Result<SecondOrderModel<'_>, ConvexOptError> {
         let (value, gradient) = self.value_and_gradient(x)?;
         let x = x.clone();
-        Ok(SecondOrderModel::new(value, gradient, Box::new(move |v| self.hvp(&x, v))))
+        Ok(SecondOrderModel::new(
+            value,
+            gradient,
+            Box::new(move |v| self.hvp(&x, v)),
+        ))
     }
 }
 
@@ -100,7 +104,11 @@ pub struct SecondOrderModel<'a> {
 impl<'a> SecondOrderModel<'a> {
     /// Bundles values `(B,)`, gradients `(B, d)` and an HVP closure at the same point.
     pub fn new(value: Tensor, gradient: Tensor, hvp: HvpFn<'a>) -> Self {
-        Self { value, gradient, hvp }
+        Self {
+            value,
+            gradient,
+            hvp,
+        }
     }
 
     /// `(Φ(x_i))_i`, shape `(B,)`.
@@ -150,7 +158,10 @@ where
     where
         H: Fn(&Tensor, &Tensor) -> candle_core::Result<Tensor>,
     {
-        FnPotentialWithHvp { value_and_gradient: self.value_and_gradient, hvp }
+        FnPotentialWithHvp {
+            value_and_gradient: self.value_and_gradient,
+            hvp,
+        }
     }
 }
 

@@ -76,10 +76,18 @@ impl QuadraticPotential {
             return Err(ConvexOptError::NonFinite("QuadraticPotential linear term"));
         }
         // Row-major copy of A (symmetric, so the layout does not matter, but be explicit).
-        let a_rows: Vec<f64> = (0..d).flat_map(|i| (0..d).map(move |j| (i, j))).map(|(i, j)| a[(i, j)]).collect();
+        let a_rows: Vec<f64> = (0..d)
+            .flat_map(|i| (0..d).map(move |j| (i, j)))
+            .map(|(i, j)| a[(i, j)])
+            .collect();
         let a_t = Tensor::from_vec(a_rows, (d, d), device)?.to_dtype(dtype)?;
         let b_t = Tensor::from_vec(b_host.as_slice().to_vec(), (1, d), device)?.to_dtype(dtype)?;
-        Ok(Self { a: a_t, b: b_t, a_host: a.clone(), b_host })
+        Ok(Self {
+            a: a_t,
+            b: b_t,
+            a_host: a.clone(),
+            b_host,
+        })
     }
 
     /// Dimension `d`.
@@ -94,16 +102,19 @@ impl QuadraticPotential {
         if d != self.dim() {
             return Err(ConvexOptError::Shape {
                 context: "QuadraticPotential::solve",
-                message: format!("y has {d} columns, the potential has dimension {}", self.dim()),
+                message: format!(
+                    "y has {d} columns, the potential has dimension {}",
+                    self.dim()
+                ),
             });
         }
-        let chol = self
-            .a_host
-            .clone()
-            .cholesky()
-            .ok_or_else(|| ConvexOptError::InvalidParameter("A is not positive definite".into()))?;
+        let chol =
+            self.a_host.clone().cholesky().ok_or_else(|| {
+                ConvexOptError::InvalidParameter("A is not positive definite".into())
+            })?;
         let yh = y.to_dtype(DType::F64)?.flatten_all()?.to_vec1::<f64>()?;
-        let rhs = DMatrix::from_column_slice(d, n, &yh) - &self.b_host * nalgebra::RowDVector::from_element(n, 1.0);
+        let rhs = DMatrix::from_column_slice(d, n, &yh)
+            - &self.b_host * nalgebra::RowDVector::from_element(n, 1.0);
         let x = chol.solve(&rhs);
         Ok(Tensor::from_vec(x.as_slice().to_vec(), (n, d), y.device())?.to_dtype(y.dtype())?)
     }
@@ -113,7 +124,10 @@ impl QuadraticPotential {
         if d != self.dim() {
             return Err(ConvexOptError::Shape {
                 context: "QuadraticPotential",
-                message: format!("x has {d} columns, the potential has dimension {}", self.dim()),
+                message: format!(
+                    "x has {d} columns, the potential has dimension {}",
+                    self.dim()
+                ),
             });
         }
         Ok(())

@@ -41,8 +41,13 @@ struct Point {
 
 #[derive(Clone, Copy, Debug)]
 enum Phase {
-    Bracket { prev: Point },
-    Zoom { lo: Point, hi: Point },
+    Bracket {
+        prev: Point,
+    },
+    Zoom {
+        lo: Point,
+        hi: Point,
+    },
     /// Re-evaluating the best sufficient-decrease point after the search ran out of budget.
     Final,
 }
@@ -65,7 +70,11 @@ impl WolfeSearch {
     /// Starts a search from `φ(0) = phi0`, `φ'(0) = dphi0 < 0` with first trial step `t0`;
     /// `noise` is the absolute rounding-error level of `φ` (for the approximate Wolfe test).
     pub(crate) fn new(phi0: f64, dphi0: f64, t0: f64, noise: f64, params: WolfeParams) -> Self {
-        let origin = Point { t: 0.0, phi: phi0, dphi: dphi0 };
+        let origin = Point {
+            t: 0.0,
+            phi: phi0,
+            dphi: dphi0,
+        };
         Self {
             params,
             phi0,
@@ -100,20 +109,34 @@ impl WolfeSearch {
     /// Reports `φ(t), φ'(t)` at the current trial step and returns what to do next.
     pub(crate) fn update(&mut self, phi: f64, dphi: f64) -> WolfeStep {
         self.evals += 1;
-        let cur = Point { t: self.trial, phi, dphi };
+        let cur = Point {
+            t: self.trial,
+            phi,
+            dphi,
+        };
         let finite = phi.is_finite() && dphi.is_finite();
         if let Phase::Final = self.phase {
-            return if finite && phi <= self.phi0 + self.noise { WolfeStep::Accept } else { WolfeStep::Fail };
+            return if finite && phi <= self.phi0 + self.noise {
+                WolfeStep::Accept
+            } else {
+                WolfeStep::Fail
+            };
         }
         if finite && self.sufficient_decrease(&cur) && self.best.is_none_or(|b| cur.phi < b.phi) {
             self.best = Some(cur);
         }
-        if finite && ((self.sufficient_decrease(&cur) && self.strong_curvature(&cur)) || self.approximate_wolfe(&cur)) {
+        if finite
+            && ((self.sufficient_decrease(&cur) && self.strong_curvature(&cur))
+                || self.approximate_wolfe(&cur))
+        {
             return WolfeStep::Accept;
         }
         let next = match self.phase {
             Phase::Bracket { prev } => {
-                if !finite || !self.sufficient_decrease(&cur) || (prev.t > 0.0 && cur.phi >= prev.phi) {
+                if !finite
+                    || !self.sufficient_decrease(&cur)
+                    || (prev.t > 0.0 && cur.phi >= prev.phi)
+                {
                     self.zoom(prev, cur)
                 } else if cur.dphi >= 0.0 {
                     self.zoom(cur, prev)
@@ -121,7 +144,9 @@ impl WolfeSearch {
                     // Still descending with sufficient decrease: extrapolate.
                     let lo = cur.t + 0.01 * (cur.t - prev.t);
                     let hi = 10.0 * cur.t;
-                    let cand = cubic_minimizer(&prev, &cur).filter(|c| c.is_finite()).unwrap_or(2.0 * cur.t);
+                    let cand = cubic_minimizer(&prev, &cur)
+                        .filter(|c| c.is_finite())
+                        .unwrap_or(2.0 * cur.t);
                     let t = cand.clamp(lo, hi).min(self.params.t_max);
                     if t <= cur.t {
                         return self.finish();
@@ -154,12 +179,20 @@ impl WolfeSearch {
     /// value) and `hi`; returns the next trial, or `None` when the interval has collapsed.
     fn zoom(&mut self, lo: Point, hi: Point) -> Option<f64> {
         self.phase = Phase::Zoom { lo, hi };
-        let (a, b) = if lo.t < hi.t { (lo.t, hi.t) } else { (hi.t, lo.t) };
+        let (a, b) = if lo.t < hi.t {
+            (lo.t, hi.t)
+        } else {
+            (hi.t, lo.t)
+        };
         let width = b - a;
         if width <= 1e-12 * b.max(1e-300) {
             return None;
         }
-        let cand = if hi.phi.is_finite() && hi.dphi.is_finite() { cubic_minimizer(&lo, &hi) } else { None };
+        let cand = if hi.phi.is_finite() && hi.dphi.is_finite() {
+            cubic_minimizer(&lo, &hi)
+        } else {
+            None
+        };
         let margin = 0.1 * width;
         Some(match cand {
             Some(t) if t.is_finite() && t >= a + margin && t <= b - margin => t,
@@ -201,7 +234,12 @@ fn cubic_minimizer(a: &Point, b: &Point) -> Option<f64> {
 mod tests {
     use super::*;
 
-    const PARAMS: WolfeParams = WolfeParams { c1: 1e-4, c2: 0.9, max_evals: 25, t_max: 1e10 };
+    const PARAMS: WolfeParams = WolfeParams {
+        c1: 1e-4,
+        c2: 0.9,
+        max_evals: 25,
+        t_max: 1e10,
+    };
 
     /// Runs a search on a scalar function and returns (accepted step, evaluations).
     fn run(f: impl Fn(f64) -> (f64, f64), t0: f64, params: WolfeParams) -> Option<(f64, usize)> {
@@ -223,7 +261,10 @@ mod tests {
     fn assert_strong_wolfe(f: impl Fn(f64) -> (f64, f64), t: f64, p: WolfeParams) {
         let (phi0, dphi0) = f(0.0);
         let (phi, dphi) = f(t);
-        assert!(phi <= phi0 + p.c1 * t * dphi0, "sufficient decrease fails at t = {t}");
+        assert!(
+            phi <= phi0 + p.c1 * t * dphi0,
+            "sufficient decrease fails at t = {t}"
+        );
         assert!(dphi.abs() <= -p.c2 * dphi0, "curvature fails at t = {t}");
     }
 
@@ -255,7 +296,12 @@ mod tests {
     #[test]
     fn tight_curvature_on_a_non_quadratic() {
         // φ(t) = −t·e^{−t}·… a smooth function with minimum at t = 1; c₂ = 0.01 forces zooming.
-        let f = |t: f64| (-t * (-t).exp() + 0.1 * t * t, (t - 1.0) * (-t).exp() + 0.2 * t);
+        let f = |t: f64| {
+            (
+                -t * (-t).exp() + 0.1 * t * t,
+                (t - 1.0) * (-t).exp() + 0.2 * t,
+            )
+        };
         let p = WolfeParams { c2: 0.01, ..PARAMS };
         let (t, _) = run(f, 3.0, p).unwrap();
         assert_strong_wolfe(f, t, p);
@@ -264,7 +310,13 @@ mod tests {
     #[test]
     fn infinite_values_shrink_the_step() {
         // The function is +∞ beyond t = 0.5.
-        let f = |t: f64| if t > 0.5 { (f64::INFINITY, f64::NAN) } else { ((t - 0.3).powi(2), 2.0 * (t - 0.3)) };
+        let f = |t: f64| {
+            if t > 0.5 {
+                (f64::INFINITY, f64::NAN)
+            } else {
+                ((t - 0.3).powi(2), 2.0 * (t - 0.3))
+            }
+        };
         let (t, _) = run(f, 1.0, PARAMS).unwrap();
         assert!(t <= 0.5);
         assert_strong_wolfe(f, t, PARAMS);

@@ -3,18 +3,33 @@
 mod common;
 
 use candle_core::{DType, Tensor};
-use common::{IcnnPotential, icnn2_potential, icnn3_potential, max_abs_diff, normal_batch, residuals};
+use common::{
+    IcnnPotential, icnn2_potential, icnn3_potential, max_abs_diff, normal_batch, residuals,
+};
 use convex_opt::{
-    BatchedLbfgsParams, BatchedPotential, FlatLbfgsParams, InversionOptions, InversionResult, NewtonCgParams,
-    LineSearch, invert_lbfgs_batched, invert_lbfgs_flat, invert_newton_cg,
+    BatchedLbfgsParams, BatchedPotential, FlatLbfgsParams, InversionOptions, InversionResult,
+    LineSearch, NewtonCgParams, invert_lbfgs_batched, invert_lbfgs_flat, invert_newton_cg,
 };
 use icnn::ConvexPotential;
 
-fn run_all<P: BatchedPotential>(pot: &P, y: &Tensor, opts: &InversionOptions) -> Vec<(&'static str, InversionResult)> {
+fn run_all<P: BatchedPotential>(
+    pot: &P,
+    y: &Tensor,
+    opts: &InversionOptions,
+) -> Vec<(&'static str, InversionResult)> {
     vec![
-        ("flat", invert_lbfgs_flat(pot, y, opts, &FlatLbfgsParams::default()).unwrap()),
-        ("batched", invert_lbfgs_batched(pot, y, opts, &BatchedLbfgsParams::default()).unwrap()),
-        ("newton", invert_newton_cg(pot, y, opts, &NewtonCgParams::default()).unwrap()),
+        (
+            "flat",
+            invert_lbfgs_flat(pot, y, opts, &FlatLbfgsParams::default()).unwrap(),
+        ),
+        (
+            "batched",
+            invert_lbfgs_batched(pot, y, opts, &BatchedLbfgsParams::default()).unwrap(),
+        ),
+        (
+            "newton",
+            invert_newton_cg(pot, y, opts, &NewtonCgParams::default()).unwrap(),
+        ),
     ]
 }
 
@@ -25,21 +40,44 @@ fn assert_honest<P: BatchedPotential>(name: &str, pot: &P, y: &Tensor, res: &Inv
         // The solver's last evaluation was at a batch of different composition (subsets of
         // rows); per-row results agree to a few ulps of the gradient's magnitude.
         let slack = if y.dtype() == DType::F64 { 1e-12 } else { 1e-5 } + 1e-6 * r[i];
-        assert!((r[i] - res.residual_inf[i]).abs() <= slack, "{name}: sample {i} reports {} but has {}", res.residual_inf[i], r[i]);
+        assert!(
+            (r[i] - res.residual_inf[i]).abs() <= slack,
+            "{name}: sample {i} reports {} but has {}",
+            res.residual_inf[i],
+            r[i]
+        );
         if res.converged[i] {
-            assert!(r[i] <= res.tolerance[i] + slack, "{name}: sample {i} flagged converged at residual {}", r[i]);
+            assert!(
+                r[i] <= res.tolerance[i] + slack,
+                "{name}: sample {i} flagged converged at residual {}",
+                r[i]
+            );
         }
     }
 }
 
-fn check_accurate_and_agreeing<N: ConvexPotential>(pot: &IcnnPotential<N>, n: usize, d: usize, seed: u64) {
+fn check_accurate_and_agreeing<N: ConvexPotential>(
+    pot: &IcnnPotential<N>,
+    n: usize,
+    d: usize,
+    seed: u64,
+) {
     let y = (normal_batch(n, d, DType::F64, seed) * 1.5).unwrap();
     let results = run_all(pot, &y, &InversionOptions::default());
     for (name, res) in &results {
-        eprintln!("{name}: max {:e} failed {} iters {}", res.max_residual(), res.num_failed(), res.iterations[0]);
+        eprintln!(
+            "{name}: max {:e} failed {} iters {}",
+            res.max_residual(),
+            res.num_failed(),
+            res.iterations[0]
+        );
     }
     for (name, res) in &results {
-        assert!(res.all_converged(), "{name}: residuals {:?}", res.residual_inf);
+        assert!(
+            res.all_converged(),
+            "{name}: residuals {:?}",
+            res.residual_inf
+        );
         // Acceptance: ‖∇Φ(x) − y‖∞ ≤ 1e-8 on every sample (the default f64 tolerance is 1e-9).
         assert!(res.max_residual() <= 1e-8, "{name}: {}", res.max_residual());
         assert_honest(name, pot, &y, res);
@@ -49,7 +87,12 @@ fn check_accurate_and_agreeing<N: ConvexPotential>(pot: &IcnnPotential<N>, n: us
     let bound = 2.0 * (d as f64).sqrt() * 1e-9 / pot.alpha;
     for k in 1..results.len() {
         let diff = max_abs_diff(&results[0].1.x, &results[k].1.x);
-        assert!(diff <= bound, "{} vs {}: {diff} > {bound}", results[0].0, results[k].0);
+        assert!(
+            diff <= bound,
+            "{} vs {}: {diff} > {bound}",
+            results[0].0,
+            results[k].0
+        );
     }
 }
 
@@ -78,7 +121,10 @@ fn ill_conditioned_icnn_converges_or_is_reported() {
         let opts = InversionOptions::default().with_max_iterations(500);
         let mut results = run_all(&pot, &y, &opts);
         let strong_wolfe = FlatLbfgsParams::default().with_line_search(LineSearch::MoreThuente);
-        results.push(("flat_strong_wolfe", invert_lbfgs_flat(&pot, &y, &opts, &strong_wolfe).unwrap()));
+        results.push((
+            "flat_strong_wolfe",
+            invert_lbfgs_flat(&pot, &y, &opts, &strong_wolfe).unwrap(),
+        ));
         for (name, res) in results {
             assert_honest(name, &pot, &y, &res);
             eprintln!(
@@ -104,7 +150,11 @@ fn icnn2_f32_reaches_default_tolerance() {
     let opts = InversionOptions::default();
     for (name, res) in run_all(&pot, &y, &opts) {
         assert_honest(name, &pot, &y, &res);
-        eprintln!("f32 {name}: {} / 64 converged, max residual {:.2e}", 64 - res.num_failed(), res.max_residual());
+        eprintln!(
+            "f32 {name}: {} / 64 converged, max residual {:.2e}",
+            64 - res.num_failed(),
+            res.max_residual()
+        );
         if name != "flat" {
             // The batched solvers reach the documented f32 default on every sample.
             assert!(res.all_converged(), "{name}: {:?}", res.residual_inf);
@@ -120,8 +170,12 @@ fn adapter_hvp_matches_finite_differences() {
     let x = normal_batch(7, d, DType::F64, 501);
     let v = normal_batch(7, d, DType::F64, 502);
     let h = 1e-5;
-    let (_, gp) = pot.value_and_gradient(&(&x + (&v * h).unwrap()).unwrap()).unwrap();
-    let (_, gm) = pot.value_and_gradient(&(&x - (&v * h).unwrap()).unwrap()).unwrap();
+    let (_, gp) = pot
+        .value_and_gradient(&(&x + (&v * h).unwrap()).unwrap())
+        .unwrap();
+    let (_, gm) = pot
+        .value_and_gradient(&(&x - (&v * h).unwrap()).unwrap())
+        .unwrap();
     let fd = ((gp - gm).unwrap() / (2.0 * h)).unwrap();
     let model = pot.second_order(&x).unwrap();
     assert!(max_abs_diff(&model.hvp(&v).unwrap(), &fd) <= 1e-6);

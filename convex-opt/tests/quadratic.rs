@@ -6,8 +6,9 @@ mod common;
 use candle_core::{DType, Device, Tensor};
 use common::{max_abs_diff, normal_batch, residuals};
 use convex_opt::{
-    BatchedLbfgsParams, BatchedPotential, ConvexOptError, FlatLbfgsParams, FnPotential, InversionOptions,
-    InversionResult, NewtonCgParams, QuadraticPotential, invert_lbfgs_batched, invert_lbfgs_flat, invert_newton_cg,
+    BatchedLbfgsParams, BatchedPotential, ConvexOptError, FlatLbfgsParams, FnPotential,
+    InversionOptions, InversionResult, NewtonCgParams, QuadraticPotential, invert_lbfgs_batched,
+    invert_lbfgs_flat, invert_newton_cg,
 };
 use nalgebra::{DMatrix, DVector};
 use rand::SeedableRng;
@@ -20,7 +21,11 @@ fn spd(d: usize, lambda_min: f64, lambda_max: f64, seed: u64) -> DMatrix<f64> {
     let m = DMatrix::<f64>::from_fn(d, d, |_, _| StandardNormal.sample(&mut rng));
     let q = m.qr().q();
     let lam = DVector::from_fn(d, |i, _| {
-        let s = if d > 1 { i as f64 / (d - 1) as f64 } else { 0.0 };
+        let s = if d > 1 {
+            i as f64 / (d - 1) as f64
+        } else {
+            0.0
+        };
         lambda_min * (lambda_max / lambda_min).powf(s)
     });
     let a: DMatrix<f64> = &q * DMatrix::from_diagonal(&lam) * q.transpose();
@@ -32,13 +37,20 @@ fn linear_term(d: usize, seed: u64) -> DVector<f64> {
     DVector::<f64>::from_fn(d, |_, _| StandardNormal.sample(&mut rng))
 }
 
-type Solver = fn(&QuadraticPotential, &Tensor, &InversionOptions) -> Result<InversionResult, ConvexOptError>;
+type Solver =
+    fn(&QuadraticPotential, &Tensor, &InversionOptions) -> Result<InversionResult, ConvexOptError>;
 
 fn solvers() -> Vec<(&'static str, Solver)> {
     vec![
-        ("flat", |p, y, o| invert_lbfgs_flat(p, y, o, &FlatLbfgsParams::default())),
-        ("batched", |p, y, o| invert_lbfgs_batched(p, y, o, &BatchedLbfgsParams::default())),
-        ("newton", |p, y, o| invert_newton_cg(p, y, o, &NewtonCgParams::default())),
+        ("flat", |p, y, o| {
+            invert_lbfgs_flat(p, y, o, &FlatLbfgsParams::default())
+        }),
+        ("batched", |p, y, o| {
+            invert_lbfgs_batched(p, y, o, &BatchedLbfgsParams::default())
+        }),
+        ("newton", |p, y, o| {
+            invert_newton_cg(p, y, o, &NewtonCgParams::default())
+        }),
     ]
 }
 
@@ -48,8 +60,17 @@ fn assert_honest<P: BatchedPotential>(name: &str, pot: &P, y: &Tensor, res: &Inv
     for i in 0..r.len() {
         // Same arithmetic as the solver's last evaluation, so the values agree to rounding.
         let slack = 1e-12 + 1e-6 * r[i];
-        assert!((r[i] - res.residual_inf[i]).abs() <= slack, "{name}: sample {i} reports {} but has {}", res.residual_inf[i], r[i]);
-        assert_eq!(res.converged[i], r[i] <= res.tolerance[i] + slack, "{name}: sample {i} flag disagrees with its residual");
+        assert!(
+            (r[i] - res.residual_inf[i]).abs() <= slack,
+            "{name}: sample {i} reports {} but has {}",
+            res.residual_inf[i],
+            r[i]
+        );
+        assert_eq!(
+            res.converged[i],
+            r[i] <= res.tolerance[i] + slack,
+            "{name}: sample {i} flag disagrees with its residual"
+        );
     }
 }
 
@@ -87,10 +108,19 @@ fn newton_on_a_quadratic_accepts_unit_steps() {
     let params = NewtonCgParams::default().with_compaction_threshold(0.0);
     let res = invert_newton_cg(&pot, &y, &InversionOptions::default(), &params).unwrap();
     assert!(res.all_converged());
-    assert!(res.iterations.iter().all(|&k| k <= 40), "{:?}", res.iterations);
+    assert!(
+        res.iterations.iter().all(|&k| k <= 40),
+        "{:?}",
+        res.iterations
+    );
     // One evaluation at x0, then one per iteration of the slowest sample, unless a backtrack or a
     // partial acceptance forced a re-evaluation: the first case must hold here.
-    assert_eq!(res.stats.gradient_calls, 1 + res.stats.outer_iterations, "{:?}", res.stats);
+    assert_eq!(
+        res.stats.gradient_calls,
+        1 + res.stats.outer_iterations,
+        "{:?}",
+        res.stats
+    );
 }
 
 #[test]
@@ -101,7 +131,9 @@ fn ill_conditioned_quadratic_converges_or_reports() {
     let pot = QuadraticPotential::new(&a, None, DType::F64, &Device::Cpu).unwrap();
     let y = normal_batch(n, d, DType::F64, 7);
     let exact = pot.solve(&y).unwrap();
-    let opts = InversionOptions::default().with_abs_tolerance(1e-8).with_max_iterations(2000);
+    let opts = InversionOptions::default()
+        .with_abs_tolerance(1e-8)
+        .with_max_iterations(2000);
     for (name, solve) in solvers() {
         let res = solve(&pot, &y, &opts).unwrap();
         assert_honest(name, &pot, &y, &res);
@@ -139,13 +171,22 @@ fn iteration_limit_is_reported_not_hidden() {
     let a = spd(d, 1e-3, 1e2, 10);
     let pot = QuadraticPotential::new(&a, None, DType::F64, &Device::Cpu).unwrap();
     let y = normal_batch(n, d, DType::F64, 11);
-    let opts = InversionOptions::default().with_abs_tolerance(1e-12).with_max_iterations(2);
+    let opts = InversionOptions::default()
+        .with_abs_tolerance(1e-12)
+        .with_max_iterations(2);
     for (name, solve) in solvers() {
         let res = solve(&pot, &y, &opts).unwrap();
         assert!(!res.all_converged(), "{name}");
-        assert!(res.iterations.iter().all(|&k| k <= 2), "{name}: {:?}", res.iterations);
+        assert!(
+            res.iterations.iter().all(|&k| k <= 2),
+            "{name}: {:?}",
+            res.iterations
+        );
         assert_honest(name, &pot, &y, &res);
-        assert!(matches!(res.clone().into_converged(), Err(ConvexOptError::NotConverged { .. })));
+        assert!(matches!(
+            res.clone().into_converged(),
+            Err(ConvexOptError::NotConverged { .. })
+        ));
     }
 }
 
@@ -172,11 +213,24 @@ fn non_finite_input_is_an_error() {
     let pot = QuadraticPotential::new(&a, None, DType::F64, &Device::Cpu).unwrap();
     let y = Tensor::new(&[[1.0f64, f64::NAN, 0.0], [0.0, 1.0, 2.0]], &Device::Cpu).unwrap();
     let good = Tensor::new(&[[1.0f64, 0.0, 0.0], [0.0, 1.0, 2.0]], &Device::Cpu).unwrap();
-    let inf_x0 = Tensor::new(&[[1.0f64, 0.0, f64::INFINITY], [0.0, 1.0, 2.0]], &Device::Cpu).unwrap();
+    let inf_x0 = Tensor::new(
+        &[[1.0f64, 0.0, f64::INFINITY], [0.0, 1.0, 2.0]],
+        &Device::Cpu,
+    )
+    .unwrap();
     for (name, solve) in solvers() {
-        assert!(matches!(solve(&pot, &y, &InversionOptions::default()), Err(ConvexOptError::NonFinite(_))), "{name}");
+        assert!(
+            matches!(
+                solve(&pot, &y, &InversionOptions::default()),
+                Err(ConvexOptError::NonFinite(_))
+            ),
+            "{name}"
+        );
         let opts = InversionOptions::default().with_x0(inf_x0.clone());
-        assert!(matches!(solve(&pot, &good, &opts), Err(ConvexOptError::NonFinite(_))), "{name}");
+        assert!(
+            matches!(solve(&pot, &good, &opts), Err(ConvexOptError::NonFinite(_))),
+            "{name}"
+        );
     }
     // A potential that is NaN at the start.
     let nan_pot = FnPotential::new(|x: &Tensor| {
@@ -184,8 +238,14 @@ fn non_finite_input_is_an_error() {
         Ok((v, x.clone()))
     });
     let o = InversionOptions::default();
-    assert!(matches!(invert_lbfgs_batched(&nan_pot, &good, &o, &BatchedLbfgsParams::default()), Err(ConvexOptError::NonFinite(_))));
-    assert!(matches!(invert_lbfgs_flat(&nan_pot, &good, &o, &FlatLbfgsParams::default()), Err(ConvexOptError::NonFinite(_))));
+    assert!(matches!(
+        invert_lbfgs_batched(&nan_pot, &good, &o, &BatchedLbfgsParams::default()),
+        Err(ConvexOptError::NonFinite(_))
+    ));
+    assert!(matches!(
+        invert_lbfgs_flat(&nan_pot, &good, &o, &FlatLbfgsParams::default()),
+        Err(ConvexOptError::NonFinite(_))
+    ));
 }
 
 #[test]
@@ -194,18 +254,56 @@ fn shape_and_dtype_errors() {
     let pot = QuadraticPotential::new(&a, None, DType::F64, &Device::Cpu).unwrap();
     let y1 = Tensor::new(&[1.0f64, 2.0, 3.0], &Device::Cpu).unwrap();
     let yi = Tensor::new(&[[1u32, 2, 3]], &Device::Cpu).unwrap();
-    let wrong_x0 = InversionOptions::default().with_x0(Tensor::zeros((2, 3), DType::F64, &Device::Cpu).unwrap());
+    let wrong_x0 = InversionOptions::default()
+        .with_x0(Tensor::zeros((2, 3), DType::F64, &Device::Cpu).unwrap());
     let y = Tensor::zeros((1, 3), DType::F64, &Device::Cpu).unwrap();
     for (name, solve) in solvers() {
-        assert!(matches!(solve(&pot, &y1, &InversionOptions::default()), Err(ConvexOptError::Shape { .. })), "{name}");
-        assert!(matches!(solve(&pot, &yi, &InversionOptions::default()), Err(ConvexOptError::UnsupportedDType(_))), "{name}");
-        assert!(matches!(solve(&pot, &y, &wrong_x0), Err(ConvexOptError::Shape { .. })), "{name}");
+        assert!(
+            matches!(
+                solve(&pot, &y1, &InversionOptions::default()),
+                Err(ConvexOptError::Shape { .. })
+            ),
+            "{name}"
+        );
+        assert!(
+            matches!(
+                solve(&pot, &yi, &InversionOptions::default()),
+                Err(ConvexOptError::UnsupportedDType(_))
+            ),
+            "{name}"
+        );
+        assert!(
+            matches!(
+                solve(&pot, &y, &wrong_x0),
+                Err(ConvexOptError::Shape { .. })
+            ),
+            "{name}"
+        );
         // Potential of dimension 3, targets of dimension 2.
         let y2 = Tensor::zeros((4, 2), DType::F64, &Device::Cpu).unwrap();
-        assert!(solve(&pot, &y2, &InversionOptions::default()).is_err(), "{name}");
+        assert!(
+            solve(&pot, &y2, &InversionOptions::default()).is_err(),
+            "{name}"
+        );
     }
-    assert!(QuadraticPotential::new(&DMatrix::from_row_slice(2, 2, &[1.0, 2.0, 0.0, 1.0]), None, DType::F64, &Device::Cpu).is_err());
-    assert!(QuadraticPotential::new(&DMatrix::from_row_slice(2, 2, &[1.0, 2.0, 2.0, 1.0]), None, DType::F64, &Device::Cpu).is_err());
+    assert!(
+        QuadraticPotential::new(
+            &DMatrix::from_row_slice(2, 2, &[1.0, 2.0, 0.0, 1.0]),
+            None,
+            DType::F64,
+            &Device::Cpu
+        )
+        .is_err()
+    );
+    assert!(
+        QuadraticPotential::new(
+            &DMatrix::from_row_slice(2, 2, &[1.0, 2.0, 2.0, 1.0]),
+            None,
+            DType::F64,
+            &Device::Cpu
+        )
+        .is_err()
+    );
 }
 
 #[test]
@@ -213,11 +311,23 @@ fn newton_needs_hessian_vector_products() {
     // Φ(x) = ‖x‖², ∇Φ(x) = 2x: the solution is y/2.
     let pot = FnPotential::new(|x: &Tensor| Ok((x.sqr()?.sum(1)?, (x * 2.0)?)));
     let y = Tensor::ones((2, 3), DType::F64, &Device::Cpu).unwrap();
-    let err = invert_newton_cg(&pot, &y, &InversionOptions::default(), &NewtonCgParams::default()).unwrap_err();
+    let err = invert_newton_cg(
+        &pot,
+        &y,
+        &InversionOptions::default(),
+        &NewtonCgParams::default(),
+    )
+    .unwrap_err();
     assert!(matches!(err, ConvexOptError::Unsupported("hvp")), "{err}");
     // The same potential with an HVP works.
     let pot = pot.with_hvp(|_x: &Tensor, v: &Tensor| v * 2.0);
-    let res = invert_newton_cg(&pot, &y, &InversionOptions::default(), &NewtonCgParams::default()).unwrap();
+    let res = invert_newton_cg(
+        &pot,
+        &y,
+        &InversionOptions::default(),
+        &NewtonCgParams::default(),
+    )
+    .unwrap();
     assert!(res.all_converged());
     assert!(max_abs_diff(&res.x, &(y * 0.5).unwrap()) <= 1e-12);
 }
@@ -241,20 +351,48 @@ fn compaction_does_not_change_the_answer() {
     let (d, n) = (6, 40);
     let a = spd(d, 0.2, 30.0, 17);
     let pot = QuadraticPotential::new(&a, None, DType::F64, &Device::Cpu).unwrap();
-    let scales: Vec<f64> = (0..n).map(|i| 10f64.powf(-3.0 + 6.0 * i as f64 / n as f64)).collect();
+    let scales: Vec<f64> = (0..n)
+        .map(|i| 10f64.powf(-3.0 + 6.0 * i as f64 / n as f64))
+        .collect();
     let s = Tensor::from_vec(scales, (n, 1), &Device::Cpu).unwrap();
-    let y = normal_batch(n, d, DType::F64, 18).broadcast_mul(&s).unwrap();
+    let y = normal_batch(n, d, DType::F64, 18)
+        .broadcast_mul(&s)
+        .unwrap();
     let opts = InversionOptions::default().with_abs_tolerance(1e-10);
-    let with = invert_lbfgs_batched(&pot, &y, &opts, &BatchedLbfgsParams::default().with_compaction_threshold(0.9)).unwrap();
-    let without = invert_lbfgs_batched(&pot, &y, &opts, &BatchedLbfgsParams::default().with_compaction_threshold(0.0)).unwrap();
+    let with = invert_lbfgs_batched(
+        &pot,
+        &y,
+        &opts,
+        &BatchedLbfgsParams::default().with_compaction_threshold(0.9),
+    )
+    .unwrap();
+    let without = invert_lbfgs_batched(
+        &pot,
+        &y,
+        &opts,
+        &BatchedLbfgsParams::default().with_compaction_threshold(0.0),
+    )
+    .unwrap();
     assert!(with.stats.compactions > 0);
     assert_eq!(without.stats.compactions, 0);
     assert!(with.all_converged() && without.all_converged());
     // Identical per-row arithmetic: same iterations and the same iterates.
     assert_eq!(with.iterations, without.iterations);
     assert!(max_abs_diff(&with.x, &without.x) <= 1e-12);
-    let nw = invert_newton_cg(&pot, &y, &opts, &NewtonCgParams::default().with_compaction_threshold(0.9)).unwrap();
-    let nwo = invert_newton_cg(&pot, &y, &opts, &NewtonCgParams::default().with_compaction_threshold(0.0)).unwrap();
+    let nw = invert_newton_cg(
+        &pot,
+        &y,
+        &opts,
+        &NewtonCgParams::default().with_compaction_threshold(0.9),
+    )
+    .unwrap();
+    let nwo = invert_newton_cg(
+        &pot,
+        &y,
+        &opts,
+        &NewtonCgParams::default().with_compaction_threshold(0.0),
+    )
+    .unwrap();
     assert!(nw.all_converged() && nwo.all_converged());
     assert!(max_abs_diff(&nw.x, &nwo.x) <= 1e-9);
 }

@@ -161,6 +161,12 @@ impl<V> CgResult<V> {
 /// nothing). Each `H_i` must be symmetric positive definite; a system whose curvature `pᵀHp`
 /// is not positive stops and is flagged in [`CgResult::breakdown`].
 ///
+/// `CgResult::applications[i]` counts the calls in which system `i` was marked active, i.e. the
+/// work the operator was asked to do for it. In floating point, plain CG can need many more
+/// than `d` iterations on ill-conditioned matrices with spread spectra (measured, f64,
+/// log-uniform spectrum: ≈ 6d at cond 1e6, d = 43; ≈ 8d at cond 1e6, d = 200, rtol 1e-4);
+/// [`CgParams::reorthogonalize`] restores convergence in at most ≈ `d` iterations.
+///
 /// ```
 /// use krylov::{cg, CgParams, DenseNalgebraOperator};
 /// use nalgebra::{DMatrix, dmatrix};

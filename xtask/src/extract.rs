@@ -101,7 +101,10 @@ pub fn tar_dir(
 }
 
 fn zip_find<R: Read + Seek>(zip: &mut zip::ZipArchive<R>, member: &str) -> Result<Option<Vec<u8>>> {
-    let names: Vec<String> = zip.file_names().map(str::to_string).collect();
+    let names: Vec<String> = zip
+        .file_names()
+        .map(|n| n.map(|n| n.into_owned()))
+        .collect::<Result<_, _>>()?;
     if let Some(name) = names.iter().find(|n| n.ends_with(member)) {
         let mut f = zip.by_name(name)?;
         let mut out = Vec::with_capacity(usize::try_from(f.size()).unwrap_or(0));

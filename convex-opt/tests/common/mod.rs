@@ -49,7 +49,9 @@ impl<N: ConvexPotential> BatchedPotential for IcnnPotential<N> {
         Ok(SecondOrderModel::new(
             value,
             gradient,
-            Box::new(move |v: &Tensor| Ok(((lin.hvp(v).map_err(icnn_err)? * scale)? + (v * alpha)?)?)),
+            Box::new(move |v: &Tensor| {
+                Ok(((lin.hvp(v).map_err(icnn_err)? * scale)? + (v * alpha)?)?)
+            }),
         ))
     }
 }
@@ -57,27 +59,60 @@ impl<N: ConvexPotential> BatchedPotential for IcnnPotential<N> {
 /// A `(n, d)` batch of standard normals (host RNG, fixed seed).
 pub fn normal_batch(n: usize, d: usize, dtype: DType, seed: u64) -> Tensor {
     let mut rng = StdRng::seed_from_u64(seed);
-    let v: Vec<f64> = (0..n * d).map(|_| StandardNormal.sample(&mut rng)).collect();
-    Tensor::from_vec(v, (n, d), &Device::Cpu).unwrap().to_dtype(dtype).unwrap()
+    let v: Vec<f64> = (0..n * d)
+        .map(|_| StandardNormal.sample(&mut rng))
+        .collect();
+    Tensor::from_vec(v, (n, d), &Device::Cpu)
+        .unwrap()
+        .to_dtype(dtype)
+        .unwrap()
 }
 
 /// A random `Icnn2` potential with its ActNorm initialised on a standard-normal batch.
-pub fn icnn2_potential(d: usize, width: usize, depth: usize, dtype: DType, seed: u64, scale: f64, alpha: f64) -> IcnnPotential<Icnn2> {
+pub fn icnn2_potential(
+    d: usize,
+    width: usize,
+    depth: usize,
+    dtype: DType,
+    seed: u64,
+    scale: f64,
+    alpha: f64,
+) -> IcnnPotential<Icnn2> {
     let varmap = VarMap::new();
     let vb = VarBuilder::from_varmap(&varmap, dtype, &Device::Cpu);
-    let config = Icnn2Config { dim: d, width, depth, ..Default::default() };
+    let config = Icnn2Config {
+        dim: d,
+        width,
+        depth,
+        ..Default::default()
+    };
     let net = Icnn2::new(vb.pp("icnn"), &config, &mut StdRng::seed_from_u64(seed)).unwrap();
-    net.potential(&normal_batch(256, d, dtype, seed + 1)).unwrap();
+    net.potential(&normal_batch(256, d, dtype, seed + 1))
+        .unwrap();
     IcnnPotential { net, scale, alpha }
 }
 
 /// A random `Icnn3` potential with its ActNorm initialised on a standard-normal batch.
-pub fn icnn3_potential(d: usize, width: usize, depth: usize, dtype: DType, seed: u64, scale: f64, alpha: f64) -> IcnnPotential<Icnn3> {
+pub fn icnn3_potential(
+    d: usize,
+    width: usize,
+    depth: usize,
+    dtype: DType,
+    seed: u64,
+    scale: f64,
+    alpha: f64,
+) -> IcnnPotential<Icnn3> {
     let varmap = VarMap::new();
     let vb = VarBuilder::from_varmap(&varmap, dtype, &Device::Cpu);
-    let config = Icnn3Config { dim: d, width, depth, ..Default::default() };
+    let config = Icnn3Config {
+        dim: d,
+        width,
+        depth,
+        ..Default::default()
+    };
     let net = Icnn3::new(vb.pp("icnn"), &config, &mut StdRng::seed_from_u64(seed)).unwrap();
-    net.potential(&normal_batch(256, d, dtype, seed + 1)).unwrap();
+    net.potential(&normal_batch(256, d, dtype, seed + 1))
+        .unwrap();
     IcnnPotential { net, scale, alpha }
 }
 
@@ -85,7 +120,16 @@ pub fn icnn3_potential(d: usize, width: usize, depth: usize, dtype: DType, seed:
 /// potential is f64).
 pub fn residuals<P: BatchedPotential>(pot: &P, x: &Tensor, y: &Tensor) -> Vec<f64> {
     let (_, g) = pot.value_and_gradient(x).unwrap();
-    (g - y).unwrap().abs().unwrap().max(1).unwrap().to_dtype(DType::F64).unwrap().to_vec1::<f64>().unwrap()
+    (g - y)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max(1)
+        .unwrap()
+        .to_dtype(DType::F64)
+        .unwrap()
+        .to_vec1::<f64>()
+        .unwrap()
 }
 
 /// `max |a − b|` over all entries.

@@ -3,7 +3,11 @@
 use plotters::style::RGBColor;
 
 fn interpolate(anchors: &[(u8, u8, u8)], t: f64) -> RGBColor {
-    let t = if t.is_finite() { t.clamp(0.0, 1.0) } else { 0.0 };
+    let t = if t.is_finite() {
+        t.clamp(0.0, 1.0)
+    } else {
+        0.0
+    };
     let s = t * (anchors.len() - 1) as f64;
     let k = (s.floor() as usize).min(anchors.len() - 2);
     let f = s - k as f64;

@@ -116,7 +116,10 @@ pub fn quiver_png(
             }
             let tip = [o[0] + scale * v[0], o[1] + scale * v[1]];
             let style = viridis(if max_len > 0.0 { l / max_len } else { 0.0 }).stroke_width(1);
-            arrows.push(PathElement::new(vec![(o[0], o[1]), (tip[0], tip[1])], style));
+            arrows.push(PathElement::new(
+                vec![(o[0], o[1]), (tip[0], tip[1])],
+                style,
+            ));
             // Arrow head: two strokes at ±25° from the reversed direction, 30% of the length.
             let (dx, dy) = (tip[0] - o[0], tip[1] - o[1]);
             for angle in [0.44f64, -0.44] {

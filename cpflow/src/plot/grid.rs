@@ -24,7 +24,9 @@ impl Bounds {
     /// The smallest window holding all `points`, enlarged by `pad` (a fraction of the span)
     /// on every side; `[−1, 1]²` for no finite point.
     pub fn around(points: &[Point2], pad: f64) -> Self {
-        let finite = points.iter().filter(|p| p[0].is_finite() && p[1].is_finite());
+        let finite = points
+            .iter()
+            .filter(|p| p[0].is_finite() && p[1].is_finite());
         let (mut x0, mut x1, mut y0, mut y1) = (
             f64::INFINITY,
             f64::NEG_INFINITY,
@@ -91,8 +93,16 @@ impl Grid2d {
     }
 
     fn node(bounds: Bounds, nx: usize, ny: usize, i: usize, j: usize) -> Point2 {
-        let fx = if nx > 1 { i as f64 / (nx - 1) as f64 } else { 0.5 };
-        let fy = if ny > 1 { j as f64 / (ny - 1) as f64 } else { 0.5 };
+        let fx = if nx > 1 {
+            i as f64 / (nx - 1) as f64
+        } else {
+            0.5
+        };
+        let fy = if ny > 1 {
+            j as f64 / (ny - 1) as f64
+        } else {
+            0.5
+        };
         [
             bounds.x.0 + fx * (bounds.x.1 - bounds.x.0),
             bounds.y.0 + fy * (bounds.y.1 - bounds.y.0),

@@ -46,7 +46,11 @@ fn normaliser(grid: &Grid2d) -> Result<impl Fn(f64) -> f64, PlotError> {
 /// Heat map of a density grid (e.g. `exp(log p)` of a model) in the `BuPu` colour map, scaled
 /// from the grid's minimum (white) to its maximum (dark purple), bilinearly interpolated to a
 /// `size × size` PNG.
-pub fn density_heatmap_png(path: impl AsRef<Path>, grid: &Grid2d, size: u32) -> Result<(), PlotError> {
+pub fn density_heatmap_png(
+    path: impl AsRef<Path>,
+    grid: &Grid2d,
+    size: u32,
+) -> Result<(), PlotError> {
     let norm = normaliser(grid)?;
     render_pixels(path.as_ref(), size, grid.bounds, |_, _, p| {
         bupu(norm(grid.interpolate(p)))

@@ -72,7 +72,9 @@ pub fn line_chart_png(
         .filter(|p| p[0].is_finite() && p[1].is_finite())
         .collect();
     if all.is_empty() {
-        return Err(PlotError::InvalidInput("no finite point in any series".into()));
+        return Err(PlotError::InvalidInput(
+            "no finite point in any series".into(),
+        ));
     }
     let b = bounds.unwrap_or_else(|| Bounds::around(&all, 0.05));
     let err = draw_err(path);
@@ -121,7 +123,10 @@ mod tests {
         let t = nice_ticks(0.0, 1.0);
         let expected = [0.0, 0.2, 0.4, 0.6, 0.8, 1.0];
         assert_eq!(t.len(), expected.len());
-        assert!(t.iter().zip(expected).all(|(a, b)| (a - b).abs() < 1e-12), "{t:?}");
+        assert!(
+            t.iter().zip(expected).all(|(a, b)| (a - b).abs() < 1e-12),
+            "{t:?}"
+        );
         let t = nice_ticks(-3.7, 12.2);
         assert!(t.iter().all(|v| *v >= -3.7 && *v <= 12.2));
         assert!(t.len() >= 4 && t.len() <= 11, "{t:?}");
@@ -130,7 +135,9 @@ mod tests {
 
     #[test]
     fn line_chart_is_drawn() {
-        let curve: Vec<Point2> = (0..100).map(|i| [i as f64, (i as f64 * 0.1).exp()]).collect();
+        let curve: Vec<Point2> = (0..100)
+            .map(|i| [i as f64, (i as f64 * 0.1).exp()])
+            .collect();
         let flat = vec![[0.0, 100.0], [99.0, 100.0]];
         let path = temp_png("lines");
         line_chart_png(

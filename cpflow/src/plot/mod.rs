@@ -75,7 +75,10 @@ where
         &mut ChartContext<
             '_,
             BitMapBackend<'_>,
-            Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>,
+            Cartesian2d<
+                plotters::coord::types::RangedCoordf64,
+                plotters::coord::types::RangedCoordf64,
+            >,
         >,
     ) -> Result<(), PlotError>,
 {

@@ -4,7 +4,9 @@
 #[derive(Debug, thiserror::Error)]
 pub enum ToyError {
     /// The name is not one of [`crate::toy::Toy::ALL`].
-    #[error("unknown toy density `{0}` (known: 8gaussians, swissroll, 2spirals, rings, moons, checkerboard, pinwheel, circles, mafmoon)")]
+    #[error(
+        "unknown toy density `{0}` (known: 8gaussians, swissroll, 2spirals, rings, moons, checkerboard, pinwheel, circles, mafmoon)"
+    )]
     UnknownToy(String),
     /// An argument is out of its domain (dimension 0, covariance not positive definite, …).
     #[error("invalid argument: {0}")]

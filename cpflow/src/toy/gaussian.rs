@@ -85,11 +85,7 @@ impl GaussianTarget {
             ToyError::InvalidArgument("covariance is not positive definite".into())
         })?;
         let chol_l = chol.l();
-        Ok(Self {
-            mean,
-            cov,
-            chol_l,
-        })
+        Ok(Self { mean, cov, chol_l })
     }
 
     /// The reference's random target: `m ~ N(0, I_d)`, `C ~ Wishart(d + 1, I_d)`.
@@ -111,11 +107,7 @@ impl GaussianTarget {
         let chol_l = nalgebra::Cholesky::new(cov.clone())
             .map(|c| c.l())
             .unwrap_or_else(|| DMatrix::identity(2, 2));
-        Self {
-            mean,
-            cov,
-            chol_l,
-        }
+        Self { mean, cov, chol_l }
     }
 
     /// Dimension `d`.
@@ -172,6 +164,21 @@ impl GaussianTarget {
         0.5 * (self.dim() as f64 * (2.0 * PI * E).ln() + log_det)
     }
 
+    /// The optimal (Brenier) map to `N(0, I)`, `T(x) = C^{-½}(x − m)`, applied to row-major
+    /// rows (`n·d` values). `mean ‖x − T(x)‖²` over samples of this Gaussian estimates
+    /// [`GaussianTarget::w2_squared_to_standard_normal`].
+    pub fn optimal_map_to_standard_normal(&self, rows: &[f64]) -> Vec<f64> {
+        let eig = SymmetricEigen::new(self.cov.clone());
+        let s = eig.eigenvalues.map(|l| 1.0 / l.max(f64::MIN_POSITIVE).sqrt());
+        let a = &eig.eigenvectors * DMatrix::from_diagonal(&s) * eig.eigenvectors.transpose();
+        let mut out = Vec::with_capacity(rows.len());
+        for row in rows.chunks(self.dim()) {
+            let x = DVector::from_column_slice(row) - &self.mean;
+            out.extend((&a * x).iter());
+        }
+        out
+    }
+
     /// Closed-form `W₂²(N(m, C), N(0, I)) = ‖m‖² + tr(C + I − 2 C^{½})`: the optimal
     /// transport cost from this Gaussian to the standard normal.
     pub fn w2_squared_to_standard_normal(&self) -> f64 {
@@ -207,8 +214,8 @@ mod tests {
         let w = w2_squared_gaussians(&m1, &c1, &m2, &c2).unwrap();
         assert!((w - expected).abs() < 1e-12, "{w} vs {expected}");
         // Rotating both Gaussians by the same orthogonal matrix leaves W₂ unchanged.
-        let q = SymmetricEigen::new(sample_wishart(3, 4, &mut StdRng::seed_from_u64(1)))
-            .eigenvectors;
+        let q =
+            SymmetricEigen::new(sample_wishart(3, 4, &mut StdRng::seed_from_u64(1))).eigenvectors;
         let w_rot = w2_squared_gaussians(
             &(&q * &m1),
             &(&q * &c1 * q.transpose()),
@@ -266,7 +273,11 @@ mod tests {
             assert!((mean[k] - t.mean()[k]).abs() < 6.0 * (scale / n as f64).sqrt());
         }
         // SE(cov entry) ≈ scale·√(2/n) ≈ 0.003·scale; 0.02·scale ≈ 6 SE.
-        assert!((&cov - t.cov()).abs().max() < 0.02 * scale, "{cov} vs {}", t.cov());
+        assert!(
+            (&cov - t.cov()).abs().max() < 0.02 * scale,
+            "{cov} vs {}",
+            t.cov()
+        );
         // Monte-Carlo cross-entropy equals the entropy (SE ≈ √(d/2)/√n ≈ 0.003).
         let nll = -x
             .chunks(d)
@@ -275,6 +286,32 @@ mod tests {
             .sum::<f64>()
             / 5e4;
         assert!((nll - t.entropy()).abs() < 0.03, "{nll} vs {}", t.entropy());
+    }
+
+    #[test]
+    fn optimal_map_whitens_and_its_cost_is_w2() {
+        let mut rng = StdRng::seed_from_u64(5);
+        let t = GaussianTarget::random(3, &mut rng).unwrap();
+        let n = 100_000;
+        let x = t.sample(n, &mut rng);
+        let z = t.optimal_map_to_standard_normal(&x);
+        // z ~ N(0, I): second moments ≈ I (SE ≈ √(2/n) ≈ 0.0045; 0.03 ≈ 6 SE).
+        for i in 0..3 {
+            for j in 0..3 {
+                let m: f64 = z.chunks(3).map(|r| r[i] * r[j]).sum::<f64>() / n as f64;
+                let e = if i == j { 1.0 } else { 0.0 };
+                assert!((m - e).abs() < 0.03, "({i},{j}) {m}");
+            }
+        }
+        let cost: f64 = x
+            .chunks(3)
+            .zip(z.chunks(3))
+            .map(|(a, b)| a.iter().zip(b).map(|(u, v)| (u - v).powi(2)).sum::<f64>())
+            .sum::<f64>()
+            / n as f64;
+        let w2 = t.w2_squared_to_standard_normal();
+        // Relative SE of the mean cost is a few 1e-3 here; 3% is a loose bound.
+        assert!((cost - w2).abs() < 0.03 * w2, "{cost} vs {w2}");
     }
 
     #[test]
@@ -287,7 +324,9 @@ mod tests {
         }
         acc /= reps as f64;
         // E W = df·I; Var W_ii = 2·df = 8 → SE ≈ 0.02; off-diagonal Var = df → SE ≈ 0.014.
-        let err = (&acc - DMatrix::<f64>::identity(d, d) * df as f64).abs().max();
+        let err = (&acc - DMatrix::<f64>::identity(d, d) * df as f64)
+            .abs()
+            .max();
         assert!(err < 0.1, "{acc}");
     }
 

@@ -52,11 +52,10 @@ impl ImageDensity {
                 ((19595 * r as u32 + 38470 * g as u32 + 7471 * b as u32 + 0x8000) >> 16) as u8
             })
             .collect();
-        Self::from_grey(&grey, w as usize, h as usize)
-            .map_err(|e| match e {
-                ToyError::EmptyImage(_) => ToyError::EmptyImage(path.display().to_string()),
-                other => other,
-            })
+        Self::from_grey(&grey, w as usize, h as usize).map_err(|e| match e {
+            ToyError::EmptyImage(_) => ToyError::EmptyImage(path.display().to_string()),
+            other => other,
+        })
     }
 
     /// Builds the density from row-major 8-bit grey levels (row 0 = top).
@@ -171,7 +170,9 @@ mod tests {
     use rand::rngs::StdRng;
 
     fn logo(name: &str) -> std::path::PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/toy2d").join(name)
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../shared/data/toy2d")
+            .join(name)
     }
 
     #[test]
@@ -187,7 +188,10 @@ mod tests {
         let m = crate::toy::mean_point(&x);
         let e = d.mean();
         // Spread ≈ 2.5 per axis → SE ≈ 0.008; 0.04 is 5 SE.
-        assert!((m[0] - e[0]).abs() < 0.04 && (m[1] - e[1]).abs() < 0.04, "{m:?} vs {e:?}");
+        assert!(
+            (m[0] - e[0]).abs() < 0.04 && (m[1] - e[1]).abs() < 0.04,
+            "{m:?} vs {e:?}"
+        );
     }
 
     #[test]

@@ -173,9 +173,9 @@ pub fn maf_moon_log_density(y: Point2) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::toy::integrate_log_density as integrate;
     use rand::SeedableRng;
     use rand::rngs::StdRng;
-    use crate::toy::integrate_log_density as integrate;
 
     #[test]
     fn eight_gaussians_second_moment_matches_closed_form() {
@@ -208,7 +208,11 @@ mod tests {
         let h = 8f64.ln() + (2.0 * PI * std::f64::consts::E * s * s).ln();
         let mut rng = StdRng::seed_from_u64(1);
         let x = sample_eight_gaussians(50_000, &mut rng);
-        let nll = -x.iter().map(|p| eight_gaussians_log_density(*p)).sum::<f64>() / 5e4;
+        let nll = -x
+            .iter()
+            .map(|p| eight_gaussians_log_density(*p))
+            .sum::<f64>()
+            / 5e4;
         // SE of the mean of -log p is ≈ 1/√(2·5e4) ≈ 0.003 (χ² with 2 dof / 2); 0.02 is ~6 SE.
         assert!((nll - h).abs() < 0.02, "{nll} vs {h}");
     }
@@ -235,7 +239,11 @@ mod tests {
         // nearly every point stays within [0.3π − 0.5, 0.9π + 0.5].
         let sr = sample_swiss_roll(5000, &mut rng);
         let radii: Vec<f64> = sr.iter().map(|p| p[0].hypot(p[1])).collect();
-        assert!(radii.iter().all(|r| *r > 0.3 * PI - 0.5 && *r < 0.9 * PI + 0.5));
+        assert!(
+            radii
+                .iter()
+                .all(|r| *r > 0.3 * PI - 0.5 && *r < 0.9 * PI + 0.5)
+        );
         // Rings: the radii cluster at 3, 2.25, 1.5, 0.75 (noise 0.08).
         let rings = sample_rings(4000, &mut rng);
         for p in &rings {

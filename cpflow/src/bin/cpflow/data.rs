@@ -179,7 +179,10 @@ pub fn read_npy(path: &Path) -> Result<(usize, Vec<f64>)> {
     let (n, d) = match t.dims() {
         [n] => (*n, 1),
         [n, d] => (*n, *d),
-        other => bail!("{}: expected a 1-D or 2-D array, got shape {other:?}", path.display()),
+        other => bail!(
+            "{}: expected a 1-D or 2-D array, got shape {other:?}",
+            path.display()
+        ),
     };
     let rows = t.reshape((n * d,))?.to_vec1::<f64>()?;
     check_finite(path, &rows)?;
@@ -270,7 +273,10 @@ mod tests {
             assert_eq!((d, &back), (3, &rows));
         }
         std::fs::write(dir.join("h.csv"), "x,y\n1,2\n3,4\n").unwrap();
-        assert_eq!(read_csv(&dir.join("h.csv")).unwrap(), (2, vec![1.0, 2.0, 3.0, 4.0]));
+        assert_eq!(
+            read_csv(&dir.join("h.csv")).unwrap(),
+            (2, vec![1.0, 2.0, 3.0, 4.0])
+        );
         std::fs::write(dir.join("bad.csv"), "1,2\n3\n").unwrap();
         assert!(read_csv(&dir.join("bad.csv")).is_err());
         let section = DataSection {
@@ -285,8 +291,14 @@ mod tests {
 
     #[test]
     fn sources_parse() {
-        assert!(matches!(DataSource::parse("moons").unwrap(), DataSource::Toy(Toy::Moons)));
-        assert!(matches!(DataSource::parse("x.NPY").unwrap(), DataSource::Npy(_)));
+        assert!(matches!(
+            DataSource::parse("moons").unwrap(),
+            DataSource::Toy(Toy::Moons)
+        ));
+        assert!(matches!(
+            DataSource::parse("x.NPY").unwrap(),
+            DataSource::Npy(_)
+        ));
         assert!(DataSource::parse("not-a-toy").is_err());
         let section = DataSection {
             source: "8gaussians".into(),

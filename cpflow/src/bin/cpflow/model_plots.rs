@@ -94,7 +94,12 @@ pub fn write_model_plots(
 
     if let Some(points) = data {
         histogram_png(dir.join("data.png"), points, window, 200, opts.size)?;
-        figures.push(info("data.png", "2-D histogram of the data (200×200 bins, BuPu)", window, None));
+        figures.push(info(
+            "data.png",
+            "2-D histogram of the data (200×200 bins, BuPu)",
+            window,
+            None,
+        ));
     }
 
     // Model density on a grid (exact log-det).
@@ -137,11 +142,20 @@ pub fn write_model_plots(
     ));
     let zb = Bounds::around(&zs, 0.05);
     scatter_colored_png(dir.join("latent.png"), &zs, &ranks, zb, 2, opts.size)?;
-    figures.push(info("latent.png", "the prior draws z behind samples.png, same colours", zb, None));
+    figures.push(info(
+        "latent.png",
+        "the prior draws z behind samples.png, same colours",
+        zb,
+        None,
+    ));
 
     // Potential and gradient map of the first CP-Flow block, on the data-space grid pushed
     // through the layers before it (as the reference does with its leading ActNorm).
-    let Some(k) = flow.layers().iter().position(|l| matches!(l, Layer::Cpf(_))) else {
+    let Some(k) = flow
+        .layers()
+        .iter()
+        .position(|l| matches!(l, Layer::Cpf(_)))
+    else {
         return finish(dir, figures);
     };
     let b = 0.95 * opts.half_width;
@@ -186,10 +200,18 @@ pub fn write_model_plots(
         gb,
         None,
     ));
-    let every_other: Vec<usize> = (0..m * m).filter(|i| (i / m) % 2 == 0 && (i % m) % 2 == 0).collect();
+    let every_other: Vec<usize> = (0..m * m)
+        .filter(|i| (i / m) % 2 == 0 && (i % m) % 2 == 0)
+        .collect();
     let origins: Vec<Point2> = every_other.iter().map(|&i| mesh[i]).collect();
     let vectors: Vec<Point2> = every_other.iter().map(|&i| grad[i]).collect();
-    quiver_png(dir.join("gradient_field.png"), &origins, &vectors, Bounds::square(opts.half_width), opts.size)?;
+    quiver_png(
+        dir.join("gradient_field.png"),
+        &origins,
+        &vectors,
+        Bounds::square(opts.half_width),
+        opts.size,
+    )?;
     figures.push(info(
         "gradient_field.png",
         "grad Phi as arrows (common scale), coloured by length",
@@ -200,7 +222,10 @@ pub fn write_model_plots(
 }
 
 fn finish(dir: &Path, figures: Vec<FigureInfo>) -> Result<Vec<FigureInfo>> {
-    std::fs::write(dir.join("plots.json"), serde_json::to_string_pretty(&figures)?)?;
+    std::fs::write(
+        dir.join("plots.json"),
+        serde_json::to_string_pretty(&figures)?,
+    )?;
     Ok(figures)
 }
 

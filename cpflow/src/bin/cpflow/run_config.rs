@@ -44,11 +44,11 @@
 //! `--out`, applied in that order after the file.
 
 use anyhow::{Context, Result, bail};
+use cpflow::block::BlockConfig;
 use cpflow::{
     AdamParams, FloatType, FlowConfig, GaussianPrior, LayerConfig, LrSchedule, PotentialConfig,
     TrainConfig,
 };
-use cpflow::block::BlockConfig;
 use icnn::{ActivationKind, DenseIcnn2Config, Icnn2Config, Icnn3Config, IcnnConfig};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -285,7 +285,9 @@ pub struct Overrides {
 /// Parses `value` as a TOML value; a bare word that is not valid TOML becomes a string.
 fn parse_value(value: &str) -> toml::Value {
     match toml::from_str::<toml::Table>(&format!("v = {value}")) {
-        Ok(mut t) => t.remove("v").unwrap_or_else(|| toml::Value::String(value.into())),
+        Ok(mut t) => t
+            .remove("v")
+            .unwrap_or_else(|| toml::Value::String(value.into())),
         Err(_) => toml::Value::String(value.into()),
     }
 }
@@ -332,10 +334,18 @@ pub fn resolve(file: Option<&Path>, ov: &Overrides) -> Result<RunConfig> {
         set_path(&mut table, "data.source", s(d))?;
     }
     if let Some(n) = ov.iters {
-        set_path(&mut table, "train.max_iterations", toml::Value::Integer(n as i64))?;
+        set_path(
+            &mut table,
+            "train.max_iterations",
+            toml::Value::Integer(n as i64),
+        )?;
     }
     if let Some(b) = ov.batch_size {
-        set_path(&mut table, "train.batch_size", toml::Value::Integer(b as i64))?;
+        set_path(
+            &mut table,
+            "train.batch_size",
+            toml::Value::Integer(b as i64),
+        )?;
     }
     if let Some(lr) = ov.lr {
         set_path(&mut table, "train.adam.lr", toml::Value::Float(lr))?;
@@ -398,7 +408,10 @@ mod tests {
         let cfg = resolve(None, &Overrides::default()).unwrap();
         assert_eq!(cfg, RunConfig::default());
         let ov = Overrides {
-            set: vec!["model.width=8".into(), "train.lr_schedule=\"constant\"".into()],
+            set: vec![
+                "model.width=8".into(),
+                "train.lr_schedule=\"constant\"".into(),
+            ],
             data: Some("moons".into()),
             iters: Some(7),
             lr: Some(0.01),
@@ -415,7 +428,10 @@ mod tests {
         // Unset Adam fields keep the run defaults.
         assert_eq!(cfg.train.adam.beta2, 0.999);
         assert_eq!(cfg.model.float, FloatType::F32);
-        assert_eq!((cfg.data.seed, cfg.train.seed, cfg.model.init_seed), (3, 3, 3));
+        assert_eq!(
+            (cfg.data.seed, cfg.train.seed, cfg.model.init_seed),
+            (3, 3, 3)
+        );
         let bad = Overrides {
             set: vec!["model.nope=1".into()],
             ..Default::default()

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use super::{float_type, load_flow, locate_model, saved_run_config};
 use crate::data::{load, load_all};
-use crate::{EvalArgs, Estimator};
+use crate::{Estimator, EvalArgs};
 
 #[derive(Serialize)]
 struct EvalSummary {
@@ -32,7 +32,10 @@ pub fn eval(a: EvalArgs) -> Result<()> {
     // Explicit --data: every row of a file, or `n` fresh points of a toy/image. Otherwise the
     // held-out part of the run's data (fresh points for toys/images, the test split of files).
     let (source, data) = match (&a.data, &saved) {
-        (Some(src), _) => (src.clone(), load_all(src, a.n, seed.wrapping_add(1_000_003))?),
+        (Some(src), _) => (
+            src.clone(),
+            load_all(src, a.n, seed.wrapping_add(1_000_003))?,
+        ),
         (None, Some(cfg)) => {
             let mut s = cfg.data.clone();
             s.n_test = a.n;

@@ -48,7 +48,10 @@ pub fn locate_model(path: &Path) -> Result<ModelLocation> {
                 });
             }
         }
-        bail!("{} has no model.safetensors or checkpoint.safetensors", path.display());
+        bail!(
+            "{} has no model.safetensors or checkpoint.safetensors",
+            path.display()
+        );
     }
     if !path.exists() {
         bail!("{} does not exist", path.display());
@@ -61,8 +64,8 @@ pub fn locate_model(path: &Path) -> Result<ModelLocation> {
 
 /// Loads the model, optionally in another float type.
 pub fn load_flow(file: &Path, device: &Device, float: Option<FloatType>) -> Result<Flow> {
-    let ck = load_checkpoint(file, device)
-        .with_context(|| format!("loading {}", file.display()))?;
+    let ck =
+        load_checkpoint(file, device).with_context(|| format!("loading {}", file.display()))?;
     let mut cfg = ck.meta.flow.clone();
     if let Some(f) = float {
         cfg.float = f;

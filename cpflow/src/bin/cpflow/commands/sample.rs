@@ -23,7 +23,11 @@ pub fn sample(a: SampleArgs) -> Result<()> {
         );
     }
     let d = flow.dim();
-    let rows = inv.x.to_dtype(DType::F64)?.flatten_all()?.to_vec1::<f64>()?;
+    let rows = inv
+        .x
+        .to_dtype(DType::F64)?
+        .flatten_all()?
+        .to_vec1::<f64>()?;
     write_rows(&a.output, d, &rows)?;
     println!(
         "wrote {} samples of dimension {d} to {} (inversion: max residual {:.2e}, {} not converged)",

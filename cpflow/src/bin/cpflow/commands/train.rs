@@ -99,10 +99,24 @@ pub fn train(a: TrainArgs) -> Result<()> {
         let ts = Instant::now();
         let rep = trainer.fit_steps(&train_set, val, segment)?;
         train_time += ts.elapsed().as_secs_f64();
-        final_loss = if rep.final_loss.is_finite() { rep.final_loss } else { final_loss };
+        final_loss = if rep.final_loss.is_finite() {
+            rep.final_loss
+        } else {
+            final_loss
+        };
         if let Some(test) = &test_set {
-            let nll = mean_nll(trainer.flow(), test, &NllEstimator::Exact, 1024, &mut eval_rng)?;
-            tracing::info!(iteration = rep.iterations, test_nll = nll, "held-out exact NLL");
+            let nll = mean_nll(
+                trainer.flow(),
+                test,
+                &NllEstimator::Exact,
+                1024,
+                &mut eval_rng,
+            )?;
+            tracing::info!(
+                iteration = rep.iterations,
+                test_nll = nll,
+                "held-out exact NLL"
+            );
             curve.push((rep.iterations, nll));
         }
         let st = trainer.state();
@@ -116,7 +130,13 @@ pub fn train(a: TrainArgs) -> Result<()> {
     if cfg.run.plots && data.dim == 2 {
         let pts = rows_to_points(&data.train, 100_000);
         let mut rng = FlowRng::seed_from_u64(cfg.train.seed ^ 0x5A3);
-        let figs = write_model_plots(&flow, Some(&pts), &out.join("plots"), &PlotOptions::default(), &mut rng)?;
+        let figs = write_model_plots(
+            &flow,
+            Some(&pts),
+            &out.join("plots"),
+            &PlotOptions::default(),
+            &mut rng,
+        )?;
         tracing::info!(count = figs.len(), dir = %out.join("plots").display(), "wrote plots");
     }
     let summary = TrainSummary {
@@ -134,7 +154,10 @@ pub fn train(a: TrainArgs) -> Result<()> {
         train_time_s: train_time,
         wall_time_s: t0.elapsed().as_secs_f64(),
     };
-    std::fs::write(out.join("report.json"), serde_json::to_string_pretty(&summary)?)?;
+    std::fs::write(
+        out.join("report.json"),
+        serde_json::to_string_pretty(&summary)?,
+    )?;
     println!(
         "trained {} iterations in {:.1} s; held-out exact NLL {:.4} nats{}; outputs in {}",
         summary.iterations,
