@@ -1,5 +1,6 @@
-//! Dense log-determinants of batches of SPD Jacobians on the host (faer Cholesky), and the
-//! differentiable exact log-det used by [`crate::Flow::exact_nll_loss`].
+//! The differentiable exact log-det used by [`crate::Flow::exact_nll_loss`]: values and
+//! inverses of batches of SPD Jacobians on the host (faer Cholesky), gradients through the
+//! trace identity. (Plain log-det values come from `logdet::exact_logdet_tensor`.)
 
 use candle_core::{DType, Tensor};
 use faer::linalg::solvers::DenseSolveCore;
@@ -24,18 +25,6 @@ fn cholesky(m: &Mat<f64>, k: usize) -> Result<faer::linalg::solvers::Llt<f64>> {
              the weights or the input are probably non-finite"
         ))
     })
-}
-
-/// `log det H_b` for every matrix of a `(B, d, d)` SPD batch (host Cholesky, f64).
-pub fn exact_logdet_host(h: &Tensor) -> Result<Vec<f64>> {
-    let mats = to_host_mats(h)?;
-    let mut out = Vec::with_capacity(mats.len());
-    for (k, m) in mats.iter().enumerate() {
-        let llt = cholesky(m, k)?;
-        let l = llt.L();
-        out.push(2.0 * (0..m.nrows()).map(|i| l[(i, i)].ln()).sum::<f64>());
-    }
-    Ok(out)
 }
 
 /// The log-dets and the inverses `H_b⁻¹` (as a detached `(B, d, d)` tensor like `h`).

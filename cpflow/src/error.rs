@@ -14,6 +14,9 @@ pub enum CpflowError {
     /// An error from the Krylov solvers.
     #[error("krylov error: {0}")]
     Krylov(#[from] krylov::KrylovError),
+    /// An error from the log-determinant estimators.
+    #[error("log-det error: {0}")]
+    Logdet(#[from] logdet::LogdetError),
     /// An error from the convex solvers used for inversion.
     #[error("inversion solver error: {0}")]
     ConvexOpt(#[from] convex_opt::ConvexOptError),

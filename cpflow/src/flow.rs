@@ -8,7 +8,6 @@ use rand::Rng;
 use crate::actnorm::ActNorm;
 use crate::block::CpFlowBlock;
 use crate::config::{FloatType, SlqParams};
-use crate::dense_logdet::exact_logdet_host;
 use crate::error::{CpflowError, Result};
 use crate::flow_config::{FlowConfig, LayerConfig};
 use crate::prior::GaussianPrior;
@@ -269,7 +268,7 @@ impl Flow {
                 }
                 Layer::Cpf(blk) => {
                     let (z, hess) = blk.forward_and_hessian(&h, ctx)?;
-                    let lds = exact_logdet_host(&hess.detach())?;
+                    let lds = logdet::exact_logdet_tensor(&hess.detach())?;
                     ld.iter_mut().zip(lds).for_each(|(v, l)| *v += l);
                     z.detach()
                 }

@@ -153,9 +153,16 @@ mod tests {
         assert_eq!(sha256_file(&p).unwrap(), sha);
         assert_eq!(sha256_bytes(b"abc"), sha);
         assert_eq!(md5_file(&p).unwrap(), "900150983cd24fb0d6963f7d28e17f72");
-        assert_eq!(verify(&p, &Checksum::sha256(&sha.to_uppercase())).unwrap(), Ok(Verified::Match));
         assert_eq!(
-            verify(&p, &Checksum::Md5("900150983cd24fb0d6963f7d28e17f72".into())).unwrap(),
+            verify(&p, &Checksum::sha256(&sha.to_uppercase())).unwrap(),
+            Ok(Verified::Match)
+        );
+        assert_eq!(
+            verify(
+                &p,
+                &Checksum::Md5("900150983cd24fb0d6963f7d28e17f72".into())
+            )
+            .unwrap(),
             Ok(Verified::Match)
         );
         assert!(verify(&p, &Checksum::Md5("00".into())).unwrap().is_err());
@@ -172,7 +179,11 @@ mod tests {
         std::fs::write(&gz, &bytes).unwrap();
         assert_eq!(sha256_gunzipped_file(&gz).unwrap(), sha);
         std::fs::write(&gz, &bytes[..bytes.len() - 4]).unwrap();
-        assert!(verify(&gz, &Checksum::Sha256Gunzipped(sha.into())).unwrap().is_err());
+        assert!(
+            verify(&gz, &Checksum::Sha256Gunzipped(sha.into()))
+                .unwrap()
+                .is_err()
+        );
         assert_eq!(
             verify(&p, &Checksum::Unknown).unwrap(),
             Ok(Verified::Unverified { sha256: sha.into() })

@@ -217,13 +217,25 @@ mod tests {
             "xtask", "download", "mnist", "--dir", "/tmp/d", "--mirror", "http://x", "--force",
         ])
         .unwrap();
-        let Command::Download(a) = cli.command else { panic!() };
+        let Command::Download(a) = cli.command else {
+            panic!()
+        };
         assert_eq!(a.dataset, DownloadName::Mnist);
         assert_eq!(a.mirror.as_deref(), Some("http://x"));
         assert!(Cli::try_parse_from(["xtask", "download", "imagenet"]).is_err());
         let cli = Cli::try_parse_from(["xtask", "bench-tabular", "--dataset", "power"]).unwrap();
-        assert!(run(&cli).unwrap_err().to_string().contains("not implemented yet"));
+        assert!(
+            run(&cli)
+                .unwrap_err()
+                .to_string()
+                .contains("not implemented yet")
+        );
         let cli = Cli::try_parse_from(["xtask", "reproduce", "--quick"]).unwrap();
-        assert!(run(&cli).unwrap_err().to_string().contains("not implemented yet"));
+        assert!(
+            run(&cli)
+                .unwrap_err()
+                .to_string()
+                .contains("not implemented yet")
+        );
     }
 }

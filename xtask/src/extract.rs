@@ -39,7 +39,9 @@ pub fn write_atomic(dest: &Path, mut r: impl Read) -> Result<u64> {
 
 fn open_tar_gz(archive: &Path) -> Result<tar::Archive<flate2::read::GzDecoder<BufReader<File>>>> {
     let f = File::open(archive).with_context(|| format!("cannot open {}", archive.display()))?;
-    Ok(tar::Archive::new(flate2::read::GzDecoder::new(BufReader::new(f))))
+    Ok(tar::Archive::new(flate2::read::GzDecoder::new(
+        BufReader::new(f),
+    )))
 }
 
 /// Copies the members of a `.tar.gz` whose path ends with each `suffix` to `dir/dest`.
@@ -49,8 +51,15 @@ pub fn tar_members(archive: &Path, members: &[(String, String)], dir: &Path) -> 
     let ctx = || format!("reading {}", archive.display());
     for entry in tar.entries().with_context(ctx)? {
         let mut entry = entry.with_context(ctx)?;
-        let name = entry.path().with_context(ctx)?.to_string_lossy().into_owned();
-        if let Some(i) = members.iter().position(|(suffix, _)| name.ends_with(suffix.as_str())) {
+        let name = entry
+            .path()
+            .with_context(ctx)?
+            .to_string_lossy()
+            .into_owned();
+        if let Some(i) = members
+            .iter()
+            .position(|(suffix, _)| name.ends_with(suffix.as_str()))
+        {
             write_atomic(&dir.join(&members[i].1), &mut entry).with_context(ctx)?;
             found[i] = true;
         }
@@ -84,8 +93,14 @@ pub fn tar_dir(
         if !entry.header().entry_type().is_file() {
             continue;
         }
-        let name = entry.path().with_context(ctx)?.to_string_lossy().into_owned();
-        let Some(pos) = name.find(prefix) else { continue };
+        let name = entry
+            .path()
+            .with_context(ctx)?
+            .to_string_lossy()
+            .into_owned();
+        let Some(pos) = name.find(prefix) else {
+            continue;
+        };
         let rel = &name[pos + prefix.len()..];
         if rel.is_empty() || rel.split('/').any(|c| c == ".." || c.is_empty()) {
             continue;
@@ -138,8 +153,11 @@ pub fn zip_member(archive: &Path, member: &str, dest: &str, dir: &Path) -> Resul
 /// Decompresses a `.gz` file to `dir/dest`.
 pub fn gunzip(archive: &Path, dest: &str, dir: &Path) -> Result<()> {
     let f = File::open(archive).with_context(|| format!("cannot open {}", archive.display()))?;
-    write_atomic(&dir.join(dest), flate2::read::GzDecoder::new(BufReader::new(f)))
-        .with_context(|| format!("decompressing {}", archive.display()))?;
+    write_atomic(
+        &dir.join(dest),
+        flate2::read::GzDecoder::new(BufReader::new(f)),
+    )
+    .with_context(|| format!("decompressing {}", archive.display()))?;
     Ok(())
 }
 
@@ -170,7 +188,11 @@ pub fn verify_tar_members(archive: &Path, sums: &str) -> Result<usize> {
     let ctx = || format!("reading {}", archive.display());
     for entry in tar.entries().with_context(ctx)? {
         let mut entry = entry.with_context(ctx)?;
-        let name = entry.path().with_context(ctx)?.to_string_lossy().into_owned();
+        let name = entry
+            .path()
+            .with_context(ctx)?
+            .to_string_lossy()
+            .into_owned();
         let Some((_, want)) = expected
             .iter()
             .find(|(p, _)| name.ends_with(&format!("/{p}")))

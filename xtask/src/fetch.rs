@@ -93,8 +93,10 @@ pub enum FetchError {
 }
 
 fn file_name(p: &Path) -> String {
-    p.file_name()
-        .map_or_else(|| p.display().to_string(), |n| n.to_string_lossy().into_owned())
+    p.file_name().map_or_else(
+        || p.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    )
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> FetchError + '_ {
@@ -201,7 +203,11 @@ pub fn fetch(
             match transfer(agent, url, &part, opts) {
                 Ok(()) => return finish(url, &part, dest, checksum),
                 Err(Attempt::Retry(e)) => {
-                    tracing::warn!("{url}: {e} (attempt {} of {})", attempt + 1, opts.retries + 1);
+                    tracing::warn!(
+                        "{url}: {e} (attempt {} of {})",
+                        attempt + 1,
+                        opts.retries + 1
+                    );
                     last_error = e;
                 }
                 Err(Attempt::GiveUpUrl(e)) => {
@@ -277,7 +283,9 @@ fn transfer(
             _ => {
                 // An unexpected range: start over without one.
                 let _ = std::fs::remove_file(part);
-                return Err(Attempt::Retry("server sent an unexpected byte range".into()));
+                return Err(Attempt::Retry(
+                    "server sent an unexpected byte range".into(),
+                ));
             }
         },
         416 => {
@@ -336,7 +344,9 @@ fn transfer(
     if let Some(t) = total {
         let got = std::fs::metadata(part).map(|m| m.len()).unwrap_or(0);
         if got < t {
-            return Err(Attempt::Retry(format!("transfer ended at {got} of {t} bytes")));
+            return Err(Attempt::Retry(format!(
+                "transfer ended at {got} of {t} bytes"
+            )));
         }
     }
     Ok(())
@@ -355,6 +365,9 @@ mod tests {
 
     #[test]
     fn part_path_appends_suffix() {
-        assert_eq!(part_path(Path::new("/a/b.tar.gz")), PathBuf::from("/a/b.tar.gz.part"));
+        assert_eq!(
+            part_path(Path::new("/a/b.tar.gz")),
+            PathBuf::from("/a/b.tar.gz.part")
+        );
     }
 }

@@ -87,8 +87,14 @@ fn run_step(
         (c, _) => c.clone(),
     };
     tracing::info!("{}: {} ({})", a.cache_name, checksum, a.approx_size);
-    let fetched = fetch(agent, &a.urls_with(opts.mirror.as_deref()), &cache, &checksum, &opts.fetch)
-        .map_err(StepError::Fetch)?;
+    let fetched = fetch(
+        agent,
+        &a.urls_with(opts.mirror.as_deref()),
+        &cache,
+        &checksum,
+        &opts.fetch,
+    )
+    .map_err(StepError::Fetch)?;
     if let Verified::Unverified { sha256 } = fetched.verified() {
         tracing::warn!(
             "{}: no published checksum to verify against; computed sha256 {sha256} \
@@ -110,12 +116,11 @@ fn run_step(
         Extract::ZipMember { member, dest } => extract::zip_member(&cache, member, dest, dir),
         Extract::Gunzip(dest) => extract::gunzip(&cache, dest, dir),
         Extract::Place(dest) => extract::place(&cache, &dir.join(dest)),
-        Extract::PlaceVerifyingMembers { dest, sums } => {
-            extract::verify_tar_members(&cache, sums).and_then(|n| {
+        Extract::PlaceVerifyingMembers { dest, sums } => extract::verify_tar_members(&cache, sums)
+            .and_then(|n| {
                 tracing::info!("{}: all {n} images match their sha256", a.cache_name);
                 extract::place(&cache, &dir.join(dest))
-            })
-        }
+            }),
     };
     res.map_err(StepError::Other)
 }
@@ -125,7 +130,11 @@ enum StepError {
     Other(anyhow::Error),
 }
 
-fn run_plan(plan: &Plan, opts: &DownloadOptions, agent: &ureq::Agent) -> Result<Outcome, StepError> {
+fn run_plan(
+    plan: &Plan,
+    opts: &DownloadOptions,
+    agent: &ureq::Agent,
+) -> Result<Outcome, StepError> {
     let mut unverified = Vec::new();
     for step in &plan.steps {
         run_step(step, opts, agent, &mut unverified)?;

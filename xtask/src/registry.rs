@@ -342,7 +342,12 @@ mod tests {
         let mut paths: Vec<(String, String)> = reg
             .iter()
             .flat_map(|d| d.plans.iter().flat_map(|p| p.steps.iter()))
-            .map(|s| (s.artifact.mirror_path.clone(), s.artifact.cache_name.clone()))
+            .map(|s| {
+                (
+                    s.artifact.mirror_path.clone(),
+                    s.artifact.cache_name.clone(),
+                )
+            })
             .collect();
         paths.sort();
         paths.dedup();

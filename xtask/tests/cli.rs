@@ -67,7 +67,12 @@ fn power_npy() -> Vec<u8> {
 fn hepmass_csv(n: usize) -> String {
     let mut s = String::from("# label, f0, f1, mass\n");
     for i in 0..n {
-        s.push_str(&format!("1, {}, {}, {}\n", (i * 7 % 13) as f64 / 3.0, (i * 5 % 11) as f64, 1000));
+        s.push_str(&format!(
+            "1, {}, {}, {}\n",
+            (i * 7 % 13) as f64 / 3.0,
+            (i * 5 % 11) as f64,
+            1000
+        ));
     }
     s
 }
@@ -75,15 +80,24 @@ fn hepmass_csv(n: usize) -> String {
 fn maf_archive() -> Vec<u8> {
     tar_gz(&[
         ("data/power/data.npy", power_npy()),
-        ("data/miniboone/data.npy", write_npy_f64(&Matrix::new(30, 43, vec![1.0; 30 * 43]).unwrap())),
+        (
+            "data/miniboone/data.npy",
+            write_npy_f64(&Matrix::new(30, 43, vec![1.0; 30 * 43]).unwrap()),
+        ),
         ("data/hepmass/1000_train.csv", hepmass_csv(50).into_bytes()),
-        ("data/hepmass/1000_test.csv", hepmass_csv(20).replace("mass\n", "mass, x\n").into_bytes()),
+        (
+            "data/hepmass/1000_test.csv",
+            hepmass_csv(20).replace("mass\n", "mass, x\n").into_bytes(),
+        ),
     ])
 }
 
 #[test]
 fn maf_datasets_download_extract_and_load() {
-    let srv = TestServer::start(HashMap::from([("/maf/data.tar.gz".into(), Route::new(maf_archive()))]));
+    let srv = TestServer::start(HashMap::from([(
+        "/maf/data.tar.gz".into(),
+        Route::new(maf_archive()),
+    )]));
     let dir = tempdir();
     let out = download("power", dir.path(), &srv.base);
     let err = stderr(&out);
@@ -99,19 +113,31 @@ fn maf_datasets_download_extract_and_load() {
     let n = srv.requests().len();
     let again = download("power", dir.path(), &srv.base);
     assert!(again.status.success());
-    assert!(stderr(&again).contains("already present"), "{}", stderr(&again));
+    assert!(
+        stderr(&again).contains("already present"),
+        "{}",
+        stderr(&again)
+    );
     // HEPMASS reuses the cached archive, verified against the recorded sha256.
     let hep = download("hepmass", dir.path(), &srv.base);
     assert!(hep.status.success(), "{}", stderr(&hep));
     assert_eq!(srv.requests().len(), n);
-    assert!(!stderr(&hep).contains("no published checksum"), "{}", stderr(&hep));
+    assert!(
+        !stderr(&hep).contains("no published checksum"),
+        "{}",
+        stderr(&hep)
+    );
     assert_eq!(load_hepmass(dir.path()).unwrap().sizes(), (45, 5, 20));
 
     // The cached archive is tampered with: its recorded sha256 catches it.
     std::fs::write(dir.path().join(".downloads/maf-data.tar.gz"), b"corrupt").unwrap();
     let bad = download("miniboone", dir.path(), &srv.base);
     assert!(!bad.status.success());
-    assert!(stderr(&bad).contains("checksum mismatch"), "{}", stderr(&bad));
+    assert!(
+        stderr(&bad).contains("checksum mismatch"),
+        "{}",
+        stderr(&bad)
+    );
     assert!(!dir.path().join("miniboone/data.npy").exists());
 }
 
@@ -131,9 +157,18 @@ fn hepmass_falls_back_to_uci_and_gas_comes_from_the_uci_zip() {
         z.finish().unwrap();
     }
     let srv = TestServer::start(HashMap::from([
-        ("/uci/hepmass/1000_train.csv.gz".into(), Route::new(gz(train.as_bytes()))),
-        ("/uci/hepmass/1000_test.csv.gz".into(), Route::new(gz(test.as_bytes()))),
-        ("/uci/gas/data.zip".into(), Route::new(zip_bytes.into_inner())),
+        (
+            "/uci/hepmass/1000_train.csv.gz".into(),
+            Route::new(gz(train.as_bytes())),
+        ),
+        (
+            "/uci/hepmass/1000_test.csv.gz".into(),
+            Route::new(gz(test.as_bytes())),
+        ),
+        (
+            "/uci/gas/data.zip".into(),
+            Route::new(zip_bytes.into_inner()),
+        ),
     ]));
     let dir = tempdir();
     let out = download("hepmass", dir.path(), &srv.base);
@@ -149,12 +184,19 @@ fn hepmass_falls_back_to_uci_and_gas_comes_from_the_uci_zip() {
 }
 
 fn shared(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data").join(rel)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared/data")
+        .join(rel)
 }
 
 #[test]
 fn mnist_is_verified_by_content_and_rejected_when_wrong() {
-    let names = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"];
+    let names = [
+        "train-images-idx3-ubyte",
+        "train-labels-idx1-ubyte",
+        "t10k-images-idx3-ubyte",
+        "t10k-labels-idx1-ubyte",
+    ];
     let routes: HashMap<String, Route> = names
         .iter()
         .map(|n| {
@@ -171,62 +213,107 @@ fn mnist_is_verified_by_content_and_rejected_when_wrong() {
     assert_eq!(m.test.rows(), 10_000);
 
     // A mirror serving other bytes: checksum mismatch, nothing installed.
-    srv.set_route("/mnist/t10k-labels-idx1-ubyte.gz", Route::new(gz(b"\x00\x00\x08\x01\x00\x00\x00\x00")));
+    srv.set_route(
+        "/mnist/t10k-labels-idx1-ubyte.gz",
+        Route::new(gz(b"\x00\x00\x08\x01\x00\x00\x00\x00")),
+    );
     let dir2 = tempdir();
     let out = download("mnist", dir2.path(), &srv.base);
     assert!(!out.status.success());
     let err = stderr(&out);
-    assert!(err.contains("checksum mismatch") && err.contains("t10k-labels-idx1-ubyte.gz"), "{err}");
+    assert!(
+        err.contains("checksum mismatch") && err.contains("t10k-labels-idx1-ubyte.gz"),
+        "{err}"
+    );
     assert!(!dir2.path().join("mnist/t10k-labels-idx1-ubyte.gz").exists());
 }
 
 #[test]
 fn bsds300_images_are_checked_one_by_one() {
     let real = std::fs::read(shared("bsds300/BSDS300-images.tar.gz")).unwrap();
-    let srv = TestServer::start(HashMap::from([("/bsds300/BSDS300-images.tgz".into(), Route::new(real.clone()))]));
+    let srv = TestServer::start(HashMap::from([(
+        "/bsds300/BSDS300-images.tgz".into(),
+        Route::new(real.clone()),
+    )]));
     let dir = tempdir();
     let out = download("bsds300", dir.path(), &srv.base);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(stderr(&out).contains("all 300 images match"), "{}", stderr(&out));
-    assert_eq!(std::fs::read(dir.path().join("bsds300/BSDS300-images.tgz")).unwrap(), real);
+    assert!(
+        stderr(&out).contains("all 300 images match"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        std::fs::read(dir.path().join("bsds300/BSDS300-images.tgz")).unwrap(),
+        real
+    );
 
     let fake = tar_gz(&[("BSDS300/images/train/100075.jpg", b"not a jpeg".to_vec())]);
     srv.set_route("/bsds300/BSDS300-images.tgz", Route::new(fake));
     let dir2 = tempdir();
     let out = download("bsds300", dir2.path(), &srv.base);
     assert!(!out.status.success());
-    assert!(stderr(&out).contains("not the official images"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("not the official images"),
+        "{}",
+        stderr(&out)
+    );
     assert!(!dir2.path().join("bsds300/BSDS300-images.tgz").exists());
 }
 
 #[test]
 fn cifar10_md5_mismatch_and_offline_message() {
     let fake = tar_gz(&[("cifar-10-batches-bin/test_batch.bin", vec![0u8; 100])]);
-    let srv = TestServer::start(HashMap::from([("/cifar10/cifar-10-binary.tar.gz".into(), Route::new(fake))]));
+    let srv = TestServer::start(HashMap::from([(
+        "/cifar10/cifar-10-binary.tar.gz".into(),
+        Route::new(fake),
+    )]));
     let dir = tempdir();
     let out = download("cifar10", dir.path(), &srv.base);
     assert!(!out.status.success());
     assert!(stderr(&out).contains("md5"), "{}", stderr(&out));
 
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let mirror = format!("http://127.0.0.1:{port}");
     let out = download("miniboone", dir.path(), &mirror);
     assert!(!out.status.success());
     let err = stderr(&out);
     assert!(err.contains(&format!("{mirror}/maf/data.tar.gz")), "{err}");
-    assert!(err.contains("maf-data.tar.gz") && err.contains("by hand"), "{err}");
+    assert!(
+        err.contains("maf-data.tar.gz") && err.contains("by hand"),
+        "{err}"
+    );
 }
 
 #[test]
 fn bench_and_reproduce_are_declared_but_not_implemented() {
-    for args in [&["bench-tabular", "--dataset", "power", "--runs", "2"][..], &["reproduce", "--quick"][..]] {
+    for args in [
+        &["bench-tabular", "--dataset", "power", "--runs", "2"][..],
+        &["reproduce", "--quick"][..],
+    ] {
         let out = xtask(args);
         assert!(!out.status.success());
-        assert!(stderr(&out).contains("not implemented yet"), "{}", stderr(&out));
+        assert!(
+            stderr(&out).contains("not implemented yet"),
+            "{}",
+            stderr(&out)
+        );
     }
     let help = xtask(&["bench-tabular", "--help"]);
     let text = String::from_utf8_lossy(&help.stdout);
-    for flag in ["--dataset", "--data-dir", "--config", "--runs", "--seed", "--device", "--fp64"] {
+    for flag in [
+        "--dataset",
+        "--data-dir",
+        "--config",
+        "--runs",
+        "--seed",
+        "--device",
+        "--fp64",
+    ] {
         assert!(text.contains(flag), "{text}");
     }
 }

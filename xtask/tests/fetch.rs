@@ -32,15 +32,33 @@ fn downloads_verifies_and_renames() {
     let dir = tempdir();
     let dest = dir.path().join("sub/f.bin");
     let o = opts(0);
-    let got = fetch(&agent(&o), &[format!("{}/f.bin", srv.base)], &dest, &Checksum::sha256(&sha256_bytes(&body)), &o)
-        .unwrap();
-    assert!(matches!(got, Fetched::Downloaded { verified: Verified::Match, .. }));
+    let got = fetch(
+        &agent(&o),
+        &[format!("{}/f.bin", srv.base)],
+        &dest,
+        &Checksum::sha256(&sha256_bytes(&body)),
+        &o,
+    )
+    .unwrap();
+    assert!(matches!(
+        got,
+        Fetched::Downloaded {
+            verified: Verified::Match,
+            ..
+        }
+    ));
     assert_eq!(std::fs::read(&dest).unwrap(), body);
     assert!(!part_path(&dest).exists());
     // A second call finds the verified file and sends no request.
     let n = srv.requests().len();
-    let again = fetch(&agent(&o), &[format!("{}/f.bin", srv.base)], &dest, &Checksum::sha256(&sha256_bytes(&body)), &o)
-        .unwrap();
+    let again = fetch(
+        &agent(&o),
+        &[format!("{}/f.bin", srv.base)],
+        &dest,
+        &Checksum::sha256(&sha256_bytes(&body)),
+        &o,
+    )
+    .unwrap();
     assert_eq!(again, Fetched::AlreadyPresent(Verified::Match));
     assert_eq!(srv.requests().len(), n);
 }
@@ -53,7 +71,14 @@ fn checksum_mismatch_keeps_nothing() {
     let dest = dir.path().join("f.bin");
     let o = opts(2);
     let wrong = Checksum::sha256(&sha256_bytes(b"something else"));
-    let err = fetch(&agent(&o), &[format!("{}/f.bin", srv.base)], &dest, &wrong, &o).unwrap_err();
+    let err = fetch(
+        &agent(&o),
+        &[format!("{}/f.bin", srv.base)],
+        &dest,
+        &wrong,
+        &o,
+    )
+    .unwrap_err();
     assert!(matches!(err, FetchError::ChecksumMismatch { .. }), "{err}");
     assert!(err.to_string().contains("checksum mismatch"), "{err}");
     assert!(!dest.exists() && !part_path(&dest).exists());
@@ -69,7 +94,14 @@ fn truncated_transfer_is_resumed_with_a_range_request() {
     let dest = dir.path().join("f.bin");
     let o = opts(3);
     let sum = Checksum::sha256(&sha256_bytes(&body));
-    fetch(&agent(&o), &[format!("{}/f.bin", srv.base)], &dest, &sum, &o).unwrap();
+    fetch(
+        &agent(&o),
+        &[format!("{}/f.bin", srv.base)],
+        &dest,
+        &sum,
+        &o,
+    )
+    .unwrap();
     assert_eq!(std::fs::read(&dest).unwrap(), body);
     let seen = srv.requests();
     assert_eq!(seen.len(), 3, "{seen:?}");
@@ -108,8 +140,14 @@ fn server_ignoring_ranges_is_read_from_the_start() {
     let dir = tempdir();
     let dest = dir.path().join("f.bin");
     let o = opts(1);
-    fetch(&agent(&o), &[format!("{}/f.bin", srv.base)], &dest, &Checksum::sha256(&sha256_bytes(&body)), &o)
-        .unwrap();
+    fetch(
+        &agent(&o),
+        &[format!("{}/f.bin", srv.base)],
+        &dest,
+        &Checksum::sha256(&sha256_bytes(&body)),
+        &o,
+    )
+    .unwrap();
     assert_eq!(std::fs::read(&dest).unwrap(), body);
     assert_eq!(srv.requests()[1].status, 200);
 }
@@ -121,8 +159,20 @@ fn unknown_checksum_reports_the_computed_sha256() {
     let dir = tempdir();
     let dest = dir.path().join("f.bin");
     let o = opts(0);
-    let got = fetch(&agent(&o), &[format!("{}/f.bin", srv.base)], &dest, &Checksum::Unknown, &o).unwrap();
-    assert_eq!(got.verified(), &Verified::Unverified { sha256: sha256_bytes(&body) });
+    let got = fetch(
+        &agent(&o),
+        &[format!("{}/f.bin", srv.base)],
+        &dest,
+        &Checksum::Unknown,
+        &o,
+    )
+    .unwrap();
+    assert_eq!(
+        got.verified(),
+        &Verified::Unverified {
+            sha256: sha256_bytes(&body)
+        }
+    );
 }
 
 #[test]
@@ -133,14 +183,25 @@ fn falls_back_to_the_next_url_and_reports_unreachable_sources() {
     let dest = dir.path().join("f.bin");
     let o = opts(1);
     let sum = Checksum::sha256(&sha256_bytes(&body));
-    let urls = vec![format!("{}/missing.bin", srv.base), format!("{}/good.bin", srv.base)];
+    let urls = vec![
+        format!("{}/missing.bin", srv.base),
+        format!("{}/good.bin", srv.base),
+    ];
     fetch(&agent(&o), &urls, &dest, &sum, &o).unwrap();
     // 404 is not retried.
     let seen = srv.requests();
-    assert_eq!(seen.iter().filter(|s| s.status == 404).count(), 1, "{seen:?}");
+    assert_eq!(
+        seen.iter().filter(|s| s.status == 404).count(),
+        1,
+        "{seen:?}"
+    );
 
     // Nothing listens on a port that was just released: the error says what to do by hand.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let url = format!("http://127.0.0.1:{port}/data.tar.gz");
     let dest2 = dir.path().join("data.tar.gz");
     let err = fetch(&agent(&o), std::slice::from_ref(&url), &dest2, &sum, &o).unwrap_err();
@@ -159,10 +220,20 @@ fn a_bad_file_on_disk_is_moved_aside_not_trusted() {
     std::fs::write(&dest, b"tampered").unwrap();
     let o = opts(0);
     let sum = Checksum::sha256(&sha256_bytes(b"original"));
-    let err = fetch(&agent(&o), &["http://127.0.0.1:9/unused".into()], &dest, &sum, &o).unwrap_err();
+    let err = fetch(
+        &agent(&o),
+        &["http://127.0.0.1:9/unused".into()],
+        &dest,
+        &sum,
+        &o,
+    )
+    .unwrap_err();
     assert!(matches!(err, FetchError::ChecksumMismatch { .. }), "{err}");
     assert!(!dest.exists());
-    assert_eq!(std::fs::read(dir.path().join("f.bin.bad")).unwrap(), b"tampered");
+    assert_eq!(
+        std::fs::read(dir.path().join("f.bin.bad")).unwrap(),
+        b"tampered"
+    );
 }
 
 #[test]

@@ -270,7 +270,11 @@ pub fn patches_from_images(
     config: &Bsds300Config,
 ) -> Result<Split<f64>, DatasetError> {
     Ok(Split {
-        train: sample_patches(&images.train, config.n_train, &mut split_rng(config.seed, 1))?,
+        train: sample_patches(
+            &images.train,
+            config.n_train,
+            &mut split_rng(config.seed, 1),
+        )?,
         val: sample_patches(&images.train, config.n_val, &mut split_rng(config.seed, 2))?,
         test: sample_patches(&images.test, config.n_test, &mut split_rng(config.seed, 3))?,
     })

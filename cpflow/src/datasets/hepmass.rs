@@ -2,7 +2,8 @@
 //!
 //! `hepmass.py:load_data_no_discrete_normalised_as_array` of MAF / CP-Flow:
 //! 1. read `hepmass/1000_train.csv` and `hepmass/1000_test.csv` (`pd.read_csv(...,
-//!    index_col=False)`: a header line; a trailing delimiter on data lines is ignored);
+//!    index_col=False)`: a header line; a trailing delimiter on data lines is ignored, and
+//!    rows one field shorter than the header get `NaN` in the last column, as in pandas);
 //! 2. keep the rows whose first column (the label) is 1, drop the label column;
 //! 3. drop the **last** column of the test file ("because the data set is messed up");
 //! 4. standardise both with the **train** mean and std (pandas, ddof 1). pandas aligns the
@@ -70,6 +71,9 @@ pub fn read_signal_csv(path: &Path) -> Result<LabelledTable, DatasetError> {
     let d = n_cols - 1;
     let mut data = Vec::new();
     let mut rows = 0usize;
+    // Fields per data row: the header's count, or one less (pandas fills the last column
+    // with NaN). Every row must have the same count, so a cut-off last line is detected.
+    let mut width: Option<usize> = None;
     let mut records = reader.records();
     while let Some(rec) = records.next() {
         let rec = rec.map_err(|e| DatasetError::corrupt(path, e.to_string()))?;
@@ -78,8 +82,9 @@ pub fn read_signal_csv(path: &Path) -> Result<LabelledTable, DatasetError> {
         if len == n_cols + 1 && rec.get(n_cols).is_some_and(str::is_empty) {
             len = n_cols; // trailing delimiter (pandas' index_col=False)
         }
-        if len != n_cols {
-            let detail = format!("line {line} has {len} fields, the header has {n_cols}");
+        let expected = *width.get_or_insert(if len == n_cols - 1 { len } else { n_cols });
+        if len != expected {
+            let detail = format!("line {line} has {len} fields, expected {expected}");
             return Err(if records.next().is_none() {
                 DatasetError::truncated(path, format!("last {detail}"))
             } else {
@@ -87,10 +92,12 @@ pub fn read_signal_csv(path: &Path) -> Result<LabelledTable, DatasetError> {
             });
         }
         let parse = |j: usize| -> Result<f64, DatasetError> {
+            if j >= len {
+                return Ok(f64::NAN);
+            }
             let s = rec.get(j).unwrap_or("");
-            s.parse::<f64>().map_err(|_| {
-                DatasetError::corrupt(path, format!("line {line}: bad number {s:?}"))
-            })
+            s.parse::<f64>()
+                .map_err(|_| DatasetError::corrupt(path, format!("line {line}: bad number {s:?}")))
         };
         if parse(0)? != 1.0 {
             continue;

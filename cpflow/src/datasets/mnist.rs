@@ -97,7 +97,11 @@ pub fn read_idx_images(path: &Path) -> Result<IdxImages, DatasetError> {
             format!("bad IDX image magic {magic} (expected {IMAGES_MAGIC})"),
         ));
     }
-    let (n, rows, cols) = (be_u32(path, &b, 4)?, be_u32(path, &b, 8)?, be_u32(path, &b, 12)?);
+    let (n, rows, cols) = (
+        be_u32(path, &b, 4)?,
+        be_u32(path, &b, 8)?,
+        be_u32(path, &b, 12)?,
+    );
     let d = rows * cols;
     check_len(path, b.len() - 16, n * d)?;
     Ok(IdxImages {

@@ -48,13 +48,13 @@ use std::path::Path;
 
 pub use bsds300::{
     BSDS300_DIM, Bsds300Config, Bsds300Images, GrayImage, PATCH_SIZE, decode_gray,
-    find_images_archive, load_bsds300, load_bsds300_from_archive, patches_from_images,
-    pil_luma, read_images_archive, sample_patches,
+    find_images_archive, load_bsds300, load_bsds300_from_archive, patches_from_images, pil_luma,
+    read_images_archive, sample_patches,
 };
 pub use error::DatasetError;
 pub use gas::{
-    GAS_CORRELATION_THRESHOLD, GAS_RAW_COLUMNS, GasConfig, load_gas, load_gas_file,
-    preprocess_gas, read_gas_sensors,
+    GAS_CORRELATION_THRESHOLD, GAS_RAW_COLUMNS, GasConfig, load_gas, load_gas_file, preprocess_gas,
+    read_gas_sensors,
 };
 pub use hepmass::{
     HEPMASS_MAX_REPEATS, LabelledTable, load_hepmass, preprocess_hepmass, read_signal_csv,
@@ -62,8 +62,8 @@ pub use hepmass::{
 pub use matrix::{Matrix, Split, TensorSplit};
 pub use miniboone::{MINIBOONE_COLUMNS, load_miniboone, load_miniboone_file, preprocess_miniboone};
 pub use mnist::{
-    IdxImages, LogitImages, MNIST_ALPHA, MNIST_FILES, MnistSplit, bits_per_dim,
-    dequantize_logit, load_mnist, logit_to_pixels, read_idx_images, read_idx_labels,
+    IdxImages, LogitImages, MNIST_ALPHA, MNIST_FILES, MnistSplit, bits_per_dim, dequantize_logit,
+    load_mnist, logit_to_pixels, read_idx_images, read_idx_labels,
 };
 pub use npy::{parse_npy_matrix, write_npy_f64};
 pub use numpy_rng::NumpyRandomState;
@@ -89,8 +89,10 @@ pub mod layout {
     /// BSDS300, MAF's patch file (detected, not read).
     pub const BSDS300_HDF5: &str = "BSDS300/BSDS300.hdf5";
     /// BSDS300 source images, the official name first.
-    pub const BSDS300_IMAGES: [&str; 2] =
-        ["bsds300/BSDS300-images.tgz", "bsds300/BSDS300-images.tar.gz"];
+    pub const BSDS300_IMAGES: [&str; 2] = [
+        "bsds300/BSDS300-images.tgz",
+        "bsds300/BSDS300-images.tar.gz",
+    ];
     /// MNIST IDX files (see [`super::MNIST_FILES`]).
     pub const MNIST_DIR: &str = "mnist";
     /// CIFAR-10 binary batches (`data_batch_{1..5}.bin`, `test_batch.bin`).

@@ -37,16 +37,20 @@ struct Header {
 fn dict_value<'a>(dict: &'a str, key: &str) -> Option<&'a str> {
     let pat_sq = format!("'{key}'");
     let pat_dq = format!("\"{key}\"");
-    let start = dict.find(&pat_sq).map(|i| i + pat_sq.len()).or_else(|| {
-        dict.find(&pat_dq).map(|i| i + pat_dq.len())
-    })?;
+    let start = dict
+        .find(&pat_sq)
+        .map(|i| i + pat_sq.len())
+        .or_else(|| dict.find(&pat_dq).map(|i| i + pat_dq.len()))?;
     let rest = dict[start..].trim_start().strip_prefix(':')?.trim_start();
     Some(rest)
 }
 
 fn parse_header(path: &Path, bytes: &[u8]) -> Result<Header, DatasetError> {
     if bytes.len() < 10 {
-        return Err(DatasetError::truncated(path, "shorter than the .npy preamble"));
+        return Err(DatasetError::truncated(
+            path,
+            "shorter than the .npy preamble",
+        ));
     }
     if &bytes[..6] != MAGIC {
         return Err(DatasetError::corrupt(path, "not a .npy file (bad magic)"));
@@ -56,7 +60,10 @@ fn parse_header(path: &Path, bytes: &[u8]) -> Result<Header, DatasetError> {
         1 => (usize::from(u16::from_le_bytes([bytes[8], bytes[9]])), 10),
         2 | 3 => {
             if bytes.len() < 12 {
-                return Err(DatasetError::truncated(path, "shorter than the .npy preamble"));
+                return Err(DatasetError::truncated(
+                    path,
+                    "shorter than the .npy preamble",
+                ));
             }
             let len = u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]);
             (len as usize, 12)

@@ -159,7 +159,10 @@ mod tests {
     fn rand_matches_numpy() {
         let mut rng = NumpyRandomState::new(42);
         let got: Vec<f64> = (0..3).map(|_| rng.random_sample()).collect();
-        assert_eq!(got, vec![0.3745401188473625, 0.9507143064099162, 0.7319939418114051]);
+        assert_eq!(
+            got,
+            vec![0.3745401188473625, 0.9507143064099162, 0.7319939418114051]
+        );
     }
 
     #[test]

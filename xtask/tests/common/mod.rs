@@ -113,7 +113,11 @@ fn handle(
     let mut reader = BufReader::new(stream.try_clone()?);
     let mut request_line = String::new();
     reader.read_line(&mut request_line)?;
-    let path = request_line.split_whitespace().nth(1).unwrap_or("/").to_string();
+    let path = request_line
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or("/")
+        .to_string();
     let mut range = None;
     loop {
         let mut line = String::new();
@@ -138,7 +142,11 @@ fn handle(
         })
     };
     let Some(route) = route else {
-        log.lock().unwrap().push(Seen { path, range, status: 404 });
+        log.lock().unwrap().push(Seen {
+            path,
+            range,
+            status: 404,
+        });
         out.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")?;
         return Ok(());
     };
@@ -153,7 +161,9 @@ fn handle(
     let (status, head, body): (u16, String, &[u8]) = match start {
         Some(s) if s >= len => (
             416,
-            format!("HTTP/1.1 416 Range Not Satisfiable\r\nContent-Range: bytes */{len}\r\nContent-Length: 0\r\n"),
+            format!(
+                "HTTP/1.1 416 Range Not Satisfiable\r\nContent-Range: bytes */{len}\r\nContent-Length: 0\r\n"
+            ),
             &[],
         ),
         Some(s) => (
@@ -165,9 +175,17 @@ fn handle(
             ),
             &route.body[s..],
         ),
-        None => (200, format!("HTTP/1.1 200 OK\r\nContent-Length: {len}\r\n"), &route.body[..]),
+        None => (
+            200,
+            format!("HTTP/1.1 200 OK\r\nContent-Length: {len}\r\n"),
+            &route.body[..],
+        ),
     };
-    log.lock().unwrap().push(Seen { path, range, status });
+    log.lock().unwrap().push(Seen {
+        path,
+        range,
+        status,
+    });
     out.write_all(head.as_bytes())?;
     out.write_all(b"Accept-Ranges: bytes\r\nConnection: close\r\n\r\n")?;
     if route.truncate_first > 0 {
@@ -182,7 +200,9 @@ fn handle(
 
 /// Deterministic pseudo-random bytes.
 pub fn bytes(n: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut x = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     (0..n)
         .map(|_| {
             x ^= x << 13;

@@ -52,7 +52,10 @@ fn fabricated_archive() -> Vec<u8> {
         ("BSDS300/iids_train.txt", b"2\n10\n".to_vec()),
         ("BSDS300/images/train/10.jpg", ramp.clone()),
         ("BSDS300/images/train/2.jpg", ramp),
-        ("BSDS300/images/test/7.jpg", png(9, 8, |_, _| [200, 100, 50])),
+        (
+            "BSDS300/images/test/7.jpg",
+            png(9, 8, |_, _| [200, 100, 50]),
+        ),
     ])
 }
 
@@ -75,7 +78,10 @@ fn bsds300_patches_from_fabricated_images() {
         for (k, &v) in s.train.row(r).iter().enumerate() {
             let c = (k % 8) as f32;
             let want = 10.0 * (c - 3.5) / 256.0;
-            assert!((v - want).abs() < 1.0 / 256.0, "patch {r} pixel {k}: {v} vs {want}");
+            assert!(
+                (v - want).abs() < 1.0 / 256.0,
+                "patch {r} pixel {k}: {v} vs {want}"
+            );
         }
     }
     // Constant test image: only the dequantisation noise remains, |u - ū|/256 < 1/256, and
@@ -104,12 +110,18 @@ fn bsds300_errors() {
     dir.write(layout::BSDS300_HDF5, b"\x89HDF\r\n\x1a\n");
     let err = load_bsds300(dir.path(), &cfg).unwrap_err();
     assert!(matches!(err, DatasetError::Unsupported { .. }), "{err}");
-    assert!(err.to_string().contains("cargo xtask download bsds300"), "{err}");
+    assert!(
+        err.to_string().contains("cargo xtask download bsds300"),
+        "{err}"
+    );
     let archive = fabricated_archive();
     let p = dir.write(layout::BSDS300_IMAGES[1], &archive[..archive.len() / 2]);
     let err = load_bsds300_from_archive(&p, &cfg).unwrap_err();
     assert!(
-        matches!(err, DatasetError::Truncated { .. } | DatasetError::Corrupt { .. }),
+        matches!(
+            err,
+            DatasetError::Truncated { .. } | DatasetError::Corrupt { .. }
+        ),
         "{err}"
     );
     let no_test = tar_gz(&[("BSDS300/images/train/1.jpg", png(8, 8, |_, _| [0, 0, 0]))]);
@@ -150,7 +162,12 @@ fn bsds300_from_the_real_images() {
         .map(|r| (s.train.row(r)[0], s.train.row(r)[1]))
         .unzip();
     let (ma, mb) = (a.iter().sum::<f64>() / n, b.iter().sum::<f64>() / n);
-    let cov: f64 = a.iter().zip(&b).map(|(x, y)| (x - ma) * (y - mb)).sum::<f64>() / n;
+    let cov: f64 = a
+        .iter()
+        .zip(&b)
+        .map(|(x, y)| (x - ma) * (y - mb))
+        .sum::<f64>()
+        / n;
     let va: f64 = a.iter().map(|x| (x - ma).powi(2)).sum::<f64>() / n;
     let vb: f64 = b.iter().map(|y| (y - mb).powi(2)).sum::<f64>() / n;
     assert!(cov / (va * vb).sqrt() > 0.5);
@@ -161,20 +178,32 @@ fn bsds300_from_the_real_images() {
 #[test]
 fn mnist_official_files() {
     let m = load_mnist(&shared_data(), 10_000).unwrap();
-    assert_eq!((m.train.rows(), m.val.rows(), m.test.rows()), (50_000, 10_000, 10_000));
+    assert_eq!(
+        (m.train.rows(), m.val.rows(), m.test.rows()),
+        (50_000, 10_000, 10_000)
+    );
     assert_eq!(m.train.cols(), 784);
     // data/mnist/README.md: label counts of the 60,000 training images and pixel mean.
     let mut counts = [0usize; 10];
     for &l in m.train_labels.iter().chain(&m.val_labels) {
         counts[l as usize] += 1;
     }
-    assert_eq!(counts, [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]);
+    assert_eq!(
+        counts,
+        [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
+    );
     let mut test_counts = [0usize; 10];
     for &l in &m.test_labels {
         test_counts[l as usize] += 1;
     }
     assert_eq!(test_counts[1], 1135);
-    let sum: u64 = m.train.data().iter().chain(m.val.data()).map(|&v| u64::from(v)).sum();
+    let sum: u64 = m
+        .train
+        .data()
+        .iter()
+        .chain(m.val.data())
+        .map(|&v| u64::from(v))
+        .sum();
     let mean = sum as f64 / (60_000.0 * 784.0 * 255.0);
     assert!((mean - 0.1307).abs() < 5e-5, "{mean}");
 }
@@ -202,17 +231,29 @@ fn mnist_idx_errors() {
     assert_eq!((imgs.images.rows(), imgs.rows, imgs.cols), (3, 2, 2));
     assert_eq!(imgs.images.row(1), &[28, 35, 42, 49]);
     let p = dir.write("b", &good[..good.len() - 1]);
-    assert!(matches!(read_idx_images(&p), Err(DatasetError::Truncated { .. })));
+    assert!(matches!(
+        read_idx_images(&p),
+        Err(DatasetError::Truncated { .. })
+    ));
     let p = dir.write("c", &good[..10]);
-    assert!(matches!(read_idx_images(&p), Err(DatasetError::Truncated { .. })));
+    assert!(matches!(
+        read_idx_images(&p),
+        Err(DatasetError::Truncated { .. })
+    ));
     let p = dir.write("d", &idx_images(1, 1, 1)[..]);
-    assert!(matches!(read_idx_labels(&p), Err(DatasetError::Corrupt { .. })));
+    assert!(matches!(
+        read_idx_labels(&p),
+        Err(DatasetError::Corrupt { .. })
+    ));
     // A gzip stream cut in the middle.
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     gz.write_all(&idx_images(50, 28, 28)).unwrap();
     let gz = gz.finish().unwrap();
     let p = dir.write("e.gz", &gz[..gz.len() / 2]);
-    assert!(matches!(read_idx_images(&p), Err(DatasetError::Truncated { .. })));
+    assert!(matches!(
+        read_idx_images(&p),
+        Err(DatasetError::Truncated { .. })
+    ));
     let p = dir.write("f.gz", &gz);
     assert_eq!(read_idx_images(&p).unwrap().images.rows(), 50);
 }
@@ -239,13 +280,27 @@ fn logit_transform_jacobian_inverse_and_bits() {
             lj += ((f(x + h) - f(x - h)) / (2.0 * h)).ln();
         }
         // y is stored in f32: x is recovered to ~1e-7 relative, so 1e-4 over 128 pixels.
-        assert!((lj - out.log_jacobian[r]).abs() < 1e-4, "{lj} vs {}", out.log_jacobian[r]);
+        assert!(
+            (lj - out.log_jacobian[r]).abs() < 1e-4,
+            "{lj} vs {}",
+            out.log_jacobian[r]
+        );
     }
     // Quantising back gives the original pixels (y in f32 may move a value at a bin edge).
     let back = logit_to_pixels(&out.data, alpha);
-    let exact = back.data().iter().zip(img.data()).filter(|(a, b)| a == b).count();
+    let exact = back
+        .data()
+        .iter()
+        .zip(img.data())
+        .filter(|(a, b)| a == b)
+        .count();
     assert!(exact >= 250, "{exact}");
-    assert!(back.data().iter().zip(img.data()).all(|(a, b)| a.abs_diff(*b) <= 1));
+    assert!(
+        back.data()
+            .iter()
+            .zip(img.data())
+            .all(|(a, b)| a.abs_diff(*b) <= 1)
+    );
     // A uniform density on [0, 1]^D has log p_x = 0, i.e. log p_y = -log|J|: 8 bits/dim.
     let bpd = bits_per_dim(-out.log_jacobian[0], out.log_jacobian[0], 128);
     assert!((bpd - 8.0).abs() < 1e-12);

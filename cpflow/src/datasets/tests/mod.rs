@@ -15,10 +15,8 @@ impl TempDir {
     pub(crate) fn new(tag: &str) -> Self {
         static COUNTER: AtomicUsize = AtomicUsize::new(0);
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-        let p = std::env::temp_dir().join(format!(
-            "cpflow-datasets-{tag}-{}-{n}",
-            std::process::id()
-        ));
+        let p =
+            std::env::temp_dir().join(format!("cpflow-datasets-{tag}-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&p);
         std::fs::create_dir_all(&p).unwrap();
         Self(p)
@@ -47,7 +45,10 @@ pub(crate) fn shared_data() -> PathBuf {
 pub(crate) fn assert_close(got: &[f32], want: &[f32], tol: f32) {
     assert_eq!(got.len(), want.len());
     for (i, (g, w)) in got.iter().zip(want).enumerate() {
-        assert!((g - w).abs() <= tol, "index {i}: got {g}, want {w}\n{got:?}");
+        assert!(
+            (g - w).abs() <= tol,
+            "index {i}: got {g}, want {w}\n{got:?}"
+        );
     }
 }
 
@@ -55,6 +56,8 @@ pub(crate) fn missing_file_names_command(err: DatasetError, file: &str, command:
     let msg = err.to_string();
     assert!(matches!(err, DatasetError::MissingFile { .. }), "{msg}");
     assert!(msg.contains(file), "{msg}");
-    assert!(msg.contains(&format!("cargo xtask download {command}")), "{msg}");
+    assert!(
+        msg.contains(&format!("cargo xtask download {command}")),
+        "{msg}"
+    );
 }
-

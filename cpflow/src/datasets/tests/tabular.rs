@@ -32,15 +32,31 @@ fn power_matches_maf_code() {
     assert_eq!(s.sizes(), (41, 4, 5));
     assert_close(
         s.train.row(0),
-        &[0.8897965, 1.6397914, -1.0627487, -0.5602115, -0.27337208, -0.015735988],
+        &[
+            0.8897965,
+            1.6397914,
+            -1.0627487,
+            -0.5602115,
+            -0.27337208,
+            -0.015735988,
+        ],
     );
     assert_close(
         s.val.row(1),
-        &[0.3187124, 1.0707816, -1.6282946, -1.198845, -0.8896651, -0.6176375],
+        &[
+            0.3187124, 1.0707816, -1.6282946, -1.198845, -0.8896651, -0.6176375,
+        ],
     );
     assert_close(
         s.test.row(4),
-        &[1.4271748, -1.208503, -0.46280551, -0.0160372, 0.33014476, 0.55075955],
+        &[
+            1.4271748,
+            -1.208503,
+            -0.46280551,
+            -0.0160372,
+            0.33014476,
+            0.55075955,
+        ],
     );
 }
 
@@ -48,11 +64,20 @@ fn power_matches_maf_code() {
 fn power_errors() {
     let dir = TempDir::new("power-err");
     missing_file_names_command(load_power(dir.path()).unwrap_err(), "data.npy", "power");
-    dir.write(layout::POWER, &write_npy_f64(&Matrix::new(30, 7, vec![0.0; 210]).unwrap()));
-    assert!(matches!(load_power(dir.path()), Err(DatasetError::BadShape { .. })));
+    dir.write(
+        layout::POWER,
+        &write_npy_f64(&Matrix::new(30, 7, vec![0.0; 210]).unwrap()),
+    );
+    assert!(matches!(
+        load_power(dir.path()),
+        Err(DatasetError::BadShape { .. })
+    ));
     let bytes = write_npy_f64(&power_raw(30));
     dir.write(layout::POWER, &bytes[..bytes.len() - 100]);
-    assert!(matches!(load_power(dir.path()), Err(DatasetError::Truncated { .. })));
+    assert!(matches!(
+        load_power(dir.path()),
+        Err(DatasetError::Truncated { .. })
+    ));
 }
 
 // ---------------------------------------------------------------- GAS
@@ -92,15 +117,38 @@ fn gas_matches_maf_code() {
     assert_close(
         s.train.row(0),
         &[
-            -0.364128, -0.4305782, -0.21021163, 0.09202425, 0.40300941, 0.46028551, 0.8050074,
-            0.4305782, 1.3151125, 0.86685306, -0.39886379, 1.3631673, 2.0206165, -1.6540822,
+            -0.364128,
+            -0.4305782,
+            -0.21021163,
+            0.09202425,
+            0.40300941,
+            0.46028551,
+            0.8050074,
+            0.4305782,
+            1.3151125,
+            0.86685306,
+            -0.39886379,
+            1.3631673,
+            2.0206165,
+            -1.6540822,
         ],
     );
     assert_close(
         s.test.row(4),
         &[
-            -1.0564703, 0.69182837, 1.2671466, -0.027487764, 0.55627102, -1.0649356, 1.2344352,
-            -0.69182837, -1.5590323, -0.024473717, -0.8045006, 0.72519064, -0.24574518,
+            -1.0564703,
+            0.69182837,
+            1.2671466,
+            -0.027487764,
+            0.55627102,
+            -1.0649356,
+            1.2344352,
+            -0.69182837,
+            -1.5590323,
+            -0.024473717,
+            -0.8045006,
+            0.72519064,
+            -0.24574518,
             1.4276134,
         ],
     );
@@ -138,7 +186,10 @@ fn gas_errors() {
     dir.write(layout::GAS_TXT, &text.as_bytes()[..text.len() - 30]);
     let err = load_gas(dir.path(), &cfg).unwrap_err();
     assert!(matches!(err, DatasetError::Truncated { .. }), "{err}");
-    dir.write(layout::GAS_TXT, text.replacen("\n0.00", "\nabc", 1).as_bytes());
+    dir.write(
+        layout::GAS_TXT,
+        text.replacen("\n0.00", "\nabc", 1).as_bytes(),
+    );
     let err = load_gas(dir.path(), &cfg).unwrap_err();
     assert!(matches!(err, DatasetError::Corrupt { .. }), "{err}");
     let bad = GasConfig {
@@ -193,9 +244,26 @@ fn hepmass_matches_maf_code() {
     // f2 (discrete) and mass (two values) are removed by the repeated-minimum rule.
     assert_eq!(s.sizes(), (54, 6, 26));
     assert_eq!(s.dim(), 4);
-    assert_close(s.train.row(0), &[-1.1972669, -0.69390923, 0.35097176, 0.82078451]);
-    assert_close(s.val.row(5), &[0.96567899, 1.3813332, -1.1673393, -0.70823181]);
-    assert_close(s.test.row(0), &[-1.1972669, -0.69390923, 0.35097176, 0.82078451]);
+    assert_close(
+        s.train.row(0),
+        &[-1.1972669, -0.69390923, 0.35097176, 0.82078451],
+    );
+    assert_close(
+        s.val.row(5),
+        &[0.96567899, 1.3813332, -1.1673393, -0.70823181],
+    );
+    assert_close(
+        s.test.row(0),
+        &[-1.1972669, -0.69390923, 0.35097176, 0.82078451],
+    );
+
+    // A test file whose header names one more column than its rows hold (pandas fills it
+    // with NaN; MAF drops it) loads the same.
+    let short = hepmass_csv(40, false).replacen("mass\n", "mass, junk\n", 1);
+    dir.write(layout::HEPMASS_TEST, short.as_bytes());
+    let s2 = load_hepmass(dir.path()).unwrap();
+    assert_eq!(s2.test.row(0), s.test.row(0));
+    assert_eq!(s2.test.rows(), 26);
 }
 
 #[test]
@@ -254,7 +322,10 @@ fn miniboone_fragment_loads_like_maf_code() {
             .collect();
         let mean = vals.iter().sum::<f64>() / n;
         let var = vals.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n;
-        assert!(mean.abs() < 1e-5 && (var - 1.0).abs() < 1e-5, "{mean} {var}");
+        assert!(
+            mean.abs() < 1e-5 && (var - 1.0).abs() < 1e-5,
+            "{mean} {var}"
+        );
     }
 }
 
@@ -267,8 +338,9 @@ fn miniboone_errors() {
         "miniboone",
     );
     // The committed WFR file that this fragment came from: header (36488, 43), data cut.
-    let frag = std::fs::read(shared_data().join("miniboone/maf_miniboone_first1523rows_float64.npy"))
-        .unwrap();
+    let frag =
+        std::fs::read(shared_data().join("miniboone/maf_miniboone_first1523rows_float64.npy"))
+            .unwrap();
     let mut cut = frag.clone();
     let at = cut.windows(10).position(|w| w == b"(1523, 43)").unwrap();
     // "(1523, 43)" -> "(36488,43)": same length, so the header keeps its 128 bytes.
@@ -278,7 +350,10 @@ fn miniboone_errors() {
     assert!(matches!(err, DatasetError::Truncated { .. }), "{err}");
     assert!(err.to_string().contains("1523 complete rows"), "{err}");
     dir.write(layout::MINIBOONE, b"PK\x03\x04 not an npy file at all");
-    assert!(matches!(load_miniboone(dir.path()), Err(DatasetError::Corrupt { .. })));
+    assert!(matches!(
+        load_miniboone(dir.path()),
+        Err(DatasetError::Corrupt { .. })
+    ));
 }
 
 // ---------------------------------------------------------------- TabularDataset
@@ -290,7 +365,11 @@ fn tabular_names_roundtrip() {
     }
     assert_eq!(TabularDataset::from_name("mnist"), None);
     // MAF sizes follow the 10 % / 10 % tail split of the totals (except BSDS300's file).
-    for d in [TabularDataset::Power, TabularDataset::Gas, TabularDataset::Miniboone] {
+    for d in [
+        TabularDataset::Power,
+        TabularDataset::Gas,
+        TabularDataset::Miniboone,
+    ] {
         let (tr, va, te) = d.maf_sizes();
         let n = tr + va + te;
         assert_eq!(te, (0.1 * n as f64) as usize, "{d}");
@@ -298,5 +377,8 @@ fn tabular_names_roundtrip() {
     }
     // GAS: round(0.25 * 4,208,261 UCI rows) is MAF's total.
     let (tr, va, te) = TabularDataset::Gas.maf_sizes();
-    assert_eq!(tr + va + te, (0.25f64 * 4_208_261.0).round_ties_even() as usize);
+    assert_eq!(
+        tr + va + te,
+        (0.25f64 * 4_208_261.0).round_ties_even() as usize
+    );
 }
