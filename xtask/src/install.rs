@@ -55,7 +55,7 @@ pub fn recorded_sha256(dir: &Path, name: &str) -> Option<String> {
         .filter_map(|l| l.split_once("  "))
         .filter(|(_, n)| n.trim() == name)
         .map(|(h, _)| h.trim().to_string())
-        .last()
+        .next_back()
 }
 
 fn record_sha256(dir: &Path, name: &str, sha: &str) -> Result<()> {

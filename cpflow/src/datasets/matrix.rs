@@ -179,10 +179,7 @@ pub(crate) fn tenth(n: usize) -> usize {
 ///
 /// numpy's `x[-0:]` would make *every* row a test row when `int(0.1 n) == 0`; instead this
 /// returns an error when any part would be empty.
-pub(crate) fn tail_split<T: Copy>(
-    what: &str,
-    data: &Matrix<T>,
-) -> Result<(Matrix<T>, Matrix<T>, Matrix<T>), DatasetError> {
+pub(crate) fn tail_split<T: Copy>(what: &str, data: &Matrix<T>) -> Result<Split<T>, DatasetError> {
     let n = data.rows();
     let n_test = tenth(n);
     let m = n - n_test;
@@ -194,11 +191,11 @@ pub(crate) fn tail_split<T: Copy>(
             format!("{n} rows"),
         ));
     }
-    Ok((
-        data.slice_rows(0, m - n_val),
-        data.slice_rows(m - n_val, m),
-        data.slice_rows(m, n),
-    ))
+    Ok(Split {
+        train: data.slice_rows(0, m - n_val),
+        val: data.slice_rows(m - n_val, m),
+        test: data.slice_rows(m, n),
+    })
 }
 
 /// Column means of one or more matrices stacked vertically (numpy `vstack(...).mean(0)`).
@@ -251,8 +248,8 @@ mod tests {
     fn tail_split_sizes_match_maf() {
         // MINIBOONE: 36,488 rows -> 29,556 / 3,284 / 3,648 (data/README.md).
         let m = Matrix::new(36_488, 1, vec![0u8; 36_488]).unwrap();
-        let (tr, va, te) = tail_split("x", &m).unwrap();
-        assert_eq!((tr.rows(), va.rows(), te.rows()), (29_556, 3_284, 3_648));
+        let s = tail_split("x", &m).unwrap();
+        assert_eq!(s.sizes(), (29_556, 3_284, 3_648));
         let tiny = Matrix::new(5, 1, vec![0u8; 5]).unwrap();
         assert!(tail_split("x", &tiny).is_err());
     }
@@ -260,7 +257,11 @@ mod tests {
     #[test]
     fn tail_split_keeps_order() {
         let m = Matrix::new(30, 1, (0..30).collect::<Vec<i32>>()).unwrap();
-        let (tr, va, te) = tail_split("x", &m).unwrap();
+        let Split {
+            train: tr,
+            val: va,
+            test: te,
+        } = tail_split("x", &m).unwrap();
         assert_eq!(te.data(), &[27, 28, 29]);
         // int(0.1 * 27) = 2 validation rows
         assert_eq!(va.data(), &[25, 26]);

@@ -40,7 +40,11 @@ pub fn preprocess_miniboone(raw: Matrix<f64>) -> Result<Split<f64>, DatasetError
             raw.cols().to_string(),
         ));
     }
-    let (mut train, mut val, mut test) = tail_split("miniboone", &raw)?;
+    let Split {
+        mut train,
+        mut val,
+        mut test,
+    } = tail_split("miniboone", &raw)?;
     let mu = column_means(&[&train, &val]);
     let sd = column_stds(&[&train, &val], &mu, 0);
     for m in [&mut train, &mut val, &mut test] {

@@ -226,7 +226,7 @@ pub fn write_npy_f64(m: &Matrix<f64>) -> Vec<u8> {
         m.cols()
     );
     // numpy pads the header with spaces so that the data starts on a 64-byte boundary.
-    while (10 + dict.len() + 1) % 64 != 0 {
+    while !(10 + dict.len() + 1).is_multiple_of(64) {
         dict.push(' ');
     }
     dict.push('\n');
@@ -292,7 +292,7 @@ mod tests {
     #[test]
     fn f4_and_fortran_order() {
         let mut dict = "{'descr': '<f4', 'fortran_order': True, 'shape': (2, 3), }".to_string();
-        while (10 + dict.len() + 1) % 64 != 0 {
+        while !(10 + dict.len() + 1).is_multiple_of(64) {
             dict.push(' ');
         }
         dict.push('\n');

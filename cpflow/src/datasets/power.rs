@@ -65,7 +65,11 @@ pub fn preprocess_power(raw: Matrix<f64>) -> Result<Split<f64>, DatasetError> {
         }
     }
     let data = Matrix::new(n, cols, out)?;
-    let (mut train, mut val, mut test) = tail_split("power", &data)?;
+    let Split {
+        mut train,
+        mut val,
+        mut test,
+    } = tail_split("power", &data)?;
     let mu = column_means(&[&train, &val]);
     let sd = column_stds(&[&train, &val], &mu, 0);
     for m in [&mut train, &mut val, &mut test] {

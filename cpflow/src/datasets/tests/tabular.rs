@@ -6,6 +6,9 @@
 //! standardised values of order 1 allows a last-bit difference after the cast plus the
 //! difference between numpy's pairwise and our sequential summation.
 
+// The expected values are Python's float32 outputs written with 8 digits.
+#![allow(clippy::excessive_precision)]
+
 use super::super::*;
 use super::{TempDir, missing_file_names_command, shared_data};
 
