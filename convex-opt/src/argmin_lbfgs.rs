@@ -149,6 +149,7 @@ impl<O: CostFunction<Output: ArgminFloat>> CostFunction for ByRef<'_, O> {
         // A non-finite trial value would send the Moré–Thuente search into an endless loop;
         // as an error it ends the line search, and L-BFGS stops with the last good iterate.
         // `c − c` is 0 for finite `c` and NaN for ±∞ and NaN.
+        #[allow(clippy::eq_op)]
         let z = c - c;
         #[allow(clippy::eq_op)]
         let finite = z == z;
@@ -283,11 +284,13 @@ where
         + Gradient<Param = DVector<F>, Gradient = DVector<F>>,
     F: ArgminFloat + ArgminZero + RealField + Copy,
 {
-    if params.history == 0
-        || !(0.0 < params.c1 && params.c1 < params.c2 && params.c2 < 1.0)
-        || !(params.gradient_tolerance >= 0.0)
-        || !(params.cost_tolerance >= 0.0)
-    {
+    let valid = params.history > 0
+        && 0.0 < params.c1
+        && params.c1 < params.c2
+        && params.c2 < 1.0
+        && params.gradient_tolerance >= 0.0
+        && params.cost_tolerance >= 0.0;
+    if !valid {
         return Err(ConvexOptError::InvalidParameter(format!(
             "LbfgsParams: {params:?}"
         )));

@@ -201,7 +201,7 @@ pub fn invert_lbfgs_batched<P: BatchedPotential + ?Sized>(
         let mut p = two_loop(&g, &hist, &gamma)?.neg()?;
         let mut dphi0 = row_dots_host(&g, &p)?;
         let bad: Vec<bool> = (0..rows.len())
-            .map(|j| active[j] && !(dphi0[j] < 0.0))
+            .map(|j| active[j] && (dphi0[j].is_nan() || dphi0[j] >= 0.0))
             .collect();
         if bad.iter().any(|&b| b) {
             // Not a descent direction (lost positive definiteness to rounding): restart the

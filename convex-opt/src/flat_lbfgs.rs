@@ -74,6 +74,9 @@ impl FlatLbfgsParams {
     }
 }
 
+/// A point with its cost and gradient.
+type Evaluation<F> = (DVector<F>, F, DVector<F>);
+
 /// `Σ_i Φ(x_i) − x_iᵀy_i` as one argmin problem over the flattened batch (sample-major), with
 /// a one-point cache so that argmin's separate `cost` and `gradient` calls at the same point
 /// cost one potential evaluation (as PyTorch's closure does).
@@ -82,7 +85,7 @@ struct FlatProblem<'a, P: ?Sized, F: RealField + Copy> {
     y: Tensor,
     n: usize,
     d: usize,
-    cache: RefCell<Option<(DVector<F>, F, DVector<F>)>>,
+    cache: RefCell<Option<Evaluation<F>>>,
     evaluations: &'a Cell<usize>,
     /// The first error of the potential; argmin turns errors inside its line search into a
     /// termination reason, so they are kept here and returned after the run.

@@ -247,7 +247,7 @@ pub fn invert_newton_cg<P: BatchedPotential + ?Sized>(
         let mut p = where_rows(&active, &p, &p.zeros_like()?)?;
         let mut dphi0 = row_dots_host(&g, &p)?;
         let bad: Vec<bool> = (0..rows.len())
-            .map(|j| active[j] && !(dphi0[j] < 0.0))
+            .map(|j| active[j] && (dphi0[j].is_nan() || dphi0[j] >= 0.0))
             .collect();
         if bad.iter().any(|&v| v) {
             p = where_rows(&bad, &g.neg()?, &p)?;

@@ -218,7 +218,7 @@ impl WolfeSearch {
 fn cubic_minimizer(a: &Point, b: &Point) -> Option<f64> {
     let d1 = a.dphi + b.dphi - 3.0 * (a.phi - b.phi) / (a.t - b.t);
     let disc = d1 * d1 - a.dphi * b.dphi;
-    if !(disc >= 0.0) {
+    if disc.is_nan() || disc < 0.0 {
         return None;
     }
     let d2 = (b.t - a.t).signum() * disc.sqrt();

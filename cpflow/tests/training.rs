@@ -47,9 +47,10 @@ fn surrogate_gradient_matches_exact_nll_gradient() {
     let params = SurrogateParams { probes: 4000, cg_atol: 1e-12, cg_rtol: 0.0, cg_max_iters: Some(10) };
     let mut rng = rand::rngs::StdRng::seed_from_u64(23);
     let sur = flow.surrogate_loss(&x, &params, &mut rng).unwrap();
-    assert_eq!(sur.cg.converged, 8 * 4000);
+    assert_eq!(sur.cg.converged, 2 * 8 * 4000); // two blocks
     let approx = grads_of(&flow, &sur.loss);
     let rel = diff_norm(&approx, &exact) / norm(&exact);
+    println!("surrogate vs exact NLL gradient: relative error {rel:.4}");
     assert!(rel < 0.03, "relative gradient error {rel}");
     // Without the log-det terms (prior term only) the gradient is far from the exact one.
     let (z, _) = {
@@ -68,7 +69,9 @@ fn surrogate_gradient_matches_exact_nll_gradient() {
         let p = prior_only.iter().find(|(kk, _)| kk == k).map(|(_, v)| v.clone()).unwrap_or(vec![0.0; g.len()]);
         padded.push((k.clone(), p));
     }
-    assert!(diff_norm(&padded, &exact) / norm(&exact) > 0.2);
+    let rel_prior = diff_norm(&padded, &exact) / norm(&exact);
+    println!("prior-only gradient vs exact: relative difference {rel_prior:.4}");
+    assert!(rel_prior > 0.2);
 }
 
 fn small_train_config(iters: usize) -> TrainConfig {

@@ -58,16 +58,24 @@ fn problem() -> Problem {
 }
 
 fn cg_params(stopping: CgStopping) -> CgParams {
-    CgParams::default().with_rtol(1e-6).with_max_iters(10 * D).with_stopping(stopping)
+    CgParams::default()
+        .with_rtol(1e-6)
+        .with_max_iters(10 * D)
+        .with_stopping(stopping)
 }
 
 fn lanczos_params() -> LanczosParams {
-    LanczosParams::default().with_steps(10).with_reorthogonalize(true)
+    LanczosParams::default()
+        .with_steps(10)
+        .with_reorthogonalize(true)
 }
 
 fn nalgebra_setup(p: &Problem) -> (DenseNalgebraOperator<f64>, DMatrix<f64>) {
     let op = DenseNalgebraOperator::new(
-        p.mats.iter().map(|m| DMatrix::from_fn(D, D, |i, j| m[(i, j)])).collect(),
+        p.mats
+            .iter()
+            .map(|m| DMatrix::from_fn(D, D, |i, j| m[(i, j)]))
+            .collect(),
     )
     .expect("square matrices");
     (op, DMatrix::from_column_slice(D, B, &p.rhs))
@@ -81,7 +89,11 @@ fn faer_setup(p: &Problem) -> (DenseFaerOperator<f64>, Mat<f64>) {
 #[cfg(feature = "candle")]
 fn candle_setup(p: &Problem) -> (krylov::DenseTensorOperator, candle_core::Tensor) {
     use candle_core::{Device, Tensor};
-    let data: Vec<f64> = p.mats.iter().flat_map(|m| (0..D * D).map(move |k| m[(k / D, k % D)])).collect();
+    let data: Vec<f64> = p
+        .mats
+        .iter()
+        .flat_map(|m| (0..D * D).map(move |k| m[(k / D, k % D)]))
+        .collect();
     let h = Tensor::from_vec(data, (B, D, D), &Device::Cpu).expect("tensor");
     let b = Tensor::from_vec(p.rhs.clone(), (B, D), &Device::Cpu).expect("tensor");
     (krylov::DenseTensorOperator::new(h).expect("(B, d, d)"), b)
@@ -127,26 +139,44 @@ fn benches(c: &mut Criterion) {
 
     let mut g = c.benchmark_group("cg_per_system");
     g.sample_size(10);
-    g.bench_function("nalgebra", |bn| bn.iter(|| black_box(cg(&na_op, &na_b, &cg_params(CgStopping::PerSystem)))));
-    g.bench_function("faer", |bn| bn.iter(|| black_box(cg(&fa_op, &fa_b, &cg_params(CgStopping::PerSystem)))));
+    g.bench_function("nalgebra", |bn| {
+        bn.iter(|| black_box(cg(&na_op, &na_b, &cg_params(CgStopping::PerSystem))))
+    });
+    g.bench_function("faer", |bn| {
+        bn.iter(|| black_box(cg(&fa_op, &fa_b, &cg_params(CgStopping::PerSystem))))
+    });
     #[cfg(feature = "candle")]
-    g.bench_function("candle", |bn| bn.iter(|| black_box(cg(&ca_op, &ca_b, &cg_params(CgStopping::PerSystem)))));
+    g.bench_function("candle", |bn| {
+        bn.iter(|| black_box(cg(&ca_op, &ca_b, &cg_params(CgStopping::PerSystem))))
+    });
     g.finish();
 
     let mut g = c.benchmark_group("cg_batch_global");
     g.sample_size(10);
-    g.bench_function("nalgebra", |bn| bn.iter(|| black_box(cg(&na_op, &na_b, &cg_params(CgStopping::BatchGlobal)))));
-    g.bench_function("faer", |bn| bn.iter(|| black_box(cg(&fa_op, &fa_b, &cg_params(CgStopping::BatchGlobal)))));
+    g.bench_function("nalgebra", |bn| {
+        bn.iter(|| black_box(cg(&na_op, &na_b, &cg_params(CgStopping::BatchGlobal))))
+    });
+    g.bench_function("faer", |bn| {
+        bn.iter(|| black_box(cg(&fa_op, &fa_b, &cg_params(CgStopping::BatchGlobal))))
+    });
     #[cfg(feature = "candle")]
-    g.bench_function("candle", |bn| bn.iter(|| black_box(cg(&ca_op, &ca_b, &cg_params(CgStopping::BatchGlobal)))));
+    g.bench_function("candle", |bn| {
+        bn.iter(|| black_box(cg(&ca_op, &ca_b, &cg_params(CgStopping::BatchGlobal))))
+    });
     g.finish();
 
     let mut g = c.benchmark_group("lanczos_m10_reorth");
     g.sample_size(10);
-    g.bench_function("nalgebra", |bn| bn.iter(|| black_box(lanczos(&na_op, &na_b, &lanczos_params()))));
-    g.bench_function("faer", |bn| bn.iter(|| black_box(lanczos(&fa_op, &fa_b, &lanczos_params()))));
+    g.bench_function("nalgebra", |bn| {
+        bn.iter(|| black_box(lanczos(&na_op, &na_b, &lanczos_params())))
+    });
+    g.bench_function("faer", |bn| {
+        bn.iter(|| black_box(lanczos(&fa_op, &fa_b, &lanczos_params())))
+    });
     #[cfg(feature = "candle")]
-    g.bench_function("candle", |bn| bn.iter(|| black_box(lanczos(&ca_op, &ca_b, &lanczos_params()))));
+    g.bench_function("candle", |bn| {
+        bn.iter(|| black_box(lanczos(&ca_op, &ca_b, &lanczos_params())))
+    });
     g.finish();
 }
 

@@ -32,7 +32,11 @@ fn reduction_dtype(dtype: DType) -> DType {
 
 fn upcast(t: &Tensor) -> Result<Tensor, KrylovError> {
     let rd = reduction_dtype(t.dtype());
-    if rd == t.dtype() { Ok(t.clone()) } else { Ok(t.to_dtype(rd)?) }
+    if rd == t.dtype() {
+        Ok(t.clone())
+    } else {
+        Ok(t.to_dtype(rd)?)
+    }
 }
 
 fn to_host_f64(t: &Tensor) -> Result<Vec<f64>, KrylovError> {
@@ -42,7 +46,11 @@ fn to_host_f64(t: &Tensor) -> Result<Vec<f64>, KrylovError> {
 fn same_shape(context: &'static str, a: &Tensor, b: &Tensor) -> Result<(), KrylovError> {
     check_same_shape(context, a, b)?;
     if b.rank() != 2 {
-        return Err(KrylovError::WrongRank { context, expected: 2, found: b.dims().to_vec() });
+        return Err(KrylovError::WrongRank {
+            context,
+            expected: 2,
+            found: b.dims().to_vec(),
+        });
     }
     Ok(())
 }
@@ -155,9 +163,17 @@ impl BatchVectors for Tensor {
 
     /// Fused classical Gram–Schmidt: `C = Q w` and `w ← w − Qᵀ C` as two batched matmuls over
     /// the stacked basis `Q` of shape `(B, k, d)`; no host synchronisation.
-    fn orthogonalize_against(&mut self, basis: &[Self], active: &[bool]) -> Result<(), KrylovError> {
+    fn orthogonalize_against(
+        &mut self,
+        basis: &[Self],
+        active: &[bool],
+    ) -> Result<(), KrylovError> {
         self.validate()?;
-        check_len("orthogonalize_against (active)", self.n_systems(), active.len())?;
+        check_len(
+            "orthogonalize_against (active)",
+            self.n_systems(),
+            active.len(),
+        )?;
         if basis.is_empty() || !active.iter().any(|v| *v) {
             return Ok(());
         }

@@ -43,7 +43,9 @@ macro_rules! impl_faer {
             }
 
             fn norms_inf(&self) -> Result<Vec<f64>, KrylovError> {
-                Ok((0..self.ncols()).map(|j| kernels::norm_inf(self.col_as_slice(j))).collect())
+                Ok((0..self.ncols())
+                    .map(|j| kernels::norm_inf(self.col_as_slice(j)))
+                    .collect())
             }
 
             fn axpby_masked(
@@ -76,7 +78,9 @@ macro_rules! impl_faer {
 
             fn mul_elementwise(&self, other: &Self) -> Result<Self, KrylovError> {
                 check_same_shape("Mat::mul_elementwise", self, other)?;
-                Ok(Mat::from_fn(self.nrows(), self.ncols(), |i, j| self[(i, j)] * other[(i, j)]))
+                Ok(Mat::from_fn(self.nrows(), self.ncols(), |i, j| {
+                    self[(i, j)] * other[(i, j)]
+                }))
             }
 
             fn unit_roundoff(&self) -> f64 {

@@ -34,7 +34,11 @@ impl<T: Real + nalgebra::Scalar> BatchVectors for DMatrix<T> {
         let (d, b) = (like.nrows(), like.ncols());
         check_len("DMatrix::from_host_like (B·d values)", b * d, data.len())?;
         // Column-major storage with one system per column is exactly system-major.
-        Ok(DMatrix::from_iterator(d, b, data.iter().map(|v| T::lossy_from_f64(*v))))
+        Ok(DMatrix::from_iterator(
+            d,
+            b,
+            data.iter().map(|v| T::lossy_from_f64(*v)),
+        ))
     }
 
     fn to_host(&self) -> Result<Vec<f64>, KrylovError> {
@@ -43,11 +47,15 @@ impl<T: Real + nalgebra::Scalar> BatchVectors for DMatrix<T> {
 
     fn dots(&self, other: &Self) -> Result<Vec<f64>, KrylovError> {
         check_same_shape("DMatrix::dots", self, other)?;
-        Ok((0..self.ncols()).map(|j| kernels::dot(col(self, j), col(other, j))).collect())
+        Ok((0..self.ncols())
+            .map(|j| kernels::dot(col(self, j), col(other, j)))
+            .collect())
     }
 
     fn norms_inf(&self) -> Result<Vec<f64>, KrylovError> {
-        Ok((0..self.ncols()).map(|j| kernels::norm_inf(col(self, j))).collect())
+        Ok((0..self.ncols())
+            .map(|j| kernels::norm_inf(col(self, j)))
+            .collect())
     }
 
     fn axpby_masked(

@@ -105,10 +105,16 @@ impl CgParams {
 
     fn validate(&self) -> Result<(), KrylovError> {
         if !(self.atol >= 0.0 && self.atol.is_finite()) {
-            return Err(KrylovError::InvalidParameter(format!("atol must be finite and ≥ 0, got {}", self.atol)));
+            return Err(KrylovError::InvalidParameter(format!(
+                "atol must be finite and ≥ 0, got {}",
+                self.atol
+            )));
         }
         if !(self.rtol >= 0.0 && self.rtol.is_finite()) {
-            return Err(KrylovError::InvalidParameter(format!("rtol must be finite and ≥ 0, got {}", self.rtol)));
+            return Err(KrylovError::InvalidParameter(format!(
+                "rtol must be finite and ≥ 0, got {}",
+                self.rtol
+            )));
         }
         Ok(())
     }
@@ -227,14 +233,23 @@ where
     let mut inv = Vec::with_capacity(host.len());
     for (k, v) in host.into_iter().enumerate() {
         if !(v > 0.0 && v.is_finite()) {
-            return Err(KrylovError::NonPositiveDiagonal { system: k / d, index: k % d, value: v });
+            return Err(KrylovError::NonPositiveDiagonal {
+                system: k / d,
+                index: k % d,
+                value: v,
+            });
         }
         inv.push(1.0 / v);
     }
     V::from_host_like(b, &inv)
 }
 
-fn cg_impl<V, Op>(op: &Op, b: &V, x0: Option<&V>, params: &CgParams) -> Result<CgResult<V>, KrylovError>
+fn cg_impl<V, Op>(
+    op: &Op,
+    b: &V,
+    x0: Option<&V>,
+    params: &CgParams,
+) -> Result<CgResult<V>, KrylovError>
 where
     V: BatchVectors,
     Op: BatchOperator<V> + ?Sized,
@@ -242,7 +257,9 @@ where
     params.validate()?;
     b.validate()?;
     let n = b.n_systems();
-    let max_iters = params.max_iters.unwrap_or_else(|| default_max_iters(b.system_dim()));
+    let max_iters = params
+        .max_iters
+        .unwrap_or_else(|| default_max_iters(b.system_dim()));
     let global = params.stopping == CgStopping::BatchGlobal;
     let inv_diag = match params.preconditioner {
         Preconditioner::None => None,
@@ -256,7 +273,11 @@ where
     };
 
     let b = b.detached();
-    let tol: Vec<f64> = b.norms_inf()?.iter().map(|nb| params.atol + params.rtol * nb).collect();
+    let tol: Vec<f64> = b
+        .norms_inf()?
+        .iter()
+        .map(|nb| params.atol + params.rtol * nb)
+        .collect();
     let mut applications = vec![0usize; n];
     let mut operator_calls = 0usize;
     let all = vec![true; n];
@@ -301,7 +322,11 @@ where
             }
             breakdown.iter().map(|bd| !bd).collect()
         } else {
-            converged.iter().zip(&breakdown).map(|(c, bd)| !c && !bd).collect()
+            converged
+                .iter()
+                .zip(&breakdown)
+                .map(|(c, bd)| !c && !bd)
+                .collect()
         };
         if !running.iter().any(|a| *a) {
             break;
@@ -351,7 +376,13 @@ where
         z = precondition(&r)?;
         let rz_new = r.dots(&z)?;
         let beta: Vec<f64> = (0..n)
-            .map(|i| if step[i] && rz[i] != 0.0 { rz_new[i] / rz[i] } else { 0.0 })
+            .map(|i| {
+                if step[i] && rz[i] != 0.0 {
+                    rz_new[i] / rz[i]
+                } else {
+                    0.0
+                }
+            })
             .collect();
         p.axpby_masked(&beta, &ones, &z, &step)?;
         for i in (0..n).filter(|&i| step[i]) {

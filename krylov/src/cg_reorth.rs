@@ -30,7 +30,10 @@ impl<V: BatchVectors> ResidualBasis<V> {
                 Some((V::from_host_like(m, &s)?, V::from_host_like(m, &s_inv)?))
             }
         };
-        Ok(Self { basis: Vec::new(), scaling })
+        Ok(Self {
+            basis: Vec::new(),
+            scaling,
+        })
     }
 
     fn scaled(&self, r: &V) -> Result<V, KrylovError> {
@@ -49,7 +52,11 @@ impl<V: BatchVectors> ResidualBasis<V> {
 
     /// Orthogonalises `r` (for the systems in `active`) against the stored residuals, then
     /// stores its normalised scaled version.
-    pub fn orthogonalize_and_push(&mut self, r: &mut V, active: &[bool]) -> Result<(), KrylovError> {
+    pub fn orthogonalize_and_push(
+        &mut self,
+        r: &mut V,
+        active: &[bool],
+    ) -> Result<(), KrylovError> {
         let mut rt = self.scaled(r)?;
         if !self.basis.is_empty() {
             rt.orthogonalize_against(&self.basis, active)?;
@@ -62,7 +69,13 @@ impl<V: BatchVectors> ResidualBasis<V> {
         let inv: Vec<f64> = norms
             .iter()
             .zip(active)
-            .map(|(nrm, a)| if *a && *nrm > 0.0 && nrm.is_finite() { 1.0 / nrm } else { 1.0 })
+            .map(|(nrm, a)| {
+                if *a && *nrm > 0.0 && nrm.is_finite() {
+                    1.0 / nrm
+                } else {
+                    1.0
+                }
+            })
             .collect();
         rt.scale_per_system(&inv)?;
         self.basis.push(rt);

@@ -57,10 +57,15 @@ impl<T: Real + nalgebra::Scalar + nalgebra::RealField> BatchOperator<DMatrix<T>>
     fn apply(&self, x: &DMatrix<T>, active: &[bool]) -> Result<DMatrix<T>, KrylovError> {
         let expected = DMatrix::from_element(self.dim, self.matrices.len(), T::ZERO);
         check_same_shape("DenseNalgebraOperator::apply", &expected, x)?;
-        check_len("DenseNalgebraOperator::apply (active)", self.matrices.len(), active.len())?;
+        check_len(
+            "DenseNalgebraOperator::apply (active)",
+            self.matrices.len(),
+            active.len(),
+        )?;
         let mut y = expected;
         for (j, h) in self.matrices.iter().enumerate().filter(|(j, _)| active[*j]) {
-            y.column_mut(j).gemv(T::lossy_from_f64(1.0), h, &x.column(j), T::ZERO);
+            y.column_mut(j)
+                .gemv(T::lossy_from_f64(1.0), h, &x.column(j), T::ZERO);
         }
         Ok(y)
     }
@@ -106,7 +111,11 @@ macro_rules! impl_dense_faer {
             fn apply(&self, x: &Mat<$t>, active: &[bool]) -> Result<Mat<$t>, KrylovError> {
                 let mut y = Mat::<$t>::zeros(self.dim, self.matrices.len());
                 check_same_shape("DenseFaerOperator::apply", &y, x)?;
-                check_len("DenseFaerOperator::apply (active)", self.matrices.len(), active.len())?;
+                check_len(
+                    "DenseFaerOperator::apply (active)",
+                    self.matrices.len(),
+                    active.len(),
+                )?;
                 for (j, h) in self.matrices.iter().enumerate().filter(|(j, _)| active[*j]) {
                     faer::linalg::matmul::matmul(
                         y.col_mut(j),
@@ -130,4 +139,3 @@ macro_rules! impl_dense_faer {
 
 impl_dense_faer!(f32);
 impl_dense_faer!(f64);
-

@@ -9,9 +9,12 @@ use crate::{BatchOperator, KrylovError};
 /// A batch of dense matrices stored as one `(B, d, d)` tensor (any float dtype, any device),
 /// acting on `(B, d)` tensors: `y_i = H_i x_i` by one batched matmul.
 ///
-/// When some systems are inactive, only the active rows are gathered (`index_select`),
-/// multiplied and scattered back (`index_add` into zeros), so converged systems cost no
-/// matmul work; inactive rows of the output are 0.
+/// When at most a quarter of the systems are active, only the active rows are gathered
+/// (`index_select`), multiplied and scattered back (`index_add` into zeros; inactive output
+/// rows are 0), so converged systems cost no matmul work. With more active systems the
+/// gather (a copy of `n_active·d²` matrix entries) costs more than it saves (measured on CPU,
+/// B = 1024, d = 43: gathering half the rows took 2.1× the full product), so the full batched
+/// product is computed and the inactive output rows hold `H_i x_i` (ignored by the solvers).
 ///
 /// ```
 /// use candle_core::{Device, Tensor};
@@ -67,11 +70,16 @@ impl BatchOperator<Tensor> for DenseTensorOperator {
             });
         }
         check_len("DenseTensorOperator::apply (active)", b, active.len())?;
-        if active.iter().all(|a| *a) {
+        let n_active = active.iter().filter(|a| **a).count();
+        if 4 * n_active > b {
             return Ok(self.matrices.matmul(&x.unsqueeze(2)?)?.squeeze(2)?);
         }
-        let idx: Vec<u32> =
-            active.iter().enumerate().filter(|(_, a)| **a).map(|(i, _)| i as u32).collect();
+        let idx: Vec<u32> = active
+            .iter()
+            .enumerate()
+            .filter(|(_, a)| **a)
+            .map(|(i, _)| i as u32)
+            .collect();
         let zeros = x.zeros_like()?;
         if idx.is_empty() {
             return Ok(zeros);
@@ -93,4 +101,3 @@ impl BatchOperator<Tensor> for DenseTensorOperator {
         Some(diag())
     }
 }
-

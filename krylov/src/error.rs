@@ -42,7 +42,9 @@ pub enum KrylovError {
     #[error("invalid parameter: {0}")]
     InvalidParameter(String),
     /// The Jacobi preconditioner was requested but the operator cannot provide its diagonal.
-    #[error("the Jacobi preconditioner needs the operator diagonal, which this operator does not provide (wrap it in `WithDiagonal`)")]
+    #[error(
+        "the Jacobi preconditioner needs the operator diagonal, which this operator does not provide (wrap it in `WithDiagonal`)"
+    )]
     MissingDiagonal,
     /// The Jacobi preconditioner met a diagonal entry that is not strictly positive.
     #[error("Jacobi preconditioner: diagonal entry {index} of system {system} is {value}, not > 0")]

@@ -23,7 +23,12 @@ pub struct LanczosParams {
 
 impl Default for LanczosParams {
     fn default() -> Self {
-        Self { steps: 10, reorthogonalize: true, store_basis: false, breakdown_tol: 1e-10 }
+        Self {
+            steps: 10,
+            reorthogonalize: true,
+            store_basis: false,
+            breakdown_tol: 1e-10,
+        }
     }
 }
 
@@ -98,7 +103,11 @@ pub struct LanczosResult<V> {
 /// assert!((trace - 9.0).abs() < 1e-12);
 /// assert_eq!(res.sizes, vec![3]);
 /// ```
-pub fn lanczos<V, Op>(op: &Op, v0: &V, params: &LanczosParams) -> Result<LanczosResult<V>, KrylovError>
+pub fn lanczos<V, Op>(
+    op: &Op,
+    v0: &V,
+    params: &LanczosParams,
+) -> Result<LanczosResult<V>, KrylovError>
 where
     V: BatchVectors,
     Op: BatchOperator<V> + ?Sized,
@@ -117,11 +126,17 @@ where
     let ones = vec![1.0; n];
 
     let initial_norms = v0.norms2()?;
-    let mut active: Vec<bool> = initial_norms.iter().map(|v| *v > 0.0 && v.is_finite()).collect();
+    let mut active: Vec<bool> = initial_norms
+        .iter()
+        .map(|v| *v > 0.0 && v.is_finite())
+        .collect();
     let mut breakdown: Vec<bool> = active.iter().map(|a| !a).collect();
     let mut q = v0.detached();
-    let inv: Vec<f64> =
-        initial_norms.iter().zip(&active).map(|(v, a)| if *a { 1.0 / v } else { 1.0 }).collect();
+    let inv: Vec<f64> = initial_norms
+        .iter()
+        .zip(&active)
+        .map(|(v, a)| if *a { 1.0 / v } else { 1.0 })
+        .collect();
     q.scale_per_system(&inv)?;
 
     let mut alphas: Vec<Vec<f64>> = vec![Vec::with_capacity(m); n];
@@ -130,7 +145,11 @@ where
     let mut scale = vec![0.0f64; n];
     let mut applications = vec![0usize; n];
     let mut operator_calls = 0usize;
-    let mut basis: Vec<V> = if keep_basis { vec![q.clone()] } else { Vec::new() };
+    let mut basis: Vec<V> = if keep_basis {
+        vec![q.clone()]
+    } else {
+        Vec::new()
+    };
     let mut q_prev: Option<V> = None;
     let mut beta_prev = vec![0.0f64; n];
 

@@ -27,10 +27,10 @@
 //! Per-system scalars (dot products, norms, step sizes) travel to the host as `f64` once per
 //! iteration (`O(B)` numbers); vectors stay on their device.
 
-mod backend_faer;
-mod backend_nalgebra;
 #[cfg(feature = "candle")]
 mod backend_candle;
+mod backend_faer;
+mod backend_nalgebra;
 mod cg;
 mod cg_reorth;
 mod dense;

@@ -115,7 +115,11 @@ pub struct CountingOperator<O> {
 impl<O> CountingOperator<O> {
     /// Wraps `op` for a batch of `n_systems` systems.
     pub fn new(op: O, n_systems: usize) -> Self {
-        Self { op, counts: std::cell::RefCell::new(vec![0; n_systems]), calls: std::cell::Cell::new(0) }
+        Self {
+            op,
+            counts: std::cell::RefCell::new(vec![0; n_systems]),
+            calls: std::cell::Cell::new(0),
+        }
     }
 
     /// Per-system application counts so far.

@@ -63,7 +63,10 @@ pub(crate) mod kernels {
     /// Dot product accumulated in `f64`.
     #[inline]
     pub fn dot<T: Real>(x: &[T], y: &[T]) -> f64 {
-        x.iter().zip(y).map(|(a, b)| a.into_f64() * b.into_f64()).sum()
+        x.iter()
+            .zip(y)
+            .map(|(a, b)| a.into_f64() * b.into_f64())
+            .sum()
     }
 
     /// Max-abs, NaN-propagating.

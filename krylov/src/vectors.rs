@@ -46,7 +46,11 @@ pub trait BatchVectors: Clone {
 
     /// Per-system Euclidean norms `‖self_i‖₂`.
     fn norms2(&self) -> Result<Vec<f64>, KrylovError> {
-        Ok(self.dots(self)?.into_iter().map(|v| v.max(0.0).sqrt()).collect())
+        Ok(self
+            .dots(self)?
+            .into_iter()
+            .map(|v| v.max(0.0).sqrt())
+            .collect())
     }
 
     /// `self_i ← a_i·self_i + b_i·x_i` for every system with `active[i]`; the other systems are
@@ -86,10 +90,17 @@ pub trait BatchVectors: Clone {
     /// (one pass of classical Gram–Schmidt: `self_i ← self_i − Σ_k ⟨q_k, self_i⟩ q_k`).
     /// The basis vectors are assumed orthonormal per system. Backends may override this with a
     /// fused implementation (candle does: one batched matmul, no host synchronisation).
-    fn orthogonalize_against(&mut self, basis: &[Self], active: &[bool]) -> Result<(), KrylovError> {
+    fn orthogonalize_against(
+        &mut self,
+        basis: &[Self],
+        active: &[bool],
+    ) -> Result<(), KrylovError> {
         let n = self.n_systems();
         let ones = vec![1.0; n];
-        let coeffs: Vec<Vec<f64>> = basis.iter().map(|q| q.dots(self)).collect::<Result<_, _>>()?;
+        let coeffs: Vec<Vec<f64>> = basis
+            .iter()
+            .map(|q| q.dots(self))
+            .collect::<Result<_, _>>()?;
         for (q, c) in basis.iter().zip(coeffs) {
             let neg: Vec<f64> = c.iter().map(|v| -v).collect();
             self.axpby_masked(&ones, &neg, q, active)?;
@@ -109,7 +120,11 @@ pub(crate) fn check_same_shape<V: BatchVectors>(
     if e == f {
         Ok(())
     } else {
-        Err(KrylovError::ShapeMismatch { context, expected: e, found: f })
+        Err(KrylovError::ShapeMismatch {
+            context,
+            expected: e,
+            found: f,
+        })
     }
 }
 
@@ -118,6 +133,10 @@ pub(crate) fn check_len(context: &'static str, n: usize, found: usize) -> Result
     if n == found {
         Ok(())
     } else {
-        Err(KrylovError::WrongSystemCount { context, expected: n, found })
+        Err(KrylovError::WrongSystemCount {
+            context,
+            expected: n,
+            found,
+        })
     }
 }

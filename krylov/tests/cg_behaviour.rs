@@ -35,20 +35,27 @@ fn converged_systems_are_frozen() {
     let d = 30;
     let (mats, b) = mixed_batch(d);
     let dense = DenseNalgebraOperator::new(mats.iter().map(to_na).collect()).unwrap();
-    let poisoned = FnOperator::new(|x: &DMatrix<f64>, active: &[bool]| -> Result<DMatrix<f64>, KrylovError> {
-        let mut y = dense.apply(x, active)?;
-        for (j, a) in active.iter().enumerate() {
-            if !a {
-                y.column_mut(j).fill(f64::NAN);
+    let poisoned = FnOperator::new(
+        |x: &DMatrix<f64>, active: &[bool]| -> Result<DMatrix<f64>, KrylovError> {
+            let mut y = dense.apply(x, active)?;
+            for (j, a) in active.iter().enumerate() {
+                if !a {
+                    y.column_mut(j).fill(f64::NAN);
+                }
             }
-        }
-        Ok(y)
-    });
+            Ok(y)
+        },
+    );
     let op = CountingOperator::new(poisoned, 3);
     let bv = DMatrix::from_column_slice(d, 3, &b);
     // Plain CG on the cond-1e4 system needs more than the default 2d + 10 iterations
     // (finite-precision delay), hence the explicit cap.
-    let res = cg(&op, &bv, &CgParams::default().with_rtol(1e-10).with_max_iters(300)).unwrap();
+    let res = cg(
+        &op,
+        &bv,
+        &CgParams::default().with_rtol(1e-10).with_max_iters(300),
+    )
+    .unwrap();
     assert!(res.all_converged(), "{:?}", res.residual_norms);
     assert_eq!(op.counts(), res.applications);
     assert_eq!(res.applications, res.iterations);
@@ -64,7 +71,12 @@ fn converged_systems_are_frozen() {
     assert_eq!(&x[..d], &b[..d]);
     for i in 0..3 {
         let xs = faer_solve(&mats[i], &b[i * d..(i + 1) * d]);
-        let err = norm2(&xs.iter().zip(&x[i * d..(i + 1) * d]).map(|(a, c)| a - c).collect::<Vec<_>>());
+        let err = norm2(
+            &xs.iter()
+                .zip(&x[i * d..(i + 1) * d])
+                .map(|(a, c)| a - c)
+                .collect::<Vec<_>>(),
+        );
         // ‖x − x*‖ ≤ ‖H⁻¹‖·√d·tol with ‖H⁻¹‖ ≤ 1 here and tol = 1e-10‖b‖∞ (~3e-10); 1e-7 is loose.
         assert!(err < 1e-7, "system {i}: {err}");
     }
@@ -87,7 +99,10 @@ fn batch_global_charges_every_system_until_the_last_converges() {
     assert_eq!(glob.applications, vec![n; 3]);
     assert_eq!(n, per.operator_calls);
     assert!(glob.total_applications() > per.total_applications());
-    assert_eq!(per.total_applications(), per.iterations.iter().sum::<usize>());
+    assert_eq!(
+        per.total_applications(),
+        per.iterations.iter().sum::<usize>()
+    );
     let xs = glob.x.to_host().unwrap();
     for i in 0..3 {
         let xe = faer_solve(&mats[i], &b[i * d..(i + 1) * d]);
@@ -118,8 +133,14 @@ fn initial_guess_and_zero_rhs() {
     assert_eq!(warm.applications[0], warm.iterations[0] + 1);
     assert!(warm.converged[0]);
 
-    let exact = faer_batch(&[faer_solve(&h, &b[..d]), vec![0.0; d]].concat(), d, 2, |v| v);
-    let done = cg_with_initial_guess(&op, &bv, &exact, &CgParams::default().with_rtol(1e-6)).unwrap();
+    let exact = faer_batch(
+        &[faer_solve(&h, &b[..d]), vec![0.0; d]].concat(),
+        d,
+        2,
+        |v| v,
+    );
+    let done =
+        cg_with_initial_guess(&op, &bv, &exact, &CgParams::default().with_rtol(1e-6)).unwrap();
     assert_eq!(done.iterations, vec![0, 0]);
     assert_eq!(done.applications, vec![1, 1]);
 }
@@ -131,16 +152,28 @@ fn jacobi_preconditioner() {
     let d = 40;
     let mut r = rng(8);
     let a = random_spd(&mut r, d, 10.0).0;
-    let scale: Vec<f64> = (0..d).map(|k| 10f64.powf(3.0 * k as f64 / d as f64)).collect();
+    let scale: Vec<f64> = (0..d)
+        .map(|k| 10f64.powf(3.0 * k as f64 / d as f64))
+        .collect();
     let h = Mat::<f64>::from_fn(d, d, |i, j| scale[i] * a[(i, j)] * scale[j]);
     let b = gaussian(&mut r, d);
     let op = DenseNalgebraOperator::new(vec![to_na(&h)]).unwrap();
     let bv = DMatrix::from_column_slice(d, 1, &b);
     let p = CgParams::default().with_rtol(1e-10).with_max_iters(2000);
     let plain = cg(&op, &bv, &p).unwrap();
-    let jac = cg(&op, &bv, &p.clone().with_preconditioner(Preconditioner::Jacobi)).unwrap();
+    let jac = cg(
+        &op,
+        &bv,
+        &p.clone().with_preconditioner(Preconditioner::Jacobi),
+    )
+    .unwrap();
     assert!(jac.all_converged());
-    assert!(jac.iterations[0] * 2 < plain.iterations[0], "{:?} vs {:?}", jac.iterations, plain.iterations);
+    assert!(
+        jac.iterations[0] * 2 < plain.iterations[0],
+        "{:?} vs {:?}",
+        jac.iterations,
+        plain.iterations
+    );
     let xe = faer_solve(&h, &b);
     let x = jac.x.to_host().unwrap();
     let xnorm = norm2(&xe);
@@ -149,10 +182,20 @@ fn jacobi_preconditioner() {
     assert!(err <= 1e-3 * xnorm, "{err} vs {xnorm}");
 
     let closure = FnOperator::new(|x: &DMatrix<f64>, act: &[bool]| op.apply(x, act));
-    let err = cg(&closure, &bv, &p.clone().with_preconditioner(Preconditioner::Jacobi)).unwrap_err();
+    let err = cg(
+        &closure,
+        &bv,
+        &p.clone().with_preconditioner(Preconditioner::Jacobi),
+    )
+    .unwrap_err();
     assert!(matches!(err, KrylovError::MissingDiagonal));
     let with_diag = closure.with_diagonal(op.diagonal().unwrap().unwrap());
-    let again = cg(&with_diag, &bv, &p.with_preconditioner(Preconditioner::Jacobi)).unwrap();
+    let again = cg(
+        &with_diag,
+        &bv,
+        &p.with_preconditioner(Preconditioner::Jacobi),
+    )
+    .unwrap();
     assert_eq!(again.iterations, jac.iterations);
 }
 
@@ -169,14 +212,22 @@ fn failures_are_reported_not_raised() {
     b[d..].fill(0.0);
     b[d] = 1.0; // e_1: pᵀHp = −1 at the first step
     let bv = faer_batch(&b, d, 2, |v| v);
-    let res = cg(&op, &bv, &CgParams::default().with_rtol(1e-12).with_max_iters(3)).unwrap();
+    let res = cg(
+        &op,
+        &bv,
+        &CgParams::default().with_rtol(1e-12).with_max_iters(3),
+    )
+    .unwrap();
     assert_eq!(res.converged, vec![false, false]);
     assert_eq!(res.breakdown, vec![false, true]);
     assert_eq!(res.iterations, vec![3, 0]);
     assert_eq!(res.applications, vec![3, 1]);
 
     let wrong = faer_batch(&b[..d], d, 1, |v| v);
-    assert!(matches!(cg(&op, &wrong, &CgParams::default()), Err(KrylovError::ShapeMismatch { .. })));
+    assert!(matches!(
+        cg(&op, &wrong, &CgParams::default()),
+        Err(KrylovError::ShapeMismatch { .. })
+    ));
     assert!(matches!(
         cg(&op, &bv, &CgParams::default().with_rtol(-1.0)),
         Err(KrylovError::InvalidParameter(_))

@@ -39,19 +39,28 @@ fn lanczos_full_size_reproduces_spectrum_and_orthonormal_basis() {
         let res = lanczos(
             &op,
             &v0,
-            &LanczosParams::default().with_steps(d).with_reorthogonalize(true).with_store_basis(true),
+            &LanczosParams::default()
+                .with_steps(d)
+                .with_reorthogonalize(true)
+                .with_store_basis(true),
         )
         .unwrap();
         let basis = res.basis.as_ref().unwrap();
         for (i, h) in mats.iter().enumerate() {
-            assert_eq!(res.sizes[i], d, "no breakdown expected for distinct eigenvalues");
+            assert_eq!(
+                res.sizes[i], d,
+                "no breakdown expected for distinct eigenvalues"
+            );
             assert_eq!(res.applications[i], d);
             let mut ours = tridiag_eigs(&res.alphas[i], &res.betas[i]);
             ours.sort_by(|a, b| a.partial_cmp(b).unwrap());
             let exact = h.self_adjoint_eigenvalues(Side::Lower).unwrap();
             let hnorm = exact.last().copied().unwrap();
             for (a, b) in ours.iter().zip(&exact) {
-                assert!((a - b).abs() <= 1e-10 * hnorm, "d={d} cond={cond}: eig {a} vs {b}");
+                assert!(
+                    (a - b).abs() <= 1e-10 * hnorm,
+                    "d={d} cond={cond}: eig {a} vs {b}"
+                );
             }
             // Q_i (d × d): column k = basis[k] column i.
             let q = Mat::<f64>::from_fn(d, d, |row, k| basis[k][(row, i)]);
@@ -59,7 +68,11 @@ fn lanczos_full_size_reproduces_spectrum_and_orthonormal_basis() {
             for a in 0..d {
                 for b in 0..d {
                     let target = if a == b { 1.0 } else { 0.0 };
-                    assert!((qtq[(a, b)] - target).abs() <= 1e-10, "QᵀQ[{a},{b}] = {}", qtq[(a, b)]);
+                    assert!(
+                        (qtq[(a, b)] - target).abs() <= 1e-10,
+                        "QᵀQ[{a},{b}] = {}",
+                        qtq[(a, b)]
+                    );
                 }
             }
             // Qᵀ H Q = T (same margin argument as the eigenvalues).
@@ -123,14 +136,29 @@ fn lanczos_backends_agree() {
     let mats: Vec<Mat<f64>> = (0..bsz).map(|_| random_spd(&mut r, d, 100.0).0).collect();
     let v = gaussian(&mut r, d * bsz);
     let p = LanczosParams::default().with_steps(10);
-    let faer64 = lanczos(&DenseFaerOperator::new(mats.clone()).unwrap(), &faer_batch(&v, d, bsz, |x| x), &p).unwrap();
+    let faer64 = lanczos(
+        &DenseFaerOperator::new(mats.clone()).unwrap(),
+        &faer_batch(&v, d, bsz, |x| x),
+        &p,
+    )
+    .unwrap();
     let faer32 = lanczos(
-        &DenseFaerOperator::new(mats.iter().map(|m| Mat::<f32>::from_fn(d, d, |i, j| m[(i, j)] as f32)).collect()).unwrap(),
+        &DenseFaerOperator::new(
+            mats.iter()
+                .map(|m| Mat::<f32>::from_fn(d, d, |i, j| m[(i, j)] as f32))
+                .collect(),
+        )
+        .unwrap(),
         &faer_batch(&v, d, bsz, |x| x as f32),
         &p,
     )
     .unwrap();
-    let na = DenseNalgebraOperator::new(mats.iter().map(|m| DMatrix::from_fn(d, d, |i, j| m[(i, j)])).collect()).unwrap();
+    let na = DenseNalgebraOperator::new(
+        mats.iter()
+            .map(|m| DMatrix::from_fn(d, d, |i, j| m[(i, j)]))
+            .collect(),
+    )
+    .unwrap();
     let na64 = lanczos(&na, &DMatrix::from_column_slice(d, bsz, &v), &p).unwrap();
     for i in 0..bsz {
         for k in 0..10 {

@@ -9,7 +9,9 @@ use proptest::prelude::*;
 
 fn batch(seed: u64, d: usize, bsz: usize, log_cond: f64) -> (Vec<Mat<f64>>, Vec<f64>) {
     let mut r = rng(seed);
-    let mats = (0..bsz).map(|_| random_spd(&mut r, d, 10f64.powf(log_cond)).0).collect();
+    let mats = (0..bsz)
+        .map(|_| random_spd(&mut r, d, 10f64.powf(log_cond)).0)
+        .collect();
     (mats, gaussian(&mut r, d * bsz))
 }
 

@@ -43,7 +43,9 @@ pub enum LogdetError {
     #[error("invalid parameter: {0}")]
     InvalidParameter(String),
     /// The small tridiagonal eigenproblem of the quadrature produced non-finite values.
-    #[error("Lanczos quadrature of system {system} failed: non-finite Lanczos coefficients or Ritz values")]
+    #[error(
+        "Lanczos quadrature of system {system} failed: non-finite Lanczos coefficients or Ritz values"
+    )]
     QuadratureFailed {
         /// Batch index.
         system: usize,

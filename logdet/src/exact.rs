@@ -7,9 +7,15 @@ use crate::LogdetError;
 fn logdet_one(system: usize, h: MatRef<'_, f64>) -> Result<f64, LogdetError> {
     let d = h.nrows();
     if h.ncols() != d {
-        return Err(LogdetError::ShapeMismatch { system, expected: (d, d), found: (d, h.ncols()) });
+        return Err(LogdetError::ShapeMismatch {
+            system,
+            expected: (d, d),
+            found: (d, h.ncols()),
+        });
     }
-    let llt = h.llt(Side::Lower).map_err(|_| LogdetError::NotPositiveDefinite { system })?;
+    let llt = h
+        .llt(Side::Lower)
+        .map_err(|_| LogdetError::NotPositiveDefinite { system })?;
     let l = llt.L();
     let mut s = 0.0;
     for i in 0..d {
@@ -69,7 +75,10 @@ pub fn exact_logdet(matrices: &[Mat<f64>]) -> Result<Vec<f64>, LogdetError> {
 pub fn exact_logdet_flat(data: &[f64], batch: usize, dim: usize) -> Result<Vec<f64>, LogdetError> {
     let expected = batch * dim * dim;
     if data.len() != expected {
-        return Err(LogdetError::WrongLength { expected, found: data.len() });
+        return Err(LogdetError::WrongLength {
+            expected,
+            found: data.len(),
+        });
     }
     (0..batch)
         .map(|i| {
@@ -93,16 +102,21 @@ pub fn exact_logdet_flat(data: &[f64], batch: usize, dim: usize) -> Result<Vec<f
 /// ```
 #[cfg(feature = "candle")]
 pub fn exact_logdet_tensor(matrices: &candle_core::Tensor) -> Result<Vec<f64>, LogdetError> {
-    let (b, d, d2) = matrices.dims3().map_err(|_| LogdetError::WrongTensorShape {
-        expected: "(B, d, d)",
-        found: matrices.dims().to_vec(),
-    })?;
+    let (b, d, d2) = matrices
+        .dims3()
+        .map_err(|_| LogdetError::WrongTensorShape {
+            expected: "(B, d, d)",
+            found: matrices.dims().to_vec(),
+        })?;
     if d != d2 {
         return Err(LogdetError::WrongTensorShape {
             expected: "(B, d, d) with square matrices",
             found: matrices.dims().to_vec(),
         });
     }
-    let host = matrices.to_dtype(candle_core::DType::F64)?.flatten_all()?.to_vec1::<f64>()?;
+    let host = matrices
+        .to_dtype(candle_core::DType::F64)?
+        .flatten_all()?
+        .to_vec1::<f64>()?;
     exact_logdet_flat(&host, b, d)
 }

@@ -3,9 +3,9 @@
 use krylov::{BatchOperator, BatchVectors};
 use rand::Rng;
 
+use crate::LogdetError;
 use crate::probes::{ProbeDistribution, draw_probes};
 use crate::stats::PerSystemMean;
-use crate::LogdetError;
 
 /// Parameters of [`hutchinson_trace`].
 #[derive(Clone, Debug, PartialEq)]
@@ -19,7 +19,10 @@ pub struct HutchinsonParams {
 
 impl Default for HutchinsonParams {
     fn default() -> Self {
-        Self { probes: 1, distribution: ProbeDistribution::Rademacher }
+        Self {
+            probes: 1,
+            distribution: ProbeDistribution::Rademacher,
+        }
     }
 }
 
@@ -79,7 +82,9 @@ where
     Op: BatchOperator<V> + ?Sized,
 {
     if params.probes == 0 {
-        return Err(LogdetError::InvalidParameter("hutchinson_trace needs at least one probe".into()));
+        return Err(LogdetError::InvalidParameter(
+            "hutchinson_trace needs at least one probe".into(),
+        ));
     }
     like.validate()?;
     let (b, d) = (like.n_systems(), like.system_dim());
@@ -91,5 +96,10 @@ where
         acc.push(&v.dots(&hv)?);
     }
     let (estimate, std_err) = acc.finish();
-    Ok(StochasticEstimate { estimate, std_err, probes: params.probes, applications: vec![params.probes; b] })
+    Ok(StochasticEstimate {
+        estimate,
+        std_err,
+        probes: params.probes,
+        applications: vec![params.probes; b],
+    })
 }

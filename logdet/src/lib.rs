@@ -22,9 +22,9 @@ mod stats;
 mod surrogate;
 
 pub use error::LogdetError;
-pub use exact::{exact_logdet, exact_logdet_flat};
 #[cfg(feature = "candle")]
 pub use exact::exact_logdet_tensor;
+pub use exact::{exact_logdet, exact_logdet_flat};
 pub use hutchinson::{HutchinsonParams, StochasticEstimate, hutchinson_trace};
 pub use probes::{ProbeDistribution, draw_probes, gaussian_probes, rademacher_probes};
 #[cfg(feature = "candle")]

@@ -23,12 +23,16 @@ pub enum ProbeDistribution {
 /// assert!(v.iter().all(|x| x.abs() == 1.0));
 /// ```
 pub fn rademacher_probes(rng: &mut impl Rng, batch: usize, dim: usize) -> Vec<f64> {
-    (0..batch * dim).map(|_| if rng.random::<bool>() { 1.0 } else { -1.0 }).collect()
+    (0..batch * dim)
+        .map(|_| if rng.random::<bool>() { 1.0 } else { -1.0 })
+        .collect()
 }
 
 /// `batch·dim` independent standard normal values (system-major).
 pub fn gaussian_probes(rng: &mut impl Rng, batch: usize, dim: usize) -> Vec<f64> {
-    (0..batch * dim).map(|_| rng.sample(StandardNormal)).collect()
+    (0..batch * dim)
+        .map(|_| rng.sample(StandardNormal))
+        .collect()
 }
 
 /// Probes of the given distribution, system-major (`batch·dim` values).

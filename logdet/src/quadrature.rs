@@ -60,7 +60,12 @@ pub fn slq_quadrature_logdet(
 ) -> Result<f64, LogdetError> {
     let (nodes, weights) =
         gauss_quadrature_nodes(alphas, betas).ok_or(LogdetError::QuadratureFailed { system: 0 })?;
-    Ok(norm_sq * nodes.iter().zip(&weights).map(|(l, w)| w * l.max(ritz_floor).ln()).sum::<f64>())
+    Ok(norm_sq
+        * nodes
+            .iter()
+            .zip(&weights)
+            .map(|(l, w)| w * l.max(ritz_floor).ln())
+            .sum::<f64>())
 }
 
 /// Applies [`slq_quadrature_logdet`] to every system of a Lanczos result, with
@@ -77,8 +82,13 @@ pub fn slq_logdet_from_lanczos<V>(
                 return Ok(0.0);
             }
             let norm_sq = result.initial_norms[i].powi(2);
-            slq_quadrature_logdet(&result.alphas[i][..k], &result.betas[i], norm_sq, ritz_floor)
-                .map_err(|_| LogdetError::QuadratureFailed { system: i })
+            slq_quadrature_logdet(
+                &result.alphas[i][..k],
+                &result.betas[i],
+                norm_sq,
+                ritz_floor,
+            )
+            .map_err(|_| LogdetError::QuadratureFailed { system: i })
         })
         .collect()
 }

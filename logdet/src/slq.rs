@@ -3,11 +3,11 @@
 use krylov::{BatchOperator, BatchVectors, LanczosParams, lanczos};
 use rand::Rng;
 
+use crate::LogdetError;
 use crate::hutchinson::StochasticEstimate;
 use crate::probes::{ProbeDistribution, draw_probes};
 use crate::quadrature::{DEFAULT_RITZ_FLOOR, slq_logdet_from_lanczos};
 use crate::stats::PerSystemMean;
-use crate::LogdetError;
 
 /// Parameters of [`slq_logdet`].
 #[derive(Clone, Debug, PartialEq)]
@@ -120,5 +120,10 @@ where
         acc.push(&slq_logdet_from_lanczos(&res, params.ritz_floor)?);
     }
     let (estimate, std_err) = acc.finish();
-    Ok(StochasticEstimate { estimate, std_err, probes: params.probes, applications })
+    Ok(StochasticEstimate {
+        estimate,
+        std_err,
+        probes: params.probes,
+        applications,
+    })
 }

@@ -10,7 +10,11 @@ pub(crate) struct PerSystemMean {
 
 impl PerSystemMean {
     pub fn new(systems: usize) -> Self {
-        Self { n: 0, mean: vec![0.0; systems], m2: vec![0.0; systems] }
+        Self {
+            n: 0,
+            mean: vec![0.0; systems],
+            m2: vec![0.0; systems],
+        }
     }
 
     pub fn push(&mut self, samples: &[f64]) {
@@ -29,7 +33,13 @@ impl PerSystemMean {
         let se = self
             .m2
             .iter()
-            .map(|s| if self.n >= 2 { (s / (n - 1.0) / n).sqrt() } else { f64::NAN })
+            .map(|s| {
+                if self.n >= 2 {
+                    (s / (n - 1.0) / n).sqrt()
+                } else {
+                    f64::NAN
+                }
+            })
             .collect();
         (self.mean, se)
     }

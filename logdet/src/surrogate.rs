@@ -58,5 +58,8 @@ where
     Op: BatchOperator<V> + ?Sized,
 {
     let report = cg_with_initial_guess(op, probes, probes, params)?;
-    Ok(CgSurrogate { u: report.x.detached(), report })
+    Ok(CgSurrogate {
+        u: report.x.detached(),
+        report,
+    })
 }

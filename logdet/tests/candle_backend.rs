@@ -48,25 +48,45 @@ fn surrogate_gradient_through_candle_autodiff() {
         / (2.0 * step);
 
     let theta = Var::new(&[theta0], &dev).unwrap();
-    let a = (to_tensor(&a0, &dev) + to_tensor(&a1, &dev).broadcast_mul(theta.as_tensor()).unwrap()).unwrap();
+    let a = (to_tensor(&a0, &dev)
+        + to_tensor(&a1, &dev)
+            .broadcast_mul(theta.as_tensor())
+            .unwrap())
+    .unwrap();
     let a_det = a.detach();
-    let op = FnOperator::new(|x: &Tensor, _active: &[bool]| -> Result<Tensor, KrylovError> {
-        Ok(hvp(x, &a_det, alpha)?)
-    });
+    let op = FnOperator::new(
+        |x: &Tensor, _active: &[bool]| -> Result<Tensor, KrylovError> {
+            Ok(hvp(x, &a_det, alpha)?)
+        },
+    );
     let probes = 2000;
     let like = Tensor::zeros((probes, d), DType::F64, &dev).unwrap();
     let v = rademacher_like(&like, &mut rng(13)).unwrap();
     let sur = cg_surrogate(&op, &v, &CgParams::default().with_rtol(1e-12)).unwrap();
     assert!(sur.report.all_converged());
-    let s_val = (sur.u.mul(&hvp(&v, &a, alpha).unwrap()).unwrap().sum_all().unwrap() / probes as f64).unwrap();
+    let s_val = (sur
+        .u
+        .mul(&hvp(&v, &a, alpha).unwrap())
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        / probes as f64)
+        .unwrap();
     let grads = s_val.backward().unwrap();
-    let got = grads.get(theta.as_tensor()).unwrap().to_vec1::<f64>().unwrap()[0];
+    let got = grads
+        .get(theta.as_tensor())
+        .unwrap()
+        .to_vec1::<f64>()
+        .unwrap()[0];
 
     let h = h_of(theta0);
     let dh = (h_of(theta0 + 1e-4) - h_of(theta0 - 1e-4)) * faer::Scale(0.5e4);
     let m = h.llt(faer::Side::Lower).unwrap().inverse() * &dh;
     let sigma = (rademacher_variance(&m) / probes as f64).sqrt();
-    assert!((got - exact).abs() <= 4.0 * sigma, "candle surrogate {got} vs exact {exact} (σ/√P {sigma})");
+    assert!(
+        (got - exact).abs() <= 4.0 * sigma,
+        "candle surrogate {got} vs exact {exact} (σ/√P {sigma})"
+    );
     assert!(4.0 * sigma < 0.5 * exact.abs().max(0.5));
 }
 
@@ -85,7 +105,11 @@ fn slq_and_exact_on_tensors_agree_with_host() {
             with_eigs(&q, &eigs)
         })
         .collect();
-    let stacked = Tensor::stack(&mats.iter().map(|m| to_tensor(m, &dev)).collect::<Vec<_>>(), 0).unwrap();
+    let stacked = Tensor::stack(
+        &mats.iter().map(|m| to_tensor(m, &dev)).collect::<Vec<_>>(),
+        0,
+    )
+    .unwrap();
     let exact = exact_logdet(&mats).unwrap();
     let from_tensor = exact_logdet_tensor(&stacked).unwrap();
     for (a, b) in exact.iter().zip(&from_tensor) {
@@ -106,7 +130,10 @@ fn slq_and_exact_on_tensors_agree_with_host() {
         let like = Tensor::zeros((bsz, d), dtype, &dev).unwrap();
         let est = slq_logdet(&op, &like, &mut rng(15), &params).unwrap();
         for i in 0..bsz {
-            assert!((est.estimate[i] - host.estimate[i]).abs() < tol * host.estimate[i].abs(), "{dtype:?}");
+            assert!(
+                (est.estimate[i] - host.estimate[i]).abs() < tol * host.estimate[i].abs(),
+                "{dtype:?}"
+            );
         }
     }
 }
@@ -121,6 +148,11 @@ fn rademacher_tensor_probes() {
     let vals = v.flatten_all().unwrap().to_vec1::<f32>().unwrap();
     assert!(vals.iter().all(|x| x.abs() == 1.0));
     assert!(vals.iter().any(|x| *x > 0.0) && vals.iter().any(|x| *x < 0.0));
-    let again = rademacher_like(&like, &mut rng(1)).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let again = rademacher_like(&like, &mut rng(1))
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
     assert_eq!(vals, again);
 }

@@ -27,21 +27,39 @@ fn exact_logdet_matches_eigenvalues_and_names_bad_system() {
     let ld = exact_logdet(&mats).unwrap();
     for (m, l) in mats.iter().zip(&ld) {
         let expected: f64 = eigh(m).0.iter().map(|v| v.ln()).sum();
-        assert!((l - expected).abs() < 1e-9 * expected.abs().max(1.0), "{l} vs {expected}");
+        assert!(
+            (l - expected).abs() < 1e-9 * expected.abs().max(1.0),
+            "{l} vs {expected}"
+        );
     }
     // Flat (B, d, d) row-major gives the same values.
-    let flat: Vec<f64> = mats.iter().flat_map(|m| (0..d * d).map(move |k| m[(k / d, k % d)])).collect();
+    let flat: Vec<f64> = mats
+        .iter()
+        .flat_map(|m| (0..d * d).map(move |k| m[(k / d, k % d)]))
+        .collect();
     assert_eq!(exact_logdet_flat(&flat, 4, d).unwrap(), ld);
-    assert!(matches!(exact_logdet_flat(&flat[1..], 4, d), Err(LogdetError::WrongLength { .. })));
+    assert!(matches!(
+        exact_logdet_flat(&flat[1..], 4, d),
+        Err(LogdetError::WrongLength { .. })
+    ));
 
     let mut bad = mats.clone();
-    bad[2] = Mat::from_fn(d, d, |i, j| if i == j { if i == 5 { -1.0 } else { 1.0 } } else { 0.0 });
+    bad[2] = Mat::from_fn(d, d, |i, j| {
+        if i == j {
+            if i == 5 { -1.0 } else { 1.0 }
+        } else {
+            0.0
+        }
+    });
     match exact_logdet(&bad) {
         Err(LogdetError::NotPositiveDefinite { system }) => assert_eq!(system, 2),
         other => panic!("expected NotPositiveDefinite, got {other:?}"),
     }
     bad[2] = Mat::identity(d + 1, d + 1);
-    assert!(matches!(exact_logdet(&bad), Err(LogdetError::ShapeMismatch { system: 2, .. })));
+    assert!(matches!(
+        exact_logdet(&bad),
+        Err(LogdetError::ShapeMismatch { system: 2, .. })
+    ));
 }
 
 /// SLQ acceptance: d = 43, spectra log-uniform over [10, 1e4] (spread over three decades),
@@ -61,7 +79,9 @@ fn slq_within_one_percent_for_spread_spectrum() {
     let mut sigma = Vec::new();
     for _ in 0..bsz {
         let q = random_orthogonal(&mut r, d);
-        let eigs: Vec<f64> = (0..d).map(|k| 10.0 * 1e3f64.powf(k as f64 / (d - 1) as f64)).collect();
+        let eigs: Vec<f64> = (0..d)
+            .map(|k| 10.0 * 1e3f64.powf(k as f64 / (d - 1) as f64))
+            .collect();
         let h = with_eigs(&q, &eigs);
         let log_h = with_eigs(&q, &eigs.iter().map(|v| v.ln()).collect::<Vec<_>>());
         sigma.push((rademacher_variance(&log_h) / 1000.0).sqrt());
@@ -74,11 +94,26 @@ fn slq_within_one_percent_for_spread_spectrum() {
     let est = slq_logdet(&op, &like, &mut rng(7), &params).unwrap();
     for i in 0..bsz {
         let tol = 0.01 * exact[i].abs();
-        assert!(tol >= 4.0 * sigma[i], "tolerance not justified: {tol} < 4σ = {}", 4.0 * sigma[i]);
+        assert!(
+            tol >= 4.0 * sigma[i],
+            "tolerance not justified: {tol} < 4σ = {}",
+            4.0 * sigma[i]
+        );
         let err = (est.estimate[i] - exact[i]).abs();
-        assert!(err <= tol, "system {i}: SLQ {} vs exact {} (σ = {})", est.estimate[i], exact[i], sigma[i]);
+        assert!(
+            err <= tol,
+            "system {i}: SLQ {} vs exact {} (σ = {})",
+            est.estimate[i],
+            exact[i],
+            sigma[i]
+        );
         // The reported standard error estimates σ (sample sd of 1,000 draws: within ±20 %).
-        assert!((est.std_err[i] / sigma[i] - 1.0).abs() < 0.2, "{} vs {}", est.std_err[i], sigma[i]);
+        assert!(
+            (est.std_err[i] / sigma[i] - 1.0).abs() < 0.2,
+            "{} vs {}",
+            est.std_err[i],
+            sigma[i]
+        );
         assert_eq!(est.applications[i], 1000 * d);
     }
 }
@@ -94,7 +129,9 @@ fn slq_quadrature_converges_in_few_steps() {
     let mut r = rng(44);
     let d = 43;
     let q = random_orthogonal(&mut r, d);
-    let eigs: Vec<f64> = (0..d).map(|k| 10.0 * 1e3f64.powf(k as f64 / (d - 1) as f64)).collect();
+    let eigs: Vec<f64> = (0..d)
+        .map(|k| 10.0 * 1e3f64.powf(k as f64 / (d - 1) as f64))
+        .collect();
     let h = with_eigs(&q, &eigs);
     let log_h = with_eigs(&q, &eigs.iter().map(|v| v.ln()).collect::<Vec<_>>());
     let op = DenseFaerOperator::new(vec![h; 4]).unwrap();
@@ -108,15 +145,19 @@ fn slq_quadrature_converges_in_few_steps() {
             (0..4)
                 .map(|j| {
                     let vj = &v[j * d..(j + 1) * d];
-                    let exact: f64 =
-                        (0..d).map(|a| (0..d).map(|c| vj[a] * log_h[(a, c)] * vj[c]).sum::<f64>()).sum();
+                    let exact: f64 = (0..d)
+                        .map(|a| (0..d).map(|c| vj[a] * log_h[(a, c)] * vj[c]).sum::<f64>())
+                        .sum();
                     (quad[j] - exact).abs() / exact.abs()
                 })
                 .collect()
         })
         .collect();
     for j in 0..4 {
-        assert!(errs[0][j] > errs[1][j] && errs[1][j] > errs[2][j], "{errs:?}");
+        assert!(
+            errs[0][j] > errs[1][j] && errs[1][j] > errs[2][j],
+            "{errs:?}"
+        );
         assert!(errs[2][j] < 1e-3, "{errs:?}");
     }
 }
@@ -139,21 +180,44 @@ fn hutchinson_trace_within_monte_carlo_error() {
         (ProbeDistribution::Rademacher, rademacher_variance(&h)),
         (ProbeDistribution::Gaussian, 2.0 * fro2),
     ] {
-        let params = HutchinsonParams::default().with_probes(800).with_distribution(dist);
+        let params = HutchinsonParams::default()
+            .with_probes(800)
+            .with_distribution(dist);
         let est = hutchinson_trace(&op, &like, &mut rng(9), &params).unwrap();
         let sigma = (var / p).sqrt();
         for i in 0..2 {
-            assert!((est.estimate[i] - trace).abs() < 4.0 * sigma, "{dist:?}: {} vs {trace} (σ {sigma})", est.estimate[i]);
+            assert!(
+                (est.estimate[i] - trace).abs() < 4.0 * sigma,
+                "{dist:?}: {} vs {trace} (σ {sigma})",
+                est.estimate[i]
+            );
         }
         // Two systems with the same matrix but independent probes give different estimates.
         assert_ne!(est.estimate[0], est.estimate[1]);
     }
     // Same seed, same result.
-    let a = hutchinson_trace(&op, &like, &mut rng(1), &HutchinsonParams::default().with_probes(3)).unwrap();
-    let b = hutchinson_trace(&op, &like, &mut rng(1), &HutchinsonParams::default().with_probes(3)).unwrap();
+    let a = hutchinson_trace(
+        &op,
+        &like,
+        &mut rng(1),
+        &HutchinsonParams::default().with_probes(3),
+    )
+    .unwrap();
+    let b = hutchinson_trace(
+        &op,
+        &like,
+        &mut rng(1),
+        &HutchinsonParams::default().with_probes(3),
+    )
+    .unwrap();
     assert_eq!(a.estimate, b.estimate);
     assert!(matches!(
-        hutchinson_trace(&op, &like, &mut rng(1), &HutchinsonParams::default().with_probes(0)),
+        hutchinson_trace(
+            &op,
+            &like,
+            &mut rng(1),
+            &HutchinsonParams::default().with_probes(0)
+        ),
         Err(LogdetError::InvalidParameter(_))
     ));
 }

@@ -22,7 +22,9 @@ impl Family {
     fn new(seed: u64) -> Self {
         let mut r = rng(seed);
         let scale = 1.0 / (D as f64).sqrt();
-        let a = (0..4).map(|_| gaussian_mat(&mut r, D, D) * faer::Scale(scale)).collect();
+        let a = (0..4)
+            .map(|_| gaussian_mat(&mut r, D, D) * faer::Scale(scale))
+            .collect();
         Self { a }
     }
 
@@ -81,7 +83,8 @@ fn surrogate_grad(fam: &Family, theta: &[f64], u: &[f64], v: &[f64], probes: usi
             let mut tm = theta.to_vec();
             tp[k] += h;
             tm[k] -= h;
-            (surrogate_value(fam, &tp, u, v, probes) - surrogate_value(fam, &tm, u, v, probes)) / (2.0 * h)
+            (surrogate_value(fam, &tp, u, v, probes) - surrogate_value(fam, &tm, u, v, probes))
+                / (2.0 * h)
         })
         .collect()
 }
@@ -122,7 +125,11 @@ fn surrogate_gradient_matches_exact_logdet_gradient() {
             exact[k]
         );
         // Not vacuous: the tolerance is small compared with the gradient itself.
-        assert!(4.0 * sigma < 0.5 * exact[k].abs().max(0.5), "σ {sigma} vs {}", exact[k]);
+        assert!(
+            4.0 * sigma < 0.5 * exact[k].abs().max(0.5),
+            "σ {sigma} vs {}",
+            exact[k]
+        );
     }
 }
 
@@ -138,7 +145,12 @@ fn loose_tolerance_bias_within_documented_bound() {
     let v = rademacher_probes(&mut rng(18), probes, D);
     let vb = Mat::<f64>::from_fn(D, probes, |i, j| v[j * D + i]);
     let tight = cg_surrogate(&op, &vb, &CgParams::default().with_rtol(1e-13)).unwrap();
-    let loose = cg_surrogate(&op, &vb, &CgParams::default().with_rtol(0.0).with_atol(1e-2)).unwrap();
+    let loose = cg_surrogate(
+        &op,
+        &vb,
+        &CgParams::default().with_rtol(0.0).with_atol(1e-2),
+    )
+    .unwrap();
     assert!(loose.report.all_converged());
     assert!(loose.report.total_applications() < tight.report.total_applications());
     let (ut, ul) = (tight.u.to_host().unwrap(), loose.u.to_host().unwrap());
@@ -156,13 +168,18 @@ fn loose_tolerance_bias_within_documented_bound() {
         for p in 0..probes {
             let one = |u: &[f64]| -> f64 {
                 let (up, vp) = (&u[p * D..(p + 1) * D], &v[p * D..(p + 1) * D]);
-                (0..D).map(|i| (0..D).map(|j| up[i] * dh[(i, j)] * vp[j]).sum::<f64>()).sum()
+                (0..D)
+                    .map(|i| (0..D).map(|j| up[i] * dh[(i, j)] * vp[j]).sum::<f64>())
+                    .sum()
             };
             let bias = (one(&ul) - one(&ut)).abs();
             // ‖r‖₂ ≤ √d·‖r‖∞; ‖v‖₂ = √d for Rademacher.
             let r2 = (D as f64).sqrt() * loose.report.residual_norms[p];
             let bound = r2 * h_inv_norm * dh_norm * (D as f64).sqrt();
-            assert!(bias <= bound * 1.0001 + 1e-12, "probe {p}: bias {bias} > bound {bound}");
+            assert!(
+                bias <= bound * 1.0001 + 1e-12,
+                "probe {p}: bias {bias} > bound {bound}"
+            );
         }
     }
 }

@@ -2,8 +2,8 @@
 //! spectrum, and dense reference solutions from faer.
 #![allow(dead_code)]
 
-use faer::{Mat, Side};
 use faer::linalg::solvers::Solve;
+use faer::{Mat, Side};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rand_distr::StandardNormal;
@@ -14,7 +14,13 @@ pub fn random_orthogonal(rng: &mut impl Rng, d: usize) -> Mat<f64> {
     let qr = g.qr();
     let q = qr.compute_Q();
     let r = qr.R();
-    Mat::from_fn(d, d, |i, j| if r[(j, j)] < 0.0 { -q[(i, j)] } else { q[(i, j)] })
+    Mat::from_fn(d, d, |i, j| {
+        if r[(j, j)] < 0.0 {
+            -q[(i, j)]
+        } else {
+            q[(i, j)]
+        }
+    })
 }
 
 /// `Q diag(eigs) Qᵀ` with a random orthogonal `Q` (exactly symmetrised).
@@ -47,7 +53,11 @@ pub fn spread_eigs(rng: &mut impl Rng, d: usize, cond: f64) -> Vec<f64> {
 
 /// A random SPD matrix of size `d` with condition number `cond`, and its eigenvalues.
 pub fn random_spd(rng: &mut impl Rng, d: usize, cond: f64) -> (Mat<f64>, Vec<f64>) {
-    let eigs = if d == 1 { vec![1.0] } else { spread_eigs(rng, d, cond) };
+    let eigs = if d == 1 {
+        vec![1.0]
+    } else {
+        spread_eigs(rng, d, cond)
+    };
     (spd_with_eigs(rng, &eigs), eigs)
 }
 
@@ -61,7 +71,9 @@ pub fn faer_solve(h: &Mat<f64>, b: &[f64]) -> Vec<f64> {
 
 /// `H x` in f64.
 pub fn matvec(h: &Mat<f64>, x: &[f64]) -> Vec<f64> {
-    (0..x.len()).map(|i| (0..x.len()).map(|j| h[(i, j)] * x[j]).sum()).collect()
+    (0..x.len())
+        .map(|i| (0..x.len()).map(|j| h[(i, j)] * x[j]).sum())
+        .collect()
 }
 
 pub fn norm2(x: &[f64]) -> f64 {

@@ -19,13 +19,21 @@ pub fn random_orthogonal(rng: &mut impl Rng, d: usize) -> Mat<f64> {
     let qr = gaussian_mat(rng, d, d).qr();
     let q = qr.compute_Q();
     let r = qr.R();
-    Mat::from_fn(d, d, |i, j| if r[(j, j)] < 0.0 { -q[(i, j)] } else { q[(i, j)] })
+    Mat::from_fn(d, d, |i, j| {
+        if r[(j, j)] < 0.0 {
+            -q[(i, j)]
+        } else {
+            q[(i, j)]
+        }
+    })
 }
 
 /// `Q diag(f(eigs)) Qᵀ` for a given orthogonal Q.
 pub fn with_eigs(q: &Mat<f64>, eigs: &[f64]) -> Mat<f64> {
     let d = eigs.len();
-    let h = Mat::<f64>::from_fn(d, d, |i, j| (0..d).map(|k| q[(i, k)] * eigs[k] * q[(j, k)]).sum());
+    let h = Mat::<f64>::from_fn(d, d, |i, j| {
+        (0..d).map(|k| q[(i, k)] * eigs[k] * q[(j, k)]).sum()
+    });
     Mat::from_fn(d, d, |i, j| 0.5 * (h[(i, j)] + h[(j, i)]))
 }
 
