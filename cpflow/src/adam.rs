@@ -141,6 +141,12 @@ impl Adam {
     /// below 1. Returns the norm before clipping.
     pub fn clip_grad_norm(&self, grads: &mut GradStore, max_norm: f64) -> Result<f64> {
         let norm = self.grad_norm(grads)?;
+        self.clip_grad_norm_with_norm(grads, max_norm, norm)?;
+        Ok(norm)
+    }
+
+    /// [`Adam::clip_grad_norm`] with the norm already computed by [`Adam::grad_norm`].
+    pub fn clip_grad_norm_with_norm(&self, grads: &mut GradStore, max_norm: f64, norm: f64) -> Result<()> {
         let coef = max_norm / (norm + 1e-6);
         if coef < 1.0 {
             for slot in &self.slots {
@@ -149,7 +155,7 @@ impl Adam {
                 }
             }
         }
-        Ok(norm)
+        Ok(())
     }
 
     /// Scalar state (hyper-parameters and step counts) for a checkpoint.

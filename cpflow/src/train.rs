@@ -292,13 +292,16 @@ impl Trainer {
             return Err(CpflowError::NonFinite { what: format!("loss ({lv})"), step: it });
         }
         let mut grads = loss.backward()?;
-        if let Some(name) = self.adam.first_non_finite_grad(&grads)? {
+        // One reduction pass: a NaN/Inf anywhere makes the norm non-finite; only then look for
+        // the culprit to name it.
+        let gn = self.adam.grad_norm(&grads)?;
+        if !gn.is_finite() {
+            let name = self.adam.first_non_finite_grad(&grads)?.unwrap_or_else(|| "the parameters (norm overflow)".into());
             return Err(CpflowError::NonFinite { what: format!("gradient of {name}"), step: it });
         }
-        let gn = match self.config.clip_grad_norm {
-            Some(c) => self.adam.clip_grad_norm(&mut grads, c)?,
-            None => self.adam.grad_norm(&grads)?,
-        };
+        if let Some(c) = self.config.clip_grad_norm {
+            self.adam.clip_grad_norm_with_norm(&mut grads, c, gn)?;
+        }
         self.adam.step(&grads)?;
         self.state.iteration += 1;
         self.state.samples_seen += x.dim(0)? as u64;
