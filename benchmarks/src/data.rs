@@ -18,16 +18,25 @@ use rand_distr::StandardNormal;
 /// let mean0: f64 = (0..100).map(|i| x[i * 3]).sum::<f64>() / 100.0;
 /// assert!(mean0.abs() < 1e-9);
 /// ```
-pub fn gaussian_mixture<R: Rng + ?Sized>(n: usize, d: usize, components: usize, rng: &mut R) -> Vec<f64> {
+pub fn gaussian_mixture<R: Rng + ?Sized>(
+    n: usize,
+    d: usize,
+    components: usize,
+    rng: &mut R,
+) -> Vec<f64> {
     let components = components.max(1);
     let mut means = Vec::with_capacity(components);
     let mut factors = Vec::with_capacity(components);
     for _ in 0..components {
-        let m: Vec<f64> = (0..d).map(|_| 2.0 * rng.sample::<f64, _>(StandardNormal)).collect();
+        let m: Vec<f64> = (0..d)
+            .map(|_| 2.0 * rng.sample::<f64, _>(StandardNormal))
+            .collect();
         means.push(m);
         // Cholesky-like factor L of A Aᵀ/d + 0.1 I is not needed: sampling x = m + A g / √d + √0.1 h
         // has exactly that covariance.
-        let a: Vec<f64> = (0..d * d).map(|_| rng.sample::<f64, _>(StandardNormal) / (d as f64).sqrt()).collect();
+        let a: Vec<f64> = (0..d * d)
+            .map(|_| rng.sample::<f64, _>(StandardNormal) / (d as f64).sqrt())
+            .collect();
         factors.push(a);
     }
     let mut x = vec![0.0; n * d];

@@ -93,9 +93,13 @@ struct Pair {
 /// (batched: each round evaluates the potential once on the rows still searching) and
 /// per-sample convergence (converged rows are no longer evaluated).
 ///
-/// Works in the dtype and on the device of `y`. Samples that do not reach their tolerance are
-/// reported in [`InversionResult::converged`]; a sample whose line search finds no acceptable
-/// step even along the steepest-descent direction stops (rounding floor reached).
+/// The line search (bracketing and zoom with cubic interpolation, Nocedal & Wright Alg. 3.5–3.6)
+/// also accepts Hager–Zhang's approximate Wolfe conditions when the value changes by less than
+/// `1e-6·(|Φ(x)| + |xᵀy|)` (`1e-3` in `f32`), where function values no longer resolve the
+/// decrease but gradients still do. Works in the dtype and on the device of `y`. Samples that do
+/// not reach their tolerance are reported in [`InversionResult::converged`]; a sample whose line
+/// search finds no acceptable step even along the steepest-descent direction stops (rounding
+/// floor reached).
 ///
 /// ```
 /// use candle_core::{DType, Device, Tensor};

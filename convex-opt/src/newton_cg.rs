@@ -115,9 +115,12 @@ impl BatchOperator<Tensor> for HessianOperator<'_, '_> {
 ///
 /// Requires Hessian-vector products (`BatchedPotential::hvp` or an overridden `second_order`),
 /// and `∇²Φ ≻ 0` (strong convexity) for CG. Works in the dtype and on the device of `y`.
-/// Near the solution, where function values stop resolving the decrease (`f32`), a step is
-/// also accepted when the value changes by no more than its rounding level and the residual
-/// `‖g‖∞` decreases.
+/// Near the solution the change of `Φ(x) − yᵀx` drops below its rounding error (which can be
+/// far larger than `eps·|f|`, since `f` is a difference of large sums); when the value changes by
+/// less than `1e-6·(|Φ(x)| + |xᵀy|)` (`1e-3` in `f32`), a step is also accepted if it decreases
+/// the residual `‖g‖₂` by the Armijo fraction `1 − c₁t` (gradients stay accurate there). A
+/// sample for which no step is accepted after `max_backtracks` reductions stops and is reported
+/// as not converged.
 ///
 /// ```
 /// use candle_core::{DType, Device, Tensor};

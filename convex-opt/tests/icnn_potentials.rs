@@ -36,21 +36,21 @@ fn run_all<P: BatchedPotential>(
 /// Reported residuals and flags agree with an independent recomputation at the returned x.
 fn assert_honest<P: BatchedPotential>(name: &str, pot: &P, y: &Tensor, res: &InversionResult) {
     let r = residuals(pot, &res.x, y);
-    for i in 0..r.len() {
+    for (i, &ri) in r.iter().enumerate() {
         // The solver's last evaluation was at a batch of different composition (subsets of
         // rows); per-row results agree to a few ulps of the gradient's magnitude.
-        let slack = if y.dtype() == DType::F64 { 1e-12 } else { 1e-5 } + 1e-6 * r[i];
+        let slack = if y.dtype() == DType::F64 { 1e-12 } else { 1e-5 } + 1e-6 * ri;
         assert!(
-            (r[i] - res.residual_inf[i]).abs() <= slack,
+            (ri - res.residual_inf[i]).abs() <= slack,
             "{name}: sample {i} reports {} but has {}",
             res.residual_inf[i],
-            r[i]
+            ri
         );
         if res.converged[i] {
             assert!(
-                r[i] <= res.tolerance[i] + slack,
+                ri <= res.tolerance[i] + slack,
                 "{name}: sample {i} flagged converged at residual {}",
-                r[i]
+                ri
             );
         }
     }

@@ -57,18 +57,18 @@ fn solvers() -> Vec<(&'static str, Solver)> {
 /// Checks the report against an independent recomputation at the returned `x`.
 fn assert_honest<P: BatchedPotential>(name: &str, pot: &P, y: &Tensor, res: &InversionResult) {
     let r = residuals(pot, &res.x, y);
-    for i in 0..r.len() {
+    for (i, &ri) in r.iter().enumerate() {
         // Same arithmetic as the solver's last evaluation, so the values agree to rounding.
-        let slack = 1e-12 + 1e-6 * r[i];
+        let slack = 1e-12 + 1e-6 * ri;
         assert!(
-            (r[i] - res.residual_inf[i]).abs() <= slack,
+            (ri - res.residual_inf[i]).abs() <= slack,
             "{name}: sample {i} reports {} but has {}",
             res.residual_inf[i],
-            r[i]
+            ri
         );
         assert_eq!(
             res.converged[i],
-            r[i] <= res.tolerance[i] + slack,
+            ri <= res.tolerance[i] + slack,
             "{name}: sample {i} flag disagrees with its residual"
         );
     }

@@ -38,9 +38,17 @@ impl ActNorm {
     /// Create (or fetch) the layer's variables `<prefix>.bias`, `<prefix>.logs`,
     /// `<prefix>.initialized` in `varmap`. The layer starts uninitialised (identity up to the
     /// 0.001 scale offset) until [`ActNorm::initialize`] is called.
-    pub fn new(varmap: &VarMap, prefix: &str, dim: usize, dtype: DType, device: &candle_core::Device) -> Result<Self> {
+    pub fn new(
+        varmap: &VarMap,
+        prefix: &str,
+        dim: usize,
+        dtype: DType,
+        device: &candle_core::Device,
+    ) -> Result<Self> {
         if dim == 0 {
-            return Err(CpflowError::InvalidConfig("ActNorm dimension must be positive".into()));
+            return Err(CpflowError::InvalidConfig(
+                "ActNorm dimension must be positive".into(),
+            ));
         }
         let vb = VarBuilder::from_varmap(varmap, dtype, device).pp(prefix);
         vb.get_with_hints((1, dim), "bias", Init::Const(0.0))?;
@@ -61,7 +69,11 @@ impl ActNorm {
 
     /// Whether the data-dependent initialisation has run (stored in the weights).
     pub fn is_initialized(&self) -> Result<bool> {
-        let v = self.initialized.as_tensor().to_dtype(DType::F64)?.to_vec1::<f64>()?;
+        let v = self
+            .initialized
+            .as_tensor()
+            .to_dtype(DType::F64)?
+            .to_vec1::<f64>()?;
         Ok(v.first().copied().unwrap_or(0.0) > 0.5)
     }
 
@@ -79,7 +91,11 @@ impl ActNorm {
     }
 
     fn ensure_initialized(&self) -> Result<()> {
-        if self.is_initialized()? { Ok(()) } else { Err(CpflowError::NotInitialized) }
+        if self.is_initialized()? {
+            Ok(())
+        } else {
+            Err(CpflowError::NotInitialized)
+        }
     }
 
     /// Per-feature scale `exp(logs) + 0.001`, shape (1, d), parameter-tracking.
@@ -91,7 +107,9 @@ impl ActNorm {
     pub fn forward(&self, x: &Tensor) -> Result<(Tensor, Tensor)> {
         self.ensure_initialized()?;
         let scale = self.scale()?;
-        let y = x.broadcast_add(self.bias.as_tensor())?.broadcast_mul(&scale)?;
+        let y = x
+            .broadcast_add(self.bias.as_tensor())?
+            .broadcast_mul(&scale)?;
         let logdet = scale.log()?.sum_all()?;
         Ok((y, logdet))
     }
@@ -100,7 +118,8 @@ impl ActNorm {
     pub fn inverse(&self, y: &Tensor) -> Result<Tensor> {
         self.ensure_initialized()?;
         let scale = self.scale()?.detach();
-        Ok(y.broadcast_div(&scale)?.broadcast_sub(&self.bias.as_tensor().detach())?)
+        Ok(y.broadcast_div(&scale)?
+            .broadcast_sub(&self.bias.as_tensor().detach())?)
     }
 
     /// The trainable variables (bias, logs); the flag is not trainable.
@@ -120,7 +139,9 @@ mod tests {
         let vm = VarMap::new();
         let an = ActNorm::new(&vm, "an", 3, DType::F64, &dev).unwrap();
         assert!(!an.is_initialized().unwrap());
-        let data: Vec<f64> = (0..30).map(|i| ((i * 37 % 11) as f64) * 0.7 - 2.0 + (i % 3) as f64).collect();
+        let data: Vec<f64> = (0..30)
+            .map(|i| ((i * 37 % 11) as f64) * 0.7 - 2.0 + (i % 3) as f64)
+            .collect();
         let x = Tensor::from_vec(data, (10, 3), &dev).unwrap();
         assert!(matches!(an.forward(&x), Err(CpflowError::NotInitialized)));
         an.initialize(&x).unwrap();
@@ -132,7 +153,14 @@ mod tests {
             assert!(m.abs() < 1e-12);
         }
         let xb = an.inverse(&y).unwrap();
-        let err = (xb - &x).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f64>().unwrap();
+        let err = (xb - &x)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f64>()
+            .unwrap();
         assert!(err < 1e-12);
         // log-det vs the closed form Σ log(1/(std+1e-6) + 0.001)
         let xs = x.to_vec2::<f64>().unwrap();

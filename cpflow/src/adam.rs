@@ -31,7 +31,13 @@ pub struct AdamParams {
 
 impl Default for AdamParams {
     fn default() -> Self {
-        AdamParams { lr: 1e-3, beta1: 0.9, beta2: 0.99, eps: 1e-8, weight_decay: 1e-6 }
+        AdamParams {
+            lr: 1e-3,
+            beta1: 0.9,
+            beta2: 0.99,
+            eps: 1e-8,
+            weight_decay: 1e-6,
+        }
     }
 }
 
@@ -62,10 +68,25 @@ pub struct Adam {
 impl Adam {
     /// Build the optimiser over named variables (kept in the given order).
     pub fn new(vars: Vec<(String, Var)>, params: AdamParams) -> Result<Self> {
-        if !(params.lr >= 0.0) || !(0.0..1.0).contains(&params.beta1) || !(0.0..1.0).contains(&params.beta2) {
-            return Err(CpflowError::InvalidConfig(format!("bad Adam parameters {params:?}")));
+        if params.lr.is_nan()
+            || params.lr < 0.0
+            || !(0.0..1.0).contains(&params.beta1)
+            || !(0.0..1.0).contains(&params.beta2)
+        {
+            return Err(CpflowError::InvalidConfig(format!(
+                "bad Adam parameters {params:?}"
+            )));
         }
-        let slots = vars.into_iter().map(|(name, var)| Slot { name, var, m: None, v: None, step: 0 }).collect();
+        let slots = vars
+            .into_iter()
+            .map(|(name, var)| Slot {
+                name,
+                var,
+                m: None,
+                v: None,
+                step: 0,
+            })
+            .collect();
         Ok(Adam { params, slots })
     }
 
@@ -88,9 +109,19 @@ impl Adam {
     pub fn step(&mut self, grads: &GradStore) -> Result<()> {
         let p = self.params.clone();
         for slot in &mut self.slots {
-            let Some(g) = grads.get(slot.var.as_tensor()) else { continue };
+            let Some(g) = grads.get(slot.var.as_tensor()) else {
+                continue;
+            };
+            // candle's gradients of variables can still carry a graph (a detached upstream
+            // gradient times a tracked forward tensor): detach, or the moments would keep every
+            // step's graph alive.
+            let g = g.detach();
             let theta = slot.var.as_tensor().detach();
-            let g = if p.weight_decay != 0.0 { (g + theta.affine(p.weight_decay, 0.0)?)? } else { g.clone() };
+            let g = if p.weight_decay != 0.0 {
+                (g + theta.affine(p.weight_decay, 0.0)?)?
+            } else {
+                g
+            };
             let m = match &slot.m {
                 Some(m) => ((m * p.beta1)? + (&g * (1.0 - p.beta1))?)?,
                 None => (&g * (1.0 - p.beta1))?,
@@ -118,7 +149,11 @@ impl Adam {
         let mut s = 0.0;
         for slot in &self.slots {
             if let Some(g) = grads.get(slot.var.as_tensor()) {
-                s += g.sqr()?.sum_all()?.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+                s += g
+                    .sqr()?
+                    .sum_all()?
+                    .to_dtype(DType::F64)?
+                    .to_scalar::<f64>()?;
             }
         }
         Ok(s.sqrt())
@@ -128,7 +163,11 @@ impl Adam {
     pub fn first_non_finite_grad(&self, grads: &GradStore) -> Result<Option<String>> {
         for slot in &self.slots {
             if let Some(g) = grads.get(slot.var.as_tensor()) {
-                let s = g.abs()?.sum_all()?.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+                let s = g
+                    .abs()?
+                    .sum_all()?
+                    .to_dtype(DType::F64)?
+                    .to_scalar::<f64>()?;
                 if !s.is_finite() {
                     return Ok(Some(slot.name.clone()));
                 }
@@ -146,7 +185,12 @@ impl Adam {
     }
 
     /// [`Adam::clip_grad_norm`] with the norm already computed by [`Adam::grad_norm`].
-    pub fn clip_grad_norm_with_norm(&self, grads: &mut GradStore, max_norm: f64, norm: f64) -> Result<()> {
+    pub fn clip_grad_norm_with_norm(
+        &self,
+        grads: &mut GradStore,
+        max_norm: f64,
+        norm: f64,
+    ) -> Result<()> {
         let coef = max_norm / (norm + 1e-6);
         if coef < 1.0 {
             for slot in &self.slots {
@@ -160,8 +204,16 @@ impl Adam {
 
     /// Scalar state (hyper-parameters and step counts) for a checkpoint.
     pub fn state(&self) -> AdamState {
-        let steps = self.slots.iter().filter(|s| s.step > 0).map(|s| (s.name.clone(), s.step)).collect();
-        AdamState { params: self.params.clone(), steps }
+        let steps = self
+            .slots
+            .iter()
+            .filter(|s| s.step > 0)
+            .map(|s| (s.name.clone(), s.step))
+            .collect();
+        AdamState {
+            params: self.params.clone(),
+            steps,
+        }
     }
 
     /// Moment tensors for a checkpoint, named `adam.m.<var>` / `adam.v.<var>`.
@@ -177,19 +229,28 @@ impl Adam {
     }
 
     /// Restore the state saved by [`Adam::state`] and [`Adam::state_tensors`].
-    pub fn load_state(&mut self, state: &AdamState, tensors: &std::collections::HashMap<String, Tensor>) -> Result<()> {
+    pub fn load_state(
+        &mut self,
+        state: &AdamState,
+        tensors: &std::collections::HashMap<String, Tensor>,
+    ) -> Result<()> {
         self.params = state.params.clone();
         for s in &mut self.slots {
             match state.steps.get(&s.name) {
                 Some(&step) => {
                     let get = |k: String| {
-                        tensors.get(&k).cloned().ok_or_else(|| CpflowError::Checkpoint(format!("missing optimiser tensor {k}")))
+                        tensors.get(&k).cloned().ok_or_else(|| {
+                            CpflowError::Checkpoint(format!("missing optimiser tensor {k}"))
+                        })
                     };
                     let m = get(format!("adam.m.{}", s.name))?;
                     let v = get(format!("adam.v.{}", s.name))?;
                     let want = s.var.as_tensor();
                     if m.shape() != want.shape() || v.shape() != want.shape() {
-                        return Err(CpflowError::Checkpoint(format!("optimiser state shape mismatch for {}", s.name)));
+                        return Err(CpflowError::Checkpoint(format!(
+                            "optimiser state shape mismatch for {}",
+                            s.name
+                        )));
                     }
                     let (dt, dev) = (want.dtype(), want.device());
                     s.m = Some(m.to_dtype(dt)?.to_device(dev)?);
@@ -216,7 +277,13 @@ mod tests {
     #[test]
     fn matches_hand_computed_torch_adam() {
         let var = Var::from_slice(&[1.0f64, -2.0], 2, &Device::Cpu).unwrap();
-        let p = AdamParams { lr: 0.1, beta1: 0.9, beta2: 0.99, eps: 1e-8, weight_decay: 0.01 };
+        let p = AdamParams {
+            lr: 0.1,
+            beta1: 0.9,
+            beta2: 0.99,
+            eps: 1e-8,
+            weight_decay: 0.01,
+        };
         let mut opt = Adam::new(vec![("w".into(), var.clone())], p.clone()).unwrap();
         let mut th = [1.0f64, -2.0];
         let (mut m, mut v) = ([0.0f64; 2], [0.0f64; 2]);

@@ -35,7 +35,11 @@ fn default_true() -> bool {
 impl BlockConfig {
     /// A block with trainable `w₀` and `bias_w1 = 0` (the reference defaults).
     pub fn new(potential: PotentialConfig) -> Self {
-        BlockConfig { potential, trainable_w0: true, bias_w1: 0.0 }
+        BlockConfig {
+            potential,
+            trainable_w0: true,
+            bias_w1: 0.0,
+        }
     }
 }
 
@@ -80,12 +84,24 @@ pub(crate) fn softplus(x: &Tensor) -> Result<Tensor> {
 }
 
 fn scalar_f64(t: &Tensor) -> Result<f64> {
-    Ok(t.to_dtype(DType::F64)?.flatten_all()?.to_vec1::<f64>()?.first().copied().unwrap_or(f64::NAN))
+    Ok(t.to_dtype(DType::F64)?
+        .flatten_all()?
+        .to_vec1::<f64>()?
+        .first()
+        .copied()
+        .unwrap_or(f64::NAN))
 }
 
 /// Unit-variance Rademacher draws (±1) from the host RNG as a `(n, d)` tensor.
-pub(crate) fn rademacher<R: Rng + ?Sized>(n: usize, d: usize, like: &Tensor, rng: &mut R) -> Result<Tensor> {
-    let v: Vec<f64> = (0..n * d).map(|_| if rng.random::<bool>() { 1.0 } else { -1.0 }).collect();
+pub(crate) fn rademacher<R: Rng + ?Sized>(
+    n: usize,
+    d: usize,
+    like: &Tensor,
+    rng: &mut R,
+) -> Result<Tensor> {
+    let v: Vec<f64> = (0..n * d)
+        .map(|_| if rng.random::<bool>() { 1.0 } else { -1.0 })
+        .collect();
     Ok(Tensor::from_vec(v, (n, d), like.device())?.to_dtype(like.dtype())?)
 }
 
@@ -143,7 +159,13 @@ impl CpFlowBlock {
     }
 
     /// `z = sp(w₁)∇F(x) + sp(w₀)x` from a linearisation.
-    fn map_from(&self, lin: &Linearization, x: &Tensor, sp1: &Tensor, sp0: &Tensor) -> Result<Tensor> {
+    fn map_from(
+        &self,
+        lin: &Linearization,
+        x: &Tensor,
+        sp1: &Tensor,
+        sp0: &Tensor,
+    ) -> Result<Tensor> {
         Ok((lin.gradient().broadcast_mul(sp1)? + x.broadcast_mul(sp0)?)?)
     }
 
@@ -155,7 +177,11 @@ impl CpFlowBlock {
     }
 
     /// `(Φ(x) (B,), ∇Φ(x) (B, d))`, parameter-tracking.
-    pub fn potential_and_forward(&self, x: &Tensor, ctx: Option<&Tensor>) -> Result<(Tensor, Tensor)> {
+    pub fn potential_and_forward(
+        &self,
+        x: &Tensor,
+        ctx: Option<&Tensor>,
+    ) -> Result<(Tensor, Tensor)> {
         let (sp1, sp0) = self.weights()?;
         let (f, g) = self.potential.value_and_gradient(x, ctx)?;
         let quad = (x.sqr()?.sum(1)? * 0.5)?;
@@ -166,14 +192,20 @@ impl CpFlowBlock {
 
     /// Forward map and the Jacobian `H = sp(w₁)∇²F + sp(w₀)I` `(B, d, d)`, both
     /// parameter-tracking.
-    pub fn forward_and_hessian(&self, x: &Tensor, ctx: Option<&Tensor>) -> Result<(Tensor, Tensor)> {
+    pub fn forward_and_hessian(
+        &self,
+        x: &Tensor,
+        ctx: Option<&Tensor>,
+    ) -> Result<(Tensor, Tensor)> {
         let (sp1, sp0) = self.weights()?;
         let lin = self.potential.linearize(x, ctx)?;
         let z = self.map_from(&lin, x, &sp1, &sp0)?;
         let b = x.dim(0)?;
         let eye = Tensor::eye(self.dim, x.dtype(), x.device())?.unsqueeze(0)?;
         let h = (lin.hessian()?.broadcast_mul(&sp1.reshape((1, 1, 1))?)?
-            + eye.broadcast_mul(&sp0.reshape((1, 1, 1))?)?.broadcast_as((b, self.dim, self.dim))?)?;
+            + eye
+                .broadcast_mul(&sp0.reshape((1, 1, 1))?)?
+                .broadcast_as((b, self.dim, self.dim))?)?;
         Ok((z, h))
     }
 
@@ -196,23 +228,28 @@ impl CpFlowBlock {
         let v = rademacher(b * p, d, x, rng)?;
         let det = lin.detach();
         let (a1, a0) = (scalar_f64(&sp1)?, scalar_f64(&sp0)?);
-        let op = FnOperator::new(|w: &Tensor, _active: &[bool]| -> std::result::Result<Tensor, KrylovError> {
-            let hv = if p == 1 {
-                det.hvp(w)
-            } else {
-                det.hvp_many(&w.reshape((b, p, d)).map_err(KrylovError::from)?)
-                    .and_then(|t| t.reshape((b * p, d)).map_err(Into::into))
-            }
-            .map_err(|e| KrylovError::Operator(e.to_string()))?;
-            Ok(((hv * a1)? + (w * a0)?)?)
-        });
+        let op = FnOperator::new(
+            |w: &Tensor, _active: &[bool]| -> std::result::Result<Tensor, KrylovError> {
+                let hv = if p == 1 {
+                    det.hvp(w)
+                } else {
+                    det.hvp_many(&w.reshape((b, p, d)).map_err(KrylovError::from)?)
+                        .and_then(|t| t.reshape((b * p, d)).map_err(Into::into))
+                }
+                .map_err(|e| KrylovError::Operator(e.to_string()))?;
+                Ok(((hv * a1)? + (w * a0)?)?)
+            },
+        );
         let cg_params = CgParams::default()
             .with_atol(params.cg_atol)
             .with_rtol(params.cg_rtol)
             .with_max_iters(params.cg_max_iters.unwrap_or(d));
         let res = cg_with_initial_guess(&op, &v, &v, &cg_params)?;
         let u = res.x.detach();
-        let report = CgReport { converged: res.converged.iter().filter(|c| **c).count(), iterations: res.iterations };
+        let report = CgReport {
+            converged: res.converged.iter().filter(|c| **c).count(),
+            iterations: res.iterations,
+        };
         let hu = if p == 1 {
             lin.hvp(&u)?
         } else {
@@ -225,13 +262,24 @@ impl CpFlowBlock {
 
     /// The detached operator `v ↦ H v` at `x` (for SLQ and other Krylov estimates), with the
     /// detached forward map.
-    pub(crate) fn detached_operator(&self, x: &Tensor, ctx: Option<&Tensor>) -> Result<(Tensor, HessianOperator)> {
+    pub(crate) fn detached_operator(
+        &self,
+        x: &Tensor,
+        ctx: Option<&Tensor>,
+    ) -> Result<(Tensor, HessianOperator)> {
         let x = x.detach();
         let (sp1, sp0) = self.weights()?;
         let lin = self.potential.linearize(&x, ctx)?.detach();
         let (sp1, sp0) = (sp1.detach(), sp0.detach());
         let z = self.map_from(&lin, &x, &sp1, &sp0)?;
-        Ok((z, HessianOperator { lin, a1: scalar_f64(&sp1)?, a0: scalar_f64(&sp0)? }))
+        Ok((
+            z,
+            HessianOperator {
+                lin,
+                a1: scalar_f64(&sp1)?,
+                a0: scalar_f64(&sp0)?,
+            },
+        ))
     }
 }
 

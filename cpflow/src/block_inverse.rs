@@ -3,8 +3,9 @@
 
 use candle_core::Tensor;
 use convex_opt::{
-    BatchedPotential, ConvexOptError, FlatLbfgsParams, InversionOptions, InversionResult, NewtonCgParams,
-    SecondOrderModel, invert_lbfgs_batched, invert_lbfgs_flat, invert_newton_cg, BatchedLbfgsParams,
+    BatchedLbfgsParams, BatchedPotential, ConvexOptError, FlatLbfgsParams, InversionOptions,
+    InversionResult, NewtonCgParams, SecondOrderModel, invert_lbfgs_batched, invert_lbfgs_flat,
+    invert_newton_cg,
 };
 use serde::{Deserialize, Serialize};
 
@@ -43,7 +44,12 @@ pub struct InverseParams {
 
 impl Default for InverseParams {
     fn default() -> Self {
-        InverseParams { abs_tolerance: None, rel_tolerance: None, max_iterations: 1000, solver: InverseSolver::NewtonCg }
+        InverseParams {
+            abs_tolerance: None,
+            rel_tolerance: None,
+            max_iterations: 1000,
+            solver: InverseSolver::NewtonCg,
+        }
     }
 }
 
@@ -80,39 +86,76 @@ fn wrap(e: crate::error::CpflowError) -> ConvexOptError {
 }
 
 impl BatchedPotential for BlockPotential<'_> {
-    fn value_and_gradient(&self, x: &Tensor) -> std::result::Result<(Tensor, Tensor), ConvexOptError> {
-        let (phi, z) = self.block.potential_and_forward(&x.detach(), self.context).map_err(wrap)?;
+    fn value_and_gradient(
+        &self,
+        x: &Tensor,
+    ) -> std::result::Result<(Tensor, Tensor), ConvexOptError> {
+        let (phi, z) = self
+            .block
+            .potential_and_forward(&x.detach(), self.context)
+            .map_err(wrap)?;
         Ok((phi.detach(), z.detach()))
     }
 
     fn hvp(&self, x: &Tensor, v: &Tensor) -> std::result::Result<Tensor, ConvexOptError> {
-        let (_, op) = self.block.detached_operator(x, self.context).map_err(wrap)?;
+        let (_, op) = self
+            .block
+            .detached_operator(x, self.context)
+            .map_err(wrap)?;
         op.apply(v).map_err(wrap)
     }
 
-    fn second_order(&self, x: &Tensor) -> std::result::Result<SecondOrderModel<'_>, ConvexOptError> {
+    fn second_order(
+        &self,
+        x: &Tensor,
+    ) -> std::result::Result<SecondOrderModel<'_>, ConvexOptError> {
         let x = x.detach();
-        let (z, op) = self.block.detached_operator(&x, self.context).map_err(wrap)?;
-        let (a1, a0) = (self.block.icnn_weight().map_err(wrap)?, self.block.quadratic_weight().map_err(wrap)?);
+        let (z, op) = self
+            .block
+            .detached_operator(&x, self.context)
+            .map_err(wrap)?;
+        let (a1, a0) = (
+            self.block.icnn_weight().map_err(wrap)?,
+            self.block.quadratic_weight().map_err(wrap)?,
+        );
         let f = op.potential();
         let quad = (x.sqr()?.sum(1)? * 0.5)?;
         let phi = ((f * a1)? + (quad * a0)?)?;
-        Ok(SecondOrderModel::new(phi, z, Box::new(move |v| op.apply(v).map_err(wrap))))
+        Ok(SecondOrderModel::new(
+            phi,
+            z,
+            Box::new(move |v| op.apply(v).map_err(wrap)),
+        ))
     }
 }
 
 impl CpFlowBlock {
     /// Solve `∇Φ(x) = y` for every row of `y`. Unconverged samples are reported in the
     /// result (`converged[i] == false`), never hidden.
-    pub fn inverse(&self, y: &Tensor, ctx: Option<&Tensor>, params: &InverseParams) -> Result<InversionResult> {
+    pub fn inverse(
+        &self,
+        y: &Tensor,
+        ctx: Option<&Tensor>,
+        params: &InverseParams,
+    ) -> Result<InversionResult> {
         let pot = BlockPotential::new(self, ctx);
         let opts = params.options();
-        let solver = if ctx.is_some() { InverseSolver::LbfgsFlat } else { params.solver };
+        let solver = if ctx.is_some() {
+            InverseSolver::LbfgsFlat
+        } else {
+            params.solver
+        };
         let y = y.detach();
         Ok(match solver {
-            InverseSolver::NewtonCg => invert_newton_cg(&pot, &y, &opts, &NewtonCgParams::default())?,
-            InverseSolver::LbfgsBatched => invert_lbfgs_batched(&pot, &y, &opts, &BatchedLbfgsParams::default())?,
-            InverseSolver::LbfgsFlat => invert_lbfgs_flat(&pot, &y, &opts, &FlatLbfgsParams::default())?,
+            InverseSolver::NewtonCg => {
+                invert_newton_cg(&pot, &y, &opts, &NewtonCgParams::default())?
+            }
+            InverseSolver::LbfgsBatched => {
+                invert_lbfgs_batched(&pot, &y, &opts, &BatchedLbfgsParams::default())?
+            }
+            InverseSolver::LbfgsFlat => {
+                invert_lbfgs_flat(&pot, &y, &opts, &FlatLbfgsParams::default())?
+            }
         })
     }
 }

@@ -56,9 +56,16 @@ pub struct Checkpoint {
 
 /// Write bytes to `path` atomically: temporary file beside it, fsync, rename.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
     std::fs::create_dir_all(&dir).map_err(|e| CpflowError::io(&dir, e))?;
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "checkpoint".into());
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "checkpoint".into());
     let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
     {
         let mut f = std::fs::File::create(&tmp).map_err(|e| CpflowError::io(&tmp, e))?;
@@ -76,13 +83,19 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 pub fn to_bytes(meta: &CheckpointMeta, tensors: Vec<(String, Tensor)>) -> Result<Vec<u8>> {
     let mut info = HashMap::new();
     info.insert(METADATA_KEY.to_string(), serde_json::to_string(meta)?);
-    let tensors: Vec<(String, Tensor)> =
-        tensors.into_iter().map(|(k, t)| Ok((k, t.contiguous()?))).collect::<Result<_>>()?;
+    let tensors: Vec<(String, Tensor)> = tensors
+        .into_iter()
+        .map(|(k, t)| Ok((k, t.contiguous()?)))
+        .collect::<Result<_>>()?;
     Ok(safetensors::serialize(tensors, Some(info))?)
 }
 
 /// Write a checkpoint atomically.
-pub fn save_checkpoint(path: &Path, meta: &CheckpointMeta, tensors: Vec<(String, Tensor)>) -> Result<()> {
+pub fn save_checkpoint(
+    path: &Path,
+    meta: &CheckpointMeta,
+    tensors: Vec<(String, Tensor)>,
+) -> Result<()> {
     write_atomic(path, &to_bytes(meta, tensors)?)
 }
 
@@ -94,7 +107,12 @@ pub fn load_checkpoint(path: &Path, device: &Device) -> Result<Checkpoint> {
         .metadata()
         .as_ref()
         .and_then(|m| m.get(METADATA_KEY))
-        .ok_or_else(|| CpflowError::Checkpoint(format!("{} has no `{METADATA_KEY}` metadata: not a cpflow checkpoint", path.display())))?;
+        .ok_or_else(|| {
+            CpflowError::Checkpoint(format!(
+                "{} has no `{METADATA_KEY}` metadata: not a cpflow checkpoint",
+                path.display()
+            ))
+        })?;
     let meta: CheckpointMeta = serde_json::from_str(json)?;
     if meta.format_version != FORMAT_VERSION {
         return Err(CpflowError::Checkpoint(format!(
@@ -109,7 +127,10 @@ pub fn load_checkpoint(path: &Path, device: &Device) -> Result<Checkpoint> {
 impl Flow {
     /// The model's variables as `(name, tensor)` pairs (detached copies of the references).
     pub fn weight_tensors(&self) -> Vec<(String, Tensor)> {
-        self.named_vars().into_iter().map(|(k, v)| (k, v.as_tensor().detach())).collect()
+        self.named_vars()
+            .into_iter()
+            .map(|(k, v)| (k, v.as_tensor().detach()))
+            .collect()
     }
 
     /// Set every variable from `tensors[prefix + name]` (shapes must match; dtype and device
@@ -117,7 +138,9 @@ impl Flow {
     pub fn set_weights(&self, tensors: &HashMap<String, Tensor>, prefix: &str) -> Result<()> {
         for (name, var) in self.named_vars() {
             let key = format!("{prefix}{name}");
-            let t = tensors.get(&key).ok_or_else(|| CpflowError::Checkpoint(format!("missing tensor {key}")))?;
+            let t = tensors
+                .get(&key)
+                .ok_or_else(|| CpflowError::Checkpoint(format!("missing tensor {key}")))?;
             if t.shape() != var.shape() {
                 return Err(CpflowError::Checkpoint(format!(
                     "tensor {key} has shape {:?}, the model expects {:?}",

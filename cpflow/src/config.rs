@@ -31,7 +31,9 @@ impl FloatType {
         match dtype {
             DType::F32 => Ok(FloatType::F32),
             DType::F64 => Ok(FloatType::F64),
-            other => Err(CpflowError::InvalidConfig(format!("unsupported dtype {other:?}: use f32 or f64"))),
+            other => Err(CpflowError::InvalidConfig(format!(
+                "unsupported dtype {other:?}: use f32 or f64"
+            ))),
         }
     }
 }
@@ -52,7 +54,12 @@ pub struct SurrogateParams {
 
 impl Default for SurrogateParams {
     fn default() -> Self {
-        SurrogateParams { probes: 1, cg_atol: 1e-3, cg_rtol: 0.0, cg_max_iters: None }
+        SurrogateParams {
+            probes: 1,
+            cg_atol: 1e-3,
+            cg_rtol: 0.0,
+            cg_max_iters: None,
+        }
     }
 }
 
@@ -68,7 +75,10 @@ pub struct SlqParams {
 
 impl Default for SlqParams {
     fn default() -> Self {
-        SlqParams { probes: 1, steps: 10 }
+        SlqParams {
+            probes: 1,
+            steps: 10,
+        }
     }
 }
 
@@ -200,15 +210,18 @@ impl TrainConfig {
             return bad("batch sizes must be positive".into());
         }
         if !(self.adam.lr.is_finite() && self.adam.lr >= 0.0) {
-            return bad(format!("learning rate {} is not a finite non-negative number", self.adam.lr));
+            return bad(format!(
+                "learning rate {} is not a finite non-negative number",
+                self.adam.lr
+            ));
         }
         if self.surrogate.probes == 0 || self.train_slq.probes == 0 {
             return bad("probe counts must be positive".into());
         }
-        if let Some(c) = self.clip_grad_norm {
-            if !(c > 0.0) {
-                return bad(format!("clip_grad_norm must be positive, got {c}"));
-            }
+        if let Some(c) = self.clip_grad_norm
+            && (c.is_nan() || c <= 0.0)
+        {
+            return bad(format!("clip_grad_norm must be positive, got {c}"));
         }
         if let LrSchedule::Step { step_size: 0, .. } = self.lr_schedule {
             return bad("StepLR step_size must be positive".into());

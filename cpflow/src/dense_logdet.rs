@@ -12,10 +12,18 @@ use crate::error::{CpflowError, Result};
 fn to_host_mats(h: &Tensor) -> Result<Vec<Mat<f64>>> {
     let (b, d, d2) = h.dims3()?;
     if d != d2 {
-        return Err(CpflowError::InvalidInput(format!("expected square matrices, got {d}×{d2}")));
+        return Err(CpflowError::InvalidInput(format!(
+            "expected square matrices, got {d}×{d2}"
+        )));
     }
-    let flat = h.detach().to_dtype(DType::F64)?.flatten_all()?.to_vec1::<f64>()?;
-    Ok((0..b).map(|k| Mat::from_fn(d, d, |i, j| flat[k * d * d + i * d + j])).collect())
+    let flat = h
+        .detach()
+        .to_dtype(DType::F64)?
+        .flatten_all()?
+        .to_vec1::<f64>()?;
+    Ok((0..b)
+        .map(|k| Mat::from_fn(d, d, |i, j| flat[k * d * d + i * d + j]))
+        .collect())
 }
 
 fn cholesky(m: &Mat<f64>, k: usize) -> Result<faer::linalg::solvers::Llt<f64>> {
@@ -74,7 +82,13 @@ mod tests {
         let det = a * b - c * c;
         assert!((ld.to_vec1::<f64>().unwrap()[0] - det.ln()).abs() < 1e-14);
         let g = ld.sum_all().unwrap().backward().unwrap();
-        let g = g.get(var.as_tensor()).unwrap().flatten_all().unwrap().to_vec1::<f64>().unwrap();
+        let g = g
+            .get(var.as_tensor())
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f64>()
+            .unwrap();
         assert!((g[0] - b / det).abs() < 1e-14);
         assert!((g[3] - a / det).abs() < 1e-14);
         assert!((g[1] + c / det).abs() < 1e-14 && (g[2] + c / det).abs() < 1e-14);

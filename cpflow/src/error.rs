@@ -60,7 +60,10 @@ pub enum CpflowError {
 
 impl CpflowError {
     pub(crate) fn io(path: &std::path::Path, source: std::io::Error) -> Self {
-        CpflowError::Io { path: path.display().to_string(), source }
+        CpflowError::Io {
+            path: path.display().to_string(),
+            source,
+        }
     }
 }
 

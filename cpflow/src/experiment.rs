@@ -44,8 +44,17 @@ impl ToyExperimentConfig {
         let train = TrainConfig {
             batch_size: 128,
             max_iterations: 3910,
-            adam: AdamParams { lr: 5e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0 },
-            lr_schedule: LrSchedule::Step { step_size: 2000, gamma: 0.5 },
+            adam: AdamParams {
+                lr: 5e-3,
+                beta1: 0.9,
+                beta2: 0.999,
+                eps: 1e-8,
+                weight_decay: 0.0,
+            },
+            lr_schedule: LrSchedule::Step {
+                step_size: 2000,
+                gamma: 0.5,
+            },
             val_every: 0,
             early_stopping: None,
             train_slq_every: 0,
@@ -86,9 +95,16 @@ pub struct ToyExperimentReport {
 /// Train `cfg.flow` on `cfg.toy` and evaluate the held-out exact NLL every `cfg.eval_every`
 /// iterations. Returns the trained flow and the report. Takes minutes for the reference
 /// configuration.
-pub fn run_toy_experiment(cfg: &ToyExperimentConfig, device: &Device, options: RunOptions) -> Result<(Flow, ToyExperimentReport)> {
+pub fn run_toy_experiment(
+    cfg: &ToyExperimentConfig,
+    device: &Device,
+    options: RunOptions,
+) -> Result<(Flow, ToyExperimentReport)> {
     let t0 = Instant::now();
-    let toy: Toy = cfg.toy.parse().map_err(|e| CpflowError::InvalidConfig(format!("unknown toy {:?}: {e}", cfg.toy)))?;
+    let toy: Toy = cfg
+        .toy
+        .parse()
+        .map_err(|e| CpflowError::InvalidConfig(format!("unknown toy {:?}: {e}", cfg.toy)))?;
     let mut data_rng = FlowRng::seed_from_u64(cfg.data_seed);
     let dtype = cfg.flow.float.dtype();
     let train_pts = toy.sample(cfg.n_train, &mut data_rng);
@@ -102,7 +118,11 @@ pub fn run_toy_experiment(cfg: &ToyExperimentConfig, device: &Device, options: R
     let flow = Flow::new(cfg.flow.clone(), device)?;
     let mut trainer = Trainer::new(flow, cfg.train.clone())?.with_options(options);
     let total = cfg.train.max_iterations;
-    let segment = if cfg.eval_every == 0 { total.max(1) } else { cfg.eval_every };
+    let segment = if cfg.eval_every == 0 {
+        total.max(1)
+    } else {
+        cfg.eval_every
+    };
     let mut curve = Vec::new();
     let mut train_time = 0.0;
     let mut eval_rng = FlowRng::seed_from_u64(0);
@@ -111,12 +131,23 @@ pub fn run_toy_experiment(cfg: &ToyExperimentConfig, device: &Device, options: R
         let ts = Instant::now();
         let rep = trainer.fit_steps(&train, None, segment)?;
         train_time += ts.elapsed().as_secs_f64();
-        let nll = mean_nll(trainer.flow(), &test, &crate::config::NllEstimator::Exact, 1000, &mut eval_rng)?;
-        tracing::info!(iteration = rep.iterations, test_nll = nll, "toy experiment: held-out exact NLL");
+        let nll = mean_nll(
+            trainer.flow(),
+            &test,
+            &crate::config::NllEstimator::Exact,
+            1000,
+            &mut eval_rng,
+        )?;
+        tracing::info!(
+            iteration = rep.iterations,
+            test_nll = nll,
+            "toy experiment: held-out exact NLL"
+        );
         curve.push((rep.iterations, nll));
         last = Some(rep);
     }
-    let train_report = last.ok_or_else(|| CpflowError::InvalidConfig("max_iterations must be positive".into()))?;
+    let train_report =
+        last.ok_or_else(|| CpflowError::InvalidConfig("max_iterations must be positive".into()))?;
     let test_nll = curve.last().map(|c| c.1).unwrap_or(f64::NAN);
     Ok((
         trainer.into_flow(),

@@ -57,7 +57,10 @@ pub struct Flow {
 
 impl std::fmt::Debug for Flow {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Flow").field("config", &self.config).field("device", &self.device).finish_non_exhaustive()
+        f.debug_struct("Flow")
+            .field("config", &self.config)
+            .field("device", &self.device)
+            .finish_non_exhaustive()
     }
 }
 
@@ -72,7 +75,9 @@ impl Flow {
         for (i, l) in config.layers.iter().enumerate() {
             let prefix = format!("layers.{i}");
             layers.push(match l {
-                LayerConfig::ActNorm => Layer::ActNorm(ActNorm::new(&varmap, &prefix, config.dim, dtype, device)?),
+                LayerConfig::ActNorm => {
+                    Layer::ActNorm(ActNorm::new(&varmap, &prefix, config.dim, dtype, device)?)
+                }
                 LayerConfig::Cpf(b) => {
                     let vb = VarBuilder::from_varmap(&varmap, dtype, device).pp(prefix);
                     Layer::Cpf(CpFlowBlock::new(vb, b, &mut rng)?)
@@ -80,7 +85,13 @@ impl Flow {
             });
         }
         let context_dim = config.context_dim()?;
-        Ok(Flow { config, varmap, layers, device: device.clone(), context_dim })
+        Ok(Flow {
+            config,
+            varmap,
+            layers,
+            device: device.clone(),
+            context_dim,
+        })
     }
 
     /// The configuration.
@@ -106,7 +117,11 @@ impl Flow {
 
     /// Number of scalar parameters (init flags excluded).
     pub fn num_parameters(&self) -> usize {
-        self.named_vars().iter().filter(|(k, _)| !k.ends_with("initialized")).map(|(_, v)| v.elem_count()).sum()
+        self.named_vars()
+            .iter()
+            .filter(|(k, _)| !k.ends_with("initialized"))
+            .map(|(_, v)| v.elem_count())
+            .sum()
     }
 
     /// The layers.
@@ -116,7 +131,9 @@ impl Flow {
 
     /// The CP-Flow blocks in order.
     pub fn blocks(&self) -> impl Iterator<Item = &CpFlowBlock> {
-        self.layers.iter().filter_map(|l| if let Layer::Cpf(b) = l { Some(b) } else { None })
+        self.layers
+            .iter()
+            .filter_map(|l| if let Layer::Cpf(b) = l { Some(b) } else { None })
     }
 
     /// Data dimension.
@@ -166,7 +183,11 @@ impl Flow {
 
     /// Validate and convert user data: rank 2, `d` columns, at least one row, finite; moved to
     /// the flow's device and dtype. The context (if any) likewise.
-    pub fn check_input(&self, x: &Tensor, ctx: Option<&Tensor>) -> Result<(Tensor, Option<Tensor>)> {
+    pub fn check_input(
+        &self,
+        x: &Tensor,
+        ctx: Option<&Tensor>,
+    ) -> Result<(Tensor, Option<Tensor>)> {
         let x = check_matrix(x, self.dim(), "data", self.dtype(), &self.device)?;
         let ctx = match (self.context_dim, ctx) {
             (Some(c), Some(t)) => {
@@ -181,10 +202,14 @@ impl Flow {
                 Some(t)
             }
             (Some(_), None) => {
-                return Err(CpflowError::InvalidInput("this flow is conditional: pass a context tensor".into()));
+                return Err(CpflowError::InvalidInput(
+                    "this flow is conditional: pass a context tensor".into(),
+                ));
             }
             (None, Some(_)) => {
-                return Err(CpflowError::InvalidInput("this flow is unconditional: it takes no context".into()));
+                return Err(CpflowError::InvalidInput(
+                    "this flow is unconditional: it takes no context".into(),
+                ));
             }
             (None, None) => None,
         };
@@ -192,7 +217,11 @@ impl Flow {
     }
 
     pub(crate) fn ensure_initialized(&self) -> Result<()> {
-        if self.is_initialized()? { Ok(()) } else { Err(CpflowError::NotInitialized) }
+        if self.is_initialized()? {
+            Ok(())
+        } else {
+            Err(CpflowError::NotInitialized)
+        }
     }
 
     /// Data-dependent initialisation on a batch (reference: the first training batch): each
@@ -227,7 +256,12 @@ impl Flow {
     }
 
     /// Apply `f` to row chunks of `x` (and `ctx`) and concatenate the outputs along dim 0.
-    pub(crate) fn chunked<F>(&self, x: &Tensor, ctx: Option<&Tensor>, mut f: F) -> Result<Vec<Tensor>>
+    pub(crate) fn chunked<F>(
+        &self,
+        x: &Tensor,
+        ctx: Option<&Tensor>,
+        mut f: F,
+    ) -> Result<Vec<Tensor>>
     where
         F: FnMut(&Tensor, Option<&Tensor>) -> Result<Vec<Tensor>>,
     {
@@ -325,14 +359,24 @@ impl Flow {
         self.log_prob_exact_given_opt(x, Some(ctx))
     }
 
-    pub(crate) fn log_prob_exact_given_opt(&self, x: &Tensor, ctx: Option<&Tensor>) -> Result<Tensor> {
+    pub(crate) fn log_prob_exact_given_opt(
+        &self,
+        x: &Tensor,
+        ctx: Option<&Tensor>,
+    ) -> Result<Tensor> {
         let (z, ld) = self.transform_given_opt(x, ctx)?;
         Ok((self.prior().log_prob(&z)? + ld)?)
     }
 
     /// `log p(x)` per row with the SLQ log-det estimate: `probes` unit Rademacher probes per
     /// sample, `min(steps, d)` Lanczos steps (reference: 1 probe, 10 steps). `(B,)`, detached.
-    pub fn log_prob_slq<R: Rng + ?Sized>(&self, x: &Tensor, probes: usize, steps: usize, rng: &mut R) -> Result<Tensor> {
+    pub fn log_prob_slq<R: Rng + ?Sized>(
+        &self,
+        x: &Tensor,
+        probes: usize,
+        steps: usize,
+        rng: &mut R,
+    ) -> Result<Tensor> {
         self.log_prob_slq_given_opt(x, None, &SlqParams { probes, steps }, rng)
     }
 
@@ -357,7 +401,9 @@ impl Flow {
     ) -> Result<Tensor> {
         self.ensure_initialized()?;
         if params.probes == 0 || params.steps == 0 {
-            return Err(CpflowError::InvalidConfig("SLQ needs probes ≥ 1 and steps ≥ 1".into()));
+            return Err(CpflowError::InvalidConfig(
+                "SLQ needs probes ≥ 1 and steps ≥ 1".into(),
+            ));
         }
         let (x, ctx) = self.check_input(x, ctx)?;
         let out = self.chunked(&x, ctx.as_ref(), |xc, cc| {
@@ -388,24 +434,49 @@ impl Flow {
 }
 
 /// Validate a `(B, cols)` batch: rank 2, `cols` columns, `B ≥ 1`, finite values.
-pub(crate) fn check_matrix(t: &Tensor, cols: usize, what: &str, dtype: DType, device: &Device) -> Result<Tensor> {
+pub(crate) fn check_matrix(
+    t: &Tensor,
+    cols: usize,
+    what: &str,
+    dtype: DType,
+    device: &Device,
+) -> Result<Tensor> {
     if t.rank() != 2 {
-        return Err(CpflowError::InvalidInput(format!("{what} must be a (batch, {cols}) matrix, got shape {:?}", t.dims())));
+        return Err(CpflowError::InvalidInput(format!(
+            "{what} must be a (batch, {cols}) matrix, got shape {:?}",
+            t.dims()
+        )));
     }
     let (n, c) = t.dims2()?;
     if c != cols {
-        return Err(CpflowError::InvalidInput(format!("{what} has {c} columns, the flow expects {cols}")));
+        return Err(CpflowError::InvalidInput(format!(
+            "{what} has {c} columns, the flow expects {cols}"
+        )));
     }
     if n == 0 {
-        return Err(CpflowError::InvalidInput(format!("{what} is empty (0 rows)")));
+        return Err(CpflowError::InvalidInput(format!(
+            "{what} is empty (0 rows)"
+        )));
     }
-    if !matches!(t.dtype(), DType::F32 | DType::F64 | DType::F16 | DType::BF16) {
-        return Err(CpflowError::InvalidInput(format!("{what} must hold floating-point values, got {:?}", t.dtype())));
+    if !matches!(
+        t.dtype(),
+        DType::F32 | DType::F64 | DType::F16 | DType::BF16
+    ) {
+        return Err(CpflowError::InvalidInput(format!(
+            "{what} must hold floating-point values, got {:?}",
+            t.dtype()
+        )));
     }
     let t = t.to_device(device)?.to_dtype(dtype)?;
-    let s = t.abs()?.sum_all()?.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+    let s = t
+        .abs()?
+        .sum_all()?
+        .to_dtype(DType::F64)?
+        .to_scalar::<f64>()?;
     if !s.is_finite() {
-        return Err(CpflowError::InvalidInput(format!("{what} contains NaN or infinite values")));
+        return Err(CpflowError::InvalidInput(format!(
+            "{what} contains NaN or infinite values"
+        )));
     }
     Ok(t)
 }

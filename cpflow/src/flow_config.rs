@@ -55,7 +55,13 @@ impl FlowConfig {
             layers.push(LayerConfig::Cpf(BlockConfig::new(potential.clone())));
             layers.push(LayerConfig::ActNorm);
         }
-        FlowConfig { dim, layers, prior: GaussianPrior::standard(), float: FloatType::F32, init_seed: 0 }
+        FlowConfig {
+            dim,
+            layers,
+            prior: GaussianPrior::standard(),
+            float: FloatType::F32,
+            init_seed: 0,
+        }
     }
 
     /// The reference toy model (`train_toy.py`, cpflow-reference.md §4.2): `Icnn3(2, width 32,
@@ -72,9 +78,19 @@ impl FlowConfig {
             symm_act_first: true,
         });
         let (layers, prior) = if blocks == 1 {
-            (vec![LayerConfig::ActNorm, LayerConfig::Cpf(BlockConfig::new(potential))], GaussianPrior::with_log_var(2.0))
+            (
+                vec![
+                    LayerConfig::ActNorm,
+                    LayerConfig::Cpf(BlockConfig::new(potential)),
+                ],
+                GaussianPrior::with_log_var(2.0),
+            )
         } else {
-            let block = BlockConfig { potential, trainable_w0: false, bias_w1: 0.0 };
+            let block = BlockConfig {
+                potential,
+                trainable_w0: false,
+                bias_w1: 0.0,
+            };
             let mut layers = vec![LayerConfig::ActNorm];
             for _ in 0..blocks {
                 layers.push(LayerConfig::Cpf(block.clone()));
@@ -82,7 +98,13 @@ impl FlowConfig {
             }
             (layers, GaussianPrior::standard())
         };
-        FlowConfig { dim: 2, layers, prior, float: FloatType::F64, init_seed: 0 }
+        FlowConfig {
+            dim: 2,
+            layers,
+            prior,
+            float: FloatType::F64,
+            init_seed: 0,
+        }
     }
 
     /// A single CP-Flow block without ActNorm (the reference OT experiment uses
@@ -118,7 +140,10 @@ impl FlowConfig {
 
     /// Number of CP-Flow blocks.
     pub fn num_blocks(&self) -> usize {
-        self.layers.iter().filter(|l| matches!(l, LayerConfig::Cpf(_))).count()
+        self.layers
+            .iter()
+            .filter(|l| matches!(l, LayerConfig::Cpf(_)))
+            .count()
     }
 
     /// The context dimension (conditional flows), checked to agree across blocks.
@@ -130,7 +155,9 @@ impl FlowConfig {
                 match b.potential.context_dim() {
                     Some(c) => {
                         if out.is_some_and(|o| o != c) {
-                            return Err(CpflowError::InvalidConfig("blocks disagree on the context dimension".into()));
+                            return Err(CpflowError::InvalidConfig(
+                                "blocks disagree on the context dimension".into(),
+                            ));
                         }
                         out = Some(c);
                     }
@@ -149,24 +176,30 @@ impl FlowConfig {
     /// Check consistency (dimensions, non-empty).
     pub fn validate(&self) -> Result<()> {
         if self.dim == 0 {
-            return Err(CpflowError::InvalidConfig("flow dimension must be positive".into()));
+            return Err(CpflowError::InvalidConfig(
+                "flow dimension must be positive".into(),
+            ));
         }
         if self.layers.is_empty() {
-            return Err(CpflowError::InvalidConfig("a flow needs at least one layer".into()));
+            return Err(CpflowError::InvalidConfig(
+                "a flow needs at least one layer".into(),
+            ));
         }
         for (i, l) in self.layers.iter().enumerate() {
-            if let LayerConfig::Cpf(b) = l {
-                if b.potential.dim() != self.dim {
-                    return Err(CpflowError::InvalidConfig(format!(
-                        "layer {i}: potential dimension {} differs from the flow dimension {}",
-                        b.potential.dim(),
-                        self.dim
-                    )));
-                }
+            if let LayerConfig::Cpf(b) = l
+                && b.potential.dim() != self.dim
+            {
+                return Err(CpflowError::InvalidConfig(format!(
+                    "layer {i}: potential dimension {} differs from the flow dimension {}",
+                    b.potential.dim(),
+                    self.dim
+                )));
             }
         }
         if !self.prior.log_var.is_finite() {
-            return Err(CpflowError::InvalidConfig("prior log-variance must be finite".into()));
+            return Err(CpflowError::InvalidConfig(
+                "prior log-variance must be finite".into(),
+            ));
         }
         self.context_dim()?;
         Ok(())

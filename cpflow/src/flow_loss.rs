@@ -42,7 +42,12 @@ impl Flow {
     /// # Ok(())
     /// # }
     /// ```
-    pub fn surrogate_loss<R: Rng + ?Sized>(&self, x: &Tensor, params: &SurrogateParams, rng: &mut R) -> Result<SurrogateLoss> {
+    pub fn surrogate_loss<R: Rng + ?Sized>(
+        &self,
+        x: &Tensor,
+        params: &SurrogateParams,
+        rng: &mut R,
+    ) -> Result<SurrogateLoss> {
         self.surrogate_loss_given_opt(x, None, params, rng)
     }
 
@@ -111,13 +116,20 @@ impl Flow {
         self.ensure_initialized()?;
         let (x, ctx) = self.check_input(x, ctx)?;
         let (lp, cg) = self.surrogate_terms(&x, ctx.as_ref(), params, rng)?;
-        Ok(SurrogateLoss { loss: lp.mean_all()?.neg()?, cg })
+        Ok(SurrogateLoss {
+            loss: lp.mean_all()?.neg()?,
+            cg,
+        })
     }
 
     /// Per-sample exact `log p(x)` whose gradient is exact too (tracked): dense Hessians, log-det
     /// values from the host Cholesky, gradients through `tr(H⁻¹ ∂H)` with `H⁻¹` computed on the
     /// host. Cost per block: `O(B d³)` on the host plus `d` Hessian-vector products per sample.
-    pub(crate) fn exact_log_prob_tracked(&self, x: &Tensor, ctx: Option<&Tensor>) -> Result<Tensor> {
+    pub(crate) fn exact_log_prob_tracked(
+        &self,
+        x: &Tensor,
+        ctx: Option<&Tensor>,
+    ) -> Result<Tensor> {
         let mut h = x.clone();
         let mut ld: Option<Tensor> = None;
         for l in self.layers() {
@@ -156,6 +168,9 @@ impl Flow {
     pub fn exact_nll_loss_given(&self, x: &Tensor, ctx: &Tensor) -> Result<Tensor> {
         self.ensure_initialized()?;
         let (x, ctx) = self.check_input(x, Some(ctx))?;
-        Ok(self.exact_log_prob_tracked(&x, ctx.as_ref())?.mean_all()?.neg()?)
+        Ok(self
+            .exact_log_prob_tracked(&x, ctx.as_ref())?
+            .mean_all()?
+            .neg()?)
     }
 }

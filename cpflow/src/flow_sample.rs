@@ -31,12 +31,19 @@ impl InverseReport {
 
     /// Largest residual over blocks and samples.
     pub fn max_residual(&self) -> f64 {
-        self.blocks.iter().map(InversionResult::max_residual).fold(0.0, f64::max)
+        self.blocks
+            .iter()
+            .map(InversionResult::max_residual)
+            .fold(0.0, f64::max)
     }
 
     /// Largest number of solver iterations over blocks and samples.
     pub fn max_iterations(&self) -> usize {
-        self.blocks.iter().flat_map(|b| b.iterations.iter().copied()).max().unwrap_or(0)
+        self.blocks
+            .iter()
+            .flat_map(|b| b.iterations.iter().copied())
+            .max()
+            .unwrap_or(0)
     }
 }
 
@@ -62,11 +69,21 @@ impl Flow {
     }
 
     /// [`Flow::inverse_with`] for a conditional flow.
-    pub fn inverse_given(&self, z: &Tensor, ctx: &Tensor, params: &InverseParams) -> Result<FlowInverse> {
+    pub fn inverse_given(
+        &self,
+        z: &Tensor,
+        ctx: &Tensor,
+        params: &InverseParams,
+    ) -> Result<FlowInverse> {
         self.inverse_given_opt(z, Some(ctx), params)
     }
 
-    pub(crate) fn inverse_given_opt(&self, z: &Tensor, ctx: Option<&Tensor>, params: &InverseParams) -> Result<FlowInverse> {
+    pub(crate) fn inverse_given_opt(
+        &self,
+        z: &Tensor,
+        ctx: Option<&Tensor>,
+        params: &InverseParams,
+    ) -> Result<FlowInverse> {
         self.ensure_initialized()?;
         let (z, ctx) = self.check_input(z, ctx)?;
         let n = z.dim(0)?;
@@ -78,7 +95,10 @@ impl Flow {
                 Layer::ActNorm(a) => a.inverse(&h)?,
                 Layer::Cpf(b) => {
                     let res = b.inverse(&h, ctx.as_ref(), params)?;
-                    converged.iter_mut().zip(&res.converged).for_each(|(c, r)| *c &= *r);
+                    converged
+                        .iter_mut()
+                        .zip(&res.converged)
+                        .for_each(|(c, r)| *c &= *r);
                     let x = res.x.clone();
                     blocks.push(res);
                     x
@@ -92,7 +112,10 @@ impl Flow {
                 "flow inversion: some samples did not converge (see the report)"
             );
         }
-        Ok(FlowInverse { x: h, report: InverseReport { blocks, converged } })
+        Ok(FlowInverse {
+            x: h,
+            report: InverseReport { blocks, converged },
+        })
     }
 
     /// Draw `n` samples: `z ~ prior` from the host RNG, then `x = f⁻¹(z)` (default solver
@@ -118,21 +141,39 @@ impl Flow {
     }
 
     /// [`Flow::sample`] with explicit solver parameters.
-    pub fn sample_with<R: Rng + ?Sized>(&self, n: usize, params: &InverseParams, rng: &mut R) -> Result<FlowInverse> {
-        let z = self.prior().sample(n, self.dim(), self.dtype(), self.device(), rng)?;
+    pub fn sample_with<R: Rng + ?Sized>(
+        &self,
+        n: usize,
+        params: &InverseParams,
+        rng: &mut R,
+    ) -> Result<FlowInverse> {
+        let z = self
+            .prior()
+            .sample(n, self.dim(), self.dtype(), self.device(), rng)?;
         self.inverse_given_opt(&z, None, params)
     }
 
     /// [`Flow::sample_with`] for a conditional flow (`ctx` has one row per sample).
-    pub fn sample_given<R: Rng + ?Sized>(&self, ctx: &Tensor, params: &InverseParams, rng: &mut R) -> Result<FlowInverse> {
+    pub fn sample_given<R: Rng + ?Sized>(
+        &self,
+        ctx: &Tensor,
+        params: &InverseParams,
+        rng: &mut R,
+    ) -> Result<FlowInverse> {
         let n = ctx.dim(0)?;
-        let z = self.prior().sample(n, self.dim(), self.dtype(), self.device(), rng)?;
+        let z = self
+            .prior()
+            .sample(n, self.dim(), self.dtype(), self.device(), rng)?;
         self.inverse_given_opt(&z, Some(ctx), params)
     }
 
     /// Samples and their exact log-density `log p(x)` (evaluated at the returned `x` with the
     /// dense log-det).
-    pub fn sample_and_log_prob<R: Rng + ?Sized>(&self, n: usize, rng: &mut R) -> Result<(FlowInverse, Tensor)> {
+    pub fn sample_and_log_prob<R: Rng + ?Sized>(
+        &self,
+        n: usize,
+        rng: &mut R,
+    ) -> Result<(FlowInverse, Tensor)> {
         let s = self.sample(n, rng)?;
         let lp = self.log_prob_exact(&s.x)?;
         Ok((s, lp))

@@ -40,9 +40,11 @@ pub mod toy;
 pub use actnorm::ActNorm;
 pub use adam::{Adam, AdamParams, AdamState};
 pub use block::{BlockConfig, CgReport, CpFlowBlock, HessianOperator};
-pub use checkpoint::{Checkpoint, CheckpointMeta, load_checkpoint};
 pub use block_inverse::{BlockPotential, InverseParams, InverseSolver};
-pub use config::{FloatType, LrSchedule, NllEstimator, Objective, SlqParams, SurrogateParams, TrainConfig};
+pub use checkpoint::{Checkpoint, CheckpointMeta, load_checkpoint};
+pub use config::{
+    FloatType, LrSchedule, NllEstimator, Objective, SlqParams, SurrogateParams, TrainConfig,
+};
 pub use error::{CpflowError, Result};
 pub use experiment::{ToyExperimentConfig, ToyExperimentReport, run_toy_experiment};
 pub use flow::{EVAL_CHUNK, Flow, Layer};

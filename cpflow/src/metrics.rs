@@ -47,20 +47,32 @@ impl MetricsWriter {
         if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| CpflowError::io(dir, e))?;
         }
-        let file = std::fs::OpenOptions::new().create(true).append(true).open(path).map_err(|e| CpflowError::io(path, e))?;
-        Ok(MetricsWriter { path: path.to_path_buf(), file })
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(|e| CpflowError::io(path, e))?;
+        Ok(MetricsWriter {
+            path: path.to_path_buf(),
+            file,
+        })
     }
 
     /// Write one record (one line) and flush.
     pub fn write(&mut self, rec: &MetricsRecord) -> Result<()> {
         let line = serde_json::to_string(rec)?;
         writeln!(self.file, "{line}").map_err(|e| CpflowError::io(&self.path, e))?;
-        self.file.flush().map_err(|e| CpflowError::io(&self.path, e))
+        self.file
+            .flush()
+            .map_err(|e| CpflowError::io(&self.path, e))
     }
 }
 
 /// Read a metrics file back.
 pub fn read_metrics(path: &Path) -> Result<Vec<MetricsRecord>> {
     let text = std::fs::read_to_string(path).map_err(|e| CpflowError::io(path, e))?;
-    text.lines().filter(|l| !l.trim().is_empty()).map(|l| Ok(serde_json::from_str(l)?)).collect()
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| Ok(serde_json::from_str(l)?))
+        .collect()
 }

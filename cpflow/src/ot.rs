@@ -521,7 +521,11 @@ mod tests {
         let (_, r) = run_ot_experiment(&cfg, &Device::Cpu, RunOptions::default()).unwrap();
         eprintln!("{}", ot_table_markdown(std::slice::from_ref(&r)));
         assert!(r.kl < 0.01, "KL {}", r.kl);
-        assert!(r.paired_relative_error.abs() < 0.02, "paired error {}", r.paired_relative_error);
+        assert!(
+            r.paired_relative_error.abs() < 0.02,
+            "paired error {}",
+            r.paired_relative_error
+        );
         assert!(
             r.relative_error.abs() < 0.02,
             "relative error {}",

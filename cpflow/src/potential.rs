@@ -4,8 +4,8 @@
 use candle_core::Tensor;
 use candle_nn::VarBuilder;
 use icnn::{
-    ConditionalConvexPotential, ConvexPotential, DenseIcnn2, DenseIcnn2Config, Icnn, Icnn2, Icnn2Config, Icnn3,
-    Icnn3Config, IcnnConfig, Linearization, Picnn, PicnnConfig,
+    ConditionalConvexPotential, ConvexPotential, DenseIcnn2, DenseIcnn2Config, Icnn, Icnn2,
+    Icnn2Config, Icnn3, Icnn3Config, IcnnConfig, Linearization, Picnn, PicnnConfig,
 };
 use rand::Rng;
 use serde::{Deserialize, Serialize};
@@ -60,7 +60,9 @@ pub(crate) enum Potential {
 }
 
 fn missing_context() -> CpflowError {
-    CpflowError::InvalidInput("this flow is conditional (PICNN blocks): a context tensor is required".into())
+    CpflowError::InvalidInput(
+        "this flow is conditional (PICNN blocks): a context tensor is required".into(),
+    )
 }
 
 fn unexpected_context() -> CpflowError {
@@ -70,17 +72,41 @@ fn unexpected_context() -> CpflowError {
 macro_rules! unconditional {
     ($self:ident, $ctx:ident, $net:ident => $body:expr) => {
         match $self {
-            Potential::Icnn($net) => { if $ctx.is_some() { return Err(unexpected_context()); } $body }
-            Potential::Icnn2($net) => { if $ctx.is_some() { return Err(unexpected_context()); } $body }
-            Potential::Icnn3($net) => { if $ctx.is_some() { return Err(unexpected_context()); } $body }
-            Potential::DenseIcnn2($net) => { if $ctx.is_some() { return Err(unexpected_context()); } $body }
+            Potential::Icnn($net) => {
+                if $ctx.is_some() {
+                    return Err(unexpected_context());
+                }
+                $body
+            }
+            Potential::Icnn2($net) => {
+                if $ctx.is_some() {
+                    return Err(unexpected_context());
+                }
+                $body
+            }
+            Potential::Icnn3($net) => {
+                if $ctx.is_some() {
+                    return Err(unexpected_context());
+                }
+                $body
+            }
+            Potential::DenseIcnn2($net) => {
+                if $ctx.is_some() {
+                    return Err(unexpected_context());
+                }
+                $body
+            }
             Potential::Picnn(_) => unreachable!(),
         }
     };
 }
 
 impl Potential {
-    pub(crate) fn new<R: Rng + ?Sized>(vb: VarBuilder, config: &PotentialConfig, rng: &mut R) -> Result<Self> {
+    pub(crate) fn new<R: Rng + ?Sized>(
+        vb: VarBuilder,
+        config: &PotentialConfig,
+        rng: &mut R,
+    ) -> Result<Self> {
         Ok(match config {
             PotentialConfig::Icnn(c) => Potential::Icnn(Icnn::new(vb, c, rng)?),
             PotentialConfig::Icnn2(c) => Potential::Icnn2(Icnn2::new(vb, c, rng)?),
@@ -100,7 +126,11 @@ impl Potential {
     }
 
     /// `(F(x), ∇F(x))` without second-order caches.
-    pub(crate) fn value_and_gradient(&self, x: &Tensor, ctx: Option<&Tensor>) -> Result<(Tensor, Tensor)> {
+    pub(crate) fn value_and_gradient(
+        &self,
+        x: &Tensor,
+        ctx: Option<&Tensor>,
+    ) -> Result<(Tensor, Tensor)> {
         if let Potential::Picnn(p) = self {
             let c = ctx.ok_or_else(missing_context)?;
             let lin = p.linearize_with_context(x, c)?;

@@ -44,9 +44,18 @@ impl GaussianPrior {
     }
 
     /// Draw `n` samples of dimension `d` from the host RNG.
-    pub fn sample<R: Rng + ?Sized>(&self, n: usize, d: usize, dtype: DType, device: &Device, rng: &mut R) -> Result<Tensor> {
+    pub fn sample<R: Rng + ?Sized>(
+        &self,
+        n: usize,
+        d: usize,
+        dtype: DType,
+        device: &Device,
+        rng: &mut R,
+    ) -> Result<Tensor> {
         let std = (0.5 * self.log_var).exp();
-        let v: Vec<f64> = (0..n * d).map(|_| std * rng.sample::<f64, _>(StandardNormal)).collect();
+        let v: Vec<f64> = (0..n * d)
+            .map(|_| std * rng.sample::<f64, _>(StandardNormal))
+            .collect();
         Ok(Tensor::from_vec(v, (n, d), device)?.to_dtype(dtype)?)
     }
 }
@@ -61,7 +70,9 @@ mod tests {
         let z = Tensor::from_vec(vec![0.5f64, -1.0, 2.0, 0.0], (2, 2), &Device::Cpu).unwrap();
         let lp = p.log_prob(&z).unwrap().to_vec1::<f64>().unwrap();
         let var = 2f64.exp();
-        let f = |a: f64, b: f64| -((2.0 * std::f64::consts::PI * var).ln()) - (a * a + b * b) / (2.0 * var);
+        let f = |a: f64, b: f64| {
+            -((2.0 * std::f64::consts::PI * var).ln()) - (a * a + b * b) / (2.0 * var)
+        };
         assert!((lp[0] - f(0.5, -1.0)).abs() < 1e-14);
         assert!((lp[1] - f(2.0, 0.0)).abs() < 1e-14);
     }

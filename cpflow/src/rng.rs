@@ -46,7 +46,10 @@ impl FlowRng {
         let bad = |m: &str| CpflowError::Checkpoint(format!("bad RNG state: {m}"));
         let bytes = hex::decode(&state.seed_hex).map_err(|e| bad(&e.to_string()))?;
         let seed: [u8; 32] = bytes.try_into().map_err(|_| bad("seed must be 32 bytes"))?;
-        let pos: u128 = state.word_pos.parse().map_err(|_| bad("word_pos is not a u128"))?;
+        let pos: u128 = state
+            .word_pos
+            .parse()
+            .map_err(|_| bad("word_pos is not a u128"))?;
         let mut rng = ChaCha12Rng::from_seed(seed);
         rng.set_stream(state.stream);
         rng.set_word_pos(pos);

@@ -20,12 +20,19 @@ pub(crate) fn slq_logdet_block<R: Rng + ?Sized>(
     rng: &mut R,
 ) -> Result<Vec<f64>> {
     if params.steps == 0 || params.probes == 0 {
-        return Err(CpflowError::InvalidConfig("SLQ needs at least one probe and one Lanczos step".into()));
+        return Err(CpflowError::InvalidConfig(
+            "SLQ needs at least one probe and one Lanczos step".into(),
+        ));
     }
-    let kop = FnOperator::new(|w: &Tensor, _active: &[bool]| -> std::result::Result<Tensor, KrylovError> {
-        op.apply(w).map_err(|e| KrylovError::Operator(e.to_string()))
-    });
-    let lp = logdet::SlqParams::default().with_probes(params.probes).with_lanczos_steps(params.steps);
+    let kop = FnOperator::new(
+        |w: &Tensor, _active: &[bool]| -> std::result::Result<Tensor, KrylovError> {
+            op.apply(w)
+                .map_err(|e| KrylovError::Operator(e.to_string()))
+        },
+    );
+    let lp = logdet::SlqParams::default()
+        .with_probes(params.probes)
+        .with_lanczos_steps(params.steps);
     let mut r = rng;
     let est = logdet::slq_logdet(&kop, &like.detach(), &mut r, &lp)?;
     Ok(est.estimate)

@@ -11,7 +11,9 @@ use rand::seq::SliceRandom;
 
 use crate::adam::Adam;
 use crate::block::CgReport;
-use crate::checkpoint::{BEST_PREFIX, CheckpointMeta, FORMAT_VERSION, load_checkpoint, save_checkpoint};
+use crate::checkpoint::{
+    BEST_PREFIX, CheckpointMeta, FORMAT_VERSION, load_checkpoint, save_checkpoint,
+};
 use crate::config::{LrSchedule, NllEstimator, Objective, TrainConfig};
 use crate::error::{CpflowError, Result};
 use crate::flow::Flow;
@@ -36,7 +38,10 @@ impl Dataset {
 
     /// Conditional data.
     pub fn with_context(x: Tensor, context: Tensor) -> Self {
-        Dataset { x, context: Some(context) }
+        Dataset {
+            x,
+            context: Some(context),
+        }
     }
 
     /// Number of samples.
@@ -124,7 +129,9 @@ pub fn mean_nll<R: Rng + ?Sized>(
 ) -> Result<f64> {
     let n = data.len();
     if n == 0 {
-        return Err(CpflowError::InvalidInput("evaluation data set is empty".into()));
+        return Err(CpflowError::InvalidInput(
+            "evaluation data set is empty".into(),
+        ));
     }
     let mut total = 0.0;
     let mut start = 0;
@@ -146,7 +153,9 @@ pub fn mean_nll<R: Rng + ?Sized>(
 }
 
 fn aux_rng(seed: u64, iteration: usize, salt: u64) -> FlowRng {
-    FlowRng::seed_from_u64(seed ^ salt ^ 0x9E37_79B9_7F4A_7C15u64.wrapping_mul(iteration as u64 + 1))
+    FlowRng::seed_from_u64(
+        seed ^ salt ^ 0x9E37_79B9_7F4A_7C15u64.wrapping_mul(iteration as u64 + 1),
+    )
 }
 
 impl Trainer {
@@ -156,7 +165,16 @@ impl Trainer {
         let adam = Adam::new(flow.named_vars(), config.adam.clone())?;
         let rng = FlowRng::seed_from_u64(config.seed);
         let state = TrainState::new(config.adam.lr);
-        Ok(Trainer { flow, config, adam, rng, state, best: None, options: RunOptions::default(), perm: None })
+        Ok(Trainer {
+            flow,
+            config,
+            adam,
+            rng,
+            state,
+            best: None,
+            options: RunOptions::default(),
+            perm: None,
+        })
     }
 
     /// Set output options (checkpoint directory, progress bar).
@@ -170,8 +188,17 @@ impl Trainer {
     /// schedule and early-stopping state come from the checkpoint.
     pub fn resume(path: &Path, device: &Device, config: Option<TrainConfig>) -> Result<Self> {
         let ck = load_checkpoint(path, device)?;
-        let bad = |what: &str| CpflowError::Checkpoint(format!("{} has no {what}: not a training checkpoint", path.display()));
-        let saved = ck.meta.train.clone().ok_or_else(|| bad("training configuration"))?;
+        let bad = |what: &str| {
+            CpflowError::Checkpoint(format!(
+                "{} has no {what}: not a training checkpoint",
+                path.display()
+            ))
+        };
+        let saved = ck
+            .meta
+            .train
+            .clone()
+            .ok_or_else(|| bad("training configuration"))?;
         let state = ck.meta.state.clone().ok_or_else(|| bad("training state"))?;
         let adam_state = ck.meta.adam.clone().ok_or_else(|| bad("optimiser state"))?;
         let rng_state = ck.meta.rng.clone().ok_or_else(|| bad("RNG state"))?;
@@ -185,7 +212,10 @@ impl Trainer {
             let mut v = Vec::new();
             for (name, _) in flow.named_vars() {
                 let key = format!("{BEST_PREFIX}{name}");
-                let t = ck.tensors.get(&key).ok_or_else(|| CpflowError::Checkpoint(format!("missing {key}")))?;
+                let t = ck
+                    .tensors
+                    .get(&key)
+                    .ok_or_else(|| CpflowError::Checkpoint(format!("missing {key}")))?;
                 v.push((name, t.clone()));
             }
             Some(v)
@@ -193,7 +223,16 @@ impl Trainer {
             None
         };
         let rng = FlowRng::from_state(&rng_state)?;
-        Ok(Trainer { flow, config, adam, rng, state, best, options: RunOptions::default(), perm: None })
+        Ok(Trainer {
+            flow,
+            config,
+            adam,
+            rng,
+            state,
+            best,
+            options: RunOptions::default(),
+            perm: None,
+        })
     }
 
     /// The model.
@@ -218,7 +257,10 @@ impl Trainer {
 
     /// The checkpoint path of the run (when an output directory is set).
     pub fn checkpoint_path(&self) -> Option<PathBuf> {
-        self.options.out_dir.as_ref().map(|d| d.join("checkpoint.safetensors"))
+        self.options
+            .out_dir
+            .as_ref()
+            .map(|d| d.join("checkpoint.safetensors"))
     }
 
     /// Write a resumable checkpoint (weights, optimiser, RNG, progress, best weights).
@@ -234,7 +276,10 @@ impl Trainer {
         let mut tensors = self.flow.weight_tensors();
         tensors.extend(self.adam.state_tensors());
         if let Some(best) = &self.best {
-            tensors.extend(best.iter().map(|(k, t)| (format!("{BEST_PREFIX}{k}"), t.clone())));
+            tensors.extend(
+                best.iter()
+                    .map(|(k, t)| (format!("{BEST_PREFIX}{k}"), t.clone())),
+            );
         }
         save_checkpoint(path, &meta, tensors)
     }
@@ -255,7 +300,11 @@ impl Trainer {
             self.state.epoch_seed = self.rng.random::<u64>();
         }
         let seed = self.state.epoch_seed;
-        if self.perm.as_ref().is_none_or(|(s, p)| *s != seed || p.len() != n) {
+        if self
+            .perm
+            .as_ref()
+            .is_none_or(|(s, p)| *s != seed || p.len() != n)
+        {
             let mut p: Vec<u32> = (0..n as u32).collect();
             p.shuffle(&mut FlowRng::seed_from_u64(seed));
             self.perm = Some((seed, p));
@@ -282,22 +331,37 @@ impl Trainer {
         let lr = scheduled_lr(&self.config.lr_schedule, &self.state, self.state.iteration);
         self.adam.set_lr(lr);
         let (lp, cg) = match self.config.objective {
-            Objective::CgSurrogate => self.flow.surrogate_terms(x, ctx, &self.config.surrogate, &mut self.rng)?,
-            Objective::ExactNll => (self.flow.exact_log_prob_tracked(x, ctx)?, CgReport::default()),
+            Objective::CgSurrogate => {
+                self.flow
+                    .surrogate_terms(x, ctx, &self.config.surrogate, &mut self.rng)?
+            }
+            Objective::ExactNll => (
+                self.flow.exact_log_prob_tracked(x, ctx)?,
+                CgReport::default(),
+            ),
         };
         let loss = lp.mean_all()?.neg()?;
         let lv = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
         let it = self.state.iteration;
         if !lv.is_finite() {
-            return Err(CpflowError::NonFinite { what: format!("loss ({lv})"), step: it });
+            return Err(CpflowError::NonFinite {
+                what: format!("loss ({lv})"),
+                step: it,
+            });
         }
         let mut grads = loss.backward()?;
         // One reduction pass: a NaN/Inf anywhere makes the norm non-finite; only then look for
         // the culprit to name it.
         let gn = self.adam.grad_norm(&grads)?;
         if !gn.is_finite() {
-            let name = self.adam.first_non_finite_grad(&grads)?.unwrap_or_else(|| "the parameters (norm overflow)".into());
-            return Err(CpflowError::NonFinite { what: format!("gradient of {name}"), step: it });
+            let name = self
+                .adam
+                .first_non_finite_grad(&grads)?
+                .unwrap_or_else(|| "the parameters (norm overflow)".into());
+            return Err(CpflowError::NonFinite {
+                what: format!("gradient of {name}"),
+                step: it,
+            });
         }
         if let Some(c) = self.config.clip_grad_norm {
             self.adam.clip_grad_norm_with_norm(&mut grads, c, gn)?;
@@ -311,14 +375,24 @@ impl Trainer {
     /// Validate; update best weights, plateau schedule and early-stopping counter.
     fn validate(&mut self, val: &Dataset) -> Result<f64> {
         let mut rng = aux_rng(self.config.seed, self.state.iteration, 0x5A5A);
-        let nll = mean_nll(&self.flow, val, &self.config.val_estimator, self.config.eval_batch_size, &mut rng)?;
+        let nll = mean_nll(
+            &self.flow,
+            val,
+            &self.config.val_estimator,
+            self.config.eval_batch_size,
+            &mut rng,
+        )?;
         let improved = self.state.best_val_nll.is_none_or(|b| nll < b) && nll.is_finite();
         if improved {
             self.state.best_val_nll = Some(nll);
             self.state.best_iteration = Some(self.state.iteration);
             self.state.vals_without_improvement = 0;
-            let copies: Result<Vec<(String, Tensor)>> =
-                self.flow.weight_tensors().into_iter().map(|(k, t)| Ok((k, t.copy()?))).collect();
+            let copies: Result<Vec<(String, Tensor)>> = self
+                .flow
+                .weight_tensors()
+                .into_iter()
+                .map(|(k, t)| Ok((k, t.copy()?)))
+                .collect();
             self.best = Some(copies?);
         } else {
             self.state.vals_without_improvement += 1;
@@ -331,13 +405,18 @@ impl Trainer {
                     );
                 }
             }
-            if let Some(p) = self.config.early_stopping {
-                if self.state.vals_without_improvement > p {
-                    self.state.stopped_early = true;
-                }
+            if let Some(p) = self.config.early_stopping
+                && self.state.vals_without_improvement > p
+            {
+                self.state.stopped_early = true;
             }
         }
-        tracing::info!(iteration = self.state.iteration, val_nll = nll, improved, "validation");
+        tracing::info!(
+            iteration = self.state.iteration,
+            val_nll = nll,
+            improved,
+            "validation"
+        );
         Ok(nll)
     }
 
@@ -348,7 +427,12 @@ impl Trainer {
 
     /// Like [`Trainer::fit`], but do at most `max_steps` steps in this call (the run can be
     /// continued by another call or, after a checkpoint, by [`Trainer::resume`]).
-    pub fn fit_steps(&mut self, train: &Dataset, val: Option<&Dataset>, max_steps: usize) -> Result<TrainReport> {
+    pub fn fit_steps(
+        &mut self,
+        train: &Dataset,
+        val: Option<&Dataset>,
+        max_steps: usize,
+    ) -> Result<TrainReport> {
         let (tx, tc) = self.flow.check_input(&train.x, train.context.as_ref())?;
         let train = Dataset { x: tx, context: tc };
         let val = match val {
@@ -364,8 +448,14 @@ impl Trainer {
             None => None,
         };
         let total = self.config.max_iterations;
-        let bar = if self.options.progress_bar { ProgressBar::new(total as u64) } else { ProgressBar::hidden() };
-        if let Ok(style) = ProgressStyle::with_template("{bar:30} {pos}/{len} [{elapsed_precise}<{eta_precise}] {msg}") {
+        let bar = if self.options.progress_bar {
+            ProgressBar::new(total as u64)
+        } else {
+            ProgressBar::hidden()
+        };
+        if let Ok(style) = ProgressStyle::with_template(
+            "{bar:30} {pos}/{len} [{elapsed_precise}<{eta_precise}] {msg}",
+        ) {
             bar.set_style(style);
         }
         bar.set_position(self.state.iteration as u64);
@@ -392,21 +482,35 @@ impl Trainer {
                 cg_n += 1;
             }
             let mut train_nll = None;
-            if self.config.train_slq_every > 0 && step_index % self.config.train_slq_every == 0 {
+            if self.config.train_slq_every > 0
+                && step_index.is_multiple_of(self.config.train_slq_every)
+            {
                 let mut r = aux_rng(self.config.seed, step_index, 0xA5A5);
-                let ds = Dataset { x: x.clone(), context: c.clone() };
-                train_nll = Some(mean_nll(&self.flow, &ds, &NllEstimator::Slq(self.config.train_slq.clone()), x.dim(0)?, &mut r)?);
+                let ds = Dataset {
+                    x: x.clone(),
+                    context: c.clone(),
+                };
+                train_nll = Some(mean_nll(
+                    &self.flow,
+                    &ds,
+                    &NllEstimator::Slq(self.config.train_slq.clone()),
+                    x.dim(0)?,
+                    &mut r,
+                )?);
             }
             let mut val_nll = None;
-            if let Some(v) = &val {
-                if self.config.val_every > 0 && step_index % self.config.val_every == 0 {
-                    let nll = self.validate(v)?;
-                    val_nll = Some(nll);
-                    last_val = Some(nll);
-                }
+            if let Some(v) = &val
+                && self.config.val_every > 0
+                && step_index.is_multiple_of(self.config.val_every)
+            {
+                let nll = self.validate(v)?;
+                val_nll = Some(nll);
+                last_val = Some(nll);
             }
-            let done = self.state.iteration >= total || steps >= max_steps || self.state.stopped_early;
-            let log_now = (self.config.log_every > 0 && step_index % self.config.log_every == 0)
+            let done =
+                self.state.iteration >= total || steps >= max_steps || self.state.stopped_early;
+            let log_now = (self.config.log_every > 0
+                && step_index.is_multiple_of(self.config.log_every))
                 || val_nll.is_some()
                 || train_nll.is_some()
                 || done;
@@ -449,24 +553,27 @@ impl Trainer {
                 history.push(rec);
             }
             bar.set_position(self.state.iteration as u64);
-            let periodic = self.config.checkpoint_every > 0 && self.state.iteration % self.config.checkpoint_every == 0;
+            let periodic = self.config.checkpoint_every > 0
+                && self
+                    .state
+                    .iteration
+                    .is_multiple_of(self.config.checkpoint_every);
             if periodic || val_nll.is_some() {
                 self.checkpoint_if_configured()?;
             }
         }
         let finished = self.state.iteration >= total || self.state.stopped_early;
-        if finished && self.config.restore_best {
-            if let Some(best) = &self.best {
-                let map = best.iter().cloned().collect();
-                self.flow.set_weights(&map, "")?;
-                tracing::info!(best_iteration = ?self.state.best_iteration, best_val_nll = ?self.state.best_val_nll, "restored the best weights");
-            }
+        if finished
+            && self.config.restore_best
+            && let Some(best) = &self.best
+        {
+            let map = best.iter().cloned().collect();
+            self.flow.set_weights(&map, "")?;
+            tracing::info!(best_iteration = ?self.state.best_iteration, best_val_nll = ?self.state.best_val_nll, "restored the best weights");
         }
         self.checkpoint_if_configured()?;
-        if finished {
-            if let Some(d) = &self.options.out_dir {
-                self.flow.save(&d.join("model.safetensors"))?;
-            }
+        if finished && let Some(d) = &self.options.out_dir {
+            self.flow.save(&d.join("model.safetensors"))?;
         }
         bar.finish_and_clear();
         Ok(TrainReport {

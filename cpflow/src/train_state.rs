@@ -57,7 +57,9 @@ pub fn scheduled_lr(schedule: &LrSchedule, state: &TrainState, step: usize) -> f
     let base = state.base_lr;
     match schedule {
         LrSchedule::Constant => base,
-        LrSchedule::Step { step_size, gamma } => base * gamma.powi((step / (*step_size).max(1)) as i32),
+        LrSchedule::Step { step_size, gamma } => {
+            base * gamma.powi((step / (*step_size).max(1)) as i32)
+        }
         LrSchedule::Cosine { t_max } => {
             let t = step as f64 / (*t_max).max(1) as f64;
             0.5 * base * (1.0 + (std::f64::consts::PI * t).cos())
@@ -89,7 +91,10 @@ mod tests {
     #[test]
     fn step_and_cosine_schedules() {
         let st = TrainState::new(5e-3);
-        let s = LrSchedule::Step { step_size: 2000, gamma: 0.5 };
+        let s = LrSchedule::Step {
+            step_size: 2000,
+            gamma: 0.5,
+        };
         assert_eq!(scheduled_lr(&s, &st, 0), 5e-3);
         assert_eq!(scheduled_lr(&s, &st, 1999), 5e-3);
         assert_eq!(scheduled_lr(&s, &st, 2000), 2.5e-3);

@@ -4,8 +4,8 @@
 mod flow_common;
 
 use candle_core::{DType, Device, Tensor};
+use cpflow::{CpflowError, FloatType, Flow, FlowConfig, InverseParams, Layer, PotentialConfig};
 use flow_common::*;
-use cpflow::{CpflowError, Flow, FlowConfig, FloatType, InverseParams, Layer, PotentialConfig};
 use rand::SeedableRng;
 
 /// The block Jacobian H from `forward_and_hessian` equals central differences of the forward
@@ -15,7 +15,9 @@ fn block_hessian_matches_finite_differences_of_forward_map() {
     let flow = two_block_flow(3, 1);
     let x = data(4, 3, 2);
     flow.initialize(&x).unwrap();
-    let Layer::Cpf(block) = &flow.layers()[1] else { panic!("layer 1 is a block") };
+    let Layer::Cpf(block) = &flow.layers()[1] else {
+        panic!("layer 1 is a block")
+    };
     let (_, h) = block.forward_and_hessian(&x, None).unwrap();
     let h = h.to_vec3::<f64>().unwrap();
     let eps = 1e-5;
@@ -25,12 +27,24 @@ fn block_hessian_matches_finite_differences_of_forward_map() {
             e[b * 3 + j] = eps;
         }
         let e = Tensor::from_vec(e, (4, 3), &Device::Cpu).unwrap();
-        let fp = block.forward(&(&x + &e).unwrap(), None).unwrap().to_vec2::<f64>().unwrap();
-        let fm = block.forward(&(&x - &e).unwrap(), None).unwrap().to_vec2::<f64>().unwrap();
+        let fp = block
+            .forward(&(&x + &e).unwrap(), None)
+            .unwrap()
+            .to_vec2::<f64>()
+            .unwrap();
+        let fm = block
+            .forward(&(&x - &e).unwrap(), None)
+            .unwrap()
+            .to_vec2::<f64>()
+            .unwrap();
         for b in 0..4 {
             for i in 0..3 {
                 let fd = (fp[b][i] - fm[b][i]) / (2.0 * eps);
-                assert!((fd - h[b][i][j]).abs() < 1e-7, "H[{b}][{i}][{j}] = {} vs fd {fd}", h[b][i][j]);
+                assert!(
+                    (fd - h[b][i][j]).abs() < 1e-7,
+                    "H[{b}][{i}][{j}] = {} vs fd {fd}",
+                    h[b][i][j]
+                );
             }
         }
     }
@@ -45,12 +59,19 @@ fn inverse_of_transform_recovers_x() {
     flow.initialize(&x).unwrap();
     let (z, _) = flow.transform(&x).unwrap();
     let inv = flow.inverse(&z).unwrap();
-    assert!(inv.report.all_converged(), "unconverged: {}", inv.report.num_failed());
+    assert!(
+        inv.report.all_converged(),
+        "unconverged: {}",
+        inv.report.num_failed()
+    );
     assert_eq!(inv.report.blocks.len(), 2);
     let err = max_abs_diff(&inv.x, &x);
     assert!(err < 1e-6, "max |x − f⁻¹(f(x))| = {err}");
     // The batched L-BFGS solver too.
-    let p = InverseParams { solver: cpflow::InverseSolver::LbfgsBatched, ..Default::default() };
+    let p = InverseParams {
+        solver: cpflow::InverseSolver::LbfgsBatched,
+        ..Default::default()
+    };
     let inv2 = flow.inverse_with(&z, &p).unwrap();
     assert!(inv2.report.all_converged());
     assert!(max_abs_diff(&inv2.x, &x) < 1e-6);
@@ -63,7 +84,11 @@ fn unconverged_inversions_are_reported() {
     let x = data(16, 3, 6);
     flow.initialize(&x).unwrap();
     let (z, _) = flow.transform(&(x * 3.0).unwrap()).unwrap();
-    let p = InverseParams { max_iterations: 1, abs_tolerance: Some(1e-14), ..Default::default() };
+    let p = InverseParams {
+        max_iterations: 1,
+        abs_tolerance: Some(1e-14),
+        ..Default::default()
+    };
     let inv = flow.inverse_with(&z, &p).unwrap();
     assert!(!inv.report.all_converged());
     assert!(inv.report.num_failed() > 0);
@@ -81,9 +106,13 @@ fn slq_agrees_with_exact_within_monte_carlo_error() {
     let mut runs = vec![vec![0.0f64; k]; 6];
     let mut rng = rand::rngs::StdRng::seed_from_u64(9);
     for r in 0..k {
-        let s = flow.log_prob_slq(&x, 1, 10, &mut rng).unwrap().to_vec1::<f64>().unwrap();
-        for b in 0..6 {
-            runs[b][r] = s[b];
+        let s = flow
+            .log_prob_slq(&x, 1, 10, &mut rng)
+            .unwrap()
+            .to_vec1::<f64>()
+            .unwrap();
+        for (run, &sb) in runs.iter_mut().zip(&s) {
+            run[r] = sb;
         }
     }
     let mut spread = 0.0f64;
@@ -92,14 +121,27 @@ fn slq_agrees_with_exact_within_monte_carlo_error() {
         let var = runs[b].iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (k - 1) as f64;
         let se = (var / k as f64).sqrt();
         spread += var.sqrt();
-        assert!((mean - exact[b]).abs() < 4.0 * se + 1e-9, "sample {b}: SLQ {mean} ± {se} vs exact {}", exact[b]);
+        assert!(
+            (mean - exact[b]).abs() < 4.0 * se + 1e-9,
+            "sample {b}: SLQ {mean} ± {se} vs exact {}",
+            exact[b]
+        );
     }
     // The probes really are random (otherwise the test above would be vacuous).
     assert!(spread > 1e-6);
     // Many probes per call average the noise down.
-    let many = flow.log_prob_slq(&x, 400, 10, &mut rng).unwrap().to_vec1::<f64>().unwrap();
+    let many = flow
+        .log_prob_slq(&x, 400, 10, &mut rng)
+        .unwrap()
+        .to_vec1::<f64>()
+        .unwrap();
     for b in 0..6 {
-        assert!((many[b] - exact[b]).abs() < 0.1, "{} vs {}", many[b], exact[b]);
+        assert!(
+            (many[b] - exact[b]).abs() < 0.1,
+            "{} vs {}",
+            many[b],
+            exact[b]
+        );
     }
 }
 
@@ -111,29 +153,63 @@ fn exact_nll_gradient_matches_finite_differences() {
     let x = data(8, 3, 12);
     flow.initialize(&x).unwrap();
     let loss = flow.exact_nll_loss(&x).unwrap();
-    let nll = -flow.log_prob_exact(&x).unwrap().mean_all().unwrap().to_scalar::<f64>().unwrap();
+    let nll = -flow
+        .log_prob_exact(&x)
+        .unwrap()
+        .mean_all()
+        .unwrap()
+        .to_scalar::<f64>()
+        .unwrap();
     assert!((loss.to_scalar::<f64>().unwrap() - nll).abs() < 1e-12);
     let grads = loss.backward().unwrap();
     let mut checked = 0;
     for (name, var) in flow.named_vars() {
-        if !(name.ends_with("w0") || name.ends_with("w1") || name.contains("Wzs.1.weight") || name.ends_with("layers.2.logs")) {
+        if !(name.ends_with("w0")
+            || name.ends_with("w1")
+            || name.contains("Wzs.1.weight")
+            || name.ends_with("layers.2.logs"))
+        {
             continue;
         }
-        let g = grads.get(var.as_tensor()).unwrap().flatten_all().unwrap().to_vec1::<f64>().unwrap();
+        let g = grads
+            .get(var.as_tensor())
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f64>()
+            .unwrap();
         let base = var.as_tensor().copy().unwrap();
         let flat = base.flatten_all().unwrap().to_vec1::<f64>().unwrap();
         let eps = 1e-5;
         for idx in [0usize, flat.len() - 1] {
             let mut p = flat.clone();
             p[idx] += eps;
-            var.set(&Tensor::from_vec(p.clone(), base.shape(), &Device::Cpu).unwrap()).unwrap();
-            let lp = -flow.log_prob_exact(&x).unwrap().mean_all().unwrap().to_scalar::<f64>().unwrap();
+            var.set(&Tensor::from_vec(p.clone(), base.shape(), &Device::Cpu).unwrap())
+                .unwrap();
+            let lp = -flow
+                .log_prob_exact(&x)
+                .unwrap()
+                .mean_all()
+                .unwrap()
+                .to_scalar::<f64>()
+                .unwrap();
             p[idx] -= 2.0 * eps;
-            var.set(&Tensor::from_vec(p, base.shape(), &Device::Cpu).unwrap()).unwrap();
-            let lm = -flow.log_prob_exact(&x).unwrap().mean_all().unwrap().to_scalar::<f64>().unwrap();
+            var.set(&Tensor::from_vec(p, base.shape(), &Device::Cpu).unwrap())
+                .unwrap();
+            let lm = -flow
+                .log_prob_exact(&x)
+                .unwrap()
+                .mean_all()
+                .unwrap()
+                .to_scalar::<f64>()
+                .unwrap();
             var.set(&base).unwrap();
             let fd = (lp - lm) / (2.0 * eps);
-            assert!((fd - g[idx]).abs() < 1e-6 * (1.0 + fd.abs()), "{name}[{idx}]: grad {} vs fd {fd}", g[idx]);
+            assert!(
+                (fd - g[idx]).abs() < 1e-6 * (1.0 + fd.abs()),
+                "{name}[{idx}]: grad {} vs fd {fd}",
+                g[idx]
+            );
             checked += 1;
         }
     }
@@ -145,7 +221,10 @@ fn bad_input_is_rejected_with_clear_errors() {
     let flow = two_block_flow(3, 13);
     let x = data(8, 3, 14);
     // Before initialisation.
-    assert!(matches!(flow.log_prob_exact(&x), Err(CpflowError::NotInitialized)));
+    assert!(matches!(
+        flow.log_prob_exact(&x),
+        Err(CpflowError::NotInitialized)
+    ));
     flow.initialize(&x).unwrap();
     let msg = |r: cpflow::Result<Tensor>| match r {
         Err(CpflowError::InvalidInput(m)) => m,
@@ -179,7 +258,12 @@ fn save_and_load_preserve_the_model() {
     let b = loaded.log_prob_exact(&x).unwrap();
     assert_eq!(max_abs_diff(&a, &b), 0.0);
     // A fresh model with the same config but no weights is not initialised.
-    assert!(!Flow::new(flow.config().clone(), &Device::Cpu).unwrap().is_initialized().unwrap());
+    assert!(
+        !Flow::new(flow.config().clone(), &Device::Cpu)
+            .unwrap()
+            .is_initialized()
+            .unwrap()
+    );
     std::fs::remove_dir_all(&dir).ok();
 }
 
@@ -192,7 +276,9 @@ fn f32_flow_runs() {
     let x = data(32, 3, 17).to_dtype(DType::F32).unwrap();
     flow.initialize(&x).unwrap();
     let mut rng = rand::rngs::StdRng::seed_from_u64(0);
-    let out = flow.surrogate_loss(&x, &Default::default(), &mut rng).unwrap();
+    let out = flow
+        .surrogate_loss(&x, &Default::default(), &mut rng)
+        .unwrap();
     assert_eq!(out.loss.dtype(), DType::F32);
     out.loss.backward().unwrap();
     let lp = flow.log_prob_exact(&x).unwrap();
@@ -206,18 +292,33 @@ fn f32_flow_runs() {
 /// Conditional flow on a PICNN: log-density, surrogate and inverse with a context.
 #[test]
 fn conditional_flow_with_picnn() {
-    let pot = PotentialConfig::Picnn(icnn::PicnnConfig { dim: 2, context_dim: 1, width: 8, depth: 2, ..Default::default() });
+    let pot = PotentialConfig::Picnn(icnn::PicnnConfig {
+        dim: 2,
+        context_dim: 1,
+        width: 8,
+        depth: 2,
+        ..Default::default()
+    });
     let flow = Flow::new(FlowConfig::single_block(pot), &Device::Cpu).unwrap();
     let x = data(16, 2, 18);
     let c = data(16, 1, 19);
-    assert!(flow.initialize(&x).is_err(), "a conditional flow needs a context");
+    assert!(
+        flow.initialize(&x).is_err(),
+        "a conditional flow needs a context"
+    );
     flow.initialize_given(&x, &c).unwrap();
     let lp = flow.log_prob_exact_given(&x, &c).unwrap();
     assert_eq!(lp.dims(), &[16]);
     let mut rng = rand::rngs::StdRng::seed_from_u64(0);
-    flow.surrogate_loss_given(&x, &c, &Default::default(), &mut rng).unwrap().loss.backward().unwrap();
+    flow.surrogate_loss_given(&x, &c, &Default::default(), &mut rng)
+        .unwrap()
+        .loss
+        .backward()
+        .unwrap();
     let (z, _) = flow.transform_given(&x, &c).unwrap();
-    let inv = flow.inverse_given(&z, &c, &InverseParams::default()).unwrap();
+    let inv = flow
+        .inverse_given(&z, &c, &InverseParams::default())
+        .unwrap();
     assert!(inv.report.all_converged());
     assert!(max_abs_diff(&inv.x, &x) < 1e-6);
 }

@@ -15,8 +15,20 @@ fn eight_gaussians_reference_run_matches_the_reference_nll() {
     println!("held-out NLL curve: {:?}", rep.test_nll_curve);
     println!(
         "final test NLL {:.4}, data entropy (MC) {:?}, train {:.1} s, total {:.1} s, mean CG iterations {:.2}",
-        rep.test_nll, rep.data_entropy, rep.train_time_s, rep.wall_time_s, rep.train.mean_cg_iterations
+        rep.test_nll,
+        rep.data_entropy,
+        rep.train_time_s,
+        rep.wall_time_s,
+        rep.train.mean_cg_iterations
     );
-    assert!((rep.test_nll - 2.866).abs() < 0.05, "test NLL {} vs reference 2.866", rep.test_nll);
-    assert!((rep.test_nll - 2.825).abs() < 0.1, "test NLL {} vs entropy 2.825", rep.test_nll);
+    assert!(
+        (rep.test_nll - 2.866).abs() < 0.05,
+        "test NLL {} vs reference 2.866",
+        rep.test_nll
+    );
+    assert!(
+        (rep.test_nll - 2.825).abs() < 0.1,
+        "test NLL {} vs entropy 2.825",
+        rep.test_nll
+    );
 }

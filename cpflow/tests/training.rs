@@ -6,8 +6,8 @@ mod flow_common;
 
 use candle_core::{DType, Device, Tensor};
 use cpflow::{
-    CpflowError, Dataset, Flow, FlowConfig, FloatType, GaussianPrior, LrSchedule, NllEstimator, RunOptions,
-    SurrogateParams, TrainConfig, Trainer,
+    CpflowError, Dataset, FloatType, Flow, FlowConfig, GaussianPrior, LrSchedule, NllEstimator,
+    RunOptions, SurrogateParams, TrainConfig, Trainer,
 };
 use flow_common::*;
 use rand::SeedableRng;
@@ -16,12 +16,19 @@ fn grads_of(flow: &Flow, loss: &Tensor) -> Vec<(String, Vec<f64>)> {
     let g = loss.backward().unwrap();
     flow.named_vars()
         .into_iter()
-        .filter_map(|(k, v)| g.get(v.as_tensor()).map(|t| (k, t.flatten_all().unwrap().to_vec1::<f64>().unwrap())))
+        .filter_map(|(k, v)| {
+            g.get(v.as_tensor())
+                .map(|t| (k, t.flatten_all().unwrap().to_vec1::<f64>().unwrap()))
+        })
         .collect()
 }
 
 fn norm(v: &[(String, Vec<f64>)]) -> f64 {
-    v.iter().flat_map(|(_, g)| g.iter()).map(|x| x * x).sum::<f64>().sqrt()
+    v.iter()
+        .flat_map(|(_, g)| g.iter())
+        .map(|x| x * x)
+        .sum::<f64>()
+        .sqrt()
 }
 
 fn diff_norm(a: &[(String, Vec<f64>)], b: &[(String, Vec<f64>)]) -> f64 {
@@ -44,7 +51,12 @@ fn surrogate_gradient_matches_exact_nll_gradient() {
     let x = data(8, 3, 22);
     flow.initialize(&x).unwrap();
     let exact = grads_of(&flow, &flow.exact_nll_loss(&x).unwrap());
-    let params = SurrogateParams { probes: 4000, cg_atol: 1e-12, cg_rtol: 0.0, cg_max_iters: Some(10) };
+    let params = SurrogateParams {
+        probes: 4000,
+        cg_atol: 1e-12,
+        cg_rtol: 0.0,
+        cg_max_iters: Some(10),
+    };
     let mut rng = rand::rngs::StdRng::seed_from_u64(23);
     let sur = flow.surrogate_loss(&x, &params, &mut rng).unwrap();
     assert_eq!(sur.cg.converged, 2 * 8 * 4000); // two blocks
@@ -63,10 +75,24 @@ fn surrogate_gradient_matches_exact_nll_gradient() {
         }
         (h, ())
     };
-    let prior_only = grads_of(&flow, &flow.prior().log_prob(&z).unwrap().mean_all().unwrap().neg().unwrap());
+    let prior_only = grads_of(
+        &flow,
+        &flow
+            .prior()
+            .log_prob(&z)
+            .unwrap()
+            .mean_all()
+            .unwrap()
+            .neg()
+            .unwrap(),
+    );
     let mut padded = Vec::new();
     for (k, g) in &exact {
-        let p = prior_only.iter().find(|(kk, _)| kk == k).map(|(_, v)| v.clone()).unwrap_or(vec![0.0; g.len()]);
+        let p = prior_only
+            .iter()
+            .find(|(kk, _)| kk == k)
+            .map(|(_, v)| v.clone())
+            .unwrap_or(vec![0.0; g.len()]);
         padded.push((k.clone(), p));
     }
     let rel_prior = diff_norm(&padded, &exact) / norm(&exact);
@@ -78,7 +104,10 @@ fn small_train_config(iters: usize) -> TrainConfig {
     TrainConfig {
         batch_size: 16,
         max_iterations: iters,
-        lr_schedule: LrSchedule::Step { step_size: 5, gamma: 0.7 },
+        lr_schedule: LrSchedule::Step {
+            step_size: 5,
+            gamma: 0.7,
+        },
         val_every: 4,
         val_estimator: NllEstimator::Exact,
         early_stopping: None,
@@ -102,32 +131,55 @@ fn tmpdir(tag: &str) -> std::path::PathBuf {
 fn resume_is_bit_for_bit() {
     let train = Dataset::new(data(72, 2, 31)); // 72 = 4.5 batches: epochs end mid-run
     let val = Dataset::new(data(20, 2, 32));
-    let cfg = FlowConfig::tabular(2, 1, icnn3(2, 8, 2)).with_float(FloatType::F64).with_init_seed(3);
+    let cfg = FlowConfig::tabular(2, 1, icnn3(2, 8, 2))
+        .with_float(FloatType::F64)
+        .with_init_seed(3);
     let n = 7;
 
-    let mut straight = Trainer::new(Flow::new(cfg.clone(), &Device::Cpu).unwrap(), small_train_config(2 * n)).unwrap();
+    let mut straight = Trainer::new(
+        Flow::new(cfg.clone(), &Device::Cpu).unwrap(),
+        small_train_config(2 * n),
+    )
+    .unwrap();
     let rep = straight.fit(&train, Some(&val)).unwrap();
     assert_eq!(rep.iterations, 2 * n);
 
     let dir = tmpdir("resume");
-    let opts = RunOptions { out_dir: Some(dir.clone()), progress_bar: false };
-    let mut first = Trainer::new(Flow::new(cfg, &Device::Cpu).unwrap(), small_train_config(2 * n)).unwrap().with_options(opts.clone());
+    let opts = RunOptions {
+        out_dir: Some(dir.clone()),
+        progress_bar: false,
+    };
+    let mut first = Trainer::new(
+        Flow::new(cfg, &Device::Cpu).unwrap(),
+        small_train_config(2 * n),
+    )
+    .unwrap()
+    .with_options(opts.clone());
     first.fit_steps(&train, Some(&val), n).unwrap();
     drop(first);
     let ck = dir.join("checkpoint.safetensors");
-    let mut resumed = Trainer::resume(&ck, &Device::Cpu, None).unwrap().with_options(opts);
+    let mut resumed = Trainer::resume(&ck, &Device::Cpu, None)
+        .unwrap()
+        .with_options(opts);
     assert_eq!(resumed.state().iteration, n);
     let rep2 = resumed.fit(&train, Some(&val)).unwrap();
     assert_eq!(rep2.iterations, 2 * n);
     assert_eq!(rep2.best_val_nll, rep.best_val_nll);
-    for ((ka, a), (kb, b)) in straight.flow().weight_tensors().iter().zip(resumed.flow().weight_tensors().iter()) {
+    for ((ka, a), (kb, b)) in straight
+        .flow()
+        .weight_tensors()
+        .iter()
+        .zip(resumed.flow().weight_tensors().iter())
+    {
         assert_eq!(ka, kb);
         assert_eq!(max_abs_diff(a, b), 0.0, "{ka} differs after resume");
     }
     // The metrics file has records from both halves.
     let recs = cpflow::metrics::read_metrics(&dir.join("metrics.jsonl")).unwrap();
     assert!(recs.iter().any(|r| r.iteration <= n) && recs.iter().any(|r| r.iteration > n));
-    assert!(recs.iter().any(|r| r.val_nll.is_some()) && recs.iter().any(|r| r.train_nll_slq.is_some()));
+    assert!(
+        recs.iter().any(|r| r.val_nll.is_some()) && recs.iter().any(|r| r.train_nll_slq.is_some())
+    );
     std::fs::remove_dir_all(&dir).ok();
 }
 
@@ -138,14 +190,25 @@ fn nan_stops_training_and_keeps_last_good_checkpoint() {
     let train = Dataset::new(data(64, 2, 41));
     let cfg = FlowConfig::tabular(2, 1, icnn3(2, 8, 2)).with_float(FloatType::F64);
     let dir = tmpdir("nan");
-    let opts = RunOptions { out_dir: Some(dir.clone()), progress_bar: false };
+    let opts = RunOptions {
+        out_dir: Some(dir.clone()),
+        progress_bar: false,
+    };
     let mut tc = small_train_config(100);
     tc.val_every = 0;
     tc.checkpoint_every = 3;
-    let mut tr = Trainer::new(Flow::new(cfg, &Device::Cpu).unwrap(), tc).unwrap().with_options(opts);
+    let mut tr = Trainer::new(Flow::new(cfg, &Device::Cpu).unwrap(), tc)
+        .unwrap()
+        .with_options(opts);
     tr.fit_steps(&train, None, 3).unwrap();
-    let (name, var) = tr.flow().named_vars().into_iter().find(|(k, _)| k.ends_with("w1")).unwrap();
-    var.set(&Tensor::new(&[f64::NAN], &Device::Cpu).unwrap()).unwrap();
+    let (name, var) = tr
+        .flow()
+        .named_vars()
+        .into_iter()
+        .find(|(k, _)| k.ends_with("w1"))
+        .unwrap();
+    var.set(&Tensor::new(&[f64::NAN], &Device::Cpu).unwrap())
+        .unwrap();
     match tr.fit(&train, None) {
         Err(CpflowError::NonFinite { what, step }) => {
             assert!(what.contains("loss"), "{what}");
@@ -164,11 +227,19 @@ fn nan_stops_training_and_keeps_last_good_checkpoint() {
 #[test]
 fn bad_training_data_is_rejected() {
     let cfg = FlowConfig::tabular(2, 1, icnn3(2, 8, 2)).with_float(FloatType::F64);
-    let mut tr = Trainer::new(Flow::new(cfg, &Device::Cpu).unwrap(), small_train_config(5)).unwrap();
-    let bad = Dataset::new(Tensor::new(&[[0.0f64, 1.0], [f64::INFINITY, 0.0]], &Device::Cpu).unwrap());
-    assert!(matches!(tr.fit(&bad, None), Err(CpflowError::InvalidInput(_))));
+    let mut tr =
+        Trainer::new(Flow::new(cfg, &Device::Cpu).unwrap(), small_train_config(5)).unwrap();
+    let bad =
+        Dataset::new(Tensor::new(&[[0.0f64, 1.0], [f64::INFINITY, 0.0]], &Device::Cpu).unwrap());
+    assert!(matches!(
+        tr.fit(&bad, None),
+        Err(CpflowError::InvalidInput(_))
+    ));
     let wrong = Dataset::new(Tensor::zeros((8, 3), DType::F64, &Device::Cpu).unwrap());
-    assert!(matches!(tr.fit(&wrong, None), Err(CpflowError::InvalidInput(_))));
+    assert!(matches!(
+        tr.fit(&wrong, None),
+        Err(CpflowError::InvalidInput(_))
+    ));
 }
 
 /// Early stopping: with a zero learning rate nothing improves after the first validation, so
@@ -197,7 +268,11 @@ fn early_stopping_stops_and_restores_best() {
     // Whatever happened, the final weights are the best ones: re-evaluating gives best_val_nll.
     let mut rng = rand::rngs::StdRng::seed_from_u64(0);
     let nll = cpflow::mean_nll(tr.flow(), &val, &NllEstimator::Exact, 1024, &mut rng).unwrap();
-    assert!((nll - rep.best_val_nll.unwrap()).abs() < 1e-12, "{nll} vs {:?}", rep.best_val_nll);
+    assert!(
+        (nll - rep.best_val_nll.unwrap()).abs() < 1e-12,
+        "{nll} vs {:?}",
+        rep.best_val_nll
+    );
 }
 
 /// A trained 2-D model's density integrates to 1 ± 0.01 over a grid (midpoint rule, spacing
@@ -206,13 +281,19 @@ fn early_stopping_stops_and_restores_best() {
 fn trained_density_integrates_to_one() {
     let mut rng = rand::rngs::StdRng::seed_from_u64(61);
     let pts = cpflow::toy::Toy::EightGaussians.sample(4096, &mut rng);
-    let train = Dataset::new(cpflow::toy::points_to_tensor(&pts, DType::F64, &Device::Cpu).unwrap());
-    let cfg = FlowConfig::tabular(2, 1, icnn3(2, 16, 3)).with_float(FloatType::F64).with_prior(GaussianPrior::standard());
+    let train =
+        Dataset::new(cpflow::toy::points_to_tensor(&pts, DType::F64, &Device::Cpu).unwrap());
+    let cfg = FlowConfig::tabular(2, 1, icnn3(2, 16, 3))
+        .with_float(FloatType::F64)
+        .with_prior(GaussianPrior::standard());
     let tc = TrainConfig {
         batch_size: 128,
         max_iterations: 150,
         lr_schedule: LrSchedule::Constant,
-        adam: cpflow::AdamParams { lr: 5e-3, ..Default::default() },
+        adam: cpflow::AdamParams {
+            lr: 5e-3,
+            ..Default::default()
+        },
         val_every: 0,
         train_slq_every: 0,
         ..TrainConfig::default()
@@ -230,7 +311,11 @@ fn trained_density_integrates_to_one() {
         }
     }
     let grid = Tensor::from_vec(g, (n * n, 2), &Device::Cpu).unwrap();
-    let lp = flow.log_prob_exact(&grid).unwrap().to_vec1::<f64>().unwrap();
+    let lp = flow
+        .log_prob_exact(&grid)
+        .unwrap()
+        .to_vec1::<f64>()
+        .unwrap();
     let mass: f64 = lp.iter().map(|l| l.exp()).sum::<f64>() * h * h;
     assert!((mass - 1.0).abs() < 0.01, "∫ p = {mass}");
     // The model learned something: its NLL on the data is well below the initial one.

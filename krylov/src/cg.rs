@@ -181,7 +181,7 @@ impl<V> CgResult<V> {
 ///     dmatrix![1.0, 0.0; 0.0, 4.0],
 ///     dmatrix![2.0, 1.0; 1.0, 2.0],
 /// ]).unwrap();
-/// let b = DMatrix::from_column_slice(2, 2, &[1.0, 4.0, 3.0, 3.0]);
+/// let b = DMatrix::<f64>::from_column_slice(2, 2, &[1.0, 4.0, 3.0, 3.0]);
 /// let res = cg(&op, &b, &CgParams::default().with_rtol(1e-12)).unwrap();
 /// assert!(res.all_converged());
 /// assert!((res.x[(0, 0)] - 1.0).abs() < 1e-12 && (res.x[(1, 0)] - 1.0).abs() < 1e-12);

@@ -1,6 +1,7 @@
 //! The candle `Tensor` backend (feature `candle`): CG and Lanczos on `(B, d)` tensors in f32
 //! and f64, closures over tensors as operators, and the dense `(B, d, d)` tensor operator.
 #![cfg(feature = "candle")]
+#![allow(clippy::needless_range_loop)] // index loops mirror the maths in these checks
 
 mod common;
 

@@ -13,6 +13,7 @@
 //!   slack of 2 covers the final rounding steps). Plain CG (no re-orthogonalisation) converges
 //!   too, but with the well-known finite-precision delay on spread spectra (measured up to
 //!   ~7d at cond 1e6, d = 43); it is checked against a `10d` cap for d ≤ 43.
+#![allow(clippy::needless_range_loop)] // index loops mirror the maths in these checks
 
 mod common;
 

@@ -1,4 +1,5 @@
 //! Property tests (proptest) for CG and Lanczos on random SPD systems (f64).
+#![allow(clippy::needless_range_loop)] // index loops mirror the maths in these checks
 
 mod common;
 

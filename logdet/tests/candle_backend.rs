@@ -1,6 +1,7 @@
 //! Tensor backend (feature `candle`): surrogate gradients through candle autodiff, SLQ on
 //! tensors, exact log-det of a (B, d, d) tensor, and probe tensors.
 #![cfg(feature = "candle")]
+#![allow(clippy::needless_range_loop)] // index loops mirror the maths in these checks
 
 mod common;
 

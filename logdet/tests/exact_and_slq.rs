@@ -1,4 +1,5 @@
 //! Exact log-determinants (Cholesky) and the stochastic estimators (Hutchinson, SLQ).
+#![allow(clippy::needless_range_loop)] // index loops mirror the maths in these checks
 
 mod common;
 

@@ -1,6 +1,7 @@
 //! The CG gradient surrogate: probe averages of ∂θ[uᵀ H(θ) v] (u = CG solution, held fixed)
 //! match the exact ∂θ log det H(θ) within the Monte-Carlo error, and the bias from a loose CG
 //! tolerance respects the documented bound.
+#![allow(clippy::needless_range_loop)] // index loops mirror the maths in these checks
 
 mod common;
 

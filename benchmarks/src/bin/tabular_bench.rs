@@ -13,7 +13,10 @@ use anyhow::{Context, Result, bail};
 use benchmarks::{Stopwatch, gaussian_mixture, median};
 use candle_core::{DType, Device, Tensor};
 use clap::Parser;
-use cpflow::{Dataset, Flow, FlowConfig, InverseParams, LrSchedule, PotentialConfig, RunOptions, TrainConfig, Trainer};
+use cpflow::{
+    Dataset, Flow, FlowConfig, InverseParams, LrSchedule, PotentialConfig, RunOptions, TrainConfig,
+    Trainer,
+};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use serde_json::{Value, json};
@@ -52,7 +55,8 @@ struct Args {
 fn device(name: &str) -> Result<Device> {
     match name {
         "cpu" => Ok(Device::Cpu),
-        "cuda" => Device::new_cuda(0).context("--device cuda needs a build with `--features cuda` and a GPU"),
+        "cuda" => Device::new_cuda(0)
+            .context("--device cuda needs a build with `--features cuda` and a GPU"),
         other => bail!("unknown device {other:?} (cpu|cuda)"),
     }
 }
@@ -70,7 +74,12 @@ fn sync(dev: &Device) -> Result<()> {
 }
 
 /// Time `steps` single training steps; returns (median seconds, mean CG iterations).
-fn time_steps(trainer: &mut Trainer, data: &Dataset, steps: usize, dev: &Device) -> Result<(f64, f64)> {
+fn time_steps(
+    trainer: &mut Trainer,
+    data: &Dataset,
+    steps: usize,
+    dev: &Device,
+) -> Result<(f64, f64)> {
     let mut times = Vec::with_capacity(steps);
     let mut cg = 0.0;
     for _ in 0..steps {
@@ -83,7 +92,14 @@ fn time_steps(trainer: &mut Trainer, data: &Dataset, steps: usize, dev: &Device)
     Ok((median(&times), cg / steps.max(1) as f64))
 }
 
-fn measure(trainer: &mut Trainer, data: &Dataset, x_eval: &Tensor, x_inv: &Tensor, args: &Args, dev: &Device) -> Result<Value> {
+fn measure(
+    trainer: &mut Trainer,
+    data: &Dataset,
+    x_eval: &Tensor,
+    x_inv: &Tensor,
+    args: &Args,
+    dev: &Device,
+) -> Result<Value> {
     let (step_s, cg_iters) = time_steps(trainer, data, args.steps, dev)?;
     let flow: &Flow = trainer.flow();
     let per_1000 = 1000.0 / args.eval_points as f64;
@@ -98,8 +114,14 @@ fn measure(trainer: &mut Trainer, data: &Dataset, x_eval: &Tensor, x_inv: &Tenso
     let lp_slq = flow.log_prob_slq(x_eval, 1, 10, &mut rng)?;
     sync(dev)?;
     let slq_s = sw.seconds() * per_1000;
-    let nll_exact = -lp_exact.to_dtype(DType::F64)?.mean_all()?.to_scalar::<f64>()?;
-    let nll_slq = -lp_slq.to_dtype(DType::F64)?.mean_all()?.to_scalar::<f64>()?;
+    let nll_exact = -lp_exact
+        .to_dtype(DType::F64)?
+        .mean_all()?
+        .to_scalar::<f64>()?;
+    let nll_slq = -lp_slq
+        .to_dtype(DType::F64)?
+        .mean_all()?
+        .to_scalar::<f64>()?;
 
     let (z, _) = flow.transform(x_inv)?;
     let z = z.detach();
@@ -108,8 +130,16 @@ fn measure(trainer: &mut Trainer, data: &Dataset, x_eval: &Tensor, x_inv: &Tenso
     sync(dev)?;
     let inv_s = sw.seconds();
     let (z_back, _) = flow.transform(&inv.x)?;
-    let max_err = (z_back - &z)?.abs()?.max_all()?.to_dtype(DType::F64)?.to_scalar::<f64>()?;
-    let max_x_err = (&inv.x - x_inv)?.abs()?.max_all()?.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+    let max_err = (z_back - &z)?
+        .abs()?
+        .max_all()?
+        .to_dtype(DType::F64)?
+        .to_scalar::<f64>()?;
+    let max_x_err = (&inv.x - x_inv)?
+        .abs()?
+        .max_all()?
+        .to_dtype(DType::F64)?
+        .to_scalar::<f64>()?;
 
     Ok(json!({
         "train_step_median_s": step_s,
@@ -131,14 +161,29 @@ fn measure(trainer: &mut Trainer, data: &Dataset, x_eval: &Tensor, x_inv: &Tenso
 fn bench_dim(d: usize, args: &Args, dev: &Device) -> Result<Value> {
     let mut rng = StdRng::seed_from_u64(args.seed + d as u64);
     let n_train = 20_000;
-    let xs = gaussian_mixture(n_train + args.eval_points + args.invert_points, d, 8, &mut rng);
-    let all = Tensor::from_vec(xs, (n_train + args.eval_points + args.invert_points, d), dev)?.to_dtype(DType::F32)?;
+    let xs = gaussian_mixture(
+        n_train + args.eval_points + args.invert_points,
+        d,
+        8,
+        &mut rng,
+    );
+    let all = Tensor::from_vec(
+        xs,
+        (n_train + args.eval_points + args.invert_points, d),
+        dev,
+    )?
+    .to_dtype(DType::F32)?;
     let train = all.narrow(0, 0, n_train)?;
     let x_eval = all.narrow(0, n_train, args.eval_points)?;
     let x_inv = all.narrow(0, n_train + args.eval_points, args.invert_points)?;
     let data = Dataset::new(train);
 
-    let pot = PotentialConfig::Icnn2(icnn::Icnn2Config { dim: d, width: args.width, depth: args.depth, ..Default::default() });
+    let pot = PotentialConfig::Icnn2(icnn::Icnn2Config {
+        dim: d,
+        width: args.width,
+        depth: args.depth,
+        ..Default::default()
+    });
     let cfg = FlowConfig::tabular(d, 1, pot).with_init_seed(args.seed);
     let flow = Flow::new(cfg, dev)?;
     let params = flow.num_parameters();

@@ -2,7 +2,7 @@
 #![allow(dead_code)]
 
 use candle_core::{DType, Device, Tensor};
-use cpflow::{Flow, FlowConfig, FloatType, GaussianPrior, PotentialConfig};
+use cpflow::{FloatType, Flow, FlowConfig, GaussianPrior, PotentialConfig};
 use icnn::{ActivationKind, Icnn3Config};
 use rand::{Rng, SeedableRng};
 use rand_distr::StandardNormal;
@@ -20,7 +20,9 @@ pub fn icnn3(dim: usize, width: usize, depth: usize) -> PotentialConfig {
 
 /// `[ActNorm, CPF, ActNorm, CPF, ActNorm]` in f64 with a standard prior.
 pub fn two_block_flow(dim: usize, seed: u64) -> Flow {
-    let cfg = FlowConfig::tabular(dim, 2, icnn3(dim, 8, 3)).with_float(FloatType::F64).with_init_seed(seed);
+    let cfg = FlowConfig::tabular(dim, 2, icnn3(dim, 8, 3))
+        .with_float(FloatType::F64)
+        .with_init_seed(seed);
     Flow::new(cfg, &Device::Cpu).unwrap()
 }
 
@@ -29,7 +31,9 @@ pub fn data(n: usize, d: usize, seed: u64) -> Tensor {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let mut v = Vec::with_capacity(n * d);
     for _ in 0..n {
-        let z: Vec<f64> = (0..d).map(|_| rng.sample::<f64, _>(StandardNormal)).collect();
+        let z: Vec<f64> = (0..d)
+            .map(|_| rng.sample::<f64, _>(StandardNormal))
+            .collect();
         for j in 0..d {
             let prev = if j > 0 { z[j - 1] } else { 0.0 };
             v.push(1.5 * z[j] + 0.8 * prev + 0.3 * prev * prev + 0.5);
@@ -39,7 +43,18 @@ pub fn data(n: usize, d: usize, seed: u64) -> Tensor {
 }
 
 pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
-    (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_dtype(DType::F64).unwrap().to_scalar::<f64>().unwrap()
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_dtype(DType::F64)
+        .unwrap()
+        .to_scalar::<f64>()
+        .unwrap()
 }
 
 pub fn standard_prior() -> GaussianPrior {

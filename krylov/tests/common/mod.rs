@@ -94,9 +94,9 @@ pub fn rng(seed: u64) -> StdRng {
 }
 
 /// `d × B` faer matrix (one system per column) from system-major data.
-pub fn faer_batch<T: Copy>(data: &[f64], d: usize, b: usize, conv: impl Fn(f64) -> T) -> Mat<T>
+pub fn faer_batch<T>(data: &[f64], d: usize, b: usize, conv: impl Fn(f64) -> T) -> Mat<T>
 where
-    T: faer::traits::ComplexField,
+    T: Copy + faer::traits::ComplexField,
 {
     Mat::from_fn(d, b, |i, j| conv(data[j * d + i]))
 }

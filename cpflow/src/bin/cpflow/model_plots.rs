@@ -201,7 +201,7 @@ pub fn write_model_plots(
         None,
     ));
     let every_other: Vec<usize> = (0..m * m)
-        .filter(|i| (i / m) % 2 == 0 && (i % m) % 2 == 0)
+        .filter(|i| (i / m).is_multiple_of(2) && (i % m).is_multiple_of(2))
         .collect();
     let origins: Vec<Point2> = every_other.iter().map(|&i| mesh[i]).collect();
     let vectors: Vec<Point2> = every_other.iter().map(|&i| grad[i]).collect();
