@@ -17,6 +17,7 @@ pub mod block;
 pub mod block_inverse;
 pub mod checkpoint;
 pub mod config;
+pub mod cpu_threads;
 pub mod dense_logdet;
 pub mod error;
 pub mod experiment;

@@ -224,6 +224,7 @@ fn bench_dim(d: usize, args: &Args, dev: &Device) -> Result<Value> {
 }
 
 fn main() -> Result<()> {
+    let candle_threads = cpflow::cpu_threads::prefer_inline_elementwise_ops();
     let args = Args::parse();
     let dev = device(&args.device)?;
     let mut results = Vec::new();
@@ -234,6 +235,7 @@ fn main() -> Result<()> {
         "benchmark": "cpflow tabular (Icnn2, 1 block, batch 1024, f32, CG atol 1e-3)",
         "device": args.device,
         "rayon_threads": std::env::var("RAYON_NUM_THREADS").ok(),
+        "candle_elementwise_threads": candle_threads,
         "peak_rss_bytes": peak_rss_bytes(),
         "results": results,
     });
