@@ -18,6 +18,15 @@ use crate::slq::slq_logdet_block;
 /// independent, so chunking changes memory use, not results.
 pub const EVAL_CHUNK: usize = 1024;
 
+/// Rows per chunk of the exact (dense-Hessian) passes for data dimension `d`: the Hessian
+/// recursion carries `(rows, d, width)` tangents, so chunks are sized to keep those tensors
+/// cache-resident rather than streaming them through memory.
+/// Measured (2-core CPU, f32, Icnn2 width 64 depth 10, per 1,000 points): d = 43 went from
+/// 0.90 s with 1,024-row chunks to 0.47 s with 64 rows; d = 6 from 0.116 s to 0.059 s with 256.
+fn exact_chunk_rows(d: usize) -> usize {
+    (2752 / d.max(1)).clamp(16, EVAL_CHUNK)
+}
+
 /// One layer of a flow.
 #[derive(Clone, Debug)]
 pub enum Layer {
@@ -260,16 +269,18 @@ impl Flow {
         &self,
         x: &Tensor,
         ctx: Option<&Tensor>,
+        rows: usize,
         mut f: F,
     ) -> Result<Vec<Tensor>>
     where
         F: FnMut(&Tensor, Option<&Tensor>) -> Result<Vec<Tensor>>,
     {
         let n = x.dim(0)?;
+        let rows = rows.max(1);
         let mut parts: Vec<Vec<Tensor>> = Vec::new();
         let mut start = 0;
         while start < n {
-            let len = EVAL_CHUNK.min(n - start);
+            let len = rows.min(n - start);
             let xc = x.narrow(0, start, len)?;
             let cc = match ctx {
                 Some(c) => Some(c.narrow(0, start, len)?),
@@ -327,7 +338,8 @@ impl Flow {
     fn transform_given_opt(&self, x: &Tensor, ctx: Option<&Tensor>) -> Result<(Tensor, Tensor)> {
         self.ensure_initialized()?;
         let (x, ctx) = self.check_input(x, ctx)?;
-        let out = self.chunked(&x, ctx.as_ref(), |xc, cc| {
+        let rows = exact_chunk_rows(self.dim());
+        let out = self.chunked(&x, ctx.as_ref(), rows, |xc, cc| {
             let (z, l) = self.transform_chunk(xc, cc)?;
             Ok(vec![z, l])
         })?;
@@ -406,7 +418,7 @@ impl Flow {
             ));
         }
         let (x, ctx) = self.check_input(x, ctx)?;
-        let out = self.chunked(&x, ctx.as_ref(), |xc, cc| {
+        let out = self.chunked(&x, ctx.as_ref(), EVAL_CHUNK, |xc, cc| {
             let b = xc.dim(0)?;
             let mut h = xc.detach();
             let mut ld = vec![0.0f64; b];
