@@ -376,8 +376,10 @@ pub fn ot_table_markdown(reports: &[OtReport]) -> String {
 }
 
 /// Writes the two figures of one run into `dir`:
-/// * `ot_d{d}_cost_vs_kl.png` (paper Fig. 4): x = KL, y = transport cost (blue), and the
-///   closed-form `W₂²` as a red dashed line;
+/// * `ot_d{d}_cost_vs_kl.png` (paper Fig. 4): x = `log₁₀ KL`, y = transport cost (blue), and
+///   the closed-form `W₂²` as a red dashed line. Points with KL ≤ 0 and the untrained model
+///   (iteration 0, whose KL is orders of magnitude larger and would squash the rest) are left
+///   out;
 /// * `ot_d{d}_cost_vs_iter.png`: x = iteration, y = transport cost (blue), `W₂²` (red dashed).
 ///
 /// The PNGs carry no text (see [`crate::plot`]); `ot_d{d}_curve.csv`, written beside them,
@@ -395,13 +397,20 @@ pub fn write_ot_figures(dir: &Path, report: &OtReport) -> Result<(), OtError> {
     let by_kl: Vec<[f64; 2]> = report
         .curve
         .iter()
-        .map(|r| [r.kl, r.transport_cost])
+        .filter(|r| r.iteration > 0 && r.kl > 0.0 && r.kl.is_finite())
+        .map(|r| [r.kl.log10(), r.transport_cost])
         .collect();
-    let max_kl = by_kl
+    let (min_lkl, max_lkl) = by_kl
         .iter()
         .map(|p| p[0])
-        .filter(|v| v.is_finite())
-        .fold(0.0, f64::max);
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
+            (lo.min(v), hi.max(v))
+        });
+    let (min_lkl, max_lkl) = if min_lkl <= max_lkl {
+        (min_lkl, max_lkl)
+    } else {
+        (-3.0, 0.0)
+    };
     let cost_hi = report
         .curve
         .iter()
@@ -409,16 +418,26 @@ pub fn write_ot_figures(dir: &Path, report: &OtReport) -> Result<(), OtError> {
         .chain([w2])
         .filter(|v| v.is_finite())
         .fold(0.0, f64::max);
-    let span = max_kl.max(1e-6);
+    // y: the trained model's costs and W₂², padded (a 0-based axis would squash them).
+    let (y_lo, y_hi) = by_kl
+        .iter()
+        .map(|p| p[1])
+        .chain([w2])
+        .filter(|v| v.is_finite())
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
+            (lo.min(v), hi.max(v))
+        });
+    let y_pad = 0.05 * (y_hi - y_lo).max(1e-3 * w2.abs().max(1e-9));
+    let span = (max_lkl - min_lkl).max(0.1);
     let bounds = Bounds {
-        x: (-span / 20.0, span * 1.05),
-        y: (0.0, cost_hi * 1.1 + 1e-9),
+        x: (min_lkl - span / 20.0, max_lkl + span / 20.0),
+        y: (y_lo - y_pad, y_hi + y_pad),
     };
     line_chart_png(
         dir.join(format!("ot_d{d}_cost_vs_kl.png")),
         &[
             LineSeries::solid(by_kl, blue),
-            LineSeries::dashed(vec![[0.0, w2], [max_kl, w2]], red),
+            LineSeries::dashed(vec![[min_lkl, w2], [max_lkl, w2]], red),
         ],
         Some(bounds),
         500,
