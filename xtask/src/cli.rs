@@ -3,8 +3,17 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
+use candle_core::Device;
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use cpflow::datasets::TabularDataset;
+
+use crate::bench_report::{BENCH_MD, bench_table_markdown};
+use crate::bench_tabular::{
+    BenchTabularOptions, default_fallback_roots, parse_datasets, run_bench_tabular,
+};
+use crate::reproduce::{REPORT_MD, ReproduceOptions, run_reproduce};
+use crate::tabular_config::TabularBenchConfig;
 
 use crate::fetch::FetchOptions;
 use crate::install::{DownloadOptions, Outcome, download_dataset};
@@ -24,9 +33,9 @@ pub struct Cli {
 pub enum Command {
     /// Download, verify (sha256 / md5) and unpack a dataset into the data directory.
     Download(DownloadArgs),
-    /// Train and evaluate CP-Flow on the MAF tabular benchmarks (not implemented yet).
+    /// Train and evaluate CP-Flow on the MAF tabular benchmarks found on disk.
     BenchTabular(BenchTabularArgs),
-    /// Reproduce the paper's experiments and tables (not implemented yet).
+    /// Reproduce the paper's toys (Fig. 3), OT (Fig. 4) and tabular table (Table 1).
     Reproduce(ReproduceArgs),
 }
 
@@ -81,31 +90,27 @@ pub struct DownloadArgs {
 /// Arguments of `cargo xtask bench-tabular`.
 #[derive(Debug, Args)]
 pub struct BenchTabularArgs {
-    /// Benchmark to run: power, gas, hepmass, miniboone, bsds300 or all.
-    #[arg(long, default_value = "all")]
-    pub dataset: String,
-    /// Data directory (filled by `cargo xtask download`).
+    /// Comma-separated benchmarks: power, gas, hepmass, miniboone, bsds300 or all.
+    #[arg(long, alias = "dataset", default_value = "all")]
+    pub datasets: String,
+    /// Data directory (filled by `cargo xtask download`). Datasets not found there are
+    /// looked up in `<repository>/../shared/data` (which holds the BSDS300 images).
     #[arg(long, default_value = cpflow::datasets::layout::DEFAULT_ROOT)]
     pub data_dir: PathBuf,
-    /// Hyperparameter file (TOML); default: the versioned per-dataset configuration.
+    /// Wall-clock training budget per dataset, in minutes (default: 10; ignored with --quick).
     #[arg(long)]
-    pub config: Option<PathBuf>,
-    /// Independent runs (seeds `seed..seed+runs`); mean ± std is reported.
-    #[arg(long, default_value_t = 3)]
-    pub runs: u32,
-    /// First seed.
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
-    /// Stop each run after this many iterations (smoke runs).
+    pub minutes: Option<f64>,
+    /// CI smoke run: small subsets, a small ICNN and 200 iterations per dataset (all five
+    /// datasets in well under 2 minutes on 2 CPU cores in release).
     #[arg(long)]
-    pub max_iters: Option<u64>,
+    pub quick: bool,
     /// Compute device: cpu or cuda.
     #[arg(long, default_value = "cpu")]
     pub device: String,
-    /// Train in float64 instead of float32.
+    /// Do not draw progress bars.
     #[arg(long)]
-    pub fp64: bool,
-    /// Output directory for checkpoints and results.
+    pub no_progress: bool,
+    /// Output directory (`bench-tabular.md`, `bench-tabular.json`, one folder per dataset).
     #[arg(long, default_value = "target/bench-tabular")]
     pub out: PathBuf,
 }
@@ -113,21 +118,107 @@ pub struct BenchTabularArgs {
 /// Arguments of `cargo xtask reproduce`.
 #[derive(Debug, Args)]
 pub struct ReproduceArgs {
-    /// Data directory (filled by `cargo xtask download all`).
+    /// Data directory (filled by `cargo xtask download all`); BSDS300 is also found in
+    /// `<repository>/../shared/data`.
     #[arg(long, default_value = cpflow::datasets::layout::DEFAULT_ROOT)]
     pub data_dir: PathBuf,
-    /// Independent runs per experiment; mean ± std is reported.
-    #[arg(long, default_value_t = 3)]
-    pub runs: u32,
-    /// Small budgets that check the pipeline end to end instead of the paper's numbers.
+    /// Small budgets that check the pipeline end to end (a few minutes on 2 CPU cores)
+    /// instead of the paper's settings.
     #[arg(long)]
     pub quick: bool,
+    /// Tabular training budget per dataset in minutes (ignored with --quick).
+    #[arg(long, default_value_t = 10.0)]
+    pub minutes: f64,
     /// Compute device: cpu or cuda.
     #[arg(long, default_value = "cpu")]
     pub device: String,
-    /// Output directory for checkpoints, tables and plots.
+    /// Do not draw progress bars.
+    #[arg(long)]
+    pub no_progress: bool,
+    /// Output directory for figures, tables and models.
     #[arg(long, default_value = "target/reproduce")]
     pub out: PathBuf,
+}
+
+/// The candle device named on the command line (`cpu`, `cuda` or `cuda:N`).
+pub fn parse_device(name: &str) -> Result<Device> {
+    let name = name.trim().to_ascii_lowercase();
+    if name == "cpu" {
+        return Ok(Device::Cpu);
+    }
+    let ordinal = match name.strip_prefix("cuda") {
+        Some("") => 0,
+        Some(rest) => rest
+            .strip_prefix(':')
+            .and_then(|n| n.parse::<usize>().ok())
+            .with_context(|| format!("bad device {name:?}: use cpu, cuda or cuda:N"))?,
+        None => bail!("unknown device {name:?}: use cpu, cuda or cuda:N"),
+    };
+    Device::new_cuda(ordinal).with_context(|| {
+        format!("cannot open CUDA device {ordinal} (build with `--features cuda`?)")
+    })
+}
+
+/// Runs `bench-tabular`.
+pub fn bench_tabular(args: &BenchTabularArgs) -> Result<()> {
+    let device = parse_device(&args.device)?;
+    let (preset, budget): (fn(TabularDataset) -> TabularBenchConfig, _) = if args.quick {
+        (TabularBenchConfig::quick, None)
+    } else {
+        let minutes = args.minutes.unwrap_or(10.0);
+        anyhow::ensure!(
+            minutes.is_finite() && minutes > 0.0,
+            "--minutes must be positive"
+        );
+        (
+            TabularBenchConfig::paper,
+            Some(Duration::from_secs_f64(minutes * 60.0)),
+        )
+    };
+    let opts = BenchTabularOptions {
+        datasets: parse_datasets(&args.datasets)?,
+        data_dir: args.data_dir.clone(),
+        fallback_roots: default_fallback_roots(),
+        device,
+        budget,
+        preset,
+        out: args.out.clone(),
+        progress: !args.no_progress,
+    };
+    let report = run_bench_tabular(&opts)?;
+    println!("{}", bench_table_markdown(&report));
+    for k in &report.skipped {
+        println!("skipped: {}", k.message);
+    }
+    println!("wrote {}", args.out.join(BENCH_MD).display());
+    Ok(())
+}
+
+/// Runs `reproduce`.
+pub fn reproduce(args: &ReproduceArgs) -> Result<()> {
+    let device = parse_device(&args.device)?;
+    let mut opts = if args.quick {
+        ReproduceOptions::quick(args.out.clone(), args.data_dir.clone(), device)
+    } else {
+        anyhow::ensure!(
+            args.minutes.is_finite() && args.minutes > 0.0,
+            "--minutes must be positive"
+        );
+        ReproduceOptions::full(
+            args.out.clone(),
+            args.data_dir.clone(),
+            device,
+            args.minutes,
+        )
+    };
+    opts.progress = !args.no_progress;
+    let report = run_reproduce(&opts)?;
+    println!(
+        "wrote {} ({:.0} s)",
+        args.out.join(REPORT_MD).display(),
+        report.wall_time_s
+    );
+    Ok(())
 }
 
 /// Runs `download` for one dataset or all of them.
@@ -184,16 +275,8 @@ pub fn download(args: &DownloadArgs) -> Result<()> {
 pub fn run(cli: &Cli) -> Result<()> {
     match &cli.command {
         Command::Download(args) => download(args),
-        Command::BenchTabular(_) => bail!(
-            "`cargo xtask bench-tabular` is not implemented yet: it needs the CP-Flow trainer \
-             and evaluation in the cpflow crate, which are not written yet. Datasets can \
-             already be fetched with `cargo xtask download <name>`."
-        ),
-        Command::Reproduce(_) => bail!(
-            "`cargo xtask reproduce` is not implemented yet: it needs the CP-Flow trainer and \
-             evaluation in the cpflow crate, which are not written yet. Datasets can already \
-             be fetched with `cargo xtask download all`."
-        ),
+        Command::BenchTabular(args) => bench_tabular(args),
+        Command::Reproduce(args) => reproduce(args),
     }
 }
 
@@ -223,19 +306,32 @@ mod tests {
         assert_eq!(a.dataset, DownloadName::Mnist);
         assert_eq!(a.mirror.as_deref(), Some("http://x"));
         assert!(Cli::try_parse_from(["xtask", "download", "imagenet"]).is_err());
-        let cli = Cli::try_parse_from(["xtask", "bench-tabular", "--dataset", "power"]).unwrap();
-        assert!(
-            run(&cli)
-                .unwrap_err()
-                .to_string()
-                .contains("not implemented yet")
-        );
+        let cli = Cli::try_parse_from([
+            "xtask",
+            "bench-tabular",
+            "--datasets",
+            "power,bsds300",
+            "--minutes",
+            "2.5",
+        ])
+        .unwrap();
+        let Command::BenchTabular(b) = cli.command else {
+            panic!()
+        };
+        assert_eq!(b.minutes, Some(2.5));
+        assert_eq!(parse_datasets(&b.datasets).unwrap().len(), 2);
         let cli = Cli::try_parse_from(["xtask", "reproduce", "--quick"]).unwrap();
-        assert!(
-            run(&cli)
-                .unwrap_err()
-                .to_string()
-                .contains("not implemented yet")
-        );
+        let Command::Reproduce(r) = cli.command else {
+            panic!()
+        };
+        assert!(r.quick);
+    }
+
+    #[test]
+    fn bad_device_and_bad_dataset_are_errors() {
+        assert!(matches!(parse_device("cpu"), Ok(Device::Cpu)));
+        assert!(parse_device("tpu").is_err());
+        assert!(parse_datasets("power,imagenet").is_err());
+        assert!(parse_datasets("").is_err());
     }
 }

@@ -5,12 +5,28 @@
 //!   fetches the upstream files ([`registry`]), verifies them ([`checksum`]), downloads
 //!   resumably and atomically ([`fetch`]) and lays them out as `cpflow::datasets` expects
 //!   ([`install`], [`extract`]).
-//! * `cargo xtask bench-tabular` and `cargo xtask reproduce` are declared with their flags but
-//!   not implemented yet (they need the CP-Flow trainer).
+//! * `cargo xtask bench-tabular [--datasets power,gas,hepmass,miniboone,bsds300]
+//!   [--minutes N] [--quick] [--device cpu|cuda] [--data-dir DIR] [--out DIR]` trains CP-Flow
+//!   on the MAF benchmarks found on disk ([`bench_tabular`], configurations in
+//!   [`tabular_config`], budgeted training in [`budget_train`]) and writes
+//!   `bench-tabular.{md,json}` ([`bench_report`]).
+//! * `cargo xtask reproduce [--quick] [--out DIR]` runs the 2-D toys ([`toy_figures`]), the
+//!   optimal-transport experiment and the tabular benchmarks and writes `report.md`
+//!   ([`reproduce`]).
+//!
+//! The library entry points ([`bench_tabular::run_bench_tabular`],
+//! [`reproduce::run_reproduce`]) take option structs with presets (`paper`/`full`, `quick`,
+//! `tiny`) so tests can run the whole pipeline in seconds.
 
+pub mod bench_report;
+pub mod bench_tabular;
+pub mod budget_train;
 pub mod checksum;
 pub mod cli;
 pub mod extract;
 pub mod fetch;
 pub mod install;
 pub mod registry;
+pub mod reproduce;
+pub mod tabular_config;
+pub mod toy_figures;

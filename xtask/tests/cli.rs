@@ -290,30 +290,54 @@ fn cifar10_md5_mismatch_and_offline_message() {
 }
 
 #[test]
-fn bench_and_reproduce_are_declared_but_not_implemented() {
-    for args in [
-        &["bench-tabular", "--dataset", "power", "--runs", "2"][..],
-        &["reproduce", "--quick"][..],
-    ] {
-        let out = xtask(args);
-        assert!(!out.status.success());
-        assert!(
-            stderr(&out).contains("not implemented yet"),
-            "{}",
-            stderr(&out)
-        );
-    }
-    let help = xtask(&["bench-tabular", "--help"]);
-    let text = String::from_utf8_lossy(&help.stdout);
-    for flag in [
-        "--dataset",
+fn bench_tabular_skips_a_missing_dataset_with_the_download_command() {
+    let data = tempdir();
+    let out = tempdir();
+    let res = xtask(&[
+        "bench-tabular",
+        "--datasets",
+        "power",
         "--data-dir",
-        "--config",
-        "--runs",
-        "--seed",
-        "--device",
-        "--fp64",
+        data.path().to_str().unwrap(),
+        "--out",
+        out.path().to_str().unwrap(),
+        "--no-progress",
+    ]);
+    assert!(res.status.success(), "{}", stderr(&res));
+    let stdout = String::from_utf8_lossy(&res.stdout);
+    assert!(
+        stdout.contains("cargo xtask download power"),
+        "{stdout}\n{}",
+        stderr(&res)
+    );
+    assert!(out.path().join("bench-tabular.md").is_file());
+    assert!(out.path().join("bench-tabular.json").is_file());
+
+    let bad = xtask(&["bench-tabular", "--datasets", "imagenet"]);
+    assert!(!bad.status.success());
+    assert!(stderr(&bad).contains("unknown dataset"), "{}", stderr(&bad));
+
+    for (cmd, flags) in [
+        (
+            "bench-tabular",
+            &[
+                "--datasets",
+                "--data-dir",
+                "--minutes",
+                "--quick",
+                "--device",
+                "--out",
+            ][..],
+        ),
+        (
+            "reproduce",
+            &["--quick", "--out", "--minutes", "--device"][..],
+        ),
     ] {
-        assert!(text.contains(flag), "{text}");
+        let help = xtask(&[cmd, "--help"]);
+        let text = String::from_utf8_lossy(&help.stdout);
+        for flag in flags {
+            assert!(text.contains(flag), "{cmd}: {flag} missing from\n{text}");
+        }
     }
 }

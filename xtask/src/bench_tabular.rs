@@ -1,0 +1,346 @@
+//! `cargo xtask bench-tabular`: train CP-Flow on the MAF tabular benchmarks found on disk and
+//! report the exact test NLL next to the paper's Table 1.
+//!
+//! For each requested dataset: find its files under the data directory (then under the
+//! fallback roots, e.g. the shared read-only data that holds the BSDS300 images), load it with
+//! MAF's preprocessing ([`cpflow::datasets`]), take the seeded subsets of the configuration
+//! ([`TabularBenchConfig`]), train with early stopping on the validation NLL and a wall-clock
+//! budget ([`fit_with_budget`]), and evaluate the exact test NLL (mean ± 2 standard errors).
+//! Missing datasets are skipped with a message naming `cargo xtask download <name>`.
+//! Results go to `<out>/bench-tabular.md` and `<out>/bench-tabular.json`
+//! ([`crate::bench_report`]).
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use candle_core::{DType, Device, Tensor};
+use cpflow::datasets::{
+    Bsds300Config, Matrix, Split, TabularDataset, find_images_archive, layout, load_bsds300,
+    load_tabular,
+};
+use cpflow::{Dataset, Flow, Trainer};
+use indicatif::{ProgressBar, ProgressStyle};
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use rand::seq::index::sample;
+use serde::{Deserialize, Serialize};
+
+use crate::bench_report::write_bench_report;
+use crate::budget_train::{BudgetedFit, fit_with_budget};
+use crate::tabular_config::{TabularBenchConfig, paper_cpflow_nll};
+
+/// Options of a benchmark run.
+#[derive(Clone, Debug)]
+pub struct BenchTabularOptions {
+    /// Datasets to run, in order.
+    pub datasets: Vec<TabularDataset>,
+    /// The data directory (`cargo xtask download --dir`).
+    pub data_dir: PathBuf,
+    /// Further roots searched when a dataset is not under `data_dir`
+    /// (default: [`default_fallback_roots`]).
+    pub fallback_roots: Vec<PathBuf>,
+    /// Compute device.
+    pub device: Device,
+    /// Wall-clock training budget per dataset (`None`: iteration cap / early stopping only).
+    pub budget: Option<Duration>,
+    /// The configuration of each dataset ([`TabularBenchConfig::paper`], `quick`, `tiny`).
+    pub preset: fn(TabularDataset) -> TabularBenchConfig,
+    /// Output directory.
+    pub out: PathBuf,
+    /// Draw progress bars.
+    pub progress: bool,
+}
+
+/// The result on one dataset.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DatasetResult {
+    /// Dataset name.
+    pub dataset: String,
+    /// Data dimension.
+    pub dim: usize,
+    /// Data root the files were read from.
+    pub data_root: String,
+    /// Rows used for training.
+    pub n_train: usize,
+    /// Rows used for validation.
+    pub n_val: usize,
+    /// Rows used for the test NLL.
+    pub n_test: usize,
+    /// Exact test NLL (nats), mean over the test rows.
+    pub test_nll: f64,
+    /// Two standard errors of that mean.
+    pub test_nll_2se: f64,
+    /// The paper's CP-Flow number (Table 1).
+    pub paper_nll: f64,
+    /// Trainable parameters.
+    pub parameters: usize,
+    /// The training run.
+    pub fit: BudgetedFit,
+    /// Seconds per training iteration (validations included).
+    pub seconds_per_iteration: f64,
+    /// Seconds of the exact test evaluation.
+    pub eval_time_s: f64,
+    /// Seconds spent loading the data.
+    pub load_time_s: f64,
+    /// The configuration used.
+    pub config: TabularBenchConfig,
+}
+
+/// A dataset that was not run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SkippedDataset {
+    /// Dataset name.
+    pub dataset: String,
+    /// Why, and how to get it.
+    pub message: String,
+}
+
+/// Everything a benchmark run produced.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BenchReport {
+    /// Datasets that ran.
+    pub results: Vec<DatasetResult>,
+    /// Datasets that were skipped.
+    pub skipped: Vec<SkippedDataset>,
+    /// Device description.
+    pub device: String,
+    /// The per-dataset budget in minutes, if any.
+    pub budget_minutes: Option<f64>,
+    /// Wall-clock seconds of the whole run.
+    pub wall_time_s: f64,
+}
+
+/// `<repository>/../shared/data` (the project's read-only data, which holds the BSDS300
+/// images) and `../shared/data` relative to the working directory, when they exist.
+pub fn default_fallback_roots() -> Vec<PathBuf> {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    [
+        repo.join("..").join("shared").join("data"),
+        PathBuf::from("../shared/data"),
+    ]
+    .into_iter()
+    .filter(|p| p.is_dir())
+    .collect()
+}
+
+/// Parses a comma-separated list of dataset names (`all` = the five).
+pub fn parse_datasets(list: &str) -> Result<Vec<TabularDataset>> {
+    let mut out = Vec::new();
+    for name in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        if name.eq_ignore_ascii_case("all") {
+            out.extend(TabularDataset::ALL);
+            continue;
+        }
+        let ds = TabularDataset::from_name(&name.to_ascii_lowercase()).with_context(|| {
+            format!("unknown dataset {name:?}: use power, gas, hepmass, miniboone, bsds300 or all")
+        })?;
+        out.push(ds);
+    }
+    out.dedup();
+    anyhow::ensure!(!out.is_empty(), "no dataset requested");
+    Ok(out)
+}
+
+/// Whether `root` holds the files the loader of `ds` reads.
+pub fn dataset_present(ds: TabularDataset, root: &Path) -> bool {
+    match ds {
+        TabularDataset::Power => root.join(layout::POWER).is_file(),
+        TabularDataset::Gas => root.join(layout::GAS_TXT).is_file(),
+        TabularDataset::Hepmass => {
+            root.join(layout::HEPMASS_TRAIN).is_file() && root.join(layout::HEPMASS_TEST).is_file()
+        }
+        TabularDataset::Miniboone => root.join(layout::MINIBOONE).is_file(),
+        TabularDataset::Bsds300 => find_images_archive(root).is_some(),
+    }
+}
+
+/// The first root (the data directory, then the fallbacks) that holds `ds`, or the message
+/// telling the user how to fetch it.
+pub fn locate_dataset(
+    ds: TabularDataset,
+    data_dir: &Path,
+    fallbacks: &[PathBuf],
+) -> std::result::Result<PathBuf, String> {
+    std::iter::once(data_dir)
+        .chain(fallbacks.iter().map(PathBuf::as_path))
+        .find(|r| dataset_present(ds, r))
+        .map(Path::to_path_buf)
+        .ok_or_else(|| {
+            let mut searched = vec![data_dir.display().to_string()];
+            searched.extend(fallbacks.iter().map(|p| p.display().to_string()));
+            format!(
+                "{ds}: not found (searched {}); fetch it with `cargo xtask download {ds}` \
+                 (or pass --data-dir)",
+                searched.join(", ")
+            )
+        })
+}
+
+/// A seeded random subset of at most `max` rows (all rows, in order, when `max` is `None` or
+/// not smaller than the row count).
+pub fn subsample_rows(m: &Matrix<f32>, max: Option<usize>, seed: u64) -> Result<Matrix<f32>> {
+    let n = m.rows();
+    let Some(k) = max.filter(|&k| k < n) else {
+        return Ok(m.clone());
+    };
+    let mut idx = sample(&mut StdRng::seed_from_u64(seed), n, k).into_vec();
+    idx.sort_unstable();
+    let data: Vec<f32> = idx.iter().flat_map(|&i| m.row(i).iter().copied()).collect();
+    Ok(Matrix::new(k, m.cols(), data)?)
+}
+
+/// Loads `ds` from `root` with the sizes of `cfg` (BSDS300 is rebuilt from the images with
+/// exactly those sizes; the others are loaded whole and subsampled).
+pub fn load_split(ds: TabularDataset, root: &Path, cfg: &TabularBenchConfig) -> Result<Split> {
+    let split = match ds {
+        TabularDataset::Bsds300 => {
+            let (tr, va, te) = ds.maf_sizes();
+            let bcfg = Bsds300Config {
+                n_train: cfg.max_train.unwrap_or(tr).min(tr),
+                n_val: cfg.max_val.unwrap_or(va).min(va),
+                n_test: cfg.max_test.unwrap_or(te).min(te),
+                max_train_images: cfg.bsds300_max_images,
+                max_test_images: cfg.bsds300_max_images,
+                seed: cfg.seed,
+            };
+            load_bsds300(root, &bcfg)?
+        }
+        other => load_tabular(other, root)?,
+    };
+    Ok(Split {
+        train: subsample_rows(&split.train, cfg.max_train, cfg.seed ^ 0x11)?,
+        val: subsample_rows(&split.val, cfg.max_val, cfg.seed ^ 0x22)?,
+        test: subsample_rows(&split.test, cfg.max_test, cfg.seed ^ 0x33)?,
+    })
+}
+
+/// Exact per-sample NLL over `x` in chunks; returns (mean, 2 standard errors).
+pub fn exact_test_nll(flow: &Flow, x: &Tensor, chunk: usize, progress: bool) -> Result<(f64, f64)> {
+    let n = x.dim(0)?;
+    anyhow::ensure!(n > 0, "empty test set");
+    let bar = if progress {
+        ProgressBar::new(n as u64)
+    } else {
+        ProgressBar::hidden()
+    };
+    if let Ok(style) =
+        ProgressStyle::with_template("test NLL {bar:30} {pos}/{len} [{elapsed_precise}]")
+    {
+        bar.set_style(style);
+    }
+    let mut nll = Vec::with_capacity(n);
+    let mut start = 0;
+    while start < n {
+        let len = chunk.max(1).min(n - start);
+        let lp = flow
+            .log_prob_exact(&x.narrow(0, start, len)?)?
+            .to_dtype(DType::F64)?
+            .to_vec1::<f64>()?;
+        nll.extend(lp.into_iter().map(|v| -v));
+        start += len;
+        bar.set_position(start as u64);
+    }
+    bar.finish_and_clear();
+    let mean = nll.iter().sum::<f64>() / n as f64;
+    let var = if n > 1 {
+        nll.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / (n - 1) as f64
+    } else {
+        0.0
+    };
+    Ok((mean, 2.0 * (var / n as f64).sqrt()))
+}
+
+/// Loads, trains and evaluates one dataset found at `root`.
+pub fn run_dataset(
+    ds: TabularDataset,
+    root: &Path,
+    opts: &BenchTabularOptions,
+) -> Result<DatasetResult> {
+    let cfg = (opts.preset)(ds);
+    let t_load = Instant::now();
+    tracing::info!("{ds}: loading from {}", root.display());
+    let split = load_split(ds, root, &cfg).with_context(|| format!("loading {ds}"))?;
+    let dtype = cfg.float.dtype();
+    let t = split.to_tensors(dtype, &opts.device)?;
+    let load_time_s = t_load.elapsed().as_secs_f64();
+    let (n_train, n_val, n_test) = split.sizes();
+    let dim = split.dim();
+    tracing::info!(
+        "{ds}: d = {dim}, {n_train} / {n_val} / {n_test} rows (loaded in {load_time_s:.1} s); {}",
+        cfg.summary()
+    );
+    let flow = Flow::new(cfg.flow_config(dim), &opts.device)?;
+    let parameters = flow.num_parameters();
+    let trainer = Trainer::new(flow, cfg.train_config())?;
+    let run_dir = opts.out.join(ds.name());
+    std::fs::create_dir_all(&run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
+    let (flow, fit) = fit_with_budget(
+        trainer,
+        &Dataset::new(t.train),
+        &Dataset::new(t.val),
+        opts.budget,
+        &run_dir.join("checkpoint.safetensors"),
+        opts.progress,
+    )?;
+    flow.save(&run_dir.join("model.safetensors"))?;
+    let t_eval = Instant::now();
+    let (test_nll, test_nll_2se) =
+        exact_test_nll(&flow, &t.test, cfg.eval_batch_size, opts.progress)?;
+    let eval_time_s = t_eval.elapsed().as_secs_f64();
+    tracing::info!(
+        "{ds}: test NLL {test_nll:.3} ± {test_nll_2se:.3} after {} iterations in {:.0} s \
+         (paper {:.2})",
+        fit.iterations,
+        fit.train_time_s,
+        paper_cpflow_nll(ds)
+    );
+    Ok(DatasetResult {
+        dataset: ds.name().into(),
+        dim,
+        data_root: root.display().to_string(),
+        n_train,
+        n_val,
+        n_test,
+        test_nll,
+        test_nll_2se,
+        paper_nll: paper_cpflow_nll(ds),
+        parameters,
+        seconds_per_iteration: fit.train_time_s / fit.iterations.max(1) as f64,
+        fit,
+        eval_time_s,
+        load_time_s,
+        config: cfg,
+    })
+}
+
+/// Runs the benchmark on every requested dataset that is on disk and writes
+/// `<out>/bench-tabular.md` and `<out>/bench-tabular.json`.
+pub fn run_bench_tabular(opts: &BenchTabularOptions) -> Result<BenchReport> {
+    let t0 = Instant::now();
+    std::fs::create_dir_all(&opts.out)
+        .with_context(|| format!("creating {}", opts.out.display()))?;
+    let mut results = Vec::new();
+    let mut skipped = Vec::new();
+    for &ds in &opts.datasets {
+        match locate_dataset(ds, &opts.data_dir, &opts.fallback_roots) {
+            Ok(root) => results.push(run_dataset(ds, &root, opts)?),
+            Err(message) => {
+                tracing::warn!("{message}");
+                skipped.push(SkippedDataset {
+                    dataset: ds.name().into(),
+                    message,
+                });
+            }
+        }
+    }
+    let report = BenchReport {
+        results,
+        skipped,
+        device: format!("{:?}", opts.device),
+        budget_minutes: opts.budget.map(|b| b.as_secs_f64() / 60.0),
+        wall_time_s: t0.elapsed().as_secs_f64(),
+    };
+    write_bench_report(&opts.out, &report)?;
+    Ok(report)
+}

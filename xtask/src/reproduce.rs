@@ -1,0 +1,336 @@
+//! `cargo xtask reproduce`: the paper's 2-D toys (Fig. 3), the optimal-transport experiment
+//! (Fig. 4) and the tabular benchmarks on disk (Table 1), summarised in `<out>/report.md`.
+//!
+//! Layout of `<out>`: `toys/<toy>_{data,density,samples}.png`, `ot/ot_d<d>_*.png` (and the
+//! curves as CSV), `tabular/bench-tabular.{md,json}` (plus one folder per dataset with the
+//! model), `report.md` (relative links to every figure, the tables against the paper) and
+//! `reproduce.json`.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use candle_core::Device;
+use cpflow::datasets::TabularDataset;
+use cpflow::ot::{OtConfig, OtReport, ot_table_markdown, run_ot_experiment, write_ot_figures};
+use cpflow::toy::Toy;
+use cpflow::{LrSchedule, PotentialConfig, RunOptions, ToyExperimentConfig};
+use icnn::Icnn3Config;
+use serde::Serialize;
+
+use crate::bench_report::{BENCH_MD, bench_table_markdown};
+use crate::bench_tabular::{BenchReport, BenchTabularOptions, run_bench_tabular};
+use crate::tabular_config::TabularBenchConfig;
+use crate::toy_figures::{
+    FIG3_TOYS, ToyFigureResult, ToyPlotSettings, run_toy_figure, toy_quick_config,
+    toy_reference_config, toy_tiny_config,
+};
+
+/// File name of the report.
+pub const REPORT_MD: &str = "report.md";
+
+/// What to reproduce and how big.
+#[derive(Clone, Debug)]
+pub struct ReproduceOptions {
+    /// Name of the preset (`full`, `quick`, `tiny`), written into the report.
+    pub preset: String,
+    /// Toys of Fig. 3.
+    pub toys: Vec<Toy>,
+    /// Configuration of each toy run.
+    pub toy_config: fn(Toy) -> ToyExperimentConfig,
+    /// Figure settings.
+    pub plot: ToyPlotSettings,
+    /// Dimensions of the OT experiment.
+    pub ot_dims: Vec<usize>,
+    /// Configuration of each OT run.
+    pub ot_config: fn(usize) -> OtConfig,
+    /// The tabular part (its `out` is replaced by `<out>/tabular`).
+    pub tabular: BenchTabularOptions,
+    /// Output directory.
+    pub out: PathBuf,
+    /// Compute device (toys and OT; the tabular part has its own).
+    pub device: Device,
+    /// Draw progress bars.
+    pub progress: bool,
+}
+
+impl ReproduceOptions {
+    /// The paper-sized run: reference toy runs, OT for d ∈ {2, 4, 8, 16} with the reference
+    /// settings, and the tabular benchmarks with `minutes` of training per dataset.
+    pub fn full(out: PathBuf, data_dir: PathBuf, device: Device, minutes: f64) -> Self {
+        ReproduceOptions {
+            preset: "full".into(),
+            toys: FIG3_TOYS.to_vec(),
+            toy_config: toy_reference_config,
+            plot: ToyPlotSettings {
+                grid: 200,
+                samples: 5_000,
+                size: 400,
+            },
+            ot_dims: vec![2, 4, 8, 16],
+            ot_config: OtConfig::reference,
+            tabular: tabular_options(data_dir, device.clone(), TabularBenchConfig::paper)
+                .with_budget(Some(Duration::from_secs_f64(minutes * 60.0))),
+            out,
+            device,
+            progress: true,
+        }
+    }
+
+    /// `--quick`: the same pipeline in a few minutes on 2 CPU cores (small toy ICNNs and 1,000
+    /// iterations, OT for d ∈ {2, 4} with 300 iterations, tabular `quick` preset); about
+    /// 1 minute in release when only BSDS300 is on disk.
+    pub fn quick(out: PathBuf, data_dir: PathBuf, device: Device) -> Self {
+        ReproduceOptions {
+            preset: "quick".into(),
+            toy_config: toy_quick_config,
+            plot: ToyPlotSettings {
+                grid: 100,
+                samples: 1_000,
+                size: 300,
+            },
+            ot_dims: vec![2, 4],
+            ot_config: ot_quick_config,
+            tabular: tabular_options(data_dir.clone(), device.clone(), TabularBenchConfig::quick),
+            ..Self::full(out, data_dir, device, 0.0)
+        }
+    }
+
+    /// For tests in the debug profile: one toy, OT in d = 2, tiny models and a few
+    /// iterations.
+    pub fn tiny(out: PathBuf, data_dir: PathBuf, device: Device) -> Self {
+        ReproduceOptions {
+            preset: "tiny".into(),
+            toys: vec![Toy::EightGaussians],
+            toy_config: toy_tiny_config,
+            plot: ToyPlotSettings {
+                grid: 16,
+                samples: 50,
+                size: 64,
+            },
+            ot_dims: vec![2],
+            ot_config: ot_tiny_config,
+            tabular: tabular_options(data_dir.clone(), device.clone(), TabularBenchConfig::tiny),
+            progress: false,
+            ..Self::quick(out, data_dir, device)
+        }
+    }
+}
+
+impl BenchTabularOptions {
+    /// Sets the per-dataset wall-clock budget.
+    pub fn with_budget(mut self, budget: Option<Duration>) -> Self {
+        self.budget = budget;
+        self
+    }
+}
+
+fn tabular_options(
+    data_dir: PathBuf,
+    device: Device,
+    preset: fn(TabularDataset) -> TabularBenchConfig,
+) -> BenchTabularOptions {
+    BenchTabularOptions {
+        datasets: TabularDataset::ALL.to_vec(),
+        data_dir,
+        fallback_roots: crate::bench_tabular::default_fallback_roots(),
+        device,
+        budget: None,
+        preset,
+        out: PathBuf::new(),
+        progress: true,
+    }
+}
+
+/// The OT run for `--quick`: the reference model, 5,000 / 2,000 points, 300 iterations.
+pub fn ot_quick_config(dim: usize) -> OtConfig {
+    let mut cfg = OtConfig::reference(dim);
+    cfg.n_train = 5_000;
+    cfg.n_test = 2_000;
+    cfg.train.max_iterations = 300;
+    cfg.train.lr_schedule = LrSchedule::Cosine { t_max: 300 };
+    cfg.eval_every = 25;
+    cfg.n_eval_curve = 500;
+    cfg
+}
+
+/// The OT run for tests: `Icnn3(d, 8, 2)`, 256 / 128 points, 8 iterations.
+pub fn ot_tiny_config(dim: usize) -> OtConfig {
+    let mut cfg = ot_quick_config(dim);
+    if let PotentialConfig::Icnn3(c) = &cfg.potential {
+        cfg.potential = PotentialConfig::Icnn3(Icnn3Config {
+            width: 8,
+            depth: 2,
+            ..c.clone()
+        });
+    }
+    cfg.n_train = 256;
+    cfg.n_test = 128;
+    cfg.train.batch_size = 64;
+    cfg.train.max_iterations = 8;
+    cfg.train.lr_schedule = LrSchedule::Cosine { t_max: 8 };
+    cfg.eval_every = 4;
+    cfg.n_eval_curve = 64;
+    cfg
+}
+
+/// Everything a reproduction produced (also written as `reproduce.json`).
+#[derive(Clone, Debug, Serialize)]
+pub struct ReproduceReport {
+    /// Preset name.
+    pub preset: String,
+    /// Toy results.
+    pub toys: Vec<ToyFigureResult>,
+    /// OT results.
+    pub ot: Vec<OtReport>,
+    /// Tabular results.
+    pub tabular: BenchReport,
+    /// Wall-clock seconds.
+    pub wall_time_s: f64,
+}
+
+/// Runs every part and writes `<out>/report.md` and `<out>/reproduce.json`.
+pub fn run_reproduce(opts: &ReproduceOptions) -> Result<ReproduceReport> {
+    let t0 = Instant::now();
+    let out = &opts.out;
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+
+    let mut toys = Vec::new();
+    for &toy in &opts.toys {
+        let cfg = (opts.toy_config)(toy);
+        toys.push(run_toy_figure(
+            &cfg,
+            &opts.plot,
+            &out.join("toys"),
+            &opts.device,
+            opts.progress,
+        )?);
+    }
+
+    let mut ot = Vec::new();
+    for &d in &opts.ot_dims {
+        let cfg = (opts.ot_config)(d);
+        tracing::info!(
+            "OT d = {d}: training {} iterations",
+            cfg.train.max_iterations
+        );
+        let options = RunOptions {
+            out_dir: None,
+            progress_bar: opts.progress,
+        };
+        let (_, rep) = run_ot_experiment(&cfg, &opts.device, options)?;
+        write_ot_figures(&out.join("ot"), &rep)?;
+        ot.push(rep);
+    }
+
+    let mut tab = opts.tabular.clone();
+    tab.out = out.join("tabular");
+    tab.progress = opts.progress;
+    let tabular = run_bench_tabular(&tab)?;
+
+    let report = ReproduceReport {
+        preset: opts.preset.clone(),
+        toys,
+        ot,
+        tabular,
+        wall_time_s: t0.elapsed().as_secs_f64(),
+    };
+    let md = out.join(REPORT_MD);
+    std::fs::write(&md, report_markdown(&report, &opts.device))
+        .with_context(|| format!("writing {}", md.display()))?;
+    let json = out.join("reproduce.json");
+    std::fs::write(&json, serde_json::to_string_pretty(&report)?)
+        .with_context(|| format!("writing {}", json.display()))?;
+    Ok(report)
+}
+
+fn link(rel: &Path) -> String {
+    rel.display().to_string().replace('\\', "/")
+}
+
+/// The Markdown report with relative links to the figures.
+pub fn report_markdown(r: &ReproduceReport, device: &Device) -> String {
+    let mut s = String::from("# CP-Flow reproduction report\n\n");
+    let _ = writeln!(
+        s,
+        "Preset `{}` on {device:?}; wall time {:.0} s. Generated by `cargo xtask reproduce`.\n",
+        r.preset, r.wall_time_s
+    );
+
+    s.push_str("## Fig. 3: 2-D toy densities\n\n");
+    s.push_str(
+        "One CP-Flow block per toy. Paper: a single block fits multi-modal densities (mixture \
+         of Gaussians, rings, checkerboard). Columns: data histogram, model density (exact), \
+         model samples.\n\n",
+    );
+    s.push_str(
+        "| toy | iterations | held-out NLL | data entropy | failed inversions | train time (s) |\n\
+         |---|---|---|---|---|---|\n",
+    );
+    for t in &r.toys {
+        let _ = writeln!(
+            s,
+            "| {} | {} | {:.3} | {} | {} | {:.0} |",
+            t.toy,
+            t.iterations,
+            t.test_nll,
+            t.data_entropy
+                .map_or_else(|| "-".to_string(), |e| format!("{e:.3}")),
+            t.failed_inversions,
+            t.train_time_s
+        );
+    }
+    s.push('\n');
+    for t in &r.toys {
+        let _ = write!(s, "**{}**: ", t.toy);
+        for (f, what) in t.figures.iter().zip(["data", "density", "samples"]) {
+            let _ = write!(
+                s,
+                "![{} {what}]({}) ",
+                t.toy,
+                link(&Path::new("toys").join(f))
+            );
+        }
+        s.push_str("\n\n");
+    }
+
+    s.push_str("## Fig. 4: optimal transport\n\n");
+    s.push_str(
+        "One CP-Flow block trained by maximum likelihood on N(m, C) data. Paper: as the KL goes \
+         to 0, the transport cost E|x - f(x)|^2 approaches the closed-form W2^2 (the learned \
+         map is the Brenier map).\n\n",
+    );
+    s.push_str(&ot_table_markdown(&r.ot));
+    s.push('\n');
+    for o in &r.ot {
+        let d = o.dim;
+        let _ = writeln!(
+            s,
+            "d = {d}: ![cost vs KL, d = {d}]({}) ![cost vs iteration, d = {d}]({})\n",
+            link(&Path::new("ot").join(format!("ot_d{d}_cost_vs_kl.png"))),
+            link(&Path::new("ot").join(format!("ot_d{d}_cost_vs_iter.png")))
+        );
+    }
+    s.push_str("(Blue: transport cost; red dashed: W2^2. The PNGs carry no text; the numbers are in the CSV files beside them.)\n\n");
+
+    s.push_str("## Table 1: tabular density estimation (test NLL, nats)\n\n");
+    let _ = writeln!(
+        s,
+        "Details and configurations: [{}]({}).\n",
+        BENCH_MD,
+        link(&Path::new("tabular").join(BENCH_MD))
+    );
+    if r.tabular.results.is_empty() {
+        s.push_str("No tabular dataset was found on disk.\n");
+    } else {
+        s.push_str(&bench_table_markdown(&r.tabular));
+    }
+    if !r.tabular.skipped.is_empty() {
+        s.push_str("\nSkipped:\n\n");
+        for k in &r.tabular.skipped {
+            let _ = writeln!(s, "- {}", k.message);
+        }
+    }
+    s
+}

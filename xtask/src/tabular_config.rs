@@ -1,0 +1,240 @@
+//! The tabular benchmark configurations (paper Table 1) and the paper's numbers.
+//!
+//! Three presets share one structure, [`TabularBenchConfig`]:
+//!
+//! * [`TabularBenchConfig::paper`]: the reference `train_tabular.py` defaults
+//!   (cpflow-reference.md §4.1): one CP-Flow block `[ActNorm, CPF(Icnn2(d, width 64, depth 10,
+//!   softplus)), ActNorm]`, trainable `w₀`, f32, batch 1024, Adam lr 1e-3 with betas
+//!   (0.9, 0.99) and weight decay 1e-6, CG surrogate with `atol` 1e-3, the plateau learning-rate
+//!   rule, early stopping after 20 validations without improvement, SLQ validation, exact test
+//!   NLL. Two deviations, both forced by a CPU wall-clock budget and both recorded in the
+//!   output: validation every 100 iterations (reference 500) on a random subset of at most
+//!   5,000 validation rows, and a test subset of at most 20,000 rows (the reported number is
+//!   the mean ± 2 standard errors over that subset). BSDS300 is rebuilt with 1,000,000
+//!   training patches (MAF's size).
+//! * [`TabularBenchConfig::quick`]: a CI smoke run (`--quick`): 4,000 / 1,000 / 2,000 rows, a
+//!   small ICNN (width 32, depth 3), batch 256, 200 iterations, validation every 50 (BSDS300:
+//!   about 5 s in release; all five datasets together well under 2 minutes on 2 CPU cores).
+//! * [`TabularBenchConfig::tiny`]: for tests in the debug profile: a few hundred rows, width 8,
+//!   depth 2, a dozen iterations.
+//!
+//! The paper's per-dataset grid-search winners (appendix E.4) are not available
+//! (cpflow-reference.md §6), so every dataset uses the code defaults above.
+
+use cpflow::datasets::TabularDataset;
+use cpflow::{
+    AdamParams, FloatType, FlowConfig, LrSchedule, NllEstimator, Objective, PotentialConfig,
+    SlqParams, SurrogateParams, TrainConfig,
+};
+use icnn::{ActivationKind, Icnn2Config};
+use serde::{Deserialize, Serialize};
+
+/// The CP-Flow test NLL (nats) of the paper's Table 1.
+pub fn paper_cpflow_nll(dataset: TabularDataset) -> f64 {
+    match dataset {
+        TabularDataset::Power => -0.52,
+        TabularDataset::Gas => -10.36,
+        TabularDataset::Hepmass => 16.93,
+        TabularDataset::Miniboone => 10.58,
+        TabularDataset::Bsds300 => -154.99,
+    }
+}
+
+/// One dataset's benchmark configuration: data sizes, model and training settings.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TabularBenchConfig {
+    /// Name of the preset (`paper`, `quick`, `tiny`), written into the report.
+    pub preset: String,
+    /// At most this many training rows (a seeded random subset); `None`: all.
+    pub max_train: Option<usize>,
+    /// At most this many validation rows (a seeded random subset); `None`: all.
+    pub max_val: Option<usize>,
+    /// At most this many test rows (a seeded random subset); `None`: all.
+    pub max_test: Option<usize>,
+    /// BSDS300 only: use the first `k` train/test images (fast tests); `None`: all 300.
+    pub bsds300_max_images: Option<usize>,
+    /// Number of CP-Flow blocks.
+    pub blocks: usize,
+    /// ICNN width (`--dimh`).
+    pub width: usize,
+    /// ICNN depth (`--nhidden`).
+    pub depth: usize,
+    /// Float type of the model.
+    pub float: FloatType,
+    /// Mini-batch size.
+    pub batch_size: usize,
+    /// Iteration cap (the wall-clock budget usually stops a run first).
+    pub max_iterations: usize,
+    /// Adam learning rate.
+    pub lr: f64,
+    /// Adam weight decay (on every parameter, like the reference).
+    pub weight_decay: f64,
+    /// Absolute CG tolerance of the training surrogate.
+    pub cg_atol: f64,
+    /// Validate every this many iterations (and at iteration 0).
+    pub val_every: usize,
+    /// Validation estimator (reference: SLQ, 1 probe, 10 Lanczos steps).
+    pub val_estimator: NllEstimator,
+    /// Early-stopping patience in validations.
+    pub early_stopping: Option<usize>,
+    /// Batch size of the evaluation passes (validation and exact test NLL).
+    pub eval_batch_size: usize,
+    /// Seed of the subsets, the weight initialisation and the trainer.
+    pub seed: u64,
+}
+
+impl TabularBenchConfig {
+    /// The reference `train_tabular.py` configuration with the CPU-budget deviations described
+    /// in the module docs.
+    pub fn paper(dataset: TabularDataset) -> Self {
+        let _ = dataset; // same defaults for every dataset (appendix E.4 is not available)
+        TabularBenchConfig {
+            preset: "paper".into(),
+            max_train: None,
+            max_val: Some(5_000),
+            max_test: Some(20_000),
+            bsds300_max_images: None,
+            blocks: 1,
+            width: 64,
+            depth: 10,
+            float: FloatType::F32,
+            batch_size: 1024,
+            max_iterations: 1_000 * 1_000,
+            lr: 1e-3,
+            weight_decay: 1e-6,
+            cg_atol: 1e-3,
+            val_every: 100,
+            val_estimator: NllEstimator::Slq(SlqParams::default()),
+            early_stopping: Some(20),
+            eval_batch_size: 1024,
+            seed: 0,
+        }
+    }
+
+    /// The `--quick` smoke configuration (small subsets, small ICNN, 200 iterations).
+    pub fn quick(dataset: TabularDataset) -> Self {
+        TabularBenchConfig {
+            preset: "quick".into(),
+            max_train: Some(4_000),
+            max_val: Some(1_000),
+            max_test: Some(2_000),
+            width: 32,
+            depth: 3,
+            batch_size: 256,
+            max_iterations: 200,
+            val_every: 50,
+            eval_batch_size: 1000,
+            ..Self::paper(dataset)
+        }
+    }
+
+    /// A configuration for tests in the debug profile: a few hundred rows, a tiny ICNN and a
+    /// dozen iterations (seconds per dataset).
+    pub fn tiny(dataset: TabularDataset) -> Self {
+        TabularBenchConfig {
+            preset: "tiny".into(),
+            max_train: Some(400),
+            max_val: Some(100),
+            max_test: Some(200),
+            bsds300_max_images: Some(2),
+            width: 8,
+            depth: 2,
+            batch_size: 100,
+            max_iterations: 12,
+            val_every: 4,
+            eval_batch_size: 200,
+            ..Self::quick(dataset)
+        }
+    }
+
+    /// The flow: `[ActNorm, CPF, ActNorm, …]` with `Icnn2(d, width, depth, softplus)` blocks.
+    pub fn flow_config(&self, dim: usize) -> FlowConfig {
+        let potential = PotentialConfig::Icnn2(Icnn2Config {
+            dim,
+            width: self.width,
+            depth: self.depth,
+            activation: ActivationKind::Softplus,
+            zero_shift: false,
+            symm_act_first: false,
+        });
+        FlowConfig::tabular(dim, self.blocks, potential)
+            .with_float(self.float)
+            .with_init_seed(self.seed)
+    }
+
+    /// The trainer settings (CG surrogate objective, plateau LR rule, early stopping, best
+    /// weights restored at the end).
+    pub fn train_config(&self) -> TrainConfig {
+        TrainConfig {
+            batch_size: self.batch_size,
+            max_iterations: self.max_iterations,
+            adam: AdamParams {
+                lr: self.lr,
+                weight_decay: self.weight_decay,
+                ..AdamParams::default()
+            },
+            lr_schedule: LrSchedule::Plateau,
+            objective: Objective::CgSurrogate,
+            surrogate: SurrogateParams {
+                cg_atol: self.cg_atol,
+                ..SurrogateParams::default()
+            },
+            val_every: self.val_every,
+            val_estimator: self.val_estimator.clone(),
+            eval_batch_size: self.eval_batch_size,
+            early_stopping: self.early_stopping,
+            train_slq_every: 0,
+            log_every: self.val_every.max(1),
+            restore_best: true,
+            seed: self.seed,
+            ..TrainConfig::default()
+        }
+    }
+
+    /// A one-line description for the report.
+    pub fn summary(&self) -> String {
+        let est = match &self.val_estimator {
+            NllEstimator::Exact => "exact".to_string(),
+            NllEstimator::Slq(p) => format!("SLQ({} probe, {} steps)", p.probes, p.steps),
+        };
+        format!(
+            "{} block(s) Icnn2 width {} depth {}, {:?}, batch {}, Adam lr {} wd {}, CG atol {}, \
+             val every {} ({est}), early stopping {:?}",
+            self.blocks,
+            self.width,
+            self.depth,
+            self.float,
+            self.batch_size,
+            self.lr,
+            self.weight_decay,
+            self.cg_atol,
+            self.val_every,
+            self.early_stopping
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paper_preset_matches_reference_defaults() {
+        let c = TabularBenchConfig::paper(TabularDataset::Bsds300);
+        assert_eq!(
+            (c.width, c.depth, c.blocks, c.batch_size),
+            (64, 10, 1, 1024)
+        );
+        let t = c.train_config();
+        assert_eq!(t.adam.lr, 1e-3);
+        assert_eq!(t.adam.beta2, AdamParams::default().beta2);
+        assert_eq!(t.adam.weight_decay, 1e-6);
+        assert_eq!(t.surrogate.cg_atol, 1e-3);
+        assert_eq!(t.early_stopping, Some(20));
+        let f = c.flow_config(63);
+        assert_eq!(f.layers.len(), 3);
+        assert_eq!(f.float, FloatType::F32);
+        t.validate().unwrap();
+        f.validate().unwrap();
+    }
+}

@@ -1,0 +1,193 @@
+//! `bench-tabular` and `reproduce` end to end through the library entry points, with the
+//! `tiny` presets (seconds in the debug profile), on a synthetic MINIBOONE file written to a
+//! temporary data directory and, when present, the real BSDS300 images in ../shared/data.
+//! Nothing touches the network.
+
+use std::path::Path;
+use std::time::Duration;
+
+use candle_core::Device;
+use cpflow::datasets::{Matrix, TabularDataset, find_images_archive, layout, write_npy_f64};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use xtask::bench_report::{BENCH_JSON, BENCH_MD};
+use xtask::bench_tabular::{
+    BenchTabularOptions, default_fallback_roots, locate_dataset, run_bench_tabular,
+};
+use xtask::reproduce::{REPORT_MD, ReproduceOptions, run_reproduce};
+use xtask::tabular_config::TabularBenchConfig;
+
+/// Writes a synthetic `miniboone/data.npy` (1,000 × 43, correlated, skewed columns) under
+/// `root`: MAF's split gives 810 / 90 / 100 rows.
+fn write_synthetic_miniboone(root: &Path) {
+    let (n, d) = (1000, 43);
+    let mut rng = StdRng::seed_from_u64(7);
+    let mut data = Vec::with_capacity(n * d);
+    for _ in 0..n {
+        let common: f64 = rng.random::<f64>() - 0.5;
+        for j in 0..d {
+            let u: f64 = rng.random();
+            data.push(common * (j as f64 / 10.0) + u * u + j as f64);
+        }
+    }
+    let m = Matrix::new(n, d, data).unwrap();
+    let path = root.join(layout::MINIBOONE);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, write_npy_f64(&m)).unwrap();
+}
+
+fn tiny_options(data_dir: &Path, out: &Path, datasets: Vec<TabularDataset>) -> BenchTabularOptions {
+    BenchTabularOptions {
+        datasets,
+        data_dir: data_dir.to_path_buf(),
+        fallback_roots: Vec::new(),
+        device: Device::Cpu,
+        budget: None,
+        preset: TabularBenchConfig::tiny,
+        out: out.to_path_buf(),
+        progress: false,
+    }
+}
+
+#[test]
+fn bench_tabular_tiny_writes_finite_nll_and_skips_missing() {
+    let data = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    write_synthetic_miniboone(data.path());
+    let opts = tiny_options(
+        data.path(),
+        out.path(),
+        vec![TabularDataset::Power, TabularDataset::Miniboone],
+    );
+    let report = run_bench_tabular(&opts).unwrap();
+    assert_eq!(report.results.len(), 1);
+    let r = &report.results[0];
+    assert_eq!((r.dataset.as_str(), r.dim), ("miniboone", 43));
+    // MAF split of 1,000 rows: 810 / 90 / 100; the tiny caps (400 / 100 / 200) subsample.
+    assert_eq!((r.n_train, r.n_val, r.n_test), (400, 90, 100));
+    assert_eq!(r.fit.iterations, 12);
+    assert!(r.test_nll.is_finite() && r.test_nll_2se.is_finite() && r.test_nll_2se > 0.0);
+    assert_eq!(r.paper_nll, 10.58);
+
+    assert_eq!(report.skipped.len(), 1);
+    assert!(
+        report.skipped[0]
+            .message
+            .contains("cargo xtask download power")
+    );
+
+    let md = std::fs::read_to_string(out.path().join(BENCH_MD)).unwrap();
+    for needle in [
+        "| miniboone | 43 |",
+        "10.58",
+        "## Configurations",
+        "## Skipped",
+        "cargo xtask download power",
+    ] {
+        assert!(md.contains(needle), "{needle:?} missing from\n{md}");
+    }
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.path().join(BENCH_JSON)).unwrap())
+            .unwrap();
+    let nll = json["results"][0]["test_nll"].as_f64().unwrap();
+    assert!((nll - r.test_nll).abs() < 1e-12);
+    assert!(out.path().join("miniboone/model.safetensors").is_file());
+}
+
+#[test]
+fn budget_stops_training_after_one_segment() {
+    let data = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    write_synthetic_miniboone(data.path());
+    let opts = tiny_options(data.path(), out.path(), vec![TabularDataset::Miniboone])
+        .with_budget(Some(Duration::from_nanos(1)));
+    let report = run_bench_tabular(&opts).unwrap();
+    let r = &report.results[0];
+    // The budget is checked between segments of `val_every` (= 4) steps, after the first.
+    assert_eq!(r.fit.iterations, 4);
+    assert!(r.fit.budget_exhausted && !r.fit.stopped_early);
+    assert!(r.fit.best_val_nll.is_some_and(f64::is_finite));
+    assert!(r.test_nll.is_finite());
+}
+
+#[test]
+fn missing_dataset_message_names_the_download_command() {
+    let empty = tempfile::tempdir().unwrap();
+    let msg = locate_dataset(TabularDataset::Hepmass, empty.path(), &[]).unwrap_err();
+    assert!(msg.contains("cargo xtask download hepmass"), "{msg}");
+    assert!(msg.contains(&empty.path().display().to_string()), "{msg}");
+
+    let out = tempfile::tempdir().unwrap();
+    let opts = tiny_options(empty.path(), out.path(), vec![TabularDataset::Gas]);
+    let report = run_bench_tabular(&opts).unwrap();
+    assert!(report.results.is_empty());
+    let md = std::fs::read_to_string(out.path().join(BENCH_MD)).unwrap();
+    assert!(md.contains("cargo xtask download gas"), "{md}");
+}
+
+#[test]
+fn bsds300_tiny_from_the_shared_images() {
+    let empty = tempfile::tempdir().unwrap();
+    let roots = default_fallback_roots();
+    if !roots.iter().any(|r| find_images_archive(r).is_some()) {
+        eprintln!("skipped: no BSDS300 images in ../shared/data");
+        return;
+    }
+    let out = tempfile::tempdir().unwrap();
+    let mut opts = tiny_options(empty.path(), out.path(), vec![TabularDataset::Bsds300]);
+    opts.fallback_roots = roots;
+    let report = run_bench_tabular(&opts).unwrap();
+    let r = &report.results[0];
+    assert_eq!(r.dim, 63);
+    assert_eq!((r.n_train, r.n_val, r.n_test), (400, 100, 200));
+    assert!(r.test_nll.is_finite(), "{r:?}");
+}
+
+#[test]
+fn reproduce_tiny_writes_report_with_figures_and_tables() {
+    let data = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    write_synthetic_miniboone(data.path());
+    let mut opts = ReproduceOptions::tiny(
+        out.path().to_path_buf(),
+        data.path().to_path_buf(),
+        Device::Cpu,
+    );
+    opts.tabular.datasets = vec![TabularDataset::Miniboone, TabularDataset::Power];
+    opts.tabular.fallback_roots = Vec::new();
+    let report = run_reproduce(&opts).unwrap();
+    assert_eq!(report.toys.len(), 1);
+    assert!(report.toys[0].test_nll.is_finite());
+    assert_eq!(report.ot.len(), 1);
+    assert!(report.ot[0].transport_cost.is_finite() && report.ot[0].kl.is_finite());
+    assert!(report.tabular.results[0].test_nll.is_finite());
+
+    let md = std::fs::read_to_string(out.path().join(REPORT_MD)).unwrap();
+    for needle in [
+        "## Fig. 3",
+        "## Fig. 4",
+        "## Table 1",
+        "(toys/8gaussians_density.png)",
+        "(ot/ot_d2_cost_vs_kl.png)",
+        "(tabular/bench-tabular.md)",
+        "| miniboone | 43 |",
+        "cargo xtask download power",
+    ] {
+        assert!(md.contains(needle), "{needle:?} missing from\n{md}");
+    }
+    for f in [
+        "toys/8gaussians_data.png",
+        "toys/8gaussians_density.png",
+        "toys/8gaussians_samples.png",
+        "ot/ot_d2_cost_vs_kl.png",
+        "ot/ot_d2_cost_vs_iter.png",
+        "tabular/bench-tabular.json",
+        "reproduce.json",
+    ] {
+        let p = out.path().join(f);
+        assert!(
+            p.is_file() && p.metadata().unwrap().len() > 0,
+            "{f} missing"
+        );
+    }
+}
