@@ -45,10 +45,7 @@
 
 use anyhow::{Context, Result, bail};
 use cpflow::block::BlockConfig;
-use cpflow::{
-    AdamParams, FloatType, FlowConfig, GaussianPrior, LayerConfig, LrSchedule, PotentialConfig,
-    TrainConfig,
-};
+use cpflow::{FloatType, FlowConfig, GaussianPrior, LayerConfig, PotentialConfig, TrainConfig};
 use icnn::{ActivationKind, DenseIcnn2Config, Icnn2Config, Icnn3Config, IcnnConfig};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -240,25 +237,7 @@ pub struct RunConfig {
 impl Default for RunConfig {
     /// The reference toy run (`train_toy.py` defaults on EightGaussian).
     fn default() -> Self {
-        let train = TrainConfig {
-            batch_size: 128,
-            max_iterations: 3910,
-            adam: AdamParams {
-                lr: 5e-3,
-                beta1: 0.9,
-                beta2: 0.999,
-                eps: 1e-8,
-                weight_decay: 0.0,
-            },
-            lr_schedule: LrSchedule::Step {
-                step_size: 2000,
-                gamma: 0.5,
-            },
-            val_every: 0,
-            early_stopping: None,
-            train_slq_every: 0,
-            ..TrainConfig::default()
-        };
+        let train = cpflow::ToyExperimentConfig::reference_8gaussians().train;
         RunConfig {
             data: DataSection::default(),
             model: ModelSection::default(),
@@ -402,6 +381,7 @@ pub fn merge(mut base: toml::Table, over: toml::Table) -> toml::Table {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use cpflow::LrSchedule;
 
     #[test]
     fn defaults_overrides_and_set_paths() {
