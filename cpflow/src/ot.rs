@@ -209,12 +209,8 @@ pub struct OtReport {
 
 /// `f(x)`: the flow's forward map without log-determinants (detached), chunked.
 pub fn forward_map(flow: &Flow, x: &Tensor) -> Result<Tensor, OtError> {
-    let n = x.dim(0)?;
-    let mut outs = Vec::new();
-    let mut start = 0;
-    while start < n {
-        let len = EVAL_CHUNK.min(n - start);
-        let mut h = x.narrow(0, start, len)?;
+    let mut out = flow.chunked(x, None, EVAL_CHUNK, |xc, _| {
+        let mut h = xc.clone();
         for layer in flow.layers() {
             h = match layer {
                 Layer::ActNorm(a) => a.forward(&h)?.0,
@@ -222,10 +218,12 @@ pub fn forward_map(flow: &Flow, x: &Tensor) -> Result<Tensor, OtError> {
             }
             .detach();
         }
-        outs.push(h);
-        start += len;
-    }
-    Ok(Tensor::cat(&outs, 0)?)
+        Ok(vec![h])
+    })?;
+    // One output per row chunk, concatenated; none when `x` has no rows.
+    out.pop().ok_or_else(|| {
+        CpflowError::InvalidInput("forward_map needs at least one row".into()).into()
+    })
 }
 
 /// `E‖x − f(x)‖²` over the rows of `x`.
