@@ -12,8 +12,8 @@
 /// its element-wise worker pool.
 pub const CANDLE_NUM_THREADS: &str = "CANDLE_NUM_THREADS";
 
-/// Makes candle run element-wise CPU ops on the calling thread unless the user has chosen a
-/// pool size with `CANDLE_NUM_THREADS`, and pins `RAYON_NUM_THREADS` (matrix products) to
+/// Sets candle's CPU threading for this process: element-wise ops on the calling thread
+/// unless the user has chosen a pool size with `CANDLE_NUM_THREADS`, and pins `RAYON_NUM_THREADS` (matrix products) to
 /// candle's own default when unset: without it candle re-reads `/proc/cpuinfo` to count
 /// physical cores at every matrix product (about 3% of a CPU train step, measured with
 /// `perf`). Returns the `CANDLE_NUM_THREADS` value now in effect.
@@ -23,10 +23,10 @@ pub const CANDLE_NUM_THREADS: &str = "CANDLE_NUM_THREADS";
 ///
 /// ```
 /// // At the top of `fn main()`:
-/// let threads = cpflow::cpu_threads::prefer_inline_elementwise_ops();
+/// let threads = cpflow::cpu_threads::configure_cpu_threads();
 /// assert!(!threads.is_empty());
 /// ```
-pub fn prefer_inline_elementwise_ops() -> String {
+pub fn configure_cpu_threads() -> String {
     if std::env::var("RAYON_NUM_THREADS").is_err() {
         let n = candle_core::utils::get_num_threads();
         // SAFETY: as below (single-threaded start of `main`).

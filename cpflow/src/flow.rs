@@ -14,8 +14,9 @@ use crate::prior::GaussianPrior;
 use crate::rng::FlowRng;
 use crate::slq::slq_logdet_block;
 
-/// Rows per chunk in the evaluation passes (exact and SLQ log-densities, transform). Rows are
-/// independent, so chunking changes memory use, not results.
+/// Rows per chunk in the SLQ evaluation pass (and the upper bound for the exact pass, whose
+/// chunks are sized by dimension). Rows are independent, so chunking changes memory use and
+/// speed, not results.
 pub const EVAL_CHUNK: usize = 1024;
 
 /// Rows per chunk of the exact (dense-Hessian) passes for data dimension `d`: the Hessian

@@ -224,7 +224,7 @@ fn bench_dim(d: usize, args: &Args, dev: &Device) -> Result<Value> {
 }
 
 fn main() -> Result<()> {
-    let candle_threads = cpflow::cpu_threads::prefer_inline_elementwise_ops();
+    let candle_threads = cpflow::cpu_threads::configure_cpu_threads();
     let args = Args::parse();
     let dev = device(&args.device)?;
     let mut results = Vec::new();

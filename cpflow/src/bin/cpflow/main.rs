@@ -200,7 +200,7 @@ pub fn device(name: Option<&str>) -> Result<Device> {
 }
 
 fn main() -> Result<()> {
-    cpflow::cpu_threads::prefer_inline_elementwise_ops();
+    cpflow::cpu_threads::configure_cpu_threads();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt()
