@@ -1,5 +1,7 @@
 //! Pieces shared by the architectures: config validation and the common trait impls.
 
+use candle_nn::VarBuilder;
+
 use crate::error::{IcnnError, Result};
 use crate::layers::{ActNorm, Linear, PosLinear};
 use crate::network::{GroupAct, GroupSpec};
@@ -54,6 +56,42 @@ pub(crate) fn chain_groups(
         width: 1,
     });
     groups
+}
+
+/// [`chain_groups`] with the reference's ActNorms (`Icnn2`, `DenseIcnn2`, `Picnn`):
+/// `actnorm0` after the first layer, `actnorms.{k−1}` after hidden layer `k` and
+/// `actnorms.{L−1}` (one feature) after the output, created in that order. ActNorms draw no
+/// random numbers, so the caller's weight draws keep the reference's order.
+pub(crate) fn chain_groups_with_actnorms(
+    vb: &VarBuilder,
+    first: (Linear, GroupAct),
+    hidden: Vec<(PosLinear, Linear)>,
+    act: GroupAct,
+    output: (PosLinear, Linear),
+    dense: bool,
+) -> Result<Vec<GroupSpec>> {
+    let va = vb.pp("actnorms");
+    let an0 = ActNorm::new(&vb.pp("actnorm0"), first.0.n_out())?;
+    let hidden = hidden
+        .into_iter()
+        .enumerate()
+        .map(|(i, (pos, lin))| {
+            let actnorm = Some(ActNorm::new(&va.pp(i), pos.n_out())?);
+            Ok(ChainLayer { pos, lin, actnorm })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let output = ChainLayer {
+        actnorm: Some(ActNorm::new(&va.pp(hidden.len()), 1)?),
+        pos: output.0,
+        lin: output.1,
+    };
+    Ok(chain_groups(
+        (first.0, Some(an0), first.1),
+        hidden,
+        act,
+        output,
+        dense,
+    ))
 }
 
 pub(crate) fn check_positive(name: &str, value: usize) -> Result<()> {

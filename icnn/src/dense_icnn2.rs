@@ -5,9 +5,9 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::activation::{Activation, ActivationKind};
-use crate::common::{ChainLayer, chain_groups, check_positive, impl_unconditional};
+use crate::common::{chain_groups_with_actnorms, check_positive, impl_unconditional};
 use crate::error::Result;
-use crate::layers::{ActNorm, Linear, PosLinear};
+use crate::layers::{Linear, PosLinear};
 use crate::network::{GroupAct, Network};
 
 /// Configuration of [`DenseIcnn2`] (same fields as [`crate::Icnn2Config`]).
@@ -86,7 +86,7 @@ impl DenseIcnn2 {
         check_positive("depth", l)?;
         let act = Activation::new(config.activation).with_zero_shift(config.zero_shift);
         let first = act.with_symmetric(config.symm_act_first);
-        let (vz, vx, va) = (vb.pp("Wzs"), vb.pp("Wxs"), vb.pp("actnorms"));
+        let (vz, vx) = (vb.pp("Wzs"), vb.pp("Wxs"));
         let w0 = Linear::new(&vz.pp(0), d, h, true, rng)?;
         let pos = (1..l)
             .map(|k| PosLinear::new(&vz.pp(k), h * k, h, false, rng))
@@ -96,33 +96,14 @@ impl DenseIcnn2 {
             .map(|k| Linear::new(&vx.pp(k - 1), d, h, false, rng))
             .collect::<Result<Vec<_>>>()?;
         let lin_out = Linear::new(&vx.pp(l - 1), d, 1, false, rng)?;
-        let an0 = ActNorm::new(&vb.pp("actnorm0"), h)?;
-        let ans = (1..l)
-            .map(|k| ActNorm::new(&va.pp(k - 1), h))
-            .collect::<Result<Vec<_>>>()?;
-        let an_out = ActNorm::new(&va.pp(l - 1), 1)?;
-        let hidden = pos
-            .into_iter()
-            .zip(lins)
-            .zip(ans)
-            .map(|((pos, lin), an)| ChainLayer {
-                pos,
-                lin,
-                actnorm: Some(an),
-            })
-            .collect();
-        let output = ChainLayer {
-            pos: pos_out,
-            lin: lin_out,
-            actnorm: Some(an_out),
-        };
-        let groups = chain_groups(
-            (w0, Some(an0), GroupAct::Nonlinear(first)),
-            hidden,
+        let groups = chain_groups_with_actnorms(
+            &vb,
+            (w0, GroupAct::Nonlinear(first)),
+            pos.into_iter().zip(lins).collect(),
             GroupAct::Nonlinear(act),
-            output,
+            (pos_out, lin_out),
             true,
-        );
+        )?;
         Ok(Self {
             net: Network::new(&vb, groups, d)?,
             config: config.clone(),

@@ -7,7 +7,7 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::activation::{Activation, ActivationKind, softplus};
-use crate::common::{ChainLayer, chain_groups, check_positive};
+use crate::common::{chain_groups_with_actnorms, check_positive};
 use crate::error::{IcnnError, Result};
 use crate::layers::{ActNorm, Linear, PosLinear};
 use crate::linearization::Linearization;
@@ -102,7 +102,7 @@ impl Picnn {
         check_positive("depth", l)?;
         let act = Activation::new(config.activation).with_zero_shift(config.zero_shift);
         let first = act.with_symmetric(config.symm_act_first);
-        let (vz, vx, va) = (vb.pp("Wzs"), vb.pp("Wxs"), vb.pp("actnorms"));
+        let (vz, vx) = (vb.pp("Wzs"), vb.pp("Wxs"));
         let w0 = Linear::new(&vz.pp(0), d, h, true, rng)?;
         let pos = (1..l)
             .map(|k| PosLinear::new(&vz.pp(k), h, h, true, rng))
@@ -122,33 +122,14 @@ impl Picnn {
         let wcc = (0..l.saturating_sub(1))
             .map(|k| Linear::new(&vb.pp("Wccs").pp(k), h, h, true, rng))
             .collect::<Result<Vec<_>>>()?;
-        let an0 = ActNorm::new(&vb.pp("actnorm0"), h)?;
-        let ans = (1..l)
-            .map(|k| ActNorm::new(&va.pp(k - 1), h))
-            .collect::<Result<Vec<_>>>()?;
-        let an_out = ActNorm::new(&va.pp(l - 1), 1)?;
-        let hidden = pos
-            .into_iter()
-            .zip(lins)
-            .zip(ans)
-            .map(|((pos, lin), an)| ChainLayer {
-                pos,
-                lin,
-                actnorm: Some(an),
-            })
-            .collect();
-        let output = ChainLayer {
-            pos: pos_out,
-            lin: lin_out,
-            actnorm: Some(an_out),
-        };
-        let groups = chain_groups(
-            (w0, Some(an0), GroupAct::Nonlinear(first)),
-            hidden,
+        let groups = chain_groups_with_actnorms(
+            &vb,
+            (w0, GroupAct::Nonlinear(first)),
+            pos.into_iter().zip(lins).collect(),
             GroupAct::Nonlinear(act),
-            output,
+            (pos_out, lin_out),
             false,
-        );
+        )?;
         let actnorm_c = ActNorm::new(&vb.pp("actnormc"), h)?;
         Ok(Self {
             net: Network::new(&vb, groups, d)?,
