@@ -268,6 +268,30 @@ impl Collector {
         }
     }
 
+    /// Records the residuals `gnorm[j]` of the working rows `rows[j]` and stops the rows that
+    /// reached their tolerance or `max_iterations`; returns which working rows are still active.
+    pub(crate) fn update_status(
+        &mut self,
+        rows: &[usize],
+        gnorm: &[f64],
+        max_iterations: usize,
+    ) -> Vec<bool> {
+        rows.iter()
+            .zip(gnorm)
+            .map(|(&r, &gn)| {
+                self.residual[r] = gn;
+                if self.status[r] == RowStatus::Active {
+                    if gn <= self.tolerance[r] {
+                        self.status[r] = RowStatus::Converged;
+                    } else if self.iterations[r] >= max_iterations {
+                        self.status[r] = RowStatus::MaxIterations;
+                    }
+                }
+                self.status[r] == RowStatus::Active
+            })
+            .collect()
+    }
+
     /// Stores the rows `x_work[j]` as the final iterates of the original rows `rows[j]`, for
     /// the `j` where `pick[j]`.
     pub(crate) fn store(

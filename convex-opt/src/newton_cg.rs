@@ -175,18 +175,7 @@ pub fn invert_newton_cg<P: BatchedPotential + ?Sized>(
     }
 
     loop {
-        let mut active = vec![false; rows.len()];
-        for (j, &r) in rows.iter().enumerate() {
-            out.residual[r] = gnorm[j];
-            if out.status[r] == RowStatus::Active {
-                if gnorm[j] <= out.tolerance[r] {
-                    out.status[r] = RowStatus::Converged;
-                } else if out.iterations[r] >= setup.max_iterations {
-                    out.status[r] = RowStatus::MaxIterations;
-                }
-            }
-            active[j] = out.status[r] == RowStatus::Active;
-        }
+        let mut active = out.update_status(&rows, &gnorm, setup.max_iterations);
         let n_active = active.iter().filter(|&&a| a).count();
         if n_active == 0 {
             out.store(&rows, &x, &vec![true; rows.len()])?;
