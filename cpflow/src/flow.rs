@@ -301,6 +301,19 @@ impl Flow {
 
     /// `(z, Σ log det)` with exact dense log-dets, for one chunk (detached outputs).
     fn transform_chunk(&self, x: &Tensor, ctx: Option<&Tensor>) -> Result<(Tensor, Tensor)> {
+        self.transform_chunk_with(x, |blk, h| {
+            let (z, hess) = blk.forward_and_hessian(h, ctx)?;
+            let lds = logdet::exact_logdet_tensor(&hess.detach())?;
+            Ok((z.detach(), lds))
+        })
+    }
+
+    /// `(z, Σ log det)` for one chunk: ActNorm log-dets in closed form, each CP-Flow block's
+    /// `(z, per-row log det)` from `block_logdet` (exact or SLQ). Outputs are detached.
+    fn transform_chunk_with<F>(&self, x: &Tensor, mut block_logdet: F) -> Result<(Tensor, Tensor)>
+    where
+        F: FnMut(&CpFlowBlock, &Tensor) -> Result<(Tensor, Vec<f64>)>,
+    {
         let b = x.dim(0)?;
         let mut h = x.detach();
         let mut ld = vec![0.0f64; b];
@@ -313,10 +326,9 @@ impl Flow {
                     y.detach()
                 }
                 Layer::Cpf(blk) => {
-                    let (z, hess) = blk.forward_and_hessian(&h, ctx)?;
-                    let lds = logdet::exact_logdet_tensor(&hess.detach())?;
+                    let (z, lds) = block_logdet(blk, &h)?;
                     ld.iter_mut().zip(lds).for_each(|(v, l)| *v += l);
-                    z.detach()
+                    z
                 }
             };
         }
@@ -420,27 +432,12 @@ impl Flow {
         }
         let (x, ctx) = self.check_input(x, ctx)?;
         let out = self.chunked(&x, ctx.as_ref(), EVAL_CHUNK, |xc, cc| {
-            let b = xc.dim(0)?;
-            let mut h = xc.detach();
-            let mut ld = vec![0.0f64; b];
-            for l in &self.layers {
-                h = match l {
-                    Layer::ActNorm(a) => {
-                        let (y, l) = a.forward(&h)?;
-                        let l = l.to_dtype(DType::F64)?.to_scalar::<f64>()?;
-                        ld.iter_mut().for_each(|v| *v += l);
-                        y.detach()
-                    }
-                    Layer::Cpf(blk) => {
-                        let (z, op) = blk.detached_operator(&h, cc)?;
-                        let lds = slq_logdet_block(&op, &h, params, rng)?;
-                        ld.iter_mut().zip(lds).for_each(|(v, l)| *v += l);
-                        z
-                    }
-                };
-            }
-            let ld = Tensor::from_vec(ld, b, xc.device())?.to_dtype(xc.dtype())?;
-            Ok(vec![(self.prior().log_prob(&h)? + ld)?])
+            let (z, ld) = self.transform_chunk_with(xc, |blk, h| {
+                let (z, op) = blk.detached_operator(h, cc)?;
+                let lds = slq_logdet_block(&op, h, params, rng)?;
+                Ok((z, lds))
+            })?;
+            Ok(vec![(self.prior().log_prob(&z)? + ld)?])
         })?;
         Ok(out[0].clone())
     }
