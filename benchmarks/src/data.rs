@@ -8,7 +8,7 @@ use rand_distr::StandardNormal;
 ///
 /// Component means are `N(0, 4 I)`, covariances `A Aᵀ / d + 0.1 I` with `A` standard normal —
 /// the "8 full-covariance components, standardised" data of the reference measurements
-/// (../shared/reference/baseline-cpu.md).
+/// (`docs/reference/baseline-cpu.md`).
 ///
 /// ```
 /// use rand::SeedableRng;

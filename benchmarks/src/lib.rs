@@ -3,9 +3,16 @@
 //! - `cargo run --release -p benchmarks --bin tabular_bench -- --dims 6,43,63` prints one JSON
 //!   document with train-step, exact/SLQ evaluation and inversion timings of the reference's
 //!   tabular configuration (see `benches/` of each crate for the criterion micro-benchmarks).
+//! - `side_by_side` runs the authors' PyTorch code (through `ref_tabular.py`) and ours on the
+//!   same data in one session and writes `docs/results/side-by-side-cpu.{md,json}`
+//!   ([`side_by_side`] holds the table and ratio code, [`ours`] our protocol, [`memory`] the
+//!   peak-memory meters).
 //! - [`gaussian_mixture`] generates the synthetic data that the reference measurements used.
 
 pub mod data;
+pub mod memory;
+pub mod ours;
+pub mod side_by_side;
 pub mod timing;
 
 pub use data::gaussian_mixture;

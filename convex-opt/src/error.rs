@@ -31,9 +31,10 @@ pub enum ConvexOptError {
     /// The potential does not provide an optional operation (e.g. Hessian-vector products).
     #[error("the potential does not support `{0}`")]
     Unsupported(&'static str),
-    /// A user-defined potential failed with its own error type.
-    #[error("potential failed: {0}")]
-    Potential(Box<dyn std::error::Error + Send + Sync>),
+    /// A user-defined potential failed with its own error type (the
+    /// [`source`](std::error::Error::source)). Build it with [`ConvexOptError::potential`].
+    #[error("the potential failed")]
+    Potential(#[source] Box<dyn std::error::Error + Send + Sync + 'static>),
     /// An error from candle.
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
@@ -51,10 +52,10 @@ pub enum ConvexOptError {
         /// Largest residual `‖∇Φ(x_i) − y_i‖∞`.
         max_residual: f64,
     },
-    /// An error reported by argmin (formatted; errors of the potential are passed through as
-    /// their own variant instead).
-    #[error("argmin: {0}")]
-    Argmin(String),
+    /// An error reported by argmin (the [`source`](std::error::Error::source); errors of the
+    /// potential are passed through as their own variant instead).
+    #[error("argmin failed")]
+    Argmin(#[source] Box<dyn std::error::Error + Send + Sync + 'static>),
 }
 
 impl ConvexOptError {
@@ -68,7 +69,56 @@ impl ConvexOptError {
     pub(crate) fn from_argmin(e: argmin::core::Error) -> Self {
         match e.downcast::<ConvexOptError>() {
             Ok(inner) => inner,
-            Err(e) => Self::Argmin(format!("{e:#}")),
+            Err(e) => Self::Argmin(e.into()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ConvexOptError;
+    use std::error::Error;
+
+    /// Walks the chain of `e` and returns the first message that repeats its source's text,
+    /// and the length of the chain.
+    fn repeated_message(e: &(dyn Error + 'static)) -> (Option<String>, usize) {
+        let mut depth = 0;
+        let mut cur = Some(e);
+        while let Some(err) = cur {
+            depth += 1;
+            if let Some(src) = err.source()
+                && err.to_string().contains(&src.to_string())
+            {
+                return (Some(err.to_string()), depth);
+            }
+            cur = err.source();
+        }
+        (None, depth)
+    }
+
+    #[test]
+    fn wrapped_errors_keep_their_sources_and_print_each_message_once() {
+        let e = ConvexOptError::potential(std::io::Error::other("network weights missing"));
+        assert_eq!(repeated_message(&e), (None, 2));
+        assert_eq!(e.source().unwrap().to_string(), "network weights missing");
+
+        let e = ConvexOptError::from(krylov::KrylovError::operator(std::io::Error::other("x")));
+        assert_eq!(repeated_message(&e), (None, 2));
+
+        // An argmin error with context: the chain keeps both the context and the cause.
+        let inner = argmin::core::Error::new(std::io::Error::other("line search diverged"))
+            .context("L-BFGS step 3");
+        let e = ConvexOptError::from_argmin(inner);
+        assert!(matches!(e, ConvexOptError::Argmin(_)));
+        let (repeat, depth) = repeated_message(&e);
+        assert_eq!(repeat, None);
+        assert!(depth >= 3, "argmin failed → context → cause, got {depth}");
+
+        // A ConvexOptError raised inside argmin comes back as itself.
+        let own = argmin::core::Error::new(ConvexOptError::NonFinite("y"));
+        assert!(matches!(
+            ConvexOptError::from_argmin(own),
+            ConvexOptError::NonFinite("y")
+        ));
     }
 }

@@ -100,12 +100,17 @@ impl BatchOperator<Tensor> for HessianOperator<'_, '_> {
     fn apply(&self, x: &Tensor, _active: &[bool]) -> Result<Tensor, KrylovError> {
         // The cached model evaluates the whole working set; inactive rows are ignored by CG.
         self.model.hvp(x).map_err(|e| {
-            let msg = e.to_string();
             *self.failure.borrow_mut() = Some(e);
-            KrylovError::Operator(msg)
+            KrylovError::operator(HvpFailed)
         })
     }
 }
+
+/// Placeholder carried through krylov while the potential's own error waits in
+/// [`HessianOperator::failure`]; the solver returns that error instead.
+#[derive(Debug, thiserror::Error)]
+#[error("the potential's Hessian-vector product failed")]
+struct HvpFailed;
 
 /// Solves `∇Φ(x_i) = y_i` for every row of `y` by damped Newton on `Φ(x) − yᵀx`: the Newton
 /// systems `∇²Φ(x_i) p_i = −g_i` are solved together by `krylov`'s batched CG (per-system

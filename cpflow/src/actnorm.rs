@@ -1,7 +1,7 @@
 //! ActNorm with a log-determinant and a data-dependent initialisation that is saved with the
 //! model.
 //!
-//! `y = (x + b) ⊙ (exp(logs) + 0.001)` per feature (cpflow-reference.md §1.3). The log-det is
+//! `y = (x + b) ⊙ (exp(logs) + 0.001)` per feature (`docs/reference/cpflow-reference.md` §1.3). The log-det is
 //! the scalar `Σ_c log(exp(logs_c) + 0.001)`, the same for every sample. Unlike the reference,
 //! the "initialised" flag is a variable stored beside the parameters, so a loaded model needs no
 //! dummy forward pass.

@@ -15,7 +15,7 @@ use crate::error::{CpflowError, Result};
 
 /// Hyper-parameters of [`Adam`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct AdamParams {
     /// Learning rate.
     pub lr: f64,

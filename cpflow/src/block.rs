@@ -1,5 +1,5 @@
 //! The CP-Flow block `Φ(x) = sp(w₁)·F(x) + sp(w₀)·‖x‖²/2`, its gradient map, Hessian, and the
-//! log-det estimators built on them (cpflow-reference.md §2).
+//! log-det estimators built on them (`docs/reference/cpflow-reference.md` §2).
 
 use candle_core::{DType, Tensor};
 use candle_nn::{Init, VarBuilder};
@@ -209,7 +209,7 @@ impl CpFlowBlock {
         Ok((z, h))
     }
 
-    /// The training path (cpflow-reference.md §2.3): returns `z = ∇Φ(x)` (tracked), the
+    /// The training path (`docs/reference/cpflow-reference.md` §2.3): returns `z = ∇Φ(x)` (tracked), the
     /// per-sample CG surrogate `S = mean_probes Σ_j (H u)_j v_j` with `u ≈ H⁻¹v` detached
     /// (tracked through `H`; its gradient is an unbiased estimate of `∇ log det H`, its value
     /// is ≈ d, not a log-det), and the CG report.
@@ -236,7 +236,7 @@ impl CpFlowBlock {
                     det.hvp_many(&w.reshape((b, p, d)).map_err(KrylovError::from)?)
                         .and_then(|t| t.reshape((b * p, d)).map_err(Into::into))
                 }
-                .map_err(|e| KrylovError::Operator(e.to_string()))?;
+                .map_err(KrylovError::operator)?;
                 Ok(((hv * a1)? + (w * a0)?)?)
             },
         );

@@ -40,7 +40,7 @@ impl FloatType {
 
 /// Parameters of the CG log-det gradient surrogate (cpflow-reference.md §2.3).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct SurrogateParams {
     /// Rademacher probes per sample (reference: 1); the surrogate is averaged over them.
     pub probes: usize,
@@ -65,7 +65,7 @@ impl Default for SurrogateParams {
 
 /// Parameters of the SLQ log-det estimate (cpflow-reference.md §2.4).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct SlqParams {
     /// Unit Rademacher probes per sample (reference: 1); the estimates are averaged.
     pub probes: usize,
@@ -111,7 +111,7 @@ pub enum Objective {
 
 /// Learning-rate schedule.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "snake_case")]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum LrSchedule {
     /// Constant learning rate.
     #[default]
@@ -138,7 +138,7 @@ pub enum LrSchedule {
 
 /// Training configuration (defaults: the reference `train_tabular.py`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct TrainConfig {
     /// Mini-batch size (reference tabular 1024, toy 128).
     pub batch_size: usize,

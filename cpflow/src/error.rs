@@ -3,36 +3,46 @@
 use thiserror::Error;
 
 /// Errors returned by the `cpflow` library.
+///
+/// Error policy (see `docs/ARCHITECTURE.md`, Conventions): errors of other crates are kept as
+/// the [`source`](std::error::Error::source), never flattened to a string, and no message
+/// repeats its source's text — print a whole chain with `{:#}` of `anyhow` or by walking
+/// `source()`.
 #[derive(Debug, Error)]
+#[non_exhaustive]
 pub enum CpflowError {
     /// An error from the candle tensor library.
-    #[error("tensor error: {0}")]
+    #[error(transparent)]
     Candle(#[from] candle_core::Error),
     /// An error from the ICNN crate.
-    #[error("icnn error: {0}")]
+    #[error(transparent)]
     Icnn(#[from] icnn::IcnnError),
     /// An error from the Krylov solvers.
-    #[error("krylov error: {0}")]
+    #[error(transparent)]
     Krylov(#[from] krylov::KrylovError),
     /// An error from the log-determinant estimators.
-    #[error("log-det error: {0}")]
+    #[error(transparent)]
     Logdet(#[from] logdet::LogdetError),
     /// An error from the convex solvers used for inversion.
-    #[error("inversion solver error: {0}")]
+    #[error(transparent)]
     ConvexOpt(#[from] convex_opt::ConvexOptError),
+    /// An error from the toy densities (unknown name, invalid argument).
+    #[error(transparent)]
+    Toy(#[from] crate::toy::ToyError),
     /// File-system error (checkpoints, metrics).
-    #[error("I/O error on {path}: {source}")]
+    #[error("I/O error on {path}")]
     Io {
         /// The file concerned.
         path: String,
         /// The underlying error.
+        #[source]
         source: std::io::Error,
     },
     /// JSON (de)serialisation error.
-    #[error("JSON error: {0}")]
+    #[error("JSON (de)serialisation failed")]
     Json(#[from] serde_json::Error),
     /// safetensors (de)serialisation error.
-    #[error("safetensors error: {0}")]
+    #[error("safetensors (de)serialisation failed")]
     Safetensors(#[from] safetensors::SafeTensorError),
     /// Invalid input data (NaN/Inf, wrong dimension, empty batch, …).
     #[error("invalid input: {0}")]
@@ -46,16 +56,28 @@ pub enum CpflowError {
     )]
     NotInitialized,
     /// A loss or gradient became NaN or infinite during training.
-    #[error("non-finite {what} at training step {step}; the last good checkpoint is kept")]
+    #[error("non-finite {what} at training step {step}; {}", checkpoint_note(.checkpoint))]
     NonFinite {
         /// What was non-finite ("loss", "gradient of <param>", …).
         what: String,
         /// The optimiser step at which it happened.
         step: usize,
+        /// The last checkpoint written by this run (weights from before the failure), if any.
+        checkpoint: Option<std::path::PathBuf>,
     },
     /// A checkpoint is malformed or incompatible with the model.
     #[error("checkpoint error: {0}")]
     Checkpoint(String),
+    /// A saved random-generator state cannot be decoded (its seed is not hexadecimal).
+    #[error("bad RNG state in the checkpoint: the seed is not hexadecimal")]
+    RngSeed(#[source] hex::FromHexError),
+}
+
+fn checkpoint_note(checkpoint: &Option<std::path::PathBuf>) -> String {
+    match checkpoint {
+        Some(p) => format!("the last good checkpoint is {}", p.display()),
+        None => "no checkpoint was written before it".to_string(),
+    }
 }
 
 impl CpflowError {
@@ -69,3 +91,85 @@ impl CpflowError {
 
 /// Result alias for this crate.
 pub type Result<T> = std::result::Result<T, CpflowError>;
+
+#[cfg(test)]
+mod tests {
+    use super::CpflowError;
+    use std::error::Error;
+
+    /// Walks the chain of `e` and returns the first message that repeats its source's text,
+    /// and the length of the chain.
+    pub(crate) fn repeated_message(e: &(dyn Error + 'static)) -> (Option<String>, usize) {
+        let mut depth = 0;
+        let mut cur = Some(e);
+        while let Some(err) = cur {
+            depth += 1;
+            if let Some(src) = err.source()
+                && err.to_string().contains(&src.to_string())
+            {
+                return (Some(err.to_string()), depth);
+            }
+            cur = err.source();
+        }
+        (None, depth)
+    }
+
+    #[test]
+    fn wrapped_errors_keep_their_sources_and_print_each_message_once() {
+        let io = || std::io::Error::other("disk full");
+        let e = CpflowError::io(std::path::Path::new("/tmp/ck.safetensors"), io());
+        assert_eq!(e.to_string(), "I/O error on /tmp/ck.safetensors");
+        assert_eq!(repeated_message(&e), (None, 2));
+
+        // Three crates deep: cpflow → krylov operator → icnn → candle.
+        let icnn = icnn::IcnnError::from(candle_core::Error::Msg("hvp shape".into()));
+        let e = CpflowError::from(krylov::KrylovError::operator(icnn));
+        let (repeat, depth) = repeated_message(&e);
+        assert_eq!(repeat, None);
+        assert_eq!(depth, 2, "transparent layers add no level");
+        assert_eq!(e.source().unwrap().to_string(), "hvp shape");
+
+        let json = serde_json::from_str::<u32>("x").unwrap_err();
+        let e = CpflowError::from(json);
+        assert_eq!(repeated_message(&e), (None, 2));
+
+        let e = CpflowError::RngSeed(hex::decode("zz").unwrap_err());
+        assert_eq!(repeated_message(&e), (None, 2));
+
+        let e = CpflowError::from("nope".parse::<crate::toy::Toy>().unwrap_err());
+        assert!(e.to_string().contains("unknown toy density `nope`"), "{e}");
+    }
+
+    #[cfg(feature = "datasets")]
+    #[test]
+    fn dataset_errors_keep_the_decoder_error_as_source() {
+        use crate::datasets::DatasetError;
+        // A gzip stream cut short: Truncated, with flate2's error as the source.
+        let data = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\x03";
+        let mut out = Vec::new();
+        let e = std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&data[..]), &mut out)
+            .unwrap_err();
+        let e = DatasetError::decoding(std::path::Path::new("t10k.gz"), "gzip stream", e);
+        assert!(matches!(e, DatasetError::Truncated { .. }), "{e:?}");
+        assert_eq!(repeated_message(&e), (None, 2));
+        let e = DatasetError::io(
+            std::path::Path::new("x.npy"),
+            std::io::Error::other("denied"),
+        );
+        assert_eq!(repeated_message(&e), (None, 2));
+    }
+
+    #[cfg(feature = "toy-images")]
+    #[test]
+    fn toy_image_errors_keep_the_decoder_error_as_source() {
+        let dir = std::env::temp_dir().join(format!("cpflow-err-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("not-a.png");
+        std::fs::write(&path, b"plain text").unwrap();
+        let e = crate::toy::ImageDensity::from_file(&path).unwrap_err();
+        let (repeat, depth) = repeated_message(&e);
+        assert_eq!(repeat, None);
+        assert!(depth >= 2, "{e}");
+        std::fs::remove_dir_all(dir).ok();
+    }
+}

@@ -477,16 +477,29 @@ pub(crate) fn check_matrix(
             t.dtype()
         )));
     }
-    let t = t.to_device(device)?.to_dtype(dtype)?;
-    let s = t
-        .abs()?
-        .sum_all()?
-        .to_dtype(DType::F64)?
-        .to_scalar::<f64>()?;
-    if !s.is_finite() {
+    let t = t.to_device(device)?;
+    if !all_finite(&t)? {
         return Err(CpflowError::InvalidInput(format!(
             "{what} contains NaN or infinite values"
         )));
     }
+    let t = t.to_dtype(dtype)?;
+    if !all_finite(&t)? {
+        return Err(CpflowError::InvalidInput(format!(
+            "{what} has finite values too large for the flow's {dtype:?}"
+        )));
+    }
     Ok(t)
+}
+
+/// Whether every entry is finite. `t − t` is 0 for a finite entry and NaN for NaN/±Inf, so
+/// its sum is NaN exactly when a non-finite value is present, and cannot overflow (a sum of
+/// `|t|` would, for large finite f32 inputs).
+pub(crate) fn all_finite(t: &Tensor) -> Result<bool> {
+    let s = t
+        .sub(t)?
+        .sum_all()?
+        .to_dtype(DType::F64)?
+        .to_scalar::<f64>()?;
+    Ok(s.is_finite())
 }

@@ -64,7 +64,7 @@ impl FlowConfig {
         }
     }
 
-    /// The reference toy model (`train_toy.py`, cpflow-reference.md §4.2): `Icnn3(2, width 32,
+    /// The reference toy model (`train_toy.py`, `docs/reference/cpflow-reference.md` §4.2): `Icnn3(2, width 32,
     /// depth 20, symmetric first activation, gaussian softplus, zero-shifted)`, f64. One block:
     /// `[ActNorm, CPF]`, trainable `w₀`, prior `N(0, e²I)`. More blocks:
     /// `[ActNorm, CPF, …, CPF, ActNorm]`, fixed `w₀`, prior `N(0, I)`.

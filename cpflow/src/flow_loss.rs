@@ -22,7 +22,7 @@ pub struct SurrogateLoss {
 }
 
 impl Flow {
-    /// The CG-surrogate training objective (cpflow-reference.md §2.3). Its gradient w.r.t. the
+    /// The CG-surrogate training objective (`docs/reference/cpflow-reference.md` §2.3). Its gradient w.r.t. the
     /// parameters is an unbiased (up to the CG tolerance) estimate of the gradient of the
     /// mean NLL; its value is **not** an NLL (see [`SurrogateLoss::loss`]).
     ///

@@ -58,6 +58,18 @@ impl MetricsWriter {
         })
     }
 
+    /// Create (or truncate) `path`: a fresh run starts a fresh file.
+    pub fn create(path: &Path) -> Result<Self> {
+        if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| CpflowError::io(dir, e))?;
+        }
+        let file = std::fs::File::create(path).map_err(|e| CpflowError::io(path, e))?;
+        Ok(MetricsWriter {
+            path: path.to_path_buf(),
+            file,
+        })
+    }
+
     /// Write one record (one line) and flush.
     pub fn write(&mut self, rec: &MetricsRecord) -> Result<()> {
         let line = serde_json::to_string(rec)?;

@@ -44,7 +44,7 @@ impl FlowRng {
     /// Rebuild a generator from a saved state.
     pub fn from_state(state: &RngState) -> Result<Self> {
         let bad = |m: &str| CpflowError::Checkpoint(format!("bad RNG state: {m}"));
-        let bytes = hex::decode(&state.seed_hex).map_err(|e| bad(&e.to_string()))?;
+        let bytes = hex::decode(&state.seed_hex).map_err(CpflowError::RngSeed)?;
         let seed: [u8; 32] = bytes.try_into().map_err(|_| bad("seed must be 32 bytes"))?;
         let pos: u128 = state
             .word_pos

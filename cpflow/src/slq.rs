@@ -1,5 +1,5 @@
 //! Stochastic Lanczos quadrature of `log det H` for a block's detached Jacobian
-//! (cpflow-reference.md §2.4), through `logdet::slq_logdet`: Rademacher probes,
+//! (`docs/reference/cpflow-reference.md` §2.4), through `logdet::slq_logdet`: Rademacher probes,
 //! `m = min(steps, d)` Lanczos steps with full re-orthogonalisation (krylov), Gauss quadrature
 //! `‖v‖² · e₁ᵀ log(T) e₁`, averaged over the probes.
 
@@ -26,8 +26,7 @@ pub(crate) fn slq_logdet_block<R: Rng + ?Sized>(
     }
     let kop = FnOperator::new(
         |w: &Tensor, _active: &[bool]| -> std::result::Result<Tensor, KrylovError> {
-            op.apply(w)
-                .map_err(|e| KrylovError::Operator(e.to_string()))
+            op.apply(w).map_err(KrylovError::operator)
         },
     );
     let lp = logdet::SlqParams::default()

@@ -242,6 +242,25 @@ fn bad_input_is_rejected_with_clear_errors() {
     assert!(flow.log_prob_exact_given(&x, &ctx).is_err());
 }
 
+/// Large finite values are valid input: the finiteness check must not overflow (a sum of
+/// `|x|` over 8 entries of 3e38 is +Inf in f32), while a value beyond f32's range in f64
+/// data given to an f32 flow is named as such.
+#[test]
+fn finiteness_check_does_not_overflow() {
+    let cfg = FlowConfig::tabular(3, 1, icnn3(3, 4, 2)).with_float(FloatType::F32);
+    let flow = Flow::new(cfg, &Device::Cpu).unwrap();
+    let big = Tensor::full(3.0e38f32, (8, 3), &Device::Cpu).unwrap();
+    let (checked, _) = flow.check_input(&big, None).unwrap();
+    assert_eq!(checked.dims(), &[8, 3]);
+    let too_big = Tensor::full(1.0e300f64, (2, 3), &Device::Cpu).unwrap();
+    match flow.check_input(&too_big, None) {
+        Err(CpflowError::InvalidInput(m)) => assert!(m.contains("too large"), "{m}"),
+        other => panic!("expected InvalidInput, got {other:?}"),
+    }
+    let inf = Tensor::new(&[[0.0f32, f32::INFINITY, 1.0]], &Device::Cpu).unwrap();
+    assert!(flow.check_input(&inf, None).is_err());
+}
+
 /// Saved weights include the ActNorm initialisation: a loaded model evaluates identically
 /// without any dummy forward pass.
 #[test]

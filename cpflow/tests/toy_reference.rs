@@ -2,7 +2,7 @@
 //! toy_reference -- --ignored --nocapture`.
 //!
 //! Acceptance: held-out exact NLL within 0.05 nats of the reference's 2.866 at 3,910
-//! iterations (baseline-cpu.md) and within 0.1 nats of the data entropy 2.825.
+//! iterations (`docs/reference/baseline-cpu.md`) and within 0.1 nats of the data entropy 2.825.
 
 use candle_core::Device;
 use cpflow::{RunOptions, ToyExperimentConfig, run_toy_experiment};
@@ -12,7 +12,7 @@ use cpflow::{RunOptions, ToyExperimentConfig, run_toy_experiment};
 fn eight_gaussians_reference_run_matches_the_reference_nll() {
     let cfg = ToyExperimentConfig::reference_8gaussians();
     let (_flow, rep) = run_toy_experiment(&cfg, &Device::Cpu, RunOptions::default()).unwrap();
-    println!("held-out NLL curve: {:?}", rep.test_nll_curve);
+    println!("validation NLL curve: {:?}", rep.val_nll_curve);
     println!(
         "final test NLL {:.4}, data entropy (MC) {:?}, train {:.1} s, total {:.1} s, mean CG iterations {:.2}",
         rep.test_nll,

@@ -210,9 +210,21 @@ fn nan_stops_training_and_keeps_last_good_checkpoint() {
     var.set(&Tensor::new(&[f64::NAN], &Device::Cpu).unwrap())
         .unwrap();
     match tr.fit(&train, None) {
-        Err(CpflowError::NonFinite { what, step }) => {
+        Err(e @ CpflowError::NonFinite { .. }) => {
+            let msg = e.to_string();
+            let CpflowError::NonFinite {
+                what,
+                step,
+                checkpoint,
+            } = e
+            else {
+                unreachable!()
+            };
             assert!(what.contains("loss"), "{what}");
             assert_eq!(step, 3);
+            let ck = dir.join("checkpoint.safetensors");
+            assert_eq!(checkpoint.as_deref(), Some(ck.as_path()));
+            assert!(msg.contains(&ck.display().to_string()), "{msg}");
         }
         other => panic!("expected NonFinite, got {:?}", other.map(|r| r.iterations)),
     }
@@ -221,6 +233,34 @@ fn nan_stops_training_and_keeps_last_good_checkpoint() {
     let w1 = ck.tensors.get(&name).unwrap().to_vec1::<f64>().unwrap();
     assert!(w1[0].is_finite());
     std::fs::remove_dir_all(&dir).ok();
+}
+
+/// Without an output directory no checkpoint exists: the error says so instead of promising
+/// one.
+#[test]
+fn nan_without_checkpoint_says_there_is_none() {
+    let train = Dataset::new(data(64, 2, 42));
+    let cfg = FlowConfig::tabular(2, 1, icnn3(2, 8, 2)).with_float(FloatType::F64);
+    let mut tc = small_train_config(10);
+    tc.val_every = 0;
+    let mut tr = Trainer::new(Flow::new(cfg, &Device::Cpu).unwrap(), tc).unwrap();
+    tr.fit_steps(&train, None, 1).unwrap();
+    let (_, var) = tr
+        .flow()
+        .named_vars()
+        .into_iter()
+        .find(|(k, _)| k.ends_with("w1"))
+        .unwrap();
+    var.set(&Tensor::new(&[f64::NAN], &Device::Cpu).unwrap())
+        .unwrap();
+    match tr.fit(&train, None) {
+        Err(e @ CpflowError::NonFinite { .. }) => {
+            let msg = e.to_string();
+            assert!(msg.contains("no checkpoint"), "{msg}");
+            assert!(!msg.contains("is kept"), "{msg}");
+        }
+        other => panic!("expected NonFinite, got {:?}", other.map(|r| r.iterations)),
+    }
 }
 
 /// Non-finite training data is rejected before training starts.

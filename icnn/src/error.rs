@@ -2,6 +2,7 @@
 
 /// Errors returned by the `icnn` crate.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum IcnnError {
     /// An error from candle (shape mismatch, device error, ...).
     #[error(transparent)]
@@ -16,3 +17,25 @@ pub enum IcnnError {
 
 /// Result alias of the crate.
 pub type Result<T> = std::result::Result<T, IcnnError>;
+
+#[cfg(test)]
+mod tests {
+    use super::IcnnError;
+    use std::error::Error;
+
+    #[test]
+    fn candle_errors_are_transparent_and_printed_once() {
+        let e = IcnnError::from(candle_core::Error::Msg("shape mismatch".into()));
+        assert_eq!(e.to_string(), "shape mismatch");
+        let mut cur: Option<&(dyn Error + 'static)> = Some(&e);
+        while let Some(err) = cur {
+            if let Some(src) = err.source() {
+                assert!(
+                    !err.to_string().contains(&src.to_string()),
+                    "{err} repeats {src}"
+                );
+            }
+            cur = err.source();
+        }
+    }
+}

@@ -10,7 +10,9 @@
 //!
 //! Architectures: [`Icnn`] (Amos et al.), [`Icnn2`] (tabular default, ActNorm inside),
 //! [`Icnn3`] (input-augmented ICNN, the paper's eq. 7), [`DenseIcnn2`], and [`Picnn`]
-//! (partially input-convex, conditioned on a context).
+//! (partially input-convex, conditioned on a context). Convolutional potentials over images
+//! `(C, H, W)`, seen as flattened rows `(B, C·H·W)`: [`ConvIcnn`], [`ConvIcnn2`] and the
+//! input-augmented [`ConvIcnn3`], built from [`Conv2d`] and [`PosConv2d`].
 //!
 //! # Parameters and checkpoints
 //! Parameters live in a [`candle_nn::VarMap`]; build the network from
@@ -52,6 +54,12 @@
 
 mod activation;
 mod common;
+mod conv_icnn;
+mod conv_icnn2;
+mod conv_icnn3;
+mod conv_layers;
+mod conv_linearization;
+mod conv_network;
 mod dense_icnn2;
 mod error;
 mod fused;
@@ -66,6 +74,10 @@ mod picnn;
 mod traits;
 
 pub use activation::{Activation, ActivationEval, ActivationKind, softplus};
+pub use conv_icnn::{ConvIcnn, ConvIcnnConfig};
+pub use conv_icnn2::{ConvIcnn2, ConvIcnn2Config};
+pub use conv_icnn3::{ConvIcnn3, ConvIcnn3Config};
+pub use conv_layers::{Conv2d, ConvGeometry, ImageShape, PosConv2d};
 pub use dense_icnn2::{DenseIcnn2, DenseIcnn2Config};
 pub use error::{IcnnError, Result};
 pub use icnn::{Icnn, IcnnConfig};

@@ -58,6 +58,19 @@ struct Inner {
     batch: usize,
     dim: usize,
     second_order: bool,
+    /// Hessian-vector products of a non-dense network (the convolutional ICNNs); `None` for
+    /// the dense group networks, whose caches are `groups`, `s1` and `d2`.
+    backend: Option<Arc<dyn HvpBackend>>,
+}
+
+/// The Hessian-vector products of a linearisation whose network is not a dense group network
+/// (the convolutional ICNNs of `conv_network`). The potential and gradient live in the
+/// shared [`Linearization`] cache; shapes are checked before `hvp` is called.
+pub(crate) trait HvpBackend: std::fmt::Debug + Send + Sync {
+    /// `∇²ₓF(x_b) v_b` for `v` `(B, d)`, or `(B, K, d)` (contiguous) when `multi`.
+    fn hvp(&self, v: &Tensor, multi: bool) -> Result<Tensor>;
+    /// The same backend with every cached tensor detached.
+    fn detach(&self) -> Arc<dyn HvpBackend>;
 }
 
 /// Accumulate `t` into an optional sum.
@@ -180,6 +193,30 @@ impl Linearization {
                 batch,
                 dim,
                 second_order,
+                backend: None,
+            }),
+        })
+    }
+
+    /// A linearisation whose Hessian-vector products come from `backend` (`potential` `(B,)`,
+    /// `gradient` `(B, d)`; `backend = None` means no second-order caches).
+    pub(crate) fn from_backend(
+        potential: Tensor,
+        gradient: Tensor,
+        backend: Option<Arc<dyn HvpBackend>>,
+    ) -> Result<Self> {
+        let (batch, dim) = gradient.dims2()?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                groups: Vec::new(),
+                s1: Vec::new(),
+                d2: Vec::new(),
+                potential,
+                gradient,
+                batch,
+                dim,
+                second_order: backend.is_some(),
+                backend,
             }),
         })
     }
@@ -226,6 +263,7 @@ impl Linearization {
                 batch: i.batch,
                 dim: i.dim,
                 second_order: i.second_order,
+                backend: i.backend.as_ref().map(|b| b.detach()),
             }),
         }
     }
@@ -275,6 +313,9 @@ impl Linearization {
             return Err(IcnnError::InvalidConfig(
                 "this linearisation was built without second-order caches".into(),
             ));
+        }
+        if let Some(backend) = &i.backend {
+            return backend.hvp(v, multi);
         }
         // Forward tangents: ȧ_j and ż_j = s'(a_j) ⊙ ȧ_j.
         let mut adot: Vec<Option<Tensor>> = vec![None; n];

@@ -56,11 +56,76 @@ pub enum KrylovError {
         /// The offending value.
         value: f64,
     },
-    /// A user-supplied operator failed.
-    #[error("operator failed: {0}")]
-    Operator(String),
+    /// A user-supplied operator failed; its error is the [`source`](std::error::Error::source).
+    /// Build it with [`KrylovError::operator`].
+    #[error("the linear operator failed")]
+    Operator(#[source] Box<dyn std::error::Error + Send + Sync + 'static>),
     /// An error from candle (feature `candle`).
     #[cfg(feature = "candle")]
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
+}
+
+impl KrylovError {
+    /// Wraps the error of a user operator, keeping it as the source.
+    ///
+    /// ```
+    /// use krylov::KrylovError;
+    /// use std::error::Error;
+    /// let io = std::io::Error::other("device lost");
+    /// let e = KrylovError::operator(io);
+    /// assert_eq!(e.to_string(), "the linear operator failed");
+    /// assert_eq!(e.source().unwrap().to_string(), "device lost");
+    /// ```
+    pub fn operator<E: std::error::Error + Send + Sync + 'static>(e: E) -> Self {
+        Self::Operator(Box::new(e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::KrylovError;
+    use std::error::Error;
+
+    /// Walks the chain of `e` and returns the first message that repeats its source's text,
+    /// and the length of the chain.
+    fn repeated_message(e: &(dyn Error + 'static)) -> (Option<String>, usize) {
+        let mut depth = 0;
+        let mut cur = Some(e);
+        while let Some(err) = cur {
+            depth += 1;
+            if let Some(src) = err.source()
+                && err.to_string().contains(&src.to_string())
+            {
+                return (Some(err.to_string()), depth);
+            }
+            cur = err.source();
+        }
+        (None, depth)
+    }
+
+    #[test]
+    fn operator_errors_keep_their_source_and_print_it_once() {
+        let e = KrylovError::operator(std::io::Error::other("device lost"));
+        assert_eq!(repeated_message(&e), (None, 2));
+        assert_eq!(e.source().unwrap().to_string(), "device lost");
+        // The old form (`operator failed: {inner}` with the inner error also the source) is
+        // what the walk catches.
+        #[derive(Debug, thiserror::Error)]
+        #[error("operator failed: {0}")]
+        struct Repeating(#[source] std::io::Error);
+        let bad = Repeating(std::io::Error::other("device lost"));
+        assert_eq!(
+            repeated_message(&bad).0.as_deref(),
+            Some("operator failed: device lost")
+        );
+    }
+
+    #[cfg(feature = "candle")]
+    #[test]
+    fn candle_errors_are_transparent() {
+        let e = KrylovError::from(candle_core::Error::Msg("bad shape".into()));
+        assert_eq!(e.to_string(), "bad shape");
+        assert_eq!(repeated_message(&e).0, None);
+    }
 }

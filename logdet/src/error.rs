@@ -58,3 +58,38 @@ pub enum LogdetError {
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
 }
+
+#[cfg(test)]
+mod tests {
+    use super::LogdetError;
+    use krylov::KrylovError;
+    use std::error::Error;
+
+    /// Walks the chain of `e`: no message repeats its source's text. Returns the depth.
+    fn assert_chain_has_no_repeats(e: &(dyn Error + 'static)) -> usize {
+        let mut depth = 0;
+        let mut cur = Some(e);
+        while let Some(err) = cur {
+            let msg = err.to_string();
+            if let Some(src) = err.source() {
+                let inner = src.to_string();
+                assert!(
+                    !msg.contains(&inner),
+                    "`{msg}` repeats its source `{inner}`"
+                );
+            }
+            depth += 1;
+            cur = err.source();
+        }
+        depth
+    }
+
+    #[test]
+    fn wrapped_krylov_errors_print_each_message_once() {
+        let e = LogdetError::from(KrylovError::operator(std::io::Error::other("hvp failed")));
+        // Transparent: the krylov message, then the operator's own error.
+        assert_eq!(e.to_string(), "the linear operator failed");
+        assert_eq!(assert_chain_has_no_repeats(&e), 2);
+        assert_eq!(e.source().unwrap().to_string(), "hvp failed");
+    }
+}

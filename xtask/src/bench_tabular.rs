@@ -280,7 +280,6 @@ pub fn run_dataset(
         &Dataset::new(t.train),
         &Dataset::new(t.val),
         opts.budget,
-        &run_dir.join("checkpoint.safetensors"),
         opts.progress,
     )?;
     flow.save(&run_dir.join("model.safetensors"))?;

@@ -1,17 +1,16 @@
 //! Training under a wall-clock budget, with early stopping on the validation NLL.
 //!
-//! [`cpflow::Trainer`] stops on an iteration cap or early stopping; [`fit_with_budget`] drives
-//! it in short segments ([`cpflow::Trainer::fit_steps`]) and also stops when the wall-clock
-//! budget is spent. The weights kept are the best validated ones: the trainer restores them
-//! itself when it finishes (cap or early stopping); when the budget ends the run, the current
-//! weights are validated once more and the best checkpointed weights
-//! ([`cpflow::Flow::load_best`]) replace them if they were better.
+//! The budget is a [`cpflow::TimeBudget`] observer of [`cpflow::Trainer::fit_observed`]: a run
+//! ends on its iteration cap, early stopping or the budget, whichever comes first, and then
+//! finishes the same way in every case (the trainer validates the last weights and keeps the
+//! better of them and the best validated ones).
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use cpflow::{Dataset, Flow, FlowRng, Trainer, mean_nll};
+use cpflow::{
+    Control, Dataset, Flow, FnObserver, Moment, StopReason, TimeBudget, TrainObserver, Trainer,
+};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 
@@ -34,27 +33,19 @@ pub struct BudgetedFit {
     pub mean_cg_iterations: f64,
 }
 
-/// Steps per [`Trainer::fit_steps`] call: the budget is checked between calls.
-const MAX_SEGMENT: usize = 25;
-
 /// Trains until the iteration cap, early stopping or `budget` (whichever comes first) and
-/// returns the model with the best validated weights. `checkpoint` is a scratch file used to
-/// recover the best weights when the budget ends the run. A progress bar is drawn when
-/// `progress` is set (time-based when there is a budget). The budget is checked between
-/// segments of at most `val_every` (capped at 25) steps, after the first one; later segments
-/// are shortened to what the remaining budget allows at the pace so far, so a run overshoots
-/// its budget by about one step (plus the final validation and test evaluation).
+/// returns the model with the kept weights (see the module doc). A progress bar is drawn when
+/// `progress` is set (time-based when there is a budget). The budget is checked after every
+/// step, so a run overshoots it by at most one step (plus the final validation).
 pub fn fit_with_budget(
     mut trainer: Trainer,
     train: &Dataset,
     val: &Dataset,
     budget: Option<Duration>,
-    checkpoint: &Path,
     progress: bool,
 ) -> Result<(Flow, BudgetedFit)> {
     let t0 = Instant::now();
     let total = trainer.config().max_iterations;
-    let segment = trainer.config().val_every.clamp(1, MAX_SEGMENT);
     let bar = match (progress, budget) {
         (false, _) => ProgressBar::hidden(),
         (true, Some(b)) => ProgressBar::new(b.as_secs().max(1)),
@@ -68,87 +59,38 @@ pub fn fit_with_budget(
     if let Ok(style) = ProgressStyle::with_template(template) {
         bar.set_style(style);
     }
-    let (mut cg_sum, mut cg_steps) = (0.0, 0usize);
-    let mut budget_exhausted = false;
-    loop {
+    let mut show = FnObserver::new(25, |trainer: &Trainer, _moment: Moment| {
         let state = trainer.state();
-        if state.iteration >= total || state.stopped_early {
-            break;
-        }
-        // At least one segment runs, so that the model is initialised and validated.
-        if cg_steps > 0 && budget.is_some_and(|b| t0.elapsed() >= b) {
-            budget_exhausted = true;
-            break;
-        }
-        let before = state.iteration;
-        let steps_now = match budget {
-            // Do not start more steps than the remaining budget allows at the pace so far.
-            Some(b) if cg_steps > 0 => {
-                let per_step = t0.elapsed().as_secs_f64() / cg_steps as f64;
-                let remaining = b.saturating_sub(t0.elapsed()).as_secs_f64();
-                ((remaining / per_step).ceil() as usize).clamp(1, segment)
-            }
-            _ => segment,
-        };
-        let rep = trainer
-            .fit_steps(train, Some(val), steps_now)
-            .context("training step failed")?;
-        let steps = rep.iterations - before;
-        cg_sum += rep.mean_cg_iterations * steps as f64;
-        cg_steps += steps;
         match budget {
             Some(_) => bar.set_position(t0.elapsed().as_secs()),
-            None => bar.set_position(rep.iterations as u64),
+            None => bar.set_position(state.iteration as u64),
         }
         bar.set_message(format!(
-            "it {} | loss {:.3} | best val NLL {}",
-            rep.iterations,
-            rep.final_loss,
-            rep.best_val_nll
+            "it {} | best val NLL {}",
+            state.iteration,
+            state
+                .best_val_nll
                 .map_or_else(|| "-".to_string(), |v| format!("{v:.3}"))
         ));
-    }
-    bar.finish_and_clear();
-    let train_time_s = t0.elapsed().as_secs_f64();
-    let state = trainer.state().clone();
-    let mut fit = BudgetedFit {
-        iterations: state.iteration,
-        best_iteration: state.best_iteration,
-        best_val_nll: state.best_val_nll,
-        stopped_early: state.stopped_early,
-        budget_exhausted,
-        train_time_s,
-        mean_cg_iterations: if cg_steps > 0 {
-            cg_sum / cg_steps as f64
-        } else {
-            0.0
-        },
+        Ok(Control::Continue)
+    });
+    // Without a budget the observer never stops the run.
+    let mut clock = TimeBudget::new(budget.unwrap_or(Duration::MAX));
+    let rep = {
+        let mut observers: [&mut dyn TrainObserver; 2] = [&mut show, &mut clock];
+        trainer
+            .fit_observed(train, Some(val), &mut observers)
+            .context("training failed")?
     };
-    if !budget_exhausted {
-        // The trainer restored the best weights itself when it finished.
-        return Ok((trainer.into_flow(), fit));
-    }
-    let cfg = trainer.config().clone();
-    let mut rng = FlowRng::seed_from_u64(cfg.seed ^ 0x00B0_D6E7);
-    let current = mean_nll(
-        trainer.flow(),
-        val,
-        &cfg.val_estimator,
-        cfg.eval_batch_size,
-        &mut rng,
-    )?;
-    match state.best_val_nll {
-        Some(best) if best < current || !current.is_finite() => {
-            trainer
-                .save_checkpoint(checkpoint)
-                .with_context(|| format!("writing {}", checkpoint.display()))?;
-            let flow = Flow::load_best(checkpoint, trainer.flow().device())?;
-            Ok((flow, fit))
-        }
-        _ => {
-            fit.best_iteration = Some(state.iteration);
-            fit.best_val_nll = Some(current);
-            Ok((trainer.into_flow(), fit))
-        }
-    }
+    bar.finish_and_clear();
+    let fit = BudgetedFit {
+        iterations: rep.iterations,
+        best_iteration: rep.best_iteration,
+        best_val_nll: rep.best_val_nll,
+        stopped_early: rep.stop_reason == StopReason::EarlyStopping,
+        budget_exhausted: rep.stop_reason == StopReason::Observer && clock.exhausted(),
+        train_time_s: t0.elapsed().as_secs_f64(),
+        mean_cg_iterations: rep.mean_cg_iterations,
+    };
+    Ok((trainer.into_flow(), fit))
 }

@@ -5,7 +5,7 @@
 //! | power, hepmass, miniboone | MAF archive, Zenodo record 1161203 (`data.tar.gz`) | none published as sha256 (the record lists an md5 not recorded here): the computed sha256 is recorded on first download and checked afterwards | `power/data.npy`, `hepmass/1000_{train,test}.csv`, `miniboone/data.npy` |
 //! | hepmass (fallback) | UCI 00347 `1000_{train,test}.csv.gz` | recorded sha256 (trust on first use) | same |
 //! | gas | UCI 00322 `data.zip` → `ethylene_CO.txt` (the loader reads the text, not MAF's pickle) | recorded sha256 | `gas/ethylene_CO.txt` |
-//! | bsds300 | Berkeley `BSDS300-images.tgz` | sha256 of each of the 300 JPEGs (verified against an independent copy, see `../shared/data/bsds300/README.md`) | `bsds300/BSDS300-images.tgz` |
+//! | bsds300 | Berkeley `BSDS300-images.tgz` | sha256 of each of the 300 JPEGs (verified against an independent copy, see `docs/data/bsds300/README.md`) | `bsds300/BSDS300-images.tgz` |
 //! | mnist | `ossci-datasets` S3 mirror of yann.lecun.com (then the original site) | sha256 of each decompressed IDX file (from the official files) | `mnist/*-ubyte.gz` |
 //! | cifar10 | `cs.toronto.edu/~kriz/cifar-10-binary.tar.gz` | md5 `c32a1d4ab5d03f1284b67883e8d87530` published on the CIFAR page for the binary version (md5 only: no sha256 is published) | `cifar10/cifar-10-batches-bin/*.bin` |
 //!
@@ -121,7 +121,7 @@ pub const DATASETS: [&str; 7] = [
 /// sha256 of each BSDS300 JPEG, paths relative to `images/`.
 pub const BSDS300_JPEG_SHA256SUMS: &str = include_str!("bsds300_sha256sums.txt");
 
-/// sha256 of the decompressed official MNIST IDX files (`../shared/data/mnist/README.md`).
+/// sha256 of the decompressed official MNIST IDX files (`docs/data/mnist/README.md`).
 pub const MNIST_IDX_SHA256: [(&str, &str); 4] = [
     (
         "train-images-idx3-ubyte",

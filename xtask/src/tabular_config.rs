@@ -3,7 +3,7 @@
 //! Three presets share one structure, [`TabularBenchConfig`]:
 //!
 //! * [`TabularBenchConfig::paper`]: the reference `train_tabular.py` defaults
-//!   (cpflow-reference.md §4.1): one CP-Flow block `[ActNorm, CPF(Icnn2(d, width 64, depth 10,
+//!   (`docs/reference/cpflow-reference.md` §4.1): one CP-Flow block `[ActNorm, CPF(Icnn2(d, width 64, depth 10,
 //!   softplus)), ActNorm]`, trainable `w₀`, f32, batch 1024, Adam lr 1e-3 with betas
 //!   (0.9, 0.99) and weight decay 1e-6, CG surrogate with `atol` 1e-3, the plateau learning-rate
 //!   rule, early stopping after 20 validations without improvement, SLQ validation, exact test
@@ -19,7 +19,7 @@
 //!   depth 2, a dozen iterations.
 //!
 //! The paper's per-dataset grid-search winners (appendix E.4) are not available
-//! (cpflow-reference.md §6), so every dataset uses the code defaults above.
+//! (`docs/reference/cpflow-reference.md` §6), so every dataset uses the code defaults above.
 
 use cpflow::datasets::TabularDataset;
 use cpflow::{

@@ -95,7 +95,7 @@ fn bench_tabular_tiny_writes_finite_nll_and_skips_missing() {
 }
 
 #[test]
-fn budget_stops_training_after_one_segment() {
+fn budget_stops_training_after_one_step() {
     let data = tempfile::tempdir().unwrap();
     let out = tempfile::tempdir().unwrap();
     write_synthetic_miniboone(data.path());
@@ -103,8 +103,8 @@ fn budget_stops_training_after_one_segment() {
         .with_budget(Some(Duration::from_nanos(1)));
     let report = run_bench_tabular(&opts).unwrap();
     let r = &report.results[0];
-    // The budget is checked between segments of `val_every` (= 4) steps, after the first.
-    assert_eq!(r.fit.iterations, 4);
+    // The budget is checked after every step: a spent budget stops the run after its first.
+    assert_eq!(r.fit.iterations, 1);
     assert!(r.fit.budget_exhausted && !r.fit.stopped_early);
     assert!(r.fit.best_val_nll.is_some_and(f64::is_finite));
     assert!(r.test_nll.is_finite());

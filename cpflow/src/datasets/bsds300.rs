@@ -101,7 +101,7 @@ pub fn pil_luma(r: u8, g: u8, b: u8) -> u8 {
 /// Decodes a JPEG (or PNG) to grey with [`pil_luma`].
 pub fn decode_gray(name: &Path, bytes: &[u8]) -> Result<GrayImage, DatasetError> {
     let img = image::load_from_memory(bytes)
-        .map_err(|e| DatasetError::corrupt(name, format!("cannot decode image: {e}")))?
+        .map_err(|e| DatasetError::corrupt_by(name, "cannot decode image", e))?
         .to_rgb8();
     let (w, h) = img.dimensions();
     let pixels = img.pixels().map(|p| pil_luma(p[0], p[1], p[2])).collect();
@@ -177,13 +177,7 @@ pub fn read_images_archive(
     super::error::require_file(archive, "bsds300", "bsds300")?;
     let file = std::fs::File::open(archive).map_err(|e| DatasetError::io(archive, e))?;
     let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(std::io::BufReader::new(file)));
-    let bad = |e: std::io::Error| {
-        if e.kind() == std::io::ErrorKind::UnexpectedEof {
-            DatasetError::truncated(archive, e.to_string())
-        } else {
-            DatasetError::corrupt(archive, e.to_string())
-        }
-    };
+    let bad = |e: std::io::Error| DatasetError::decoding(archive, "gzipped tar archive", e);
     let mut train = Vec::new();
     let mut test = Vec::new();
     for entry in tar.entries().map_err(bad)? {

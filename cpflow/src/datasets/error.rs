@@ -2,11 +2,18 @@
 
 use std::path::{Path, PathBuf};
 
+/// A decoder's error, boxed.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
 /// Everything that can go wrong while reading a dataset from disk.
 ///
 /// Messages name the file involved; a missing file also names the `cargo xtask download`
 /// command that fetches it.
+/// Errors of the libraries that decode a file (gzip, tar, CSV, image) are kept as the
+/// [`source`](std::error::Error::source) of [`DatasetError::Truncated`] /
+/// [`DatasetError::Corrupt`], not copied into the message.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum DatasetError {
     /// A file the loader needs is not on disk.
     #[error(
@@ -29,6 +36,9 @@ pub enum DatasetError {
         path: PathBuf,
         /// What was expected and found.
         detail: String,
+        /// The decoder's error, when one reported the truncation.
+        #[source]
+        source: Option<BoxError>,
     },
     /// The file is not in the expected format.
     #[error("{}: corrupt or unsupported file: {detail}", path.display())]
@@ -37,6 +47,9 @@ pub enum DatasetError {
         path: PathBuf,
         /// What is wrong.
         detail: String,
+        /// The decoder's error, when one found the problem.
+        #[source]
+        source: Option<BoxError>,
     },
     /// The data has the wrong number of rows or columns.
     #[error("{what}: bad shape: expected {expected}, found {found}")]
@@ -60,11 +73,12 @@ pub enum DatasetError {
     #[error("invalid dataset configuration: {0}")]
     InvalidConfig(String),
     /// An I/O error other than "not found".
-    #[error("I/O error on {}: {source}", path.display())]
+    #[error("I/O error on {}", path.display())]
     Io {
         /// The file.
         path: PathBuf,
         /// The underlying error.
+        #[source]
         source: std::io::Error,
     },
     /// Building a tensor failed.
@@ -77,6 +91,7 @@ impl DatasetError {
         Self::Truncated {
             path: path.to_path_buf(),
             detail: detail.into(),
+            source: None,
         }
     }
 
@@ -84,6 +99,40 @@ impl DatasetError {
         Self::Corrupt {
             path: path.to_path_buf(),
             detail: detail.into(),
+            source: None,
+        }
+    }
+
+    /// [`DatasetError::Corrupt`] caused by a decoder's error (kept as the source).
+    pub(crate) fn corrupt_by(
+        path: &Path,
+        detail: impl Into<String>,
+        source: impl Into<BoxError>,
+    ) -> Self {
+        Self::Corrupt {
+            path: path.to_path_buf(),
+            detail: detail.into(),
+            source: Some(source.into()),
+        }
+    }
+
+    /// A decoder's I/O error: [`DatasetError::Truncated`] when the stream ended early
+    /// ([`std::io::ErrorKind::UnexpectedEof`]), else [`DatasetError::Corrupt`]; `detail` names
+    /// what was being decoded, the error is kept as the source.
+    pub(crate) fn decoding(path: &Path, detail: impl Into<String>, e: std::io::Error) -> Self {
+        let (path, detail) = (path.to_path_buf(), detail.into());
+        if e.kind() == std::io::ErrorKind::UnexpectedEof {
+            Self::Truncated {
+                path,
+                detail,
+                source: Some(Box::new(e)),
+            }
+        } else {
+            Self::Corrupt {
+                path,
+                detail,
+                source: Some(Box::new(e)),
+            }
         }
     }
 

@@ -129,15 +129,23 @@ fn for_each_data_line(
             continue; // header line
         }
         f(count, trimmed).map_err(|e| match e {
-            DatasetError::Corrupt { path, detail } if buf.last() != Some(&b'\n') => {
-                DatasetError::Truncated {
-                    path,
-                    detail: format!("last line {line_no} is incomplete: {detail}"),
-                }
-            }
-            DatasetError::Corrupt { path, detail } => DatasetError::Corrupt {
+            DatasetError::Corrupt {
+                path,
+                detail,
+                source,
+            } if buf.last() != Some(&b'\n') => DatasetError::Truncated {
+                path,
+                detail: format!("last line {line_no} is incomplete: {detail}"),
+                source,
+            },
+            DatasetError::Corrupt {
+                path,
+                detail,
+                source,
+            } => DatasetError::Corrupt {
                 path,
                 detail: format!("line {line_no}: {detail}"),
+                source,
             },
             other => other,
         })?;

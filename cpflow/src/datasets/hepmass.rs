@@ -3,27 +3,44 @@
 //! `hepmass.py:load_data_no_discrete_normalised_as_array` of MAF / CP-Flow:
 //! 1. read `hepmass/1000_train.csv` and `hepmass/1000_test.csv` (`pd.read_csv(...,
 //!    index_col=False)`: a header line; a trailing delimiter on data lines is ignored, and
-//!    rows one field shorter than the header get `NaN` in the last column, as in pandas);
-//! 2. keep the rows whose first column (the label) is 1, drop the label column;
+//!    rows one field shorter than the header get `NaN` in the last column, as in pandas).
+//!    Missing values are read as pandas does: an empty field or one of pandas' default NA
+//!    strings (`nan`, `NaN`, `NA`, `N/A`, `NULL`, `None`, …) is `NaN`;
+//! 2. keep the rows whose first column (the label) is 1 (a missing label is not 1), drop the
+//!    label column;
 //! 3. drop the **last** column of the test file ("because the data set is messed up");
-//! 4. standardise both with the **train** mean and std (pandas, ddof 1). pandas aligns the
-//!    test columns to the train columns **by name**, and so does this loader; a train column
-//!    missing from the test file becomes `NaN` there, as in pandas;
-//! 5. remove every feature whose smallest (normalised train) value occurs more than 5 times
-//!    (`Counter` over the column, first key in sorted order). One deliberate difference: a
-//!    **constant** train column (std 0) is removed too. pandas would turn it into `NaN`
-//!    (0/0), which `Counter` never counts as repeated, and keep it; such a column carries no
-//!    information, and MAF's published d = 21 with finite results shows that none survived
-//!    in MAF's data;
+//! 4. standardise both with the **train** mean and std (pandas: ddof 1, `NaN` skipped, so a
+//!    column with a missing value keeps finite statistics). pandas aligns the test columns
+//!    to the train columns **by name**, and so does this loader;
+//! 5. remove every feature whose smallest (standardised train) value occurs more than 5
+//!    times (`Counter` over the column, first key in sorted order; `NaN`s are never counted);
 //! 6. validation = last `int(0.1 N)` train rows; cast to `f32`.
+//!
+//! Where MAF's code would go wrong silently, this loader reports instead (see
+//! [`select_hepmass_features`] for the list of removed features and why):
+//! - a **constant** train column (std 0) is never divided by zero. Its one value repeats in
+//!   every row, so step 5, applied to the raw values, removes it (reported as
+//!   [`HepmassRemoval::Constant`]); pandas would produce `0/0 = NaN` and, since `Counter`
+//!   never counts `NaN` as repeated, keep an all-`NaN` feature. A constant column with too
+//!   few values for step 5 (≤ 5, the rest missing) is an error naming the column;
+//! - a kept feature with a missing value (train or test signal row) is an error naming the
+//!   column and the file, instead of a `NaN` handed to the model; a feature with no value at
+//!   all, or an infinite one, is an error too. Missing values in removed features and in
+//!   background rows are harmless and ignored, as in MAF.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use super::matrix::{column_means, column_stds, standardise, tenth};
+use super::matrix::tenth;
 use super::{DatasetError, Matrix, Split, layout};
 
 /// A feature is removed when its smallest value occurs more than this many times.
 pub const HEPMASS_MAX_REPEATS: usize = 5;
+
+/// pandas' default `na_values` of `read_csv` (pandas 2.x): these fields read as `NaN`.
+const PANDAS_NA: [&str; 19] = [
+    "", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN",
+    "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null",
+];
 
 /// Loads HEPMASS from `root/hepmass/1000_{train,test}.csv` with the MAF preprocessing.
 ///
@@ -41,13 +58,25 @@ pub fn load_hepmass(root: &Path) -> Result<Split, DatasetError> {
 /// A CSV table: column names and the rows whose label is 1, label column removed.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LabelledTable {
+    /// The file the table was read from (named in error messages).
+    pub path: PathBuf,
     /// Names of the columns of `data` (header names without the label's, trimmed).
     pub names: Vec<String>,
-    /// Signal rows (label == 1), without the label column.
+    /// Signal rows (label == 1), without the label column; missing values are `NaN`.
     pub data: Matrix<f64>,
 }
 
+/// A field as pandas reads it: a number, `NaN` for a missing value, `None` for text.
+fn pandas_number(s: &str) -> Option<f64> {
+    if PANDAS_NA.contains(&s) {
+        Some(f64::NAN)
+    } else {
+        s.parse::<f64>().ok()
+    }
+}
+
 /// Reads a HEPMASS CSV file, keeping the signal rows (first column == 1) without the label.
+/// Missing values (see the [module documentation](self)) are `NaN`.
 pub fn read_signal_csv(path: &Path) -> Result<LabelledTable, DatasetError> {
     super::error::require_file(path, "hepmass", "hepmass")?;
     let mut reader = csv::ReaderBuilder::new()
@@ -96,9 +125,11 @@ pub fn read_signal_csv(path: &Path) -> Result<LabelledTable, DatasetError> {
                 return Ok(f64::NAN);
             }
             let s = rec.get(j).unwrap_or("");
-            s.parse::<f64>()
-                .map_err(|_| DatasetError::corrupt(path, format!("line {line}: bad number {s:?}")))
+            pandas_number(s).ok_or_else(|| {
+                DatasetError::corrupt(path, format!("line {line}: bad number {s:?}"))
+            })
         };
+        // pandas: `df[label] == 1` is false for a missing label.
         if parse(0)? != 1.0 {
             continue;
         }
@@ -108,12 +139,47 @@ pub fn read_signal_csv(path: &Path) -> Result<LabelledTable, DatasetError> {
         rows += 1;
     }
     Ok(LabelledTable {
+        path: path.to_path_buf(),
         names,
         data: Matrix::new(rows, d, data)?,
     })
 }
 
-/// How often the smallest value of a column occurs.
+/// Why [`select_hepmass_features`] removed a feature.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum HepmassRemoval {
+    /// MAF's rule: the smallest standardised train value occurs `count` > 5 times.
+    RepeatedMinimum {
+        /// How often the smallest value occurs.
+        count: usize,
+    },
+    /// Every (non-missing) train value equals `value`: std 0, so the column is not
+    /// standardised; its smallest value repeats `count` > 5 times, so MAF's rule removes it.
+    Constant {
+        /// The column's only value.
+        value: f64,
+        /// How many train rows hold it.
+        count: usize,
+    },
+}
+
+/// The feature selection of the HEPMASS preprocessing (steps 4–5), for inspection.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HepmassFeatures {
+    /// Names of all train columns (label excluded).
+    pub names: Vec<String>,
+    /// Train means per column (pandas: missing values skipped).
+    pub means: Vec<f64>,
+    /// Train standard deviations per column (pandas: ddof 1, missing values skipped).
+    pub stds: Vec<f64>,
+    /// Indices of the kept columns, in order.
+    pub kept: Vec<usize>,
+    /// Removed columns (index into `names`) and why.
+    pub removed: Vec<(usize, HepmassRemoval)>,
+}
+
+/// How often the smallest value of a column occurs (`NaN`s never count, as in `Counter`).
 fn smallest_value_count(values: impl Iterator<Item = f64>) -> usize {
     let mut min = f64::INFINITY;
     let mut count = 0usize;
@@ -128,17 +194,88 @@ fn smallest_value_count(values: impl Iterator<Item = f64>) -> usize {
     count
 }
 
+/// Mean and std (ddof 1) of the non-missing values, as pandas' `mean()` / `std()`.
+fn pandas_mean_std(values: &[f64]) -> (f64, f64) {
+    let present = || values.iter().copied().filter(|v| !v.is_nan());
+    let n = present().count();
+    let mean = present().sum::<f64>() / n as f64;
+    let ss: f64 = present().map(|v| (v - mean) * (v - mean)).sum();
+    (mean, (ss / n.saturating_sub(1) as f64).sqrt())
+}
+
+/// Steps 4–5 of the HEPMASS preprocessing on the train signal rows: the statistics, and
+/// which features MAF's repeated-minimum rule keeps. Errors name the column and the file:
+/// a column without any value, with an infinite value, or constant with too few values for
+/// the rule to remove it.
+pub fn select_hepmass_features(train: &LabelledTable) -> Result<HepmassFeatures, DatasetError> {
+    let data = &train.data;
+    let d = data.cols();
+    let name = |c: usize| train.names.get(c).map_or("?", String::as_str);
+    let mut features = HepmassFeatures {
+        names: train.names.clone(),
+        means: Vec::with_capacity(d),
+        stds: Vec::with_capacity(d),
+        kept: Vec::new(),
+        removed: Vec::new(),
+    };
+    for c in 0..d {
+        let col: Vec<f64> = (0..data.rows()).map(|r| data.row(r)[c]).collect();
+        let problem = |what: String| {
+            DatasetError::corrupt(&train.path, format!("column {:?}: {what}", name(c)))
+        };
+        if let Some(v) = col.iter().find(|v| v.is_infinite()) {
+            return Err(problem(format!("infinite value {v} in the signal rows")));
+        }
+        let (mean, std) = pandas_mean_std(&col);
+        if mean.is_nan() {
+            return Err(problem("no value in any signal row (all missing)".into()));
+        }
+        features.means.push(mean);
+        features.stds.push(std);
+        let present = col.iter().filter(|v| !v.is_nan()).count();
+        if std.is_nan() || std <= 0.0 {
+            // Constant (std 0, or one value: pandas' std is NaN): never standardised.
+            if present <= HEPMASS_MAX_REPEATS {
+                return Err(problem(format!(
+                    "constant ({present} value(s), all {mean}, the rest missing): std 0, it \
+                     cannot be standardised and is too short for the repeated-value rule"
+                )));
+            }
+            let removal = HepmassRemoval::Constant {
+                value: mean,
+                count: present,
+            };
+            features.removed.push((c, removal));
+            continue;
+        }
+        let count = smallest_value_count(col.iter().map(|v| (v - mean) / std));
+        if count > HEPMASS_MAX_REPEATS {
+            features
+                .removed
+                .push((c, HepmassRemoval::RepeatedMinimum { count }));
+        } else {
+            features.kept.push(c);
+        }
+    }
+    Ok(features)
+}
+
+/// The first of `columns` of `m` with a missing (or infinite) value, and how many it has.
+fn first_missing(m: &Matrix<f64>, columns: &[usize]) -> Option<(usize, usize)> {
+    columns.iter().find_map(|&c| {
+        let n = (0..m.rows()).filter(|&r| !m.row(r)[c].is_finite()).count();
+        (n > 0).then_some((c, n))
+    })
+}
+
 /// The MAF HEPMASS preprocessing on the signal rows of both files (kept in `f64`).
 pub fn preprocess_hepmass(
     train: LabelledTable,
     test: LabelledTable,
 ) -> Result<Split<f64>, DatasetError> {
-    let LabelledTable {
-        names: train_names,
-        data: mut train_data,
-    } = train;
     // Drop the last column of the test file.
     let test_names = &test.names[..test.names.len().saturating_sub(1)];
+    let train_names = &train.names;
     for name in test_names {
         if !train_names.contains(name) {
             return Err(DatasetError::bad_shape(
@@ -148,39 +285,51 @@ pub fn preprocess_hepmass(
             ));
         }
     }
-    // Align the test columns to the train columns by name (pandas semantics).
-    let d = train_names.len();
-    let positions: Vec<Option<usize>> = train_names
+    let features = select_hepmass_features(&train)?;
+    let keep = &features.kept;
+    // Align the test columns to the kept train columns by name (pandas semantics).
+    let positions: Vec<Option<usize>> = keep
         .iter()
-        .map(|n| test_names.iter().position(|t| t == n))
+        .map(|&c| test_names.iter().position(|t| *t == train_names[c]))
         .collect();
-    let mut test_aligned = Vec::with_capacity(test.data.rows() * d);
-    for r in 0..test.data.rows() {
-        let row = test.data.row(r);
-        test_aligned.extend(positions.iter().map(|p| p.map_or(f64::NAN, |c| row[c])));
-    }
-    let mut test_data = Matrix::new(test.data.rows(), d, test_aligned)?;
-
-    let mu = column_means(&[&train_data]);
-    let sd = column_stds(&[&train_data], &mu, 1);
-    standardise(&mut train_data, &mu, &sd);
-    standardise(&mut test_data, &mu, &sd);
-
-    let keep: Vec<usize> = (0..d)
-        .filter(|&c| {
-            let col = (0..train_data.rows()).map(|r| train_data.row(r)[c]);
-            sd[c] > 0.0 && smallest_value_count(col) <= HEPMASS_MAX_REPEATS
-        })
-        .collect();
-    let train_data = train_data.select_columns(&keep);
-    let test_data = test_data.select_columns(&keep);
-    if test_data.data().iter().any(|v| v.is_nan()) {
+    if let Some(i) = positions.iter().position(Option::is_none) {
         return Err(DatasetError::bad_shape(
             "hepmass test columns",
-            format!("every kept train column {keep:?} present in the test file"),
+            format!(
+                "every kept train column present in the test file (missing {:?})",
+                train_names[keep[i]]
+            ),
             format!("test columns {test_names:?}"),
         ));
     }
+    let standardised = |m: &Matrix<f64>, cols: &[usize]| -> Result<Matrix<f64>, DatasetError> {
+        let mut out = Vec::with_capacity(m.rows() * keep.len());
+        for r in 0..m.rows() {
+            let row = m.row(r);
+            out.extend(
+                cols.iter()
+                    .zip(keep)
+                    .map(|(&src, &c)| (row[src] - features.means[c]) / features.stds[c]),
+            );
+        }
+        Matrix::new(m.rows(), keep.len(), out)
+    };
+    let test_cols: Vec<usize> = positions.into_iter().flatten().collect();
+    for (table, cols) in [(&train, keep.as_slice()), (&test, test_cols.as_slice())] {
+        if let Some((c, n)) = first_missing(&table.data, cols) {
+            return Err(DatasetError::corrupt(
+                &table.path,
+                format!(
+                    "column {:?}: {n} missing (empty or NaN) or infinite value(s) in the \
+                     signal rows of a kept feature; MAF's preprocessing would pass them to \
+                     the model",
+                    table.names[c]
+                ),
+            ));
+        }
+    }
+    let train_data = standardised(&train.data, keep)?;
+    let test_data = standardised(&test.data, &test_cols)?;
     let n = train_data.rows();
     let n_val = tenth(n);
     if n_val == 0 {
@@ -196,3 +345,6 @@ pub fn preprocess_hepmass(
         test: test_data,
     })
 }
+
+#[cfg(test)]
+mod tests;

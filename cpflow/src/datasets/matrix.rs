@@ -246,7 +246,7 @@ mod tests {
 
     #[test]
     fn tail_split_sizes_match_maf() {
-        // MINIBOONE: 36,488 rows -> 29,556 / 3,284 / 3,648 (data/README.md).
+        // MINIBOONE: 36,488 rows -> 29,556 / 3,284 / 3,648 (`docs/data/README.md`).
         let m = Matrix::new(36_488, 1, vec![0u8; 36_488]).unwrap();
         let s = tail_split("x", &m).unwrap();
         assert_eq!(s.sizes(), (29_556, 3_284, 3_648));

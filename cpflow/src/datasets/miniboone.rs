@@ -24,8 +24,8 @@ pub fn load_miniboone(root: &Path) -> Result<Split, DatasetError> {
     load_miniboone_file(&root.join(layout::MINIBOONE))
 }
 
-/// Loads MINIBOONE from an explicit `.npy` path (e.g. the 1,523-row fragment in
-/// `../shared/data/miniboone`).
+/// Loads MINIBOONE from an explicit `.npy` path (e.g. the 1,523-row fragment of MAF's file
+/// described in `docs/data/miniboone/README.md`).
 pub fn load_miniboone_file(path: &Path) -> Result<Split, DatasetError> {
     let raw = read_npy_matrix(path, "miniboone", "miniboone")?;
     Ok(preprocess_miniboone(raw)?.to_f32())

@@ -54,13 +54,7 @@ fn read_maybe_gz(path: &Path) -> Result<Vec<u8>, DatasetError> {
         let mut out = Vec::new();
         flate2::read::GzDecoder::new(&raw[..])
             .read_to_end(&mut out)
-            .map_err(|e| {
-                if e.kind() == std::io::ErrorKind::UnexpectedEof {
-                    DatasetError::truncated(path, format!("gzip stream: {e}"))
-                } else {
-                    DatasetError::corrupt(path, format!("gzip stream: {e}"))
-                }
-            })?;
+            .map_err(|e| DatasetError::decoding(path, "gzip stream", e))?;
         Ok(out)
     } else {
         Ok(raw)
@@ -154,7 +148,7 @@ pub struct MnistSplit {
 /// images for validation.
 ///
 /// ```no_run
-/// let m = cpflow::datasets::load_mnist("../shared/data".as_ref(), 10_000)?;
+/// let m = cpflow::datasets::load_mnist("data".as_ref(), 10_000)?;
 /// assert_eq!((m.train.rows(), m.val.rows(), m.test.rows()), (50_000, 10_000, 10_000));
 /// # Ok::<(), cpflow::datasets::DatasetError>(())
 /// ```

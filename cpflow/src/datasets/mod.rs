@@ -17,6 +17,12 @@
 //! | BSDS300 | `bsds300/BSDS300-images.tgz` (images; MAF's HDF5 is not read) | 63 | [`load_bsds300`] |
 //! | MNIST | `mnist/*-ubyte[.gz]` | 784 | [`load_mnist`], [`dequantize_logit`] |
 //!
+//! Generic readers (also used by the `cpflow` CLI for `--data file.npy|file.csv`):
+//! [`read_npy_file`] / [`parse_npy_matrix`] (1-D or 2-D, float/int/bool dtypes, C or Fortran
+//! order, either byte order; built on `npyz`) and [`read_csv_file`] / [`parse_csv_matrix`]
+//! (numeric rows, an optional header only if it is a plausible one). Both return a row-major
+//! `f64` [`Matrix`].
+//!
 //! Randomness: the numpy draws of the MAF code (POWER's `RandomState(42)`, GAS's
 //! `DataFrame.sample`) are reproduced bit for bit by [`NumpyRandomState`]; what MAF drew
 //! without a seed (the GAS sample, the BSDS300 patches) is redrawn with a documented seed.
@@ -31,6 +37,7 @@
 //! ```
 
 mod bsds300;
+mod csv_rows;
 mod error;
 mod gas;
 mod hepmass;
@@ -51,6 +58,7 @@ pub use bsds300::{
     find_images_archive, load_bsds300, load_bsds300_from_archive, patches_from_images, pil_luma,
     read_images_archive, sample_patches,
 };
+pub use csv_rows::{parse_csv_matrix, read_csv_file};
 pub use error::DatasetError;
 pub use gas::{
     GAS_CORRELATION_THRESHOLD, GAS_RAW_COLUMNS, GasConfig, load_gas, load_gas_file, preprocess_gas,
@@ -65,7 +73,7 @@ pub use mnist::{
     IdxImages, LogitImages, MNIST_ALPHA, MNIST_FILES, MnistSplit, bits_per_dim, dequantize_logit,
     load_mnist, logit_to_pixels, read_idx_images, read_idx_labels,
 };
-pub use npy::{parse_npy_matrix, write_npy_f64};
+pub use npy::{parse_npy_matrix, read_npy_file, write_npy_f64};
 pub use numpy_rng::NumpyRandomState;
 pub use power::{POWER_RAW_COLUMNS, load_power, preprocess_power};
 

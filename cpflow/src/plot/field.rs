@@ -3,7 +3,7 @@
 
 use super::colors::viridis;
 use super::grid::Bounds;
-use super::{PlotError, draw_err, with_chart};
+use super::{Figure, Mesh, PlotError, ResolvedFigure, draw_err, with_chart};
 use crate::toy::Point2;
 use plotters::prelude::*;
 use std::path::Path;
@@ -19,7 +19,7 @@ pub fn warped_mesh_png(
     ny: usize,
     bounds: Bounds,
     frame: Option<Bounds>,
-    size: u32,
+    figure: impl Into<Figure>,
 ) -> Result<(), PlotError> {
     let path = path.as_ref();
     if nx < 2 || ny < 2 || mapped.len() != nx * ny {
@@ -28,11 +28,12 @@ pub fn warped_mesh_png(
             mapped.len()
         )));
     }
-    let err = draw_err(path);
+    let fig = ResolvedFigure::plane(figure.into(), path);
+    let err = |e| draw_err(path, e);
     let row_style = RGBColor(31, 119, 180).stroke_width(1);
     let col_style = RGBColor(255, 127, 14).stroke_width(1);
     let finite = |p: &Point2| p[0].is_finite() && p[1].is_finite();
-    with_chart(path, size, bounds, |chart| {
+    with_chart(path, &fig, bounds, Mesh::AxesOnly, |chart| {
         let segment = |a: Point2, b: Point2| vec![(a[0], a[1]), (b[0], b[1])];
         let mut rows = Vec::new();
         let mut cols = Vec::new();
@@ -55,10 +56,10 @@ pub fn warped_mesh_png(
         }
         chart
             .draw_series(rows.into_iter().map(|s| PathElement::new(s, row_style)))
-            .map_err(|e| err(&e))?;
+            .map_err(err)?;
         chart
             .draw_series(cols.into_iter().map(|s| PathElement::new(s, col_style)))
-            .map_err(|e| err(&e))?;
+            .map_err(err)?;
         if let Some(f) = frame {
             let corners = vec![
                 (f.x.0, f.y.0),
@@ -72,7 +73,7 @@ pub fn warped_mesh_png(
                     corners,
                     RED.stroke_width(2),
                 )))
-                .map_err(|e| err(&e))?;
+                .map_err(err)?;
         }
         Ok(())
     })
@@ -85,7 +86,7 @@ pub fn quiver_png(
     origins: &[Point2],
     vectors: &[Point2],
     bounds: Bounds,
-    size: u32,
+    figure: impl Into<Figure>,
 ) -> Result<(), PlotError> {
     let path = path.as_ref();
     if origins.is_empty() || origins.len() != vectors.len() {
@@ -106,8 +107,9 @@ pub fn quiver_png(
     } else {
         0.0
     };
-    let err = draw_err(path);
-    with_chart(path, size, bounds, |chart| {
+    let fig = ResolvedFigure::plane(figure.into(), path);
+    let err = |e| draw_err(path, e);
+    with_chart(path, &fig, bounds, Mesh::AxesOnly, |chart| {
         let mut arrows = Vec::new();
         for (o, v) in origins.iter().zip(vectors) {
             let l = len(v);
@@ -132,7 +134,7 @@ pub fn quiver_png(
                 ));
             }
         }
-        chart.draw_series(arrows).map_err(|e| err(&e))?;
+        chart.draw_series(arrows).map_err(err)?;
         Ok(())
     })
 }

@@ -1,7 +1,7 @@
 //! Line charts (training curves, transport cost against KL).
 
 use super::grid::Bounds;
-use super::{PlotError, draw_err, with_chart};
+use super::{Figure, Mesh, PlotError, ResolvedFigure, draw_err, with_chart};
 use crate::toy::Point2;
 use plotters::prelude::*;
 use std::path::Path;
@@ -37,33 +37,13 @@ impl LineSeries {
     }
 }
 
-/// "Nice" tick positions (multiples of 1, 2 or 5 × 10ᵏ, about 4–9 of them) inside `[lo, hi]`.
-pub(crate) fn nice_ticks(lo: f64, hi: f64) -> Vec<f64> {
-    let span = hi - lo;
-    if !(span.is_finite() && span > 0.0) {
-        return Vec::new();
-    }
-    // The smallest nice step giving at most ~9 intervals.
-    let raw = span / 8.0;
-    let mag = 10f64.powf(raw.log10().floor());
-    let step = [1.0, 2.0, 5.0, 10.0]
-        .iter()
-        .map(|m| m * mag)
-        .find(|s| *s >= raw)
-        .unwrap_or(10.0 * mag);
-    let first = (lo / step).ceil() as i64;
-    let last = (hi / step).floor() as i64;
-    (first..=last).map(|k| k as f64 * step).collect()
-}
-
 /// Draws `series` over `bounds` (or the window around all finite points, padded by 5%, if
-/// `None`) with light grey grid lines at [`nice_ticks`] positions and darker zero axes.
-/// No text is drawn (see the module docs): pair the PNG with the numbers it shows.
+/// `None`) with light grey grid lines at the ticks and darker zero axes.
 pub fn line_chart_png(
     path: impl AsRef<Path>,
     series: &[LineSeries],
     bounds: Option<Bounds>,
-    size: u32,
+    figure: impl Into<Figure>,
 ) -> Result<(), PlotError> {
     let path = path.as_ref();
     let all: Vec<Point2> = series
@@ -77,20 +57,18 @@ pub fn line_chart_png(
         ));
     }
     let b = bounds.unwrap_or_else(|| Bounds::around(&all, 0.05));
-    let err = draw_err(path);
-    with_chart(path, size, b, |chart| {
-        let grey = RGBColor(220, 220, 220).stroke_width(1);
+    let fig = ResolvedFigure::chart(figure.into(), path);
+    let err = |e| draw_err(path, e);
+    with_chart(path, &fig, b, Mesh::Grid, |chart| {
         let axis = RGBColor(120, 120, 120).stroke_width(1);
-        let mut grid = Vec::new();
-        for x in nice_ticks(b.x.0, b.x.1) {
-            let style = if x == 0.0 { axis } else { grey };
-            grid.push(PathElement::new(vec![(x, b.y.0), (x, b.y.1)], style));
+        let mut zero_axes = Vec::new();
+        if b.x.0 < 0.0 && b.x.1 > 0.0 {
+            zero_axes.push(PathElement::new(vec![(0.0, b.y.0), (0.0, b.y.1)], axis));
         }
-        for y in nice_ticks(b.y.0, b.y.1) {
-            let style = if y == 0.0 { axis } else { grey };
-            grid.push(PathElement::new(vec![(b.x.0, y), (b.x.1, y)], style));
+        if b.y.0 < 0.0 && b.y.1 > 0.0 {
+            zero_axes.push(PathElement::new(vec![(b.x.0, 0.0), (b.x.1, 0.0)], axis));
         }
-        chart.draw_series(grid).map_err(|e| err(&e))?;
+        chart.draw_series(zero_axes).map_err(err)?;
         for s in series {
             let pts: Vec<(f64, f64)> = s
                 .points
@@ -102,11 +80,11 @@ pub fn line_chart_png(
             if s.dashed {
                 chart
                     .draw_series(DashedLineSeries::new(pts, 10, 6, style))
-                    .map_err(|e| err(&e))?;
+                    .map_err(err)?;
             } else {
                 chart
                     .draw_series(plotters::series::LineSeries::new(pts, style))
-                    .map_err(|e| err(&e))?;
+                    .map_err(err)?;
             }
         }
         Ok(())
@@ -117,21 +95,6 @@ pub fn line_chart_png(
 mod tests {
     use super::*;
     use crate::plot::test_util::{png_stats, temp_png};
-
-    #[test]
-    fn ticks_are_nice_and_inside() {
-        let t = nice_ticks(0.0, 1.0);
-        let expected = [0.0, 0.2, 0.4, 0.6, 0.8, 1.0];
-        assert_eq!(t.len(), expected.len());
-        assert!(
-            t.iter().zip(expected).all(|(a, b)| (a - b).abs() < 1e-12),
-            "{t:?}"
-        );
-        let t = nice_ticks(-3.7, 12.2);
-        assert!(t.iter().all(|v| *v >= -3.7 && *v <= 12.2));
-        assert!(t.len() >= 4 && t.len() <= 11, "{t:?}");
-        assert!(nice_ticks(1.0, 1.0).is_empty());
-    }
 
     #[test]
     fn line_chart_is_drawn() {

@@ -2,7 +2,7 @@
 
 use super::colors::rainbow;
 use super::grid::Bounds;
-use super::{PlotError, with_chart};
+use super::{Figure, Mesh, PlotError, ResolvedFigure, draw_err, with_chart};
 use crate::toy::Point2;
 use plotters::prelude::*;
 use std::path::Path;
@@ -14,10 +14,17 @@ pub fn scatter_png(
     points: &[Point2],
     bounds: Bounds,
     radius: u32,
-    size: u32,
+    figure: impl Into<Figure>,
 ) -> Result<(), PlotError> {
     let colors = vec![f64::NAN; points.len()];
-    draw_scatter(path.as_ref(), points, &colors, bounds, radius, size)
+    draw_scatter(
+        path.as_ref(),
+        points,
+        &colors,
+        bounds,
+        radius,
+        figure.into(),
+    )
 }
 
 /// Scatter plot with one colour value `t ∈ [0, 1]` per point (rainbow map), e.g. the rank of
@@ -28,7 +35,7 @@ pub fn scatter_colored_png(
     color_values: &[f64],
     bounds: Bounds,
     radius: u32,
-    size: u32,
+    figure: impl Into<Figure>,
 ) -> Result<(), PlotError> {
     if color_values.len() != points.len() {
         return Err(PlotError::InvalidInput(format!(
@@ -37,7 +44,14 @@ pub fn scatter_colored_png(
             points.len()
         )));
     }
-    draw_scatter(path.as_ref(), points, color_values, bounds, radius, size)
+    draw_scatter(
+        path.as_ref(),
+        points,
+        color_values,
+        bounds,
+        radius,
+        figure.into(),
+    )
 }
 
 fn draw_scatter(
@@ -46,14 +60,14 @@ fn draw_scatter(
     color_values: &[f64],
     bounds: Bounds,
     radius: u32,
-    size: u32,
+    figure: Figure,
 ) -> Result<(), PlotError> {
     if points.is_empty() {
         return Err(PlotError::InvalidInput("no points to plot".into()));
     }
-    let err = super::draw_err(path);
+    let fig = ResolvedFigure::plane(figure, path);
     let plain = RGBColor(110, 40, 150).mix(0.6);
-    with_chart(path, size, bounds, |chart| {
+    with_chart(path, &fig, bounds, Mesh::AxesOnly, |chart| {
         let dots = points
             .iter()
             .zip(color_values)
@@ -66,7 +80,7 @@ fn draw_scatter(
                 };
                 Circle::new((p[0], p[1]), radius.max(1), style)
             });
-        chart.draw_series(dots).map_err(|e| err(&e))?;
+        chart.draw_series(dots).map_err(|e| draw_err(path, e))?;
         Ok(())
     })
 }

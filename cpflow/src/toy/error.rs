@@ -2,6 +2,7 @@
 
 /// What can go wrong building or reading toy data.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ToyError {
     /// The name is not one of [`crate::toy::Toy::ALL`].
     #[error(
@@ -11,17 +12,22 @@ pub enum ToyError {
     /// An argument is out of its domain (dimension 0, covariance not positive definite, …).
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
-    /// The PNG could not be read or decoded.
-    #[error("cannot read image {path}: {source}")]
+    /// The PNG could not be read or decoded (feature `toy-images`).
+    #[cfg(feature = "toy-images")]
+    #[error("cannot read image {path}")]
     Image {
         /// The file.
         path: String,
         /// The decoder's error.
+        #[source]
         source: image::ImageError,
     },
     /// The image has no mass after inversion (all pixels the same grey level).
     #[error("image {0} is uniform: no density mass after inverting the grey levels")]
     EmptyImage(String),
+    /// The pixel weights of an image density cannot be sampled from.
+    #[error("invalid pixel weights")]
+    PixelWeights(#[source] rand::distr::weighted::Error),
     /// A candle error while converting points.
     #[error(transparent)]
     Candle(#[from] candle_core::Error),

@@ -73,8 +73,7 @@ impl ImageDensity {
             return Err(ToyError::EmptyImage("<grey buffer>".into()));
         }
         let weights: Vec<f64> = inverted.iter().map(|v| v / total).collect();
-        let sampler = WeightedIndex::new(&weights)
-            .map_err(|e| ToyError::InvalidArgument(format!("pixel weights: {e}")))?;
+        let sampler = WeightedIndex::new(&weights).map_err(ToyError::PixelWeights)?;
         Ok(Self {
             width,
             height,

@@ -8,7 +8,8 @@
 //!   (`data/toy_data.py`: EightGaussian, SwissRoll, TwoSpirals, Rings, MAFMoon) and the
 //!   FFJORD-style ones (`moons`, `circles`, `pinwheel`, `checkerboard`), with the closed-form
 //!   log-density where one exists ([`Toy::log_density`]).
-//! * [`ImageDensity`]: a density drawn from a PNG (the reference `train_toy.py --img_file`).
+//! * `ImageDensity` (feature `toy-images`): a density drawn from a PNG (the reference
+//!   `train_toy.py --img_file`).
 //! * [`GaussianTarget`]: `N(m, C)` with a random mean and a Wishart covariance, its entropy and
 //!   the closed-form squared 2-Wasserstein distance to `N(0, I)`.
 //!
@@ -25,12 +26,14 @@
 mod error;
 mod ffjord;
 mod gaussian;
+#[cfg(feature = "toy-images")]
 mod image_density;
 mod paper;
 
 pub use error::ToyError;
 pub use ffjord::{sample_checkerboard, sample_circles, sample_moons, sample_pinwheel};
 pub use gaussian::{GaussianTarget, sample_wishart, w2_squared_gaussians};
+#[cfg(feature = "toy-images")]
 pub use image_density::ImageDensity;
 pub use paper::{
     eight_gaussians_log_density, maf_moon_log_density, sample_eight_gaussians,

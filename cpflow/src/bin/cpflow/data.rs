@@ -57,11 +57,13 @@ impl DataSource {
     }
 }
 
-/// Row-major host data split into a training and a held-out part.
+/// Row-major host data split into three disjoint parts: training, validation (early
+/// stopping, learning-rate decay, the NLL curve) and test (scored once, after training).
 #[derive(Debug)]
 pub struct LoadedData {
     pub dim: usize,
     pub train: Vec<f64>,
+    pub val: Vec<f64>,
     pub test: Vec<f64>,
     pub source: DataSource,
 }
@@ -69,6 +71,10 @@ pub struct LoadedData {
 impl LoadedData {
     pub fn n_train(&self) -> usize {
         self.train.len() / self.dim
+    }
+
+    pub fn n_val(&self) -> usize {
+        self.val.len() / self.dim
     }
 
     pub fn n_test(&self) -> usize {
@@ -81,8 +87,12 @@ impl LoadedData {
         Ok(Tensor::from_slice(part, (n, self.dim), device)?.to_dtype(dtype)?)
     }
 
-    /// Monte-Carlo entropy `−mean log p(x)` of the held-out part, if `p` has a closed form.
+    /// Monte-Carlo entropy `−mean log p(x)` of the test part, if there is one and `p` has a
+    /// closed form.
     pub fn test_entropy(&self) -> Option<f64> {
+        if self.test.is_empty() {
+            return None;
+        }
         let mut total = 0.0;
         for row in self.test.chunks(self.dim) {
             total -= self.source.log_density(row)?;
@@ -96,23 +106,34 @@ pub fn load(section: &DataSection) -> Result<LoadedData> {
     let source = DataSource::parse(&section.source)?;
     let mut rng = FlowRng::seed_from_u64(section.seed);
     let flat = |pts: Vec<[f64; 2]>| -> Vec<f64> { pts.into_iter().flatten().collect() };
-    let (dim, train, test) = match &source {
+    // Toys and images: training, test, then validation points, all fresh draws (the test
+    // points are those of a run without a validation split).
+    let (dim, train, val, test) = match &source {
         DataSource::Toy(t) => {
             let train = flat(t.sample(section.n_train, &mut rng));
             let test = flat(t.sample(section.n_test, &mut rng));
-            (2, train, test)
+            let val = flat(t.sample(section.n_val, &mut rng));
+            (2, train, val, test)
         }
         DataSource::Image(d) => {
             let train = flat(d.sample(section.n_train, &mut rng));
             let test = flat(d.sample(section.n_test, &mut rng));
-            (2, train, test)
+            let val = flat(d.sample(section.n_val, &mut rng));
+            (2, train, val, test)
         }
         DataSource::Npy(p) | DataSource::Csv(p) => {
             let (dim, rows) = match &source {
                 DataSource::Npy(_) => read_npy(p)?,
                 _ => read_csv(p)?,
             };
-            split_rows(dim, rows, section.test_fraction, &mut rng)?
+            let (train, val, test) = split_rows(
+                dim,
+                rows,
+                section.val_fraction,
+                section.test_fraction,
+                &mut rng,
+            )?;
+            (dim, train, val, test)
         }
     };
     if train.is_empty() {
@@ -121,6 +142,7 @@ pub fn load(section: &DataSection) -> Result<LoadedData> {
     Ok(LoadedData {
         dim,
         train,
+        val,
         test,
         source,
     })
@@ -144,83 +166,73 @@ pub fn load_all(source: &str, n: usize, seed: u64) -> Result<LoadedData> {
     Ok(LoadedData {
         dim,
         train: Vec::new(),
+        val: Vec::new(),
         test,
         source: src,
     })
 }
 
-/// Seeded shuffle of the rows, then the last `test_fraction` is held out.
+/// Seeded shuffle of the rows; the last `test_fraction` is the test part, the
+/// `val_fraction` before it the validation part, the rest the training part. The three are
+/// disjoint, and the test rows depend only on the seed and `test_fraction`.
 fn split_rows(
     dim: usize,
     rows: Vec<f64>,
+    val_fraction: f64,
     test_fraction: f64,
     rng: &mut FlowRng,
-) -> Result<(usize, Vec<f64>, Vec<f64>)> {
-    if !(0.0..1.0).contains(&test_fraction) {
-        bail!("data.test_fraction must be in [0, 1), got {test_fraction}");
+) -> Result<(Vec<f64>, Vec<f64>, Vec<f64>)> {
+    for (name, f) in [("val_fraction", val_fraction), ("test_fraction", test_fraction)] {
+        if !(0.0..1.0).contains(&f) {
+            bail!("data.{name} must be in [0, 1), got {f}");
+        }
+    }
+    if val_fraction + test_fraction >= 1.0 {
+        bail!(
+            "data.val_fraction + data.test_fraction must be below 1 (got {val_fraction} + \
+             {test_fraction}): nothing would be left to train on"
+        );
     }
     let n = rows.len() / dim;
     let mut order: Vec<usize> = (0..n).collect();
     order.shuffle(rng);
     let n_test = ((n as f64) * test_fraction).round() as usize;
-    let n_train = n - n_test;
+    let n_val = ((n as f64) * val_fraction).round() as usize;
+    let n_train = n.saturating_sub(n_test + n_val);
     let gather = |idx: &[usize]| -> Vec<f64> {
         idx.iter()
             .flat_map(|&i| rows[i * dim..(i + 1) * dim].iter().copied())
             .collect()
     };
-    Ok((dim, gather(&order[..n_train]), gather(&order[n_train..])))
+    Ok((
+        gather(&order[..n_train]),
+        gather(&order[n_train..n - n_test]),
+        gather(&order[n - n_test..]),
+    ))
 }
 
-/// Reads an `(n, d)` or `(n,)` float array.
+/// Reads an `(n, d)` or `(n,)` numeric array (float, integer or bool dtype; C or Fortran
+/// order; either byte order) with the library's reader, `cpflow::datasets::read_npy_file`.
 pub fn read_npy(path: &Path) -> Result<(usize, Vec<f64>)> {
-    let t = Tensor::read_npy(path).with_context(|| format!("reading {}", path.display()))?;
-    let t = t.to_dtype(DType::F64)?;
-    let (n, d) = match t.dims() {
-        [n] => (*n, 1),
-        [n, d] => (*n, *d),
-        other => bail!(
-            "{}: expected a 1-D or 2-D array, got shape {other:?}",
-            path.display()
-        ),
-    };
-    let rows = t.reshape((n * d,))?.to_vec1::<f64>()?;
+    let m = cpflow::datasets::read_npy_file(path)?;
+    let d = m.cols();
+    if d == 0 {
+        bail!("{}: the array has no columns", path.display());
+    }
+    let rows = m.into_data();
     check_finite(path, &rows)?;
     Ok((d, rows))
 }
 
-/// Reads numeric CSV rows (comma separated; a first line that does not parse is a header).
+/// Reads numeric CSV rows with the library's reader, `cpflow::datasets::read_csv_file`
+/// (comma separated; the first line may be a header of column names, one per column; any
+/// other non-numeric first line is an error naming line 1).
 pub fn read_csv(path: &Path) -> Result<(usize, Vec<f64>)> {
-    let mut reader = csv::ReaderBuilder::new()
-        .has_headers(false)
-        .trim(csv::Trim::All)
-        .from_path(path)
-        .with_context(|| format!("reading {}", path.display()))?;
-    let mut rows = Vec::new();
-    let mut dim = None;
-    for (line, rec) in reader.records().enumerate() {
-        let rec = rec.with_context(|| format!("{}: line {}", path.display(), line + 1))?;
-        let parsed: Result<Vec<f64>, _> = rec.iter().map(str::parse::<f64>).collect();
-        let values = match parsed {
-            Ok(v) => v,
-            Err(_) if line == 0 => continue,
-            Err(e) => bail!("{}: line {}: {e}", path.display(), line + 1),
-        };
-        match dim {
-            None => dim = Some(values.len()),
-            Some(d) if d != values.len() => bail!(
-                "{}: line {} has {} columns, expected {d}",
-                path.display(),
-                line + 1,
-                values.len()
-            ),
-            _ => {}
-        }
-        rows.extend(values);
-    }
-    let dim = dim.with_context(|| format!("{}: no numeric rows", path.display()))?;
+    let m = cpflow::datasets::read_csv_file(path)?;
+    let d = m.cols();
+    let rows = m.into_data();
     check_finite(path, &rows)?;
-    Ok((dim, rows))
+    Ok((d, rows))
 }
 
 fn check_finite(path: &Path, rows: &[f64]) -> Result<()> {
@@ -285,8 +297,32 @@ mod tests {
             ..Default::default()
         };
         let data = load(&section).unwrap();
-        assert_eq!((data.dim, data.n_train(), data.n_test()), (3, 8, 2));
+        assert_eq!(
+            (data.dim, data.n_train(), data.n_val(), data.n_test()),
+            (3, 7, 1, 2)
+        );
         assert!(write_rows(&dir.join("a.txt"), 3, &rows).is_err());
+    }
+
+    /// The three parts of a file are disjoint and cover every row; the test rows do not
+    /// depend on the validation fraction (the test split is the same with or without one).
+    #[test]
+    fn file_splits_are_disjoint_and_test_rows_are_stable() {
+        let n = 50;
+        let rows: Vec<f64> = (0..n).map(|i| i as f64).collect();
+        let mut rng = FlowRng::seed_from_u64(7);
+        let (tr, va, te) = split_rows(1, rows.clone(), 0.2, 0.1, &mut rng).unwrap();
+        assert_eq!((tr.len(), va.len(), te.len()), (35, 10, 5));
+        let mut all: Vec<f64> = tr.iter().chain(&va).chain(&te).copied().collect();
+        all.sort_by(f64::total_cmp);
+        assert_eq!(all, rows);
+        let mut rng = FlowRng::seed_from_u64(7);
+        let (_, va0, te0) = split_rows(1, rows.clone(), 0.0, 0.1, &mut rng).unwrap();
+        assert!(va0.is_empty());
+        assert_eq!(te0, te);
+        let mut rng = FlowRng::seed_from_u64(7);
+        assert!(split_rows(1, rows.clone(), 0.5, 0.5, &mut rng).is_err());
+        assert!(split_rows(1, rows, -0.1, 0.1, &mut rng).is_err());
     }
 
     #[test]
@@ -308,6 +344,83 @@ mod tests {
         };
         let data = load(&section).unwrap();
         assert_eq!((data.n_train(), data.n_test()), (100, 50));
+        assert_eq!(data.n_val(), DataSection::default().n_val);
         assert!(data.test_entropy().unwrap().is_finite());
+    }
+
+    /// A hand-written `.npy` (version 1.0; `descr` and `shape` as Python literals).
+    fn npy_bytes(descr: &str, fortran: bool, shape: &str, data: &[u8]) -> Vec<u8> {
+        let order = if fortran { "True" } else { "False" };
+        let mut dict =
+            format!("{{'descr': {descr}, 'fortran_order': {order}, 'shape': {shape}, }}");
+        while !(10 + dict.len() + 1).is_multiple_of(64) {
+            dict.push(' ');
+        }
+        dict.push('\n');
+        let mut out = b"\x93NUMPY\x01\x00".to_vec();
+        out.extend(u16::try_from(dict.len()).unwrap().to_le_bytes());
+        out.extend(dict.as_bytes());
+        out.extend(data);
+        out
+    }
+
+    /// The CLI reads `.npy` files with the library's reader: integer dtypes, big-endian data
+    /// and Fortran order (candle's reader, used before, rejected the last two), and it
+    /// rejects what it cannot read with the file's name.
+    #[test]
+    fn npy_files_of_any_order_and_byte_order() {
+        let dir = std::env::temp_dir().join(format!("cpflow-cli-npy-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        // [[1, -2, 3], [4, 5, -6]] as big-endian i2 in column-major order.
+        let data: Vec<u8> = [1i16, 4, -2, 5, 3, -6]
+            .iter()
+            .flat_map(|v| v.to_be_bytes())
+            .collect();
+        let p = dir.join("f.npy");
+        std::fs::write(&p, npy_bytes("'>i2'", true, "(2, 3)", &data)).unwrap();
+        assert_eq!(
+            read_npy(&p).unwrap(),
+            (3, vec![1.0, -2.0, 3.0, 4.0, 5.0, -6.0])
+        );
+        let data: Vec<u8> = [0.5f32, -1.25]
+            .iter()
+            .flat_map(|v| v.to_be_bytes())
+            .collect();
+        std::fs::write(&p, npy_bytes("'>f4'", false, "(2,)", &data)).unwrap();
+        assert_eq!(read_npy(&p).unwrap(), (1, vec![0.5, -1.25]));
+        std::fs::write(&p, npy_bytes("'<f8'", false, "(1, 1, 1)", &[0; 8])).unwrap();
+        let err = read_npy(&p).unwrap_err().to_string();
+        assert!(err.contains("f.npy") && err.contains("[1, 1, 1]"), "{err}");
+        std::fs::write(&p, npy_bytes("'<f8'", false, "(2, 1)", &[0; 8])).unwrap();
+        let err = read_npy(&p).unwrap_err().to_string();
+        assert!(err.contains("f.npy") && err.contains("truncated"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A first line that is neither numbers nor a plausible header is an error naming line 1
+    /// (it used to be skipped silently, losing a row or hiding a wrong delimiter).
+    #[test]
+    fn csv_first_line_must_be_numbers_or_a_header() {
+        let dir = std::env::temp_dir().join(format!("cpflow-cli-csv-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("c.csv");
+        for text in [
+            "1,2,abc\n3,4,5\n",
+            "1;2\n3,4\n",
+            "x,\n1,2\n",
+            "x,y,z\n1,2\n",
+        ] {
+            std::fs::write(&p, text).unwrap();
+            let err = read_csv(&p).unwrap_err().to_string();
+            assert!(
+                err.contains("c.csv") && err.contains("line 1"),
+                "{text:?}: {err}"
+            );
+        }
+        std::fs::write(&p, "x, y\n1,2\n3,4\n").unwrap();
+        assert_eq!(read_csv(&p).unwrap(), (2, vec![1.0, 2.0, 3.0, 4.0]));
+        std::fs::write(&p, "1,2\n3,nan\n").unwrap();
+        assert!(read_csv(&p).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

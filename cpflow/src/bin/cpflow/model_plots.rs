@@ -3,7 +3,7 @@
 use anyhow::{Result, bail};
 use candle_core::DType;
 use cpflow::plot::{
-    Bounds, Grid2d, density_heatmap_png, histogram_png, potential_contour_png, quiver_png,
+    Bounds, Figure, Grid2d, density_heatmap_png, histogram_png, potential_contour_png, quiver_png,
     scatter_colored_png, warped_mesh_png,
 };
 use cpflow::toy::{Point2, points_to_tensor, tensor_to_points};
@@ -93,7 +93,8 @@ pub fn write_model_plots(
     let mut figures = Vec::new();
 
     if let Some(points) = data {
-        histogram_png(dir.join("data.png"), points, window, 200, opts.size)?;
+        let fig = Figure::new(opts.size).title("data (2-D histogram)");
+        histogram_png(dir.join("data.png"), points, window, 200, fig)?;
         figures.push(info(
             "data.png",
             "2-D histogram of the data (200×200 bins, BuPu)",
@@ -110,7 +111,8 @@ pub fn write_model_plots(
         .to_dtype(DType::F64)?
         .to_vec1::<f64>()?;
     let density = Grid2d::from_values(window, n, n, logp.iter().map(|l| l.exp()).collect())?;
-    density_heatmap_png(dir.join("density.png"), &density, opts.size)?;
+    let fig = Figure::new(opts.size).title("model density (exact log-det)");
+    density_heatmap_png(dir.join("density.png"), &density, fig)?;
     figures.push(info(
         "density.png",
         "model density exp(log p) (exact log-det), white = min, purple = max",
@@ -133,7 +135,8 @@ pub fn write_model_plots(
     let zs = tensor_to_points(&z)?;
     let xs = tensor_to_points(&inv.x)?;
     let ranks = norm_ranks(&zs);
-    scatter_colored_png(dir.join("samples.png"), &xs, &ranks, window, 2, opts.size)?;
+    let fig = Figure::new(opts.size).title("samples x = f⁻¹(z), coloured by rank of |z|");
+    scatter_colored_png(dir.join("samples.png"), &xs, &ranks, window, 2, fig)?;
     figures.push(info(
         "samples.png",
         "model samples x = f^-1(z), coloured by the rank of |z| (rainbow)",
@@ -141,7 +144,10 @@ pub fn write_model_plots(
         None,
     ));
     let zb = Bounds::around(&zs, 0.05);
-    scatter_colored_png(dir.join("latent.png"), &zs, &ranks, zb, 2, opts.size)?;
+    let fig = Figure::new(opts.size)
+        .title("prior draws z behind the samples")
+        .labels("z₁", "z₂");
+    scatter_colored_png(dir.join("latent.png"), &zs, &ranks, zb, 2, fig)?;
     figures.push(info(
         "latent.png",
         "the prior draws z behind samples.png, same colours",
@@ -175,7 +181,8 @@ pub fn write_model_plots(
     let phi: Vec<f64> = phi.detach().to_dtype(DType::F64)?.to_vec1::<f64>()?;
     let grad = tensor_to_points(&grad.detach())?;
     let potential = Grid2d::from_values(mesh_window, m, m, phi)?;
-    potential_contour_png(dir.join("potential.png"), &potential, 20, opts.size)?;
+    let fig = Figure::new(opts.size).title("convex potential Φ of the first block");
+    potential_contour_png(dir.join("potential.png"), &potential, 20, fig)?;
     figures.push(info(
         "potential.png",
         "convex potential Phi of the first block over the data grid, 20 levels (Viridis)",
@@ -192,7 +199,9 @@ pub fn write_model_plots(
         m,
         gb,
         Some(mesh_window),
-        opts.size,
+        Figure::new(opts.size)
+            .title("grid lines of the red square pushed through ∇Φ")
+            .labels("∇Φ₁", "∇Φ₂"),
     )?;
     figures.push(info(
         "gradient_mesh.png",
@@ -210,7 +219,7 @@ pub fn write_model_plots(
         &origins,
         &vectors,
         Bounds::square(opts.half_width),
-        opts.size,
+        Figure::new(opts.size).title("gradient field ∇Φ (common scale)"),
     )?;
     figures.push(info(
         "gradient_field.png",

@@ -7,9 +7,11 @@
 //! [data]            # what to fit
 //! source = "8gaussians"   # toy name | path.npy | path.csv | path.png (image density)
 //! n_train = 50000          # toys/images: points drawn for training
-//! n_test = 10000           # toys/images: fresh held-out points
+//! n_val = 10000            # toys/images: fresh validation points (curve, early stopping)
+//! n_test = 10000           # toys/images: fresh test points, scored once at the end
 //! seed = 0
-//! test_fraction = 0.1      # files: last fraction (after a seeded shuffle) held out
+//! val_fraction = 0.1       # files: fraction of the rows for validation
+//! test_fraction = 0.1      # files: fraction of the rows for the test (0: no test score)
 //!
 //! [model]
 //! arch = "icnn3"           # icnn | icnn2 | icnn3 | dense_icnn2
@@ -34,7 +36,7 @@
 //! [run]
 //! device = "cpu"           # cpu | cuda
 //! out = "runs/cpflow"
-//! eval_every = 500         # held-out exact NLL every this many iterations (0: end only)
+//! eval_every = 500         # validation exact NLL every this many iterations (0: end only)
 //! plots = true             # write the PNGs at the end (2-D data only)
 //! progress = true
 //! ```
@@ -56,8 +58,10 @@ use std::path::{Path, PathBuf};
 pub struct DataSection {
     pub source: String,
     pub n_train: usize,
+    pub n_val: usize,
     pub n_test: usize,
     pub seed: u64,
+    pub val_fraction: f64,
     pub test_fraction: f64,
 }
 
@@ -66,8 +70,10 @@ impl Default for DataSection {
         DataSection {
             source: "8gaussians".into(),
             n_train: 50_000,
+            n_val: 10_000,
             n_test: 10_000,
             seed: 0,
+            val_fraction: 0.1,
             test_fraction: 0.1,
         }
     }
@@ -351,9 +357,12 @@ pub fn resolve(file: Option<&Path>, ov: &Overrides) -> Result<RunConfig> {
         .is_some_and(|t| t.contains_key("early_stopping"));
     let defaults = toml::Table::try_from(RunConfig::default())?;
     let merged = merge(defaults, table);
-    let mut cfg: RunConfig = toml::Value::Table(merged)
-        .try_into()
-        .context("invalid configuration")?;
+    // Every table rejects unknown keys; the path names the table and the key.
+    let mut cfg: RunConfig =
+        serde_path_to_error::deserialize(toml::Value::Table(merged)).map_err(|e| {
+            let path = e.path().to_string();
+            anyhow::anyhow!("invalid configuration at `{path}`: {}", e.into_inner())
+        })?;
     // TOML cannot hold `None`: the run default `early_stopping = None` is lost in the merge
     // above and would come back as `TrainConfig`'s `Some(20)`.
     if !user_set_early_stopping {

@@ -183,7 +183,7 @@ fn mnist_official_files() {
         (50_000, 10_000, 10_000)
     );
     assert_eq!(m.train.cols(), 784);
-    // data/mnist/README.md: label counts of the 60,000 training images and pixel mean.
+    // docs/data/mnist/README.md: label counts of the 60,000 training images and pixel mean.
     let mut counts = [0usize; 10];
     for &l in m.train_labels.iter().chain(&m.val_labels) {
         counts[l as usize] += 1;

@@ -1,4 +1,5 @@
-//! Loader tests on fabricated files and on the real files in `../shared/data`.
+//! Loader tests on fabricated files and, when the project's read-only data folder
+//! `../shared/data` is present, on the real files described in `docs/data/`.
 
 mod images;
 mod tabular;

@@ -305,7 +305,7 @@ fn miniboone_fragment_loads_like_maf_code() {
     let bytes = std::fs::read(&path).unwrap();
     let raw = parse_npy_matrix(&path, &bytes).unwrap();
     assert_eq!((raw.rows(), raw.cols()), (1523, 43));
-    // data/README.md: the first row starts 2.59413, 0.4688, 20.6916 (printed rounded)
+    // docs/data/miniboone/README.md: the first row starts 2.59413, 0.4688, 20.6916 (printed rounded)
     for (got, want) in raw.row(0).iter().zip([2.59413, 0.4688, 20.6916]) {
         assert!((got - want).abs() < 1e-5, "{got} vs {want}");
     }

@@ -1,8 +1,11 @@
 //! `cpflow train`.
 
-use anyhow::{Context, Result};
-use cpflow::{Dataset, Flow, FlowRng, NllEstimator, RunOptions, Trainer, mean_nll};
+use anyhow::{Context, Result, bail};
+use cpflow::{
+    Dataset, Flow, FlowRng, NllCurve, NllEstimator, RunOptions, StopReason, Trainer, mean_nll,
+};
 use serde::Serialize;
+use std::collections::BTreeMap;
 use std::time::Instant;
 
 use crate::TrainArgs;
@@ -10,23 +13,35 @@ use crate::data::load;
 use crate::model_plots::{PlotOptions, rows_to_points, write_model_plots};
 use crate::run_config::{Overrides, resolve};
 
-/// `report.json` of a run.
+/// `report.json` of a run. Every NLL names its split: `val_*` numbers come from the
+/// validation part (taken from the training data, it drives early stopping and learning-rate
+/// decay), `test_nll` from the test part, scored once after training.
 #[derive(Serialize)]
 struct TrainSummary {
     data: String,
     dim: usize,
     n_train: usize,
+    n_val: usize,
     n_test: usize,
     parameters: usize,
+    /// Optimiser steps actually run (early stopping, a resume or a stop end runs early).
     iterations: usize,
-    /// Held-out exact NLL (nats) at the end.
-    test_nll: f64,
-    /// `(iteration, held-out exact NLL)`.
-    test_nll_curve: Vec<(usize, f64)>,
-    /// Monte-Carlo entropy of the held-out data, when the density is known in closed form.
+    /// The configured maximum.
+    max_iterations: usize,
+    stop_reason: StopReason,
+    /// `(iteration, validation exact NLL)` every `run.eval_every` iterations.
+    val_nll_curve: Vec<(usize, f64)>,
+    /// Validation NLL (the trainer's estimator) of the weights kept, and their iteration.
+    val_nll: Option<f64>,
+    val_iteration: Option<usize>,
+    /// Exact NLL (nats) of the test part, scored once at the end; `null` without test rows.
+    test_nll: Option<f64>,
+    /// Monte-Carlo entropy of the test points, when the density is known in closed form.
     data_entropy: Option<f64>,
     /// `test_nll − data_entropy`: a KL estimate.
     kl_estimate: Option<f64>,
+    /// Which split each number comes from.
+    splits: BTreeMap<&'static str, &'static str>,
     final_loss: f64,
     train_time_s: f64,
     wall_time_s: f64,
@@ -56,16 +71,21 @@ pub fn train(a: TrainArgs) -> Result<()> {
         data = %cfg.data.source,
         dim = data.dim,
         n_train = data.n_train(),
+        n_val = data.n_val(),
         n_test = data.n_test(),
         out = %out.display(),
         "loaded data"
     );
-    let train_set = Dataset::new(data.tensor(&data.train, dtype, &device)?);
-    let test_set = if data.test.is_empty() {
-        None
-    } else {
-        Some(Dataset::new(data.tensor(&data.test, dtype, &device)?))
+    let part = |rows: &[f64]| -> Result<Option<Dataset>> {
+        Ok(if rows.is_empty() {
+            None
+        } else {
+            Some(Dataset::new(data.tensor(rows, dtype, &device)?))
+        })
     };
+    let train_set = Dataset::new(data.tensor(&data.train, dtype, &device)?);
+    let val_set = part(&data.val)?;
+    let test_set = part(&data.test)?;
     let options = RunOptions {
         out_dir: Some(out.clone()),
         progress_bar: cfg.run.progress && !a.no_progress,
@@ -79,54 +99,43 @@ pub fn train(a: TrainArgs) -> Result<()> {
         tracing::info!(parameters = flow.num_parameters(), "built the flow");
         Trainer::new(flow, cfg.train.clone())?.with_options(options)
     };
+    if cfg.train.val_every > 0 && val_set.is_none() {
+        bail!(
+            "train.val_every = {} needs validation rows: set data.val_fraction (files) or \
+             data.n_val (toys) above 0, or train.val_every = 0",
+            cfg.train.val_every
+        );
+    }
     let val = if cfg.train.val_every > 0 {
-        test_set.as_ref()
+        val_set.as_ref()
     } else {
         None
     };
-
-    let total = cfg.train.max_iterations;
-    let segment = if cfg.run.eval_every == 0 {
-        total.max(1)
-    } else {
-        cfg.run.eval_every
+    let mut curve = val_set.as_ref().map(|v| {
+        NllCurve::new(v.clone(), NllEstimator::Exact, cfg.run.eval_every)
+            .with_seed(cfg.train.seed ^ 0xE7A1)
+    });
+    let ts = Instant::now();
+    let rep = match curve.as_mut() {
+        Some(c) => trainer.fit_observed(&train_set, val, &mut [c])?,
+        None => trainer.fit(&train_set, val)?,
     };
-    let mut eval_rng = FlowRng::seed_from_u64(cfg.train.seed ^ 0xE7A1);
-    let mut curve = Vec::new();
-    let mut train_time = 0.0;
-    let mut final_loss = f64::NAN;
-    loop {
-        let ts = Instant::now();
-        let rep = trainer.fit_steps(&train_set, val, segment)?;
-        train_time += ts.elapsed().as_secs_f64();
-        final_loss = if rep.final_loss.is_finite() {
-            rep.final_loss
-        } else {
-            final_loss
-        };
-        if let Some(test) = &test_set {
-            let nll = mean_nll(
-                trainer.flow(),
-                test,
-                &NllEstimator::Exact,
-                1024,
-                &mut eval_rng,
-            )?;
-            tracing::info!(
-                iteration = rep.iterations,
-                test_nll = nll,
-                "held-out exact NLL"
-            );
-            curve.push((rep.iterations, nll));
-        }
-        let st = trainer.state();
-        if st.iteration >= total || st.stopped_early || rep.iterations == 0 {
-            break;
-        }
-    }
+    let train_time = (ts
+        .elapsed()
+        .saturating_sub(curve.as_ref().map(|c| c.eval_time()).unwrap_or_default()))
+    .as_secs_f64();
     let flow = trainer.into_flow();
+    // The test part is scored once, here.
+    let test_nll = match &test_set {
+        Some(test) => {
+            let mut rng = FlowRng::seed_from_u64(cfg.train.seed ^ 0x7E57);
+            let nll = mean_nll(&flow, test, &NllEstimator::Exact, 1024, &mut rng)?;
+            tracing::info!(iteration = rep.iterations, test_nll = nll, "test exact NLL");
+            Some(nll)
+        }
+        None => None,
+    };
     let entropy = data.test_entropy();
-    let test_nll = curve.last().map(|c| c.1).unwrap_or(f64::NAN);
     if cfg.run.plots && data.dim == 2 {
         let pts = rows_to_points(&data.train, 100_000);
         let mut rng = FlowRng::seed_from_u64(cfg.train.seed ^ 0x5A3);
@@ -139,18 +148,34 @@ pub fn train(a: TrainArgs) -> Result<()> {
         )?;
         tracing::info!(count = figs.len(), dir = %out.join("plots").display(), "wrote plots");
     }
+    let splits = BTreeMap::from([
+        ("val_nll_curve", "validation (from the training data)"),
+        ("val_nll", "validation (from the training data)"),
+        ("test_nll", "test (scored once, after training)"),
+        ("data_entropy", "test"),
+    ]);
+    let kl_estimate = match (test_nll, entropy) {
+        (Some(t), Some(h)) => Some(t - h),
+        _ => None,
+    };
     let summary = TrainSummary {
         data: cfg.data.source.clone(),
         dim: data.dim,
         n_train: data.n_train(),
+        n_val: data.n_val(),
         n_test: data.n_test(),
         parameters: flow.num_parameters(),
-        iterations: total,
+        iterations: rep.iterations,
+        max_iterations: cfg.train.max_iterations,
+        stop_reason: rep.stop_reason,
+        val_nll_curve: curve.map(|c| c.into_points()).unwrap_or_default(),
+        val_nll: rep.best_val_nll,
+        val_iteration: rep.best_iteration,
         test_nll,
-        test_nll_curve: curve,
         data_entropy: entropy,
-        kl_estimate: entropy.map(|h| test_nll - h),
-        final_loss,
+        kl_estimate,
+        splits,
+        final_loss: rep.final_loss,
         train_time_s: train_time,
         wall_time_s: t0.elapsed().as_secs_f64(),
     };
@@ -158,16 +183,32 @@ pub fn train(a: TrainArgs) -> Result<()> {
         out.join("report.json"),
         serde_json::to_string_pretty(&summary)?,
     )?;
-    println!(
-        "trained {} iterations in {:.1} s; held-out exact NLL {:.4} nats{}; outputs in {}",
-        summary.iterations,
-        summary.train_time_s,
-        summary.test_nll,
-        match entropy {
-            Some(h) => format!(" (data entropy {h:.4}, KL ≈ {:.4})", test_nll - h),
-            None => String::new(),
-        },
-        out.display()
-    );
+    println!("{}", summary_line(&summary, &out));
     Ok(())
+}
+
+/// The final line of `cpflow train`.
+fn summary_line(s: &TrainSummary, out: &std::path::Path) -> String {
+    let stop = match s.stop_reason {
+        StopReason::EarlyStopping => " (early stopping)",
+        _ => "",
+    };
+    let val = match s.val_nll_curve.last() {
+        Some((_, v)) => format!("; validation exact NLL {v:.4}"),
+        None => String::new(),
+    };
+    let test = match (s.test_nll, s.data_entropy) {
+        (Some(t), Some(h)) => format!(
+            "; test exact NLL {t:.4} nats (data entropy {h:.4}, KL ≈ {:.4})",
+            t - h
+        ),
+        (Some(t), None) => format!("; test exact NLL {t:.4} nats"),
+        (None, _) => "; no test score (no test rows: data.test_fraction = 0)".to_string(),
+    };
+    format!(
+        "trained {} iterations{stop} in {:.1} s{val}{test}; outputs in {}",
+        s.iterations,
+        s.train_time_s,
+        out.display()
+    )
 }

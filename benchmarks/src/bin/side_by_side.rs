@@ -1,0 +1,233 @@
+//! Side by side with the authors' PyTorch code, same data, same session, same thread count:
+//! for each `d`, at initialisation and after `--pretrain` steps, runs the reference (through
+//! `benchmarks/scripts/ref_peak_memory.py` around `ref_tabular.py`) and then ours with the
+//! same protocol, and writes a Markdown table of ratios and the raw JSON.
+//!
+//! ```text
+//! cargo build --release -p benchmarks --bin side_by_side
+//! target/release/side_by_side --threads 2 --dims 6,43,63 --out docs/results/side-by-side-cpu
+//! ```
+//! Needs a Python with PyTorch (`--python`, default `~/torch-venv/bin/python`) and the
+//! authors' code exported to `--ref` (default `~/cpflow-ref`); see
+//! ../shared/reference/bench/README.md. `--ours-only` skips the reference.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+use benchmarks::ours::{Protocol, measure};
+use benchmarks::side_by_side::{Measurement, Pair, Targets, markdown_table, parse_reference_rows};
+use candle_core::{Device, Tensor};
+use clap::Parser;
+use serde_json::json;
+
+#[global_allocator]
+static ALLOC: benchmarks::memory::CountingAlloc = benchmarks::memory::CountingAlloc;
+
+#[derive(Parser, Debug)]
+#[command(about = "CP-Flow side by side with the authors' PyTorch code (CPU)")]
+struct Args {
+    /// Data dimensions.
+    #[arg(long, value_delimiter = ',', default_value = "6,43,63")]
+    dims: Vec<usize>,
+    /// Threads for both sides (ours: RAYON_NUM_THREADS; theirs: OMP/MKL_NUM_THREADS).
+    #[arg(long, default_value_t = 2)]
+    threads: usize,
+    /// Untimed training steps of the "trained" measurement.
+    #[arg(long, default_value_t = 200)]
+    pretrain: usize,
+    /// Untimed warm-up steps.
+    #[arg(long, default_value_t = 10)]
+    warm: usize,
+    /// Timed train steps.
+    #[arg(long, default_value_t = 40)]
+    steps: usize,
+    /// Python with PyTorch.
+    #[arg(long, default_value = "~/torch-venv/bin/python")]
+    python: String,
+    /// The exported authors' repository.
+    #[arg(long, default_value = "~/cpflow-ref")]
+    r#ref: String,
+    /// The reference timing script.
+    #[arg(long, default_value = "/work/shared/reference/bench/ref_tabular.py")]
+    ref_script: String,
+    /// Our wrapper that adds peak memory to the reference's rows.
+    #[arg(long, default_value = "benchmarks/scripts/ref_peak_memory.py")]
+    wrapper: String,
+    /// Scratch directory (data, raw reference output).
+    #[arg(long, default_value = "target/side-by-side")]
+    work_dir: PathBuf,
+    /// Output path without extension: writes `.md` and `.json`.
+    #[arg(long, default_value = "docs/results/side-by-side-cpu")]
+    out: PathBuf,
+    /// Skip the reference (ours only, data from `ref_tabular.py --dump-data` must exist).
+    #[arg(long)]
+    ours_only: bool,
+}
+
+fn expand(p: &str) -> PathBuf {
+    match (p.strip_prefix("~/"), std::env::var_os("HOME")) {
+        (Some(rest), Some(home)) => Path::new(&home).join(rest),
+        _ => PathBuf::from(p),
+    }
+}
+
+fn load_avg() -> f64 {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(f64::NAN)
+}
+
+fn python(args: &Args) -> Command {
+    let mut c = Command::new(expand(&args.python));
+    let t = args.threads.to_string();
+    c.env("OMP_NUM_THREADS", &t).env("MKL_NUM_THREADS", &t);
+    c
+}
+
+fn run(mut c: Command, what: &str) -> Result<()> {
+    let st = c.status().with_context(|| format!("starting {what}"))?;
+    if !st.success() {
+        bail!("{what} failed ({st})");
+    }
+    Ok(())
+}
+
+fn dump_data(args: &Args) -> Result<PathBuf> {
+    let dir = args.work_dir.join("data");
+    let dims: Vec<String> = args.dims.iter().map(ToString::to_string).collect();
+    let mut c = python(args);
+    c.arg(expand(&args.ref_script))
+        .args(["--ref", &expand(&args.r#ref).to_string_lossy()])
+        .args(["--dims", &dims.join(",")])
+        .args(["--steps", &args.steps.to_string()])
+        .args(["--warm", &args.warm.to_string()])
+        .args(["--pretrain", &args.pretrain.to_string()])
+        .arg("--dump-data")
+        .arg(&dir);
+    run(c, "ref_tabular.py --dump-data")?;
+    Ok(dir)
+}
+
+fn reference(args: &Args, d: usize, pretrain: usize) -> Result<Measurement> {
+    let out = args.work_dir.join(format!("ref_d{d}_p{pretrain}.json"));
+    let mut c = python(args);
+    c.arg(&args.wrapper)
+        .arg(expand(&args.ref_script))
+        .args(["--ref", &expand(&args.r#ref).to_string_lossy()])
+        .args(["--device", "cpu", "--dims", &d.to_string()])
+        .args(["--steps", &args.steps.to_string()])
+        .args(["--warm", &args.warm.to_string()])
+        .args(["--pretrain", &pretrain.to_string()])
+        .arg("--out")
+        .arg(&out);
+    run(c, &format!("reference d = {d}, pretrain {pretrain}"))?;
+    let text = std::fs::read_to_string(&out)?;
+    parse_reference_rows(&text)?
+        .into_iter()
+        .next()
+        .context("the reference wrote no row")
+}
+
+fn load_data(dir: &Path, d: usize) -> Result<Tensor> {
+    let path = dir.join(format!("gmm_d{d}.npy"));
+    let m = cpflow::datasets::read_npy_file(&path)
+        .with_context(|| format!("reading {}", path.display()))?;
+    Ok(Tensor::from_vec(
+        m.data().to_vec(),
+        (m.rows(), m.cols()),
+        &Device::Cpu,
+    )?)
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    if std::env::var("RAYON_NUM_THREADS").is_err() {
+        // SAFETY: start of main, single-threaded.
+        unsafe { std::env::set_var("RAYON_NUM_THREADS", args.threads.to_string()) };
+    }
+    let candle_threads = cpflow::cpu_threads::configure_cpu_threads();
+    std::fs::create_dir_all(&args.work_dir)?;
+    let data_dir = if args.ours_only {
+        args.work_dir.join("data")
+    } else {
+        dump_data(&args)?
+    };
+    let dev = Device::Cpu;
+    let started = load_avg();
+    let mut pairs = Vec::new();
+    for &d in &args.dims {
+        let x = load_data(&data_dir, d)?;
+        for pretrain in [0, args.pretrain] {
+            let l0 = load_avg();
+            let theirs = if args.ours_only {
+                Measurement::default()
+            } else {
+                reference(&args, d, pretrain)?
+            };
+            let proto = Protocol {
+                pretrain,
+                warm: args.warm,
+                steps: args.steps,
+                seed: 0,
+            };
+            let ours = measure(&x, &proto, &dev)?;
+            let pair = Pair {
+                theirs,
+                ours,
+                load: [l0, load_avg()],
+            };
+            eprintln!("{}", serde_json::to_string(&pair)?);
+            pairs.push(pair);
+        }
+    }
+    let targets = Targets::default();
+    let missed: Vec<String> = pairs
+        .iter()
+        .flat_map(|p| {
+            targets
+                .missed(p)
+                .into_iter()
+                .map(move |m| format!("d = {} pretrain {}: {m}", p.ours.d, p.ours.pretrain_steps))
+        })
+        .collect();
+    let command = std::env::args().collect::<Vec<_>>().join(" ");
+    let doc = json!({
+        "command": command,
+        "threads": args.threads,
+        "candle_elementwise_threads": candle_threads,
+        "protocol": {"pretrain": args.pretrain, "warm": args.warm, "steps": args.steps},
+        "load_at_start": started,
+        "load_at_end": load_avg(),
+        "pairs": pairs,
+        "ratios": pairs.iter().map(Pair::ratios).collect::<Vec<_>>(),
+        "targets_missed": missed,
+    });
+    if let Some(dir) = args.out.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(
+        args.out.with_extension("json"),
+        serde_json::to_string_pretty(&doc)?,
+    )?;
+    let mut md = format!(
+        "# Side by side with the authors' code (CPU, {} threads each)\n\nCommand: `{}`  \n\
+         Load average (1 min) at start {:.2}, at end {:.2}.\n\n",
+        args.threads,
+        command,
+        started,
+        load_avg()
+    );
+    md.push_str(&markdown_table(&pairs));
+    md.push_str("\nTargets missed (d ≥ 43): ");
+    md.push_str(&if missed.is_empty() {
+        "none".to_string()
+    } else {
+        missed.join("; ")
+    });
+    md.push('\n');
+    std::fs::write(args.out.with_extension("md"), &md)?;
+    println!("{md}");
+    Ok(())
+}

@@ -1,0 +1,159 @@
+//! Our side of the side-by-side comparison, with `ref_tabular.py`'s protocol: a fresh model
+//! (`Icnn2` width 64 depth 10, `[ActNorm, CPF, ActNorm]`, f32, batch 1,024, Adam 1e-3, CG
+//! atol 1e-3), `pretrain` untimed train steps, `warm` untimed and `steps` timed train steps,
+//! then exact and SLQ evaluation of the last 4,096 rows (seconds per 1,000 points), and the
+//! inversion of 1,024 standard-normal prior samples with its max `|f(x) − z|`.
+
+use anyhow::Result;
+use candle_core::{DType, Device, Tensor};
+use cpflow::{
+    Dataset, Flow, FlowConfig, InverseParams, LrSchedule, PotentialConfig, RunOptions, TrainConfig,
+    Trainer,
+};
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use rand_distr::{Distribution, StandardNormal};
+
+use crate::memory::PeakMeter;
+use crate::side_by_side::Measurement;
+use crate::{Stopwatch, median};
+
+/// Rows held out for evaluation (the reference evaluates its last 4,096 rows).
+pub const EVAL_ROWS: usize = 4096;
+
+/// Protocol lengths (the reference's `--pretrain`, `--warm`, `--steps`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Protocol {
+    /// Untimed training steps before anything else.
+    pub pretrain: usize,
+    /// Untimed warm-up steps.
+    pub warm: usize,
+    /// Timed steps.
+    pub steps: usize,
+    /// Model initialisation and sampling seed.
+    pub seed: u64,
+}
+
+fn mean_nll(lp: &Tensor) -> Result<f64> {
+    Ok(-lp.to_dtype(DType::F64)?.mean_all()?.to_scalar::<f64>()?)
+}
+
+/// Runs the protocol on `x_all` (`(n, d)`, rows `n − 4096..` held out for evaluation) and
+/// returns our measurement.
+pub fn measure(x_all: &Tensor, proto: &Protocol, dev: &Device) -> Result<Measurement> {
+    let (n, d) = x_all.dims2()?;
+    anyhow::ensure!(n > EVAL_ROWS + 1024, "need more than {} rows", EVAL_ROWS + 1024);
+    let x_all = x_all.to_dtype(DType::F32)?.to_device(dev)?;
+    let train = Dataset::new(x_all.narrow(0, 0, n - EVAL_ROWS)?);
+    let test = x_all.narrow(0, n - EVAL_ROWS, EVAL_ROWS)?;
+    let pot = PotentialConfig::Icnn2(icnn::Icnn2Config {
+        dim: d,
+        width: 64,
+        depth: 10,
+        ..Default::default()
+    });
+    let flow = Flow::new(
+        FlowConfig::tabular(d, 1, pot).with_init_seed(proto.seed),
+        dev,
+    )?;
+    let tc = TrainConfig {
+        batch_size: 1024,
+        max_iterations: usize::MAX,
+        val_every: 0,
+        train_slq_every: 0,
+        log_every: 0,
+        early_stopping: None,
+        lr_schedule: LrSchedule::Constant,
+        seed: proto.seed,
+        ..Default::default()
+    };
+    let mut trainer = Trainer::new(flow, tc)?.with_options(RunOptions::default());
+    let meter = PeakMeter::start();
+    if proto.pretrain > 0 {
+        trainer.fit_steps(&train, None, proto.pretrain)?;
+    }
+    if proto.warm > 0 {
+        trainer.fit_steps(&train, None, proto.warm)?;
+    }
+    let mut times = Vec::with_capacity(proto.steps);
+    let mut cg = 0.0;
+    for _ in 0..proto.steps {
+        let sw = Stopwatch::start();
+        let r = trainer.fit_steps(&train, None, 1)?;
+        dev.synchronize()?;
+        times.push(sw.seconds());
+        cg += r.mean_cg_iterations;
+    }
+    let (alloc_mib, rss_mib) = (meter.alloc_mib(), meter.rss_mib());
+    let flow = trainer.flow();
+    let per_1000 = 1000.0 / EVAL_ROWS as f64;
+
+    let sw = Stopwatch::start();
+    let lp = flow.log_prob_exact(&test)?;
+    dev.synchronize()?;
+    let exact_s = sw.seconds() * per_1000;
+    let exact_nll = mean_nll(&lp)?;
+
+    let mut rng = StdRng::seed_from_u64(proto.seed ^ 0x51);
+    let sw = Stopwatch::start();
+    let lp = flow.log_prob_slq(&test, 1, 10, &mut rng)?;
+    dev.synchronize()?;
+    let slq_s = sw.seconds() * per_1000;
+    let slq_nll = mean_nll(&lp)?;
+
+    let z: Vec<f32> = (0..1024 * d)
+        .map(|_| StandardNormal.sample(&mut rng))
+        .collect();
+    let z = Tensor::from_vec(z, (1024, d), dev)?;
+    let sw = Stopwatch::start();
+    let inv = flow.inverse_with(&z, &InverseParams::default())?;
+    dev.synchronize()?;
+    let inv_s = sw.seconds();
+    let (z_back, _) = flow.transform(&inv.x)?;
+    let err = (z_back - &z)?
+        .abs()?
+        .max_all()?
+        .to_dtype(DType::F64)?
+        .to_scalar::<f64>()?;
+
+    Ok(Measurement {
+        d,
+        pretrain_steps: proto.pretrain,
+        train_step_s_median: median(&times),
+        cg_iters_mean: Some(cg / proto.steps.max(1) as f64),
+        exact_eval_s_per_1000: exact_s,
+        exact_nll: Some(exact_nll),
+        slq_eval_s_per_1000: slq_s,
+        slq_nll: Some(slq_nll),
+        invert_1024_s: inv_s,
+        invert_max_err: err,
+        peak_train_rss_mib: rss_mib,
+        peak_train_alloc_mib: Some(alloc_mib),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The protocol runs end to end on a tiny problem and reports finite numbers.
+    #[test]
+    fn tiny_protocol_runs() {
+        let (n, d) = (EVAL_ROWS + 1100, 2);
+        let mut rng = StdRng::seed_from_u64(3);
+        let xs = crate::gaussian_mixture(n, d, 3, &mut rng);
+        let x = Tensor::from_vec(xs, (n, d), &Device::Cpu).unwrap();
+        let proto = Protocol {
+            pretrain: 1,
+            warm: 1,
+            steps: 1,
+            seed: 0,
+        };
+        let m = measure(&x, &proto, &Device::Cpu).unwrap();
+        assert_eq!(m.d, 2);
+        assert!(m.train_step_s_median > 0.0);
+        assert!(m.exact_nll.unwrap().is_finite() && m.slq_nll.unwrap().is_finite());
+        // f32 inversion at the default tolerances (2e-5 abs + rel on ∇Φ) then a forward pass.
+        assert!(m.invert_max_err < 1e-3, "{}", m.invert_max_err);
+    }
+}

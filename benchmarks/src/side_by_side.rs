@@ -1,0 +1,380 @@
+//! The side-by-side comparison with the authors' PyTorch code: the rows both sides report,
+//! their ratios, and the Markdown table of `docs/results/side-by-side-cpu.md`.
+//!
+//! The reference rows are the JSON objects `ref_tabular.py` prints (one per dimension and
+//! pre-training length), extended by `benchmarks/scripts/ref_peak_memory.py` with the peak
+//! resident memory of the train steps on CPU. Our rows ([`Measurement`]) are written by the
+//! `side_by_side` binary with the same field names, so both parse into the same struct.
+
+use serde::{Deserialize, Serialize};
+
+/// One measurement of one side at one dimension and training state. Field names follow
+/// `ref_tabular.py`'s JSON; fields a side does not report are `None`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Measurement {
+    /// Data dimension.
+    pub d: usize,
+    /// Untimed training steps before the timed ones (0 = "init").
+    #[serde(default)]
+    pub pretrain_steps: usize,
+    /// Median seconds of one train step (batch 1,024).
+    pub train_step_s_median: f64,
+    /// Mean CG iterations per system during the timed steps.
+    #[serde(default)]
+    pub cg_iters_mean: Option<f64>,
+    /// Exact (dense log-det) evaluation, seconds per 1,000 points.
+    pub exact_eval_s_per_1000: f64,
+    /// Mean exact NLL of the evaluation points.
+    #[serde(default)]
+    pub exact_nll: Option<f64>,
+    /// SLQ evaluation, seconds per 1,000 points.
+    pub slq_eval_s_per_1000: f64,
+    /// Mean SLQ NLL of the evaluation points.
+    #[serde(default)]
+    pub slq_nll: Option<f64>,
+    /// Seconds to invert 1,024 prior samples.
+    pub invert_1024_s: f64,
+    /// `max |f(x) − z|` of that inversion.
+    pub invert_max_err: f64,
+    /// Peak resident memory of the train steps above the resident memory before them (MiB):
+    /// `VmHWM` after `/proc/self/clear_refs` reset, minus `VmRSS` at the reset.
+    #[serde(default)]
+    pub peak_train_rss_mib: Option<f64>,
+    /// Peak live heap bytes of the train steps above the live bytes before them (MiB; ours
+    /// only, from a counting global allocator).
+    #[serde(default)]
+    pub peak_train_alloc_mib: Option<f64>,
+}
+
+/// Our and their measurement of the same configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Pair {
+    /// The authors' PyTorch code.
+    pub theirs: Measurement,
+    /// This workspace.
+    pub ours: Measurement,
+    /// `/proc/loadavg` (1-minute) before the reference run and after ours.
+    pub load: [f64; 2],
+}
+
+/// Speed-ups (theirs / ours: above 1 means we are faster) and accuracy / memory ratios.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Ratios {
+    /// Train step time.
+    pub train_step: f64,
+    /// Exact evaluation time.
+    pub exact_eval: f64,
+    /// SLQ evaluation time.
+    pub slq_eval: f64,
+    /// Inversion time.
+    pub invert: f64,
+    /// Their inversion max error over ours (above 1: ours is more accurate).
+    pub invert_err: f64,
+    /// Their peak train memory over ours (ours: allocator count when present, else RSS).
+    pub memory: Option<f64>,
+}
+
+fn ratio(theirs: f64, ours: f64) -> f64 {
+    if ours > 0.0 && ours.is_finite() && theirs.is_finite() {
+        theirs / ours
+    } else {
+        f64::NAN
+    }
+}
+
+impl Pair {
+    /// Our peak train memory as compared (allocator count when present, else RSS).
+    pub fn our_memory_mib(&self) -> Option<f64> {
+        self.ours
+            .peak_train_alloc_mib
+            .or(self.ours.peak_train_rss_mib)
+    }
+
+    /// Ratios of this pair.
+    ///
+    /// ```
+    /// use benchmarks::side_by_side::{Measurement, Pair};
+    /// let theirs = Measurement { train_step_s_median: 0.3, ..Default::default() };
+    /// let ours = Measurement { train_step_s_median: 0.1, ..Default::default() };
+    /// let r = Pair { theirs, ours, load: [0.0, 0.0] }.ratios();
+    /// assert!((r.train_step - 3.0).abs() < 1e-12);
+    /// ```
+    pub fn ratios(&self) -> Ratios {
+        let (t, o) = (&self.theirs, &self.ours);
+        Ratios {
+            train_step: ratio(t.train_step_s_median, o.train_step_s_median),
+            exact_eval: ratio(t.exact_eval_s_per_1000, o.exact_eval_s_per_1000),
+            slq_eval: ratio(t.slq_eval_s_per_1000, o.slq_eval_s_per_1000),
+            invert: ratio(t.invert_1024_s, o.invert_1024_s),
+            invert_err: ratio(t.invert_max_err, o.invert_max_err),
+            memory: match (t.peak_train_rss_mib, self.our_memory_mib()) {
+                (Some(a), Some(b)) => Some(ratio(a, b)),
+                _ => None,
+            },
+        }
+    }
+}
+
+/// Acceptance targets of issue 13 (d ≥ 43): speed-ups and the inversion error ratio.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Targets {
+    /// Train step speed-up.
+    pub train_step: f64,
+    /// Exact evaluation speed-up.
+    pub exact_eval: f64,
+    /// SLQ evaluation speed-up.
+    pub slq_eval: f64,
+    /// Inversion speed-up.
+    pub invert: f64,
+    /// Inversion error ratio.
+    pub invert_err: f64,
+    /// Smallest dimension the targets apply to.
+    pub min_dim: usize,
+}
+
+impl Default for Targets {
+    fn default() -> Self {
+        Self {
+            train_step: 2.0,
+            exact_eval: 3.0,
+            slq_eval: 2.0,
+            invert: 2.0,
+            invert_err: 10.0,
+            min_dim: 43,
+        }
+    }
+}
+
+impl Targets {
+    /// The targets a pair misses (names), empty when all are met or the dimension is below
+    /// `min_dim`. Memory must be below theirs (ratio > 1) when both sides report it.
+    pub fn missed(&self, pair: &Pair) -> Vec<&'static str> {
+        if pair.ours.d < self.min_dim {
+            return Vec::new();
+        }
+        let r = pair.ratios();
+        let mut out = Vec::new();
+        let checks = [
+            ("train step", r.train_step, self.train_step),
+            ("exact eval", r.exact_eval, self.exact_eval),
+            ("SLQ eval", r.slq_eval, self.slq_eval),
+            ("inversion", r.invert, self.invert),
+            ("inversion error", r.invert_err, self.invert_err),
+        ];
+        for (name, got, want) in checks {
+            // NaN (a missing or zero measurement) counts as missed.
+            if got.is_nan() || got < want {
+                out.push(name);
+            }
+        }
+        if let Some(m) = r.memory
+            && (m.is_nan() || m <= 1.0)
+        {
+            out.push("memory");
+        }
+        out
+    }
+}
+
+fn state(m: &Measurement) -> String {
+    if m.pretrain_steps == 0 {
+        "init".to_string()
+    } else {
+        format!("{} steps", m.pretrain_steps)
+    }
+}
+
+fn opt(v: Option<f64>, digits: usize) -> String {
+    v.map_or_else(|| "–".to_string(), |v| format!("{v:.digits$}"))
+}
+
+/// The Markdown table: one row per pair, speed-ups first, then the raw numbers.
+///
+/// ```
+/// use benchmarks::side_by_side::{Measurement, Pair, markdown_table};
+/// let m = Measurement { d: 6, train_step_s_median: 0.1, exact_eval_s_per_1000: 0.1,
+///     slq_eval_s_per_1000: 0.1, invert_1024_s: 0.1, invert_max_err: 1e-4, ..Default::default() };
+/// let t = markdown_table(&[Pair { theirs: m.clone(), ours: m, load: [1.0, 1.0] }]);
+/// assert!(t.contains("| 6 | init | 1.00×"));
+/// ```
+pub fn markdown_table(pairs: &[Pair]) -> String {
+    let mut s = String::new();
+    s.push_str(
+        "| d | state | train step (CG its ours / theirs) | exact eval | SLQ eval | \
+         invert 1,024 (max err ours vs theirs) | peak train memory MiB ours / theirs | load |\n",
+    );
+    s.push_str("|---|---|---|---|---|---|---|---|\n");
+    for p in pairs {
+        let r = p.ratios();
+        let (o, t) = (&p.ours, &p.theirs);
+        s.push_str(&format!(
+            "| {} | {} | {:.2}× ({} / {}) | {:.2}× | {:.2}× | {:.2}× ({:.1e} vs {:.1e}) | {} / {} ({}×) | {:.1}→{:.1} |\n",
+            o.d,
+            state(o),
+            r.train_step,
+            opt(o.cg_iters_mean, 1),
+            opt(t.cg_iters_mean, 1),
+            r.exact_eval,
+            r.slq_eval,
+            r.invert,
+            o.invert_max_err,
+            t.invert_max_err,
+            opt(p.our_memory_mib(), 1),
+            opt(t.peak_train_rss_mib, 1),
+            opt(r.memory, 1),
+            p.load[0],
+            p.load[1],
+        ));
+    }
+    s.push_str("\nRaw seconds (ours / theirs):\n\n");
+    s.push_str(
+        "| d | state | train step | exact eval / 1000 | SLQ eval / 1000 | invert 1,024 | \
+         exact NLL | SLQ NLL |\n",
+    );
+    s.push_str("|---|---|---|---|---|---|---|---|\n");
+    for p in pairs {
+        let (o, t) = (&p.ours, &p.theirs);
+        s.push_str(&format!(
+            "| {} | {} | {:.4} / {:.4} | {:.4} / {:.4} | {:.4} / {:.4} | {:.4} / {:.4} | {} / {} | {} / {} |\n",
+            o.d,
+            state(o),
+            o.train_step_s_median,
+            t.train_step_s_median,
+            o.exact_eval_s_per_1000,
+            t.exact_eval_s_per_1000,
+            o.slq_eval_s_per_1000,
+            t.slq_eval_s_per_1000,
+            o.invert_1024_s,
+            t.invert_1024_s,
+            opt(o.exact_nll, 3),
+            opt(t.exact_nll, 3),
+            opt(o.slq_nll, 3),
+            opt(t.slq_nll, 3),
+        ));
+    }
+    s
+}
+
+/// Parses the JSON `ref_tabular.py --out` writes (a list of rows) or the JSON lines it
+/// prints (one object per line).
+pub fn parse_reference_rows(text: &str) -> serde_json::Result<Vec<Measurement>> {
+    let trimmed = text.trim_start();
+    if trimmed.starts_with('[') {
+        return serde_json::from_str(trimmed);
+    }
+    trimmed
+        .lines()
+        .filter(|l| l.trim_start().starts_with('{'))
+        .map(serde_json::from_str)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A row as `ref_tabular.py` writes it (numbers fabricated), with the wrapper's field.
+    const REF_ROW: &str = r#"{"d": 43, "pretrain_steps": 200, "train_step_s_median": 0.2,
+        "train_step_s_min": 0.19, "cg_iters_mean": 9.0, "peak_train_mib": null,
+        "exact_eval_s_per_1000": 0.3, "exact_nll": 40.5, "slq_eval_s_per_1000": 0.12,
+        "slq_nll": 40.9, "invert_1024_s": 0.5, "invert_max_err": 0.004, "torch": "2.9.0",
+        "gpu": "cpu", "peak_train_rss_mib": 120.0}"#;
+
+    fn ours() -> Measurement {
+        Measurement {
+            d: 43,
+            pretrain_steps: 200,
+            train_step_s_median: 0.1,
+            cg_iters_mean: Some(8.0),
+            exact_eval_s_per_1000: 0.1,
+            exact_nll: Some(40.4),
+            slq_eval_s_per_1000: 0.04,
+            slq_nll: Some(40.8),
+            invert_1024_s: 0.25,
+            invert_max_err: 1e-4,
+            peak_train_rss_mib: Some(50.0),
+            peak_train_alloc_mib: Some(40.0),
+        }
+    }
+
+    #[test]
+    fn parses_reference_list_and_lines() {
+        let list = parse_reference_rows(&format!("[{REF_ROW}]")).unwrap();
+        let line = REF_ROW.replace('\n', " ");
+        let lines = parse_reference_rows(&format!("noise\n{line}\n{line}\n")).unwrap();
+        assert_eq!(list.len(), 1);
+        assert_eq!(lines.len(), 2);
+        assert_eq!(list[0], lines[0]);
+        assert_eq!(list[0].d, 43);
+        assert_eq!(list[0].cg_iters_mean, Some(9.0));
+        assert_eq!(list[0].peak_train_rss_mib, Some(120.0));
+        assert_eq!(list[0].peak_train_alloc_mib, None);
+    }
+
+    #[test]
+    fn ratios_are_theirs_over_ours() {
+        let theirs = parse_reference_rows(REF_ROW).unwrap().remove(0);
+        let p = Pair {
+            theirs,
+            ours: ours(),
+            load: [0.5, 0.7],
+        };
+        let r = p.ratios();
+        assert!((r.train_step - 2.0).abs() < 1e-12);
+        assert!((r.exact_eval - 3.0).abs() < 1e-12);
+        assert!((r.slq_eval - 3.0).abs() < 1e-12);
+        assert!((r.invert - 2.0).abs() < 1e-12);
+        assert!((r.invert_err - 40.0).abs() < 1e-9);
+        // Memory uses our allocator count (40), not our RSS (50).
+        assert!((r.memory.unwrap() - 3.0).abs() < 1e-12);
+        assert!(Targets::default().missed(&p).is_empty());
+    }
+
+    #[test]
+    fn missed_targets_are_named() {
+        let theirs = parse_reference_rows(REF_ROW).unwrap().remove(0);
+        let mut o = ours();
+        o.train_step_s_median = 0.15; // 1.33×
+        o.invert_max_err = 1e-3; // 4× more accurate only
+        o.peak_train_alloc_mib = Some(200.0);
+        o.slq_eval_s_per_1000 = 0.0; // no measurement → NaN → missed
+        let p = Pair {
+            theirs: theirs.clone(),
+            ours: o.clone(),
+            load: [0.0, 0.0],
+        };
+        assert_eq!(
+            Targets::default().missed(&p),
+            vec!["train step", "SLQ eval", "inversion error", "memory"]
+        );
+        // Below min_dim nothing is checked.
+        o.d = 6;
+        let p = Pair {
+            theirs,
+            ours: o,
+            load: [0.0, 0.0],
+        };
+        assert!(Targets::default().missed(&p).is_empty());
+    }
+
+    #[test]
+    fn table_lists_ratios_and_raw_numbers() {
+        let theirs = parse_reference_rows(REF_ROW).unwrap().remove(0);
+        let mut o = ours();
+        o.peak_train_alloc_mib = None;
+        let t = markdown_table(&[Pair {
+            theirs,
+            ours: o,
+            load: [0.5, 0.7],
+        }]);
+        assert!(
+            t.contains(
+                "| 43 | 200 steps | 2.00× (8.0 / 9.0) | 3.00× | 3.00× | 2.00× (1.0e-4 vs 4.0e-3) \
+                 | 50.0 / 120.0 (2.4×) | 0.5→0.7 |"
+            ),
+            "{t}"
+        );
+        assert!(t.contains("| 43 | 200 steps | 0.1000 / 0.2000 |"), "{t}");
+        assert!(t.contains("40.400 / 40.500"), "{t}");
+    }
+}

@@ -1,0 +1,219 @@
+//! A strict reader for numeric CSV files: one sample per line, comma separated, with an
+//! optional header line of column names (the CLI's `.csv` data source uses it).
+//!
+//! Rules (whitespace around fields is ignored; blank lines are skipped; fields may be quoted):
+//! - every data line has the same number of fields, each a number (`str::parse::<f64>`:
+//!   `1`, `-2.5e-3`, `inf`, `NaN`; finiteness is the caller's business);
+//! - the first line is a **header** only if it is plausible: it has as many fields as the
+//!   line after it, and every field is a non-empty name that is not a number (`x,y`);
+//! - any other first line that is not all numbers (`1,2,abc`; `1;2` above `3,4`; `x,` with an
+//!   empty name) is an error naming line 1, never a silently skipped row.
+//!
+//! Every error is a [`DatasetError::Corrupt`] naming the file, the line and the field.
+
+use std::path::Path;
+
+use super::{DatasetError, Matrix};
+
+/// Reads a numeric CSV file (see the [module documentation](self)) as a row-major `f64`
+/// matrix, one row per data line.
+///
+/// ```no_run
+/// let m = cpflow::datasets::read_csv_file("samples.csv".as_ref())?;
+/// println!("{} rows of dimension {}", m.rows(), m.cols());
+/// # Ok::<(), cpflow::datasets::DatasetError>(())
+/// ```
+pub fn read_csv_file(path: &Path) -> Result<Matrix<f64>, DatasetError> {
+    let bytes = std::fs::read(path).map_err(|e| DatasetError::io(path, e))?;
+    parse_csv_matrix(path, &bytes)
+}
+
+/// Parses numeric CSV text (see the [module documentation](self)); `path` is used in error
+/// messages only.
+///
+/// ```
+/// use cpflow::datasets::parse_csv_matrix;
+/// let m = parse_csv_matrix("a.csv".as_ref(), b"x,y\n1,2\n3,4\n")?;
+/// assert_eq!((m.rows(), m.cols(), m.data()), (2, 2, &[1.0, 2.0, 3.0, 4.0][..]));
+/// // A first line that is neither numbers nor names is an error, not a skipped row.
+/// assert!(parse_csv_matrix("b.csv".as_ref(), b"1,2,abc\n3,4,5\n").is_err());
+/// # Ok::<(), cpflow::datasets::DatasetError>(())
+/// ```
+pub fn parse_csv_matrix(path: &Path, text: &[u8]) -> Result<Matrix<f64>, DatasetError> {
+    let reader = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .trim(csv::Trim::All)
+        .from_reader(text);
+    // Line numbers are counted here: the csv crate's positions (line and byte) point at the
+    // blank lines it skipped before a record, so those are skipped first.
+    let (mut counted_to, mut line) = (0usize, 1u64);
+    let mut lines = Vec::new();
+    for rec in reader.into_records() {
+        let rec = rec.map_err(|e| DatasetError::corrupt(path, e.to_string()))?;
+        let mut start = rec
+            .position()
+            .and_then(|p| usize::try_from(p.byte()).ok())
+            .unwrap_or(counted_to)
+            .clamp(counted_to, text.len());
+        while matches!(text.get(start), Some(b'\n' | b'\r')) {
+            start += 1;
+        }
+        line += text[counted_to..start]
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count() as u64;
+        counted_to = start;
+        lines.push((line, rec));
+    }
+    let Some((first_line, first)) = lines.first() else {
+        return Err(DatasetError::corrupt(path, "no data rows (empty file)"));
+    };
+    let skip = if parse_numbers(first).is_ok() {
+        0
+    } else {
+        check_header(path, *first_line, first, lines.get(1))?;
+        1
+    };
+    let data_lines = &lines[skip..];
+    let Some((_, width_rec)) = data_lines.first() else {
+        return Err(DatasetError::corrupt(path, "no data rows after the header"));
+    };
+    let cols = width_rec.len();
+    let mut data = Vec::with_capacity(cols * data_lines.len());
+    for (line, rec) in data_lines {
+        if rec.len() != cols {
+            return Err(DatasetError::corrupt(
+                path,
+                format!("line {line} has {} fields, expected {cols}", rec.len()),
+            ));
+        }
+        let values = parse_numbers(rec)
+            .map_err(|detail| DatasetError::corrupt(path, format!("line {line}: {detail}")))?;
+        data.extend(values);
+    }
+    Matrix::new(data_lines.len(), cols, data)
+}
+
+/// The fields of a record as numbers, or what is wrong with the first bad field.
+fn parse_numbers(rec: &csv::StringRecord) -> Result<Vec<f64>, String> {
+    rec.iter()
+        .enumerate()
+        .map(|(j, s)| {
+            if s.is_empty() {
+                Err(format!("field {} is empty", j + 1))
+            } else {
+                s.parse::<f64>()
+                    .map_err(|_| format!("field {} ({s:?}) is not a number", j + 1))
+            }
+        })
+        .collect()
+}
+
+/// Accepts `first` as a header only if it is a plausible one: names (non-empty, not numbers),
+/// as many as the fields of the next line.
+fn check_header(
+    path: &Path,
+    line: u64,
+    first: &csv::StringRecord,
+    next: Option<&(u64, csv::StringRecord)>,
+) -> Result<(), DatasetError> {
+    let bad = |why: String| {
+        DatasetError::corrupt(
+            path,
+            format!("line {line} is neither a row of numbers nor a header of column names: {why}"),
+        )
+    };
+    let Some((next_line, next)) = next else {
+        return Err(bad("no data line follows it".into()));
+    };
+    if first.len() != next.len() {
+        return Err(bad(format!(
+            "it has {} fields, line {next_line} has {}",
+            first.len(),
+            next.len()
+        )));
+    }
+    for (j, name) in first.iter().enumerate() {
+        if name.is_empty() {
+            return Err(bad(format!("field {} is empty", j + 1)));
+        }
+        if name.parse::<f64>().is_ok() {
+            return Err(bad(format!(
+                "field {} ({name:?}) is a number among names",
+                j + 1
+            )));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Matrix<f64>, DatasetError> {
+        parse_csv_matrix(Path::new("rows.csv"), text.as_bytes())
+    }
+
+    /// The error message, checked to be a `Corrupt` naming the file.
+    fn error(text: &str) -> String {
+        let err = parse(text).unwrap_err();
+        assert!(matches!(err, DatasetError::Corrupt { .. }), "{err}");
+        let msg = err.to_string();
+        assert!(msg.contains("rows.csv"), "{msg}");
+        msg
+    }
+
+    #[test]
+    fn numbers_with_and_without_a_header() {
+        let m = parse("1, 2.5\n-3e2,4\n").unwrap();
+        assert_eq!(
+            (m.rows(), m.cols(), m.data()),
+            (2, 2, &[1.0, 2.5, -300.0, 4.0][..])
+        );
+        for text in ["x,y\n1,2.5\n-3e2,4\n", "\"x\", \"y y\"\n1,2.5\n\n-3e2,4"] {
+            assert_eq!(parse(text).unwrap(), m, "{text:?}");
+        }
+        let col = parse("value\n1\n2\n3\n").unwrap();
+        assert_eq!((col.rows(), col.cols()), (3, 1));
+        // Non-finite numbers are numbers here; the caller decides whether to accept them.
+        assert!(parse("nan,inf\n1,2\n").unwrap().data()[0].is_nan());
+    }
+
+    #[test]
+    fn implausible_first_lines_are_errors_naming_line_1() {
+        // Each of these was silently skipped before (any non-numeric first line was a header).
+        for (text, why) in [
+            ("1,2,abc\n3,4,5\n", "field 1 (\"1\") is a number"),
+            ("1;2\n3,4\n", "it has 1 fields, line 2 has 2"),
+            ("x,y,z\n1,2\n", "it has 3 fields, line 2 has 2"),
+            ("x,\n1,2\n", "field 2 is empty"),
+            (",y\n1,2\n", "field 1 is empty"),
+            ("x,y\n", "no data line follows"),
+        ] {
+            let msg = error(text);
+            assert!(msg.contains("line 1 is neither"), "{text:?}: {msg}");
+            assert!(msg.contains(why), "{text:?}: {why:?} not in {msg}");
+        }
+    }
+
+    #[test]
+    fn bad_data_lines_name_the_line_and_field() {
+        assert!(error("1,2\n3\n").contains("line 2 has 1 fields, expected 2"));
+        let msg = error("x,y\n1,2\n\n3,oops\n");
+        assert!(msg.contains("line 4: field 2 (\"oops\")"), "{msg}");
+        assert!(error("1,2\n3,\n").contains("line 2: field 2 is empty"));
+        assert!(error("").contains("no data rows"));
+        assert!(error("  \n").contains("line 1 is neither"));
+        // Line numbers count the blank lines that the csv crate skips.
+        assert!(error("\n\n1,2\n3\n").contains("line 4 has 1 fields, expected 2"));
+    }
+
+    #[test]
+    fn read_csv_file_reports_io_errors() {
+        let err = read_csv_file(Path::new("/nonexistent/cpflow/rows.csv")).unwrap_err();
+        assert!(matches!(err, DatasetError::Io { .. }), "{err}");
+        assert!(err.to_string().contains("rows.csv"), "{err}");
+    }
+}

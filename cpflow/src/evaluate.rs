@@ -1,0 +1,76 @@
+//! Data sets and NLL evaluation over chunks.
+
+use candle_core::{DType, Tensor};
+use rand::Rng;
+
+use crate::config::NllEstimator;
+use crate::error::{CpflowError, Result};
+use crate::flow::Flow;
+
+/// A data set (rows are samples) with an optional context (conditional flows).
+#[derive(Clone, Debug)]
+pub struct Dataset {
+    /// `(N, d)` samples.
+    pub x: Tensor,
+    /// `(N, d_c)` contexts.
+    pub context: Option<Tensor>,
+}
+
+impl Dataset {
+    /// Unconditional data.
+    pub fn new(x: Tensor) -> Self {
+        Dataset { x, context: None }
+    }
+
+    /// Conditional data.
+    pub fn with_context(x: Tensor, context: Tensor) -> Self {
+        Dataset {
+            x,
+            context: Some(context),
+        }
+    }
+
+    /// Number of samples.
+    pub fn len(&self) -> usize {
+        self.x.dims().first().copied().unwrap_or(0)
+    }
+
+    /// Whether there are no samples.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Mean NLL of a data set (sample-weighted over chunks of `batch_size`), with the given
+/// estimator; `rng` draws the SLQ probes.
+pub fn mean_nll<R: Rng + ?Sized>(
+    flow: &Flow,
+    data: &Dataset,
+    estimator: &NllEstimator,
+    batch_size: usize,
+    rng: &mut R,
+) -> Result<f64> {
+    let n = data.len();
+    if n == 0 {
+        return Err(CpflowError::InvalidInput(
+            "evaluation data set is empty".into(),
+        ));
+    }
+    let mut total = 0.0;
+    let mut start = 0;
+    while start < n {
+        let len = batch_size.max(1).min(n - start);
+        let x = data.x.narrow(0, start, len)?;
+        let c = match &data.context {
+            Some(c) => Some(c.narrow(0, start, len)?),
+            None => None,
+        };
+        let lp = match estimator {
+            NllEstimator::Exact => flow.log_prob_exact_given_opt(&x, c.as_ref())?,
+            NllEstimator::Slq(p) => flow.log_prob_slq_given_opt(&x, c.as_ref(), p, rng)?,
+        };
+        total -= lp.to_dtype(DType::F64)?.sum_all()?.to_scalar::<f64>()?;
+        start += len;
+    }
+    Ok(total / n as f64)
+}

@@ -1,0 +1,156 @@
+//! ActNorm per channel on images (`lib/flows/flows.py:ActNorm` on `(B, C, H, W)`,
+//! cpflow-reference.md §1.3, images-vae.md §1.4), acting on flattened `(C, H, W)` rows.
+
+use candle_core::{DType, Device, Tensor, Var};
+use candle_nn::{Init, VarBuilder, VarMap};
+use icnn::ImageShape;
+
+use crate::actnorm::{ACTNORM_SCALE_MIN, var_by_name};
+use crate::error::{CpflowError, Result};
+
+/// `y = (x + b_c)·(exp(logs_c) + 0.001)` for every pixel of channel `c`; the log-det is
+/// `H·W·Σ_c log(exp(logs_c) + 0.001)`, the same for every sample. Data-dependent init over
+/// the batch and the spatial positions (`b = −mean`, `logs = −log(std + 1e-6)`, biased
+/// variance); the `initialized` flag is a saved variable, as in [`crate::ActNorm`].
+///
+/// ```
+/// use candle_core::{DType, Device, Tensor};
+/// use candle_nn::VarMap;
+/// use cpflow::image::ChannelActNorm;
+/// use icnn::ImageShape;
+/// # fn main() -> cpflow::Result<()> {
+/// let vm = VarMap::new();
+/// let an = ChannelActNorm::new(&vm, "an", ImageShape::new(2, 2, 2), DType::F64, &Device::Cpu)?;
+/// let x = Tensor::arange(0.0f64, 16.0, &Device::Cpu)?.reshape((2, 8))?;
+/// an.initialize(&x)?;
+/// let (y, logdet) = an.forward(&x)?;
+/// let back = an.inverse(&y)?;
+/// assert!((back - &x)?.abs()?.max_all()?.to_scalar::<f64>()? < 1e-12);
+/// assert!(logdet.to_scalar::<f64>()?.is_finite());
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone, Debug)]
+pub struct ChannelActNorm {
+    shape: ImageShape,
+    bias: Var,
+    logs: Var,
+    initialized: Var,
+}
+
+impl ChannelActNorm {
+    /// Create (or fetch) `<prefix>.bias` `(1, C)`, `<prefix>.logs` `(1, C)` and
+    /// `<prefix>.initialized` `(1,)` in `varmap`.
+    pub fn new(
+        varmap: &VarMap,
+        prefix: &str,
+        shape: ImageShape,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Self> {
+        if shape.dim() == 0 {
+            return Err(CpflowError::InvalidConfig(
+                "ActNorm image shape must be non-empty".into(),
+            ));
+        }
+        let vb = VarBuilder::from_varmap(varmap, dtype, device).pp(prefix);
+        let c = shape.channels;
+        vb.get_with_hints((1, c), "bias", Init::Const(0.0))?;
+        vb.get_with_hints((1, c), "logs", Init::Const(0.0))?;
+        vb.get_with_hints(1, "initialized", Init::Const(0.0))?;
+        Ok(ChannelActNorm {
+            shape,
+            bias: var_by_name(varmap, &format!("{prefix}.bias"))?,
+            logs: var_by_name(varmap, &format!("{prefix}.logs"))?,
+            initialized: var_by_name(varmap, &format!("{prefix}.initialized"))?,
+        })
+    }
+
+    /// The image shape.
+    pub fn shape(&self) -> ImageShape {
+        self.shape
+    }
+
+    /// Whether the data-dependent initialisation has run (stored in the weights).
+    pub fn is_initialized(&self) -> Result<bool> {
+        let v = self
+            .initialized
+            .as_tensor()
+            .to_dtype(DType::F64)?
+            .to_vec1::<f64>()?;
+        Ok(v.first().copied().unwrap_or(0.0) > 0.5)
+    }
+
+    /// `(B, D)` rows as `(B, C, H·W)`.
+    fn channels_view(&self, x: &Tensor) -> Result<Tensor> {
+        let b = x.dim(0)?;
+        let s = self.shape;
+        Ok(x.reshape((b, s.channels, s.height * s.width))?)
+    }
+
+    /// Data-dependent initialisation on rows `x` `(B, C·H·W)`: per channel, mean and biased
+    /// variance over the batch and the pixels. Marks the layer initialised.
+    pub fn initialize(&self, x: &Tensor) -> Result<()> {
+        let x3 = self.channels_view(&x.detach())?;
+        // Every (sample, channel) group has H·W entries, so the mean of means is the mean.
+        let mean = x3.mean_keepdim(2)?.mean_keepdim(0)?;
+        let var = x3
+            .broadcast_sub(&mean)?
+            .sqr()?
+            .mean_keepdim(2)?
+            .mean_keepdim(0)?;
+        let c = self.shape.channels;
+        let logs = (var.sqrt()? + 1e-6)?.log()?.neg()?.reshape((1, c))?;
+        self.bias.set(&mean.neg()?.reshape((1, c))?)?;
+        self.logs.set(&logs)?;
+        self.initialized.set(&self.initialized.ones_like()?)?;
+        Ok(())
+    }
+
+    fn ensure_initialized(&self) -> Result<()> {
+        if self.is_initialized()? {
+            Ok(())
+        } else {
+            Err(CpflowError::NotInitialized)
+        }
+    }
+
+    /// Per-channel scale `exp(logs) + 0.001`, `(1, C)`, parameter-tracking.
+    fn scale(&self) -> Result<Tensor> {
+        Ok((self.logs.as_tensor().exp()? + ACTNORM_SCALE_MIN)?)
+    }
+
+    /// `(y (B, D), log-det)` with the log-det a scalar tensor `H·W·Σ_c log scale_c`
+    /// (parameter-tracking).
+    pub fn forward(&self, x: &Tensor) -> Result<(Tensor, Tensor)> {
+        self.ensure_initialized()?;
+        let c = self.shape.channels;
+        let scale = self.scale()?;
+        let y = self
+            .channels_view(x)?
+            .broadcast_add(&self.bias.as_tensor().reshape((1, c, 1))?)?
+            .broadcast_mul(&scale.reshape((1, c, 1))?)?
+            .reshape(x.shape())?;
+        let hw = (self.shape.height * self.shape.width) as f64;
+        let logdet = (scale.log()?.sum_all()? * hw)?;
+        Ok((y, logdet))
+    }
+
+    /// Closed-form inverse `x = y/scale − b` (detached parameters).
+    pub fn inverse(&self, y: &Tensor) -> Result<Tensor> {
+        self.ensure_initialized()?;
+        let c = self.shape.channels;
+        let scale = self.scale()?.detach().reshape((1, c, 1))?;
+        let bias = self.bias.as_tensor().detach().reshape((1, c, 1))?;
+        Ok(self
+            .channels_view(y)?
+            .broadcast_div(&scale)?
+            .broadcast_sub(&bias)?
+            .reshape(y.shape())?)
+    }
+
+    /// The trainable variables (bias, logs).
+    pub fn trainable_vars(&self) -> Vec<Var> {
+        vec![self.bias.clone(), self.logs.clone()]
+    }
+}

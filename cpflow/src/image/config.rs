@@ -1,0 +1,339 @@
+//! The serialisable description of an image flow, and the reference's multi-scale layout
+//! (`lib/multiscale_flow.py:MultiscaleFlow`, `StackedInvBlocks`; images-vae.md §1.5, §2.3).
+
+use icnn::ImageShape;
+use serde::{Deserialize, Serialize};
+
+use crate::block::BlockConfig;
+use crate::config::FloatType;
+use crate::error::{CpflowError, Result};
+use crate::image::logit::MNIST_LOGIT_ALPHA;
+use crate::image::squeeze::squeezed_shape;
+use crate::potential::PotentialConfig;
+use crate::prior::GaussianPrior;
+
+/// One layer of an [`crate::image::ImageFlow`]. Every layer acts on flattened `(C, H, W)`
+/// rows; the shape each layer sees follows from the input shape and the layers before it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "layer", rename_all = "snake_case")]
+pub enum ImageLayerConfig {
+    /// The logit transform with offset `alpha` (reference `LogitTransform(α)`).
+    Logit {
+        /// `α` (1e-6 for MNIST, 0.05 for CIFAR-10 in the reference).
+        alpha: f64,
+    },
+    /// ActNorm per channel (log-det `H·W·Σ log s`).
+    ActNorm,
+    /// ActNorm per feature of the flattened row (the reference's `FCWrapper(ActNorm(D))`
+    /// after an `fc_end` block).
+    FeatureActNorm,
+    /// Space-to-depth `(C, H, W) → (4C, H/2, W/2)`.
+    Squeeze,
+    /// Factor-out: the second half of the channels leaves the flow (it goes to `z` as it is);
+    /// the first half continues (reference `MultiscaleFlow.forward` with `factor_out`).
+    FactorOut,
+    /// A CP-Flow block on the flattened row (its potential's dimension must be `C·H·W`, and
+    /// a convolutional potential's image shape the current one).
+    Cpf(BlockConfig),
+}
+
+/// Everything needed to rebuild an [`crate::image::ImageFlow`] (saved with its weights).
+///
+/// ```
+/// use cpflow::image::{ImageFlowConfig, MultiscaleConfig};
+/// let cfg = ImageFlowConfig::multiscale(&MultiscaleConfig::mnist())?;
+/// assert_eq!(cfg.num_blocks(), 9); // the reference default 3-3-3
+/// let json = serde_json::to_string(&cfg).unwrap();
+/// assert_eq!(serde_json::from_str::<ImageFlowConfig>(&json).unwrap(), cfg);
+/// # Ok::<(), cpflow::CpflowError>(())
+/// ```
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ImageFlowConfig {
+    /// The data image shape `(C, H, W)`.
+    pub image: ImageShape,
+    /// Layers applied in order from data `x` to latent `z`.
+    pub layers: Vec<ImageLayerConfig>,
+    /// Prior on the whole `z` (factored-out parts included).
+    #[serde(default)]
+    pub prior: GaussianPrior,
+    /// Floating-point type of the parameters.
+    #[serde(default)]
+    pub float: FloatType,
+    /// Seed of the host RNG that draws the initial ICNN weights.
+    #[serde(default)]
+    pub init_seed: u64,
+}
+
+/// The shapes seen by the layers of a valid configuration.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LayerShapes {
+    /// Input shape of layer `i`.
+    pub inputs: Vec<ImageShape>,
+    /// The shape after the last layer.
+    pub output: ImageShape,
+    /// Shapes of the factored-out parts, in the order they leave the flow.
+    pub factored: Vec<ImageShape>,
+}
+
+impl ImageFlowConfig {
+    /// Data dimension `D = C·H·W`.
+    pub fn dim(&self) -> usize {
+        self.image.dim()
+    }
+
+    /// Number of CP-Flow blocks.
+    pub fn num_blocks(&self) -> usize {
+        self.layers
+            .iter()
+            .filter(|l| matches!(l, ImageLayerConfig::Cpf(_)))
+            .count()
+    }
+
+    /// Builder: set the float type.
+    pub fn with_float(mut self, float: FloatType) -> Self {
+        self.float = float;
+        self
+    }
+
+    /// Builder: set the weight-init seed.
+    pub fn with_init_seed(mut self, seed: u64) -> Self {
+        self.init_seed = seed;
+        self
+    }
+
+    /// Check the layer chain and return the shape each layer sees.
+    pub fn layer_shapes(&self) -> Result<LayerShapes> {
+        let bad = |i: usize, msg: String| CpflowError::InvalidConfig(format!("layer {i}: {msg}"));
+        if self.image.dim() == 0 {
+            return Err(CpflowError::InvalidConfig(
+                "image shape must be non-empty".into(),
+            ));
+        }
+        if !self.prior.log_var.is_finite() {
+            return Err(CpflowError::InvalidConfig(
+                "prior log-variance must be finite".into(),
+            ));
+        }
+        let mut shape = self.image;
+        let mut inputs = Vec::with_capacity(self.layers.len());
+        let mut factored = Vec::new();
+        for (i, l) in self.layers.iter().enumerate() {
+            inputs.push(shape);
+            match l {
+                ImageLayerConfig::Logit { alpha } => {
+                    if !(0.0..0.5).contains(alpha) {
+                        return Err(bad(i, format!("logit alpha {alpha} is not in [0, 0.5)")));
+                    }
+                }
+                ImageLayerConfig::ActNorm | ImageLayerConfig::FeatureActNorm => {}
+                ImageLayerConfig::Squeeze => {
+                    if shape.height % 2 != 0 || shape.width % 2 != 0 {
+                        return Err(bad(
+                            i,
+                            format!("cannot squeeze a {}×{} image", shape.height, shape.width),
+                        ));
+                    }
+                    shape = squeezed_shape(shape);
+                }
+                ImageLayerConfig::FactorOut => {
+                    if shape.channels % 2 != 0 {
+                        return Err(bad(
+                            i,
+                            format!("cannot factor out half of {} channels", shape.channels),
+                        ));
+                    }
+                    shape.channels /= 2;
+                    factored.push(shape);
+                }
+                ImageLayerConfig::Cpf(b) => {
+                    if b.potential.dim() != shape.dim() {
+                        return Err(bad(
+                            i,
+                            format!(
+                                "potential dimension {} differs from C·H·W = {}",
+                                b.potential.dim(),
+                                shape.dim()
+                            ),
+                        ));
+                    }
+                    if let Some(s) = b.potential.image_shape()
+                        && s != shape
+                    {
+                        return Err(bad(
+                            i,
+                            format!("convolutional potential expects {s:?}, the layer sees {shape:?}"),
+                        ));
+                    }
+                    if b.potential.context_dim().is_some() {
+                        return Err(bad(i, "image flows take no context (PICNN)".into()));
+                    }
+                }
+            }
+        }
+        Ok(LayerShapes {
+            inputs,
+            output: shape,
+            factored,
+        })
+    }
+
+    /// The reference's multi-scale flow (module docs): for scale `i`, `[Logit, ActNorm]` at
+    /// scale 0 only (with a logit), then `nblocks[i]` × `[ActNorm (if actnorm), CPF]`, then
+    /// (not on the last scale) `Squeeze` and, with `factor_out`, `FactorOut`; on the last
+    /// scale, with `fc_end`, a dense CPF on the flattened row and a `FeatureActNorm` (if
+    /// actnorm). No trailing ActNorm after the last conv block.
+    pub fn multiscale(ms: &MultiscaleConfig) -> Result<Self> {
+        if ms.nblocks.is_empty() {
+            return Err(CpflowError::InvalidConfig(
+                "a multi-scale flow needs at least one scale".into(),
+            ));
+        }
+        let mut layers = Vec::new();
+        let mut shape = ms.image;
+        let last = ms.nblocks.len() - 1;
+        for (i, &n) in ms.nblocks.iter().enumerate() {
+            if i == 0
+                && let Some(alpha) = ms.logit_alpha
+            {
+                layers.push(ImageLayerConfig::Logit { alpha });
+                layers.push(ImageLayerConfig::ActNorm);
+            }
+            for _ in 0..n {
+                if ms.actnorm {
+                    layers.push(ImageLayerConfig::ActNorm);
+                }
+                let mut block = BlockConfig::new(potential_for_shape(&ms.potential, shape)?);
+                block.trainable_w0 = ms.trainable_w0;
+                layers.push(ImageLayerConfig::Cpf(block));
+            }
+            if i < last {
+                layers.push(ImageLayerConfig::Squeeze);
+                shape = squeezed_shape(shape);
+                if ms.factor_out {
+                    layers.push(ImageLayerConfig::FactorOut);
+                    shape.channels /= 2;
+                }
+            } else if let Some(fc) = &ms.fc_end {
+                if fc.image_shape().is_some() {
+                    return Err(CpflowError::InvalidConfig(
+                        "fc_end takes a dense potential".into(),
+                    ));
+                }
+                let mut block = BlockConfig::new(potential_for_shape(fc, shape)?);
+                block.trainable_w0 = ms.trainable_w0;
+                layers.push(ImageLayerConfig::Cpf(block));
+                if ms.actnorm {
+                    layers.push(ImageLayerConfig::FeatureActNorm);
+                }
+            }
+        }
+        let cfg = ImageFlowConfig {
+            image: ms.image,
+            layers,
+            prior: GaussianPrior::standard(),
+            float: ms.float,
+            init_seed: ms.init_seed,
+        };
+        cfg.layer_shapes()?;
+        Ok(cfg)
+    }
+}
+
+/// The reference's `MultiscaleFlow` options (`train_img.py` flags, images-vae.md §2.1).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MultiscaleConfig {
+    /// Data image shape.
+    pub image: ImageShape,
+    /// Blocks per scale (`--nblocks 3-3-3`); the number of entries is the number of scales.
+    pub nblocks: Vec<usize>,
+    /// The logit offset of the init layer (`None`: no logit and no init ActNorm).
+    pub logit_alpha: Option<f64>,
+    /// An ActNorm before every block (`--actnorm`, default true).
+    pub actnorm: bool,
+    /// Factor out half of the channels after each non-final scale (`--factor_out`, default
+    /// false).
+    pub factor_out: bool,
+    /// The potential of every block, as a template: its dimension (dense) or image shape
+    /// (convolutional) is replaced by the scale's shape.
+    pub potential: PotentialConfig,
+    /// A final dense CPF on the flattened row (`--fc_end`, default none), as a template.
+    pub fc_end: Option<PotentialConfig>,
+    /// Whether the blocks' quadratic weight `w₀` is trained (reference: true).
+    pub trainable_w0: bool,
+    /// Float type.
+    pub float: FloatType,
+    /// Weight-init seed.
+    pub init_seed: u64,
+}
+
+impl MultiscaleConfig {
+    /// `train_img.py --data mnist` defaults: 1×28×28, logit α = 1e-6, ActNorm before every
+    /// block, `ConvICNN` width 64 depth 3 ([`default_image_potential`]), blocks 3-3-3, no
+    /// factor-out, f32.
+    pub fn mnist() -> Self {
+        MultiscaleConfig {
+            image: ImageShape::new(1, 28, 28),
+            nblocks: vec![3, 3, 3],
+            logit_alpha: Some(MNIST_LOGIT_ALPHA),
+            actnorm: true,
+            factor_out: false,
+            potential: default_image_potential(),
+            fc_end: None,
+            trainable_w0: true,
+            float: FloatType::F32,
+            init_seed: 0,
+        }
+    }
+
+    /// The same defaults on 3×32×32 images with logit α = 0.05 (`--data cifar10`).
+    pub fn cifar10() -> Self {
+        MultiscaleConfig {
+            image: ImageShape::new(3, 32, 32),
+            logit_alpha: Some(crate::image::logit::CIFAR10_LOGIT_ALPHA),
+            ..Self::mnist()
+        }
+    }
+}
+
+/// The template `potential` resized for images of `shape`: a dense potential gets
+/// `dim = C·H·W`, a convolutional one gets `image = shape`. PICNNs are refused.
+pub fn potential_for_shape(potential: &PotentialConfig, shape: ImageShape) -> Result<PotentialConfig> {
+    let d = shape.dim();
+    let mut p = potential.clone();
+    match &mut p {
+        PotentialConfig::Icnn(c) => c.dim = d,
+        PotentialConfig::Icnn2(c) => c.dim = d,
+        PotentialConfig::Icnn3(c) => c.dim = d,
+        PotentialConfig::DenseIcnn2(c) => c.dim = d,
+        #[cfg(feature = "conv")]
+        PotentialConfig::ConvIcnn(c) => c.image = shape,
+        #[cfg(feature = "conv")]
+        PotentialConfig::ConvIcnn2(c) => c.image = shape,
+        #[cfg(feature = "conv")]
+        PotentialConfig::ConvIcnn3(c) => c.image = shape,
+        PotentialConfig::Picnn(_) => {
+            return Err(CpflowError::InvalidConfig(
+                "image flows take no context: PICNN potentials are not supported".into(),
+            ));
+        }
+    }
+    Ok(p)
+}
+
+/// The reference's image potential: `ConvICNN` width 64, depth 3, no pooling.
+#[cfg(feature = "conv")]
+pub fn default_image_potential() -> PotentialConfig {
+    PotentialConfig::ConvIcnn(icnn::ConvIcnnConfig::default())
+}
+
+/// Without the `conv` feature there is no convolutional potential: a dense `Icnn2` of the
+/// reference's width 64 and depth 3 stands in (its dimension is set per scale).
+#[cfg(not(feature = "conv"))]
+pub fn default_image_potential() -> PotentialConfig {
+    PotentialConfig::Icnn2(icnn::Icnn2Config {
+        dim: 1,
+        width: 64,
+        depth: 3,
+        ..Default::default()
+    })
+}

@@ -1,0 +1,96 @@
+//! Uniform dequantisation of 8-bit images and the logit transform (`train_img.py`
+//! `add_noise` and `lib/flows/elemwise.py:LogitTransform`, images-vae.md §1.4, §2.2).
+
+use candle_core::{DType, Tensor};
+use rand::Rng;
+
+use crate::error::{CpflowError, Result};
+
+/// The logit offset `α` of the reference's MNIST model (`LogitTransform(1e-6)`).
+pub const MNIST_LOGIT_ALPHA: f64 = 1e-6;
+/// The logit offset `α` of the reference's CIFAR-10 model (`LogitTransform(0.05)`).
+pub const CIFAR10_LOGIT_ALPHA: f64 = 0.05;
+
+/// Uniform dequantisation as `train_img.py:add_noise`: a grey level `k ∈ {0, …, 255}` becomes
+/// `x = (k + u)/256` with `u ~ U[0, 1)` drawn on the host, so `x ∈ [0, 1)`.
+///
+/// `levels` holds the integer levels (any shape, any numeric dtype); the result has the same
+/// shape and device, in `dtype`. A value that is not an integer in `0..=255` is an
+/// [`CpflowError::InvalidInput`].
+///
+/// ```
+/// use candle_core::{DType, Device, Tensor};
+/// use rand::SeedableRng;
+/// # fn main() -> cpflow::Result<()> {
+/// let k = Tensor::new(&[[0u8, 255, 17, 128]], &Device::Cpu)?;
+/// let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+/// let x = cpflow::image::dequantize(&k, DType::F64, &mut rng)?.to_vec2::<f64>()?;
+/// assert!(x[0][0] >= 0.0 && x[0][0] < 1.0 / 256.0);
+/// assert!(x[0][1] >= 255.0 / 256.0 && x[0][1] < 1.0);
+/// # Ok(())
+/// # }
+/// ```
+pub fn dequantize<R: Rng + ?Sized>(levels: &Tensor, dtype: DType, rng: &mut R) -> Result<Tensor> {
+    let host = levels
+        .to_dtype(DType::F64)?
+        .flatten_all()?
+        .to_vec1::<f64>()?;
+    let mut out = Vec::with_capacity(host.len());
+    for k in host {
+        if !(0.0..=255.0).contains(&k) || k.fract() != 0.0 {
+            return Err(CpflowError::InvalidInput(format!(
+                "dequantize expects integer grey levels in 0..=255, got {k}"
+            )));
+        }
+        out.push((k + rng.random::<f64>()) / 256.0);
+    }
+    Ok(Tensor::from_vec(out, levels.shape().clone(), levels.device())?.to_dtype(dtype)?)
+}
+
+/// The logit transform `s = α + (1 − 2α)x`, `y = log s − log(1 − s)` (an elementwise
+/// bijection from `(−α/(1−2α), (1−α)/(1−2α)) ⊃ [0, 1]` onto ℝ), with
+/// `log|det ∂y/∂x| = Σ_j [log(1 − 2α) − log s_j − log(1 − s_j)]` per sample and the inverse
+/// `x = (σ(y) − α)/(1 − 2α)`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct LogitTransform {
+    alpha: f64,
+}
+
+impl LogitTransform {
+    /// A logit transform with offset `α ∈ [0, 0.5)`.
+    pub fn new(alpha: f64) -> Result<Self> {
+        if !(0.0..0.5).contains(&alpha) {
+            return Err(CpflowError::InvalidConfig(format!(
+                "logit alpha must be in [0, 0.5), got {alpha}"
+            )));
+        }
+        Ok(LogitTransform { alpha })
+    }
+
+    /// The offset `α`.
+    pub fn alpha(&self) -> f64 {
+        self.alpha
+    }
+
+    /// `(y, log|det ∂y/∂x|)` for rows `x` `(B, D)`: `y` `(B, D)` and the log-det `(B,)`,
+    /// both differentiable through `x`.
+    pub fn forward(&self, x: &Tensor) -> Result<(Tensor, Tensor)> {
+        let a = self.alpha;
+        let s = x.affine(1.0 - 2.0 * a, a)?;
+        let log_s = s.log()?;
+        let log_1ms = s.affine(-1.0, 1.0)?.log()?;
+        let y = (&log_s - &log_1ms)?;
+        let d = x.dim(1)? as f64;
+        let logdet = (log_s + log_1ms)?
+            .sum(1)?
+            .affine(-1.0, d * (1.0 - 2.0 * a).ln())?;
+        Ok((y, logdet))
+    }
+
+    /// The inverse `x = (σ(y) − α)/(1 − 2α)`.
+    pub fn inverse(&self, y: &Tensor) -> Result<Tensor> {
+        let a = self.alpha;
+        let sigma = (y.neg()?.exp()? + 1.0)?.recip()?;
+        Ok(sigma.affine(1.0 / (1.0 - 2.0 * a), -a / (1.0 - 2.0 * a))?)
+    }
+}

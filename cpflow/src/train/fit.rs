@@ -1,0 +1,410 @@
+//! The training loop of [`Trainer`]: steps, validation, metrics, checkpoints, observers, and
+//! the end of a run (final checkpoint of the last weights, choice of the weights to keep).
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use candle_core::{DType, Tensor};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use super::{StopReason, TrainReport, Trainer, aux_rng};
+use crate::block::CgReport;
+use crate::config::{LrSchedule, NllEstimator, Objective};
+use crate::error::{CpflowError, Result};
+use crate::evaluate::{Dataset, mean_nll};
+use crate::metrics::{MetricsRecord, MetricsWriter};
+use crate::observer::{Control, Moment, TrainObserver};
+use crate::train_state::{plateau_update, scheduled_lr};
+
+impl Trainer {
+    /// One optimiser step on a batch; returns (loss, grad norm, CG report).
+    fn step(&mut self, x: &Tensor, ctx: Option<&Tensor>) -> Result<(f64, f64, CgReport)> {
+        let lr = scheduled_lr(&self.config.lr_schedule, &self.state, self.state.iteration);
+        self.adam.set_lr(lr);
+        let (lp, cg) = match self.config.objective {
+            Objective::CgSurrogate => {
+                self.flow
+                    .surrogate_terms(x, ctx, &self.config.surrogate, &mut self.rng)?
+            }
+            Objective::ExactNll => (
+                self.flow.exact_log_prob_tracked(x, ctx)?,
+                CgReport::default(),
+            ),
+        };
+        let loss = lp.mean_all()?.neg()?;
+        let lv = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+        let it = self.state.iteration;
+        if !lv.is_finite() {
+            return Err(CpflowError::NonFinite {
+                what: format!("loss ({lv})"),
+                step: it,
+                checkpoint: self.last_checkpoint.clone(),
+            });
+        }
+        let mut grads = loss.backward()?;
+        // One reduction pass: a NaN/Inf anywhere makes the norm non-finite; only then look for
+        // the culprit to name it.
+        let gn = self.adam.grad_norm(&grads)?;
+        if !gn.is_finite() {
+            let name = self
+                .adam
+                .first_non_finite_grad(&grads)?
+                .unwrap_or_else(|| "the parameters (norm overflow)".into());
+            return Err(CpflowError::NonFinite {
+                what: format!("gradient of {name}"),
+                step: it,
+                checkpoint: self.last_checkpoint.clone(),
+            });
+        }
+        if let Some(c) = self.config.clip_grad_norm {
+            self.adam.clip_grad_norm_with_norm(&mut grads, c, gn)?;
+        }
+        self.adam.step(&grads)?;
+        self.state.iteration += 1;
+        self.state.samples_seen += x.dim(0)? as u64;
+        Ok((lv, gn, cg))
+    }
+
+    /// Validate; update best weights, plateau schedule and early-stopping counter.
+    fn validate(&mut self, val: &Dataset) -> Result<f64> {
+        let mut rng = aux_rng(self.config.seed, self.state.iteration, 0x5A5A);
+        let nll = mean_nll(
+            &self.flow,
+            val,
+            &self.config.val_estimator,
+            self.config.eval_batch_size,
+            &mut rng,
+        )?;
+        self.last_val = Some((self.state.iteration, nll));
+        let improved = self.state.best_val_nll.is_none_or(|b| nll < b) && nll.is_finite();
+        if improved {
+            self.state.best_val_nll = Some(nll);
+            self.state.best_iteration = Some(self.state.iteration);
+            self.state.vals_without_improvement = 0;
+            let copies: Result<Vec<(String, Tensor)>> = self
+                .flow
+                .weight_tensors()
+                .into_iter()
+                .map(|(k, t)| Ok((k, t.copy()?)))
+                .collect();
+            self.best = Some(copies?);
+        } else {
+            self.state.vals_without_improvement += 1;
+            if self.config.lr_schedule == LrSchedule::Plateau {
+                let patience = self.config.early_stopping.unwrap_or(20);
+                if plateau_update(&mut self.state, patience) {
+                    tracing::info!(
+                        lr = scheduled_lr(&LrSchedule::Plateau, &self.state, self.state.iteration),
+                        "learning rate decayed"
+                    );
+                }
+            }
+            if let Some(p) = self.config.early_stopping
+                && self.state.vals_without_improvement > p
+            {
+                self.state.stopped_early = true;
+            }
+        }
+        tracing::info!(
+            iteration = self.state.iteration,
+            val_nll = nll,
+            improved,
+            "validation"
+        );
+        Ok(nll)
+    }
+
+    /// Train until `config.max_iterations` steps are done in total or early stopping.
+    pub fn fit(&mut self, train: &Dataset, val: Option<&Dataset>) -> Result<TrainReport> {
+        self.run(train, val, usize::MAX, &mut [])
+    }
+
+    /// Like [`Trainer::fit`], with observers called at the start, every `period` iterations
+    /// and at the end of the run; any of them can stop it ([`crate::observer`]).
+    pub fn fit_observed(
+        &mut self,
+        train: &Dataset,
+        val: Option<&Dataset>,
+        observers: &mut [&mut dyn TrainObserver],
+    ) -> Result<TrainReport> {
+        self.run(train, val, usize::MAX, observers)
+    }
+
+    /// Like [`Trainer::fit`], but do at most `max_steps` steps in this call (the run can be
+    /// continued by another call or, after a checkpoint, by [`Trainer::resume`]). A call that
+    /// ends on this limit leaves the run unfinished: no best-weights restore, no model file.
+    pub fn fit_steps(
+        &mut self,
+        train: &Dataset,
+        val: Option<&Dataset>,
+        max_steps: usize,
+    ) -> Result<TrainReport> {
+        self.run(train, val, max_steps, &mut [])
+    }
+
+    fn run(
+        &mut self,
+        train: &Dataset,
+        val: Option<&Dataset>,
+        max_steps: usize,
+        observers: &mut [&mut dyn TrainObserver],
+    ) -> Result<TrainReport> {
+        let (tx, tc) = self.flow.check_input(&train.x, train.context.as_ref())?;
+        let train = Dataset { x: tx, context: tc };
+        let val = match val {
+            Some(v) => {
+                let (vx, vc) = self.flow.check_input(&v.x, v.context.as_ref())?;
+                Some(Dataset { x: vx, context: vc })
+            }
+            None => None,
+        };
+        // A finished run handed out its best weights: training goes on from the last ones.
+        if let Some(last) = self.last_weights.take() {
+            self.flow
+                .set_weights(&last.into_iter().collect::<HashMap<_, _>>(), "")?;
+        }
+        self.kept = None;
+        let t0 = Instant::now();
+        let mut metrics = match &self.options.out_dir {
+            Some(d) => {
+                let path = d.join("metrics.jsonl");
+                let fresh = self.fresh_metrics && self.state.iteration == 0;
+                self.fresh_metrics = false;
+                Some(if fresh {
+                    MetricsWriter::create(&path)?
+                } else {
+                    MetricsWriter::append(&path)?
+                })
+            }
+            None => None,
+        };
+        let total = self.config.max_iterations;
+        let bar = if self.options.progress_bar {
+            ProgressBar::new(total as u64)
+        } else {
+            ProgressBar::hidden()
+        };
+        if let Ok(style) = ProgressStyle::with_template(
+            "{bar:30} {pos}/{len} [{elapsed_precise}<{eta_precise}] {msg}",
+        ) {
+            bar.set_style(style);
+        }
+        bar.set_position(self.state.iteration as u64);
+        let mut stop_requested = false;
+        for o in observers.iter_mut() {
+            stop_requested |= o.observe(self, Moment::Start)? == Control::Stop;
+        }
+        let mut history = Vec::new();
+        let (mut last_loss, mut cg_sum, mut cg_n) = (f64::NAN, 0.0, 0usize);
+        let (mut win_t, mut win_samples) = (Instant::now(), 0u64);
+        let mut last_val: Option<f64> = self.state.best_val_nll;
+        let mut steps = 0;
+        while !stop_requested
+            && self.state.iteration < total
+            && steps < max_steps
+            && !self.state.stopped_early
+        {
+            let (x, c) = self.next_batch(&train)?;
+            if !self.flow.is_initialized()? {
+                match &c {
+                    Some(c) => self.flow.initialize_given(&x, c)?,
+                    None => self.flow.initialize(&x)?,
+                }
+            }
+            let step_index = self.state.iteration;
+            let (loss, gn, cg) = self.step(&x, c.as_ref())?;
+            steps += 1;
+            last_loss = loss;
+            win_samples += x.dim(0)? as u64;
+            if !cg.iterations.is_empty() {
+                cg_sum += cg.mean_iterations();
+                cg_n += 1;
+            }
+            let mut train_nll = None;
+            if self.config.train_slq_every > 0
+                && step_index.is_multiple_of(self.config.train_slq_every)
+            {
+                let mut r = aux_rng(self.config.seed, step_index, 0xA5A5);
+                let ds = Dataset {
+                    x: x.clone(),
+                    context: c.clone(),
+                };
+                train_nll = Some(mean_nll(
+                    &self.flow,
+                    &ds,
+                    &NllEstimator::Slq(self.config.train_slq.clone()),
+                    x.dim(0)?,
+                    &mut r,
+                )?);
+            }
+            let mut val_nll = None;
+            if let Some(v) = &val
+                && self.config.val_every > 0
+                && step_index.is_multiple_of(self.config.val_every)
+            {
+                let nll = self.validate(v)?;
+                val_nll = Some(nll);
+                last_val = Some(nll);
+            }
+            let done =
+                self.state.iteration >= total || steps >= max_steps || self.state.stopped_early;
+            let log_now = (self.config.log_every > 0
+                && step_index.is_multiple_of(self.config.log_every))
+                || val_nll.is_some()
+                || train_nll.is_some()
+                || done;
+            if log_now {
+                let dt = win_t.elapsed().as_secs_f64().max(1e-9);
+                let rec = MetricsRecord {
+                    iteration: self.state.iteration,
+                    epoch: self.state.epoch,
+                    loss,
+                    lr: self.adam.lr(),
+                    grad_norm: gn,
+                    cg_iterations: cg.mean_iterations(),
+                    train_nll_slq: train_nll,
+                    val_nll,
+                    samples_per_sec: win_samples as f64 / dt,
+                    elapsed_s: t0.elapsed().as_secs_f64(),
+                };
+                (win_t, win_samples) = (Instant::now(), 0);
+                tracing::info!(
+                    iteration = rec.iteration,
+                    loss = rec.loss,
+                    lr = rec.lr,
+                    grad_norm = rec.grad_norm,
+                    cg_iterations = rec.cg_iterations,
+                    train_nll_slq = ?rec.train_nll_slq,
+                    val_nll = ?rec.val_nll,
+                    samples_per_sec = rec.samples_per_sec,
+                    "train"
+                );
+                bar.set_message(format!(
+                    "loss {:.4} | val NLL {} | CG {:.2} | {:.0} samples/s",
+                    rec.loss,
+                    last_val.map_or("-".to_string(), |v| format!("{v:.4}")),
+                    rec.cg_iterations,
+                    rec.samples_per_sec
+                ));
+                if let Some(m) = metrics.as_mut() {
+                    m.write(&rec)?;
+                }
+                history.push(rec);
+            }
+            bar.set_position(self.state.iteration as u64);
+            let periodic = self.config.checkpoint_every > 0
+                && self
+                    .state
+                    .iteration
+                    .is_multiple_of(self.config.checkpoint_every);
+            if periodic || val_nll.is_some() {
+                self.checkpoint_if_configured()?;
+            }
+            for o in observers.iter_mut() {
+                let p = o.period();
+                if p > 0 && self.state.iteration.is_multiple_of(p) {
+                    stop_requested |= o.observe(self, Moment::Periodic)? == Control::Stop;
+                }
+            }
+        }
+        let stop_reason = if self.state.stopped_early {
+            StopReason::EarlyStopping
+        } else if self.state.iteration >= total {
+            StopReason::MaxIterations
+        } else if stop_requested {
+            StopReason::Observer
+        } else {
+            StopReason::StepLimit
+        };
+        bar.finish_and_clear();
+        if stop_reason == StopReason::StepLimit {
+            self.checkpoint_if_configured()?;
+        } else {
+            self.finish(val.as_ref())?;
+            for o in observers.iter_mut() {
+                o.observe(self, Moment::End)?;
+            }
+        }
+        let (best_iteration, best_val_nll) = match self.kept {
+            Some((it, nll)) => (Some(it), Some(nll)),
+            None => (self.state.best_iteration, self.state.best_val_nll),
+        };
+        Ok(TrainReport {
+            iterations: self.state.iteration,
+            final_loss: last_loss,
+            best_val_nll,
+            best_iteration,
+            stopped_early: self.state.stopped_early,
+            stop_reason,
+            wall_time_s: t0.elapsed().as_secs_f64(),
+            mean_cg_iterations: if cg_n > 0 { cg_sum / cg_n as f64 } else { 0.0 },
+            history,
+        })
+    }
+
+    /// The end of a run: the final checkpoint holds the *last* weights with their optimiser
+    /// and RNG state (a resume with more iterations continues this trajectory); then, with
+    /// validation data and `restore_best`, the last weights are validated (unless they just
+    /// were) and the better of them and the best validated weights is kept (the last ones are
+    /// put back if training continues in-process); `model.safetensors` gets the kept weights.
+    /// The final validation changes nothing in the saved training state.
+    fn finish(&mut self, val: Option<&Dataset>) -> Result<()> {
+        self.checkpoint_if_configured()?;
+        if let Some(v) = val
+            && self.config.restore_best
+            && self.config.val_every > 0
+        {
+            let it = self.state.iteration;
+            let current = match self.last_val {
+                Some((i, nll)) if i == it => nll,
+                _ => {
+                    let mut rng = aux_rng(self.config.seed, it, 0x5A5A);
+                    mean_nll(
+                        &self.flow,
+                        v,
+                        &self.config.val_estimator,
+                        self.config.eval_batch_size,
+                        &mut rng,
+                    )?
+                }
+            };
+            let restore = match (
+                &self.best,
+                self.state.best_val_nll,
+                self.state.best_iteration,
+            ) {
+                (Some(best), Some(b), Some(bi))
+                    if bi != it && (b < current || !current.is_finite()) =>
+                {
+                    Some((best.clone(), b, bi))
+                }
+                _ => None,
+            };
+            match restore {
+                Some((best, b, bi)) => {
+                    let last: Result<Vec<(String, Tensor)>> = self
+                        .flow
+                        .weight_tensors()
+                        .into_iter()
+                        .map(|(k, t)| Ok((k, t.copy()?)))
+                        .collect();
+                    self.last_weights = Some(last?);
+                    self.flow
+                        .set_weights(&best.into_iter().collect::<HashMap<_, _>>(), "")?;
+                    self.kept = Some((bi, b));
+                    tracing::info!(
+                        best_iteration = bi,
+                        best_val_nll = b,
+                        last_val_nll = current,
+                        "kept the best validated weights"
+                    );
+                }
+                None => self.kept = Some((it, current)),
+            }
+        }
+        if let Some(d) = &self.options.out_dir {
+            self.flow.save(&d.join("model.safetensors"))?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,62 @@
+//! Helpers shared by the image-flow tests: dense Jacobians by central differences.
+
+#![allow(dead_code)]
+
+use candle_core::{Device, Tensor};
+use nalgebra::DMatrix;
+use rand::{Rng, SeedableRng, rngs::StdRng};
+
+/// Central-difference step for f64 Jacobians: truncation error O(h²·|f'''|) ≈ 1e-10 and
+/// rounding error O(ε/h) ≈ 1e-11 for the O(1)-curvature maps tested here.
+pub const FD_STEP: f64 = 1e-5;
+
+/// Host values of a (1, D) or (B, D) tensor, row-major.
+pub fn host(t: &Tensor) -> Vec<f64> {
+    t.to_dtype(candle_core::DType::F64)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f64>()
+        .unwrap()
+}
+
+/// The Jacobian `∂f/∂x` (rows = outputs) of `f: ℝ^D → ℝ^D` at `x` by central differences,
+/// `f` evaluated on (1, D) f64 rows.
+pub fn fd_jacobian(f: &dyn Fn(&Tensor) -> Tensor, x: &[f64]) -> DMatrix<f64> {
+    let d = x.len();
+    let mut jac = DMatrix::zeros(d, d);
+    for j in 0..d {
+        let mut xp = x.to_vec();
+        let mut xm = x.to_vec();
+        xp[j] += FD_STEP;
+        xm[j] -= FD_STEP;
+        let fp = host(&f(&Tensor::from_vec(xp, (1, d), &Device::Cpu).unwrap()));
+        let fm = host(&f(&Tensor::from_vec(xm, (1, d), &Device::Cpu).unwrap()));
+        assert_eq!(fp.len(), d, "the map must be square");
+        for i in 0..d {
+            jac[(i, j)] = (fp[i] - fm[i]) / (2.0 * FD_STEP);
+        }
+    }
+    jac
+}
+
+/// `log |det J|` by LU.
+pub fn log_abs_det(j: &DMatrix<f64>) -> f64 {
+    j.clone().lu().determinant().abs().ln()
+}
+
+/// `n × d` uniform values in `[lo, hi)` (seeded).
+pub fn uniform_rows(n: usize, d: usize, lo: f64, hi: f64, seed: u64) -> Tensor {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let v: Vec<f64> = (0..n * d).map(|_| lo + (hi - lo) * rng.random::<f64>()).collect();
+    Tensor::from_vec(v, (n, d), &Device::Cpu).unwrap()
+}
+
+/// Largest absolute entry of `a − b`.
+pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
+    host(a)
+        .iter()
+        .zip(host(b))
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f64::max)
+}

@@ -1,0 +1,159 @@
+//! `ConvIcnn2`: the reference's hybrid convolutional ICNN (`ConvICNN2`,
+//! `train_img.py --icnn 2`): augmented channels, no output layer, no linear term.
+
+use candle_nn::VarBuilder;
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::activation::{Activation, ActivationKind};
+use crate::common::check_positive;
+use crate::conv_icnn::input_node;
+use crate::conv_layers::{Conv2d, ConvGeometry, ImageShape, PosConv2d};
+use crate::conv_network::{ConvInput, ConvNetwork, ConvNode, impl_conv_potential};
+use crate::error::{IcnnError, Result};
+use crate::layers::ActNorm;
+
+/// Configuration of [`ConvIcnn2`] (reference `ConvICNN2(dim=C, dimh, num_hidden_layers)`;
+/// the reference accepts activation arguments and then overwrites them with the plain
+/// softplus, so they are not fields). `width` must be even.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ConvIcnn2Config {
+    /// Input image shape `(C, H, W)`.
+    pub image: ImageShape,
+    /// Hidden channels `h` (even).
+    pub width: usize,
+    /// Number of layers `L`, at least 1.
+    pub depth: usize,
+}
+
+impl Default for ConvIcnn2Config {
+    fn default() -> Self {
+        Self {
+            image: ImageShape::default(),
+            width: 64,
+            depth: 3,
+        }
+    }
+}
+
+/// The reference's `ConvICNN2` (every convolution 3×3, stride 1, padding 1, with bias):
+/// ```text
+/// z  = sp(AN_first(Conv_{C→h}(x))),  x' = Conv_{C→h}(x)          Wz0, Wx0, actnorm_first
+/// ẑ  = sp(AN_k(PosConv_{h→h/2}(z) + Conv_{h→h/2}(x')))          step.0.k, step.1.k, step.3.k
+/// g  = sp(Conv_{h→h/2}(x')) − Conv_{h→h/2}(x')/2                step.2.k
+/// z  = concat_channels(ẑ, g)                                     k = 1..L−1
+/// F(x) = Σ_channels mean_{H,W}(z)
+/// ```
+/// Parameter names: `Wz0.*`, `Wx0.*`, `step.0.k.*` (positive), `step.1.k.*`, `step.2.k.*`,
+/// `step.3.k.{b,logs}` (`L` of width `h/2`; the last is unused, as in the reference),
+/// `actnorm_first.{b,logs}`, plus `initialized`. Inputs and outputs as [`crate::ConvIcnn`].
+///
+/// ```
+/// use candle_core::{DType, Device, Tensor};
+/// use candle_nn::{VarBuilder, VarMap};
+/// use icnn::{ConvIcnn2, ConvIcnn2Config, ConvexPotential, ImageShape};
+/// use rand::SeedableRng;
+///
+/// # fn main() -> icnn::Result<()> {
+/// let varmap = VarMap::new();
+/// let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+/// let config = ConvIcnn2Config { image: ImageShape::new(1, 4, 4), width: 4, depth: 2 };
+/// let net = ConvIcnn2::new(vb.pp("icnn"), &config, &mut rand::rngs::StdRng::seed_from_u64(2))?;
+/// let x = Tensor::zeros((3, 16), DType::F32, &Device::Cpu)?;
+/// assert_eq!(net.potential(&x)?.dims(), &[3]);
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct ConvIcnn2 {
+    pub(crate) net: ConvNetwork,
+    config: ConvIcnn2Config,
+}
+
+impl ConvIcnn2 {
+    /// Creates (or loads) the parameters, drawing initial values from `rng` in the
+    /// reference's construction order.
+    pub fn new<R: Rng + ?Sized>(
+        vb: VarBuilder,
+        config: &ConvIcnn2Config,
+        rng: &mut R,
+    ) -> Result<Self> {
+        let (c, h, l) = (config.image.channels, config.width, config.depth);
+        check_positive("image channels", c)?;
+        check_positive("width", h)?;
+        check_positive("depth", l)?;
+        if h % 2 != 0 {
+            return Err(IcnnError::InvalidConfig(format!(
+                "ConvIcnn2 needs an even width, got {h}"
+            )));
+        }
+        let hh = h / 2;
+        let g3 = ConvGeometry::SAME_3X3;
+        let sp = Activation::new(ActivationKind::Softplus);
+        let symm = sp.with_symmetric(true);
+        let wz0 = Conv2d::new(&vb.pp("Wz0"), c, h, g3, true, rng)?;
+        let wx0 = Conv2d::new(&vb.pp("Wx0"), c, h, g3, true, rng)?;
+        let vs = vb.pp("step");
+        let wzs = (0..l - 1)
+            .map(|k| PosConv2d::new(&vs.pp(0).pp(k), h, hh, g3, true, rng))
+            .collect::<Result<Vec<_>>>()?;
+        let wxs = (0..l - 1)
+            .map(|k| Conv2d::new(&vs.pp(1).pp(k), h, hh, g3, true, rng))
+            .collect::<Result<Vec<_>>>()?;
+        let wx2s = (0..l - 1)
+            .map(|k| Conv2d::new(&vs.pp(2).pp(k), h, hh, g3, true, rng))
+            .collect::<Result<Vec<_>>>()?;
+        let actnorms = (0..l)
+            .map(|k| ActNorm::new(&vs.pp(3).pp(k), hh))
+            .collect::<Result<Vec<_>>>()?;
+        let actnorm_first = ActNorm::new(&vb.pp("actnorm_first"), h)?;
+
+        let mut nodes = vec![input_node()];
+        nodes.push(ConvNode {
+            inputs: vec![ConvInput::plain(wz0, vec![0])],
+            actnorm: Some(actnorm_first),
+            act: Some(sp),
+            readout: false,
+        });
+        nodes.push(ConvNode {
+            inputs: vec![ConvInput::plain(wx0, vec![0])],
+            actnorm: None,
+            act: None,
+            readout: false,
+        });
+        let mut state = vec![1];
+        for ((wz, wx), (wx2, an)) in wzs.into_iter().zip(wxs).zip(wx2s.into_iter().zip(actnorms)) {
+            nodes.push(ConvNode {
+                inputs: vec![
+                    ConvInput::positive(wz, state.clone()),
+                    ConvInput::plain(wx, vec![2]),
+                ],
+                actnorm: Some(an),
+                act: Some(sp),
+                readout: false,
+            });
+            nodes.push(ConvNode {
+                inputs: vec![ConvInput::plain(wx2, vec![2])],
+                actnorm: None,
+                act: Some(symm),
+                readout: false,
+            });
+            state = vec![nodes.len() - 2, nodes.len() - 1];
+        }
+        for &s in &state {
+            nodes[s].readout = true;
+        }
+        Ok(Self {
+            net: ConvNetwork::new(&vb, config.image, nodes)?,
+            config: config.clone(),
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ConvIcnn2Config {
+        &self.config
+    }
+}
+
+impl_conv_potential!(ConvIcnn2);

@@ -1,0 +1,349 @@
+//! Convolutional building blocks: the image shape, convolution geometry, a plain 2-D
+//! convolution and the reference's positive convolution `PosConv2d`, plus the adjoint
+//! (transposed) convolution used by the explicit gradient and Hessian-vector products.
+//!
+//! Parameter names and shapes follow PyTorch's `nn.Conv2d` (`weight (out, in, k, k)`,
+//! `bias (out,)`) and the default init `U(±1/√fan_in)` with `fan_in = in·k·k`, drawn on the
+//! host from the caller's RNG.
+
+use candle_core::Tensor;
+use candle_nn::VarBuilder;
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::activation::softplus;
+use crate::error::{IcnnError, Result};
+use crate::params;
+
+/// The shape `(C, H, W)` of one image; a batch of images is `(B, C, H, W)` or, flattened in
+/// that order, `(B, C·H·W)` rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageShape {
+    /// Channels `C`.
+    pub channels: usize,
+    /// Height `H` (pixels).
+    pub height: usize,
+    /// Width `W` (pixels).
+    pub width: usize,
+}
+
+impl ImageShape {
+    /// `(C, H, W)`.
+    pub fn new(channels: usize, height: usize, width: usize) -> Self {
+        Self {
+            channels,
+            height,
+            width,
+        }
+    }
+
+    /// The flattened dimension `C·H·W`.
+    pub fn dim(&self) -> usize {
+        self.channels * self.height * self.width
+    }
+}
+
+impl Default for ImageShape {
+    /// MNIST: `1×28×28`.
+    fn default() -> Self {
+        Self::new(1, 28, 28)
+    }
+}
+
+/// Square-kernel convolution geometry: kernel size, stride and zero padding (the same on
+/// both spatial axes; dilation 1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConvGeometry {
+    /// Kernel size `k` (a `k×k` kernel).
+    pub kernel: usize,
+    /// Stride.
+    pub stride: usize,
+    /// Zero padding on every side.
+    pub padding: usize,
+}
+
+impl ConvGeometry {
+    /// The reference's default: 3×3 kernel, stride 1, padding 1 (keeps `H×W`).
+    pub const SAME_3X3: Self = Self {
+        kernel: 3,
+        stride: 1,
+        padding: 1,
+    };
+
+    /// The output length `⌊(n + 2p − k)/s⌋ + 1` of an input of length `n`.
+    pub fn output_len(&self, n: usize) -> Result<usize> {
+        if self.kernel == 0 || self.stride == 0 || n + 2 * self.padding < self.kernel {
+            return Err(IcnnError::InvalidConfig(format!(
+                "convolution {self:?} does not fit an input of size {n}"
+            )));
+        }
+        Ok((n + 2 * self.padding - self.kernel) / self.stride + 1)
+    }
+
+    /// The output `(H', W')` of an `H×W` input.
+    pub fn output_hw(&self, hw: (usize, usize)) -> Result<(usize, usize)> {
+        Ok((self.output_len(hw.0)?, self.output_len(hw.1)?))
+    }
+
+    /// Whether the adjoint is a plain stride-1 convolution with the flipped kernel
+    /// (stride 1 and `padding ≤ k − 1`).
+    fn adjoint_is_flipped_conv(&self) -> bool {
+        self.stride == 1 && self.padding < self.kernel
+    }
+}
+
+/// `y = conv(x, W) + b` (PyTorch `nn.Conv2d`, square kernel). `x` is `(B, C_in, H, W)`.
+#[derive(Debug, Clone)]
+pub struct Conv2d {
+    /// `(out, in, k, k)`.
+    pub weight: Tensor,
+    /// `(out,)`, when the layer has a bias.
+    pub bias: Option<Tensor>,
+    /// Kernel size, stride, padding.
+    pub geometry: ConvGeometry,
+}
+
+impl Conv2d {
+    /// Creates (or loads) `weight` and, when `bias` is true, `bias` under `vb`, with
+    /// PyTorch's default init `U(±1/√fan_in)`, `fan_in = n_in·k·k` (weight drawn first).
+    pub fn new<R: Rng + ?Sized>(
+        vb: &VarBuilder,
+        n_in: usize,
+        n_out: usize,
+        geometry: ConvGeometry,
+        bias: bool,
+        rng: &mut R,
+    ) -> Result<Self> {
+        let k = geometry.kernel;
+        let fan_in = n_in * k * k;
+        let weight = params::linear_default(vb, (n_out, n_in, k, k), "weight", fan_in, rng)?;
+        let bias = if bias {
+            Some(params::linear_default(vb, n_out, "bias", fan_in, rng)?)
+        } else {
+            None
+        };
+        Ok(Self {
+            weight,
+            bias,
+            geometry,
+        })
+    }
+
+    /// Input channels.
+    pub fn n_in(&self) -> usize {
+        self.weight.dims()[1]
+    }
+
+    /// Output channels.
+    pub fn n_out(&self) -> usize {
+        self.weight.dims()[0]
+    }
+
+    /// `n_in·k·k`.
+    pub fn fan_in(&self) -> usize {
+        self.weight.elem_count() / self.n_out().max(1)
+    }
+
+    /// `conv(x, W) + b` for `x` `(B, n_in, H, W)`.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let y = conv(x, &self.weight, self.geometry)?;
+        add_channel_bias(y, self.bias.as_ref())
+    }
+}
+
+/// The reference's positive convolution (`PosConv2d`): `y = (conv(x, softplus(W)) + b)/fan_in`
+/// with `fan_in = n_in·k·k` fixed at construction. The bias is divided by `fan_in` too, as in
+/// the reference (its `_conv_forward` adds the bias before the division).
+///
+/// ```
+/// use candle_core::{DType, Device, Tensor};
+/// use candle_nn::{VarBuilder, VarMap};
+/// use icnn::{ConvGeometry, PosConv2d};
+/// use rand::SeedableRng;
+///
+/// # fn main() -> icnn::Result<()> {
+/// let varmap = VarMap::new();
+/// let vb = VarBuilder::from_varmap(&varmap, DType::F64, &Device::Cpu);
+/// let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+/// let conv = PosConv2d::new(&vb.pp("conv"), 2, 3, ConvGeometry::SAME_3X3, true, &mut rng)?;
+/// assert_eq!(conv.fan_in(), 18);
+/// // Positive kernel: a non-negative image gives a larger output than its zero image.
+/// let x = Tensor::ones((1, 2, 4, 4), DType::F64, &Device::Cpu)?;
+/// let zero = x.zeros_like()?;
+/// let diff = (conv.forward(&x)? - conv.forward(&zero)?)?;
+/// assert!(diff.flatten_all()?.min(0)?.to_scalar::<f64>()? > 0.0);
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct PosConv2d {
+    /// Unconstrained weight `(out, in, k, k)`; the kernel is `softplus(W)/fan_in ≥ 0`.
+    pub weight: Tensor,
+    /// `(out,)`, when the layer has a bias (effective bias `b/fan_in`).
+    pub bias: Option<Tensor>,
+    /// Kernel size, stride, padding.
+    pub geometry: ConvGeometry,
+}
+
+impl PosConv2d {
+    /// Creates (or loads) the layer under `vb` (PyTorch default init of `nn.Conv2d`).
+    pub fn new<R: Rng + ?Sized>(
+        vb: &VarBuilder,
+        n_in: usize,
+        n_out: usize,
+        geometry: ConvGeometry,
+        bias: bool,
+        rng: &mut R,
+    ) -> Result<Self> {
+        let c = Conv2d::new(vb, n_in, n_out, geometry, bias, rng)?;
+        Ok(Self {
+            weight: c.weight,
+            bias: c.bias,
+            geometry,
+        })
+    }
+
+    /// Input channels.
+    pub fn n_in(&self) -> usize {
+        self.weight.dims()[1]
+    }
+
+    /// Output channels.
+    pub fn n_out(&self) -> usize {
+        self.weight.dims()[0]
+    }
+
+    /// `n_in·k·k`, the reference's `fan_in`.
+    pub fn fan_in(&self) -> usize {
+        self.weight.elem_count() / self.n_out().max(1)
+    }
+
+    /// The effective non-negative kernel `softplus(W)/fan_in`, shape `(out, in, k, k)`.
+    pub fn effective_weight(&self) -> Result<Tensor> {
+        Ok(softplus(&self.weight)?.affine(1.0 / self.fan_in() as f64, 0.0)?)
+    }
+
+    /// The effective bias `b/fan_in`, shape `(out,)`.
+    pub fn effective_bias(&self) -> Result<Option<Tensor>> {
+        Ok(match &self.bias {
+            Some(b) => Some(b.affine(1.0 / self.fan_in() as f64, 0.0)?),
+            None => None,
+        })
+    }
+
+    /// `(conv(x, softplus(W)) + b)/fan_in` for `x` `(B, n_in, H, W)`.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let y = conv(x, &self.effective_weight()?, self.geometry)?;
+        add_channel_bias(y, self.effective_bias()?.as_ref())
+    }
+}
+
+/// `y + b` with `b` `(C,)` broadcast over `(B, C, H, W)`.
+pub(crate) fn add_channel_bias(y: Tensor, b: Option<&Tensor>) -> Result<Tensor> {
+    Ok(match b {
+        Some(b) => y.broadcast_add(&b.reshape((1, b.elem_count(), 1, 1))?)?,
+        None => y,
+    })
+}
+
+/// The convolution `conv(x, kernel)` (no bias) with the given geometry.
+///
+/// Strided convolutions are computed on an explicitly zero-padded input cropped to the rows
+/// and columns the windows read, with no implicit padding: candle's backward of a strided
+/// `conv2d` derives one output padding from the height only and fails on inputs whose two
+/// axes need different ones (e.g. 4×5 with stride 2). The values are the same.
+pub(crate) fn conv(x: &Tensor, kernel: &Tensor, g: ConvGeometry) -> Result<Tensor> {
+    if g.stride == 1 {
+        return Ok(x.conv2d(kernel, g.padding, 1, 1, 1)?);
+    }
+    let (_, _, h, w) = x.dims4()?;
+    let (ho, wo) = g.output_hw((h, w))?;
+    let used = |n_out: usize| (n_out - 1) * g.stride + g.kernel;
+    let mut xp = x.clone();
+    if g.padding > 0 {
+        xp = xp
+            .pad_with_zeros(2, g.padding, g.padding)?
+            .pad_with_zeros(3, g.padding, g.padding)?;
+    }
+    let xp = xp.narrow(2, 0, used(ho))?.narrow(3, 0, used(wo))?;
+    Ok(xp.conv2d(kernel, 0, g.stride, 1, 1)?)
+}
+
+/// A convolution kernel prepared for repeated forward and adjoint applications.
+#[derive(Debug, Clone)]
+pub(crate) struct PreparedConv {
+    /// `(out, in, k, k)`.
+    pub kernel: Tensor,
+    /// For stride-1 convolutions with `padding ≤ k − 1`: the kernel flipped in space with its
+    /// channel axes swapped, `(in, out, k, k)`; the adjoint is then a plain convolution with
+    /// padding `k − 1 − p` (faster than candle's transposed convolution).
+    pub adjoint_kernel: Option<Tensor>,
+    pub geometry: ConvGeometry,
+    /// `(H, W)` of the input, so that the adjoint restores it exactly.
+    pub input_hw: (usize, usize),
+}
+
+impl PreparedConv {
+    pub(crate) fn new(
+        kernel: Tensor,
+        geometry: ConvGeometry,
+        input_hw: (usize, usize),
+    ) -> Result<Self> {
+        let adjoint_kernel = if geometry.adjoint_is_flipped_conv() {
+            Some(kernel.flip(&[2, 3])?.transpose(0, 1)?.contiguous()?)
+        } else {
+            None
+        };
+        Ok(Self {
+            kernel,
+            adjoint_kernel,
+            geometry,
+            input_hw,
+        })
+    }
+
+    pub(crate) fn detach(&self) -> Self {
+        Self {
+            kernel: self.kernel.detach(),
+            adjoint_kernel: self.adjoint_kernel.as_ref().map(Tensor::detach),
+            geometry: self.geometry,
+            input_hw: self.input_hw,
+        }
+    }
+
+    /// `conv(x, K)`.
+    pub(crate) fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        conv(x, &self.kernel, self.geometry)
+    }
+
+    /// The adjoint `Kᵀ y`: `(B, out, H', W') → (B, in, H, W)`.
+    pub(crate) fn adjoint(&self, y: &Tensor) -> Result<Tensor> {
+        let g = self.geometry;
+        if let Some(k) = &self.adjoint_kernel {
+            return Ok(y.conv2d(k, g.kernel - 1 - g.padding, 1, 1, 1)?);
+        }
+        // Transposed convolution; `output_padding` restores rows/columns that the forward
+        // stride dropped. candle takes one output padding for both axes: use the larger one
+        // and cut the extra row/column (it does not change the others).
+        let (_, _, ho, wo) = y.dims4()?;
+        let (h, w) = self.input_hw;
+        let base = |n_out: usize| (n_out - 1) * g.stride + g.kernel;
+        let pad_needed = |n: usize, n_out: usize| -> Result<usize> {
+            let b = base(n_out);
+            if n + 2 * g.padding < b {
+                return Err(IcnnError::Shape(format!(
+                    "adjoint of convolution {g:?}: output {n_out} does not match input {n}"
+                )));
+            }
+            Ok(n + 2 * g.padding - b)
+        };
+        let op = pad_needed(h, ho)?.max(pad_needed(w, wo)?);
+        let x = y.conv_transpose2d(&self.kernel, g.padding, op, g.stride, 1)?;
+        let (_, _, hx, wx) = x.dims4()?;
+        Ok(if hx != h || wx != w {
+            x.narrow(2, 0, h)?.narrow(3, 0, w)?
+        } else {
+            x
+        })
+    }
+}
