@@ -283,6 +283,29 @@ impl CpFlowBlock {
     }
 }
 
+impl CpFlowBlock {
+    /// The operator `v ↦ H v` at `x` **with** the parameter graph kept (no detach), and the
+    /// tracked forward map: for back-propagating through an iterative log-det estimator (the
+    /// memory baseline the CG surrogate avoids; `sp(w₀)`, `sp(w₁)` enter as constants).
+    pub fn tracked_operator(
+        &self,
+        x: &Tensor,
+        ctx: Option<&Tensor>,
+    ) -> Result<(Tensor, HessianOperator)> {
+        let (sp1, sp0) = self.weights()?;
+        let lin = self.potential.linearize(x, ctx)?;
+        let z = self.map_from(&lin, x, &sp1, &sp0)?;
+        Ok((
+            z,
+            HessianOperator {
+                lin,
+                a1: scalar_f64(&sp1)?,
+                a0: scalar_f64(&sp0)?,
+            },
+        ))
+    }
+}
+
 /// The detached Jacobian `H = a₁∇²F + a₀I` of a block at a fixed batch, as products.
 #[derive(Clone, Debug)]
 pub struct HessianOperator {

@@ -45,6 +45,7 @@ pub mod flow_sample;
 pub mod image;
 pub mod metrics;
 pub mod observer;
+pub mod posterior;
 pub mod potential;
 pub mod prior;
 #[allow(dead_code)] // until `train.rs` draws its bar through `progress::Progress`

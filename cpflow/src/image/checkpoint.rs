@@ -63,7 +63,10 @@ impl ImageFlow {
             flow: self.config().clone(),
         };
         let mut info = HashMap::new();
-        info.insert(IMAGE_METADATA_KEY.to_string(), serde_json::to_string(&meta)?);
+        info.insert(
+            IMAGE_METADATA_KEY.to_string(),
+            serde_json::to_string(&meta)?,
+        );
         let tensors: Vec<(String, Tensor)> = self
             .weight_tensors()
             .into_iter()

@@ -127,7 +127,7 @@ impl ImageFlowConfig {
                 }
                 ImageLayerConfig::ActNorm | ImageLayerConfig::FeatureActNorm => {}
                 ImageLayerConfig::Squeeze => {
-                    if shape.height % 2 != 0 || shape.width % 2 != 0 {
+                    if !shape.height.is_multiple_of(2) || !shape.width.is_multiple_of(2) {
                         return Err(bad(
                             i,
                             format!("cannot squeeze a {}×{} image", shape.height, shape.width),
@@ -136,7 +136,7 @@ impl ImageFlowConfig {
                     shape = squeezed_shape(shape);
                 }
                 ImageLayerConfig::FactorOut => {
-                    if shape.channels % 2 != 0 {
+                    if !shape.channels.is_multiple_of(2) {
                         return Err(bad(
                             i,
                             format!("cannot factor out half of {} channels", shape.channels),
@@ -161,7 +161,9 @@ impl ImageFlowConfig {
                     {
                         return Err(bad(
                             i,
-                            format!("convolutional potential expects {s:?}, the layer sees {shape:?}"),
+                            format!(
+                                "convolutional potential expects {s:?}, the layer sees {shape:?}"
+                            ),
                         ));
                     }
                     if b.potential.context_dim().is_some() {
@@ -297,7 +299,10 @@ impl MultiscaleConfig {
 
 /// The template `potential` resized for images of `shape`: a dense potential gets
 /// `dim = C·H·W`, a convolutional one gets `image = shape`. PICNNs are refused.
-pub fn potential_for_shape(potential: &PotentialConfig, shape: ImageShape) -> Result<PotentialConfig> {
+pub fn potential_for_shape(
+    potential: &PotentialConfig,
+    shape: ImageShape,
+) -> Result<PotentialConfig> {
     let d = shape.dim();
     let mut p = potential.clone();
     match &mut p {
@@ -336,4 +341,80 @@ pub fn default_image_potential() -> PotentialConfig {
         depth: 3,
         ..Default::default()
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use icnn::Icnn2Config;
+
+    fn dense(dim: usize) -> PotentialConfig {
+        PotentialConfig::Icnn2(Icnn2Config {
+            dim,
+            width: 4,
+            depth: 2,
+            ..Default::default()
+        })
+    }
+
+    fn cfg(image: ImageShape, layers: Vec<ImageLayerConfig>) -> ImageFlowConfig {
+        ImageFlowConfig {
+            image,
+            layers,
+            prior: GaussianPrior::standard(),
+            float: FloatType::F64,
+            init_seed: 0,
+        }
+    }
+
+    #[test]
+    fn image_layer_shapes_are_checked() {
+        use ImageLayerConfig as L;
+        let s = ImageShape::new(1, 4, 6);
+        let ok = cfg(
+            s,
+            vec![
+                L::Squeeze,
+                L::FactorOut,
+                L::Cpf(BlockConfig::new(dense(12))),
+            ],
+        );
+        let shapes = ok.layer_shapes().unwrap();
+        assert_eq!(shapes.output, ImageShape::new(2, 2, 3));
+        assert_eq!(shapes.factored, vec![ImageShape::new(2, 2, 3)]);
+        // Wrong block dimension, odd squeeze, odd factor-out, bad alpha.
+        let bad = [
+            vec![L::Squeeze, L::Cpf(BlockConfig::new(dense(12)))],
+            vec![L::Squeeze, L::Squeeze],
+            vec![L::FactorOut],
+            vec![L::Logit { alpha: 0.5 }],
+        ];
+        for layers in bad {
+            assert!(cfg(s, layers).layer_shapes().is_err());
+        }
+    }
+
+    #[test]
+    fn multiscale_resizes_the_potential_per_scale() {
+        let ms = MultiscaleConfig {
+            image: ImageShape::new(1, 4, 4),
+            nblocks: vec![1, 1],
+            factor_out: true,
+            potential: dense(1),
+            fc_end: Some(dense(1)),
+            ..MultiscaleConfig::mnist()
+        };
+        let c = ImageFlowConfig::multiscale(&ms).unwrap();
+        let dims: Vec<usize> = c
+            .layers
+            .iter()
+            .filter_map(|l| match l {
+                ImageLayerConfig::Cpf(b) => Some(b.potential.dim()),
+                _ => None,
+            })
+            .collect();
+        // 16 at scale 0; 8 after squeeze + factor-out; the fc_end block sees the same 8.
+        assert_eq!(dims, vec![16, 8, 8]);
+        assert_eq!(c.layers.last(), Some(&ImageLayerConfig::FeatureActNorm));
+    }
 }

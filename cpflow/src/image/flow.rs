@@ -135,7 +135,9 @@ impl ImageFlow {
         for (i, (l, &shape)) in config.layers.iter().zip(&shapes.inputs).enumerate() {
             let prefix = format!("layers.{i}");
             layers.push(match l {
-                ImageLayerConfig::Logit { alpha } => ImageLayer::Logit(LogitTransform::new(*alpha)?),
+                ImageLayerConfig::Logit { alpha } => {
+                    ImageLayer::Logit(LogitTransform::new(*alpha)?)
+                }
                 ImageLayerConfig::ActNorm => ImageLayer::ActNorm(ChannelActNorm::new(
                     &varmap, &prefix, shape, dtype, device,
                 )?),
@@ -334,7 +336,11 @@ impl ImageFlow {
     /// The forward pass of validated rows, detached: `z (B, D)` (factored-out parts first,
     /// then the last scale, as the reference concatenates them), `Σ log-det` per row and
     /// `Σ se²` per row. Each block's `(z, log-det, se)` comes from `block`.
-    pub(crate) fn forward_with<F>(&self, x: &Tensor, mut block: F) -> Result<(Tensor, Vec<f64>, Vec<f64>)>
+    pub(crate) fn forward_with<F>(
+        &self,
+        x: &Tensor,
+        mut block: F,
+    ) -> Result<(Tensor, Vec<f64>, Vec<f64>)>
     where
         F: FnMut(&CpFlowBlock, &Tensor) -> Result<(Tensor, Vec<f64>, Vec<f64>)>,
     {

@@ -67,7 +67,8 @@ impl ImageFlow {
                     h.narrow(1, 0, keep)?
                 }
                 ImageLayer::Cpf(b) => {
-                    let (z, s, rep) = b.forward_with_surrogate(&h.contiguous()?, None, params, rng)?;
+                    let (z, s, rep) =
+                        b.forward_with_surrogate(&h.contiguous()?, None, params, rng)?;
                     cg.extend(&rep);
                     sample_ld = add(sample_ld, s)?;
                     z
@@ -85,9 +86,7 @@ impl ImageFlow {
         }
         let d = self.dim() as f64;
         let ln2 = std::f64::consts::LN_2;
-        let loss = lp
-            .mean_all()?
-            .affine(-1.0 / (d * ln2), 256f64.ln() / ln2)?;
+        let loss = lp.mean_all()?.affine(-1.0 / (d * ln2), 256f64.ln() / ln2)?;
         Ok(ImageSurrogateLoss { loss, cg })
     }
 }

@@ -12,7 +12,7 @@ use crate::error::{CpflowError, Result};
 /// `view(B, C, H/2, 2, W/2, 2).permute(0, 1, 3, 5, 2, 4)`, inverted by `pixel_shuffle(2)`).
 pub fn squeeze_permutation(shape: ImageShape) -> Result<Vec<usize>> {
     let (c, h, w) = (shape.channels, shape.height, shape.width);
-    if h % 2 != 0 || w % 2 != 0 || c == 0 || h == 0 || w == 0 {
+    if !h.is_multiple_of(2) || !w.is_multiple_of(2) || c == 0 || h == 0 || w == 0 {
         return Err(CpflowError::InvalidConfig(format!(
             "squeeze needs a non-empty image with even height and width, got {c}×{h}×{w}"
         )));

@@ -48,7 +48,9 @@ pub fn log_abs_det(j: &DMatrix<f64>) -> f64 {
 /// `n × d` uniform values in `[lo, hi)` (seeded).
 pub fn uniform_rows(n: usize, d: usize, lo: f64, hi: f64, seed: u64) -> Tensor {
     let mut rng = StdRng::seed_from_u64(seed);
-    let v: Vec<f64> = (0..n * d).map(|_| lo + (hi - lo) * rng.random::<f64>()).collect();
+    let v: Vec<f64> = (0..n * d)
+        .map(|_| lo + (hi - lo) * rng.random::<f64>())
+        .collect();
     Tensor::from_vec(v, (n, d), &Device::Cpu).unwrap()
 }
 

@@ -18,7 +18,8 @@ pub enum DataSource {
     Image(Box<ImageDensity>),
     /// A `.npy` array of shape (n, d) (or (n,) for d = 1).
     Npy(PathBuf),
-    /// A `.csv` file of numbers, one sample per line; an optional header line is skipped.
+    /// A `.csv` file of numbers, one sample per line, after an optional header line of column
+    /// names.
     Csv(PathBuf),
 }
 
@@ -182,7 +183,10 @@ fn split_rows(
     test_fraction: f64,
     rng: &mut FlowRng,
 ) -> Result<(Vec<f64>, Vec<f64>, Vec<f64>)> {
-    for (name, f) in [("val_fraction", val_fraction), ("test_fraction", test_fraction)] {
+    for (name, f) in [
+        ("val_fraction", val_fraction),
+        ("test_fraction", test_fraction),
+    ] {
         if !(0.0..1.0).contains(&f) {
             bail!("data.{name} must be in [0, 1), got {f}");
         }
