@@ -7,6 +7,9 @@
 //!   same data in one session and writes `docs/results/side-by-side-cpu.{md,json}`
 //!   ([`side_by_side`] holds the table and ratio code, [`ours`] our protocol, [`memory`] the
 //!   peak-memory meters).
+//! - `memory_figure`: peak train-step memory against forced CG iterations, CG surrogate vs
+//!   back-propagation through CG (paper Fig. 2; `docs/results/memory-cg-iterations.*`).
+//! - `kernel_ab`: interleaved A/B timings of the Hessian and Hessian-vector-product kernels.
 //! - [`gaussian_mixture`] generates the synthetic data that the reference measurements used.
 
 pub mod data;

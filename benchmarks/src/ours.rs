@@ -7,8 +7,8 @@
 use anyhow::Result;
 use candle_core::{DType, Device, Tensor};
 use cpflow::{
-    Control, Dataset, Moment, TrainObserver, Flow, FlowConfig, InverseParams, LrSchedule, PotentialConfig, RunOptions, TrainConfig,
-    Trainer,
+    Control, Dataset, Flow, FlowConfig, InverseParams, LrSchedule, Moment, PotentialConfig,
+    RunOptions, TrainConfig, TrainObserver, Trainer,
 };
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -97,7 +97,11 @@ fn mean_nll(lp: &Tensor) -> Result<f64> {
 /// returns our measurement.
 pub fn measure(x_all: &Tensor, proto: &Protocol, dev: &Device) -> Result<Measurement> {
     let (n, d) = x_all.dims2()?;
-    anyhow::ensure!(n > EVAL_ROWS + 1024, "need more than {} rows", EVAL_ROWS + 1024);
+    anyhow::ensure!(
+        n > EVAL_ROWS + 1024,
+        "need more than {} rows",
+        EVAL_ROWS + 1024
+    );
     let x_all = x_all.to_dtype(DType::F32)?.to_device(dev)?;
     let train = Dataset::new(x_all.narrow(0, 0, n - EVAL_ROWS)?);
     let test = x_all.narrow(0, n - EVAL_ROWS, EVAL_ROWS)?;

@@ -38,7 +38,7 @@ impl FloatType {
     }
 }
 
-/// Parameters of the CG log-det gradient surrogate (cpflow-reference.md §2.3).
+/// Parameters of the CG log-det gradient surrogate (`docs/reference/cpflow-reference.md` §2.3).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SurrogateParams {
@@ -63,7 +63,7 @@ impl Default for SurrogateParams {
     }
 }
 
-/// Parameters of the SLQ log-det estimate (cpflow-reference.md §2.4).
+/// Parameters of the SLQ log-det estimate (`docs/reference/cpflow-reference.md` §2.4).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SlqParams {

@@ -1,6 +1,6 @@
-//! The reference 2-D toy experiment (cpflow-reference.md §4.2, baseline-cpu.md): train a
-//! CP-Flow on a toy density, follow the exact NLL of a fresh validation sample along the way
-//! and score the test sample once, at the end.
+//! The reference 2-D toy experiment (`docs/reference/cpflow-reference.md` §4.2,
+//! `docs/reference/baseline-cpu.md`): train a CP-Flow on a toy density, follow the exact NLL
+//! of a fresh validation sample along the way and score the test sample once, at the end.
 
 use std::time::Instant;
 
@@ -113,10 +113,7 @@ pub fn run_toy_experiment(
     options: RunOptions,
 ) -> Result<(Flow, ToyExperimentReport)> {
     let t0 = Instant::now();
-    let toy: Toy = cfg
-        .toy
-        .parse()
-        .map_err(|e| CpflowError::InvalidConfig(format!("unknown toy {:?}: {e}", cfg.toy)))?;
+    let toy: Toy = cfg.toy.parse().map_err(CpflowError::from)?;
     if cfg.train.max_iterations == 0 {
         return Err(CpflowError::InvalidConfig(
             "max_iterations must be positive".into(),

@@ -48,7 +48,6 @@ pub mod observer;
 pub mod posterior;
 pub mod potential;
 pub mod prior;
-#[allow(dead_code)] // until `train.rs` draws its bar through `progress::Progress`
 mod progress;
 pub mod rng;
 pub(crate) mod slq;

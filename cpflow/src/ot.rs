@@ -1,5 +1,5 @@
 //! The optimal-transport experiment (paper Fig. 4, reference `train_ot.py`,
-//! cpflow-reference.md §4.3).
+//! `docs/reference/cpflow-reference.md` §4.3).
 //!
 //! Data `x ~ N(m, C)` in `d` dimensions (random mean `m ~ N(0, I)`, `C ~ Wishart(d + 1, I)`,
 //! seeded; or the paper's fixed 2-D target). One CP-Flow block `f = ∇Φ` (no ActNorm, prior
@@ -32,7 +32,7 @@ use crate::error::CpflowError;
 use crate::flow::{EVAL_CHUNK, Flow, Layer};
 use crate::flow_config::FlowConfig;
 use crate::observer::{Control, FnObserver};
-use crate::plot::{Bounds, LineSeries, PlotError, line_chart_png};
+use crate::plot::{Bounds, Figure, LineSeries, PlotError, line_chart_png};
 use crate::potential::PotentialConfig;
 use crate::rng::FlowRng;
 use crate::toy::{GaussianTarget, ToyError};
@@ -40,6 +40,7 @@ use crate::train::{Dataset, RunOptions, Trainer};
 
 /// Errors of the OT experiment.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum OtError {
     /// Model or training error.
     #[error(transparent)]
@@ -54,11 +55,12 @@ pub enum OtError {
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
     /// Writing the table or curve.
-    #[error("I/O error on {path}: {source}")]
+    #[error("I/O error on {path}")]
     Io {
         /// The file.
         path: String,
         /// The error.
+        #[source]
         source: std::io::Error,
     },
 }
@@ -397,8 +399,8 @@ pub fn ot_table_markdown(reports: &[OtReport]) -> String {
 ///   out;
 /// * `ot_d{d}_cost_vs_iter.png`: x = iteration, y = transport cost (blue), `W₂²` (red dashed).
 ///
-/// The PNGs carry no text (see [`crate::plot`]); `ot_d{d}_curve.csv`, written beside them,
-/// has the numbers.
+/// Each PNG has a title and axis labels; `ot_d{d}_curve.csv`, written beside them, has the
+/// numbers.
 pub fn write_ot_figures(dir: &Path, report: &OtReport) -> Result<(), OtError> {
     let io = |path: &Path| {
         let p = path.display().to_string();
@@ -455,7 +457,9 @@ pub fn write_ot_figures(dir: &Path, report: &OtReport) -> Result<(), OtError> {
             LineSeries::dashed(vec![[min_lkl, w2], [max_lkl, w2]], red),
         ],
         Some(bounds),
-        500,
+        Figure::new(500)
+            .title(format!("transport cost vs KL, d = {d} (red: W₂²)"))
+            .labels("log₁₀ KL", "transport cost"),
     )?;
     let by_iter: Vec<[f64; 2]> = report
         .curve
@@ -473,7 +477,9 @@ pub fn write_ot_figures(dir: &Path, report: &OtReport) -> Result<(), OtError> {
             x: (0.0, last),
             y: (0.0, cost_hi * 1.1 + 1e-9),
         }),
-        500,
+        Figure::new(500)
+            .title(format!("transport cost during training, d = {d} (red: W₂²)"))
+            .labels("iteration", "transport cost"),
     )?;
     let mut csv = String::from("iteration,transport_cost,kl,w2_squared\n");
     for r in &report.curve {

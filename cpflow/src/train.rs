@@ -29,7 +29,7 @@ pub struct RunOptions {
     /// Output directory: `checkpoint.safetensors` (resumable), `metrics.jsonl`,
     /// `model.safetensors` (final model).
     pub out_dir: Option<PathBuf>,
-    /// Show an indicatif progress bar.
+    /// Show a progress bar (feature `progress`; ignored without it).
     pub progress_bar: bool,
 }
 

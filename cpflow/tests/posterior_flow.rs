@@ -64,8 +64,10 @@ fn conditional_density_integrates_to_one() {
             }
         }
         let grid = Tensor::from_vec(g, (n * n, 2), &Device::Cpu).unwrap();
+        // A residual of 1e-6 moves each log q by ~1e-6 (H ⪰ sp(w₀)·I up to the ActNorm
+        // scales): far below the mass tolerance.
         let params = InverseParams {
-            abs_tolerance: Some(1e-8),
+            abs_tolerance: Some(1e-6),
             ..Default::default()
         };
         let dens = q
@@ -81,7 +83,7 @@ fn conditional_density_integrates_to_one() {
             .log_q_exact_at(&s.z.narrow(0, 0, k).unwrap(), &repeat_row(&mu, k), &repeat_row(&ls, k), &repeat_row(ctx, k), &params)
             .unwrap();
         let d = to_vec(&(back.log_q - s.log_q.narrow(0, 0, k).unwrap()).unwrap());
-        assert!(d.iter().all(|v| v.abs() < 1e-6), "{d:?}");
+        assert!(d.iter().all(|v| v.abs() < 1e-4), "{d:?}");
         let origin = q
             .log_q_exact_at(&zeros(1, 2), &repeat_row(&mu, 1), &repeat_row(&ls, 1), &repeat_row(ctx, 1), &params)
             .unwrap();
@@ -179,7 +181,7 @@ fn grads(loss: &Tensor, vars: &[Var]) -> Vec<Vec<f64>> {
 /// Central finite differences of `f` w.r.t. entry `i` of `var`.
 fn central_difference(var: &Var, i: usize, step: f64, mut f: impl FnMut() -> f64) -> f64 {
     let orig = to_vec(var.as_tensor());
-    let mut set = |delta: f64| {
+    let set = |delta: f64| {
         let mut v = orig.clone();
         v[i] += delta;
         var.set(&Tensor::from_vec(v, var.shape(), &Device::Cpu).unwrap()).unwrap();

@@ -21,7 +21,9 @@ use benchmarks::memory::PeakMeter;
 use candle_core::{DType, Device, Tensor};
 use clap::Parser;
 use cpflow::plot::{Figure, LineSeries, line_chart_png};
-use cpflow::{FloatType, Flow, FlowConfig, HessianOperator, Layer, PotentialConfig, SurrogateParams};
+use cpflow::{
+    FloatType, Flow, FlowConfig, HessianOperator, Layer, PotentialConfig, SurrogateParams,
+};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use serde_json::json;
@@ -92,7 +94,13 @@ fn unrolled_step(flow: &Flow, x: &Tensor, k: usize, rng: &mut StdRng) -> Result<
                 let (z, op) = b.tracked_operator(&h, None)?;
                 let (n, d) = h.dims2()?;
                 let v: Vec<f32> = (0..n * d)
-                    .map(|_| if rand::Rng::random::<bool>(rng) { 1.0 } else { -1.0 })
+                    .map(|_| {
+                        if rand::Rng::random::<bool>(rng) {
+                            1.0
+                        } else {
+                            -1.0
+                        }
+                    })
                     .collect();
                 let v = Tensor::from_vec(v, (n, d), h.device())?.to_dtype(h.dtype())?;
                 let u = unrolled_cg(&op, &v, k)?;
@@ -159,7 +167,9 @@ fn main() -> Result<()> {
         let meter = PeakMeter::start();
         unrolled_step(&flow, &x, k, &mut rng)?;
         let unrolled_mib = meter.alloc_mib();
-        eprintln!("k = {k}: surrogate {surrogate_mib:.1} MiB (CG its {cg_mean:.1}), unrolled {unrolled_mib:.1} MiB");
+        eprintln!(
+            "k = {k}: surrogate {surrogate_mib:.1} MiB (CG its {cg_mean:.1}), unrolled {unrolled_mib:.1} MiB"
+        );
         rows.push(json!({
             "cg_iterations": k,
             "surrogate_cg_iterations_mean": cg_mean,
@@ -174,7 +184,12 @@ fn main() -> Result<()> {
         .collect();
     let unr: Vec<[f64; 2]> = rows
         .iter()
-        .map(|r| [get(r, "cg_iterations"), get(r, "backprop_through_cg_peak_mib")])
+        .map(|r| {
+            [
+                get(r, "cg_iterations"),
+                get(r, "backprop_through_cg_peak_mib"),
+            ]
+        })
         .collect();
     let (smin, smax) = sur.iter().fold((f64::INFINITY, 0.0f64), |(a, b), p| {
         (a.min(p[1]), b.max(p[1]))

@@ -5,7 +5,6 @@ use std::collections::HashMap;
 use std::time::Instant;
 
 use candle_core::{DType, Tensor};
-use indicatif::{ProgressBar, ProgressStyle};
 
 use super::{StopReason, TrainReport, Trainer, aux_rng};
 use crate::block::CgReport;
@@ -14,6 +13,7 @@ use crate::error::{CpflowError, Result};
 use crate::evaluate::{Dataset, mean_nll};
 use crate::metrics::{MetricsRecord, MetricsWriter};
 use crate::observer::{Control, Moment, TrainObserver};
+use crate::progress::Progress;
 use crate::train_state::{plateau_update, scheduled_lr};
 
 impl Trainer {
@@ -179,16 +179,7 @@ impl Trainer {
             None => None,
         };
         let total = self.config.max_iterations;
-        let bar = if self.options.progress_bar {
-            ProgressBar::new(total as u64)
-        } else {
-            ProgressBar::hidden()
-        };
-        if let Ok(style) = ProgressStyle::with_template(
-            "{bar:30} {pos}/{len} [{elapsed_precise}<{eta_precise}] {msg}",
-        ) {
-            bar.set_style(style);
-        }
+        let bar = Progress::new(total as u64, self.options.progress_bar);
         bar.set_position(self.state.iteration as u64);
         let mut stop_requested = false;
         for o in observers.iter_mut() {
