@@ -5,9 +5,11 @@
 
 mod posterior_common;
 
+use candle_core::DType;
 use candle_core::{Device, Tensor, Var};
-use cpflow::posterior::AmortizedPosterior;
-use cpflow::{InverseParams, SlqParams, SurrogateParams};
+use candle_nn::VarMap;
+use cpflow::posterior::{AmortizedPosterior, PosteriorConfig, reference_vae_surrogate_params};
+use cpflow::{CpflowError, FloatType, InverseParams, SlqParams, SurrogateParams};
 use posterior_common::*;
 use rand::SeedableRng;
 
@@ -24,10 +26,12 @@ fn conditional_density_integrates_to_one() {
     let contexts = [[0.8f64, -0.4, 1.1], [-1.0, 0.5, 0.0]];
     let n_init = 256;
     let mut rng = rand::rngs::StdRng::seed_from_u64(2);
+    // Initialise on varied contexts, as on a VAE batch (a constant context would give the
+    // PICNN's context ActNorm a zero variance and a 1e6 scale).
     q.initialize(
         &repeat_row(&mu, n_init),
         &repeat_row(&ls, n_init),
-        &repeat_row(&contexts[0], n_init),
+        &normal(n_init, 3, 1.0, 3),
         &mut rng,
     )
     .unwrap();
@@ -36,7 +40,12 @@ fn conditional_density_integrates_to_one() {
         // Extent of the density from 2,000 samples.
         let m = 2000;
         let s = q
-            .sample_with_log_q_exact(&repeat_row(&mu, m), &repeat_row(&ls, m), &repeat_row(ctx, m), &mut rng)
+            .sample_with_log_q_exact(
+                &repeat_row(&mu, m),
+                &repeat_row(&ls, m),
+                &repeat_row(ctx, m),
+                &mut rng,
+            )
             .unwrap();
         let zs = s.z.to_vec2::<f64>().unwrap();
         let (mut lo, mut hi) = ([f64::MAX; 2], [f64::MIN; 2]);
@@ -71,26 +80,64 @@ fn conditional_density_integrates_to_one() {
             ..Default::default()
         };
         let dens = q
-            .log_q_exact_at(&grid, &repeat_row(&mu, n * n), &repeat_row(&ls, n * n), &repeat_row(ctx, n * n), &params)
+            .log_q_exact_at(
+                &grid,
+                &repeat_row(&mu, n * n),
+                &repeat_row(&ls, n * n),
+                &repeat_row(ctx, n * n),
+                &params,
+            )
             .unwrap();
         assert!(dens.converged, "inversion residual {}", dens.max_residual);
         let mass: f64 = to_vec(&dens.log_q).iter().map(|l| l.exp()).sum::<f64>() * cell;
-        println!("context {ctx:?}: ∫ q = {mass:.6} (max inversion residual {:.1e})", dens.max_residual);
+        println!(
+            "context {ctx:?}: ∫ q = {mass:.8} (max inversion residual {:.1e})",
+            dens.max_residual
+        );
         assert!((mass - 1.0).abs() < 5e-3, "∫ q = {mass}");
         // The sampled points' log q agrees with the density evaluated through the inverse.
         let k = 16;
         let back = q
-            .log_q_exact_at(&s.z.narrow(0, 0, k).unwrap(), &repeat_row(&mu, k), &repeat_row(&ls, k), &repeat_row(ctx, k), &params)
+            .log_q_exact_at(
+                &s.z.narrow(0, 0, k).unwrap(),
+                &repeat_row(&mu, k),
+                &repeat_row(&ls, k),
+                &repeat_row(ctx, k),
+                &params,
+            )
             .unwrap();
         let d = to_vec(&(back.log_q - s.log_q.narrow(0, 0, k).unwrap()).unwrap());
         assert!(d.iter().all(|v| v.abs() < 1e-4), "{d:?}");
         let origin = q
-            .log_q_exact_at(&zeros(1, 2), &repeat_row(&mu, 1), &repeat_row(&ls, 1), &repeat_row(ctx, 1), &params)
+            .log_q_exact_at(
+                &zeros(1, 2),
+                &repeat_row(&mu, 1),
+                &repeat_row(&ls, 1),
+                &repeat_row(ctx, 1),
+                &params,
+            )
             .unwrap();
         logq_at_origin.push(to_vec(&origin.log_q)[0]);
     }
+    // Per-row contexts (the flat L-BFGS inversion path) recover the sampled log q too.
+    let k = 8;
+    let (mu_k, ls_k, h_k) = (repeat_row(&mu, k), repeat_row(&ls, k), normal(k, 3, 1.0, 4));
+    let s = q
+        .sample_with_log_q_exact(&mu_k, &ls_k, &h_k, &mut rng)
+        .unwrap();
+    let params = InverseParams {
+        abs_tolerance: Some(1e-6),
+        ..Default::default()
+    };
+    let back = q.log_q_exact_at(&s.z, &mu_k, &ls_k, &h_k, &params).unwrap();
+    assert!(back.converged, "residual {}", back.max_residual);
+    let d = to_vec(&(back.log_q - s.log_q).unwrap());
+    assert!(d.iter().all(|v| v.abs() < 1e-4), "{d:?}");
     // The context changes the density.
-    assert!((logq_at_origin[0] - logq_at_origin[1]).abs() > 1e-2, "{logq_at_origin:?}");
+    assert!(
+        (logq_at_origin[0] - logq_at_origin[1]).abs() > 1e-2,
+        "{logq_at_origin:?}"
+    );
 }
 
 /// Same noise, same sample: the SLQ estimate of `log q` (3,000 Rademacher probes, `d`
@@ -108,19 +155,34 @@ fn slq_log_q_agrees_with_exact_within_monte_carlo_error() {
     q.initialize(&mu, &ls, &h, &mut rng).unwrap();
     let eps = q.draw_noise(b, &mut rng).unwrap();
     let exact = q.transform_noise_exact(&mu, &ls, &h, &eps).unwrap();
-    let params = SlqParams { probes: 3000, steps: d };
-    let slq = q.transform_noise_slq(&mu, &ls, &h, &eps, &params, &mut rng).unwrap();
+    let params = SlqParams {
+        probes: 3000,
+        steps: d,
+    };
+    let slq = q
+        .transform_noise_slq(&mu, &ls, &h, &eps, &params, &mut rng)
+        .unwrap();
     assert!(max_abs(&(exact.z.detach() - &slq.z).unwrap()) < 1e-12);
     let (e, s) = (to_vec(&exact.log_q), to_vec(&slq.log_q));
     for i in 0..b {
         let se = slq.std_err[i];
         println!("sample {i}: exact {:.5}, SLQ {:.5} ± {se:.5}", e[i], s[i]);
         assert!(se > 0.0 && se < 0.05, "standard error {se}");
-        assert!((e[i] - s[i]).abs() < 4.0 * se, "sample {i}: {} vs {} ± {se}", e[i], s[i]);
+        assert!(
+            (e[i] - s[i]).abs() < 4.0 * se,
+            "sample {i}: {} vs {} ± {se}",
+            e[i],
+            s[i]
+        );
     }
     // The flow's log-det is far larger than the error bars (the comparison is informative).
     let ld = to_vec(&exact.log_det);
-    assert!(ld.iter().zip(&slq.std_err).all(|(l, se)| l.abs() > 20.0 * se), "{ld:?}");
+    assert!(
+        ld.iter()
+            .zip(&slq.std_err)
+            .all(|(l, se)| l.abs() > 20.0 * se),
+        "{ld:?}"
+    );
 }
 
 fn max_abs(t: &Tensor) -> f64 {
@@ -161,7 +223,10 @@ impl Encoder {
 fn exact_objective(q: &AmortizedPosterior, enc: &Encoder, x: &Tensor, eps: &Tensor) -> Tensor {
     let [mu, ls, h] = enc.forward(x);
     let s = q.transform_noise_exact(&mu, &ls, &h, eps).unwrap();
-    (s.log_q - standard_normal_log_prob(&s.z)).unwrap().sum_all().unwrap()
+    (s.log_q - standard_normal_log_prob(&s.z))
+        .unwrap()
+        .sum_all()
+        .unwrap()
 }
 
 fn scalar(t: &Tensor) -> f64 {
@@ -184,7 +249,8 @@ fn central_difference(var: &Var, i: usize, step: f64, mut f: impl FnMut() -> f64
     let set = |delta: f64| {
         let mut v = orig.clone();
         v[i] += delta;
-        var.set(&Tensor::from_vec(v, var.shape(), &Device::Cpu).unwrap()).unwrap();
+        var.set(&Tensor::from_vec(v, var.shape(), &Device::Cpu).unwrap())
+            .unwrap();
     };
     set(step);
     let up = f();
@@ -216,24 +282,48 @@ fn exact_gradients_reach_the_encoder_and_match_finite_differences() {
     let mut checked = 0;
     for (var, g) in enc.vars.iter().zip(&g_enc) {
         for (i, gi) in g.iter().enumerate() {
-            let fd = central_difference(var, i, step, || scalar(&exact_objective(&q, &enc, &x, &eps)));
-            assert!((gi - fd).abs() < 1e-6 * (1.0 + gi.abs()), "encoder entry {i}: autodiff {gi}, FD {fd}");
+            let fd = central_difference(var, i, step, || {
+                scalar(&exact_objective(&q, &enc, &x, &eps))
+            });
+            assert!(
+                (gi - fd).abs() < 1e-6 * (1.0 + gi.abs()),
+                "encoder entry {i}: autodiff {gi}, FD {fd}"
+            );
             checked += 1;
         }
     }
     for (var, g) in flow_vars.iter().zip(&g_flow) {
-        let fd = central_difference(var, 0, step, || scalar(&exact_objective(&q, &enc, &x, &eps)));
-        assert!((g[0] - fd).abs() < 1e-6 * (1.0 + g[0].abs()), "flow var: autodiff {}, FD {fd}", g[0]);
+        let fd = central_difference(var, 0, step, || {
+            scalar(&exact_objective(&q, &enc, &x, &eps))
+        });
+        assert!(
+            (g[0] - fd).abs() < 1e-6 * (1.0 + g[0].abs()),
+            "flow var: autodiff {}, FD {fd}",
+            g[0]
+        );
         checked += 1;
     }
     println!("{checked} derivatives checked against finite differences");
     // The context path carries a real gradient (the check above is not vacuous for h).
-    let h_norm: f64 = g_enc[4].iter().chain(&g_enc[5]).map(|v| v * v).sum::<f64>().sqrt();
-    assert!(h_norm > 1e-2, "gradient w.r.t. the context weights {h_norm}");
+    let h_norm: f64 = g_enc[4]
+        .iter()
+        .chain(&g_enc[5])
+        .map(|v| v * v)
+        .sum::<f64>()
+        .sqrt();
+    assert!(
+        h_norm > 1e-2,
+        "gradient w.r.t. the context weights {h_norm}"
+    );
 }
 
 fn rel_diff(a: &[Vec<f64>], b: &[Vec<f64>]) -> f64 {
-    let num: f64 = a.iter().flatten().zip(b.iter().flatten()).map(|(x, y)| (x - y).powi(2)).sum();
+    let num: f64 = a
+        .iter()
+        .flatten()
+        .zip(b.iter().flatten())
+        .map(|(x, y)| (x - y).powi(2))
+        .sum();
     let den: f64 = b.iter().flatten().map(|y| y * y).sum();
     (num / den).sqrt()
 }
@@ -255,11 +345,21 @@ fn surrogate_gradient_matches_exact_gradient_in_expectation() {
     let mut vars = enc.vars.clone();
     vars.extend(q.trainable_vars());
     let exact = grads(&exact_objective(&q, &enc, &x, &eps), &vars);
-    let params = SurrogateParams { probes: 4000, cg_atol: 1e-12, cg_rtol: 0.0, cg_max_iters: Some(d) };
+    let params = SurrogateParams {
+        probes: 4000,
+        cg_atol: 1e-12,
+        cg_rtol: 0.0,
+        cg_max_iters: Some(d),
+    };
     let [mu, ls, h] = enc.forward(&x);
-    let sur = q.transform_noise_surrogate(&mu, &ls, &h, &eps, &params, &mut rng).unwrap();
+    let sur = q
+        .transform_noise_surrogate(&mu, &ls, &h, &eps, &params, &mut rng)
+        .unwrap();
     assert_eq!(sur.cg.converged, 2 * b * 4000);
-    let loss = (sur.log_q_surrogate - standard_normal_log_prob(&sur.z)).unwrap().sum_all().unwrap();
+    let loss = (sur.log_q_surrogate - standard_normal_log_prob(&sur.z))
+        .unwrap()
+        .sum_all()
+        .unwrap();
     let approx = grads(&loss, &vars);
     let rel = rel_diff(&approx, &exact);
     let rel_enc = rel_diff(&approx[..6], &exact[..6]);
@@ -269,8 +369,115 @@ fn surrogate_gradient_matches_exact_gradient_in_expectation() {
     let [mu, ls, h] = enc.forward(&x);
     let s = q.transform_noise_exact(&mu, &ls, &h, &eps).unwrap();
     let log_q0 = (s.log_q + s.log_det).unwrap();
-    let no_ld = (log_q0 - standard_normal_log_prob(&s.z)).unwrap().sum_all().unwrap();
+    let no_ld = (log_q0 - standard_normal_log_prob(&s.z))
+        .unwrap()
+        .sum_all()
+        .unwrap();
     let rel_no_ld = rel_diff(&grads(&no_ld, &vars), &exact);
     println!("gradient without the log-dets vs exact: relative difference {rel_no_ld:.4}");
     assert!(rel_no_ld > 0.2, "{rel_no_ld}");
+}
+
+/// f32 works on every path; misuse is an error, not a panic.
+#[test]
+fn f32_paths_and_input_errors() {
+    let cfg = PosteriorConfig::reference_vae(3, 2)
+        .with_blocks(1)
+        .with_picnn(8, 2)
+        .with_float(FloatType::F32);
+    let q = AmortizedPosterior::new(&VarMap::new(), "q", &cfg, &Device::Cpu).unwrap();
+    let f32t = |t: Tensor| t.to_dtype(DType::F32).unwrap();
+    let (mu, ls, h) = (
+        f32t(normal(6, 3, 1.0, 51)),
+        f32t(normal(6, 3, 0.1, 52)),
+        f32t(normal(6, 2, 1.0, 53)),
+    );
+    let mut rng = rand::rngs::StdRng::seed_from_u64(54);
+    assert!(matches!(
+        q.sample_with_log_q_exact(&mu, &ls, &h, &mut rng),
+        Err(CpflowError::NotInitialized)
+    ));
+    q.initialize(&mu, &ls, &h, &mut rng).unwrap();
+    let e = q.sample_with_log_q_exact(&mu, &ls, &h, &mut rng).unwrap();
+    assert_eq!((e.z.dtype(), e.log_q.dims()), (DType::F32, &[6][..]));
+    let s = q
+        .sample_with_log_q_slq(&mu, &ls, &h, &SlqParams::default(), &mut rng)
+        .unwrap();
+    assert!(
+        s.std_err.iter().all(|v| v.is_nan()),
+        "one probe: no error estimate"
+    );
+    let t = q
+        .sample_with_surrogate(&mu, &ls, &h, &reference_vae_surrogate_params(), &mut rng)
+        .unwrap();
+    t.log_q_surrogate.sum_all().unwrap().backward().unwrap();
+    assert!(
+        to_vec(&t.log_q0.to_dtype(DType::F64).unwrap())
+            .iter()
+            .all(|v| v.is_finite())
+    );
+    // Wrong context width, mismatched rows, non-finite inputs.
+    let bad_h = f32t(normal(6, 3, 1.0, 55));
+    assert!(matches!(
+        q.sample_with_log_q_exact(&mu, &ls, &bad_h, &mut rng),
+        Err(CpflowError::InvalidInput(_))
+    ));
+    let short = mu.narrow(0, 0, 5).unwrap();
+    assert!(matches!(
+        q.sample_with_log_q_exact(&short, &ls, &h, &mut rng),
+        Err(CpflowError::InvalidInput(_))
+    ));
+    let nan = (&mu * f64::NAN).unwrap();
+    assert!(matches!(
+        q.sample_with_log_q_exact(&nan, &ls, &h, &mut rng),
+        Err(CpflowError::InvalidInput(_))
+    ));
+}
+
+/// Timings at the reference VAE's scale (d = 64, d_c = 256, 4 blocks, PICNN 64 × 5, f64,
+/// batch 100). Not a check: `cargo test -p cpflow --test posterior_flow -- --ignored
+/// --nocapture reference_scale`.
+#[test]
+#[ignore]
+fn reference_scale_timings() {
+    let vm = VarMap::new();
+    let q = AmortizedPosterior::new(
+        &vm,
+        "q",
+        &PosteriorConfig::reference_vae(64, 256),
+        &Device::Cpu,
+    )
+    .unwrap();
+    println!("posterior parameters: {}", q.num_parameters());
+    let b = 100;
+    let (mu, ls, h) = (
+        normal(b, 64, 1.0, 1),
+        normal(b, 64, 0.1, 2),
+        normal(b, 256, 1.0, 3),
+    );
+    let mut rng = rand::rngs::StdRng::seed_from_u64(4);
+    q.initialize(&mu, &ls, &h, &mut rng).unwrap();
+    let time = |what: &str, f: &mut dyn FnMut()| {
+        let t = std::time::Instant::now();
+        f();
+        println!("{what}: {:.3} s", t.elapsed().as_secs_f64());
+    };
+    time("surrogate forward + backward", &mut || {
+        let s = q
+            .sample_with_surrogate(&mu, &ls, &h, &reference_vae_surrogate_params(), &mut rng)
+            .unwrap();
+        println!("  mean CG iterations {:.1}", s.cg.mean_iterations());
+        s.log_q_surrogate.sum_all().unwrap().backward().unwrap();
+    });
+    time("exact log q forward", &mut || {
+        q.sample_with_log_q_exact(&mu, &ls, &h, &mut rng).unwrap();
+    });
+    time("exact log q forward + backward", &mut || {
+        let s = q.sample_with_log_q_exact(&mu, &ls, &h, &mut rng).unwrap();
+        s.log_q.sum_all().unwrap().backward().unwrap();
+    });
+    time("SLQ log q (1 probe, 10 steps)", &mut || {
+        q.sample_with_log_q_slq(&mu, &ls, &h, &SlqParams::default(), &mut rng)
+            .unwrap();
+    });
 }

@@ -462,7 +462,11 @@ pub(crate) fn host_fusable(ts: &[&Tensor]) -> bool {
 
 /// Element type of the host kernels.
 trait HostFloat:
-    candle_core::WithDType + std::ops::Add<Output = Self> + std::ops::Mul<Output = Self>
+    candle_core::WithDType
+    + std::ops::Add<Output = Self>
+    + std::ops::Mul<Output = Self>
+    + std::ops::AddAssign
+    + std::ops::MulAssign
 {
 }
 impl HostFloat for f32 {}
@@ -515,7 +519,7 @@ fn sum_into<T: HostFloat>(parts: &[&[T]], out: &mut [T]) {
             }
             for p in rest {
                 for (o, &x) in out.iter_mut().zip(p.iter()) {
-                    *o = *o + x;
+                    *o += x;
                 }
             }
         }
@@ -525,7 +529,7 @@ fn sum_into<T: HostFloat>(parts: &[&[T]], out: &mut [T]) {
 
 /// `Σ parts` (at least one part).
 pub(crate) fn host_sum(parts: &[&Tensor]) -> candle_core::Result<Tensor> {
-    dispatch(parts, |s, o| sum_into(s, o), |s, o| sum_into(s, o))
+    dispatch(parts, sum_into, sum_into)
 }
 
 /// `(Σ parts) ⊙ s`: the forward tangent `ż_j = s'(a_j) ⊙ ȧ_j` from the products that make
@@ -548,7 +552,7 @@ pub(crate) fn host_sum_times(parts: &[&Tensor], s: &Tensor) -> candle_core::Resu
             _ => {
                 sum_into(parts, out);
                 for (o, &w) in out.iter_mut().zip(s.iter()) {
-                    *o = *o * w;
+                    *o *= w;
                 }
             }
         }

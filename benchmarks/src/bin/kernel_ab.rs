@@ -38,11 +38,12 @@ fn randn(rng: &mut StdRng, r: usize, c: usize) -> Result<Tensor> {
     Ok(Tensor::from_vec(v, (r, c), &Device::Cpu)?)
 }
 
-fn min_time(reps: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
+fn min_time(reps: usize, mut f: impl FnMut() -> Result<Tensor>) -> Result<f64> {
     let mut best = f64::INFINITY;
     for _ in 0..reps {
         let sw = Stopwatch::start();
-        f()?;
+        let out = f()?;
+        drop(out);
         best = best.min(sw.seconds());
     }
     Ok(best)
@@ -87,10 +88,10 @@ fn main() -> Result<()> {
     let (mut t_fused, mut t_composed) = (f64::MAX, f64::MAX);
     let (mut t_jac, mut t_tangent) = (f64::MAX, f64::MAX);
     for _ in 0..args.reps {
-        t_fused = t_fused.min(min_time(1, || Ok(drop(det.hvp(&v)?)))?);
-        t_composed = t_composed.min(min_time(1, || Ok(drop(lin.hvp(&v)?)))?);
-        t_jac = t_jac.min(min_time(1, || Ok(drop(lin_h.hessian()?)))?);
-        t_tangent = t_tangent.min(min_time(1, || Ok(drop(lin_h.hvp_many(&eye)?)))?);
+        t_fused = t_fused.min(min_time(1, || Ok(det.hvp(&v)?))?);
+        t_composed = t_composed.min(min_time(1, || Ok(lin.hvp(&v)?))?);
+        t_jac = t_jac.min(min_time(1, || Ok(lin_h.hessian()?))?);
+        t_tangent = t_tangent.min(min_time(1, || Ok(lin_h.hvp_many(&eye)?))?);
     }
     let out = serde_json::json!({
         "dim": d, "batch": b, "hessian_rows": rows, "reps": args.reps,

@@ -49,7 +49,9 @@ pub struct ImageLogProb {
     /// `log p(x)` per image, nats, `(B,)` in the flow's dtype.
     pub log_prob: Tensor,
     /// Per image, the standard error of the SLQ log-det estimate (all blocks together,
-    /// `√Σ_blocks se²`); `NaN` with a single probe, where it cannot be estimated.
+    /// `√Σ_blocks se²`, from the spread over the probes); `NaN` with a single probe, where it
+    /// cannot be estimated. It covers the probe randomness, not the bias of stopping Lanczos
+    /// at `steps < D` (compare with [`ImageFlow::log_prob_exact`] on a subset for that).
     pub std_err: Vec<f64>,
 }
 
@@ -323,7 +325,7 @@ impl ImageFlow {
                     a.forward(&h)?.0.detach()
                 }
                 ImageLayer::Squeeze(s) => s.forward(&h)?,
-                ImageLayer::FactorOut(n) => h.narrow(1, 0, h.dim(1)? - n)?,
+                ImageLayer::FactorOut(n) => h.narrow(1, 0, h.dim(1)? - n)?.contiguous()?,
                 ImageLayer::Cpf(b) => {
                     b.initialize(&h, None)?;
                     b.forward(&h, None)?.detach()
@@ -376,7 +378,7 @@ impl ImageFlow {
                 ImageLayer::FactorOut(n) => {
                     let keep = h.dim(1)? - n;
                     out.push(h.narrow(1, keep, *n)?);
-                    h.narrow(1, 0, keep)?
+                    h.narrow(1, 0, keep)?.contiguous()?
                 }
                 ImageLayer::Cpf(blk) => {
                     let (z, l, se) = block(blk, &h)?;
@@ -412,6 +414,22 @@ impl ImageFlow {
                 Ok(Tensor::cat(&cols, 0)?)
             })
             .collect()
+    }
+
+    /// `z = f(x)` `(B, D)` without any log-det (one gradient evaluation per block): for
+    /// reconstructions `f⁻¹(f(x))` and latents. Detached.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.ensure_initialized()?;
+        let x = self.check_input(x)?;
+        let out = self.chunked(&x, IMAGE_EVAL_CHUNK, |xc| {
+            let (z, _, _) = self.forward_with(xc, |blk, h| {
+                let z = blk.forward(h, None)?;
+                let zeros = vec![0.0; h.dim(0)?];
+                Ok((z, zeros.clone(), zeros))
+            })?;
+            Ok(vec![z])
+        })?;
+        Ok(out[0].clone())
     }
 
     /// `z = f(x)` `(B, D)` and the exact `log|det ∂z/∂x|` per image `(B,)` (logit, ActNorm

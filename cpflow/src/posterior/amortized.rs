@@ -434,28 +434,29 @@ impl AmortizedPosterior {
             .with_lanczos_steps(params.steps.min(self.latent_dim()));
         let mut r = rng;
         for l in &self.layers {
-            z = match l {
-                PosteriorLayer::ActNorm(a) => {
-                    let (y, l) = a.forward(&z)?;
-                    let l = l.to_dtype(DType::F64)?.to_scalar::<f64>()?;
-                    ld.iter_mut().for_each(|v| *v += l);
-                    y.detach()
-                }
-                PosteriorLayer::Cpf(blk) => {
-                    let (y, op) = blk.detached_operator(&z, Some(&h))?;
-                    let kop = FnOperator::new(
+            z =
+                match l {
+                    PosteriorLayer::ActNorm(a) => {
+                        let (y, l) = a.forward(&z)?;
+                        let l = l.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+                        ld.iter_mut().for_each(|v| *v += l);
+                        y.detach()
+                    }
+                    PosteriorLayer::Cpf(blk) => {
+                        let (y, op) = blk.detached_operator(&z, Some(&h))?;
+                        let kop = FnOperator::new(
                         |w: &Tensor, _active: &[bool]| -> std::result::Result<Tensor, KrylovError> {
                             op.apply(w).map_err(KrylovError::operator)
                         },
                     );
-                    let est = logdet::slq_logdet(&kop, &z, &mut r, &lp)?;
-                    for i in 0..b {
-                        ld[i] += est.estimate[i];
-                        var[i] += est.std_err[i].powi(2);
+                        let est = logdet::slq_logdet(&kop, &z, &mut r, &lp)?;
+                        for i in 0..b {
+                            ld[i] += est.estimate[i];
+                            var[i] += est.std_err[i].powi(2);
+                        }
+                        y
                     }
-                    y
-                }
-            };
+                };
         }
         let ld = Tensor::from_vec(ld, b, &self.device)?.to_dtype(self.dtype())?;
         Ok(PosteriorSlqSample {

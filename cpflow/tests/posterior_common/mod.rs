@@ -30,7 +30,12 @@ pub fn repeat_row(r: &[f64], n: usize) -> Tensor {
 /// `[AN, CPF, AN, …, CPF, AN]` (scalar ActNorms), PICNN width 8 depth 3, f64. The PICNN
 /// gate layers (zero at init in the reference) and `w₁` are randomised so that the context
 /// reaches every gate and the blocks are clearly nonlinear.
-pub fn tiny_posterior(d: usize, dc: usize, blocks: usize, seed: u64) -> (VarMap, AmortizedPosterior) {
+pub fn tiny_posterior(
+    d: usize,
+    dc: usize,
+    blocks: usize,
+    seed: u64,
+) -> (VarMap, AmortizedPosterior) {
     let vm = VarMap::new();
     let cfg = PosteriorConfig::reference_vae(d, dc)
         .with_blocks(blocks)
@@ -47,7 +52,8 @@ pub fn tiny_posterior(d: usize, dc: usize, blocks: usize, seed: u64) -> (VarMap,
             let t = Tensor::from_vec(v, var.shape(), &Device::Cpu).unwrap();
             var.set(&t).unwrap();
         } else if name.ends_with("w1") {
-            var.set(&Tensor::new(&[1.0f64], &Device::Cpu).unwrap()).unwrap();
+            var.set(&Tensor::new(&[1.0f64], &Device::Cpu).unwrap())
+                .unwrap();
         }
     }
     (vm, q)
