@@ -7,7 +7,6 @@ use icnn::{
     ConditionalConvexPotential, ConvexPotential, DenseIcnn2, DenseIcnn2Config, Icnn, Icnn2,
     Icnn2Config, Icnn3, Icnn3Config, IcnnConfig, ImageShape, Linearization, Picnn, PicnnConfig,
 };
-#[cfg(feature = "conv")]
 use icnn::{ConvIcnn, ConvIcnn2, ConvIcnn2Config, ConvIcnn3, ConvIcnn3Config, ConvIcnnConfig};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
@@ -30,13 +29,10 @@ pub enum PotentialConfig {
     Picnn(PicnnConfig),
     /// Convolutional ICNN over `(C, H, W)` images seen as flattened rows (reference
     /// `ConvICNN`, the `train_img.py` default).
-    #[cfg(feature = "conv")]
     ConvIcnn(ConvIcnnConfig),
     /// Convolutional ICNN with augmented units (reference `ConvICNN2`).
-    #[cfg(feature = "conv")]
     ConvIcnn2(ConvIcnn2Config),
     /// Input-augmented convolutional ICNN (reference `ConvICNN3`).
-    #[cfg(feature = "conv")]
     ConvIcnn3(ConvIcnn3Config),
 }
 
@@ -49,18 +45,14 @@ impl PotentialConfig {
             PotentialConfig::Icnn3(c) => c.dim,
             PotentialConfig::DenseIcnn2(c) => c.dim,
             PotentialConfig::Picnn(c) => c.dim,
-            #[cfg(feature = "conv")]
             PotentialConfig::ConvIcnn(c) => c.image.dim(),
-            #[cfg(feature = "conv")]
             PotentialConfig::ConvIcnn2(c) => c.image.dim(),
-            #[cfg(feature = "conv")]
             PotentialConfig::ConvIcnn3(c) => c.image.dim(),
         }
     }
 
     /// The image shape `(C, H, W)` of a convolutional potential (`None` for the dense ones,
     /// which see any row of length [`PotentialConfig::dim`]).
-    #[cfg(feature = "conv")]
     pub fn image_shape(&self) -> Option<ImageShape> {
         match self {
             PotentialConfig::ConvIcnn(c) => Some(c.image),
@@ -68,13 +60,6 @@ impl PotentialConfig {
             PotentialConfig::ConvIcnn3(c) => Some(c.image),
             _ => None,
         }
-    }
-
-    /// The image shape of a convolutional potential: always `None` without the `conv`
-    /// feature (no convolutional variants).
-    #[cfg(not(feature = "conv"))]
-    pub fn image_shape(&self) -> Option<ImageShape> {
-        None
     }
 
     /// The context dimension of a conditional potential (`None` if unconditional).
@@ -94,11 +79,8 @@ pub(crate) enum Potential {
     Icnn3(Icnn3),
     DenseIcnn2(DenseIcnn2),
     Picnn(Picnn),
-    #[cfg(feature = "conv")]
     ConvIcnn(ConvIcnn),
-    #[cfg(feature = "conv")]
     ConvIcnn2(ConvIcnn2),
-    #[cfg(feature = "conv")]
     ConvIcnn3(ConvIcnn3),
 }
 
@@ -139,21 +121,18 @@ macro_rules! unconditional {
                 }
                 $body
             }
-            #[cfg(feature = "conv")]
             Potential::ConvIcnn($net) => {
                 if $ctx.is_some() {
                     return Err(unexpected_context());
                 }
                 $body
             }
-            #[cfg(feature = "conv")]
             Potential::ConvIcnn2($net) => {
                 if $ctx.is_some() {
                     return Err(unexpected_context());
                 }
                 $body
             }
-            #[cfg(feature = "conv")]
             Potential::ConvIcnn3($net) => {
                 if $ctx.is_some() {
                     return Err(unexpected_context());
@@ -177,11 +156,8 @@ impl Potential {
             PotentialConfig::Icnn3(c) => Potential::Icnn3(Icnn3::new(vb, c, rng)?),
             PotentialConfig::DenseIcnn2(c) => Potential::DenseIcnn2(DenseIcnn2::new(vb, c, rng)?),
             PotentialConfig::Picnn(c) => Potential::Picnn(Picnn::new(vb, c, rng)?),
-            #[cfg(feature = "conv")]
             PotentialConfig::ConvIcnn(c) => Potential::ConvIcnn(ConvIcnn::new(vb, c, rng)?),
-            #[cfg(feature = "conv")]
             PotentialConfig::ConvIcnn2(c) => Potential::ConvIcnn2(ConvIcnn2::new(vb, c, rng)?),
-            #[cfg(feature = "conv")]
             PotentialConfig::ConvIcnn3(c) => Potential::ConvIcnn3(ConvIcnn3::new(vb, c, rng)?),
         })
     }
@@ -217,11 +193,8 @@ impl Potential {
             Potential::Icnn3(n) => n.is_initialized()?,
             Potential::DenseIcnn2(n) => n.is_initialized()?,
             Potential::Picnn(n) => n.is_initialized()?,
-            #[cfg(feature = "conv")]
             Potential::ConvIcnn(n) => n.is_initialized()?,
-            #[cfg(feature = "conv")]
             Potential::ConvIcnn2(n) => n.is_initialized()?,
-            #[cfg(feature = "conv")]
             Potential::ConvIcnn3(n) => n.is_initialized()?,
         })
     }

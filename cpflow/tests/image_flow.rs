@@ -18,21 +18,10 @@ use rand::{SeedableRng, rngs::StdRng};
 
 const LN_2PI: f64 = 1.837_877_066_409_345_3;
 
-/// The convolutional ICNN of the reference (feature `conv`).
-#[cfg(feature = "conv")]
+/// The convolutional ICNN of the reference.
 fn conv() -> PotentialConfig {
     PotentialConfig::ConvIcnn(icnn::ConvIcnnConfig {
         width: 4,
-        depth: 2,
-        ..Default::default()
-    })
-}
-
-/// Without the `conv` feature, an input-augmented dense ICNN stands in.
-#[cfg(not(feature = "conv"))]
-fn conv() -> PotentialConfig {
-    PotentialConfig::Icnn3(icnn::Icnn3Config {
-        width: 8,
         depth: 2,
         ..Default::default()
     })
@@ -96,7 +85,6 @@ fn multiscale_layout_follows_the_reference() {
     assert_eq!(shapes.factored, vec![ImageShape::new(4, 2, 2)]);
     // The reference's default parameter counts (images-vae.md §2.10, counting the unused
     // ActNorms of the ConvICNNs as PyTorch does).
-    #[cfg(feature = "conv")]
     for (ms, expect) in [
         (MultiscaleConfig::mnist(), 1_407_890),
         (MultiscaleConfig::cifar10(), 1_553_298),

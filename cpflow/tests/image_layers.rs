@@ -163,7 +163,6 @@ fn potentials(shape: ImageShape) -> Vec<PotentialConfig> {
             ..Default::default()
         }),
     ];
-    #[cfg(feature = "conv")]
     {
         p.push(PotentialConfig::ConvIcnn(icnn::ConvIcnnConfig {
             image: shape,

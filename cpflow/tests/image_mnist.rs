@@ -3,9 +3,8 @@
 //! log-det of one image against SLQ, and inverse of forward. Ignored by default (minutes on
 //! 2 cores); run one with
 //!
-//! `cargo test -p cpflow --no-default-features --features conv,datasets,progress --test
-//! image_mnist -- --ignored --nocapture <name>` (without `conv`, a dense Icnn2 stands in for
-//! the convolutional ICNN). `IMAGE_MNIST_BATCH` sets the batch (default 64).
+//! `cargo test -p cpflow --release --test image_mnist -- --ignored --nocapture <name>`.
+//! `IMAGE_MNIST_BATCH` sets the batch (default 64).
 
 use std::path::Path;
 use std::time::Instant;

@@ -79,6 +79,16 @@ fn load_avg() -> f64 {
         .unwrap_or(f64::NAN)
 }
 
+/// The reference's `OMP_WAIT_POLICY` as inherited from our environment ("default" when
+/// unset: GNU OpenMP spins). Neither choice is free on a shared 2-core machine, measured in
+/// this session: with spinning threads PyTorch collapses under load ≈ 4 (d = 43 train step
+/// 0.2 → 2.8 s, exact evaluation 0.66 → 9.1 s per 1,000 points), as candle's spinning pool
+/// did for us; with PASSIVE it pays a wake-up per parallel region (d = 6 train step 0.17 →
+/// 0.33 s at load ≈ 2.5). Run on a quiet machine with the default.
+fn omp_wait_policy() -> String {
+    std::env::var("OMP_WAIT_POLICY").unwrap_or_else(|_| "default".to_string())
+}
+
 fn python(args: &Args) -> Command {
     let mut c = Command::new(expand(&args.python));
     let t = args.threads.to_string();
@@ -196,6 +206,7 @@ fn main() -> Result<()> {
     let doc = json!({
         "command": command,
         "threads": args.threads,
+        "reference_omp_wait_policy": omp_wait_policy(),
         "candle_elementwise_threads": candle_threads,
         "protocol": {"pretrain": args.pretrain, "warm": args.warm, "steps": args.steps},
         "load_at_start": started,
@@ -213,9 +224,10 @@ fn main() -> Result<()> {
     )?;
     let mut md = format!(
         "# Side by side with the authors' code (CPU, {} threads each)\n\nCommand: `{}`  \n\
-         Load average (1 min) at start {:.2}, at end {:.2}.\n\n",
+         Reference `OMP_WAIT_POLICY={}`. Load average (1 min) at start {:.2}, at end {:.2}.\n\n",
         args.threads,
         command,
+        omp_wait_policy(),
         started,
         load_avg()
     );

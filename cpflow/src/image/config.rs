@@ -310,11 +310,8 @@ pub fn potential_for_shape(
         PotentialConfig::Icnn2(c) => c.dim = d,
         PotentialConfig::Icnn3(c) => c.dim = d,
         PotentialConfig::DenseIcnn2(c) => c.dim = d,
-        #[cfg(feature = "conv")]
         PotentialConfig::ConvIcnn(c) => c.image = shape,
-        #[cfg(feature = "conv")]
         PotentialConfig::ConvIcnn2(c) => c.image = shape,
-        #[cfg(feature = "conv")]
         PotentialConfig::ConvIcnn3(c) => c.image = shape,
         PotentialConfig::Picnn(_) => {
             return Err(CpflowError::InvalidConfig(
@@ -326,21 +323,8 @@ pub fn potential_for_shape(
 }
 
 /// The reference's image potential: `ConvICNN` width 64, depth 3, no pooling.
-#[cfg(feature = "conv")]
 pub fn default_image_potential() -> PotentialConfig {
     PotentialConfig::ConvIcnn(icnn::ConvIcnnConfig::default())
-}
-
-/// Without the `conv` feature there is no convolutional potential: a dense `Icnn2` of the
-/// reference's width 64 and depth 3 stands in (its dimension is set per scale).
-#[cfg(not(feature = "conv"))]
-pub fn default_image_potential() -> PotentialConfig {
-    PotentialConfig::Icnn2(icnn::Icnn2Config {
-        dim: 1,
-        width: 64,
-        depth: 3,
-        ..Default::default()
-    })
 }
 
 #[cfg(test)]

@@ -91,7 +91,7 @@ pub fn mean_and_std_err(v: &[f64]) -> (f64, f64) {
 /// let ms = MultiscaleConfig {
 ///     image: ImageShape::new(1, 4, 4),
 ///     nblocks: vec![1, 1],
-///     // a dense ICNN on the flattened image (feature `conv`: `PotentialConfig::ConvIcnn`)
+///     // a dense ICNN on the flattened image (or `PotentialConfig::ConvIcnn`)
 ///     potential: PotentialConfig::Icnn2(Icnn2Config { width: 8, depth: 2, ..Default::default() }),
 ///     float: FloatType::F64,
 ///     ..MultiscaleConfig::mnist()

@@ -7,7 +7,7 @@
 //!
 //! Every layer acts on `(B, D)` rows, `D = C·H·W` in `(C, H, W)` order, so the CP-Flow
 //! blocks, CG and Lanczos see the rows unchanged; convolutional potentials
-//! (`PotentialConfig::ConvIcnn`, `ConvIcnn2`, `ConvIcnn3`: cargo feature `conv`) reshape
+//! (`PotentialConfig::ConvIcnn`, `ConvIcnn2`, `ConvIcnn3`) reshape
 //! inside the ICNN, dense ones ([`crate::PotentialConfig::Icnn2`], …) see the flat vector.
 //! The squeeze is a fixed permutation of the row, factor-out a split of it.
 //!

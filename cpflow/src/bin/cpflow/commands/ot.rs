@@ -10,8 +10,9 @@ use super::float_type;
 use crate::OtArgs;
 use crate::run_config::merge;
 
-/// Sets the potential's input dimension.
-fn with_dim(p: &PotentialConfig, dim: usize) -> PotentialConfig {
+/// Sets the potential's input dimension (dense potentials only: the experiment's data are
+/// vectors, not images).
+fn with_dim(p: &PotentialConfig, dim: usize) -> Result<PotentialConfig> {
     let mut p = p.clone();
     match &mut p {
         PotentialConfig::Icnn(c) => c.dim = dim,
@@ -19,8 +20,12 @@ fn with_dim(p: &PotentialConfig, dim: usize) -> PotentialConfig {
         PotentialConfig::Icnn3(c) => c.dim = dim,
         PotentialConfig::DenseIcnn2(c) => c.dim = dim,
         PotentialConfig::Picnn(c) => c.dim = dim,
+        _ => bail!(
+            "the OT experiment needs a dense potential (icnn, icnn2, icnn3, dense_icnn2), not a \
+             convolutional one"
+        ),
     }
-    p
+    Ok(p)
 }
 
 /// The configuration for dimension `dim`: the reference, overlaid with the file's keys.
@@ -33,7 +38,7 @@ fn config_for(a: &OtArgs, file: Option<&toml::Table>, dim: usize) -> Result<OtCo
         .try_into()
         .context("invalid OT configuration")?;
     cfg.dim = dim;
-    cfg.potential = with_dim(&cfg.potential, dim);
+    cfg.potential = with_dim(&cfg.potential, dim)?;
     if let Some(n) = a.iters {
         cfg.train.max_iterations = n;
         if let LrSchedule::Cosine { .. } = cfg.train.lr_schedule {
