@@ -18,9 +18,7 @@ pub const ACTNORM_SCALE_MIN: f64 = 1e-3;
 #[derive(Clone, Debug)]
 pub struct ActNorm {
     dim: usize,
-    bias: Var,
-    logs: Var,
-    initialized: Var,
+    vars: ActNormVars,
 }
 
 /// Look a variable up by its full name in a [`VarMap`].
@@ -50,15 +48,9 @@ impl ActNorm {
                 "ActNorm dimension must be positive".into(),
             ));
         }
-        let vb = VarBuilder::from_varmap(varmap, dtype, device).pp(prefix);
-        vb.get_with_hints((1, dim), "bias", Init::Const(0.0))?;
-        vb.get_with_hints((1, dim), "logs", Init::Const(0.0))?;
-        vb.get_with_hints(1, "initialized", Init::Const(0.0))?;
         Ok(ActNorm {
             dim,
-            bias: var_by_name(varmap, &format!("{prefix}.bias"))?,
-            logs: var_by_name(varmap, &format!("{prefix}.logs"))?,
-            initialized: var_by_name(varmap, &format!("{prefix}.initialized"))?,
+            vars: ActNormVars::new(varmap, prefix, dim, dtype, device)?,
         })
     }
 
@@ -69,12 +61,7 @@ impl ActNorm {
 
     /// Whether the data-dependent initialisation has run (stored in the weights).
     pub fn is_initialized(&self) -> Result<bool> {
-        let v = self
-            .initialized
-            .as_tensor()
-            .to_dtype(DType::F64)?
-            .to_vec1::<f64>()?;
-        Ok(v.first().copied().unwrap_or(0.0) > 0.5)
+        self.vars.is_initialized()
     }
 
     /// Data-dependent initialisation: `b = −mean(x)`, `logs = log(1/(std(x) + 1e-6))`, with
@@ -83,32 +70,15 @@ impl ActNorm {
         let x = x.detach();
         let mean = x.mean_keepdim(0)?;
         let var = x.broadcast_sub(&mean)?.sqr()?.mean_keepdim(0)?;
-        let logs = (var.sqrt()? + 1e-6)?.log()?.neg()?;
-        self.bias.set(&mean.neg()?)?;
-        self.logs.set(&logs)?;
-        self.initialized.set(&self.initialized.ones_like()?)?;
-        Ok(())
-    }
-
-    fn ensure_initialized(&self) -> Result<()> {
-        if self.is_initialized()? {
-            Ok(())
-        } else {
-            Err(CpflowError::NotInitialized)
-        }
-    }
-
-    /// Per-feature scale `exp(logs) + 0.001`, shape (1, d), parameter-tracking.
-    fn scale(&self) -> Result<Tensor> {
-        Ok((self.logs.as_tensor().exp()? + ACTNORM_SCALE_MIN)?)
+        self.vars.initialize_from(&mean, &var.sqrt()?)
     }
 
     /// `y = (x + b) ⊙ scale` and the log-det `Σ log scale` (a scalar tensor, tracked).
     pub fn forward(&self, x: &Tensor) -> Result<(Tensor, Tensor)> {
-        self.ensure_initialized()?;
-        let scale = self.scale()?;
+        self.vars.ensure_initialized()?;
+        let scale = self.vars.scale()?;
         let y = x
-            .broadcast_add(self.bias.as_tensor())?
+            .broadcast_add(self.vars.bias.as_tensor())?
             .broadcast_mul(&scale)?;
         let logdet = scale.log()?.sum_all()?;
         Ok((y, logdet))
@@ -116,14 +86,85 @@ impl ActNorm {
 
     /// Closed-form inverse `x = y / scale − b`.
     pub fn inverse(&self, y: &Tensor) -> Result<Tensor> {
-        self.ensure_initialized()?;
-        let scale = self.scale()?.detach();
+        self.vars.ensure_initialized()?;
+        let scale = self.vars.scale()?.detach();
         Ok(y.broadcast_div(&scale)?
-            .broadcast_sub(&self.bias.as_tensor().detach())?)
+            .broadcast_sub(&self.vars.bias.as_tensor().detach())?)
     }
 
     /// The trainable variables (bias, logs); the flag is not trainable.
     pub fn trainable_vars(&self) -> Vec<Var> {
+        self.vars.trainable()
+    }
+}
+
+/// The variables of every ActNorm flavour (per feature, per channel, scalar): `bias` and `logs`
+/// of shape `(1, width)` and the saved `initialized` flag `(1,)`.
+#[derive(Clone, Debug)]
+pub(crate) struct ActNormVars {
+    pub(crate) bias: Var,
+    pub(crate) logs: Var,
+    flag: Var,
+}
+
+impl ActNormVars {
+    /// Create (or fetch) `<prefix>.bias`, `<prefix>.logs` (both `(1, width)`, zero) and
+    /// `<prefix>.initialized` in `varmap`.
+    pub(crate) fn new(
+        varmap: &VarMap,
+        prefix: &str,
+        width: usize,
+        dtype: DType,
+        device: &candle_core::Device,
+    ) -> Result<Self> {
+        let builder = VarBuilder::from_varmap(varmap, dtype, device).pp(prefix);
+        builder.get_with_hints((1, width), "bias", Init::Const(0.0))?;
+        builder.get_with_hints((1, width), "logs", Init::Const(0.0))?;
+        builder.get_with_hints(1, "initialized", Init::Const(0.0))?;
+        Ok(ActNormVars {
+            bias: var_by_name(varmap, &format!("{prefix}.bias"))?,
+            logs: var_by_name(varmap, &format!("{prefix}.logs"))?,
+            flag: var_by_name(varmap, &format!("{prefix}.initialized"))?,
+        })
+    }
+
+    /// Whether the data-dependent initialisation has run (stored in the weights).
+    pub(crate) fn is_initialized(&self) -> Result<bool> {
+        let v = self
+            .flag
+            .as_tensor()
+            .to_dtype(DType::F64)?
+            .to_vec1::<f64>()?;
+        Ok(v.first().copied().unwrap_or(0.0) > 0.5)
+    }
+
+    /// `Err(NotInitialized)` before the initialisation.
+    pub(crate) fn ensure_initialized(&self) -> Result<()> {
+        if self.is_initialized()? {
+            Ok(())
+        } else {
+            Err(CpflowError::NotInitialized)
+        }
+    }
+
+    /// Set `b = −mean`, `logs = −log(std + 1e-6)` (both reshaped to `(1, width)`) and mark
+    /// the layer initialised.
+    pub(crate) fn initialize_from(&self, mean: &Tensor, std: &Tensor) -> Result<()> {
+        let shape = self.bias.shape().clone();
+        self.bias.set(&mean.neg()?.reshape(&shape)?)?;
+        self.logs
+            .set(&(std + 1e-6)?.log()?.neg()?.reshape(&shape)?)?;
+        self.flag.set(&self.flag.ones_like()?)?;
+        Ok(())
+    }
+
+    /// Scale `exp(logs) + 0.001`, `(1, width)`, parameter-tracking.
+    pub(crate) fn scale(&self) -> Result<Tensor> {
+        Ok((self.logs.as_tensor().exp()? + ACTNORM_SCALE_MIN)?)
+    }
+
+    /// The trainable variables (bias, logs); the flag is not trainable.
+    pub(crate) fn trainable(&self) -> Vec<Var> {
         vec![self.bias.clone(), self.logs.clone()]
     }
 }

@@ -127,30 +127,13 @@ pub fn load_checkpoint(path: &Path, device: &Device) -> Result<Checkpoint> {
 impl Flow {
     /// The model's variables as `(name, tensor)` pairs (detached copies of the references).
     pub fn weight_tensors(&self) -> Vec<(String, Tensor)> {
-        self.named_vars()
-            .into_iter()
-            .map(|(k, v)| (k, v.as_tensor().detach()))
-            .collect()
+        crate::named_vars::detached_tensors(self.named_vars())
     }
 
     /// Set every variable from `tensors[prefix + name]` (shapes must match; dtype and device
     /// are converted).
     pub fn set_weights(&self, tensors: &HashMap<String, Tensor>, prefix: &str) -> Result<()> {
-        for (name, var) in self.named_vars() {
-            let key = format!("{prefix}{name}");
-            let t = tensors
-                .get(&key)
-                .ok_or_else(|| CpflowError::Checkpoint(format!("missing tensor {key}")))?;
-            if t.shape() != var.shape() {
-                return Err(CpflowError::Checkpoint(format!(
-                    "tensor {key} has shape {:?}, the model expects {:?}",
-                    t.dims(),
-                    var.dims()
-                )));
-            }
-            var.set(&t.to_dtype(var.dtype())?.to_device(var.device())?)?;
-        }
-        Ok(())
+        crate::named_vars::set_vars(self.named_vars(), tensors, prefix)
     }
 
     /// Save the model (configuration + weights, including the ActNorm init flags) atomically.

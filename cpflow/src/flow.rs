@@ -116,22 +116,12 @@ impl Flow {
 
     /// All variables sorted by name (a deterministic order for optimisers and checkpoints).
     pub fn named_vars(&self) -> Vec<(String, Var)> {
-        let data = match self.varmap.data().lock() {
-            Ok(d) => d,
-            Err(p) => p.into_inner(),
-        };
-        let mut v: Vec<(String, Var)> = data.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-        v.sort_by(|a, b| a.0.cmp(&b.0));
-        v
+        crate::named_vars::sorted_vars(&self.varmap)
     }
 
     /// Number of scalar parameters (init flags excluded).
     pub fn num_parameters(&self) -> usize {
-        self.named_vars()
-            .iter()
-            .filter(|(k, _)| !k.ends_with("initialized"))
-            .map(|(_, v)| v.elem_count())
-            .sum()
+        crate::named_vars::count_parameters(&self.named_vars())
     }
 
     /// The layers.

@@ -44,6 +44,7 @@ pub mod flow_loss;
 pub mod flow_sample;
 pub mod image;
 pub mod metrics;
+mod named_vars;
 pub mod observer;
 pub mod posterior;
 pub mod potential;

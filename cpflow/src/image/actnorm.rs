@@ -2,10 +2,10 @@
 //! cpflow-reference.md §1.3, images-vae.md §1.4), acting on flattened `(C, H, W)` rows.
 
 use candle_core::{DType, Device, Tensor, Var};
-use candle_nn::{Init, VarBuilder, VarMap};
+use candle_nn::VarMap;
 use icnn::ImageShape;
 
-use crate::actnorm::{ACTNORM_SCALE_MIN, var_by_name};
+use crate::actnorm::ActNormVars;
 use crate::error::{CpflowError, Result};
 
 /// `y = (x + b_c)·(exp(logs_c) + 0.001)` for every pixel of channel `c`; the log-det is
@@ -33,9 +33,7 @@ use crate::error::{CpflowError, Result};
 #[derive(Clone, Debug)]
 pub struct ChannelActNorm {
     shape: ImageShape,
-    bias: Var,
-    logs: Var,
-    initialized: Var,
+    vars: ActNormVars,
 }
 
 impl ChannelActNorm {
@@ -53,16 +51,10 @@ impl ChannelActNorm {
                 "ActNorm image shape must be non-empty".into(),
             ));
         }
-        let vb = VarBuilder::from_varmap(varmap, dtype, device).pp(prefix);
         let c = shape.channels;
-        vb.get_with_hints((1, c), "bias", Init::Const(0.0))?;
-        vb.get_with_hints((1, c), "logs", Init::Const(0.0))?;
-        vb.get_with_hints(1, "initialized", Init::Const(0.0))?;
         Ok(ChannelActNorm {
             shape,
-            bias: var_by_name(varmap, &format!("{prefix}.bias"))?,
-            logs: var_by_name(varmap, &format!("{prefix}.logs"))?,
-            initialized: var_by_name(varmap, &format!("{prefix}.initialized"))?,
+            vars: ActNormVars::new(varmap, prefix, c, dtype, device)?,
         })
     }
 
@@ -73,12 +65,7 @@ impl ChannelActNorm {
 
     /// Whether the data-dependent initialisation has run (stored in the weights).
     pub fn is_initialized(&self) -> Result<bool> {
-        let v = self
-            .initialized
-            .as_tensor()
-            .to_dtype(DType::F64)?
-            .to_vec1::<f64>()?;
-        Ok(v.first().copied().unwrap_or(0.0) > 0.5)
+        self.vars.is_initialized()
     }
 
     /// `(B, D)` rows as `(B, C, H·W)`.
@@ -99,36 +86,18 @@ impl ChannelActNorm {
             .sqr()?
             .mean_keepdim(2)?
             .mean_keepdim(0)?;
-        let c = self.shape.channels;
-        let logs = (var.sqrt()? + 1e-6)?.log()?.neg()?.reshape((1, c))?;
-        self.bias.set(&mean.neg()?.reshape((1, c))?)?;
-        self.logs.set(&logs)?;
-        self.initialized.set(&self.initialized.ones_like()?)?;
-        Ok(())
-    }
-
-    fn ensure_initialized(&self) -> Result<()> {
-        if self.is_initialized()? {
-            Ok(())
-        } else {
-            Err(CpflowError::NotInitialized)
-        }
-    }
-
-    /// Per-channel scale `exp(logs) + 0.001`, `(1, C)`, parameter-tracking.
-    fn scale(&self) -> Result<Tensor> {
-        Ok((self.logs.as_tensor().exp()? + ACTNORM_SCALE_MIN)?)
+        self.vars.initialize_from(&mean, &var.sqrt()?)
     }
 
     /// `(y (B, D), log-det)` with the log-det a scalar tensor `H·W·Σ_c log scale_c`
     /// (parameter-tracking).
     pub fn forward(&self, x: &Tensor) -> Result<(Tensor, Tensor)> {
-        self.ensure_initialized()?;
+        self.vars.ensure_initialized()?;
         let c = self.shape.channels;
-        let scale = self.scale()?;
+        let scale = self.vars.scale()?;
         let y = self
             .channels_view(x)?
-            .broadcast_add(&self.bias.as_tensor().reshape((1, c, 1))?)?
+            .broadcast_add(&self.vars.bias.as_tensor().reshape((1, c, 1))?)?
             .broadcast_mul(&scale.reshape((1, c, 1))?)?
             .reshape(x.shape())?;
         let hw = (self.shape.height * self.shape.width) as f64;
@@ -138,10 +107,10 @@ impl ChannelActNorm {
 
     /// Closed-form inverse `x = y/scale − b` (detached parameters).
     pub fn inverse(&self, y: &Tensor) -> Result<Tensor> {
-        self.ensure_initialized()?;
+        self.vars.ensure_initialized()?;
         let c = self.shape.channels;
-        let scale = self.scale()?.detach().reshape((1, c, 1))?;
-        let bias = self.bias.as_tensor().detach().reshape((1, c, 1))?;
+        let scale = self.vars.scale()?.detach().reshape((1, c, 1))?;
+        let bias = self.vars.bias.as_tensor().detach().reshape((1, c, 1))?;
         Ok(self
             .channels_view(y)?
             .broadcast_div(&scale)?
@@ -151,6 +120,6 @@ impl ChannelActNorm {
 
     /// The trainable variables (bias, logs).
     pub fn trainable_vars(&self) -> Vec<Var> {
-        vec![self.bias.clone(), self.logs.clone()]
+        self.vars.trainable()
     }
 }

@@ -7,9 +7,9 @@
 //! [`crate::ActNorm`] is per feature.)
 
 use candle_core::{DType, Device, Tensor, Var};
-use candle_nn::{Init, VarBuilder, VarMap};
+use candle_nn::VarMap;
 
-use crate::actnorm::{ACTNORM_SCALE_MIN, var_by_name};
+use crate::actnorm::ActNormVars;
 use crate::error::{CpflowError, Result};
 
 /// A scalar ActNorm flow layer (reference `LayerActnorm` = `ActNorm(1)` on `(B, 1, d)`).
@@ -33,9 +33,7 @@ use crate::error::{CpflowError, Result};
 #[derive(Clone, Debug)]
 pub struct ScalarActNorm {
     dim: usize,
-    bias: Var,
-    logs: Var,
-    initialized: Var,
+    vars: ActNormVars,
 }
 
 impl ScalarActNorm {
@@ -53,15 +51,9 @@ impl ScalarActNorm {
                 "ActNorm dimension must be positive".into(),
             ));
         }
-        let vb = VarBuilder::from_varmap(varmap, dtype, device).pp(prefix);
-        vb.get_with_hints((1, 1), "bias", Init::Const(0.0))?;
-        vb.get_with_hints((1, 1), "logs", Init::Const(0.0))?;
-        vb.get_with_hints(1, "initialized", Init::Const(0.0))?;
         Ok(ScalarActNorm {
             dim,
-            bias: var_by_name(varmap, &format!("{prefix}.bias"))?,
-            logs: var_by_name(varmap, &format!("{prefix}.logs"))?,
-            initialized: var_by_name(varmap, &format!("{prefix}.initialized"))?,
+            vars: ActNormVars::new(varmap, prefix, 1, dtype, device)?,
         })
     }
 
@@ -72,12 +64,7 @@ impl ScalarActNorm {
 
     /// Whether the data-dependent initialisation has run (the flag is saved with the weights).
     pub fn is_initialized(&self) -> Result<bool> {
-        let v = self
-            .initialized
-            .as_tensor()
-            .to_dtype(DType::F64)?
-            .to_vec1::<f64>()?;
-        Ok(v.first().copied().unwrap_or(0.0) > 0.5)
+        self.vars.is_initialized()
     }
 
     /// Data-dependent initialisation on a `(B, d)` batch, statistics pooled over all `B·d`
@@ -86,31 +73,15 @@ impl ScalarActNorm {
         let x = x.detach().flatten_all()?;
         let mean = x.mean_all()?;
         let var = x.broadcast_sub(&mean)?.sqr()?.mean_all()?;
-        let logs = (var.sqrt()? + 1e-6)?.log()?.neg()?;
-        self.bias.set(&mean.neg()?.reshape((1, 1))?)?;
-        self.logs.set(&logs.reshape((1, 1))?)?;
-        self.initialized.set(&self.initialized.ones_like()?)?;
-        Ok(())
-    }
-
-    fn ensure_initialized(&self) -> Result<()> {
-        if self.is_initialized()? {
-            Ok(())
-        } else {
-            Err(CpflowError::NotInitialized)
-        }
-    }
-
-    fn scale(&self) -> Result<Tensor> {
-        Ok((self.logs.as_tensor().exp()? + ACTNORM_SCALE_MIN)?)
+        self.vars.initialize_from(&mean, &var.sqrt()?)
     }
 
     /// `y = (x + b)·scale` and the log-det `d·log(scale)` (a scalar tensor), both tracked.
     pub fn forward(&self, x: &Tensor) -> Result<(Tensor, Tensor)> {
-        self.ensure_initialized()?;
-        let scale = self.scale()?;
+        self.vars.ensure_initialized()?;
+        let scale = self.vars.scale()?;
         let y = x
-            .broadcast_add(self.bias.as_tensor())?
+            .broadcast_add(self.vars.bias.as_tensor())?
             .broadcast_mul(&scale)?;
         let logdet = (scale.log()?.sum_all()? * self.dim as f64)?;
         Ok((y, logdet))
@@ -118,15 +89,15 @@ impl ScalarActNorm {
 
     /// Closed-form inverse `x = y / scale − b` (detached).
     pub fn inverse(&self, y: &Tensor) -> Result<Tensor> {
-        self.ensure_initialized()?;
-        let scale = self.scale()?.detach();
+        self.vars.ensure_initialized()?;
+        let scale = self.vars.scale()?.detach();
         Ok(y.detach()
             .broadcast_div(&scale)?
-            .broadcast_sub(&self.bias.as_tensor().detach())?)
+            .broadcast_sub(&self.vars.bias.as_tensor().detach())?)
     }
 
     /// The trainable variables (bias, logs); the flag is not trainable.
     pub fn trainable_vars(&self) -> Vec<Var> {
-        vec![self.bias.clone(), self.logs.clone()]
+        self.vars.trainable()
     }
 }
