@@ -9,7 +9,8 @@
 //! ```
 //! Needs a Python with PyTorch (`--python`, default `~/torch-venv/bin/python`) and the
 //! authors' code exported to `--ref` (default `~/cpflow-ref`); see
-//! ../shared/reference/bench/README.md. `--ours-only` skips the reference.
+//! `docs/reference/bench/README.md` (the timing script itself is `ref_tabular.py` in the
+//! project's shared reference folder, `--ref-script`). `--ours-only` skips the reference.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -49,7 +50,7 @@ struct Args {
     #[arg(long, default_value = "~/cpflow-ref")]
     r#ref: String,
     /// The reference timing script.
-    #[arg(long, default_value = "/work/shared/reference/bench/ref_tabular.py")]
+    #[arg(long, default_value = "../shared/reference/bench/ref_tabular.py")]
     ref_script: String,
     /// Our wrapper that adds peak memory to the reference's rows.
     #[arg(long, default_value = "benchmarks/scripts/ref_peak_memory.py")]
