@@ -478,7 +478,9 @@ pub fn write_ot_figures(dir: &Path, report: &OtReport) -> Result<(), OtError> {
             y: (0.0, cost_hi * 1.1 + 1e-9),
         }),
         Figure::new(500)
-            .title(format!("transport cost during training, d = {d} (red: W₂²)"))
+            .title(format!(
+                "transport cost during training, d = {d} (red: W₂²)"
+            ))
             .labels("iteration", "transport cost"),
     )?;
     let mut csv = String::from("iteration,transport_cost,kl,w2_squared\n");
