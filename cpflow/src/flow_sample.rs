@@ -19,6 +19,37 @@ pub struct InverseReport {
 }
 
 impl InverseReport {
+    /// An empty report for `n` samples (every sample converged so far).
+    pub(crate) fn new(n: usize) -> Self {
+        InverseReport {
+            blocks: Vec::new(),
+            converged: vec![true; n],
+        }
+    }
+
+    /// Records one block's inversion and returns its solution.
+    pub(crate) fn record(&mut self, res: InversionResult) -> Tensor {
+        self.converged
+            .iter_mut()
+            .zip(&res.converged)
+            .for_each(|(c, r)| *c &= *r);
+        let x = res.x.clone();
+        self.blocks.push(res);
+        x
+    }
+
+    /// Logs a warning naming `what` when some sample did not converge.
+    pub(crate) fn warn_if_unconverged(&self, what: &str) {
+        let failed = self.converged.iter().filter(|c| !**c).count();
+        if failed > 0 {
+            tracing::warn!(
+                failed,
+                total = self.converged.len(),
+                "{what} inversion: some samples did not converge (see the report)"
+            );
+        }
+    }
+
     /// Whether every sample converged in every block.
     pub fn all_converged(&self) -> bool {
         self.converged.iter().all(|c| *c)
@@ -88,34 +119,15 @@ impl Flow {
         let (z, ctx) = self.check_input(z, ctx)?;
         let n = z.dim(0)?;
         let mut h = z.detach();
-        let mut blocks = Vec::new();
-        let mut converged = vec![true; n];
+        let mut report = InverseReport::new(n);
         for l in self.layers().iter().rev() {
             h = match l {
                 Layer::ActNorm(a) => a.inverse(&h)?,
-                Layer::Cpf(b) => {
-                    let res = b.inverse(&h, ctx.as_ref(), params)?;
-                    converged
-                        .iter_mut()
-                        .zip(&res.converged)
-                        .for_each(|(c, r)| *c &= *r);
-                    let x = res.x.clone();
-                    blocks.push(res);
-                    x
-                }
+                Layer::Cpf(b) => report.record(b.inverse(&h, ctx.as_ref(), params)?),
             };
         }
-        if converged.iter().any(|c| !c) {
-            tracing::warn!(
-                failed = converged.iter().filter(|c| !**c).count(),
-                total = n,
-                "flow inversion: some samples did not converge (see the report)"
-            );
-        }
-        Ok(FlowInverse {
-            x: h,
-            report: InverseReport { blocks, converged },
-        })
+        report.warn_if_unconverged("flow");
+        Ok(FlowInverse { x: h, report })
     }
 
     /// Draw `n` samples: `z ~ prior` from the host RNG, then `x = f⁻¹(z)` (default solver

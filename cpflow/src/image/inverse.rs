@@ -59,8 +59,7 @@ impl ImageFlow {
             at += s.dim();
         }
         let mut h = z.narrow(1, at, shapes.output.dim())?.detach();
-        let mut blocks = Vec::new();
-        let mut converged = vec![true; n];
+        let mut report = InverseReport::new(n);
         for l in self.layers().iter().rev() {
             h = match l {
                 ImageLayer::Logit(t) => t.inverse(&h)?,
@@ -73,29 +72,11 @@ impl ImageFlow {
                     })?;
                     Tensor::cat(&[h, f], 1)?
                 }
-                ImageLayer::Cpf(b) => {
-                    let res = b.inverse(&h.contiguous()?, None, params)?;
-                    converged
-                        .iter_mut()
-                        .zip(&res.converged)
-                        .for_each(|(c, r)| *c &= *r);
-                    let x = res.x.clone();
-                    blocks.push(res);
-                    x
-                }
+                ImageLayer::Cpf(b) => report.record(b.inverse(&h.contiguous()?, None, params)?),
             };
         }
-        if converged.iter().any(|c| !c) {
-            tracing::warn!(
-                failed = converged.iter().filter(|c| !**c).count(),
-                total = n,
-                "image flow inversion: some samples did not converge (see the report)"
-            );
-        }
-        Ok(ImageInverse {
-            x: h,
-            report: InverseReport { blocks, converged },
-        })
+        report.warn_if_unconverged("image flow");
+        Ok(ImageInverse { x: h, report })
     }
 
     /// Draw `n` images: `z = T·ε` with `ε` from the prior (host RNG) and temperature `T`
