@@ -71,6 +71,10 @@ pub enum CpflowError {
     /// A saved random-generator state cannot be decoded (its seed is not hexadecimal).
     #[error("bad RNG state in the checkpoint: the seed is not hexadecimal")]
     RngSeed(#[source] hex::FromHexError),
+    /// A dataset could not be read (missing, truncated or malformed file).
+    #[cfg(feature = "datasets")]
+    #[error(transparent)]
+    Dataset(#[from] crate::datasets::DatasetError),
 }
 
 fn checkpoint_note(checkpoint: &Option<std::path::PathBuf>) -> String {

@@ -24,6 +24,7 @@
 //! | `plot` | the `plot` module (PNG figures with axes and titles) and the `ot` experiment |
 //! | `datasets` | the `datasets` module (MAF tabular benchmarks, BSDS300, MNIST) |
 //! | `toy-images` | `toy::ImageDensity` (a 2-D density read from a PNG) |
+//! | `vae` | the `vae` module: the VAE experiment of Table 3 (gated-conv encoder/decoder, data, training, evaluation) |
 //! | `cli` (default) | the `cpflow` binary; implies all of the above |
 //! | `cuda` | candle's CUDA backend |
 
@@ -63,6 +64,8 @@ pub mod datasets;
 pub mod ot;
 #[cfg(feature = "plot")]
 pub mod plot;
+#[cfg(feature = "vae")]
+pub mod vae;
 
 pub use actnorm::ActNorm;
 pub use adam::{Adam, AdamParams, AdamState};

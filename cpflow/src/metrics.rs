@@ -70,8 +70,9 @@ impl MetricsWriter {
         })
     }
 
-    /// Write one record (one line) and flush.
-    pub fn write(&mut self, rec: &MetricsRecord) -> Result<()> {
+    /// Write one record (one line) and flush. Any serialisable record works (the VAE
+    /// writes its own epoch records).
+    pub fn write<T: Serialize>(&mut self, rec: &T) -> Result<()> {
         let line = serde_json::to_string(rec)?;
         writeln!(self.file, "{line}").map_err(|e| CpflowError::io(&self.path, e))?;
         self.file

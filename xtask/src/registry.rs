@@ -8,6 +8,7 @@
 //! | bsds300 | Berkeley `BSDS300-images.tgz` | sha256 of each of the 300 JPEGs (verified against an independent copy, see `docs/data/bsds300/README.md`) | `bsds300/BSDS300-images.tgz` |
 //! | mnist | `ossci-datasets` S3 mirror of yann.lecun.com (then the original site) | sha256 of each decompressed IDX file (from the official files) | `mnist/*-ubyte.gz` |
 //! | cifar10 | `cs.toronto.edu/~kriz/cifar-10-binary.tar.gz` | md5 `c32a1d4ab5d03f1284b67883e8d87530` published on the CIFAR page for the binary version (md5 only: no sha256 is published) | `cifar10/cifar-10-batches-bin/*.bin` |
+//! | omniglot | IWAE repository `yburda/iwae`, `datasets/OMNIGLOT/chardata.mat` (the file of the VAE papers' loaders) | none published: the computed sha256 is recorded on first download (git blob id [`OMNIGLOT_CHARDATA_GIT_BLOB`] for a manual check) | `omniglot/chardata.mat` |
 //!
 //! With `--mirror URL` (or `CPFLOW_DATA_MIRROR`), every file is fetched from
 //! `URL/<mirror path>` instead, with the mirror paths listed by [`Artifact::mirror_path`]
@@ -108,7 +109,7 @@ pub struct DatasetSpec {
 }
 
 /// Names accepted by `cargo xtask download` (besides `all`).
-pub const DATASETS: [&str; 7] = [
+pub const DATASETS: [&str; 8] = [
     "power",
     "gas",
     "hepmass",
@@ -116,6 +117,7 @@ pub const DATASETS: [&str; 7] = [
     "bsds300",
     "mnist",
     "cifar10",
+    "omniglot",
 ];
 
 /// sha256 of each BSDS300 JPEG, paths relative to `images/`.
@@ -143,6 +145,15 @@ pub const MNIST_IDX_SHA256: [(&str, &str); 4] = [
 
 /// md5 of `cifar-10-binary.tar.gz` as published on the CIFAR-10 page.
 pub const CIFAR10_BINARY_MD5: &str = "c32a1d4ab5d03f1284b67883e8d87530";
+
+/// Where Omniglot goes under the data dir (`cpflow::vae::OMNIGLOT_FILE`, which this crate
+/// cannot name without cpflow's `vae` feature).
+pub const OMNIGLOT_CHARDATA: &str = "omniglot/chardata.mat";
+
+/// Git blob id (SHA-1 of `"blob <size>\0" + content`) of `datasets/OMNIGLOT/chardata.mat` at
+/// `yburda/iwae` commit `78a6075484bd7dd6f47a4bb9880d2295bc7a5220`: `git hash-object
+/// chardata.mat` must print it. No sha256 of the file is published.
+pub const OMNIGLOT_CHARDATA_GIT_BLOB: &str = "016a3536ffe5e1d38e42563a18d7a78bfaf643ec";
 
 fn maf_archive() -> Artifact {
     Artifact {
@@ -317,6 +328,26 @@ pub fn registry() -> Vec<DatasetSpec> {
                             .chain(["test_batch.bin".to_string()])
                             .collect(),
                     },
+                }],
+            }],
+        },
+        DatasetSpec {
+            name: "omniglot",
+            outputs: s(&[OMNIGLOT_CHARDATA]),
+            plans: vec![Plan {
+                source: "Omniglot 28x28 of the IWAE paper (Burda et al.)",
+                steps: vec![Step {
+                    artifact: Artifact {
+                        cache_name: "omniglot-chardata.mat".into(),
+                        urls: vec![
+                            "https://raw.githubusercontent.com/yburda/iwae/master/datasets/OMNIGLOT/chardata.mat".into(),
+                            "https://github.com/yburda/iwae/raw/master/datasets/OMNIGLOT/chardata.mat".into(),
+                        ],
+                        mirror_path: "omniglot/chardata.mat".into(),
+                        checksum: Checksum::Unknown,
+                        approx_size: "about 30 MB",
+                    },
+                    extract: Extract::Place(OMNIGLOT_CHARDATA.into()),
                 }],
             }],
         },

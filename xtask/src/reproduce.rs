@@ -1,9 +1,11 @@
 //! `cargo xtask reproduce`: the paper's 2-D toys (Fig. 3), the optimal-transport experiment
-//! (Fig. 4) and the tabular benchmarks on disk (Table 1), summarised in `<out>/report.md`.
+//! (Fig. 4), the tabular benchmarks on disk (Table 1) and the VAE posteriors on the image
+//! datasets on disk (Table 3, [`crate::reproduce_vae`]), summarised in `<out>/report.md`.
 //!
 //! Layout of `<out>`: `toys/<toy>_{data,density,samples}.png`, `ot/ot_d<d>_*.png` (and the
 //! curves as CSV), `tabular/bench-tabular.{md,json}` (plus one folder per dataset with the
-//! model), `report.md` (relative links to every figure, the tables against the paper) and
+//! model), `vae/<dataset>/<gaussian|cp-flow>/` (`report.json`, `metrics.jsonl`, weights),
+//! `report.md` (relative links to every figure, the tables against the paper) and
 //! `reproduce.json`.
 
 use std::fmt::Write as _;
@@ -20,7 +22,11 @@ use icnn::Icnn3Config;
 use serde::Serialize;
 
 use crate::bench_report::{BENCH_MD, bench_table_markdown};
-use crate::bench_tabular::{BenchReport, BenchTabularOptions, run_bench_tabular};
+use crate::bench_tabular::{BenchReport, BenchTabularOptions, SkippedDataset, run_bench_tabular};
+use crate::reproduce_vae::{
+    DEFAULT_VAE_DATA_DIR, VaePartOptions, VaePartReport, VaeRow, VaeSubset, run_vae_part,
+    vae_quick_config, vae_reference_config, vae_table_markdown, vae_tiny_config,
+};
 use crate::tabular_config::TabularBenchConfig;
 use crate::toy_figures::{
     FIG3_TOYS, ToyFigureResult, ToyPlotSettings, run_toy_figure, toy_quick_config,
@@ -47,6 +53,8 @@ pub struct ReproduceOptions {
     pub ot_config: fn(usize) -> OtConfig,
     /// The tabular part (its `out` is replaced by `<out>/tabular`).
     pub tabular: BenchTabularOptions,
+    /// The VAE part (Table 3): datasets (empty to skip), data roots, configuration.
+    pub vae: VaePartOptions,
     /// Output directory.
     pub out: PathBuf,
     /// Compute device (toys and OT; the tabular part has its own).
@@ -57,7 +65,9 @@ pub struct ReproduceOptions {
 
 impl ReproduceOptions {
     /// The paper-sized run: reference toy runs, OT for d ∈ {2, 4, 8, 16} with the reference
-    /// settings, and the tabular benchmarks with `minutes` of training per dataset.
+    /// settings, the tabular benchmarks with `minutes` of training per dataset, and the VAE
+    /// reference configuration ([`vae_reference_config`]) with `minutes` of training per
+    /// dataset and posterior. VAE data: [`DEFAULT_VAE_DATA_DIR`], then `data_dir`.
     pub fn full(out: PathBuf, data_dir: PathBuf, device: Device, minutes: f64) -> Self {
         ReproduceOptions {
             preset: "full".into(),
@@ -70,8 +80,16 @@ impl ReproduceOptions {
             },
             ot_dims: vec![2, 4, 8, 16],
             ot_config: OtConfig::reference,
-            tabular: tabular_options(data_dir, device.clone(), TabularBenchConfig::paper)
+            tabular: tabular_options(data_dir.clone(), device.clone(), TabularBenchConfig::paper)
                 .with_budget(Some(Duration::from_secs_f64(minutes * 60.0))),
+            vae: VaePartOptions {
+                max_minutes: Some(minutes),
+                ..VaePartOptions::new(
+                    PathBuf::from(DEFAULT_VAE_DATA_DIR),
+                    data_dir,
+                    vae_reference_config,
+                )
+            },
             out,
             device,
             progress: true,
@@ -80,7 +98,9 @@ impl ReproduceOptions {
 
     /// `--quick`: the same pipeline in a few minutes on 2 CPU cores (small toy ICNNs and 1,000
     /// iterations, OT for d ∈ {2, 4} with 300 iterations, tabular `quick` preset); about
-    /// 1 minute in release when only BSDS300 is on disk.
+    /// 1 minute in release when only BSDS300 is on disk. The VAE part runs 3 epochs of
+    /// [`vae_quick_config`] per dataset and posterior (far longer than the rest on MNIST and
+    /// Omniglot: choose datasets with `vae.datasets`).
     pub fn quick(out: PathBuf, data_dir: PathBuf, device: Device) -> Self {
         ReproduceOptions {
             preset: "quick".into(),
@@ -93,12 +113,18 @@ impl ReproduceOptions {
             ot_dims: vec![2, 4],
             ot_config: ot_quick_config,
             tabular: tabular_options(data_dir.clone(), device.clone(), TabularBenchConfig::quick),
+            vae: VaePartOptions::new(
+                PathBuf::from(DEFAULT_VAE_DATA_DIR),
+                data_dir.clone(),
+                vae_quick_config,
+            ),
             ..Self::full(out, data_dir, device, 0.0)
         }
     }
 
     /// For tests in the debug profile: one toy, OT in d = 2, tiny models and a few
-    /// iterations.
+    /// iterations; the VAE part with [`vae_tiny_config`] on the first 100 training and 50
+    /// validation / test images.
     pub fn tiny(out: PathBuf, data_dir: PathBuf, device: Device) -> Self {
         ReproduceOptions {
             preset: "tiny".into(),
@@ -112,6 +138,17 @@ impl ReproduceOptions {
             ot_dims: vec![2],
             ot_config: ot_tiny_config,
             tabular: tabular_options(data_dir.clone(), device.clone(), TabularBenchConfig::tiny),
+            vae: VaePartOptions {
+                subset: Some(VaeSubset {
+                    train: 100,
+                    eval: 50,
+                }),
+                ..VaePartOptions::new(
+                    PathBuf::from(DEFAULT_VAE_DATA_DIR),
+                    data_dir.clone(),
+                    vae_tiny_config,
+                )
+            },
             progress: false,
             ..Self::quick(out, data_dir, device)
         }
@@ -186,6 +223,10 @@ pub struct ReproduceReport {
     pub ot: Vec<OtReport>,
     /// Tabular results.
     pub tabular: BenchReport,
+    /// VAE results (Table 3), one row per dataset and posterior.
+    pub vae: Vec<VaeRow>,
+    /// VAE datasets not found on disk.
+    pub vae_skipped: Vec<SkippedDataset>,
     /// Wall-clock seconds.
     pub wall_time_s: f64,
 }
@@ -229,11 +270,15 @@ pub fn run_reproduce(opts: &ReproduceOptions) -> Result<ReproduceReport> {
     tab.progress = opts.progress;
     let tabular = run_bench_tabular(&tab)?;
 
+    let vae = run_vae_part(&opts.vae, out, opts.progress)?;
+
     let report = ReproduceReport {
         preset: opts.preset.clone(),
         toys,
         ot,
         tabular,
+        vae: vae.rows,
+        vae_skipped: vae.skipped,
         wall_time_s: t0.elapsed().as_secs_f64(),
     };
     let md = out.join(REPORT_MD);
@@ -331,6 +376,13 @@ pub fn report_markdown(r: &ReproduceReport, device: &Device) -> String {
         for k in &r.tabular.skipped {
             let _ = writeln!(s, "- {}", k.message);
         }
+    }
+    if !(r.vae.is_empty() && r.vae_skipped.is_empty()) {
+        s.push('\n');
+        s.push_str(&vae_table_markdown(&VaePartReport {
+            rows: r.vae.clone(),
+            skipped: r.vae_skipped.clone(),
+        }));
     }
     s
 }

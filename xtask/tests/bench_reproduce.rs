@@ -1,13 +1,15 @@
 //! `bench-tabular` and `reproduce` end to end through the library entry points, with the
 //! `tiny` presets (seconds in the debug profile), on a synthetic MINIBOONE file written to a
-//! temporary data directory and, when present, the real BSDS300 images in ../shared/data.
+//! temporary data directory and, when present, the real BSDS300 images in ../shared/data;
+//! the VAE part of `reproduce` on the Frey Faces shipped in ../shared/data (required).
 //! Nothing touches the network.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use candle_core::Device;
 use cpflow::datasets::{Matrix, TabularDataset, find_images_archive, layout, write_npy_f64};
+use cpflow::vae::{FREY_FACES_FILE, VaeDatasetName};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use xtask::bench_report::{BENCH_JSON, BENCH_MD};
@@ -155,12 +157,65 @@ fn reproduce_tiny_writes_report_with_figures_and_tables() {
     );
     opts.tabular.datasets = vec![TabularDataset::Miniboone, TabularDataset::Power];
     opts.tabular.fallback_roots = Vec::new();
+    // The project's shared data (as in tests/cli.rs); Omniglot is in neither root.
+    let shared = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/data");
+    assert!(
+        shared.join(FREY_FACES_FILE).is_file(),
+        "Frey Faces missing from {}",
+        shared.display()
+    );
+    opts.vae.data_dir = shared;
+    opts.vae.datasets = vec![VaeDatasetName::FreyFaces, VaeDatasetName::Omniglot];
     let report = run_reproduce(&opts).unwrap();
     assert_eq!(report.toys.len(), 1);
     assert!(report.toys[0].test_nll.is_finite());
     assert_eq!(report.ot.len(), 1);
     assert!(report.ot[0].transport_cost.is_finite() && report.ot[0].kl.is_finite());
     assert!(report.tabular.results[0].test_nll.is_finite());
+
+    // Both posteriors on the first 100 / 50 / 50 Frey Faces, in bits/dim with the paper's row.
+    assert_eq!(report.vae.len(), 2);
+    for (row, (posterior, paper)) in report
+        .vae
+        .iter()
+        .zip([("gaussian", 4.53), ("cp-flow", 4.45)])
+    {
+        assert_eq!(
+            (
+                row.dataset.as_str(),
+                row.posterior.as_str(),
+                row.unit.as_str()
+            ),
+            ("frey-faces", posterior, "bits/dim")
+        );
+        assert_eq!(row.split_sizes, [100, 50, 50]);
+        assert_eq!((row.epochs, row.is_samples), (1, 5));
+        assert_eq!(row.paper_neg_elbo, Some(paper));
+        // A 256-way categorical costs at most 8 bits/dim at random initialisation (plus the
+        // KL); one epoch of a tiny model must stay finite and positive, well below 16.
+        let e = row.neg_elbo;
+        assert!(
+            e.mean > 0.0 && e.mean < 16.0 && e.std_err.is_finite(),
+            "{row:?}"
+        );
+        assert_eq!(e.n, 50);
+        let is = row.is_nll.unwrap();
+        assert!(
+            is.mean.is_finite() && is.std_err.is_finite() && is.n == 2,
+            "{row:?}"
+        );
+        assert!(row.seconds_per_epoch > 0.0 && row.num_parameters > 0);
+        let p = out.path().join(&row.dir).join("report.json");
+        assert!(p.is_file(), "{} missing", p.display());
+    }
+    assert_eq!(report.vae[0].dir, "vae/frey-faces/gaussian");
+    assert_eq!(report.vae[1].dir, "vae/frey-faces/cp-flow");
+    assert!(report.vae[1].num_parameters > report.vae[0].num_parameters);
+    assert_eq!(report.vae_skipped.len(), 1);
+    // The message names the download command and the data directory it writes to.
+    let msg = &report.vae_skipped[0].message;
+    assert!(msg.contains("cargo xtask download omniglot"), "{msg}");
+    assert!(msg.contains(&data.path().display().to_string()), "{msg}");
 
     let md = std::fs::read_to_string(out.path().join(REPORT_MD)).unwrap();
     for needle in [
@@ -172,6 +227,15 @@ fn reproduce_tiny_writes_report_with_figures_and_tables() {
         "(tabular/bench-tabular.md)",
         "| miniboone | 43 |",
         "cargo xtask download power",
+        "## Table 3: VAE posteriors (negative ELBO)",
+        "| [frey-faces](vae/frey-faces/gaussian/report.json) | gaussian | 100 / 50 / 50 |",
+        "| [frey-faces](vae/frey-faces/cp-flow/report.json) | cp-flow | 100 / 50 / 50 |",
+        "bits/dim | ",
+        "(K = 5, 2 images)",
+        "| 4.53 |",
+        "| 4.45 |",
+        "Differences from the paper's setup: base width 2 (paper 32)",
+        "cargo xtask download omniglot",
     ] {
         assert!(md.contains(needle), "{needle:?} missing from\n{md}");
     }

@@ -289,6 +289,65 @@ fn cifar10_md5_mismatch_and_offline_message() {
     );
 }
 
+/// A MAT-file header followed by filler: `download` does not parse the file (cpflow's
+/// `vae` loader does), it places it and records its sha256.
+fn fake_chardata(fill: u8) -> Vec<u8> {
+    let mut b = b"MATLAB 5.0 MAT-file, fabricated for the xtask tests".to_vec();
+    b.resize(116, b' ');
+    b.extend_from_slice(&[0; 8]);
+    b.extend_from_slice(&[0x00, 0x01, b'I', b'M']);
+    b.extend(std::iter::repeat_n(fill, 1000));
+    b
+}
+
+#[test]
+fn omniglot_is_placed_and_its_sha256_recorded() {
+    let body = fake_chardata(7);
+    let srv = TestServer::start(HashMap::from([(
+        "/omniglot/chardata.mat".into(),
+        Route::new(body.clone()).truncated(1, 300),
+    )]));
+    let dir = tempdir();
+    let out = download("omniglot", dir.path(), &srv.base);
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    // No sha256 is published for IWAE's chardata.mat: warned about, and recorded.
+    assert!(err.contains("no published checksum"), "{err}");
+    let recorded = std::fs::read_to_string(dir.path().join(".downloads/SHA256SUMS")).unwrap();
+    assert!(recorded.contains("omniglot-chardata.mat"), "{recorded}");
+    assert_eq!(
+        std::fs::read(dir.path().join("omniglot/chardata.mat")).unwrap(),
+        body
+    );
+    // The first response was cut short: the transfer was resumed, not restarted.
+    assert!(
+        srv.requests()
+            .iter()
+            .any(|s| s.path == "/omniglot/chardata.mat" && s.range.is_some()),
+        "{:?}",
+        srv.requests()
+    );
+    let again = download("omniglot", dir.path(), &srv.base);
+    assert!(
+        stderr(&again).contains("already present"),
+        "{}",
+        stderr(&again)
+    );
+
+    // Later downloads into the same dir are held to the recorded sha256.
+    srv.set_route("/omniglot/chardata.mat", Route::new(fake_chardata(8)));
+    std::fs::remove_file(dir.path().join("omniglot/chardata.mat")).unwrap();
+    let _ = std::fs::remove_file(dir.path().join(".downloads/omniglot-chardata.mat"));
+    let bad = download("omniglot", dir.path(), &srv.base);
+    assert!(!bad.status.success());
+    let err = stderr(&bad);
+    assert!(
+        err.contains("checksum mismatch") && err.contains("omniglot"),
+        "{err}"
+    );
+    assert!(!dir.path().join("omniglot/chardata.mat").exists());
+}
+
 #[test]
 fn bench_tabular_skips_a_missing_dataset_with_the_download_command() {
     let data = tempdir();
@@ -331,7 +390,15 @@ fn bench_tabular_skips_a_missing_dataset_with_the_download_command() {
         ),
         (
             "reproduce",
-            &["--quick", "--out", "--minutes", "--device"][..],
+            &[
+                "--quick",
+                "--out",
+                "--minutes",
+                "--device",
+                "--vae-data-dir",
+                "--vae-datasets",
+                "--no-vae",
+            ][..],
         ),
     ] {
         let help = xtask(&[cmd, "--help"]);

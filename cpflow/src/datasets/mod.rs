@@ -1,5 +1,5 @@
-//! Datasets: the MAF tabular benchmarks, BSDS300 patches rebuilt from the source images, and
-//! MNIST.
+//! Datasets: the MAF tabular benchmarks, BSDS300 patches rebuilt from the source images,
+//! MNIST and CIFAR-10.
 //!
 //! Loaders read files under a data root (CP-Flow's default is `data/`; `cargo xtask download
 //! <name> --dir DIR` fills one) laid out as in [`layout`], apply the MAF preprocessing
@@ -16,6 +16,7 @@
 //! | MINIBOONE | `miniboone/data.npy` | 43 | [`load_miniboone`] |
 //! | BSDS300 | `bsds300/BSDS300-images.tgz` (images; MAF's HDF5 is not read) | 63 | [`load_bsds300`] |
 //! | MNIST | `mnist/*-ubyte[.gz]` | 784 | [`load_mnist`], [`dequantize_logit`] |
+//! | CIFAR-10 | `cifar10/cifar-10-batches-bin/*.bin` | 3072 | [`load_cifar10`] |
 //!
 //! Generic readers (also used by the `cpflow` CLI for `--data file.npy|file.csv`):
 //! [`read_npy_file`] / [`parse_npy_matrix`] (1-D or 2-D, float/int/bool dtypes, C or Fortran
@@ -37,6 +38,7 @@
 //! ```
 
 mod bsds300;
+mod cifar10;
 mod csv_rows;
 mod error;
 mod gas;
@@ -57,6 +59,10 @@ pub use bsds300::{
     BSDS300_DIM, Bsds300Config, Bsds300Images, GrayImage, PATCH_SIZE, decode_gray,
     find_images_archive, load_bsds300, load_bsds300_from_archive, patches_from_images, pil_luma,
     read_images_archive, sample_patches,
+};
+pub use cifar10::{
+    CIFAR10_IMAGE_BYTES, CIFAR10_RECORD_BYTES, CIFAR10_TEST_FILE, CIFAR10_TRAIN_FILES,
+    Cifar10Split, load_cifar10, read_cifar10_batch,
 };
 pub use csv_rows::{parse_csv_matrix, read_csv_file};
 pub use error::DatasetError;

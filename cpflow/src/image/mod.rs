@@ -12,17 +12,23 @@
 //! The squeeze is a fixed permutation of the row, factor-out a split of it.
 //!
 //! Main entry points: [`ImageFlowConfig::multiscale`] (from a [`MultiscaleConfig`]),
-//! [`ImageFlow`], [`dequantize`], [`bits_per_dim`].
+//! [`ImageFlow`], [`dequantize`], [`bits_per_dim`]; training: [`run_image_training`]
+//! ([`train`], with the weight average of [`ema`]); sample grids: `grid::write_sample_grid`
+//! (features `datasets` or `toy-images`, which bring the PNG encoder).
 
 mod actnorm;
 mod bpd;
 mod checkpoint;
 mod config;
+pub mod ema;
 mod flow;
+#[cfg(any(feature = "datasets", feature = "toy-images"))]
+pub mod grid;
 mod inverse;
 mod logit;
 mod loss;
 mod squeeze;
+pub mod train;
 
 pub use actnorm::ChannelActNorm;
 pub use bpd::bits_per_dim;
@@ -31,8 +37,19 @@ pub use config::{
     ImageFlowConfig, ImageLayerConfig, LayerShapes, MultiscaleConfig, default_image_potential,
     potential_for_shape,
 };
+pub use ema::ExponentialMovingAverage;
 pub use flow::{IMAGE_EVAL_CHUNK, ImageFlow, ImageLayer, ImageLogProb, mean_and_std_err};
+#[cfg(any(feature = "datasets", feature = "toy-images"))]
+pub use grid::{grid_size, quantize_pixels, write_sample_grid};
 pub use inverse::ImageInverse;
 pub use logit::{CIFAR10_LOGIT_ALPHA, LogitTransform, MNIST_LOGIT_ALPHA, dequantize};
 pub use loss::ImageSurrogateLoss;
 pub use squeeze::{Squeeze, squeeze_permutation, squeezed_shape};
+#[cfg(feature = "datasets")]
+pub use train::load_image_data;
+pub use train::{
+    BpdEstimate, ConvArch, EmaConfig, ExactComparison, ImageData, ImageDataConfig, ImageDataset,
+    ImageExperimentConfig, ImageMetricsRecord, ImageModelConfig, ImageRunOptions, ImageSet,
+    ImageStopReason, ImageTestConfig, ImageTestReport, ImageTrainConfig, ImageTrainReport,
+    ImageTrainState, ValPoint, run_image_training,
+};

@@ -5,8 +5,11 @@
 //! cpflow train  --config configs/toy-8gaussians-fast.toml --out runs/8g
 //! cpflow eval   --model runs/8g
 //! cpflow sample --model runs/8g -n 1000 --output runs/8g/samples.npy
+//! cpflow train  --config configs/mnist-cpu.toml --out runs/mnist-cpu
+//! cpflow sample --model runs/mnist-cpu --grid 8x8 --temperature 0.8 --output samples.png
 //! cpflow plot   --model runs/8g
 //! cpflow ot     --dims 2,4,8,16 --out runs/ot
+//! cpflow vae    --config configs/vae-frey-cpu.toml --out runs/vae-frey
 //! ```
 //!
 //! Logging goes through `tracing` (`RUST_LOG=debug` for more).
@@ -41,6 +44,9 @@ enum Command {
     Plot(PlotArgs),
     /// The optimal-transport experiment (paper Fig. 4): transport cost vs closed-form W2².
     Ot(OtArgs),
+    /// The VAE experiment (paper Table 3): Gaussian or CP-Flow posterior on Frey Faces,
+    /// Caltech 101 Silhouettes, MNIST or Omniglot; writes checkpoints, metrics and report.json.
+    Vae(VaeArgs),
 }
 
 /// Options shared by every command that builds tensors.
@@ -132,14 +138,34 @@ pub struct SampleArgs {
     /// A run directory or a .safetensors file.
     #[arg(long, short)]
     pub model: PathBuf,
-    /// Number of samples.
+    /// Number of samples (an image grid draws rows × cols instead).
     #[arg(short = 'n', long, default_value_t = 1000)]
     pub n: usize,
-    /// Output file (.npy or .csv).
+    /// Output file (.npy or .csv; a PNG with `--grid`).
     #[arg(long, short)]
     pub output: PathBuf,
+    /// Image models: write a `ROWSxCOLS` grid of samples as a PNG (e.g. `8x8`).
+    #[arg(long, value_parser = parse_grid)]
+    pub grid: Option<(usize, usize)>,
+    /// Image models: scale of the prior draw (`z = T·ε`; 1 = the model, < 1 sharper).
+    #[arg(long)]
+    pub temperature: Option<f64>,
     #[command(flatten)]
     pub dev: DeviceArgs,
+}
+
+fn parse_grid(s: &str) -> std::result::Result<(usize, usize), String> {
+    let (r, c) = s
+        .split_once(['x', 'X'])
+        .ok_or_else(|| format!("grid `{s}` is not ROWSxCOLS (e.g. 8x8)"))?;
+    let p = |v: &str| {
+        v.trim()
+            .parse::<usize>()
+            .ok()
+            .filter(|&n| n > 0)
+            .ok_or_else(|| format!("grid `{s}`: `{v}` is not a positive integer"))
+    };
+    Ok((p(r)?, p(c)?))
 }
 
 #[derive(Args, Debug)]
@@ -188,6 +214,39 @@ pub struct OtArgs {
     pub dev: DeviceArgs,
 }
 
+#[derive(Args, Debug)]
+pub struct VaeArgs {
+    /// TOML configuration (`cpflow::vae::VaeConfig`; see configs/vae-*.toml).
+    #[arg(long, short)]
+    pub config: PathBuf,
+    /// Output directory.
+    #[arg(long, short)]
+    pub out: PathBuf,
+    /// Override the posterior (`gaussian` or `cp-flow`).
+    #[arg(long, value_parser = parse_posterior)]
+    pub posterior: Option<cpflow::vae::PosteriorKind>,
+    /// Override the number of epochs.
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    /// Continue from `<out>/checkpoint.safetensors`.
+    #[arg(long)]
+    pub resume: bool,
+    /// Any other config key: `--set train.batch_size=50 --set eval.is_samples=100`.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+    /// Hide the progress bars.
+    #[arg(long)]
+    pub no_progress: bool,
+}
+
+fn parse_posterior(s: &str) -> std::result::Result<cpflow::vae::PosteriorKind, String> {
+    match s {
+        "gaussian" => Ok(cpflow::vae::PosteriorKind::Gaussian),
+        "cp-flow" | "cpflow" => Ok(cpflow::vae::PosteriorKind::CpFlow),
+        o => Err(format!("unknown posterior `{o}` (gaussian or cp-flow)")),
+    }
+}
+
 /// The candle device named `name`.
 pub fn device(name: Option<&str>) -> Result<Device> {
     match name.unwrap_or("cpu") {
@@ -214,6 +273,7 @@ fn main() -> Result<()> {
         Command::Sample(a) => commands::sample(a),
         Command::Plot(a) => commands::plot(a),
         Command::Ot(a) => commands::ot(a),
+        Command::Vae(a) => commands::vae(a),
     }
 }
 
@@ -234,5 +294,12 @@ mod tests {
             _ => panic!("expected ot"),
         }
         assert!(device(Some("tpu")).is_err());
+        let args = "cpflow sample --model m --grid 3x4 --temperature 0.8 -o s.png";
+        let cli = Cli::try_parse_from(args.split(' ')).unwrap();
+        match cli.command {
+            Command::Sample(a) => assert_eq!((a.grid, a.temperature), (Some((3, 4)), Some(0.8))),
+            _ => panic!("expected sample"),
+        }
+        assert!(parse_grid("8").is_err() && parse_grid("0x2").is_err());
     }
 }

@@ -268,7 +268,7 @@ pub struct Overrides {
 }
 
 /// Parses `value` as a TOML value; a bare word that is not valid TOML becomes a string.
-fn parse_value(value: &str) -> toml::Value {
+pub fn parse_value(value: &str) -> toml::Value {
     match toml::from_str::<toml::Table>(&format!("v = {value}")) {
         Ok(mut t) => t
             .remove("v")
@@ -278,7 +278,7 @@ fn parse_value(value: &str) -> toml::Value {
 }
 
 /// Sets `path` (`a.b.c`) in `table`, creating intermediate tables.
-fn set_path(table: &mut toml::Table, path: &str, value: toml::Value) -> Result<()> {
+pub fn set_path(table: &mut toml::Table, path: &str, value: toml::Value) -> Result<()> {
     let keys: Vec<&str> = path.split('.').collect();
     if keys.iter().any(|k| k.is_empty()) {
         bail!("bad key path `{path}`");
@@ -372,6 +372,69 @@ pub fn resolve(file: Option<&Path>, ov: &Overrides) -> Result<RunConfig> {
     Ok(cfg)
 }
 
+/// Whether `file` describes an image run: a `[data]` table with a `dataset` key
+/// (`cpflow::image::ImageExperimentConfig`, e.g. `configs/mnist.toml`) rather than the
+/// tabular/toy `source`.
+pub fn is_image_config(file: Option<&Path>) -> Result<bool> {
+    let Some(p) = file else { return Ok(false) };
+    let text =
+        std::fs::read_to_string(p).with_context(|| format!("reading config {}", p.display()))?;
+    let table = toml::from_str::<toml::Table>(&text)
+        .with_context(|| format!("parsing config {}", p.display()))?;
+    Ok(table
+        .get("data")
+        .and_then(|d| d.as_table())
+        .is_some_and(|d| d.contains_key("dataset")))
+}
+
+/// Reads an image-run file and applies the overrides: `--set`, then `--iters`
+/// (`train.max_iterations`), `--batch-size`, `--lr` (`train.adam.lr`), `--dtype`
+/// (`model.float`), `--seed` (`data.seed`, `train.seed`, `model.init_seed`). `--data` is
+/// refused (the dataset is `data.dataset`); `--device` and `--out` are not config keys here.
+pub fn resolve_image(file: &Path, ov: &Overrides) -> Result<cpflow::image::ImageExperimentConfig> {
+    let text = std::fs::read_to_string(file)
+        .with_context(|| format!("reading config {}", file.display()))?;
+    let mut table = toml::from_str::<toml::Table>(&text)
+        .with_context(|| format!("parsing config {}", file.display()))?;
+    for kv in &ov.set {
+        let (k, v) = kv
+            .split_once('=')
+            .with_context(|| format!("--set expects key=value, got `{kv}`"))?;
+        set_path(&mut table, k.trim(), parse_value(v.trim()))?;
+    }
+    if ov.data.is_some() {
+        bail!("--data does not apply to an image run: set data.dataset (mnist or cifar10)");
+    }
+    let int = |n: usize| toml::Value::Integer(n as i64);
+    if let Some(n) = ov.iters {
+        set_path(&mut table, "train.max_iterations", int(n))?;
+    }
+    if let Some(b) = ov.batch_size {
+        set_path(&mut table, "train.batch_size", int(b))?;
+    }
+    if let Some(lr) = ov.lr {
+        set_path(&mut table, "train.adam.lr", toml::Value::Float(lr))?;
+    }
+    if let Some(d) = &ov.dtype {
+        set_path(&mut table, "model.float", toml::Value::String(d.clone()))?;
+    }
+    if let Some(seed) = ov.seed {
+        for key in ["data.seed", "train.seed", "model.init_seed"] {
+            set_path(&mut table, key, toml::Value::Integer(seed as i64))?;
+        }
+    }
+    let cfg: cpflow::image::ImageExperimentConfig =
+        serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
+            let path = e.path().to_string();
+            anyhow::anyhow!(
+                "invalid image configuration at `{path}`: {}",
+                e.into_inner()
+            )
+        })?;
+    cfg.validate()?;
+    Ok(cfg)
+}
+
 /// Deep merge: tables merge key by key, anything else in `over` replaces `base`.
 pub fn merge(mut base: toml::Table, over: toml::Table) -> toml::Table {
     for (k, v) in over {
@@ -426,6 +489,39 @@ mod tests {
             ..Default::default()
         };
         assert!(resolve(None, &bad).is_err());
+    }
+
+    #[test]
+    fn image_configs_are_detected_and_resolved() {
+        let dir = std::env::temp_dir().join(format!("cpflow-runcfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let img = dir.join("img.toml");
+        std::fs::write(
+            &img,
+            "[data]\ndataset = \"mnist\"\nroot = \"data\"\n[train]\nmax_minutes = 1.0\n",
+        )
+        .unwrap();
+        let toy = dir.join("toy.toml");
+        std::fs::write(&toy, "[data]\nsource = \"moons\"\n").unwrap();
+        assert!(is_image_config(Some(&img)).unwrap());
+        assert!(!is_image_config(Some(&toy)).unwrap());
+        assert!(!is_image_config(None).unwrap());
+        let ov = Overrides {
+            set: vec!["model.baseline=true".into()],
+            iters: Some(5),
+            seed: Some(2),
+            ..Default::default()
+        };
+        let cfg = resolve_image(&img, &ov).unwrap();
+        assert!(cfg.model.baseline);
+        assert_eq!(cfg.train.max_iterations, Some(5));
+        assert_eq!((cfg.train.seed, cfg.model.init_seed), (2, 2));
+        let bad = Overrides {
+            set: vec!["model.nope=1".into()],
+            ..Default::default()
+        };
+        assert!(resolve_image(&img, &bad).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -5,12 +5,14 @@ mod ot;
 mod plot;
 mod sample;
 mod train;
+mod vae;
 
 pub use eval::eval;
 pub use ot::ot;
 pub use plot::plot;
 pub use sample::sample;
 pub use train::train;
+pub use vae::vae;
 
 use anyhow::{Context, Result, bail};
 use candle_core::Device;

@@ -1,0 +1,176 @@
+//! Training image flows as the authors' `train_img.py` (images-vae.md §2.4–2.7), with a
+//! validation split taken from the training images and the test set scored once, at the end.
+//!
+//! [`run_image_training`] runs the loop: a fresh uniform dequantisation of every batch, the
+//! data-dependent initialisation on the first batch, the CG-surrogate loss in bits/dim, Adam
+//! with gradient clipping, an exponential moving average of the weights ([`crate::image::ema`]),
+//! validation by SLQ on the EMA weights, `metrics.jsonl`, atomic resumable checkpoints, and at
+//! the end the test score with the EMA weights: SLQ bits/dim with its standard error over
+//! images, and exact log-dets on a subset with the SLQ error measured there.
+//!
+//! Files written to the output directory: `checkpoint.safetensors` (current weights, EMA,
+//! Adam, RNG and progress; resumable), `model.safetensors` (the EMA weights, loadable by
+//! [`crate::image::ImageFlow::load`]; rewritten at each validation and at the end),
+//! `metrics.jsonl` ([`ImageMetricsRecord`] lines; a fresh run truncates it, a resume appends)
+//! and `report.json` ([`ImageTrainReport`]).
+
+mod checkpoint;
+mod config;
+mod data;
+mod evaluate;
+mod run;
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Deserializer, Serialize};
+
+pub use checkpoint::{
+    EMA_PREFIX, IMAGE_TRAIN_FORMAT_VERSION, IMAGE_TRAIN_METADATA_KEY, ImageTrainCheckpoint,
+    ImageTrainCheckpointMeta, load_image_checkpoint, save_image_checkpoint,
+};
+pub use config::{
+    ConvArch, EmaConfig, ImageDataConfig, ImageDataset, ImageExperimentConfig, ImageModelConfig,
+    ImageTestConfig, ImageTrainConfig, reference_image_surrogate,
+};
+#[cfg(feature = "datasets")]
+pub use data::load_image_data;
+pub use data::{ImageData, ImageSet, dequantize_levels};
+pub use evaluate::{
+    BpdEstimate, ExactComparison, ImageTestReport, PerImageBpd, exact_bpd_per_image,
+    score_test_set, slq_bpd, slq_bpd_per_image,
+};
+pub use run::{TEST_SEED_SALT, VAL_SEED_SALT, run_image_training};
+
+/// Reads an `f64` that JSON may hold as `null` (serde_json writes NaN as `null`; standard
+/// errors of one image are NaN).
+pub(crate) fn f64_or_nan<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
+}
+
+/// Where and how a run writes.
+#[derive(Clone, Debug, Default)]
+pub struct ImageRunOptions {
+    /// Output directory (checkpoint, model, metrics, report); `None`: nothing is written.
+    pub out_dir: Option<PathBuf>,
+    /// Continue from `out_dir/checkpoint.safetensors`.
+    pub resume: bool,
+    /// Show a progress bar (feature `progress`).
+    pub progress_bar: bool,
+}
+
+/// One point of the validation curve.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ValPoint {
+    /// Optimiser steps done.
+    pub iteration: usize,
+    /// Training-step seconds so far (the clock of `max_minutes`).
+    pub train_time_s: f64,
+    /// SLQ bpd of the validation images, EMA weights.
+    pub val: BpdEstimate,
+}
+
+/// Progress of a run (saved in checkpoints).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ImageTrainState {
+    /// Optimiser steps done.
+    pub iteration: usize,
+    /// Current epoch (0-based).
+    pub epoch: usize,
+    /// Batches of the current epoch done.
+    pub epoch_batch: usize,
+    /// Training images seen.
+    pub samples_seen: u64,
+    /// Seconds spent in training steps (the clock of `max_minutes`).
+    pub train_time_s: f64,
+    /// The validation curve so far.
+    pub val_curve: Vec<ValPoint>,
+}
+
+/// Why a run stopped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ImageStopReason {
+    /// `epochs` or `max_iterations` reached.
+    IterationLimit,
+    /// `max_minutes` of training steps spent.
+    TimeBudget,
+}
+
+/// One line of `metrics.jsonl`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ImageMetricsRecord {
+    /// Optimiser steps done.
+    pub iteration: usize,
+    /// Fractional epochs done.
+    pub epoch: f64,
+    /// The surrogate training loss of the last step in the reference's bits/dim units: **not
+    /// a bpd** (each block contributes its CG surrogate ≈ `D`, not its log-det).
+    pub loss: f64,
+    /// SLQ bpd of the last training batch with the current weights (every
+    /// `train_slq_every` steps).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub train_bpd_slq: Option<f64>,
+    /// Learning rate of the last step.
+    pub lr: f64,
+    /// Gradient norm before clipping.
+    pub grad_norm: f64,
+    /// Mean CG iterations per system (image × block) in the last step.
+    pub cg_iterations: f64,
+    /// Largest CG iteration count of one system in the last step.
+    pub cg_max_iterations: usize,
+    /// Systems that met the CG tolerance / systems.
+    pub cg_converged_fraction: f64,
+    /// Validation SLQ bpd (EMA weights), when validated at this step.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub val_bpd: Option<f64>,
+    /// Its standard error over images.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub val_bpd_std_err: Option<f64>,
+    /// Mean seconds per training step since the previous line.
+    pub step_s: f64,
+    /// Training-step seconds so far (the clock of `max_minutes`).
+    pub train_time_s: f64,
+    /// Wall-clock seconds since this process started the run.
+    pub elapsed_s: f64,
+}
+
+/// The outcome of [`run_image_training`] (also written as `report.json`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ImageTrainReport {
+    /// Parameters of the flow (init flags excluded).
+    pub parameters: usize,
+    /// CP-Flow blocks (0: the baseline).
+    pub cp_flow_blocks: usize,
+    /// Training / validation / test images.
+    pub n_train: usize,
+    /// Validation images (from the training set).
+    pub n_val: usize,
+    /// Test images available (see `test` for how many were scored).
+    pub n_test: usize,
+    /// Optimiser steps done in total (over resumes).
+    pub iterations: usize,
+    /// Fractional epochs done.
+    pub epochs: f64,
+    /// Why the run stopped.
+    pub stop_reason: ImageStopReason,
+    /// Surrogate loss of the last step (not a bpd; NaN when no step ran).
+    #[serde(deserialize_with = "f64_or_nan")]
+    pub final_loss: f64,
+    /// Mean CG iterations per system over the steps of this call.
+    pub mean_cg_iterations: f64,
+    /// Largest CG iteration count of one system over the steps of this call.
+    pub max_cg_iterations: usize,
+    /// Mean seconds per training step in this call.
+    pub mean_step_s: f64,
+    /// Validation SLQ bpd (EMA weights) along the run, the last point at the end.
+    pub val_curve: Vec<ValPoint>,
+    /// The test score (EMA weights, once, at the end); `None` without test images.
+    pub test: Option<ImageTestReport>,
+    /// Training-step seconds in total (over resumes).
+    pub train_time_s: f64,
+    /// Seconds of validation, monitoring and the test score in this call.
+    pub eval_time_s: f64,
+    /// Wall-clock seconds of this call.
+    pub wall_time_s: f64,
+}

@@ -1,0 +1,105 @@
+//! The resumable checkpoint of an image run: one safetensors file with the current weights,
+//! the EMA shadows (`ema.*`), Adam's moments (`adam.m.*`, `adam.v.*`) and, as JSON metadata,
+//! the configurations, the progress, Adam's scalars and the RNG position. It also carries the
+//! weights-only metadata of [`ImageFlow::save`], so `ImageFlow::load` reads its current
+//! (not averaged) weights. Written atomically.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use candle_core::{Device, Tensor};
+use serde::{Deserialize, Serialize};
+
+use super::ImageTrainState;
+use super::config::ImageTrainConfig;
+use crate::adam::AdamState;
+use crate::checkpoint::write_atomic;
+use crate::error::{CpflowError, Result};
+use crate::image::checkpoint::{IMAGE_FORMAT_VERSION, IMAGE_METADATA_KEY, ImageCheckpointMeta};
+use crate::image::config::ImageFlowConfig;
+use crate::rng::RngState;
+
+/// Metadata key of the training part of an image checkpoint.
+pub const IMAGE_TRAIN_METADATA_KEY: &str = "cpflow_image_train";
+/// Format version of image training checkpoints.
+pub const IMAGE_TRAIN_FORMAT_VERSION: u32 = 1;
+/// Prefix of the EMA tensors.
+pub const EMA_PREFIX: &str = "ema.";
+
+/// The JSON part of an image training checkpoint.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ImageTrainCheckpointMeta {
+    /// Format version.
+    pub format_version: u32,
+    /// The model.
+    pub flow: ImageFlowConfig,
+    /// The training configuration of the run that wrote it.
+    pub train: ImageTrainConfig,
+    /// Progress.
+    pub state: ImageTrainState,
+    /// Adam's scalars (moments are tensors).
+    pub adam: AdamState,
+    /// The trainer's RNG.
+    pub rng: RngState,
+    /// Whether `ema.*` tensors are present.
+    pub ema: bool,
+}
+
+/// A loaded image training checkpoint.
+pub struct ImageTrainCheckpoint {
+    /// The JSON part.
+    pub meta: ImageTrainCheckpointMeta,
+    /// Weights, `ema.*`, `adam.*`.
+    pub tensors: HashMap<String, Tensor>,
+}
+
+/// Write a checkpoint atomically.
+pub fn save_image_checkpoint(
+    path: &Path,
+    meta: &ImageTrainCheckpointMeta,
+    tensors: Vec<(String, Tensor)>,
+) -> Result<()> {
+    let weights_meta = ImageCheckpointMeta {
+        format_version: IMAGE_FORMAT_VERSION,
+        flow: meta.flow.clone(),
+    };
+    let mut info = HashMap::new();
+    info.insert(
+        IMAGE_METADATA_KEY.to_string(),
+        serde_json::to_string(&weights_meta)?,
+    );
+    info.insert(
+        IMAGE_TRAIN_METADATA_KEY.to_string(),
+        serde_json::to_string(meta)?,
+    );
+    let tensors: Vec<(String, Tensor)> = tensors
+        .into_iter()
+        .map(|(k, t)| Ok((k, t.contiguous()?)))
+        .collect::<Result<_>>()?;
+    write_atomic(path, &safetensors::serialize(tensors, Some(info))?)
+}
+
+/// Read a checkpoint written by [`save_image_checkpoint`] (tensors on `device`).
+pub fn load_image_checkpoint(path: &Path, device: &Device) -> Result<ImageTrainCheckpoint> {
+    let bytes = std::fs::read(path).map_err(|e| CpflowError::io(path, e))?;
+    let (_, md) = safetensors::SafeTensors::read_metadata(&bytes)?;
+    let json = md
+        .metadata()
+        .as_ref()
+        .and_then(|m| m.get(IMAGE_TRAIN_METADATA_KEY))
+        .ok_or_else(|| {
+            CpflowError::Checkpoint(format!(
+                "{} has no `{IMAGE_TRAIN_METADATA_KEY}` metadata: not an image training checkpoint",
+                path.display()
+            ))
+        })?;
+    let meta: ImageTrainCheckpointMeta = serde_json::from_str(json)?;
+    if meta.format_version != IMAGE_TRAIN_FORMAT_VERSION {
+        return Err(CpflowError::Checkpoint(format!(
+            "unsupported image checkpoint format {} (expected {IMAGE_TRAIN_FORMAT_VERSION})",
+            meta.format_version
+        )));
+    }
+    let tensors = candle_core::safetensors::load_buffer(&bytes, device)?;
+    Ok(ImageTrainCheckpoint { meta, tensors })
+}

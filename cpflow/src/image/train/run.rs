@@ -1,0 +1,571 @@
+//! The loop of [`run_image_training`]: batches, steps, EMA, validation, metrics, checkpoints,
+//! and the end of a run (final validation, model file, the test score, the report).
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use candle_core::{DType, Device, Tensor, Var};
+
+use super::checkpoint::{
+    EMA_PREFIX, IMAGE_TRAIN_FORMAT_VERSION, ImageTrainCheckpointMeta, load_image_checkpoint,
+    save_image_checkpoint,
+};
+use super::config::ImageTrainConfig;
+use super::data::{ImageData, epoch_permutation, training_batch};
+use super::evaluate::{BpdEstimate, score_test_set, slq_bpd};
+use super::{
+    ImageMetricsRecord, ImageRunOptions, ImageStopReason, ImageTrainReport, ImageTrainState,
+    ValPoint,
+};
+use crate::adam::Adam;
+use crate::block::CgReport;
+use crate::error::{CpflowError, Result};
+use crate::image::bpd::bits_per_dim;
+use crate::image::config::ImageFlowConfig;
+use crate::image::ema::ExponentialMovingAverage;
+use crate::image::flow::ImageFlow;
+use crate::metrics::MetricsWriter;
+use crate::progress::Progress;
+use crate::rng::FlowRng;
+
+/// Validation seed = `train.seed ^ VAL_SEED_SALT` (the evaluation streams are independent of
+/// the training stream, so evaluating never changes the training trajectory; every validation
+/// uses the same noise and probes).
+pub const VAL_SEED_SALT: u64 = 0x5641_4C00;
+/// Test seed = `train.seed ^ TEST_SEED_SALT` (see [`score_test_set`]).
+pub const TEST_SEED_SALT: u64 = 0x5445_5354;
+const TRAIN_SLQ_SALT: u64 = 0x5452_4E00;
+
+/// Train an image flow (module docs of [`crate::image::train`]).
+///
+/// A fresh run builds `flow` and initialises it on the first training batch; with
+/// `opts.resume` the run continues from `out_dir/checkpoint.safetensors` (its model must be
+/// `flow`; `cfg` may extend the limits), drawing the same batches, noise and probes as an
+/// uninterrupted run. The run stops at the first of `cfg`'s limits, validates a last time,
+/// writes the final checkpoint and `model.safetensors` (EMA weights), scores the test images
+/// once with the EMA weights and returns (and writes) the report.
+///
+/// ```
+/// use candle_core::Device;
+/// use cpflow::image::{
+///     ImageData, ImageModelConfig, ImageRunOptions, ImageSet, ImageTrainConfig,
+///     run_image_training,
+/// };
+/// use icnn::ImageShape;
+///
+/// # fn main() -> cpflow::Result<()> {
+/// let shape = ImageShape::new(1, 4, 4);
+/// let levels = |n: usize| (0..n * 16).map(|i| ((i * 37) % 256) as u8).collect::<Vec<u8>>();
+/// let data = ImageData::new(
+///     ImageSet::new(shape, levels(8))?,
+///     ImageSet::new(shape, levels(2))?,
+///     ImageSet::new(shape, levels(2))?,
+/// )?;
+/// let model = ImageModelConfig { width: 4, depth: 2, nblocks: vec![1, 1], ..Default::default() };
+/// let flow = model.flow_config(shape, 0.05)?;
+/// let cfg = ImageTrainConfig { max_iterations: Some(2), batch_size: 4, ..Default::default() };
+/// let report = run_image_training(&flow, &cfg, &data, &Device::Cpu, &ImageRunOptions::default())?;
+/// assert_eq!(report.iterations, 2);
+/// assert!(report.test.unwrap().slq.bpd.is_finite());
+/// # Ok(())
+/// # }
+/// ```
+pub fn run_image_training(
+    flow: &ImageFlowConfig,
+    cfg: &ImageTrainConfig,
+    data: &ImageData,
+    device: &Device,
+    opts: &ImageRunOptions,
+) -> Result<ImageTrainReport> {
+    cfg.validate()?;
+    if data.shape() != flow.image {
+        return Err(CpflowError::InvalidInput(format!(
+            "the images are {:?}, the flow models {:?}",
+            data.shape(),
+            flow.image
+        )));
+    }
+    let wall = Instant::now();
+    let mut run = if opts.resume {
+        let dir = opts.out_dir.as_ref().ok_or_else(|| {
+            CpflowError::InvalidConfig("resuming needs an output directory".into())
+        })?;
+        Run::resume(&dir.join("checkpoint.safetensors"), flow, cfg, data, device)?
+    } else {
+        Run::fresh(flow, cfg, data, device)?
+    };
+    run.out_dir = opts.out_dir.clone();
+    run.train(opts, wall)
+}
+
+struct Run<'a> {
+    cfg: &'a ImageTrainConfig,
+    data: &'a ImageData,
+    flow: ImageFlow,
+    eval_flow: ImageFlow,
+    vars: Vec<(String, Var)>,
+    adam: Adam,
+    ema: ExponentialMovingAverage,
+    rng: FlowRng,
+    state: ImageTrainState,
+    perm: Option<(usize, Vec<u32>)>,
+    out_dir: Option<PathBuf>,
+    last_checkpoint: Option<PathBuf>,
+    fresh: bool,
+}
+
+/// Statistics of the steps of one call.
+#[derive(Default)]
+struct StepStats {
+    steps: usize,
+    seconds: f64,
+    cg_mean_sum: f64,
+    cg_steps: usize,
+    cg_max: usize,
+    last_loss: f64,
+}
+
+fn scalar(t: &Tensor) -> Result<f64> {
+    Ok(t.to_dtype(DType::F64)?.to_scalar::<f64>()?)
+}
+
+impl<'a> Run<'a> {
+    fn fresh(
+        flow_cfg: &ImageFlowConfig,
+        cfg: &'a ImageTrainConfig,
+        data: &'a ImageData,
+        device: &Device,
+    ) -> Result<Self> {
+        let flow = ImageFlow::new(flow_cfg.clone(), device)?;
+        let vars = flow.named_vars();
+        Ok(Run {
+            cfg,
+            data,
+            eval_flow: ImageFlow::new(flow_cfg.clone(), device)?,
+            adam: Adam::new(vars.clone(), cfg.adam.clone())?,
+            vars,
+            flow,
+            ema: ExponentialMovingAverage::new(),
+            rng: FlowRng::seed_from_u64(cfg.seed),
+            state: ImageTrainState::default(),
+            perm: None,
+            out_dir: None,
+            last_checkpoint: None,
+            fresh: true,
+        })
+    }
+
+    fn resume(
+        path: &Path,
+        flow_cfg: &ImageFlowConfig,
+        cfg: &'a ImageTrainConfig,
+        data: &'a ImageData,
+        device: &Device,
+    ) -> Result<Self> {
+        let ck = load_image_checkpoint(path, device)?;
+        if ck.meta.flow != *flow_cfg {
+            return Err(CpflowError::InvalidConfig(format!(
+                "{} holds another model than the configured one (resume with the run's own \
+                 model settings)",
+                path.display()
+            )));
+        }
+        let flow = ImageFlow::new(ck.meta.flow.clone(), device)?;
+        flow.set_weights(&ck.tensors, "")?;
+        let vars = flow.named_vars();
+        let mut adam = Adam::new(vars.clone(), cfg.adam.clone())?;
+        adam.load_state(&ck.meta.adam, &ck.tensors)?;
+        let ema = if ck.meta.ema {
+            ExponentialMovingAverage::load(&vars, &ck.tensors, EMA_PREFIX)?
+        } else {
+            ExponentialMovingAverage::new()
+        };
+        Ok(Run {
+            cfg,
+            data,
+            eval_flow: ImageFlow::new(flow_cfg.clone(), device)?,
+            adam,
+            vars,
+            flow,
+            ema,
+            rng: FlowRng::from_state(&ck.meta.rng)?,
+            state: ck.meta.state,
+            perm: None,
+            out_dir: None,
+            last_checkpoint: Some(path.to_path_buf()),
+            fresh: false,
+        })
+    }
+
+    fn batches_per_epoch(&self) -> usize {
+        self.data.train.len().div_ceil(self.cfg.batch_size)
+    }
+
+    fn epochs_done(&self) -> f64 {
+        self.state.epoch as f64 + self.state.epoch_batch as f64 / self.batches_per_epoch() as f64
+    }
+
+    /// The next training batch, dequantised with the run's RNG.
+    fn next_batch(&mut self) -> Result<Tensor> {
+        let n = self.data.train.len();
+        let bs = self.cfg.batch_size;
+        let nb = self.batches_per_epoch();
+        if self.state.epoch_batch >= nb {
+            // Resumed with a larger batch than the checkpoint's: start the next epoch.
+            self.state.epoch += 1;
+            self.state.epoch_batch = 0;
+        }
+        let epoch = self.state.epoch;
+        if self.perm.as_ref().is_none_or(|(e, _)| *e != epoch) {
+            self.perm = Some((epoch, epoch_permutation(n, self.cfg.seed, epoch)));
+        }
+        let perm = self.perm.as_ref().map(|(_, p)| p.as_slice()).unwrap_or(&[]);
+        let start = self.state.epoch_batch * bs;
+        let idx = &perm[start..(start + bs).min(n)];
+        let x = training_batch(
+            &self.data.train,
+            idx,
+            self.cfg.hflip,
+            self.flow.dtype(),
+            self.flow.device(),
+            &mut self.rng,
+        )?;
+        self.state.epoch_batch += 1;
+        self.state.samples_seen += idx.len() as u64;
+        if self.state.epoch_batch >= nb {
+            self.state.epoch += 1;
+            self.state.epoch_batch = 0;
+        }
+        Ok(x)
+    }
+
+    /// One optimiser step and the EMA update; returns (loss, gradient norm, CG report).
+    fn step(&mut self, x: &Tensor) -> Result<(f64, f64, CgReport)> {
+        let it = self.state.iteration;
+        self.adam.set_lr(self.cfg.lr_at(it));
+        let out = self
+            .flow
+            .surrogate_loss(x, &self.cfg.surrogate, &mut self.rng)?;
+        let loss = scalar(&out.loss)?;
+        if !loss.is_finite() {
+            return Err(CpflowError::NonFinite {
+                what: format!("loss ({loss})"),
+                step: it,
+                checkpoint: self.last_checkpoint.clone(),
+            });
+        }
+        let mut grads = out.loss.backward()?;
+        let gn = self.adam.grad_norm(&grads)?;
+        if !gn.is_finite() {
+            let name = self
+                .adam
+                .first_non_finite_grad(&grads)?
+                .unwrap_or_else(|| "the parameters (norm overflow)".into());
+            return Err(CpflowError::NonFinite {
+                what: format!("gradient of {name}"),
+                step: it,
+                checkpoint: self.last_checkpoint.clone(),
+            });
+        }
+        if let Some(c) = self.cfg.clip_grad_norm {
+            self.adam.clip_grad_norm_with_norm(&mut grads, c, gn)?;
+        }
+        self.adam.step(&grads)?;
+        self.state.iteration += 1;
+        self.ema
+            .update(&self.vars, self.cfg.ema.decay_at(self.state.iteration))?;
+        Ok((loss, gn, out.cg))
+    }
+
+    /// Put the EMA weights (the current ones before any step) into the evaluation flow.
+    fn load_eval_weights(&self) -> Result<()> {
+        let w = if self.ema.is_initialized() {
+            self.ema.to_map()
+        } else {
+            self.flow.weight_tensors().into_iter().collect()
+        };
+        self.eval_flow.set_weights(&w, "")
+    }
+
+    /// Validation SLQ bpd with the EMA weights (same noise and probes at every validation,
+    /// so points of the curve differ by the weights only); appends to the curve and rewrites
+    /// `model.safetensors`.
+    fn validate(&mut self) -> Result<Option<BpdEstimate>> {
+        if self.data.val.is_empty() {
+            return Ok(None);
+        }
+        self.load_eval_weights()?;
+        let val = slq_bpd(
+            &self.eval_flow,
+            &self.data.val,
+            self.data.val.len(),
+            &self.cfg.val_slq,
+            self.cfg.eval_batch_size,
+            self.cfg.seed ^ VAL_SEED_SALT,
+        )?;
+        tracing::info!(
+            iteration = self.state.iteration,
+            val_bpd = val.bpd,
+            std_err = val.std_err,
+            "validation (EMA weights, SLQ)"
+        );
+        self.state.val_curve.push(ValPoint {
+            iteration: self.state.iteration,
+            train_time_s: self.state.train_time_s,
+            val: val.clone(),
+        });
+        if let Some(d) = &self.out_dir {
+            self.eval_flow.save(&d.join("model.safetensors"))?;
+        }
+        Ok(Some(val))
+    }
+
+    /// SLQ bpd of a training batch with the current weights.
+    fn train_bpd(&self, x: &Tensor) -> Result<f64> {
+        let mut r = FlowRng::seed_from_u64(
+            self.cfg.seed ^ TRAIN_SLQ_SALT ^ (self.state.iteration as u64).wrapping_mul(0x9E37),
+        );
+        let lp = self.flow.log_prob_slq(x, &self.cfg.val_slq, &mut r)?;
+        let (mean, _) = lp.mean_and_std_err()?;
+        Ok(bits_per_dim(mean, self.flow.dim()))
+    }
+
+    fn save_checkpoint(&mut self) -> Result<()> {
+        let Some(dir) = &self.out_dir else {
+            return Ok(());
+        };
+        let path = dir.join("checkpoint.safetensors");
+        let meta = ImageTrainCheckpointMeta {
+            format_version: IMAGE_TRAIN_FORMAT_VERSION,
+            flow: self.flow.config().clone(),
+            train: self.cfg.clone(),
+            state: self.state.clone(),
+            adam: self.adam.state(),
+            rng: self.rng.state(),
+            ema: self.ema.is_initialized(),
+        };
+        let mut tensors = self.flow.weight_tensors();
+        tensors.extend(self.adam.state_tensors());
+        tensors.extend(
+            self.ema
+                .tensors()
+                .iter()
+                .map(|(k, t)| (format!("{EMA_PREFIX}{k}"), t.clone())),
+        );
+        save_image_checkpoint(&path, &meta, tensors)?;
+        self.last_checkpoint = Some(path);
+        Ok(())
+    }
+
+    fn metrics_writer(&mut self) -> Result<Option<MetricsWriter>> {
+        let Some(d) = &self.out_dir else {
+            return Ok(None);
+        };
+        std::fs::create_dir_all(d).map_err(|e| CpflowError::io(d, e))?;
+        let path = d.join("metrics.jsonl");
+        Ok(Some(if self.fresh {
+            MetricsWriter::create(&path)?
+        } else {
+            MetricsWriter::append(&path)?
+        }))
+    }
+
+    fn train(mut self, opts: &ImageRunOptions, wall: Instant) -> Result<ImageTrainReport> {
+        let cfg = self.cfg;
+        let limit = cfg.iteration_limit(self.data.train.len());
+        let budget = cfg.max_minutes.map(|m| m * 60.0);
+        let mut metrics = self.metrics_writer()?;
+        let bar = Progress::new(
+            if limit == usize::MAX { 0 } else { limit as u64 },
+            opts.progress_bar,
+        );
+        bar.set_position(self.state.iteration as u64);
+        let mut stats = StepStats {
+            last_loss: f64::NAN,
+            ..Default::default()
+        };
+        let mut eval_time = 0.0;
+        let (mut win_steps, mut win_time) = (0usize, 0.0f64);
+        let out_of_budget = |s: &ImageTrainState| budget.is_some_and(|b| s.train_time_s >= b);
+        let stop_reason = loop {
+            if self.state.iteration >= limit {
+                break ImageStopReason::IterationLimit;
+            }
+            if out_of_budget(&self.state) {
+                break ImageStopReason::TimeBudget;
+            }
+            let t = Instant::now();
+            let x = self.next_batch()?;
+            if !self.flow.is_initialized()? {
+                self.flow.initialize(&x)?;
+            }
+            let (loss, gn, cg) = self.step(&x)?;
+            let dt = t.elapsed().as_secs_f64();
+            self.state.train_time_s += dt;
+            stats.steps += 1;
+            stats.seconds += dt;
+            stats.last_loss = loss;
+            (win_steps, win_time) = (win_steps + 1, win_time + dt);
+            let cg_max = cg.iterations.iter().copied().max().unwrap_or(0);
+            if !cg.iterations.is_empty() {
+                stats.cg_mean_sum += cg.mean_iterations();
+                stats.cg_steps += 1;
+                stats.cg_max = stats.cg_max.max(cg_max);
+            }
+            let it = self.state.iteration;
+            let last = it >= limit || out_of_budget(&self.state);
+            let te = Instant::now();
+            let train_bpd = if cfg.train_slq_every > 0 && it.is_multiple_of(cfg.train_slq_every) {
+                Some(self.train_bpd(&x)?)
+            } else {
+                None
+            };
+            let val = if cfg.val_every > 0 && it.is_multiple_of(cfg.val_every) {
+                self.validate()?
+            } else {
+                None
+            };
+            eval_time += te.elapsed().as_secs_f64();
+            let log_now = (cfg.log_every > 0 && it.is_multiple_of(cfg.log_every))
+                || train_bpd.is_some()
+                || val.is_some()
+                || last;
+            if log_now {
+                let rec = ImageMetricsRecord {
+                    iteration: it,
+                    epoch: self.epochs_done(),
+                    loss,
+                    train_bpd_slq: train_bpd,
+                    lr: self.adam.lr(),
+                    grad_norm: gn,
+                    cg_iterations: cg.mean_iterations(),
+                    cg_max_iterations: cg_max,
+                    cg_converged_fraction: if cg.iterations.is_empty() {
+                        1.0
+                    } else {
+                        cg.converged as f64 / cg.iterations.len() as f64
+                    },
+                    val_bpd: val.as_ref().map(|v| v.bpd),
+                    val_bpd_std_err: val.as_ref().map(|v| v.std_err),
+                    step_s: win_time / win_steps.max(1) as f64,
+                    train_time_s: self.state.train_time_s,
+                    elapsed_s: wall.elapsed().as_secs_f64(),
+                };
+                (win_steps, win_time) = (0, 0.0);
+                tracing::debug!(
+                    iteration = it,
+                    loss,
+                    train_bpd_slq = ?train_bpd,
+                    cg_iterations = rec.cg_iterations,
+                    step_s = rec.step_s,
+                    "train"
+                );
+                bar.set_message(format!(
+                    "loss {loss:.3} | val bpd {} | CG {:.1} | {:.2} s/step",
+                    self.state
+                        .val_curve
+                        .last()
+                        .map_or("-".to_string(), |p| format!("{:.3}", p.val.bpd)),
+                    rec.cg_iterations,
+                    rec.step_s
+                ));
+                if let Some(m) = metrics.as_mut() {
+                    m.write(&rec)?;
+                }
+            }
+            bar.set_position(it as u64);
+            if val.is_some()
+                || (cfg.checkpoint_every > 0 && it.is_multiple_of(cfg.checkpoint_every))
+            {
+                self.save_checkpoint()?;
+            }
+        };
+        bar.finish_and_clear();
+        self.finish(stop_reason, stats, eval_time, wall)
+    }
+
+    /// Final validation (unless the last step was validated), checkpoint, model file, test
+    /// score, report.
+    fn finish(
+        mut self,
+        stop_reason: ImageStopReason,
+        stats: StepStats,
+        mut eval_time: f64,
+        wall: Instant,
+    ) -> Result<ImageTrainReport> {
+        let te = Instant::now();
+        if !self.flow.is_initialized()? {
+            // No step was run (a zero limit): initialise on the first batch, untrained,
+            // without consuming it.
+            let (state, rng) = (self.state.clone(), self.rng.clone());
+            let x = self.next_batch()?;
+            self.flow.initialize(&x)?;
+            (self.state, self.rng) = (state, rng);
+        }
+        let it = self.state.iteration;
+        if self
+            .state
+            .val_curve
+            .last()
+            .is_none_or(|p| p.iteration != it)
+        {
+            self.validate()?;
+        }
+        self.save_checkpoint()?;
+        self.load_eval_weights()?;
+        if let Some(d) = &self.out_dir {
+            self.eval_flow.save(&d.join("model.safetensors"))?;
+        }
+        let test = if self.data.test.is_empty() {
+            None
+        } else {
+            let r = score_test_set(
+                &self.eval_flow,
+                &self.data.test,
+                &self.cfg.test,
+                self.cfg.eval_batch_size,
+                self.cfg.seed ^ TEST_SEED_SALT,
+            )?;
+            tracing::info!(
+                images = r.slq.images,
+                test_bpd = r.slq.bpd,
+                std_err = r.slq.std_err,
+                exact_minus_slq = ?r.exact.as_ref().map(|e| -e.mean_difference),
+                "test score (EMA weights, scored once)"
+            );
+            Some(r)
+        };
+        eval_time += te.elapsed().as_secs_f64();
+        let report = ImageTrainReport {
+            parameters: self.flow.num_parameters(),
+            cp_flow_blocks: self.flow.blocks().count(),
+            n_train: self.data.train.len(),
+            n_val: self.data.val.len(),
+            n_test: self.data.test.len(),
+            iterations: it,
+            epochs: self.epochs_done(),
+            stop_reason,
+            final_loss: stats.last_loss,
+            mean_cg_iterations: if stats.cg_steps > 0 {
+                stats.cg_mean_sum / stats.cg_steps as f64
+            } else {
+                0.0
+            },
+            max_cg_iterations: stats.cg_max,
+            mean_step_s: stats.seconds / stats.steps.max(1) as f64,
+            val_curve: self.state.val_curve.clone(),
+            test,
+            train_time_s: self.state.train_time_s,
+            eval_time_s: eval_time,
+            wall_time_s: wall.elapsed().as_secs_f64(),
+        };
+        if let Some(d) = &self.out_dir {
+            let path = d.join("report.json");
+            crate::checkpoint::write_atomic(
+                &path,
+                serde_json::to_string_pretty(&report)?.as_bytes(),
+            )?;
+        }
+        Ok(report)
+    }
+}

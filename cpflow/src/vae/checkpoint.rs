@@ -1,0 +1,84 @@
+//! VAE checkpoints: weights, optimiser moments and best weights in one safetensors file, the
+//! configuration and trainer state as JSON in its metadata; written atomically.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use candle_core::{Device, Tensor};
+use serde::{Deserialize, Serialize};
+
+use super::adamax::AdamaxState;
+use super::config::VaeConfig;
+use crate::checkpoint::write_atomic;
+use crate::error::{CpflowError, Result};
+use crate::rng::RngState;
+
+/// Metadata key of a VAE checkpoint.
+pub const VAE_METADATA_KEY: &str = "cpflow-vae";
+
+/// Trainer progress saved with the weights.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct VaeTrainState {
+    /// Epochs completed.
+    pub epoch: usize,
+    /// Optimiser steps completed.
+    pub steps: usize,
+    /// Best validation −ELBO so far (nats per image) and its epoch.
+    pub best_val: Option<(f64, usize)>,
+    /// Epochs without improvement (counted once `epoch ≥ warmup`).
+    pub bad_epochs: usize,
+    /// Validation −ELBO per epoch.
+    pub val_curve: Vec<(usize, f64)>,
+    /// Seconds of training so far (all sessions).
+    pub train_seconds: f64,
+    /// The trainer's RNG.
+    pub rng: RngState,
+}
+
+/// The JSON part of a VAE checkpoint.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct VaeCheckpointMeta {
+    /// The experiment's configuration.
+    pub config: VaeConfig,
+    /// Trainer state (absent in a weights-only file).
+    pub state: Option<VaeTrainState>,
+    /// Optimiser scalars.
+    pub optimizer: Option<AdamaxState>,
+}
+
+/// Write a checkpoint atomically.
+pub fn save_vae_checkpoint(
+    path: &Path,
+    meta: &VaeCheckpointMeta,
+    tensors: Vec<(String, Tensor)>,
+) -> Result<()> {
+    let mut info = HashMap::new();
+    info.insert(VAE_METADATA_KEY.to_string(), serde_json::to_string(meta)?);
+    let tensors: Vec<(String, Tensor)> = tensors
+        .into_iter()
+        .map(|(k, t)| Ok((k, t.contiguous()?)))
+        .collect::<Result<_>>()?;
+    write_atomic(path, &safetensors::serialize(tensors, Some(info))?)
+}
+
+/// Read a VAE checkpoint.
+pub fn load_vae_checkpoint(
+    path: &Path,
+    device: &Device,
+) -> Result<(VaeCheckpointMeta, HashMap<String, Tensor>)> {
+    let bytes = std::fs::read(path).map_err(|e| CpflowError::io(path, e))?;
+    let (_, md) = safetensors::SafeTensors::read_metadata(&bytes)?;
+    let json = md
+        .metadata()
+        .as_ref()
+        .and_then(|m| m.get(VAE_METADATA_KEY))
+        .ok_or_else(|| {
+            CpflowError::Checkpoint(format!(
+                "{} has no `{VAE_METADATA_KEY}` metadata: not a cpflow VAE checkpoint",
+                path.display()
+            ))
+        })?;
+    let meta: VaeCheckpointMeta = serde_json::from_str(json)?;
+    let tensors = candle_core::safetensors::load_buffer(&bytes, device)?;
+    Ok((meta, tensors))
+}

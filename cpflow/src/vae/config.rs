@@ -1,0 +1,213 @@
+//! The VAE experiment's configuration (`cpflow vae --config configs/vae-*.toml`).
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use super::adamax::AdamaxParams;
+use super::data::VaeDatasetName;
+use super::model::{PosteriorKind, VaeModelConfig};
+use super::network::VaeArchitecture;
+use crate::config::FloatType;
+use crate::config::SurrogateParams;
+use crate::error::{CpflowError, Result};
+
+/// Which data, from where.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VaeDataConfig {
+    /// The dataset.
+    pub dataset: VaeDatasetName,
+    /// Data root (laid out as `../shared/data`: `frey-faces/`, `caltech101-silhouettes/`,
+    /// `mnist/`, `omniglot/`).
+    pub root: PathBuf,
+    /// Seed of the split shuffles and the one-off binarisation of validation/test images
+    /// (reference `freyseed` 123).
+    #[serde(default = "default_data_seed")]
+    pub seed: u64,
+}
+
+fn default_data_seed() -> u64 {
+    123
+}
+
+/// Training (`train_vae.py` defaults: 2000 epochs, batch 100, Adamax 5e-4, β warm-up over
+/// 100 epochs, early stopping after 100 epochs without improvement, CG tolerance 1e-5).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct VaeTrainConfig {
+    /// Maximum number of epochs.
+    pub epochs: usize,
+    /// Batch size (train, validation and test).
+    pub batch_size: usize,
+    /// Adamax hyper-parameters.
+    pub optimizer: AdamaxParams,
+    /// β = min(epoch / warmup_epochs, max_beta).
+    pub warmup_epochs: usize,
+    /// Final β.
+    pub max_beta: f64,
+    /// Stop after this many epochs without a better validation −ELBO (counted only once
+    /// `epoch ≥ warmup_epochs`, as the reference).
+    pub early_stopping_epochs: usize,
+    /// CG of the surrogate (reference: atol = rtol = 1e-5, at most 64 iterations).
+    pub cg: SurrogateParams,
+    /// Seed of the batch order, the posterior noise, the probes and dynamic binarisation.
+    pub seed: u64,
+    /// Stop after this many minutes of training (then evaluate as usual).
+    pub max_minutes: Option<f64>,
+}
+
+impl Default for VaeTrainConfig {
+    fn default() -> Self {
+        VaeTrainConfig {
+            epochs: 2000,
+            batch_size: 100,
+            optimizer: AdamaxParams::default(),
+            warmup_epochs: 100,
+            max_beta: 1.0,
+            early_stopping_epochs: 100,
+            cg: crate::posterior::reference_vae_surrogate_params(),
+            seed: 1,
+            max_minutes: None,
+        }
+    }
+}
+
+impl VaeTrainConfig {
+    /// β of a 1-based epoch.
+    pub fn beta(&self, epoch: usize) -> f64 {
+        (epoch as f64 / self.warmup_epochs.max(1) as f64).min(self.max_beta)
+    }
+}
+
+/// Final evaluation on the test split.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct VaeEvalConfig {
+    /// Importance samples per test image for the log-likelihood (0 = skip).
+    pub is_samples: usize,
+    /// Samples per decoder pass.
+    pub is_chunk: usize,
+    /// Score the importance-sampled likelihood on the first `is_images` test images only
+    /// (`None`: all of them). The −ELBO always uses the whole test split.
+    pub is_images: Option<usize>,
+}
+
+impl Default for VaeEvalConfig {
+    fn default() -> Self {
+        VaeEvalConfig {
+            is_samples: 1000,
+            is_chunk: 500,
+            is_images: None,
+        }
+    }
+}
+
+/// The whole experiment.
+///
+/// ```
+/// let cfg: cpflow::vae::VaeConfig = toml::from_str(r#"
+/// [data]
+/// dataset = "frey-faces"
+/// root = "../shared/data"
+/// [model]
+/// posterior = "gaussian"
+/// [train]
+/// epochs = 3
+/// "#).unwrap();
+/// assert_eq!(cfg.train.batch_size, 100);
+/// assert_eq!(cfg.model.latent_dim, 64);
+/// cfg.validate().unwrap();
+/// ```
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VaeConfig {
+    /// Data.
+    pub data: VaeDataConfig,
+    /// Model.
+    #[serde(default)]
+    pub model: VaeModelConfig,
+    /// Training.
+    #[serde(default)]
+    pub train: VaeTrainConfig,
+    /// Test evaluation.
+    #[serde(default)]
+    pub eval: VaeEvalConfig,
+}
+
+impl VaeConfig {
+    /// The reference experiment (`train_vae.py` defaults, `images-vae.md` §3): reference
+    /// widths, z = 64, f64, 4 CP-Flow blocks of PICNN(64, 5), 2000 epochs with β warm-up over
+    /// 100 and early stopping after 100; importance sampling with K = 1000.
+    pub fn reference(
+        dataset: VaeDatasetName,
+        root: impl Into<PathBuf>,
+        posterior: PosteriorKind,
+    ) -> Self {
+        VaeConfig {
+            data: VaeDataConfig {
+                dataset,
+                root: root.into(),
+                seed: default_data_seed(),
+            },
+            model: VaeModelConfig {
+                posterior,
+                ..Default::default()
+            },
+            train: VaeTrainConfig::default(),
+            eval: VaeEvalConfig::default(),
+        }
+    }
+
+    /// A reduced experiment that trains on 2 CPU cores (`configs/vae-*-cpu.toml`): encoder
+    /// and decoder at half width (`c = 16`, a 64-channel categorical head) in f32, the
+    /// posterior as the reference (PICNN(64, 5) × 4 blocks, f64); 100 epochs with β warm-up
+    /// over 20 and early stopping after 30; importance sampling with K = 200 on the first
+    /// 200 test images.
+    pub fn cpu(
+        dataset: VaeDatasetName,
+        root: impl Into<PathBuf>,
+        posterior: PosteriorKind,
+    ) -> Self {
+        let mut c = Self::reference(dataset, root, posterior);
+        c.model.architecture = VaeArchitecture {
+            channels: 16,
+            feature_dim: 256,
+            head_channels: 64,
+        };
+        c.model.network_float = FloatType::F32;
+        c.train.epochs = 100;
+        c.train.warmup_epochs = 20;
+        c.train.early_stopping_epochs = 30;
+        c.eval = VaeEvalConfig {
+            is_samples: 200,
+            is_chunk: 200,
+            is_images: Some(200),
+        };
+        c
+    }
+
+    /// Check the values that serde cannot.
+    pub fn validate(&self) -> Result<()> {
+        let t = &self.train;
+        let bad = |m: &str| Err(CpflowError::InvalidConfig(m.to_string()));
+        if t.batch_size == 0 {
+            return bad("train.batch_size must be ≥ 1");
+        }
+        if !(t.max_beta.is_finite() && t.max_beta >= 0.0) {
+            return bad("train.max_beta must be finite and ≥ 0");
+        }
+        if let Some(m) = t.max_minutes
+            && !(m.is_finite() && m > 0.0)
+        {
+            return bad("train.max_minutes must be > 0");
+        }
+        if self.eval.is_samples > 0 && self.eval.is_chunk == 0 {
+            return bad("eval.is_chunk must be ≥ 1");
+        }
+        if self.model.latent_dim == 0 {
+            return bad("model.latent_dim must be ≥ 1");
+        }
+        self.model.posterior_config().validate()
+    }
+}

@@ -1,0 +1,39 @@
+//! The VAE experiment of the paper's Table 3 (`docs/reference/images-vae.md` §3): the
+//! Sylvester-flows gated-convolution encoder and decoder, with a Gaussian or an amortised
+//! CP-Flow posterior ([`crate::posterior`]), β warm-up, Adamax, early stopping on a
+//! validation split, and evaluation by the single-sample negative ELBO (exact log-det) and an
+//! importance-sampled log-likelihood.
+//!
+//! The conditional flow itself lives in [`crate::posterior`]; this module is the experiment
+//! around it (feature `vae`).
+
+mod data;
+
+pub use data::*;
+mod gated;
+mod network;
+
+pub use gated::{ConvShape, GatedConv};
+pub use network::{Decoder, Encoder, EncoderOutput, VaeArchitecture};
+mod adamax;
+mod likelihood;
+
+pub use adamax::{Adamax, AdamaxParams, AdamaxState};
+pub use likelihood::{bernoulli_log_likelihood, categorical_log_likelihood};
+mod model;
+
+pub use model::{NegElbo, PosteriorKind, Vae, VaeBatch, VaeModelConfig, VaeTrainTerms};
+mod checkpoint;
+mod config;
+mod evaluate;
+mod train;
+
+pub use checkpoint::{VaeCheckpointMeta, VaeTrainState, load_vae_checkpoint, save_vae_checkpoint};
+pub use config::{VaeConfig, VaeDataConfig, VaeEvalConfig, VaeTrainConfig};
+pub use evaluate::{MeanWithError, make_batch, split_importance_nll, split_neg_elbo};
+pub use train::{
+    VaeEpochRecord, VaeReport, VaeRunOptions, VaeStopReason, load_vae, run_vae, run_vae_on,
+};
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,431 @@
+//! The VAE: encoder, posterior `q(z | x)` (Gaussian or CP-Flow), decoder, and the
+//! per-image quantities of training and evaluation (`docs/reference/images-vae.md` §3.3–3.5).
+
+use candle_core::{DType, Device, Tensor, Var};
+use candle_nn::VarMap;
+use rand::{Rng, SeedableRng};
+use serde::{Deserialize, Serialize};
+
+use super::data::VaeLikelihood;
+use super::likelihood::{bernoulli_log_likelihood, categorical_log_likelihood};
+use super::network::{Decoder, Encoder, EncoderOutput, VaeArchitecture};
+use crate::block::CgReport;
+use crate::config::{FloatType, SurrogateParams};
+use crate::error::{CpflowError, Result};
+use crate::posterior::{AmortizedPosterior, ImportanceEstimate, PosteriorConfig};
+
+/// Which posterior the VAE uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PosteriorKind {
+    /// The diagonal Gaussian `N(μ, diag σ²)` (Table 3's baseline row).
+    Gaussian,
+    /// The Gaussian pushed through CP-Flow blocks with PICNN potentials (Table 3's
+    /// CP-Flow row).
+    CpFlow,
+}
+
+/// Everything needed to rebuild a [`Vae`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct VaeModelConfig {
+    /// Latent dimension (reference 64).
+    pub latent_dim: usize,
+    /// Encoder/decoder widths.
+    pub architecture: VaeArchitecture,
+    /// Gaussian or CP-Flow posterior.
+    pub posterior: PosteriorKind,
+    /// CP-Flow blocks (reference 4).
+    pub blocks: usize,
+    /// PICNN width (reference 64).
+    pub width: usize,
+    /// PICNN depth (reference 5).
+    pub depth: usize,
+    /// Float type of the encoder and decoder (reference f64).
+    pub network_float: FloatType,
+    /// Float type of the posterior (reference f64).
+    pub posterior_float: FloatType,
+    /// Seed of the initial weights.
+    pub init_seed: u64,
+}
+
+impl Default for VaeModelConfig {
+    fn default() -> Self {
+        VaeModelConfig {
+            latent_dim: 64,
+            architecture: VaeArchitecture::reference(),
+            posterior: PosteriorKind::CpFlow,
+            blocks: 4,
+            width: 64,
+            depth: 5,
+            network_float: FloatType::F64,
+            posterior_float: FloatType::F64,
+            init_seed: 0,
+        }
+    }
+}
+
+impl VaeModelConfig {
+    /// The posterior's configuration.
+    pub fn posterior_config(&self) -> PosteriorConfig {
+        let c = self.architecture.feature_dim;
+        let cfg = match self.posterior {
+            PosteriorKind::Gaussian => PosteriorConfig::gaussian(self.latent_dim, c),
+            PosteriorKind::CpFlow => PosteriorConfig::reference_vae(self.latent_dim, c)
+                .with_blocks(self.blocks)
+                .with_picnn(self.width, self.depth),
+        };
+        cfg.with_float(self.posterior_float)
+            .with_init_seed(self.init_seed.wrapping_add(1))
+    }
+}
+
+/// One batch: the decoder's inputs `(B, 1, H, W)` and, for the categorical likelihood, the
+/// class targets `(B, H·W)` (`u32`).
+#[derive(Clone, Debug)]
+pub struct VaeBatch {
+    /// Images `(B, 1, H, W)` in the network's float type.
+    pub x: Tensor,
+    /// Class targets for the 256-way likelihood (`None` for binary data).
+    pub targets: Option<Tensor>,
+}
+
+/// The training loss of one batch and what it is made of.
+#[derive(Clone, Debug)]
+pub struct VaeTrainTerms {
+    /// `(Σ_b −log p(x|z) + β Σ_b KL̂_surrogate) / B`, a scalar to differentiate.
+    pub loss: Tensor,
+    /// Mean reconstruction term `−log p(x | z)` (nats per image).
+    pub reconstruction: f64,
+    /// CG report of the posterior's blocks (empty for the Gaussian posterior).
+    pub cg: CgReport,
+}
+
+/// Per-image negative ELBO with its parts (nats).
+#[derive(Clone, Debug, Default)]
+pub struct NegElbo {
+    /// `−log p(x|z) + log q(z|x) − log p(z)` per image.
+    pub neg_elbo: Vec<f64>,
+    /// `−log p(x|z)` per image.
+    pub reconstruction: Vec<f64>,
+    /// `log q(z|x) − log p(z)` per image (the single-sample KL estimate).
+    pub kl: Vec<f64>,
+}
+
+/// The VAE of the paper's Table 3.
+///
+/// ```
+/// use candle_core::{DType, Device, Tensor};
+/// use cpflow::vae::{PosteriorKind, Vae, VaeArchitecture, VaeBatch, VaeLikelihood, VaeModelConfig};
+/// use rand::SeedableRng;
+/// # fn main() -> cpflow::Result<()> {
+/// let cfg = VaeModelConfig {
+///     latent_dim: 4,
+///     architecture: VaeArchitecture { channels: 2, feature_dim: 8, head_channels: 4 },
+///     posterior: PosteriorKind::CpFlow, blocks: 1, width: 8, depth: 2,
+///     ..Default::default()
+/// };
+/// let vae = Vae::new(&cfg, VaeLikelihood::Bernoulli, (28, 28), &Device::Cpu)?;
+/// let x = Tensor::zeros((3, 1, 28, 28), DType::F64, &Device::Cpu)?;
+/// let batch = VaeBatch { x, targets: None };
+/// let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+/// vae.initialize(&batch, &mut rng)?;
+/// let e = vae.neg_elbo_exact(&batch, &mut rng)?;
+/// assert_eq!(e.neg_elbo.len(), 3);
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct Vae {
+    config: VaeModelConfig,
+    likelihood: VaeLikelihood,
+    image_hw: (usize, usize),
+    varmap: VarMap,
+    encoder: Encoder,
+    decoder: Decoder,
+    posterior: AmortizedPosterior,
+    device: Device,
+}
+
+impl std::fmt::Debug for Vae {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Vae")
+            .field("config", &self.config)
+            .field("likelihood", &self.likelihood)
+            .field("image_hw", &self.image_hw)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Vae {
+    /// Build the VAE for `(height, width)` images with freshly initialised weights.
+    pub fn new(
+        config: &VaeModelConfig,
+        likelihood: VaeLikelihood,
+        image_hw: (usize, usize),
+        device: &Device,
+    ) -> Result<Self> {
+        if config.latent_dim == 0 {
+            return Err(CpflowError::InvalidConfig("latent_dim must be ≥ 1".into()));
+        }
+        let varmap = VarMap::new();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(config.init_seed);
+        let dt = config.network_float.dtype();
+        let a = &config.architecture;
+        let z = config.latent_dim;
+        let encoder = Encoder::new(
+            &varmap, "encoder", a, image_hw, z, likelihood, dt, device, &mut rng,
+        )?;
+        let decoder = Decoder::new(
+            &varmap, "decoder", a, image_hw, z, likelihood, dt, device, &mut rng,
+        )?;
+        let posterior =
+            AmortizedPosterior::new(&varmap, "posterior", &config.posterior_config(), device)?;
+        Ok(Vae {
+            config: config.clone(),
+            likelihood,
+            image_hw,
+            varmap,
+            encoder,
+            decoder,
+            posterior,
+            device: device.clone(),
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &VaeModelConfig {
+        &self.config
+    }
+
+    /// The decoder's likelihood.
+    pub fn likelihood(&self) -> VaeLikelihood {
+        self.likelihood
+    }
+
+    /// Image size `(height, width)`.
+    pub fn image_hw(&self) -> (usize, usize) {
+        self.image_hw
+    }
+
+    /// The posterior.
+    pub fn posterior(&self) -> &AmortizedPosterior {
+        &self.posterior
+    }
+
+    /// The float type of the encoder and decoder.
+    pub fn network_dtype(&self) -> DType {
+        self.config.network_float.dtype()
+    }
+
+    /// The device.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// All variables, sorted by name (ActNorm flags included).
+    pub fn named_vars(&self) -> Vec<(String, Var)> {
+        crate::named_vars::sorted_vars(&self.varmap)
+    }
+
+    /// The trainable variables, sorted by name (ActNorm flags excluded).
+    pub fn trainable_named_vars(&self) -> Vec<(String, Var)> {
+        let trainable = self.posterior.trainable_vars();
+        self.named_vars()
+            .into_iter()
+            .filter(|(k, v)| {
+                !k.starts_with("posterior")
+                    || trainable
+                        .iter()
+                        .any(|t| t.as_tensor().id() == v.as_tensor().id())
+            })
+            .collect()
+    }
+
+    /// Number of scalar parameters (encoder, decoder, posterior).
+    pub fn num_parameters(&self) -> usize {
+        crate::named_vars::count_parameters(&self.named_vars())
+    }
+
+    /// The weights as `(name, tensor)` pairs (detached).
+    pub fn weight_tensors(&self) -> Vec<(String, Tensor)> {
+        crate::named_vars::detached_tensors(self.named_vars())
+    }
+
+    /// Set every weight from `tensors[prefix + name]`.
+    pub fn set_weights(
+        &self,
+        tensors: &std::collections::HashMap<String, Tensor>,
+        prefix: &str,
+    ) -> Result<()> {
+        crate::named_vars::set_vars(self.named_vars(), tensors, prefix)
+    }
+
+    fn check_batch(&self, batch: &VaeBatch) -> Result<()> {
+        let (h, w) = self.image_hw;
+        let d = batch.x.dims();
+        if d.len() != 4 || d[1] != 1 || d[2] != h || d[3] != w {
+            return Err(CpflowError::InvalidInput(format!(
+                "VAE batch must be (B, 1, {h}, {w}), got {d:?}"
+            )));
+        }
+        if self.likelihood == VaeLikelihood::Categorical256 && batch.targets.is_none() {
+            return Err(CpflowError::InvalidInput(
+                "the 256-way likelihood needs class targets".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Encode `x` `(B, 1, H, W)` and cast the outputs to the posterior's float type.
+    pub fn encode(&self, x: &Tensor) -> Result<EncoderOutput> {
+        let e = self.encoder.forward(&x.to_dtype(self.network_dtype())?)?;
+        let pd = self.posterior.dtype();
+        Ok(EncoderOutput {
+            mu: e.mu.to_dtype(pd)?,
+            log_sigma: e.log_sigma.to_dtype(pd)?,
+            feature: e.feature.to_dtype(pd)?,
+        })
+    }
+
+    /// The encoder's outputs in the posterior's float type (tests only).
+    #[cfg(test)]
+    pub(crate) fn encode_for_tests(&self, x: &Tensor) -> Result<EncoderOutput> {
+        self.encode(x)
+    }
+
+    /// `log p(x | z)` per image (in the posterior's float type), `z` `(B, d)`.
+    pub fn log_likelihood(&self, batch: &VaeBatch, z: &Tensor) -> Result<Tensor> {
+        let logits = self.decoder.forward(&z.to_dtype(self.network_dtype())?)?;
+        let ll = match (self.likelihood, &batch.targets) {
+            (VaeLikelihood::Bernoulli, _) => {
+                bernoulli_log_likelihood(&logits, &batch.x.to_dtype(logits.dtype())?)?
+            }
+            (VaeLikelihood::Categorical256, Some(t)) => categorical_log_likelihood(&logits, t)?,
+            (VaeLikelihood::Categorical256, None) => {
+                return Err(CpflowError::InvalidInput(
+                    "the 256-way likelihood needs class targets".into(),
+                ));
+            }
+        };
+        Ok(ll.to_dtype(self.posterior.dtype())?)
+    }
+
+    /// `log N(z; 0, I)` per row, constants included.
+    fn log_prior(z: &Tensor) -> Result<Tensor> {
+        let d = z.dim(1)? as f64;
+        Ok(((z.sqr()?.sum(1)? * -0.5)? - 0.5 * d * (2.0 * std::f64::consts::PI).ln())?)
+    }
+
+    /// Data-dependent initialisation (the reference's first forward pass): the posterior's
+    /// ActNorms from the first training batch.
+    pub fn initialize<R: Rng + ?Sized>(&self, batch: &VaeBatch, rng: &mut R) -> Result<()> {
+        self.check_batch(batch)?;
+        let e = self.encode(&batch.x)?;
+        self.posterior
+            .initialize(&e.mu, &e.log_sigma, &e.feature, rng)
+    }
+
+    /// The training loss at warm-up factor `beta` with the CG surrogate for the CP-Flow
+    /// blocks (`images-vae.md` §3.5): `β` multiplies the whole KL term, log-det included.
+    pub fn train_terms<R: Rng + ?Sized>(
+        &self,
+        batch: &VaeBatch,
+        beta: f64,
+        cg: &SurrogateParams,
+        rng: &mut R,
+    ) -> Result<VaeTrainTerms> {
+        self.check_batch(batch)?;
+        let b = batch.x.dim(0)? as f64;
+        let e = self.encode(&batch.x)?;
+        let s = self
+            .posterior
+            .sample_with_surrogate(&e.mu, &e.log_sigma, &e.feature, cg, rng)?;
+        let ll = self.log_likelihood(batch, &s.z)?;
+        let kl = (s.log_q_surrogate - Self::log_prior(&s.z)?)?;
+        let loss = ((ll.neg()?.sum_all()? + (kl.sum_all()? * beta)?)? / b)?;
+        let reconstruction = -ll
+            .detach()
+            .to_dtype(DType::F64)?
+            .mean_all()?
+            .to_scalar::<f64>()?;
+        Ok(VaeTrainTerms {
+            loss,
+            reconstruction,
+            cg: s.cg,
+        })
+    }
+
+    /// The single-sample negative ELBO per image with the exact `log q` (dense log-dets):
+    /// what Table 3 reports (`images-vae.md` §3.7). Detached.
+    pub fn neg_elbo_exact<R: Rng + ?Sized>(
+        &self,
+        batch: &VaeBatch,
+        rng: &mut R,
+    ) -> Result<NegElbo> {
+        self.check_batch(batch)?;
+        let e = self.encode(&batch.x.detach())?;
+        let (mu, ls, h) = (e.mu.detach(), e.log_sigma.detach(), e.feature.detach());
+        let s = self.posterior.sample_with_log_q_exact(&mu, &ls, &h, rng)?;
+        let z = s.z.detach();
+        let ll = to_vec(&self.log_likelihood(batch, &z)?)?;
+        let lq = to_vec(&s.log_q)?;
+        let lp = to_vec(&Self::log_prior(&z)?)?;
+        let kl: Vec<f64> = lq.iter().zip(&lp).map(|(q, p)| q - p).collect();
+        Ok(NegElbo {
+            neg_elbo: ll.iter().zip(&kl).map(|(l, k)| k - l).collect(),
+            reconstruction: ll.iter().map(|l| -l).collect(),
+            kl,
+        })
+    }
+
+    /// The importance-sampled `log p(x)` of every image of the batch from `samples` posterior
+    /// draws (`chunk` at a time; exact `log q`).
+    pub fn importance_log_likelihood<R: Rng + ?Sized>(
+        &self,
+        batch: &VaeBatch,
+        samples: usize,
+        chunk: usize,
+        rng: &mut R,
+    ) -> Result<Vec<ImportanceEstimate>> {
+        self.check_batch(batch)?;
+        let e = self.encode(&batch.x.detach())?;
+        let n = batch.x.dim(0)?;
+        let mut out = Vec::with_capacity(n);
+        for i in 0..n {
+            let row = |t: &Tensor| t.narrow(0, i, 1).map(|r| r.detach());
+            let (mu, ls, h) = (row(&e.mu)?, row(&e.log_sigma)?, row(&e.feature)?);
+            let xi = batch.x.narrow(0, i, 1)?;
+            let ti = match &batch.targets {
+                Some(t) => Some(t.narrow(0, i, 1)?),
+                None => None,
+            };
+            let log_joint = |z: &Tensor| -> Result<Tensor> {
+                let k = z.dim(0)?;
+                let rep = |t: &Tensor| -> Result<Tensor> {
+                    let mut dims = t.dims().to_vec();
+                    dims[0] = k;
+                    Ok(t.broadcast_as(dims)?.contiguous()?)
+                };
+                let b = VaeBatch {
+                    x: rep(&xi)?,
+                    targets: match &ti {
+                        Some(t) => Some(rep(t)?),
+                        None => None,
+                    },
+                };
+                Ok((self.log_likelihood(&b, z)? + Self::log_prior(z)?)?)
+            };
+            out.push(
+                self.posterior.importance_sampled_log_likelihood(
+                    &mu, &ls, &h, samples, chunk, log_joint, rng,
+                )?,
+            );
+        }
+        Ok(out)
+    }
+}
+
+fn to_vec(t: &Tensor) -> Result<Vec<f64>> {
+    Ok(t.detach().to_dtype(DType::F64)?.to_vec1::<f64>()?)
+}

@@ -1,0 +1,331 @@
+//! The Sylvester-flows encoder and decoder (`lib/sylvester/models/VAE.py`,
+//! `docs/reference/images-vae.md` §3.3), with the channel widths as parameters.
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarMap;
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+
+use super::data::VaeLikelihood;
+use super::gated::{Conv, ConvShape, GatedConv, uniform_var};
+use crate::error::{CpflowError, Result};
+
+/// Widths of the encoder and decoder. The reference is
+/// [`VaeArchitecture::reference`]: channels 32 (the gated layers have 32, 32, 64, 64, 64
+/// channels in the encoder and 64, 64, 32, 32, 32, 32 in the decoder), a 256-d encoder
+/// feature, and for the 256-way head of Frey Faces a 256-channel hidden map.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VaeArchitecture {
+    /// Base channel count `c` (reference 32): gated layers have `c` or `2c` channels.
+    pub channels: usize,
+    /// Encoder feature dimension (reference 256): the context of the CP-Flow posterior.
+    pub feature_dim: usize,
+    /// Hidden channels of the categorical head `Conv(c→k, 5×5) → Conv(k→256, 1×1)`
+    /// (reference 256; unused for Bernoulli data).
+    pub head_channels: usize,
+}
+
+impl VaeArchitecture {
+    /// The reference widths (32 / 256 / 256).
+    pub fn reference() -> Self {
+        VaeArchitecture {
+            channels: 32,
+            feature_dim: 256,
+            head_channels: 256,
+        }
+    }
+
+    fn validate(&self) -> Result<()> {
+        if self.channels == 0 || self.feature_dim == 0 || self.head_channels == 0 {
+            return Err(CpflowError::InvalidConfig(
+                "VAE architecture: channels, feature_dim and head_channels must be ≥ 1".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Default for VaeArchitecture {
+    fn default() -> Self {
+        Self::reference()
+    }
+}
+
+/// The kernel of the last encoder layer / first decoder layer, which maps the 7×7 (Frey
+/// 7×5) map to 1×1 and back.
+fn last_kernel(height: usize, width: usize) -> Result<ConvShape> {
+    match (height, width) {
+        (28, 28) => Ok(ConvShape::square(7, 1, 0)),
+        (28, 20) => Ok(ConvShape {
+            kh: 7,
+            kw: 5,
+            stride: 1,
+            padding: 0,
+            output_padding: 0,
+        }),
+        _ => Err(CpflowError::InvalidConfig(format!(
+            "the VAE networks take 28×28 or 28×20 images, not {height}×{width}"
+        ))),
+    }
+}
+
+/// A dense layer `y = x Wᵀ + b` (PyTorch `nn.Linear`, default initialisation).
+#[derive(Clone, Debug)]
+struct Linear {
+    weight: Tensor,
+    bias: Tensor,
+}
+
+impl Linear {
+    #[allow(clippy::too_many_arguments)]
+    fn new<R: Rng + ?Sized>(
+        vm: &VarMap,
+        prefix: &str,
+        n_in: usize,
+        n_out: usize,
+        dtype: DType,
+        device: &Device,
+        rng: &mut R,
+    ) -> Result<Self> {
+        let bound = 1.0 / (n_in as f64).sqrt();
+        let weight = uniform_var(
+            vm,
+            &format!("{prefix}.weight"),
+            &[n_out, n_in],
+            bound,
+            dtype,
+            device,
+            rng,
+        )?;
+        let bias = uniform_var(
+            vm,
+            &format!("{prefix}.bias"),
+            &[n_out],
+            bound,
+            dtype,
+            device,
+            rng,
+        )?;
+        Ok(Linear { weight, bias })
+    }
+
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(x.matmul(&self.weight.t()?)?.broadcast_add(&self.bias)?)
+    }
+}
+
+/// What the encoder returns for a batch.
+#[derive(Clone, Debug)]
+pub struct EncoderOutput {
+    /// `μ`, `(B, z)`.
+    pub mu: Tensor,
+    /// `log σ`, `(B, z)` (`σ² = softplus(·)`, clipped to `[0.01, 7]` for Frey Faces).
+    pub log_sigma: Tensor,
+    /// The feature `h_enc`, `(B, feature_dim)`: the posterior's context.
+    pub feature: Tensor,
+}
+
+/// The gated-convolution encoder `q_z_nn` with its `μ` and `σ²` heads.
+#[derive(Clone, Debug)]
+pub struct Encoder {
+    layers: Vec<GatedConv>,
+    mean: Linear,
+    var: Linear,
+    clip_variance: bool,
+}
+
+impl Encoder {
+    /// Build the encoder for `height × width` images (28×28 or 28×20) and latent size `z`,
+    /// variables under `prefix`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new<R: Rng + ?Sized>(
+        vm: &VarMap,
+        prefix: &str,
+        arch: &VaeArchitecture,
+        (height, width): (usize, usize),
+        latent_dim: usize,
+        likelihood: VaeLikelihood,
+        dtype: DType,
+        device: &Device,
+        rng: &mut R,
+    ) -> Result<Self> {
+        arch.validate()?;
+        let c = arch.channels;
+        let specs = [
+            (1, c, ConvShape::square(5, 1, 2)),
+            (c, c, ConvShape::square(5, 2, 2)),
+            (c, 2 * c, ConvShape::square(5, 1, 2)),
+            (2 * c, 2 * c, ConvShape::square(5, 2, 2)),
+            (2 * c, 2 * c, ConvShape::square(5, 1, 2)),
+            (2 * c, arch.feature_dim, last_kernel(height, width)?),
+        ];
+        let mut layers = Vec::with_capacity(specs.len());
+        for (i, (a, b, s)) in specs.into_iter().enumerate() {
+            layers.push(GatedConv::conv(
+                vm,
+                &format!("{prefix}.q_z_nn.{i}"),
+                a,
+                b,
+                s,
+                dtype,
+                device,
+                rng,
+            )?);
+        }
+        let mean = Linear::new(
+            vm,
+            &format!("{prefix}.q_z_mean"),
+            arch.feature_dim,
+            latent_dim,
+            dtype,
+            device,
+            rng,
+        )?;
+        let var = Linear::new(
+            vm,
+            &format!("{prefix}.q_z_var"),
+            arch.feature_dim,
+            latent_dim,
+            dtype,
+            device,
+            rng,
+        )?;
+        Ok(Encoder {
+            layers,
+            mean,
+            var,
+            clip_variance: likelihood == VaeLikelihood::Categorical256,
+        })
+    }
+
+    /// Encode `x` of shape `(B, 1, H, W)`.
+    pub fn forward(&self, x: &Tensor) -> Result<EncoderOutput> {
+        let mut h = x.clone();
+        for l in &self.layers {
+            h = l.forward(&h)?;
+        }
+        let b = h.dim(0)?;
+        let feature = h.reshape((b, ()))?;
+        let mu = self.mean.forward(&feature)?;
+        let mut var = softplus(&self.var.forward(&feature)?)?;
+        if self.clip_variance {
+            var = var.clamp(0.01, 7.0)?;
+        }
+        let log_sigma = (var.log()? * 0.5)?;
+        Ok(EncoderOutput {
+            mu,
+            log_sigma,
+            feature,
+        })
+    }
+}
+
+/// `log(1 + eˣ)`, computed stably as `max(x, 0) + log(1 + e^{−|x|})`.
+pub(crate) fn softplus(x: &Tensor) -> Result<Tensor> {
+    let pos = x.relu()?;
+    let tail = (x.abs()?.neg()?.exp()? + 1.0)?.log()?;
+    Ok((pos + tail)?)
+}
+
+/// The gated transposed-convolution decoder with its output head: Bernoulli logits
+/// `(B, 1, H, W)` or 256-way logits `(B, 256, H, W)`.
+#[derive(Clone, Debug)]
+pub struct Decoder {
+    layers: Vec<GatedConv>,
+    head: Vec<Conv>,
+    latent_dim: usize,
+}
+
+impl Decoder {
+    /// Build the decoder for `height × width` images and latent size `z`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new<R: Rng + ?Sized>(
+        vm: &VarMap,
+        prefix: &str,
+        arch: &VaeArchitecture,
+        (height, width): (usize, usize),
+        latent_dim: usize,
+        likelihood: VaeLikelihood,
+        dtype: DType,
+        device: &Device,
+        rng: &mut R,
+    ) -> Result<Self> {
+        arch.validate()?;
+        let c = arch.channels;
+        let up = ConvShape::square(5, 2, 2).with_output_padding(1);
+        let specs = [
+            (latent_dim, 2 * c, last_kernel(height, width)?),
+            (2 * c, 2 * c, ConvShape::square(5, 1, 2)),
+            (2 * c, c, up),
+            (c, c, ConvShape::square(5, 1, 2)),
+            (c, c, up),
+            (c, c, ConvShape::square(5, 1, 2)),
+        ];
+        let mut layers = Vec::with_capacity(specs.len());
+        for (i, (a, b, s)) in specs.into_iter().enumerate() {
+            layers.push(GatedConv::transposed(
+                vm,
+                &format!("{prefix}.p_x_nn.{i}"),
+                a,
+                b,
+                s,
+                dtype,
+                device,
+                rng,
+            )?);
+        }
+        let head = match likelihood {
+            VaeLikelihood::Bernoulli => vec![Conv::plain(
+                vm,
+                &format!("{prefix}.p_x_mean.0"),
+                c,
+                1,
+                ConvShape::square(1, 1, 0),
+                dtype,
+                device,
+                rng,
+            )?],
+            VaeLikelihood::Categorical256 => vec![
+                Conv::plain(
+                    vm,
+                    &format!("{prefix}.p_x_mean.0"),
+                    c,
+                    arch.head_channels,
+                    ConvShape::square(5, 1, 2),
+                    dtype,
+                    device,
+                    rng,
+                )?,
+                Conv::plain(
+                    vm,
+                    &format!("{prefix}.p_x_mean.1"),
+                    arch.head_channels,
+                    256,
+                    ConvShape::square(1, 1, 0),
+                    dtype,
+                    device,
+                    rng,
+                )?,
+            ],
+        };
+        Ok(Decoder {
+            layers,
+            head,
+            latent_dim,
+        })
+    }
+
+    /// Decode `z` of shape `(B, latent_dim)` into output logits.
+    pub fn forward(&self, z: &Tensor) -> Result<Tensor> {
+        let b = z.dim(0)?;
+        let mut h = z.reshape((b, self.latent_dim, 1, 1))?;
+        for l in &self.layers {
+            h = l.forward(&h)?;
+        }
+        for c in &self.head {
+            h = c.forward(&h)?;
+        }
+        Ok(h)
+    }
+}

@@ -1,0 +1,425 @@
+//! Tests of the VAE experiment code (tiny widths, fabricated images: seconds each).
+
+use candle_core::{D, DType, Device, Tensor, Var};
+use rand::{Rng, SeedableRng};
+
+use super::*;
+
+fn tiny_config(posterior: PosteriorKind) -> VaeModelConfig {
+    VaeModelConfig {
+        latent_dim: 3,
+        architecture: VaeArchitecture {
+            channels: 2,
+            feature_dim: 5,
+            head_channels: 4,
+        },
+        posterior,
+        blocks: 1,
+        width: 6,
+        depth: 2,
+        ..Default::default()
+    }
+}
+
+/// `n` fabricated 28×20 "faces": a bright blob whose position depends on the image, plus
+/// noise — learnable structure, 8-bit values.
+fn fake_frey(n: usize, seed: u64) -> VaeImages {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut pixels = Vec::with_capacity(n * 560);
+    for i in 0..n {
+        let (cr, cc) = (8.0 + (i % 3) as f64 * 6.0, 6.0 + (i % 2) as f64 * 8.0);
+        for r in 0..28 {
+            for c in 0..20 {
+                let d2 = (r as f64 - cr).powi(2) + (c as f64 - cc).powi(2);
+                let v = 40.0 + 180.0 * (-d2 / 20.0).exp() + rng.random::<f64>() * 20.0;
+                pixels.push(v.clamp(0.0, 255.0) as u8);
+            }
+        }
+    }
+    VaeImages { n, pixels }
+}
+
+fn fake_data() -> VaeData {
+    VaeData {
+        name: VaeDatasetName::FreyFaces,
+        likelihood: VaeLikelihood::Categorical256,
+        height: 28,
+        width: 20,
+        train: fake_frey(24, 1),
+        val: fake_frey(6, 2),
+        test: fake_frey(6, 3),
+        dynamic_binarization: false,
+    }
+}
+
+#[test]
+fn gated_conv_is_h_times_sigmoid_g() {
+    // The fused forward (one convolution with both kernels) must equal the definition.
+    let dev = Device::Cpu;
+    let vm = candle_nn::VarMap::new();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+    let shape = ConvShape::square(5, 2, 2);
+    let g = GatedConv::conv(&vm, "l", 3, 4, shape, DType::F64, &dev, &mut rng).unwrap();
+    let t = GatedConv::transposed(
+        &vm,
+        "t",
+        4,
+        2,
+        shape.with_output_padding(1),
+        DType::F64,
+        &dev,
+        &mut rng,
+    )
+    .unwrap();
+    let x = Tensor::randn(0f64, 1.0, (2, 3, 8, 6), &dev).unwrap();
+    let get = |k: &str| {
+        vm.data()
+            .lock()
+            .unwrap()
+            .get(k)
+            .unwrap()
+            .as_tensor()
+            .clone()
+    };
+    let bias = |k: &str| get(k).reshape((1, (), 1, 1)).unwrap();
+    let h = x
+        .conv2d(&get("l.h.weight"), 2, 2, 1, 1)
+        .unwrap()
+        .broadcast_add(&bias("l.h.bias"))
+        .unwrap();
+    let s = x
+        .conv2d(&get("l.g.weight"), 2, 2, 1, 1)
+        .unwrap()
+        .broadcast_add(&bias("l.g.bias"))
+        .unwrap();
+    let want = (h * candle_nn::ops::sigmoid(&s).unwrap()).unwrap();
+    let got = g.forward(&x).unwrap();
+    let diff = (got.clone() - &want)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap();
+    assert!(diff.to_scalar::<f64>().unwrap() < 1e-13);
+    // Transposed: 4×4 → 8×8 with stride 2, padding 2, output padding 1.
+    let y = t.forward(&got).unwrap();
+    let h = got
+        .conv_transpose2d(&get("t.h.weight"), 2, 1, 2, 1)
+        .unwrap()
+        .broadcast_add(&bias("t.h.bias"))
+        .unwrap();
+    let s = got
+        .conv_transpose2d(&get("t.g.weight"), 2, 1, 2, 1)
+        .unwrap()
+        .broadcast_add(&bias("t.g.bias"))
+        .unwrap();
+    let want = (h * candle_nn::ops::sigmoid(&s).unwrap()).unwrap();
+    assert_eq!(y.dims(), &[2, 2, 8, 6]);
+    let diff = (y - want).unwrap().abs().unwrap().max_all().unwrap();
+    assert!(diff.to_scalar::<f64>().unwrap() < 1e-13);
+}
+
+#[test]
+fn reference_widths_give_the_reference_parameter_counts() {
+    // images-vae.md §3.8 (and the authors' model, counted with PyTorch by
+    // benchmarks/scripts/ref_vae_epoch.py): Frey encoder 1,745,600, decoder 1,018,880, flow
+    // 452,122; binary 28×28 encoder 2,204,352, decoder 862,753.
+    let dev = Device::Cpu;
+    let count = |lik, hw, post| {
+        let cfg = VaeModelConfig {
+            posterior: post,
+            ..Default::default()
+        };
+        let v = Vae::new(&cfg, lik, hw, &dev).unwrap();
+        let part = |p: &str| -> usize {
+            v.named_vars()
+                .iter()
+                .filter(|(k, _)| k.starts_with(p) && !k.ends_with("initialized"))
+                .map(|(_, t)| t.elem_count())
+                .sum()
+        };
+        (part("encoder"), part("decoder"), part("posterior"))
+    };
+    let frey = count(
+        VaeLikelihood::Categorical256,
+        (28, 20),
+        PosteriorKind::CpFlow,
+    );
+    assert_eq!(frey, (1_745_600, 1_018_880, 452_122));
+    let bin = count(VaeLikelihood::Bernoulli, (28, 28), PosteriorKind::Gaussian);
+    assert_eq!((bin.0, bin.1, bin.2), (2_204_352, 862_753, 0));
+}
+
+#[test]
+fn adamax_matches_the_update_rule_written_out() {
+    // Three steps on f(x) = Σ c_i x_i² against the rule evaluated by hand in f64.
+    let dev = Device::Cpu;
+    let x = Var::new(&[1.0f64, -0.5, 2.0], &dev).unwrap();
+    let c = Tensor::new(&[1.0f64, 3.0, 0.1], &dev).unwrap();
+    let p = AdamaxParams {
+        lr: 0.05,
+        ..Default::default()
+    };
+    let mut opt = Adamax::new(vec![("x".into(), x.clone())], p.clone()).unwrap();
+    let (mut xs, cs) = (vec![1.0f64, -0.5, 2.0], [1.0, 3.0, 0.1]);
+    let (mut m, mut u) = (vec![0.0; 3], vec![0.0f64; 3]);
+    for t in 1..=3 {
+        let loss = (x.as_tensor().sqr().unwrap() * &c)
+            .unwrap()
+            .sum_all()
+            .unwrap();
+        opt.step(&loss.backward().unwrap()).unwrap();
+        for i in 0..3 {
+            let g = 2.0 * cs[i] * xs[i];
+            m[i] = p.beta1 * m[i] + (1.0 - p.beta1) * g;
+            u[i] = (p.beta2 * u[i]).max(g.abs() + p.eps);
+            xs[i] -= p.lr / (1.0 - p.beta1.powi(t)) * m[i] / u[i];
+        }
+    }
+    let got = x.as_tensor().to_vec1::<f64>().unwrap();
+    for i in 0..3 {
+        assert!((got[i] - xs[i]).abs() < 1e-14, "{got:?} vs {xs:?}");
+    }
+}
+
+#[test]
+fn likelihoods_match_explicit_sums() {
+    let dev = Device::Cpu;
+    let logits = Tensor::randn(0f64, 2.0, (2, 256, 3, 2), &dev).unwrap();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(4);
+    let t: Vec<u32> = (0..12).map(|_| rng.random_range(0..256)).collect();
+    let targets = Tensor::from_vec(t.clone(), (2, 6), &dev).unwrap();
+    let ll = categorical_log_likelihood(&logits, &targets)
+        .unwrap()
+        .to_vec1::<f64>()
+        .unwrap();
+    let l = logits.to_vec3::<f64>().unwrap_or_default();
+    let _ = l;
+    let flat = logits
+        .reshape((2, 256, 6))
+        .unwrap()
+        .to_vec3::<f64>()
+        .unwrap();
+    for b in 0..2 {
+        let mut want = 0.0;
+        for p in 0..6 {
+            let lse = flat[b].iter().map(|row| row[p].exp()).sum::<f64>().ln();
+            want += flat[b][t[b * 6 + p] as usize][p] - lse;
+        }
+        assert!((ll[b] - want).abs() < 1e-10, "{} vs {want}", ll[b]);
+    }
+    let bl = Tensor::new(&[[[[-30.0f64, 0.3], [40.0, -1.0]]]], &dev).unwrap();
+    let bx = Tensor::new(&[[[[1.0f64, 0.0], [1.0, 1.0]]]], &dev).unwrap();
+    let got = bernoulli_log_likelihood(&bl, &bx)
+        .unwrap()
+        .to_vec1::<f64>()
+        .unwrap()[0];
+    let s = |z: f64| 1.0 / (1.0 + (-z).exp());
+    let want = s(-30.0).ln() + (1.0 - s(0.3)).ln() + s(40.0).ln() + s(-1.0).ln();
+    assert!((got - want).abs() < 1e-12);
+    // The log-sum-exp must be the stable one: huge logits stay finite.
+    let big = (Tensor::ones((1, 256, 1, 1), DType::F64, &dev).unwrap() * 1e4).unwrap();
+    let t0 = Tensor::new(&[[0u32]], &dev).unwrap();
+    let v = categorical_log_likelihood(&big, &t0)
+        .unwrap()
+        .to_vec1::<f64>()
+        .unwrap()[0];
+    assert!((v + 256f64.ln()).abs() < 1e-9);
+    let _ = D::Minus1;
+}
+
+#[test]
+fn encoder_gradient_matches_finite_differences() {
+    // d(−ELBO with fixed noise)/d(one encoder weight), autodiff vs central differences, with
+    // the exact log q through a CP-Flow posterior (f64; the gradient reaches the encoder
+    // through μ, σ and the context).
+    let dev = Device::Cpu;
+    let vae = Vae::new(
+        &tiny_config(PosteriorKind::CpFlow),
+        VaeLikelihood::Categorical256,
+        (28, 20),
+        &dev,
+    )
+    .unwrap();
+    let data = fake_data();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+    let b = make_batch(&vae, &data, VaeSplit::Train, &[0, 1, 2], &mut rng).unwrap();
+    vae.initialize(&b, &mut rng).unwrap();
+    let eps = vae.posterior().draw_noise(3, &mut rng).unwrap();
+    let objective = || -> Tensor {
+        let e = vae.encode_for_tests(&b.x).unwrap();
+        let s = vae
+            .posterior()
+            .transform_noise_exact(&e.mu, &e.log_sigma, &e.feature, &eps)
+            .unwrap();
+        let ll = vae.log_likelihood(&b, &s.z).unwrap();
+        let lp = (s.z.sqr().unwrap().sum(1).unwrap() * -0.5).unwrap();
+        ((s.log_q - lp).unwrap() - ll).unwrap().sum_all().unwrap()
+    };
+    let vars = vae.named_vars();
+    for name in ["encoder.q_z_nn.5.g.weight", "encoder.q_z_nn.2.h.bias"] {
+        let var = &vars.iter().find(|(k, _)| k == name).unwrap().1;
+        let grads = objective().backward().unwrap();
+        let g = grads
+            .get(var.as_tensor())
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f64>()
+            .unwrap();
+        let base = var
+            .as_tensor()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f64>()
+            .unwrap();
+        for &i in &[0usize, base.len() / 2] {
+            let h = 1e-5;
+            let eval = |delta: f64| {
+                let mut w = base.clone();
+                w[i] += delta;
+                var.set(&Tensor::from_vec(w, var.shape(), &dev).unwrap())
+                    .unwrap();
+                objective().to_scalar::<f64>().unwrap()
+            };
+            let fd = (eval(h) - eval(-h)) / (2.0 * h);
+            var.set(&Tensor::from_vec(base.clone(), var.shape(), &dev).unwrap())
+                .unwrap();
+            // Central differences in f64 with h = 1e-5 on an O(10³) objective: error ~1e-6
+            // relative; 1e-4 leaves room.
+            assert!(
+                (fd - g[i]).abs() <= 1e-4 * (1.0 + fd.abs()),
+                "{name}[{i}]: autodiff {} vs FD {fd}",
+                g[i]
+            );
+        }
+    }
+}
+
+#[test]
+fn training_lowers_the_validation_elbo_and_resume_is_exact() {
+    let dir = std::env::temp_dir().join(format!("cpflow-vae-test-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let data = fake_data();
+    let mut cfg = VaeConfig {
+        data: VaeDataConfig {
+            dataset: VaeDatasetName::FreyFaces,
+            root: "unused".into(),
+            seed: 0,
+        },
+        model: tiny_config(PosteriorKind::CpFlow),
+        train: VaeTrainConfig {
+            epochs: 4,
+            batch_size: 8,
+            warmup_epochs: 2,
+            optimizer: AdamaxParams {
+                lr: 3e-3,
+                ..Default::default()
+            },
+            ..Default::default()
+        },
+        eval: VaeEvalConfig {
+            is_samples: 20,
+            is_chunk: 10,
+            is_images: Some(2),
+        },
+    };
+    let opts = VaeRunOptions::default();
+    let full = run_vae_on(&cfg, &data, &dir.join("full"), &opts).unwrap();
+    assert_eq!(full.epochs, 4);
+    assert_eq!(full.stop_reason, VaeStopReason::MaxEpochs);
+    let curve: Vec<f64> = full.val_curve.iter().map(|p| p.1).collect();
+    assert!(
+        curve[3] < curve[0],
+        "validation −ELBO did not improve: {curve:?}"
+    );
+    // The IS estimate of log p(x) can only be tighter than the ELBO on average (up to MC noise).
+    let is = full.test_is_nll.unwrap();
+    assert!(is.mean.is_finite() && is.n == 2);
+    assert!(full.test_neg_elbo_bpd.is_some());
+    // 2 epochs, stop, resume to 4: same weights bit for bit.
+    cfg.train.epochs = 2;
+    run_vae_on(&cfg, &data, &dir.join("split"), &opts).unwrap();
+    cfg.train.epochs = 4;
+    let resumed = run_vae_on(
+        &cfg,
+        &data,
+        &dir.join("split"),
+        &VaeRunOptions {
+            resume: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(resumed.val_curve, full.val_curve);
+    let (_, a) =
+        load_vae_checkpoint(&dir.join("full/checkpoint.safetensors"), &Device::Cpu).unwrap();
+    let (_, b) =
+        load_vae_checkpoint(&dir.join("split/checkpoint.safetensors"), &Device::Cpu).unwrap();
+    for (k, t) in &a {
+        let d = (t - b.get(k).unwrap())
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap();
+        assert_eq!(
+            d.to_dtype(DType::F64).unwrap().to_scalar::<f64>().unwrap(),
+            0.0,
+            "{k}"
+        );
+    }
+    // A checkpoint of another model is refused.
+    cfg.model.width = 7;
+    let err = run_vae_on(
+        &cfg,
+        &data,
+        &dir.join("split"),
+        &VaeRunOptions {
+            resume: true,
+            ..Default::default()
+        },
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("another model"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn bad_inputs_are_errors() {
+    let dev = Device::Cpu;
+    let vae = Vae::new(
+        &tiny_config(PosteriorKind::Gaussian),
+        VaeLikelihood::Bernoulli,
+        (28, 28),
+        &dev,
+    )
+    .unwrap();
+    let wrong = VaeBatch {
+        x: Tensor::zeros((2, 1, 28, 20), DType::F64, &dev).unwrap(),
+        targets: None,
+    };
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+    assert!(vae.initialize(&wrong, &mut rng).is_err());
+    assert!(
+        Vae::new(
+            &tiny_config(PosteriorKind::Gaussian),
+            VaeLikelihood::Bernoulli,
+            (32, 32),
+            &dev
+        )
+        .is_err()
+    );
+    let mut cfg: VaeConfig =
+        toml::from_str("[data]\ndataset = \"caltech101\"\nroot = \"x\"\n").unwrap();
+    cfg.train.batch_size = 0;
+    assert!(cfg.validate().is_err());
+    assert!(
+        toml::from_str::<VaeConfig>(
+            "[data]\ndataset = \"caltech101\"\nroot = \"x\"\n[train]\nepoch = 3\n"
+        )
+        .is_err()
+    );
+}

@@ -1,0 +1,408 @@
+//! The VAE training loop (`optimization/training.py:train`, `images-vae.md` §3.6): β warm-up,
+//! Adamax, validation −ELBO after every epoch, early stopping, checkpoints and resume; then
+//! the test split scored once with the best weights.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use candle_core::{DType, Device};
+use rand::seq::SliceRandom;
+use serde::{Deserialize, Serialize};
+
+use super::adamax::Adamax;
+use super::checkpoint::{
+    VaeCheckpointMeta, VaeTrainState, load_vae_checkpoint, save_vae_checkpoint,
+};
+use super::config::VaeConfig;
+use super::data::{VaeData, VaeSplit, load_vae_data};
+use super::evaluate::{MeanWithError, make_batch, split_importance_nll, split_neg_elbo};
+use super::model::Vae;
+use crate::error::{CpflowError, Result};
+use crate::progress::Progress;
+use crate::rng::FlowRng;
+
+/// Options of a run that are not part of the experiment.
+#[derive(Clone, Debug, Default)]
+pub struct VaeRunOptions {
+    /// Continue from `out/checkpoint.safetensors` when it exists.
+    pub resume: bool,
+    /// Draw progress bars on stderr.
+    pub progress_bar: bool,
+}
+
+/// Why training stopped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum VaeStopReason {
+    /// All epochs ran.
+    MaxEpochs,
+    /// Early stopping on the validation −ELBO.
+    EarlyStopping,
+    /// `train.max_minutes` ran out.
+    TimeBudget,
+}
+
+/// One epoch's record (`metrics.jsonl`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct VaeEpochRecord {
+    /// 1-based epoch.
+    pub epoch: usize,
+    /// β of the epoch.
+    pub beta: f64,
+    /// Mean training loss (β-weighted, surrogate log-det: not a −ELBO).
+    pub train_loss: f64,
+    /// Mean reconstruction term on the training batches (nats per image).
+    pub train_reconstruction: f64,
+    /// Validation −ELBO (exact log q, β = 1), nats per image.
+    pub val_neg_elbo: f64,
+    /// Mean CG iterations per system.
+    pub cg_iterations: f64,
+    /// Fraction of CG systems that met the tolerance.
+    pub cg_converged: f64,
+    /// Seconds of the epoch's training steps.
+    pub train_seconds: f64,
+    /// Seconds of the epoch's validation.
+    pub val_seconds: f64,
+}
+
+/// What a run reports (`report.json`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct VaeReport {
+    /// The configuration.
+    pub config: VaeConfig,
+    /// Parameters (encoder + decoder + posterior).
+    pub num_parameters: usize,
+    /// Images per split (train / val / test).
+    pub split_sizes: [usize; 3],
+    /// Epochs completed.
+    pub epochs: usize,
+    /// Why training stopped.
+    pub stop_reason: VaeStopReason,
+    /// Epoch of the kept (best validation) weights.
+    pub best_epoch: usize,
+    /// Best validation −ELBO (nats per image).
+    pub best_val_neg_elbo: f64,
+    /// Mean seconds per training epoch (steps only).
+    pub seconds_per_epoch: f64,
+    /// Test −ELBO, one posterior sample per image, exact `log q` (nats per image).
+    pub test_neg_elbo: MeanWithError,
+    /// Test importance-sampled NLL (nats per image; `None` when `eval.is_samples = 0`).
+    pub test_is_nll: Option<MeanWithError>,
+    /// Mean Monte-Carlo standard error of the per-image importance estimates.
+    pub test_is_mc_std_err: Option<f64>,
+    /// Importance samples per image.
+    pub is_samples: usize,
+    /// The same in bits per dimension (Frey Faces, as Table 3 reports it).
+    pub test_neg_elbo_bpd: Option<MeanWithError>,
+    /// Importance-sampled NLL in bits per dimension (Frey Faces).
+    pub test_is_nll_bpd: Option<MeanWithError>,
+    /// Validation −ELBO per epoch.
+    pub val_curve: Vec<(usize, f64)>,
+}
+
+/// File names inside the output directory.
+const CHECKPOINT: &str = "checkpoint.safetensors";
+const BEST: &str = "best.safetensors";
+
+/// Train and evaluate the VAE described by `config`, writing `checkpoint.safetensors`,
+/// `best.safetensors`, `metrics.jsonl` and `report.json` under `out`.
+pub fn run_vae(config: &VaeConfig, out: &Path, options: &VaeRunOptions) -> Result<VaeReport> {
+    config.validate()?;
+    let data = load_vae_data(config.data.dataset, &config.data.root, config.data.seed)?;
+    run_vae_on(config, &data, out, options)
+}
+
+/// [`run_vae`] on data already in memory (`config.data` is recorded but not read).
+pub fn run_vae_on(
+    config: &VaeConfig,
+    data: &VaeData,
+    out: &Path,
+    options: &VaeRunOptions,
+) -> Result<VaeReport> {
+    config.validate()?;
+    let device = Device::Cpu;
+    let vae = Vae::new(
+        &config.model,
+        data.likelihood,
+        (data.height, data.width),
+        &device,
+    )?;
+    std::fs::create_dir_all(out).map_err(|e| CpflowError::io(out, e))?;
+    let ckpt_path = out.join(CHECKPOINT);
+    let mut opt = Adamax::new(vae.trainable_named_vars(), config.train.optimizer.clone())?;
+    let resumed = options.resume && ckpt_path.exists();
+    let mut state = if resumed {
+        let (meta, tensors) = load_vae_checkpoint(&ckpt_path, &device)?;
+        if meta.config.model != config.model || meta.config.data != config.data {
+            return Err(CpflowError::Checkpoint(format!(
+                "{} was written for another model or dataset; use a new output directory",
+                ckpt_path.display()
+            )));
+        }
+        vae.set_weights(&tensors, "model.")?;
+        if let Some(o) = &meta.optimizer {
+            opt.load_state(o, &tensors)?;
+        }
+        meta.state
+            .ok_or_else(|| CpflowError::Checkpoint("checkpoint without trainer state".into()))?
+    } else {
+        // A fresh run must not score a previous run's weights.
+        let stale = out.join(BEST);
+        if stale.exists() {
+            std::fs::remove_file(&stale).map_err(|e| CpflowError::io(&stale, e))?;
+        }
+        let mut rng = FlowRng::seed_from_u64(config.train.seed);
+        let idx: Vec<usize> = (0..config.train.batch_size.min(data.train.n)).collect();
+        let first = make_batch(&vae, data, VaeSplit::Train, &idx, &mut rng)?;
+        vae.initialize(&first, &mut rng)?;
+        VaeTrainState {
+            epoch: 0,
+            steps: 0,
+            best_val: None,
+            bad_epochs: 0,
+            val_curve: Vec::new(),
+            train_seconds: 0.0,
+            rng: rng.state(),
+        }
+    };
+    let metrics_path = out.join("metrics.jsonl");
+    let mut metrics = if resumed {
+        crate::metrics::MetricsWriter::append(&metrics_path)?
+    } else {
+        crate::metrics::MetricsWriter::create(&metrics_path)?
+    };
+    let stop_reason = train_epochs(
+        &vae,
+        data,
+        config,
+        out,
+        &mut opt,
+        &mut state,
+        &mut metrics,
+        options,
+    )?;
+
+    // Score the test split once, with the best weights.
+    let (best_val, best_epoch) = state.best_val.unwrap_or((f64::NAN, 0));
+    if out.join(BEST).exists() {
+        let (_, best) = load_vae_checkpoint(&out.join(BEST), &device)?;
+        vae.set_weights(&best, "model.")?;
+    }
+    let mut rng = FlowRng::seed_from_u64(config.train.seed ^ 0x7e57);
+    let bs = config.train.batch_size;
+    let elbo = MeanWithError::of(&split_neg_elbo(
+        &vae,
+        data,
+        VaeSplit::Test,
+        usize::MAX,
+        bs,
+        &mut rng,
+    )?);
+    let ev = &config.eval;
+    let (is_nll, is_mc) = if ev.is_samples > 0 {
+        let n = ev.is_images.unwrap_or(usize::MAX).min(data.test.n);
+        let bar = Progress::new(n as u64, options.progress_bar);
+        bar.set_message(format!("importance sampling, K = {}", ev.is_samples));
+        let (v, mc) = split_importance_nll(
+            &vae,
+            data,
+            VaeSplit::Test,
+            n,
+            ev.is_samples,
+            ev.is_chunk,
+            &mut rng,
+            |i| bar.set_position(i as u64),
+        )?;
+        bar.finish_and_clear();
+        (Some(MeanWithError::of(&v)), Some(mc))
+    } else {
+        (None, None)
+    };
+    let dims = data.height * data.width;
+    let bpd = data.likelihood == super::data::VaeLikelihood::Categorical256;
+    let report = VaeReport {
+        config: config.clone(),
+        num_parameters: vae.num_parameters(),
+        split_sizes: [data.train.n, data.val.n, data.test.n],
+        epochs: state.epoch,
+        stop_reason,
+        best_epoch,
+        best_val_neg_elbo: best_val,
+        seconds_per_epoch: state.train_seconds / state.epoch.max(1) as f64,
+        test_neg_elbo: elbo,
+        test_is_nll: is_nll,
+        test_is_mc_std_err: is_mc,
+        is_samples: ev.is_samples,
+        test_neg_elbo_bpd: bpd.then(|| elbo.to_bits_per_dim(dims)),
+        test_is_nll_bpd: if bpd {
+            is_nll.map(|m| m.to_bits_per_dim(dims))
+        } else {
+            None
+        },
+        val_curve: state.val_curve.clone(),
+    };
+    crate::checkpoint::write_atomic(
+        &out.join("report.json"),
+        serde_json::to_string_pretty(&report)?.as_bytes(),
+    )?;
+    Ok(report)
+}
+
+fn weights_with_prefix(vae: &Vae) -> Vec<(String, candle_core::Tensor)> {
+    vae.weight_tensors()
+        .into_iter()
+        .map(|(k, t)| (format!("model.{k}"), t))
+        .collect()
+}
+
+#[allow(clippy::too_many_arguments)]
+fn train_epochs(
+    vae: &Vae,
+    data: &VaeData,
+    config: &VaeConfig,
+    out: &Path,
+    opt: &mut Adamax,
+    state: &mut VaeTrainState,
+    metrics: &mut crate::metrics::MetricsWriter,
+    options: &VaeRunOptions,
+) -> Result<VaeStopReason> {
+    let t = &config.train;
+    let mut rng = FlowRng::from_state(&state.rng)?;
+    let n = data.train.n;
+    let bs = t.batch_size;
+    let budget_s = t.max_minutes.map(|m| m * 60.0);
+    let ckpt_path: PathBuf = out.join(CHECKPOINT);
+    let bar = Progress::new(t.epochs as u64, options.progress_bar);
+    bar.set_position(state.epoch as u64);
+    if let Some((v, _)) = state.best_val
+        && state.bad_epochs > t.early_stopping_epochs
+    {
+        let _ = v;
+        return Ok(VaeStopReason::EarlyStopping);
+    }
+    while state.epoch < t.epochs {
+        if let Some(b) = budget_s
+            && state.train_seconds >= b
+        {
+            bar.finish_and_clear();
+            return Ok(VaeStopReason::TimeBudget);
+        }
+        let epoch = state.epoch + 1;
+        let beta = t.beta(epoch);
+        let mut order: Vec<usize> = (0..n).collect();
+        order.shuffle(&mut rng);
+        let start = Instant::now();
+        let (mut loss_sum, mut rec_sum, mut batches) = (0.0, 0.0, 0usize);
+        let (mut cg_its, mut cg_sys, mut cg_conv) = (0usize, 0usize, 0usize);
+        for idx in order.chunks(bs) {
+            let batch = make_batch(vae, data, VaeSplit::Train, idx, &mut rng)?;
+            let terms = vae.train_terms(&batch, beta, &t.cg, &mut rng)?;
+            let loss = terms.loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+            if !loss.is_finite() {
+                return Err(CpflowError::NonFinite {
+                    what: "VAE training loss".into(),
+                    step: state.steps,
+                    checkpoint: ckpt_path.exists().then(|| ckpt_path.clone()),
+                });
+            }
+            let grads = terms.loss.backward()?;
+            opt.step(&grads)?;
+            state.steps += 1;
+            loss_sum += loss;
+            rec_sum += terms.reconstruction;
+            batches += 1;
+            cg_its += terms.cg.iterations.iter().sum::<usize>();
+            cg_sys += terms.cg.iterations.len();
+            cg_conv += terms.cg.converged;
+            bar.set_message(format!(
+                "epoch {epoch} β {beta:.2} loss {:.2}",
+                loss_sum / batches as f64
+            ));
+        }
+        let train_seconds = start.elapsed().as_secs_f64();
+        state.train_seconds += train_seconds;
+        let vstart = Instant::now();
+        let val = split_neg_elbo(vae, data, VaeSplit::Val, usize::MAX, bs, &mut rng)?;
+        let val = val.iter().sum::<f64>() / val.len().max(1) as f64;
+        if !val.is_finite() {
+            return Err(CpflowError::NonFinite {
+                what: "validation −ELBO".into(),
+                step: state.steps,
+                checkpoint: ckpt_path.exists().then(|| ckpt_path.clone()),
+            });
+        }
+        let val_seconds = vstart.elapsed().as_secs_f64();
+        state.epoch = epoch;
+        state.val_curve.push((epoch, val));
+        let improved = state.best_val.is_none_or(|(b, _)| val < b);
+        if improved {
+            state.best_val = Some((val, epoch));
+            state.bad_epochs = 0;
+        } else if epoch >= t.warmup_epochs {
+            state.bad_epochs += 1;
+        }
+        state.rng = rng.state();
+        let meta = VaeCheckpointMeta {
+            config: config.clone(),
+            state: Some(state.clone()),
+            optimizer: Some(opt.state()),
+        };
+        if improved {
+            let best_meta = VaeCheckpointMeta {
+                config: config.clone(),
+                state: None,
+                optimizer: None,
+            };
+            save_vae_checkpoint(&out.join(BEST), &best_meta, weights_with_prefix(vae))?;
+        }
+        let mut tensors = weights_with_prefix(vae);
+        tensors.extend(opt.state_tensors());
+        save_vae_checkpoint(&ckpt_path, &meta, tensors)?;
+        let rec = VaeEpochRecord {
+            epoch,
+            beta,
+            train_loss: loss_sum / batches.max(1) as f64,
+            train_reconstruction: rec_sum / batches.max(1) as f64,
+            val_neg_elbo: val,
+            cg_iterations: cg_its as f64 / cg_sys.max(1) as f64,
+            cg_converged: if cg_sys == 0 {
+                1.0
+            } else {
+                cg_conv as f64 / cg_sys as f64
+            },
+            train_seconds,
+            val_seconds,
+        };
+        metrics.write(&rec)?;
+        tracing::info!(
+            "epoch {epoch}: β {beta:.2}, train loss {:.3}, val −ELBO {val:.3}, CG {:.1} its, {train_seconds:.1} s",
+            rec.train_loss,
+            rec.cg_iterations
+        );
+        bar.set_position(epoch as u64);
+        if state.bad_epochs > t.early_stopping_epochs {
+            bar.finish_and_clear();
+            return Ok(VaeStopReason::EarlyStopping);
+        }
+    }
+    bar.finish_and_clear();
+    Ok(VaeStopReason::MaxEpochs)
+}
+
+/// Load the best weights of a finished run into a fresh model (for sampling or
+/// re-evaluation).
+pub fn load_vae(dir: &Path, device: &Device) -> Result<(Vae, VaeConfig)> {
+    let (meta, tensors): (VaeCheckpointMeta, HashMap<_, _>) =
+        load_vae_checkpoint(&dir.join(BEST), device)?;
+    let cfg = meta.config;
+    let data_like = match cfg.data.dataset {
+        super::data::VaeDatasetName::FreyFaces => {
+            (super::data::VaeLikelihood::Categorical256, (28, 20))
+        }
+        _ => (super::data::VaeLikelihood::Bernoulli, (28, 28)),
+    };
+    let vae = Vae::new(&cfg.model, data_like.0, data_like.1, device)?;
+    vae.set_weights(&tensors, "model.")?;
+    Ok((vae, cfg))
+}

@@ -1,0 +1,197 @@
+//! CPU convolutions as im2col + one large matrix product with the batch folded into the rows,
+//! with hand-written backward passes through the custom ops [`Im2Col`] / [`Col2Im`].
+//!
+//! candle 0.11's CPU `conv2d` runs one small product per image and its `conv_transpose2d` is a
+//! direct loop about 2× slower still; its conv backward uses `conv_transpose2d` for the input
+//! gradient (measurements: `/work/shared/reference/images-vae.md` §6). Here
+//! - [`conv2d_gemm`]: `im2col(x)` `(B·H_out·W_out, C_in·kh·kw)` times the flattened kernel
+//!   transposed `(C_in·kh·kw, C_out)`, then a permute to `(B, C_out, H_out, W_out)`;
+//! - [`conv_transpose2d_gemm`]: `x` as rows `(B·H·W, C_in)` times the flattened kernel
+//!   `(C_in, C_out·kh·kw)`, then `col2im` (scatter-add) into `(B, C_out, H_out, W_out)`.
+//!
+//! Gradients w.r.t. the input and the kernel come from candle's autodiff through the matrix
+//! product and reshapes, plus the custom ops' backward passes (each is the other op: they are
+//! adjoint linear maps). So the backward of a convolution is two large products and one
+//! col2im, and that of a transposed convolution two large products and one im2col.
+//!
+//! Only CPU f32/f64 tensors take this path; any other device or dtype falls back to candle's
+//! own `conv2d` / `conv_transpose2d` (so CUDA keeps working). Memory: the patch matrix holds
+//! `kh·kw` copies of the input (`B·H_out·W_out·C_in·kh·kw` elements, e.g. 358 MB in f64 for
+//! batch 100, 32 channels, 5×5, 28×20 at stride 1).
+
+mod im2col;
+mod ops;
+#[cfg(test)]
+mod tests;
+
+pub use im2col::{Col2Im, Im2Col, PatchGeometry};
+
+use crate::{IcnnError, Result};
+use candle_core::{DType, Tensor};
+
+/// Whether `x` and `kernel` take the gemm path (CPU, both f32 or both f64, non-empty);
+/// otherwise the caller falls back to candle's own convolution.
+fn takes_gemm_path(x: &Tensor, kernel: &Tensor) -> bool {
+    x.device().is_cpu()
+        && kernel.device().is_cpu()
+        && matches!(x.dtype(), DType::F32 | DType::F64)
+        && x.dtype() == kernel.dtype()
+        && x.elem_count() > 0
+        && kernel.elem_count() > 0
+}
+
+/// `dims4` of a tensor, or a shape error naming `what`.
+fn dims4(t: &Tensor, what: &str) -> Result<(usize, usize, usize, usize)> {
+    t.dims4()
+        .map_err(|_| IcnnError::Shape(format!("{what} must be 4-D, got {:?}", t.shape())))
+}
+
+/// `im2col` as a public tensor op: `(B, C, H, W)` → `(B·out_h·out_w, C·kh·kw)` for the patch
+/// grid of `geometry` (CPU, f32/f64; tracked by autodiff, backward is [`col2im`]).
+pub fn im2col(x: &Tensor, geometry: PatchGeometry) -> Result<Tensor> {
+    Ok(im2col::apply_im2col(x, geometry)?)
+}
+
+/// `col2im`, the adjoint of [`im2col`]: scatter-adds `(B·out_h·out_w, C·kh·kw)` patches into
+/// `(B, C, H, W)` (CPU, f32/f64; tracked by autodiff, backward is [`im2col`]).
+pub fn col2im(cols: &Tensor, geometry: PatchGeometry) -> Result<Tensor> {
+    Ok(im2col::apply_col2im(cols, geometry)?)
+}
+
+/// 2-D convolution with the semantics and layouts of candle's
+/// `Tensor::conv2d(kernel, padding, stride, 1, 1)` (dilation 1, one group): `x` is
+/// `(B, C_in, H, W)`, `kernel` `(C_out, C_in, kh, kw)` (`kh ≠ kw` allowed), the output
+/// `(B, C_out, H_out, W_out)` with `H_out = (H + 2·padding − kh) / stride + 1` (same for W),
+/// contiguous.
+///
+/// On CPU f32/f64 it runs im2col + one matrix product for the whole batch, differentiable
+/// w.r.t. `x` and `kernel` by candle's autodiff; otherwise it calls candle's `conv2d`.
+///
+/// # Errors
+/// [`IcnnError::Shape`] when a tensor is not 4-D, the channel counts disagree, or the kernel
+/// does not fit in the padded input; [`IcnnError::InvalidConfig`] for stride 0; candle errors
+/// (dtype mismatch, ...) otherwise.
+///
+/// ```
+/// use candle_core::{Device, Tensor};
+/// use icnn::gemm_conv::conv2d_gemm;
+///
+/// # fn main() -> icnn::Result<()> {
+/// let dev = Device::Cpu;
+/// let x = Tensor::arange(0f64, 2.0 * 3.0 * 6.0 * 5.0, &dev)?.reshape((2, 3, 6, 5))?;
+/// let k = Tensor::arange(0f64, 4.0 * 3.0 * 3.0 * 3.0, &dev)?.reshape((4, 3, 3, 3))?;
+/// let y = conv2d_gemm(&x, &k, 1, 2)?;
+/// assert_eq!(y.dims(), &[2, 4, 3, 3]);
+/// let reference = x.conv2d(&k, 1, 2, 1, 1)?;
+/// let err = (y - reference)?.abs()?.max_all()?.to_scalar::<f64>()?;
+/// assert!(err < 1e-9);
+/// # Ok(())
+/// # }
+/// ```
+pub fn conv2d_gemm(x: &Tensor, kernel: &Tensor, padding: usize, stride: usize) -> Result<Tensor> {
+    if stride == 0 {
+        return Err(IcnnError::InvalidConfig(
+            "conv2d_gemm: stride must be positive".into(),
+        ));
+    }
+    let (_, c_in, h, w) = dims4(x, "conv2d_gemm input")?;
+    let (_, k_in, kh, kw) = dims4(kernel, "conv2d_gemm kernel")?;
+    if k_in != c_in {
+        return Err(IcnnError::Shape(format!(
+            "conv2d_gemm: input has {c_in} channels but kernel {:?} expects {k_in}",
+            kernel.shape()
+        )));
+    }
+    if !takes_gemm_path(x, kernel) {
+        return Ok(x.conv2d(kernel, padding, stride, 1, 1)?);
+    }
+    let geometry =
+        PatchGeometry::for_conv(c_in, (h, w), (kh, kw), stride, padding).ok_or_else(|| {
+            IcnnError::Shape(format!(
+                "conv2d_gemm: kernel {kh}×{kw} does not fit in the {h}×{w} input padded by {padding}"
+            ))
+        })?;
+    Ok(ops::conv_forward(x, kernel, geometry)?)
+}
+
+/// 2-D transposed convolution with the semantics and layouts of candle's
+/// `Tensor::conv_transpose2d(kernel, padding, output_padding, stride, 1)` (dilation 1): `x` is
+/// `(B, C_in, H, W)`, `kernel` `(C_in, C_out, kh, kw)` (`kh ≠ kw` allowed), the output
+/// `(B, C_out, H_out, W_out)` with `H_out = (H − 1)·stride − 2·padding + kh + output_padding`
+/// (same for W; the output padding adds rows/columns at the bottom/right), contiguous.
+///
+/// On CPU f32/f64 it runs one matrix product for the whole batch + col2im, differentiable
+/// w.r.t. `x` and `kernel` by candle's autodiff; otherwise it calls candle's
+/// `conv_transpose2d`.
+///
+/// # Errors
+/// [`IcnnError::Shape`] when a tensor is not 4-D, the channel counts disagree, or the output
+/// would be empty; [`IcnnError::InvalidConfig`] for stride 0; candle errors otherwise.
+///
+/// ```
+/// use candle_core::{Device, Tensor};
+/// use icnn::gemm_conv::conv_transpose2d_gemm;
+///
+/// # fn main() -> icnn::Result<()> {
+/// let dev = Device::Cpu;
+/// let x = Tensor::arange(0f64, 2.0 * 4.0 * 3.0 * 3.0, &dev)?.reshape((2, 4, 3, 3))?;
+/// let k = Tensor::arange(0f64, 4.0 * 3.0 * 5.0 * 5.0, &dev)?.reshape((4, 3, 5, 5))?;
+/// // (3 − 1)·2 − 2·2 + 5 + 1 = 6
+/// let y = conv_transpose2d_gemm(&x, &k, 2, 1, 2)?;
+/// assert_eq!(y.dims(), &[2, 3, 6, 6]);
+/// let reference = x.conv_transpose2d(&k, 2, 1, 2, 1)?;
+/// let err = (y - reference)?.abs()?.max_all()?.to_scalar::<f64>()?;
+/// assert!(err < 1e-9);
+/// # Ok(())
+/// # }
+/// ```
+pub fn conv_transpose2d_gemm(
+    x: &Tensor,
+    kernel: &Tensor,
+    padding: usize,
+    output_padding: usize,
+    stride: usize,
+) -> Result<Tensor> {
+    if stride == 0 {
+        return Err(IcnnError::InvalidConfig(
+            "conv_transpose2d_gemm: stride must be positive".into(),
+        ));
+    }
+    let (_, c_in, h, w) = dims4(x, "conv_transpose2d_gemm input")?;
+    let (k_in, c_out, kh, kw) = dims4(kernel, "conv_transpose2d_gemm kernel")?;
+    if k_in != c_in {
+        return Err(IcnnError::Shape(format!(
+            "conv_transpose2d_gemm: input has {c_in} channels but kernel {:?} expects {k_in}",
+            kernel.shape()
+        )));
+    }
+    // (n − 1)·s + k + op − 2p, or None when not positive.
+    let out_len = |n: usize, k: usize| {
+        (n.checked_sub(1)? * stride + k + output_padding)
+            .checked_sub(2 * padding)
+            .filter(|&len| len > 0)
+    };
+    let (Some(out_h), Some(out_w)) = (out_len(h, kh), out_len(w, kw)) else {
+        return Err(IcnnError::Shape(format!(
+            "conv_transpose2d_gemm: empty output for input {h}×{w}, kernel {kh}×{kw}, \
+             stride {stride}, padding {padding}, output padding {output_padding}"
+        )));
+    };
+    if !takes_gemm_path(x, kernel) {
+        return Ok(x.conv_transpose2d(kernel, padding, output_padding, stride, 1)?);
+    }
+    // The output image is the patch "source": input pixel (i, j) spreads kernel window
+    // (ki, kj) onto output pixel (i·s − p + ki, j·s − p + kj), exactly col2im's map.
+    let geometry = PatchGeometry {
+        channels: c_out,
+        height: out_h,
+        width: out_w,
+        kh,
+        kw,
+        stride,
+        padding,
+        out_h: h,
+        out_w: w,
+    };
+    Ok(ops::conv_adjoint(x, kernel, geometry)?)
+}

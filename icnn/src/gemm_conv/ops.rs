@@ -1,0 +1,451 @@
+//! The three fused convolution ops on CPU, each im2col/col2im + a matrix product per image
+//! (the patch matrix of one image lives in a per-thread buffer; threads split the batch):
+//!
+//! With `cols(x_b)` the `(C·kh·kw, P)` patch matrix of image `b` (`P = out_h·out_w`):
+//! - [`ConvForward`] `(x, K) → y`: the convolution `A_K x` of images `x (B, C, H, W)` with a
+//!   kernel `K (C_o, C, kh, kw)` onto the patch grid `y (B, C_o, out_h, out_w)`:
+//!   `y_b = K · cols(x_b)`;
+//! - [`ConvAdjoint`] `(y, K) → x`: its adjoint `A_Kᵀ y` (a transposed convolution):
+//!   `x_b = col2im(Kᵀ · y_b)`;
+//! - [`ConvKernelGrad`] `(x, y) → K`: the kernel gradient `Σ_b y_b · cols(x_b)ᵀ`, i.e. the
+//!   `K` with `⟨G, K⟩ = ⟨A_G x, y⟩` for every `G`.
+//!
+//! The three are bilinear and close under differentiation, so each op's backward pass is
+//! made of the other two (double backward works when candle keeps the graph):
+//! `d⟨A_K x, g⟩ = ⟨dx, A_Kᵀ g⟩ + ⟨dK, KG(x, g)⟩`, `d⟨A_Kᵀ y, g⟩ = ⟨dy, A_K g⟩ + ⟨dK, KG(g, y)⟩`,
+//! `d⟨KG(x, y), G⟩ = ⟨dx, A_Gᵀ y⟩ + ⟨dy, A_G x⟩`. A gradient is computed only for arguments
+//! that candle tracks (variables or results of tracked ops).
+
+use super::im2col::{PatchGeometry, col2im_image, contiguous_slice, im2col_image};
+use candle_core::backend::BackendStorage;
+use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Tensor, WithDType};
+use gemm::Parallelism;
+use rayon::prelude::*;
+
+/// `(x, K) → A_K x`, see the module docs.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct ConvForward(pub PatchGeometry);
+
+/// `(y, K) → A_Kᵀ y`, see the module docs.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct ConvAdjoint(pub PatchGeometry);
+
+/// `(x, y) → Σ_b y_b · im2col(x_b)` shaped as a kernel, see the module docs.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct ConvKernelGrad(pub PatchGeometry);
+
+/// `A_K x` (both made contiguous first).
+pub(super) fn conv_forward(
+    x: &Tensor,
+    k: &Tensor,
+    g: PatchGeometry,
+) -> candle_core::Result<Tensor> {
+    x.contiguous()?.apply_op2(&k.contiguous()?, ConvForward(g))
+}
+
+/// `A_Kᵀ y` (both made contiguous first).
+pub(super) fn conv_adjoint(
+    y: &Tensor,
+    k: &Tensor,
+    g: PatchGeometry,
+) -> candle_core::Result<Tensor> {
+    y.contiguous()?.apply_op2(&k.contiguous()?, ConvAdjoint(g))
+}
+
+/// `KG(x, y)` (both made contiguous first).
+pub(super) fn conv_kernel_grad(
+    x: &Tensor,
+    y: &Tensor,
+    g: PatchGeometry,
+) -> candle_core::Result<Tensor> {
+    x.contiguous()?
+        .apply_op2(&y.contiguous()?, ConvKernelGrad(g))
+}
+
+/// The gradient for `arg` only when candle tracks it.
+fn when_tracked(
+    arg: &Tensor,
+    grad: impl FnOnce() -> candle_core::Result<Tensor>,
+) -> candle_core::Result<Option<Tensor>> {
+    if arg.track_op() {
+        grad().map(Some)
+    } else {
+        Ok(None)
+    }
+}
+
+/// Checks a 4-D layout against the expected `(_, c, h, w)` and returns the batch size.
+fn batch_of(
+    layout: &Layout,
+    expected: (usize, usize, usize),
+    what: &str,
+) -> candle_core::Result<usize> {
+    let (b, c, h, w) = layout.shape().dims4()?;
+    if (c, h, w) != expected {
+        candle_core::bail!(
+            "{what} has shape {:?}, expected (B, {}, {}, {})",
+            layout.shape(),
+            expected.0,
+            expected.1,
+            expected.2
+        );
+    }
+    Ok(b)
+}
+
+/// Runs `f` on the two storages as slices of one float type (f32 or f64).
+macro_rules! dispatch_f32_f64 {
+    ($name:expr, $s1:expr, $l1:expr, $s2:expr, $l2:expr, |$a:ident, $b:ident| $body:expr) => {
+        match ($s1, $s2) {
+            (CpuStorage::F32(d1), CpuStorage::F32(d2)) => {
+                let $a = contiguous_slice(d1, $l1, $name)?;
+                let $b = contiguous_slice(d2, $l2, $name)?;
+                CpuStorage::F32($body?)
+            }
+            (CpuStorage::F64(d1), CpuStorage::F64(d2)) => {
+                let $a = contiguous_slice(d1, $l1, $name)?;
+                let $b = contiguous_slice(d2, $l2, $name)?;
+                CpuStorage::F64($body?)
+            }
+            (s1, s2) if s1.dtype() != s2.dtype() => {
+                return Err(candle_core::Error::DTypeMismatchBinaryOp {
+                    lhs: s1.dtype(),
+                    rhs: s2.dtype(),
+                    op: $name,
+                });
+            }
+            (s1, _) => return Err(candle_core::Error::UnsupportedDTypeForOp(s1.dtype(), $name)),
+        }
+    };
+}
+
+impl CustomOp2 for ConvForward {
+    fn name(&self) -> &'static str {
+        "conv2d-gemm"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let g = self.0;
+        g.check_valid(self.name())?;
+        let b = batch_of(l1, (g.channels, g.height, g.width), "conv2d-gemm input")?;
+        let c_out = l2.shape().dims4()?.0;
+        batch_of(l2, (g.channels, g.kh, g.kw), "conv2d-gemm kernel")?;
+        let out = dispatch_f32_f64!(self.name(), s1, l1, s2, l2, |x, k| forward_cpu(
+            x, k, &g, b, c_out
+        ));
+        Ok((out, Shape::from((b, c_out, g.out_h, g.out_w))))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        k: &Tensor,
+        _y: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+        Ok((
+            when_tracked(x, || conv_adjoint(grad, k, self.0))?,
+            when_tracked(k, || conv_kernel_grad(x, grad, self.0))?,
+        ))
+    }
+}
+
+impl CustomOp2 for ConvAdjoint {
+    fn name(&self) -> &'static str {
+        "conv-transpose2d-gemm"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let g = self.0;
+        g.check_valid(self.name())?;
+        let c_out = l2.shape().dims4()?.0;
+        let b = batch_of(l1, (c_out, g.out_h, g.out_w), "conv-transpose2d-gemm input")?;
+        batch_of(l2, (g.channels, g.kh, g.kw), "conv-transpose2d-gemm kernel")?;
+        let out = dispatch_f32_f64!(self.name(), s1, l1, s2, l2, |y, k| adjoint_cpu(
+            y, k, &g, b, c_out
+        ));
+        Ok((out, Shape::from((b, g.channels, g.height, g.width))))
+    }
+
+    fn bwd(
+        &self,
+        y: &Tensor,
+        k: &Tensor,
+        _x: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+        Ok((
+            when_tracked(y, || conv_forward(grad, k, self.0))?,
+            when_tracked(k, || conv_kernel_grad(grad, y, self.0))?,
+        ))
+    }
+}
+
+impl CustomOp2 for ConvKernelGrad {
+    fn name(&self) -> &'static str {
+        "conv2d-gemm-kernel-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let g = self.0;
+        g.check_valid(self.name())?;
+        let b = batch_of(l1, (g.channels, g.height, g.width), "kernel-grad image")?;
+        let (b2, c_out, _, _) = l2.shape().dims4()?;
+        batch_of(l2, (c_out, g.out_h, g.out_w), "kernel-grad output gradient")?;
+        if b2 != b {
+            candle_core::bail!("kernel-grad: batch sizes {b} and {b2} differ");
+        }
+        let out = dispatch_f32_f64!(self.name(), s1, l1, s2, l2, |x, y| kernel_grad_cpu(
+            x, y, &g, b, c_out
+        ));
+        Ok((out, Shape::from((c_out, g.channels, g.kh, g.kw))))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        y: &Tensor,
+        _k: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+        Ok((
+            when_tracked(x, || conv_adjoint(y, grad, self.0))?,
+            when_tracked(y, || conv_forward(x, grad, self.0))?,
+        ))
+    }
+}
+
+/// A matrix view into a slice: `rows × cols`, element `(i, j)` at `i·rs + j·cs`.
+#[derive(Clone, Copy)]
+struct View<'a, T> {
+    data: &'a [T],
+    rows: usize,
+    cols: usize,
+    rs: usize,
+    cs: usize,
+}
+
+impl<'a, T> View<'a, T> {
+    /// A contiguous row-major `rows × cols` matrix.
+    fn row_major(data: &'a [T], rows: usize, cols: usize) -> Self {
+        Self {
+            data,
+            rows,
+            cols,
+            rs: cols,
+            cs: 1,
+        }
+    }
+
+    /// The transposed view (no copy).
+    fn t(self) -> Self {
+        Self {
+            rows: self.cols,
+            cols: self.rows,
+            rs: self.cs,
+            cs: self.rs,
+            ..self
+        }
+    }
+}
+
+/// Whether every element of a `rows × cols` view with strides `(rs, cs)` lies in `len`.
+fn fits(len: usize, rows: usize, cols: usize, rs: usize, cs: usize) -> bool {
+    rows == 0 || cols == 0 || (rows - 1) * rs + (cols - 1) * cs < len
+}
+
+/// `dst (m × n, row-major) = lhs · rhs` (or `+=` when `accumulate`) with the gemm crate
+/// (candle's CPU matmul backend).
+fn matmul_into<T: WithDType>(
+    dst: &mut [T],
+    lhs: View<'_, T>,
+    rhs: View<'_, T>,
+    accumulate: bool,
+    parallelism: Parallelism,
+) -> candle_core::Result<()> {
+    let (m, k, n) = (lhs.rows, lhs.cols, rhs.cols);
+    if rhs.rows != k
+        || !fits(dst.len(), m, n, n, 1)
+        || !fits(lhs.data.len(), m, k, lhs.rs, lhs.cs)
+        || !fits(rhs.data.len(), k, n, rhs.rs, rhs.cs)
+    {
+        candle_core::bail!("gemm-conv: internal matrix product shape error");
+    }
+    if m == 0 || n == 0 {
+        return Ok(());
+    }
+    if k == 0 {
+        if !accumulate {
+            dst[..m * n].fill(T::zero());
+        }
+        return Ok(());
+    }
+    // SAFETY: the checks above keep every element of the three `m × n`, `m × k`, `k × n`
+    // views inside its slice; `dst` is borrowed mutably, so it aliases neither input; and T
+    // is f32 or f64 (the only callers dispatch on those), types the gemm crate supports.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            accumulate,
+            lhs.data.as_ptr(),
+            lhs.cs as isize,
+            lhs.rs as isize,
+            rhs.data.as_ptr(),
+            rhs.cs as isize,
+            rhs.rs as isize,
+            T::one(),
+            T::one(),
+            false,
+            false,
+            false,
+            parallelism,
+        );
+    }
+    Ok(())
+}
+
+/// How a batch of `b` images is split: `(images per task, parallelism inside each product)`.
+/// One task per thread; with fewer images than threads the products run in parallel instead.
+fn split_batch(b: usize) -> (usize, Parallelism) {
+    let threads = rayon::current_num_threads().max(1);
+    let per_task = b.div_ceil(threads).max(1);
+    if b.div_ceil(per_task) < threads && threads > 1 {
+        (per_task, Parallelism::Rayon(threads))
+    } else {
+        (per_task, Parallelism::None)
+    }
+}
+
+/// `y_b (C_o × P) = K (C_o × C·kh·kw) · cols(x_b) (C·kh·kw × P)` for each image.
+fn forward_cpu<T: WithDType>(
+    x: &[T],
+    k: &[T],
+    g: &PatchGeometry,
+    b: usize,
+    c_out: usize,
+) -> candle_core::Result<Vec<T>> {
+    let (positions, patch_len, image_len) = (g.positions(), g.patch_len(), g.image_len());
+    let out_len = c_out * positions;
+    let mut y = vec![T::zero(); b * out_len];
+    if y.is_empty() {
+        return Ok(y);
+    }
+    let (per_task, par) = split_batch(b);
+    y.par_chunks_mut(per_task * out_len)
+        .zip(x.par_chunks(per_task * image_len))
+        .try_for_each(|(y_task, x_task)| {
+            let mut cols = vec![T::zero(); positions * patch_len];
+            for (y_b, x_b) in y_task
+                .chunks_exact_mut(out_len)
+                .zip(x_task.chunks_exact(image_len))
+            {
+                im2col_image(x_b, g, &mut cols);
+                let kernel = View::row_major(k, c_out, patch_len);
+                let patches = View::row_major(&cols, patch_len, positions);
+                matmul_into(y_b, kernel, patches, false, par)?;
+            }
+            Ok::<(), candle_core::Error>(())
+        })?;
+    Ok(y)
+}
+
+/// `x_b = col2im(Kᵀ (C·kh·kw × C_o) · y_b (C_o × P))` for each image.
+fn adjoint_cpu<T: WithDType>(
+    y: &[T],
+    k: &[T],
+    g: &PatchGeometry,
+    b: usize,
+    c_out: usize,
+) -> candle_core::Result<Vec<T>> {
+    let (positions, patch_len, image_len) = (g.positions(), g.patch_len(), g.image_len());
+    let in_len = c_out * positions;
+    let mut x = vec![T::zero(); b * image_len];
+    if x.is_empty() || in_len == 0 {
+        return Ok(x);
+    }
+    let (per_task, par) = split_batch(b);
+    x.par_chunks_mut(per_task * image_len)
+        .zip(y.par_chunks(per_task * in_len))
+        .try_for_each(|(x_task, y_task)| {
+            let mut cols = vec![T::zero(); positions * patch_len];
+            for (x_b, y_b) in x_task
+                .chunks_exact_mut(image_len)
+                .zip(y_task.chunks_exact(in_len))
+            {
+                let kernel_t = View::row_major(k, c_out, patch_len).t();
+                let grid = View::row_major(y_b, c_out, positions);
+                matmul_into(&mut cols, kernel_t, grid, false, par)?;
+                col2im_image(&cols, g, x_b);
+            }
+            Ok::<(), candle_core::Error>(())
+        })?;
+    Ok(x)
+}
+
+/// `Σ_b y_b (C_o × P) · cols(x_b)ᵀ (P × C·kh·kw)`: one partial sum per task, added in task
+/// order (deterministic for a fixed thread count).
+fn kernel_grad_cpu<T: WithDType>(
+    x: &[T],
+    y: &[T],
+    g: &PatchGeometry,
+    b: usize,
+    c_out: usize,
+) -> candle_core::Result<Vec<T>> {
+    let (positions, patch_len, image_len) = (g.positions(), g.patch_len(), g.image_len());
+    let y_len = c_out * positions;
+    let k_len = c_out * patch_len;
+    if b == 0 || k_len == 0 || y_len == 0 || image_len == 0 {
+        return Ok(vec![T::zero(); k_len]);
+    }
+    let (per_task, par) = split_batch(b);
+    let partials = x
+        .par_chunks(per_task * image_len)
+        .zip(y.par_chunks(per_task * y_len))
+        .map(|(x_task, y_task)| {
+            let mut acc = vec![T::zero(); k_len];
+            let mut cols = vec![T::zero(); positions * patch_len];
+            for (i, (x_b, y_b)) in x_task
+                .chunks_exact(image_len)
+                .zip(y_task.chunks_exact(y_len))
+                .enumerate()
+            {
+                im2col_image(x_b, g, &mut cols);
+                let grad = View::row_major(y_b, c_out, positions);
+                let patches_t = View::row_major(&cols, patch_len, positions).t();
+                matmul_into(&mut acc, grad, patches_t, i > 0, par)?;
+            }
+            Ok(acc)
+        })
+        .collect::<candle_core::Result<Vec<_>>>()?;
+    let mut parts = partials.into_iter();
+    let mut total = parts.next().unwrap_or_else(|| vec![T::zero(); k_len]);
+    for part in parts {
+        for (t, p) in total.iter_mut().zip(part) {
+            *t += p;
+        }
+    }
+    Ok(total)
+}

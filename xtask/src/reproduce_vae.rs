@@ -1,0 +1,548 @@
+//! The Table 3 part of `cargo xtask reproduce`: a VAE with a Gaussian and with a CP-Flow
+//! posterior ([`cpflow::vae`]) on each of Frey Faces, Caltech 101 Silhouettes, MNIST and
+//! Omniglot found on disk, scored by the single-sample negative ELBO (exact log-det) and an
+//! importance-sampled NLL, next to the paper's −ELBO.
+//!
+//! Each dataset is loaded once and both posteriors train on it with the same configuration
+//! (only `model.posterior` differs), into `<out>/vae/<dataset>/<gaussian|cp-flow>/`
+//! (`report.json`, `metrics.jsonl`, checkpoints). Datasets whose files are missing are
+//! skipped with the loader's message (which names `cargo xtask download <name>` where a
+//! download exists).
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use cpflow::datasets::DatasetError;
+use cpflow::vae::{
+    MeanWithError, PosteriorKind, VaeArchitecture, VaeConfig, VaeData, VaeDatasetName,
+    VaeEvalConfig, VaeImages, VaeReport, VaeRunOptions, VaeStopReason, load_vae_data, run_vae_on,
+};
+use serde::Serialize;
+
+use crate::bench_tabular::SkippedDataset;
+
+/// Default `--vae-data-dir`: the project's shared data folder (Frey Faces and Caltech 101
+/// Silhouettes are shipped there, not downloadable), relative to the working directory.
+pub const DEFAULT_VAE_DATA_DIR: &str = "../shared/data";
+
+/// Both posteriors of Table 3, in the table's order.
+pub const VAE_POSTERIORS: [PosteriorKind; 2] = [PosteriorKind::Gaussian, PosteriorKind::CpFlow];
+
+/// Keep only the first images of each split (for tests in the debug profile).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VaeSubset {
+    /// Training images kept.
+    pub train: usize,
+    /// Validation and test images kept (each).
+    pub eval: usize,
+}
+
+/// What the VAE part runs.
+#[derive(Clone, Debug)]
+pub struct VaePartOptions {
+    /// Datasets to try, in order (empty: the part is skipped, `--no-vae`).
+    pub datasets: Vec<VaeDatasetName>,
+    /// The data root searched first (`--vae-data-dir`, default [`DEFAULT_VAE_DATA_DIR`]).
+    pub data_dir: PathBuf,
+    /// Roots searched next (the run's `--data-dir`, where `cargo xtask download omniglot`
+    /// and `mnist` put their files).
+    pub fallback_roots: Vec<PathBuf>,
+    /// The configuration of a run on a dataset found under a root; `model.posterior` is set
+    /// to the posterior afterwards in any case.
+    pub config: fn(VaeDatasetName, PosteriorKind, &Path) -> VaeConfig,
+    /// Training budget of every run in minutes (`train.max_minutes`), applied after
+    /// `config`; `None` leaves the configuration's own.
+    pub max_minutes: Option<f64>,
+    /// Train and evaluate on the first images of each split only.
+    pub subset: Option<VaeSubset>,
+}
+
+impl VaePartOptions {
+    /// The four datasets under `data_dir` (then `fallback`) with configuration `config`.
+    pub fn new(
+        data_dir: PathBuf,
+        fallback: PathBuf,
+        config: fn(VaeDatasetName, PosteriorKind, &Path) -> VaeConfig,
+    ) -> Self {
+        VaePartOptions {
+            datasets: VaeDatasetName::ALL.to_vec(),
+            data_dir,
+            fallback_roots: vec![fallback],
+            config,
+            max_minutes: None,
+            subset: None,
+        }
+    }
+}
+
+/// The paper-sized run ([`VaeConfig::reference`]: reference widths, up to 2,000 epochs with
+/// early stopping, importance sampling with K = 1000 on the whole test split).
+pub fn vae_reference_config(
+    dataset: VaeDatasetName,
+    posterior: PosteriorKind,
+    root: &Path,
+) -> VaeConfig {
+    VaeConfig::reference(dataset, root, posterior)
+}
+
+/// `--quick`: [`VaeConfig::cpu`] (half-width encoder/decoder in f32, the reference
+/// posterior) for 3 epochs; importance sampling with K = 50 on the first 20 test images.
+pub fn vae_quick_config(
+    dataset: VaeDatasetName,
+    posterior: PosteriorKind,
+    root: &Path,
+) -> VaeConfig {
+    let mut c = VaeConfig::cpu(dataset, root, posterior);
+    c.train.epochs = 3;
+    c.eval = VaeEvalConfig {
+        is_samples: 50,
+        is_chunk: 50,
+        is_images: Some(20),
+    };
+    c
+}
+
+/// For tests: channels 2, an 8-d feature, z = 4, one CP-Flow block of PICNN(8, 2); one
+/// epoch with batches of 50; importance sampling with K = 5 on 2 test images.
+pub fn vae_tiny_config(
+    dataset: VaeDatasetName,
+    posterior: PosteriorKind,
+    root: &Path,
+) -> VaeConfig {
+    let mut c = VaeConfig::cpu(dataset, root, posterior);
+    c.model.architecture = VaeArchitecture {
+        channels: 2,
+        feature_dim: 8,
+        head_channels: 4,
+    };
+    c.model.latent_dim = 4;
+    c.model.blocks = 1;
+    c.model.width = 8;
+    c.model.depth = 2;
+    c.train.epochs = 1;
+    c.train.batch_size = 50;
+    c.eval = VaeEvalConfig {
+        is_samples: 5,
+        is_chunk: 5,
+        is_images: Some(2),
+    };
+    c
+}
+
+/// Parses `--vae-datasets`: comma-separated `frey-faces`, `caltech101`, `mnist`,
+/// `omniglot` or `all`.
+pub fn parse_vae_datasets(list: &str) -> Result<Vec<VaeDatasetName>> {
+    let mut out = Vec::new();
+    for name in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let lower = name.to_ascii_lowercase();
+        let found = if lower == "all" {
+            VaeDatasetName::ALL.to_vec()
+        } else if let Some(d) = VaeDatasetName::from_name(&lower) {
+            vec![d]
+        } else {
+            bail!(
+                "unknown VAE dataset {name:?}: use frey-faces, caltech101, mnist, omniglot or all"
+            );
+        };
+        for d in found {
+            if !out.contains(&d) {
+                out.push(d);
+            }
+        }
+    }
+    if out.is_empty() {
+        bail!("--vae-datasets is empty (use --no-vae to skip the VAE part)");
+    }
+    Ok(out)
+}
+
+/// The posterior's folder and report name: `gaussian` or `cp-flow`.
+pub fn posterior_name(p: PosteriorKind) -> &'static str {
+    match p {
+        PosteriorKind::Gaussian => "gaussian",
+        PosteriorKind::CpFlow => "cp-flow",
+    }
+}
+
+/// The paper's Table 3 −ELBO (Frey Faces in bits/dim, the others in nats; the CP-Flow row is
+/// the input-augmented PICNN). MNIST is not in Table 3.
+pub fn paper_vae_neg_elbo(dataset: VaeDatasetName, posterior: PosteriorKind) -> Option<f64> {
+    match (dataset, posterior) {
+        (VaeDatasetName::FreyFaces, PosteriorKind::Gaussian) => Some(4.53),
+        (VaeDatasetName::FreyFaces, PosteriorKind::CpFlow) => Some(4.45),
+        (VaeDatasetName::Omniglot, PosteriorKind::Gaussian) => Some(104.28),
+        (VaeDatasetName::Omniglot, PosteriorKind::CpFlow) => Some(100.82),
+        (VaeDatasetName::Caltech101, PosteriorKind::Gaussian) => Some(110.80),
+        (VaeDatasetName::Caltech101, PosteriorKind::CpFlow) => Some(105.17),
+        (VaeDatasetName::Mnist, _) => None,
+    }
+}
+
+/// One row of the Table 3 section: one dataset, one posterior.
+#[derive(Clone, Debug, Serialize)]
+pub struct VaeRow {
+    /// Dataset name (`frey-faces`, ...).
+    pub dataset: String,
+    /// `gaussian` or `cp-flow`.
+    pub posterior: String,
+    /// Unit of `neg_elbo`, `is_nll` and `paper_neg_elbo`: `bits/dim` (Frey Faces) or `nats`.
+    pub unit: String,
+    /// Test −ELBO, one posterior sample per image, exact log-det, in `unit`.
+    pub neg_elbo: MeanWithError,
+    /// Test importance-sampled NLL in `unit` (`None` when not computed).
+    pub is_nll: Option<MeanWithError>,
+    /// Importance samples per image.
+    pub is_samples: usize,
+    /// Epochs run.
+    pub epochs: usize,
+    /// Why training stopped.
+    pub stop_reason: VaeStopReason,
+    /// Mean seconds per training epoch.
+    pub seconds_per_epoch: f64,
+    /// Parameters of encoder, decoder and posterior.
+    pub num_parameters: usize,
+    /// Images per split (train / val / test) actually used.
+    pub split_sizes: [usize; 3],
+    /// The paper's −ELBO for this row, in `unit`.
+    pub paper_neg_elbo: Option<f64>,
+    /// The run's folder, relative to the reproduction's output.
+    pub dir: String,
+    /// The configuration of the run.
+    pub config: VaeConfig,
+}
+
+impl VaeRow {
+    fn new(report: &VaeReport, dir: String) -> Self {
+        let cfg = &report.config;
+        let bits = report.test_neg_elbo_bpd.is_some();
+        VaeRow {
+            dataset: cfg.data.dataset.name().to_string(),
+            posterior: posterior_name(cfg.model.posterior).to_string(),
+            unit: if bits { "bits/dim" } else { "nats" }.to_string(),
+            neg_elbo: report.test_neg_elbo_bpd.unwrap_or(report.test_neg_elbo),
+            is_nll: if bits {
+                report.test_is_nll_bpd
+            } else {
+                report.test_is_nll
+            },
+            is_samples: report.is_samples,
+            epochs: report.epochs,
+            stop_reason: report.stop_reason,
+            seconds_per_epoch: report.seconds_per_epoch,
+            num_parameters: report.num_parameters,
+            split_sizes: report.split_sizes,
+            paper_neg_elbo: paper_vae_neg_elbo(cfg.data.dataset, cfg.model.posterior),
+            dir,
+            config: cfg.clone(),
+        }
+    }
+}
+
+/// What the VAE part produced.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct VaePartReport {
+    /// One row per dataset and posterior.
+    pub rows: Vec<VaeRow>,
+    /// Datasets not found on disk.
+    pub skipped: Vec<SkippedDataset>,
+}
+
+fn is_missing(e: &DatasetError) -> bool {
+    matches!(
+        e,
+        DatasetError::MissingFile { .. } | DatasetError::Unsupported { .. }
+    )
+}
+
+fn truncate(images: &mut VaeImages, keep: usize) {
+    if images.n > keep {
+        let d = images.pixels.len() / images.n;
+        images.n = keep;
+        images.pixels.truncate(keep * d);
+    }
+}
+
+/// Loads `dataset` from the first root that has it: `Ok(Err(message))` when none has.
+fn load_first(
+    opts: &VaePartOptions,
+    dataset: VaeDatasetName,
+) -> Result<std::result::Result<(VaeData, PathBuf), String>> {
+    let mut roots = vec![opts.data_dir.clone()];
+    for r in &opts.fallback_roots {
+        if !roots.contains(r) {
+            roots.push(r.clone());
+        }
+    }
+    let mut last_error = None;
+    for root in &roots {
+        let seed = (opts.config)(dataset, PosteriorKind::Gaussian, root)
+            .data
+            .seed;
+        match load_vae_data(dataset, root, seed) {
+            Ok(data) => return Ok(Ok((data, root.clone()))),
+            Err(e) if is_missing(&e) => {
+                last_error = Some(e.to_string());
+            }
+            Err(e) => {
+                return Err(e)
+                    .with_context(|| format!("loading {dataset} from {}", root.display()));
+            }
+        }
+    }
+    // The last root is the run's data directory, where `cargo xtask download` puts files:
+    // its message names the right place.
+    let others: Vec<String> = roots[..roots.len() - 1]
+        .iter()
+        .map(|r| r.display().to_string())
+        .collect();
+    let mut msg = last_error.unwrap_or_else(|| format!("{dataset}: no data root"));
+    if !others.is_empty() {
+        let _ = write!(msg, " (also looked under {})", others.join(", "));
+    }
+    Ok(Err(msg))
+}
+
+/// Runs both posteriors on every dataset of `opts` found on disk, into
+/// `<out>/vae/<dataset>/<posterior>/`.
+pub fn run_vae_part(opts: &VaePartOptions, out: &Path, progress: bool) -> Result<VaePartReport> {
+    let mut report = VaePartReport::default();
+    for &dataset in &opts.datasets {
+        let (mut data, root) = match load_first(opts, dataset)? {
+            Ok(found) => found,
+            Err(message) => {
+                tracing::warn!("VAE: skipping {message}");
+                report.skipped.push(SkippedDataset {
+                    dataset: dataset.name().to_string(),
+                    message,
+                });
+                continue;
+            }
+        };
+        if let Some(s) = opts.subset {
+            truncate(&mut data.train, s.train);
+            truncate(&mut data.val, s.eval);
+            truncate(&mut data.test, s.eval);
+        }
+        for posterior in VAE_POSTERIORS {
+            let mut cfg = (opts.config)(dataset, posterior, &root);
+            cfg.model.posterior = posterior;
+            if opts.max_minutes.is_some() {
+                cfg.train.max_minutes = opts.max_minutes;
+            }
+            let rel = Path::new("vae")
+                .join(dataset.name())
+                .join(posterior_name(posterior));
+            tracing::info!(
+                "VAE {dataset} / {}: up to {} epochs on {} images",
+                posterior_name(posterior),
+                cfg.train.epochs,
+                data.train.n
+            );
+            let run = VaeRunOptions {
+                resume: false,
+                progress_bar: progress,
+            };
+            let rep = run_vae_on(&cfg, &data, &out.join(&rel), &run).with_context(|| {
+                format!(
+                    "VAE on {dataset} with the {} posterior",
+                    posterior_name(posterior)
+                )
+            })?;
+            report.rows.push(VaeRow::new(
+                &rep,
+                rel.display().to_string().replace('\\', "/"),
+            ));
+        }
+    }
+    Ok(report)
+}
+
+fn mean_se(m: &MeanWithError, digits: usize) -> String {
+    if m.std_err.is_finite() {
+        format!("{:.digits$} ± {:.digits$}", m.mean, m.std_err)
+    } else {
+        format!("{:.digits$}", m.mean)
+    }
+}
+
+/// How a run's setup differs from the paper's (`train_vae.py`: base width 32, z = 64,
+/// 4 × PICNN(64, 5), up to 2,000 epochs with early stopping).
+fn setup_sentence(c: &VaeConfig) -> String {
+    let m = &c.model;
+    let a = &m.architecture;
+    let budget = c
+        .train
+        .max_minutes
+        .map_or_else(String::new, |b| format!(" and {b} min"));
+    format!(
+        "base width {} (paper 32), encoder feature {} (paper 256), z = {} (paper 64), CP-Flow \
+         {} × PICNN({}, {}) (paper 4 × PICNN(64, 5)), encoder/decoder in {:?} (paper F64); at \
+         most {} epochs{budget} per run (paper: up to 2,000, early stopping after 100); \
+         importance sampling with K = {}",
+        a.channels,
+        a.feature_dim,
+        m.latent_dim,
+        m.blocks,
+        m.width,
+        m.depth,
+        m.network_float,
+        c.train.epochs,
+        c.eval.is_samples,
+    )
+}
+
+/// The "Table 3" section of `report.md`.
+pub fn vae_table_markdown(part: &VaePartReport) -> String {
+    let mut s = String::from("## Table 3: VAE posteriors (negative ELBO)\n\n");
+    s.push_str(
+        "The Sylvester-flows VAE with a diagonal Gaussian posterior and with an amortised \
+         CP-Flow posterior (PICNN conditioned on the encoder feature). Paper: the CP-Flow \
+         posterior lowers the test −ELBO (single sample, exact log-det). Frey Faces in \
+         bits/dim, the others in nats per image; lower is better. The paper's CP-Flow number \
+         is its input-augmented row; MNIST is not in Table 3 (here it is dynamically \
+         binarised).\n\n",
+    );
+    if part.rows.is_empty() {
+        s.push_str("No VAE dataset was run.\n");
+    } else {
+        s.push_str(
+            "| dataset | posterior | train / val / test | −ELBO ± SE | IS NLL ± SE (K, images) | \
+             epochs | s / epoch | paper −ELBO |\n|---|---|---|---|---|---|---|---|\n",
+        );
+        for r in &part.rows {
+            let digits = if r.unit == "bits/dim" { 3 } else { 2 };
+            let is = r.is_nll.map_or_else(
+                || "-".to_string(),
+                |m| {
+                    format!(
+                        "{} (K = {}, {} images)",
+                        mean_se(&m, digits),
+                        r.is_samples,
+                        m.n
+                    )
+                },
+            );
+            let stop = serde_json::to_value(r.stop_reason)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default();
+            let _ = writeln!(
+                s,
+                "| [{}]({}/report.json) | {} | {} / {} / {} | {} {} | {is} | {} ({stop}) | {:.1} | {} |",
+                r.dataset,
+                r.dir,
+                r.posterior,
+                r.split_sizes[0],
+                r.split_sizes[1],
+                r.split_sizes[2],
+                mean_se(&r.neg_elbo, digits),
+                r.unit,
+                r.epochs,
+                r.seconds_per_epoch,
+                r.paper_neg_elbo
+                    .map_or_else(|| "-".to_string(), |p| format!("{p:.2}")),
+            );
+        }
+        let mut setups: Vec<(&str, String)> = Vec::new();
+        for r in &part.rows {
+            let t = setup_sentence(&r.config);
+            if !setups.iter().any(|(_, x)| *x == t) {
+                setups.push((&r.dataset, t));
+            }
+        }
+        s.push_str("\nDifferences from the paper's setup: ");
+        if let [(_, only)] = setups.as_slice() {
+            let _ = writeln!(s, "{only}.");
+        } else {
+            s.push_str("\n\n");
+            for (dataset, t) in setups {
+                let _ = writeln!(s, "- {dataset}: {t}.");
+            }
+        }
+    }
+    if !part.skipped.is_empty() {
+        s.push_str("\nSkipped:\n\n");
+        for k in &part.skipped {
+            let _ = writeln!(s, "- {}", k.message);
+        }
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_dataset_lists() {
+        assert_eq!(
+            parse_vae_datasets("frey-faces, caltech101,frey-faces").unwrap(),
+            vec![VaeDatasetName::FreyFaces, VaeDatasetName::Caltech101]
+        );
+        assert_eq!(parse_vae_datasets("all").unwrap().len(), 4);
+        assert!(parse_vae_datasets("cifar10").is_err());
+        assert!(parse_vae_datasets(" , ").is_err());
+    }
+
+    #[test]
+    fn presets_differ_only_in_the_posterior() {
+        let root = Path::new("/data");
+        for f in [vae_reference_config, vae_quick_config, vae_tiny_config] {
+            for d in VaeDatasetName::ALL {
+                let mut g = f(d, PosteriorKind::Gaussian, root);
+                let c = f(d, PosteriorKind::CpFlow, root);
+                g.validate().unwrap();
+                c.validate().unwrap();
+                assert_eq!(c.model.posterior, PosteriorKind::CpFlow);
+                g.model.posterior = PosteriorKind::CpFlow;
+                assert_eq!(g, c);
+            }
+        }
+        let q = vae_quick_config(VaeDatasetName::Mnist, PosteriorKind::CpFlow, root);
+        assert_eq!((q.train.epochs, q.eval.is_samples), (3, 50));
+        assert_eq!(q.eval.is_images, Some(20));
+    }
+
+    #[test]
+    fn paper_numbers_follow_table_3() {
+        assert_eq!(
+            paper_vae_neg_elbo(VaeDatasetName::FreyFaces, PosteriorKind::CpFlow),
+            Some(4.45)
+        );
+        assert_eq!(
+            paper_vae_neg_elbo(VaeDatasetName::Caltech101, PosteriorKind::Gaussian),
+            Some(110.80)
+        );
+        assert_eq!(
+            paper_vae_neg_elbo(VaeDatasetName::Mnist, PosteriorKind::Gaussian),
+            None
+        );
+    }
+
+    #[test]
+    fn missing_data_is_skipped_with_the_download_command() {
+        let empty = std::env::temp_dir().join("xtask-vae-no-such-root");
+        let opts = VaePartOptions {
+            datasets: vec![VaeDatasetName::Omniglot, VaeDatasetName::FreyFaces],
+            ..VaePartOptions::new(empty.join("a"), empty.join("b"), vae_tiny_config)
+        };
+        let part = run_vae_part(&opts, &empty.join("out"), false).unwrap();
+        assert!(part.rows.is_empty());
+        assert_eq!(part.skipped.len(), 2);
+        assert!(
+            part.skipped[0]
+                .message
+                .contains("cargo xtask download omniglot"),
+            "{:?}",
+            part.skipped[0]
+        );
+        assert!(
+            part.skipped[1].message.contains("frey"),
+            "{:?}",
+            part.skipped
+        );
+        let md = vae_table_markdown(&part);
+        assert!(md.contains("## Table 3") && md.contains("No VAE dataset was run."));
+    }
+}
