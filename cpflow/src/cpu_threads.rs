@@ -44,11 +44,17 @@ pub fn flush_denormals_to_zero() -> bool {
     }
 }
 
+/// Set this environment variable (to anything) to keep IEEE subnormals in
+/// [`configure_cpu_threads`] (for A/B measurements of [`flush_denormals_to_zero`]).
+pub const KEEP_SUBNORMALS: &str = "CPFLOW_KEEP_SUBNORMALS";
+
 /// The environment variable candle reads (once, at its first element-wise op) for the size of
 /// its element-wise worker pool.
 pub const CANDLE_NUM_THREADS: &str = "CANDLE_NUM_THREADS";
 
-/// Sets candle's CPU threading for this process: element-wise ops on the calling thread
+/// Sets candle's CPU threading for this process (and flushes subnormals to zero on this
+/// thread and rayon's pool, see [`flush_denormals_to_zero`], unless [`KEEP_SUBNORMALS`] is
+/// set): element-wise ops on the calling thread
 /// unless the user has chosen a pool size with `CANDLE_NUM_THREADS`, and pins `RAYON_NUM_THREADS` (matrix products) to
 /// candle's own default when unset: without it candle re-reads `/proc/cpuinfo` to count
 /// physical cores at every matrix product (about 3% of a CPU train step, measured with
@@ -68,14 +74,16 @@ pub fn configure_cpu_threads() -> String {
         // SAFETY: as below (single-threaded start of `main`).
         unsafe { std::env::set_var("RAYON_NUM_THREADS", n.to_string()) };
     }
-    flush_denormals_to_zero();
-    // The matrix products run on rayon's global pool: its threads flush subnormals too. An
-    // error means the pool exists already (built by the caller): keep it.
-    let _ = rayon::ThreadPoolBuilder::new()
-        .start_handler(|_| {
-            flush_denormals_to_zero();
-        })
-        .build_global();
+    if std::env::var_os(KEEP_SUBNORMALS).is_none() {
+        flush_denormals_to_zero();
+        // The matrix products run on rayon's global pool: its threads flush subnormals too.
+        // An error means the pool exists already (built by the caller): keep it.
+        let _ = rayon::ThreadPoolBuilder::new()
+            .start_handler(|_| {
+                flush_denormals_to_zero();
+            })
+            .build_global();
+    }
     match std::env::var(CANDLE_NUM_THREADS) {
         Ok(v) if !v.trim().is_empty() => v,
         _ => {

@@ -100,19 +100,32 @@ fn run(layer: &Layer, gemm: bool, x: &Tensor, k: &Tensor) -> candle_core::Result
     Ok(out)
 }
 
-/// Median seconds of `f` over at least 3 calls and about `budget` of wall time, after one
-/// warm-up call.
-fn median_time(budget: Duration, mut f: impl FnMut() -> candle_core::Result<()>) -> f64 {
-    f().expect("warm-up call failed");
-    let mut times = Vec::new();
+/// Median seconds per call of each closure, calling them in turn (so both see the same
+/// machine load) for at least 3 rounds and about `budget` of wall time, after one warm-up
+/// round. A `None` closure is skipped and reported as NaN.
+fn median_times<const N: usize>(
+    budget: Duration,
+    fs: &mut [Option<&mut dyn FnMut() -> candle_core::Result<()>>; N],
+) -> [f64; N] {
+    let mut times = [(); N].map(|_| Vec::new());
     let start = Instant::now();
-    while times.len() < 3 || (start.elapsed() < budget && times.len() < 50) {
-        let t = Instant::now();
-        f().expect("timed call failed");
-        times.push(t.elapsed().as_secs_f64());
+    let mut round = 0;
+    while round < 4 || (start.elapsed() < budget && round < 50) {
+        for (f, t) in fs.iter_mut().zip(times.iter_mut()) {
+            if let Some(f) = f {
+                let t0 = Instant::now();
+                f().expect("timed call failed");
+                if round > 0 {
+                    t.push(t0.elapsed().as_secs_f64());
+                }
+            }
+        }
+        round += 1;
     }
-    times.sort_by(f64::total_cmp);
-    times[times.len() / 2]
+    times.map(|mut t| {
+        t.sort_by(f64::total_cmp);
+        t.get(t.len() / 2).copied().unwrap_or(f64::NAN)
+    })
 }
 
 fn main() -> candle_core::Result<()> {
@@ -120,11 +133,12 @@ fn main() -> candle_core::Result<()> {
         .skip(1)
         .find(|a| !a.starts_with("--"))
         .unwrap_or_default();
-    let budget = Duration::from_secs(3);
+    let budget = Duration::from_secs(6);
     // `--skip-candle`: time only the gemm path (for profiling).
     let skip_candle = std::env::args().any(|a| a == "--skip-candle");
     println!(
-        "batch {BATCH}, RAYON_NUM_THREADS={:?}, CANDLE_NUM_THREADS={:?}; median ms per call",
+        "batch {BATCH}, RAYON_NUM_THREADS={:?}, CANDLE_NUM_THREADS={:?}; median ms per call \
+         (candle and gemm calls alternate)",
         std::env::var("RAYON_NUM_THREADS").ok(),
         std::env::var("CANDLE_NUM_THREADS").ok()
     );
@@ -152,24 +166,29 @@ fn main() -> candle_core::Result<()> {
             let k = Var::from_tensor(&randn(&mut rng, &k_shape, dtype)?)?;
             let out_dims = run(layer, false, &x, &k)?.dims().to_vec();
             let r = randn(&mut rng, &out_dims, dtype)?;
-            let mut ms = [f64::NAN; 4];
-            for (i, gemm) in [false, true].into_iter().enumerate() {
-                if skip_candle && !gemm {
-                    continue;
+            let fwd = |gemm: bool| {
+                let (x, k) = (&x, &k);
+                move || run(layer, gemm, x, k).map(|_| ())
+            };
+            let fwd_bwd = |gemm: bool| {
+                let (x, k, r) = (&x, &k, &r);
+                move || {
+                    let grads = (run(layer, gemm, x, k)? * r)?.sum_all()?.backward()?;
+                    assert!(grads.get(x).is_some() && grads.get(k).is_some());
+                    Ok(())
                 }
-                ms[i] = 1e3
-                    * median_time(budget, || {
-                        run(layer, gemm, &x, &k)?;
-                        Ok(())
-                    });
-                ms[2 + i] = 1e3
-                    * median_time(budget, || {
-                        let loss = (run(layer, gemm, &x, &k)? * &r)?.sum_all()?;
-                        let grads = loss.backward()?;
-                        assert!(grads.get(&x).is_some() && grads.get(&k).is_some());
-                        Ok(())
-                    });
-            }
+            };
+            let (mut f0, mut f1) = (fwd(false), fwd(true));
+            let [candle_fwd, gemm_fwd] = median_times(
+                budget,
+                &mut [(!skip_candle).then_some(&mut f0 as _), Some(&mut f1 as _)],
+            );
+            let (mut b0, mut b1) = (fwd_bwd(false), fwd_bwd(true));
+            let [candle_bwd, gemm_bwd] = median_times(
+                budget,
+                &mut [(!skip_candle).then_some(&mut b0 as _), Some(&mut b1 as _)],
+            );
+            let ms = [candle_fwd, gemm_fwd, candle_bwd, gemm_bwd].map(|t| 1e3 * t);
             println!(
                 "| {} | {dtype:?} | {:.1} | {:.1} | {:.1}× | {:.1} | {:.1} | {:.1}× |",
                 layer.label,
