@@ -254,7 +254,7 @@ pub(crate) fn add_channel_bias(y: Tensor, b: Option<&Tensor>) -> Result<Tensor> 
 /// axes need different ones (e.g. 4×5 with stride 2). The values are the same.
 pub(crate) fn conv(x: &Tensor, kernel: &Tensor, g: ConvGeometry) -> Result<Tensor> {
     if g.stride == 1 {
-        return Ok(x.conv2d(kernel, g.padding, 1, 1, 1)?);
+        return crate::gemm_conv::conv2d_gemm(x, kernel, g.padding, 1);
     }
     let (_, _, h, w) = x.dims4()?;
     let (ho, wo) = g.output_hw((h, w))?;
@@ -266,7 +266,7 @@ pub(crate) fn conv(x: &Tensor, kernel: &Tensor, g: ConvGeometry) -> Result<Tenso
             .pad_with_zeros(3, g.padding, g.padding)?;
     }
     let xp = xp.narrow(2, 0, used(ho))?.narrow(3, 0, used(wo))?;
-    Ok(xp.conv2d(kernel, 0, g.stride, 1, 1)?)
+    crate::gemm_conv::conv2d_gemm(&xp, kernel, 0, g.stride)
 }
 
 /// A convolution kernel prepared for repeated forward and adjoint applications.
@@ -320,7 +320,7 @@ impl PreparedConv {
     pub(crate) fn adjoint(&self, y: &Tensor) -> Result<Tensor> {
         let g = self.geometry;
         if let Some(k) = &self.adjoint_kernel {
-            return Ok(y.conv2d(k, g.kernel - 1 - g.padding, 1, 1, 1)?);
+            return crate::gemm_conv::conv2d_gemm(y, k, g.kernel - 1 - g.padding, 1);
         }
         // Transposed convolution; `output_padding` restores rows/columns that the forward
         // stride dropped. candle takes one output padding for both axes: use the larger one
@@ -338,7 +338,7 @@ impl PreparedConv {
             Ok(n + 2 * g.padding - b)
         };
         let op = pad_needed(h, ho)?.max(pad_needed(w, wo)?);
-        let x = y.conv_transpose2d(&self.kernel, g.padding, op, g.stride, 1)?;
+        let x = crate::gemm_conv::conv_transpose2d_gemm(y, &self.kernel, g.padding, op, g.stride)?;
         let (_, _, hx, wx) = x.dims4()?;
         Ok(if hx != h || wx != w {
             x.narrow(2, 0, h)?.narrow(3, 0, w)?

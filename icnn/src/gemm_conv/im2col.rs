@@ -1,11 +1,14 @@
-//! The `Im2Col` / `Col2Im` custom ops: patch extraction and its adjoint (scatter-add), the
-//! two data-movement halves of a convolution computed as one large matrix product.
+//! Patch extraction (im2col) and its adjoint (col2im, a scatter-add): the per-image kernels
+//! [`im2col_image`] / [`col2im_image`] used by the convolution ops, and the batched custom ops
+//! [`Im2Col`] / [`Col2Im`].
 //!
-//! Layouts: an image batch is `(B, C, H, W)` (contiguous, row-major); its patch matrix is
-//! `(B·out_h·out_w, C·kh·kw)`, one row per patch position `(b, oh, ow)` (row-major in that
-//! order) and one column per `(c, ki, kj)` (row-major in that order, the layout of a flattened
-//! PyTorch/candle kernel `(·, C, kh, kw)`). Patch `(oh, ow)` reads image pixel
-//! `(oh·stride − padding + ki, ow·stride − padding + kj)`; pixels outside the image read 0.
+//! A patch at grid position `(oh, ow)` reads image pixel
+//! `(oh·stride − padding + ki, ow·stride − padding + kj)` for `(ki, kj)` in the kernel window;
+//! pixels outside the image read 0. Layouts: images are `(B, C, H, W)` (contiguous); the
+//! per-image patch matrix is `(C·kh·kw, P)`, one row per `(c, ki, kj)` and one column per
+//! position `oh·out_w + ow` (rows of length `P` make long contiguous copies and adds); the
+//! batched ops use `(B·P, C·kh·kw)`, one row per `(b, oh, ow)` and one column per
+//! `(c, ki, kj)` (the layout of a flattened candle kernel `(·, C, kh, kw)`).
 //!
 //! The two maps are adjoint linear maps, `⟨im2col(x), y⟩ = ⟨x, col2im(y)⟩`, so each op's
 //! backward pass is the other op applied to the incoming gradient (with autodiff tracked, so

@@ -233,6 +233,11 @@ impl CustomOp2 for ConvKernelGrad {
     }
 }
 
+/// The element types the gemm crate multiplies (and that the ops dispatch on).
+trait GemmFloat: WithDType {}
+impl GemmFloat for f32 {}
+impl GemmFloat for f64 {}
+
 /// A matrix view into a slice: `rows × cols`, element `(i, j)` at `i·rs + j·cs`.
 #[derive(Clone, Copy)]
 struct View<'a, T> {
@@ -274,7 +279,7 @@ fn fits(len: usize, rows: usize, cols: usize, rs: usize, cs: usize) -> bool {
 
 /// `dst (m × n, row-major) = lhs · rhs` (or `+=` when `accumulate`) with the gemm crate
 /// (candle's CPU matmul backend).
-fn matmul_into<T: WithDType>(
+fn matmul_into<T: GemmFloat>(
     dst: &mut [T],
     lhs: View<'_, T>,
     rhs: View<'_, T>,
@@ -300,7 +305,7 @@ fn matmul_into<T: WithDType>(
     }
     // SAFETY: the checks above keep every element of the three `m × n`, `m × k`, `k × n`
     // views inside its slice; `dst` is borrowed mutably, so it aliases neither input; and T
-    // is f32 or f64 (the only callers dispatch on those), types the gemm crate supports.
+    // is f32 or f64 (`GemmFloat`), types the gemm crate supports.
     unsafe {
         gemm::gemm(
             m,
@@ -340,7 +345,7 @@ fn split_batch(b: usize) -> (usize, Parallelism) {
 }
 
 /// `y_b (C_o × P) = K (C_o × C·kh·kw) · cols(x_b) (C·kh·kw × P)` for each image.
-fn forward_cpu<T: WithDType>(
+fn forward_cpu<T: GemmFloat>(
     x: &[T],
     k: &[T],
     g: &PatchGeometry,
@@ -373,7 +378,7 @@ fn forward_cpu<T: WithDType>(
 }
 
 /// `x_b = col2im(Kᵀ (C·kh·kw × C_o) · y_b (C_o × P))` for each image.
-fn adjoint_cpu<T: WithDType>(
+fn adjoint_cpu<T: GemmFloat>(
     y: &[T],
     k: &[T],
     g: &PatchGeometry,
@@ -407,7 +412,7 @@ fn adjoint_cpu<T: WithDType>(
 
 /// `Σ_b y_b (C_o × P) · cols(x_b)ᵀ (P × C·kh·kw)`: one partial sum per task, added in task
 /// order (deterministic for a fixed thread count).
-fn kernel_grad_cpu<T: WithDType>(
+fn kernel_grad_cpu<T: GemmFloat>(
     x: &[T],
     y: &[T],
     g: &PatchGeometry,
