@@ -1,7 +1,7 @@
 //! `cargo xtask`: dataset download with checksums, tabular benchmarks and paper reproduction
 //! for the CP-Flow workspace.
 //!
-//! * `cargo xtask download <power|gas|hepmass|miniboone|bsds300|mnist|cifar10|all> [--dir DIR]`
+//! * `cargo xtask download <power|gas|hepmass|miniboone|bsds300|mnist|cifar10|omniglot|all> [--dir DIR]`
 //!   fetches the upstream files ([`registry`]), verifies them ([`checksum`]), downloads
 //!   resumably and atomically ([`fetch`]) and lays them out as `cpflow::datasets` expects
 //!   ([`install`], [`extract`]).
