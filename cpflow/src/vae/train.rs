@@ -275,10 +275,7 @@ fn train_epochs(
     let ckpt_path: PathBuf = out.join(CHECKPOINT);
     let bar = Progress::new(t.epochs as u64, options.progress_bar);
     bar.set_position(state.epoch as u64);
-    if let Some((v, _)) = state.best_val
-        && state.bad_epochs > t.early_stopping_epochs
-    {
-        let _ = v;
+    if state.bad_epochs > t.early_stopping_epochs {
         return Ok(VaeStopReason::EarlyStopping);
     }
     while state.epoch < t.epochs {
@@ -396,13 +393,8 @@ pub fn load_vae(dir: &Path, device: &Device) -> Result<(Vae, VaeConfig)> {
     let (meta, tensors): (VaeCheckpointMeta, HashMap<_, _>) =
         load_vae_checkpoint(&dir.join(BEST), device)?;
     let cfg = meta.config;
-    let data_like = match cfg.data.dataset {
-        super::data::VaeDatasetName::FreyFaces => {
-            (super::data::VaeLikelihood::Categorical256, (28, 20))
-        }
-        _ => (super::data::VaeLikelihood::Bernoulli, (28, 28)),
-    };
-    let vae = Vae::new(&cfg.model, data_like.0, data_like.1, device)?;
+    let ds = cfg.data.dataset;
+    let vae = Vae::new(&cfg.model, ds.likelihood(), ds.image_size(), device)?;
     vae.set_weights(&tensors, "model.")?;
     Ok((vae, cfg))
 }
