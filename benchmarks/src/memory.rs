@@ -1,4 +1,5 @@
-//! Peak-memory measurement for the harness binaries: a counting global allocator (live heap
+//! Peak-memory measurement for the harness binaries: a counting global allocator over mimalloc
+//! (the allocator of the `cpflow` binary too; live heap
 //! bytes and their high-water mark) and the process's resident-set high-water mark, which
 //! Linux lets a process reset (`/proc/self/clear_refs`, value 5).
 //!
@@ -8,13 +9,15 @@
 //! static ALLOC: benchmarks::memory::CountingAlloc = benchmarks::memory::CountingAlloc;
 //! ```
 
-use std::alloc::{GlobalAlloc, Layout, System};
+use std::alloc::{GlobalAlloc, Layout};
+
+use cpflow::allocator::MiMalloc as System;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 static LIVE: AtomicUsize = AtomicUsize::new(0);
 static PEAK: AtomicUsize = AtomicUsize::new(0);
 
-/// The system allocator, counting live bytes and their peak (two relaxed atomics per call).
+/// mimalloc, counting live bytes and their peak (two relaxed atomics per call).
 pub struct CountingAlloc;
 
 fn grow(n: usize) {
@@ -22,7 +25,7 @@ fn grow(n: usize) {
     PEAK.fetch_max(now, Ordering::Relaxed);
 }
 
-// SAFETY: every call forwards to `System` with the caller's layout; the counters do not
+// SAFETY: every call forwards to mimalloc with the caller's layout; the counters do not
 // affect the returned memory.
 unsafe impl GlobalAlloc for CountingAlloc {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {

@@ -48,13 +48,52 @@ pub fn flush_denormals_to_zero() -> bool {
 /// [`configure_cpu_threads`] (for A/B measurements of [`flush_denormals_to_zero`]).
 pub const KEEP_SUBNORMALS: &str = "CPFLOW_KEEP_SUBNORMALS";
 
+/// Matrix products with fewer than this many multiply-adds per cache block (`m·n_c·k_c` in
+/// the `gemm` crate's terms) run on the calling thread; larger ones split over rayon's pool.
+/// `gemm`'s own default is `48·48·256` ≈ 0.6 M, which parallelises the `(1024 × 64)·(64 × 64)`
+/// products of a tabular CP-Flow step: each then pays a wake-up of a sleeping rayon worker and
+/// a futex wait, ~20% of a step in the kernel's scheduler (`perf`, d = 43, 2 threads). Measured
+/// side by side on 2 cores (docs/results/side-by-side-cpu.md): the d = 43 train step took
+/// 0.21 s with gemm's default and 0.15 s with one thread for everything. With `2²⁴` the
+/// tabular and posterior products run serially (the second core is used by running row chunks
+/// in parallel instead, [`crate::Flow`]'s evaluation passes) while the convolutions of the
+/// image flows and the VAE (`(B·H·W) × 9C × C`, ≥ 10⁸) stay parallel. Override with the
+/// environment variable [`GEMM_THRESHOLD_ENV`].
+pub const GEMM_THREADING_THRESHOLD: usize = 1 << 24;
+
+/// Environment variable overriding [`GEMM_THREADING_THRESHOLD`] (an integer; `0` parallelises
+/// every product).
+pub const GEMM_THRESHOLD_ENV: &str = "CPFLOW_GEMM_THREADING_THRESHOLD";
+
+/// The threshold [`configure_cpu_threads`] sets: [`GEMM_THRESHOLD_ENV`] when it holds an
+/// integer, else [`GEMM_THREADING_THRESHOLD`].
+///
+/// ```
+/// // Without the variable, the documented default.
+/// if std::env::var_os(cpflow::cpu_threads::GEMM_THRESHOLD_ENV).is_none() {
+///     assert_eq!(
+///         cpflow::cpu_threads::gemm_threading_threshold(),
+///         cpflow::cpu_threads::GEMM_THREADING_THRESHOLD
+///     );
+/// }
+/// ```
+pub fn gemm_threading_threshold() -> usize {
+    std::env::var(GEMM_THRESHOLD_ENV)
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .unwrap_or(GEMM_THREADING_THRESHOLD)
+}
+
 /// The environment variable candle reads (once, at its first element-wise op) for the size of
 /// its element-wise worker pool.
 pub const CANDLE_NUM_THREADS: &str = "CANDLE_NUM_THREADS";
 
 /// Sets candle's CPU threading for this process (and flushes subnormals to zero on this
 /// thread and rayon's pool, see [`flush_denormals_to_zero`], unless [`KEEP_SUBNORMALS`] is
-/// set): element-wise ops on the calling thread
+/// set; runs small matrix products on one thread, see [`GEMM_THREADING_THRESHOLD`]; and, with
+/// the `mimalloc` feature, keeps freed memory in the process, see
+/// `crate::allocator::keep_freed_memory`):
+/// element-wise ops on the calling thread
 /// unless the user has chosen a pool size with `CANDLE_NUM_THREADS`, and pins `RAYON_NUM_THREADS` (matrix products) to
 /// candle's own default when unset: without it candle re-reads `/proc/cpuinfo` to count
 /// physical cores at every matrix product (about 3% of a CPU train step, measured with
@@ -84,6 +123,9 @@ pub fn configure_cpu_threads() -> String {
             })
             .build_global();
     }
+    gemm::set_threading_threshold(gemm_threading_threshold());
+    #[cfg(feature = "mimalloc")]
+    crate::allocator::keep_freed_memory();
     match std::env::var(CANDLE_NUM_THREADS) {
         Ok(v) if !v.trim().is_empty() => v,
         _ => {

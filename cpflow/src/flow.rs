@@ -19,6 +19,12 @@ use crate::slq::slq_logdet_block;
 /// speed, not results.
 pub const EVAL_CHUNK: usize = 1024;
 
+/// Rows per chunk of the SLQ evaluation pass: small enough that a batch of a few hundred
+/// rows spreads over the cores ([`Flow::chunked`]), large enough to amortise per-op costs.
+/// Each chunk draws its probes from its own seeded stream, so SLQ values depend on this
+/// constant (not on the thread count).
+pub const SLQ_CHUNK: usize = 256;
+
 /// Rows per chunk of the exact (dense-Hessian) passes for data dimension `d`: the Hessian
 /// recursion carries `(rows, d, width)` tangents, so chunks are sized to keep those tensors
 /// cache-resident rather than streaming them through memory.
@@ -256,30 +262,47 @@ impl Flow {
     }
 
     /// Apply `f` to row chunks of `x` (and `ctx`) and concatenate the outputs along dim 0.
+    /// `f` gets the chunk's index. Rows are independent, so on the CPU the chunks run in
+    /// parallel on rayon's pool (the matrix products of one chunk are below
+    /// [`crate::cpu_threads::GEMM_THREADING_THRESHOLD`] and stay on their thread): the second
+    /// core does a second chunk instead of half of every small product. Results do not depend
+    /// on the thread count.
     pub(crate) fn chunked<F>(
         &self,
         x: &Tensor,
         ctx: Option<&Tensor>,
         rows: usize,
-        mut f: F,
+        f: F,
     ) -> Result<Vec<Tensor>>
     where
-        F: FnMut(&Tensor, Option<&Tensor>) -> Result<Vec<Tensor>>,
+        F: Fn(usize, &Tensor, Option<&Tensor>) -> Result<Vec<Tensor>> + Sync,
     {
         let n = x.dim(0)?;
         let rows = rows.max(1);
-        let mut parts: Vec<Vec<Tensor>> = Vec::new();
-        let mut start = 0;
-        while start < n {
+        let starts: Vec<usize> = (0..n).step_by(rows).collect();
+        let run = |i: usize, start: usize| -> Result<Vec<Tensor>> {
             let len = rows.min(n - start);
             let xc = x.narrow(0, start, len)?;
             let cc = match ctx {
                 Some(c) => Some(c.narrow(0, start, len)?),
                 None => None,
             };
-            parts.push(f(&xc, cc.as_ref())?);
-            start += len;
-        }
+            f(i, &xc, cc.as_ref())
+        };
+        let parts: Vec<Vec<Tensor>> = if starts.len() > 1 && x.device().is_cpu() {
+            use rayon::prelude::*;
+            starts
+                .par_iter()
+                .enumerate()
+                .map(|(i, &s)| run(i, s))
+                .collect::<Result<_>>()?
+        } else {
+            starts
+                .iter()
+                .enumerate()
+                .map(|(i, &s)| run(i, s))
+                .collect::<Result<_>>()?
+        };
         let k = parts.first().map_or(0, Vec::len);
         (0..k)
             .map(|j| {
@@ -342,7 +365,7 @@ impl Flow {
         self.ensure_initialized()?;
         let (x, ctx) = self.check_input(x, ctx)?;
         let rows = exact_chunk_rows(self.dim());
-        let out = self.chunked(&x, ctx.as_ref(), rows, |xc, cc| {
+        let out = self.chunked(&x, ctx.as_ref(), rows, |_, xc, cc| {
             let (z, l) = self.transform_chunk(xc, cc)?;
             Ok(vec![z, l])
         })?;
@@ -421,10 +444,15 @@ impl Flow {
             ));
         }
         let (x, ctx) = self.check_input(x, ctx)?;
-        let out = self.chunked(&x, ctx.as_ref(), EVAL_CHUNK, |xc, cc| {
+        // One probe stream per chunk, seeded from `rng` in chunk order: the chunks can run in
+        // parallel and the estimate stays a function of `rng`'s state alone.
+        let n = x.dim(0)?;
+        let seeds: Vec<u64> = (0..n.div_ceil(SLQ_CHUNK)).map(|_| rng.random()).collect();
+        let out = self.chunked(&x, ctx.as_ref(), SLQ_CHUNK, |i, xc, cc| {
+            let mut r = FlowRng::seed_from_u64(seeds[i]);
             let (z, ld) = self.transform_chunk_with(xc, |blk, h| {
                 let (z, op) = blk.detached_operator(h, cc)?;
-                let lds = slq_logdet_block(&op, h, params, rng)?;
+                let lds = slq_logdet_block(&op, h, params, &mut r)?;
                 Ok((z, lds))
             })?;
             Ok(vec![(self.prior().log_prob(&z)? + ld)?])

@@ -30,6 +30,8 @@
 
 pub mod actnorm;
 pub mod adam;
+#[cfg(feature = "mimalloc")]
+pub mod allocator;
 pub mod block;
 pub mod block_inverse;
 pub mod checkpoint;

@@ -213,7 +213,7 @@ pub struct OtReport {
 
 /// `f(x)`: the flow's forward map without log-determinants (detached), chunked.
 pub fn forward_map(flow: &Flow, x: &Tensor) -> Result<Tensor, OtError> {
-    let mut out = flow.chunked(x, None, EVAL_CHUNK, |xc, _| {
+    let mut out = flow.chunked(x, None, EVAL_CHUNK, |_, xc, _| {
         let mut h = xc.clone();
         for layer in flow.layers() {
             h = match layer {

@@ -21,6 +21,8 @@ use crate::train_state::TrainState;
 
 pub use crate::evaluate::{Dataset, mean_nll};
 
+mod chunked_step;
+pub use chunked_step::STEP_CHUNK_ROWS;
 mod fit;
 
 /// Where a run writes (all optional).

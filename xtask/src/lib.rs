@@ -10,10 +10,11 @@
 //!   on the MAF benchmarks found on disk ([`bench_tabular`], configurations in
 //!   [`tabular_config`], budgeted training in [`budget_train`]) and writes
 //!   `bench-tabular.{md,json}` ([`bench_report`]).
-//! * `cargo xtask reproduce [--quick] [--out DIR] [--vae-datasets frey-faces,caltech101]
-//!   [--vae-data-dir DIR] [--no-vae]` runs the 2-D toys ([`toy_figures`]), the
-//!   optimal-transport experiment, the tabular benchmarks and the VAE posteriors of Table 3
-//!   ([`reproduce_vae`]) and writes `report.md` ([`reproduce`]).
+//! * `cargo xtask reproduce [--quick] [--out DIR] [--image-datasets mnist,cifar10]
+//!   [--no-images] [--vae-datasets frey-faces,caltech101] [--vae-data-dir DIR] [--no-vae]`
+//!   runs the 2-D toys ([`toy_figures`]), the optimal-transport experiment, the tabular
+//!   benchmarks, the image flows of Table 2 ([`reproduce_image`]) and the VAE posteriors of
+//!   Table 3 ([`reproduce_vae`]) and writes `report.md` ([`reproduce`]).
 //!
 //! The library entry points ([`bench_tabular::run_bench_tabular`],
 //! [`reproduce::run_reproduce`]) take option structs with presets (`paper`/`full`, `quick`,
@@ -29,6 +30,7 @@ pub mod fetch;
 pub mod install;
 pub mod registry;
 pub mod reproduce;
+pub mod reproduce_image;
 pub mod reproduce_vae;
 pub mod tabular_config;
 pub mod toy_figures;

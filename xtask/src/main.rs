@@ -5,6 +5,10 @@ use std::process::ExitCode;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
+/// The `cpflow` binary's allocator (see its `main.rs`): the reproduction runs the same work.
+#[global_allocator]
+static GLOBAL: cpflow::allocator::MiMalloc = cpflow::allocator::MiMalloc;
+
 fn main() -> ExitCode {
     cpflow::cpu_threads::configure_cpu_threads();
     tracing_subscriber::fmt()

@@ -1,10 +1,12 @@
 //! `cargo xtask reproduce`: the paper's 2-D toys (Fig. 3), the optimal-transport experiment
-//! (Fig. 4), the tabular benchmarks on disk (Table 1) and the VAE posteriors on the image
-//! datasets on disk (Table 3, [`crate::reproduce_vae`]), summarised in `<out>/report.md`.
+//! (Fig. 4), the tabular benchmarks on disk (Table 1), the image flows on MNIST / CIFAR-10 on
+//! disk (Table 2, [`crate::reproduce_image`]) and the VAE posteriors on the image datasets on
+//! disk (Table 3, [`crate::reproduce_vae`]), summarised in `<out>/report.md`.
 //!
 //! Layout of `<out>`: `toys/<toy>_{data,density,samples}.png`, `ot/ot_d<d>_*.png` (and the
 //! curves as CSV), `tabular/bench-tabular.{md,json}` (plus one folder per dataset with the
-//! model), `vae/<dataset>/<gaussian|cp-flow>/` (`report.json`, `metrics.jsonl`, weights),
+//! model), `images/<dataset>/` (`report.json`, `metrics.jsonl`, `model.safetensors`,
+//! `samples.png`), `vae/<dataset>/<gaussian|cp-flow>/` (`report.json`, `metrics.jsonl`, weights),
 //! `report.md` (relative links to every figure, the tables against the paper) and
 //! `reproduce.json`.
 
@@ -23,6 +25,10 @@ use serde::Serialize;
 
 use crate::bench_report::{BENCH_MD, bench_table_markdown};
 use crate::bench_tabular::{BenchReport, BenchTabularOptions, SkippedDataset, run_bench_tabular};
+use crate::reproduce_image::{
+    ImagePartOptions, ImagePartReport, ImageRow, ImageSubset, image_quick_config,
+    image_reference_config, image_table_markdown, image_tiny_config, run_image_part,
+};
 use crate::reproduce_vae::{
     DEFAULT_VAE_DATA_DIR, VaePartOptions, VaePartReport, VaeRow, VaeSubset, run_vae_part,
     vae_quick_config, vae_reference_config, vae_table_markdown, vae_tiny_config,
@@ -53,6 +59,8 @@ pub struct ReproduceOptions {
     pub ot_config: fn(usize) -> OtConfig,
     /// The tabular part (its `out` is replaced by `<out>/tabular`).
     pub tabular: BenchTabularOptions,
+    /// The image part (Table 2): datasets (empty to skip), data roots, configuration.
+    pub images: ImagePartOptions,
     /// The VAE part (Table 3): datasets (empty to skip), data roots, configuration.
     pub vae: VaePartOptions,
     /// Output directory.
@@ -65,7 +73,9 @@ pub struct ReproduceOptions {
 
 impl ReproduceOptions {
     /// The paper-sized run: reference toy runs, OT for d ∈ {2, 4, 8, 16} with the reference
-    /// settings, the tabular benchmarks with `minutes` of training per dataset, and the VAE
+    /// settings, the tabular benchmarks with `minutes` of training per dataset, the image flows
+    /// of `configs/{mnist,cifar10}.toml` (100 epochs on a CUDA device, `minutes` of steps on
+    /// the CPU), and the VAE
     /// reference configuration ([`vae_reference_config`]) with `minutes` of training per
     /// dataset and posterior. VAE data: [`DEFAULT_VAE_DATA_DIR`], then `data_dir`.
     pub fn full(out: PathBuf, data_dir: PathBuf, device: Device, minutes: f64) -> Self {
@@ -82,6 +92,14 @@ impl ReproduceOptions {
             ot_config: OtConfig::reference,
             tabular: tabular_options(data_dir.clone(), device.clone(), TabularBenchConfig::paper)
                 .with_budget(Some(Duration::from_secs_f64(minutes * 60.0))),
+            images: ImagePartOptions {
+                max_minutes: if device.is_cuda() {
+                    None
+                } else {
+                    Some(minutes)
+                },
+                ..ImagePartOptions::new(image_roots(&data_dir), image_reference_config)
+            },
             vae: VaePartOptions {
                 max_minutes: Some(minutes),
                 ..VaePartOptions::new(
@@ -113,6 +131,7 @@ impl ReproduceOptions {
             ot_dims: vec![2, 4],
             ot_config: ot_quick_config,
             tabular: tabular_options(data_dir.clone(), device.clone(), TabularBenchConfig::quick),
+            images: ImagePartOptions::new(image_roots(&data_dir), image_quick_config),
             vae: VaePartOptions::new(
                 PathBuf::from(DEFAULT_VAE_DATA_DIR),
                 data_dir.clone(),
@@ -138,6 +157,11 @@ impl ReproduceOptions {
             ot_dims: vec![2],
             ot_config: ot_tiny_config,
             tabular: tabular_options(data_dir.clone(), device.clone(), TabularBenchConfig::tiny),
+            images: ImagePartOptions {
+                subset: Some(ImageSubset { train: 64, eval: 8 }),
+                grid: (2, 2),
+                ..ImagePartOptions::new(image_roots(&data_dir), image_tiny_config)
+            },
             vae: VaePartOptions {
                 subset: Some(VaeSubset {
                     train: 100,
@@ -161,6 +185,13 @@ impl BenchTabularOptions {
         self.budget = budget;
         self
     }
+}
+
+/// Where the image part looks for MNIST / CIFAR-10: the project's shared data folder
+/// ([`DEFAULT_VAE_DATA_DIR`], MNIST is shipped there), then the run's `--data-dir` (where
+/// `cargo xtask download mnist|cifar10` puts its files).
+fn image_roots(data_dir: &Path) -> Vec<PathBuf> {
+    vec![PathBuf::from(DEFAULT_VAE_DATA_DIR), data_dir.to_path_buf()]
 }
 
 fn tabular_options(
@@ -223,6 +254,12 @@ pub struct ReproduceReport {
     pub ot: Vec<OtReport>,
     /// Tabular results.
     pub tabular: BenchReport,
+    /// Image results (Table 2), one row per dataset.
+    pub images: Vec<ImageRow>,
+    /// Image datasets not found on disk.
+    pub images_skipped: Vec<SkippedDataset>,
+    /// Temperature of the image sample grids.
+    pub image_temperature: f64,
     /// VAE results (Table 3), one row per dataset and posterior.
     pub vae: Vec<VaeRow>,
     /// VAE datasets not found on disk.
@@ -270,6 +307,8 @@ pub fn run_reproduce(opts: &ReproduceOptions) -> Result<ReproduceReport> {
     tab.progress = opts.progress;
     let tabular = run_bench_tabular(&tab)?;
 
+    let images = run_image_part(&opts.images, out, &opts.device, opts.progress)?;
+
     let vae = run_vae_part(&opts.vae, out, opts.progress)?;
 
     let report = ReproduceReport {
@@ -277,6 +316,9 @@ pub fn run_reproduce(opts: &ReproduceOptions) -> Result<ReproduceReport> {
         toys,
         ot,
         tabular,
+        images: images.rows,
+        images_skipped: images.skipped,
+        image_temperature: opts.images.temperature,
         vae: vae.rows,
         vae_skipped: vae.skipped,
         wall_time_s: t0.elapsed().as_secs_f64(),
@@ -376,6 +418,16 @@ pub fn report_markdown(r: &ReproduceReport, device: &Device) -> String {
         for k in &r.tabular.skipped {
             let _ = writeln!(s, "- {}", k.message);
         }
+    }
+    if !(r.images.is_empty() && r.images_skipped.is_empty()) {
+        s.push('\n');
+        s.push_str(&image_table_markdown(
+            &ImagePartReport {
+                rows: r.images.clone(),
+                skipped: r.images_skipped.clone(),
+            },
+            r.image_temperature,
+        ));
     }
     if !(r.vae.is_empty() && r.vae_skipped.is_empty()) {
         s.push('\n');

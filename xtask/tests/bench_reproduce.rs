@@ -164,8 +164,11 @@ fn reproduce_tiny_writes_report_with_figures_and_tables() {
         "Frey Faces missing from {}",
         shared.display()
     );
-    opts.vae.data_dir = shared;
+    opts.vae.data_dir = shared.clone();
     opts.vae.datasets = vec![VaeDatasetName::FreyFaces, VaeDatasetName::Omniglot];
+    // Table 2: MNIST from the shared data (tiny model, 64 training images); CIFAR-10 is in
+    // neither root and is skipped with its download command.
+    opts.images.data_roots = vec![shared, data.path().to_path_buf()];
     let report = run_reproduce(&opts).unwrap();
     assert_eq!(report.toys.len(), 1);
     assert!(report.toys[0].test_nll.is_finite());
@@ -217,6 +220,31 @@ fn reproduce_tiny_writes_report_with_figures_and_tables() {
     assert!(msg.contains("cargo xtask download omniglot"), "{msg}");
     assert!(msg.contains(&data.path().display().to_string()), "{msg}");
 
+    assert_eq!(report.images.len(), 1);
+    let img = &report.images[0];
+    assert_eq!(
+        (img.dataset.as_str(), img.dir.as_str()),
+        ("mnist", "images/mnist")
+    );
+    assert_eq!((img.report.n_train, img.report.n_val), (64, 8));
+    assert_eq!(img.report.iterations, 3);
+    let test = img.report.test.as_ref().unwrap();
+    // Three steps of a tiny flow from the logit/ActNorm initialisation: a finite bpd between
+    // 0 and the 8 bits of a uniform 256-level pixel plus the logit's slack.
+    assert!(test.slq.bpd > 0.0 && test.slq.bpd < 16.0, "{test:?}");
+    assert_eq!(test.slq.images, 4);
+    assert_eq!((img.grid_samples, img.paper_bpd), (4, 1.02));
+    assert_eq!(report.images_skipped.len(), 1);
+    assert!(
+        report.images_skipped[0]
+            .message
+            .contains("cargo xtask download cifar10"),
+        "{:?}",
+        report.images_skipped
+    );
+    let png = out.path().join("images/mnist/samples.png");
+    assert!(png.is_file() && png.metadata().unwrap().len() > 0);
+
     let md = std::fs::read_to_string(out.path().join(REPORT_MD)).unwrap();
     for needle in [
         "## Fig. 3",
@@ -227,6 +255,10 @@ fn reproduce_tiny_writes_report_with_figures_and_tables() {
         "(tabular/bench-tabular.md)",
         "| miniboone | 43 |",
         "cargo xtask download power",
+        "## Table 2: images (test bits/dim)",
+        "| [mnist](images/mnist/report.json) |",
+        "(images/mnist/samples.png)",
+        "cargo xtask download cifar10",
         "## Table 3: VAE posteriors (negative ELBO)",
         "| [frey-faces](vae/frey-faces/gaussian/report.json) | gaussian | 100 / 50 / 50 |",
         "| [frey-faces](vae/frey-faces/cp-flow/report.json) | cp-flow | 100 / 50 / 50 |",

@@ -20,6 +20,10 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand_distr::{Distribution, StandardNormal};
 
+/// The `cpflow` binary's allocator (`cpflow::allocator`), so both measure the same code.
+#[global_allocator]
+static GLOBAL: cpflow::allocator::MiMalloc = cpflow::allocator::MiMalloc;
+
 #[derive(Parser, Debug)]
 struct Args {
     #[arg(long, default_value_t = 43)]

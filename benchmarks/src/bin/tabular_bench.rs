@@ -21,6 +21,10 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 use serde_json::{Value, json};
 
+/// The `cpflow` binary's allocator (`cpflow::allocator`), so both measure the same code.
+#[global_allocator]
+static GLOBAL: cpflow::allocator::MiMalloc = cpflow::allocator::MiMalloc;
+
 #[derive(Parser, Debug)]
 #[command(about = "CP-Flow tabular benchmark (prints JSON)")]
 struct Args {

@@ -26,6 +26,10 @@ use cpflow::vae::{
 use rand::SeedableRng;
 use serde_json::json;
 
+/// The `cpflow` binary's allocator (`cpflow::allocator`), so both measure the same code.
+#[global_allocator]
+static GLOBAL: cpflow::allocator::MiMalloc = cpflow::allocator::MiMalloc;
+
 #[derive(Parser, Debug)]
 #[command(about = "VAE training step beside the authors' train_vae.py (CPU)")]
 struct Args {

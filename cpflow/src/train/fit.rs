@@ -21,19 +21,16 @@ impl Trainer {
     fn step(&mut self, x: &Tensor, ctx: Option<&Tensor>) -> Result<(f64, f64, CgReport)> {
         let lr = scheduled_lr(&self.config.lr_schedule, &self.state, self.state.iteration);
         self.adam.set_lr(lr);
-        let (lp, cg) = match self.config.objective {
-            Objective::CgSurrogate => {
-                self.flow
-                    .surrogate_terms(x, ctx, &self.config.surrogate, &mut self.rng)?
-            }
-            Objective::ExactNll => (
-                self.flow.exact_log_prob_tracked(x, ctx)?,
-                CgReport::default(),
-            ),
-        };
-        let loss = lp.mean_all()?.neg()?;
-        let lv = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
         let it = self.state.iteration;
+        let (lv, mut grads, cg) = match self.config.objective {
+            Objective::CgSurrogate => self.surrogate_gradients(x, ctx)?,
+            Objective::ExactNll => {
+                let lp = self.flow.exact_log_prob_tracked(x, ctx)?;
+                let loss = lp.mean_all()?.neg()?;
+                let lv = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+                (lv, loss.backward()?, CgReport::default())
+            }
+        };
         if !lv.is_finite() {
             return Err(CpflowError::NonFinite {
                 what: format!("loss ({lv})"),
@@ -41,7 +38,6 @@ impl Trainer {
                 checkpoint: self.last_checkpoint.clone(),
             });
         }
-        let mut grads = loss.backward()?;
         // One reduction pass: a NaN/Inf anywhere makes the norm non-finite; only then look for
         // the culprit to name it.
         let gn = self.adam.grad_norm(&grads)?;

@@ -24,6 +24,11 @@ use candle_core::Device;
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 
+/// mimalloc, keeping freed memory (`cpflow::allocator`): glibc returned the pages of freed
+/// tensors to the kernel and faulted fresh zeroed ones back in at the next use.
+#[global_allocator]
+static GLOBAL: cpflow::allocator::MiMalloc = cpflow::allocator::MiMalloc;
+
 /// Convex Potential Flows (Huang et al., ICLR 2021).
 #[derive(Parser, Debug)]
 #[command(name = "cpflow", version, about, long_about = None)]

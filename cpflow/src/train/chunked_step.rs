@@ -1,0 +1,186 @@
+//! The CG-surrogate gradient of a batch, computed over row chunks in parallel.
+//!
+//! Rows of a batch are independent once the flow is initialised (ActNorm uses its stored
+//! scale and shift), so `∇ mean(−log p)` is the sum over row chunks of `∇ (−Σ_chunk log p)/B`.
+//! Each chunk runs its forward pass, its CG solves and its backward pass on one thread of
+//! rayon's pool with its own probe stream (seeded from the trainer's RNG in chunk order), and
+//! the gradients are added. On 2 cores this keeps both busy with whole chunks instead of
+//! splitting every small matrix product in two (see
+//! [`crate::cpu_threads::GEMM_THREADING_THRESHOLD`]); the result depends on
+//! [`STEP_CHUNK_ROWS`], never on the thread count.
+
+use candle_core::backprop::GradStore;
+use candle_core::{DType, Tensor};
+use rand::Rng;
+
+use super::Trainer;
+use crate::block::CgReport;
+use crate::error::{CpflowError, Result};
+use crate::rng::FlowRng;
+
+/// Rows per chunk of a CG-surrogate training step. 256 rows keep the element-wise ops of a
+/// chunk (256 × width) large enough to amortise per-op costs and give a batch of 1,024 four
+/// chunks to spread over the cores.
+pub const STEP_CHUNK_ROWS: usize = 256;
+
+/// What one chunk contributes: its share of the loss, its gradients, its CG report.
+type ChunkOutcome = (f64, GradStore, CgReport);
+
+impl Trainer {
+    /// `(loss, gradients, CG report)` of the CG surrogate on batch `x` (`ctx` for a
+    /// conditional flow): the mean over rows of `−log N(z) − Σ surrogate terms`.
+    pub(super) fn surrogate_gradients(
+        &mut self,
+        x: &Tensor,
+        ctx: Option<&Tensor>,
+    ) -> Result<(f64, GradStore, CgReport)> {
+        let n = x.dim(0)?;
+        let starts: Vec<usize> = (0..n).step_by(STEP_CHUNK_ROWS).collect();
+        let seeds: Vec<u64> = starts.iter().map(|_| self.rng.random()).collect();
+        let (flow, params) = (&self.flow, &self.config.surrogate);
+        let chunk = |i: usize| -> Result<ChunkOutcome> {
+            let start = starts[i];
+            let len = STEP_CHUNK_ROWS.min(n - start);
+            let xc = x.narrow(0, start, len)?;
+            let cc = ctx.map(|c| c.narrow(0, start, len)).transpose()?;
+            let mut rng = FlowRng::seed_from_u64(seeds[i]);
+            let (lp, cg) = flow.surrogate_terms(&xc, cc.as_ref(), params, &mut rng)?;
+            let share = lp.sum_all()?.affine(-1.0 / n as f64, 0.0)?;
+            let value = share.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+            Ok((value, share.backward()?, cg))
+        };
+        let outcomes: Vec<ChunkOutcome> = if starts.len() > 1 && x.device().is_cpu() {
+            use rayon::prelude::*;
+            (0..starts.len())
+                .into_par_iter()
+                .map(chunk)
+                .collect::<Result<_>>()?
+        } else {
+            (0..starts.len()).map(chunk).collect::<Result<_>>()?
+        };
+        let mut outcomes = outcomes.into_iter();
+        let (mut loss, mut grads, mut cg) = outcomes
+            .next()
+            .ok_or_else(|| CpflowError::InvalidInput("a training batch needs rows".into()))?;
+        let rest: Vec<ChunkOutcome> = outcomes.collect();
+        for (v, _, c) in &rest {
+            loss += v;
+            cg.extend(c);
+        }
+        if !rest.is_empty() {
+            for (_, var) in self.flow.named_vars() {
+                let t = var.as_tensor();
+                let mut sum = grads.remove(t);
+                for (_, g, _) in &rest {
+                    if let Some(gi) = g.get(t) {
+                        sum = Some(match sum {
+                            Some(s) => (s + gi)?,
+                            None => gi.clone(),
+                        });
+                    }
+                }
+                if let Some(s) = sum {
+                    grads.insert(t, s);
+                }
+            }
+        }
+        Ok((loss, grads, cg))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::Device;
+
+    use super::*;
+    use crate::config::TrainConfig;
+    use crate::flow::Flow;
+    use crate::flow_config::FlowConfig;
+    use crate::potential::PotentialConfig;
+
+    fn trainer(seed: u64) -> (Trainer, Tensor) {
+        let pot = PotentialConfig::Icnn3(icnn::Icnn3Config {
+            dim: 3,
+            width: 8,
+            depth: 2,
+            ..Default::default()
+        });
+        let flow = Flow::new(FlowConfig::single_block(pot), &Device::Cpu).unwrap();
+        // 2.5 chunks of rows: the last chunk is short.
+        let n = 2 * STEP_CHUNK_ROWS + STEP_CHUNK_ROWS / 2;
+        let mut r = FlowRng::seed_from_u64(7);
+        let v: Vec<f64> = (0..n * 3).map(|_| r.random::<f64>() * 2.0 - 1.0).collect();
+        let x = Tensor::from_vec(v, (n, 3), &Device::Cpu).unwrap();
+        flow.initialize(&x).unwrap();
+        let cfg = TrainConfig {
+            seed,
+            ..Default::default()
+        };
+        (Trainer::new(flow, cfg).unwrap(), x)
+    }
+
+    fn grad_vec(t: &Trainer, g: &GradStore) -> Vec<f64> {
+        t.flow
+            .named_vars()
+            .iter()
+            .filter_map(|(_, v)| g.get(v.as_tensor()))
+            .flat_map(|t| t.flatten_all().unwrap().to_vec1::<f64>().unwrap())
+            .collect()
+    }
+
+    /// The chunk-parallel gradient equals the gradient of the whole batch's mean loss built
+    /// as one graph from the same per-chunk probe streams (so the merge, the `1/B` scaling
+    /// and the short last chunk are right), and does not depend on the thread count.
+    #[test]
+    fn chunked_gradient_equals_one_graph_and_ignores_thread_count() {
+        let (mut t, x) = trainer(3);
+        let mut rng = t.rng.clone();
+        let (loss, grads, cg) = t.surrogate_gradients(&x, None).unwrap();
+        let n = x.dim(0).unwrap();
+        assert_eq!(cg.iterations.len(), n);
+
+        // One graph over the batch, the same seeds in chunk order.
+        let mut parts = Vec::new();
+        for start in (0..n).step_by(STEP_CHUNK_ROWS) {
+            let len = STEP_CHUNK_ROWS.min(n - start);
+            let mut r = FlowRng::seed_from_u64(rng.random());
+            let xc = x.narrow(0, start, len).unwrap();
+            let (lp, _) = t
+                .flow
+                .surrogate_terms(&xc, None, &t.config.surrogate, &mut r)
+                .unwrap();
+            parts.push(lp);
+        }
+        let whole = Tensor::cat(&parts, 0)
+            .unwrap()
+            .mean_all()
+            .unwrap()
+            .neg()
+            .unwrap();
+        let whole_grads = whole.backward().unwrap();
+        let whole_loss = whole.to_scalar::<f64>().unwrap();
+        assert!((loss - whole_loss).abs() < 1e-12 * whole_loss.abs().max(1.0));
+        let (a, b) = (grad_vec(&t, &grads), grad_vec(&t, &whole_grads));
+        assert_eq!(a.len(), b.len());
+        assert!(!a.is_empty());
+        for (x, y) in a.iter().zip(&b) {
+            // Sums of the same terms in another order: f64 round-off only.
+            assert!((x - y).abs() <= 1e-12 * (1.0 + y.abs()), "{x} vs {y}");
+        }
+
+        // One thread and two threads: bit-identical.
+        let run = |threads: usize| {
+            let (mut t, x) = trainer(3);
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            let (l, g, _) = pool.install(|| t.surrogate_gradients(&x, None)).unwrap();
+            (l, grad_vec(&t, &g))
+        };
+        let (l1, g1) = run(1);
+        let (l2, g2) = run(2);
+        assert_eq!(l1.to_bits(), l2.to_bits());
+        assert_eq!(g1, g2);
+    }
+}
