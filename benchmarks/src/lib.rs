@@ -13,10 +13,12 @@
 //! - [`gaussian_mixture`] generates the synthetic data that the reference measurements used.
 
 pub mod data;
+pub mod env;
 pub mod memory;
 pub mod ours;
 pub mod side_by_side;
 pub mod timing;
 
 pub use data::gaussian_mixture;
+pub use env::{expand_home, load_average};
 pub use timing::{Stopwatch, median};

@@ -61,23 +61,6 @@ struct Args {
     ours_only: bool,
 }
 
-fn home(p: &str) -> String {
-    match (p.strip_prefix("~/"), std::env::var("HOME")) {
-        (Some(rest), Ok(h)) => format!("{h}/{rest}"),
-        _ => p.to_string(),
-    }
-}
-
-fn median(v: &[f64]) -> f64 {
-    let mut s = v.to_vec();
-    s.sort_by(f64::total_cmp);
-    match s.len() {
-        0 => f64::NAN,
-        n if n % 2 == 1 => s[n / 2],
-        n => 0.5 * (s[n / 2 - 1] + s[n / 2]),
-    }
-}
-
 fn mean(v: &[f64]) -> f64 {
     v.iter().sum::<f64>() / v.len().max(1) as f64
 }
@@ -136,7 +119,7 @@ fn ours(a: &Args) -> Result<(serde_json::Value, ImageExperimentConfig)> {
         json!({
             "parameters": report.parameters,
             "cp_flow_blocks": report.cp_flow_blocks,
-            "step_s_median": median(&times),
+            "step_s_median": benchmarks::median(&times),
             "step_s_mean": mean(&times),
             "step_s": times,
             "cg_iterations_mean_per_system": mean(&cg_mean),
@@ -153,9 +136,10 @@ fn reference(a: &Args, batch: usize, nblocks: &[usize]) -> Result<serde_json::Va
         .map(usize::to_string)
         .collect::<Vec<_>>()
         .join("-");
-    let out = Command::new(home(&a.python))
+    let out = Command::new(benchmarks::expand_home(&a.python))
         .arg("benchmarks/scripts/ref_img_step.py")
-        .args(["--ref", &home(&a.r#ref)])
+        .arg("--ref")
+        .arg(benchmarks::expand_home(&a.r#ref))
         .args(["--steps", &a.steps.to_string()])
         .args(["--warmup", &a.warm.to_string()])
         .args(["--threads", &a.threads.to_string()])
@@ -171,26 +155,19 @@ fn reference(a: &Args, batch: usize, nblocks: &[usize]) -> Result<serde_json::Va
     serde_json::from_slice(&out.stdout).context("parsing the reference JSON")
 }
 
-fn load_avg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .ok()
-        .and_then(|s| s.split_whitespace().next().map(str::to_string))
-        .unwrap_or_else(|| "?".into())
-}
-
 fn main() -> Result<()> {
     let a = Args::parse();
     // SAFETY: set before any thread is spawned.
     unsafe { std::env::set_var("RAYON_NUM_THREADS", a.threads.to_string()) };
     cpflow::cpu_threads::configure_cpu_threads();
-    let load_start = load_avg();
+    let load_start = benchmarks::load_average();
     let (o, cfg) = ours(&a)?;
     let theirs = if a.ours_only {
         None
     } else {
         Some(reference(&a, cfg.train.batch_size, &cfg.model.nblocks)?)
     };
-    let load_end = load_avg();
+    let load_end = benchmarks::load_average();
     let f = |v: &serde_json::Value, k: &str| v[k].as_f64().unwrap_or(f64::NAN);
     let our_step = f(&o, "step_s_median");
     let row = format!(
@@ -216,7 +193,7 @@ fn main() -> Result<()> {
     );
     let md = format!(
         "# Image-flow training step: ours vs the authors' train_img.py (MNIST, CPU)\n\n\
-         Same CPU, same session, {} threads each, load average {load_start} → {load_end}. \
+         Same CPU, same session, {} threads each, load average {load_start:.2} → {load_end:.2}. \
          Model: `{}` (ConvICNN width {}, depth {}, blocks {:?}, batch {}, f32, CG atol = rtol \
          = 1e-3) and theirs built by `train_img.cpflow_block_fn` + `MultiscaleFlow` with the \
          same layout. A step: loss, backward, gradient clipping, Adam, EMA. {} untimed then {} \

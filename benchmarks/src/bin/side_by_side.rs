@@ -66,20 +66,6 @@ struct Args {
     ours_only: bool,
 }
 
-fn expand(p: &str) -> PathBuf {
-    match (p.strip_prefix("~/"), std::env::var_os("HOME")) {
-        (Some(rest), Some(home)) => Path::new(&home).join(rest),
-        _ => PathBuf::from(p),
-    }
-}
-
-fn load_avg() -> f64 {
-    std::fs::read_to_string("/proc/loadavg")
-        .ok()
-        .and_then(|s| s.split_whitespace().next()?.parse().ok())
-        .unwrap_or(f64::NAN)
-}
-
 /// The reference's `OMP_WAIT_POLICY` as inherited from our environment ("default" when
 /// unset: GNU OpenMP spins). Neither choice is free on a shared 2-core machine, measured in
 /// this session: with spinning threads PyTorch collapses under load ≈ 4 (d = 43 train step
@@ -91,7 +77,7 @@ fn omp_wait_policy() -> String {
 }
 
 fn python(args: &Args) -> Command {
-    let mut c = Command::new(expand(&args.python));
+    let mut c = Command::new(benchmarks::expand_home(&args.python));
     let t = args.threads.to_string();
     c.env("OMP_NUM_THREADS", &t).env("MKL_NUM_THREADS", &t);
     c
@@ -109,8 +95,11 @@ fn dump_data(args: &Args) -> Result<PathBuf> {
     let dir = args.work_dir.join("data");
     let dims: Vec<String> = args.dims.iter().map(ToString::to_string).collect();
     let mut c = python(args);
-    c.arg(expand(&args.ref_script))
-        .args(["--ref", &expand(&args.r#ref).to_string_lossy()])
+    c.arg(benchmarks::expand_home(&args.ref_script))
+        .args([
+            "--ref",
+            &benchmarks::expand_home(&args.r#ref).to_string_lossy(),
+        ])
         .args(["--dims", &dims.join(",")])
         .args(["--steps", &args.steps.to_string()])
         .args(["--warm", &args.warm.to_string()])
@@ -125,8 +114,11 @@ fn reference(args: &Args, d: usize, pretrain: usize) -> Result<Measurement> {
     let out = args.work_dir.join(format!("ref_d{d}_p{pretrain}.json"));
     let mut c = python(args);
     c.arg(&args.wrapper)
-        .arg(expand(&args.ref_script))
-        .args(["--ref", &expand(&args.r#ref).to_string_lossy()])
+        .arg(benchmarks::expand_home(&args.ref_script))
+        .args([
+            "--ref",
+            &benchmarks::expand_home(&args.r#ref).to_string_lossy(),
+        ])
         .args(["--device", "cpu", "--dims", &d.to_string()])
         .args(["--steps", &args.steps.to_string()])
         .args(["--warm", &args.warm.to_string()])
@@ -166,12 +158,12 @@ fn main() -> Result<()> {
         dump_data(&args)?
     };
     let dev = Device::Cpu;
-    let started = load_avg();
+    let started = benchmarks::load_average();
     let mut pairs = Vec::new();
     for &d in &args.dims {
         let x = load_data(&data_dir, d)?;
         for pretrain in [0, args.pretrain] {
-            let l0 = load_avg();
+            let l0 = benchmarks::load_average();
             let theirs = if args.ours_only {
                 Measurement::default()
             } else {
@@ -187,7 +179,7 @@ fn main() -> Result<()> {
             let pair = Pair {
                 theirs,
                 ours,
-                load: [l0, load_avg()],
+                load: [l0, benchmarks::load_average()],
             };
             eprintln!("{}", serde_json::to_string(&pair)?);
             pairs.push(pair);
@@ -211,7 +203,7 @@ fn main() -> Result<()> {
         "candle_elementwise_threads": candle_threads,
         "protocol": {"pretrain": args.pretrain, "warm": args.warm, "steps": args.steps},
         "load_at_start": started,
-        "load_at_end": load_avg(),
+        "load_at_end": benchmarks::load_average(),
         "pairs": pairs,
         "ratios": pairs.iter().map(Pair::ratios).collect::<Vec<_>>(),
         "targets_missed": missed,
@@ -230,7 +222,7 @@ fn main() -> Result<()> {
         command,
         omp_wait_policy(),
         started,
-        load_avg()
+        benchmarks::load_average()
     );
     md.push_str(&markdown_table(&pairs));
     md.push_str("\nTargets missed (d ≥ 43): ");

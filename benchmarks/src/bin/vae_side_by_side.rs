@@ -59,13 +59,6 @@ struct Args {
     ours_only: bool,
 }
 
-fn home(p: &str) -> String {
-    match (p.strip_prefix("~/"), std::env::var("HOME")) {
-        (Some(rest), Ok(h)) => format!("{h}/{rest}"),
-        _ => p.to_string(),
-    }
-}
-
 /// Mean and standard deviation.
 fn stats(v: &[f64]) -> (f64, f64) {
     let n = v.len().max(1) as f64;
@@ -133,7 +126,7 @@ fn main() -> Result<()> {
         let reference = if a.ours_only {
             None
         } else {
-            let out = Command::new(home(&a.python))
+            let out = Command::new(benchmarks::expand_home(&a.python))
                 .args(["benchmarks/scripts/ref_vae_epoch.py", "--posterior", flag])
                 .args([
                     "--steps",
@@ -141,7 +134,8 @@ fn main() -> Result<()> {
                     "--threads",
                     &a.threads.to_string(),
                 ])
-                .args(["--ref", &home(&a.r#ref)])
+                .arg("--ref")
+                .arg(benchmarks::expand_home(&a.r#ref))
                 .args([
                     "--frey",
                     &a.data
