@@ -30,3 +30,29 @@ pub fn load_average() -> f64 {
         .and_then(|s| s.split_whitespace().next()?.parse().ok())
         .unwrap_or(f64::NAN)
 }
+
+/// A command running the Python at `python` (`~/` expanded) with `threads` OpenMP and MKL
+/// threads: how every side-by-side binary starts the authors' code.
+///
+/// ```
+/// let c = benchmarks::python_command("~/venv/bin/python", 2);
+/// let envs: Vec<_> = c.get_envs().map(|(k, v)| (k.to_owned(), v.map(|v| v.to_owned()))).collect();
+/// assert!(envs.iter().any(|(k, v)| k == "OMP_NUM_THREADS" && v.as_deref() == Some("2".as_ref())));
+/// ```
+pub fn python_command(python: &str, threads: usize) -> std::process::Command {
+    let mut c = std::process::Command::new(expand_home(python));
+    let t = threads.to_string();
+    c.env("OMP_NUM_THREADS", &t).env("MKL_NUM_THREADS", &t);
+    c
+}
+
+/// Runs `command` and parses its standard output as one JSON value; a failing exit status
+/// is an error carrying the command's standard error.
+pub fn stdout_json(mut command: std::process::Command) -> anyhow::Result<serde_json::Value> {
+    use anyhow::Context;
+    let out = command.output().context("running the reference script")?;
+    if !out.status.success() {
+        anyhow::bail!("reference failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    serde_json::from_slice(&out.stdout).context("parsing the reference JSON")
+}

@@ -20,5 +20,5 @@ pub mod side_by_side;
 pub mod timing;
 
 pub use data::gaussian_mixture;
-pub use env::{expand_home, load_average};
+pub use env::{expand_home, load_average, python_command, stdout_json};
 pub use timing::{Stopwatch, median};

@@ -15,7 +15,6 @@
 //! `--ours-only` skips it.
 
 use std::path::PathBuf;
-use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 use candle_core::Device;
@@ -136,23 +135,16 @@ fn reference(a: &Args, batch: usize, nblocks: &[usize]) -> Result<serde_json::Va
         .map(usize::to_string)
         .collect::<Vec<_>>()
         .join("-");
-    let out = Command::new(benchmarks::expand_home(&a.python))
-        .arg("benchmarks/scripts/ref_img_step.py")
+    let mut c = benchmarks::python_command(&a.python, a.threads);
+    c.arg("benchmarks/scripts/ref_img_step.py")
         .arg("--ref")
         .arg(benchmarks::expand_home(&a.r#ref))
         .args(["--steps", &a.steps.to_string()])
         .args(["--warmup", &a.warm.to_string()])
         .args(["--threads", &a.threads.to_string()])
         .args(["--batch", &batch.to_string()])
-        .args(["--nblocks", &blocks])
-        .env("OMP_NUM_THREADS", a.threads.to_string())
-        .env("MKL_NUM_THREADS", a.threads.to_string())
-        .output()
-        .context("running the reference script")?;
-    if !out.status.success() {
-        bail!("reference failed: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    serde_json::from_slice(&out.stdout).context("parsing the reference JSON")
+        .args(["--nblocks", &blocks]);
+    benchmarks::stdout_json(c)
 }
 
 fn main() -> Result<()> {

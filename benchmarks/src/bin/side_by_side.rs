@@ -77,10 +77,7 @@ fn omp_wait_policy() -> String {
 }
 
 fn python(args: &Args) -> Command {
-    let mut c = Command::new(benchmarks::expand_home(&args.python));
-    let t = args.threads.to_string();
-    c.env("OMP_NUM_THREADS", &t).env("MKL_NUM_THREADS", &t);
-    c
+    benchmarks::python_command(&args.python, args.threads)
 }
 
 fn run(mut c: Command, what: &str) -> Result<()> {

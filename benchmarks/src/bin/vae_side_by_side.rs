@@ -13,10 +13,9 @@
 //! `--ours-only` skips it.
 
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::Instant;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use candle_core::{DType, Device};
 use clap::Parser;
 use cpflow::config::FloatType;
@@ -126,8 +125,8 @@ fn main() -> Result<()> {
         let reference = if a.ours_only {
             None
         } else {
-            let out = Command::new(benchmarks::expand_home(&a.python))
-                .args(["benchmarks/scripts/ref_vae_epoch.py", "--posterior", flag])
+            let mut c = benchmarks::python_command(&a.python, a.threads);
+            c.args(["benchmarks/scripts/ref_vae_epoch.py", "--posterior", flag])
                 .args([
                     "--steps",
                     &a.steps.to_string(),
@@ -142,16 +141,8 @@ fn main() -> Result<()> {
                         .join("frey-faces/frey_faces_uint8.npy")
                         .display()
                         .to_string(),
-                ])
-                .env("OMP_NUM_THREADS", a.threads.to_string())
-                .env("MKL_NUM_THREADS", a.threads.to_string())
-                .output()
-                .context("running the reference script")?;
-            if !out.status.success() {
-                bail!("reference failed: {}", String::from_utf8_lossy(&out.stderr));
-            }
-            let v: serde_json::Value =
-                serde_json::from_slice(&out.stdout).context("parsing the reference JSON")?;
+                ]);
+            let v = benchmarks::stdout_json(c)?;
             Some(v)
         };
         let o = ours(&a, kind)?;
