@@ -34,6 +34,40 @@ fn exact_chunk_rows(d: usize) -> usize {
     (2752 / d.max(1)).clamp(16, EVAL_CHUNK)
 }
 
+/// `f(i, x_i, ctx_i)` for the `i`-th chunk of `rows` rows of `x` (and of `ctx`), the last
+/// chunk possibly shorter; the outcomes in chunk order. Rows are independent, so on the CPU
+/// the chunks run in parallel on rayon's pool (the matrix products of one chunk are below
+/// [`crate::cpu_threads::GEMM_THREADING_THRESHOLD`] and stay on their thread): the second
+/// core does a second chunk instead of half of every small product. `f` gets the chunk's
+/// index, so per-chunk randomness can be seeded in chunk order and results do not depend on
+/// the thread count.
+pub(crate) fn map_row_chunks<T, F>(
+    x: &Tensor,
+    ctx: Option<&Tensor>,
+    rows: usize,
+    f: F,
+) -> Result<Vec<T>>
+where
+    T: Send,
+    F: Fn(usize, &Tensor, Option<&Tensor>) -> Result<T> + Sync,
+{
+    let n = x.dim(0)?;
+    let rows = rows.max(1);
+    let starts: Vec<usize> = (0..n).step_by(rows).collect();
+    let run = |i: usize| -> Result<T> {
+        let (start, len) = (starts[i], rows.min(n - starts[i]));
+        let xc = x.narrow(0, start, len)?;
+        let cc = ctx.map(|c| c.narrow(0, start, len)).transpose()?;
+        f(i, &xc, cc.as_ref())
+    };
+    if starts.len() > 1 && x.device().is_cpu() {
+        use rayon::prelude::*;
+        (0..starts.len()).into_par_iter().map(run).collect()
+    } else {
+        (0..starts.len()).map(run).collect()
+    }
+}
+
 /// One layer of a flow.
 #[derive(Clone, Debug)]
 pub enum Layer {
@@ -261,12 +295,8 @@ impl Flow {
         Ok(())
     }
 
-    /// Apply `f` to row chunks of `x` (and `ctx`) and concatenate the outputs along dim 0.
-    /// `f` gets the chunk's index. Rows are independent, so on the CPU the chunks run in
-    /// parallel on rayon's pool (the matrix products of one chunk are below
-    /// [`crate::cpu_threads::GEMM_THREADING_THRESHOLD`] and stay on their thread): the second
-    /// core does a second chunk instead of half of every small product. Results do not depend
-    /// on the thread count.
+    /// Apply `f` to row chunks of `x` (and `ctx`) and concatenate the outputs along dim 0
+    /// ([`map_row_chunks`]: in parallel on the CPU, independent of the thread count).
     pub(crate) fn chunked<F>(
         &self,
         x: &Tensor,
@@ -277,32 +307,7 @@ impl Flow {
     where
         F: Fn(usize, &Tensor, Option<&Tensor>) -> Result<Vec<Tensor>> + Sync,
     {
-        let n = x.dim(0)?;
-        let rows = rows.max(1);
-        let starts: Vec<usize> = (0..n).step_by(rows).collect();
-        let run = |i: usize, start: usize| -> Result<Vec<Tensor>> {
-            let len = rows.min(n - start);
-            let xc = x.narrow(0, start, len)?;
-            let cc = match ctx {
-                Some(c) => Some(c.narrow(0, start, len)?),
-                None => None,
-            };
-            f(i, &xc, cc.as_ref())
-        };
-        let parts: Vec<Vec<Tensor>> = if starts.len() > 1 && x.device().is_cpu() {
-            use rayon::prelude::*;
-            starts
-                .par_iter()
-                .enumerate()
-                .map(|(i, &s)| run(i, s))
-                .collect::<Result<_>>()?
-        } else {
-            starts
-                .iter()
-                .enumerate()
-                .map(|(i, &s)| run(i, s))
-                .collect::<Result<_>>()?
-        };
+        let parts = map_row_chunks(x, ctx, rows, f)?;
         let k = parts.first().map_or(0, Vec::len);
         (0..k)
             .map(|j| {

@@ -16,15 +16,13 @@ use rand::Rng;
 use super::Trainer;
 use crate::block::CgReport;
 use crate::error::{CpflowError, Result};
+use crate::flow::map_row_chunks;
 use crate::rng::FlowRng;
 
 /// Rows per chunk of a CG-surrogate training step. 256 rows keep the element-wise ops of a
 /// chunk (256 × width) large enough to amortise per-op costs and give a batch of 1,024 four
 /// chunks to spread over the cores.
 pub const STEP_CHUNK_ROWS: usize = 256;
-
-/// What one chunk contributes: its share of the loss, its gradients, its CG report.
-type ChunkOutcome = (f64, GradStore, CgReport);
 
 impl Trainer {
     /// `(loss, gradients, CG report)` of the CG surrogate on batch `x` (`ctx` for a
@@ -35,52 +33,33 @@ impl Trainer {
         ctx: Option<&Tensor>,
     ) -> Result<(f64, GradStore, CgReport)> {
         let n = x.dim(0)?;
-        let starts: Vec<usize> = (0..n).step_by(STEP_CHUNK_ROWS).collect();
-        let seeds: Vec<u64> = starts.iter().map(|_| self.rng.random()).collect();
+        let seeds: Vec<u64> = (0..n.div_ceil(STEP_CHUNK_ROWS))
+            .map(|_| self.rng.random())
+            .collect();
         let (flow, params) = (&self.flow, &self.config.surrogate);
-        let chunk = |i: usize| -> Result<ChunkOutcome> {
-            let start = starts[i];
-            let len = STEP_CHUNK_ROWS.min(n - start);
-            let xc = x.narrow(0, start, len)?;
-            let cc = ctx.map(|c| c.narrow(0, start, len)).transpose()?;
+        let outcomes = map_row_chunks(x, ctx, STEP_CHUNK_ROWS, |i, xc, cc| {
             let mut rng = FlowRng::seed_from_u64(seeds[i]);
-            let (lp, cg) = flow.surrogate_terms(&xc, cc.as_ref(), params, &mut rng)?;
+            let (lp, cg) = flow.surrogate_terms(xc, cc, params, &mut rng)?;
             let share = lp.sum_all()?.affine(-1.0 / n as f64, 0.0)?;
             let value = share.to_dtype(DType::F64)?.to_scalar::<f64>()?;
             Ok((value, share.backward()?, cg))
-        };
-        let outcomes: Vec<ChunkOutcome> = if starts.len() > 1 && x.device().is_cpu() {
-            use rayon::prelude::*;
-            (0..starts.len())
-                .into_par_iter()
-                .map(chunk)
-                .collect::<Result<_>>()?
-        } else {
-            (0..starts.len()).map(chunk).collect::<Result<_>>()?
-        };
+        })?;
         let mut outcomes = outcomes.into_iter();
         let (mut loss, mut grads, mut cg) = outcomes
             .next()
             .ok_or_else(|| CpflowError::InvalidInput("a training batch needs rows".into()))?;
-        let rest: Vec<ChunkOutcome> = outcomes.collect();
-        for (v, _, c) in &rest {
+        let vars = self.flow.named_vars();
+        for (v, g, c) in outcomes {
             loss += v;
-            cg.extend(c);
-        }
-        if !rest.is_empty() {
-            for (_, var) in self.flow.named_vars() {
+            cg.extend(&c);
+            for (_, var) in &vars {
                 let t = var.as_tensor();
-                let mut sum = grads.remove(t);
-                for (_, g, _) in &rest {
-                    if let Some(gi) = g.get(t) {
-                        sum = Some(match sum {
-                            Some(s) => (s + gi)?,
-                            None => gi.clone(),
-                        });
-                    }
-                }
-                if let Some(s) = sum {
-                    grads.insert(t, s);
+                if let Some(gi) = g.get(t) {
+                    let sum = match grads.get(t) {
+                        Some(s) => (s + gi)?,
+                        None => gi.clone(),
+                    };
+                    grads.insert(t, sum);
                 }
             }
         }
