@@ -105,6 +105,34 @@ pub(crate) fn rademacher<R: Rng + ?Sized>(
     Ok(Tensor::from_vec(v, (n, d), like.device())?.to_dtype(like.dtype())?)
 }
 
+/// The detached CG solve of the surrogate, `(a₁ H + a₀ I) u = v` from `u₀ = v`, with `hvp`
+/// the Hessian-vector product of the potential: `(u, report)`.
+fn surrogate_cg(
+    hvp: impl Fn(&Tensor) -> icnn::Result<Tensor>,
+    v: &Tensor,
+    a1: f64,
+    a0: f64,
+    params: &SurrogateParams,
+    d: usize,
+) -> Result<(Tensor, CgReport)> {
+    let op = FnOperator::new(
+        |w: &Tensor, _active: &[bool]| -> std::result::Result<Tensor, KrylovError> {
+            let hv = hvp(w).map_err(KrylovError::operator)?;
+            Ok(((hv * a1)? + (w * a0)?)?)
+        },
+    );
+    let cg_params = CgParams::default()
+        .with_atol(params.cg_atol)
+        .with_rtol(params.cg_rtol)
+        .with_max_iters(params.cg_max_iters.unwrap_or(d));
+    let res = cg_with_initial_guess(&op, v, v, &cg_params)?;
+    let report = CgReport {
+        converged: res.converged.iter().filter(|c| **c).count(),
+        iterations: res.iterations,
+    };
+    Ok((res.x.detach(), report))
+}
+
 impl CpFlowBlock {
     /// Build (or load) the block's variables under `vb`: the ICNN under `icnn`, and `w0`, `w1`.
     /// A non-trainable `w₀` is a constant (not a variable). ICNN weights are drawn from `rng`.
@@ -220,36 +248,69 @@ impl CpFlowBlock {
         params: &SurrogateParams,
         rng: &mut R,
     ) -> Result<(Tensor, Tensor, CgReport)> {
+        if params.probes <= 1
+            && let Some(host) = self.potential.host_linearize(x, ctx)?
+        {
+            return self.host_surrogate(&host, x, params, rng);
+        }
+        self.composed_surrogate(x, ctx, params, rng)
+    }
+
+    /// [`CpFlowBlock::forward_with_surrogate`] with the host kernels (one probe): CG on the
+    /// cached forward pass, then `(∇F, uᵀ∇²F v)` as one op with a hand-written backward
+    /// (`icnn::HostLinearization`). `uᵀ(sp₁H + sp₀I)v` equals `((sp₁H + sp₀I)u)ᵀv` (H is
+    /// symmetric), the composed path's value.
+    fn host_surrogate<R: Rng + ?Sized>(
+        &self,
+        host: &icnn::HostLinearization,
+        x: &Tensor,
+        params: &SurrogateParams,
+        rng: &mut R,
+    ) -> Result<(Tensor, Tensor, CgReport)> {
         let (sp1, sp0) = self.weights()?;
-        let lin = self.potential.linearize(x, ctx)?;
-        let z = self.map_from(&lin, x, &sp1, &sp0)?;
+        let (a1, a0) = (scalar_f64(&sp1)?, scalar_f64(&sp0)?);
+        let (b, d) = x.dims2()?;
+        let v = rademacher(b, d, x, rng)?;
+        let (u, report) = surrogate_cg(|w| host.hvp(w), &v, a1, a0, params, d)?;
+        let (g, q) = host.gradient_and_bilinear(&u, &v)?;
+        let z = (g.broadcast_mul(&sp1)? + x.broadcast_mul(&sp0)?)?;
+        let uv = (&u * &v)?.sum(1)?;
+        let s = (q.broadcast_mul(&sp1)? + uv.broadcast_mul(&sp0)?)?;
+        Ok((z, s, report))
+    }
+
+    /// [`CpFlowBlock::forward_with_surrogate`] with candle ops: the tracked linearisation and
+    /// tracked HVP, differentiated by candle's backward (any potential, device and probe count).
+    fn composed_surrogate<R: Rng + ?Sized>(
+        &self,
+        x: &Tensor,
+        ctx: Option<&Tensor>,
+        params: &SurrogateParams,
+        rng: &mut R,
+    ) -> Result<(Tensor, Tensor, CgReport)> {
+        let (sp1, sp0) = self.weights()?;
+        let (a1, a0) = (scalar_f64(&sp1)?, scalar_f64(&sp0)?);
         let (b, d) = x.dims2()?;
         let p = params.probes.max(1);
+        let lin = self.potential.linearize(x, ctx)?;
+        let z = self.map_from(&lin, x, &sp1, &sp0)?;
         let v = rademacher(b * p, d, x, rng)?;
         let det = lin.detach();
-        let (a1, a0) = (scalar_f64(&sp1)?, scalar_f64(&sp0)?);
-        let op = FnOperator::new(
-            |w: &Tensor, _active: &[bool]| -> std::result::Result<Tensor, KrylovError> {
-                let hv = if p == 1 {
+        let (u, report) = surrogate_cg(
+            |w| {
+                if p == 1 {
                     det.hvp(w)
                 } else {
-                    det.hvp_many(&w.reshape((b, p, d)).map_err(KrylovError::from)?)
+                    det.hvp_many(&w.reshape((b, p, d))?)
                         .and_then(|t| t.reshape((b * p, d)).map_err(Into::into))
                 }
-                .map_err(KrylovError::operator)?;
-                Ok(((hv * a1)? + (w * a0)?)?)
             },
-        );
-        let cg_params = CgParams::default()
-            .with_atol(params.cg_atol)
-            .with_rtol(params.cg_rtol)
-            .with_max_iters(params.cg_max_iters.unwrap_or(d));
-        let res = cg_with_initial_guess(&op, &v, &v, &cg_params)?;
-        let u = res.x.detach();
-        let report = CgReport {
-            converged: res.converged.iter().filter(|c| **c).count(),
-            iterations: res.iterations,
-        };
+            &v,
+            a1,
+            a0,
+            params,
+            d,
+        )?;
         let hu = if p == 1 {
             lin.hvp(&u)?
         } else {
@@ -333,5 +394,117 @@ impl HessianOperator {
     /// Batch size.
     pub fn batch_size(&self) -> usize {
         self.lin.batch_size()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::{DType, Device, Var};
+    use candle_nn::VarMap;
+
+    use super::*;
+    use crate::rng::FlowRng;
+
+    fn flat(t: &Tensor) -> Vec<f64> {
+        t.flatten_all().unwrap().to_vec1::<f64>().unwrap()
+    }
+
+    /// The host-kernel surrogate gives the composed path's `z`, `S`, CG report and gradients
+    /// (every variable of the block and the input), f64, an `Icnn2` away from its init.
+    #[test]
+    fn host_surrogate_equals_composed_surrogate() {
+        let vm = VarMap::new();
+        let vb = VarBuilder::from_varmap(&vm, DType::F64, &Device::Cpu);
+        let pot = PotentialConfig::Icnn2(icnn::Icnn2Config {
+            dim: 3,
+            width: 8,
+            depth: 3,
+            ..Default::default()
+        });
+        let mut rng = FlowRng::seed_from_u64(4);
+        let block = CpFlowBlock::new(vb, &BlockConfig::new(pot), &mut rng).unwrap();
+        let x = Tensor::randn(0.0, 1.0, (16, 3), &Device::Cpu)
+            .unwrap()
+            .to_dtype(DType::F64)
+            .unwrap();
+        block.initialize(&x, None).unwrap();
+        // Away from the init: perturb every variable.
+        for var in vm.all_vars() {
+            let t = var.as_tensor();
+            let noise = (Tensor::randn(0.0, 0.2, t.shape(), &Device::Cpu).unwrap())
+                .to_dtype(t.dtype())
+                .unwrap();
+            var.set(&(t + noise).unwrap()).unwrap();
+        }
+        let xv = Var::from_tensor(&(&x * 1.5).unwrap()).unwrap();
+        let params = SurrogateParams::default();
+        let host = block
+            .potential
+            .host_linearize(xv.as_tensor(), None)
+            .unwrap()
+            .expect("Icnn2 on the CPU takes the host kernels");
+        let (r, t) = (
+            Tensor::randn(0.0, 1.0, (16, 3), &Device::Cpu)
+                .unwrap()
+                .to_dtype(DType::F64)
+                .unwrap(),
+            Tensor::randn(0.0, 1.0, 16, &Device::Cpu)
+                .unwrap()
+                .to_dtype(DType::F64)
+                .unwrap(),
+        );
+        let run = |host_path: bool| {
+            let mut rng = FlowRng::seed_from_u64(9);
+            let (z, s, rep) = if host_path {
+                block.host_surrogate(&host, xv.as_tensor(), &params, &mut rng)
+            } else {
+                block.composed_surrogate(xv.as_tensor(), None, &params, &mut rng)
+            }
+            .unwrap();
+            let loss = ((&z * &r).unwrap().sum_all().unwrap()
+                + (&s * &t).unwrap().sum_all().unwrap())
+            .unwrap();
+            let grads = loss.backward().unwrap();
+            let mut gv: Vec<Vec<f64>> = vm
+                .all_vars()
+                .iter()
+                .map(|v| grads.get(v).map(flat).unwrap_or_default())
+                .collect();
+            gv.push(flat(grads.get(&xv).unwrap()));
+            (flat(&z), flat(&s), rep.iterations, gv)
+        };
+        let (zh, sh, ih, gh) = run(true);
+        let (zc, sc, ic, gc) = run(false);
+        assert_eq!(ih, ic);
+        let close = |a: &[f64], b: &[f64], tol: f64, what: &str| {
+            assert_eq!(a.len(), b.len(), "{what}");
+            let scale = b.iter().fold(1.0f64, |m, v| m.max(v.abs()));
+            for (x, y) in a.iter().zip(b) {
+                assert!((x - y).abs() <= tol * scale, "{what}: {x} vs {y}");
+            }
+        };
+        close(&zh, &zc, 1e-12, "z");
+        close(&sh, &sc, 1e-12, "S");
+        assert!(gc.iter().filter(|g| g.iter().any(|v| *v != 0.0)).count() >= 5);
+        let vars = vm.all_vars();
+        let by_id: std::collections::HashMap<_, _> = {
+            let data = vm.data().lock().unwrap();
+            data.iter()
+                .map(|(k, v)| (v.as_tensor().id(), k.clone()))
+                .collect()
+        };
+        let names: Vec<String> = vars
+            .iter()
+            .map(|v| by_id[&v.as_tensor().id()].clone())
+            .chain(["x".to_string()])
+            .collect();
+        for ((a, b), name) in gh.iter().zip(&gc).zip(&names) {
+            if b.is_empty() {
+                // No path in the composed graph: the host gradient must be zero.
+                assert!(a.iter().all(|v| *v == 0.0), "{name}: {a:?}");
+                continue;
+            }
+            close(a, b, 1e-10, name);
+        }
     }
 }

@@ -171,6 +171,26 @@ impl Potential {
         unconditional!(self, ctx, n => Ok(n.linearize(x)?))
     }
 
+    /// The host-kernel linearisation for the CG-surrogate step (`icnn::HostLinearization`);
+    /// `None` where the kernels do not apply (conditional or convolutional potentials, tensors
+    /// off the CPU or not f32/f64).
+    pub(crate) fn host_linearize(
+        &self,
+        x: &Tensor,
+        ctx: Option<&Tensor>,
+    ) -> Result<Option<icnn::HostLinearization>> {
+        if ctx.is_some() {
+            return Ok(None);
+        }
+        Ok(match self {
+            Potential::Icnn(n) => n.host_linearize(x)?,
+            Potential::Icnn2(n) => n.host_linearize(x)?,
+            Potential::Icnn3(n) => n.host_linearize(x)?,
+            Potential::DenseIcnn2(n) => n.host_linearize(x)?,
+            _ => None,
+        })
+    }
+
     /// `(F(x), ∇F(x))` without second-order caches.
     pub(crate) fn value_and_gradient(
         &self,

@@ -90,7 +90,7 @@ impl Activation {
             .ok_or_else(|| IcnnError::InvalidConfig("activation without derivative".into()))
     }
 
-    fn spec(&self) -> ActSpec {
+    pub(crate) fn spec(&self) -> ActSpec {
         ActSpec {
             kind: self.kind,
             shift: if self.zero_shift {

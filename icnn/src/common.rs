@@ -127,6 +127,13 @@ macro_rules! impl_unconditional {
                 let lin = self.net.linearize(x, None, false)?;
                 Ok((lin.potential(), lin.gradient()))
             }
+
+            fn host_linearize(
+                &self,
+                x: &candle_core::Tensor,
+            ) -> $crate::Result<Option<$crate::HostLinearization>> {
+                self.net.host_linearize(x)
+            }
         }
 
         impl $ty {

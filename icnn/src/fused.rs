@@ -311,6 +311,33 @@ kernels!(
     ]
 );
 
+/// The activation kernels for one host element type (the host surrogate kernels are generic
+/// over f32 and f64).
+pub(crate) trait ActKernels: Sized {
+    /// Value, first and second derivative of `src` into `v`, `d1`, `d2`.
+    fn triple_into(s: &ActSpec, src: &[Self], v: &mut [Self], d1: &mut [Self], d2: &mut [Self]);
+    /// The third derivative of `src` into `out`.
+    fn third_into(s: &ActSpec, src: &[Self], out: &mut [Self]);
+}
+
+impl ActKernels for f32 {
+    fn triple_into(s: &ActSpec, src: &[f32], v: &mut [f32], d1: &mut [f32], d2: &mut [f32]) {
+        k32::triple_into(s, src, v, d1, d2)
+    }
+    fn third_into(s: &ActSpec, src: &[f32], out: &mut [f32]) {
+        k32::derivative_into(s, 3, &[], src, out)
+    }
+}
+
+impl ActKernels for f64 {
+    fn triple_into(s: &ActSpec, src: &[f64], v: &mut [f64], d1: &mut [f64], d2: &mut [f64]) {
+        k64::triple_into(s, src, v, d1, d2)
+    }
+    fn third_into(s: &ActSpec, src: &[f64], out: &mut [f64]) {
+        k64::derivative_into(s, 3, &[], src, out)
+    }
+}
+
 fn contiguous_slice<'a, T>(v: &'a [T], layout: &Layout) -> candle_core::Result<&'a [T]> {
     let (start, end) = layout.contiguous_offsets().ok_or_else(|| {
         candle_core::Error::Msg("icnn activation op needs a contiguous input".into())

@@ -371,4 +371,13 @@ impl Network {
         let prepared = self.prepare(ctx)?;
         crate::Linearization::build(prepared, x, second_order)
     }
+
+    /// The host-kernel linearisation at `x` (unconditional networks; `None` where the
+    /// kernels do not apply).
+    pub(crate) fn host_linearize(&self, x: &Tensor) -> Result<Option<crate::HostLinearization>> {
+        self.check_input(x)?;
+        self.ensure_initialized(x, None)?;
+        let prepared = self.prepare(None)?;
+        crate::HostLinearization::build(&prepared, x)
+    }
 }

@@ -3,6 +3,7 @@
 use candle_core::Tensor;
 
 use crate::error::Result;
+use crate::host_linearization::HostLinearization;
 use crate::linearization::Linearization;
 
 /// A convex potential `F: ℝᵈ → ℝ` evaluated on batches `(B, d)` (one point per row).
@@ -17,6 +18,13 @@ pub trait ConvexPotential {
     fn value_and_gradient(&self, x: &Tensor) -> Result<(Tensor, Tensor)> {
         let lin = self.linearize(x)?;
         Ok((lin.potential(), lin.gradient()))
+    }
+    /// The host-kernel linearisation at `x` for the CG-surrogate training step, where the
+    /// architecture and tensors allow it (see [`HostLinearization`]); `None` otherwise, and
+    /// by default.
+    fn host_linearize(&self, x: &Tensor) -> Result<Option<HostLinearization>> {
+        let _ = x;
+        Ok(None)
     }
 }
 

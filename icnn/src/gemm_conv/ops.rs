@@ -18,8 +18,10 @@
 
 use super::im2col::{PatchGeometry, col2im_image, contiguous_slice, im2col_image};
 use candle_core::backend::BackendStorage;
-use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Tensor, WithDType};
+use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Tensor};
 use gemm::Parallelism;
+
+use crate::host_gemm::{GemmFloat, View, matmul_into};
 use rayon::prelude::*;
 
 /// `(x, K) → A_K x`, see the module docs.
@@ -231,105 +233,6 @@ impl CustomOp2 for ConvKernelGrad {
             when_tracked(y, || conv_forward(x, grad, self.0))?,
         ))
     }
-}
-
-/// The element types the gemm crate multiplies (and that the ops dispatch on).
-trait GemmFloat: WithDType {}
-impl GemmFloat for f32 {}
-impl GemmFloat for f64 {}
-
-/// A matrix view into a slice: `rows × cols`, element `(i, j)` at `i·rs + j·cs`.
-#[derive(Clone, Copy)]
-struct View<'a, T> {
-    data: &'a [T],
-    rows: usize,
-    cols: usize,
-    rs: usize,
-    cs: usize,
-}
-
-impl<'a, T> View<'a, T> {
-    /// A contiguous row-major `rows × cols` matrix.
-    fn row_major(data: &'a [T], rows: usize, cols: usize) -> Self {
-        Self {
-            data,
-            rows,
-            cols,
-            rs: cols,
-            cs: 1,
-        }
-    }
-
-    /// The transposed view (no copy).
-    fn t(self) -> Self {
-        Self {
-            rows: self.cols,
-            cols: self.rows,
-            rs: self.cs,
-            cs: self.rs,
-            ..self
-        }
-    }
-}
-
-/// Whether every element of a `rows × cols` view with strides `(rs, cs)` lies in `len`.
-fn fits(len: usize, rows: usize, cols: usize, rs: usize, cs: usize) -> bool {
-    rows == 0 || cols == 0 || (rows - 1) * rs + (cols - 1) * cs < len
-}
-
-/// `dst (m × n, row-major) = lhs · rhs` (or `+=` when `accumulate`) with the gemm crate
-/// (candle's CPU matmul backend).
-fn matmul_into<T: GemmFloat>(
-    dst: &mut [T],
-    lhs: View<'_, T>,
-    rhs: View<'_, T>,
-    accumulate: bool,
-    parallelism: Parallelism,
-) -> candle_core::Result<()> {
-    let (m, k, n) = (lhs.rows, lhs.cols, rhs.cols);
-    if rhs.rows != k
-        || !fits(dst.len(), m, n, n, 1)
-        || !fits(lhs.data.len(), m, k, lhs.rs, lhs.cs)
-        || !fits(rhs.data.len(), k, n, rhs.rs, rhs.cs)
-    {
-        candle_core::bail!("gemm-conv: internal matrix product shape error");
-    }
-    if m == 0 || n == 0 {
-        return Ok(());
-    }
-    if k == 0 {
-        if !accumulate {
-            dst[..m * n].fill(T::zero());
-        }
-        return Ok(());
-    }
-    // SAFETY: the checks above keep every element of the three `m × n`, `m × k`, `k × n`
-    // views inside its slice; `dst` is borrowed mutably, so it aliases neither input; and T
-    // is f32 or f64 (`GemmFloat`), types the gemm crate supports.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            1,
-            n as isize,
-            accumulate,
-            lhs.data.as_ptr(),
-            lhs.cs as isize,
-            lhs.rs as isize,
-            rhs.data.as_ptr(),
-            rhs.cs as isize,
-            rhs.rs as isize,
-            T::one(),
-            T::one(),
-            false,
-            false,
-            false,
-            parallelism,
-        );
-    }
-    Ok(())
 }
 
 /// How a batch of `b` images is split: `(images per task, parallelism inside each product)`.

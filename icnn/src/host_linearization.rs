@@ -1,0 +1,356 @@
+//! [`HostLinearization`]: the linearisation of a dense ICNN for the CG-surrogate training
+//! step, computed by the host kernels of `surrogate_host` instead of candle ops.
+//!
+//! The surrogate needs, at one batch `x`: Hessian-vector products without a graph (inside
+//! CG), then `∇F(x)` and `uᵀ∇²F(x) v` differentiable with respect to the parameters and `x`.
+//! Built from composed candle ops (as [`crate::Linearization`] does) the backward pass of the
+//! second costs more than everything else in the step: candle allocates, zero-fills and adds
+//! a gradient buffer for every argument of every element-wise op. Here the forward pass runs
+//! once on the host, CG reuses its caches, and `(∇F, uᵀ∇²F v)` is one custom op whose
+//! backward is the hand-written adjoint of `surrogate_host` (checked against candle's
+//! backward through the composed recursions and against finite differences). The prepared
+//! parameters enter that op packed into one vector, so candle's graph sees two arguments
+//! (`x` and the packed vector) and back-propagates into the raw parameters through the
+//! cheap preparation ops (softplus, ActNorm folding) as before.
+
+use std::sync::{Arc, Mutex};
+
+use candle_core::{CpuStorage, CustomOp2, DType, Device, Layout, Shape, Tensor};
+
+use crate::error::{IcnnError, Result};
+use crate::network::{GroupAct, PreparedGroup};
+use crate::surrogate_host::{
+    self, HostGroup, HostNet, Primal, Real, Tangents, adjoint, bilinear, hvp, tangents,
+};
+
+/// The forward pass of a dense ICNN at a batch, on the host, for the CG-surrogate step:
+/// detached `∇F` and Hessian-vector products, and the tracked pair `(∇F, uᵀ∇²F v)`.
+///
+/// Built by [`crate::ConvexPotential::host_linearize`] for networks without gates or context
+/// (`Icnn`, `Icnn2`, `Icnn3`, `DenseIcnn2`) on CPU tensors of f32 or f64.
+///
+/// ```
+/// use candle_core::{DType, Device, Tensor};
+/// use candle_nn::{VarBuilder, VarMap};
+/// use icnn::{ConvexPotential, Icnn2, Icnn2Config};
+/// use rand::SeedableRng;
+/// # fn main() -> icnn::Result<()> {
+/// let vm = VarMap::new();
+/// let vb = VarBuilder::from_varmap(&vm, DType::F64, &Device::Cpu);
+/// let cfg = Icnn2Config { dim: 3, width: 8, depth: 2, ..Default::default() };
+/// let net = Icnn2::new(vb, &cfg, &mut rand::rngs::StdRng::seed_from_u64(0))?;
+/// let x = Tensor::randn(0.0, 1.0, (5, 3), &Device::Cpu)?.to_dtype(DType::F64)?;
+/// let lin = net.host_linearize(&x)?.expect("dense ICNN on the CPU");
+/// let u = Tensor::randn(0.0, 1.0, (5, 3), &Device::Cpu)?.to_dtype(DType::F64)?;
+/// let v = Tensor::randn(0.0, 1.0, (5, 3), &Device::Cpu)?.to_dtype(DType::F64)?;
+/// let (g, q) = lin.gradient_and_bilinear(&u, &v)?; // tracked: (5, 3) and (5,)
+/// let hv = lin.hvp(&v)?; // detached (5, 3)
+/// let q2 = (u * hv)?.sum(1)?;
+/// let err = (q - q2)?.abs()?.max(0)?.to_scalar::<f64>()?;
+/// assert!(err < 1e-12);
+/// assert_eq!(g.dims(), &[5, 3]);
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct HostLinearization {
+    inner: Arc<State>,
+}
+
+#[derive(Debug)]
+struct State {
+    host: Host,
+    /// The tracked input and packed prepared parameters (the op's two arguments).
+    x: Tensor,
+    packed: Tensor,
+    batch: usize,
+    dim: usize,
+}
+
+#[derive(Debug)]
+enum Host {
+    F32(HostNet<f32>, Primal<f32>),
+    F64(HostNet<f64>, Primal<f64>),
+}
+
+/// Runs `$body` with `$net`, `$p` bound to the host state of either precision.
+macro_rules! with_host {
+    ($host:expr, |$net:ident, $p:ident| $body:expr) => {
+        match $host {
+            Host::F32($net, $p) => $body,
+            Host::F64($net, $p) => $body,
+        }
+    };
+}
+
+fn host_vec<T: candle_core::WithDType>(t: &Tensor) -> Result<Vec<T>> {
+    Ok(t.detach().flatten_all()?.to_vec1::<T>()?)
+}
+
+fn host_net<T: Real>(groups: &[PreparedGroup], dim: usize) -> Result<HostNet<T>> {
+    let mut out = Vec::with_capacity(groups.len());
+    for g in groups {
+        let width = match (&g.lin, g.inputs.first()) {
+            (Some((a, _)), _) => a.dim(0)?,
+            (None, Some(i)) => i.weight.dim(0)?,
+            (None, None) => return Err(IcnnError::InvalidConfig("group without inputs".into())),
+        };
+        out.push(HostGroup {
+            inputs: g
+                .inputs
+                .iter()
+                .map(|i| Ok((i.group, host_vec::<T>(&i.weight)?)))
+                .collect::<Result<_>>()?,
+            lin: g.lin.as_ref().map(|(a, _)| host_vec::<T>(a)).transpose()?,
+            bias: g.bias.as_ref().map(host_vec::<T>).transpose()?,
+            act: match g.act {
+                GroupAct::Nonlinear(a) => Some(a.spec()),
+                GroupAct::Identity => None,
+            },
+            width,
+        });
+    }
+    Ok(HostNet { groups: out, dim })
+}
+
+impl HostLinearization {
+    /// The host linearisation of prepared groups at `x`, or `None` when the kernels do not
+    /// cover them (gates or per-sample biases, an output group that is not one identity unit,
+    /// a tensor off the CPU or not f32/f64).
+    pub(crate) fn build(groups: &[PreparedGroup], x: &Tensor) -> Result<Option<Self>> {
+        let (batch, dim) = x.dims2()?;
+        let dtype = x.dtype();
+        let supported = x.device().is_cpu()
+            && matches!(dtype, DType::F32 | DType::F64)
+            && groups.last().is_some_and(|g| g.act == GroupAct::Identity)
+            && groups.iter().all(|g| {
+                g.inputs.iter().all(|i| i.gate.is_none())
+                    && g.lin.as_ref().is_none_or(|(_, gt)| gt.is_none())
+                    && g.bias.as_ref().is_none_or(|b| b.rank() == 1)
+            });
+        if !supported {
+            return Ok(None);
+        }
+        let mut parts: Vec<Tensor> = Vec::new();
+        for g in groups {
+            for i in &g.inputs {
+                parts.push(i.weight.flatten_all()?);
+            }
+            if let Some((a, _)) = &g.lin {
+                parts.push(a.flatten_all()?);
+            }
+            if let Some(b) = &g.bias {
+                parts.push(b.flatten_all()?);
+            }
+        }
+        let packed = Tensor::cat(&parts, 0)?;
+        let host = match dtype {
+            DType::F32 => {
+                let net = host_net::<f32>(groups, dim)?;
+                let p = surrogate_host::primal(&net, &host_vec::<f32>(x)?, batch)?;
+                Host::F32(net, p)
+            }
+            _ => {
+                let net = host_net::<f64>(groups, dim)?;
+                let p = surrogate_host::primal(&net, &host_vec::<f64>(x)?, batch)?;
+                Host::F64(net, p)
+            }
+        };
+        if with_host!(&host, |net, _p| net.groups.last().map(|g| g.width)) != Some(1) {
+            return Ok(None);
+        }
+        Ok(Some(Self {
+            inner: Arc::new(State {
+                host,
+                x: x.clone(),
+                packed,
+                batch,
+                dim,
+            }),
+        }))
+    }
+
+    fn device(&self) -> &Device {
+        self.inner.x.device()
+    }
+
+    fn check(&self, t: &Tensor, name: &str) -> Result<()> {
+        let i = &self.inner;
+        if t.dims() != [i.batch, i.dim] || t.dtype() != i.x.dtype() {
+            return Err(IcnnError::Shape(format!(
+                "{name}: expected ({}, {}) {:?}, got {:?} {:?}",
+                i.batch,
+                i.dim,
+                i.x.dtype(),
+                t.dims(),
+                t.dtype()
+            )));
+        }
+        Ok(())
+    }
+
+    /// `∇ₓF(x)` `(B, d)`, detached.
+    pub fn gradient(&self) -> Result<Tensor> {
+        let (b, d) = (self.inner.batch, self.inner.dim);
+        Ok(with_host!(&self.inner.host, |_net, p| Tensor::from_vec(
+            p.grad.clone(),
+            (b, d),
+            self.device()
+        )?))
+    }
+
+    /// `∇²ₓF(x_b) w_b` for `w` `(B, d)`, detached.
+    pub fn hvp(&self, w: &Tensor) -> Result<Tensor> {
+        self.check(w, "hvp")?;
+        let (b, d) = (self.inner.batch, self.inner.dim);
+        Ok(with_host!(&self.inner.host, |net, p| {
+            let hv = hvp(net, p, &host_vec(w)?)?;
+            Tensor::from_vec(hv, (b, d), self.device())?
+        }))
+    }
+
+    /// `(∇ₓF(x) (B, d), u_bᵀ∇²ₓF(x_b) v_b (B,))`, differentiable with respect to the network's
+    /// parameters and `x`; `u` and `v` `(B, d)` enter as constants.
+    pub fn gradient_and_bilinear(&self, u: &Tensor, v: &Tensor) -> Result<(Tensor, Tensor)> {
+        self.check(u, "u")?;
+        self.check(v, "v")?;
+        let uv = Tensor::cat(&[u.detach(), v.detach()], 0)?;
+        let uv = match self.inner.host {
+            Host::F32(..) => Stacked::F32(host_vec(&uv)?),
+            Host::F64(..) => Stacked::F64(host_vec(&uv)?),
+        };
+        let op = BilinearOp {
+            state: self.inner.clone(),
+            uv,
+            tangents: Mutex::new(None),
+        };
+        let i = &self.inner;
+        let out = i.x.apply_op2(&i.packed, op)?;
+        Ok((
+            out.narrow(1, 0, i.dim)?,
+            out.narrow(1, i.dim, 1)?.squeeze(1)?,
+        ))
+    }
+}
+
+#[derive(Debug)]
+enum Stacked {
+    F32(Vec<f32>),
+    F64(Vec<f64>),
+}
+
+#[derive(Debug)]
+enum SavedTangents {
+    F32(Tangents<f32>),
+    F64(Tangents<f64>),
+}
+
+/// `(x, packed θ) ↦ [∇F | uᵀ∇²F v]` `(B, d + 1)` with the hand-written adjoint. Its forward
+/// reads the host state built from the same `x` and parameters (the arguments only carry the
+/// graph); the `[u; v]` tangents are kept for the backward pass.
+struct BilinearOp {
+    state: Arc<State>,
+    uv: Stacked,
+    tangents: Mutex<Option<SavedTangents>>,
+}
+
+fn op_err(e: impl std::fmt::Display) -> candle_core::Error {
+    candle_core::Error::Msg(format!("icnn host surrogate: {e}"))
+}
+
+fn forward_rows<T: Real>(
+    net: &HostNet<T>,
+    p: &Primal<T>,
+    uv: &[T],
+) -> candle_core::Result<(Vec<T>, Tangents<T>)> {
+    let tg = tangents(net, p, uv, 2)?;
+    let q = bilinear(net, p, &tg);
+    let d = net.dim;
+    let mut out = Vec::with_capacity(p.b * (d + 1));
+    for (row, &qr) in p.grad.chunks(d).zip(&q) {
+        out.extend_from_slice(row);
+        out.push(qr);
+    }
+    Ok((out, tg))
+}
+
+fn backward_rows<T: Real>(
+    net: &HostNet<T>,
+    p: &Primal<T>,
+    tg: &Tangents<T>,
+    uv: &[T],
+    grad: &[T],
+) -> candle_core::Result<(Vec<T>, Vec<T>)> {
+    let d = net.dim;
+    let mut c = Vec::with_capacity(p.b * d);
+    let mut w = Vec::with_capacity(p.b);
+    for row in grad.chunks(d + 1) {
+        c.extend_from_slice(&row[..d]);
+        w.push(row[d]);
+    }
+    adjoint(net, p, tg, uv, &c, &w)
+}
+
+impl CustomOp2 for BilinearOp {
+    fn name(&self) -> &'static str {
+        "icnn-host-gradient-bilinear"
+    }
+
+    fn cpu_fwd(
+        &self,
+        _: &CpuStorage,
+        _: &Layout,
+        _: &CpuStorage,
+        _: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let s = &self.state;
+        let shape = Shape::from((s.batch, s.dim + 1));
+        let (storage, saved) = match (&s.host, &self.uv) {
+            (Host::F32(net, p), Stacked::F32(uv)) => {
+                let (out, tg) = forward_rows(net, p, uv)?;
+                (CpuStorage::F32(out), SavedTangents::F32(tg))
+            }
+            (Host::F64(net, p), Stacked::F64(uv)) => {
+                let (out, tg) = forward_rows(net, p, uv)?;
+                (CpuStorage::F64(out), SavedTangents::F64(tg))
+            }
+            _ => return Err(op_err("mixed precisions")),
+        };
+        *self.tangents.lock().map_err(op_err)? = Some(saved);
+        Ok((storage, shape))
+    }
+
+    fn bwd(
+        &self,
+        _x: &Tensor,
+        _packed: &Tensor,
+        _res: &Tensor,
+        grad_res: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+        let s = &self.state;
+        let guard = self.tangents.lock().map_err(op_err)?;
+        let saved = guard
+            .as_ref()
+            .ok_or_else(|| op_err("backward before forward"))?;
+        let g = grad_res.contiguous()?.flatten_all()?;
+        let dev = s.x.device();
+        let n_params = s.packed.dim(0)?;
+        let (gx, gp) = match (&s.host, &self.uv, saved) {
+            (Host::F32(net, p), Stacked::F32(uv), SavedTangents::F32(tg)) => {
+                let (gx, gp) = backward_rows(net, p, tg, uv, &g.to_vec1::<f32>()?)?;
+                (
+                    Tensor::from_vec(gx, (s.batch, s.dim), dev)?,
+                    Tensor::from_vec(gp, n_params, dev)?,
+                )
+            }
+            (Host::F64(net, p), Stacked::F64(uv), SavedTangents::F64(tg)) => {
+                let (gx, gp) = backward_rows(net, p, tg, uv, &g.to_vec1::<f64>()?)?;
+                (
+                    Tensor::from_vec(gx, (s.batch, s.dim), dev)?,
+                    Tensor::from_vec(gp, n_params, dev)?,
+                )
+            }
+            _ => return Err(op_err("mixed precisions")),
+        };
+        Ok((Some(gx), Some(gp)))
+    }
+}

@@ -1,0 +1,521 @@
+//! Host kernels of the CG-surrogate training step for dense group networks (no gates, no
+//! context): the forward pass with its derivative caches, the reverse gradient recursion,
+//! Hessian-vector products, the bilinear form `uᵀ∇²F v` and the hand-written adjoint of
+//! `J = Σ_b ⟨c_b, ∇F(x_b)⟩ + w_b u_bᵀ∇²F(x_b) v_b` with respect to the prepared parameters
+//! and `x` (what candle's backward would compute through the composed recursions, without
+//! its graph: every product writes into a caller-owned buffer, every element-wise step is
+//! one pass).
+//!
+//! Notation (see `network.rs`): group `j` computes `a_j = Σ_i z_i P_jiᵀ + x A_jᵀ + b_j`,
+//! `z_j = s_j(a_j)`; `gu_j = ∂F/∂z_j`, `δ_j = gu_j ⊙ s'_j`, `∇F = Σ_j δ_j A_j`. With the
+//! forward tangents `ȧ_j^t = J_j t` (`J_j = ∂a_j/∂x`) the Hessian is
+//! `∇²F = Σ_j J_jᵀ diag(gu_j ⊙ s''_j) J_j`, so `uᵀ∇²F v = Σ_j ⟨gu_j ⊙ s''_j, ȧ_j^u ⊙ ȧ_j^v⟩`.
+//! The adjoint runs three recursions:
+//! 1. ascending (the adjoint of the reverse gradient recursion, linear in `gu`):
+//!    `δ̄_j = c A_jᵀ + Σ_i ḡu_i P_jiᵀ`, `ḡu_j = w ⊙ s''_j ⊙ ȧ_j^u ⊙ ȧ_j^v + s'_j ⊙ δ̄_j`;
+//! 2. descending, the adjoint of the tangent recursions (`ρ_j^t = Σ_k ā_k^t P_kj`,
+//!    `ā_j^u = w ⊙ gu_j ⊙ s''_j ⊙ ȧ_j^v + s'_j ⊙ ρ_j^u`, likewise for `v`);
+//! 3. descending with 2, the adjoint of the forward pass, `ā_j = E_j + s'_j ⊙ Σ_k ā_k P_kj`
+//!    with the direct terms `E_j = s''_j ⊙ (gu_j ⊙ δ̄_j + ρ_j^u ⊙ ȧ_j^u + ρ_j^v ⊙ ȧ_j^v)
+//!    + w ⊙ gu_j ⊙ s'''_j ⊙ ȧ_j^u ⊙ ȧ_j^v`.
+//!
+//! Parameter gradients: `P̄_ji = ā_jᵀ z_i + ā_j^{uv}ᵀ ż_i^{uv} + δ_jᵀ ḡu_i`,
+//! `Ā_j = ā_jᵀ x + ā_j^{uv}ᵀ [u; v] + δ_jᵀ c`, `b̄_j = Σ_rows ā_j`; `x̄ = Σ_j ā_j A_j`.
+//! The `u` and `v` directions are stacked as one `(2B, ·)` matrix in every tangent product.
+
+use candle_core::Result;
+use gemm::Parallelism;
+
+use crate::fused::{ActKernels, ActSpec};
+use crate::host_gemm::{GemmFloat, View, matmul_into};
+
+/// Element types of the host surrogate kernels.
+pub(crate) trait Real: GemmFloat + ActKernels {}
+impl Real for f32 {}
+impl Real for f64 {}
+
+/// One group with host copies of its prepared parameters.
+#[derive(Debug, Clone)]
+pub(crate) struct HostGroup<T> {
+    /// `(earlier group, P_ji (m × n_i) row-major)`.
+    pub inputs: Vec<(usize, Vec<T>)>,
+    /// `A_j (m × d)`.
+    pub lin: Option<Vec<T>>,
+    /// `b_j (m,)`.
+    pub bias: Option<Vec<T>>,
+    /// `None`: the identity (the output group).
+    pub act: Option<ActSpec>,
+    pub width: usize,
+}
+
+/// A dense group network on the host.
+#[derive(Debug, Clone)]
+pub(crate) struct HostNet<T> {
+    pub groups: Vec<HostGroup<T>>,
+    pub dim: usize,
+}
+
+/// Offsets of one group's parameters in the packed parameter vector.
+#[derive(Debug, Clone)]
+pub(crate) struct GroupOffsets {
+    pub inputs: Vec<usize>,
+    pub lin: Option<usize>,
+    pub bias: Option<usize>,
+}
+
+impl<T> HostNet<T> {
+    /// Offsets in the packed order (per group: each input's `P`, then `A`, then `b`) and the
+    /// total length.
+    pub(crate) fn offsets(&self) -> (Vec<GroupOffsets>, usize) {
+        let mut off = 0;
+        let mut out = Vec::with_capacity(self.groups.len());
+        for g in &self.groups {
+            let mut at = |len: usize| {
+                let o = off;
+                off += len;
+                o
+            };
+            let inputs = g
+                .inputs
+                .iter()
+                .map(|(i, _)| at(g.width * self.groups[*i].width))
+                .collect();
+            let lin = g.lin.as_ref().map(|_| at(g.width * self.dim));
+            let bias = g.bias.as_ref().map(|_| at(g.width));
+            out.push(GroupOffsets { inputs, lin, bias });
+        }
+        (out, off)
+    }
+}
+
+/// The forward pass and the reverse gradient recursion at `x` (B rows).
+#[derive(Debug)]
+pub(crate) struct Primal<T> {
+    pub b: usize,
+    pub x: Vec<T>,
+    pub z: Vec<Vec<T>>,
+    /// `s'`, `s''`, `s'''` of nonlinear groups (empty for the identity).
+    pub s1: Vec<Vec<T>>,
+    pub s2: Vec<Vec<T>>,
+    pub s3: Vec<Vec<T>>,
+    /// `∂F/∂z_j`; empty where `F` does not depend on `z_j`.
+    pub gu: Vec<Vec<T>>,
+    /// `gu_j ⊙ s'_j` (identity: `gu_j`); empty with `gu_j`.
+    pub delta: Vec<Vec<T>>,
+    /// `∇F` `(B × d)`.
+    pub grad: Vec<T>,
+}
+
+/// Forward tangents of stacked directions.
+#[derive(Debug)]
+pub(crate) struct Tangents<T> {
+    pub adot: Vec<Vec<T>>,
+    pub zdot: Vec<Vec<T>>,
+}
+
+fn rm<T>(data: &[T], rows: usize, cols: usize) -> View<'_, T> {
+    View::row_major(data, rows, cols)
+}
+
+/// `dst (+)= a · b`, on the calling thread (the training step runs row chunks in parallel).
+fn mm<T: Real>(dst: &mut [T], a: View<'_, T>, b: View<'_, T>, acc: bool) -> Result<()> {
+    matmul_into(dst, a, b, acc, Parallelism::None)
+}
+
+/// `dst (+)= a · b` into a lazily allocated buffer of `len` (empty = zero).
+fn mm_lazy<T: Real>(dst: &mut Vec<T>, len: usize, a: View<'_, T>, b: View<'_, T>) -> Result<()> {
+    let acc = !dst.is_empty();
+    if !acc {
+        *dst = vec![T::zero(); len];
+    }
+    mm(dst, a, b, acc)
+}
+
+/// `a ⊙ s` with `s` repeated over the stacked copies in `a`.
+fn mul_rep<T: Real>(a: &[T], s: &[T]) -> Vec<T> {
+    let mut out = Vec::with_capacity(a.len());
+    for chunk in a.chunks(s.len()) {
+        out.extend(chunk.iter().zip(s).map(|(&x, &y)| x * y));
+    }
+    out
+}
+
+/// The forward pass (with `s'`, `s''`, `s'''`) and the reverse gradient recursion.
+pub(crate) fn primal<T: Real>(net: &HostNet<T>, x: &[T], b: usize) -> Result<Primal<T>> {
+    let (n, d) = (net.groups.len(), net.dim);
+    let mut p = Primal {
+        b,
+        x: x.to_vec(),
+        z: Vec::with_capacity(n),
+        s1: Vec::with_capacity(n),
+        s2: Vec::with_capacity(n),
+        s3: Vec::with_capacity(n),
+        gu: vec![Vec::new(); n],
+        delta: vec![Vec::new(); n],
+        grad: vec![T::zero(); b * d],
+    };
+    for g in &net.groups {
+        let m = g.width;
+        let mut a = match &g.bias {
+            Some(bias) => bias.repeat(b),
+            None => vec![T::zero(); b * m],
+        };
+        let mut acc = g.bias.is_some();
+        for (i, w) in &g.inputs {
+            let ni = net.groups[*i].width;
+            mm(&mut a, rm(&p.z[*i], b, ni), rm(w, m, ni).t(), acc)?;
+            acc = true;
+        }
+        if let Some(aw) = &g.lin {
+            mm(&mut a, rm(x, b, d), rm(aw, m, d).t(), acc)?;
+        }
+        match &g.act {
+            Some(spec) => {
+                let mut v = vec![T::zero(); b * m];
+                let (mut d1, mut d2, mut d3) = (v.clone(), v.clone(), v.clone());
+                T::triple_into(spec, &a, &mut v, &mut d1, &mut d2);
+                T::third_into(spec, &a, &mut d3);
+                p.z.push(v);
+                p.s1.push(d1);
+                p.s2.push(d2);
+                p.s3.push(d3);
+            }
+            None => {
+                p.z.push(a);
+                p.s1.push(Vec::new());
+                p.s2.push(Vec::new());
+                p.s3.push(Vec::new());
+            }
+        }
+    }
+    p.gu[n - 1] = vec![T::one(); b * net.groups[n - 1].width];
+    let mut grad_set = false;
+    for j in (0..n).rev() {
+        if p.gu[j].is_empty() {
+            continue;
+        }
+        let g = &net.groups[j];
+        let m = g.width;
+        let dj = match g.act {
+            Some(_) => mul_rep(&p.gu[j], &p.s1[j]),
+            None => p.gu[j].clone(),
+        };
+        for (i, w) in &g.inputs {
+            let ni = net.groups[*i].width;
+            mm_lazy(&mut p.gu[*i], b * ni, rm(&dj, b, m), rm(w, m, ni))?;
+        }
+        if let Some(aw) = &g.lin {
+            mm(&mut p.grad, rm(&dj, b, m), rm(aw, m, d), grad_set)?;
+            grad_set = true;
+        }
+        p.delta[j] = dj;
+    }
+    Ok(p)
+}
+
+/// Forward tangents of `k` directions stacked as `t` (`k·B × d`).
+pub(crate) fn tangents<T: Real>(
+    net: &HostNet<T>,
+    p: &Primal<T>,
+    t: &[T],
+    k: usize,
+) -> Result<Tangents<T>> {
+    let (n, d, rows) = (net.groups.len(), net.dim, k * p.b);
+    let mut tg = Tangents {
+        adot: Vec::with_capacity(n),
+        zdot: Vec::with_capacity(n),
+    };
+    for (j, g) in net.groups.iter().enumerate() {
+        let m = g.width;
+        let mut a = vec![T::zero(); rows * m];
+        let mut acc = false;
+        for (i, w) in &g.inputs {
+            if tg.zdot[*i].is_empty() {
+                continue;
+            }
+            let ni = net.groups[*i].width;
+            mm(&mut a, rm(&tg.zdot[*i], rows, ni), rm(w, m, ni).t(), acc)?;
+            acc = true;
+        }
+        if let Some(aw) = &g.lin {
+            mm(&mut a, rm(t, rows, d), rm(aw, m, d).t(), acc)?;
+            acc = true;
+        }
+        if !acc {
+            tg.adot.push(Vec::new());
+            tg.zdot.push(Vec::new());
+            continue;
+        }
+        let zd = match g.act {
+            Some(_) => mul_rep(&a, &p.s1[j]),
+            None => a.clone(),
+        };
+        tg.adot.push(a);
+        tg.zdot.push(zd);
+    }
+    Ok(tg)
+}
+
+/// `∇²F(x_b) w_b` for `w` `(B × d)`.
+pub(crate) fn hvp<T: Real>(net: &HostNet<T>, p: &Primal<T>, w: &[T]) -> Result<Vec<T>> {
+    let (n, d, b) = (net.groups.len(), net.dim, p.b);
+    let tg = tangents(net, p, w, 1)?;
+    let mut gdot: Vec<Vec<T>> = vec![Vec::new(); n];
+    let mut hv = vec![T::zero(); b * d];
+    let mut hv_set = false;
+    for j in (0..n).rev() {
+        let g = &net.groups[j];
+        let m = g.width;
+        let dd: Vec<T> = match g.act {
+            Some(_) => {
+                let curv = !tg.adot[j].is_empty() && !p.gu[j].is_empty();
+                let back = !gdot[j].is_empty();
+                match (back, curv) {
+                    (false, false) => continue,
+                    (true, false) => mul_rep(&gdot[j], &p.s1[j]),
+                    (false, true) => p.gu[j]
+                        .iter()
+                        .zip(&p.s2[j])
+                        .zip(&tg.adot[j])
+                        .map(|((&g, &s), &a)| g * s * a)
+                        .collect(),
+                    (true, true) => gdot[j]
+                        .iter()
+                        .zip(&p.s1[j])
+                        .zip(p.gu[j].iter().zip(&p.s2[j]).zip(&tg.adot[j]))
+                        .map(|((&gd, &s1), ((&g, &s2), &a))| gd * s1 + g * s2 * a)
+                        .collect(),
+                }
+            }
+            None => {
+                if gdot[j].is_empty() {
+                    continue;
+                }
+                std::mem::take(&mut gdot[j])
+            }
+        };
+        for (i, w) in &g.inputs {
+            let ni = net.groups[*i].width;
+            mm_lazy(&mut gdot[*i], b * ni, rm(&dd, b, m), rm(w, m, ni))?;
+        }
+        if let Some(aw) = &g.lin {
+            mm(&mut hv, rm(&dd, b, m), rm(aw, m, d), hv_set)?;
+            hv_set = true;
+        }
+    }
+    Ok(hv)
+}
+
+/// `q_b = u_bᵀ∇²F(x_b) v_b` from the tangents of the stacked `[u; v]`.
+pub(crate) fn bilinear<T: Real>(net: &HostNet<T>, p: &Primal<T>, tg: &Tangents<T>) -> Vec<T> {
+    let b = p.b;
+    let mut q = vec![T::zero(); b];
+    for (j, g) in net.groups.iter().enumerate() {
+        if g.act.is_none() || tg.adot[j].is_empty() || p.gu[j].is_empty() {
+            continue;
+        }
+        let m = g.width;
+        let (au, av) = tg.adot[j].split_at(b * m);
+        for (r, qr) in q.iter_mut().enumerate() {
+            let row = r * m..(r + 1) * m;
+            let mut s = T::zero();
+            for (((&g, &c), &x), &y) in p.gu[j][row.clone()]
+                .iter()
+                .zip(&p.s2[j][row.clone()])
+                .zip(&au[row.clone()])
+                .zip(&av[row])
+            {
+                s += g * c * x * y;
+            }
+            *qr += s;
+        }
+    }
+    q
+}
+
+/// The adjoint of `J = Σ_b ⟨c_b, ∇F(x_b)⟩ + w_b u_bᵀ∇²F(x_b) v_b`: `(∂J/∂x (B × d), ∂J/∂θ
+/// packed)`. `uv` is the stacked `[u; v]` whose tangents are `tg`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn adjoint<T: Real>(
+    net: &HostNet<T>,
+    p: &Primal<T>,
+    tg: &Tangents<T>,
+    uv: &[T],
+    c: &[T],
+    w: &[T],
+) -> Result<(Vec<T>, Vec<T>)> {
+    let (n, d, b) = (net.groups.len(), net.dim, p.b);
+    let (offs, len) = net.offsets();
+    let mut pg = vec![T::zero(); len];
+    let zero = T::zero();
+
+    // 1. Ascending: δ̄_j, ḡu_j and the δ̄-terms of E_j; P̄ += δᵀ ḡu, Ā += δᵀ c.
+    let mut gbar: Vec<Vec<T>> = vec![Vec::new(); n];
+    let mut e: Vec<Vec<T>> = vec![Vec::new(); n];
+    for (j, g) in net.groups.iter().enumerate() {
+        if p.delta[j].is_empty() {
+            continue;
+        }
+        let m = g.width;
+        let dj = rm(&p.delta[j], b, m).t();
+        let mut dbar = vec![zero; b * m];
+        let mut set = false;
+        if let (Some(aw), Some(o)) = (&g.lin, offs[j].lin) {
+            mm(&mut dbar, rm(c, b, d), rm(aw, m, d).t(), false)?;
+            set = true;
+            mm(&mut pg[o..o + m * d], dj, rm(c, b, d), true)?;
+        }
+        for ((i, wt), &o) in g.inputs.iter().zip(&offs[j].inputs) {
+            if gbar[*i].is_empty() {
+                continue;
+            }
+            let ni = net.groups[*i].width;
+            mm(&mut dbar, rm(&gbar[*i], b, ni), rm(wt, m, ni).t(), set)?;
+            set = true;
+            mm(&mut pg[o..o + m * ni], dj, rm(&gbar[*i], b, ni), true)?;
+        }
+        if g.act.is_none() {
+            if set {
+                gbar[j] = dbar;
+            }
+            continue;
+        }
+        let (s1, s2, s3, gu) = (&p.s1[j], &p.s2[j], &p.s3[j], &p.gu[j]);
+        let mut gb = vec![zero; b * m];
+        let mut ej = vec![zero; b * m];
+        let has_t = !tg.adot[j].is_empty();
+        for (r, &wr) in w.iter().enumerate().take(b) {
+            for k in r * m..(r + 1) * m {
+                let (mut q, mut e3) = (zero, zero);
+                if has_t {
+                    let aa = tg.adot[j][k] * tg.adot[j][b * m + k];
+                    q = wr * s2[k] * aa;
+                    e3 = wr * gu[k] * s3[k] * aa;
+                }
+                gb[k] = q + s1[k] * dbar[k];
+                ej[k] = s2[k] * gu[k] * dbar[k] + e3;
+            }
+        }
+        gbar[j] = gb;
+        e[j] = ej;
+    }
+
+    // 2 + 3. Descending: tangent adjoints ā^{uv} and primal adjoints ā.
+    let mut xbar = vec![zero; b * d];
+    let mut xbar_set = false;
+    let mut rho: Vec<Vec<T>> = vec![Vec::new(); n];
+    let mut zbar: Vec<Vec<T>> = vec![Vec::new(); n];
+    for j in (0..n).rev() {
+        let g = &net.groups[j];
+        let m = g.width;
+        let (auv, abar) = match g.act {
+            Some(_) => tracked_layer_adjoint(
+                p,
+                tg,
+                j,
+                m,
+                w,
+                std::mem::take(&mut rho[j]),
+                std::mem::take(&mut zbar[j]),
+                std::mem::take(&mut e[j]),
+            ),
+            None => (std::mem::take(&mut rho[j]), std::mem::take(&mut zbar[j])),
+        };
+        for ((i, wt), &o) in g.inputs.iter().zip(&offs[j].inputs) {
+            let ni = net.groups[*i].width;
+            if !auv.is_empty() {
+                mm_lazy(&mut rho[*i], 2 * b * ni, rm(&auv, 2 * b, m), rm(wt, m, ni))?;
+                if !tg.zdot[*i].is_empty() {
+                    let zd = rm(&tg.zdot[*i], 2 * b, ni);
+                    mm(&mut pg[o..o + m * ni], rm(&auv, 2 * b, m).t(), zd, true)?;
+                }
+            }
+            if !abar.is_empty() {
+                mm_lazy(&mut zbar[*i], b * ni, rm(&abar, b, m), rm(wt, m, ni))?;
+                let zi = rm(&p.z[*i], b, ni);
+                mm(&mut pg[o..o + m * ni], rm(&abar, b, m).t(), zi, true)?;
+            }
+        }
+        if let (Some(aw), Some(o)) = (&g.lin, offs[j].lin) {
+            if !auv.is_empty() {
+                mm(
+                    &mut pg[o..o + m * d],
+                    rm(&auv, 2 * b, m).t(),
+                    rm(uv, 2 * b, d),
+                    true,
+                )?;
+            }
+            if !abar.is_empty() {
+                mm(
+                    &mut pg[o..o + m * d],
+                    rm(&abar, b, m).t(),
+                    rm(&p.x, b, d),
+                    true,
+                )?;
+                mm(&mut xbar, rm(&abar, b, m), rm(aw, m, d), xbar_set)?;
+                xbar_set = true;
+            }
+        }
+        if let (Some(o), false) = (offs[j].bias, abar.is_empty()) {
+            let bb = &mut pg[o..o + m];
+            for row in abar.chunks(m) {
+                for (t, &v) in bb.iter_mut().zip(row) {
+                    *t += v;
+                }
+            }
+        }
+    }
+    Ok((xbar, pg))
+}
+
+/// `(ā_j^{uv}, ā_j)` of a nonlinear group from its accumulated `ρ_j` (2B × m), `z̄_j`
+/// (B × m) and direct terms `E_j` (each possibly empty = zero).
+#[allow(clippy::too_many_arguments)]
+fn tracked_layer_adjoint<T: Real>(
+    p: &Primal<T>,
+    tg: &Tangents<T>,
+    j: usize,
+    m: usize,
+    w: &[T],
+    rho: Vec<T>,
+    zbar: Vec<T>,
+    e: Vec<T>,
+) -> (Vec<T>, Vec<T>) {
+    let (b, zero) = (p.b, T::zero());
+    let bm = b * m;
+    let (s1, s2) = (&p.s1[j], &p.s2[j]);
+    let ad = &tg.adot[j];
+    let curv = !ad.is_empty() && !p.gu[j].is_empty();
+    let has_rho = !rho.is_empty();
+    let mut e = if e.is_empty() { vec![zero; bm] } else { e };
+    let auv = if curv || has_rho {
+        let mut out = vec![zero; 2 * bm];
+        for h in 0..2 {
+            for (r, &wr) in w.iter().enumerate().take(b) {
+                for k in r * m..(r + 1) * m {
+                    let mut v = zero;
+                    if curv {
+                        v += wr * p.gu[j][k] * s2[k] * ad[(1 - h) * bm + k];
+                    }
+                    if has_rho {
+                        let rh = rho[h * bm + k];
+                        v += s1[k] * rh;
+                        if !ad.is_empty() {
+                            e[k] += s2[k] * rh * ad[h * bm + k];
+                        }
+                    }
+                    out[h * bm + k] = v;
+                }
+            }
+        }
+        out
+    } else {
+        Vec::new()
+    };
+    if !zbar.is_empty() {
+        for ((ek, &s), &zb) in e.iter_mut().zip(s1).zip(&zbar) {
+            *ek += s * zb;
+        }
+    }
+    (auv, e)
+}
