@@ -237,6 +237,30 @@ impl CpFlowBlock {
         Ok((z, h))
     }
 
+    /// [`CpFlowBlock::forward_and_hessian`] detached, for evaluation: from the host kernels
+    /// (`icnn::HostLinearization::hessian`) where they apply, else the tracked path detached.
+    pub(crate) fn forward_and_hessian_detached(
+        &self,
+        x: &Tensor,
+        ctx: Option<&Tensor>,
+    ) -> Result<(Tensor, Tensor)> {
+        let x = x.detach();
+        let Some(host) = self.potential.host_linearize(&x, ctx)? else {
+            let (z, h) = self.forward_and_hessian(&x, ctx)?;
+            return Ok((z.detach(), h.detach()));
+        };
+        let (sp1, sp0) = self.weights()?;
+        let (sp1, sp0) = (sp1.detach(), sp0.detach());
+        let z = (host.gradient()?.broadcast_mul(&sp1)? + x.broadcast_mul(&sp0)?)?;
+        let b = x.dim(0)?;
+        let eye = Tensor::eye(self.dim, x.dtype(), x.device())?.unsqueeze(0)?;
+        let h = (host.hessian()?.broadcast_mul(&sp1.reshape((1, 1, 1))?)?
+            + eye
+                .broadcast_mul(&sp0.reshape((1, 1, 1))?)?
+                .broadcast_as((b, self.dim, self.dim))?)?;
+        Ok((z, h))
+    }
+
     /// The training path (`docs/reference/cpflow-reference.md` §2.3): returns `z = ∇Φ(x)` (tracked), the
     /// per-sample CG surrogate `S = mean_probes Σ_j (H u)_j v_j` with `u ≈ H⁻¹v` detached
     /// (tracked through `H`; its gradient is an unbiased estimate of `∇ log det H`, its value

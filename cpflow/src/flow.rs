@@ -320,9 +320,9 @@ impl Flow {
     /// `(z, Σ log det)` with exact dense log-dets, for one chunk (detached outputs).
     fn transform_chunk(&self, x: &Tensor, ctx: Option<&Tensor>) -> Result<(Tensor, Tensor)> {
         self.transform_chunk_with(x, |blk, h| {
-            let (z, hess) = blk.forward_and_hessian(h, ctx)?;
-            let lds = logdet::exact_logdet_tensor(&hess.detach())?;
-            Ok((z.detach(), lds))
+            let (z, hess) = blk.forward_and_hessian_detached(h, ctx)?;
+            let lds = logdet::exact_logdet_tensor(&hess)?;
+            Ok((z, lds))
         })
     }
 

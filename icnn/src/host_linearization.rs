@@ -208,6 +208,16 @@ impl HostLinearization {
         }))
     }
 
+    /// `∇²ₓF(x_b)` `(B, d, d)`, detached (for exact log-determinants).
+    pub fn hessian(&self) -> Result<Tensor> {
+        let (b, d) = (self.inner.batch, self.inner.dim);
+        Ok(with_host!(&self.inner.host, |net, p| Tensor::from_vec(
+            crate::host_hessian::hessian(net, p)?,
+            (b, d, d),
+            self.device()
+        )?))
+    }
+
     /// `(∇ₓF(x) (B, d), u_bᵀ∇²ₓF(x_b) v_b (B,))`, differentiable with respect to the network's
     /// parameters and `x`; `u` and `v` `(B, d)` enter as constants.
     pub fn gradient_and_bilinear(&self, u: &Tensor, v: &Tensor) -> Result<(Tensor, Tensor)> {

@@ -65,6 +65,7 @@ mod error;
 mod fused;
 pub mod gemm_conv;
 mod host_gemm;
+mod host_hessian;
 mod host_linearization;
 mod icnn;
 mod icnn2;

@@ -113,12 +113,12 @@ pub(crate) struct Tangents<T> {
     pub zdot: Vec<Vec<T>>,
 }
 
-fn rm<T>(data: &[T], rows: usize, cols: usize) -> View<'_, T> {
+pub(crate) fn rm<T>(data: &[T], rows: usize, cols: usize) -> View<'_, T> {
     View::row_major(data, rows, cols)
 }
 
 /// `dst (+)= a · b`, on the calling thread (the training step runs row chunks in parallel).
-fn mm<T: Real>(dst: &mut [T], a: View<'_, T>, b: View<'_, T>, acc: bool) -> Result<()> {
+pub(crate) fn mm<T: Real>(dst: &mut [T], a: View<'_, T>, b: View<'_, T>, acc: bool) -> Result<()> {
     matmul_into(dst, a, b, acc, Parallelism::None)
 }
 
