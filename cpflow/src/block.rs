@@ -354,17 +354,17 @@ impl CpFlowBlock {
     ) -> Result<(Tensor, HessianOperator)> {
         let x = x.detach();
         let (sp1, sp0) = self.weights()?;
-        let lin = self.potential.linearize(&x, ctx)?.detach();
         let (sp1, sp0) = (sp1.detach(), sp0.detach());
+        let (a1, a0) = (scalar_f64(&sp1)?, scalar_f64(&sp0)?);
+        if let Some(host) = self.potential.host_linearize(&x, ctx)? {
+            let z = (host.gradient()?.broadcast_mul(&sp1)? + x.broadcast_mul(&sp0)?)?;
+            let lin = Products::Host(host);
+            return Ok((z, HessianOperator { lin, a1, a0 }));
+        }
+        let lin = self.potential.linearize(&x, ctx)?.detach();
         let z = self.map_from(&lin, &x, &sp1, &sp0)?;
-        Ok((
-            z,
-            HessianOperator {
-                lin,
-                a1: scalar_f64(&sp1)?,
-                a0: scalar_f64(&sp0)?,
-            },
-        ))
+        let lin = Products::Composed(lin);
+        Ok((z, HessianOperator { lin, a1, a0 }))
     }
 }
 
@@ -383,7 +383,7 @@ impl CpFlowBlock {
         Ok((
             z,
             HessianOperator {
-                lin,
+                lin: Products::Composed(lin),
                 a1: scalar_f64(&sp1)?,
                 a0: scalar_f64(&sp0)?,
             },
@@ -391,33 +391,66 @@ impl CpFlowBlock {
     }
 }
 
+/// Where the Hessian-vector products of a [`HessianOperator`] come from.
+#[derive(Clone, Debug)]
+enum Products {
+    /// The candle recursions (any potential and device; tracked for `tracked_operator`).
+    Composed(Linearization),
+    /// The host kernels of dense ICNNs on the CPU (detached).
+    Host(icnn::HostLinearization),
+}
+
 /// The detached Jacobian `H = a₁∇²F + a₀I` of a block at a fixed batch, as products.
 #[derive(Clone, Debug)]
 pub struct HessianOperator {
-    lin: Linearization,
+    lin: Products,
     a1: f64,
     a0: f64,
 }
 
 impl HessianOperator {
+    /// `∇²F v` for `v` `(B, d)`.
+    fn potential_hvp(&self, v: &Tensor) -> Result<Tensor> {
+        Ok(match &self.lin {
+            Products::Composed(l) => l.hvp(v)?,
+            Products::Host(h) => h.hvp(v)?,
+        })
+    }
+
     /// `H v` for `v` `(B, d)`.
     pub fn apply(&self, v: &Tensor) -> Result<Tensor> {
-        Ok(((self.lin.hvp(v)? * self.a1)? + (v * self.a0)?)?)
+        Ok(((self.potential_hvp(v)? * self.a1)? + (v * self.a0)?)?)
     }
 
     /// `H v` for `v` `(B, K, d)`.
     pub fn apply_many(&self, v: &Tensor) -> Result<Tensor> {
-        Ok(((self.lin.hvp_many(v)? * self.a1)? + (v * self.a0)?)?)
+        let hv = match &self.lin {
+            Products::Composed(l) => l.hvp_many(v)?,
+            Products::Host(h) => {
+                let k = v.dim(1)?;
+                let cols = (0..k)
+                    .map(|i| h.hvp(&v.narrow(1, i, 1)?.squeeze(1)?.contiguous()?))
+                    .collect::<icnn::Result<Vec<_>>>()?;
+                Tensor::stack(&cols, 1)?
+            }
+        };
+        Ok(((hv * self.a1)? + (v * self.a0)?)?)
     }
 
     /// `F(x)` at the linearisation point (detached), `(B,)`.
-    pub fn potential(&self) -> Tensor {
-        self.lin.potential()
+    pub fn potential(&self) -> Result<Tensor> {
+        Ok(match &self.lin {
+            Products::Composed(l) => l.potential(),
+            Products::Host(h) => h.potential()?,
+        })
     }
 
     /// Batch size.
     pub fn batch_size(&self) -> usize {
-        self.lin.batch_size()
+        match &self.lin {
+            Products::Composed(l) => l.batch_size(),
+            Products::Host(h) => h.batch_size(),
+        }
     }
 }
 

@@ -118,7 +118,7 @@ impl BatchedPotential for BlockPotential<'_> {
             self.block.icnn_weight().map_err(wrap)?,
             self.block.quadratic_weight().map_err(wrap)?,
         );
-        let f = op.potential();
+        let f = op.potential().map_err(wrap)?;
         let quad = (x.sqr()?.sum(1)? * 0.5)?;
         let phi = ((f * a1)? + (quad * a0)?)?;
         Ok(SecondOrderModel::new(

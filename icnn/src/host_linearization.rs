@@ -21,6 +21,7 @@ use crate::error::{IcnnError, Result};
 use crate::network::{GroupAct, PreparedGroup};
 use crate::surrogate_host::{
     self, HostGroup, HostNet, Primal, Real, Tangents, adjoint, bilinear, hvp, tangents,
+    third_derivatives,
 };
 
 /// The forward pass of a dense ICNN at a batch, on the host, for the CG-surrogate step:
@@ -59,9 +60,10 @@ pub struct HostLinearization {
 #[derive(Debug)]
 struct State {
     host: Host,
-    /// The tracked input and packed prepared parameters (the op's two arguments).
+    /// The tracked input and the prepared parameters, flattened, in the packed order (the
+    /// op's second argument is their concatenation).
     x: Tensor,
-    packed: Tensor,
+    parts: Vec<Tensor>,
     batch: usize,
     dim: usize,
 }
@@ -142,7 +144,6 @@ impl HostLinearization {
                 parts.push(b.flatten_all()?);
             }
         }
-        let packed = Tensor::cat(&parts, 0)?;
         let host = match dtype {
             DType::F32 => {
                 let net = host_net::<f32>(groups, dim)?;
@@ -162,7 +163,7 @@ impl HostLinearization {
             inner: Arc::new(State {
                 host,
                 x: x.clone(),
-                packed,
+                parts,
                 batch,
                 dim,
             }),
@@ -186,6 +187,21 @@ impl HostLinearization {
             )));
         }
         Ok(())
+    }
+
+    /// The batch size `B`.
+    pub fn batch_size(&self) -> usize {
+        self.inner.batch
+    }
+
+    /// `F(x)` `(B,)`, detached.
+    pub fn potential(&self) -> Result<Tensor> {
+        let b = self.inner.batch;
+        Ok(with_host!(&self.inner.host, |_net, p| Tensor::from_vec(
+            p.z[p.z.len() - 1].clone(),
+            b,
+            self.device()
+        )?))
     }
 
     /// `∇ₓF(x)` `(B, d)`, detached.
@@ -231,10 +247,11 @@ impl HostLinearization {
         let op = BilinearOp {
             state: self.inner.clone(),
             uv,
-            tangents: Mutex::new(None),
+            saved: Mutex::new(None),
         };
         let i = &self.inner;
-        let out = i.x.apply_op2(&i.packed, op)?;
+        let packed = Tensor::cat(&i.parts, 0)?;
+        let out = i.x.apply_op2(&packed, op)?;
         Ok((
             out.narrow(1, 0, i.dim)?,
             out.narrow(1, i.dim, 1)?.squeeze(1)?,
@@ -248,10 +265,17 @@ enum Stacked {
     F64(Vec<f64>),
 }
 
+/// What the op's forward keeps for its backward: the `[u; v]` tangents and `s'''`.
 #[derive(Debug)]
-enum SavedTangents {
-    F32(Tangents<f32>),
-    F64(Tangents<f64>),
+struct OpCache<T> {
+    tg: Tangents<T>,
+    s3: Vec<Vec<T>>,
+}
+
+#[derive(Debug)]
+enum Saved {
+    F32(OpCache<f32>),
+    F64(OpCache<f64>),
 }
 
 /// `(x, packed θ) ↦ [∇F | uᵀ∇²F v]` `(B, d + 1)` with the hand-written adjoint. Its forward
@@ -260,7 +284,7 @@ enum SavedTangents {
 struct BilinearOp {
     state: Arc<State>,
     uv: Stacked,
-    tangents: Mutex<Option<SavedTangents>>,
+    saved: Mutex<Option<Saved>>,
 }
 
 fn op_err(e: impl std::fmt::Display) -> candle_core::Error {
@@ -271,7 +295,7 @@ fn forward_rows<T: Real>(
     net: &HostNet<T>,
     p: &Primal<T>,
     uv: &[T],
-) -> candle_core::Result<(Vec<T>, Tangents<T>)> {
+) -> candle_core::Result<(Vec<T>, OpCache<T>)> {
     let tg = tangents(net, p, uv, 2)?;
     let q = bilinear(net, p, &tg);
     let d = net.dim;
@@ -280,13 +304,14 @@ fn forward_rows<T: Real>(
         out.extend_from_slice(row);
         out.push(qr);
     }
-    Ok((out, tg))
+    let s3 = third_derivatives(net, p);
+    Ok((out, OpCache { tg, s3 }))
 }
 
 fn backward_rows<T: Real>(
     net: &HostNet<T>,
     p: &Primal<T>,
-    tg: &Tangents<T>,
+    cache: &OpCache<T>,
     uv: &[T],
     grad: &[T],
 ) -> candle_core::Result<(Vec<T>, Vec<T>)> {
@@ -297,7 +322,7 @@ fn backward_rows<T: Real>(
         c.extend_from_slice(&row[..d]);
         w.push(row[d]);
     }
-    adjoint(net, p, tg, uv, &c, &w)
+    adjoint(net, p, &cache.tg, &cache.s3, uv, &c, &w)
 }
 
 impl CustomOp2 for BilinearOp {
@@ -316,44 +341,44 @@ impl CustomOp2 for BilinearOp {
         let shape = Shape::from((s.batch, s.dim + 1));
         let (storage, saved) = match (&s.host, &self.uv) {
             (Host::F32(net, p), Stacked::F32(uv)) => {
-                let (out, tg) = forward_rows(net, p, uv)?;
-                (CpuStorage::F32(out), SavedTangents::F32(tg))
+                let (out, cache) = forward_rows(net, p, uv)?;
+                (CpuStorage::F32(out), Saved::F32(cache))
             }
             (Host::F64(net, p), Stacked::F64(uv)) => {
-                let (out, tg) = forward_rows(net, p, uv)?;
-                (CpuStorage::F64(out), SavedTangents::F64(tg))
+                let (out, cache) = forward_rows(net, p, uv)?;
+                (CpuStorage::F64(out), Saved::F64(cache))
             }
             _ => return Err(op_err("mixed precisions")),
         };
-        *self.tangents.lock().map_err(op_err)? = Some(saved);
+        *self.saved.lock().map_err(op_err)? = Some(saved);
         Ok((storage, shape))
     }
 
     fn bwd(
         &self,
         _x: &Tensor,
-        _packed: &Tensor,
+        packed: &Tensor,
         _res: &Tensor,
         grad_res: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
         let s = &self.state;
-        let guard = self.tangents.lock().map_err(op_err)?;
+        let guard = self.saved.lock().map_err(op_err)?;
         let saved = guard
             .as_ref()
             .ok_or_else(|| op_err("backward before forward"))?;
         let g = grad_res.contiguous()?.flatten_all()?;
         let dev = s.x.device();
-        let n_params = s.packed.dim(0)?;
+        let n_params = packed.dim(0)?;
         let (gx, gp) = match (&s.host, &self.uv, saved) {
-            (Host::F32(net, p), Stacked::F32(uv), SavedTangents::F32(tg)) => {
-                let (gx, gp) = backward_rows(net, p, tg, uv, &g.to_vec1::<f32>()?)?;
+            (Host::F32(net, p), Stacked::F32(uv), Saved::F32(cache)) => {
+                let (gx, gp) = backward_rows(net, p, cache, uv, &g.to_vec1::<f32>()?)?;
                 (
                     Tensor::from_vec(gx, (s.batch, s.dim), dev)?,
                     Tensor::from_vec(gp, n_params, dev)?,
                 )
             }
-            (Host::F64(net, p), Stacked::F64(uv), SavedTangents::F64(tg)) => {
-                let (gx, gp) = backward_rows(net, p, tg, uv, &g.to_vec1::<f64>()?)?;
+            (Host::F64(net, p), Stacked::F64(uv), Saved::F64(cache)) => {
+                let (gx, gp) = backward_rows(net, p, cache, uv, &g.to_vec1::<f64>()?)?;
                 (
                     Tensor::from_vec(gx, (s.batch, s.dim), dev)?,
                     Tensor::from_vec(gp, n_params, dev)?,

@@ -94,10 +94,11 @@ pub(crate) struct Primal<T> {
     pub b: usize,
     pub x: Vec<T>,
     pub z: Vec<Vec<T>>,
-    /// `s'`, `s''`, `s'''` of nonlinear groups (empty for the identity).
+    /// `s'`, `s''` and the pre-activation `a` of nonlinear groups (empty for the identity;
+    /// `s'''` is computed from `a` by [`third_derivatives`] when the adjoint needs it).
     pub s1: Vec<Vec<T>>,
     pub s2: Vec<Vec<T>>,
-    pub s3: Vec<Vec<T>>,
+    pub a: Vec<Vec<T>>,
     /// `∂F/∂z_j`; empty where `F` does not depend on `z_j`.
     pub gu: Vec<Vec<T>>,
     /// `gu_j ⊙ s'_j` (identity: `gu_j`); empty with `gu_j`.
@@ -149,7 +150,7 @@ pub(crate) fn primal<T: Real>(net: &HostNet<T>, x: &[T], b: usize) -> Result<Pri
         z: Vec::with_capacity(n),
         s1: Vec::with_capacity(n),
         s2: Vec::with_capacity(n),
-        s3: Vec::with_capacity(n),
+        a: Vec::with_capacity(n),
         gu: vec![Vec::new(); n],
         delta: vec![Vec::new(); n],
         grad: vec![T::zero(); b * d],
@@ -172,19 +173,18 @@ pub(crate) fn primal<T: Real>(net: &HostNet<T>, x: &[T], b: usize) -> Result<Pri
         match &g.act {
             Some(spec) => {
                 let mut v = vec![T::zero(); b * m];
-                let (mut d1, mut d2, mut d3) = (v.clone(), v.clone(), v.clone());
+                let (mut d1, mut d2) = (v.clone(), v.clone());
                 T::triple_into(spec, &a, &mut v, &mut d1, &mut d2);
-                T::third_into(spec, &a, &mut d3);
                 p.z.push(v);
                 p.s1.push(d1);
                 p.s2.push(d2);
-                p.s3.push(d3);
+                p.a.push(a);
             }
             None => {
                 p.z.push(a);
                 p.s1.push(Vec::new());
                 p.s2.push(Vec::new());
-                p.s3.push(Vec::new());
+                p.a.push(Vec::new());
             }
         }
     }
@@ -211,6 +211,22 @@ pub(crate) fn primal<T: Real>(net: &HostNet<T>, x: &[T], b: usize) -> Result<Pri
         p.delta[j] = dj;
     }
     Ok(p)
+}
+
+/// `s'''(a_j)` of every nonlinear group (empty for the identity).
+pub(crate) fn third_derivatives<T: Real>(net: &HostNet<T>, p: &Primal<T>) -> Vec<Vec<T>> {
+    net.groups
+        .iter()
+        .zip(&p.a)
+        .map(|(g, a)| match &g.act {
+            Some(spec) => {
+                let mut out = vec![T::zero(); a.len()];
+                T::third_into(spec, a, &mut out);
+                out
+            }
+            None => Vec::new(),
+        })
+        .collect()
 }
 
 /// Forward tangents of `k` directions stacked as `t` (`k·B × d`).
@@ -334,12 +350,14 @@ pub(crate) fn bilinear<T: Real>(net: &HostNet<T>, p: &Primal<T>, tg: &Tangents<T
 }
 
 /// The adjoint of `J = Σ_b ⟨c_b, ∇F(x_b)⟩ + w_b u_bᵀ∇²F(x_b) v_b`: `(∂J/∂x (B × d), ∂J/∂θ
-/// packed)`. `uv` is the stacked `[u; v]` whose tangents are `tg`.
+/// packed)`. `uv` is the stacked `[u; v]` whose tangents are `tg`; `s3` from
+/// [`third_derivatives`].
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn adjoint<T: Real>(
     net: &HostNet<T>,
     p: &Primal<T>,
     tg: &Tangents<T>,
+    s3: &[Vec<T>],
     uv: &[T],
     c: &[T],
     w: &[T],
@@ -380,7 +398,7 @@ pub(crate) fn adjoint<T: Real>(
             }
             continue;
         }
-        let (s1, s2, s3, gu) = (&p.s1[j], &p.s2[j], &p.s3[j], &p.gu[j]);
+        let (s1, s2, s3, gu) = (&p.s1[j], &p.s2[j], &s3[j], &p.gu[j]);
         let mut gb = vec![zero; b * m];
         let mut ej = vec![zero; b * m];
         let has_t = !tg.adot[j].is_empty();

@@ -65,7 +65,7 @@ impl BatchedPotential for SharedContextPotential<'_> {
             self.block.quadratic_weight().map_err(wrap)?,
         );
         let quad = (x.sqr()?.sum(1)? * 0.5)?;
-        let phi = ((op.potential() * a1)? + (quad * a0)?)?;
+        let phi = ((op.potential().map_err(wrap)? * a1)? + (quad * a0)?)?;
         Ok(SecondOrderModel::new(
             phi,
             z,
