@@ -186,15 +186,19 @@ impl CpFlowBlock {
         self.potential.initialize(x, ctx)
     }
 
-    /// `z = sp(w₁)∇F(x) + sp(w₀)x` from a linearisation.
-    fn map_from(
-        &self,
-        lin: &Linearization,
-        x: &Tensor,
-        sp1: &Tensor,
-        sp0: &Tensor,
-    ) -> Result<Tensor> {
-        Ok((lin.gradient().broadcast_mul(sp1)? + x.broadcast_mul(sp0)?)?)
+    /// `z = sp(w₁)∇F(x) + sp(w₀)x` from `∇F(x)`.
+    fn map_from(&self, grad: &Tensor, x: &Tensor, sp1: &Tensor, sp0: &Tensor) -> Result<Tensor> {
+        Ok((grad.broadcast_mul(sp1)? + x.broadcast_mul(sp0)?)?)
+    }
+
+    /// `H = sp(w₁)∇²F + sp(w₀)I` `(B, d, d)` from `∇²F`.
+    fn jacobian_from(&self, hess: &Tensor, sp1: &Tensor, sp0: &Tensor) -> Result<Tensor> {
+        let b = hess.dim(0)?;
+        let eye = Tensor::eye(self.dim, hess.dtype(), hess.device())?.unsqueeze(0)?;
+        Ok((hess.broadcast_mul(&sp1.reshape((1, 1, 1))?)?
+            + eye
+                .broadcast_mul(&sp0.reshape((1, 1, 1))?)?
+                .broadcast_as((b, self.dim, self.dim))?)?)
     }
 
     /// Forward map `∇Φ(x)` (parameter-tracking).
@@ -227,14 +231,8 @@ impl CpFlowBlock {
     ) -> Result<(Tensor, Tensor)> {
         let (sp1, sp0) = self.weights()?;
         let lin = self.potential.linearize(x, ctx)?;
-        let z = self.map_from(&lin, x, &sp1, &sp0)?;
-        let b = x.dim(0)?;
-        let eye = Tensor::eye(self.dim, x.dtype(), x.device())?.unsqueeze(0)?;
-        let h = (lin.hessian()?.broadcast_mul(&sp1.reshape((1, 1, 1))?)?
-            + eye
-                .broadcast_mul(&sp0.reshape((1, 1, 1))?)?
-                .broadcast_as((b, self.dim, self.dim))?)?;
-        Ok((z, h))
+        let z = self.map_from(&lin.gradient(), x, &sp1, &sp0)?;
+        Ok((z, self.jacobian_from(&lin.hessian()?, &sp1, &sp0)?))
     }
 
     /// [`CpFlowBlock::forward_and_hessian`] detached, for evaluation: from the host kernels
@@ -251,14 +249,8 @@ impl CpFlowBlock {
         };
         let (sp1, sp0) = self.weights()?;
         let (sp1, sp0) = (sp1.detach(), sp0.detach());
-        let z = (host.gradient()?.broadcast_mul(&sp1)? + x.broadcast_mul(&sp0)?)?;
-        let b = x.dim(0)?;
-        let eye = Tensor::eye(self.dim, x.dtype(), x.device())?.unsqueeze(0)?;
-        let h = (host.hessian()?.broadcast_mul(&sp1.reshape((1, 1, 1))?)?
-            + eye
-                .broadcast_mul(&sp0.reshape((1, 1, 1))?)?
-                .broadcast_as((b, self.dim, self.dim))?)?;
-        Ok((z, h))
+        let z = self.map_from(&host.gradient()?, &x, &sp1, &sp0)?;
+        Ok((z, self.jacobian_from(&host.hessian()?, &sp1, &sp0)?))
     }
 
     /// The training path (`docs/reference/cpflow-reference.md` §2.3): returns `z = ∇Φ(x)` (tracked), the
@@ -297,7 +289,7 @@ impl CpFlowBlock {
         let v = rademacher(b, d, x, rng)?;
         let (u, report) = surrogate_cg(|w| host.hvp(w), &v, a1, a0, params, d)?;
         let (g, q) = host.gradient_and_bilinear(&u, &v)?;
-        let z = (g.broadcast_mul(&sp1)? + x.broadcast_mul(&sp0)?)?;
+        let z = self.map_from(&g, x, &sp1, &sp0)?;
         let uv = (&u * &v)?.sum(1)?;
         let s = (q.broadcast_mul(&sp1)? + uv.broadcast_mul(&sp0)?)?;
         Ok((z, s, report))
@@ -317,7 +309,7 @@ impl CpFlowBlock {
         let (b, d) = x.dims2()?;
         let p = params.probes.max(1);
         let lin = self.potential.linearize(x, ctx)?;
-        let z = self.map_from(&lin, x, &sp1, &sp0)?;
+        let z = self.map_from(&lin.gradient(), x, &sp1, &sp0)?;
         let v = rademacher(b * p, d, x, rng)?;
         let det = lin.detach();
         let (u, report) = surrogate_cg(
@@ -357,12 +349,12 @@ impl CpFlowBlock {
         let (sp1, sp0) = (sp1.detach(), sp0.detach());
         let (a1, a0) = (scalar_f64(&sp1)?, scalar_f64(&sp0)?);
         if let Some(host) = self.potential.host_linearize(&x, ctx)? {
-            let z = (host.gradient()?.broadcast_mul(&sp1)? + x.broadcast_mul(&sp0)?)?;
+            let z = self.map_from(&host.gradient()?, &x, &sp1, &sp0)?;
             let lin = Products::Host(host);
             return Ok((z, HessianOperator { lin, a1, a0 }));
         }
         let lin = self.potential.linearize(&x, ctx)?.detach();
-        let z = self.map_from(&lin, &x, &sp1, &sp0)?;
+        let z = self.map_from(&lin.gradient(), &x, &sp1, &sp0)?;
         let lin = Products::Composed(lin);
         Ok((z, HessianOperator { lin, a1, a0 }))
     }
@@ -379,7 +371,7 @@ impl CpFlowBlock {
     ) -> Result<(Tensor, HessianOperator)> {
         let (sp1, sp0) = self.weights()?;
         let lin = self.potential.linearize(x, ctx)?;
-        let z = self.map_from(&lin, x, &sp1, &sp0)?;
+        let z = self.map_from(&lin.gradient(), x, &sp1, &sp0)?;
         Ok((
             z,
             HessianOperator {

@@ -16,31 +16,35 @@ use rand::rngs::StdRng;
 
 const DIM: usize = 3;
 
-/// `J` and its parts from the composed (candle) recursions.
-fn composed_j(
+/// `(∇F(x), uᵀ∇²F(x) v)` per row, from the composed (candle) recursions or the host kernels.
+fn gradient_and_bilinear(
     net: &dyn ConvexPotential,
     x: &Tensor,
     u: &Tensor,
     v: &Tensor,
-    c: &Tensor,
-    w: &Tensor,
-) -> Tensor {
+    host: bool,
+) -> (Tensor, Tensor) {
+    if host {
+        let lin = net.host_linearize(x).unwrap().expect("supported");
+        return lin.gradient_and_bilinear(u, v).unwrap();
+    }
     let lin = net.linearize(x).unwrap();
     let q = (lin.hvp(u).unwrap() * v).unwrap().sum(1).unwrap();
-    ((lin.gradient() * c).unwrap().sum_all().unwrap() + (q * w).unwrap().sum_all().unwrap())
-        .unwrap()
+    (lin.gradient(), q)
 }
 
-fn host_j(
+/// `J = Σ ⟨c, ∇F⟩ + Σ w·uᵀ∇²F v`.
+#[allow(clippy::too_many_arguments)]
+fn objective(
     net: &dyn ConvexPotential,
     x: &Tensor,
     u: &Tensor,
     v: &Tensor,
     c: &Tensor,
     w: &Tensor,
+    host: bool,
 ) -> Tensor {
-    let lin = net.host_linearize(x).unwrap().expect("supported");
-    let (g, q) = lin.gradient_and_bilinear(u, v).unwrap();
+    let (g, q) = gradient_and_bilinear(net, x, u, v, host);
     ((g * c).unwrap().sum_all().unwrap() + (q * w).unwrap().sum_all().unwrap()).unwrap()
 }
 
@@ -99,8 +103,8 @@ fn host_linearization_matches_composed_recursions_and_their_gradients() {
 
         // Gradients of J: parameters and x.
         let xv = Var::from_tensor(&x).unwrap();
-        let jh = host_j(net, xv.as_tensor(), &u, &v, &c, &w);
-        let jc = composed_j(net, xv.as_tensor(), &u, &v, &c, &w);
+        let jh = objective(net, xv.as_tensor(), &u, &v, &c, &w, true);
+        let jc = objective(net, xv.as_tensor(), &u, &v, &c, &w, false);
         assert!((scalar(&jh) - scalar(&jc)).abs() < 1e-11 * scalar(&jc).abs().max(1.0));
         let (gh, gc) = (jh.backward().unwrap(), jc.backward().unwrap());
         let mut nonzero = 0;
@@ -133,14 +137,8 @@ fn host_linearization_matches_composed_recursions_and_their_gradients() {
         let dx = randn(&mut rng, (BATCH, DIM), 1.0);
         let h = 1e-5;
         let jx = |s: f64| {
-            scalar(&host_j(
-                net,
-                &(&x + (&dx * s).unwrap()).unwrap(),
-                &u,
-                &v,
-                &c,
-                &w,
-            ))
+            let xs = (&x + (&dx * s).unwrap()).unwrap();
+            scalar(&objective(net, &xs, &u, &v, &c, &w, true))
         };
         let fd = (jx(h) - jx(-h)) / (2.0 * h);
         let an: f64 = flat(gh.get(&xv).unwrap())
