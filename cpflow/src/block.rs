@@ -235,22 +235,15 @@ impl CpFlowBlock {
         Ok((z, self.jacobian_from(&lin.hessian()?, &sp1, &sp0)?))
     }
 
-    /// [`CpFlowBlock::forward_and_hessian`] detached, for evaluation: from the host kernels
-    /// (`icnn::HostLinearization::hessian`) where they apply, else the tracked path detached.
+    /// [`CpFlowBlock::forward_and_hessian`] detached, for evaluation: the dense Jacobian of
+    /// the [`CpFlowBlock::detached_operator`] (host kernels where they apply).
     pub(crate) fn forward_and_hessian_detached(
         &self,
         x: &Tensor,
         ctx: Option<&Tensor>,
     ) -> Result<(Tensor, Tensor)> {
-        let x = x.detach();
-        let Some(host) = self.potential.host_linearize(&x, ctx)? else {
-            let (z, h) = self.forward_and_hessian(&x, ctx)?;
-            return Ok((z.detach(), h.detach()));
-        };
-        let (sp1, sp0) = self.weights()?;
-        let (sp1, sp0) = (sp1.detach(), sp0.detach());
-        let z = self.map_from(&host.gradient()?, &x, &sp1, &sp0)?;
-        Ok((z, self.jacobian_from(&host.hessian()?, &sp1, &sp0)?))
+        let (z, op) = self.detached_operator(x, ctx)?;
+        Ok((z, op.dense()?))
     }
 
     /// The training path (`docs/reference/cpflow-reference.md` §2.3): returns `z = ∇Φ(x)` (tracked), the
@@ -427,6 +420,19 @@ impl HessianOperator {
             }
         };
         Ok(((hv * self.a1)? + (v * self.a0)?)?)
+    }
+
+    /// The dense `H = a₁∇²F + a₀I`, `(B, d, d)` (detached).
+    pub fn dense(&self) -> Result<Tensor> {
+        let hess = match &self.lin {
+            Products::Composed(l) => l.hessian()?,
+            Products::Host(h) => h.hessian()?,
+        };
+        let (b, d, _) = hess.dims3()?;
+        let eye = Tensor::eye(d, hess.dtype(), hess.device())?
+            .unsqueeze(0)?
+            .broadcast_as((b, d, d))?;
+        Ok(((hess * self.a1)? + (eye * self.a0)?)?)
     }
 
     /// `F(x)` at the linearisation point (detached), `(B,)`.

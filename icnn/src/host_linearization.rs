@@ -114,6 +114,22 @@ fn host_net<T: Real>(groups: &[PreparedGroup], dim: usize) -> Result<HostNet<T>>
     Ok(HostNet { groups: out, dim })
 }
 
+/// The host network and its forward pass at `x`, or `None` when the output group is not
+/// one unit (checked before the forward pass).
+fn host_state<T: Real>(
+    groups: &[PreparedGroup],
+    x: &Tensor,
+    batch: usize,
+    dim: usize,
+) -> Result<Option<(HostNet<T>, Primal<T>)>> {
+    let net = host_net::<T>(groups, dim)?;
+    if net.groups.last().map(|g| g.width) != Some(1) {
+        return Ok(None);
+    }
+    let p = surrogate_host::primal(&net, host_vec::<T>(x)?, batch)?;
+    Ok(Some((net, p)))
+}
+
 impl HostLinearization {
     /// The host linearisation of prepared groups at `x`, or `None` when the kernels do not
     /// cover them (gates or per-sample biases, an output group that is not one identity unit,
@@ -145,20 +161,12 @@ impl HostLinearization {
             }
         }
         let host = match dtype {
-            DType::F32 => {
-                let net = host_net::<f32>(groups, dim)?;
-                let p = surrogate_host::primal(&net, &host_vec::<f32>(x)?, batch)?;
-                Host::F32(net, p)
-            }
-            _ => {
-                let net = host_net::<f64>(groups, dim)?;
-                let p = surrogate_host::primal(&net, &host_vec::<f64>(x)?, batch)?;
-                Host::F64(net, p)
-            }
+            DType::F32 => host_state::<f32>(groups, x, batch, dim)?.map(|(n, p)| Host::F32(n, p)),
+            _ => host_state::<f64>(groups, x, batch, dim)?.map(|(n, p)| Host::F64(n, p)),
         };
-        if with_host!(&host, |net, _p| net.groups.last().map(|g| g.width)) != Some(1) {
+        let Some(host) = host else {
             return Ok(None);
-        }
+        };
         Ok(Some(Self {
             inner: Arc::new(State {
                 host,

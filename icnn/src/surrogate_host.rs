@@ -142,11 +142,11 @@ fn mul_rep<T: Real>(a: &[T], s: &[T]) -> Vec<T> {
 }
 
 /// The forward pass (with `s'`, `s''`, `s'''`) and the reverse gradient recursion.
-pub(crate) fn primal<T: Real>(net: &HostNet<T>, x: &[T], b: usize) -> Result<Primal<T>> {
+pub(crate) fn primal<T: Real>(net: &HostNet<T>, x: Vec<T>, b: usize) -> Result<Primal<T>> {
     let (n, d) = (net.groups.len(), net.dim);
     let mut p = Primal {
         b,
-        x: x.to_vec(),
+        x,
         z: Vec::with_capacity(n),
         s1: Vec::with_capacity(n),
         s2: Vec::with_capacity(n),
@@ -168,7 +168,7 @@ pub(crate) fn primal<T: Real>(net: &HostNet<T>, x: &[T], b: usize) -> Result<Pri
             acc = true;
         }
         if let Some(aw) = &g.lin {
-            mm(&mut a, rm(x, b, d), rm(aw, m, d).t(), acc)?;
+            mm(&mut a, rm(&p.x, b, d), rm(aw, m, d).t(), acc)?;
         }
         match &g.act {
             Some(spec) => {
