@@ -24,10 +24,9 @@
 //! The `u` and `v` directions are stacked as one `(2B, ·)` matrix in every tangent product.
 
 use candle_core::Result;
-use gemm::Parallelism;
 
 use crate::fused::{ActKernels, ActSpec};
-use crate::host_gemm::{GemmFloat, View, matmul_into};
+use crate::host_gemm::{GemmFloat, Par, View, matmul_into};
 
 /// Element types of the host surrogate kernels.
 pub(crate) trait Real: GemmFloat + ActKernels {}
@@ -120,7 +119,7 @@ pub(crate) fn rm<T>(data: &[T], rows: usize, cols: usize) -> View<'_, T> {
 
 /// `dst (+)= a · b`, on the calling thread (the training step runs row chunks in parallel).
 pub(crate) fn mm<T: Real>(dst: &mut [T], a: View<'_, T>, b: View<'_, T>, acc: bool) -> Result<()> {
-    matmul_into(dst, a, b, acc, Parallelism::None)
+    matmul_into(dst, a, b, acc, Par::Seq)
 }
 
 /// `dst (+)= a · b` into a lazily allocated buffer of `len` (empty = zero).

@@ -19,9 +19,8 @@
 use super::im2col::{PatchGeometry, col2im_image, contiguous_slice, im2col_image};
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Tensor};
-use gemm::Parallelism;
 
-use crate::host_gemm::{GemmFloat, View, matmul_into};
+use crate::host_gemm::{GemmFloat, Par, View, matmul_into};
 use rayon::prelude::*;
 
 /// `(x, K) → A_K x`, see the module docs.
@@ -237,13 +236,13 @@ impl CustomOp2 for ConvKernelGrad {
 
 /// How a batch of `b` images is split: `(images per task, parallelism inside each product)`.
 /// One task per thread; with fewer images than threads the products run in parallel instead.
-fn split_batch(b: usize) -> (usize, Parallelism) {
+fn split_batch(b: usize) -> (usize, Par) {
     let threads = rayon::current_num_threads().max(1);
     let per_task = b.div_ceil(threads).max(1);
     if b.div_ceil(per_task) < threads && threads > 1 {
-        (per_task, Parallelism::Rayon(threads))
+        (per_task, Par::rayon(threads))
     } else {
-        (per_task, Parallelism::None)
+        (per_task, Par::Seq)
     }
 }
 
