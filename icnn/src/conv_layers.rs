@@ -241,7 +241,7 @@ impl PosConv2d {
 /// `y + b` with `b` `(C,)` broadcast over `(B, C, H, W)`.
 pub(crate) fn add_channel_bias(y: Tensor, b: Option<&Tensor>) -> Result<Tensor> {
     Ok(match b {
-        Some(b) => y.broadcast_add(&b.reshape((1, b.elem_count(), 1, 1))?)?,
+        Some(b) => crate::gemm_conv::add_channel_bias(&y, b)?,
         None => y,
     })
 }

@@ -113,7 +113,7 @@ pub(crate) struct PreparedBlock {
 #[derive(Debug, Clone)]
 pub(crate) struct PreparedNode {
     pub blocks: Vec<PreparedBlock>,
-    /// `(1, C, 1, 1)`.
+    /// `(C,)`.
     pub bias: Option<Tensor>,
     pub act: Option<Activation>,
     /// `1/(H·W)` for readout nodes.
@@ -152,7 +152,7 @@ impl PreparedNode {
         }
         let acc = acc.ok_or_else(|| IcnnError::InvalidConfig("node without inputs".into()))?;
         Ok(match &self.bias {
-            Some(b) => acc.broadcast_add(b)?,
+            Some(b) => crate::gemm_conv::add_channel_bias(&acc, b)?,
             None => acc,
         })
     }
@@ -335,10 +335,7 @@ impl ConvNetwork {
         }
         Ok(PreparedNode {
             blocks,
-            bias: match bias {
-                Some(b) => Some(b.reshape((1, c, 1, 1))?),
-                None => None,
-            },
+            bias,
             act: node.act,
             readout: node.readout.then(|| 1.0 / (h * w) as f64),
             shape: (c, h, w),

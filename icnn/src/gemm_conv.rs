@@ -24,6 +24,7 @@
 //! Only CPU f32/f64 tensors take this path; any other device or dtype falls back to candle's
 //! own `conv2d` / `conv_transpose2d` (so CUDA keeps working).
 
+mod channel_bias;
 mod im2col;
 mod ops;
 #[cfg(test)]
@@ -120,6 +121,49 @@ pub fn conv2d_gemm(x: &Tensor, kernel: &Tensor, padding: usize, stride: usize) -
             ))
         })?;
     Ok(ops::conv_forward(x, kernel, geometry)?)
+}
+
+/// `y + bias` with `bias (C,)` broadcast over the channels of `y (B, C, H, W)`: the bias of
+/// a convolution. The same values as `y.broadcast_add(&bias.reshape((1, C, 1, 1))?)`; on CPU
+/// f32/f64 the backward sums the gradient per channel in one contiguous pass (candle's
+/// `broadcast_add` back-propagates with a strided reduction over three axes, several times
+/// slower); any other device or dtype falls back to `broadcast_add`.
+///
+/// # Errors
+/// [`IcnnError::Shape`] when `y` is not 4-D or `bias` is not `(C,)`; candle errors otherwise.
+///
+/// ```
+/// use candle_core::{Device, Tensor, Var};
+/// use icnn::gemm_conv::add_channel_bias;
+///
+/// # fn main() -> icnn::Result<()> {
+/// let dev = Device::Cpu;
+/// let y = Tensor::arange(0f64, 2.0 * 3.0 * 2.0 * 2.0, &dev)?.reshape((2, 3, 2, 2))?;
+/// let b = Var::from_tensor(&Tensor::new(&[1f64, 2.0, 3.0], &dev)?)?;
+/// let out = add_channel_bias(&y, &b)?;
+/// let reference = y.broadcast_add(&b.reshape((1, 3, 1, 1))?)?;
+/// let err = (&out - reference)?.abs()?.max_all()?.to_scalar::<f64>()?;
+/// assert_eq!(err, 0.0);
+/// // d/db Σ out = B·H·W = 8 for every channel.
+/// let grads = out.sum_all()?.backward()?;
+/// let gb = grads.get(&b).expect("bias gradient").to_vec1::<f64>()?;
+/// assert_eq!(gb, vec![8.0, 8.0, 8.0]);
+/// # Ok(())
+/// # }
+/// ```
+pub fn add_channel_bias(y: &Tensor, bias: &Tensor) -> Result<Tensor> {
+    let (_, c, _, _) = dims4(y, "add_channel_bias input")?;
+    if bias.dims() != [c] {
+        return Err(IcnnError::Shape(format!(
+            "add_channel_bias: bias has shape {:?}, expected ({c},) for input {:?}",
+            bias.shape(),
+            y.shape()
+        )));
+    }
+    if !takes_gemm_path(y, bias) {
+        return Ok(y.broadcast_add(&bias.reshape((1, c, 1, 1))?)?);
+    }
+    Ok(channel_bias::channel_bias_add(y, bias)?)
 }
 
 /// 2-D transposed convolution with the semantics and layouts of candle's

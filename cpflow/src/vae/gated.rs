@@ -171,8 +171,7 @@ impl Conv {
                 conv_transpose2d_gemm(x, &self.weight, s.padding, s.output_padding, s.stride)?
             }
         };
-        let n = self.bias.dim(0)?;
-        Ok(y.broadcast_add(&self.bias.reshape((1, n, 1, 1))?)?)
+        Ok(icnn::gemm_conv::add_channel_bias(&y, &self.bias)?)
     }
 }
 

@@ -64,7 +64,7 @@ pub(super) fn conv_kernel_grad(
 }
 
 /// The gradient for `arg` only when candle tracks it.
-fn when_tracked(
+pub(super) fn when_tracked(
     arg: &Tensor,
     grad: impl FnOnce() -> candle_core::Result<Tensor>,
 ) -> candle_core::Result<Option<Tensor>> {
