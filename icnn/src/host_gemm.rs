@@ -109,5 +109,38 @@ pub(crate) fn matmul_into<T: GemmFloat>(
         Accum::Replace
     };
     faer::linalg::matmul::matmul(dst, accum, lhs, rhs, T::one(), parallelism);
+    if matches!(parallelism, Par::Seq) {
+        clear_upper_vector_state();
+    } else {
+        // faer's kernels ran on the pool's threads too.
+        rayon::broadcast(|_| clear_upper_vector_state());
+    }
     Ok(())
+}
+
+/// `vzeroupper` on this thread (x86-64 with AVX; a no-op elsewhere).
+///
+/// faer's x86 kernels (`private-gemm-x86`, generated assembly) return with the upper halves
+/// of the vector registers dirty. Until something clears them, every legacy-SSE instruction
+/// on that thread — the scalar float code rustc emits for the x86-64 baseline, libm's `exp`
+/// entry — pays a false dependency on the whole register: `exp` in the VAE's gate ran ~25×
+/// slower on rayon's threads after a faer product (`perf annotate`: 81% of its samples on
+/// the first instruction). Compilers insert `vzeroupper` after their own AVX code; these
+/// kernels are not theirs, so [`matmul_into`] does it after each product, on every thread
+/// of rayon's pool after a parallel one.
+#[inline]
+fn clear_upper_vector_state() {
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx")]
+        fn zeroupper() {
+            // Zeroes bits 128 and up of the vector registers; no value lives there across
+            // a call (the x86-64 calling conventions preserve none of them).
+            std::arch::x86_64::_mm256_zeroupper();
+        }
+        if std::arch::is_x86_feature_detected!("avx") {
+            // SAFETY: the CPU supports AVX (checked above), the target feature of zeroupper.
+            unsafe { zeroupper() }
+        }
+    }
 }

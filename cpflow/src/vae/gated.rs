@@ -293,7 +293,6 @@ impl GatedConv {
     /// concatenated), which halves the passes over `x`; the result is the same.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let (h, g) = (&self.h, &self.g);
-        let n = h.bias.dim(0)?;
         let out_axis = match h.kind {
             ConvKind::Conv => 0,
             ConvKind::Transposed => 1,
@@ -304,9 +303,7 @@ impl GatedConv {
             shape: h.shape,
             kind: h.kind,
         };
-        let y = both.forward(x)?;
-        let hy = y.narrow(1, 0, n)?;
-        let gy = candle_nn::ops::sigmoid(&y.narrow(1, n, n)?)?;
-        Ok((hy * gy)?)
+        // One pass forward and backward instead of narrow/sigmoid/mul (`gate.rs`).
+        super::gate::gated_product(&both.forward(x)?)
     }
 }

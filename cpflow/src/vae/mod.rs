@@ -10,6 +10,7 @@
 mod data;
 
 pub use data::*;
+mod gate;
 mod gated;
 mod network;
 
