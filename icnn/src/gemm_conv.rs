@@ -14,7 +14,7 @@
 //! im2col or col2im, and double backward works when candle keeps the graph. Gradients are
 //! computed only for arguments candle tracks (a data batch gets no input gradient).
 //!
-//! The products use the gemm crate (candle's CPU matmul backend) one image at a time, the
+//! The products use faer (`host_gemm`: AVX-512 where the CPU has it) one image at a time, the
 //! batch split over rayon's threads with one reused patch buffer per thread (`C·kh·kw·P`
 //! elements, 3.6 MB for 32 channels, 5×5, 28×20 in f64). Folding the whole batch into one
 //! product, as [`im2col`] + a matmul would, materialises `kh·kw` copies of the input

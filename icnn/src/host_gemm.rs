@@ -4,9 +4,15 @@
 //!
 //! faer rather than the gemm crate (candle's CPU matmul backend): faer picks its kernels at
 //! run time and uses AVX-512 where the CPU has it, which gemm does only with its nightly
-//! feature. On the 2-core AVX-512 machine of `docs/results`, one thread, f32: `(1024 × 64) ·
-//! (64 × 64)` 141 vs 89 GFLOP/s, `Aᵀ B` 111 vs 55; f64 71 vs 45; the convolution shapes
-//! `(50176 × 576) · (576 × 64)` 72 vs 54 (f32).
+//! feature. On the 2-core AVX-512 machine of `docs/results/matmul-ab.md`, one thread:
+//! `(1024 × 64) · (64 × 64)` f32 144 vs 88 GFLOP/s, f64 66 vs 44; the convolution shapes
+//! 1.0–1.5× (`target/release/matmul_ab`).
+//!
+//! Memory: faer's x86 kernels keep one packing arena per thread for the life of the thread,
+//! reserved at twice the L3 size (960 MiB of address space on a CPU reporting 480 MiB of L3)
+//! and committed only where touched (a few MiB: the resident set does not grow by the
+//! reservation). Under strict overcommit (`vm.overcommit_memory = 2`) that reservation
+//! counts against the commit limit.
 
 use candle_core::WithDType;
 pub(crate) use faer::Par;
