@@ -90,7 +90,8 @@ pub const CANDLE_NUM_THREADS: &str = "CANDLE_NUM_THREADS";
 
 /// Sets candle's CPU threading for this process (and flushes subnormals to zero on this
 /// thread and rayon's pool, see [`flush_denormals_to_zero`], unless [`KEEP_SUBNORMALS`] is
-/// set; runs small matrix products on one thread, see [`GEMM_THREADING_THRESHOLD`]; and, with
+/// set; runs small matrix products on one thread, see [`GEMM_THREADING_THRESHOLD`], and faer's
+/// solvers on the calling thread; and, with
 /// the `mimalloc` feature, keeps freed memory in the process, see
 /// `crate::allocator::keep_freed_memory`):
 /// element-wise ops on the calling thread
@@ -124,6 +125,10 @@ pub fn configure_cpu_threads() -> String {
             .build_global();
     }
     gemm::set_threading_threshold(gemm_threading_threshold());
+    // faer's solvers (the per-sample Cholesky factorisations of exact evaluation) run inside
+    // parallel row chunks: keep them on the calling thread. With its `rayon` feature (which
+    // icnn enables for its parallel products) faer's default would be all of rayon's threads.
+    faer::set_global_parallelism(faer::Par::Seq);
     #[cfg(feature = "mimalloc")]
     crate::allocator::keep_freed_memory();
     match std::env::var(CANDLE_NUM_THREADS) {

@@ -191,26 +191,13 @@ mod tests {
     //! 5e-10 in the worst case, ≈ 1e-12 typically): 1e-9.
     use super::*;
     use crate::gemm_conv::add_channel_bias;
+    use crate::gemm_conv::tests::max_abs_diff;
     use candle_core::{DType, Device, Var};
     use rand::SeedableRng;
     use rand::rngs::StdRng;
-    use rand_distr::{Distribution, StandardNormal};
 
     fn randn(rng: &mut StdRng, shape: &[usize]) -> Tensor {
-        let n: usize = shape.iter().product();
-        let v: Vec<f64> = (0..n).map(|_| StandardNormal.sample(rng)).collect();
-        Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
-    }
-
-    fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
-        assert_eq!(a.dims(), b.dims());
-        let d = (a - b).unwrap().abs().unwrap().flatten_all().unwrap();
-        d.max(0)
-            .unwrap()
-            .to_dtype(DType::F64)
-            .unwrap()
-            .to_scalar()
-            .unwrap()
+        crate::gemm_conv::tests::randn(rng, shape, DType::F64)
     }
 
     /// `(out, ∂⟨w, out⟩/∂y, ∂⟨w, out⟩/∂b)` of `f(y, b)`.

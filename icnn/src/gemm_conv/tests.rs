@@ -12,7 +12,7 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand_distr::{Distribution, StandardNormal};
 
-fn randn(rng: &mut StdRng, shape: &[usize], dtype: DType) -> Tensor {
+pub(super) fn randn(rng: &mut StdRng, shape: &[usize], dtype: DType) -> Tensor {
     let n: usize = shape.iter().product();
     let v: Vec<f64> = (0..n).map(|_| StandardNormal.sample(rng)).collect();
     Tensor::from_vec(v, shape, &Device::Cpu)
@@ -21,7 +21,7 @@ fn randn(rng: &mut StdRng, shape: &[usize], dtype: DType) -> Tensor {
         .unwrap()
 }
 
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
+pub(super) fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
     assert_eq!(a.dims(), b.dims());
     (a - b)
         .unwrap()
