@@ -25,6 +25,7 @@
 //! own `conv2d` / `conv_transpose2d` (so CUDA keeps working).
 
 mod channel_bias;
+mod gate;
 mod im2col;
 mod ops;
 #[cfg(test)]
@@ -164,6 +165,41 @@ pub fn add_channel_bias(y: &Tensor, bias: &Tensor) -> Result<Tensor> {
         return Ok(y.broadcast_add(&bias.reshape((1, c, 1, 1))?)?);
     }
     Ok(channel_bias::channel_bias_add(y, bias)?)
+}
+
+/// The gate of a gated convolution: `h ⊙ σ(g)` for `y = [h; g]` `(B, 2n, H, W)` (the two
+/// branches stacked along the channel axis), shape `(B, n, H, W)`. On CPU f32/f64 one custom
+/// op, one pass forward and one pass backward (first derivatives only); any other device or
+/// dtype composes candle's `narrow`, `sigmoid` and `mul`.
+///
+/// # Errors
+/// [`IcnnError::Shape`] when `y` is not 4-D or has an odd number of channels; candle errors
+/// otherwise.
+///
+/// ```
+/// use candle_core::{Device, Tensor};
+/// use icnn::gemm_conv::gated_product;
+///
+/// # fn main() -> icnn::Result<()> {
+/// // h = 2, g = 0: 2·σ(0) = 1.
+/// let y = Tensor::new(&[2f64, 0.0], &Device::Cpu)?.reshape((1, 2, 1, 1))?;
+/// assert_eq!(gated_product(&y)?.flatten_all()?.to_vec1::<f64>()?, vec![1.0]);
+/// # Ok(())
+/// # }
+/// ```
+pub fn gated_product(y: &Tensor) -> Result<Tensor> {
+    let (_, c2, _, _) = dims4(y, "gated_product input")?;
+    if c2 % 2 != 0 {
+        return Err(IcnnError::Shape(format!(
+            "gated_product: {c2} channels do not split into [h; g]"
+        )));
+    }
+    if !(y.device().is_cpu() && matches!(y.dtype(), DType::F32 | DType::F64)) {
+        let n = c2 / 2;
+        let g = candle_nn::ops::sigmoid(&y.narrow(1, n, n)?)?;
+        return Ok((y.narrow(1, 0, n)? * g)?);
+    }
+    Ok(y.contiguous()?.apply_op1(gate::Gate)?)
 }
 
 /// 2-D transposed convolution with the semantics and layouts of candle's

@@ -303,7 +303,7 @@ impl GatedConv {
             shape: h.shape,
             kind: h.kind,
         };
-        // One pass forward and backward instead of narrow/sigmoid/mul (`gate.rs`).
-        super::gate::gated_product(&both.forward(x)?)
+        // One pass forward and backward instead of narrow/sigmoid/mul.
+        Ok(icnn::gemm_conv::gated_product(&both.forward(x)?)?)
     }
 }

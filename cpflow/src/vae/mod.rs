@@ -10,7 +10,6 @@
 mod data;
 
 pub use data::*;
-mod gate;
 mod gated;
 mod network;
 

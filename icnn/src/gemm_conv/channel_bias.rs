@@ -10,13 +10,10 @@
 //! [`ChannelSum`]'s own backward is a broadcast, so double backward keeps working.
 
 use super::im2col::contiguous_slice;
-use super::ops::when_tracked;
+use super::ops::{dispatch_f32_f64, for_each_chunk, runs_parallel, when_tracked};
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Shape, Tensor, WithDType};
 use rayon::prelude::*;
-
-/// Below this many elements the kernels run on the calling thread.
-const PARALLEL_MIN_ELEMS: usize = 1 << 16;
 
 /// `(y (B, C, H, W), b (C,)) → y + b` broadcast over channels (both contiguous).
 #[derive(Clone, Copy, Debug)]
@@ -42,29 +39,20 @@ fn rows_of(layout: &Layout) -> candle_core::Result<(usize, usize, usize)> {
     Ok((b, c, h * w))
 }
 
-fn bias_add_kernel<T: WithDType>(y: &[T], bias: &[T], channels: usize, hw: usize) -> Vec<T> {
+fn bias_add_kernel<T: WithDType>(
+    y: &[T],
+    bias: &[T],
+    channels: usize,
+    hw: usize,
+) -> candle_core::Result<Vec<T>> {
     let mut out = vec![T::zero(); y.len()];
-    if hw == 0 {
-        return out;
-    }
-    let row = |(r, (o, y)): (usize, (&mut [T], &[T]))| {
+    for_each_chunk(&mut out, hw, |r, o| {
         let b = bias[r % channels];
-        for (o, &y) in o.iter_mut().zip(y) {
+        for (o, &y) in o.iter_mut().zip(&y[r * hw..]) {
             *o = y + b;
         }
-    };
-    if y.len() >= PARALLEL_MIN_ELEMS {
-        out.par_chunks_mut(hw)
-            .zip(y.par_chunks(hw))
-            .enumerate()
-            .for_each(row);
-    } else {
-        out.chunks_mut(hw)
-            .zip(y.chunks(hw))
-            .enumerate()
-            .for_each(row);
-    }
-    out
+    });
+    Ok(out)
 }
 
 /// The sum of a slice with eight independent accumulators (vectorisable; the order of the
@@ -90,7 +78,7 @@ fn channel_sum_kernel<T: WithDType>(y: &[T], batch: usize, channels: usize, hw: 
             .map(|b| lane_sum(&y[(b * channels + c) * hw..][..hw]))
             .fold(T::zero(), |s, v| s + v)
     };
-    if y.len() >= PARALLEL_MIN_ELEMS {
+    if runs_parallel(y.len()) {
         (0..channels).into_par_iter().map(one).collect()
     } else {
         (0..channels).map(one).collect()
@@ -117,29 +105,9 @@ impl CustomOp2 for ChannelBiasAdd {
                 l1.shape()
             );
         }
-        let name = self.name();
-        let out = match (s1, s2) {
-            (CpuStorage::F32(y), CpuStorage::F32(b)) => CpuStorage::F32(bias_add_kernel(
-                contiguous_slice(y, l1, name)?,
-                contiguous_slice(b, l2, name)?,
-                c,
-                hw,
-            )),
-            (CpuStorage::F64(y), CpuStorage::F64(b)) => CpuStorage::F64(bias_add_kernel(
-                contiguous_slice(y, l1, name)?,
-                contiguous_slice(b, l2, name)?,
-                c,
-                hw,
-            )),
-            (s1, s2) if s1.dtype() != s2.dtype() => {
-                return Err(candle_core::Error::DTypeMismatchBinaryOp {
-                    lhs: s1.dtype(),
-                    rhs: s2.dtype(),
-                    op: name,
-                });
-            }
-            (s1, _) => return Err(candle_core::Error::UnsupportedDTypeForOp(s1.dtype(), name)),
-        };
+        let out = dispatch_f32_f64!(self.name(), s1, l1, s2, l2, |y, b| bias_add_kernel(
+            y, b, c, hw
+        ));
         Ok((out, l1.shape().clone()))
     }
 

@@ -119,6 +119,35 @@ macro_rules! dispatch_f32_f64 {
         }
     };
 }
+pub(super) use dispatch_f32_f64;
+
+/// Below this many elements the element-wise ops of this module (channel bias, gate) run on
+/// the calling thread.
+const PARALLEL_MIN_ELEMS: usize = 1 << 15;
+
+/// Runs `f(chunk index, chunk)` over `out`'s consecutive chunks of `len` elements, on rayon's
+/// threads when `out` has at least `PARALLEL_MIN_ELEMS` elements.
+pub(super) fn for_each_chunk<T: Send>(
+    out: &mut [T],
+    len: usize,
+    f: impl Fn(usize, &mut [T]) + Sync + Send,
+) {
+    if len == 0 {
+        return;
+    }
+    if out.len() >= PARALLEL_MIN_ELEMS {
+        out.par_chunks_mut(len)
+            .enumerate()
+            .for_each(|(i, o)| f(i, o));
+    } else {
+        out.chunks_mut(len).enumerate().for_each(|(i, o)| f(i, o));
+    }
+}
+
+/// Whether `len` elements are enough for the parallel path of [`for_each_chunk`].
+pub(super) fn runs_parallel(len: usize) -> bool {
+    len >= PARALLEL_MIN_ELEMS
+}
 
 impl CustomOp2 for ConvForward {
     fn name(&self) -> &'static str {
