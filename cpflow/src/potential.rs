@@ -172,8 +172,8 @@ impl Potential {
     }
 
     /// The host-kernel linearisation for the CG-surrogate step (`icnn::HostLinearization`);
-    /// `None` where the kernels do not apply (conditional or convolutional potentials, tensors
-    /// off the CPU or not f32/f64).
+    /// `None` where the kernels do not apply (conditional potentials, tensors off the CPU or
+    /// not f32/f64).
     pub(crate) fn host_linearize(
         &self,
         x: &Tensor,
@@ -187,7 +187,10 @@ impl Potential {
             Potential::Icnn2(n) => n.host_linearize(x)?,
             Potential::Icnn3(n) => n.host_linearize(x)?,
             Potential::DenseIcnn2(n) => n.host_linearize(x)?,
-            _ => None,
+            Potential::ConvIcnn(n) => n.host_linearize(x)?,
+            Potential::ConvIcnn2(n) => n.host_linearize(x)?,
+            Potential::ConvIcnn3(n) => n.host_linearize(x)?,
+            Potential::Picnn(_) => None,
         })
     }
 

@@ -178,7 +178,13 @@ fn inverse_of_forward_recovers_images_f64_and_f32() {
             let x = images(5, 32, 3);
             flow.initialize(&x).unwrap();
             let (z, _) = flow.transform(&x).unwrap();
-            assert!(max_abs_diff(&flow.forward(&x).unwrap(), &z) < 1e-12);
+            // `transform` runs the blocks' host kernels, `forward` the composed recursions:
+            // the same map up to rounding (summation order).
+            let agree = max_abs_diff(&flow.forward(&x).unwrap(), &z);
+            assert!(
+                agree < tol * 1e-2,
+                "{float:?} fo={fo}: forward vs transform {agree}"
+            );
             let inv = flow.inverse(&z).unwrap();
             assert!(inv.report.all_converged(), "{float:?} fo={fo}");
             assert_eq!(inv.report.blocks.len(), 3);

@@ -431,6 +431,14 @@ impl ConvNetwork {
         let prepared = self.prepare()?;
         crate::conv_linearization::linearize(prepared, &x, second_order)
     }
+
+    /// The host-kernel linearisation at `x` (`None` where the kernels do not apply).
+    pub(crate) fn host_linearize(&self, x: &Tensor) -> Result<Option<crate::HostLinearization>> {
+        let x = self.to_image(x)?;
+        self.ensure_initialized(&x)?;
+        let prepared = self.prepare()?;
+        crate::HostLinearization::build_conv(&prepared, &x)
+    }
 }
 
 /// Implements `ConvexPotential` and the ActNorm-init helpers for a conv architecture holding
@@ -460,6 +468,14 @@ macro_rules! impl_conv_potential {
             ) -> $crate::Result<(candle_core::Tensor, candle_core::Tensor)> {
                 let lin = self.net.linearize(x, false)?;
                 Ok((lin.potential(), lin.gradient()))
+            }
+
+            /// The host-kernel linearisation (CPU, f32/f64): rows `(B, C·H·W)` in and out.
+            fn host_linearize(
+                &self,
+                x: &candle_core::Tensor,
+            ) -> $crate::Result<Option<$crate::HostLinearization>> {
+                self.net.host_linearize(x)
             }
         }
 

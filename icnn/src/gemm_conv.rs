@@ -32,6 +32,8 @@ mod ops;
 mod tests;
 
 pub use im2col::{Col2Im, Im2Col, PatchGeometry};
+pub(crate) use im2col::{col2im_image, im2col_image};
+pub(crate) use ops::split_batch;
 
 use crate::{IcnnError, Result};
 use candle_core::{DType, Tensor};

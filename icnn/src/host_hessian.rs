@@ -9,6 +9,7 @@
 
 use candle_core::Result;
 
+use crate::host_link::Link;
 use crate::surrogate_host::{HostNet, Primal, Real, mm, rm};
 
 /// `∇²F(x_b)` for every row, `(B × d × d)` row-major.
@@ -24,7 +25,7 @@ pub(crate) fn hessian<T: Real>(net: &HostNet<T>, p: &Primal<T>) -> Result<Vec<T>
             continue;
         }
         let m = g.width;
-        let mut a = match &g.lin {
+        let mut a = match g.lin.as_ref().map(Link::dense_weight).transpose()? {
             Some(aw) => {
                 let mut at = vec![zero; d * m];
                 for (r, row) in aw.chunks(d).enumerate() {
@@ -42,7 +43,12 @@ pub(crate) fn hessian<T: Real>(net: &HostNet<T>, p: &Primal<T>) -> Result<Vec<T>
                 continue;
             }
             let ni = net.groups[*i].width;
-            mm(&mut a, rm(&zt[*i], b * d, ni), rm(w, m, ni).t(), acc)?;
+            mm(
+                &mut a,
+                rm(&zt[*i], b * d, ni),
+                rm(w.dense_weight()?, m, ni).t(),
+                acc,
+            )?;
             acc = true;
         }
         if !acc {
@@ -72,6 +78,27 @@ pub(crate) fn hessian<T: Real>(net: &HostNet<T>, p: &Primal<T>) -> Result<Vec<T>
             }
         }
         zt[j] = a;
+    }
+    Ok(h)
+}
+
+/// `∇²F(x_b)` for every row, `(B × d × d)` row-major, from `d` Hessian-vector products (one
+/// per unit vector, all rows at once): for networks with convolutions, whose Jacobians
+/// [`hessian`] does not form. Row `k` of each `H_b` is `(H_b e_k)ᵀ` (H is symmetric).
+pub(crate) fn hessian_by_products<T: Real>(net: &HostNet<T>, p: &Primal<T>) -> Result<Vec<T>> {
+    let (d, b) = (net.dim, p.b);
+    let zero = T::zero();
+    let mut h = vec![zero; b * d * d];
+    let mut e = vec![zero; b * d];
+    for k in 0..d {
+        for row in e.chunks_mut(d) {
+            row.fill(zero);
+            row[k] = T::one();
+        }
+        let hv = crate::surrogate_host::hvp(net, p, &e)?;
+        for (r, col) in hv.chunks(d).enumerate() {
+            h[r * d * d + k * d..][..d].copy_from_slice(col);
+        }
     }
     Ok(h)
 }

@@ -17,7 +17,10 @@ use std::sync::{Arc, Mutex};
 
 use candle_core::{CpuStorage, CustomOp2, DType, Device, Layout, Shape, Tensor};
 
+use crate::conv_network::PreparedNode;
 use crate::error::{IcnnError, Result};
+use crate::host_conv_net::conv_host_net;
+use crate::host_link::Link;
 use crate::network::{GroupAct, PreparedGroup};
 use crate::surrogate_host::{
     self, HostGroup, HostNet, Primal, Real, Tangents, adjoint, bilinear, hvp, tangents,
@@ -96,20 +99,34 @@ fn host_net<T: Real>(groups: &[PreparedGroup], dim: usize) -> Result<HostNet<T>>
             (None, Some(i)) => i.weight.dim(0)?,
             (None, None) => return Err(IcnnError::InvalidConfig("group without inputs".into())),
         };
+        let dense = |w: &Tensor| -> Result<Link<T>> {
+            let (m, n) = w.dims2()?;
+            Ok(Link::Dense {
+                w: host_vec::<T>(w)?,
+                m,
+                n,
+            })
+        };
         out.push(HostGroup {
             inputs: g
                 .inputs
                 .iter()
-                .map(|i| Ok((i.group, host_vec::<T>(&i.weight)?)))
+                .map(|i| Ok((i.group, dense(&i.weight)?)))
                 .collect::<Result<_>>()?,
-            lin: g.lin.as_ref().map(|(a, _)| host_vec::<T>(a)).transpose()?,
+            lin: g.lin.as_ref().map(|(a, _)| dense(a)).transpose()?,
             bias: g.bias.as_ref().map(host_vec::<T>).transpose()?,
+            bias_rep: 1,
             act: match g.act {
                 GroupAct::Nonlinear(a) => Some(a.spec()),
                 GroupAct::Identity => None,
             },
+            readout: None,
             width,
         });
+    }
+    // The output group (one unit) is `F`.
+    if let Some(last) = out.last_mut() {
+        last.readout = Some(T::one());
     }
     Ok(HostNet { groups: out, dim })
 }
@@ -164,18 +181,48 @@ impl HostLinearization {
             DType::F32 => host_state::<f32>(groups, x, batch, dim)?.map(|(n, p)| Host::F32(n, p)),
             _ => host_state::<f64>(groups, x, batch, dim)?.map(|(n, p)| Host::F64(n, p)),
         };
-        let Some(host) = host else {
+        Ok(host.map(|host| Self::assemble(host, x.clone(), parts, batch, dim)))
+    }
+
+    /// The host linearisation of a prepared conv network at the images `x` `(B, C, H, W)`
+    /// (its rows are the flattened images), or `None` when the kernels do not cover it (see
+    /// `host_conv_net`; a tensor off the CPU or not f32/f64).
+    pub(crate) fn build_conv(nodes: &[PreparedNode], x: &Tensor) -> Result<Option<Self>> {
+        let (batch, c, h, w) = x.dims4()?;
+        let dtype = x.dtype();
+        if !x.device().is_cpu() || !matches!(dtype, DType::F32 | DType::F64) {
             return Ok(None);
+        }
+        let rows = x.reshape((batch, c * h * w))?;
+        fn state<T: Real>(
+            nodes: &[PreparedNode],
+            rows: &Tensor,
+            batch: usize,
+            wrap: fn(HostNet<T>, Primal<T>) -> Host,
+        ) -> Result<Option<(Host, Vec<Tensor>)>> {
+            let Some((net, parts)) = conv_host_net::<T>(nodes)? else {
+                return Ok(None);
+            };
+            let p = surrogate_host::primal(&net, host_vec::<T>(rows)?, batch)?;
+            Ok(Some((wrap(net, p), parts)))
+        }
+        let built = match dtype {
+            DType::F32 => state::<f32>(nodes, &rows, batch, Host::F32)?,
+            _ => state::<f64>(nodes, &rows, batch, Host::F64)?,
         };
-        Ok(Some(Self {
+        Ok(built.map(|(host, parts)| Self::assemble(host, rows, parts, batch, c * h * w)))
+    }
+
+    fn assemble(host: Host, x: Tensor, parts: Vec<Tensor>, batch: usize, dim: usize) -> Self {
+        Self {
             inner: Arc::new(State {
                 host,
-                x: x.clone(),
+                x,
                 parts,
                 batch,
                 dim,
             }),
-        }))
+        }
     }
 
     fn device(&self) -> &Device {
@@ -206,7 +253,7 @@ impl HostLinearization {
     pub fn potential(&self) -> Result<Tensor> {
         let b = self.inner.batch;
         Ok(with_host!(&self.inner.host, |_net, p| Tensor::from_vec(
-            p.z[p.z.len() - 1].clone(),
+            p.potential.clone(),
             b,
             self.device()
         )?))
@@ -236,7 +283,11 @@ impl HostLinearization {
     pub fn hessian(&self) -> Result<Tensor> {
         let (b, d) = (self.inner.batch, self.inner.dim);
         Ok(with_host!(&self.inner.host, |net, p| Tensor::from_vec(
-            crate::host_hessian::hessian(net, p)?,
+            if net.has_convolutions() {
+                crate::host_hessian::hessian_by_products(net, p)?
+            } else {
+                crate::host_hessian::hessian(net, p)?
+            },
             (b, d, d),
             self.device()
         )?))

@@ -1,5 +1,5 @@
-//! Host kernels of the CG-surrogate training step for dense group networks (no gates, no
-//! context): the forward pass with its derivative caches, the reverse gradient recursion,
+//! Host kernels of the CG-surrogate training step for group networks whose links are dense
+//! matrices or convolutions (`host_link`; no gates, no context): the forward pass with its derivative caches, the reverse gradient recursion,
 //! Hessian-vector products, the bilinear form `uᵀ∇²F v` and the hand-written adjoint of
 //! `J = Σ_b ⟨c_b, ∇F(x_b)⟩ + w_b u_bᵀ∇²F(x_b) v_b` with respect to the prepared parameters
 //! and `x` (what candle's backward would compute through the composed recursions, without
@@ -7,7 +7,10 @@
 //! one pass).
 //!
 //! Notation (see `network.rs`): group `j` computes `a_j = Σ_i z_i P_jiᵀ + x A_jᵀ + b_j`,
-//! `z_j = s_j(a_j)`; `gu_j = ∂F/∂z_j`, `δ_j = gu_j ⊙ s'_j`, `∇F = Σ_j δ_j A_j`. With the
+//! `z_j = s_j(a_j)` (written for dense links; a convolution `P` acts on each row as its
+//! matrix does, see `host_link`); `F = Σ_{readout j} r_j Σ z_j` (the dense networks: the
+//! last group, one unit, `r = 1`); `gu_j = ∂F/∂z_j`, `δ_j = gu_j ⊙ s'_j`,
+//! `∇F = Σ_j δ_j A_j`. With the
 //! forward tangents `ȧ_j^t = J_j t` (`J_j = ∂a_j/∂x`) the Hessian is
 //! `∇²F = Σ_j J_jᵀ diag(gu_j ⊙ s''_j) J_j`, so `uᵀ∇²F v = Σ_j ⟨gu_j ⊙ s''_j, ȧ_j^u ⊙ ȧ_j^v⟩`.
 //! The adjoint runs three recursions:
@@ -27,6 +30,7 @@ use candle_core::Result;
 
 use crate::fused::{ActKernels, ActSpec};
 use crate::host_gemm::{GemmFloat, Par, View, matmul_into};
+use crate::host_link::Link;
 
 /// Element types of the host surrogate kernels.
 pub(crate) trait Real: GemmFloat + ActKernels {}
@@ -36,14 +40,18 @@ impl Real for f64 {}
 /// One group with host copies of its prepared parameters.
 #[derive(Debug, Clone)]
 pub(crate) struct HostGroup<T> {
-    /// `(earlier group, P_ji (m × n_i) row-major)`.
-    pub inputs: Vec<(usize, Vec<T>)>,
-    /// `A_j (m × d)`.
-    pub lin: Option<Vec<T>>,
-    /// `b_j (m,)`.
+    /// `(earlier group, P_ji)`.
+    pub inputs: Vec<(usize, Link<T>)>,
+    /// `A_j`, reading `x`.
+    pub lin: Option<Link<T>>,
+    /// `b_j` expanded to a row `(m,)`: each of its `m / bias_rep` parameters repeated over
+    /// `bias_rep` consecutive entries (dense: 1; a convolution: the pixels of a channel).
     pub bias: Option<Vec<T>>,
-    /// `None`: the identity (the output group).
+    pub bias_rep: usize,
+    /// `None`: the identity.
     pub act: Option<ActSpec>,
+    /// `r_j` when `r_j Σ z_j` is a term of `F`.
+    pub readout: Option<T>,
     pub width: usize,
 }
 
@@ -63,6 +71,17 @@ pub(crate) struct GroupOffsets {
 }
 
 impl<T> HostNet<T> {
+    /// Whether a link is a convolution (the dense host Hessian does not apply).
+    pub(crate) fn has_convolutions(&self) -> bool {
+        self.groups.iter().any(|g| {
+            g.inputs
+                .iter()
+                .map(|(_, l)| l)
+                .chain(&g.lin)
+                .any(|l| matches!(l, Link::Conv { .. }))
+        })
+    }
+
     /// Offsets in the packed order (per group: each input's `P`, then `A`, then `b`) and the
     /// total length.
     pub(crate) fn offsets(&self) -> (Vec<GroupOffsets>, usize) {
@@ -74,13 +93,9 @@ impl<T> HostNet<T> {
                 off += len;
                 o
             };
-            let inputs = g
-                .inputs
-                .iter()
-                .map(|(i, _)| at(g.width * self.groups[*i].width))
-                .collect();
-            let lin = g.lin.as_ref().map(|_| at(g.width * self.dim));
-            let bias = g.bias.as_ref().map(|_| at(g.width));
+            let inputs = g.inputs.iter().map(|(_, l)| at(l.params().len())).collect();
+            let lin = g.lin.as_ref().map(|l| at(l.params().len()));
+            let bias = g.bias.as_ref().map(|_| at(g.width / g.bias_rep.max(1)));
             out.push(GroupOffsets { inputs, lin, bias });
         }
         (out, off)
@@ -104,6 +119,8 @@ pub(crate) struct Primal<T> {
     pub delta: Vec<Vec<T>>,
     /// `∇F` `(B × d)`.
     pub grad: Vec<T>,
+    /// `F` `(B,)`.
+    pub potential: Vec<T>,
 }
 
 /// Forward tangents of stacked directions.
@@ -120,15 +137,6 @@ pub(crate) fn rm<T>(data: &[T], rows: usize, cols: usize) -> View<'_, T> {
 /// `dst (+)= a · b`, on the calling thread (the training step runs row chunks in parallel).
 pub(crate) fn mm<T: Real>(dst: &mut [T], a: View<'_, T>, b: View<'_, T>, acc: bool) -> Result<()> {
     matmul_into(dst, a, b, acc, Par::Seq)
-}
-
-/// `dst (+)= a · b` into a lazily allocated buffer of `len` (empty = zero).
-fn mm_lazy<T: Real>(dst: &mut Vec<T>, len: usize, a: View<'_, T>, b: View<'_, T>) -> Result<()> {
-    let acc = !dst.is_empty();
-    if !acc {
-        *dst = vec![T::zero(); len];
-    }
-    mm(dst, a, b, acc)
 }
 
 /// `a ⊙ s` with `s` repeated over the stacked copies in `a`.
@@ -153,6 +161,7 @@ pub(crate) fn primal<T: Real>(net: &HostNet<T>, x: Vec<T>, b: usize) -> Result<P
         gu: vec![Vec::new(); n],
         delta: vec![Vec::new(); n],
         grad: vec![T::zero(); b * d],
+        potential: vec![T::zero(); b],
     };
     for g in &net.groups {
         let m = g.width;
@@ -162,12 +171,11 @@ pub(crate) fn primal<T: Real>(net: &HostNet<T>, x: Vec<T>, b: usize) -> Result<P
         };
         let mut acc = g.bias.is_some();
         for (i, w) in &g.inputs {
-            let ni = net.groups[*i].width;
-            mm(&mut a, rm(&p.z[*i], b, ni), rm(w, m, ni).t(), acc)?;
+            w.apply(&mut a, &p.z[*i], b, acc)?;
             acc = true;
         }
         if let Some(aw) = &g.lin {
-            mm(&mut a, rm(&p.x, b, d), rm(aw, m, d).t(), acc)?;
+            aw.apply(&mut a, &p.x, b, acc)?;
         }
         match &g.act {
             Some(spec) => {
@@ -187,24 +195,29 @@ pub(crate) fn primal<T: Real>(net: &HostNet<T>, x: Vec<T>, b: usize) -> Result<P
             }
         }
     }
-    p.gu[n - 1] = vec![T::one(); b * net.groups[n - 1].width];
+    for (j, g) in net.groups.iter().enumerate() {
+        if let Some(r) = g.readout {
+            p.gu[j] = vec![r; b * g.width];
+            for (f, row) in p.potential.iter_mut().zip(p.z[j].chunks(g.width)) {
+                *f += r * row.iter().fold(T::zero(), |s, &v| s + v);
+            }
+        }
+    }
     let mut grad_set = false;
     for j in (0..n).rev() {
         if p.gu[j].is_empty() {
             continue;
         }
         let g = &net.groups[j];
-        let m = g.width;
         let dj = match g.act {
             Some(_) => mul_rep(&p.gu[j], &p.s1[j]),
             None => p.gu[j].clone(),
         };
         for (i, w) in &g.inputs {
-            let ni = net.groups[*i].width;
-            mm_lazy(&mut p.gu[*i], b * ni, rm(&dj, b, m), rm(w, m, ni))?;
+            w.adjoint_lazy(&mut p.gu[*i], &dj, b)?;
         }
         if let Some(aw) = &g.lin {
-            mm(&mut p.grad, rm(&dj, b, m), rm(aw, m, d), grad_set)?;
+            aw.adjoint(&mut p.grad, &dj, b, grad_set)?;
             grad_set = true;
         }
         p.delta[j] = dj;
@@ -235,7 +248,7 @@ pub(crate) fn tangents<T: Real>(
     t: &[T],
     k: usize,
 ) -> Result<Tangents<T>> {
-    let (n, d, rows) = (net.groups.len(), net.dim, k * p.b);
+    let (n, rows) = (net.groups.len(), k * p.b);
     let mut tg = Tangents {
         adot: Vec::with_capacity(n),
         zdot: Vec::with_capacity(n),
@@ -248,12 +261,11 @@ pub(crate) fn tangents<T: Real>(
             if tg.zdot[*i].is_empty() {
                 continue;
             }
-            let ni = net.groups[*i].width;
-            mm(&mut a, rm(&tg.zdot[*i], rows, ni), rm(w, m, ni).t(), acc)?;
+            w.apply(&mut a, &tg.zdot[*i], rows, acc)?;
             acc = true;
         }
         if let Some(aw) = &g.lin {
-            mm(&mut a, rm(t, rows, d), rm(aw, m, d).t(), acc)?;
+            aw.apply(&mut a, t, rows, acc)?;
             acc = true;
         }
         if !acc {
@@ -280,7 +292,6 @@ pub(crate) fn hvp<T: Real>(net: &HostNet<T>, p: &Primal<T>, w: &[T]) -> Result<V
     let mut hv_set = false;
     for j in (0..n).rev() {
         let g = &net.groups[j];
-        let m = g.width;
         let dd: Vec<T> = match g.act {
             Some(_) => {
                 let curv = !tg.adot[j].is_empty() && !p.gu[j].is_empty();
@@ -310,11 +321,10 @@ pub(crate) fn hvp<T: Real>(net: &HostNet<T>, p: &Primal<T>, w: &[T]) -> Result<V
             }
         };
         for (i, w) in &g.inputs {
-            let ni = net.groups[*i].width;
-            mm_lazy(&mut gdot[*i], b * ni, rm(&dd, b, m), rm(w, m, ni))?;
+            w.adjoint_lazy(&mut gdot[*i], &dd, b)?;
         }
         if let Some(aw) = &g.lin {
-            mm(&mut hv, rm(&dd, b, m), rm(aw, m, d), hv_set)?;
+            aw.adjoint(&mut hv, &dd, b, hv_set)?;
             hv_set = true;
         }
     }
@@ -374,22 +384,21 @@ pub(crate) fn adjoint<T: Real>(
             continue;
         }
         let m = g.width;
-        let dj = rm(&p.delta[j], b, m).t();
+        let dj = &p.delta[j];
         let mut dbar = vec![zero; b * m];
         let mut set = false;
         if let (Some(aw), Some(o)) = (&g.lin, offs[j].lin) {
-            mm(&mut dbar, rm(c, b, d), rm(aw, m, d).t(), false)?;
+            aw.apply(&mut dbar, c, b, false)?;
             set = true;
-            mm(&mut pg[o..o + m * d], dj, rm(c, b, d), true)?;
+            aw.param_grad(&mut pg[o..], dj, c, b)?;
         }
         for ((i, wt), &o) in g.inputs.iter().zip(&offs[j].inputs) {
             if gbar[*i].is_empty() {
                 continue;
             }
-            let ni = net.groups[*i].width;
-            mm(&mut dbar, rm(&gbar[*i], b, ni), rm(wt, m, ni).t(), set)?;
+            wt.apply(&mut dbar, &gbar[*i], b, set)?;
             set = true;
-            mm(&mut pg[o..o + m * ni], dj, rm(&gbar[*i], b, ni), true)?;
+            wt.param_grad(&mut pg[o..], dj, &gbar[*i], b)?;
         }
         if g.act.is_none() {
             if set {
@@ -439,45 +448,33 @@ pub(crate) fn adjoint<T: Real>(
             None => (std::mem::take(&mut rho[j]), std::mem::take(&mut zbar[j])),
         };
         for ((i, wt), &o) in g.inputs.iter().zip(&offs[j].inputs) {
-            let ni = net.groups[*i].width;
             if !auv.is_empty() {
-                mm_lazy(&mut rho[*i], 2 * b * ni, rm(&auv, 2 * b, m), rm(wt, m, ni))?;
+                wt.adjoint_lazy(&mut rho[*i], &auv, 2 * b)?;
                 if !tg.zdot[*i].is_empty() {
-                    let zd = rm(&tg.zdot[*i], 2 * b, ni);
-                    mm(&mut pg[o..o + m * ni], rm(&auv, 2 * b, m).t(), zd, true)?;
+                    wt.param_grad(&mut pg[o..], &auv, &tg.zdot[*i], 2 * b)?;
                 }
             }
             if !abar.is_empty() {
-                mm_lazy(&mut zbar[*i], b * ni, rm(&abar, b, m), rm(wt, m, ni))?;
-                let zi = rm(&p.z[*i], b, ni);
-                mm(&mut pg[o..o + m * ni], rm(&abar, b, m).t(), zi, true)?;
+                wt.adjoint_lazy(&mut zbar[*i], &abar, b)?;
+                wt.param_grad(&mut pg[o..], &abar, &p.z[*i], b)?;
             }
         }
         if let (Some(aw), Some(o)) = (&g.lin, offs[j].lin) {
             if !auv.is_empty() {
-                mm(
-                    &mut pg[o..o + m * d],
-                    rm(&auv, 2 * b, m).t(),
-                    rm(uv, 2 * b, d),
-                    true,
-                )?;
+                aw.param_grad(&mut pg[o..], &auv, uv, 2 * b)?;
             }
             if !abar.is_empty() {
-                mm(
-                    &mut pg[o..o + m * d],
-                    rm(&abar, b, m).t(),
-                    rm(&p.x, b, d),
-                    true,
-                )?;
-                mm(&mut xbar, rm(&abar, b, m), rm(aw, m, d), xbar_set)?;
+                aw.param_grad(&mut pg[o..], &abar, &p.x, b)?;
+                aw.adjoint(&mut xbar, &abar, b, xbar_set)?;
                 xbar_set = true;
             }
         }
         if let (Some(o), false) = (offs[j].bias, abar.is_empty()) {
-            let bb = &mut pg[o..o + m];
+            let rep = g.bias_rep.max(1);
+            let bb = &mut pg[o..o + m / rep];
             for row in abar.chunks(m) {
-                for (t, &v) in bb.iter_mut().zip(row) {
-                    *t += v;
+                for (t, seg) in bb.iter_mut().zip(row.chunks(rep)) {
+                    *t += seg.iter().fold(zero, |s, &v| s + v);
                 }
             }
         }

@@ -1,56 +1,18 @@
-//! The host-kernel linearisation ([`icnn::HostLinearization`]) against the composed candle
-//! recursions of [`icnn::Linearization`]: the detached gradient and Hessian-vector products,
-//! the bilinear form `uᵀ∇²F v`, and — the hand-written adjoint — the gradients of
-//! `J = Σ ⟨c, ∇F⟩ + Σ w·uᵀ∇²F v` with respect to every parameter and to `x`, which candle's
-//! backward computes through the composed graph. Every architecture and activation option the
-//! kernels cover (all but the partially input-convex `Picnn`, which must decline), f64.
-//! A central difference in `x` checks the input gradient independently of candle.
+//! The host-kernel linearisation ([`icnn::HostLinearization`]) of the dense networks against
+//! the composed candle recursions (`host_check`): every architecture and activation option
+//! the kernels cover (all but the partially input-convex `Picnn`, which must decline), f64.
 
 mod common;
+mod host_check;
 
 use candle_core::{DType, Device, Tensor, Var};
 use common::{BATCH, all_cases, assert_close, flat, named_vars, perturb, randn};
+use host_check::{Inputs, check_host_against_composed};
 use icnn::ConvexPotential;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 
 const DIM: usize = 3;
-
-/// `(∇F(x), uᵀ∇²F(x) v)` per row, from the composed (candle) recursions or the host kernels.
-fn gradient_and_bilinear(
-    net: &dyn ConvexPotential,
-    x: &Tensor,
-    u: &Tensor,
-    v: &Tensor,
-    host: bool,
-) -> (Tensor, Tensor) {
-    if host {
-        let lin = net.host_linearize(x).unwrap().expect("supported");
-        return lin.gradient_and_bilinear(u, v).unwrap();
-    }
-    let lin = net.linearize(x).unwrap();
-    let q = (lin.hvp(u).unwrap() * v).unwrap().sum(1).unwrap();
-    (lin.gradient(), q)
-}
-
-/// `J = Σ ⟨c, ∇F⟩ + Σ w·uᵀ∇²F v`.
-#[allow(clippy::too_many_arguments)]
-fn objective(
-    net: &dyn ConvexPotential,
-    x: &Tensor,
-    u: &Tensor,
-    v: &Tensor,
-    c: &Tensor,
-    w: &Tensor,
-    host: bool,
-) -> Tensor {
-    let (g, q) = gradient_and_bilinear(net, x, u, v, host);
-    ((g * c).unwrap().sum_all().unwrap() + (q * w).unwrap().sum_all().unwrap()).unwrap()
-}
-
-fn scalar(t: &Tensor) -> f64 {
-    t.to_scalar::<f64>().unwrap()
-}
 
 #[test]
 fn host_linearization_matches_composed_recursions_and_their_gradients() {
@@ -60,95 +22,25 @@ fn host_linearization_matches_composed_recursions_and_their_gradients() {
         let net = case.net.as_ref();
         perturb(&case.varmap, &mut rng, 0.3);
         let x = randn(&mut rng, (BATCH, DIM), 1.0);
-        let (u, v, c) = (
-            randn(&mut rng, (BATCH, DIM), 1.0),
-            randn(&mut rng, (BATCH, DIM), 1.0),
-            randn(&mut rng, (BATCH, DIM), 1.0),
-        );
-        let w = randn(&mut rng, (BATCH, 1), 1.0).squeeze(1).unwrap();
-        let Some(host) = net.host_linearize(&x).unwrap() else {
+        let inputs = Inputs {
+            u: randn(&mut rng, (BATCH, DIM), 1.0),
+            v: randn(&mut rng, (BATCH, DIM), 1.0),
+            c: randn(&mut rng, (BATCH, DIM), 1.0),
+            w: randn(&mut rng, (BATCH, 1), 1.0).squeeze(1).unwrap(),
+            dx: randn(&mut rng, (BATCH, DIM), 1.0),
+            x,
+        };
+        let Some(host) = net.host_linearize(&inputs.x).unwrap() else {
             assert!(case.name.starts_with("Picnn"), "{}: declined", case.name);
             continue;
         };
         covered += 1;
-        let lin = net.linearize(&x).unwrap();
-        let name = &case.name;
-        // Detached values.
-        assert_close(
-            &flat(&host.gradient().unwrap()),
-            &flat(&lin.gradient()),
-            1e-12,
-            &format!("{name}: gradient"),
-        );
-        assert_close(
-            &flat(&host.hvp(&u).unwrap()),
-            &flat(&lin.hvp(&u).unwrap()),
-            1e-12,
-            &format!("{name}: hvp"),
-        );
-        let (g, q) = host.gradient_and_bilinear(&u, &v).unwrap();
-        let q_ref = (lin.hvp(&u).unwrap() * &v).unwrap().sum(1).unwrap();
-        assert_close(
-            &flat(&g),
-            &flat(&lin.gradient()),
-            1e-12,
-            &format!("{name}: tracked gradient"),
-        );
-        assert_close(
-            &flat(&q),
-            &flat(&q_ref),
-            1e-12,
-            &format!("{name}: bilinear"),
-        );
-
-        // Gradients of J: parameters and x.
-        let xv = Var::from_tensor(&x).unwrap();
-        let jh = objective(net, xv.as_tensor(), &u, &v, &c, &w, true);
-        let jc = objective(net, xv.as_tensor(), &u, &v, &c, &w, false);
-        assert!((scalar(&jh) - scalar(&jc)).abs() < 1e-11 * scalar(&jc).abs().max(1.0));
-        let (gh, gc) = (jh.backward().unwrap(), jc.backward().unwrap());
-        let mut nonzero = 0;
-        for (vname, var) in named_vars(&case.varmap)
-            .iter()
-            .chain([(String::from("x"), xv.clone())].iter())
-        {
-            let a = gh.get(var).map(flat);
-            let b = gc.get(var).map(flat);
-            match (a, b) {
-                (Some(a), Some(b)) => {
-                    let scale = b.iter().fold(1.0f64, |m, v| m.max(v.abs()));
-                    assert_close(&a, &b, 1e-10 * scale, &format!("{name}: d J / d {vname}"));
-                    nonzero += usize::from(b.iter().any(|v| *v != 0.0));
-                }
-                (None, None) => {}
-                (a, b) => {
-                    // One side has no entry: the other must be zero.
-                    let t = a.or(b).unwrap();
-                    assert!(
-                        t.iter().all(|v| v.abs() < 1e-12),
-                        "{name}: {vname} only on one side"
-                    );
-                }
-            }
-        }
-        assert!(nonzero >= 3, "{name}: only {nonzero} nonzero gradients");
-
-        // x-gradient against central differences of J (candle-independent).
-        let dx = randn(&mut rng, (BATCH, DIM), 1.0);
-        let h = 1e-5;
-        let jx = |s: f64| {
-            let xs = (&x + (&dx * s).unwrap()).unwrap();
-            scalar(&objective(net, &xs, &u, &v, &c, &w, true))
-        };
-        let fd = (jx(h) - jx(-h)) / (2.0 * h);
-        let an: f64 = flat(gh.get(&xv).unwrap())
-            .iter()
-            .zip(flat(&dx))
-            .map(|(a, b)| a * b)
-            .sum();
+        let vars = named_vars(&case.varmap);
+        let nonzero = check_host_against_composed(&case.name, net, &host, &vars, &inputs, 1e-12);
         assert!(
-            (fd - an).abs() < 1e-6 * an.abs().max(1.0),
-            "{name}: x FD {fd} vs {an}"
+            nonzero >= 3,
+            "{}: only {nonzero} nonzero gradients",
+            case.name
         );
     }
     assert!(covered >= 10, "only {covered} networks covered");

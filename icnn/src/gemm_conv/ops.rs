@@ -265,7 +265,7 @@ impl CustomOp2 for ConvKernelGrad {
 
 /// How a batch of `b` images is split: `(images per task, parallelism inside each product)`.
 /// One task per thread; with fewer images than threads the products run in parallel instead.
-fn split_batch(b: usize) -> (usize, Par) {
+pub(crate) fn split_batch(b: usize) -> (usize, Par) {
     let threads = rayon::current_num_threads().max(1);
     let per_task = b.div_ceil(threads).max(1);
     if b.div_ceil(per_task) < threads && threads > 1 {

@@ -1,0 +1,350 @@
+//! The linear maps between the layers of a host network (`surrogate_host`): a dense matrix
+//! or a convolution, each with its adjoint and the gradient with respect to its parameters.
+//!
+//! Every map acts on rows: a dense layer's row is a feature vector, a convolution's row is
+//! one image `(C, H, W)` flattened. With `x` `(rows × n)` and `y` `(rows × m)`:
+//! - [`Link::apply`]: `y = L x` row by row (dense: `x Wᵀ`; convolution: per image
+//!   `K (C_o × C·kh·kw) · cols(x_b)`);
+//! - [`Link::adjoint`]: `x = Lᵀ y` (dense: `y W`; convolution: `col2im(Kᵀ · y_b)`);
+//! - [`Link::param_grad`]: `θ̄ += ∂⟨ȳ, L x⟩/∂θ` (dense: `ȳᵀ x`; convolution:
+//!   `Σ_b ȳ_b · cols(x_b)ᵀ`).
+//!
+//! Dense products run on the calling thread (the dense training step runs row chunks in
+//! parallel); convolutions split the images over rayon's threads as `gemm_conv` does.
+
+use candle_core::Result;
+use rayon::prelude::*;
+
+use crate::gemm_conv::{PatchGeometry, col2im_image, im2col_image, split_batch};
+use crate::host_gemm::{Par, View, matmul_into};
+use crate::shifted_conv;
+use crate::surrogate_host::Real;
+
+/// A linear map between two layers of a host network.
+#[derive(Debug, Clone)]
+pub(crate) enum Link<T> {
+    /// `y (rows × m) = x (rows × n) · Wᵀ`, `W` `(m × n)` row-major.
+    Dense { w: Vec<T>, m: usize, n: usize },
+    /// Per image: `y_b (C_o × P) = K (C_o × C·kh·kw) · cols(x_b)`, `K` row-major
+    /// `(C_o, C, kh, kw)`.
+    Conv {
+        k: Vec<T>,
+        geometry: PatchGeometry,
+        c_out: usize,
+    },
+}
+
+/// `dst (+)= a · b` on `par`.
+fn mm<T: Real>(dst: &mut [T], a: View<'_, T>, b: View<'_, T>, acc: bool, par: Par) -> Result<()> {
+    matmul_into(dst, a, b, acc, par)
+}
+
+impl<T> Link<T> {
+    /// The parameters (`W` or `K`), row-major.
+    pub(crate) fn params(&self) -> &[T] {
+        match self {
+            Self::Dense { w, .. } | Self::Conv { k: w, .. } => w,
+        }
+    }
+
+    /// `W` of a dense link; an error for a convolution (for the dense-only host Hessian).
+    pub(crate) fn dense_weight(&self) -> Result<&[T]> {
+        match self {
+            Self::Dense { w, .. } => Ok(w),
+            Self::Conv { .. } => Err(candle_core::Error::Msg(
+                "host kernels: a dense layer was expected, not a convolution".into(),
+            )),
+        }
+    }
+}
+
+impl<T: Real> Link<T> {
+    /// The width of an input row.
+    pub(crate) fn in_width(&self) -> usize {
+        match self {
+            Self::Dense { n, .. } => *n,
+            Self::Conv { geometry, .. } => geometry.image_len(),
+        }
+    }
+
+    /// The width of an output row.
+    pub(crate) fn out_width(&self) -> usize {
+        match self {
+            Self::Dense { m, .. } => *m,
+            Self::Conv {
+                geometry, c_out, ..
+            } => c_out * geometry.positions(),
+        }
+    }
+
+    /// `dst (rows × m) (+)= L src (rows × n)`.
+    pub(crate) fn apply(&self, dst: &mut [T], src: &[T], rows: usize, acc: bool) -> Result<()> {
+        match self {
+            Self::Dense { w, m, n } => mm(
+                dst,
+                View::row_major(src, rows, *n),
+                View::row_major(w, *m, *n).t(),
+                acc,
+                Par::Seq,
+            ),
+            Self::Conv {
+                k,
+                geometry: g,
+                c_out,
+            } if shifted_conv::covers(g) && g.channels >= shifted_conv::MIN_TAP_CHANNELS => {
+                shifted_conv::forward(k, g, *c_out, src, dst, rows, acc)
+            }
+            Self::Conv {
+                k,
+                geometry: g,
+                c_out,
+            } => {
+                let (out_len, in_len, patch) = (self.out_width(), g.image_len(), g.patch_len());
+                let (per_task, par) = split_batch(rows);
+                let k = View::row_major(k, *c_out, patch);
+                dst[..rows * out_len]
+                    .par_chunks_mut(per_task * out_len)
+                    .zip(src[..rows * in_len].par_chunks(per_task * in_len))
+                    .try_for_each(|(y, x)| {
+                        let mut cols = vec![T::zero(); patch * g.positions()];
+                        for (y, x) in y.chunks_exact_mut(out_len).zip(x.chunks_exact(in_len)) {
+                            im2col_image(x, g, &mut cols);
+                            let c = View::row_major(&cols, patch, g.positions());
+                            mm(y, k, c, acc, par)?;
+                        }
+                        Ok(())
+                    })
+            }
+        }
+    }
+
+    /// `dst (rows × n) (+)= Lᵀ src (rows × m)`.
+    pub(crate) fn adjoint(&self, dst: &mut [T], src: &[T], rows: usize, acc: bool) -> Result<()> {
+        match self {
+            Self::Dense { w, m, n } => mm(
+                dst,
+                View::row_major(src, rows, *m),
+                View::row_major(w, *m, *n),
+                acc,
+                Par::Seq,
+            ),
+            Self::Conv {
+                k,
+                geometry: g,
+                c_out,
+            } if shifted_conv::covers(g) && *c_out >= shifted_conv::MIN_TAP_CHANNELS => {
+                shifted_conv::adjoint(k, g, *c_out, src, dst, rows, acc)
+            }
+            Self::Conv {
+                k,
+                geometry: g,
+                c_out,
+            } => {
+                let (out_len, in_len, patch) = (self.out_width(), g.image_len(), g.patch_len());
+                let (per_task, par) = split_batch(rows);
+                let kt = View::row_major(k, *c_out, patch).t();
+                dst[..rows * in_len]
+                    .par_chunks_mut(per_task * in_len)
+                    .zip(src[..rows * out_len].par_chunks(per_task * out_len))
+                    .try_for_each(|(x, y)| {
+                        let mut cols = vec![T::zero(); patch * g.positions()];
+                        for (x, y) in x.chunks_exact_mut(in_len).zip(y.chunks_exact(out_len)) {
+                            let grid = View::row_major(y, *c_out, g.positions());
+                            mm(&mut cols, kt, grid, false, par)?;
+                            if !acc {
+                                x.fill(T::zero());
+                            }
+                            col2im_image(&cols, g, x);
+                        }
+                        Ok(())
+                    })
+            }
+        }
+    }
+
+    /// [`Link::adjoint`] into `dst`, allocated (zero) when empty, accumulated otherwise.
+    pub(crate) fn adjoint_lazy(&self, dst: &mut Vec<T>, src: &[T], rows: usize) -> Result<()> {
+        let acc = !dst.is_empty();
+        if !acc {
+            *dst = vec![T::zero(); rows * self.in_width()];
+        }
+        self.adjoint(dst, src, rows, acc)
+    }
+
+    /// `dst (+)= ∂⟨cot, L src⟩/∂θ` for `cot` `(rows × m)` and `src` `(rows × n)` (always
+    /// accumulates; the sum over images runs in task order, deterministic for a fixed thread
+    /// count).
+    pub(crate) fn param_grad(
+        &self,
+        dst: &mut [T],
+        cot: &[T],
+        src: &[T],
+        rows: usize,
+    ) -> Result<()> {
+        match self {
+            Self::Dense { m, n, .. } => mm(
+                dst,
+                View::row_major(cot, rows, *m).t(),
+                View::row_major(src, rows, *n),
+                true,
+                Par::Seq,
+            ),
+            Self::Conv {
+                geometry: g, c_out, ..
+            } if shifted_conv::covers(g) => {
+                shifted_conv::param_grad(g, *c_out, dst, cot, src, rows)
+            }
+            Self::Conv {
+                geometry: g, c_out, ..
+            } => {
+                let (out_len, in_len, patch) = (self.out_width(), g.image_len(), g.patch_len());
+                let k_len = c_out * patch;
+                let (per_task, par) = split_batch(rows);
+                let partials = cot[..rows * out_len]
+                    .par_chunks(per_task * out_len)
+                    .zip(src[..rows * in_len].par_chunks(per_task * in_len))
+                    .map(|(y, x)| {
+                        let mut acc = vec![T::zero(); k_len];
+                        let mut cols = vec![T::zero(); patch * g.positions()];
+                        for (i, (y, x)) in y
+                            .chunks_exact(out_len)
+                            .zip(x.chunks_exact(in_len))
+                            .enumerate()
+                        {
+                            im2col_image(x, g, &mut cols);
+                            let grid = View::row_major(y, *c_out, g.positions());
+                            let ct = View::row_major(&cols, patch, g.positions()).t();
+                            mm(&mut acc, grid, ct, i > 0, par)?;
+                        }
+                        Ok(acc)
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                for part in partials {
+                    for (t, p) in dst[..k_len].iter_mut().zip(part) {
+                        *t += p;
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+
+    fn randv(rng: &mut StdRng, n: usize) -> Vec<f64> {
+        (0..n).map(|_| rng.random_range(-1.0..1.0)).collect()
+    }
+
+    fn dot(a: &[f64], b: &[f64]) -> f64 {
+        a.iter().zip(b).map(|(x, y)| x * y).sum()
+    }
+
+    /// `L x` equals candle's convolution; `⟨y, L x⟩ = ⟨Lᵀ y, x⟩`, and the parameter gradient of `⟨y, L x⟩` equals the finite
+    /// change along a random parameter direction (exact: the form is linear in `θ`), for a
+    /// dense map and strided / padded convolutions.
+    #[test]
+    fn adjoint_and_param_grad_are_consistent_with_apply() {
+        let mut rng = StdRng::seed_from_u64(5);
+        let conv = |c: usize, hw: usize, k: usize, s: usize, p: usize, co: usize| {
+            let g = PatchGeometry::for_conv(c, (hw, hw + 1), (k, k), s, p).unwrap();
+            (g, co)
+        };
+        let mut links: Vec<Link<f64>> = vec![Link::Dense {
+            w: randv(&mut rng, 12),
+            m: 3,
+            n: 4,
+        }];
+        for (g, co) in [
+            conv(2, 5, 3, 1, 1, 3),
+            conv(3, 6, 2, 2, 2, 2),
+            conv(1, 4, 3, 1, 0, 2),
+            conv(4, 5, 5, 1, 2, 3),
+            conv(3, 1, 3, 1, 1, 2),
+            conv(16, 4, 3, 1, 1, 16),
+            conv(16, 3, 5, 1, 2, 20),
+        ] {
+            links.push(Link::Conv {
+                k: randv(&mut rng, co * g.patch_len()),
+                geometry: g,
+                c_out: co,
+            });
+        }
+        let rows = 5;
+        for link in &links {
+            let (n, m) = (link.in_width(), link.out_width());
+            let x = randv(&mut rng, rows * n);
+            let y = randv(&mut rng, rows * m);
+            let mut lx = vec![0.0; rows * m];
+            link.apply(&mut lx, &x, rows, false).unwrap();
+            if let Link::Conv {
+                k,
+                geometry: g,
+                c_out,
+            } = link
+            {
+                // The convolution itself, against candle's.
+                use candle_core::{Device, Tensor};
+                let dev = Device::Cpu;
+                let xt = Tensor::from_vec(x.clone(), (rows, g.channels, g.height, g.width), &dev);
+                let kt = Tensor::from_vec(k.clone(), (*c_out, g.channels, g.kh, g.kw), &dev);
+                let y = xt
+                    .unwrap()
+                    .conv2d(&kt.unwrap(), g.padding, g.stride, 1, 1)
+                    .unwrap();
+                let y = y.flatten_all().unwrap().to_vec1::<f64>().unwrap();
+                let err = y
+                    .iter()
+                    .zip(&lx)
+                    .fold(0.0f64, |e, (a, b)| e.max((a - b).abs()));
+                assert!(err < 1e-12, "{g:?}: conv differs from candle's by {err}");
+            }
+            let mut lty = vec![7.0; rows * n];
+            link.adjoint(&mut lty, &y, rows, false).unwrap();
+            let (a, b) = (dot(&y, &lx), dot(&lty, &x));
+            assert!((a - b).abs() < 1e-12 * a.abs().max(1.0), "{a} vs {b}");
+            // Accumulation adds.
+            let mut twice = lx.clone();
+            link.apply(&mut twice, &x, rows, true).unwrap();
+            assert!(
+                twice
+                    .iter()
+                    .zip(&lx)
+                    .all(|(t, l)| (t - 2.0 * l).abs() < 1e-12)
+            );
+            let mut lty2 = lty.clone();
+            link.adjoint(&mut lty2, &y, rows, true).unwrap();
+            assert!(
+                lty2.iter()
+                    .zip(&lty)
+                    .all(|(t, l)| (t - 2.0 * l).abs() < 1e-12)
+            );
+            // Parameter gradient: ⟨θ̄, dθ⟩ = ⟨y, L(dθ) x⟩.
+            let mut pg = vec![0.0; link.params().len()];
+            link.param_grad(&mut pg, &y, &x, rows).unwrap();
+            let dtheta = randv(&mut rng, pg.len());
+            let moved = match link {
+                Link::Dense { m, n, .. } => Link::Dense {
+                    w: dtheta.clone(),
+                    m: *m,
+                    n: *n,
+                },
+                Link::Conv {
+                    geometry, c_out, ..
+                } => Link::Conv {
+                    k: dtheta.clone(),
+                    geometry: *geometry,
+                    c_out: *c_out,
+                },
+            };
+            let mut dlx = vec![0.0; rows * m];
+            moved.apply(&mut dlx, &x, rows, false).unwrap();
+            let (a, b) = (dot(&pg, &dtheta), dot(&y, &dlx));
+            assert!((a - b).abs() < 1e-12 * a.abs().max(1.0), "{a} vs {b}");
+        }
+    }
+}

@@ -1,0 +1,160 @@
+//! The check shared by the host-linearisation tests (dense and convolutional networks): the
+//! host kernels ([`icnn::HostLinearization`]) against the composed candle recursions of
+//! [`icnn::Linearization`] — detached gradient and Hessian-vector products, the bilinear form
+//! `uᵀ∇²F v`, and the hand-written adjoint: the gradients of
+//! `J = Σ ⟨c, ∇F⟩ + Σ w·uᵀ∇²F v` with respect to every parameter and to `x`, which candle's
+//! backward computes through the composed graph — plus a central difference of `J` in `x`
+//! (candle-independent). f64.
+#![allow(dead_code)]
+
+use candle_core::{Tensor, Var};
+use icnn::{ConvexPotential, HostLinearization};
+
+/// The inputs of one check: the batch, the CG-like vectors `u`, `v`, the cotangents `c`
+/// (of `∇F`) and `w` (of the bilinear form, `(B,)`), and a direction `dx` for the central
+/// difference.
+pub struct Inputs {
+    pub x: Tensor,
+    pub u: Tensor,
+    pub v: Tensor,
+    pub c: Tensor,
+    pub w: Tensor,
+    pub dx: Tensor,
+}
+
+fn flat(t: &Tensor) -> Vec<f64> {
+    t.flatten_all().unwrap().to_vec1::<f64>().unwrap()
+}
+
+fn assert_close(a: &[f64], b: &[f64], tol: f64, what: &str) {
+    assert_eq!(a.len(), b.len(), "{what}: lengths");
+    for (i, (x, y)) in a.iter().zip(b).enumerate() {
+        assert!((x - y).abs() <= tol, "{what}[{i}]: {x} vs {y} (tol {tol})");
+    }
+}
+
+fn scalar(t: &Tensor) -> f64 {
+    t.to_scalar::<f64>().unwrap()
+}
+
+/// `(∇F(x), uᵀ∇²F(x) v)` per row, from the composed (candle) recursions or the host kernels.
+fn gradient_and_bilinear(
+    net: &dyn ConvexPotential,
+    i: &Inputs,
+    x: &Tensor,
+    host: bool,
+) -> (Tensor, Tensor) {
+    if host {
+        let lin = net.host_linearize(x).unwrap().expect("supported");
+        return lin.gradient_and_bilinear(&i.u, &i.v).unwrap();
+    }
+    let lin = net.linearize(x).unwrap();
+    let q = (lin.hvp(&i.u).unwrap() * &i.v).unwrap().sum(1).unwrap();
+    (lin.gradient(), q)
+}
+
+/// `J = Σ ⟨c, ∇F⟩ + Σ w·uᵀ∇²F v`.
+fn objective(net: &dyn ConvexPotential, i: &Inputs, x: &Tensor, host: bool) -> Tensor {
+    let (g, q) = gradient_and_bilinear(net, i, x, host);
+    ((g * &i.c).unwrap().sum_all().unwrap() + (q * &i.w).unwrap().sum_all().unwrap()).unwrap()
+}
+
+/// Runs every comparison on `net` (whose host linearisation at `i.x` is `host`) with
+/// relative tolerance `tol` on values (gradients of `J`: 100 × `tol`); `vars` are the
+/// network's parameters by name. Returns how many gradients of `J` are non-zero.
+pub fn check_host_against_composed(
+    name: &str,
+    net: &dyn ConvexPotential,
+    host: &HostLinearization,
+    vars: &[(String, Var)],
+    i: &Inputs,
+    tol: f64,
+) -> usize {
+    let lin = net.linearize(&i.x).unwrap();
+    let rel = |t: &Tensor| tol * flat(t).iter().fold(1.0f64, |m, v| m.max(v.abs()));
+    // Detached values.
+    let pot = lin.potential();
+    assert_close(
+        &flat(&host.potential().unwrap()),
+        &flat(&pot),
+        rel(&pot),
+        &format!("{name}: potential"),
+    );
+    let grad = lin.gradient();
+    assert_close(
+        &flat(&host.gradient().unwrap()),
+        &flat(&grad),
+        rel(&grad),
+        &format!("{name}: gradient"),
+    );
+    let hu = lin.hvp(&i.u).unwrap();
+    assert_close(
+        &flat(&host.hvp(&i.u).unwrap()),
+        &flat(&hu),
+        rel(&hu),
+        &format!("{name}: hvp"),
+    );
+    let (g, q) = host.gradient_and_bilinear(&i.u, &i.v).unwrap();
+    let q_ref = (hu * &i.v).unwrap().sum(1).unwrap();
+    assert_close(
+        &flat(&g),
+        &flat(&grad),
+        rel(&grad),
+        &format!("{name}: tracked gradient"),
+    );
+    assert_close(
+        &flat(&q),
+        &flat(&q_ref),
+        rel(&q_ref),
+        &format!("{name}: bilinear"),
+    );
+
+    // Gradients of J: parameters and x.
+    let xv = Var::from_tensor(&i.x).unwrap();
+    let jh = objective(net, i, xv.as_tensor(), true);
+    let jc = objective(net, i, xv.as_tensor(), false);
+    assert!((scalar(&jh) - scalar(&jc)).abs() < 10.0 * tol * scalar(&jc).abs().max(1.0));
+    let (gh, gc) = (jh.backward().unwrap(), jc.backward().unwrap());
+    let mut nonzero = 0;
+    for (vname, var) in vars.iter().chain([(String::from("x"), xv.clone())].iter()) {
+        match (gh.get(var).map(flat), gc.get(var).map(flat)) {
+            (Some(a), Some(b)) => {
+                let scale = b.iter().fold(1.0f64, |m, v| m.max(v.abs()));
+                assert_close(
+                    &a,
+                    &b,
+                    100.0 * tol * scale,
+                    &format!("{name}: d J / d {vname}"),
+                );
+                nonzero += usize::from(b.iter().any(|v| *v != 0.0));
+            }
+            (None, None) => {}
+            (a, b) => {
+                // One side has no entry: the other must be zero.
+                let t = a.or(b).unwrap();
+                assert!(
+                    t.iter().all(|v| v.abs() < 1e-12),
+                    "{name}: {vname} only on one side"
+                );
+            }
+        }
+    }
+
+    // x-gradient against central differences of J (candle-independent).
+    let h = 1e-5;
+    let jx = |s: f64| {
+        let xs = (&i.x + (&i.dx * s).unwrap()).unwrap();
+        scalar(&objective(net, i, &xs, true))
+    };
+    let fd = (jx(h) - jx(-h)) / (2.0 * h);
+    let an: f64 = flat(gh.get(&xv).unwrap())
+        .iter()
+        .zip(flat(&i.dx))
+        .map(|(a, b)| a * b)
+        .sum();
+    assert!(
+        (fd - an).abs() < 1e-6 * an.abs().max(1.0),
+        "{name}: x FD {fd} vs {an}"
+    );
+    nonzero
+}
