@@ -3,16 +3,18 @@
 //! runs on the same host kernels as the dense ones.
 //!
 //! Node `j ≥ 1` of the conv network becomes group `j − 1`: a kernel block reading node 0 (the
-//! input image) is the group's `A`, a block reading node `s ≥ 1` an input from group `s − 1`;
-//! the per-channel bias is expanded over the channel's pixels; a readout node's
-//! `mean_{H,W} Σ_c z` is the readout `1/(H·W)` on the flattened map.
+//! input image) is the group's `A`, a block reading node `s ≥ 1` an input from group `s − 1`.
+//! The host network's maps are channel-last `(H, W, C)` rows (the links' order, see
+//! `host_link`; inputs and outputs are converted from and to the flows' channel-first rows at
+//! the boundary of `surrogate_host`): the per-channel bias repeats over the pixels, and a
+//! readout node's `mean_{H,W} Σ_c z` is the readout `1/(H·W)` on the flattened map.
 
 use candle_core::Tensor;
 
 use crate::conv_network::PreparedNode;
 use crate::error::Result;
 use crate::gemm_conv::PatchGeometry;
-use crate::host_link::Link;
+use crate::host_link::{ChannelLast, Link};
 use crate::surrogate_host::{HostGroup, HostNet, Real};
 
 fn host_vec<T: candle_core::WithDType>(t: &Tensor) -> Result<Vec<T>> {
@@ -74,12 +76,7 @@ pub(crate) fn conv_host_net<T: Real>(
                     return Ok(None);
                 }
                 parts_push(&mut parts, &inputs, &lin, Some(b.flatten_all()?));
-                Some(
-                    per_channel
-                        .iter()
-                        .flat_map(|&v| std::iter::repeat_n(v, h * w))
-                        .collect(),
-                )
+                Some(per_channel.repeat(h * w))
             }
             None => {
                 parts_push(&mut parts, &inputs, &lin, None);
@@ -90,7 +87,7 @@ pub(crate) fn conv_host_net<T: Real>(
             inputs: inputs.into_iter().map(|(s, l, _)| (s, l)).collect(),
             lin: lin.map(|(l, _)| l),
             bias,
-            bias_rep: h * w,
+            bias_params: c,
             act: node.act.map(|a| a.spec()),
             readout: node.readout.map(T::from_f64),
             width,
@@ -100,6 +97,11 @@ pub(crate) fn conv_host_net<T: Real>(
         HostNet {
             groups,
             dim: c0 * h0 * w0,
+            // One channel: both orders coincide.
+            channel_last: (c0 > 1).then_some(ChannelLast {
+                channels: c0,
+                pixels: h0 * w0,
+            }),
         },
         parts,
     )))

@@ -115,7 +115,7 @@ fn host_net<T: Real>(groups: &[PreparedGroup], dim: usize) -> Result<HostNet<T>>
                 .collect::<Result<_>>()?,
             lin: g.lin.as_ref().map(|(a, _)| dense(a)).transpose()?,
             bias: g.bias.as_ref().map(host_vec::<T>).transpose()?,
-            bias_rep: 1,
+            bias_params: width,
             act: match g.act {
                 GroupAct::Nonlinear(a) => Some(a.spec()),
                 GroupAct::Identity => None,
@@ -128,7 +128,11 @@ fn host_net<T: Real>(groups: &[PreparedGroup], dim: usize) -> Result<HostNet<T>>
     if let Some(last) = out.last_mut() {
         last.readout = Some(T::one());
     }
-    Ok(HostNet { groups: out, dim })
+    Ok(HostNet {
+        groups: out,
+        dim,
+        channel_last: None,
+    })
 }
 
 /// The host network and its forward pass at `x`, or `None` when the output group is not

@@ -2,15 +2,18 @@
 //! or a convolution, each with its adjoint and the gradient with respect to its parameters.
 //!
 //! Every map acts on rows: a dense layer's row is a feature vector, a convolution's row is
-//! one image `(C, H, W)` flattened. With `x` `(rows × n)` and `y` `(rows × m)`:
-//! - [`Link::apply`]: `y = L x` row by row (dense: `x Wᵀ`; convolution: per image
-//!   `K (C_o × C·kh·kw) · cols(x_b)`);
-//! - [`Link::adjoint`]: `x = Lᵀ y` (dense: `y W`; convolution: `col2im(Kᵀ · y_b)`);
+//! one image flattened **channel-last**, `(H, W, C)`. With `x` `(rows × n)` and `y`
+//! `(rows × m)`:
+//! - [`Link::apply`]: `y = L x` row by row (dense: `x Wᵀ`; convolution: `conv(x_b, K)`);
+//! - [`Link::adjoint`]: `x = Lᵀ y` (dense: `y W`; convolution: the transposed convolution);
 //! - [`Link::param_grad`]: `θ̄ += ∂⟨ȳ, L x⟩/∂θ` (dense: `ȳᵀ x`; convolution:
-//!   `Σ_b ȳ_b · cols(x_b)ᵀ`).
+//!   `Σ_b ∂⟨ȳ_b, conv(x_b, K)⟩/∂K`, `K` `(C_o, C, kh, kw)` as candle stores it).
 //!
-//! Dense products run on the calling thread (the dense training step runs row chunks in
-//! parallel); convolutions split the images over rayon's threads as `gemm_conv` does.
+//! "Same" stride-1 convolutions (the ConvICNN's 3×3 layers) run as shifted products on
+//! channel-last images (`shifted_conv`); any other geometry (the stride-2 pooling layers)
+//! transposes each image to channel-first and runs im2col/col2im + one product, as
+//! `gemm_conv` does. Dense products run on the calling thread (the dense training step runs
+//! row chunks in parallel); convolutions split the images over rayon's threads.
 
 use candle_core::Result;
 use rayon::prelude::*;
@@ -58,6 +61,61 @@ impl<T> Link<T> {
     }
 }
 
+/// `dst (C, H·W) = src (H·W, C)` transposed (one image to channel-first).
+fn channel_first<T: Copy>(src: &[T], c: usize, dst: &mut [T]) {
+    let hw = src.len() / c.max(1);
+    for (p, px) in src.chunks_exact(c).enumerate() {
+        for (ch, &v) in px.iter().enumerate() {
+            dst[ch * hw + p] = v;
+        }
+    }
+}
+
+/// `dst (H·W, C) (+)= src (C, H·W)` transposed (one image back to channel-last).
+fn channel_last_into<T: Real>(src: &[T], c: usize, dst: &mut [T], acc: bool) {
+    let hw = src.len() / c.max(1);
+    for (p, px) in dst.chunks_exact_mut(c).enumerate() {
+        for (ch, d) in px.iter_mut().enumerate() {
+            let v = src[ch * hw + p];
+            *d = if acc { *d + v } else { v };
+        }
+    }
+}
+
+/// The order of a convolutional network's input rows: the flows pass images channel-first
+/// `(C, H, W)`, the links work channel-last; `surrogate_host` converts at its boundary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ChannelLast {
+    pub channels: usize,
+    pub pixels: usize,
+}
+
+impl ChannelLast {
+    /// Rows `(C, H, W)` → `(H, W, C)` (each row one image).
+    pub(crate) fn rows_to_channel_last<T: Copy + Default>(&self, rows: &[T]) -> Vec<T> {
+        let mut out = vec![T::default(); rows.len()];
+        let d = self.channels * self.pixels;
+        for (src, dst) in rows.chunks_exact(d).zip(out.chunks_exact_mut(d)) {
+            for (ch, plane) in src.chunks_exact(self.pixels).enumerate() {
+                for (p, &v) in plane.iter().enumerate() {
+                    dst[p * self.channels + ch] = v;
+                }
+            }
+        }
+        out
+    }
+
+    /// Rows `(H, W, C)` → `(C, H, W)`.
+    pub(crate) fn rows_to_channel_first<T: Copy + Default>(&self, rows: &[T]) -> Vec<T> {
+        let mut out = vec![T::default(); rows.len()];
+        let d = self.channels * self.pixels;
+        for (src, dst) in rows.chunks_exact(d).zip(out.chunks_exact_mut(d)) {
+            channel_first(src, self.channels, dst);
+        }
+        out
+    }
+}
+
 impl<T: Real> Link<T> {
     /// The width of an input row.
     pub(crate) fn in_width(&self) -> usize {
@@ -91,7 +149,7 @@ impl<T: Real> Link<T> {
                 k,
                 geometry: g,
                 c_out,
-            } if shifted_conv::covers(g) && g.channels >= shifted_conv::MIN_TAP_CHANNELS => {
+            } if shifted_conv::covers(g) => {
                 shifted_conv::forward(k, g, *c_out, src, dst, rows, acc)
             }
             Self::Conv {
@@ -107,10 +165,14 @@ impl<T: Real> Link<T> {
                     .zip(src[..rows * in_len].par_chunks(per_task * in_len))
                     .try_for_each(|(y, x)| {
                         let mut cols = vec![T::zero(); patch * g.positions()];
+                        let mut xt = vec![T::zero(); in_len];
+                        let mut yt = vec![T::zero(); out_len];
                         for (y, x) in y.chunks_exact_mut(out_len).zip(x.chunks_exact(in_len)) {
-                            im2col_image(x, g, &mut cols);
+                            channel_first(x, g.channels, &mut xt);
+                            im2col_image(&xt, g, &mut cols);
                             let c = View::row_major(&cols, patch, g.positions());
-                            mm(y, k, c, acc, par)?;
+                            mm(&mut yt, k, c, false, par)?;
+                            channel_last_into(&yt, *c_out, y, acc);
                         }
                         Ok(())
                     })
@@ -132,7 +194,7 @@ impl<T: Real> Link<T> {
                 k,
                 geometry: g,
                 c_out,
-            } if shifted_conv::covers(g) && *c_out >= shifted_conv::MIN_TAP_CHANNELS => {
+            } if shifted_conv::covers(g) => {
                 shifted_conv::adjoint(k, g, *c_out, src, dst, rows, acc)
             }
             Self::Conv {
@@ -148,13 +210,15 @@ impl<T: Real> Link<T> {
                     .zip(src[..rows * out_len].par_chunks(per_task * out_len))
                     .try_for_each(|(x, y)| {
                         let mut cols = vec![T::zero(); patch * g.positions()];
+                        let mut xt = vec![T::zero(); in_len];
+                        let mut yt = vec![T::zero(); out_len];
                         for (x, y) in x.chunks_exact_mut(in_len).zip(y.chunks_exact(out_len)) {
-                            let grid = View::row_major(y, *c_out, g.positions());
+                            channel_first(y, *c_out, &mut yt);
+                            let grid = View::row_major(&yt, *c_out, g.positions());
                             mm(&mut cols, kt, grid, false, par)?;
-                            if !acc {
-                                x.fill(T::zero());
-                            }
-                            col2im_image(&cols, g, x);
+                            xt.fill(T::zero());
+                            col2im_image(&cols, g, &mut xt);
+                            channel_last_into(&xt, g.channels, x, acc);
                         }
                         Ok(())
                     })
@@ -206,13 +270,17 @@ impl<T: Real> Link<T> {
                     .map(|(y, x)| {
                         let mut acc = vec![T::zero(); k_len];
                         let mut cols = vec![T::zero(); patch * g.positions()];
+                        let mut xt = vec![T::zero(); in_len];
+                        let mut yt = vec![T::zero(); out_len];
                         for (i, (y, x)) in y
                             .chunks_exact(out_len)
                             .zip(x.chunks_exact(in_len))
                             .enumerate()
                         {
-                            im2col_image(x, g, &mut cols);
-                            let grid = View::row_major(y, *c_out, g.positions());
+                            channel_first(x, g.channels, &mut xt);
+                            channel_first(y, *c_out, &mut yt);
+                            im2col_image(&xt, g, &mut cols);
+                            let grid = View::row_major(&yt, *c_out, g.positions());
                             let ct = View::row_major(&cols, patch, g.positions()).t();
                             mm(&mut acc, grid, ct, i > 0, par)?;
                         }
@@ -244,9 +312,11 @@ mod tests {
         a.iter().zip(b).map(|(x, y)| x * y).sum()
     }
 
-    /// `L x` equals candle's convolution; `⟨y, L x⟩ = ⟨Lᵀ y, x⟩`, and the parameter gradient of `⟨y, L x⟩` equals the finite
-    /// change along a random parameter direction (exact: the form is linear in `θ`), for a
-    /// dense map and strided / padded convolutions.
+    /// On channel-last rows, `L x` equals candle's convolution; `⟨y, L x⟩ = ⟨Lᵀ y, x⟩`; and
+    /// the parameter gradient of `⟨y, L x⟩` equals its change along a random parameter
+    /// direction (exact: the form is linear in `θ`). A dense map, and convolutions through
+    /// every path: shifted (16 channels and more), gathered (fewer), on groups of stacked
+    /// images with a short last group, strided / unpadded (transposed im2col).
     #[test]
     fn adjoint_and_param_grad_are_consistent_with_apply() {
         let mut rng = StdRng::seed_from_u64(5);
@@ -267,6 +337,9 @@ mod tests {
             conv(3, 1, 3, 1, 1, 2),
             conv(16, 4, 3, 1, 1, 16),
             conv(16, 3, 5, 1, 2, 20),
+            // Two 21×22 images per stacked group: 5 rows make groups of 2, 2, 1.
+            conv(16, 21, 3, 1, 1, 16),
+            conv(2, 21, 3, 1, 1, 3),
         ] {
             links.push(Link::Conv {
                 k: randv(&mut rng, co * g.patch_len()),
@@ -287,16 +360,17 @@ mod tests {
                 c_out,
             } = link
             {
-                // The convolution itself, against candle's.
+                // The convolution itself, against candle's (channel-first).
                 use candle_core::{Device, Tensor};
                 let dev = Device::Cpu;
-                let xt = Tensor::from_vec(x.clone(), (rows, g.channels, g.height, g.width), &dev);
+                let shape = (rows, g.height, g.width, g.channels);
+                let xt = Tensor::from_vec(x.clone(), shape, &dev).unwrap();
                 let kt = Tensor::from_vec(k.clone(), (*c_out, g.channels, g.kh, g.kw), &dev);
-                let y = xt
-                    .unwrap()
+                let y = (xt.permute((0, 3, 1, 2)).unwrap())
                     .conv2d(&kt.unwrap(), g.padding, g.stride, 1, 1)
                     .unwrap();
-                let y = y.flatten_all().unwrap().to_vec1::<f64>().unwrap();
+                let y = y.permute((0, 2, 3, 1)).unwrap().flatten_all().unwrap();
+                let y = y.to_vec1::<f64>().unwrap();
                 let err = y
                     .iter()
                     .zip(&lx)

@@ -1,24 +1,25 @@
-//! "Same" convolutions (stride 1, odd `k × k` kernel, padding `p = (k − 1)/2`) as sums of
-//! `k²` shifted matrix products, without im2col: the host kernels' convolutions on the
-//! ConvICNN's 3×3 layers (`host_link`).
+//! "Same" convolutions (stride 1, odd `k × k` kernel, padding `p = (k − 1)/2`) of
+//! channel-last images as sums of `k²` shifted matrix products, without im2col: the host
+//! kernels' convolutions on the ConvICNN's 3×3 layers (`host_link`).
 //!
-//! Each image is copied once into a padded layout whose rows share their zero padding: `p`
-//! zero rows above and below, and per row `p` zero slots followed by the `W` pixels, so a row
-//! has `W_r = W + p` slots and the slots after a row's pixels are the next row's zeros. In
-//! that layout the input pixel under kernel tap `(ki, kj)` for output `(i, j)` sits at
-//! `(i + ki)·W_r + j + kj`: a fixed offset from the output index `i·W_r + j`. So with the
-//! output computed on a *wide* grid of `H × W_r` positions (the last `p` columns of each row
-//! are discarded),
+//! An image is a row `(H, W, C)` (channel-last: pixel `(i, j)` is the `C` contiguous values at
+//! `(i·W + j)·C`). Each image is copied once into a padded layout whose rows share their zero
+//! padding: `p` zero rows above and below, and per row `p` zero pixels followed by the `W`
+//! pixels, so a row has `W_r = W + p` pixel slots and the slots after a row's pixels are the
+//! next row's zeros. In that layout the input pixel under kernel tap `(ki, kj)` for output
+//! `(i, j)` is slot `(i + ki)·W_r + j + kj`: a fixed offset from the output slot `i·W_r + j`.
+//! So with the output computed on a *wide* grid of `n = H·W_r` slots (the last `p` of each
+//! row are discarded), every product is a plain `(n × C)` matrix at an offset:
 //! ```text
-//! forward:     Y_w  (C_o × H·W_r) = Σ_{ki,kj} K[:, :, ki, kj]   (C_o × C) · X_p[shift(ki, kj)]
-//! adjoint:     X̄_w (C × H·W_r)   = Σ_{ki,kj} K[:, :, ki, kj]ᵀ  (C × C_o) · Ȳ_p[shift(k−1−ki, k−1−kj)]
-//! kernel grad: K̄[:, :, ki, kj]   += Ȳ_w (C_o × H·W_r) · X_p[shift(ki, kj)]ᵀ
+//! forward:     Y_w (n × C_o)  = Σ_{ki,kj} X_p[shift(ki, kj)] (n × C)       · K[:, :, ki, kj]ᵀ (C × C_o)
+//! adjoint:     X̄_w (n × C)   = Σ_{ki,kj} Ȳ_p[shift(k−1−ki, k−1−kj)] (n × C_o) · K[:, :, ki, kj] (C_o × C)
+//! kernel grad: K̄[:, :, ki, kj] (C_o × C) += Ȳ_wᵀ (C_o × n) · X_p[shift(ki, kj)] (n × C)
 //! ```
-//! where `X_p[shift]` is a strided view into the padded image (row stride: one channel's
-//! padded plane) and `Ȳ_w` is `Ȳ` on the wide grid with zeros in the discarded columns. The
-//! products see strided views; nothing is gathered. Measured on the ConvICNN's 64 → 64
-//! layers (one thread, 16 images, f32): 28×28 and 14×14 run at 1.6× im2col + product,
-//! although the wide grid adds `p/W` to the arithmetic.
+//! with `Ȳ_w` the output cotangent on the wide grid, zero in the discarded slots. Measured on
+//! the ConvICNN's 64 → 64 layers at 28×28 (one thread, 16 images, f32, faer): 142 GFLOP/s,
+//! against 117 for the same shifted products on channel-first images and ~100 for im2col +
+//! one product (which also pays the im2col copy), although the wide grid adds `p/W` to the
+//! arithmetic.
 
 use candle_core::Result;
 use rayon::prelude::*;
@@ -33,107 +34,148 @@ pub(crate) fn covers(g: &PatchGeometry) -> bool {
     g.stride == 1 && g.kh == g.kw && g.kh % 2 == 1 && g.padding * 2 + 1 == g.kh
 }
 
-/// Below this many channels summed over per tap (the input's for [`forward`], the output's
-/// for [`adjoint`]) each tap's product is too thin and im2col + one product is faster:
-/// measured one thread, 16 images, f32, 3×3: 1 → 64 channels at 28×28 0.30 ms with im2col,
-/// 0.95 ms shifted; 4 → 64 at 14×14 0.23 vs 0.31 ms; 16 → 64 at 7×7 0.27 vs 0.24 ms.
+/// Below this many input channels each tap's product is too thin (`C` is its inner
+/// dimension) and [`forward`] / [`param_grad`] gather the taps into one `(n × k²C)` patch
+/// matrix first (im2col on the wide grid) for one product: measured one thread, 16 images,
+/// f32, 3×3: 1 → 64 channels at 28×28 0.30 ms with im2col, 0.95 ms shifted; 4 → 64 at
+/// 14×14 0.23 vs 0.31 ms; 16 → 64 at 7×7 0.27 vs 0.24 ms.
 pub(crate) const MIN_TAP_CHANNELS: usize = 16;
 
-/// The padded layout of one `(C, H, W)` image for geometry `g`.
+/// Padded rows a group of stacked images should span: small images are stacked so each
+/// product has about this many rows (one 28×28 image; 4 of 14×14; 16 of 7×7): measured on the
+/// MNIST flow (2 threads), one image per product ran 14×14 layers at 135 GFLOP/s and 7×7 at
+/// 90, against 190 at 28×28.
+const GROUP_ROWS: usize = 1024;
+
+/// The padded layout of a group of channel-last `(H, W, C)` images for geometry `g`: the
+/// images stacked vertically, consecutive images sharing `p` zero rows as consecutive rows
+/// share `p` zero slots, so the whole group is one tall padded image.
 #[derive(Clone, Copy)]
 struct Layout {
     channels: usize,
     h: usize,
     w: usize,
     p: usize,
+    /// Images per group (the buffers' capacity; a batch's last group may hold fewer).
+    images: usize,
 }
 
 impl Layout {
     fn of(channels: usize, g: &PatchGeometry) -> Self {
+        let (h, w, p) = (g.height, g.width, g.padding);
         Self {
             channels,
-            h: g.height,
-            w: g.width,
-            p: g.padding,
+            h,
+            w,
+            p,
+            images: (GROUP_ROWS / ((h + p) * (w + p)).max(1)).max(1),
         }
     }
 
-    /// Slots per padded row.
+    /// Pixel slots per padded row.
     fn row(&self) -> usize {
         self.w + self.p
     }
 
-    /// Slots per padded channel plane.
-    fn plane(&self) -> usize {
-        (self.h + 2 * self.p) * self.row()
-    }
-
-    /// The padded buffer's length (the last tap reads `2p` slots past the last plane).
+    /// The padded buffer's length: `p` zero rows, `H + p` rows per image, and the `p` rows and
+    /// `2p` slots the last tap reads past them.
     fn len(&self) -> usize {
-        self.channels * self.plane() + 2 * self.p
+        ((self.images * (self.h + self.p) + 2 * self.p) * self.row() + 2 * self.p) * self.channels
     }
 
-    /// Positions of the wide grid.
-    fn wide(&self) -> usize {
-        self.h * self.row()
+    /// Slots of the wide grid of `n` images.
+    fn wide(&self, n: usize) -> usize {
+        n * (self.h + self.p) * self.row()
     }
-}
 
-/// Copies the image `img` `(C, H, W)` into the data slots of `padded` (laid out as `l`).
-fn pad_into<T: Copy>(l: &Layout, img: &[T], padded: &mut [T]) {
-    let (row, plane) = (l.row(), l.plane());
-    for c in 0..l.channels {
-        for i in 0..l.h {
-            let dst = c * plane + (i + l.p) * row + l.p;
-            padded[dst..dst + l.w].copy_from_slice(&img[(c * l.h + i) * l.w..][..l.w]);
+    /// The `(wide × C)` view of tap `(ki, kj)` into a padded buffer holding `n` images.
+    fn tap<'a, T>(&self, padded: &'a [T], ki: usize, kj: usize, n: usize) -> View<'a, T> {
+        View::row_major(
+            &padded[(ki * self.row() + kj) * self.channels..],
+            self.wide(n),
+            self.channels,
+        )
+    }
+
+    /// The data lines (`W·C` values each) of the images in `imgs`, with the slot offset of
+    /// each in a padded (`lead = p`) or wide (`lead = 0`) buffer.
+    fn lines(&self, n: usize, lead: usize) -> impl Iterator<Item = usize> + use<> {
+        let (h, p, row, c) = (self.h, self.p, self.row(), self.channels);
+        (0..n * h).map(move |l| {
+            let (b, i) = (l / h, l % h);
+            ((lead + b * (h + p) + i) * row + lead) * c
+        })
+    }
+
+    /// Copies the images `imgs` (`n × (H, W, C)`) into the data slots of `padded` (its zero
+    /// slots untouched).
+    fn pad_into<T: Real>(&self, imgs: &[T], padded: &mut [T]) {
+        let line = self.w * self.channels;
+        let n = imgs.len() / (self.h * line);
+        for (src, at) in imgs.chunks_exact(line).zip(self.lines(n, self.p)) {
+            padded[at..at + line].copy_from_slice(src);
+        }
+        if n < self.images {
+            // A short last group: the taps read a few rows past it, which must be zero, not
+            // the previous group's images.
+            padded[(self.p + n * (self.h + self.p)) * self.row() * self.channels..].fill(T::zero());
         }
     }
-}
 
-/// `img (C, H, W) (+)=` the data columns of the wide grid `wide` `(C, H·W_r)`.
-fn unwide_into<T: Real>(l: &Layout, wide: &[T], img: &mut [T], acc: bool) {
-    let row = l.row();
-    for (c_img, c_wide) in img
-        .chunks_exact_mut(l.h * l.w)
-        .zip(wide.chunks_exact(l.wide()))
-    {
-        for (dst, src) in c_img.chunks_exact_mut(l.w).zip(c_wide.chunks_exact(row)) {
+    /// `imgs (n × (H, W, C)) (+)=` the data slots of the wide grid `wide`.
+    fn unwide_into<T: Real>(&self, wide: &[T], imgs: &mut [T], acc: bool) {
+        let line = self.w * self.channels;
+        let n = imgs.len() / (self.h * line);
+        for (dst, at) in imgs.chunks_exact_mut(line).zip(self.lines(n, 0)) {
+            let src = &wide[at..at + line];
             if acc {
                 for (d, &s) in dst.iter_mut().zip(src) {
                     *d += s;
                 }
             } else {
-                dst.copy_from_slice(&src[..l.w]);
+                dst.copy_from_slice(src);
+            }
+        }
+    }
+
+    /// Copies `imgs` into the data slots of the wide grid `wide` (its discarded slots
+    /// untouched).
+    fn wide_from<T: Copy>(&self, imgs: &[T], wide: &mut [T]) {
+        let line = self.w * self.channels;
+        let n = imgs.len() / (self.h * line);
+        for (src, at) in imgs.chunks_exact(line).zip(self.lines(n, 0)) {
+            wide[at..at + line].copy_from_slice(src);
+        }
+    }
+}
+
+/// The `(n × k²C)` patch matrix of a padded group of `n` images (`wide` rows): row `q` holds
+/// the `C` values under each tap `s`, in tap order.
+fn gather_taps<T: Copy>(l: &Layout, kw: usize, kk: usize, n: usize, padded: &[T], cols: &mut [T]) {
+    let (c, rows) = (l.channels, l.wide(n));
+    for s in 0..kk {
+        let off = ((s / kw) * l.row() + s % kw) * c;
+        let src = &padded[off..off + rows * c];
+        if c == 1 {
+            // One value per tap: a strided copy (a `copy_from_slice` per value would call
+            // memmove for each).
+            for (row, &v) in cols[..rows * kk].chunks_exact_mut(kk).zip(src) {
+                row[s] = v;
+            }
+            continue;
+        }
+        for (row, px) in cols[..rows * kk * c]
+            .chunks_exact_mut(kk * c)
+            .zip(src.chunks_exact(c))
+        {
+            for (d, &v) in row[s * c..(s + 1) * c].iter_mut().zip(px) {
+                *d = v;
             }
         }
     }
 }
 
-/// Copies `img` `(C, H, W)` into the wide grid `wide` `(C, H·W_r)` (its extra columns untouched).
-fn wide_from<T: Copy>(l: &Layout, img: &[T], wide: &mut [T]) {
-    let row = l.row();
-    for (c_img, c_wide) in img
-        .chunks_exact(l.h * l.w)
-        .zip(wide.chunks_exact_mut(l.wide()))
-    {
-        for (src, dst) in c_img.chunks_exact(l.w).zip(c_wide.chunks_exact_mut(row)) {
-            dst[..l.w].copy_from_slice(src);
-        }
-    }
-}
-
-/// The view of tap `(ki, kj)` into a padded buffer: `(C × H·W_r)`, row stride one plane.
-fn tap<'a, T>(l: &Layout, padded: &'a [T], ki: usize, kj: usize) -> View<'a, T> {
-    View {
-        data: &padded[ki * l.row() + kj..],
-        rows: l.channels,
-        cols: l.wide(),
-        rs: l.plane(),
-        cs: 1,
-    }
-}
-
-/// `K[:, :, ki, kj]` `(C_o × C)` of a row-major `(C_o, C, k, k)` kernel.
+/// `K[:, :, ki, kj]` `(C_o × C)` of a row-major `(C_o, C, k, k)` kernel (tap `s = ki·k + kj`).
 fn kernel_tap<T>(k: &[T], c_out: usize, c_in: usize, kk: usize, s: usize) -> View<'_, T> {
     View {
         data: &k[s..],
@@ -144,8 +186,8 @@ fn kernel_tap<T>(k: &[T], c_out: usize, c_in: usize, kk: usize, s: usize) -> Vie
     }
 }
 
-/// Runs `f(images of the task, outputs of the task)` over the batch split as `gemm_conv`
-/// splits it (one task per thread), with the product parallelism to use inside.
+/// Runs `f(images of the task, outputs of the task, product parallelism)` over the batch
+/// split as `gemm_conv` splits it (one task per thread).
 fn for_tasks<T: Real>(
     src: &[T],
     src_len: usize,
@@ -161,7 +203,20 @@ fn for_tasks<T: Real>(
         .try_for_each(|(d, s)| f(s, d, par))
 }
 
-/// `dst (rows × C_o·H·W) (+)= conv(src (rows × C·H·W), K)`.
+/// The kernel `(C_o, C, k, k)` as `(k²C × C_o)` rows in [`gather_taps`]' order.
+fn gathered_kernel<T: Real>(k: &[T], c_out: usize, c_in: usize, kk: usize) -> Vec<T> {
+    let mut out = vec![T::zero(); kk * c_in * c_out];
+    for o in 0..c_out {
+        for c in 0..c_in {
+            for s in 0..kk {
+                out[(s * c_in + c) * c_out + o] = k[(o * c_in + c) * kk + s];
+            }
+        }
+    }
+    out
+}
+
+/// `dst (rows × H·W·C_o) (+)= conv(src (rows × H·W·C), K)`, channel-last rows.
 pub(crate) fn forward<T: Real>(
     k: &[T],
     g: &PatchGeometry,
@@ -172,25 +227,41 @@ pub(crate) fn forward<T: Real>(
     acc: bool,
 ) -> Result<()> {
     let (lin, lout) = (Layout::of(g.channels, g), Layout::of(c_out, g));
-    let kk = g.kh * g.kw;
+    let (kk, group) = (g.kh * g.kw, lin.images);
     let (in_len, out_len) = (g.image_len(), c_out * g.height * g.width);
+    let gathered =
+        (g.channels < MIN_TAP_CHANNELS).then(|| gathered_kernel(k, c_out, g.channels, kk));
     for_tasks(src, in_len, dst, out_len, rows, |xs, ys, par| {
         let mut padded = vec![T::zero(); lin.len()];
-        let mut wide = vec![T::zero(); c_out * lin.wide()];
-        for (x, y) in xs.chunks_exact(in_len).zip(ys.chunks_exact_mut(out_len)) {
-            pad_into(&lin, x, &mut padded);
-            for s in 0..kk {
-                let (ki, kj) = (s / g.kw, s % g.kw);
-                let kt = kernel_tap(k, c_out, g.channels, kk, s);
-                matmul_into(&mut wide, kt, tap(&lin, &padded, ki, kj), s > 0, par)?;
+        let mut wide = vec![T::zero(); lout.wide(group) * c_out];
+        let patch = kk * g.channels;
+        let mut cols = vec![T::zero(); gathered.as_ref().map_or(0, |_| lin.wide(group) * patch)];
+        for (x, y) in xs
+            .chunks(group * in_len)
+            .zip(ys.chunks_mut(group * out_len))
+        {
+            let n = x.len() / in_len;
+            let wide = &mut wide[..lout.wide(n) * c_out];
+            lin.pad_into(x, &mut padded);
+            if let Some(kg) = &gathered {
+                gather_taps(&lin, g.kw, kk, n, &padded, &mut cols);
+                let cv = View::row_major(&cols, lin.wide(n), patch);
+                let kv = View::row_major(kg, patch, c_out);
+                matmul_into(wide, cv, kv, false, par)?;
+            } else {
+                for s in 0..kk {
+                    let kt = kernel_tap(k, c_out, g.channels, kk, s).t();
+                    let xt = lin.tap(&padded, s / g.kw, s % g.kw, n);
+                    matmul_into(wide, xt, kt, s > 0, par)?;
+                }
             }
-            unwide_into(&lout, &wide, y, acc);
+            lout.unwide_into(wide, y, acc);
         }
         Ok(())
     })
 }
 
-/// `dst (rows × C·H·W) (+)= Kᵀ src (rows × C_o·H·W)`: the adjoint of [`forward`].
+/// `dst (rows × H·W·C) (+)= Kᵀ src (rows × H·W·C_o)`: the adjoint of [`forward`].
 pub(crate) fn adjoint<T: Real>(
     k: &[T],
     g: &PatchGeometry,
@@ -201,27 +272,31 @@ pub(crate) fn adjoint<T: Real>(
     acc: bool,
 ) -> Result<()> {
     let (lin, lout) = (Layout::of(g.channels, g), Layout::of(c_out, g));
-    let kk = g.kh * g.kw;
+    let (kk, group) = (g.kh * g.kw, lin.images);
     let (in_len, out_len) = (g.image_len(), c_out * g.height * g.width);
     for_tasks(src, out_len, dst, in_len, rows, |ys, xs, par| {
         let mut padded = vec![T::zero(); lout.len()];
-        let mut wide = vec![T::zero(); g.channels * lout.wide()];
-        for (y, x) in ys.chunks_exact(out_len).zip(xs.chunks_exact_mut(in_len)) {
-            pad_into(&lout, y, &mut padded);
+        let mut wide = vec![T::zero(); lin.wide(group) * g.channels];
+        for (y, x) in ys
+            .chunks(group * out_len)
+            .zip(xs.chunks_mut(group * in_len))
+        {
+            let n = y.len() / out_len;
+            let wide = &mut wide[..lin.wide(n) * g.channels];
+            lout.pad_into(y, &mut padded);
             for s in 0..kk {
-                let (ki, kj) = (s / g.kw, s % g.kw);
-                let kt = kernel_tap(k, c_out, g.channels, kk, s).t();
-                let yt = tap(&lout, &padded, g.kh - 1 - ki, g.kw - 1 - kj);
-                matmul_into(&mut wide, kt, yt, s > 0, par)?;
+                let kt = kernel_tap(k, c_out, g.channels, kk, s);
+                let yt = lout.tap(&padded, g.kh - 1 - s / g.kw, g.kw - 1 - s % g.kw, n);
+                matmul_into(wide, yt, kt, s > 0, par)?;
             }
-            unwide_into(&lin, &wide, x, acc);
+            lin.unwide_into(wide, x, acc);
         }
         Ok(())
     })
 }
 
-/// `dst (C_o, C, k, k) += Σ_b ∂⟨cot_b, conv(src_b, K)⟩/∂K`; the sum over images runs in task
-/// order (deterministic for a fixed thread count).
+/// `dst (C_o, C, k, k) += Σ_b ∂⟨cot_b, conv(src_b, K)⟩/∂K` (channel-last rows); the sum over
+/// images runs in task order (deterministic for a fixed thread count).
 pub(crate) fn param_grad<T: Real>(
     g: &PatchGeometry,
     c_out: usize,
@@ -230,37 +305,58 @@ pub(crate) fn param_grad<T: Real>(
     src: &[T],
     rows: usize,
 ) -> Result<()> {
-    let lin = Layout::of(g.channels, g);
-    let lout = Layout::of(c_out, g);
-    let kk = g.kh * g.kw;
+    let (lin, lout) = (Layout::of(g.channels, g), Layout::of(c_out, g));
+    let (kk, group) = (g.kh * g.kw, lin.images);
     let (in_len, out_len) = (g.image_len(), c_out * g.height * g.width);
     let tap_len = c_out * g.channels;
+    let gathered = g.channels < MIN_TAP_CHANNELS;
+    let patch = kk * g.channels;
     let (per_task, par) = split_batch(rows);
     let partials = cot[..rows * out_len]
         .par_chunks(per_task * out_len)
         .zip(src[..rows * in_len].par_chunks(per_task * in_len))
         .map(|(ys, xs)| {
-            // Shift-major partial sums: tap s is `acc[s·C_o·C..]` `(C_o × C)`.
+            // Tap-major partial sums: tap s is `acc[s·C_o·C..]` `(C_o × C)`; gathered, one
+            // `(C_o × k²C)` matrix.
             let mut acc = vec![T::zero(); kk * tap_len];
             let mut padded = vec![T::zero(); lin.len()];
-            let mut wide = vec![T::zero(); lout.channels * lout.wide()];
+            // Zero in the discarded slots, which the products read.
+            let mut wide = vec![T::zero(); lout.wide(group) * c_out];
+            let mut cols = vec![T::zero(); if gathered { lin.wide(group) * patch } else { 0 }];
             for (i, (y, x)) in ys
-                .chunks_exact(out_len)
-                .zip(xs.chunks_exact(in_len))
+                .chunks(group * out_len)
+                .zip(xs.chunks(group * in_len))
                 .enumerate()
             {
-                pad_into(&lin, x, &mut padded);
-                wide_from(&lout, y, &mut wide);
-                let yw = View::row_major(&wide, c_out, lout.wide());
+                let n = x.len() / in_len;
+                lin.pad_into(x, &mut padded);
+                lout.wide_from(y, &mut wide);
+                let yw = View::row_major(&wide, lout.wide(n), c_out).t();
+                if gathered {
+                    gather_taps(&lin, g.kw, kk, n, &padded, &mut cols);
+                    let cv = View::row_major(&cols, lin.wide(n), patch);
+                    matmul_into(&mut acc, yw, cv, i > 0, par)?;
+                    continue;
+                }
                 for (s, a) in acc.chunks_exact_mut(tap_len).enumerate() {
-                    let (ki, kj) = (s / g.kw, s % g.kw);
-                    matmul_into(a, yw, tap(&lin, &padded, ki, kj).t(), i > 0, par)?;
+                    let xt = lin.tap(&padded, s / g.kw, s % g.kw, n);
+                    matmul_into(a, yw, xt, i > 0, par)?;
                 }
             }
             Ok(acc)
         })
         .collect::<Result<Vec<_>>>()?;
     for part in partials {
+        if gathered {
+            // (C_o × k²C), columns in tap-then-channel order.
+            for (o, row) in part.chunks_exact(kk * g.channels).enumerate() {
+                for (sc, &v) in row.iter().enumerate() {
+                    let (s, c) = (sc / g.channels, sc % g.channels);
+                    dst[(o * g.channels + c) * kk + s] += v;
+                }
+            }
+            continue;
+        }
         for (s, a) in part.chunks_exact(tap_len).enumerate() {
             for (o, row) in a.chunks_exact(g.channels).enumerate() {
                 for (c, &v) in row.iter().enumerate() {

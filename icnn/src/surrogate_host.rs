@@ -30,10 +30,10 @@ use candle_core::Result;
 
 use crate::fused::{ActKernels, ActSpec};
 use crate::host_gemm::{GemmFloat, Par, View, matmul_into};
-use crate::host_link::Link;
+use crate::host_link::{ChannelLast, Link};
 
 /// Element types of the host surrogate kernels.
-pub(crate) trait Real: GemmFloat + ActKernels {}
+pub(crate) trait Real: GemmFloat + ActKernels + Default {}
 impl Real for f32 {}
 impl Real for f64 {}
 
@@ -44,10 +44,11 @@ pub(crate) struct HostGroup<T> {
     pub inputs: Vec<(usize, Link<T>)>,
     /// `A_j`, reading `x`.
     pub lin: Option<Link<T>>,
-    /// `b_j` expanded to a row `(m,)`: each of its `m / bias_rep` parameters repeated over
-    /// `bias_rep` consecutive entries (dense: 1; a convolution: the pixels of a channel).
+    /// `b_j` expanded to a row `(m,)`: its `bias_params` parameters repeated periodically
+    /// (dense: `m` parameters, once; a convolution on channel-last maps: one per channel,
+    /// repeated over the pixels).
     pub bias: Option<Vec<T>>,
-    pub bias_rep: usize,
+    pub bias_params: usize,
     /// `None`: the identity.
     pub act: Option<ActSpec>,
     /// `r_j` when `r_j Σ z_j` is a term of `F`.
@@ -55,11 +56,32 @@ pub(crate) struct HostGroup<T> {
     pub width: usize,
 }
 
-/// A dense group network on the host.
+/// A group network on the host.
 #[derive(Debug, Clone)]
 pub(crate) struct HostNet<T> {
     pub groups: Vec<HostGroup<T>>,
     pub dim: usize,
+    /// For convolutional networks: the inputs (and `∇F`, `Hv`, `x̄`) cross this module's
+    /// boundary channel-first, the links work channel-last (`None`: no conversion).
+    pub channel_last: Option<ChannelLast>,
+}
+
+impl<T: Real> HostNet<T> {
+    /// Rows from the caller's order to the links' order.
+    fn inner<'a>(&self, rows: &'a [T]) -> std::borrow::Cow<'a, [T]> {
+        match self.channel_last {
+            Some(o) => std::borrow::Cow::Owned(o.rows_to_channel_last(rows)),
+            None => std::borrow::Cow::Borrowed(rows),
+        }
+    }
+
+    /// Rows from the links' order to the caller's.
+    fn outer(&self, rows: Vec<T>) -> Vec<T> {
+        match self.channel_last {
+            Some(o) => o.rows_to_channel_first(&rows),
+            None => rows,
+        }
+    }
 }
 
 /// Offsets of one group's parameters in the packed parameter vector.
@@ -95,7 +117,7 @@ impl<T> HostNet<T> {
             };
             let inputs = g.inputs.iter().map(|(_, l)| at(l.params().len())).collect();
             let lin = g.lin.as_ref().map(|l| at(l.params().len()));
-            let bias = g.bias.as_ref().map(|_| at(g.width / g.bias_rep.max(1)));
+            let bias = g.bias.as_ref().map(|_| at(g.bias_params));
             out.push(GroupOffsets { inputs, lin, bias });
         }
         (out, off)
@@ -150,6 +172,10 @@ fn mul_rep<T: Real>(a: &[T], s: &[T]) -> Vec<T> {
 
 /// The forward pass (with `s'`, `s''`, `s'''`) and the reverse gradient recursion.
 pub(crate) fn primal<T: Real>(net: &HostNet<T>, x: Vec<T>, b: usize) -> Result<Primal<T>> {
+    let x = match net.channel_last {
+        Some(o) => o.rows_to_channel_last(&x),
+        None => x,
+    };
     let (n, d) = (net.groups.len(), net.dim);
     let mut p = Primal {
         b,
@@ -222,6 +248,7 @@ pub(crate) fn primal<T: Real>(net: &HostNet<T>, x: Vec<T>, b: usize) -> Result<P
         }
         p.delta[j] = dj;
     }
+    p.grad = net.outer(std::mem::take(&mut p.grad));
     Ok(p)
 }
 
@@ -248,6 +275,7 @@ pub(crate) fn tangents<T: Real>(
     t: &[T],
     k: usize,
 ) -> Result<Tangents<T>> {
+    let t = &*net.inner(t);
     let (n, rows) = (net.groups.len(), k * p.b);
     let mut tg = Tangents {
         adot: Vec::with_capacity(n),
@@ -328,7 +356,7 @@ pub(crate) fn hvp<T: Real>(net: &HostNet<T>, p: &Primal<T>, w: &[T]) -> Result<V
             hv_set = true;
         }
     }
-    Ok(hv)
+    Ok(net.outer(hv))
 }
 
 /// `q_b = u_bᵀ∇²F(x_b) v_b` from the tangents of the stacked `[u; v]`.
@@ -371,6 +399,7 @@ pub(crate) fn adjoint<T: Real>(
     c: &[T],
     w: &[T],
 ) -> Result<(Vec<T>, Vec<T>)> {
+    let (uv, c) = (&*net.inner(uv), &*net.inner(c));
     let (n, d, b) = (net.groups.len(), net.dim, p.b);
     let (offs, len) = net.offsets();
     let mut pg = vec![T::zero(); len];
@@ -470,16 +499,16 @@ pub(crate) fn adjoint<T: Real>(
             }
         }
         if let (Some(o), false) = (offs[j].bias, abar.is_empty()) {
-            let rep = g.bias_rep.max(1);
-            let bb = &mut pg[o..o + m / rep];
-            for row in abar.chunks(m) {
-                for (t, seg) in bb.iter_mut().zip(row.chunks(rep)) {
-                    *t += seg.iter().fold(zero, |s, &v| s + v);
+            let nb = g.bias_params.max(1);
+            let bb = &mut pg[o..o + nb];
+            for seg in abar.chunks(nb) {
+                for (t, &v) in bb.iter_mut().zip(seg) {
+                    *t += v;
                 }
             }
         }
     }
-    Ok((xbar, pg))
+    Ok((net.outer(xbar), pg))
 }
 
 /// `(ā_j^{uv}, ā_j)` of a nonlinear group from its accumulated `ρ_j` (2B × m), `z̄_j`

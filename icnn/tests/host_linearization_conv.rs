@@ -109,3 +109,38 @@ fn conv_host_linearization_f32_agrees_with_f64() {
         assert!(max_abs(&diff) <= 1e-4 * max_abs(&b).max(1.0), "f32 {what}");
     }
 }
+
+/// A ConvICNN of width 16 (its hidden 3×3 layers take the shifted products, the first layer
+/// the gathered one) against the composed recursions, on 2×4×5 images.
+#[test]
+fn wide_conv_host_linearization_matches_composed_recursions() {
+    let image = ImageShape::new(2, 4, 5);
+    let varmap = candle_nn::VarMap::new();
+    let vb = candle_nn::VarBuilder::from_varmap(&varmap, DType::F64, &candle_core::Device::Cpu);
+    let mut rng = StdRng::seed_from_u64(21);
+    let cfg = icnn::ConvIcnnConfig {
+        image,
+        width: 16,
+        depth: 3,
+        num_pooling: 0,
+    };
+    let net = icnn::ConvIcnn::new(vb.pp("icnn"), &cfg, &mut rng).unwrap();
+    let d = image.dim();
+    icnn::ConvexPotential::potential(&net, &randn(&mut rng, (8, d), 1.0)).unwrap();
+    conv_common::perturb(&varmap, &mut rng, 0.2);
+    let inputs = Inputs {
+        x: randn(&mut rng, (BATCH, d), 1.0),
+        u: randn(&mut rng, (BATCH, d), 1.0),
+        v: randn(&mut rng, (BATCH, d), 1.0),
+        c: randn(&mut rng, (BATCH, d), 1.0),
+        w: randn(&mut rng, (BATCH, 1), 1.0).squeeze(1).unwrap(),
+        dx: randn(&mut rng, (BATCH, d), 1.0),
+    };
+    let host = icnn::ConvexPotential::host_linearize(&net, &inputs.x)
+        .unwrap()
+        .unwrap();
+    let vars = named_vars(&varmap);
+    let nonzero =
+        check_host_against_composed("ConvIcnn width 16", &net, &host, &vars, &inputs, 1e-12);
+    assert!(2 * nonzero >= vars.len());
+}
