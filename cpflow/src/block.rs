@@ -381,7 +381,7 @@ impl CpFlowBlock {
 enum Products {
     /// The candle recursions (any potential and device; tracked for `tracked_operator`).
     Composed(Linearization),
-    /// The host kernels of dense ICNNs on the CPU (detached).
+    /// The host kernels of dense and conv ICNNs on the CPU (detached).
     Host(icnn::HostLinearization),
 }
 

@@ -1,5 +1,6 @@
-//! [`HostLinearization`]: the linearisation of a dense ICNN for the CG-surrogate training
-//! step, computed by the host kernels of `surrogate_host` instead of candle ops.
+//! [`HostLinearization`]: the linearisation of a dense or convolutional ICNN for the
+//! CG-surrogate training step, computed by the host kernels of `surrogate_host` instead of
+//! candle ops.
 //!
 //! The surrogate needs, at one batch `x`: Hessian-vector products without a graph (inside
 //! CG), then `∇F(x)` and `uᵀ∇²F(x) v` differentiable with respect to the parameters and `x`.
@@ -27,11 +28,12 @@ use crate::surrogate_host::{
     third_derivatives,
 };
 
-/// The forward pass of a dense ICNN at a batch, on the host, for the CG-surrogate step:
-/// detached `∇F` and Hessian-vector products, and the tracked pair `(∇F, uᵀ∇²F v)`.
+/// The forward pass of an ICNN at a batch, on the host, for the CG-surrogate step: detached
+/// `∇F` and Hessian-vector products, and the tracked pair `(∇F, uᵀ∇²F v)`.
 ///
 /// Built by [`crate::ConvexPotential::host_linearize`] for networks without gates or context
-/// (`Icnn`, `Icnn2`, `Icnn3`, `DenseIcnn2`) on CPU tensors of f32 or f64.
+/// (`Icnn`, `Icnn2`, `Icnn3`, `DenseIcnn2`, and the conv ICNNs `ConvIcnn`, `ConvIcnn2`,
+/// `ConvIcnn3`, whose rows are flattened `(C, H, W)` images) on CPU tensors of f32 or f64.
 ///
 /// ```
 /// use candle_core::{DType, Device, Tensor};
