@@ -158,24 +158,19 @@ impl<T: Real> Link<T> {
                 c_out,
             } => {
                 let (out_len, in_len, patch) = (self.out_width(), g.image_len(), g.patch_len());
-                let (per_task, par) = split_batch(rows);
                 let k = View::row_major(k, *c_out, patch);
-                dst[..rows * out_len]
-                    .par_chunks_mut(per_task * out_len)
-                    .zip(src[..rows * in_len].par_chunks(per_task * in_len))
-                    .try_for_each(|(y, x)| {
-                        let mut cols = vec![T::zero(); patch * g.positions()];
-                        let mut xt = vec![T::zero(); in_len];
-                        let mut yt = vec![T::zero(); out_len];
-                        for (y, x) in y.chunks_exact_mut(out_len).zip(x.chunks_exact(in_len)) {
-                            channel_first(x, g.channels, &mut xt);
-                            im2col_image(&xt, g, &mut cols);
-                            let c = View::row_major(&cols, patch, g.positions());
-                            mm(&mut yt, k, c, false, par)?;
-                            channel_last_into(&yt, *c_out, y, acc);
-                        }
-                        Ok(())
-                    })
+                shifted_conv::for_tasks(src, in_len, dst, out_len, rows, |x, y, par| {
+                    let mut cols = vec![T::zero(); patch * g.positions()];
+                    let (mut xt, mut yt) = (vec![T::zero(); in_len], vec![T::zero(); out_len]);
+                    for (y, x) in y.chunks_exact_mut(out_len).zip(x.chunks_exact(in_len)) {
+                        channel_first(x, g.channels, &mut xt);
+                        im2col_image(&xt, g, &mut cols);
+                        let c = View::row_major(&cols, patch, g.positions());
+                        mm(&mut yt, k, c, false, par)?;
+                        channel_last_into(&yt, *c_out, y, acc);
+                    }
+                    Ok(())
+                })
             }
         }
     }
@@ -203,25 +198,20 @@ impl<T: Real> Link<T> {
                 c_out,
             } => {
                 let (out_len, in_len, patch) = (self.out_width(), g.image_len(), g.patch_len());
-                let (per_task, par) = split_batch(rows);
                 let kt = View::row_major(k, *c_out, patch).t();
-                dst[..rows * in_len]
-                    .par_chunks_mut(per_task * in_len)
-                    .zip(src[..rows * out_len].par_chunks(per_task * out_len))
-                    .try_for_each(|(x, y)| {
-                        let mut cols = vec![T::zero(); patch * g.positions()];
-                        let mut xt = vec![T::zero(); in_len];
-                        let mut yt = vec![T::zero(); out_len];
-                        for (x, y) in x.chunks_exact_mut(in_len).zip(y.chunks_exact(out_len)) {
-                            channel_first(y, *c_out, &mut yt);
-                            let grid = View::row_major(&yt, *c_out, g.positions());
-                            mm(&mut cols, kt, grid, false, par)?;
-                            xt.fill(T::zero());
-                            col2im_image(&cols, g, &mut xt);
-                            channel_last_into(&xt, g.channels, x, acc);
-                        }
-                        Ok(())
-                    })
+                shifted_conv::for_tasks(src, out_len, dst, in_len, rows, |y, x, par| {
+                    let mut cols = vec![T::zero(); patch * g.positions()];
+                    let (mut xt, mut yt) = (vec![T::zero(); in_len], vec![T::zero(); out_len]);
+                    for (x, y) in x.chunks_exact_mut(in_len).zip(y.chunks_exact(out_len)) {
+                        channel_first(y, *c_out, &mut yt);
+                        let grid = View::row_major(&yt, *c_out, g.positions());
+                        mm(&mut cols, kt, grid, false, par)?;
+                        xt.fill(T::zero());
+                        col2im_image(&cols, g, &mut xt);
+                        channel_last_into(&xt, g.channels, x, acc);
+                    }
+                    Ok(())
+                })
             }
         }
     }

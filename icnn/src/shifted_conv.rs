@@ -188,7 +188,7 @@ fn kernel_tap<T>(k: &[T], c_out: usize, c_in: usize, kk: usize, s: usize) -> Vie
 
 /// Runs `f(images of the task, outputs of the task, product parallelism)` over the batch
 /// split as `gemm_conv` splits it (one task per thread).
-fn for_tasks<T: Real>(
+pub(crate) fn for_tasks<T: Real>(
     src: &[T],
     src_len: usize,
     dst: &mut [T],

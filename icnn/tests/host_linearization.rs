@@ -21,15 +21,7 @@ fn host_linearization_matches_composed_recursions_and_their_gradients() {
     for case in all_cases(DIM, 5) {
         let net = case.net.as_ref();
         perturb(&case.varmap, &mut rng, 0.3);
-        let x = randn(&mut rng, (BATCH, DIM), 1.0);
-        let inputs = Inputs {
-            u: randn(&mut rng, (BATCH, DIM), 1.0),
-            v: randn(&mut rng, (BATCH, DIM), 1.0),
-            c: randn(&mut rng, (BATCH, DIM), 1.0),
-            w: randn(&mut rng, (BATCH, 1), 1.0).squeeze(1).unwrap(),
-            dx: randn(&mut rng, (BATCH, DIM), 1.0),
-            x,
-        };
+        let inputs = Inputs::draw(BATCH, DIM, |shape| randn(&mut rng, shape, 1.0));
         let Some(host) = net.host_linearize(&inputs.x).unwrap() else {
             assert!(case.name.starts_with("Picnn"), "{}: declined", case.name);
             continue;

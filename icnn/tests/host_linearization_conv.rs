@@ -36,14 +36,7 @@ fn conv_host_linearization_matches_composed_recursions_and_their_gradients() {
     for case in all_cases(&images(), 3) {
         let net = case.net.as_ref();
         let d = case.image.dim();
-        let inputs = Inputs {
-            x: randn(&mut rng, (BATCH, d), 1.0),
-            u: randn(&mut rng, (BATCH, d), 1.0),
-            v: randn(&mut rng, (BATCH, d), 1.0),
-            c: randn(&mut rng, (BATCH, d), 1.0),
-            w: randn(&mut rng, (BATCH, 1), 1.0).squeeze(1).unwrap(),
-            dx: randn(&mut rng, (BATCH, d), 1.0),
-        };
+        let inputs = Inputs::draw(BATCH, d, |shape| randn(&mut rng, shape, 1.0));
         let host = net
             .host_linearize(&inputs.x)
             .unwrap()
@@ -128,14 +121,7 @@ fn wide_conv_host_linearization_matches_composed_recursions() {
     let d = image.dim();
     icnn::ConvexPotential::potential(&net, &randn(&mut rng, (8, d), 1.0)).unwrap();
     conv_common::perturb(&varmap, &mut rng, 0.2);
-    let inputs = Inputs {
-        x: randn(&mut rng, (BATCH, d), 1.0),
-        u: randn(&mut rng, (BATCH, d), 1.0),
-        v: randn(&mut rng, (BATCH, d), 1.0),
-        c: randn(&mut rng, (BATCH, d), 1.0),
-        w: randn(&mut rng, (BATCH, 1), 1.0).squeeze(1).unwrap(),
-        dx: randn(&mut rng, (BATCH, d), 1.0),
-    };
+    let inputs = Inputs::draw(BATCH, d, |shape| randn(&mut rng, shape, 1.0));
     let host = icnn::ConvexPotential::host_linearize(&net, &inputs.x)
         .unwrap()
         .unwrap();

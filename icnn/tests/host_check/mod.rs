@@ -22,6 +22,20 @@ pub struct Inputs {
     pub dx: Tensor,
 }
 
+impl Inputs {
+    /// Every input drawn from `randn(shape)` (standard normal), for `batch` rows of `d`.
+    pub fn draw(batch: usize, d: usize, mut randn: impl FnMut((usize, usize)) -> Tensor) -> Self {
+        Self {
+            x: randn((batch, d)),
+            u: randn((batch, d)),
+            v: randn((batch, d)),
+            c: randn((batch, d)),
+            w: randn((batch, 1)).squeeze(1).unwrap(),
+            dx: randn((batch, d)),
+        }
+    }
+}
+
 fn flat(t: &Tensor) -> Vec<f64> {
     t.flatten_all().unwrap().to_vec1::<f64>().unwrap()
 }
