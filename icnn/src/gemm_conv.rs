@@ -32,8 +32,7 @@ mod ops;
 mod tests;
 
 pub use im2col::{Col2Im, Im2Col, PatchGeometry};
-pub(crate) use im2col::{col2im_image, im2col_image};
-pub(crate) use ops::split_batch;
+pub(crate) use ops::{adjoint_cpu, forward_cpu, kernel_grad_cpu, split_batch};
 
 use crate::{IcnnError, Result};
 use candle_core::{DType, Tensor};

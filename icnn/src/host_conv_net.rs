@@ -76,7 +76,7 @@ pub(crate) fn conv_host_net<T: Real>(
                     return Ok(None);
                 }
                 parts_push(&mut parts, &inputs, &lin, Some(b.flatten_all()?));
-                Some(per_channel.repeat(h * w))
+                Some(per_channel)
             }
             None => {
                 parts_push(&mut parts, &inputs, &lin, None);
@@ -87,7 +87,6 @@ pub(crate) fn conv_host_net<T: Real>(
             inputs: inputs.into_iter().map(|(s, l, _)| (s, l)).collect(),
             lin: lin.map(|(l, _)| l),
             bias,
-            bias_params: c,
             act: node.act.map(|a| a.spec()),
             readout: node.readout.map(T::from_f64),
             width,

@@ -117,7 +117,6 @@ fn host_net<T: Real>(groups: &[PreparedGroup], dim: usize) -> Result<HostNet<T>>
                 .collect::<Result<_>>()?,
             lin: g.lin.as_ref().map(|(a, _)| dense(a)).transpose()?,
             bias: g.bias.as_ref().map(host_vec::<T>).transpose()?,
-            bias_params: width,
             act: match g.act {
                 GroupAct::Nonlinear(a) => Some(a.spec()),
                 GroupAct::Identity => None,

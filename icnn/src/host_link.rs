@@ -16,9 +16,8 @@
 //! row chunks in parallel); convolutions split the images over rayon's threads.
 
 use candle_core::Result;
-use rayon::prelude::*;
 
-use crate::gemm_conv::{PatchGeometry, col2im_image, im2col_image, split_batch};
+use crate::gemm_conv::{PatchGeometry, adjoint_cpu, forward_cpu, kernel_grad_cpu};
 use crate::host_gemm::{Par, View, matmul_into};
 use crate::shifted_conv;
 use crate::surrogate_host::Real;
@@ -28,18 +27,13 @@ use crate::surrogate_host::Real;
 pub(crate) enum Link<T> {
     /// `y (rows × m) = x (rows × n) · Wᵀ`, `W` `(m × n)` row-major.
     Dense { w: Vec<T>, m: usize, n: usize },
-    /// Per image: `y_b (C_o × P) = K (C_o × C·kh·kw) · cols(x_b)`, `K` row-major
-    /// `(C_o, C, kh, kw)`.
+    /// `y_b = conv(x_b, K)` for each channel-last image row, `K` row-major `(C_o, C, kh, kw)`
+    /// with the geometry of `geometry` (`C = geometry.channels`).
     Conv {
         k: Vec<T>,
         geometry: PatchGeometry,
         c_out: usize,
     },
-}
-
-/// `dst (+)= a · b` on `par`.
-fn mm<T: Real>(dst: &mut [T], a: View<'_, T>, b: View<'_, T>, acc: bool, par: Par) -> Result<()> {
-    matmul_into(dst, a, b, acc, par)
 }
 
 impl<T> Link<T> {
@@ -61,29 +55,9 @@ impl<T> Link<T> {
     }
 }
 
-/// `dst (C, H·W) = src (H·W, C)` transposed (one image to channel-first).
-fn channel_first<T: Copy>(src: &[T], c: usize, dst: &mut [T]) {
-    let hw = src.len() / c.max(1);
-    for (p, px) in src.chunks_exact(c).enumerate() {
-        for (ch, &v) in px.iter().enumerate() {
-            dst[ch * hw + p] = v;
-        }
-    }
-}
-
-/// `dst (H·W, C) (+)= src (C, H·W)` transposed (one image back to channel-last).
-fn channel_last_into<T: Real>(src: &[T], c: usize, dst: &mut [T], acc: bool) {
-    let hw = src.len() / c.max(1);
-    for (p, px) in dst.chunks_exact_mut(c).enumerate() {
-        for (ch, d) in px.iter_mut().enumerate() {
-            let v = src[ch * hw + p];
-            *d = if acc { *d + v } else { v };
-        }
-    }
-}
-
-/// The order of a convolutional network's input rows: the flows pass images channel-first
-/// `(C, H, W)`, the links work channel-last; `surrogate_host` converts at its boundary.
+/// The order of a convolutional network's rows: the flows pass images channel-first
+/// `(C, H, W)`, the links work channel-last; `surrogate_host` converts at its boundary (and
+/// the links' im2col fallback around `gemm_conv`'s channel-first kernels).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct ChannelLast {
     pub channels: usize,
@@ -93,26 +67,37 @@ pub(crate) struct ChannelLast {
 impl ChannelLast {
     /// Rows `(C, H, W)` → `(H, W, C)` (each row one image).
     pub(crate) fn rows_to_channel_last<T: Copy + Default>(&self, rows: &[T]) -> Vec<T> {
+        self.transposed(rows, self.channels, self.pixels)
+    }
+
+    /// Rows `(H, W, C)` → `(C, H, W)`.
+    pub(crate) fn rows_to_channel_first<T: Copy + Default>(&self, rows: &[T]) -> Vec<T> {
+        self.transposed(rows, self.pixels, self.channels)
+    }
+
+    /// Each row, seen as an `(r × c)` row-major matrix, transposed.
+    fn transposed<T: Copy + Default>(&self, rows: &[T], r: usize, c: usize) -> Vec<T> {
         let mut out = vec![T::default(); rows.len()];
-        let d = self.channels * self.pixels;
+        let d = r * c;
         for (src, dst) in rows.chunks_exact(d).zip(out.chunks_exact_mut(d)) {
-            for (ch, plane) in src.chunks_exact(self.pixels).enumerate() {
-                for (p, &v) in plane.iter().enumerate() {
-                    dst[p * self.channels + ch] = v;
+            for (i, line) in src.chunks_exact(c).enumerate() {
+                for (j, &v) in line.iter().enumerate() {
+                    dst[j * r + i] = v;
                 }
             }
         }
         out
     }
+}
 
-    /// Rows `(H, W, C)` → `(C, H, W)`.
-    pub(crate) fn rows_to_channel_first<T: Copy + Default>(&self, rows: &[T]) -> Vec<T> {
-        let mut out = vec![T::default(); rows.len()];
-        let d = self.channels * self.pixels;
-        for (src, dst) in rows.chunks_exact(d).zip(out.chunks_exact_mut(d)) {
-            channel_first(src, self.channels, dst);
+/// `dst (+)= src`.
+fn store<T: Real>(dst: &mut [T], src: &[T], acc: bool) {
+    if acc {
+        for (d, &s) in dst.iter_mut().zip(src) {
+            *d += s;
         }
-        out
+    } else {
+        dst.copy_from_slice(src);
     }
 }
 
@@ -135,10 +120,24 @@ impl<T: Real> Link<T> {
         }
     }
 
+    /// The channel orders of a convolution's input and output rows.
+    fn orders(g: &PatchGeometry, c_out: usize) -> (ChannelLast, ChannelLast) {
+        (
+            ChannelLast {
+                channels: g.channels,
+                pixels: g.height * g.width,
+            },
+            ChannelLast {
+                channels: c_out,
+                pixels: g.positions(),
+            },
+        )
+    }
+
     /// `dst (rows × m) (+)= L src (rows × n)`.
     pub(crate) fn apply(&self, dst: &mut [T], src: &[T], rows: usize, acc: bool) -> Result<()> {
         match self {
-            Self::Dense { w, m, n } => mm(
+            Self::Dense { w, m, n } => matmul_into(
                 dst,
                 View::row_major(src, rows, *n),
                 View::row_major(w, *m, *n).t(),
@@ -157,20 +156,13 @@ impl<T: Real> Link<T> {
                 geometry: g,
                 c_out,
             } => {
-                let (out_len, in_len, patch) = (self.out_width(), g.image_len(), g.patch_len());
-                let k = View::row_major(k, *c_out, patch);
-                shifted_conv::for_tasks(src, in_len, dst, out_len, rows, |x, y, par| {
-                    let mut cols = vec![T::zero(); patch * g.positions()];
-                    let (mut xt, mut yt) = (vec![T::zero(); in_len], vec![T::zero(); out_len]);
-                    for (y, x) in y.chunks_exact_mut(out_len).zip(x.chunks_exact(in_len)) {
-                        channel_first(x, g.channels, &mut xt);
-                        im2col_image(&xt, g, &mut cols);
-                        let c = View::row_major(&cols, patch, g.positions());
-                        mm(&mut yt, k, c, false, par)?;
-                        channel_last_into(&yt, *c_out, y, acc);
-                    }
-                    Ok(())
-                })
+                // Other geometries: gemm_conv's channel-first im2col kernels.
+                let (input, output) = Self::orders(g, *c_out);
+                let x = input.rows_to_channel_first(&src[..rows * self.in_width()]);
+                let y = forward_cpu(&x, k, g, rows, *c_out)?;
+                let y = output.rows_to_channel_last(&y);
+                store(&mut dst[..y.len()], &y, acc);
+                Ok(())
             }
         }
     }
@@ -178,7 +170,7 @@ impl<T: Real> Link<T> {
     /// `dst (rows × n) (+)= Lᵀ src (rows × m)`.
     pub(crate) fn adjoint(&self, dst: &mut [T], src: &[T], rows: usize, acc: bool) -> Result<()> {
         match self {
-            Self::Dense { w, m, n } => mm(
+            Self::Dense { w, m, n } => matmul_into(
                 dst,
                 View::row_major(src, rows, *m),
                 View::row_major(w, *m, *n),
@@ -197,21 +189,12 @@ impl<T: Real> Link<T> {
                 geometry: g,
                 c_out,
             } => {
-                let (out_len, in_len, patch) = (self.out_width(), g.image_len(), g.patch_len());
-                let kt = View::row_major(k, *c_out, patch).t();
-                shifted_conv::for_tasks(src, out_len, dst, in_len, rows, |y, x, par| {
-                    let mut cols = vec![T::zero(); patch * g.positions()];
-                    let (mut xt, mut yt) = (vec![T::zero(); in_len], vec![T::zero(); out_len]);
-                    for (x, y) in x.chunks_exact_mut(in_len).zip(y.chunks_exact(out_len)) {
-                        channel_first(y, *c_out, &mut yt);
-                        let grid = View::row_major(&yt, *c_out, g.positions());
-                        mm(&mut cols, kt, grid, false, par)?;
-                        xt.fill(T::zero());
-                        col2im_image(&cols, g, &mut xt);
-                        channel_last_into(&xt, g.channels, x, acc);
-                    }
-                    Ok(())
-                })
+                let (input, output) = Self::orders(g, *c_out);
+                let y = output.rows_to_channel_first(&src[..rows * self.out_width()]);
+                let x = adjoint_cpu(&y, k, g, rows, *c_out)?;
+                let x = input.rows_to_channel_last(&x);
+                store(&mut dst[..x.len()], &x, acc);
+                Ok(())
             }
         }
     }
@@ -236,7 +219,7 @@ impl<T: Real> Link<T> {
         rows: usize,
     ) -> Result<()> {
         match self {
-            Self::Dense { m, n, .. } => mm(
+            Self::Dense { m, n, .. } => matmul_into(
                 dst,
                 View::row_major(cot, rows, *m).t(),
                 View::row_major(src, rows, *n),
@@ -251,37 +234,11 @@ impl<T: Real> Link<T> {
             Self::Conv {
                 geometry: g, c_out, ..
             } => {
-                let (out_len, in_len, patch) = (self.out_width(), g.image_len(), g.patch_len());
-                let k_len = c_out * patch;
-                let (per_task, par) = split_batch(rows);
-                let partials = cot[..rows * out_len]
-                    .par_chunks(per_task * out_len)
-                    .zip(src[..rows * in_len].par_chunks(per_task * in_len))
-                    .map(|(y, x)| {
-                        let mut acc = vec![T::zero(); k_len];
-                        let mut cols = vec![T::zero(); patch * g.positions()];
-                        let mut xt = vec![T::zero(); in_len];
-                        let mut yt = vec![T::zero(); out_len];
-                        for (i, (y, x)) in y
-                            .chunks_exact(out_len)
-                            .zip(x.chunks_exact(in_len))
-                            .enumerate()
-                        {
-                            channel_first(x, g.channels, &mut xt);
-                            channel_first(y, *c_out, &mut yt);
-                            im2col_image(&xt, g, &mut cols);
-                            let grid = View::row_major(&yt, *c_out, g.positions());
-                            let ct = View::row_major(&cols, patch, g.positions()).t();
-                            mm(&mut acc, grid, ct, i > 0, par)?;
-                        }
-                        Ok(acc)
-                    })
-                    .collect::<Result<Vec<_>>>()?;
-                for part in partials {
-                    for (t, p) in dst[..k_len].iter_mut().zip(part) {
-                        *t += p;
-                    }
-                }
+                let (input, output) = Self::orders(g, *c_out);
+                let x = input.rows_to_channel_first(&src[..rows * self.in_width()]);
+                let y = output.rows_to_channel_first(&cot[..rows * self.out_width()]);
+                let grad = kernel_grad_cpu(&x, &y, g, rows, *c_out)?;
+                store(&mut dst[..grad.len()], &grad, true);
                 Ok(())
             }
         }

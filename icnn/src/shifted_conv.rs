@@ -216,6 +216,40 @@ fn gathered_kernel<T: Real>(k: &[T], c_out: usize, c_in: usize, kk: usize) -> Ve
     out
 }
 
+/// The skeleton of [`forward`] and [`adjoint`]: per task and per group of `n` images, pad the
+/// source images (layout `ls`), let `products(padded, n, wide, scratch, par)` fill the wide
+/// grid of the destination (`ld.channels` per slot; `scratch` is a buffer kept for the task),
+/// and store its data slots into `dst` (`(+)=`).
+#[allow(clippy::too_many_arguments)]
+fn padded_products<T: Real>(
+    ls: &Layout,
+    ld: &Layout,
+    src: &[T],
+    dst: &mut [T],
+    rows: usize,
+    acc: bool,
+    products: impl Fn(&[T], usize, &mut [T], &mut Vec<T>, Par) -> Result<()> + Sync,
+) -> Result<()> {
+    let (src_len, dst_len) = (ls.h * ls.w * ls.channels, ld.h * ld.w * ld.channels);
+    let group = ls.images;
+    for_tasks(src, src_len, dst, dst_len, rows, |xs, ys, par| {
+        let mut padded = vec![T::zero(); ls.len()];
+        let mut wide = vec![T::zero(); ld.wide(group) * ld.channels];
+        let mut scratch = Vec::new();
+        for (x, y) in xs
+            .chunks(group * src_len)
+            .zip(ys.chunks_mut(group * dst_len))
+        {
+            let n = x.len() / src_len;
+            let wide = &mut wide[..ld.wide(n) * ld.channels];
+            ls.pad_into(x, &mut padded);
+            products(&padded, n, wide, &mut scratch, par)?;
+            ld.unwide_into(wide, y, acc);
+        }
+        Ok(())
+    })
+}
+
 /// `dst (rows × H·W·C_o) (+)= conv(src (rows × H·W·C), K)`, channel-last rows.
 pub(crate) fn forward<T: Real>(
     k: &[T],
@@ -227,38 +261,40 @@ pub(crate) fn forward<T: Real>(
     acc: bool,
 ) -> Result<()> {
     let (lin, lout) = (Layout::of(g.channels, g), Layout::of(c_out, g));
-    let (kk, group) = (g.kh * g.kw, lin.images);
-    let (in_len, out_len) = (g.image_len(), c_out * g.height * g.width);
-    let gathered =
-        (g.channels < MIN_TAP_CHANNELS).then(|| gathered_kernel(k, c_out, g.channels, kk));
-    for_tasks(src, in_len, dst, out_len, rows, |xs, ys, par| {
-        let mut padded = vec![T::zero(); lin.len()];
-        let mut wide = vec![T::zero(); lout.wide(group) * c_out];
-        let patch = kk * g.channels;
-        let mut cols = vec![T::zero(); gathered.as_ref().map_or(0, |_| lin.wide(group) * patch)];
-        for (x, y) in xs
-            .chunks(group * in_len)
-            .zip(ys.chunks_mut(group * out_len))
-        {
-            let n = x.len() / in_len;
-            let wide = &mut wide[..lout.wide(n) * c_out];
-            lin.pad_into(x, &mut padded);
-            if let Some(kg) = &gathered {
-                gather_taps(&lin, g.kw, kk, n, &padded, &mut cols);
-                let cv = View::row_major(&cols, lin.wide(n), patch);
-                let kv = View::row_major(kg, patch, c_out);
-                matmul_into(wide, cv, kv, false, par)?;
-            } else {
-                for s in 0..kk {
-                    let kt = kernel_tap(k, c_out, g.channels, kk, s).t();
-                    let xt = lin.tap(&padded, s / g.kw, s % g.kw, n);
-                    matmul_into(wide, xt, kt, s > 0, par)?;
-                }
+    let (kk, patch) = (g.kh * g.kw, g.kh * g.kw * g.channels);
+    if g.channels < MIN_TAP_CHANNELS {
+        let kg = gathered_kernel(k, c_out, g.channels, kk);
+        return padded_products(
+            &lin,
+            &lout,
+            src,
+            dst,
+            rows,
+            acc,
+            |padded, n, wide, cols, par| {
+                cols.resize(lin.wide(lin.images) * patch, T::zero());
+                gather_taps(&lin, g.kw, kk, n, padded, cols);
+                let cv = View::row_major(cols, lin.wide(n), patch);
+                matmul_into(wide, cv, View::row_major(&kg, patch, c_out), false, par)
+            },
+        );
+    }
+    padded_products(
+        &lin,
+        &lout,
+        src,
+        dst,
+        rows,
+        acc,
+        |padded, n, wide, _, par| {
+            for s in 0..kk {
+                let kt = kernel_tap(k, c_out, g.channels, kk, s).t();
+                let xt = lin.tap(padded, s / g.kw, s % g.kw, n);
+                matmul_into(wide, xt, kt, s > 0, par)?;
             }
-            lout.unwide_into(wide, y, acc);
-        }
-        Ok(())
-    })
+            Ok(())
+        },
+    )
 }
 
 /// `dst (rows × H·W·C) (+)= Kᵀ src (rows × H·W·C_o)`: the adjoint of [`forward`].
@@ -272,27 +308,23 @@ pub(crate) fn adjoint<T: Real>(
     acc: bool,
 ) -> Result<()> {
     let (lin, lout) = (Layout::of(g.channels, g), Layout::of(c_out, g));
-    let (kk, group) = (g.kh * g.kw, lin.images);
-    let (in_len, out_len) = (g.image_len(), c_out * g.height * g.width);
-    for_tasks(src, out_len, dst, in_len, rows, |ys, xs, par| {
-        let mut padded = vec![T::zero(); lout.len()];
-        let mut wide = vec![T::zero(); lin.wide(group) * g.channels];
-        for (y, x) in ys
-            .chunks(group * out_len)
-            .zip(xs.chunks_mut(group * in_len))
-        {
-            let n = y.len() / out_len;
-            let wide = &mut wide[..lin.wide(n) * g.channels];
-            lout.pad_into(y, &mut padded);
+    let kk = g.kh * g.kw;
+    padded_products(
+        &lout,
+        &lin,
+        src,
+        dst,
+        rows,
+        acc,
+        |padded, n, wide, _, par| {
             for s in 0..kk {
                 let kt = kernel_tap(k, c_out, g.channels, kk, s);
-                let yt = lout.tap(&padded, g.kh - 1 - s / g.kw, g.kw - 1 - s % g.kw, n);
+                let yt = lout.tap(padded, g.kh - 1 - s / g.kw, g.kw - 1 - s % g.kw, n);
                 matmul_into(wide, yt, kt, s > 0, par)?;
             }
-            lin.unwide_into(wide, x, acc);
-        }
-        Ok(())
-    })
+            Ok(())
+        },
+    )
 }
 
 /// `dst (C_o, C, k, k) += Σ_b ∂⟨cot_b, conv(src_b, K)⟩/∂K` (channel-last rows); the sum over

@@ -44,11 +44,9 @@ pub(crate) struct HostGroup<T> {
     pub inputs: Vec<(usize, Link<T>)>,
     /// `A_j`, reading `x`.
     pub lin: Option<Link<T>>,
-    /// `b_j` expanded to a row `(m,)`: its `bias_params` parameters repeated periodically
-    /// (dense: `m` parameters, once; a convolution on channel-last maps: one per channel,
-    /// repeated over the pixels).
+    /// `b_j`, repeated periodically along a row of `m` (dense: `m` parameters, once; a
+    /// convolution on channel-last maps: one per channel, repeated over the pixels).
     pub bias: Option<Vec<T>>,
-    pub bias_params: usize,
     /// `None`: the identity.
     pub act: Option<ActSpec>,
     /// `r_j` when `r_j Σ z_j` is a term of `F`.
@@ -72,6 +70,14 @@ impl<T: Real> HostNet<T> {
         match self.channel_last {
             Some(o) => std::borrow::Cow::Owned(o.rows_to_channel_last(rows)),
             None => std::borrow::Cow::Borrowed(rows),
+        }
+    }
+
+    /// [`HostNet::inner`] of owned rows (no copy without a conversion).
+    fn inner_owned(&self, rows: Vec<T>) -> Vec<T> {
+        match self.channel_last {
+            Some(o) => o.rows_to_channel_last(&rows),
+            None => rows,
         }
     }
 
@@ -117,7 +123,7 @@ impl<T> HostNet<T> {
             };
             let inputs = g.inputs.iter().map(|(_, l)| at(l.params().len())).collect();
             let lin = g.lin.as_ref().map(|l| at(l.params().len()));
-            let bias = g.bias.as_ref().map(|_| at(g.bias_params));
+            let bias = g.bias.as_ref().map(|bias| at(bias.len()));
             out.push(GroupOffsets { inputs, lin, bias });
         }
         (out, off)
@@ -172,10 +178,7 @@ fn mul_rep<T: Real>(a: &[T], s: &[T]) -> Vec<T> {
 
 /// The forward pass (with `s'`, `s''`, `s'''`) and the reverse gradient recursion.
 pub(crate) fn primal<T: Real>(net: &HostNet<T>, x: Vec<T>, b: usize) -> Result<Primal<T>> {
-    let x = match net.channel_last {
-        Some(o) => o.rows_to_channel_last(&x),
-        None => x,
-    };
+    let x = net.inner_owned(x);
     let (n, d) = (net.groups.len(), net.dim);
     let mut p = Primal {
         b,
@@ -192,7 +195,7 @@ pub(crate) fn primal<T: Real>(net: &HostNet<T>, x: Vec<T>, b: usize) -> Result<P
     for g in &net.groups {
         let m = g.width;
         let mut a = match &g.bias {
-            Some(bias) => bias.repeat(b),
+            Some(bias) => bias.repeat(b * m / bias.len().max(1)),
             None => vec![T::zero(); b * m],
         };
         let mut acc = g.bias.is_some();
@@ -499,7 +502,7 @@ pub(crate) fn adjoint<T: Real>(
             }
         }
         if let (Some(o), false) = (offs[j].bias, abar.is_empty()) {
-            let nb = g.bias_params.max(1);
+            let nb = g.bias.as_ref().map_or(1, |bias| bias.len().max(1));
             let bb = &mut pg[o..o + nb];
             for seg in abar.chunks(nb) {
                 for (t, &v) in bb.iter_mut().zip(seg) {

@@ -306,7 +306,7 @@ fn valid_positions(
 /// `(c, ki, kj)` holds pixel `(oh·s − p + ki, ow·s − p + kj)` of channel `c` at column
 /// `oh·out_w + ow`. Every entry is written (padding included), so `cols` can be a reused
 /// buffer.
-pub(crate) fn im2col_image<T: WithDType>(img: &[T], g: &PatchGeometry, cols: &mut [T]) {
+pub(super) fn im2col_image<T: WithDType>(img: &[T], g: &PatchGeometry, cols: &mut [T]) {
     let (positions, plane) = (g.positions(), g.height * g.width);
     for (r, dst_row) in cols.chunks_exact_mut(positions).enumerate() {
         let (c, ki, kj) = (r / (g.kh * g.kw), (r / g.kw) % g.kh, r % g.kw);
@@ -338,7 +338,7 @@ pub(crate) fn im2col_image<T: WithDType>(img: &[T], g: &PatchGeometry, cols: &mu
 
 /// Adds the patch matrix `cols` `(C·kh·kw, P)` of one image (layout of [`im2col_image`])
 /// into `img` (`C·H·W`).
-pub(crate) fn col2im_image<T: WithDType>(cols: &[T], g: &PatchGeometry, img: &mut [T]) {
+pub(super) fn col2im_image<T: WithDType>(cols: &[T], g: &PatchGeometry, img: &mut [T]) {
     let (positions, plane) = (g.positions(), g.height * g.width);
     for (r, src_row) in cols.chunks_exact(positions).enumerate() {
         let (c, ki, kj) = (r / (g.kh * g.kw), (r / g.kw) % g.kh, r % g.kw);

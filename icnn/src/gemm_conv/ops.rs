@@ -276,7 +276,7 @@ pub(crate) fn split_batch(b: usize) -> (usize, Par) {
 }
 
 /// `y_b (C_o × P) = K (C_o × C·kh·kw) · cols(x_b) (C·kh·kw × P)` for each image.
-fn forward_cpu<T: GemmFloat>(
+pub(crate) fn forward_cpu<T: GemmFloat>(
     x: &[T],
     k: &[T],
     g: &PatchGeometry,
@@ -309,7 +309,7 @@ fn forward_cpu<T: GemmFloat>(
 }
 
 /// `x_b = col2im(Kᵀ (C·kh·kw × C_o) · y_b (C_o × P))` for each image.
-fn adjoint_cpu<T: GemmFloat>(
+pub(crate) fn adjoint_cpu<T: GemmFloat>(
     y: &[T],
     k: &[T],
     g: &PatchGeometry,
@@ -343,7 +343,7 @@ fn adjoint_cpu<T: GemmFloat>(
 
 /// `Σ_b y_b (C_o × P) · cols(x_b)ᵀ (P × C·kh·kw)`: one partial sum per task, added in task
 /// order (deterministic for a fixed thread count).
-fn kernel_grad_cpu<T: GemmFloat>(
+pub(crate) fn kernel_grad_cpu<T: GemmFloat>(
     x: &[T],
     y: &[T],
     g: &PatchGeometry,
