@@ -4,9 +4,13 @@
 use candle_core::{DType, Tensor};
 use candle_nn::{Init, VarBuilder};
 use icnn::Linearization;
-use krylov::{CgParams, FnOperator, KrylovError, cg_with_initial_guess};
+use krylov::{
+    CgParams, CgResult, FnOperator, KrylovError, cg_with_initial_guess,
+    cg_with_initial_guess_observed,
+};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
+use std::cell::RefCell;
 
 use crate::config::SurrogateParams;
 use crate::error::Result;
@@ -105,6 +109,20 @@ pub(crate) fn rademacher<R: Rng + ?Sized>(
     Ok(Tensor::from_vec(v, (n, d), like.device())?.to_dtype(like.dtype())?)
 }
 
+fn cg_params(params: &SurrogateParams, d: usize) -> CgParams {
+    CgParams::default()
+        .with_atol(params.cg_atol)
+        .with_rtol(params.cg_rtol)
+        .with_max_iters(params.cg_max_iters.unwrap_or(d))
+}
+
+fn cg_report(res: &CgResult<Tensor>) -> CgReport {
+    CgReport {
+        converged: res.converged.iter().filter(|c| **c).count(),
+        iterations: res.iterations.clone(),
+    }
+}
+
 /// The detached CG solve of the surrogate, `(a₁ H + a₀ I) u = v` from `u₀ = v`, with `hvp`
 /// the Hessian-vector product of the potential: `(u, report)`.
 fn surrogate_cg(
@@ -121,16 +139,75 @@ fn surrogate_cg(
             Ok(((hv * a1)? + (w * a0)?)?)
         },
     );
-    let cg_params = CgParams::default()
-        .with_atol(params.cg_atol)
-        .with_rtol(params.cg_rtol)
-        .with_max_iters(params.cg_max_iters.unwrap_or(d));
-    let res = cg_with_initial_guess(&op, v, v, &cg_params)?;
-    let report = CgReport {
-        converged: res.converged.iter().filter(|c| **c).count(),
-        iterations: res.iterations,
+    let res = cg_with_initial_guess(&op, v, v, &cg_params(params, d))?;
+    Ok((res.x.detach(), cg_report(&res)))
+}
+
+/// The network's forward tangents of the CG solution `u` and of `v`, followed through CG.
+struct TrackedTangents {
+    /// Of `v` (= `u₀`): the first product's.
+    v: Option<icnn::DirectionTangents>,
+    /// Of the current iterate.
+    u: Option<icnn::DirectionTangents>,
+    /// Of the direction of the last product, until its step size is known.
+    pending: Option<icnn::DirectionTangents>,
+}
+
+/// [`surrogate_cg`] on the host kernels, following the forward tangents of the iterate: `u =
+/// v + Σ_k α_k p_k` and the tangents are linear, so the tangents of `u` and `v` come from
+/// those the products computed (`krylov::cg_with_initial_guess_observed`), and the bilinear
+/// form needs no pass of its own. `(u, ȧ(u), ȧ(v), report)`.
+fn host_surrogate_cg(
+    host: &icnn::HostLinearization,
+    v: &Tensor,
+    a1: f64,
+    a0: f64,
+    params: &SurrogateParams,
+    d: usize,
+) -> Result<(
+    Tensor,
+    icnn::DirectionTangents,
+    icnn::DirectionTangents,
+    CgReport,
+)> {
+    let tracked = RefCell::new(TrackedTangents {
+        v: None,
+        u: None,
+        pending: None,
+    });
+    let op = FnOperator::new(
+        |w: &Tensor, _active: &[bool]| -> std::result::Result<Tensor, KrylovError> {
+            let (hv, t) = host.hvp_and_tangents(w).map_err(KrylovError::operator)?;
+            let mut tr = tracked.borrow_mut();
+            if tr.v.is_none() {
+                tr.u = Some(t.clone());
+                tr.v = Some(t);
+            } else {
+                tr.pending = Some(t);
+            }
+            Ok(((hv * a1)? + (w * a0)?)?)
+        },
+    );
+    let observe = |step: &krylov::CgStep<'_>| -> std::result::Result<(), KrylovError> {
+        let mut tr = tracked.borrow_mut();
+        let tr = &mut *tr;
+        match (tr.u.as_mut(), tr.pending.take()) {
+            (Some(u), Some(p)) => u
+                .add_scaled_rows(step.step_sizes, &p)
+                .map_err(KrylovError::operator),
+            _ => Err(KrylovError::operator(crate::error::CpflowError::Internal(
+                "a CG step without its product".into(),
+            ))),
+        }
     };
-    Ok((res.x.detach(), report))
+    let res = cg_with_initial_guess_observed(&op, v, v, &cg_params(params, d), observe)?;
+    let tr = tracked.into_inner();
+    match (tr.u, tr.v) {
+        (Some(u), Some(tv)) => Ok((res.x.detach(), u, tv, cg_report(&res))),
+        _ => Err(crate::error::CpflowError::Internal(
+            "CG made no product at its initial guess".into(),
+        )),
+    }
 }
 
 impl CpFlowBlock {
@@ -280,8 +357,8 @@ impl CpFlowBlock {
         let (a1, a0) = (scalar_f64(&sp1)?, scalar_f64(&sp0)?);
         let (b, d) = x.dims2()?;
         let v = rademacher(b, d, x, rng)?;
-        let (u, report) = surrogate_cg(|w| host.hvp(w), &v, a1, a0, params, d)?;
-        let (g, q) = host.gradient_and_bilinear(&u, &v)?;
+        let (u, tu, tv, report) = host_surrogate_cg(host, &v, a1, a0, params, d)?;
+        let (g, q) = host.gradient_and_bilinear_given_tangents(&u, &v, &tu, &tv)?;
         let z = self.map_from(&g, x, &sp1, &sp0)?;
         let uv = (&u * &v)?.sum(1)?;
         let s = (q.broadcast_mul(&sp1)? + uv.broadcast_mul(&sp0)?)?;
@@ -531,6 +608,8 @@ mod tests {
         let (zh, sh, ih, gh) = run(true);
         let (zc, sc, ic, gc) = run(false);
         assert_eq!(ih, ic);
+        // The host path follows u's tangents through CG's steps: several must be taken.
+        assert!(ih.iter().any(|&k| k >= 2), "{ih:?}");
         let close = |a: &[f64], b: &[f64], tol: f64, what: &str| {
             assert_eq!(a.len(), b.len(), "{what}");
             let scale = b.iter().fold(1.0f64, |m, v| m.max(v.abs()));

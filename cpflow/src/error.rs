@@ -71,6 +71,9 @@ pub enum CpflowError {
     /// A saved random-generator state cannot be decoded (its seed is not hexadecimal).
     #[error("bad RNG state in the checkpoint: the seed is not hexadecimal")]
     RngSeed(#[source] hex::FromHexError),
+    /// An internal invariant failed (a bug in this crate; please report it).
+    #[error("internal error: {0}")]
+    Internal(String),
     /// A dataset could not be read (missing, truncated or malformed file).
     #[cfg(feature = "datasets")]
     #[error(transparent)]

@@ -19,13 +19,14 @@ use std::sync::{Arc, Mutex};
 use candle_core::{CpuStorage, CustomOp2, DType, Device, Layout, Shape, Tensor};
 
 use crate::conv_network::PreparedNode;
+use crate::direction_tangents::{DirectionTangents, stacked_pair};
 use crate::error::{IcnnError, Result};
 use crate::host_conv_net::conv_host_net;
 use crate::host_link::Link;
 use crate::network::{GroupAct, PreparedGroup};
 use crate::surrogate_host::{
-    self, HostGroup, HostNet, Primal, Real, Tangents, adjoint, bilinear, hvp, tangents,
-    third_derivatives,
+    self, HostGroup, HostNet, Primal, Real, Tangents, adjoint, bilinear, hvp, hvp_from_tangents,
+    tangents, third_derivatives,
 };
 
 /// The forward pass of an ICNN at a batch, on the host, for the CG-surrogate step: detached
@@ -284,6 +285,22 @@ impl HostLinearization {
         }))
     }
 
+    /// [`HostLinearization::hvp`] and the forward tangents of `w` that it computed on the
+    /// way, for [`HostLinearization::gradient_and_bilinear_given_tangents`] (see
+    /// [`DirectionTangents`]).
+    pub fn hvp_and_tangents(&self, w: &Tensor) -> Result<(Tensor, DirectionTangents)> {
+        self.check(w, "hvp")?;
+        let (b, d) = (self.inner.batch, self.inner.dim);
+        Ok(with_host!(&self.inner.host, |net, p| {
+            let tg = tangents(net, p, &host_vec(w)?, 1)?;
+            let hv = hvp_from_tangents(net, p, &tg)?;
+            (
+                Tensor::from_vec(hv, (b, d), self.device())?,
+                DirectionTangents::new(tg.adot, b),
+            )
+        }))
+    }
+
     /// `∇²ₓF(x_b)` `(B, d, d)`, detached (for exact log-determinants).
     pub fn hessian(&self) -> Result<Tensor> {
         let (b, d) = (self.inner.batch, self.inner.dim);
@@ -301,6 +318,34 @@ impl HostLinearization {
     /// `(∇ₓF(x) (B, d), u_bᵀ∇²ₓF(x_b) v_b (B,))`, differentiable with respect to the network's
     /// parameters and `x`; `u` and `v` `(B, d)` enter as constants.
     pub fn gradient_and_bilinear(&self, u: &Tensor, v: &Tensor) -> Result<(Tensor, Tensor)> {
+        self.bilinear_op(u, v, None)
+    }
+
+    /// [`HostLinearization::gradient_and_bilinear`] given the forward tangents of `u` and `v`
+    /// (from [`HostLinearization::hvp_and_tangents`] and
+    /// [`DirectionTangents::add_scaled_rows`]), which it would otherwise compute: one pass of
+    /// the network over `2B` rows fewer. The tangents must be those of `u` and `v`; only their
+    /// shapes are checked.
+    pub fn gradient_and_bilinear_given_tangents(
+        &self,
+        u: &Tensor,
+        v: &Tensor,
+        u_tangents: &DirectionTangents,
+        v_tangents: &DirectionTangents,
+    ) -> Result<(Tensor, Tensor)> {
+        let given = match &self.inner.host {
+            Host::F32(net, p) => Given::F32(stacked_pair(net, p, u_tangents, v_tangents)?),
+            Host::F64(net, p) => Given::F64(stacked_pair(net, p, u_tangents, v_tangents)?),
+        };
+        self.bilinear_op(u, v, Some(given))
+    }
+
+    fn bilinear_op(
+        &self,
+        u: &Tensor,
+        v: &Tensor,
+        given: Option<Given>,
+    ) -> Result<(Tensor, Tensor)> {
         self.check(u, "u")?;
         self.check(v, "v")?;
         let uv = Tensor::cat(&[u.detach(), v.detach()], 0)?;
@@ -311,6 +356,7 @@ impl HostLinearization {
         let op = BilinearOp {
             state: self.inner.clone(),
             uv,
+            given: Mutex::new(given),
             saved: Mutex::new(None),
         };
         let i = &self.inner;
@@ -321,6 +367,13 @@ impl HostLinearization {
             out.narrow(1, i.dim, 1)?.squeeze(1)?,
         ))
     }
+}
+
+/// Precomputed `[u; v]` tangents for the op's forward.
+#[derive(Debug)]
+enum Given {
+    F32(Tangents<f32>),
+    F64(Tangents<f64>),
 }
 
 #[derive(Debug)]
@@ -344,10 +397,11 @@ enum Saved {
 
 /// `(x, packed θ) ↦ [∇F | uᵀ∇²F v]` `(B, d + 1)` with the hand-written adjoint. Its forward
 /// reads the host state built from the same `x` and parameters (the arguments only carry the
-/// graph); the `[u; v]` tangents are kept for the backward pass.
+/// graph); the `[u; v]` tangents (computed, or `given`) are kept for the backward pass.
 struct BilinearOp {
     state: Arc<State>,
     uv: Stacked,
+    given: Mutex<Option<Given>>,
     saved: Mutex<Option<Saved>>,
 }
 
@@ -359,8 +413,12 @@ fn forward_rows<T: Real>(
     net: &HostNet<T>,
     p: &Primal<T>,
     uv: &[T],
+    given: Option<Tangents<T>>,
 ) -> candle_core::Result<(Vec<T>, OpCache<T>)> {
-    let tg = tangents(net, p, uv, 2)?;
+    let tg = match given {
+        Some(tg) => tg,
+        None => tangents(net, p, uv, 2)?,
+    };
     let q = bilinear(net, p, &tg);
     let d = net.dim;
     let mut out = Vec::with_capacity(p.b * (d + 1));
@@ -403,13 +461,24 @@ impl CustomOp2 for BilinearOp {
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let s = &self.state;
         let shape = Shape::from((s.batch, s.dim + 1));
+        let given = self.given.lock().map_err(op_err)?.take();
         let (storage, saved) = match (&s.host, &self.uv) {
             (Host::F32(net, p), Stacked::F32(uv)) => {
-                let (out, cache) = forward_rows(net, p, uv)?;
+                let given = match given {
+                    None => None,
+                    Some(Given::F32(t)) => Some(t),
+                    Some(Given::F64(_)) => return Err(op_err("mixed precisions")),
+                };
+                let (out, cache) = forward_rows(net, p, uv, given)?;
                 (CpuStorage::F32(out), Saved::F32(cache))
             }
             (Host::F64(net, p), Stacked::F64(uv)) => {
-                let (out, cache) = forward_rows(net, p, uv)?;
+                let given = match given {
+                    None => None,
+                    Some(Given::F64(t)) => Some(t),
+                    Some(Given::F32(_)) => return Err(op_err("mixed precisions")),
+                };
+                let (out, cache) = forward_rows(net, p, uv, given)?;
                 (CpuStorage::F64(out), Saved::F64(cache))
             }
             _ => return Err(op_err("mixed precisions")),

@@ -88,13 +88,18 @@ impl Layout {
         n * (self.h + self.p) * self.row()
     }
 
-    /// The `(wide × C)` view of tap `(ki, kj)` into a padded buffer holding `n` images.
-    fn tap<'a, T>(&self, padded: &'a [T], ki: usize, kj: usize, n: usize) -> View<'a, T> {
-        View::row_major(
-            &padded[(ki * self.row() + kj) * self.channels..],
-            self.wide(n),
-            self.channels,
-        )
+    /// The `(wide × k·C)` view of the `k` taps `(ki, 0..k)` of kernel row `ki` into a padded
+    /// buffer holding `n` images: tap `(ki, kj)` of output slot `q` is slot
+    /// `q + ki·W_r + kj`, so the `k` taps of a slot are `k·C` contiguous values and the rows
+    /// of the view overlap (row stride `C`).
+    fn tap_row<'a, T>(&self, padded: &'a [T], ki: usize, k: usize, n: usize) -> View<'a, T> {
+        View {
+            data: &padded[ki * self.row() * self.channels..],
+            rows: self.wide(n),
+            cols: k * self.channels,
+            rs: self.channels,
+            cs: 1,
+        }
     }
 
     /// The data lines (`W·C` values each) of the images in `imgs`, with the slot offset of
@@ -175,17 +180,6 @@ fn gather_taps<T: Copy>(l: &Layout, kw: usize, kk: usize, n: usize, padded: &[T]
     }
 }
 
-/// `K[:, :, ki, kj]` `(C_o × C)` of a row-major `(C_o, C, k, k)` kernel (tap `s = ki·k + kj`).
-fn kernel_tap<T>(k: &[T], c_out: usize, c_in: usize, kk: usize, s: usize) -> View<'_, T> {
-    View {
-        data: &k[s..],
-        rows: c_out,
-        cols: c_in,
-        rs: c_in * kk,
-        cs: kk,
-    }
-}
-
 /// Runs `f(images of the task, outputs of the task, product parallelism)` over the batch
 /// split as `gemm_conv` splits it (one task per thread).
 pub(crate) fn for_tasks<T: Real>(
@@ -203,13 +197,34 @@ pub(crate) fn for_tasks<T: Real>(
         .try_for_each(|(d, s)| f(s, d, par))
 }
 
-/// The kernel `(C_o, C, k, k)` as `(k²C × C_o)` rows in [`gather_taps`]' order.
+/// The kernel `(C_o, C, k, k)` as `(k²C × C_o)` rows in [`gather_taps`]' order: row
+/// `(ki·k + kj)·C + c` holds `K[:, c, ki, kj]`, so kernel row `ki` is the `(k·C × C_o)` block
+/// that multiplies [`Layout::tap_row`]`(ki)`.
 fn gathered_kernel<T: Real>(k: &[T], c_out: usize, c_in: usize, kk: usize) -> Vec<T> {
     let mut out = vec![T::zero(); kk * c_in * c_out];
     for o in 0..c_out {
         for c in 0..c_in {
             for s in 0..kk {
                 out[(s * c_in + c) * c_out + o] = k[(o * c_in + c) * kk + s];
+            }
+        }
+    }
+    out
+}
+
+/// The flipped, transposed kernel of [`adjoint`] as `(k²C_o × C)` rows: row
+/// `(ki·k + t)·C_o + o` holds `K[o, :, ki, k − 1 − t]`, so block `ki` multiplies the
+/// cotangent's [`Layout::tap_row`]`(k − 1 − ki)` (whose column block `t` is tap `k − 1 − t`).
+fn adjoint_kernel<T: Real>(kern: &[T], c_out: usize, c_in: usize, k: usize) -> Vec<T> {
+    let kk = k * k;
+    let mut out = vec![T::zero(); kk * c_out * c_in];
+    for ki in 0..k {
+        for t in 0..k {
+            for o in 0..c_out {
+                let row = ((ki * k + t) * c_out + o) * c_in;
+                for c in 0..c_in {
+                    out[row + c] = kern[(o * c_in + c) * kk + ki * k + (k - 1 - t)];
+                }
             }
         }
     }
@@ -279,6 +294,9 @@ pub(crate) fn forward<T: Real>(
             },
         );
     }
+    // One product per kernel row: its k taps are contiguous in the padded layout.
+    let kg = gathered_kernel(k, c_out, g.channels, kk);
+    let block = g.kw * g.channels;
     padded_products(
         &lin,
         &lout,
@@ -287,10 +305,10 @@ pub(crate) fn forward<T: Real>(
         rows,
         acc,
         |padded, n, wide, _, par| {
-            for s in 0..kk {
-                let kt = kernel_tap(k, c_out, g.channels, kk, s).t();
-                let xt = lin.tap(padded, s / g.kw, s % g.kw, n);
-                matmul_into(wide, xt, kt, s > 0, par)?;
+            for ki in 0..g.kh {
+                let kt = View::row_major(&kg[ki * block * c_out..], block, c_out);
+                let xt = lin.tap_row(padded, ki, g.kw, n);
+                matmul_into(wide, xt, kt, ki > 0, par)?;
             }
             Ok(())
         },
@@ -308,7 +326,8 @@ pub(crate) fn adjoint<T: Real>(
     acc: bool,
 ) -> Result<()> {
     let (lin, lout) = (Layout::of(g.channels, g), Layout::of(c_out, g));
-    let kk = g.kh * g.kw;
+    let ka = adjoint_kernel(k, c_out, g.channels, g.kw);
+    let block = g.kw * c_out;
     padded_products(
         &lout,
         &lin,
@@ -317,10 +336,10 @@ pub(crate) fn adjoint<T: Real>(
         rows,
         acc,
         |padded, n, wide, _, par| {
-            for s in 0..kk {
-                let kt = kernel_tap(k, c_out, g.channels, kk, s);
-                let yt = lout.tap(padded, g.kh - 1 - s / g.kw, g.kw - 1 - s % g.kw, n);
-                matmul_into(wide, yt, kt, s > 0, par)?;
+            for ki in 0..g.kh {
+                let kt = View::row_major(&ka[ki * block * g.channels..], block, g.channels);
+                let yt = lout.tap_row(padded, g.kh - 1 - ki, g.kw, n);
+                matmul_into(wide, yt, kt, ki > 0, par)?;
             }
             Ok(())
         },
@@ -348,8 +367,8 @@ pub(crate) fn param_grad<T: Real>(
         .par_chunks(per_task * out_len)
         .zip(src[..rows * in_len].par_chunks(per_task * in_len))
         .map(|(ys, xs)| {
-            // Tap-major partial sums: tap s is `acc[s·C_o·C..]` `(C_o × C)`; gathered, one
-            // `(C_o × k²C)` matrix.
+            // Per kernel row ki a `(C_o × k·C)` block at `acc[ki·k·C_o·C..]` (columns: tap
+            // `kj`, then channel); gathered, one `(C_o × k²C)` matrix (tap `s`, then channel).
             let mut acc = vec![T::zero(); kk * tap_len];
             let mut padded = vec![T::zero(); lin.len()];
             // Zero in the discarded slots, which the products read.
@@ -370,8 +389,8 @@ pub(crate) fn param_grad<T: Real>(
                     matmul_into(&mut acc, yw, cv, i > 0, par)?;
                     continue;
                 }
-                for (s, a) in acc.chunks_exact_mut(tap_len).enumerate() {
-                    let xt = lin.tap(&padded, s / g.kw, s % g.kw, n);
+                for (ki, a) in acc.chunks_exact_mut(g.kw * tap_len).enumerate() {
+                    let xt = lin.tap_row(&padded, ki, g.kw, n);
                     matmul_into(a, yw, xt, i > 0, par)?;
                 }
             }
@@ -389,10 +408,11 @@ pub(crate) fn param_grad<T: Real>(
             }
             continue;
         }
-        for (s, a) in part.chunks_exact(tap_len).enumerate() {
-            for (o, row) in a.chunks_exact(g.channels).enumerate() {
-                for (c, &v) in row.iter().enumerate() {
-                    dst[(o * g.channels + c) * kk + s] += v;
+        for (ki, a) in part.chunks_exact(g.kw * tap_len).enumerate() {
+            for (o, row) in a.chunks_exact(g.kw * g.channels).enumerate() {
+                for (jc, &v) in row.iter().enumerate() {
+                    let (kj, c) = (jc / g.channels, jc % g.channels);
+                    dst[(o * g.channels + c) * kk + ki * g.kw + kj] += v;
                 }
             }
         }

@@ -168,7 +168,7 @@ pub(crate) fn mm<T: Real>(dst: &mut [T], a: View<'_, T>, b: View<'_, T>, acc: bo
 }
 
 /// `a ⊙ s` with `s` repeated over the stacked copies in `a`.
-fn mul_rep<T: Real>(a: &[T], s: &[T]) -> Vec<T> {
+pub(crate) fn mul_rep<T: Real>(a: &[T], s: &[T]) -> Vec<T> {
     let mut out = Vec::with_capacity(a.len());
     for chunk in a.chunks(s.len()) {
         out.extend(chunk.iter().zip(s).map(|(&x, &y)| x * y));
@@ -316,8 +316,16 @@ pub(crate) fn tangents<T: Real>(
 
 /// `∇²F(x_b) w_b` for `w` `(B × d)`.
 pub(crate) fn hvp<T: Real>(net: &HostNet<T>, p: &Primal<T>, w: &[T]) -> Result<Vec<T>> {
+    hvp_from_tangents(net, p, &tangents(net, p, w, 1)?)
+}
+
+/// `∇²F(x_b) w_b` from the forward tangents `tg` of `w` (one direction per row).
+pub(crate) fn hvp_from_tangents<T: Real>(
+    net: &HostNet<T>,
+    p: &Primal<T>,
+    tg: &Tangents<T>,
+) -> Result<Vec<T>> {
     let (n, d, b) = (net.groups.len(), net.dim, p.b);
-    let tg = tangents(net, p, w, 1)?;
     let mut gdot: Vec<Vec<T>> = vec![Vec::new(); n];
     let mut hv = vec![T::zero(); b * d];
     let mut hv_set = false;

@@ -80,3 +80,30 @@ fn host_linearization_f32_agrees_with_f64() {
     assert_close(&up(&g32), &flat(&g64), 1e-4, "f32 gradient");
     assert_close(&up(&q32), &flat(&q64), 1e-4 * scale, "f32 bilinear");
 }
+
+/// Tangents that do not belong to a linearisation are refused: another batch size, a step
+/// size count that is not one per row.
+#[test]
+fn direction_tangents_from_elsewhere_are_errors() {
+    let mut rng = StdRng::seed_from_u64(5);
+    let case = all_cases(DIM, 9)
+        .into_iter()
+        .find(|c| c.name.starts_with("Icnn2"))
+        .unwrap();
+    let x = randn(&mut rng, (BATCH, DIM), 1.0);
+    let x_short = randn(&mut rng, (BATCH - 1, DIM), 1.0);
+    let lin = case.net.host_linearize(&x).unwrap().unwrap();
+    let short = case.net.host_linearize(&x_short).unwrap().unwrap();
+    let v = randn(&mut rng, (BATCH, DIM), 1.0);
+    let (_, mut tv) = lin.hvp_and_tangents(&v).unwrap();
+    let (_, t_short) = short
+        .hvp_and_tangents(&randn(&mut rng, (BATCH - 1, DIM), 1.0))
+        .unwrap();
+    assert_eq!(tv.batch_size(), BATCH);
+    assert!(tv.add_scaled_rows(&[1.0; BATCH], &t_short).is_err());
+    assert!(tv.add_scaled_rows(&[1.0; BATCH - 1], &tv.clone()).is_err());
+    assert!(
+        lin.gradient_and_bilinear_given_tangents(&v, &v, &tv, &t_short)
+            .is_err()
+    );
+}

@@ -192,7 +192,7 @@ where
     V: BatchVectors,
     Op: BatchOperator<V> + ?Sized,
 {
-    cg_impl(op, b, None, params)
+    cg_impl(op, b, None, params, None)
 }
 
 /// [`cg`] starting from the initial guess `x0` (the CP-Flow reference starts at `x0 = b`).
@@ -217,7 +217,55 @@ where
     V: BatchVectors,
     Op: BatchOperator<V> + ?Sized,
 {
-    cg_impl(op, b, Some(x0), params)
+    cg_impl(op, b, Some(x0), params, None)
+}
+
+/// One iteration of CG as [`cg_with_initial_guess_observed`] reports it, after the solution
+/// update `x_i ← x_i + α_i p_i`.
+#[derive(Clone, Copy, Debug)]
+#[non_exhaustive]
+pub struct CgStep<'a> {
+    /// The iteration, from 0; iteration `k` updated the solution along the argument of the
+    /// operator's call `k + 1` (call 0 formed the initial residual `b − H x0`).
+    pub iteration: usize,
+    /// `α_i` per system: `0` for a system that did not step (frozen or broken down).
+    pub step_sizes: &'a [f64],
+}
+
+/// [`cg_with_initial_guess`], reporting every iteration's step sizes to `observer`, so that a
+/// caller can follow any linear function of the solution through the operator's own calls:
+/// the returned solution is `x0 + Σ_k α_k ⊙ p_k`, with `α_k` the step sizes of iteration `k`
+/// (per system) and `p_k` the vector passed to the operator's call `k + 1`. The CP-Flow
+/// surrogate uses it to accumulate the network's forward tangents of `u` from those of the
+/// directions its Hessian-vector products already computed. An error returned by `observer`
+/// stops the solve and is returned.
+///
+/// ```
+/// use krylov::{cg_with_initial_guess_observed, CgParams, DenseNalgebraOperator};
+/// use nalgebra::{DMatrix, dmatrix};
+/// let op = DenseNalgebraOperator::new(vec![dmatrix![2.0, 1.0; 1.0, 3.0]]).unwrap();
+/// let b = DMatrix::<f64>::from_column_slice(2, 1, &[1.0, 2.0]);
+/// let mut alphas = Vec::new();
+/// let res = cg_with_initial_guess_observed(&op, &b, &b, &CgParams::default(), |step| {
+///     alphas.push(step.step_sizes[0]);
+///     Ok(())
+/// })
+/// .unwrap();
+/// assert_eq!(alphas.len(), res.iterations[0]);
+/// ```
+pub fn cg_with_initial_guess_observed<V, Op, F>(
+    op: &Op,
+    b: &V,
+    x0: &V,
+    params: &CgParams,
+    mut observer: F,
+) -> Result<CgResult<V>, KrylovError>
+where
+    V: BatchVectors,
+    Op: BatchOperator<V> + ?Sized,
+    F: FnMut(&CgStep<'_>) -> Result<(), KrylovError>,
+{
+    cg_impl(op, b, Some(x0), params, Some(&mut observer))
 }
 
 /// `1 / diag(H_i)` as a batch, after checking every entry is `> 0`.
@@ -244,11 +292,15 @@ where
     V::from_host_like(b, &inv)
 }
 
+/// What [`cg_impl`] calls after each solution update.
+type StepObserver<'o> = dyn FnMut(&CgStep<'_>) -> Result<(), KrylovError> + 'o;
+
 fn cg_impl<V, Op>(
     op: &Op,
     b: &V,
     x0: Option<&V>,
     params: &CgParams,
+    mut observer: Option<&mut StepObserver<'_>>,
 ) -> Result<CgResult<V>, KrylovError>
 where
     V: BatchVectors,
@@ -315,7 +367,7 @@ where
     let mut p = z.clone();
     let ones = vec![1.0; n];
 
-    for _ in 0..max_iters {
+    for iteration in 0..max_iters {
         let running: Vec<bool> = if global {
             if converged.iter().zip(&breakdown).all(|(c, bd)| *c || *bd) {
                 break;
@@ -360,6 +412,12 @@ where
             }
         }
         x.axpby_masked(&ones, &alpha, &p, &step)?;
+        if let Some(observe) = observer.as_mut() {
+            observe(&CgStep {
+                iteration,
+                step_sizes: &alpha,
+            })?;
+        }
         r.axpby_masked(&ones, &neg_alpha, &hp, &step)?;
         if let Some(basis) = reorth.as_mut() {
             basis.orthogonalize_and_push(&mut r, &step)?;

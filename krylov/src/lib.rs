@@ -43,7 +43,8 @@ mod real;
 mod vectors;
 
 pub use cg::{
-    CgParams, CgResult, CgStopping, Preconditioner, cg, cg_with_initial_guess, default_max_iters,
+    CgParams, CgResult, CgStep, CgStopping, Preconditioner, cg, cg_with_initial_guess,
+    cg_with_initial_guess_observed, default_max_iters,
 };
 pub use dense::{DenseFaerOperator, DenseNalgebraOperator};
 #[cfg(feature = "candle")]

@@ -154,6 +154,8 @@ pub fn check_host_against_composed(
         }
     }
 
+    check_given_tangents(name, net, vars, i, tol);
+
     // x-gradient against central differences of J (candle-independent).
     let h = 1e-5;
     let jx = |s: f64| {
@@ -171,4 +173,77 @@ pub fn check_host_against_composed(
         "{name}: x FD {fd} vs {an}"
     );
     nonzero
+}
+
+/// `J` at `u' = v + α ⊙ u + β ⊙ c` (per-row α, β; `β_0 = 0`), its tangents given as those of
+/// `v` plus the scaled tangents of `u` and `c` (what the surrogate's CG does), or computed.
+fn objective_at_combination(
+    net: &dyn ConvexPotential,
+    i: &Inputs,
+    x: &Tensor,
+    given: bool,
+) -> (Tensor, Vec<f64>) {
+    let b = i.x.dim(0).unwrap();
+    let alpha: Vec<f64> = (0..b).map(|r| 0.5 + 0.1 * r as f64).collect();
+    let beta: Vec<f64> = (0..b).map(|r| -0.05 * r as f64).collect();
+    let col = |a: &[f64]| Tensor::from_slice(a, (b, 1), x.device()).unwrap();
+    let u = (&i.v + i.u.broadcast_mul(&col(&alpha)).unwrap()).unwrap();
+    let u = (u + i.c.broadcast_mul(&col(&beta)).unwrap()).unwrap();
+    let lin = net.host_linearize(x).unwrap().expect("supported");
+    let (g, q) = if given {
+        let (hv, tv) = lin.hvp_and_tangents(&i.v).unwrap();
+        assert_eq!(flat(&hv), flat(&lin.hvp(&i.v).unwrap()), "hvp_and_tangents");
+        let mut tu = tv.clone();
+        tu.add_scaled_rows(&alpha, &lin.hvp_and_tangents(&i.u).unwrap().1)
+            .unwrap();
+        tu.add_scaled_rows(&beta, &lin.hvp_and_tangents(&i.c).unwrap().1)
+            .unwrap();
+        lin.gradient_and_bilinear_given_tangents(&u, &i.v, &tu, &tv)
+            .unwrap()
+    } else {
+        lin.gradient_and_bilinear(&u, &i.v).unwrap()
+    };
+    let mut values = flat(&g);
+    values.extend(flat(&q));
+    let j =
+        ((g * &i.c).unwrap().sum_all().unwrap() + (q * &i.w).unwrap().sum_all().unwrap()).unwrap();
+    (j, values)
+}
+
+/// The bilinear op given accumulated tangents equals the op computing them: values and the
+/// gradients of `J` (parameters and `x`), to `tol` relative (only the rounding of the
+/// tangents' accumulation differs).
+fn check_given_tangents(
+    name: &str,
+    net: &dyn ConvexPotential,
+    vars: &[(String, Var)],
+    i: &Inputs,
+    tol: f64,
+) {
+    let xv = Var::from_tensor(&i.x).unwrap();
+    let (jg, vg) = objective_at_combination(net, i, xv.as_tensor(), true);
+    let (jd, vd) = objective_at_combination(net, i, xv.as_tensor(), false);
+    let scale = vd.iter().fold(1.0f64, |m, v| m.max(v.abs()));
+    assert_close(
+        &vg,
+        &vd,
+        tol * scale,
+        &format!("{name}: given tangents, values"),
+    );
+    let (gg, gd) = (jg.backward().unwrap(), jd.backward().unwrap());
+    for (vname, var) in vars.iter().chain([(String::from("x"), xv.clone())].iter()) {
+        match (gg.get(var).map(flat), gd.get(var).map(flat)) {
+            (Some(a), Some(b)) => {
+                let scale = b.iter().fold(1.0f64, |m, v| m.max(v.abs()));
+                assert_close(
+                    &a,
+                    &b,
+                    tol * scale,
+                    &format!("{name}: given tangents, d J / d {vname}"),
+                );
+            }
+            (None, None) => {}
+            _ => panic!("{name}: given tangents: {vname} has a gradient on one side only"),
+        }
+    }
 }
