@@ -11,6 +11,7 @@
 //! [`crate::HostLinearization::gradient_and_bilinear_given_tangents`]).
 
 use crate::error::{IcnnError, Result};
+use crate::host_par;
 use crate::surrogate_host::{HostNet, Primal, Real, Tangents, mul_rep};
 
 /// Forward tangents `ȧ_j` of one direction per row (`B` rows), per group of the network that
@@ -140,15 +141,18 @@ fn add_scaled<T: Real>(acc: &mut [Vec<T>], alpha: &[f64], t: &[Vec<T>]) -> Resul
             continue;
         }
         let m = a.len() / alpha.len();
-        for ((ar, tr), &s) in a.chunks_mut(m).zip(t.chunks(m)).zip(alpha) {
-            if s == 0.0 {
-                continue;
+        host_par::rows1(m, a, |r0, a| {
+            let rows = a.chunks_mut(m).zip(t[r0 * m..].chunks(m));
+            for ((ar, tr), &s) in rows.zip(&alpha[r0..]) {
+                if s == 0.0 {
+                    continue;
+                }
+                let s = T::from_f64(s);
+                for (x, &y) in ar.iter_mut().zip(tr) {
+                    *x += s * y;
+                }
             }
-            let s = T::from_f64(s);
-            for (x, &y) in ar.iter_mut().zip(tr) {
-                *x += s * y;
-            }
-        }
+        });
     }
     Ok(())
 }

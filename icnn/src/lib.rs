@@ -70,6 +70,7 @@ mod host_gemm;
 mod host_hessian;
 mod host_linearization;
 mod host_link;
+mod host_par;
 mod icnn;
 mod icnn2;
 mod icnn3;

@@ -31,6 +31,7 @@ use candle_core::Result;
 use crate::fused::{ActKernels, ActSpec};
 use crate::host_gemm::{GemmFloat, Par, View, matmul_into};
 use crate::host_link::{ChannelLast, Link};
+use crate::host_par;
 
 /// Element types of the host surrogate kernels.
 pub(crate) trait Real: GemmFloat + ActKernels + Default {}
@@ -169,11 +170,17 @@ pub(crate) fn mm<T: Real>(dst: &mut [T], a: View<'_, T>, b: View<'_, T>, acc: bo
 
 /// `a ⊙ s` with `s` repeated over the stacked copies in `a`.
 pub(crate) fn mul_rep<T: Real>(a: &[T], s: &[T]) -> Vec<T> {
-    let mut out = Vec::with_capacity(a.len());
-    for chunk in a.chunks(s.len()) {
-        out.extend(chunk.iter().zip(s).map(|(&x, &y)| x * y));
-    }
-    out
+    let n = s.len().max(1);
+    host_par::filled(a.len(), |start, out| {
+        let mut j = start % n;
+        for (o, &x) in out.iter_mut().zip(&a[start..]) {
+            *o = x * s[j];
+            j += 1;
+            if j == n {
+                j = 0;
+            }
+        }
+    })
 }
 
 /// The forward pass (with `s'`, `s''`, `s'''`) and the reverse gradient recursion.
@@ -210,7 +217,9 @@ pub(crate) fn primal<T: Real>(net: &HostNet<T>, x: Vec<T>, b: usize) -> Result<P
             Some(spec) => {
                 let mut v = vec![T::zero(); b * m];
                 let (mut d1, mut d2) = (v.clone(), v.clone());
-                T::triple_into(spec, &a, &mut v, &mut d1, &mut d2);
+                host_par::rows3(1, &mut v, &mut d1, &mut d2, |st, v, d1, d2| {
+                    T::triple_into(spec, &a[st..st + v.len()], v, d1, d2);
+                });
                 p.z.push(v);
                 p.s1.push(d1);
                 p.s2.push(d2);
@@ -261,11 +270,9 @@ pub(crate) fn third_derivatives<T: Real>(net: &HostNet<T>, p: &Primal<T>) -> Vec
         .iter()
         .zip(&p.a)
         .map(|(g, a)| match &g.act {
-            Some(spec) => {
-                let mut out = vec![T::zero(); a.len()];
-                T::third_into(spec, a, &mut out);
-                out
-            }
+            Some(spec) => host_par::filled(a.len(), |st, out| {
+                T::third_into(spec, &a[st..st + out.len()], out);
+            }),
             None => Vec::new(),
         })
         .collect()
@@ -338,18 +345,32 @@ pub(crate) fn hvp_from_tangents<T: Real>(
                 match (back, curv) {
                     (false, false) => continue,
                     (true, false) => mul_rep(&gdot[j], &p.s1[j]),
-                    (false, true) => p.gu[j]
-                        .iter()
-                        .zip(&p.s2[j])
-                        .zip(&tg.adot[j])
-                        .map(|((&g, &s), &a)| g * s * a)
-                        .collect(),
-                    (true, true) => gdot[j]
-                        .iter()
-                        .zip(&p.s1[j])
-                        .zip(p.gu[j].iter().zip(&p.s2[j]).zip(&tg.adot[j]))
-                        .map(|((&gd, &s1), ((&g, &s2), &a))| gd * s1 + g * s2 * a)
-                        .collect(),
+                    (false, true) => {
+                        let (gu, s2, ad) = (&p.gu[j], &p.s2[j], &tg.adot[j]);
+                        host_par::filled(gu.len(), |st, out| {
+                            let r = st..st + out.len();
+                            for (o, ((&g, &s), &a)) in out
+                                .iter_mut()
+                                .zip(gu[r.clone()].iter().zip(&s2[r.clone()]).zip(&ad[r]))
+                            {
+                                *o = g * s * a;
+                            }
+                        })
+                    }
+                    (true, true) => {
+                        let (gd, s1) = (&gdot[j], &p.s1[j]);
+                        let (gu, s2, ad) = (&p.gu[j], &p.s2[j], &tg.adot[j]);
+                        host_par::filled(gu.len(), |st, out| {
+                            let r = st..st + out.len();
+                            let first = gd[r.clone()].iter().zip(&s1[r.clone()]);
+                            let second = gu[r.clone()].iter().zip(&s2[r.clone()]).zip(&ad[r]);
+                            for (o, ((&gd, &s1), ((&g, &s2), &a))) in
+                                out.iter_mut().zip(first.zip(second))
+                            {
+                                *o = gd * s1 + g * s2 * a;
+                            }
+                        })
+                    }
                 }
             }
             None => {
@@ -373,28 +394,39 @@ pub(crate) fn hvp_from_tangents<T: Real>(
 /// `q_b = u_bᵀ∇²F(x_b) v_b` from the tangents of the stacked `[u; v]`.
 pub(crate) fn bilinear<T: Real>(net: &HostNet<T>, p: &Primal<T>, tg: &Tangents<T>) -> Vec<T> {
     let b = p.b;
-    let mut q = vec![T::zero(); b];
-    for (j, g) in net.groups.iter().enumerate() {
-        if g.act.is_none() || tg.adot[j].is_empty() || p.gu[j].is_empty() {
-            continue;
-        }
-        let m = g.width;
-        let (au, av) = tg.adot[j].split_at(b * m);
-        for (r, qr) in q.iter_mut().enumerate() {
-            let row = r * m..(r + 1) * m;
+    let terms: Vec<(usize, usize)> = net
+        .groups
+        .iter()
+        .enumerate()
+        .filter(|(j, g)| g.act.is_some() && !tg.adot[*j].is_empty() && !p.gu[*j].is_empty())
+        .map(|(j, g)| (j, g.width))
+        .collect();
+    // q_r sums the groups in order, whichever thread computes row r.
+    let row = |r: usize| {
+        let mut q = T::zero();
+        for &(j, m) in &terms {
+            let (au, av) = tg.adot[j].split_at(b * m);
+            let k = r * m..(r + 1) * m;
             let mut s = T::zero();
-            for (((&g, &c), &x), &y) in p.gu[j][row.clone()]
+            for (((&g, &c), &x), &y) in p.gu[j][k.clone()]
                 .iter()
-                .zip(&p.s2[j][row.clone()])
-                .zip(&au[row.clone()])
-                .zip(&av[row])
+                .zip(&p.s2[j][k.clone()])
+                .zip(&au[k.clone()])
+                .zip(&av[k])
             {
                 s += g * c * x * y;
             }
-            *qr += s;
+            q += s;
         }
+        q
+    };
+    let work: usize = terms.iter().map(|(_, m)| b * m).sum();
+    if host_par::is_large(work) {
+        use rayon::prelude::*;
+        (0..b).into_par_iter().map(row).collect()
+    } else {
+        (0..b).map(row).collect()
     }
-    q
 }
 
 /// The adjoint of `J = Σ_b ⟨c_b, ∇F(x_b)⟩ + w_b u_bᵀ∇²F(x_b) v_b`: `(∂J/∂x (B × d), ∂J/∂θ
@@ -450,18 +482,20 @@ pub(crate) fn adjoint<T: Real>(
         let mut gb = vec![zero; b * m];
         let mut ej = vec![zero; b * m];
         let has_t = !tg.adot[j].is_empty();
-        for (r, &wr) in w.iter().enumerate().take(b) {
-            for k in r * m..(r + 1) * m {
+        host_par::rows2(m, &mut gb, &mut ej, |r0, gb, ej| {
+            let k0 = r0 * m;
+            for (i, (g_out, e_out)) in gb.iter_mut().zip(ej.iter_mut()).enumerate() {
+                let (k, wr) = (k0 + i, w[r0 + i / m]);
                 let (mut q, mut e3) = (zero, zero);
                 if has_t {
                     let aa = tg.adot[j][k] * tg.adot[j][b * m + k];
                     q = wr * s2[k] * aa;
                     e3 = wr * gu[k] * s3[k] * aa;
                 }
-                gb[k] = q + s1[k] * dbar[k];
-                ej[k] = s2[k] * gu[k] * dbar[k] + e3;
+                *g_out = q + s1[k] * dbar[k];
+                *e_out = s2[k] * gu[k] * dbar[k] + e3;
             }
-        }
+        });
         gbar[j] = gb;
         e[j] = ej;
     }
@@ -544,9 +578,12 @@ fn tracked_layer_adjoint<T: Real>(
     let mut e = if e.is_empty() { vec![zero; bm] } else { e };
     let auv = if curv || has_rho {
         let mut out = vec![zero; 2 * bm];
-        for h in 0..2 {
-            for (r, &wr) in w.iter().enumerate().take(b) {
-                for k in r * m..(r + 1) * m {
+        let (out_u, out_v) = out.split_at_mut(bm);
+        host_par::rows3(m, out_u, out_v, &mut e, |r0, ou, ov, e| {
+            let k0 = r0 * m;
+            for (i, ((ou, ov), e)) in ou.iter_mut().zip(ov.iter_mut()).zip(e).enumerate() {
+                let (k, wr) = (k0 + i, w[r0 + i / m]);
+                for (h, o) in [ou, ov].into_iter().enumerate() {
                     let mut v = zero;
                     if curv {
                         v += wr * p.gu[j][k] * s2[k] * ad[(1 - h) * bm + k];
@@ -555,21 +592,23 @@ fn tracked_layer_adjoint<T: Real>(
                         let rh = rho[h * bm + k];
                         v += s1[k] * rh;
                         if !ad.is_empty() {
-                            e[k] += s2[k] * rh * ad[h * bm + k];
+                            *e += s2[k] * rh * ad[h * bm + k];
                         }
                     }
-                    out[h * bm + k] = v;
+                    *o = v;
                 }
             }
-        }
+        });
         out
     } else {
         Vec::new()
     };
     if !zbar.is_empty() {
-        for ((ek, &s), &zb) in e.iter_mut().zip(s1).zip(&zbar) {
-            *ek += s * zb;
-        }
+        host_par::rows1(1, &mut e, |st, e| {
+            for ((ek, &s), &zb) in e.iter_mut().zip(&s1[st..]).zip(&zbar[st..]) {
+                *ek += s * zb;
+            }
+        });
     }
     (auv, e)
 }
