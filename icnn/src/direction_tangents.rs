@@ -184,9 +184,13 @@ pub(crate) fn stacked_pair<T: TangentReal>(
         zdot: Vec::with_capacity(n),
     };
     for (j, g) in net.groups.iter().enumerate() {
-        let mut a = Vec::with_capacity(2 * tu[j].len());
-        a.extend_from_slice(&tu[j]);
-        a.extend_from_slice(&tv[j]);
+        let half = tu[j].len();
+        let a = host_par::filled(2 * half, |st, out| {
+            for (i, o) in out.iter_mut().enumerate() {
+                let k = st + i;
+                *o = if k < half { tu[j][k] } else { tv[j][k - half] };
+            }
+        });
         let z = match g.act {
             Some(_) if !a.is_empty() => mul_rep(&a, &p.s1[j]),
             _ => a.clone(),

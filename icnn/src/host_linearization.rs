@@ -24,9 +24,10 @@ use crate::error::{IcnnError, Result};
 use crate::host_conv_net::conv_host_net;
 use crate::host_link::Link;
 use crate::network::{GroupAct, PreparedGroup};
+use crate::surrogate_adjoint::adjoint;
 use crate::surrogate_host::{
-    self, HostGroup, HostNet, Primal, Real, Tangents, adjoint, bilinear, hvp, hvp_from_tangents,
-    tangents, third_derivatives,
+    self, HostGroup, HostNet, Primal, Real, Tangents, bilinear, hvp, hvp_from_tangents, tangents,
+    third_derivatives,
 };
 
 /// The forward pass of an ICNN at a batch, on the host, for the CG-surrogate step: detached

@@ -203,7 +203,7 @@ impl<T: Real> Link<T> {
     pub(crate) fn adjoint_lazy(&self, dst: &mut Vec<T>, src: &[T], rows: usize) -> Result<()> {
         let acc = !dst.is_empty();
         if !acc {
-            *dst = vec![T::zero(); rows * self.in_width()];
+            *dst = crate::host_par::zeros(rows * self.in_width());
         }
         self.adjoint(dst, src, rows, acc)
     }

@@ -76,12 +76,38 @@ pub(crate) fn rows3<T: Send>(
         .for_each(|(i, ((a, b), c3))| f(i * c / m.max(1), a, b, c3));
 }
 
+/// `len` default values (zeros), written in parallel when many (a fresh buffer's zero fill
+/// is otherwise a serial `memset` on the calling thread).
+pub(crate) fn zeros<T: Send + Sync + Copy + Default>(len: usize) -> Vec<T> {
+    if !is_large(len) {
+        return vec![T::default(); len];
+    }
+    let mut out = Vec::with_capacity(len);
+    out.par_extend(rayon::iter::repeat_n(T::default(), len).with_min_len(CHUNK));
+    out
+}
+
+/// `pattern` repeated to `len` values (`len` a multiple of its length).
+pub(crate) fn repeated<T: Send + Sync + Copy + Default>(pattern: &[T], len: usize) -> Vec<T> {
+    let n = pattern.len().max(1);
+    filled(len, |start, out| {
+        let mut j = start % n;
+        for o in out.iter_mut() {
+            *o = pattern[j];
+            j += 1;
+            if j == n {
+                j = 0;
+            }
+        }
+    })
+}
+
 /// A new vector of `len` values, `f(first index, chunk)` filling it (see [`rows1`]).
-pub(crate) fn filled<T: Send + Copy + Default>(
+pub(crate) fn filled<T: Send + Sync + Copy + Default>(
     len: usize,
     f: impl Fn(usize, &mut [T]) + Sync,
 ) -> Vec<T> {
-    let mut out = vec![T::default(); len];
+    let mut out = zeros(len);
     rows1(1, &mut out, f);
     out
 }
@@ -89,6 +115,18 @@ pub(crate) fn filled<T: Send + Copy + Default>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Zeros and repetitions, small and large.
+    #[test]
+    fn zeros_and_repetitions_have_their_values() {
+        for len in [6, PAR_MIN + 6] {
+            assert!(zeros::<f32>(len).iter().all(|v| *v == 0.0));
+            assert_eq!(zeros::<f64>(len).len(), len);
+            let r = repeated(&[1u32, 2, 3], len);
+            assert_eq!(r.len(), len);
+            assert!(r.iter().enumerate().all(|(k, v)| *v as usize == k % 3 + 1));
+        }
+    }
 
     /// Small and large passes see every row exactly once, with the right first-row index.
     #[test]

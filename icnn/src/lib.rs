@@ -80,6 +80,7 @@ mod network;
 mod params;
 mod picnn;
 mod shifted_conv;
+mod surrogate_adjoint;
 mod surrogate_host;
 mod traits;
 
