@@ -344,7 +344,8 @@ impl CpFlowBlock {
 
     /// [`CpFlowBlock::forward_with_surrogate`] with the host kernels (one probe): CG on the
     /// cached forward pass, then `(∇F, uᵀ∇²F v)` as one op with a hand-written backward
-    /// (`icnn::HostLinearization`). `uᵀ(sp₁H + sp₀I)v` equals `((sp₁H + sp₀I)u)ᵀv` (H is
+    /// (`icnn::HostLinearization`); for convolutional potentials the tangents of `u` and `v`
+    /// come from CG's products ([`host_surrogate_cg`]). `uᵀ(sp₁H + sp₀I)v` equals `((sp₁H + sp₀I)u)ᵀv` (H is
     /// symmetric), the composed path's value.
     fn host_surrogate<R: Rng + ?Sized>(
         &self,
@@ -357,8 +358,15 @@ impl CpFlowBlock {
         let (a1, a0) = (scalar_f64(&sp1)?, scalar_f64(&sp0)?);
         let (b, d) = x.dims2()?;
         let v = rademacher(b, d, x, rng)?;
-        let (u, tu, tv, report) = host_surrogate_cg(host, &v, a1, a0, params, d)?;
-        let (g, q) = host.gradient_and_bilinear_given_tangents(&u, &v, &tu, &tv)?;
+        let (u, (g, q), report) = if host.prefers_tracked_tangents() {
+            let (u, tu, tv, report) = host_surrogate_cg(host, &v, a1, a0, params, d)?;
+            let gq = host.gradient_and_bilinear_given_tangents(&u, &v, &tu, &tv)?;
+            (u, gq, report)
+        } else {
+            let (u, report) = surrogate_cg(|w| host.hvp(w), &v, a1, a0, params, d)?;
+            let gq = host.gradient_and_bilinear(&u, &v)?;
+            (u, gq, report)
+        };
         let z = self.map_from(&g, x, &sp1, &sp0)?;
         let uv = (&u * &v)?.sum(1)?;
         let s = (q.broadcast_mul(&sp1)? + uv.broadcast_mul(&sp0)?)?;
@@ -542,20 +550,36 @@ mod tests {
     }
 
     /// The host-kernel surrogate gives the composed path's `z`, `S`, CG report and gradients
-    /// (every variable of the block and the input), f64, an `Icnn2` away from its init.
+    /// (every variable of the block and the input), f64, away from the init: a dense `Icnn2`
+    /// (tangents recomputed) and a `ConvIcnn` on 2×3×3 images (tangents followed through CG).
     #[test]
     fn host_surrogate_equals_composed_surrogate() {
-        let vm = VarMap::new();
-        let vb = VarBuilder::from_varmap(&vm, DType::F64, &Device::Cpu);
-        let pot = PotentialConfig::Icnn2(icnn::Icnn2Config {
+        let dense = PotentialConfig::Icnn2(icnn::Icnn2Config {
             dim: 3,
             width: 8,
             depth: 3,
             ..Default::default()
         });
+        check_host_surrogate(dense, 3, false);
+        let conv = PotentialConfig::ConvIcnn(icnn::ConvIcnnConfig {
+            image: icnn::ImageShape {
+                channels: 2,
+                height: 3,
+                width: 3,
+            },
+            width: 4,
+            depth: 2,
+            num_pooling: 0,
+        });
+        check_host_surrogate(conv, 18, true);
+    }
+
+    fn check_host_surrogate(pot: PotentialConfig, d: usize, tracked: bool) {
+        let vm = VarMap::new();
+        let vb = VarBuilder::from_varmap(&vm, DType::F64, &Device::Cpu);
         let mut rng = FlowRng::seed_from_u64(4);
         let block = CpFlowBlock::new(vb, &BlockConfig::new(pot), &mut rng).unwrap();
-        let x = Tensor::randn(0.0, 1.0, (16, 3), &Device::Cpu)
+        let x = Tensor::randn(0.0, 1.0, (16, d), &Device::Cpu)
             .unwrap()
             .to_dtype(DType::F64)
             .unwrap();
@@ -574,9 +598,10 @@ mod tests {
             .potential
             .host_linearize(xv.as_tensor(), None)
             .unwrap()
-            .expect("Icnn2 on the CPU takes the host kernels");
+            .expect("dense and conv ICNNs on the CPU take the host kernels");
+        assert_eq!(host.prefers_tracked_tangents(), tracked);
         let (r, t) = (
-            Tensor::randn(0.0, 1.0, (16, 3), &Device::Cpu)
+            Tensor::randn(0.0, 1.0, (16, d), &Device::Cpu)
                 .unwrap()
                 .to_dtype(DType::F64)
                 .unwrap(),

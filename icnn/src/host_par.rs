@@ -89,15 +89,21 @@ pub(crate) fn zeros<T: Send + Sync + Copy + Default>(len: usize) -> Vec<T> {
 
 /// `pattern` repeated to `len` values (`len` a multiple of its length).
 pub(crate) fn repeated<T: Send + Sync + Copy + Default>(pattern: &[T], len: usize) -> Vec<T> {
-    let n = pattern.len().max(1);
+    if pattern.is_empty() {
+        return zeros(len);
+    }
+    let n = pattern.len();
+    if !is_large(len) && len % n == 0 {
+        return pattern.repeat(len / n);
+    }
     filled(len, |start, out| {
-        let mut j = start % n;
-        for o in out.iter_mut() {
-            *o = pattern[j];
-            j += 1;
-            if j == n {
-                j = 0;
-            }
+        let (mut k, mut o) = (start, 0);
+        while o < out.len() {
+            let j = k % n;
+            let run = (n - j).min(out.len() - o);
+            out[o..o + run].copy_from_slice(&pattern[j..j + run]);
+            k += run;
+            o += run;
         }
     })
 }

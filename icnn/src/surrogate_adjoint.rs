@@ -73,17 +73,19 @@ pub(crate) fn adjoint<T: Real>(
         let mut ej = host_par::zeros(b * m);
         let has_t = !tg.adot[j].is_empty();
         host_par::rows2(m, &mut gb, &mut ej, |r0, gb, ej| {
-            let k0 = r0 * m;
-            for (i, (g_out, e_out)) in gb.iter_mut().zip(ej.iter_mut()).enumerate() {
-                let (k, wr) = (k0 + i, w[r0 + i / m]);
-                let (mut q, mut e3) = (zero, zero);
-                if has_t {
-                    let aa = tg.adot[j][k] * tg.adot[j][b * m + k];
-                    q = wr * s2[k] * aa;
-                    e3 = wr * gu[k] * s3[k] * aa;
+            for (r, (gb, ej)) in gb.chunks_mut(m).zip(ej.chunks_mut(m)).enumerate() {
+                let (wr, k0) = (w[r0 + r], (r0 + r) * m);
+                for (t, (g_out, e_out)) in gb.iter_mut().zip(ej.iter_mut()).enumerate() {
+                    let k = k0 + t;
+                    let (mut q, mut e3) = (zero, zero);
+                    if has_t {
+                        let aa = tg.adot[j][k] * tg.adot[j][b * m + k];
+                        q = wr * s2[k] * aa;
+                        e3 = wr * gu[k] * s3[k] * aa;
+                    }
+                    *g_out = q + s1[k] * dbar[k];
+                    *e_out = s2[k] * gu[k] * dbar[k] + e3;
                 }
-                *g_out = q + s1[k] * dbar[k];
-                *e_out = s2[k] * gu[k] * dbar[k] + e3;
             }
         });
         gbar[j] = gb;
@@ -170,22 +172,24 @@ fn tracked_layer_adjoint<T: Real>(
         let mut out = host_par::zeros(2 * bm);
         let (out_u, out_v) = out.split_at_mut(bm);
         host_par::rows3(m, out_u, out_v, &mut e, |r0, ou, ov, e| {
-            let k0 = r0 * m;
-            for (i, ((ou, ov), e)) in ou.iter_mut().zip(ov.iter_mut()).zip(e).enumerate() {
-                let (k, wr) = (k0 + i, w[r0 + i / m]);
-                for (h, o) in [ou, ov].into_iter().enumerate() {
-                    let mut v = zero;
-                    if curv {
-                        v += wr * p.gu[j][k] * s2[k] * ad[(1 - h) * bm + k];
-                    }
-                    if has_rho {
-                        let rh = rho[h * bm + k];
-                        v += s1[k] * rh;
-                        if !ad.is_empty() {
-                            *e += s2[k] * rh * ad[h * bm + k];
+            for (h, out) in [ou, ov].into_iter().enumerate() {
+                for (r, (orow, erow)) in out.chunks_mut(m).zip(e.chunks_mut(m)).enumerate() {
+                    let (wr, k0) = (w[r0 + r], (r0 + r) * m);
+                    for (t, (o, ek)) in orow.iter_mut().zip(erow.iter_mut()).enumerate() {
+                        let k = k0 + t;
+                        let mut v = zero;
+                        if curv {
+                            v += wr * p.gu[j][k] * s2[k] * ad[(1 - h) * bm + k];
                         }
+                        if has_rho {
+                            let rh = rho[h * bm + k];
+                            v += s1[k] * rh;
+                            if !ad.is_empty() {
+                                *ek += s2[k] * rh * ad[h * bm + k];
+                            }
+                        }
+                        *o = v;
                     }
-                    *o = v;
                 }
             }
         });

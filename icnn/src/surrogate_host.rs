@@ -161,14 +161,27 @@ pub(crate) fn mm<T: Real>(dst: &mut [T], a: View<'_, T>, b: View<'_, T>, acc: bo
 /// `a ⊙ s` with `s` repeated over the stacked copies in `a`.
 pub(crate) fn mul_rep<T: Real>(a: &[T], s: &[T]) -> Vec<T> {
     let n = s.len().max(1);
+    if !host_par::is_large(a.len()) {
+        let mut out = Vec::with_capacity(a.len());
+        for chunk in a.chunks(n) {
+            out.extend(chunk.iter().zip(s).map(|(&x, &y)| x * y));
+        }
+        return out;
+    }
     host_par::filled(a.len(), |start, out| {
-        let mut j = start % n;
-        for (o, &x) in out.iter_mut().zip(&a[start..]) {
-            *o = x * s[j];
-            j += 1;
-            if j == n {
-                j = 0;
+        // Runs that do not wrap around `s`, so each is one vectorisable zip.
+        let (mut k, mut o) = (start, 0);
+        while o < out.len() {
+            let j = k % n;
+            let run = (n - j).min(out.len() - o);
+            for (d, (&x, &y)) in out[o..o + run]
+                .iter_mut()
+                .zip(a[k..k + run].iter().zip(&s[j..j + run]))
+            {
+                *d = x * y;
             }
+            k += run;
+            o += run;
         }
     })
 }
@@ -337,29 +350,38 @@ pub(crate) fn hvp_from_tangents<T: Real>(
                     (true, false) => mul_rep(&gdot[j], &p.s1[j]),
                     (false, true) => {
                         let (gu, s2, ad) = (&p.gu[j], &p.s2[j], &tg.adot[j]);
-                        host_par::filled(gu.len(), |st, out| {
-                            let r = st..st + out.len();
-                            for (o, ((&g, &s), &a)) in out
-                                .iter_mut()
-                                .zip(gu[r.clone()].iter().zip(&s2[r.clone()]).zip(&ad[r]))
-                            {
-                                *o = g * s * a;
-                            }
-                        })
+                        let term = |((&g, &s), &a): ((&T, &T), &T)| g * s * a;
+                        if host_par::is_large(gu.len()) {
+                            host_par::filled(gu.len(), |st, out| {
+                                let r = st..st + out.len();
+                                let src = gu[r.clone()].iter().zip(&s2[r.clone()]).zip(&ad[r]);
+                                for (o, x) in out.iter_mut().zip(src) {
+                                    *o = term(x);
+                                }
+                            })
+                        } else {
+                            gu.iter().zip(s2).zip(ad).map(term).collect()
+                        }
                     }
                     (true, true) => {
                         let (gd, s1) = (&gdot[j], &p.s1[j]);
                         let (gu, s2, ad) = (&p.gu[j], &p.s2[j], &tg.adot[j]);
-                        host_par::filled(gu.len(), |st, out| {
-                            let r = st..st + out.len();
-                            let first = gd[r.clone()].iter().zip(&s1[r.clone()]);
-                            let second = gu[r.clone()].iter().zip(&s2[r.clone()]).zip(&ad[r]);
-                            for (o, ((&gd, &s1), ((&g, &s2), &a))) in
-                                out.iter_mut().zip(first.zip(second))
-                            {
-                                *o = gd * s1 + g * s2 * a;
-                            }
-                        })
+                        type Pair<'a, T> = ((&'a T, &'a T), ((&'a T, &'a T), &'a T));
+                        let term =
+                            |((&gd, &s1), ((&g, &s2), &a)): Pair<'_, T>| gd * s1 + g * s2 * a;
+                        if host_par::is_large(gu.len()) {
+                            host_par::filled(gu.len(), |st, out| {
+                                let r = st..st + out.len();
+                                let first = gd[r.clone()].iter().zip(&s1[r.clone()]);
+                                let second = gu[r.clone()].iter().zip(&s2[r.clone()]).zip(&ad[r]);
+                                for (o, x) in out.iter_mut().zip(first.zip(second)) {
+                                    *o = term(x);
+                                }
+                            })
+                        } else {
+                            let first = gd.iter().zip(s1);
+                            first.zip(gu.iter().zip(s2).zip(ad)).map(term).collect()
+                        }
                     }
                 }
             }
