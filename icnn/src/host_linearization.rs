@@ -308,8 +308,8 @@ impl HostLinearization {
     /// for convolutional networks, whose tangent pass costs `2k²C` flops per value against
     /// two per value and CG iteration for the updates (MNIST flow: the training step 5%
     /// faster); false for dense ones, where a pass is a thin product and the updates,
-    /// copies and stacking cost as much (tabular d = 43: no gain at initialisation, 10–15%
-    /// slower after 200 steps, with 8 CG iterations).
+    /// copies and stacking cost about as much (tabular d = 43, at initialisation and after
+    /// 200 steps with 8 CG iterations: no difference beyond the noise, so the simpler path).
     pub fn prefers_tracked_tangents(&self) -> bool {
         with_host!(&self.inner.host, |net, _p| net.has_convolutions())
     }

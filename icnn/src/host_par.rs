@@ -93,7 +93,7 @@ pub(crate) fn repeated<T: Send + Sync + Copy + Default>(pattern: &[T], len: usiz
         return zeros(len);
     }
     let n = pattern.len();
-    if !is_large(len) && len % n == 0 {
+    if !is_large(len) && len.is_multiple_of(n) {
         return pattern.repeat(len / n);
     }
     filled(len, |start, out| {
