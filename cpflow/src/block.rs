@@ -4,17 +4,13 @@
 use candle_core::{DType, Tensor};
 use candle_nn::{Init, VarBuilder};
 use icnn::Linearization;
-use krylov::{
-    CgParams, CgResult, FnOperator, KrylovError, cg_with_initial_guess,
-    cg_with_initial_guess_observed,
-};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
-use std::cell::RefCell;
 
 use crate::config::SurrogateParams;
 use crate::error::Result;
 use crate::potential::{Potential, PotentialConfig};
+use crate::surrogate_cg::{host_surrogate_cg, surrogate_cg};
 
 /// `log(e − 1)`: the value of `w₀` for which `sp(w₀) = 1`.
 pub const LOG_E_MINUS_1: f64 = 0.541_324_854_612_918_1;
@@ -107,107 +103,6 @@ pub(crate) fn rademacher<R: Rng + ?Sized>(
         .map(|_| if rng.random::<bool>() { 1.0 } else { -1.0 })
         .collect();
     Ok(Tensor::from_vec(v, (n, d), like.device())?.to_dtype(like.dtype())?)
-}
-
-fn cg_params(params: &SurrogateParams, d: usize) -> CgParams {
-    CgParams::default()
-        .with_atol(params.cg_atol)
-        .with_rtol(params.cg_rtol)
-        .with_max_iters(params.cg_max_iters.unwrap_or(d))
-}
-
-fn cg_report(res: &CgResult<Tensor>) -> CgReport {
-    CgReport {
-        converged: res.converged.iter().filter(|c| **c).count(),
-        iterations: res.iterations.clone(),
-    }
-}
-
-/// The detached CG solve of the surrogate, `(a₁ H + a₀ I) u = v` from `u₀ = v`, with `hvp`
-/// the Hessian-vector product of the potential: `(u, report)`.
-fn surrogate_cg(
-    hvp: impl Fn(&Tensor) -> icnn::Result<Tensor>,
-    v: &Tensor,
-    a1: f64,
-    a0: f64,
-    params: &SurrogateParams,
-    d: usize,
-) -> Result<(Tensor, CgReport)> {
-    let op = FnOperator::new(
-        |w: &Tensor, _active: &[bool]| -> std::result::Result<Tensor, KrylovError> {
-            let hv = hvp(w).map_err(KrylovError::operator)?;
-            Ok(((hv * a1)? + (w * a0)?)?)
-        },
-    );
-    let res = cg_with_initial_guess(&op, v, v, &cg_params(params, d))?;
-    Ok((res.x.detach(), cg_report(&res)))
-}
-
-/// The network's forward tangents of the CG solution `u` and of `v`, followed through CG.
-struct TrackedTangents {
-    /// Of `v` (= `u₀`): the first product's.
-    v: Option<icnn::DirectionTangents>,
-    /// Of the current iterate.
-    u: Option<icnn::DirectionTangents>,
-    /// Of the direction of the last product, until its step size is known.
-    pending: Option<icnn::DirectionTangents>,
-}
-
-/// [`surrogate_cg`] on the host kernels, following the forward tangents of the iterate: `u =
-/// v + Σ_k α_k p_k` and the tangents are linear, so the tangents of `u` and `v` come from
-/// those the products computed (`krylov::cg_with_initial_guess_observed`), and the bilinear
-/// form needs no pass of its own. `(u, ȧ(u), ȧ(v), report)`.
-fn host_surrogate_cg(
-    host: &icnn::HostLinearization,
-    v: &Tensor,
-    a1: f64,
-    a0: f64,
-    params: &SurrogateParams,
-    d: usize,
-) -> Result<(
-    Tensor,
-    icnn::DirectionTangents,
-    icnn::DirectionTangents,
-    CgReport,
-)> {
-    let tracked = RefCell::new(TrackedTangents {
-        v: None,
-        u: None,
-        pending: None,
-    });
-    let op = FnOperator::new(
-        |w: &Tensor, _active: &[bool]| -> std::result::Result<Tensor, KrylovError> {
-            let (hv, t) = host.hvp_and_tangents(w).map_err(KrylovError::operator)?;
-            let mut tr = tracked.borrow_mut();
-            if tr.v.is_none() {
-                tr.u = Some(t.clone());
-                tr.v = Some(t);
-            } else {
-                tr.pending = Some(t);
-            }
-            Ok(((hv * a1)? + (w * a0)?)?)
-        },
-    );
-    let observe = |step: &krylov::CgStep<'_>| -> std::result::Result<(), KrylovError> {
-        let mut tr = tracked.borrow_mut();
-        let tr = &mut *tr;
-        match (tr.u.as_mut(), tr.pending.take()) {
-            (Some(u), Some(p)) => u
-                .add_scaled_rows(step.step_sizes, &p)
-                .map_err(KrylovError::operator),
-            _ => Err(KrylovError::operator(crate::error::CpflowError::Internal(
-                "a CG step without its product".into(),
-            ))),
-        }
-    };
-    let res = cg_with_initial_guess_observed(&op, v, v, &cg_params(params, d), observe)?;
-    let tr = tracked.into_inner();
-    match (tr.u, tr.v) {
-        (Some(u), Some(tv)) => Ok((res.x.detach(), u, tv, cg_report(&res))),
-        _ => Err(crate::error::CpflowError::Internal(
-            "CG made no product at its initial guess".into(),
-        )),
-    }
 }
 
 impl CpFlowBlock {
@@ -345,8 +240,8 @@ impl CpFlowBlock {
     /// [`CpFlowBlock::forward_with_surrogate`] with the host kernels (one probe): CG on the
     /// cached forward pass, then `(∇F, uᵀ∇²F v)` as one op with a hand-written backward
     /// (`icnn::HostLinearization`); for convolutional potentials the tangents of `u` and `v`
-    /// come from CG's products ([`host_surrogate_cg`]). `uᵀ(sp₁H + sp₀I)v` equals `((sp₁H + sp₀I)u)ᵀv` (H is
-    /// symmetric), the composed path's value.
+    /// come from CG's products ([`host_surrogate_cg`]). `uᵀ(sp₁H + sp₀I)v` equals
+    /// `((sp₁H + sp₀I)u)ᵀv` (H is symmetric), the composed path's value.
     fn host_surrogate<R: Rng + ?Sized>(
         &self,
         host: &icnn::HostLinearization,

@@ -55,6 +55,7 @@ pub mod prior;
 mod progress;
 pub mod rng;
 pub(crate) mod slq;
+mod surrogate_cg;
 pub mod train;
 pub mod train_state;
 

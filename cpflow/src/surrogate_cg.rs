@@ -1,0 +1,115 @@
+//! The detached CG solves of the surrogate training step (`CpFlowBlock::forward_with_surrogate`):
+//! `(a₁ H + a₀ I) u = v` from `u₀ = v` (the reference's start), on any Hessian-vector product
+//! or on the host kernels with the forward tangents of `u` followed through CG.
+
+use candle_core::Tensor;
+use krylov::{
+    CgParams, CgResult, FnOperator, KrylovError, cg_with_initial_guess,
+    cg_with_initial_guess_observed,
+};
+use std::cell::RefCell;
+
+use crate::block::CgReport;
+use crate::config::SurrogateParams;
+use crate::error::{CpflowError, Result};
+
+fn cg_params(params: &SurrogateParams, d: usize) -> CgParams {
+    CgParams::default()
+        .with_atol(params.cg_atol)
+        .with_rtol(params.cg_rtol)
+        .with_max_iters(params.cg_max_iters.unwrap_or(d))
+}
+
+fn cg_report(res: &CgResult<Tensor>) -> CgReport {
+    CgReport {
+        converged: res.converged.iter().filter(|c| **c).count(),
+        iterations: res.iterations.clone(),
+    }
+}
+
+/// The detached CG solve of the surrogate, `(a₁ H + a₀ I) u = v` from `u₀ = v`, with `hvp`
+/// the Hessian-vector product of the potential: `(u, report)`.
+pub(crate) fn surrogate_cg(
+    hvp: impl Fn(&Tensor) -> icnn::Result<Tensor>,
+    v: &Tensor,
+    a1: f64,
+    a0: f64,
+    params: &SurrogateParams,
+    d: usize,
+) -> Result<(Tensor, CgReport)> {
+    let op = FnOperator::new(
+        |w: &Tensor, _active: &[bool]| -> std::result::Result<Tensor, KrylovError> {
+            let hv = hvp(w).map_err(KrylovError::operator)?;
+            Ok(((hv * a1)? + (w * a0)?)?)
+        },
+    );
+    let res = cg_with_initial_guess(&op, v, v, &cg_params(params, d))?;
+    Ok((res.x.detach(), cg_report(&res)))
+}
+
+/// The network's forward tangents of the CG solution `u` and of `v`, followed through CG.
+struct TrackedTangents {
+    /// Of `v` (= `u₀`): the first product's.
+    v: Option<icnn::DirectionTangents>,
+    /// Of the current iterate.
+    u: Option<icnn::DirectionTangents>,
+    /// Of the direction of the last product, until its step size is known.
+    pending: Option<icnn::DirectionTangents>,
+}
+
+/// [`surrogate_cg`] on the host kernels, following the forward tangents of the iterate: `u =
+/// v + Σ_k α_k p_k` and the tangents are linear, so the tangents of `u` and `v` come from
+/// those the products computed (`krylov::cg_with_initial_guess_observed`), and the bilinear
+/// form needs no pass of its own. `(u, ȧ(u), ȧ(v), report)`.
+pub(crate) fn host_surrogate_cg(
+    host: &icnn::HostLinearization,
+    v: &Tensor,
+    a1: f64,
+    a0: f64,
+    params: &SurrogateParams,
+    d: usize,
+) -> Result<(
+    Tensor,
+    icnn::DirectionTangents,
+    icnn::DirectionTangents,
+    CgReport,
+)> {
+    let tracked = RefCell::new(TrackedTangents {
+        v: None,
+        u: None,
+        pending: None,
+    });
+    let op = FnOperator::new(
+        |w: &Tensor, _active: &[bool]| -> std::result::Result<Tensor, KrylovError> {
+            let (hv, t) = host.hvp_and_tangents(w).map_err(KrylovError::operator)?;
+            let mut tr = tracked.borrow_mut();
+            if tr.v.is_none() {
+                tr.u = Some(t.clone());
+                tr.v = Some(t);
+            } else {
+                tr.pending = Some(t);
+            }
+            Ok(((hv * a1)? + (w * a0)?)?)
+        },
+    );
+    let observe = |step: &krylov::CgStep<'_>| -> std::result::Result<(), KrylovError> {
+        let mut tr = tracked.borrow_mut();
+        let tr = &mut *tr;
+        match (tr.u.as_mut(), tr.pending.take()) {
+            (Some(u), Some(p)) => u
+                .add_scaled_rows(step.step_sizes, &p)
+                .map_err(KrylovError::operator),
+            _ => Err(KrylovError::operator(CpflowError::Internal(
+                "a CG step without its product".into(),
+            ))),
+        }
+    };
+    let res = cg_with_initial_guess_observed(&op, v, v, &cg_params(params, d), observe)?;
+    let tr = tracked.into_inner();
+    match (tr.u, tr.v) {
+        (Some(u), Some(tv)) => Ok((res.x.detach(), u, tv, cg_report(&res))),
+        _ => Err(CpflowError::Internal(
+            "CG made no product at its initial guess".into(),
+        )),
+    }
+}
