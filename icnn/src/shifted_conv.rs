@@ -212,60 +212,24 @@ fn gathered_kernel<T: Real>(k: &[T], c_out: usize, c_in: usize, kk: usize) -> Ve
     out
 }
 
-/// The flipped, transposed kernel of [`adjoint`] as `(k²C_o × C)` rows: row
-/// `(ki·k + t)·C_o + o` holds `K[o, :, ki, k − 1 − t]`, so block `ki` multiplies the
-/// cotangent's [`Layout::tap_row`]`(k − 1 − ki)` (whose column block `t` is tap `k − 1 − t`).
-fn adjoint_kernel<T: Real>(kern: &[T], c_out: usize, c_in: usize, k: usize) -> Vec<T> {
-    let kk = k * k;
+/// The kernel of [`adjoint`]: `K'[c, o, i, j] = K[o, c, k − 1 − i, k − 1 − j]`, row-major
+/// `(C, C_o, k, k)` (channels swapped, taps turned by 180°): the adjoint of a "same"
+/// stride-1 convolution is the convolution with this kernel.
+fn flipped_transposed<T: Real>(kern: &[T], c_out: usize, c_in: usize, kk: usize) -> Vec<T> {
     let mut out = vec![T::zero(); kk * c_out * c_in];
-    for ki in 0..k {
-        for t in 0..k {
-            for o in 0..c_out {
-                let row = ((ki * k + t) * c_out + o) * c_in;
-                for c in 0..c_in {
-                    out[row + c] = kern[(o * c_in + c) * kk + ki * k + (k - 1 - t)];
-                }
+    for c in 0..c_in {
+        for o in 0..c_out {
+            for s in 0..kk {
+                out[(c * c_out + o) * kk + s] = kern[(o * c_in + c) * kk + (kk - 1 - s)];
             }
         }
     }
     out
 }
 
-/// The skeleton of [`forward`] and [`adjoint`]: per task and per group of `n` images, pad the
-/// source images (layout `ls`), let `products(padded, n, wide, scratch, par)` fill the wide
-/// grid of the destination (`ld.channels` per slot; `scratch` is a buffer kept for the task),
-/// and store its data slots into `dst` (`(+)=`).
-#[allow(clippy::too_many_arguments)]
-fn padded_products<T: Real>(
-    ls: &Layout,
-    ld: &Layout,
-    src: &[T],
-    dst: &mut [T],
-    rows: usize,
-    acc: bool,
-    products: impl Fn(&[T], usize, &mut [T], &mut Vec<T>, Par) -> Result<()> + Sync,
-) -> Result<()> {
-    let (src_len, dst_len) = (ls.h * ls.w * ls.channels, ld.h * ld.w * ld.channels);
-    let group = ls.images;
-    for_tasks(src, src_len, dst, dst_len, rows, |xs, ys, par| {
-        let mut padded = vec![T::zero(); ls.len()];
-        let mut wide = vec![T::zero(); ld.wide(group) * ld.channels];
-        let mut scratch = Vec::new();
-        for (x, y) in xs
-            .chunks(group * src_len)
-            .zip(ys.chunks_mut(group * dst_len))
-        {
-            let n = x.len() / src_len;
-            let wide = &mut wide[..ld.wide(n) * ld.channels];
-            ls.pad_into(x, &mut padded);
-            products(&padded, n, wide, &mut scratch, par)?;
-            ld.unwide_into(wide, y, acc);
-        }
-        Ok(())
-    })
-}
-
-/// `dst (rows × H·W·C_o) (+)= conv(src (rows × H·W·C), K)`, channel-last rows.
+/// `dst (rows × H·W·C_o) (+)= conv(src (rows × H·W·C), K)`, channel-last rows: per task and
+/// per group of `n` images, pad the images, fill the wide output grid by the products, and
+/// store its data slots into `dst`.
 pub(crate) fn forward<T: Real>(
     k: &[T],
     g: &PatchGeometry,
@@ -276,46 +240,41 @@ pub(crate) fn forward<T: Real>(
     acc: bool,
 ) -> Result<()> {
     let (lin, lout) = (Layout::of(g.channels, g), Layout::of(c_out, g));
-    let (kk, patch) = (g.kh * g.kw, g.kh * g.kw * g.channels);
-    if g.channels < MIN_TAP_CHANNELS {
-        let kg = gathered_kernel(k, c_out, g.channels, kk);
-        return padded_products(
-            &lin,
-            &lout,
-            src,
-            dst,
-            rows,
-            acc,
-            |padded, n, wide, cols, par| {
-                cols.resize(lin.wide(lin.images) * patch, T::zero());
-                gather_taps(&lin, g.kw, kk, n, padded, cols);
-                let cv = View::row_major(cols, lin.wide(n), patch);
-                matmul_into(wide, cv, View::row_major(&kg, patch, c_out), false, par)
-            },
-        );
-    }
-    // One product per kernel row: its k taps are contiguous in the padded layout.
+    let (kk, patch, block) = (g.kh * g.kw, g.kh * g.kw * g.channels, g.kw * g.channels);
     let kg = gathered_kernel(k, c_out, g.channels, kk);
-    let block = g.kw * g.channels;
-    padded_products(
-        &lin,
-        &lout,
-        src,
-        dst,
-        rows,
-        acc,
-        |padded, n, wide, _, par| {
-            for ki in 0..g.kh {
-                let kt = View::row_major(&kg[ki * block * c_out..], block, c_out);
-                let xt = lin.tap_row(padded, ki, g.kw, n);
-                matmul_into(wide, xt, kt, ki > 0, par)?;
+    let gathered = g.channels < MIN_TAP_CHANNELS;
+    let (src_len, dst_len, group) = (g.image_len(), c_out * g.height * g.width, lin.images);
+    for_tasks(src, src_len, dst, dst_len, rows, |xs, ys, par| {
+        let mut padded = vec![T::zero(); lin.len()];
+        let mut wide = vec![T::zero(); lout.wide(group) * c_out];
+        let mut cols = vec![T::zero(); if gathered { lin.wide(group) * patch } else { 0 }];
+        for (x, y) in xs
+            .chunks(group * src_len)
+            .zip(ys.chunks_mut(group * dst_len))
+        {
+            let n = x.len() / src_len;
+            let wide = &mut wide[..lout.wide(n) * c_out];
+            lin.pad_into(x, &mut padded);
+            if gathered {
+                gather_taps(&lin, g.kw, kk, n, &padded, &mut cols);
+                let cv = View::row_major(&cols, lin.wide(n), patch);
+                matmul_into(wide, cv, View::row_major(&kg, patch, c_out), false, par)?;
+            } else {
+                // One product per kernel row: its k taps are contiguous in the padded layout.
+                for ki in 0..g.kh {
+                    let kt = View::row_major(&kg[ki * block * c_out..], block, c_out);
+                    let xt = lin.tap_row(&padded, ki, g.kw, n);
+                    matmul_into(wide, xt, kt, ki > 0, par)?;
+                }
             }
-            Ok(())
-        },
-    )
+            lout.unwide_into(wide, y, acc);
+        }
+        Ok(())
+    })
 }
 
-/// `dst (rows × H·W·C) (+)= Kᵀ src (rows × H·W·C_o)`: the adjoint of [`forward`].
+/// `dst (rows × H·W·C) (+)= Kᵀ src (rows × H·W·C_o)`: the adjoint of [`forward`], which is
+/// [`forward`] with the [`flipped_transposed`] kernel (`C_o` channels in, `C` out).
 pub(crate) fn adjoint<T: Real>(
     k: &[T],
     g: &PatchGeometry,
@@ -325,25 +284,12 @@ pub(crate) fn adjoint<T: Real>(
     rows: usize,
     acc: bool,
 ) -> Result<()> {
-    let (lin, lout) = (Layout::of(g.channels, g), Layout::of(c_out, g));
-    let ka = adjoint_kernel(k, c_out, g.channels, g.kw);
-    let block = g.kw * c_out;
-    padded_products(
-        &lout,
-        &lin,
-        src,
-        dst,
-        rows,
-        acc,
-        |padded, n, wide, _, par| {
-            for ki in 0..g.kh {
-                let kt = View::row_major(&ka[ki * block * g.channels..], block, g.channels);
-                let yt = lout.tap_row(padded, g.kh - 1 - ki, g.kw, n);
-                matmul_into(wide, yt, kt, ki > 0, par)?;
-            }
-            Ok(())
-        },
-    )
+    let flipped = flipped_transposed(k, c_out, g.channels, g.kh * g.kw);
+    let swapped = PatchGeometry {
+        channels: c_out,
+        ..*g
+    };
+    forward(&flipped, &swapped, g.channels, src, dst, rows, acc)
 }
 
 /// `dst (C_o, C, k, k) += Σ_b ∂⟨cot_b, conv(src_b, K)⟩/∂K` (channel-last rows); the sum over

@@ -350,38 +350,21 @@ pub(crate) fn hvp_from_tangents<T: Real>(
                     (true, false) => mul_rep(&gdot[j], &p.s1[j]),
                     (false, true) => {
                         let (gu, s2, ad) = (&p.gu[j], &p.s2[j], &tg.adot[j]);
-                        let term = |((&g, &s), &a): ((&T, &T), &T)| g * s * a;
-                        if host_par::is_large(gu.len()) {
-                            host_par::filled(gu.len(), |st, out| {
-                                let r = st..st + out.len();
-                                let src = gu[r.clone()].iter().zip(&s2[r.clone()]).zip(&ad[r]);
-                                for (o, x) in out.iter_mut().zip(src) {
-                                    *o = term(x);
-                                }
-                            })
-                        } else {
-                            gu.iter().zip(s2).zip(ad).map(term).collect()
-                        }
+                        host_par::collected(gu.len(), |r| {
+                            let src = gu[r.clone()].iter().zip(&s2[r.clone()]).zip(&ad[r]);
+                            src.map(|((&g, &s), &a)| g * s * a)
+                        })
                     }
                     (true, true) => {
                         let (gd, s1) = (&gdot[j], &p.s1[j]);
                         let (gu, s2, ad) = (&p.gu[j], &p.s2[j], &tg.adot[j]);
-                        type Pair<'a, T> = ((&'a T, &'a T), ((&'a T, &'a T), &'a T));
-                        let term =
-                            |((&gd, &s1), ((&g, &s2), &a)): Pair<'_, T>| gd * s1 + g * s2 * a;
-                        if host_par::is_large(gu.len()) {
-                            host_par::filled(gu.len(), |st, out| {
-                                let r = st..st + out.len();
-                                let first = gd[r.clone()].iter().zip(&s1[r.clone()]);
-                                let second = gu[r.clone()].iter().zip(&s2[r.clone()]).zip(&ad[r]);
-                                for (o, x) in out.iter_mut().zip(first.zip(second)) {
-                                    *o = term(x);
-                                }
-                            })
-                        } else {
-                            let first = gd.iter().zip(s1);
-                            first.zip(gu.iter().zip(s2).zip(ad)).map(term).collect()
-                        }
+                        host_par::collected(gu.len(), |r| {
+                            let first = gd[r.clone()].iter().zip(&s1[r.clone()]);
+                            let second = gu[r.clone()].iter().zip(&s2[r.clone()]).zip(&ad[r]);
+                            first
+                                .zip(second)
+                                .map(|((&gd, &s1), ((&g, &s2), &a))| gd * s1 + g * s2 * a)
+                        })
                     }
                 }
             }
