@@ -1,7 +1,9 @@
 //! The decoder's log-likelihood `log p(x | z)` per image (`optimization/loss.py`): Bernoulli
 //! for binary images, a 256-way categorical per pixel for Frey Faces.
 
-use candle_core::{D, Tensor};
+use candle_core::{D, DType, Tensor};
+
+use super::categorical_op::fused_categorical_log_likelihood;
 
 use super::network::softplus;
 use crate::error::{CpflowError, Result};
@@ -36,6 +38,9 @@ pub fn bernoulli_log_likelihood(logits: &Tensor, x: &Tensor) -> Result<Tensor> {
 /// `Σ_pixels log softmax(l)[target]` per image, from logits `(B, 256, H, W)` and class
 /// targets `(B, H·W)` (`u32`, the 8-bit pixel values), `(B,)`.
 ///
+/// On the CPU in f32/f64 this is one fused op (`categorical_op.rs`: two passes over the
+/// logits forward, one backward); elsewhere it is composed from candle's ops.
+///
 /// ```
 /// use candle_core::{DType, Device, Tensor};
 /// let l = Tensor::zeros((1, 256, 1, 2), DType::F64, &Device::Cpu)?;
@@ -45,7 +50,7 @@ pub fn bernoulli_log_likelihood(logits: &Tensor, x: &Tensor) -> Result<Tensor> {
 /// # Ok::<(), cpflow::CpflowError>(())
 /// ```
 pub fn categorical_log_likelihood(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
-    let (b, k, h, w) = logits.dims4()?;
+    let (b, _, h, w) = logits.dims4()?;
     if targets.dims() != [b, h * w] {
         return Err(CpflowError::InvalidInput(format!(
             "categorical likelihood: targets {:?} must be (B, H·W) = ({b}, {})",
@@ -53,6 +58,25 @@ pub fn categorical_log_likelihood(logits: &Tensor, targets: &Tensor) -> Result<T
             h * w
         )));
     }
+    if logits.device().is_cpu() && matches!(logits.dtype(), DType::F32 | DType::F64) {
+        if targets.dtype() != DType::U32 {
+            return Err(CpflowError::InvalidInput(format!(
+                "categorical likelihood: targets must be u32, got {:?}",
+                targets.dtype()
+            )));
+        }
+        return Ok(fused_categorical_log_likelihood(logits, targets)?);
+    }
+    composed_categorical_log_likelihood(logits, targets)
+}
+
+/// [`categorical_log_likelihood`] from candle's own ops (any device; the CPU path's reference
+/// in the tests).
+pub(super) fn composed_categorical_log_likelihood(
+    logits: &Tensor,
+    targets: &Tensor,
+) -> Result<Tensor> {
+    let (b, k, h, w) = logits.dims4()?;
     let l = logits.reshape((b, k, h * w))?;
     let lse = log_sum_exp_axis1(&l)?; // (b, hw)
     let picked = l
