@@ -24,6 +24,7 @@
 //! Only CPU f32/f64 tensors take this path; any other device or dtype falls back to candle's
 //! own `conv2d` / `conv_transpose2d` (so CUDA keeps working).
 
+mod biased;
 mod channel_bias;
 mod gate;
 mod im2col;
@@ -100,29 +101,115 @@ pub fn col2im(cols: &Tensor, geometry: PatchGeometry) -> Result<Tensor> {
 /// # }
 /// ```
 pub fn conv2d_gemm(x: &Tensor, kernel: &Tensor, padding: usize, stride: usize) -> Result<Tensor> {
-    if stride == 0 {
-        return Err(IcnnError::InvalidConfig(
-            "conv2d_gemm: stride must be positive".into(),
-        ));
-    }
-    let (_, c_in, h, w) = dims4(x, "conv2d_gemm input")?;
-    let (_, k_in, kh, kw) = dims4(kernel, "conv2d_gemm kernel")?;
-    if k_in != c_in {
-        return Err(IcnnError::Shape(format!(
-            "conv2d_gemm: input has {c_in} channels but kernel {:?} expects {k_in}",
-            kernel.shape()
-        )));
-    }
+    let g = conv_geometry("conv2d_gemm", x, kernel, padding, stride)?;
     if !takes_gemm_path(x, kernel) {
         return Ok(x.conv2d(kernel, padding, stride, 1, 1)?);
     }
-    let geometry =
-        PatchGeometry::for_conv(c_in, (h, w), (kh, kw), stride, padding).ok_or_else(|| {
-            IcnnError::Shape(format!(
-                "conv2d_gemm: kernel {kh}×{kw} does not fit in the {h}×{w} input padded by {padding}"
-            ))
-        })?;
-    Ok(ops::conv_forward(x, kernel, geometry)?)
+    if g.is_full_window() {
+        return dense_conv(x, kernel);
+    }
+    Ok(ops::conv_forward(x, kernel, g)?)
+}
+
+/// [`conv2d_gemm`] plus a per-channel `bias (C_out,)`: the same values as
+/// `add_channel_bias(&conv2d_gemm(x, kernel, padding, stride)?, bias)`. On CPU f32/f64 the
+/// products start from the bias (one custom op, no pass or gradient accumulation of its own);
+/// otherwise candle's `conv2d` and `broadcast_add`.
+///
+/// A kernel that covers the whole unpadded input (a 1×1 output) is a dense layer, and runs as
+/// one matrix product with the batch folded in, as does [`conv2d_gemm`].
+///
+/// # Errors
+/// As [`conv2d_gemm`], and [`IcnnError::Shape`] when `bias` is not `(C_out,)`.
+///
+/// ```
+/// use candle_core::{Device, Tensor};
+/// use icnn::gemm_conv::{add_channel_bias, conv2d_gemm, conv2d_gemm_biased};
+///
+/// # fn main() -> icnn::Result<()> {
+/// let dev = Device::Cpu;
+/// let x = Tensor::arange(0f64, 2.0 * 3.0 * 6.0 * 5.0, &dev)?.reshape((2, 3, 6, 5))?;
+/// let k = Tensor::arange(0f64, 4.0 * 3.0 * 3.0 * 3.0, &dev)?.reshape((4, 3, 3, 3))?;
+/// let b = Tensor::new(&[1f64, -2.0, 0.5, 3.0], &dev)?;
+/// let y = conv2d_gemm_biased(&x, &k, &b, 1, 2)?;
+/// let reference = add_channel_bias(&conv2d_gemm(&x, &k, 1, 2)?, &b)?;
+/// let err = (y - reference)?.abs()?.max_all()?.to_scalar::<f64>()?;
+/// assert!(err < 1e-9);
+/// # Ok(())
+/// # }
+/// ```
+pub fn conv2d_gemm_biased(
+    x: &Tensor,
+    kernel: &Tensor,
+    bias: &Tensor,
+    padding: usize,
+    stride: usize,
+) -> Result<Tensor> {
+    let g = conv_geometry("conv2d_gemm_biased", x, kernel, padding, stride)?;
+    check_bias("conv2d_gemm_biased", bias, kernel.dim(0)?)?;
+    if !(takes_gemm_path(x, kernel) && takes_gemm_path(x, bias)) || g.is_full_window() {
+        return add_channel_bias(&conv2d_gemm(x, kernel, padding, stride)?, bias);
+    }
+    Ok(biased::conv_forward_biased(x, kernel, bias, g)?)
+}
+
+/// The patch geometry of `conv2d(x, kernel, padding, stride)`, validated.
+fn conv_geometry(
+    op: &str,
+    x: &Tensor,
+    kernel: &Tensor,
+    padding: usize,
+    stride: usize,
+) -> Result<PatchGeometry> {
+    if stride == 0 {
+        return Err(IcnnError::InvalidConfig(format!(
+            "{op}: stride must be positive"
+        )));
+    }
+    let (_, c_in, h, w) = dims4(x, &format!("{op} input"))?;
+    let (_, k_in, kh, kw) = dims4(kernel, &format!("{op} kernel"))?;
+    if k_in != c_in {
+        return Err(IcnnError::Shape(format!(
+            "{op}: input has {c_in} channels but kernel {:?} expects {k_in}",
+            kernel.shape()
+        )));
+    }
+    PatchGeometry::for_conv(c_in, (h, w), (kh, kw), stride, padding).ok_or_else(|| {
+        IcnnError::Shape(format!(
+            "{op}: kernel {kh}×{kw} does not fit in the {h}×{w} input padded by {padding}"
+        ))
+    })
+}
+
+/// `bias` must be `(channels,)`.
+fn check_bias(op: &str, bias: &Tensor, channels: usize) -> Result<()> {
+    if bias.dims() != [channels] {
+        return Err(IcnnError::Shape(format!(
+            "{op}: bias has shape {:?}, expected ({channels},)",
+            bias.shape()
+        )));
+    }
+    Ok(())
+}
+
+/// A convolution whose kernel covers the whole unpadded input: `y (B, C_o) = x (B, C·H·W) ·
+/// K (C_o, C·H·W)ᵀ`, one product for the batch (per image it would be a matrix-vector
+/// product that reads the whole kernel).
+fn dense_conv(x: &Tensor, kernel: &Tensor) -> Result<Tensor> {
+    let (b, c_out) = (x.dim(0)?, kernel.dim(0)?);
+    let y = x.flatten_from(1)?.matmul(&kernel.flatten_from(1)?.t()?)?;
+    Ok(y.reshape((b, c_out, 1, 1))?)
+}
+
+/// A transposed convolution of a 1×1 input without padding: `y (B, C_o·kh·kw) =
+/// x (B, C) · K (C, C_o·kh·kw)`, one product for the batch.
+fn dense_transposed(x: &Tensor, kernel: &Tensor) -> Result<Tensor> {
+    let (b, c_in) = (x.dim(0)?, x.dim(1)?);
+    let (_, c_out, kh, kw) = kernel.dims4()?;
+    let y = x
+        .reshape((b, c_in))?
+        .matmul(&kernel.reshape((c_in, c_out * kh * kw))?)?;
+    Ok(y.reshape((b, c_out, kh, kw))?)
 }
 
 /// `y + bias` with `bias (C,)` broadcast over the channels of `y (B, C, H, W)`: the bias of
@@ -241,16 +328,81 @@ pub fn conv_transpose2d_gemm(
     output_padding: usize,
     stride: usize,
 ) -> Result<Tensor> {
-    if stride == 0 {
-        return Err(IcnnError::InvalidConfig(
-            "conv_transpose2d_gemm: stride must be positive".into(),
-        ));
+    let op = "conv_transpose2d_gemm";
+    let g = transposed_geometry(op, x, kernel, padding, output_padding, stride)?;
+    if !takes_gemm_path(x, kernel) {
+        return Ok(x.conv_transpose2d(kernel, padding, output_padding, stride, 1)?);
     }
-    let (_, c_in, h, w) = dims4(x, "conv_transpose2d_gemm input")?;
-    let (k_in, c_out, kh, kw) = dims4(kernel, "conv_transpose2d_gemm kernel")?;
+    if g.is_full_window() {
+        return dense_transposed(x, kernel);
+    }
+    Ok(ops::conv_adjoint(x, kernel, g)?)
+}
+
+/// [`conv_transpose2d_gemm`] plus a per-channel `bias (C_out,)`: the same values as
+/// `add_channel_bias(&conv_transpose2d_gemm(..)?, bias)`. On CPU f32/f64 the output starts
+/// from the bias (one custom op); otherwise candle's `conv_transpose2d` and `broadcast_add`.
+/// A 1×1 input without padding runs as one matrix product with the batch folded in, as does
+/// [`conv_transpose2d_gemm`].
+///
+/// # Errors
+/// As [`conv_transpose2d_gemm`], and [`IcnnError::Shape`] when `bias` is not `(C_out,)`.
+///
+/// ```
+/// use candle_core::{Device, Tensor};
+/// use icnn::gemm_conv::{add_channel_bias, conv_transpose2d_gemm, conv_transpose2d_gemm_biased};
+///
+/// # fn main() -> icnn::Result<()> {
+/// let dev = Device::Cpu;
+/// let x = Tensor::arange(0f64, 2.0 * 4.0 * 3.0 * 3.0, &dev)?.reshape((2, 4, 3, 3))?;
+/// let k = Tensor::arange(0f64, 4.0 * 3.0 * 5.0 * 5.0, &dev)?.reshape((4, 3, 5, 5))?;
+/// let b = Tensor::new(&[1f64, -2.0, 0.5], &dev)?;
+/// let y = conv_transpose2d_gemm_biased(&x, &k, &b, 2, 1, 2)?;
+/// let reference = add_channel_bias(&conv_transpose2d_gemm(&x, &k, 2, 1, 2)?, &b)?;
+/// let err = (y - reference)?.abs()?.max_all()?.to_scalar::<f64>()?;
+/// assert!(err < 1e-9);
+/// # Ok(())
+/// # }
+/// ```
+pub fn conv_transpose2d_gemm_biased(
+    x: &Tensor,
+    kernel: &Tensor,
+    bias: &Tensor,
+    padding: usize,
+    output_padding: usize,
+    stride: usize,
+) -> Result<Tensor> {
+    let op = "conv_transpose2d_gemm_biased";
+    let g = transposed_geometry(op, x, kernel, padding, output_padding, stride)?;
+    check_bias(op, bias, g.channels)?;
+    if !(takes_gemm_path(x, kernel) && takes_gemm_path(x, bias)) || g.is_full_window() {
+        let y = conv_transpose2d_gemm(x, kernel, padding, output_padding, stride)?;
+        return add_channel_bias(&y, bias);
+    }
+    Ok(biased::conv_adjoint_biased(x, kernel, bias, g)?)
+}
+
+/// The patch geometry of `conv_transpose2d(x, kernel, padding, output_padding, stride)`,
+/// validated: the output image is the patch "source" (input pixel `(i, j)` spreads kernel
+/// window `(ki, kj)` onto output pixel `(i·s − p + ki, j·s − p + kj)`, exactly col2im's map).
+fn transposed_geometry(
+    op: &str,
+    x: &Tensor,
+    kernel: &Tensor,
+    padding: usize,
+    output_padding: usize,
+    stride: usize,
+) -> Result<PatchGeometry> {
+    if stride == 0 {
+        return Err(IcnnError::InvalidConfig(format!(
+            "{op}: stride must be positive"
+        )));
+    }
+    let (_, c_in, h, w) = dims4(x, &format!("{op} input"))?;
+    let (k_in, c_out, kh, kw) = dims4(kernel, &format!("{op} kernel"))?;
     if k_in != c_in {
         return Err(IcnnError::Shape(format!(
-            "conv_transpose2d_gemm: input has {c_in} channels but kernel {:?} expects {k_in}",
+            "{op}: input has {c_in} channels but kernel {:?} expects {k_in}",
             kernel.shape()
         )));
     }
@@ -262,16 +414,11 @@ pub fn conv_transpose2d_gemm(
     };
     let (Some(out_h), Some(out_w)) = (out_len(h, kh), out_len(w, kw)) else {
         return Err(IcnnError::Shape(format!(
-            "conv_transpose2d_gemm: empty output for input {h}×{w}, kernel {kh}×{kw}, \
+            "{op}: empty output for input {h}×{w}, kernel {kh}×{kw}, \
              stride {stride}, padding {padding}, output padding {output_padding}"
         )));
     };
-    if !takes_gemm_path(x, kernel) {
-        return Ok(x.conv_transpose2d(kernel, padding, output_padding, stride, 1)?);
-    }
-    // The output image is the patch "source": input pixel (i, j) spreads kernel window
-    // (ki, kj) onto output pixel (i·s − p + ki, j·s − p + kj), exactly col2im's map.
-    let geometry = PatchGeometry {
+    Ok(PatchGeometry {
         channels: c_out,
         height: out_h,
         width: out_w,
@@ -281,6 +428,5 @@ pub fn conv_transpose2d_gemm(
         padding,
         out_h: h,
         out_w: w,
-    };
-    Ok(ops::conv_adjoint(x, kernel, geometry)?)
+    })
 }

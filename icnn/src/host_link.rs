@@ -159,7 +159,7 @@ impl<T: Real> Link<T> {
                 // Other geometries: gemm_conv's channel-first im2col kernels.
                 let (input, output) = Self::orders(g, *c_out);
                 let x = input.rows_to_channel_first(&src[..rows * self.in_width()]);
-                let y = forward_cpu(&x, k, g, rows, *c_out)?;
+                let y = forward_cpu(&x, k, None, g, rows, *c_out)?;
                 let y = output.rows_to_channel_last(&y);
                 store(&mut dst[..y.len()], &y, acc);
                 Ok(())
@@ -191,7 +191,7 @@ impl<T: Real> Link<T> {
             } => {
                 let (input, output) = Self::orders(g, *c_out);
                 let y = output.rows_to_channel_first(&src[..rows * self.out_width()]);
-                let x = adjoint_cpu(&y, k, g, rows, *c_out)?;
+                let x = adjoint_cpu(&y, k, None, g, rows, *c_out)?;
                 let x = input.rows_to_channel_last(&x);
                 store(&mut dst[..x.len()], &x, acc);
                 Ok(())

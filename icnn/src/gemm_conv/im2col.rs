@@ -93,6 +93,22 @@ impl PatchGeometry {
         self.out_h * self.out_w
     }
 
+    /// A 1×1 kernel at stride 1 without padding: the patch matrix of an image is the image.
+    pub(crate) fn is_pointwise(&self) -> bool {
+        self.kh == 1
+            && self.kw == 1
+            && self.stride == 1
+            && self.padding == 0
+            && (self.out_h, self.out_w) == (self.height, self.width)
+    }
+
+    /// A kernel that covers the whole unpadded source (a 1×1 patch grid): the convolution is
+    /// a dense layer.
+    pub(crate) fn is_full_window(&self) -> bool {
+        (self.out_h, self.out_w, self.padding) == (1, 1, 0)
+            && (self.kh, self.kw) == (self.height, self.width)
+    }
+
     pub(super) fn check_valid(&self, op: &'static str) -> candle_core::Result<()> {
         if self.stride == 0 || self.kh == 0 || self.kw == 0 {
             candle_core::bail!("{op}: stride and kernel size must be positive, got {self:?}");

@@ -167,7 +167,7 @@ impl CustomOp2 for ConvForward {
         let c_out = l2.shape().dims4()?.0;
         batch_of(l2, (g.channels, g.kh, g.kw), "conv2d-gemm kernel")?;
         let out = dispatch_f32_f64!(self.name(), s1, l1, s2, l2, |x, k| forward_cpu(
-            x, k, &g, b, c_out
+            x, k, None, &g, b, c_out
         ));
         Ok((out, Shape::from((b, c_out, g.out_h, g.out_w))))
     }
@@ -204,7 +204,7 @@ impl CustomOp2 for ConvAdjoint {
         let b = batch_of(l1, (c_out, g.out_h, g.out_w), "conv-transpose2d-gemm input")?;
         batch_of(l2, (g.channels, g.kh, g.kw), "conv-transpose2d-gemm kernel")?;
         let out = dispatch_f32_f64!(self.name(), s1, l1, s2, l2, |y, k| adjoint_cpu(
-            y, k, &g, b, c_out
+            y, k, None, &g, b, c_out
         ));
         Ok((out, Shape::from((b, g.channels, g.height, g.width))))
     }
@@ -275,10 +275,25 @@ pub(crate) fn split_batch(b: usize) -> (usize, Par) {
     }
 }
 
-/// `y_b (C_o × P) = K (C_o × C·kh·kw) · cols(x_b) (C·kh·kw × P)` for each image.
+/// Rows `c` of a `(C × P)` block set to `bias[c]`, or to zero without a bias.
+fn fill_rows<T: GemmFloat>(block: &mut [T], bias: Option<&[T]>, row_len: usize) {
+    match bias {
+        Some(bias) => {
+            for (row, &v) in block.chunks_exact_mut(row_len).zip(bias) {
+                row.fill(v);
+            }
+        }
+        None => block.fill(T::zero()),
+    }
+}
+
+/// `y_b (C_o × P) = K (C_o × C·kh·kw) · cols(x_b) (C·kh·kw × P) [+ bias]` for each image.
+/// A pointwise geometry (1×1 kernel, stride 1, no padding) multiplies `x_b` itself: its
+/// patch matrix is the image.
 pub(crate) fn forward_cpu<T: GemmFloat>(
     x: &[T],
     k: &[T],
+    bias: Option<&[T]>,
     g: &PatchGeometry,
     b: usize,
     c_out: usize,
@@ -293,25 +308,38 @@ pub(crate) fn forward_cpu<T: GemmFloat>(
     y.par_chunks_mut(per_task * out_len)
         .zip(x.par_chunks(per_task * image_len))
         .try_for_each(|(y_task, x_task)| {
-            let mut cols = vec![T::zero(); positions * patch_len];
+            let mut cols = if g.is_pointwise() {
+                Vec::new()
+            } else {
+                vec![T::zero(); positions * patch_len]
+            };
             for (y_b, x_b) in y_task
                 .chunks_exact_mut(out_len)
                 .zip(x_task.chunks_exact(image_len))
             {
-                im2col_image(x_b, g, &mut cols);
+                let patches = if g.is_pointwise() {
+                    View::row_major(x_b, patch_len, positions)
+                } else {
+                    im2col_image(x_b, g, &mut cols);
+                    View::row_major(&cols, patch_len, positions)
+                };
+                if bias.is_some() {
+                    fill_rows(y_b, bias, positions);
+                }
                 let kernel = View::row_major(k, c_out, patch_len);
-                let patches = View::row_major(&cols, patch_len, positions);
-                matmul_into(y_b, kernel, patches, false, par)?;
+                matmul_into(y_b, kernel, patches, bias.is_some(), par)?;
             }
             Ok::<(), candle_core::Error>(())
         })?;
     Ok(y)
 }
 
-/// `x_b = col2im(Kᵀ (C·kh·kw × C_o) · y_b (C_o × P))` for each image.
+/// `x_b = col2im(Kᵀ (C·kh·kw × C_o) · y_b (C_o × P)) [+ bias]` for each image (for a
+/// pointwise geometry the product lands in `x_b` directly).
 pub(crate) fn adjoint_cpu<T: GemmFloat>(
     y: &[T],
     k: &[T],
+    bias: Option<&[T]>,
     g: &PatchGeometry,
     b: usize,
     c_out: usize,
@@ -319,22 +347,37 @@ pub(crate) fn adjoint_cpu<T: GemmFloat>(
     let (positions, patch_len, image_len) = (g.positions(), g.patch_len(), g.image_len());
     let in_len = c_out * positions;
     let mut x = vec![T::zero(); b * image_len];
-    if x.is_empty() || in_len == 0 {
+    if x.is_empty() {
+        return Ok(x);
+    }
+    let plane = g.height * g.width;
+    if in_len == 0 {
+        x.chunks_exact_mut(image_len)
+            .for_each(|x_b| fill_rows(x_b, bias, plane));
         return Ok(x);
     }
     let (per_task, par) = split_batch(b);
     x.par_chunks_mut(per_task * image_len)
         .zip(y.par_chunks(per_task * in_len))
         .try_for_each(|(x_task, y_task)| {
-            let mut cols = vec![T::zero(); positions * patch_len];
-            for (x_b, y_b) in x_task
-                .chunks_exact_mut(image_len)
-                .zip(y_task.chunks_exact(in_len))
-            {
+            let mut cols = if g.is_pointwise() {
+                Vec::new()
+            } else {
+                vec![T::zero(); positions * patch_len]
+            };
+            for (i, x_b) in x_task.chunks_exact_mut(image_len).enumerate() {
+                if bias.is_some() {
+                    fill_rows(x_b, bias, plane);
+                }
+                let y_b = &y_task[i * in_len..][..in_len];
                 let kernel_t = View::row_major(k, c_out, patch_len).t();
                 let grid = View::row_major(y_b, c_out, positions);
-                matmul_into(&mut cols, kernel_t, grid, false, par)?;
-                col2im_image(&cols, g, x_b);
+                if g.is_pointwise() {
+                    matmul_into(x_b, kernel_t, grid, bias.is_some(), par)?;
+                } else {
+                    matmul_into(&mut cols, kernel_t, grid, false, par)?;
+                    col2im_image(&cols, g, x_b);
+                }
             }
             Ok::<(), candle_core::Error>(())
         })?;
@@ -362,15 +405,23 @@ pub(crate) fn kernel_grad_cpu<T: GemmFloat>(
         .zip(y.par_chunks(per_task * y_len))
         .map(|(x_task, y_task)| {
             let mut acc = vec![T::zero(); k_len];
-            let mut cols = vec![T::zero(); positions * patch_len];
+            let mut cols = if g.is_pointwise() {
+                Vec::new()
+            } else {
+                vec![T::zero(); positions * patch_len]
+            };
             for (i, (x_b, y_b)) in x_task
                 .chunks_exact(image_len)
                 .zip(y_task.chunks_exact(y_len))
                 .enumerate()
             {
-                im2col_image(x_b, g, &mut cols);
+                let patches_t = if g.is_pointwise() {
+                    View::row_major(x_b, patch_len, positions).t()
+                } else {
+                    im2col_image(x_b, g, &mut cols);
+                    View::row_major(&cols, patch_len, positions).t()
+                };
                 let grad = View::row_major(y_b, c_out, positions);
-                let patches_t = View::row_major(&cols, patch_len, positions).t();
                 matmul_into(&mut acc, grad, patches_t, i > 0, par)?;
             }
             Ok(acc)
