@@ -210,6 +210,27 @@ mod tests {
     use rand::rngs::StdRng;
 
     type Grads = (Tensor, Tensor, Tensor);
+    /// `(batch, C_in, C_out, (H, W), (kh, kw), stride, padding)`.
+    type ConvCase = (
+        usize,
+        usize,
+        usize,
+        (usize, usize),
+        (usize, usize),
+        usize,
+        usize,
+    );
+    /// A [`ConvCase`] and the output padding.
+    type TransposedCase = (
+        usize,
+        usize,
+        usize,
+        (usize, usize),
+        (usize, usize),
+        usize,
+        usize,
+        usize,
+    );
 
     /// Gradients of `sum(f(x, k, b) ⊙ r)` w.r.t. `x`, `k` and `b`.
     fn grads3(
@@ -252,15 +273,7 @@ mod tests {
 
     /// `(batch, C_in, C_out, (H, W), (kh, kw), stride, padding)`: pointwise (1×1, stride
     /// 1, no padding), general, strided, and full-window (the dense path).
-    const CONVS: [(
-        usize,
-        usize,
-        usize,
-        (usize, usize),
-        (usize, usize),
-        usize,
-        usize,
-    ); 5] = [
+    const CONVS: [ConvCase; 5] = [
         (3, 4, 5, (6, 7), (1, 1), 1, 0),
         (2, 3, 4, (8, 7), (5, 5), 1, 2),
         (3, 2, 3, (9, 9), (3, 3), 2, 1),
@@ -303,16 +316,7 @@ mod tests {
 
     /// `(batch, C_in, C_out, (H, W), (kh, kw), stride, padding, output padding)`: pointwise,
     /// general, upsampling, and a 1×1 input (the dense path).
-    const TRANSPOSED: [(
-        usize,
-        usize,
-        usize,
-        (usize, usize),
-        (usize, usize),
-        usize,
-        usize,
-        usize,
-    ); 5] = [
+    const TRANSPOSED: [TransposedCase; 5] = [
         (3, 4, 5, (6, 7), (1, 1), 1, 0, 0),
         (2, 3, 4, (7, 5), (5, 5), 1, 2, 0),
         (3, 2, 3, (4, 5), (5, 5), 2, 2, 1),
