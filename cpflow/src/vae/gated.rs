@@ -161,6 +161,35 @@ impl Conv {
         )
     }
 
+    /// `next ∘ self` as one convolution, for `self` a convolution and `next` a pointwise
+    /// (1×1, stride 1, unpadded) convolution: the kernel `W₁·W₀` (`W₁` the `(C₂, C₁)`
+    /// pointwise kernel, `W₀` the `(C₁, C·kh·kw)` flattened kernel) and the bias
+    /// `W₁·b₀ + b₁`. Both are candle ops on the parameters, so gradients reach all four.
+    /// `None` when the two do not have those shapes.
+    pub(crate) fn then_pointwise(&self, next: &Conv) -> Result<Option<Conv>> {
+        let (c_mid, c_in, kh, kw) = self.weight.dims4()?;
+        let (c_out, c_mid2, nh, nw) = next.weight.dims4()?;
+        let pointwise = ConvShape::square(1, 1, 0);
+        if self.kind != ConvKind::Conv
+            || next.kind != ConvKind::Conv
+            || next.shape != pointwise
+            || (c_mid2, nh, nw) != (c_mid, 1, 1)
+        {
+            return Ok(None);
+        }
+        let w1 = next.weight.reshape((c_out, c_mid))?;
+        let weight = w1
+            .matmul(&self.weight.reshape((c_mid, c_in * kh * kw))?)?
+            .reshape((c_out, c_in, kh, kw))?;
+        let bias = (w1.matmul(&self.bias.reshape((c_mid, 1))?)?.squeeze(1)? + &next.bias)?;
+        Ok(Some(Conv {
+            weight,
+            bias,
+            shape: self.shape,
+            kind: ConvKind::Conv,
+        }))
+    }
+
     pub(crate) fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let s = self.shape;
         // im2col + one matmul with the batch folded in, hand-written backward

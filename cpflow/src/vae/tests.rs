@@ -120,6 +120,62 @@ fn gated_conv_is_h_times_sigmoid_g() {
 }
 
 #[test]
+fn pointwise_after_spatial_conv_composes_into_one_conv() {
+    // The decoder's 256-way head runs Conv(5×5) then Conv(1×1) as one convolution with the
+    // composed kernel and bias: the same values and parameter gradients as the two convs
+    // (f64; the composed kernel reorders sums of ≤ 6·75 products: 1e-12).
+    use super::gated::Conv;
+    let dev = Device::Cpu;
+    let vm = candle_nn::VarMap::new();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(4);
+    let spatial = ConvShape::square(5, 1, 2);
+    let pointwise = ConvShape::square(1, 1, 0);
+    let a = Conv::plain(&vm, "a", 3, 6, spatial, DType::F64, &dev, &mut rng).unwrap();
+    let b = Conv::plain(&vm, "b", 6, 7, pointwise, DType::F64, &dev, &mut rng).unwrap();
+    let x = Tensor::randn(0f64, 1.0, (2, 3, 8, 6), &dev).unwrap();
+    let r = Tensor::randn(0f64, 1.0, (2, 7, 8, 6), &dev).unwrap();
+    let var = |k: &str| vm.data().lock().unwrap().get(k).unwrap().clone();
+    let names = ["a.weight", "a.bias", "b.weight", "b.bias"];
+    let grads = |out: &Tensor| {
+        let g = (out * &r).unwrap().sum_all().unwrap().backward().unwrap();
+        names.map(|n| g.get(var(n).as_tensor()).unwrap().clone())
+    };
+    let max_diff = |p: &Tensor, q: &Tensor| {
+        (p - q)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar::<f64>()
+            .unwrap()
+    };
+    let bias = |k: &str| var(k).as_tensor().reshape((1, (), 1, 1)).unwrap();
+    let want = x
+        .conv2d(var("a.weight").as_tensor(), 2, 1, 1, 1)
+        .unwrap()
+        .broadcast_add(&bias("a.bias"))
+        .unwrap()
+        .conv2d(var("b.weight").as_tensor(), 0, 1, 1, 1)
+        .unwrap()
+        .broadcast_add(&bias("b.bias"))
+        .unwrap();
+    let got = a.then_pointwise(&b).unwrap().unwrap().forward(&x).unwrap();
+    assert!(max_diff(&got, &want) < 1e-12);
+    for (n, (g, w)) in names
+        .iter()
+        .zip(grads(&got).iter().zip(grads(&want).iter()))
+    {
+        assert!(max_diff(g, w) < 1e-10, "{n}: gradients differ");
+    }
+    // Only a pointwise convolution composes.
+    let c = Conv::plain(&vm, "c", 6, 7, spatial, DType::F64, &dev, &mut rng).unwrap();
+    assert!(a.then_pointwise(&c).unwrap().is_none());
+}
+
+#[test]
 fn reference_widths_give_the_reference_parameter_counts() {
     // images-vae.md §3.8 (and the authors' model, counted with PyTorch by
     // benchmarks/scripts/ref_vae_epoch.py): Frey encoder 1,745,600, decoder 1,018,880, flow
