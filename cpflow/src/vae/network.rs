@@ -326,10 +326,10 @@ impl Decoder {
         // The 256-way head is a 5×5 convolution followed by a 1×1 one with nothing between
         // them: one linear map, applied as one 5×5 convolution with the composed kernel
         // (30% fewer products in the decoder's heaviest layers, no 115 MB intermediate).
-        if let [spatial, pointwise] = self.head.as_slice() {
-            if let Some(both) = spatial.then_pointwise(pointwise)? {
-                return both.forward(&h);
-            }
+        if let [spatial, pointwise] = self.head.as_slice()
+            && let Some(both) = spatial.then_pointwise(pointwise)?
+        {
+            return both.forward(&h);
         }
         for c in &self.head {
             h = c.forward(&h)?;
