@@ -336,6 +336,9 @@ pub fn conv_transpose2d_gemm(
     if g.is_full_window() {
         return dense_transposed(x, kernel);
     }
+    if let Some(pad) = flipped_conv_padding(&g, kernel, output_padding)? {
+        return conv2d_gemm(x, &flipped_transposed(kernel)?, pad, 1);
+    }
     Ok(ops::conv_adjoint(x, kernel, g)?)
 }
 
@@ -379,7 +382,40 @@ pub fn conv_transpose2d_gemm_biased(
         let y = conv_transpose2d_gemm(x, kernel, padding, output_padding, stride)?;
         return add_channel_bias(&y, bias);
     }
+    if let Some(pad) = flipped_conv_padding(&g, kernel, output_padding)? {
+        return conv2d_gemm_biased(x, &flipped_transposed(kernel)?, bias, pad, 1);
+    }
     Ok(biased::conv_adjoint_biased(x, kernel, bias, g)?)
+}
+
+/// The padding `k − 1 − p` under which a transposed convolution is the convolution with the
+/// flipped, transposed kernel ([`flipped_transposed`]), where that form is the cheaper one:
+/// stride 1, no output padding, a square kernel, `p < k`, and no more input than output
+/// channels (its patch matrix has `C_in·k²` rows against the adjoint form's `C_out·k²`, and
+/// its product an inner dimension `C_in·k²` against `C_in`). `None` otherwise.
+fn flipped_conv_padding(
+    g: &PatchGeometry,
+    kernel: &Tensor,
+    output_padding: usize,
+) -> Result<Option<usize>> {
+    let (c_in, c_out, _, _) = kernel.dims4()?;
+    let fits =
+        g.stride == 1 && output_padding == 0 && g.kh == g.kw && g.padding < g.kh && c_in <= c_out;
+    Ok(fits.then(|| g.kh - 1 - g.padding))
+}
+
+/// `(C_in, C_out, kh, kw) → (C_out, C_in, kh, kw)` flipped in both spatial axes: the kernel of
+/// the convolution that equals a stride-1 transposed convolution (candle ops, so gradients
+/// flow back to `kernel`).
+fn flipped_transposed(kernel: &Tensor) -> Result<Tensor> {
+    let (_, _, kh, kw) = kernel.dims4()?;
+    let reversed = |n: usize| {
+        let idx: Vec<u32> = (0..n as u32).rev().collect();
+        Tensor::from_vec(idx, n, kernel.device())
+    };
+    let k = kernel.transpose(0, 1)?.contiguous()?;
+    let k = k.index_select(&reversed(kh)?, 2)?;
+    Ok(k.index_select(&reversed(kw)?, 3)?)
 }
 
 /// The patch geometry of `conv_transpose2d(x, kernel, padding, output_padding, stride)`,
