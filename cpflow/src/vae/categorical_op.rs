@@ -130,7 +130,10 @@ fn grad_kernel<T: ExpLog>(
     out_and_grad: &[T],
     (b, k, n): (usize, usize, usize),
 ) -> Vec<T> {
-    let mut d = vec![T::zero(); b * k * n];
+    // Every value is written below: the zero fill only makes the buffer safe to hand out,
+    // so it runs on the pool rather than as a serial memset.
+    let mut d = Vec::with_capacity(b * k * n);
+    d.par_extend(rayon::iter::repeat_n(T::zero(), b * k * n).with_min_len(1 << 15));
     let w = 1 + n;
     d.par_chunks_mut(k * n)
         .zip(l.par_chunks(k * n))

@@ -10,7 +10,7 @@
 //! [`ChannelSum`]'s own backward is a broadcast, so double backward keeps working.
 
 use super::im2col::contiguous_slice;
-use super::ops::{dispatch_f32_f64, for_each_chunk, runs_parallel, when_tracked};
+use super::ops::{dispatch_f32_f64, for_each_chunk, runs_parallel, when_tracked, zeroed};
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Shape, Tensor, WithDType};
 use rayon::prelude::*;
@@ -45,7 +45,7 @@ fn bias_add_kernel<T: WithDType>(
     channels: usize,
     hw: usize,
 ) -> candle_core::Result<Vec<T>> {
-    let mut out = vec![T::zero(); y.len()];
+    let mut out = zeroed(y.len());
     for_each_chunk(&mut out, hw, |r, o| {
         let b = bias[r % channels];
         for (o, &y) in o.iter_mut().zip(&y[r * hw..]) {

@@ -144,6 +144,18 @@ pub(super) fn for_each_chunk<T: Send>(
     }
 }
 
+/// `len` zeros, written by rayon's threads when as many as [`PARALLEL_MIN_ELEMS`] (a fresh
+/// output's zero fill is otherwise a serial `memset` on the calling thread while the pool
+/// waits).
+pub(super) fn zeroed<T: candle_core::WithDType>(len: usize) -> Vec<T> {
+    if !runs_parallel(len) {
+        return vec![T::zero(); len];
+    }
+    let mut out = Vec::with_capacity(len);
+    out.par_extend(rayon::iter::repeat_n(T::zero(), len).with_min_len(PARALLEL_MIN_ELEMS));
+    out
+}
+
 /// Whether `len` elements are enough for the parallel path of [`for_each_chunk`].
 pub(super) fn runs_parallel(len: usize) -> bool {
     len >= PARALLEL_MIN_ELEMS
@@ -300,7 +312,7 @@ pub(crate) fn forward_cpu<T: GemmFloat>(
 ) -> candle_core::Result<Vec<T>> {
     let (positions, patch_len, image_len) = (g.positions(), g.patch_len(), g.image_len());
     let out_len = c_out * positions;
-    let mut y = vec![T::zero(); b * out_len];
+    let mut y = zeroed(b * out_len);
     if y.is_empty() {
         return Ok(y);
     }
@@ -346,7 +358,7 @@ pub(crate) fn adjoint_cpu<T: GemmFloat>(
 ) -> candle_core::Result<Vec<T>> {
     let (positions, patch_len, image_len) = (g.positions(), g.patch_len(), g.image_len());
     let in_len = c_out * positions;
-    let mut x = vec![T::zero(); b * image_len];
+    let mut x = zeroed(b * image_len);
     if x.is_empty() {
         return Ok(x);
     }
