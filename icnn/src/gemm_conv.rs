@@ -27,6 +27,7 @@
 mod biased;
 mod channel_bias;
 mod gate;
+mod gated_conv;
 mod im2col;
 mod ops;
 #[cfg(test)]
@@ -386,6 +387,117 @@ pub fn conv_transpose2d_gemm_biased(
         return conv2d_gemm_biased(x, &flipped_transposed(kernel)?, bias, pad, 1);
     }
     Ok(biased::conv_adjoint_biased(x, kernel, bias, g)?)
+}
+
+/// A gated convolution: `h ⊙ σ(g)` for `[h; g] = conv2d_gemm_biased(x, kernel, bias, padding,
+/// stride)` (`kernel` `(2n, C_in, kh, kw)`, `bias` `(2n,)`), shape `(B, n, H_out, W_out)`. The
+/// same values as [`gated_product`] of [`conv2d_gemm_biased`]; on CPU f32/f64 one custom op
+/// that keeps the pre-activation `[h; g]` for its backward instead of making it a tracked
+/// tensor (no zero fill and addition of its gradient by candle). First derivatives only.
+///
+/// # Errors
+/// As [`conv2d_gemm_biased`], and [`IcnnError::Shape`] for an odd number of output channels.
+///
+/// ```
+/// use candle_core::{Device, Tensor};
+/// use icnn::gemm_conv::{conv2d_gemm_biased, gated_conv2d_gemm, gated_product};
+///
+/// # fn main() -> icnn::Result<()> {
+/// let dev = Device::Cpu;
+/// let x = Tensor::arange(0f64, 2.0 * 3.0 * 6.0 * 5.0, &dev)?.reshape((2, 3, 6, 5))?;
+/// let k = (Tensor::arange(0f64, 4.0 * 3.0 * 3.0 * 3.0, &dev)?.reshape((4, 3, 3, 3))? * 1e-3)?;
+/// let b = Tensor::new(&[0.1f64, -0.2, 0.3, 0.0], &dev)?;
+/// let y = gated_conv2d_gemm(&x, &k, &b, 1, 2)?;
+/// assert_eq!(y.dims(), &[2, 2, 3, 3]);
+/// let reference = gated_product(&conv2d_gemm_biased(&x, &k, &b, 1, 2)?)?;
+/// let err = (y - reference)?.abs()?.max_all()?.to_scalar::<f64>()?;
+/// assert!(err < 1e-12);
+/// # Ok(())
+/// # }
+/// ```
+pub fn gated_conv2d_gemm(
+    x: &Tensor,
+    kernel: &Tensor,
+    bias: &Tensor,
+    padding: usize,
+    stride: usize,
+) -> Result<Tensor> {
+    let op = "gated_conv2d_gemm";
+    let g = conv_geometry(op, x, kernel, padding, stride)?;
+    let c2 = kernel.dim(0)?;
+    check_bias(op, bias, c2)?;
+    check_even(op, c2)?;
+    if !(takes_gemm_path(x, kernel) && takes_gemm_path(x, bias)) || g.is_full_window() {
+        return gated_product(&conv2d_gemm_biased(x, kernel, bias, padding, stride)?);
+    }
+    Ok(gated_conv::gated_conv(
+        x,
+        kernel,
+        bias,
+        gated_conv::GatedMap::Conv(g),
+    )?)
+}
+
+/// The transposed counterpart of [`gated_conv2d_gemm`]: `h ⊙ σ(g)` for `[h; g] =
+/// conv_transpose2d_gemm_biased(x, kernel, bias, padding, output_padding, stride)` (`kernel`
+/// `(C_in, 2n, kh, kw)`), one custom op on CPU f32/f64.
+///
+/// # Errors
+/// As [`conv_transpose2d_gemm_biased`], and [`IcnnError::Shape`] for an odd number of output
+/// channels.
+///
+/// ```
+/// use candle_core::{Device, Tensor};
+/// use icnn::gemm_conv::{conv_transpose2d_gemm_biased, gated_conv_transpose2d_gemm, gated_product};
+///
+/// # fn main() -> icnn::Result<()> {
+/// let dev = Device::Cpu;
+/// let x = Tensor::arange(0f64, 2.0 * 4.0 * 3.0 * 3.0, &dev)?.reshape((2, 4, 3, 3))?;
+/// let k = (Tensor::arange(0f64, 4.0 * 2.0 * 5.0 * 5.0, &dev)?.reshape((4, 2, 5, 5))? * 1e-3)?;
+/// let b = Tensor::new(&[0.1f64, -0.2], &dev)?;
+/// let y = gated_conv_transpose2d_gemm(&x, &k, &b, 2, 1, 2)?;
+/// assert_eq!(y.dims(), &[2, 1, 6, 6]);
+/// let reference = gated_product(&conv_transpose2d_gemm_biased(&x, &k, &b, 2, 1, 2)?)?;
+/// let err = (y - reference)?.abs()?.max_all()?.to_scalar::<f64>()?;
+/// assert!(err < 1e-12);
+/// # Ok(())
+/// # }
+/// ```
+pub fn gated_conv_transpose2d_gemm(
+    x: &Tensor,
+    kernel: &Tensor,
+    bias: &Tensor,
+    padding: usize,
+    output_padding: usize,
+    stride: usize,
+) -> Result<Tensor> {
+    let op = "gated_conv_transpose2d_gemm";
+    let g = transposed_geometry(op, x, kernel, padding, output_padding, stride)?;
+    check_bias(op, bias, g.channels)?;
+    check_even(op, g.channels)?;
+    if !(takes_gemm_path(x, kernel) && takes_gemm_path(x, bias)) || g.is_full_window() {
+        let y = conv_transpose2d_gemm_biased(x, kernel, bias, padding, output_padding, stride)?;
+        return gated_product(&y);
+    }
+    if let Some(pad) = flipped_conv_padding(&g, kernel, output_padding)? {
+        return gated_conv2d_gemm(x, &flipped_transposed(kernel)?, bias, pad, 1);
+    }
+    Ok(gated_conv::gated_conv(
+        x,
+        kernel,
+        bias,
+        gated_conv::GatedMap::Transposed(g),
+    )?)
+}
+
+/// A gate needs an even number of channels `[h; g]`.
+fn check_even(op: &str, channels: usize) -> Result<()> {
+    if !channels.is_multiple_of(2) {
+        return Err(IcnnError::Shape(format!(
+            "{op}: {channels} output channels do not split into [h; g]"
+        )));
+    }
+    Ok(())
 }
 
 /// The padding `k − 1 − p` under which a transposed convolution is the convolution with the

@@ -4,7 +4,10 @@
 
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::VarMap;
-use icnn::gemm_conv::{conv_transpose2d_gemm_biased, conv2d_gemm_biased};
+use icnn::gemm_conv::{
+    conv_transpose2d_gemm_biased, conv2d_gemm_biased, gated_conv_transpose2d_gemm,
+    gated_conv2d_gemm,
+};
 use rand::Rng;
 
 use crate::error::{CpflowError, Result};
@@ -324,20 +327,28 @@ impl GatedConv {
     /// `conv_h(x) ⊙ σ(conv_g(x))` for `x` of shape `(B, C, H, W)`.
     ///
     /// The two convolutions run as one with `2·n_out` output channels (their kernels
-    /// concatenated), which halves the passes over `x`; the result is the same.
+    /// concatenated), which halves the passes over `x`, and that convolution, its bias and
+    /// the gate are one op (`icnn::gemm_conv::gated_conv2d_gemm`): the pre-activation is no
+    /// tensor of candle's graph. The result is the same.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let (h, g) = (&self.h, &self.g);
-        let out_axis = match h.kind {
-            ConvKind::Conv => 0,
-            ConvKind::Transposed => 1,
-        };
-        let both = Conv {
-            weight: Tensor::cat(&[&h.weight, &g.weight], out_axis)?,
-            bias: Tensor::cat(&[&h.bias, &g.bias], 0)?,
-            shape: h.shape,
-            kind: h.kind,
-        };
-        // One pass forward and backward instead of narrow/sigmoid/mul.
-        Ok(icnn::gemm_conv::gated_product(&both.forward(x)?)?)
+        let s = h.shape;
+        Ok(match h.kind {
+            ConvKind::Conv => gated_conv2d_gemm(
+                x,
+                &Tensor::cat(&[&h.weight, &g.weight], 0)?,
+                &Tensor::cat(&[&h.bias, &g.bias], 0)?,
+                s.padding,
+                s.stride,
+            )?,
+            ConvKind::Transposed => gated_conv_transpose2d_gemm(
+                x,
+                &Tensor::cat(&[&h.weight, &g.weight], 1)?,
+                &Tensor::cat(&[&h.bias, &g.bias], 0)?,
+                s.padding,
+                s.output_padding,
+                s.stride,
+            )?,
+        })
     }
 }

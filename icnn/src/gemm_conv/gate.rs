@@ -22,7 +22,7 @@ pub(super) struct Gate;
 struct GateGrad;
 
 /// f32/f64 with the logistic function.
-trait Logistic: WithDType {
+pub(super) trait Logistic: WithDType {
     fn sigmoid(self) -> Self;
 }
 
@@ -47,7 +47,7 @@ fn geometry(l: &Layout, op: &'static str) -> candle_core::Result<(usize, usize, 
     Ok((b, c2 / 2, h * w))
 }
 
-fn gate_kernel<T: Logistic>(y: &[T], b: usize, m: usize) -> Vec<T> {
+pub(super) fn gate_kernel<T: Logistic>(y: &[T], b: usize, m: usize) -> Vec<T> {
     let mut out = zeroed(b * m);
     for_each_chunk(&mut out, m, |i, o| {
         let (h, g) = y[2 * m * i..2 * m * (i + 1)].split_at(m);
@@ -58,7 +58,7 @@ fn gate_kernel<T: Logistic>(y: &[T], b: usize, m: usize) -> Vec<T> {
     out
 }
 
-fn gate_grad_kernel<T: Logistic>(
+pub(super) fn gate_grad_kernel<T: Logistic>(
     y: &[T],
     grad: &[T],
     b: usize,
