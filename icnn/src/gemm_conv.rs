@@ -21,11 +21,24 @@
 //! (358 MB for batch 100 of the same layer) and was measured 1.4–3× slower, mostly in page
 //! faults and memory traffic.
 //!
+//! Variants and cheaper forms (each with the same values as the plain composition):
+//! - [`conv2d_gemm_biased`], [`conv_transpose2d_gemm_biased`]: the products start from a
+//!   per-channel bias (no pass and no gradient accumulation of its own);
+//! - [`gated_conv2d_gemm`], [`gated_conv_transpose2d_gemm`]: a biased convolution and the gate
+//!   `h ⊙ σ(g)` as one op that keeps the pre-activation for its backward;
+//! - a kernel covering the whole unpadded input (a 1×1 output, or a transposed convolution of
+//!   a 1×1 input) is a dense layer: one matrix product for the batch;
+//! - a stride-1 transposed convolution with no more input than output channels runs as the
+//!   convolution with the flipped, transposed kernel (fewer patch rows, a deeper product);
+//! - a pointwise (1×1, stride 1, unpadded) convolution multiplies the image itself (no im2col).
+//!
 //! Only CPU f32/f64 tensors take this path; any other device or dtype falls back to candle's
 //! own `conv2d` / `conv_transpose2d` (so CUDA keeps working).
 
 mod biased;
 mod channel_bias;
+mod checks;
+mod forms;
 mod gate;
 mod gated_conv;
 mod im2col;
@@ -38,23 +51,8 @@ pub(crate) use ops::{adjoint_cpu, forward_cpu, kernel_grad_cpu, split_batch};
 
 use crate::{IcnnError, Result};
 use candle_core::{DType, Tensor};
-
-/// Whether `x` and `kernel` take the gemm path (CPU, both f32 or both f64, non-empty);
-/// otherwise the caller falls back to candle's own convolution.
-fn takes_gemm_path(x: &Tensor, kernel: &Tensor) -> bool {
-    x.device().is_cpu()
-        && kernel.device().is_cpu()
-        && matches!(x.dtype(), DType::F32 | DType::F64)
-        && x.dtype() == kernel.dtype()
-        && x.elem_count() > 0
-        && kernel.elem_count() > 0
-}
-
-/// `dims4` of a tensor, or a shape error naming `what`.
-fn dims4(t: &Tensor, what: &str) -> Result<(usize, usize, usize, usize)> {
-    t.dims4()
-        .map_err(|_| IcnnError::Shape(format!("{what} must be 4-D, got {:?}", t.shape())))
-}
+use checks::{check_bias, check_even, conv_geometry, dims4, takes_gemm_path, transposed_geometry};
+use forms::{dense_conv, dense_transposed, flipped_conv_padding, flipped_transposed};
 
 /// `im2col` as a public tensor op: `(B, C, H, W)` → `(B·out_h·out_w, C·kh·kw)` for the patch
 /// grid of `geometry` (CPU, f32/f64; tracked by autodiff, backward is [`col2im`]). Times the
@@ -152,65 +150,6 @@ pub fn conv2d_gemm_biased(
         return add_channel_bias(&conv2d_gemm(x, kernel, padding, stride)?, bias);
     }
     Ok(biased::conv_forward_biased(x, kernel, bias, g)?)
-}
-
-/// The patch geometry of `conv2d(x, kernel, padding, stride)`, validated.
-fn conv_geometry(
-    op: &str,
-    x: &Tensor,
-    kernel: &Tensor,
-    padding: usize,
-    stride: usize,
-) -> Result<PatchGeometry> {
-    if stride == 0 {
-        return Err(IcnnError::InvalidConfig(format!(
-            "{op}: stride must be positive"
-        )));
-    }
-    let (_, c_in, h, w) = dims4(x, &format!("{op} input"))?;
-    let (_, k_in, kh, kw) = dims4(kernel, &format!("{op} kernel"))?;
-    if k_in != c_in {
-        return Err(IcnnError::Shape(format!(
-            "{op}: input has {c_in} channels but kernel {:?} expects {k_in}",
-            kernel.shape()
-        )));
-    }
-    PatchGeometry::for_conv(c_in, (h, w), (kh, kw), stride, padding).ok_or_else(|| {
-        IcnnError::Shape(format!(
-            "{op}: kernel {kh}×{kw} does not fit in the {h}×{w} input padded by {padding}"
-        ))
-    })
-}
-
-/// `bias` must be `(channels,)`.
-fn check_bias(op: &str, bias: &Tensor, channels: usize) -> Result<()> {
-    if bias.dims() != [channels] {
-        return Err(IcnnError::Shape(format!(
-            "{op}: bias has shape {:?}, expected ({channels},)",
-            bias.shape()
-        )));
-    }
-    Ok(())
-}
-
-/// A convolution whose kernel covers the whole unpadded input: `y (B, C_o) = x (B, C·H·W) ·
-/// K (C_o, C·H·W)ᵀ`, one product for the batch (per image it would be a matrix-vector
-/// product that reads the whole kernel).
-fn dense_conv(x: &Tensor, kernel: &Tensor) -> Result<Tensor> {
-    let (b, c_out) = (x.dim(0)?, kernel.dim(0)?);
-    let y = x.flatten_from(1)?.matmul(&kernel.flatten_from(1)?.t()?)?;
-    Ok(y.reshape((b, c_out, 1, 1))?)
-}
-
-/// A transposed convolution of a 1×1 input without padding: `y (B, C_o·kh·kw) =
-/// x (B, C) · K (C, C_o·kh·kw)`, one product for the batch.
-fn dense_transposed(x: &Tensor, kernel: &Tensor) -> Result<Tensor> {
-    let (b, c_in) = (x.dim(0)?, x.dim(1)?);
-    let (_, c_out, kh, kw) = kernel.dims4()?;
-    let y = x
-        .reshape((b, c_in))?
-        .matmul(&kernel.reshape((c_in, c_out * kh * kw))?)?;
-    Ok(y.reshape((b, c_out, kh, kw))?)
 }
 
 /// `y + bias` with `bias (C,)` broadcast over the channels of `y (B, C, H, W)`: the bias of
@@ -488,93 +427,4 @@ pub fn gated_conv_transpose2d_gemm(
         bias,
         gated_conv::GatedMap::Transposed(g),
     )?)
-}
-
-/// A gate needs an even number of channels `[h; g]`.
-fn check_even(op: &str, channels: usize) -> Result<()> {
-    if !channels.is_multiple_of(2) {
-        return Err(IcnnError::Shape(format!(
-            "{op}: {channels} output channels do not split into [h; g]"
-        )));
-    }
-    Ok(())
-}
-
-/// The padding `k − 1 − p` under which a transposed convolution is the convolution with the
-/// flipped, transposed kernel ([`flipped_transposed`]), where that form is the cheaper one:
-/// stride 1, no output padding, a square kernel, `p < k`, and no more input than output
-/// channels (its patch matrix has `C_in·k²` rows against the adjoint form's `C_out·k²`, and
-/// its product an inner dimension `C_in·k²` against `C_in`). `None` otherwise.
-fn flipped_conv_padding(
-    g: &PatchGeometry,
-    kernel: &Tensor,
-    output_padding: usize,
-) -> Result<Option<usize>> {
-    let (c_in, c_out, _, _) = kernel.dims4()?;
-    let fits =
-        g.stride == 1 && output_padding == 0 && g.kh == g.kw && g.padding < g.kh && c_in <= c_out;
-    Ok(fits.then(|| g.kh - 1 - g.padding))
-}
-
-/// `(C_in, C_out, kh, kw) → (C_out, C_in, kh, kw)` flipped in both spatial axes: the kernel of
-/// the convolution that equals a stride-1 transposed convolution (candle ops, so gradients
-/// flow back to `kernel`).
-fn flipped_transposed(kernel: &Tensor) -> Result<Tensor> {
-    let (_, _, kh, kw) = kernel.dims4()?;
-    let reversed = |n: usize| {
-        let idx: Vec<u32> = (0..n as u32).rev().collect();
-        Tensor::from_vec(idx, n, kernel.device())
-    };
-    let k = kernel.transpose(0, 1)?.contiguous()?;
-    let k = k.index_select(&reversed(kh)?, 2)?;
-    Ok(k.index_select(&reversed(kw)?, 3)?)
-}
-
-/// The patch geometry of `conv_transpose2d(x, kernel, padding, output_padding, stride)`,
-/// validated: the output image is the patch "source" (input pixel `(i, j)` spreads kernel
-/// window `(ki, kj)` onto output pixel `(i·s − p + ki, j·s − p + kj)`, exactly col2im's map).
-fn transposed_geometry(
-    op: &str,
-    x: &Tensor,
-    kernel: &Tensor,
-    padding: usize,
-    output_padding: usize,
-    stride: usize,
-) -> Result<PatchGeometry> {
-    if stride == 0 {
-        return Err(IcnnError::InvalidConfig(format!(
-            "{op}: stride must be positive"
-        )));
-    }
-    let (_, c_in, h, w) = dims4(x, &format!("{op} input"))?;
-    let (k_in, c_out, kh, kw) = dims4(kernel, &format!("{op} kernel"))?;
-    if k_in != c_in {
-        return Err(IcnnError::Shape(format!(
-            "{op}: input has {c_in} channels but kernel {:?} expects {k_in}",
-            kernel.shape()
-        )));
-    }
-    // (n − 1)·s + k + op − 2p, or None when not positive.
-    let out_len = |n: usize, k: usize| {
-        (n.checked_sub(1)? * stride + k + output_padding)
-            .checked_sub(2 * padding)
-            .filter(|&len| len > 0)
-    };
-    let (Some(out_h), Some(out_w)) = (out_len(h, kh), out_len(w, kw)) else {
-        return Err(IcnnError::Shape(format!(
-            "{op}: empty output for input {h}×{w}, kernel {kh}×{kw}, \
-             stride {stride}, padding {padding}, output padding {output_padding}"
-        )));
-    };
-    Ok(PatchGeometry {
-        channels: c_out,
-        height: out_h,
-        width: out_w,
-        kh,
-        kw,
-        stride,
-        padding,
-        out_h: h,
-        out_w: w,
-    })
 }
