@@ -149,7 +149,12 @@ pub fn conv2d_gemm_biased(
     if !(takes_gemm_path(x, kernel) && takes_gemm_path(x, bias)) || g.is_full_window() {
         return add_channel_bias(&conv2d_gemm(x, kernel, padding, stride)?, bias);
     }
-    Ok(biased::conv_forward_biased(x, kernel, bias, g)?)
+    Ok(biased::conv_biased(
+        x,
+        kernel,
+        bias,
+        biased::BiasedMap::Conv(g),
+    )?)
 }
 
 /// `y + bias` with `bias (C,)` broadcast over the channels of `y (B, C, H, W)`: the bias of
@@ -325,7 +330,12 @@ pub fn conv_transpose2d_gemm_biased(
     if let Some(pad) = flipped_conv_padding(&g, kernel, output_padding)? {
         return conv2d_gemm_biased(x, &flipped_transposed(kernel)?, bias, pad, 1);
     }
-    Ok(biased::conv_adjoint_biased(x, kernel, bias, g)?)
+    Ok(biased::conv_biased(
+        x,
+        kernel,
+        bias,
+        biased::BiasedMap::Transposed(g),
+    )?)
 }
 
 /// A gated convolution: `h ⊙ σ(g)` for `[h; g] = conv2d_gemm_biased(x, kernel, bias, padding,
@@ -373,7 +383,7 @@ pub fn gated_conv2d_gemm(
         x,
         kernel,
         bias,
-        gated_conv::GatedMap::Conv(g),
+        biased::BiasedMap::Conv(g),
     )?)
 }
 
@@ -425,6 +435,6 @@ pub fn gated_conv_transpose2d_gemm(
         x,
         kernel,
         bias,
-        gated_conv::GatedMap::Transposed(g),
+        biased::BiasedMap::Transposed(g),
     )?)
 }

@@ -254,24 +254,10 @@ mod tests {
     use super::super::likelihood::{
         categorical_log_likelihood, composed_categorical_log_likelihood,
     };
+    use crate::vae::tests::max_abs_diff;
     use candle_core::{DType, Device, Tensor, Var};
     use rand::rngs::StdRng;
     use rand::{Rng, SeedableRng};
-
-    fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_dtype(DType::F64)
-            .unwrap()
-            .to_scalar::<f64>()
-            .unwrap()
-    }
 
     #[test]
     fn fused_likelihood_matches_composed_ops_values_and_gradients() {

@@ -5,6 +5,22 @@ use rand::{Rng, SeedableRng};
 
 use super::*;
 
+/// `max |a − b|` over all elements, in f64.
+pub(super) fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_dtype(DType::F64)
+        .unwrap()
+        .to_scalar::<f64>()
+        .unwrap()
+}
+
 fn tiny_config(posterior: PosteriorKind) -> VaeModelConfig {
     VaeModelConfig {
         latent_dim: 3,
@@ -140,18 +156,6 @@ fn pointwise_after_spatial_conv_composes_into_one_conv() {
         let g = (out * &r).unwrap().sum_all().unwrap().backward().unwrap();
         names.map(|n| g.get(var(n).as_tensor()).unwrap().clone())
     };
-    let max_diff = |p: &Tensor, q: &Tensor| {
-        (p - q)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar::<f64>()
-            .unwrap()
-    };
     let bias = |k: &str| var(k).as_tensor().reshape((1, (), 1, 1)).unwrap();
     let want = x
         .conv2d(var("a.weight").as_tensor(), 2, 1, 1, 1)
@@ -163,12 +167,12 @@ fn pointwise_after_spatial_conv_composes_into_one_conv() {
         .broadcast_add(&bias("b.bias"))
         .unwrap();
     let got = a.then_pointwise(&b).unwrap().unwrap().forward(&x).unwrap();
-    assert!(max_diff(&got, &want) < 1e-12);
+    assert!(max_abs_diff(&got, &want) < 1e-12);
     for (n, (g, w)) in names
         .iter()
         .zip(grads(&got).iter().zip(grads(&want).iter()))
     {
-        assert!(max_diff(g, w) < 1e-10, "{n}: gradients differ");
+        assert!(max_abs_diff(g, w) < 1e-10, "{n}: gradients differ");
     }
     // Only a pointwise convolution composes.
     let c = Conv::plain(&vm, "c", 6, 7, spatial, DType::F64, &dev, &mut rng).unwrap();

@@ -1,6 +1,6 @@
-//! A convolution and a transposed convolution with their per-channel bias, each one candle
-//! custom op on CPU f32/f64: [`ConvForwardBiased`] `(x, K, b) → A_K x + b` and
-//! [`ConvAdjointBiased`] `(y, K, b) → A_Kᵀ y + b`.
+//! A convolution or a transposed convolution with its per-channel bias as one candle custom
+//! op on CPU f32/f64: [`ConvBiased`] `(x, K, b) → A x + b` for the [`BiasedMap`] `A` (`A_K`
+//! or `A_Kᵀ`, see `ops.rs`).
 //!
 //! The products start from the bias instead of zero, so the bias costs no pass of its own;
 //! and candle, which accumulates every gradient into a fresh zero tensor and adds it
@@ -14,83 +14,140 @@ use super::im2col::{PatchGeometry, contiguous_slice};
 use super::ops::{
     adjoint_cpu, conv_adjoint, conv_forward, conv_kernel_grad, forward_cpu, when_tracked,
 };
+use crate::host_gemm::GemmFloat;
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
 
-/// `(x, K, b) → A_K x + b`.
+/// The linear map of a biased op.
 #[derive(Clone, Copy, Debug)]
-pub(super) struct ConvForwardBiased(pub PatchGeometry);
+pub(super) enum BiasedMap {
+    /// `A_K x`: the convolution of geometry `g`, kernel `(C_o, C, kh, kw)`.
+    Conv(PatchGeometry),
+    /// `A_Kᵀ x`: the transposed convolution whose output image is the patch source of `g`,
+    /// kernel `(C, C_o, kh, kw)`.
+    Transposed(PatchGeometry),
+}
 
-/// `(y, K, b) → A_Kᵀ y + b`.
+/// Sizes of a biased op's arguments: batch, input and output channels, output shape.
 #[derive(Clone, Copy, Debug)]
-pub(super) struct ConvAdjointBiased(pub PatchGeometry);
+pub(super) struct BiasedShapes {
+    pub batch: usize,
+    pub c_in: usize,
+    pub c_out: usize,
+    pub out: [usize; 4],
+}
 
-pub(super) fn conv_forward_biased(
+/// Gradients of `⟨A x + b, ḡ⟩` for `x`, `K` and `b`.
+pub(super) type BiasedGrads = (Option<Tensor>, Option<Tensor>, Option<Tensor>);
+
+impl BiasedMap {
+    /// The layouts of `(x, K, b)` checked against the map.
+    pub(super) fn shapes(
+        &self,
+        (lx, lk, lb): (&Layout, &Layout, &Layout),
+        op: &'static str,
+    ) -> candle_core::Result<BiasedShapes> {
+        let (b, c_in, h, w) = lx.shape().dims4()?;
+        let (k0, k1, kh, kw) = lk.shape().dims4()?;
+        let (g, ok, c_out, out_hw) = match *self {
+            Self::Conv(g) => (
+                g,
+                (c_in, h, w, k1) == (g.channels, g.height, g.width, g.channels),
+                k0,
+                (g.out_h, g.out_w),
+            ),
+            Self::Transposed(g) => (
+                g,
+                (h, w, k0, k1) == (g.out_h, g.out_w, c_in, g.channels),
+                g.channels,
+                (g.height, g.width),
+            ),
+        };
+        g.check_valid(op)?;
+        if !ok || (kh, kw) != (g.kh, g.kw) {
+            candle_core::bail!(
+                "{op}: input {:?} and kernel {:?} do not match {self:?}",
+                lx.shape(),
+                lk.shape()
+            );
+        }
+        if lb.shape().dims() != [c_out] {
+            candle_core::bail!("{op}: bias has shape {:?}, expected ({c_out},)", lb.shape());
+        }
+        Ok(BiasedShapes {
+            batch: b,
+            c_in,
+            c_out,
+            out: [b, c_out, out_hw.0, out_hw.1],
+        })
+    }
+
+    /// `A x + b` on contiguous slices.
+    pub(super) fn apply<T: GemmFloat>(
+        &self,
+        (x, k, bias): (&[T], &[T], &[T]),
+        s: BiasedShapes,
+    ) -> candle_core::Result<Vec<T>> {
+        match *self {
+            Self::Conv(g) => forward_cpu(x, k, Some(bias), &g, s.batch, s.c_out),
+            Self::Transposed(g) => adjoint_cpu(x, k, Some(bias), &g, s.batch, s.c_in),
+        }
+    }
+
+    /// The gradients of `⟨A x + b, ḡ⟩` for the arguments candle tracks.
+    pub(super) fn backward(
+        &self,
+        (x, k, bias): (&Tensor, &Tensor, &Tensor),
+        grad: &Tensor,
+    ) -> candle_core::Result<BiasedGrads> {
+        let (dx, dk) = match *self {
+            Self::Conv(g) => (
+                when_tracked(x, || conv_adjoint(grad, k, g))?,
+                when_tracked(k, || conv_kernel_grad(x, grad, g))?,
+            ),
+            Self::Transposed(g) => (
+                when_tracked(x, || conv_forward(grad, k, g))?,
+                when_tracked(k, || conv_kernel_grad(grad, x, g))?,
+            ),
+        };
+        Ok((dx, dk, when_tracked(bias, || channel_sum(grad))?))
+    }
+}
+
+/// `(x, K, b) → A x + b`.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct ConvBiased(pub BiasedMap);
+
+pub(super) fn conv_biased(
     x: &Tensor,
     k: &Tensor,
     bias: &Tensor,
-    g: PatchGeometry,
+    map: BiasedMap,
 ) -> candle_core::Result<Tensor> {
     x.contiguous()?
-        .apply_op3(&k.contiguous()?, &bias.contiguous()?, ConvForwardBiased(g))
+        .apply_op3(&k.contiguous()?, &bias.contiguous()?, ConvBiased(map))
 }
 
-pub(super) fn conv_adjoint_biased(
-    y: &Tensor,
-    k: &Tensor,
-    bias: &Tensor,
-    g: PatchGeometry,
-) -> candle_core::Result<Tensor> {
-    y.contiguous()?
-        .apply_op3(&k.contiguous()?, &bias.contiguous()?, ConvAdjointBiased(g))
-}
-
-/// Checks `(B, channels, h, w)` and returns `B`.
-fn batch(l: &Layout, (c, h, w): (usize, usize, usize), what: &str) -> candle_core::Result<usize> {
-    let (b, c2, h2, w2) = l.shape().dims4()?;
-    if (c2, h2, w2) != (c, h, w) {
-        candle_core::bail!(
-            "{what} has shape {:?}, expected (B, {c}, {h}, {w})",
-            l.shape()
-        );
-    }
-    Ok(b)
-}
-
-/// The kernel's `(C_o, C, kh, kw)` against the geometry, the bias against `(bias_len,)`.
-fn check_kernel_and_bias(
-    g: &PatchGeometry,
-    lk: &Layout,
-    lb: &Layout,
-    bias_len: usize,
-    op: &str,
-) -> candle_core::Result<usize> {
-    let c_out = lk.shape().dims4()?.0;
-    batch(lk, (g.channels, g.kh, g.kw), &format!("{op} kernel"))?;
-    if lb.shape().dims() != [bias_len] {
-        candle_core::bail!(
-            "{op}: bias has shape {:?}, expected ({bias_len},)",
-            lb.shape()
-        );
-    }
-    Ok(c_out)
-}
-
-/// Runs `f` on the three storages' contiguous f32 or f64 slices.
+/// Runs `$body` on the three storages' contiguous f32 or f64 slices `$s`, wrapping its
+/// `Result<Vec<_>>` back into a storage of that type.
 macro_rules! dispatch3 {
     ($name:expr, ($s1:expr, $l1:expr), ($s2:expr, $l2:expr), ($s3:expr, $l3:expr),
-     |$a:ident, $b:ident, $c:ident| $body:expr) => {
+     |$s:ident| $body:expr) => {
         match ($s1, $s2, $s3) {
             (CpuStorage::F32(d1), CpuStorage::F32(d2), CpuStorage::F32(d3)) => {
-                let $a = contiguous_slice(d1, $l1, $name)?;
-                let $b = contiguous_slice(d2, $l2, $name)?;
-                let $c = contiguous_slice(d3, $l3, $name)?;
+                let $s = (
+                    contiguous_slice(d1, $l1, $name)?,
+                    contiguous_slice(d2, $l2, $name)?,
+                    contiguous_slice(d3, $l3, $name)?,
+                );
                 CpuStorage::F32($body?)
             }
             (CpuStorage::F64(d1), CpuStorage::F64(d2), CpuStorage::F64(d3)) => {
-                let $a = contiguous_slice(d1, $l1, $name)?;
-                let $b = contiguous_slice(d2, $l2, $name)?;
-                let $c = contiguous_slice(d3, $l3, $name)?;
+                let $s = (
+                    contiguous_slice(d1, $l1, $name)?,
+                    contiguous_slice(d2, $l2, $name)?,
+                    contiguous_slice(d3, $l3, $name)?,
+                );
                 CpuStorage::F64($body?)
             }
             (s1, s2, s3) => candle_core::bail!(
@@ -103,10 +160,14 @@ macro_rules! dispatch3 {
         }
     };
 }
+pub(super) use dispatch3;
 
-impl CustomOp3 for ConvForwardBiased {
+impl CustomOp3 for ConvBiased {
     fn name(&self) -> &'static str {
-        "conv2d-gemm-biased"
+        match self.0 {
+            BiasedMap::Conv(_) => "conv2d-gemm-biased",
+            BiasedMap::Transposed(_) => "conv-transpose2d-gemm-biased",
+        }
     }
 
     fn cpu_fwd(
@@ -118,19 +179,12 @@ impl CustomOp3 for ConvForwardBiased {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (g, name) = (self.0, self.name());
-        g.check_valid(name)?;
-        let b = batch(
-            l1,
-            (g.channels, g.height, g.width),
-            "conv2d-gemm-biased input",
-        )?;
-        let c_out = l2.shape().dims4()?.0;
-        check_kernel_and_bias(&g, l2, l3, c_out, name)?;
-        let out = dispatch3!(name, (s1, l1), (s2, l2), (s3, l3), |x, k, bias| {
-            forward_cpu(x, k, Some(bias), &g, b, c_out)
+        let name = self.name();
+        let shapes = self.0.shapes((l1, l2, l3), name)?;
+        let out = dispatch3!(name, (s1, l1), (s2, l2), (s3, l3), |args| {
+            self.0.apply(args, shapes)
         });
-        Ok((out, Shape::from((b, c_out, g.out_h, g.out_w))))
+        Ok((out, Shape::from(shapes.out.to_vec())))
     }
 
     fn bwd(
@@ -138,59 +192,10 @@ impl CustomOp3 for ConvForwardBiased {
         x: &Tensor,
         k: &Tensor,
         bias: &Tensor,
-        _y: &Tensor,
+        _out: &Tensor,
         grad: &Tensor,
-    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        Ok((
-            when_tracked(x, || conv_adjoint(grad, k, self.0))?,
-            when_tracked(k, || conv_kernel_grad(x, grad, self.0))?,
-            when_tracked(bias, || channel_sum(grad))?,
-        ))
-    }
-}
-
-impl CustomOp3 for ConvAdjointBiased {
-    fn name(&self) -> &'static str {
-        "conv-transpose2d-gemm-biased"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (g, name) = (self.0, self.name());
-        g.check_valid(name)?;
-        let c_out = l2.shape().dims4()?.0;
-        let b = batch(
-            l1,
-            (c_out, g.out_h, g.out_w),
-            "conv-transpose2d-gemm-biased input",
-        )?;
-        check_kernel_and_bias(&g, l2, l3, g.channels, name)?;
-        let out = dispatch3!(name, (s1, l1), (s2, l2), (s3, l3), |y, k, bias| {
-            adjoint_cpu(y, k, Some(bias), &g, b, c_out)
-        });
-        Ok((out, Shape::from((b, g.channels, g.height, g.width))))
-    }
-
-    fn bwd(
-        &self,
-        y: &Tensor,
-        k: &Tensor,
-        bias: &Tensor,
-        _x: &Tensor,
-        grad: &Tensor,
-    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        Ok((
-            when_tracked(y, || conv_forward(grad, k, self.0))?,
-            when_tracked(k, || conv_kernel_grad(grad, y, self.0))?,
-            when_tracked(bias, || channel_sum(grad))?,
-        ))
+    ) -> candle_core::Result<BiasedGrads> {
+        self.0.backward((x, k, bias), grad)
     }
 }
 

@@ -21,6 +21,35 @@ pub(super) fn dims4(t: &Tensor, what: &str) -> Result<(usize, usize, usize, usiz
         .map_err(|_| IcnnError::Shape(format!("{what} must be 4-D, got {:?}", t.shape())))
 }
 
+type Dims4 = (usize, usize, usize, usize);
+
+/// The dims of `x` and `kernel`, checked: stride positive, both 4-D, and `x`'s channels equal
+/// the kernel's axis `in_axis` (1 for a convolution, 0 for a transposed one).
+fn checked_dims(
+    op: &str,
+    x: &Tensor,
+    kernel: &Tensor,
+    stride: usize,
+    in_axis: usize,
+) -> Result<(Dims4, Dims4)> {
+    if stride == 0 {
+        return Err(IcnnError::InvalidConfig(format!(
+            "{op}: stride must be positive"
+        )));
+    }
+    let xd = dims4(x, &format!("{op} input"))?;
+    let kd = dims4(kernel, &format!("{op} kernel"))?;
+    let k_in = if in_axis == 0 { kd.0 } else { kd.1 };
+    if k_in != xd.1 {
+        return Err(IcnnError::Shape(format!(
+            "{op}: input has {} channels but kernel {:?} expects {k_in}",
+            xd.1,
+            kernel.shape()
+        )));
+    }
+    Ok((xd, kd))
+}
+
 /// The patch geometry of `conv2d(x, kernel, padding, stride)`, validated.
 pub(super) fn conv_geometry(
     op: &str,
@@ -29,19 +58,7 @@ pub(super) fn conv_geometry(
     padding: usize,
     stride: usize,
 ) -> Result<PatchGeometry> {
-    if stride == 0 {
-        return Err(IcnnError::InvalidConfig(format!(
-            "{op}: stride must be positive"
-        )));
-    }
-    let (_, c_in, h, w) = dims4(x, &format!("{op} input"))?;
-    let (_, k_in, kh, kw) = dims4(kernel, &format!("{op} kernel"))?;
-    if k_in != c_in {
-        return Err(IcnnError::Shape(format!(
-            "{op}: input has {c_in} channels but kernel {:?} expects {k_in}",
-            kernel.shape()
-        )));
-    }
+    let ((_, c_in, h, w), (_, _, kh, kw)) = checked_dims(op, x, kernel, stride, 1)?;
     PatchGeometry::for_conv(c_in, (h, w), (kh, kw), stride, padding).ok_or_else(|| {
         IcnnError::Shape(format!(
             "{op}: kernel {kh}×{kw} does not fit in the {h}×{w} input padded by {padding}"
@@ -60,19 +77,7 @@ pub(super) fn transposed_geometry(
     output_padding: usize,
     stride: usize,
 ) -> Result<PatchGeometry> {
-    if stride == 0 {
-        return Err(IcnnError::InvalidConfig(format!(
-            "{op}: stride must be positive"
-        )));
-    }
-    let (_, c_in, h, w) = dims4(x, &format!("{op} input"))?;
-    let (k_in, c_out, kh, kw) = dims4(kernel, &format!("{op} kernel"))?;
-    if k_in != c_in {
-        return Err(IcnnError::Shape(format!(
-            "{op}: input has {c_in} channels but kernel {:?} expects {k_in}",
-            kernel.shape()
-        )));
-    }
+    let ((_, _, h, w), (_, c_out, kh, kw)) = checked_dims(op, x, kernel, stride, 0)?;
     // (n − 1)·s + k + op − 2p, or None when not positive.
     let out_len = |n: usize, k: usize| {
         (n.checked_sub(1)? * stride + k + output_padding)

@@ -1,51 +1,41 @@
-//! A gated convolution `h ⊙ σ(g)` with `[h; g] = A_K x + b` (or `A_Kᵀ x + b`) as one candle
+//! A gated convolution `h ⊙ σ(g)` with `[h; g] = A x + b` (a [`BiasedMap`]) as one candle
 //! custom op on CPU f32/f64.
 //!
-//! As three ops (biased convolution, gate) the pre-activation `[h; g]` is a tracked tensor:
+//! As two ops (biased convolution, gate) the pre-activation `[h; g]` is a tracked tensor:
 //! candle accumulates its gradient into a fresh zero tensor and adds (`GradStore::or_insert`),
 //! a zero fill, an addition and an allocation of `2·C_out` channel maps per layer, on the
 //! calling thread while the pool waits. Here the op keeps the pre-activation for its backward
 //! ([`GatedConv`]'s `saved`, freed with the graph), and the backward turns the output gradient
 //! into the pre-activation gradient ([`GateGradFromSaved`]) and hands that to the biased
-//! convolution's backward (`biased.rs`). First derivatives only, like the gate.
+//! map's backward (`biased.rs`). First derivatives only, like the gate.
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 
-use super::channel_bias::channel_sum;
-use super::gate::{Logistic, gate_grad_kernel, gate_kernel};
-use super::im2col::{PatchGeometry, contiguous_slice};
-use super::ops::{
-    adjoint_cpu, conv_adjoint, conv_forward, conv_kernel_grad, forward_cpu, when_tracked,
-};
-use crate::host_gemm::GemmFloat;
+use super::biased::{BiasedGrads, BiasedMap, dispatch3};
+use super::gate::{gate_grad_kernel, gate_kernel};
+use super::im2col::contiguous_slice;
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp1, CustomOp3, Layout, Shape, Tensor};
 
-/// Which linear map produces the pre-activation.
-#[derive(Clone, Copy, Debug)]
-pub(super) enum GatedMap {
-    /// `A_K x + b`, the convolution of geometry `g` (kernel `(2n, C, kh, kw)`).
-    Conv(PatchGeometry),
-    /// `A_Kᵀ x + b`, the transposed convolution of geometry `g` (kernel `(C, 2n, kh, kw)`).
-    Transposed(PatchGeometry),
-}
+/// The pre-activation a [`GatedConv`] keeps for its backward.
+type Saved = Arc<Mutex<Option<CpuStorage>>>;
 
-/// `(x, K, b) → h ⊙ σ(g)`, `[h; g]` the map's output; keeps `[h; g]` for the backward.
+/// `(x, K, b) → h ⊙ σ(g)`, `[h; g] = A x + b`; keeps `[h; g]` for the backward.
 #[derive(Debug)]
 pub(super) struct GatedConv {
-    map: GatedMap,
-    saved: Arc<Mutex<Option<CpuStorage>>>,
+    map: BiasedMap,
+    saved: Saved,
 }
 
 /// `ḡ → [ḡ ⊙ σ(g); ḡ ⊙ h ⊙ σ(g)(1 − σ(g))]` with `[h; g]` the saved pre-activation.
 #[derive(Debug)]
-struct GateGradFromSaved(Arc<Mutex<Option<CpuStorage>>>);
+struct GateGradFromSaved(Saved);
 
 pub(super) fn gated_conv(
     x: &Tensor,
     k: &Tensor,
     bias: &Tensor,
-    map: GatedMap,
+    map: BiasedMap,
 ) -> candle_core::Result<Tensor> {
     let op = GatedConv {
         map,
@@ -55,63 +45,10 @@ pub(super) fn gated_conv(
         .apply_op3(&k.contiguous()?, &bias.contiguous()?, op)
 }
 
-/// The `(B, 2n, ·, ·)` pre-activation and the `(B, n, ·, ·)` output, for `x` with `c_x`
-/// channels.
-fn forward_kernel<T: GemmFloat + Logistic>(
-    map: GatedMap,
-    (x, k, bias): (&[T], &[T], &[T]),
-    b: usize,
-    c2: usize,
-    c_x: usize,
-) -> candle_core::Result<(Vec<T>, Vec<T>)> {
-    let (y, plane) = match map {
-        GatedMap::Conv(g) => (forward_cpu(x, k, Some(bias), &g, b, c2)?, g.positions()),
-        GatedMap::Transposed(g) => (
-            adjoint_cpu(x, k, Some(bias), &g, b, c_x)?,
-            g.height * g.width,
-        ),
-    };
-    let out = gate_kernel(&y, b, c2 / 2 * plane);
-    Ok((y, out))
-}
-
-impl GatedConv {
-    /// `(batch, 2n, output height, output width)` for the inputs' layouts, checked.
-    fn shapes(&self, l1: &Layout, l2: &Layout, l3: &Layout) -> candle_core::Result<[usize; 4]> {
-        let (b, c, h, w) = l1.shape().dims4()?;
-        let (k0, k1, kh, kw) = l2.shape().dims4()?;
-        let (want_in, c2, out_hw, in_hw, kernel) = match self.map {
-            GatedMap::Conv(g) => (
-                g.channels,
-                k0,
-                (g.out_h, g.out_w),
-                (g.height, g.width),
-                (k1, kh, kw) == (g.channels, g.kh, g.kw),
-            ),
-            GatedMap::Transposed(g) => (
-                k0,
-                g.channels,
-                (g.height, g.width),
-                (g.out_h, g.out_w),
-                (k1, kh, kw) == (g.channels, g.kh, g.kw),
-            ),
-        };
-        if c != want_in || (h, w) != in_hw || !kernel {
-            candle_core::bail!(
-                "gated-conv: input {:?} and kernel {:?} do not match {:?}",
-                l1.shape(),
-                l2.shape(),
-                self.map
-            );
-        }
-        if !c2.is_multiple_of(2) || l3.shape().dims() != [c2] {
-            candle_core::bail!(
-                "gated-conv: {c2} output channels (bias {:?}) do not split into [h; g]",
-                l3.shape()
-            );
-        }
-        Ok([b, c2, out_hw.0, out_hw.1])
-    }
+fn lock<'a>(saved: &'a Saved, op: &str) -> candle_core::Result<MutexGuard<'a, Option<CpuStorage>>> {
+    saved
+        .lock()
+        .map_err(|_| candle_core::Error::Msg(format!("{op}: saved pre-activation poisoned")))
 }
 
 impl CustomOp3 for GatedConv {
@@ -129,39 +66,22 @@ impl CustomOp3 for GatedConv {
         l3: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let name = self.name();
-        let [b, c2, oh, ow] = self.shapes(l1, l2, l3)?;
-        let c_x = l1.shape().dims4()?.1;
-        let (saved, out) = match (s1, s2, s3) {
-            (CpuStorage::F32(x), CpuStorage::F32(k), CpuStorage::F32(bias)) => {
-                let (x, k) = (
-                    contiguous_slice(x, l1, name)?,
-                    contiguous_slice(k, l2, name)?,
-                );
-                let bias = contiguous_slice(bias, l3, name)?;
-                let (y, out) = forward_kernel(self.map, (x, k, bias), b, c2, c_x)?;
-                (CpuStorage::F32(y), CpuStorage::F32(out))
-            }
-            (CpuStorage::F64(x), CpuStorage::F64(k), CpuStorage::F64(bias)) => {
-                let (x, k) = (
-                    contiguous_slice(x, l1, name)?,
-                    contiguous_slice(k, l2, name)?,
-                );
-                let bias = contiguous_slice(bias, l3, name)?;
-                let (y, out) = forward_kernel(self.map, (x, k, bias), b, c2, c_x)?;
-                (CpuStorage::F64(y), CpuStorage::F64(out))
-            }
-            (s1, s2, s3) => candle_core::bail!(
-                "{name}: expected f32 or f64 arguments of one type, got {:?}, {:?}, {:?}",
-                s1.dtype(),
-                s2.dtype(),
-                s3.dtype()
-            ),
+        let shapes = self.map.shapes((l1, l2, l3), name)?;
+        let [b, c2, h, w] = shapes.out;
+        if !c2.is_multiple_of(2) {
+            candle_core::bail!("{name}: {c2} output channels do not split into [h; g]");
+        }
+        let y = dispatch3!(name, (s1, l1), (s2, l2), (s3, l3), |args| {
+            self.map.apply(args, shapes)
+        });
+        let m = c2 / 2 * h * w;
+        let out = match &y {
+            CpuStorage::F32(y) => CpuStorage::F32(gate_kernel(y, b, m)),
+            CpuStorage::F64(y) => CpuStorage::F64(gate_kernel(y, b, m)),
+            other => candle_core::bail!("{name}: unexpected {:?}", other.dtype()),
         };
-        *self
-            .saved
-            .lock()
-            .map_err(|_| candle_core::Error::Msg(format!("{name}: poisoned")))? = Some(saved);
-        Ok((out, Shape::from((b, c2 / 2, oh, ow))))
+        *lock(&self.saved, name)? = Some(y);
+        Ok((out, Shape::from((b, c2 / 2, h, w))))
     }
 
     fn bwd(
@@ -171,21 +91,11 @@ impl CustomOp3 for GatedConv {
         bias: &Tensor,
         _out: &Tensor,
         grad: &Tensor,
-    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+    ) -> candle_core::Result<BiasedGrads> {
         let dy = grad
             .contiguous()?
             .apply_op1_no_bwd(&GateGradFromSaved(self.saved.clone()))?;
-        let (dx, dk) = match self.map {
-            GatedMap::Conv(g) => (
-                when_tracked(x, || conv_adjoint(&dy, k, g))?,
-                when_tracked(k, || conv_kernel_grad(x, &dy, g))?,
-            ),
-            GatedMap::Transposed(g) => (
-                when_tracked(x, || conv_forward(&dy, k, g))?,
-                when_tracked(k, || conv_kernel_grad(&dy, x, g))?,
-            ),
-        };
-        Ok((dx, dk, when_tracked(bias, || channel_sum(&dy))?))
+        self.map.backward((x, k, bias), &dy)
     }
 }
 
@@ -197,10 +107,7 @@ impl CustomOp1 for GateGradFromSaved {
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
         let name = self.name();
         let (b, n, h, w) = l.shape().dims4()?;
-        let saved = self
-            .0
-            .lock()
-            .map_err(|_| candle_core::Error::Msg(format!("{name}: poisoned")))?;
+        let saved = lock(&self.0, name)?;
         let m = n * h * w;
         let out = match (saved.as_ref(), s) {
             (Some(CpuStorage::F32(y)), CpuStorage::F32(g)) if y.len() == 2 * b * m => {
