@@ -144,17 +144,8 @@ pub fn conv2d_gemm_biased(
     padding: usize,
     stride: usize,
 ) -> Result<Tensor> {
-    let g = conv_geometry("conv2d_gemm_biased", x, kernel, padding, stride)?;
-    check_bias("conv2d_gemm_biased", bias, kernel.dim(0)?)?;
-    if !(takes_gemm_path(x, kernel) && takes_gemm_path(x, bias)) || g.is_full_window() {
-        return add_channel_bias(&conv2d_gemm(x, kernel, padding, stride)?, bias);
-    }
-    Ok(biased::conv_biased(
-        x,
-        kernel,
-        bias,
-        biased::BiasedMap::Conv(g),
-    )?)
+    let op = "conv2d_gemm_biased";
+    biased_conv(op, x, kernel, bias, (padding, stride), Then::Nothing)
 }
 
 /// `y + bias` with `bias (C,)` broadcast over the channels of `y (B, C, H, W)`: the bias of
@@ -321,21 +312,8 @@ pub fn conv_transpose2d_gemm_biased(
     stride: usize,
 ) -> Result<Tensor> {
     let op = "conv_transpose2d_gemm_biased";
-    let g = transposed_geometry(op, x, kernel, padding, output_padding, stride)?;
-    check_bias(op, bias, g.channels)?;
-    if !(takes_gemm_path(x, kernel) && takes_gemm_path(x, bias)) || g.is_full_window() {
-        let y = conv_transpose2d_gemm(x, kernel, padding, output_padding, stride)?;
-        return add_channel_bias(&y, bias);
-    }
-    if let Some(pad) = flipped_conv_padding(&g, kernel, output_padding)? {
-        return conv2d_gemm_biased(x, &flipped_transposed(kernel)?, bias, pad, 1);
-    }
-    Ok(biased::conv_biased(
-        x,
-        kernel,
-        bias,
-        biased::BiasedMap::Transposed(g),
-    )?)
+    let sizes = (padding, output_padding, stride);
+    biased_conv_transpose(op, x, kernel, bias, sizes, Then::Nothing)
 }
 
 /// A gated convolution: `h ⊙ σ(g)` for `[h; g] = conv2d_gemm_biased(x, kernel, bias, padding,
@@ -372,19 +350,7 @@ pub fn gated_conv2d_gemm(
     stride: usize,
 ) -> Result<Tensor> {
     let op = "gated_conv2d_gemm";
-    let g = conv_geometry(op, x, kernel, padding, stride)?;
-    let c2 = kernel.dim(0)?;
-    check_bias(op, bias, c2)?;
-    check_even(op, c2)?;
-    if !(takes_gemm_path(x, kernel) && takes_gemm_path(x, bias)) || g.is_full_window() {
-        return gated_product(&conv2d_gemm_biased(x, kernel, bias, padding, stride)?);
-    }
-    Ok(gated_conv::gated_conv(
-        x,
-        kernel,
-        bias,
-        biased::BiasedMap::Conv(g),
-    )?)
+    biased_conv(op, x, kernel, bias, (padding, stride), Then::Gate)
 }
 
 /// The transposed counterpart of [`gated_conv2d_gemm`]: `h ⊙ σ(g)` for `[h; g] =
@@ -421,20 +387,87 @@ pub fn gated_conv_transpose2d_gemm(
     stride: usize,
 ) -> Result<Tensor> {
     let op = "gated_conv_transpose2d_gemm";
+    let sizes = (padding, output_padding, stride);
+    biased_conv_transpose(op, x, kernel, bias, sizes, Then::Gate)
+}
+
+/// What follows the biased map in the `*_biased` and `gated_*` convolutions.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Then {
+    /// `A x + b` itself.
+    Nothing,
+    /// The gate `h ⊙ σ(g)` of `[h; g] = A x + b`.
+    Gate,
+}
+
+impl Then {
+    /// Applied to an already computed `A x + b` (the fallbacks and the dense forms).
+    fn composed(self, y: Tensor) -> Result<Tensor> {
+        match self {
+            Then::Nothing => Ok(y),
+            Then::Gate => gated_product(&y),
+        }
+    }
+
+    /// The one-op form on the CPU.
+    fn fused(
+        self,
+        x: &Tensor,
+        k: &Tensor,
+        bias: &Tensor,
+        map: biased::BiasedMap,
+    ) -> Result<Tensor> {
+        Ok(match self {
+            Then::Nothing => biased::conv_biased(x, k, bias, map)?,
+            Then::Gate => gated_conv::gated_conv(x, k, bias, map)?,
+        })
+    }
+}
+
+/// [`conv2d_gemm_biased`] / [`gated_conv2d_gemm`]: `(padding, stride)`.
+fn biased_conv(
+    op: &str,
+    x: &Tensor,
+    kernel: &Tensor,
+    bias: &Tensor,
+    (padding, stride): (usize, usize),
+    then: Then,
+) -> Result<Tensor> {
+    let g = conv_geometry(op, x, kernel, padding, stride)?;
+    let c_out = kernel.dim(0)?;
+    check_bias(op, bias, c_out)?;
+    if then == Then::Gate {
+        check_even(op, c_out)?;
+    }
+    if !(takes_gemm_path(x, kernel) && takes_gemm_path(x, bias)) || g.is_full_window() {
+        let y = conv2d_gemm(x, kernel, padding, stride)?;
+        return then.composed(add_channel_bias(&y, bias)?);
+    }
+    then.fused(x, kernel, bias, biased::BiasedMap::Conv(g))
+}
+
+/// [`conv_transpose2d_gemm_biased`] / [`gated_conv_transpose2d_gemm`]:
+/// `(padding, output_padding, stride)`.
+fn biased_conv_transpose(
+    op: &str,
+    x: &Tensor,
+    kernel: &Tensor,
+    bias: &Tensor,
+    (padding, output_padding, stride): (usize, usize, usize),
+    then: Then,
+) -> Result<Tensor> {
     let g = transposed_geometry(op, x, kernel, padding, output_padding, stride)?;
     check_bias(op, bias, g.channels)?;
-    check_even(op, g.channels)?;
+    if then == Then::Gate {
+        check_even(op, g.channels)?;
+    }
     if !(takes_gemm_path(x, kernel) && takes_gemm_path(x, bias)) || g.is_full_window() {
-        let y = conv_transpose2d_gemm_biased(x, kernel, bias, padding, output_padding, stride)?;
-        return gated_product(&y);
+        let y = conv_transpose2d_gemm(x, kernel, padding, output_padding, stride)?;
+        return then.composed(add_channel_bias(&y, bias)?);
     }
     if let Some(pad) = flipped_conv_padding(&g, kernel, output_padding)? {
-        return gated_conv2d_gemm(x, &flipped_transposed(kernel)?, bias, pad, 1);
+        let flipped = flipped_transposed(kernel)?;
+        return biased_conv(op, x, &flipped, bias, (pad, 1), then);
     }
-    Ok(gated_conv::gated_conv(
-        x,
-        kernel,
-        bias,
-        biased::BiasedMap::Transposed(g),
-    )?)
+    then.fused(x, kernel, bias, biased::BiasedMap::Transposed(g))
 }

@@ -19,7 +19,7 @@ pub(crate) use faer::Par;
 use faer::{Accum, MatMut, MatRef};
 
 /// The element types the ops dispatch on (f32, f64), multiplied by faer.
-pub(crate) trait GemmFloat: WithDType + faer::traits::ComplexField {}
+pub(crate) trait GemmFloat: WithDType + Default + faer::traits::ComplexField {}
 impl GemmFloat for f32 {}
 impl GemmFloat for f64 {}
 

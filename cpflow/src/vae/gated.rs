@@ -195,9 +195,8 @@ impl Conv {
 
     pub(crate) fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let s = self.shape;
-        // im2col + one matmul with the batch folded in, hand-written backward
-        // (`icnn::gemm_conv`): several times faster than candle's CPU convolutions here.
-        // The products start from the bias (`*_biased`: one op, no pass of its own).
+        // `icnn::gemm_conv`'s im2col + products with hand-written backward (several times
+        // faster than candle's CPU convolutions here), starting from the bias: one op.
         Ok(match self.kind {
             ConvKind::Conv => conv2d_gemm_biased(x, &self.weight, &self.bias, s.padding, s.stride)?,
             ConvKind::Transposed => conv_transpose2d_gemm_biased(
@@ -333,18 +332,19 @@ impl GatedConv {
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let (h, g) = (&self.h, &self.g);
         let s = h.shape;
+        let bias = Tensor::cat(&[&h.bias, &g.bias], 0)?;
         Ok(match h.kind {
             ConvKind::Conv => gated_conv2d_gemm(
                 x,
                 &Tensor::cat(&[&h.weight, &g.weight], 0)?,
-                &Tensor::cat(&[&h.bias, &g.bias], 0)?,
+                &bias,
                 s.padding,
                 s.stride,
             )?,
             ConvKind::Transposed => gated_conv_transpose2d_gemm(
                 x,
                 &Tensor::cat(&[&h.weight, &g.weight], 1)?,
-                &Tensor::cat(&[&h.bias, &g.bias], 0)?,
+                &bias,
                 s.padding,
                 s.output_padding,
                 s.stride,

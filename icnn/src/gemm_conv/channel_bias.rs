@@ -10,7 +10,8 @@
 //! [`ChannelSum`]'s own backward is a broadcast, so double backward keeps working.
 
 use super::im2col::contiguous_slice;
-use super::ops::{dispatch_f32_f64, for_each_chunk, runs_parallel, when_tracked, zeroed};
+use super::ops::{dispatch_f32_f64, for_each_chunk, runs_parallel, when_tracked};
+use crate::host_par::zeros;
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Shape, Tensor, WithDType};
 use rayon::prelude::*;
@@ -39,13 +40,13 @@ fn rows_of(layout: &Layout) -> candle_core::Result<(usize, usize, usize)> {
     Ok((b, c, h * w))
 }
 
-fn bias_add_kernel<T: WithDType>(
+fn bias_add_kernel<T: WithDType + Default>(
     y: &[T],
     bias: &[T],
     channels: usize,
     hw: usize,
 ) -> candle_core::Result<Vec<T>> {
-    let mut out = zeroed(y.len());
+    let mut out = zeros(y.len());
     for_each_chunk(&mut out, hw, |r, o| {
         let b = bias[r % channels];
         for (o, &y) in o.iter_mut().zip(&y[r * hw..]) {

@@ -44,14 +44,11 @@ pub(super) fn flipped_conv_padding(
 
 /// `(C_in, C_out, kh, kw) → (C_out, C_in, kh, kw)` flipped in both spatial axes: the kernel of
 /// the convolution that equals a stride-1 transposed convolution (candle ops, so gradients
-/// flow back to `kernel`).
+/// flow back to `kernel`; the same flip as `conv_layers::PreparedConv`'s adjoint kernel).
 pub(super) fn flipped_transposed(kernel: &Tensor) -> Result<Tensor> {
-    let (_, _, kh, kw) = kernel.dims4()?;
-    let reversed = |n: usize| {
-        let idx: Vec<u32> = (0..n as u32).rev().collect();
-        Tensor::from_vec(idx, n, kernel.device())
-    };
-    let k = kernel.transpose(0, 1)?.contiguous()?;
-    let k = k.index_select(&reversed(kh)?, 2)?;
-    Ok(k.index_select(&reversed(kw)?, 3)?)
+    Ok(kernel
+        .contiguous()?
+        .flip(&[2, 3])?
+        .transpose(0, 1)?
+        .contiguous()?)
 }

@@ -9,7 +9,8 @@
 //! only: a VAE's training needs no more, and [`GateGrad`] has no backward of its own.
 
 use super::im2col::contiguous_slice;
-use super::ops::{dispatch_f32_f64, for_each_chunk, when_tracked, zeroed};
+use super::ops::{dispatch_f32_f64, for_each_chunk, when_tracked};
+use crate::host_par::zeros;
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Shape, Tensor, WithDType};
 
@@ -22,7 +23,7 @@ pub(super) struct Gate;
 struct GateGrad;
 
 /// f32/f64 with the logistic function.
-pub(super) trait Logistic: WithDType {
+pub(super) trait Logistic: WithDType + Default {
     fn sigmoid(self) -> Self;
 }
 
@@ -48,7 +49,7 @@ fn geometry(l: &Layout, op: &'static str) -> candle_core::Result<(usize, usize, 
 }
 
 pub(super) fn gate_kernel<T: Logistic>(y: &[T], b: usize, m: usize) -> Vec<T> {
-    let mut out = zeroed(b * m);
+    let mut out = zeros(b * m);
     for_each_chunk(&mut out, m, |i, o| {
         let (h, g) = y[2 * m * i..2 * m * (i + 1)].split_at(m);
         for ((o, &h), &g) in o.iter_mut().zip(h).zip(g) {
@@ -64,7 +65,7 @@ pub(super) fn gate_grad_kernel<T: Logistic>(
     b: usize,
     m: usize,
 ) -> candle_core::Result<Vec<T>> {
-    let mut out = zeroed(2 * b * m);
+    let mut out = zeros(2 * b * m);
     for_each_chunk(&mut out, 2 * m, |i, o| {
         let (h, g) = y[2 * m * i..2 * m * (i + 1)].split_at(m);
         let gr = &grad[m * i..m * (i + 1)];

@@ -21,6 +21,7 @@ use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Tensor};
 
 use crate::host_gemm::{GemmFloat, Par, View, matmul_into};
+use crate::host_par::zeros;
 use rayon::prelude::*;
 
 /// `(x, K) → A_K x`, see the module docs.
@@ -142,18 +143,6 @@ pub(super) fn for_each_chunk<T: Send>(
     } else {
         out.chunks_mut(len).enumerate().for_each(|(i, o)| f(i, o));
     }
-}
-
-/// `len` zeros, written by rayon's threads when as many as [`PARALLEL_MIN_ELEMS`] (a fresh
-/// output's zero fill is otherwise a serial `memset` on the calling thread while the pool
-/// waits).
-pub(super) fn zeroed<T: candle_core::WithDType>(len: usize) -> Vec<T> {
-    if !runs_parallel(len) {
-        return vec![T::zero(); len];
-    }
-    let mut out = Vec::with_capacity(len);
-    out.par_extend(rayon::iter::repeat_n(T::zero(), len).with_min_len(PARALLEL_MIN_ELEMS));
-    out
 }
 
 /// Whether `len` elements are enough for the parallel path of [`for_each_chunk`].
@@ -287,21 +276,39 @@ pub(crate) fn split_batch(b: usize) -> (usize, Par) {
     }
 }
 
-/// Rows `c` of a `(C × P)` block set to `bias[c]`, or to zero without a bias.
-fn fill_rows<T: GemmFloat>(block: &mut [T], bias: Option<&[T]>, row_len: usize) {
-    match bias {
-        Some(bias) => {
-            for (row, &v) in block.chunks_exact_mut(row_len).zip(bias) {
-                row.fill(v);
-            }
-        }
-        None => block.fill(T::zero()),
+/// Rows `c` of a `(C × P)` block set to `bias[c]`.
+fn fill_rows<T: GemmFloat>(block: &mut [T], bias: &[T], row_len: usize) {
+    for (row, &v) in block.chunks_exact_mut(row_len).zip(bias) {
+        row.fill(v);
+    }
+}
+
+/// A thread's patch-matrix buffer: empty for a pointwise geometry, whose patch matrix is the
+/// image itself (see [`patch_matrix`]).
+fn patch_buffer<T: GemmFloat>(g: &PatchGeometry) -> Vec<T> {
+    if g.is_pointwise() {
+        Vec::new()
+    } else {
+        vec![T::zero(); g.positions() * g.patch_len()]
+    }
+}
+
+/// The `(C·kh·kw × P)` patch matrix of image `x_b`: `x_b` itself for a pointwise geometry
+/// (1×1 kernel, stride 1, no padding), otherwise its im2col written into `cols`.
+fn patch_matrix<'a, T: GemmFloat>(
+    x_b: &'a [T],
+    g: &PatchGeometry,
+    cols: &'a mut [T],
+) -> View<'a, T> {
+    if g.is_pointwise() {
+        View::row_major(x_b, g.patch_len(), g.positions())
+    } else {
+        im2col_image(x_b, g, cols);
+        View::row_major(cols, g.patch_len(), g.positions())
     }
 }
 
 /// `y_b (C_o × P) = K (C_o × C·kh·kw) · cols(x_b) (C·kh·kw × P) [+ bias]` for each image.
-/// A pointwise geometry (1×1 kernel, stride 1, no padding) multiplies `x_b` itself: its
-/// patch matrix is the image.
 pub(crate) fn forward_cpu<T: GemmFloat>(
     x: &[T],
     k: &[T],
@@ -312,7 +319,7 @@ pub(crate) fn forward_cpu<T: GemmFloat>(
 ) -> candle_core::Result<Vec<T>> {
     let (positions, patch_len, image_len) = (g.positions(), g.patch_len(), g.image_len());
     let out_len = c_out * positions;
-    let mut y = zeroed(b * out_len);
+    let mut y = zeros(b * out_len);
     if y.is_empty() {
         return Ok(y);
     }
@@ -320,22 +327,13 @@ pub(crate) fn forward_cpu<T: GemmFloat>(
     y.par_chunks_mut(per_task * out_len)
         .zip(x.par_chunks(per_task * image_len))
         .try_for_each(|(y_task, x_task)| {
-            let mut cols = if g.is_pointwise() {
-                Vec::new()
-            } else {
-                vec![T::zero(); positions * patch_len]
-            };
+            let mut cols = patch_buffer(g);
             for (y_b, x_b) in y_task
                 .chunks_exact_mut(out_len)
                 .zip(x_task.chunks_exact(image_len))
             {
-                let patches = if g.is_pointwise() {
-                    View::row_major(x_b, patch_len, positions)
-                } else {
-                    im2col_image(x_b, g, &mut cols);
-                    View::row_major(&cols, patch_len, positions)
-                };
-                if bias.is_some() {
+                let patches = patch_matrix(x_b, g, &mut cols);
+                if let Some(bias) = bias {
                     fill_rows(y_b, bias, positions);
                 }
                 let kernel = View::row_major(k, c_out, patch_len);
@@ -358,27 +356,25 @@ pub(crate) fn adjoint_cpu<T: GemmFloat>(
 ) -> candle_core::Result<Vec<T>> {
     let (positions, patch_len, image_len) = (g.positions(), g.patch_len(), g.image_len());
     let in_len = c_out * positions;
-    let mut x = zeroed(b * image_len);
+    let mut x = zeros(b * image_len);
     if x.is_empty() {
         return Ok(x);
     }
     let plane = g.height * g.width;
     if in_len == 0 {
-        x.chunks_exact_mut(image_len)
-            .for_each(|x_b| fill_rows(x_b, bias, plane));
+        if let Some(bias) = bias {
+            x.chunks_exact_mut(image_len)
+                .for_each(|x_b| fill_rows(x_b, bias, plane));
+        }
         return Ok(x);
     }
     let (per_task, par) = split_batch(b);
     x.par_chunks_mut(per_task * image_len)
         .zip(y.par_chunks(per_task * in_len))
         .try_for_each(|(x_task, y_task)| {
-            let mut cols = if g.is_pointwise() {
-                Vec::new()
-            } else {
-                vec![T::zero(); positions * patch_len]
-            };
+            let mut cols = patch_buffer(g);
             for (i, x_b) in x_task.chunks_exact_mut(image_len).enumerate() {
-                if bias.is_some() {
+                if let Some(bias) = bias {
                     fill_rows(x_b, bias, plane);
                 }
                 let y_b = &y_task[i * in_len..][..in_len];
@@ -417,22 +413,13 @@ pub(crate) fn kernel_grad_cpu<T: GemmFloat>(
         .zip(y.par_chunks(per_task * y_len))
         .map(|(x_task, y_task)| {
             let mut acc = vec![T::zero(); k_len];
-            let mut cols = if g.is_pointwise() {
-                Vec::new()
-            } else {
-                vec![T::zero(); positions * patch_len]
-            };
+            let mut cols = patch_buffer(g);
             for (i, (x_b, y_b)) in x_task
                 .chunks_exact(image_len)
                 .zip(y_task.chunks_exact(y_len))
                 .enumerate()
             {
-                let patches_t = if g.is_pointwise() {
-                    View::row_major(x_b, patch_len, positions).t()
-                } else {
-                    im2col_image(x_b, g, &mut cols);
-                    View::row_major(&cols, patch_len, positions).t()
-                };
+                let patches_t = patch_matrix(x_b, g, &mut cols).t();
                 let grad = View::row_major(y_b, c_out, positions);
                 matmul_into(&mut acc, grad, patches_t, i > 0, par)?;
             }
