@@ -20,7 +20,7 @@ use crate::slq::slq_logdet_block;
 pub const EVAL_CHUNK: usize = 1024;
 
 /// Rows per chunk of the SLQ evaluation pass: small enough that a batch of a few hundred
-/// rows spreads over the cores ([`Flow::chunked`]), large enough to amortise per-op costs.
+/// rows spreads over the cores, large enough to amortise per-op costs.
 /// Each chunk draws its probes from its own seeded stream, so SLQ values depend on this
 /// constant (not on the thread count).
 pub const SLQ_CHUNK: usize = 256;

@@ -15,8 +15,8 @@ use std::path::Path;
 
 use super::{DatasetError, Matrix};
 
-/// Reads a numeric CSV file (see the [module documentation](self)) as a row-major `f64`
-/// matrix, one row per data line.
+/// Reads a numeric CSV file as a row-major `f64` matrix, one row per data line, with the
+/// rules of [`parse_csv_matrix`].
 ///
 /// ```no_run
 /// let m = cpflow::datasets::read_csv_file("samples.csv".as_ref())?;
@@ -28,8 +28,17 @@ pub fn read_csv_file(path: &Path) -> Result<Matrix<f64>, DatasetError> {
     parse_csv_matrix(path, &bytes)
 }
 
-/// Parses numeric CSV text (see the [module documentation](self)); `path` is used in error
-/// messages only.
+/// Parses numeric CSV text; `path` is used in error messages only.
+///
+/// Rules (whitespace around fields is ignored; blank lines are skipped; fields may be quoted):
+/// - every data line has the same number of fields, each a number (`str::parse::<f64>`:
+///   `1`, `-2.5e-3`, `inf`, `NaN`; finiteness is the caller's business);
+/// - the first line is a **header** only if it is plausible: it has as many fields as the
+///   line after it, and every field is a non-empty name that is not a number (`x,y`);
+/// - any other first line that is not all numbers (`1,2,abc`; `1;2` above `3,4`; `x,` with an
+///   empty name) is an error naming line 1, never a silently skipped row.
+///
+/// Every error is a [`DatasetError::Corrupt`] naming the file, the line and the field.
 ///
 /// ```
 /// use cpflow::datasets::parse_csv_matrix;

@@ -76,7 +76,8 @@ fn pandas_number(s: &str) -> Option<f64> {
 }
 
 /// Reads a HEPMASS CSV file, keeping the signal rows (first column == 1) without the label.
-/// Missing values (see the [module documentation](self)) are `NaN`.
+/// Missing values (an empty field or one of pandas' default NA strings: `nan`, `NaN`, `NA`,
+/// `N/A`, `NULL`, `None`, …) are `NaN`, as in `pd.read_csv`.
 pub fn read_signal_csv(path: &Path) -> Result<LabelledTable, DatasetError> {
     super::error::require_file(path, "hepmass", "hepmass")?;
     let mut reader = csv::ReaderBuilder::new()

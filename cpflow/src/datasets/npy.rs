@@ -87,7 +87,13 @@ fn read_as<T: npyz::Deserialize>(
 }
 
 /// Parses `.npy` bytes holding a 1-D or 2-D numeric array into a row-major `f64` matrix
-/// (`(n,)` becomes `(n, 1)`). See the [module documentation](self) for what is accepted.
+/// (`(n,)` becomes `(n, 1)`).
+///
+/// Accepted: numpy format versions 1–3; C or Fortran order; little-, big- or no-endianness
+/// (`<`, `>`, `|`); dtypes `f4`, `f8`, `i1`…`i8`, `u1`…`u8` and `b1` (bool). A file shorter
+/// than its header announces is a [`DatasetError::Truncated`]; any other inconsistency (bad
+/// magic, unsupported dtype, bytes after the data) is a [`DatasetError::Corrupt`]; another
+/// rank is a [`DatasetError::BadShape`].
 ///
 /// `path` is used in error messages only.
 ///
