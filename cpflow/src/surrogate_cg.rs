@@ -27,10 +27,11 @@ fn cg_report(res: &CgResult<Tensor>) -> CgReport {
     }
 }
 
-/// The detached CG solve of the surrogate, `(a₁ H + a₀ I) u = v` from `u₀ = v`, with `hvp`
-/// the Hessian-vector product of the potential: `(u, report)`.
+/// The detached CG solve of the surrogate, `(a₁ H + a₀ I) u = v` from `u₀ = v`, with
+/// `hvp(w, active)` the Hessian-vector product of the potential on (at least) the rows CG
+/// still iterates: `(u, report)`.
 pub(crate) fn surrogate_cg(
-    hvp: impl Fn(&Tensor) -> icnn::Result<Tensor>,
+    hvp: impl Fn(&Tensor, &[bool]) -> icnn::Result<Tensor>,
     v: &Tensor,
     a1: f64,
     a0: f64,
@@ -38,8 +39,8 @@ pub(crate) fn surrogate_cg(
     d: usize,
 ) -> Result<(Tensor, CgReport)> {
     let op = FnOperator::new(
-        |w: &Tensor, _active: &[bool]| -> std::result::Result<Tensor, KrylovError> {
-            let hv = hvp(w).map_err(KrylovError::operator)?;
+        |w: &Tensor, active: &[bool]| -> std::result::Result<Tensor, KrylovError> {
+            let hv = hvp(w, active).map_err(KrylovError::operator)?;
             Ok(((hv * a1)? + (w * a0)?)?)
         },
     );
@@ -80,8 +81,10 @@ pub(crate) fn host_surrogate_cg(
         pending: None,
     });
     let op = FnOperator::new(
-        |w: &Tensor, _active: &[bool]| -> std::result::Result<Tensor, KrylovError> {
-            let (hv, t) = host.hvp_and_tangents(w).map_err(KrylovError::operator)?;
+        |w: &Tensor, active: &[bool]| -> std::result::Result<Tensor, KrylovError> {
+            let (hv, t) = host
+                .hvp_and_tangents_active(w, active)
+                .map_err(KrylovError::operator)?;
             let mut tr = tracked.borrow_mut();
             if tr.v.is_none() {
                 tr.u = Some(t.clone());

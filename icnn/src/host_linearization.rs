@@ -18,6 +18,7 @@ use std::sync::{Arc, Mutex};
 
 use candle_core::{CpuStorage, CustomOp2, DType, Device, Layout, Shape, Tensor};
 
+use crate::active_rows::{active_indices, hvp_and_tangents_on_rows};
 use crate::conv_network::PreparedNode;
 use crate::direction_tangents::{DirectionTangents, stacked_pair};
 use crate::error::{IcnnError, Result};
@@ -298,6 +299,63 @@ impl HostLinearization {
             (
                 Tensor::from_vec(hv, (b, d), self.device())?,
                 DirectionTangents::new(tg.adot, b),
+            )
+        }))
+    }
+
+    /// [`HostLinearization::hvp`] on the rows with `active[b]` only (CG's running systems):
+    /// the network's passes skip the other rows, whose output is zero. `active` has one entry
+    /// per row.
+    ///
+    /// ```
+    /// # use candle_core::{DType, Device, Tensor};
+    /// # use candle_nn::{VarBuilder, VarMap};
+    /// # use icnn::{ConvexPotential, Icnn2, Icnn2Config};
+    /// # use rand::SeedableRng;
+    /// # fn main() -> icnn::Result<()> {
+    /// # let vm = VarMap::new();
+    /// # let vb = VarBuilder::from_varmap(&vm, DType::F64, &Device::Cpu);
+    /// # let cfg = Icnn2Config { dim: 3, width: 8, depth: 2, ..Default::default() };
+    /// # let net = Icnn2::new(vb, &cfg, &mut rand::rngs::StdRng::seed_from_u64(0))?;
+    /// let x = Tensor::randn(0.0, 1.0, (4, 3), &Device::Cpu)?.to_dtype(DType::F64)?;
+    /// let w = Tensor::randn(0.0, 1.0, (4, 3), &Device::Cpu)?.to_dtype(DType::F64)?;
+    /// let lin = net.host_linearize(&x)?.expect("dense ICNN on the CPU");
+    /// let some = lin.hvp_active(&w, &[true, false, true, false])?;
+    /// let all = lin.hvp(&w)?;
+    /// // Rows 0 and 2 as in the full product, rows 1 and 3 zero.
+    /// let rows = |t: &Tensor, i: usize| t.get(i)?.to_vec1::<f64>();
+    /// assert_eq!(rows(&some, 1)?, vec![0.0; 3]);
+    /// let diff: f64 = rows(&some, 2)?.iter().zip(rows(&all, 2)?).map(|(a, b)| (a - b).abs()).sum();
+    /// assert!(diff < 1e-12);
+    /// # Ok(()) }
+    /// ```
+    pub fn hvp_active(&self, w: &Tensor, active: &[bool]) -> Result<Tensor> {
+        Ok(self.hvp_and_tangents_active(w, active)?.0)
+    }
+
+    /// [`HostLinearization::hvp_and_tangents`] on the rows with `active[b]` only (see
+    /// [`HostLinearization::hvp_active`]): the products and the tangents of the other rows are
+    /// zero, so [`DirectionTangents::add_scaled_rows`] with a zero step size there leaves the
+    /// accumulated tangents as they are.
+    pub fn hvp_and_tangents_active(
+        &self,
+        w: &Tensor,
+        active: &[bool],
+    ) -> Result<(Tensor, DirectionTangents)> {
+        self.check(w, "hvp")?;
+        let (b, d) = (self.inner.batch, self.inner.dim);
+        let Some(idx) = active_indices(active, b)? else {
+            return self.hvp_and_tangents(w);
+        };
+        if idx.is_empty() {
+            // Zero, with the tangents' per-group layout (a solver never asks for this).
+            return self.hvp_and_tangents(&w.zeros_like()?);
+        }
+        Ok(with_host!(&self.inner.host, |net, p| {
+            let (hv, adot) = hvp_and_tangents_on_rows(net, p, &host_vec(w)?, &idx)?;
+            (
+                Tensor::from_vec(hv, (b, d), self.device())?,
+                DirectionTangents::new(adot, b),
             )
         }))
     }

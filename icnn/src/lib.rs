@@ -53,6 +53,7 @@
 //! ```
 
 mod activation;
+mod active_rows;
 mod common;
 mod conv_icnn;
 mod conv_icnn2;

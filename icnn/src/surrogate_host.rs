@@ -18,6 +18,7 @@
 
 use candle_core::Result;
 
+use crate::active_rows::{Rows, curvature_and_back_rows, curvature_rows, scaled_rows};
 use crate::fused::{ActKernels, ActSpec};
 use crate::host_gemm::{GemmFloat, Par, View, matmul_into};
 use crate::host_link::{ChannelLast, Link};
@@ -288,8 +289,19 @@ pub(crate) fn tangents<T: Real>(
     t: &[T],
     k: usize,
 ) -> Result<Tangents<T>> {
+    tangents_on(net, p, t, k, Rows::All)
+}
+
+/// [`tangents`] of one direction per row of `rows` (`t`: those rows, in that order).
+pub(crate) fn tangents_on<T: Real>(
+    net: &HostNet<T>,
+    p: &Primal<T>,
+    t: &[T],
+    k: usize,
+    on: Rows<'_>,
+) -> Result<Tangents<T>> {
     let t = &*net.inner(t);
-    let (n, rows) = (net.groups.len(), k * p.b);
+    let (n, rows) = (net.groups.len(), k * on.count(p.b));
     let mut tg = Tangents {
         adot: Vec::with_capacity(n),
         zdot: Vec::with_capacity(n),
@@ -314,9 +326,10 @@ pub(crate) fn tangents<T: Real>(
             tg.zdot.push(Vec::new());
             continue;
         }
-        let zd = match g.act {
-            Some(_) => mul_rep(&a, &p.s1[j]),
-            None => a.clone(),
+        let zd = match (g.act, on) {
+            (Some(_), Rows::All) => mul_rep(&a, &p.s1[j]),
+            (Some(_), Rows::Listed(idx)) => scaled_rows(&a, &p.s1[j], idx, m),
+            (None, _) => a.clone(),
         };
         tg.adot.push(a);
         tg.zdot.push(zd);
@@ -335,7 +348,18 @@ pub(crate) fn hvp_from_tangents<T: Real>(
     p: &Primal<T>,
     tg: &Tangents<T>,
 ) -> Result<Vec<T>> {
-    let (n, d, b) = (net.groups.len(), net.dim, p.b);
+    hvp_from_tangents_on(net, p, tg, Rows::All)
+}
+
+/// [`hvp_from_tangents`] on the rows `on` (`tg` from [`tangents_on`] with the same rows; the
+/// result has those rows, in that order).
+pub(crate) fn hvp_from_tangents_on<T: Real>(
+    net: &HostNet<T>,
+    p: &Primal<T>,
+    tg: &Tangents<T>,
+    on: Rows<'_>,
+) -> Result<Vec<T>> {
+    let (n, d, b) = (net.groups.len(), net.dim, on.count(p.b));
     let mut gdot: Vec<Vec<T>> = vec![Vec::new(); n];
     let mut hv = host_par::zeros(b * d);
     let mut hv_set = false;
@@ -345,17 +369,27 @@ pub(crate) fn hvp_from_tangents<T: Real>(
             Some(_) => {
                 let curv = !tg.adot[j].is_empty() && !p.gu[j].is_empty();
                 let back = !gdot[j].is_empty();
-                match (back, curv) {
-                    (false, false) => continue,
-                    (true, false) => mul_rep(&gdot[j], &p.s1[j]),
-                    (false, true) => {
+                let m = g.width;
+                match (back, curv, on) {
+                    (false, false, _) => continue,
+                    (true, false, Rows::Listed(idx)) => scaled_rows(&gdot[j], &p.s1[j], idx, m),
+                    (false, true, Rows::Listed(idx)) => {
+                        curvature_rows(&p.gu[j], &p.s2[j], &tg.adot[j], idx, m)
+                    }
+                    (true, true, Rows::Listed(idx)) => curvature_and_back_rows(
+                        [&gdot[j], &p.s1[j], &p.gu[j], &p.s2[j], &tg.adot[j]],
+                        idx,
+                        m,
+                    ),
+                    (true, false, Rows::All) => mul_rep(&gdot[j], &p.s1[j]),
+                    (false, true, Rows::All) => {
                         let (gu, s2, ad) = (&p.gu[j], &p.s2[j], &tg.adot[j]);
                         host_par::collected(gu.len(), |r| {
                             let src = gu[r.clone()].iter().zip(&s2[r.clone()]).zip(&ad[r]);
                             src.map(|((&g, &s), &a)| g * s * a)
                         })
                     }
-                    (true, true) => {
+                    (true, true, Rows::All) => {
                         let (gd, s1) = (&gdot[j], &p.s1[j]);
                         let (gu, s2, ad) = (&p.gu[j], &p.s2[j], &tg.adot[j]);
                         host_par::collected(gu.len(), |r| {

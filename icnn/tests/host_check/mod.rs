@@ -132,6 +132,7 @@ pub fn check_host_against_composed(
     let nonzero = compare_gradients(&gh, &gc, vars, &xv, 100.0 * tol, name);
 
     check_given_tangents(name, net, vars, i, tol);
+    check_active_rows(name, host, i, tol);
 
     // x-gradient against central differences of J (candle-independent).
     let h = 1e-5;
@@ -150,6 +151,58 @@ pub fn check_host_against_composed(
         "{name}: x FD {fd} vs {an}"
     );
     nonzero
+}
+
+/// Products on active rows only (`hvp_and_tangents_active`): each active row as in the
+/// full product, every other row zero — the products and the tangents, which enter
+/// `uᵀ∇²F v` through the bilinear op (zero tangents of `u`: zero there). Masks in an order
+/// that makes the active-set cache switch, return to an earlier set, and see no row at all.
+fn check_active_rows(name: &str, host: &HostLinearization, i: &Inputs, tol: f64) {
+    let b = i.x.dim(0).unwrap();
+    let d = i.x.dim(1).unwrap();
+    let full = flat(&host.hvp(&i.u).unwrap());
+    let (_, tv) = host.hvp_and_tangents(&i.v).unwrap();
+    let (_, q_full) = host.gradient_and_bilinear(&i.u, &i.v).unwrap();
+    let q_full = flat(&q_full);
+    let alternate: Vec<bool> = (0..b).map(|r| r % 2 == 0).collect();
+    let last: Vec<bool> = (0..b).map(|r| r + 1 == b).collect();
+    for mask in [
+        alternate.clone(),
+        last,
+        alternate,
+        vec![false; b],
+        vec![true; b],
+    ] {
+        let what = format!("{name}: active rows {mask:?}");
+        let (hv, tu) = host.hvp_and_tangents_active(&i.u, &mask).unwrap();
+        assert_eq!(
+            flat(&hv),
+            flat(&host.hvp_active(&i.u, &mask).unwrap()),
+            "{what}: hvp_active"
+        );
+        let hv = flat(&hv);
+        let (_, q) = host
+            .gradient_and_bilinear_given_tangents(&i.u, &i.v, &tu, &tv)
+            .unwrap();
+        let q = flat(&q);
+        let scale = full.iter().fold(1.0f64, |m, v| m.max(v.abs()));
+        let q_scale = q_full.iter().fold(1.0f64, |m, v| m.max(v.abs()));
+        for r in 0..b {
+            let (got, want) = (&hv[r * d..(r + 1) * d], &full[r * d..(r + 1) * d]);
+            if mask[r] {
+                assert_close(got, want, tol * scale, &format!("{what}: hvp row {r}"));
+                assert_close(&q[r..=r], &q_full[r..=r], tol * q_scale, &what);
+            } else {
+                assert!(
+                    got.iter().all(|v| *v == 0.0),
+                    "{what}: hvp row {r} not zero"
+                );
+                assert_eq!(q[r], 0.0, "{what}: bilinear row {r} not zero");
+            }
+        }
+    }
+    let wrong = host.hvp_active(&i.u, &vec![true; b + 1]);
+    assert!(wrong.is_err(), "{name}: a mask of the wrong length");
 }
 
 /// `J` at `u' = v + α ⊙ u + β ⊙ c` (per-row α, β; `β_0 = 0`), its tangents given as those of
