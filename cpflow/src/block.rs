@@ -451,6 +451,16 @@ mod tests {
         t.flatten_all().unwrap().to_vec1::<f64>().unwrap()
     }
 
+    /// Normal draws `N(0, std²)` of `shape` in f64 from a seeded RNG (candle's CPU RNG cannot
+    /// be seeded, and the checks below depend on the draws).
+    fn normal(rng: &mut FlowRng, shape: &[usize], std: f64) -> Tensor {
+        let n = shape.iter().product();
+        let v: Vec<f64> = (0..n)
+            .map(|_| std * rng.sample::<f64, _>(rand_distr::StandardNormal))
+            .collect();
+        Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
+    }
+
     /// The host-kernel surrogate gives the composed path's `z`, `S`, CG report and gradients
     /// (every variable of the block and the input), f64, away from the init: a dense `Icnn2`
     /// (tangents recomputed) and a `ConvIcnn` on 2×3×3 images (tangents followed through CG);
@@ -483,17 +493,12 @@ mod tests {
         let vb = VarBuilder::from_varmap(&vm, DType::F64, &Device::Cpu);
         let mut rng = FlowRng::seed_from_u64(4);
         let block = CpFlowBlock::new(vb, &BlockConfig::new(pot), &mut rng).unwrap();
-        let x = Tensor::randn(0.0, 1.0, (16, d), &Device::Cpu)
-            .unwrap()
-            .to_dtype(DType::F64)
-            .unwrap();
+        let x = normal(&mut rng, &[16, d], 1.0);
         block.initialize(&x, None).unwrap();
         // Away from the init: perturb every variable.
         for var in vm.all_vars() {
             let t = var.as_tensor();
-            let noise = (Tensor::randn(0.0, 0.2, t.shape(), &Device::Cpu).unwrap())
-                .to_dtype(t.dtype())
-                .unwrap();
+            let noise = normal(&mut rng, t.dims(), 0.2);
             var.set(&(t + noise).unwrap()).unwrap();
         }
         let xv = Var::from_tensor(&(&x * 1.5).unwrap()).unwrap();
@@ -505,14 +510,8 @@ mod tests {
             .expect("dense and conv ICNNs on the CPU take the host kernels");
         assert_eq!(host.prefers_tracked_tangents(), tracked);
         let (r, t) = (
-            Tensor::randn(0.0, 1.0, (16, d), &Device::Cpu)
-                .unwrap()
-                .to_dtype(DType::F64)
-                .unwrap(),
-            Tensor::randn(0.0, 1.0, 16, &Device::Cpu)
-                .unwrap()
-                .to_dtype(DType::F64)
-                .unwrap(),
+            normal(&mut rng, &[16, d], 1.0),
+            normal(&mut rng, &[16], 1.0),
         );
         let run = |host_path: bool| {
             let mut rng = FlowRng::seed_from_u64(9);
