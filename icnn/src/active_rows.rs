@@ -13,7 +13,7 @@
 
 use crate::error::{IcnnError, Result};
 use crate::host_par;
-use crate::surrogate_host::{HostNet, Primal, Real, hvp_from_tangents_on, tangents_on};
+use crate::surrogate_host::{HostNet, Primal, Real, Tangents, hvp_from_tangents_on, tangents_on};
 
 /// The rows of a batch a pass runs on.
 #[derive(Clone, Copy, Debug)]
@@ -131,30 +131,40 @@ pub(crate) fn curvature_and_back_rows<T: Real>(
     })
 }
 
-/// `(∇²F(x_b) w_b (B × d), ȧ_j(w) per group (B × m_j))` on the rows `idx` (not empty) of the
-/// batch, zero in the other rows; `w` `(B × d)` in the caller's order.
-pub(crate) fn hvp_and_tangents_on_rows<T: Real>(
+/// `(∇²F(x_b) w_b (B × d), the tangents of w on the listed rows)` on the rows `idx` (not
+/// empty) of the batch, the products zero in the other rows; `w` `(B × d)` in the caller's
+/// order.
+pub(crate) fn hvp_on_rows<T: Real>(
     net: &HostNet<T>,
     p: &Primal<T>,
     w: &[T],
     idx: &[usize],
-) -> Result<(Vec<T>, Vec<Vec<T>>)> {
+) -> Result<(Vec<T>, Tangents<T>)> {
     let (d, on) = (net.dim, Rows::Listed(idx));
     let tg = tangents_on(net, p, &gather_rows(w, idx, d), 1, on)?;
     let hv = hvp_from_tangents_on(net, p, &tg, on)?;
-    let adot = tg
-        .adot
+    Ok((scatter_rows(&hv, idx, d, p.b), tg))
+}
+
+/// The tangents `ȧ_j` of [`hvp_on_rows`] per group on all `rows` of the batch (`B × m_j`),
+/// zero in the rows not listed.
+pub(crate) fn scattered_tangents<T: Real>(
+    net: &HostNet<T>,
+    tg: &Tangents<T>,
+    idx: &[usize],
+    rows: usize,
+) -> Vec<Vec<T>> {
+    tg.adot
         .iter()
         .zip(&net.groups)
         .map(|(a, g)| {
             if a.is_empty() {
                 Vec::new()
             } else {
-                scatter_rows(a, idx, g.width, p.b)
+                scatter_rows(a, idx, g.width, rows)
             }
         })
-        .collect();
-    Ok((scatter_rows(&hv, idx, d, p.b), adot))
+        .collect()
 }
 
 #[cfg(test)]

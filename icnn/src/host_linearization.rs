@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 
 use candle_core::{CpuStorage, CustomOp2, DType, Device, Layout, Shape, Tensor};
 
-use crate::active_rows::{active_indices, hvp_and_tangents_on_rows};
+use crate::active_rows::{active_indices, hvp_on_rows, scattered_tangents};
 use crate::conv_network::PreparedNode;
 use crate::direction_tangents::{DirectionTangents, stacked_pair};
 use crate::error::{IcnnError, Result};
@@ -330,7 +330,17 @@ impl HostLinearization {
     /// # Ok(()) }
     /// ```
     pub fn hvp_active(&self, w: &Tensor, active: &[bool]) -> Result<Tensor> {
-        Ok(self.hvp_and_tangents_active(w, active)?.0)
+        self.check(w, "hvp")?;
+        let (b, d) = (self.inner.batch, self.inner.dim);
+        match active_indices(active, b)? {
+            None => self.hvp(w),
+            // Zero (a solver never asks for this).
+            Some(idx) if idx.is_empty() => Ok(w.zeros_like()?),
+            Some(idx) => Ok(with_host!(&self.inner.host, |net, p| {
+                let (hv, _) = hvp_on_rows(net, p, &host_vec(w)?, &idx)?;
+                Tensor::from_vec(hv, (b, d), self.device())?
+            })),
+        }
     }
 
     /// [`HostLinearization::hvp_and_tangents`] on the rows with `active[b]` only (see
@@ -352,10 +362,10 @@ impl HostLinearization {
             return self.hvp_and_tangents(&w.zeros_like()?);
         }
         Ok(with_host!(&self.inner.host, |net, p| {
-            let (hv, adot) = hvp_and_tangents_on_rows(net, p, &host_vec(w)?, &idx)?;
+            let (hv, tg) = hvp_on_rows(net, p, &host_vec(w)?, &idx)?;
             (
                 Tensor::from_vec(hv, (b, d), self.device())?,
-                DirectionTangents::new(adot, b),
+                DirectionTangents::new(scattered_tangents(net, &tg, &idx, b), b),
             )
         }))
     }
