@@ -1,46 +1,9 @@
 //! Smoke test of the `cpflow` binary: train a tiny model a few iterations on a toy, then
 //! `eval`, `sample` and `plot` it, and run a tiny `ot`.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+mod cli_common;
 
-fn cpflow(args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_cpflow"))
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .output()
-        .expect("running cpflow");
-    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(
-        out.status.success(),
-        "cpflow {args:?} failed:\nstdout: {stdout}\nstderr: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
-}
-
-/// Runs `cpflow` expecting a failure; returns stderr.
-fn cpflow_fails(args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_cpflow"))
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .output()
-        .expect("running cpflow");
-    assert!(!out.status.success(), "cpflow {args:?} succeeded");
-    String::from_utf8_lossy(&out.stderr).to_string()
-}
-
-fn temp_dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("cpflow-cli-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-fn non_empty(p: &Path) {
-    let len = std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
-    assert!(len > 0, "{} missing or empty", p.display());
-}
+use cli_common::{cpflow, cpflow_fails, non_empty, temp_dir};
 
 #[test]
 fn train_eval_sample_plot_round_trip() {

@@ -1,8 +1,10 @@
-//! Data sources of the CLI: a built-in toy, an image density, or a `.npy` / `.csv` file.
+//! Data sources of the CLI: a built-in toy, an image density, one of MAF's tabular benchmarks
+//! (POWER, GAS, HEPMASS, MINIBOONE, BSDS300), or a `.npy` / `.csv` file.
 
 use anyhow::{Context, Result, bail};
 use candle_core::{DType, Device, Tensor};
 use cpflow::FlowRng;
+use cpflow::datasets::{Split, TabularDataset, load_tabular};
 use cpflow::toy::{ImageDensity, Toy};
 use rand::seq::SliceRandom;
 use std::path::{Path, PathBuf};
@@ -16,6 +18,9 @@ pub enum DataSource {
     Toy(Toy),
     /// A density built from an image.
     Image(Box<ImageDensity>),
+    /// One of MAF's tabular benchmarks, read from the data root with MAF's preprocessing and
+    /// its own training / validation / test split.
+    Tabular(TabularDataset),
     /// A `.npy` array of shape (n, d) (or (n,) for d = 1).
     Npy(PathBuf),
     /// A `.csv` file of numbers, one sample per line, after an optional header line of column
@@ -25,7 +30,8 @@ pub enum DataSource {
 
 impl DataSource {
     /// Parses a `--data` / `data.source` value: a path ending in `.npy`, `.csv` or an image
-    /// extension (`.png`, `.jpg`, `.jpeg`; or any path after `image:`), else a toy name.
+    /// extension (`.png`, `.jpg`, `.jpeg`; or any path after `image:`), a tabular benchmark
+    /// (`power`, `gas`, `hepmass`, `miniboone`, `bsds300`), else a toy name.
     pub fn parse(source: &str) -> Result<Self> {
         let lower = source.to_ascii_lowercase();
         if let Some(p) = source.strip_prefix("image:") {
@@ -40,7 +46,16 @@ impl DataSource {
         if [".png", ".jpg", ".jpeg"].iter().any(|e| lower.ends_with(e)) {
             return Self::image(Path::new(source));
         }
-        Ok(DataSource::Toy(source.parse()?))
+        if let Some(t) = TabularDataset::from_name(&lower) {
+            return Ok(DataSource::Tabular(t));
+        }
+        let toy = source.parse().with_context(|| {
+            format!(
+                "`{source}` is not a data file (.npy, .csv, .png/.jpg), a tabular benchmark \
+                 (power, gas, hepmass, miniboone, bsds300) or a toy"
+            )
+        })?;
+        Ok(DataSource::Toy(toy))
     }
 
     fn image(path: &Path) -> Result<Self> {
@@ -136,6 +151,18 @@ pub fn load(section: &DataSection) -> Result<LoadedData> {
             )?;
             (dim, train, val, test)
         }
+        DataSource::Tabular(t) => {
+            let split = read_tabular(*t, &section.root)?;
+            let widen = |m: &cpflow::datasets::Matrix<f32>| -> Vec<f64> {
+                m.data().iter().map(|&v| f64::from(v)).collect()
+            };
+            (
+                split.dim(),
+                widen(&split.train),
+                widen(&split.val),
+                widen(&split.test),
+            )
+        }
     };
     if train.is_empty() {
         bail!("no training data in `{}`", section.source);
@@ -149,9 +176,10 @@ pub fn load(section: &DataSection) -> Result<LoadedData> {
     })
 }
 
-/// Data to score: every row of a `.npy`/`.csv` file, or `n` points of a toy/image drawn
-/// with `seed` (all in the held-out part).
-pub fn load_all(source: &str, n: usize, seed: u64) -> Result<LoadedData> {
+/// Data to score: every row of a `.npy`/`.csv` file, the test split of a tabular benchmark
+/// (read under `root`), or `n` points of a toy/image drawn with `seed` (all in the held-out
+/// part).
+pub fn load_all(source: &str, root: &Path, n: usize, seed: u64) -> Result<LoadedData> {
     let src = DataSource::parse(source)?;
     let mut rng = FlowRng::seed_from_u64(seed);
     let flat = |pts: Vec<[f64; 2]>| -> Vec<f64> { pts.into_iter().flatten().collect() };
@@ -160,6 +188,12 @@ pub fn load_all(source: &str, n: usize, seed: u64) -> Result<LoadedData> {
         DataSource::Image(d) => (2, flat(d.sample(n, &mut rng))),
         DataSource::Npy(p) => read_npy(p)?,
         DataSource::Csv(p) => read_csv(p)?,
+        DataSource::Tabular(t) => {
+            let split = read_tabular(*t, root)?;
+            let dim = split.dim();
+            let test = split.test.data().iter().map(|&v| f64::from(v)).collect();
+            (dim, test)
+        }
     };
     if test.is_empty() {
         bail!("no data in `{source}`");
@@ -170,6 +204,24 @@ pub fn load_all(source: &str, n: usize, seed: u64) -> Result<LoadedData> {
         val: Vec::new(),
         test,
         source: src,
+    })
+}
+
+/// Reads a tabular benchmark under `root` with MAF's preprocessing
+/// ([`cpflow::datasets::load_tabular`]). A missing file names the download command, with
+/// `--dir` when the root is not the download's default.
+fn read_tabular(which: TabularDataset, root: &Path) -> Result<Split> {
+    load_tabular(which, root).with_context(|| {
+        let dir = if root == Path::new(cpflow::datasets::layout::DEFAULT_ROOT) {
+            String::new()
+        } else {
+            format!(" --dir {}", root.display())
+        };
+        format!(
+            "loading {which} from data root {} (data.root; `cargo xtask download {which}{dir}` \
+             fetches it there)",
+            root.display()
+        )
     })
 }
 

@@ -74,7 +74,8 @@ pub struct TrainArgs {
     #[arg(long, short)]
     pub config: Option<PathBuf>,
     /// Data: toy name (8gaussians, swissroll, 2spirals, rings, moons, checkerboard, pinwheel,
-    /// circles, mafmoon), an image (.png), or a .npy/.csv file.
+    /// circles, mafmoon), an image (.png), a .npy/.csv file, or a tabular benchmark (power,
+    /// gas, hepmass, miniboone, bsds300; read under `data.root`, MAF's splits).
     #[arg(long)]
     pub data: Option<String>,
     /// Total optimiser steps.
@@ -107,7 +108,8 @@ pub struct EvalArgs {
     /// A run directory (uses model.safetensors and config.toml) or a .safetensors file.
     #[arg(long, short)]
     pub model: PathBuf,
-    /// Data to score (default: the held-out split of the run's data).
+    /// Data to score (default: the held-out split of the run's data); a tabular benchmark's
+    /// name scores its test split, read under the run's `data.root`.
     #[arg(long)]
     pub data: Option<String>,
     /// Points drawn when the data are a toy or an image.

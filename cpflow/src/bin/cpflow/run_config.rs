@@ -6,6 +6,8 @@
 //! ```toml
 //! [data]            # what to fit
 //! source = "8gaussians"   # toy name | path.npy | path.csv | path.png (image density)
+//!                          # | power | gas | hepmass | miniboone | bsds300 (MAF's splits)
+//! root = "data"            # tabular benchmarks: the data root of `cargo xtask download`
 //! n_train = 50000          # toys/images: points drawn for training
 //! n_val = 10000            # toys/images: fresh validation points (curve, early stopping)
 //! n_test = 10000           # toys/images: fresh test points, scored once at the end
@@ -57,6 +59,8 @@ use std::path::{Path, PathBuf};
 #[serde(default, deny_unknown_fields)]
 pub struct DataSection {
     pub source: String,
+    /// Where the tabular benchmarks are read (`cargo xtask download <name> --dir <root>`).
+    pub root: PathBuf,
     pub n_train: usize,
     pub n_val: usize,
     pub n_test: usize,
@@ -69,6 +73,7 @@ impl Default for DataSection {
     fn default() -> Self {
         DataSection {
             source: "8gaussians".into(),
+            root: PathBuf::from(cpflow::datasets::layout::DEFAULT_ROOT),
             n_train: 50_000,
             n_val: 10_000,
             n_test: 10_000,
@@ -522,6 +527,46 @@ mod tests {
         };
         assert!(resolve_image(&img, &bad).is_err());
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// `configs/tabular.toml` is the reference `train_tabular.py` (cpflow-reference.md §4.1).
+    #[test]
+    fn tabular_config_is_the_reference_tabular_run() {
+        let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/tabular.toml");
+        let cfg = resolve(Some(&file), &Overrides::default()).unwrap();
+        assert_eq!(
+            (cfg.data.source.as_str(), cfg.data.root.as_path()),
+            ("miniboone", Path::new("data"))
+        );
+        let m = &cfg.model;
+        assert_eq!(
+            (m.arch, m.blocks, m.width, m.depth),
+            (Arch::Icnn2, 1, 64, 10)
+        );
+        assert_eq!(m.activation, ActivationKind::Softplus);
+        assert!(!m.zero_shift && !m.symm_act_first);
+        assert_eq!((m.layout, m.float), (Layout::Tabular, FloatType::F32));
+        let t = &cfg.train;
+        assert_eq!(
+            (t.batch_size, t.val_every, t.early_stopping),
+            (1024, 500, Some(20))
+        );
+        assert_eq!(t.lr_schedule, cpflow::LrSchedule::Plateau);
+        assert_eq!(
+            (t.adam.lr, t.adam.beta1, t.adam.beta2, t.adam.weight_decay),
+            (1e-3, 0.9, 0.99, 1e-6)
+        );
+        assert_eq!((t.surrogate.cg_atol, t.surrogate.cg_rtol), (1e-3, 0.0));
+        assert_eq!(
+            t.val_estimator,
+            cpflow::NllEstimator::Slq(cpflow::SlqParams {
+                probes: 1,
+                steps: 10
+            })
+        );
+        assert_eq!(t.clip_grad_norm, None);
+        // One block between two ActNorms, trainable w0 (the tabular layout).
+        assert_eq!(m.flow_config(43).unwrap().layers.len(), 3);
     }
 
     #[test]

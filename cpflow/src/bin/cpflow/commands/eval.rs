@@ -29,13 +29,20 @@ pub fn eval(a: EvalArgs) -> Result<()> {
     let flow = load_flow(&loc.file, &device, float)?;
     let saved = saved_run_config(loc.run_dir.as_deref())?;
     let seed = a.dev.seed.unwrap_or(0);
-    // Explicit --data: every row of a file, or `n` fresh points of a toy/image. Otherwise the
-    // held-out part of the run's data (fresh points for toys/images, the test split of files).
+    // Explicit --data: every row of a file, the test split of a tabular benchmark (under the
+    // run's data root), or `n` fresh points of a toy/image. Otherwise the held-out part of the
+    // run's data (fresh points for toys/images, the test split of files and benchmarks).
     let (source, data) = match (&a.data, &saved) {
-        (Some(src), _) => (
-            src.clone(),
-            load_all(src, a.n, seed.wrapping_add(1_000_003))?,
-        ),
+        (Some(src), _) => {
+            let root = saved.as_ref().map_or_else(
+                || std::path::PathBuf::from(cpflow::datasets::layout::DEFAULT_ROOT),
+                |c| c.data.root.clone(),
+            );
+            (
+                src.clone(),
+                load_all(src, &root, a.n, seed.wrapping_add(1_000_003))?,
+            )
+        }
         (None, Some(cfg)) => {
             let mut s = cfg.data.clone();
             s.n_test = a.n;

@@ -1,6 +1,6 @@
 //! `cpflow plot`.
 
-use anyhow::Result;
+use anyhow::{Result, bail};
 use cpflow::FlowRng;
 use std::path::PathBuf;
 
@@ -14,11 +14,17 @@ pub fn plot(a: PlotArgs) -> Result<()> {
     let loc = locate_model(&a.model)?;
     let float = a.dev.dtype.as_deref().map(float_type).transpose()?;
     let flow = load_flow(&loc.file, &device, float)?;
+    if flow.dim() != 2 {
+        bail!("plots need a 2-D model (this one is {}-D)", flow.dim());
+    }
     let seed = a.dev.seed.unwrap_or(0);
+    let root = saved_run_config(loc.run_dir.as_deref())?
+        .map(|c| c.data.root)
+        .unwrap_or_else(|| PathBuf::from(cpflow::datasets::layout::DEFAULT_ROOT));
     // Data for data.png: --data, else the run's training data, else none.
     let points = match (&a.data, saved_run_config(loc.run_dir.as_deref())?) {
         (Some(src), _) => {
-            let d = load_all(src, 100_000, seed)?;
+            let d = load_all(src, &root, 100_000, seed)?;
             (d.dim == 2).then(|| rows_to_points(&d.test, 100_000))
         }
         (None, Some(cfg)) => {

@@ -65,10 +65,11 @@ pub fn train(a: TrainArgs) -> Result<()> {
     };
     let cfg = resolve(a.config.as_deref(), &ov)?;
     let out = cfg.run.out.clone();
-    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
-    std::fs::write(out.join("config.toml"), toml::to_string_pretty(&cfg)?)?;
+    // The data first: a source that cannot be read leaves no half-made run directory.
     let device = crate::device(Some(&cfg.run.device))?;
     let data = load(&cfg.data)?;
+    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    std::fs::write(out.join("config.toml"), toml::to_string_pretty(&cfg)?)?;
     let dtype = cfg.model.float.dtype();
     tracing::info!(
         data = %cfg.data.source,

@@ -1,0 +1,46 @@
+//! Running the `cpflow` binary from integration tests (shared by the CLI test crates).
+#![allow(dead_code)] // each test crate uses its own subset
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Runs `cpflow` with `args`, asserting success; returns stdout.
+pub fn cpflow(args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_cpflow"))
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("running cpflow");
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "cpflow {args:?} failed:\nstdout: {stdout}\nstderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+/// Runs `cpflow` expecting a failure; returns stderr.
+pub fn cpflow_fails(args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_cpflow"))
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("running cpflow");
+    assert!(!out.status.success(), "cpflow {args:?} succeeded");
+    String::from_utf8_lossy(&out.stderr).to_string()
+}
+
+/// A fresh, empty directory under the system temp dir, unique to this process and `name`.
+pub fn temp_dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("cpflow-cli-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// Asserts that `p` is a non-empty file.
+pub fn non_empty(p: &Path) {
+    let len = std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+    assert!(len > 0, "{} missing or empty", p.display());
+}
