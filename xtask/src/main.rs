@@ -19,7 +19,8 @@ fn main() -> ExitCode {
         .with_target(false)
         .without_time()
         .init();
-    match xtask::cli::run(&xtask::cli::Cli::parse()) {
+    let cli = xtask::cli::Cli::parse();
+    match cpflow::cpu_threads::run_on_pool(|| xtask::cli::run(&cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:?}");

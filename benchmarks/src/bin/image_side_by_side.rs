@@ -152,39 +152,41 @@ fn main() -> Result<()> {
     // SAFETY: set before any thread is spawned.
     unsafe { std::env::set_var("RAYON_NUM_THREADS", a.threads.to_string()) };
     cpflow::cpu_threads::configure_cpu_threads();
-    let load_start = benchmarks::load_average();
-    let (o, cfg) = ours(&a)?;
-    let theirs = if a.ours_only {
-        None
-    } else {
-        Some(reference(&a, cfg.train.batch_size, &cfg.model.nblocks)?)
-    };
-    let load_end = benchmarks::load_average();
-    let f = |v: &serde_json::Value, k: &str| v[k].as_f64().unwrap_or(f64::NAN);
-    let our_step = f(&o, "step_s_median");
-    let row = format!(
-        "| {} / {} | {:.3} | {} | {} | {:.2} mean, {:.1} max | {} |",
-        o["parameters"],
-        theirs
-            .as_ref()
-            .map_or("-".into(), |t| t["parameters"].to_string()),
-        our_step,
-        theirs
-            .as_ref()
-            .map_or("-".into(), |t| format!("{:.3}", f(t, "step_s_median"))),
-        theirs.as_ref().map_or("-".into(), |t| format!(
-            "{:.2}×",
-            f(t, "step_s_median") / our_step
-        )),
-        f(&o, "cg_iterations_mean_per_system"),
-        f(&o, "cg_iterations_max_per_step_mean"),
-        theirs.as_ref().map_or("-".into(), |t| format!(
-            "{:.2} (batch-wide)",
-            f(t, "cg_iterations_per_block_call")
-        )),
-    );
-    let md = format!(
-        "# Image-flow training step: ours vs the authors' train_img.py (MNIST, CPU)\n\n\
+    // The measured work runs on rayon's pool, as in the `cpflow` binary.
+    cpflow::cpu_threads::run_on_pool(move || -> Result<()> {
+        let load_start = benchmarks::load_average();
+        let (o, cfg) = ours(&a)?;
+        let theirs = if a.ours_only {
+            None
+        } else {
+            Some(reference(&a, cfg.train.batch_size, &cfg.model.nblocks)?)
+        };
+        let load_end = benchmarks::load_average();
+        let f = |v: &serde_json::Value, k: &str| v[k].as_f64().unwrap_or(f64::NAN);
+        let our_step = f(&o, "step_s_median");
+        let row = format!(
+            "| {} / {} | {:.3} | {} | {} | {:.2} mean, {:.1} max | {} |",
+            o["parameters"],
+            theirs
+                .as_ref()
+                .map_or("-".into(), |t| t["parameters"].to_string()),
+            our_step,
+            theirs
+                .as_ref()
+                .map_or("-".into(), |t| format!("{:.3}", f(t, "step_s_median"))),
+            theirs.as_ref().map_or("-".into(), |t| format!(
+                "{:.2}×",
+                f(t, "step_s_median") / our_step
+            )),
+            f(&o, "cg_iterations_mean_per_system"),
+            f(&o, "cg_iterations_max_per_step_mean"),
+            theirs.as_ref().map_or("-".into(), |t| format!(
+                "{:.2} (batch-wide)",
+                f(t, "cg_iterations_per_block_call")
+            )),
+        );
+        let md = format!(
+            "# Image-flow training step: ours vs the authors' train_img.py (MNIST, CPU)\n\n\
          Same CPU, same session, {} threads each, load average {load_start:.2} → {load_end:.2}. \
          Model: `{}` (ConvICNN width {}, depth {}, blocks {:?}, batch {}, f32, CG atol = rtol \
          = 1e-3) and theirs built by `train_img.cpflow_block_fn` + `MultiscaleFlow` with the \
@@ -197,26 +199,27 @@ fn main() -> Result<()> {
          |---|---|---|---|---|---|\n{row}\n\n\
          Command: `cargo build --release -p benchmarks --bin image_side_by_side && \
          target/release/image_side_by_side --threads {} --warm {} --steps {}`.\n",
-        a.threads,
-        a.config.display(),
-        cfg.model.width,
-        cfg.model.depth,
-        cfg.model.nblocks,
-        cfg.train.batch_size,
-        a.warm,
-        a.steps,
-        a.threads,
-        a.warm,
-        a.steps,
-    );
-    if let Some(dir) = a.out.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    std::fs::write(a.out.with_extension("md"), &md)?;
-    std::fs::write(
-        a.out.with_extension("json"),
-        serde_json::to_string_pretty(&json!({ "ours": o, "reference": theirs }))?,
-    )?;
-    print!("{md}");
-    Ok(())
+            a.threads,
+            a.config.display(),
+            cfg.model.width,
+            cfg.model.depth,
+            cfg.model.nblocks,
+            cfg.train.batch_size,
+            a.warm,
+            a.steps,
+            a.threads,
+            a.warm,
+            a.steps,
+        );
+        if let Some(dir) = a.out.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        std::fs::write(a.out.with_extension("md"), &md)?;
+        std::fs::write(
+            a.out.with_extension("json"),
+            serde_json::to_string_pretty(&json!({ "ours": o, "reference": theirs }))?,
+        )?;
+        print!("{md}");
+        Ok(())
+    })
 }

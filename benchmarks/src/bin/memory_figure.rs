@@ -123,122 +123,125 @@ fn unrolled_step(flow: &Flow, x: &Tensor, k: usize, rng: &mut StdRng) -> Result<
 fn main() -> Result<()> {
     let args = Args::parse();
     cpflow::cpu_threads::configure_cpu_threads();
-    let dev = Device::Cpu;
-    let (b, d) = (args.batch, args.dim);
-    let mut rng = StdRng::seed_from_u64(0);
-    let xs = gaussian_mixture(b, d, 8, &mut rng);
-    let (dtype, float) = if args.f32 {
-        (DType::F32, FloatType::F32)
-    } else {
-        (DType::F64, FloatType::F64)
-    };
-    let x = Tensor::from_vec(xs, (b, d), &dev)?.to_dtype(dtype)?;
-    let pot = PotentialConfig::Icnn2(icnn::Icnn2Config {
-        dim: d,
-        ..Default::default()
-    });
-    let flow = Flow::new(FlowConfig::tabular(d, 1, pot).with_float(float), &dev)?;
-    flow.initialize(&x)?;
-    // Warm-up of both paths (lazy allocations, thread pools).
-    let warm = SurrogateParams {
-        cg_atol: 0.0,
-        cg_rtol: 0.0,
-        cg_max_iters: Some(2),
-        ..Default::default()
-    };
-    drop(flow.surrogate_loss(&x, &warm, &mut rng)?.loss.backward()?);
-    unrolled_step(&flow, &x, 2, &mut rng)?;
-
-    let mut rows = Vec::new();
-    for &k in &args.iters {
-        let params = SurrogateParams {
+    // The measured work runs on rayon's pool, as in the `cpflow` binary.
+    cpflow::cpu_threads::run_on_pool(move || -> Result<()> {
+        let dev = Device::Cpu;
+        let (b, d) = (args.batch, args.dim);
+        let mut rng = StdRng::seed_from_u64(0);
+        let xs = gaussian_mixture(b, d, 8, &mut rng);
+        let (dtype, float) = if args.f32 {
+            (DType::F32, FloatType::F32)
+        } else {
+            (DType::F64, FloatType::F64)
+        };
+        let x = Tensor::from_vec(xs, (b, d), &dev)?.to_dtype(dtype)?;
+        let pot = PotentialConfig::Icnn2(icnn::Icnn2Config {
+            dim: d,
+            ..Default::default()
+        });
+        let flow = Flow::new(FlowConfig::tabular(d, 1, pot).with_float(float), &dev)?;
+        flow.initialize(&x)?;
+        // Warm-up of both paths (lazy allocations, thread pools).
+        let warm = SurrogateParams {
             cg_atol: 0.0,
             cg_rtol: 0.0,
-            cg_max_iters: Some(k),
+            cg_max_iters: Some(2),
             ..Default::default()
         };
-        let meter = PeakMeter::start();
-        let out = flow.surrogate_loss(&x, &params, &mut rng)?;
-        let cg_mean = out.cg.mean_iterations();
-        drop(out.loss.backward()?);
-        drop(out);
-        let surrogate_mib = meter.alloc_mib();
+        drop(flow.surrogate_loss(&x, &warm, &mut rng)?.loss.backward()?);
+        unrolled_step(&flow, &x, 2, &mut rng)?;
 
-        let meter = PeakMeter::start();
-        unrolled_step(&flow, &x, k, &mut rng)?;
-        let unrolled_mib = meter.alloc_mib();
-        eprintln!(
-            "k = {k}: surrogate {surrogate_mib:.1} MiB (CG its {cg_mean:.1}), unrolled {unrolled_mib:.1} MiB"
-        );
-        rows.push(json!({
-            "cg_iterations": k,
-            "surrogate_cg_iterations_mean": cg_mean,
-            "surrogate_peak_mib": surrogate_mib,
-            "backprop_through_cg_peak_mib": unrolled_mib,
-        }));
-    }
-    let get = |r: &serde_json::Value, key: &str| r[key].as_f64().unwrap_or(f64::NAN);
-    let sur: Vec<[f64; 2]> = rows
-        .iter()
-        .map(|r| [get(r, "cg_iterations"), get(r, "surrogate_peak_mib")])
-        .collect();
-    let unr: Vec<[f64; 2]> = rows
-        .iter()
-        .map(|r| {
-            [
-                get(r, "cg_iterations"),
-                get(r, "backprop_through_cg_peak_mib"),
-            ]
-        })
-        .collect();
-    let (smin, smax) = sur.iter().fold((f64::INFINITY, 0.0f64), |(a, b), p| {
-        (a.min(p[1]), b.max(p[1]))
-    });
-    let spread = (smax - smin) / smin;
-    let command = std::env::args().collect::<Vec<_>>().join(" ");
-    if let Some(dir) = args.out.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    let doc = json!({
-        "command": command,
-        "config": {"dim": d, "batch": b, "model": "Icnn2 width 64 depth 10, [AN, CPF, AN]", "dtype": format!("{dtype:?}")},
-        "rows": rows,
-        "surrogate_relative_spread": spread,
-    });
-    std::fs::write(
-        args.out.with_extension("json"),
-        serde_json::to_string_pretty(&doc)?,
-    )?;
-    let png = args.out.with_extension("png");
-    line_chart_png(
-        &png,
-        &[
-            LineSeries::solid(sur.clone(), (31, 119, 180)),
-            LineSeries::dashed(unr.clone(), (214, 39, 40)),
-        ],
-        None,
-        Figure::new(640)
-            .title(format!(
-                "Train step, d = {d}: surrogate (solid), backprop thru CG (dashed)"
-            ))
-            .labels("CG iterations", "peak MiB above baseline"),
-    )?;
-    let mut md = format!(
-        "# Peak memory of a train step against CG iterations (paper Fig. 2, CPU)\n\n\
+        let mut rows = Vec::new();
+        for &k in &args.iters {
+            let params = SurrogateParams {
+                cg_atol: 0.0,
+                cg_rtol: 0.0,
+                cg_max_iters: Some(k),
+                ..Default::default()
+            };
+            let meter = PeakMeter::start();
+            let out = flow.surrogate_loss(&x, &params, &mut rng)?;
+            let cg_mean = out.cg.mean_iterations();
+            drop(out.loss.backward()?);
+            drop(out);
+            let surrogate_mib = meter.alloc_mib();
+
+            let meter = PeakMeter::start();
+            unrolled_step(&flow, &x, k, &mut rng)?;
+            let unrolled_mib = meter.alloc_mib();
+            eprintln!(
+                "k = {k}: surrogate {surrogate_mib:.1} MiB (CG its {cg_mean:.1}), unrolled {unrolled_mib:.1} MiB"
+            );
+            rows.push(json!({
+                "cg_iterations": k,
+                "surrogate_cg_iterations_mean": cg_mean,
+                "surrogate_peak_mib": surrogate_mib,
+                "backprop_through_cg_peak_mib": unrolled_mib,
+            }));
+        }
+        let get = |r: &serde_json::Value, key: &str| r[key].as_f64().unwrap_or(f64::NAN);
+        let sur: Vec<[f64; 2]> = rows
+            .iter()
+            .map(|r| [get(r, "cg_iterations"), get(r, "surrogate_peak_mib")])
+            .collect();
+        let unr: Vec<[f64; 2]> = rows
+            .iter()
+            .map(|r| {
+                [
+                    get(r, "cg_iterations"),
+                    get(r, "backprop_through_cg_peak_mib"),
+                ]
+            })
+            .collect();
+        let (smin, smax) = sur.iter().fold((f64::INFINITY, 0.0f64), |(a, b), p| {
+            (a.min(p[1]), b.max(p[1]))
+        });
+        let spread = (smax - smin) / smin;
+        let command = std::env::args().collect::<Vec<_>>().join(" ");
+        if let Some(dir) = args.out.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let doc = json!({
+            "command": command,
+            "config": {"dim": d, "batch": b, "model": "Icnn2 width 64 depth 10, [AN, CPF, AN]", "dtype": format!("{dtype:?}")},
+            "rows": rows,
+            "surrogate_relative_spread": spread,
+        });
+        std::fs::write(
+            args.out.with_extension("json"),
+            serde_json::to_string_pretty(&doc)?,
+        )?;
+        let png = args.out.with_extension("png");
+        line_chart_png(
+            &png,
+            &[
+                LineSeries::solid(sur.clone(), (31, 119, 180)),
+                LineSeries::dashed(unr.clone(), (214, 39, 40)),
+            ],
+            None,
+            Figure::new(640)
+                .title(format!(
+                    "Train step, d = {d}: surrogate (solid), backprop thru CG (dashed)"
+                ))
+                .labels("CG iterations", "peak MiB above baseline"),
+        )?;
+        let mut md = format!(
+            "# Peak memory of a train step against CG iterations (paper Fig. 2, CPU)\n\n\
          Command: `{command}`  \nModel: Icnn2 width 64 depth 10, `[AN, CPF, AN]`, {dtype:?}, \
          d = {d}, batch {b}; CG forced to k iterations (atol = rtol = 0, max_iters = k). Peak \
          live heap bytes (counting allocator) above the bytes live before the step, forward + \
          backward.\n\n| CG iterations | CG surrogate MiB | backprop through CG MiB |\n|---|---|---|\n"
-    );
-    for (s, u) in sur.iter().zip(&unr) {
-        md.push_str(&format!("| {} | {:.1} | {:.1} |\n", s[0], s[1], u[1]));
-    }
-    md.push_str(&format!(
-        "\nSurrogate spread (max − min)/min = {:.1}% (target ≤ 10%). Figure: `{}`.\n",
-        100.0 * spread,
-        png.display()
-    ));
-    std::fs::write(args.out.with_extension("md"), &md)?;
-    println!("{md}");
-    Ok(())
+        );
+        for (s, u) in sur.iter().zip(&unr) {
+            md.push_str(&format!("| {} | {:.1} | {:.1} |\n", s[0], s[1], u[1]));
+        }
+        md.push_str(&format!(
+            "\nSurrogate spread (max − min)/min = {:.1}% (target ≤ 10%). Figure: `{}`.\n",
+            100.0 * spread,
+            png.display()
+        ));
+        std::fs::write(args.out.with_extension("md"), &md)?;
+        println!("{md}");
+        Ok(())
+    })
 }

@@ -148,88 +148,90 @@ fn main() -> Result<()> {
         unsafe { std::env::set_var("RAYON_NUM_THREADS", args.threads.to_string()) };
     }
     let candle_threads = cpflow::cpu_threads::configure_cpu_threads();
-    std::fs::create_dir_all(&args.work_dir)?;
-    let data_dir = if args.ours_only {
-        args.work_dir.join("data")
-    } else {
-        dump_data(&args)?
-    };
-    let dev = Device::Cpu;
-    let started = benchmarks::load_average();
-    let mut pairs = Vec::new();
-    for &d in &args.dims {
-        let x = load_data(&data_dir, d)?;
-        for pretrain in [0, args.pretrain] {
-            let l0 = benchmarks::load_average();
-            let theirs = if args.ours_only {
-                Measurement::default()
-            } else {
-                reference(&args, d, pretrain)?
-            };
-            let proto = Protocol {
-                pretrain,
-                warm: args.warm,
-                steps: args.steps,
-                seed: 0,
-            };
-            let ours = measure(&x, &proto, &dev)?;
-            let pair = Pair {
-                theirs,
-                ours,
-                load: [l0, benchmarks::load_average()],
-            };
-            eprintln!("{}", serde_json::to_string(&pair)?);
-            pairs.push(pair);
+    // The measured work runs on rayon's pool, as in the `cpflow` binary.
+    cpflow::cpu_threads::run_on_pool(move || -> Result<()> {
+        std::fs::create_dir_all(&args.work_dir)?;
+        let data_dir = if args.ours_only {
+            args.work_dir.join("data")
+        } else {
+            dump_data(&args)?
+        };
+        let dev = Device::Cpu;
+        let started = benchmarks::load_average();
+        let mut pairs = Vec::new();
+        for &d in &args.dims {
+            let x = load_data(&data_dir, d)?;
+            for pretrain in [0, args.pretrain] {
+                let l0 = benchmarks::load_average();
+                let theirs = if args.ours_only {
+                    Measurement::default()
+                } else {
+                    reference(&args, d, pretrain)?
+                };
+                let proto = Protocol {
+                    pretrain,
+                    warm: args.warm,
+                    steps: args.steps,
+                    seed: 0,
+                };
+                let ours = measure(&x, &proto, &dev)?;
+                let pair = Pair {
+                    theirs,
+                    ours,
+                    load: [l0, benchmarks::load_average()],
+                };
+                eprintln!("{}", serde_json::to_string(&pair)?);
+                pairs.push(pair);
+            }
         }
-    }
-    let targets = Targets::default();
-    let missed: Vec<String> = pairs
-        .iter()
-        .flat_map(|p| {
-            targets
-                .missed(p)
-                .into_iter()
-                .map(move |m| format!("d = {} pretrain {}: {m}", p.ours.d, p.ours.pretrain_steps))
-        })
-        .collect();
-    let command = std::env::args().collect::<Vec<_>>().join(" ");
-    let doc = json!({
-        "command": command,
-        "threads": args.threads,
-        "reference_omp_wait_policy": omp_wait_policy(),
-        "candle_elementwise_threads": candle_threads,
-        "protocol": {"pretrain": args.pretrain, "warm": args.warm, "steps": args.steps},
-        "load_at_start": started,
-        "load_at_end": benchmarks::load_average(),
-        "pairs": pairs,
-        "ratios": pairs.iter().map(Pair::ratios).collect::<Vec<_>>(),
-        "targets_missed": missed,
-    });
-    if let Some(dir) = args.out.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    std::fs::write(
-        args.out.with_extension("json"),
-        serde_json::to_string_pretty(&doc)?,
-    )?;
-    let mut md = format!(
-        "# Side by side with the authors' code (CPU, {} threads each)\n\nCommand: `{}`  \n\
+        let targets = Targets::default();
+        let missed: Vec<String> = pairs
+            .iter()
+            .flat_map(|p| {
+                targets.missed(p).into_iter().map(move |m| {
+                    format!("d = {} pretrain {}: {m}", p.ours.d, p.ours.pretrain_steps)
+                })
+            })
+            .collect();
+        let command = std::env::args().collect::<Vec<_>>().join(" ");
+        let doc = json!({
+            "command": command,
+            "threads": args.threads,
+            "reference_omp_wait_policy": omp_wait_policy(),
+            "candle_elementwise_threads": candle_threads,
+            "protocol": {"pretrain": args.pretrain, "warm": args.warm, "steps": args.steps},
+            "load_at_start": started,
+            "load_at_end": benchmarks::load_average(),
+            "pairs": pairs,
+            "ratios": pairs.iter().map(Pair::ratios).collect::<Vec<_>>(),
+            "targets_missed": missed,
+        });
+        if let Some(dir) = args.out.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        std::fs::write(
+            args.out.with_extension("json"),
+            serde_json::to_string_pretty(&doc)?,
+        )?;
+        let mut md = format!(
+            "# Side by side with the authors' code (CPU, {} threads each)\n\nCommand: `{}`  \n\
          Reference `OMP_WAIT_POLICY={}`. Load average (1 min) at start {:.2}, at end {:.2}.\n\n",
-        args.threads,
-        command,
-        omp_wait_policy(),
-        started,
-        benchmarks::load_average()
-    );
-    md.push_str(&markdown_table(&pairs));
-    md.push_str("\nTargets missed (d ≥ 43): ");
-    md.push_str(&if missed.is_empty() {
-        "none".to_string()
-    } else {
-        missed.join("; ")
-    });
-    md.push('\n');
-    std::fs::write(args.out.with_extension("md"), &md)?;
-    println!("{md}");
-    Ok(())
+            args.threads,
+            command,
+            omp_wait_policy(),
+            started,
+            benchmarks::load_average()
+        );
+        md.push_str(&markdown_table(&pairs));
+        md.push_str("\nTargets missed (d ≥ 43): ");
+        md.push_str(&if missed.is_empty() {
+            "none".to_string()
+        } else {
+            missed.join("; ")
+        });
+        md.push('\n');
+        std::fs::write(args.out.with_extension("md"), &md)?;
+        println!("{md}");
+        Ok(())
+    })
 }

@@ -223,20 +223,23 @@ fn bench_dim(d: usize, args: &Args, dev: &Device) -> Result<Value> {
 
 fn main() -> Result<()> {
     let candle_threads = cpflow::cpu_threads::configure_cpu_threads();
-    let args = Args::parse();
-    let dev = device(&args.device)?;
-    let mut results = Vec::new();
-    for &d in &args.dims {
-        results.push(bench_dim(d, &args, &dev)?);
-    }
-    let out = json!({
-        "benchmark": "cpflow tabular (Icnn2, 1 block, batch 1024, f32, CG atol 1e-3)",
-        "device": args.device,
-        "rayon_threads": std::env::var("RAYON_NUM_THREADS").ok(),
-        "candle_elementwise_threads": candle_threads,
-        "peak_rss_bytes": peak_rss_bytes(),
-        "results": results,
-    });
-    println!("{}", serde_json::to_string_pretty(&out)?);
-    Ok(())
+    // The measured work runs on rayon's pool, as in the `cpflow` binary.
+    cpflow::cpu_threads::run_on_pool(move || -> Result<()> {
+        let args = Args::parse();
+        let dev = device(&args.device)?;
+        let mut results = Vec::new();
+        for &d in &args.dims {
+            results.push(bench_dim(d, &args, &dev)?);
+        }
+        let out = json!({
+            "benchmark": "cpflow tabular (Icnn2, 1 block, batch 1024, f32, CG atol 1e-3)",
+            "device": args.device,
+            "rayon_threads": std::env::var("RAYON_NUM_THREADS").ok(),
+            "candle_elementwise_threads": candle_threads,
+            "peak_rss_bytes": peak_rss_bytes(),
+            "results": results,
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        Ok(())
+    })
 }

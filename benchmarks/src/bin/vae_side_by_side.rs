@@ -116,59 +116,61 @@ fn main() -> Result<()> {
     // SAFETY: set before any thread is spawned.
     unsafe { std::env::set_var("RAYON_NUM_THREADS", a.threads.to_string()) };
     cpflow::cpu_threads::configure_cpu_threads();
-    let mut rows = Vec::new();
-    let mut raw = serde_json::Map::new();
-    for (name, kind, flag) in [
-        ("Gaussian", PosteriorKind::Gaussian, "gaussian"),
-        ("CP-Flow", PosteriorKind::CpFlow, "cpflow"),
-    ] {
-        let reference = if a.ours_only {
-            None
-        } else {
-            let mut c = benchmarks::python_command(&a.python, a.threads);
-            c.args(["benchmarks/scripts/ref_vae_epoch.py", "--posterior", flag])
-                .args([
-                    "--steps",
-                    &a.steps.to_string(),
-                    "--threads",
-                    &a.threads.to_string(),
-                ])
-                .arg("--ref")
-                .arg(benchmarks::expand_home(&a.r#ref))
-                .args([
-                    "--frey",
-                    &a.data
-                        .join("frey-faces/frey_faces_uint8.npy")
-                        .display()
-                        .to_string(),
-                ]);
-            let v = benchmarks::stdout_json(c)?;
-            Some(v)
-        };
-        let o = ours(&a, kind)?;
-        let theirs = reference.as_ref().and_then(|r| find_posterior(r, flag));
-        let their_epoch = theirs
-            .as_ref()
-            .and_then(|t| t["epoch_s_projected"].as_f64());
-        let our_epoch = o["epoch_s_projected"].as_f64().unwrap_or(f64::NAN);
-        rows.push(format!(
-            "| {name} | {:.3} ± {:.3} | {} | {:.1} | {} | {} | {:.2} |",
-            o["step_s_mean"].as_f64().unwrap_or(f64::NAN),
-            o["step_s_std"].as_f64().unwrap_or(f64::NAN),
-            theirs.as_ref().map_or("-".into(), |t| format!(
-                "{:.3} ± {:.3}",
-                t["step_s_mean"].as_f64().unwrap_or(f64::NAN),
-                t["step_s_std"].as_f64().unwrap_or(f64::NAN)
-            )),
-            our_epoch,
-            their_epoch.map_or("-".into(), |e| format!("{e:.1}")),
-            their_epoch.map_or("-".into(), |e| format!("{:.2}×", e / our_epoch)),
-            o["cg_iterations_mean"].as_f64().unwrap_or(0.0),
-        ));
-        raw.insert(flag.into(), json!({ "ours": o, "reference": reference }));
-    }
-    let md = format!(
-        "# VAE training step on Frey Faces: ours vs the authors' train_vae.py\n\n\
+    // The measured work runs on rayon's pool, as in the `cpflow` binary.
+    cpflow::cpu_threads::run_on_pool(move || -> Result<()> {
+        let mut rows = Vec::new();
+        let mut raw = serde_json::Map::new();
+        for (name, kind, flag) in [
+            ("Gaussian", PosteriorKind::Gaussian, "gaussian"),
+            ("CP-Flow", PosteriorKind::CpFlow, "cpflow"),
+        ] {
+            let reference = if a.ours_only {
+                None
+            } else {
+                let mut c = benchmarks::python_command(&a.python, a.threads);
+                c.args(["benchmarks/scripts/ref_vae_epoch.py", "--posterior", flag])
+                    .args([
+                        "--steps",
+                        &a.steps.to_string(),
+                        "--threads",
+                        &a.threads.to_string(),
+                    ])
+                    .arg("--ref")
+                    .arg(benchmarks::expand_home(&a.r#ref))
+                    .args([
+                        "--frey",
+                        &a.data
+                            .join("frey-faces/frey_faces_uint8.npy")
+                            .display()
+                            .to_string(),
+                    ]);
+                let v = benchmarks::stdout_json(c)?;
+                Some(v)
+            };
+            let o = ours(&a, kind)?;
+            let theirs = reference.as_ref().and_then(|r| find_posterior(r, flag));
+            let their_epoch = theirs
+                .as_ref()
+                .and_then(|t| t["epoch_s_projected"].as_f64());
+            let our_epoch = o["epoch_s_projected"].as_f64().unwrap_or(f64::NAN);
+            rows.push(format!(
+                "| {name} | {:.3} ± {:.3} | {} | {:.1} | {} | {} | {:.2} |",
+                o["step_s_mean"].as_f64().unwrap_or(f64::NAN),
+                o["step_s_std"].as_f64().unwrap_or(f64::NAN),
+                theirs.as_ref().map_or("-".into(), |t| format!(
+                    "{:.3} ± {:.3}",
+                    t["step_s_mean"].as_f64().unwrap_or(f64::NAN),
+                    t["step_s_std"].as_f64().unwrap_or(f64::NAN)
+                )),
+                our_epoch,
+                their_epoch.map_or("-".into(), |e| format!("{e:.1}")),
+                their_epoch.map_or("-".into(), |e| format!("{:.2}×", e / our_epoch)),
+                o["cg_iterations_mean"].as_f64().unwrap_or(0.0),
+            ));
+            raw.insert(flag.into(), json!({ "ours": o, "reference": reference }));
+        }
+        let md = format!(
+            "# VAE training step on Frey Faces: ours vs the authors' train_vae.py\n\n\
          Same CPU, same session, {} threads each; reference configuration (encoder/decoder \
          widths 32/256/256, z = 64, batch 100, β of epoch 1, Adamax), ours with the \
          encoder/decoder in {} and the posterior in f64, theirs all float64. {} timed steps \
@@ -178,24 +180,25 @@ fn main() -> Result<()> {
          |---|---|---|---|---|---|---|\n{}\n\n\
          Command: `cargo build --release -p benchmarks --bin vae_side_by_side && \
          target/release/vae_side_by_side --threads {} --steps {} --network-float {}`.\n",
-        a.threads,
-        a.network_float,
-        a.steps,
-        rows.join("\n"),
-        a.threads,
-        a.steps,
-        a.network_float
-    );
-    if let Some(dir) = a.out.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    std::fs::write(a.out.with_extension("md"), &md)?;
-    std::fs::write(
-        a.out.with_extension("json"),
-        serde_json::to_string_pretty(&raw)?,
-    )?;
-    print!("{md}");
-    Ok(())
+            a.threads,
+            a.network_float,
+            a.steps,
+            rows.join("\n"),
+            a.threads,
+            a.steps,
+            a.network_float
+        );
+        if let Some(dir) = a.out.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        std::fs::write(a.out.with_extension("md"), &md)?;
+        std::fs::write(
+            a.out.with_extension("json"),
+            serde_json::to_string_pretty(&raw)?,
+        )?;
+        print!("{md}");
+        Ok(())
+    })
 }
 
 /// The reference JSON's entry for one posterior (the script reports under its posterior

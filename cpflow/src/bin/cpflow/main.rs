@@ -274,14 +274,14 @@ fn main() -> Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    match cli.command {
+    cpflow::cpu_threads::run_on_pool(move || match cli.command {
         Command::Train(a) => commands::train(a),
         Command::Eval(a) => commands::eval(a),
         Command::Sample(a) => commands::sample(a),
         Command::Plot(a) => commands::plot(a),
         Command::Ot(a) => commands::ot(a),
         Command::Vae(a) => commands::vae(a),
-    }
+    })
 }
 
 #[cfg(test)]
