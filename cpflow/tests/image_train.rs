@@ -2,6 +2,9 @@
 //! follows the uninterrupted trajectory bit for bit, the EMA rule, the no-CP-Flow baseline,
 //! the parameter counts of the configs, the sample grid and the CLI path.
 
+#[cfg(feature = "cli")]
+mod cli_common;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
@@ -454,7 +457,6 @@ fn fabricate_mnist(root: &Path, n_train: usize, n_test: usize) {
 #[cfg(feature = "cli")]
 #[test]
 fn cli_trains_an_image_config_and_samples_a_grid() {
-    use std::process::Command;
     let dir = temp_dir("cli");
     fabricate_mnist(&dir, 10, 3);
     let cfg = dir.join("img.toml");
@@ -470,20 +472,7 @@ fn cli_trains_an_image_config_and_samples_a_grid() {
     )
     .unwrap();
     let run = dir.join("run");
-    let cpflow = |args: &[&str]| {
-        let out = Command::new(env!("CARGO_BIN_EXE_cpflow"))
-            .args(args)
-            .env("RUST_LOG", "warn")
-            .output()
-            .unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-        assert!(
-            out.status.success(),
-            "cpflow {args:?}: {stdout}\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        stdout
-    };
+    use cli_common::cpflow;
     let out = cpflow(&[
         "train",
         "--config",
