@@ -90,6 +90,13 @@ pub fn train(a: TrainArgs) -> Result<()> {
     let train_set = Dataset::new(data.tensor(&data.train, dtype, &device)?);
     let val_set = part(&data.val)?;
     let test_set = part(&data.test)?;
+    // What the end of the run needs from the host rows; then they go (a tabular benchmark's
+    // rows in f64 are twice the size of its f32 tensors: 650 MB for BSDS300).
+    let entropy = data.test_entropy();
+    let plot_points =
+        (cfg.run.plots && data.dim == 2).then(|| rows_to_points(&data.train, 100_000));
+    let (dim, n_train, n_val, n_test) = (data.dim, data.n_train(), data.n_val(), data.n_test());
+    drop(data);
     let options = RunOptions {
         out_dir: Some(out.clone()),
         progress_bar: cfg.run.progress && !a.no_progress,
@@ -99,7 +106,7 @@ pub fn train(a: TrainArgs) -> Result<()> {
         tracing::info!(checkpoint = %ck.display(), "resuming");
         Trainer::resume(&ck, &device, Some(cfg.train.clone()))?.with_options(options)
     } else {
-        let flow = Flow::new(cfg.model.flow_config(data.dim)?, &device)?;
+        let flow = Flow::new(cfg.model.flow_config(dim)?, &device)?;
         tracing::info!(parameters = flow.num_parameters(), "built the flow");
         Trainer::new(flow, cfg.train.clone())?.with_options(options)
     };
@@ -139,9 +146,7 @@ pub fn train(a: TrainArgs) -> Result<()> {
         }
         None => None,
     };
-    let entropy = data.test_entropy();
-    if cfg.run.plots && data.dim == 2 {
-        let pts = rows_to_points(&data.train, 100_000);
+    if let Some(pts) = plot_points {
         let mut rng = FlowRng::seed_from_u64(cfg.train.seed ^ 0x5A3);
         let figs = write_model_plots(
             &flow,
@@ -164,10 +169,10 @@ pub fn train(a: TrainArgs) -> Result<()> {
     };
     let summary = TrainSummary {
         data: cfg.data.source.clone(),
-        dim: data.dim,
-        n_train: data.n_train(),
-        n_val: data.n_val(),
-        n_test: data.n_test(),
+        dim,
+        n_train,
+        n_val,
+        n_test,
         parameters: flow.num_parameters(),
         iterations: rep.iterations,
         max_iterations: cfg.train.max_iterations,
