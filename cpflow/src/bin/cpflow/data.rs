@@ -7,6 +7,7 @@ use cpflow::FlowRng;
 use cpflow::datasets::{Split, TabularDataset, load_tabular};
 use cpflow::toy::{ImageDensity, Toy};
 use rand::seq::SliceRandom;
+use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 
 use crate::run_config::DataSection;
@@ -73,14 +74,45 @@ impl DataSource {
     }
 }
 
+/// Row-major values of one part, in the precision they were read in: f32 for the tabular
+/// benchmarks (as MAF stores them; widening BSDS300's 1.3 M rows to f64 took 650 MB), f64 for
+/// toys, images and files.
+#[derive(Debug)]
+pub enum Rows {
+    F64(Vec<f64>),
+    F32(Vec<f32>),
+}
+
+impl Rows {
+    /// Number of values.
+    pub fn len(&self) -> usize {
+        match self {
+            Rows::F64(v) => v.len(),
+            Rows::F32(v) => v.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The values as f64 (a copy for f32 rows).
+    pub fn to_f64(&self) -> Cow<'_, [f64]> {
+        match self {
+            Rows::F64(v) => Cow::Borrowed(v),
+            Rows::F32(v) => Cow::Owned(v.iter().map(|&x| f64::from(x)).collect()),
+        }
+    }
+}
+
 /// Row-major host data split into three disjoint parts: training, validation (early
 /// stopping, learning-rate decay, the NLL curve) and test (scored once, after training).
 #[derive(Debug)]
 pub struct LoadedData {
     pub dim: usize,
-    pub train: Vec<f64>,
-    pub val: Vec<f64>,
-    pub test: Vec<f64>,
+    pub train: Rows,
+    pub val: Rows,
+    pub test: Rows,
     pub source: DataSource,
 }
 
@@ -98,9 +130,13 @@ impl LoadedData {
     }
 
     /// Rows of `part` as a `(n, d)` tensor.
-    pub fn tensor(&self, part: &[f64], dtype: DType, device: &Device) -> Result<Tensor> {
+    pub fn tensor(&self, part: &Rows, dtype: DType, device: &Device) -> Result<Tensor> {
         let n = part.len() / self.dim;
-        Ok(Tensor::from_slice(part, (n, self.dim), device)?.to_dtype(dtype)?)
+        let t = match part {
+            Rows::F64(v) => Tensor::from_slice(v, (n, self.dim), device)?,
+            Rows::F32(v) => Tensor::from_slice(v, (n, self.dim), device)?,
+        };
+        Ok(t.to_dtype(dtype)?)
     }
 
     /// Monte-Carlo entropy `−mean log p(x)` of the test part, if there is one and `p` has a
@@ -110,7 +146,7 @@ impl LoadedData {
             return None;
         }
         let mut total = 0.0;
-        for row in self.test.chunks(self.dim) {
+        for row in self.test.to_f64().chunks(self.dim) {
             total -= self.source.log_density(row)?;
         }
         Some(total / self.n_test().max(1) as f64)
@@ -129,13 +165,13 @@ pub fn load(section: &DataSection) -> Result<LoadedData> {
             let train = flat(t.sample(section.n_train, &mut rng));
             let test = flat(t.sample(section.n_test, &mut rng));
             let val = flat(t.sample(section.n_val, &mut rng));
-            (2, train, val, test)
+            (2, Rows::F64(train), Rows::F64(val), Rows::F64(test))
         }
         DataSource::Image(d) => {
             let train = flat(d.sample(section.n_train, &mut rng));
             let test = flat(d.sample(section.n_test, &mut rng));
             let val = flat(d.sample(section.n_val, &mut rng));
-            (2, train, val, test)
+            (2, Rows::F64(train), Rows::F64(val), Rows::F64(test))
         }
         DataSource::Npy(p) | DataSource::Csv(p) => {
             let (dim, rows) = match &source {
@@ -149,19 +185,13 @@ pub fn load(section: &DataSection) -> Result<LoadedData> {
                 section.test_fraction,
                 &mut rng,
             )?;
-            (dim, train, val, test)
+            (dim, Rows::F64(train), Rows::F64(val), Rows::F64(test))
         }
         DataSource::Tabular(t) => {
             let split = read_tabular(*t, &section.root)?;
-            let widen = |m: &cpflow::datasets::Matrix<f32>| -> Vec<f64> {
-                m.data().iter().map(|&v| f64::from(v)).collect()
-            };
-            (
-                split.dim(),
-                widen(&split.train),
-                widen(&split.val),
-                widen(&split.test),
-            )
+            let dim = split.dim();
+            let rows = |m: cpflow::datasets::Matrix<f32>| Rows::F32(m.into_data());
+            (dim, rows(split.train), rows(split.val), rows(split.test))
         }
     };
     if train.is_empty() {
@@ -183,16 +213,15 @@ pub fn load_all(source: &str, root: &Path, n: usize, seed: u64) -> Result<Loaded
     let src = DataSource::parse(source)?;
     let mut rng = FlowRng::seed_from_u64(seed);
     let flat = |pts: Vec<[f64; 2]>| -> Vec<f64> { pts.into_iter().flatten().collect() };
+    let f64_rows = |(dim, v): (usize, Vec<f64>)| (dim, Rows::F64(v));
     let (dim, test) = match &src {
-        DataSource::Toy(t) => (2, flat(t.sample(n, &mut rng))),
-        DataSource::Image(d) => (2, flat(d.sample(n, &mut rng))),
-        DataSource::Npy(p) => read_npy(p)?,
-        DataSource::Csv(p) => read_csv(p)?,
+        DataSource::Toy(t) => (2, Rows::F64(flat(t.sample(n, &mut rng)))),
+        DataSource::Image(d) => (2, Rows::F64(flat(d.sample(n, &mut rng)))),
+        DataSource::Npy(p) => f64_rows(read_npy(p)?),
+        DataSource::Csv(p) => f64_rows(read_csv(p)?),
         DataSource::Tabular(t) => {
             let split = read_tabular(*t, root)?;
-            let dim = split.dim();
-            let test = split.test.data().iter().map(|&v| f64::from(v)).collect();
-            (dim, test)
+            (split.dim(), Rows::F32(split.test.into_data()))
         }
     };
     if test.is_empty() {
@@ -200,8 +229,8 @@ pub fn load_all(source: &str, root: &Path, n: usize, seed: u64) -> Result<Loaded
     }
     Ok(LoadedData {
         dim,
-        train: Vec::new(),
-        val: Vec::new(),
+        train: Rows::F64(Vec::new()),
+        val: Rows::F64(Vec::new()),
         test,
         source: src,
     })

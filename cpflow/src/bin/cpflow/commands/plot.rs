@@ -25,11 +25,11 @@ pub fn plot(a: PlotArgs) -> Result<()> {
     let points = match (&a.data, saved_run_config(loc.run_dir.as_deref())?) {
         (Some(src), _) => {
             let d = load_all(src, &root, 100_000, seed)?;
-            (d.dim == 2).then(|| rows_to_points(&d.test, 100_000))
+            (d.dim == 2).then(|| rows_to_points(&d.test.to_f64(), 100_000))
         }
         (None, Some(cfg)) => {
             let d = load(&cfg.data)?;
-            (d.dim == 2).then(|| rows_to_points(&d.train, 100_000))
+            (d.dim == 2).then(|| rows_to_points(&d.train.to_f64(), 100_000))
         }
         (None, None) => None,
     };

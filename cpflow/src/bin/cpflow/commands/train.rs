@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use crate::TrainArgs;
-use crate::data::load;
+use crate::data::{Rows, load};
 use crate::model_plots::{PlotOptions, rows_to_points, write_model_plots};
 use crate::run_config::{Overrides, is_image_config, resolve, resolve_image};
 
@@ -80,7 +80,7 @@ pub fn train(a: TrainArgs) -> Result<()> {
         out = %out.display(),
         "loaded data"
     );
-    let part = |rows: &[f64]| -> Result<Option<Dataset>> {
+    let part = |rows: &Rows| -> Result<Option<Dataset>> {
         Ok(if rows.is_empty() {
             None
         } else {
@@ -90,11 +90,10 @@ pub fn train(a: TrainArgs) -> Result<()> {
     let train_set = Dataset::new(data.tensor(&data.train, dtype, &device)?);
     let val_set = part(&data.val)?;
     let test_set = part(&data.test)?;
-    // What the end of the run needs from the host rows; then they go (a tabular benchmark's
-    // rows in f64 are twice the size of its f32 tensors: 650 MB for BSDS300).
+    // What the end of the run needs from the host rows; then they go (BSDS300: 330 MB).
     let entropy = data.test_entropy();
     let plot_points =
-        (cfg.run.plots && data.dim == 2).then(|| rows_to_points(&data.train, 100_000));
+        (cfg.run.plots && data.dim == 2).then(|| rows_to_points(&data.train.to_f64(), 100_000));
     let (dim, n_train, n_val, n_test) = (data.dim, data.n_train(), data.n_val(), data.n_test());
     drop(data);
     let options = RunOptions {
