@@ -495,8 +495,14 @@ mod tests {
         let block = CpFlowBlock::new(vb, &BlockConfig::new(pot), &mut rng).unwrap();
         let x = normal(&mut rng, &[16, d], 1.0);
         block.initialize(&x, None).unwrap();
-        // Away from the init: perturb every variable.
-        for var in vm.all_vars() {
+        // Away from the init: perturb every variable, in name order (the VarMap is a hash
+        // map: its own order changes from run to run, and with it which draw goes where).
+        let mut named: Vec<(String, Var)> = {
+            let data = vm.data().lock().unwrap();
+            data.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+        };
+        named.sort_by(|a, b| a.0.cmp(&b.0));
+        for (_, var) in &named {
             let t = var.as_tensor();
             let noise = normal(&mut rng, t.dims(), 0.2);
             var.set(&(t + noise).unwrap()).unwrap();
