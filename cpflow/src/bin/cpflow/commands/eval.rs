@@ -5,7 +5,7 @@ use cpflow::{Dataset, FlowRng, NllEstimator, SlqParams, mean_nll};
 use serde::Serialize;
 use std::time::Instant;
 
-use super::{float_type, load_flow, locate_model, saved_run_config};
+use super::{data_root, float_type, load_flow, locate_model, saved_run_config};
 use crate::data::{load, load_all};
 use crate::{Estimator, EvalArgs};
 
@@ -34,10 +34,7 @@ pub fn eval(a: EvalArgs) -> Result<()> {
     // run's data (fresh points for toys/images, the test split of files and benchmarks).
     let (source, data) = match (&a.data, &saved) {
         (Some(src), _) => {
-            let root = saved.as_ref().map_or_else(
-                || std::path::PathBuf::from(cpflow::datasets::layout::DEFAULT_ROOT),
-                |c| c.data.root.clone(),
-            );
+            let root = data_root(saved.as_ref());
             (
                 src.clone(),
                 load_all(src, &root, a.n, seed.wrapping_add(1_000_003))?,

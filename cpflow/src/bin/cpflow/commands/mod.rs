@@ -86,3 +86,12 @@ pub fn saved_run_config(run_dir: Option<&Path>) -> Result<Option<RunConfig>> {
     }
     Ok(Some(resolve(Some(&path), &Overrides::default())?))
 }
+
+/// Where a tabular benchmark named by `--data` is read: the saved run's `data.root`, else the
+/// default data root.
+pub fn data_root(saved: Option<&RunConfig>) -> PathBuf {
+    saved.map_or_else(
+        || crate::run_config::DataSection::default().root,
+        |c| c.data.root.clone(),
+    )
+}

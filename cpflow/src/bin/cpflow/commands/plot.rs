@@ -4,7 +4,7 @@ use anyhow::{Result, bail};
 use cpflow::FlowRng;
 use std::path::PathBuf;
 
-use super::{float_type, load_flow, locate_model, saved_run_config};
+use super::{data_root, float_type, load_flow, locate_model, saved_run_config};
 use crate::PlotArgs;
 use crate::data::{load, load_all};
 use crate::model_plots::{PlotOptions, rows_to_points, write_model_plots};
@@ -18,13 +18,11 @@ pub fn plot(a: PlotArgs) -> Result<()> {
         bail!("plots need a 2-D model (this one is {}-D)", flow.dim());
     }
     let seed = a.dev.seed.unwrap_or(0);
-    let root = saved_run_config(loc.run_dir.as_deref())?
-        .map(|c| c.data.root)
-        .unwrap_or_else(|| PathBuf::from(cpflow::datasets::layout::DEFAULT_ROOT));
+    let saved = saved_run_config(loc.run_dir.as_deref())?;
     // Data for data.png: --data, else the run's training data, else none.
-    let points = match (&a.data, saved_run_config(loc.run_dir.as_deref())?) {
+    let points = match (&a.data, &saved) {
         (Some(src), _) => {
-            let d = load_all(src, &root, 100_000, seed)?;
+            let d = load_all(src, &data_root(saved.as_ref()), 100_000, seed)?;
             (d.dim == 2).then(|| rows_to_points(&d.test.to_f64(), 100_000))
         }
         (None, Some(cfg)) => {
