@@ -10,6 +10,14 @@
 //! iterations (the MNIST CPU run: 17.5 per image on average, 39 for the slowest image of a
 //! step), so products over the whole batch until its slowest system converges (the
 //! reference's CG) do about twice the work.
+//!
+//! The element-wise steps ([`scaled`], [`curvature`], [`curvature_and_back`]) are one kernel
+//! for every kind of pass: a pass over all rows ([`Rows::All`], possibly `k` stacked
+//! directions over one batch) and a pass over listed rows differ only in which row of the
+//! batch's caches a row of the pass reads, and both go through [`rowwise`] in runs of rows
+//! that are consecutive in both.
+
+use std::ops::Range;
 
 use crate::error::{IcnnError, Result};
 use crate::host_par;
@@ -18,7 +26,7 @@ use crate::surrogate_host::{HostNet, Primal, Real, Tangents, hvp_from_tangents_o
 /// The rows of a batch a pass runs on.
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum Rows<'a> {
-    /// All `B` rows.
+    /// All `B` rows (row `k` of a pass over `k·B` stacked rows reads row `k mod B`).
     All,
     /// These rows (increasing), in this order: row `k` of the pass is row `idx[k]` of the
     /// batch.
@@ -31,6 +39,30 @@ impl Rows<'_> {
         match self {
             Rows::All => b,
             Rows::Listed(idx) => idx.len(),
+        }
+    }
+
+    /// `f(first pass row, first batch row, rows)` for the pass rows `rows` of a batch of `b`,
+    /// in maximal runs whose batch rows are consecutive.
+    fn for_each_run(&self, rows: Range<usize>, b: usize, mut f: impl FnMut(usize, usize, usize)) {
+        let mut k = rows.start;
+        while k < rows.end {
+            let (i0, n) = match self {
+                Rows::All => {
+                    let i0 = k % b.max(1);
+                    (i0, (b - i0).min(rows.end - k))
+                }
+                Rows::Listed(idx) => {
+                    let i0 = idx[k];
+                    let mut n = 1;
+                    while k + n < rows.end && idx[k + n] == i0 + n {
+                        n += 1;
+                    }
+                    (i0, n)
+                }
+            };
+            f(k, i0, n);
+            k += n;
         }
     }
 }
@@ -52,21 +84,45 @@ pub(crate) fn active_indices(active: &[bool], batch: usize) -> Result<Option<Vec
     Ok(Some((0..batch).filter(|&i| active[i]).collect()))
 }
 
-/// `idx.len()` rows of `m` values, row `k` filled by `f(row, k, idx[k])`.
-fn by_rows<T: Real>(idx: &[usize], m: usize, f: impl Fn(&mut [T], usize, usize) + Sync) -> Vec<T> {
-    let mut out = host_par::zeros(idx.len() * m);
+/// `rows` rows of `m` values of a pass over `on` of a batch of `b` rows: `f(pass values,
+/// batch values)` yields the values of a run of rows, given the run's value ranges in the
+/// pass's arrays and in the batch's. Collected on the calling thread (no zero fill) when
+/// small, in chunks of whole rows over the pool otherwise; the same values either way.
+fn rowwise<T, I>(
+    on: Rows<'_>,
+    b: usize,
+    rows: usize,
+    m: usize,
+    f: impl Fn(Range<usize>, Range<usize>) -> I + Sync,
+) -> Vec<T>
+where
+    T: Real,
+    I: Iterator<Item = T>,
+{
+    let values = |k: usize, i: usize, n: usize| f(k * m..(k + n) * m, i * m..(i + n) * m);
+    if !host_par::is_large(rows * m) {
+        let mut out = Vec::with_capacity(rows * m);
+        on.for_each_run(0..rows, b, |k, i, n| out.extend(values(k, i, n)));
+        return out;
+    }
+    let mut out = host_par::zeros(rows * m);
     host_par::rows1(m, &mut out, |r0, chunk| {
-        for (k, row) in chunk.chunks_exact_mut(m).enumerate() {
-            f(row, r0 + k, idx[r0 + k]);
-        }
+        let mut o = 0;
+        on.for_each_run(r0..r0 + chunk.len() / m, b, |k, i, n| {
+            for (d, v) in chunk[o..o + n * m].iter_mut().zip(values(k, i, n)) {
+                *d = v;
+            }
+            o += n * m;
+        });
     });
     out
 }
 
 /// The rows `idx` of the row-major `src` (`m` values per row), in that order.
 pub(crate) fn gather_rows<T: Real>(src: &[T], idx: &[usize], m: usize) -> Vec<T> {
-    by_rows(idx, m, |o, _, i| {
-        o.copy_from_slice(&src[i * m..(i + 1) * m])
+    let b = src.len() / m.max(1);
+    rowwise(Rows::Listed(idx), b, idx.len(), m, |_, i| {
+        src[i].iter().copied()
     })
 }
 
@@ -88,46 +144,42 @@ pub(crate) fn scatter_rows<T: Real>(src: &[T], idx: &[usize], m: usize, rows: us
     out
 }
 
-/// `a_k ⊙ s_{idx[k]}` row by row (`a`: the listed rows; `s`: the whole batch).
-pub(crate) fn scaled_rows<T: Real>(a: &[T], s: &[T], idx: &[usize], m: usize) -> Vec<T> {
-    by_rows(idx, m, |o, k, i| {
-        let src = a[k * m..(k + 1) * m].iter().zip(&s[i * m..(i + 1) * m]);
-        for (o, (&x, &y)) in o.iter_mut().zip(src) {
-            *o = x * y;
-        }
+/// `a ⊙ s` row by row over the pass `on` (`a`: the pass's rows of `m` values; `s`: the
+/// batch's `b` rows).
+pub(crate) fn scaled<T: Real>(a: &[T], s: &[T], on: Rows<'_>, b: usize, m: usize) -> Vec<T> {
+    rowwise(on, b, a.len() / m.max(1), m, |k, i| {
+        a[k].iter().zip(&s[i]).map(|(&x, &y)| x * y)
     })
 }
 
-/// `gu ⊙ s'' ⊙ ȧ` row by row (`ȧ`: the listed rows; `gu`, `s''`: the whole batch).
-pub(crate) fn curvature_rows<T: Real>(
-    gu: &[T],
-    s2: &[T],
-    ad: &[T],
-    idx: &[usize],
+/// `gu ⊙ s'' ⊙ ȧ` row by row over the pass `on` (`ȧ`: the pass's rows; `gu`, `s''`: the
+/// batch's `b` rows of `m` values).
+pub(crate) fn curvature<T: Real>(
+    [gu, s2, ad]: [&[T]; 3],
+    on: Rows<'_>,
+    b: usize,
     m: usize,
 ) -> Vec<T> {
-    by_rows(idx, m, |o, k, i| {
-        let full = gu[i * m..(i + 1) * m].iter().zip(&s2[i * m..(i + 1) * m]);
-        for (o, ((&g, &s), &a)) in o.iter_mut().zip(full.zip(&ad[k * m..(k + 1) * m])) {
-            *o = g * s * a;
-        }
+    rowwise(on, b, ad.len() / m.max(1), m, |k, i| {
+        let batch = gu[i.clone()].iter().zip(&s2[i]);
+        batch.zip(&ad[k]).map(|((&g, &s), &a)| g * s * a)
     })
 }
 
-/// `ġ ⊙ s' + gu ⊙ s'' ⊙ ȧ` row by row, from `[ġ, s', gu, s'', ȧ]` (`ġ`, `ȧ`: the listed
-/// rows; the others: the whole batch).
-pub(crate) fn curvature_and_back_rows<T: Real>(
+/// `ġ ⊙ s' + gu ⊙ s'' ⊙ ȧ` row by row over the pass `on`, from `[ġ, s', gu, s'', ȧ]` (`ġ`,
+/// `ȧ`: the pass's rows; the others: the batch's `b` rows of `m` values).
+pub(crate) fn curvature_and_back<T: Real>(
     [gd, s1, gu, s2, ad]: [&[T]; 5],
-    idx: &[usize],
+    on: Rows<'_>,
+    b: usize,
     m: usize,
 ) -> Vec<T> {
-    by_rows(idx, m, |o, k, i| {
-        let (lk, li) = (k * m..(k + 1) * m, i * m..(i + 1) * m);
-        let first = gd[lk.clone()].iter().zip(&s1[li.clone()]);
-        let second = gu[li.clone()].iter().zip(&s2[li]).zip(&ad[lk]);
-        for (o, ((&gd, &s1), ((&g, &s2), &a))) in o.iter_mut().zip(first.zip(second)) {
-            *o = gd * s1 + g * s2 * a;
-        }
+    rowwise(on, b, ad.len() / m.max(1), m, |k, i| {
+        let first = gd[k.clone()].iter().zip(&s1[i.clone()]);
+        let second = gu[i.clone()].iter().zip(&s2[i]).zip(&ad[k]);
+        first
+            .zip(second)
+            .map(|((&gd, &s1), ((&g, &s2), &a))| gd * s1 + g * s2 * a)
     })
 }
 
@@ -193,16 +245,39 @@ mod tests {
                     assert!(row.iter().all(|v| *v == 0.0));
                 }
             }
-            // a_k = 2 for every listed row: a_k ⊙ src_{idx[k]} = 2 · gathered.
-            let two = vec![2.0; idx.len() * m];
-            let doubled: Vec<f64> = g.iter().map(|v| 2.0 * v).collect();
-            assert_eq!(scaled_rows(&two, &src, &idx, m), doubled);
-            let c = curvature_rows(&src, &src, &two, &idx, m);
-            let want: Vec<f64> = g.iter().map(|v| v * v * 2.0).collect();
-            assert_eq!(c, want);
-            let cb = curvature_and_back_rows([&two, &src, &src, &src, &two], &idx, m);
-            let want: Vec<f64> = g.iter().map(|v| 2.0 * v + v * v * 2.0).collect();
-            assert_eq!(cb, want);
+            check_kernels(&src, Rows::Listed(&idx), rows, m, &idx);
+        }
+    }
+
+    /// The three element-wise kernels against their definitions, written per value: pass
+    /// row `k` reads `batch_row[k]` of the batch's arrays and row `k` of the pass's.
+    fn check_kernels(batch: &[f64], on: Rows<'_>, b: usize, m: usize, batch_row: &[usize]) {
+        let n = batch_row.len();
+        let pass: Vec<f64> = (0..n * m).map(|v| 0.25 - v as f64).collect();
+        let back: Vec<f64> = (0..n * m).map(|v| (v % 7) as f64 - 3.0).collect();
+        let s2: Vec<f64> = batch.iter().map(|v| v * 0.5 + 1.0).collect();
+        let at = |v: usize| batch_row[v / m] * m + v % m;
+        let want_s: Vec<f64> = (0..n * m).map(|v| pass[v] * batch[at(v)]).collect();
+        let want_c: Vec<f64> = (0..n * m)
+            .map(|v| batch[at(v)] * s2[at(v)] * pass[v])
+            .collect();
+        let want_cb: Vec<f64> = (0..n * m)
+            .map(|v| back[v] * s2[at(v)] + batch[at(v)] * s2[at(v)] * pass[v])
+            .collect();
+        assert_eq!(scaled(&pass, batch, on, b, m), want_s);
+        assert_eq!(curvature([batch, &s2, &pass], on, b, m), want_c);
+        let cb = curvature_and_back([&back, &s2, batch, &s2, &pass], on, b, m);
+        assert_eq!(cb, want_cb);
+    }
+
+    /// A pass over all rows of `k` stacked directions reads batch row `r mod B` for its row
+    /// `r`, small and large (parallel chunks that start inside a copy of the batch).
+    #[test]
+    fn stacked_passes_read_the_batch_rows_modulo_its_size() {
+        for (b, m, k) in [(4usize, 3usize, 2usize), (7, 9000, 3), (5, 4, 1)] {
+            let batch: Vec<f64> = (0..b * m).map(|i| i as f64 * 0.5 - 3.0).collect();
+            let rows: Vec<usize> = (0..k * b).map(|r| r % b).collect();
+            check_kernels(&batch, Rows::All, b, m, &rows);
         }
     }
 

@@ -10,9 +10,10 @@
 //! [`DirectionTangents::add_scaled_rows`],
 //! [`crate::HostLinearization::gradient_and_bilinear_given_tangents`]).
 
+use crate::active_rows::{Rows, scaled};
 use crate::error::{IcnnError, Result};
 use crate::host_par;
-use crate::surrogate_host::{HostNet, Primal, Real, Tangents, mul_rep};
+use crate::surrogate_host::{HostNet, Primal, Real, Tangents};
 
 /// Forward tangents `ȧ_j` of one direction per row (`B` rows), per group of the network that
 /// computed them (channel-last for convolutional networks), in f32 or f64 like the network.
@@ -192,7 +193,7 @@ pub(crate) fn stacked_pair<T: TangentReal>(
             }
         });
         let z = match g.act {
-            Some(_) if !a.is_empty() => mul_rep(&a, &p.s1[j]),
+            Some(_) if !a.is_empty() => scaled(&a, &p.s1[j], Rows::All, p.b, g.width),
             _ => a.clone(),
         };
         out.adot.push(a);

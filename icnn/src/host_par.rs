@@ -9,8 +9,6 @@
 //! row chunks in parallel, so its passes stay below the threshold). Each output value is
 //! computed by the same expression either way: the results do not depend on the split.
 
-use std::ops::Range;
-
 use rayon::prelude::*;
 
 /// Values per parallel task.
@@ -106,25 +104,6 @@ pub(crate) fn repeated<T: Send + Sync + Copy + Default>(pattern: &[T], len: usiz
             out[o..o + run].copy_from_slice(&pattern[j..j + run]);
             k += run;
             o += run;
-        }
-    })
-}
-
-/// The values `f(range)` yields for consecutive ranges covering `0..len`, as a new vector:
-/// one range, collected on the calling thread (no zero fill), when small; chunks of about
-/// [`CHUNK`] values over the pool otherwise.
-pub(crate) fn collected<T, I>(len: usize, f: impl Fn(Range<usize>) -> I + Sync) -> Vec<T>
-where
-    T: Send + Sync + Copy + Default,
-    I: Iterator<Item = T>,
-{
-    if !is_large(len) {
-        return f(0..len).collect();
-    }
-    filled(len, |start, out| {
-        let values = f(start..start + out.len());
-        for (o, v) in out.iter_mut().zip(values) {
-            *o = v;
         }
     })
 }

@@ -18,7 +18,7 @@
 
 use candle_core::Result;
 
-use crate::active_rows::{Rows, curvature_and_back_rows, curvature_rows, scaled_rows};
+use crate::active_rows::{Rows, curvature, curvature_and_back, scaled};
 use crate::fused::{ActKernels, ActSpec};
 use crate::host_gemm::{GemmFloat, Par, View, matmul_into};
 use crate::host_link::{ChannelLast, Link};
@@ -159,34 +159,6 @@ pub(crate) fn mm<T: Real>(dst: &mut [T], a: View<'_, T>, b: View<'_, T>, acc: bo
     matmul_into(dst, a, b, acc, Par::Seq)
 }
 
-/// `a ⊙ s` with `s` repeated over the stacked copies in `a`.
-pub(crate) fn mul_rep<T: Real>(a: &[T], s: &[T]) -> Vec<T> {
-    let n = s.len().max(1);
-    if !host_par::is_large(a.len()) {
-        let mut out = Vec::with_capacity(a.len());
-        for chunk in a.chunks(n) {
-            out.extend(chunk.iter().zip(s).map(|(&x, &y)| x * y));
-        }
-        return out;
-    }
-    host_par::filled(a.len(), |start, out| {
-        // Runs that do not wrap around `s`, so each is one vectorisable zip.
-        let (mut k, mut o) = (start, 0);
-        while o < out.len() {
-            let j = k % n;
-            let run = (n - j).min(out.len() - o);
-            for (d, (&x, &y)) in out[o..o + run]
-                .iter_mut()
-                .zip(a[k..k + run].iter().zip(&s[j..j + run]))
-            {
-                *d = x * y;
-            }
-            k += run;
-            o += run;
-        }
-    })
-}
-
 /// The forward pass (with `s'`, `s''`, `s'''`) and the reverse gradient recursion.
 pub(crate) fn primal<T: Real>(net: &HostNet<T>, x: Vec<T>, b: usize) -> Result<Primal<T>> {
     let x = net.inner_owned(x);
@@ -252,7 +224,7 @@ pub(crate) fn primal<T: Real>(net: &HostNet<T>, x: Vec<T>, b: usize) -> Result<P
         }
         let g = &net.groups[j];
         let dj = match g.act {
-            Some(_) => mul_rep(&p.gu[j], &p.s1[j]),
+            Some(_) => scaled(&p.gu[j], &p.s1[j], Rows::All, b, g.width),
             None => p.gu[j].clone(),
         };
         for (i, w) in &g.inputs {
@@ -326,10 +298,9 @@ pub(crate) fn tangents_on<T: Real>(
             tg.zdot.push(Vec::new());
             continue;
         }
-        let zd = match (g.act, on) {
-            (Some(_), Rows::All) => mul_rep(&a, &p.s1[j]),
-            (Some(_), Rows::Listed(idx)) => scaled_rows(&a, &p.s1[j], idx, m),
-            (None, _) => a.clone(),
+        let zd = match g.act {
+            Some(_) => scaled(&a, &p.s1[j], on, p.b, m),
+            None => a.clone(),
         };
         tg.adot.push(a);
         tg.zdot.push(zd);
@@ -370,36 +341,12 @@ pub(crate) fn hvp_from_tangents_on<T: Real>(
                 let curv = !tg.adot[j].is_empty() && !p.gu[j].is_empty();
                 let back = !gdot[j].is_empty();
                 let m = g.width;
-                match (back, curv, on) {
-                    (false, false, _) => continue,
-                    (true, false, Rows::Listed(idx)) => scaled_rows(&gdot[j], &p.s1[j], idx, m),
-                    (false, true, Rows::Listed(idx)) => {
-                        curvature_rows(&p.gu[j], &p.s2[j], &tg.adot[j], idx, m)
-                    }
-                    (true, true, Rows::Listed(idx)) => curvature_and_back_rows(
-                        [&gdot[j], &p.s1[j], &p.gu[j], &p.s2[j], &tg.adot[j]],
-                        idx,
-                        m,
-                    ),
-                    (true, false, Rows::All) => mul_rep(&gdot[j], &p.s1[j]),
-                    (false, true, Rows::All) => {
-                        let (gu, s2, ad) = (&p.gu[j], &p.s2[j], &tg.adot[j]);
-                        host_par::collected(gu.len(), |r| {
-                            let src = gu[r.clone()].iter().zip(&s2[r.clone()]).zip(&ad[r]);
-                            src.map(|((&g, &s), &a)| g * s * a)
-                        })
-                    }
-                    (true, true, Rows::All) => {
-                        let (gd, s1) = (&gdot[j], &p.s1[j]);
-                        let (gu, s2, ad) = (&p.gu[j], &p.s2[j], &tg.adot[j]);
-                        host_par::collected(gu.len(), |r| {
-                            let first = gd[r.clone()].iter().zip(&s1[r.clone()]);
-                            let second = gu[r.clone()].iter().zip(&s2[r.clone()]).zip(&ad[r]);
-                            first
-                                .zip(second)
-                                .map(|((&gd, &s1), ((&g, &s2), &a))| gd * s1 + g * s2 * a)
-                        })
-                    }
+                let (s1, gu, s2, ad) = (&p.s1[j], &p.gu[j], &p.s2[j], &tg.adot[j]);
+                match (back, curv) {
+                    (false, false) => continue,
+                    (true, false) => scaled(&gdot[j], s1, on, p.b, m),
+                    (false, true) => curvature([gu, s2, ad], on, p.b, m),
+                    (true, true) => curvature_and_back([&gdot[j], s1, gu, s2, ad], on, p.b, m),
                 }
             }
             None => {
