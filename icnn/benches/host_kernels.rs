@@ -60,10 +60,9 @@ fn bench(c: &mut Criterion) {
     let mut rng = StdRng::seed_from_u64(0);
     let varmap = VarMap::new();
     let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+    // The default width 64 and depth 10 are the reference's tabular network.
     let cfg = Icnn2Config {
         dim: 43,
-        width: 64,
-        depth: 10,
         ..Default::default()
     };
     let dense = Icnn2::new(vb.pp("dense"), &cfg, &mut rng).unwrap();
