@@ -65,6 +65,7 @@ mod dense_icnn2;
 mod direction_tangents;
 mod error;
 mod fused;
+mod fused_sums;
 pub mod gemm_conv;
 mod host_conv_net;
 mod host_gemm;

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use candle_core::{DType, Tensor};
 
 use crate::error::{IcnnError, Result};
-use crate::fused;
+use crate::fused_sums;
 use crate::network::{GroupAct, PreparedGroup};
 
 /// A forward pass of a convex potential `F` at a batch `x` `(B, d)`, cached so that the
@@ -60,7 +60,7 @@ struct Inner {
     dim: usize,
     second_order: bool,
     /// Built by [`Linearization::detach`]: products need no graph, so the host kernels of
-    /// `crate::fused` may replace the composed element-wise ops.
+    /// `crate::fused_sums` may replace the composed element-wise ops.
     detached: bool,
     /// Hessian-vector products of a non-dense network (the convolutional ICNNs); `None` for
     /// the dense group networks, whose caches are `groups`, `s1` and `d2`.
@@ -381,15 +381,15 @@ impl Linearization {
 
     /// [`Linearization::hvp`] of a detached cache on CPU: the same recursions as `hvp_impl`,
     /// with the sums and products around each matrix product done by the host kernels of
-    /// `crate::fused` (one pass and one allocation each instead of two or three candle ops).
+    /// `crate::fused_sums` (one pass and one allocation each instead of two or three candle ops).
     /// Falls back to the composed ops for any tensor the kernels do not take.
     fn hvp_host_fused(&self, v: &Tensor) -> Result<Tensor> {
         let i = &self.inner;
         let n = i.groups.len();
         let sum = |parts: &[Tensor]| -> Result<Tensor> {
             let r: Vec<&Tensor> = parts.iter().collect();
-            if fused::host_fusable(&r) {
-                Ok(fused::host_sum(&r)?)
+            if fused_sums::host_fusable(&r) {
+                Ok(fused_sums::host_sum(&r)?)
             } else {
                 let mut a = parts[0].clone();
                 for p in &parts[1..] {
@@ -431,8 +431,8 @@ impl Linearization {
             }
             let mut all: Vec<&Tensor> = parts.iter().collect();
             all.push(s);
-            zdot[j] = Some(if fused::host_fusable(&all) {
-                fused::host_sum_times(&all[..parts.len()], s)?
+            zdot[j] = Some(if fused_sums::host_fusable(&all) {
+                fused_sums::host_sum_times(&all[..parts.len()], s)?
             } else {
                 (sum(&parts)? * s)?
             });
@@ -456,8 +456,8 @@ impl Linearization {
                 (Some(c), Some(gd)) => {
                     let mut all: Vec<&Tensor> = parts.iter().collect();
                     all.extend([c, &gd, s]);
-                    if fused::host_fusable(&all) {
-                        fused::host_sum_times_plus(&all[..parts.len()], c, &gd, s)?
+                    if fused_sums::host_fusable(&all) {
+                        fused_sums::host_sum_times_plus(&all[..parts.len()], c, &gd, s)?
                     } else {
                         ((sum(&parts)? * c)? + (&gd * s)?)?
                     }
@@ -465,8 +465,8 @@ impl Linearization {
                 (Some(c), None) => {
                     let mut all: Vec<&Tensor> = parts.iter().collect();
                     all.push(c);
-                    if fused::host_fusable(&all) {
-                        fused::host_sum_times(&all[..parts.len()], c)?
+                    if fused_sums::host_fusable(&all) {
+                        fused_sums::host_sum_times(&all[..parts.len()], c)?
                     } else {
                         (sum(&parts)? * c)?
                     }
@@ -505,7 +505,7 @@ impl Linearization {
         if let Some(backend) = &i.backend {
             return backend.hvp(v, multi);
         }
-        if i.detached && !multi && fused::host_fusable(&[v, &i.gradient]) {
+        if i.detached && !multi && fused_sums::host_fusable(&[v, &i.gradient]) {
             return self.hvp_host_fused(v);
         }
         self.hvp_composed(v, multi)
