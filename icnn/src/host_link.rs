@@ -9,7 +9,9 @@
 //! - [`Link::param_grad`]: `θ̄ += ∂⟨ȳ, L x⟩/∂θ` (dense: `ȳᵀ x`; convolution:
 //!   `Σ_b ∂⟨ȳ_b, conv(x_b, K)⟩/∂K`, `K` `(C_o, C, kh, kw)` as candle stores it).
 //!
-//! "Same" stride-1 convolutions (the ConvICNN's 3×3 layers) run as shifted products on
+//! 3×3 "same" convolutions with at least 16 channels on both sides (the ConvICNN's hidden
+//! layers) run by Winograd's `F(4×4, 3×3)` (`winograd_conv`); other "same" stride-1
+//! convolutions (the thin first layers, odd kernels of other sizes) as shifted products on
 //! channel-last images (`shifted_conv`); any other geometry (the stride-2 pooling layers)
 //! transposes each image to channel-first and runs im2col/col2im + one product, as
 //! `gemm_conv` does. Dense products run on the calling thread (the dense training step runs
@@ -21,6 +23,7 @@ use crate::gemm_conv::{PatchGeometry, adjoint_cpu, forward_cpu, kernel_grad_cpu}
 use crate::host_gemm::{Par, View, matmul_into};
 use crate::shifted_conv;
 use crate::surrogate_host::Real;
+use crate::winograd_conv;
 
 /// A linear map between two layers of a host network.
 #[derive(Debug, Clone)]
@@ -148,6 +151,13 @@ impl<T: Real> Link<T> {
                 k,
                 geometry: g,
                 c_out,
+            } if winograd_conv::covers(g, *c_out) => {
+                winograd_conv::forward(k, g, *c_out, src, dst, rows, acc)
+            }
+            Self::Conv {
+                k,
+                geometry: g,
+                c_out,
             } if shifted_conv::covers(g) => {
                 shifted_conv::forward(k, g, *c_out, src, dst, rows, acc)
             }
@@ -177,6 +187,13 @@ impl<T: Real> Link<T> {
                 acc,
                 Par::Seq,
             ),
+            Self::Conv {
+                k,
+                geometry: g,
+                c_out,
+            } if winograd_conv::covers(g, *c_out) => {
+                winograd_conv::adjoint(k, g, *c_out, src, dst, rows, acc)
+            }
             Self::Conv {
                 k,
                 geometry: g,
@@ -226,6 +243,11 @@ impl<T: Real> Link<T> {
                 true,
                 Par::Seq,
             ),
+            Self::Conv {
+                geometry: g, c_out, ..
+            } if winograd_conv::covers(g, *c_out) => {
+                winograd_conv::param_grad(g, *c_out, dst, cot, src, rows)
+            }
             Self::Conv {
                 geometry: g, c_out, ..
             } if shifted_conv::covers(g) => {

@@ -85,6 +85,7 @@ mod shifted_conv;
 mod surrogate_adjoint;
 mod surrogate_host;
 mod traits;
+mod winograd_conv;
 
 pub use activation::{Activation, ActivationEval, ActivationKind, softplus};
 pub use conv_icnn::{ConvIcnn, ConvIcnnConfig};

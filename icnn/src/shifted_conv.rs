@@ -1,6 +1,7 @@
 //! "Same" convolutions (stride 1, odd `k × k` kernel, padding `p = (k − 1)/2`) of
 //! channel-last images as sums of `k²` shifted matrix products, without im2col: the host
-//! kernels' convolutions on the ConvICNN's 3×3 layers (`host_link`).
+//! kernels' "same" convolutions that [`crate::winograd_conv`] does not take (the ConvICNN's
+//! thin first layers, kernels other than 3×3; `host_link`).
 //!
 //! An image is a row `(H, W, C)` (channel-last: pixel `(i, j)` is the `C` contiguous values at
 //! `(i·W + j)·C`). Each image is copied once into a padded layout whose rows share their zero
@@ -215,7 +216,12 @@ fn gathered_kernel<T: Real>(k: &[T], c_out: usize, c_in: usize, kk: usize) -> Ve
 /// The kernel of [`adjoint`]: `K'[c, o, i, j] = K[o, c, k − 1 − i, k − 1 − j]`, row-major
 /// `(C, C_o, k, k)` (channels swapped, taps turned by 180°): the adjoint of a "same"
 /// stride-1 convolution is the convolution with this kernel.
-fn flipped_transposed<T: Real>(kern: &[T], c_out: usize, c_in: usize, kk: usize) -> Vec<T> {
+pub(crate) fn flipped_transposed<T: Real>(
+    kern: &[T],
+    c_out: usize,
+    c_in: usize,
+    kk: usize,
+) -> Vec<T> {
     let mut out = vec![T::zero(); kk * c_out * c_in];
     for c in 0..c_in {
         for o in 0..c_out {

@@ -1,0 +1,511 @@
+//! 3×3 "same" convolutions (stride 1, padding 1) of channel-last images by Winograd's
+//! minimal filtering `F(4×4, 3×3)` (Lavin & Gray, *Fast Algorithms for Convolutional Neural
+//! Networks*, CVPR 2016): the host kernels' convolutions on the ConvICNN's 64 → 64 layers
+//! (`host_link`), where they replace [`crate::shifted_conv`]'s nine taps.
+//!
+//! The output is cut into `4×4` tiles; tile `t`'s `6×6` input patch `d` (zero outside the
+//! image) and its output `y` are related, per input channel `c` and output channel `o`, by
+//! ```text
+//! y = Aᵀ [ (G g Gᵀ) ⊙ (Bᵀ d B) ] A        (g = K[o, c], the 3×3 kernel)
+//! ```
+//! with the interpolation points `0, ±1, ±2, ∞` (the matrices are in [`bt`], [`at`] and
+//! [`kernel_transform`]). With `V_ξ (tiles × C)` the 36 entries `ξ` of the transformed
+//! inputs and `U_ξ (C × C_o)` those of the transformed kernel, a convolution is **36
+//! products** `M_ξ = V_ξ · U_ξ` of inner dimension `C` and the output transform: 36·HW/16
+//! multiply-adds per channel pair against the 9·HW of the direct form (4× fewer; 4.1× fewer
+//! than [`crate::shifted_conv`]'s wide grid at 28×28; images whose size is not a multiple of
+//! 4 pay for whole tiles: 1.3× at 14×14 and 7×7).
+//!
+//! Rounding: the transforms multiply by 4, 5 and 8 and the kernel's by 1/6 and 1/24, so the
+//! error grows over the direct form's: relative to the largest output, ~3e-6 on average and
+//! ~1e-5 at most over 200 random 64-channel tiles in f32 (a NumPy check against the direct
+//! sum in f64), ~5e-15 in f64. The f32 training loss is a mean over images of sums that CG
+//! solves to a tolerance of 1e-3; the tests hold the convolutions to the direct loop within
+//! 1e-12 (f64) and 5e-5 (f32) relative.
+//!
+//! The kernel gradient is the same algorithm read backwards: `K̄[o, c] = Gᵀ Ū G` with
+//! `Ū_ξ = Σ_t V_ξᵀ M̄_ξ` and `M̄ = A Ȳ Aᵀ` per tile (36 products of inner dimension
+//! "tiles"). The input adjoint is the forward convolution with the flipped, transposed kernel
+//! (as in [`crate::shifted_conv::adjoint`]).
+//!
+//! The tiles are processed in chunks of whole tile rows (about [`CHUNK_TILES`] tiles) so that
+//! a chunk's transformed inputs and products (`[ξ][t][c]`: 36 row-major matrices each) stay
+//! in a core's cache between the transforms and the products, and the buffers are small and
+//! reused: with whole groups of images (4 MiB per buffer in f32) the same products ran
+//! 1.5–2.5× slower than on warm buffers (fresh pages and cache misses).
+
+use std::ops::Range;
+
+use candle_core::Result;
+use rayon::prelude::*;
+
+use crate::gemm_conv::{PatchGeometry, split_batch};
+use crate::host_gemm::{View, matmul_into};
+use crate::shifted_conv::{flipped_transposed, for_tasks};
+use crate::surrogate_host::Real;
+
+/// Output pixels per tile side.
+const OUT: usize = 4;
+/// Input pixels per tile side (`OUT + 2`).
+const IN: usize = 6;
+/// Entries of a transformed `6×6` tile.
+const XI: usize = IN * IN;
+
+/// Below this many channels (input or output) a product `V_ξ · U_ξ` is too thin to pay for
+/// the transforms, and [`crate::shifted_conv`] keeps the convolution (the ConvICNN's first
+/// layers read 1 or 4 channels).
+pub(crate) const MIN_CHANNELS: usize = 16;
+
+/// Tiles per chunk (rounded down to whole tile rows, at least one): 64 tiles of 64 channels
+/// are 576 KiB of transformed inputs in f32.
+const CHUNK_TILES: usize = 64;
+
+/// Whether `g` with `c_out` output channels is a convolution these kernels cover: 3×3,
+/// stride 1, padding 1, at least [`MIN_CHANNELS`] channels on both sides.
+pub(crate) fn covers(g: &PatchGeometry, c_out: usize) -> bool {
+    g.stride == 1
+        && g.kh == 3
+        && g.kw == 3
+        && g.padding == 1
+        && g.channels >= MIN_CHANNELS
+        && c_out >= MIN_CHANNELS
+}
+
+/// The `⌈H/4⌉ × ⌈W/4⌉` tiles of an `H × W` image. Tile `(a, b)` reads the `6×6` input
+/// pixels from `(4a − 1, 4b − 1)` (zero outside the image) and writes the output pixels
+/// `(4a..4a + 4, 4b..4b + 4)` inside it. A task's tile rows are numbered across its images
+/// (`image · ⌈H/4⌉ + a`) and cut into chunks of [`Tiling::chunk_rows`].
+#[derive(Clone, Copy)]
+struct Tiling {
+    h: usize,
+    w: usize,
+    th: usize,
+    tw: usize,
+}
+
+impl Tiling {
+    fn of(g: &PatchGeometry) -> Self {
+        Self {
+            h: g.height,
+            w: g.width,
+            th: g.height.div_ceil(OUT),
+            tw: g.width.div_ceil(OUT),
+        }
+    }
+
+    /// Tile rows per chunk.
+    fn chunk_rows(&self) -> usize {
+        (CHUNK_TILES / self.tw).max(1)
+    }
+
+    /// Pixel slots of a padded input row: a zero pixel, the `W` pixels, zeros up to
+    /// `4⌈W/4⌉ + 2`.
+    fn strip_row(&self) -> usize {
+        OUT * self.tw + 2
+    }
+
+    /// The chunks of `n` images' tile rows, as ranges of global tile rows.
+    fn chunks(&self, n: usize) -> impl Iterator<Item = Range<usize>> + use<> {
+        let (total, per) = (n * self.th, self.chunk_rows());
+        (0..total)
+            .step_by(per)
+            .map(move |r| r..(r + per).min(total))
+    }
+
+    /// Buffer length of a chunk's [`XI`] matrices of `c` columns.
+    fn chunk_len(&self, c: usize) -> usize {
+        XI * self.chunk_rows() * self.tw * c
+    }
+
+    /// The [`IN`] padded input rows under global tile row `tr` of the channel-last images
+    /// `imgs` into `strip` (`IN × strip_row · c`).
+    fn fill_strip<T: Real>(&self, c: usize, imgs: &[T], tr: usize, strip: &mut [T]) {
+        let (b, a) = (tr / self.th, tr % self.th);
+        let line = self.w * c;
+        let img = &imgs[b * self.h * line..(b + 1) * self.h * line];
+        strip.fill(T::zero());
+        for (r, row) in strip.chunks_exact_mut(self.strip_row() * c).enumerate() {
+            // Padded row 4a + r is image row 4a + r − 1.
+            let i = (OUT * a + r).wrapping_sub(1);
+            if i < self.h {
+                row[c..c + line].copy_from_slice(&img[i * line..(i + 1) * line]);
+            }
+        }
+    }
+
+    /// The output pixels of tile column `tj` inside the image (4, or fewer at the right edge).
+    fn cols(&self, tj: usize) -> usize {
+        (self.w - OUT * tj).min(OUT)
+    }
+}
+
+/// `s` cut into its first `N` parts of `len` values (`s` holds at least `N·len`).
+fn parts<T, const N: usize>(s: &[T], len: usize) -> [&[T]; N] {
+    let mut it = s.chunks_exact(len);
+    std::array::from_fn(|_| it.next().unwrap_or_default())
+}
+
+/// [`parts`], mutable.
+fn parts_mut<T, const N: usize>(s: &mut [T], len: usize) -> [&mut [T]; N] {
+    let mut it = s.chunks_exact_mut(len);
+    std::array::from_fn(|_| it.next().unwrap_or_default())
+}
+
+/// `y = Bᵀ x` along one axis, element-wise over the slices:
+/// ```text
+/// Bᵀ = [ 4  0 −5  0  1  0 ]
+///      [ 0 −4 −4  1  1  0 ]
+///      [ 0  4 −4 −1  1  0 ]
+///      [ 0 −2 −1  2  1  0 ]
+///      [ 0  2 −1 −2  1  0 ]
+///      [ 0  4  0 −5  0  1 ]
+/// ```
+#[inline(always)]
+fn bt<T: Real>(x: [&[T]; IN], y: [&mut [T]; IN]) {
+    let n = y[0].len();
+    let [x0, x1, x2, x3, x4, x5] = x.map(|s| &s[..n]);
+    let [y0, y1, y2, y3, y4, y5] = y.map(|s| &mut s[..n]);
+    let (two, four, five) = (T::from_f64(2.0), T::from_f64(4.0), T::from_f64(5.0));
+    for i in 0..n {
+        let (a, b, c, d, e, f) = (x0[i], x1[i], x2[i], x3[i], x4[i], x5[i]);
+        y0[i] = four * a - five * c + e;
+        y1[i] = e + d - four * (b + c);
+        y2[i] = e - d + four * (b - c);
+        y3[i] = e - c + two * (d - b);
+        y4[i] = e - c - two * (d - b);
+        y5[i] = four * b - five * d + f;
+    }
+}
+
+/// `y = Aᵀ x` along one axis, element-wise:
+/// ```text
+/// Aᵀ = [ 1  1  1  1  1  0 ]
+///      [ 0  1 −1  2 −2  0 ]
+///      [ 0  1  1  4  4  0 ]
+///      [ 0  1 −1  8 −8  1 ]
+/// ```
+#[inline(always)]
+fn at<T: Real>(x: [&[T]; IN], y: [&mut [T]; OUT]) {
+    let n = y[0].len();
+    let [x0, x1, x2, x3, x4, x5] = x.map(|s| &s[..n]);
+    let [y0, y1, y2, y3] = y.map(|s| &mut s[..n]);
+    let (two, four, eight) = (T::from_f64(2.0), T::from_f64(4.0), T::from_f64(8.0));
+    for i in 0..n {
+        let (a, b, c, d, e, f) = (x0[i], x1[i], x2[i], x3[i], x4[i], x5[i]);
+        let (bp, bm, dp, dm) = (b + c, b - c, d + e, d - e);
+        y0[i] = a + bp + dp;
+        y1[i] = bm + two * dm;
+        y2[i] = bp + four * dp;
+        y3[i] = bm + eight * dm + f;
+    }
+}
+
+/// `y = A x` along one axis (the adjoint of [`at`]), element-wise.
+#[inline(always)]
+fn a<T: Real>(x: [&[T]; OUT], y: [&mut [T]; IN]) {
+    let n = y[0].len();
+    let [x0, x1, x2, x3] = x.map(|s| &s[..n]);
+    let [y0, y1, y2, y3, y4, y5] = y.map(|s| &mut s[..n]);
+    let (two, four, eight) = (T::from_f64(2.0), T::from_f64(4.0), T::from_f64(8.0));
+    for i in 0..n {
+        let (p, q, r, s) = (x0[i], x1[i], x2[i], x3[i]);
+        let (even1, odd1, even2, odd2) = (p + r, q + s, p + four * r, two * q + eight * s);
+        y0[i] = p;
+        y1[i] = even1 + odd1;
+        y2[i] = even1 - odd1;
+        y3[i] = even2 + odd2;
+        y4[i] = even2 - odd2;
+        y5[i] = s;
+    }
+}
+
+/// The transformed inputs `Bᵀ d B` of the tiles of global tile rows `rows` of the images
+/// `imgs` (`(H, W, c)` each) into `v` (`[ξ][t][c]`, `t` the tile's index in the chunk).
+fn input_transform<T: Real>(
+    tl: &Tiling,
+    c: usize,
+    imgs: &[T],
+    rows: Range<usize>,
+    strip: &mut [T],
+    v: &mut [T],
+) {
+    let (sr, line) = (tl.strip_row() * c, IN * c);
+    let plane = rows.len() * tl.tw * c;
+    let (mut half, mut tile) = (vec![T::zero(); XI * c], vec![T::zero(); XI * c]);
+    for (lr, tr) in rows.enumerate() {
+        tl.fill_strip(c, imgs, tr, strip);
+        for tj in 0..tl.tw {
+            let at = OUT * tj * c;
+            let d: [&[T]; IN] = std::array::from_fn(|r| &strip[r * sr + at..r * sr + at + line]);
+            // The patch's rows combined (each 6 pixels × c), then each row's pixels.
+            bt(d, parts_mut(&mut half, line));
+            for (src, dst) in half.chunks_exact(line).zip(tile.chunks_exact_mut(line)) {
+                bt(parts(src, c), parts_mut(dst, c));
+            }
+            let at = (lr * tl.tw + tj) * c;
+            for (xi, e) in tile.chunks_exact(c).enumerate() {
+                v[xi * plane + at..xi * plane + at + c].copy_from_slice(e);
+            }
+        }
+    }
+}
+
+/// The output transform `Aᵀ m A` of the products `m` (`[ξ][t][o]`) of the tiles of global
+/// tile rows `rows` into the images `y` (`(H, W, c_out)` each), stored or added.
+fn output_transform<T: Real>(
+    tl: &Tiling,
+    c_out: usize,
+    m: &[T],
+    rows: Range<usize>,
+    y: &mut [T],
+    acc: bool,
+) {
+    let co = c_out;
+    let plane = rows.len() * tl.tw * co;
+    let mut half = vec![T::zero(); OUT * IN * co];
+    let mut out = vec![T::zero(); OUT * OUT * co];
+    for (lr, tr) in rows.enumerate() {
+        let (b, ti) = (tr / tl.th, tr % tl.th);
+        let img = &mut y[b * tl.h * tl.w * co..(b + 1) * tl.h * tl.w * co];
+        for tj in 0..tl.tw {
+            let t = (lr * tl.tw + tj) * co;
+            // half[r][s]: the rows combined (r < 4), per patch column s.
+            for s in 0..IN {
+                let x = std::array::from_fn(|r| {
+                    let at = (r * IN + s) * plane + t;
+                    &m[at..at + co]
+                });
+                let mut hs = half.chunks_exact_mut(co).skip(s).step_by(IN);
+                at(x, std::array::from_fn(|_| hs.next().unwrap_or_default()));
+            }
+            for (src, dst) in half
+                .chunks_exact(IN * co)
+                .zip(out.chunks_exact_mut(OUT * co))
+            {
+                at(parts(src, co), parts_mut(dst, co));
+            }
+            let cols = tl.cols(tj);
+            for (r, src) in out.chunks_exact(OUT * co).enumerate() {
+                let i = OUT * ti + r;
+                if i >= tl.h {
+                    break;
+                }
+                let at = (i * tl.w + OUT * tj) * co;
+                let dst = &mut img[at..at + cols * co];
+                let src = &src[..cols * co];
+                if acc {
+                    for (d, &s) in dst.iter_mut().zip(src) {
+                        *d += s;
+                    }
+                } else {
+                    dst.copy_from_slice(src);
+                }
+            }
+        }
+    }
+}
+
+/// The adjoint of [`output_transform`]: `m̄ = A ȳ Aᵀ` per tile of global tile rows `rows` of
+/// the cotangent images `y` (`(H, W, c_out)` each; 0 outside the image) into `mbar`
+/// (`[ξ][t][o]`).
+fn output_adjoint<T: Real>(tl: &Tiling, c_out: usize, y: &[T], rows: Range<usize>, mbar: &mut [T]) {
+    let co = c_out;
+    let plane = rows.len() * tl.tw * co;
+    let mut patch = vec![T::zero(); OUT * OUT * co];
+    let mut half = vec![T::zero(); IN * OUT * co];
+    let mut tile = vec![T::zero(); XI * co];
+    for (lr, tr) in rows.enumerate() {
+        let (b, ti) = (tr / tl.th, tr % tl.th);
+        let img = &y[b * tl.h * tl.w * co..(b + 1) * tl.h * tl.w * co];
+        for tj in 0..tl.tw {
+            patch.fill(T::zero());
+            let cols = tl.cols(tj);
+            for (r, dst) in patch.chunks_exact_mut(OUT * co).enumerate() {
+                let i = OUT * ti + r;
+                if i >= tl.h {
+                    break;
+                }
+                let at = (i * tl.w + OUT * tj) * co;
+                dst[..cols * co].copy_from_slice(&img[at..at + cols * co]);
+            }
+            // half[r] (4 pixels each): the patch's rows combined; then each row's pixels.
+            a(parts(&patch, OUT * co), parts_mut(&mut half, OUT * co));
+            for (src, dst) in half
+                .chunks_exact(OUT * co)
+                .zip(tile.chunks_exact_mut(IN * co))
+            {
+                a(parts(src, co), parts_mut(dst, co));
+            }
+            let at = (lr * tl.tw + tj) * co;
+            for (xi, e) in tile.chunks_exact(co).enumerate() {
+                mbar[xi * plane + at..xi * plane + at + co].copy_from_slice(e);
+            }
+        }
+    }
+}
+
+/// The rows of `G` (the kernel transform) at `(p, q, r)`:
+/// `(p/4, −(p+q+r)/6, −(p−q+r)/6, p/24 + q/12 + r/6, p/24 − q/12 + r/6, r)`.
+fn g6<T: Real>(p: T, q: T, r: T) -> [T; IN] {
+    let f = |v: f64| T::from_f64(v);
+    let (e, o) = (p * f(1.0 / 24.0) + r * f(1.0 / 6.0), q * f(1.0 / 12.0));
+    [
+        p * f(0.25),
+        (p + q + r) * f(-1.0 / 6.0),
+        (p - q + r) * f(-1.0 / 6.0),
+        e + o,
+        e - o,
+        r,
+    ]
+}
+
+/// `Gᵀ x`: the adjoint of [`g6`], 6 values to 3.
+fn g6t<T: Real>(x: [T; IN]) -> [T; 3] {
+    let f = |v: f64| T::from_f64(v);
+    let (s12, d12, s34, d34) = (x[1] + x[2], x[2] - x[1], x[3] + x[4], x[3] - x[4]);
+    [
+        x[0] * f(0.25) - s12 * f(1.0 / 6.0) + s34 * f(1.0 / 24.0),
+        d12 * f(1.0 / 6.0) + d34 * f(1.0 / 12.0),
+        (s34 - s12) * f(1.0 / 6.0) + x[5],
+    ]
+}
+
+/// The transformed kernel `U_ξ = (G g Gᵀ)_ξ` of `K (C_o, C, 3, 3)` as [`XI`] row-major
+/// `(C × C_o)` matrices, `[ξ][c][o]`.
+fn kernel_transform<T: Real>(k: &[T], c_out: usize, c_in: usize) -> Vec<T> {
+    let plane = c_in * c_out;
+    let mut u = vec![T::zero(); XI * plane];
+    for o in 0..c_out {
+        for c in 0..c_in {
+            let g = &k[(o * c_in + c) * 9..(o * c_in + c) * 9 + 9];
+            // Each kernel row (3 values) to 6; then each of the 6 columns.
+            let rows = [0, 1, 2].map(|i| g6(g[3 * i], g[3 * i + 1], g[3 * i + 2]));
+            for s in 0..IN {
+                for (r, &val) in g6(rows[0][s], rows[1][s], rows[2][s]).iter().enumerate() {
+                    u[(IN * r + s) * plane + c * c_out + o] = val;
+                }
+            }
+        }
+    }
+    u
+}
+
+/// `dst (C_o, C, 3, 3) += Gᵀ Ū G` for the transformed-kernel gradient `ū` (`[ξ][c][o]`):
+/// the adjoint of [`kernel_transform`].
+fn kernel_adjoint<T: Real>(ubar: &[T], c_out: usize, c_in: usize, dst: &mut [T]) {
+    let plane = c_in * c_out;
+    for o in 0..c_out {
+        for c in 0..c_in {
+            let e = |xi: usize| ubar[xi * plane + c * c_out + o];
+            let cols: [[T; 3]; IN] =
+                std::array::from_fn(|s| g6t(std::array::from_fn(|r| e(IN * r + s))));
+            let g = &mut dst[(o * c_in + c) * 9..(o * c_in + c) * 9 + 9];
+            for i in 0..3 {
+                let row = g6t(std::array::from_fn(|s| cols[s][i]));
+                for (j, &val) in row.iter().enumerate() {
+                    g[3 * i + j] += val;
+                }
+            }
+        }
+    }
+}
+
+/// `dst (rows × H·W·C_o) (+)= conv(src (rows × H·W·C), K)`, channel-last rows, `K` of shape
+/// `(C_o, C, 3, 3)`: per task and per chunk of tile rows, the input transform, 36 products
+/// and the output transform into `dst`.
+pub(crate) fn forward<T: Real>(
+    k: &[T],
+    g: &PatchGeometry,
+    c_out: usize,
+    src: &[T],
+    dst: &mut [T],
+    rows: usize,
+    acc: bool,
+) -> Result<()> {
+    let (tl, c) = (Tiling::of(g), g.channels);
+    let u = kernel_transform(k, c_out, c);
+    let (src_len, dst_len) = (g.image_len(), c_out * g.height * g.width);
+    for_tasks(src, src_len, dst, dst_len, rows, |xs, ys, par| {
+        let mut strip = vec![T::zero(); IN * tl.strip_row() * c];
+        let (mut v, mut m) = (
+            vec![T::zero(); tl.chunk_len(c)],
+            vec![T::zero(); tl.chunk_len(c_out)],
+        );
+        for chunk in tl.chunks(xs.len() / src_len) {
+            let tiles = chunk.len() * tl.tw;
+            let (v, m) = (&mut v[..XI * tiles * c], &mut m[..XI * tiles * c_out]);
+            input_transform(&tl, c, xs, chunk.clone(), &mut strip, v);
+            for (xi, mx) in m.chunks_exact_mut(tiles * c_out).enumerate() {
+                let vx = View::row_major(&v[xi * tiles * c..], tiles, c);
+                let ux = View::row_major(&u[xi * c * c_out..], c, c_out);
+                matmul_into(mx, vx, ux, false, par)?;
+            }
+            output_transform(&tl, c_out, m, chunk, ys, acc);
+        }
+        Ok(())
+    })
+}
+
+/// `dst (rows × H·W·C) (+)= Kᵀ src (rows × H·W·C_o)`: the adjoint of [`forward`], which is
+/// [`forward`] with the flipped, transposed kernel (`C_o` channels in, `C` out).
+pub(crate) fn adjoint<T: Real>(
+    k: &[T],
+    g: &PatchGeometry,
+    c_out: usize,
+    src: &[T],
+    dst: &mut [T],
+    rows: usize,
+    acc: bool,
+) -> Result<()> {
+    let flipped = flipped_transposed(k, c_out, g.channels, 9);
+    let swapped = PatchGeometry {
+        channels: c_out,
+        ..*g
+    };
+    forward(&flipped, &swapped, g.channels, src, dst, rows, acc)
+}
+
+/// `dst (C_o, C, 3, 3) += Σ_b ∂⟨cot_b, conv(src_b, K)⟩/∂K` (channel-last rows); the sum over
+/// images runs in task order (deterministic for a fixed thread count).
+pub(crate) fn param_grad<T: Real>(
+    g: &PatchGeometry,
+    c_out: usize,
+    dst: &mut [T],
+    cot: &[T],
+    src: &[T],
+    rows: usize,
+) -> Result<()> {
+    let (tl, c) = (Tiling::of(g), g.channels);
+    let (in_len, out_len) = (g.image_len(), c_out * g.height * g.width);
+    let (per_task, par) = split_batch(rows);
+    let partials = cot[..rows * out_len]
+        .par_chunks(per_task * out_len)
+        .zip(src[..rows * in_len].par_chunks(per_task * in_len))
+        .map(|(ys, xs)| {
+            let mut ubar = vec![T::zero(); XI * c * c_out];
+            let mut strip = vec![T::zero(); IN * tl.strip_row() * c];
+            let mut v = vec![T::zero(); tl.chunk_len(c)];
+            let mut mbar = vec![T::zero(); tl.chunk_len(c_out)];
+            for (i, chunk) in tl.chunks(xs.len() / in_len).enumerate() {
+                let tiles = chunk.len() * tl.tw;
+                let (v, mbar) = (&mut v[..XI * tiles * c], &mut mbar[..XI * tiles * c_out]);
+                input_transform(&tl, c, xs, chunk.clone(), &mut strip, v);
+                output_adjoint(&tl, c_out, ys, chunk, mbar);
+                for (xi, ux) in ubar.chunks_exact_mut(c * c_out).enumerate() {
+                    let vx = View::row_major(&v[xi * tiles * c..], tiles, c);
+                    let mx = View::row_major(&mbar[xi * tiles * c_out..], tiles, c_out);
+                    matmul_into(ux, vx.t(), mx, i > 0, par)?;
+                }
+            }
+            Ok(ubar)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    for ubar in partials {
+        kernel_adjoint(&ubar, c_out, c, dst);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+#[path = "winograd_conv_tests.rs"]
+mod tests;
