@@ -198,6 +198,40 @@ pub(crate) fn for_tasks<T: Real>(
         .try_for_each(|(d, s)| f(s, d, par))
 }
 
+/// Runs `f(output cotangents of the task, inputs of the task, product parallelism)` over the
+/// batch split as [`for_tasks`] splits it, each task returning its partial kernel gradient,
+/// collected in task order.
+pub(crate) fn task_partials<T: Real>(
+    cot: &[T],
+    out_len: usize,
+    src: &[T],
+    in_len: usize,
+    rows: usize,
+    f: impl Fn(&[T], &[T], Par) -> Result<Vec<T>> + Sync + Send,
+) -> Result<Vec<Vec<T>>> {
+    let (per_task, par) = split_batch(rows);
+    cot[..rows * out_len]
+        .par_chunks(per_task * out_len)
+        .zip(src[..rows * in_len].par_chunks(per_task * in_len))
+        .map(|(ys, xs)| f(ys, xs, par))
+        .collect()
+}
+
+/// The adjoint of a "same" stride-1 convolution as a forward one: the kernel
+/// [`flipped_transposed`] and the geometry with the `C_o` channels as input.
+pub(crate) fn adjoint_problem<T: Real>(
+    k: &[T],
+    g: &PatchGeometry,
+    c_out: usize,
+) -> (Vec<T>, PatchGeometry) {
+    let flipped = flipped_transposed(k, c_out, g.channels, g.kh * g.kw);
+    let swapped = PatchGeometry {
+        channels: c_out,
+        ..*g
+    };
+    (flipped, swapped)
+}
+
 /// The kernel `(C_o, C, k, k)` as `(k²C × C_o)` rows in [`gather_taps`]' order: row
 /// `(ki·k + kj)·C + c` holds `K[:, c, ki, kj]`, so kernel row `ki` is the `(k·C × C_o)` block
 /// that multiplies [`Layout::tap_row`]`(ki)`.
@@ -290,11 +324,7 @@ pub(crate) fn adjoint<T: Real>(
     rows: usize,
     acc: bool,
 ) -> Result<()> {
-    let flipped = flipped_transposed(k, c_out, g.channels, g.kh * g.kw);
-    let swapped = PatchGeometry {
-        channels: c_out,
-        ..*g
-    };
+    let (flipped, swapped) = adjoint_problem(k, g, c_out);
     forward(&flipped, &swapped, g.channels, src, dst, rows, acc)
 }
 
@@ -314,41 +344,36 @@ pub(crate) fn param_grad<T: Real>(
     let tap_len = c_out * g.channels;
     let gathered = g.channels < MIN_TAP_CHANNELS;
     let patch = kk * g.channels;
-    let (per_task, par) = split_batch(rows);
-    let partials = cot[..rows * out_len]
-        .par_chunks(per_task * out_len)
-        .zip(src[..rows * in_len].par_chunks(per_task * in_len))
-        .map(|(ys, xs)| {
-            // Per kernel row ki a `(C_o × k·C)` block at `acc[ki·k·C_o·C..]` (columns: tap
-            // `kj`, then channel); gathered, one `(C_o × k²C)` matrix (tap `s`, then channel).
-            let mut acc = vec![T::zero(); kk * tap_len];
-            let mut padded = vec![T::zero(); lin.len()];
-            // Zero in the discarded slots, which the products read.
-            let mut wide = vec![T::zero(); lout.wide(group) * c_out];
-            let mut cols = vec![T::zero(); if gathered { lin.wide(group) * patch } else { 0 }];
-            for (i, (y, x)) in ys
-                .chunks(group * out_len)
-                .zip(xs.chunks(group * in_len))
-                .enumerate()
-            {
-                let n = x.len() / in_len;
-                lin.pad_into(x, &mut padded);
-                lout.wide_from(y, &mut wide);
-                let yw = View::row_major(&wide, lout.wide(n), c_out).t();
-                if gathered {
-                    gather_taps(&lin, g.kw, kk, n, &padded, &mut cols);
-                    let cv = View::row_major(&cols, lin.wide(n), patch);
-                    matmul_into(&mut acc, yw, cv, i > 0, par)?;
-                    continue;
-                }
-                for (ki, a) in acc.chunks_exact_mut(g.kw * tap_len).enumerate() {
-                    let xt = lin.tap_row(&padded, ki, g.kw, n);
-                    matmul_into(a, yw, xt, i > 0, par)?;
-                }
+    let partials = task_partials(cot, out_len, src, in_len, rows, |ys, xs, par| {
+        // Per kernel row ki a `(C_o × k·C)` block at `acc[ki·k·C_o·C..]` (columns: tap
+        // `kj`, then channel); gathered, one `(C_o × k²C)` matrix (tap `s`, then channel).
+        let mut acc = vec![T::zero(); kk * tap_len];
+        let mut padded = vec![T::zero(); lin.len()];
+        // Zero in the discarded slots, which the products read.
+        let mut wide = vec![T::zero(); lout.wide(group) * c_out];
+        let mut cols = vec![T::zero(); if gathered { lin.wide(group) * patch } else { 0 }];
+        for (i, (y, x)) in ys
+            .chunks(group * out_len)
+            .zip(xs.chunks(group * in_len))
+            .enumerate()
+        {
+            let n = x.len() / in_len;
+            lin.pad_into(x, &mut padded);
+            lout.wide_from(y, &mut wide);
+            let yw = View::row_major(&wide, lout.wide(n), c_out).t();
+            if gathered {
+                gather_taps(&lin, g.kw, kk, n, &padded, &mut cols);
+                let cv = View::row_major(&cols, lin.wide(n), patch);
+                matmul_into(&mut acc, yw, cv, i > 0, par)?;
+                continue;
             }
-            Ok(acc)
-        })
-        .collect::<Result<Vec<_>>>()?;
+            for (ki, a) in acc.chunks_exact_mut(g.kw * tap_len).enumerate() {
+                let xt = lin.tap_row(&padded, ki, g.kw, n);
+                matmul_into(a, yw, xt, i > 0, par)?;
+            }
+        }
+        Ok(acc)
+    })?;
     for part in partials {
         if gathered {
             // (C_o × k²C), columns in tap-then-channel order.

@@ -36,13 +36,11 @@
 
 use std::ops::Range;
 
-use candle_core::Result;
-use rayon::prelude::*;
-
-use crate::gemm_conv::{PatchGeometry, split_batch};
+use crate::gemm_conv::PatchGeometry;
 use crate::host_gemm::{View, matmul_into};
-use crate::shifted_conv::{flipped_transposed, for_tasks};
+use crate::shifted_conv::{adjoint_problem, for_tasks, task_partials};
 use crate::surrogate_host::Real;
+use candle_core::Result;
 
 /// Output pixels per tile side.
 const OUT: usize = 4;
@@ -457,11 +455,7 @@ pub(crate) fn adjoint<T: Real>(
     rows: usize,
     acc: bool,
 ) -> Result<()> {
-    let flipped = flipped_transposed(k, c_out, g.channels, 9);
-    let swapped = PatchGeometry {
-        channels: c_out,
-        ..*g
-    };
+    let (flipped, swapped) = adjoint_problem(k, g, c_out);
     forward(&flipped, &swapped, g.channels, src, dst, rows, acc)
 }
 
@@ -477,29 +471,24 @@ pub(crate) fn param_grad<T: Real>(
 ) -> Result<()> {
     let (tl, c) = (Tiling::of(g), g.channels);
     let (in_len, out_len) = (g.image_len(), c_out * g.height * g.width);
-    let (per_task, par) = split_batch(rows);
-    let partials = cot[..rows * out_len]
-        .par_chunks(per_task * out_len)
-        .zip(src[..rows * in_len].par_chunks(per_task * in_len))
-        .map(|(ys, xs)| {
-            let mut ubar = vec![T::zero(); XI * c * c_out];
-            let mut strip = vec![T::zero(); IN * tl.strip_row() * c];
-            let mut v = vec![T::zero(); tl.chunk_len(c)];
-            let mut mbar = vec![T::zero(); tl.chunk_len(c_out)];
-            for (i, chunk) in tl.chunks(xs.len() / in_len).enumerate() {
-                let tiles = chunk.len() * tl.tw;
-                let (v, mbar) = (&mut v[..XI * tiles * c], &mut mbar[..XI * tiles * c_out]);
-                input_transform(&tl, c, xs, chunk.clone(), &mut strip, v);
-                output_adjoint(&tl, c_out, ys, chunk, mbar);
-                for (xi, ux) in ubar.chunks_exact_mut(c * c_out).enumerate() {
-                    let vx = View::row_major(&v[xi * tiles * c..], tiles, c);
-                    let mx = View::row_major(&mbar[xi * tiles * c_out..], tiles, c_out);
-                    matmul_into(ux, vx.t(), mx, i > 0, par)?;
-                }
+    let partials = task_partials(cot, out_len, src, in_len, rows, |ys, xs, par| {
+        let mut ubar = vec![T::zero(); XI * c * c_out];
+        let mut strip = vec![T::zero(); IN * tl.strip_row() * c];
+        let mut v = vec![T::zero(); tl.chunk_len(c)];
+        let mut mbar = vec![T::zero(); tl.chunk_len(c_out)];
+        for (i, chunk) in tl.chunks(xs.len() / in_len).enumerate() {
+            let tiles = chunk.len() * tl.tw;
+            let (v, mbar) = (&mut v[..XI * tiles * c], &mut mbar[..XI * tiles * c_out]);
+            input_transform(&tl, c, xs, chunk.clone(), &mut strip, v);
+            output_adjoint(&tl, c_out, ys, chunk, mbar);
+            for (xi, ux) in ubar.chunks_exact_mut(c * c_out).enumerate() {
+                let vx = View::row_major(&v[xi * tiles * c..], tiles, c);
+                let mx = View::row_major(&mbar[xi * tiles * c_out..], tiles, c_out);
+                matmul_into(ux, vx.t(), mx, i > 0, par)?;
             }
-            Ok(ubar)
-        })
-        .collect::<Result<Vec<_>>>()?;
+        }
+        Ok(ubar)
+    })?;
     for ubar in partials {
         kernel_adjoint(&ubar, c_out, c, dst);
     }
