@@ -219,6 +219,8 @@ fn a<T: Real>(x: [&[T]; OUT], y: [&mut [T]; IN]) {
 
 /// The transformed inputs `Bᵀ d B` of the tiles of global tile rows `rows` of the images
 /// `imgs` (`(H, W, c)` each) into `v` (`[ξ][t][c]`, `t` the tile's index in the chunk).
+/// The rows of a tile row's strip are combined once for all its tiles (neighbouring tiles
+/// share two input columns), then each tile's 6 pixels per row go straight to their planes.
 fn input_transform<T: Real>(
     tl: &Tiling,
     c: usize,
@@ -227,22 +229,21 @@ fn input_transform<T: Real>(
     strip: &mut [T],
     v: &mut [T],
 ) {
-    let (sr, line) = (tl.strip_row() * c, IN * c);
+    let sr = tl.strip_row() * c;
     let plane = rows.len() * tl.tw * c;
-    let (mut half, mut tile) = (vec![T::zero(); XI * c], vec![T::zero(); XI * c]);
+    let mut half = vec![T::zero(); IN * sr];
     for (lr, tr) in rows.enumerate() {
         tl.fill_strip(c, imgs, tr, strip);
+        bt(parts(strip, sr), parts_mut(&mut half, sr));
         for tj in 0..tl.tw {
-            let at = OUT * tj * c;
-            let d: [&[T]; IN] = std::array::from_fn(|r| &strip[r * sr + at..r * sr + at + line]);
-            // The patch's rows combined (each 6 pixels × c), then each row's pixels.
-            bt(d, parts_mut(&mut half, line));
-            for (src, dst) in half.chunks_exact(line).zip(tile.chunks_exact_mut(line)) {
-                bt(parts(src, c), parts_mut(dst, c));
-            }
-            let at = (lr * tl.tw + tj) * c;
-            for (xi, e) in tile.chunks_exact(c).enumerate() {
-                v[xi * plane + at..xi * plane + at + c].copy_from_slice(e);
+            let (from, at) = (OUT * tj * c, (lr * tl.tw + tj) * c);
+            for (r, row) in half.chunks_exact(sr).enumerate() {
+                let mut planes = v.chunks_exact_mut(plane).skip(IN * r);
+                let dst = std::array::from_fn(|_| match planes.next() {
+                    Some(p) => &mut p[at..at + c],
+                    None => &mut [],
+                });
+                bt(parts(&row[from..from + IN * c], c), dst);
             }
         }
     }
