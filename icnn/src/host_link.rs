@@ -9,9 +9,9 @@
 //! - [`Link::param_grad`]: `θ̄ += ∂⟨ȳ, L x⟩/∂θ` (dense: `ȳᵀ x`; convolution:
 //!   `Σ_b ∂⟨ȳ_b, conv(x_b, K)⟩/∂K`, `K` `(C_o, C, kh, kw)` as candle stores it).
 //!
-//! 3×3 "same" convolutions with at least 16 channels on both sides (the ConvICNN's hidden
-//! layers) run by Winograd's `F(4×4, 3×3)` (`winograd_conv`); other "same" stride-1
-//! convolutions (the thin first layers, odd kernels of other sizes) as shifted products on
+//! 3×3 "same" convolutions with at least 32 channels on both sides (the ConvICNN's hidden
+//! layers at width 64) run by Winograd's `F(4×4, 3×3)` (`winograd_conv`); other "same"
+//! stride-1 convolutions (thin layers, odd kernels of other sizes) as shifted products on
 //! channel-last images (`shifted_conv`); any other geometry (the stride-2 pooling layers)
 //! transposes each image to channel-first and runs im2col/col2im + one product, as
 //! `gemm_conv` does. Dense products run on the calling thread (the dense training step runs
@@ -284,8 +284,9 @@ mod tests {
     /// On channel-last rows, `L x` equals candle's convolution; `⟨y, L x⟩ = ⟨Lᵀ y, x⟩`; and
     /// the parameter gradient of `⟨y, L x⟩` equals its change along a random parameter
     /// direction (exact: the form is linear in `θ`). A dense map, and convolutions through
-    /// every path: shifted (16 channels and more), gathered (fewer), on groups of stacked
-    /// images with a short last group, strided / unpadded (transposed im2col).
+    /// every path: Winograd (3×3, 32 channels and more), shifted (16 channels and more),
+    /// gathered (fewer), on groups of stacked images with a short last group, strided /
+    /// unpadded (transposed im2col).
     #[test]
     fn adjoint_and_param_grad_are_consistent_with_apply() {
         let mut rng = StdRng::seed_from_u64(5);
@@ -309,6 +310,8 @@ mod tests {
             // Two 21×22 images per stacked group: 5 rows make groups of 2, 2, 1.
             conv(16, 21, 3, 1, 1, 16),
             conv(2, 21, 3, 1, 1, 3),
+            // Winograd F(4×4, 3×3) (32 channels and more), 9×10 images: partial tiles.
+            conv(32, 9, 3, 1, 1, 40),
         ] {
             links.push(Link::Conv {
                 k: randv(&mut rng, co * g.patch_len()),

@@ -151,23 +151,23 @@ fn check<T: Real>(b: usize, (h, w, c, co): (usize, usize, usize, usize), tol: f6
 // O(1).
 #[test]
 fn matches_direct_f64_square_odd_and_even() {
-    check::<f64>(3, (7, 7, 16, 16), 1e-12, 1);
-    check::<f64>(2, (6, 6, 16, 20), 1e-12, 2);
+    check::<f64>(3, (7, 7, 32, 32), 1e-12, 1);
+    check::<f64>(2, (6, 6, 32, 40), 1e-12, 2);
 }
 
 #[test]
 fn matches_direct_f64_rectangular_and_tiny() {
-    check::<f64>(2, (5, 8, 17, 16), 1e-12, 3);
-    check::<f64>(4, (1, 1, 16, 16), 1e-12, 4);
-    check::<f64>(3, (2, 3, 16, 18), 1e-12, 5);
-    check::<f64>(2, (9, 13, 16, 16), 1e-12, 11);
+    check::<f64>(2, (5, 8, 33, 32), 1e-12, 3);
+    check::<f64>(4, (1, 1, 32, 32), 1e-12, 4);
+    check::<f64>(3, (2, 3, 32, 36), 1e-12, 5);
+    check::<f64>(2, (9, 13, 32, 32), 1e-12, 11);
 }
 
 /// 28×28 makes chunks of 9 tile rows (an image has 7 rows of 7 tiles): 12 images span
 /// chunks that straddle images and a short last chunk.
 #[test]
 fn matches_direct_f64_across_groups() {
-    check::<f64>(12, (28, 28, 16, 16), 1e-12, 6);
+    check::<f64>(12, (28, 28, 32, 32), 1e-12, 6);
 }
 
 // f32: the transforms scale terms by up to 8 · 5 and the kernel's by 1/24 before the sums
@@ -176,15 +176,17 @@ fn matches_direct_f64_across_groups() {
 // is five times the worst seen; a wrong coefficient gives O(1).
 #[test]
 fn matches_direct_f32() {
-    check::<f32>(3, (7, 7, 32, 16), 5e-5, 7);
-    check::<f32>(6, (14, 14, 16, 32), 5e-5, 8);
+    check::<f32>(3, (7, 7, 32, 48), 5e-5, 7);
+    check::<f32>(6, (14, 14, 48, 32), 5e-5, 8);
     check::<f32>(2, (28, 28, 64, 64), 5e-5, 10);
 }
 
 #[test]
 fn thin_or_other_geometries_are_not_covered() {
     assert!(!covers(&geometry(4, 14, 14), 64));
-    assert!(!covers(&geometry(64, 14, 14), 8));
+    assert!(!covers(&geometry(64, 14, 14), 16));
+    assert!(!covers(&geometry(16, 14, 14), 64));
+    assert!(covers(&geometry(32, 14, 14), 32));
     let five = PatchGeometry::for_conv(32, (8, 8), (5, 5), 1, 2).expect("5×5 fits");
     assert!(!covers(&five, 32));
     let strided = PatchGeometry::for_conv(32, (8, 8), (3, 3), 2, 1).expect("stride 2 fits");

@@ -103,17 +103,15 @@ fn conv_host_linearization_f32_agrees_with_f64() {
     }
 }
 
-/// A ConvICNN of width 16 (its hidden 3×3 layers take the shifted products, the first layer
-/// the gathered one) against the composed recursions, on 2×4×5 images.
-#[test]
-fn wide_conv_host_linearization_matches_composed_recursions() {
+/// A ConvICNN of `width` against the composed recursions, on 2×4×5 images.
+fn check_wide_conv_icnn(width: usize, seed: u64) {
     let image = ImageShape::new(2, 4, 5);
     let varmap = candle_nn::VarMap::new();
     let vb = candle_nn::VarBuilder::from_varmap(&varmap, DType::F64, &candle_core::Device::Cpu);
-    let mut rng = StdRng::seed_from_u64(21);
+    let mut rng = StdRng::seed_from_u64(seed);
     let cfg = icnn::ConvIcnnConfig {
         image,
-        width: 16,
+        width,
         depth: 3,
         num_pooling: 0,
     };
@@ -126,7 +124,21 @@ fn wide_conv_host_linearization_matches_composed_recursions() {
         .unwrap()
         .unwrap();
     let vars = named_vars(&varmap);
-    let nonzero =
-        check_host_against_composed("ConvIcnn width 16", &net, &host, &vars, &inputs, 1e-12);
+    let name = format!("ConvIcnn width {width}");
+    let nonzero = check_host_against_composed(&name, &net, &host, &vars, &inputs, 1e-12);
     assert!(2 * nonzero >= vars.len());
+}
+
+/// Width 16: the hidden 3×3 layers take the shifted products, the first layer the gathered
+/// one.
+#[test]
+fn wide_conv_host_linearization_matches_composed_recursions() {
+    check_wide_conv_icnn(16, 21);
+}
+
+/// Width 32: the hidden 3×3 layers take the Winograd `F(4×4, 3×3)` products (forward,
+/// adjoint and kernel gradient), on images that are not a multiple of the 4×4 tiles.
+#[test]
+fn winograd_conv_host_linearization_matches_composed_recursions() {
+    check_wide_conv_icnn(32, 22);
 }
