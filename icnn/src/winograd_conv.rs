@@ -153,6 +153,16 @@ fn parts_mut<T, const N: usize>(s: &mut [T], len: usize) -> [&mut [T]; N] {
     std::array::from_fn(|_| it.next().unwrap_or_default())
 }
 
+/// Row `r` of a tile's transformed `6×6` in planar buffers `[ξ][t][len]`: the `len` values
+/// at `at` of planes `ξ = 6r .. 6r + 6`, each plane `plane` values long.
+fn plane_row<T>(planes: &mut [T], plane: usize, r: usize, at: usize, len: usize) -> [&mut [T]; IN] {
+    let mut it = planes.chunks_exact_mut(plane).skip(IN * r);
+    std::array::from_fn(|_| match it.next() {
+        Some(p) => &mut p[at..at + len],
+        None => &mut [],
+    })
+}
+
 /// `y = Bᵀ x` along one axis, element-wise over the slices:
 /// ```text
 /// Bᵀ = [ 4  0 −5  0  1  0 ]
@@ -242,12 +252,10 @@ fn input_transform<T: Real>(
         for tj in 0..tl.tw {
             let (from, at) = (OUT * tj * c, (lr * tl.tw + tj) * c);
             for (r, row) in half.chunks_exact(sr).enumerate() {
-                let mut planes = v.chunks_exact_mut(plane).skip(IN * r);
-                let dst = std::array::from_fn(|_| match planes.next() {
-                    Some(p) => &mut p[at..at + c],
-                    None => &mut [],
-                });
-                bt(parts(&row[from..from + IN * c], c), dst);
+                bt(
+                    parts(&row[from..from + IN * c], c),
+                    plane_row(v, plane, r, at, c),
+                );
             }
         }
     }
@@ -316,7 +324,6 @@ fn output_adjoint<T: Real>(tl: &Tiling, c_out: usize, y: &[T], rows: Range<usize
     let plane = rows.len() * tl.tw * co;
     let mut patch = vec![T::zero(); OUT * OUT * co];
     let mut half = vec![T::zero(); IN * OUT * co];
-    let mut tile = vec![T::zero(); XI * co];
     for (lr, tr) in rows.enumerate() {
         let (b, ti) = (tr / tl.th, tr % tl.th);
         let img = &y[b * tl.h * tl.w * co..(b + 1) * tl.h * tl.w * co];
@@ -331,17 +338,12 @@ fn output_adjoint<T: Real>(tl: &Tiling, c_out: usize, y: &[T], rows: Range<usize
                 let at = (i * tl.w + OUT * tj) * co;
                 dst[..cols * co].copy_from_slice(&img[at..at + cols * co]);
             }
-            // half[r] (4 pixels each): the patch's rows combined; then each row's pixels.
+            // half[r] (4 pixels each): the patch's rows combined; then each row's pixels, straight
+            // to their planes.
             a(parts(&patch, OUT * co), parts_mut(&mut half, OUT * co));
-            for (src, dst) in half
-                .chunks_exact(OUT * co)
-                .zip(tile.chunks_exact_mut(IN * co))
-            {
-                a(parts(src, co), parts_mut(dst, co));
-            }
             let at = (lr * tl.tw + tj) * co;
-            for (xi, e) in tile.chunks_exact(co).enumerate() {
-                mbar[xi * plane + at..xi * plane + at + co].copy_from_slice(e);
+            for (r, src) in half.chunks_exact(OUT * co).enumerate() {
+                a(parts(src, co), plane_row(mbar, plane, r, at, co));
             }
         }
     }
