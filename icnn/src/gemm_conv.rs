@@ -38,13 +38,16 @@
 mod biased;
 mod channel_bias;
 mod checks;
+mod cook_toom;
 mod forms;
 mod gate;
 mod gated_conv;
 mod im2col;
 mod ops;
+mod sandwich;
 #[cfg(test)]
 mod tests;
+mod winograd;
 
 pub use im2col::{Col2Im, Im2Col, PatchGeometry};
 pub(crate) use ops::{adjoint_cpu, forward_cpu, kernel_grad_cpu, split_batch};

@@ -19,9 +19,23 @@ pub(crate) use faer::Par;
 use faer::{Accum, MatMut, MatRef};
 
 /// The element types the ops dispatch on (f32, f64), multiplied by faer.
-pub(crate) trait GemmFloat: WithDType + Default + faer::traits::ComplexField {}
-impl GemmFloat for f32 {}
-impl GemmFloat for f64 {}
+pub(crate) trait GemmFloat: WithDType + Default + faer::traits::ComplexField {
+    /// `a·b + c` rounded once. One instruction only in code compiled with the `fma` target
+    /// feature (a library call otherwise): callers use it under `#[target_feature]`.
+    fn fused_mul_add(a: Self, b: Self, c: Self) -> Self;
+}
+impl GemmFloat for f32 {
+    #[inline(always)]
+    fn fused_mul_add(a: Self, b: Self, c: Self) -> Self {
+        a.mul_add(b, c)
+    }
+}
+impl GemmFloat for f64 {
+    #[inline(always)]
+    fn fused_mul_add(a: Self, b: Self, c: Self) -> Self {
+        a.mul_add(b, c)
+    }
+}
 
 /// A matrix view into a slice: `rows × cols`, element `(i, j)` at `i·rs + j·cs`.
 #[derive(Clone, Copy)]
@@ -71,9 +85,23 @@ pub(crate) fn matmul_into<T: GemmFloat>(
     accumulate: bool,
     parallelism: Par,
 ) -> candle_core::Result<()> {
+    matmul_into_rows(dst, rhs.cols, lhs, rhs, accumulate, parallelism)
+}
+
+/// [`matmul_into`] with the rows of `dst` `dst_rs ≥ n` values apart (row `i` of the product
+/// at `dst[i·dst_rs..i·dst_rs + n]`; the values between rows are left alone).
+pub(crate) fn matmul_into_rows<T: GemmFloat>(
+    dst: &mut [T],
+    dst_rs: usize,
+    lhs: View<'_, T>,
+    rhs: View<'_, T>,
+    accumulate: bool,
+    parallelism: Par,
+) -> candle_core::Result<()> {
     let (m, k, n) = (lhs.rows, lhs.cols, rhs.cols);
     if rhs.rows != k
-        || !fits(dst.len(), m, n, n, 1)
+        || dst_rs < n
+        || !fits(dst.len(), m, n, dst_rs, 1)
         || !fits(lhs.data.len(), m, k, lhs.rs, lhs.cs)
         || !fits(rhs.data.len(), k, n, rhs.rs, rhs.cs)
     {
@@ -84,7 +112,9 @@ pub(crate) fn matmul_into<T: GemmFloat>(
     }
     if k == 0 {
         if !accumulate {
-            dst[..m * n].fill(T::zero());
+            for row in dst.chunks_mut(dst_rs).take(m) {
+                row[..n].fill(T::zero());
+            }
         }
         return Ok(());
     }
@@ -94,14 +124,14 @@ pub(crate) fn matmul_into<T: GemmFloat>(
         stride(lhs.cs),
         stride(rhs.rs),
         stride(rhs.cs),
-        stride(n),
+        stride(dst_rs),
     ) else {
         candle_core::bail!("host gemm: stride overflows isize");
     };
     // SAFETY: the checks above keep every element of the three `m × n`, `m × k`, `k × n`
     // views inside its slice (strides non-negative, fitting isize), and `dst` is borrowed
     // mutably, so it aliases neither input and no two of its view's elements coincide
-    // (row stride `n`, column stride 1).
+    // (row stride `dst_rs ≥ n`, column stride 1).
     let (lhs, rhs, dst) = unsafe {
         (
             MatRef::from_raw_parts(lhs.data.as_ptr(), m, k, lrs, lcs),

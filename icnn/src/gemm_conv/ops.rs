@@ -17,6 +17,7 @@
 //! that candle tracks (variables or results of tracked ops).
 
 use super::im2col::{PatchGeometry, col2im_image, contiguous_slice, im2col_image};
+use super::winograd;
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Tensor};
 
@@ -317,6 +318,9 @@ pub(crate) fn forward_cpu<T: GemmFloat>(
     b: usize,
     c_out: usize,
 ) -> candle_core::Result<Vec<T>> {
+    if winograd::covers::<T>(g, c_out) {
+        return winograd::forward(x, k, bias, g, b, c_out);
+    }
     let (positions, patch_len, image_len) = (g.positions(), g.patch_len(), g.image_len());
     let out_len = c_out * positions;
     let mut y = zeros(b * out_len);
@@ -354,6 +358,9 @@ pub(crate) fn adjoint_cpu<T: GemmFloat>(
     b: usize,
     c_out: usize,
 ) -> candle_core::Result<Vec<T>> {
+    if winograd::covers::<T>(g, c_out) {
+        return winograd::adjoint(y, k, bias, g, b, c_out);
+    }
     let (positions, patch_len, image_len) = (g.positions(), g.patch_len(), g.image_len());
     let in_len = c_out * positions;
     let mut x = zeros(b * image_len);
@@ -401,6 +408,9 @@ pub(crate) fn kernel_grad_cpu<T: GemmFloat>(
     b: usize,
     c_out: usize,
 ) -> candle_core::Result<Vec<T>> {
+    if winograd::covers::<T>(g, c_out) {
+        return winograd::kernel_grad(x, y, g, b, c_out);
+    }
     let (positions, patch_len, image_len) = (g.positions(), g.patch_len(), g.image_len());
     let y_len = c_out * positions;
     let k_len = c_out * patch_len;
