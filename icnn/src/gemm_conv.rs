@@ -30,7 +30,11 @@
 //!   a 1×1 input) is a dense layer: one matrix product for the batch;
 //! - a stride-1 transposed convolution with no more input than output channels runs as the
 //!   convolution with the flipped, transposed kernel (fewer patch rows, a deeper product);
-//! - a pointwise (1×1, stride 1, unpadded) convolution multiplies the image itself (no im2col).
+//! - a pointwise (1×1, stride 1, unpadded) convolution multiplies the image itself (no im2col);
+//! - a stride-1 "same" 3×3 or 5×5 convolution in f64 with at least 32 channels on both sides
+//!   (forward, adjoint and kernel gradient) runs by Winograd's `F(4×4, r×r)` (`winograd.rs`):
+//!   6.25× fewer multiply-adds than the direct form for 5×5, 2.2–3.9× faster than im2col on
+//!   the VAE's 28×20 and 14×10 layers (f32 keeps im2col).
 //!
 //! Only CPU f32/f64 tensors take this path; any other device or dtype falls back to candle's
 //! own `conv2d` / `conv_transpose2d` (so CUDA keeps working).
