@@ -52,6 +52,7 @@ mod sandwich;
 #[cfg(test)]
 mod tests;
 mod winograd;
+mod winograd_plan;
 
 pub use im2col::{Col2Im, Im2Col, PatchGeometry};
 pub(crate) use ops::{adjoint_cpu, forward_cpu, kernel_grad_cpu, split_batch};

@@ -7,7 +7,7 @@
 //!
 //! The output is cut into `m × m` tiles; tile `t`'s `α × α` input patch `D` (`α = m + r − 1`,
 //! zero outside the image) gives, per input channel `c` and output channel `o`,
-//! `Y = Aᵀ [(G K[o, c] Gᵀ) ⊙ (Bᵀ D B)] A` ([`CookToom`] has the matrices). With the transformed
+//! `Y = Aᵀ [(G K[o, c] Gᵀ) ⊙ (Bᵀ D B)] A` (`cook_toom.rs` builds the matrices). With the transformed
 //! inputs `V_ξ (C × tiles)` and kernel `U_ξ (C_o × C)` for each of the `α²` entries `ξ`, a
 //! convolution is `α²` products `M_ξ = U_ξ V_ξ` of inner dimension `C`, then the output
 //! transform: `α²/m²` multiply-adds per output pixel and channel pair against the direct
@@ -31,13 +31,12 @@
 //! 1e-12. Only f64 convolutions run here (see [`covers`]).
 //!
 //! The transforms run over all tiles of a chunk at once (contiguous rows of tiles, so the
-//! compiler vectorises them); a chunk is whole images, about [`CHUNK_TILES`] tiles, so that
+//! compiler vectorises them); a chunk is whole images, about 64 tiles, so that
 //! the transformed inputs of a chunk stay in cache for its products.
 
-use super::cook_toom::CookToom;
 use super::im2col::PatchGeometry;
 use super::ops::split_batch;
-use super::sandwich::{Rows, Sandwich};
+use super::winograd_plan::{Plan, Scratch, entry_rows};
 use crate::host_gemm::{GemmFloat, View, matmul_into, matmul_into_rows};
 use crate::host_par::zeros;
 use candle_core::{DType, Result};
@@ -51,12 +50,6 @@ use rayon::prelude::*;
 /// 59 / 31, 56 / 34, 43 / 31; 64 → 128 at 7×5 (1.8× the pixels in whole tiles) 32 / 28,
 /// 30 / 30, 38 / 27.
 pub(super) const MIN_CHANNELS: usize = 32;
-
-/// Tiles per chunk (whole images, at least one).
-const CHUNK_TILES: usize = 64;
-
-/// Output pixels per tile side.
-const TILE: usize = 4;
 
 /// Whether the convolution of geometry `g` with `c_out` output channels runs here: f64,
 /// stride 1, a square 3×3 or 5×5 kernel with "same" padding, at least [`MIN_CHANNELS`]
@@ -78,297 +71,19 @@ pub(super) fn covers<T: GemmFloat>(g: &PatchGeometry, c_out: usize) -> bool {
         && c_out >= MIN_CHANNELS
 }
 
-/// One geometry's tiling and its matrices in `T` (row-major).
-struct Plan<T> {
-    m: usize,
-    r: usize,
-    alpha: usize,
-    pad: usize,
-    h: usize,
-    w: usize,
-    tw: usize,
-    /// Tiles per image.
-    tiles: usize,
-    /// `Aᵀ (m × α)` and `A (α × m)`.
-    at: Vec<T>,
-    a: Vec<T>,
-    /// `G (α × r)` and `Gᵀ (r × α)`.
-    g: Vec<T>,
-    gt: Vec<T>,
-    /// `Bᵀ (α × α)` and `B`.
-    bt: Vec<T>,
-    b: Vec<T>,
-}
-
-/// `v` (`rows × cols`, f64) cast to `T`, and its transpose.
-fn with_transpose<T: GemmFloat>(v: &[f64], rows: usize, cols: usize) -> (Vec<T>, Vec<T>) {
-    let mut t = vec![T::zero(); rows * cols];
-    for i in 0..rows {
-        for j in 0..cols {
-            t[j * rows + i] = T::from_f64(v[i * cols + j]);
-        }
-    }
-    (v.iter().map(|&e| T::from_f64(e)).collect(), t)
-}
-
-impl<T: GemmFloat> Plan<T> {
-    fn new(g: &PatchGeometry) -> Result<Self> {
-        let (r, m) = (g.kh, TILE);
-        let Some(f) = CookToom::new(m, r) else {
-            candle_core::bail!("winograd: no F({m}, {r}) tile");
-        };
-        let (at, a) = with_transpose(&f.at, m, f.alpha);
-        let (gg, gt) = with_transpose(&f.g, f.alpha, r);
-        let (bt, b) = with_transpose(&f.bt, f.alpha, f.alpha);
-        let (th, tw) = (g.height.div_ceil(m), g.width.div_ceil(m));
-        Ok(Self {
-            m,
-            r,
-            alpha: f.alpha,
-            pad: g.padding,
-            h: g.height,
-            w: g.width,
-            tw,
-            tiles: th * tw,
-            at,
-            a,
-            g: gg,
-            gt,
-            bt,
-            b,
-        })
-    }
-
-    fn xi(&self) -> usize {
-        self.alpha * self.alpha
-    }
-
-    fn plane(&self) -> usize {
-        self.h * self.w
-    }
-
-    /// `(image, row, column)` of the first output pixel of tile `t` of a chunk.
-    fn origin(&self, t: usize) -> (usize, usize, usize) {
-        let (img, tile) = (t / self.tiles, t % self.tiles);
-        (img, self.m * (tile / self.tw), self.m * (tile % self.tw))
-    }
-
-    /// Images per chunk.
-    fn chunk_images(&self) -> usize {
-        (CHUNK_TILES / self.tiles.max(1)).max(1)
-    }
-
-    /// The transformed kernel `U[ξ][o][c] = (G K[o, c] Gᵀ)[ξ]` of a `(C_o, C, r, r)` kernel
-    /// (`pairs = C_o·C`).
-    fn kernel_transform(&self, k: &[T], pairs: usize) -> Vec<T> {
-        let rr = self.r * self.r;
-        let mut by_tap = vec![T::zero(); rr * pairs];
-        for (p, taps) in k.chunks_exact(rr).enumerate() {
-            for (j, &v) in taps.iter().enumerate() {
-                by_tap[j * pairs + p] = v;
-            }
-        }
-        let mut u = vec![T::zero(); self.xi() * pairs];
-        let mut tmp = vec![T::zero(); self.r * self.alpha * pairs];
-        Sandwich::new(&self.g, self.alpha, self.r).apply(Rows {
-            src: &by_tap,
-            src_stride: pairs,
-            dst: &mut u,
-            dst_stride: pairs,
-            tmp: &mut tmp,
-            len: pairs,
-        });
-        u
-    }
-
-    /// `K̄[o][c] = Gᵀ Ū[o, c] G` from `Ū[ξ][o][c]`, as a `(C_o, C, r, r)` kernel.
-    fn kernel_untransform(&self, ubar: &[T], pairs: usize) -> Vec<T> {
-        let rr = self.r * self.r;
-        let mut by_tap = vec![T::zero(); rr * pairs];
-        let mut tmp = vec![T::zero(); self.alpha * self.r * pairs];
-        Sandwich::new(&self.gt, self.r, self.alpha).apply(Rows {
-            src: ubar,
-            src_stride: pairs,
-            dst: &mut by_tap,
-            dst_stride: pairs,
-            tmp: &mut tmp,
-            len: pairs,
-        });
-        let mut k = vec![T::zero(); rr * pairs];
-        for (p, taps) in k.chunks_exact_mut(rr).enumerate() {
-            for (j, v) in taps.iter_mut().enumerate() {
-                *v = by_tap[j * pairs + p];
-            }
-        }
-        k
-    }
-
-    /// `V[c][ξ][t] = (Bᵀ D B)[ξ]` for the patches `D` of the chunk's images `x`.
-    fn input_transform(&self, x: &[T], channels: usize, s: &mut Scratch<T>) {
-        let (alpha, len, plane) = (self.alpha, s.len, self.plane());
-        let mats = Sandwich::new(&self.bt, alpha, alpha);
-        for c in 0..channels {
-            for t in 0..len {
-                let (img, i0, j0) = self.origin(t);
-                let src = &x[(img * channels + c) * plane..][..plane];
-                for u in 0..alpha {
-                    let row = (i0 + u).wrapping_sub(self.pad);
-                    for q in 0..alpha {
-                        let col = (j0 + q).wrapping_sub(self.pad);
-                        s.patch[(u * alpha + q) * len + t] = if row < self.h && col < self.w {
-                            src[row * self.w + col]
-                        } else {
-                            T::zero()
-                        };
-                    }
-                }
-            }
-            mats.apply(Rows {
-                src: &s.patch,
-                src_stride: len,
-                dst: &mut s.v[c * alpha * alpha * len..],
-                dst_stride: len,
-                tmp: &mut s.tmp,
-                len,
-            });
-        }
-    }
-
-    /// The chunk's images `x` `+= Σ` the patches `D̄ = B V̄ Bᵀ` of `V̄[c][ξ][t]` (in `s.v`).
-    fn input_adjoint(&self, x: &mut [T], channels: usize, s: &mut Scratch<T>) {
-        let (alpha, len, plane) = (self.alpha, s.len, self.plane());
-        let mats = Sandwich::new(&self.b, alpha, alpha);
-        for c in 0..channels {
-            mats.apply(Rows {
-                src: &s.v[c * alpha * alpha * len..],
-                src_stride: len,
-                dst: &mut s.patch,
-                dst_stride: len,
-                tmp: &mut s.tmp,
-                len,
-            });
-            for t in 0..len {
-                let (img, i0, j0) = self.origin(t);
-                let dst = &mut x[(img * channels + c) * plane..][..plane];
-                for u in 0..alpha {
-                    let row = (i0 + u).wrapping_sub(self.pad);
-                    if row >= self.h {
-                        continue;
-                    }
-                    for q in 0..alpha {
-                        let col = (j0 + q).wrapping_sub(self.pad);
-                        if col < self.w {
-                            dst[row * self.w + col] += s.patch[(u * alpha + q) * len + t];
-                        }
-                    }
-                }
-            }
-        }
-    }
-
-    /// `y[o] = bias[o] + Aᵀ M[·][o] A` for the chunk's images `y` from the products
-    /// `M[o][ξ][t]` (in `s.prod`).
-    fn output_transform(&self, y: &mut [T], c_out: usize, bias: Option<&[T]>, s: &mut Scratch<T>) {
-        let (m, len, plane) = (self.m, s.len, self.plane());
-        let mats = Sandwich::new(&self.at, m, self.alpha);
-        for o in 0..c_out {
-            mats.apply(Rows {
-                src: &s.prod[o * self.xi() * len..],
-                src_stride: len,
-                dst: &mut s.tile,
-                dst_stride: len,
-                tmp: &mut s.tmp,
-                len,
-            });
-            let b = bias.map_or(T::zero(), |b| b[o]);
-            for t in 0..len {
-                let (img, i0, j0) = self.origin(t);
-                let dst = &mut y[(img * c_out + o) * plane..][..plane];
-                for i in 0..m.min(self.h - i0) {
-                    for j in 0..m.min(self.w - j0) {
-                        dst[(i0 + i) * self.w + j0 + j] = b + s.tile[(i * m + j) * len + t];
-                    }
-                }
-            }
-        }
-    }
-
-    /// `M̄[o][ξ][t] = (A Ȳ Aᵀ)[ξ]` (into `s.prod`) for the chunk's output gradients `ybar`.
-    fn output_adjoint(&self, ybar: &[T], c_out: usize, s: &mut Scratch<T>) {
-        let (m, len, plane) = (self.m, s.len, self.plane());
-        let mats = Sandwich::new(&self.a, self.alpha, m);
-        for o in 0..c_out {
-            for t in 0..len {
-                let (img, i0, j0) = self.origin(t);
-                let src = &ybar[(img * c_out + o) * plane..][..plane];
-                for i in 0..m {
-                    for j in 0..m {
-                        let (row, col) = (i0 + i, j0 + j);
-                        s.tile[(i * m + j) * len + t] = if row < self.h && col < self.w {
-                            src[row * self.w + col]
-                        } else {
-                            T::zero()
-                        };
-                    }
-                }
-            }
-            mats.apply(Rows {
-                src: &s.tile,
-                src_stride: len,
-                dst: &mut s.prod[o * self.xi() * len..],
-                dst_stride: len,
-                tmp: &mut s.tmp,
-                len,
-            });
-        }
-    }
-}
-
-/// A task's buffers for chunks of up to `cap` tiles (`len` in the current chunk).
-///
-/// The transformed inputs and the products are stored channel by channel (`[c][ξ][t]`), so
-/// that each channel's transform reads or writes one contiguous block; the products read and
-/// write them as `α²` strided matrices (`[c][t]` for each `ξ`, rows `α²·len` apart). Stored
-/// entry by entry (`[ξ][c][t]`), the output transform of the VAE head read 64 rows 72 KB apart
-/// per channel.
-struct Scratch<T> {
-    len: usize,
-    /// Transformed inputs `[c][ξ][t]`.
-    v: Vec<T>,
-    /// Products or output adjoints `[o][ξ][t]`.
-    prod: Vec<T>,
-    /// One channel's input patches `[u][q][t]`.
-    patch: Vec<T>,
-    /// One channel's output tiles `[i][j][t]`.
-    tile: Vec<T>,
-    /// The transforms' intermediate.
-    tmp: Vec<T>,
-}
-
-impl<T: GemmFloat> Scratch<T> {
-    fn new(p: &Plan<T>, channels: usize, c_out: usize, cap: usize) -> Self {
-        let (xi, m) = (p.xi(), p.m);
-        Self {
-            len: cap,
-            v: vec![T::zero(); xi * channels * cap],
-            prod: vec![T::zero(); xi * c_out * cap],
-            patch: vec![T::zero(); xi * cap],
-            tile: vec![T::zero(); m * m * cap],
-            tmp: vec![T::zero(); xi * cap],
-        }
-    }
-}
-
-/// Entry `ξ` of channel-by-channel transformed tiles (`[c][ξ][t]`, see [`Scratch`]) as a
-/// `channels × len` matrix.
-fn entry_rows<T>(buf: &[T], e: usize, channels: usize, len: usize, xi: usize) -> View<'_, T> {
-    View {
-        data: &buf[e * len..],
-        rows: channels,
-        cols: len,
-        rs: xi * len,
-        cs: 1,
-    }
+/// `A_Kᵀ` as a convolution: its `(C, C_o, r, r)` kernel (see [`flipped`]) and its geometry
+/// (`C_o` input channels, the same image and window).
+fn flipped_problem<T: GemmFloat>(
+    k: &[T],
+    g: &PatchGeometry,
+    c_out: usize,
+) -> (Vec<T>, PatchGeometry) {
+    let f = flipped(k, c_out, g.channels, g.kh * g.kw);
+    let g_f = PatchGeometry {
+        channels: c_out,
+        ..*g
+    };
+    (f, g_f)
 }
 
 /// The `(C, C_o, r, r)` kernel of `A_Kᵀ` seen as a convolution from a `(C_o, C, r, r)` kernel
@@ -415,6 +130,22 @@ fn over_chunks<T: GemmFloat>(
         })
 }
 
+/// `dst_ξ = lhs(ξ) · src_ξ` for each entry `ξ` of channel-by-channel transformed tiles
+/// (`src` has `src_rows` channels of `len` tiles, see [`Scratch`]).
+fn entry_products<'u, T: GemmFloat>(
+    dst: &mut [T],
+    lhs: impl Fn(usize) -> View<'u, T>,
+    src: &[T],
+    (src_rows, len, xi): (usize, usize, usize),
+    par: faer::Par,
+) -> Result<()> {
+    for e in 0..xi {
+        let src_e = entry_rows(src, e, src_rows, len, xi);
+        matmul_into_rows(&mut dst[e * len..], xi * len, lhs(e), src_e, false, par)?;
+    }
+    Ok(())
+}
+
 /// `y = A_K x + bias` by the forward algorithm: input transform on the `C` channels of `x`,
 /// output transform on the `C_o` of `y`.
 fn direct<T: GemmFloat>(
@@ -441,17 +172,8 @@ fn direct<T: GemmFloat>(
         b,
         |y, x, s, par| {
             p.input_transform(x, c, s);
-            let len = s.len;
-            for e in 0..xi {
-                matmul_into_rows(
-                    &mut s.prod[e * len..],
-                    xi * len,
-                    View::row_major(&u[e * c_out * c..][..c_out * c], c_out, c),
-                    entry_rows(&s.v, e, c, len, xi),
-                    false,
-                    par,
-                )?;
-            }
+            let kernel = |e| View::row_major(&u[e * c_out * c..][..c_out * c], c_out, c);
+            entry_products(&mut s.prod, kernel, &s.v, (c, s.len, xi), par)?;
             p.output_transform(y, c_out, bias, s);
             Ok(())
         },
@@ -490,17 +212,8 @@ fn transposed<T: GemmFloat>(
         b,
         |x, y, s, par| {
             p.output_adjoint(y, c_out, s);
-            let len = s.len;
-            for e in 0..xi {
-                matmul_into_rows(
-                    &mut s.v[e * len..],
-                    xi * len,
-                    View::row_major(&u[e * c_out * c..][..c_out * c], c_out, c).t(),
-                    entry_rows(&s.prod, e, c_out, len, xi),
-                    false,
-                    par,
-                )?;
-            }
+            let kernel_t = |e| View::row_major(&u[e * c_out * c..][..c_out * c], c_out, c).t();
+            entry_products(&mut s.v, kernel_t, &s.prod, (c_out, s.len, xi), par)?;
             p.input_adjoint(x, c, s);
             Ok(())
         },
@@ -521,11 +234,7 @@ pub(super) fn forward<T: GemmFloat>(
     let c = g.channels;
     if c > c_out {
         // A_K = (A_F)ᵀ for the flipped kernel F, a convolution from C_o to C channels.
-        let f = flipped(k, c_out, c, g.kh * g.kw);
-        let g_f = PatchGeometry {
-            channels: c_out,
-            ..*g
-        };
+        let (f, g_f) = flipped_problem(k, g, c_out);
         transposed(x, &f, bias, &g_f, b, c)
     } else {
         direct(x, k, bias, g, b, c_out)
@@ -545,11 +254,7 @@ pub(super) fn adjoint<T: GemmFloat>(
     if c_out > c {
         transposed(y, k, bias, g, b, c_out)
     } else {
-        let f = flipped(k, c_out, c, g.kh * g.kw);
-        let g_f = PatchGeometry {
-            channels: c_out,
-            ..*g
-        };
+        let (f, g_f) = flipped_problem(k, g, c_out);
         direct(y, &f, bias, &g_f, b, c)
     }
 }
