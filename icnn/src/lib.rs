@@ -85,6 +85,7 @@ mod shifted_conv;
 mod surrogate_adjoint;
 mod surrogate_host;
 mod traits;
+mod wide_simd;
 mod winograd_conv;
 
 pub use activation::{Activation, ActivationEval, ActivationKind, softplus};

@@ -40,6 +40,7 @@ use crate::gemm_conv::PatchGeometry;
 use crate::host_gemm::{View, matmul_into};
 use crate::shifted_conv::{adjoint_problem, for_tasks, task_partials};
 use crate::surrogate_host::Real;
+use crate::wide_simd::avx2_fma_fn;
 use candle_core::Result;
 
 /// Output pixels per tile side.
@@ -231,11 +232,24 @@ fn a<T: Real>(x: [&[T]; OUT], y: [&mut [T]; IN]) {
     }
 }
 
-/// The transformed inputs `Bᵀ d B` of the tiles of global tile rows `rows` of the images
-/// `imgs` (`(H, W, c)` each) into `v` (`[ξ][t][c]`, `t` the tile's index in the chunk).
-/// The rows of a tile row's strip are combined once for all its tiles (neighbouring tiles
-/// share two input columns), then each tile's 6 pixels per row go straight to their planes.
-fn input_transform<T: Real>(
+avx2_fma_fn! {
+    /// The transformed inputs `Bᵀ d B` of the tiles of global tile rows `rows` of the images
+    /// `imgs` (`(H, W, c)` each) into `v` (`[ξ][t][c]`, `t` the tile's index in the chunk).
+    /// The rows of a tile row's strip are combined once for all its tiles (neighbouring tiles
+    /// share two input columns), then each tile's 6 pixels per row go straight to their planes.
+    fn input_transform<T: Real>(
+        tl: &Tiling,
+        c: usize,
+        imgs: &[T],
+        rows: Range<usize>,
+        strip: &mut [T],
+        v: &mut [T],
+    ) => input_transform_kernel;
+}
+
+/// [`input_transform`]'s body.
+#[inline(always)]
+fn input_transform_kernel<T: Real>(
     tl: &Tiling,
     c: usize,
     imgs: &[T],
@@ -261,9 +275,22 @@ fn input_transform<T: Real>(
     }
 }
 
-/// The output transform `Aᵀ m A` of the products `m` (`[ξ][t][o]`) of the tiles of global
-/// tile rows `rows` into the images `y` (`(H, W, c_out)` each), stored or added.
-fn output_transform<T: Real>(
+avx2_fma_fn! {
+    /// The output transform `Aᵀ m A` of the products `m` (`[ξ][t][o]`) of the tiles of global
+    /// tile rows `rows` into the images `y` (`(H, W, c_out)` each), stored or added.
+    fn output_transform<T: Real>(
+        tl: &Tiling,
+        c_out: usize,
+        m: &[T],
+        rows: Range<usize>,
+        y: &mut [T],
+        acc: bool,
+    ) => output_transform_kernel;
+}
+
+/// [`output_transform`]'s body.
+#[inline(always)]
+fn output_transform_kernel<T: Real>(
     tl: &Tiling,
     c_out: usize,
     m: &[T],
@@ -316,10 +343,28 @@ fn output_transform<T: Real>(
     }
 }
 
-/// The adjoint of [`output_transform`]: `m̄ = A ȳ Aᵀ` per tile of global tile rows `rows` of
-/// the cotangent images `y` (`(H, W, c_out)` each; 0 outside the image) into `mbar`
-/// (`[ξ][t][o]`).
-fn output_adjoint<T: Real>(tl: &Tiling, c_out: usize, y: &[T], rows: Range<usize>, mbar: &mut [T]) {
+avx2_fma_fn! {
+    /// The adjoint of [`output_transform`]: `m̄ = A ȳ Aᵀ` per tile of global tile rows `rows` of
+    /// the cotangent images `y` (`(H, W, c_out)` each; 0 outside the image) into `mbar`
+    /// (`[ξ][t][o]`).
+    fn output_adjoint<T: Real>(
+        tl: &Tiling,
+        c_out: usize,
+        y: &[T],
+        rows: Range<usize>,
+        mbar: &mut [T],
+    ) => output_adjoint_kernel;
+}
+
+/// [`output_adjoint`]'s body.
+#[inline(always)]
+fn output_adjoint_kernel<T: Real>(
+    tl: &Tiling,
+    c_out: usize,
+    y: &[T],
+    rows: Range<usize>,
+    mbar: &mut [T],
+) {
     let co = c_out;
     let plane = rows.len() * tl.tw * co;
     let mut patch = vec![T::zero(); OUT * OUT * co];
