@@ -40,8 +40,7 @@ impl<'a, T: GemmFloat> Sandwich<'a, T> {
     /// Applies the transform (see the type's docs).
     pub(super) fn apply(&self, rows: Rows<'_, '_, T>) {
         #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-        {
+        if crate::wide_simd::has_avx2_fma() {
             // SAFETY: the CPU has AVX2 and FMA (checked above), the target features of
             // `apply_fma`.
             return unsafe { self.apply_fma(rows) };

@@ -414,3 +414,76 @@ fn gemm_conv_im2col_rows_times_kernel_is_conv2d() {
     let theirs = x.conv2d(&k, padding, stride, 1, 1).unwrap();
     assert!(max_abs_diff(&ours, &theirs) < 1e-12);
 }
+
+/// Gradients of `sum(f(x, k, b) ⊙ r)` w.r.t. `x`, `k` and `b`.
+fn grads3(
+    (x, k, b): (&Tensor, &Tensor, &Tensor),
+    r: &Tensor,
+    f: impl Fn(&Tensor, &Tensor, &Tensor) -> Tensor,
+) -> [Tensor; 3] {
+    let vars = [x, k, b].map(|t| Var::from_tensor(t).unwrap());
+    let out = f(
+        vars[0].as_tensor(),
+        vars[1].as_tensor(),
+        vars[2].as_tensor(),
+    );
+    let g = (out * r).unwrap().sum_all().unwrap().backward().unwrap();
+    vars.map(|v| g.get(v.as_tensor()).unwrap().clone())
+}
+
+/// The stride-1 "same" convolutions that `ops.rs` sends to the Winograd kernels (f64, ≥ 32
+/// channels on both sides; more input or more output channels, so both the direct and the
+/// transposed algorithm run), through the public biased ops and candle's autodiff, against
+/// candle's `conv2d` / `conv_transpose2d` plus the bias. Outputs are sums of ≤ 40·25
+/// products of standard normals (≲ 100) and gradients sum over 2·63 more terms; the
+/// Winograd errors are ~1e-14 relative (`winograd_tests.rs`): values to 1e-10, gradients to
+/// 1e-9.
+#[test]
+fn wide_same_convolutions_match_candle_through_winograd() {
+    let mut rng = StdRng::seed_from_u64(9);
+    for (c_in, c_out) in [(32, 40), (40, 32)] {
+        for (k, padding) in [(5, 2), (3, 1)] {
+            let what = format!("{c_in}→{c_out} {k}×{k}");
+            let x = randn(&mut rng, &[2, c_in, 9, 7], DType::F64);
+            let w = randn(&mut rng, &[c_out, c_in, k, k], DType::F64);
+            let b = randn(&mut rng, &[c_out], DType::F64);
+            let plus_bias = |y: Tensor, b: &Tensor| {
+                y.broadcast_add(&b.reshape((1, (), 1, 1)).unwrap()).unwrap()
+            };
+            let ours = |x: &Tensor, w: &Tensor, b: &Tensor| {
+                conv2d_gemm_biased(x, w, b, padding, 1).unwrap()
+            };
+            let theirs = |x: &Tensor, w: &Tensor, b: &Tensor| {
+                plus_bias(x.conv2d(w, padding, 1, 1, 1).unwrap(), b)
+            };
+            let y = ours(&x, &w, &b);
+            let err = max_abs_diff(&y, &theirs(&x, &w, &b));
+            assert!(err < 1e-10, "conv {what}: value error {err}");
+            let r = randn(&mut rng, y.dims(), DType::F64);
+            let g = grads3((&x, &w, &b), &r, ours);
+            let g_ref = grads3((&x, &w, &b), &r, theirs);
+            for (name, (a, e)) in ["x", "kernel", "bias"].iter().zip(g.iter().zip(&g_ref)) {
+                let err = max_abs_diff(a, e);
+                assert!(err < 1e-9, "conv {what}: {name} gradient error {err}");
+            }
+
+            // The transposed convolution with the same window: input c_in, output c_out.
+            let wt = randn(&mut rng, &[c_in, c_out, k, k], DType::F64);
+            let ours_t = |x: &Tensor, w: &Tensor, b: &Tensor| {
+                conv_transpose2d_gemm_biased(x, w, b, padding, 0, 1).unwrap()
+            };
+            let theirs_t = |x: &Tensor, w: &Tensor, b: &Tensor| {
+                plus_bias(x.conv_transpose2d(w, padding, 0, 1, 1).unwrap(), b)
+            };
+            let y = ours_t(&x, &wt, &b);
+            let err = max_abs_diff(&y, &theirs_t(&x, &wt, &b));
+            assert!(err < 1e-10, "transposed {what}: value error {err}");
+            let g = grads3((&x, &wt, &b), &r, ours_t);
+            let g_ref = grads3((&x, &wt, &b), &r, theirs_t);
+            for (name, (a, e)) in ["x", "kernel", "bias"].iter().zip(g.iter().zip(&g_ref)) {
+                let err = max_abs_diff(a, e);
+                assert!(err < 1e-9, "transposed {what}: {name} gradient error {err}");
+            }
+        }
+    }
+}
