@@ -122,8 +122,20 @@ macro_rules! kernels {
                 (a, -(s.shift as $t), a)
             }
 
-            /// Value, first and second derivative of `src` into `v`, `d1`, `d2`.
-            pub(super) fn triple_into(
+            crate::wide_simd::avx2_fma_fn! {
+                /// Value, first and second derivative of `src` into `v`, `d1`, `d2`.
+                pub(super) fn triple_into(
+                    s: &ActSpec,
+                    src: &[$t],
+                    v: &mut [$t],
+                    d1: &mut [$t],
+                    d2: &mut [$t],
+                ) => triple_into_kernel;
+            }
+
+            /// [`triple_into`]'s body.
+            #[inline(always)]
+            fn triple_into_kernel(
                 s: &ActSpec,
                 src: &[$t],
                 v: &mut [$t],
@@ -152,8 +164,21 @@ macro_rules! kernels {
                 }
             }
 
-            /// Derivative of order `order` of `src` (`poly`: softplus coefficients, order ≥ 4).
-            pub(super) fn derivative_into(
+            crate::wide_simd::avx2_fma_fn! {
+                /// Derivative of order `order` of `src` (`poly`: softplus coefficients, order
+                /// ≥ 4).
+                pub(super) fn derivative_into(
+                    s: &ActSpec,
+                    order: usize,
+                    poly: &[f64],
+                    src: &[$t],
+                    out: &mut [$t],
+                ) => derivative_into_kernel;
+            }
+
+            /// [`derivative_into`]'s body.
+            #[inline(always)]
+            fn derivative_into_kernel(
                 s: &ActSpec,
                 order: usize,
                 poly: &[f64],

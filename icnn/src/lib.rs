@@ -84,6 +84,7 @@ mod picnn;
 mod shifted_conv;
 mod surrogate_adjoint;
 mod surrogate_host;
+mod surrogate_rows;
 mod traits;
 mod wide_simd;
 mod winograd_conv;

@@ -18,6 +18,7 @@ use candle_core::Result;
 
 use crate::host_par;
 use crate::surrogate_host::{HostNet, Primal, Real, Tangents};
+use crate::surrogate_rows::{gradient_adjoint_row, row_of, tangent_adjoint_row};
 
 /// The adjoint of `J = Σ_b ⟨c_b, ∇F(x_b)⟩ + w_b u_bᵀ∇²F(x_b) v_b`: `(∂J/∂x (B × d), ∂J/∂θ
 /// packed)`. `uv` is the stacked `[u; v]` whose tangents are `tg`; `s3` from
@@ -36,7 +37,6 @@ pub(crate) fn adjoint<T: Real>(
     let (n, d, b) = (net.groups.len(), net.dim, p.b);
     let (offs, len) = net.offsets();
     let mut pg = vec![T::zero(); len];
-    let zero = T::zero();
 
     // 1. Ascending: δ̄_j, ḡu_j and the δ̄-terms of E_j; P̄ += δᵀ ḡu, Ā += δᵀ c.
     let mut gbar: Vec<Vec<T>> = vec![Vec::new(); n];
@@ -74,18 +74,15 @@ pub(crate) fn adjoint<T: Real>(
         let has_t = !tg.adot[j].is_empty();
         host_par::rows2(m, &mut gb, &mut ej, |r0, gb, ej| {
             for (r, (gb, ej)) in gb.chunks_mut(m).zip(ej.chunks_mut(m)).enumerate() {
-                let (wr, k0) = (w[r0 + r], (r0 + r) * m);
-                for (t, (g_out, e_out)) in gb.iter_mut().zip(ej.iter_mut()).enumerate() {
-                    let k = k0 + t;
-                    let (mut q, mut e3) = (zero, zero);
-                    if has_t {
-                        let aa = tg.adot[j][k] * tg.adot[j][b * m + k];
-                        q = wr * s2[k] * aa;
-                        e3 = wr * gu[k] * s3[k] * aa;
-                    }
-                    *g_out = q + s1[k] * dbar[k];
-                    *e_out = s2[k] * gu[k] * dbar[k] + e3;
-                }
+                let (wr, k) = (w[r0 + r], (r0 + r) * m..(r0 + r + 1) * m);
+                let tangents = if has_t {
+                    let (au, av) = tg.adot[j].split_at(b * m);
+                    [row_of(au, k.clone()), row_of(av, k.clone())]
+                } else {
+                    [&[][..], &[][..]]
+                };
+                let operands = [s1, s2, s3, gu, &dbar].map(|v| row_of(v, k.clone()));
+                gradient_adjoint_row(gb, ej, wr, operands, tangents);
             }
         });
         gbar[j] = gb;
@@ -161,7 +158,7 @@ fn tracked_layer_adjoint<T: Real>(
     zbar: Vec<T>,
     e: Vec<T>,
 ) -> (Vec<T>, Vec<T>) {
-    let (b, zero) = (p.b, T::zero());
+    let b = p.b;
     let bm = b * m;
     let (s1, s2) = (&p.s1[j], &p.s2[j]);
     let ad = &tg.adot[j];
@@ -174,22 +171,19 @@ fn tracked_layer_adjoint<T: Real>(
         host_par::rows3(m, out_u, out_v, &mut e, |r0, ou, ov, e| {
             for (h, out) in [ou, ov].into_iter().enumerate() {
                 for (r, (orow, erow)) in out.chunks_mut(m).zip(e.chunks_mut(m)).enumerate() {
-                    let (wr, k0) = (w[r0 + r], (r0 + r) * m);
-                    for (t, (o, ek)) in orow.iter_mut().zip(erow.iter_mut()).enumerate() {
-                        let k = k0 + t;
-                        let mut v = zero;
-                        if curv {
-                            v += wr * p.gu[j][k] * s2[k] * ad[(1 - h) * bm + k];
-                        }
-                        if has_rho {
-                            let rh = rho[h * bm + k];
-                            v += s1[k] * rh;
-                            if !ad.is_empty() {
-                                *ek += s2[k] * rh * ad[h * bm + k];
-                            }
-                        }
-                        *o = v;
-                    }
+                    let (wr, k) = (w[r0 + r], (r0 + r) * m..(r0 + r + 1) * m);
+                    // Rows of the tangent `h` and of the other one in the stacked `[u; v]`.
+                    let part = |t: usize| t * bm + k.start..t * bm + k.end;
+                    let gu_row = if curv { &p.gu[j][k.clone()] } else { &[][..] };
+                    let operands = [
+                        &s1[k.clone()],
+                        &s2[k.clone()],
+                        gu_row,
+                        row_of(ad, part(1 - h)),
+                        row_of(ad, part(h)),
+                        row_of(&rho, part(h)),
+                    ];
+                    tangent_adjoint_row(orow, erow, wr, operands);
                 }
             }
         });

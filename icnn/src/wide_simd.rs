@@ -25,17 +25,36 @@ pub(crate) fn has_avx2_fma() -> bool {
     }
 }
 
-/// `avx2_fma_fn!(fn name<T: Bound>(arg: Type, ...) => kernel);` defines `name`, which calls
-/// the `#[inline(always)]` function `kernel` with the same arguments, compiled for AVX2 + FMA
+/// `avx2_fma_fn! { fn name<T: Bound>(arg: Type, ...) => kernel; }` (or without the generic
+/// parameter, with a visibility, with doc comments) defines `name`, which calls the
+/// `#[inline(always)]` function `kernel` with the same arguments, compiled for AVX2 + FMA
 /// when [`has_avx2_fma`] (see the module docs).
 macro_rules! avx2_fma_fn {
-    ($(#[$meta:meta])* fn $name:ident<$t:ident: $bound:path>($($arg:ident: $ty:ty),* $(,)?) => $kernel:ident;) => {
+    ($(#[$meta:meta])* $vis:vis fn $name:ident<$t:ident: $bound:path>($($arg:ident: $ty:ty),* $(,)?) => $kernel:ident;) => {
         $(#[$meta])*
-        fn $name<$t: $bound>($($arg: $ty),*) {
+        $vis fn $name<$t: $bound>($($arg: $ty),*) {
             #[cfg(target_arch = "x86_64")]
             {
                 #[target_feature(enable = "avx2,fma")]
                 fn wide<$t: $bound>($($arg: $ty),*) {
+                    $kernel($($arg),*)
+                }
+                if $crate::wide_simd::has_avx2_fma() {
+                    // SAFETY: the CPU has AVX2 and FMA (checked just above), the target
+                    // features `wide` is compiled with.
+                    return unsafe { wide($($arg),*) };
+                }
+            }
+            $kernel($($arg),*)
+        }
+    };
+    ($(#[$meta:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) => $kernel:ident;) => {
+        $(#[$meta])*
+        $vis fn $name($($arg: $ty),*) {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx2,fma")]
+                fn wide($($arg: $ty),*) {
                     $kernel($($arg),*)
                 }
                 if $crate::wide_simd::has_avx2_fma() {
