@@ -130,37 +130,27 @@ macro_rules! kernels {
                     v: &mut [$t],
                     d1: &mut [$t],
                     d2: &mut [$t],
-                ) => triple_into_kernel;
-            }
-
-            /// [`triple_into`]'s body.
-            #[inline(always)]
-            fn triple_into_kernel(
-                s: &ActSpec,
-                src: &[$t],
-                v: &mut [$t],
-                d1: &mut [$t],
-                d2: &mut [$t],
-            ) {
-                let (a, c0, c1) = affine_parts(s);
-                macro_rules! run {
-                    ($kind:expr) => {
-                        for (((&x, v), d1), d2) in src
-                            .iter()
-                            .zip(v.iter_mut())
-                            .zip(d1.iter_mut())
-                            .zip(d2.iter_mut())
-                        {
-                            let (t0, t1, t2) = base_triple($kind, x);
-                            *v = t0 + a * x + c0;
-                            *d1 = t1 + c1;
-                            *d2 = t2;
-                        }
-                    };
-                }
-                match s.kind {
-                    ActivationKind::Softplus => run!(ActivationKind::Softplus),
-                    ActivationKind::GaussianSoftplus => run!(ActivationKind::GaussianSoftplus),
+                ) {
+                    let (a, c0, c1) = affine_parts(s);
+                    macro_rules! run {
+                        ($kind:expr) => {
+                            for (((&x, v), d1), d2) in src
+                                .iter()
+                                .zip(v.iter_mut())
+                                .zip(d1.iter_mut())
+                                .zip(d2.iter_mut())
+                            {
+                                let (t0, t1, t2) = base_triple($kind, x);
+                                *v = t0 + a * x + c0;
+                                *d1 = t1 + c1;
+                                *d2 = t2;
+                            }
+                        };
+                    }
+                    match s.kind {
+                        ActivationKind::Softplus => run!(ActivationKind::Softplus),
+                        ActivationKind::GaussianSoftplus => run!(ActivationKind::GaussianSoftplus),
+                    }
                 }
             }
 
@@ -173,75 +163,65 @@ macro_rules! kernels {
                     poly: &[f64],
                     src: &[$t],
                     out: &mut [$t],
-                ) => derivative_into_kernel;
-            }
-
-            /// [`derivative_into`]'s body.
-            #[inline(always)]
-            fn derivative_into_kernel(
-                s: &ActSpec,
-                order: usize,
-                poly: &[f64],
-                src: &[$t],
-                out: &mut [$t],
-            ) {
-                let (a, c0, c1) = affine_parts(s);
-                macro_rules! run {
-                    (|$x:ident| $body:expr) => {
-                        for (&$x, o) in src.iter().zip(out.iter_mut()) {
-                            *o = $body;
-                        }
-                    };
-                }
-                let kind = s.kind;
-                match (order, kind) {
-                    (0, ActivationKind::Softplus) => run!(|x| {
-                        let e = exp_neg(-x.abs());
-                        x.max(0.0) + log1p_unit(e) + a * x + c0
-                    }),
-                    (1, ActivationKind::Softplus) => run!(|x| {
-                        let e = exp_neg(-x.abs());
-                        let r = 1.0 / (1.0 + e);
-                        (if x >= 0.0 { r } else { e * r }) + c1
-                    }),
-                    (2, ActivationKind::Softplus) => run!(|x| {
-                        let e = exp_neg(-x.abs());
-                        let r = 1.0 / (1.0 + e);
-                        e * r * r
-                    }),
-                    (3, ActivationKind::Softplus) => run!(|x| {
-                        // σ(1−σ)(1−2σ), with 1 − 2σ = −sign(x)(1−e)/(1+e).
-                        let e = exp_neg(-x.abs());
-                        let r = 1.0 / (1.0 + e);
-                        let m = (1.0 - e) * r;
-                        e * r * r * if x >= 0.0 { -m } else { m }
-                    }),
-                    (_, ActivationKind::Softplus) => run!(|x| {
-                        let e = exp_neg(-x.abs());
-                        let r = 1.0 / (1.0 + e);
-                        let sg = if x >= 0.0 { r } else { e * r };
-                        poly.iter().rev().fold(0.0, |acc, &c| acc * sg + c as $t)
-                    }),
-                    (0, ActivationKind::GaussianSoftplus) => {
-                        run!(|x| base_triple(kind, x).0 + a * x + c0)
+                ) {
+                    let (a, c0, c1) = affine_parts(s);
+                    macro_rules! run {
+                        (|$x:ident| $body:expr) => {
+                            for (&$x, o) in src.iter().zip(out.iter_mut()) {
+                                *o = $body;
+                            }
+                        };
                     }
-                    (1, ActivationKind::GaussianSoftplus) => run!(|x| cdf(x) + c1),
-                    (n, ActivationKind::GaussianSoftplus) => {
-                        // φ^{(k)} = (−1)^k He_k(x) φ(x), k = n − 2.
-                        let k = n - 2;
-                        let sign: $t = if k % 2 == 0 { 1.0 } else { -1.0 };
-                        run!(|x| {
-                            let (mut h0, mut h1): ($t, $t) = (1.0, x);
-                            if k == 0 {
-                                h1 = 1.0;
-                            }
-                            for j in 1..k {
-                                let h2 = x * h1 - j as $t * h0;
-                                h0 = h1;
-                                h1 = h2;
-                            }
-                            sign * h1 * pdf(x)
-                        })
+                    let kind = s.kind;
+                    match (order, kind) {
+                        (0, ActivationKind::Softplus) => run!(|x| {
+                            let e = exp_neg(-x.abs());
+                            x.max(0.0) + log1p_unit(e) + a * x + c0
+                        }),
+                        (1, ActivationKind::Softplus) => run!(|x| {
+                            let e = exp_neg(-x.abs());
+                            let r = 1.0 / (1.0 + e);
+                            (if x >= 0.0 { r } else { e * r }) + c1
+                        }),
+                        (2, ActivationKind::Softplus) => run!(|x| {
+                            let e = exp_neg(-x.abs());
+                            let r = 1.0 / (1.0 + e);
+                            e * r * r
+                        }),
+                        (3, ActivationKind::Softplus) => run!(|x| {
+                            // σ(1−σ)(1−2σ), with 1 − 2σ = −sign(x)(1−e)/(1+e).
+                            let e = exp_neg(-x.abs());
+                            let r = 1.0 / (1.0 + e);
+                            let m = (1.0 - e) * r;
+                            e * r * r * if x >= 0.0 { -m } else { m }
+                        }),
+                        (_, ActivationKind::Softplus) => run!(|x| {
+                            let e = exp_neg(-x.abs());
+                            let r = 1.0 / (1.0 + e);
+                            let sg = if x >= 0.0 { r } else { e * r };
+                            poly.iter().rev().fold(0.0, |acc, &c| acc * sg + c as $t)
+                        }),
+                        (0, ActivationKind::GaussianSoftplus) => {
+                            run!(|x| base_triple(kind, x).0 + a * x + c0)
+                        }
+                        (1, ActivationKind::GaussianSoftplus) => run!(|x| cdf(x) + c1),
+                        (n, ActivationKind::GaussianSoftplus) => {
+                            // φ^{(k)} = (−1)^k He_k(x) φ(x), k = n − 2.
+                            let k = n - 2;
+                            let sign: $t = if k % 2 == 0 { 1.0 } else { -1.0 };
+                            run!(|x| {
+                                let (mut h0, mut h1): ($t, $t) = (1.0, x);
+                                if k == 0 {
+                                    h1 = 1.0;
+                                }
+                                for j in 1..k {
+                                    let h2 = x * h1 - j as $t * h0;
+                                    h0 = h1;
+                                    h1 = h2;
+                                }
+                                sign * h1 * pdf(x)
+                            })
+                        }
                     }
                 }
             }

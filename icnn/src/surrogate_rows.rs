@@ -20,31 +20,22 @@ avx2_fma_fn! {
         w: T,
         operands: [&[T]; 5],
         tangents: [&[T]; 2],
-    ) => gradient_adjoint_row_kernel;
-}
-
-#[inline(always)]
-fn gradient_adjoint_row_kernel<T: Real>(
-    g: &mut [T],
-    e: &mut [T],
-    w: T,
-    operands: [&[T]; 5],
-    tangents: [&[T]; 2],
-) {
-    let ([s1, s2, s3, gu, dbar], [au, av]) = (operands, tangents);
-    let m = g.len();
-    let (e, s1, s2, gu, dbar) = (&mut e[..m], &s1[..m], &s2[..m], &gu[..m], &dbar[..m]);
-    if au.is_empty() {
-        for t in 0..m {
-            g[t] = s1[t] * dbar[t];
-            e[t] = s2[t] * gu[t] * dbar[t];
-        }
-    } else {
-        let (s3, au, av) = (&s3[..m], &au[..m], &av[..m]);
-        for t in 0..m {
-            let aa = au[t] * av[t];
-            g[t] = w * s2[t] * aa + s1[t] * dbar[t];
-            e[t] = s2[t] * gu[t] * dbar[t] + w * gu[t] * s3[t] * aa;
+    ) {
+        let ([s1, s2, s3, gu, dbar], [au, av]) = (operands, tangents);
+        let m = g.len();
+        let (e, s1, s2, gu, dbar) = (&mut e[..m], &s1[..m], &s2[..m], &gu[..m], &dbar[..m]);
+        if au.is_empty() {
+            for t in 0..m {
+                g[t] = s1[t] * dbar[t];
+                e[t] = s2[t] * gu[t] * dbar[t];
+            }
+        } else {
+            let (s3, au, av) = (&s3[..m], &au[..m], &av[..m]);
+            for t in 0..m {
+                let aa = au[t] * av[t];
+                g[t] = w * s2[t] * aa + s1[t] * dbar[t];
+                e[t] = s2[t] * gu[t] * dbar[t] + w * gu[t] * s3[t] * aa;
+            }
         }
     }
 }
@@ -59,30 +50,27 @@ avx2_fma_fn! {
         e: &mut [T],
         w: T,
         operands: [&[T]; 6],
-    ) => tangent_adjoint_row_kernel;
-}
-
-#[inline(always)]
-fn tangent_adjoint_row_kernel<T: Real>(out: &mut [T], e: &mut [T], w: T, operands: [&[T]; 6]) {
-    let [s1, s2, gu, ad_other, ad, rho] = operands;
-    let m = out.len();
-    if gu.is_empty() {
-        out.fill(T::zero());
-    } else {
-        let (s2, gu, ad_other) = (&s2[..m], &gu[..m], &ad_other[..m]);
-        for t in 0..m {
-            out[t] = w * gu[t] * s2[t] * ad_other[t];
-        }
-    }
-    if !rho.is_empty() {
-        let (s1, rho) = (&s1[..m], &rho[..m]);
-        for t in 0..m {
-            out[t] += s1[t] * rho[t];
-        }
-        if !ad.is_empty() {
-            let (e, s2, ad) = (&mut e[..m], &s2[..m], &ad[..m]);
+    ) {
+        let [s1, s2, gu, ad_other, ad, rho] = operands;
+        let m = out.len();
+        if gu.is_empty() {
+            out.fill(T::zero());
+        } else {
+            let (s2, gu, ad_other) = (&s2[..m], &gu[..m], &ad_other[..m]);
             for t in 0..m {
-                e[t] += s2[t] * rho[t] * ad[t];
+                out[t] = w * gu[t] * s2[t] * ad_other[t];
+            }
+        }
+        if !rho.is_empty() {
+            let (s1, rho) = (&s1[..m], &rho[..m]);
+            for t in 0..m {
+                out[t] += s1[t] * rho[t];
+            }
+            if !ad.is_empty() {
+                let (e, s2, ad) = (&mut e[..m], &s2[..m], &ad[..m]);
+                for t in 0..m {
+                    e[t] += s2[t] * rho[t] * ad[t];
+                }
             }
         }
     }

@@ -2,15 +2,15 @@
 //!
 //! The workspace builds for the x86-64 baseline (SSE2), so rustc vectorises the host kernels'
 //! element-wise loops with 128-bit registers: 4 f32 or 2 f64 lanes, and no fused
-//! multiply-adds. [`avx2_fma_fn!`] defines a function that runs a kernel through a copy
-//! compiled with the `avx2` and `fma` target features when the running CPU has both
+//! multiply-adds. [`avx2_fma_fn!`] defines a function whose body runs as a copy compiled
+//! with the `avx2` and `fma` target features when the running CPU has both
 //! ([`has_avx2_fma`], checked once and cached by the standard library), and through the
 //! baseline build elsewhere. The kernel stays safe, portable code, the same either way; only
 //! its code generation differs (a loop the compiler vectorises may sum in another order,
 //! within the kernels' documented tolerances).
 //!
-//! The kernel must be `#[inline(always)]` (and so must what it calls in its hot loops): code
-//! called out of line is compiled once, for the baseline.
+//! What the body calls in its hot loops must be `#[inline(always)]` too: code called out of
+//! line is compiled once, for the baseline.
 
 /// Whether the running CPU has AVX2 and FMA (always `false` off x86-64).
 #[inline]
@@ -25,19 +25,21 @@ pub(crate) fn has_avx2_fma() -> bool {
     }
 }
 
-/// `avx2_fma_fn! { fn name<T: Bound>(arg: Type, ...) => kernel; }` (or without the generic
-/// parameter, with a visibility, with doc comments) defines `name`, which calls the
-/// `#[inline(always)]` function `kernel` with the same arguments, compiled for AVX2 + FMA
-/// when [`has_avx2_fma`] (see the module docs).
+/// `avx2_fma_fn! { fn name<T: Bound>(arg: Type, ...) { body } }` (optionally without the
+/// generic parameter, with a visibility and doc comments; the function returns `()`) defines
+/// `name`, whose body runs as an `#[inline(always)]` kernel compiled for AVX2 + FMA when
+/// [`has_avx2_fma`], and as built otherwise (see the module docs).
 macro_rules! avx2_fma_fn {
-    ($(#[$meta:meta])* $vis:vis fn $name:ident<$t:ident: $bound:path>($($arg:ident: $ty:ty),* $(,)?) => $kernel:ident;) => {
+    ($(#[$meta:meta])* $vis:vis fn $name:ident<$t:ident: $bound:path>($($arg:ident: $ty:ty),* $(,)?) $body:block) => {
         $(#[$meta])*
         $vis fn $name<$t: $bound>($($arg: $ty),*) {
+            #[inline(always)]
+            fn kernel<$t: $bound>($($arg: $ty),*) $body
             #[cfg(target_arch = "x86_64")]
             {
                 #[target_feature(enable = "avx2,fma")]
                 fn wide<$t: $bound>($($arg: $ty),*) {
-                    $kernel($($arg),*)
+                    kernel($($arg),*)
                 }
                 if $crate::wide_simd::has_avx2_fma() {
                     // SAFETY: the CPU has AVX2 and FMA (checked just above), the target
@@ -45,17 +47,19 @@ macro_rules! avx2_fma_fn {
                     return unsafe { wide($($arg),*) };
                 }
             }
-            $kernel($($arg),*)
+            kernel($($arg),*)
         }
     };
-    ($(#[$meta:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) => $kernel:ident;) => {
+    ($(#[$meta:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $body:block) => {
         $(#[$meta])*
         $vis fn $name($($arg: $ty),*) {
+            #[inline(always)]
+            fn kernel($($arg: $ty),*) $body
             #[cfg(target_arch = "x86_64")]
             {
                 #[target_feature(enable = "avx2,fma")]
                 fn wide($($arg: $ty),*) {
-                    $kernel($($arg),*)
+                    kernel($($arg),*)
                 }
                 if $crate::wide_simd::has_avx2_fma() {
                     // SAFETY: the CPU has AVX2 and FMA (checked just above), the target
@@ -63,7 +67,7 @@ macro_rules! avx2_fma_fn {
                     return unsafe { wide($($arg),*) };
                 }
             }
-            $kernel($($arg),*)
+            kernel($($arg),*)
         }
     };
 }
@@ -71,14 +75,13 @@ pub(crate) use avx2_fma_fn;
 
 #[cfg(test)]
 mod tests {
-    #[inline(always)]
-    fn scale_kernel<T: crate::surrogate_host::Real>(xs: &mut [T], a: T) {
-        for x in xs.iter_mut() {
-            *x *= a;
+    avx2_fma_fn! {
+        fn scale<T: crate::surrogate_host::Real>(xs: &mut [T], a: T) {
+            for x in xs.iter_mut() {
+                *x *= a;
+            }
         }
     }
-
-    avx2_fma_fn!(fn scale<T: crate::surrogate_host::Real>(xs: &mut [T], a: T) => scale_kernel;);
 
     #[test]
     fn the_wrapper_computes_the_kernel() {

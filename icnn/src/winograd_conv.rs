@@ -244,32 +244,21 @@ avx2_fma_fn! {
         rows: Range<usize>,
         strip: &mut [T],
         v: &mut [T],
-    ) => input_transform_kernel;
-}
-
-/// [`input_transform`]'s body.
-#[inline(always)]
-fn input_transform_kernel<T: Real>(
-    tl: &Tiling,
-    c: usize,
-    imgs: &[T],
-    rows: Range<usize>,
-    strip: &mut [T],
-    v: &mut [T],
-) {
-    let sr = tl.strip_row() * c;
-    let plane = rows.len() * tl.tw * c;
-    let mut half = vec![T::zero(); IN * sr];
-    for (lr, tr) in rows.enumerate() {
-        tl.fill_strip(c, imgs, tr, strip);
-        bt(parts(strip, sr), parts_mut(&mut half, sr));
-        for tj in 0..tl.tw {
-            let (from, at) = (OUT * tj * c, (lr * tl.tw + tj) * c);
-            for (r, row) in half.chunks_exact(sr).enumerate() {
-                bt(
-                    parts(&row[from..from + IN * c], c),
-                    plane_row(v, plane, r, at, c),
-                );
+    ) {
+        let sr = tl.strip_row() * c;
+        let plane = rows.len() * tl.tw * c;
+        let mut half = vec![T::zero(); IN * sr];
+        for (lr, tr) in rows.enumerate() {
+            tl.fill_strip(c, imgs, tr, strip);
+            bt(parts(strip, sr), parts_mut(&mut half, sr));
+            for tj in 0..tl.tw {
+                let (from, at) = (OUT * tj * c, (lr * tl.tw + tj) * c);
+                for (r, row) in half.chunks_exact(sr).enumerate() {
+                    bt(
+                        parts(&row[from..from + IN * c], c),
+                        plane_row(v, plane, r, at, c),
+                    );
+                }
             }
         }
     }
@@ -285,58 +274,47 @@ avx2_fma_fn! {
         rows: Range<usize>,
         y: &mut [T],
         acc: bool,
-    ) => output_transform_kernel;
-}
-
-/// [`output_transform`]'s body.
-#[inline(always)]
-fn output_transform_kernel<T: Real>(
-    tl: &Tiling,
-    c_out: usize,
-    m: &[T],
-    rows: Range<usize>,
-    y: &mut [T],
-    acc: bool,
-) {
-    let co = c_out;
-    let plane = rows.len() * tl.tw * co;
-    let mut half = vec![T::zero(); OUT * IN * co];
-    let mut out = vec![T::zero(); OUT * OUT * co];
-    for (lr, tr) in rows.enumerate() {
-        let (b, ti) = (tr / tl.th, tr % tl.th);
-        let img = &mut y[b * tl.h * tl.w * co..(b + 1) * tl.h * tl.w * co];
-        for tj in 0..tl.tw {
-            let t = (lr * tl.tw + tj) * co;
-            // half[r][s]: the rows combined (r < 4), per patch column s.
-            for s in 0..IN {
-                let x = std::array::from_fn(|r| {
-                    let at = (r * IN + s) * plane + t;
-                    &m[at..at + co]
-                });
-                let mut hs = half.chunks_exact_mut(co).skip(s).step_by(IN);
-                at(x, std::array::from_fn(|_| hs.next().unwrap_or_default()));
-            }
-            for (src, dst) in half
-                .chunks_exact(IN * co)
-                .zip(out.chunks_exact_mut(OUT * co))
-            {
-                at(parts(src, co), parts_mut(dst, co));
-            }
-            let cols = tl.cols(tj);
-            for (r, src) in out.chunks_exact(OUT * co).enumerate() {
-                let i = OUT * ti + r;
-                if i >= tl.h {
-                    break;
+    ) {
+        let co = c_out;
+        let plane = rows.len() * tl.tw * co;
+        let mut half = vec![T::zero(); OUT * IN * co];
+        let mut out = vec![T::zero(); OUT * OUT * co];
+        for (lr, tr) in rows.enumerate() {
+            let (b, ti) = (tr / tl.th, tr % tl.th);
+            let img = &mut y[b * tl.h * tl.w * co..(b + 1) * tl.h * tl.w * co];
+            for tj in 0..tl.tw {
+                let t = (lr * tl.tw + tj) * co;
+                // half[r][s]: the rows combined (r < 4), per patch column s.
+                for s in 0..IN {
+                    let x = std::array::from_fn(|r| {
+                        let at = (r * IN + s) * plane + t;
+                        &m[at..at + co]
+                    });
+                    let mut hs = half.chunks_exact_mut(co).skip(s).step_by(IN);
+                    at(x, std::array::from_fn(|_| hs.next().unwrap_or_default()));
                 }
-                let at = (i * tl.w + OUT * tj) * co;
-                let dst = &mut img[at..at + cols * co];
-                let src = &src[..cols * co];
-                if acc {
-                    for (d, &s) in dst.iter_mut().zip(src) {
-                        *d += s;
+                for (src, dst) in half
+                    .chunks_exact(IN * co)
+                    .zip(out.chunks_exact_mut(OUT * co))
+                {
+                    at(parts(src, co), parts_mut(dst, co));
+                }
+                let cols = tl.cols(tj);
+                for (r, src) in out.chunks_exact(OUT * co).enumerate() {
+                    let i = OUT * ti + r;
+                    if i >= tl.h {
+                        break;
                     }
-                } else {
-                    dst.copy_from_slice(src);
+                    let at = (i * tl.w + OUT * tj) * co;
+                    let dst = &mut img[at..at + cols * co];
+                    let src = &src[..cols * co];
+                    if acc {
+                        for (d, &s) in dst.iter_mut().zip(src) {
+                            *d += s;
+                        }
+                    } else {
+                        dst.copy_from_slice(src);
+                    }
                 }
             }
         }
@@ -353,42 +331,32 @@ avx2_fma_fn! {
         y: &[T],
         rows: Range<usize>,
         mbar: &mut [T],
-    ) => output_adjoint_kernel;
-}
-
-/// [`output_adjoint`]'s body.
-#[inline(always)]
-fn output_adjoint_kernel<T: Real>(
-    tl: &Tiling,
-    c_out: usize,
-    y: &[T],
-    rows: Range<usize>,
-    mbar: &mut [T],
-) {
-    let co = c_out;
-    let plane = rows.len() * tl.tw * co;
-    let mut patch = vec![T::zero(); OUT * OUT * co];
-    let mut half = vec![T::zero(); IN * OUT * co];
-    for (lr, tr) in rows.enumerate() {
-        let (b, ti) = (tr / tl.th, tr % tl.th);
-        let img = &y[b * tl.h * tl.w * co..(b + 1) * tl.h * tl.w * co];
-        for tj in 0..tl.tw {
-            patch.fill(T::zero());
-            let cols = tl.cols(tj);
-            for (r, dst) in patch.chunks_exact_mut(OUT * co).enumerate() {
-                let i = OUT * ti + r;
-                if i >= tl.h {
-                    break;
+    ) {
+        let co = c_out;
+        let plane = rows.len() * tl.tw * co;
+        let mut patch = vec![T::zero(); OUT * OUT * co];
+        let mut half = vec![T::zero(); IN * OUT * co];
+        for (lr, tr) in rows.enumerate() {
+            let (b, ti) = (tr / tl.th, tr % tl.th);
+            let img = &y[b * tl.h * tl.w * co..(b + 1) * tl.h * tl.w * co];
+            for tj in 0..tl.tw {
+                patch.fill(T::zero());
+                let cols = tl.cols(tj);
+                for (r, dst) in patch.chunks_exact_mut(OUT * co).enumerate() {
+                    let i = OUT * ti + r;
+                    if i >= tl.h {
+                        break;
+                    }
+                    let at = (i * tl.w + OUT * tj) * co;
+                    dst[..cols * co].copy_from_slice(&img[at..at + cols * co]);
                 }
-                let at = (i * tl.w + OUT * tj) * co;
-                dst[..cols * co].copy_from_slice(&img[at..at + cols * co]);
-            }
-            // half[r] (4 pixels each): the patch's rows combined; then each row's pixels, straight
-            // to their planes.
-            a(parts(&patch, OUT * co), parts_mut(&mut half, OUT * co));
-            let at = (lr * tl.tw + tj) * co;
-            for (r, src) in half.chunks_exact(OUT * co).enumerate() {
-                a(parts(src, co), plane_row(mbar, plane, r, at, co));
+                // half[r] (4 pixels each): the patch's rows combined; then each row's pixels, straight
+                // to their planes.
+                a(parts(&patch, OUT * co), parts_mut(&mut half, OUT * co));
+                let at = (lr * tl.tw + tj) * co;
+                for (r, src) in half.chunks_exact(OUT * co).enumerate() {
+                    a(parts(src, co), plane_row(mbar, plane, r, at, co));
+                }
             }
         }
     }

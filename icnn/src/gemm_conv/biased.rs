@@ -200,7 +200,7 @@ impl CustomOp3 for ConvBiased {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     //! The biased ops and the dense (full-window) paths against candle's `conv2d` /
     //! `conv_transpose2d` plus `broadcast_add`: values and the gradients of `⟨f(x, K, b), r⟩`
     //! for `x`, `K` and `b`, in f64. Tolerances as in `gemm_conv/tests.rs`: values sum at
@@ -214,7 +214,7 @@ mod tests {
     use rand::SeedableRng;
     use rand::rngs::StdRng;
 
-    type Grads = (Tensor, Tensor, Tensor);
+    pub(in crate::gemm_conv) type Grads = (Tensor, Tensor, Tensor);
     /// `(batch, C_in, C_out, (H, W), (kh, kw), stride, padding)`.
     type ConvCase = (
         usize,
@@ -238,7 +238,7 @@ mod tests {
     );
 
     /// Gradients of `sum(f(x, k, b) ⊙ r)` w.r.t. `x`, `k` and `b`.
-    fn grads3(
+    pub(in crate::gemm_conv) fn grads3(
         x: &Tensor,
         k: &Tensor,
         b: &Tensor,

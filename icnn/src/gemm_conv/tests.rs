@@ -6,6 +6,7 @@
 //! differences are ≲ 105 · 30 · 2.2e-16 ≈ 7e-13: values to 1e-12. Gradients sum over the
 //! batch and positions as well (≤ 3·10·10 = 300 more terms, magnitude ≲ 500): 1e-10.
 
+use super::biased::tests::grads3;
 use super::*;
 use candle_core::{D, Device, Var};
 use rand::SeedableRng;
@@ -415,22 +416,6 @@ fn gemm_conv_im2col_rows_times_kernel_is_conv2d() {
     assert!(max_abs_diff(&ours, &theirs) < 1e-12);
 }
 
-/// Gradients of `sum(f(x, k, b) ⊙ r)` w.r.t. `x`, `k` and `b`.
-fn grads3(
-    (x, k, b): (&Tensor, &Tensor, &Tensor),
-    r: &Tensor,
-    f: impl Fn(&Tensor, &Tensor, &Tensor) -> Tensor,
-) -> [Tensor; 3] {
-    let vars = [x, k, b].map(|t| Var::from_tensor(t).unwrap());
-    let out = f(
-        vars[0].as_tensor(),
-        vars[1].as_tensor(),
-        vars[2].as_tensor(),
-    );
-    let g = (out * r).unwrap().sum_all().unwrap().backward().unwrap();
-    vars.map(|v| g.get(v.as_tensor()).unwrap().clone())
-}
-
 /// The stride-1 "same" convolutions that `ops.rs` sends to the Winograd kernels (f64, ≥ 32
 /// channels on both sides; more input or more output channels, so both the direct and the
 /// transposed algorithm run), through the public biased ops and candle's autodiff, against
@@ -460,9 +445,10 @@ fn wide_same_convolutions_match_candle_through_winograd() {
             let err = max_abs_diff(&y, &theirs(&x, &w, &b));
             assert!(err < 1e-10, "conv {what}: value error {err}");
             let r = randn(&mut rng, y.dims(), DType::F64);
-            let g = grads3((&x, &w, &b), &r, ours);
-            let g_ref = grads3((&x, &w, &b), &r, theirs);
-            for (name, (a, e)) in ["x", "kernel", "bias"].iter().zip(g.iter().zip(&g_ref)) {
+            let g = grads3(&x, &w, &b, &r, ours);
+            let g_ref = grads3(&x, &w, &b, &r, theirs);
+            let pairs = [(g.0, g_ref.0), (g.1, g_ref.1), (g.2, g_ref.2)];
+            for (name, (a, e)) in ["x", "kernel", "bias"].iter().zip(&pairs) {
                 let err = max_abs_diff(a, e);
                 assert!(err < 1e-9, "conv {what}: {name} gradient error {err}");
             }
@@ -478,9 +464,10 @@ fn wide_same_convolutions_match_candle_through_winograd() {
             let y = ours_t(&x, &wt, &b);
             let err = max_abs_diff(&y, &theirs_t(&x, &wt, &b));
             assert!(err < 1e-10, "transposed {what}: value error {err}");
-            let g = grads3((&x, &wt, &b), &r, ours_t);
-            let g_ref = grads3((&x, &wt, &b), &r, theirs_t);
-            for (name, (a, e)) in ["x", "kernel", "bias"].iter().zip(g.iter().zip(&g_ref)) {
+            let g = grads3(&x, &wt, &b, &r, ours_t);
+            let g_ref = grads3(&x, &wt, &b, &r, theirs_t);
+            let pairs = [(g.0, g_ref.0), (g.1, g_ref.1), (g.2, g_ref.2)];
+            for (name, (a, e)) in ["x", "kernel", "bias"].iter().zip(&pairs) {
                 let err = max_abs_diff(a, e);
                 assert!(err < 1e-9, "transposed {what}: {name} gradient error {err}");
             }
