@@ -42,7 +42,7 @@ fn softplus_poly(order: usize) -> Vec<f64> {
 macro_rules! kernels {
     ($m:ident, $t:ty, $bits:ty, $erfc:path, $exp_min:expr, $magic:expr, $mant:expr, $bias:expr,
      $ln2_hi:expr, $ln2_lo:expr, $exp_coefs:expr, $log_coefs:expr) => {
-        mod $m {
+        pub(crate) mod $m {
             use super::{ActSpec, ActivationKind};
 
             const FRAC_1_SQRT_2PI: $t =
@@ -59,7 +59,7 @@ macro_rules! kernels {
             /// below the smallest normal exponent give about the smallest normal value
             /// (absolute error < 1e-37 in f32, 1e-307 in f64). NaN propagates.
             #[inline(always)]
-            pub(super) fn exp_neg(y: $t) -> $t {
+            pub(crate) fn exp_neg(y: $t) -> $t {
                 // A select (not `max`) so that NaN propagates.
                 let y = if y < $exp_min { $exp_min } else { y };
                 let shifted = y * LOG2E + $magic;

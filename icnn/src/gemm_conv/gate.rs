@@ -10,7 +10,9 @@
 
 use super::im2col::contiguous_slice;
 use super::ops::{dispatch_f32_f64, for_each_chunk, when_tracked};
+use crate::ExpNonPositive;
 use crate::host_par::zeros;
+use crate::wide_simd::avx2_fma_fn;
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Shape, Tensor, WithDType};
 
@@ -23,21 +25,27 @@ pub(super) struct Gate;
 struct GateGrad;
 
 /// f32/f64 with the logistic function.
-pub(super) trait Logistic: WithDType + Default {
+pub(super) trait Logistic: WithDType + Default + ExpNonPositive {
     fn sigmoid(self) -> Self;
 }
 
-impl Logistic for f32 {
-    fn sigmoid(self) -> Self {
-        1.0 / (1.0 + (-self).exp())
-    }
+macro_rules! logistic {
+    ($t:ty) => {
+        impl Logistic for $t {
+            /// `1/(1 + e)` or `e/(1 + e)` with `e = exp(−|x|)`: no overflow, and the
+            /// branch-free exponential ([`ExpNonPositive`]) vectorises where libm's `exp`
+            /// (a call per value, ~8% of a VAE step's samples) did not.
+            #[inline(always)]
+            fn sigmoid(self) -> Self {
+                let e = (-self.abs()).exp_nonpositive();
+                let r = 1.0 / (1.0 + e);
+                if self >= 0.0 { r } else { e * r }
+            }
+        }
+    };
 }
-
-impl Logistic for f64 {
-    fn sigmoid(self) -> Self {
-        1.0 / (1.0 + (-self).exp())
-    }
-}
+logistic!(f32);
+logistic!(f64);
 
 /// `(images, channel pairs n, H·W)` of a `(B, 2n, H, W)` layout.
 fn geometry(l: &Layout, op: &'static str) -> candle_core::Result<(usize, usize, usize)> {
@@ -52,11 +60,18 @@ pub(super) fn gate_kernel<T: Logistic>(y: &[T], b: usize, m: usize) -> Vec<T> {
     let mut out = zeros(b * m);
     for_each_chunk(&mut out, m, |i, o| {
         let (h, g) = y[2 * m * i..2 * m * (i + 1)].split_at(m);
+        gate_row(o, h, g);
+    });
+    out
+}
+
+avx2_fma_fn! {
+    /// `o = h ⊙ σ(g)`.
+    fn gate_row<T: Logistic>(o: &mut [T], h: &[T], g: &[T]) {
         for ((o, &h), &g) in o.iter_mut().zip(h).zip(g) {
             *o = h * g.sigmoid();
         }
-    });
-    out
+    }
 }
 
 pub(super) fn gate_grad_kernel<T: Logistic>(
@@ -68,15 +83,22 @@ pub(super) fn gate_grad_kernel<T: Logistic>(
     let mut out = zeros(2 * b * m);
     for_each_chunk(&mut out, 2 * m, |i, o| {
         let (h, g) = y[2 * m * i..2 * m * (i + 1)].split_at(m);
-        let gr = &grad[m * i..m * (i + 1)];
         let (dh, dg) = o.split_at_mut(m);
+        gate_grad_row(dh, dg, [h, g, &grad[m * i..m * (i + 1)]]);
+    });
+    Ok(out)
+}
+
+avx2_fma_fn! {
+    /// `dh = ḡ σ(g)`, `dg = ḡ h σ(g)(1 − σ(g))` from `[h, g, ḡ]`.
+    fn gate_grad_row<T: Logistic>(dh: &mut [T], dg: &mut [T], rows: [&[T]; 3]) {
+        let [h, g, gr] = rows;
         for ((((dh, dg), &h), &g), &gr) in dh.iter_mut().zip(dg).zip(h).zip(g).zip(gr) {
             let s = g.sigmoid();
             *dh = gr * s;
             *dg = gr * h * s * (T::one() - s);
         }
-    });
-    Ok(out)
+    }
 }
 
 impl CustomOp1 for Gate {
