@@ -96,7 +96,11 @@ mod tests {
         for x in values {
             let json = serde_json::to_string(&x).expect("serialise");
             let back: f64 = serde_json::from_str(&json).expect("parse");
-            assert_eq!(back.to_bits(), x.to_bits(), "{x:e} came back as {back:e} ({json})");
+            assert_eq!(
+                back.to_bits(),
+                x.to_bits(),
+                "{x:e} came back as {back:e} ({json})"
+            );
         }
     }
 }
