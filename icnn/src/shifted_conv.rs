@@ -26,7 +26,7 @@ use candle_core::Result;
 use rayon::prelude::*;
 
 use crate::gemm_conv::{PatchGeometry, split_batch};
-use crate::host_gemm::{Par, View, matmul_into};
+use crate::host_gemm::{GemmFloat, Par, View, matmul_into};
 use crate::surrogate_host::Real;
 
 /// Whether `g` is a convolution these kernels cover: stride 1, a square odd kernel, padding
@@ -219,7 +219,7 @@ pub(crate) fn task_partials<T: Real>(
 
 /// The adjoint of a "same" stride-1 convolution as a forward one: the kernel
 /// [`flipped_transposed`] and the geometry with the `C_o` channels as input.
-pub(crate) fn adjoint_problem<T: Real>(
+pub(crate) fn adjoint_problem<T: GemmFloat>(
     k: &[T],
     g: &PatchGeometry,
     c_out: usize,
@@ -250,7 +250,7 @@ fn gathered_kernel<T: Real>(k: &[T], c_out: usize, c_in: usize, kk: usize) -> Ve
 /// The kernel of [`adjoint`]: `K'[c, o, i, j] = K[o, c, k − 1 − i, k − 1 − j]`, row-major
 /// `(C, C_o, k, k)` (channels swapped, taps turned by 180°): the adjoint of a "same"
 /// stride-1 convolution is the convolution with this kernel.
-fn flipped_transposed<T: Real>(kern: &[T], c_out: usize, c_in: usize, kk: usize) -> Vec<T> {
+fn flipped_transposed<T: GemmFloat>(kern: &[T], c_out: usize, c_in: usize, kk: usize) -> Vec<T> {
     let mut out = vec![T::zero(); kk * c_out * c_in];
     for c in 0..c_in {
         for o in 0..c_out {

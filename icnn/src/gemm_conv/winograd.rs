@@ -39,6 +39,7 @@ use super::ops::split_batch;
 use super::winograd_plan::{Plan, Scratch, entry_rows};
 use crate::host_gemm::{GemmFloat, View, matmul_into, matmul_into_rows};
 use crate::host_par::zeros;
+use crate::shifted_conv::adjoint_problem;
 use candle_core::{DType, Result};
 use rayon::prelude::*;
 
@@ -71,40 +72,8 @@ pub(super) fn covers<T: GemmFloat>(g: &PatchGeometry, c_out: usize) -> bool {
         && c_out >= MIN_CHANNELS
 }
 
-/// `A_Kᵀ` as a convolution: its `(C, C_o, r, r)` kernel (see [`flipped`]) and its geometry
-/// (`C_o` input channels, the same image and window).
-fn flipped_problem<T: GemmFloat>(
-    k: &[T],
-    g: &PatchGeometry,
-    c_out: usize,
-) -> (Vec<T>, PatchGeometry) {
-    let f = flipped(k, c_out, g.channels, g.kh * g.kw);
-    let g_f = PatchGeometry {
-        channels: c_out,
-        ..*g
-    };
-    (f, g_f)
-}
-
-/// The `(C, C_o, r, r)` kernel of `A_Kᵀ` seen as a convolution from a `(C_o, C, r, r)` kernel
-/// `K`: transposed channels, each window rotated by 180°.
-fn flipped<T: GemmFloat>(k: &[T], c_out: usize, c: usize, rr: usize) -> Vec<T> {
-    let mut f = vec![T::zero(); k.len()];
-    for o in 0..c_out {
-        for ch in 0..c {
-            let src = &k[(o * c + ch) * rr..][..rr];
-            let dst = &mut f[(ch * c_out + o) * rr..][..rr];
-            for (d, &s) in dst.iter_mut().zip(src.iter().rev()) {
-                *d = s;
-            }
-        }
-    }
-    f
-}
-
 /// Runs `chunk(dst_chunk, src_chunk, scratch)` over the batch: tasks split by
 /// [`split_batch`], chunks of [`Plan::chunk_images`] images within a task.
-#[allow(clippy::too_many_arguments)]
 fn over_chunks<T: GemmFloat>(
     p: &Plan<T>,
     (dst, dst_image): (&mut [T], usize),
@@ -197,11 +166,6 @@ fn transposed<T: GemmFloat>(
     if x.is_empty() || c_out * plane == 0 {
         return Ok(x);
     }
-    if let Some(bias) = bias {
-        for (n, v) in x.iter_mut().enumerate() {
-            *v = bias[n / plane % c];
-        }
-    }
     let u = p.kernel_transform(k, c_out * c);
     let geometry = ((c * plane), (c_out * plane));
     over_chunks(
@@ -214,6 +178,13 @@ fn transposed<T: GemmFloat>(
             p.output_adjoint(y, c_out, s);
             let kernel_t = |e| View::row_major(&u[e * c_out * c..][..c_out * c], c_out, c).t();
             entry_products(&mut s.v, kernel_t, &s.prod, (c_out, s.len, xi), par)?;
+            // The chunk's planes start from their channel's bias (on the task's thread,
+            // not as a serial pass over the batch); the patches are added onto it.
+            if let Some(bias) = bias {
+                for (n, vals) in x.chunks_exact_mut(plane).enumerate() {
+                    vals.fill(bias[n % c]);
+                }
+            }
             p.input_adjoint(x, c, s);
             Ok(())
         },
@@ -234,7 +205,7 @@ pub(super) fn forward<T: GemmFloat>(
     let c = g.channels;
     if c > c_out {
         // A_K = (A_F)ᵀ for the flipped kernel F, a convolution from C_o to C channels.
-        let (f, g_f) = flipped_problem(k, g, c_out);
+        let (f, g_f) = adjoint_problem(k, g, c_out);
         transposed(x, &f, bias, &g_f, b, c)
     } else {
         direct(x, k, bias, g, b, c_out)
@@ -254,7 +225,7 @@ pub(super) fn adjoint<T: GemmFloat>(
     if c_out > c {
         transposed(y, k, bias, g, b, c_out)
     } else {
-        let (f, g_f) = flipped_problem(k, g, c_out);
+        let (f, g_f) = adjoint_problem(k, g, c_out);
         direct(y, &f, bias, &g_f, b, c)
     }
 }
