@@ -74,8 +74,10 @@ pub struct Ratios {
     pub memory: Option<f64>,
 }
 
+/// `theirs / ours`; NaN when either side has no measurement (zero, negative or not finite:
+/// e.g. the reference side of an `--ours-only` run).
 fn ratio(theirs: f64, ours: f64) -> f64 {
-    if ours > 0.0 && ours.is_finite() && theirs.is_finite() {
+    if ours > 0.0 && theirs > 0.0 && ours.is_finite() && theirs.is_finite() {
         theirs / ours
     } else {
         f64::NAN
@@ -188,6 +190,26 @@ fn opt(v: Option<f64>, digits: usize) -> String {
     v.map_or_else(|| "–".to_string(), |v| format!("{v:.digits$}"))
 }
 
+/// A ratio as `2.50×` (`digits` decimals), or `–` when it is NaN (a side without a
+/// measurement).
+fn times(r: f64, digits: usize) -> String {
+    if r.is_nan() {
+        "–".to_string()
+    } else {
+        format!("{r:.digits$}×")
+    }
+}
+
+/// A measured value with `digits` decimals (`exp`: in scientific notation), or `–` when it
+/// is not positive (not measured).
+fn measured(v: f64, digits: usize, exp: bool) -> String {
+    match (v > 0.0, exp) {
+        (false, _) => "–".to_string(),
+        (true, false) => format!("{v:.digits$}"),
+        (true, true) => format!("{v:.digits$e}"),
+    }
+}
+
 /// The Markdown table: one row per pair, speed-ups first, then the raw numbers.
 ///
 /// ```
@@ -208,20 +230,20 @@ pub fn markdown_table(pairs: &[Pair]) -> String {
         let r = p.ratios();
         let (o, t) = (&p.ours, &p.theirs);
         s.push_str(&format!(
-            "| {} | {} | {:.2}× ({} / {}) | {:.2}× | {:.2}× | {:.2}× ({:.1e} vs {:.1e}) | {} / {} ({}×) | {:.1}→{:.1} |\n",
+            "| {} | {} | {} ({} / {}) | {} | {} | {} ({} vs {}) | {} / {} ({}) | {:.1}→{:.1} |\n",
             o.d,
             state(o),
-            r.train_step,
+            times(r.train_step, 2),
             opt(o.cg_iters_mean, 1),
             opt(t.cg_iters_mean, 1),
-            r.exact_eval,
-            r.slq_eval,
-            r.invert,
-            o.invert_max_err,
-            t.invert_max_err,
+            times(r.exact_eval, 2),
+            times(r.slq_eval, 2),
+            times(r.invert, 2),
+            measured(o.invert_max_err, 1, true),
+            measured(t.invert_max_err, 1, true),
             opt(p.our_memory_mib(), 1),
             opt(t.peak_train_rss_mib, 1),
-            opt(r.memory, 1),
+            times(r.memory.unwrap_or(f64::NAN), 1),
             p.load[0],
             p.load[1],
         ));
@@ -235,17 +257,17 @@ pub fn markdown_table(pairs: &[Pair]) -> String {
     for p in pairs {
         let (o, t) = (&p.ours, &p.theirs);
         s.push_str(&format!(
-            "| {} | {} | {:.4} / {:.4} | {:.4} / {:.4} | {:.4} / {:.4} | {:.4} / {:.4} | {} / {} | {} / {} |\n",
+            "| {} | {} | {} / {} | {} / {} | {} / {} | {} / {} | {} / {} | {} / {} |\n",
             o.d,
             state(o),
-            o.train_step_s_median,
-            t.train_step_s_median,
-            o.exact_eval_s_per_1000,
-            t.exact_eval_s_per_1000,
-            o.slq_eval_s_per_1000,
-            t.slq_eval_s_per_1000,
-            o.invert_1024_s,
-            t.invert_1024_s,
+            measured(o.train_step_s_median, 4, false),
+            measured(t.train_step_s_median, 4, false),
+            measured(o.exact_eval_s_per_1000, 4, false),
+            measured(t.exact_eval_s_per_1000, 4, false),
+            measured(o.slq_eval_s_per_1000, 4, false),
+            measured(t.slq_eval_s_per_1000, 4, false),
+            measured(o.invert_1024_s, 4, false),
+            measured(t.invert_1024_s, 4, false),
             opt(o.exact_nll, 3),
             opt(t.exact_nll, 3),
             opt(o.slq_nll, 3),
@@ -385,5 +407,22 @@ mod tests {
         );
         assert!(t.contains("| 43 | 200 steps | 0.1000 / 0.2000 |"), "{t}");
         assert!(t.contains("40.400 / 40.500"), "{t}");
+    }
+
+    /// An `--ours-only` pair (the reference side all defaults) shows `–`, not `0.00×`.
+    #[test]
+    fn table_shows_dashes_without_a_reference() {
+        let p = Pair {
+            theirs: Measurement::default(),
+            ours: ours(),
+            load: [0.5, 0.7],
+        };
+        assert!(p.ratios().train_step.is_nan());
+        let t = markdown_table(&[p]);
+        assert!(
+            t.contains("| 43 | 200 steps | – (8.0 / –) | – | – | – (1.0e-4 vs –) | 40.0 / – (–) |"),
+            "{t}"
+        );
+        assert!(t.contains("| 43 | 200 steps | 0.1000 / – | 0.0750 / – |"), "{t}");
     }
 }

@@ -185,14 +185,17 @@ fn main() -> Result<()> {
             }
         }
         let targets = Targets::default();
-        let missed: Vec<String> = pairs
+        // Without a reference there is nothing to check (`null` in the JSON).
+        let missed: Option<Vec<String>> = (!args.ours_only).then(|| {
+            pairs
             .iter()
             .flat_map(|p| {
                 targets.missed(p).into_iter().map(move |m| {
-                    format!("d = {} pretrain {}: {m}", p.ours.d, p.ours.pretrain_steps)
+                        format!("d = {} pretrain {}: {m}", p.ours.d, p.ours.pretrain_steps)
+                    })
                 })
-            })
-            .collect();
+                .collect()
+        });
         let command = std::env::args().collect::<Vec<_>>().join(" ");
         let doc = json!({
             "command": command,
@@ -224,10 +227,10 @@ fn main() -> Result<()> {
         );
         md.push_str(&markdown_table(&pairs));
         md.push_str("\nTargets missed (d ≥ 43): ");
-        md.push_str(&if missed.is_empty() {
-            "none".to_string()
-        } else {
-            missed.join("; ")
+        md.push_str(&match &missed {
+            None => "not checked (`--ours-only`: no reference measurements)".to_string(),
+            Some(m) if m.is_empty() => "none".to_string(),
+            Some(m) => m.join("; "),
         });
         md.push('\n');
         std::fs::write(args.out.with_extension("md"), &md)?;
