@@ -423,6 +423,9 @@ mod tests {
             t.contains("| 43 | 200 steps | – (8.0 / –) | – | – | – (1.0e-4 vs –) | 40.0 / – (–) |"),
             "{t}"
         );
-        assert!(t.contains("| 43 | 200 steps | 0.1000 / – | 0.0750 / – |"), "{t}");
+        assert!(
+            t.contains("| 43 | 200 steps | 0.1000 / – | 0.0750 / – |"),
+            "{t}"
+        );
     }
 }

@@ -188,9 +188,9 @@ fn main() -> Result<()> {
         // Without a reference there is nothing to check (`null` in the JSON).
         let missed: Option<Vec<String>> = (!args.ours_only).then(|| {
             pairs
-            .iter()
-            .flat_map(|p| {
-                targets.missed(p).into_iter().map(move |m| {
+                .iter()
+                .flat_map(|p| {
+                    targets.missed(p).into_iter().map(move |m| {
                         format!("d = {} pretrain {}: {m}", p.ours.d, p.ours.pretrain_steps)
                     })
                 })
