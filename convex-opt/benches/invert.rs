@@ -9,7 +9,7 @@
 //! variant is timed once too). `CONVEX_OPT_BENCH_N` overrides the batch size,
 //! `CONVEX_OPT_BENCH_SCALE` / `CONVEX_OPT_BENCH_ALPHA` the potential.
 
-#[path = "../tests/common/mod.rs"]
+#[path = "../tests/integration/common/mod.rs"]
 mod common;
 
 use std::time::{Duration, Instant};

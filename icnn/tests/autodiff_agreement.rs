@@ -3,6 +3,7 @@
 //! This is a separate test binary because candle reads the switch once per thread: every
 //! test here sets it (once per process, before any candle op) at its very beginning.
 
+#[path = "integration/common/mod.rs"]
 mod common;
 
 use std::sync::Once;

@@ -1,0 +1,10 @@
+//! convex-opt's integration tests, one module per topic, built as one test binary: every
+//! test binary links candle and faer and instantiates the library's generics again, which
+//! made the many small binaries a large part of CI's cold build (krylov's five took 65 s of
+//! compile time on 2 cores, as one 15 s). One topic:
+//! `cargo test -p convex-opt --test integration <module>::`.
+
+mod common;
+
+mod icnn_potentials;
+mod quadratic;

@@ -1,0 +1,286 @@
+//! Smoke test of the `cpflow` binary: train a tiny model a few iterations on a toy, then
+//! `eval`, `sample` and `plot` it, and run a tiny `ot`.
+
+use crate::cli_common::{cpflow, cpflow_fails, non_empty, temp_dir};
+
+#[test]
+fn train_eval_sample_plot_round_trip() {
+    let dir = temp_dir("toy");
+    let run = dir.join("run");
+    let run_s = run.to_str().unwrap();
+    cpflow(&[
+        "train",
+        "--data",
+        "8gaussians",
+        "--iters",
+        "6",
+        "--batch-size",
+        "32",
+        "--seed",
+        "1",
+        "--set",
+        "model.width=4",
+        "--set",
+        "model.depth=2",
+        "--set",
+        "data.n_train=256",
+        "--set",
+        "data.n_val=64",
+        "--set",
+        "data.n_test=64",
+        "--set",
+        "run.eval_every=3",
+        "--set",
+        "run.plots=false",
+        "--no-progress",
+        "--out",
+        run_s,
+    ]);
+    for f in [
+        "model.safetensors",
+        "checkpoint.safetensors",
+        "config.toml",
+        "report.json",
+        "metrics.jsonl",
+    ] {
+        non_empty(&run.join(f));
+    }
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("report.json")).unwrap()).unwrap();
+    assert_eq!(report["iterations"], 6);
+    assert!(report["test_nll"].as_f64().unwrap().is_finite());
+    assert_eq!(report["val_nll_curve"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        (report["n_val"].as_u64(), report["n_test"].as_u64()),
+        (Some(64), Some(64))
+    );
+
+    // Resume for two more iterations.
+    cpflow(&[
+        "train",
+        "--config",
+        run.join("config.toml").to_str().unwrap(),
+        "--iters",
+        "8",
+        "--resume",
+        "--no-progress",
+    ]);
+
+    let out = cpflow(&["eval", "--model", run_s, "-n", "50"]);
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert!(v["nll"].as_f64().unwrap().is_finite());
+    assert!(v["kl_estimate"].as_f64().is_some());
+    let out = cpflow(&[
+        "eval",
+        "--model",
+        run_s,
+        "--data",
+        "moons",
+        "-n",
+        "40",
+        "--estimator",
+        "slq",
+    ]);
+    assert!(out.contains("\"points\":40"), "{out}");
+
+    let npy = dir.join("s.npy");
+    cpflow(&[
+        "sample",
+        "--model",
+        run_s,
+        "-n",
+        "20",
+        "--output",
+        npy.to_str().unwrap(),
+        "--seed",
+        "2",
+    ]);
+    non_empty(&npy);
+    let csv = dir.join("s.csv");
+    cpflow(&[
+        "sample",
+        "--model",
+        run_s,
+        "-n",
+        "5",
+        "--output",
+        csv.to_str().unwrap(),
+    ]);
+    assert_eq!(std::fs::read_to_string(&csv).unwrap().lines().count(), 5);
+    // The sampled .npy file is valid input data.
+    let out = cpflow(&["eval", "--model", run_s, "--data", npy.to_str().unwrap()]);
+    assert!(out.contains("\"points\":20"), "{out}");
+
+    let plots = dir.join("plots");
+    cpflow(&[
+        "plot",
+        "--model",
+        run_s,
+        "--out",
+        plots.to_str().unwrap(),
+        "--grid",
+        "20",
+        "--samples",
+        "30",
+    ]);
+    for f in [
+        "data.png",
+        "density.png",
+        "samples.png",
+        "latent.png",
+        "potential.png",
+        "gradient_mesh.png",
+        "gradient_field.png",
+        "plots.json",
+    ] {
+        non_empty(&plots.join(f));
+    }
+}
+
+#[test]
+fn ot_subcommand_writes_table_and_figures() {
+    let dir = temp_dir("ot");
+    let cfg = dir.join("ot.toml");
+    std::fs::write(
+        &cfg,
+        "n_train = 512\nn_test = 128\nn_eval_curve = 64\neval_every = 2\n[potential]\nwidth = 8\ndepth = 2\n",
+    )
+    .unwrap();
+    let out = cpflow(&[
+        "ot",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--dims",
+        "2,3",
+        "--iters",
+        "4",
+        "--out",
+        dir.to_str().unwrap(),
+    ]);
+    assert!(out.contains("| 3 |"), "{out}");
+    for f in [
+        "ot_table.md",
+        "ot_reports.json",
+        "ot_d2_cost_vs_kl.png",
+        "ot_d3_cost_vs_iter.png",
+        "ot_d3_curve.csv",
+    ] {
+        non_empty(&dir.join(f));
+    }
+}
+
+/// A CSV run: validation rows come from the file (10 %), early stopping ends the run and
+/// the report and the final line give the iterations actually run; without test rows there
+/// is no test score (no `NaN`, no entropy); a resume with a larger batch size works.
+#[test]
+fn file_run_validates_on_its_own_split_and_reports_what_ran() {
+    let dir = temp_dir("csv");
+    let csv = dir.join("d.csv");
+    let mut text = String::from("a,b\n");
+    for i in 0..200 {
+        let t = i as f64 * 0.37;
+        text.push_str(&format!(
+            "{},{}\n",
+            t.sin() * 2.0,
+            (t * 1.3).cos() + 0.1 * t.sin()
+        ));
+    }
+    std::fs::write(&csv, text).unwrap();
+    let run = dir.join("run");
+    let args = |iters: &'static str, batch: &'static str, extra: &[&'static str]| -> Vec<String> {
+        let mut v: Vec<String> = [
+            "train",
+            "--data",
+            csv.to_str().unwrap(),
+            "--iters",
+            iters,
+            "--batch-size",
+            batch,
+            "--set",
+            "model.width=4",
+            "--set",
+            "model.depth=2",
+            "--set",
+            "data.test_fraction=0",
+            "--set",
+            "run.plots=false",
+            "--no-progress",
+            "--out",
+            run.to_str().unwrap(),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        v.extend(extra.iter().map(|s| s.to_string()));
+        v
+    };
+    // lr 0 and the exact validation NLL: nothing improves after the first validation (the
+    // default SLQ estimate draws new probes each time and may "improve" by chance); patience
+    // 0 stops at the second.
+    let a = args(
+        "50",
+        "16",
+        &[
+            "--set",
+            "train.val_estimator=\"exact\"",
+            "--set",
+            "train.val_every=1",
+            "--set",
+            "train.early_stopping=0",
+            "--set",
+            "train.adam.lr=0",
+            "--set",
+            "train.adam.weight_decay=0",
+        ],
+    );
+    let refs: Vec<&str> = a.iter().map(String::as_str).collect();
+    let out = cpflow(&refs);
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("report.json")).unwrap()).unwrap();
+    assert_eq!(report["iterations"], 2, "{report}");
+    assert_eq!(report["max_iterations"], 50);
+    assert_eq!(report["stop_reason"], "early_stopping");
+    assert_eq!(
+        (report["n_train"].as_u64(), report["n_val"].as_u64()),
+        (Some(180), Some(20))
+    );
+    assert!(report["test_nll"].is_null() && report["data_entropy"].is_null());
+    assert!(
+        out.contains("trained 2 iterations (early stopping)"),
+        "{out}"
+    );
+    assert!(out.contains("no test score"), "{out}");
+    assert!(!out.contains("NaN") && !out.contains("entropy"), "{out}");
+
+    // A fresh run of 3 steps, then a resume at batch size 128 (the old epoch position
+    // 3 × 128 lies past the 180 training rows).
+    let a = args("3", "16", &["--set", "train.val_every=0"]);
+    let refs: Vec<&str> = a.iter().map(String::as_str).collect();
+    cpflow(&refs);
+    let a = args("5", "128", &["--set", "train.val_every=0", "--resume"]);
+    let refs: Vec<&str> = a.iter().map(String::as_str).collect();
+    let out = cpflow(&refs);
+    assert!(out.contains("trained 5 iterations"), "{out}");
+}
+
+/// Unknown keys are errors that name the key and its table, in every table.
+#[test]
+fn unknown_config_keys_are_rejected() {
+    let dir = temp_dir("keys");
+    for (text, key, table) in [
+        ("[train]\nbatchsize = 3\n", "batchsize", "train"),
+        ("[train.adam]\nlrr = 0.1\n", "lrr", "train.adam"),
+        ("[data]\nn_tset = 5\n", "n_tset", "data"),
+        (
+            "[train]\nlr_schedule = { step = { step_size = 5, gama = 0.5 } }\n",
+            "gama",
+            "train.lr_schedule",
+        ),
+    ] {
+        let cfg = dir.join("c.toml");
+        std::fs::write(&cfg, text).unwrap();
+        let err = cpflow_fails(&["train", "--config", cfg.to_str().unwrap(), "--no-progress"]);
+        assert!(err.contains(key), "{text}: {err}");
+        assert!(err.contains(table), "{text}: {err}");
+    }
+}

@@ -1,0 +1,27 @@
+//! cpflow's integration tests, one module per topic, built as one test binary: every
+//! test binary links candle and faer and instantiates the library's generics again, which
+//! made the many small binaries a large part of CI's cold build (krylov's five took 65 s of
+//! compile time on 2 cores, as one 15 s). One topic:
+//! `cargo test -p cpflow --test integration <module>::`.
+
+#[cfg(feature = "cli")]
+mod cli_common;
+mod flow_common;
+mod image_common;
+mod posterior_common;
+
+#[cfg(feature = "cli")]
+mod cli_smoke;
+#[cfg(feature = "cli")]
+mod cli_tabular;
+mod flow_core;
+mod image_flow;
+mod image_layers;
+#[cfg(feature = "datasets")]
+mod image_mnist;
+mod image_train;
+mod posterior_flow;
+mod posterior_importance;
+mod run_lifecycle;
+mod toy_reference;
+mod training;

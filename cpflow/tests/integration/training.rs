@@ -1,0 +1,363 @@
+//! Training-level checks: the surrogate's gradient is the exact NLL gradient in expectation,
+//! resume is exact, NaN stops training without touching the checkpoint, a trained 2-D
+//! model's density integrates to one, early stopping restores the best weights.
+
+use crate::flow_common::*;
+use candle_core::{DType, Device, Tensor};
+use cpflow::{
+    CpflowError, Dataset, FloatType, Flow, FlowConfig, GaussianPrior, LrSchedule, NllEstimator,
+    RunOptions, SurrogateParams, TrainConfig, Trainer,
+};
+use rand::SeedableRng;
+
+fn grads_of(flow: &Flow, loss: &Tensor) -> Vec<(String, Vec<f64>)> {
+    let g = loss.backward().unwrap();
+    flow.named_vars()
+        .into_iter()
+        .filter_map(|(k, v)| {
+            g.get(v.as_tensor())
+                .map(|t| (k, t.flatten_all().unwrap().to_vec1::<f64>().unwrap()))
+        })
+        .collect()
+}
+
+fn norm(v: &[(String, Vec<f64>)]) -> f64 {
+    v.iter()
+        .flat_map(|(_, g)| g.iter())
+        .map(|x| x * x)
+        .sum::<f64>()
+        .sqrt()
+}
+
+fn diff_norm(a: &[(String, Vec<f64>)], b: &[(String, Vec<f64>)]) -> f64 {
+    let mut s = 0.0;
+    for ((ka, ga), (kb, gb)) in a.iter().zip(b) {
+        assert_eq!(ka, kb);
+        s += ga.iter().zip(gb).map(|(x, y)| (x - y).powi(2)).sum::<f64>();
+    }
+    s.sqrt()
+}
+
+/// For d ≤ 10 the probe-averaged gradient of the surrogate loss equals the gradient of the
+/// exact NLL. With P probes per sample the Hutchinson error is O(1/√(B·P)); with B = 8,
+/// P = 4000 it is ≈ 0.5 % of the log-det gradient here, so a 3 % tolerance leaves margin while
+/// the log-det part of the gradient is large (checked: dropping it moves the gradient by far
+/// more than the tolerance).
+#[test]
+fn surrogate_gradient_matches_exact_nll_gradient() {
+    let flow = two_block_flow(3, 21);
+    let x = data(8, 3, 22);
+    flow.initialize(&x).unwrap();
+    let exact = grads_of(&flow, &flow.exact_nll_loss(&x).unwrap());
+    let params = SurrogateParams {
+        probes: 4000,
+        cg_atol: 1e-12,
+        cg_rtol: 0.0,
+        cg_max_iters: Some(10),
+    };
+    let mut rng = rand::rngs::StdRng::seed_from_u64(23);
+    let sur = flow.surrogate_loss(&x, &params, &mut rng).unwrap();
+    assert_eq!(sur.cg.converged, 2 * 8 * 4000); // two blocks
+    let approx = grads_of(&flow, &sur.loss);
+    let rel = diff_norm(&approx, &exact) / norm(&exact);
+    println!("surrogate vs exact NLL gradient: relative error {rel:.4}");
+    assert!(rel < 0.03, "relative gradient error {rel}");
+    // Without the log-det terms (prior term only) the gradient is far from the exact one.
+    let (z, _) = {
+        let mut h = x.clone();
+        for l in flow.layers() {
+            h = match l {
+                cpflow::Layer::ActNorm(a) => a.forward(&h).unwrap().0,
+                cpflow::Layer::Cpf(b) => b.forward(&h, None).unwrap(),
+            };
+        }
+        (h, ())
+    };
+    let prior_only = grads_of(
+        &flow,
+        &flow
+            .prior()
+            .log_prob(&z)
+            .unwrap()
+            .mean_all()
+            .unwrap()
+            .neg()
+            .unwrap(),
+    );
+    let mut padded = Vec::new();
+    for (k, g) in &exact {
+        let p = prior_only
+            .iter()
+            .find(|(kk, _)| kk == k)
+            .map(|(_, v)| v.clone())
+            .unwrap_or(vec![0.0; g.len()]);
+        padded.push((k.clone(), p));
+    }
+    let rel_prior = diff_norm(&padded, &exact) / norm(&exact);
+    println!("prior-only gradient vs exact: relative difference {rel_prior:.4}");
+    assert!(rel_prior > 0.2);
+}
+
+fn small_train_config(iters: usize) -> TrainConfig {
+    TrainConfig {
+        batch_size: 16,
+        max_iterations: iters,
+        lr_schedule: LrSchedule::Step {
+            step_size: 5,
+            gamma: 0.7,
+        },
+        val_every: 4,
+        val_estimator: NllEstimator::Exact,
+        early_stopping: None,
+        train_slq_every: 3,
+        log_every: 2,
+        clip_grad_norm: Some(50.0),
+        seed: 5,
+        ..TrainConfig::default()
+    }
+}
+
+fn tmpdir(tag: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("cpflow-{tag}-{}", std::process::id()));
+    std::fs::remove_dir_all(&d).ok();
+    d
+}
+
+/// Training 2N steps equals training N, checkpointing, resuming and training N more,
+/// bit for bit (f64, CPU).
+#[test]
+fn resume_is_bit_for_bit() {
+    let train = Dataset::new(data(72, 2, 31)); // 72 = 4.5 batches: epochs end mid-run
+    let val = Dataset::new(data(20, 2, 32));
+    let cfg = FlowConfig::tabular(2, 1, icnn3(2, 8, 2))
+        .with_float(FloatType::F64)
+        .with_init_seed(3);
+    let n = 7;
+
+    let mut straight = Trainer::new(
+        Flow::new(cfg.clone(), &Device::Cpu).unwrap(),
+        small_train_config(2 * n),
+    )
+    .unwrap();
+    let rep = straight.fit(&train, Some(&val)).unwrap();
+    assert_eq!(rep.iterations, 2 * n);
+
+    let dir = tmpdir("resume");
+    let opts = RunOptions {
+        out_dir: Some(dir.clone()),
+        progress_bar: false,
+    };
+    let mut first = Trainer::new(
+        Flow::new(cfg, &Device::Cpu).unwrap(),
+        small_train_config(2 * n),
+    )
+    .unwrap()
+    .with_options(opts.clone());
+    first.fit_steps(&train, Some(&val), n).unwrap();
+    drop(first);
+    let ck = dir.join("checkpoint.safetensors");
+    let mut resumed = Trainer::resume(&ck, &Device::Cpu, None)
+        .unwrap()
+        .with_options(opts);
+    assert_eq!(resumed.state().iteration, n);
+    let rep2 = resumed.fit(&train, Some(&val)).unwrap();
+    assert_eq!(rep2.iterations, 2 * n);
+    assert_eq!(rep2.best_val_nll, rep.best_val_nll);
+    for ((ka, a), (kb, b)) in straight
+        .flow()
+        .weight_tensors()
+        .iter()
+        .zip(resumed.flow().weight_tensors().iter())
+    {
+        assert_eq!(ka, kb);
+        assert_eq!(max_abs_diff(a, b), 0.0, "{ka} differs after resume");
+    }
+    // The metrics file has records from both halves.
+    let recs = cpflow::metrics::read_metrics(&dir.join("metrics.jsonl")).unwrap();
+    assert!(recs.iter().any(|r| r.iteration <= n) && recs.iter().any(|r| r.iteration > n));
+    assert!(
+        recs.iter().any(|r| r.val_nll.is_some()) && recs.iter().any(|r| r.train_nll_slq.is_some())
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// A NaN in the weights makes the loss NaN: training stops with `NonFinite` and the
+/// checkpoint on disk is the last good one.
+#[test]
+fn nan_stops_training_and_keeps_last_good_checkpoint() {
+    let train = Dataset::new(data(64, 2, 41));
+    let cfg = FlowConfig::tabular(2, 1, icnn3(2, 8, 2)).with_float(FloatType::F64);
+    let dir = tmpdir("nan");
+    let opts = RunOptions {
+        out_dir: Some(dir.clone()),
+        progress_bar: false,
+    };
+    let mut tc = small_train_config(100);
+    tc.val_every = 0;
+    tc.checkpoint_every = 3;
+    let mut tr = Trainer::new(Flow::new(cfg, &Device::Cpu).unwrap(), tc)
+        .unwrap()
+        .with_options(opts);
+    tr.fit_steps(&train, None, 3).unwrap();
+    let (name, var) = tr
+        .flow()
+        .named_vars()
+        .into_iter()
+        .find(|(k, _)| k.ends_with("w1"))
+        .unwrap();
+    var.set(&Tensor::new(&[f64::NAN], &Device::Cpu).unwrap())
+        .unwrap();
+    match tr.fit(&train, None) {
+        Err(e @ CpflowError::NonFinite { .. }) => {
+            let msg = e.to_string();
+            let CpflowError::NonFinite {
+                what,
+                step,
+                checkpoint,
+            } = e
+            else {
+                unreachable!()
+            };
+            assert!(what.contains("loss"), "{what}");
+            assert_eq!(step, 3);
+            let ck = dir.join("checkpoint.safetensors");
+            assert_eq!(checkpoint.as_deref(), Some(ck.as_path()));
+            assert!(msg.contains(&ck.display().to_string()), "{msg}");
+        }
+        other => panic!("expected NonFinite, got {:?}", other.map(|r| r.iterations)),
+    }
+    let ck = cpflow::load_checkpoint(&dir.join("checkpoint.safetensors"), &Device::Cpu).unwrap();
+    assert_eq!(ck.meta.state.unwrap().iteration, 3);
+    let w1 = ck.tensors.get(&name).unwrap().to_vec1::<f64>().unwrap();
+    assert!(w1[0].is_finite());
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// Without an output directory no checkpoint exists: the error says so instead of promising
+/// one.
+#[test]
+fn nan_without_checkpoint_says_there_is_none() {
+    let train = Dataset::new(data(64, 2, 42));
+    let cfg = FlowConfig::tabular(2, 1, icnn3(2, 8, 2)).with_float(FloatType::F64);
+    let mut tc = small_train_config(10);
+    tc.val_every = 0;
+    let mut tr = Trainer::new(Flow::new(cfg, &Device::Cpu).unwrap(), tc).unwrap();
+    tr.fit_steps(&train, None, 1).unwrap();
+    let (_, var) = tr
+        .flow()
+        .named_vars()
+        .into_iter()
+        .find(|(k, _)| k.ends_with("w1"))
+        .unwrap();
+    var.set(&Tensor::new(&[f64::NAN], &Device::Cpu).unwrap())
+        .unwrap();
+    match tr.fit(&train, None) {
+        Err(e @ CpflowError::NonFinite { .. }) => {
+            let msg = e.to_string();
+            assert!(msg.contains("no checkpoint"), "{msg}");
+            assert!(!msg.contains("is kept"), "{msg}");
+        }
+        other => panic!("expected NonFinite, got {:?}", other.map(|r| r.iterations)),
+    }
+}
+
+/// Non-finite training data is rejected before training starts.
+#[test]
+fn bad_training_data_is_rejected() {
+    let cfg = FlowConfig::tabular(2, 1, icnn3(2, 8, 2)).with_float(FloatType::F64);
+    let mut tr =
+        Trainer::new(Flow::new(cfg, &Device::Cpu).unwrap(), small_train_config(5)).unwrap();
+    let bad =
+        Dataset::new(Tensor::new(&[[0.0f64, 1.0], [f64::INFINITY, 0.0]], &Device::Cpu).unwrap());
+    assert!(matches!(
+        tr.fit(&bad, None),
+        Err(CpflowError::InvalidInput(_))
+    ));
+    let wrong = Dataset::new(Tensor::zeros((8, 3), DType::F64, &Device::Cpu).unwrap());
+    assert!(matches!(
+        tr.fit(&wrong, None),
+        Err(CpflowError::InvalidInput(_))
+    ));
+}
+
+/// Early stopping: with a zero learning rate nothing improves after the first validation, so
+/// training stops after `patience + 1` non-improving validations and the best weights (those
+/// of the first validation) are restored.
+#[test]
+fn early_stopping_stops_and_restores_best() {
+    let train = Dataset::new(data(64, 2, 51));
+    let val = Dataset::new(data(32, 2, 52));
+    let cfg = FlowConfig::tabular(2, 1, icnn3(2, 8, 2)).with_float(FloatType::F64);
+    let mut tc = small_train_config(1000);
+    tc.val_every = 1;
+    tc.early_stopping = Some(3);
+    tc.lr_schedule = LrSchedule::Plateau;
+    tc.adam.lr = 1e-2;
+    let mut frozen = tc.clone();
+    frozen.adam.lr = 0.0;
+    frozen.adam.weight_decay = 0.0;
+    let mut tr0 = Trainer::new(Flow::new(cfg.clone(), &Device::Cpu).unwrap(), frozen).unwrap();
+    let rep0 = tr0.fit(&train, Some(&val)).unwrap();
+    // Validations after steps 0..=4: the first sets the best, the next four do not improve.
+    assert!(rep0.stopped_early);
+    assert_eq!(rep0.iterations, 5);
+    let mut tr = Trainer::new(Flow::new(cfg, &Device::Cpu).unwrap(), tc).unwrap();
+    let rep = tr.fit(&train, Some(&val)).unwrap();
+    // Whatever happened, the final weights are the best ones: re-evaluating gives best_val_nll.
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+    let nll = cpflow::mean_nll(tr.flow(), &val, &NllEstimator::Exact, 1024, &mut rng).unwrap();
+    assert!(
+        (nll - rep.best_val_nll.unwrap()).abs() < 1e-12,
+        "{nll} vs {:?}",
+        rep.best_val_nll
+    );
+}
+
+/// A trained 2-D model's density integrates to 1 ± 0.01 over a grid (midpoint rule, spacing
+/// 0.08 on [−10, 10]²; the mass outside is < 1e-6 for the standard prior after ActNorm).
+#[test]
+fn trained_density_integrates_to_one() {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(61);
+    let pts = cpflow::toy::Toy::EightGaussians.sample(4096, &mut rng);
+    let train =
+        Dataset::new(cpflow::toy::points_to_tensor(&pts, DType::F64, &Device::Cpu).unwrap());
+    let cfg = FlowConfig::tabular(2, 1, icnn3(2, 16, 3))
+        .with_float(FloatType::F64)
+        .with_prior(GaussianPrior::standard());
+    let tc = TrainConfig {
+        batch_size: 128,
+        max_iterations: 150,
+        lr_schedule: LrSchedule::Constant,
+        adam: cpflow::AdamParams {
+            lr: 5e-3,
+            ..Default::default()
+        },
+        val_every: 0,
+        train_slq_every: 0,
+        ..TrainConfig::default()
+    };
+    let mut tr = Trainer::new(Flow::new(cfg, &Device::Cpu).unwrap(), tc).unwrap();
+    tr.fit(&train, None).unwrap();
+    let flow = tr.into_flow();
+    let (lo, hi, h) = (-10.0f64, 10.0f64, 0.08f64);
+    let n = ((hi - lo) / h).round() as usize;
+    let mut g = Vec::with_capacity(n * n * 2);
+    for i in 0..n {
+        for j in 0..n {
+            g.push(lo + (i as f64 + 0.5) * h);
+            g.push(lo + (j as f64 + 0.5) * h);
+        }
+    }
+    let grid = Tensor::from_vec(g, (n * n, 2), &Device::Cpu).unwrap();
+    let lp = flow
+        .log_prob_exact(&grid)
+        .unwrap()
+        .to_vec1::<f64>()
+        .unwrap();
+    let mass: f64 = lp.iter().map(|l| l.exp()).sum::<f64>() * h * h;
+    assert!((mass - 1.0).abs() < 0.01, "∫ p = {mass}");
+    // The model learned something: its NLL on the data is well below the initial one.
+    let mut r = rand::rngs::StdRng::seed_from_u64(0);
+    let nll = cpflow::mean_nll(&flow, &train, &NllEstimator::Exact, 1024, &mut r).unwrap();
+    assert!(nll < 3.6, "train NLL {nll}");
+}

@@ -1,0 +1,19 @@
+//! icnn's integration tests, one module per topic, built as one test binary (except
+//! `autodiff_agreement`, which sets a process-wide switch of candle's and so stays a binary
+//! of its own): every test binary links candle and faer and instantiates the library's
+//! generics again, which made the many small binaries a large part of CI's cold build
+//! (krylov's five took 65 s of compile time on 2 cores, as one 15 s). One topic:
+//! `cargo test -p icnn --test integration <module>::`.
+
+mod common;
+mod conv_common;
+mod host_check;
+
+mod api;
+mod conv_dense;
+mod conv_derivatives;
+mod conv_params;
+mod host_linearization;
+mod host_linearization_conv;
+mod input_derivatives;
+mod parameter_gradients;

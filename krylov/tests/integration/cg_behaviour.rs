@@ -1,0 +1,317 @@
+//! CG behaviour: freezing of converged systems (application counts), batch-global stopping,
+//! initial guesses, Jacobi preconditioning, and the non-panicking failure modes.
+#![allow(clippy::needless_range_loop)] // index loops mirror the maths in these checks
+
+use crate::common::*;
+use faer::Mat;
+use krylov::{
+    BatchOperator, BatchVectors, CgParams, CgStopping, CountingOperator, DenseFaerOperator,
+    DenseNalgebraOperator, FnOperator, KrylovError, Preconditioner, cg, cg_with_initial_guess,
+    cg_with_initial_guess_observed,
+};
+use nalgebra::DMatrix;
+use std::cell::RefCell;
+
+fn to_na(m: &Mat<f64>) -> DMatrix<f64> {
+    DMatrix::from_fn(m.nrows(), m.ncols(), |i, j| m[(i, j)])
+}
+
+/// A batch whose systems need very different iteration counts: `H = I` (1 iteration),
+/// 4 distinct eigenvalues (4 iterations in exact arithmetic), and a random cond-1e4 matrix.
+fn mixed_batch(d: usize) -> (Vec<Mat<f64>>, Vec<f64>) {
+    let mut r = rng(21);
+    let eye = Mat::<f64>::identity(d, d);
+    let eigs: Vec<f64> = (0..d).map(|k| [1.0, 3.0, 10.0, 30.0][k % 4]).collect();
+    let few = spd_with_eigs(&mut r, &eigs);
+    let hard = random_spd(&mut r, d, 1e4).0;
+    (vec![eye, few, hard], gaussian(&mut r, 3 * d))
+}
+
+/// A system that converges early receives no further operator work: the counting wrapper
+/// sees exactly `iterations[i]` active applications per system (zero start), the identity
+/// system is done after one, and the others are unaffected. The wrapped operator also writes
+/// NaN into the output of inactive systems, which must not leak into any solution.
+#[test]
+fn converged_systems_are_frozen() {
+    let d = 30;
+    let (mats, b) = mixed_batch(d);
+    let dense = DenseNalgebraOperator::new(mats.iter().map(to_na).collect()).unwrap();
+    let poisoned = FnOperator::new(
+        |x: &DMatrix<f64>, active: &[bool]| -> Result<DMatrix<f64>, KrylovError> {
+            let mut y = dense.apply(x, active)?;
+            for (j, a) in active.iter().enumerate() {
+                if !a {
+                    y.column_mut(j).fill(f64::NAN);
+                }
+            }
+            Ok(y)
+        },
+    );
+    let op = CountingOperator::new(poisoned, 3);
+    let bv = DMatrix::from_column_slice(d, 3, &b);
+    // Plain CG on the cond-1e4 system needs more than the default 2d + 10 iterations
+    // (finite-precision delay), hence the explicit cap.
+    let res = cg(
+        &op,
+        &bv,
+        &CgParams::default().with_rtol(1e-10).with_max_iters(300),
+    )
+    .unwrap();
+    assert!(res.all_converged(), "{:?}", res.residual_norms);
+    assert_eq!(op.counts(), res.applications);
+    assert_eq!(res.applications, res.iterations);
+    assert_eq!(res.iterations[0], 1);
+    // 4 distinct eigenvalues: 4 iterations in exact arithmetic, rounding may add one.
+    assert!((4..=5).contains(&res.iterations[1]), "{:?}", res.iterations);
+    assert!(res.iterations[2] > 10);
+    assert_eq!(op.calls(), res.operator_calls);
+    assert_eq!(res.operator_calls, *res.iterations.iter().max().unwrap());
+    let x = res.x.to_host().unwrap();
+    assert!(x.iter().all(|v| v.is_finite()));
+    // H = I: one step gives x = b exactly, and the frozen column is never touched again.
+    assert_eq!(&x[..d], &b[..d]);
+    for i in 0..3 {
+        let xs = faer_solve(&mats[i], &b[i * d..(i + 1) * d]);
+        let err = norm2(
+            &xs.iter()
+                .zip(&x[i * d..(i + 1) * d])
+                .map(|(a, c)| a - c)
+                .collect::<Vec<_>>(),
+        );
+        // ‖x − x*‖ ≤ ‖H⁻¹‖·√d·tol with ‖H⁻¹‖ ≤ 1 here and tol = 1e-10‖b‖∞ (~3e-10); 1e-7 is loose.
+        assert!(err < 1e-7, "system {i}: {err}");
+    }
+}
+
+/// The reference's batch-global stopping keeps every system iterating until the slowest has
+/// converged: every system is charged the same number of applications, which is at least the
+/// per-system total. Both rules reach the tolerance.
+#[test]
+fn batch_global_charges_every_system_until_the_last_converges() {
+    let d = 30;
+    let (mats, b) = mixed_batch(d);
+    let op = DenseFaerOperator::new(mats.clone()).unwrap();
+    let bv = faer_batch(&b, d, 3, |v| v);
+    let p = CgParams::default().with_rtol(1e-10).with_max_iters(300);
+    let per = cg(&op, &bv, &p).unwrap();
+    let glob = cg(&op, &bv, &p.clone().with_stopping(CgStopping::BatchGlobal)).unwrap();
+    assert!(per.all_converged() && glob.all_converged());
+    let n = glob.operator_calls;
+    assert_eq!(glob.applications, vec![n; 3]);
+    assert_eq!(n, per.operator_calls);
+    assert!(glob.total_applications() > per.total_applications());
+    assert_eq!(
+        per.total_applications(),
+        per.iterations.iter().sum::<usize>()
+    );
+    let xs = glob.x.to_host().unwrap();
+    for i in 0..3 {
+        let xe = faer_solve(&mats[i], &b[i * d..(i + 1) * d]);
+        for k in 0..d {
+            assert!((xs[i * d + k] - xe[k]).abs() < 1e-7);
+        }
+    }
+}
+
+/// Starting at `x0 = b` (reference): the initial residual costs one application per system;
+/// an exact initial guess costs nothing more. A zero right-hand side converges with zero
+/// iterations and zero applications.
+#[test]
+fn initial_guess_and_zero_rhs() {
+    let d = 8;
+    let mut r = rng(2);
+    let h = random_spd(&mut r, d, 50.0).0;
+    let op = DenseFaerOperator::new(vec![h.clone(), h.clone()]).unwrap();
+    let mut b = gaussian(&mut r, 2 * d);
+    b[d..].fill(0.0);
+    let bv = faer_batch(&b, d, 2, |v| v);
+    let zero = cg(&op, &bv, &CgParams::default()).unwrap();
+    assert_eq!(zero.iterations[1], 0);
+    assert_eq!(zero.applications[1], 0);
+    assert!(zero.converged[1]);
+
+    let warm = cg_with_initial_guess(&op, &bv, &bv, &CgParams::default().with_rtol(1e-12)).unwrap();
+    assert_eq!(warm.applications[0], warm.iterations[0] + 1);
+    assert!(warm.converged[0]);
+
+    let exact = faer_batch(
+        &[faer_solve(&h, &b[..d]), vec![0.0; d]].concat(),
+        d,
+        2,
+        |v| v,
+    );
+    let done =
+        cg_with_initial_guess(&op, &bv, &exact, &CgParams::default().with_rtol(1e-6)).unwrap();
+    assert_eq!(done.iterations, vec![0, 0]);
+    assert_eq!(done.applications, vec![1, 1]);
+}
+
+/// Jacobi preconditioning on a badly row/column-scaled SPD matrix `D A D` removes the scaling:
+/// far fewer iterations, same solution. Without a diagonal the request is a typed error.
+#[test]
+fn jacobi_preconditioner() {
+    let d = 40;
+    let mut r = rng(8);
+    let a = random_spd(&mut r, d, 10.0).0;
+    let scale: Vec<f64> = (0..d)
+        .map(|k| 10f64.powf(3.0 * k as f64 / d as f64))
+        .collect();
+    let h = Mat::<f64>::from_fn(d, d, |i, j| scale[i] * a[(i, j)] * scale[j]);
+    let b = gaussian(&mut r, d);
+    let op = DenseNalgebraOperator::new(vec![to_na(&h)]).unwrap();
+    let bv = DMatrix::from_column_slice(d, 1, &b);
+    let p = CgParams::default().with_rtol(1e-10).with_max_iters(2000);
+    let plain = cg(&op, &bv, &p).unwrap();
+    let jac = cg(
+        &op,
+        &bv,
+        &p.clone().with_preconditioner(Preconditioner::Jacobi),
+    )
+    .unwrap();
+    assert!(jac.all_converged());
+    assert!(
+        jac.iterations[0] * 2 < plain.iterations[0],
+        "{:?} vs {:?}",
+        jac.iterations,
+        plain.iterations
+    );
+    let xe = faer_solve(&h, &b);
+    let x = jac.x.to_host().unwrap();
+    let xnorm = norm2(&xe);
+    let err = norm2(&xe.iter().zip(&x).map(|(a, c)| a - c).collect::<Vec<_>>());
+    // cond(H) ≈ 10·10⁶; residual tol 1e-10‖b‖∞ ⇒ relative error ≲ 1e-3 in the worst case.
+    assert!(err <= 1e-3 * xnorm, "{err} vs {xnorm}");
+
+    let closure = FnOperator::new(|x: &DMatrix<f64>, act: &[bool]| op.apply(x, act));
+    let err = cg(
+        &closure,
+        &bv,
+        &p.clone().with_preconditioner(Preconditioner::Jacobi),
+    )
+    .unwrap_err();
+    assert!(matches!(err, KrylovError::MissingDiagonal));
+    let with_diag = closure.with_diagonal(op.diagonal().unwrap().unwrap());
+    let again = cg(
+        &with_diag,
+        &bv,
+        &p.with_preconditioner(Preconditioner::Jacobi),
+    )
+    .unwrap();
+    assert_eq!(again.iterations, jac.iterations);
+}
+
+/// Non-convergence and indefiniteness are reported in the result, never as panics or errors.
+#[test]
+fn failures_are_reported_not_raised() {
+    let d = 20;
+    let mut r = rng(4);
+    let h = random_spd(&mut r, d, 1e5).0;
+    let mut indefinite = Mat::<f64>::identity(d, d);
+    indefinite[(0, 0)] = -1.0;
+    let op = DenseFaerOperator::new(vec![h, indefinite]).unwrap();
+    let mut b = gaussian(&mut r, 2 * d);
+    b[d..].fill(0.0);
+    b[d] = 1.0; // e_1: pᵀHp = −1 at the first step
+    let bv = faer_batch(&b, d, 2, |v| v);
+    let res = cg(
+        &op,
+        &bv,
+        &CgParams::default().with_rtol(1e-12).with_max_iters(3),
+    )
+    .unwrap();
+    assert_eq!(res.converged, vec![false, false]);
+    assert_eq!(res.breakdown, vec![false, true]);
+    assert_eq!(res.iterations, vec![3, 0]);
+    assert_eq!(res.applications, vec![3, 1]);
+
+    let wrong = faer_batch(&b[..d], d, 1, |v| v);
+    assert!(matches!(
+        cg(&op, &wrong, &CgParams::default()),
+        Err(KrylovError::ShapeMismatch { .. })
+    ));
+    assert!(matches!(
+        cg(&op, &bv, &CgParams::default().with_rtol(-1.0)),
+        Err(KrylovError::InvalidParameter(_))
+    ));
+}
+
+/// The observed step sizes reconstruct the solution from the operator's own arguments:
+/// `x = x0 + Σ_k α_k ⊙ p_k` with `p_k` the argument of call `k + 1`, on a batch whose systems
+/// freeze at different iterations (identity: 1; 4 eigenvalues: 4; cond 1e4: many), with and
+/// without Jacobi preconditioning. Frozen systems report `α = 0`. A wrong pairing of steps
+/// with calls (off by one) misses by O(1).
+#[test]
+fn observed_step_sizes_rebuild_the_solution_from_the_operator_arguments() {
+    let d = 30;
+    let (mats, b) = mixed_batch(d);
+    let dense = DenseNalgebraOperator::new(mats.iter().map(to_na).collect()).unwrap();
+    let mut diag = DMatrix::<f64>::zeros(d, 3);
+    for (j, m) in mats.iter().enumerate() {
+        for i in 0..d {
+            diag[(i, j)] = m[(i, i)];
+        }
+    }
+    let bv = DMatrix::from_column_slice(d, 3, &b);
+    let x0 = DMatrix::from_fn(d, 3, |i, j| ((i + 2 * j) % 5) as f64 * 0.1);
+    for precondition in [Preconditioner::None, Preconditioner::Jacobi] {
+        let args = RefCell::new(Vec::<DMatrix<f64>>::new());
+        let op = FnOperator::new(
+            |x: &DMatrix<f64>, active: &[bool]| -> Result<DMatrix<f64>, KrylovError> {
+                args.borrow_mut().push(x.clone());
+                dense.apply(x, active)
+            },
+        )
+        .with_diagonal(diag.clone());
+        let mut steps = Vec::<Vec<f64>>::new();
+        let params = CgParams::default()
+            .with_rtol(1e-10)
+            .with_max_iters(300)
+            .with_preconditioner(precondition);
+        let res = cg_with_initial_guess_observed(&op, &bv, &x0, &params, |step| {
+            assert_eq!(step.iteration, steps.len());
+            steps.push(step.step_sizes.to_vec());
+            Ok(())
+        })
+        .unwrap();
+        assert!(res.all_converged());
+        let args = args.into_inner();
+        assert_eq!(
+            args.len(),
+            steps.len() + 1,
+            "one call per step after the first"
+        );
+        let mut rebuilt = x0.clone();
+        for (alpha, p) in steps.iter().zip(&args[1..]) {
+            for j in 0..3 {
+                for i in 0..d {
+                    rebuilt[(i, j)] += alpha[j] * p[(i, j)];
+                }
+            }
+        }
+        let scale = res.x.amax();
+        assert!((&rebuilt - &res.x).amax() <= 1e-13 * scale);
+        // The identity system steps once, then reports zeros.
+        assert_eq!(res.iterations[0], 1);
+        assert!(steps.iter().skip(1).all(|a| a[0] == 0.0));
+        let stepped: Vec<usize> = (0..3)
+            .map(|j| steps.iter().filter(|a| a[j] != 0.0).count())
+            .collect();
+        assert_eq!(stepped, res.iterations);
+    }
+}
+
+/// An observer's error stops the solve and is returned.
+#[test]
+fn observer_errors_stop_the_solve() {
+    let d = 4;
+    let op = DenseNalgebraOperator::new(vec![DMatrix::<f64>::identity(d, d) * 2.0]).unwrap();
+    let b = DMatrix::<f64>::from_element(d, 1, 1.0);
+    let err = cg_with_initial_guess_observed(&op, &b, &b, &CgParams::default(), |_| {
+        Err(KrylovError::operator(std::io::Error::other(
+            "observer refused",
+        )))
+    })
+    .unwrap_err();
+    let source = std::error::Error::source(&err).map(|s| s.to_string());
+    assert_eq!(source.as_deref(), Some("observer refused"), "{err}");
+}

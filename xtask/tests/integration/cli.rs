@@ -1,0 +1,408 @@
+//! `cargo xtask download` end to end: the real binary against a local test server serving
+//! fabricated archives (and, for MNIST and BSDS300, the real files from ../shared/data).
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use crate::common::{Route, TestServer, tempdir};
+use cpflow::datasets::{Matrix, load_hepmass, load_mnist, load_power, write_npy_f64};
+
+fn xtask(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args(args)
+        .env_remove("CPFLOW_DATA_MIRROR")
+        .env("RUST_LOG", "info")
+        .output()
+        .unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn download(name: &str, dir: &Path, mirror: &str) -> Output {
+    xtask(&[
+        "download",
+        name,
+        "--dir",
+        dir.to_str().unwrap(),
+        "--mirror",
+        mirror,
+        "--no-progress",
+        "--retries",
+        "1",
+        "--retry-delay-ms",
+        "1",
+    ])
+}
+
+fn tar_gz(files: &[(&str, Vec<u8>)]) -> Vec<u8> {
+    let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    let mut tar = tar::Builder::new(gz);
+    for (name, bytes) in files {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(bytes.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        tar.append_data(&mut h, name, &bytes[..]).unwrap();
+    }
+    tar.into_inner().unwrap().finish().unwrap()
+}
+
+fn gz(bytes: &[u8]) -> Vec<u8> {
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    e.write_all(bytes).unwrap();
+    e.finish().unwrap()
+}
+
+fn power_npy() -> Vec<u8> {
+    let data = (0..40 * 8).map(|i| ((i * 37) % 101) as f64 / 4.0).collect();
+    write_npy_f64(&Matrix::new(40, 8, data).unwrap())
+}
+
+fn hepmass_csv(n: usize) -> String {
+    let mut s = String::from("# label, f0, f1, mass\n");
+    for i in 0..n {
+        s.push_str(&format!(
+            "1, {}, {}, {}\n",
+            (i * 7 % 13) as f64 / 3.0,
+            (i * 5 % 11) as f64,
+            1000
+        ));
+    }
+    s
+}
+
+fn maf_archive() -> Vec<u8> {
+    tar_gz(&[
+        ("data/power/data.npy", power_npy()),
+        (
+            "data/miniboone/data.npy",
+            write_npy_f64(&Matrix::new(30, 43, vec![1.0; 30 * 43]).unwrap()),
+        ),
+        ("data/hepmass/1000_train.csv", hepmass_csv(50).into_bytes()),
+        (
+            "data/hepmass/1000_test.csv",
+            hepmass_csv(20).replace("mass\n", "mass, x\n").into_bytes(),
+        ),
+    ])
+}
+
+#[test]
+fn maf_datasets_download_extract_and_load() {
+    let srv = TestServer::start(HashMap::from([(
+        "/maf/data.tar.gz".into(),
+        Route::new(maf_archive()),
+    )]));
+    let dir = tempdir();
+    let out = download("power", dir.path(), &srv.base);
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    // No sha256 is published for the Zenodo archive: warned about, and recorded.
+    assert!(err.contains("no published checksum"), "{err}");
+    let recorded = std::fs::read_to_string(dir.path().join(".downloads/SHA256SUMS")).unwrap();
+    assert!(recorded.contains("maf-data.tar.gz"), "{recorded}");
+    assert_eq!(load_power(dir.path()).unwrap().sizes(), (33, 3, 4));
+    assert!(!dir.path().join("miniboone/data.npy").exists());
+
+    // Already installed: nothing is requested.
+    let n = srv.requests().len();
+    let again = download("power", dir.path(), &srv.base);
+    assert!(again.status.success());
+    assert!(
+        stderr(&again).contains("already present"),
+        "{}",
+        stderr(&again)
+    );
+    // HEPMASS reuses the cached archive, verified against the recorded sha256.
+    let hep = download("hepmass", dir.path(), &srv.base);
+    assert!(hep.status.success(), "{}", stderr(&hep));
+    assert_eq!(srv.requests().len(), n);
+    assert!(
+        !stderr(&hep).contains("no published checksum"),
+        "{}",
+        stderr(&hep)
+    );
+    assert_eq!(load_hepmass(dir.path()).unwrap().sizes(), (45, 5, 20));
+
+    // The cached archive is tampered with: its recorded sha256 catches it.
+    std::fs::write(dir.path().join(".downloads/maf-data.tar.gz"), b"corrupt").unwrap();
+    let bad = download("miniboone", dir.path(), &srv.base);
+    assert!(!bad.status.success());
+    assert!(
+        stderr(&bad).contains("checksum mismatch"),
+        "{}",
+        stderr(&bad)
+    );
+    assert!(!dir.path().join("miniboone/data.npy").exists());
+}
+
+#[test]
+fn hepmass_falls_back_to_uci_and_gas_comes_from_the_uci_zip() {
+    let train = hepmass_csv(50);
+    let test = hepmass_csv(20).replace("mass\n", "mass, x\n");
+    let mut zip_bytes = std::io::Cursor::new(Vec::new());
+    {
+        let mut z = zip::ZipWriter::new(&mut zip_bytes);
+        let o = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Stored);
+        z.start_file("ethylene_methane.txt", o).unwrap();
+        z.write_all(b"other\n").unwrap();
+        z.start_file("data/ethylene_CO.txt", o).unwrap();
+        z.write_all(b"Time CO Eth S\n0.00 0 0 1 2\n").unwrap();
+        z.finish().unwrap();
+    }
+    let srv = TestServer::start(HashMap::from([
+        (
+            "/uci/hepmass/1000_train.csv.gz".into(),
+            Route::new(gz(train.as_bytes())),
+        ),
+        (
+            "/uci/hepmass/1000_test.csv.gz".into(),
+            Route::new(gz(test.as_bytes())),
+        ),
+        (
+            "/uci/gas/data.zip".into(),
+            Route::new(zip_bytes.into_inner()),
+        ),
+    ]));
+    let dir = tempdir();
+    let out = download("hepmass", dir.path(), &srv.base);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("unreachable"), "{}", stderr(&out));
+    let got = std::fs::read_to_string(dir.path().join("hepmass/1000_train.csv")).unwrap();
+    assert_eq!(got, train);
+
+    let out = download("gas", dir.path(), &srv.base);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let got = std::fs::read_to_string(dir.path().join("gas/ethylene_CO.txt")).unwrap();
+    assert_eq!(got, "Time CO Eth S\n0.00 0 0 1 2\n");
+}
+
+fn shared(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared/data")
+        .join(rel)
+}
+
+#[test]
+fn mnist_is_verified_by_content_and_rejected_when_wrong() {
+    let names = [
+        "train-images-idx3-ubyte",
+        "train-labels-idx1-ubyte",
+        "t10k-images-idx3-ubyte",
+        "t10k-labels-idx1-ubyte",
+    ];
+    let routes: HashMap<String, Route> = names
+        .iter()
+        .map(|n| {
+            let body = std::fs::read(shared(&format!("mnist/{n}.gz"))).unwrap();
+            (format!("/mnist/{n}.gz"), Route::new(body))
+        })
+        .collect();
+    let srv = TestServer::start(routes);
+    let dir = tempdir();
+    let out = download("mnist", dir.path(), &srv.base);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("no published checksum"));
+    let m = load_mnist(dir.path(), 10_000).unwrap();
+    assert_eq!(m.test.rows(), 10_000);
+
+    // A mirror serving other bytes: checksum mismatch, nothing installed.
+    srv.set_route(
+        "/mnist/t10k-labels-idx1-ubyte.gz",
+        Route::new(gz(b"\x00\x00\x08\x01\x00\x00\x00\x00")),
+    );
+    let dir2 = tempdir();
+    let out = download("mnist", dir2.path(), &srv.base);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("checksum mismatch") && err.contains("t10k-labels-idx1-ubyte.gz"),
+        "{err}"
+    );
+    assert!(!dir2.path().join("mnist/t10k-labels-idx1-ubyte.gz").exists());
+}
+
+#[test]
+fn bsds300_images_are_checked_one_by_one() {
+    let real = std::fs::read(shared("bsds300/BSDS300-images.tar.gz")).unwrap();
+    let srv = TestServer::start(HashMap::from([(
+        "/bsds300/BSDS300-images.tgz".into(),
+        Route::new(real.clone()),
+    )]));
+    let dir = tempdir();
+    let out = download("bsds300", dir.path(), &srv.base);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("all 300 images match"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        std::fs::read(dir.path().join("bsds300/BSDS300-images.tgz")).unwrap(),
+        real
+    );
+
+    let fake = tar_gz(&[("BSDS300/images/train/100075.jpg", b"not a jpeg".to_vec())]);
+    srv.set_route("/bsds300/BSDS300-images.tgz", Route::new(fake));
+    let dir2 = tempdir();
+    let out = download("bsds300", dir2.path(), &srv.base);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("not the official images"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!dir2.path().join("bsds300/BSDS300-images.tgz").exists());
+}
+
+#[test]
+fn cifar10_md5_mismatch_and_offline_message() {
+    let fake = tar_gz(&[("cifar-10-batches-bin/test_batch.bin", vec![0u8; 100])]);
+    let srv = TestServer::start(HashMap::from([(
+        "/cifar10/cifar-10-binary.tar.gz".into(),
+        Route::new(fake),
+    )]));
+    let dir = tempdir();
+    let out = download("cifar10", dir.path(), &srv.base);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("md5"), "{}", stderr(&out));
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mirror = format!("http://127.0.0.1:{port}");
+    let out = download("miniboone", dir.path(), &mirror);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains(&format!("{mirror}/maf/data.tar.gz")), "{err}");
+    assert!(
+        err.contains("maf-data.tar.gz") && err.contains("by hand"),
+        "{err}"
+    );
+}
+
+/// A MAT-file header followed by filler: `download` does not parse the file (cpflow's
+/// `vae` loader does), it places it and records its sha256.
+fn fake_chardata(fill: u8) -> Vec<u8> {
+    let mut b = b"MATLAB 5.0 MAT-file, fabricated for the xtask tests".to_vec();
+    b.resize(116, b' ');
+    b.extend_from_slice(&[0; 8]);
+    b.extend_from_slice(&[0x00, 0x01, b'I', b'M']);
+    b.extend(std::iter::repeat_n(fill, 1000));
+    b
+}
+
+#[test]
+fn omniglot_is_placed_and_its_sha256_recorded() {
+    let body = fake_chardata(7);
+    let srv = TestServer::start(HashMap::from([(
+        "/omniglot/chardata.mat".into(),
+        Route::new(body.clone()).truncated(1, 300),
+    )]));
+    let dir = tempdir();
+    let out = download("omniglot", dir.path(), &srv.base);
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    // No sha256 is published for IWAE's chardata.mat: warned about, and recorded.
+    assert!(err.contains("no published checksum"), "{err}");
+    let recorded = std::fs::read_to_string(dir.path().join(".downloads/SHA256SUMS")).unwrap();
+    assert!(recorded.contains("omniglot-chardata.mat"), "{recorded}");
+    assert_eq!(
+        std::fs::read(dir.path().join("omniglot/chardata.mat")).unwrap(),
+        body
+    );
+    // The first response was cut short: the transfer was resumed, not restarted.
+    assert!(
+        srv.requests()
+            .iter()
+            .any(|s| s.path == "/omniglot/chardata.mat" && s.range.is_some()),
+        "{:?}",
+        srv.requests()
+    );
+    let again = download("omniglot", dir.path(), &srv.base);
+    assert!(
+        stderr(&again).contains("already present"),
+        "{}",
+        stderr(&again)
+    );
+
+    // Later downloads into the same dir are held to the recorded sha256.
+    srv.set_route("/omniglot/chardata.mat", Route::new(fake_chardata(8)));
+    std::fs::remove_file(dir.path().join("omniglot/chardata.mat")).unwrap();
+    let _ = std::fs::remove_file(dir.path().join(".downloads/omniglot-chardata.mat"));
+    let bad = download("omniglot", dir.path(), &srv.base);
+    assert!(!bad.status.success());
+    let err = stderr(&bad);
+    assert!(
+        err.contains("checksum mismatch") && err.contains("omniglot"),
+        "{err}"
+    );
+    assert!(!dir.path().join("omniglot/chardata.mat").exists());
+}
+
+#[test]
+fn bench_tabular_skips_a_missing_dataset_with_the_download_command() {
+    let data = tempdir();
+    let out = tempdir();
+    let res = xtask(&[
+        "bench-tabular",
+        "--datasets",
+        "power",
+        "--data-dir",
+        data.path().to_str().unwrap(),
+        "--out",
+        out.path().to_str().unwrap(),
+        "--no-progress",
+    ]);
+    assert!(res.status.success(), "{}", stderr(&res));
+    let stdout = String::from_utf8_lossy(&res.stdout);
+    assert!(
+        stdout.contains("cargo xtask download power"),
+        "{stdout}\n{}",
+        stderr(&res)
+    );
+    assert!(out.path().join("bench-tabular.md").is_file());
+    assert!(out.path().join("bench-tabular.json").is_file());
+
+    let bad = xtask(&["bench-tabular", "--datasets", "imagenet"]);
+    assert!(!bad.status.success());
+    assert!(stderr(&bad).contains("unknown dataset"), "{}", stderr(&bad));
+
+    for (cmd, flags) in [
+        (
+            "bench-tabular",
+            &[
+                "--datasets",
+                "--data-dir",
+                "--minutes",
+                "--quick",
+                "--device",
+                "--out",
+            ][..],
+        ),
+        (
+            "reproduce",
+            &[
+                "--quick",
+                "--out",
+                "--minutes",
+                "--device",
+                "--vae-data-dir",
+                "--vae-datasets",
+                "--no-vae",
+            ][..],
+        ),
+    ] {
+        let help = xtask(&[cmd, "--help"]);
+        let text = String::from_utf8_lossy(&help.stdout);
+        for flag in flags {
+            assert!(text.contains(flag), "{cmd}: {flag} missing from\n{text}");
+        }
+    }
+}

@@ -1,0 +1,254 @@
+//! The resumable, verified download against a local test server (no network).
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use crate::common::{Route, TestServer, bytes, tempdir};
+use xtask::checksum::{Checksum, Verified, sha256_bytes};
+use xtask::fetch::{FetchError, FetchOptions, Fetched, agent, fetch, part_path};
+
+fn opts(retries: u32) -> FetchOptions {
+    FetchOptions {
+        retries,
+        backoff: Duration::from_millis(1),
+        progress: false,
+        connect_timeout: Duration::from_secs(5),
+        read_timeout: Duration::from_secs(10),
+    }
+}
+
+fn server(path: &str, route: Route) -> TestServer {
+    TestServer::start(HashMap::from([(path.to_string(), route)]))
+}
+
+const N: usize = 300_000;
+
+#[test]
+fn downloads_verifies_and_renames() {
+    let body = bytes(N, 1);
+    let srv = server("/f.bin", Route::new(body.clone()));
+    let dir = tempdir();
+    let dest = dir.path().join("sub/f.bin");
+    let o = opts(0);
+    let got = fetch(
+        &agent(&o),
+        &[format!("{}/f.bin", srv.base)],
+        &dest,
+        &Checksum::sha256(&sha256_bytes(&body)),
+        &o,
+    )
+    .unwrap();
+    assert!(matches!(
+        got,
+        Fetched::Downloaded {
+            verified: Verified::Match,
+            ..
+        }
+    ));
+    assert_eq!(std::fs::read(&dest).unwrap(), body);
+    assert!(!part_path(&dest).exists());
+    // A second call finds the verified file and sends no request.
+    let n = srv.requests().len();
+    let again = fetch(
+        &agent(&o),
+        &[format!("{}/f.bin", srv.base)],
+        &dest,
+        &Checksum::sha256(&sha256_bytes(&body)),
+        &o,
+    )
+    .unwrap();
+    assert_eq!(again, Fetched::AlreadyPresent(Verified::Match));
+    assert_eq!(srv.requests().len(), n);
+}
+
+#[test]
+fn checksum_mismatch_keeps_nothing() {
+    let body = bytes(N, 2);
+    let srv = server("/f.bin", Route::new(body));
+    let dir = tempdir();
+    let dest = dir.path().join("f.bin");
+    let o = opts(2);
+    let wrong = Checksum::sha256(&sha256_bytes(b"something else"));
+    let err = fetch(
+        &agent(&o),
+        &[format!("{}/f.bin", srv.base)],
+        &dest,
+        &wrong,
+        &o,
+    )
+    .unwrap_err();
+    assert!(matches!(err, FetchError::ChecksumMismatch { .. }), "{err}");
+    assert!(err.to_string().contains("checksum mismatch"), "{err}");
+    assert!(!dest.exists() && !part_path(&dest).exists());
+    // Not retried: one request only.
+    assert_eq!(srv.requests().len(), 1);
+}
+
+#[test]
+fn truncated_transfer_is_resumed_with_a_range_request() {
+    let body = bytes(N, 3);
+    let srv = server("/f.bin", Route::new(body.clone()).truncated(2, 100_000));
+    let dir = tempdir();
+    let dest = dir.path().join("f.bin");
+    let o = opts(3);
+    let sum = Checksum::sha256(&sha256_bytes(&body));
+    fetch(
+        &agent(&o),
+        &[format!("{}/f.bin", srv.base)],
+        &dest,
+        &sum,
+        &o,
+    )
+    .unwrap();
+    assert_eq!(std::fs::read(&dest).unwrap(), body);
+    let seen = srv.requests();
+    assert_eq!(seen.len(), 3, "{seen:?}");
+    assert_eq!(seen[0].range, None);
+    assert_eq!(seen[1].range.as_deref(), Some("bytes=100000-"));
+    assert_eq!(seen[1].status, 206);
+    assert_eq!(seen[2].range.as_deref(), Some("bytes=200000-"));
+}
+
+#[test]
+fn interrupted_download_resumes_on_the_next_run() {
+    let body = bytes(N, 4);
+    let srv = server("/f.bin", Route::new(body.clone()).truncated(1, 123_456));
+    let dir = tempdir();
+    let dest = dir.path().join("f.bin");
+    let o = opts(0);
+    let sum = Checksum::sha256(&sha256_bytes(&body));
+    let url = format!("{}/f.bin", srv.base);
+    let err = fetch(&agent(&o), std::slice::from_ref(&url), &dest, &sum, &o).unwrap_err();
+    assert!(matches!(err, FetchError::Unreachable { .. }), "{err}");
+    // The partial bytes are kept under the .part name only.
+    assert!(!dest.exists());
+    assert_eq!(std::fs::metadata(part_path(&dest)).unwrap().len(), 123_456);
+    fetch(&agent(&o), &[url], &dest, &sum, &o).unwrap();
+    assert_eq!(std::fs::read(&dest).unwrap(), body);
+    let seen = srv.requests();
+    assert_eq!(seen[1].range.as_deref(), Some("bytes=123456-"));
+}
+
+#[test]
+fn server_ignoring_ranges_is_read_from_the_start() {
+    let body = bytes(N, 5);
+    let mut route = Route::new(body.clone()).truncated(1, 50_000);
+    route.ignore_range = true;
+    let srv = server("/f.bin", route);
+    let dir = tempdir();
+    let dest = dir.path().join("f.bin");
+    let o = opts(1);
+    fetch(
+        &agent(&o),
+        &[format!("{}/f.bin", srv.base)],
+        &dest,
+        &Checksum::sha256(&sha256_bytes(&body)),
+        &o,
+    )
+    .unwrap();
+    assert_eq!(std::fs::read(&dest).unwrap(), body);
+    assert_eq!(srv.requests()[1].status, 200);
+}
+
+#[test]
+fn unknown_checksum_reports_the_computed_sha256() {
+    let body = bytes(1000, 6);
+    let srv = server("/f.bin", Route::new(body.clone()));
+    let dir = tempdir();
+    let dest = dir.path().join("f.bin");
+    let o = opts(0);
+    let got = fetch(
+        &agent(&o),
+        &[format!("{}/f.bin", srv.base)],
+        &dest,
+        &Checksum::Unknown,
+        &o,
+    )
+    .unwrap();
+    assert_eq!(
+        got.verified(),
+        &Verified::Unverified {
+            sha256: sha256_bytes(&body)
+        }
+    );
+}
+
+#[test]
+fn falls_back_to_the_next_url_and_reports_unreachable_sources() {
+    let body = bytes(1000, 7);
+    let srv = server("/good.bin", Route::new(body.clone()));
+    let dir = tempdir();
+    let dest = dir.path().join("f.bin");
+    let o = opts(1);
+    let sum = Checksum::sha256(&sha256_bytes(&body));
+    let urls = vec![
+        format!("{}/missing.bin", srv.base),
+        format!("{}/good.bin", srv.base),
+    ];
+    fetch(&agent(&o), &urls, &dest, &sum, &o).unwrap();
+    // 404 is not retried.
+    let seen = srv.requests();
+    assert_eq!(
+        seen.iter().filter(|s| s.status == 404).count(),
+        1,
+        "{seen:?}"
+    );
+
+    // Nothing listens on a port that was just released: the error says what to do by hand.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("http://127.0.0.1:{port}/data.tar.gz");
+    let dest2 = dir.path().join("data.tar.gz");
+    let err = fetch(&agent(&o), std::slice::from_ref(&url), &dest2, &sum, &o).unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, FetchError::Unreachable { .. }), "{msg}");
+    assert!(msg.contains(&url), "{msg}");
+    assert!(msg.contains(&dest2.display().to_string()), "{msg}");
+    assert!(msg.contains("by hand"), "{msg}");
+    assert!(msg.contains(&sha256_bytes(&body)), "{msg}");
+}
+
+#[test]
+fn a_bad_file_on_disk_is_moved_aside_not_trusted() {
+    let dir = tempdir();
+    let dest = dir.path().join("f.bin");
+    std::fs::write(&dest, b"tampered").unwrap();
+    let o = opts(0);
+    let sum = Checksum::sha256(&sha256_bytes(b"original"));
+    let err = fetch(
+        &agent(&o),
+        &["http://127.0.0.1:9/unused".into()],
+        &dest,
+        &sum,
+        &o,
+    )
+    .unwrap_err();
+    assert!(matches!(err, FetchError::ChecksumMismatch { .. }), "{err}");
+    assert!(!dest.exists());
+    assert_eq!(
+        std::fs::read(dir.path().join("f.bin.bad")).unwrap(),
+        b"tampered"
+    );
+}
+
+#[test]
+fn a_stale_part_longer_than_the_file_is_discarded() {
+    let body = bytes(10_000, 8);
+    let srv = server("/f.bin", Route::new(body.clone()));
+    let dir = tempdir();
+    let dest = dir.path().join("f.bin");
+    std::fs::write(part_path(&dest), bytes(20_000, 9)).unwrap();
+    let o = opts(0);
+    let sum = Checksum::sha256(&sha256_bytes(&body));
+    let url = format!("{}/f.bin", srv.base);
+    // 416 for the stale range: the .part fails its checksum and is deleted...
+    let err = fetch(&agent(&o), std::slice::from_ref(&url), &dest, &sum, &o).unwrap_err();
+    assert!(matches!(err, FetchError::ChecksumMismatch { .. }), "{err}");
+    assert!(!part_path(&dest).exists());
+    // ...so the next run downloads it afresh.
+    fetch(&agent(&o), &[url], &dest, &sum, &o).unwrap();
+    assert_eq!(std::fs::read(&dest).unwrap(), body);
+}
