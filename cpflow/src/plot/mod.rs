@@ -53,7 +53,7 @@ pub enum PlotError {
     /// The inputs are inconsistent (empty data, grid size mismatch, non-finite bounds, …).
     #[error("invalid plot input: {0}")]
     InvalidInput(String),
-    /// plotters (or the PNG encoder behind it) failed; its error is the source.
+    /// plotters, the PNG encoder or the file write failed; its error is the source.
     #[error("drawing {path} failed")]
     Draw {
         /// The output file.
@@ -106,7 +106,8 @@ where
     ensure_font()?;
     let err = |e| draw_err(path, e);
     let layout = fig.layout(bounds, |v| tick_label(v, bounds.y));
-    let root = BitMapBackend::new(path, (fig.size, fig.size)).into_drawing_area();
+    let mut pixels = vec![0u8; 3 * fig.size as usize * fig.size as usize];
+    let root = BitMapBackend::with_buffer(&mut pixels, (fig.size, fig.size)).into_drawing_area();
     root.fill(&WHITE).map_err(err)?;
     let mut chart = ChartBuilder::on(&root)
         .caption(
@@ -152,7 +153,20 @@ where
         draw_mesh(&mut chart, false)?;
     }
     root.present().map_err(err)?;
-    Ok(())
+    drop(chart);
+    drop(root);
+    write_png(path, fig.size, &pixels)
+}
+
+/// Encodes `size × size` RGB `pixels` as a PNG and writes it to `path` atomically (a
+/// temporary file beside it, then a rename: an interrupted run leaves no truncated figure).
+fn write_png(path: &Path, size: u32, pixels: &[u8]) -> Result<(), PlotError> {
+    use image::ImageEncoder;
+    let mut png = Vec::new();
+    image::codecs::png::PngEncoder::new(&mut png)
+        .write_image(pixels, size, size, image::ExtendedColorType::Rgb8)
+        .map_err(|e| draw_err(path, e))?;
+    crate::checkpoint::write_atomic(path, &png).map_err(|e| draw_err(path, e))
 }
 
 /// A tick label: few digits, scaled to the axis span (`0.5`, `-2`, `1.2e-5`, `3e+04`).
@@ -313,12 +327,35 @@ mod tests {
     }
 
     #[test]
-    fn draw_errors_keep_plotters_error_as_source() {
+    fn draw_errors_keep_the_cause_as_source() {
         use std::error::Error;
-        let dir = temp_png("no-such-dir").with_extension("");
-        let path = dir.join("missing").join("x.png");
+        // The figure's directory is a file: the write fails.
+        let not_a_dir = temp_png("not-a-dir").with_extension("file");
+        std::fs::write(&not_a_dir, b"x").unwrap();
+        let path = not_a_dir.join("x.png");
         let err = scatter_png(&path, &[[0.0, 0.0]], Bounds::square(1.0), 1, 100).unwrap_err();
-        let source = err.source().expect("plotters' error is the source");
+        assert!(matches!(err, PlotError::Draw { .. }), "{err:?}");
+        let source = err.source().expect("the cause is the source");
         assert!(!err.to_string().contains(&source.to_string()), "{err}");
+        assert!(!path.exists());
+        std::fs::remove_file(&not_a_dir).ok();
+    }
+
+    /// A figure in a directory that does not exist yet: created, PNG complete, no
+    /// temporary file left beside it.
+    #[test]
+    fn figures_create_their_directory_and_leave_no_temporary_file() {
+        let dir = temp_png("new-dir").with_extension("");
+        std::fs::remove_dir_all(&dir).ok();
+        let path = dir.join("sub").join("x.png");
+        scatter_png(&path, &[[0.0, 0.0]], Bounds::square(1.0), 1, 100).unwrap();
+        let img = image::open(&path).unwrap().to_rgb8();
+        assert_eq!(img.dimensions(), (100, 100));
+        let names: Vec<_> = std::fs::read_dir(path.parent().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("x.png")]);
+        std::fs::remove_dir_all(&dir).ok();
     }
 }
