@@ -49,6 +49,8 @@ pub mod image;
 pub mod metrics;
 mod named_vars;
 pub mod observer;
+#[cfg(any(feature = "plot", feature = "datasets", feature = "toy-images"))]
+mod png_file;
 pub mod posterior;
 pub mod potential;
 pub mod prior;

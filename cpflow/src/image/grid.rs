@@ -98,18 +98,12 @@ pub fn write_sample_grid(images: &Tensor, rows: usize, cols: usize, path: &Path)
         u32::try_from(gw).map_err(|_| too_big(gw, gh))?,
         u32::try_from(gh).map_err(|_| too_big(gw, gh))?,
     );
-    let result = if c == 1 {
+    let size = (gw32, gh32);
+    if c == 1 {
         let grey: Vec<u8> = buf.chunks_exact(3).map(|p| p[0]).collect();
-        image::GrayImage::from_raw(gw32, gh32, grey)
-            .map(|img| img.save_with_format(path, image::ImageFormat::Png))
+        crate::png_file::write_png(path, size, image::ExtendedColorType::L8, &grey)
     } else {
-        image::RgbImage::from_raw(gw32, gh32, buf)
-            .map(|img| img.save_with_format(path, image::ImageFormat::Png))
-    };
-    match result {
-        Some(Ok(())) => Ok(()),
-        Some(Err(e)) => Err(CpflowError::io(path, std::io::Error::other(e))),
-        None => Err(too_big(gw, gh)),
+        crate::png_file::write_png(path, size, image::ExtendedColorType::Rgb8, &buf)
     }
 }
 

@@ -155,18 +155,9 @@ where
     root.present().map_err(err)?;
     drop(chart);
     drop(root);
-    write_png(path, fig.size, &pixels)
-}
-
-/// Encodes `size × size` RGB `pixels` as a PNG and writes it to `path` atomically (a
-/// temporary file beside it, then a rename: an interrupted run leaves no truncated figure).
-fn write_png(path: &Path, size: u32, pixels: &[u8]) -> Result<(), PlotError> {
-    use image::ImageEncoder;
-    let mut png = Vec::new();
-    image::codecs::png::PngEncoder::new(&mut png)
-        .write_image(pixels, size, size, image::ExtendedColorType::Rgb8)
-        .map_err(|e| draw_err(path, e))?;
-    crate::checkpoint::write_atomic(path, &png).map_err(|e| draw_err(path, e))
+    let size = (fig.size, fig.size);
+    crate::png_file::write_png(path, size, image::ExtendedColorType::Rgb8, &pixels)
+        .map_err(|e| draw_err(path, e))
 }
 
 /// A tick label: few digits, scaled to the axis span (`0.5`, `-2`, `1.2e-5`, `3e+04`).
