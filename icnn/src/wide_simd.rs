@@ -30,35 +30,15 @@ pub(crate) fn has_avx2_fma() -> bool {
 /// `name`, whose body runs as an `#[inline(always)]` kernel compiled for AVX2 + FMA when
 /// [`has_avx2_fma`], and as built otherwise (see the module docs).
 macro_rules! avx2_fma_fn {
-    ($(#[$meta:meta])* $vis:vis fn $name:ident<$t:ident: $bound:path>($($arg:ident: $ty:ty),* $(,)?) $body:block) => {
+    ($(#[$meta:meta])* $vis:vis fn $name:ident $(<$t:ident: $bound:path>)? ($($arg:ident: $ty:ty),* $(,)?) $body:block) => {
         $(#[$meta])*
-        $vis fn $name<$t: $bound>($($arg: $ty),*) {
+        $vis fn $name $(<$t: $bound>)? ($($arg: $ty),*) {
             #[inline(always)]
-            fn kernel<$t: $bound>($($arg: $ty),*) $body
+            fn kernel $(<$t: $bound>)? ($($arg: $ty),*) $body
             #[cfg(target_arch = "x86_64")]
             {
                 #[target_feature(enable = "avx2,fma")]
-                fn wide<$t: $bound>($($arg: $ty),*) {
-                    kernel($($arg),*)
-                }
-                if $crate::wide_simd::has_avx2_fma() {
-                    // SAFETY: the CPU has AVX2 and FMA (checked just above), the target
-                    // features `wide` is compiled with.
-                    return unsafe { wide($($arg),*) };
-                }
-            }
-            kernel($($arg),*)
-        }
-    };
-    ($(#[$meta:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $body:block) => {
-        $(#[$meta])*
-        $vis fn $name($($arg: $ty),*) {
-            #[inline(always)]
-            fn kernel($($arg: $ty),*) $body
-            #[cfg(target_arch = "x86_64")]
-            {
-                #[target_feature(enable = "avx2,fma")]
-                fn wide($($arg: $ty),*) {
+                fn wide $(<$t: $bound>)? ($($arg: $ty),*) {
                     kernel($($arg),*)
                 }
                 if $crate::wide_simd::has_avx2_fma() {
@@ -83,12 +63,26 @@ mod tests {
         }
     }
 
+    avx2_fma_fn! {
+        fn shift_f64(xs: &mut [f64], a: f64) {
+            for x in xs.iter_mut() {
+                *x += a;
+            }
+        }
+    }
+
     #[test]
     fn the_wrapper_computes_the_kernel() {
         let mut xs: Vec<f32> = (0..37).map(|i| i as f32).collect();
         scale(&mut xs, 2.0);
         for (i, x) in xs.iter().enumerate() {
             assert_eq!(*x, 2.0 * i as f32);
+        }
+        // The form without a type parameter.
+        let mut ys: Vec<f64> = (0..37).map(f64::from).collect();
+        shift_f64(&mut ys, 0.5);
+        for (i, y) in ys.iter().enumerate() {
+            assert_eq!(*y, i as f64 + 0.5);
         }
     }
 }

@@ -350,8 +350,8 @@ avx2_fma_fn! {
                     let at = (i * tl.w + OUT * tj) * co;
                     dst[..cols * co].copy_from_slice(&img[at..at + cols * co]);
                 }
-                // half[r] (4 pixels each): the patch's rows combined; then each row's pixels, straight
-                // to their planes.
+                // half[r] (4 pixels each): the patch's rows combined; then each row's
+                // pixels, straight to their planes.
                 a(parts(&patch, OUT * co), parts_mut(&mut half, OUT * co));
                 let at = (lr * tl.tw + tj) * co;
                 for (r, src) in half.chunks_exact(OUT * co).enumerate() {
