@@ -75,6 +75,16 @@ macro_rules! kernels {
                 p * scale
             }
 
+            /// `(σ(x), e, r)` with `e = exp(−|x|)` and `r = 1/(1 + e)`: the logistic function
+            /// as `r` or `e·r` (no overflow; vectorisable), with the parts its derivatives use
+            /// (`σ(1 − σ) = e·r²`).
+            #[inline(always)]
+            pub(crate) fn logistic(x: $t) -> ($t, $t, $t) {
+                let e = exp_neg(-x.abs());
+                let r = 1.0 / (1.0 + e);
+                (if x >= 0.0 { r } else { e * r }, e, r)
+            }
+
             /// `log(1 + e)` for `0 ≤ e ≤ 1` (vectorisable series in `s = e/(2+e) ≤ 1/3`,
             /// accurate in relative terms for small `e`).
             #[inline(always)]
@@ -103,9 +113,7 @@ macro_rules! kernels {
             fn base_triple(kind: ActivationKind, x: $t) -> ($t, $t, $t) {
                 match kind {
                     ActivationKind::Softplus => {
-                        let e = exp_neg(-x.abs());
-                        let r = 1.0 / (1.0 + e);
-                        let sig = if x >= 0.0 { r } else { e * r };
+                        let (sig, e, r) = logistic(x);
                         (x.max(0.0) + log1p_unit(e), sig, e * r * r)
                     }
                     ActivationKind::GaussianSoftplus => {
@@ -178,27 +186,19 @@ macro_rules! kernels {
                             let e = exp_neg(-x.abs());
                             x.max(0.0) + log1p_unit(e) + a * x + c0
                         }),
-                        (1, ActivationKind::Softplus) => run!(|x| {
-                            let e = exp_neg(-x.abs());
-                            let r = 1.0 / (1.0 + e);
-                            (if x >= 0.0 { r } else { e * r }) + c1
-                        }),
+                        (1, ActivationKind::Softplus) => run!(|x| logistic(x).0 + c1),
                         (2, ActivationKind::Softplus) => run!(|x| {
-                            let e = exp_neg(-x.abs());
-                            let r = 1.0 / (1.0 + e);
+                            let (_, e, r) = logistic(x);
                             e * r * r
                         }),
                         (3, ActivationKind::Softplus) => run!(|x| {
                             // σ(1−σ)(1−2σ), with 1 − 2σ = −sign(x)(1−e)/(1+e).
-                            let e = exp_neg(-x.abs());
-                            let r = 1.0 / (1.0 + e);
+                            let (_, e, r) = logistic(x);
                             let m = (1.0 - e) * r;
                             e * r * r * if x >= 0.0 { -m } else { m }
                         }),
                         (_, ActivationKind::Softplus) => run!(|x| {
-                            let e = exp_neg(-x.abs());
-                            let r = 1.0 / (1.0 + e);
-                            let sg = if x >= 0.0 { r } else { e * r };
+                            let sg = logistic(x).0;
                             poly.iter().rev().fold(0.0, |acc, &c| acc * sg + c as $t)
                         }),
                         (0, ActivationKind::GaussianSoftplus) => {

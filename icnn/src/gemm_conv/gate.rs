@@ -30,22 +30,21 @@ pub(super) trait Logistic: WithDType + Default + ExpNonPositive {
 }
 
 macro_rules! logistic {
-    ($t:ty) => {
+    ($t:ty, $kernels:ident) => {
         impl Logistic for $t {
-            /// `1/(1 + e)` or `e/(1 + e)` with `e = exp(−|x|)`: no overflow, and the
-            /// branch-free exponential ([`ExpNonPositive`]) vectorises where libm's `exp`
-            /// (a call per value, ~8% of a VAE step's samples) did not.
+            /// The activation kernels' logistic (`1/(1 + e)` or `e/(1 + e)` with
+            /// `e = exp(−|x|)`): no overflow, and the branch-free exponential
+            /// ([`ExpNonPositive`]) vectorises where libm's `exp` (a call per value, ~8% of a
+            /// VAE step's samples) did not.
             #[inline(always)]
             fn sigmoid(self) -> Self {
-                let e = (-self.abs()).exp_nonpositive();
-                let r = 1.0 / (1.0 + e);
-                if self >= 0.0 { r } else { e * r }
+                crate::fused::$kernels::logistic(self).0
             }
         }
     };
 }
-logistic!(f32);
-logistic!(f64);
+logistic!(f32, k32);
+logistic!(f64, k64);
 
 /// `(images, channel pairs n, H·W)` of a `(B, 2n, H, W)` layout.
 fn geometry(l: &Layout, op: &'static str) -> candle_core::Result<(usize, usize, usize)> {
