@@ -1,7 +1,7 @@
 //! Smoke test of the `cpflow` binary: train a tiny model a few iterations on a toy, then
 //! `eval`, `sample` and `plot` it, and run a tiny `ot`.
 
-use crate::cli_common::{cpflow, cpflow_fails, non_empty, temp_dir};
+use crate::cli_common::{cpflow, cpflow_fails, cpflow_log, non_empty, temp_dir};
 
 #[test]
 fn train_eval_sample_plot_round_trip() {
@@ -55,8 +55,9 @@ fn train_eval_sample_plot_round_trip() {
         (Some(64), Some(64))
     );
 
-    // Resume for two more iterations.
-    cpflow(&[
+    // Resume for two more iterations. The log goes to stderr as plain text when stderr is
+    // not a terminal (a file, a pipe): no colour escape codes.
+    let log = cpflow_log(&[
         "train",
         "--config",
         run.join("config.toml").to_str().unwrap(),
@@ -65,6 +66,11 @@ fn train_eval_sample_plot_round_trip() {
         "--resume",
         "--no-progress",
     ]);
+    assert!(log.contains("resuming"), "{log}");
+    assert!(
+        !log.contains('\u{1b}'),
+        "escape codes in a piped log: {log:?}"
+    );
 
     let out = cpflow(&["eval", "--model", run_s, "-n", "50"]);
     let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();

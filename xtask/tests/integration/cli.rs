@@ -100,8 +100,13 @@ fn maf_datasets_download_extract_and_load() {
     let out = download("power", dir.path(), &srv.base);
     let err = stderr(&out);
     assert!(out.status.success(), "{err}");
-    // No sha256 is published for the Zenodo archive: warned about, and recorded.
+    // No sha256 is published for the Zenodo archive: warned about, and recorded. The log is
+    // plain text when stderr is a pipe (no colour escape codes).
     assert!(err.contains("no published checksum"), "{err}");
+    assert!(
+        !err.contains('\u{1b}'),
+        "escape codes in a piped log: {err:?}"
+    );
     let recorded = std::fs::read_to_string(dir.path().join(".downloads/SHA256SUMS")).unwrap();
     assert!(recorded.contains("maf-data.tar.gz"), "{recorded}");
     assert_eq!(load_power(dir.path()).unwrap().sizes(), (33, 3, 4));

@@ -4,29 +4,43 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// Runs `cpflow` with `args`, asserting success; returns stdout.
-pub fn cpflow(args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_cpflow"))
+/// Runs `cpflow` with `args` and `RUST_LOG=level`.
+fn run(args: &[&str], level: &str) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_cpflow"))
         .args(args)
-        .env("RUST_LOG", "warn")
+        .env("RUST_LOG", level)
         .output()
-        .expect("running cpflow");
-    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+        .expect("running cpflow")
+}
+
+/// Asserts that `out` is a success, printing both streams otherwise.
+fn assert_success(args: &[&str], out: &std::process::Output) {
     assert!(
         out.status.success(),
-        "cpflow {args:?} failed:\nstdout: {stdout}\nstderr: {}",
+        "cpflow {args:?} failed:\nstdout: {}\nstderr: {}",
+        String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    stdout
+}
+
+/// Runs `cpflow` with `args`, asserting success; returns stdout.
+pub fn cpflow(args: &[&str]) -> String {
+    let out = run(args, "warn");
+    assert_success(args, &out);
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+/// Runs `cpflow` with `args` and info-level logging, asserting success; returns stderr (the
+/// log).
+pub fn cpflow_log(args: &[&str]) -> String {
+    let out = run(args, "info");
+    assert_success(args, &out);
+    String::from_utf8_lossy(&out.stderr).to_string()
 }
 
 /// Runs `cpflow` expecting a failure; returns stderr.
 pub fn cpflow_fails(args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_cpflow"))
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .output()
-        .expect("running cpflow");
+    let out = run(args, "warn");
     assert!(!out.status.success(), "cpflow {args:?} succeeded");
     String::from_utf8_lossy(&out.stderr).to_string()
 }
