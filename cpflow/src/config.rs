@@ -203,11 +203,22 @@ impl Default for TrainConfig {
 }
 
 impl TrainConfig {
-    /// Check the values (positive sizes, finite rates).
+    /// Check the values (positive sizes and counts, finite rates).
+    ///
+    /// ```
+    /// let mut cfg = cpflow::TrainConfig::default();
+    /// cfg.validate().unwrap();
+    /// cfg.max_iterations = 0;
+    /// assert!(cfg.validate().unwrap_err().to_string().contains("max_iterations"));
+    /// ```
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(CpflowError::InvalidConfig(m));
         if self.batch_size == 0 || self.eval_batch_size == 0 {
             return bad("batch sizes must be positive".into());
+        }
+        if self.max_iterations == 0 {
+            // The first step initialises ActNorm from data: no step, no usable flow.
+            return bad("max_iterations must be at least 1".into());
         }
         if !(self.adam.lr.is_finite() && self.adam.lr >= 0.0) {
             return bad(format!(

@@ -194,6 +194,9 @@ impl VaeConfig {
         if t.batch_size == 0 {
             return bad("train.batch_size must be ≥ 1");
         }
+        if t.epochs == 0 {
+            return bad("train.epochs must be ≥ 1");
+        }
         if !(t.max_beta.is_finite() && t.max_beta >= 0.0) {
             return bad("train.max_beta must be finite and ≥ 0");
         }

@@ -471,8 +471,13 @@ fn bad_inputs_are_errors() {
     );
     let mut cfg: VaeConfig =
         toml::from_str("[data]\ndataset = \"caltech101\"\nroot = \"x\"\n").unwrap();
+    cfg.validate().unwrap();
     cfg.train.batch_size = 0;
     assert!(cfg.validate().is_err());
+    cfg.train.batch_size = 1;
+    cfg.train.epochs = 0;
+    let err = cfg.validate().unwrap_err().to_string();
+    assert!(err.contains("train.epochs"), "{err}");
     assert!(
         toml::from_str::<VaeConfig>(
             "[data]\ndataset = \"caltech101\"\nroot = \"x\"\n[train]\nepoch = 3\n"

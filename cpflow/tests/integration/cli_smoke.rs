@@ -290,3 +290,48 @@ fn unknown_config_keys_are_rejected() {
         assert!(err.contains(table), "{text}: {err}");
     }
 }
+
+#[test]
+fn zero_counts_are_refused_with_the_argument_named() {
+    // Refused while the arguments are read (the model path is never opened).
+    for (args, flag) in [
+        (&["eval", "--model", "nowhere", "-n", "0"][..], "-n"),
+        (
+            &["eval", "--model", "nowhere", "--batch-size", "0"][..],
+            "--batch-size",
+        ),
+        (
+            &["eval", "--model", "nowhere", "--probes", "0"][..],
+            "--probes",
+        ),
+        (
+            &["sample", "--model", "nowhere", "-n", "0", "-o", "s.npy"][..],
+            "-n",
+        ),
+        (
+            &["plot", "--model", "nowhere", "--samples", "0"][..],
+            "--samples",
+        ),
+        (&["plot", "--model", "nowhere", "--grid", "1"][..], "--grid"),
+    ] {
+        let err = cpflow_fails(args);
+        assert!(
+            err.contains(flag) && err.contains("must be at least"),
+            "{args:?}: {err}"
+        );
+        assert!(!err.contains("nowhere"), "{args:?}: {err}");
+    }
+    // No training step means no data-initialised flow to evaluate or save.
+    let dir = temp_dir("zero-iters");
+    let err = cpflow_fails(&[
+        "train",
+        "--data",
+        "8gaussians",
+        "--iters",
+        "0",
+        "--no-progress",
+        "--out",
+        dir.join("run").to_str().unwrap(),
+    ]);
+    assert!(err.contains("max_iterations must be at least 1"), "{err}");
+}

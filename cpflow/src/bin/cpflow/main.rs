@@ -113,19 +113,19 @@ pub struct EvalArgs {
     #[arg(long)]
     pub data: Option<String>,
     /// Points drawn when the data are a toy or an image.
-    #[arg(long, short = 'n', default_value_t = 10_000)]
+    #[arg(long, short = 'n', default_value_t = 10_000, value_parser = count_at_least::<1>)]
     pub n: usize,
     /// Log-det estimator.
     #[arg(long, value_enum, default_value_t = Estimator::Exact)]
     pub estimator: Estimator,
     /// SLQ probes per point.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = count_at_least::<1>)]
     pub probes: usize,
     /// SLQ Lanczos steps.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10, value_parser = count_at_least::<1>)]
     pub steps: usize,
     /// Points per evaluation chunk.
-    #[arg(long, default_value_t = 1024)]
+    #[arg(long, default_value_t = 1024, value_parser = count_at_least::<1>)]
     pub batch_size: usize,
     #[command(flatten)]
     pub dev: DeviceArgs,
@@ -146,7 +146,7 @@ pub struct SampleArgs {
     #[arg(long, short)]
     pub model: PathBuf,
     /// Number of samples (an image grid draws rows × cols instead).
-    #[arg(short = 'n', long, default_value_t = 1000)]
+    #[arg(short = 'n', long, default_value_t = 1000, value_parser = count_at_least::<1>)]
     pub n: usize,
     /// Output file (.npy or .csv; a PNG with `--grid`).
     #[arg(long, short)]
@@ -159,6 +159,19 @@ pub struct SampleArgs {
     pub temperature: Option<f64>,
     #[command(flatten)]
     pub dev: DeviceArgs,
+}
+
+/// A count of at least `MIN` (points, probes, steps, grid cells): `0` is refused when the
+/// arguments are read instead of failing, or doing nothing, later.
+fn count_at_least<const MIN: usize>(s: &str) -> std::result::Result<usize, String> {
+    let n = s
+        .trim()
+        .parse::<usize>()
+        .map_err(|e| format!("`{s}` is not a count: {e}"))?;
+    if n < MIN {
+        return Err(format!("must be at least {MIN}, got {n}"));
+    }
+    Ok(n)
 }
 
 fn parse_grid(s: &str) -> std::result::Result<(usize, usize), String> {
@@ -190,10 +203,10 @@ pub struct PlotArgs {
     #[arg(long, default_value_t = 4.0)]
     pub half_width: f64,
     /// Density grid resolution.
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, default_value_t = 100, value_parser = count_at_least::<2>)]
     pub grid: usize,
     /// Number of model samples drawn.
-    #[arg(long, default_value_t = 2000)]
+    #[arg(long, default_value_t = 2000, value_parser = count_at_least::<1>)]
     pub samples: usize,
     #[command(flatten)]
     pub dev: DeviceArgs,

@@ -84,6 +84,8 @@ impl Default for ImageTestConfig {
 /// assert_eq!((cfg.batch_size, cfg.adam.lr, cfg.clip_grad_norm), (64, 1e-3, Some(1.0)));
 /// assert_eq!((cfg.surrogate.cg_atol, cfg.surrogate.cg_rtol), (1e-3, 1e-3));
 /// cfg.validate().unwrap();
+/// let no_steps: cpflow::image::ImageTrainConfig = toml::from_str("epochs = 0").unwrap();
+/// assert!(no_steps.validate().is_err());
 /// ```
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -170,6 +172,10 @@ impl ImageTrainConfig {
         let bad = |m: String| Err(CpflowError::InvalidConfig(m));
         if self.epochs.is_none() && self.max_iterations.is_none() && self.max_minutes.is_none() {
             return bad("image training needs epochs, max_iterations or max_minutes".into());
+        }
+        if self.epochs == Some(0) || self.max_iterations == Some(0) {
+            // The first step initialises ActNorm from data: no step, no usable flow.
+            return bad("epochs and max_iterations must be at least 1 when given".into());
         }
         if let Some(m) = self.max_minutes
             && !(m.is_finite() && m >= 0.0)
