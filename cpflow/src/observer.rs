@@ -6,6 +6,8 @@
 //! once at the end of the run. An observer reads the trainer (model, state, configuration) and
 //! returns [`Control::Stop`] to end the run early: the run then finishes like one that reached
 //! its iteration cap (final validation, best weights restored, checkpoint and model written).
+//! [`Control::Pause`] ends the call without finishing the run (an interrupt: the checkpoint
+//! holds it, [`Trainer::resume`] continues it).
 //!
 //! Two observers come with the crate: [`NllCurve`] (an NLL on a data set every `period` steps,
 //! e.g. the validation curve of the toy experiment and of `cpflow train`) and [`TimeBudget`]
@@ -26,6 +28,10 @@ pub enum Control {
     Continue,
     /// End the run now (it finishes as if it had reached its iteration cap).
     Stop,
+    /// End this call now without finishing the run, as [`Trainer::fit_steps`] does at its step
+    /// limit: the last weights, optimiser and RNG state go to the checkpoint (when the trainer
+    /// has an output directory); no final validation, no model file. For interrupts.
+    Pause,
 }
 
 /// When an observer is called.

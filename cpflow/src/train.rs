@@ -48,6 +48,9 @@ pub enum StopReason {
     Observer,
     /// The per-call step limit of [`Trainer::fit_steps`] was reached: the run is not finished.
     StepLimit,
+    /// An observer paused the run ([`crate::observer::Control::Pause`], e.g. on an interrupt):
+    /// the run is not finished.
+    Paused,
 }
 
 /// Summary of a [`Trainer::fit`] call.

@@ -177,9 +177,13 @@ impl Trainer {
         let total = self.config.max_iterations;
         let bar = Progress::new(total as u64, self.options.progress_bar);
         bar.set_position(self.state.iteration as u64);
-        let mut stop_requested = false;
+        let (mut stop_requested, mut pause_requested) = (false, false);
         for o in observers.iter_mut() {
-            stop_requested |= o.observe(self, Moment::Start)? == Control::Stop;
+            match o.observe(self, Moment::Start)? {
+                Control::Stop => stop_requested = true,
+                Control::Pause => pause_requested = true,
+                Control::Continue => {}
+            }
         }
         let mut history = Vec::new();
         let (mut last_loss, mut cg_sum, mut cg_n) = (f64::NAN, 0.0, 0usize);
@@ -187,6 +191,7 @@ impl Trainer {
         let mut last_val: Option<f64> = self.state.best_val_nll;
         let mut steps = 0;
         while !stop_requested
+            && !pause_requested
             && self.state.iteration < total
             && steps < max_steps
             && !self.state.stopped_early
@@ -290,7 +295,11 @@ impl Trainer {
             for o in observers.iter_mut() {
                 let p = o.period();
                 if p > 0 && self.state.iteration.is_multiple_of(p) {
-                    stop_requested |= o.observe(self, Moment::Periodic)? == Control::Stop;
+                    match o.observe(self, Moment::Periodic)? {
+                        Control::Stop => stop_requested = true,
+                        Control::Pause => pause_requested = true,
+                        Control::Continue => {}
+                    }
                 }
             }
         }
@@ -298,13 +307,15 @@ impl Trainer {
             StopReason::EarlyStopping
         } else if self.state.iteration >= total {
             StopReason::MaxIterations
+        } else if pause_requested {
+            StopReason::Paused
         } else if stop_requested {
             StopReason::Observer
         } else {
             StopReason::StepLimit
         };
         bar.finish_and_clear();
-        if stop_reason == StopReason::StepLimit {
+        if matches!(stop_reason, StopReason::StepLimit | StopReason::Paused) {
             self.checkpoint_if_configured()?;
         } else {
             self.finish(val.as_ref())?;

@@ -335,3 +335,72 @@ fn zero_counts_are_refused_with_the_argument_named() {
     ]);
     assert!(err.contains("max_iterations must be at least 1"), "{err}");
 }
+
+/// Ctrl-C during `cpflow train` stops after the step in progress, writes the checkpoint and
+/// says how to continue (no model, no report: the run is not finished); `--resume` goes on.
+#[cfg(unix)]
+#[test]
+fn an_interrupted_training_run_is_saved_and_resumes() {
+    use std::process::{Command, Stdio};
+    let dir = temp_dir("interrupt");
+    let run = dir.join("run");
+    let child = Command::new(env!("CARGO_BIN_EXE_cpflow"))
+        .args([
+            "train",
+            "--data",
+            "8gaussians",
+            "--iters",
+            "1000000",
+            "--batch-size",
+            "16",
+        ])
+        .args(["--set", "model.width=4", "--set", "model.depth=2"])
+        .args(["--set", "data.n_train=256", "--set", "data.n_val=32"])
+        .args(["--set", "data.n_test=32", "--set", "run.plots=false"])
+        .args(["--set", "train.log_every=1", "--no-progress", "--out"])
+        .arg(&run)
+        .env("RUST_LOG", "warn")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until steps are being logged, so that the signal comes during training.
+    let metrics = run.join("metrics.jsonl");
+    let t0 = std::time::Instant::now();
+    while std::fs::read_to_string(&metrics).map_or(0, |s| s.lines().count()) < 3 {
+        assert!(t0.elapsed().as_secs() < 120, "no training steps logged");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let kill = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("--resume"), "{err}");
+    non_empty(&run.join("checkpoint.safetensors"));
+    assert!(!run.join("report.json").exists());
+    let done: usize = err
+        .split("interrupted after iteration ")
+        .nth(1)
+        .and_then(|s| s.split(':').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no iteration in {err}"));
+    assert!(done >= 3, "{err}");
+
+    let config = run.join("config.toml");
+    let more = (done + 2).to_string();
+    let args = [
+        "train",
+        "--config",
+        config.to_str().unwrap(),
+        "--iters",
+        &more,
+    ];
+    cpflow(&[&args[..], &["--resume", "--no-progress"]].concat());
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("report.json")).unwrap()).unwrap();
+    assert_eq!(report["iterations"], done + 2);
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -1,7 +1,7 @@
 //! The life of a training run on disk: the final checkpoint holds the last weights (so a
 //! resume continues the same trajectory), resumes with another batch or data size work, a
-//! fresh run starts a fresh metrics file, observers see and stop runs, and a stopped run
-//! finishes like one that reached its cap.
+//! fresh run starts a fresh metrics file, observers see and stop runs, a stopped run
+//! finishes like one that reached its cap, and a paused run is checkpointed unfinished.
 
 use std::time::Duration;
 
@@ -238,4 +238,61 @@ fn observers_see_the_run_and_can_stop_it() {
     assert!(dir.join("model.safetensors").exists());
     assert!(rep.best_val_nll.is_some_and(f64::is_finite));
     std::fs::remove_dir_all(&dir).ok();
+}
+
+/// A paused run (an observer's `Control::Pause`, what `cpflow train` does on Ctrl-C) ends the
+/// call after the step in progress without finishing: the checkpoint holds that step, no
+/// model file or final validation; resumed, it ends with the same last weights as a straight
+/// run of the same length.
+#[test]
+fn a_paused_run_is_checkpointed_unfinished_and_resumes_on_the_same_trajectory() {
+    let train = Dataset::new(data(72, 2, 111));
+    let val = Dataset::new(data(24, 2, 112));
+    let (pause_at, n) = (5, 9);
+    let straight_dir = tmpdir("unpaused");
+    let mut straight = Trainer::new(flow(6), config(n))
+        .unwrap()
+        .with_options(opts(&straight_dir));
+    straight.fit(&train, Some(&val)).unwrap();
+
+    let dir = tmpdir("paused");
+    let mut pause = FnObserver::new(1, |t: &Trainer, m: Moment| {
+        Ok(
+            if m == Moment::Periodic && t.state().iteration == pause_at {
+                Control::Pause
+            } else {
+                Control::Continue
+            },
+        )
+    });
+    let mut first = Trainer::new(flow(6), config(n))
+        .unwrap()
+        .with_options(opts(&dir));
+    let rep = first
+        .fit_observed(&train, Some(&val), &mut [&mut pause])
+        .unwrap();
+    assert_eq!(rep.stop_reason, StopReason::Paused);
+    assert_eq!(rep.iterations, pause_at);
+    assert!(!dir.join("model.safetensors").exists());
+    let ck = dir.join("checkpoint.safetensors");
+    let saved = load_checkpoint(&ck, &Device::Cpu).unwrap();
+    assert_eq!(saved.meta.state.as_ref().unwrap().iteration, pause_at);
+    drop(first);
+
+    let mut resumed = Trainer::resume(&ck, &Device::Cpu, None)
+        .unwrap()
+        .with_options(opts(&dir));
+    let rep2 = resumed.fit(&train, Some(&val)).unwrap();
+    assert_eq!(
+        (rep2.iterations, rep2.stop_reason),
+        (n, StopReason::MaxIterations)
+    );
+    assert!(dir.join("model.safetensors").exists());
+    assert_eq!(
+        model_weights(&straight_dir.join("checkpoint.safetensors")),
+        model_weights(&ck),
+        "the paused and resumed run left the straight run's trajectory"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+    std::fs::remove_dir_all(&straight_dir).ok();
 }

@@ -16,6 +16,7 @@
 
 mod commands;
 mod data;
+mod interrupt;
 mod model_plots;
 mod run_config;
 

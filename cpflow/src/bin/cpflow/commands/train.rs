@@ -10,6 +10,7 @@ use std::time::Instant;
 
 use crate::TrainArgs;
 use crate::data::{Rows, load};
+use crate::interrupt::Interrupt;
 use crate::model_plots::{PlotOptions, rows_to_points, write_model_plots};
 use crate::run_config::{Overrides, is_image_config, resolve, resolve_image};
 
@@ -125,11 +126,22 @@ pub fn train(a: TrainArgs) -> Result<()> {
         NllCurve::new(v.clone(), NllEstimator::Exact, cfg.run.eval_every)
             .with_seed(cfg.train.seed ^ 0xE7A1)
     });
+    let interrupt = Interrupt::install()?;
+    let mut pause = interrupt.observer();
     let ts = Instant::now();
     let rep = match curve.as_mut() {
-        Some(c) => trainer.fit_observed(&train_set, val, &mut [c])?,
-        None => trainer.fit(&train_set, val)?,
+        Some(c) => trainer.fit_observed(&train_set, val, &mut [c, pause.as_mut()])?,
+        None => trainer.fit_observed(&train_set, val, &mut [pause.as_mut()])?,
     };
+    if rep.stop_reason == StopReason::Paused {
+        bail!(
+            "interrupted after iteration {}: the run is saved in {}; continue it with \
+             `cpflow train --config {} --resume`",
+            rep.iterations,
+            out.join("checkpoint.safetensors").display(),
+            out.join("config.toml").display()
+        );
+    }
     let train_time = (ts
         .elapsed()
         .saturating_sub(curve.as_ref().map(|c| c.eval_time()).unwrap_or_default()))

@@ -1,0 +1,44 @@
+//! Ctrl-C (SIGINT) and SIGTERM during `cpflow train`: the first one pauses the run after the
+//! step in progress and writes its checkpoint (`--resume` continues it); a second one ends the
+//! process at once.
+
+use anyhow::{Context, Result};
+use cpflow::observer::{Control, FnObserver, Moment, TrainObserver};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Exit status after a second interrupt (128 + SIGINT, what a shell reports for Ctrl-C).
+const ABRUPT_EXIT: i32 = 130;
+
+/// The flag that the first SIGINT or SIGTERM sets.
+pub struct Interrupt {
+    flag: Arc<AtomicBool>,
+}
+
+impl Interrupt {
+    /// Replaces the default handling of SIGINT and SIGTERM for the rest of the process.
+    pub fn install() -> Result<Self> {
+        use signal_hook::consts::{SIGINT, SIGTERM};
+        let flag = Arc::new(AtomicBool::new(false));
+        for signal in [SIGINT, SIGTERM] {
+            // Registered first, so that it is armed only once the first signal set the flag.
+            signal_hook::flag::register_conditional_shutdown(signal, ABRUPT_EXIT, flag.clone())
+                .context("installing the interrupt handler")?;
+            signal_hook::flag::register(signal, flag.clone())
+                .context("installing the interrupt handler")?;
+        }
+        Ok(Interrupt { flag })
+    }
+
+    /// An observer (called after every step) that pauses the run once the flag is set.
+    pub fn observer(&self) -> Box<dyn TrainObserver> {
+        let flag = self.flag.clone();
+        Box::new(FnObserver::new(1, move |_: &cpflow::Trainer, moment| {
+            if moment == Moment::Periodic && flag.load(Ordering::Relaxed) {
+                tracing::warn!("interrupted: writing the checkpoint (interrupt again to quit now)");
+                return Ok(Control::Pause);
+            }
+            Ok(Control::Continue)
+        }))
+    }
+}
