@@ -65,6 +65,15 @@ pub enum CpflowError {
         /// The last checkpoint written by this run (weights from before the failure), if any.
         checkpoint: Option<std::path::PathBuf>,
     },
+    /// Training was interrupted (the run's interrupt flag was set) and paused after a step;
+    /// resuming from the checkpoint continues it.
+    #[error("interrupted after training step {iteration}; {}", saved_note(.checkpoint))]
+    Interrupted {
+        /// Optimiser steps done.
+        iteration: usize,
+        /// The checkpoint that holds the run at that step (`None`: no output directory).
+        checkpoint: Option<std::path::PathBuf>,
+    },
     /// A checkpoint is malformed or incompatible with the model.
     #[error("checkpoint error: {0}")]
     Checkpoint(String),
@@ -84,6 +93,13 @@ fn checkpoint_note(checkpoint: &Option<std::path::PathBuf>) -> String {
     match checkpoint {
         Some(p) => format!("the last good checkpoint is {}", p.display()),
         None => "no checkpoint was written before it".to_string(),
+    }
+}
+
+fn saved_note(checkpoint: &Option<std::path::PathBuf>) -> String {
+    match checkpoint {
+        Some(p) => format!("the run is saved in {}", p.display()),
+        None => "nothing was saved (no output directory)".to_string(),
     }
 }
 

@@ -268,6 +268,7 @@ pub fn run_image_part(
             out_dir: Some(dir.clone()),
             resume: false,
             progress_bar: progress,
+            interrupt: None,
         };
         let rep = run_image_training(&flow_cfg, &cfg.train, &data, device, &run)
             .with_context(|| format!("training the image flow on {}", dataset.name()))?;

@@ -94,6 +94,7 @@ fn ours(a: &Args) -> Result<(serde_json::Value, ImageExperimentConfig)> {
             out_dir: Some(dir.clone()),
             resume: false,
             progress_bar: false,
+            interrupt: None,
         },
     )?;
     let lines = std::fs::read_to_string(dir.join("metrics.jsonl"))?;

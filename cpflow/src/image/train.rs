@@ -21,6 +21,8 @@ mod evaluate;
 mod run;
 
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
 use serde::{Deserialize, Deserializer, Serialize};
 
@@ -56,6 +58,10 @@ pub struct ImageRunOptions {
     pub resume: bool,
     /// Show a progress bar (feature `progress`).
     pub progress_bar: bool,
+    /// A flag that, once set (by a signal handler, another thread), pauses the run after the
+    /// step in progress: the checkpoint is written and [`run_image_training`] returns
+    /// [`crate::CpflowError::Interrupted`]; `resume` continues the run.
+    pub interrupt: Option<Arc<AtomicBool>>,
 }
 
 /// One point of the validation curve.

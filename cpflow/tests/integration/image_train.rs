@@ -216,6 +216,39 @@ fn resume_follows_the_uninterrupted_trajectory() {
     }
     // Another seed (other batches, noise and probes) ends elsewhere: the comparison can fail.
     assert!(differs_with_seed);
+    // An interrupt (the flag set from the start) pauses the run after its first step: the
+    // checkpoint holds it, there is no model file, and resuming ends where `a` ended.
+    let d = temp_dir("resume-d");
+    let opts = ImageRunOptions {
+        out_dir: Some(d.clone()),
+        interrupt: Some(std::sync::Arc::new(std::sync::atomic::AtomicBool::new(
+            true,
+        ))),
+        ..Default::default()
+    };
+    let cfg = ImageTrainConfig {
+        seed: 3,
+        ..tiny_train(5)
+    };
+    match run_image_training(&flow, &cfg, &data, &Device::Cpu, &opts) {
+        Err(cpflow::CpflowError::Interrupted {
+            iteration: 1,
+            checkpoint: Some(p),
+        }) => assert_eq!(p, d.join("checkpoint.safetensors")),
+        other => panic!("expected an interrupt after step 1, got {other:?}"),
+    }
+    assert!(!d.join("model.safetensors").exists());
+    assert_eq!(run(&d, 5, 3, true).iterations, 5);
+    let td = checkpoint_tensors(&d);
+    for (k, t) in &ta {
+        let diff = (t - &td[k]).unwrap().abs().unwrap().max_all().unwrap();
+        assert_eq!(
+            diff.to_scalar::<f32>().unwrap(),
+            0.0,
+            "{k} after the interrupt"
+        );
+    }
+    std::fs::remove_dir_all(&d).ok();
     // The resumed run appended to the metrics file: one line per step.
     let its: Vec<usize> = read_metrics(&b.join("metrics.jsonl"))
         .iter()

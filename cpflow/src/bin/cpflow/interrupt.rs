@@ -1,6 +1,6 @@
-//! Ctrl-C (SIGINT) and SIGTERM during `cpflow train`: the first one pauses the run after the
-//! step in progress and writes its checkpoint (`--resume` continues it); a second one ends the
-//! process at once.
+//! Ctrl-C (SIGINT) and SIGTERM during `cpflow train` (tabular, toy and image runs): the first
+//! one pauses the run after the step in progress and writes its checkpoint (`--resume`
+//! continues it); a second one ends the process at once.
 
 use anyhow::{Context, Result};
 use cpflow::observer::{Control, FnObserver, Moment, TrainObserver};
@@ -28,6 +28,11 @@ impl Interrupt {
                 .context("installing the interrupt handler")?;
         }
         Ok(Interrupt { flag })
+    }
+
+    /// The flag itself (for trainers that take one, like the image trainer's).
+    pub fn flag(&self) -> Arc<AtomicBool> {
+        self.flag.clone()
     }
 
     /// An observer (called after every step) that pauses the run once the flag is set.

@@ -27,6 +27,7 @@ use crate::image::flow::ImageFlow;
 use crate::metrics::MetricsWriter;
 use crate::progress::Progress;
 use crate::rng::FlowRng;
+use std::sync::atomic::Ordering;
 
 /// Validation seed = `train.seed ^ VAL_SEED_SALT` (the evaluation streams are independent of
 /// the training stream, so evaluating never changes the training trajectory; every validation
@@ -474,10 +475,26 @@ impl<'a> Run<'a> {
                 }
             }
             bar.set_position(it as u64);
-            if val.is_some()
+            let interrupted = !last
+                && opts
+                    .interrupt
+                    .as_ref()
+                    .is_some_and(|f| f.load(Ordering::Relaxed));
+            if interrupted
+                || val.is_some()
                 || (cfg.checkpoint_every > 0 && it.is_multiple_of(cfg.checkpoint_every))
             {
                 self.save_checkpoint()?;
+            }
+            if interrupted {
+                bar.finish_and_clear();
+                return Err(CpflowError::Interrupted {
+                    iteration: it,
+                    checkpoint: self
+                        .out_dir
+                        .as_ref()
+                        .map(|d| d.join("checkpoint.safetensors")),
+                });
             }
         };
         bar.finish_and_clear();
