@@ -342,6 +342,7 @@ pub fn run_vae_part(opts: &VaePartOptions, out: &Path, progress: bool) -> Result
             let run = VaeRunOptions {
                 resume: false,
                 progress_bar: progress,
+                interrupt: None,
             };
             let rep = run_vae_on(&cfg, &data, &out.join(&rel), &run).with_context(|| {
                 format!(

@@ -409,24 +409,61 @@ fn training_lowers_the_validation_elbo_and_resume_is_exact() {
     )
     .unwrap();
     assert_eq!(resumed.val_curve, full.val_curve);
+    // An interrupt (the flag set from the start) pauses at the end of the first epoch, with
+    // its checkpoint; resumed, the run ends where the uninterrupted one did.
+    let interrupt = Some(std::sync::Arc::new(std::sync::atomic::AtomicBool::new(
+        true,
+    )));
+    let paused = dir.join("paused");
+    let err = run_vae_on(
+        &cfg,
+        &data,
+        &paused,
+        &VaeRunOptions {
+            interrupt,
+            ..Default::default()
+        },
+    )
+    .unwrap_err();
+    assert!(
+        matches!(&err, crate::CpflowError::Interrupted { checkpoint: Some(p), .. }
+            if *p == paused.join("checkpoint.safetensors")),
+        "{err}"
+    );
+    let (meta, _) =
+        load_vae_checkpoint(&paused.join("checkpoint.safetensors"), &Device::Cpu).unwrap();
+    assert_eq!(meta.state.unwrap().epoch, 1);
+    let resume = VaeRunOptions {
+        resume: true,
+        ..Default::default()
+    };
+    assert_eq!(
+        run_vae_on(&cfg, &data, &paused, &resume).unwrap().val_curve,
+        full.val_curve
+    );
     let (_, a) =
         load_vae_checkpoint(&dir.join("full/checkpoint.safetensors"), &Device::Cpu).unwrap();
-    let (_, b) =
-        load_vae_checkpoint(&dir.join("split/checkpoint.safetensors"), &Device::Cpu).unwrap();
-    for (k, t) in &a {
-        let d = (t - b.get(k).unwrap())
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap();
-        assert_eq!(
-            d.to_dtype(DType::F64).unwrap().to_scalar::<f64>().unwrap(),
-            0.0,
-            "{k}"
-        );
+    for other in ["split", "paused"] {
+        let (_, b) = load_vae_checkpoint(
+            &dir.join(other).join("checkpoint.safetensors"),
+            &Device::Cpu,
+        )
+        .unwrap();
+        for (k, t) in &a {
+            let d = (t - b.get(k).unwrap())
+                .unwrap()
+                .abs()
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .max(0)
+                .unwrap();
+            assert_eq!(
+                d.to_dtype(DType::F64).unwrap().to_scalar::<f64>().unwrap(),
+                0.0,
+                "{k} ({other})"
+            );
+        }
     }
     // A checkpoint of another model is refused.
     cfg.model.width = 7;

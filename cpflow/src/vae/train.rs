@@ -4,6 +4,8 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use candle_core::{DType, Device};
@@ -29,6 +31,10 @@ pub struct VaeRunOptions {
     pub resume: bool,
     /// Draw progress bars on stderr.
     pub progress_bar: bool,
+    /// A flag that, once set (by a signal handler, another thread), pauses the run at the end
+    /// of the epoch in progress (checkpoints are written per epoch): [`run_vae`] then returns
+    /// [`CpflowError::Interrupted`], and `resume` continues the run.
+    pub interrupt: Option<Arc<AtomicBool>>,
 }
 
 /// Why training stopped.
@@ -381,6 +387,17 @@ fn train_epochs(
         if state.bad_epochs > t.early_stopping_epochs {
             bar.finish_and_clear();
             return Ok(VaeStopReason::EarlyStopping);
+        }
+        let interrupted = options
+            .interrupt
+            .as_ref()
+            .is_some_and(|f| f.load(Ordering::Relaxed));
+        if interrupted && state.epoch < t.epochs {
+            bar.finish_and_clear();
+            return Err(CpflowError::Interrupted {
+                iteration: state.steps,
+                checkpoint: Some(ckpt_path),
+            });
         }
     }
     bar.finish_and_clear();

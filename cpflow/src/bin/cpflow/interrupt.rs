@@ -1,6 +1,6 @@
-//! Ctrl-C (SIGINT) and SIGTERM during `cpflow train` (tabular, toy and image runs): the first
-//! one pauses the run after the step in progress and writes its checkpoint (`--resume`
-//! continues it); a second one ends the process at once.
+//! Ctrl-C (SIGINT) and SIGTERM during `cpflow train` and `cpflow vae`: the first one pauses
+//! the run after the step in progress (VAE: the epoch, its checkpoints are per epoch) and
+//! writes its checkpoint (`--resume` continues it); a second one ends the process at once.
 
 use anyhow::{Context, Result};
 use cpflow::observer::{Control, FnObserver, Moment, TrainObserver};
@@ -27,6 +27,21 @@ impl Interrupt {
             signal_hook::flag::register(signal, flag.clone())
                 .context("installing the interrupt handler")?;
         }
+        // Said when it happens (a signal handler cannot log): a step, an evaluation or a VAE
+        // epoch can take a while.
+        let seen = flag.clone();
+        std::thread::Builder::new()
+            .name("interrupt-watch".into())
+            .spawn(move || {
+                while !seen.load(Ordering::Relaxed) {
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                }
+                tracing::warn!(
+                    "interrupted: saving the run after the step (VAE: the epoch) in progress; \
+                     interrupt again to quit now"
+                );
+            })
+            .context("starting the interrupt watcher")?;
         Ok(Interrupt { flag })
     }
 
@@ -40,7 +55,6 @@ impl Interrupt {
         let flag = self.flag.clone();
         Box::new(FnObserver::new(1, move |_: &cpflow::Trainer, moment| {
             if moment == Moment::Periodic && flag.load(Ordering::Relaxed) {
-                tracing::warn!("interrupted: writing the checkpoint (interrupt again to quit now)");
                 return Ok(Control::Pause);
             }
             Ok(Control::Continue)

@@ -1,9 +1,10 @@
 //! `cpflow vae`: the VAE experiment of Table 3 (Gaussian or CP-Flow posterior).
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use cpflow::vae::{PosteriorKind, VaeConfig, VaeRunOptions, run_vae};
 
 use crate::VaeArgs;
+use crate::interrupt::Interrupt;
 use crate::run_config::{parse_value, set_path};
 
 /// Reads the TOML file, applies `--set` and the flags, deserialises (unknown keys are errors
@@ -48,11 +49,19 @@ pub fn vae(a: VaeArgs) -> Result<()> {
     let opts = VaeRunOptions {
         resume: a.resume,
         progress_bar: !a.no_progress,
+        interrupt: Some(Interrupt::install()?.flag()),
     };
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
     std::fs::write(a.out.join("config.toml"), toml::to_string_pretty(&cfg)?)
         .with_context(|| format!("writing {}/config.toml", a.out.display()))?;
-    let r = run_vae(&cfg, &a.out, &opts)?;
+    let r = match run_vae(&cfg, &a.out, &opts) {
+        Err(e @ cpflow::CpflowError::Interrupted { .. }) => bail!(
+            "{e}; continue it with `cpflow vae --config {} --out {} --resume`",
+            a.out.join("config.toml").display(),
+            a.out.display()
+        ),
+        r => r?,
+    };
     let unit = if r.test_neg_elbo_bpd.is_some() {
         " (bits/dim below)"
     } else {
