@@ -450,19 +450,7 @@ fn training_lowers_the_validation_elbo_and_resume_is_exact() {
         )
         .unwrap();
         for (k, t) in &a {
-            let d = (t - b.get(k).unwrap())
-                .unwrap()
-                .abs()
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .max(0)
-                .unwrap();
-            assert_eq!(
-                d.to_dtype(DType::F64).unwrap().to_scalar::<f64>().unwrap(),
-                0.0,
-                "{k} ({other})"
-            );
+            assert_eq!(max_abs_diff(t, &b[k]), 0.0, "{k} ({other})");
         }
     }
     // A checkpoint of another model is refused.
