@@ -402,5 +402,6 @@ fn an_interrupted_training_run_is_saved_and_resumes() {
     let report: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(run.join("report.json")).unwrap()).unwrap();
     assert_eq!(report["iterations"], done + 2);
+    assert_eq!(report["resumed_at"], done);
     std::fs::remove_dir_all(&dir).ok();
 }

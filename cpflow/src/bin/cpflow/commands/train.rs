@@ -29,6 +29,9 @@ struct TrainSummary {
     iterations: usize,
     /// The configured maximum.
     max_iterations: usize,
+    /// The iteration this invocation resumed from (`--resume`); `train_time_s`,
+    /// `wall_time_s` and `val_nll_curve` then cover only the iterations after it.
+    resumed_at: Option<usize>,
     stop_reason: StopReason,
     /// `(iteration, validation exact NLL)` every `run.eval_every` iterations.
     val_nll_curve: Vec<(usize, f64)>,
@@ -126,6 +129,7 @@ pub fn train(a: TrainArgs) -> Result<()> {
         NllCurve::new(v.clone(), NllEstimator::Exact, cfg.run.eval_every)
             .with_seed(cfg.train.seed ^ 0xE7A1)
     });
+    let resumed_at = a.resume.then(|| trainer.state().iteration);
     let interrupt = Interrupt::install()?;
     let mut pause = interrupt.observer();
     let ts = Instant::now();
@@ -187,6 +191,7 @@ pub fn train(a: TrainArgs) -> Result<()> {
         parameters: flow.num_parameters(),
         iterations: rep.iterations,
         max_iterations: cfg.train.max_iterations,
+        resumed_at,
         stop_reason: rep.stop_reason,
         val_nll_curve: curve.map(|c| c.into_points()).unwrap_or_default(),
         val_nll: rep.best_val_nll,
@@ -225,8 +230,15 @@ fn summary_line(s: &TrainSummary, out: &std::path::Path) -> String {
         (Some(t), None) => format!("; test exact NLL {t:.4} nats"),
         (None, _) => "; no test score (no test rows: data.test_fraction = 0)".to_string(),
     };
+    let resumed = match s.resumed_at {
+        Some(r) => format!(
+            " ({} after resuming at {r})",
+            s.iterations.saturating_sub(r)
+        ),
+        None => String::new(),
+    };
     format!(
-        "trained {} iterations{stop} in {:.1} s{val}{test}; outputs in {}",
+        "trained {} iterations{resumed}{stop} in {:.1} s{val}{test}; outputs in {}",
         s.iterations,
         s.train_time_s,
         out.display()
