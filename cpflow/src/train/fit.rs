@@ -177,21 +177,17 @@ impl Trainer {
         let total = self.config.max_iterations;
         let bar = Progress::new(total as u64, self.options.progress_bar);
         bar.set_position(self.state.iteration as u64);
-        let (mut stop_requested, mut pause_requested) = (false, false);
+        // What the observers asked for so far (`Continue`: nothing).
+        let mut requested = Control::Continue;
         for o in observers.iter_mut() {
-            match o.observe(self, Moment::Start)? {
-                Control::Stop => stop_requested = true,
-                Control::Pause => pause_requested = true,
-                Control::Continue => {}
-            }
+            request(&mut requested, o.observe(self, Moment::Start)?);
         }
         let mut history = Vec::new();
         let (mut last_loss, mut cg_sum, mut cg_n) = (f64::NAN, 0.0, 0usize);
         let (mut win_t, mut win_samples) = (Instant::now(), 0u64);
         let mut last_val: Option<f64> = self.state.best_val_nll;
         let mut steps = 0;
-        while !stop_requested
-            && !pause_requested
+        while requested == Control::Continue
             && self.state.iteration < total
             && steps < max_steps
             && !self.state.stopped_early
@@ -295,11 +291,7 @@ impl Trainer {
             for o in observers.iter_mut() {
                 let p = o.period();
                 if p > 0 && self.state.iteration.is_multiple_of(p) {
-                    match o.observe(self, Moment::Periodic)? {
-                        Control::Stop => stop_requested = true,
-                        Control::Pause => pause_requested = true,
-                        Control::Continue => {}
-                    }
+                    request(&mut requested, o.observe(self, Moment::Periodic)?);
                 }
             }
         }
@@ -307,12 +299,12 @@ impl Trainer {
             StopReason::EarlyStopping
         } else if self.state.iteration >= total {
             StopReason::MaxIterations
-        } else if pause_requested {
-            StopReason::Paused
-        } else if stop_requested {
-            StopReason::Observer
         } else {
-            StopReason::StepLimit
+            match requested {
+                Control::Pause => StopReason::Paused,
+                Control::Stop => StopReason::Observer,
+                Control::Continue => StopReason::StepLimit,
+            }
         };
         bar.finish_and_clear();
         if matches!(stop_reason, StopReason::StepLimit | StopReason::Paused) {
@@ -404,5 +396,14 @@ impl Trainer {
             self.flow.save(&d.join("model.safetensors"))?;
         }
         Ok(())
+    }
+}
+
+/// Folds an observer's answer into what the run has been asked so far: a pause outranks a
+/// stop (an interrupted run must not be finished), either outranks continuing.
+fn request(requested: &mut Control, answer: Control) {
+    match (answer, *requested) {
+        (Control::Pause, _) | (Control::Stop, Control::Continue) => *requested = answer,
+        _ => {}
     }
 }

@@ -10,7 +10,6 @@
 
 use super::im2col::contiguous_slice;
 use super::ops::{dispatch_f32_f64, for_each_chunk, when_tracked};
-use crate::ExpNonPositive;
 use crate::host_par::zeros;
 use crate::wide_simd::avx2_fma_fn;
 use candle_core::backend::BackendStorage;
@@ -25,7 +24,7 @@ pub(super) struct Gate;
 struct GateGrad;
 
 /// f32/f64 with the logistic function.
-pub(super) trait Logistic: WithDType + Default + ExpNonPositive {
+pub(super) trait Logistic: WithDType + Default {
     fn sigmoid(self) -> Self;
 }
 
@@ -34,7 +33,7 @@ macro_rules! logistic {
         impl Logistic for $t {
             /// The activation kernels' logistic (`1/(1 + e)` or `e/(1 + e)` with
             /// `e = exp(−|x|)`): no overflow, and the branch-free exponential
-            /// ([`ExpNonPositive`]) vectorises where libm's `exp` (a call per value, ~8% of a
+            /// ([`crate::ExpNonPositive`]) vectorises where libm's `exp` (a call per value, ~8% of a
             /// VAE step's samples) did not.
             #[inline(always)]
             fn sigmoid(self) -> Self {

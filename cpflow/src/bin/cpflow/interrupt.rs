@@ -2,7 +2,7 @@
 //! the run after the step in progress (VAE: the epoch, its checkpoints are per epoch) and
 //! writes its checkpoint (`--resume` continues it); a second one ends the process at once.
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, anyhow};
 use cpflow::observer::{Control, FnObserver, Moment, TrainObserver};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -48,6 +48,20 @@ impl Interrupt {
     /// The flag itself (for trainers that take one, like the image trainer's).
     pub fn flag(&self) -> Arc<AtomicBool> {
         self.flag.clone()
+    }
+
+    /// `result`, or, for a run that an interrupt paused ([`cpflow::CpflowError::Interrupted`]),
+    /// that error with the command that continues the run (`resume`).
+    pub fn with_resume_hint<T>(
+        result: cpflow::Result<T>,
+        resume: impl FnOnce() -> String,
+    ) -> Result<T> {
+        match result {
+            Err(e @ cpflow::CpflowError::Interrupted { .. }) => {
+                Err(anyhow!("{e}; continue it with `{}`", resume()))
+            }
+            r => Ok(r?),
+        }
     }
 
     /// An observer (called after every step) that pauses the run once the flag is set.

@@ -180,11 +180,7 @@ fn parse_grid(s: &str) -> std::result::Result<(usize, usize), String> {
         .split_once(['x', 'X'])
         .ok_or_else(|| format!("grid `{s}` is not ROWSxCOLS (e.g. 8x8)"))?;
     let p = |v: &str| {
-        v.trim()
-            .parse::<usize>()
-            .ok()
-            .filter(|&n| n > 0)
-            .ok_or_else(|| format!("grid `{s}`: `{v}` is not a positive integer"))
+        count_at_least::<1>(v).map_err(|_| format!("grid `{s}`: `{v}` is not a positive integer"))
     };
     Ok((p(r)?, p(c)?))
 }

@@ -490,10 +490,7 @@ impl<'a> Run<'a> {
                 bar.finish_and_clear();
                 return Err(CpflowError::Interrupted {
                     iteration: it,
-                    checkpoint: self
-                        .out_dir
-                        .as_ref()
-                        .map(|d| d.join("checkpoint.safetensors")),
+                    checkpoint: self.last_checkpoint.clone(),
                 });
             }
         };

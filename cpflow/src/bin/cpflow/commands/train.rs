@@ -289,14 +289,16 @@ fn train_image(a: TrainArgs) -> Result<()> {
         progress_bar: !a.no_progress,
         interrupt: Some(Interrupt::install()?.flag()),
     };
-    let r = match run_image_training(&flow, &cfg.train, &data, &device, &opts) {
-        Err(e @ cpflow::CpflowError::Interrupted { .. }) => bail!(
-            "{e}; continue it with `cpflow train --config {} --out {} --resume`",
-            out.join("config.toml").display(),
-            out.display()
-        ),
-        r => r?,
-    };
+    let r = Interrupt::with_resume_hint(
+        run_image_training(&flow, &cfg.train, &data, &device, &opts),
+        || {
+            format!(
+                "cpflow train --config {} --out {} --resume",
+                out.join("config.toml").display(),
+                out.display()
+            )
+        },
+    )?;
     let val = r.val_curve.last().map_or(String::new(), |p| {
         format!(
             "; validation bpd {:.4} ± {:.4} (SLQ, EMA)",

@@ -1,6 +1,6 @@
 //! `cpflow vae`: the VAE experiment of Table 3 (Gaussian or CP-Flow posterior).
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use cpflow::vae::{PosteriorKind, VaeConfig, VaeRunOptions, run_vae};
 
 use crate::VaeArgs;
@@ -54,14 +54,13 @@ pub fn vae(a: VaeArgs) -> Result<()> {
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
     std::fs::write(a.out.join("config.toml"), toml::to_string_pretty(&cfg)?)
         .with_context(|| format!("writing {}/config.toml", a.out.display()))?;
-    let r = match run_vae(&cfg, &a.out, &opts) {
-        Err(e @ cpflow::CpflowError::Interrupted { .. }) => bail!(
-            "{e}; continue it with `cpflow vae --config {} --out {} --resume`",
+    let r = Interrupt::with_resume_hint(run_vae(&cfg, &a.out, &opts), || {
+        format!(
+            "cpflow vae --config {} --out {} --resume",
             a.out.join("config.toml").display(),
             a.out.display()
-        ),
-        r => r?,
-    };
+        )
+    })?;
     let unit = if r.test_neg_elbo_bpd.is_some() {
         " (bits/dim below)"
     } else {
