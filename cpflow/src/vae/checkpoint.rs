@@ -33,6 +33,41 @@ pub struct VaeTrainState {
     pub train_seconds: f64,
     /// The trainer's RNG.
     pub rng: RngState,
+    /// The epoch in progress, when the run was paused within it (absent at epoch ends, and in
+    /// checkpoints written before runs could pause mid-epoch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partial_epoch: Option<PartialEpoch>,
+}
+
+/// An epoch paused between two steps: what [`VaeTrainState`] needs to finish it as the
+/// uninterrupted run would have (same batches, same random draws, same epoch record).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PartialEpoch {
+    /// The trainer's RNG before the epoch's shuffle: the batch order is drawn again from it
+    /// (the RNG after the last step done is [`VaeTrainState::rng`]).
+    pub shuffle_rng: RngState,
+    /// The batches of the epoch already trained.
+    pub sums: EpochSums,
+}
+
+/// Running sums of an epoch's training steps (its [`super::VaeEpochRecord`] is made from
+/// them).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct EpochSums {
+    /// Steps (batches) done.
+    pub batches: usize,
+    /// Sum of the steps' training losses.
+    pub loss: f64,
+    /// Sum of the steps' reconstruction terms.
+    pub reconstruction: f64,
+    /// CG iterations, over all systems.
+    pub cg_iterations: usize,
+    /// CG systems solved.
+    pub cg_systems: usize,
+    /// CG systems that met the tolerance.
+    pub cg_converged: usize,
+    /// Seconds of the steps.
+    pub seconds: f64,
 }
 
 /// The JSON part of a VAE checkpoint.

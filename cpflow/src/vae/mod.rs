@@ -29,7 +29,10 @@ mod config;
 mod evaluate;
 mod train;
 
-pub use checkpoint::{VaeCheckpointMeta, VaeTrainState, load_vae_checkpoint, save_vae_checkpoint};
+pub use checkpoint::{
+    EpochSums, PartialEpoch, VaeCheckpointMeta, VaeTrainState, load_vae_checkpoint,
+    save_vae_checkpoint,
+};
 pub use config::{VaeConfig, VaeDataConfig, VaeEvalConfig, VaeTrainConfig};
 pub use evaluate::{MeanWithError, make_batch, split_importance_nll, split_neg_elbo};
 pub use train::{

@@ -409,30 +409,47 @@ fn training_lowers_the_validation_elbo_and_resume_is_exact() {
     )
     .unwrap();
     assert_eq!(resumed.val_curve, full.val_curve);
-    // An interrupt (the flag set from the start) pauses at the end of the first epoch, with
-    // its checkpoint; resumed, the run ends where the uninterrupted one did.
+    // An interrupt (the flag set from the start) pauses after the step in progress, with its
+    // checkpoint; an epoch here is 3 steps (24 images, batches of 8). Paused after steps 1
+    // and 2 (within the first epoch), then after step 3 (its last: the epoch is validated
+    // and checkpointed first), then resumed to the end: the run ends where the uninterrupted
+    // one did, and the epoch records are the same.
     let interrupt = Some(std::sync::Arc::new(std::sync::atomic::AtomicBool::new(
         true,
     )));
     let paused = dir.join("paused");
-    let err = run_vae_on(
-        &cfg,
-        &data,
-        &paused,
-        &VaeRunOptions {
-            interrupt,
-            ..Default::default()
-        },
-    )
-    .unwrap_err();
-    assert!(
-        matches!(&err, crate::CpflowError::Interrupted { checkpoint: Some(p), .. }
-            if *p == paused.join("checkpoint.safetensors")),
-        "{err}"
-    );
-    let (meta, _) =
-        load_vae_checkpoint(&paused.join("checkpoint.safetensors"), &Device::Cpu).unwrap();
-    assert_eq!(meta.state.unwrap().epoch, 1);
+    for (k, (steps, epoch, within)) in [(1, 0, Some(1)), (2, 0, Some(2)), (3, 1, None)]
+        .into_iter()
+        .enumerate()
+    {
+        let err = run_vae_on(
+            &cfg,
+            &data,
+            &paused,
+            &VaeRunOptions {
+                resume: k > 0,
+                interrupt: interrupt.clone(),
+                ..Default::default()
+            },
+        )
+        .unwrap_err();
+        assert!(
+            matches!(&err, crate::CpflowError::Interrupted { iteration, checkpoint: Some(p) }
+                if *p == paused.join("checkpoint.safetensors") && *iteration == steps),
+            "{err}"
+        );
+        let (meta, _) =
+            load_vae_checkpoint(&paused.join("checkpoint.safetensors"), &Device::Cpu).unwrap();
+        let state = meta.state.unwrap();
+        assert_eq!(
+            (
+                state.steps,
+                state.epoch,
+                state.partial_epoch.map(|p| p.sums.batches)
+            ),
+            (steps, epoch, within)
+        );
+    }
     let resume = VaeRunOptions {
         resume: true,
         ..Default::default()
@@ -441,6 +458,18 @@ fn training_lowers_the_validation_elbo_and_resume_is_exact() {
         run_vae_on(&cfg, &data, &paused, &resume).unwrap().val_curve,
         full.val_curve
     );
+    let records = |run: &str| -> Vec<VaeEpochRecord> {
+        std::fs::read_to_string(dir.join(run).join("metrics.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let mut r: VaeEpochRecord = serde_json::from_str(l).unwrap();
+                (r.train_seconds, r.val_seconds) = (0.0, 0.0);
+                r
+            })
+            .collect()
+    };
+    assert_eq!(records("paused"), records("full"));
     let (_, a) =
         load_vae_checkpoint(&dir.join("full/checkpoint.safetensors"), &Device::Cpu).unwrap();
     for other in ["split", "paused"] {

@@ -14,7 +14,8 @@ use serde::{Deserialize, Serialize};
 
 use super::adamax::Adamax;
 use super::checkpoint::{
-    VaeCheckpointMeta, VaeTrainState, load_vae_checkpoint, save_vae_checkpoint,
+    EpochSums, PartialEpoch, VaeCheckpointMeta, VaeTrainState, load_vae_checkpoint,
+    save_vae_checkpoint,
 };
 use super::config::VaeConfig;
 use super::data::{VaeData, VaeSplit, load_vae_data};
@@ -31,9 +32,10 @@ pub struct VaeRunOptions {
     pub resume: bool,
     /// Draw progress bars on stderr.
     pub progress_bar: bool,
-    /// A flag that, once set (by a signal handler, another thread), pauses the run at the end
-    /// of the epoch in progress (checkpoints are written per epoch): [`run_vae`] then returns
-    /// [`CpflowError::Interrupted`], and `resume` continues the run.
+    /// A flag that, once set (by a signal handler, another thread), pauses the run after the
+    /// training step in progress (after the epoch's validation when that step was the epoch's
+    /// last), its checkpoint written: [`run_vae`] then returns [`CpflowError::Interrupted`],
+    /// and `resume` continues the run on the same trajectory (same batches, same draws).
     pub interrupt: Option<Arc<AtomicBool>>,
 }
 
@@ -170,6 +172,7 @@ pub fn run_vae_on(
             val_curve: Vec::new(),
             train_seconds: 0.0,
             rng: rng.state(),
+            partial_epoch: None,
         }
     };
     let metrics_path = out.join("metrics.jsonl");
@@ -293,12 +296,33 @@ fn train_epochs(
         }
         let epoch = state.epoch + 1;
         let beta = t.beta(epoch);
+        // The epoch's batch order: drawn now, or drawn again from the RNG state it came from
+        // when the run was paused within the epoch (the RNG itself then continues from the
+        // pause).
+        let paused_within = state.partial_epoch.take();
         let mut order: Vec<usize> = (0..n).collect();
-        order.shuffle(&mut rng);
+        let (shuffle_rng, mut sums) = match paused_within {
+            Some(p) => {
+                order.shuffle(&mut FlowRng::from_state(&p.shuffle_rng)?);
+                (p.shuffle_rng, p.sums)
+            }
+            None => {
+                let before = rng.state();
+                order.shuffle(&mut rng);
+                (before, EpochSums::default())
+            }
+        };
+        let batches: Vec<&[usize]> = order.chunks(bs).collect();
+        if sums.batches > 0 && sums.batches >= batches.len() {
+            return Err(CpflowError::Checkpoint(format!(
+                "{} was paused after {} batches of an epoch that has {}",
+                ckpt_path.display(),
+                sums.batches,
+                batches.len()
+            )));
+        }
         let start = Instant::now();
-        let (mut loss_sum, mut rec_sum, mut batches) = (0.0, 0.0, 0usize);
-        let (mut cg_its, mut cg_sys, mut cg_conv) = (0usize, 0usize, 0usize);
-        for idx in order.chunks(bs) {
+        for (i, idx) in batches.iter().enumerate().skip(sums.batches) {
             let batch = make_batch(vae, data, VaeSplit::Train, idx, &mut rng)?;
             let terms = vae.train_terms(&batch, beta, &t.cg, &mut rng)?;
             let loss = terms.loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
@@ -312,18 +336,32 @@ fn train_epochs(
             let grads = terms.loss.backward()?;
             opt.step(&grads)?;
             state.steps += 1;
-            loss_sum += loss;
-            rec_sum += terms.reconstruction;
-            batches += 1;
-            cg_its += terms.cg.iterations.iter().sum::<usize>();
-            cg_sys += terms.cg.iterations.len();
-            cg_conv += terms.cg.converged;
+            sums.batches += 1;
+            sums.loss += loss;
+            sums.reconstruction += terms.reconstruction;
+            sums.cg_iterations += terms.cg.iterations.iter().sum::<usize>();
+            sums.cg_systems += terms.cg.iterations.len();
+            sums.cg_converged += terms.cg.converged;
             bar.set_message(format!(
                 "epoch {epoch} β {beta:.2} loss {:.2}",
-                loss_sum / batches as f64
+                sums.loss / sums.batches as f64
             ));
+            // Paused between two steps of the epoch; after its last step the run goes on to
+            // the epoch's validation and checkpoint, and pauses below.
+            if i + 1 < batches.len() && interrupted(options) {
+                bar.finish_and_clear();
+                sums.seconds += start.elapsed().as_secs_f64();
+                state.rng = rng.state();
+                state.partial_epoch = Some(PartialEpoch { shuffle_rng, sums });
+                save_checkpoint(&ckpt_path, config, state, vae, opt)?;
+                return Err(CpflowError::Interrupted {
+                    iteration: state.steps,
+                    checkpoint: Some(ckpt_path),
+                });
+            }
         }
-        let train_seconds = start.elapsed().as_secs_f64();
+        sums.seconds += start.elapsed().as_secs_f64();
+        let train_seconds = sums.seconds;
         state.train_seconds += train_seconds;
         let vstart = Instant::now();
         let val = split_neg_elbo(vae, data, VaeSplit::Val, usize::MAX, bs, &mut rng)?;
@@ -346,11 +384,6 @@ fn train_epochs(
             state.bad_epochs += 1;
         }
         state.rng = rng.state();
-        let meta = VaeCheckpointMeta {
-            config: config.clone(),
-            state: Some(state.clone()),
-            optimizer: Some(opt.state()),
-        };
         if improved {
             let best_meta = VaeCheckpointMeta {
                 config: config.clone(),
@@ -359,20 +392,18 @@ fn train_epochs(
             };
             save_vae_checkpoint(&out.join(BEST), &best_meta, weights_with_prefix(vae))?;
         }
-        let mut tensors = weights_with_prefix(vae);
-        tensors.extend(opt.state_tensors());
-        save_vae_checkpoint(&ckpt_path, &meta, tensors)?;
+        save_checkpoint(&ckpt_path, config, state, vae, opt)?;
         let rec = VaeEpochRecord {
             epoch,
             beta,
-            train_loss: loss_sum / batches.max(1) as f64,
-            train_reconstruction: rec_sum / batches.max(1) as f64,
+            train_loss: sums.loss / sums.batches.max(1) as f64,
+            train_reconstruction: sums.reconstruction / sums.batches.max(1) as f64,
             val_neg_elbo: val,
-            cg_iterations: cg_its as f64 / cg_sys.max(1) as f64,
-            cg_converged: if cg_sys == 0 {
+            cg_iterations: sums.cg_iterations as f64 / sums.cg_systems.max(1) as f64,
+            cg_converged: if sums.cg_systems == 0 {
                 1.0
             } else {
-                cg_conv as f64 / cg_sys as f64
+                sums.cg_converged as f64 / sums.cg_systems as f64
             },
             train_seconds,
             val_seconds,
@@ -388,11 +419,7 @@ fn train_epochs(
             bar.finish_and_clear();
             return Ok(VaeStopReason::EarlyStopping);
         }
-        let interrupted = options
-            .interrupt
-            .as_ref()
-            .is_some_and(|f| f.load(Ordering::Relaxed));
-        if interrupted && state.epoch < t.epochs {
+        if interrupted(options) && state.epoch < t.epochs {
             bar.finish_and_clear();
             return Err(CpflowError::Interrupted {
                 iteration: state.steps,
@@ -402,6 +429,32 @@ fn train_epochs(
     }
     bar.finish_and_clear();
     Ok(VaeStopReason::MaxEpochs)
+}
+
+/// Whether `options`' interrupt flag is set.
+fn interrupted(options: &VaeRunOptions) -> bool {
+    options
+        .interrupt
+        .as_ref()
+        .is_some_and(|f| f.load(Ordering::Relaxed))
+}
+
+/// Writes the resumable checkpoint: weights, optimiser moments, trainer state.
+fn save_checkpoint(
+    path: &Path,
+    config: &VaeConfig,
+    state: &VaeTrainState,
+    vae: &Vae,
+    opt: &Adamax,
+) -> Result<()> {
+    let meta = VaeCheckpointMeta {
+        config: config.clone(),
+        state: Some(state.clone()),
+        optimizer: Some(opt.state()),
+    };
+    let mut tensors = weights_with_prefix(vae);
+    tensors.extend(opt.state_tensors());
+    save_vae_checkpoint(path, &meta, tensors)
 }
 
 /// Load the best weights of a finished run into a fresh model (for sampling or

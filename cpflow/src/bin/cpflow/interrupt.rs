@@ -1,6 +1,6 @@
 //! Ctrl-C (SIGINT) and SIGTERM during `cpflow train` and `cpflow vae`: the first one pauses
-//! the run after the step in progress (VAE: the epoch, its checkpoints are per epoch) and
-//! writes its checkpoint (`--resume` continues it); a second one ends the process at once.
+//! the run after the training step in progress and writes its checkpoint (`--resume`
+//! continues it); a second one ends the process at once.
 
 use anyhow::{Context, Result, anyhow};
 use cpflow::observer::{Control, FnObserver, Moment, TrainObserver};
@@ -27,8 +27,8 @@ impl Interrupt {
             signal_hook::flag::register(signal, flag.clone())
                 .context("installing the interrupt handler")?;
         }
-        // Said when it happens (a signal handler cannot log): a step, an evaluation or a VAE
-        // epoch can take a while.
+        // Said when it happens (a signal handler cannot log): a step or an evaluation can take
+        // a while.
         let seen = flag.clone();
         std::thread::Builder::new()
             .name("interrupt-watch".into())
@@ -37,8 +37,8 @@ impl Interrupt {
                     std::thread::sleep(std::time::Duration::from_millis(100));
                 }
                 tracing::warn!(
-                    "interrupted: saving the run after the step (VAE: the epoch) in progress; \
-                     interrupt again to quit now"
+                    "interrupted: saving the run after the step in progress; interrupt again \
+                     to quit now"
                 );
             })
             .context("starting the interrupt watcher")?;
