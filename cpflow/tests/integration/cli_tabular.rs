@@ -123,6 +123,8 @@ fn missing_tabular_data_names_the_download_command_and_root() {
     ]);
     let want = format!("cargo xtask download gas --dir {}", root.display());
     assert!(err.contains(&want), "{err}");
+    // Only that command: not also the library's, without `--dir`.
+    assert!(!err.contains("download gas`"), "{err}");
 
     // A misspelt name lists what a source can be.
     let run = dir.join("misspelt");

@@ -186,6 +186,7 @@ pub fn load(section: &DataSection) -> Result<LoadedData> {
                 section.test_fraction,
                 &mut rng,
             )?;
+            check_varies(p, dim, &train)?;
             (dim, Rows::F64(train), Rows::F64(val), Rows::F64(test))
         }
         DataSource::Tabular(t) => {
@@ -241,18 +242,27 @@ pub fn load_all(source: &str, root: &Path, n: usize, seed: u64) -> Result<Loaded
 /// ([`cpflow::datasets::load_tabular`]). A missing file names the download command, with
 /// `--dir` when the root is not the download's default.
 fn read_tabular(which: TabularDataset, root: &Path) -> Result<Split> {
-    load_tabular(which, root).with_context(|| {
-        let dir = if root == Path::new(cpflow::datasets::layout::DEFAULT_ROOT) {
-            String::new()
-        } else {
-            format!(" --dir {}", root.display())
-        };
-        format!(
-            "loading {which} from data root {} (data.root; `cargo xtask download {which}{dir}` \
-             fetches it there)",
+    let dir = if root == Path::new(cpflow::datasets::layout::DEFAULT_ROOT) {
+        String::new()
+    } else {
+        format!(" --dir {}", root.display())
+    };
+    match load_tabular(which, root) {
+        // The library's message names the command without `--dir`: say it once, right.
+        Err(cpflow::datasets::DatasetError::MissingFile { path, command, .. }) => bail!(
+            "{which}: file {} not found under data root {} (data.root); fetch it with \
+             `cargo xtask download {command}{dir}`",
+            path.display(),
             root.display()
-        )
-    })
+        ),
+        r => r.with_context(|| {
+            format!(
+                "loading {which} from data root {} (data.root; `cargo xtask download \
+                 {which}{dir}` fetches it there)",
+                root.display()
+            )
+        }),
+    }
 }
 
 /// Seeded shuffle of the rows; the last `test_fraction` is the test part, the
@@ -306,7 +316,7 @@ pub fn read_npy(path: &Path) -> Result<(usize, Vec<f64>)> {
         bail!("{}: the array has no columns", path.display());
     }
     let rows = m.into_data();
-    check_finite(path, &rows)?;
+    check_finite(path, d, &rows)?;
     Ok((d, rows))
 }
 
@@ -317,13 +327,45 @@ pub fn read_csv(path: &Path) -> Result<(usize, Vec<f64>)> {
     let m = cpflow::datasets::read_csv_file(path)?;
     let d = m.cols();
     let rows = m.into_data();
-    check_finite(path, &rows)?;
+    check_finite(path, d, &rows)?;
     Ok((d, rows))
 }
 
-fn check_finite(path: &Path, rows: &[f64]) -> Result<()> {
+fn check_finite(path: &Path, dim: usize, rows: &[f64]) -> Result<()> {
     if let Some(i) = rows.iter().position(|v| !v.is_finite()) {
-        bail!("{}: non-finite value at flat index {i}", path.display());
+        bail!(
+            "{}: non-finite value {} in row {}, column {} (counted from 0)",
+            path.display(),
+            rows[i],
+            i / dim,
+            i % dim
+        );
+    }
+    Ok(())
+}
+
+/// Refuses training rows with a constant column: such data have no density (a model's NLL on
+/// them goes to −∞ as it concentrates, and ActNorm's scale floor turns the first steps into
+/// NLLs of 1e50), so the column must be dropped first.
+fn check_varies(path: &Path, dim: usize, train: &[f64]) -> Result<()> {
+    let n = train.len() / dim.max(1);
+    if n < 2 {
+        bail!(
+            "{}: {n} training row(s) after the validation and test parts are taken \
+             (data.val_fraction, data.test_fraction): a density needs at least 2",
+            path.display()
+        );
+    }
+    for j in 0..dim {
+        let mut column = train.iter().skip(j).step_by(dim);
+        let first = column.next().copied().unwrap_or(0.0);
+        if column.all(|&v| v == first) {
+            bail!(
+                "{}: column {j} (counted from 0) is constant ({first}) in all {n} training \
+                 rows; data without variation in a column have no density: drop that column",
+                path.display()
+            );
+        }
     }
     Ok(())
 }
@@ -409,6 +451,38 @@ mod tests {
         let mut rng = FlowRng::seed_from_u64(7);
         assert!(split_rows(1, rows.clone(), 0.5, 0.5, &mut rng).is_err());
         assert!(split_rows(1, rows, -0.1, 0.1, &mut rng).is_err());
+    }
+
+    /// A non-finite value is located by row and column; training rows with a constant
+    /// column, or fewer than 2 training rows, are refused naming the column / the count.
+    #[test]
+    fn non_finite_values_and_constant_columns_are_refused() {
+        let dir = std::env::temp_dir().join(format!("cpflow-cli-const-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("nan.csv");
+        std::fs::write(&p, "1,2\n3,4\n5,nan\n").unwrap();
+        let err = read_csv(&p).unwrap_err().to_string();
+        assert!(err.contains("row 2, column 1"), "{err}");
+        let section = |rows: &[f64], name: &str| {
+            let p = dir.join(name);
+            write_rows(&p, 2, rows).unwrap();
+            DataSection {
+                source: p.display().to_string(),
+                ..Default::default()
+            }
+        };
+        // Column 1 constant (7.5), column 0 varies.
+        let rows: Vec<f64> = (0..40).flat_map(|i| [i as f64, 7.5]).collect();
+        let err = load(&section(&rows, "c.npy")).err().unwrap().to_string();
+        assert!(err.contains("column 1") && err.contains("(7.5)"), "{err}");
+        // The same with column 1 varying in one row loads.
+        let mut varied = rows.clone();
+        varied[1] = 7.0;
+        assert!(load(&section(&varied, "v.npy")).is_ok());
+        // A file of one row (the default 10% + 10% round to no validation and test rows).
+        let err = load(&section(&rows[..2], "one.npy")).err().unwrap().to_string();
+        assert!(err.contains("1 training row"), "{err}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
