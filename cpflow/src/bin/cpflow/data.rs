@@ -480,7 +480,10 @@ mod tests {
         varied[1] = 7.0;
         assert!(load(&section(&varied, "v.npy")).is_ok());
         // A file of one row (the default 10% + 10% round to no validation and test rows).
-        let err = load(&section(&rows[..2], "one.npy")).err().unwrap().to_string();
+        let err = load(&section(&rows[..2], "one.npy"))
+            .err()
+            .unwrap()
+            .to_string();
         assert!(err.contains("1 training row"), "{err}");
         let _ = std::fs::remove_dir_all(&dir);
     }
