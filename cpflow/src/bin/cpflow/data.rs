@@ -186,7 +186,9 @@ pub fn load(section: &DataSection) -> Result<LoadedData> {
                 section.test_fraction,
                 &mut rng,
             )?;
-            check_varies(p, dim, &train)?;
+            if let Some(warning) = check_columns(p, dim, &train)? {
+                tracing::warn!("{warning}");
+            }
             (dim, Rows::F64(train), Rows::F64(val), Rows::F64(test))
         }
         DataSource::Tabular(t) => {
@@ -346,8 +348,9 @@ fn check_finite(path: &Path, dim: usize, rows: &[f64]) -> Result<()> {
 
 /// Refuses training rows with a constant column: such data have no density (a model's NLL on
 /// them goes to −∞ as it concentrates, and ActNorm's scale floor turns the first steps into
-/// NLLs of 1e50), so the column must be dropped first.
-fn check_varies(path: &Path, dim: usize, train: &[f64]) -> Result<()> {
+/// NLLs of 1e50), so the column must be dropped first. Returns a warning for a column too
+/// wide for ActNorm (below).
+fn check_columns(path: &Path, dim: usize, train: &[f64]) -> Result<Option<String>> {
     let n = train.len() / dim.max(1);
     if n < 2 {
         bail!(
@@ -356,10 +359,16 @@ fn check_varies(path: &Path, dim: usize, train: &[f64]) -> Result<()> {
             path.display()
         );
     }
+    let mut widest = (0.0f64, 0);
     for j in 0..dim {
-        let mut column = train.iter().skip(j).step_by(dim);
-        let first = column.next().copied().unwrap_or(0.0);
-        if column.all(|&v| v == first) {
+        let column = || train.iter().skip(j).step_by(dim);
+        let mean = column().sum::<f64>() / n as f64;
+        let std = (column().map(|v| (v - mean).powi(2)).sum::<f64>() / n as f64).sqrt();
+        if std > widest.0 {
+            widest = (std, j);
+        }
+        let first = train[j];
+        if column().all(|&v| v == first) {
             bail!(
                 "{}: column {j} (counted from 0) is constant ({first}) in all {n} training \
                  rows; data without variation in a column have no density: drop that column",
@@ -367,7 +376,20 @@ fn check_varies(path: &Path, dim: usize, train: &[f64]) -> Result<()> {
             );
         }
     }
-    Ok(())
+    // ActNorm's scale is at least ACTNORM_SCALE_MIN (the reference's 0.001), so a column of
+    // standard deviation s leaves it with about 1 + 0.001·s: far from the prior's 1 past
+    // s ≈ 1e3, which the blocks then have to learn. Standard normal data in 2-D scaled by s,
+    // `configs/toy-8gaussians-fast.toml`: test NLL 16.72 for s = 1e3 (closed form 16.66),
+    // 4,805 for s = 1e6 (closed form 30.5).
+    let (std, j) = widest;
+    Ok((std * cpflow::actnorm::ACTNORM_SCALE_MIN > 1.0).then(|| {
+        format!(
+            "{}: column {j} has standard deviation {std:.3e} in the training rows; ActNorm \
+             cannot scale below {} (the reference's floor): standardise the data first",
+            path.display(),
+            cpflow::actnorm::ACTNORM_SCALE_MIN
+        )
+    }))
 }
 
 /// Writes `(n, d)` rows as `.npy` (f64) or `.csv`, chosen by the extension.
@@ -480,6 +502,15 @@ mod tests {
         varied[1] = 7.0;
         assert!(load(&section(&varied, "v.npy")).is_ok());
         // A file of one row (the default 10% + 10% round to no validation and test rows).
+        // A column of standard deviation ~9e3 (0, 1e3, …, 3.1e4) is trained, with a warning.
+        let wide: Vec<f64> = varied.iter().map(|v| v * 1e3).collect();
+        let train: Vec<f64> = wide[..64].to_vec();
+        let warning = check_columns(Path::new("w.npy"), 2, &train).unwrap();
+        assert!(warning.is_some_and(|w| w.contains("column 0")));
+        assert_eq!(
+            check_columns(Path::new("v.npy"), 2, &varied[..64]).unwrap(),
+            None
+        );
         let err = load(&section(&rows[..2], "one.npy"))
             .err()
             .unwrap()
