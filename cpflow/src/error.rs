@@ -60,7 +60,8 @@ pub enum CpflowError {
     NonFinite {
         /// What was non-finite ("loss", "gradient of <param>", …).
         what: String,
-        /// The optimiser step at which it happened.
+        /// The 1-based optimiser step at which it happened (the `iteration` that step's line of
+        /// `metrics.jsonl` would have had); for a validation, the last step before it.
         step: usize,
         /// The last checkpoint written by this run (weights from before the failure), if any.
         checkpoint: Option<std::path::PathBuf>,

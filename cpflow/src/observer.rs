@@ -69,13 +69,23 @@ pub trait TrainObserver {
 
     /// Look at the run; return [`Control::Stop`] to end it.
     fn observe(&mut self, trainer: &Trainer, moment: Moment) -> Result<Control>;
+
+    /// A curve this observer records and wants kept with the run: `(name, points)`. After
+    /// each observation the trainer copies it into [`crate::TrainState::curves`], so its
+    /// checkpoints hold it and an observer of a resumed run can continue it ([`NllCurve`]
+    /// does). Default: none.
+    fn curve(&self) -> Option<(&str, &[(usize, f64)])> {
+        None
+    }
 }
 
 /// Records a mean NLL of a data set every `period` iterations and at the end of the run.
 ///
 /// The curve holds `(iteration, NLL)` pairs; the start of a fresh run is recorded when
 /// `record_start` is set. Give it a validation split: the test split is scored once, after
-/// training.
+/// training. The curve is kept with the run under its label ([`TrainObserver::curve`]): an
+/// empty `NllCurve` given to a resumed trainer starts from the points the run recorded
+/// before its checkpoint, so that it covers the whole run.
 ///
 /// ```
 /// use candle_core::{Device, Tensor};
@@ -182,6 +192,16 @@ impl TrainObserver for NllCurve {
 
     fn observe(&mut self, trainer: &Trainer, moment: Moment) -> Result<Control> {
         let iteration = trainer.state().iteration;
+        if moment == Moment::Start
+            && self.points.is_empty()
+            && let Some(before) = trainer.state().curves.get(self.label)
+        {
+            self.points = before
+                .iter()
+                .copied()
+                .filter(|p| p.0 <= iteration)
+                .collect();
+        }
         let wanted = match moment {
             Moment::Start => self.record_start && iteration == 0,
             Moment::Periodic | Moment::End => true,
@@ -205,6 +225,10 @@ impl TrainObserver for NllCurve {
         tracing::info!(iteration, nll, split = self.label, "NLL curve");
         self.points.push((iteration, nll));
         Ok(Control::Continue)
+    }
+
+    fn curve(&self) -> Option<(&str, &[(usize, f64)])> {
+        Some((self.label, &self.points))
     }
 }
 

@@ -75,8 +75,10 @@ pub enum OtTarget {
     Paper2d,
 }
 
-/// Configuration of one OT run.
+/// Configuration of one OT run. Every key is required when deserialised (the CLI overlays a
+/// file on [`OtConfig::reference`]); unknown keys are errors.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct OtConfig {
     /// Data dimension `d`.
     pub dim: usize,
@@ -296,10 +298,18 @@ pub fn run_ot_experiment(
     let w2 = target.w2_squared_to_standard_normal();
     let mut curve = Vec::new();
     let mut record = |trainer: &Trainer| -> Result<f64, OtError> {
+        let iteration = trainer.state().iteration;
+        // The end of a run whose length is a multiple of `eval_every` is seen twice (the
+        // periodic evaluation and the end): evaluated and logged once.
+        if curve
+            .last()
+            .is_some_and(|r: &OtRecord| r.iteration == iteration)
+        {
+            return Ok(0.0);
+        }
         let t = Instant::now();
         let cost = transport_cost(trainer.flow(), &curve_x)?;
         let (kl, _) = kl_and_nll(trainer.flow(), &target, &curve_x, &curve_rows)?;
-        let iteration = trainer.state().iteration;
         tracing::info!(
             dim = cfg.dim,
             iteration,
@@ -308,16 +318,11 @@ pub fn run_ot_experiment(
             kl,
             "OT"
         );
-        if curve
-            .last()
-            .is_none_or(|r: &OtRecord| r.iteration != iteration)
-        {
-            curve.push(OtRecord {
-                iteration,
-                transport_cost: cost,
-                kl,
-            });
-        }
+        curve.push(OtRecord {
+            iteration,
+            transport_cost: cost,
+            kl,
+        });
         Ok(t.elapsed().as_secs_f64())
     };
     // The observer stops the run on the first evaluation error and keeps it for us.
@@ -491,7 +496,7 @@ pub fn write_ot_figures(dir: &Path, report: &OtReport) -> Result<(), OtError> {
         ));
     }
     let path = dir.join(format!("ot_d{d}_curve.csv"));
-    std::fs::write(&path, csv).map_err(io(&path))?;
+    crate::checkpoint::write_atomic(&path, csv.as_bytes())?;
     Ok(())
 }
 
@@ -551,6 +556,18 @@ mod tests {
         bad.dim = 3;
         bad.target = OtTarget::Paper2d;
         assert!(bad.build_target(&mut FlowRng::seed_from_u64(0)).is_err());
+    }
+
+    /// Unknown keys are refused, naming the key (a misspelt `n_train` used to be ignored).
+    #[test]
+    fn unknown_keys_are_refused() {
+        let mut v = serde_json::to_value(OtConfig::reference(2)).unwrap();
+        assert!(serde_json::from_value::<OtConfig>(v.clone()).is_ok());
+        v["n_trian"] = 5.into();
+        let err = serde_json::from_value::<OtConfig>(v)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("n_trian"), "{err}");
     }
 
     /// The acceptance check (reference settings, d = 2): once the KL is below 0.01 the

@@ -248,6 +248,12 @@ impl Trainer {
 
     /// Write a resumable checkpoint (weights, optimiser, RNG, progress, best weights).
     pub fn save_checkpoint(&self, path: &Path) -> Result<()> {
+        self.write_checkpoint(path, self.flow.weight_tensors())
+    }
+
+    /// [`Trainer::save_checkpoint`] with the given model weights (the last ones, when the
+    /// flow holds the best).
+    fn write_checkpoint(&self, path: &Path, weights: Vec<(String, Tensor)>) -> Result<()> {
         let meta = CheckpointMeta {
             format_version: FORMAT_VERSION,
             flow: self.flow.config().clone(),
@@ -256,7 +262,7 @@ impl Trainer {
             adam: Some(self.adam.state()),
             rng: Some(self.rng.state()),
         };
-        let mut tensors = self.flow.weight_tensors();
+        let mut tensors = weights;
         tensors.extend(self.adam.state_tensors());
         if let Some(best) = &self.best {
             tensors.extend(

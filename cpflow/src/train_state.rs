@@ -1,5 +1,7 @@
 //! The trainer's resumable progress and the learning-rate schedules.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use crate::config::LrSchedule;
@@ -30,6 +32,16 @@ pub struct TrainState {
     pub stopped_early: bool,
     /// Training samples processed.
     pub samples_seen: u64,
+    /// The curves observers keep with the run ([`crate::observer::TrainObserver::curve`], e.g.
+    /// the validation curve of [`crate::observer::NllCurve`]): name → `(iteration, value)`
+    /// points up to `iteration`, so that a resumed run reports the whole curve. Empty in
+    /// checkpoints written before it existed; a non-finite value is read back as NaN.
+    #[serde(
+        default,
+        skip_serializing_if = "BTreeMap::is_empty",
+        with = "curves_json"
+    )]
+    pub curves: BTreeMap<String, Vec<(usize, f64)>>,
 }
 
 impl TrainState {
@@ -47,7 +59,40 @@ impl TrainState {
             vals_without_improvement: 0,
             stopped_early: false,
             samples_seen: 0,
+            curves: BTreeMap::new(),
         }
+    }
+}
+
+/// JSON has no NaN or infinity (serde_json writes `null`, then cannot read it back as an
+/// `f64`): curve values are written as `null` when they are not finite and read back as NaN.
+mod curves_json {
+    use std::collections::BTreeMap;
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    type Curves = BTreeMap<String, Vec<(usize, f64)>>;
+
+    pub fn serialize<S: Serializer>(curves: &Curves, s: S) -> Result<S::Ok, S::Error> {
+        let finite: BTreeMap<&String, Vec<(usize, Option<f64>)>> = curves
+            .iter()
+            .map(|(k, v)| {
+                let pts = v.iter().map(|&(i, x)| (i, x.is_finite().then_some(x)));
+                (k, pts.collect())
+            })
+            .collect();
+        finite.serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Curves, D::Error> {
+        let raw = BTreeMap::<String, Vec<(usize, Option<f64>)>>::deserialize(d)?;
+        Ok(raw
+            .into_iter()
+            .map(|(k, v)| {
+                let pts = v.into_iter().map(|(i, x)| (i, x.unwrap_or(f64::NAN)));
+                (k, pts.collect())
+            })
+            .collect())
     }
 }
 
@@ -101,6 +146,24 @@ mod tests {
         let c = LrSchedule::Cosine { t_max: 100 };
         assert!((scheduled_lr(&c, &st, 50) - 2.5e-3).abs() < 1e-15);
         assert!(scheduled_lr(&c, &st, 100).abs() < 1e-15);
+    }
+
+    /// Curves round-trip through JSON, a non-finite value as NaN; a state written before
+    /// curves existed reads back with none.
+    #[test]
+    fn curves_round_trip_and_old_states_read_without_them() {
+        let mut st = TrainState::new(1e-3);
+        let plain = serde_json::to_string(&st).unwrap();
+        assert!(!plain.contains("curves"), "{plain}");
+        assert_eq!(serde_json::from_str::<TrainState>(&plain).unwrap(), st);
+        st.curves.insert(
+            "validation".into(),
+            vec![(500, 1.25), (1000, f64::INFINITY)],
+        );
+        let back: TrainState = serde_json::from_str(&serde_json::to_string(&st).unwrap()).unwrap();
+        let pts = &back.curves["validation"];
+        assert_eq!(pts[0], (500, 1.25));
+        assert!(pts[1].0 == 1000 && pts[1].1.is_nan());
     }
 
     #[test]

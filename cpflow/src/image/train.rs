@@ -103,6 +103,16 @@ pub enum ImageStopReason {
     TimeBudget,
 }
 
+impl std::fmt::Display for ImageStopReason {
+    /// The name `report.json` uses (`iteration_limit`, `time_budget`).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ImageStopReason::IterationLimit => "iteration_limit",
+            ImageStopReason::TimeBudget => "time_budget",
+        })
+    }
+}
+
 /// One line of `metrics.jsonl`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ImageMetricsRecord {
@@ -179,4 +189,17 @@ pub struct ImageTrainReport {
     pub eval_time_s: f64,
     /// Wall-clock seconds of this call.
     pub wall_time_s: f64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ImageStopReason;
+
+    /// The summary line prints the name `report.json` stores.
+    #[test]
+    fn stop_reasons_print_their_report_names() {
+        for r in [ImageStopReason::IterationLimit, ImageStopReason::TimeBudget] {
+            assert_eq!(serde_json::to_value(r).unwrap(), r.to_string());
+        }
+    }
 }

@@ -55,7 +55,11 @@ impl Bounds {
         if ok(self.x) && ok(self.y) {
             Ok(())
         } else {
-            Err(PlotError::InvalidInput(format!("bad bounds {self:?}")))
+            Err(PlotError::InvalidInput(format!(
+                "the plot window x from {} to {}, y from {} to {} needs finite ends and a \
+                 positive width and height",
+                self.x.0, self.x.1, self.y.0, self.y.1
+            )))
         }
     }
 
@@ -199,5 +203,18 @@ mod tests {
         assert!((b.x.0 - 0.0).abs() < 1e-6 && (b.x.1 - 2.0).abs() < 1e-6);
         assert!((b.y.0 + 1.0).abs() < 1e-6 && (b.y.1 - 1.0).abs() < 1e-6);
         assert!(Bounds::square(0.0).validate().is_err());
+    }
+
+    /// A bad window is described in words, not as a `Debug` dump of the struct.
+    #[test]
+    fn bad_bounds_are_described_in_words() {
+        for b in [Bounds::square(0.0), Bounds::square(f64::NAN)] {
+            let err = b.validate().unwrap_err().to_string();
+            assert!(!err.contains("Bounds {"), "{err}");
+            assert!(
+                err.contains("plot window") && err.contains("positive width"),
+                "{err}"
+            );
+        }
     }
 }

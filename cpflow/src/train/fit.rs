@@ -34,7 +34,7 @@ impl Trainer {
         if !lv.is_finite() {
             return Err(CpflowError::NonFinite {
                 what: format!("loss ({lv})"),
-                step: it,
+                step: it + 1,
                 checkpoint: self.last_checkpoint.clone(),
             });
         }
@@ -48,7 +48,7 @@ impl Trainer {
                 .unwrap_or_else(|| "the parameters (norm overflow)".into());
             return Err(CpflowError::NonFinite {
                 what: format!("gradient of {name}"),
-                step: it,
+                step: it + 1,
                 checkpoint: self.last_checkpoint.clone(),
             });
         }
@@ -182,6 +182,7 @@ impl Trainer {
         for o in observers.iter_mut() {
             request(&mut requested, o.observe(self, Moment::Start)?);
         }
+        let _ = self.keep_curves(observers);
         let mut history = Vec::new();
         let (mut last_loss, mut cg_sum, mut cg_n) = (f64::NAN, 0.0, 0usize);
         let (mut win_t, mut win_samples) = (Instant::now(), 0u64);
@@ -280,6 +281,19 @@ impl Trainer {
                 history.push(rec);
             }
             bar.set_position(self.state.iteration as u64);
+            // The observers first: a checkpoint written at this step holds their curves'
+            // points of this step.
+            let mut observed = false;
+            for o in observers.iter_mut() {
+                let p = o.period();
+                if p > 0 && self.state.iteration.is_multiple_of(p) {
+                    request(&mut requested, o.observe(self, Moment::Periodic)?);
+                    observed = true;
+                }
+            }
+            if observed {
+                let _ = self.keep_curves(observers);
+            }
             let periodic = self.config.checkpoint_every > 0
                 && self
                     .state
@@ -287,12 +301,6 @@ impl Trainer {
                     .is_multiple_of(self.config.checkpoint_every);
             if periodic || val_nll.is_some() {
                 self.checkpoint_if_configured()?;
-            }
-            for o in observers.iter_mut() {
-                let p = o.period();
-                if p > 0 && self.state.iteration.is_multiple_of(p) {
-                    request(&mut requested, o.observe(self, Moment::Periodic)?);
-                }
             }
         }
         let stop_reason = if self.state.stopped_early {
@@ -314,6 +322,17 @@ impl Trainer {
             for o in observers.iter_mut() {
                 o.observe(self, Moment::End)?;
             }
+            // The final checkpoint was written before the end's observations: written again
+            // when they added a point, so that a resumed run reports it too.
+            if self.keep_curves(observers)
+                && let Some(path) = self.checkpoint_path()
+            {
+                let last = match &self.last_weights {
+                    Some(w) => w.clone(),
+                    None => self.flow.weight_tensors(),
+                };
+                self.write_checkpoint(&path, last)?;
+            }
         }
         let (best_iteration, best_val_nll) = match self.kept {
             Some((it, nll)) => (Some(it), Some(nll)),
@@ -330,6 +349,28 @@ impl Trainer {
             mean_cg_iterations: if cg_n > 0 { cg_sum / cg_n as f64 } else { 0.0 },
             history,
         })
+    }
+
+    /// Copies the observers' curves into the training state ([`TrainState::curves`]), which
+    /// checkpoints hold; returns whether one changed.
+    ///
+    /// [`TrainState::curves`]: crate::TrainState::curves
+    fn keep_curves(&mut self, observers: &[&mut dyn TrainObserver]) -> bool {
+        let mut changed = false;
+        for o in observers {
+            if let Some((name, points)) = o.curve() {
+                let kept = self.state.curves.entry(name.to_string()).or_default();
+                // Compared by bits: a NaN point is not a change.
+                let bits = |p: &[(usize, f64)]| -> Vec<(usize, u64)> {
+                    p.iter().map(|&(i, v)| (i, v.to_bits())).collect()
+                };
+                if bits(kept) != bits(points) {
+                    *kept = points.to_vec();
+                    changed = true;
+                }
+            }
+        }
+        changed
     }
 
     /// The end of a run: the final checkpoint holds the *last* weights with their optimiser

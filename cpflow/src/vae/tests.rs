@@ -539,3 +539,29 @@ fn bad_inputs_are_errors() {
         .is_err()
     );
 }
+
+/// The stop reason prints as `report.json` names it; a non-finite training loss names the
+/// 1-based step that produced it: with a huge learning rate the first step (at the initial
+/// weights) is finite and the second is not.
+#[test]
+fn stop_reasons_print_kebab_case_and_non_finite_steps_are_one_based() {
+    for r in [
+        VaeStopReason::MaxEpochs,
+        VaeStopReason::EarlyStopping,
+        VaeStopReason::TimeBudget,
+    ] {
+        assert_eq!(serde_json::to_value(r).unwrap(), r.to_string());
+    }
+    let dir = std::env::temp_dir().join(format!("cpflow-vae-nan-{}", std::process::id()));
+    let mut cfg =
+        VaeConfig::reference(VaeDatasetName::FreyFaces, "unused", PosteriorKind::Gaussian);
+    cfg.model = tiny_config(PosteriorKind::Gaussian);
+    cfg.train.batch_size = 8;
+    cfg.train.optimizer.lr = 1e30;
+    let err = run_vae_on(&cfg, &fake_data(), &dir, &VaeRunOptions::default()).unwrap_err();
+    assert!(
+        matches!(err, crate::CpflowError::NonFinite { step: 2, .. }),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

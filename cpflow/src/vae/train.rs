@@ -28,7 +28,9 @@ use crate::rng::FlowRng;
 /// Options of a run that are not part of the experiment.
 #[derive(Clone, Debug, Default)]
 pub struct VaeRunOptions {
-    /// Continue from `out/checkpoint.safetensors` when it exists.
+    /// Continue from `out/checkpoint.safetensors` when it exists (a fresh run otherwise; the
+    /// CLI refuses `--resume` without a checkpoint before calling the library). The
+    /// checkpoint must be of the same model, dataset and data seed (the data root may differ).
     pub resume: bool,
     /// Draw progress bars on stderr.
     pub progress_bar: bool,
@@ -49,6 +51,17 @@ pub enum VaeStopReason {
     EarlyStopping,
     /// `train.max_minutes` ran out.
     TimeBudget,
+}
+
+impl std::fmt::Display for VaeStopReason {
+    /// The name `report.json` uses (`max-epochs`, `early-stopping`, `time-budget`).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            VaeStopReason::MaxEpochs => "max-epochs",
+            VaeStopReason::EarlyStopping => "early-stopping",
+            VaeStopReason::TimeBudget => "time-budget",
+        })
+    }
 }
 
 /// One epoch's record (`metrics.jsonl`).
@@ -142,7 +155,9 @@ pub fn run_vae_on(
     let resumed = options.resume && ckpt_path.exists();
     let mut state = if resumed {
         let (meta, tensors) = load_vae_checkpoint(&ckpt_path, &device)?;
-        if meta.config.model != config.model || meta.config.data != config.data {
+        // The data root is where the data are read, not what they are: it may move.
+        let (was, now) = (&meta.config.data, &config.data);
+        if meta.config.model != config.model || (was.dataset, was.seed) != (now.dataset, now.seed) {
             return Err(CpflowError::Checkpoint(format!(
                 "{} was written for another model or dataset; use a new output directory",
                 ckpt_path.display()
@@ -329,7 +344,7 @@ fn train_epochs(
             if !loss.is_finite() {
                 return Err(CpflowError::NonFinite {
                     what: "VAE training loss".into(),
-                    step: state.steps,
+                    step: state.steps + 1,
                     checkpoint: ckpt_path.exists().then(|| ckpt_path.clone()),
                 });
             }

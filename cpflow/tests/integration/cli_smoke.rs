@@ -258,9 +258,9 @@ fn file_run_validates_on_its_own_split_and_reports_what_ran() {
     assert!(out.contains("no test score"), "{out}");
     assert!(!out.contains("NaN") && !out.contains("entropy"), "{out}");
 
-    // A fresh run of 3 steps, then a resume at batch size 128 (the old epoch position
+    // A fresh run of 3 steps replacing that one, then a resume at batch size 128 (the old epoch position
     // 3 × 128 lies past the 180 training rows).
-    let a = args("3", "16", &["--set", "train.val_every=0"]);
+    let a = args("3", "16", &["--set", "train.val_every=0", "--overwrite"]);
     let refs: Vec<&str> = a.iter().map(String::as_str).collect();
     cpflow(&refs);
     let a = args("5", "128", &["--set", "train.val_every=0", "--resume"]);

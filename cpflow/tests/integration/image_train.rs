@@ -173,6 +173,28 @@ fn two_steps_write_checkpoint_metrics_model_and_report() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// A non-finite loss or gradient names the 1-based step that produced it, as `metrics.jsonl`
+/// counts: with a huge learning rate the steps before it are logged finite.
+#[test]
+fn non_finite_steps_are_counted_as_the_metrics_count_them() {
+    let dir = temp_dir("nan");
+    let mut cfg = tiny_train(6);
+    cfg.adam.lr = 1e30;
+    let opts = ImageRunOptions {
+        out_dir: Some(dir.clone()),
+        ..Default::default()
+    };
+    let flow = tiny_flow(FloatType::F64);
+    let err = run_image_training(&flow, &cfg, &tiny_data(3, 3), &Device::Cpu, &opts).unwrap_err();
+    let cpflow::CpflowError::NonFinite { step, .. } = err else {
+        panic!("expected a non-finite step, got {err}");
+    };
+    let m = read_metrics(&dir.join("metrics.jsonl"));
+    assert!(step >= 2 && m.iter().all(|r| r.loss.is_finite()), "{step}");
+    assert_eq!(m.last().map(|r| r.iteration), Some(step - 1));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 #[test]
 fn resume_follows_the_uninterrupted_trajectory() {
     let data = tiny_data(0, 0);
@@ -521,6 +543,22 @@ fn cli_trains_an_image_config_and_samples_a_grid() {
     ] {
         assert!(run.join(f).is_file(), "{f}");
     }
+    // The run is not replaced by a new one, nor resumed with another model.
+    let args = [
+        "train",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--out",
+        run.to_str().unwrap(),
+    ];
+    let err = crate::cli_common::cpflow_fails(&args);
+    assert!(err.contains("already holds a run"), "{err}");
+    let resume = [&args[..], &["--resume", "--set", "model.width=8"]].concat();
+    let err = crate::cli_common::cpflow_fails(&resume);
+    assert!(
+        err.contains("model.width: 8 (requested) vs 4 (the run)"),
+        "{err}"
+    );
     let png = dir.join("s.png");
     let out = cpflow(&[
         "sample",

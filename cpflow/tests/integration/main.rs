@@ -11,6 +11,12 @@ mod image_common;
 mod posterior_common;
 
 #[cfg(feature = "cli")]
+mod cli_model_io;
+#[cfg(feature = "cli")]
+mod cli_ot;
+#[cfg(feature = "cli")]
+mod cli_run_dir;
+#[cfg(feature = "cli")]
 mod cli_smoke;
 #[cfg(feature = "cli")]
 mod cli_tabular;

@@ -296,3 +296,67 @@ fn a_paused_run_is_checkpointed_unfinished_and_resumes_on_the_same_trajectory() 
     std::fs::remove_dir_all(&dir).ok();
     std::fs::remove_dir_all(&straight_dir).ok();
 }
+
+/// An [`NllCurve`] is kept with the run (`TrainState::curves`, in every checkpoint): a run
+/// paused at 5, resumed to 7 (a finished run whose last point, 7, is off the period), then
+/// resumed to 12, reports with fresh curves given to the resumed trainers every point of the
+/// run, not only those of the last call: the straight run's 3, 6, 9, 12 and the end point 7.
+#[test]
+fn nll_curves_are_checkpointed_and_cover_resumed_runs() {
+    let train = Dataset::new(data(72, 2, 121));
+    let val = Dataset::new(data(24, 2, 122));
+    let tc = |iters: usize| TrainConfig {
+        val_every: 0,
+        ..config(iters)
+    };
+    let curve = || NllCurve::new(val.clone(), NllEstimator::Exact, 3);
+    let mut straight = curve();
+    Trainer::new(flow(7), tc(12))
+        .unwrap()
+        .fit_observed(&train, None, &mut [&mut straight])
+        .unwrap();
+    let straight = straight.into_points();
+    let its = |c: &[(usize, f64)]| c.iter().map(|p| p.0).collect::<Vec<_>>();
+    assert_eq!(its(&straight), vec![3, 6, 9, 12]);
+
+    let dir = tmpdir("curves");
+    let mut pause = FnObserver::new(1, |t: &Trainer, m: Moment| {
+        let at_5 = m == Moment::Periodic && t.state().iteration == 5;
+        Ok(if at_5 {
+            Control::Pause
+        } else {
+            Control::Continue
+        })
+    });
+    let mut first = curve();
+    let rep = Trainer::new(flow(7), tc(12))
+        .unwrap()
+        .with_options(opts(&dir))
+        .fit_observed(&train, None, &mut [&mut first, &mut pause])
+        .unwrap();
+    assert_eq!(rep.stop_reason, StopReason::Paused);
+    assert_eq!(first.points(), &straight[..1]);
+    let ck = dir.join("checkpoint.safetensors");
+    let saved = load_checkpoint(&ck, &Device::Cpu)
+        .unwrap()
+        .meta
+        .state
+        .unwrap();
+    assert_eq!(saved.curves["validation"], straight[..1]);
+    let resume = |iters: usize| {
+        let mut c = curve();
+        Trainer::resume(&ck, &Device::Cpu, Some(tc(iters)))
+            .unwrap()
+            .with_options(opts(&dir))
+            .fit_observed(&train, None, &mut [&mut c])
+            .unwrap();
+        c.into_points()
+    };
+    let to_7 = resume(7);
+    assert_eq!(its(&to_7), vec![3, 6, 7]);
+    assert_eq!(to_7[..2], straight[..2]);
+    let to_12 = resume(12);
+    assert_eq!(its(&to_12), vec![3, 6, 7, 9, 12]);
+    assert_eq!((to_12[2], &to_12[3..]), (to_7[2], &straight[2..]));
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -392,28 +392,14 @@ fn check_columns(path: &Path, dim: usize, train: &[f64]) -> Result<Option<String
     }))
 }
 
-/// Writes `(n, d)` rows as `.npy` (f64) or `.csv`, chosen by the extension.
+/// Writes `(n, d)` f64 rows as `.npy` or `.csv`, chosen by the extension (the tests' files;
+/// `cpflow sample` streams its rows through [`crate::output_files::RowsWriter`]).
+#[cfg(test)]
 pub fn write_rows(path: &Path, dim: usize, rows: &[f64]) -> Result<()> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)?;
-    }
-    let lower = path.to_string_lossy().to_ascii_lowercase();
-    if lower.ends_with(".npy") {
-        let t = Tensor::from_slice(rows, (rows.len() / dim, dim), &Device::Cpu)?;
-        t.write_npy(path)
-            .with_context(|| format!("writing {}", path.display()))?;
-    } else if lower.ends_with(".csv") {
-        let mut out = String::with_capacity(rows.len() * 12);
-        for row in rows.chunks(dim) {
-            let line: Vec<String> = row.iter().map(|v| format!("{v}")).collect();
-            out.push_str(&line.join(","));
-            out.push('\n');
-        }
-        std::fs::write(path, out).with_context(|| format!("writing {}", path.display()))?;
-    } else {
-        bail!("{}: output must end in .npy or .csv", path.display());
-    }
-    Ok(())
+    use crate::output_files::{RowType, RowValues, RowsWriter};
+    let mut w = RowsWriter::create(path, dim, rows.len() / dim.max(1), RowType::F64)?;
+    w.write(RowValues::F64(rows))?;
+    w.finish()
 }
 
 #[cfg(test)]

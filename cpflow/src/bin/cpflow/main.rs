@@ -17,8 +17,12 @@
 mod commands;
 mod data;
 mod interrupt;
+mod model_file;
 mod model_plots;
+mod output_files;
+mod resume_check;
 mod run_config;
+mod run_dir;
 
 use anyhow::{Context, Result, bail};
 use candle_core::Device;
@@ -71,7 +75,8 @@ pub struct DeviceArgs {
 
 #[derive(Args, Debug)]
 pub struct TrainArgs {
-    /// TOML run configuration (see configs/); defaults are the reference toy run.
+    /// TOML run configuration (see configs/); defaults are the reference toy run, or with
+    /// `--resume` the run's own `<out>/config.toml`.
     #[arg(long, short)]
     pub config: Option<PathBuf>,
     /// Data: toy name (8gaussians, swissroll, 2spirals, rings, moons, checkerboard, pinwheel,
@@ -91,9 +96,13 @@ pub struct TrainArgs {
     /// Output directory.
     #[arg(long, short)]
     pub out: Option<PathBuf>,
-    /// Continue from `<out>/checkpoint.safetensors`.
+    /// Continue from `<out>/checkpoint.safetensors` (only the length of the run, the batch
+    /// size, logging and [run] settings may change).
     #[arg(long)]
     pub resume: bool,
+    /// Replace the run already in `--out` (its files and plots are removed).
+    #[arg(long, conflicts_with = "resume")]
+    pub overwrite: bool,
     /// Any other config key: `--set train.clip_grad_norm=10 --set model.width=64`.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub set: Vec<String>,
@@ -113,8 +122,9 @@ pub struct EvalArgs {
     /// name scores its test split, read under the run's `data.root`.
     #[arg(long)]
     pub data: Option<String>,
-    /// Points drawn when the data are a toy or an image.
-    #[arg(long, short = 'n', default_value_t = 10_000, value_parser = count_at_least::<1>)]
+    /// Points drawn when the data are a toy or an image (at most 1,000,000: they are held in
+    /// memory; the standard error of the mean NLL is then about 0.001 nats).
+    #[arg(long, short = 'n', default_value_t = 10_000, value_parser = count_in::<1, MAX_EVAL_POINTS>)]
     pub n: usize,
     /// Log-det estimator.
     #[arg(long, value_enum, default_value_t = Estimator::Exact)]
@@ -146,13 +156,17 @@ pub struct SampleArgs {
     /// A run directory or a .safetensors file.
     #[arg(long, short)]
     pub model: PathBuf,
-    /// Number of samples (an image grid draws rows × cols instead).
+    /// Number of samples (an image grid draws rows × cols instead). Drawn and written in
+    /// chunks, so memory does not grow with `n`.
     #[arg(short = 'n', long, default_value_t = 1000, value_parser = count_at_least::<1>)]
     pub n: usize,
-    /// Output file (.npy or .csv; a PNG with `--grid`).
+    /// Output file (.npy or .csv; a PNG with `--grid`), written atomically. A `.npy` file
+    /// holds the float type the samples were computed in: `<f4` for an f32 model or
+    /// `--dtype f32`, else `<f8` (image models: pixel values `k/255` as `<f8`).
     #[arg(long, short)]
     pub output: PathBuf,
-    /// Image models: write a `ROWSxCOLS` grid of samples as a PNG (e.g. `8x8`).
+    /// Image models: write a `ROWSxCOLS` grid of samples as a PNG (e.g. `8x8`; at most
+    /// 4096 cells).
     #[arg(long, value_parser = parse_grid)]
     pub grid: Option<(usize, usize)>,
     /// Image models: scale of the prior draw (`z = T·ε`; 1 = the model, < 1 sharper).
@@ -175,6 +189,38 @@ fn count_at_least<const MIN: usize>(s: &str) -> std::result::Result<usize, Strin
     Ok(n)
 }
 
+/// A count in `MIN..=MAX`: sizes that allocate in proportion (grid points, drawn points) are
+/// bounded where the arguments are read, with the limit in the message, instead of growing
+/// until the kernel kills the process.
+fn count_in<const MIN: usize, const MAX: usize>(s: &str) -> std::result::Result<usize, String> {
+    let n = count_at_least::<MIN>(s)?;
+    if n > MAX {
+        return Err(format!("must be at most {MAX}, got {n}"));
+    }
+    Ok(n)
+}
+
+/// Most points `eval` draws from a toy or an image density: they are held in memory (about
+/// 64 bytes each with their tensor copies: 64 MB here), and the standard error of a mean NLL
+/// over 10⁶ points is already about 10⁻³ nats.
+pub const MAX_EVAL_POINTS: usize = 1_000_000;
+
+/// Side of `plot`'s density grid at most: `density.png` is 500 pixels wide, so its heat map
+/// (interpolated at the pixels of a plot area of under 500 × 500) shows nothing of a finer
+/// grid. The grid's points, their tensor, log-densities and values take about 50 bytes each
+/// on the host (50 MB at 1000², the exact log-det pass works on row chunks); the unbounded
+/// `--grid 100000` (10¹⁰ points) grew to 22 GB before the kernel killed it.
+pub const MAX_PLOT_GRID: usize = 1000;
+
+/// Most model samples `plot` draws: `samples.png` is a 500-pixel scatter plot, saturated
+/// long before this. The inversion runs on chunks of rows, so each sample costs only its
+/// host copies (prior draw, sample, colour rank: about 100 bytes, 100 MB here).
+pub const MAX_PLOT_SAMPLES: usize = 1_000_000;
+
+/// Most cells of `sample --grid` (e.g. 64x64): the images of the grid are held together
+/// (as f64 pixels, 4096 CIFAR-10 images are 100 MB) and drawn into one PNG.
+pub const MAX_GRID_CELLS: usize = 4096;
+
 fn parse_grid(s: &str) -> std::result::Result<(usize, usize), String> {
     let (r, c) = s
         .split_once(['x', 'X'])
@@ -182,7 +228,26 @@ fn parse_grid(s: &str) -> std::result::Result<(usize, usize), String> {
     let p = |v: &str| {
         count_at_least::<1>(v).map_err(|_| format!("grid `{s}`: `{v}` is not a positive integer"))
     };
-    Ok((p(r)?, p(c)?))
+    let (r, c) = (p(r)?, p(c)?);
+    if r.saturating_mul(c) > MAX_GRID_CELLS {
+        return Err(format!(
+            "grid `{s}` has {} cells; at most {MAX_GRID_CELLS} (e.g. 64x64) are drawn into one PNG",
+            r.saturating_mul(c)
+        ));
+    }
+    Ok((r, c))
+}
+
+/// A finite number above 0 (a plot window's half-width).
+fn positive_finite(s: &str) -> std::result::Result<f64, String> {
+    let v = s
+        .trim()
+        .parse::<f64>()
+        .map_err(|e| format!("`{s}` is not a number: {e}"))?;
+    if !(v.is_finite() && v > 0.0) {
+        return Err(format!("must be a finite number above 0, got {s}"));
+    }
+    Ok(v)
 }
 
 #[derive(Args, Debug)]
@@ -196,14 +261,14 @@ pub struct PlotArgs {
     /// Data for `data.png` (default: the run's training data).
     #[arg(long)]
     pub data: Option<String>,
-    /// Half-width of the plotting window.
-    #[arg(long, default_value_t = 4.0)]
+    /// Half-width of the plotting window (a finite number above 0).
+    #[arg(long, default_value_t = 4.0, value_parser = positive_finite)]
     pub half_width: f64,
-    /// Density grid resolution.
-    #[arg(long, default_value_t = 100, value_parser = count_at_least::<2>)]
+    /// Density grid resolution (points per side, 2 to 1000: the figure is 500 pixels wide).
+    #[arg(long, default_value_t = 100, value_parser = count_in::<2, MAX_PLOT_GRID>)]
     pub grid: usize,
-    /// Number of model samples drawn.
-    #[arg(long, default_value_t = 2000, value_parser = count_at_least::<1>)]
+    /// Number of model samples drawn (at most 1,000,000).
+    #[arg(long, default_value_t = 2000, value_parser = count_in::<1, MAX_PLOT_SAMPLES>)]
     pub samples: usize,
     #[command(flatten)]
     pub dev: DeviceArgs,
@@ -211,8 +276,10 @@ pub struct PlotArgs {
 
 #[derive(Args, Debug)]
 pub struct OtArgs {
-    /// TOML file with `cpflow::ot::OtConfig` keys (applied to every dimension; `dim` and the
-    /// potential's `dim` are set per run).
+    /// TOML file with `cpflow::ot::OtConfig` keys, overlaid on the reference settings
+    /// (applied to every dimension; `dim` and the potential's `dim` are set per run).
+    /// Unknown keys are errors; a `train.lr_schedule` of another kind or a `[potential]` of
+    /// another `arch` replaces the reference's instead of being merged into it.
     #[arg(long, short)]
     pub config: Option<PathBuf>,
     /// Dimensions, comma separated.
@@ -245,9 +312,13 @@ pub struct VaeArgs {
     /// Override the number of epochs.
     #[arg(long)]
     pub epochs: Option<usize>,
-    /// Continue from `<out>/checkpoint.safetensors`.
+    /// Continue from `<out>/checkpoint.safetensors` (only the epochs, the time budget and
+    /// [eval] may change).
     #[arg(long)]
     pub resume: bool,
+    /// Replace the run already in `--out` (its files are removed).
+    #[arg(long, conflicts_with = "resume")]
+    pub overwrite: bool,
     /// Any other config key: `--set train.batch_size=50 --set eval.is_samples=100`.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub set: Vec<String>,
@@ -320,5 +391,17 @@ mod tests {
             _ => panic!("expected sample"),
         }
         assert!(parse_grid("8").is_err() && parse_grid("0x2").is_err());
+        // Sizes that allocate in proportion are bounded, with the limit in the message.
+        assert!(parse_grid("64x64").is_ok());
+        assert!(parse_grid("65x64").unwrap_err().contains("4096"));
+        assert!(
+            count_in::<2, 1000>("1001")
+                .unwrap_err()
+                .contains("at most 1000")
+        );
+        for bad in ["0", "-1", "nan", "inf", "x"] {
+            assert!(positive_finite(bad).is_err(), "{bad}");
+        }
+        assert_eq!(positive_finite("2.5"), Ok(2.5));
     }
 }

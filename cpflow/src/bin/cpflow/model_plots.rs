@@ -1,6 +1,6 @@
 //! The figures of a trained 2-D flow (paper Fig. 1 / Fig. 3, reference `train_toy.py`).
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use candle_core::DType;
 use cpflow::plot::{
     Bounds, Figure, Grid2d, density_heatmap_png, histogram_png, potential_contour_png, quiver_png,
@@ -10,6 +10,12 @@ use cpflow::toy::{Point2, points_to_tensor, tensor_to_points};
 use cpflow::{Flow, FlowRng, Layer};
 use serde::Serialize;
 use std::path::Path;
+
+use crate::output_files::{ensure_dir, write_file_atomic};
+
+/// Rows inverted per call when drawing the samples: the inversion's memory grows with the
+/// rows it solves at once, so `--samples` costs only the host copies of the points.
+const INVERSE_CHUNK: usize = 4096;
 
 /// Sizes of the figures.
 #[derive(Clone, Debug)]
@@ -24,6 +30,32 @@ pub struct PlotOptions {
     pub n_samples: usize,
     /// PNG side in pixels.
     pub size: u32,
+}
+
+impl PlotOptions {
+    /// Checks the sizes before anything is drawn: a finite positive window and grids and
+    /// counts within the CLI's limits ([`crate::MAX_PLOT_GRID`], [`crate::MAX_PLOT_SAMPLES`]).
+    pub fn validate(&self) -> Result<()> {
+        if !(self.half_width.is_finite() && self.half_width > 0.0) {
+            bail!(
+                "the plot window's half-width must be a finite number above 0, got {}",
+                self.half_width
+            );
+        }
+        for (name, v, lo, hi) in [
+            ("density grid", self.density_grid, 2, crate::MAX_PLOT_GRID),
+            ("mesh grid", self.mesh_grid, 2, crate::MAX_PLOT_GRID),
+            ("sample count", self.n_samples, 1, crate::MAX_PLOT_SAMPLES),
+        ] {
+            if !(lo..=hi).contains(&v) {
+                bail!("the {name} must be between {lo} and {hi}, got {v}");
+            }
+        }
+        if !(16..=4096).contains(&self.size) {
+            bail!("figures are 16 to 4096 pixels wide, got {}", self.size);
+        }
+        Ok(())
+    }
 }
 
 impl Default for PlotOptions {
@@ -87,7 +119,8 @@ pub fn write_model_plots(
     if flow.dim() != 2 {
         bail!("plots need a 2-D model (this one is {}-D)", flow.dim());
     }
-    std::fs::create_dir_all(dir)?;
+    opts.validate()?;
+    ensure_dir(dir, "the plot directory")?;
     let (dtype, device) = (flow.dtype(), flow.device().clone());
     let window = Bounds::square(opts.half_width);
     let mut figures = Vec::new();
@@ -104,7 +137,7 @@ pub fn write_model_plots(
     }
 
     // Model density on a grid (exact log-det).
-    let n = opts.density_grid.max(2);
+    let n = opts.density_grid;
     let nodes = Grid2d::points(window, n, n);
     let logp = flow
         .log_prob_exact(&points_to_tensor(&nodes, dtype, &device)?)?
@@ -123,17 +156,9 @@ pub fn write_model_plots(
     // Samples: z ~ prior, x = f⁻¹(z), coloured by the rank of ‖z‖.
     let z = flow
         .prior()
-        .sample(opts.n_samples.max(1), 2, dtype, &device, rng)?;
-    let inv = flow.inverse(&z)?;
-    if !inv.report.all_converged() {
-        tracing::warn!(
-            failed = inv.report.num_failed(),
-            max_residual = inv.report.max_residual(),
-            "some samples did not converge in the inversion"
-        );
-    }
+        .sample(opts.n_samples, 2, dtype, &device, rng)?;
     let zs = tensor_to_points(&z)?;
-    let xs = tensor_to_points(&inv.x)?;
+    let xs = invert_in_chunks(flow, &z)?;
     let ranks = norm_ranks(&zs);
     let fig = Figure::new(opts.size).title("samples x = f⁻¹(z), coloured by rank of |z|");
     scatter_colored_png(dir.join("samples.png"), &xs, &ranks, window, 2, fig)?;
@@ -166,7 +191,7 @@ pub fn write_model_plots(
     };
     let b = 0.95 * opts.half_width;
     let mesh_window = Bounds::square(b);
-    let m = opts.mesh_grid.max(2);
+    let m = opts.mesh_grid;
     let mesh = Grid2d::points(mesh_window, m, m);
     let mut h = points_to_tensor(&mesh, dtype, &device)?;
     for layer in &flow.layers()[..k] {
@@ -230,11 +255,30 @@ pub fn write_model_plots(
     finish(dir, figures)
 }
 
+/// `x = f⁻¹(z)` as points, [`INVERSE_CHUNK`] rows at a time (rows are inverted
+/// independently), with one warning for the samples that did not converge.
+fn invert_in_chunks(flow: &Flow, z: &candle_core::Tensor) -> Result<Vec<Point2>> {
+    let n = z.dim(0)?;
+    let (mut xs, mut failed, mut max_residual) = (Vec::with_capacity(n), 0, 0.0f64);
+    for start in (0..n).step_by(INVERSE_CHUNK) {
+        let inv = flow.inverse(&z.narrow(0, start, INVERSE_CHUNK.min(n - start))?)?;
+        failed += inv.report.num_failed();
+        max_residual = max_residual.max(inv.report.max_residual());
+        xs.extend(tensor_to_points(&inv.x)?);
+    }
+    if failed > 0 {
+        tracing::warn!(
+            failed,
+            max_residual,
+            "some samples did not converge in the inversion"
+        );
+    }
+    Ok(xs)
+}
+
 fn finish(dir: &Path, figures: Vec<FigureInfo>) -> Result<Vec<FigureInfo>> {
-    std::fs::write(
-        dir.join("plots.json"),
-        serde_json::to_string_pretty(&figures)?,
-    )?;
+    let json = serde_json::to_string_pretty(&figures).context("serialising plots.json")?;
+    write_file_atomic(&dir.join("plots.json"), json.as_bytes(), "the figure list")?;
     Ok(figures)
 }
 

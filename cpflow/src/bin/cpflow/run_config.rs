@@ -440,149 +440,35 @@ pub fn resolve_image(file: &Path, ov: &Overrides) -> Result<cpflow::image::Image
     Ok(cfg)
 }
 
-/// Deep merge: tables merge key by key, anything else in `over` replaces `base`.
+/// Whether `over` describes the same enum variant as `base`, so that it may be merged into
+/// it: the same `arch` (a potential, tagged by that key), the same single key (an externally
+/// tagged enum such as `{ cosine = { t_max = 782 } }`), or not a variant at all.
+fn same_variant(base: &toml::Table, over: &toml::Table) -> bool {
+    if let (Some(a), Some(b)) = (base.get("arch"), over.get("arch")) {
+        return a == b;
+    }
+    if base.len() == 1 && over.len() == 1 {
+        return base.keys().next() == over.keys().next();
+    }
+    true
+}
+
+/// `over` on top of `base` (a file over the serialised defaults): tables of the same variant
+/// merge key by key; anything else in `over` (a value, a table of another variant such as a
+/// `cosine` schedule over the default `step` one) replaces `base`'s.
 pub fn merge(mut base: toml::Table, over: toml::Table) -> toml::Table {
     for (k, v) in over {
-        match (base.remove(&k), v) {
-            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => {
-                base.insert(k, toml::Value::Table(merge(b, o)));
+        let value = match (base.remove(&k), v) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(o)) if same_variant(&b, &o) => {
+                toml::Value::Table(merge(b, o))
             }
-            (_, v) => {
-                base.insert(k, v);
-            }
-        }
+            (_, v) => v,
+        };
+        base.insert(k, value);
     }
     base
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use cpflow::LrSchedule;
-
-    #[test]
-    fn defaults_overrides_and_set_paths() {
-        let cfg = resolve(None, &Overrides::default()).unwrap();
-        assert_eq!(cfg, RunConfig::default());
-        let ov = Overrides {
-            set: vec![
-                "model.width=8".into(),
-                "train.lr_schedule=\"constant\"".into(),
-            ],
-            data: Some("moons".into()),
-            iters: Some(7),
-            lr: Some(0.01),
-            dtype: Some("f32".into()),
-            seed: Some(3),
-            ..Default::default()
-        };
-        let cfg = resolve(None, &ov).unwrap();
-        assert_eq!(cfg.model.width, 8);
-        assert_eq!(cfg.train.lr_schedule, LrSchedule::Constant);
-        assert_eq!(cfg.data.source, "moons");
-        assert_eq!(cfg.train.max_iterations, 7);
-        assert_eq!(cfg.train.adam.lr, 0.01);
-        // Unset Adam fields keep the run defaults.
-        assert_eq!(cfg.train.adam.beta2, 0.999);
-        assert_eq!(cfg.model.float, FloatType::F32);
-        assert_eq!(
-            (cfg.data.seed, cfg.train.seed, cfg.model.init_seed),
-            (3, 3, 3)
-        );
-        let bad = Overrides {
-            set: vec!["model.nope=1".into()],
-            ..Default::default()
-        };
-        assert!(resolve(None, &bad).is_err());
-    }
-
-    #[test]
-    fn image_configs_are_detected_and_resolved() {
-        let dir = std::env::temp_dir().join(format!("cpflow-runcfg-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let img = dir.join("img.toml");
-        std::fs::write(
-            &img,
-            "[data]\ndataset = \"mnist\"\nroot = \"data\"\n[train]\nmax_minutes = 1.0\n",
-        )
-        .unwrap();
-        let toy = dir.join("toy.toml");
-        std::fs::write(&toy, "[data]\nsource = \"moons\"\n").unwrap();
-        assert!(is_image_config(Some(&img)).unwrap());
-        assert!(!is_image_config(Some(&toy)).unwrap());
-        assert!(!is_image_config(None).unwrap());
-        let ov = Overrides {
-            set: vec!["model.baseline=true".into()],
-            iters: Some(5),
-            seed: Some(2),
-            ..Default::default()
-        };
-        let cfg = resolve_image(&img, &ov).unwrap();
-        assert!(cfg.model.baseline);
-        assert_eq!(cfg.train.max_iterations, Some(5));
-        assert_eq!((cfg.train.seed, cfg.model.init_seed), (2, 2));
-        let bad = Overrides {
-            set: vec!["model.nope=1".into()],
-            ..Default::default()
-        };
-        assert!(resolve_image(&img, &bad).is_err());
-        std::fs::remove_dir_all(&dir).unwrap();
-    }
-
-    /// `configs/tabular.toml` is the reference `train_tabular.py` (cpflow-reference.md §4.1).
-    #[test]
-    fn tabular_config_is_the_reference_tabular_run() {
-        let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/tabular.toml");
-        let cfg = resolve(Some(&file), &Overrides::default()).unwrap();
-        assert_eq!(
-            (cfg.data.source.as_str(), cfg.data.root.as_path()),
-            ("miniboone", Path::new("data"))
-        );
-        let m = &cfg.model;
-        assert_eq!(
-            (m.arch, m.blocks, m.width, m.depth),
-            (Arch::Icnn2, 1, 64, 10)
-        );
-        assert_eq!(m.activation, ActivationKind::Softplus);
-        assert!(!m.zero_shift && !m.symm_act_first);
-        assert_eq!((m.layout, m.float), (Layout::Tabular, FloatType::F32));
-        let t = &cfg.train;
-        assert_eq!(
-            (t.batch_size, t.val_every, t.early_stopping),
-            (1024, 500, Some(20))
-        );
-        assert_eq!(t.lr_schedule, cpflow::LrSchedule::Plateau);
-        assert_eq!(
-            (t.adam.lr, t.adam.beta1, t.adam.beta2, t.adam.weight_decay),
-            (1e-3, 0.9, 0.99, 1e-6)
-        );
-        assert_eq!((t.surrogate.cg_atol, t.surrogate.cg_rtol), (1e-3, 0.0));
-        assert_eq!(
-            t.val_estimator,
-            cpflow::NllEstimator::Slq(cpflow::SlqParams {
-                probes: 1,
-                steps: 10
-            })
-        );
-        assert_eq!(t.clip_grad_norm, None);
-        // One block between two ActNorms, trainable w0 (the tabular layout).
-        assert_eq!(m.flow_config(43).unwrap().layers.len(), 3);
-    }
-
-    #[test]
-    fn layouts_build_valid_flows() {
-        let mut m = ModelSection::default();
-        let f = m.flow_config(2).unwrap();
-        assert_eq!(f.layers.len(), 2);
-        assert_eq!(f.prior.log_var, 2.0);
-        m.blocks = 2;
-        assert_eq!(m.flow_config(2).unwrap().layers.len(), 5);
-        m.layout = Layout::Single;
-        m.arch = Arch::Icnn2;
-        let f = m.flow_config(3).unwrap();
-        assert_eq!(f.layers.len(), 2);
-        assert_eq!(f.prior.log_var, 0.0);
-        m.blocks = 0;
-        assert!(m.flow_config(2).is_err());
-    }
-}
+#[path = "run_config_tests.rs"]
+mod tests;

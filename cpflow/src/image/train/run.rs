@@ -251,7 +251,7 @@ impl<'a> Run<'a> {
         if !loss.is_finite() {
             return Err(CpflowError::NonFinite {
                 what: format!("loss ({loss})"),
-                step: it,
+                step: it + 1,
                 checkpoint: self.last_checkpoint.clone(),
             });
         }
@@ -264,7 +264,7 @@ impl<'a> Run<'a> {
                 .unwrap_or_else(|| "the parameters (norm overflow)".into());
             return Err(CpflowError::NonFinite {
                 what: format!("gradient of {name}"),
-                step: it,
+                step: it + 1,
                 checkpoint: self.last_checkpoint.clone(),
             });
         }

@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use super::{data_root, float_type, load_flow, locate_model, saved_run_config};
 use crate::data::{load, load_all};
+use crate::model_file::require_flow;
 use crate::{Estimator, EvalArgs};
 
 #[derive(Serialize)]
@@ -21,10 +22,13 @@ struct EvalSummary {
     seconds: f64,
 }
 
+/// Scores `--model` on `--data` (or the held-out split of the run's data) and prints a JSON
+/// summary.
 pub fn eval(a: EvalArgs) -> Result<()> {
     let t0 = Instant::now();
     let device = crate::device(a.dev.device.as_deref())?;
     let loc = locate_model(&a.model)?;
+    require_flow(&loc.file, "eval", false)?;
     let float = a.dev.dtype.as_deref().map(float_type).transpose()?;
     let flow = load_flow(&loc.file, &device, float)?;
     let saved = saved_run_config(loc.run_dir.as_deref())?;
@@ -49,6 +53,19 @@ pub fn eval(a: EvalArgs) -> Result<()> {
     };
     if data.dim != flow.dim() {
         bail!("the data are {}-D, the model {}-D", data.dim, flow.dim());
+    }
+    if data.n_test() == 0 {
+        // Only the run's own split can be empty (`--data` sources are checked when read).
+        let fraction = saved.as_ref().map_or(0.0, |c| c.data.test_fraction);
+        bail!(
+            "the run's data `{source}` leave no test rows to score (data.test_fraction = \
+             {fraction} in {}): pass `--data <file.npy|file.csv|toy|benchmark>` to score other \
+             data",
+            loc.run_dir.as_deref().map_or_else(
+                || "config.toml".into(),
+                |d| d.join("config.toml").display().to_string()
+            )
+        );
     }
     let test = Dataset::new(data.tensor(&data.test, flow.dtype(), &device)?);
     let estimator = match a.estimator {

@@ -1,13 +1,21 @@
 //! `cpflow ot`: the optimal-transport experiment over several dimensions.
+//!
+//! `--config` overlays a TOML file on `OtConfig::reference(d)`: tables merge key by key,
+//! except that a table naming another variant of an enum than the reference's (another
+//! `train.lr_schedule` or `train.val_estimator` variant, a `[potential]` of another `arch`)
+//! replaces the reference's table instead of being merged into it. Unknown keys are errors
+//! naming the key and its table, in every table.
 
 use anyhow::{Context, Result, bail};
 use cpflow::ot::{
     OtConfig, OtReport, OtTarget, ot_table_markdown, run_ot_experiment, write_ot_figures,
 };
 use cpflow::{LrSchedule, PotentialConfig, RunOptions};
+use std::path::Path;
 
 use super::float_type;
 use crate::OtArgs;
+use crate::output_files::{ensure_dir, write_file_atomic};
 use crate::run_config::merge;
 
 /// Sets the potential's input dimension (dense potentials only: the experiment's data are
@@ -28,15 +36,80 @@ fn with_dim(p: &PotentialConfig, dim: usize) -> Result<PotentialConfig> {
     Ok(p)
 }
 
-/// The configuration for dimension `dim`: the reference, overlaid with the file's keys.
-fn config_for(a: &OtArgs, file: Option<&toml::Table>, dim: usize) -> Result<OtConfig> {
-    let mut table = toml::Table::try_from(OtConfig::reference(dim))?;
-    if let Some(f) = file {
-        table = merge(table, f.clone());
+/// The first key of `file` (depth first) that the configuration does not have: `resolved`
+/// is the deserialised configuration serialised again, so a key serde skipped (the ICNN
+/// configurations of `[potential]` accept unknown keys) is missing there. Returns the key,
+/// its table (`""` for the top level) and the table's keys.
+fn unknown_key(
+    file: &toml::Table,
+    resolved: &toml::Table,
+    table: &str,
+) -> Option<(String, String, Vec<String>)> {
+    for (k, v) in file {
+        match (v, resolved.get(k)) {
+            (_, None) => {
+                let known = resolved.keys().cloned().collect();
+                return Some((k.clone(), table.to_string(), known));
+            }
+            (toml::Value::Table(f), Some(toml::Value::Table(r))) => {
+                let path = if table.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{table}.{k}")
+                };
+                if let Some(found) = unknown_key(f, r, &path) {
+                    return Some(found);
+                }
+            }
+            _ => {}
+        }
     }
-    let mut cfg: OtConfig = toml::Value::Table(table)
-        .try_into()
-        .context("invalid OT configuration")?;
+    None
+}
+
+/// The configuration of the file `path` (parsed into `file`) for dimension `dim`: the
+/// reference, overlaid with the file's keys; unknown keys are refused with their table.
+fn from_file(path: &Path, file: &toml::Table, dim: usize) -> Result<OtConfig> {
+    let table = merge(
+        toml::Table::try_from(OtConfig::reference(dim))?,
+        file.clone(),
+    );
+    let cfg: OtConfig =
+        serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
+            let key_path = e.path().to_string();
+            let msg = e.into_inner().to_string();
+            // toml appends the key's location on a line of its own.
+            let msg = msg.trim().replace('\n', " ");
+            // An unknown key's path ends with the key: name the table that holds it.
+            let at = match key_path.rsplit_once('.') {
+                _ if !msg.starts_with("unknown field") => format!("at `{key_path}`"),
+                Some((table, _)) => format!("in table [{table}]"),
+                None => "at the top level".to_string(),
+            };
+            anyhow::anyhow!("invalid OT configuration in {} {at}: {msg}", path.display())
+        })?;
+    let resolved = toml::Table::try_from(&cfg)?;
+    if let Some((key, table, known)) = unknown_key(file, &resolved, "") {
+        let table = if table.is_empty() {
+            "at the top level".to_string()
+        } else {
+            format!("in table [{table}]")
+        };
+        bail!(
+            "invalid OT configuration in {}: unknown key `{key}` {table} (its keys: {})",
+            path.display(),
+            known.join(", ")
+        );
+    }
+    Ok(cfg)
+}
+
+/// The configuration for dimension `dim`: the reference or the file's, then the flags.
+fn config_for(a: &OtArgs, file: Option<&toml::Table>, dim: usize) -> Result<OtConfig> {
+    let mut cfg = match (file, &a.config) {
+        (Some(f), Some(path)) => from_file(path, f, dim)?,
+        _ => OtConfig::reference(dim),
+    };
     cfg.dim = dim;
     cfg.potential = with_dim(&cfg.potential, dim)?;
     if let Some(n) = a.iters {
@@ -56,9 +129,12 @@ fn config_for(a: &OtArgs, file: Option<&toml::Table>, dim: usize) -> Result<OtCo
     if let Some(d) = &a.dev.dtype {
         cfg.float = float_type(d)?;
     }
+    cfg.train.validate()?;
     Ok(cfg)
 }
 
+/// Runs the experiment for every `--dims` entry; writes the figures, `ot_table.md` and
+/// `ot_reports.json` (rewritten atomically after each dimension) into `--out`.
 pub fn ot(a: OtArgs) -> Result<()> {
     if a.dims.is_empty() || a.dims.contains(&0) {
         bail!("--dims needs positive dimensions");
@@ -73,13 +149,25 @@ pub fn ot(a: OtArgs) -> Result<()> {
         ),
         None => None,
     };
-    std::fs::create_dir_all(&a.out)?;
+    // Every configuration and the output directory are checked before the first run.
+    let configs = a
+        .dims
+        .iter()
+        .map(|&dim| config_for(&a, file.as_ref(), dim))
+        .collect::<Result<Vec<_>>>()?;
+    ensure_dir(&a.out, "the OT output directory")?;
     let mut reports: Vec<OtReport> = Vec::new();
-    for &dim in &a.dims {
-        let cfg = config_for(&a, file.as_ref(), dim)?;
-        tracing::info!(dim, iterations = cfg.train.max_iterations, target = ?cfg.target, "OT run");
-        let (_, report) = run_ot_experiment(&cfg, &device, RunOptions::default())?;
-        write_ot_figures(&a.out, &report)?;
+    for cfg in &configs {
+        let dim = cfg.dim;
+        let target = match cfg.target {
+            OtTarget::Random => "random",
+            OtTarget::Paper2d => "paper_2d",
+        };
+        tracing::info!(dim, iterations = cfg.train.max_iterations, target, "OT run");
+        let (_, report) = run_ot_experiment(cfg, &device, RunOptions::default())?;
+        write_ot_figures(&a.out, &report).with_context(|| {
+            format!("writing the figures of d = {dim} into {}", a.out.display())
+        })?;
         println!(
             "d = {dim}: W2² = {:.4}, transport cost = {:.4} ({:+.2}%; optimal map on the same test points {:.4}, {:+.2}%), KL = {:.4}, {:.1} s",
             report.w2_squared,
@@ -92,12 +180,73 @@ pub fn ot(a: OtArgs) -> Result<()> {
         );
         reports.push(report);
         // Rewrite the table after every dimension so a long run leaves partial results.
-        std::fs::write(a.out.join("ot_table.md"), ot_table_markdown(&reports))?;
-        std::fs::write(
-            a.out.join("ot_reports.json"),
-            serde_json::to_string_pretty(&reports)?,
+        write_file_atomic(
+            &a.out.join("ot_table.md"),
+            ot_table_markdown(&reports).as_bytes(),
+            "the OT table",
+        )?;
+        let json = serde_json::to_string_pretty(&reports).context("serialising the reports")?;
+        write_file_atomic(
+            &a.out.join("ot_reports.json"),
+            json.as_bytes(),
+            "the OT reports",
         )?;
     }
     println!("\n{}", ot_table_markdown(&reports));
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cpflow::NllEstimator;
+
+    fn resolve(text: &str) -> Result<OtConfig> {
+        let file: toml::Table = toml::from_str(text).unwrap();
+        from_file(Path::new("ot.toml"), &file, 3)
+    }
+
+    /// A schedule or potential of another variant replaces the reference's; one of the same
+    /// variant is merged into it.
+    #[test]
+    fn variants_replace_and_same_variants_merge() {
+        let cfg = resolve("[train.lr_schedule.step]\nstep_size = 600\ngamma = 0.5\n").unwrap();
+        assert_eq!(
+            cfg.train.lr_schedule,
+            LrSchedule::Step {
+                step_size: 600,
+                gamma: 0.5
+            }
+        );
+        let cfg = resolve("[train]\nlr_schedule = \"constant\"\nval_estimator = \"exact\"\n");
+        let cfg = cfg.unwrap();
+        assert_eq!(cfg.train.lr_schedule, LrSchedule::Constant);
+        assert_eq!(cfg.train.val_estimator, NllEstimator::Exact);
+        let cfg = resolve("[potential]\narch = \"icnn\"\nwidth = 8\n").unwrap();
+        match cfg.potential {
+            PotentialConfig::Icnn(c) => assert_eq!(c.width, 8),
+            p => panic!("{p:?}"),
+        }
+        // Same arch: the reference's other settings stay.
+        let cfg = resolve("[potential]\narch = \"icnn3\"\nwidth = 8\n").unwrap();
+        match cfg.potential {
+            PotentialConfig::Icnn3(c) => assert_eq!((c.width, c.depth), (8, 5)),
+            p => panic!("{p:?}"),
+        }
+    }
+
+    #[test]
+    fn unknown_keys_name_key_and_table() {
+        for (text, key, table) in [
+            ("n_trian = 5\n", "n_trian", "top level"),
+            ("[potential]\nwidht = 5\n", "widht", "[potential]"),
+            ("[bogus]\nx = 1\n", "bogus", "top level"),
+            ("[train.adam]\nlrr = 1\n", "lrr", "train.adam"),
+            ("[run]\nplots = true\n", "run", "top level"),
+        ] {
+            let err = format!("{:#}", resolve(text).unwrap_err());
+            assert!(err.contains(key) && err.contains(table), "{text}: {err}");
+            assert!(err.contains("ot.toml"), "{err}");
+        }
+    }
 }

@@ -2,16 +2,36 @@
 
 use anyhow::{Result, bail};
 use cpflow::FlowRng;
+use cpflow::toy::Point2;
 use std::path::PathBuf;
 
 use super::{data_root, float_type, load_flow, locate_model, saved_run_config};
 use crate::PlotArgs;
-use crate::data::{load, load_all};
+use crate::data::{LoadedData, Rows, load, load_all};
+use crate::model_file::require_flow;
 use crate::model_plots::{PlotOptions, rows_to_points, write_model_plots};
 
+/// Points of data drawn in `data.png` (toys and images draw this many; files show their
+/// first rows).
+const MAX_DATA_POINTS: usize = 100_000;
+
+/// Data shown in `data.png` as points, refused unless 2-D like the model (`what` names them).
+fn data_points(d: &LoadedData, rows: &Rows, what: &str) -> Result<Vec<Point2>> {
+    if d.dim != 2 {
+        bail!(
+            "the data are {}-D, the model 2-D: {what} cannot be drawn in data.png (pass \
+             `--data` with 2-column data, or a toy)",
+            d.dim
+        );
+    }
+    Ok(rows_to_points(&rows.to_f64(), MAX_DATA_POINTS))
+}
+
+/// Writes the PNG figures of a 2-D model (and `plots.json`) into `--out`.
 pub fn plot(a: PlotArgs) -> Result<()> {
     let device = crate::device(a.dev.device.as_deref())?;
     let loc = locate_model(&a.model)?;
+    require_flow(&loc.file, "plot", false)?;
     let float = a.dev.dtype.as_deref().map(float_type).transpose()?;
     let flow = load_flow(&loc.file, &device, float)?;
     if flow.dim() != 2 {
@@ -22,12 +42,13 @@ pub fn plot(a: PlotArgs) -> Result<()> {
     // Data for data.png: --data, else the run's training data, else none.
     let points = match (&a.data, &saved) {
         (Some(src), _) => {
-            let d = load_all(src, &data_root(saved.as_ref()), 100_000, seed)?;
-            (d.dim == 2).then(|| rows_to_points(&d.test.to_f64(), 100_000))
+            let d = load_all(src, &data_root(saved.as_ref()), MAX_DATA_POINTS, seed)?;
+            Some(data_points(&d, &d.test, &format!("`--data {src}`"))?)
         }
         (None, Some(cfg)) => {
             let d = load(&cfg.data)?;
-            (d.dim == 2).then(|| rows_to_points(&d.train.to_f64(), 100_000))
+            let what = format!("the run's training data `{}`", cfg.data.source);
+            Some(data_points(&d, &d.train, &what)?)
         }
         (None, None) => None,
     };

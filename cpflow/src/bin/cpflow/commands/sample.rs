@@ -2,29 +2,44 @@
 //! an image model.
 
 use anyhow::{Context, Result, bail};
-use candle_core::DType;
+use candle_core::{DType, Tensor};
 use cpflow::FlowRng;
-use cpflow::image::{IMAGE_METADATA_KEY, ImageFlow, quantize_pixels, write_sample_grid};
+use cpflow::image::{ImageFlow, quantize_pixels, write_sample_grid};
 use std::path::Path;
 
 use super::{float_type, load_flow, locate_model};
 use crate::SampleArgs;
-use crate::data::write_rows;
+use crate::model_file::{ModelKind, require_flow};
+use crate::output_files::{RowType, RowValues, RowsWriter, ensure_dir};
 
-/// Whether `file` holds an image flow (its safetensors metadata has the image key).
-fn is_image_model(file: &Path) -> Result<bool> {
-    let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
-    let (_, md) = safetensors::SafeTensors::read_metadata(&bytes)
-        .with_context(|| format!("reading the safetensors header of {}", file.display()))?;
-    Ok(md
-        .metadata()
-        .as_ref()
-        .is_some_and(|m| m.contains_key(IMAGE_METADATA_KEY)))
+/// Samples drawn, inverted and written per chunk of a vector flow: the inversion's memory
+/// grows with the rows it solves at once, so `-n` is streamed in chunks instead of being
+/// capped. Each chunk draws its prior rows from the same RNG stream in order, so the samples
+/// are those of one call for `n ≤ SAMPLE_CHUNK` and depend only on the seed and `n`.
+const SAMPLE_CHUNK: usize = 4096;
+
+/// Images sampled per chunk: the convolutional inversion keeps every layer's activations of
+/// every image it solves (megabytes per image).
+const IMAGE_SAMPLE_CHUNK: usize = 64;
+
+/// Convergence of the inversions over all chunks.
+#[derive(Default)]
+struct Convergence {
+    failed: usize,
+    max_residual: f64,
 }
 
+impl Convergence {
+    fn add(&mut self, failed: usize, max_residual: f64) {
+        self.failed += failed;
+        self.max_residual = self.max_residual.max(max_residual);
+    }
+}
+
+/// Draws `-n` samples of a vector flow (or images of an image flow) into `--output`.
 pub fn sample(a: SampleArgs) -> Result<()> {
     let loc = locate_model(&a.model)?;
-    if is_image_model(&loc.file)? {
+    if require_flow(&loc.file, "sample", true)? == ModelKind::Image {
         return sample_images(&a, &loc.file);
     }
     if a.grid.is_some() || a.temperature.is_some() {
@@ -36,30 +51,54 @@ pub fn sample(a: SampleArgs) -> Result<()> {
     let device = crate::device(a.dev.device.as_deref())?;
     let float = a.dev.dtype.as_deref().map(float_type).transpose()?;
     let flow = load_flow(&loc.file, &device, float)?;
+    let d = flow.dim();
+    let row_type = match flow.dtype() {
+        DType::F32 => RowType::F32,
+        _ => RowType::F64,
+    };
+    // Opened before anything is computed: a bad path fails at once.
+    let mut out = RowsWriter::create(&a.output, d, a.n, row_type)?;
     let mut rng = FlowRng::seed_from_u64(a.dev.seed.unwrap_or(0));
-    let inv = flow.sample(a.n, &mut rng)?;
-    if !inv.report.all_converged() {
+    let mut conv = Convergence::default();
+    let mut done = 0;
+    while done < a.n {
+        let len = SAMPLE_CHUNK.min(a.n - done);
+        let inv = flow.sample(len, &mut rng)?;
+        conv.add(inv.report.num_failed(), inv.report.max_residual());
+        write_tensor_rows(&mut out, &inv.x, row_type)?;
+        done += len;
+    }
+    out.finish()?;
+    if conv.failed > 0 {
         tracing::warn!(
-            failed = inv.report.num_failed(),
-            max_residual = inv.report.max_residual(),
+            failed = conv.failed,
+            max_residual = conv.max_residual,
             "some samples did not converge in the inversion (their rows are the last iterates)"
         );
     }
-    let d = flow.dim();
-    let rows = inv
-        .x
-        .to_dtype(DType::F64)?
-        .flatten_all()?
-        .to_vec1::<f64>()?;
-    write_rows(&a.output, d, &rows)?;
     println!(
         "wrote {} samples of dimension {d} to {} (inversion: max residual {:.2e}, {} not converged)",
         a.n,
         a.output.display(),
-        inv.report.max_residual(),
-        inv.report.num_failed()
+        conv.max_residual,
+        conv.failed
     );
     Ok(())
+}
+
+/// Appends the rows of `x` in `row_type`.
+fn write_tensor_rows(out: &mut RowsWriter, x: &Tensor, row_type: RowType) -> Result<()> {
+    let flat = x.flatten_all()?;
+    match row_type {
+        RowType::F32 => out.write(RowValues::F32(&flat.to_dtype(DType::F32)?.to_vec1()?)),
+        RowType::F64 => out.write(RowValues::F64(&flat.to_dtype(DType::F64)?.to_vec1()?)),
+    }
+}
+
+/// Where image samples go: rows streamed to a file, or the chunks of a PNG grid.
+enum ImageTarget {
+    Rows(RowsWriter),
+    Grid(usize, usize, Vec<Tensor>),
 }
 
 /// Images from the prior at a temperature, inverted through the flow (per-sample convergence
@@ -75,21 +114,43 @@ fn sample_images(a: &SampleArgs, file: &Path) -> Result<()> {
     let temperature = a.temperature.unwrap_or(1.0);
     let mut rng = FlowRng::seed_from_u64(a.dev.seed.unwrap_or(0));
     let t = std::time::Instant::now();
-    let inv = flow.sample(n, temperature, &mut rng)?;
+    // Opened (or its directory made) before anything is computed: a bad path fails at once.
+    let mut target = match a.grid {
+        Some((r, c)) => {
+            let dir = a.output.parent().unwrap_or(Path::new(""));
+            ensure_dir(dir, &format!("the directory of {}", a.output.display()))?;
+            ImageTarget::Grid(r, c, Vec::new())
+        }
+        None => ImageTarget::Rows(RowsWriter::create(&a.output, flow.dim(), n, RowType::F64)?),
+    };
+    let mut conv = Convergence::default();
+    let mut done = 0;
+    while done < n {
+        let len = IMAGE_SAMPLE_CHUNK.min(n - done);
+        let inv = flow.sample(len, temperature, &mut rng)?;
+        conv.add(inv.report.num_failed(), inv.report.max_residual());
+        let pixels = quantize_pixels(&inv.x)?;
+        match &mut target {
+            ImageTarget::Rows(out) => write_tensor_rows(out, &pixels, RowType::F64)?,
+            ImageTarget::Grid(_, _, chunks) => chunks.push(pixels),
+        }
+        done += len;
+    }
     let secs = t.elapsed().as_secs_f64();
-    let pixels = quantize_pixels(&inv.x)?;
-    if let Some((r, c)) = a.grid {
-        write_sample_grid(&flow.to_images(&pixels)?, r, c, &a.output)?;
-    } else {
-        let rows = pixels.flatten_all()?.to_vec1::<f64>()?;
-        write_rows(&a.output, flow.dim(), &rows)?;
+    match target {
+        ImageTarget::Rows(out) => out.finish()?,
+        ImageTarget::Grid(r, c, chunks) => {
+            let pixels = Tensor::cat(&chunks, 0)?;
+            write_sample_grid(&flow.to_images(&pixels)?, r, c, &a.output)
+                .with_context(|| format!("writing the sample grid {}", a.output.display()))?;
+        }
     }
     println!(
         "wrote {n} image samples at temperature {temperature} to {} in {secs:.1} s (inversion: \
          {} of {n} converged, max residual {:.2e})",
         a.output.display(),
-        n - inv.report.num_failed(),
-        inv.report.max_residual()
+        n - conv.failed,
+        conv.max_residual
     );
     Ok(())
 }

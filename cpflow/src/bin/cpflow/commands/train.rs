@@ -9,10 +9,14 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use crate::TrainArgs;
-use crate::data::{Rows, load};
+use crate::data::{DataSource, LoadedData, Rows, load};
 use crate::interrupt::Interrupt;
 use crate::model_plots::{PlotOptions, rows_to_points, write_model_plots};
-use crate::run_config::{Overrides, is_image_config, resolve, resolve_image};
+use crate::resume_check::{check_image_resume, check_train_resume};
+use crate::run_config::{DataSection, Overrides, is_image_config, resolve, resolve_image};
+use crate::run_dir::{
+    TRAIN_RUN, absolute, absolute_run_config, check_new_run, remove_old_run, write_config,
+};
 
 /// `report.json` of a run. Every NLL names its split: `val_*` numbers come from the
 /// validation part (taken from the training data, it drives early stopping and learning-rate
@@ -29,11 +33,12 @@ struct TrainSummary {
     iterations: usize,
     /// The configured maximum.
     max_iterations: usize,
-    /// The iteration this invocation resumed from (`--resume`); `train_time_s`,
-    /// `wall_time_s` and `val_nll_curve` then cover only the iterations after it.
+    /// The iteration this invocation resumed from (`--resume`); `train_time_s` and
+    /// `wall_time_s` then cover only the iterations after it.
     resumed_at: Option<usize>,
     stop_reason: StopReason,
-    /// `(iteration, validation exact NLL)` every `run.eval_every` iterations.
+    /// `(iteration, validation exact NLL)` every `run.eval_every` iterations, over the whole
+    /// run (a resumed run's earlier points come from its checkpoint).
     val_nll_curve: Vec<(usize, f64)>,
     /// Validation NLL (the trainer's estimator) of the weights kept, and their iteration.
     val_nll: Option<f64>,
@@ -44,6 +49,9 @@ struct TrainSummary {
     data_entropy: Option<f64>,
     /// `test_nll − data_entropy`: a KL estimate.
     kl_estimate: Option<f64>,
+    /// Without test rows: why, in terms of the key that sets them (for the final line).
+    #[serde(skip)]
+    no_test_rows: Option<String>,
     /// Which split each number comes from.
     splits: BTreeMap<&'static str, &'static str>,
     final_loss: f64,
@@ -51,7 +59,15 @@ struct TrainSummary {
     wall_time_s: f64,
 }
 
-pub fn train(a: TrainArgs) -> Result<()> {
+pub fn train(mut a: TrainArgs) -> Result<()> {
+    // `--resume` without `--config` continues the run as it was configured.
+    if a.resume
+        && a.config.is_none()
+        && let Some(saved) = a.out.as_ref().map(|o| o.join("config.toml"))
+        && saved.is_file()
+    {
+        a.config = Some(saved);
+    }
     if is_image_config(a.config.as_deref())? {
         return train_image(a);
     }
@@ -69,11 +85,34 @@ pub fn train(a: TrainArgs) -> Result<()> {
     };
     let cfg = resolve(a.config.as_deref(), &ov)?;
     let out = cfg.run.out.clone();
-    // The data first: a source that cannot be read leaves no half-made run directory.
+    // What config.toml keeps: paths resolved against the current directory.
+    let saved = absolute_run_config(&cfg)?;
+    // The run directory before anything is read or written: a new run does not replace
+    // another without --overwrite; a resume continues the run as it was made.
+    let resume = if a.resume {
+        Some(check_train_resume(&saved, &out)?)
+    } else {
+        check_new_run(&out, &TRAIN_RUN, a.overwrite)?;
+        None
+    };
+    // The data next: a source that cannot be read leaves no half-made run directory.
     let device = crate::device(Some(&cfg.run.device))?;
     let data = load(&cfg.data)?;
-    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
-    std::fs::write(out.join("config.toml"), toml::to_string_pretty(&cfg)?)?;
+    if let Some(r) = &resume
+        && r.dim != data.dim
+    {
+        bail!(
+            "--resume: the data `{}` have {} columns, the run's model in {} takes {}",
+            cfg.data.source,
+            data.dim,
+            out.display(),
+            r.dim
+        );
+    }
+    if a.overwrite {
+        remove_old_run(&out, &TRAIN_RUN)?;
+    }
+    write_config(&out, &saved)?;
     let dtype = cfg.model.float.dtype();
     tracing::info!(
         data = %cfg.data.source,
@@ -99,15 +138,15 @@ pub fn train(a: TrainArgs) -> Result<()> {
     let plot_points =
         (cfg.run.plots && data.dim == 2).then(|| rows_to_points(&data.train.to_f64(), 100_000));
     let (dim, n_train, n_val, n_test) = (data.dim, data.n_train(), data.n_val(), data.n_test());
+    let no_test_rows = (n_test == 0).then(|| why_no_test_rows(&cfg.data, &data));
     drop(data);
     let options = RunOptions {
         out_dir: Some(out.clone()),
         progress_bar: cfg.run.progress && !a.no_progress,
     };
-    let mut trainer = if a.resume {
-        let ck = out.join("checkpoint.safetensors");
-        tracing::info!(checkpoint = %ck.display(), "resuming");
-        Trainer::resume(&ck, &device, Some(cfg.train.clone()))?.with_options(options)
+    let mut trainer = if let Some(r) = &resume {
+        tracing::info!(checkpoint = %r.checkpoint.display(), "resuming");
+        Trainer::resume(&r.checkpoint, &device, Some(cfg.train.clone()))?.with_options(options)
     } else {
         let flow = Flow::new(cfg.model.flow_config(dim)?, &device)?;
         tracing::info!(parameters = flow.num_parameters(), "built the flow");
@@ -199,6 +238,7 @@ pub fn train(a: TrainArgs) -> Result<()> {
         test_nll,
         data_entropy: entropy,
         kl_estimate,
+        no_test_rows,
         splits,
         final_loss: rep.final_loss,
         train_time_s: train_time,
@@ -210,6 +250,22 @@ pub fn train(a: TrainArgs) -> Result<()> {
     )?;
     println!("{}", summary_line(&summary, &out));
     Ok(())
+}
+
+/// Why a run has no test rows, named by the key that sets them: `data.n_test` for toys and
+/// images, `data.test_fraction` for files (also when a fraction above 0 rounds to no row).
+fn why_no_test_rows(section: &DataSection, data: &LoadedData) -> String {
+    match data.source {
+        DataSource::Npy(_) | DataSource::Csv(_) if section.test_fraction > 0.0 => format!(
+            "data.test_fraction = {} of the {} rows of {} rounds to 0; raise it for a test score",
+            section.test_fraction,
+            data.n_train() + data.n_val() + data.n_test(),
+            section.source
+        ),
+        DataSource::Npy(_) | DataSource::Csv(_) => "data.test_fraction = 0".into(),
+        DataSource::Tabular(_) => format!("the test split of `{}` is empty", section.source),
+        DataSource::Toy(_) | DataSource::Image(_) => format!("data.n_test = {}", section.n_test),
+    }
 }
 
 /// The final line of `cpflow train`.
@@ -228,7 +284,10 @@ fn summary_line(s: &TrainSummary, out: &std::path::Path) -> String {
             t - h
         ),
         (Some(t), None) => format!("; test exact NLL {t:.4} nats"),
-        (None, _) => "; no test score (no test rows: data.test_fraction = 0)".to_string(),
+        (None, _) => format!(
+            "; no test score (no test rows: {})",
+            s.no_test_rows.as_deref().unwrap_or("none were drawn")
+        ),
     };
     let resumed = match s.resumed_at {
         Some(r) => format!(
@@ -238,8 +297,9 @@ fn summary_line(s: &TrainSummary, out: &std::path::Path) -> String {
         None => String::new(),
     };
     format!(
-        "trained {} iterations{resumed}{stop} in {:.1} s{val}{test}; outputs in {}",
+        "trained {} iteration{}{resumed}{stop} in {:.1} s{val}{test}; outputs in {}",
         s.iterations,
+        if s.iterations == 1 { "" } else { "s" },
         s.train_time_s,
         out.display()
     )
@@ -268,10 +328,20 @@ fn train_image(a: TrainArgs) -> Result<()> {
         .out
         .clone()
         .unwrap_or_else(|| std::path::PathBuf::from("runs").join(cfg.data.dataset.name()));
-    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
-    std::fs::write(out.join("config.toml"), toml::to_string_pretty(&cfg)?)?;
+    // As for the other runs: checks first, then the data, then config.toml (absolute root).
+    let mut saved = cfg.clone();
+    saved.data.root = absolute(&saved.data.root)?;
+    if a.resume {
+        check_image_resume(&saved, &out)?;
+    } else {
+        check_new_run(&out, &TRAIN_RUN, a.overwrite)?;
+    }
     let device = crate::device(a.dev.device.as_deref())?;
     let data = load_image_data(&cfg.data)?;
+    if a.overwrite {
+        remove_old_run(&out, &TRAIN_RUN)?;
+    }
+    write_config(&out, &saved)?;
     let flow = cfg.flow_config()?;
     tracing::info!(
         dataset = cfg.data.dataset.name(),
@@ -321,7 +391,7 @@ fn train_image(a: TrainArgs) -> Result<()> {
         None => "; no test images".into(),
     };
     println!(
-        "trained {} parameters ({} CP-Flow blocks) for {} iterations ({:.2} epochs, {:?}) in {:.1} s of steps \
+        "trained {} parameters ({} CP-Flow blocks) for {} iterations ({:.2} epochs, {}) in {:.1} s of steps \
          ({:.3} s/step, CG {:.1} iterations){val}{test}; outputs in {}",
         r.parameters,
         r.cp_flow_blocks,

@@ -1,11 +1,13 @@
 //! `cpflow vae`: the VAE experiment of Table 3 (Gaussian or CP-Flow posterior).
 
 use anyhow::{Context, Result};
-use cpflow::vae::{PosteriorKind, VaeConfig, VaeRunOptions, run_vae};
+use cpflow::vae::{PosteriorKind, VaeConfig, VaeRunOptions, load_vae_data, run_vae_on};
 
 use crate::VaeArgs;
 use crate::interrupt::Interrupt;
+use crate::resume_check::check_vae_resume;
 use crate::run_config::{parse_value, set_path};
+use crate::run_dir::{VAE_RUN, absolute, check_new_run, remove_old_run, write_config};
 
 /// Reads the TOML file, applies `--set` and the flags, deserialises (unknown keys are errors
 /// that name their path).
@@ -43,18 +45,30 @@ pub fn resolve_vae_config(a: &VaeArgs) -> Result<VaeConfig> {
     Ok(cfg)
 }
 
-/// Runs the experiment and prints the test numbers.
+/// Runs the experiment and prints the test numbers. Before anything is written: a new run
+/// does not replace another without `--overwrite`, `--resume` needs the run's checkpoint and
+/// may change only the epochs, the time budget and `[eval]` (unlike the library's
+/// [`VaeRunOptions::resume`], which starts afresh without a checkpoint), and the data must
+/// load. `config.toml` keeps the data root as an absolute path.
 pub fn vae(a: VaeArgs) -> Result<()> {
-    let cfg = resolve_vae_config(&a)?;
+    let mut cfg = resolve_vae_config(&a)?;
+    cfg.data.root = absolute(&cfg.data.root)?;
+    if a.resume {
+        check_vae_resume(&cfg, &a.out)?;
+    } else {
+        check_new_run(&a.out, &VAE_RUN, a.overwrite)?;
+    }
+    let data = load_vae_data(cfg.data.dataset, &cfg.data.root, cfg.data.seed)?;
+    if a.overwrite {
+        remove_old_run(&a.out, &VAE_RUN)?;
+    }
+    write_config(&a.out, &cfg)?;
     let opts = VaeRunOptions {
         resume: a.resume,
         progress_bar: !a.no_progress,
         interrupt: Some(Interrupt::install()?.flag()),
     };
-    std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
-    std::fs::write(a.out.join("config.toml"), toml::to_string_pretty(&cfg)?)
-        .with_context(|| format!("writing {}/config.toml", a.out.display()))?;
-    let r = Interrupt::with_resume_hint(run_vae(&cfg, &a.out, &opts), || {
+    let r = Interrupt::with_resume_hint(run_vae_on(&cfg, &data, &a.out, &opts), || {
         format!(
             "cpflow vae --config {} --out {} --resume",
             a.out.join("config.toml").display(),
@@ -67,13 +81,14 @@ pub fn vae(a: VaeArgs) -> Result<()> {
         ""
     };
     println!(
-        "{} posterior, {} parameters: {} epochs ({:?}), best validation −ELBO {:.3} nats at epoch {}, {:.1} s/epoch",
+        "{} posterior, {} parameters: {} epoch{} ({}), best validation −ELBO {:.3} nats at epoch {}, {:.1} s/epoch",
         match cfg.model.posterior {
             PosteriorKind::Gaussian => "Gaussian",
             PosteriorKind::CpFlow => "CP-Flow",
         },
         r.num_parameters,
         r.epochs,
+        if r.epochs == 1 { "" } else { "s" },
         r.stop_reason,
         r.best_val_neg_elbo,
         r.best_epoch,
@@ -115,6 +130,7 @@ mod tests {
             posterior: None,
             epochs: None,
             resume: false,
+            overwrite: false,
             set: vec![],
             no_progress: true,
         }

@@ -1,0 +1,154 @@
+//! What a `--model` file holds, read from its safetensors header alone (the tensors are not
+//! loaded): a vector flow of `cpflow train`, an image flow, or a VAE of `cpflow vae`. `eval`,
+//! `sample` and `plot` say which command handles a file they cannot, instead of the loader's
+//! "not a cpflow checkpoint".
+
+use anyhow::{Context, Result, bail};
+use std::io::Read;
+use std::path::Path;
+
+/// The kinds of weights files the commands meet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ModelKind {
+    /// A flow on vectors (`cpflow train` on a toy, a file or a tabular benchmark).
+    Flow,
+    /// An image flow (`cpflow train` with an image config such as `configs/mnist.toml`).
+    Image,
+    /// A VAE (`cpflow vae`).
+    Vae,
+    /// A safetensors file without any cpflow metadata.
+    Unknown,
+}
+
+/// The metadata key of `cpflow vae`'s checkpoints (`VAE_METADATA_KEY` of `cpflow::vae`,
+/// which does not export it; the test below checks that the VAE loader looks for this key).
+const VAE_METADATA_KEY: &str = "cpflow-vae";
+
+/// Largest safetensors header read (the format's own limit is 100 MB; ours hold a JSON
+/// configuration and the tensor table, a few hundred kB at most).
+const MAX_HEADER_BYTES: u64 = 100_000_000;
+
+/// The metadata keys of the `__metadata__` table of `file`'s safetensors header.
+fn metadata_keys(file: &Path) -> Result<Vec<String>> {
+    let reading = || format!("reading the safetensors header of {}", file.display());
+    let mut f = std::fs::File::open(file).with_context(reading)?;
+    let mut len = [0u8; 8];
+    f.read_exact(&mut len).with_context(reading)?;
+    let len = u64::from_le_bytes(len);
+    if len > MAX_HEADER_BYTES {
+        bail!(
+            "{} is not a safetensors file (its header would be {len} bytes)",
+            file.display()
+        );
+    }
+    let mut header = Vec::new();
+    f.take(len).read_to_end(&mut header).with_context(reading)?;
+    let json: serde_json::Value = serde_json::from_slice(&header)
+        .with_context(|| format!("{} is not a safetensors file", file.display()))?;
+    Ok(json
+        .get("__metadata__")
+        .and_then(|m| m.as_object())
+        .map(|m| m.keys().cloned().collect())
+        .unwrap_or_default())
+}
+
+/// The kind of model in `file`.
+pub fn model_kind(file: &Path) -> Result<ModelKind> {
+    let keys = metadata_keys(file)?;
+    let has = |k: &str| keys.iter().any(|x| x == k);
+    Ok(if has(VAE_METADATA_KEY) {
+        ModelKind::Vae
+    } else if has(cpflow::image::IMAGE_METADATA_KEY)
+        || has(cpflow::image::train::IMAGE_TRAIN_METADATA_KEY)
+    {
+        ModelKind::Image
+    } else if has(cpflow::checkpoint::METADATA_KEY) {
+        ModelKind::Flow
+    } else {
+        ModelKind::Unknown
+    })
+}
+
+/// Refuses `file` unless it holds a vector flow, for `command` (`eval`, `plot`, `sample`),
+/// naming the command that handles what it holds. `images_ok`: the command also takes image
+/// flows (`sample`).
+pub fn require_flow(file: &Path, command: &str, images_ok: bool) -> Result<ModelKind> {
+    let kind = model_kind(file)?;
+    let dir = file
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    match kind {
+        ModelKind::Flow => {}
+        ModelKind::Image if images_ok => {}
+        ModelKind::Vae => bail!(
+            "{} is a VAE checkpoint of `cpflow vae`, which `cpflow {command}` does not read \
+             (it takes flows of `cpflow train`): the VAE's test scores are in {}, and \
+             `cpflow vae --config {} --out {} --resume` continues an unfinished run",
+            file.display(),
+            dir.join("report.json").display(),
+            dir.join("config.toml").display(),
+            dir.display()
+        ),
+        ModelKind::Image => bail!(
+            "{} is an image flow, which `cpflow {command}` does not take (it reads flows on \
+             vectors): `cpflow sample --model {} --grid 8x8 -o samples.png` draws from it, and \
+             its test bits/dim are in {}",
+            file.display(),
+            dir.display(),
+            dir.join("report.json").display()
+        ),
+        ModelKind::Unknown => bail!(
+            "{} has no cpflow metadata: not a model written by `cpflow train`",
+            file.display()
+        ),
+    }
+    Ok(kind)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Tensor};
+    use std::collections::HashMap;
+
+    /// A safetensors file with one small tensor and the metadata key `key`.
+    pub(crate) fn write_with_key(path: &Path, key: &str) {
+        let t = Tensor::zeros(2, candle_core::DType::F32, &Device::Cpu).unwrap();
+        let info = HashMap::from([(key.to_string(), "{}".to_string())]);
+        let bytes = safetensors::serialize(vec![("w".to_string(), t)], Some(info)).unwrap();
+        std::fs::write(path, bytes).unwrap();
+    }
+
+    #[test]
+    fn kinds_come_from_the_metadata_key() {
+        let dir = std::env::temp_dir().join(format!("cpflow-kind-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("m.safetensors");
+        for (key, kind) in [
+            (VAE_METADATA_KEY, ModelKind::Vae),
+            (cpflow::image::IMAGE_METADATA_KEY, ModelKind::Image),
+            (cpflow::checkpoint::METADATA_KEY, ModelKind::Flow),
+            ("other", ModelKind::Unknown),
+        ] {
+            write_with_key(&p, key);
+            assert_eq!(model_kind(&p).unwrap(), kind, "{key}");
+        }
+        // The VAE loader finds its metadata in a file with our key (it then fails on the
+        // empty JSON, not on a missing key).
+        write_with_key(&p, VAE_METADATA_KEY);
+        let err = cpflow::vae::load_vae_checkpoint(&p, &Device::Cpu)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            !err.contains("metadata: not a cpflow VAE checkpoint"),
+            "{err}"
+        );
+        let err = require_flow(&p, "eval", false).unwrap_err().to_string();
+        assert!(err.contains("VAE") && err.contains("cpflow vae"), "{err}");
+        std::fs::write(&p, b"not a model").unwrap();
+        assert!(model_kind(&p).is_err());
+        std::fs::remove_dir_all(&dir).ok();
+    }
+}

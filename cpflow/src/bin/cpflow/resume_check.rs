@@ -1,0 +1,354 @@
+//! `--resume` continues a run as it was made: the requested configuration is compared with
+//! the run's (its checkpoint and `config.toml`), and only what may change on a resume may
+//! differ. A change that would be ignored (the model, the optimiser) or would silently make
+//! another experiment (the data, the schedule, the seeds) is refused with the keys and both
+//! values named.
+
+use anyhow::{Context, Result, bail};
+use candle_core::Device;
+use serde::Serialize;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+
+use crate::run_config::{Overrides, RunConfig, resolve, resolve_image};
+use crate::run_dir::{absolute, absolute_run_config, resume_checkpoint};
+
+/// What `cpflow train --resume` may change (tabular and toy runs): the length of the run,
+/// the batch size (the trainer starts a new epoch where the old one no longer fits), logging,
+/// checkpoint and monitoring periods, the evaluation chunk size, everything under `[run]`
+/// (device, output, NLL-curve period, plots, progress bar) and where the data are read
+/// (`data.root`). Everything else is refused.
+pub const TRAIN_RESUMABLE: &[&str] = &[
+    "train.max_iterations",
+    "train.batch_size",
+    "train.log_every",
+    "train.checkpoint_every",
+    "train.eval_batch_size",
+    "train.train_slq_every",
+    "train.train_slq.",
+    "run.",
+    "data.root",
+];
+
+/// What `cpflow train --resume` may change on an image run: the limits (epochs, iterations,
+/// minutes), the batch size, logging, checkpoint and monitoring periods, the evaluation
+/// chunk size, the final test score's settings and where the data are read.
+pub const IMAGE_RESUMABLE: &[&str] = &[
+    "train.epochs",
+    "train.max_iterations",
+    "train.max_minutes",
+    "train.batch_size",
+    "train.log_every",
+    "train.checkpoint_every",
+    "train.train_slq_every",
+    "train.eval_batch_size",
+    "train.test.",
+    "data.root",
+];
+
+/// What `cpflow vae --resume` may change: the number of epochs, the time budget, the final
+/// evaluation (`[eval]`) and where the data are read.
+pub const VAE_RESUMABLE: &[&str] = &["train.epochs", "train.max_minutes", "eval.", "data.root"];
+
+/// One key whose value differs: its dotted path, the requested value and the run's.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Difference {
+    /// Dotted key (`train.adam.lr`).
+    pub key: String,
+    /// The requested value (`absent` when the key is not there).
+    pub requested: String,
+    /// The run's value.
+    pub run: String,
+}
+
+/// The keys under `prefix` where `requested` and `run` differ: both serialised, tables
+/// compared key by key, anything else as a whole.
+pub fn differences<T: Serialize>(prefix: &str, requested: &T, run: &T) -> Result<Vec<Difference>> {
+    let (a, b) = (serde_json::to_value(requested)?, serde_json::to_value(run)?);
+    let mut out = Vec::new();
+    walk(prefix, Some(&a), Some(&b), &mut out);
+    Ok(out)
+}
+
+fn walk(key: &str, a: Option<&Value>, b: Option<&Value>, out: &mut Vec<Difference>) {
+    if let (Some(Value::Object(x)), Some(Value::Object(y))) = (a, b) {
+        let keys: std::collections::BTreeSet<&String> = x.keys().chain(y.keys()).collect();
+        for k in keys {
+            let sub = if key.is_empty() {
+                k.clone()
+            } else {
+                format!("{key}.{k}")
+            };
+            walk(&sub, x.get(k), y.get(k), out);
+        }
+    } else if !same(a, b) {
+        out.push(Difference {
+            key: key.to_string(),
+            requested: show(a),
+            run: show(b),
+        });
+    }
+}
+
+/// Equal values; numbers to a few ulps (a value read back from a checkpoint's JSON may be
+/// one ulp off the one read from TOML).
+fn same(a: Option<&Value>, b: Option<&Value>) -> bool {
+    match (a, b) {
+        (Some(Value::Number(x)), Some(Value::Number(y))) if x.is_f64() || y.is_f64() => {
+            match (x.as_f64(), y.as_f64()) {
+                (Some(x), Some(y)) => x == y || (x - y).abs() <= 4.0 * f64::EPSILON * x.abs(),
+                _ => false,
+            }
+        }
+        _ => a == b,
+    }
+}
+
+fn show(v: Option<&Value>) -> String {
+    match v {
+        None => "absent".into(),
+        Some(Value::Null) => "unset".into(),
+        Some(v) => v.to_string(),
+    }
+}
+
+/// Whether `key` is in `allowed` (keys, and tables as prefixes ending in `.`).
+pub fn is_resumable(key: &str, allowed: &[&str]) -> bool {
+    allowed.iter().any(|a| {
+        if let Some(table) = a.strip_suffix('.') {
+            key == table || key.starts_with(a)
+        } else {
+            key == *a
+        }
+    })
+}
+
+/// Refuses the `differences` that are not `allowed`, naming each key with both values; `out`
+/// is the run's directory and `command` the subcommand (for the message).
+pub fn refuse_changes(
+    differences: &[Difference],
+    allowed: &[&str],
+    out: &Path,
+    command: &str,
+) -> Result<()> {
+    let refused: Vec<&Difference> = differences
+        .iter()
+        .filter(|d| !is_resumable(&d.key, allowed))
+        .collect();
+    if refused.is_empty() {
+        return Ok(());
+    }
+    let lines: Vec<String> = refused
+        .iter()
+        .map(|d| {
+            format!(
+                "  {}: {} (requested) vs {} (the run)",
+                d.key, d.requested, d.run
+            )
+        })
+        .collect();
+    let may: Vec<String> = allowed
+        .iter()
+        .map(|a| match a.strip_suffix('.') {
+            Some(t) => format!("{t}.*"),
+            None => a.to_string(),
+        })
+        .collect();
+    bail!(
+        "--resume continues the run in {} with the settings it was made with, and these \
+         differ:\n{}\nA resume may change only {}. Resume with the run's own settings (`cpflow \
+         {command} --config {} --out {} --resume`, plus those changes), or start a new run with \
+         another --out (or --overwrite)",
+        out.display(),
+        lines.join("\n"),
+        may.join(", "),
+        out.join("config.toml").display(),
+        out.display()
+    )
+}
+
+/// Refuses a resume whose new limit is below what the run has already done.
+pub fn check_limit(key: &str, requested: usize, done: usize, out: &Path) -> Result<()> {
+    if requested < done {
+        bail!(
+            "--resume: {key} = {requested} is below the {done} the run in {} has already done; \
+             give at least {done}",
+            out.display()
+        );
+    }
+    Ok(())
+}
+
+/// A tabular or toy run to resume: its checkpoint and what the new data must match.
+pub struct TrainResume {
+    /// `<out>/checkpoint.safetensors`.
+    pub checkpoint: PathBuf,
+    /// The data dimension of the run's model.
+    pub dim: usize,
+}
+
+/// `cpflow train --resume` of a tabular or toy run (`requested` with absolute paths): the
+/// training settings are compared with the checkpoint's, the model with the checkpoint's
+/// flow (keys named from `<out>/config.toml`), the data and `[run]` with `config.toml`; only
+/// [`TRAIN_RESUMABLE`] keys may differ, and the run may not be shortened.
+pub fn check_train_resume(requested: &RunConfig, out: &Path) -> Result<TrainResume> {
+    let checkpoint = resume_checkpoint(out, "train")?;
+    let ck = cpflow::load_checkpoint(&checkpoint, &Device::Cpu)
+        .with_context(|| format!("reading {}", checkpoint.display()))?;
+    let (Some(train), Some(state)) = (&ck.meta.train, &ck.meta.state) else {
+        bail!(
+            "{} holds a model but no training state, so it cannot be resumed; start a new run \
+             (another --out, or --overwrite)",
+            checkpoint.display()
+        );
+    };
+    let mut diffs = differences("train", &requested.train, train)?;
+    let saved_path = out.join("config.toml");
+    let saved = if saved_path.is_file() {
+        let s = resolve(Some(&saved_path), &Overrides::default())?;
+        Some(absolute_run_config(&s)?)
+    } else {
+        tracing::warn!(
+            "{} is missing: the data and [run] settings of the resume are not checked",
+            saved_path.display()
+        );
+        None
+    };
+    if let Some(s) = &saved {
+        diffs.extend(differences("data", &requested.data, &s.data)?);
+        diffs.extend(differences("run", &requested.run, &s.run)?);
+    }
+    // The checkpoint's flow is the model: [model] keys are named from config.toml when they
+    // explain the difference, else the flows' own keys are.
+    let flow = requested.model.flow_config(ck.meta.flow.dim)?;
+    if flow != ck.meta.flow {
+        let named = match &saved {
+            Some(s) => differences("model", &requested.model, &s.model)?,
+            None => Vec::new(),
+        };
+        if named.is_empty() {
+            diffs.extend(differences("checkpoint.flow", &flow, &ck.meta.flow)?);
+        } else {
+            diffs.extend(named);
+        }
+    }
+    refuse_changes(&diffs, TRAIN_RESUMABLE, out, "train")?;
+    check_limit(
+        "train.max_iterations (--iters)",
+        requested.train.max_iterations,
+        state.iteration,
+        out,
+    )?;
+    Ok(TrainResume {
+        checkpoint,
+        dim: ck.meta.flow.dim,
+    })
+}
+
+/// `cpflow train --resume` of an image run (`requested` with an absolute data root): the
+/// checkpoint must exist, and the configuration may differ from `<out>/config.toml` in
+/// [`IMAGE_RESUMABLE`] keys only (the trainer itself refuses another model).
+pub fn check_image_resume(
+    requested: &cpflow::image::ImageExperimentConfig,
+    out: &Path,
+) -> Result<()> {
+    resume_checkpoint(out, "train")?;
+    let saved_path = out.join("config.toml");
+    if saved_path.is_file() {
+        let mut saved = resolve_image(&saved_path, &Overrides::default())?;
+        saved.data.root = absolute(&saved.data.root)?;
+        let diffs = differences("", requested, &saved)?;
+        refuse_changes(&diffs, IMAGE_RESUMABLE, out, "train")?;
+    }
+    Ok(())
+}
+
+/// `cpflow vae --resume` (`requested` with an absolute data root): the checkpoint must exist
+/// and its configuration may differ from the requested one in [`VAE_RESUMABLE`] keys only;
+/// the number of epochs may not go below those done.
+pub fn check_vae_resume(requested: &cpflow::vae::VaeConfig, out: &Path) -> Result<()> {
+    let checkpoint = resume_checkpoint(out, "vae")?;
+    let (meta, _) = cpflow::vae::load_vae_checkpoint(&checkpoint, &Device::Cpu)
+        .with_context(|| format!("reading {}", checkpoint.display()))?;
+    let mut run = meta.config;
+    run.data.root = absolute(&run.data.root)?;
+    refuse_changes(
+        &differences("", requested, &run)?,
+        VAE_RESUMABLE,
+        out,
+        "vae",
+    )?;
+    if let Some(state) = &meta.state {
+        check_limit(
+            "train.epochs (--epochs)",
+            requested.train.epochs,
+            state.epoch,
+            out,
+        )?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Serialize)]
+    struct Cfg {
+        a: f64,
+        t: Table,
+    }
+    #[derive(Serialize)]
+    struct Table {
+        b: Option<usize>,
+        s: Schedule,
+    }
+    #[derive(Serialize)]
+    #[serde(rename_all = "snake_case")]
+    enum Schedule {
+        Constant,
+        Step { size: usize },
+    }
+
+    #[test]
+    fn differences_name_dotted_keys_and_allowed_ones_pass() {
+        let run = Cfg {
+            a: 0.5,
+            t: Table {
+                b: Some(3),
+                s: Schedule::Step { size: 2 },
+            },
+        };
+        let req = Cfg {
+            a: 0.25,
+            t: Table {
+                b: None,
+                s: Schedule::Constant,
+            },
+        };
+        let d = differences("x", &req, &run).unwrap();
+        let keys: Vec<(&str, &str, &str)> = d
+            .iter()
+            .map(|d| (d.key.as_str(), d.requested.as_str(), d.run.as_str()))
+            .collect();
+        assert_eq!(
+            keys,
+            vec![
+                ("x.a", "0.25", "0.5"),
+                ("x.t.b", "unset", "3"),
+                ("x.t.s", "\"constant\"", "{\"step\":{\"size\":2}}"),
+            ]
+        );
+        assert!(differences("x", &run, &run).unwrap().is_empty());
+        let out = Path::new("/r");
+        refuse_changes(&d, &["x.a", "x.t."], out, "train").unwrap();
+        let e = refuse_changes(&d, &["x.a"], out, "train")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("x.t.b: unset (requested) vs 3 (the run)"), "{e}");
+        assert!(!e.contains("x.a:") && e.contains("/r/config.toml"), "{e}");
+        assert!(is_resumable("run.plots", &["run."]) && !is_resumable("runs", &["run."]));
+        assert!(check_limit("train.epochs", 2, 3, out).is_err());
+        check_limit("train.epochs", 3, 3, out).unwrap();
+    }
+}

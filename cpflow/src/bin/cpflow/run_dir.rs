@@ -1,0 +1,201 @@
+//! The run directory of `cpflow train` and `cpflow vae`: a new run never silently replaces
+//! one that is there (`--overwrite` does, and removes what the new run would otherwise leave
+//! behind), `--resume` needs the run's checkpoint, and nothing is written before the checks
+//! pass; the saved `config.toml` holds absolute paths, so that it works from any directory.
+
+use anyhow::{Context, Result, bail};
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+
+use crate::run_config::RunConfig;
+
+/// The files a kind of run keeps in its directory.
+pub struct RunFiles {
+    /// The subcommand, for messages (`train`, `vae`).
+    pub command: &'static str,
+    /// Files whose presence means that the directory holds a run.
+    pub markers: &'static [&'static str],
+    /// What `--overwrite` removes: the markers and what the run writes beside them (a
+    /// directory is removed with its contents).
+    pub removed: &'static [&'static str],
+}
+
+/// `cpflow train` (tabular, toy and image runs; `plots/` holds a 2-D run's figures).
+pub const TRAIN_RUN: RunFiles = RunFiles {
+    command: "train",
+    markers: &["checkpoint.safetensors", "model.safetensors", "report.json"],
+    removed: &[
+        "checkpoint.safetensors",
+        "model.safetensors",
+        "report.json",
+        "metrics.jsonl",
+        "config.toml",
+        "plots",
+    ],
+};
+
+/// `cpflow vae`.
+pub const VAE_RUN: RunFiles = RunFiles {
+    command: "vae",
+    markers: &["checkpoint.safetensors", "best.safetensors", "report.json"],
+    removed: &[
+        "checkpoint.safetensors",
+        "best.safetensors",
+        "report.json",
+        "metrics.jsonl",
+        "config.toml",
+    ],
+};
+
+/// The checkpoint of the run in `out`.
+pub fn checkpoint_path(out: &Path) -> PathBuf {
+    out.join("checkpoint.safetensors")
+}
+
+/// A new run (no `--resume`) into `out`: refused, before anything is read or written, when
+/// `out` holds a run, unless `overwrite`.
+pub fn check_new_run(out: &Path, files: &RunFiles, overwrite: bool) -> Result<()> {
+    let found: Vec<&str> = files
+        .markers
+        .iter()
+        .copied()
+        .filter(|f| out.join(f).exists())
+        .collect();
+    if found.is_empty() || overwrite {
+        return Ok(());
+    }
+    bail!(
+        "{} already holds a run ({}): continue it with `cpflow {} … --resume`, replace it \
+         with `--overwrite`, or give another `--out`",
+        out.display(),
+        found.join(", "),
+        files.command
+    )
+}
+
+/// `--overwrite`: removes the old run's files (call it once the new run's data are loaded),
+/// so that none of them is left to describe another model.
+pub fn remove_old_run(out: &Path, files: &RunFiles) -> Result<()> {
+    for name in files.removed {
+        let p = out.join(name);
+        let Ok(meta) = std::fs::symlink_metadata(&p) else {
+            continue;
+        };
+        let removed = if meta.is_dir() {
+            std::fs::remove_dir_all(&p)
+        } else {
+            std::fs::remove_file(&p)
+        };
+        removed.with_context(|| format!("removing {} (--overwrite)", p.display()))?;
+    }
+    Ok(())
+}
+
+/// `--resume`: the checkpoint to continue; refused, before anything is written, when there
+/// is none.
+pub fn resume_checkpoint(out: &Path, command: &str) -> Result<PathBuf> {
+    let ck = checkpoint_path(out);
+    if !ck.is_file() {
+        bail!(
+            "--resume: {} does not exist, so there is no run in {} to continue; start one with \
+             `cpflow {command}` without --resume",
+            ck.display(),
+            out.display()
+        );
+    }
+    Ok(ck)
+}
+
+/// Writes `<out>/config.toml` (creating `out`): call it once every check has passed.
+pub fn write_config<T: Serialize>(out: &Path, config: &T) -> Result<()> {
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let path = out.join("config.toml");
+    let text = toml::to_string_pretty(config)
+        .with_context(|| format!("serialising the configuration for {}", path.display()))?;
+    std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))
+}
+
+/// `path` resolved against the current directory (not canonicalised: it need not exist).
+pub fn absolute(path: &Path) -> Result<PathBuf> {
+    std::path::absolute(path)
+        .with_context(|| format!("resolving {} against the current directory", path.display()))
+}
+
+/// A `data.source` with its file made absolute: `image:PATH` and paths ending in `.npy`,
+/// `.csv`, `.png`, `.jpg` or `.jpeg` (the files `data::DataSource::parse` reads); a toy or
+/// benchmark name is returned unchanged.
+pub fn absolute_source(source: &str) -> Result<String> {
+    if let Some(p) = source.strip_prefix("image:") {
+        return Ok(format!("image:{}", absolute(Path::new(p))?.display()));
+    }
+    let lower = source.to_ascii_lowercase();
+    let is_file = [".npy", ".csv", ".png", ".jpg", ".jpeg"]
+        .iter()
+        .any(|e| lower.ends_with(e));
+    Ok(if is_file {
+        absolute(Path::new(source))?.display().to_string()
+    } else {
+        source.to_string()
+    })
+}
+
+/// The run configuration as `config.toml` keeps it: `data.root`, a data file's
+/// `data.source` and `run.out` resolved against the current directory.
+pub fn absolute_run_config(cfg: &RunConfig) -> Result<RunConfig> {
+    let mut c = cfg.clone();
+    c.data.root = absolute(&c.data.root)?;
+    c.data.source = absolute_source(&c.data.source)?;
+    c.run.out = absolute(&c.run.out)?;
+    Ok(c)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_sources_become_absolute_and_names_stay() {
+        let cwd = std::env::current_dir().unwrap();
+        assert_eq!(absolute_source("moons").unwrap(), "moons");
+        assert_eq!(absolute_source("miniboone").unwrap(), "miniboone");
+        let csv = absolute_source("d/x.CSV").unwrap();
+        assert_eq!(Path::new(&csv), cwd.join("d/x.CSV"));
+        let img = absolute_source("image:a/b.bmp").unwrap();
+        assert_eq!(img, format!("image:{}", cwd.join("a/b.bmp").display()));
+        assert_eq!(absolute_source("/abs/x.npy").unwrap(), "/abs/x.npy");
+    }
+
+    #[test]
+    fn a_run_is_refused_unless_overwritten_and_overwrite_removes_it() {
+        let dir = std::env::temp_dir().join(format!("cpflow-rundir-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("plots")).unwrap();
+        std::fs::write(dir.join("metrics.jsonl"), "").unwrap();
+        // Metrics alone (a run that failed before its first checkpoint) are not a run.
+        check_new_run(&dir, &TRAIN_RUN, false).unwrap();
+        std::fs::write(dir.join("report.json"), "{}").unwrap();
+        let e = check_new_run(&dir, &TRAIN_RUN, false)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("report.json") && e.contains("--overwrite"),
+            "{e}"
+        );
+        assert!(e.contains(&dir.display().to_string()), "{e}");
+        check_new_run(&dir, &TRAIN_RUN, true).unwrap();
+        std::fs::write(dir.join("plots/density.png"), "x").unwrap();
+        std::fs::write(dir.join("notes.txt"), "mine").unwrap();
+        remove_old_run(&dir, &TRAIN_RUN).unwrap();
+        let left: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(left, vec!["notes.txt"]);
+        let e = resume_checkpoint(&dir, "vae").unwrap_err().to_string();
+        assert!(
+            e.contains("checkpoint.safetensors") && e.contains("cpflow vae"),
+            "{e}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,231 @@
+//! `cpflow eval`, `sample` and `plot` on a tiny trained run: size limits, output paths,
+//! data of the wrong dimension, the float type of `.npy` samples, runs they cannot read.
+
+use crate::cli_common::{cpflow, cpflow_fails, temp_dir};
+use std::path::{Path, PathBuf};
+
+/// A 2-D model trained 3 steps on a CSV file with no test rows (`data.test_fraction = 0`).
+fn tiny_run(dir: &Path) -> PathBuf {
+    let csv = dir.join("d.csv");
+    let text: String = (0..120)
+        .map(|i| {
+            let t = i as f64 * 0.37;
+            format!("{},{}\n", t.sin() * 2.0, (t * 1.3).cos())
+        })
+        .collect();
+    std::fs::write(&csv, text).unwrap();
+    let run = dir.join("run");
+    cpflow(&[
+        "train",
+        "--data",
+        csv.to_str().unwrap(),
+        "--iters",
+        "3",
+        "--batch-size",
+        "16",
+        "--set",
+        "model.width=4",
+        "--set",
+        "model.depth=2",
+        "--set",
+        "data.test_fraction=0",
+        "--set",
+        "run.plots=false",
+        "--no-progress",
+        "--out",
+        run.to_str().unwrap(),
+    ]);
+    run
+}
+
+/// The `descr` of a `.npy` file's header.
+fn npy_descr(path: &Path) -> String {
+    let bytes = std::fs::read(path).unwrap();
+    let header = String::from_utf8_lossy(&bytes[10..bytes.len().min(128)]).into_owned();
+    header
+        .split("'descr': '")
+        .nth(1)
+        .and_then(|s| s.split('\'').next())
+        .unwrap_or_else(|| panic!("no descr in {header}"))
+        .to_string()
+}
+
+/// Sizes that allocate in proportion are refused with their limit while the arguments are
+/// read (`plot --grid 100000` grew to 22 GB); a zero, NaN or infinite half-width is refused
+/// in words (it was a `Debug` dump of the window).
+#[test]
+fn size_arguments_are_bounded_and_the_window_is_checked() {
+    for (args, flag, limit) in [
+        (
+            &["plot", "-m", "nowhere", "--grid", "100000"][..],
+            "--grid",
+            "1000",
+        ),
+        (
+            &["plot", "-m", "nowhere", "--samples", "2000000"][..],
+            "--samples",
+            "1000000",
+        ),
+        (
+            &["eval", "-m", "nowhere", "-n", "2000000"][..],
+            "-n",
+            "1000000",
+        ),
+        (
+            &[
+                "sample", "-m", "nowhere", "--grid", "100x100", "-o", "g.png",
+            ][..],
+            "--grid",
+            "4096",
+        ),
+    ] {
+        let err = cpflow_fails(args);
+        assert!(
+            err.contains(flag) && err.contains(limit) && err.contains("at most"),
+            "{args:?}: {err}"
+        );
+        assert!(!err.contains("nowhere"), "{args:?}: {err}");
+    }
+    for hw in ["0", "nan", "-1", "inf"] {
+        let arg = format!("--half-width={hw}");
+        let err = cpflow_fails(&["plot", "-m", "nowhere", &arg]);
+        assert!(
+            err.contains("--half-width") && err.contains("finite number above 0"),
+            "{hw}: {err}"
+        );
+        assert!(!err.contains("Bounds {"), "{err}");
+    }
+}
+
+/// Output paths under a regular file, and figure files that cannot be written, are errors
+/// naming the path and what was being done; 3-column data for a 2-D model are an error (no
+/// `data.png` was written, silently); an empty test split says to pass `--data`; `--dtype
+/// f32` samples are written as `<f4`, in chunks that do not change them.
+#[test]
+fn outputs_data_and_dtypes_of_eval_sample_and_plot() {
+    let dir = temp_dir("model-io");
+    let run = tiny_run(&dir);
+    let run_s = run.to_str().unwrap();
+    let afile = dir.join("afile");
+    std::fs::write(&afile, b"x").unwrap();
+    let quick = ["--grid", "10", "--samples", "10"];
+
+    let err = cpflow_fails(
+        &[
+            &["plot", "-m", run_s, "--out", afile.to_str().unwrap()][..],
+            &quick,
+        ]
+        .concat(),
+    );
+    assert!(
+        err.contains("afile") && err.contains("not a directory"),
+        "{err}"
+    );
+    let under_file = afile.join("x.npy");
+    let err = cpflow_fails(&["sample", "-m", run_s, "-o", under_file.to_str().unwrap()]);
+    assert!(
+        err.contains("afile") && err.contains("not a directory"),
+        "{err}"
+    );
+    // A figure that cannot be replaced (a directory in its place) names the file.
+    let plots = dir.join("plots");
+    std::fs::create_dir_all(plots.join("plots.json")).unwrap();
+    let err = cpflow_fails(
+        &[
+            &["plot", "-m", run_s, "--out", plots.to_str().unwrap()][..],
+            &quick,
+        ]
+        .concat(),
+    );
+    assert!(
+        err.contains("plots.json") && err.contains("writing"),
+        "{err}"
+    );
+
+    // 3-D data for a 2-D model.
+    let d3 = dir.join("d3.csv");
+    std::fs::write(&d3, "1,2,3\n4,5,6\n7,8,9\n").unwrap();
+    let p3 = dir.join("p3");
+    let args = ["plot", "-m", run_s, "--data", d3.to_str().unwrap(), "--out"];
+    let err = cpflow_fails(&[&args[..], &[p3.to_str().unwrap()], &quick].concat());
+    assert!(err.contains("the data are 3-D, the model 2-D"), "{err}");
+    assert!(!p3.join("data.png").exists());
+
+    // The run's file has no test rows.
+    let err = cpflow_fails(&["eval", "-m", run_s]);
+    assert!(
+        err.contains("--data") && err.contains("test_fraction"),
+        "{err}"
+    );
+
+    // Float types of the samples; 4097 rows are drawn in two chunks and the first 4096
+    // are those of `-n 4096`.
+    let s32 = dir.join("s32.npy");
+    cpflow(&[
+        "sample",
+        "-m",
+        run_s,
+        "-n",
+        "5",
+        "--dtype",
+        "f32",
+        "-o",
+        s32.to_str().unwrap(),
+    ]);
+    assert_eq!(npy_descr(&s32), "<f4");
+    let m = cpflow::datasets::read_npy_file(&s32).unwrap();
+    assert_eq!((m.rows(), m.cols()), (5, 2));
+    let big = dir.join("big.npy");
+    cpflow(&[
+        "sample",
+        "-m",
+        run_s,
+        "-n",
+        "4097",
+        "-o",
+        big.to_str().unwrap(),
+    ]);
+    assert_eq!(npy_descr(&big), "<f8");
+    let small = dir.join("small.npy");
+    cpflow(&[
+        "sample",
+        "-m",
+        run_s,
+        "-n",
+        "4096",
+        "-o",
+        small.to_str().unwrap(),
+    ]);
+    let (big, small) = (
+        cpflow::datasets::read_npy_file(&big).unwrap(),
+        cpflow::datasets::read_npy_file(&small).unwrap(),
+    );
+    assert_eq!(big.rows(), 4097);
+    assert_eq!(&big.into_data()[..4096 * 2], &small.into_data()[..]);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// A VAE run directory is named as one, with the command that handles it (it was "not a
+/// cpflow checkpoint").
+#[test]
+fn vae_runs_are_named_with_the_command_that_reads_them() {
+    let dir = temp_dir("vae-run");
+    let t =
+        candle_core::Tensor::zeros(2, candle_core::DType::F32, &candle_core::Device::Cpu).unwrap();
+    let meta = std::collections::HashMap::from([("cpflow-vae".to_string(), "{}".to_string())]);
+    let bytes = safetensors::serialize(vec![("w".to_string(), t)], Some(meta)).unwrap();
+    std::fs::write(dir.join("checkpoint.safetensors"), bytes).unwrap();
+    let d = dir.to_str().unwrap();
+    for args in [
+        &["eval", "-m", d][..],
+        &["plot", "-m", d][..],
+        &["sample", "-m", d, "-o", "s.npy"][..],
+    ] {
+        let err = cpflow_fails(args);
+        assert!(
+            err.contains("VAE") && err.contains("cpflow vae") && err.contains("report.json"),
+            "{args:?}: {err}"
+        );
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}

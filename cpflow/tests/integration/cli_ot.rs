@@ -1,0 +1,115 @@
+//! `cpflow ot`: the configuration file (unknown keys, enum tables of another variant), the
+//! log, and the output files.
+
+use crate::cli_common::{cpflow_fails, cpflow_log, non_empty, temp_dir};
+
+/// Settings that keep a run to a fraction of a second.
+const QUICK: &str = "n_train = 512\nn_test = 128\nn_eval_curve = 64\neval_every = 2\n\
+                     [potential]\nwidth = 4\ndepth = 2\n";
+
+/// Unknown keys, at the top level, in `[potential]` (whose ICNN configurations accept any
+/// key), in a table of their own or in a train config, are errors naming key and table;
+/// nothing runs.
+#[test]
+fn ot_config_rejects_unknown_keys_naming_key_and_table() {
+    let dir = temp_dir("ot-keys");
+    let out = dir.join("out");
+    let train_config = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../configs/toy-8gaussians-fast.toml"
+    );
+    let train_text = std::fs::read_to_string(train_config)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.starts_with("lr_schedule"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    for (text, key, table) in [
+        ("n_trian = 5\n".to_string(), "n_trian", "top level"),
+        ("[potential]\nwidht = 5\n".into(), "widht", "[potential]"),
+        ("[bogus]\nx = 1\n".into(), "bogus", "top level"),
+        ("[train.adam]\nlrr = 0.1\n".into(), "lrr", "[train.adam]"),
+        (train_text, "data", "top level"),
+    ] {
+        let cfg = dir.join("ot.toml");
+        std::fs::write(&cfg, &text).unwrap();
+        let args = ["ot", "--config", cfg.to_str().unwrap(), "--dims", "2"];
+        let err = cpflow_fails(&[&args[..], &["--out", out.to_str().unwrap()]].concat());
+        assert!(err.contains(key) && err.contains(table), "{text}: {err}");
+        assert!(err.contains("ot.toml"), "{err}");
+        assert!(!out.exists(), "{text}: something ran");
+    }
+}
+
+/// A step schedule in the file replaces the reference's cosine one (they were merged into
+/// an invalid two-variant table); the final iteration is logged once (it was logged by the
+/// periodic evaluation and again at the end).
+#[test]
+fn ot_config_schedule_replaces_the_reference_and_the_end_is_logged_once() {
+    let dir = temp_dir("ot-step");
+    let cfg = dir.join("ot.toml");
+    let text = format!("{QUICK}[train.lr_schedule.step]\nstep_size = 600\ngamma = 0.5\n");
+    std::fs::write(&cfg, text).unwrap();
+    let out = dir.join("out");
+    let log = cpflow_log(&[
+        "ot",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--dims",
+        "2",
+        "--iters",
+        "4",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let ot_lines: Vec<&str> = log.lines().filter(|l| l.contains(" OT dim=")).collect();
+    let last = ot_lines
+        .iter()
+        .filter(|l| l.contains("iteration=4 "))
+        .count();
+    assert_eq!(last, 1, "{log}");
+    assert_eq!(ot_lines.len(), 3, "iterations 0, 2, 4: {log}");
+    non_empty(&out.join("ot_table.md"));
+    non_empty(&out.join("ot_reports.json"));
+    let names: Vec<String> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        names.iter().all(|n| !n.contains(".tmp")),
+        "temporary files left: {names:?}"
+    );
+}
+
+/// An `--out` that is a file, and a result file that cannot be written, are errors naming
+/// the path and what was being done (they were a bare `File exists (os error 17)`).
+#[test]
+fn ot_output_errors_name_the_path() {
+    let dir = temp_dir("ot-out");
+    let afile = dir.join("afile");
+    std::fs::write(&afile, b"x").unwrap();
+    let err = cpflow_fails(&["ot", "--dims", "2", "--out", afile.to_str().unwrap()]);
+    assert!(
+        err.contains("afile") && err.contains("not a directory"),
+        "{err}"
+    );
+    let cfg = dir.join("ot.toml");
+    std::fs::write(&cfg, QUICK).unwrap();
+    let out = dir.join("out");
+    std::fs::create_dir_all(out.join("ot_table.md")).unwrap();
+    let err = cpflow_fails(&[
+        "ot",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--dims",
+        "2",
+        "--iters",
+        "2",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(
+        err.contains("ot_table.md") && err.contains("writing the OT table"),
+        "{err}"
+    );
+}
