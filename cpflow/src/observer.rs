@@ -204,7 +204,10 @@ impl TrainObserver for NllCurve {
         }
         let wanted = match moment {
             Moment::Start => self.record_start && iteration == 0,
-            Moment::Periodic | Moment::End => true,
+            Moment::Periodic => true,
+            // The curve follows the trajectory: weights kept from an earlier iteration
+            // (`restore_best`) are not a point of it at the last iteration.
+            Moment::End => trainer.weights_iteration() == iteration,
         };
         // The end of a run often falls on a periodic point: record each iteration once.
         if !wanted || self.points.last().is_some_and(|p| p.0 == iteration) {

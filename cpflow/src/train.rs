@@ -238,6 +238,12 @@ impl Trainer {
         &self.state
     }
 
+    /// The iteration whose weights the flow holds: the last one, except after a run that
+    /// ended by keeping the best validated weights of an earlier iteration (`restore_best`).
+    pub fn weights_iteration(&self) -> usize {
+        self.kept.map_or(self.state.iteration, |(it, _)| it)
+    }
+
     /// The checkpoint path of the run (when an output directory is set).
     pub fn checkpoint_path(&self) -> Option<PathBuf> {
         self.options

@@ -315,6 +315,37 @@ fn early_stopping_stops_and_restores_best() {
     );
 }
 
+/// When the end of a run keeps an earlier iteration's weights (`restore_best`), a validation
+/// curve does not score them as a point of the last iteration: it ends at the trajectory's
+/// last periodic point.
+#[test]
+fn a_curve_does_not_label_kept_weights_with_the_last_iteration() {
+    // Training on the ring of 8 Gaussians, validating at its empty centre: the flow starts
+    // about Gaussian (densest at the centre) and learns the ring, so the validation NLL rises,
+    // the best validation is the first, and the end restores it.
+    let mut rng = rand::rngs::StdRng::seed_from_u64(61);
+    let pts = cpflow::toy::Toy::EightGaussians.sample(256, &mut rng);
+    let train =
+        Dataset::new(cpflow::toy::points_to_tensor(&pts, DType::F64, &Device::Cpu).unwrap());
+    let val = Dataset::new((data(32, 2, 52) * 0.02).unwrap());
+    let cfg = FlowConfig::tabular(2, 1, icnn3(2, 8, 2)).with_float(FloatType::F64);
+    let mut tc = small_train_config(30);
+    tc.val_every = 2;
+    tc.early_stopping = None;
+    tc.val_estimator = NllEstimator::Exact;
+    tc.adam.lr = 1e-2;
+    let mut tr = Trainer::new(Flow::new(cfg, &Device::Cpu).unwrap(), tc).unwrap();
+    let mut curve = cpflow::observer::NllCurve::new(val.clone(), NllEstimator::Exact, 4);
+    let rep = tr
+        .fit_observed(&train, Some(&val), &mut [&mut curve])
+        .unwrap();
+    let kept = rep.best_iteration.unwrap();
+    assert!(kept < rep.iterations, "no restore: {rep:?}");
+    assert_eq!(tr.weights_iteration(), kept);
+    let last = curve.points().last().unwrap().0;
+    assert_eq!(last, 28, "{:?}", curve.points());
+}
+
 /// A trained 2-D model's density integrates to 1 ± 0.01 over a grid (midpoint rule, spacing
 /// 0.08 on [−10, 10]²; the mass outside is < 1e-6 for the standard prior after ActNorm).
 #[test]

@@ -274,9 +274,13 @@ fn summary_line(s: &TrainSummary, out: &std::path::Path) -> String {
         StopReason::EarlyStopping => " (early stopping)",
         _ => "",
     };
-    let val = match s.val_nll_curve.last() {
-        Some((_, v)) => format!("; validation exact NLL {v:.4}"),
-        None => String::new(),
+    let val = match (s.val_nll, s.val_iteration, s.val_nll_curve.last()) {
+        (Some(v), Some(i), _) if i != s.iterations => {
+            format!("; kept the weights of iteration {i} (validation NLL {v:.4})")
+        }
+        (_, _, Some((_, v))) => format!("; validation exact NLL {v:.4}"),
+        (Some(v), _, None) => format!("; validation NLL {v:.4}"),
+        (None, _, None) => String::new(),
     };
     let test = match (s.test_nll, s.data_entropy) {
         (Some(t), Some(h)) => format!(
