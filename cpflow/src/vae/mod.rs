@@ -30,8 +30,8 @@ mod evaluate;
 mod train;
 
 pub use checkpoint::{
-    EpochSums, PartialEpoch, VaeCheckpointMeta, VaeTrainState, load_vae_checkpoint,
-    save_vae_checkpoint,
+    EpochSums, PartialEpoch, VAE_METADATA_KEY, VaeCheckpointMeta, VaeTrainState,
+    load_vae_checkpoint, save_vae_checkpoint,
 };
 pub use config::{VaeConfig, VaeDataConfig, VaeEvalConfig, VaeTrainConfig};
 pub use evaluate::{MeanWithError, make_batch, split_importance_nll, split_neg_elbo};
