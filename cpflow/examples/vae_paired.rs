@@ -31,7 +31,7 @@ fn scores(dir: &str, k: usize, n: usize) -> anyhow::Result<(Vec<f64>, Vec<f64>)>
             k,
             cfg.eval.is_chunk,
             &mut rng,
-            |_| {},
+            |_| Ok(()),
         )?
         .0
     } else {

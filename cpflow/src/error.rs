@@ -75,6 +75,16 @@ pub enum CpflowError {
         /// The checkpoint that holds the run at that step (`None`: no output directory).
         checkpoint: Option<std::path::PathBuf>,
     },
+    /// The run's interrupt flag was set after training had ended: the evaluation that follows
+    /// it stopped before `skipped` (the trained run is saved; nothing was scored wrongly).
+    #[error("interrupted after training, before {skipped}; {}", files_note(.saved))]
+    EvaluationInterrupted {
+        /// What was not done ("the test score", …).
+        skipped: String,
+        /// The files that hold the trained run (model, best weights, checkpoint); empty
+        /// without an output directory.
+        saved: Vec<std::path::PathBuf>,
+    },
     /// A checkpoint is malformed or incompatible with the model.
     #[error("checkpoint error: {0}")]
     Checkpoint(String),
@@ -102,6 +112,14 @@ fn saved_note(checkpoint: &Option<std::path::PathBuf>) -> String {
         Some(p) => format!("the run is saved in {}", p.display()),
         None => "nothing was saved (no output directory)".to_string(),
     }
+}
+
+fn files_note(saved: &[std::path::PathBuf]) -> String {
+    if saved.is_empty() {
+        return "nothing was saved (no output directory)".to_string();
+    }
+    let names: Vec<String> = saved.iter().map(|p| p.display().to_string()).collect();
+    format!("saved: {}", names.join(", "))
 }
 
 impl CpflowError {

@@ -50,6 +50,20 @@ pub fn mean_nll<R: Rng + ?Sized>(
     batch_size: usize,
     rng: &mut R,
 ) -> Result<f64> {
+    mean_nll_with(flow, data, estimator, batch_size, rng, |_| Ok(()))
+}
+
+/// [`mean_nll`] that calls `before_chunk(rows_done)` before each chunk of `batch_size` rows:
+/// an error it returns stops the scoring and is returned (e.g. on an interrupt); the result
+/// is the same as [`mean_nll`]'s.
+pub fn mean_nll_with<R: Rng + ?Sized>(
+    flow: &Flow,
+    data: &Dataset,
+    estimator: &NllEstimator,
+    batch_size: usize,
+    rng: &mut R,
+    mut before_chunk: impl FnMut(usize) -> Result<()>,
+) -> Result<f64> {
     let n = data.len();
     if n == 0 {
         return Err(CpflowError::InvalidInput(
@@ -59,6 +73,7 @@ pub fn mean_nll<R: Rng + ?Sized>(
     let mut total = 0.0;
     let mut start = 0;
     while start < n {
+        before_chunk(start)?;
         let len = batch_size.max(1).min(n - start);
         let x = data.x.narrow(0, start, len)?;
         let c = match &data.context {

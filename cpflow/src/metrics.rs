@@ -89,3 +89,73 @@ pub fn read_metrics(path: &Path) -> Result<Vec<MetricsRecord>> {
         .map(|l| Ok(serde_json::from_str(l)?))
         .collect()
 }
+
+/// Cuts a metrics file back to a checkpoint before a resume appends to it: every record whose
+/// integer field `key` (`"iteration"` for the flow and image trainers, `"epoch"` for the VAE)
+/// is above `last` is dropped, with a last line cut short by a kill (no newline, not JSON).
+/// Those lines were written after the checkpoint was: the resumed run writes them again, so
+/// without the cut they would appear twice, out of order. Other lines are kept as they are.
+/// The file is replaced atomically (temporary file, rename) and only when something is
+/// dropped; a missing file is left missing. Returns the number of lines dropped.
+pub fn truncate_metrics(path: &Path, key: &str, last: u64) -> Result<usize> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(CpflowError::io(path, e)),
+    };
+    let mut kept = String::with_capacity(text.len());
+    let mut dropped = 0;
+    for line in text.split_inclusive('\n') {
+        let record = serde_json::from_str::<serde_json::Value>(line.trim()).ok();
+        let position = record.as_ref().and_then(|r| r.get(key)?.as_u64());
+        let torn = !line.ends_with('\n') && record.is_none();
+        if torn || position.is_some_and(|p| p > last) {
+            dropped += 1;
+            continue;
+        }
+        kept.push_str(line);
+        if !line.ends_with('\n') {
+            kept.push('\n');
+        }
+    }
+    if dropped > 0 {
+        crate::checkpoint::write_atomic(path, kept.as_bytes())?;
+        tracing::info!(
+            file = %path.display(),
+            dropped,
+            after = last,
+            "cut the metrics back to the checkpoint"
+        );
+    }
+    Ok(dropped)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::truncate_metrics;
+
+    /// Records past the checkpoint and a torn last line go; earlier records, a line that is
+    /// not a record, and a missing file are left alone.
+    #[test]
+    fn metrics_are_cut_back_to_the_checkpoint() {
+        let dir = std::env::temp_dir().join(format!("cpflow-metrics-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("metrics.jsonl");
+        assert_eq!(truncate_metrics(&path, "iteration", 3).unwrap(), 0);
+        assert!(!path.exists());
+        let lines = [
+            r#"{"iteration":1,"loss":0.5}"#,
+            "not a record",
+            r#"{"iteration":3,"loss":0.25}"#,
+            r#"{"iteration":4,"loss":0.125}"#,
+            r#"{"iteration":2,"loss":1.0}"#,
+        ];
+        std::fs::write(&path, format!("{}\n{{\"iterat", lines.join("\n"))).unwrap();
+        assert_eq!(truncate_metrics(&path, "iteration", 3).unwrap(), 2);
+        let want = [lines[0], lines[1], lines[2], lines[4]].join("\n") + "\n";
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), want);
+        assert_eq!(truncate_metrics(&path, "iteration", 3).unwrap(), 0);
+        assert_eq!(truncate_metrics(&path, "epoch", 0).unwrap(), 0);
+        std::fs::remove_dir_all(&dir).ok();
+    }
+}

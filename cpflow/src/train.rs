@@ -19,7 +19,7 @@ use crate::metrics::MetricsRecord;
 use crate::rng::FlowRng;
 use crate::train_state::TrainState;
 
-pub use crate::evaluate::{Dataset, mean_nll};
+pub use crate::evaluate::{Dataset, mean_nll, mean_nll_with};
 
 mod chunked_step;
 pub use chunked_step::STEP_CHUNK_ROWS;
@@ -116,10 +116,22 @@ pub struct Trainer {
     last_weights: Option<Vec<(String, Tensor)>>,
     /// Iteration and NLL of the last validation.
     last_val: Option<(usize, f64)>,
-    /// Whether the next metrics file is started afresh (a new run) or appended to (resume).
-    fresh_metrics: bool,
+    /// How the next call starts `metrics.jsonl`.
+    metrics_start: MetricsStart,
     /// Validation NLL and iteration of the weights held after the run finished.
     kept: Option<(usize, f64)>,
+}
+
+/// How a training call starts the metrics file of its output directory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum MetricsStart {
+    /// A new run: a fresh file (an older run's file is replaced).
+    Create,
+    /// Resumed from a checkpoint: lines past the checkpoint's iteration (written before a
+    /// kill, they will be written again) are cut off, then the run appends.
+    CutBack,
+    /// A later call of the same trainer: append.
+    Append,
 }
 
 fn aux_rng(seed: u64, iteration: usize, salt: u64) -> FlowRng {
@@ -147,7 +159,7 @@ impl Trainer {
             last_checkpoint: None,
             last_weights: None,
             last_val: None,
-            fresh_metrics: true,
+            metrics_start: MetricsStart::Create,
             kept: None,
         })
     }
@@ -213,7 +225,7 @@ impl Trainer {
             last_checkpoint: Some(path.to_path_buf()),
             last_weights: None,
             last_val: None,
-            fresh_metrics: false,
+            metrics_start: MetricsStart::CutBack,
             kept: None,
         })
     }

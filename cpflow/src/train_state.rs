@@ -32,6 +32,12 @@ pub struct TrainState {
     pub stopped_early: bool,
     /// Training samples processed.
     pub samples_seen: u64,
+    /// Seconds of training over the whole run, every invocation included (resumes add to
+    /// it): each iteration's batch, step, SLQ monitor, validation and metrics line; observers,
+    /// checkpoint writes and the end of a run are not counted. 0 in checkpoints written
+    /// before it existed.
+    #[serde(default)]
+    pub train_time_s: f64,
     /// The curves observers keep with the run ([`crate::observer::TrainObserver::curve`], e.g.
     /// the validation curve of [`crate::observer::NllCurve`]): name → `(iteration, value)`
     /// points up to `iteration`, so that a resumed run reports the whole curve. Empty in
@@ -59,6 +65,7 @@ impl TrainState {
             vals_without_improvement: 0,
             stopped_early: false,
             samples_seen: 0,
+            train_time_s: 0.0,
             curves: BTreeMap::new(),
         }
     }
@@ -149,13 +156,17 @@ mod tests {
     }
 
     /// Curves round-trip through JSON, a non-finite value as NaN; a state written before
-    /// curves existed reads back with none.
+    /// curves (or the training time) existed reads back with none (0 s).
     #[test]
-    fn curves_round_trip_and_old_states_read_without_them() {
+    fn curves_round_trip_and_old_states_read_without_them_or_a_training_time() {
         let mut st = TrainState::new(1e-3);
         let plain = serde_json::to_string(&st).unwrap();
         assert!(!plain.contains("curves"), "{plain}");
         assert_eq!(serde_json::from_str::<TrainState>(&plain).unwrap(), st);
+        // A state written before the training time was kept reads back with 0 s.
+        let old = plain.replace(",\"train_time_s\":0.0", "");
+        assert!(!old.contains("train_time_s"), "{old}");
+        assert_eq!(serde_json::from_str::<TrainState>(&old).unwrap(), st);
         st.curves.insert(
             "validation".into(),
             vec![(500, 1.25), (1000, f64::INFINITY)],

@@ -269,6 +269,7 @@ pub fn run_image_part(
             resume: false,
             progress_bar: progress,
             interrupt: None,
+            training_ended: None,
         };
         let rep = run_image_training(&flow_cfg, &cfg.train, &data, device, &run)
             .with_context(|| format!("training the image flow on {}", dataset.name()))?;

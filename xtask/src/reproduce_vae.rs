@@ -343,6 +343,7 @@ pub fn run_vae_part(opts: &VaePartOptions, out: &Path, progress: bool) -> Result
                 resume: false,
                 progress_bar: progress,
                 interrupt: None,
+                training_ended: None,
             };
             let rep = run_vae_on(&cfg, &data, &out.join(&rel), &run).with_context(|| {
                 format!(

@@ -95,6 +95,7 @@ fn ours(a: &Args) -> Result<(serde_json::Value, ImageExperimentConfig)> {
             resume: false,
             progress_bar: false,
             interrupt: None,
+            training_ended: None,
         },
     )?;
     let lines = std::fs::read_to_string(dir.join("metrics.jsonl"))?;

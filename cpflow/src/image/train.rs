@@ -11,7 +11,8 @@
 //! Files written to the output directory: `checkpoint.safetensors` (current weights, EMA,
 //! Adam, RNG and progress; resumable), `model.safetensors` (the EMA weights, loadable by
 //! [`crate::image::ImageFlow::load`]; rewritten at each validation and at the end),
-//! `metrics.jsonl` ([`ImageMetricsRecord`] lines; a fresh run truncates it, a resume appends)
+//! `metrics.jsonl` ([`ImageMetricsRecord`] lines; a fresh run truncates it, a resume cuts it
+//! back to the checkpoint's iteration, then appends)
 //! and `report.json` ([`ImageTrainReport`]).
 
 mod checkpoint;
@@ -60,8 +61,14 @@ pub struct ImageRunOptions {
     pub progress_bar: bool,
     /// A flag that, once set (by a signal handler, another thread), pauses the run after the
     /// step in progress: the checkpoint is written and [`run_image_training`] returns
-    /// [`crate::CpflowError::Interrupted`]; `resume` continues the run.
+    /// [`crate::CpflowError::Interrupted`]; `resume` continues the run. Once training has
+    /// ended it skips the test score instead (see `training_ended`).
     pub interrupt: Option<Arc<AtomicBool>>,
+    /// Set by the run once training has ended (the final validation, the model file and the
+    /// test score follow): whoever watches `interrupt` can say what an interrupt stops now.
+    /// An interrupt from then on skips the test score once the model file is written
+    /// ([`crate::CpflowError::EvaluationInterrupted`]); `resume` on the finished run scores it.
+    pub training_ended: Option<Arc<AtomicBool>>,
 }
 
 /// One point of the validation curve.
@@ -187,8 +194,13 @@ pub struct ImageTrainReport {
     pub train_time_s: f64,
     /// Seconds of validation, monitoring and the test score in this call.
     pub eval_time_s: f64,
-    /// Wall-clock seconds of this call.
+    /// Wall-clock seconds of the run: this call's, plus the training-step seconds of the
+    /// earlier calls up to the checkpoint it resumed from (a resume of a finished run adds
+    /// only its own call's).
     pub wall_time_s: f64,
+    /// Wall-clock seconds of this call alone (0 in reports written before it existed).
+    #[serde(default)]
+    pub invocation_wall_time_s: f64,
 }
 
 #[cfg(test)]

@@ -6,12 +6,12 @@ use std::time::Instant;
 
 use candle_core::{DType, Tensor};
 
-use super::{StopReason, TrainReport, Trainer, aux_rng};
+use super::{MetricsStart, StopReason, TrainReport, Trainer, aux_rng};
 use crate::block::CgReport;
 use crate::config::{LrSchedule, NllEstimator, Objective};
 use crate::error::{CpflowError, Result};
 use crate::evaluate::{Dataset, mean_nll};
-use crate::metrics::{MetricsRecord, MetricsWriter};
+use crate::metrics::{MetricsRecord, MetricsWriter, truncate_metrics};
 use crate::observer::{Control, Moment, TrainObserver};
 use crate::progress::Progress;
 use crate::train_state::{plateau_update, scheduled_lr};
@@ -164,13 +164,17 @@ impl Trainer {
         let mut metrics = match &self.options.out_dir {
             Some(d) => {
                 let path = d.join("metrics.jsonl");
-                let fresh = self.fresh_metrics && self.state.iteration == 0;
-                self.fresh_metrics = false;
-                Some(if fresh {
-                    MetricsWriter::create(&path)?
-                } else {
-                    MetricsWriter::append(&path)?
-                })
+                let start = std::mem::replace(&mut self.metrics_start, MetricsStart::Append);
+                match start {
+                    MetricsStart::Create if self.state.iteration == 0 => {
+                        Some(MetricsWriter::create(&path)?)
+                    }
+                    MetricsStart::CutBack => {
+                        truncate_metrics(&path, "iteration", self.state.iteration as u64)?;
+                        Some(MetricsWriter::append(&path)?)
+                    }
+                    _ => Some(MetricsWriter::append(&path)?),
+                }
             }
             None => None,
         };
@@ -193,6 +197,7 @@ impl Trainer {
             && steps < max_steps
             && !self.state.stopped_early
         {
+            let step_start = Instant::now();
             let (x, c) = self.next_batch(&train)?;
             if !self.flow.is_initialized()? {
                 match &c {
@@ -281,6 +286,7 @@ impl Trainer {
                 history.push(rec);
             }
             bar.set_position(self.state.iteration as u64);
+            self.state.train_time_s += step_start.elapsed().as_secs_f64();
             // The observers first: a checkpoint written at this step holds their curves'
             // points of this step.
             let mut observed = false;

@@ -211,6 +211,13 @@ impl VaeConfig {
         if self.model.latent_dim == 0 {
             return bad("model.latent_dim must be ≥ 1");
         }
+        if self.model.posterior == super::PosteriorKind::CpFlow && self.model.blocks == 0 {
+            // Zero blocks would be the Gaussian posterior reported as a CP-Flow one.
+            return bad(
+                "model.blocks must be ≥ 1 for a CP-Flow posterior (`posterior = \"gaussian\"` \
+                 is the posterior without blocks)",
+            );
+        }
         self.model.posterior_config().validate()
     }
 }

@@ -95,7 +95,8 @@ pub fn split_neg_elbo<R: Rng + ?Sized>(
 
 /// The importance-sampled negative log-likelihood of the first `n` images of a split.
 /// Returns the per-image `−log p̂(x)` and the mean over images of each estimate's own
-/// Monte-Carlo standard error.
+/// Monte-Carlo standard error. `on_image(done)` is called after each image (progress); an
+/// error it returns stops the scoring and is returned (e.g. on an interrupt).
 #[allow(clippy::too_many_arguments)]
 pub fn split_importance_nll<R: Rng + ?Sized>(
     vae: &Vae,
@@ -105,7 +106,7 @@ pub fn split_importance_nll<R: Rng + ?Sized>(
     samples: usize,
     chunk: usize,
     rng: &mut R,
-    mut on_image: impl FnMut(usize),
+    mut on_image: impl FnMut(usize) -> Result<()>,
 ) -> Result<(Vec<f64>, f64)> {
     let n = n.min(data.split(split).n);
     let (mut nll, mut mc) = (Vec::with_capacity(n), 0.0);
@@ -118,7 +119,7 @@ pub fn split_importance_nll<R: Rng + ?Sized>(
                 mc += e.std_err;
             }
         }
-        on_image(i + 1);
+        on_image(i + 1)?;
     }
     Ok((nll, mc / n.max(1) as f64))
 }

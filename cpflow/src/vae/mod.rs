@@ -41,3 +41,5 @@ pub use train::{
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_resume;

@@ -21,7 +21,7 @@ pub(super) fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
         .unwrap()
 }
 
-fn tiny_config(posterior: PosteriorKind) -> VaeModelConfig {
+pub(super) fn tiny_config(posterior: PosteriorKind) -> VaeModelConfig {
     VaeModelConfig {
         latent_dim: 3,
         architecture: VaeArchitecture {
@@ -55,7 +55,7 @@ fn fake_frey(n: usize, seed: u64) -> VaeImages {
     VaeImages { n, pixels }
 }
 
-fn fake_data() -> VaeData {
+pub(super) fn fake_data() -> VaeData {
     VaeData {
         name: VaeDatasetName::FreyFaces,
         likelihood: VaeLikelihood::Categorical256,
@@ -532,6 +532,12 @@ fn bad_inputs_are_errors() {
     cfg.train.epochs = 0;
     let err = cfg.validate().unwrap_err().to_string();
     assert!(err.contains("train.epochs"), "{err}");
+    cfg.train.epochs = 1;
+    cfg.model.blocks = 0;
+    let err = cfg.validate().unwrap_err().to_string();
+    assert!(err.contains("model.blocks"), "{err}");
+    cfg.model.posterior = PosteriorKind::Gaussian;
+    cfg.validate().unwrap();
     assert!(
         toml::from_str::<VaeConfig>(
             "[data]\ndataset = \"caltech101\"\nroot = \"x\"\n[train]\nepoch = 3\n"

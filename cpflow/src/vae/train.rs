@@ -38,7 +38,13 @@ pub struct VaeRunOptions {
     /// training step in progress (after the epoch's validation when that step was the epoch's
     /// last), its checkpoint written: [`run_vae`] then returns [`CpflowError::Interrupted`],
     /// and `resume` continues the run on the same trajectory (same batches, same draws).
+    /// Once training has ended it stops the test evaluation before its next phase or image
+    /// ([`CpflowError::EvaluationInterrupted`], no report written); `resume` on the finished
+    /// run evaluates it again.
     pub interrupt: Option<Arc<AtomicBool>>,
+    /// Set by the run once training has ended (the test evaluation follows): whoever watches
+    /// `interrupt` can say what an interrupt stops now.
+    pub training_ended: Option<Arc<AtomicBool>>,
 }
 
 /// Why training stopped.
@@ -192,6 +198,8 @@ pub fn run_vae_on(
     };
     let metrics_path = out.join("metrics.jsonl");
     let mut metrics = if resumed {
+        // Epoch lines past the checkpoint (written before a kill) come again: cut them off.
+        crate::metrics::truncate_metrics(&metrics_path, "epoch", state.epoch as u64)?;
         crate::metrics::MetricsWriter::append(&metrics_path)?
     } else {
         crate::metrics::MetricsWriter::create(&metrics_path)?
@@ -207,7 +215,22 @@ pub fn run_vae_on(
         options,
     )?;
 
-    // Score the test split once, with the best weights.
+    // Score the test split once, with the best weights; an interrupt from now on stops the
+    // scoring before its next phase or image.
+    if let Some(f) = &options.training_ended {
+        f.store(true, Ordering::Relaxed);
+    }
+    let stop_if_interrupted = |skipped: &str| -> Result<()> {
+        if !interrupted(options) {
+            return Ok(());
+        }
+        let saved = [BEST, CHECKPOINT].iter().map(|f| out.join(f));
+        Err(CpflowError::EvaluationInterrupted {
+            skipped: skipped.into(),
+            saved: saved.filter(|p| p.exists()).collect(),
+        })
+    };
+    stop_if_interrupted("the test −ELBO and importance-sampled NLL")?;
     let (best_val, best_epoch) = state.best_val.unwrap_or((f64::NAN, 0));
     if out.join(BEST).exists() {
         let (_, best) = load_vae_checkpoint(&out.join(BEST), &device)?;
@@ -225,10 +248,11 @@ pub fn run_vae_on(
     )?);
     let ev = &config.eval;
     let (is_nll, is_mc) = if ev.is_samples > 0 {
+        stop_if_interrupted("the importance-sampled test NLL")?;
         let n = ev.is_images.unwrap_or(usize::MAX).min(data.test.n);
         let bar = Progress::new(n as u64, options.progress_bar);
         bar.set_message(format!("importance sampling, K = {}", ev.is_samples));
-        let (v, mc) = split_importance_nll(
+        let v = split_importance_nll(
             &vae,
             data,
             VaeSplit::Test,
@@ -236,8 +260,12 @@ pub fn run_vae_on(
             ev.is_samples,
             ev.is_chunk,
             &mut rng,
-            |i| bar.set_position(i as u64),
-        )?;
+            |i| {
+                bar.set_position(i as u64);
+                stop_if_interrupted("the importance-sampled test NLL")
+            },
+        );
+        let (v, mc) = v.inspect_err(|_| bar.finish_and_clear())?;
         bar.finish_and_clear();
         (Some(MeanWithError::of(&v)), Some(mc))
     } else {
@@ -398,16 +426,6 @@ fn train_epochs(
         } else if epoch >= t.warmup_epochs {
             state.bad_epochs += 1;
         }
-        state.rng = rng.state();
-        if improved {
-            let best_meta = VaeCheckpointMeta {
-                config: config.clone(),
-                state: None,
-                optimizer: None,
-            };
-            save_vae_checkpoint(&out.join(BEST), &best_meta, weights_with_prefix(vae))?;
-        }
-        save_checkpoint(&ckpt_path, config, state, vae, opt)?;
         let rec = VaeEpochRecord {
             epoch,
             beta,
@@ -423,7 +441,20 @@ fn train_epochs(
             train_seconds,
             val_seconds,
         };
+        // The epoch's line before its checkpoint: a kill between the two leaves a line past
+        // the checkpoint, which a resume cuts off and writes again (the other order would
+        // lose it).
         metrics.write(&rec)?;
+        state.rng = rng.state();
+        if improved {
+            let best_meta = VaeCheckpointMeta {
+                config: config.clone(),
+                state: None,
+                optimizer: None,
+            };
+            save_vae_checkpoint(&out.join(BEST), &best_meta, weights_with_prefix(vae))?;
+        }
+        save_checkpoint(&ckpt_path, config, state, vae, opt)?;
         tracing::info!(
             "epoch {epoch}: β {beta:.2}, train loss {:.3}, val −ELBO {val:.3}, CG {:.1} its, {train_seconds:.1} s",
             rec.train_loss,

@@ -155,6 +155,12 @@ fn train_run_directories_are_kept_resumed_as_made_and_portable() {
     let args = ["train", "--out", run_s, "--resume", "--iters", "10"];
     ok_in(&elsewhere, &[&args[..], &["--no-progress"]].concat());
     assert_eq!(curve_iterations(&run), vec![3, 6, 8, 9, 10]);
+    // ... and says so when it is missing (not a diff against the built-in defaults).
+    let aside = dir.join("config.aside");
+    std::fs::rename(&config, &aside).unwrap();
+    let err = fails_in(&elsewhere, &["train", "--out", run_s, "--resume"]);
+    assert!(err.contains("config.toml, which is missing"), "{err}");
+    std::fs::rename(&aside, &config).unwrap();
     // `eval` of the run from elsewhere reads the data file by its absolute path.
     let line = ok_in(&elsewhere, &["eval", "--model", run_s]);
     assert!(line.contains("\"nll\""), "{line}");
@@ -171,9 +177,29 @@ fn train_run_directories_are_kept_resumed_as_made_and_portable() {
     );
     assert!(!empty.exists());
 
+    // A model setting that cannot be built fails before --overwrite removes anything (and a
+    // new --out is not created).
+    let bad = [
+        &["train", "--data", "d.csv", "--iters", "2", "--no-progress"][..],
+        &TINY,
+        &["--set", "model.width=0", "--out", "run", "--overwrite"],
+    ]
+    .concat();
+    let kept = std::fs::read(run.join("report.json")).unwrap();
+    let err = fails_in(&dir, &bad);
+    assert!(err.contains("width"), "{err}");
+    assert_eq!(std::fs::read(run.join("report.json")).unwrap(), kept);
+    assert!(run.join("checkpoint.safetensors").is_file());
+    let fresh = [&bad[..bad.len() - 3], &["--out", "fresh"]].concat();
+    fails_in(&dir, &fresh);
+    assert!(!dir.join("fresh").exists());
+
     // --overwrite replaces the run: the old files and plots go.
+    // (the figures as a 2-D run writes them: listed in plots/plots.json)
     std::fs::create_dir_all(run.join("plots")).unwrap();
     std::fs::write(run.join("plots/density.png"), b"old").unwrap();
+    let listed = r#"[{"file": "density.png", "shows": "old"}]"#;
+    std::fs::write(run.join("plots/plots.json"), listed).unwrap();
     let again = [
         &["train", "--data", "d.csv", "--iters", "2", "--no-progress"][..],
         &TINY,

@@ -405,3 +405,74 @@ fn an_interrupted_training_run_is_saved_and_resumes() {
     assert_eq!(report["resumed_at"], done);
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// Ctrl-C once training has ended stops the test score between chunks (a million test points:
+/// seconds to score): the process fails, says what is saved and which commands do the rest,
+/// never claims that a training step is in progress, and writes no report. `--resume` of the
+/// finished run then does the rest; its report keeps the training time of the run (the
+/// checkpoint's), not the ~0 s of an invocation that ran no step.
+#[cfg(unix)]
+#[test]
+fn an_interrupt_after_training_stops_the_evaluation_and_resume_finishes_it() {
+    use std::io::{BufRead, BufReader, Read};
+    use std::process::{Command, Stdio};
+    let dir = temp_dir("eval-interrupt");
+    let run = dir.join("run");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cpflow"))
+        .args(["train", "--data", "8gaussians", "--iters", "40"])
+        .args(["--batch-size", "16", "--set", "model.width=4"])
+        .args(["--set", "model.depth=2", "--set", "data.n_train=256"])
+        .args(["--set", "data.n_val=32", "--set", "data.n_test=1000000"])
+        .args(["--no-progress", "--out"])
+        .arg(&run)
+        .env("RUST_LOG", "info")
+        .env_remove("RUST_BACKTRACE")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut log = String::new();
+    while !log.contains("scoring the test split") {
+        let read = stderr.read_line(&mut log).unwrap();
+        assert!(read > 0, "the test split was not scored:\n{log}");
+    }
+    let kill = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    stderr.read_to_string(&mut log).unwrap();
+    assert!(!child.wait().unwrap().success(), "{log}");
+    let parts = [
+        "interrupted after training (iteration 40)",
+        "model.safetensors",
+        "checkpoint.safetensors",
+        "not done: the test score, the plots, report.json",
+        "`cpflow eval --model",
+        "-n 1000000` scores the test split",
+        "`cpflow plot --model",
+        "--resume` does all of it",
+    ];
+    for part in parts {
+        assert!(log.contains(part), "no `{part}` in\n{log}");
+    }
+    assert!(!log.contains("step in progress"), "{log}");
+    assert!(!run.join("report.json").exists());
+    non_empty(&run.join("model.safetensors"));
+
+    let config = run.join("config.toml");
+    cpflow(&["train", "--config", config.to_str().unwrap(), "--resume"]);
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("report.json")).unwrap()).unwrap();
+    let device = candle_core::Device::Cpu;
+    let ck = cpflow::load_checkpoint(&run.join("checkpoint.safetensors"), &device);
+    let trained = ck.unwrap().meta.state.unwrap().train_time_s;
+    assert!(trained > 0.0);
+    assert_eq!(report["iterations"], 40);
+    assert_eq!(report["train_time_s"], trained);
+    assert_eq!(report["invocation_train_time_s"], 0.0);
+    let wall = report["wall_time_s"].as_f64().unwrap();
+    assert!(wall >= trained, "{report}");
+    assert!(report["test_nll"].is_number() && run.join("plots").is_dir());
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -16,7 +16,7 @@ use cpflow::image::{
 use cpflow::{FloatType, SlqParams};
 use icnn::ImageShape;
 
-fn temp_dir(name: &str) -> PathBuf {
+pub(crate) fn temp_dir(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("cpflow-imgtrain-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
@@ -43,12 +43,12 @@ fn images(n: usize, offset: usize) -> ImageSet {
     ImageSet::new(shape, v).unwrap()
 }
 
-fn tiny_data(n_val: usize, n_test: usize) -> ImageData {
+pub(crate) fn tiny_data(n_val: usize, n_test: usize) -> ImageData {
     ImageData::new(images(12, 0), images(n_val, 100), images(n_test, 200)).unwrap()
 }
 
 /// A tiny two-scale conv flow on 1×4×4 images (ConvICNN width 4, depth 2, blocks 1-1).
-fn tiny_flow(float: FloatType) -> ImageFlowConfig {
+pub(crate) fn tiny_flow(float: FloatType) -> ImageFlowConfig {
     ImageModelConfig {
         width: 4,
         depth: 2,
@@ -60,7 +60,7 @@ fn tiny_flow(float: FloatType) -> ImageFlowConfig {
     .unwrap()
 }
 
-fn tiny_train(iters: usize) -> ImageTrainConfig {
+pub(crate) fn tiny_train(iters: usize) -> ImageTrainConfig {
     ImageTrainConfig {
         max_iterations: Some(iters),
         batch_size: 4,
@@ -80,7 +80,7 @@ fn tiny_train(iters: usize) -> ImageTrainConfig {
     }
 }
 
-fn read_metrics(p: &Path) -> Vec<ImageMetricsRecord> {
+pub(crate) fn read_metrics(p: &Path) -> Vec<ImageMetricsRecord> {
     std::fs::read_to_string(p)
         .unwrap()
         .lines()
@@ -575,5 +575,12 @@ fn cli_trains_an_image_config_and_samples_a_grid() {
     let img = image::open(&png).unwrap();
     let (w, h) = cpflow::image::grid_size(2, 3, 28, 28);
     assert_eq!((img.width() as usize, img.height() as usize), (w, h));
+    // A grid is a PNG: another name is refused (it wrote PNG bytes into `g.npy`).
+    let npy = dir.join("g.npy");
+    let args = ["sample", "--model", run.to_str().unwrap(), "--grid", "2x2"];
+    let err =
+        crate::cli_common::cpflow_fails(&[&args[..], &["-o", npy.to_str().unwrap()]].concat());
+    assert!(err.contains("PNG") && err.contains("g.npy"), "{err}");
+    assert!(!npy.exists());
     std::fs::remove_dir_all(&dir).unwrap();
 }

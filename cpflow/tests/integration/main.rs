@@ -25,6 +25,7 @@ mod image_flow;
 mod image_layers;
 #[cfg(feature = "datasets")]
 mod image_mnist;
+mod image_resume;
 mod image_train;
 mod posterior_flow;
 mod posterior_importance;

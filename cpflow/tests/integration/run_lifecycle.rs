@@ -360,3 +360,65 @@ fn nll_curves_are_checkpointed_and_cover_resumed_runs() {
     assert_eq!((to_12[2], &to_12[3..]), (to_7[2], &straight[2..]));
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// A kill after a checkpoint leaves lines past it in `metrics.jsonl`: a resume cuts them off
+/// before it appends, so the log equals the uninterrupted run's (iterations and values, timing
+/// aside) instead of holding 6–9 twice. The kill is simulated by putting the checkpoint of
+/// iteration 5 back after the run went on to 9. The training time is kept in the checkpoint
+/// and adds up over the resume.
+#[test]
+fn a_resume_after_a_kill_cuts_the_metrics_back_and_keeps_the_training_time() {
+    let train = Dataset::new(data(72, 2, 131));
+    let val = Dataset::new(data(24, 2, 132));
+    let n = 12;
+    let straight_dir = tmpdir("log-straight");
+    Trainer::new(flow(8), config(n))
+        .unwrap()
+        .with_options(opts(&straight_dir))
+        .fit(&train, Some(&val))
+        .unwrap();
+
+    let dir = tmpdir("log-killed");
+    let ck = dir.join("checkpoint.safetensors");
+    let ck5 = dir.join("checkpoint-5.safetensors");
+    let mut first = Trainer::new(flow(8), config(n))
+        .unwrap()
+        .with_options(opts(&dir));
+    first.fit_steps(&train, Some(&val), 5).unwrap();
+    std::fs::copy(&ck, &ck5).unwrap();
+    first.fit_steps(&train, Some(&val), 4).unwrap();
+    drop(first);
+    std::fs::copy(&ck5, &ck).unwrap();
+    let time_at_5 = load_checkpoint(&ck, &Device::Cpu)
+        .unwrap()
+        .meta
+        .state
+        .unwrap()
+        .train_time_s;
+    assert!(time_at_5 > 0.0);
+    let mut resumed = Trainer::resume(&ck, &Device::Cpu, None)
+        .unwrap()
+        .with_options(opts(&dir));
+    assert_eq!(resumed.fit(&train, Some(&val)).unwrap().iterations, n);
+    assert!(resumed.state().train_time_s > time_at_5);
+    let saved = load_checkpoint(&ck, &Device::Cpu)
+        .unwrap()
+        .meta
+        .state
+        .unwrap();
+    assert_eq!(saved.train_time_s, resumed.state().train_time_s);
+
+    let log = |d: &std::path::Path| {
+        let mut recs = cpflow::metrics::read_metrics(&d.join("metrics.jsonl")).unwrap();
+        for r in &mut recs {
+            (r.samples_per_sec, r.elapsed_s) = (0.0, 0.0);
+        }
+        recs
+    };
+    let (want, got) = (log(&straight_dir), log(&dir));
+    let its = |r: &[cpflow::MetricsRecord]| r.iter().map(|r| r.iteration).collect::<Vec<_>>();
+    assert_eq!(its(&got), (1..=n).collect::<Vec<_>>());
+    assert_eq!(got, want);
+    std::fs::remove_dir_all(&dir).ok();
+    std::fs::remove_dir_all(&straight_dir).ok();
+}

@@ -1,6 +1,9 @@
 //! Ctrl-C (SIGINT) and SIGTERM during `cpflow train` and `cpflow vae`: the first one pauses
 //! the run after the training step in progress and writes its checkpoint (`--resume`
-//! continues it); a second one ends the process at once.
+//! continues it); once training has ended (the commands say so with
+//! [`Interrupt::end_training`] or the trainers' `training_ended` flag) it stops the
+//! evaluation that follows at its next chunk or phase instead, the trained run saved. A
+//! second one ends the process at once.
 
 use anyhow::{Context, Result, anyhow};
 use cpflow::observer::{Control, FnObserver, Moment, TrainObserver};
@@ -10,9 +13,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 /// Exit status after a second interrupt (128 + SIGINT, what a shell reports for Ctrl-C).
 const ABRUPT_EXIT: i32 = 130;
 
-/// The flag that the first SIGINT or SIGTERM sets.
+/// The flag that the first SIGINT or SIGTERM sets, and whether training has ended.
 pub struct Interrupt {
     flag: Arc<AtomicBool>,
+    training_ended: Arc<AtomicBool>,
 }
 
 impl Interrupt {
@@ -29,20 +33,47 @@ impl Interrupt {
         }
         // Said when it happens (a signal handler cannot log): a step or an evaluation can take
         // a while.
-        let seen = flag.clone();
+        let training_ended = Arc::new(AtomicBool::new(false));
+        let (seen, ended) = (flag.clone(), training_ended.clone());
         std::thread::Builder::new()
             .name("interrupt-watch".into())
             .spawn(move || {
                 while !seen.load(Ordering::Relaxed) {
                     std::thread::sleep(std::time::Duration::from_millis(100));
                 }
-                tracing::warn!(
-                    "interrupted: saving the run after the step in progress; interrupt again \
-                     to quit now"
-                );
+                if ended.load(Ordering::Relaxed) {
+                    tracing::warn!(
+                        "interrupted after training, whose results are saved: stopping the \
+                         evaluation at its next chunk or phase; interrupt again to quit now"
+                    );
+                } else {
+                    tracing::warn!(
+                        "interrupted: saving the run after the training step in progress; \
+                         interrupt again to quit now"
+                    );
+                }
             })
             .context("starting the interrupt watcher")?;
-        Ok(Interrupt { flag })
+        Ok(Interrupt {
+            flag,
+            training_ended,
+        })
+    }
+
+    /// Whether an interrupt came.
+    pub fn is_set(&self) -> bool {
+        self.flag.load(Ordering::Relaxed)
+    }
+
+    /// Says that training has ended: what follows is evaluation (the watcher's message).
+    pub fn end_training(&self) {
+        self.training_ended.store(true, Ordering::Relaxed);
+    }
+
+    /// The shared "training has ended" state, for trainers that set it themselves (the image
+    /// and VAE trainers' `training_ended` option).
+    pub fn training_ended(&self) -> Arc<AtomicBool> {
+        self.training_ended.clone()
     }
 
     /// The flag itself (for trainers that take one, like the image trainer's).
@@ -51,7 +82,9 @@ impl Interrupt {
     }
 
     /// `result`, or, for a run that an interrupt paused ([`cpflow::CpflowError::Interrupted`]),
-    /// that error with the command that continues the run (`resume`).
+    /// that error with the command that continues the run (`resume`); for a run interrupted
+    /// after training ([`cpflow::CpflowError::EvaluationInterrupted`]), with the same command,
+    /// which evaluates the finished run again.
     pub fn with_resume_hint<T>(
         result: cpflow::Result<T>,
         resume: impl FnOnce() -> String,
@@ -60,6 +93,10 @@ impl Interrupt {
             Err(e @ cpflow::CpflowError::Interrupted { .. }) => {
                 Err(anyhow!("{e}; continue it with `{}`", resume()))
             }
+            Err(e @ cpflow::CpflowError::EvaluationInterrupted { .. }) => Err(anyhow!(
+                "{e}; the run is trained: `{}` evaluates it and writes report.json",
+                resume()
+            )),
             r => Ok(r?),
         }
     }

@@ -96,8 +96,9 @@ pub struct TrainArgs {
     /// Output directory.
     #[arg(long, short)]
     pub out: Option<PathBuf>,
-    /// Continue from `<out>/checkpoint.safetensors` (only the length of the run, the batch
-    /// size, logging and [run] settings may change).
+    /// Continue from `<out>/checkpoint.safetensors` (only the run's length, the batch size,
+    /// logging and checkpoint periods, evaluation sizes, [run] settings and data.root may
+    /// change).
     #[arg(long)]
     pub resume: bool,
     /// Replace the run already in `--out` (its files and plots are removed).

@@ -20,7 +20,8 @@ pub struct RunFiles {
     pub removed: &'static [&'static str],
 }
 
-/// `cpflow train` (tabular, toy and image runs; `plots/` holds a 2-D run's figures).
+/// `cpflow train` (tabular, toy and image runs). A 2-D run's figures in `plots/` are removed
+/// as `plots/plots.json` lists them (see [`remove_old_run`]).
 pub const TRAIN_RUN: RunFiles = RunFiles {
     command: "train",
     markers: &["checkpoint.safetensors", "model.safetensors", "report.json"],
@@ -30,7 +31,6 @@ pub const TRAIN_RUN: RunFiles = RunFiles {
         "report.json",
         "metrics.jsonl",
         "config.toml",
-        "plots",
     ],
 };
 
@@ -64,29 +64,56 @@ pub fn check_new_run(out: &Path, files: &RunFiles, overwrite: bool) -> Result<()
     if found.is_empty() || overwrite {
         return Ok(());
     }
+    let longer = match files.command {
+        "vae" => "--epochs",
+        _ => "--iters",
+    };
     bail!(
-        "{} already holds a run ({}): continue it with `cpflow {} … --resume`, replace it \
-         with `--overwrite`, or give another `--out`",
+        "{} already holds a run ({}): continue it with `cpflow {} … --resume` (a finished run \
+         with a larger {longer}), replace it with `--overwrite`, or give another `--out`",
         out.display(),
         found.join(", "),
         files.command
     )
 }
 
-/// `--overwrite`: removes the old run's files (call it once the new run's data are loaded),
-/// so that none of them is left to describe another model.
+/// `--overwrite`: removes the old run's files (call it once the new run's configuration is
+/// checked and its data are loaded), so that none of them is left to describe another model.
+/// A directory that holds no run (no marker file) is left as it is; in `plots/`, only the
+/// figures that `plots/plots.json` lists and that file go (the directory too once empty):
+/// files of the user's there stay.
 pub fn remove_old_run(out: &Path, files: &RunFiles) -> Result<()> {
+    if !files.markers.iter().any(|f| out.join(f).exists()) {
+        return Ok(());
+    }
+    let remove = |p: &Path| -> Result<()> {
+        match std::fs::remove_file(p) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(e).with_context(|| format!("removing {} (--overwrite)", p.display()))
+            }
+            _ => Ok(()),
+        }
+    };
     for name in files.removed {
-        let p = out.join(name);
-        let Ok(meta) = std::fs::symlink_metadata(&p) else {
-            continue;
-        };
-        let removed = if meta.is_dir() {
-            std::fs::remove_dir_all(&p)
-        } else {
-            std::fs::remove_file(&p)
-        };
-        removed.with_context(|| format!("removing {} (--overwrite)", p.display()))?;
+        remove(&out.join(name))?;
+    }
+    let plots = out.join("plots");
+    let list = plots.join("plots.json");
+    if let Ok(text) = std::fs::read_to_string(&list) {
+        #[derive(serde::Deserialize)]
+        struct Listed {
+            file: String,
+        }
+        // Only plain names: a list edited to point elsewhere removes nothing outside.
+        let listed: Vec<Listed> = serde_json::from_str(&text).unwrap_or_default();
+        for f in listed {
+            if Path::new(&f.file).file_name() == Some(std::ffi::OsStr::new(&f.file)) {
+                remove(&plots.join(&f.file))?;
+            }
+        }
+        remove(&list)?;
+        // Only when empty: anything else in it is not ours.
+        let _ = std::fs::remove_dir(&plots);
     }
     Ok(())
 }
@@ -183,14 +210,36 @@ mod tests {
         );
         assert!(e.contains(&dir.display().to_string()), "{e}");
         check_new_run(&dir, &TRAIN_RUN, true).unwrap();
+        let listed = r#"[{"file": "density.png"}, {"file": "../notes.txt"}]"#;
+        std::fs::write(dir.join("plots/plots.json"), listed).unwrap();
         std::fs::write(dir.join("plots/density.png"), "x").unwrap();
         std::fs::write(dir.join("notes.txt"), "mine").unwrap();
+        let names = |d: &Path| -> Vec<String> {
+            let mut v: Vec<String> = std::fs::read_dir(d)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            v.sort();
+            v
+        };
+        // The user's own figure in plots/ stays, and so does plots/.
+        std::fs::write(dir.join("plots/thesis.png"), "mine").unwrap();
         remove_old_run(&dir, &TRAIN_RUN).unwrap();
-        let left: Vec<_> = std::fs::read_dir(&dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name())
-            .collect();
-        assert_eq!(left, vec!["notes.txt"]);
+        assert_eq!(names(&dir), vec!["notes.txt", "plots"]);
+        assert_eq!(names(&dir.join("plots")), vec!["thesis.png"]);
+        // A directory without a run is left alone by --overwrite.
+        std::fs::write(dir.join("config.toml"), "# mine").unwrap();
+        std::fs::write(dir.join("plots/plots.json"), r#"[{"file": "thesis.png"}]"#).unwrap();
+        remove_old_run(&dir, &TRAIN_RUN).unwrap();
+        assert_eq!(names(&dir), vec!["config.toml", "notes.txt", "plots"]);
+        assert_eq!(names(&dir.join("plots")), vec!["plots.json", "thesis.png"]);
+        // With a run and only our figures, plots/ goes.
+        std::fs::write(dir.join("report.json"), "{}").unwrap();
+        std::fs::remove_file(dir.join("plots/thesis.png")).unwrap();
+        std::fs::write(dir.join("plots/plots.json"), r#"[{"file": "a.png"}]"#).unwrap();
+        std::fs::write(dir.join("plots/a.png"), "x").unwrap();
+        remove_old_run(&dir, &TRAIN_RUN).unwrap();
+        assert_eq!(names(&dir), vec!["notes.txt"]);
         let e = resume_checkpoint(&dir, "vae").unwrap_err().to_string();
         assert!(
             e.contains("checkpoint.safetensors") && e.contains("cpflow vae"),

@@ -12,7 +12,7 @@ use super::checkpoint::{
 };
 use super::config::ImageTrainConfig;
 use super::data::{ImageData, epoch_permutation, training_batch};
-use super::evaluate::{BpdEstimate, score_test_set, slq_bpd};
+use super::evaluate::{BpdEstimate, slq_bpd};
 use super::{
     ImageMetricsRecord, ImageRunOptions, ImageStopReason, ImageTrainReport, ImageTrainState,
     ValPoint,
@@ -24,10 +24,12 @@ use crate::image::bpd::bits_per_dim;
 use crate::image::config::ImageFlowConfig;
 use crate::image::ema::ExponentialMovingAverage;
 use crate::image::flow::ImageFlow;
-use crate::metrics::MetricsWriter;
+use crate::metrics::{MetricsWriter, truncate_metrics};
 use crate::progress::Progress;
 use crate::rng::FlowRng;
 use std::sync::atomic::Ordering;
+
+mod finish;
 
 /// Validation seed = `train.seed ^ VAL_SEED_SALT` (the evaluation streams are independent of
 /// the training stream, so evaluating never changes the training trajectory; every validation
@@ -367,6 +369,8 @@ impl<'a> Run<'a> {
         Ok(Some(if self.fresh {
             MetricsWriter::create(&path)?
         } else {
+            // Lines past the checkpoint (written before a kill) come again: cut them off.
+            truncate_metrics(&path, "iteration", self.state.iteration as u64)?;
             MetricsWriter::append(&path)?
         }))
     }
@@ -495,91 +499,6 @@ impl<'a> Run<'a> {
             }
         };
         bar.finish_and_clear();
-        self.finish(stop_reason, stats, eval_time, wall)
-    }
-
-    /// Final validation (unless the last step was validated), checkpoint, model file, test
-    /// score, report.
-    fn finish(
-        mut self,
-        stop_reason: ImageStopReason,
-        stats: StepStats,
-        mut eval_time: f64,
-        wall: Instant,
-    ) -> Result<ImageTrainReport> {
-        let te = Instant::now();
-        if !self.flow.is_initialized()? {
-            // No step was run (a zero limit): initialise on the first batch, untrained,
-            // without consuming it.
-            let (state, rng) = (self.state.clone(), self.rng.clone());
-            let x = self.next_batch()?;
-            self.flow.initialize(&x)?;
-            (self.state, self.rng) = (state, rng);
-        }
-        let it = self.state.iteration;
-        if self
-            .state
-            .val_curve
-            .last()
-            .is_none_or(|p| p.iteration != it)
-        {
-            self.validate()?;
-        }
-        self.save_checkpoint()?;
-        self.load_eval_weights()?;
-        if let Some(d) = &self.out_dir {
-            self.eval_flow.save(&d.join("model.safetensors"))?;
-        }
-        let test = if self.data.test.is_empty() {
-            None
-        } else {
-            let r = score_test_set(
-                &self.eval_flow,
-                &self.data.test,
-                &self.cfg.test,
-                self.cfg.eval_batch_size,
-                self.cfg.seed ^ TEST_SEED_SALT,
-            )?;
-            tracing::info!(
-                images = r.slq.images,
-                test_bpd = r.slq.bpd,
-                std_err = r.slq.std_err,
-                exact_minus_slq = ?r.exact.as_ref().map(|e| -e.mean_difference),
-                "test score (EMA weights, scored once)"
-            );
-            Some(r)
-        };
-        eval_time += te.elapsed().as_secs_f64();
-        let report = ImageTrainReport {
-            parameters: self.flow.num_parameters(),
-            cp_flow_blocks: self.flow.blocks().count(),
-            n_train: self.data.train.len(),
-            n_val: self.data.val.len(),
-            n_test: self.data.test.len(),
-            iterations: it,
-            epochs: self.epochs_done(),
-            stop_reason,
-            final_loss: stats.last_loss,
-            mean_cg_iterations: if stats.cg_steps > 0 {
-                stats.cg_mean_sum / stats.cg_steps as f64
-            } else {
-                0.0
-            },
-            max_cg_iterations: stats.cg_max,
-            mean_step_s: stats.seconds / stats.steps.max(1) as f64,
-            val_curve: self.state.val_curve.clone(),
-            test,
-            train_time_s: self.state.train_time_s,
-            eval_time_s: eval_time,
-            wall_time_s: wall.elapsed().as_secs_f64(),
-        };
-        if let Some(d) = &self.out_dir {
-            let path = d.join("report.json");
-            crate::checkpoint::write_atomic(
-                &path,
-                serde_json::to_string_pretty(&report)?.as_bytes(),
-            )?;
-        }
-        Ok(report)
+        self.finish(stop_reason, stats, eval_time, wall, opts)
     }
 }

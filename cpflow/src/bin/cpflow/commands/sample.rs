@@ -117,6 +117,17 @@ fn sample_images(a: &SampleArgs, file: &Path) -> Result<()> {
     // Opened (or its directory made) before anything is computed: a bad path fails at once.
     let mut target = match a.grid {
         Some((r, c)) => {
+            let png = a
+                .output
+                .extension()
+                .is_some_and(|e| e.eq_ignore_ascii_case("png"));
+            if !png {
+                bail!(
+                    "--grid writes a PNG image: name the output `….png`, not {} (without \
+                     --grid, samples are written as rows to .npy or .csv)",
+                    a.output.display()
+                );
+            }
             let dir = a.output.parent().unwrap_or(Path::new(""));
             ensure_dir(dir, &format!("the directory of {}", a.output.display()))?;
             ImageTarget::Grid(r, c, Vec::new())

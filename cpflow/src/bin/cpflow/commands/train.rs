@@ -2,10 +2,11 @@
 
 use anyhow::{Context, Result, bail};
 use cpflow::{
-    Dataset, Flow, FlowRng, NllCurve, NllEstimator, RunOptions, StopReason, Trainer, mean_nll,
+    Dataset, Flow, FlowRng, NllCurve, NllEstimator, RunOptions, StopReason, Trainer, mean_nll_with,
 };
 use serde::Serialize;
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::time::Instant;
 
 use crate::TrainArgs;
@@ -34,7 +35,7 @@ struct TrainSummary {
     /// The configured maximum.
     max_iterations: usize,
     /// The iteration this invocation resumed from (`--resume`); `train_time_s` and
-    /// `wall_time_s` then cover only the iterations after it.
+    /// `wall_time_s` still cover the whole run (`invocation_*` fields: this invocation).
     resumed_at: Option<usize>,
     stop_reason: StopReason,
     /// `(iteration, validation exact NLL)` every `run.eval_every` iterations, over the whole
@@ -61,12 +62,20 @@ struct TrainSummary {
 
 pub fn train(mut a: TrainArgs) -> Result<()> {
     // `--resume` without `--config` continues the run as it was configured.
-    if a.resume
-        && a.config.is_none()
-        && let Some(saved) = a.out.as_ref().map(|o| o.join("config.toml"))
-        && saved.is_file()
-    {
-        a.config = Some(saved);
+    if a.resume && a.config.is_none() {
+        let out = a
+            .out
+            .clone()
+            .unwrap_or_else(|| crate::run_config::RunConfig::default().run.out);
+        let saved = out.join("config.toml");
+        if !saved.is_file() && out.join("checkpoint.safetensors").is_file() {
+            bail!(
+                "--resume without --config reads the run's {}, which is missing: pass the \
+                 configuration the run was made with as `--config <file>`",
+                saved.display()
+            );
+        }
+        a.config = saved.is_file().then_some(saved);
     }
     if is_image_config(a.config.as_deref())? {
         return train_image(a);
@@ -108,6 +117,11 @@ pub fn train(mut a: TrainArgs) -> Result<()> {
             out.display(),
             r.dim
         );
+    }
+    // A new run's model settings are checked before anything is removed or written (a typo
+    // must not cost the run that --overwrite would replace): building the model is the check.
+    if resume.is_none() {
+        Flow::new(cfg.model.flow_config(data.dim)?, &device)?;
     }
     if a.overwrite {
         remove_old_run(&out, &TRAIN_RUN)?;
@@ -169,9 +183,10 @@ pub fn train(mut a: TrainArgs) -> Result<()> {
             .with_seed(cfg.train.seed ^ 0xE7A1)
     });
     let resumed_at = a.resume.then(|| trainer.state().iteration);
+    // Training seconds of the invocations before this one (0 for a new run).
+    let trained_before = trainer.state().train_time_s;
     let interrupt = Interrupt::install()?;
     let mut pause = interrupt.observer();
-    let ts = Instant::now();
     let rep = match curve.as_mut() {
         Some(c) => trainer.fit_observed(&train_set, val, &mut [c, pause.as_mut()])?,
         None => trainer.fit_observed(&train_set, val, &mut [pause.as_mut()])?,
@@ -185,22 +200,34 @@ pub fn train(mut a: TrainArgs) -> Result<()> {
             out.join("config.toml").display()
         );
     }
-    let train_time = (ts
-        .elapsed()
-        .saturating_sub(curve.as_ref().map(|c| c.eval_time()).unwrap_or_default()))
-    .as_secs_f64();
+    // From here on an interrupt stops the evaluation (the trained run is saved).
+    interrupt.end_training();
+    let train_time = trainer.state().train_time_s;
     let flow = trainer.into_flow();
+    let after = AfterTraining {
+        interrupt: &interrupt,
+        out: &out,
+        iteration: rep.iterations,
+        n_test,
+        plots: plot_points.is_some(),
+    };
     // The test part is scored once, here.
     let test_nll = match &test_set {
         Some(test) => {
+            after.check(true)?;
+            tracing::info!(rows = test.len(), "scoring the test split");
             let mut rng = FlowRng::seed_from_u64(cfg.train.seed ^ 0x7E57);
-            let nll = mean_nll(&flow, test, &NllEstimator::Exact, 1024, &mut rng)?;
+            let nll = mean_nll_with(&flow, test, &NllEstimator::Exact, 1024, &mut rng, |_| {
+                after.stop_chunks()
+            });
+            let nll = after.scored(nll)?;
             tracing::info!(iteration = rep.iterations, test_nll = nll, "test exact NLL");
             Some(nll)
         }
         None => None,
     };
     if let Some(pts) = plot_points {
+        after.check(false)?;
         let mut rng = FlowRng::seed_from_u64(cfg.train.seed ^ 0x5A3);
         let figs = write_model_plots(
             &flow,
@@ -242,14 +269,111 @@ pub fn train(mut a: TrainArgs) -> Result<()> {
         splits,
         final_loss: rep.final_loss,
         train_time_s: train_time,
-        wall_time_s: t0.elapsed().as_secs_f64(),
+        wall_time_s: trained_before + t0.elapsed().as_secs_f64(),
+    };
+    let file = ReportFile {
+        summary: &summary,
+        invocation_train_time_s: train_time - trained_before,
+        invocation_wall_time_s: t0.elapsed().as_secs_f64(),
     };
     std::fs::write(
         out.join("report.json"),
-        serde_json::to_string_pretty(&summary)?,
+        serde_json::to_string_pretty(&file)?,
     )?;
     println!("{}", summary_line(&summary, &out));
     Ok(())
+}
+
+/// `report.json`: the summary, whose `train_time_s` covers the training of the whole run (every
+/// invocation: resumes add to the time kept in the checkpoint) and whose `wall_time_s` is
+/// this invocation's wall-clock time plus the earlier invocations' training time, and this
+/// invocation's own times.
+#[derive(Serialize)]
+struct ReportFile<'a> {
+    #[serde(flatten)]
+    summary: &'a TrainSummary,
+    /// Training seconds of this invocation alone (0 for a resume of a finished run).
+    invocation_train_time_s: f64,
+    /// Wall-clock seconds of this invocation alone.
+    invocation_wall_time_s: f64,
+}
+
+/// The end of a `cpflow train` run after training (test score, plots, report): an interrupt
+/// stops it at the next phase or test chunk, with a message that says what is saved and
+/// which commands do what is missing.
+struct AfterTraining<'a> {
+    interrupt: &'a Interrupt,
+    out: &'a Path,
+    iteration: usize,
+    n_test: usize,
+    plots: bool,
+}
+
+impl AfterTraining<'_> {
+    /// An error when an interrupt came (`test_left`: the test score is still to do).
+    fn check(&self, test_left: bool) -> Result<()> {
+        if self.interrupt.is_set() {
+            return Err(self.stopped(test_left));
+        }
+        Ok(())
+    }
+
+    /// For [`mean_nll_with`]: stops the test score between chunks once an interrupt came.
+    fn stop_chunks(&self) -> cpflow::Result<()> {
+        if self.interrupt.is_set() {
+            return Err(cpflow::CpflowError::EvaluationInterrupted {
+                skipped: "the test score".into(),
+                saved: Vec::new(),
+            });
+        }
+        Ok(())
+    }
+
+    /// The test score, with an interrupt of [`AfterTraining::stop_chunks`] turned into the
+    /// message.
+    fn scored<T>(&self, result: cpflow::Result<T>) -> Result<T> {
+        match result {
+            Err(cpflow::CpflowError::EvaluationInterrupted { .. }) => Err(self.stopped(true)),
+            r => Ok(r?),
+        }
+    }
+
+    /// The error of an interrupt: what is saved, what is not done, the commands that do it.
+    fn stopped(&self, test_left: bool) -> anyhow::Error {
+        let out = self.out.display();
+        let mut missing = Vec::new();
+        let mut commands = Vec::new();
+        if test_left {
+            missing.push("the test score");
+            // The run's own test rows: a toy's are drawn again with `-n` (ignored for files).
+            let n = if self.n_test <= crate::MAX_EVAL_POINTS {
+                format!(" -n {}", self.n_test)
+            } else {
+                String::new()
+            };
+            commands.push(format!(
+                "`cpflow eval --model {out}{n}` scores the test split"
+            ));
+        }
+        if self.plots {
+            missing.push("the plots");
+            commands.push(format!("`cpflow plot --model {out}` draws the plots"));
+        }
+        missing.push("report.json");
+        commands.push(format!(
+            "`cpflow train --config {} --resume` does all of it",
+            self.out.join("config.toml").display()
+        ));
+        anyhow::anyhow!(
+            "interrupted after training (iteration {}): the model is saved in {} and the run \
+             in {}; not done: {}. {}",
+            self.iteration,
+            self.out.join("model.safetensors").display(),
+            self.out.join("checkpoint.safetensors").display(),
+            missing.join(", "),
+            commands.join("; ")
+        )
+    }
 }
 
 /// Why a run has no test rows, named by the key that sets them: `data.n_test` for toys and
@@ -342,11 +466,11 @@ fn train_image(a: TrainArgs) -> Result<()> {
     }
     let device = crate::device(a.dev.device.as_deref())?;
     let data = load_image_data(&cfg.data)?;
+    let flow = cfg.flow_config()?;
     if a.overwrite {
         remove_old_run(&out, &TRAIN_RUN)?;
     }
     write_config(&out, &saved)?;
-    let flow = cfg.flow_config()?;
     tracing::info!(
         dataset = cfg.data.dataset.name(),
         n_train = data.train.len(),
@@ -357,11 +481,13 @@ fn train_image(a: TrainArgs) -> Result<()> {
         out = %out.display(),
         "image run"
     );
+    let interrupt = Interrupt::install()?;
     let opts = ImageRunOptions {
         out_dir: Some(out.clone()),
         resume: a.resume,
         progress_bar: !a.no_progress,
-        interrupt: Some(Interrupt::install()?.flag()),
+        interrupt: Some(interrupt.flag()),
+        training_ended: Some(interrupt.training_ended()),
     };
     let r = Interrupt::with_resume_hint(
         run_image_training(&flow, &cfg.train, &data, &device, &opts),

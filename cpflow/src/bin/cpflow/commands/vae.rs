@@ -63,10 +63,12 @@ pub fn vae(a: VaeArgs) -> Result<()> {
         remove_old_run(&a.out, &VAE_RUN)?;
     }
     write_config(&a.out, &cfg)?;
+    let interrupt = Interrupt::install()?;
     let opts = VaeRunOptions {
         resume: a.resume,
         progress_bar: !a.no_progress,
-        interrupt: Some(Interrupt::install()?.flag()),
+        interrupt: Some(interrupt.flag()),
+        training_ended: Some(interrupt.training_ended()),
     };
     let r = Interrupt::with_resume_hint(run_vae_on(&cfg, &data, &a.out, &opts), || {
         format!(

@@ -1,0 +1,124 @@
+//! The end of an image run: final validation, checkpoint, model file, the test score (unless
+//! an interrupt came once training had ended) and the report.
+
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use super::super::evaluate::score_test_set;
+use super::super::{ImageRunOptions, ImageStopReason, ImageTrainReport};
+use super::{Run, StepStats, TEST_SEED_SALT};
+use crate::error::{CpflowError, Result};
+
+impl Run<'_> {
+    /// Final validation (unless the last step was validated), checkpoint, model file, test
+    /// score, report. `opts.training_ended` is set first; an interrupt seen after the model
+    /// file is written skips the test score and the report
+    /// ([`CpflowError::EvaluationInterrupted`]): resuming the finished run scores it.
+    pub(super) fn finish(
+        mut self,
+        stop_reason: ImageStopReason,
+        stats: StepStats,
+        mut eval_time: f64,
+        wall: Instant,
+        opts: &ImageRunOptions,
+    ) -> Result<ImageTrainReport> {
+        if let Some(f) = &opts.training_ended {
+            f.store(true, Ordering::Relaxed);
+        }
+        let te = Instant::now();
+        if !self.flow.is_initialized()? {
+            // No step was run (a zero limit): initialise on the first batch, untrained,
+            // without consuming it.
+            let (state, rng) = (self.state.clone(), self.rng.clone());
+            let x = self.next_batch()?;
+            self.flow.initialize(&x)?;
+            (self.state, self.rng) = (state, rng);
+        }
+        let it = self.state.iteration;
+        if self
+            .state
+            .val_curve
+            .last()
+            .is_none_or(|p| p.iteration != it)
+        {
+            self.validate()?;
+        }
+        self.save_checkpoint()?;
+        self.load_eval_weights()?;
+        if let Some(d) = &self.out_dir {
+            self.eval_flow.save(&d.join("model.safetensors"))?;
+        }
+        let interrupted = opts
+            .interrupt
+            .as_ref()
+            .is_some_and(|f| f.load(Ordering::Relaxed));
+        if interrupted && !self.data.test.is_empty() {
+            let saved = match &self.out_dir {
+                Some(d) => vec![
+                    d.join("model.safetensors"),
+                    d.join("checkpoint.safetensors"),
+                ],
+                None => Vec::new(),
+            };
+            return Err(CpflowError::EvaluationInterrupted {
+                skipped: "the test score".into(),
+                saved,
+            });
+        }
+        let test = if self.data.test.is_empty() {
+            None
+        } else {
+            let r = score_test_set(
+                &self.eval_flow,
+                &self.data.test,
+                &self.cfg.test,
+                self.cfg.eval_batch_size,
+                self.cfg.seed ^ TEST_SEED_SALT,
+            )?;
+            tracing::info!(
+                images = r.slq.images,
+                test_bpd = r.slq.bpd,
+                std_err = r.slq.std_err,
+                exact_minus_slq = ?r.exact.as_ref().map(|e| -e.mean_difference),
+                "test score (EMA weights, scored once)"
+            );
+            Some(r)
+        };
+        eval_time += te.elapsed().as_secs_f64();
+        let invocation_wall = wall.elapsed().as_secs_f64();
+        let report = ImageTrainReport {
+            parameters: self.flow.num_parameters(),
+            cp_flow_blocks: self.flow.blocks().count(),
+            n_train: self.data.train.len(),
+            n_val: self.data.val.len(),
+            n_test: self.data.test.len(),
+            iterations: it,
+            epochs: self.epochs_done(),
+            stop_reason,
+            final_loss: stats.last_loss,
+            mean_cg_iterations: if stats.cg_steps > 0 {
+                stats.cg_mean_sum / stats.cg_steps as f64
+            } else {
+                0.0
+            },
+            max_cg_iterations: stats.cg_max,
+            mean_step_s: stats.seconds / stats.steps.max(1) as f64,
+            val_curve: self.state.val_curve.clone(),
+            test,
+            train_time_s: self.state.train_time_s,
+            eval_time_s: eval_time,
+            // The earlier invocations' training (up to the checkpoint this one resumed
+            // from) and all of this one.
+            wall_time_s: self.state.train_time_s - stats.seconds + invocation_wall,
+            invocation_wall_time_s: invocation_wall,
+        };
+        if let Some(d) = &self.out_dir {
+            let path = d.join("report.json");
+            crate::checkpoint::write_atomic(
+                &path,
+                serde_json::to_string_pretty(&report)?.as_bytes(),
+            )?;
+        }
+        Ok(report)
+    }
+}

@@ -1,0 +1,110 @@
+//! Image runs resumed after a kill (the metrics cut back to the checkpoint, the report's times
+//! over the whole run) and interrupted once training has ended (the model saved, no test
+//! score, no report; resuming the finished run scores it).
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use candle_core::Device;
+use cpflow::FloatType;
+use cpflow::image::{ImageMetricsRecord, ImageRunOptions, ImageTrainReport, run_image_training};
+
+use crate::image_train::{read_metrics, temp_dir, tiny_data, tiny_flow, tiny_train};
+
+fn run(dir: &Path, iters: usize, opts: ImageRunOptions) -> cpflow::Result<ImageTrainReport> {
+    let cfg = cpflow::image::ImageTrainConfig {
+        val_every: 2,
+        ..tiny_train(iters)
+    };
+    let opts = ImageRunOptions {
+        out_dir: Some(dir.to_path_buf()),
+        ..opts
+    };
+    run_image_training(
+        &tiny_flow(FloatType::F32),
+        &cfg,
+        &tiny_data(2, 2),
+        &Device::Cpu,
+        &opts,
+    )
+}
+
+fn resume() -> ImageRunOptions {
+    ImageRunOptions {
+        resume: true,
+        ..Default::default()
+    }
+}
+
+/// The log without its timing fields.
+fn log(dir: &Path) -> Vec<ImageMetricsRecord> {
+    let mut recs = read_metrics(&dir.join("metrics.jsonl"));
+    for r in &mut recs {
+        (r.step_s, r.train_time_s, r.elapsed_s) = (0.0, 0.0, 0.0);
+    }
+    recs
+}
+
+/// A kill after the checkpoint of step 2, the run having gone on to 4 (simulated by putting
+/// that checkpoint back), then a resume to 5: the log equals the uninterrupted run's instead
+/// of holding 3–4 twice. The report's training time is the whole run's, its wall time at
+/// least that, and a resume of the finished run keeps the training time.
+#[test]
+fn a_resume_after_a_kill_cuts_the_metrics_back_to_the_checkpoint() {
+    let (a, b) = (temp_dir("killed-a"), temp_dir("killed-b"));
+    run(&a, 5, Default::default()).unwrap();
+    run(&b, 2, Default::default()).unwrap();
+    let (ck, ck2) = (b.join("checkpoint.safetensors"), b.join("ck2.safetensors"));
+    std::fs::copy(&ck, &ck2).unwrap();
+    run(&b, 4, resume()).unwrap();
+    std::fs::copy(&ck2, &ck).unwrap();
+    let rep = run(&b, 5, resume()).unwrap();
+    let its: Vec<usize> = log(&b).iter().map(|r| r.iteration).collect();
+    assert_eq!(its, vec![1, 2, 3, 4, 5]);
+    assert_eq!(log(&b), log(&a));
+    assert!(rep.wall_time_s >= rep.train_time_s && rep.train_time_s > 0.0);
+    assert!(rep.invocation_wall_time_s <= rep.wall_time_s);
+    let again = run(&b, 5, resume()).unwrap();
+    assert_eq!(again.train_time_s, rep.train_time_s);
+    assert!(again.wall_time_s >= again.train_time_s);
+    assert_eq!(log(&b), log(&a));
+    for d in [a, b] {
+        std::fs::remove_dir_all(d).ok();
+    }
+}
+
+/// An interrupt seen once training has ended (here during the last step: the flag is set
+/// from the start of a one-step run) skips the test score: the model file and checkpoint
+/// are written, the report is not, the run says training ended; resuming the finished run
+/// scores it.
+#[test]
+fn an_interrupt_after_training_skips_the_test_score() {
+    let dir = temp_dir("eval-interrupt");
+    let ended = Arc::new(AtomicBool::new(false));
+    let opts = ImageRunOptions {
+        interrupt: Some(Arc::new(AtomicBool::new(true))),
+        training_ended: Some(ended.clone()),
+        ..Default::default()
+    };
+    match run(&dir, 1, opts) {
+        Err(cpflow::CpflowError::EvaluationInterrupted { skipped, saved }) => {
+            assert_eq!(skipped, "the test score");
+            assert_eq!(
+                saved,
+                vec![
+                    dir.join("model.safetensors"),
+                    dir.join("checkpoint.safetensors")
+                ]
+            );
+        }
+        other => panic!("expected an interrupt after training, got {other:?}"),
+    }
+    assert!(ended.load(Ordering::Relaxed));
+    assert!(dir.join("model.safetensors").exists());
+    assert!(!dir.join("report.json").exists());
+    let rep = run(&dir, 1, resume()).unwrap();
+    assert_eq!(rep.iterations, 1);
+    assert!(rep.test.is_some() && dir.join("report.json").exists());
+    std::fs::remove_dir_all(&dir).ok();
+}
