@@ -353,20 +353,22 @@ fn encoder_gradient_matches_finite_differences() {
     }
 }
 
-#[test]
-fn training_lowers_the_validation_elbo_and_resume_is_exact() {
-    let dir = std::env::temp_dir().join(format!("cpflow-vae-test-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let data = fake_data();
-    let mut cfg = VaeConfig {
+/// A small run of the tiny model on [`fake_data`]: batches of 8 (3 steps an epoch), β warm-up
+/// over 2 epochs, `is_samples` importance samples for 2 test images.
+pub(super) fn tiny_run_config(
+    posterior: PosteriorKind,
+    epochs: usize,
+    is_samples: usize,
+) -> VaeConfig {
+    VaeConfig {
         data: VaeDataConfig {
             dataset: VaeDatasetName::FreyFaces,
             root: "unused".into(),
             seed: 0,
         },
-        model: tiny_config(PosteriorKind::CpFlow),
+        model: tiny_config(posterior),
         train: VaeTrainConfig {
-            epochs: 4,
+            epochs,
             batch_size: 8,
             warmup_epochs: 2,
             optimizer: AdamaxParams {
@@ -376,11 +378,32 @@ fn training_lowers_the_validation_elbo_and_resume_is_exact() {
             ..Default::default()
         },
         eval: VaeEvalConfig {
-            is_samples: 20,
+            is_samples,
             is_chunk: 10,
             is_images: Some(2),
         },
-    };
+    }
+}
+
+/// The epoch records of the run in `dir`, timing aside.
+pub(super) fn epoch_records(dir: &std::path::Path) -> Vec<VaeEpochRecord> {
+    std::fs::read_to_string(dir.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let mut r: VaeEpochRecord = serde_json::from_str(l).unwrap();
+            (r.train_seconds, r.val_seconds) = (0.0, 0.0);
+            r
+        })
+        .collect()
+}
+
+#[test]
+fn training_lowers_the_validation_elbo_and_resume_is_exact() {
+    let dir = std::env::temp_dir().join(format!("cpflow-vae-test-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let data = fake_data();
+    let mut cfg = tiny_run_config(PosteriorKind::CpFlow, 4, 20);
     let opts = VaeRunOptions::default();
     let full = run_vae_on(&cfg, &data, &dir.join("full"), &opts).unwrap();
     assert_eq!(full.epochs, 4);
@@ -458,18 +481,7 @@ fn training_lowers_the_validation_elbo_and_resume_is_exact() {
         run_vae_on(&cfg, &data, &paused, &resume).unwrap().val_curve,
         full.val_curve
     );
-    let records = |run: &str| -> Vec<VaeEpochRecord> {
-        std::fs::read_to_string(dir.join(run).join("metrics.jsonl"))
-            .unwrap()
-            .lines()
-            .map(|l| {
-                let mut r: VaeEpochRecord = serde_json::from_str(l).unwrap();
-                (r.train_seconds, r.val_seconds) = (0.0, 0.0);
-                r
-            })
-            .collect()
-    };
-    assert_eq!(records("paused"), records("full"));
+    assert_eq!(epoch_records(&paused), epoch_records(&dir.join("full")));
     let (_, a) =
         load_vae_checkpoint(&dir.join("full/checkpoint.safetensors"), &Device::Cpu).unwrap();
     for other in ["split", "paused"] {

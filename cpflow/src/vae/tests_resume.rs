@@ -2,51 +2,11 @@
 //! within an epoch) and interrupted once training has ended (the test evaluation stops, a
 //! resume of the finished run evaluates it).
 
-use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use super::tests::{fake_data, tiny_config};
+use super::tests::{epoch_records, fake_data, tiny_run_config};
 use super::*;
-
-fn config(epochs: usize, is_samples: usize) -> VaeConfig {
-    VaeConfig {
-        data: VaeDataConfig {
-            dataset: VaeDatasetName::FreyFaces,
-            root: "unused".into(),
-            seed: 0,
-        },
-        model: tiny_config(PosteriorKind::Gaussian),
-        train: VaeTrainConfig {
-            epochs,
-            batch_size: 8,
-            warmup_epochs: 2,
-            optimizer: AdamaxParams {
-                lr: 3e-3,
-                ..Default::default()
-            },
-            ..Default::default()
-        },
-        eval: VaeEvalConfig {
-            is_samples,
-            is_chunk: 10,
-            is_images: Some(2),
-        },
-    }
-}
-
-/// The epoch records of a run, timing aside.
-fn records(dir: &Path) -> Vec<VaeEpochRecord> {
-    std::fs::read_to_string(dir.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| {
-            let mut r: VaeEpochRecord = serde_json::from_str(l).unwrap();
-            (r.train_seconds, r.val_seconds) = (0.0, 0.0);
-            r
-        })
-        .collect()
-}
 
 fn options(resume: bool, interrupt: bool) -> VaeRunOptions {
     VaeRunOptions {
@@ -64,7 +24,7 @@ fn options(resume: bool, interrupt: bool) -> VaeRunOptions {
 fn a_resume_after_a_kill_cuts_the_epoch_log_back_to_the_checkpoint() {
     let dir = std::env::temp_dir().join(format!("cpflow-vae-kill-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let (data, cfg) = (fake_data(), config(4, 0));
+    let (data, cfg) = (fake_data(), tiny_run_config(PosteriorKind::Gaussian, 4, 0));
     let (full, run) = (dir.join("full"), dir.join("killed"));
     run_vae_on(&cfg, &data, &full, &options(false, false)).unwrap();
     let ck = run.join("checkpoint.safetensors");
@@ -91,10 +51,10 @@ fn a_resume_after_a_kill_cuts_the_epoch_log_back_to_the_checkpoint() {
     );
     for older in &kept {
         run_vae_on(&cfg, &data, &run, &options(true, false)).unwrap();
-        assert_eq!(records(&run).len(), 4);
+        assert_eq!(epoch_records(&run).len(), 4);
         std::fs::copy(older, &ck).unwrap();
         run_vae_on(&cfg, &data, &run, &options(true, false)).unwrap();
-        assert_eq!(records(&run), records(&full));
+        assert_eq!(epoch_records(&run), epoch_records(&full));
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -107,7 +67,7 @@ fn a_resume_after_a_kill_cuts_the_epoch_log_back_to_the_checkpoint() {
 fn an_interrupt_after_training_stops_the_evaluation_and_a_resume_redoes_it() {
     let dir = std::env::temp_dir().join(format!("cpflow-vae-eval-int-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let (data, cfg) = (fake_data(), config(2, 10));
+    let (data, cfg) = (fake_data(), tiny_run_config(PosteriorKind::Gaussian, 2, 10));
     let first = run_vae_on(&cfg, &data, &dir, &options(false, false)).unwrap();
     let report = dir.join("report.json");
     std::fs::remove_file(&report).unwrap();
@@ -129,6 +89,6 @@ fn an_interrupt_after_training_stops_the_evaluation_and_a_resume_redoes_it() {
     assert!(report.exists());
     assert_eq!(again.test_neg_elbo, first.test_neg_elbo);
     assert_eq!(again.test_is_nll, first.test_is_nll);
-    assert_eq!((again.epochs, records(&dir).len()), (2, 2));
+    assert_eq!((again.epochs, epoch_records(&dir).len()), (2, 2));
     let _ = std::fs::remove_dir_all(&dir);
 }
