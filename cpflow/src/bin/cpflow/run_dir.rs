@@ -55,6 +55,12 @@ pub fn checkpoint_path(out: &Path) -> PathBuf {
 /// A new run (no `--resume`) into `out`: refused, before anything is read or written, when
 /// `out` holds a run, unless `overwrite`.
 pub fn check_new_run(out: &Path, files: &RunFiles, overwrite: bool) -> Result<()> {
+    if out.exists() && !out.is_dir() {
+        bail!(
+            "--out {} is a file, not a directory: give a directory for the run",
+            out.display()
+        );
+    }
     let found: Vec<&str> = files
         .markers
         .iter()
@@ -135,7 +141,7 @@ pub fn resume_checkpoint(out: &Path, command: &str) -> Result<PathBuf> {
 
 /// Writes `<out>/config.toml` (creating `out`): call it once every check has passed.
 pub fn write_config<T: Serialize>(out: &Path, config: &T) -> Result<()> {
-    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    crate::output_files::ensure_dir(out, "the run directory (--out)")?;
     let path = out.join("config.toml");
     let text = toml::to_string_pretty(config)
         .with_context(|| format!("serialising the configuration for {}", path.display()))?;
@@ -198,6 +204,9 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(dir.join("plots")).unwrap();
         std::fs::write(dir.join("metrics.jsonl"), "").unwrap();
+        // A file is not a run directory.
+        let e = check_new_run(&dir.join("metrics.jsonl"), &TRAIN_RUN, false).unwrap_err();
+        assert!(e.to_string().contains("is a file"), "{e}");
         // Metrics alone (a run that failed before its first checkpoint) are not a run.
         check_new_run(&dir, &TRAIN_RUN, false).unwrap();
         std::fs::write(dir.join("report.json"), "{}").unwrap();
