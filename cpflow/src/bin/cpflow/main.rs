@@ -283,7 +283,8 @@ pub struct OtArgs {
     /// another `arch` replaces the reference's instead of being merged into it.
     #[arg(long, short)]
     pub config: Option<PathBuf>,
-    /// Dimensions, comma separated.
+    /// Dimensions, comma separated (one whose exact-log-det training would not fit in this
+    /// machine's memory, about 200 bytes × batch × d², is refused before anything runs).
     #[arg(long, value_delimiter = ',', default_value = "2,4,8,16")]
     pub dims: Vec<usize>,
     /// Total optimiser steps (the cosine schedule is stretched to match).

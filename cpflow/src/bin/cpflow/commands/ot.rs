@@ -135,6 +135,60 @@ fn config_for(a: &OtArgs, file: Option<&toml::Table>, dim: usize) -> Result<OtCo
 
 /// Runs the experiment for every `--dims` entry; writes the figures, `ot_table.md` and
 /// `ot_reports.json` (rewritten atomically after each dimension) into `--out`.
+/// Peak memory (bytes) of training `cfg` with the exact log-det, which keeps per-sample
+/// `d × d` Hessians and `width × d` Jacobians of every layer for the backward pass:
+/// `0.1 GB + batch · d · (depth · (2,787 + 74.2 · width) + 194 · d)` bytes. Fitted to the
+/// peak RSS of `cpflow ot --iters 1` on this project's CPU machine (GB, batch 128 unless
+/// said): d = 128: 1.12 (batch 64: 0.61; width 32: 0.92; depth 10: 1.77), d = 192: 1.94,
+/// d = 256: 3.07; within 10% of each. A guide for the dense potentials, not a bound.
+fn training_memory_estimate(cfg: &OtConfig) -> f64 {
+    let (width, depth) = match &cfg.potential {
+        PotentialConfig::Icnn(c) => (c.width, c.depth),
+        PotentialConfig::Icnn2(c) => (c.width, c.depth),
+        PotentialConfig::Icnn3(c) => (c.width, c.depth),
+        PotentialConfig::DenseIcnn2(c) => (c.width, c.depth),
+        PotentialConfig::Picnn(c) => (c.width, c.depth),
+        _ => (64, 5),
+    };
+    let (b, d) = (cfg.train.batch_size as f64, cfg.dim as f64);
+    0.1e9 + b * d * (depth as f64 * (2787.0 + 74.2 * width as f64) + 194.0 * d)
+}
+
+/// This machine's memory in bytes (`MemTotal` of `/proc/meminfo`; `None` elsewhere).
+fn total_memory() -> Option<f64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let kb: f64 = info
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kb * 1024.0)
+}
+
+/// Refuses, before anything runs, a dimension whose training would not fit in `total` bytes
+/// (`--dims 1024` needs about 31 GB at batch 128: it ran the machine out of memory).
+fn check_memory(configs: &[OtConfig], total: Option<f64>) -> Result<()> {
+    let Some(total) = total else { return Ok(()) };
+    for cfg in configs {
+        let need = training_memory_estimate(cfg);
+        if need > total {
+            bail!(
+                "d = {}: training with the exact log-det at batch {} needs about {:.1} GB \
+                 (it grows as batch · d²), more than this machine's {:.1} GB: lower \
+                 train.batch_size or the dimension",
+                cfg.dim,
+                cfg.train.batch_size,
+                need / 1e9,
+                total / 1e9
+            );
+        }
+    }
+    Ok(())
+}
+
 pub fn ot(a: OtArgs) -> Result<()> {
     if a.dims.is_empty() || a.dims.contains(&0) {
         bail!("--dims needs positive dimensions");
@@ -155,6 +209,7 @@ pub fn ot(a: OtArgs) -> Result<()> {
         .iter()
         .map(|&dim| config_for(&a, file.as_ref(), dim))
         .collect::<Result<Vec<_>>>()?;
+    check_memory(&configs, total_memory())?;
     ensure_dir(&a.out, "the OT output directory")?;
     let mut reports: Vec<OtReport> = Vec::new();
     for cfg in &configs {
@@ -233,6 +288,46 @@ mod tests {
             PotentialConfig::Icnn3(c) => assert_eq!((c.width, c.depth), (8, 5)),
             p => panic!("{p:?}"),
         }
+    }
+
+    /// The estimate reproduces the peak memory it was fitted to (within 10%), and a
+    /// dimension past the machine's memory is refused before anything runs.
+    #[test]
+    fn memory_estimate_matches_measurements_and_refuses_what_cannot_fit() {
+        let cfg = |dim: usize, batch: usize, width: usize, depth: usize| {
+            let mut c = resolve("").unwrap();
+            c.dim = dim;
+            c.train.batch_size = batch;
+            match &mut c.potential {
+                PotentialConfig::Icnn3(p) => (p.width, p.depth) = (width, depth),
+                p => panic!("the reference potential is {p:?}"),
+            }
+            c
+        };
+        for (dim, batch, width, depth, gb) in [
+            (128, 128, 64, 5, 1.12),
+            (128, 64, 64, 5, 0.61),
+            (128, 128, 32, 5, 0.92),
+            (128, 128, 64, 10, 1.77),
+            (192, 128, 64, 5, 1.94),
+            (256, 128, 64, 5, 3.07),
+        ] {
+            let est = training_memory_estimate(&cfg(dim, batch, width, depth)) / 1e9;
+            assert!(
+                (est / gb - 1.0).abs() < 0.1,
+                "d = {dim}: {est:.2} GB vs {gb} GB"
+            );
+        }
+        let big = cfg(1024, 128, 64, 5);
+        let err = check_memory(&[cfg(2, 128, 64, 5), big], Some(23e9))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("d = 1024") && err.contains("batch_size"),
+            "{err}"
+        );
+        check_memory(&[cfg(256, 128, 64, 5)], Some(23e9)).unwrap();
+        check_memory(&[cfg(4096, 128, 64, 5)], None).unwrap();
     }
 
     #[test]
