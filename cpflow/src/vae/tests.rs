@@ -581,5 +581,16 @@ fn stop_reasons_print_kebab_case_and_non_finite_steps_are_one_based() {
         matches!(err, crate::CpflowError::NonFinite { step: 2, .. }),
         "{err}"
     );
+    // Weights that diverged so far that the encoder's output is non-finite before the loss
+    // is formed (Frey at lr 1e8): the posterior's input check becomes the same error, naming
+    // the step; other errors pass through.
+    let input = |m: &str| crate::CpflowError::InvalidInput(m.into());
+    let err = super::train::diverged(input("mu contains NaN or infinite values"), 7, None);
+    assert!(
+        matches!(&err, crate::CpflowError::NonFinite { step: 7, what, .. } if what.contains("mu")),
+        "{err}"
+    );
+    let err = super::train::diverged(input("x must hold floating-point values"), 7, None);
+    assert!(matches!(err, crate::CpflowError::InvalidInput(_)), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -367,7 +367,12 @@ fn train_epochs(
         let start = Instant::now();
         for (i, idx) in batches.iter().enumerate().skip(sums.batches) {
             let batch = make_batch(vae, data, VaeSplit::Train, idx, &mut rng)?;
-            let terms = vae.train_terms(&batch, beta, &t.cg, &mut rng)?;
+            let terms = vae
+                .train_terms(&batch, beta, &t.cg, &mut rng)
+                .map_err(|e| {
+                    let checkpoint = ckpt_path.exists().then(|| ckpt_path.clone());
+                    diverged(e, state.steps + 1, checkpoint)
+                })?;
             let loss = terms.loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
             if !loss.is_finite() {
                 return Err(CpflowError::NonFinite {
@@ -475,6 +480,21 @@ fn train_epochs(
     }
     bar.finish_and_clear();
     Ok(VaeStopReason::MaxEpochs)
+}
+
+/// An error of training step `step`: the batch is finite (checked when loaded), so
+/// non-finite values that the posterior's input check meets come from weights that diverged
+/// at the step before; that is [`CpflowError::NonFinite`], like a non-finite loss. Other
+/// errors are returned as they are.
+pub(super) fn diverged(e: CpflowError, step: usize, checkpoint: Option<PathBuf>) -> CpflowError {
+    match e {
+        CpflowError::InvalidInput(m) if m.contains("NaN or infinite") => CpflowError::NonFinite {
+            what: format!("VAE encoder output ({m})"),
+            step,
+            checkpoint,
+        },
+        e => e,
+    }
 }
 
 /// Whether `options`' interrupt flag is set.
