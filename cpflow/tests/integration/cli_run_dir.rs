@@ -193,6 +193,17 @@ fn train_run_directories_are_kept_resumed_as_made_and_portable() {
     let fresh = [&bad[..bad.len() - 3], &["--out", "fresh"]].concat();
     fails_in(&dir, &fresh);
     assert!(!dir.join("fresh").exists());
+    // So is validation asked for without validation rows.
+    let no_val = [
+        &["train", "--data", "d.csv", "--iters", "2", "--no-progress"][..],
+        &TINY,
+        &["--set", "train.val_every=1", "--set", "data.val_fraction=0"],
+        &["--out", "no-val"],
+    ]
+    .concat();
+    let err = fails_in(&dir, &no_val);
+    assert!(err.contains("needs validation rows"), "{err}");
+    assert!(!dir.join("no-val").exists());
 
     // --overwrite replaces the run: the old files and plots go.
     // (the figures as a 2-D run writes them: listed in plots/plots.json)

@@ -118,11 +118,24 @@ pub fn train(mut a: TrainArgs) -> Result<()> {
             r.dim
         );
     }
-    // A new run's model settings are checked before anything is removed or written (a typo
-    // must not cost the run that --overwrite would replace): building the model is the check.
-    if resume.is_none() {
-        Flow::new(cfg.model.flow_config(data.dim)?, &device)?;
+    if cfg.train.val_every > 0 && data.val.is_empty() {
+        bail!(
+            "train.val_every = {} needs validation rows: set data.val_fraction (files) or \
+             data.n_val (toys) above 0, or train.val_every = 0",
+            cfg.train.val_every
+        );
     }
+    // A new run's model is built before anything is removed or written (a typo in its
+    // settings must not cost the run that --overwrite would replace); a resumed one comes
+    // from its checkpoint.
+    enum Start {
+        New(Flow),
+        Resume(std::path::PathBuf),
+    }
+    let start = match &resume {
+        Some(r) => Start::Resume(r.checkpoint.clone()),
+        None => Start::New(Flow::new(cfg.model.flow_config(data.dim)?, &device)?),
+    };
     if a.overwrite {
         remove_old_run(&out, &TRAIN_RUN)?;
     }
@@ -158,21 +171,16 @@ pub fn train(mut a: TrainArgs) -> Result<()> {
         out_dir: Some(out.clone()),
         progress_bar: cfg.run.progress && !a.no_progress,
     };
-    let mut trainer = if let Some(r) = &resume {
-        tracing::info!(checkpoint = %r.checkpoint.display(), "resuming");
-        Trainer::resume(&r.checkpoint, &device, Some(cfg.train.clone()))?.with_options(options)
-    } else {
-        let flow = Flow::new(cfg.model.flow_config(dim)?, &device)?;
-        tracing::info!(parameters = flow.num_parameters(), "built the flow");
-        Trainer::new(flow, cfg.train.clone())?.with_options(options)
+    let mut trainer = match start {
+        Start::Resume(checkpoint) => {
+            tracing::info!(checkpoint = %checkpoint.display(), "resuming");
+            Trainer::resume(&checkpoint, &device, Some(cfg.train.clone()))?.with_options(options)
+        }
+        Start::New(flow) => {
+            tracing::info!(parameters = flow.num_parameters(), "built the flow");
+            Trainer::new(flow, cfg.train.clone())?.with_options(options)
+        }
     };
-    if cfg.train.val_every > 0 && val_set.is_none() {
-        bail!(
-            "train.val_every = {} needs validation rows: set data.val_fraction (files) or \
-             data.n_val (toys) above 0, or train.val_every = 0",
-            cfg.train.val_every
-        );
-    }
     let val = if cfg.train.val_every > 0 {
         val_set.as_ref()
     } else {
