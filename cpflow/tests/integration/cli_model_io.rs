@@ -1,7 +1,7 @@
 //! `cpflow eval`, `sample` and `plot` on a tiny trained run: size limits, output paths,
 //! data of the wrong dimension, the float type of `.npy` samples, runs they cannot read.
 
-use crate::cli_common::{cpflow, cpflow_fails, temp_dir};
+use crate::cli_common::{cpflow, cpflow_fails, temp_dir, tiny_csv_train_args};
 use std::path::{Path, PathBuf};
 
 /// A 2-D model trained 3 steps on a CSV file with no test rows (`data.test_fraction = 0`).
@@ -15,26 +15,8 @@ fn tiny_run(dir: &Path) -> PathBuf {
         .collect();
     std::fs::write(&csv, text).unwrap();
     let run = dir.join("run");
-    cpflow(&[
-        "train",
-        "--data",
-        csv.to_str().unwrap(),
-        "--iters",
-        "3",
-        "--batch-size",
-        "16",
-        "--set",
-        "model.width=4",
-        "--set",
-        "model.depth=2",
-        "--set",
-        "data.test_fraction=0",
-        "--set",
-        "run.plots=false",
-        "--no-progress",
-        "--out",
-        run.to_str().unwrap(),
-    ]);
+    let args = tiny_csv_train_args(&csv, &run, "3", "16");
+    cpflow(&args.iter().map(String::as_str).collect::<Vec<_>>());
     run
 }
 

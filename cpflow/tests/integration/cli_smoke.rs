@@ -1,7 +1,9 @@
 //! Smoke test of the `cpflow` binary: train a tiny model a few iterations on a toy, then
 //! `eval`, `sample` and `plot` it, and run a tiny `ot`.
 
-use crate::cli_common::{cpflow, cpflow_fails, cpflow_log, non_empty, temp_dir};
+use crate::cli_common::{
+    cpflow, cpflow_fails, cpflow_log, non_empty, temp_dir, tiny_csv_train_args,
+};
 
 #[test]
 fn train_eval_sample_plot_round_trip() {
@@ -194,29 +196,7 @@ fn file_run_validates_on_its_own_split_and_reports_what_ran() {
     std::fs::write(&csv, text).unwrap();
     let run = dir.join("run");
     let args = |iters: &'static str, batch: &'static str, extra: &[&'static str]| -> Vec<String> {
-        let mut v: Vec<String> = [
-            "train",
-            "--data",
-            csv.to_str().unwrap(),
-            "--iters",
-            iters,
-            "--batch-size",
-            batch,
-            "--set",
-            "model.width=4",
-            "--set",
-            "model.depth=2",
-            "--set",
-            "data.test_fraction=0",
-            "--set",
-            "run.plots=false",
-            "--no-progress",
-            "--out",
-            run.to_str().unwrap(),
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+        let mut v = tiny_csv_train_args(&csv, &run, iters, batch);
         v.extend(extra.iter().map(|s| s.to_string()));
         v
     };

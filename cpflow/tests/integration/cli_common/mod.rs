@@ -45,6 +45,35 @@ pub fn cpflow_fails(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stderr).to_string()
 }
 
+/// `cpflow train` arguments for a tiny 2-D model (width 4, depth 2) on the CSV file `csv`,
+/// `iters` steps of batch `batch`, into `out`: no test rows, no plots, no progress bar.
+pub fn tiny_csv_train_args(csv: &Path, out: &Path, iters: &str, batch: &str) -> Vec<String> {
+    let (csv, out) = (csv.to_str().unwrap(), out.to_str().unwrap());
+    [
+        "train",
+        "--data",
+        csv,
+        "--iters",
+        iters,
+        "--batch-size",
+        batch,
+        "--set",
+        "model.width=4",
+        "--set",
+        "model.depth=2",
+        "--set",
+        "data.test_fraction=0",
+        "--set",
+        "run.plots=false",
+        "--no-progress",
+        "--out",
+        out,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
 /// A fresh, empty directory under the system temp dir, unique to this process and `name`.
 pub fn temp_dir(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("cpflow-cli-{name}-{}", std::process::id()));
