@@ -1,7 +1,12 @@
-//! A strict reader for numeric CSV files: one sample per line, comma separated, with an
-//! optional header line of column names (the CLI's `.csv` data source uses it).
+//! A strict reader for numeric CSV files: one sample per line, with an optional header line of
+//! column names (the CLI's `.csv` data source uses it).
 //!
-//! Rules (whitespace around fields is ignored; blank lines are skipped; fields may be quoted):
+//! The separator is read off the first non-blank line: a semicolon if it has one, else a
+//! comma, else a tab, else runs of spaces (`numpy.savetxt`'s default); a line without any
+//! is a single column.
+//!
+//! Rules (whitespace around fields is ignored; blank lines are skipped; fields may be quoted
+//! except with space separators):
 //! - every data line has the same number of fields, each a number (`str::parse::<f64>`:
 //!   `1`, `-2.5e-3`, `inf`, `NaN`; finiteness is the caller's business);
 //! - the first line is a **header** only if it is plausible: it has as many fields as the
@@ -30,7 +35,11 @@ pub fn read_csv_file(path: &Path) -> Result<Matrix<f64>, DatasetError> {
 
 /// Parses numeric CSV text; `path` is used in error messages only.
 ///
-/// Rules (whitespace around fields is ignored; blank lines are skipped; fields may be quoted):
+/// The separator is read off the first non-blank line: a semicolon if it has one, else a
+/// comma, else a tab, else runs of spaces (`numpy.savetxt`'s default).
+///
+/// Rules (whitespace around fields is ignored; blank lines are skipped; fields may be quoted
+/// except with space separators):
 /// - every data line has the same number of fields, each a number (`str::parse::<f64>`:
 ///   `1`, `-2.5e-3`, `inf`, `NaN`; finiteness is the caller's business);
 /// - the first line is a **header** only if it is plausible: it has as many fields as the
@@ -46,11 +55,60 @@ pub fn read_csv_file(path: &Path) -> Result<Matrix<f64>, DatasetError> {
 /// assert_eq!((m.rows(), m.cols(), m.data()), (2, 2, &[1.0, 2.0, 3.0, 4.0][..]));
 /// // A first line that is neither numbers nor names is an error, not a skipped row.
 /// assert!(parse_csv_matrix("b.csv".as_ref(), b"1,2,abc\n3,4,5\n").is_err());
+/// // Semicolons, tabs and spaces separate fields too (read off the first line).
+/// let spaces = parse_csv_matrix("c.txt".as_ref(), b"1.0e+00 2.0e+00\n3.0e+00  4.0e+00\n")?;
+/// assert_eq!(spaces, m);
 /// # Ok::<(), cpflow::datasets::DatasetError>(())
 /// ```
 pub fn parse_csv_matrix(path: &Path, text: &[u8]) -> Result<Matrix<f64>, DatasetError> {
+    let lines = match Separator::of_first_line(text) {
+        Separator::Byte(delimiter) => delimited_records(path, text, delimiter)?,
+        Separator::Spaces => space_separated_records(text),
+    };
+    rows_to_matrix(path, &lines)
+}
+
+/// How the fields of a line are separated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Separator {
+    /// One byte: `,`, `;` or a tab (the csv crate's reader, with quoting).
+    Byte(u8),
+    /// Runs of spaces.
+    Spaces,
+}
+
+impl Separator {
+    /// The separator of the first non-blank line: a semicolon if it has one (a `;` file may
+    /// have decimal commas), else a comma, else a tab, else spaces between its fields; a comma
+    /// (one column) otherwise.
+    fn of_first_line(text: &[u8]) -> Self {
+        let first = text
+            .split(|&b| b == b'\n')
+            .map(|l| l.trim_ascii())
+            .find(|l| !l.is_empty())
+            .unwrap_or_default();
+        for delimiter in [b';', b',', b'\t'] {
+            if first.contains(&delimiter) {
+                return Separator::Byte(delimiter);
+            }
+        }
+        if first.contains(&b' ') {
+            Separator::Spaces
+        } else {
+            Separator::Byte(b',')
+        }
+    }
+}
+
+/// The records of `delimiter`-separated text with the (1-based) line each starts on.
+fn delimited_records(
+    path: &Path,
+    text: &[u8],
+    delimiter: u8,
+) -> Result<Vec<(u64, csv::StringRecord)>, DatasetError> {
     let reader = csv::ReaderBuilder::new()
         .has_headers(false)
+        .delimiter(delimiter)
         .flexible(true)
         .trim(csv::Trim::All)
         .from_reader(text);
@@ -75,6 +133,28 @@ pub fn parse_csv_matrix(path: &Path, text: &[u8]) -> Result<Matrix<f64>, Dataset
         counted_to = start;
         lines.push((line, rec));
     }
+    Ok(lines)
+}
+
+/// The records of space-separated text (fields split at runs of whitespace, no quoting) with
+/// the (1-based) line of each; blank lines are skipped.
+fn space_separated_records(text: &[u8]) -> Vec<(u64, csv::StringRecord)> {
+    String::from_utf8_lossy(text)
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| {
+            let fields: Vec<&str> = l.split_whitespace().collect();
+            (i as u64 + 1, csv::StringRecord::from(fields))
+        })
+        .collect()
+}
+
+/// The matrix of the records (a plausible header line skipped), or the first bad line.
+fn rows_to_matrix(
+    path: &Path,
+    lines: &[(u64, csv::StringRecord)],
+) -> Result<Matrix<f64>, DatasetError> {
     let Some((first_line, first)) = lines.first() else {
         return Err(DatasetError::corrupt(path, "no data rows (empty file)"));
     };
@@ -195,7 +275,7 @@ mod tests {
         // Each of these was silently skipped before (any non-numeric first line was a header).
         for (text, why) in [
             ("1,2,abc\n3,4,5\n", "field 1 (\"1\") is a number"),
-            ("1;2\n3,4\n", "it has 1 fields, line 2 has 2"),
+            ("1 2 abc\n3 4 5\n", "field 1 (\"1\") is a number"),
             ("x,y,z\n1,2\n", "it has 3 fields, line 2 has 2"),
             ("x,\n1,2\n", "field 2 is empty"),
             (",y\n1,2\n", "field 1 is empty"),
@@ -205,6 +285,36 @@ mod tests {
             assert!(msg.contains("line 1 is neither"), "{text:?}: {msg}");
             assert!(msg.contains(why), "{text:?}: {why:?} not in {msg}");
         }
+    }
+
+    #[test]
+    fn semicolons_tabs_and_spaces_separate_fields() {
+        let m = parse("1,2.5\n-3e2,4\n").unwrap();
+        for text in [
+            "1;2.5\n-3e2;4\n",
+            "x; y\n1;2.5\n-3e2;4\n",
+            "1\t2.5\n\n-3e2\t4\n",
+            // numpy.savetxt's default: single spaces; aligned columns: runs of them.
+            "1.000000000000000000e+00 2.500000000000000000e+00\n-3e2 4\n",
+            "  x   y\n  1   2.5\n-3e2   4\n",
+        ] {
+            assert_eq!(parse(text).unwrap(), m, "{text:?}");
+        }
+        // A ';'-separated file had its first line taken as a one-column header and failed on
+        // line 2 ("3;4" is not a number).
+        let msg = error("1;2\n3;4\n5;x\n");
+        assert!(msg.contains("line 3: field 2 (\"x\")"), "{msg}");
+        assert!(error("1 2\n3\n").contains("line 2 has 1 fields, expected 2"));
+        // Separators are not mixed: the first line's is the file's.
+        assert!(error("1;2\n3,4\n").contains("line 2 has 1 fields, expected 2"));
+        // Line numbers count blank lines with space separators too.
+        assert!(error("\n1 2\n\n3 y\n").contains("line 4: field 2"));
+        // A decimal comma under ';' separators is not a number, and says so.
+        let msg = error("1,5;2,0\n3,5;4,0\n");
+        assert!(
+            msg.contains("line 2: field 1 (\"3,5\") is not a number"),
+            "{msg}"
+        );
     }
 
     #[test]

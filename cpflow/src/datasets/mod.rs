@@ -21,8 +21,8 @@
 //! Generic readers (also used by the `cpflow` CLI for `--data file.npy|file.csv`):
 //! [`read_npy_file`] / [`parse_npy_matrix`] (1-D or 2-D, float/int/bool dtypes, C or Fortran
 //! order, either byte order; built on `npyz`) and [`read_csv_file`] / [`parse_csv_matrix`]
-//! (numeric rows, an optional header only if it is a plausible one). Both return a row-major
-//! `f64` [`Matrix`].
+//! (numeric rows separated by `,`, `;`, tabs or spaces, an optional header only if it is a
+//! plausible one). Both return a row-major `f64` [`Matrix`].
 //!
 //! Randomness: the numpy draws of the MAF code (POWER's `RandomState(42)`, GAS's
 //! `DataFrame.sample`) are reproduced bit for bit by [`NumpyRandomState`]; what MAF drew

@@ -24,8 +24,8 @@ pub enum DataSource {
     Tabular(TabularDataset),
     /// A `.npy` array of shape (n, d) (or (n,) for d = 1).
     Npy(PathBuf),
-    /// A `.csv` file of numbers, one sample per line, after an optional header line of column
-    /// names.
+    /// A `.csv` file of numbers, one sample per line (fields separated by `,`, `;`, tabs or
+    /// spaces), after an optional header line of column names.
     Csv(PathBuf),
 }
 
@@ -586,7 +586,7 @@ mod tests {
         let p = dir.join("c.csv");
         for text in [
             "1,2,abc\n3,4,5\n",
-            "1;2\n3,4\n",
+            "1 2 abc\n3 4 5\n",
             "x,\n1,2\n",
             "x,y,z\n1,2\n",
         ] {
@@ -597,8 +597,21 @@ mod tests {
                 "{text:?}: {err}"
             );
         }
-        std::fs::write(&p, "x, y\n1,2\n3,4\n").unwrap();
-        assert_eq!(read_csv(&p).unwrap(), (2, vec![1.0, 2.0, 3.0, 4.0]));
+        // Any of the separators the first line shows (a ';' file lost its first row as a
+        // header and failed on line 2).
+        for text in [
+            "x, y\n1,2\n3,4\n",
+            "1;2\n3;4\n",
+            "1 2\n3 4\n",
+            "x\ty\n1\t2\n3\t4",
+        ] {
+            std::fs::write(&p, text).unwrap();
+            assert_eq!(
+                read_csv(&p).unwrap(),
+                (2, vec![1.0, 2.0, 3.0, 4.0]),
+                "{text:?}"
+            );
+        }
         std::fs::write(&p, "1,2\n3,nan\n").unwrap();
         assert!(read_csv(&p).is_err());
         std::fs::remove_dir_all(&dir).unwrap();

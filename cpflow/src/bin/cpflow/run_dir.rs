@@ -139,13 +139,49 @@ pub fn resume_checkpoint(out: &Path, command: &str) -> Result<PathBuf> {
     Ok(ck)
 }
 
-/// Writes `<out>/config.toml` (creating `out`): call it once every check has passed.
-pub fn write_config<T: Serialize>(out: &Path, config: &T) -> Result<()> {
+/// Writes `<out>/config.toml` atomically (creating `out`): call it once every check has
+/// passed. For a new run (`resumed == false`) a `config.toml` that is there is not the run's
+/// (`--overwrite` removed an old run's): a different one, such as the commented file the run
+/// was started from, is kept as `config.orig.toml` (or `config.orig.N.toml`), with a warning.
+pub fn write_config<T: Serialize>(out: &Path, config: &T, resumed: bool) -> Result<()> {
     crate::output_files::ensure_dir(out, "the run directory (--out)")?;
     let path = out.join("config.toml");
     let text = toml::to_string_pretty(config)
         .with_context(|| format!("serialising the configuration for {}", path.display()))?;
-    std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))
+    if !resumed {
+        keep_other_config(out, &path, &text)?;
+    }
+    crate::output_files::write_file_atomic(&path, text.as_bytes(), "the run configuration")
+}
+
+/// Renames a `config.toml` whose text is not `text` to the first free `config.orig.toml`,
+/// `config.orig.2.toml`, … of `out`.
+fn keep_other_config(out: &Path, path: &Path, text: &str) -> Result<()> {
+    match std::fs::read(path) {
+        Ok(old) if old != text.as_bytes() => {}
+        _ => return Ok(()),
+    }
+    let kept = (1..)
+        .map(|i| match i {
+            1 => out.join("config.orig.toml"),
+            i => out.join(format!("config.orig.{i}.toml")),
+        })
+        .find(|p| !p.exists())
+        .context("no free config.orig.N.toml name")?;
+    std::fs::rename(path, &kept).with_context(|| {
+        format!(
+            "keeping {} as {} before writing the run's configuration",
+            path.display(),
+            kept.display()
+        )
+    })?;
+    tracing::warn!(
+        "{} was not this run's: kept as {}; config.toml now holds the resolved configuration \
+         (overrides applied, absolute paths) that --resume reads",
+        path.display(),
+        kept.display()
+    );
+    Ok(())
 }
 
 /// `path` resolved against the current directory (not canonicalised: it need not exist).
@@ -254,6 +290,39 @@ mod tests {
             e.contains("checkpoint.safetensors") && e.contains("cpflow vae"),
             "{e}"
         );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_new_run_keeps_a_config_toml_that_is_not_its_own() {
+        let dir = std::env::temp_dir().join(format!("cpflow-config-keep-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let read = |name: &str| std::fs::read_to_string(dir.join(name)).unwrap();
+        #[derive(serde::Serialize)]
+        struct Cfg {
+            width: u32,
+        }
+        let cfg = Cfg { width: 64 };
+        // The commented file the run was started from (`--config <out>/config.toml`) was
+        // replaced by the resolved configuration, comments and all.
+        std::fs::write(dir.join("config.toml"), "# my notes\nwidth = 64\n").unwrap();
+        write_config(&dir, &cfg, false).unwrap();
+        assert_eq!(read("config.orig.toml"), "# my notes\nwidth = 64\n");
+        assert_eq!(read("config.toml"), "width = 64\n");
+        // The run's own text again: nothing to keep.
+        write_config(&dir, &cfg, false).unwrap();
+        assert!(!dir.join("config.orig.2.toml").exists());
+        // Another file of the user's does not replace the first one kept.
+        std::fs::write(dir.join("config.toml"), "# second\n").unwrap();
+        write_config(&dir, &cfg, false).unwrap();
+        assert_eq!(read("config.orig.toml"), "# my notes\nwidth = 64\n");
+        assert_eq!(read("config.orig.2.toml"), "# second\n");
+        // A resume rewrites the run's own file (its allowed changes) and keeps nothing.
+        std::fs::write(dir.join("config.toml"), "width = 64\n# resumed\n").unwrap();
+        write_config(&dir, &cfg, true).unwrap();
+        assert!(!dir.join("config.orig.3.toml").exists());
+        assert_eq!(read("config.toml"), "width = 64\n");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -35,7 +35,7 @@ mod finish;
 /// the training stream, so evaluating never changes the training trajectory; every validation
 /// uses the same noise and probes).
 pub const VAL_SEED_SALT: u64 = 0x5641_4C00;
-/// Test seed = `train.seed ^ TEST_SEED_SALT` (see [`score_test_set`]).
+/// Test seed = `train.seed ^ TEST_SEED_SALT` (see [`super::score_test_set`]).
 pub const TEST_SEED_SALT: u64 = 0x5445_5354;
 const TRAIN_SLQ_SALT: u64 = 0x5452_4E00;
 

@@ -21,6 +21,16 @@ use std::path::{Path, PathBuf};
 
 use crate::run_config::{Overrides, RunConfig, resolve};
 
+/// ` ± 0.0123` (the standard error at `decimals` places), or a note that there is none: a mean
+/// over a single image has no standard error (its `NaN`).
+pub fn plus_minus(std_err: f64, decimals: usize) -> String {
+    if std_err.is_finite() {
+        format!(" ± {std_err:.decimals$}")
+    } else {
+        " (one sample: no standard error)".into()
+    }
+}
+
 /// Parses `f32` / `f64`.
 pub fn float_type(name: &str) -> Result<FloatType> {
     match name {
@@ -94,4 +104,18 @@ pub fn data_root(saved: Option<&RunConfig>) -> PathBuf {
         || crate::run_config::DataSection::default().root,
         |c| c.data.root.clone(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn plus_minus_names_a_missing_standard_error() {
+        assert_eq!(super::plus_minus(0.01234, 3), " ± 0.012");
+        // One image: the standard error is NaN; it was printed as "± NaN".
+        let one = super::plus_minus(f64::NAN, 4);
+        assert!(
+            !one.contains("NaN") && one.contains("no standard error"),
+            "{one}"
+        );
+    }
 }

@@ -139,7 +139,7 @@ pub fn train(mut a: TrainArgs) -> Result<()> {
     if a.overwrite {
         remove_old_run(&out, &TRAIN_RUN)?;
     }
-    write_config(&out, &saved)?;
+    write_config(&out, &saved, a.resume)?;
     let dtype = cfg.model.float.dtype();
     tracing::info!(
         data = %cfg.data.source,
@@ -478,7 +478,7 @@ fn train_image(a: TrainArgs) -> Result<()> {
     if a.overwrite {
         remove_old_run(&out, &TRAIN_RUN)?;
     }
-    write_config(&out, &saved)?;
+    write_config(&out, &saved, a.resume)?;
     tracing::info!(
         dataset = cfg.data.dataset.name(),
         n_train = data.train.len(),
@@ -509,21 +509,27 @@ fn train_image(a: TrainArgs) -> Result<()> {
     )?;
     let val = r.val_curve.last().map_or(String::new(), |p| {
         format!(
-            "; validation bpd {:.4} ± {:.4} (SLQ, EMA)",
-            p.val.bpd, p.val.std_err
+            "; validation bpd {:.4}{} (SLQ, EMA)",
+            p.val.bpd,
+            super::plus_minus(p.val.std_err, 4)
         )
     });
     let test = match &r.test {
         Some(t) => {
             let exact = t.exact.as_ref().map_or(String::new(), |e| {
                 format!(
-                    "; exact bpd on {} of them {:.4} (SLQ − exact {:+.4} ± {:.4})",
-                    e.exact.images, e.exact.bpd, e.mean_difference, e.difference_std_err
+                    "; exact bpd on {} of them {:.4} (SLQ − exact {:+.4}{})",
+                    e.exact.images,
+                    e.exact.bpd,
+                    e.mean_difference,
+                    super::plus_minus(e.difference_std_err, 4)
                 )
             });
             format!(
-                "; test bpd {:.4} ± {:.4} (SLQ, {} images){exact}",
-                t.slq.bpd, t.slq.std_err, t.slq.images
+                "; test bpd {:.4}{} (SLQ, {} images){exact}",
+                t.slq.bpd,
+                super::plus_minus(t.slq.std_err, 4),
+                t.slq.images
             )
         }
         None => "; no test images".into(),

@@ -62,7 +62,7 @@ pub fn vae(a: VaeArgs) -> Result<()> {
     if a.overwrite {
         remove_old_run(&a.out, &VAE_RUN)?;
     }
-    write_config(&a.out, &cfg)?;
+    write_config(&a.out, &cfg, a.resume)?;
     let interrupt = Interrupt::install()?;
     let opts = VaeRunOptions {
         resume: a.resume,
@@ -97,19 +97,27 @@ pub fn vae(a: VaeArgs) -> Result<()> {
         r.seconds_per_epoch
     );
     println!(
-        "test −ELBO (exact log-det, 1 sample): {:.3} ± {:.3} nats{unit}",
-        r.test_neg_elbo.mean, r.test_neg_elbo.std_err
+        "test −ELBO (exact log-det, 1 sample): {:.3}{} nats{unit}",
+        r.test_neg_elbo.mean,
+        super::plus_minus(r.test_neg_elbo.std_err, 3)
     );
     if let Some(m) = r.test_is_nll {
         println!(
-            "test NLL (importance sampling, K = {}, {} images): {:.3} ± {:.3} nats",
-            r.is_samples, m.n, m.mean, m.std_err
+            "test NLL (importance sampling, K = {}, {} images): {:.3}{} nats",
+            r.is_samples,
+            m.n,
+            m.mean,
+            super::plus_minus(m.std_err, 3)
         );
     }
     if let (Some(e), is) = (r.test_neg_elbo_bpd, r.test_is_nll_bpd) {
-        print!("in bits/dim: −ELBO {:.4} ± {:.4}", e.mean, e.std_err);
+        print!(
+            "in bits/dim: −ELBO {:.4}{}",
+            e.mean,
+            super::plus_minus(e.std_err, 4)
+        );
         if let Some(m) = is {
-            print!(", IS-NLL {:.4} ± {:.4}", m.mean, m.std_err);
+            print!(", IS-NLL {:.4}{}", m.mean, super::plus_minus(m.std_err, 4));
         }
         println!();
     }
