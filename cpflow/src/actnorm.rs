@@ -66,16 +66,38 @@ impl ActNorm {
 
     /// Data-dependent initialisation: `b = −mean(x)`, `logs = log(1/(std(x) + 1e-6))`, with
     /// the biased variance over the batch. Marks the layer initialised.
+    ///
+    /// `x` is `(n, dim)` with `n ≥ 2` finite rows, and every feature must vary over them: a
+    /// constant feature (standard deviation 0) would be scaled by `1e6` and is an error, which
+    /// leaves the layer as it was.
     pub fn initialize(&self, x: &Tensor) -> Result<()> {
-        let x = x.detach();
+        let x = self.check_rows(x)?.detach();
+        let n = x.dim(0)?;
+        if n < 2 {
+            return Err(CpflowError::InvalidInput(format!(
+                "ActNorm initialisation needs at least 2 rows to standardise each feature, got {n}"
+            )));
+        }
         let mean = x.mean_keepdim(0)?;
         let var = x.broadcast_sub(&mean)?.sqr()?.mean_keepdim(0)?;
-        self.vars.initialize_from(&mean, &var.sqrt()?)
+        self.vars.initialize_from(&mean, &var.sqrt()?, "feature")
+    }
+
+    /// `x` as a `(n, dim)` matrix, or an error naming its shape.
+    fn check_rows<'a>(&self, x: &'a Tensor) -> Result<&'a Tensor> {
+        match x.dims() {
+            [_, d] if *d == self.dim => Ok(x),
+            dims => Err(CpflowError::InvalidInput(format!(
+                "ActNorm of dimension {} takes (batch, {}) rows, got shape {dims:?}",
+                self.dim, self.dim
+            ))),
+        }
     }
 
     /// `y = (x + b) ⊙ scale` and the log-det `Σ log scale` (a scalar tensor, tracked).
     pub fn forward(&self, x: &Tensor) -> Result<(Tensor, Tensor)> {
         self.vars.ensure_initialized()?;
+        let x = self.check_rows(x)?;
         let scale = self.vars.scale()?;
         let y = x
             .broadcast_add(self.vars.bias.as_tensor())?
@@ -87,6 +109,7 @@ impl ActNorm {
     /// Closed-form inverse `x = y / scale − b`.
     pub fn inverse(&self, y: &Tensor) -> Result<Tensor> {
         self.vars.ensure_initialized()?;
+        let y = self.check_rows(y)?;
         let scale = self.vars.scale()?.detach();
         Ok(y.broadcast_div(&scale)?
             .broadcast_sub(&self.vars.bias.as_tensor().detach())?)
@@ -148,8 +171,11 @@ impl ActNormVars {
     }
 
     /// Set `b = −mean`, `logs = −log(std + 1e-6)` (both reshaped to `(1, width)`) and mark
-    /// the layer initialised.
-    pub(crate) fn initialize_from(&self, mean: &Tensor, std: &Tensor) -> Result<()> {
+    /// the layer initialised. Statistics that are not finite, or a standard deviation of 0 (a
+    /// `unit` — feature, channel — constant over the batch, which would be scaled by `1e6`),
+    /// are an error that leaves the layer as it was.
+    pub(crate) fn initialize_from(&self, mean: &Tensor, std: &Tensor, unit: &str) -> Result<()> {
+        check_statistics(mean, std, unit)?;
         let shape = self.bias.shape().clone();
         self.bias.set(&mean.neg()?.reshape(&shape)?)?;
         self.logs
@@ -167,6 +193,44 @@ impl ActNormVars {
     pub(crate) fn trainable(&self) -> Vec<Var> {
         vec![self.bias.clone(), self.logs.clone()]
     }
+}
+
+/// The initialisation statistics' errors: non-finite values, then constant units (each named
+/// by its index, at most 8 of them).
+fn check_statistics(mean: &Tensor, std: &Tensor, unit: &str) -> Result<()> {
+    let host = |t: &Tensor| -> Result<Vec<f64>> {
+        Ok(t.flatten_all()?.to_dtype(DType::F64)?.to_vec1::<f64>()?)
+    };
+    let (mean, std) = (host(mean)?, host(std)?);
+    let list = |bad: Vec<usize>| {
+        let shown: Vec<String> = bad.iter().take(8).map(|i| i.to_string()).collect();
+        let more = bad.len().saturating_sub(8);
+        let more = if more > 0 {
+            format!(" and {more} more")
+        } else {
+            String::new()
+        };
+        format!("{unit} {}{more}", shown.join(", "))
+    };
+    let non_finite: Vec<usize> = (0..mean.len())
+        .filter(|&i| !(mean[i].is_finite() && std[i].is_finite()))
+        .collect();
+    if !non_finite.is_empty() {
+        return Err(CpflowError::InvalidInput(format!(
+            "ActNorm initialisation: the batch's mean or standard deviation of {} is not finite",
+            list(non_finite)
+        )));
+    }
+    let constant: Vec<usize> = (0..std.len()).filter(|&i| std[i] == 0.0).collect();
+    if !constant.is_empty() {
+        return Err(CpflowError::InvalidInput(format!(
+            "ActNorm initialisation: {} is constant over the batch (standard deviation 0), \
+             which the layer would scale by 1e6; initialise from a batch in which every {unit} \
+             varies (or drop a constant {unit} from the data)",
+            list(constant)
+        )));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -212,5 +276,46 @@ mod tests {
             expect += (1.0 / (v.sqrt() + 1e-6) + 1e-3).ln();
         }
         assert!((ld.to_scalar::<f64>().unwrap() - expect).abs() < 1e-12);
+    }
+
+    /// Degenerate batches are errors that leave the layer uninitialised; before, one row or a
+    /// constant feature gave scales of 1e6 (log-densities of -1e68 afterwards), an empty batch
+    /// NaN parameters, and a wrong shape was broadcast silently.
+    #[test]
+    fn degenerate_batches_and_wrong_shapes_are_errors() {
+        let dev = Device::Cpu;
+        let an = ActNorm::new(&VarMap::new(), "an", 3, DType::F64, &dev).unwrap();
+        let rows = |v: &[f64], n: usize| Tensor::from_vec(v.to_vec(), (n, 3), &dev).unwrap();
+        let message = |x: &Tensor| {
+            let e = an.initialize(x).unwrap_err();
+            assert!(matches!(e, CpflowError::InvalidInput(_)), "{e}");
+            assert!(!an.is_initialized().unwrap());
+            e.to_string()
+        };
+        assert!(message(&rows(&[1.0, 2.0, 3.0], 1)).contains("at least 2 rows"));
+        assert!(message(&Tensor::zeros((0, 3), DType::F64, &dev).unwrap()).contains("got 0"));
+        let m = message(&rows(&[1.0, 5.0, 3.0, 2.0, 5.0, 3.0], 2));
+        assert!(m.contains("feature 1, 2 is constant"), "{m}");
+        let m = message(&rows(&[1.0, 5.0, f64::NAN, 2.0, 4.0, 3.0], 2));
+        assert!(m.contains("feature 2") && m.contains("not finite"), "{m}");
+        for bad in [
+            Tensor::zeros(3, DType::F64, &dev).unwrap(),
+            Tensor::zeros((2, 1), DType::F64, &dev).unwrap(),
+            Tensor::zeros((2, 4), DType::F64, &dev).unwrap(),
+        ] {
+            assert!(
+                message(&bad).contains("takes (batch, 3) rows"),
+                "{:?}",
+                bad.dims()
+            );
+        }
+        an.initialize(&rows(&[1.0, 5.0, 3.0, 2.0, 4.0, 2.0], 2))
+            .unwrap();
+        for bad in [
+            Tensor::zeros(3, DType::F64, &dev).unwrap(),
+            Tensor::zeros((2, 1), DType::F64, &dev).unwrap(),
+        ] {
+            assert!(an.forward(&bad).is_err() && an.inverse(&bad).is_err());
+        }
     }
 }

@@ -52,7 +52,8 @@ pub enum CpflowError {
     InvalidConfig(String),
     /// A data-dependent layer was used before its initialisation.
     #[error(
-        "the flow is not initialised: call `Flow::initialize(&batch)` (data-dependent ActNorm init) before using it"
+        "not initialised: run the data-dependent ActNorm initialisation on a batch of data first \
+         (`Flow::initialize(&batch)`, `ImageFlow::initialize`, or a layer's own `initialize`)"
     )]
     NotInitialized,
     /// A loss or gradient became NaN or infinite during training.

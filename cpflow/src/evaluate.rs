@@ -70,11 +70,16 @@ pub fn mean_nll_with<R: Rng + ?Sized>(
             "evaluation data set is empty".into(),
         ));
     }
+    if batch_size == 0 {
+        return Err(CpflowError::InvalidConfig(
+            "evaluation batch size must be at least 1".into(),
+        ));
+    }
     let mut total = 0.0;
     let mut start = 0;
     while start < n {
         before_chunk(start)?;
-        let len = batch_size.max(1).min(n - start);
+        let len = batch_size.min(n - start);
         let x = data.x.narrow(0, start, len)?;
         let c = match &data.context {
             Some(c) => Some(c.narrow(0, start, len)?),

@@ -278,6 +278,13 @@ impl Flow {
 
     fn initialize_given_opt(&self, x: &Tensor, ctx: Option<&Tensor>) -> Result<()> {
         let (x, ctx) = self.check_input(x, ctx)?;
+        if x.dim(0)? < 2 {
+            return Err(CpflowError::InvalidInput(format!(
+                "initialising from {} row: the ActNorm layers standardise each feature over \
+                 the batch, which needs at least 2 rows (the trainer uses its first batch)",
+                x.dim(0)?
+            )));
+        }
         let ctx = ctx.as_ref();
         let mut h = x.detach();
         for l in &self.layers {

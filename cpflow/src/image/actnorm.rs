@@ -86,7 +86,7 @@ impl ChannelActNorm {
             .sqr()?
             .mean_keepdim(2)?
             .mean_keepdim(0)?;
-        self.vars.initialize_from(&mean, &var.sqrt()?)
+        self.vars.initialize_from(&mean, &var.sqrt()?, "channel")
     }
 
     /// `(y (B, D), log-det)` with the log-det a scalar tensor `H·W·Σ_c log scale_c`

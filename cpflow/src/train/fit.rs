@@ -145,11 +145,24 @@ impl Trainer {
         max_steps: usize,
         observers: &mut [&mut dyn TrainObserver],
     ) -> Result<TrainReport> {
-        let (tx, tc) = self.flow.check_input(&train.x, train.context.as_ref())?;
+        // Which set a shape or value error is about.
+        let named = |set: &'static str| {
+            move |e: CpflowError| match e {
+                CpflowError::InvalidInput(m) => CpflowError::InvalidInput(format!("{set}: {m}")),
+                other => other,
+            }
+        };
+        let (tx, tc) = self
+            .flow
+            .check_input(&train.x, train.context.as_ref())
+            .map_err(named("training set"))?;
         let train = Dataset { x: tx, context: tc };
         let val = match val {
             Some(v) => {
-                let (vx, vc) = self.flow.check_input(&v.x, v.context.as_ref())?;
+                let (vx, vc) = self
+                    .flow
+                    .check_input(&v.x, v.context.as_ref())
+                    .map_err(named("validation set"))?;
                 Some(Dataset { x: vx, context: vc })
             }
             None => None,

@@ -339,3 +339,28 @@ fn conditional_flow_with_picnn() {
     assert!(inv.report.all_converged());
     assert!(max_abs_diff(&inv.x, &x) < 1e-6);
 }
+
+/// Initialising from one row, or from a batch with a constant feature, is an error that leaves
+/// the flow uninitialised: before, one row gave `log_prob_exact` of -6.8e68 and a constant
+/// column -7.8e13 (the ActNorm scale 1/(0 + 1e-6)).
+#[test]
+fn degenerate_initialisation_batches_are_errors() {
+    let flow = two_block_flow(3, 21);
+    let x = data(8, 3, 22);
+    let e = flow.initialize(&x.narrow(0, 0, 1).unwrap()).unwrap_err();
+    assert!(e.to_string().contains("at least 2 rows"), "{e}");
+    assert!(!flow.is_initialized().unwrap());
+    let mut rows = x.to_vec2::<f64>().unwrap();
+    for r in &mut rows {
+        r[1] = 0.5;
+    }
+    let constant = Tensor::new(rows, &Device::Cpu).unwrap();
+    let e = flow.initialize(&constant).unwrap_err();
+    assert!(matches!(e, CpflowError::InvalidInput(_)), "{e}");
+    assert!(e.to_string().contains("feature 1 is constant"), "{e}");
+    assert!(!flow.is_initialized().unwrap());
+    // A proper batch still initialises the flow afterwards.
+    flow.initialize(&x).unwrap();
+    let lp = flow.log_prob_exact(&x).unwrap().to_vec1::<f64>().unwrap();
+    assert!(lp.iter().all(|v| v.is_finite() && v.abs() < 100.0), "{lp:?}");
+}
