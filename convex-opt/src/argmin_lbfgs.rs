@@ -1,7 +1,7 @@
 //! argmin's L-BFGS (with a Moré–Thuente strong-Wolfe line search) on nalgebra vectors, stopped
 //! on the ∞-norm of the gradient.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 
 use argmin::core::ArgminFloat;
 use argmin::core::{
@@ -13,7 +13,7 @@ use argmin::solver::quasinewton::LBFGS;
 use argmin_math::ArgminZero;
 use nalgebra::{DVector, RealField};
 
-use crate::ConvexOptError;
+use crate::{ConvexOptError, Termination};
 
 /// The line search used by argmin's L-BFGS.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -128,58 +128,185 @@ pub struct MinimizeResult<F: RealField + Copy> {
     pub iterations: u64,
     /// Gradient evaluations performed (line-search trials included).
     pub gradient_evaluations: u64,
-    /// Why argmin stopped (e.g. "Solver converged", "Maximum number of iterations reached", or
-    /// a line-search failure).
+    /// Why argmin stopped, in argmin's words (e.g. "Solver converged", "Maximum number of
+    /// iterations reached", or a line-search failure).
     pub termination: String,
+    /// Why the run stopped ([`Termination::Converged`] exactly when `converged`).
+    pub reason: Termination,
+}
+
+/// Most potential evaluations one line search may spend. argmin's line searches have no limit of
+/// their own (Hager–Zhang's bracket update can loop); past this cap the search fails and L-BFGS
+/// stops with [`Termination::LineSearchFailed`]. A healthy Hager–Zhang search needs 3 (its
+/// initial points `ε`, `1e5`, `1`) to a few dozen (bisecting from its upper bound `1e5` down to
+/// the region where the potential is finite takes ~17 halvings of ≤ 3 evaluations each).
+pub const LINE_SEARCH_MAX_EVALUATIONS: u64 = 100;
+
+/// What [`ByRef`] does with a trial point whose cost or gradient is not finite.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum NonFiniteTrial {
+    /// Report it as a step that is too long (Hager–Zhang).
+    Backtrack,
+    /// End the line search with an error (Moré–Thuente).
+    Stop,
+}
+
+/// A point with its cost and gradient.
+type Evaluated<F> = (DVector<F>, F, DVector<F>);
+
+/// State shared by [`ByRef`] (the problem argmin sees) and [`GradInfNormStop`] (which sees each
+/// L-BFGS iterate before its line search starts).
+struct RunShared<F: RealField + Copy> {
+    /// The current L-BFGS iterate `x_k`: every line-search trial point is `x_k + α p`, `α > 0`.
+    anchor: RefCell<Option<DVector<F>>>,
+    /// Gradient evaluations in the whole run.
+    gradient_evaluations: Cell<u64>,
+    /// Evaluations since `anchor` was set.
+    line_search_evaluations: Cell<u64>,
+    /// A trial point was non-finite and ended the line search ([`NonFiniteTrial::Stop`]).
+    stopped_on_non_finite: Cell<bool>,
+    /// Finite (other than `anchor` itself) and non-finite points evaluated since `anchor` was
+    /// set.
+    finite_trials: Cell<u64>,
+    non_finite_trials: Cell<u64>,
 }
 
 /// Lends a problem to argmin by reference, so that it is still usable after the run (argmin's
-/// L-BFGS drops the problem when its line search fails).
-/// It also counts gradient evaluations (every line-search trial evaluates the gradient).
-struct ByRef<'a, O> {
+/// L-BFGS drops the problem when its line search fails), counts gradient evaluations, caps the
+/// evaluations of one line search, and handles non-finite trial points.
+///
+/// Cost and gradient are evaluated together (argmin's line searches and L-BFGS always ask for
+/// both at every point, so a one-point cache makes this free) so that a point with a finite cost
+/// but a non-finite gradient is recognised when its cost is asked for.
+///
+/// **Non-finite trial points with Hager–Zhang.** argmin's Hager–Zhang search evaluates its upper
+/// bound `α = 1e5` in every line search, where potentials such as `log(1 + exp(x))` written
+/// naively overflow. Such a point is reported as `cost = +∞` with the gradient `x − x_k`, the
+/// gradient of `½‖x − x_k‖²` (unit curvature around the current iterate). Its slope along the
+/// search direction is `α‖p‖² > 0`, finite and increasing in `α`, so the search's bracket
+/// update takes the point as the upper end of the bracket (its rule U1: `φ'(c) ≥ 0`) and its
+/// secant and bisection steps move back towards the finite region (a slope constant in `α`
+/// would make the secant through two such points `0/0`); `+∞` never becomes the search's best
+/// point (it picks the smallest cost), so L-BFGS only accepts finite points. (argmin's search
+/// can still fail on its own on extreme slopes, e.g. `exp` near overflow, where a secant step
+/// lands on the bracket's end; that is reported as [`Termination::LineSearchFailed`].) A large *finite* cost would do as well for Hager–Zhang but
+/// could be picked as "best" when every trial point is non-finite; `+∞` cannot be confused with
+/// a real value. Moré–Thuente interpolates cost values (`∞ − ∞`), so there a non-finite trial
+/// point ends the line search as before ([`Termination::NonFinite`]).
+struct ByRef<'a, O, F: RealField + Copy> {
     problem: &'a O,
-    gradient_evaluations: &'a Cell<u64>,
+    shared: &'a RunShared<F>,
+    non_finite: NonFiniteTrial,
+    last: RefCell<Option<Evaluated<F>>>,
 }
 
-impl<O: CostFunction<Output: ArgminFloat>> CostFunction for ByRef<'_, O> {
-    type Param = O::Param;
-    type Output = O::Output;
-    fn cost(&self, x: &O::Param) -> Result<O::Output, argmin::core::Error> {
-        let c = self.problem.cost(x)?;
-        // A non-finite trial value would send the Moré–Thuente search into an endless loop;
-        // as an error it ends the line search, and L-BFGS stops with the last good iterate.
-        // `c − c` is 0 for finite `c` and NaN for ±∞ and NaN.
-        #[allow(clippy::eq_op)]
-        let z = c - c;
-        #[allow(clippy::eq_op)]
-        let finite = z == z;
-        if finite {
-            Ok(c)
-        } else {
-            Err(argmin::core::Error::msg("non-finite cost at a trial point"))
+impl<O, F> ByRef<'_, O, F>
+where
+    O: CostFunction<Param = DVector<F>, Output = F>
+        + Gradient<Param = DVector<F>, Gradient = DVector<F>>,
+    F: ArgminFloat + RealField + Copy,
+{
+    fn evaluate(&self, x: &DVector<F>) -> Result<(F, DVector<F>), argmin::core::Error> {
+        if let Some((cx, c, g)) = self.last.borrow().as_ref()
+            && cx == x
+        {
+            return Ok((*c, g.clone()));
         }
+        let shared = self.shared;
+        let in_search = shared.anchor.borrow().is_some();
+        if in_search {
+            let k = shared.line_search_evaluations.get() + 1;
+            shared.line_search_evaluations.set(k);
+            if k > LINE_SEARCH_MAX_EVALUATIONS {
+                return Err(argmin::core::Error::msg(format!(
+                    "more than {LINE_SEARCH_MAX_EVALUATIONS} evaluations in one line search"
+                )));
+            }
+        }
+        let c = self.problem.cost(x)?;
+        shared
+            .gradient_evaluations
+            .set(shared.gradient_evaluations.get() + 1);
+        let g = self.problem.gradient(x)?;
+        let (c, g) = if is_finite(c) && g.iter().all(|v| is_finite(*v)) {
+            // A step of length 0 (Hager–Zhang's secant can land there) is not a trial step.
+            if shared.anchor.borrow().as_ref().is_some_and(|a| a != x) {
+                bump(&shared.finite_trials);
+            }
+            (c, g)
+        } else {
+            bump(&shared.non_finite_trials);
+            match (self.non_finite, shared.anchor.borrow().as_ref()) {
+                (NonFiniteTrial::Backtrack, Some(anchor)) => (F::infinity(), x - anchor),
+                (NonFiniteTrial::Stop, Some(_)) => {
+                    shared.stopped_on_non_finite.set(true);
+                    return Err(argmin::core::Error::msg(
+                        "non-finite cost or gradient at a trial point",
+                    ));
+                }
+                (_, None) => {
+                    return Err(argmin::core::Error::new(ConvexOptError::NonFinite(
+                        "cost or gradient at the initial point",
+                    )));
+                }
+            }
+        };
+        *self.last.borrow_mut() = Some((x.clone(), c, g.clone()));
+        Ok((c, g))
     }
 }
 
-impl<O: Gradient> Gradient for ByRef<'_, O> {
-    type Param = O::Param;
-    type Gradient = O::Gradient;
-    fn gradient(&self, x: &O::Param) -> Result<O::Gradient, argmin::core::Error> {
-        self.gradient_evaluations
-            .set(self.gradient_evaluations.get() + 1);
-        self.problem.gradient(x)
+fn bump(counter: &Cell<u64>) {
+    counter.set(counter.get() + 1);
+}
+
+/// `v` is finite (`v − v` is 0 for finite `v` and NaN for `±∞` and NaN).
+#[allow(clippy::eq_op)]
+fn is_finite<F: ArgminFloat>(v: F) -> bool {
+    let z = v - v;
+    z == z
+}
+
+impl<O, F> CostFunction for ByRef<'_, O, F>
+where
+    O: CostFunction<Param = DVector<F>, Output = F>
+        + Gradient<Param = DVector<F>, Gradient = DVector<F>>,
+    F: ArgminFloat + RealField + Copy,
+{
+    type Param = DVector<F>;
+    type Output = F;
+    fn cost(&self, x: &DVector<F>) -> Result<F, argmin::core::Error> {
+        Ok(self.evaluate(x)?.0)
     }
 }
 
-/// Stops an inner solver when the ∞-norm of the gradient in the state is small enough, or when
-/// the evaluation budget is spent (checked between iterations: argmin's line searches have no
-/// evaluation limit of their own).
-struct GradInfNormStop<'a, S> {
+impl<O, F> Gradient for ByRef<'_, O, F>
+where
+    O: CostFunction<Param = DVector<F>, Output = F>
+        + Gradient<Param = DVector<F>, Gradient = DVector<F>>,
+    F: ArgminFloat + RealField + Copy,
+{
+    type Param = DVector<F>;
+    type Gradient = DVector<F>;
+    fn gradient(&self, x: &DVector<F>) -> Result<DVector<F>, argmin::core::Error> {
+        Ok(self.evaluate(x)?.1)
+    }
+}
+
+/// Stops an inner solver when the ∞-norm of the gradient in the state is small enough, when
+/// the evaluation budget is spent (checked between iterations), or when the iterate's cost is
+/// not finite; records each iterate as the anchor of the next line search.
+struct GradInfNormStop<'a, S, F: RealField + Copy> {
     inner: S,
     tol: f64,
-    gradient_evaluations: &'a Cell<u64>,
+    shared: &'a RunShared<F>,
     max_evaluations: u64,
 }
+
+/// argmin termination text of the evaluation-budget stop.
+const BUDGET_SPENT: &str = "evaluation budget spent";
+/// argmin termination text of a stop on a non-finite iterate.
+const NON_FINITE_ITERATE: &str = "non-finite cost at the iterate";
 
 type VecState<F> = IterState<DVector<F>, DVector<F>, (), (), (), F>;
 
@@ -195,7 +322,7 @@ fn inf_norm<F: RealField + Copy>(v: &DVector<F>) -> f64 {
     nalgebra::try_convert::<F, f64>(m).unwrap_or(f64::NAN)
 }
 
-impl<O, S, F> Solver<O, VecState<F>> for GradInfNormStop<'_, S>
+impl<O, S, F> Solver<O, VecState<F>> for GradInfNormStop<'_, S, F>
 where
     S: Solver<O, VecState<F>>,
     F: ArgminFloat + RealField + Copy,
@@ -217,18 +344,27 @@ where
         problem: &mut Problem<O>,
         state: VecState<F>,
     ) -> Result<(VecState<F>, Option<KV>), argmin::core::Error> {
+        *self.shared.anchor.borrow_mut() = state.get_param().cloned();
+        self.shared.line_search_evaluations.set(0);
+        self.shared.finite_trials.set(0);
+        self.shared.non_finite_trials.set(0);
         self.inner.next_iter(problem, state)
     }
 
     fn terminate(&mut self, state: &VecState<F>) -> TerminationStatus {
+        if !is_finite(state.get_cost()) {
+            return TerminationStatus::Terminated(TerminationReason::SolverExit(
+                NON_FINITE_ITERATE.into(),
+            ));
+        }
         if let Some(g) = state.get_gradient()
             && inf_norm(g) <= self.tol
         {
             return TerminationStatus::Terminated(TerminationReason::SolverConverged);
         }
-        if self.gradient_evaluations.get() >= self.max_evaluations {
+        if self.shared.gradient_evaluations.get() >= self.max_evaluations {
             return TerminationStatus::Terminated(TerminationReason::SolverExit(
-                "evaluation budget spent".into(),
+                BUDGET_SPENT.into(),
             ));
         }
         self.inner.terminate(state)
@@ -247,7 +383,11 @@ fn to_float<F: ArgminFloat>(v: f64, what: &str) -> Result<F, ConvexOptError> {
 /// `problem` (borrowed) implements argmin's [`CostFunction`] and [`Gradient`] on `DVector<F>`
 /// (`F` = `f32` or `f64`). Not converging within the iteration limit, or a line-search failure
 /// (typically: rounding-error floor reached), is reported in [`MinimizeResult::converged`] and
-/// [`MinimizeResult::termination`], not as an error. Errors of the problem are returned
+/// [`MinimizeResult::reason`], not as an error. With the Hager–Zhang line search a trial point
+/// where the cost or gradient is not finite (an overflow far along the search direction) counts
+/// as a step that is too long and is backtracked from; with Moré–Thuente it ends the run
+/// ([`Termination::NonFinite`]). A line search is capped at [`LINE_SEARCH_MAX_EVALUATIONS`]
+/// evaluations. Errors of the problem are returned
 /// (a [`ConvexOptError`] raised inside `cost`/`gradient` comes back as itself).
 ///
 /// ```
@@ -272,6 +412,7 @@ fn to_float<F: ArgminFloat>(v: f64, what: &str) -> Result<F, ConvexOptError> {
 /// }
 /// let res = minimize_lbfgs(&P, DVector::zeros(5), &LbfgsParams::default().with_gradient_tolerance(1e-10))?;
 /// assert!(res.converged && res.gradient_inf <= 1e-10);
+/// assert_eq!(res.reason, convex_opt::Termination::Converged);
 /// # Ok::<(), convex_opt::ConvexOptError>(())
 /// ```
 pub fn minimize_lbfgs<O, F>(
@@ -303,14 +444,21 @@ where
         to_float::<F>(params.c2, "c2")?,
     );
     let cost_tol = to_float::<F>(params.cost_tolerance, "cost_tolerance")?;
-    let evaluations = Cell::new(0u64);
+    let shared = RunShared {
+        anchor: RefCell::new(None),
+        gradient_evaluations: Cell::new(0),
+        line_search_evaluations: Cell::new(0),
+        stopped_on_non_finite: Cell::new(false),
+        finite_trials: Cell::new(0),
+        non_finite_trials: Cell::new(0),
+    };
     let max_evaluations = params
         .max_evaluations
         .unwrap_or_else(|| params.max_iterations.saturating_mul(5) / 4);
     // argmin's L-BFGS bounds its line search by a private type, so each line search gets its
     // own (identical) concrete code path.
     macro_rules! run_with {
-        ($line_search:expr) => {{
+        ($line_search:expr, $non_finite:expr) => {{
             let lbfgs = LBFGS::new($line_search, params.history)
                 .with_tolerance_grad(<F as ArgminZero>::zero())
                 .map_err(ConvexOptError::from_argmin)?
@@ -319,13 +467,15 @@ where
             let solver = GradInfNormStop {
                 inner: lbfgs,
                 tol: params.gradient_tolerance,
-                gradient_evaluations: &evaluations,
+                shared: &shared,
                 max_evaluations,
             };
             Executor::new(
                 ByRef {
                     problem,
-                    gradient_evaluations: &evaluations,
+                    shared: &shared,
+                    non_finite: $non_finite,
+                    last: RefCell::new(None),
                 },
                 solver,
             )
@@ -341,23 +491,25 @@ where
             let ls: MoreThuenteLineSearch<DVector<F>, DVector<F>, F> = MoreThuenteLineSearch::new()
                 .with_c(c1, c2)
                 .map_err(ConvexOptError::from_argmin)?;
-            run_with!(ls)
+            run_with!(ls, NonFiniteTrial::Stop)
         }
         LineSearch::HagerZhang => {
             let ls: HagerZhangLineSearch<DVector<F>, DVector<F>, F> = HagerZhangLineSearch::new()
                 .with_delta_sigma(c1, c2)
                 .map_err(ConvexOptError::from_argmin)?;
-            run_with!(ls)
+            run_with!(ls, NonFiniteTrial::Backtrack)
         }
     };
-    let termination = state
-        .get_termination_reason()
+    let argmin_reason = state.get_termination_reason().cloned();
+    let termination = argmin_reason
+        .as_ref()
         .map_or_else(|| "unknown".to_string(), |r| r.text().to_string());
     let iterations = state.get_iter();
     // After a line-search failure argmin's L-BFGS leaves the state without parameter and
-    // gradient; the best parameter (the last accepted iterate: costs decrease monotonically)
-    // is still there.
-    let (x, gradient, cost) = match state.take_param() {
+    // gradient, and after a stop on a non-finite iterate the state holds that iterate; the best
+    // parameter (the last accepted finite iterate: costs decrease monotonically) is still there.
+    let finite_state = is_finite(state.get_cost());
+    let (x, gradient, cost) = match state.take_param().filter(|_| finite_state) {
         Some(x) => {
             let g = match state.take_gradient() {
                 Some(g) => g,
@@ -374,14 +526,39 @@ where
         }
     };
     let gradient_inf = inf_norm(&gradient);
+    let converged = gradient_inf <= params.gradient_tolerance;
+    let reason = if converged {
+        Termination::Converged
+    } else {
+        match argmin_reason {
+            Some(TerminationReason::MaxItersReached) => Termination::MaxIterations,
+            // The ∞-norm test did not pass, so it was L-BFGS's own cost-change test.
+            Some(TerminationReason::SolverConverged) => Termination::CostTolerance,
+            Some(TerminationReason::SolverExit(text)) if text == BUDGET_SPENT => {
+                Termination::EvaluationBudget
+            }
+            Some(TerminationReason::SolverExit(text)) if text == NON_FINITE_ITERATE => {
+                Termination::NonFinite
+            }
+            _ if shared.stopped_on_non_finite.get() => Termination::NonFinite,
+            // A failed Hager–Zhang search that found no finite point at all.
+            _ if shared.finite_trials.get() == 0 && shared.non_finite_trials.get() > 0 => {
+                Termination::NonFinite
+            }
+            // "Line search terminated with: …" (argmin's L-BFGS); the other reasons (timeout,
+            // Ctrl-C, target cost) are not enabled here.
+            _ => Termination::LineSearchFailed,
+        }
+    };
     Ok(MinimizeResult {
         x,
         cost,
         gradient,
         gradient_inf,
-        converged: gradient_inf <= params.gradient_tolerance,
+        converged,
         iterations,
-        gradient_evaluations: evaluations.get(),
+        gradient_evaluations: shared.gradient_evaluations.get(),
         termination,
+        reason,
     })
 }

@@ -3,7 +3,9 @@
 
 use candle_core::{DType, Device, Tensor};
 
-use crate::{BatchedPotential, ConvexOptError, InversionOptions, InversionResult, SolverStats};
+use crate::{
+    BatchedPotential, ConvexOptError, InversionOptions, InversionResult, SolverStats, Termination,
+};
 
 /// Per-row dot products of two `(k, d)` tensors, as a `(k, 1)` tensor.
 pub(crate) fn row_dots(a: &Tensor, b: &Tensor) -> Result<Tensor, ConvexOptError> {
@@ -20,9 +22,27 @@ pub(crate) fn row_dots_host(a: &Tensor, b: &Tensor) -> Result<Vec<f64>, ConvexOp
     to_host(&row_dots(a, b)?)
 }
 
-/// Per-row ∞-norms on the host.
+/// Per-row ∞-norms on the host: `+∞` for a row holding an infinity, NaN for a row holding a
+/// NaN (and no infinity).
+///
+/// candle's `max` skips a NaN after the first entry (`max([1, NaN, 0]) = 1`), so NaN is
+/// detected separately: `a − a` is 0 on finite entries and NaN on `±∞` and NaN, and row sums
+/// propagate NaN.
 pub(crate) fn row_inf_norms(a: &Tensor) -> Result<Vec<f64>, ConvexOptError> {
-    to_host(&a.abs()?.max_keepdim(1)?)
+    let max = a.abs()?.max_keepdim(1)?;
+    #[allow(clippy::eq_op)]
+    let nan_flag = (a - a)?.sum_keepdim(1)?;
+    let both = to_host(&Tensor::cat(&[&max, &nan_flag], 1)?)?;
+    Ok(both
+        .chunks_exact(2)
+        .map(|mf| {
+            if mf[1].is_nan() && mf[0].is_finite() {
+                f64::NAN
+            } else {
+                mf[0]
+            }
+        })
+        .collect())
 }
 
 /// A `(k, 1)` column with the dtype and device of `like`.
@@ -103,8 +123,13 @@ pub(crate) struct Setup {
     pub max_iterations: usize,
 }
 
-/// Checks `y` and the options and computes the per-sample tolerances.
-pub(crate) fn setup(y: &Tensor, options: &InversionOptions) -> Result<Setup, ConvexOptError> {
+/// Checks `y` (shape, dtype against [`BatchedPotential::expected_dtype`], finiteness), the
+/// options and the initial point, and computes the per-sample tolerances.
+pub(crate) fn setup<P: BatchedPotential + ?Sized>(
+    potential: &P,
+    y: &Tensor,
+    options: &InversionOptions,
+) -> Result<Setup, ConvexOptError> {
     let (n, d) = y.dims2().map_err(|_| ConvexOptError::Shape {
         context: "targets y",
         message: format!("expected a (B, d) tensor, got shape {:?}", y.dims()),
@@ -116,6 +141,15 @@ pub(crate) fn setup(y: &Tensor, options: &InversionOptions) -> Result<Setup, Con
         });
     }
     let (atol, rtol) = options.tolerances(y.dtype())?;
+    if let Some(expected) = potential.expected_dtype()
+        && expected != y.dtype()
+    {
+        return Err(ConvexOptError::DTypeMismatch {
+            context: "targets y",
+            expected,
+            got: y.dtype(),
+        });
+    }
     let y = y.detach().contiguous()?;
     let y_inf = if n == 0 {
         Vec::new()
@@ -233,26 +267,14 @@ pub(crate) fn unit_roundoff(dtype: DType) -> f64 {
     }
 }
 
-/// Why a sample stopped.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum RowStatus {
-    /// Still iterating.
-    Active,
-    /// Residual within tolerance.
-    Converged,
-    /// No acceptable step could be found (typically: rounding-error floor reached).
-    Stalled,
-    /// Iteration limit reached.
-    MaxIterations,
-}
-
 /// Per-sample results accumulated on the host while rows leave the working set.
 pub(crate) struct Collector {
     d: usize,
     x: Vec<f64>,
     pub iterations: Vec<usize>,
     pub residual: Vec<f64>,
-    pub status: Vec<RowStatus>,
+    /// `None` while the sample is being solved, then why it stopped.
+    pub status: Vec<Option<Termination>>,
     pub tolerance: Vec<f64>,
 }
 
@@ -263,7 +285,7 @@ impl Collector {
             x: vec![0.0; setup.n * setup.d],
             iterations: vec![0; setup.n],
             residual: vec![f64::INFINITY; setup.n],
-            status: vec![RowStatus::Active; setup.n],
+            status: vec![None; setup.n],
             tolerance: setup.tolerance.clone(),
         }
     }
@@ -280,14 +302,14 @@ impl Collector {
             .zip(gnorm)
             .map(|(&r, &gn)| {
                 self.residual[r] = gn;
-                if self.status[r] == RowStatus::Active {
+                if self.status[r].is_none() {
                     if gn <= self.tolerance[r] {
-                        self.status[r] = RowStatus::Converged;
+                        self.status[r] = Some(Termination::Converged);
                     } else if self.iterations[r] >= max_iterations {
-                        self.status[r] = RowStatus::MaxIterations;
+                        self.status[r] = Some(Termination::MaxIterations);
                     }
                 }
-                self.status[r] == RowStatus::Active
+                self.status[r].is_none()
             })
             .collect()
     }
@@ -322,10 +344,16 @@ impl Collector {
     ) -> Result<InversionResult, ConvexOptError> {
         let n = self.iterations.len();
         let x = Tensor::from_vec(self.x, (n, self.d), like.device())?.to_dtype(like.dtype())?;
-        let converged = self
+        // The solvers loop until no sample is active, so `None` is not left here; were one left,
+        // it would be a sample stopped by the solver's loop limit.
+        let termination: Vec<Termination> = self
             .status
             .iter()
-            .map(|&s| s == RowStatus::Converged)
+            .map(|s| s.unwrap_or(Termination::MaxIterations))
+            .collect();
+        let converged = termination
+            .iter()
+            .map(|&t| t == Termination::Converged)
             .collect();
         Ok(InversionResult {
             x,
@@ -333,6 +361,7 @@ impl Collector {
             residual_inf: self.residual,
             converged,
             tolerance: self.tolerance,
+            termination,
             stats,
         })
     }

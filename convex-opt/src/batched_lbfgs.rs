@@ -6,11 +6,12 @@ use std::collections::VecDeque;
 use candle_core::Tensor;
 
 use crate::batch::{
-    Collector, RowStatus, column, objective, row_dots_host, row_inf_norms, select_rows, setup,
-    where_rows,
+    Collector, column, objective, row_dots_host, row_inf_norms, select_rows, setup, where_rows,
 };
 use crate::wolfe::{WolfeParams, WolfeSearch, WolfeStep};
-use crate::{BatchedPotential, ConvexOptError, InversionOptions, InversionResult, SolverStats};
+use crate::{
+    BatchedPotential, ConvexOptError, InversionOptions, InversionResult, SolverStats, Termination,
+};
 
 /// Parameters of [`invert_lbfgs_batched`].
 #[derive(Clone, Copy, Debug)]
@@ -125,7 +126,7 @@ pub fn invert_lbfgs_batched<P: BatchedPotential + ?Sized>(
     params: &BatchedLbfgsParams,
 ) -> Result<InversionResult, ConvexOptError> {
     params.validate()?;
-    let setup = setup(y, options)?;
+    let setup = setup(potential, y, options)?;
     let mut stats = SolverStats::default();
     let mut out = Collector::new(&setup);
     if setup.n == 0 {
@@ -312,7 +313,7 @@ pub fn invert_lbfgs_batched<P: BatchedPotential + ?Sized>(
         let restart: Vec<bool> = (0..rows.len()).map(|j| failed[j] && !fresh[j]).collect();
         for j in 0..rows.len() {
             if failed[j] && fresh[j] {
-                out.status[rows[j]] = RowStatus::Stalled;
+                out.status[rows[j]] = Some(Termination::LineSearchFailed);
             }
             if restart[j] {
                 fresh[j] = true;

@@ -25,6 +25,17 @@ pub enum ConvexOptError {
     /// The solvers work in `f32` and `f64` only.
     #[error("unsupported dtype {0:?} (expected f32 or f64)")]
     UnsupportedDType(DType),
+    /// A tensor's dtype differs from the one the potential computes in (e.g. `f64` targets for an
+    /// `f32` potential; see [`crate::BatchedPotential::expected_dtype`]).
+    #[error("dtype mismatch in {context}: expected {expected:?}, got {got:?}")]
+    DTypeMismatch {
+        /// What was being checked.
+        context: &'static str,
+        /// The potential's dtype.
+        expected: DType,
+        /// The dtype received.
+        got: DType,
+    },
     /// A parameter is outside its valid range.
     #[error("invalid parameter: {0}")]
     InvalidParameter(String),

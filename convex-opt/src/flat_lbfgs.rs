@@ -8,10 +8,10 @@ use argmin_math::ArgminZero;
 use candle_core::{DType, Tensor, WithDType};
 use nalgebra::{DVector, RealField};
 
-use crate::batch::{Collector, RowStatus, setup};
+use crate::batch::{Collector, setup};
 use crate::{
     BatchedPotential, ConvexOptError, InversionOptions, InversionResult, LbfgsParams, LineSearch,
-    SolverStats, minimize_lbfgs,
+    SolverStats, Termination, minimize_lbfgs,
 };
 
 /// Parameters of [`invert_lbfgs_flat`]. Defaults follow the reference implementation
@@ -92,8 +92,8 @@ struct FlatProblem<'a, P: ?Sized, F: RealField + Copy> {
     failure: &'a RefCell<Option<ConvexOptError>>,
 }
 
-/// A soft stop raised inside argmin's line search (non-finite trial point): it ends the run,
-/// which is then reported per sample.
+/// A failure of the potential inside argmin's line search, where argmin turns errors into a
+/// termination reason: it ends the run, and the stashed error is returned afterwards.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 struct SoftStop(&'static str);
@@ -135,28 +135,15 @@ where
         Ok((cost, g))
     }
 
-    /// `evaluate` for argmin: turns non-finite trial points into a soft stop and records hard
-    /// errors.
+    /// `evaluate` for argmin: records hard errors. Non-finite values are passed on: the
+    /// wrapper in `minimize_lbfgs` treats them as a step that is too long (Hager–Zhang) or ends
+    /// the line search (Moré–Thuente).
     fn guarded(&self, x: &DVector<F>) -> Result<(F, DVector<F>), argmin::core::Error> {
-        match self.evaluate(x) {
-            Ok((c, g)) => {
-                let finite = nalgebra::try_convert::<F, f64>(c).is_some_and(f64::is_finite)
-                    && g.iter()
-                        .all(|v| nalgebra::try_convert::<F, f64>(*v).is_some_and(f64::is_finite));
-                if finite {
-                    Ok((c, g))
-                } else {
-                    Err(argmin::core::Error::new(SoftStop(
-                        "non-finite cost or gradient at a trial point",
-                    )))
-                }
-            }
-            Err(e) => {
-                let msg = e.to_string();
-                self.failure.borrow_mut().get_or_insert(e);
-                Err(argmin::core::Error::new(SoftStop("the potential failed")).context(msg))
-            }
-        }
+        self.evaluate(x).map_err(|e| {
+            let msg = e.to_string();
+            self.failure.borrow_mut().get_or_insert(e);
+            argmin::core::Error::new(SoftStop("the potential failed")).context(msg)
+        })
     }
 }
 
@@ -194,10 +181,14 @@ where
 /// `DVector<f64>`).
 ///
 /// It stops when the largest residual `max_i ‖∇Φ(x_i) − y_i‖∞` reaches the smallest
-/// per-sample tolerance, at the iteration limit, or when the line search fails (rounding
-/// floor); per-sample residuals and flags are reported as for the batched solvers, with the
-/// shared iteration count for every sample. Kept as the baseline the batched solvers are
-/// measured against.
+/// per-sample tolerance, at the iteration limit, when argmin's evaluation budget
+/// (`1.25·max_iterations` gradient evaluations) is spent, or when the line search fails
+/// (rounding floor); per-sample residuals, flags and [`Termination`] reasons are reported as for
+/// the batched solvers, with the shared iteration count for every sample. A trial point where
+/// the potential is not finite (e.g. an overflow far along the search direction: argmin's
+/// Hager–Zhang search tries step `1e5` in every line search) is backtracked from with the
+/// default line search; with [`LineSearch::MoreThuente`] it ends the run
+/// ([`Termination::NonFinite`]). Kept as the baseline the batched solvers are measured against.
 ///
 /// ```
 /// use candle_core::{DType, Device, Tensor};
@@ -235,7 +226,7 @@ where
     P: BatchedPotential + ?Sized,
     F: ArgminFloat + ArgminZero + RealField + Copy + WithDType,
 {
-    let setup = setup(y, options)?;
+    let setup = setup(potential, y, options)?;
     let mut out = Collector::new(&setup);
     let mut stats = SolverStats::default();
     if setup.n == 0 {
@@ -282,6 +273,13 @@ where
     stats.outer_iterations = res.iterations as usize;
 
     let iterations = res.iterations as usize;
+    // The run stops as a whole: samples within their tolerance are converged, the others share
+    // the run's reason (a run that converged has every residual within the smallest tolerance).
+    let run_reason = match res.reason {
+        // Unreachable: only a NaN residual could fail its tolerance after a converged run.
+        Termination::Converged => Termination::NonFinite,
+        other => other,
+    };
     for i in 0..n {
         let gi = res.gradient.rows(i * d, d);
         let r = gi.iter().fold(0.0f64, |m, v| {
@@ -294,13 +292,11 @@ where
         });
         out.residual[i] = r;
         out.iterations[i] = iterations;
-        out.status[i] = if r <= out.tolerance[i] {
-            RowStatus::Converged
-        } else if iterations >= setup.max_iterations {
-            RowStatus::MaxIterations
+        out.status[i] = Some(if r <= out.tolerance[i] {
+            Termination::Converged
         } else {
-            RowStatus::Stalled
-        };
+            run_reason
+        });
     }
     let xt = Tensor::from_slice(res.x.as_slice(), (n, d), setup.y.device())?;
     out.store(&(0..n).collect::<Vec<_>>(), &xt, &vec![true; n])?;

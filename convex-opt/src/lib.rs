@@ -17,8 +17,11 @@
 //!
 //! All solvers share [`InversionOptions`] (tolerance on `‖∇Φ(x_i) − y_i‖∞`, iteration limit,
 //! initial point, default `x₀ = y`) and return an [`InversionResult`] with the solution,
-//! per-sample iterations, residuals and convergence flags. Non-finite input is an error;
-//! samples that fail to converge are reported, never returned as if solved.
+//! per-sample iterations, residuals, convergence flags and the reason each sample stopped
+//! ([`Termination`]: converged, iteration limit, failed line search, …). Non-finite input is an
+//! error; samples that fail to converge are reported, never returned as if solved. Targets whose
+//! dtype differs from the potential's ([`BatchedPotential::expected_dtype`]) are rejected before
+//! anything is evaluated.
 //!
 //! Default tolerances depend on the dtype: `1e-9` (absolute) in `f64`; `2e-5 + 2e-5·‖y_i‖∞` in
 //! `f32`, whose gradients carry rounding errors of order `1e-6 … 1e-5` (see
@@ -33,9 +36,12 @@ mod newton_cg;
 pub mod options;
 mod potential;
 mod quadratic;
+mod termination;
 mod wolfe;
 
-pub use argmin_lbfgs::{LbfgsParams, LineSearch, MinimizeResult, minimize_lbfgs};
+pub use argmin_lbfgs::{
+    LINE_SEARCH_MAX_EVALUATIONS, LbfgsParams, LineSearch, MinimizeResult, minimize_lbfgs,
+};
 pub use batched_lbfgs::{BatchedLbfgsParams, invert_lbfgs_batched};
 pub use error::ConvexOptError;
 pub use flat_lbfgs::{FlatLbfgsParams, invert_lbfgs_flat};
@@ -43,3 +49,4 @@ pub use newton_cg::{NewtonCgParams, invert_newton_cg};
 pub use options::{InversionOptions, InversionResult, SolverStats};
 pub use potential::{BatchedPotential, FnPotential, FnPotentialWithHvp, HvpFn, SecondOrderModel};
 pub use quadratic::QuadraticPotential;
+pub use termination::Termination;

@@ -7,12 +7,12 @@ use candle_core::Tensor;
 use krylov::{BatchOperator, CgParams, KrylovError, cg};
 
 use crate::batch::{
-    Collector, RowStatus, column, objective_from, row_dots_host, row_inf_norms, scatter_rows,
-    select_rows, setup, where_rows,
+    Collector, column, objective_from, row_dots_host, row_inf_norms, scatter_rows, select_rows,
+    setup, where_rows,
 };
 use crate::{
     BatchedPotential, ConvexOptError, InversionOptions, InversionResult, SecondOrderModel,
-    SolverStats,
+    SolverStats, Termination,
 };
 
 /// Parameters of [`invert_newton_cg`].
@@ -152,7 +152,7 @@ pub fn invert_newton_cg<P: BatchedPotential + ?Sized>(
     params: &NewtonCgParams,
 ) -> Result<InversionResult, ConvexOptError> {
     params.validate()?;
-    let setup = setup(y, options)?;
+    let setup = setup(potential, y, options)?;
     let mut stats = SolverStats::default();
     let mut out = Collector::new(&setup);
     if setup.n == 0 {
@@ -215,11 +215,17 @@ pub fn invert_newton_cg<P: BatchedPotential + ?Sized>(
 
         // Newton directions: H p = −g, scaled per system so that the absolute CG tolerance 1
         // is the per-system forcing test ‖H p + g‖∞ ≤ η_i‖g_i‖∞.
+        // Capped at the dtype's largest value: a gradient below ~1e-205 (f64) would make the
+        // scale infinite, and CG refuses a right-hand side with infinite or NaN entries.
+        let scale_max = match g.dtype() {
+            candle_core::DType::F32 => f32::MAX as f64,
+            _ => f64::MAX,
+        };
         let scale: Vec<f64> = (0..rows.len())
             .map(|j| {
                 if active[j] {
                     let eta = params.forcing_max.min(gnorm[j].sqrt());
-                    1.0 / (eta * gnorm[j])
+                    (1.0 / (eta * gnorm[j])).min(scale_max)
                 } else {
                     0.0
                 }
@@ -339,7 +345,7 @@ pub fn invert_newton_cg<P: BatchedPotential + ?Sized>(
         }
         for &j in &pend {
             // No acceptable step even after max_backtracks halvings: rounding floor reached.
-            out.status[rows[j]] = RowStatus::Stalled;
+            out.status[rows[j]] = Some(Termination::LineSearchFailed);
         }
         for (j, &r) in rows.iter().enumerate() {
             if active[j] {

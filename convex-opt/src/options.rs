@@ -2,7 +2,7 @@
 
 use candle_core::{DType, Tensor};
 
-use crate::ConvexOptError;
+use crate::{ConvexOptError, Termination};
 
 /// Default absolute tolerance on `‖∇Φ(x_i) − y_i‖∞` in `f64`.
 pub const F64_ABS_TOLERANCE: f64 = 1e-9;
@@ -111,7 +111,23 @@ pub struct SolverStats {
 /// The solution of `∇Φ(x) = y` for a batch, with per-sample diagnostics.
 ///
 /// A sample with `converged[i] == false` was **not** solved to tolerance; its row of `x` is the
-/// last iterate and `residual_inf[i]` says how far it is.
+/// last iterate, `residual_inf[i]` says how far it is and `termination[i]` why the solver
+/// stopped (iteration limit, failed line search, …). `Display` prints a one-line summary:
+///
+/// ```
+/// use candle_core::{DType, Device, Tensor};
+/// use convex_opt::{invert_lbfgs_batched, BatchedLbfgsParams, InversionOptions, QuadraticPotential, Termination};
+/// use nalgebra::DMatrix;
+/// let a = DMatrix::from_row_slice(2, 2, &[2.0, 1.0, 1.0, 3.0]);
+/// let pot = QuadraticPotential::new(&a, None, DType::F64, &Device::Cpu)?;
+/// let y = Tensor::new(&[[1.0f64, 2.0], [0.0, 0.0]], &Device::Cpu)?;
+/// let opts = InversionOptions::default().with_max_iterations(1);
+/// let res = invert_lbfgs_batched(&pot, &y, &opts, &BatchedLbfgsParams::default())?;
+/// // Row 1 starts at its solution x = 0; row 0 needs more than one iteration.
+/// assert_eq!(res.termination, vec![Termination::MaxIterations, Termination::Converged]);
+/// assert!(res.to_string().starts_with("1 of 2 samples converged"));
+/// # Ok::<(), convex_opt::ConvexOptError>(())
+/// ```
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct InversionResult {
@@ -125,6 +141,9 @@ pub struct InversionResult {
     pub converged: Vec<bool>,
     /// The per-sample threshold `abs + rel·‖y_i‖∞` that was used.
     pub tolerance: Vec<f64>,
+    /// Per sample: why the solver stopped ([`Termination::Converged`] exactly when
+    /// `converged[i]`).
+    pub termination: Vec<Termination>,
     /// Work counters.
     pub stats: SolverStats,
 }
@@ -138,6 +157,11 @@ impl InversionResult {
     /// Number of samples that did not converge.
     pub fn num_failed(&self) -> usize {
         self.converged.iter().filter(|&&c| !c).count()
+    }
+
+    /// Number of samples that stopped for `reason`.
+    pub fn count(&self, reason: Termination) -> usize {
+        self.termination.iter().filter(|&&t| t == reason).count()
     }
 
     /// The largest residual `max_i ‖∇Φ(x_i) − y_i‖∞` (NaN if some residual is NaN).
@@ -162,5 +186,27 @@ impl InversionResult {
                 max_residual: self.max_residual(),
             })
         }
+    }
+}
+
+impl std::fmt::Display for InversionResult {
+    /// `"k of B samples converged (max residual r); m: iteration limit reached, …"`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} of {} samples converged (max residual {:.3e})",
+            self.converged.len() - self.num_failed(),
+            self.converged.len(),
+            self.max_residual()
+        )?;
+        let mut sep = ";";
+        for reason in Termination::ALL {
+            let k = self.count(reason);
+            if reason != Termination::Converged && k > 0 {
+                write!(f, "{sep} {k}: {reason}")?;
+                sep = ",";
+            }
+        }
+        Ok(())
     }
 }

@@ -1,6 +1,6 @@
 //! The problem trait: a batch of independent potentials `Φ(x_i)` evaluated row by row.
 
-use candle_core::Tensor;
+use candle_core::{DType, Tensor};
 
 use crate::ConvexOptError;
 
@@ -18,7 +18,10 @@ pub type HvpFn<'a> = Box<dyn Fn(&Tensor) -> Result<Tensor, ConvexOptError> + 'a>
 /// [`value`](Self::value) (default: through `value_and_gradient`), [`hvp`](Self::hvp)
 /// (default: [`ConvexOptError::Unsupported`]; needed by Newton–CG) and
 /// [`second_order`](Self::second_order) (default: `value_and_gradient` plus `hvp` at the same
-/// point; override it when one forward pass can serve the gradient and many HVPs).
+/// point; override it when one forward pass can serve the gradient and many HVPs) and
+/// [`expected_dtype`](Self::expected_dtype) (default `None`; return the dtype of the
+/// potential's parameters so that the solvers reject targets of another dtype up front with
+/// [`ConvexOptError::DTypeMismatch`] instead of a backend error from inside the potential).
 ///
 /// ```
 /// use candle_core::{Device, Tensor};
@@ -49,6 +52,13 @@ pub trait BatchedPotential {
         Err(ConvexOptError::Unsupported("hvp"))
     }
 
+    /// The dtype the potential computes in, if it accepts only one (`None`, the default: any
+    /// dtype the closure or network handles). The solvers check the targets `y` against it before
+    /// evaluating anything.
+    fn expected_dtype(&self) -> Option<DType> {
+        None
+    }
+
     /// Value, gradient and a Hessian-vector-product operator at `x`. The default evaluates
     /// `value_and_gradient(x)` and forwards HVPs to [`hvp`](Self::hvp) at a copy of `x`;
     /// potentials that can cache a forward pass should override it.
@@ -76,6 +86,9 @@ impl<P: BatchedPotential + ?Sized> BatchedPotential for &P {
     fn second_order(&self, x: &Tensor) -> Result<SecondOrderModel<'_>, ConvexOptError> {
         (**self).second_order(x)
     }
+    fn expected_dtype(&self) -> Option<DType> {
+        (**self).expected_dtype()
+    }
 }
 
 impl<P: BatchedPotential + ?Sized> BatchedPotential for Box<P> {
@@ -90,6 +103,9 @@ impl<P: BatchedPotential + ?Sized> BatchedPotential for Box<P> {
     }
     fn second_order(&self, x: &Tensor) -> Result<SecondOrderModel<'_>, ConvexOptError> {
         (**self).second_order(x)
+    }
+    fn expected_dtype(&self) -> Option<DType> {
+        (**self).expected_dtype()
     }
 }
 

@@ -34,13 +34,19 @@ pub struct QuadraticPotential {
 
 impl QuadraticPotential {
     /// Builds the potential from a host matrix `A` (`d × d`, symmetric positive definite) and an
-    /// optional linear term `b` (length `d`, default 0), stored as `dtype` on `device`.
+    /// optional linear term `b` (length `d`, default 0), stored as `dtype` (`f32` or `f64`, the
+    /// dtypes the solvers support; anything else is [`ConvexOptError::UnsupportedDType`]) on
+    /// `device`. Evaluating it on a batch of another dtype is
+    /// [`ConvexOptError::DTypeMismatch`].
     pub fn new(
         a: &DMatrix<f64>,
         b: Option<&DVector<f64>>,
         dtype: DType,
         device: &Device,
     ) -> Result<Self, ConvexOptError> {
+        if !matches!(dtype, DType::F32 | DType::F64) {
+            return Err(ConvexOptError::UnsupportedDType(dtype));
+        }
         let d = a.nrows();
         if a.ncols() != d || d == 0 {
             return Err(ConvexOptError::Shape {
@@ -119,7 +125,19 @@ impl QuadraticPotential {
         Ok(Tensor::from_vec(x.as_slice().to_vec(), (n, d), y.device())?.to_dtype(y.dtype())?)
     }
 
+    /// The dtype of `A` and `b`.
+    pub fn dtype(&self) -> DType {
+        self.a.dtype()
+    }
+
     fn check(&self, x: &Tensor) -> Result<(), ConvexOptError> {
+        if x.dtype() != self.dtype() {
+            return Err(ConvexOptError::DTypeMismatch {
+                context: "QuadraticPotential input",
+                expected: self.dtype(),
+                got: x.dtype(),
+            });
+        }
         let (_, d) = x.dims2()?;
         if d != self.dim() {
             return Err(ConvexOptError::Shape {
@@ -148,5 +166,9 @@ impl BatchedPotential for QuadraticPotential {
         self.check(x)?;
         self.check(v)?;
         Ok(v.matmul(&self.a)?)
+    }
+
+    fn expected_dtype(&self) -> Option<DType> {
+        Some(self.dtype())
     }
 }

@@ -1,9 +1,10 @@
 //! Checkpoints: one safetensors file holding the weights (and optimiser moments, best
 //! weights), with the configuration, training state, optimiser scalars and RNG state as JSON
 //! in the safetensors metadata. Written atomically (temporary file in the same directory,
-//! fsync, rename), so a crash never leaves a half-written checkpoint.
+//! fsync, rename), so a crash never leaves a half-written checkpoint. Reading one checks it
+//! against its model (names, finite values, 0/1 init flags): see [`load_checkpoint`].
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -99,8 +100,19 @@ pub fn save_checkpoint(
     write_atomic(path, &to_bytes(meta, tensors)?)
 }
 
-/// Read a checkpoint (tensors placed on `device`).
+/// Read a checkpoint (tensors placed on `device`) and check it against the model its metadata
+/// describes: every floating-point tensor must be finite, every ActNorm `initialized` flag 0 or
+/// 1, and every tensor name one that something reads back (a model variable, its `best.` copy
+/// or its `adam.m.`/`adam.v.` moments). A file that breaks one of these is corrupt (or written
+/// by something else), and is refused here, naming the file and the tensor, rather than failing
+/// later as a Cholesky or "not initialised" error.
 pub fn load_checkpoint(path: &Path, device: &Device) -> Result<Checkpoint> {
+    read_checked(path, device).map(|(ck, _)| ck)
+}
+
+/// [`load_checkpoint`], also returning the (freshly built, not yet loaded) model of the
+/// checkpoint's configuration on `device`.
+fn read_checked(path: &Path, device: &Device) -> Result<(Checkpoint, Flow)> {
     let bytes = std::fs::read(path).map_err(|e| CpflowError::io(path, e))?;
     let (_, md) = safetensors::SafeTensors::read_metadata(&bytes)?;
     let json = md
@@ -120,8 +132,108 @@ pub fn load_checkpoint(path: &Path, device: &Device) -> Result<Checkpoint> {
             meta.format_version
         )));
     }
-    let tensors = candle_core::safetensors::load_buffer(&bytes, device)?;
-    Ok(Checkpoint { meta, tensors })
+    // Checked on the host, then moved: the checks read every value.
+    let host = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu)?;
+    let flow = Flow::new(meta.flow.clone(), device)?;
+    let var_names: Vec<String> = flow.named_vars().into_iter().map(|(k, _)| k).collect();
+    check_tensors(path, &host, &var_names)?;
+    let tensors = host
+        .into_iter()
+        .map(|(k, t)| Ok((k, t.to_device(device)?)))
+        .collect::<Result<HashMap<_, _>>>()?;
+    Ok((Checkpoint { meta, tensors }, flow))
+}
+
+/// The checks of [`load_checkpoint`] on the tensors of the file `path`, for a model with
+/// variables `var_names`: names first (a file of another architecture), then values, each in name
+/// order so the error is deterministic.
+fn check_tensors(
+    path: &Path,
+    tensors: &HashMap<String, Tensor>,
+    var_names: &[String],
+) -> Result<()> {
+    let vars: HashSet<&str> = var_names.iter().map(String::as_str).collect();
+    let mut names: Vec<&String> = tensors.keys().collect();
+    names.sort();
+    let unexpected: Vec<&str> = names
+        .iter()
+        .map(|k| k.as_str())
+        .filter(|k| !is_read_back(k, &vars))
+        .collect();
+    if !unexpected.is_empty() {
+        return Err(CpflowError::Checkpoint(format!(
+            "{}: unexpected {} {}: the model its metadata describes has no such variable (a \
+             checkpoint holds the model's variables, `{BEST_PREFIX}` copies of them and \
+             `adam.m.`/`adam.v.` moments; this file is corrupt or of another architecture)",
+            path.display(),
+            if unexpected.len() == 1 {
+                "tensor"
+            } else {
+                "tensors"
+            },
+            name_list(&unexpected)
+        )));
+    }
+    for name in names {
+        let t = &tensors[name];
+        if !t.dtype().is_float() {
+            continue;
+        }
+        let values = t
+            .to_dtype(candle_core::DType::F64)?
+            .flatten_all()?
+            .to_vec1::<f64>()?;
+        let bad = values.iter().filter(|v| !v.is_finite()).count();
+        if let Some(i) = values.iter().position(|v| !v.is_finite()) {
+            return Err(CpflowError::Checkpoint(format!(
+                "{}: tensor {name} holds {bad} non-finite {} (the first, {}, at element {i} of \
+                 {}): the file is corrupt",
+                path.display(),
+                if bad == 1 { "value" } else { "values" },
+                values[i],
+                values.len()
+            )));
+        }
+        if is_init_flag(name)
+            && let Some(v) = values.iter().find(|&&v| v != 0.0 && v != 1.0)
+        {
+            return Err(CpflowError::Checkpoint(format!(
+                "{}: tensor {name} holds {v}, but an ActNorm `initialized` flag is 0 or 1: \
+                 the file is corrupt",
+                path.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Whether something reads the tensor `name` of a checkpoint back: a model variable, its
+/// best-weights copy or its Adam moments.
+fn is_read_back(name: &str, vars: &HashSet<&str>) -> bool {
+    let of_var = |prefix: &str| name.strip_prefix(prefix).is_some_and(|v| vars.contains(v));
+    vars.contains(name) || of_var(BEST_PREFIX) || of_var("adam.m.") || of_var("adam.v.")
+}
+
+/// Whether `name` is an ActNorm init flag (of the current or the best weights; the optimiser's
+/// moments of a flag are not flags).
+fn is_init_flag(name: &str) -> bool {
+    let var = name.strip_prefix(BEST_PREFIX).unwrap_or(name);
+    !name.starts_with("adam.") && (var == "initialized" || var.ends_with(".initialized"))
+}
+
+/// Up to five names, then how many more.
+fn name_list(names: &[&str]) -> String {
+    const SHOWN: usize = 5;
+    let mut s = names
+        .iter()
+        .take(SHOWN)
+        .copied()
+        .collect::<Vec<_>>()
+        .join(", ");
+    if names.len() > SHOWN {
+        s.push_str(&format!(" and {} more", names.len() - SHOWN));
+    }
+    s
 }
 
 impl Flow {
@@ -151,8 +263,7 @@ impl Flow {
 
     /// Load a model saved by [`Flow::save`] or a training checkpoint (its current weights).
     pub fn load(path: &Path, device: &Device) -> Result<Flow> {
-        let ck = load_checkpoint(path, device)?;
-        let flow = Flow::new(ck.meta.flow.clone(), device)?;
+        let (ck, flow) = read_checked(path, device)?;
         flow.set_weights(&ck.tensors, "")?;
         Ok(flow)
     }
@@ -160,10 +271,215 @@ impl Flow {
     /// Load the best weights of a training checkpoint (falls back to the current weights when
     /// the run never validated).
     pub fn load_best(path: &Path, device: &Device) -> Result<Flow> {
-        let ck = load_checkpoint(path, device)?;
-        let flow = Flow::new(ck.meta.flow.clone(), device)?;
+        let (ck, flow) = read_checked(path, device)?;
         let has_best = ck.tensors.keys().any(|k| k.starts_with(BEST_PREFIX));
         flow.set_weights(&ck.tensors, if has_best { BEST_PREFIX } else { "" })?;
         Ok(flow)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{FloatType, PotentialConfig};
+    use icnn::{ActivationKind, Icnn3Config};
+
+    /// `[ActNorm, CPF, ActNorm]` in f64, dimension 2, initialised on a fixed batch.
+    fn small_flow() -> Flow {
+        let pot = PotentialConfig::Icnn3(Icnn3Config {
+            dim: 2,
+            width: 4,
+            depth: 2,
+            activation: ActivationKind::GaussianSoftplus,
+            zero_shift: true,
+            symm_act_first: true,
+        });
+        let cfg = FlowConfig::tabular(2, 1, pot).with_float(FloatType::F64);
+        let flow = Flow::new(cfg, &Device::Cpu).unwrap();
+        let x = Tensor::new(&[[0.5f64, -1.0], [1.5, 2.0], [-0.3, 0.7]], &Device::Cpu).unwrap();
+        flow.initialize(&x).unwrap();
+        flow
+    }
+
+    /// A fresh directory for one test.
+    fn test_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("cpflow-ckpt-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    /// Overwrite the f64 data of tensor `name` in the safetensors file `path` with `value`.
+    fn overwrite_f64(path: &Path, name: &str, value: f64) {
+        let mut bytes = std::fs::read(path).unwrap();
+        let (n, md) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+        let info = md.info(name).unwrap();
+        assert_eq!(info.dtype, safetensors::Dtype::F64);
+        let (a, b) = info.data_offsets;
+        let start = 8 + n;
+        for chunk in bytes[start + a..start + b].chunks_mut(8) {
+            chunk.copy_from_slice(&value.to_le_bytes());
+        }
+        std::fs::write(path, bytes).unwrap();
+    }
+
+    fn checkpoint_error(r: Result<Flow>) -> String {
+        match r {
+            Ok(_) => panic!("the checkpoint loaded"),
+            Err(e @ CpflowError::Checkpoint(_)) => e.to_string(),
+            Err(e) => panic!("not a checkpoint error: {e}"),
+        }
+    }
+
+    #[test]
+    fn nan_weight_is_refused_at_load_naming_file_and_tensor() {
+        let dir = test_dir("nan");
+        let path = dir.join("flow.safetensors");
+        let flow = small_flow();
+        flow.save(&path).unwrap();
+        let name = flow
+            .weight_tensors()
+            .into_iter()
+            .map(|(k, _)| k)
+            .find(|k| k.starts_with("layers.1.") && k.contains("weight"))
+            .unwrap();
+        overwrite_f64(&path, &name, f64::NAN);
+        for msg in [
+            checkpoint_error(Flow::load(&path, &Device::Cpu)),
+            checkpoint_error(Flow::load_best(&path, &Device::Cpu)),
+            checkpoint_error(load_checkpoint(&path, &Device::Cpu).map(|_| small_flow())),
+        ] {
+            assert!(msg.contains(&path.display().to_string()), "{msg}");
+            assert!(msg.contains(&format!("tensor {name} holds")), "{msg}");
+            assert!(msg.contains("non-finite"), "{msg}");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn overwritten_tail_is_refused_at_load() {
+        // 0xff bytes are NaN; they cover the last tensors of the file, among them an
+        // `initialized` flag, and used to load as an uninitialised flow.
+        let dir = test_dir("tail");
+        let path = dir.join("flow.safetensors");
+        small_flow().save(&path).unwrap();
+        let mut bytes = std::fs::read(&path).unwrap();
+        let n = bytes.len();
+        bytes[n - 64..].fill(0xff);
+        std::fs::write(&path, bytes).unwrap();
+        let msg = checkpoint_error(Flow::load(&path, &Device::Cpu));
+        assert!(msg.contains(&path.display().to_string()), "{msg}");
+        assert!(msg.contains(": tensor layers."), "{msg}");
+        assert!(msg.contains("non-finite"), "{msg}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn init_flag_other_than_0_or_1_is_refused() {
+        let dir = test_dir("flag");
+        let path = dir.join("flow.safetensors");
+        small_flow().save(&path).unwrap();
+        overwrite_f64(&path, "layers.0.initialized", 0.75);
+        let msg = checkpoint_error(Flow::load(&path, &Device::Cpu));
+        assert!(
+            msg.contains("tensor layers.0.initialized holds 0.75"),
+            "{msg}"
+        );
+        // 0 (an uninitialised flow saved as such) is valid.
+        small_flow().save(&path).unwrap();
+        overwrite_f64(&path, "layers.0.initialized", 0.0);
+        let flow = Flow::load(&path, &Device::Cpu).unwrap();
+        assert!(!flow.is_initialized().unwrap());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn unexpected_tensors_are_refused_by_name() {
+        let dir = test_dir("extra");
+        let path = dir.join("flow.safetensors");
+        let flow = small_flow();
+        let meta = CheckpointMeta {
+            format_version: FORMAT_VERSION,
+            flow: flow.config().clone(),
+            train: None,
+            state: None,
+            adam: None,
+            rng: None,
+        };
+        let one = Tensor::new(&[1.0f64], &Device::Cpu).unwrap();
+        let mut tensors = flow.weight_tensors();
+        tensors.push(("layers.99.bogus".into(), one.clone()));
+        save_checkpoint(&path, &meta, tensors.clone()).unwrap();
+        let msg = checkpoint_error(Flow::load(&path, &Device::Cpu));
+        assert!(msg.contains("unexpected tensor layers.99.bogus:"), "{msg}");
+        // Optimiser and best prefixes of names that are no variable are unexpected too.
+        tensors.push(("adam.m.nothing".into(), one.clone()));
+        tensors.push(("best.nothing".into(), one));
+        save_checkpoint(&path, &meta, tensors).unwrap();
+        let msg = checkpoint_error(Flow::load(&path, &Device::Cpu));
+        assert!(
+            msg.contains("unexpected tensors adam.m.nothing, best.nothing, layers.99.bogus:"),
+            "{msg}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn best_and_optimiser_tensors_of_the_model_are_accepted() {
+        let dir = test_dir("best");
+        let path = dir.join("checkpoint.safetensors");
+        let flow = small_flow();
+        let meta = CheckpointMeta {
+            format_version: FORMAT_VERSION,
+            flow: flow.config().clone(),
+            train: None,
+            state: None,
+            adam: None,
+            rng: None,
+        };
+        let weights = flow.weight_tensors();
+        let mut tensors = weights.clone();
+        for (k, t) in &weights {
+            // best weights: the current ones plus 1 (flags stay flags)
+            let best = if k.ends_with(".initialized") {
+                t.clone()
+            } else {
+                (t + 1.0).unwrap()
+            };
+            tensors.push((format!("{BEST_PREFIX}{k}"), best));
+            tensors.push((format!("adam.m.{k}"), t.zeros_like().unwrap()));
+            tensors.push((format!("adam.v.{k}"), t.ones_like().unwrap()));
+        }
+        save_checkpoint(&path, &meta, tensors).unwrap();
+        assert_eq!(
+            load_checkpoint(&path, &Device::Cpu).unwrap().tensors.len(),
+            4 * weights.len()
+        );
+        let current = Flow::load(&path, &Device::Cpu).unwrap();
+        let best = Flow::load_best(&path, &Device::Cpu).unwrap();
+        for (((k, w), (_, c)), (_, b)) in weights
+            .iter()
+            .zip(current.weight_tensors())
+            .zip(best.weight_tensors())
+        {
+            let diff = |a: &Tensor, b: &Tensor| {
+                (a - b)
+                    .unwrap()
+                    .abs()
+                    .unwrap()
+                    .max_all()
+                    .unwrap()
+                    .to_scalar::<f64>()
+                    .unwrap()
+            };
+            assert_eq!(diff(w, &c), 0.0, "{k}");
+            let shift = if k.ends_with(".initialized") {
+                0.0
+            } else {
+                1.0
+            };
+            assert_eq!(diff(&(w + shift).unwrap(), &b), 0.0, "{k}");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

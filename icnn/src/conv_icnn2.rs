@@ -60,7 +60,7 @@ impl Default for ConvIcnn2Config {
 /// let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
 /// let config = ConvIcnn2Config { image: ImageShape::new(1, 4, 4), width: 4, depth: 2 };
 /// let net = ConvIcnn2::new(vb.pp("icnn"), &config, &mut rand::rngs::StdRng::seed_from_u64(2))?;
-/// let x = Tensor::zeros((3, 16), DType::F32, &Device::Cpu)?;
+/// let x = Tensor::arange(0f32, 48.0, &Device::Cpu)?.affine(0.05, -1.0)?.reshape((3, 16))?;
 /// assert_eq!(net.potential(&x)?.dims(), &[3]);
 /// # Ok(())
 /// # }

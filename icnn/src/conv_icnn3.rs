@@ -70,7 +70,8 @@ impl Default for ConvIcnn3Config {
 /// let vb = VarBuilder::from_varmap(&varmap, DType::F64, &Device::Cpu);
 /// let config = ConvIcnn3Config { image: ImageShape::new(3, 4, 4), width: 4, depth: 2, ..Default::default() };
 /// let net = ConvIcnn3::new(vb.pp("icnn"), &config, &mut rand::rngs::StdRng::seed_from_u64(1))?;
-/// let x = Tensor::ones((2, 3, 4, 4), DType::F64, &Device::Cpu)?; // images work too
+/// // Images work too.
+/// let x = Tensor::arange(0f64, 96.0, &Device::Cpu)?.affine(0.02, -1.0)?.reshape((2, 3, 4, 4))?;
 /// let lin = net.linearize(&x)?;
 /// assert_eq!(lin.gradient().dims(), &[2, 48]);
 /// assert_eq!(lin.detach().hessian()?.dims(), &[2, 48, 48]);

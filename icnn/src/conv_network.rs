@@ -19,9 +19,10 @@ use candle_core::{DType, Tensor};
 use candle_nn::VarBuilder;
 
 use crate::activation::Activation;
+use crate::actnorm_init::check_input_images;
 use crate::conv_layers::{Conv2d, ImageShape, PosConv2d, PreparedConv};
 use crate::error::{IcnnError, Result};
-use crate::layers::ActNorm;
+use crate::layers::{ACTNORM_SCALE_MIN, ActNorm};
 use crate::params;
 
 /// A convolution of a node input: unconstrained or positive.
@@ -361,12 +362,18 @@ impl ConvNetwork {
             .collect()
     }
 
-    /// The data-dependent ActNorm init: a forward pass on `x` (detached) that sets every
+    /// The data-dependent ActNorm init: a forward pass on `x` (detached) that computes every
     /// ActNorm from the per-channel statistics of its input over the batch and the pixels,
-    /// node after node, then sets the flag.
+    /// node after node, then writes them all and sets the flag. An unusable batch (non-finite
+    /// values, no image, images that are constant and equal, a node on which no channel
+    /// varies) is an [`IcnnError::Initialization`] that writes nothing.
     pub(crate) fn initialize(&self, x: &Tensor) -> Result<()> {
         let x = self.to_image(x)?.detach();
+        if self.nodes.iter().any(|n| n.actnorm.is_some()) {
+            check_input_images("input", &x)?;
+        }
         let mut zs: Vec<Tensor> = vec![x];
+        let mut stats = Vec::new();
         for (j, node) in self.nodes.iter().enumerate().skip(1) {
             let pre = self.prepare_node(j, false)?.pre_activation(&zs)?;
             let a = match &node.actnorm {
@@ -376,9 +383,14 @@ impl ConvNetwork {
                         .permute((0, 2, 3, 1))?
                         .contiguous()?
                         .reshape((b * h * w, c))?;
-                    an.initialize(&rows)?;
-                    let shift = an.shift()?.reshape((1, c, 1, 1))?;
-                    let scale = an.scale()?.reshape((1, c, 1, 1))?;
+                    let init = an.statistics(&rows)?;
+                    let shift = init.shift.reshape((1, c, 1, 1))?;
+                    let scale = init
+                        .logs
+                        .exp()?
+                        .affine(1.0, ACTNORM_SCALE_MIN)?
+                        .reshape((1, c, 1, 1))?;
+                    stats.push((an, init));
                     pre.broadcast_add(&shift)?.broadcast_mul(&scale)?.detach()
                 }
                 None => pre,
@@ -387,6 +399,9 @@ impl ConvNetwork {
                 Some(act) => act.value(&a)?,
                 None => a,
             });
+        }
+        for (an, init) in stats {
+            an.write(&init)?;
         }
         self.set_initialized(true)
     }

@@ -13,6 +13,19 @@ pub enum IcnnError {
     /// An input tensor does not have the expected shape.
     #[error("shape error: {0}")]
     Shape(String),
+    /// The ActNorm data-dependent initialisation cannot use the batch it was given: fewer
+    /// than 2 rows, non-finite values, or a layer none of whose units varies over the batch
+    /// (every point the same). Nothing is written: an uninitialised network stays
+    /// uninitialised (a later call with a usable batch initialises it), an initialised one
+    /// keeps its ActNorm parameters.
+    #[error("ActNorm initialisation at `{layer}`: {reason}")]
+    Initialization {
+        /// The ActNorm (its parameter prefix, e.g. `icnn.actnorms.2`) or the input (`input`,
+        /// `context`) where the batch was found unusable.
+        layer: String,
+        /// What is wrong with the batch.
+        reason: String,
+    },
 }
 
 /// Result alias of the crate.

@@ -67,8 +67,12 @@ impl Default for Icnn2Config {
 /// let config = Icnn2Config { dim: 4, width: 16, depth: 3, ..Default::default() };
 /// let mut rng = rand::rngs::StdRng::seed_from_u64(42);
 /// let net = Icnn2::new(vb.pp("icnn"), &config, &mut rng)?;
-/// let x = Tensor::zeros((5, 4), DType::F32, &Device::Cpu)?;
-/// // The first call runs the ActNorm data-dependent init on this batch.
+/// // The first call runs the ActNorm data-dependent init on its batch, which needs at least
+/// // 2 distinct points: a single point is an error and leaves the network uninitialised.
+/// let one = Tensor::new(&[[0.1f32, 0.2, 0.3, 0.4]], &Device::Cpu)?;
+/// assert!(matches!(net.potential(&one), Err(icnn::IcnnError::Initialization { .. })));
+/// assert!(!net.is_initialized()?);
+/// let x = Tensor::arange(0f32, 20.0, &Device::Cpu)?.affine(0.1, -1.0)?.reshape((5, 4))?;
 /// let f = net.potential(&x)?;
 /// assert_eq!(f.dims(), &[5]);
 /// assert!(net.is_initialized()?);

@@ -9,7 +9,8 @@ use candle_nn::VarBuilder;
 use rand::Rng;
 
 use crate::activation::softplus;
-use crate::error::Result;
+use crate::actnorm_init::ActNormInit;
+use crate::error::{IcnnError, Result};
 use crate::params;
 
 /// `y = x Wᵀ + b` with PyTorch's default init `U(−1/√n_in, 1/√n_in)` for `W` and `b`.
@@ -134,7 +135,9 @@ pub const ACTNORM_SCALE_MIN: f64 = 0.001;
 /// The data-dependent initialisation (`b = −mean`, `logs = log(1/(std + 1e-6))`, biased std
 /// over the batch) is run by the owning network on its first `potential`/`linearize` call
 /// (see [`ActNorm::initialize`]); the network keeps an `initialized` flag variable next to
-/// the parameters, so a loaded model is not re-initialised.
+/// the parameters, so a loaded model is not re-initialised. A batch of fewer than 2 rows,
+/// with non-finite values, or on which no unit varies is an
+/// [`IcnnError::Initialization`](crate::IcnnError::Initialization) and writes nothing.
 #[derive(Debug, Clone)]
 pub struct ActNorm {
     /// Shift, stored as `(1, C, 1)` like the reference.
@@ -144,6 +147,8 @@ pub struct ActNorm {
     /// When true the shift is used detached (not trained), as the reference's ICNN3 output
     /// ActNorm (`b.requires_grad_(False)`); it is still set by the data-dependent init.
     pub frozen_bias: bool,
+    /// The parameter prefix (`icnn.actnorms.2`), used in error messages.
+    name: String,
 }
 
 impl ActNorm {
@@ -155,6 +160,7 @@ impl ActNorm {
             b,
             logs,
             frozen_bias: false,
+            name: vb.prefix(),
         })
     }
 
@@ -184,15 +190,41 @@ impl ActNorm {
             .broadcast_mul(&self.scale()?)?)
     }
 
+    /// The parameter prefix of the layer (`icnn.actnorms.2`).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
     /// Data-dependent initialisation from a batch `x` `(B, C)` of pre-activations:
     /// `b = −mean(x)`, `logs = log(1/(std(x) + 1e-6))` (biased std over the batch).
+    ///
+    /// A unit constant over the batch gets `logs = log(1e6)` as in the reference. Fewer than
+    /// 2 rows, a non-finite value, or a batch on which no unit varies is an
+    /// [`IcnnError::Initialization`](crate::IcnnError::Initialization) naming the layer, and
+    /// leaves `b` and `logs` as they were.
     pub fn initialize(&self, x: &Tensor) -> Result<()> {
-        let x = x.detach();
-        let mean = x.mean_keepdim(0)?;
-        let var = x.broadcast_sub(&mean)?.sqr()?.mean(0)?;
-        let logs = var.sqrt()?.affine(1.0, 1e-6)?.log()?.neg()?;
-        params::write_in_place(&self.b, &mean.squeeze(0)?.neg()?)?;
-        params::write_in_place(&self.logs, &logs)?;
+        let init = self.statistics(x)?;
+        self.write(&init)
+    }
+
+    /// The checked initialisation statistics of the batch `x` `(B, C)`, not written yet.
+    pub(crate) fn statistics(&self, x: &Tensor) -> Result<ActNormInit> {
+        let c = x.dims().get(1).copied();
+        if x.rank() != 2 || c != Some(self.features()) {
+            return Err(IcnnError::Shape(format!(
+                "ActNorm `{}`: expected a batch of shape (B, {}), got {:?}",
+                self.name,
+                self.features(),
+                x.dims()
+            )));
+        }
+        ActNormInit::from_batch(&self.name, x)
+    }
+
+    /// Writes statistics computed by [`Self::statistics`].
+    pub(crate) fn write(&self, init: &ActNormInit) -> Result<()> {
+        params::write_in_place(&self.b, &init.shift)?;
+        params::write_in_place(&self.logs, &init.logs)?;
         Ok(())
     }
 }

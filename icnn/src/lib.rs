@@ -22,6 +22,10 @@
 //! `initialized` flag `(1,)` per network that records whether the ActNorm data-dependent
 //! init has run. Save/load with `VarMap::save`/`VarMap::load` (safetensors). Weights
 //! converted from PyTorch lack the flag: call `mark_initialized()` after loading them.
+//! The init needs a representative batch: fewer than 2 rows, all points equal (for the conv
+//! networks: constant, equal images), non-finite values, or a constant context (`Picnn`) are
+//! an [`IcnnError::Initialization`] that writes nothing, so the network stays uninitialised
+//! and a later call with a usable batch initialises it.
 //!
 //! # Derivative recursions
 //! Per group `j` (see the `network` module docs): forward `a_j`, cached `s'(a_j)`,
@@ -54,6 +58,7 @@
 
 mod activation;
 mod active_rows;
+mod actnorm_init;
 mod common;
 mod conv_icnn;
 mod conv_icnn2;

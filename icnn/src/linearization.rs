@@ -276,26 +276,39 @@ impl Linearization {
     }
 
     /// Hessian-vector products `∇²ₓF(x_b) v_b` for every row `b`; `v` and the result are
-    /// `(B, d)`.
+    /// `(B, d)`, of the linearisation's [`dtype`](Self::dtype) (another shape or dtype is an
+    /// [`IcnnError::Shape`]).
     pub fn hvp(&self, v: &Tensor) -> Result<Tensor> {
         let dims = v.dims();
-        if dims != [self.inner.batch, self.inner.dim] {
+        if dims != [self.inner.batch, self.inner.dim] || v.dtype() != self.dtype() {
             return Err(IcnnError::Shape(format!(
-                "hvp: expected v of shape ({}, {}), got {:?}",
-                self.inner.batch, self.inner.dim, dims
+                "hvp: expected v of shape ({}, {}) {:?}, got {:?} {:?}",
+                self.inner.batch,
+                self.inner.dim,
+                self.dtype(),
+                dims,
+                v.dtype()
             )));
         }
         self.hvp_impl(v, false)
     }
 
     /// Several Hessian-vector products per sample at once: `v` is `(B, K, d)`, the result
-    /// `(B, K, d)` holds `∇²ₓF(x_b) v_{b,k}`.
+    /// `(B, K, d)` holds `∇²ₓF(x_b) v_{b,k}` (`v` of the linearisation's dtype).
     pub fn hvp_many(&self, v: &Tensor) -> Result<Tensor> {
         let dims = v.dims();
-        if dims.len() != 3 || dims[0] != self.inner.batch || dims[2] != self.inner.dim {
+        if dims.len() != 3
+            || dims[0] != self.inner.batch
+            || dims[2] != self.inner.dim
+            || v.dtype() != self.dtype()
+        {
             return Err(IcnnError::Shape(format!(
-                "hvp_many: expected v of shape ({}, K, {}), got {:?}",
-                self.inner.batch, self.inner.dim, dims
+                "hvp_many: expected v of shape ({}, K, {}) {:?}, got {:?} {:?}",
+                self.inner.batch,
+                self.inner.dim,
+                self.dtype(),
+                dims,
+                v.dtype()
             )));
         }
         self.hvp_impl(&v.contiguous()?, true)

@@ -16,6 +16,7 @@
 use candle_core::{DType, Tensor};
 
 use crate::activation::Activation;
+use crate::actnorm_init::{ActNormInit, check_input_rows};
 use crate::error::{IcnnError, Result};
 use crate::layers::{ActNorm, Linear, PosLinear};
 use crate::params;
@@ -286,10 +287,29 @@ impl Network {
             .collect()
     }
 
-    /// The data-dependent ActNorm init: a forward pass on `x` (detached) that sets every
-    /// ActNorm from the statistics of its input, layer after layer, then sets the flag.
+    /// The data-dependent ActNorm init: [`Self::init_statistics`], then
+    /// [`Self::write_init`].
     pub(crate) fn initialize(&self, x: &Tensor, ctx: Option<&[GroupContext]>) -> Result<()> {
+        let stats = self.init_statistics(x, ctx)?;
+        self.write_init(&stats)
+    }
+
+    /// The ActNorm statistics of the init (one entry per group, `None` without ActNorm): a
+    /// forward pass on `x` (detached) that computes every ActNorm's statistics from its
+    /// input, layer after layer, applying each before the next. Nothing is written; an
+    /// unusable batch (fewer than 2 rows, all rows equal, non-finite values, a layer on which
+    /// no unit varies) is an [`IcnnError::Initialization`]. A network without ActNorm needs
+    /// no statistics and accepts any batch.
+    pub(crate) fn init_statistics(
+        &self,
+        x: &Tensor,
+        ctx: Option<&[GroupContext]>,
+    ) -> Result<Vec<Option<ActNormInit>>> {
         self.check_input(x)?;
+        if self.groups.iter().all(|g| g.actnorm.is_none()) {
+            return Ok(vec![None; self.groups.len()]);
+        }
+        check_input_rows("input", x)?;
         let x = x.detach();
         let ctx: Option<Vec<GroupContext>> = ctx.map(|c| {
             c.iter()
@@ -301,21 +321,37 @@ impl Network {
                 .collect()
         });
         let mut zs: Vec<Tensor> = Vec::with_capacity(self.groups.len());
+        let mut stats = Vec::with_capacity(self.groups.len());
         for (j, g) in self.groups.iter().enumerate() {
             let c = ctx.as_ref().map(|c| &c[j]);
             let pre = self.prepare_group(j, c, false)?.pre_activation(&zs, &x)?;
             let a = match &g.actnorm {
                 Some(an) => {
-                    an.initialize(&pre)?;
-                    an.forward(&pre)?.detach()
+                    let init = an.statistics(&pre)?;
+                    let a = init.forward(&pre)?.detach();
+                    stats.push(Some(init));
+                    a
                 }
-                None => pre,
+                None => {
+                    stats.push(None);
+                    pre
+                }
             };
             let z = match g.act {
                 GroupAct::Nonlinear(act) => act.value(&a)?,
                 GroupAct::Identity => a,
             };
             zs.push(z);
+        }
+        Ok(stats)
+    }
+
+    /// Writes statistics from [`Self::init_statistics`] and sets the flag.
+    pub(crate) fn write_init(&self, stats: &[Option<ActNormInit>]) -> Result<()> {
+        for (g, init) in self.groups.iter().zip(stats) {
+            if let (Some(an), Some(init)) = (&g.actnorm, init) {
+                an.write(init)?;
+            }
         }
         self.set_initialized(true)
     }

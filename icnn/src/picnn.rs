@@ -7,6 +7,7 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::activation::{Activation, ActivationKind, softplus};
+use crate::actnorm_init::{check_input_finite, check_input_rows};
 use crate::common::{chain_groups_with_actnorms, check_positive};
 use crate::error::{IcnnError, Result};
 use crate::layers::{ActNorm, Linear, PosLinear};
@@ -159,25 +160,33 @@ impl Picnn {
 
     /// Runs the data-dependent ActNorm initialisation on `(x, c)` now (also the context
     /// ActNorm) and sets the flag. Otherwise it runs on the first call.
+    ///
+    /// The batch needs at least 2 distinct points `x`, finite `x` and `c`, and contexts that
+    /// are not all the same (the context ActNorm standardises them); otherwise this is an
+    /// [`IcnnError::Initialization`] and nothing is written.
     pub fn initialize(&self, x: &Tensor, c: &Tensor) -> Result<()> {
         self.check_context(x, c)?;
+        check_input_rows("input", x)?;
+        check_input_finite("context", c)?;
         let c = c.detach();
-        self.actnorm_c.initialize(&self.wc.forward(&c)?)?;
-        let ctx = self.contexts(&c)?;
-        self.net.initialize(x, Some(&ctx))
+        let wc = self.wc.forward(&c)?;
+        let init_c = self.actnorm_c.statistics(&wc)?;
+        let ctx = self.contexts_from_features(&init_c.forward(&wc)?.elu(1.0)?)?;
+        let stats = self.net.init_statistics(x, Some(&ctx))?;
+        self.actnorm_c.write(&init_c)?;
+        self.net.write_init(&stats)
     }
 
     fn check_context(&self, x: &Tensor, c: &Tensor) -> Result<()> {
         self.net.check_input(x)?;
-        let (b, dc) = c.dims2().map_err(|_| {
-            IcnnError::Shape(format!("context must be (B, d_c), got {:?}", c.dims()))
-        })?;
-        if b != x.dims()[0] || dc != self.config.context_dim {
+        let b = x.dims()[0];
+        let dc = self.config.context_dim;
+        if c.dims() != [b, dc] || c.dtype() != self.net.dtype() {
             return Err(IcnnError::Shape(format!(
-                "context shape {:?} does not match (B = {}, d_c = {})",
+                "context: expected ({b}, {dc}) {:?}, got {:?} {:?}",
+                self.net.dtype(),
                 c.dims(),
-                x.dims()[0],
-                self.config.context_dim
+                c.dtype()
             )));
         }
         Ok(())
@@ -185,8 +194,12 @@ impl Picnn {
 
     /// Gates and biases of every group for the context batch `c`.
     fn contexts(&self, c: &Tensor) -> Result<Vec<GroupContext>> {
+        self.contexts_from_features(&self.actnorm_c.forward(&self.wc.forward(c)?)?.elu(1.0)?)
+    }
+
+    /// Gates and biases of every group from the context features `c̄` `(B, h)`.
+    fn contexts_from_features(&self, cf: &Tensor) -> Result<Vec<GroupContext>> {
         let l = self.config.depth;
-        let cf = self.actnorm_c.forward(&self.wc.forward(c)?)?.elu(1.0)?;
         let mut ctx = Vec::with_capacity(l + 1);
         ctx.push(GroupContext::default());
         for k in 0..l {
@@ -195,10 +208,10 @@ impl Picnn {
             } else {
                 (-1.0f64).exp()
             };
-            let gate_z = softplus(&self.wcz[k].forward(&cf)?.affine(1.0, shift)?)?;
-            let gate_x = self.wcx[k].forward(&cf)?.affine(1.0, 1.0)?;
+            let gate_z = softplus(&self.wcz[k].forward(cf)?.affine(1.0, shift)?)?;
+            let gate_x = self.wcx[k].forward(cf)?.affine(1.0, 1.0)?;
             let bias = match self.wcc.get(k) {
-                Some(w) => Some(w.forward(&cf)?),
+                Some(w) => Some(w.forward(cf)?),
                 None => None,
             };
             ctx.push(GroupContext {

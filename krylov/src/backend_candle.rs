@@ -55,6 +55,23 @@ fn same_shape(context: &'static str, a: &Tensor, b: &Tensor) -> Result<(), Krylo
     Ok(())
 }
 
+/// [`KrylovError::DTypeMismatch`] unless `found` has the dtype of `expected`.
+fn check_dtype(
+    context: &'static str,
+    expected: &Tensor,
+    found: &Tensor,
+) -> Result<(), KrylovError> {
+    if expected.dtype() == found.dtype() {
+        Ok(())
+    } else {
+        Err(KrylovError::DTypeMismatch {
+            context,
+            expected: expected.dtype(),
+            found: found.dtype(),
+        })
+    }
+}
+
 impl BatchVectors for Tensor {
     fn validate(&self) -> Result<(), KrylovError> {
         if self.rank() == 2 {
@@ -94,16 +111,44 @@ impl BatchVectors for Tensor {
 
     fn dots(&self, other: &Self) -> Result<Vec<f64>, KrylovError> {
         same_shape("Tensor::dots", self, other)?;
+        check_dtype("Tensor::dots", self, other)?;
+        if self.n_systems() == 0 {
+            return Ok(Vec::new());
+        }
+        if self.system_dim() == 0 {
+            return Ok(vec![0.0; self.n_systems()]);
+        }
+        // A sum propagates NaN (and Inf), unlike a max.
         let p = (upcast(self)? * upcast(other)?)?;
         to_host_f64(&p.sum(1)?)
     }
 
     fn norms_inf(&self) -> Result<Vec<f64>, KrylovError> {
         self.validate()?;
-        if self.system_dim() == 0 {
-            return Ok(vec![0.0; self.n_systems()]);
+        let n = self.n_systems();
+        // candle refuses to reduce an empty tensor.
+        if n == 0 {
+            return Ok(Vec::new());
         }
-        to_host_f64(&upcast(self)?.abs()?.max(1)?)
+        if self.system_dim() == 0 {
+            return Ok(vec![0.0; n]);
+        }
+        let a = upcast(self)?.abs()?;
+        // candle's max compares with `>` and so skips a NaN (unless it comes first); the row
+        // sum of the absolute values is NaN exactly when the row holds a NaN (no cancellation),
+        // so those rows report NaN, like the host backends (one reduction more, no mask ops).
+        let max = to_host_f64(&a.max(1)?)?;
+        let sum = to_host_f64(&a.sum(1)?)?;
+        Ok(max
+            .into_iter()
+            .zip(sum)
+            .map(|(m, s)| if s.is_nan() { f64::NAN } else { m })
+            .collect())
+    }
+
+    fn check_compatible(&self, context: &'static str, found: &Self) -> Result<(), KrylovError> {
+        same_shape(context, self, found)?;
+        check_dtype(context, self, found)
     }
 
     fn axpby_masked(
@@ -114,6 +159,7 @@ impl BatchVectors for Tensor {
         active: &[bool],
     ) -> Result<(), KrylovError> {
         same_shape("Tensor::axpby_masked", self, x)?;
+        check_dtype("Tensor::axpby_masked", self, x)?;
         let n = self.n_systems();
         check_len("axpby_masked (a)", n, a.len())?;
         check_len("axpby_masked (b)", n, b.len())?;
@@ -145,6 +191,7 @@ impl BatchVectors for Tensor {
 
     fn mul_elementwise(&self, other: &Self) -> Result<Self, KrylovError> {
         same_shape("Tensor::mul_elementwise", self, other)?;
+        check_dtype("Tensor::mul_elementwise", self, other)?;
         Ok((self * other)?)
     }
 

@@ -1,7 +1,8 @@
 //! Batched (preconditioned) conjugate gradient with per-system step sizes and convergence.
 
 use crate::cg_reorth::ResidualBasis;
-use crate::vectors::check_same_shape;
+use crate::operator::check_operator_shape;
+use crate::vectors::check_finite;
 use crate::{BatchOperator, BatchVectors, KrylovError};
 
 /// When the batch stops iterating.
@@ -135,11 +136,17 @@ pub struct CgResult<V> {
     pub iterations: Vec<usize>,
     /// Final `‖r_i‖∞` per system (recursively updated residual).
     pub residual_norms: Vec<f64>,
-    /// Whether system `i` met `‖r_i‖∞ ≤ atol + rtol·‖b_i‖∞`.
+    /// Whether system `i` met `‖r_i‖∞ ≤ atol + rtol·‖b_i‖∞` (never with a non-finite
+    /// residual).
     pub converged: Vec<bool>,
     /// Whether system `i` stopped because the iteration could not continue: non-positive or
-    /// non-finite curvature `pᵀH_i p` (the operator is not positive definite on the Krylov
-    /// space, or produced NaN/Inf) before convergence.
+    /// non-finite curvature `pᵀH_i p` or a non-finite residual, before convergence. Causes:
+    /// the operator is not positive definite on the Krylov space, it produced NaN/Inf, or the
+    /// per-system dot products (accumulated in `f64` on the host, in the reduction dtype for
+    /// tensors) overflowed because the entries of `b_i` or `H_i` are huge (e.g. `‖b_i‖ ≈ 1e200`
+    /// in f64, `1e30` in f32 for the tensor backend): rescale such systems before solving.
+    /// `x_i` then holds the iterate reached when the system stopped (zero if it never
+    /// stepped).
     pub breakdown: Vec<bool>,
     /// Operator applications per system (an initial residual `b − H x0` counts as one).
     pub applications: Vec<usize>,
@@ -166,6 +173,12 @@ impl<V> CgResult<V> {
 /// no more updates). The test is also checked before the first iteration (so `b_i = 0` costs
 /// nothing). Each `H_i` must be symmetric positive definite; a system whose curvature `pᵀHp`
 /// is not positive stops and is flagged in [`CgResult::breakdown`].
+///
+/// Errors (before any operator work): a right-hand side with a NaN or ±Inf entry
+/// ([`KrylovError::NonFiniteInput`], naming the system and the entry), a batch that does not
+/// match the operator's [`BatchOperator::batch_shape`] ([`KrylovError::ShapeMismatch`]), a
+/// tensor of another dtype than the operator's (`KrylovError::DTypeMismatch`, also raised
+/// when an operator returns the wrong dtype). An empty batch (`B = 0`) gives an empty result.
 ///
 /// `CgResult::applications[i]` counts the calls in which system `i` was marked active, i.e. the
 /// work the operator was asked to do for it. In floating point, plain CG can need many more
@@ -196,7 +209,8 @@ where
 }
 
 /// [`cg`] starting from the initial guess `x0` (the CP-Flow reference starts at `x0 = b`).
-/// The initial residual `b − H x0` costs one operator application per system.
+/// The initial residual `b − H x0` costs one operator application per system. Like `b`, `x0`
+/// must be finite ([`KrylovError::NonFiniteInput`]).
 ///
 /// ```
 /// use krylov::{cg_with_initial_guess, CgParams, DenseFaerOperator};
@@ -275,7 +289,7 @@ where
     Op: BatchOperator<V> + ?Sized,
 {
     let diag = op.diagonal().ok_or(KrylovError::MissingDiagonal)??;
-    check_same_shape("Jacobi diagonal", b, &diag)?;
+    b.check_compatible("Jacobi diagonal", &diag)?;
     let d = b.system_dim().max(1);
     let host = diag.to_host()?;
     let mut inv = Vec::with_capacity(host.len());
@@ -308,6 +322,10 @@ where
 {
     params.validate()?;
     b.validate()?;
+    check_operator_shape("cg: right-hand side vs operator", op, b)?;
+    if let Some(x0) = x0 {
+        b.check_compatible("cg initial guess", x0)?;
+    }
     let n = b.n_systems();
     let max_iters = params
         .max_iters
@@ -325,8 +343,11 @@ where
     };
 
     let b = b.detached();
-    let tol: Vec<f64> = b
-        .norms_inf()?
+    // NaN-propagating norms: a non-finite `b_i` would make the tolerance NaN or Inf (and
+    // `inf ≤ inf` would report convergence), so it is refused up front.
+    let b_norms = b.norms_inf()?;
+    check_finite("cg right-hand side", &b, &b_norms)?;
+    let tol: Vec<f64> = b_norms
         .iter()
         .map(|nb| params.atol + params.rtol * nb)
         .collect();
@@ -337,10 +358,10 @@ where
     let mut r = b.clone();
     let mut x = match x0 {
         Some(x0) => {
-            check_same_shape("cg initial guess", &b, x0)?;
             let x = x0.detached();
+            check_finite("cg initial guess", &x, &x.norms_inf()?)?;
             let hx = op.apply(&x, &all)?;
-            check_same_shape("operator output", &b, &hx)?;
+            b.check_compatible("operator output", &hx)?;
             operator_calls += 1;
             applications.iter_mut().for_each(|a| *a += 1);
             r.axpby_masked(&vec![1.0; n], &vec![-1.0; n], &hx, &all)?;
@@ -358,7 +379,11 @@ where
     };
 
     let mut rnorm = r.norms_inf()?;
-    let mut converged: Vec<bool> = rnorm.iter().zip(&tol).map(|(rn, t)| rn <= t).collect();
+    let mut converged: Vec<bool> = rnorm
+        .iter()
+        .zip(&tol)
+        .map(|(rn, t)| rn.is_finite() && rn <= t)
+        .collect();
     let mut breakdown: Vec<bool> = rnorm.iter().map(|rn| !rn.is_finite()).collect();
     let mut iterations = vec![0usize; n];
 
@@ -384,7 +409,7 @@ where
             break;
         }
         let hp = op.apply(&p, &running)?;
-        check_same_shape("operator output", &b, &hp)?;
+        b.check_compatible("operator output", &hp)?;
         operator_calls += 1;
         for (a, run) in applications.iter_mut().zip(&running) {
             *a += usize::from(*run);
@@ -426,7 +451,7 @@ where
         for i in (0..n).filter(|&i| step[i]) {
             iterations[i] += 1;
             rnorm[i] = new_norm[i];
-            converged[i] = new_norm[i] <= tol[i];
+            converged[i] = new_norm[i].is_finite() && new_norm[i] <= tol[i];
             if !new_norm[i].is_finite() {
                 breakdown[i] = true;
             }

@@ -74,6 +74,10 @@ impl<T: Real + nalgebra::Scalar + nalgebra::RealField> BatchOperator<DMatrix<T>>
         let (d, b) = (self.dim, self.matrices.len());
         Some(Ok(DMatrix::from_fn(d, b, |i, j| self.matrices[j][(i, i)])))
     }
+
+    fn batch_shape(&self) -> Option<(usize, usize)> {
+        Some((self.matrices.len(), self.dim))
+    }
 }
 
 /// A batch of dense `d × d` matrices `H_i` acting on `faer::Mat<T>` batches (`d × B`, one
@@ -132,6 +136,10 @@ macro_rules! impl_dense_faer {
             fn diagonal(&self) -> Option<Result<Mat<$t>, KrylovError>> {
                 let (d, b) = (self.dim, self.matrices.len());
                 Some(Ok(Mat::from_fn(d, b, |i, j| self.matrices[j][(i, i)])))
+            }
+
+            fn batch_shape(&self) -> Option<(usize, usize)> {
+                Some((self.matrices.len(), self.dim))
             }
         }
     };

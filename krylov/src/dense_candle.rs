@@ -61,6 +61,13 @@ impl DenseTensorOperator {
 impl BatchOperator<Tensor> for DenseTensorOperator {
     fn apply(&self, x: &Tensor, active: &[bool]) -> Result<Tensor, KrylovError> {
         let (b, d, _) = self.matrices.dims3()?;
+        if x.rank() != 2 {
+            return Err(KrylovError::WrongRank {
+                context: "DenseTensorOperator::apply (B, d)",
+                expected: 2,
+                found: x.dims().to_vec(),
+            });
+        }
         let (xb, xd) = x.dims2()?;
         if (xb, xd) != (b, d) {
             return Err(KrylovError::ShapeMismatch {
@@ -70,6 +77,13 @@ impl BatchOperator<Tensor> for DenseTensorOperator {
             });
         }
         check_len("DenseTensorOperator::apply (active)", b, active.len())?;
+        if x.dtype() != self.matrices.dtype() {
+            return Err(KrylovError::DTypeMismatch {
+                context: "DenseTensorOperator::apply (vectors vs matrices)",
+                expected: self.matrices.dtype(),
+                found: x.dtype(),
+            });
+        }
         let n_active = active.iter().filter(|a| **a).count();
         if 4 * n_active > b {
             return Ok(self.matrices.matmul(&x.unsqueeze(2)?)?.squeeze(2)?);
@@ -99,5 +113,10 @@ impl BatchOperator<Tensor> for DenseTensorOperator {
             Ok(self.matrices.broadcast_mul(&eye.unsqueeze(0)?)?.sum(2)?)
         };
         Some(diag())
+    }
+
+    fn batch_shape(&self) -> Option<(usize, usize)> {
+        let dims = self.matrices.dims();
+        Some((dims[0], dims[1]))
     }
 }

@@ -38,6 +38,32 @@ pub enum KrylovError {
         /// The shape found.
         found: Vec<usize>,
     },
+    /// An input vector holds a non-finite entry (NaN or ±Inf), e.g. the right-hand side of
+    /// [`crate::cg`]: no tolerance relative to it is meaningful, so the solve is refused
+    /// instead of reporting a meaningless convergence.
+    #[error("{context}: entry {index} of system {system} is {value}, not finite")]
+    NonFiniteInput {
+        /// Which input was checked.
+        context: &'static str,
+        /// System (batch index).
+        system: usize,
+        /// Entry inside the system.
+        index: usize,
+        /// The offending value (NaN or ±Inf).
+        value: f64,
+    },
+    /// Two tensors that are combined have different dtypes (feature `candle`): e.g. a right-hand
+    /// side in `F64` for an `F32` operator, or an operator that returned the wrong dtype.
+    #[cfg(feature = "candle")]
+    #[error("dtype mismatch in {context}: expected {expected:?}, found {found:?}")]
+    DTypeMismatch {
+        /// What was being checked.
+        context: &'static str,
+        /// The dtype required (that of the operator or of the right-hand side).
+        expected: candle_core::DType,
+        /// The dtype found.
+        found: candle_core::DType,
+    },
     /// A parameter is outside its valid range.
     #[error("invalid parameter: {0}")]
     InvalidParameter(String),

@@ -1,6 +1,6 @@
 //! Batched Lanczos tridiagonalisation with optional full re-orthogonalisation.
 
-use crate::vectors::check_same_shape;
+use crate::operator::check_operator_shape;
 use crate::{BatchOperator, BatchVectors, KrylovError};
 
 /// Parameters of [`lanczos`]. Build with `LanczosParams::default()` and the `with_*` setters.
@@ -80,6 +80,9 @@ pub struct LanczosResult<V> {
     pub applications: Vec<usize>,
     /// Number of calls to [`BatchOperator::apply`].
     pub operator_calls: usize,
+    /// Unit roundoff of the vectors' element type ([`BatchVectors::unit_roundoff`]): the
+    /// precision of the coefficients, for callers that judge round-off in the Ritz values.
+    pub unit_roundoff: f64,
 }
 
 /// Runs `m = min(steps, d)` Lanczos steps on every system from the start vectors `v0`
@@ -113,6 +116,7 @@ where
     Op: BatchOperator<V> + ?Sized,
 {
     v0.validate()?;
+    check_operator_shape("lanczos: start vectors vs operator", op, v0)?;
     if !(params.breakdown_tol >= 0.0 && params.breakdown_tol.is_finite()) {
         return Err(KrylovError::InvalidParameter(format!(
             "breakdown_tol must be finite and ≥ 0, got {}",
@@ -158,7 +162,7 @@ where
             break;
         }
         let mut w = op.apply(&q, &active)?;
-        check_same_shape("operator output", v0, &w)?;
+        v0.check_compatible("operator output", &w)?;
         operator_calls += 1;
         for (a, act) in applications.iter_mut().zip(&active) {
             *a += usize::from(*act);
@@ -221,5 +225,6 @@ where
         basis,
         applications,
         operator_calls,
+        unit_roundoff: v0.unit_roundoff(),
     })
 }

@@ -21,6 +21,32 @@ pub trait BatchOperator<V: BatchVectors> {
     fn diagonal(&self) -> Option<Result<V, KrylovError>> {
         None
     }
+
+    /// The batch shape `(B, d)` the operator acts on, if it knows it (the dense operators do;
+    /// a closure does not). The solvers compare it with their input **before** any other work,
+    /// so a mismatch is a [`KrylovError::ShapeMismatch`] even for an empty batch. Default:
+    /// `None` (the shape is then checked on the operator's output).
+    fn batch_shape(&self) -> Option<(usize, usize)> {
+        None
+    }
+}
+
+/// Checks `v` against the operator's [`BatchOperator::batch_shape`], if it has one.
+pub(crate) fn check_operator_shape<V: BatchVectors, Op: BatchOperator<V> + ?Sized>(
+    context: &'static str,
+    op: &Op,
+    v: &V,
+) -> Result<(), KrylovError> {
+    match op.batch_shape() {
+        Some(expected) if expected != (v.n_systems(), v.system_dim()) => {
+            Err(KrylovError::ShapeMismatch {
+                context,
+                expected,
+                found: (v.n_systems(), v.system_dim()),
+            })
+        }
+        _ => Ok(()),
+    }
 }
 
 impl<V: BatchVectors, O: BatchOperator<V> + ?Sized> BatchOperator<V> for &O {
@@ -30,6 +56,10 @@ impl<V: BatchVectors, O: BatchOperator<V> + ?Sized> BatchOperator<V> for &O {
 
     fn diagonal(&self) -> Option<Result<V, KrylovError>> {
         (**self).diagonal()
+    }
+
+    fn batch_shape(&self) -> Option<(usize, usize)> {
+        (**self).batch_shape()
     }
 }
 
@@ -99,6 +129,10 @@ impl<V: BatchVectors, O: BatchOperator<V>> BatchOperator<V> for WithDiagonal<O, 
     fn diagonal(&self) -> Option<Result<V, KrylovError>> {
         Some(Ok(self.diagonal.clone()))
     }
+
+    fn batch_shape(&self) -> Option<(usize, usize)> {
+        self.op.batch_shape()
+    }
 }
 
 /// An operator that counts how often each system was applied (diagnostics and tests).
@@ -153,5 +187,9 @@ impl<V: BatchVectors, O: BatchOperator<V>> BatchOperator<V> for CountingOperator
 
     fn diagonal(&self) -> Option<Result<V, KrylovError>> {
         self.op.diagonal()
+    }
+
+    fn batch_shape(&self) -> Option<(usize, usize)> {
+        self.op.batch_shape()
     }
 }

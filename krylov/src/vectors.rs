@@ -41,16 +41,25 @@ pub trait BatchVectors: Clone {
     /// Per-system dot products `⟨self_i, other_i⟩`.
     fn dots(&self, other: &Self) -> Result<Vec<f64>, KrylovError>;
 
-    /// Per-system max-norms `‖self_i‖∞`.
+    /// Per-system max-norms `‖self_i‖∞`. Must propagate NaN: a system holding a NaN has norm
+    /// NaN (the solvers' convergence tests rely on it).
     fn norms_inf(&self) -> Result<Vec<f64>, KrylovError>;
 
-    /// Per-system Euclidean norms `‖self_i‖₂`.
+    /// Per-system Euclidean norms `‖self_i‖₂` (NaN for a system holding a NaN).
     fn norms2(&self) -> Result<Vec<f64>, KrylovError> {
         Ok(self
             .dots(self)?
             .into_iter()
-            .map(|v| v.max(0.0).sqrt())
+            // `f64::max` would turn a NaN into 0.
+            .map(|v| if v.is_nan() { v } else { v.max(0.0).sqrt() })
             .collect())
+    }
+
+    /// Checks that `found` can be combined with `self` (the reference batch of a solve): the
+    /// same `(B, d)` ([`KrylovError::ShapeMismatch`]) and, for tensors, the same rank and
+    /// dtype. Solvers call it on initial guesses and on every operator output.
+    fn check_compatible(&self, context: &'static str, found: &Self) -> Result<(), KrylovError> {
+        check_same_shape(context, self, found)
     }
 
     /// `self_i ← a_i·self_i + b_i·x_i` for every system with `active[i]`; the other systems are
@@ -139,4 +148,31 @@ pub(crate) fn check_len(context: &'static str, n: usize, found: usize) -> Result
             found,
         })
     }
+}
+
+/// Errors with [`KrylovError::NonFiniteInput`] when a system of `v` holds a NaN or ±Inf.
+/// `norms` are `v`'s NaN-propagating max-norms (already computed by the caller), so the host
+/// copy of `v` is only made when one of them is not finite.
+pub(crate) fn check_finite<V: BatchVectors>(
+    context: &'static str,
+    v: &V,
+    norms: &[f64],
+) -> Result<(), KrylovError> {
+    let Some(system) = norms.iter().position(|n| !n.is_finite()) else {
+        return Ok(());
+    };
+    let d = v.system_dim();
+    let host = v.to_host()?;
+    let row = host.get(system * d..(system + 1) * d).unwrap_or(&[]);
+    let (index, value) = row
+        .iter()
+        .enumerate()
+        .find(|(_, x)| !x.is_finite())
+        .map_or((0, norms[system]), |(k, x)| (k, *x));
+    Err(KrylovError::NonFiniteInput {
+        context,
+        system,
+        index,
+        value,
+    })
 }

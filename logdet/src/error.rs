@@ -31,6 +31,15 @@ pub enum LogdetError {
         /// Length passed.
         found: usize,
     },
+    /// The element count of a requested shape does not fit in memory (`usize` overflow, or more
+    /// than `isize::MAX` bytes): e.g. `exact_logdet_flat(data, B, d)` with a huge `B·d·d`.
+    #[error("{context}: the element count of shape {dims:?} overflows")]
+    SizeOverflow {
+        /// What was being sized.
+        context: &'static str,
+        /// The dimensions whose product overflows.
+        dims: Vec<usize>,
+    },
     /// A tensor has the wrong rank or shape.
     #[error("expected a tensor of shape {expected}, found {found:?}")]
     WrongTensorShape {
@@ -49,6 +58,32 @@ pub enum LogdetError {
     QuadratureFailed {
         /// Batch index.
         system: usize,
+    },
+    /// Stochastic Lanczos quadrature found a clearly negative Ritz value: the operator of
+    /// `system` is not positive definite (the log-determinant is undefined). Ritz values lie
+    /// in `[λ_min(H), λ_max(H)]` up to round-off, so `ritz_value < −√u·largest` (with `u` the
+    /// unit roundoff of the Lanczos vectors and `largest` the largest `|Ritz value|`) cannot
+    /// come from an SPD operator; round-off-level negatives are floored instead.
+    #[error(
+        "operator of system {system} is not positive definite: Lanczos Ritz value {ritz_value} \
+         (largest |Ritz value| {largest})"
+    )]
+    NegativeRitzValue {
+        /// Batch index.
+        system: usize,
+        /// The most negative Ritz value.
+        ritz_value: f64,
+        /// The largest Ritz value in absolute value (scale of the round-off threshold).
+        largest: f64,
+    },
+    /// A probe product `vᵀ H_i v` of the Hutchinson estimator is not finite: the operator of
+    /// `system` produced NaN or ±Inf.
+    #[error("Hutchinson sample of system {system} is {value}: the operator produced NaN or Inf")]
+    NonFiniteSample {
+        /// Batch index.
+        system: usize,
+        /// The non-finite sample.
+        value: f64,
     },
     /// An error from the Krylov solvers (or the operator they call).
     #[error(transparent)]

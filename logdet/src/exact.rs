@@ -31,7 +31,9 @@ fn logdet_one(system: usize, h: MatRef<'_, f64>) -> Result<f64, LogdetError> {
 /// `log det H_i` for a batch of symmetric positive definite matrices, by Cholesky
 /// (`log det H = 2 Σ_k log L_kk`).
 ///
-/// Only the lower triangle of each matrix is read (symmetry is assumed, not checked). A matrix
+/// Only the **lower triangle** (entries `(i, j)` with `i ≥ j`) of each matrix is read: symmetry
+/// is assumed, not checked, and the strict upper triangle is ignored. [`exact_logdet_flat`] and
+/// `exact_logdet_tensor` read the same triangle, so the three agree on any input. A matrix
 /// that is not numerically positive definite gives [`LogdetError::NotPositiveDefinite`] naming
 /// its batch index; matrices must all be square of the same size.
 ///
@@ -64,8 +66,11 @@ pub fn exact_logdet(matrices: &[Mat<f64>]) -> Result<Vec<f64>, LogdetError> {
 }
 
 /// [`exact_logdet`] on a flat `(B, d, d)` row-major buffer (matrix `i` occupies
-/// `data[i·d·d .. (i+1)·d·d]`, row by row). Since the matrices are symmetric, row- and
-/// column-major agree.
+/// `data[i·d·d .. (i+1)·d·d]`, row by row). As in [`exact_logdet`], only the lower triangle
+/// of each (row-major) matrix, `data[i·d·d + r·d + c]` with `r ≥ c`, is read.
+///
+/// Errors: [`LogdetError::WrongLength`] when `data.len() ≠ B·d·d`,
+/// [`LogdetError::SizeOverflow`] when `B·d·d` overflows `usize`.
 ///
 /// ```
 /// let data = [4.0, 0.0, 0.0, 1.0, /* system 1: */ 1.0, 0.0, 0.0, 1.0];
@@ -73,7 +78,13 @@ pub fn exact_logdet(matrices: &[Mat<f64>]) -> Result<Vec<f64>, LogdetError> {
 /// assert!((ld[0] - 4f64.ln()).abs() < 1e-14 && ld[1].abs() < 1e-14);
 /// ```
 pub fn exact_logdet_flat(data: &[f64], batch: usize, dim: usize) -> Result<Vec<f64>, LogdetError> {
-    let expected = batch * dim * dim;
+    let expected = batch
+        .checked_mul(dim)
+        .and_then(|n| n.checked_mul(dim))
+        .ok_or_else(|| LogdetError::SizeOverflow {
+            context: "exact_logdet_flat: flat batch of matrices (B, d, d)",
+            dims: vec![batch, dim, dim],
+        })?;
     if data.len() != expected {
         return Err(LogdetError::WrongLength {
             expected,
@@ -83,16 +94,16 @@ pub fn exact_logdet_flat(data: &[f64], batch: usize, dim: usize) -> Result<Vec<f
     (0..batch)
         .map(|i| {
             let block = &data[i * dim * dim..(i + 1) * dim * dim];
-            // Row-major block = column-major transpose; the Cholesky reads the lower triangle of
-            // this view, i.e. the upper triangle of the row-major matrix (same for symmetric H).
-            let h = MatRef::from_column_major_slice(block, dim, dim);
+            // A row-major view: the Cholesky reads its lower triangle, as in `exact_logdet`.
+            let h = MatRef::from_row_major_slice(block, dim, dim);
             logdet_one(i, h)
         })
         .collect()
 }
 
 /// [`exact_logdet`] on a `(B, d, d)` candle tensor (any float dtype, any device). The tensor is
-/// copied to the host and factorised in `f64`. Returns one value per system.
+/// copied to the host and factorised in `f64`. Returns one value per system. Only the lower
+/// triangle of each matrix (`h[i][r][c]` with `r ≥ c`) is read, as in [`exact_logdet`].
 ///
 /// ```
 /// use candle_core::{Device, DType, Tensor};

@@ -58,6 +58,9 @@ pub struct StochasticEstimate {
 /// system of a batch operator. `like` gives the shape `(B, d)` (and dtype / device) of the
 /// probe batches; its values are not used. Probes are drawn with `rng` on the host.
 ///
+/// A non-finite probe product `vᵀ H_i v` (the operator produced NaN or ±Inf) is an error,
+/// [`LogdetError::NonFiniteSample`] naming the system.
+///
 /// ```
 /// use krylov::DenseNalgebraOperator;
 /// use logdet::{hutchinson_trace, HutchinsonParams};
@@ -91,9 +94,20 @@ where
     let all = vec![true; b];
     let mut acc = PerSystemMean::new(b);
     for _ in 0..params.probes {
-        let v = V::from_host_like(like, &draw_probes(rng, params.distribution, b, d))?;
+        let v = V::from_host_like(like, &draw_probes(rng, params.distribution, b, d)?)?;
         let hv = op.apply(&v, &all)?;
-        acc.push(&v.dots(&hv)?);
+        let samples = v.dots(&hv)?;
+        // A non-finite product would silently poison the mean (as SLQ reports a failed
+        // quadrature, this reports the system).
+        if let Some((system, value)) = samples
+            .iter()
+            .enumerate()
+            .find(|(_, s)| !s.is_finite())
+            .map(|(i, s)| (i, *s))
+        {
+            return Err(LogdetError::NonFiniteSample { system, value });
+        }
+        acc.push(&samples);
     }
     let (estimate, std_err) = acc.finish();
     Ok(StochasticEstimate {

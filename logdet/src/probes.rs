@@ -3,6 +3,20 @@
 use rand::Rng;
 use rand_distr::StandardNormal;
 
+use crate::LogdetError;
+
+/// `batch·dim`, or [`LogdetError::SizeOverflow`] when that many `f64` cannot be allocated
+/// (product overflows `usize`, or exceeds `isize::MAX` bytes).
+fn probe_count(batch: usize, dim: usize) -> Result<usize, LogdetError> {
+    batch
+        .checked_mul(dim)
+        .filter(|n| *n <= isize::MAX as usize / std::mem::size_of::<f64>())
+        .ok_or_else(|| LogdetError::SizeOverflow {
+            context: "probe batch (B, d)",
+            dims: vec![batch, dim],
+        })
+}
+
 /// Distribution of the probe entries.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum ProbeDistribution {
@@ -14,34 +28,45 @@ pub enum ProbeDistribution {
     Gaussian,
 }
 
-/// `n` independent Rademacher (±1) values.
+/// `batch·dim` independent Rademacher (±1) values (system-major).
+/// [`LogdetError::SizeOverflow`] when `batch·dim` values cannot be allocated.
 ///
 /// ```
 /// use rand::{SeedableRng, rngs::StdRng};
-/// let v = logdet::rademacher_probes(&mut StdRng::seed_from_u64(0), 2, 3);
+/// let v = logdet::rademacher_probes(&mut StdRng::seed_from_u64(0), 2, 3).unwrap();
 /// assert_eq!(v.len(), 6);
 /// assert!(v.iter().all(|x| x.abs() == 1.0));
 /// ```
-pub fn rademacher_probes(rng: &mut impl Rng, batch: usize, dim: usize) -> Vec<f64> {
-    (0..batch * dim)
+pub fn rademacher_probes(
+    rng: &mut impl Rng,
+    batch: usize,
+    dim: usize,
+) -> Result<Vec<f64>, LogdetError> {
+    Ok((0..probe_count(batch, dim)?)
         .map(|_| if rng.random::<bool>() { 1.0 } else { -1.0 })
-        .collect()
+        .collect())
 }
 
 /// `batch·dim` independent standard normal values (system-major).
-pub fn gaussian_probes(rng: &mut impl Rng, batch: usize, dim: usize) -> Vec<f64> {
-    (0..batch * dim)
+/// [`LogdetError::SizeOverflow`] when `batch·dim` values cannot be allocated.
+pub fn gaussian_probes(
+    rng: &mut impl Rng,
+    batch: usize,
+    dim: usize,
+) -> Result<Vec<f64>, LogdetError> {
+    Ok((0..probe_count(batch, dim)?)
         .map(|_| rng.sample(StandardNormal))
-        .collect()
+        .collect())
 }
 
 /// Probes of the given distribution, system-major (`batch·dim` values).
+/// [`LogdetError::SizeOverflow`] when `batch·dim` values cannot be allocated.
 pub fn draw_probes(
     rng: &mut impl Rng,
     distribution: ProbeDistribution,
     batch: usize,
     dim: usize,
-) -> Vec<f64> {
+) -> Result<Vec<f64>, LogdetError> {
     match distribution {
         ProbeDistribution::Rademacher => rademacher_probes(rng, batch, dim),
         ProbeDistribution::Gaussian => gaussian_probes(rng, batch, dim),
@@ -63,7 +88,7 @@ pub fn draw_probes(
 pub fn rademacher_like(
     like: &candle_core::Tensor,
     rng: &mut impl Rng,
-) -> Result<candle_core::Tensor, crate::LogdetError> {
+) -> Result<candle_core::Tensor, LogdetError> {
     probes_like(like, rng, ProbeDistribution::Rademacher)
 }
 
@@ -74,9 +99,9 @@ pub fn probes_like(
     like: &candle_core::Tensor,
     rng: &mut impl Rng,
     distribution: ProbeDistribution,
-) -> Result<candle_core::Tensor, crate::LogdetError> {
+) -> Result<candle_core::Tensor, LogdetError> {
     let n = like.elem_count();
-    let data = draw_probes(rng, distribution, 1, n);
+    let data = draw_probes(rng, distribution, 1, n)?;
     let t = candle_core::Tensor::from_vec(data, like.shape(), like.device())?;
     Ok(t.to_dtype(like.dtype())?)
 }

@@ -37,6 +37,61 @@ pub fn gauss_quadrature_nodes(alphas: &[f64], betas: &[f64]) -> Option<(Vec<f64>
     Some((nodes, weights))
 }
 
+/// Checks a Ritz-value floor: finite and `> 0` (a floor `≤ 0` would let `log` return
+/// `−∞` or NaN).
+pub(crate) fn validate_ritz_floor(ritz_floor: f64) -> Result<(), LogdetError> {
+    if ritz_floor > 0.0 && ritz_floor.is_finite() {
+        Ok(())
+    } else {
+        Err(LogdetError::InvalidParameter(format!(
+            "ritz_floor must be finite and > 0, got {ritz_floor}"
+        )))
+    }
+}
+
+/// Relative threshold below which a negative Ritz value is "clearly negative" for Lanczos
+/// vectors of unit roundoff `u`: `√u` (1.5e-8 in f64, 3.5e-4 in f32).
+///
+/// Why: the Ritz values of an SPD `H` lie in `[λ_min, λ_max] ⊂ (0, ‖H‖]` in exact
+/// arithmetic, and in floating point (with or without re-orthogonalisation, Paige 1980) they
+/// stay in that interval up to `O(u·‖H‖)` with a modest factor. The largest `|θ|` estimates
+/// `‖H‖`, so round-off can only produce negatives of order `u·max|θ|`, far above `−√u·max|θ|`
+/// (a margin of `1/√u` ≈ 7e7 in f64, 3e3 in f32): those are floored. A Ritz value below
+/// `−√u·max|θ|` can only come from a negative eigenvalue of `H`.
+fn negative_ritz_tolerance(unit_roundoff: f64) -> f64 {
+    unit_roundoff.max(f64::EPSILON).sqrt()
+}
+
+/// The quadrature of one system, with round-off judged at `unit_roundoff`.
+fn quadrature_logdet(
+    system: usize,
+    alphas: &[f64],
+    betas: &[f64],
+    norm_sq: f64,
+    ritz_floor: f64,
+    unit_roundoff: f64,
+) -> Result<f64, LogdetError> {
+    validate_ritz_floor(ritz_floor)?;
+    let (nodes, weights) =
+        gauss_quadrature_nodes(alphas, betas).ok_or(LogdetError::QuadratureFailed { system })?;
+    // `nodes` are finite here.
+    let largest = nodes.iter().fold(0.0f64, |m, l| m.max(l.abs()));
+    let most_negative = nodes.iter().copied().fold(f64::INFINITY, f64::min);
+    if most_negative < -negative_ritz_tolerance(unit_roundoff) * largest {
+        return Err(LogdetError::NegativeRitzValue {
+            system,
+            ritz_value: most_negative,
+            largest,
+        });
+    }
+    Ok(norm_sq
+        * nodes
+            .iter()
+            .zip(&weights)
+            .map(|(l, w)| w * l.max(ritz_floor).ln())
+            .sum::<f64>())
+}
+
 /// The SLQ quadrature for one system: `norm_sq · Σ_j τ_j² log(max(λ_j, ritz_floor))`, an
 /// estimate of `vᵀ log(H) v` for the probe `v` (with `‖v‖² = norm_sq`) whose Lanczos
 /// coefficients are `alphas` (length `k`) and `betas` (length `≥ k − 1`).
@@ -47,10 +102,20 @@ pub fn gauss_quadrature_nodes(alphas: &[f64], betas: &[f64]) -> Option<(Vec<f64>
 /// against round-off (the reference uses `log(max(λ, 0) + 1e-8)`; `max(λ, floor)` leaves
 /// every `λ ≥ floor` untouched).
 ///
+/// Errors: [`LogdetError::InvalidParameter`] unless `ritz_floor` is finite and `> 0`;
+/// [`LogdetError::QuadratureFailed`] for non-finite coefficients;
+/// [`LogdetError::NegativeRitzValue`] when a Ritz value is clearly negative, below
+/// `−√u · max_j |λ_j|` with `u` the f64 unit roundoff (the operator is not positive definite;
+/// smaller negatives are round-off and are floored). The coefficients are taken to be f64
+/// ones; for Lanczos run in lower precision use [`slq_logdet_from_lanczos`], which judges
+/// round-off at the precision of the Lanczos vectors. `system` in the errors is 0.
+///
 /// ```
 /// // T = diag(2, 8) with e_1 weight on the first node only: log 2.
 /// let v = logdet::slq_quadrature_logdet(&[2.0, 8.0], &[0.0], 1.0, 1e-8).unwrap();
 /// assert!((v - 2f64.ln()).abs() < 1e-14);
+/// // A negative Ritz value: not positive definite.
+/// assert!(logdet::slq_quadrature_logdet(&[-2.0], &[], 1.0, 1e-8).is_err());
 /// ```
 pub fn slq_quadrature_logdet(
     alphas: &[f64],
@@ -58,23 +123,18 @@ pub fn slq_quadrature_logdet(
     norm_sq: f64,
     ritz_floor: f64,
 ) -> Result<f64, LogdetError> {
-    let (nodes, weights) =
-        gauss_quadrature_nodes(alphas, betas).ok_or(LogdetError::QuadratureFailed { system: 0 })?;
-    Ok(norm_sq
-        * nodes
-            .iter()
-            .zip(&weights)
-            .map(|(l, w)| w * l.max(ritz_floor).ln())
-            .sum::<f64>())
+    quadrature_logdet(0, alphas, betas, norm_sq, ritz_floor, f64::EPSILON)
 }
 
 /// Applies [`slq_quadrature_logdet`] to every system of a Lanczos result, with
-/// `norm_sq = ‖v0_i‖²` taken from [`LanczosResult::initial_norms`]. A system with an empty
-/// tridiagonal (zero start vector) contributes 0.
+/// `norm_sq = ‖v0_i‖²` taken from [`LanczosResult::initial_norms`] and round-off judged at
+/// [`LanczosResult::unit_roundoff`] (the precision of the Lanczos vectors). A system with an
+/// empty tridiagonal (zero start vector) contributes 0. Errors name the system.
 pub fn slq_logdet_from_lanczos<V>(
     result: &LanczosResult<V>,
     ritz_floor: f64,
 ) -> Result<Vec<f64>, LogdetError> {
+    validate_ritz_floor(ritz_floor)?;
     (0..result.sizes.len())
         .map(|i| {
             let k = result.sizes[i];
@@ -82,13 +142,14 @@ pub fn slq_logdet_from_lanczos<V>(
                 return Ok(0.0);
             }
             let norm_sq = result.initial_norms[i].powi(2);
-            slq_quadrature_logdet(
+            quadrature_logdet(
+                i,
                 &result.alphas[i][..k],
                 &result.betas[i],
                 norm_sq,
                 ritz_floor,
+                result.unit_roundoff,
             )
-            .map_err(|_| LogdetError::QuadratureFailed { system: i })
         })
         .collect()
 }

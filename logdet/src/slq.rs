@@ -6,7 +6,7 @@ use rand::Rng;
 use crate::LogdetError;
 use crate::hutchinson::StochasticEstimate;
 use crate::probes::{ProbeDistribution, draw_probes};
-use crate::quadrature::{DEFAULT_RITZ_FLOOR, slq_logdet_from_lanczos};
+use crate::quadrature::{DEFAULT_RITZ_FLOOR, slq_logdet_from_lanczos, validate_ritz_floor};
 use crate::stats::PerSystemMean;
 
 /// Parameters of [`slq_logdet`].
@@ -22,7 +22,8 @@ pub struct SlqParams {
     /// Probe distribution (default Rademacher).
     pub distribution: ProbeDistribution,
     /// Floor applied to Ritz values before the logarithm (default
-    /// [`DEFAULT_RITZ_FLOOR`] = 1e-8).
+    /// [`DEFAULT_RITZ_FLOOR`] = 1e-8); must be finite and `> 0`. It absorbs round-off only:
+    /// a clearly negative Ritz value is an error ([`LogdetError::NegativeRitzValue`]).
     pub ritz_floor: f64,
 }
 
@@ -59,10 +60,19 @@ impl SlqParams {
         self.distribution = distribution;
         self
     }
-    /// Sets the Ritz-value floor.
+    /// Sets the Ritz-value floor (finite, `> 0`; checked by [`slq_logdet`]).
     pub fn with_ritz_floor(mut self, ritz_floor: f64) -> Self {
         self.ritz_floor = ritz_floor;
         self
+    }
+
+    fn validate(&self) -> Result<(), LogdetError> {
+        if self.probes == 0 || self.lanczos_steps == 0 {
+            return Err(LogdetError::InvalidParameter(
+                "slq_logdet needs at least one probe and one Lanczos step".into(),
+            ));
+        }
+        validate_ritz_floor(self.ritz_floor)
     }
 }
 
@@ -76,6 +86,11 @@ impl SlqParams {
 /// grows (exact for `m = d` in exact arithmetic); its variance per probe is
 /// `2(‖log H‖_F² − Σ_k (log H)_kk²)` for Rademacher probes. `like` gives the probe shape, dtype
 /// and device; its values are not used.
+///
+/// Errors: invalid parameters ([`LogdetError::InvalidParameter`], including a `ritz_floor`
+/// that is not finite and `> 0`); a clearly negative Ritz value, i.e. an operator that is not
+/// positive definite ([`LogdetError::NegativeRitzValue`], see [`slq_quadrature_logdet`](crate::slq_quadrature_logdet) for
+/// the round-off threshold); non-finite Lanczos coefficients ([`LogdetError::QuadratureFailed`]).
 ///
 /// ```
 /// use krylov::DenseNalgebraOperator;
@@ -99,11 +114,7 @@ where
     V: BatchVectors,
     Op: BatchOperator<V> + ?Sized,
 {
-    if params.probes == 0 || params.lanczos_steps == 0 {
-        return Err(LogdetError::InvalidParameter(
-            "slq_logdet needs at least one probe and one Lanczos step".into(),
-        ));
-    }
+    params.validate()?;
     like.validate()?;
     let (b, d) = (like.n_systems(), like.system_dim());
     let lp = LanczosParams::default()
@@ -112,7 +123,7 @@ where
     let mut acc = PerSystemMean::new(b);
     let mut applications = vec![0usize; b];
     for _ in 0..params.probes {
-        let v = V::from_host_like(like, &draw_probes(rng, params.distribution, b, d))?;
+        let v = V::from_host_like(like, &draw_probes(rng, params.distribution, b, d)?)?;
         let res = lanczos(op, &v, &lp)?;
         for (a, r) in applications.iter_mut().zip(&res.applications) {
             *a += r;

@@ -7,4 +7,6 @@
 mod common;
 
 mod icnn_potentials;
+mod input_checks;
 mod quadratic;
+mod termination;

@@ -5,8 +5,8 @@ use crate::common::{max_abs_diff, normal_batch, residuals};
 use candle_core::{DType, Device, Tensor};
 use convex_opt::{
     BatchedLbfgsParams, BatchedPotential, ConvexOptError, FlatLbfgsParams, FnPotential,
-    InversionOptions, InversionResult, NewtonCgParams, QuadraticPotential, invert_lbfgs_batched,
-    invert_lbfgs_flat, invert_newton_cg,
+    InversionOptions, InversionResult, NewtonCgParams, QuadraticPotential, Termination,
+    invert_lbfgs_batched, invert_lbfgs_flat, invert_newton_cg,
 };
 use nalgebra::{DMatrix, DVector};
 use rand::SeedableRng;
@@ -68,6 +68,11 @@ fn assert_honest<P: BatchedPotential>(name: &str, pot: &P, y: &Tensor, res: &Inv
             res.converged[i],
             ri <= res.tolerance[i] + slack,
             "{name}: sample {i} flag disagrees with its residual"
+        );
+        assert_eq!(
+            res.converged[i],
+            res.termination[i] == Termination::Converged,
+            "{name}: sample {i} flag disagrees with its termination reason"
         );
     }
 }
@@ -181,6 +186,15 @@ fn iteration_limit_is_reported_not_hidden() {
             res.iterations
         );
         assert_honest(name, &pot, &y, &res);
+        // The flat solver's argmin budget of 1.25·max_iterations = 2 gradient evaluations is
+        // spent in its first iteration (Hager–Zhang evaluates 3 points per line search).
+        let expected = if name == "flat" {
+            Termination::EvaluationBudget
+        } else {
+            Termination::MaxIterations
+        };
+        assert_eq!(res.termination, vec![expected; n], "{name}");
+        assert_eq!(res.count(expected), n, "{name}");
         assert!(matches!(
             res.clone().into_converged(),
             Err(ConvexOptError::NotConverged { .. })

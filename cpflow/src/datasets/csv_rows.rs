@@ -9,10 +9,13 @@
 //! except with space separators):
 //! - every data line has the same number of fields, each a number (`str::parse::<f64>`:
 //!   `1`, `-2.5e-3`, `inf`, `NaN`; finiteness is the caller's business);
-//! - the first line is a **header** only if it is plausible: it has as many fields as the
-//!   line after it, and every field is a non-empty name that is not a number (`x,y`);
-//! - any other first line that is not all numbers (`1,2,abc`; `1;2` above `3,4`; `x,` with an
-//!   empty name) is an error naming line 1, never a silently skipped row.
+//! - a first line with a number among its fields is a data line: any other field that is not
+//!   a number (`1,2,abc`; `1,2,` with an empty last field; `0x10,2`) is an error naming
+//!   that line, never a silently skipped row;
+//! - a first line without any number is a **header** only if it is plausible: it has as many
+//!   fields as the line after it, and none is empty (`x,y`); otherwise (`x,` with an empty
+//!   name, `x,y,z` above `1,2`, a lone `x,y`) it is an error naming line 1;
+//! - a file of blank lines only has no data rows, and is an error.
 //!
 //! Every error is a [`DatasetError::Corrupt`] naming the file, the line and the field.
 
@@ -42,10 +45,13 @@ pub fn read_csv_file(path: &Path) -> Result<Matrix<f64>, DatasetError> {
 /// except with space separators):
 /// - every data line has the same number of fields, each a number (`str::parse::<f64>`:
 ///   `1`, `-2.5e-3`, `inf`, `NaN`; finiteness is the caller's business);
-/// - the first line is a **header** only if it is plausible: it has as many fields as the
-///   line after it, and every field is a non-empty name that is not a number (`x,y`);
-/// - any other first line that is not all numbers (`1,2,abc`; `1;2` above `3,4`; `x,` with an
-///   empty name) is an error naming line 1, never a silently skipped row.
+/// - a first line with a number among its fields is a data line: any other field that is not
+///   a number (`1,2,abc`; `1,2,` with an empty last field; `0x10,2`) is an error naming
+///   that line, never a silently skipped row;
+/// - a first line without any number is a **header** only if it is plausible: it has as many
+///   fields as the line after it, and none is empty (`x,y`); otherwise (`x,` with an empty
+///   name, `x,y,z` above `1,2`, a lone `x,y`) it is an error naming line 1;
+/// - a file of blank lines only has no data rows, and is an error.
 ///
 /// Every error is a [`DatasetError::Corrupt`] naming the file, the line and the field.
 ///
@@ -61,6 +67,12 @@ pub fn read_csv_file(path: &Path) -> Result<Matrix<f64>, DatasetError> {
 /// # Ok::<(), cpflow::datasets::DatasetError>(())
 /// ```
 pub fn parse_csv_matrix(path: &Path, text: &[u8]) -> Result<Matrix<f64>, DatasetError> {
+    if !text.is_empty() && text.trim_ascii().is_empty() {
+        return Err(DatasetError::corrupt(
+            path,
+            "no data rows (only blank lines)",
+        ));
+    }
     let lines = match Separator::of_first_line(text) {
         Separator::Byte(delimiter) => delimited_records(path, text, delimiter)?,
         Separator::Spaces => space_separated_records(text),
@@ -131,6 +143,14 @@ fn delimited_records(
             .filter(|&&b| b == b'\n')
             .count() as u64;
         counted_to = start;
+        // A line of only whitespace is blank (the csv crate returns it as one empty field).
+        let end = text[start..]
+            .iter()
+            .position(|&b| b == b'\n')
+            .map_or(text.len(), |i| start + i);
+        if text[start..end].trim_ascii().is_empty() {
+            continue;
+        }
         lines.push((line, rec));
     }
     Ok(lines)
@@ -158,11 +178,20 @@ fn rows_to_matrix(
     let Some((first_line, first)) = lines.first() else {
         return Err(DatasetError::corrupt(path, "no data rows (empty file)"));
     };
-    let skip = if parse_numbers(first).is_ok() {
-        0
-    } else {
-        check_header(path, *first_line, first, lines.get(1))?;
-        1
+    let skip = match parse_numbers(first) {
+        Ok(_) => 0,
+        // A line with a number among its fields is a data line, whatever else is wrong with
+        // it (`1,2,` with an empty last field; `0x10,2`): its own error says what.
+        Err(detail) if first.iter().any(|f| f.parse::<f64>().is_ok()) => {
+            return Err(DatasetError::corrupt(
+                path,
+                format!("line {first_line}: {detail}"),
+            ));
+        }
+        Err(_) => {
+            check_header(path, *first_line, first, lines.get(1))?;
+            1
+        }
     };
     let data_lines = &lines[skip..];
     let Some((_, width_rec)) = data_lines.first() else {
@@ -199,8 +228,8 @@ fn parse_numbers(rec: &csv::StringRecord) -> Result<Vec<f64>, String> {
         .collect()
 }
 
-/// Accepts `first` as a header only if it is a plausible one: names (non-empty, not numbers),
-/// as many as the fields of the next line.
+/// Accepts `first` (a line without any number) as a header only if it is a plausible one:
+/// non-empty names, as many as the fields of the next line.
 fn check_header(
     path: &Path,
     line: u64,
@@ -226,12 +255,6 @@ fn check_header(
     for (j, name) in first.iter().enumerate() {
         if name.is_empty() {
             return Err(bad(format!("field {} is empty", j + 1)));
-        }
-        if name.parse::<f64>().is_ok() {
-            return Err(bad(format!(
-                "field {} ({name:?}) is a number among names",
-                j + 1
-            )));
         }
     }
     Ok(())
@@ -274,8 +297,6 @@ mod tests {
     fn implausible_first_lines_are_errors_naming_line_1() {
         // Each of these was silently skipped before (any non-numeric first line was a header).
         for (text, why) in [
-            ("1,2,abc\n3,4,5\n", "field 1 (\"1\") is a number"),
-            ("1 2 abc\n3 4 5\n", "field 1 (\"1\") is a number"),
             ("x,y,z\n1,2\n", "it has 3 fields, line 2 has 2"),
             ("x,\n1,2\n", "field 2 is empty"),
             (",y\n1,2\n", "field 1 is empty"),
@@ -285,6 +306,52 @@ mod tests {
             assert!(msg.contains("line 1 is neither"), "{text:?}: {msg}");
             assert!(msg.contains(why), "{text:?}: {why:?} not in {msg}");
         }
+    }
+
+    #[test]
+    fn a_first_line_with_a_number_is_a_data_line_and_its_error_is_reported() {
+        // These were diagnosed as headers ("field 1 (\"1\") is a number among names", "no
+        // data line follows it"): a line holding a number is no header.
+        for (text, want) in [
+            ("1,2,\n3,4,\n", "line 1: field 3 is empty"),
+            ("1;2;\n3;4;\n", "line 1: field 3 is empty"),
+            ("0x10,2\n", "line 1: field 1 (\"0x10\") is not a number"),
+            ("1_000,2\n", "line 1: field 1 (\"1_000\") is not a number"),
+            (
+                "1_000,2\n3,4\n",
+                "line 1: field 1 (\"1_000\") is not a number",
+            ),
+            (
+                "1,2,abc\n3,4,5\n",
+                "line 1: field 3 (\"abc\") is not a number",
+            ),
+            (
+                "1 2 abc\n3 4 5\n",
+                "line 1: field 3 (\"abc\") is not a number",
+            ),
+            ("\n\nx,2\n", "line 3: field 1 (\"x\") is not a number"),
+        ] {
+            let msg = error(text);
+            assert!(msg.contains(want), "{text:?}: {want:?} not in {msg}");
+            assert!(!msg.contains("header"), "{text:?}: {msg}");
+        }
+    }
+
+    #[test]
+    fn blank_lines_only_are_no_data_rows() {
+        // "\n\n  \n" said "line 3 is neither a row of numbers nor a header".
+        for text in ["\n\n  \n", "  \n", "\t\n\r\n", " "] {
+            let msg = error(text);
+            assert!(
+                msg.contains("no data rows (only blank lines)"),
+                "{text:?}: {msg}"
+            );
+        }
+        assert!(error("").contains("no data rows (empty file)"));
+        // Whitespace-only lines among data lines are skipped like empty ones.
+        let m = parse("1,2\n  \n3,4\n\t\n").unwrap();
+        assert_eq!(m.data(), &[1.0, 2.0, 3.0, 4.0]);
+        assert!(error("x,y\n \n").contains("no data line follows"));
     }
 
     #[test]
@@ -324,7 +391,6 @@ mod tests {
         assert!(msg.contains("line 4: field 2 (\"oops\")"), "{msg}");
         assert!(error("1,2\n3,\n").contains("line 2: field 2 is empty"));
         assert!(error("").contains("no data rows"));
-        assert!(error("  \n").contains("line 1 is neither"));
         // Line numbers count the blank lines that the csv crate skips.
         assert!(error("\n\n1,2\n3\n").contains("line 4 has 1 fields, expected 2"));
     }

@@ -22,12 +22,22 @@ impl<T: Copy> Matrix<T> {
     /// assert_eq!(m.row(1), &[4.0, 5.0, 6.0]);
     /// ```
     pub fn new(rows: usize, cols: usize, data: Vec<T>) -> Result<Self, DatasetError> {
-        if rows.checked_mul(cols) != Some(data.len()) {
-            return Err(DatasetError::bad_shape(
-                "matrix data",
-                format!("{rows}x{cols} = {} values", rows.saturating_mul(cols)),
-                format!("{} values", data.len()),
-            ));
+        match rows.checked_mul(cols) {
+            None => {
+                return Err(DatasetError::bad_shape(
+                    "matrix data",
+                    format!("{rows}x{cols} values, but that shape overflows"),
+                    format!("{} values", data.len()),
+                ));
+            }
+            Some(n) if n != data.len() => {
+                return Err(DatasetError::bad_shape(
+                    "matrix data",
+                    format!("{rows}x{cols} = {n} values"),
+                    format!("{} values", data.len()),
+                ));
+            }
+            Some(_) => {}
         }
         Ok(Self { rows, cols, data })
     }
@@ -52,13 +62,32 @@ impl<T: Copy> Matrix<T> {
         self.data
     }
 
-    /// Row `i` (panics if `i >= rows`, like slice indexing).
+    /// Row `i`.
+    ///
+    /// # Panics
+    ///
+    /// If `i >= rows` (like slice indexing; these accessors take indices the caller computed
+    /// from [`Matrix::rows`] and [`Matrix::cols`]).
     pub fn row(&self, i: usize) -> &[T] {
+        assert!(
+            i < self.rows,
+            "row index {i} out of range for a matrix of {} rows",
+            self.rows
+        );
         &self.data[i * self.cols..(i + 1) * self.cols]
     }
 
     /// Rows `start..end` as a new matrix.
+    ///
+    /// # Panics
+    ///
+    /// If `start > end` or `end > rows` (like slice indexing).
     pub fn slice_rows(&self, start: usize, end: usize) -> Self {
+        assert!(
+            start <= end && end <= self.rows,
+            "row range {start}..{end} out of range for a matrix of {} rows",
+            self.rows
+        );
         Self {
             rows: end - start,
             cols: self.cols,
@@ -66,8 +95,18 @@ impl<T: Copy> Matrix<T> {
         }
     }
 
-    /// Keeps only the columns listed in `keep` (in that order).
+    /// Keeps only the columns listed in `keep` (in that order; repeats allowed).
+    ///
+    /// # Panics
+    ///
+    /// If an index in `keep` is `>= cols` (like slice indexing), even when there are no rows.
     pub fn select_columns(&self, keep: &[usize]) -> Self {
+        if let Some(&c) = keep.iter().find(|&&c| c >= self.cols) {
+            panic!(
+                "column index {c} out of range for a matrix of {} columns",
+                self.cols
+            );
+        }
         let mut data = Vec::with_capacity(self.rows * keep.len());
         for r in 0..self.rows {
             let row = self.row(r);
@@ -288,5 +327,68 @@ mod tests {
         let back: Vec<Vec<f32>> = t.to_vec2().unwrap();
         assert_eq!(back, vec![vec![1., 2., 3.], vec![4., 5., 6.]]);
         assert_eq!(m.select_columns(&[2, 0]).data(), &[3., 1., 6., 4.]);
+    }
+
+    #[test]
+    fn new_reports_an_overflowing_shape() {
+        // The product used to be printed wrapped: "18446744073709551615x2 = 18446744073709551615".
+        let msg = Matrix::new(usize::MAX, 2, vec![1.0f64])
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("shape overflows"), "{msg}");
+        assert!(!msg.contains(" = "), "{msg}");
+        let msg = Matrix::new(2, 2, vec![1.0f64]).unwrap_err().to_string();
+        assert!(
+            msg.contains("2x2 = 4 values") && msg.contains("found 1 values"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn slicing_in_range_works_at_the_edges() {
+        let m = Matrix::new(3, 2, vec![1, 2, 3, 4, 5, 6]).unwrap();
+        assert_eq!(m.slice_rows(1, 3).data(), &[3, 4, 5, 6]);
+        assert_eq!(m.slice_rows(3, 3).rows(), 0);
+        assert_eq!(m.select_columns(&[1, 1]).data(), &[2, 2, 4, 4, 6, 6]);
+        assert_eq!(m.select_columns(&[]).cols(), 0);
+    }
+
+    #[test]
+    #[should_panic(expected = "row range 1..5 out of range for a matrix of 2 rows")]
+    fn slice_rows_past_the_end_panics_as_documented() {
+        Matrix::new(2, 1, vec![1.0f64, 2.0])
+            .unwrap()
+            .slice_rows(1, 5);
+    }
+
+    #[test]
+    #[should_panic(expected = "row range 2..1 out of range")]
+    fn slice_rows_with_start_after_end_panics_as_documented() {
+        Matrix::new(2, 1, vec![1.0f64, 2.0])
+            .unwrap()
+            .slice_rows(2, 1);
+    }
+
+    #[test]
+    #[should_panic(expected = "column index 3 out of range for a matrix of 1 columns")]
+    fn select_columns_out_of_range_panics_as_documented() {
+        Matrix::new(2, 1, vec![1.0f64, 2.0])
+            .unwrap()
+            .select_columns(&[3]);
+    }
+
+    #[test]
+    #[should_panic(expected = "column index 1 out of range")]
+    fn select_columns_out_of_range_panics_without_rows() {
+        Matrix::<f64>::new(0, 1, vec![])
+            .unwrap()
+            .select_columns(&[1]);
+    }
+
+    #[test]
+    #[should_panic(expected = "row index 0 out of range for a matrix of 0 rows")]
+    fn row_out_of_range_panics_without_columns() {
+        // With 0 columns the slice itself would not panic: the check is explicit.
+        Matrix::<f64>::new(0, 0, vec![]).unwrap().row(0);
     }
 }

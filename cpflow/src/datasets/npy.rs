@@ -86,6 +86,49 @@ fn read_as<T: npyz::Deserialize>(
         .map_err(|e| npyz_error(path, "data", e))
 }
 
+/// Reads the whole body of a `.npy` file as `f64` values.
+type ElementReader = fn(&Path, &NpyHeader, &[u8]) -> Result<Vec<f64>, DatasetError>;
+
+/// The size in bytes of one element of the plain dtype `ty` and the reader of its values, or
+/// why the dtype is not read. Checked before the shape, so that a dtype without a fixed size
+/// (`|O`) is reported as what it is.
+fn element_reader(path: &Path, ty: &npyz::TypeStr) -> Result<(usize, ElementReader), DatasetError> {
+    let reader: ElementReader = match (ty.type_char(), ty.size_field()) {
+        (TypeChar::Float, 8) => |p, h, b| read_as::<f64>(p, h, b, |v| v),
+        (TypeChar::Float, 4) => |p, h, b| read_as::<f32>(p, h, b, f64::from),
+        (TypeChar::Int, 1) => |p, h, b| read_as::<i8>(p, h, b, f64::from),
+        (TypeChar::Int, 2) => |p, h, b| read_as::<i16>(p, h, b, f64::from),
+        (TypeChar::Int, 4) => |p, h, b| read_as::<i32>(p, h, b, f64::from),
+        (TypeChar::Int, 8) => |p, h, b| read_as::<i64>(p, h, b, |v| v as f64),
+        (TypeChar::Uint, 1) => |p, h, b| read_as::<u8>(p, h, b, f64::from),
+        (TypeChar::Uint, 2) => |p, h, b| read_as::<u16>(p, h, b, f64::from),
+        (TypeChar::Uint, 4) => |p, h, b| read_as::<u32>(p, h, b, f64::from),
+        (TypeChar::Uint, 8) => |p, h, b| read_as::<u64>(p, h, b, |v| v as f64),
+        (TypeChar::Bool, 1) => |p, h, b| read_as::<bool>(p, h, b, |v| f64::from(u8::from(v))),
+        (TypeChar::Object, _) => {
+            return Err(DatasetError::corrupt(
+                path,
+                format!(
+                    "unsupported dtype {ty} (object arrays hold pickled Python objects, not \
+                     numbers; save a numeric array, e.g. `np.save(path, a.astype(np.float64))`)"
+                ),
+            ));
+        }
+        _ => {
+            return Err(DatasetError::corrupt(
+                path,
+                format!(
+                    "unsupported dtype {ty} (expected f4, f8, i1-i8, u1-u8 or b1, any \
+                     endianness)"
+                ),
+            ));
+        }
+    };
+    // The sizes matched above are 1 to 8 bytes.
+    let size = usize::try_from(ty.size_field()).unwrap_or(usize::MAX);
+    Ok((size, reader))
+}
+
 /// Parses `.npy` bytes holding a 1-D or 2-D numeric array into a row-major `f64` matrix
 /// (`(n,)` becomes `(n, 1)`).
 ///
@@ -119,6 +162,7 @@ pub fn parse_npy_matrix(path: &Path, bytes: &[u8]) -> Result<Matrix<f64>, Datase
             ),
         ));
     };
+    let (size, read) = element_reader(path, &ty)?;
     let (rows, cols) = match header.shape() {
         [r, c] => (*r, *c),
         [r] => (*r, 1),
@@ -134,7 +178,6 @@ pub fn parse_npy_matrix(path: &Path, bytes: &[u8]) -> Result<Matrix<f64>, Datase
     let rows = usize::try_from(rows).map_err(|_| too_big())?;
     let cols = usize::try_from(cols).map_err(|_| too_big())?;
     let count = rows.checked_mul(cols).ok_or_else(too_big)?;
-    let size = ty.num_bytes().ok_or_else(too_big)?;
     let need = count.checked_mul(size).ok_or_else(too_big)?;
     if body.len() < need {
         return Err(DatasetError::truncated(
@@ -153,29 +196,7 @@ pub fn parse_npy_matrix(path: &Path, bytes: &[u8]) -> Result<Matrix<f64>, Datase
             format!("{} bytes after the announced data", body.len() - need),
         ));
     }
-
-    let values = match (ty.type_char(), ty.size_field()) {
-        (TypeChar::Float, 8) => read_as::<f64>(path, &header, body, |v| v)?,
-        (TypeChar::Float, 4) => read_as::<f32>(path, &header, body, f64::from)?,
-        (TypeChar::Int, 1) => read_as::<i8>(path, &header, body, f64::from)?,
-        (TypeChar::Int, 2) => read_as::<i16>(path, &header, body, f64::from)?,
-        (TypeChar::Int, 4) => read_as::<i32>(path, &header, body, f64::from)?,
-        (TypeChar::Int, 8) => read_as::<i64>(path, &header, body, |v| v as f64)?,
-        (TypeChar::Uint, 1) => read_as::<u8>(path, &header, body, f64::from)?,
-        (TypeChar::Uint, 2) => read_as::<u16>(path, &header, body, f64::from)?,
-        (TypeChar::Uint, 4) => read_as::<u32>(path, &header, body, f64::from)?,
-        (TypeChar::Uint, 8) => read_as::<u64>(path, &header, body, |v| v as f64)?,
-        (TypeChar::Bool, 1) => read_as::<bool>(path, &header, body, |v| f64::from(u8::from(v)))?,
-        _ => {
-            return Err(DatasetError::corrupt(
-                path,
-                format!(
-                    "unsupported dtype '{ty}' (expected f4, f8, i1-i8, u1-u8 or b1, \
-                     any endianness)"
-                ),
-            ));
-        }
-    };
+    let values = read(path, &header, body)?;
     let data = if header.order() == Order::Fortran && rows > 1 && cols > 1 {
         let mut out = vec![0.0; count];
         for c in 0..cols {

@@ -28,6 +28,8 @@ const EXACT_HVPS_PER_PASS: usize = 256;
 
 /// One layer of an [`ImageFlow`].
 #[derive(Clone, Debug)]
+// A flow holds a handful of layers, once: boxing the large variant would save nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum ImageLayer {
     /// Logit transform.
     Logit(LogitTransform),

@@ -23,6 +23,8 @@ use crate::rng::FlowRng;
 
 /// One layer of the posterior flow.
 #[derive(Clone, Debug)]
+// A flow holds a handful of layers, once: boxing the large variant would save nothing.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum PosteriorLayer {
     ActNorm(ScalarActNorm),
     Cpf(CpFlowBlock),

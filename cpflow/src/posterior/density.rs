@@ -147,9 +147,12 @@ impl AmortizedPosterior {
     /// let q = AmortizedPosterior::new(&VarMap::new(), "q", &cfg, &dev)?;
     /// let mu = Tensor::zeros((4, 2), DType::F64, &dev)?;
     /// let ls = Tensor::zeros((4, 2), DType::F64, &dev)?;
-    /// let h = Tensor::ones((4, 1), DType::F64, &dev)?;
+    /// // Initialised on contexts that vary (a constant context is an initialisation error),
+    /// // then evaluated at one data point's context for every row.
+    /// let h0 = Tensor::new(&[[0.5f64], [1.0], [1.5], [2.0]], &dev)?;
     /// let mut rng = rand::rngs::StdRng::seed_from_u64(1);
-    /// q.initialize(&mu, &ls, &h, &mut rng)?;
+    /// q.initialize(&mu, &ls, &h0, &mut rng)?;
+    /// let h = Tensor::ones((4, 1), DType::F64, &dev)?;
     /// let s = q.sample_with_log_q_exact(&mu, &ls, &h, &mut rng)?;
     /// let back = q.log_q_exact_at(&s.z, &mu, &ls, &h, &InverseParams::default())?;
     /// assert!(back.converged);

@@ -73,7 +73,8 @@ impl ScalarActNorm {
         let x = x.detach().flatten_all()?;
         let mean = x.mean_all()?;
         let var = x.broadcast_sub(&mean)?.sqr()?.mean_all()?;
-        self.vars.initialize_from(&mean, &var.sqrt()?, "pooled value")
+        self.vars
+            .initialize_from(&mean, &var.sqrt()?, "pooled value")
     }
 
     /// `y = (x + b)·scale` and the log-det `d·log(scale)` (a scalar tensor), both tracked.

@@ -115,7 +115,7 @@ pub struct NegElbo {
 /// The VAE of the paper's Table 3.
 ///
 /// ```
-/// use candle_core::{DType, Device, Tensor};
+/// use candle_core::{Device, Tensor};
 /// use cpflow::vae::{PosteriorKind, Vae, VaeArchitecture, VaeBatch, VaeLikelihood, VaeModelConfig};
 /// use rand::SeedableRng;
 /// # fn main() -> cpflow::Result<()> {
@@ -126,7 +126,10 @@ pub struct NegElbo {
 ///     ..Default::default()
 /// };
 /// let vae = Vae::new(&cfg, VaeLikelihood::Bernoulli, (28, 28), &Device::Cpu)?;
-/// let x = Tensor::zeros((3, 1, 28, 28), DType::F64, &Device::Cpu)?;
+/// // Pixel intensities in [0, 1] that differ between images (ActNorm initialises on them).
+/// let x = (Tensor::arange(0f64, 3.0 * 784.0, &Device::Cpu)?.reshape((3, 1, 28, 28))? * 0.37)?
+///     .sin()?
+///     .abs()?;
 /// let batch = VaeBatch { x, targets: None };
 /// let mut rng = rand::rngs::StdRng::seed_from_u64(0);
 /// vae.initialize(&batch, &mut rng)?;

@@ -362,5 +362,8 @@ fn degenerate_initialisation_batches_are_errors() {
     // A proper batch still initialises the flow afterwards.
     flow.initialize(&x).unwrap();
     let lp = flow.log_prob_exact(&x).unwrap().to_vec1::<f64>().unwrap();
-    assert!(lp.iter().all(|v| v.is_finite() && v.abs() < 100.0), "{lp:?}");
+    assert!(
+        lp.iter().all(|v| v.is_finite() && v.abs() < 100.0),
+        "{lp:?}"
+    );
 }

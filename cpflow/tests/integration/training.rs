@@ -402,7 +402,8 @@ fn wrong_sets_are_named_and_batch_size_zero_is_refused() {
     let cfg = FlowConfig::tabular(2, 1, icnn3(2, 8, 2)).with_float(FloatType::F64);
     let train = Dataset::new(data(32, 2, 41));
     let wide = Dataset::new(data(8, 3, 42));
-    let mut tr = Trainer::new(Flow::new(cfg, &Device::Cpu).unwrap(), small_train_config(2)).unwrap();
+    let mut tr =
+        Trainer::new(Flow::new(cfg, &Device::Cpu).unwrap(), small_train_config(2)).unwrap();
     let e = tr.fit(&train, Some(&wide)).unwrap_err().to_string();
     assert!(e.contains("validation set: data has 3 columns"), "{e}");
     let e = tr.fit(&wide, None).unwrap_err().to_string();
@@ -410,5 +411,8 @@ fn wrong_sets_are_named_and_batch_size_zero_is_refused() {
     tr.fit(&train, None).unwrap();
     let mut rng = rand::rngs::StdRng::seed_from_u64(0);
     let e = cpflow::mean_nll(tr.flow(), &train, &NllEstimator::Exact, 0, &mut rng).unwrap_err();
-    assert!(e.to_string().contains("batch size must be at least 1"), "{e}");
+    assert!(
+        e.to_string().contains("batch size must be at least 1"),
+        "{e}"
+    );
 }

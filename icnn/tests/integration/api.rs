@@ -182,7 +182,8 @@ fn invalid_configs_and_shapes_are_errors() {
     let net = icnn2(&varmap, &CFG, 0, DType::F64);
     let wrong = Tensor::zeros((4, 2), DType::F64, &Device::Cpu).unwrap();
     assert!(matches!(net.potential(&wrong), Err(IcnnError::Shape(_))));
-    let x = Tensor::zeros((4, 3), DType::F64, &Device::Cpu).unwrap();
+    // A random batch: the first call initialises the ActNorms, which refuse equal rows.
+    let x = randn(&mut StdRng::seed_from_u64(1), (4, 3), 1.0);
     let lin = net.linearize(&x).unwrap();
     assert!(lin.hvp(&wrong).is_err());
     let x32 = Tensor::zeros((4, 3), DType::F32, &Device::Cpu).unwrap();

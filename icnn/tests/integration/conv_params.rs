@@ -228,7 +228,8 @@ fn invalid_configs_and_inputs_are_errors() {
         net.potential(&wrong_dtype),
         Err(IcnnError::Shape(_))
     ));
-    let x = Tensor::zeros((2, 16), DType::F64, &Device::Cpu).unwrap();
+    // A random batch: the first call initialises the ActNorms, which refuse constant images.
+    let x = randn(&mut rng, (2, 16), 1.0);
     let lin = net.linearize(&x).unwrap();
     assert!(
         lin.hvp(&Tensor::zeros((2, 15), DType::F64, &Device::Cpu).unwrap())

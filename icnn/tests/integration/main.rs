@@ -9,10 +9,12 @@ mod common;
 mod conv_common;
 mod host_check;
 
+mod actnorm_init;
 mod api;
 mod conv_dense;
 mod conv_derivatives;
 mod conv_params;
+mod dtype_checks;
 mod host_linearization;
 mod host_linearization_conv;
 mod input_derivatives;

@@ -9,5 +9,6 @@ mod common;
 mod candle_backend;
 mod cg_accuracy;
 mod cg_behaviour;
+mod input_checks;
 mod lanczos;
 mod proptests;

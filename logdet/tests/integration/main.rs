@@ -8,4 +8,5 @@ mod common;
 
 mod candle_backend;
 mod exact_and_slq;
+mod input_checks;
 mod surrogate;

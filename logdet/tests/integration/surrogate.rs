@@ -100,7 +100,7 @@ fn surrogate_gradient_matches_exact_logdet_gradient() {
     let probes = 2000;
     let h = fam.h(&theta);
     let op = DenseFaerOperator::new(vec![h.clone(); probes]).unwrap();
-    let v = rademacher_probes(&mut rng(17), probes, D);
+    let v = rademacher_probes(&mut rng(17), probes, D).unwrap();
     let vb = Mat::<f64>::from_fn(D, probes, |i, j| v[j * D + i]);
     let s = cg_surrogate(&op, &vb, &CgParams::default().with_rtol(1e-12)).unwrap();
     assert!(s.report.all_converged());
@@ -141,7 +141,7 @@ fn loose_tolerance_bias_within_documented_bound() {
     let probes = 50;
     let h = fam.h(&theta);
     let op = DenseFaerOperator::new(vec![h.clone(); probes]).unwrap();
-    let v = rademacher_probes(&mut rng(18), probes, D);
+    let v = rademacher_probes(&mut rng(18), probes, D).unwrap();
     let vb = Mat::<f64>::from_fn(D, probes, |i, j| v[j * D + i]);
     let tight = cg_surrogate(&op, &vb, &CgParams::default().with_rtol(1e-13)).unwrap();
     let loose = cg_surrogate(

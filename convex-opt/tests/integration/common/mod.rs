@@ -117,19 +117,27 @@ pub fn icnn3_potential(
 }
 
 /// `max_i ‖∇Φ(x_i) − y_i‖∞` recomputed independently of the solvers (in f64 when the
-/// potential is f64).
+/// potential is f64), on the host so that a NaN entry makes its row's residual NaN (candle's
+/// `max` skips NaN).
 pub fn residuals<P: BatchedPotential>(pot: &P, x: &Tensor, y: &Tensor) -> Vec<f64> {
     let (_, g) = pot.value_and_gradient(x).unwrap();
-    (g - y)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max(1)
+    let r = (g - y)
         .unwrap()
         .to_dtype(DType::F64)
         .unwrap()
-        .to_vec1::<f64>()
-        .unwrap()
+        .to_vec2::<f64>()
+        .unwrap();
+    r.iter()
+        .map(|row| {
+            row.iter().fold(0.0f64, |m, v| {
+                if v.is_nan() || m.is_nan() {
+                    f64::NAN
+                } else {
+                    m.max(v.abs())
+                }
+            })
+        })
+        .collect()
 }
 
 /// `max |a − b|` over all entries.

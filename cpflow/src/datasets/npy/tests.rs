@@ -255,6 +255,12 @@ fn corrupt_files_are_corrupt() {
         b.extend(vec![0u8; size]);
         corrupt(&b, "unsupported dtype");
     }
+    // An object array has no fixed element size: it was reported as "shape overflows".
+    let mut object = npy_header("'|O'", false, "(1, 1)");
+    object.extend([0u8; 8]);
+    corrupt(&object, "unsupported dtype |O (object arrays");
+    let err = parse_npy_matrix(p(), &object).unwrap_err().to_string();
+    assert!(!err.contains("overflows"), "{err}");
     let mut bad_bool = npy_header("'|b1'", false, "(2,)");
     bad_bool.extend([1, 2]);
     corrupt(&bad_bool, "bool");

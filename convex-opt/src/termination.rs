@@ -1,0 +1,77 @@
+//! Why a solver stopped.
+
+use std::fmt;
+
+/// Why a solver stopped working on a sample (per row of [`crate::InversionResult::termination`])
+/// or on a whole problem ([`crate::MinimizeResult::reason`]).
+///
+/// Only [`Termination::Converged`] means that the tolerance was met; every other reason comes
+/// with `converged == false` and says whether more iterations could help
+/// ([`MaxIterations`](Self::MaxIterations), [`EvaluationBudget`](Self::EvaluationBudget)) or
+/// not ([`LineSearchFailed`](Self::LineSearchFailed), [`NonFinite`](Self::NonFinite)).
+///
+/// | reason | [`invert_newton_cg`](crate::invert_newton_cg) | [`invert_lbfgs_batched`](crate::invert_lbfgs_batched) | [`invert_lbfgs_flat`](crate::invert_lbfgs_flat) / [`minimize_lbfgs`](crate::minimize_lbfgs) |
+/// |---|---|---|---|
+/// | `Converged` | yes | yes | yes |
+/// | `MaxIterations` | yes | yes | yes |
+/// | `LineSearchFailed` | backtracking exhausted | Wolfe search failed from steepest descent | argmin's line search failed |
+/// | `EvaluationBudget` | – | – | gradient-evaluation budget spent |
+/// | `CostTolerance` | – | – | only with a positive cost tolerance |
+/// | `NonFinite` | – | – | Moré–Thuente: a non-finite trial point; Hager–Zhang: a failed search without a finite trial point |
+///
+/// The batched solvers and the Hager–Zhang search treat a non-finite trial point as a step that
+/// is too long and shrink it; the batched solvers report a potential that is non-finite all
+/// along the search direction as `LineSearchFailed`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Termination {
+    /// The residual (or gradient) reached its tolerance.
+    Converged,
+    /// The iteration limit was reached first.
+    MaxIterations,
+    /// No acceptable step was found: the line search (or backtracking) gave up, typically because
+    /// the objective no longer resolves the decrease (rounding floor), or because argmin's line
+    /// search failed or spent its evaluation cap.
+    LineSearchFailed,
+    /// The gradient-evaluation budget of argmin's L-BFGS was spent
+    /// ([`LbfgsParams::max_evaluations`](crate::LbfgsParams::max_evaluations); the flat solver
+    /// uses the default `1.25·max_iterations`).
+    EvaluationBudget,
+    /// The cost changed by less than the cost tolerance between two iterations
+    /// ([`LbfgsParams::cost_tolerance`](crate::LbfgsParams::cost_tolerance); off by default).
+    CostTolerance,
+    /// The run ended on a non-finite cost or gradient: with the Moré–Thuente line search a
+    /// non-finite trial point ends the run (it cannot backtrack from one); with Hager–Zhang a
+    /// line search failed without finding any finite trial point.
+    NonFinite,
+}
+
+impl Termination {
+    /// A short lower-case description, as printed by `Display`.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Self::Converged => "converged",
+            Self::MaxIterations => "iteration limit reached",
+            Self::LineSearchFailed => "line search failed",
+            Self::EvaluationBudget => "evaluation budget spent",
+            Self::CostTolerance => "cost change below tolerance",
+            Self::NonFinite => "non-finite cost or gradient",
+        }
+    }
+
+    /// All reasons, in the order used by summaries.
+    pub const ALL: [Termination; 6] = [
+        Self::Converged,
+        Self::MaxIterations,
+        Self::LineSearchFailed,
+        Self::EvaluationBudget,
+        Self::CostTolerance,
+        Self::NonFinite,
+    ];
+}
+
+impl fmt::Display for Termination {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.describe())
+    }
+}

@@ -1,0 +1,146 @@
+//! Input validation: NaN in targets and initial points, dtype mismatches, unsupported dtypes.
+
+use candle_core::{DType, Device, Tensor};
+use convex_opt::{
+    BatchedLbfgsParams, BatchedPotential, ConvexOptError, FlatLbfgsParams, FnPotential,
+    InversionOptions, InversionResult, NewtonCgParams, QuadraticPotential, invert_lbfgs_batched,
+    invert_lbfgs_flat, invert_newton_cg,
+};
+use nalgebra::DMatrix;
+
+type Solve<'a> =
+    Box<dyn Fn(&Tensor, &InversionOptions) -> Result<InversionResult, ConvexOptError> + 'a>;
+
+/// The three solvers on one potential.
+fn solvers<P: BatchedPotential>(pot: &P) -> Vec<(&'static str, Solve<'_>)> {
+    vec![
+        (
+            "newton",
+            Box::new(move |y, o| invert_newton_cg(pot, y, o, &NewtonCgParams::default())),
+        ),
+        (
+            "batched",
+            Box::new(move |y, o| invert_lbfgs_batched(pot, y, o, &BatchedLbfgsParams::default())),
+        ),
+        (
+            "flat",
+            Box::new(move |y, o| invert_lbfgs_flat(pot, y, o, &FlatLbfgsParams::default())),
+        ),
+    ]
+}
+
+fn quadratic(dtype: DType) -> QuadraticPotential {
+    QuadraticPotential::new(
+        &(DMatrix::<f64>::identity(3, 3) * 2.0),
+        None,
+        dtype,
+        &Device::Cpu,
+    )
+    .unwrap()
+}
+
+fn tensor(rows: &[[f64; 3]], dtype: DType) -> Tensor {
+    let flat: Vec<f64> = rows.iter().flatten().copied().collect();
+    Tensor::from_vec(flat, (rows.len(), 3), &Device::Cpu)
+        .unwrap()
+        .to_dtype(dtype)
+        .unwrap()
+}
+
+#[test]
+fn nan_in_targets_or_initial_point_is_named() {
+    for dtype in [DType::F64, DType::F32] {
+        let pot = quadratic(dtype);
+        // candle's max skips NaN: ‖[1, NaN, 0]‖∞ came out as 1 and the solvers blamed the
+        // potential "at the initial point".
+        let y_nan = tensor(&[[1.0, f64::NAN, 0.0], [0.0, 1.0, 2.0]], dtype);
+        let y_inf = tensor(&[[1.0, f64::INFINITY, 0.0], [0.0, 1.0, 2.0]], dtype);
+        let good = tensor(&[[1.0, 0.0, 0.0], [0.0, 1.0, 2.0]], dtype);
+        let x0_part_nan = tensor(&[[1.0, 0.0, 0.0], [0.0, f64::NAN, 2.0]], dtype);
+        let finite_x0 = InversionOptions::default().with_x0(good.clone());
+        for (name, solve) in solvers(&pot) {
+            for (y, opts) in [
+                (&y_nan, InversionOptions::default()),
+                (&y_nan, finite_x0.clone()),
+                (&y_inf, finite_x0.clone()),
+            ] {
+                let err = solve(y, &opts).unwrap_err();
+                assert!(
+                    matches!(err, ConvexOptError::NonFinite("targets y")),
+                    "{name} {dtype:?}: {err}"
+                );
+            }
+            let opts = InversionOptions::default().with_x0(x0_part_nan.clone());
+            let err = solve(&good, &opts).unwrap_err();
+            assert!(
+                matches!(err, ConvexOptError::NonFinite("initial point x0")),
+                "{name} {dtype:?}: {err}"
+            );
+        }
+    }
+}
+
+#[test]
+fn nan_in_one_gradient_entry_at_the_start_is_caught() {
+    // ∇Φ(x) = x except a NaN in the last column: candle's row max, which starts from the first
+    // entry and skips NaN after it, saw a finite gradient (with y = x₀ = [0, 1, 1], even a
+    // converged row: ‖[0, 0, NaN]‖∞ came out as 0).
+    let pot = FnPotential::new(|x: &Tensor| {
+        let d = x.dim(1)?;
+        let mask: Vec<u8> = (0..d).map(|j| u8::from(j + 1 == d)).collect();
+        let mask = Tensor::from_vec(mask, (1, d), x.device())?.broadcast_as(x.shape())?;
+        let g = mask.where_cond(&(x * f64::NAN)?, x)?;
+        Ok(((x.sqr()?.sum(1)? * 0.5)?, g))
+    })
+    .with_hvp(|_x: &Tensor, v: &Tensor| Ok(v.clone()));
+    let y = tensor(&[[0.0, 1.0, 1.0]], DType::F64);
+    for (name, solve) in solvers(&pot) {
+        let err = solve(&y, &InversionOptions::default()).unwrap_err();
+        assert!(matches!(err, ConvexOptError::NonFinite(_)), "{name}: {err}");
+    }
+}
+
+#[test]
+fn dtype_mismatch_is_reported_before_evaluating() {
+    for (pot_dtype, y_dtype) in [(DType::F32, DType::F64), (DType::F64, DType::F32)] {
+        let pot = quadratic(pot_dtype);
+        let y = Tensor::ones((2, 3), y_dtype, &Device::Cpu).unwrap();
+        for (name, solve) in solvers(&pot) {
+            let err = solve(&y, &InversionOptions::default()).unwrap_err();
+            match &err {
+                ConvexOptError::DTypeMismatch {
+                    context: "targets y",
+                    expected,
+                    got,
+                } => assert_eq!((*expected, *got), (pot_dtype, y_dtype), "{name}"),
+                other => panic!("{name}: expected a dtype mismatch, got {other}"),
+            }
+            let msg = err.to_string();
+            assert!(
+                msg.contains(&format!("{pot_dtype:?}")) && msg.contains(&format!("{y_dtype:?}")),
+                "{msg}"
+            );
+        }
+        // The potential itself names the mismatch too (no candle matmul error).
+        let err = pot.value_and_gradient(&y).unwrap_err();
+        assert!(
+            matches!(err, ConvexOptError::DTypeMismatch { expected, got, .. }
+                if expected == pot_dtype && got == y_dtype),
+            "{err}"
+        );
+        assert_eq!(pot.expected_dtype(), Some(pot_dtype));
+    }
+}
+
+#[test]
+fn quadratic_potential_rejects_unsupported_dtypes() {
+    for dtype in [DType::F16, DType::BF16, DType::U32] {
+        let err =
+            QuadraticPotential::new(&DMatrix::<f64>::identity(2, 2), None, dtype, &Device::Cpu)
+                .unwrap_err();
+        assert!(
+            matches!(err, ConvexOptError::UnsupportedDType(d) if d == dtype),
+            "{dtype:?}: {err}"
+        );
+    }
+}

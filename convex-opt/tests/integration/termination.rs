@@ -1,0 +1,233 @@
+//! Non-finite trial points (overflowing potentials) and the reported reasons for stopping.
+
+use argmin::core::{CostFunction, Error, Gradient};
+use candle_core::{DType, Device, Tensor};
+use convex_opt::{
+    BatchedLbfgsParams, BatchedPotential, FlatLbfgsParams, FnPotential, InversionOptions,
+    LbfgsParams, LineSearch, NewtonCgParams, Termination, invert_lbfgs_batched, invert_lbfgs_flat,
+    invert_newton_cg, minimize_lbfgs,
+};
+use nalgebra::DVector;
+
+fn sigmoid(x: &Tensor) -> candle_core::Result<Tensor> {
+    (x.neg()?.exp()? + 1.0)?.recip()
+}
+
+/// `Φ(x) = Σ_j ½x_j² + log(exp(2x_j) + 1)`, the softplus written naively: it overflows to `+∞`
+/// for `x_j > 355`. `∇Φ = x + 2σ(2x)`, `∇²Φ = diag(1 + 4σ(1 − σ)) ⪰ I`.
+fn naive_softplus_potential() -> impl BatchedPotential {
+    FnPotential::new(|x: &Tensor| {
+        let z = (x * 2.0)?;
+        let sp = (z.exp()? + 1.0)?.log()?;
+        let v = ((x.sqr()? * 0.5)? + sp)?.sum(1)?;
+        Ok((v, (x + (sigmoid(&z)? * 2.0)?)?))
+    })
+    .with_hvp(|x: &Tensor, v: &Tensor| {
+        let s = sigmoid(&(x * 2.0)?)?;
+        (((&s * (1.0 - &s)?)? * 4.0)? + 1.0)? * v
+    })
+}
+
+/// `x*` with rows `sin(0), sin(1), …` (the acceptance probe's points).
+fn sine_points(b: usize, d: usize) -> Tensor {
+    Tensor::arange(0u32, (b * d) as u32, &Device::Cpu)
+        .unwrap()
+        .to_dtype(DType::F64)
+        .unwrap()
+        .reshape((b, d))
+        .unwrap()
+        .sin()
+        .unwrap()
+}
+
+#[test]
+fn flat_lbfgs_backtracks_from_overflowing_trial_points() {
+    let pot = naive_softplus_potential();
+    for b in [1usize, 4, 64] {
+        let x_true = sine_points(b, 3);
+        let y = pot.value_and_gradient(&x_true).unwrap().1;
+        // The point argmin's Hager–Zhang search tries first (step 1e5) is past the overflow.
+        let far = (&x_true + 1e5).unwrap();
+        let v = pot.value_and_gradient(&far).unwrap().0;
+        assert!(v.to_vec1::<f64>().unwrap().iter().all(|v| v.is_infinite()));
+
+        let res = invert_lbfgs_flat(
+            &pot,
+            &y,
+            &InversionOptions::default(),
+            &FlatLbfgsParams::default(),
+        )
+        .unwrap();
+        // Before the fix: 2 iterations, residual 1.4, for every B.
+        assert!(res.all_converged(), "B={b}: {res}");
+        assert_eq!(res.termination, vec![Termination::Converged; b]);
+        assert!(res.max_residual() <= 1e-9, "B={b}: {res}");
+        // ∇²Φ ⪰ I and Φ is separable: |x_j − x*_j| ≤ |r_j| ≤ 1e-9 (+ rounding of x*).
+        let err = (&res.x - &x_true)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f64>()
+            .unwrap();
+        assert!(err <= 1e-9 + 1e-12, "B={b}: |x − x*| = {err:e}");
+        // A handful of iterations, as for Moré–Thuente and the batched solvers (8–11 measured).
+        assert!(res.iterations[0] <= 30, "B={b}: {:?}", res.iterations);
+    }
+}
+
+#[test]
+fn flat_lbfgs_solves_softplus_sum_at_its_inflection_point() {
+    // Φ(x) = Σ log(1 + eᕽ) (naive), ∇Φ = σ(x): y = ½ gives x = 0, where ∇²Φ = ¼ I. The
+    // Hager–Zhang trial step 1e5 overflows; before the fix the run stopped after 3 iterations
+    // with residual 3.5e-3.
+    let pot = FnPotential::new(|x: &Tensor| {
+        let sp = (x.exp()? + 1.0)?.log()?;
+        Ok((sp.sum(1)?, sigmoid(x)?))
+    });
+    let y = Tensor::full(0.5f64, (2, 3), &Device::Cpu).unwrap();
+    let opts = InversionOptions::default().with_max_iterations(200);
+    let res = invert_lbfgs_flat(&pot, &y, &opts, &FlatLbfgsParams::default()).unwrap();
+    assert!(res.all_converged(), "{res}");
+    assert!(res.max_residual() <= 1e-9);
+    // σ'(x) ≥ 0.2 for |x| ≤ 1, so |x| ≤ r/0.2 ≤ 5e-9.
+    let xmax = res
+        .x
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f64>()
+        .unwrap();
+    assert!(xmax <= 5e-9, "|x| = {xmax:e}");
+}
+
+/// `f(x) = Σ_j x_j² + ¼·log(1 + exp(4x_j)) − 300·x_j` with the softplus written naively
+/// (`+∞` for `x_j > 177`); `f'(x) = 2x + σ(4x) − 300`, minimised at `x_j = 149.5` (`σ = 1` in
+/// f64), where everything is finite. From `x₀ = 0` the first L-BFGS trial step (`−∇f ≈ 299.5`)
+/// overflows, and so does argmin's Hager–Zhang bound `1e5`.
+struct SteepSoftplus;
+
+impl CostFunction for SteepSoftplus {
+    type Param = DVector<f64>;
+    type Output = f64;
+    fn cost(&self, x: &DVector<f64>) -> Result<f64, Error> {
+        Ok(x.iter()
+            .map(|v| v * v + 0.25 * (4.0 * v).exp().ln_1p() - 300.0 * v)
+            .sum())
+    }
+}
+
+impl Gradient for SteepSoftplus {
+    type Param = DVector<f64>;
+    type Gradient = DVector<f64>;
+    fn gradient(&self, x: &DVector<f64>) -> Result<DVector<f64>, Error> {
+        Ok(x.map(|v| 2.0 * v + 1.0 / (1.0 + (-4.0 * v).exp()) - 300.0))
+    }
+}
+
+#[test]
+fn minimize_lbfgs_backtracks_with_hager_zhang_and_stops_with_more_thuente() {
+    let x0 = DVector::zeros(2);
+    assert!(
+        SteepSoftplus
+            .cost(&DVector::from_element(2, 299.5))
+            .unwrap()
+            .is_infinite()
+    );
+    let params = LbfgsParams::default().with_gradient_tolerance(1e-8);
+    let res = minimize_lbfgs(&SteepSoftplus, x0.clone(), &params).unwrap();
+    assert_eq!(res.reason, Termination::Converged, "{}", res.termination);
+    // f'' ≥ 2: |x − 149.5| ≤ |g|/2 ≤ 5e-9 (σ(598) = 1 exactly in f64).
+    assert!(
+        res.x.iter().all(|v| (v - 149.5).abs() <= 5e-9),
+        "{:?}",
+        res.x
+    );
+
+    let mt = params.with_line_search(LineSearch::MoreThuente);
+    let res = minimize_lbfgs(&SteepSoftplus, x0.clone(), &mt).unwrap();
+    assert_eq!(res.reason, Termination::NonFinite, "{}", res.termination);
+    assert!(!res.converged);
+    // The last finite iterate is returned with its gradient.
+    assert_eq!(res.x, x0);
+    assert_eq!(res.gradient_inf, 299.5);
+}
+
+#[test]
+fn minimize_lbfgs_says_which_limit_stopped_it() {
+    let x0 = DVector::from_vec(vec![3.0, -2.0]);
+    let tight = LbfgsParams::default().with_gradient_tolerance(1e-300);
+    let cases = [
+        (
+            tight.with_max_iterations(2).with_max_evaluations(1000),
+            Termination::MaxIterations,
+        ),
+        (tight.with_max_evaluations(5), Termination::EvaluationBudget),
+        // Any first step changes the cost by less than 1e12.
+        (tight.with_cost_tolerance(1e12), Termination::CostTolerance),
+    ];
+    for (params, expected) in cases {
+        let res = minimize_lbfgs(&SteepSoftplus, x0.clone(), &params).unwrap();
+        assert_eq!(res.reason, expected, "{params:?}: {}", res.termination);
+        assert!(!res.converged);
+    }
+}
+
+/// `Φ = ½‖x‖²` whose gradient is NaN where `|x_j| ≥ 1.5`: targets `y = 2` (solution `x = 2`)
+/// cannot be reached; every solver must stop at the edge `x ≈ 1.5` on a failed line search,
+/// treating the NaN trial points as steps that are too long.
+#[test]
+fn unreachable_targets_end_in_a_failed_line_search_not_the_iteration_limit() {
+    let pot = FnPotential::new(|x: &Tensor| {
+        let g = x.abs()?.ge(1.5)?.where_cond(&(x * f64::NAN)?, x)?;
+        Ok(((x.sqr()?.sum(1)? * 0.5)?, g))
+    })
+    .with_hvp(|_x: &Tensor, v: &Tensor| Ok(v.clone()));
+    let y = Tensor::full(2.0f64, (2, 3), &Device::Cpu).unwrap();
+    let opts = InversionOptions::default()
+        .with_x0(Tensor::zeros((2, 3), DType::F64, &Device::Cpu).unwrap());
+    let results = [
+        (
+            "newton",
+            invert_newton_cg(&pot, &y, &opts, &NewtonCgParams::default()),
+        ),
+        (
+            "batched",
+            invert_lbfgs_batched(&pot, &y, &opts, &BatchedLbfgsParams::default()),
+        ),
+        (
+            "flat",
+            invert_lbfgs_flat(&pot, &y, &opts, &FlatLbfgsParams::default()),
+        ),
+    ];
+    for (name, res) in results {
+        let res = res.unwrap();
+        assert_eq!(
+            res.termination,
+            vec![Termination::LineSearchFailed; 2],
+            "{name}: {res}"
+        );
+        assert!(!res.converged.iter().any(|&c| c), "{name}");
+        // Stopped just below the edge: residual 2 − x ∈ [0.5, 0.6].
+        for r in &res.residual_inf {
+            assert!((0.5..=0.6).contains(r), "{name}: residual {r}");
+        }
+        assert!(res.iterations.iter().all(|&k| k < 1000), "{name}");
+        let text = res.to_string();
+        assert!(
+            text.starts_with("0 of 2 samples converged") && text.ends_with("2: line search failed"),
+            "{name}: {text}"
+        );
+    }
+    // Moré–Thuente cannot backtrack from a NaN trial point: the run ends there, and says so.
+    let res = invert_lbfgs_flat(
+        &pot,
+        &y,
+        &opts,
+        &FlatLbfgsParams::default().with_line_search(LineSearch::MoreThuente),
+    )
+    .unwrap();
+    assert_eq!(res.termination, vec![Termination::NonFinite; 2], "{res}");
+}

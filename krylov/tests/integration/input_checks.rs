@@ -1,0 +1,291 @@
+//! Invalid inputs give typed errors before any operator work, never a silent result: non-finite
+//! right-hand sides and initial guesses, batches that do not match the operator (empty ones
+//! included), dtype mixing on the tensor backend; reported residuals propagate NaN.
+
+use krylov::{
+    BatchVectors, CgParams, CountingOperator, DenseFaerOperator, DenseNalgebraOperator,
+    KrylovError, LanczosParams, cg, cg_with_initial_guess, lanczos,
+};
+use nalgebra::DMatrix;
+
+fn two_systems() -> DenseNalgebraOperator<f64> {
+    DenseNalgebraOperator::new(vec![DMatrix::identity(3, 3) * 2.0, DMatrix::identity(3, 3)])
+        .unwrap()
+}
+
+/// `b` with an Inf (the old behaviour: tolerance Inf, `inf ≤ inf`, converged = true with
+/// x = 0) or a NaN (old: silent breakdown) is refused, naming the system and the entry, and
+/// the operator is never called.
+#[test]
+fn non_finite_rhs_is_an_error_naming_system_and_entry() {
+    for bad in [f64::INFINITY, f64::NEG_INFINITY, f64::NAN] {
+        let op = CountingOperator::new(two_systems(), 2);
+        let mut b = DMatrix::<f64>::from_element(3, 2, 1.0);
+        b[(2, 1)] = bad;
+        match cg(&op, &b, &CgParams::default()) {
+            Err(KrylovError::NonFiniteInput {
+                system: 1,
+                index: 2,
+                value,
+                ..
+            }) => assert!(value.to_bits() == bad.to_bits(), "{value}"),
+            other => panic!("{bad}: {other:?}"),
+        }
+        assert_eq!(op.calls(), 0);
+        // The same with only an absolute tolerance, and for faer.
+        let params = CgParams::default().with_rtol(0.0).with_atol(1e-8);
+        assert!(matches!(
+            cg(&op, &b, &params),
+            Err(KrylovError::NonFiniteInput { system: 1, .. })
+        ));
+        let fop = DenseFaerOperator::new(vec![faer::Mat::<f64>::identity(3, 3); 2]).unwrap();
+        let fb = faer::Mat::<f64>::from_fn(3, 2, |i, j| b[(i, j)]);
+        assert!(matches!(
+            cg(&fop, &fb, &CgParams::default()),
+            Err(KrylovError::NonFiniteInput {
+                system: 1,
+                index: 2,
+                ..
+            })
+        ));
+    }
+    // f32 as well.
+    let op32 = DenseNalgebraOperator::new(vec![DMatrix::<f32>::identity(2, 2)]).unwrap();
+    let b32 = DMatrix::<f32>::from_column_slice(2, 1, &[f32::INFINITY, 1.0]);
+    assert!(matches!(
+        cg(&op32, &b32, &CgParams::default()),
+        Err(KrylovError::NonFiniteInput {
+            system: 0,
+            index: 0,
+            ..
+        })
+    ));
+}
+
+/// A non-finite initial guess is refused like a non-finite `b` (x0 = b with an Inf used to
+/// report convergence too).
+#[test]
+fn non_finite_initial_guess_is_an_error() {
+    let op = two_systems();
+    let b = DMatrix::<f64>::from_element(3, 2, 1.0);
+    let mut x0 = b.clone();
+    x0[(0, 0)] = f64::NAN;
+    assert!(matches!(
+        cg_with_initial_guess(&op, &b, &x0, &CgParams::default()),
+        Err(KrylovError::NonFiniteInput {
+            context: "cg initial guess",
+            system: 0,
+            index: 0,
+            ..
+        })
+    ));
+}
+
+/// A batch that does not match the operator's `(B, d)` is a ShapeMismatch before any work,
+/// even when it is empty (it used to return an empty "success" without calling the operator).
+#[test]
+fn batch_size_is_checked_against_the_operator_first() {
+    let op = two_systems();
+    for b in [DMatrix::<f64>::zeros(3, 0), DMatrix::<f64>::zeros(3, 5)] {
+        match cg(&op, &b, &CgParams::default()) {
+            Err(KrylovError::ShapeMismatch {
+                expected: (2, 3),
+                found,
+                ..
+            }) => assert_eq!(found, (b.ncols(), 3)),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            lanczos(&op, &b, &LanczosParams::default()),
+            Err(KrylovError::ShapeMismatch {
+                expected: (2, 3),
+                ..
+            })
+        ));
+    }
+    // An empty operator with an empty batch is fine.
+    let empty = DenseNalgebraOperator::<f64>::new(vec![]).unwrap();
+    let res = cg(&empty, &DMatrix::<f64>::zeros(0, 0), &CgParams::default()).unwrap();
+    assert!(res.converged.is_empty() && res.residual_norms.is_empty());
+}
+
+/// The default `norms2` propagates NaN (`f64::max(NaN, 0)` is 0).
+#[test]
+fn euclidean_norms_propagate_nan() {
+    let v = DMatrix::<f64>::from_column_slice(2, 2, &[3.0, 4.0, f64::NAN, 1.0]);
+    let n = v.norms2().unwrap();
+    assert_eq!(n[0], 5.0);
+    assert!(n[1].is_nan());
+}
+
+#[cfg(feature = "candle")]
+mod candle {
+    use candle_core::{DType, Device, Tensor};
+    use krylov::{
+        BatchOperator, BatchVectors, CgParams, DenseTensorOperator, FnOperator, KrylovError,
+        LanczosParams, cg, cg_with_initial_guess, lanczos,
+    };
+
+    fn two_i(dtype: DType, b: usize) -> DenseTensorOperator {
+        let h = (Tensor::eye(3, DType::F64, &Device::Cpu).unwrap() * 2.0)
+            .unwrap()
+            .unsqueeze(0)
+            .unwrap()
+            .repeat((b, 1, 1))
+            .unwrap()
+            .to_dtype(dtype)
+            .unwrap();
+        DenseTensorOperator::new(h).unwrap()
+    }
+
+    fn rhs(values: &[f64], dtype: DType) -> Tensor {
+        Tensor::from_vec(values.to_vec(), (values.len() / 3, 3), &Device::Cpu)
+            .unwrap()
+            .to_dtype(dtype)
+            .unwrap()
+    }
+
+    /// Inf and NaN in `b` are typed errors in f32 and f64 (candle's max skips NaN, so a NaN
+    /// used to go unnoticed in the tolerance: residual 1.0 reported for a NaN system).
+    #[test]
+    fn non_finite_rhs_is_an_error_f32_and_f64() {
+        for dtype in [DType::F32, DType::F64] {
+            for bad in [f64::INFINITY, f64::NAN] {
+                let op = two_i(dtype, 2);
+                let b = rhs(&[1.0, 1.0, 1.0, 1.0, bad, 0.0], dtype);
+                match cg(&op, &b, &CgParams::default()) {
+                    Err(KrylovError::NonFiniteInput {
+                        system: 1,
+                        index: 1,
+                        value,
+                        ..
+                    }) => assert!(value.is_nan() == bad.is_nan() && !value.is_finite()),
+                    other => panic!("{dtype:?} {bad}: {other:?}"),
+                }
+            }
+        }
+    }
+
+    /// Max-norms propagate NaN wherever it sits in the row (candle's max alone returns 1 for
+    /// [1, NaN, 0] and NaN for [NaN, 1, 0]); Euclidean norms too.
+    #[test]
+    fn tensor_norms_propagate_nan() {
+        for dtype in [DType::F32, DType::F64, DType::BF16] {
+            let t = rhs(
+                &[1.0, f64::NAN, 0.0, f64::NAN, 1.0, 0.0, -3.0, 2.0, 1.0],
+                dtype,
+            );
+            let n = t.norms_inf().unwrap();
+            assert!(n[0].is_nan() && n[1].is_nan(), "{dtype:?}: {n:?}");
+            assert_eq!(n[2], 3.0);
+            let n2 = t.norms2().unwrap();
+            assert!(n2[0].is_nan() && n2[1].is_nan(), "{dtype:?}: {n2:?}");
+        }
+    }
+
+    /// An operator whose output turns the residual's middle entry into NaN (it adds +Inf
+    /// there: pᵀHp = Inf, α = 0, r₁ ← r₁ − 0·Inf = NaN): the reported residual is NaN (candle's
+    /// max alone skipped it and reported 3), the system is not converged and is flagged as a
+    /// breakdown.
+    #[test]
+    fn nan_residual_is_reported_as_nan() {
+        let dense = two_i(DType::F64, 1);
+        let op = FnOperator::new(
+            |x: &Tensor, active: &[bool]| -> Result<Tensor, KrylovError> {
+                let y = dense.apply(x, active)?;
+                let mask = Tensor::new(&[[0.0f64, f64::INFINITY, 0.0]], &Device::Cpu)?;
+                Ok(y.broadcast_add(&mask)?)
+            },
+        );
+        let b = rhs(&[1.0, 2.0, 3.0], DType::F64);
+        let res = cg(&op, &b, &CgParams::default()).unwrap();
+        assert!(res.residual_norms[0].is_nan(), "{:?}", res.residual_norms);
+        assert_eq!(res.converged, vec![false]);
+        assert_eq!(res.breakdown, vec![true]);
+    }
+
+    /// An empty batch gives an empty result (it used to be candle's "empty tensor for
+    /// reduce"); an empty `b` for a non-empty operator is a ShapeMismatch.
+    #[test]
+    fn empty_batch_and_batch_mismatch() {
+        let empty = two_i(DType::F64, 0);
+        let b0 = Tensor::zeros((0, 3), DType::F64, &Device::Cpu).unwrap();
+        let res = cg(&empty, &b0, &CgParams::default()).unwrap();
+        assert!(res.converged.is_empty() && res.iterations.is_empty());
+        assert_eq!(res.x.dims(), &[0, 3]);
+        let res = cg_with_initial_guess(&empty, &b0, &b0, &CgParams::default()).unwrap();
+        assert!(res.residual_norms.is_empty());
+
+        let op = two_i(DType::F64, 2);
+        for b in [
+            b0.clone(),
+            Tensor::zeros((5, 3), DType::F64, &Device::Cpu).unwrap(),
+        ] {
+            match cg(&op, &b, &CgParams::default()) {
+                Err(KrylovError::ShapeMismatch {
+                    expected: (2, 3),
+                    found,
+                    ..
+                }) => assert_eq!(found, (b.dims()[0], 3)),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert!(matches!(
+            lanczos(&op, &b0, &LanczosParams::default()),
+            Err(KrylovError::ShapeMismatch { .. })
+        ));
+    }
+
+    /// Mixing dtypes is a typed error naming both dtypes: a right-hand side of the other dtype
+    /// for a dense tensor operator, an operator returning the wrong dtype, an initial guess of
+    /// another dtype.
+    #[test]
+    fn dtype_mixing_is_a_typed_error() {
+        let op32 = two_i(DType::F32, 1);
+        let b64 = rhs(&[1.0, 2.0, 3.0], DType::F64);
+        match cg(&op32, &b64, &CgParams::default()) {
+            Err(KrylovError::DTypeMismatch {
+                expected: DType::F32,
+                found: DType::F64,
+                ..
+            }) => {}
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            lanczos(&op32, &b64, &LanczosParams::default()),
+            Err(KrylovError::DTypeMismatch { .. })
+        ));
+
+        let to32 = FnOperator::new(|x: &Tensor, _: &[bool]| -> Result<Tensor, KrylovError> {
+            Ok(x.to_dtype(DType::F32)?)
+        });
+        for res in [
+            cg(&to32, &b64, &CgParams::default()).map(|_| ()),
+            cg_with_initial_guess(&to32, &b64, &b64, &CgParams::default()).map(|_| ()),
+            lanczos(&to32, &b64, &LanczosParams::default()).map(|_| ()),
+        ] {
+            match res {
+                Err(KrylovError::DTypeMismatch {
+                    context: "operator output",
+                    expected: DType::F64,
+                    found: DType::F32,
+                }) => {}
+                other => panic!("{other:?}"),
+            }
+        }
+
+        let op64 = two_i(DType::F64, 1);
+        let x32 = b64.to_dtype(DType::F32).unwrap();
+        assert!(matches!(
+            cg_with_initial_guess(&op64, &b64, &x32, &CgParams::default()),
+            Err(KrylovError::DTypeMismatch {
+                context: "cg initial guess",
+                ..
+            })
+        ));
+        let e = cg(&op32, &b64, &CgParams::default())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("F32") && e.contains("F64"), "{e}");
+    }
+}
