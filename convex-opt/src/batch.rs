@@ -26,12 +26,12 @@ pub(crate) fn row_dots_host(a: &Tensor, b: &Tensor) -> Result<Vec<f64>, ConvexOp
 /// NaN (and no infinity).
 ///
 /// candle's `max` skips a NaN after the first entry (`max([1, NaN, 0]) = 1`), so NaN is
-/// detected separately: `a − a` is 0 on finite entries and NaN on `±∞` and NaN, and row sums
-/// propagate NaN.
+/// detected separately: the row sum of `|a|` is NaN exactly when the row holds a NaN (no
+/// cancellation among non-negative terms).
 pub(crate) fn row_inf_norms(a: &Tensor) -> Result<Vec<f64>, ConvexOptError> {
-    let max = a.abs()?.max_keepdim(1)?;
-    #[allow(clippy::eq_op)]
-    let nan_flag = (a - a)?.sum_keepdim(1)?;
+    let abs = a.abs()?;
+    let max = abs.max_keepdim(1)?;
+    let nan_flag = abs.sum_keepdim(1)?;
     let both = to_host(&Tensor::cat(&[&max, &nan_flag], 1)?)?;
     Ok(both
         .chunks_exact(2)
