@@ -137,12 +137,11 @@ impl BatchVectors for Tensor {
         // candle's max compares with `>` and so skips a NaN (unless it comes first); the row
         // sum of the absolute values is NaN exactly when the row holds a NaN (no cancellation),
         // so those rows report NaN, like the host backends (one reduction more, no mask ops).
-        let max = to_host_f64(&a.max(1)?)?;
-        let sum = to_host_f64(&a.sum(1)?)?;
-        Ok(max
-            .into_iter()
-            .zip(sum)
-            .map(|(m, s)| if s.is_nan() { f64::NAN } else { m })
+        // Both reductions come back in one transfer: `(n, 2)` rows of (max, sum).
+        let both = to_host_f64(&Tensor::stack(&[a.max(1)?, a.sum(1)?], 1)?)?;
+        Ok(both
+            .chunks_exact(2)
+            .map(|ms| if ms[1].is_nan() { f64::NAN } else { ms[0] })
             .collect())
     }
 
