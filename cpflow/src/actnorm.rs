@@ -83,10 +83,15 @@ impl ActNorm {
         self.vars.initialize_from(&mean, &var.sqrt()?, "feature")
     }
 
-    /// `x` as a `(n, dim)` matrix, or an error naming its shape.
+    /// `x` as a `(n, dim)` matrix of the layer's dtype, or an error naming its shape / dtype.
     fn check_rows<'a>(&self, x: &'a Tensor) -> Result<&'a Tensor> {
+        let dtype = self.vars.bias.dtype();
         match x.dims() {
-            [_, d] if *d == self.dim => Ok(x),
+            [_, d] if *d == self.dim && x.dtype() == dtype => Ok(x),
+            [_, d] if *d == self.dim => Err(CpflowError::InvalidInput(format!(
+                "ActNorm holds {dtype:?} parameters, got {:?} rows",
+                x.dtype()
+            ))),
             dims => Err(CpflowError::InvalidInput(format!(
                 "ActNorm of dimension {} takes (batch, {}) rows, got shape {dims:?}",
                 self.dim, self.dim
@@ -317,5 +322,11 @@ mod tests {
         ] {
             assert!(an.forward(&bad).is_err() && an.inverse(&bad).is_err());
         }
+        // Another dtype is named (it was candle's "dtype mismatch in copy_strided").
+        let f32_rows = rows(&[1.0, 5.0, 3.0, 2.0, 4.0, 2.0], 2)
+            .to_dtype(DType::F32)
+            .unwrap();
+        let e = an.forward(&f32_rows).unwrap_err().to_string();
+        assert!(e.contains("F64 parameters, got F32 rows"), "{e}");
     }
 }

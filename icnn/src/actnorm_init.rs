@@ -57,8 +57,8 @@ fn check_row_count(layer: &str, n: usize) -> Result<()> {
             format!(
                 "the batch has {n} row(s); the data-dependent initialisation needs at least 2 \
                  distinct points (with one, every standard deviation is 0 and every unit would \
-                 be scaled by 1e6). It runs on the first potential/linearize call: call \
-                 `initialize` with a representative batch first"
+                 be scaled by 1e6). An uninitialised network runs it on its first \
+                 potential/linearize call; `initialize` runs it on a batch of your choice"
             ),
         ));
     }
@@ -116,6 +116,25 @@ pub(crate) fn check_input_rows(layer: &str, x: &Tensor) -> Result<()> {
     Ok(())
 }
 
+/// Checks the contexts `c` `(n, k)` of a conditional network's initialisation: finite, and
+/// not the same on every row (the context ActNorm standardises them over the batch).
+pub(crate) fn check_context_rows(layer: &str, c: &Tensor) -> Result<()> {
+    let (n, k) = c.dims2()?;
+    let v = host_rows(c)?;
+    check_finite(layer, &v, k, "context value")?;
+    if k > 0 && !some_column_varies(&v, k, 0.0) {
+        return Err(init_error(
+            layer,
+            format!(
+                "the context is the same on all {n} rows; the context ActNorm standardises the \
+                 contexts over the batch and needs at least 2 different ones (every standard \
+                 deviation would be 0 and every context unit scaled by 1e6)"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Checks the input images `x` `(B, C, H, W)` of a conv network's initialisation (whose
 /// statistics run over the batch and the pixels): at least one image, finite, and not every
 /// pixel of every image equal in each channel.
@@ -145,12 +164,6 @@ pub(crate) fn check_input_images(layer: &str, x: &Tensor) -> Result<()> {
         ));
     }
     Ok(())
-}
-
-/// Checks that every value of `x` (any shape) is finite.
-pub(crate) fn check_input_finite(layer: &str, x: &Tensor) -> Result<()> {
-    let c = x.dims().last().copied().unwrap_or(1);
-    check_finite(layer, &host_rows(x)?, c, "value")
 }
 
 /// The parameters of one ActNorm computed from a batch, not yet written.

@@ -7,7 +7,7 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::activation::{Activation, ActivationKind, softplus};
-use crate::actnorm_init::{check_input_finite, check_input_rows};
+use crate::actnorm_init::{check_context_rows, check_input_rows};
 use crate::common::{chain_groups_with_actnorms, check_positive};
 use crate::error::{IcnnError, Result};
 use crate::layers::{ActNorm, Linear, PosLinear};
@@ -167,7 +167,7 @@ impl Picnn {
     pub fn initialize(&self, x: &Tensor, c: &Tensor) -> Result<()> {
         self.check_context(x, c)?;
         check_input_rows("input", x)?;
-        check_input_finite("context", c)?;
+        check_context_rows("context", c)?;
         let c = c.detach();
         let wc = self.wc.forward(&c)?;
         let init_c = self.actnorm_c.statistics(&wc)?;

@@ -91,14 +91,21 @@ pub fn exact_logdet_flat(data: &[f64], batch: usize, dim: usize) -> Result<Vec<f
             found: data.len(),
         });
     }
-    (0..batch)
-        .map(|i| {
-            let block = &data[i * dim * dim..(i + 1) * dim * dim];
-            // A row-major view: the Cholesky reads its lower triangle, as in `exact_logdet`.
-            let h = MatRef::from_row_major_slice(block, dim, dim);
-            logdet_one(i, h)
-        })
-        .collect()
+    // With `dim = 0` any `batch` matches an empty slice: the result must still be allocatable
+    // (`usize::MAX` empty matrices had the collect below push zeros until memory ran out).
+    let mut out = Vec::new();
+    out.try_reserve_exact(batch)
+        .map_err(|_| LogdetError::SizeOverflow {
+            context: "exact_logdet_flat: one log-det per matrix",
+            dims: vec![batch, dim, dim],
+        })?;
+    for i in 0..batch {
+        let block = &data[i * dim * dim..(i + 1) * dim * dim];
+        // A row-major view: the Cholesky reads its lower triangle, as in `exact_logdet`.
+        let h = MatRef::from_row_major_slice(block, dim, dim);
+        out.push(logdet_one(i, h)?);
+    }
+    Ok(out)
 }
 
 /// [`exact_logdet`] on a `(B, d, d)` candle tensor (any float dtype, any device). The tensor is

@@ -16,6 +16,7 @@ use crate::image::actnorm::ChannelActNorm;
 use crate::image::config::{ImageFlowConfig, ImageLayerConfig, LayerShapes};
 use crate::image::logit::LogitTransform;
 use crate::image::squeeze::Squeeze;
+use crate::potential::Potential;
 use crate::prior::GaussianPrior;
 use crate::rng::FlowRng;
 
@@ -303,9 +304,26 @@ impl ImageFlow {
 
     /// Data-dependent initialisation on a batch (reference: the first training batch): each
     /// ActNorm standardises its input, each ICNN initialises its inner ActNorms, in order.
+    ///
+    /// Convolutional layers take their statistics over the images and their pixels, so one
+    /// image is enough for them; a dense layer (the `fc_end` block and its ActNorm) needs at
+    /// least 2 images.
     pub fn initialize(&self, x: &Tensor) -> Result<()> {
         let mut h = self.check_input(x)?.detach();
-        for l in &self.layers {
+        let images = h.dim(0)?;
+        // A dense layer's error on a single image, named as such (it spoke of rows and of
+        // calling `initialize`, which the user had just done).
+        let dense_hint = |i: usize, e: CpflowError| {
+            if images >= 2 {
+                return e;
+            }
+            CpflowError::InvalidInput(format!(
+                "initialising from 1 image: layer {i} of this flow is dense (the fc_end \
+                 CP-Flow block or its ActNorm) and standardises each feature over the images, \
+                 which needs at least 2 images ({e})"
+            ))
+        };
+        for (i, l) in self.layers.iter().enumerate() {
             h = match l {
                 ImageLayer::Logit(t) => t.forward(&h)?.0,
                 ImageLayer::ActNorm(a) => {
@@ -313,13 +331,18 @@ impl ImageFlow {
                     a.forward(&h)?.0.detach()
                 }
                 ImageLayer::FeatureActNorm(a) => {
-                    a.initialize(&h)?;
+                    a.initialize(&h).map_err(|e| dense_hint(i, e))?;
                     a.forward(&h)?.0.detach()
                 }
                 ImageLayer::Squeeze(s) => s.forward(&h)?,
                 ImageLayer::FactorOut(n) => h.narrow(1, 0, h.dim(1)? - n)?.contiguous()?,
                 ImageLayer::Cpf(b) => {
-                    b.initialize(&h, None)?;
+                    let conv = matches!(
+                        b.potential,
+                        Potential::ConvIcnn(_) | Potential::ConvIcnn2(_) | Potential::ConvIcnn3(_)
+                    );
+                    b.initialize(&h, None)
+                        .map_err(|e| if conv { e } else { dense_hint(i, e) })?;
                     b.forward(&h, None)?.detach()
                 }
             };

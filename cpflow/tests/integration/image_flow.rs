@@ -368,3 +368,33 @@ fn surrogate_loss_backpropagates_to_every_trainable_parameter() {
     }
     assert_eq!(blocks_with_icnn_grad.len(), 3);
 }
+
+/// One image initialises a convolutional flow (statistics over images and pixels, as in the
+/// reference); with a dense `fc_end` block the error says that layer needs 2 images (it spoke
+/// of rows and asked for `initialize`, which had just been called).
+#[test]
+fn one_image_initialises_conv_layers_and_fc_end_needs_two() {
+    let conv_only =
+        ImageFlow::new(small_config(conv(), true, FloatType::F64), &Device::Cpu).unwrap();
+    conv_only.initialize(&images(1, 32, 5)).unwrap();
+    assert!(conv_only.is_initialized().unwrap());
+    let ms = MultiscaleConfig {
+        image: ImageShape::new(2, 4, 4),
+        nblocks: vec![1],
+        logit_alpha: Some(0.05),
+        potential: conv(),
+        fc_end: Some(dense()),
+        float: FloatType::F64,
+        init_seed: 3,
+        ..MultiscaleConfig::mnist()
+    };
+    let flow = ImageFlow::new(ImageFlowConfig::multiscale(&ms).unwrap(), &Device::Cpu).unwrap();
+    let e = flow.initialize(&images(1, 32, 5)).unwrap_err().to_string();
+    assert!(
+        e.contains("initialising from 1 image") && e.contains("fc_end"),
+        "{e}"
+    );
+    assert!(!flow.is_initialized().unwrap());
+    flow.initialize(&images(2, 32, 5)).unwrap();
+    assert!(flow.is_initialized().unwrap());
+}

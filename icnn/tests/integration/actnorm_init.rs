@@ -199,10 +199,15 @@ fn picnn_refuses_one_row_non_finite_and_constant_contexts() {
     let (layer, _) =
         init_error(net.potential_with_context(&x, &t(&[0.3, f64::NAN, 0.1], 3).unwrap()));
     assert_eq!(layer, "context");
-    // One context for the whole batch: the context ActNorm sees no variation.
+    // One context for the whole batch: the context ActNorm sees no variation, and the
+    // message names the context (it named the ActNorm's units and asked for distinct points,
+    // which the x rows were).
     let (layer, reason) = init_error(net.initialize(&x, &t(&[0.3; 3], 3).unwrap()));
-    assert_eq!(layer, "picnn.actnormc");
-    assert!(reason.contains("none of its 4 units varies"), "{reason}");
+    assert_eq!(layer, "context");
+    assert!(
+        reason.contains("the context is the same on all 3 rows"),
+        "{reason}"
+    );
     assert!(!net.is_initialized().unwrap());
     assert_eq!(fresh, values(&varmap), "a failed initialisation wrote");
     net.potential_with_context(&x, &t(&[0.3, -0.7, 1.1], 3).unwrap())

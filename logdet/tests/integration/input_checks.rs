@@ -170,6 +170,13 @@ fn overflowing_sizes_are_errors() {
         exact_logdet_flat(&[1.0], 2, usize::MAX / 2),
         Err(LogdetError::SizeOverflow { .. })
     ));
+    // d = 0: any B matches the empty slice, but B results must be allocatable (it pushed
+    // zeros until memory ran out); a modest B of empty matrices gives B zeros.
+    assert!(matches!(
+        exact_logdet_flat(&[], usize::MAX, 0),
+        Err(LogdetError::SizeOverflow { .. })
+    ));
+    assert_eq!(exact_logdet_flat(&[], 3, 0).unwrap(), vec![0.0; 3]);
     // B·d·d fits but does not match: the length error.
     assert!(matches!(
         exact_logdet_flat(&[1.0], 1, 2),
