@@ -47,6 +47,21 @@ pub struct CheckpointMeta {
     pub rng: Option<RngState>,
 }
 
+impl CheckpointMeta {
+    /// The metadata of a weights-only file (what [`Flow::save`] writes): the model and no
+    /// training state.
+    pub fn weights_only(flow: FlowConfig) -> Self {
+        CheckpointMeta {
+            format_version: FORMAT_VERSION,
+            flow,
+            train: None,
+            state: None,
+            adam: None,
+            rng: None,
+        }
+    }
+}
+
 /// A loaded checkpoint: metadata and every tensor by name.
 pub struct Checkpoint {
     /// The JSON part.
@@ -250,14 +265,7 @@ impl Flow {
 
     /// Save the model (configuration + weights, including the ActNorm init flags) atomically.
     pub fn save(&self, path: &Path) -> Result<()> {
-        let meta = CheckpointMeta {
-            format_version: FORMAT_VERSION,
-            flow: self.config().clone(),
-            train: None,
-            state: None,
-            adam: None,
-            rng: None,
-        };
+        let meta = CheckpointMeta::weights_only(self.config().clone());
         save_checkpoint(path, &meta, self.weight_tensors())
     }
 
@@ -398,14 +406,7 @@ mod tests {
         let dir = test_dir("extra");
         let path = dir.join("flow.safetensors");
         let flow = small_flow();
-        let meta = CheckpointMeta {
-            format_version: FORMAT_VERSION,
-            flow: flow.config().clone(),
-            train: None,
-            state: None,
-            adam: None,
-            rng: None,
-        };
+        let meta = CheckpointMeta::weights_only(flow.config().clone());
         let one = Tensor::new(&[1.0f64], &Device::Cpu).unwrap();
         let mut tensors = flow.weight_tensors();
         tensors.push(("layers.99.bogus".into(), one.clone()));
@@ -429,14 +430,7 @@ mod tests {
         let dir = test_dir("best");
         let path = dir.join("checkpoint.safetensors");
         let flow = small_flow();
-        let meta = CheckpointMeta {
-            format_version: FORMAT_VERSION,
-            flow: flow.config().clone(),
-            train: None,
-            state: None,
-            adam: None,
-            rng: None,
-        };
+        let meta = CheckpointMeta::weights_only(flow.config().clone());
         let weights = flow.weight_tensors();
         let mut tensors = weights.clone();
         for (k, t) in &weights {

@@ -6,22 +6,14 @@ use crate::common::{flat, randn, to_vec1};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use icnn::{
-    ActNorm, ActivationKind, ConditionalConvexPotential, ConvIcnn, ConvIcnn2, ConvIcnn2Config,
-    ConvIcnn3, ConvIcnn3Config, ConvIcnnConfig, ConvexPotential, DenseIcnn2, DenseIcnn2Config,
-    Icnn, Icnn2, Icnn2Config, Icnn3, Icnn3Config, IcnnConfig, IcnnError, ImageShape, Picnn,
-    PicnnConfig,
+    ActNorm, ConditionalConvexPotential, ConvIcnn, ConvIcnn2, ConvIcnn2Config, ConvIcnn3,
+    ConvIcnn3Config, ConvIcnnConfig, ConvexPotential, DenseIcnn2, DenseIcnn2Config, Icnn, Icnn2,
+    Icnn2Config, Icnn3, Icnn3Config, IcnnConfig, IcnnError, ImageShape, Picnn, PicnnConfig,
 };
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 
-const CFG: Icnn2Config = Icnn2Config {
-    dim: 3,
-    width: 5,
-    depth: 3,
-    activation: ActivationKind::Softplus,
-    zero_shift: false,
-    symm_act_first: false,
-};
+const CFG: Icnn2Config = crate::common::SMALL_ICNN2;
 
 fn vb(varmap: &VarMap) -> VarBuilder<'static> {
     VarBuilder::from_varmap(varmap, DType::F64, &Device::Cpu)

@@ -27,14 +27,7 @@ fn sorted_values(varmap: &VarMap) -> Vec<(String, Vec<f64>)> {
     v
 }
 
-const CFG: Icnn2Config = Icnn2Config {
-    dim: 3,
-    width: 5,
-    depth: 3,
-    activation: ActivationKind::Softplus,
-    zero_shift: false,
-    symm_act_first: false,
-};
+const CFG: Icnn2Config = crate::common::SMALL_ICNN2;
 
 #[test]
 fn same_seed_gives_same_weights_and_different_seed_differs() {

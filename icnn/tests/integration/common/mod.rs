@@ -39,6 +39,16 @@ pub struct Case {
 
 pub const BATCH: usize = 4;
 
+/// A small Icnn2 (d = 3, width 5, depth 3, softplus) for API-level tests.
+pub const SMALL_ICNN2: icnn::Icnn2Config = icnn::Icnn2Config {
+    dim: 3,
+    width: 5,
+    depth: 3,
+    activation: icnn::ActivationKind::Softplus,
+    zero_shift: false,
+    symm_act_first: false,
+};
+
 pub fn randn(rng: &mut StdRng, shape: (usize, usize), scale: f64) -> Tensor {
     let n = shape.0 * shape.1;
     let v: Vec<f64> = (0..n)
