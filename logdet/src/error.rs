@@ -48,6 +48,13 @@ pub enum LogdetError {
         /// The shape found.
         found: Vec<usize>,
     },
+    /// A tensor holds integers (or another non-float dtype) where matrices of real numbers are
+    /// expected.
+    #[error("expected floating-point matrices, found a tensor of dtype {found}")]
+    NotFloat {
+        /// The dtype found, as candle names it.
+        found: String,
+    },
     /// A parameter is outside its valid range.
     #[error("invalid parameter: {0}")]
     InvalidParameter(String),

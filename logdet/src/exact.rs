@@ -132,6 +132,12 @@ pub fn exact_logdet_tensor(matrices: &candle_core::Tensor) -> Result<Vec<f64>, L
             found: matrices.dims().to_vec(),
         });
     }
+    if !matrices.dtype().is_float() {
+        // A u32 identity cast to f64 would give a log-det, of matrices nobody meant.
+        return Err(LogdetError::NotFloat {
+            found: format!("{:?}", matrices.dtype()),
+        });
+    }
     let host = matrices
         .to_dtype(candle_core::DType::F64)?
         .flatten_all()?

@@ -341,5 +341,11 @@ mod candle {
         assert!((a[0] - b[0]).abs() < 1e-12 && (a[0] - c[0]).abs() < 1e-12);
         let upper = Tensor::new(&[[[1.0f64, 100.0], [0.0, 1.0]]], &Device::Cpu).unwrap();
         assert_eq!(exact_logdet_tensor(&upper).unwrap(), vec![0.0]);
+        // Integer matrices are refused (a u32 identity returned 0.0).
+        let ints = Tensor::new(&[[[1u32, 0], [0, 1]]], &Device::Cpu).unwrap();
+        assert!(matches!(
+            exact_logdet_tensor(&ints),
+            Err(LogdetError::NotFloat { .. })
+        ));
     }
 }
