@@ -9,7 +9,7 @@
 use candle_core::{DType, Tensor, Var};
 use candle_nn::{Init, VarBuilder, VarMap};
 
-use crate::error::{CpflowError, Result};
+use crate::error::{CpflowError, Result, first_few};
 
 /// The lower bound added to the ActNorm scale (`_scaling_min` in the reference).
 pub const ACTNORM_SCALE_MIN: f64 = 1e-3;
@@ -207,16 +207,7 @@ fn check_statistics(mean: &Tensor, std: &Tensor, unit: &str) -> Result<()> {
         Ok(t.flatten_all()?.to_dtype(DType::F64)?.to_vec1::<f64>()?)
     };
     let (mean, std) = (host(mean)?, host(std)?);
-    let list = |bad: Vec<usize>| {
-        let shown: Vec<String> = bad.iter().take(8).map(|i| i.to_string()).collect();
-        let more = bad.len().saturating_sub(8);
-        let more = if more > 0 {
-            format!(" and {more} more")
-        } else {
-            String::new()
-        };
-        format!("{unit} {}{more}", shown.join(", "))
-    };
+    let list = |bad: Vec<usize>| format!("{unit} {}", first_few(&bad, 8));
     let non_finite: Vec<usize> = (0..mean.len())
         .filter(|&i| !(mean[i].is_finite() && std[i].is_finite()))
         .collect();

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::adam::AdamState;
 use crate::config::TrainConfig;
-use crate::error::{CpflowError, Result};
+use crate::error::{CpflowError, Result, first_few};
 use crate::flow::Flow;
 use crate::flow_config::FlowConfig;
 use crate::rng::RngState;
@@ -186,7 +186,7 @@ fn check_tensors(
             } else {
                 "tensors"
             },
-            name_list(&unexpected)
+            first_few(&unexpected, 5)
         )));
     }
     for name in names {
@@ -234,21 +234,6 @@ fn is_read_back(name: &str, vars: &HashSet<&str>) -> bool {
 fn is_init_flag(name: &str) -> bool {
     let var = name.strip_prefix(BEST_PREFIX).unwrap_or(name);
     !name.starts_with("adam.") && (var == "initialized" || var.ends_with(".initialized"))
-}
-
-/// Up to five names, then how many more.
-fn name_list(names: &[&str]) -> String {
-    const SHOWN: usize = 5;
-    let mut s = names
-        .iter()
-        .take(SHOWN)
-        .copied()
-        .collect::<Vec<_>>()
-        .join(", ");
-    if names.len() > SHOWN {
-        s.push_str(&format!(" and {} more", names.len() - SHOWN));
-    }
-    s
 }
 
 impl Flow {

@@ -101,6 +101,21 @@ pub enum CpflowError {
     Dataset(#[from] crate::datasets::DatasetError),
 }
 
+/// The first `shown` items joined by `, `, then "and N more" for the rest (error messages that
+/// name what is wrong without listing thousands of entries).
+pub(crate) fn first_few<T: std::fmt::Display>(items: &[T], shown: usize) -> String {
+    let mut s = items
+        .iter()
+        .take(shown)
+        .map(|i| i.to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
+    if items.len() > shown {
+        s.push_str(&format!(" and {} more", items.len() - shown));
+    }
+    s
+}
+
 fn checkpoint_note(checkpoint: &Option<std::path::PathBuf>) -> String {
     match checkpoint {
         Some(p) => format!("the last good checkpoint is {}", p.display()),
