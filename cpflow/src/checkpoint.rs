@@ -126,8 +126,9 @@ pub fn load_checkpoint(path: &Path, device: &Device) -> Result<Checkpoint> {
 }
 
 /// [`load_checkpoint`], also returning the (freshly built, not yet loaded) model of the
-/// checkpoint's configuration on `device`.
-fn read_checked(path: &Path, device: &Device) -> Result<(Checkpoint, Flow)> {
+/// checkpoint's configuration on `device`: the check builds it for the variable names, so the
+/// loaders use it instead of building it again.
+pub(crate) fn read_checked(path: &Path, device: &Device) -> Result<(Checkpoint, Flow)> {
     let bytes = std::fs::read(path).map_err(|e| CpflowError::io(path, e))?;
     let (_, md) = safetensors::SafeTensors::read_metadata(&bytes)?;
     let json = md

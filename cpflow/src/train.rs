@@ -10,7 +10,7 @@ use rand::seq::SliceRandom;
 
 use crate::adam::Adam;
 use crate::checkpoint::{
-    BEST_PREFIX, CheckpointMeta, FORMAT_VERSION, load_checkpoint, save_checkpoint,
+    BEST_PREFIX, CheckpointMeta, FORMAT_VERSION, read_checked, save_checkpoint,
 };
 use crate::config::TrainConfig;
 use crate::error::{CpflowError, Result};
@@ -177,7 +177,7 @@ impl Trainer {
     /// iterations continues the same trajectory. A new batch size (or data size) starts a new
     /// epoch at the first batch that no longer fits the current one.
     pub fn resume(path: &Path, device: &Device, config: Option<TrainConfig>) -> Result<Self> {
-        let ck = load_checkpoint(path, device)?;
+        let (ck, flow) = read_checked(path, device)?;
         let bad = |what: &str| {
             CpflowError::Checkpoint(format!(
                 "{} has no {what}: not a training checkpoint",
@@ -194,7 +194,6 @@ impl Trainer {
         let rng_state = ck.meta.rng.clone().ok_or_else(|| bad("RNG state"))?;
         let config = config.unwrap_or(saved);
         config.validate()?;
-        let flow = Flow::new(ck.meta.flow.clone(), device)?;
         flow.set_weights(&ck.tensors, "")?;
         let mut adam = Adam::new(flow.named_vars(), config.adam.clone())?;
         adam.load_state(&adam_state, &ck.tensors)?;

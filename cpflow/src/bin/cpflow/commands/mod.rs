@@ -16,7 +16,7 @@ pub use vae::vae;
 
 use anyhow::{Context, Result, bail};
 use candle_core::Device;
-use cpflow::{FloatType, Flow, load_checkpoint};
+use cpflow::{FloatType, Flow};
 use std::path::{Path, PathBuf};
 
 use crate::run_config::{Overrides, RunConfig, resolve};
@@ -74,17 +74,20 @@ pub fn locate_model(path: &Path) -> Result<ModelLocation> {
     })
 }
 
-/// Loads the model, optionally in another float type.
+/// Loads the model, optionally in another float type (then rebuilt in it, the weights
+/// converted).
 pub fn load_flow(file: &Path, device: &Device, float: Option<FloatType>) -> Result<Flow> {
-    let ck =
-        load_checkpoint(file, device).with_context(|| format!("loading {}", file.display()))?;
-    let mut cfg = ck.meta.flow.clone();
-    if let Some(f) = float {
-        cfg.float = f;
+    let flow = Flow::load(file, device).with_context(|| format!("loading {}", file.display()))?;
+    match float {
+        Some(f) if f != flow.float() => {
+            let mut cfg = flow.config().clone();
+            cfg.float = f;
+            let converted = Flow::new(cfg, device)?;
+            converted.set_weights(&flow.weight_tensors().into_iter().collect(), "")?;
+            Ok(converted)
+        }
+        _ => Ok(flow),
     }
-    let flow = Flow::new(cfg, device)?;
-    flow.set_weights(&ck.tensors, "")?;
-    Ok(flow)
 }
 
 /// The run configuration saved in a run directory, if any.
