@@ -217,9 +217,14 @@ impl ActNormInit {
         Ok(Self { shift, logs })
     }
 
+    /// The initialised ActNorm's scale `exp(logs) + 0.001`, `(C,)`.
+    pub(crate) fn scale(&self) -> Result<Tensor> {
+        Ok(self.logs.exp()?.affine(1.0, ACTNORM_SCALE_MIN)?)
+    }
+
     /// `(x + b) ⊙ (exp(logs) + 0.001)` for `x` `(n, C)`: the initialised ActNorm's output.
     pub(crate) fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let scale = self.logs.exp()?.affine(1.0, ACTNORM_SCALE_MIN)?;
-        Ok(x.broadcast_add(&self.shift)?.broadcast_mul(&scale)?)
+        Ok(x.broadcast_add(&self.shift)?
+            .broadcast_mul(&self.scale()?)?)
     }
 }

@@ -22,7 +22,7 @@ use crate::activation::Activation;
 use crate::actnorm_init::check_input_images;
 use crate::conv_layers::{Conv2d, ImageShape, PosConv2d, PreparedConv};
 use crate::error::{IcnnError, Result};
-use crate::layers::{ACTNORM_SCALE_MIN, ActNorm};
+use crate::layers::ActNorm;
 use crate::params;
 
 /// A convolution of a node input: unconstrained or positive.
@@ -385,11 +385,7 @@ impl ConvNetwork {
                         .reshape((b * h * w, c))?;
                     let init = an.statistics(&rows)?;
                     let shift = init.shift.reshape((1, c, 1, 1))?;
-                    let scale = init
-                        .logs
-                        .exp()?
-                        .affine(1.0, ACTNORM_SCALE_MIN)?
-                        .reshape((1, c, 1, 1))?;
+                    let scale = init.scale()?.reshape((1, c, 1, 1))?;
                     stats.push((an, init));
                     pre.broadcast_add(&shift)?.broadcast_mul(&scale)?.detach()
                 }
