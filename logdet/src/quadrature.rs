@@ -62,7 +62,8 @@ fn negative_ritz_tolerance(unit_roundoff: f64) -> f64 {
     unit_roundoff.max(f64::EPSILON).sqrt()
 }
 
-/// The quadrature of one system, with round-off judged at `unit_roundoff`.
+/// The quadrature of one system, with round-off judged at `unit_roundoff` (`ritz_floor`
+/// validated by the caller).
 fn quadrature_logdet(
     system: usize,
     alphas: &[f64],
@@ -71,7 +72,6 @@ fn quadrature_logdet(
     ritz_floor: f64,
     unit_roundoff: f64,
 ) -> Result<f64, LogdetError> {
-    validate_ritz_floor(ritz_floor)?;
     let (nodes, weights) =
         gauss_quadrature_nodes(alphas, betas).ok_or(LogdetError::QuadratureFailed { system })?;
     // `nodes` are finite here.
@@ -123,6 +123,7 @@ pub fn slq_quadrature_logdet(
     norm_sq: f64,
     ritz_floor: f64,
 ) -> Result<f64, LogdetError> {
+    validate_ritz_floor(ritz_floor)?;
     quadrature_logdet(0, alphas, betas, norm_sq, ritz_floor, f64::EPSILON)
 }
 
