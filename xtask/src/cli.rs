@@ -37,8 +37,8 @@ pub enum Command {
     Download(DownloadArgs),
     /// Train and evaluate CP-Flow on the MAF tabular benchmarks found on disk.
     BenchTabular(BenchTabularArgs),
-    /// Reproduce the paper's toys (Fig. 3), OT (Fig. 4), tabular table (Table 1) and VAE
-    /// table (Table 3).
+    /// Reproduce the paper's toys (Fig. 3), OT (Fig. 4), tabular table (Table 1), image flows
+    /// (Table 2) and VAE table (Table 3).
     Reproduce(ReproduceArgs),
 }
 

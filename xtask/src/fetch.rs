@@ -49,6 +49,7 @@ impl Default for FetchOptions {
 
 /// Why a download failed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum FetchError {
     /// No URL could deliver the file (offline, server down, 404, repeated interruptions).
     #[error(

@@ -46,9 +46,11 @@ struct Cli {
 enum Command {
     /// Train a flow (TOML config + overrides); writes model, checkpoint, metrics, report, plots.
     Train(TrainArgs),
-    /// Negative log-likelihood (exact or SLQ) of a trained model on a toy or a file.
+    /// Negative log-likelihood (exact or SLQ) of a trained model on the run's held-out split,
+    /// a toy, a file or a tabular benchmark's test split.
     Eval(EvalArgs),
-    /// Draw samples from a trained model into a .npy or .csv file.
+    /// Draw samples from a trained model into a .npy or .csv file (image models: a PNG grid
+    /// with --grid).
     Sample(SampleArgs),
     /// Write the PNG figures of a trained 2-D model.
     Plot(PlotArgs),
@@ -65,7 +67,8 @@ pub struct DeviceArgs {
     /// `cpu` or `cuda` (cuda needs a build with `--features cuda`).
     #[arg(long)]
     pub device: Option<String>,
-    /// `f32` or `f64` (train: the model's float type; others: the data's).
+    /// `f32` or `f64`: the model's float type (train, ot: the model is built in it; eval,
+    /// sample, plot: the loaded model is converted to it; image models keep their own).
     #[arg(long)]
     pub dtype: Option<String>,
     /// Seed of every RNG of the command.
@@ -98,7 +101,7 @@ pub struct TrainArgs {
     pub out: Option<PathBuf>,
     /// Continue from `<out>/checkpoint.safetensors` (only the run's length, the batch size,
     /// logging and checkpoint periods, evaluation sizes, [run] settings and data.root may
-    /// change).
+    /// change; image runs: the limits, batch size, periods, [train.test] and data.root).
     #[arg(long)]
     pub resume: bool,
     /// Replace the run already in `--out` (its files and plots are removed).
@@ -314,8 +317,8 @@ pub struct VaeArgs {
     /// Override the number of epochs.
     #[arg(long)]
     pub epochs: Option<usize>,
-    /// Continue from `<out>/checkpoint.safetensors` (only the epochs, the time budget and
-    /// [eval] may change).
+    /// Continue from `<out>/checkpoint.safetensors` (only the epochs, the time budget, [eval]
+    /// and data.root may change).
     #[arg(long)]
     pub resume: bool,
     /// Replace the run already in `--out` (its files are removed).
