@@ -22,9 +22,10 @@
 //! |---|---|
 //! | `progress` | the trainer's terminal progress bar ([`RunOptions::progress_bar`]; without it the option does nothing) |
 //! | `plot` | the `plot` module (PNG figures with axes and titles) and the `ot` experiment |
-//! | `datasets` | the `datasets` module (MAF tabular benchmarks, BSDS300, MNIST) |
+//! | `datasets` | the `datasets` module (MAF tabular benchmarks, BSDS300, MNIST, CIFAR-10) |
 //! | `toy-images` | `toy::ImageDensity` (a 2-D density read from a PNG) |
 //! | `vae` | the `vae` module: the VAE experiment of Table 3 (gated-conv encoder/decoder, data, training, evaluation) |
+//! | `mimalloc` | mimalloc as the binaries' allocator (the `allocator` module) |
 //! | `cli` (default) | the `cpflow` binary; implies all of the above |
 //! | `cuda` | candle's CUDA backend |
 
