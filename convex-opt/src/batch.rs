@@ -124,7 +124,8 @@ pub(crate) struct Setup {
 }
 
 /// Checks `y` (shape, dtype against [`BatchedPotential::expected_dtype`], finiteness), the
-/// options and the initial point, and computes the per-sample tolerances.
+/// options and the initial point (shape, dtype of `y`, finiteness), and computes the
+/// per-sample tolerances.
 pub(crate) fn setup<P: BatchedPotential + ?Sized>(
     potential: &P,
     y: &Tensor,
@@ -168,11 +169,14 @@ pub(crate) fn setup<P: BatchedPotential + ?Sized>(
                     message: format!("x0 has shape {:?}, y has {:?}", x0.dims(), y.dims()),
                 });
             }
-            let x0 = x0
-                .detach()
-                .to_dtype(y.dtype())?
-                .to_device(y.device())?
-                .contiguous()?;
+            if x0.dtype() != y.dtype() {
+                return Err(ConvexOptError::DTypeMismatch {
+                    context: "initial point x0",
+                    expected: y.dtype(),
+                    got: x0.dtype(),
+                });
+            }
+            let x0 = x0.detach().to_device(y.device())?.contiguous()?;
             if n > 0 && !row_inf_norms(&x0)?.iter().all(|v| v.is_finite()) {
                 return Err(ConvexOptError::NonFinite("initial point x0"));
             }

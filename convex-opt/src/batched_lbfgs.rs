@@ -8,6 +8,7 @@ use candle_core::Tensor;
 use crate::batch::{
     Collector, column, objective, row_dots_host, row_inf_norms, select_rows, setup, where_rows,
 };
+use crate::rows::RowView;
 use crate::wolfe::{WolfeParams, WolfeSearch, WolfeStep};
 use crate::{
     BatchedPotential, ConvexOptError, InversionOptions, InversionResult, SolverStats, Termination,
@@ -157,6 +158,9 @@ pub fn invert_lbfgs_batched<P: BatchedPotential + ?Sized>(
     let mut gamma = vec![1.0; setup.n];
     // `fresh[j]`: row j has no curvature information (steepest descent next).
     let mut fresh = vec![true; setup.n];
+    // The potential restricted to the working set (per-row data follows,
+    // `BatchedPotential::select_rows`); replaced at each compaction.
+    let mut work = RowView::new(potential, &rows, setup.n, y.device())?;
 
     loop {
         // Convergence bookkeeping on the current iterates.
@@ -187,6 +191,7 @@ pub fn invert_lbfgs_batched<P: BatchedPotential + ?Sized>(
             gamma = keep.iter().map(|&j| gamma[j]).collect();
             fresh = keep.iter().map(|&j| fresh[j]).collect();
             active = vec![true; rows.len()];
+            work = RowView::new(potential, &rows, setup.n, y.device())?;
             stats.compactions += 1;
         }
         stats.outer_iterations += 1;
@@ -242,7 +247,15 @@ pub fn invert_lbfgs_batched<P: BatchedPotential + ?Sized>(
                 .collect();
             let p_sub = select_rows(&p, &pend)?;
             let x_sub = (select_rows(&x, &pend)? + p_sub.broadcast_mul(&column(&ts, &p)?)?)?;
-            let trial = objective(potential, &x_sub, &select_rows(&yw, &pend)?, &mut stats)?;
+            let y_sub = select_rows(&yw, &pend)?;
+            let trial = if pend.len() == rows.len() {
+                objective(&work, &x_sub, &y_sub, &mut stats)?
+            } else {
+                // A subset of the working set (the rows still searching).
+                let originals: Vec<usize> = pend.iter().map(|&j| rows[j]).collect();
+                let sub = RowView::new(potential, &originals, setup.n, y.device())?;
+                objective(&sub, &x_sub, &y_sub, &mut stats)?
+            };
             let (f_sub, g_sub) = (&trial.f, &trial.g);
             let dphi = row_dots_host(g_sub, &p_sub)?;
             let mut take = Vec::new();

@@ -25,13 +25,14 @@ pub enum ConvexOptError {
     /// The solvers work in `f32` and `f64` only.
     #[error("unsupported dtype {0:?} (expected f32 or f64)")]
     UnsupportedDType(DType),
-    /// A tensor's dtype differs from the one the potential computes in (e.g. `f64` targets for an
-    /// `f32` potential; see [`crate::BatchedPotential::expected_dtype`]).
+    /// A tensor's dtype differs from the one required: the targets `y` from the dtype the
+    /// potential computes in (e.g. `f64` targets for an `f32` potential; see
+    /// [`crate::BatchedPotential::expected_dtype`]), an initial point `x0` from the targets'.
     #[error("dtype mismatch in {context}: expected {expected:?}, got {got:?}")]
     DTypeMismatch {
         /// What was being checked.
         context: &'static str,
-        /// The potential's dtype.
+        /// The dtype required (the potential's for `y`, the targets' for `x0`).
         expected: DType,
         /// The dtype received.
         got: DType,

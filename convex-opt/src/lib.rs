@@ -4,8 +4,10 @@
 //! targets `y`, i.e. `x_i = argmin_x Φ(x) − xᵀy_i`. This crate provides
 //!
 //! * the problem trait [`BatchedPotential`] (values and gradients per row of a `(B, d)` candle
-//!   tensor, optional Hessian-vector products), with closure adapters ([`FnPotential`]) and a
-//!   quadratic test potential with a closed-form inverse ([`QuadraticPotential`]);
+//!   tensor, optional Hessian-vector products, optional per-row data such as a context that
+//!   follows the row subsets the solvers evaluate: [`BatchedPotential::select_rows`]), with
+//!   closure adapters ([`FnPotential`]) and a quadratic test potential with a closed-form
+//!   inverse ([`QuadraticPotential`]);
 //! * [`minimize_lbfgs`]: argmin's L-BFGS on nalgebra vectors, a plain convex solver with an
 //!   ∞-norm gradient tolerance;
 //! * [`invert_lbfgs_flat`]: the reference implementation's method — the whole batch flattened
@@ -36,6 +38,7 @@ mod newton_cg;
 pub mod options;
 mod potential;
 mod quadratic;
+mod rows;
 mod termination;
 mod wolfe;
 

@@ -10,6 +10,7 @@ use crate::batch::{
     Collector, column, objective_from, row_dots_host, row_inf_norms, scatter_rows, select_rows,
     setup, where_rows,
 };
+use crate::rows::RowView;
 use crate::{
     BatchedPotential, ConvexOptError, InversionOptions, InversionResult, SecondOrderModel,
     SolverStats, Termination,
@@ -171,7 +172,7 @@ pub fn invert_newton_cg<P: BatchedPotential + ?Sized>(
     stats.gradient_rows += setup.n;
     let start = objective_from(first.value(), first.gradient(), &x, &yw)?;
     let (mut f, mut noise, mut g) = (start.f, start.noise, start.g);
-    let mut model = Some(first);
+    let mut first_model = Some(first);
     let mut gnorm = row_inf_norms(&g)?;
     if !f.iter().chain(&gnorm).all(|v| v.is_finite()) {
         return Err(ConvexOptError::NonFinite(
@@ -179,186 +180,227 @@ pub fn invert_newton_cg<P: BatchedPotential + ?Sized>(
         ));
     }
 
-    loop {
-        let mut active = out.update_status(&rows, &gnorm, setup.max_iterations);
-        let n_active = active.iter().filter(|&&a| a).count();
-        if n_active == 0 {
-            out.store(&rows, &x, &vec![true; rows.len()])?;
-            break;
-        }
-        if (n_active as f64) <= params.compaction_threshold * rows.len() as f64
-            && n_active < rows.len()
-        {
-            let inactive: Vec<bool> = active.iter().map(|a| !a).collect();
-            out.store(&rows, &x, &inactive)?;
-            let keep: Vec<usize> = (0..rows.len()).filter(|&j| active[j]).collect();
-            x = select_rows(&x, &keep)?;
-            yw = select_rows(&yw, &keep)?;
-            g = select_rows(&g, &keep)?;
-            rows = keep.iter().map(|&j| rows[j]).collect();
-            f = keep.iter().map(|&j| f[j]).collect();
-            noise = keep.iter().map(|&j| noise[j]).collect();
-            gnorm = keep.iter().map(|&j| gnorm[j]).collect();
-            active = vec![true; rows.len()];
-            model = None;
-            stats.compactions += 1;
-        }
-        stats.outer_iterations += 1;
-        let current = match model.take() {
-            Some(m) => m,
-            None => {
+    // One pass per working set: a compaction starts the next one. The potential restricted to
+    // the working set (per-row data follows, `BatchedPotential::select_rows`) lives for the
+    // pass, and so can the second-order models it hands out.
+    'working_sets: loop {
+        let work = RowView::new(potential, &rows, setup.n, y.device())?;
+        let mut model = first_model.take();
+        loop {
+            let active = out.update_status(&rows, &gnorm, setup.max_iterations);
+            let n_active = active.iter().filter(|&&a| a).count();
+            if n_active == 0 {
+                out.store(&rows, &x, &vec![true; rows.len()])?;
+                break 'working_sets;
+            }
+            if (n_active as f64) <= params.compaction_threshold * rows.len() as f64
+                && n_active < rows.len()
+            {
+                let inactive: Vec<bool> = active.iter().map(|a| !a).collect();
+                out.store(&rows, &x, &inactive)?;
+                let keep: Vec<usize> = (0..rows.len()).filter(|&j| active[j]).collect();
+                x = select_rows(&x, &keep)?;
+                yw = select_rows(&yw, &keep)?;
+                g = select_rows(&g, &keep)?;
+                rows = keep.iter().map(|&j| rows[j]).collect();
+                f = keep.iter().map(|&j| f[j]).collect();
+                noise = keep.iter().map(|&j| noise[j]).collect();
+                gnorm = keep.iter().map(|&j| gnorm[j]).collect();
+                stats.compactions += 1;
+                continue 'working_sets;
+            }
+            stats.outer_iterations += 1;
+            let current = match model.take() {
+                Some(m) => m,
+                None => {
+                    stats.gradient_calls += 1;
+                    stats.gradient_rows += rows.len();
+                    work.second_order(&x)?
+                }
+            };
+            let step = newton_step(&current, &g, &gnorm, &active, params, &cg_params)?;
+            stats.hvp_calls += step.operator_calls;
+            stats.hvp_rows += step.operator_calls * rows.len();
+            let (p, dphi0) = (step.p, step.dphi0);
+
+            // Per-sample backtracking, batched over the rows still searching. A step is
+            // accepted on the Armijo condition, or, when the value changes by less than its
+            // noise level (near the solution, where rounding errors of f exceed the decrease),
+            // when the residual ‖g‖₂ decreases by the same relative amount; gradients stay
+            // accurate there.
+            let g2 = row_dots_host(&g, &g)?;
+            let mut t: Vec<f64> = active.iter().map(|&a| if a { 1.0 } else { 0.0 }).collect();
+            // The first round evaluates the whole working set (t = 0 on inactive rows) so that,
+            // when every step is accepted, its second-order model serves the next iteration.
+            let mut pend: Vec<usize> = (0..rows.len()).collect();
+            let mut x_new = x.clone();
+            let mut g_new = g.clone();
+            let mut f_new = f.clone();
+            let mut noise_new = noise.clone();
+            let mut gnorm_new = gnorm.clone();
+            let mut next_model = None;
+            for round in 0..params.max_backtracks {
+                if pend.is_empty() {
+                    break;
+                }
+                let ts: Vec<f64> = pend.iter().map(|&j| t[j]).collect();
+                let p_sub = select_rows(&p, &pend)?;
+                let x_sub = (select_rows(&x, &pend)? + p_sub.broadcast_mul(&column(&ts, &p)?)?)?;
+                let y_sub = select_rows(&yw, &pend)?;
                 stats.gradient_calls += 1;
-                stats.gradient_rows += rows.len();
-                potential.second_order(&x)?
+                stats.gradient_rows += pend.len();
+                let (ev, trial) = if pend.len() == rows.len() {
+                    let trial = work.second_order(&x_sub)?;
+                    let ev = objective_from(trial.value(), trial.gradient(), &x_sub, &y_sub)?;
+                    (ev, Some(trial))
+                } else {
+                    // A subset of the working set (the rows still backtracking).
+                    let originals: Vec<usize> = pend.iter().map(|&j| rows[j]).collect();
+                    let sub = RowView::new(potential, &originals, setup.n, y.device())?;
+                    let trial = sub.second_order(&x_sub)?;
+                    let ev = objective_from(trial.value(), trial.gradient(), &x_sub, &y_sub)?;
+                    (ev, None)
+                };
+                let gn_t = row_inf_norms(&ev.g)?;
+                let g2_t = row_dots_host(&ev.g, &ev.g)?;
+                let mut take = Vec::new();
+                let mut take_local = Vec::new();
+                let mut still = Vec::new();
+                for (k, &j) in pend.iter().enumerate() {
+                    if !active[j] {
+                        continue;
+                    }
+                    let decrease = ev.f[k] - f[j];
+                    let armijo = decrease <= params.c1 * t[j] * dphi0[j];
+                    let within_noise = decrease.abs() <= noise[j];
+                    let residual_progress =
+                        g2_t[k].sqrt() <= (1.0 - params.c1 * t[j]) * g2[j].sqrt();
+                    let ok = armijo || (within_noise && residual_progress);
+                    if ev.f[k].is_finite() && gn_t[k].is_finite() && ok {
+                        take.push(j);
+                        take_local.push(k);
+                        f_new[j] = ev.f[k];
+                        noise_new[j] = ev.noise[k];
+                        gnorm_new[j] = gn_t[k];
+                    } else if within_noise {
+                        t[j] *= 0.5;
+                        still.push(j);
+                    } else {
+                        // Minimiser of the quadratic through φ(0), φ'(0), φ(t), kept in
+                        // [0.1t, 0.5t].
+                        let denom = 2.0 * (decrease - t[j] * dphi0[j]);
+                        let cand = if denom > 0.0 && denom.is_finite() {
+                            -dphi0[j] * t[j] * t[j] / denom
+                        } else {
+                            f64::NAN
+                        };
+                        t[j] = if cand.is_finite() {
+                            cand.clamp(0.1 * t[j], 0.5 * t[j])
+                        } else {
+                            0.5 * t[j]
+                        };
+                        still.push(j);
+                    }
+                }
+                if round == 0 && still.is_empty() {
+                    // Every active row accepted the unit step; inactive rows were evaluated at
+                    // t = 0.
+                    x_new = x_sub;
+                    g_new = ev.g;
+                    next_model = trial;
+                } else if !take.is_empty() {
+                    x_new = scatter_rows(&x_new, &take, &select_rows(&x_sub, &take_local)?)?;
+                    g_new = scatter_rows(&g_new, &take, &select_rows(&ev.g, &take_local)?)?;
+                }
+                pend = still;
             }
-        };
-
-        // Newton directions: H p = −g, scaled per system so that the absolute CG tolerance 1
-        // is the per-system forcing test ‖H p + g‖∞ ≤ η_i‖g_i‖∞.
-        // Capped at the dtype's largest value: a gradient below ~1e-205 (f64) would make the
-        // scale infinite, and CG refuses a right-hand side with infinite or NaN entries.
-        let scale_max = match g.dtype() {
-            candle_core::DType::F32 => f32::MAX as f64,
-            _ => f64::MAX,
-        };
-        let scale: Vec<f64> = (0..rows.len())
-            .map(|j| {
+            for &j in &pend {
+                // No acceptable step even after max_backtracks halvings: rounding floor reached.
+                out.status[rows[j]] = Some(Termination::LineSearchFailed);
+            }
+            for (j, &r) in rows.iter().enumerate() {
                 if active[j] {
-                    let eta = params.forcing_max.min(gnorm[j].sqrt());
-                    (1.0 / (eta * gnorm[j])).min(scale_max)
-                } else {
-                    0.0
-                }
-            })
-            .collect();
-        let b = g.broadcast_mul(&column(&scale, &g)?)?.neg()?;
-        let op = HessianOperator {
-            model: &current,
-            failure: RefCell::new(None),
-        };
-        let sol = match cg(&op, &b, &cg_params) {
-            Ok(sol) => sol,
-            Err(e) => return Err(op.failure.into_inner().unwrap_or(ConvexOptError::Krylov(e))),
-        };
-        stats.hvp_calls += sol.operator_calls;
-        stats.hvp_rows += sol.operator_calls * rows.len();
-        let inv_scale: Vec<f64> = scale
-            .iter()
-            .map(|&s| if s > 0.0 { 1.0 / s } else { 0.0 })
-            .collect();
-        let p = sol.x.broadcast_mul(&column(&inv_scale, &g)?)?;
-        let mut p = where_rows(&active, &p, &p.zeros_like()?)?;
-        let mut dphi0 = row_dots_host(&g, &p)?;
-        let bad: Vec<bool> = (0..rows.len())
-            .map(|j| active[j] && (dphi0[j].is_nan() || dphi0[j] >= 0.0))
-            .collect();
-        if bad.iter().any(|&v| v) {
-            p = where_rows(&bad, &g.neg()?, &p)?;
-            let gg = row_dots_host(&g, &g)?;
-            for j in 0..rows.len() {
-                if bad[j] {
-                    dphi0[j] = -gg[j];
+                    out.iterations[r] += 1;
                 }
             }
+            drop(current);
+            x = x_new;
+            g = g_new;
+            f = f_new;
+            noise = noise_new;
+            gnorm = gnorm_new;
+            model = next_model;
         }
-
-        // Per-sample backtracking, batched over the rows still searching. A step is accepted
-        // on the Armijo condition, or, when the value changes by less than its noise level (near
-        // the solution, where rounding errors of f exceed the decrease), when the residual ‖g‖₂
-        // decreases by the same relative amount; gradients stay accurate there.
-        let g2 = row_dots_host(&g, &g)?;
-        let mut t: Vec<f64> = active.iter().map(|&a| if a { 1.0 } else { 0.0 }).collect();
-        // The first round evaluates the whole working set (t = 0 on inactive rows) so that, when
-        // every step is accepted, its second-order model serves the next iteration.
-        let mut pend: Vec<usize> = (0..rows.len()).collect();
-        let mut x_new = x.clone();
-        let mut g_new = g.clone();
-        let mut f_new = f.clone();
-        let mut noise_new = noise.clone();
-        let mut gnorm_new = gnorm.clone();
-        let mut next_model = None;
-        for round in 0..params.max_backtracks {
-            if pend.is_empty() {
-                break;
-            }
-            let ts: Vec<f64> = pend.iter().map(|&j| t[j]).collect();
-            let p_sub = select_rows(&p, &pend)?;
-            let x_sub = (select_rows(&x, &pend)? + p_sub.broadcast_mul(&column(&ts, &p)?)?)?;
-            let trial = potential.second_order(&x_sub)?;
-            stats.gradient_calls += 1;
-            stats.gradient_rows += pend.len();
-            let ev = objective_from(
-                trial.value(),
-                trial.gradient(),
-                &x_sub,
-                &select_rows(&yw, &pend)?,
-            )?;
-            let gn_t = row_inf_norms(&ev.g)?;
-            let g2_t = row_dots_host(&ev.g, &ev.g)?;
-            let mut take = Vec::new();
-            let mut take_local = Vec::new();
-            let mut still = Vec::new();
-            for (k, &j) in pend.iter().enumerate() {
-                if !active[j] {
-                    continue;
-                }
-                let decrease = ev.f[k] - f[j];
-                let armijo = decrease <= params.c1 * t[j] * dphi0[j];
-                let within_noise = decrease.abs() <= noise[j];
-                let residual_progress = g2_t[k].sqrt() <= (1.0 - params.c1 * t[j]) * g2[j].sqrt();
-                let ok = armijo || (within_noise && residual_progress);
-                if ev.f[k].is_finite() && gn_t[k].is_finite() && ok {
-                    take.push(j);
-                    take_local.push(k);
-                    f_new[j] = ev.f[k];
-                    noise_new[j] = ev.noise[k];
-                    gnorm_new[j] = gn_t[k];
-                } else if within_noise {
-                    t[j] *= 0.5;
-                    still.push(j);
-                } else {
-                    // Minimiser of the quadratic through φ(0), φ'(0), φ(t), kept in [0.1t, 0.5t].
-                    let denom = 2.0 * (decrease - t[j] * dphi0[j]);
-                    let cand = if denom > 0.0 && denom.is_finite() {
-                        -dphi0[j] * t[j] * t[j] / denom
-                    } else {
-                        f64::NAN
-                    };
-                    t[j] = if cand.is_finite() {
-                        cand.clamp(0.1 * t[j], 0.5 * t[j])
-                    } else {
-                        0.5 * t[j]
-                    };
-                    still.push(j);
-                }
-            }
-            if round == 0 && still.is_empty() {
-                // Every active row accepted the unit step; inactive rows were evaluated at t = 0.
-                x_new = x_sub;
-                g_new = ev.g;
-                next_model = Some(trial);
-            } else if !take.is_empty() {
-                x_new = scatter_rows(&x_new, &take, &select_rows(&x_sub, &take_local)?)?;
-                g_new = scatter_rows(&g_new, &take, &select_rows(&ev.g, &take_local)?)?;
-            }
-            pend = still;
-        }
-        for &j in &pend {
-            // No acceptable step even after max_backtracks halvings: rounding floor reached.
-            out.status[rows[j]] = Some(Termination::LineSearchFailed);
-        }
-        for (j, &r) in rows.iter().enumerate() {
-            if active[j] {
-                out.iterations[r] += 1;
-            }
-        }
-        drop(current);
-        x = x_new;
-        g = g_new;
-        f = f_new;
-        noise = noise_new;
-        gnorm = gnorm_new;
-        model = next_model;
     }
     out.finish(&setup.y, stats)
+}
+
+/// A Newton direction per working row, with its directional derivative `gᵀp` on the host.
+struct NewtonStep {
+    p: Tensor,
+    dphi0: Vec<f64>,
+    operator_calls: usize,
+}
+
+/// Newton directions `H p = −g` at the model `current`, scaled per system so that the absolute
+/// CG tolerance 1 is the per-system forcing test `‖H p + g‖∞ ≤ η_i‖g_i‖∞`; zero on inactive
+/// rows, steepest descent on rows where CG did not return a descent direction.
+fn newton_step(
+    current: &SecondOrderModel<'_>,
+    g: &Tensor,
+    gnorm: &[f64],
+    active: &[bool],
+    params: &NewtonCgParams,
+    cg_params: &CgParams,
+) -> Result<NewtonStep, ConvexOptError> {
+    let k = active.len();
+    // Capped at the dtype's largest value: a gradient below ~1e-205 (f64) would make the
+    // scale infinite, and CG refuses a right-hand side with infinite or NaN entries.
+    let scale_max = match g.dtype() {
+        candle_core::DType::F32 => f32::MAX as f64,
+        _ => f64::MAX,
+    };
+    let scale: Vec<f64> = (0..k)
+        .map(|j| {
+            if active[j] {
+                let eta = params.forcing_max.min(gnorm[j].sqrt());
+                (1.0 / (eta * gnorm[j])).min(scale_max)
+            } else {
+                0.0
+            }
+        })
+        .collect();
+    let b = g.broadcast_mul(&column(&scale, g)?)?.neg()?;
+    let op = HessianOperator {
+        model: current,
+        failure: RefCell::new(None),
+    };
+    let sol = match cg(&op, &b, cg_params) {
+        Ok(sol) => sol,
+        Err(e) => return Err(op.failure.into_inner().unwrap_or(ConvexOptError::Krylov(e))),
+    };
+    let inv_scale: Vec<f64> = scale
+        .iter()
+        .map(|&s| if s > 0.0 { 1.0 / s } else { 0.0 })
+        .collect();
+    let p = sol.x.broadcast_mul(&column(&inv_scale, g)?)?;
+    let mut p = where_rows(active, &p, &p.zeros_like()?)?;
+    let mut dphi0 = row_dots_host(g, &p)?;
+    let bad: Vec<bool> = (0..k)
+        .map(|j| active[j] && (dphi0[j].is_nan() || dphi0[j] >= 0.0))
+        .collect();
+    if bad.iter().any(|&v| v) {
+        p = where_rows(&bad, &g.neg()?, &p)?;
+        let gg = row_dots_host(g, g)?;
+        for j in 0..k {
+            if bad[j] {
+                dphi0[j] = -gg[j];
+            }
+        }
+    }
+    Ok(NewtonStep {
+        p,
+        dphi0,
+        operator_calls: sol.operator_calls,
+    })
 }

@@ -32,7 +32,9 @@ pub struct InversionOptions {
     pub rel_tolerance: Option<f64>,
     /// Maximum number of iterations per sample (default 1000).
     pub max_iterations: usize,
-    /// Initial point `(B, d)`; `None`: `x₀ = y` (as in the reference implementation).
+    /// Initial point `(B, d)`, in the dtype of `y` (another dtype is a
+    /// [`ConvexOptError::DTypeMismatch`], never cast); `None`: `x₀ = y` (as in the reference
+    /// implementation).
     pub x0: Option<Tensor>,
 }
 

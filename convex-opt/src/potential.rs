@@ -8,7 +8,8 @@ use crate::ConvexOptError;
 pub type HvpFn<'a> = Box<dyn Fn(&Tensor) -> Result<Tensor, ConvexOptError> + 'a>;
 
 /// A potential `Φ: ℝᵈ → ℝ` evaluated on a batch of points, one point per row of a `(B, d)`
-/// tensor. Row `i` of every output depends on row `i` of the input only.
+/// tensor. Row `i` of every output depends on row `i` of the input only (and, for a potential
+/// with per-row data, on row `i` of that data: see [`select_rows`](Self::select_rows)).
 ///
 /// The solvers of this crate invert the gradient map `x ↦ ∇Φ(x)`; they need `Φ` (strongly)
 /// convex for the inverse to exist and be unique, and they evaluate the potential on subsets of
@@ -16,12 +17,64 @@ pub type HvpFn<'a> = Box<dyn Fn(&Tensor) -> Result<Tensor, ConvexOptError> + 'a>
 ///
 /// Required: [`value_and_gradient`](Self::value_and_gradient). Optional:
 /// [`value`](Self::value) (default: through `value_and_gradient`), [`hvp`](Self::hvp)
-/// (default: [`ConvexOptError::Unsupported`]; needed by Newton–CG) and
+/// (default: [`ConvexOptError::Unsupported`]; needed by Newton–CG),
 /// [`second_order`](Self::second_order) (default: `value_and_gradient` plus `hvp` at the same
-/// point; override it when one forward pass can serve the gradient and many HVPs) and
+/// point; override it when one forward pass can serve the gradient and many HVPs),
 /// [`expected_dtype`](Self::expected_dtype) (default `None`; return the dtype of the
 /// potential's parameters so that the solvers reject targets of another dtype up front with
-/// [`ConvexOptError::DTypeMismatch`] instead of a backend error from inside the potential).
+/// [`ConvexOptError::DTypeMismatch`] instead of a backend error from inside the potential) and
+/// [`select_rows`](Self::select_rows) (default `None`: the rows share everything but `x`).
+///
+/// # Per-row data
+///
+/// A family of potentials `Φ_i(x) = Φ(x; c_i)`, one per row, with per-row data `c` (a context,
+/// a conditioning vector) holds `c` for the whole batch of the problem, while the per-sample
+/// solvers ([`invert_newton_cg`](crate::invert_newton_cg),
+/// [`invert_lbfgs_batched`](crate::invert_lbfgs_batched)) evaluate subsets of rows (the rows
+/// still being solved, the rows still line-searching). Such a potential overrides
+/// [`select_rows`](Self::select_rows) to return itself restricted to a set of rows — typically
+/// `c.index_select(rows, 0)`, cheap next to the evaluation — and the solvers evaluate every
+/// subset through it, always asking the potential they were given with indices into the
+/// original batch (restrictions never nest). The whole batch is evaluated on the potential
+/// itself.
+///
+/// ```
+/// use candle_core::{Device, Tensor};
+/// use convex_opt::{
+///     BatchedPotential, ConvexOptError, InversionOptions, NewtonCgParams, invert_newton_cg,
+/// };
+/// /// `Φ_i(x) = ½‖x‖² + c_iᵀx`: `∇Φ_i(x) = x + c_i`, inverse `x_i = y_i − c_i`.
+/// struct Shifted {
+///     c: Tensor,
+/// }
+/// impl BatchedPotential for Shifted {
+///     fn value_and_gradient(&self, x: &Tensor) -> Result<(Tensor, Tensor), ConvexOptError> {
+///         let value = ((x.sqr()?.sum(1)? * 0.5)? + (x * &self.c)?.sum(1)?)?;
+///         Ok((value, (x + &self.c)?))
+///     }
+///     fn hvp(&self, _x: &Tensor, v: &Tensor) -> Result<Tensor, ConvexOptError> {
+///         Ok(v.clone())
+///     }
+///     fn select_rows(
+///         &self,
+///         rows: &Tensor,
+///     ) -> Result<Option<Box<dyn BatchedPotential + '_>>, ConvexOptError> {
+///         Ok(Some(Box::new(Shifted { c: self.c.index_select(rows, 0)? })))
+///     }
+/// }
+/// let dev = Device::Cpu;
+/// let c = Tensor::new(&[[0.0f64, 0.0], [1.0, -2.0], [0.0, 0.0]], &dev)?;
+/// let y = Tensor::new(&[[1.0f64, 2.0], [3.0, 4.0], [-1.0, 0.0]], &dev)?;
+/// let pot = Shifted { c: c.clone() };
+/// let res = invert_newton_cg(&pot, &y, &InversionOptions::default(), &NewtonCgParams::default())?;
+/// assert!(res.all_converged());
+/// // Rows 0 and 2 start at their solutions (c = 0, x₀ = y): row 1 is solved on its own, with
+/// // its own row of `c` (the working set is compacted to it).
+/// assert_eq!(res.stats.compactions, 1);
+/// let err = (res.x - (y - c)?)?.abs()?.max_all()?.to_scalar::<f64>()?;
+/// assert!(err <= 1e-9);
+/// # Ok::<(), ConvexOptError>(())
+/// ```
 ///
 /// ```
 /// use candle_core::{Device, Tensor};
@@ -71,6 +124,21 @@ pub trait BatchedPotential {
             Box::new(move |v| self.hvp(&x, v)),
         ))
     }
+
+    /// The potential restricted to the rows `rows` of its batch (a `u32` tensor of shape `(k,)`
+    /// on the device of the targets, indices in `0..B`, in the order the restricted potential
+    /// must see them): `Some(p)` with `p` evaluating row `j` of its input as row `rows[j]`, or
+    /// `None` (the default) when the rows have no data of their own, so that `self` evaluates
+    /// any subset of rows as it is. The solvers call it on the potential they were given, with
+    /// indices into the original batch, whenever they evaluate a subset of rows; see
+    /// [Per-row data](Self#per-row-data).
+    fn select_rows(
+        &self,
+        rows: &Tensor,
+    ) -> Result<Option<Box<dyn BatchedPotential + '_>>, ConvexOptError> {
+        let _ = rows;
+        Ok(None)
+    }
 }
 
 impl<P: BatchedPotential + ?Sized> BatchedPotential for &P {
@@ -89,6 +157,12 @@ impl<P: BatchedPotential + ?Sized> BatchedPotential for &P {
     fn expected_dtype(&self) -> Option<DType> {
         (**self).expected_dtype()
     }
+    fn select_rows(
+        &self,
+        rows: &Tensor,
+    ) -> Result<Option<Box<dyn BatchedPotential + '_>>, ConvexOptError> {
+        (**self).select_rows(rows)
+    }
 }
 
 impl<P: BatchedPotential + ?Sized> BatchedPotential for Box<P> {
@@ -106,6 +180,12 @@ impl<P: BatchedPotential + ?Sized> BatchedPotential for Box<P> {
     }
     fn expected_dtype(&self) -> Option<DType> {
         (**self).expected_dtype()
+    }
+    fn select_rows(
+        &self,
+        rows: &Tensor,
+    ) -> Result<Option<Box<dyn BatchedPotential + '_>>, ConvexOptError> {
+        (**self).select_rows(rows)
     }
 }
 

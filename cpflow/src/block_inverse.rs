@@ -12,7 +12,9 @@ use serde::{Deserialize, Serialize};
 use crate::block::CpFlowBlock;
 use crate::error::Result;
 
-/// Which `convex-opt` solver inverts the blocks.
+/// Which `convex-opt` solver inverts the blocks. Every solver serves conditional (PICNN) blocks
+/// too: the context rows follow the row subsets the per-sample solvers evaluate
+/// ([`BlockPotential`]'s `select_rows`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum InverseSolver {
@@ -21,9 +23,8 @@ pub enum InverseSolver {
     NewtonCg,
     /// Independent L-BFGS per sample, per-sample line searches.
     LbfgsBatched,
-    /// The reference's method: the whole batch is one L-BFGS problem. Conditional (PICNN)
-    /// blocks always use this one, because the per-sample solvers evaluate subsets of rows and
-    /// the context rows cannot follow them through the `BatchedPotential` interface.
+    /// The reference's method: the whole batch is one L-BFGS problem (shared line searches and
+    /// stopping test).
     LbfgsFlat,
 }
 
@@ -66,18 +67,24 @@ impl InverseParams {
     }
 }
 
-/// A block (with an optional fixed context) seen as a batched convex potential
-/// `x ↦ Φ(x) = sp(w₁)F(x) + sp(w₀)‖x‖²/2`. Outputs are detached.
+/// A block (with an optional fixed context, one row per point) seen as a batched convex
+/// potential `x ↦ Φ(x; c) = sp(w₁)F(x; c) + sp(w₀)‖x‖²/2`. Outputs are detached. The context
+/// rows follow the rows the solvers evaluate ([`BatchedPotential::select_rows`]: the
+/// restriction to a set of rows holds those rows of the context), so every `convex-opt` solver
+/// inverts conditional blocks.
 pub struct BlockPotential<'a> {
     block: &'a CpFlowBlock,
-    context: Option<&'a Tensor>,
+    context: Option<Tensor>,
 }
 
 impl<'a> BlockPotential<'a> {
-    /// Wrap a block; `context` is required for conditional blocks (and then the solver must
-    /// evaluate whole batches: see [`InverseSolver::LbfgsFlat`]).
-    pub fn new(block: &'a CpFlowBlock, context: Option<&'a Tensor>) -> Self {
-        BlockPotential { block, context }
+    /// Wrap a block; `context` `(B, d_c)` (one row per row of the points) is required for
+    /// conditional blocks.
+    pub fn new(block: &'a CpFlowBlock, context: Option<&Tensor>) -> Self {
+        BlockPotential {
+            block,
+            context: context.map(Tensor::detach),
+        }
     }
 }
 
@@ -92,7 +99,7 @@ impl BatchedPotential for BlockPotential<'_> {
     ) -> std::result::Result<(Tensor, Tensor), ConvexOptError> {
         let (phi, z) = self
             .block
-            .potential_and_forward(&x.detach(), self.context)
+            .potential_and_forward(&x.detach(), self.context.as_ref())
             .map_err(wrap)?;
         Ok((phi.detach(), z.detach()))
     }
@@ -100,7 +107,7 @@ impl BatchedPotential for BlockPotential<'_> {
     fn hvp(&self, x: &Tensor, v: &Tensor) -> std::result::Result<Tensor, ConvexOptError> {
         let (_, op) = self
             .block
-            .detached_operator(x, self.context)
+            .detached_operator(x, self.context.as_ref())
             .map_err(wrap)?;
         op.apply(v).map_err(wrap)
     }
@@ -112,7 +119,7 @@ impl BatchedPotential for BlockPotential<'_> {
         let x = x.detach();
         let (z, op) = self
             .block
-            .detached_operator(&x, self.context)
+            .detached_operator(&x, self.context.as_ref())
             .map_err(wrap)?;
         let (a1, a0) = (
             self.block.icnn_weight().map_err(wrap)?,
@@ -127,11 +134,26 @@ impl BatchedPotential for BlockPotential<'_> {
             Box::new(move |v| op.apply(v).map_err(wrap)),
         ))
     }
+
+    /// The block with the context rows `rows` (`None` without a context: rows are independent).
+    fn select_rows(
+        &self,
+        rows: &Tensor,
+    ) -> std::result::Result<Option<Box<dyn BatchedPotential + '_>>, ConvexOptError> {
+        let Some(ctx) = &self.context else {
+            return Ok(None);
+        };
+        Ok(Some(Box::new(BlockPotential {
+            block: self.block,
+            context: Some(ctx.index_select(rows, 0)?),
+        })))
+    }
 }
 
 impl CpFlowBlock {
-    /// Solve `∇Φ(x) = y` for every row of `y`. Unconverged samples are reported in the
-    /// result (`converged[i] == false`), never hidden.
+    /// Solve `∇Φ(x) = y` for every row of `y` (with context row `i` for row `i` of a
+    /// conditional block) by `params.solver`. Unconverged samples are reported in the result
+    /// (`converged[i] == false`), never hidden.
     pub fn inverse(
         &self,
         y: &Tensor,
@@ -140,13 +162,8 @@ impl CpFlowBlock {
     ) -> Result<InversionResult> {
         let pot = BlockPotential::new(self, ctx);
         let opts = params.options();
-        let solver = if ctx.is_some() {
-            InverseSolver::LbfgsFlat
-        } else {
-            params.solver
-        };
         let y = y.detach();
-        Ok(match solver {
+        Ok(match params.solver {
             InverseSolver::NewtonCg => {
                 invert_newton_cg(&pot, &y, &opts, &NewtonCgParams::default())?
             }

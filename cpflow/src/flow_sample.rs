@@ -99,7 +99,9 @@ impl Flow {
         self.inverse_given_opt(z, None, params)
     }
 
-    /// [`Flow::inverse_with`] for a conditional flow.
+    /// [`Flow::inverse_with`] for a conditional flow: row `i` of `z` is inverted with context
+    /// row `i` of `ctx`, by the solver `params.solver` names (each of them handles per-row
+    /// contexts).
     pub fn inverse_given(
         &self,
         z: &Tensor,

@@ -132,6 +132,37 @@ fn dtype_mismatch_is_reported_before_evaluating() {
     }
 }
 
+/// An initial point of another dtype than the targets is an error naming `x0` (it was cast
+/// silently), for potentials with and without an expected dtype.
+#[test]
+fn initial_point_of_another_dtype_is_a_mismatch() {
+    let any_dtype = FnPotential::new(|x: &Tensor| Ok(((x.sqr()?.sum(1)? * 0.5)?, x.clone())))
+        .with_hvp(|_x: &Tensor, v: &Tensor| Ok(v.clone()));
+    for (y_dtype, x0_dtype) in [(DType::F64, DType::F32), (DType::F32, DType::F64)] {
+        let y = Tensor::ones((2, 3), y_dtype, &Device::Cpu).unwrap();
+        let x0 = Tensor::zeros((2, 3), x0_dtype, &Device::Cpu).unwrap();
+        let opts = InversionOptions::default().with_x0(x0);
+        let fixed = quadratic(y_dtype);
+        for (name, solve) in solvers(&any_dtype).into_iter().chain(solvers(&fixed)) {
+            let err = solve(&y, &opts).unwrap_err();
+            match &err {
+                ConvexOptError::DTypeMismatch {
+                    context: "initial point x0",
+                    expected,
+                    got,
+                } => assert_eq!((*expected, *got), (y_dtype, x0_dtype), "{name}"),
+                other => panic!("{name}: expected a dtype mismatch, got {other}"),
+            }
+        }
+        // The same x0 in the targets' dtype is accepted.
+        let opts = InversionOptions::default()
+            .with_x0(Tensor::zeros((2, 3), y_dtype, &Device::Cpu).unwrap());
+        for (name, solve) in solvers(&any_dtype) {
+            assert!(solve(&y, &opts).unwrap().all_converged(), "{name}");
+        }
+    }
+}
+
 #[test]
 fn quadratic_potential_rejects_unsupported_dtypes() {
     for dtype in [DType::F16, DType::BF16, DType::U32] {

@@ -8,5 +8,6 @@ mod common;
 
 mod icnn_potentials;
 mod input_checks;
+mod per_row_data;
 mod quadratic;
 mod termination;

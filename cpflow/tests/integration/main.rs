@@ -20,6 +20,7 @@ mod cli_run_dir;
 mod cli_smoke;
 #[cfg(feature = "cli")]
 mod cli_tabular;
+mod conditional_inverse;
 mod flow_core;
 mod image_flow;
 mod image_layers;

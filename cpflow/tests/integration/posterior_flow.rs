@@ -117,7 +117,8 @@ fn conditional_density_integrates_to_one() {
             .unwrap();
         logq_at_origin.push(to_vec(&origin.log_q)[0]);
     }
-    // Per-row contexts (the flat L-BFGS inversion path) recover the sampled log q too.
+    // Per-row contexts (the context rows follow the solver's row subsets) recover the sampled
+    // log q too.
     let k = 8;
     let (mu_k, ls_k, h_k) = (repeat_row(&mu, k), repeat_row(&ls, k), normal(k, 3, 1.0, 4));
     let s = q
