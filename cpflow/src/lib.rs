@@ -56,6 +56,7 @@ pub mod posterior;
 pub mod potential;
 pub mod prior;
 mod progress;
+pub mod reference_weights;
 pub mod rng;
 pub(crate) mod slq;
 mod surrogate_cg;

@@ -30,6 +30,7 @@ mod image_resume;
 mod image_train;
 mod posterior_flow;
 mod posterior_importance;
+mod reference_parity;
 mod run_lifecycle;
 mod toy_reference;
 mod training;
