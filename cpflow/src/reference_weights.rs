@@ -223,7 +223,8 @@ fn squeezed(dims: &[usize]) -> Vec<usize> {
 ///
 /// Everything is checked before anything is written: every reference key must map to one of
 /// the model's variables, with the same shape up to axes of length 1, and every variable of
-/// the model (flags aside) must receive a value. An error names the offending key(s)
+/// the model (flags aside) must receive a value, and every value must be finite. An error
+/// names the offending key(s)
 /// ([`CpflowError::Checkpoint`]). Values are converted to the variables' dtype and device.
 ///
 /// ```
@@ -278,6 +279,11 @@ pub fn load_reference_state_dict(
                 "reference key {key} has shape {:?}, the model's {ours} has shape {:?}",
                 t.dims(),
                 var.dims()
+            )));
+        }
+        if t.dtype().is_float() && !crate::flow::all_finite(t)? {
+            return Err(CpflowError::Checkpoint(format!(
+                "reference key {key} holds a NaN or infinite value"
             )));
         }
         if let Some(other) = filled.insert(name, key.as_str()) {
@@ -422,6 +428,10 @@ mod tests {
             Tensor::zeros(1, DType::F64, &Device::Cpu).unwrap(),
         );
         assert!(message(&sd).contains("maps to layers.1.extra, which the model does not have"));
+        let mut sd = reference_state_dict(&flow);
+        let w1 = sd["flows.1.w1"].clone();
+        sd.insert("flows.1.w1".into(), (w1 * f64::NAN).unwrap());
+        assert!(message(&sd).contains("flows.1.w1 holds a NaN or infinite value"));
         // Nothing was written by the failed loads.
         assert!(!flow.is_initialized().unwrap());
     }
