@@ -46,7 +46,15 @@ use crate::posterior::PosteriorConfig;
 pub struct KeyMapping {
     keys: BTreeMap<String, String>,
     prefixes: Vec<(String, String)>,
+    /// Reference keys that hold a constant in cpflow (no variable): the value they must have.
+    constants: BTreeMap<String, Constant>,
 }
+
+/// A reference parameter that cpflow keeps as a constant (e.g. a non-trainable `w0`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Constant(f64);
+
+impl Eq for Constant {}
 
 impl KeyMapping {
     /// An empty mapping (maps nothing).
@@ -69,6 +77,21 @@ impl KeyMapping {
         self
     }
 
+    /// Builder: the reference key `reference` is a parameter that cpflow keeps as the
+    /// constant `value` (the reference's `w0` with `trainable_w0=False` is a frozen
+    /// `Parameter`, so it is in its `state_dict`; cpflow's block has no variable for it).
+    /// [`load_reference_state_dict`] checks that the key holds `value` (to 1e-6 relative, so
+    /// that float32 exports pass) and sets nothing.
+    pub fn with_constant(mut self, reference: impl Into<String>, value: f64) -> Self {
+        self.constants.insert(reference.into(), Constant(value));
+        self
+    }
+
+    /// The constant that the reference key `key` must hold, if cpflow keeps it as one.
+    pub fn constant(&self, key: &str) -> Option<f64> {
+        self.constants.get(key).map(|c| c.0)
+    }
+
     /// The cpflow name of the reference key `key`, or `None` if no rule covers it.
     pub fn map(&self, key: &str) -> Option<String> {
         if let Some(ours) = self.keys.get(key) {
@@ -88,7 +111,10 @@ impl KeyMapping {
 
     /// A [`crate::Flow`] built from `config` against the reference's `SequentialFlow` with the
     /// same layers (`train_tabular.py`'s `[ActNorm, CPF, …, CPF, ActNorm]`, `train_toy.py`'s
-    /// `[ActNorm, CPF]`): layer `i` is `flows.{i}` there and `layers.{i}` here.
+    /// `[ActNorm, CPF]`): layer `i` is `flows.{i}` there and `layers.{i}` here. A block with a
+    /// fixed `w0` (`trainable_w0 = false`, the toy layout with several blocks) has no `w0`
+    /// variable; the reference's frozen `flows.{i}.w0` must then hold its initial value
+    /// ([`KeyMapping::with_constant`]).
     pub fn for_flow(config: &FlowConfig) -> Self {
         config
             .layers
@@ -98,7 +124,14 @@ impl KeyMapping {
                 LayerConfig::ActNorm => {
                     m.with_actnorm(&format!("flows.{i}."), &format!("layers.{i}"))
                 }
-                LayerConfig::Cpf(_) => m.with_prefix(format!("flows.{i}."), format!("layers.{i}.")),
+                LayerConfig::Cpf(b) => {
+                    let m = m.with_prefix(format!("flows.{i}."), format!("layers.{i}."));
+                    if b.trainable_w0 {
+                        m
+                    } else {
+                        m.with_constant(format!("flows.{i}.w0"), crate::block::LOG_E_MINUS_1)
+                    }
+                }
             })
     }
 
@@ -212,6 +245,24 @@ pub struct ReferenceLoad {
     pub flags_marked: usize,
 }
 
+/// The reference key `key` holds the constant `value` that cpflow uses in its place.
+fn check_constant(key: &str, t: &Tensor, value: f64) -> Result<()> {
+    let got = t
+        .to_dtype(candle_core::DType::F64)?
+        .flatten_all()?
+        .to_vec1::<f64>()?;
+    // 1e-6 relative: a float32 export of the constant is within 6e-8 of it.
+    // NaN fails `within`.
+    let within = got.len() == 1 && (got[0] - value).abs() <= 1e-6 * value.abs().max(1.0);
+    if !within {
+        return Err(CpflowError::Checkpoint(format!(
+            "reference key {key} is {got:?}; cpflow's model keeps it at the constant {value} \
+             (a trainable parameter there needs a trainable one here: e.g. trainable_w0)"
+        )));
+    }
+    Ok(())
+}
+
 /// Dimensions without the axes of length 1.
 fn squeezed(dims: &[usize]) -> Vec<usize> {
     dims.iter().copied().filter(|&d| d != 1).collect()
@@ -263,6 +314,10 @@ pub fn load_reference_state_dict(
     let mut assignments: Vec<(&Var, &Tensor)> = Vec::with_capacity(keys.len());
     let mut filled: HashMap<&str, &str> = HashMap::new();
     for key in keys {
+        if let Some(value) = mapping.constant(key) {
+            check_constant(key, &state_dict[key], value)?;
+            continue;
+        }
         let ours = mapping.map(key).ok_or_else(|| {
             CpflowError::Checkpoint(format!(
                 "reference key {key} matches no rule of the key mapping"
@@ -432,6 +487,28 @@ mod tests {
         let w1 = sd["flows.1.w1"].clone();
         sd.insert("flows.1.w1".into(), (w1 * f64::NAN).unwrap());
         assert!(message(&sd).contains("flows.1.w1 holds a NaN or infinite value"));
+        // A frozen reference w0 must hold the constant that a fixed-w0 block uses.
+        let mut cfg = flow.config().clone();
+        for l in &mut cfg.layers {
+            if let LayerConfig::Cpf(b) = l {
+                b.trainable_w0 = false;
+            }
+        }
+        let fixed = Flow::new(cfg, &Device::Cpu).unwrap();
+        let fixed_map = KeyMapping::for_flow(fixed.config());
+        let mut sd = reference_state_dict(&flow);
+        sd.insert(
+            "flows.1.w0".into(),
+            Tensor::new(&[crate::block::LOG_E_MINUS_1 as f32], &Device::Cpu).unwrap(),
+        );
+        let r = load_reference_state_dict(&fixed.named_vars(), &sd, &fixed_map).unwrap();
+        assert_eq!(r.loaded, sd.len() - 1);
+        sd.insert(
+            "flows.1.w0".into(),
+            Tensor::new(&[0.7f64], &Device::Cpu).unwrap(),
+        );
+        let e = load_reference_state_dict(&fixed.named_vars(), &sd, &fixed_map).unwrap_err();
+        assert!(e.to_string().contains("flows.1.w0 is [0.7]"), "{e}");
         // Nothing was written by the failed loads.
         assert!(!flow.is_initialized().unwrap());
     }

@@ -11,6 +11,8 @@ mod image_common;
 mod posterior_common;
 
 #[cfg(feature = "cli")]
+mod cli_import_reference;
+#[cfg(feature = "cli")]
 mod cli_model_io;
 #[cfg(feature = "cli")]
 mod cli_ot;

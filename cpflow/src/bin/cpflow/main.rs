@@ -10,6 +10,7 @@
 //! cpflow plot   --model runs/8g
 //! cpflow ot     --dims 2,4,8,16 --out runs/ot
 //! cpflow vae    --config configs/vae-frey-cpu.toml --out runs/vae-frey
+//! cpflow import-reference --state-dict W.safetensors --config C.toml --out runs/imported
 //! ```
 //!
 //! Logging goes through `tracing` (`RUST_LOG=debug` for more).
@@ -59,6 +60,9 @@ enum Command {
     /// The VAE experiment (paper Table 3): Gaussian or CP-Flow posterior on Frey Faces,
     /// Caltech 101 Silhouettes, MNIST or Omniglot; writes checkpoints, metrics and report.json.
     Vae(VaeArgs),
+    /// Import a tabular/toy flow trained by the authors' PyTorch code (its state_dict as
+    /// safetensors, the architecture from a `train` config) as a model directory.
+    ImportReference(commands::ImportReferenceArgs),
 }
 
 /// Options shared by every command that builds tensors.
@@ -369,6 +373,7 @@ fn main() -> Result<()> {
         Command::Plot(a) => commands::plot(a),
         Command::Ot(a) => commands::ot(a),
         Command::Vae(a) => commands::vae(a),
+        Command::ImportReference(a) => commands::import_reference(a),
     })
 }
 

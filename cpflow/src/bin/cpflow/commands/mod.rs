@@ -1,6 +1,7 @@
 //! The subcommands.
 
 mod eval;
+mod import_reference;
 mod ot;
 mod plot;
 mod sample;
@@ -8,6 +9,7 @@ mod train;
 mod vae;
 
 pub use eval::eval;
+pub use import_reference::{ImportReferenceArgs, import_reference};
 pub use ot::ot;
 pub use plot::plot;
 pub use sample::sample;

@@ -1,0 +1,244 @@
+//! `cpflow import-reference`: a flow trained by the authors' PyTorch code
+//! (github.com/CW-Huang/CP-Flow, `train_tabular.py`, `train_toy.py`) as a cpflow model
+//! directory that `eval`, `sample` and `plot` read.
+//!
+//! The architecture comes from the `[model]` table of a `cpflow train` config (the same TOML a
+//! user would train it with); the weights from the `state_dict` of the reference's
+//! `SequentialFlow` (keys `flows.{i}.…`) saved as safetensors, renamed by
+//! [`KeyMapping::for_flow`] and loaded by [`load_reference_state_dict`], which checks every
+//! key and shape before anything is written.
+
+use anyhow::{Context, Result, bail};
+use candle_core::{Device, Tensor};
+use clap::Args;
+use cpflow::Flow;
+use cpflow::reference_weights::{KeyMapping, load_reference_state_dict};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use crate::run_config::{Overrides, is_image_config, resolve};
+use crate::run_dir::{TRAIN_RUN, absolute_run_config, check_new_run, remove_old_run, write_config};
+
+/// `cpflow import-reference`.
+#[derive(Args, Debug)]
+#[command(after_long_help = PYTORCH_EXPORT_HELP)]
+pub struct ImportReferenceArgs {
+    /// The reference model's `state_dict` as a safetensors file (keys `flows.{i}.…`; float64
+    /// or float32 tensors). See `--help` for the PyTorch lines that write it.
+    #[arg(long, value_name = "W.safetensors")]
+    pub state_dict: PathBuf,
+    /// A `cpflow train` TOML config whose `[model]` table describes the reference model
+    /// (`arch`, `blocks`, `width`, `depth`, `activation`, `zero_shift`, `symm_act_first`,
+    /// `layout`: `tabular` for `train_tabular.py`, `toy` for `train_toy.py`); its `[data]`
+    /// table is kept in `<out>/config.toml` as the data that `eval` and `plot` use by default.
+    #[arg(long, short)]
+    pub config: PathBuf,
+    /// Output model directory: `model.safetensors` and `config.toml`.
+    #[arg(long, short)]
+    pub out: PathBuf,
+    /// Float type of the written model (default: the config's `model.float`, f64 unless set).
+    #[arg(long)]
+    pub dtype: Option<String>,
+    /// Data dimension (default: the length of the first ActNorm's `flows.0.b`; needed for
+    /// `layout = "single"`, which has no ActNorm).
+    #[arg(long)]
+    pub dim: Option<usize>,
+    /// Read only the tensors whose keys start with this prefix, prefix removed (e.g.
+    /// `model.` for a file that also holds other tensors); default: every tensor.
+    #[arg(long)]
+    pub prefix: Option<String>,
+    /// Replace a model or run already in `--out`.
+    #[arg(long)]
+    pub overwrite: bool,
+}
+
+/// The `--help` note on writing the safetensors file in PyTorch.
+const PYTORCH_EXPORT_HELP: &str = "\
+Writing the state_dict from PyTorch (needs `pip install safetensors`; float64 or float32):
+
+    import torch
+    from safetensors.torch import save_file
+    model = ...  # the reference SequentialFlow, weights loaded from your checkpoint
+    save_file({k: v.double().contiguous() for k, v in model.state_dict().items()}, \"W.safetensors\")
+
+Then: cpflow import-reference --state-dict W.safetensors --config C.toml --out DIR";
+
+/// Imports the reference weights into `--out` and prints a one-line summary.
+pub fn import_reference(a: ImportReferenceArgs) -> Result<()> {
+    if is_image_config(Some(&a.config))? {
+        bail!(
+            "{} describes an image flow: import-reference reads tabular and toy flows \
+             (`SequentialFlow` state_dicts) only",
+            a.config.display()
+        );
+    }
+    let ov = Overrides {
+        dtype: a.dtype.clone(),
+        out: Some(a.out.clone()),
+        ..Overrides::default()
+    };
+    let cfg = resolve(Some(&a.config), &ov)?;
+    let state_dict = read_state_dict(&a.state_dict, a.prefix.as_deref())?;
+    let dim = match a.dim {
+        Some(d) => d,
+        None => infer_dim(&state_dict)?,
+    };
+    let flow_cfg = cfg.model.flow_config(dim)?;
+    check_new_run(&a.out, &TRAIN_RUN, a.overwrite)?;
+    let flow = Flow::new(flow_cfg, &Device::Cpu)?;
+    let mapping = KeyMapping::for_flow(flow.config());
+    check_missing_keys(&flow, &state_dict, &mapping)?;
+    let report = load_reference_state_dict(&flow.named_vars(), &state_dict, &mapping)
+        .with_context(|| {
+            format!(
+                "loading {} into the model of {}",
+                a.state_dict.display(),
+                a.config.display()
+            )
+        })?;
+    // Written once everything has loaded: a failed import leaves `--out` as it was.
+    if a.overwrite {
+        remove_old_run(&a.out, &TRAIN_RUN)?;
+    }
+    write_config(&a.out, &absolute_run_config(&cfg)?, false)?;
+    let model = a.out.join("model.safetensors");
+    flow.save(&model)
+        .with_context(|| format!("writing {}", model.display()))?;
+    println!(
+        "imported {} tensors ({} parameters, {}-D flow, {} CP-Flow blocks, {:?}) from {} into {}",
+        report.loaded,
+        flow.num_parameters(),
+        flow.dim(),
+        flow.blocks().count(),
+        flow.float(),
+        a.state_dict.display(),
+        model.display()
+    );
+    Ok(())
+}
+
+/// The tensors of the safetensors file `path` (those under `prefix`, prefix removed),
+/// refusing a file that is not safetensors (non-finite values are refused by
+/// `load_reference_state_dict`, naming the key).
+fn read_state_dict(path: &Path, prefix: Option<&str>) -> Result<HashMap<String, Tensor>> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    if let Err(e) = safetensors::SafeTensors::deserialize(&bytes) {
+        bail!(
+            "{} is not a safetensors file ({e}): write the state_dict with \
+             safetensors.torch.save_file (see `cpflow import-reference --help`)",
+            path.display()
+        );
+    }
+    let tensors = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu)
+        .with_context(|| format!("reading the tensors of {}", path.display()))?;
+    let tensors: HashMap<String, Tensor> = match prefix {
+        Some(p) => tensors
+            .into_iter()
+            .filter_map(|(k, v)| k.strip_prefix(p).map(|k| (k.to_string(), v)))
+            .collect(),
+        None => tensors,
+    };
+    if tensors.is_empty() {
+        bail!(
+            "{} holds no tensors{}",
+            path.display(),
+            prefix.map_or(String::new(), |p| format!(" under the prefix `{p}`"))
+        );
+    }
+    Ok(tensors)
+}
+
+/// The data dimension: the length of the first layer's ActNorm bias `flows.0.b`.
+fn infer_dim(state_dict: &HashMap<String, Tensor>) -> Result<usize> {
+    if let Some(b) = state_dict.get("flows.0.b") {
+        return Ok(b.elem_count());
+    }
+    // A key such as `model.flows.0.b`: the state_dict sits under a prefix.
+    if let Some(p) = state_dict
+        .keys()
+        .filter_map(|k| k.strip_suffix("flows.0.b"))
+        .min()
+    {
+        bail!("the state_dict has no flows.0.b but has {p}flows.0.b: pass --prefix {p}");
+    }
+    bail!(
+        "the state_dict has no flows.0.b (the first ActNorm) to read the data dimension \
+         from: pass --dim"
+    )
+}
+
+/// The reference key expected for our variable `ours` (`layers.{i}.bias` of an ActNorm is
+/// `flows.{i}.b`, anything else `flows.{i}.<same>`), confirmed against `mapping`.
+fn reference_key(ours: &str, mapping: &KeyMapping) -> Option<String> {
+    let rest = ours.strip_prefix("layers.")?;
+    let candidates = [
+        rest.strip_suffix(".bias").map(|l| format!("flows.{l}.b")),
+        Some(format!("flows.{rest}")),
+    ];
+    candidates
+        .into_iter()
+        .flatten()
+        .find(|k| mapping.map(k).as_deref() == Some(ours))
+}
+
+/// Refuses a `state_dict` without a value for one of the model's variables, naming the
+/// reference keys that are missing (the library names our variables).
+fn check_missing_keys(
+    flow: &Flow,
+    state_dict: &HashMap<String, Tensor>,
+    mapping: &KeyMapping,
+) -> Result<()> {
+    let mut missing: Vec<String> = flow
+        .named_vars()
+        .into_iter()
+        .map(|(k, _)| k)
+        .filter(|k| !k.ends_with("initialized"))
+        .filter_map(|k| reference_key(&k, mapping))
+        .filter(|r| !state_dict.contains_key(r))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    missing.sort();
+    let n = missing.len();
+    let shown = missing
+        .iter()
+        .take(8)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(", ");
+    let more = if n > 8 {
+        format!(" and {} more", n - 8)
+    } else {
+        String::new()
+    };
+    bail!(
+        "the state_dict has no {shown}{more}, which the model of the config needs (check \
+         [model] blocks, depth, arch and layout against the reference model)"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reference_keys_invert_the_mapping() {
+        let pot = cpflow::PotentialConfig::Icnn2(Default::default());
+        let cfg = cpflow::FlowConfig::tabular(3, 1, pot);
+        let m = KeyMapping::for_flow(&cfg);
+        assert_eq!(
+            reference_key("layers.0.bias", &m).as_deref(),
+            Some("flows.0.b")
+        );
+        assert_eq!(
+            reference_key("layers.2.logs", &m).as_deref(),
+            Some("flows.2.logs")
+        );
+        assert_eq!(
+            reference_key("layers.1.icnn.Wzs.0.bias", &m).as_deref(),
+            Some("flows.1.icnn.Wzs.0.bias")
+        );
+        assert_eq!(reference_key("layers.9.w0", &m), None);
+    }
+}
