@@ -52,7 +52,16 @@ pub fn eval(a: EvalArgs) -> Result<()> {
         (None, None) => bail!("no --data given and no config.toml beside the model"),
     };
     if data.dim != flow.dim() {
-        bail!("the data are {}-D, the model {}-D", data.dim, flow.dim());
+        bail!(
+            "the data ({source}) are {}-D, the model {}-D{}",
+            data.dim,
+            flow.dim(),
+            if a.data.is_none() {
+                ": pass --data with the model's data"
+            } else {
+                ""
+            }
+        );
     }
     if data.n_test() == 0 {
         // Only the run's own split can be empty (`--data` sources are checked when read).
