@@ -14,26 +14,12 @@ use candle_core::{DType, Device, Tensor};
 use cpflow::{FloatType, Flow};
 
 use crate::cli_common::{cpflow, cpflow_fails, temp_dir};
-
-/// Tolerance of the f64 comparisons (module docs).
-const TOL: f64 = 1e-10;
+use crate::reference_parity::{Fixture, TOL, differences, host};
 
 /// The committed fixture (written by `benchmarks/reference_parity/export_fixtures.py`).
 fn fixture_file() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures/reference/tabular_icnn2.safetensors")
-}
-
-/// The fixture's tensors: `model.*` (the state_dict), `in.x`, `out.logp`, ….
-fn fixture() -> HashMap<String, Tensor> {
-    candle_core::safetensors::load(fixture_file(), &Device::Cpu).unwrap()
-}
-
-/// The state_dict alone (keys `flows.{i}.…`).
-fn state_dict(fx: &HashMap<String, Tensor>) -> HashMap<String, Tensor> {
-    fx.iter()
-        .filter_map(|(k, v)| k.strip_prefix("model.").map(|k| (k.to_string(), v.clone())))
-        .collect()
 }
 
 /// The `[model]` of the fixture's metadata (`arch = icnn2`, d = 6, `dimh = 16`,
@@ -56,30 +42,12 @@ fn write_state_dict(path: &Path, sd: &HashMap<String, Tensor>) {
     candle_core::safetensors::save(sd, path).unwrap();
 }
 
-fn host(t: &Tensor) -> Vec<f64> {
-    t.to_dtype(DType::F64)
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1::<f64>()
-        .unwrap()
-}
-
-/// Largest `|ours − theirs|/(1 + |theirs|)`.
-fn worst(ours: &[f64], theirs: &[f64]) -> f64 {
-    assert_eq!(ours.len(), theirs.len());
-    ours.iter()
-        .zip(theirs)
-        .map(|(a, b)| (a - b).abs() / (1.0 + b.abs()))
-        .fold(0.0, f64::max)
-}
-
 #[test]
 fn imported_reference_model_gives_the_reference_log_densities() {
     let dir = temp_dir("import-reference");
-    let fx = fixture();
+    let fx = Fixture::load("tabular_icnn2");
     let (w, cfg) = (dir.join("W.safetensors"), dir.join("model.toml"));
-    write_state_dict(&w, &state_dict(&fx));
+    write_state_dict(&w, &fx.state_dict());
     std::fs::write(&cfg, CONFIG).unwrap();
     let out = dir.join("imported");
     let s = |p: &Path| p.to_str().unwrap().to_string();
@@ -93,7 +61,7 @@ fn imported_reference_model_gives_the_reference_log_densities() {
         &s(&out),
     ];
     let line = cpflow(&args);
-    let n_keys = state_dict(&fx).len();
+    let n_keys = fx.state_dict().len();
     assert!(
         line.contains(&format!("imported {n_keys} tensors")),
         "{line}"
@@ -103,10 +71,10 @@ fn imported_reference_model_gives_the_reference_log_densities() {
     let flow = Flow::load(&out.join("model.safetensors"), &Device::Cpu).unwrap();
     assert_eq!((flow.dim(), flow.float()), (6, FloatType::F64));
     assert!(flow.is_initialized().unwrap());
-    let x = fx["in.x"].clone();
-    let theirs = host(&fx["out.logp"]);
+    let x = fx.tensor("in.x");
+    let theirs = fx.values("out.logp");
     let ours = host(&flow.log_prob_exact(&x).unwrap());
-    let w64 = worst(&ours, &theirs);
+    let w64 = differences(&ours, &theirs).2;
     eprintln!("import-reference f64: |log p − reference|/(1 + |ref|) ≤ {w64:.3e}");
     assert!(w64 <= TOL, "log p differs from the reference by {w64:.3e}");
 
@@ -156,7 +124,7 @@ fn imported_reference_model_gives_the_reference_log_densities() {
     let flow32 = Flow::load(&out32.join("model.safetensors"), &Device::Cpu).unwrap();
     assert_eq!(flow32.float(), FloatType::F32);
     let x32 = x.to_dtype(DType::F32).unwrap();
-    let w32 = worst(&host(&flow32.log_prob_exact(&x32).unwrap()), &theirs);
+    let w32 = differences(&host(&flow32.log_prob_exact(&x32).unwrap()), &theirs).2;
     eprintln!("import-reference f32: |log p − reference|/(1 + |ref|) ≤ {w32:.3e}");
     assert!(
         w32 <= 1e-4,
@@ -186,7 +154,7 @@ fn imported_reference_model_gives_the_reference_log_densities() {
 #[test]
 fn bad_state_dicts_are_refused_by_name() {
     let dir = temp_dir("import-reference-bad");
-    let fx = fixture();
+    let fx = Fixture::load("tabular_icnn2");
     let cfg = dir.join("model.toml");
     std::fs::write(&cfg, CONFIG).unwrap();
     let s = |p: &Path| p.to_str().unwrap().to_string();
@@ -202,7 +170,7 @@ fn bad_state_dicts_are_refused_by_name() {
         ])
     };
     // A key removed: named as the reference names it, and nothing is written.
-    let mut sd = state_dict(&fx);
+    let mut sd = fx.state_dict();
     sd.remove("flows.3.w1").unwrap();
     let w = dir.join("missing.safetensors");
     write_state_dict(&w, &sd);
@@ -215,7 +183,7 @@ fn bad_state_dicts_are_refused_by_name() {
     let e = run(&w, "notsafetensors");
     assert!(e.contains("is not a safetensors file"), "{e}");
     // A NaN weight.
-    let mut sd = state_dict(&fx);
+    let mut sd = fx.state_dict();
     sd.insert(
         "flows.1.w0".into(),
         Tensor::new(&[f64::NAN], &Device::Cpu).unwrap(),
@@ -233,7 +201,7 @@ fn bad_state_dicts_are_refused_by_name() {
     // Another architecture in the config: the extra block's keys are missing.
     std::fs::write(&cfg, CONFIG.replace("blocks = 2", "blocks = 3")).unwrap();
     let w = dir.join("ok.safetensors");
-    write_state_dict(&w, &state_dict(&fx));
+    write_state_dict(&w, &fx.state_dict());
     let e = run(&w, "three");
     assert!(e.contains("flows.5.icnn") && e.contains("more"), "{e}");
     std::fs::remove_dir_all(&dir).ok();

@@ -34,17 +34,17 @@ use icnn::{
 };
 
 /// Relative-or-absolute tolerance of every comparison (module docs).
-const TOL: f64 = 1e-10;
+pub(crate) const TOL: f64 = 1e-10;
 
 /// One fixture file: tensors and the builder settings recorded by the script.
-struct Fixture {
+pub(crate) struct Fixture {
     name: &'static str,
-    tensors: HashMap<String, Tensor>,
+    pub(crate) tensors: HashMap<String, Tensor>,
     meta: HashMap<String, String>,
 }
 
 impl Fixture {
-    fn load(name: &'static str) -> Fixture {
+    pub(crate) fn load(name: &'static str) -> Fixture {
         let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
             .join("tests/fixtures/reference")
             .join(format!("{name}.safetensors"));
@@ -59,14 +59,14 @@ impl Fixture {
         }
     }
 
-    fn tensor(&self, key: &str) -> Tensor {
+    pub(crate) fn tensor(&self, key: &str) -> Tensor {
         self.tensors
             .get(key)
             .unwrap_or_else(|| panic!("{}: no tensor {key}", self.name))
             .clone()
     }
 
-    fn values(&self, key: &str) -> Vec<f64> {
+    pub(crate) fn values(&self, key: &str) -> Vec<f64> {
         self.tensor(key)
             .flatten_all()
             .unwrap()
@@ -85,7 +85,7 @@ impl Fixture {
     }
 
     /// The reference `state_dict` (the `model.` tensors, prefix removed).
-    fn state_dict(&self) -> HashMap<String, Tensor> {
+    pub(crate) fn state_dict(&self) -> HashMap<String, Tensor> {
         self.tensors
             .iter()
             .filter_map(|(k, v)| k.strip_prefix("model.").map(|k| (k.to_string(), v.clone())))
@@ -93,7 +93,7 @@ impl Fixture {
     }
 }
 
-fn host(t: &Tensor) -> Vec<f64> {
+pub(crate) fn host(t: &Tensor) -> Vec<f64> {
     t.to_dtype(DType::F64)
         .unwrap()
         .flatten_all()
@@ -104,7 +104,7 @@ fn host(t: &Tensor) -> Vec<f64> {
 
 /// Largest `|ours − theirs|`, largest `|ours − theirs|/|theirs|`, and largest
 /// `|ours − theirs|/(1 + |theirs|)` (the tested quantity).
-fn differences(ours: &[f64], theirs: &[f64]) -> (f64, f64, f64) {
+pub(crate) fn differences(ours: &[f64], theirs: &[f64]) -> (f64, f64, f64) {
     assert_eq!(ours.len(), theirs.len(), "lengths differ");
     let (mut max_abs, mut max_rel, mut worst) = (0.0f64, 0.0f64, 0.0f64);
     for (a, b) in ours.iter().zip(theirs) {
@@ -163,6 +163,16 @@ fn tabular_parity(name: &'static str, potential: impl Fn(usize, usize, usize) ->
     compare(name, "log p", &host(&logp), &fx.values("out.logp"));
 }
 
+/// The ICNN settings the fixture's model was built with: activation, zero shift, symmetric
+/// first activation.
+fn icnn_settings(fx: &Fixture) -> (ActivationKind, bool, bool) {
+    (
+        activation(fx.meta("softplus_type")),
+        fx.meta("zero_softplus") == "1",
+        fx.meta("symm_act_first") == "1",
+    )
+}
+
 fn activation(fx_value: &str) -> ActivationKind {
     match fx_value {
         "softplus" => ActivationKind::Softplus,
@@ -175,11 +185,7 @@ fn activation(fx_value: &str) -> ActivationKind {
 fn tabular_icnn2_matches_reference() {
     let fx = Fixture::load("tabular_icnn2");
     assert_eq!(fx.meta("arch"), "icnn2");
-    let act = activation(fx.meta("softplus_type"));
-    let (zero, symm) = (
-        fx.meta("zero_softplus") == "1",
-        fx.meta("symm_act_first") == "1",
-    );
+    let (act, zero, symm) = icnn_settings(&fx);
     tabular_parity("tabular_icnn2", |dim, width, depth| {
         PotentialConfig::Icnn2(Icnn2Config {
             dim,
@@ -224,11 +230,7 @@ fn parity_detects_a_small_weight_change() {
 fn tabular_icnn3_gaussian_softplus_matches_reference() {
     let fx = Fixture::load("tabular_icnn3");
     assert_eq!(fx.meta("arch"), "icnn3");
-    let act = activation(fx.meta("softplus_type"));
-    let (zero, symm) = (
-        fx.meta("zero_softplus") == "1",
-        fx.meta("symm_act_first") == "1",
-    );
+    let (act, zero, symm) = icnn_settings(&fx);
     tabular_parity("tabular_icnn3", |dim, width, depth| {
         PotentialConfig::Icnn3(Icnn3Config {
             dim,
@@ -245,11 +247,7 @@ fn tabular_icnn3_gaussian_softplus_matches_reference() {
 fn tabular_denseicnn2_matches_reference() {
     let fx = Fixture::load("tabular_denseicnn2");
     assert_eq!(fx.meta("arch"), "denseicnn2");
-    let act = activation(fx.meta("softplus_type"));
-    let (zero, symm) = (
-        fx.meta("zero_softplus") == "1",
-        fx.meta("symm_act_first") == "1",
-    );
+    let (act, zero, symm) = icnn_settings(&fx);
     tabular_parity("tabular_denseicnn2", |dim, width, depth| {
         PotentialConfig::DenseIcnn2(DenseIcnn2Config {
             dim,
