@@ -103,6 +103,32 @@ impl KeyMapping {
         })
     }
 
+    /// The reference key that [`map`](Self::map)s to cpflow's variable `ours`, if any (exact
+    /// keys first, then the longest matching prefix; confirmed by `map`).
+    ///
+    /// ```
+    /// use cpflow::reference_weights::KeyMapping;
+    /// use cpflow::{FlowConfig, PotentialConfig};
+    /// let cfg = FlowConfig::tabular(6, 1, PotentialConfig::Icnn2(Default::default()));
+    /// let m = KeyMapping::for_flow(&cfg);
+    /// assert_eq!(m.reference_key("layers.2.logs").as_deref(), Some("flows.2.logs"));
+    /// assert_eq!(m.reference_key("layers.1.w0").as_deref(), Some("flows.1.w0"));
+    /// assert_eq!(m.reference_key("layers.9.w0"), None);
+    /// ```
+    pub fn reference_key(&self, ours: &str) -> Option<String> {
+        // An exact key always maps to its value (`map` tries exact keys first).
+        if let Some((r, _)) = self.keys.iter().find(|(_, o)| o.as_str() == ours) {
+            return Some(r.clone());
+        }
+        self.prefixes
+            .iter()
+            .filter_map(|(r, o)| {
+                ours.strip_prefix(o.as_str())
+                    .map(|rest| format!("{r}{rest}"))
+            })
+            .find(|k| self.map(k).as_deref() == Some(ours))
+    }
+
     /// An ActNorm flow layer: `{reference}b`, `{reference}logs` → `{ours}.bias`, `{ours}.logs`.
     fn with_actnorm(self, reference: &str, ours: &str) -> Self {
         self.with_key(format!("{reference}b"), format!("{ours}.bias"))
@@ -309,6 +335,24 @@ pub fn load_reference_state_dict(
     mapping: &KeyMapping,
 ) -> Result<ReferenceLoad> {
     let by_name: HashMap<&str, &Var> = vars.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    // Missing values first: with another architecture (more blocks) they say what differs.
+    let targets: std::collections::HashSet<String> =
+        state_dict.keys().filter_map(|k| mapping.map(k)).collect();
+    let missing: Vec<String> = vars
+        .iter()
+        .map(|(k, _)| k.as_str())
+        .filter(|k| !k.ends_with("initialized") && !targets.contains(*k))
+        .map(|k| match mapping.reference_key(k) {
+            Some(r) => format!("{r} (the model's {k})"),
+            None => format!("a value for the model's {k}"),
+        })
+        .collect();
+    if !missing.is_empty() {
+        return Err(CpflowError::Checkpoint(format!(
+            "the state_dict has no {}",
+            first_few(&missing, 8)
+        )));
+    }
     let mut keys: Vec<&String> = state_dict.keys().collect();
     keys.sort();
     let mut assignments: Vec<(&Var, &Tensor)> = Vec::with_capacity(keys.len());
@@ -347,17 +391,6 @@ pub fn load_reference_state_dict(
             )));
         }
         assignments.push((var, t));
-    }
-    let missing: Vec<&str> = vars
-        .iter()
-        .map(|(k, _)| k.as_str())
-        .filter(|k| !k.ends_with("initialized") && !filled.contains_key(k))
-        .collect();
-    if !missing.is_empty() {
-        return Err(CpflowError::Checkpoint(format!(
-            "the state_dict has no value for the model's {}",
-            first_few(&missing, 8)
-        )));
     }
     for (var, t) in &assignments {
         let v = t
@@ -460,7 +493,7 @@ mod tests {
         };
         let mut sd = reference_state_dict(&flow);
         sd.remove("flows.1.w0");
-        assert!(message(&sd).contains("no value for the model's layers.1.w0"));
+        assert!(message(&sd).contains("has no flows.1.w0 (the model's layers.1.w0)"));
         let mut sd = reference_state_dict(&flow);
         sd.insert(
             "flows.1.icnn.Wzs.0.weight".into(),

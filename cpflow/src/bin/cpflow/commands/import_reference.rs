@@ -87,11 +87,11 @@ pub fn import_reference(a: ImportReferenceArgs) -> Result<()> {
     check_new_run(&a.out, &TRAIN_RUN, a.overwrite)?;
     let flow = Flow::new(flow_cfg, &Device::Cpu)?;
     let mapping = KeyMapping::for_flow(flow.config());
-    check_missing_keys(&flow, &state_dict, &mapping)?;
     let report = load_reference_state_dict(&flow.named_vars(), &state_dict, &mapping)
         .with_context(|| {
             format!(
-                "loading {} into the model of {}",
+                "loading {} into the model of {} (check [model] blocks, depth, arch and \
+                 layout against the reference model)",
                 a.state_dict.display(),
                 a.config.display()
             )
@@ -165,80 +165,4 @@ fn infer_dim(state_dict: &HashMap<String, Tensor>) -> Result<usize> {
         "the state_dict has no flows.0.b (the first ActNorm) to read the data dimension \
          from: pass --dim"
     )
-}
-
-/// The reference key expected for our variable `ours` (`layers.{i}.bias` of an ActNorm is
-/// `flows.{i}.b`, anything else `flows.{i}.<same>`), confirmed against `mapping`.
-fn reference_key(ours: &str, mapping: &KeyMapping) -> Option<String> {
-    let rest = ours.strip_prefix("layers.")?;
-    let candidates = [
-        rest.strip_suffix(".bias").map(|l| format!("flows.{l}.b")),
-        Some(format!("flows.{rest}")),
-    ];
-    candidates
-        .into_iter()
-        .flatten()
-        .find(|k| mapping.map(k).as_deref() == Some(ours))
-}
-
-/// Refuses a `state_dict` without a value for one of the model's variables, naming the
-/// reference keys that are missing (the library names our variables).
-fn check_missing_keys(
-    flow: &Flow,
-    state_dict: &HashMap<String, Tensor>,
-    mapping: &KeyMapping,
-) -> Result<()> {
-    let mut missing: Vec<String> = flow
-        .named_vars()
-        .into_iter()
-        .map(|(k, _)| k)
-        .filter(|k| !k.ends_with("initialized"))
-        .filter_map(|k| reference_key(&k, mapping))
-        .filter(|r| !state_dict.contains_key(r))
-        .collect();
-    if missing.is_empty() {
-        return Ok(());
-    }
-    missing.sort();
-    let n = missing.len();
-    let shown = missing
-        .iter()
-        .take(8)
-        .cloned()
-        .collect::<Vec<_>>()
-        .join(", ");
-    let more = if n > 8 {
-        format!(" and {} more", n - 8)
-    } else {
-        String::new()
-    };
-    bail!(
-        "the state_dict has no {shown}{more}, which the model of the config needs (check \
-         [model] blocks, depth, arch and layout against the reference model)"
-    )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn reference_keys_invert_the_mapping() {
-        let pot = cpflow::PotentialConfig::Icnn2(Default::default());
-        let cfg = cpflow::FlowConfig::tabular(3, 1, pot);
-        let m = KeyMapping::for_flow(&cfg);
-        assert_eq!(
-            reference_key("layers.0.bias", &m).as_deref(),
-            Some("flows.0.b")
-        );
-        assert_eq!(
-            reference_key("layers.2.logs", &m).as_deref(),
-            Some("flows.2.logs")
-        );
-        assert_eq!(
-            reference_key("layers.1.icnn.Wzs.0.bias", &m).as_deref(),
-            Some("flows.1.icnn.Wzs.0.bias")
-        );
-        assert_eq!(reference_key("layers.9.w0", &m), None);
-    }
 }
