@@ -142,9 +142,8 @@ pub struct CgResult<V> {
     /// Whether system `i` stopped because the iteration could not continue: non-positive or
     /// non-finite curvature `pᵀH_i p` or a non-finite residual, before convergence. Causes:
     /// the operator is not positive definite on the Krylov space, it produced NaN/Inf, or the
-    /// per-system dot products (accumulated in `f64` on the host, in the reduction dtype for
-    /// tensors) overflowed because the entries of `b_i` or `H_i` are huge (e.g. `‖b_i‖ ≈ 1e200`
-    /// in f64, `1e30` in f32 for the tensor backend): rescale such systems before solving.
+    /// per-system dot products overflowed because the entries of `H_i` are huge (a huge or tiny
+    /// `b_i` is not a cause: it is rescaled by a power of two internally).
     /// `x_i` then holds the iterate reached when the system stopped (zero if it never
     /// stepped).
     pub breakdown: Vec<bool>,
@@ -172,7 +171,10 @@ impl<V> CgResult<V> {
 /// stops when `‖r_i‖∞ ≤ atol + rtol·‖b_i‖∞` and is frozen (no more operator applications,
 /// no more updates). The test is also checked before the first iteration (so `b_i = 0` costs
 /// nothing). Each `H_i` must be symmetric positive definite; a system whose curvature `pᵀHp`
-/// is not positive stops and is flagged in [`CgResult::breakdown`].
+/// is not positive stops and is flagged in [`CgResult::breakdown`]. A system whose `‖b_i‖∞`
+/// lies outside `[2⁻³², 2³²]` is solved for `b_i` multiplied by a power of two that brings it
+/// near 1 (exact in floating point; CG is linear in `b`), so that its dot products neither
+/// overflow nor underflow: `‖b_i‖ ≈ 1e200` in f64 or `1e30` in f32 converges like `b_i/‖b_i‖`.
 ///
 /// Errors (before any operator work): a right-hand side with a NaN or ±Inf entry
 /// ([`KrylovError::NonFiniteInput`], naming the system and the entry), a batch that does not
@@ -306,6 +308,23 @@ where
     V::from_host_like(b, &inv)
 }
 
+/// The power of two `s` by which [`cg_impl`] multiplies a right-hand side of norm `norm`:
+/// `1` for norms in `[2⁻³², 2³²]` (and for `0`), otherwise `2^-⌊log₂ norm⌋`, which brings
+/// the norm into `[1, 2)`. The exponent is clamped so that `s` and `1/s` are normal numbers
+/// of the element type (±100 for types with less precision than f64, whose range ends near
+/// 2¹²⁸; ±1000 for f64).
+fn rhs_scale(norm: f64, unit_roundoff: f64) -> f64 {
+    const MODERATE: f64 = 4_294_967_296.0; // 2³²
+    if norm == 0.0 || (1.0 / MODERATE..=MODERATE).contains(&norm) {
+        return 1.0;
+    }
+    let max_exponent = if unit_roundoff > 1e-10 { 100 } else { 1000 };
+    // `norm` is finite and positive here (checked by the caller), so its floored log₂ is an
+    // integer of magnitude ≤ 1075 and the conversion is exact.
+    let exponent = (norm.log2().floor() as i32).clamp(-max_exponent, max_exponent);
+    2f64.powi(-exponent)
+}
+
 /// What [`cg_impl`] calls after each solution update.
 type StepObserver<'o> = dyn FnMut(&CgStep<'_>) -> Result<(), KrylovError> + 'o;
 
@@ -347,9 +366,27 @@ where
     // `inf ≤ inf` would report convergence), so it is refused up front.
     let b_norms = b.norms_inf()?;
     check_finite("cg right-hand side", &b, &b_norms)?;
+    // Systems whose ‖b_i‖∞ is far from 1 are solved for `s_i·b_i`, with `s_i` a power of two
+    // that brings the norm near 1: CG is linear in `b` and multiplying by a power of two is
+    // exact, so the iterates, step sizes and convergence decisions are those of the unscaled
+    // system, but the dot products `rᵀz` and `pᵀHp` no longer overflow (‖b‖ ≈ 1e200 in f64)
+    // or underflow. Systems with a moderate norm are left alone (`s_i = 1`, no extra pass).
+    let scales: Vec<f64> = b_norms
+        .iter()
+        .map(|&nb| rhs_scale(nb, b.unit_roundoff()))
+        .collect();
+    let rescaled = scales.iter().any(|s| *s != 1.0);
+    let b = if rescaled {
+        let mut scaled = b;
+        scaled.scale_per_system(&scales)?;
+        scaled
+    } else {
+        b
+    };
     let tol: Vec<f64> = b_norms
         .iter()
-        .map(|nb| params.atol + params.rtol * nb)
+        .zip(&scales)
+        .map(|(nb, s)| s * (params.atol + params.rtol * nb))
         .collect();
     let mut applications = vec![0usize; n];
     let mut operator_calls = 0usize;
@@ -358,8 +395,11 @@ where
     let mut r = b.clone();
     let mut x = match x0 {
         Some(x0) => {
-            let x = x0.detached();
+            let mut x = x0.detached();
             check_finite("cg initial guess", &x, &x.norms_inf()?)?;
+            if rescaled {
+                x.scale_per_system(&scales)?;
+            }
             let hx = op.apply(&x, &all)?;
             b.check_compatible("operator output", &hx)?;
             operator_calls += 1;
@@ -470,6 +510,14 @@ where
         p.axpby_masked(&beta, &ones, &z, &step)?;
         for i in (0..n).filter(|&i| step[i]) {
             rz[i] = rz_new[i];
+        }
+    }
+
+    if rescaled {
+        let inverse: Vec<f64> = scales.iter().map(|s| 1.0 / s).collect();
+        x.scale_per_system(&inverse)?;
+        for (rn, s) in rnorm.iter_mut().zip(&scales) {
+            *rn /= s;
         }
     }
 
