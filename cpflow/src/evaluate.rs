@@ -41,8 +41,58 @@ impl Dataset {
     }
 }
 
-/// Mean NLL of a data set (sample-weighted over chunks of `batch_size`), with the given
-/// estimator; `rng` draws the SLQ probes.
+/// The mean negative log-likelihood of a data set with its uncertainty, as
+/// [`nll_estimate`] returns it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct NllEstimate {
+    /// Mean NLL per sample (nats).
+    pub mean: f64,
+    /// Standard error of [`NllEstimate::mean`] as an estimate of the population mean:
+    /// the samples' standard deviation (`n − 1` denominator) over `√n`. With the SLQ
+    /// estimator it includes the probes' noise, since each row's value is one random draw.
+    /// `None` for a single sample.
+    pub std_err: Option<f64>,
+    /// Samples scored.
+    pub n: usize,
+}
+
+/// Running mean and sum of squared deviations of per-row NLLs, merged chunk by chunk (Chan et
+/// al.'s pairwise update), which stays accurate when the mean is large against the spread.
+#[derive(Default)]
+struct RunningMoments {
+    n: usize,
+    mean: f64,
+    m2: f64,
+}
+
+impl RunningMoments {
+    fn push_chunk(&mut self, values: &[f64]) {
+        let nb = values.len();
+        if nb == 0 {
+            return;
+        }
+        let mean_b = values.iter().sum::<f64>() / nb as f64;
+        let m2_b: f64 = values.iter().map(|v| (v - mean_b).powi(2)).sum();
+        let n = self.n + nb;
+        let delta = mean_b - self.mean;
+        self.mean += delta * nb as f64 / n as f64;
+        self.m2 += m2_b + delta * delta * (self.n as f64) * (nb as f64) / n as f64;
+        self.n = n;
+    }
+
+    fn finish(&self) -> NllEstimate {
+        let std_err = (self.n > 1).then(|| (self.m2 / (self.n - 1) as f64 / self.n as f64).sqrt());
+        NllEstimate {
+            mean: self.mean,
+            std_err,
+            n: self.n,
+        }
+    }
+}
+
+/// Mean NLL of a data set (over chunks of `batch_size` rows), with the given estimator;
+/// `rng` draws the SLQ probes. [`nll_estimate`] also gives its standard error.
 pub fn mean_nll<R: Rng + ?Sized>(
     flow: &Flow,
     data: &Dataset,
@@ -50,7 +100,7 @@ pub fn mean_nll<R: Rng + ?Sized>(
     batch_size: usize,
     rng: &mut R,
 ) -> Result<f64> {
-    mean_nll_with(flow, data, estimator, batch_size, rng, |_| Ok(()))
+    Ok(nll_estimate_with(flow, data, estimator, batch_size, rng, |_| Ok(()))?.mean)
 }
 
 /// [`mean_nll`] that calls `before_chunk(rows_done)` before each chunk of `batch_size` rows:
@@ -62,8 +112,51 @@ pub fn mean_nll_with<R: Rng + ?Sized>(
     estimator: &NllEstimator,
     batch_size: usize,
     rng: &mut R,
-    mut before_chunk: impl FnMut(usize) -> Result<()>,
+    before_chunk: impl FnMut(usize) -> Result<()>,
 ) -> Result<f64> {
+    Ok(nll_estimate_with(flow, data, estimator, batch_size, rng, before_chunk)?.mean)
+}
+
+/// Mean NLL of a data set and its standard error (over chunks of `batch_size` rows; the
+/// result does not depend on the chunking beyond rounding, except through the SLQ probes,
+/// which `rng` draws chunk by chunk).
+///
+/// ```
+/// use candle_core::{Device, Tensor};
+/// use cpflow::{Dataset, Flow, FlowConfig, FlowRng, NllEstimator, PotentialConfig, nll_estimate};
+/// use rand::SeedableRng;
+/// # fn main() -> cpflow::Result<()> {
+/// let pot = PotentialConfig::Icnn3(icnn::Icnn3Config { dim: 2, width: 4, depth: 2, ..Default::default() });
+/// let flow = Flow::new(FlowConfig::single_block(pot), &Device::Cpu)?;
+/// let x = Tensor::new(&[[0.1f64, 0.2], [0.3, -0.4], [1.0, 0.5]], &Device::Cpu)?;
+/// flow.initialize(&x)?;
+/// let mut rng = FlowRng::seed_from_u64(0);
+/// let est = nll_estimate(&flow, &Dataset::new(x), &NllEstimator::Exact, 2, &mut rng)?;
+/// assert_eq!(est.n, 3);
+/// assert!(est.mean.is_finite() && est.std_err.is_some_and(|s| s > 0.0));
+/// # Ok(())
+/// # }
+/// ```
+pub fn nll_estimate<R: Rng + ?Sized>(
+    flow: &Flow,
+    data: &Dataset,
+    estimator: &NllEstimator,
+    batch_size: usize,
+    rng: &mut R,
+) -> Result<NllEstimate> {
+    nll_estimate_with(flow, data, estimator, batch_size, rng, |_| Ok(()))
+}
+
+/// [`nll_estimate`] that calls `before_chunk(rows_done)` before each chunk, like
+/// [`mean_nll_with`].
+pub fn nll_estimate_with<R: Rng + ?Sized>(
+    flow: &Flow,
+    data: &Dataset,
+    estimator: &NllEstimator,
+    batch_size: usize,
+    rng: &mut R,
+    mut before_chunk: impl FnMut(usize) -> Result<()>,
+) -> Result<NllEstimate> {
     let n = data.len();
     if n == 0 {
         return Err(CpflowError::InvalidInput(
@@ -75,7 +168,7 @@ pub fn mean_nll_with<R: Rng + ?Sized>(
             "evaluation batch size must be at least 1".into(),
         ));
     }
-    let mut total = 0.0;
+    let mut moments = RunningMoments::default();
     let mut start = 0;
     while start < n {
         before_chunk(start)?;
@@ -89,8 +182,14 @@ pub fn mean_nll_with<R: Rng + ?Sized>(
             NllEstimator::Exact => flow.log_prob_exact_given_opt(&x, c.as_ref())?,
             NllEstimator::Slq(p) => flow.log_prob_slq_given_opt(&x, c.as_ref(), p, rng)?,
         };
-        total -= lp.to_dtype(DType::F64)?.sum_all()?.to_scalar::<f64>()?;
+        let nll: Vec<f64> = lp
+            .to_dtype(DType::F64)?
+            .to_vec1::<f64>()?
+            .into_iter()
+            .map(|v| -v)
+            .collect();
+        moments.push_chunk(&nll);
         start += len;
     }
-    Ok(total / n as f64)
+    Ok(moments.finish())
 }

@@ -93,5 +93,8 @@ pub use observer::{Control, FnObserver, Moment, NllCurve, TimeBudget, TrainObser
 pub use potential::PotentialConfig;
 pub use prior::GaussianPrior;
 pub use rng::{FlowRng, RngState};
-pub use train::{Dataset, RunOptions, StopReason, TrainReport, Trainer, mean_nll, mean_nll_with};
+pub use train::{
+    Dataset, NllEstimate, RunOptions, StopReason, TrainReport, Trainer, mean_nll, mean_nll_with,
+    nll_estimate, nll_estimate_with,
+};
 pub use train_state::TrainState;

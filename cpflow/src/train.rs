@@ -19,7 +19,9 @@ use crate::metrics::MetricsRecord;
 use crate::rng::FlowRng;
 use crate::train_state::TrainState;
 
-pub use crate::evaluate::{Dataset, mean_nll, mean_nll_with};
+pub use crate::evaluate::{
+    Dataset, NllEstimate, mean_nll, mean_nll_with, nll_estimate, nll_estimate_with,
+};
 
 mod chunked_step;
 pub use chunked_step::STEP_CHUNK_ROWS;

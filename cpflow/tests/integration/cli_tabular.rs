@@ -5,7 +5,7 @@
 use crate::cli_common::{cpflow, cpflow_fails, temp_dir};
 use candle_core::{DType, Device};
 use cpflow::datasets::load_miniboone;
-use cpflow::{Dataset, Flow, FlowRng, NllEstimator, mean_nll};
+use cpflow::{Dataset, Flow, FlowRng, NllEstimator, nll_estimate};
 use std::path::{Path, PathBuf};
 
 fn repo_file(rel: &str) -> PathBuf {
@@ -84,10 +84,18 @@ fn tabular_benchmark_trains_on_maf_split_and_scores_its_test_split() {
     let flow = Flow::load(&run.join("model.safetensors"), &Device::Cpu).unwrap();
     let test = Dataset::new(split.test.to_tensor(DType::F32, &Device::Cpu).unwrap());
     let mut rng = FlowRng::seed_from_u64(0);
-    let nll = mean_nll(&flow, &test, &NllEstimator::Exact, 1024, &mut rng).unwrap();
+    let est = nll_estimate(&flow, &test, &NllEstimator::Exact, 1024, &mut rng).unwrap();
+    let nll = est.mean;
     assert!(
         (nll - test_nll).abs() <= 1e-5 * nll.abs().max(1.0),
         "report {test_nll}, library {nll}"
+    );
+    // Its standard error too (the rows' spread over √n; same rounding argument).
+    let se = est.std_err.unwrap();
+    let test_se = rep["test_nll_std_err"].as_f64().expect("a standard error");
+    assert!(
+        (se - test_se).abs() <= 1e-4 * se,
+        "report {test_se}, library {se}"
     );
 
     // `eval` scores the same rows: from the run's config, and with the benchmark named.
@@ -101,6 +109,11 @@ fn tabular_benchmark_trains_on_maf_split_and_scores_its_test_split() {
         assert!(
             (got - test_nll).abs() <= 1e-5 * got.abs().max(1.0),
             "{extra:?}: eval {got}, report {test_nll}"
+        );
+        let got_se = v["nll_std_err"].as_f64().unwrap();
+        assert!(
+            (got_se - se).abs() <= 1e-4 * se,
+            "{extra:?}: eval ± {got_se}, library ± {se}"
         );
     }
 }

@@ -1,7 +1,7 @@
 //! `cpflow eval`.
 
 use anyhow::{Result, bail};
-use cpflow::{Dataset, FlowRng, NllEstimator, SlqParams, mean_nll};
+use cpflow::{Dataset, FlowRng, NllEstimator, SlqParams, nll_estimate};
 use serde::Serialize;
 use std::time::Instant;
 
@@ -17,6 +17,8 @@ struct EvalSummary {
     points: usize,
     estimator: String,
     nll: f64,
+    /// Standard error of `nll` (rows' spread over √n; with SLQ it includes the probes').
+    nll_std_err: Option<f64>,
     data_entropy: Option<f64>,
     kl_estimate: Option<f64>,
     seconds: f64,
@@ -85,7 +87,8 @@ pub fn eval(a: EvalArgs) -> Result<()> {
         }),
     };
     let mut rng = FlowRng::seed_from_u64(seed);
-    let nll = mean_nll(&flow, &test, &estimator, a.batch_size, &mut rng)?;
+    let est = nll_estimate(&flow, &test, &estimator, a.batch_size, &mut rng)?;
+    let nll = est.mean;
     let entropy = data.test_entropy();
     let summary = EvalSummary {
         model: loc.file.display().to_string(),
@@ -93,6 +96,7 @@ pub fn eval(a: EvalArgs) -> Result<()> {
         points: data.n_test(),
         estimator: format!("{:?}", a.estimator).to_lowercase(),
         nll,
+        nll_std_err: est.std_err,
         data_entropy: entropy,
         kl_estimate: entropy.map(|h| nll - h),
         seconds: t0.elapsed().as_secs_f64(),

@@ -2,7 +2,8 @@
 
 use anyhow::{Context, Result, bail};
 use cpflow::{
-    Dataset, Flow, FlowRng, NllCurve, NllEstimator, RunOptions, StopReason, Trainer, mean_nll_with,
+    Dataset, Flow, FlowRng, NllCurve, NllEstimator, RunOptions, StopReason, Trainer,
+    nll_estimate_with,
 };
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -46,6 +47,8 @@ struct TrainSummary {
     val_iteration: Option<usize>,
     /// Exact NLL (nats) of the test part, scored once at the end; `null` without test rows.
     test_nll: Option<f64>,
+    /// Standard error of `test_nll` (the test rows' spread over √n).
+    test_nll_std_err: Option<f64>,
     /// Monte-Carlo entropy of the test points, when the density is known in closed form.
     data_entropy: Option<f64>,
     /// `test_nll − data_entropy`: a KL estimate.
@@ -225,14 +228,22 @@ pub fn train(mut a: TrainArgs) -> Result<()> {
             after.check(true)?;
             tracing::info!(rows = test.len(), "scoring the test split");
             let mut rng = FlowRng::seed_from_u64(cfg.train.seed ^ 0x7E57);
-            let nll = mean_nll_with(&flow, test, &NllEstimator::Exact, 1024, &mut rng, |_| {
+            let nll = nll_estimate_with(&flow, test, &NllEstimator::Exact, 1024, &mut rng, |_| {
                 after.stop_chunks()
             });
             let nll = after.scored(nll)?;
-            tracing::info!(iteration = rep.iterations, test_nll = nll, "test exact NLL");
+            tracing::info!(
+                iteration = rep.iterations,
+                test_nll = nll.mean,
+                "test exact NLL"
+            );
             Some(nll)
         }
         None => None,
+    };
+    let (test_nll, test_nll_std_err) = match test_nll {
+        Some(e) => (Some(e.mean), e.std_err),
+        None => (None, None),
     };
     if let Some(pts) = plot_points {
         after.check(false)?;
@@ -271,6 +282,7 @@ pub fn train(mut a: TrainArgs) -> Result<()> {
         val_nll: rep.best_val_nll,
         val_iteration: rep.best_iteration,
         test_nll,
+        test_nll_std_err,
         data_entropy: entropy,
         kl_estimate,
         no_test_rows,
@@ -414,12 +426,15 @@ fn summary_line(s: &TrainSummary, out: &std::path::Path) -> String {
         (Some(v), _, None) => format!("; validation NLL {v:.4}"),
         (None, _, None) => String::new(),
     };
+    let pm = s
+        .test_nll_std_err
+        .map_or_else(String::new, |e| format!(" ± {e:.4}"));
     let test = match (s.test_nll, s.data_entropy) {
         (Some(t), Some(h)) => format!(
-            "; test exact NLL {t:.4} nats (data entropy {h:.4}, KL ≈ {:.4})",
+            "; test exact NLL {t:.4}{pm} nats (data entropy {h:.4}, KL ≈ {:.4})",
             t - h
         ),
-        (Some(t), None) => format!("; test exact NLL {t:.4} nats"),
+        (Some(t), None) => format!("; test exact NLL {t:.4}{pm} nats"),
         (None, _) => format!(
             "; no test score (no test rows: {})",
             s.no_test_rows.as_deref().unwrap_or("none were drawn")
