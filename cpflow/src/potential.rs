@@ -11,6 +11,7 @@ use icnn::{ConvIcnn, ConvIcnn2, ConvIcnn2Config, ConvIcnn3, ConvIcnn3Config, Con
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
+use crate::custom_potential::{CustomPotential, CustomPotentialConfig};
 use crate::error::{CpflowError, Result};
 
 /// Which ICNN architecture (and its configuration) a block uses.
@@ -34,6 +35,9 @@ pub enum PotentialConfig {
     ConvIcnn2(ConvIcnn2Config),
     /// Input-augmented convolutional ICNN (reference `ConvICNN3`).
     ConvIcnn3(ConvIcnn3Config),
+    /// A network of your own, built by the function registered under its name with
+    /// [`crate::register_potential`].
+    Custom(CustomPotentialConfig),
 }
 
 impl PotentialConfig {
@@ -48,6 +52,7 @@ impl PotentialConfig {
             PotentialConfig::ConvIcnn(c) => c.image.dim(),
             PotentialConfig::ConvIcnn2(c) => c.image.dim(),
             PotentialConfig::ConvIcnn3(c) => c.image.dim(),
+            PotentialConfig::Custom(c) => c.dim,
         }
     }
 
@@ -82,6 +87,7 @@ pub(crate) enum Potential {
     ConvIcnn(ConvIcnn),
     ConvIcnn2(ConvIcnn2),
     ConvIcnn3(ConvIcnn3),
+    Custom(CustomPotential),
 }
 
 fn missing_context() -> CpflowError {
@@ -139,6 +145,12 @@ macro_rules! unconditional {
                 }
                 $body
             }
+            Potential::Custom($net) => {
+                if $ctx.is_some() {
+                    return Err(unexpected_context());
+                }
+                $body
+            }
             Potential::Picnn(_) => unreachable!(),
         }
     };
@@ -159,6 +171,7 @@ impl Potential {
             PotentialConfig::ConvIcnn(c) => Potential::ConvIcnn(ConvIcnn::new(vb, c, rng)?),
             PotentialConfig::ConvIcnn2(c) => Potential::ConvIcnn2(ConvIcnn2::new(vb, c, rng)?),
             PotentialConfig::ConvIcnn3(c) => Potential::ConvIcnn3(ConvIcnn3::new(vb, c, rng)?),
+            PotentialConfig::Custom(c) => Potential::Custom(CustomPotential::build(vb, c, rng)?),
         })
     }
 
@@ -190,6 +203,7 @@ impl Potential {
             Potential::ConvIcnn(n) => n.host_linearize(x)?,
             Potential::ConvIcnn2(n) => n.host_linearize(x)?,
             Potential::ConvIcnn3(n) => n.host_linearize(x)?,
+            Potential::Custom(n) => n.host_linearize(x)?,
             Potential::Picnn(_) => None,
         })
     }
@@ -219,6 +233,7 @@ impl Potential {
             Potential::ConvIcnn(n) => n.is_initialized()?,
             Potential::ConvIcnn2(n) => n.is_initialized()?,
             Potential::ConvIcnn3(n) => n.is_initialized()?,
+            Potential::Custom(_) => true,
         })
     }
 

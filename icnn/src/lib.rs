@@ -27,6 +27,14 @@
 //! an [`IcnnError::Initialization`] that writes nothing, so the network stays uninitialised
 //! and a later call with a usable batch initialises it.
 //!
+//! # Your own architecture
+//! Implement [`ConvexPotential`] for it: `linearize` returns
+//! [`Linearization::from_parts`]`(F(x), ∇ₓF(x), hvp)` with `hvp` your
+//! [`HessianVectorProducts`], all written as candle tensor ops so that candle can
+//! differentiate them once w.r.t. the parameters. [`check_derivatives`] compares them with
+//! central differences. The `cpflow` crate's `PotentialRegistry` then puts the network in a
+//! flow.
+//!
 //! # Derivative recursions
 //! Per group `j` (see the `network` module docs): forward `a_j`, cached `s'(a_j)`,
 //! `s''(a_j)`; gradient by the reverse recursion `δ_j = g_j ⊙ s'(a_j)`, `g_i += δ_j P_j`,
@@ -66,7 +74,9 @@ mod conv_icnn3;
 mod conv_layers;
 mod conv_linearization;
 mod conv_network;
+mod custom_linearization;
 mod dense_icnn2;
+mod derivative_check;
 mod direction_tangents;
 mod error;
 mod fast_exp;
@@ -100,7 +110,9 @@ pub use conv_icnn::{ConvIcnn, ConvIcnnConfig};
 pub use conv_icnn2::{ConvIcnn2, ConvIcnn2Config};
 pub use conv_icnn3::{ConvIcnn3, ConvIcnn3Config};
 pub use conv_layers::{Conv2d, ConvGeometry, ImageShape, PosConv2d};
+pub use custom_linearization::HessianVectorProducts;
 pub use dense_icnn2::{DenseIcnn2, DenseIcnn2Config};
+pub use derivative_check::{DerivativeCheck, check_derivatives};
 pub use direction_tangents::DirectionTangents;
 pub use error::{IcnnError, Result};
 pub use fast_exp::ExpNonPositive;

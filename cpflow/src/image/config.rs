@@ -298,7 +298,8 @@ impl MultiscaleConfig {
 }
 
 /// The template `potential` resized for images of `shape`: a dense potential gets
-/// `dim = C·H·W`, a convolutional one gets `image = shape`. PICNNs are refused.
+/// `dim = C·H·W`, a convolutional one gets `image = shape`, a custom one both (`dim` and the
+/// settings `image_channels`, `image_height`, `image_width`). PICNNs are refused.
 pub fn potential_for_shape(
     potential: &PotentialConfig,
     shape: ImageShape,
@@ -313,6 +314,17 @@ pub fn potential_for_shape(
         PotentialConfig::ConvIcnn(c) => c.image = shape,
         PotentialConfig::ConvIcnn2(c) => c.image = shape,
         PotentialConfig::ConvIcnn3(c) => c.image = shape,
+        PotentialConfig::Custom(c) => {
+            // The builder sees the image's shape among its settings.
+            c.dim = d;
+            for (key, value) in [
+                ("image_channels", shape.channels),
+                ("image_height", shape.height),
+                ("image_width", shape.width),
+            ] {
+                c.settings.insert(key.into(), value as f64);
+            }
+        }
         PotentialConfig::Picnn(_) => {
             return Err(CpflowError::InvalidConfig(
                 "image flows take no context: PICNN potentials are not supported".into(),

@@ -23,6 +23,7 @@ mod cli_smoke;
 #[cfg(feature = "cli")]
 mod cli_tabular;
 mod conditional_inverse;
+mod custom_potential;
 mod flow_core;
 mod image_flow;
 mod image_layers;

@@ -10,34 +10,6 @@ use cpflow::{
 };
 use rand::SeedableRng;
 
-fn grads_of(flow: &Flow, loss: &Tensor) -> Vec<(String, Vec<f64>)> {
-    let g = loss.backward().unwrap();
-    flow.named_vars()
-        .into_iter()
-        .filter_map(|(k, v)| {
-            g.get(v.as_tensor())
-                .map(|t| (k, t.flatten_all().unwrap().to_vec1::<f64>().unwrap()))
-        })
-        .collect()
-}
-
-fn norm(v: &[(String, Vec<f64>)]) -> f64 {
-    v.iter()
-        .flat_map(|(_, g)| g.iter())
-        .map(|x| x * x)
-        .sum::<f64>()
-        .sqrt()
-}
-
-fn diff_norm(a: &[(String, Vec<f64>)], b: &[(String, Vec<f64>)]) -> f64 {
-    let mut s = 0.0;
-    for ((ka, ga), (kb, gb)) in a.iter().zip(b) {
-        assert_eq!(ka, kb);
-        s += ga.iter().zip(gb).map(|(x, y)| (x - y).powi(2)).sum::<f64>();
-    }
-    s.sqrt()
-}
-
 /// For d ≤ 10 the probe-averaged gradient of the surrogate loss equals the gradient of the
 /// exact NLL. With P probes per sample the Hutchinson error is O(1/√(B·P)); with B = 8,
 /// P = 4000 it is ≈ 0.5 % of the log-det gradient here, so a 3 % tolerance leaves margin while

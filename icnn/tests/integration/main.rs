@@ -14,6 +14,7 @@ mod api;
 mod conv_dense;
 mod conv_derivatives;
 mod conv_params;
+mod custom_potential;
 mod dtype_checks;
 mod host_linearization;
 mod host_linearization_conv;

@@ -60,3 +60,34 @@ pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
 pub fn standard_prior() -> GaussianPrior {
     GaussianPrior::standard()
 }
+
+/// The gradient of `loss` w.r.t. every variable of `flow` that has one, by name.
+pub fn grads_of(flow: &Flow, loss: &Tensor) -> Vec<(String, Vec<f64>)> {
+    let g = loss.backward().unwrap();
+    flow.named_vars()
+        .into_iter()
+        .filter_map(|(k, v)| {
+            g.get(v.as_tensor())
+                .map(|t| (k, t.flatten_all().unwrap().to_vec1::<f64>().unwrap()))
+        })
+        .collect()
+}
+
+/// Euclidean norm of a named gradient list.
+pub fn norm(v: &[(String, Vec<f64>)]) -> f64 {
+    v.iter()
+        .flat_map(|(_, g)| g.iter())
+        .map(|x| x * x)
+        .sum::<f64>()
+        .sqrt()
+}
+
+/// Euclidean norm of the difference of two named gradient lists (same names, same order).
+pub fn diff_norm(a: &[(String, Vec<f64>)], b: &[(String, Vec<f64>)]) -> f64 {
+    let mut s = 0.0;
+    for ((ka, ga), (kb, gb)) in a.iter().zip(b) {
+        assert_eq!(ka, kb);
+        s += ga.iter().zip(gb).map(|(x, y)| (x - y).powi(2)).sum::<f64>();
+    }
+    s.sqrt()
+}

@@ -1,0 +1,202 @@
+//! Blocks whose convex potential is a network of the user's own: registered by name with
+//! [`register_potential`], named in a [`PotentialConfig::Custom`](crate::PotentialConfig)
+//! block, and built by the registered function whenever a flow of that configuration is
+//! built or loaded (`Flow::new`, `Flow::load`, checkpoints, `Trainer::resume`).
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, OnceLock, RwLock};
+
+use candle_core::Tensor;
+use candle_nn::VarBuilder;
+use icnn::{ConvexPotential, HostLinearization, Linearization};
+use rand::{Rng, RngCore};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{CpflowError, Result};
+use crate::rng::FlowRng;
+
+/// A block potential built by the function registered under `name` (see
+/// [`register_potential`]). The configuration is saved with the model, so loading it needs
+/// the same registration.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CustomPotentialConfig {
+    /// The name the builder is registered under.
+    pub name: String,
+    /// The input dimension `d`.
+    pub dim: usize,
+    /// Free numeric settings for the builder (widths, depths, …), saved with the model.
+    #[serde(default)]
+    pub settings: BTreeMap<String, f64>,
+}
+
+/// A network usable as a block potential: any [`ConvexPotential`] that can be shared
+/// between threads.
+pub type CustomNetwork = Box<dyn ConvexPotential + Send + Sync>;
+
+/// What [`register_potential`] stores: builds the network from the block's variables (under
+/// the block's `icnn` prefix), its configuration and a random stream for the initial weights
+/// (seeded from the flow's `init_seed`, so a flow is reproducible).
+pub type PotentialBuilder = dyn Fn(VarBuilder, &CustomPotentialConfig, &mut dyn RngCore) -> icnn::Result<CustomNetwork>
+    + Send
+    + Sync;
+
+type Registry = RwLock<BTreeMap<String, Arc<PotentialBuilder>>>;
+
+fn registry() -> &'static Registry {
+    static REGISTRY: OnceLock<Registry> = OnceLock::new();
+    REGISTRY.get_or_init(|| RwLock::new(BTreeMap::new()))
+}
+
+/// Registers (or replaces) the builder of the custom potential `name`, for every flow built
+/// or loaded afterwards in this process.
+///
+/// The network must compute `∇ₓF` and `∇²ₓF·v` explicitly (see `icnn`'s
+/// `Linearization::from_parts` and `check_derivatives`). It has no data-dependent
+/// initialisation of its own: `Flow::initialize` leaves it as built.
+///
+/// ```
+/// use std::collections::BTreeMap;
+/// use std::sync::Arc;
+/// use candle_core::{Device, Tensor};
+/// use cpflow::{BlockConfig, CustomPotentialConfig, Flow, FlowConfig, PotentialConfig};
+/// use icnn::{ConvexPotential, HessianVectorProducts, Linearization};
+///
+/// // F(x) = s·Σ x_i⁴/12 with s = softplus(c), c a parameter: ∇F = s·x³/3, ∇²F = diag(s·x²).
+/// struct Quartic { c: Tensor, dim: usize }
+/// #[derive(Debug)]
+/// struct Diagonal(Tensor);
+/// impl HessianVectorProducts for Diagonal {
+///     fn hvp(&self, v: &Tensor) -> icnn::Result<Tensor> { Ok((v * &self.0)?) }
+///     fn detach(&self) -> Arc<dyn HessianVectorProducts> { Arc::new(Diagonal(self.0.detach())) }
+/// }
+/// impl ConvexPotential for Quartic {
+///     fn potential(&self, x: &Tensor) -> icnn::Result<Tensor> { Ok(self.linearize(x)?.potential()) }
+///     fn linearize(&self, x: &Tensor) -> icnn::Result<Linearization> {
+///         let s = icnn::softplus(&self.c)?;
+///         let x2 = x.sqr()?;
+///         let f = (x2.sqr()?.sum(1)?.broadcast_mul(&s)? / 12.0)?;
+///         let g = ((x2.clone() * x)?.broadcast_mul(&s)? / 3.0)?;
+///         Linearization::from_parts(f, g, Arc::new(Diagonal(x2.broadcast_mul(&s)?)))
+///     }
+///     fn dim(&self) -> usize { self.dim }
+/// }
+///
+/// # fn main() -> cpflow::Result<()> {
+/// cpflow::register_potential("quartic", |vb, cfg, _rng| {
+///     let c = vb.get_with_hints(1, "c", candle_nn::Init::Const(0.0))?;
+///     Ok(Box::new(Quartic { c, dim: cfg.dim }))
+/// });
+/// let pot = PotentialConfig::Custom(CustomPotentialConfig {
+///     name: "quartic".into(),
+///     dim: 2,
+///     settings: BTreeMap::new(),
+/// });
+/// let flow = Flow::new(FlowConfig::single_block(pot), &Device::Cpu)?;
+/// let x = Tensor::new(&[[0.5f64, -1.0], [2.0, 0.1]], &Device::Cpu)?;
+/// flow.initialize(&x)?;
+/// let lp = flow.log_prob_exact(&x)?;
+/// assert_eq!(lp.dims(), &[2]);
+/// # Ok(())
+/// # }
+/// ```
+pub fn register_potential<F>(name: &str, builder: F)
+where
+    F: Fn(VarBuilder, &CustomPotentialConfig, &mut dyn RngCore) -> icnn::Result<CustomNetwork>
+        + Send
+        + Sync
+        + 'static,
+{
+    let mut map = registry()
+        .write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    map.insert(name.to_string(), Arc::new(builder));
+}
+
+/// The names registered so far, sorted.
+pub fn registered_potentials() -> Vec<String> {
+    registry()
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .keys()
+        .cloned()
+        .collect()
+}
+
+/// A built custom network with the name it was registered under.
+#[derive(Clone)]
+pub(crate) struct CustomPotential {
+    name: String,
+    net: Arc<dyn ConvexPotential + Send + Sync>,
+}
+
+impl std::fmt::Debug for CustomPotential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CustomPotential")
+            .field("name", &self.name)
+            .field("dim", &self.net.dim())
+            .finish_non_exhaustive()
+    }
+}
+
+impl CustomPotential {
+    /// Builds the network of `config` with its registered builder (one `u64` of `rng` seeds
+    /// the builder's stream), and checks its dimension.
+    pub(crate) fn build<R: Rng + ?Sized>(
+        vb: VarBuilder,
+        config: &CustomPotentialConfig,
+        rng: &mut R,
+    ) -> Result<Self> {
+        let builder = registry()
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&config.name)
+            .cloned();
+        let Some(builder) = builder else {
+            let known = registered_potentials();
+            return Err(CpflowError::InvalidConfig(format!(
+                "the custom potential `{}` is not registered in this process (registered: {}): \
+                 call cpflow::register_potential(\"{}\", …) before building or loading the flow",
+                config.name,
+                if known.is_empty() {
+                    "none".to_string()
+                } else {
+                    known.join(", ")
+                },
+                config.name
+            )));
+        };
+        let mut stream = FlowRng::seed_from_u64(rng.random());
+        let net = builder(vb, config, &mut stream)?;
+        if net.dim() != config.dim {
+            return Err(CpflowError::InvalidConfig(format!(
+                "the custom potential `{}` was configured with dim = {} but its builder \
+                 returned a network of dimension {}",
+                config.name,
+                config.dim,
+                net.dim()
+            )));
+        }
+        Ok(Self {
+            name: config.name.clone(),
+            net: Arc::from(net),
+        })
+    }
+
+    pub(crate) fn linearize(&self, x: &Tensor) -> icnn::Result<Linearization> {
+        self.net.linearize(x)
+    }
+
+    pub(crate) fn value_and_gradient(&self, x: &Tensor) -> icnn::Result<(Tensor, Tensor)> {
+        self.net.value_and_gradient(x)
+    }
+
+    pub(crate) fn host_linearize(&self, x: &Tensor) -> icnn::Result<Option<HostLinearization>> {
+        self.net.host_linearize(x)
+    }
+
+    /// Custom networks have no data-dependent initialisation.
+    pub(crate) fn initialize(&self, _x: &Tensor) -> icnn::Result<()> {
+        Ok(())
+    }
+}

@@ -1,0 +1,113 @@
+//! Central finite-difference checks of a convex potential's input gradient and
+//! Hessian-vector products, for anyone writing a new architecture.
+
+use candle_core::{DType, Tensor};
+
+use crate::error::{IcnnError, Result};
+use crate::traits::ConvexPotential;
+
+/// What [`check_derivatives`] measured: the largest difference between each analytic
+/// derivative and its central difference along the given directions, relative to the
+/// largest analytic value (or 1, whichever is larger).
+#[derive(Clone, Copy, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct DerivativeCheck {
+    /// `max_b |∇F(x_b)·v_b − (F(x_b + h v_b) − F(x_b − h v_b)) / 2h|`, relative.
+    pub gradient_error: f64,
+    /// `max_{b,i} |(∇²F(x_b) v_b)_i − (∇F(x_b + h v_b) − ∇F(x_b − h v_b))_i / 2h|`, relative.
+    pub hvp_error: f64,
+    /// `max_b |uᵀ(∇²F v) − vᵀ(∇²F u)|` for `u` the rows of `v` in reverse order, relative: a
+    /// Hessian-vector product that is not symmetric is not the Hessian of anything.
+    pub symmetry_error: f64,
+}
+
+impl DerivativeCheck {
+    /// Whether all three errors are at most `tol`.
+    pub fn passes(&self, tol: f64) -> bool {
+        self.gradient_error <= tol && self.hvp_error <= tol && self.symmetry_error <= tol
+    }
+}
+
+fn host(t: &Tensor) -> Result<Vec<f64>> {
+    Ok(t.to_dtype(DType::F64)?.flatten_all()?.to_vec1::<f64>()?)
+}
+
+fn relative_max(analytic: &[f64], numeric: &[f64]) -> f64 {
+    let scale = analytic.iter().fold(1.0f64, |m, a| m.max(a.abs()));
+    analytic
+        .iter()
+        .zip(numeric)
+        .fold(0.0f64, |m, (a, n)| m.max((a - n).abs()))
+        / scale
+}
+
+/// Checks `potential`'s [`Linearization`](crate::Linearization) at the points `x` `(B, d)`
+/// against central differences of its own potential and gradient along the directions `v`
+/// `(B, d)` with step `step` (in f64, `1e-4` to `1e-5` balances the `O(h²)` truncation
+/// against rounding: errors of `1e-7` or less are typical for smooth networks at unit scale;
+/// a wrong derivative is off by `O(1)`). Use f64 tensors: in f32 rounding dominates.
+///
+/// ```
+/// use candle_core::{DType, Device, Tensor};
+/// use candle_nn::{VarBuilder, VarMap};
+/// use icnn::{check_derivatives, Icnn2, Icnn2Config};
+/// use rand::SeedableRng;
+/// # fn main() -> icnn::Result<()> {
+/// let varmap = VarMap::new();
+/// let vb = VarBuilder::from_varmap(&varmap, DType::F64, &Device::Cpu);
+/// let config = Icnn2Config { dim: 3, width: 8, depth: 2, ..Default::default() };
+/// let net = Icnn2::new(vb.pp("icnn"), &config, &mut rand::rngs::StdRng::seed_from_u64(0))?;
+/// let x = Tensor::new(&[[0.1f64, -0.2, 0.3], [1.0, 0.5, -1.0]], &Device::Cpu)?;
+/// let v = Tensor::new(&[[1.0f64, 0.5, -0.5], [-0.3, 1.0, 0.2]], &Device::Cpu)?;
+/// let check = check_derivatives(&net, &x, &v, 1e-5)?;
+/// assert!(check.passes(1e-6), "{check:?}");
+/// # Ok(())
+/// # }
+/// ```
+pub fn check_derivatives<P: ConvexPotential + ?Sized>(
+    potential: &P,
+    x: &Tensor,
+    v: &Tensor,
+    step: f64,
+) -> Result<DerivativeCheck> {
+    if x.rank() != 2 || v.dims() != x.dims() || v.dtype() != x.dtype() {
+        return Err(IcnnError::Shape(format!(
+            "check_derivatives: x and v must be (B, d) of one dtype, got {:?} {:?} and {:?} {:?}",
+            x.dims(),
+            x.dtype(),
+            v.dims(),
+            v.dtype()
+        )));
+    }
+    if !(step > 0.0 && step.is_finite()) {
+        return Err(IcnnError::InvalidConfig(format!(
+            "check_derivatives: step must be finite and > 0, got {step}"
+        )));
+    }
+    let lin = potential.linearize(x)?.detach();
+    let hv = v.affine(step, 0.0)?;
+    let plus = potential.linearize(&(x + &hv)?)?;
+    let minus = potential.linearize(&(x - &hv)?)?;
+    let inv2h = 1.0 / (2.0 * step);
+
+    let directional = host(&(lin.gradient() * v)?.sum(1)?)?;
+    let fd_directional = host(&((plus.potential() - minus.potential())? * inv2h)?)?;
+    let hvp = host(&lin.hvp(v)?)?;
+    let fd_hvp = host(&((plus.gradient() - minus.gradient())? * inv2h)?)?;
+
+    let b = x.dim(0)?;
+    let u = if b > 1 {
+        let rows: Vec<u32> = (0..b as u32).rev().collect();
+        v.index_select(&Tensor::new(rows.as_slice(), v.device())?, 0)?
+    } else {
+        v.affine(-1.0, 1.0)?
+    };
+    let u_hv = host(&(&u * lin.hvp(v)?)?.sum(1)?)?;
+    let v_hu = host(&(v * lin.hvp(&u)?)?.sum(1)?)?;
+
+    Ok(DerivativeCheck {
+        gradient_error: relative_max(&directional, &fd_directional),
+        hvp_error: relative_max(&hvp, &fd_hvp),
+        symmetry_error: relative_max(&u_hv, &v_hu),
+    })
+}
