@@ -206,3 +206,258 @@ fn bad_state_dicts_are_refused_by_name() {
     assert!(e.contains("flows.5.icnn") && e.contains("more"), "{e}");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+// ------------------------------------------------------------------------------------------
+// Image flows (train_img.py's MultiscaleFlow)
+
+/// An image config matching the MNIST fixture `image_convicnn` (its metadata: 1×28×28,
+/// `--icnn 1` = ConvICNN, `--dimh 8`, `--num_hidden_layers 2`, `--nblocks 1-1-1`, ActNorms,
+/// no factor-out, no fc_end, logit α = 1e-6 = MNIST's default), in f64. `root` is not read by
+/// the import (it is kept, made absolute, in config.toml).
+fn image_config(root: &Path) -> String {
+    format!(
+        r#"
+[data]
+dataset = "mnist"
+root = "{}"
+
+[model]
+arch = "conv_icnn"
+width = 8
+depth = 2
+nblocks = [1, 1, 1]
+actnorm = true
+factor_out = false
+float = "f64"
+
+[train]
+max_iterations = 1
+"#,
+        root.display()
+    )
+}
+
+/// The fixture's `out.bpd`: `train_img.py:compute_loss`, the batch mean of per-image bits/dim.
+fn mean_bpd(logp: &[f64], dim: usize) -> f64 {
+    logp.iter()
+        .map(|&l| cpflow::image::bits_per_dim(l, dim))
+        .sum::<f64>()
+        / logp.len() as f64
+}
+
+#[test]
+fn imported_reference_image_flow_gives_the_reference_outputs() {
+    use cpflow::image::{ImageExperimentConfig, ImageFlow};
+    let dir = temp_dir("import-reference-image");
+    let fx = Fixture::load("image_convicnn");
+    let (w, cfg) = (dir.join("W.safetensors"), dir.join("mnist.toml"));
+    write_state_dict(&w, &fx.state_dict());
+    std::fs::write(&cfg, image_config(Path::new("data"))).unwrap();
+    let out = dir.join("imported");
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    let args = [
+        "import-reference",
+        "--state-dict",
+        &s(&w),
+        "--config",
+        &s(&cfg),
+        "--out",
+        &s(&out),
+    ];
+    let line = cpflow(&args);
+    let n_keys = fx.state_dict().len();
+    assert!(
+        line.contains(&format!("imported {n_keys} tensors"))
+            && line.contains("1x28x28 image flow, 3 CP-Flow blocks"),
+        "{line}"
+    );
+
+    // The directory of an image `cpflow train` run: its config (data root absolute) and the
+    // model file that `ImageFlow::load` (hence `cpflow sample`) reads.
+    let saved: ImageExperimentConfig =
+        toml::from_str(&std::fs::read_to_string(out.join("config.toml")).unwrap()).unwrap();
+    let written: ImageExperimentConfig = toml::from_str(&image_config(Path::new("data"))).unwrap();
+    assert_eq!(saved.model, written.model);
+    assert!(saved.data.root.is_absolute() && saved.data.root.ends_with("data"));
+    let flow = ImageFlow::load(&out.join("model.safetensors"), &Device::Cpu).unwrap();
+    assert_eq!((flow.dim(), flow.float()), (784, FloatType::F64));
+    assert!(flow.is_initialized().unwrap());
+
+    // Same outputs as the authors' code on the fixture's images (tolerance: module docs).
+    let x = fx.tensor("in.x");
+    let (z, logdet) = flow.transform(&x).unwrap();
+    let logp = host(&flow.log_prob_exact(&x).unwrap());
+    let theirs_lp = fx.values("out.logp");
+    for (what, ours, theirs) in [
+        ("z", host(&z), fx.values("out.z")),
+        ("log-det", host(&logdet), fx.values("out.logdet")),
+        ("log p", logp.clone(), theirs_lp.clone()),
+        ("bpd", vec![mean_bpd(&logp, 784)], fx.values("out.bpd")),
+    ] {
+        let (abs, _, worst) = differences(&ours, &theirs);
+        eprintln!("import-reference image {what}: max abs {abs:.3e}, scaled {worst:.3e}");
+        assert!(
+            worst <= TOL,
+            "{what} differs from the reference by {worst:.3e}"
+        );
+    }
+
+    // `cpflow sample` draws a PNG grid from it.
+    let png = dir.join("s.png");
+    let line = cpflow(&[
+        "sample",
+        "--model",
+        &s(&out),
+        "--grid",
+        "1x2",
+        "-o",
+        &s(&png),
+    ]);
+    assert!(line.contains("wrote 2 image samples"), "{line}");
+    let img = image::open(&png).unwrap();
+    let (gw, gh) = cpflow::image::grid_size(1, 2, 28, 28);
+    assert_eq!((img.width() as usize, img.height() as usize), (gw, gh));
+    // `cpflow eval` scores flows on vectors only: it names `sample`, and no report.json (an
+    // imported model has none).
+    let e = cpflow_fails(&["eval", "--model", &s(&out)]);
+    assert!(
+        e.contains("is an image flow") && e.contains("cpflow sample") && !e.contains("report.json"),
+        "{e}"
+    );
+
+    // An existing model is not replaced without --overwrite; with it, it is.
+    let e = cpflow_fails(&args);
+    assert!(e.contains("--overwrite"), "{e}");
+    let line = cpflow(&[&args[..], &["--overwrite"]].concat());
+    assert!(
+        line.contains(&format!("imported {n_keys} tensors")),
+        "{line}"
+    );
+
+    // The fixture file itself: the state_dict sits under `model.`; --prefix reads it.
+    let fixture = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/reference/image_convicnn.safetensors");
+    let from_fixture = |extra: &[&str], out: &str| {
+        let mut v = vec![
+            "import-reference".to_string(),
+            "--state-dict".into(),
+            s(&fixture),
+            "--config".into(),
+            s(&cfg),
+            "--out".into(),
+            s(&dir.join(out)),
+        ];
+        v.extend(extra.iter().map(|e| e.to_string()));
+        v
+    };
+    let a = from_fixture(&[], "unprefixed");
+    let e = cpflow_fails(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(e.contains("pass --prefix model."), "{e}");
+    let a = from_fixture(&["--prefix", "model."], "prefixed");
+    let line = cpflow(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(
+        line.contains(&format!("imported {n_keys} tensors")),
+        "{line}"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// Negative controls: a config whose model is not the fixture's is refused with an error that
+/// names a reference key, and nothing is written.
+#[test]
+fn image_import_with_another_architecture_is_refused_by_key() {
+    let dir = temp_dir("import-reference-image-bad");
+    let fx = Fixture::load("image_convicnn");
+    let w = dir.join("W.safetensors");
+    write_state_dict(&w, &fx.state_dict());
+    let base = image_config(Path::new("data"));
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    let run = |config: String, name: &str| {
+        let cfg = dir.join(format!("{name}.toml"));
+        std::fs::write(&cfg, config).unwrap();
+        let out = dir.join(name);
+        let e = cpflow_fails(&[
+            "import-reference",
+            "--state-dict",
+            &s(&w),
+            "--config",
+            &s(&cfg),
+            "--out",
+            &s(&out),
+        ]);
+        assert!(!out.exists(), "{name}: {} was written", out.display());
+        e
+    };
+    // Hidden width 16 instead of 8: the first mis-shaped key is named with both shapes.
+    let e = run(base.replace("width = 8", "width = 16"), "width16");
+    assert!(
+        e.contains("reference key transforms.") && e.contains("has shape"),
+        "{e}"
+    );
+    // Two blocks on the first scale: the second block's keys are missing.
+    let e = run(
+        base.replace("nblocks = [1, 1, 1]", "nblocks = [2, 1, 1]"),
+        "nblocks",
+    );
+    assert!(
+        e.contains("the state_dict has no transforms.0.flows."),
+        "{e}"
+    );
+    // CIFAR-10's 3×32×32 images: the shape comes from the dataset, and the keys disagree.
+    let e = run(
+        base.replace("dataset = \"mnist\"", "dataset = \"cifar10\""),
+        "cifar",
+    );
+    assert!(
+        e.contains("reference key transforms.") && e.contains("has shape"),
+        "{e}"
+    );
+    // A config without a stop condition in [train] (unused, but a train config's) is named.
+    let e = run(base.replace("max_iterations = 1", ""), "notrain");
+    assert!(
+        e.contains("[train] table") && e.contains("max_iterations"),
+        "{e}"
+    );
+    // The other kind of state_dict: each config names the one it needs.
+    let tabular = dir.join("tabular.safetensors");
+    write_state_dict(&tabular, &Fixture::load("tabular_icnn2").state_dict());
+    let (image_cfg, tabular_cfg) = (dir.join("image.toml"), dir.join("tabular.toml"));
+    std::fs::write(&image_cfg, &base).unwrap();
+    std::fs::write(&tabular_cfg, CONFIG).unwrap();
+    for (sd, cfg, expect) in [
+        (
+            &tabular,
+            &image_cfg,
+            "import it with a tabular or toy config",
+        ),
+        (&w, &tabular_cfg, "import it with an image config"),
+    ] {
+        let out = dir.join("crossed");
+        let e = cpflow_fails(&[
+            "import-reference",
+            "--state-dict",
+            &s(sd),
+            "--config",
+            &s(cfg),
+            "--out",
+            &s(&out),
+        ]);
+        assert!(e.contains(expect) && !out.exists(), "{e}");
+    }
+    // --dim is for tabular flows.
+    let cfg = dir.join("dim.toml");
+    std::fs::write(&cfg, &base).unwrap();
+    let e = cpflow_fails(&[
+        "import-reference",
+        "--state-dict",
+        &s(&w),
+        "--config",
+        &s(&cfg),
+        "--out",
+        &s(&dir.join("dim")),
+        "--dim",
+        "784",
+    ]);
+    assert!(e.contains("--dim does not apply to an image flow"), "{e}");
+    std::fs::remove_dir_all(&dir).ok();
+}

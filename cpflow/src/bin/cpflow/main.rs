@@ -60,8 +60,8 @@ enum Command {
     /// The VAE experiment (paper Table 3): Gaussian or CP-Flow posterior on Frey Faces,
     /// Caltech 101 Silhouettes, MNIST or Omniglot; writes checkpoints, metrics and report.json.
     Vae(VaeArgs),
-    /// Import a tabular/toy flow trained by the authors' PyTorch code (its state_dict as
-    /// safetensors, the architecture from a `train` config) as a model directory.
+    /// Import a tabular, toy or image flow trained by the authors' PyTorch code (its
+    /// state_dict as safetensors, the architecture from a `train` config) as a model directory.
     ImportReference(commands::ImportReferenceArgs),
 }
 

@@ -86,14 +86,22 @@ pub fn require_flow(file: &Path, command: &str, images_ok: bool) -> Result<Model
             dir.join("config.toml").display(),
             dir.display()
         ),
-        ModelKind::Image => bail!(
-            "{} is an image flow, which `cpflow {command}` does not take (it reads flows on \
-             vectors): `cpflow sample --model {} --grid 8x8 -o samples.png` draws from it, and \
-             its test bits/dim are in {}",
-            file.display(),
-            dir.display(),
-            dir.join("report.json").display()
-        ),
+        ModelKind::Image => {
+            // A model of `cpflow import-reference` has no report (it was not trained here).
+            let report = dir.join("report.json");
+            let scores = if report.is_file() {
+                format!(", and its test bits/dim are in {}", report.display())
+            } else {
+                String::new()
+            };
+            bail!(
+                "{} is an image flow, which `cpflow {command}` does not take (it reads flows \
+                 on vectors): `cpflow sample --model {} --grid 8x8 -o samples.png` draws from \
+                 it{scores}",
+                file.display(),
+                dir.display()
+            )
+        }
         ModelKind::Unknown => bail!(
             "{} has no cpflow metadata: not a model written by `cpflow train`",
             file.display()

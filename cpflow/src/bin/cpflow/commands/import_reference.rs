@@ -1,12 +1,17 @@
 //! `cpflow import-reference`: a flow trained by the authors' PyTorch code
-//! (github.com/CW-Huang/CP-Flow, `train_tabular.py`, `train_toy.py`) as a cpflow model
-//! directory that `eval`, `sample` and `plot` read.
+//! (github.com/CW-Huang/CP-Flow: `train_tabular.py`, `train_toy.py`, `train_img.py`) as a
+//! cpflow model directory in the format `cpflow train` writes (`config.toml`,
+//! `model.safetensors`), which `eval`, `sample` and `plot` read (image flows: `sample`).
 //!
 //! The architecture comes from the `[model]` table of a `cpflow train` config (the same TOML a
-//! user would train it with); the weights from the `state_dict` of the reference's
-//! `SequentialFlow` (keys `flows.{i}.…`) saved as safetensors, renamed by
-//! [`KeyMapping::for_flow`] and loaded by [`load_reference_state_dict`], which checks every
-//! key and shape before anything is written.
+//! user would train it with); the weights from the reference's `state_dict` saved as
+//! safetensors: a `SequentialFlow` (keys `flows.{i}.…`, [`KeyMapping::for_flow`]) for a
+//! tabular/toy config, a `MultiscaleFlow` (keys `transforms.{s}.flows.{j}.…`,
+//! [`KeyMapping::for_multiscale`], see [`image`]) for an image config. They are loaded by
+//! [`load_reference_state_dict`], which checks every key and shape before anything is
+//! written.
+
+mod image;
 
 use anyhow::{Context, Result, bail};
 use candle_core::{Device, Tensor};
@@ -23,24 +28,31 @@ use crate::run_dir::{TRAIN_RUN, absolute_run_config, check_new_run, remove_old_r
 #[derive(Args, Debug)]
 #[command(after_long_help = PYTORCH_EXPORT_HELP)]
 pub struct ImportReferenceArgs {
-    /// The reference model's `state_dict` as a safetensors file (keys `flows.{i}.…`; float64
-    /// or float32 tensors). See `--help` for the PyTorch lines that write it.
+    /// The reference model's `state_dict` as a safetensors file (keys `flows.{i}.…` of a
+    /// `SequentialFlow`, or `transforms.{s}.flows.{j}.…` of train_img.py's `MultiscaleFlow`;
+    /// float64 or float32 tensors). See `--help` for the PyTorch lines that write it.
     #[arg(long, value_name = "W.safetensors")]
     pub state_dict: PathBuf,
-    /// A `cpflow train` TOML config whose `[model]` table describes the reference model
-    /// (`arch`, `blocks`, `width`, `depth`, `activation`, `zero_shift`, `symm_act_first`,
-    /// `layout`: `tabular` for `train_tabular.py`, `toy` for `train_toy.py`); its `[data]`
-    /// table is kept in `<out>/config.toml` as the data that `eval` and `plot` use by default.
+    /// A `cpflow train` TOML config whose `[model]` table describes the reference model.
+    /// Tabular/toy: `arch`, `blocks`, `width`, `depth`, `activation`, `zero_shift`,
+    /// `symm_act_first`, `layout` (`tabular` for `train_tabular.py`, `toy` for
+    /// `train_toy.py`). Image (a `[data]` table with `dataset = "mnist" | "cifar10"`, which sets
+    /// the image shape and the default logit offset, e.g. configs/mnist.toml): `arch`
+    /// (`conv_icnn`, `conv_icnn2`, `conv_icnn3` for `--icnn 1/2/3`), `width` = `--dimh`,
+    /// `depth` = `--num_hidden_layers`, `nblocks` = `--nblocks`, `actnorm`, `factor_out`,
+    /// `logit_alpha` (the `[train]` table needs a stop condition as for training; it is not
+    /// used). The config is kept in `<out>/config.toml`.
     #[arg(long, short)]
     pub config: PathBuf,
     /// Output model directory: `model.safetensors` and `config.toml`.
     #[arg(long, short)]
     pub out: PathBuf,
-    /// Float type of the written model (default: the config's `model.float`, f64 unless set).
+    /// Float type of the written model (default: the config's `model.float`; unset, f64 for
+    /// tabular/toy flows and f32 for image flows, as `cpflow train` builds them).
     #[arg(long)]
     pub dtype: Option<String>,
-    /// Data dimension (default: the length of the first ActNorm's `flows.0.b`; needed for
-    /// `layout = "single"`, which has no ActNorm).
+    /// Tabular/toy: data dimension (default: the length of the first ActNorm's `flows.0.b`;
+    /// needed for `layout = "single"`, which has no ActNorm). Not for image flows.
     #[arg(long)]
     pub dim: Option<usize>,
     /// Read only the tensors whose keys start with this prefix, prefix removed (e.g.
@@ -54,23 +66,26 @@ pub struct ImportReferenceArgs {
 
 /// The `--help` note on writing the safetensors file in PyTorch.
 const PYTORCH_EXPORT_HELP: &str = "\
+Supported: tabular and toy flows (train_tabular.py, train_toy.py: a SequentialFlow) and image
+flows (train_img.py: a MultiscaleFlow on MNIST 1x28x28 or CIFAR-10 3x32x32, --icnn 1/2/3,
+any --nblocks, --actnorm, --factor_out; not --fc_end, which a cpflow image config cannot
+describe). Not supported: the VAE (train_vae.py), which has no model directory that eval or
+sample read.
+
 Writing the state_dict from PyTorch (needs `pip install safetensors`; float64 or float32):
 
     import torch
     from safetensors.torch import save_file
-    model = ...  # the reference SequentialFlow, weights loaded from your checkpoint
+    model = ...  # the reference SequentialFlow or MultiscaleFlow, weights loaded
     save_file({k: v.double().contiguous() for k, v in model.state_dict().items()}, \"W.safetensors\")
 
-Then: cpflow import-reference --state-dict W.safetensors --config C.toml --out DIR";
+Then: cpflow import-reference --state-dict W.safetensors --config C.toml --out DIR
+An image model: cpflow sample --model DIR --grid 8x8 -o samples.png";
 
 /// Imports the reference weights into `--out` and prints a one-line summary.
 pub fn import_reference(a: ImportReferenceArgs) -> Result<()> {
     if is_image_config(Some(&a.config))? {
-        bail!(
-            "{} describes an image flow: import-reference reads tabular and toy flows \
-             (`SequentialFlow` state_dicts) only",
-            a.config.display()
-        );
+        return image::import_image(&a);
     }
     let ov = Overrides {
         dtype: a.dtype.clone(),
@@ -148,10 +163,22 @@ fn read_state_dict(path: &Path, prefix: Option<&str>) -> Result<HashMap<String, 
     Ok(tensors)
 }
 
-/// The data dimension: the length of the first layer's ActNorm bias `flows.0.b`.
+/// The data dimension: the length of the first layer's ActNorm bias `flows.0.b`. An image
+/// flow's state_dict is refused, naming the config it needs.
 fn infer_dim(state_dict: &HashMap<String, Tensor>) -> Result<usize> {
     if let Some(b) = state_dict.get("flows.0.b") {
         return Ok(b.elem_count());
+    }
+    // train_img.py's MultiscaleFlow (its `transforms.1.flows.0.b` would pass for a prefix).
+    if state_dict
+        .keys()
+        .any(|k| k.starts_with("transforms.") || k.contains(".transforms."))
+    {
+        bail!(
+            "the state_dict holds `transforms.…` keys (train_img.py's MultiscaleFlow), not a \
+             SequentialFlow's `flows.…`: import it with an image config (`[data] dataset = \
+             \"mnist\"` or `\"cifar10\"`, e.g. configs/mnist.toml)"
+        );
     }
     // A key such as `model.flows.0.b`: the state_dict sits under a prefix.
     if let Some(p) = state_dict
