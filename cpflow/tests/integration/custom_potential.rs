@@ -10,7 +10,7 @@ use crate::flow_common::*;
 use candle_core::{DType, Device, Tensor};
 use cpflow::{
     CustomPotentialConfig, Dataset, FloatType, Flow, FlowConfig, NllEstimator, PotentialConfig,
-    SurrogateParams, TrainConfig, Trainer,
+    TrainConfig, Trainer,
 };
 use icnn::{ConvexPotential, HessianVectorProducts, Linear, Linearization, check_derivatives};
 use rand::SeedableRng;
@@ -182,20 +182,13 @@ fn exact_density_matches_finite_difference_jacobian() {
 fn surrogate_gradient_matches_exact_gradient() {
     register_ridge("ridge-gradient");
     let flow = ridge_flow("ridge-gradient", 3);
-    let x = data(8, 3, 83);
-    flow.initialize(&x).unwrap();
-    let exact = grads_of(&flow, &flow.exact_nll_loss(&x).unwrap());
-    let params = SurrogateParams {
-        probes: 4000,
-        cg_atol: 1e-12,
-        cg_rtol: 0.0,
-        cg_max_iters: Some(10),
-    };
-    let mut rng = rand::rngs::StdRng::seed_from_u64(84);
-    let sur = flow.surrogate_loss(&x, &params, &mut rng).unwrap();
-    let approx = grads_of(&flow, &sur.loss);
-    assert!(exact.iter().any(|(k, _)| k.contains("icnn.hidden.weight")));
-    let rel = diff_norm(&approx, &exact) / norm(&exact);
+    let pair = surrogate_and_exact_gradients(&flow, &data(8, 3, 83), 84);
+    assert!(
+        pair.exact
+            .iter()
+            .any(|(k, _)| k.contains("icnn.hidden.weight"))
+    );
+    let rel = pair.relative_error();
     assert!(rel < 0.03, "relative gradient error {rel}");
 }
 
@@ -241,14 +234,7 @@ fn trains_inverts_saves_and_loads() {
     let (z, _) = flow.transform(&val.x).unwrap();
     let inv = flow.inverse(&z).unwrap();
     assert!(inv.report.all_converged());
-    let err = (inv.x - &val.x)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f64>()
-        .unwrap();
+    let err = max_abs_diff(&inv.x, &val.x);
     assert!(err <= 1e-8, "round trip {err}");
 
     let dir = std::env::temp_dir().join(format!("cpflow-custom-{}", std::process::id()));

@@ -6,7 +6,7 @@ use crate::flow_common::*;
 use candle_core::{DType, Device, Tensor};
 use cpflow::{
     CpflowError, Dataset, FloatType, Flow, FlowConfig, GaussianPrior, LrSchedule, NllEstimator,
-    RunOptions, SurrogateParams, TrainConfig, Trainer,
+    RunOptions, TrainConfig, Trainer,
 };
 use rand::SeedableRng;
 
@@ -19,19 +19,10 @@ use rand::SeedableRng;
 fn surrogate_gradient_matches_exact_nll_gradient() {
     let flow = two_block_flow(3, 21);
     let x = data(8, 3, 22);
-    flow.initialize(&x).unwrap();
-    let exact = grads_of(&flow, &flow.exact_nll_loss(&x).unwrap());
-    let params = SurrogateParams {
-        probes: 4000,
-        cg_atol: 1e-12,
-        cg_rtol: 0.0,
-        cg_max_iters: Some(10),
-    };
-    let mut rng = rand::rngs::StdRng::seed_from_u64(23);
-    let sur = flow.surrogate_loss(&x, &params, &mut rng).unwrap();
-    assert_eq!(sur.cg.converged, 2 * 8 * 4000); // two blocks
-    let approx = grads_of(&flow, &sur.loss);
-    let rel = diff_norm(&approx, &exact) / norm(&exact);
+    let pair = surrogate_and_exact_gradients(&flow, &x, 23);
+    assert_eq!(pair.cg_converged, 2 * 8 * 4000); // two blocks
+    let exact = pair.exact.clone();
+    let rel = pair.relative_error();
     println!("surrogate vs exact NLL gradient: relative error {rel:.4}");
     assert!(rel < 0.03, "relative gradient error {rel}");
     // Without the log-det terms (prior term only) the gradient is far from the exact one.
