@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use candle_core::{DType, Device, Tensor};
+use candle_core::{Device, Tensor};
 use cpflow::datasets::{
     Bsds300Config, Matrix, Split, TabularDataset, find_images_archive, layout, load_bsds300,
     load_tabular,
@@ -229,26 +229,22 @@ pub fn exact_test_nll(flow: &Flow, x: &Tensor, chunk: usize, progress: bool) -> 
     {
         bar.set_style(style);
     }
-    let mut nll = Vec::with_capacity(n);
-    let mut start = 0;
-    while start < n {
-        let len = chunk.max(1).min(n - start);
-        let lp = flow
-            .log_prob_exact(&x.narrow(0, start, len)?)?
-            .to_dtype(DType::F64)?
-            .to_vec1::<f64>()?;
-        nll.extend(lp.into_iter().map(|v| -v));
-        start += len;
-        bar.set_position(start as u64);
-    }
+    let data = Dataset::new(x.clone());
+    // Exact log-dets: the RNG draws nothing.
+    let mut rng = StdRng::seed_from_u64(0);
+    let est = cpflow::nll_estimate_with(
+        flow,
+        &data,
+        &cpflow::NllEstimator::Exact,
+        chunk.max(1),
+        &mut rng,
+        |done| {
+            bar.set_position(done as u64);
+            Ok(())
+        },
+    )?;
     bar.finish_and_clear();
-    let mean = nll.iter().sum::<f64>() / n as f64;
-    let var = if n > 1 {
-        nll.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / (n - 1) as f64
-    } else {
-        0.0
-    };
-    Ok((mean, 2.0 * (var / n as f64).sqrt()))
+    Ok((est.mean, 2.0 * est.std_err.unwrap_or(0.0)))
 }
 
 /// Loads, trains and evaluates one dataset found at `root`.
