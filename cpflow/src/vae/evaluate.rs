@@ -28,17 +28,11 @@ impl MeanWithError {
     /// assert!((m.std_err - 1.0 / 3f64.sqrt()).abs() < 1e-12);
     /// ```
     pub fn of(v: &[f64]) -> Self {
-        let n = v.len();
-        let mean = v.iter().sum::<f64>() / n.max(1) as f64;
-        let var = if n > 1 {
-            v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1) as f64
-        } else {
-            f64::NAN
-        };
+        let (mean, std_err) = crate::image::mean_and_std_err(v);
         MeanWithError {
             mean,
-            std_err: (var / n as f64).sqrt(),
-            n,
+            std_err,
+            n: v.len(),
         }
     }
 
