@@ -8,7 +8,7 @@ use anyhow::Result;
 use candle_core::{DType, Device, Tensor};
 use cpflow::{
     Control, Dataset, Flow, FlowConfig, InverseParams, LrSchedule, Moment, PotentialConfig,
-    RunOptions, TrainConfig, TrainObserver, Trainer,
+    RunOptions, SlqParams, TrainConfig, TrainObserver, Trainer,
 };
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -156,7 +156,16 @@ pub fn measure(x_all: &Tensor, proto: &Protocol, dev: &Device) -> Result<Measure
 
     let mut rng = StdRng::seed_from_u64(proto.seed ^ 0x51);
     let sw = Stopwatch::start();
-    let lp = flow.log_prob_slq(&test, 1, 10, &mut rng)?;
+    let lp = flow
+        .log_prob_slq(
+            &test,
+            &SlqParams {
+                probes: 1,
+                steps: 10,
+            },
+            &mut rng,
+        )?
+        .log_prob;
     dev.synchronize()?;
     let slq_s = sw.seconds() * per_1000;
     let slq_nll = mean_nll(&lp)?;

@@ -180,7 +180,10 @@ pub fn nll_estimate_with<R: Rng + ?Sized>(
         };
         let lp = match estimator {
             NllEstimator::Exact => flow.log_prob_exact_given_opt(&x, c.as_ref())?,
-            NllEstimator::Slq(p) => flow.log_prob_slq_given_opt(&x, c.as_ref(), p, rng)?,
+            NllEstimator::Slq(p) => {
+                flow.log_prob_slq_given_opt(&x, c.as_ref(), p, rng)?
+                    .log_prob
+            }
         };
         let nll: Vec<f64> = lp
             .to_dtype(DType::F64)?

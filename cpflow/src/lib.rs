@@ -59,7 +59,7 @@ pub mod prior;
 mod progress;
 pub mod reference_weights;
 pub mod rng;
-pub(crate) mod slq;
+pub mod slq;
 mod surrogate_cg;
 pub mod train;
 pub mod train_state;
@@ -98,6 +98,7 @@ pub use observer::{Control, FnObserver, Moment, NllCurve, TimeBudget, TrainObser
 pub use potential::PotentialConfig;
 pub use prior::GaussianPrior;
 pub use rng::{FlowRng, RngState};
+pub use slq::SlqLogProb;
 pub use train::{
     Dataset, NllEstimate, RunOptions, StopReason, TrainReport, Trainer, mean_nll, mean_nll_with,
     nll_estimate, nll_estimate_with,

@@ -3,7 +3,7 @@
 //! `m = min(steps, d)` Lanczos steps with full re-orthogonalisation (krylov), Gauss quadrature
 //! `‖v‖² · e₁ᵀ log(T) e₁`, averaged over the probes.
 
-use candle_core::Tensor;
+use candle_core::{DType, Tensor};
 use krylov::{FnOperator, KrylovError};
 use rand::Rng;
 
@@ -11,14 +11,39 @@ use crate::block::HessianOperator;
 use crate::config::SlqParams;
 use crate::error::{CpflowError, Result};
 
-/// SLQ estimate of `log det H_b` per sample `b` (`(B,)` host values); `like` is the `(B, d)`
-/// point batch (gives shape, dtype, device).
+/// `log p(x)` per sample with SLQ log-determinants ([`crate::Flow::log_prob_slq`],
+/// [`crate::image::ImageFlow::log_prob_slq`]), with the standard error of the stochastic part.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct SlqLogProb {
+    /// `log p(x)` per sample, nats, `(B,)` in the flow's dtype, detached.
+    pub log_prob: Tensor,
+    /// Per sample, the standard error of the SLQ log-det estimate (all blocks together,
+    /// `√Σ_blocks se²`, from the spread over the probes); `NaN` with a single probe, where it
+    /// cannot be estimated. It covers the probe randomness, not the bias of stopping Lanczos
+    /// at `steps < d` (compare with the exact `log_prob_exact` on a subset for that).
+    pub std_err: Vec<f64>,
+}
+
+impl SlqLogProb {
+    /// Mean `log p` over the samples and the standard error of that mean (from the spread
+    /// over the samples, which holds both the data and the probe randomness; `NaN` for one
+    /// sample).
+    pub fn mean_and_std_err(&self) -> Result<(f64, f64)> {
+        let v = self.log_prob.to_dtype(DType::F64)?.to_vec1::<f64>()?;
+        Ok(crate::image::mean_and_std_err(&v))
+    }
+}
+
+/// SLQ estimate of `log det H_b` per sample `b` with its standard error (NaN with one probe):
+/// `(estimates, std_errs)`, host values; `like` is the `(B, d)` point batch (gives shape,
+/// dtype, device).
 pub(crate) fn slq_logdet_block<R: Rng + ?Sized>(
     op: &HessianOperator,
     like: &Tensor,
     params: &SlqParams,
     rng: &mut R,
-) -> Result<Vec<f64>> {
+) -> Result<(Vec<f64>, Vec<f64>)> {
     if params.steps == 0 || params.probes == 0 {
         return Err(CpflowError::InvalidConfig(
             "SLQ needs at least one probe and one Lanczos step".into(),
@@ -34,5 +59,5 @@ pub(crate) fn slq_logdet_block<R: Rng + ?Sized>(
         .with_lanczos_steps(params.steps);
     let mut r = rng;
     let est = logdet::slq_logdet(&kop, &like.detach(), &mut r, &lp)?;
-    Ok(est.estimate)
+    Ok((est.estimate, est.std_err))
 }

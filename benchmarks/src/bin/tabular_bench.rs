@@ -14,8 +14,8 @@ use benchmarks::{Stopwatch, gaussian_mixture, median};
 use candle_core::{DType, Device, Tensor};
 use clap::Parser;
 use cpflow::{
-    Dataset, Flow, FlowConfig, InverseParams, LrSchedule, PotentialConfig, RunOptions, TrainConfig,
-    Trainer,
+    Dataset, Flow, FlowConfig, InverseParams, LrSchedule, PotentialConfig, RunOptions, SlqParams,
+    TrainConfig, Trainer,
 };
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -109,7 +109,16 @@ fn measure(
 
     let mut rng = StdRng::seed_from_u64(args.seed ^ 0x51);
     let sw = Stopwatch::start();
-    let lp_slq = flow.log_prob_slq(x_eval, 1, 10, &mut rng)?;
+    let lp_slq = flow
+        .log_prob_slq(
+            x_eval,
+            &SlqParams {
+                probes: 1,
+                steps: 10,
+            },
+            &mut rng,
+        )?
+        .log_prob;
     sync(dev)?;
     let slq_s = sw.seconds() * per_1000;
     let nll_exact = -lp_exact

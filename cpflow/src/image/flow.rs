@@ -4,7 +4,6 @@
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
 use icnn::ImageShape;
-use krylov::{FnOperator, KrylovError};
 use rand::Rng;
 
 use crate::actnorm::ActNorm;
@@ -19,6 +18,7 @@ use crate::image::squeeze::Squeeze;
 use crate::potential::Potential;
 use crate::prior::GaussianPrior;
 use crate::rng::FlowRng;
+use crate::slq::{SlqLogProb, slq_logdet_block};
 
 /// Rows per chunk of the SLQ pass (rows are independent: memory, not results).
 pub const IMAGE_EVAL_CHUNK: usize = 256;
@@ -44,27 +44,6 @@ pub enum ImageLayer {
     FactorOut(usize),
     /// CP-Flow block on the flattened row.
     Cpf(CpFlowBlock),
-}
-
-/// `log p(x)` from the SLQ pass, with the standard error of the stochastic part.
-#[derive(Clone, Debug)]
-pub struct ImageLogProb {
-    /// `log p(x)` per image, nats, `(B,)` in the flow's dtype.
-    pub log_prob: Tensor,
-    /// Per image, the standard error of the SLQ log-det estimate (all blocks together,
-    /// `√Σ_blocks se²`, from the spread over the probes); `NaN` with a single probe, where it
-    /// cannot be estimated. It covers the probe randomness, not the bias of stopping Lanczos
-    /// at `steps < D` (compare with [`ImageFlow::log_prob_exact`] on a subset for that).
-    pub std_err: Vec<f64>,
-}
-
-impl ImageLogProb {
-    /// Mean `log p` over the images and the standard error of that mean (from the spread over
-    /// the images, which holds both the data and the probe randomness; `NaN` for one image).
-    pub fn mean_and_std_err(&self) -> Result<(f64, f64)> {
-        let v = self.log_prob.to_dtype(DType::F64)?.to_vec1::<f64>()?;
-        Ok(mean_and_std_err(&v))
-    }
 }
 
 /// Mean and standard error of the mean (`NaN` below two values).
@@ -483,7 +462,7 @@ impl ImageFlow {
         x: &Tensor,
         params: &SlqParams,
         rng: &mut R,
-    ) -> Result<ImageLogProb> {
+    ) -> Result<SlqLogProb> {
         self.ensure_initialized()?;
         if params.probes == 0 || params.steps == 0 {
             return Err(CpflowError::InvalidConfig(
@@ -491,27 +470,18 @@ impl ImageFlow {
             ));
         }
         let x = self.check_input(x)?;
-        let lp = logdet::SlqParams::default()
-            .with_probes(params.probes)
-            .with_lanczos_steps(params.steps);
         let mut var_all = Vec::with_capacity(x.dim(0)?);
         let out = self.chunked(&x, IMAGE_EVAL_CHUNK, |xc| {
             let (z, ld, var) = self.forward_with(xc, |blk, h| {
                 let (z, op) = blk.detached_operator(h, None)?;
-                let kop = FnOperator::new(
-                    |w: &Tensor, _active: &[bool]| -> std::result::Result<Tensor, KrylovError> {
-                        op.apply(w).map_err(KrylovError::operator)
-                    },
-                );
-                let mut r = &mut *rng;
-                let est = logdet::slq_logdet(&kop, h, &mut r, &lp)?;
-                Ok((z, est.estimate, est.std_err))
+                let (estimate, std_err) = slq_logdet_block(&op, h, params, &mut *rng)?;
+                Ok((z, estimate, std_err))
             })?;
             var_all.extend(var);
             let ld = Tensor::from_vec(ld, xc.dim(0)?, xc.device())?.to_dtype(xc.dtype())?;
             Ok(vec![(self.prior().log_prob(&z)? + ld)?])
         })?;
-        Ok(ImageLogProb {
+        Ok(SlqLogProb {
             log_prob: out[0].clone(),
             std_err: var_all.into_iter().map(f64::sqrt).collect(),
         })

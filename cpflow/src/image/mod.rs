@@ -38,7 +38,7 @@ pub use config::{
     potential_for_shape,
 };
 pub use ema::ExponentialMovingAverage;
-pub use flow::{IMAGE_EVAL_CHUNK, ImageFlow, ImageLayer, ImageLogProb, mean_and_std_err};
+pub use flow::{IMAGE_EVAL_CHUNK, ImageFlow, ImageLayer, mean_and_std_err};
 #[cfg(any(feature = "datasets", feature = "toy-images"))]
 pub use grid::{grid_size, quantize_pixels, write_sample_grid};
 pub use inverse::ImageInverse;

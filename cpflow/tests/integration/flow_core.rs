@@ -3,7 +3,9 @@
 
 use crate::flow_common::*;
 use candle_core::{DType, Device, Tensor};
-use cpflow::{CpflowError, FloatType, Flow, FlowConfig, InverseParams, Layer, PotentialConfig};
+use cpflow::{
+    CpflowError, FloatType, Flow, FlowConfig, InverseParams, Layer, PotentialConfig, SlqParams,
+};
 use rand::SeedableRng;
 
 /// The block Jacobian H from `forward_and_hessian` equals central differences of the forward
@@ -105,8 +107,16 @@ fn slq_agrees_with_exact_within_monte_carlo_error() {
     let mut rng = rand::rngs::StdRng::seed_from_u64(9);
     for r in 0..k {
         let s = flow
-            .log_prob_slq(&x, 1, 10, &mut rng)
+            .log_prob_slq(
+                &x,
+                &SlqParams {
+                    probes: 1,
+                    steps: 10,
+                },
+                &mut rng,
+            )
             .unwrap()
+            .log_prob
             .to_vec1::<f64>()
             .unwrap();
         for (run, &sb) in runs.iter_mut().zip(&s) {
@@ -114,9 +124,11 @@ fn slq_agrees_with_exact_within_monte_carlo_error() {
         }
     }
     let mut spread = 0.0f64;
+    let mut one_probe_var = Vec::new();
     for b in 0..6 {
         let mean = runs[b].iter().sum::<f64>() / k as f64;
         let var = runs[b].iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (k - 1) as f64;
+        one_probe_var.push(var);
         let se = (var / k as f64).sqrt();
         spread += var.sqrt();
         assert!(
@@ -128,11 +140,28 @@ fn slq_agrees_with_exact_within_monte_carlo_error() {
     // The probes really are random (otherwise the test above would be vacuous).
     assert!(spread > 1e-6);
     // Many probes per call average the noise down.
-    let many = flow
-        .log_prob_slq(&x, 400, 10, &mut rng)
-        .unwrap()
-        .to_vec1::<f64>()
+    let many_slq = flow
+        .log_prob_slq(
+            &x,
+            &SlqParams {
+                probes: 400,
+                steps: 10,
+            },
+            &mut rng,
+        )
         .unwrap();
+    let many = many_slq.log_prob.to_vec1::<f64>().unwrap();
+    // Its reported standard error is the spread of one probe over √400: the 200 one-probe
+    // runs estimate that spread to ±10% (sample variance of 200 draws), the 400 probes of the
+    // call to ±5%, so 30% is a wide margin; a missing √P or a variance reported as a standard
+    // error would be off by a factor of 20 or more.
+    for (b, (var, se)) in one_probe_var.iter().zip(&many_slq.std_err).enumerate() {
+        let expected = (var / 400.0).sqrt();
+        assert!(
+            (se / expected - 1.0).abs() < 0.3,
+            "sample {b}: std_err {se} vs {expected}"
+        );
+    }
     for b in 0..6 {
         assert!(
             (many[b] - exact[b]).abs() < 0.1,
