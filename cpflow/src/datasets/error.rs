@@ -17,9 +17,9 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 pub enum DatasetError {
     /// A file the loader needs is not on disk.
     #[error(
-        "{dataset}: file {} not found; fetch it with `cargo xtask download {command}` \
-         (or place the file there by hand)",
-        path.display()
+        "{dataset}: file {} not found; fetch it with `{}` (or place the file there by hand)",
+        path.display(),
+        download_command(path, command)
     )]
     MissingFile {
         /// Dataset name (as used by `cargo xtask download`).
@@ -156,6 +156,30 @@ impl DatasetError {
     }
 }
 
+/// The `cargo xtask download` command that puts `path` where a loader looks for it: the
+/// data root is the parent of the path's folder named like the download (`<root>/mnist/…`),
+/// passed as `--dir` unless it is the download's default ([`super::layout::DEFAULT_ROOT`]).
+pub(crate) fn download_command(path: &Path, command: &str) -> String {
+    let root = path
+        .ancestors()
+        .find(|a| {
+            a.file_name()
+                .is_some_and(|n| n.to_string_lossy().eq_ignore_ascii_case(command))
+        })
+        .and_then(Path::parent);
+    match root {
+        Some(r) if r != Path::new(super::layout::DEFAULT_ROOT) => {
+            let shown = if r.as_os_str().is_empty() {
+                ".".into()
+            } else {
+                r.display().to_string()
+            };
+            format!("cargo xtask download {command} --dir {shown}")
+        }
+        _ => format!("cargo xtask download {command}"),
+    }
+}
+
 /// Checks that `path` exists, else returns [`DatasetError::MissingFile`].
 pub(crate) fn require_file(
     path: &Path,
@@ -181,4 +205,35 @@ pub(crate) fn read_file(
 ) -> Result<Vec<u8>, DatasetError> {
     require_file(path, dataset, command)?;
     std::fs::read(path).map_err(|e| DatasetError::io(path, e))
+}
+
+#[cfg(test)]
+mod download_command_tests {
+    use super::download_command;
+    use std::path::Path;
+
+    /// The default root gives the bare command; any other root (relative, absolute, the
+    /// shared folder) is passed as `--dir`, and the folder is matched case-insensitively.
+    #[test]
+    fn names_the_root_unless_it_is_the_default() {
+        let cases = [
+            ("data/mnist/train-images-idx3-ubyte", "mnist", "cargo xtask download mnist"),
+            (
+                "../shared/data/mnist/train-images-idx3-ubyte",
+                "mnist",
+                "cargo xtask download mnist --dir ../shared/data",
+            ),
+            (
+                "/tmp/x/cifar10/cifar-10-batches-bin/test_batch.bin",
+                "cifar10",
+                "cargo xtask download cifar10 --dir /tmp/x",
+            ),
+            ("mnist/t10k-labels-idx1-ubyte", "mnist", "cargo xtask download mnist --dir ."),
+            ("/r/BSDS300/BSDS300.hdf5", "bsds300", "cargo xtask download bsds300 --dir /r"),
+            ("elsewhere/file.npy", "power", "cargo xtask download power"),
+        ];
+        for (path, command, expected) in cases {
+            assert_eq!(download_command(Path::new(path), command), expected, "{path}");
+        }
+    }
 }
