@@ -6,6 +6,8 @@
 //! * An interrupted transfer (connection closed before `Content-Length` bytes, timeout, 5xx)
 //!   is retried with `Range: bytes=<len(.part)>-`, and so is a later run: the `.part` file
 //!   survives. A server that ignores the range (answers 200) is read from the start again.
+//!   A host that does not resolve or refuses the connection is not retried: the next URL is
+//!   tried at once.
 //! * A checksum mismatch deletes the `.part` file (it cannot be resumed into a good file) and
 //!   is an error; it is never retried from another URL.
 //! * When no URL can be reached, the error names every URL and the path to place the file at
@@ -256,6 +258,32 @@ fn content_range(v: &str) -> Option<(u64, Option<u64>)> {
     Some((start.trim().parse().ok()?, total.trim().parse().ok()))
 }
 
+/// A request that got no response. A host that does not resolve or refuses the connection is
+/// not an interrupted transfer: it moves on to the next URL at once (offline, retrying with
+/// backoff made every download wait ~30 s per URL before failing). Anything else (timeouts,
+/// resets, TLS or protocol errors mid-way) is retried.
+fn request_error(e: ureq::Error) -> Attempt {
+    use std::io::ErrorKind;
+    let unreachable = match &e {
+        ureq::Error::HostNotFound | ureq::Error::ConnectionFailed | ureq::Error::BadUri(_) => true,
+        ureq::Error::Io(io) => {
+            matches!(
+                io.kind(),
+                ErrorKind::ConnectionRefused
+                    | ErrorKind::NetworkUnreachable
+                    | ErrorKind::HostUnreachable
+                    | ErrorKind::AddrNotAvailable
+            ) || io.to_string().contains("failed to lookup address")
+        }
+        _ => false,
+    };
+    if unreachable {
+        Attempt::GiveUpUrl(e.to_string())
+    } else {
+        Attempt::Retry(e.to_string())
+    }
+}
+
 /// One HTTP exchange appending to (or restarting) `part`. `Ok` when the body was read
 /// to its end.
 fn transfer(
@@ -269,7 +297,7 @@ fn transfer(
     if offset > 0 {
         req = req.header("Range", format!("bytes={offset}-"));
     }
-    let resp = req.call().map_err(|e| Attempt::Retry(e.to_string()))?;
+    let resp = req.call().map_err(request_error)?;
     let status = resp.status().as_u16();
     let header = |name: &str| {
         resp.headers()

@@ -252,3 +252,34 @@ fn a_stale_part_longer_than_the_file_is_discarded() {
     fetch(&agent(&o), &[url], &dest, &sum, &o).unwrap();
     assert_eq!(std::fs::read(&dest).unwrap(), body);
 }
+
+/// Offline, a download fails at once: a refused connection and a name that does not resolve
+/// (`.invalid` is reserved, RFC 2606) move on without the retries' backoff. With 4 retries
+/// and a 60 s first pause, one retry would take a minute; both URLs together must take less
+/// than 30 s (a DNS lookup that fails is fast, a refused connection immediate).
+#[test]
+fn unreachable_hosts_are_not_retried() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let urls = vec![
+        format!("http://127.0.0.1:{port}/f.bin"),
+        "http://cpflow-test-host.invalid/f.bin".to_string(),
+    ];
+    let dir = tempdir();
+    let mut o = opts(4);
+    o.backoff = std::time::Duration::from_secs(60);
+    let t = std::time::Instant::now();
+    let err = fetch(
+        &agent(&o),
+        &urls,
+        &dir.path().join("f.bin"),
+        &Checksum::Unknown,
+        &o,
+    )
+    .unwrap_err();
+    assert!(matches!(err, FetchError::Unreachable { .. }), "{err}");
+    assert!(t.elapsed().as_secs() < 30, "took {:?}: {err}", t.elapsed());
+}
