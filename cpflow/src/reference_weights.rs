@@ -23,7 +23,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use candle_core::{Tensor, Var};
+use candle_core::{DType, Tensor, Var};
 
 use crate::error::{CpflowError, Result, first_few};
 use crate::flow_config::{FlowConfig, LayerConfig};
@@ -300,7 +300,8 @@ fn squeezed(dims: &[usize]) -> Vec<usize> {
 ///
 /// Everything is checked before anything is written: every reference key must map to one of
 /// the model's variables, with the same shape up to axes of length 1, and every variable of
-/// the model (flags aside) must receive a value, and every value must be finite. An error
+/// the model (flags aside) must receive a value, and every value must be a finite float32 or
+/// float64. An error
 /// names the offending key(s)
 /// ([`CpflowError::Checkpoint`]). Values are converted to the variables' dtype and device.
 ///
@@ -380,7 +381,15 @@ pub fn load_reference_state_dict(
                 var.dims()
             )));
         }
-        if t.dtype().is_float() && !crate::flow::all_finite(t)? {
+        if !matches!(t.dtype(), DType::F32 | DType::F64) {
+            return Err(CpflowError::Checkpoint(format!(
+                "reference key {key} holds {:?} values: save the state_dict in float32 or \
+                 float64 (e.g. `v.double()`; integer or half-precision weights are not a \
+                 trained model's)",
+                t.dtype()
+            )));
+        }
+        if !crate::flow::all_finite(t)? {
             return Err(CpflowError::Checkpoint(format!(
                 "reference key {key} holds a NaN or infinite value"
             )));
@@ -520,6 +529,18 @@ mod tests {
         let w1 = sd["flows.1.w1"].clone();
         sd.insert("flows.1.w1".into(), (w1 * f64::NAN).unwrap());
         assert!(message(&sd).contains("flows.1.w1 holds a NaN or infinite value"));
+        // Integer and half-precision values are refused by key (they were converted silently:
+        // an I64 w1 imported as a model with NLL 1.6e37).
+        for dtype in [DType::I64, DType::F16, DType::U8] {
+            let mut sd = reference_state_dict(&flow);
+            let w1 = sd["flows.1.w1"].to_dtype(dtype).unwrap();
+            sd.insert("flows.1.w1".into(), w1);
+            let msg = message(&sd);
+            assert!(
+                msg.contains(&format!("flows.1.w1 holds {dtype:?} values")),
+                "{msg}"
+            );
+        }
         // A frozen reference w0 must hold the constant that a fixed-w0 block uses.
         let mut cfg = flow.config().clone();
         for l in &mut cfg.layers {
