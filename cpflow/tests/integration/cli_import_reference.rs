@@ -24,8 +24,12 @@ fn fixture_file() -> PathBuf {
 
 /// The `[model]` of the fixture's metadata (`arch = icnn2`, d = 6, `dimh = 16`,
 /// `nhidden = 3`, `nblocks = 2`, plain softplus, no zero shift, no symmetric first
-/// activation: `train_tabular.py`'s layout).
+/// activation: `train_tabular.py`'s layout), with 6-D data (POWER, never read here: the
+/// tests pass `--data`).
 const CONFIG: &str = r#"
+[data]
+source = "power"
+
 [model]
 arch = "icnn2"
 layout = "tabular"
@@ -198,6 +202,14 @@ fn bad_state_dicts_are_refused_by_name() {
     // The fixture without --prefix: its state_dict sits under `model.`.
     let e = run(&fixture_file(), "unprefixed");
     assert!(e.contains("pass --prefix model."), "{e}");
+    // A config without [data]: its default toy is 2-D, the model 6-D; `eval` and `plot`
+    // would have refused the directory later.
+    let w = dir.join("ok-nodata.safetensors");
+    write_state_dict(&w, &fx.state_dict());
+    std::fs::write(&cfg, CONFIG.replace("[data]\nsource = \"power\"\n", "")).unwrap();
+    let e = run(&w, "nodata");
+    assert!(e.contains("is 2-D but the model is 6-D"), "{e}");
+    assert!(!dir.join("nodata").exists());
     // Another architecture in the config: the extra block's keys are missing.
     std::fs::write(&cfg, CONFIG.replace("blocks = 2", "blocks = 3")).unwrap();
     let w = dir.join("ok.safetensors");
@@ -317,13 +329,10 @@ fn imported_reference_image_flow_gives_the_reference_outputs() {
     let img = image::open(&png).unwrap();
     let (gw, gh) = cpflow::image::grid_size(1, 2, 28, 28);
     assert_eq!((img.width() as usize, img.height() as usize), (gw, gh));
-    // `cpflow eval` scores flows on vectors only: it names `sample`, and no report.json (an
-    // imported model has none).
+    // `cpflow eval` scores it on MNIST's test split, read under the config's data root
+    // (`data`, absent here): the error names the download command.
     let e = cpflow_fails(&["eval", "--model", &s(&out)]);
-    assert!(
-        e.contains("is an image flow") && e.contains("cpflow sample") && !e.contains("report.json"),
-        "{e}"
-    );
+    assert!(e.contains("cargo xtask download mnist"), "{e}");
 
     // An existing model is not replaced without --overwrite; with it, it is.
     let e = cpflow_fails(&args);

@@ -113,3 +113,45 @@ fn ot_output_errors_name_the_path() {
         "{err}"
     );
 }
+
+/// A second run into the same `--out` is refused (it replaced the table but left the first
+/// run's `ot_d3_…` files beside it) unless `--overwrite`, which removes them; a dimension
+/// listed twice is refused before anything runs.
+#[test]
+fn ot_reruns_need_overwrite_and_dimensions_are_distinct() {
+    let dir = temp_dir("ot-rerun");
+    let cfg = dir.join("ot.toml");
+    std::fs::write(&cfg, QUICK).unwrap();
+    let out = dir.join("out");
+    let run = |dims: &str, extra: &[&str]| {
+        let mut args = vec![
+            "ot",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--dims",
+            dims,
+            "--iters",
+            "2",
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        args.iter().map(|s| s.to_string()).collect::<Vec<_>>()
+    };
+    fn as_refs(v: &[String]) -> Vec<&str> {
+        v.iter().map(String::as_str).collect()
+    }
+    let err = cpflow_fails(&as_refs(&run("2,3,2", &[])));
+    assert!(err.contains("d = 2 twice"), "{err}");
+    assert!(!out.exists());
+    cpflow_log(&as_refs(&run("3", &[])));
+    non_empty(&out.join("ot_d3_curve.csv"));
+    let table = std::fs::read(out.join("ot_table.md")).unwrap();
+    let err = cpflow_fails(&as_refs(&run("2", &[])));
+    assert!(err.contains("--overwrite"), "{err}");
+    assert_eq!(std::fs::read(out.join("ot_table.md")).unwrap(), table);
+    cpflow_log(&as_refs(&run("2", &["--overwrite"])));
+    non_empty(&out.join("ot_d2_curve.csv"));
+    assert!(!out.join("ot_d3_curve.csv").exists());
+    assert!(!out.join("ot_d3_cost_vs_kl.png").exists());
+}

@@ -21,6 +21,7 @@ use cpflow::reference_weights::{KeyMapping, load_reference_state_dict};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+use crate::data::DataSource;
 use crate::run_config::{Overrides, is_image_config, resolve};
 use crate::run_dir::{TRAIN_RUN, absolute_run_config, check_new_run, remove_old_run, write_config};
 
@@ -98,6 +99,19 @@ pub fn import_reference(a: ImportReferenceArgs) -> Result<()> {
         Some(d) => d,
         None => infer_dim(&state_dict)?,
     };
+    // The data kept in config.toml are what `eval` and `plot` score by default: a source of
+    // another dimension (the default toy when the config has no [data]) is refused here.
+    if let Some(data_dim) = known_dim(&cfg.data.source)
+        && data_dim != dim
+    {
+        bail!(
+            "{}: data.source = `{}` is {data_dim}-D but the model is {dim}-D: set [data] source \
+             to the data the model was trained on (a tabular benchmark such as `miniboone`, or \
+             a .npy/.csv file); `eval` and `plot` use it by default",
+            a.config.display(),
+            cfg.data.source
+        );
+    }
     let flow_cfg = cfg.model.flow_config(dim)?;
     check_new_run(&a.out, &TRAIN_RUN, a.overwrite)?;
     let flow = Flow::new(flow_cfg, &Device::Cpu)?;
@@ -130,6 +144,16 @@ pub fn import_reference(a: ImportReferenceArgs) -> Result<()> {
         model.display()
     );
     Ok(())
+}
+
+/// The dimension of the data `source` when it is known without reading a data file: 2 for
+/// toys and image densities, the benchmark's for a tabular one; `None` for .npy/.csv files.
+fn known_dim(source: &str) -> Option<usize> {
+    match DataSource::parse(source).ok()? {
+        DataSource::Toy(_) | DataSource::Image(_) => Some(2),
+        DataSource::Tabular(t) => Some(t.dim()),
+        DataSource::Npy(_) | DataSource::Csv(_) => None,
+    }
 }
 
 /// The tensors of the safetensors file `path` (those under `prefix`, prefix removed),

@@ -189,9 +189,50 @@ fn check_memory(configs: &[OtConfig], total: Option<f64>) -> Result<()> {
     Ok(())
 }
 
+/// The files of an earlier `cpflow ot` run in `dir`: its table, its reports and the
+/// per-dimension figures and curves (`ot_d{d}_…`).
+fn earlier_run_files(dir: &Path) -> Result<Vec<std::path::PathBuf>> {
+    if !dir.is_dir() {
+        return Ok(Vec::new());
+    }
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+        let path = entry
+            .with_context(|| format!("reading {}", dir.display()))?
+            .path();
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+        let ours = name
+            .is_some_and(|n| n == "ot_table.md" || n == "ot_reports.json" || n.starts_with("ot_d"));
+        if ours && path.is_file() {
+            files.push(path);
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// The settings every dimension's run needs, checked before anything runs (`n_test = 0` used
+/// to fail after training, `n_train = 0` without naming the key).
+fn check_sizes(cfg: &OtConfig) -> Result<()> {
+    for (key, value) in [
+        ("n_train", cfg.n_train),
+        ("n_test", cfg.n_test),
+        ("n_eval_curve", cfg.n_eval_curve),
+    ] {
+        if value == 0 {
+            bail!("invalid OT configuration: {key} must be at least 1");
+        }
+    }
+    Ok(())
+}
+
 pub fn ot(a: OtArgs) -> Result<()> {
     if a.dims.is_empty() || a.dims.contains(&0) {
         bail!("--dims needs positive dimensions");
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    if let Some(d) = a.dims.iter().find(|d| !seen.insert(**d)) {
+        bail!("--dims lists d = {d} twice: each dimension is one run and one table row");
     }
     let device = crate::device(a.dev.device.as_deref())?;
     let file = match &a.config {
@@ -209,8 +250,28 @@ pub fn ot(a: OtArgs) -> Result<()> {
         .iter()
         .map(|&dim| config_for(&a, file.as_ref(), dim))
         .collect::<Result<Vec<_>>>()?;
+    for cfg in &configs {
+        check_sizes(cfg)?;
+    }
     check_memory(&configs, total_memory())?;
     ensure_dir(&a.out, "the OT output directory")?;
+    // An earlier run's files would mix with this run's (its `ot_d…` figures stayed beside a
+    // table that no longer listed them).
+    let earlier = earlier_run_files(&a.out)?;
+    if !earlier.is_empty() {
+        if !a.overwrite {
+            bail!(
+                "{} already holds the results of an OT run ({} files, e.g. {}): pass \
+                 --overwrite to replace them, or choose another --out",
+                a.out.display(),
+                earlier.len(),
+                earlier[0].display()
+            );
+        }
+        for f in &earlier {
+            std::fs::remove_file(f).with_context(|| format!("removing {}", f.display()))?;
+        }
+    }
     let mut reports: Vec<OtReport> = Vec::new();
     for cfg in &configs {
         let dim = cfg.dim;
@@ -343,5 +404,39 @@ mod tests {
             assert!(err.contains(key) && err.contains(table), "{text}: {err}");
             assert!(err.contains("ot.toml"), "{err}");
         }
+    }
+
+    /// Zero sizes are refused by key before anything runs.
+    #[test]
+    fn zero_sizes_are_refused_by_key() {
+        for key in ["n_train", "n_test", "n_eval_curve"] {
+            let cfg = resolve(&format!("{key} = 0\n")).unwrap();
+            let e = check_sizes(&cfg).unwrap_err().to_string();
+            assert!(e.contains(&format!("{key} must be at least 1")), "{e}");
+        }
+        check_sizes(&resolve("").unwrap()).unwrap();
+    }
+
+    /// An earlier run's files are found (and nothing else in the directory).
+    #[test]
+    fn earlier_run_files_are_the_ot_outputs_only() {
+        let dir = std::env::temp_dir().join(format!("cpflow-ot-files-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for f in [
+            "ot_table.md",
+            "ot_reports.json",
+            "ot_d2_curve.csv",
+            "notes.txt",
+        ] {
+            std::fs::write(dir.join(f), "x").unwrap();
+        }
+        let names: Vec<String> = earlier_run_files(&dir)
+            .unwrap()
+            .iter()
+            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, ["ot_d2_curve.csv", "ot_reports.json", "ot_table.md"]);
+        assert!(earlier_run_files(&dir.join("missing")).unwrap().is_empty());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
