@@ -60,6 +60,19 @@ fn size_arguments_are_bounded_and_the_window_is_checked() {
             "--grid",
             "4096",
         ),
+        (
+            &[
+                "sample",
+                "-m",
+                "nowhere",
+                "-n",
+                "18446744073709551615",
+                "-o",
+                "s.npy",
+            ][..],
+            "-n",
+            "100000000",
+        ),
     ] {
         let err = cpflow_fails(args);
         assert!(
@@ -210,4 +223,52 @@ fn vae_runs_are_named_with_the_command_that_reads_them() {
         );
     }
     std::fs::remove_dir_all(&dir).ok();
+}
+
+/// An interrupted `sample` stops between chunks, says how far it got and leaves neither the
+/// output nor its temporary file (the default SIGINT left `.s.npy.tmp-<pid>` behind).
+#[cfg(unix)]
+#[test]
+fn an_interrupted_sample_leaves_no_files() {
+    use std::process::{Command, Stdio};
+    let dir = temp_dir("sample-interrupt");
+    let run = tiny_run(&dir);
+    let out_dir = dir.join("samples");
+    std::fs::create_dir_all(&out_dir).unwrap();
+    let output = out_dir.join("s.npy");
+    let child = Command::new(env!("CARGO_BIN_EXE_cpflow"))
+        .args([
+            "sample",
+            "-m",
+            run.to_str().unwrap(),
+            "-n",
+            "100000000",
+            "-o",
+        ])
+        .arg(&output)
+        .env("RUST_LOG", "warn")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait for the temporary file: sampling has begun.
+    let t0 = std::time::Instant::now();
+    while std::fs::read_dir(&out_dir).unwrap().next().is_none() {
+        assert!(t0.elapsed().as_secs() < 60, "no output file was opened");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let kill = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("interrupted after") && err.contains("of 100000000 samples"),
+        "{err}"
+    );
+    let left: Vec<_> = std::fs::read_dir(&out_dir).unwrap().collect();
+    assert!(left.is_empty(), "files left: {left:?}");
 }

@@ -1,4 +1,5 @@
-//! Ctrl-C (SIGINT) and SIGTERM during `cpflow train` and `cpflow vae`: the first one pauses
+//! Ctrl-C (SIGINT) and SIGTERM during `cpflow train` and `cpflow vae` (and `cpflow sample`,
+//! which stops between chunks and removes its unfinished file): the first one pauses
 //! the run after the training step in progress and writes its checkpoint (`--resume`
 //! continues it); once training has ended (the commands say so with
 //! [`Interrupt::end_training`] or the trainers' `training_ended` flag) it stops the
@@ -22,6 +23,16 @@ pub struct Interrupt {
 impl Interrupt {
     /// Replaces the default handling of SIGINT and SIGTERM for the rest of the process.
     pub fn install() -> Result<Self> {
+        Self::install_inner(None)
+    }
+
+    /// [`Interrupt::install`] for a command that is not a training run: `message` is what the
+    /// first interrupt logs (what the command does next).
+    pub fn install_with_message(message: &'static str) -> Result<Self> {
+        Self::install_inner(Some(message))
+    }
+
+    fn install_inner(message: Option<&'static str>) -> Result<Self> {
         use signal_hook::consts::{SIGINT, SIGTERM};
         let flag = Arc::new(AtomicBool::new(false));
         for signal in [SIGINT, SIGTERM] {
@@ -41,7 +52,9 @@ impl Interrupt {
                 while !seen.load(Ordering::Relaxed) {
                     std::thread::sleep(std::time::Duration::from_millis(100));
                 }
-                if ended.load(Ordering::Relaxed) {
+                if let Some(m) = message {
+                    tracing::warn!("{m}");
+                } else if ended.load(Ordering::Relaxed) {
                     tracing::warn!(
                         "interrupted after training, whose results are saved: stopping the \
                          evaluation at its next chunk or phase; interrupt again to quit now"

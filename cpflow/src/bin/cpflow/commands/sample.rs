@@ -5,10 +5,12 @@ use anyhow::{Context, Result, bail};
 use candle_core::{DType, Tensor};
 use cpflow::FlowRng;
 use cpflow::image::{ImageFlow, quantize_pixels, write_sample_grid};
+use indicatif::{ProgressBar, ProgressStyle};
 use std::path::Path;
 
 use super::{float_type, load_flow, locate_model};
 use crate::SampleArgs;
+use crate::interrupt::Interrupt;
 use crate::model_file::{ModelKind, require_flow};
 use crate::output_files::{RowType, RowValues, RowsWriter, ensure_dir};
 
@@ -21,6 +23,38 @@ const SAMPLE_CHUNK: usize = 4096;
 /// Images sampled per chunk: the convolutional inversion keeps every layer's activations of
 /// every image it solves (megabytes per image).
 const IMAGE_SAMPLE_CHUNK: usize = 64;
+
+/// What the first Ctrl-C / SIGTERM logs.
+const INTERRUPT_MESSAGE: &str = "interrupted: stopping after the chunk of samples in progress (nothing is written); \
+     interrupt again to quit now";
+
+/// A progress bar on stderr for `n` samples drawn in chunks of `chunk` (hidden for a single
+/// chunk, and by indicatif when stderr is not a terminal).
+fn progress_bar(n: usize, chunk: usize) -> ProgressBar {
+    if n <= chunk {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(n as u64);
+    if let Ok(style) = ProgressStyle::with_template(
+        "sampling {bar:30} {pos}/{len} [{elapsed_precise}, eta {eta_precise}]",
+    ) {
+        bar.set_style(style);
+    }
+    bar
+}
+
+/// After an interrupt: an error saying how far sampling got; the unfinished output file is
+/// removed when its writer is dropped.
+fn stop_if_interrupted(interrupt: &Interrupt, done: usize, n: usize, output: &Path) -> Result<()> {
+    if interrupt.is_set() {
+        bail!(
+            "interrupted after {done} of {n} samples: nothing written to {} (run the command \
+             again; the samples depend only on the seed and -n)",
+            output.display()
+        );
+    }
+    Ok(())
+}
 
 /// Convergence of the inversions over all chunks.
 #[derive(Default)]
@@ -60,14 +94,19 @@ pub fn sample(a: SampleArgs) -> Result<()> {
     let mut out = RowsWriter::create(&a.output, d, a.n, row_type)?;
     let mut rng = FlowRng::seed_from_u64(a.dev.seed.unwrap_or(0));
     let mut conv = Convergence::default();
+    let interrupt = Interrupt::install_with_message(INTERRUPT_MESSAGE)?;
+    let bar = progress_bar(a.n, SAMPLE_CHUNK);
     let mut done = 0;
     while done < a.n {
+        stop_if_interrupted(&interrupt, done, a.n, &a.output)?;
         let len = SAMPLE_CHUNK.min(a.n - done);
         let inv = flow.sample(len, &mut rng)?;
         conv.add(inv.report.num_failed(), inv.report.max_residual());
         write_tensor_rows(&mut out, &inv.x, row_type)?;
         done += len;
+        bar.set_position(done as u64);
     }
+    bar.finish_and_clear();
     out.finish()?;
     if conv.failed > 0 {
         tracing::warn!(
@@ -135,8 +174,11 @@ fn sample_images(a: &SampleArgs, file: &Path) -> Result<()> {
         None => ImageTarget::Rows(RowsWriter::create(&a.output, flow.dim(), n, RowType::F64)?),
     };
     let mut conv = Convergence::default();
+    let interrupt = Interrupt::install_with_message(INTERRUPT_MESSAGE)?;
+    let bar = progress_bar(n, IMAGE_SAMPLE_CHUNK);
     let mut done = 0;
     while done < n {
+        stop_if_interrupted(&interrupt, done, n, &a.output)?;
         let len = IMAGE_SAMPLE_CHUNK.min(n - done);
         let inv = flow.sample(len, temperature, &mut rng)?;
         conv.add(inv.report.num_failed(), inv.report.max_residual());
@@ -146,7 +188,9 @@ fn sample_images(a: &SampleArgs, file: &Path) -> Result<()> {
             ImageTarget::Grid(_, _, chunks) => chunks.push(pixels),
         }
         done += len;
+        bar.set_position(done as u64);
     }
+    bar.finish_and_clear();
     let secs = t.elapsed().as_secs_f64();
     match target {
         ImageTarget::Rows(out) => out.finish()?,
