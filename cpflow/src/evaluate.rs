@@ -55,6 +55,9 @@ pub struct NllEstimate {
     pub std_err: Option<f64>,
     /// Samples scored.
     pub n: usize,
+    /// Samples whose log-density is NaN or ±∞ (then `mean` is not finite either): points
+    /// the model gives no density, e.g. far outside the data it was trained on.
+    pub non_finite: usize,
 }
 
 /// Running mean and sum of squared deviations of per-row NLLs, merged chunk by chunk (Chan et
@@ -64,6 +67,7 @@ struct RunningMoments {
     n: usize,
     mean: f64,
     m2: f64,
+    non_finite: usize,
 }
 
 impl RunningMoments {
@@ -72,6 +76,7 @@ impl RunningMoments {
         if nb == 0 {
             return;
         }
+        self.non_finite += values.iter().filter(|v| !v.is_finite()).count();
         let mean_b = values.iter().sum::<f64>() / nb as f64;
         let m2_b: f64 = values.iter().map(|v| (v - mean_b).powi(2)).sum();
         let n = self.n + nb;
@@ -87,6 +92,7 @@ impl RunningMoments {
             mean: self.mean,
             std_err,
             n: self.n,
+            non_finite: self.non_finite,
         }
     }
 }
