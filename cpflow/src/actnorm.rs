@@ -69,7 +69,12 @@ impl ActNorm {
     ///
     /// `x` is `(n, dim)` with `n ≥ 2` finite rows, and every feature must vary over them: a
     /// constant feature (standard deviation 0) would be scaled by `1e6` and is an error, which
-    /// leaves the layer as it was.
+    /// leaves the layer as it was (a feature whose values are all equal counts as constant
+    /// even when the rounding of its mean leaves a tiny standard deviation). So are statistics
+    /// the float type cannot hold: a feature whose values differ so little (below about
+    /// `1e-162` in f64, `4e-23` in f32) that its variance underflows to 0, or so much (about
+    /// `1e154` in f64, `1e19` in f32) that it overflows. The errors say which, with values in
+    /// scientific notation.
     pub fn initialize(&self, x: &Tensor) -> Result<()> {
         let x = self.check_rows(x)?.detach();
         let n = x.dim(0)?;
@@ -80,7 +85,9 @@ impl ActNorm {
         }
         let mean = x.mean_keepdim(0)?;
         let var = x.broadcast_sub(&mean)?.sqr()?.mean_keepdim(0)?;
-        self.vars.initialize_from(&mean, &var.sqrt()?, "feature")
+        let std = var.sqrt()?;
+        check_feature_spread(&x, &mean, &std)?;
+        self.vars.initialize_from(&mean, &std, "feature")
     }
 
     /// `x` as a `(n, dim)` matrix of the layer's dtype, or an error naming its shape / dtype.
@@ -200,6 +207,93 @@ impl ActNormVars {
     }
 }
 
+/// The per-feature diagnosis behind a zero or non-finite standard deviation of the finite
+/// `(n, d)` batch `x`, which [`check_statistics`] cannot make from the statistics alone: a
+/// feature whose values are all equal (named with its value; also when the rounding of the
+/// mean left a standard deviation within rounding of 0), one that varies but whose variance
+/// underflows to 0 (values too close together for the float type), or one whose mean or
+/// variance overflows. Features with a non-finite value are left to [`check_statistics`].
+/// Reads the batch back only when some standard deviation is 0, not finite or within
+/// rounding of 0.
+fn check_feature_spread(x: &Tensor, mean: &Tensor, std: &Tensor) -> Result<()> {
+    let host = |t: &Tensor| -> Result<Vec<f64>> {
+        Ok(t.flatten_all()?.to_dtype(DType::F64)?.to_vec1::<f64>()?)
+    };
+    let (mean, std) = (host(mean)?, host(std)?);
+    // All-equal values whose mean is rounded have a standard deviation of a few ulps of it.
+    let rounding = 64.0
+        * match x.dtype() {
+            DType::F64 => f64::EPSILON,
+            _ => f64::from(f32::EPSILON),
+        };
+    let suspect = |j: usize| {
+        !(mean[j].is_finite() && std[j].is_finite()) || std[j] <= rounding * mean[j].abs()
+    };
+    if !(0..std.len()).any(suspect) {
+        return Ok(());
+    }
+    let d = std.len();
+    let rows = host(x)?;
+    let (mut constant, mut underflow, mut overflow) = (Vec::new(), Vec::new(), Vec::new());
+    for j in (0..d).filter(|&j| suspect(j)) {
+        let column = rows.iter().skip(j).step_by(d.max(1));
+        if column.clone().any(|v| !v.is_finite()) {
+            continue;
+        }
+        let (lo, hi) = column.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &v| {
+            (lo.min(v), hi.max(v))
+        });
+        if lo == hi {
+            constant.push((j, lo));
+        } else if !(mean[j].is_finite() && std[j].is_finite()) {
+            overflow.push((j, lo, hi));
+        } else if std[j] == 0.0 {
+            underflow.push((j, lo, hi));
+        }
+    }
+    let dtype = x.dtype();
+    // "feature 3" or "feature 3, 5 (feature 3: …)": the values of the first one.
+    let named = |js: &[usize], values: String| match js {
+        [j] => format!("feature {j} ({values})"),
+        _ => format!("feature {} (feature {}: {values})", first_few(js, 8), js[0]),
+    };
+    if let Some(&(_, lo, hi)) = overflow.first() {
+        let js: Vec<usize> = overflow.iter().map(|o| o.0).collect();
+        return Err(CpflowError::InvalidInput(format!(
+            "ActNorm initialisation: the mean or variance of {} overflows {dtype:?}: the \
+             values are too large for the float type; rescale the data (e.g. standardise it)",
+            named(&js, format!("values from {lo:e} to {hi:e}"))
+        )));
+    }
+    if let Some(&(_, lo, hi)) = underflow.first() {
+        let js: Vec<usize> = underflow.iter().map(|u| u.0).collect();
+        return Err(CpflowError::InvalidInput(format!(
+            "ActNorm initialisation: {} is not constant over the batch, but its variance \
+             underflows to 0 in {dtype:?}: the values differ by too little for the float \
+             type; rescale the data (e.g. standardise it)",
+            named(&js, format!("values from {lo:e} to {hi:e}"))
+        )));
+    }
+    if !constant.is_empty() {
+        let js: Vec<usize> = constant.iter().map(|c| c.0).collect();
+        let values: Vec<String> = constant.iter().map(|(_, v)| format!("{v:e}")).collect();
+        return Err(CpflowError::InvalidInput(format!(
+            "ActNorm initialisation: feature {} is constant over the batch (every value {} in \
+             {dtype:?}), which the layer would scale by 1e6; drop a constant feature from the \
+             data, or initialise from a batch in which every feature varies (data that vary \
+             by less than {dtype:?} resolves are constant once converted to it: then rescale \
+             them)",
+            first_few(&js, 8),
+            if js.len() == 1 {
+                values[0].clone()
+            } else {
+                format!("resp. {}", first_few(&values, 8))
+            }
+        )));
+    }
+    Ok(())
+}
+
 /// The initialisation statistics' errors: non-finite values, then constant units (each named
 /// by its index, at most 8 of them).
 fn check_statistics(mean: &Tensor, std: &Tensor, unit: &str) -> Result<()> {
@@ -220,9 +314,11 @@ fn check_statistics(mean: &Tensor, std: &Tensor, unit: &str) -> Result<()> {
     let constant: Vec<usize> = (0..std.len()).filter(|&i| std[i] == 0.0).collect();
     if !constant.is_empty() {
         return Err(CpflowError::InvalidInput(format!(
-            "ActNorm initialisation: {} is constant over the batch (standard deviation 0), \
-             which the layer would scale by 1e6; initialise from a batch in which every {unit} \
-             varies (or drop a constant {unit} from the data)",
+            "ActNorm initialisation: {} has standard deviation 0 over the batch, which the \
+             layer would scale by 1e6: it is constant (then initialise from a batch in which \
+             every {unit} varies, or drop a constant {unit} from the data) or its values \
+             differ by so little that their variance underflows in the float type (then \
+             rescale the data)",
             list(constant)
         )));
     }
@@ -292,6 +388,7 @@ mod tests {
         assert!(message(&Tensor::zeros((0, 3), DType::F64, &dev).unwrap()).contains("got 0"));
         let m = message(&rows(&[1.0, 5.0, 3.0, 2.0, 5.0, 3.0], 2));
         assert!(m.contains("feature 1, 2 is constant"), "{m}");
+        assert!(m.contains("every value resp. 5e0, 3e0 in F64"), "{m}");
         let m = message(&rows(&[1.0, 5.0, f64::NAN, 2.0, 4.0, 3.0], 2));
         assert!(m.contains("feature 2") && m.contains("not finite"), "{m}");
         for bad in [
@@ -319,5 +416,75 @@ mod tests {
             .unwrap();
         let e = an.forward(&f32_rows).unwrap_err().to_string();
         assert!(e.contains("F64 parameters, got F32 rows"), "{e}");
+    }
+
+    /// Statistics the float type cannot hold are told apart from constant features: a column
+    /// of spread 1e-200 (its variance, ~1e-400, underflows to 0 in f64) is "not constant"
+    /// with its range; one around 1e300 is constant with its value printed as `1e300` (it was
+    /// a 301-digit number); one of spread 1e200 overflows. A column of equal values whose
+    /// mean rounds (0.1 · 3 / 3) is constant too. Before, the first read "constant
+    /// (standard deviation 0)" and the last passed with a scale of ~1e6.
+    #[test]
+    fn underflow_overflow_and_constant_values_are_told_apart() {
+        let dev = Device::Cpu;
+        let an = ActNorm::new(&VarMap::new(), "an", 2, DType::F64, &dev).unwrap();
+        let message = |v: &[f64]| {
+            let x = Tensor::from_vec(v.to_vec(), (v.len() / 2, 2), &dev).unwrap();
+            let e = an.initialize(&x).unwrap_err();
+            assert!(matches!(e, CpflowError::InvalidInput(_)), "{e}");
+            assert!(!an.is_initialized().unwrap());
+            e.to_string()
+        };
+        let m = message(&[1e-200, 1.0, -2e-200, 2.0, 3e-200, 0.5]);
+        assert!(
+            m.contains("feature 0 (values from -2e-200 to 3e-200) is not constant")
+                && m.contains("underflows to 0 in F64")
+                && m.contains("rescale the data"),
+            "{m}"
+        );
+        let m = message(&[1e300, 1.0, 1e300, 2.0, 1e300, 0.5]);
+        assert!(
+            m.contains("feature 0 is constant") && m.contains("every value 1e300"),
+            "{m}"
+        );
+        assert!(!m.contains("000000"), "{m}");
+        let m = message(&[1.0, 1e200, 2.0, -1e200, 0.5, 3e199]);
+        assert!(
+            m.contains("variance of feature 1 (values from -1e200 to 1e200) overflows F64"),
+            "{m}"
+        );
+        let m = message(&[1.0, 0.1, 2.0, 0.1, 0.5, 0.1]);
+        assert!(
+            m.contains("feature 1 is constant") && m.contains("every value 1e-1"),
+            "{m}"
+        );
+        // Values of different magnitudes whose spread is tiny relative to them are fine.
+        let x = Tensor::from_vec(vec![1.0, 1e3, 2.0, 1e3 + 1e-9, 0.5, 1e3], (3, 2), &dev).unwrap();
+        an.initialize(&x).unwrap();
+    }
+
+    /// In f32, data of spread 1e-50 are all 0 once converted: constant, with the hint that
+    /// data finer than the float type resolves become constant in it; a spread of 1e-30
+    /// survives the conversion but its variance (1e-60) underflows.
+    #[test]
+    fn values_flushed_to_zero_in_f32_are_constant_with_a_hint() {
+        let dev = Device::Cpu;
+        let an = ActNorm::new(&VarMap::new(), "an", 2, DType::F32, &dev).unwrap();
+        let message = |spread: f64| {
+            let x = Tensor::from_vec(vec![spread, 1.0, -spread, 2.0], (2, 2), &dev)
+                .unwrap()
+                .to_dtype(DType::F32)
+                .unwrap();
+            an.initialize(&x).unwrap_err().to_string()
+        };
+        let m = message(1e-50);
+        assert!(
+            m.contains("feature 0 is constant")
+                && m.contains("every value 0e0 in F32")
+                && m.contains("constant once converted"),
+            "{m}"
+        );
+        let m = message(1e-30);
+        assert!(m.contains("underflows to 0 in F32"), "{m}");
     }
 }

@@ -41,6 +41,50 @@ impl Default for AdamParams {
     }
 }
 
+impl AdamParams {
+    /// Check the values: a finite learning rate ≥ 0, `beta1` and `beta2` in `[0, 1)`, a
+    /// finite `eps > 0` (with 0 a parameter whose gradient is 0 on every step so far gets
+    /// `0/0`) and a finite `weight_decay ≥ 0` (a negative one pushes the weights away from 0).
+    /// `key` is where the parameters sit in the configuration (`train.adam` for `cpflow
+    /// train`): the messages name `key.field`.
+    ///
+    /// ```
+    /// let mut p = cpflow::AdamParams::default();
+    /// p.validate("train.adam").unwrap();
+    /// p.eps = 0.0;
+    /// let e = p.validate("train.adam").unwrap_err().to_string();
+    /// assert!(e.contains("train.adam.eps"), "{e}");
+    /// ```
+    pub fn validate(&self, key: &str) -> Result<()> {
+        let bad = |m: String| Err(CpflowError::InvalidConfig(m));
+        if !(self.lr.is_finite() && self.lr >= 0.0) {
+            return bad(format!(
+                "{key}.lr (the learning rate) must be finite and ≥ 0, got {}",
+                self.lr
+            ));
+        }
+        for (name, beta) in [("beta1", self.beta1), ("beta2", self.beta2)] {
+            if !(0.0..1.0).contains(&beta) {
+                return bad(format!("{key}.{name} must be in [0, 1), got {beta}"));
+            }
+        }
+        if !(self.eps.is_finite() && self.eps > 0.0) {
+            return bad(format!(
+                "{key}.eps must be finite and > 0, got {}: it keeps the update's denominator \
+                 away from 0",
+                self.eps
+            ));
+        }
+        if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
+            return bad(format!(
+                "{key}.weight_decay must be finite and ≥ 0, got {}",
+                self.weight_decay
+            ));
+        }
+        Ok(())
+    }
+}
+
 struct Slot {
     name: String,
     var: Var,
@@ -66,17 +110,10 @@ pub struct Adam {
 }
 
 impl Adam {
-    /// Build the optimiser over named variables (kept in the given order).
+    /// Build the optimiser over named variables (kept in the given order); the parameters
+    /// are checked by [`AdamParams::validate`].
     pub fn new(vars: Vec<(String, Var)>, params: AdamParams) -> Result<Self> {
-        if params.lr.is_nan()
-            || params.lr < 0.0
-            || !(0.0..1.0).contains(&params.beta1)
-            || !(0.0..1.0).contains(&params.beta2)
-        {
-            return Err(CpflowError::InvalidConfig(format!(
-                "bad Adam parameters {params:?}"
-            )));
-        }
+        params.validate("adam")?;
         let slots = vars
             .into_iter()
             .map(|(name, var)| Slot {
@@ -272,6 +309,39 @@ impl Adam {
 mod tests {
     use super::*;
     use candle_core::Device;
+
+    /// `Adam::new` refuses what `AdamParams::validate` refuses (it took `eps = 0` and a
+    /// negative weight decay), naming the field.
+    #[test]
+    fn new_checks_the_parameters() {
+        let var = Var::from_slice(&[1.0f64], 1, &Device::Cpu).unwrap();
+        for (field, p) in [
+            (
+                "adam.eps",
+                AdamParams {
+                    eps: 0.0,
+                    ..Default::default()
+                },
+            ),
+            (
+                "adam.weight_decay",
+                AdamParams {
+                    weight_decay: -1.0,
+                    ..Default::default()
+                },
+            ),
+            (
+                "adam.lr",
+                AdamParams {
+                    lr: f64::INFINITY,
+                    ..Default::default()
+                },
+            ),
+        ] {
+            let e = Adam::new(vec![("w".into(), var.clone())], p).err().unwrap();
+            assert!(e.to_string().contains(field), "{field}: {e}");
+        }
+    }
 
     /// Hand-computed PyTorch Adam on f(θ) = ½θ² (grad = θ) with L2 weight decay.
     #[test]

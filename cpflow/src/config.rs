@@ -63,6 +63,39 @@ impl Default for SurrogateParams {
     }
 }
 
+impl SurrogateParams {
+    /// Check the values: at least one probe, finite non-negative tolerances and at least one
+    /// CG iteration (`Some(0)` would stop every solve at its initial guess `u₀ = v`: a
+    /// gradient that ignores the Hessian). `key` is where the parameters sit in the
+    /// configuration (`train.surrogate` for `cpflow train`): the messages name `key.field`.
+    ///
+    /// ```
+    /// let mut p = cpflow::SurrogateParams::default();
+    /// p.validate("train.surrogate").unwrap();
+    /// p.cg_max_iters = Some(0);
+    /// let e = p.validate("train.surrogate").unwrap_err().to_string();
+    /// assert!(e.contains("train.surrogate.cg_max_iters"), "{e}");
+    /// ```
+    pub fn validate(&self, key: &str) -> Result<()> {
+        let bad = |m: String| Err(CpflowError::InvalidConfig(m));
+        if self.probes == 0 {
+            return bad(format!("{key}.probes must be at least 1"));
+        }
+        for (name, tol) in [("cg_atol", self.cg_atol), ("cg_rtol", self.cg_rtol)] {
+            if !(tol.is_finite() && tol >= 0.0) {
+                return bad(format!("{key}.{name} must be finite and ≥ 0, got {tol}"));
+            }
+        }
+        if self.cg_max_iters == Some(0) {
+            return bad(format!(
+                "{key}.cg_max_iters must be at least 1 (leave it unset for the reference's \
+                 cap, the data dimension): with 0 every CG solve stops at its initial guess"
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// Parameters of the SLQ log-det estimate (`docs/reference/cpflow-reference.md` §2.4).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -119,9 +152,12 @@ pub enum LrSchedule {
     /// PyTorch `StepLR`: multiply by `gamma` every `step_size` iterations (reference toy:
     /// 2000, 0.5).
     Step {
-        /// Iterations between decays.
+        /// Iterations between decays (at least 1).
         step_size: usize,
-        /// Multiplicative factor.
+        /// Decay factor, in `(0, 1]` (1 keeps the rate constant). PyTorch takes any number;
+        /// cpflow refuses the others: `gamma ≤ 0` gives a zero or negative rate (gradient
+        /// ascent), `gamma > 1` a rate that grows without bound (`lr·γ^(t/step_size)`), which
+        /// no reference run uses and is most likely a typo.
         gamma: f64,
     },
     /// The reference tabular rule (`train_tabular.py:update_lr`): after more than
@@ -134,6 +170,39 @@ pub enum LrSchedule {
         /// Period (iterations).
         t_max: usize,
     },
+}
+
+impl LrSchedule {
+    /// Check the schedule's parameters: `step_size ≥ 1` and `gamma` in `(0, 1]` (see
+    /// [`LrSchedule::Step`]), `t_max ≥ 1`. `key` is where the schedule sits in the
+    /// configuration (`train.lr_schedule` for `cpflow train`); the messages name
+    /// `key.<variant>.<field>`, as the TOML spells it (`lr_schedule = { step = { gamma = .. } }`).
+    ///
+    /// ```
+    /// use cpflow::LrSchedule;
+    /// LrSchedule::Step { step_size: 10, gamma: 0.5 }.validate("train.lr_schedule").unwrap();
+    /// let e = LrSchedule::Step { step_size: 10, gamma: -1.0 }
+    ///     .validate("train.lr_schedule")
+    ///     .unwrap_err();
+    /// assert!(e.to_string().contains("train.lr_schedule.step.gamma"), "{e}");
+    /// ```
+    pub fn validate(&self, key: &str) -> Result<()> {
+        let bad = |m: String| Err(CpflowError::InvalidConfig(m));
+        match *self {
+            LrSchedule::Step { step_size: 0, .. } => {
+                bad(format!("{key}.step.step_size must be at least 1"))
+            }
+            LrSchedule::Step { gamma, .. } if !(gamma > 0.0 && gamma <= 1.0) => bad(format!(
+                "{key}.step.gamma must be in (0, 1], got {gamma}: it multiplies the learning \
+                 rate every step_size iterations (≤ 0 would make it zero or negative, > 1 \
+                 grow it without bound; 1 keeps it constant)"
+            )),
+            LrSchedule::Cosine { t_max: 0 } => {
+                bad(format!("{key}.cosine.t_max must be at least 1"))
+            }
+            _ => Ok(()),
+        }
+    }
 }
 
 /// Training configuration (defaults: the reference `train_tabular.py`).
@@ -203,7 +272,9 @@ impl Default for TrainConfig {
 }
 
 impl TrainConfig {
-    /// Check the values (positive sizes and counts, finite rates).
+    /// Check the values (positive sizes and counts, finite rates, the optimiser's and the
+    /// schedule's parameters, the CG surrogate's). The messages name the keys as `cpflow
+    /// train`'s configuration spells them (`train.adam.eps`, `train.surrogate.cg_max_iters`).
     ///
     /// ```
     /// let mut cfg = cpflow::TrainConfig::default();
@@ -214,32 +285,156 @@ impl TrainConfig {
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(CpflowError::InvalidConfig(m));
         if self.batch_size == 0 || self.eval_batch_size == 0 {
-            return bad("batch sizes must be positive".into());
+            return bad(
+                "batch sizes must be positive (train.batch_size, train.eval_batch_size)".into(),
+            );
         }
         if self.max_iterations == 0 {
             // The first step initialises ActNorm from data: no step, no usable flow.
-            return bad("max_iterations must be at least 1".into());
+            return bad("train.max_iterations must be at least 1".into());
         }
-        if !(self.adam.lr.is_finite() && self.adam.lr >= 0.0) {
-            return bad(format!(
-                "learning rate {} is not a finite non-negative number",
-                self.adam.lr
-            ));
-        }
-        if self.surrogate.probes == 0 || self.train_slq.probes == 0 {
-            return bad("probe counts must be positive".into());
+        self.adam.validate("train.adam")?;
+        self.lr_schedule.validate("train.lr_schedule")?;
+        self.surrogate.validate("train.surrogate")?;
+        if self.train_slq.probes == 0 {
+            return bad("train.train_slq.probes must be at least 1".into());
         }
         if let Some(c) = self.clip_grad_norm
             && (c.is_nan() || c <= 0.0)
         {
-            return bad(format!("clip_grad_norm must be positive, got {c}"));
-        }
-        if let LrSchedule::Step { step_size: 0, .. } = self.lr_schedule {
-            return bad("StepLR step_size must be positive".into());
-        }
-        if let LrSchedule::Cosine { t_max: 0 } = self.lr_schedule {
-            return bad("cosine t_max must be positive".into());
+            return bad(format!("train.clip_grad_norm must be positive, got {c}"));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A change to a default configuration.
+    type Edit = Box<dyn Fn(&mut TrainConfig)>;
+
+    /// Each setting that used to pass (and then trained with a negative learning rate, failed
+    /// steps later with a non-finite loss, or ran CG with no iteration) is refused, naming its
+    /// key; the boundary values a user would expect to pass do.
+    #[test]
+    fn optimiser_schedule_and_surrogate_settings_are_checked_by_key() {
+        let refused: Vec<(&str, Edit)> = vec![
+            (
+                "train.lr_schedule.step.gamma",
+                Box::new(|c| {
+                    c.lr_schedule = LrSchedule::Step {
+                        step_size: 10,
+                        gamma: -1.0,
+                    }
+                }),
+            ),
+            (
+                "train.lr_schedule.step.gamma",
+                Box::new(|c| {
+                    c.lr_schedule = LrSchedule::Step {
+                        step_size: 10,
+                        gamma: f64::NAN,
+                    }
+                }),
+            ),
+            (
+                "train.lr_schedule.step.gamma",
+                Box::new(|c| {
+                    c.lr_schedule = LrSchedule::Step {
+                        step_size: 10,
+                        gamma: 0.0,
+                    }
+                }),
+            ),
+            (
+                "train.lr_schedule.step.gamma",
+                Box::new(|c| {
+                    c.lr_schedule = LrSchedule::Step {
+                        step_size: 10,
+                        gamma: 1.5,
+                    }
+                }),
+            ),
+            (
+                "train.lr_schedule.step.step_size",
+                Box::new(|c| {
+                    c.lr_schedule = LrSchedule::Step {
+                        step_size: 0,
+                        gamma: 0.5,
+                    }
+                }),
+            ),
+            (
+                "train.lr_schedule.cosine.t_max",
+                Box::new(|c| c.lr_schedule = LrSchedule::Cosine { t_max: 0 }),
+            ),
+            (
+                "train.adam.weight_decay",
+                Box::new(|c| c.adam.weight_decay = -1.0),
+            ),
+            (
+                "train.adam.weight_decay",
+                Box::new(|c| c.adam.weight_decay = f64::INFINITY),
+            ),
+            ("train.adam.eps", Box::new(|c| c.adam.eps = 0.0)),
+            ("train.adam.eps", Box::new(|c| c.adam.eps = f64::NAN)),
+            ("train.adam.beta1", Box::new(|c| c.adam.beta1 = 1.5)),
+            ("train.adam.beta2", Box::new(|c| c.adam.beta2 = 1.0)),
+            ("train.adam.lr", Box::new(|c| c.adam.lr = f64::NAN)),
+            ("train.adam.lr", Box::new(|c| c.adam.lr = -1e-3)),
+            (
+                "train.surrogate.cg_max_iters",
+                Box::new(|c| c.surrogate.cg_max_iters = Some(0)),
+            ),
+            (
+                "train.surrogate.cg_atol",
+                Box::new(|c| c.surrogate.cg_atol = -1.0),
+            ),
+            (
+                "train.surrogate.cg_rtol",
+                Box::new(|c| c.surrogate.cg_rtol = f64::NAN),
+            ),
+            (
+                "train.surrogate.probes",
+                Box::new(|c| c.surrogate.probes = 0),
+            ),
+            (
+                "train.train_slq.probes",
+                Box::new(|c| c.train_slq.probes = 0),
+            ),
+            (
+                "train.clip_grad_norm",
+                Box::new(|c| c.clip_grad_norm = Some(0.0)),
+            ),
+            ("train.max_iterations", Box::new(|c| c.max_iterations = 0)),
+        ];
+        for (key, set) in &refused {
+            let mut c = TrainConfig::default();
+            set(&mut c);
+            let e = c.validate().unwrap_err();
+            assert!(matches!(e, CpflowError::InvalidConfig(_)), "{key}: {e}");
+            assert!(e.to_string().contains(key), "{key}: {e}");
+        }
+        let accepted: Vec<Edit> = vec![
+            Box::new(|c| {
+                c.lr_schedule = LrSchedule::Step {
+                    step_size: 1,
+                    gamma: 1.0,
+                }
+            }),
+            Box::new(|c| c.lr_schedule = LrSchedule::Cosine { t_max: 1 }),
+            Box::new(|c| c.adam.weight_decay = 0.0),
+            Box::new(|c| c.adam.lr = 0.0),
+            Box::new(|c| (c.adam.beta1, c.adam.beta2) = (0.0, 0.0)),
+            Box::new(|c| c.surrogate.cg_max_iters = Some(1)),
+            Box::new(|c| (c.surrogate.cg_atol, c.surrogate.cg_rtol) = (0.0, 0.0)),
+        ];
+        for set in &accepted {
+            let mut c = TrainConfig::default();
+            set(&mut c);
+            c.validate().unwrap();
+        }
     }
 }

@@ -488,7 +488,10 @@ impl Flow {
             let (z, ld) = self.transform_chunk_with(xc, |blk, h| {
                 let (z, op) = blk.detached_operator(h, cc)?;
                 let (lds, std_err) = slq_logdet_block(&op, h, params, &mut r)?;
-                variance.iter_mut().zip(std_err).for_each(|(a, s)| *a += s * s);
+                variance
+                    .iter_mut()
+                    .zip(std_err)
+                    .for_each(|(a, s)| *a += s * s);
                 Ok((z, lds))
             })?;
             let variance = Tensor::from_vec(variance, xc.dim(0)?, &Device::Cpu)?;

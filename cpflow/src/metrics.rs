@@ -23,6 +23,15 @@ pub struct MetricsRecord {
     pub grad_norm: f64,
     /// Mean CG iterations per system in the last step.
     pub cg_iterations: f64,
+    /// Fraction of the CG systems of the surrogate (sample × probe × block) that met the
+    /// tolerance, over the steps since the previous record (this call's first record: since
+    /// the call started, e.g. a resume); 1 when all did. Below 1, CG stopped at
+    /// `cg_max_iters` on some systems and their gradient is approximate (the trainer warns).
+    /// `None`: no CG systems in the window (the exact objective), or a record written before
+    /// this field existed. The VAE's epoch records have the same field (there 1 without
+    /// systems).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub cg_converged: Option<f64>,
     /// SLQ estimate of the NLL on the last training batch (when the monitor ran).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub train_nll_slq: Option<f64>,
@@ -132,7 +141,31 @@ pub fn truncate_metrics(path: &Path, key: &str, last: u64) -> Result<usize> {
 
 #[cfg(test)]
 mod tests {
-    use super::truncate_metrics;
+    use super::{MetricsRecord, truncate_metrics};
+
+    /// A record written before `cg_converged` existed still parses (as `None`); a record
+    /// without CG systems leaves the key out, one with them round-trips.
+    #[test]
+    fn cg_converged_is_optional_in_old_and_new_records() {
+        let old = r#"{"iteration":3,"epoch":0,"loss":1.5,"lr":0.001,"grad_norm":2.0,"cg_iterations":1.75,"val_nll":2.5,"samples_per_sec":100.0,"elapsed_s":0.5}"#;
+        let rec: MetricsRecord = serde_json::from_str(old).unwrap();
+        assert_eq!(
+            (rec.iteration, rec.cg_converged, rec.val_nll),
+            (3, None, Some(2.5))
+        );
+        assert!(
+            !serde_json::to_string(&rec)
+                .unwrap()
+                .contains("cg_converged")
+        );
+        let new = MetricsRecord {
+            cg_converged: Some(0.75),
+            ..rec
+        };
+        let line = serde_json::to_string(&new).unwrap();
+        assert!(line.contains(r#""cg_converged":0.75"#), "{line}");
+        assert_eq!(serde_json::from_str::<MetricsRecord>(&line).unwrap(), new);
+    }
 
     /// Records past the checkpoint and a torn last line go; earlier records, a line that is
     /// not a record, and a missing file are left alone.

@@ -13,11 +13,15 @@ use crate::block::CgReport;
 use crate::config::SurrogateParams;
 use crate::error::{CpflowError, Result};
 
-fn cg_params(params: &SurrogateParams, d: usize) -> CgParams {
-    CgParams::default()
+/// krylov's parameters of the surrogate's solves, after [`SurrogateParams::validate`] (the
+/// configurations check them first and name their keys; this catches the direct API uses,
+/// e.g. `Flow::surrogate_loss`, which would otherwise run CG with `cg_max_iters = Some(0)`).
+fn cg_params(params: &SurrogateParams, d: usize) -> Result<CgParams> {
+    params.validate("surrogate")?;
+    Ok(CgParams::default()
         .with_atol(params.cg_atol)
         .with_rtol(params.cg_rtol)
-        .with_max_iters(params.cg_max_iters.unwrap_or(d))
+        .with_max_iters(params.cg_max_iters.unwrap_or(d)))
 }
 
 fn cg_report(res: &CgResult<Tensor>) -> CgReport {
@@ -44,7 +48,7 @@ pub(crate) fn surrogate_cg(
             Ok(((hv * a1)? + (w * a0)?)?)
         },
     );
-    let res = cg_with_initial_guess(&op, v, v, &cg_params(params, d))?;
+    let res = cg_with_initial_guess(&op, v, v, &cg_params(params, d)?)?;
     Ok((res.x.detach(), cg_report(&res)))
 }
 
@@ -107,7 +111,7 @@ pub(crate) fn host_surrogate_cg(
             ))),
         }
     };
-    let res = cg_with_initial_guess_observed(&op, v, v, &cg_params(params, d), observe)?;
+    let res = cg_with_initial_guess_observed(&op, v, v, &cg_params(params, d)?, observe)?;
     let tr = tracked.into_inner();
     match (tr.u, tr.v) {
         (Some(u), Some(tv)) => Ok((res.x.detach(), u, tv, cg_report(&res))),

@@ -23,6 +23,7 @@ pub use crate::evaluate::{
     Dataset, NllEstimate, mean_nll, mean_nll_with, nll_estimate, nll_estimate_with,
 };
 
+mod cg_tally;
 mod chunked_step;
 pub use chunked_step::STEP_CHUNK_ROWS;
 mod fit;
@@ -76,6 +77,13 @@ pub struct TrainReport {
     pub wall_time_s: f64,
     /// Mean CG iterations per system over the steps of this call.
     pub mean_cg_iterations: f64,
+    /// Fraction of the CG systems of this call's steps that met the tolerance (1: all;
+    /// `None`: no CG systems, e.g. the exact objective). Below 1, CG stopped at
+    /// `train.surrogate.cg_max_iters` on some systems: their gradient was approximate (the
+    /// trainer warned).
+    pub cg_converged: Option<f64>,
+    /// Steps of this call whose CG left at least one system unconverged.
+    pub cg_unconverged_steps: usize,
     /// The metrics records written during this call.
     pub history: Vec<MetricsRecord>,
 }

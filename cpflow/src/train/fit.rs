@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use candle_core::{DType, Tensor};
 
+use super::cg_tally::CgTally;
 use super::{MetricsStart, StopReason, TrainReport, Trainer, aux_rng};
 use crate::block::CgReport;
 use crate::config::{LrSchedule, NllEstimator, Objective};
@@ -202,6 +203,7 @@ impl Trainer {
         let _ = self.keep_curves(observers);
         let mut history = Vec::new();
         let (mut last_loss, mut cg_sum, mut cg_n) = (f64::NAN, 0.0, 0usize);
+        let mut cg_tally = CgTally::default();
         let (mut win_t, mut win_samples) = (Instant::now(), 0u64);
         let mut last_val: Option<f64> = self.state.best_val_nll;
         let mut steps = 0;
@@ -226,6 +228,9 @@ impl Trainer {
             if !cg.iterations.is_empty() {
                 cg_sum += cg.mean_iterations();
                 cg_n += 1;
+            }
+            if let Some(first) = cg_tally.record(self.state.iteration, &cg) {
+                self.warn_unconverged(&first);
             }
             let mut train_nll = None;
             if self.config.train_slq_every > 0
@@ -261,6 +266,9 @@ impl Trainer {
                 || train_nll.is_some()
                 || done;
             if log_now {
+                if let Some(since) = cg_tally.flush() {
+                    self.warn_unconverged(&since);
+                }
                 let dt = win_t.elapsed().as_secs_f64().max(1e-9);
                 let rec = MetricsRecord {
                     iteration: self.state.iteration,
@@ -269,6 +277,7 @@ impl Trainer {
                     lr: self.adam.lr(),
                     grad_norm: gn,
                     cg_iterations: cg.mean_iterations(),
+                    cg_converged: cg_tally.take_window(),
                     train_nll_slq: train_nll,
                     val_nll,
                     samples_per_sec: win_samples as f64 / dt,
@@ -281,6 +290,7 @@ impl Trainer {
                     lr = rec.lr,
                     grad_norm = rec.grad_norm,
                     cg_iterations = rec.cg_iterations,
+                    cg_converged = ?rec.cg_converged,
                     train_nll_slq = ?rec.train_nll_slq,
                     val_nll = ?rec.val_nll,
                     samples_per_sec = rec.samples_per_sec,
@@ -334,6 +344,10 @@ impl Trainer {
             }
         };
         bar.finish_and_clear();
+        // A stop asked by an observer after a step that was not a logging point.
+        if let Some(since) = cg_tally.flush() {
+            self.warn_unconverged(&since);
+        }
         if matches!(stop_reason, StopReason::StepLimit | StopReason::Paused) {
             self.checkpoint_if_configured()?;
         } else {
@@ -366,8 +380,21 @@ impl Trainer {
             stop_reason,
             wall_time_s: t0.elapsed().as_secs_f64(),
             mean_cg_iterations: if cg_n > 0 { cg_sum / cg_n as f64 } else { 0.0 },
+            cg_converged: cg_tally.converged_fraction(),
+            cg_unconverged_steps: cg_tally.unconverged_steps(),
             history,
         })
+    }
+
+    /// The warning of steps whose CG left systems unconverged ([`CgTally`]).
+    fn warn_unconverged(&self, u: &super::cg_tally::Unconverged) {
+        tracing::warn!(
+            steps = u.steps,
+            unconverged = u.unconverged,
+            systems = u.systems,
+            "{}",
+            u.message(&self.config.surrogate, self.flow.dim())
+        );
     }
 
     /// Copies the observers' curves into the training state ([`TrainState::curves`]), which

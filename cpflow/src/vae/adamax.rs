@@ -38,6 +38,43 @@ impl Default for AdamaxParams {
     }
 }
 
+impl AdamaxParams {
+    /// Check the values: a finite learning rate ≥ 0, `beta1` and `beta2` in `[0, 1)` and a
+    /// finite `eps > 0` (with 0 a parameter whose gradient is 0 on every step so far gets
+    /// `0/0`). `key` is where the parameters sit in the configuration (`train.optimizer` for
+    /// `cpflow vae`): the messages name `key.field`.
+    ///
+    /// ```
+    /// let mut p = cpflow::vae::AdamaxParams::default();
+    /// p.validate("train.optimizer").unwrap();
+    /// p.beta2 = 1.0;
+    /// let e = p.validate("train.optimizer").unwrap_err().to_string();
+    /// assert!(e.contains("train.optimizer.beta2"), "{e}");
+    /// ```
+    pub fn validate(&self, key: &str) -> Result<()> {
+        let bad = |m: String| Err(CpflowError::InvalidConfig(m));
+        if !(self.lr.is_finite() && self.lr >= 0.0) {
+            return bad(format!(
+                "{key}.lr (the learning rate) must be finite and ≥ 0, got {}",
+                self.lr
+            ));
+        }
+        for (name, beta) in [("beta1", self.beta1), ("beta2", self.beta2)] {
+            if !(0.0..1.0).contains(&beta) {
+                return bad(format!("{key}.{name} must be in [0, 1), got {beta}"));
+            }
+        }
+        if !(self.eps.is_finite() && self.eps > 0.0) {
+            return bad(format!(
+                "{key}.eps must be finite and > 0, got {}: it keeps the update's denominator \
+                 away from 0",
+                self.eps
+            ));
+        }
+        Ok(())
+    }
+}
+
 struct Slot {
     name: String,
     var: Var,
@@ -78,19 +115,10 @@ pub struct AdamaxState {
 }
 
 impl Adamax {
-    /// The optimiser over `vars` (kept in the given order).
+    /// The optimiser over `vars` (kept in the given order); the parameters are checked by
+    /// [`AdamaxParams::validate`].
     pub fn new(vars: Vec<(String, Var)>, params: AdamaxParams) -> Result<Self> {
-        let ok = params.lr.is_finite()
-            && params.lr >= 0.0
-            && (0.0..1.0).contains(&params.beta1)
-            && (0.0..1.0).contains(&params.beta2)
-            && params.eps.is_finite()
-            && params.eps > 0.0;
-        if !ok {
-            return Err(CpflowError::InvalidConfig(format!(
-                "bad Adamax parameters {params:?}"
-            )));
-        }
+        params.validate("optimizer")?;
         let slots = vars
             .into_iter()
             .map(|(name, var)| Slot {

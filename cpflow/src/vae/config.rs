@@ -187,7 +187,8 @@ impl VaeConfig {
         c
     }
 
-    /// Check the values that serde cannot.
+    /// Check the values that serde cannot (the optimiser's with
+    /// [`AdamaxParams::validate`], the CG surrogate's with [`SurrogateParams::validate`]).
     pub fn validate(&self) -> Result<()> {
         let t = &self.train;
         let bad = |m: &str| Err(CpflowError::InvalidConfig(m.to_string()));
@@ -205,6 +206,8 @@ impl VaeConfig {
         {
             return bad("train.max_minutes must be > 0");
         }
+        t.optimizer.validate("train.optimizer")?;
+        t.cg.validate("train.cg")?;
         if self.eval.is_samples > 0 && self.eval.is_chunk == 0 {
             return bad("eval.is_chunk must be ≥ 1");
         }
@@ -219,5 +222,52 @@ impl VaeConfig {
             );
         }
         self.model.posterior_config().validate()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A change to a default configuration.
+    type Edit = Box<dyn Fn(&mut VaeTrainConfig)>;
+
+    /// The optimiser's and the CG surrogate's settings are checked by `validate` (they were
+    /// not: Adamax refused its parameters only when the run built it, after the data load, as
+    /// "bad Adamax parameters", and `train.cg.cg_max_iters = 0` passed), naming the key.
+    #[test]
+    fn optimiser_and_cg_settings_are_checked_by_key() {
+        let base = VaeConfig::reference(VaeDatasetName::FreyFaces, "data", PosteriorKind::CpFlow);
+        base.validate().unwrap();
+        let refused: Vec<(&str, Edit)> = vec![
+            (
+                "train.optimizer.lr",
+                Box::new(|t| t.optimizer.lr = f64::NAN),
+            ),
+            (
+                "train.optimizer.beta1",
+                Box::new(|t| t.optimizer.beta1 = 1.5),
+            ),
+            (
+                "train.optimizer.beta2",
+                Box::new(|t| t.optimizer.beta2 = -0.1),
+            ),
+            ("train.optimizer.eps", Box::new(|t| t.optimizer.eps = 0.0)),
+            (
+                "train.cg.cg_max_iters",
+                Box::new(|t| t.cg.cg_max_iters = Some(0)),
+            ),
+            (
+                "train.cg.cg_atol",
+                Box::new(|t| t.cg.cg_atol = f64::INFINITY),
+            ),
+            ("train.cg.probes", Box::new(|t| t.cg.probes = 0)),
+        ];
+        for (key, set) in &refused {
+            let mut c = base.clone();
+            set(&mut c.train);
+            let e = c.validate().unwrap_err().to_string();
+            assert!(e.contains(key), "{key}: {e}");
+        }
     }
 }

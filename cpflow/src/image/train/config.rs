@@ -185,9 +185,8 @@ impl ImageTrainConfig {
         if self.batch_size == 0 || self.eval_batch_size == 0 {
             return bad("batch sizes must be positive".into());
         }
-        if !(self.adam.lr.is_finite() && self.adam.lr >= 0.0) {
-            return bad(format!("learning rate {} is not valid", self.adam.lr));
-        }
+        self.adam.validate("train.adam")?;
+        self.surrogate.validate("train.surrogate")?;
         if let Some(c) = self.clip_grad_norm
             && (c.is_nan() || c <= 0.0)
         {

@@ -1,0 +1,230 @@
+//! CG convergence over a training call: the metrics window, the call's totals, and the
+//! rate-limited warning when CG stopped at its iteration cap.
+//!
+//! The surrogate gradient of a system whose CG stopped early is still usable (the reference
+//! stops at `m2` iterations too), so this is a warning, never an error. It is given the first
+//! time a step of the call leaves systems unconverged, then at most once per logging point
+//! (`train.log_every`, validations, the end) with what happened since the previous one.
+
+use crate::block::CgReport;
+use crate::config::SurrogateParams;
+
+/// Counts of CG systems that met their tolerance, kept by [`super::Trainer`]'s loop.
+#[derive(Clone, Debug, Default)]
+pub(super) struct CgTally {
+    /// Systems and converged systems since the last metrics record.
+    window: (usize, usize),
+    /// Systems and converged systems in the call.
+    total: (usize, usize),
+    /// Steps of the call that left systems unconverged.
+    unconverged_steps: usize,
+    /// Whether the call's first warning was given.
+    warned: bool,
+    /// Unconverged steps not warned about yet.
+    pending: Option<Unconverged>,
+}
+
+/// Steps that left CG systems unconverged (1-based steps, as `metrics.jsonl` counts).
+#[derive(Clone, Debug, PartialEq)]
+pub(super) struct Unconverged {
+    /// Number of such steps.
+    pub steps: usize,
+    /// The first and last of them.
+    pub first_step: usize,
+    pub last_step: usize,
+    /// Unconverged systems and all systems of those steps.
+    pub unconverged: usize,
+    pub systems: usize,
+    /// Whether this is the call's first warning.
+    pub first: bool,
+}
+
+impl CgTally {
+    /// Adds the report of (1-based) step `step`; returns the warning to give now (the call's
+    /// first step with unconverged systems), the others wait for [`CgTally::flush`].
+    pub fn record(&mut self, step: usize, cg: &CgReport) -> Option<Unconverged> {
+        let systems = cg.iterations.len();
+        let converged = cg.converged.min(systems);
+        for (s, c) in [&mut self.window, &mut self.total] {
+            *s += systems;
+            *c += converged;
+        }
+        if converged == systems {
+            return None;
+        }
+        self.unconverged_steps += 1;
+        let unconverged = systems - converged;
+        let p = self.pending.get_or_insert(Unconverged {
+            steps: 0,
+            first_step: step,
+            last_step: step,
+            unconverged: 0,
+            systems: 0,
+            first: !self.warned,
+        });
+        p.steps += 1;
+        p.last_step = step;
+        p.unconverged += unconverged;
+        p.systems += systems;
+        if self.warned {
+            None
+        } else {
+            self.warned = true;
+            self.pending.take()
+        }
+    }
+
+    /// At a logging point: the unconverged steps since the last warning, if any.
+    pub fn flush(&mut self) -> Option<Unconverged> {
+        self.pending.take()
+    }
+
+    /// The fraction of the window's systems that converged (`None` without systems), and a
+    /// new window.
+    pub fn take_window(&mut self) -> Option<f64> {
+        let (s, c) = std::mem::take(&mut self.window);
+        fraction(s, c)
+    }
+
+    /// The fraction of the call's systems that converged (`None` without systems).
+    pub fn converged_fraction(&self) -> Option<f64> {
+        fraction(self.total.0, self.total.1)
+    }
+
+    /// Steps of the call that left systems unconverged.
+    pub fn unconverged_steps(&self) -> usize {
+        self.unconverged_steps
+    }
+}
+
+/// `v` as written in a configuration: plain for 0 and moderate magnitudes, else `1e-14`.
+fn number(v: f64) -> String {
+    if v == 0.0 || (1e-3..1e4).contains(&v.abs()) {
+        format!("{v}")
+    } else {
+        format!("{v:e}")
+    }
+}
+
+fn fraction(systems: usize, converged: usize) -> Option<f64> {
+    (systems > 0).then(|| converged as f64 / systems as f64)
+}
+
+impl Unconverged {
+    /// The warning's text: what happened, with which settings, and what to raise. `dim` is
+    /// the flow's dimension (the cap when `cg_max_iters` is unset).
+    pub fn message(&self, params: &SurrogateParams, dim: usize) -> String {
+        let cap = match params.cg_max_iters {
+            Some(m) => format!("train.surrogate.cg_max_iters = {m} iterations"),
+            None => format!("{dim} iterations (train.surrogate.cg_max_iters unset: the dimension)"),
+        };
+        let what = if self.steps == 1 {
+            format!("at step {}", self.first_step)
+        } else {
+            format!(
+                "in {} steps ({} to {})",
+                self.steps, self.first_step, self.last_step
+            )
+        };
+        let later = if self.first {
+            ". Later such steps are reported at most once per log period (train.log_every)"
+        } else {
+            ""
+        };
+        format!(
+            "CG of the surrogate gradient left {} of {} systems unconverged {what}: it stopped \
+             after {cap} above the tolerance (train.surrogate.cg_atol = {}, cg_rtol = {}). \
+             Their gradient is approximate; training goes on. Raise \
+             train.surrogate.cg_max_iters or the tolerances{later}",
+            self.unconverged,
+            self.systems,
+            number(params.cg_atol),
+            number(params.cg_rtol)
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(systems: usize, converged: usize) -> CgReport {
+        CgReport {
+            iterations: vec![3; systems],
+            converged,
+        }
+    }
+
+    /// The first unconverged step warns at once, later ones wait for a logging point and are
+    /// summed there; converged steps never warn; windows and totals count systems.
+    #[test]
+    fn warnings_are_rate_limited_and_counts_add_up() {
+        let mut t = CgTally::default();
+        assert_eq!(t.record(1, &report(10, 10)), None);
+        assert_eq!(t.flush(), None);
+        let first = t.record(2, &report(10, 7)).unwrap();
+        assert_eq!((first.steps, first.first_step, first.last_step), (1, 2, 2));
+        assert!(first.first);
+        assert_eq!((first.unconverged, first.systems), (3, 10));
+        assert_eq!(t.take_window(), Some(17.0 / 20.0));
+        assert_eq!(t.flush(), None);
+        assert_eq!(t.record(3, &report(10, 9)), None);
+        assert_eq!(t.record(4, &report(10, 10)), None);
+        assert_eq!(t.record(5, &report(10, 0)), None);
+        let later = t.flush().unwrap();
+        assert_eq!((later.steps, later.first_step, later.last_step), (2, 3, 5));
+        assert_eq!((later.unconverged, later.systems), (11, 20));
+        assert!(!later.first);
+        assert_eq!(t.flush(), None);
+        assert_eq!(t.take_window(), Some(19.0 / 30.0));
+        assert_eq!(t.take_window(), None);
+        assert_eq!(t.converged_fraction(), Some(36.0 / 50.0));
+        assert_eq!(t.unconverged_steps(), 3);
+        // The exact objective: no systems, nothing to report.
+        let mut e = CgTally::default();
+        assert_eq!(e.record(1, &CgReport::default()), None);
+        assert_eq!((e.take_window(), e.converged_fraction()), (None, None));
+    }
+
+    /// The message names the step(s), the counts, the cap in force and the keys to raise.
+    #[test]
+    fn the_message_names_the_settings() {
+        let u = Unconverged {
+            steps: 1,
+            first_step: 4,
+            last_step: 4,
+            unconverged: 5,
+            systems: 16,
+            first: true,
+        };
+        let p = SurrogateParams {
+            cg_max_iters: Some(1),
+            cg_atol: 1e-14,
+            ..Default::default()
+        };
+        let m = u.message(&p, 2);
+        for part in [
+            "5 of 16 systems",
+            "at step 4",
+            "train.surrogate.cg_max_iters = 1 iterations",
+            "cg_atol = 1e-14, cg_rtol = 0)",
+            "at most once per log period",
+        ] {
+            assert!(m.contains(part), "{part}: {m}");
+        }
+        let m = Unconverged {
+            steps: 3,
+            last_step: 9,
+            first: false,
+            ..u
+        }
+        .message(&SurrogateParams::default(), 7);
+        assert!(
+            m.contains("in 3 steps (4 to 9)")
+                && m.contains("7 iterations")
+                && m.contains("cg_atol = 0.001")
+                && !m.contains("once per log period"),
+            "{m}"
+        );
+    }
+}
