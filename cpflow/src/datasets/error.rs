@@ -217,7 +217,11 @@ mod download_command_tests {
     #[test]
     fn names_the_root_unless_it_is_the_default() {
         let cases = [
-            ("data/mnist/train-images-idx3-ubyte", "mnist", "cargo xtask download mnist"),
+            (
+                "data/mnist/train-images-idx3-ubyte",
+                "mnist",
+                "cargo xtask download mnist",
+            ),
             (
                 "../shared/data/mnist/train-images-idx3-ubyte",
                 "mnist",
@@ -228,12 +232,24 @@ mod download_command_tests {
                 "cifar10",
                 "cargo xtask download cifar10 --dir /tmp/x",
             ),
-            ("mnist/t10k-labels-idx1-ubyte", "mnist", "cargo xtask download mnist --dir ."),
-            ("/r/BSDS300/BSDS300.hdf5", "bsds300", "cargo xtask download bsds300 --dir /r"),
+            (
+                "mnist/t10k-labels-idx1-ubyte",
+                "mnist",
+                "cargo xtask download mnist --dir .",
+            ),
+            (
+                "/r/BSDS300/BSDS300.hdf5",
+                "bsds300",
+                "cargo xtask download bsds300 --dir /r",
+            ),
             ("elsewhere/file.npy", "power", "cargo xtask download power"),
         ];
         for (path, command, expected) in cases {
-            assert_eq!(download_command(Path::new(path), command), expected, "{path}");
+            assert_eq!(
+                download_command(Path::new(path), command),
+                expected,
+                "{path}"
+            );
         }
     }
 }

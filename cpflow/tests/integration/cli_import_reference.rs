@@ -113,8 +113,9 @@ fn imported_reference_model_gives_the_reference_log_densities() {
     );
 
     // An existing model is not replaced without --overwrite.
+    // There is no checkpoint to continue: the message does not suggest `--resume`.
     let e = cpflow_fails(&args);
-    assert!(e.contains("--overwrite"), "{e}");
+    assert!(e.contains("--overwrite") && !e.contains("--resume"), "{e}");
 
     // --dtype f32: the same weights rounded to f32. Tolerance 1e-4·(1 + |log p|): f32 carries
     // ~1e-7 relative per operation, and the log-det's Cholesky and the two blocks' inverse
@@ -335,8 +336,9 @@ fn imported_reference_image_flow_gives_the_reference_outputs() {
     assert!(e.contains("cargo xtask download mnist"), "{e}");
 
     // An existing model is not replaced without --overwrite; with it, it is.
+    // There is no checkpoint to continue: the message does not suggest `--resume`.
     let e = cpflow_fails(&args);
-    assert!(e.contains("--overwrite"), "{e}");
+    assert!(e.contains("--overwrite") && !e.contains("--resume"), "{e}");
     let line = cpflow(&[&args[..], &["--overwrite"]].concat());
     assert!(
         line.contains(&format!("imported {n_keys} tensors")),

@@ -272,3 +272,71 @@ fn an_interrupted_sample_leaves_no_files() {
     let left: Vec<_> = std::fs::read_dir(&out_dir).unwrap().collect();
     assert!(left.is_empty(), "files left: {left:?}");
 }
+
+/// Without `-n`, `eval` of a toy run scores as many points as the run's own test score did,
+/// so it reproduces report.json's number (it drew 10,000 and disagreed); points where the
+/// model has no finite density are an error naming how many (it printed `"nll": null`).
+#[test]
+fn eval_reproduces_the_report_and_refuses_non_finite_densities() {
+    let dir = temp_dir("eval-report");
+    let run = dir.join("run");
+    cpflow(&[
+        "train",
+        "--data",
+        "8gaussians",
+        "--iters",
+        "3",
+        "--batch-size",
+        "16",
+        "--set",
+        "model.width=4",
+        "--set",
+        "model.depth=2",
+        "--set",
+        "data.n_train=256",
+        "--set",
+        "data.n_val=32",
+        "--set",
+        "data.n_test=1500",
+        "--set",
+        "run.plots=false",
+        "--no-progress",
+        "--out",
+        run.to_str().unwrap(),
+    ]);
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("report.json")).unwrap()).unwrap();
+    let line = cpflow(&["eval", "--model", run.to_str().unwrap()]);
+    let v: serde_json::Value = serde_json::from_str(line.trim()).unwrap();
+    assert_eq!(v["points"].as_u64(), Some(1500), "{v}");
+    // The CG surrogate's convergence is reported (a fraction of the systems).
+    let converged = report["cg_converged"].as_f64().expect("cg_converged");
+    assert!((0.0..=1.0).contains(&converged), "{report}");
+    assert!(
+        report["cg_unconverged_steps"].as_u64().is_some(),
+        "{report}"
+    );
+    let (ours, theirs) = (
+        v["nll"].as_f64().unwrap(),
+        report["test_nll"].as_f64().unwrap(),
+    );
+    // Same points, weights and code; only the chunking may differ (1e-9 relative).
+    assert!(
+        (ours - theirs).abs() <= 1e-9 * theirs.abs().max(1.0),
+        "{ours} vs {theirs}"
+    );
+
+    let far = dir.join("far.csv");
+    std::fs::write(&far, "1e200,1e200\n0.1,0.2\n-1e200,3\n").unwrap();
+    let err = cpflow_fails(&[
+        "eval",
+        "--model",
+        run.to_str().unwrap(),
+        "--data",
+        far.to_str().unwrap(),
+    ]);
+    assert!(
+        err.contains("2 of the 3 points") && err.contains("no finite log-density"),
+        "{err}"
+    );
+}

@@ -11,11 +11,15 @@ mod image_common;
 mod posterior_common;
 
 #[cfg(feature = "cli")]
+mod cli_eval_image;
+#[cfg(feature = "cli")]
 mod cli_import_reference;
 #[cfg(feature = "cli")]
 mod cli_model_io;
 #[cfg(feature = "cli")]
 mod cli_ot;
+#[cfg(feature = "cli")]
+mod cli_overwrite_safety;
 #[cfg(feature = "cli")]
 mod cli_run_dir;
 #[cfg(feature = "cli")]

@@ -362,17 +362,31 @@ fn check_columns(path: &Path, dim: usize, train: &[f64]) -> Result<Option<String
     let mut widest = (0.0f64, 0);
     for j in 0..dim {
         let column = || train.iter().skip(j).step_by(dim);
-        let mean = column().sum::<f64>() / n as f64;
-        let std = (column().map(|v| (v - mean).powi(2)).sum::<f64>() / n as f64).sqrt();
+        // Computed on the column divided by its largest magnitude, so that values near 1e300
+        // do not overflow the squares (it reported "standard deviation inf").
+        let scale = column().fold(0.0f64, |m, v| m.max(v.abs()));
+        let std = if scale > 0.0 {
+            let mean = column().map(|v| v / scale).sum::<f64>() / n as f64;
+            let var = column().map(|v| (v / scale - mean).powi(2)).sum::<f64>() / n as f64;
+            scale * var.sqrt()
+        } else {
+            0.0
+        };
         if std > widest.0 {
             widest = (std, j);
         }
         let first = train[j];
         if column().all(|&v| v == first) {
             bail!(
-                "{}: column {j} (counted from 0) is constant ({first}) in all {n} training \
+                "{}: column {j} (counted from 0) is constant ({}) in all {n} training \
                  rows; data without variation in a column have no density: drop that column",
-                path.display()
+                path.display(),
+                // 1e300 was printed with all its 301 digits.
+                if first == 0.0 || (1e-4..1e6).contains(&first.abs()) {
+                    format!("{first}")
+                } else {
+                    format!("{first:e}")
+                }
             );
         }
     }

@@ -1,7 +1,7 @@
 //! What a `--model` file holds, read from its safetensors header alone (the tensors are not
 //! loaded): a vector flow of `cpflow train`, an image flow, or a VAE of `cpflow vae`. `eval`,
 //! `sample` and `plot` say which command handles a file they cannot, instead of the loader's
-//! "not a cpflow checkpoint".
+//! "not a cpflow checkpoint" (`eval` and `sample` take image flows too, `plot` does not).
 
 use anyhow::{Context, Result, bail};
 use std::io::Read;
@@ -48,6 +48,12 @@ fn metadata_keys(file: &Path) -> Result<Vec<String>> {
         .unwrap_or_default())
 }
 
+/// Whether `file`'s safetensors header has the metadata key `key` (e.g. an image training
+/// checkpoint's `cpflow_image_train`).
+pub fn has_metadata_key(file: &Path, key: &str) -> Result<bool> {
+    Ok(metadata_keys(file)?.iter().any(|k| k == key))
+}
+
 /// The kind of model in `file`.
 pub fn model_kind(file: &Path) -> Result<ModelKind> {
     let keys = metadata_keys(file)?;
@@ -67,7 +73,7 @@ pub fn model_kind(file: &Path) -> Result<ModelKind> {
 
 /// Refuses `file` unless it holds a vector flow, for `command` (`eval`, `plot`, `sample`),
 /// naming the command that handles what it holds. `images_ok`: the command also takes image
-/// flows (`sample`).
+/// flows (`eval`, `sample`).
 pub fn require_flow(file: &Path, command: &str, images_ok: bool) -> Result<ModelKind> {
     let kind = model_kind(file)?;
     let dir = file
@@ -90,15 +96,17 @@ pub fn require_flow(file: &Path, command: &str, images_ok: bool) -> Result<Model
             // A model of `cpflow import-reference` has no report (it was not trained here).
             let report = dir.join("report.json");
             let scores = if report.is_file() {
-                format!(", and its test bits/dim are in {}", report.display())
+                format!("; the run's own test score is in {}", report.display())
             } else {
                 String::new()
             };
             bail!(
                 "{} is an image flow, which `cpflow {command}` does not take (it reads flows \
-                 on vectors): `cpflow sample --model {} --grid 8x8 -o samples.png` draws from \
-                 it{scores}",
+                 on vectors): `cpflow eval --model {}` scores it in bits per dimension on its \
+                 dataset's test split, and `cpflow sample --model {} --grid 8x8 -o \
+                 samples.png` draws from it{scores}",
                 file.display(),
+                dir.display(),
                 dir.display()
             )
         }
@@ -139,8 +147,18 @@ mod tests {
             assert_eq!(model_kind(&p).unwrap(), kind, "{key}");
         }
         write_with_key(&p, cpflow::vae::VAE_METADATA_KEY);
-        let err = require_flow(&p, "eval", false).unwrap_err().to_string();
+        let err = require_flow(&p, "eval", true).unwrap_err().to_string();
         assert!(err.contains("VAE") && err.contains("cpflow vae"), "{err}");
+        // `plot` refuses an image flow, naming the commands that take it; `eval` takes it.
+        write_with_key(&p, cpflow::image::IMAGE_METADATA_KEY);
+        let err = require_flow(&p, "plot", false).unwrap_err().to_string();
+        assert!(
+            err.contains("cpflow plot") && err.contains("cpflow eval") && err.contains("sample"),
+            "{err}"
+        );
+        assert_eq!(require_flow(&p, "eval", true).unwrap(), ModelKind::Image);
+        assert!(has_metadata_key(&p, cpflow::image::IMAGE_METADATA_KEY).unwrap());
+        assert!(!has_metadata_key(&p, cpflow::image::train::IMAGE_TRAIN_METADATA_KEY).unwrap());
         std::fs::write(&p, b"not a model").unwrap();
         assert!(model_kind(&p).is_err());
         std::fs::remove_dir_all(&dir).ok();

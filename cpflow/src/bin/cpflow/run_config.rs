@@ -377,6 +377,43 @@ pub fn resolve(file: Option<&Path>, ov: &Overrides) -> Result<RunConfig> {
     Ok(cfg)
 }
 
+/// What the trainer would refuse only once training starts, checked before a run directory
+/// is touched (`--overwrite` must not remove a run for a new one that cannot start): the SLQ
+/// settings (validation estimator, training monitor) and, for a new run (`new_run`), a
+/// first batch of at least 2 rows, from which the flow's ActNorm layers initialise (the first
+/// batch has `min(train.batch_size, n_train)` rows). The rest of `[train]` is
+/// [`TrainConfig::validate`]'s (called by [`resolve`]).
+pub fn check_training_start(train: &TrainConfig, n_train: usize, new_run: bool) -> Result<()> {
+    let slqs = [
+        match &train.val_estimator {
+            cpflow::NllEstimator::Slq(p) => Some(("train.val_estimator.slq", p)),
+            cpflow::NllEstimator::Exact => None,
+        },
+        Some(("train.train_slq", &train.train_slq)),
+    ];
+    for (key, p) in slqs.into_iter().flatten() {
+        if p.probes == 0 || p.steps == 0 {
+            bail!(
+                "{key}.probes and {key}.steps must be at least 1, got {} and {}",
+                p.probes,
+                p.steps
+            );
+        }
+    }
+    let first = train.batch_size.min(n_train);
+    if new_run && first < 2 {
+        bail!(
+            "the first training batch would have {first} row (train.batch_size = {}, {n_train} \
+             training row{}): the flow initialises its ActNorm layers from it, which needs at \
+             least 2 rows; raise train.batch_size (--batch-size) or the training rows \
+             (data.n_train for toys and images, the file's rows for files)",
+            train.batch_size,
+            if n_train == 1 { "" } else { "s" }
+        );
+    }
+    Ok(())
+}
+
 /// Whether `file` describes an image run: a `[data]` table with a `dataset` key
 /// (`cpflow::image::ImageExperimentConfig`, e.g. `configs/mnist.toml`) rather than the
 /// tabular/toy `source`.

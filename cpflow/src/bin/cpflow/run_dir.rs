@@ -1,7 +1,9 @@
 //! The run directory of `cpflow train` and `cpflow vae`: a new run never silently replaces
 //! one that is there (`--overwrite` does, and removes what the new run would otherwise leave
-//! behind), `--resume` needs the run's checkpoint, and nothing is written before the checks
-//! pass; the saved `config.toml` holds absolute paths, so that it works from any directory.
+//! behind), `--resume` needs the run's checkpoint, and nothing is removed or written before
+//! every check that can be made without training has passed (the configuration, the data,
+//! the model, the trainer); the saved `config.toml` holds absolute paths, so that it works
+//! from any directory.
 
 use anyhow::{Context, Result, bail};
 use serde::Serialize;
@@ -20,6 +22,10 @@ pub struct RunFiles {
     pub removed: &'static [&'static str],
 }
 
+/// What identifies the data of a `cpflow train` run (tabular and toy runs; see
+/// [`crate::resume_check::DataRecord`]): `--resume` refuses other data.
+pub const DATA_RECORD: &str = "data_record.json";
+
 /// `cpflow train` (tabular, toy and image runs). A 2-D run's figures in `plots/` are removed
 /// as `plots/plots.json` lists them (see [`remove_old_run`]).
 pub const TRAIN_RUN: RunFiles = RunFiles {
@@ -31,6 +37,7 @@ pub const TRAIN_RUN: RunFiles = RunFiles {
         "report.json",
         "metrics.jsonl",
         "config.toml",
+        DATA_RECORD,
     ],
 };
 
@@ -74,6 +81,16 @@ pub fn check_new_run(out: &Path, files: &RunFiles, overwrite: bool) -> Result<()
         "vae" => "--epochs",
         _ => "--iters",
     };
+    if !out.join("checkpoint.safetensors").exists() {
+        // Nothing to resume: a model without a training checkpoint (`cpflow
+        // import-reference` writes one).
+        bail!(
+            "{} already holds a model ({}) without a training checkpoint to continue: replace \
+             it with `--overwrite`, or give another `--out`",
+            out.display(),
+            found.join(", ")
+        );
+    }
     bail!(
         "{} already holds a run ({}): continue it with `cpflow {} … --resume` (a finished run \
          with a larger {longer}), replace it with `--overwrite`, or give another `--out`",
@@ -83,8 +100,10 @@ pub fn check_new_run(out: &Path, files: &RunFiles, overwrite: bool) -> Result<()
     )
 }
 
-/// `--overwrite`: removes the old run's files (call it once the new run's configuration is
-/// checked and its data are loaded), so that none of them is left to describe another model.
+/// `--overwrite`: removes the old run's files, so that none of them is left to describe
+/// another model. Call it only once everything the new run can check without training has
+/// passed (configuration, data and split, model, trainer): a refused run must leave the old
+/// one as it was.
 /// A directory that holds no run (no marker file) is left as it is; in `plots/`, only the
 /// figures that `plots/plots.json` lists and that file go (the directory too once empty):
 /// files of the user's there stay.
@@ -139,15 +158,23 @@ pub fn resume_checkpoint(out: &Path, command: &str) -> Result<PathBuf> {
     Ok(ck)
 }
 
-/// Writes `<out>/config.toml` atomically (creating `out`): call it once every check has
-/// passed. For a new run (`resumed == false`) a `config.toml` that is there is not the run's
-/// (`--overwrite` removed an old run's): a different one, such as the commented file the run
-/// was started from, is kept as `config.orig.toml` (or `config.orig.N.toml`), with a warning.
+/// The first line of every `config.toml` that cpflow writes: how [`write_config`] tells its
+/// own files (left by a run that stopped before its first checkpoint) from the user's.
+pub const CONFIG_HEADER: &str = "# Written by cpflow: the run's configuration as resolved \
+     (overrides applied, paths absolute); `--resume` reads it.\n";
+
+/// Writes `<out>/config.toml` atomically (creating `out`), after [`CONFIG_HEADER`]: call it
+/// once every check has passed. For a new run (`resumed == false`) a `config.toml` that is
+/// there is not the run's (`--overwrite` removed an old run's): a different one, such as the
+/// commented file the run was started from, is kept as `config.orig.toml` (or
+/// `config.orig.N.toml`), with a warning; one that cpflow wrote (left by a run that stopped
+/// before its first checkpoint) is replaced.
 pub fn write_config<T: Serialize>(out: &Path, config: &T, resumed: bool) -> Result<()> {
     crate::output_files::ensure_dir(out, "the run directory (--out)")?;
     let path = out.join("config.toml");
-    let text = toml::to_string_pretty(config)
+    let body = toml::to_string_pretty(config)
         .with_context(|| format!("serialising the configuration for {}", path.display()))?;
+    let text = format!("{CONFIG_HEADER}{body}");
     if !resumed {
         keep_other_config(out, &path, &text)?;
     }
@@ -155,9 +182,18 @@ pub fn write_config<T: Serialize>(out: &Path, config: &T, resumed: bool) -> Resu
 }
 
 /// Renames a `config.toml` whose text is not `text` to the first free `config.orig.toml`,
-/// `config.orig.2.toml`, … of `out`.
+/// `config.orig.2.toml`, … of `out`; one that cpflow wrote ([`CONFIG_HEADER`]) is left to
+/// be replaced.
 fn keep_other_config(out: &Path, path: &Path, text: &str) -> Result<()> {
     match std::fs::read(path) {
+        Ok(old) if old.starts_with(CONFIG_HEADER.as_bytes()) && old != text.as_bytes() => {
+            tracing::info!(
+                "replacing {}, written by cpflow for a run that did not get to its first \
+                 checkpoint",
+                path.display()
+            );
+            return Ok(());
+        }
         Ok(old) if old != text.as_bytes() => {}
         _ => return Ok(()),
     }
@@ -304,12 +340,16 @@ mod tests {
             width: u32,
         }
         let cfg = Cfg { width: 64 };
+        let ours = format!("{CONFIG_HEADER}width = 64\n");
         // The commented file the run was started from (`--config <out>/config.toml`) was
         // replaced by the resolved configuration, comments and all.
         std::fs::write(dir.join("config.toml"), "# my notes\nwidth = 64\n").unwrap();
         write_config(&dir, &cfg, false).unwrap();
         assert_eq!(read("config.orig.toml"), "# my notes\nwidth = 64\n");
-        assert_eq!(read("config.toml"), "width = 64\n");
+        assert_eq!(read("config.toml"), ours);
+        // The written file parses as the configuration (the header is a comment).
+        let back: toml::Table = toml::from_str(&read("config.toml")).unwrap();
+        assert_eq!(back["width"].as_integer(), Some(64));
         // The run's own text again: nothing to keep.
         write_config(&dir, &cfg, false).unwrap();
         assert!(!dir.join("config.orig.2.toml").exists());
@@ -322,7 +362,14 @@ mod tests {
         std::fs::write(dir.join("config.toml"), "width = 64\n# resumed\n").unwrap();
         write_config(&dir, &cfg, true).unwrap();
         assert!(!dir.join("config.orig.3.toml").exists());
-        assert_eq!(read("config.toml"), "width = 64\n");
+        assert_eq!(read("config.toml"), ours);
+        // Another run's file as cpflow writes it (that run stopped before its first
+        // checkpoint): replaced, not kept, so that failed starts do not pile up copies.
+        let other = format!("{CONFIG_HEADER}width = 32\n");
+        std::fs::write(dir.join("config.toml"), other).unwrap();
+        write_config(&dir, &cfg, false).unwrap();
+        assert!(!dir.join("config.orig.3.toml").exists());
+        assert_eq!(read("config.toml"), ours);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

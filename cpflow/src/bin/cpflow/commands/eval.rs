@@ -1,4 +1,4 @@
-//! `cpflow eval`.
+//! `cpflow eval`: flows on vectors here; image flows in [`super::eval_image`].
 
 use anyhow::{Result, bail};
 use cpflow::{Dataset, FlowRng, NllEstimator, SlqParams, nll_estimate};
@@ -7,8 +7,8 @@ use std::time::Instant;
 
 use super::{data_root, float_type, load_flow, locate_model, saved_run_config};
 use crate::data::{load, load_all};
-use crate::model_file::require_flow;
-use crate::{Estimator, EvalArgs};
+use crate::model_file::{ModelKind, require_flow};
+use crate::{Estimator, EvalArgs, MAX_EVAL_POINTS};
 
 #[derive(Serialize)]
 struct EvalSummary {
@@ -24,16 +24,31 @@ struct EvalSummary {
     seconds: f64,
 }
 
+/// Points drawn from a toy or an image density without `-n`.
+const DEFAULT_POINTS: usize = 10_000;
+/// Rows per evaluation chunk without `--batch-size`.
+const DEFAULT_BATCH: usize = 1024;
+
 /// Scores `--model` on `--data` (or the held-out split of the run's data) and prints a JSON
-/// summary.
+/// summary; an image flow is scored on its dataset's test split ([`super::eval_image`]).
 pub fn eval(a: EvalArgs) -> Result<()> {
     let t0 = Instant::now();
     let device = crate::device(a.dev.device.as_deref())?;
     let loc = locate_model(&a.model)?;
-    require_flow(&loc.file, "eval", false)?;
+    if require_flow(&loc.file, "eval", true)? == ModelKind::Image {
+        return super::eval_image::eval_image(&a, &loc, &device, t0);
+    }
+    let saved = saved_run_config(loc.run_dir.as_deref())?;
+    // Without -n: the run's own held-out split is scored whole (for a toy, as many fresh
+    // points as its test score used, so that the report's number is reproduced), other
+    // toys and images with DEFAULT_POINTS draws.
+    let n = match (a.n, &a.data, &saved) {
+        (Some(n), _, _) => n,
+        (None, None, Some(cfg)) if cfg.data.n_test > 0 => cfg.data.n_test.min(MAX_EVAL_POINTS),
+        _ => DEFAULT_POINTS,
+    };
     let float = a.dev.dtype.as_deref().map(float_type).transpose()?;
     let flow = load_flow(&loc.file, &device, float)?;
-    let saved = saved_run_config(loc.run_dir.as_deref())?;
     let seed = a.dev.seed.unwrap_or(0);
     // Explicit --data: every row of a file, the test split of a tabular benchmark (under the
     // run's data root), or `n` fresh points of a toy/image. Otherwise the held-out part of the
@@ -43,12 +58,12 @@ pub fn eval(a: EvalArgs) -> Result<()> {
             let root = data_root(saved.as_ref());
             (
                 src.clone(),
-                load_all(src, &root, a.n, seed.wrapping_add(1_000_003))?,
+                load_all(src, &root, n, seed.wrapping_add(1_000_003))?,
             )
         }
         (None, Some(cfg)) => {
             let mut s = cfg.data.clone();
-            s.n_test = a.n;
+            s.n_test = n;
             (s.source.clone(), load(&s)?)
         }
         (None, None) => bail!("no --data given and no config.toml beside the model"),
@@ -81,13 +96,33 @@ pub fn eval(a: EvalArgs) -> Result<()> {
     let test = Dataset::new(data.tensor(&data.test, flow.dtype(), &device)?);
     let estimator = match a.estimator {
         Estimator::Exact => NllEstimator::Exact,
-        Estimator::Slq => NllEstimator::Slq(SlqParams {
-            probes: a.probes,
-            steps: a.steps,
-        }),
+        Estimator::Slq => {
+            let d = SlqParams::default();
+            NllEstimator::Slq(SlqParams {
+                probes: a.probes.unwrap_or(d.probes),
+                steps: a.steps.unwrap_or(d.steps),
+            })
+        }
     };
     let mut rng = FlowRng::seed_from_u64(seed);
-    let est = nll_estimate(&flow, &test, &estimator, a.batch_size, &mut rng)?;
+    let est = nll_estimate(
+        &flow,
+        &test,
+        &estimator,
+        a.batch_size.unwrap_or(DEFAULT_BATCH),
+        &mut rng,
+    )?;
+    if est.non_finite > 0 {
+        bail!(
+            "{} of the {} points of {source} have no finite log-density under the model (NLL \
+             {}): they lie where the model gives no density, far outside the data it was \
+             trained on, or their values overflow its {:?}",
+            est.non_finite,
+            est.n,
+            est.mean,
+            flow.float()
+        );
+    }
     let nll = est.mean;
     let entropy = data.test_entropy();
     let summary = EvalSummary {

@@ -1,6 +1,7 @@
 //! The subcommands.
 
 mod eval;
+mod eval_image;
 mod import_reference;
 mod ot;
 mod plot;

@@ -14,8 +14,12 @@ use crate::TrainArgs;
 use crate::data::{DataSource, LoadedData, Rows, load};
 use crate::interrupt::Interrupt;
 use crate::model_plots::{PlotOptions, rows_to_points, write_model_plots};
-use crate::resume_check::{check_image_resume, check_train_resume};
-use crate::run_config::{DataSection, Overrides, is_image_config, resolve, resolve_image};
+use crate::resume_check::{
+    DataRecord, check_data_record, check_image_resume, check_train_resume, write_data_record,
+};
+use crate::run_config::{
+    DataSection, Overrides, check_training_start, is_image_config, resolve, resolve_image,
+};
 use crate::run_dir::{
     TRAIN_RUN, absolute, absolute_run_config, check_new_run, remove_old_run, write_config,
 };
@@ -59,6 +63,12 @@ struct TrainSummary {
     /// Which split each number comes from.
     splits: BTreeMap<&'static str, &'static str>,
     final_loss: f64,
+    /// Mean CG iterations per system, the fraction of CG systems that met the tolerance
+    /// (`null` without CG, e.g. the exact objective) and the steps where some did not: over
+    /// this invocation's steps.
+    mean_cg_iterations: f64,
+    cg_converged: Option<f64>,
+    cg_unconverged_steps: usize,
     train_time_s: f64,
     wall_time_s: f64,
 }
@@ -99,15 +109,18 @@ pub fn train(mut a: TrainArgs) -> Result<()> {
     let out = cfg.run.out.clone();
     // What config.toml keeps: paths resolved against the current directory.
     let saved = absolute_run_config(&cfg)?;
-    // The run directory before anything is read or written: a new run does not replace
-    // another without --overwrite; a resume continues the run as it was made.
+    // The run directory before anything is read: a new run does not replace another without
+    // --overwrite; a resume continues the run as it was made.
     let resume = if a.resume {
         Some(check_train_resume(&saved, &out)?)
     } else {
         check_new_run(&out, &TRAIN_RUN, a.overwrite)?;
         None
     };
-    // The data next: a source that cannot be read leaves no half-made run directory.
+    // Then everything that can be checked without training, before anything in the run
+    // directory is removed or written (a setting or a data file the new run refuses must not
+    // cost the run that --overwrite would replace): the device, the data and their split,
+    // what identifies them (a resume needs the run's), the tensors, the model and the trainer.
     let device = crate::device(Some(&cfg.run.device))?;
     let data = load(&cfg.data)?;
     if let Some(r) = &resume
@@ -128,21 +141,13 @@ pub fn train(mut a: TrainArgs) -> Result<()> {
             cfg.train.val_every
         );
     }
-    // A new run's model is built before anything is removed or written (a typo in its
-    // settings must not cost the run that --overwrite would replace); a resumed one comes
-    // from its checkpoint.
-    enum Start {
-        New(Flow),
-        Resume(std::path::PathBuf),
-    }
-    let start = match &resume {
-        Some(r) => Start::Resume(r.checkpoint.clone()),
-        None => Start::New(Flow::new(cfg.model.flow_config(data.dim)?, &device)?),
+    check_training_start(&cfg.train, data.n_train(), resume.is_none())?;
+    let record = DataRecord::of(&saved.data.source, &data)?;
+    // A resume of a run made without the record records the data now (with a warning).
+    let write_record = match &resume {
+        Some(_) => !check_data_record(&out, &record)?,
+        None => true,
     };
-    if a.overwrite {
-        remove_old_run(&out, &TRAIN_RUN)?;
-    }
-    write_config(&out, &saved, a.resume)?;
     let dtype = cfg.model.float.dtype();
     tracing::info!(
         data = %cfg.data.source,
@@ -174,16 +179,31 @@ pub fn train(mut a: TrainArgs) -> Result<()> {
         out_dir: Some(out.clone()),
         progress_bar: cfg.run.progress && !a.no_progress,
     };
-    let mut trainer = match start {
-        Start::Resume(checkpoint) => {
-            tracing::info!(checkpoint = %checkpoint.display(), "resuming");
-            Trainer::resume(&checkpoint, &device, Some(cfg.train.clone()))?.with_options(options)
+    // The trainer validates its configuration and the optimiser's; a resumed one reads the
+    // checkpoint. Neither writes anything before training.
+    let mut trainer = match &resume {
+        Some(r) => {
+            tracing::info!(checkpoint = %r.checkpoint.display(), "resuming");
+            Trainer::resume(&r.checkpoint, &device, Some(cfg.train.clone()))?
         }
-        Start::New(flow) => {
+        None => {
+            let flow = Flow::new(cfg.model.flow_config(dim)?, &device)?;
             tracing::info!(parameters = flow.num_parameters(), "built the flow");
-            Trainer::new(flow, cfg.train.clone())?.with_options(options)
+            Trainer::new(flow, cfg.train.clone())?
         }
-    };
+    }
+    .with_options(options);
+    let interrupt = Interrupt::install()?;
+    // Only now is the run directory changed: the old run goes (--overwrite), the new one's
+    // configuration and data record are written. What only training shows (a non-finite
+    // loss at some step) fails after this.
+    if a.overwrite {
+        remove_old_run(&out, &TRAIN_RUN)?;
+    }
+    write_config(&out, &saved, a.resume)?;
+    if write_record {
+        write_data_record(&out, &record)?;
+    }
     let val = if cfg.train.val_every > 0 {
         val_set.as_ref()
     } else {
@@ -196,7 +216,6 @@ pub fn train(mut a: TrainArgs) -> Result<()> {
     let resumed_at = a.resume.then(|| trainer.state().iteration);
     // Training seconds of the invocations before this one (0 for a new run).
     let trained_before = trainer.state().train_time_s;
-    let interrupt = Interrupt::install()?;
     let mut pause = interrupt.observer();
     let rep = match curve.as_mut() {
         Some(c) => trainer.fit_observed(&train_set, val, &mut [c, pause.as_mut()])?,
@@ -288,6 +307,9 @@ pub fn train(mut a: TrainArgs) -> Result<()> {
         no_test_rows,
         splits,
         final_loss: rep.final_loss,
+        mean_cg_iterations: rep.mean_cg_iterations,
+        cg_converged: rep.cg_converged,
+        cg_unconverged_steps: rep.cg_unconverged_steps,
         train_time_s: train_time,
         wall_time_s: trained_before + t0.elapsed().as_secs_f64(),
     };
@@ -487,9 +509,27 @@ fn train_image(a: TrainArgs) -> Result<()> {
     } else {
         check_new_run(&out, &TRAIN_RUN, a.overwrite)?;
     }
+    // What the image trainer would refuse at its start, before the run directory changes.
     let device = crate::device(a.dev.device.as_deref())?;
     let data = load_image_data(&cfg.data)?;
     let flow = cfg.flow_config()?;
+    if data.shape() != flow.image {
+        bail!(
+            "the images of `{}` are {:?}, the model is configured for {:?}",
+            cfg.data.dataset.name(),
+            data.shape(),
+            flow.image
+        );
+    }
+    let first = cfg.train.batch_size.min(data.train.len());
+    if !a.resume && first < 2 {
+        bail!(
+            "the first training batch would have {first} image (train.batch_size = {}): the \
+             flow initialises its ActNorm layers from it, which needs at least 2",
+            cfg.train.batch_size
+        );
+    }
+    let interrupt = Interrupt::install()?;
     if a.overwrite {
         remove_old_run(&out, &TRAIN_RUN)?;
     }
@@ -504,7 +544,6 @@ fn train_image(a: TrainArgs) -> Result<()> {
         out = %out.display(),
         "image run"
     );
-    let interrupt = Interrupt::install()?;
     let opts = ImageRunOptions {
         out_dir: Some(out.clone()),
         resume: a.resume,

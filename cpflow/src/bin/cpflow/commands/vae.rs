@@ -1,7 +1,10 @@
 //! `cpflow vae`: the VAE experiment of Table 3 (Gaussian or CP-Flow posterior).
 
 use anyhow::{Context, Result};
-use cpflow::vae::{PosteriorKind, VaeConfig, VaeRunOptions, load_vae_data, run_vae_on};
+use candle_core::Device;
+use cpflow::vae::{
+    Adamax, PosteriorKind, Vae, VaeConfig, VaeRunOptions, load_vae_data, run_vae_on,
+};
 
 use crate::VaeArgs;
 use crate::interrupt::Interrupt;
@@ -58,12 +61,26 @@ pub fn vae(a: VaeArgs) -> Result<()> {
     } else {
         check_new_run(&a.out, &VAE_RUN, a.overwrite)?;
     }
+    // Everything that can be checked without training, before the run directory changes (a
+    // setting the new run refuses must not cost the run that --overwrite would replace): the
+    // data, then the model and its optimiser, built as the run builds them. The data set is
+    // fixed by its name (data.dataset, read under data.root), so a resume does not record or
+    // check file contents as `cpflow train` does for data files.
     let data = load_vae_data(cfg.data.dataset, &cfg.data.root, cfg.data.seed)?;
+    let model = Vae::new(
+        &cfg.model,
+        data.likelihood,
+        (data.height, data.width),
+        &Device::Cpu,
+    )?;
+    Adamax::new(model.trainable_named_vars(), cfg.train.optimizer.clone())?;
+    drop(model);
+    let interrupt = Interrupt::install()?;
+    // Only now is the run directory changed; what only training shows fails after this.
     if a.overwrite {
         remove_old_run(&a.out, &VAE_RUN)?;
     }
     write_config(&a.out, &cfg, a.resume)?;
-    let interrupt = Interrupt::install()?;
     let opts = VaeRunOptions {
         resume: a.resume,
         progress_bar: !a.no_progress,
