@@ -41,6 +41,34 @@ impl Default for AdamParams {
     }
 }
 
+/// The checks shared by Adam and Adamax ([`crate::vae::AdamaxParams`]): a finite learning
+/// rate ≥ 0, both betas in `[0, 1)`, a finite `eps > 0`; messages name `key.field`.
+pub(crate) fn check_moment_params(
+    key: &str,
+    lr: f64,
+    (beta1, beta2): (f64, f64),
+    eps: f64,
+) -> Result<()> {
+    let bad = |m: String| Err(CpflowError::InvalidConfig(m));
+    if !(lr.is_finite() && lr >= 0.0) {
+        return bad(format!(
+            "{key}.lr (the learning rate) must be finite and ≥ 0, got {lr}"
+        ));
+    }
+    for (name, beta) in [("beta1", beta1), ("beta2", beta2)] {
+        if !(0.0..1.0).contains(&beta) {
+            return bad(format!("{key}.{name} must be in [0, 1), got {beta}"));
+        }
+    }
+    if !(eps.is_finite() && eps > 0.0) {
+        return bad(format!(
+            "{key}.eps must be finite and > 0, got {eps}: it keeps the update's denominator \
+             away from 0"
+        ));
+    }
+    Ok(())
+}
+
 impl AdamParams {
     /// Check the values: a finite learning rate ≥ 0, `beta1` and `beta2` in `[0, 1)`, a
     /// finite `eps > 0` (with 0 a parameter whose gradient is 0 on every step so far gets
@@ -57,24 +85,7 @@ impl AdamParams {
     /// ```
     pub fn validate(&self, key: &str) -> Result<()> {
         let bad = |m: String| Err(CpflowError::InvalidConfig(m));
-        if !(self.lr.is_finite() && self.lr >= 0.0) {
-            return bad(format!(
-                "{key}.lr (the learning rate) must be finite and ≥ 0, got {}",
-                self.lr
-            ));
-        }
-        for (name, beta) in [("beta1", self.beta1), ("beta2", self.beta2)] {
-            if !(0.0..1.0).contains(&beta) {
-                return bad(format!("{key}.{name} must be in [0, 1), got {beta}"));
-            }
-        }
-        if !(self.eps.is_finite() && self.eps > 0.0) {
-            return bad(format!(
-                "{key}.eps must be finite and > 0, got {}: it keeps the update's denominator \
-                 away from 0",
-                self.eps
-            ));
-        }
+        check_moment_params(key, self.lr, (self.beta1, self.beta2), self.eps)?;
         if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
             return bad(format!(
                 "{key}.weight_decay must be finite and ≥ 0, got {}",

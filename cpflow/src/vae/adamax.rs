@@ -52,26 +52,7 @@ impl AdamaxParams {
     /// assert!(e.contains("train.optimizer.beta2"), "{e}");
     /// ```
     pub fn validate(&self, key: &str) -> Result<()> {
-        let bad = |m: String| Err(CpflowError::InvalidConfig(m));
-        if !(self.lr.is_finite() && self.lr >= 0.0) {
-            return bad(format!(
-                "{key}.lr (the learning rate) must be finite and ≥ 0, got {}",
-                self.lr
-            ));
-        }
-        for (name, beta) in [("beta1", self.beta1), ("beta2", self.beta2)] {
-            if !(0.0..1.0).contains(&beta) {
-                return bad(format!("{key}.{name} must be in [0, 1), got {beta}"));
-            }
-        }
-        if !(self.eps.is_finite() && self.eps > 0.0) {
-            return bad(format!(
-                "{key}.eps must be finite and > 0, got {}: it keeps the update's denominator \
-                 away from 0",
-                self.eps
-            ));
-        }
-        Ok(())
+        crate::adam::check_moment_params(key, self.lr, (self.beta1, self.beta2), self.eps)
     }
 }
 
