@@ -36,7 +36,7 @@ use crate::plot::{Bounds, Figure, LineSeries, PlotError, line_chart_png};
 use crate::potential::PotentialConfig;
 use crate::rng::FlowRng;
 use crate::toy::{GaussianTarget, ToyError};
-use crate::train::{Dataset, RunOptions, Trainer};
+use crate::train::{Dataset, RunOptions, StopReason, Trainer};
 
 /// Errors of the OT experiment.
 #[derive(Debug, thiserror::Error)]
@@ -62,6 +62,15 @@ pub enum OtError {
         /// The error.
         #[source]
         source: std::io::Error,
+    },
+    /// `RunOptions::interrupt` was set: the run of dimension `dim` paused after `iteration`
+    /// steps, unfinished (no report).
+    #[error("interrupted during the run of d = {dim} after {iteration} training steps")]
+    Interrupted {
+        /// The dimension whose run was interrupted.
+        dim: usize,
+        /// Steps done.
+        iteration: usize,
     },
 }
 
@@ -341,9 +350,15 @@ pub fn run_ot_experiment(
         }
     });
     let ts = Instant::now();
-    trainer.fit_observed(&train, None, &mut [&mut observer])?;
+    let fit = trainer.fit_observed(&train, None, &mut [&mut observer])?;
     if let Some(e) = failure {
         return Err(e);
+    }
+    if fit.stop_reason == StopReason::Paused {
+        return Err(OtError::Interrupted {
+            dim: cfg.dim,
+            iteration: fit.iterations,
+        });
     }
     let train_time = ts.elapsed().as_secs_f64() - eval_time;
     let flow = trainer.into_flow();
@@ -590,5 +605,23 @@ mod tests {
             "relative error {}",
             r.relative_error
         );
+    }
+
+    /// A set interrupt flag pauses the run after its first step: an `Interrupted` error
+    /// naming the dimension and the step, no report.
+    #[test]
+    fn an_interrupt_flag_stops_the_run_unfinished() {
+        let flag = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let options = RunOptions {
+            interrupt: Some(flag),
+            ..RunOptions::default()
+        };
+        match run_ot_experiment(&quick(2, 50), &Device::Cpu, options) {
+            Err(OtError::Interrupted {
+                dim: 2,
+                iteration: 1,
+            }) => {}
+            other => panic!("{:?}", other.map(|(_, r)| r.dim)),
+        }
     }
 }

@@ -36,6 +36,10 @@ pub struct RunOptions {
     pub out_dir: Option<PathBuf>,
     /// Show a progress bar (feature `progress`; ignored without it).
     pub progress_bar: bool,
+    /// Once set (e.g. by a Ctrl-C handler), the run pauses after the step in progress:
+    /// [`StopReason::Paused`], checkpoint written as for an observer's pause. The image and
+    /// VAE trainers' run options have the same field.
+    pub interrupt: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
 }
 
 /// Why a training call ended.

@@ -294,8 +294,8 @@ pub fn run_reproduce(opts: &ReproduceOptions) -> Result<ReproduceReport> {
             cfg.train.max_iterations
         );
         let options = RunOptions {
-            out_dir: None,
             progress_bar: opts.progress,
+            ..RunOptions::default()
         };
         let (_, rep) = run_ot_experiment(&cfg, &opts.device, options)?;
         write_ot_figures(&out.join("ot"), &rep)?;

@@ -125,8 +125,8 @@ pub fn run_toy_figure(
         cfg.train.max_iterations
     );
     let options = RunOptions {
-        out_dir: None,
         progress_bar: progress,
+        ..RunOptions::default()
     };
     let (flow, rep) = run_toy_experiment(cfg, device, options)?;
     let window = Bounds::square(4.0);

@@ -323,6 +323,16 @@ impl Trainer {
             if observed {
                 let _ = self.keep_curves(observers);
             }
+            // An interrupt flag of the caller's (`RunOptions::interrupt`) pauses the run after
+            // this step, as an observer's `Control::Pause` does.
+            if self
+                .options
+                .interrupt
+                .as_ref()
+                .is_some_and(|f| f.load(std::sync::atomic::Ordering::Relaxed))
+            {
+                request(&mut requested, Control::Pause);
+            }
             let periodic = self.config.checkpoint_every > 0
                 && self
                     .state

@@ -155,3 +155,36 @@ fn ot_reruns_need_overwrite_and_dimensions_are_distinct() {
     assert!(!out.join("ot_d3_curve.csv").exists());
     assert!(!out.join("ot_d3_cost_vs_kl.png").exists());
 }
+
+/// Ctrl-C during a run stops it after the training step in progress with a message naming
+/// the interrupted dimension (it used to end silently).
+#[cfg(unix)]
+#[test]
+fn an_interrupted_ot_run_says_what_it_stopped() {
+    use std::process::{Command, Stdio};
+    let dir = temp_dir("ot-interrupt");
+    let cfg = dir.join("ot.toml");
+    std::fs::write(&cfg, QUICK).unwrap();
+    let out = dir.join("out");
+    let child = Command::new(env!("CARGO_BIN_EXE_cpflow"))
+        .args(["ot", "--config", cfg.to_str().unwrap(), "--dims", "2"])
+        .args(["--iters", "100000000", "--out", out.to_str().unwrap()])
+        .env("RUST_LOG", "warn")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The handler is installed before the first run starts (milliseconds after launch).
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let kill = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let res = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&res.stderr);
+    assert!(!res.status.success(), "{err}");
+    assert!(
+        err.contains("interrupted during the run of d = 2") && err.contains("no dimension"),
+        "{err}"
+    );
+}

@@ -49,6 +49,7 @@ fn opts(dir: &std::path::Path) -> RunOptions {
     RunOptions {
         out_dir: Some(dir.to_path_buf()),
         progress_bar: false,
+        ..RunOptions::default()
     }
 }
 

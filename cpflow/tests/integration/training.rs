@@ -109,6 +109,7 @@ fn resume_is_bit_for_bit() {
     let opts = RunOptions {
         out_dir: Some(dir.clone()),
         progress_bar: false,
+        ..RunOptions::default()
     };
     let mut first = Trainer::new(
         Flow::new(cfg, &Device::Cpu).unwrap(),
@@ -154,6 +155,7 @@ fn nan_stops_training_and_keeps_last_good_checkpoint() {
     let opts = RunOptions {
         out_dir: Some(dir.clone()),
         progress_bar: false,
+        ..RunOptions::default()
     };
     let mut tc = small_train_config(100);
     tc.val_every = 0;
@@ -505,6 +507,7 @@ fn unconverged_cg_is_counted_recorded_and_warned_about_at_most_once_per_log_peri
         .with_options(RunOptions {
             out_dir: Some(dir.clone()),
             progress_bar: false,
+            ..RunOptions::default()
         })
         .fit(&train, None)
         .unwrap()
@@ -556,4 +559,56 @@ fn unconverged_cg_is_counted_recorded_and_warned_about_at_most_once_per_log_peri
         .unwrap();
     assert_eq!((rep.cg_converged, rep.cg_unconverged_steps), (None, 0));
     assert!(rep.history.iter().all(|r| r.cg_converged.is_none()));
+}
+
+/// `RunOptions::interrupt` pauses a run after the step in progress, like an observer's pause:
+/// `StopReason::Paused` after one step, a checkpoint written, and the resumed run is the
+/// uninterrupted one's continuation (same weights as a straight 4-step run).
+#[test]
+fn the_interrupt_flag_pauses_after_the_step_and_resume_continues() {
+    let cfg = FlowConfig::tabular(2, 1, icnn3(2, 8, 2)).with_float(FloatType::F64);
+    let train = Dataset::new(data(64, 2, 91));
+    let mut tc = small_train_config(4);
+    tc.val_every = 0;
+    let dir = tmpdir("interrupt-flag");
+    let flag = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let opts = RunOptions {
+        out_dir: Some(dir.clone()),
+        interrupt: Some(flag),
+        ..RunOptions::default()
+    };
+    let mut tr = Trainer::new(Flow::new(cfg.clone(), &Device::Cpu).unwrap(), tc.clone())
+        .unwrap()
+        .with_options(opts);
+    let rep = tr.fit(&train, None).unwrap();
+    assert_eq!(
+        (rep.iterations, rep.stop_reason),
+        (1, cpflow::StopReason::Paused)
+    );
+    let mut resumed =
+        Trainer::resume(&dir.join("checkpoint.safetensors"), &Device::Cpu, None).unwrap();
+    assert_eq!(resumed.fit(&train, None).unwrap().iterations, 4);
+    let mut straight = Trainer::new(Flow::new(cfg, &Device::Cpu).unwrap(), tc).unwrap();
+    straight.fit(&train, None).unwrap();
+    for ((k, a), (_, b)) in resumed
+        .flow()
+        .named_vars()
+        .iter()
+        .zip(straight.flow().named_vars().iter())
+    {
+        assert_eq!(
+            a.as_tensor()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f64>()
+                .unwrap(),
+            b.as_tensor()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f64>()
+                .unwrap(),
+            "{k}"
+        );
+    }
+    std::fs::remove_dir_all(&dir).ok();
 }

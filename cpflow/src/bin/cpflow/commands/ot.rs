@@ -8,13 +8,14 @@
 
 use anyhow::{Context, Result, bail};
 use cpflow::ot::{
-    OtConfig, OtReport, OtTarget, ot_table_markdown, run_ot_experiment, write_ot_figures,
+    OtConfig, OtError, OtReport, OtTarget, ot_table_markdown, run_ot_experiment, write_ot_figures,
 };
 use cpflow::{LrSchedule, PotentialConfig, RunOptions};
 use std::path::Path;
 
 use super::float_type;
 use crate::OtArgs;
+use crate::interrupt::Interrupt;
 use crate::output_files::{ensure_dir, write_file_atomic};
 use crate::run_config::merge;
 
@@ -272,6 +273,10 @@ pub fn ot(a: OtArgs) -> Result<()> {
             std::fs::remove_file(f).with_context(|| format!("removing {}", f.display()))?;
         }
     }
+    let interrupt = Interrupt::install_with_message(
+        "interrupted: stopping after the training step in progress (the finished dimensions \
+         are saved); interrupt again to quit now",
+    )?;
     let mut reports: Vec<OtReport> = Vec::new();
     for cfg in &configs {
         let dim = cfg.dim;
@@ -280,7 +285,26 @@ pub fn ot(a: OtArgs) -> Result<()> {
             OtTarget::Paper2d => "paper_2d",
         };
         tracing::info!(dim, iterations = cfg.train.max_iterations, target, "OT run");
-        let (_, report) = run_ot_experiment(cfg, &device, RunOptions::default())?;
+        let options = RunOptions {
+            interrupt: Some(interrupt.flag()),
+            ..RunOptions::default()
+        };
+        let (_, report) = match run_ot_experiment(cfg, &device, options) {
+            Err(e @ OtError::Interrupted { .. }) => {
+                let kept = if reports.is_empty() {
+                    "no dimension had finished".to_string()
+                } else {
+                    let dims: Vec<String> = reports.iter().map(|r| r.dim.to_string()).collect();
+                    format!(
+                        "the finished dimensions (d = {}) are in {}",
+                        dims.join(", "),
+                        a.out.join("ot_table.md").display()
+                    )
+                };
+                bail!("{e}: {kept}; run the command again with --overwrite to redo it");
+            }
+            r => r?,
+        };
         write_ot_figures(&a.out, &report).with_context(|| {
             format!("writing the figures of d = {dim} into {}", a.out.display())
         })?;

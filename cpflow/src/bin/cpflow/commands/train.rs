@@ -178,6 +178,8 @@ pub fn train(mut a: TrainArgs) -> Result<()> {
     let options = RunOptions {
         out_dir: Some(out.clone()),
         progress_bar: cfg.run.progress && !a.no_progress,
+        // The interrupt pauses the run through `interrupt.observer()` below.
+        interrupt: None,
     };
     // The trainer validates its configuration and the optimiser's; a resumed one reads the
     // checkpoint. Neither writes anything before training.
