@@ -41,11 +41,67 @@ pub type PotentialBuilder = dyn Fn(VarBuilder, &CustomPotentialConfig, &mut dyn 
     + Send
     + Sync;
 
-type Registry = RwLock<BTreeMap<String, Arc<PotentialBuilder>>>;
+/// Builders by name (one map per kind of network: see also
+/// [`crate::custom_conditional_potential`]).
+pub(crate) type Registry<B> = RwLock<BTreeMap<String, Arc<B>>>;
 
-fn registry() -> &'static Registry {
-    static REGISTRY: OnceLock<Registry> = OnceLock::new();
+fn registry() -> &'static Registry<PotentialBuilder> {
+    static REGISTRY: OnceLock<Registry<PotentialBuilder>> = OnceLock::new();
     REGISTRY.get_or_init(|| RwLock::new(BTreeMap::new()))
+}
+
+/// Registers (or replaces) `builder` under `name`.
+pub(crate) fn insert<B: ?Sized>(registry: &Registry<B>, name: &str, builder: Arc<B>) {
+    registry
+        .write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .insert(name.to_string(), builder);
+}
+
+/// The registered names, sorted.
+pub(crate) fn names<B: ?Sized>(registry: &Registry<B>) -> Vec<String> {
+    registry
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .keys()
+        .cloned()
+        .collect()
+}
+
+/// The builder registered under `name`, or the error that says which call registers it.
+pub(crate) fn lookup<B: ?Sized>(
+    registry: &Registry<B>,
+    name: &str,
+    register_fn: &str,
+) -> Result<Arc<B>> {
+    let found = registry
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .get(name)
+        .cloned();
+    found.ok_or_else(|| {
+        let known = names(registry);
+        CpflowError::InvalidConfig(format!(
+            "the custom potential `{name}` is not registered in this process (registered: {}): \
+             call cpflow::{register_fn}(\"{name}\", …) before building or loading the flow",
+            if known.is_empty() {
+                "none".to_string()
+            } else {
+                known.join(", ")
+            }
+        ))
+    })
+}
+
+/// The refusal of a network whose dimension is not the configured one.
+pub(crate) fn check_dim(name: &str, what: &str, configured: usize, built: usize) -> Result<()> {
+    if configured == built {
+        return Ok(());
+    }
+    Err(CpflowError::InvalidConfig(format!(
+        "the custom potential `{name}` was configured with {what} = {configured} but its \
+         builder returned a network of {what} {built}"
+    )))
 }
 
 /// Registers (or replaces) the builder of the custom potential `name`, for every flow built
@@ -107,20 +163,12 @@ where
         + Sync
         + 'static,
 {
-    let mut map = registry()
-        .write()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    map.insert(name.to_string(), Arc::new(builder));
+    insert(registry(), name, Arc::new(builder));
 }
 
-/// The names registered so far, sorted.
+/// The names registered so far with [`register_potential`], sorted.
 pub fn registered_potentials() -> Vec<String> {
-    registry()
-        .read()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .keys()
-        .cloned()
-        .collect()
+    names(registry())
 }
 
 /// A built custom network with the name it was registered under.
@@ -147,36 +195,10 @@ impl CustomPotential {
         config: &CustomPotentialConfig,
         rng: &mut R,
     ) -> Result<Self> {
-        let builder = registry()
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(&config.name)
-            .cloned();
-        let Some(builder) = builder else {
-            let known = registered_potentials();
-            return Err(CpflowError::InvalidConfig(format!(
-                "the custom potential `{}` is not registered in this process (registered: {}): \
-                 call cpflow::register_potential(\"{}\", …) before building or loading the flow",
-                config.name,
-                if known.is_empty() {
-                    "none".to_string()
-                } else {
-                    known.join(", ")
-                },
-                config.name
-            )));
-        };
+        let builder = lookup(registry(), &config.name, "register_potential")?;
         let mut stream = FlowRng::seed_from_u64(rng.random());
         let net = builder(vb, config, &mut stream)?;
-        if net.dim() != config.dim {
-            return Err(CpflowError::InvalidConfig(format!(
-                "the custom potential `{}` was configured with dim = {} but its builder \
-                 returned a network of dimension {}",
-                config.name,
-                config.dim,
-                net.dim()
-            )));
-        }
+        check_dim(&config.name, "dim", config.dim, net.dim())?;
         Ok(Self {
             name: config.name.clone(),
             net: Arc::from(net),

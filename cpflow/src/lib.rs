@@ -38,6 +38,7 @@ pub mod block_inverse;
 pub mod checkpoint;
 pub mod config;
 pub mod cpu_threads;
+pub mod custom_conditional_potential;
 pub mod custom_potential;
 pub mod dense_logdet;
 pub mod error;
@@ -82,6 +83,10 @@ pub use block_inverse::{BlockPotential, InverseParams, InverseSolver};
 pub use checkpoint::{Checkpoint, CheckpointMeta, load_checkpoint};
 pub use config::{
     FloatType, LrSchedule, NllEstimator, Objective, SlqParams, SurrogateParams, TrainConfig,
+};
+pub use custom_conditional_potential::{
+    ConditionalPotentialBuilder, CustomConditionalConfig, CustomConditionalNetwork,
+    register_conditional_potential, registered_conditional_potentials,
 };
 pub use custom_potential::{
     CustomNetwork, CustomPotentialConfig, PotentialBuilder, register_potential,

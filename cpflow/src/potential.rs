@@ -11,6 +11,7 @@ use icnn::{ConvIcnn, ConvIcnn2, ConvIcnn2Config, ConvIcnn3, ConvIcnn3Config, Con
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
+use crate::custom_conditional_potential::{CustomConditionalConfig, CustomConditionalPotential};
 use crate::custom_potential::{CustomPotential, CustomPotentialConfig};
 use crate::error::{CpflowError, Result};
 
@@ -38,6 +39,9 @@ pub enum PotentialConfig {
     /// A network of your own, built by the function registered under its name with
     /// [`crate::register_potential`].
     Custom(CustomPotentialConfig),
+    /// A conditional network of your own (convex in `x` for every context), built by the
+    /// function registered with [`crate::register_conditional_potential`].
+    CustomConditional(CustomConditionalConfig),
 }
 
 impl PotentialConfig {
@@ -53,6 +57,7 @@ impl PotentialConfig {
             PotentialConfig::ConvIcnn2(c) => c.image.dim(),
             PotentialConfig::ConvIcnn3(c) => c.image.dim(),
             PotentialConfig::Custom(c) => c.dim,
+            PotentialConfig::CustomConditional(c) => c.dim,
         }
     }
 
@@ -71,6 +76,7 @@ impl PotentialConfig {
     pub fn context_dim(&self) -> Option<usize> {
         match self {
             PotentialConfig::Picnn(c) => Some(c.context_dim),
+            PotentialConfig::CustomConditional(c) => Some(c.context_dim),
             _ => None,
         }
     }
@@ -88,6 +94,7 @@ pub(crate) enum Potential {
     ConvIcnn2(ConvIcnn2),
     ConvIcnn3(ConvIcnn3),
     Custom(CustomPotential),
+    CustomConditional(CustomConditionalPotential),
 }
 
 fn missing_context() -> CpflowError {
@@ -151,7 +158,7 @@ macro_rules! unconditional {
                 }
                 $body
             }
-            Potential::Picnn(_) => unreachable!(),
+            Potential::Picnn(_) | Potential::CustomConditional(_) => unreachable!(),
         }
     };
 }
@@ -172,14 +179,16 @@ impl Potential {
             PotentialConfig::ConvIcnn2(c) => Potential::ConvIcnn2(ConvIcnn2::new(vb, c, rng)?),
             PotentialConfig::ConvIcnn3(c) => Potential::ConvIcnn3(ConvIcnn3::new(vb, c, rng)?),
             PotentialConfig::Custom(c) => Potential::Custom(CustomPotential::build(vb, c, rng)?),
+            PotentialConfig::CustomConditional(c) => {
+                Potential::CustomConditional(CustomConditionalPotential::build(vb, c, rng)?)
+            }
         })
     }
 
     /// The cached linearisation at `x` (parameter-tracking).
     pub(crate) fn linearize(&self, x: &Tensor, ctx: Option<&Tensor>) -> Result<Linearization> {
-        if let Potential::Picnn(p) = self {
-            let c = ctx.ok_or_else(missing_context)?;
-            return Ok(p.linearize_with_context(x, c)?);
+        if let Some(lin) = self.conditional_linearization(x, ctx)? {
+            return Ok(lin);
         }
         unconditional!(self, ctx, n => Ok(n.linearize(x)?))
     }
@@ -204,7 +213,7 @@ impl Potential {
             Potential::ConvIcnn2(n) => n.host_linearize(x)?,
             Potential::ConvIcnn3(n) => n.host_linearize(x)?,
             Potential::Custom(n) => n.host_linearize(x)?,
-            Potential::Picnn(_) => None,
+            Potential::Picnn(_) | Potential::CustomConditional(_) => None,
         })
     }
 
@@ -214,9 +223,7 @@ impl Potential {
         x: &Tensor,
         ctx: Option<&Tensor>,
     ) -> Result<(Tensor, Tensor)> {
-        if let Potential::Picnn(p) = self {
-            let c = ctx.ok_or_else(missing_context)?;
-            let lin = p.linearize_with_context(x, c)?;
+        if let Some(lin) = self.conditional_linearization(x, ctx)? {
             return Ok((lin.potential(), lin.gradient()));
         }
         unconditional!(self, ctx, n => Ok(n.value_and_gradient(x)?))
@@ -233,16 +240,42 @@ impl Potential {
             Potential::ConvIcnn(n) => n.is_initialized()?,
             Potential::ConvIcnn2(n) => n.is_initialized()?,
             Potential::ConvIcnn3(n) => n.is_initialized()?,
-            Potential::Custom(_) => true,
+            Potential::Custom(_) | Potential::CustomConditional(_) => true,
         })
     }
 
     /// Run the ICNN's data-dependent ActNorm initialisation on `x`.
     pub(crate) fn initialize(&self, x: &Tensor, ctx: Option<&Tensor>) -> Result<()> {
-        if let Potential::Picnn(p) = self {
-            let c = ctx.ok_or_else(missing_context)?;
-            return Ok(p.initialize(x, c)?);
+        match self {
+            Potential::Picnn(p) => {
+                let c = ctx.ok_or_else(missing_context)?;
+                return Ok(p.initialize(x, c)?);
+            }
+            // No data-dependent initialisation; the context is still required.
+            Potential::CustomConditional(_) => {
+                ctx.ok_or_else(missing_context)?;
+                return Ok(());
+            }
+            _ => {}
         }
         unconditional!(self, ctx, n => Ok(n.initialize(x)?))
+    }
+
+    /// The linearisation of a conditional potential at `(x, ctx)` (`None` for the
+    /// unconditional ones; a missing context is an error).
+    fn conditional_linearization(
+        &self,
+        x: &Tensor,
+        ctx: Option<&Tensor>,
+    ) -> Result<Option<Linearization>> {
+        Ok(match self {
+            Potential::Picnn(p) => {
+                Some(p.linearize_with_context(x, ctx.ok_or_else(missing_context)?)?)
+            }
+            Potential::CustomConditional(p) => {
+                Some(p.linearize_with_context(x, ctx.ok_or_else(missing_context)?)?)
+            }
+            _ => None,
+        })
     }
 }

@@ -325,9 +325,9 @@ pub fn potential_for_shape(
                 c.settings.insert(key.into(), value as f64);
             }
         }
-        PotentialConfig::Picnn(_) => {
+        PotentialConfig::Picnn(_) | PotentialConfig::CustomConditional(_) => {
             return Err(CpflowError::InvalidConfig(
-                "image flows take no context: PICNN potentials are not supported".into(),
+                "image flows take no context: PICNN and other conditional potentials are not supported".into(),
             ));
         }
     }

@@ -1,0 +1,128 @@
+//! Conditional blocks whose potential `F(x; c)` (convex in `x` for every context `c`) is a
+//! network of the user's own: the conditional counterpart of [`crate::custom_potential`], for
+//! flows with a context (`Flow::log_prob_exact_given`, `sample_given`, …) like the PICNN's.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, OnceLock};
+
+use candle_core::Tensor;
+use candle_nn::VarBuilder;
+use icnn::{ConditionalConvexPotential, Linearization};
+use rand::{Rng, RngCore};
+use serde::{Deserialize, Serialize};
+
+use crate::custom_potential::{Registry, check_dim, insert, lookup, names};
+use crate::error::Result;
+use crate::rng::FlowRng;
+
+/// A conditional block potential built by the function registered under `name` with
+/// [`register_conditional_potential`]. Saved with the model: loading it needs the same
+/// registration.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CustomConditionalConfig {
+    /// The name the builder is registered under.
+    pub name: String,
+    /// The input dimension `d`.
+    pub dim: usize,
+    /// The context dimension `d_c`.
+    pub context_dim: usize,
+    /// Free numeric settings for the builder, saved with the model.
+    #[serde(default)]
+    pub settings: BTreeMap<String, f64>,
+}
+
+/// A network usable as a conditional block potential.
+pub type CustomConditionalNetwork = Box<dyn ConditionalConvexPotential + Send + Sync>;
+
+/// What [`register_conditional_potential`] stores (see [`crate::PotentialBuilder`]).
+pub type ConditionalPotentialBuilder = dyn Fn(
+        VarBuilder,
+        &CustomConditionalConfig,
+        &mut dyn RngCore,
+    ) -> icnn::Result<CustomConditionalNetwork>
+    + Send
+    + Sync;
+
+fn registry() -> &'static Registry<ConditionalPotentialBuilder> {
+    static REGISTRY: OnceLock<Registry<ConditionalPotentialBuilder>> = OnceLock::new();
+    REGISTRY.get_or_init(Default::default)
+}
+
+/// Registers (or replaces) the builder of the conditional custom potential `name`, for every
+/// flow built or loaded afterwards in this process. The network implements
+/// [`ConditionalConvexPotential`]: its `linearize_with_context(x, c)` returns
+/// `Linearization::from_parts` of `F(·; c)` at `x` (see `icnn`'s extension API). Contexts go
+/// through candle's ordinary autodiff, so the network may depend on them in any way, but must
+/// stay convex in `x`. No data-dependent initialisation.
+///
+/// The integration tests (`cpflow/tests/integration/custom_potential.rs`) hold a complete
+/// conditional example; [`crate::register_potential`] shows the unconditional API.
+pub fn register_conditional_potential<F>(name: &str, builder: F)
+where
+    F: Fn(
+            VarBuilder,
+            &CustomConditionalConfig,
+            &mut dyn RngCore,
+        ) -> icnn::Result<CustomConditionalNetwork>
+        + Send
+        + Sync
+        + 'static,
+{
+    insert(registry(), name, Arc::new(builder));
+}
+
+/// The names registered so far with [`register_conditional_potential`], sorted.
+pub fn registered_conditional_potentials() -> Vec<String> {
+    names(registry())
+}
+
+/// A built conditional custom network with the name it was registered under.
+#[derive(Clone)]
+pub(crate) struct CustomConditionalPotential {
+    name: String,
+    net: Arc<dyn ConditionalConvexPotential + Send + Sync>,
+}
+
+impl std::fmt::Debug for CustomConditionalPotential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CustomConditionalPotential")
+            .field("name", &self.name)
+            .field("dim", &self.net.dim())
+            .field("context_dim", &self.net.context_dim())
+            .finish_non_exhaustive()
+    }
+}
+
+impl CustomConditionalPotential {
+    /// Builds the network of `config` with its registered builder (one `u64` of `rng` seeds
+    /// the builder's stream), and checks both dimensions.
+    pub(crate) fn build<R: Rng + ?Sized>(
+        vb: VarBuilder,
+        config: &CustomConditionalConfig,
+        rng: &mut R,
+    ) -> Result<Self> {
+        let builder = lookup(registry(), &config.name, "register_conditional_potential")?;
+        let mut stream = FlowRng::seed_from_u64(rng.random());
+        let net = builder(vb, config, &mut stream)?;
+        check_dim(&config.name, "dim", config.dim, net.dim())?;
+        check_dim(
+            &config.name,
+            "context_dim",
+            config.context_dim,
+            net.context_dim(),
+        )?;
+        Ok(Self {
+            name: config.name.clone(),
+            net: Arc::from(net),
+        })
+    }
+
+    pub(crate) fn linearize_with_context(
+        &self,
+        x: &Tensor,
+        c: &Tensor,
+    ) -> icnn::Result<Linearization> {
+        self.net.linearize_with_context(x, c)
+    }
+}
