@@ -50,6 +50,12 @@ pub struct CgReport {
     pub iterations: Vec<usize>,
     /// Number of systems that met the tolerance.
     pub converged: usize,
+    /// Number of systems whose CG broke down (non-positive or non-finite curvature `pᵀHp`,
+    /// or a non-finite residual): the block's Jacobian is not positive definite there or the
+    /// Hessian-vector products are not finite — with the built-in ICNNs only through
+    /// round-off or NaN weights; with a custom potential, products that are not those of a
+    /// convex function (check them with `icnn::check_derivatives`).
+    pub breakdown: usize,
 }
 
 impl CgReport {
@@ -66,6 +72,7 @@ impl CgReport {
     pub fn extend(&mut self, other: &CgReport) {
         self.iterations.extend_from_slice(&other.iterations);
         self.converged += other.converged;
+        self.breakdown += other.breakdown;
     }
 }
 

@@ -130,7 +130,12 @@ pub fn load_checkpoint(path: &Path, device: &Device) -> Result<Checkpoint> {
 /// loaders use it instead of building it again.
 pub(crate) fn read_checked(path: &Path, device: &Device) -> Result<(Checkpoint, Flow)> {
     let bytes = std::fs::read(path).map_err(|e| CpflowError::io(path, e))?;
-    let (_, md) = safetensors::SafeTensors::read_metadata(&bytes)?;
+    let (_, md) = safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| {
+        CpflowError::Checkpoint(format!(
+            "{} is not a readable safetensors file ({e}): truncated or corrupt",
+            path.display()
+        ))
+    })?;
     let json = md
         .metadata()
         .as_ref()
@@ -141,7 +146,12 @@ pub(crate) fn read_checked(path: &Path, device: &Device) -> Result<(Checkpoint, 
                 path.display()
             ))
         })?;
-    let meta: CheckpointMeta = serde_json::from_str(json)?;
+    let meta: CheckpointMeta = serde_json::from_str(json).map_err(|e| {
+        CpflowError::Checkpoint(format!(
+            "{}: its `{METADATA_KEY}` metadata cannot be read ({e})",
+            path.display()
+        ))
+    })?;
     if meta.format_version != FORMAT_VERSION {
         return Err(CpflowError::Checkpoint(format!(
             "unsupported checkpoint format {} (expected {FORMAT_VERSION})",
@@ -323,6 +333,41 @@ mod tests {
             Err(e @ CpflowError::Checkpoint(_)) => e.to_string(),
             Err(e) => panic!("not a checkpoint error: {e}"),
         }
+    }
+
+    /// A truncated file (its header cut, or its data cut after a whole header) and a file
+    /// whose metadata is not ours are refused naming the file (the messages were bare
+    /// "safetensors (de)serialisation failed" / "JSON (de)serialisation failed").
+    #[test]
+    fn truncated_and_foreign_files_are_named() {
+        let dir = test_dir("truncated");
+        let path = dir.join("flow.safetensors");
+        small_flow().save(&path).unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        for len in [4, 20, bytes.len() - 7] {
+            let cut = dir.join(format!("cut{len}.safetensors"));
+            std::fs::write(&cut, &bytes[..len]).unwrap();
+            let msg = match Flow::load(&cut, &Device::Cpu) {
+                Ok(_) => panic!("a truncated file loaded"),
+                Err(e) => e.to_string(),
+            };
+            assert!(msg.contains(&cut.display().to_string()), "{len}: {msg}");
+        }
+        let foreign = dir.join("foreign.safetensors");
+        let mut info = HashMap::new();
+        info.insert(METADATA_KEY.to_string(), "{\"not\": \"ours\"}".to_string());
+        let t = Tensor::zeros(2, candle_core::DType::F64, &Device::Cpu).unwrap();
+        std::fs::write(
+            &foreign,
+            safetensors::serialize(vec![("x".to_string(), t)], Some(info)).unwrap(),
+        )
+        .unwrap();
+        let msg = checkpoint_error(Flow::load(&foreign, &Device::Cpu));
+        assert!(
+            msg.contains("foreign.safetensors") && msg.contains("metadata"),
+            "{msg}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -296,8 +296,17 @@ impl TrainConfig {
         self.adam.validate("train.adam")?;
         self.lr_schedule.validate("train.lr_schedule")?;
         self.surrogate.validate("train.surrogate")?;
-        if self.train_slq.probes == 0 {
-            return bad("train.train_slq.probes must be at least 1".into());
+        let mut slqs = vec![("train.train_slq", &self.train_slq)];
+        if let NllEstimator::Slq(p) = &self.val_estimator {
+            slqs.push(("train.val_estimator.slq", p));
+        }
+        for (key, p) in slqs {
+            if p.probes == 0 {
+                return bad(format!("{key}.probes must be at least 1"));
+            }
+            if p.steps == 0 {
+                return bad(format!("{key}.steps must be at least 1"));
+            }
         }
         if let Some(c) = self.clip_grad_norm
             && (c.is_nan() || c <= 0.0)
@@ -436,5 +445,29 @@ mod tests {
             set(&mut c);
             c.validate().unwrap();
         }
+    }
+
+    /// The SLQ settings of the training estimate and of the validation estimator are checked
+    /// with the config (they failed inside `fit` without the key).
+    #[test]
+    fn slq_settings_are_checked_by_key() {
+        let mut c = TrainConfig::default();
+        c.train_slq.steps = 0;
+        let e = c.validate().unwrap_err().to_string();
+        assert!(
+            e.contains("train.train_slq.steps must be at least 1"),
+            "{e}"
+        );
+        let mut c = TrainConfig {
+            val_estimator: NllEstimator::Slq(SlqParams {
+                probes: 0,
+                steps: 10,
+            }),
+            ..TrainConfig::default()
+        };
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("train.val_estimator.slq.probes"), "{e}");
+        c.val_estimator = NllEstimator::Slq(SlqParams::default());
+        c.validate().unwrap();
     }
 }

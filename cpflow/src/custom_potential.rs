@@ -111,6 +111,15 @@ pub(crate) fn check_dim(name: &str, what: &str, configured: usize, built: usize)
 /// `Linearization::from_parts` and `check_derivatives`). It has no data-dependent
 /// initialisation of its own: `Flow::initialize` leaves it as built.
 ///
+/// - **Initial weights:** draw them from the `rng` the builder receives, e.g. with
+///   `icnn::Linear::new(&vb, n_in, n_out, bias, rng)`, so that a flow is reproducible from its
+///   `init_seed`. candle's own random initialisers (`candle_nn::Init::Randn`) cannot be
+///   seeded, and constant ones may make `F` constant (every block the identity).
+/// - **Convexity is not checked:** products that are not those of a convex `F` make the
+///   block's Jacobian indefinite. The exact log-det then refuses the flow, and training warns
+///   that CG broke down (`CgReport::breakdown`). Check a new network with
+///   `icnn::check_derivatives` first.
+///
 /// ```
 /// use std::collections::BTreeMap;
 /// use std::sync::Arc;
@@ -139,8 +148,9 @@ pub(crate) fn check_dim(name: &str, what: &str, configured: usize, built: usize)
 /// }
 ///
 /// # fn main() -> cpflow::Result<()> {
-/// cpflow::register_potential("quartic", |vb, cfg, _rng| {
-///     let c = vb.get_with_hints(1, "c", candle_nn::Init::Const(0.0))?;
+/// cpflow::register_potential("quartic", |vb, cfg, rng| {
+///     // One seeded parameter `c` (shape (1,)), drawn from the flow's init stream.
+///     let c = icnn::Linear::new(&vb, 1, 1, false, rng)?.weight.flatten_all()?;
 ///     Ok(Box::new(Quartic { c, dim: cfg.dim }))
 /// });
 /// let pot = PotentialConfig::Custom(CustomPotentialConfig {

@@ -174,6 +174,14 @@ pub fn nll_estimate_with<R: Rng + ?Sized>(
             "evaluation batch size must be at least 1".into(),
         ));
     }
+    if let Some(c) = &data.context {
+        let rows = c.dims().first().copied().unwrap_or(0);
+        if rows != n {
+            return Err(CpflowError::InvalidInput(format!(
+                "evaluation data set: the context has {rows} rows but the data has {n}"
+            )));
+        }
+    }
     let mut moments = RunningMoments::default();
     let mut start = 0;
     while start < n {

@@ -195,6 +195,29 @@ impl FlowConfig {
                     self.dim
                 )));
             }
+            // A non-finite value would be saved as JSON `null` and the model could not be
+            // loaded back (nor a checkpoint resumed).
+            if let LayerConfig::Cpf(b) = l {
+                if !b.bias_w1.is_finite() {
+                    return Err(CpflowError::InvalidConfig(format!(
+                        "layer {i}: bias_w1 must be finite, got {}",
+                        b.bias_w1
+                    )));
+                }
+                let settings = match &b.potential {
+                    PotentialConfig::Custom(c) => Some((&c.name, &c.settings)),
+                    PotentialConfig::CustomConditional(c) => Some((&c.name, &c.settings)),
+                    _ => None,
+                };
+                if let Some((name, settings)) = settings
+                    && let Some((k, v)) = settings.iter().find(|(_, v)| !v.is_finite())
+                {
+                    return Err(CpflowError::InvalidConfig(format!(
+                        "layer {i}: setting `{k}` of the custom potential `{name}` must be \
+                         finite, got {v}"
+                    )));
+                }
+            }
         }
         if !self.prior.log_var.is_finite() {
             return Err(CpflowError::InvalidConfig(

@@ -28,6 +28,7 @@ fn cg_report(res: &CgResult<Tensor>) -> CgReport {
     CgReport {
         converged: res.converged.iter().filter(|c| **c).count(),
         iterations: res.iterations.clone(),
+        breakdown: res.breakdown.iter().filter(|b| **b).count(),
     }
 }
 

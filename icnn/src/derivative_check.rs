@@ -16,7 +16,8 @@ pub struct DerivativeCheck {
     pub gradient_error: f64,
     /// `max_{b,i} |(∇²F(x_b) v_b)_i − (∇F(x_b + h v_b) − ∇F(x_b − h v_b))_i / 2h|`, relative.
     pub hvp_error: f64,
-    /// `max_b |uᵀ(∇²F v) − vᵀ(∇²F u)|` for `u` the rows of `v` in reverse order, relative: a
+    /// `max_b |uᵀ(∇²F v) − vᵀ(∇²F u)|` for `u` the coordinates of `v` shifted by one place
+    /// with alternating signs (not parallel to `v`), relative: a
     /// Hessian-vector product that is not symmetric is not the Hessian of anything.
     pub symmetry_error: f64,
 }
@@ -45,7 +46,9 @@ fn relative_max(analytic: &[f64], numeric: &[f64]) -> f64 {
 /// against central differences of its own potential and gradient along the directions `v`
 /// `(B, d)` with step `step` (in f64, `1e-4` to `1e-5` balances the `O(h²)` truncation
 /// against rounding: errors of `1e-7` or less are typical for smooth networks at unit scale;
-/// a wrong derivative is off by `O(1)`). Use f64 tensors: in f32 rounding dominates.
+/// a wrong derivative is off by `O(1)`). Use f64 tensors: in f32 rounding dominates. It calls
+/// `potential.linearize`, so a network with a data-dependent initialisation that has not run
+/// yet (the built-in ICNNs' ActNorms) is initialised on `x`, as on any first use.
 ///
 /// ```
 /// use candle_core::{DType, Device, Tensor};
@@ -84,8 +87,22 @@ pub fn check_derivatives<P: ConvexPotential + ?Sized>(
             "check_derivatives: step must be finite and > 0, got {step}"
         )));
     }
-    let lin = potential.linearize(x)?.detach();
     let hv = v.affine(step, 0.0)?;
+    // A step that does not move x (rounded away, or v = 0) measures nothing.
+    let moved = (x + &hv)?
+        .sub(x)?
+        .abs()?
+        .flatten_all()?
+        .max(0)?
+        .to_dtype(DType::F64)?
+        .to_scalar::<f64>()?;
+    if moved == 0.0 {
+        return Err(IcnnError::InvalidConfig(format!(
+            "check_derivatives: x + {step}·v rounds to x (step too small for the values, or v \
+             = 0): nothing would be measured"
+        )));
+    }
+    let lin = potential.linearize(x)?.detach();
     let plus = potential.linearize(&(x + &hv)?)?;
     let minus = potential.linearize(&(x - &hv)?)?;
     let inv2h = 1.0 / (2.0 * step);
@@ -95,12 +112,19 @@ pub fn check_derivatives<P: ConvexPotential + ?Sized>(
     let hvp = host(&lin.hvp(v)?)?;
     let fd_hvp = host(&((plus.gradient() - minus.gradient())? * inv2h)?)?;
 
-    let b = x.dim(0)?;
-    let u = if b > 1 {
-        let rows: Vec<u32> = (0..b as u32).rev().collect();
-        v.index_select(&Tensor::new(rows.as_slice(), v.device())?, 0)?
+    // The second direction: v's coordinates shifted by one place with alternating signs, so
+    // that it is not parallel to v (rows reversed were v itself for identical rows, and
+    // (0.5, 0.5) stayed (0.5, 0.5)); for d = 1 the test is trivially met.
+    let d = x.dim(1)?;
+    let u = if d > 1 {
+        let shifted = Tensor::cat(&[v.narrow(1, 1, d - 1)?, v.narrow(1, 0, 1)?], 1)?;
+        let signs: Vec<f64> = (0..d)
+            .map(|i| if i % 2 == 0 { 1.0 } else { -1.0 })
+            .collect();
+        let signs = Tensor::new(signs.as_slice(), v.device())?.to_dtype(v.dtype())?;
+        shifted.broadcast_mul(&signs)?
     } else {
-        v.affine(-1.0, 1.0)?
+        v.clone()
     };
     let u_hv = host(&(&u * lin.hvp(v)?)?.sum(1)?)?;
     let v_hu = host(&(v * lin.hvp(&u)?)?.sum(1)?)?;

@@ -32,8 +32,9 @@
 //! [`Linearization::from_parts`]`(F(x), ∇ₓF(x), hvp)` with `hvp` your
 //! [`HessianVectorProducts`], all written as candle tensor ops so that candle can
 //! differentiate them once w.r.t. the parameters. [`check_derivatives`] compares them with
-//! central differences. The `cpflow` crate's `PotentialRegistry` then puts the network in a
-//! flow.
+//! central differences (the flows do not check convexity). The `cpflow` crate's
+//! `register_potential` (or `register_conditional_potential` for a
+//! [`ConditionalConvexPotential`]) then puts the network in a flow.
 //!
 //! # Derivative recursions
 //! Per group `j` (see the `network` module docs): forward `a_j`, cached `s'(a_j)`,

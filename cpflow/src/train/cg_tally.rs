@@ -35,6 +35,9 @@ pub(super) struct Unconverged {
     /// Unconverged systems and all systems of those steps.
     pub unconverged: usize,
     pub systems: usize,
+    /// Of the unconverged systems, those whose CG broke down (not positive definite or not
+    /// finite, rather than stopped at the cap).
+    pub broken: usize,
     /// Whether this is the call's first warning.
     pub first: bool,
 }
@@ -60,12 +63,14 @@ impl CgTally {
             last_step: step,
             unconverged: 0,
             systems: 0,
+            broken: 0,
             first: !self.warned,
         });
         p.steps += 1;
         p.last_step = step;
         p.unconverged += unconverged;
         p.systems += systems;
+        p.broken += cg.breakdown.min(unconverged);
         if self.warned {
             None
         } else {
@@ -131,6 +136,17 @@ impl Unconverged {
         } else {
             ""
         };
+        if self.broken > 0 {
+            return format!(
+                "CG of the surrogate gradient broke down on {} of {} systems {what} \
+                 (non-positive or non-finite curvature pᵀHp): the block's Jacobian is not \
+                 positive definite there, or its Hessian-vector products are not finite. The \
+                 flow does not check convexity: a custom potential's products must be those \
+                 of a convex function (check them with icnn::check_derivatives); NaN weights \
+                 stop training at the next non-finite loss{later}",
+                self.broken, self.systems
+            );
+        }
         format!(
             "CG of the surrogate gradient left {} of {} systems unconverged {what}: it stopped \
              after {cap} above the tolerance (train.surrogate.cg_atol = {}, cg_rtol = {}). \
@@ -152,6 +168,7 @@ mod tests {
         CgReport {
             iterations: vec![3; systems],
             converged,
+            breakdown: 0,
         }
     }
 
@@ -195,6 +212,7 @@ mod tests {
             last_step: 4,
             unconverged: 5,
             systems: 16,
+            broken: 0,
             first: true,
         };
         let p = SurrogateParams {
@@ -226,5 +244,23 @@ mod tests {
                 && !m.contains("once per log period"),
             "{m}"
         );
+        // A breakdown is not a cap: the message says what is wrong, not what to raise.
+        let m = Unconverged { broken: 2, ..u }.message(&p, 2);
+        assert!(
+            m.contains("broke down on 2 of 16 systems")
+                && m.contains("icnn::check_derivatives")
+                && !m.contains("Raise"),
+            "{m}"
+        );
+    }
+
+    /// Broken-down systems are counted among the unconverged ones of the warning.
+    #[test]
+    fn breakdowns_are_counted() {
+        let mut t = CgTally::default();
+        let mut cg = report(8, 5);
+        cg.breakdown = 3;
+        let w = t.record(1, &cg).unwrap();
+        assert_eq!((w.unconverged, w.broken), (3, 3));
     }
 }

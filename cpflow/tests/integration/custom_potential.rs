@@ -285,6 +285,25 @@ fn unregistered_names_and_wrong_dimensions_are_refused() {
         err.contains("configured with dim = 2") && err.contains("a network of dim 3"),
         "{err}"
     );
+    // Non-finite values would be saved as JSON null and never load: refused when built.
+    let pot = PotentialConfig::Custom(CustomPotentialConfig {
+        name: "ridge-liar".into(),
+        dim: 2,
+        settings: BTreeMap::from([("alpha".to_string(), f64::INFINITY)]),
+    });
+    let err = Flow::new(FlowConfig::tabular(2, 1, pot), &Device::Cpu)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("setting `alpha`") && err.contains("must be finite"),
+        "{err}"
+    );
+    let mut cfg = FlowConfig::tabular(2, 1, ridge_config("ridge-liar", 2));
+    if let cpflow::LayerConfig::Cpf(b) = &mut cfg.layers[1] {
+        b.bias_w1 = f64::NAN;
+    }
+    let err = Flow::new(cfg, &Device::Cpu).unwrap_err().to_string();
+    assert!(err.contains("bias_w1 must be finite"), "{err}");
 }
 
 /// `F(x; c) = Σ_j s_j·softplus(w_j·x + u_j·c + b_j)`: the ridge with a context entering the
@@ -430,6 +449,18 @@ fn conditional_custom_potential_in_a_conditional_flow() {
 
     let err = flow.log_prob_exact(&x).unwrap_err().to_string();
     assert!(err.contains("context"), "{err}");
+    // An evaluation set whose context rows do not match (it failed with a raw candle
+    // error, or silently used the first rows of a longer context).
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+    for rows in [4, 8] {
+        let both = Tensor::cat(&[c.clone(), c.clone()], 0).unwrap();
+        let set = Dataset::with_context(x.clone(), both.narrow(0, 0, rows).unwrap());
+        let err = cpflow::nll_estimate(&flow, &set, &NllEstimator::Exact, 4, &mut rng)
+            .unwrap_err()
+            .to_string();
+        let expected = format!("context has {rows} rows but the data has 6");
+        assert!(err.contains(&expected), "{err}");
+    }
     let unknown = PotentialConfig::CustomConditional(cpflow::CustomConditionalConfig {
         name: "cond-never-registered".into(),
         dim: d,
@@ -443,4 +474,67 @@ fn conditional_custom_potential_in_a_conditional_flow() {
         err.contains("register_conditional_potential(\"cond-never-registered\""),
         "{err}"
     );
+}
+
+/// A custom network whose products are not those of a convex function (the ridge's negated
+/// and scaled by 50: the block's Jacobian has negative eigenvalues): the exact log-det refuses
+/// it, and the surrogate's CG reports the breakdown in its report (`breakdown > 0`) instead of
+/// passing it off as an iteration cap.
+#[test]
+fn a_non_convex_custom_network_is_reported_as_a_breakdown() {
+    #[derive(Debug)]
+    struct Negated(RidgeHvp);
+    impl HessianVectorProducts for Negated {
+        fn hvp(&self, v: &Tensor) -> icnn::Result<Tensor> {
+            Ok((self.0.hvp(v)? * -50.0)?)
+        }
+        fn detach(&self) -> Arc<dyn HessianVectorProducts> {
+            Arc::new(Negated(RidgeHvp {
+                weight: self.0.weight.detach(),
+                curvature: self.0.curvature.detach(),
+            }))
+        }
+    }
+    struct Concave(Ridge);
+    impl ConvexPotential for Concave {
+        fn potential(&self, x: &Tensor) -> icnn::Result<Tensor> {
+            self.0.potential(x)
+        }
+        fn linearize(&self, x: &Tensor) -> icnn::Result<Linearization> {
+            let lin = self.0.linearize(x)?;
+            let m = self.0.hidden.n_out() as f64;
+            let s = icnn::softplus(&self.0.scale.weight)?;
+            let z = self.0.hidden.forward(x)?;
+            let sig = candle_nn::ops::sigmoid(&z)?;
+            let curvature = ((&sig * (1.0 - &sig)?)?.broadcast_mul(&s)? * m)?;
+            let hvp = Negated(RidgeHvp {
+                weight: self.0.hidden.weight.clone(),
+                curvature,
+            });
+            Linearization::from_parts(lin.potential(), lin.gradient(), Arc::new(hvp))
+        }
+        fn dim(&self) -> usize {
+            self.0.dim
+        }
+    }
+    cpflow::register_potential("ridge-concave", |vb, cfg, rng| {
+        let hidden = Linear::new(&vb.pp("hidden"), cfg.dim, 16, true, rng)?;
+        let scale = Linear::new(&vb.pp("scale"), 16, 1, false, rng)?;
+        Ok(Box::new(Concave(Ridge {
+            hidden,
+            scale,
+            dim: cfg.dim,
+        })))
+    });
+    let flow = ridge_flow("ridge-concave", 3);
+    let x = data(32, 3, 89);
+    flow.initialize(&x).unwrap();
+    let err = flow.log_prob_exact(&x).unwrap_err().to_string();
+    assert!(err.contains("not positive definite"), "{err}");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(90);
+    let sur = flow
+        .surrogate_loss(&x, &cpflow::SurrogateParams::default(), &mut rng)
+        .unwrap();
+    assert!(sur.cg.breakdown > 0, "{:?}", sur.cg);
+    assert!(sur.cg.converged + sur.cg.breakdown <= sur.cg.iterations.len());
 }

@@ -141,6 +141,16 @@ fn check_derivatives_accepts_built_ins_and_rejects_wrong_hessians() {
     let (asymmetric, _) = quartic(-1.0);
     let check = check_derivatives(&asymmetric, &x, &v, 1e-5).unwrap();
     assert!(check.symmetry_error > 1e-2, "{check:?}");
+    // Also when every row of v is the same and its coordinates are equal (the second
+    // direction was v itself there).
+    let same = Tensor::full(0.5f64, (BATCH, 3), &Device::Cpu).unwrap();
+    let check = check_derivatives(&asymmetric, &x, &same, 1e-5).unwrap();
+    assert!(check.symmetry_error > 1e-2, "{check:?}");
+    // A step that does not move x is refused.
+    let err = check_derivatives(&half, &x, &v, 1e-300)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("rounds to x"), "{err}");
 }
 
 /// The surrogate's parameter gradient flows through a custom product: the backward of
