@@ -10,7 +10,7 @@ use candle_core::{Shape, Tensor};
 use candle_nn::{Init, VarBuilder};
 use rand::Rng;
 
-use crate::error::Result;
+use crate::error::{IcnnError, Result};
 
 /// Get the tensor `name` under `vb`; when it does not exist yet, create it and fill it with
 /// `values` (row-major, length = number of elements of `shape`).
@@ -21,6 +21,15 @@ pub(crate) fn get_or_init(
     values: Vec<f64>,
 ) -> Result<Tensor> {
     let shape = shape.into();
+    if !vb.dtype().is_float() {
+        // An integer network built and then failed at its first batch with a misleading
+        // "all rows are the same point".
+        return Err(IcnnError::InvalidConfig(format!(
+            "parameter {name}: the VarBuilder's dtype is {:?}; networks need floating-point \
+             parameters (f32 or f64)",
+            vb.dtype()
+        )));
+    }
     if vb.contains_tensor(name) {
         return Ok(vb.get(shape, name)?);
     }
@@ -48,6 +57,28 @@ pub(crate) fn write_in_place(dst: &Tensor, src: &Tensor) -> Result<()> {
     Ok(())
 }
 
+/// Most elements one parameter may have (2³²: 32 GiB in f64); a larger one is a
+/// configuration error, not an allocation to attempt (a width of `usize::MAX / 2` panicked
+/// with "capacity overflow").
+const MAX_PARAMETER_ELEMENTS: usize = 1 << 32;
+
+/// The number of elements of `shape` for the parameter `name`, refusing a shape whose count
+/// overflows or exceeds [`MAX_PARAMETER_ELEMENTS`].
+fn parameter_elements(shape: &Shape, name: &str) -> Result<usize> {
+    shape
+        .dims()
+        .iter()
+        .try_fold(1usize, |n, &d| n.checked_mul(d))
+        .filter(|n| *n <= MAX_PARAMETER_ELEMENTS)
+        .ok_or_else(|| {
+            IcnnError::InvalidConfig(format!(
+                "parameter {name} of shape {:?} would have more than {MAX_PARAMETER_ELEMENTS} \
+                 elements: check the widths and dimensions of the configuration",
+                shape.dims()
+            ))
+        })
+}
+
 /// `n` draws from `U(−bound, bound)`.
 pub(crate) fn uniform_values<R: Rng + ?Sized>(rng: &mut R, n: usize, bound: f64) -> Vec<f64> {
     (0..n)
@@ -65,7 +96,7 @@ pub(crate) fn linear_default<R: Rng + ?Sized>(
 ) -> Result<Tensor> {
     let shape = shape.into();
     let bound = 1.0 / (n_in.max(1) as f64).sqrt();
-    let values = uniform_values(rng, shape.elem_count(), bound);
+    let values = uniform_values(rng, parameter_elements(&shape, name)?, bound);
     get_or_init(vb, shape, name, values)
 }
 
@@ -77,6 +108,6 @@ pub(crate) fn constant(
     value: f64,
 ) -> Result<Tensor> {
     let shape = shape.into();
-    let values = vec![value; shape.elem_count()];
+    let values = vec![value; parameter_elements(&shape, name)?];
     get_or_init(vb, shape, name, values)
 }

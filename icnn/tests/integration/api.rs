@@ -281,3 +281,46 @@ fn activations_values_and_derivatives() {
         }
     }
 }
+
+/// A width whose parameters cannot exist is a configuration error naming the parameter (it
+/// panicked with "capacity overflow").
+#[test]
+fn absurd_widths_are_refused_not_panicked() {
+    for width in [usize::MAX / 2, 1 << 40] {
+        let varmap = candle_nn::VarMap::new();
+        let vb = candle_nn::VarBuilder::from_varmap(
+            &varmap,
+            candle_core::DType::F64,
+            &candle_core::Device::Cpu,
+        );
+        let cfg = icnn::Icnn2Config {
+            dim: 3,
+            width,
+            depth: 2,
+            ..Default::default()
+        };
+        let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(0);
+        let err = icnn::Icnn2::new(vb.pp("icnn"), &cfg, &mut rng)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("more than") && err.contains("elements"),
+            "{width}: {err}"
+        );
+    }
+}
+
+/// A VarBuilder of an integer dtype is refused when the network is built (it built, then
+/// failed at its first batch with "all rows are the same point").
+#[test]
+fn integer_parameters_are_refused() {
+    let varmap = VarMap::new();
+    let vb = VarBuilder::from_varmap(&varmap, DType::U32, &Device::Cpu);
+    let err = Icnn2::new(vb.pp("icnn"), &CFG, &mut StdRng::seed_from_u64(0))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("U32") && err.contains("floating-point"),
+        "{err}"
+    );
+}
