@@ -237,7 +237,7 @@ pub(crate) fn objective_from(
     y: &Tensor,
 ) -> Result<Objective, ConvexOptError> {
     let k = x.dim(0)?;
-    if value.elem_count() != k || grad.dims() != x.dims() {
+    if value.dims() != [k] || grad.dims() != x.dims() {
         return Err(ConvexOptError::Shape {
             context: "potential output",
             message: format!(

@@ -113,7 +113,7 @@ where
         let (value, grad) = self.potential.value_and_gradient(&xt)?;
         self.evaluations.set(self.evaluations.get() + 1);
 
-        if value.elem_count() != self.n || grad.dims() != [self.n, self.d] {
+        if value.dims() != [self.n] || grad.dims() != [self.n, self.d] {
             return Err(ConvexOptError::Shape {
                 context: "potential output",
                 message: format!(

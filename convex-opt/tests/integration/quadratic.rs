@@ -298,6 +298,34 @@ fn shape_and_dtype_errors() {
             "{name}"
         );
     }
+    // Values of shape (B, 1) instead of (B,) (they were accepted: same element count).
+    let column = FnPotential::new(|x: &Tensor| {
+        let v = (x.sqr()?.sum_keepdim(1)? * 0.5)?;
+        Ok((v, x.clone()))
+    });
+    let yb = Tensor::ones((4, 3), DType::F64, &Device::Cpu).unwrap();
+    let o = InversionOptions::default();
+    for (name, r) in [
+        (
+            "flat",
+            invert_lbfgs_flat(&column, &yb, &o, &FlatLbfgsParams::default()),
+        ),
+        (
+            "batched",
+            invert_lbfgs_batched(&column, &yb, &o, &BatchedLbfgsParams::default()),
+        ),
+        (
+            "newton",
+            invert_newton_cg(&column, &yb, &o, &NewtonCgParams::default()),
+        ),
+    ] {
+        match r {
+            Err(ConvexOptError::Shape { message, .. }) => {
+                assert!(message.contains("[4, 1]"), "{name}: {message}")
+            }
+            other => panic!("{name}: {:?}", other.map(|r| r.converged)),
+        }
+    }
     assert!(
         QuadraticPotential::new(
             &DMatrix::from_row_slice(2, 2, &[1.0, 2.0, 0.0, 1.0]),
