@@ -99,10 +99,16 @@ impl Flow {
         self.inverse_given_opt(z, None, params)
     }
 
+    /// [`Flow::inverse`] for a conditional flow: row `i` of `z` is inverted with context row
+    /// `i` of `ctx` (default solver parameters).
+    pub fn inverse_given(&self, z: &Tensor, ctx: &Tensor) -> Result<FlowInverse> {
+        self.inverse_given_opt(z, Some(ctx), &InverseParams::default())
+    }
+
     /// [`Flow::inverse_with`] for a conditional flow: row `i` of `z` is inverted with context
     /// row `i` of `ctx`, by the solver `params.solver` names (each of them handles per-row
     /// contexts).
-    pub fn inverse_given(
+    pub fn inverse_given_with(
         &self,
         z: &Tensor,
         ctx: &Tensor,
@@ -167,8 +173,14 @@ impl Flow {
         self.inverse_given_opt(&z, None, params)
     }
 
+    /// [`Flow::sample`] for a conditional flow (`ctx` has one row per sample; default solver
+    /// parameters).
+    pub fn sample_given<R: Rng + ?Sized>(&self, ctx: &Tensor, rng: &mut R) -> Result<FlowInverse> {
+        self.sample_given_with(ctx, &InverseParams::default(), rng)
+    }
+
     /// [`Flow::sample_with`] for a conditional flow (`ctx` has one row per sample).
-    pub fn sample_given<R: Rng + ?Sized>(
+    pub fn sample_given_with<R: Rng + ?Sized>(
         &self,
         ctx: &Tensor,
         params: &InverseParams,

@@ -101,7 +101,7 @@ fn each_solver_inverts_a_conditional_block_as_requested() {
             solver,
             ..Default::default()
         };
-        let inv = flow.inverse_given(&z, &c, &params).unwrap();
+        let inv = flow.inverse_given_with(&z, &c, &params).unwrap();
         assert!(
             inv.report.all_converged(),
             "{solver:?}: {}",
@@ -136,7 +136,7 @@ fn each_solver_inverts_a_conditional_block_as_requested() {
     )
     .unwrap();
     let wrong = flow
-        .inverse_given(&z, &shuffled, &InverseParams::default())
+        .inverse_given_with(&z, &shuffled, &InverseParams::default())
         .unwrap();
     assert!(max_abs_diff(&wrong.x, &x) > 1e-2);
 }
@@ -158,7 +158,7 @@ fn each_solver_inverts_a_two_block_conditional_flow() {
             solver,
             ..Default::default()
         };
-        let inv = flow.inverse_given(&z, &c, &params).unwrap();
+        let inv = flow.inverse_given_with(&z, &c, &params).unwrap();
         assert!(inv.report.all_converged(), "{solver:?}");
         assert_eq!(inv.report.blocks.len(), 2);
         assert_solver_used(solver, &inv, n);
@@ -170,7 +170,7 @@ fn each_solver_inverts_a_two_block_conditional_flow() {
     // `sample_given` takes the same path (per-row contexts, the requested solver).
     let mut rng = rand::rngs::StdRng::seed_from_u64(3);
     let s = flow
-        .sample_given(&c, &InverseParams::default(), &mut rng)
+        .sample_given_with(&c, &InverseParams::default(), &mut rng)
         .unwrap();
     assert!(s.report.all_converged());
     assert_solver_used(InverseSolver::NewtonCg, &s, n);
@@ -225,11 +225,11 @@ fn timing_of_conditional_inverse_per_solver() {
             ..Default::default()
         };
         // Warm-up run, then the best of three.
-        let mut inv = flow.inverse_given(&z, &c, &params).unwrap();
+        let mut inv = flow.inverse_given_with(&z, &c, &params).unwrap();
         let mut best = f64::INFINITY;
         for _ in 0..3 {
             let t = Instant::now();
-            inv = flow.inverse_given(&z, &c, &params).unwrap();
+            inv = flow.inverse_given_with(&z, &c, &params).unwrap();
             best = best.min(t.elapsed().as_secs_f64());
         }
         let (fx, _) = flow.transform_given(&inv.x, &c).unwrap();

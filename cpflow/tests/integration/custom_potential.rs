@@ -429,7 +429,7 @@ fn conditional_custom_potential_in_a_conditional_flow() {
 
     let (z, _) = flow.transform_given(&x, &c).unwrap();
     let inv = flow
-        .inverse_given(&z, &c, &cpflow::InverseParams::default())
+        .inverse_given_with(&z, &c, &cpflow::InverseParams::default())
         .unwrap();
     assert!(inv.report.all_converged());
     assert!(max_abs_diff(&inv.x, &x) <= 1e-8);

@@ -363,7 +363,7 @@ fn conditional_flow_with_picnn() {
         .unwrap();
     let (z, _) = flow.transform_given(&x, &c).unwrap();
     let inv = flow
-        .inverse_given(&z, &c, &InverseParams::default())
+        .inverse_given_with(&z, &c, &InverseParams::default())
         .unwrap();
     assert!(inv.report.all_converged());
     assert!(max_abs_diff(&inv.x, &x) < 1e-6);
