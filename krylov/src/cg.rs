@@ -2,7 +2,7 @@
 
 use crate::cg_reorth::ResidualBasis;
 use crate::operator::check_operator_shape;
-use crate::vectors::check_finite;
+use crate::vectors::{check_finite, power_of_two_scale};
 use crate::{BatchOperator, BatchVectors, KrylovError};
 
 /// When the batch stops iterating.
@@ -308,23 +308,6 @@ where
     V::from_host_like(b, &inv)
 }
 
-/// The power of two `s` by which [`cg_impl`] multiplies a right-hand side of norm `norm`:
-/// `1` for norms in `[2⁻³², 2³²]` (and for `0`), otherwise `2^-⌊log₂ norm⌋`, which brings
-/// the norm into `[1, 2)`. The exponent is clamped so that `s` and `1/s` are normal numbers
-/// of the element type (±100 for types with less precision than f64, whose range ends near
-/// 2¹²⁸; ±1000 for f64).
-fn rhs_scale(norm: f64, unit_roundoff: f64) -> f64 {
-    const MODERATE: f64 = 4_294_967_296.0; // 2³²
-    if norm == 0.0 || (1.0 / MODERATE..=MODERATE).contains(&norm) {
-        return 1.0;
-    }
-    let max_exponent = if unit_roundoff > 1e-10 { 100 } else { 1000 };
-    // `norm` is finite and positive here (checked by the caller), so its floored log₂ is an
-    // integer of magnitude ≤ 1075 and the conversion is exact.
-    let exponent = (norm.log2().floor() as i32).clamp(-max_exponent, max_exponent);
-    2f64.powi(-exponent)
-}
-
 /// What [`cg_impl`] calls after each solution update.
 type StepObserver<'o> = dyn FnMut(&CgStep<'_>) -> Result<(), KrylovError> + 'o;
 
@@ -373,7 +356,7 @@ where
     // or underflow. Systems with a moderate norm are left alone (`s_i = 1`, no extra pass).
     let scales: Vec<f64> = b_norms
         .iter()
-        .map(|&nb| rhs_scale(nb, b.unit_roundoff()))
+        .map(|&nb| power_of_two_scale(nb, b.unit_roundoff()))
         .collect();
     let rescaled = scales.iter().any(|s| *s != 1.0);
     let b = if rescaled {

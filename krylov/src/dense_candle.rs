@@ -32,7 +32,9 @@ pub struct DenseTensorOperator {
 }
 
 impl DenseTensorOperator {
-    /// Wraps a `(B, d, d)` tensor.
+    /// Wraps a `(B, d, d)` tensor of a float dtype. Errors: another rank
+    /// ([`KrylovError::WrongRank`]), non-square matrices ([`KrylovError::ShapeMismatch`]), an
+    /// integer dtype ([`KrylovError::NotFloat`]).
     pub fn new(matrices: Tensor) -> Result<Self, KrylovError> {
         let dims = matrices.dims();
         if dims.len() != 3 {
@@ -47,6 +49,14 @@ impl DenseTensorOperator {
                 context: "DenseTensorOperator: matrices must be square",
                 expected: (dims[1], dims[1]),
                 found: (dims[1], dims[2]),
+            });
+        }
+        if !matrices.dtype().is_float() {
+            // Integer matrices used to be accepted here and failed only at `apply` (with a
+            // dtype mismatch against float vectors).
+            return Err(KrylovError::NotFloat {
+                context: "DenseTensorOperator (B, d, d)",
+                found: matrices.dtype(),
             });
         }
         Ok(Self { matrices })

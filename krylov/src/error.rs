@@ -64,6 +64,17 @@ pub enum KrylovError {
         /// The dtype found.
         found: candle_core::DType,
     },
+    /// A tensor holds integers (or another non-float dtype) where real numbers are expected
+    /// (feature `candle`): e.g. a `U32` batch of matrices given to
+    /// [`crate::DenseTensorOperator::new`].
+    #[cfg(feature = "candle")]
+    #[error("{context}: expected a floating-point dtype, found {found:?}")]
+    NotFloat {
+        /// What was being checked.
+        context: &'static str,
+        /// The dtype found.
+        found: candle_core::DType,
+    },
     /// A parameter is outside its valid range.
     #[error("invalid parameter: {0}")]
     InvalidParameter(String),

@@ -1,6 +1,7 @@
 //! Batched Lanczos tridiagonalisation with optional full re-orthogonalisation.
 
 use crate::operator::check_operator_shape;
+use crate::vectors::{check_finite, power_of_two_scale};
 use crate::{BatchOperator, BatchVectors, KrylovError};
 
 /// Parameters of [`lanczos`]. Build with `LanczosParams::default()` and the `with_*` setters.
@@ -69,9 +70,14 @@ pub struct LanczosResult<V> {
     pub sizes: Vec<usize>,
     /// Whether system `i` stopped early because `β` fell below the breakdown threshold (the
     /// Krylov space is invariant: the Ritz values of `T_i` are exact eigenvalues of `H_i`), or
-    /// because its start vector was zero or non-finite (then `sizes[i] = 0`).
+    /// because its start vector was zero (then `sizes[i] = 0`, no operator work, and `T_i` is
+    /// empty: `v0_iᵀ f(H_i) v0_i = 0` for any `f`).
     pub breakdown: Vec<bool>,
-    /// `‖v0_i‖₂` (SLQ multiplies the quadrature by its square).
+    /// `‖v0_i‖₂` (SLQ multiplies the quadrature by its square), computed without over- or
+    /// underflow in the dot product: finite for any finite `v0_i` whose 2-norm is below
+    /// `f64::MAX` (e.g. `1e160·√3` for entries `1e160`), `+∞` only when the norm itself
+    /// exceeds the f64 range (entries near `f64::MAX`; the run is still that of
+    /// `v0_i/‖v0_i‖`), `0` for a zero start vector.
     pub initial_norms: Vec<f64>,
     /// The Lanczos vectors `q_0, …, q_{k−1}` (`k = max sizes`) when
     /// [`LanczosParams::store_basis`] is set; system `i` uses the first `sizes[i]` of them.
@@ -86,7 +92,18 @@ pub struct LanczosResult<V> {
 }
 
 /// Runs `m = min(steps, d)` Lanczos steps on every system from the start vectors `v0`
-/// (normalised internally, so they need not be unit vectors).
+/// (normalised internally, so they need not be unit vectors: a start vector of any finite
+/// scale, `1e-320` to `1e300` entries included, gives the run of its unit vector, after a
+/// rescaling by a power of two, and its norm in [`LanczosResult::initial_norms`]). A zero
+/// start vector gives that system an empty tridiagonal (`sizes[i] = 0`). The norms `β` of the
+/// new Lanczos vectors are rescaled the same way when their squares would leave the range of
+/// the element type, so an operator of huge or tiny scale (`‖H‖ ≈ 1e±200` in f64, `1e±25` in
+/// f32 tensors) gives the coefficients of the unscaled one times the scale.
+///
+/// Errors (before any operator work): a start vector with a NaN or ±Inf entry
+/// ([`KrylovError::NonFiniteInput`], naming the system and the entry), a batch that does not
+/// match the operator's [`BatchOperator::batch_shape`] ([`KrylovError::ShapeMismatch`]), an
+/// invalid [`LanczosParams::breakdown_tol`] ([`KrylovError::InvalidParameter`]).
 ///
 /// **Breakdown** (`β_{j+1}` below the threshold of [`LanczosParams::breakdown_tol`]) stops that
 /// system early with the size it reached; it is frozen (no further operator work) and flagged
@@ -129,14 +146,32 @@ where
     let keep_basis = params.reorthogonalize || params.store_basis;
     let ones = vec![1.0; n];
 
-    let initial_norms = v0.norms2()?;
-    let mut active: Vec<bool> = initial_norms
+    // A non-finite start vector has no direction: refused, as `cg` refuses such a right-hand
+    // side (it used to give an empty tridiagonal, which SLQ turned into a log-det of 0).
+    let max_norms = v0.norms_inf()?;
+    check_finite("lanczos start vector", v0, &max_norms)?;
+    // The 2-norm of a huge (‖v0‖∞ ≈ 1e160) or tiny (1e-320) start vector over- or underflows
+    // in its dot product, so the vector is first multiplied by a power of two that brings its
+    // max-norm near 1 (exact: the direction, hence the run, is that of v0/‖v0‖), normalised,
+    // and its true norm recovered by dividing by that power of two.
+    let scales: Vec<f64> = max_norms
         .iter()
-        .map(|v| *v > 0.0 && v.is_finite())
+        .map(|&nm| power_of_two_scale(nm, v0.unit_roundoff()))
         .collect();
-    let mut breakdown: Vec<bool> = active.iter().map(|a| !a).collect();
     let mut q = v0.detached();
-    let inv: Vec<f64> = initial_norms
+    if scales.iter().any(|s| *s != 1.0) {
+        q.scale_per_system(&scales)?;
+    }
+    let scaled_norms = q.norms2()?;
+    let initial_norms: Vec<f64> = scaled_norms
+        .iter()
+        .zip(&scales)
+        .map(|(nrm, s)| nrm / s)
+        .collect();
+    // Only a zero start vector is inactive here (`scaled_norms` is finite: entries ≤ 2³²).
+    let mut active: Vec<bool> = scaled_norms.iter().map(|v| *v > 0.0).collect();
+    let mut breakdown: Vec<bool> = active.iter().map(|a| !a).collect();
+    let inv: Vec<f64> = scaled_norms
         .iter()
         .zip(&active)
         .map(|(v, a)| if *a { 1.0 / v } else { 1.0 })
@@ -186,7 +221,8 @@ where
         if j + 1 == m {
             break;
         }
-        let beta = w.norms2()?;
+        // `w_i` may come back multiplied by a power of two, of norm `scaled_beta[i]`.
+        let (beta, scaled_beta) = safe_norms2(&mut w, &active)?;
         let mut inv_beta = vec![1.0; n];
         for i in 0..n {
             if !active[i] {
@@ -195,7 +231,7 @@ where
             scale[i] = scale[i].max(beta[i]);
             if beta[i] > rel_tol * scale[i] && beta[i].is_finite() {
                 betas[i].push(beta[i]);
-                inv_beta[i] = 1.0 / beta[i];
+                inv_beta[i] = 1.0 / scaled_beta[i];
             } else {
                 active[i] = false;
                 breakdown[i] = true;
@@ -227,4 +263,60 @@ where
         operator_calls,
         unit_roundoff: v0.unit_roundoff(),
     })
+}
+
+/// Per-system 2-norms of `w` without overflow or underflow of the squares in the dot
+/// products, for operators of huge or tiny scale (`‖H‖ ≈ 1e-200` made every `β² ≈ 1e-400`
+/// underflow, and Lanczos stopped with a spurious breakdown). Returns `(norms, scaled)`:
+/// the norms of the active systems whose plain 2-norm lies outside a band where the squares are
+/// safe (`[2⁻⁴⁰⁰, 2⁴⁰⁰]` for f64; `[2⁻⁵⁰, 2⁵⁰]` for lower precisions, which the tensor
+/// backend reduces in f32) are recomputed after multiplying `w_i` in place by a power of
+/// two (exact) that brings its max-norm near 1; `scaled[i]` is the norm of the `w_i`
+/// returned (divide by it to normalise), `norms[i]` the norm of the original `w_i`. Inside the
+/// band (the usual case) this costs nothing beyond the plain norms.
+fn safe_norms2<V: BatchVectors>(
+    w: &mut V,
+    active: &[bool],
+) -> Result<(Vec<f64>, Vec<f64>), KrylovError> {
+    let norms = w.norms2()?;
+    let u = w.unit_roundoff();
+    let band = if u > 1e-10 {
+        2f64.powi(-50)..=2f64.powi(50)
+    } else {
+        2f64.powi(-400)..=2f64.powi(400)
+    };
+    let suspect: Vec<bool> = norms
+        .iter()
+        .zip(active)
+        .map(|(nm, a)| *a && !band.contains(nm))
+        .collect();
+    if !suspect.iter().any(|s| *s) {
+        return Ok((norms.clone(), norms));
+    }
+    let max_norms = w.norms_inf()?;
+    let scales: Vec<f64> = max_norms
+        .iter()
+        .zip(&suspect)
+        .map(|(m, s)| {
+            if *s && m.is_finite() {
+                power_of_two_scale(*m, u)
+            } else {
+                1.0
+            }
+        })
+        .collect();
+    if scales.iter().all(|s| *s == 1.0) {
+        return Ok((norms.clone(), norms));
+    }
+    w.scale_per_system(&scales)?;
+    let rescaled = w.norms2()?;
+    let mut true_norms = norms;
+    let mut scaled = true_norms.clone();
+    for (i, s) in scales.iter().enumerate() {
+        if *s != 1.0 {
+            scaled[i] = rescaled[i];
+            true_norms[i] = rescaled[i] / s;
+        }
+    }
+    Ok((true_norms, scaled))
 }

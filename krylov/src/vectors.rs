@@ -176,3 +176,24 @@ pub(crate) fn check_finite<V: BatchVectors>(
         value,
     })
 }
+
+/// The power of two `s` by which the solvers multiply an input vector (a right-hand side of
+/// [`crate::cg`], a start vector of [`crate::lanczos`]) of max-norm `norm` before computing
+/// its dot products: `1` for norms in `[2⁻³², 2³²]` (and for `0`), otherwise
+/// `2^-⌊log₂ norm⌋`, which brings the norm into `[1, 2)`. Multiplying by a power of two is
+/// exact (short of underflow of entries far below the largest one, which are then negligible
+/// against it), so the scaled vector has the same direction, but its squared entries neither
+/// overflow nor underflow. The exponent is clamped so that `s` and `1/s` are normal numbers
+/// of the element type (±100 for types with less precision than f64, whose range ends near
+/// 2¹²⁸; ±1000 for f64).
+pub(crate) fn power_of_two_scale(norm: f64, unit_roundoff: f64) -> f64 {
+    const MODERATE: f64 = 4_294_967_296.0; // 2³²
+    if norm == 0.0 || (1.0 / MODERATE..=MODERATE).contains(&norm) {
+        return 1.0;
+    }
+    let max_exponent = if unit_roundoff > 1e-10 { 100 } else { 1000 };
+    // `norm` is finite and positive here (checked by the caller), so its floored log₂ is an
+    // integer of magnitude ≤ 1075 and the conversion is exact.
+    let exponent = (norm.log2().floor() as i32).clamp(-max_exponent, max_exponent);
+    2f64.powi(-exponent)
+}

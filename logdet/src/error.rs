@@ -48,9 +48,9 @@ pub enum LogdetError {
         /// The shape found.
         found: Vec<usize>,
     },
-    /// A tensor holds integers (or another non-float dtype) where matrices of real numbers are
-    /// expected.
-    #[error("expected floating-point matrices, found a tensor of dtype {found}")]
+    /// A tensor holds integers (or another non-float dtype) where real numbers are expected:
+    /// the matrices of `exact_logdet_tensor`, the `like` tensor of `probes_like`.
+    #[error("expected a floating-point tensor, found a tensor of dtype {found}")]
     NotFloat {
         /// The dtype found, as candle names it.
         found: String,
@@ -58,7 +58,8 @@ pub enum LogdetError {
     /// A parameter is outside its valid range.
     #[error("invalid parameter: {0}")]
     InvalidParameter(String),
-    /// The small tridiagonal eigenproblem of the quadrature produced non-finite values.
+    /// The quadrature of `system` met non-finite Lanczos coefficients (the operator produced
+    /// NaN or ±Inf), or the small tridiagonal eigenproblem failed.
     #[error(
         "Lanczos quadrature of system {system} failed: non-finite Lanczos coefficients or Ritz values"
     )]
@@ -66,22 +67,55 @@ pub enum LogdetError {
         /// Batch index.
         system: usize,
     },
-    /// Stochastic Lanczos quadrature found a clearly negative Ritz value: the operator of
-    /// `system` is not positive definite (the log-determinant is undefined). Ritz values lie
-    /// in `[λ_min(H), λ_max(H)]` up to round-off, so `ritz_value < −√u·largest` (with `u` the
-    /// unit roundoff of the Lanczos vectors and `largest` the largest `|Ritz value|`) cannot
-    /// come from an SPD operator; round-off-level negatives are floored instead.
+    /// The Lanczos coefficients of `system` do not form a tridiagonal matrix: `alphas`
+    /// diagonal values need at least `alphas − 1` off-diagonal ones.
     #[error(
-        "operator of system {system} is not positive definite: Lanczos Ritz value {ritz_value} \
-         (largest |Ritz value| {largest})"
+        "Lanczos quadrature of system {system}: {alphas} diagonal coefficients need at least \
+         {alphas}−1 off-diagonal ones, found {betas}"
     )]
-    NegativeRitzValue {
+    CoefficientCountMismatch {
         /// Batch index.
         system: usize,
-        /// The most negative Ritz value.
+        /// Number of diagonal coefficients `α`.
+        alphas: usize,
+        /// Number of off-diagonal coefficients `β` passed.
+        betas: usize,
+    },
+    /// Stochastic Lanczos quadrature found a Ritz value that is not (numerically) positive:
+    /// the operator of `system` is not positive definite on the Krylov space, so its
+    /// log-determinant is undefined or not determined at the working precision (the SLQ
+    /// counterpart of [`LogdetError::NotPositiveDefinite`]). The Ritz values of an SPD
+    /// operator lie in `[λ_min, λ_max]` up to round-off `O(u·‖H‖)`; a Ritz value at or below
+    /// `threshold = RITZ_ROUNDOFF_FACTOR·u·largest` ([`crate::RITZ_ROUNDOFF_FACTOR`], `u` the
+    /// unit roundoff of the Lanczos vectors) is negative, zero, or round-off.
+    #[error(
+        "operator of system {system} is not (numerically) positive definite: Lanczos Ritz value \
+         {ritz_value:e} is at or below the round-off level {threshold:e} of the largest \
+         |Ritz value| {largest:e}"
+    )]
+    NonPositiveRitzValue {
+        /// Batch index.
+        system: usize,
+        /// The smallest Ritz value.
         ritz_value: f64,
-        /// The largest Ritz value in absolute value (scale of the round-off threshold).
+        /// The round-off level it was compared with.
+        threshold: f64,
+        /// The largest Ritz value in absolute value (the scale of the threshold).
         largest: f64,
+    },
+    /// The quadrature value `‖v‖² · Σ_j τ_j² log θ_j` of `system` is beyond the f64 range:
+    /// a start vector of huge norm (SLQ's own probes never are).
+    #[error(
+        "Lanczos quadrature of system {system} overflows: ‖v‖² = {norm_sq:e} times the Gauss \
+         sum {gauss_sum:e} is beyond the f64 range"
+    )]
+    QuadratureOverflow {
+        /// Batch index.
+        system: usize,
+        /// `‖v‖²` (may itself be `+∞`).
+        norm_sq: f64,
+        /// `Σ_j τ_j² log θ_j`.
+        gauss_sum: f64,
     },
     /// A probe product `vᵀ H_i v` of the Hutchinson estimator is not finite: the operator of
     /// `system` produced NaN or ±Inf.

@@ -1,6 +1,9 @@
 //! Exact log-determinants of batches of dense SPD matrices by Cholesky (faer).
 
+use std::any::Any;
+
 use faer::{Mat, MatRef, Side};
+use krylov::Real;
 
 use crate::LogdetError;
 
@@ -35,7 +38,9 @@ fn logdet_one(system: usize, h: MatRef<'_, f64>) -> Result<f64, LogdetError> {
 /// is assumed, not checked, and the strict upper triangle is ignored. [`exact_logdet_flat`] and
 /// `exact_logdet_tensor` read the same triangle, so the three agree on any input. A matrix
 /// that is not numerically positive definite gives [`LogdetError::NotPositiveDefinite`] naming
-/// its batch index; matrices must all be square of the same size.
+/// its batch index; matrices must all be square of the same size. `f32` matrices (the other
+/// [`krylov::Real`] type, as the krylov operators accept) are converted to `f64` and
+/// factorised in `f64`.
 ///
 /// ```
 /// use faer::Mat;
@@ -46,8 +51,11 @@ fn logdet_one(system: usize, h: MatRef<'_, f64>) -> Result<f64, LogdetError> {
 /// let not_pd = Mat::<f64>::from_fn(2, 2, |i, j| if i == j { 1.0 } else { 2.0 });
 /// let err = logdet::exact_logdet(&[Mat::identity(2, 2), not_pd]).unwrap_err();
 /// assert!(err.to_string().contains("system 1"));
+///
+/// let h32 = Mat::<f32>::from_fn(2, 2, |i, j| if i == j { 2.0 } else { 1.0 });
+/// assert!((logdet::exact_logdet(&[h32]).unwrap()[0] - 3f64.ln()).abs() < 1e-14);
 /// ```
-pub fn exact_logdet(matrices: &[Mat<f64>]) -> Result<Vec<f64>, LogdetError> {
+pub fn exact_logdet<T: Real>(matrices: &[Mat<T>]) -> Result<Vec<f64>, LogdetError> {
     let d = matrices.first().map(|m| m.nrows()).unwrap_or(0);
     matrices
         .iter()
@@ -60,7 +68,17 @@ pub fn exact_logdet(matrices: &[Mat<f64>]) -> Result<Vec<f64>, LogdetError> {
                     found: (m.nrows(), m.ncols()),
                 });
             }
-            logdet_one(i, m.as_ref())
+            match (m as &dyn Any).downcast_ref::<Mat<f64>>() {
+                Some(m64) => logdet_one(i, m64.as_ref()),
+                // Lower precision: factorised in f64, like `exact_logdet_tensor`. Only the
+                // lower triangle is read, so only it is converted.
+                None => {
+                    let m64 = Mat::<f64>::from_fn(m.nrows(), m.ncols(), |r, c| {
+                        if r >= c { m[(r, c)].into_f64() } else { 0.0 }
+                    });
+                    logdet_one(i, m64.as_ref())
+                }
+            }
         })
         .collect()
 }

@@ -30,7 +30,7 @@ pub use probes::{ProbeDistribution, draw_probes, gaussian_probes, rademacher_pro
 #[cfg(feature = "candle")]
 pub use probes::{probes_like, rademacher_like};
 pub use quadrature::{
-    DEFAULT_RITZ_FLOOR, gauss_quadrature_nodes, slq_logdet_from_lanczos, slq_quadrature_logdet,
+    RITZ_ROUNDOFF_FACTOR, gauss_quadrature_nodes, slq_logdet_from_lanczos, slq_quadrature_logdet,
 };
 pub use slq::{SlqParams, slq_logdet};
 pub use surrogate::{CgSurrogate, cg_surrogate};

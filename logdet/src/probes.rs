@@ -73,8 +73,9 @@ pub fn draw_probes(
     }
 }
 
-/// A Rademacher tensor with the shape, dtype and device of `like` (feature `candle`). The signs
-/// are drawn on the host with `rng` (candle's RNG cannot be seeded) and uploaded once.
+/// A Rademacher tensor with the shape, dtype and device of `like` (feature `candle`; a float
+/// dtype, [`LogdetError::NotFloat`] otherwise). The signs are drawn on the host with `rng`
+/// (candle's RNG cannot be seeded) and uploaded once.
 ///
 /// ```
 /// use candle_core::{Device, DType, Tensor};
@@ -93,13 +94,19 @@ pub fn rademacher_like(
 }
 
 /// A probe tensor of the given distribution with the shape, dtype and device of `like`
-/// (feature `candle`; any shape).
+/// (feature `candle`; any shape). `like` must have a float dtype
+/// ([`LogdetError::NotFloat`] otherwise: a `U32` tensor gave all-ones "probes").
 #[cfg(feature = "candle")]
 pub fn probes_like(
     like: &candle_core::Tensor,
     rng: &mut impl Rng,
     distribution: ProbeDistribution,
 ) -> Result<candle_core::Tensor, LogdetError> {
+    if !like.dtype().is_float() {
+        return Err(LogdetError::NotFloat {
+            found: format!("{:?}", like.dtype()),
+        });
+    }
     let n = like.elem_count();
     let data = draw_probes(rng, distribution, 1, n)?;
     let t = candle_core::Tensor::from_vec(data, like.shape(), like.device())?;

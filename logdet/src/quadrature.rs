@@ -5,13 +5,34 @@ use nalgebra::{DMatrix, SymmetricEigen};
 
 use crate::LogdetError;
 
-/// Default floor applied to Ritz values before the logarithm (see [`slq_quadrature_logdet`]).
-pub const DEFAULT_RITZ_FLOOR: f64 = 1e-8;
+/// The factor `c` of the round-off level `c·u·max_j |θ_j|` within which a Ritz value `θ` is
+/// indistinguishable from zero (`u` the unit roundoff of the Lanczos vectors): `100`. Ritz
+/// values in `[−c·u·max|θ|, c·u·max|θ|]` are raised to that level; a more negative one is an
+/// error (the operator is not positive definite).
+///
+/// Why 100: it is the round-off level at which [`krylov::lanczos`] itself declares an
+/// invariant subspace (`β ≤ 100·u·‖H‖` is taken for an exact zero). With full
+/// re-orthogonalisation the computed `T` is, up to a perturbation of norm `O(k·u·‖H‖)`
+/// (`k ≤ m` steps, plus the error of the operator's own products), an orthogonal compression
+/// of `H`, so its eigenvalues are at least `λ_min(H) − O(k·u·‖H‖)`, and `max |θ|` estimates
+/// `‖H‖` from below. A Ritz value at or below `100·u·max|θ|` (2.2e-14 of the largest in
+/// f64, 1.2e-5 in f32) is therefore indistinguishable from an eigenvalue `≤ 0`: its logarithm
+/// would be round-off. Measured (rotated singular matrices, d = 4…120, m = d, 10 start
+/// vectors each): the Ritz value of the zero eigenvalue is at most 7e-16 of the largest in
+/// f64 (3u) and 4e-8 in f32 (0.35u), 30× and 300× below the level. Above it, valid
+/// small eigenvalues are kept at any scale (`H = 1e-12·I` gives `d·log 1e-12`); for a matrix
+/// with a condition number beyond `1/(100·u)` (4.5e13 in f64, 8.4e4 in f32 vectors) the
+/// smallest eigenvalues count as the round-off level (an estimate biased upwards, as any
+/// log-det at that conditioning in that precision); a singular matrix is refused only when
+/// round-off makes a Ritz value clearly negative.
+pub const RITZ_ROUNDOFF_FACTOR: f64 = 100.0;
 
 /// The Gauss-quadrature nodes and weights of the tridiagonal `T = tridiag(β, α, β)`:
 /// eigenvalues `λ_j` (Ritz values) and `τ_j² = (first component of the j-th unit
 /// eigenvector)²`, which sum to 1. The small eigenproblem is solved on the host (nalgebra).
-/// Returns `None` when the coefficients are not finite.
+/// `betas` must hold at least `k − 1` values (`k = alphas.len()`; extra ones are ignored).
+/// Returns `None` when there are fewer, or when the coefficients (or the computed nodes and
+/// weights) are not finite.
 pub fn gauss_quadrature_nodes(alphas: &[f64], betas: &[f64]) -> Option<(Vec<f64>, Vec<f64>)> {
     let k = alphas.len();
     if k == 0 {
@@ -37,120 +58,165 @@ pub fn gauss_quadrature_nodes(alphas: &[f64], betas: &[f64]) -> Option<(Vec<f64>
     Some((nodes, weights))
 }
 
-/// Checks a Ritz-value floor: finite and `> 0` (a floor `≤ 0` would let `log` return
-/// `−∞` or NaN).
-pub(crate) fn validate_ritz_floor(ritz_floor: f64) -> Result<(), LogdetError> {
-    if ritz_floor > 0.0 && ritz_floor.is_finite() {
-        Ok(())
-    } else {
-        Err(LogdetError::InvalidParameter(format!(
-            "ritz_floor must be finite and > 0, got {ritz_floor}"
-        )))
-    }
+/// The round-off level `RITZ_ROUNDOFF_FACTOR·u·largest` of Ritz values whose largest
+/// magnitude is `largest`, for Lanczos vectors of unit roundoff `u` (at least f64's: the
+/// tridiagonal eigenproblem is solved in f64).
+fn ritz_threshold(largest: f64, unit_roundoff: f64) -> f64 {
+    RITZ_ROUNDOFF_FACTOR * unit_roundoff.max(f64::EPSILON) * largest
 }
 
-/// Relative threshold below which a negative Ritz value is "clearly negative" for Lanczos
-/// vectors of unit roundoff `u`: `√u` (1.5e-8 in f64, 3.5e-4 in f32).
-///
-/// Why: the Ritz values of an SPD `H` lie in `[λ_min, λ_max] ⊂ (0, ‖H‖]` in exact
-/// arithmetic, and in floating point (with or without re-orthogonalisation, Paige 1980) they
-/// stay in that interval up to `O(u·‖H‖)` with a modest factor. The largest `|θ|` estimates
-/// `‖H‖`, so round-off can only produce negatives of order `u·max|θ|`, far above `−√u·max|θ|`
-/// (a margin of `1/√u` ≈ 7e7 in f64, 3e3 in f32): those are floored. A Ritz value below
-/// `−√u·max|θ|` can only come from a negative eigenvalue of `H`.
-fn negative_ritz_tolerance(unit_roundoff: f64) -> f64 {
-    unit_roundoff.max(f64::EPSILON).sqrt()
-}
-
-/// The quadrature of one system, with round-off judged at `unit_roundoff` (`ritz_floor`
-/// validated by the caller).
-fn quadrature_logdet(
+/// The Gauss sum `Σ_j τ_j² log θ_j` of one system, after checking the coefficient counts and
+/// that every Ritz value is above the round-off level of [`RITZ_ROUNDOFF_FACTOR`].
+fn gauss_log_sum(
     system: usize,
     alphas: &[f64],
     betas: &[f64],
-    norm_sq: f64,
-    ritz_floor: f64,
     unit_roundoff: f64,
 ) -> Result<f64, LogdetError> {
+    let k = alphas.len();
+    if betas.len() + 1 < k {
+        return Err(LogdetError::CoefficientCountMismatch {
+            system,
+            alphas: k,
+            betas: betas.len(),
+        });
+    }
     let (nodes, weights) =
         gauss_quadrature_nodes(alphas, betas).ok_or(LogdetError::QuadratureFailed { system })?;
     // `nodes` are finite here.
     let largest = nodes.iter().fold(0.0f64, |m, l| m.max(l.abs()));
-    let most_negative = nodes.iter().copied().fold(f64::INFINITY, f64::min);
-    if most_negative < -negative_ritz_tolerance(unit_roundoff) * largest {
-        return Err(LogdetError::NegativeRitzValue {
+    let threshold = ritz_threshold(largest, unit_roundoff);
+    let smallest = nodes.iter().copied().fold(f64::INFINITY, f64::min);
+    // A Ritz value below minus the round-off level cannot come from a positive definite
+    // operator; an all-zero `T` (threshold 0) is refused too. Ritz values within round-off of
+    // zero are raised to the round-off level: a strongly convex CP-Flow Hessian in f32 whose
+    // condition number nears 1/(100·u) ≈ 1.7e5 must not stop a run (its Ritz values are
+    // ≥ λ_min > 0 in exact arithmetic), and the level is relative, so small-scale matrices
+    // keep their eigenvalues.
+    if smallest < -threshold || threshold == 0.0 {
+        return Err(LogdetError::NonPositiveRitzValue {
             system,
-            ritz_value: most_negative,
+            ritz_value: smallest,
+            threshold,
             largest,
         });
     }
-    Ok(norm_sq
-        * nodes
-            .iter()
-            .zip(&weights)
-            .map(|(l, w)| w * l.max(ritz_floor).ln())
-            .sum::<f64>())
+    Ok(nodes
+        .iter()
+        .zip(&weights)
+        .map(|(l, w)| w * l.max(threshold).ln())
+        .sum::<f64>())
 }
 
-/// The SLQ quadrature for one system: `norm_sq · Σ_j τ_j² log(max(λ_j, ritz_floor))`, an
-/// estimate of `vᵀ log(H) v` for the probe `v` (with `‖v‖² = norm_sq`) whose Lanczos
-/// coefficients are `alphas` (length `k`) and `betas` (length `≥ k − 1`).
+/// The SLQ quadrature for one system: `norm_sq · Σ_j τ_j² log θ_j`, an estimate of
+/// `vᵀ log(H) v` for the probe `v` (with `‖v‖² = norm_sq`) whose Lanczos coefficients are
+/// `alphas` (length `k`) and `betas` (length `≥ k − 1`; extra values are ignored). An empty
+/// tridiagonal (`k = 0`, a zero start vector) gives 0.
 ///
 /// With a unit Rademacher probe scaled by `d` (`norm_sq = d`, the reference's formula
-/// `d · Σ_j τ_j² log λ_j`) this is one Hutchinson sample of `tr log H = log det H`.
-/// Ritz values of an SPD operator are positive in exact arithmetic; the floor only guards
-/// against round-off (the reference uses `log(max(λ, 0) + 1e-8)`; `max(λ, floor)` leaves
-/// every `λ ≥ floor` untouched).
+/// `d · Σ_j τ_j² log θ_j`) this is one Hutchinson sample of `tr log H = log det H`.
+/// The Ritz values `θ_j` of an SPD operator are positive; the only floor is relative (the
+/// reference's `log(max(θ, 0) + 1e-8)` biased small-scale matrices: `1e-12·I` gave `log 1e-8`
+/// per dimension). Ritz values within the round-off level `RITZ_ROUNDOFF_FACTOR · u ·
+/// max_j |θ_j|` of zero ([`RITZ_ROUNDOFF_FACTOR`], `u` the f64 unit roundoff) are raised to
+/// it; one below minus that level means the operator is not positive definite on the Krylov
+/// space, and is an error, as [`exact_logdet`](crate::exact_logdet) refuses such a matrix.
 ///
-/// Errors: [`LogdetError::InvalidParameter`] unless `ritz_floor` is finite and `> 0`;
+/// Errors (`system` is 0 in all of them):
+/// [`LogdetError::InvalidParameter`] unless `norm_sq` is finite and `≥ 0`;
+/// [`LogdetError::CoefficientCountMismatch`] when `betas` has fewer than `k − 1` values;
 /// [`LogdetError::QuadratureFailed`] for non-finite coefficients;
-/// [`LogdetError::NegativeRitzValue`] when a Ritz value is clearly negative, below
-/// `−√u · max_j |λ_j|` with `u` the f64 unit roundoff (the operator is not positive definite;
-/// smaller negatives are round-off and are floored). The coefficients are taken to be f64
-/// ones; for Lanczos run in lower precision use [`slq_logdet_from_lanczos`], which judges
-/// round-off at the precision of the Lanczos vectors. `system` in the errors is 0.
+/// [`LogdetError::NonPositiveRitzValue`] for a Ritz value below minus the round-off level (or
+/// an all-zero `T`);
+/// [`LogdetError::QuadratureOverflow`] when the product exceeds the f64 range.
+/// The coefficients are taken to be f64 ones; for Lanczos run in lower precision use
+/// [`slq_logdet_from_lanczos`], which judges round-off at the precision of the Lanczos vectors.
 ///
 /// ```
 /// // T = diag(2, 8) with e_1 weight on the first node only: log 2.
-/// let v = logdet::slq_quadrature_logdet(&[2.0, 8.0], &[0.0], 1.0, 1e-8).unwrap();
+/// let v = logdet::slq_quadrature_logdet(&[2.0, 8.0], &[0.0], 1.0).unwrap();
 /// assert!((v - 2f64.ln()).abs() < 1e-14);
+/// // Small scales are kept: T = [1e-12] gives log 1e-12.
+/// let v = logdet::slq_quadrature_logdet(&[1e-12], &[], 1.0).unwrap();
+/// assert!((v - 1e-12f64.ln()).abs() < 1e-12);
 /// // A negative Ritz value: not positive definite.
-/// assert!(logdet::slq_quadrature_logdet(&[-2.0], &[], 1.0, 1e-8).is_err());
+/// assert!(logdet::slq_quadrature_logdet(&[-2.0], &[], 1.0).is_err());
+/// assert!(logdet::slq_quadrature_logdet(&[2.0, -0.5], &[0.0], 1.0).is_err());
+/// // One at round-off level of zero counts as that level (100·u·2 here), with its weight 0.
+/// assert!(logdet::slq_quadrature_logdet(&[2.0, 0.0], &[0.0], 1.0).is_ok());
 /// ```
 pub fn slq_quadrature_logdet(
     alphas: &[f64],
     betas: &[f64],
     norm_sq: f64,
-    ritz_floor: f64,
 ) -> Result<f64, LogdetError> {
-    validate_ritz_floor(ritz_floor)?;
-    quadrature_logdet(0, alphas, betas, norm_sq, ritz_floor, f64::EPSILON)
+    if !(norm_sq >= 0.0 && norm_sq.is_finite()) {
+        return Err(LogdetError::InvalidParameter(format!(
+            "norm_sq (‖v‖²) must be finite and ≥ 0, got {norm_sq}"
+        )));
+    }
+    let gauss_sum = gauss_log_sum(0, alphas, betas, f64::EPSILON)?;
+    let value = norm_sq * gauss_sum;
+    if value.is_finite() {
+        Ok(value)
+    } else {
+        Err(LogdetError::QuadratureOverflow {
+            system: 0,
+            norm_sq,
+            gauss_sum,
+        })
+    }
 }
 
 /// Applies [`slq_quadrature_logdet`] to every system of a Lanczos result, with
-/// `norm_sq = ‖v0_i‖²` taken from [`LanczosResult::initial_norms`] and round-off judged at
+/// `norm_sq = ‖v0_i‖²` from [`LanczosResult::initial_norms`] and round-off judged at
 /// [`LanczosResult::unit_roundoff`] (the precision of the Lanczos vectors). A system with an
-/// empty tridiagonal (zero start vector) contributes 0. Errors name the system.
-pub fn slq_logdet_from_lanczos<V>(
-    result: &LanczosResult<V>,
-    ritz_floor: f64,
-) -> Result<Vec<f64>, LogdetError> {
-    validate_ritz_floor(ritz_floor)?;
+/// empty tridiagonal (zero start vector) contributes 0. Errors name the system; besides those
+/// of [`slq_quadrature_logdet`], a start vector whose `‖v0_i‖² · Σ_j τ_j² log θ_j` is beyond
+/// the f64 range (e.g. entries `1e160`: `‖v0‖² = 3e320`, with a non-zero Gauss sum) is
+/// [`LogdetError::QuadratureOverflow`], never an infinite or NaN value. (SLQ's own probes are
+/// Rademacher or Gaussian, of norm ≈ `√d`, far from that range.)
+///
+/// ```
+/// use krylov::{lanczos, DenseNalgebraOperator, LanczosParams};
+/// use nalgebra::DMatrix;
+/// // H = diag(1, e, e²), v0 = (1, 1, 1): v0ᵀ log(H) v0 = 0 + 1 + 2.
+/// let h = DMatrix::from_diagonal(&nalgebra::dvector![1.0, 1f64.exp(), 2f64.exp()]);
+/// let op = DenseNalgebraOperator::new(vec![h]).unwrap();
+/// let res = lanczos(&op, &DMatrix::from_element(3, 1, 1.0), &LanczosParams::default()).unwrap();
+/// let q = logdet::slq_logdet_from_lanczos(&res).unwrap();
+/// assert!((q[0] - 3.0).abs() < 1e-12);
+/// ```
+pub fn slq_logdet_from_lanczos<V>(result: &LanczosResult<V>) -> Result<Vec<f64>, LogdetError> {
     (0..result.sizes.len())
         .map(|i| {
             let k = result.sizes[i];
             if k == 0 {
                 return Ok(0.0);
             }
-            let norm_sq = result.initial_norms[i].powi(2);
-            quadrature_logdet(
+            let gauss_sum = gauss_log_sum(
                 i,
                 &result.alphas[i][..k],
                 &result.betas[i],
-                norm_sq,
-                ritz_floor,
                 result.unit_roundoff,
-            )
+            )?;
+            if gauss_sum == 0.0 {
+                // `vᵀ log(H) v = 0` whatever `‖v‖` (also when the norm itself overflowed).
+                return Ok(0.0);
+            }
+            // `‖v‖·(‖v‖·s)` instead of `‖v‖²·s`: no spurious overflow of `‖v‖²` when the
+            // product itself is representable.
+            let norm = result.initial_norms[i];
+            let value = norm * (norm * gauss_sum);
+            if value.is_finite() {
+                Ok(value)
+            } else {
+                Err(LogdetError::QuadratureOverflow {
+                    system: i,
+                    norm_sq: norm * norm,
+                    gauss_sum,
+                })
+            }
         })
         .collect()
 }

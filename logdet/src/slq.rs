@@ -6,7 +6,7 @@ use rand::Rng;
 use crate::LogdetError;
 use crate::hutchinson::StochasticEstimate;
 use crate::probes::{ProbeDistribution, draw_probes};
-use crate::quadrature::{DEFAULT_RITZ_FLOOR, slq_logdet_from_lanczos, validate_ritz_floor};
+use crate::quadrature::slq_logdet_from_lanczos;
 use crate::stats::PerSystemMean;
 
 /// Parameters of [`slq_logdet`].
@@ -21,10 +21,6 @@ pub struct SlqParams {
     pub reorthogonalize: bool,
     /// Probe distribution (default Rademacher).
     pub distribution: ProbeDistribution,
-    /// Floor applied to Ritz values before the logarithm (default
-    /// [`DEFAULT_RITZ_FLOOR`] = 1e-8); must be finite and `> 0`. It absorbs round-off only:
-    /// a clearly negative Ritz value is an error ([`LogdetError::NegativeRitzValue`]).
-    pub ritz_floor: f64,
 }
 
 impl Default for SlqParams {
@@ -34,7 +30,6 @@ impl Default for SlqParams {
             lanczos_steps: 10,
             reorthogonalize: true,
             distribution: ProbeDistribution::Rademacher,
-            ritz_floor: DEFAULT_RITZ_FLOOR,
         }
     }
 }
@@ -60,11 +55,6 @@ impl SlqParams {
         self.distribution = distribution;
         self
     }
-    /// Sets the Ritz-value floor (finite, `> 0`; checked by [`slq_logdet`]).
-    pub fn with_ritz_floor(mut self, ritz_floor: f64) -> Self {
-        self.ritz_floor = ritz_floor;
-        self
-    }
 
     fn validate(&self) -> Result<(), LogdetError> {
         if self.probes == 0 || self.lanczos_steps == 0 {
@@ -72,7 +62,7 @@ impl SlqParams {
                 "slq_logdet needs at least one probe and one Lanczos step".into(),
             ));
         }
-        validate_ritz_floor(self.ritz_floor)
+        Ok(())
     }
 }
 
@@ -87,10 +77,17 @@ impl SlqParams {
 /// `2(‖log H‖_F² − Σ_k (log H)_kk²)` for Rademacher probes. `like` gives the probe shape, dtype
 /// and device; its values are not used.
 ///
-/// Errors: invalid parameters ([`LogdetError::InvalidParameter`], including a `ritz_floor`
-/// that is not finite and `> 0`); a clearly negative Ritz value, i.e. an operator that is not
-/// positive definite ([`LogdetError::NegativeRitzValue`], see [`slq_quadrature_logdet`](crate::slq_quadrature_logdet) for
-/// the round-off threshold); non-finite Lanczos coefficients ([`LogdetError::QuadratureFailed`]).
+/// No floor is applied to the Ritz values, so the estimate follows the scale of `H`: with the
+/// same probes, the estimate for `s·H` is that for `H` plus `d·log s` up to round-off (the
+/// Lanczos run of `s·H` is that of `H` scaled; `H = 1e-12·I` gives `d·log 1e-12`).
+///
+/// Errors: invalid parameters ([`LogdetError::InvalidParameter`]); a Ritz value that is
+/// negative, zero or at round-off level (at or below
+/// [`RITZ_ROUNDOFF_FACTOR`](crate::RITZ_ROUNDOFF_FACTOR)` · u · max|θ|`, `u` the unit roundoff
+/// of the probes' element type), i.e. an operator that is not (numerically) positive definite
+/// on the Krylov space, as [`exact_logdet`](crate::exact_logdet) refuses it
+/// ([`LogdetError::NonPositiveRitzValue`], naming the system); non-finite Lanczos coefficients,
+/// i.e. an operator that produced NaN or ±Inf ([`LogdetError::QuadratureFailed`]).
 ///
 /// ```
 /// use krylov::DenseNalgebraOperator;
@@ -128,7 +125,7 @@ where
         for (a, r) in applications.iter_mut().zip(&res.applications) {
             *a += r;
         }
-        acc.push(&slq_logdet_from_lanczos(&res, params.ritz_floor)?);
+        acc.push(&slq_logdet_from_lanczos(&res)?);
     }
     let (estimate, std_err) = acc.finish();
     Ok(StochasticEstimate {

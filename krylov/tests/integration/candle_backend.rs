@@ -213,6 +213,60 @@ fn tensor_shape_errors() {
     assert!(
         DenseTensorOperator::new(Tensor::zeros((2, 3), DType::F32, &Device::Cpu).unwrap()).is_err()
     );
+    // Integer matrices are refused at construction (they used to fail only at `apply`).
+    for dtype in [DType::U32, DType::U8, DType::I64] {
+        assert!(matches!(
+            DenseTensorOperator::new(Tensor::zeros((2, 3, 3), dtype, &Device::Cpu).unwrap()),
+            Err(KrylovError::NotFloat { found, .. }) if found == dtype
+        ));
+    }
+}
+
+/// f32 tensor start vectors of entries 1e30 (squares overflow f32 in the tensor backend's
+/// dot products) and 1e-30 (squares underflow to 0) give the run of the unit vector, and
+/// their true norms; they used to give `sizes = 0` (norm inf / 0). A NaN row is refused.
+/// f32 runs agree to a few u₃₂ per step (1e-4 relative at cond 10).
+#[test]
+fn tensor_lanczos_start_vector_of_any_scale() {
+    let d = 6;
+    let mut r = rng(35);
+    let h = random_spd(&mut r, d, 10.0).0;
+    let op = DenseTensorOperator::new(tensor_mats(&[h.clone(), h.clone(), h], DType::F32)).unwrap();
+    let scale = [1e30, 1e-30, 1.0];
+    let v: Vec<f64> = (0..3 * d).map(|k| scale[k / d]).collect();
+    let res = lanczos(
+        &op,
+        &tensor_batch(&v, 3, d, DType::F32),
+        &LanczosParams::default(),
+    )
+    .unwrap();
+    assert_eq!(res.sizes, vec![d; 3]);
+    for i in 0..2 {
+        for k in 0..d {
+            let (a, b) = (res.alphas[i][k], res.alphas[2][k]);
+            assert!((a - b).abs() <= 1e-4 * b.abs(), "system {i}: α {a} vs {b}");
+        }
+        let expected = f64::from(scale[i] as f32) * (d as f64).sqrt();
+        assert!(
+            (res.initial_norms[i] / expected - 1.0).abs() < 1e-6,
+            "{:?}",
+            res.initial_norms
+        );
+    }
+    let mut bad = v.clone();
+    bad[d + 2] = f64::NAN;
+    assert!(matches!(
+        lanczos(
+            &op,
+            &tensor_batch(&bad, 3, d, DType::F32),
+            &LanczosParams::default()
+        ),
+        Err(KrylovError::NonFiniteInput {
+            system: 1,
+            index: 2,
+            ..
+        })
+    ));
 }
 
 /// f32 tensors with `‖b‖∞ ≈ 1e30`, whose squares (1e60) overflow f32 in the tensor backend's
@@ -235,4 +289,34 @@ fn huge_f32_right_hand_side() {
         .map(|i| (f64::from(x[i]) / 1e30 - exact[i]).abs())
         .fold(0.0, f64::max);
     assert!(err <= 1e-3 * norm_inf(&exact), "f32: {err:e}");
+}
+
+/// f32 tensors reduce in f32: with `H` scaled by 1e-25 (β² ≈ 1e-50 underflows f32) or 1e25
+/// (1e50 overflows) the run is that of `H` scaled (1e-4 relative: f32 round-off over d
+/// steps at cond 10), not a one-step breakdown.
+#[test]
+fn tensor_lanczos_operator_of_any_scale() {
+    let d = 6;
+    let mut r = rng(36);
+    let h = random_spd(&mut r, d, 10.0).0;
+    let v: Vec<f64> = (0..d).map(|i| 1.0 + i as f64).collect();
+    let p = LanczosParams::default().with_steps(d);
+    let run = |s: f64| {
+        let hs = Mat::<f64>::from_fn(d, d, |i, j| s * h[(i, j)]);
+        let op = DenseTensorOperator::new(tensor_mats(&[hs], DType::F32)).unwrap();
+        lanczos(&op, &tensor_batch(&v, 1, d, DType::F32), &p).unwrap()
+    };
+    let base = run(1.0);
+    for s in [1e-25, 1e25] {
+        let res = run(s);
+        assert_eq!(res.sizes, vec![d], "s = {s}");
+        for k in 0..d - 1 {
+            let (a, b) = (res.betas[0][k] / s, base.betas[0][k]);
+            assert!((a - b).abs() <= 1e-4 * b.abs(), "s = {s}: β {a} vs {b}");
+        }
+        for k in 0..d {
+            let (a, b) = (res.alphas[0][k] / s, base.alphas[0][k]);
+            assert!((a - b).abs() <= 1e-4 * b.abs(), "s = {s}: α {a} vs {b}");
+        }
+    }
 }

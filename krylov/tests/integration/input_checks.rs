@@ -289,3 +289,25 @@ mod candle {
         assert!(e.contains("F32") && e.contains("F64"), "{e}");
     }
 }
+
+/// A NaN or ±Inf in a Lanczos start vector is refused like a non-finite right-hand side of
+/// `cg`, naming system and entry, before any operator work. It used to give `Ok` with
+/// `sizes = [0]`, `initial_norms = [NaN]`, which SLQ turned into a log-det of 0.
+#[test]
+fn non_finite_lanczos_start_vector_is_an_error() {
+    for bad in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
+        let op = CountingOperator::new(two_systems(), 2);
+        let mut v0 = DMatrix::<f64>::from_element(3, 2, 1.0);
+        v0[(1, 1)] = bad;
+        match lanczos(&op, &v0, &LanczosParams::default()) {
+            Err(KrylovError::NonFiniteInput {
+                system: 1,
+                index: 1,
+                value,
+                ..
+            }) => assert_eq!(value.to_bits(), bad.to_bits()),
+            other => panic!("{bad}: {other:?}"),
+        }
+        assert_eq!(op.counts(), vec![0, 0]);
+    }
+}

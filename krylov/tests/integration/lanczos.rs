@@ -167,3 +167,88 @@ fn lanczos_backends_agree() {
     }
     let _ = faer64.basis.map(|b| b[0].to_host());
 }
+
+/// The start vector's scale does not matter: columns `[1e160; 3]`, `[1e-320; 3]` (subnormal),
+/// `[1e308; 4]` (2-norm beyond f64) and `[1; 3]` give the same run. They used to give an
+/// empty tridiagonal (`‖v‖² = 3e320` overflowed, `1e-640` underflowed) with
+/// `initial_norms = inf` / `0`. The direction is rescaled by a power of two (exact), so the
+/// coefficients agree to round-off of the normalisation (a few u: 1e-13 relative); the
+/// reported norms are the true ones (relative 1e-15, or 1e-3 for the subnormal entries, whose
+/// result is itself subnormal with spacing 5e-324 ≈ 3e-4 of 1.7e-320).
+#[test]
+fn lanczos_start_vector_scale_does_not_matter() {
+    let mut r = rng(21);
+    let d = 4;
+    let h = random_spd(&mut r, d, 10.0).0;
+    let op = DenseFaerOperator::new(vec![h.clone(); 5]).unwrap();
+    let entries = [1e160, 1e-320, 1e308, 1.0, 0.0];
+    let v0 = Mat::<f64>::from_fn(d, 5, |_, j| entries[j]);
+    let res = lanczos(&op, &v0, &LanczosParams::default().with_steps(d)).unwrap();
+    assert_eq!(res.sizes, vec![d, d, d, d, 0]);
+    assert_eq!(res.breakdown, vec![false, false, false, false, true]);
+    for j in 0..3 {
+        for k in 0..d {
+            let (a, b) = (res.alphas[j][k], res.alphas[3][k]);
+            assert!((a - b).abs() <= 1e-13 * b.abs(), "system {j}: α {a} vs {b}");
+        }
+        for k in 0..d - 1 {
+            let (a, b) = (res.betas[j][k], res.betas[3][k]);
+            assert!((a - b).abs() <= 1e-13 * b.abs(), "system {j}: β {a} vs {b}");
+        }
+    }
+    let n = res.initial_norms.clone();
+    assert!((n[0] / (1e160 * 2.0) - 1.0).abs() < 1e-15, "{n:?}");
+    assert!((n[1] / (1e-320 * 2.0) - 1.0).abs() < 1e-3, "{n:?}");
+    assert_eq!(n[2], f64::INFINITY);
+    assert_eq!(n[3], 2.0);
+    assert_eq!(n[4], 0.0);
+    // f32 vectors (nalgebra backend): the same for entries 1e30 and 1e-40 (subnormal); the
+    // f32 runs agree to a few u₃₂ (1e-5 relative).
+    let h32 = DMatrix::<f32>::from_fn(d, d, |i, j| h[(i, j)] as f32);
+    let op32 = DenseNalgebraOperator::new(vec![h32; 3]).unwrap();
+    let v32 = DMatrix::<f32>::from_fn(d, 3, |_, j| [1e30f32, 1e-40, 1.0][j]);
+    let res32 = lanczos(&op32, &v32, &LanczosParams::default()).unwrap();
+    assert_eq!(res32.sizes, vec![d; 3]);
+    for j in 0..2 {
+        for k in 0..d {
+            let (a, b) = (res32.alphas[j][k], res32.alphas[2][k]);
+            assert!(
+                (a - b).abs() <= 1e-5 * b.abs(),
+                "f32 system {j}: α {a} vs {b}"
+            );
+        }
+    }
+    assert!((res32.initial_norms[0] / 2e30 - 1.0).abs() < 1e-6);
+    assert!((res32.initial_norms[1] / (f64::from(1e-40f32) * 2.0) - 1.0).abs() < 1e-3);
+}
+
+/// The operator's scale does not matter either: for `s·H` with s = 1e-200 or 1e200 the
+/// coefficients are `s` times those of `H` (to round-off: 1e-13 relative). The squares of
+/// `β ≈ s` under- or overflow f64 (1e-400, 1e400); `β` used to come out 0 or ∞, so every
+/// system stopped after one step with a spurious breakdown (size 1 instead of d).
+#[test]
+fn lanczos_operator_scale_does_not_matter() {
+    let mut r = rng(22);
+    let d = 6;
+    let h = random_spd(&mut r, d, 10.0).0;
+    let v0 = Mat::<f64>::from_fn(d, 1, |i, _| 1.0 + i as f64);
+    let p = LanczosParams::default().with_steps(d);
+    let run = |s: f64| {
+        let hs = Mat::<f64>::from_fn(d, d, |i, j| s * h[(i, j)]);
+        lanczos(&DenseFaerOperator::new(vec![hs]).unwrap(), &v0, &p).unwrap()
+    };
+    let base = run(1.0);
+    for s in [1e-200, 1e200] {
+        let res = run(s);
+        assert_eq!(res.sizes, vec![d], "s = {s}");
+        assert_eq!(res.breakdown, vec![false]);
+        for k in 0..d {
+            let (a, b) = (res.alphas[0][k] / s, base.alphas[0][k]);
+            assert!((a - b).abs() <= 1e-13 * b.abs(), "s = {s}: α {a} vs {b}");
+        }
+        for k in 0..d - 1 {
+            let (a, b) = (res.betas[0][k] / s, base.betas[0][k]);
+            assert!((a - b).abs() <= 1e-13 * b.abs(), "s = {s}: β {a} vs {b}");
+        }
+    }
+}

@@ -36,10 +36,11 @@ fn slq_refuses_operators_that_are_not_positive_definite() {
     ] {
         let op = diag_op(&[&[1.0, 2.0, 3.0], bad]);
         match slq_logdet(&op, &like, &mut rng(1), &params) {
-            Err(LogdetError::NegativeRitzValue {
+            Err(LogdetError::NonPositiveRitzValue {
                 system: 1,
                 ritz_value,
                 largest,
+                ..
             }) => {
                 // Ritz values of a diagonal matrix from m = d steps: exact to round-off.
                 assert!((ritz_value - most_negative).abs() < 1e-12, "{ritz_value}");
@@ -57,75 +58,216 @@ fn slq_refuses_operators_that_are_not_positive_definite() {
             &mut rng(2),
             &SlqParams::default().with_lanczos_steps(2)
         ),
-        Err(LogdetError::NegativeRitzValue { system: 0, .. })
+        Err(LogdetError::NonPositiveRitzValue { system: 0, .. })
     ));
     // The quadrature on its own.
     assert!(matches!(
-        slq_quadrature_logdet(&[-2.0], &[], 3.0, 1e-8),
-        Err(LogdetError::NegativeRitzValue { system: 0, .. })
+        slq_quadrature_logdet(&[-2.0], &[], 3.0),
+        Err(LogdetError::NonPositiveRitzValue { system: 0, .. })
     ));
 }
 
-/// Round-off-level negative Ritz values are floored, not refused: a singular PSD matrix
-/// (eigenvalue 0, computed Ritz value O(u‖H‖) of either sign) and diag(−1e-12, 1, 2)
-/// (relative −5e-13, far above the f64 threshold −√u ≈ −1.5e-8) give finite estimates; at
-/// diag(−1e-6, 1, 2) (relative −5e-7) f64 Lanczos cannot be blamed and it is refused.
+/// Ritz values are floored only relative to the largest: within the round-off level
+/// `100·u·max|θ|` of zero they count as that level, below minus it the matrix is refused.
+/// They used to be floored at an absolute 1e-8 (diag(−1e-12, 1, 2) gave `log 1e-8 + log 2`,
+/// `1e-12·I` gave `log 1e-8` per dimension). With m = d and a diagonal H each Rademacher probe
+/// gives `Σ log max(h_i, level)` exactly (1e-9).
 #[test]
-fn slq_floors_round_off_negatives() {
+fn ritz_values_are_floored_relative_to_the_largest_and_negative_ones_refused() {
     let mut r = rng(3);
-    let d = 12;
-    let eigs: Vec<f64> = (0..d).map(|k| k as f64).collect();
-    let singular = with_eigs(&random_orthogonal(&mut r, d), &eigs);
-    let op =
-        DenseNalgebraOperator::new(vec![DMatrix::from_fn(d, d, |i, j| singular[(i, j)])]).unwrap();
-    let est = slq_logdet(
-        &op,
-        &DMatrix::<f64>::zeros(d, 1),
-        &mut r,
-        &SlqParams::default().with_probes(4).with_lanczos_steps(d),
-    )
-    .unwrap();
-    assert!(est.estimate[0].is_finite());
-
     let params = SlqParams::default().with_probes(2).with_lanczos_steps(3);
     let like = DMatrix::<f64>::zeros(3, 1);
-    let est = slq_logdet(&diag_op(&[&[-1e-12, 1.0, 2.0]]), &like, &mut r, &params).unwrap();
-    // Rademacher probe, m = d: each probe gives Σ_k log max(λ_k, 1e-8) exactly.
-    let expected = 1e-8f64.ln() + 2f64.ln();
+    for diag in [[-1e-3, 1.0, 2.0], [-0.5, 1.0, 2.0]] {
+        assert!(
+            matches!(
+                slq_logdet(&diag_op(&[&diag]), &like, &mut r, &params),
+                Err(LogdetError::NonPositiveRitzValue { system: 0, .. })
+            ),
+            "{diag:?}"
+        );
+    }
+    let level = 100.0 * f64::EPSILON * 2.0;
+    for diag in [[-1e-15, 1.0, 2.0], [0.0, 1.0, 2.0], [1e-15, 1.0, 2.0]] {
+        let est = slq_logdet(&diag_op(&[&diag]), &like, &mut r, &params).unwrap();
+        let expected = level.ln() + 2f64.ln();
+        assert!(
+            (est.estimate[0] - expected).abs() < 1e-9,
+            "{diag:?}: {est:?}"
+        );
+    }
+    // Rotated singular matrices (one zero eigenvalue, Ritz value O(u‖H‖) of either sign):
+    // finite, like the diagonal ones (exact_logdet refuses an exactly singular one).
+    for d in [4usize, 12, 30] {
+        let eigs: Vec<f64> = (0..d).map(|k| k as f64).collect();
+        let singular = with_eigs(&random_orthogonal(&mut r, d), &eigs);
+        let op = DenseNalgebraOperator::new(vec![DMatrix::from_fn(d, d, |i, j| singular[(i, j)])])
+            .unwrap();
+        let est = slq_logdet(
+            &op,
+            &DMatrix::<f64>::zeros(d, 1),
+            &mut r,
+            &SlqParams::default().with_probes(4).with_lanczos_steps(d),
+        )
+        .unwrap();
+        assert!(est.estimate[0].is_finite(), "d = {d}: {est:?}");
+    }
+    let h = DMatrix::from_row_slice(3, 3, &[1.0, 1.0, 0.0, 1.0, 1.0, 0.0, 0.0, 0.0, 2.0]);
+    let hf = Mat::<f64>::from_fn(3, 3, |i, j| h[(i, j)]);
+    assert!(matches!(
+        exact_logdet(&[Mat::<f64>::identity(3, 3), hf]),
+        Err(LogdetError::NotPositiveDefinite { system: 1 })
+    ));
+    // Above the level: diag(1e-12, 1, 2) is kept. With m = d each Rademacher probe gives
+    // Σ log θ_k, and the Ritz value of 1e-12 carries the absolute round-off O(u·‖H‖) ≈ 4e-16
+    // of the Lanczos run, i.e. a relative (and log) error ≈ 4e-4 (measured 9e-5): 1e-3.
+    let est = slq_logdet(&diag_op(&[&[1e-12, 1.0, 2.0]]), &like, &mut r, &params).unwrap();
+    let expected = 1e-12f64.ln() + 2f64.ln();
     assert!(
-        (est.estimate[0] - expected).abs() < 1e-9,
-        "{:?}",
+        (est.estimate[0] - expected).abs() < 1e-3,
+        "{:?} vs {expected}",
         est.estimate
     );
+}
+
+/// The quadrature's inputs are checked: a negative, NaN or infinite `‖v‖²` (−1 gave
+/// `Ok(−0.69)`, NaN `Ok(NaN)`) is an invalid parameter; too few off-diagonal coefficients are
+/// reported as such (they were reported as "non-finite Lanczos coefficients").
+#[test]
+fn quadrature_inputs_are_checked() {
+    for norm_sq in [-1.0, f64::NAN, f64::INFINITY] {
+        assert!(
+            matches!(
+                slq_quadrature_logdet(&[2.0], &[], norm_sq),
+                Err(LogdetError::InvalidParameter(_))
+            ),
+            "{norm_sq}"
+        );
+    }
+    assert_eq!(slq_quadrature_logdet(&[2.0], &[], 0.0).unwrap(), 0.0);
+    let e = slq_quadrature_logdet(&[1.0, 2.0, 3.0], &[0.5], 1.0).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            LogdetError::CoefficientCountMismatch {
+                system: 0,
+                alphas: 3,
+                betas: 1
+            }
+        ),
+        "{e:?}"
+    );
+    assert!(e.to_string().contains("off-diagonal"), "{e}");
+    // Extra off-diagonal values are ignored (documented); non-finite ones are QuadratureFailed.
+    let a = slq_quadrature_logdet(&[2.0, 3.0], &[0.5, 7.0], 1.0).unwrap();
+    let b = slq_quadrature_logdet(&[2.0, 3.0], &[0.5], 1.0).unwrap();
+    assert_eq!(a, b);
     assert!(matches!(
-        slq_logdet(&diag_op(&[&[-1e-6, 1.0, 2.0]]), &like, &mut r, &params),
-        Err(LogdetError::NegativeRitzValue { system: 0, .. })
+        slq_quadrature_logdet(&[2.0, f64::NAN], &[0.5], 1.0),
+        Err(LogdetError::QuadratureFailed { system: 0 })
+    ));
+    // A finite norm whose product overflows is an error, not ±Inf.
+    assert!(matches!(
+        slq_quadrature_logdet(&[1e300], &[], 1e307),
+        Err(LogdetError::QuadratureOverflow { system: 0, .. })
     ));
 }
 
-/// The Ritz floor must be finite and > 0 (−1 and NaN used to be accepted; 0 gives log 0).
+/// `slq_logdet_from_lanczos` with start vectors of huge or tiny norm: `vᵀ log(H) v` is
+/// `‖v‖²·Σ τ² log θ`. For `H = diag(1, e, e²)` and `v = c·(1, 1, 1)` it is `3c²`: correct for
+/// c = 1e150 (3e300) and 1e-160 (3e-320, subnormal: relative 1e-3), `QuadratureOverflow` for
+/// c = 1e160 (3e320; the run used to be empty and the quadrature 0). `H = I` gives 0 for any
+/// c (log I = 0), even when `‖v‖²` itself overflows.
 #[test]
-fn ritz_floor_must_be_positive_and_finite() {
-    let op = diag_op(&[&[1.0, 2.0, 3.0]]);
-    let like = DMatrix::<f64>::zeros(3, 1);
-    let res = lanczos(&op, &like.add_scalar(1.0), &LanczosParams::default()).unwrap();
-    for floor in [-1.0, 0.0, f64::NAN, f64::INFINITY] {
-        let params = SlqParams::default().with_ritz_floor(floor);
+fn quadrature_of_huge_and_tiny_start_vectors() {
+    let e = 1f64.exp();
+    let scales = [1e150, 1e-160, 1e160, 1.0];
+    let diag = [1.0, e, e * e];
+    let op = diag_op(&[&diag[..]; 4]);
+    let v0 = DMatrix::<f64>::from_fn(3, 4, |_, j| scales[j]);
+    let res = lanczos(&op, &v0, &LanczosParams::default()).unwrap();
+    assert_eq!(res.sizes, vec![3; 4]);
+    match slq_logdet_from_lanczos(&res) {
+        Err(LogdetError::QuadratureOverflow {
+            system: 2,
+            norm_sq,
+            gauss_sum,
+        }) => {
+            assert_eq!(norm_sq, f64::INFINITY);
+            assert!((gauss_sum - 1.0).abs() < 1e-12, "{gauss_sum}");
+        }
+        other => panic!("{other:?}"),
+    }
+    // Without the overflowing system: the correct values (the quadrature is exact with m = d;
+    // relative 1e-12 for the normal ones).
+    let v0 = DMatrix::<f64>::from_fn(3, 3, |_, j| [scales[0], scales[1], scales[3]][j]);
+    let op = diag_op(&[&diag[..]; 3]);
+    let q =
+        slq_logdet_from_lanczos(&lanczos(&op, &v0, &LanczosParams::default()).unwrap()).unwrap();
+    assert!((q[0] / 3e300 - 1.0).abs() < 1e-12, "{q:?}");
+    assert!((q[1] / 3e-320 - 1.0).abs() < 1e-3, "{q:?}");
+    assert!((q[2] - 3.0).abs() < 1e-12, "{q:?}");
+    let eye = diag_op(&[&[1.0; 3]]);
+    for c in [1e160, 1e308] {
+        let res = lanczos(
+            &eye,
+            &DMatrix::<f64>::from_element(3, 1, c),
+            &LanczosParams::default(),
+        )
+        .unwrap();
+        assert_eq!(slq_logdet_from_lanczos(&res).unwrap(), vec![0.0], "{c}");
+    }
+}
+
+/// SLQ keeps valid small (and large) eigenvalues: no absolute floor. A 4×4 `s·I` gave −73.68
+/// for both s = 1e-9 (exact 4·log s = −82.89) and 1e-12 (−110.52): every Ritz value was
+/// floored at 1e-8. For diagonal matrices with m = d every Rademacher probe gives the exact
+/// log-det (up to round-off: 1e-12 relative); for a rotated matrix the estimate of `s·H` is
+/// that of `H` plus `d·log s` (same seed: the Lanczos run of `s·H` is that of `H` scaled).
+#[test]
+fn slq_keeps_small_scale_eigenvalues() {
+    let like = DMatrix::<f64>::zeros(4, 1);
+    let params = SlqParams::default().with_probes(3).with_lanczos_steps(4);
+    for s in [1e-9, 1e-12, 1e-200, 1e200] {
+        for base in [[1.0; 4], [1.0, 2.0, 3.0, 4.0]] {
+            let diag: Vec<f64> = base.iter().map(|b| s * b).collect();
+            let est = slq_logdet(&diag_op(&[&diag]), &like, &mut rng(11), &params).unwrap();
+            let exact: f64 = diag.iter().map(|v| v.ln()).sum();
+            let ch = exact_logdet(&[Mat::<f64>::from_fn(4, 4, |i, j| {
+                if i == j { diag[i] } else { 0.0 }
+            })])
+            .unwrap();
+            assert!((ch[0] - exact).abs() < 1e-12 * exact.abs(), "{ch:?}");
+            assert!(
+                (est.estimate[0] - exact).abs() < 1e-12 * exact.abs(),
+                "s = {s}: {} vs {exact}",
+                est.estimate[0]
+            );
+            assert!(est.std_err[0] < 1e-12 * exact.abs());
+        }
+    }
+    let mut r = rng(12);
+    let d = 10;
+    let eigs: Vec<f64> = (0..d).map(|k| 1.0 + 10.0 * k as f64).collect();
+    let h = with_eigs(&random_orthogonal(&mut r, d), &eigs);
+    let like = DMatrix::<f64>::zeros(d, 1);
+    let params = SlqParams::default().with_probes(5).with_lanczos_steps(d);
+    let est = |scale: f64| {
+        let op = DenseNalgebraOperator::new(vec![DMatrix::from_fn(d, d, |i, j| scale * h[(i, j)])])
+            .unwrap();
+        slq_logdet(&op, &like, &mut rng(13), &params)
+            .unwrap()
+            .estimate[0]
+    };
+    let base = est(1.0);
+    for s in [1e-12f64, 1e-100] {
+        let shift = d as f64 * s.ln();
+        // Round-off of the Lanczos run and the logs: 1e-10 of the magnitude.
         assert!(
-            matches!(
-                slq_logdet(&op, &like, &mut rng(4), &params),
-                Err(LogdetError::InvalidParameter(_))
-            ),
-            "{floor}"
+            (est(s) - base - shift).abs() < 1e-10 * shift.abs(),
+            "s = {s}: {} vs {}",
+            est(s),
+            base + shift
         );
-        assert!(matches!(
-            slq_quadrature_logdet(&[1.0], &[], 1.0, floor),
-            Err(LogdetError::InvalidParameter(_))
-        ));
-        assert!(matches!(
-            slq_logdet_from_lanczos(&res, floor),
-            Err(LogdetError::InvalidParameter(_))
-        ));
     }
 }
 
@@ -266,8 +408,9 @@ mod candle {
     use faer::Mat;
     use krylov::{CgParams, DenseTensorOperator};
     use logdet::{
-        HutchinsonParams, LogdetError, SlqParams, cg_surrogate, exact_logdet, exact_logdet_flat,
-        exact_logdet_tensor, hutchinson_trace, slq_logdet,
+        HutchinsonParams, LogdetError, ProbeDistribution, SlqParams, cg_surrogate, exact_logdet,
+        exact_logdet_flat, exact_logdet_tensor, hutchinson_trace, probes_like, rademacher_like,
+        slq_logdet,
     };
 
     fn diag_tensor(diag: &[f64], dtype: DType) -> DenseTensorOperator {
@@ -283,28 +426,76 @@ mod candle {
     }
 
     /// The tensor path refuses −2·I too, and judges round-off at the precision of the Lanczos
-    /// vectors: diag(−1e-6, 1, 2) is a round-off-level negative in f32 (relative −5e-7 vs
-    /// the f32 threshold −√u ≈ −3.5e-4: floored) but not in f64 (threshold −1.5e-8: refused).
+    /// vectors: diag(1e-6, 1, 2) is at round-off level in f32 (1e-6 ≤ 100·u₃₂·2 = 2.4e-5:
+    /// counted as that level) but not in f64 (level 4.4e-14: kept, and exact with m = d up to
+    /// f64 round-off); diag(1e-3, 1, 2) is kept in both (f32: to f32 round-off of the Ritz values,
+    /// relative ~1e-4 of 1e-3 per log, 1e-3 absolute is loose). (f32 used to floor
+    /// round-off-level negatives and return a number; f64 floored positive ones.)
     #[test]
-    fn tensor_slq_negative_ritz_threshold_follows_the_precision() {
+    fn tensor_slq_round_off_level_follows_the_precision() {
         let params = SlqParams::default().with_probes(2).with_lanczos_steps(3);
         for dtype in [DType::F32, DType::F64] {
             let like = Tensor::zeros((1, 3), dtype, &Device::Cpu).unwrap();
             assert!(matches!(
                 slq_logdet(&diag_tensor(&[-2.0; 3], dtype), &like, &mut rng(8), &params),
-                Err(LogdetError::NegativeRitzValue { system: 0, .. })
+                Err(LogdetError::NonPositiveRitzValue { system: 0, .. })
             ));
-            let near = slq_logdet(
-                &diag_tensor(&[-1e-6, 1.0, 2.0], dtype),
+            let small = slq_logdet(
+                &diag_tensor(&[1e-6, 1.0, 2.0], dtype),
                 &like,
                 &mut rng(8),
                 &params,
             );
             match dtype {
-                DType::F32 => assert!(near.unwrap().estimate[0].is_finite()),
-                _ => assert!(matches!(near, Err(LogdetError::NegativeRitzValue { .. }))),
+                // Counted at the f32 round-off level 100·u₃₂·2 (its Ritz value carries f32
+                // round-off of O(u₃₂·2), far below the level, so the floor is exact).
+                DType::F32 => {
+                    let level = 100.0 * f64::from(f32::EPSILON) * 2.0;
+                    let expected = level.ln() + 2f64.ln();
+                    let got = small.unwrap().estimate[0];
+                    assert!((got - expected).abs() < 1e-3, "{got} vs {expected}");
+                }
+                _ => {
+                    let expected = 1e-6f64.ln() + 2f64.ln();
+                    assert!((small.unwrap().estimate[0] - expected).abs() < 1e-9);
+                }
             }
+            let kept = slq_logdet(
+                &diag_tensor(&[1e-3, 1.0, 2.0], dtype),
+                &like,
+                &mut rng(8),
+                &params,
+            )
+            .unwrap();
+            let expected = 1e-3f64.ln() + 2f64.ln();
+            assert!(
+                (kept.estimate[0] - expected).abs() < 1e-3,
+                "{dtype:?}: {kept:?}"
+            );
         }
+    }
+
+    /// Probe tensors are float: a U32 `like` gave a u32 tensor of ones.
+    #[test]
+    fn probes_like_refuses_non_float_tensors() {
+        for dtype in [DType::U32, DType::U8, DType::I64] {
+            let like = Tensor::zeros((2, 3), dtype, &Device::Cpu).unwrap();
+            for dist in [ProbeDistribution::Rademacher, ProbeDistribution::Gaussian] {
+                assert!(matches!(
+                    probes_like(&like, &mut rng(14), dist),
+                    Err(LogdetError::NotFloat { .. })
+                ));
+            }
+            assert!(matches!(
+                rademacher_like(&like, &mut rng(14)),
+                Err(LogdetError::NotFloat { .. })
+            ));
+        }
+        let like = Tensor::zeros((2, 3), DType::BF16, &Device::Cpu).unwrap();
+        assert_eq!(
+            rademacher_like(&like, &mut rng(14)).unwrap().dtype(),
+            DType::BF16
+        );
     }
 
     /// Empty batches give empty results (cg_surrogate used to fail with candle's "empty tensor
