@@ -257,14 +257,8 @@ fn an_interrupted_sample_leaves_no_files() {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     std::thread::sleep(std::time::Duration::from_millis(200));
-    let kill = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(kill.success());
-    let out = child.wait_with_output().unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "{err}");
+    let (ok, err) = crate::cli_common::interrupt_and_wait(child);
+    assert!(!ok, "{err}");
     assert!(
         err.contains("interrupted after") && err.contains("of 100000000 samples"),
         "{err}"

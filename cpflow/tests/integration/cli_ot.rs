@@ -175,14 +175,8 @@ fn an_interrupted_ot_run_says_what_it_stopped() {
         .unwrap();
     // The handler is installed before the first run starts (milliseconds after launch).
     std::thread::sleep(std::time::Duration::from_secs(2));
-    let kill = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(kill.success());
-    let res = child.wait_with_output().unwrap();
-    let err = String::from_utf8_lossy(&res.stderr);
-    assert!(!res.status.success(), "{err}");
+    let (ok, err) = crate::cli_common::interrupt_and_wait(child);
+    assert!(!ok, "{err}");
     assert!(
         err.contains("interrupted during the run of d = 2") && err.contains("no dimension"),
         "{err}"

@@ -350,14 +350,8 @@ fn an_interrupted_training_run_is_saved_and_resumes() {
         assert!(t0.elapsed().as_secs() < 120, "no training steps logged");
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
-    let kill = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(kill.success());
-    let out = child.wait_with_output().unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "{err}");
+    let (ok, err) = crate::cli_common::interrupt_and_wait(child);
+    assert!(!ok, "{err}");
     assert!(err.contains("--resume"), "{err}");
     non_empty(&run.join("checkpoint.safetensors"));
     assert!(!run.join("report.json").exists());

@@ -41,22 +41,32 @@ impl HessianVectorProducts for RidgeHvp {
     }
 }
 
+/// `F = Σ_j s_j·softplus(z_j)` at the pre-activations `z = x Wᵀ + …` (B, m), with
+/// `s = softplus(scale)` (1, m) and `W` the `hidden` weight (m, d): value, gradient
+/// `(s ⊙ σ(z)) W` and the products `((s ⊙ σ'(z)) ⊙ (v Wᵀ)) W`.
+fn ridge_linearization(hidden: &Tensor, scale: &Tensor, z: &Tensor) -> icnn::Result<Linearization> {
+    let s = icnn::softplus(scale)?;
+    let sig = candle_nn::ops::sigmoid(z)?;
+    let potential = icnn::softplus(z)?.broadcast_mul(&s)?.sum(1)?;
+    let gradient = sig.broadcast_mul(&s)?.matmul(hidden)?;
+    let curvature = ((&sig * (1.0 - &sig)?)?).broadcast_mul(&s)?;
+    let hvp = RidgeHvp {
+        weight: hidden.clone(),
+        curvature,
+    };
+    Linearization::from_parts(potential, gradient, Arc::new(hvp))
+}
+
 impl ConvexPotential for Ridge {
     fn potential(&self, x: &Tensor) -> icnn::Result<Tensor> {
         Ok(self.linearize(x)?.potential())
     }
     fn linearize(&self, x: &Tensor) -> icnn::Result<Linearization> {
-        let s = icnn::softplus(&self.scale.weight)?; // (1, m)
-        let z = self.hidden.forward(x)?;
-        let sig = candle_nn::ops::sigmoid(&z)?;
-        let potential = icnn::softplus(&z)?.broadcast_mul(&s)?.sum(1)?;
-        let gradient = sig.broadcast_mul(&s)?.matmul(&self.hidden.weight)?;
-        let curvature = ((&sig * (1.0 - &sig)?)?).broadcast_mul(&s)?;
-        let hvp = RidgeHvp {
-            weight: self.hidden.weight.clone(),
-            curvature,
-        };
-        Linearization::from_parts(potential, gradient, Arc::new(hvp))
+        ridge_linearization(
+            &self.hidden.weight,
+            &self.scale.weight,
+            &self.hidden.forward(x)?,
+        )
     }
     fn dim(&self) -> usize {
         self.dim
@@ -321,17 +331,8 @@ impl icnn::ConditionalConvexPotential for ConditionalRidge {
         Ok(self.linearize_with_context(x, c)?.potential())
     }
     fn linearize_with_context(&self, x: &Tensor, c: &Tensor) -> icnn::Result<Linearization> {
-        let s = icnn::softplus(&self.scale.weight)?;
         let z = (self.hidden.forward(x)? + self.gate.forward(c)?)?;
-        let sig = candle_nn::ops::sigmoid(&z)?;
-        let potential = icnn::softplus(&z)?.broadcast_mul(&s)?.sum(1)?;
-        let gradient = sig.broadcast_mul(&s)?.matmul(&self.hidden.weight)?;
-        let curvature = ((&sig * (1.0 - &sig)?)?).broadcast_mul(&s)?;
-        let hvp = RidgeHvp {
-            weight: self.hidden.weight.clone(),
-            curvature,
-        };
-        Linearization::from_parts(potential, gradient, Arc::new(hvp))
+        ridge_linearization(&self.hidden.weight, &self.scale.weight, &z)
     }
     fn dim(&self) -> usize {
         self.dim

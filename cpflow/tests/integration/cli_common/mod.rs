@@ -87,3 +87,18 @@ pub fn non_empty(p: &Path) {
     let len = std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
     assert!(len > 0, "{} missing or empty", p.display());
 }
+
+/// Sends SIGINT to `child` (as Ctrl-C would) and waits for it: `(success, stderr)`.
+#[cfg(unix)]
+pub fn interrupt_and_wait(child: std::process::Child) -> (bool, String) {
+    let kill = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
