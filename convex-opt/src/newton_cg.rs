@@ -222,6 +222,15 @@ pub fn invert_newton_cg<P: BatchedPotential + ?Sized>(
             stats.hvp_calls += step.operator_calls;
             stats.hvp_rows += step.operator_calls * rows.len();
             let (p, dphi0) = (step.p, step.dphi0);
+            // Rows whose Hessian curves downwards along the gradient stop here (their x is
+            // the last iterate): no descent method can be trusted on them.
+            let mut active = active;
+            for (j, not_convex) in step.not_convex.iter().enumerate() {
+                if *not_convex && active[j] {
+                    out.status[rows[j]] = Some(Termination::NotConvex);
+                    active[j] = false;
+                }
+            }
 
             // Per-sample backtracking, batched over the rows still searching. A step is
             // accepted on the Armijo condition, or, when the value changes by less than its
@@ -340,6 +349,9 @@ struct NewtonStep {
     p: Tensor,
     dphi0: Vec<f64>,
     operator_calls: usize,
+    /// Active rows whose CG broke down at its first step with finite products: `bᵀHb ≤ 0`
+    /// for `b ∝ −g` (non-finite products fail the line search's checks instead).
+    not_convex: Vec<bool>,
 }
 
 /// Newton directions `H p = −g` at the model `current`, scaled per system so that the absolute
@@ -398,9 +410,18 @@ fn newton_step(
             }
         }
     }
+    let not_convex = (0..k)
+        .map(|j| {
+            active[j]
+                && sol.breakdown[j]
+                && sol.iterations[j] == 0
+                && sol.residual_norms[j].is_finite()
+        })
+        .collect();
     Ok(NewtonStep {
         p,
         dphi0,
         operator_calls: sol.operator_calls,
+        not_convex,
     })
 }

@@ -44,6 +44,11 @@ pub enum Termination {
     /// non-finite trial point ends the run (it cannot backtrack from one); with Hager–Zhang a
     /// line search failed without finding any finite trial point.
     NonFinite,
+    /// Newton–CG's first CG step met non-positive curvature `pᵀ∇²Φ p ≤ 0` along the gradient:
+    /// the potential is not (strictly) convex at that point, against the solvers'
+    /// precondition. The row stops there instead of wandering (a concave potential ran 525
+    /// iterations to a residual of 1e154).
+    NotConvex,
 }
 
 impl Termination {
@@ -56,17 +61,19 @@ impl Termination {
             Self::EvaluationBudget => "evaluation budget spent",
             Self::CostTolerance => "cost change below tolerance",
             Self::NonFinite => "non-finite cost or gradient",
+            Self::NotConvex => "not convex (non-positive curvature)",
         }
     }
 
     /// All reasons, in the order used by summaries.
-    pub const ALL: [Termination; 6] = [
+    pub const ALL: [Termination; 7] = [
         Self::Converged,
         Self::MaxIterations,
         Self::LineSearchFailed,
         Self::EvaluationBudget,
         Self::CostTolerance,
         Self::NonFinite,
+        Self::NotConvex,
     ];
 }
 

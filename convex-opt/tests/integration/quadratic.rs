@@ -436,3 +436,41 @@ fn compaction_does_not_change_the_answer() {
     assert!(nw.all_converged() && nwo.all_converged());
     assert!(max_abs_diff(&nw.x, &nwo.x) <= 1e-9);
 }
+
+/// Φ(x) = −‖x‖²/2: concave, against the solvers' precondition.
+struct Concave;
+
+impl BatchedPotential for Concave {
+    fn value_and_gradient(&self, x: &Tensor) -> Result<(Tensor, Tensor), ConvexOptError> {
+        Ok(((x.sqr()?.sum(1)? * -0.5)?, x.neg()?))
+    }
+    fn hvp(&self, _x: &Tensor, v: &Tensor) -> Result<Tensor, ConvexOptError> {
+        Ok(v.neg()?)
+    }
+}
+
+/// Newton–CG on a concave potential stops every row at once with `NotConvex` (its first CG
+/// step meets pᵀHp < 0; it used to wander 525 iterations to a residual of 1e154 and report a
+/// failed line search). Strongly convex problems never report it (the other tests).
+#[test]
+fn newton_cg_reports_a_concave_potential() {
+    let y = Tensor::ones((4, 3), DType::F64, &Device::Cpu).unwrap();
+    let res = invert_newton_cg(
+        &Concave,
+        &y,
+        &InversionOptions::default(),
+        &NewtonCgParams::default(),
+    )
+    .unwrap();
+    assert!(
+        res.termination.iter().all(|t| *t == Termination::NotConvex),
+        "{:?}",
+        res.termination
+    );
+    assert!(
+        res.iterations.iter().all(|i| *i == 0),
+        "{:?}",
+        res.iterations
+    );
+    assert!(!res.converged.iter().any(|c| *c));
+}
