@@ -157,8 +157,7 @@ impl DatasetError {
 }
 
 /// The `cargo xtask download` command that puts `path` where a loader looks for it: the
-/// data root is the parent of the path's folder named like the download (`<root>/mnist/…`),
-/// passed as `--dir` unless it is the download's default ([`super::layout::DEFAULT_ROOT`]).
+/// data root is the parent of the path's folder named like the download (`<root>/mnist/…`).
 pub(crate) fn download_command(path: &Path, command: &str) -> String {
     let root = path
         .ancestors()
@@ -168,16 +167,33 @@ pub(crate) fn download_command(path: &Path, command: &str) -> String {
         })
         .and_then(Path::parent);
     match root {
-        Some(r) if r != Path::new(super::layout::DEFAULT_ROOT) => {
-            let shown = if r.as_os_str().is_empty() {
-                ".".into()
-            } else {
-                r.display().to_string()
-            };
-            format!("cargo xtask download {command} --dir {shown}")
-        }
-        _ => format!("cargo xtask download {command}"),
+        Some(r) => download_command_into(command, r),
+        None => format!("cargo xtask download {command}"),
     }
+}
+
+/// The `cargo xtask download` command that fetches `command` into the data root `root`:
+/// `--dir root` unless it is the download's default ([`super::layout::DEFAULT_ROOT`]).
+///
+/// ```
+/// use std::path::Path;
+/// use cpflow::datasets::download_command_into;
+/// assert_eq!(download_command_into("gas", Path::new("data")), "cargo xtask download gas");
+/// assert_eq!(
+///     download_command_into("gas", Path::new("/srv/d")),
+///     "cargo xtask download gas --dir /srv/d"
+/// );
+/// ```
+pub fn download_command_into(command: &str, root: &Path) -> String {
+    if root == Path::new(super::layout::DEFAULT_ROOT) {
+        return format!("cargo xtask download {command}");
+    }
+    let shown = if root.as_os_str().is_empty() {
+        ".".into()
+    } else {
+        root.display().to_string()
+    };
+    format!("cargo xtask download {command} --dir {shown}")
 }
 
 /// Checks that `path` exists, else returns [`DatasetError::MissingFile`].

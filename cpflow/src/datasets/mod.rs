@@ -65,7 +65,7 @@ pub use cifar10::{
     Cifar10Split, load_cifar10, read_cifar10_batch,
 };
 pub use csv_rows::{parse_csv_matrix, read_csv_file};
-pub use error::DatasetError;
+pub use error::{DatasetError, download_command_into};
 pub use gas::{
     GAS_CORRELATION_THRESHOLD, GAS_RAW_COLUMNS, GasConfig, load_gas, load_gas_file, preprocess_gas,
     read_gas_sensors,

@@ -101,6 +101,32 @@ fn ridge_flow(name: &str, dim: usize) -> Flow {
     Flow::new(cfg, &Device::Cpu).unwrap()
 }
 
+/// `log N(f(x)) + log|det ∂f/∂x|` at the point `row`, with `forward` the flow's map of one
+/// point and its Jacobian by central differences (h = 1e-5).
+fn fd_log_density(flow: &Flow, row: &[f64], forward: impl Fn(Vec<f64>) -> Vec<f64>) -> f64 {
+    let (d, h) = (row.len(), 1e-5);
+    let mut jac = faer::Mat::<f64>::zeros(d, d);
+    for j in 0..d {
+        let (mut p, mut m) = (row.to_vec(), row.to_vec());
+        p[j] += h;
+        m[j] -= h;
+        let (fp, fm) = (forward(p), forward(m));
+        for i in 0..d {
+            jac[(i, j)] = (fp[i] - fm[i]) / (2.0 * h);
+        }
+    }
+    let logdet: f64 = jac
+        .partial_piv_lu()
+        .U()
+        .diagonal()
+        .column_vector()
+        .iter()
+        .map(|u| u.abs().ln())
+        .sum();
+    let z = Tensor::from_vec(forward(row.to_vec()), (1, d), &Device::Cpu).unwrap();
+    flow.prior().log_prob(&z).unwrap().to_vec1::<f64>().unwrap()[0] + logdet
+}
+
 /// The exact log-density of a 2-block flow of the custom potential equals
 /// `log N(f(x)) + log|det ∂f/∂x|` with the Jacobian taken by central differences of the flow's
 /// own forward map (h = 1e-5 in f64: each entry ~1e-10 off, the log-det ~1e-9; 1e-7 leaves
@@ -115,42 +141,12 @@ fn exact_density_matches_finite_difference_jacobian() {
     flow.initialize(&x).unwrap();
     let lp = flow.log_prob_exact(&x).unwrap().to_vec1::<f64>().unwrap();
 
-    let forward = |y: &Tensor| flow.transform(y).unwrap().0;
-    let z = forward(&x);
-    let h = 1e-5;
     let xs = x.to_vec2::<f64>().unwrap();
     for (b, row) in xs.iter().enumerate() {
-        let mut jac = faer::Mat::<f64>::zeros(d, d);
-        for j in 0..d {
-            let shifted = |delta: f64| {
-                let mut r = row.clone();
-                r[j] += delta;
-                forward(&Tensor::from_vec(r, (1, d), &Device::Cpu).unwrap())
-                    .to_vec2::<f64>()
-                    .unwrap()[0]
-                    .clone()
-            };
-            let (p, m) = (shifted(h), shifted(-h));
-            for i in 0..d {
-                jac[(i, j)] = (p[i] - m[i]) / (2.0 * h);
-            }
-        }
-        let logdet: f64 = jac
-            .partial_piv_lu()
-            .U()
-            .diagonal()
-            .column_vector()
-            .iter()
-            .map(|u| u.abs().ln())
-            .sum();
-        let zb = z.narrow(0, b, 1).unwrap();
-        let prior = flow
-            .prior()
-            .log_prob(&zb)
-            .unwrap()
-            .to_vec1::<f64>()
-            .unwrap()[0];
-        let expected = prior + logdet;
+        let expected = fd_log_density(&flow, row, |r| {
+            let xb = Tensor::from_vec(r, (1, d), &Device::Cpu).unwrap();
+            flow.transform(&xb).unwrap().0.to_vec2::<f64>().unwrap()[0].clone()
+        });
         assert!(
             (lp[b] - expected).abs() <= 1e-7,
             "row {b}: {} vs {expected}",
@@ -380,11 +376,10 @@ fn conditional_custom_potential_in_a_conditional_flow() {
         .to_vec1::<f64>()
         .unwrap();
 
-    let h = 1e-5;
     let xs = x.to_vec2::<f64>().unwrap();
     for (b, row) in xs.iter().enumerate() {
         let cb = c.narrow(0, b, 1).unwrap();
-        let forward = |r: Vec<f64>| {
+        let expected = fd_log_density(&flow, row, |r| {
             let xb = Tensor::from_vec(r, (1, d), &Device::Cpu).unwrap();
             flow.transform_given(&xb, &cb)
                 .unwrap()
@@ -392,27 +387,7 @@ fn conditional_custom_potential_in_a_conditional_flow() {
                 .to_vec2::<f64>()
                 .unwrap()[0]
                 .clone()
-        };
-        let mut jac = faer::Mat::<f64>::zeros(d, d);
-        for j in 0..d {
-            let (mut p, mut m) = (row.clone(), row.clone());
-            p[j] += h;
-            m[j] -= h;
-            let (fp, fm) = (forward(p), forward(m));
-            for i in 0..d {
-                jac[(i, j)] = (fp[i] - fm[i]) / (2.0 * h);
-            }
-        }
-        let logdet: f64 = jac
-            .partial_piv_lu()
-            .U()
-            .diagonal()
-            .column_vector()
-            .iter()
-            .map(|u| u.abs().ln())
-            .sum();
-        let z = Tensor::from_vec(forward(row.clone()), (1, d), &Device::Cpu).unwrap();
-        let expected = flow.prior().log_prob(&z).unwrap().to_vec1::<f64>().unwrap()[0] + logdet;
+        });
         assert!(
             (lp[b] - expected).abs() <= 1e-7,
             "row {b}: {} vs {expected}",

@@ -241,26 +241,21 @@ pub fn load_all(source: &str, root: &Path, n: usize, seed: u64) -> Result<Loaded
 }
 
 /// Reads a tabular benchmark under `root` with MAF's preprocessing
-/// ([`cpflow::datasets::load_tabular`]). A missing file names the download command, with
-/// `--dir` when the root is not the download's default.
+/// ([`cpflow::datasets::load_tabular`]). A missing file names the data root and the download
+/// command ([`cpflow::datasets::download_command_into`]: `--dir` when the root is not the
+/// download's default).
 fn read_tabular(which: TabularDataset, root: &Path) -> Result<Split> {
-    let dir = if root == Path::new(cpflow::datasets::layout::DEFAULT_ROOT) {
-        String::new()
-    } else {
-        format!(" --dir {}", root.display())
-    };
+    let fetch = cpflow::datasets::download_command_into(which.name(), root);
     match load_tabular(which, root) {
-        // The library's message names the command without `--dir`: say it once, right.
-        Err(cpflow::datasets::DatasetError::MissingFile { path, command, .. }) => bail!(
+        Err(cpflow::datasets::DatasetError::MissingFile { path, .. }) => bail!(
             "{which}: file {} not found under data root {} (data.root); fetch it with \
-             `cargo xtask download {command}{dir}`",
+             `{fetch}`",
             path.display(),
             root.display()
         ),
         r => r.with_context(|| {
             format!(
-                "loading {which} from data root {} (data.root; `cargo xtask download \
-                 {which}{dir}` fetches it there)",
+                "loading {which} from data root {} (data.root; `{fetch}` fetches it there)",
                 root.display()
             )
         }),
