@@ -16,6 +16,36 @@ use nalgebra::{DVector, RealField};
 use crate::{ConvexOptError, Termination};
 
 /// The line search used by argmin's L-BFGS.
+///
+/// ```
+/// use convex_opt::{minimize_lbfgs, LbfgsParams, LineSearch};
+/// # use argmin::core::{CostFunction, Error, Gradient};
+/// # use nalgebra::DVector;
+/// // f(x) = ½ Σ_j (j + 1)(x_j − 1)², minimised at x = (1, …, 1).
+/// struct P;
+/// # impl CostFunction for P {
+/// #     type Param = DVector<f64>;
+/// #     type Output = f64;
+/// #     fn cost(&self, x: &DVector<f64>) -> Result<f64, Error> {
+/// #         Ok(x.iter().enumerate().map(|(j, v)| 0.5 * (j + 1) as f64 * (v - 1.0).powi(2)).sum())
+/// #     }
+/// # }
+/// # impl Gradient for P {
+/// #     type Param = DVector<f64>;
+/// #     type Gradient = DVector<f64>;
+/// #     fn gradient(&self, x: &DVector<f64>) -> Result<DVector<f64>, Error> {
+/// #         Ok(DVector::from_iterator(x.len(), x.iter().enumerate().map(|(j, v)| (j + 1) as f64 * (v - 1.0))))
+/// #     }
+/// # }
+/// assert_eq!(LineSearch::default(), LineSearch::HagerZhang);
+/// for search in [LineSearch::HagerZhang, LineSearch::MoreThuente] {
+///     let params = LbfgsParams::default().with_line_search(search).with_gradient_tolerance(1e-8);
+///     let res = minimize_lbfgs(&P, DVector::zeros(4), &params)?;
+///     assert!(res.converged, "{search:?}: {}", res.termination);
+///     assert!((res.x.add_scalar(-1.0)).amax() < 1e-7);
+/// }
+/// # Ok::<(), convex_opt::ConvexOptError>(())
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum LineSearch {
     /// Moré–Thuente: the strong Wolfe conditions, like PyTorch's `line_search_fn="strong_wolfe"`
@@ -33,6 +63,40 @@ pub enum LineSearch {
 /// reference implementation (history 100, Wolfe constants `c₁ = 1e-4`, `c₂ = 0.9`) except the
 /// line search: Hager–Zhang's approximate Wolfe search instead of the strong Wolfe
 /// (Moré–Thuente) one, which stalls at the rounding level of the cost (see [`LineSearch`]).
+///
+/// ```
+/// use convex_opt::{minimize_lbfgs, ConvexOptError, LbfgsParams, Termination};
+/// # use argmin::core::{CostFunction, Error, Gradient};
+/// # use nalgebra::DVector;
+/// // f(x) = ½ Σ_j (j + 1)(x_j − 1)², minimised at x = (1, …, 1).
+/// struct P;
+/// # impl CostFunction for P {
+/// #     type Param = DVector<f64>;
+/// #     type Output = f64;
+/// #     fn cost(&self, x: &DVector<f64>) -> Result<f64, Error> {
+/// #         Ok(x.iter().enumerate().map(|(j, v)| 0.5 * (j + 1) as f64 * (v - 1.0).powi(2)).sum())
+/// #     }
+/// # }
+/// # impl Gradient for P {
+/// #     type Param = DVector<f64>;
+/// #     type Gradient = DVector<f64>;
+/// #     fn gradient(&self, x: &DVector<f64>) -> Result<DVector<f64>, Error> {
+/// #         Ok(DVector::from_iterator(x.len(), x.iter().enumerate().map(|(j, v)| (j + 1) as f64 * (v - 1.0))))
+/// #     }
+/// # }
+/// // One iteration is not enough for 4 distinct curvatures...
+/// let params = LbfgsParams::default().with_history(5).with_max_evaluations(100);
+/// let res = minimize_lbfgs(&P, DVector::zeros(4), &params.with_max_iterations(1))?;
+/// assert!(!res.converged && res.reason == Termination::MaxIterations);
+/// // ...and neither is one gradient evaluation.
+/// let res = minimize_lbfgs(&P, DVector::zeros(4), &params.with_max_evaluations(1))?;
+/// assert!(!res.converged && res.reason == Termination::EvaluationBudget);
+/// // The Wolfe constants need 0 < c₁ < c₂ < 1.
+/// let bad = LbfgsParams::default().with_wolfe(0.9, 0.1);
+/// let err = minimize_lbfgs(&P, DVector::zeros(4), &bad).unwrap_err();
+/// assert!(matches!(err, ConvexOptError::InvalidParameter(_)));
+/// # Ok::<(), ConvexOptError>(())
+/// ```
 #[derive(Clone, Copy, Debug)]
 #[non_exhaustive]
 pub struct LbfgsParams {
@@ -93,7 +157,10 @@ impl LbfgsParams {
         self.cost_tolerance = tol;
         self
     }
-    /// Sets the iteration limit.
+    /// Sets the iteration limit. Unless [`with_max_evaluations`](Self::with_max_evaluations)
+    /// is also set, the evaluation budget follows it (`1.25·n`, PyTorch's rule), so with a
+    /// small `n` a run may stop on [`EvaluationBudget`](crate::Termination::EvaluationBudget)
+    /// before it reaches `n` iterations.
     pub fn with_max_iterations(mut self, n: u64) -> Self {
         self.max_iterations = n;
         self
@@ -111,6 +178,35 @@ impl LbfgsParams {
 }
 
 /// Outcome of [`minimize_lbfgs`].
+///
+/// ```
+/// use convex_opt::{minimize_lbfgs, LbfgsParams, Termination};
+/// # use argmin::core::{CostFunction, Error, Gradient};
+/// # use nalgebra::DVector;
+/// // f(x) = ½ Σ_j (j + 1)(x_j − 1)², minimised at x = (1, …, 1).
+/// struct P;
+/// # impl CostFunction for P {
+/// #     type Param = DVector<f64>;
+/// #     type Output = f64;
+/// #     fn cost(&self, x: &DVector<f64>) -> Result<f64, Error> {
+/// #         Ok(x.iter().enumerate().map(|(j, v)| 0.5 * (j + 1) as f64 * (v - 1.0).powi(2)).sum())
+/// #     }
+/// # }
+/// # impl Gradient for P {
+/// #     type Param = DVector<f64>;
+/// #     type Gradient = DVector<f64>;
+/// #     fn gradient(&self, x: &DVector<f64>) -> Result<DVector<f64>, Error> {
+/// #         Ok(DVector::from_iterator(x.len(), x.iter().enumerate().map(|(j, v)| (j + 1) as f64 * (v - 1.0))))
+/// #     }
+/// # }
+/// let res = minimize_lbfgs(&P, DVector::zeros(3), &LbfgsParams::default())?;
+/// assert!(res.converged && res.reason == Termination::Converged);
+/// assert!(res.gradient_inf <= 1e-9 && res.gradient.amax() == res.gradient_inf);
+/// assert!(res.cost.abs() < 1e-15 && (res.x[2] - 1.0).abs() < 1e-9);
+/// // Every iteration evaluates the gradient at least once (line-search trials included).
+/// assert!(res.iterations >= 1 && res.gradient_evaluations >= res.iterations);
+/// # Ok::<(), convex_opt::ConvexOptError>(())
+/// ```
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct MinimizeResult<F: RealField + Copy> {

@@ -15,6 +15,28 @@ use crate::{
 };
 
 /// Parameters of [`invert_lbfgs_batched`].
+///
+/// ```
+/// use convex_opt::{invert_lbfgs_batched, BatchedLbfgsParams, ConvexOptError, InversionOptions};
+/// # use candle_core::{DType, Device, Tensor};
+/// # use convex_opt::QuadraticPotential;
+/// # use nalgebra::DMatrix;
+/// // Φ(x) = ½ xᵀA x with A = [[2, 1], [1, 3]]: the inverse of ∇Φ is x = A⁻¹y.
+/// let a = DMatrix::from_row_slice(2, 2, &[2.0, 1.0, 1.0, 3.0]);
+/// let pot = QuadraticPotential::new(&a, None, DType::F64, &Device::Cpu)?;
+/// let y = Tensor::new(&[[1.0f64, 2.0], [-3.0, 0.5]], &Device::Cpu)?;
+/// let params = BatchedLbfgsParams::default().with_history(5).with_compaction_threshold(0.0);
+/// let res = invert_lbfgs_batched(&pot, &y, &InversionOptions::default(), &params)?;
+/// assert!(res.all_converged());
+/// assert_eq!(res.stats.compactions, 0); // compaction disabled
+/// let err = (res.x - pot.solve(&y)?)?.abs()?.max_all()?.to_scalar::<f64>()?;
+/// assert!(err < 1e-8);
+/// // Invalid Wolfe constants (c₁ ≥ c₂) are refused before any evaluation.
+/// let bad = params.with_wolfe(0.5, 0.1);
+/// let res = invert_lbfgs_batched(&pot, &y, &InversionOptions::default(), &bad);
+/// assert!(matches!(res, Err(ConvexOptError::InvalidParameter(_))));
+/// # Ok::<(), ConvexOptError>(())
+/// ```
 #[derive(Clone, Copy, Debug)]
 #[non_exhaustive]
 pub struct BatchedLbfgsParams {

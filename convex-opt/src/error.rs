@@ -7,6 +7,28 @@ use candle_core::DType;
 /// Failing to converge is **not** an error: the solvers report it per sample in
 /// [`crate::InversionResult::converged`]. Errors are reserved for invalid input (shapes,
 /// non-finite values, parameters), failures of the potential, and backend failures.
+///
+/// ```
+/// use candle_core::{DType, Device, Tensor};
+/// use convex_opt::{
+///     invert_lbfgs_batched, invert_newton_cg, BatchedLbfgsParams, ConvexOptError, FnPotential,
+///     InversionOptions, NewtonCgParams,
+/// };
+/// // Φ(x) = ½‖x‖², without Hessian-vector products.
+/// let pot = FnPotential::new(|x: &Tensor| Ok(((x.sqr()?.sum(1)? * 0.5)?, x.clone())));
+/// let opts = InversionOptions::default().with_x0(Tensor::zeros((1, 2), DType::F64, &Device::Cpu)?);
+/// let y = Tensor::new(&[[1.0f64, 2.0]], &Device::Cpu)?;
+/// let err = invert_newton_cg(&pot, &y, &opts, &NewtonCgParams::default()).unwrap_err();
+/// assert!(matches!(err, ConvexOptError::Unsupported("hvp")));
+/// let nan = Tensor::new(&[[f64::NAN, 0.0]], &Device::Cpu)?;
+/// let err = invert_lbfgs_batched(&pot, &nan, &opts, &BatchedLbfgsParams::default()).unwrap_err();
+/// assert!(matches!(err, ConvexOptError::NonFinite(_)));
+/// // Non-convergence is not an error unless asked for.
+/// let res = invert_lbfgs_batched(&pot, &y, &opts.clone().with_max_iterations(0), &BatchedLbfgsParams::default())?;
+/// let err = res.into_converged().unwrap_err();
+/// assert!(matches!(err, ConvexOptError::NotConverged { failed: 1, total: 1, .. }));
+/// # Ok::<(), ConvexOptError>(())
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConvexOptError {

@@ -21,6 +21,30 @@ use crate::{
 /// problems; select it with [`FlatLbfgsParams::with_line_search`] to reproduce the reference),
 /// and the loss-change stop is off (the reference's `1e-12` can be restored with
 /// [`FlatLbfgsParams::with_cost_tolerance`]).
+///
+/// ```
+/// use convex_opt::{invert_lbfgs_flat, FlatLbfgsParams, InversionOptions, LineSearch};
+/// # use candle_core::{DType, Device, Tensor};
+/// # use convex_opt::QuadraticPotential;
+/// # use nalgebra::DMatrix;
+/// // Φ(x) = ½ xᵀA x with A = [[2, 1], [1, 3]]: the inverse of ∇Φ is x = A⁻¹y.
+/// let a = DMatrix::from_row_slice(2, 2, &[2.0, 1.0, 1.0, 3.0]);
+/// let pot = QuadraticPotential::new(&a, None, DType::F64, &Device::Cpu)?;
+/// let y = Tensor::new(&[[1.0f64, 2.0], [-3.0, 0.5]], &Device::Cpu)?;
+/// // The reference's settings: strong Wolfe search, loss-change stop 1e-12, and a tolerance
+/// // that it reaches before stalling.
+/// let reference = FlatLbfgsParams::default()
+///     .with_line_search(LineSearch::MoreThuente)
+///     .with_cost_tolerance(1e-12);
+/// let opts = InversionOptions::default().with_abs_tolerance(1e-6);
+/// let res = invert_lbfgs_flat(&pot, &y, &opts, &reference)?;
+/// assert!(res.all_converged());
+/// // One shared problem: every sample reports the same iteration count.
+/// assert_eq!(res.iterations[0], res.iterations[1]);
+/// let err = (res.x - pot.solve(&y)?)?.abs()?.max_all()?.to_scalar::<f64>()?;
+/// assert!(err < 1e-5);
+/// # Ok::<(), convex_opt::ConvexOptError>(())
+/// ```
 #[derive(Clone, Copy, Debug)]
 #[non_exhaustive]
 pub struct FlatLbfgsParams {

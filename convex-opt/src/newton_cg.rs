@@ -17,6 +17,28 @@ use crate::{
 };
 
 /// Parameters of [`invert_newton_cg`].
+///
+/// ```
+/// use convex_opt::{invert_newton_cg, ConvexOptError, InversionOptions, NewtonCgParams};
+/// # use candle_core::{DType, Device, Tensor};
+/// # use convex_opt::QuadraticPotential;
+/// # use nalgebra::DMatrix;
+/// // Φ(x) = ½ xᵀA x with A = [[2, 1], [1, 3]]: the inverse of ∇Φ is x = A⁻¹y.
+/// let a = DMatrix::from_row_slice(2, 2, &[2.0, 1.0, 1.0, 3.0]);
+/// let pot = QuadraticPotential::new(&a, None, DType::F64, &Device::Cpu)?;
+/// let y = Tensor::new(&[[1.0f64, 2.0], [-3.0, 0.5]], &Device::Cpu)?;
+/// // CG limited to one iteration per Newton system: inexact Newton steps, still converging.
+/// let params = NewtonCgParams::default().with_cg_max_iterations(1).with_max_backtracks(10);
+/// let res = invert_newton_cg(&pot, &y, &InversionOptions::default(), &params)?;
+/// assert!(res.all_converged());
+/// let err = (res.x - pot.solve(&y)?)?.abs()?.max_all()?.to_scalar::<f64>()?;
+/// assert!(err < 1e-8);
+/// // The forcing term must lie in (0, 1).
+/// let bad = NewtonCgParams::default().with_forcing_max(1.0);
+/// let res = invert_newton_cg(&pot, &y, &InversionOptions::default(), &bad);
+/// assert!(matches!(res, Err(ConvexOptError::InvalidParameter(_))));
+/// # Ok::<(), ConvexOptError>(())
+/// ```
 #[derive(Clone, Copy, Debug)]
 #[non_exhaustive]
 pub struct NewtonCgParams {

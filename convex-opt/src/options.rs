@@ -23,6 +23,26 @@ pub const F32_REL_TOLERANCE: f64 = 2e-5;
 /// Unset tolerances take per-dtype defaults: `1e-9` and `0` in `f64`
 /// ([`F64_ABS_TOLERANCE`], [`F64_REL_TOLERANCE`]), `2e-5` and `2e-5` in `f32`
 /// ([`F32_ABS_TOLERANCE`], [`F32_REL_TOLERANCE`]).
+///
+/// ```
+/// use candle_core::{DType, Device, Tensor};
+/// use convex_opt::{invert_newton_cg, ConvexOptError, InversionOptions, NewtonCgParams, QuadraticPotential};
+/// use nalgebra::DMatrix;
+/// let opts = InversionOptions::default();
+/// assert_eq!(opts.tolerances(DType::F32)?, (2e-5, 2e-5));
+/// let opts = opts.with_abs_tolerance(1e-6).with_max_iterations(50);
+/// assert_eq!(opts.tolerances(DType::F64)?, (1e-6, 0.0));
+/// assert!(matches!(opts.tolerances(DType::U32), Err(ConvexOptError::UnsupportedDType(_))));
+/// let zero = InversionOptions::default().with_abs_tolerance(0.0);
+/// assert!(matches!(zero.tolerances(DType::F64), Err(ConvexOptError::InvalidParameter(_))));
+/// // An initial point must have the dtype of the targets.
+/// let pot = QuadraticPotential::new(&DMatrix::identity(2, 2), None, DType::F64, &Device::Cpu)?;
+/// let y = Tensor::new(&[[1.0f64, 2.0]], &Device::Cpu)?;
+/// let x0 = Tensor::zeros((1, 2), DType::F32, &Device::Cpu)?;
+/// let res = invert_newton_cg(&pot, &y, &opts.with_x0(x0), &NewtonCgParams::default());
+/// assert!(matches!(res, Err(ConvexOptError::DTypeMismatch { .. })));
+/// # Ok::<(), ConvexOptError>(())
+/// ```
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct InversionOptions {
@@ -93,6 +113,24 @@ impl InversionOptions {
 }
 
 /// Work counters of a solver run (for benchmarks and for judging the working-set compaction).
+///
+/// ```
+/// use candle_core::{DType, Device, Tensor};
+/// use convex_opt::{invert_newton_cg, InversionOptions, NewtonCgParams, QuadraticPotential};
+/// use nalgebra::DMatrix;
+/// // Φ(x) = ‖x‖²: Newton solves each row in one step; row 1 starts at its solution x = 0.
+/// let a = DMatrix::identity(3, 3) * 2.0;
+/// let pot = QuadraticPotential::new(&a, None, DType::F64, &Device::Cpu)?;
+/// let y = Tensor::new(&[[1.0f64, 2.0, 3.0], [0.0, 0.0, 0.0]], &Device::Cpu)?;
+/// let res = invert_newton_cg(&pot, &y, &InversionOptions::default(), &NewtonCgParams::default())?;
+/// assert!(res.all_converged());
+/// assert_eq!(res.iterations, vec![1, 0]);
+/// let s = &res.stats;
+/// assert_eq!(s.outer_iterations, 1);
+/// assert!(s.hvp_calls >= 1 && s.hvp_rows >= s.hvp_calls);
+/// assert!(s.gradient_calls >= 2 && s.gradient_rows >= s.gradient_calls);
+/// # Ok::<(), convex_opt::ConvexOptError>(())
+/// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct SolverStats {

@@ -191,6 +191,28 @@ impl<P: BatchedPotential + ?Sized> BatchedPotential for Box<P> {
 
 /// The local second-order model of a batched potential at a point `x`: values `(B,)`,
 /// gradients `(B, d)` and a Hessian-vector-product operator.
+///
+/// ```
+/// use convex_opt::BatchedPotential;
+/// # use candle_core::{DType, Device, Tensor};
+/// # use convex_opt::QuadraticPotential;
+/// # use nalgebra::DMatrix;
+/// // Φ(x) = ½ xᵀA x with A = [[2, 1], [1, 3]]: the inverse of ∇Φ is x = A⁻¹y.
+/// let a = DMatrix::from_row_slice(2, 2, &[2.0, 1.0, 1.0, 3.0]);
+/// let pot = QuadraticPotential::new(&a, None, DType::F64, &Device::Cpu)?;
+/// let y = Tensor::new(&[[1.0f64, 2.0], [-3.0, 0.5]], &Device::Cpu)?;
+/// let model = pot.second_order(&y)?;
+/// assert_eq!(model.value().dims(), &[2]);
+/// // ∇Φ(x) = A x (A is symmetric, so the rows of x·A are the A x_i).
+/// assert_eq!(model.gradient().to_vec2::<f64>()?, vec![vec![4.0, 7.0], vec![-5.5, -1.5]]);
+/// let e1 = Tensor::new(&[[1.0f64, 0.0], [1.0, 0.0]], &Device::Cpu)?;
+/// assert_eq!(model.hvp(&e1)?.to_vec2::<f64>()?, vec![vec![2.0, 1.0], vec![2.0, 1.0]]);
+/// // A model can also be assembled by hand.
+/// let (v, g) = pot.value_and_gradient(&y)?;
+/// let own = convex_opt::SecondOrderModel::new(v, g, Box::new(|v: &Tensor| Ok((v * 2.0)?)));
+/// assert_eq!(own.hvp(&e1)?.to_vec2::<f64>()?, vec![vec![2.0, 0.0], vec![2.0, 0.0]]);
+/// # Ok::<(), convex_opt::ConvexOptError>(())
+/// ```
 pub struct SecondOrderModel<'a> {
     value: Tensor,
     gradient: Tensor,
@@ -235,6 +257,26 @@ impl std::fmt::Debug for SecondOrderModel<'_> {
 /// A [`BatchedPotential`] from a closure `x ↦ (Φ(x) (B,), ∇Φ(x) (B, d))`.
 ///
 /// Add Hessian-vector products with [`FnPotential::with_hvp`].
+///
+/// ```
+/// use candle_core::{Device, Tensor};
+/// use convex_opt::{
+///     invert_lbfgs_batched, BatchedLbfgsParams, BatchedPotential, ConvexOptError, FnPotential,
+///     InversionOptions,
+/// };
+/// // Φ(x) = ½‖x‖² + Σ_j x_j⁴/4: ∇Φ(x) = x + x³, so ∇Φ(1) = 2.
+/// let pot = FnPotential::new(|x: &Tensor| {
+///     let v = ((x.sqr()?.sum(1)? * 0.5)? + (x.powf(4.0)?.sum(1)? * 0.25)?)?;
+///     Ok((v, (x + x.powf(3.0)?)?))
+/// });
+/// let y = Tensor::new(&[[2.0f64, -2.0, 0.0]], &Device::Cpu)?;
+/// let res = invert_lbfgs_batched(&pot, &y, &InversionOptions::default(), &BatchedLbfgsParams::default())?;
+/// let x = res.x.to_vec2::<f64>()?;
+/// assert!((x[0][0] - 1.0).abs() < 1e-8 && (x[0][1] + 1.0).abs() < 1e-8 && x[0][2].abs() < 1e-8);
+/// // Without `with_hvp` there are no Hessian-vector products.
+/// assert!(matches!(pot.hvp(&y, &y), Err(ConvexOptError::Unsupported("hvp"))));
+/// # Ok::<(), ConvexOptError>(())
+/// ```
 #[derive(Clone, Copy, Debug)]
 pub struct FnPotential<F> {
     value_and_gradient: F,
@@ -272,6 +314,25 @@ where
 
 /// A [`BatchedPotential`] from two closures: values and gradients, and Hessian-vector products.
 /// Built by [`FnPotential::with_hvp`].
+///
+/// ```
+/// use candle_core::{Device, Tensor};
+/// use convex_opt::{invert_newton_cg, BatchedPotential, FnPotential, InversionOptions, NewtonCgParams};
+/// // Φ(x) = ½‖x‖² + Σ_j x_j⁴/4: ∇Φ(x) = x + x³, ∇²Φ(x) = diag(1 + 3x²).
+/// let pot = FnPotential::new(|x: &Tensor| {
+///     let v = ((x.sqr()?.sum(1)? * 0.5)? + (x.powf(4.0)?.sum(1)? * 0.25)?)?;
+///     Ok((v, (x + x.powf(3.0)?)?))
+/// })
+/// .with_hvp(|x: &Tensor, v: &Tensor| ((x.sqr()? * 3.0)? + 1.0)? * v);
+/// let ones = Tensor::new(&[[1.0f64, 1.0]], &Device::Cpu)?;
+/// assert_eq!(pot.hvp(&ones, &ones)?.to_vec2::<f64>()?, vec![vec![4.0, 4.0]]);
+/// let y = Tensor::new(&[[2.0f64, 10.0]], &Device::Cpu)?; // x = (1, 2)
+/// let res = invert_newton_cg(&pot, &y, &InversionOptions::default(), &NewtonCgParams::default())?;
+/// let x = res.x.to_vec2::<f64>()?;
+/// assert!((x[0][0] - 1.0).abs() < 1e-9 && (x[0][1] - 2.0).abs() < 1e-9);
+/// assert!(res.stats.hvp_calls > 0);
+/// # Ok::<(), convex_opt::ConvexOptError>(())
+/// ```
 #[derive(Clone, Copy, Debug)]
 pub struct FnPotentialWithHvp<F, H> {
     value_and_gradient: F,

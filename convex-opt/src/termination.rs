@@ -22,6 +22,21 @@ use std::fmt;
 /// The batched solvers and the Hager–Zhang search treat a non-finite trial point as a step that
 /// is too long and shrink it; the batched solvers report a potential that is non-finite all
 /// along the search direction as `LineSearchFailed`.
+///
+/// ```
+/// use candle_core::{Device, Tensor};
+/// use convex_opt::{invert_newton_cg, FnPotential, InversionOptions, NewtonCgParams, Termination};
+/// // Φ(x) = −½‖x‖² is concave: Newton–CG meets negative curvature and stops the row.
+/// let pot = FnPotential::new(|x: &Tensor| Ok(((x.sqr()?.sum(1)? * -0.5)?, x.neg()?)))
+///     .with_hvp(|_x: &Tensor, v: &Tensor| v.neg());
+/// let y = Tensor::new(&[[1.0f64, 2.0]], &Device::Cpu)?;
+/// let res = invert_newton_cg(&pot, &y, &InversionOptions::default(), &NewtonCgParams::default())?;
+/// assert_eq!(res.termination, vec![Termination::NotConvex]);
+/// assert!(!res.converged[0]);
+/// assert_eq!(Termination::NotConvex.to_string(), "not convex (non-positive curvature)");
+/// assert_eq!(Termination::ALL.len(), 7);
+/// # Ok::<(), convex_opt::ConvexOptError>(())
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Termination {

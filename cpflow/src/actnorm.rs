@@ -15,6 +15,32 @@ use crate::error::{CpflowError, Result, first_few};
 pub const ACTNORM_SCALE_MIN: f64 = 1e-3;
 
 /// Per-feature affine normalisation layer with log-det (a flow layer).
+///
+/// ```
+/// use candle_core::{DType, Device, Tensor};
+/// use candle_nn::VarMap;
+/// use cpflow::ActNorm;
+/// # fn main() -> cpflow::Result<()> {
+/// let varmap = VarMap::new();
+/// let norm = ActNorm::new(&varmap, "norm", 2, DType::F64, &Device::Cpu)?;
+/// let x = Tensor::new(&[[1.0f64, 10.0], [3.0, 20.0], [5.0, 30.0]], &Device::Cpu)?;
+/// assert!(norm.forward(&x).is_err()); // not initialised yet
+/// norm.initialize(&x)?; // b = −mean, scale ≈ 1/std (biased std over the batch)
+/// let (y, logdet) = norm.forward(&x)?;
+/// for m in y.mean(0)?.to_vec1::<f64>()? {
+///     assert!(m.abs() < 1e-12); // centred
+/// }
+/// // log-det = Σ_c log(1/(std_c + 1e-6) + 0.001)
+/// let want: f64 = [(8.0f64 / 3.0).sqrt(), (200.0f64 / 3.0).sqrt()]
+///     .iter()
+///     .map(|s| (1.0 / (s + 1e-6) + 0.001).ln())
+///     .sum();
+/// assert!((logdet.to_scalar::<f64>()? - want).abs() < 1e-12);
+/// let back = norm.inverse(&y)?;
+/// assert!((back - &x)?.abs()?.max_all()?.to_scalar::<f64>()? < 1e-12);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone, Debug)]
 pub struct ActNorm {
     dim: usize,

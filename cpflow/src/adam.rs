@@ -14,6 +14,16 @@ use serde::{Deserialize, Serialize};
 use crate::error::{CpflowError, Result};
 
 /// Hyper-parameters of [`Adam`].
+///
+/// ```
+/// use cpflow::AdamParams;
+/// let p = AdamParams::default(); // the reference's train_tabular.py settings
+/// assert_eq!((p.lr, p.beta1, p.beta2, p.weight_decay), (1e-3, 0.9, 0.99, 1e-6));
+/// // In configuration files, fields left out keep their defaults; unknown ones are refused.
+/// let q: AdamParams = serde_json::from_str(r#"{"lr": 0.005}"#).unwrap();
+/// assert_eq!(q, AdamParams { lr: 0.005, ..p });
+/// assert!(serde_json::from_str::<AdamParams>(r#"{"learning_rate": 0.005}"#).is_err());
+/// ```
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AdamParams {
@@ -105,6 +115,27 @@ struct Slot {
 }
 
 /// Serialisable scalar part of the optimiser state (the moments are tensors, saved separately).
+///
+/// ```
+/// use std::collections::HashMap;
+/// use candle_core::{Device, Var};
+/// use cpflow::{Adam, AdamParams, AdamState};
+/// # fn main() -> cpflow::Result<()> {
+/// let w = Var::new(&[1.0f64, -2.0], &Device::Cpu)?;
+/// let mut adam = Adam::new(vec![("w".into(), w.clone())], AdamParams::default())?;
+/// adam.step(&w.as_tensor().sqr()?.sum_all()?.backward()?)?;
+/// let state: AdamState = adam.state();
+/// assert_eq!(state.steps.get("w"), Some(&1));
+/// // A resume: the scalars from JSON, the moments from the tensors.
+/// let state: AdamState = serde_json::from_str(&serde_json::to_string(&state)?)?;
+/// let moments: HashMap<String, _> = adam.state_tensors().into_iter().collect();
+/// assert_eq!(moments.len(), 2); // adam.m.w and adam.v.w
+/// let mut restored = Adam::new(vec![("w".into(), w)], AdamParams::default())?;
+/// restored.load_state(&state, &moments)?;
+/// assert_eq!(restored.state(), adam.state());
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct AdamState {
     /// Current hyper-parameters (the learning rate may have been decayed).
@@ -115,6 +146,26 @@ pub struct AdamState {
 
 /// Adam optimiser (PyTorch semantics, L2 weight decay). Variables without a gradient in a step
 /// are skipped, as in PyTorch (`p.grad is None`).
+///
+/// ```
+/// use candle_core::{Device, Var};
+/// use cpflow::{Adam, AdamParams};
+/// # fn main() -> cpflow::Result<()> {
+/// let w = Var::new(&[1.0f64, -2.0], &Device::Cpu)?;
+/// let params = AdamParams { lr: 0.1, weight_decay: 0.0, ..Default::default() };
+/// let mut adam = Adam::new(vec![("w".into(), w.clone())], params)?;
+/// // Loss ‖w‖²: gradient 2w. Adam's first step is lr·g/(|g| + ε) ≈ lr·sign(g).
+/// let grads = w.as_tensor().sqr()?.sum_all()?.backward()?;
+/// assert!((adam.grad_norm(&grads)? - 20f64.sqrt()).abs() < 1e-12);
+/// adam.step(&grads)?;
+/// let w1 = w.as_tensor().to_vec1::<f64>()?;
+/// assert!((w1[0] - 0.9).abs() < 1e-8 && (w1[1] + 1.9).abs() < 1e-8);
+/// // Invalid hyper-parameters are refused.
+/// let bad = AdamParams { beta1: 1.0, ..Default::default() };
+/// assert!(Adam::new(vec![("w".into(), w)], bad).is_err());
+/// # Ok(())
+/// # }
+/// ```
 pub struct Adam {
     params: AdamParams,
     slots: Vec<Slot>,

@@ -16,6 +16,23 @@ use crate::surrogate_cg::{host_surrogate_cg, surrogate_cg};
 pub const LOG_E_MINUS_1: f64 = 0.541_324_854_612_918_1;
 
 /// Configuration of one CP-Flow block.
+///
+/// ```
+/// use candle_core::{DType, Device};
+/// use candle_nn::{VarBuilder, VarMap};
+/// use cpflow::{BlockConfig, CpFlowBlock, FlowRng, PotentialConfig};
+/// # fn main() -> cpflow::Result<()> {
+/// let pot = PotentialConfig::Icnn3(icnn::Icnn3Config { dim: 2, width: 4, depth: 2, ..Default::default() });
+/// let config = BlockConfig::new(pot); // trainable w₀, bias_w1 = 0
+/// let varmap = VarMap::new();
+/// let vb = VarBuilder::from_varmap(&varmap, DType::F64, &Device::Cpu);
+/// let block = CpFlowBlock::new(vb, &config, &mut FlowRng::seed_from_u64(0))?;
+/// // w₀ starts at log(e − 1), so α = sp(w₀) = 1; w₁ = bias_w1 = 0, so sp(w₁) = log 2.
+/// assert!((block.quadratic_weight()? - 1.0).abs() < 1e-12);
+/// assert!((block.icnn_weight()? - 2f64.ln()).abs() < 1e-12);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BlockConfig {
     /// The ICNN `F`.
@@ -44,6 +61,26 @@ impl BlockConfig {
 }
 
 /// Per-evaluation report of the CG solves inside the surrogate.
+///
+/// ```
+/// # use candle_core::{Device, Tensor};
+/// # use cpflow::{Flow, FlowConfig, PotentialConfig};
+/// # fn main() -> cpflow::Result<()> {
+/// let pot = PotentialConfig::Icnn3(icnn::Icnn3Config { dim: 2, width: 4, depth: 2, ..Default::default() });
+/// let flow = Flow::new(FlowConfig::single_block(pot), &Device::Cpu)?;
+/// let x = Tensor::new(&[[0.5f64, -1.0], [1.5, 0.2]], &Device::Cpu)?;
+/// flow.initialize(&x)?;
+/// let block = flow.blocks().next().expect("one block");
+/// let mut rng = cpflow::FlowRng::seed_from_u64(0);
+/// let params = cpflow::SurrogateParams::default(); // one probe, at most d = 2 CG iterations
+/// let (_z, _s, report) = block.forward_with_surrogate(&x, None, &params, &mut rng)?;
+/// assert_eq!(report.iterations.len(), 2); // one system per sample and probe
+/// // CG solves a 2×2 SPD system in at most 2 iterations.
+/// assert_eq!((report.converged, report.breakdown), (2, 0));
+/// assert!(report.mean_iterations() <= 2.0);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct CgReport {
     /// CG iterations per system (sample × probe).
@@ -77,6 +114,26 @@ impl CgReport {
 }
 
 /// A convex-potential flow block: forward map `x ↦ ∇Φ(x)`, Jacobian `H = sp(w₁)∇²F + sp(w₀)I ≻ 0`.
+///
+/// ```
+/// # use candle_core::{Device, Tensor};
+/// # use cpflow::{Flow, FlowConfig, PotentialConfig};
+/// # fn main() -> cpflow::Result<()> {
+/// let pot = PotentialConfig::Icnn3(icnn::Icnn3Config { dim: 2, width: 4, depth: 2, ..Default::default() });
+/// let flow = Flow::new(FlowConfig::single_block(pot), &Device::Cpu)?;
+/// let x = Tensor::new(&[[0.5f64, -1.0], [1.5, 0.2]], &Device::Cpu)?;
+/// flow.initialize(&x)?;
+/// let block = flow.blocks().next().expect("one block");
+/// let (z, h) = block.forward_and_hessian(&x, None)?;
+/// assert_eq!(z.dims(), &[2, 2]);
+/// // H = sp(w₁)∇²F + sp(w₀)I with ∇²F ⪰ 0 and sp(w₀) = 1: symmetric, diagonal ≥ 1.
+/// for m in h.to_vec3::<f64>()? {
+///     assert!((m[0][1] - m[1][0]).abs() < 1e-12);
+///     assert!(m[0][0] >= 1.0 - 1e-12 && m[1][1] >= 1.0 - 1e-12);
+/// }
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone, Debug)]
 pub struct CpFlowBlock {
     pub(crate) potential: Potential,
@@ -380,6 +437,31 @@ enum Products {
 }
 
 /// The detached Jacobian `H = a₁∇²F + a₀I` of a block at a fixed batch, as products.
+///
+/// ```
+/// # use candle_core::{Device, Tensor};
+/// # use cpflow::{Flow, FlowConfig, PotentialConfig};
+/// # fn main() -> cpflow::Result<()> {
+/// let pot = PotentialConfig::Icnn3(icnn::Icnn3Config { dim: 2, width: 4, depth: 2, ..Default::default() });
+/// let flow = Flow::new(FlowConfig::single_block(pot), &Device::Cpu)?;
+/// let x = Tensor::new(&[[0.5f64, -1.0], [1.5, 0.2]], &Device::Cpu)?;
+/// flow.initialize(&x)?;
+/// let block = flow.blocks().next().expect("one block");
+/// let (_z, op) = block.tracked_operator(&x, None)?;
+/// assert_eq!(op.batch_size(), 2);
+/// // H e₁ for sample 0 and H e₂ for sample 1: columns of the dense Jacobians.
+/// let v = Tensor::new(&[[1.0f64, 0.0], [0.0, 1.0]], &Device::Cpu)?;
+/// let hv = op.apply(&v)?.to_vec2::<f64>()?;
+/// let h = op.dense()?.to_vec3::<f64>()?;
+/// for (i, (got, want)) in [(hv[0][0], h[0][0][0]), (hv[0][1], h[0][1][0]), (hv[1][1], h[1][1][1])]
+///     .into_iter()
+///     .enumerate()
+/// {
+///     assert!((got - want).abs() < 1e-10, "entry {i}: {got} vs {want}");
+/// }
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone, Debug)]
 pub struct HessianOperator {
     lin: Products,

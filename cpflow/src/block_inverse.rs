@@ -15,6 +15,29 @@ use crate::error::Result;
 /// Which `convex-opt` solver inverts the blocks. Every solver serves conditional (PICNN) blocks
 /// too: the context rows follow the row subsets the per-sample solvers evaluate
 /// ([`BlockPotential`]'s `select_rows`).
+///
+/// ```
+/// use cpflow::{InverseParams, InverseSolver};
+/// # use candle_core::{Device, Tensor};
+/// # use cpflow::{Flow, FlowConfig, PotentialConfig};
+/// # fn main() -> cpflow::Result<()> {
+/// let pot = PotentialConfig::Icnn3(icnn::Icnn3Config { dim: 2, width: 4, depth: 2, ..Default::default() });
+/// let flow = Flow::new(FlowConfig::single_block(pot), &Device::Cpu)?;
+/// let x = Tensor::new(&[[0.5f64, -1.0], [1.5, 0.2]], &Device::Cpu)?;
+/// flow.initialize(&x)?;
+/// let block = flow.blocks().next().expect("one block");
+/// let y = Tensor::new(&[[0.3f64, -0.2], [1.0, 2.0]], &Device::Cpu)?;
+/// for solver in [InverseSolver::NewtonCg, InverseSolver::LbfgsBatched, InverseSolver::LbfgsFlat] {
+///     let params = InverseParams { solver, abs_tolerance: Some(1e-8), ..Default::default() };
+///     let res = block.inverse(&y, None, &params)?;
+///     assert!(res.all_converged(), "{solver:?}");
+///     // ∇Φ(x) = y at the solution.
+///     let err = (block.forward(&res.x, None)? - &y)?.abs()?.max_all()?.to_scalar::<f64>()?;
+///     assert!(err <= 1e-8, "{solver:?}: {err}");
+/// }
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum InverseSolver {
@@ -29,6 +52,29 @@ pub enum InverseSolver {
 }
 
 /// Parameters of the block inversion.
+///
+/// ```
+/// use cpflow::{InverseParams, InverseSolver};
+/// # use candle_core::{Device, Tensor};
+/// # use cpflow::{Flow, FlowConfig, PotentialConfig};
+/// # fn main() -> cpflow::Result<()> {
+/// let pot = PotentialConfig::Icnn3(icnn::Icnn3Config { dim: 2, width: 4, depth: 2, ..Default::default() });
+/// let flow = Flow::new(FlowConfig::single_block(pot), &Device::Cpu)?;
+/// let x = Tensor::new(&[[0.5f64, -1.0], [1.5, 0.2]], &Device::Cpu)?;
+/// flow.initialize(&x)?;
+/// let params = InverseParams { abs_tolerance: Some(1e-10), ..Default::default() };
+/// let (z, _logdet) = flow.transform(&x)?;
+/// let inv = flow.inverse_with(&z, &params)?;
+/// assert!(inv.report.all_converged() && inv.report.max_residual() <= 1e-10);
+/// // The Jacobian is ⪰ I, so the error in x is at most the residual (times √d).
+/// let err = (inv.x - &x)?.abs()?.max_all()?.to_scalar::<f64>()?;
+/// assert!(err < 1e-8, "{err}");
+/// // Fields left out of a configuration file take their defaults.
+/// let p: InverseParams = serde_json::from_str(r#"{"solver": "lbfgs_batched"}"#)?;
+/// assert_eq!((p.max_iterations, p.solver), (1000, InverseSolver::LbfgsBatched));
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct InverseParams {
@@ -72,6 +118,27 @@ impl InverseParams {
 /// rows follow the rows the solvers evaluate ([`BatchedPotential::select_rows`]: the
 /// restriction to a set of rows holds those rows of the context), so every `convex-opt` solver
 /// inverts conditional blocks.
+///
+/// ```
+/// use convex_opt::BatchedPotential;
+/// use cpflow::BlockPotential;
+/// # use candle_core::{Device, Tensor};
+/// # use cpflow::{Flow, FlowConfig, PotentialConfig};
+/// # fn main() -> cpflow::Result<()> {
+/// let pot = PotentialConfig::Icnn3(icnn::Icnn3Config { dim: 2, width: 4, depth: 2, ..Default::default() });
+/// let flow = Flow::new(FlowConfig::single_block(pot), &Device::Cpu)?;
+/// let x = Tensor::new(&[[0.5f64, -1.0], [1.5, 0.2]], &Device::Cpu)?;
+/// flow.initialize(&x)?;
+/// let block = flow.blocks().next().expect("one block");
+/// let pot = BlockPotential::new(block, None);
+/// let (phi, grad) = pot.value_and_gradient(&x)?;
+/// assert_eq!(phi.dims(), &[2]);
+/// // The gradient of the potential is the block's forward map.
+/// let z = block.forward(&x, None)?;
+/// assert!((grad - z)?.abs()?.max_all()?.to_scalar::<f64>()? < 1e-12);
+/// # Ok(())
+/// # }
+/// ```
 pub struct BlockPotential<'a> {
     block: &'a CpFlowBlock,
     context: Option<Tensor>,

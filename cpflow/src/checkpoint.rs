@@ -27,6 +27,19 @@ pub const FORMAT_VERSION: u32 = 1;
 pub const BEST_PREFIX: &str = "best.";
 
 /// The JSON part of a checkpoint.
+///
+/// ```
+/// use cpflow::checkpoint::{CheckpointMeta, FORMAT_VERSION};
+/// use cpflow::FlowConfig;
+/// let meta = CheckpointMeta::weights_only(FlowConfig::toy_reference(1));
+/// assert_eq!(meta.format_version, FORMAT_VERSION);
+/// assert!(meta.train.is_none() && meta.state.is_none() && meta.adam.is_none() && meta.rng.is_none());
+/// // Stored as JSON in the safetensors metadata; the training parts may be absent.
+/// let json = serde_json::to_string(&meta).unwrap();
+/// assert_eq!(serde_json::from_str::<CheckpointMeta>(&json).unwrap(), meta);
+/// let minimal = format!(r#"{{"format_version": 1, "flow": {}}}"#, serde_json::to_string(&meta.flow).unwrap());
+/// assert_eq!(serde_json::from_str::<CheckpointMeta>(&minimal).unwrap(), meta);
+/// ```
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CheckpointMeta {
     /// Format version.
@@ -63,6 +76,30 @@ impl CheckpointMeta {
 }
 
 /// A loaded checkpoint: metadata and every tensor by name.
+///
+/// ```
+/// use cpflow::checkpoint::load_checkpoint;
+/// # use candle_core::{Device, Tensor};
+/// # use cpflow::{Flow, FlowConfig, PotentialConfig};
+/// # fn main() -> cpflow::Result<()> {
+/// let pot = PotentialConfig::Icnn3(icnn::Icnn3Config { dim: 2, width: 4, depth: 2, ..Default::default() });
+/// let flow = Flow::new(FlowConfig::single_block(pot), &Device::Cpu)?;
+/// flow.initialize(&Tensor::new(&[[0.5f64, -1.0], [1.5, 0.2]], &Device::Cpu)?)?;
+/// let dir = std::env::temp_dir().join(format!("cpflow-doc-checkpoint-{}", std::process::id()));
+/// let path = dir.join("model.safetensors");
+/// flow.save(&path)?;
+/// let ck = load_checkpoint(&path, &Device::Cpu)?;
+/// assert_eq!(&ck.meta.flow, flow.config());
+/// // A weights-only file holds exactly the model's variables.
+/// let mut names: Vec<String> = ck.tensors.into_keys().collect();
+/// let mut vars: Vec<String> = flow.named_vars().into_iter().map(|(k, _)| k).collect();
+/// names.sort();
+/// vars.sort();
+/// assert_eq!(names, vars);
+/// std::fs::remove_dir_all(&dir).ok();
+/// # Ok(())
+/// # }
+/// ```
 pub struct Checkpoint {
     /// The JSON part.
     pub meta: CheckpointMeta,
@@ -70,7 +107,23 @@ pub struct Checkpoint {
     pub tensors: HashMap<String, Tensor>,
 }
 
-/// Write bytes to `path` atomically: temporary file beside it, fsync, rename.
+/// Write bytes to `path` atomically: temporary file beside it, fsync, rename. Missing parent
+/// directories are created.
+///
+/// ```
+/// use cpflow::checkpoint::write_atomic;
+/// # fn main() -> cpflow::Result<()> {
+/// let dir = std::env::temp_dir().join(format!("cpflow-doc-write-atomic-{}", std::process::id()));
+/// let path = dir.join("nested").join("notes.txt");
+/// write_atomic(&path, b"first")?;
+/// write_atomic(&path, b"second")?; // replaces the file
+/// assert_eq!(std::fs::read(&path).unwrap(), b"second");
+/// // Only the file itself is left: no temporary file beside it.
+/// assert_eq!(std::fs::read_dir(dir.join("nested")).unwrap().count(), 1);
+/// std::fs::remove_dir_all(&dir).ok();
+/// # Ok(())
+/// # }
+/// ```
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = path
         .parent()
@@ -96,6 +149,23 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 }
 
 /// Serialise tensors and metadata into safetensors bytes.
+///
+/// ```
+/// use candle_core::{Device, Tensor};
+/// use cpflow::checkpoint::{CheckpointMeta, METADATA_KEY, to_bytes};
+/// # fn main() -> cpflow::Result<()> {
+/// let meta = CheckpointMeta::weights_only(cpflow::FlowConfig::toy_reference(1));
+/// let t = Tensor::new(&[1.0f64, 2.0, 3.0], &Device::Cpu)?;
+/// let bytes = to_bytes(&meta, vec![("w".into(), t)])?;
+/// // Plain safetensors: any reader gets the tensor and the JSON metadata back.
+/// let back = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu)?;
+/// assert_eq!(back["w"].to_vec1::<f64>()?, [1.0, 2.0, 3.0]);
+/// let (_, header) = safetensors::SafeTensors::read_metadata(&bytes)?;
+/// let json = &header.metadata().as_ref().expect("metadata")[METADATA_KEY];
+/// assert_eq!(serde_json::from_str::<CheckpointMeta>(json)?, meta);
+/// # Ok(())
+/// # }
+/// ```
 pub fn to_bytes(meta: &CheckpointMeta, tensors: Vec<(String, Tensor)>) -> Result<Vec<u8>> {
     let mut info = HashMap::new();
     info.insert(METADATA_KEY.to_string(), serde_json::to_string(meta)?);
@@ -107,6 +177,27 @@ pub fn to_bytes(meta: &CheckpointMeta, tensors: Vec<(String, Tensor)>) -> Result
 }
 
 /// Write a checkpoint atomically.
+///
+/// ```
+/// use cpflow::checkpoint::{CheckpointMeta, load_checkpoint, save_checkpoint};
+/// # use candle_core::{Device, Tensor};
+/// # use cpflow::{Flow, FlowConfig, PotentialConfig};
+/// # fn main() -> cpflow::Result<()> {
+/// let pot = PotentialConfig::Icnn3(icnn::Icnn3Config { dim: 2, width: 4, depth: 2, ..Default::default() });
+/// let flow = Flow::new(FlowConfig::single_block(pot), &Device::Cpu)?;
+/// flow.initialize(&Tensor::new(&[[0.5f64, -1.0], [1.5, 0.2]], &Device::Cpu)?)?;
+/// let dir = std::env::temp_dir().join(format!("cpflow-doc-save-checkpoint-{}", std::process::id()));
+/// let path = dir.join("model.safetensors");
+/// let meta = CheckpointMeta::weights_only(flow.config().clone());
+/// save_checkpoint(&path, &meta, flow.weight_tensors())?;
+/// // Read back and checked against the model the metadata describes.
+/// let ck = load_checkpoint(&path, &Device::Cpu)?;
+/// assert_eq!(ck.meta, meta);
+/// assert_eq!(ck.tensors.len(), flow.named_vars().len());
+/// std::fs::remove_dir_all(&dir).ok();
+/// # Ok(())
+/// # }
+/// ```
 pub fn save_checkpoint(
     path: &Path,
     meta: &CheckpointMeta,
@@ -121,6 +212,28 @@ pub fn save_checkpoint(
 /// or its `adam.m.`/`adam.v.` moments). A file that breaks one of these is corrupt (or written
 /// by something else), and is refused here, naming the file and the tensor, rather than failing
 /// later as a Cholesky or "not initialised" error.
+///
+/// ```
+/// use cpflow::CpflowError;
+/// use cpflow::checkpoint::load_checkpoint;
+/// # use candle_core::Device;
+/// # fn main() -> cpflow::Result<()> {
+/// let dir = std::env::temp_dir().join(format!("cpflow-doc-load-checkpoint-{}", std::process::id()));
+/// std::fs::create_dir_all(&dir).ok();
+/// // Not a safetensors file: refused, naming the file.
+/// let path = dir.join("corrupt.safetensors");
+/// std::fs::write(&path, b"not a checkpoint").unwrap();
+/// match load_checkpoint(&path, &Device::Cpu) {
+///     Err(CpflowError::Checkpoint(msg)) => assert!(msg.contains("corrupt.safetensors"), "{msg}"),
+///     other => panic!("expected a checkpoint error, got {:?}", other.err()),
+/// }
+/// // A missing file is an I/O error.
+/// let missing = load_checkpoint(&dir.join("missing.safetensors"), &Device::Cpu);
+/// assert!(matches!(missing, Err(CpflowError::Io { .. })));
+/// std::fs::remove_dir_all(&dir).ok();
+/// # Ok(())
+/// # }
+/// ```
 pub fn load_checkpoint(path: &Path, device: &Device) -> Result<Checkpoint> {
     read_checked(path, device).map(|(ck, _)| ck)
 }
@@ -248,7 +361,9 @@ fn is_init_flag(name: &str) -> bool {
 }
 
 impl Flow {
-    /// The model's variables as `(name, tensor)` pairs (detached copies of the references).
+    /// The model's variables as `(name, tensor)` pairs.
+    /// Each tensor is detached from the autograd graph but shares storage with the variables, so it
+    /// follows later training steps and `set_weights`; take `Tensor::copy` of each for a snapshot.
     pub fn weight_tensors(&self) -> Vec<(String, Tensor)> {
         crate::named_vars::detached_tensors(self.named_vars())
     }

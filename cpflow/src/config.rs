@@ -7,6 +7,16 @@ use crate::adam::AdamParams;
 use crate::error::{CpflowError, Result};
 
 /// Floating-point type of a model (candle's `DType` is not serialisable).
+///
+/// ```
+/// use candle_core::DType;
+/// use cpflow::FloatType;
+/// assert_eq!(FloatType::F32.dtype(), DType::F32);
+/// assert_eq!(FloatType::from_dtype(DType::F64).unwrap(), FloatType::F64);
+/// assert!(FloatType::from_dtype(DType::F16).is_err()); // only f32 and f64
+/// assert_eq!(FloatType::default(), FloatType::F64);
+/// assert_eq!(serde_json::to_string(&FloatType::F32).unwrap(), r#""f32""#);
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum FloatType {
@@ -39,6 +49,28 @@ impl FloatType {
 }
 
 /// Parameters of the CG log-det gradient surrogate (`docs/reference/cpflow-reference.md` §2.3).
+///
+/// ```
+/// use cpflow::SurrogateParams;
+/// # use candle_core::{Device, Tensor};
+/// # use cpflow::{Flow, FlowConfig, FlowRng, PotentialConfig};
+/// # fn main() -> cpflow::Result<()> {
+/// let pot = PotentialConfig::Icnn3(icnn::Icnn3Config { dim: 3, width: 4, depth: 2, ..Default::default() });
+/// let flow = Flow::new(FlowConfig::single_block(pot), &Device::Cpu)?;
+/// let x = Tensor::new(&[[0.1f64, 0.2, 0.0], [0.3, -0.4, 1.0]], &Device::Cpu)?;
+/// flow.initialize(&x)?;
+/// let mut rng = FlowRng::seed_from_u64(0);
+/// // One CG iteration per system at most: a cheap, approximate gradient.
+/// let capped = SurrogateParams { probes: 4, cg_max_iters: Some(1), ..Default::default() };
+/// let out = flow.surrogate_loss(&x, &capped, &mut rng)?;
+/// assert_eq!(out.cg.iterations.len(), 2 * 4); // samples × probes
+/// assert!(out.cg.iterations.iter().all(|&k| k <= 1));
+/// // The reference's cap, d = 3 iterations: CG solves the 3×3 systems.
+/// let full = SurrogateParams { cg_atol: 1e-10, ..Default::default() };
+/// assert_eq!(flow.surrogate_loss(&x, &full, &mut rng)?.cg.converged, 2);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SurrogateParams {
@@ -97,6 +129,26 @@ impl SurrogateParams {
 }
 
 /// Parameters of the SLQ log-det estimate (`docs/reference/cpflow-reference.md` §2.4).
+///
+/// ```
+/// use cpflow::SlqParams;
+/// # use candle_core::{Device, Tensor};
+/// # use cpflow::{Flow, FlowConfig, FlowRng, PotentialConfig};
+/// # fn main() -> cpflow::Result<()> {
+/// let pot = PotentialConfig::Icnn3(icnn::Icnn3Config { dim: 3, width: 4, depth: 2, ..Default::default() });
+/// let flow = Flow::new(FlowConfig::single_block(pot), &Device::Cpu)?;
+/// let x = Tensor::new(&[[0.1f64, 0.2, 0.0], [0.3, -0.4, 1.0]], &Device::Cpu)?;
+/// flow.initialize(&x)?;
+/// let mut rng = FlowRng::seed_from_u64(0);
+/// assert_eq!(SlqParams::default(), SlqParams { probes: 1, steps: 10 });
+/// // min(steps, d) Lanczos steps are used: 10 steps in d = 3 are 3 steps.
+/// let ten = flow.log_prob_slq(&x, &SlqParams { probes: 2, steps: 10 }, &mut FlowRng::seed_from_u64(1))?;
+/// let three = flow.log_prob_slq(&x, &SlqParams { probes: 2, steps: 3 }, &mut FlowRng::seed_from_u64(1))?;
+/// assert_eq!(ten.log_prob.to_vec1::<f64>()?, three.log_prob.to_vec1::<f64>()?);
+/// # let _ = &mut rng;
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SlqParams {
@@ -116,6 +168,26 @@ impl Default for SlqParams {
 }
 
 /// How the validation NLL (early stopping, monitoring) is estimated.
+///
+/// ```
+/// use candle_core::{Device, Tensor};
+/// use cpflow::{Dataset, Flow, FlowConfig, FlowRng, NllEstimator, PotentialConfig, SlqParams, mean_nll};
+/// # fn main() -> cpflow::Result<()> {
+/// assert_eq!(NllEstimator::default(), NllEstimator::Slq(SlqParams::default()));
+/// assert_eq!(serde_json::to_string(&NllEstimator::Exact)?, r#""exact""#);
+/// let pot = PotentialConfig::Icnn3(icnn::Icnn3Config { dim: 1, width: 4, depth: 2, ..Default::default() });
+/// let flow = Flow::new(FlowConfig::single_block(pot), &Device::Cpu)?;
+/// let x = Tensor::new(&[[0.1f64], [0.5], [-0.7], [1.2]], &Device::Cpu)?;
+/// flow.initialize(&x)?;
+/// let data = Dataset::new(x);
+/// let mut rng = FlowRng::seed_from_u64(0);
+/// let exact = mean_nll(&flow, &data, &NllEstimator::Exact, 4, &mut rng)?;
+/// let slq = mean_nll(&flow, &data, &NllEstimator::Slq(SlqParams::default()), 4, &mut rng)?;
+/// // In one dimension a ±1 probe gives vᵀ log(H) v = log H: both estimators are exact.
+/// assert!((exact - slq).abs() < 1e-10, "{exact} vs {slq}");
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum NllEstimator {
@@ -132,6 +204,30 @@ impl Default for NllEstimator {
 }
 
 /// The objective minimised by the trainer.
+///
+/// ```
+/// use cpflow::{FlowRng, LrSchedule, NllEstimator, Objective, mean_nll};
+/// # use candle_core::{Device, Tensor};
+/// # use cpflow::{Dataset, Flow, FlowConfig, PotentialConfig, TrainConfig, Trainer};
+/// # fn main() -> cpflow::Result<()> {
+/// # let pot = PotentialConfig::Icnn3(icnn::Icnn3Config { dim: 2, width: 4, depth: 2, ..Default::default() });
+/// # let flow = Flow::new(FlowConfig::single_block(pot), &Device::Cpu)?;
+/// # let data: Vec<f64> = (0..64).map(|i| ((i * 7919) % 101) as f64 / 50.0 - 1.0).collect();
+/// # let x = Tensor::from_vec(data, (32, 2), &Device::Cpu)?;
+/// flow.initialize(&x)?;
+/// let train = Dataset::new(x);
+/// let before = mean_nll(&flow, &train, &NllEstimator::Exact, 32, &mut FlowRng::seed_from_u64(0))?;
+/// let config = TrainConfig {
+///     objective: Objective::ExactNll, batch_size: 32, max_iterations: 1, val_every: 0,
+///     train_slq_every: 0, lr_schedule: LrSchedule::Constant, ..Default::default()
+/// };
+/// let report = Trainer::new(flow, config)?.fit(&train, None)?;
+/// // The exact objective's loss is the NLL (here of the whole set, before the step), no CG.
+/// assert!((report.final_loss - before).abs() < 1e-9);
+/// assert_eq!((report.cg_converged, report.mean_cg_iterations), (None, 0.0));
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum Objective {
@@ -143,6 +239,30 @@ pub enum Objective {
 }
 
 /// Learning-rate schedule.
+///
+/// ```
+/// use cpflow::LrSchedule;
+/// # use candle_core::{Device, Tensor};
+/// # use cpflow::{Dataset, Flow, FlowConfig, PotentialConfig, TrainConfig, Trainer};
+/// # fn main() -> cpflow::Result<()> {
+/// # let pot = PotentialConfig::Icnn3(icnn::Icnn3Config { dim: 2, width: 4, depth: 2, ..Default::default() });
+/// # let flow = Flow::new(FlowConfig::single_block(pot), &Device::Cpu)?;
+/// # let data: Vec<f64> = (0..64).map(|i| ((i * 7919) % 101) as f64 / 50.0 - 1.0).collect();
+/// # let x = Tensor::from_vec(data, (32, 2), &Device::Cpu)?;
+/// let schedule = LrSchedule::Step { step_size: 2, gamma: 0.5 };
+/// // The TOML / JSON spelling.
+/// let json: LrSchedule = serde_json::from_str(r#"{"step": {"step_size": 2, "gamma": 0.5}}"#)?;
+/// assert_eq!(json, schedule);
+/// let config = TrainConfig {
+///     lr_schedule: schedule, batch_size: 8, max_iterations: 4, log_every: 1, val_every: 0,
+///     train_slq_every: 0, ..Default::default()
+/// };
+/// let report = Trainer::new(flow, config)?.fit(&Dataset::new(x), None)?;
+/// let lrs: Vec<f64> = report.history.iter().map(|r| r.lr).collect();
+/// assert_eq!(lrs, [1e-3, 1e-3, 5e-4, 5e-4]); // halved every 2 steps
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum LrSchedule {
@@ -206,6 +326,17 @@ impl LrSchedule {
 }
 
 /// Training configuration (defaults: the reference `train_tabular.py`).
+///
+/// ```
+/// use cpflow::{LrSchedule, TrainConfig};
+/// let d = TrainConfig::default();
+/// assert_eq!((d.batch_size, d.lr_schedule.clone(), d.early_stopping), (1024, LrSchedule::Plateau, Some(20)));
+/// // A configuration file names what differs from the defaults; a misspelt key is refused.
+/// let cfg: TrainConfig = serde_json::from_str(r#"{"batch_size": 128, "max_iterations": 3910}"#).unwrap();
+/// assert_eq!(cfg, TrainConfig { batch_size: 128, max_iterations: 3910, ..d });
+/// assert!(serde_json::from_str::<TrainConfig>(r#"{"batchsize": 128}"#).is_err());
+/// cfg.validate().unwrap();
+/// ```
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TrainConfig {
@@ -223,7 +354,9 @@ pub struct TrainConfig {
     pub surrogate: SurrogateParams,
     /// Gradient-norm clipping (`None`: no clipping; the norm is still logged).
     pub clip_grad_norm: Option<f64>,
-    /// Validate every this many iterations (and at iteration 0); 0 disables validation.
+    /// Validate after the steps whose 0-based index is a multiple of this: the first step,
+    /// then every this many (records at iterations 1, k + 1, 2k + 1, …, as the reference's
+    /// `itr % val_freq == 0` before its counter moves); 0 disables validation.
     pub val_every: usize,
     /// Validation NLL estimator.
     pub val_estimator: NllEstimator,
@@ -232,14 +365,16 @@ pub struct TrainConfig {
     /// Early stopping: stop after more than this many validations without improvement, and
     /// restore the best weights. `None` disables it (then the best weights are still tracked).
     pub early_stopping: Option<usize>,
-    /// SLQ estimate of the training NLL on the current batch every this many iterations
-    /// (0: never).
+    /// SLQ estimate of the training NLL on the current batch, on the same schedule as
+    /// `val_every` (steps with 0-based index 0, k, 2k, …); 0: never.
     pub train_slq_every: usize,
     /// SLQ parameters of that monitor.
     pub train_slq: SlqParams,
     /// Write a checkpoint every this many iterations (0: only at validations and the end).
     pub checkpoint_every: usize,
-    /// Write a metrics record (and a log line) every this many iterations.
+    /// Write a metrics record (and a log line) after the steps whose 0-based index is a
+    /// multiple of this (iterations 1, k + 1, 2k + 1, …), after every validation or training-SLQ
+    /// step, and after the last step; 0: only those.
     pub log_every: usize,
     /// At the end of training (or early stopping) restore the weights of the best validation.
     pub restore_best: bool,

@@ -18,6 +18,25 @@ use crate::rng::FlowRng;
 /// A conditional block potential built by the function registered under `name` with
 /// [`register_conditional_potential`]. Saved with the model: loading it needs the same
 /// registration.
+///
+/// ```
+/// use candle_core::Device;
+/// use cpflow::{CpflowError, CustomConditionalConfig, Flow, FlowConfig, PotentialConfig};
+/// let cfg = CustomConditionalConfig {
+///     name: "never-registered".into(),
+///     dim: 2,
+///     context_dim: 3,
+///     settings: Default::default(),
+/// };
+/// let pot = PotentialConfig::CustomConditional(cfg);
+/// assert_eq!((pot.dim(), pot.context_dim()), (2, Some(3)));
+/// // Building the flow needs a builder registered under the name.
+/// let err = Flow::new(FlowConfig::single_block(pot), &Device::Cpu).unwrap_err();
+/// assert!(
+///     matches!(&err, CpflowError::InvalidConfig(m) if m.contains("register_conditional_potential")),
+///     "{err}"
+/// );
+/// ```
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CustomConditionalConfig {
@@ -58,6 +77,35 @@ fn registry() -> &'static Registry<ConditionalPotentialBuilder> {
 ///
 /// The integration tests (`cpflow/tests/integration/custom_potential.rs`) hold a complete
 /// conditional example; [`crate::register_potential`] shows the unconditional API.
+///
+/// ```
+/// use candle_core::{Device, Tensor};
+/// use cpflow::{CustomConditionalConfig, Flow, FlowConfig, PotentialConfig};
+/// use icnn::{Picnn, PicnnConfig};
+/// # fn main() -> cpflow::Result<()> {
+/// // A builder that wraps `icnn`'s partially input-convex network.
+/// cpflow::register_conditional_potential("doc-picnn", |vb, cfg, rng| {
+///     let config = PicnnConfig {
+///         dim: cfg.dim, context_dim: cfg.context_dim, width: 4, depth: 2, ..Default::default()
+///     };
+///     Ok(Box::new(Picnn::new(vb, &config, rng)?))
+/// });
+/// let pot = PotentialConfig::CustomConditional(CustomConditionalConfig {
+///     name: "doc-picnn".into(),
+///     dim: 2,
+///     context_dim: 1,
+///     settings: Default::default(),
+/// });
+/// let flow = Flow::new(FlowConfig::single_block(pot), &Device::Cpu)?;
+/// assert_eq!(flow.context_dim(), Some(1));
+/// let x = Tensor::new(&[[0.5f64, -1.0], [1.5, 0.2]], &Device::Cpu)?;
+/// let c = Tensor::new(&[[0.0f64], [1.0]], &Device::Cpu)?;
+/// flow.initialize_given(&x, &c)?;
+/// assert_eq!(flow.log_prob_exact_given(&x, &c)?.dims(), &[2]);
+/// assert!(flow.log_prob_exact(&x).is_err()); // a conditional flow needs its context
+/// # Ok(())
+/// # }
+/// ```
 pub fn register_conditional_potential<F>(name: &str, builder: F)
 where
     F: Fn(
@@ -73,6 +121,17 @@ where
 }
 
 /// The names registered so far with [`register_conditional_potential`], sorted.
+///
+/// ```
+/// use icnn::{Picnn, PicnnConfig};
+/// cpflow::register_conditional_potential("doc-picnn-names", |vb, cfg, rng| {
+///     let config = PicnnConfig { dim: cfg.dim, context_dim: cfg.context_dim, ..Default::default() };
+///     Ok(Box::new(Picnn::new(vb, &config, rng)?))
+/// });
+/// let names = cpflow::registered_conditional_potentials();
+/// assert!(names.contains(&"doc-picnn-names".to_string()));
+/// assert!(names.is_sorted());
+/// ```
 pub fn registered_conditional_potentials() -> Vec<String> {
     names(registry())
 }

@@ -18,6 +18,24 @@ use crate::rng::FlowRng;
 /// A block potential built by the function registered under `name` (see
 /// [`register_potential`]). The configuration is saved with the model, so loading it needs
 /// the same registration.
+///
+/// ```
+/// use std::collections::BTreeMap;
+/// use candle_core::Device;
+/// use cpflow::{CpflowError, CustomPotentialConfig, Flow, FlowConfig, PotentialConfig};
+/// let cfg = CustomPotentialConfig {
+///     name: "never-registered".into(),
+///     dim: 2,
+///     settings: BTreeMap::from([("width".to_string(), 8.0)]),
+/// };
+/// // Saved with the model as JSON; a field it does not know is refused.
+/// let json = serde_json::to_string(&cfg).unwrap();
+/// assert_eq!(serde_json::from_str::<CustomPotentialConfig>(&json).unwrap(), cfg);
+/// assert!(serde_json::from_str::<CustomPotentialConfig>(r#"{"name": "x", "dim": 2, "depth": 3}"#).is_err());
+/// // Building the flow needs a builder registered under the name.
+/// let err = Flow::new(FlowConfig::single_block(PotentialConfig::Custom(cfg)), &Device::Cpu).unwrap_err();
+/// assert!(matches!(&err, CpflowError::InvalidConfig(m) if m.contains("register_potential")), "{err}");
+/// ```
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CustomPotentialConfig {
@@ -177,6 +195,18 @@ where
 }
 
 /// The names registered so far with [`register_potential`], sorted.
+///
+/// ```
+/// use icnn::{Icnn3, Icnn3Config};
+/// // A builder that wraps one of `icnn`'s own networks.
+/// cpflow::register_potential("doc-icnn3", |vb, cfg, rng| {
+///     let config = Icnn3Config { dim: cfg.dim, width: 4, depth: 2, ..Default::default() };
+///     Ok(Box::new(Icnn3::new(vb, &config, rng)?))
+/// });
+/// let names = cpflow::registered_potentials();
+/// assert!(names.contains(&"doc-icnn3".to_string()));
+/// assert!(names.is_sorted());
+/// ```
 pub fn registered_potentials() -> Vec<String> {
     names(registry())
 }

@@ -36,6 +36,27 @@ fn cholesky(m: &Mat<f64>, k: usize) -> Result<faer::linalg::solvers::Llt<f64>> {
 }
 
 /// The log-dets and the inverses `H_b⁻¹` (as a detached `(B, d, d)` tensor like `h`).
+/// A matrix that is not numerically positive definite is [`CpflowError::InvalidInput`].
+///
+/// ```
+/// use candle_core::{Device, Tensor};
+/// use cpflow::dense_logdet::exact_logdet_and_inverse_host;
+/// # fn main() -> cpflow::Result<()> {
+/// let h = Tensor::new(&[[[2.0f64, 0.0], [0.0, 4.0]]], &Device::Cpu)?; // diag(2, 4)
+/// let (logdets, inv) = exact_logdet_and_inverse_host(&h)?;
+/// assert!((logdets[0] - 8f64.ln()).abs() < 1e-14);
+/// let inv = inv.to_vec3::<f64>()?;
+/// assert!((inv[0][0][0] - 0.5).abs() < 1e-15 && (inv[0][1][1] - 0.25).abs() < 1e-15);
+/// assert_eq!((inv[0][0][1], inv[0][1][0]), (0.0, 0.0));
+/// // Indefinite: refused.
+/// let bad = Tensor::new(&[[[1.0f64, 2.0], [2.0, 1.0]]], &Device::Cpu)?;
+/// assert!(matches!(
+///     exact_logdet_and_inverse_host(&bad),
+///     Err(cpflow::CpflowError::InvalidInput(_))
+/// ));
+/// # Ok(())
+/// # }
+/// ```
 pub fn exact_logdet_and_inverse_host(h: &Tensor) -> Result<(Vec<f64>, Tensor)> {
     let mats = to_host_mats(h)?;
     let (b, d, _) = h.dims3()?;
@@ -60,6 +81,22 @@ pub fn exact_logdet_and_inverse_host(h: &Tensor) -> Result<(Vec<f64>, Tensor)> {
 /// that of `log det H_b`, through the trace identity `∂ log det H = tr(H⁻¹ ∂H)`: with `H⁻¹`
 /// computed on the host and detached, `T_b = Σ_ij (H⁻¹)_ji H_ij` has `∂T = tr(H⁻¹ ∂H)`, and
 /// the result is `logdet + T − detach(T)`. `h` must be parameter-tracking for a gradient.
+///
+/// ```
+/// use candle_core::{Device, Var};
+/// use cpflow::dense_logdet::differentiable_logdet;
+/// # fn main() -> cpflow::Result<()> {
+/// // H = [[2, 0.5], [0.5, 3]]: log det H = log 5.75, ∂ log det H / ∂H = H⁻¹.
+/// let h = Var::from_vec(vec![2.0f64, 0.5, 0.5, 3.0], (1, 2, 2), &Device::Cpu)?;
+/// let ld = differentiable_logdet(h.as_tensor())?;
+/// assert!((ld.to_vec1::<f64>()?[0] - 5.75f64.ln()).abs() < 1e-14);
+/// let grads = ld.sum_all()?.backward()?;
+/// let g = grads.get(h.as_tensor()).expect("gradient").flatten_all()?.to_vec1::<f64>()?;
+/// let inv = [3.0 / 5.75, -0.5 / 5.75, -0.5 / 5.75, 2.0 / 5.75];
+/// assert!(g.iter().zip(inv).all(|(a, b)| (a - b).abs() < 1e-14));
+/// # Ok(())
+/// # }
+/// ```
 pub fn differentiable_logdet(h: &Tensor) -> Result<Tensor> {
     let (lds, inv) = exact_logdet_and_inverse_host(h)?;
     // (H⁻¹)ᵀ = H⁻¹ for symmetric H; use the transpose anyway so the identity holds as written.

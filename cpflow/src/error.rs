@@ -8,6 +8,26 @@ use thiserror::Error;
 /// the [`source`](std::error::Error::source), never flattened to a string, and no message
 /// repeats its source's text — print a whole chain with `{:#}` of `anyhow` or by walking
 /// `source()`.
+///
+/// ```
+/// use candle_core::{Device, Tensor};
+/// use cpflow::{CpflowError, Flow, FlowConfig, PotentialConfig};
+/// # fn main() -> cpflow::Result<()> {
+/// let pot = PotentialConfig::Icnn3(icnn::Icnn3Config { dim: 2, width: 4, depth: 2, ..Default::default() });
+/// let flow = Flow::new(FlowConfig::tabular(2, 1, pot), &Device::Cpu)?;
+/// let x = Tensor::new(&[[0.5f32, -1.0], [1.5, 0.2]], &Device::Cpu)?;
+/// // The ActNorm layers need their data-dependent initialisation first.
+/// assert!(matches!(flow.log_prob_exact(&x), Err(CpflowError::NotInitialized)));
+/// flow.initialize(&x)?;
+/// // A batch of another dimension is invalid input, named in the message.
+/// let wrong = Tensor::zeros((2, 3), candle_core::DType::F32, &Device::Cpu)?;
+/// match flow.log_prob_exact(&wrong) {
+///     Err(CpflowError::InvalidInput(msg)) => assert!(msg.contains('3'), "{msg}"),
+///     other => panic!("expected InvalidInput, got {other:?}"),
+/// }
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Error)]
 #[non_exhaustive]
 pub enum CpflowError {

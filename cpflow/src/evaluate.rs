@@ -8,6 +8,22 @@ use crate::error::{CpflowError, Result};
 use crate::flow::Flow;
 
 /// A data set (rows are samples) with an optional context (conditional flows).
+///
+/// ```
+/// use candle_core::{Device, Tensor};
+/// use cpflow::Dataset;
+/// # fn main() -> cpflow::Result<()> {
+/// let x = Tensor::zeros((10, 3), candle_core::DType::F64, &Device::Cpu)?;
+/// let data = Dataset::new(x.clone());
+/// assert_eq!((data.len(), data.is_empty()), (10, false));
+/// assert!(data.context.is_none());
+/// // A conditional data set: one context row per sample.
+/// let ctx = Tensor::ones((10, 2), candle_core::DType::F64, &Device::Cpu)?;
+/// let cond = Dataset::with_context(x, ctx);
+/// assert_eq!(cond.context.as_ref().map(|c| c.dims().to_vec()), Some(vec![10, 2]));
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone, Debug)]
 pub struct Dataset {
     /// `(N, d)` samples.
@@ -43,6 +59,28 @@ impl Dataset {
 
 /// The mean negative log-likelihood of a data set with its uncertainty, as
 /// [`nll_estimate`] returns it.
+///
+/// ```
+/// # use candle_core::{Device, Tensor};
+/// # use cpflow::{Dataset, Flow, FlowConfig, FlowRng, NllEstimator, PotentialConfig};
+/// # fn main() -> cpflow::Result<()> {
+/// let pot = PotentialConfig::Icnn3(icnn::Icnn3Config { dim: 2, width: 4, depth: 2, ..Default::default() });
+/// let flow = Flow::new(FlowConfig::single_block(pot), &Device::Cpu)?;
+/// let x = Tensor::new(&[[0.1f64, 0.2], [0.3, -0.4], [1.0, 0.5], [-0.7, 0.0], [0.2, 0.9]], &Device::Cpu)?;
+/// flow.initialize(&x)?;
+/// let data = Dataset::new(x.clone());
+/// let mut rng = FlowRng::seed_from_u64(0);
+/// let est = cpflow::nll_estimate(&flow, &data, &NllEstimator::Exact, 2, &mut rng)?;
+/// assert_eq!((est.n, est.non_finite), (5, 0));
+/// // The mean and its standard error (sample std over √n) from the per-row NLLs.
+/// let nll: Vec<f64> = flow.log_prob_exact(&x)?.to_vec1::<f64>()?.iter().map(|v| -v).collect();
+/// let mean = nll.iter().sum::<f64>() / 5.0;
+/// let var = nll.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / 4.0;
+/// assert!((est.mean - mean).abs() < 1e-12);
+/// assert!((est.std_err.expect("n > 1") - (var / 5.0).sqrt()).abs() < 1e-12);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq)]
 #[non_exhaustive]
 pub struct NllEstimate {
@@ -99,6 +137,26 @@ impl RunningMoments {
 
 /// Mean NLL of a data set (over chunks of `batch_size` rows), with the given estimator;
 /// `rng` draws the SLQ probes. [`nll_estimate`] also gives its standard error.
+///
+/// ```
+/// # use candle_core::{Device, Tensor};
+/// # use cpflow::{Dataset, Flow, FlowConfig, FlowRng, NllEstimator, PotentialConfig};
+/// # fn main() -> cpflow::Result<()> {
+/// let pot = PotentialConfig::Icnn3(icnn::Icnn3Config { dim: 2, width: 4, depth: 2, ..Default::default() });
+/// let flow = Flow::new(FlowConfig::single_block(pot), &Device::Cpu)?;
+/// let x = Tensor::new(&[[0.1f64, 0.2], [0.3, -0.4], [1.0, 0.5], [-0.7, 0.0], [0.2, 0.9]], &Device::Cpu)?;
+/// flow.initialize(&x)?;
+/// let data = Dataset::new(x.clone());
+/// let mut rng = FlowRng::seed_from_u64(0);
+/// let nll = cpflow::mean_nll(&flow, &data, &NllEstimator::Exact, 2, &mut rng)?;
+/// let exact = flow.log_prob_exact(&x)?.mean_all()?.to_scalar::<f64>()?;
+/// assert!((nll + exact).abs() < 1e-12); // chunks of 2 rows: same mean
+/// // An empty data set is refused.
+/// let empty = Dataset::new(x.narrow(0, 0, 0)?);
+/// assert!(cpflow::mean_nll(&flow, &empty, &NllEstimator::Exact, 2, &mut rng).is_err());
+/// # Ok(())
+/// # }
+/// ```
 pub fn mean_nll<R: Rng + ?Sized>(
     flow: &Flow,
     data: &Dataset,
@@ -112,6 +170,27 @@ pub fn mean_nll<R: Rng + ?Sized>(
 /// [`mean_nll`] that calls `before_chunk(rows_done)` before each chunk of `batch_size` rows:
 /// an error it returns stops the scoring and is returned (e.g. on an interrupt); the result
 /// is the same as [`mean_nll`]'s.
+///
+/// ```
+/// # use candle_core::{Device, Tensor};
+/// # use cpflow::{Dataset, Flow, FlowConfig, FlowRng, NllEstimator, PotentialConfig};
+/// # fn main() -> cpflow::Result<()> {
+/// let pot = PotentialConfig::Icnn3(icnn::Icnn3Config { dim: 2, width: 4, depth: 2, ..Default::default() });
+/// let flow = Flow::new(FlowConfig::single_block(pot), &Device::Cpu)?;
+/// let x = Tensor::new(&[[0.1f64, 0.2], [0.3, -0.4], [1.0, 0.5], [-0.7, 0.0], [0.2, 0.9]], &Device::Cpu)?;
+/// flow.initialize(&x)?;
+/// let data = Dataset::new(x.clone());
+/// let mut rng = FlowRng::seed_from_u64(0);
+/// let mut starts = Vec::new();
+/// let nll = cpflow::mean_nll_with(&flow, &data, &NllEstimator::Exact, 2, &mut rng, |done| {
+///     starts.push(done);
+///     Ok(())
+/// })?;
+/// assert_eq!(starts, [0, 2, 4]); // 5 rows in chunks of 2
+/// assert!((nll - cpflow::mean_nll(&flow, &data, &NllEstimator::Exact, 2, &mut rng)?).abs() < 1e-12);
+/// # Ok(())
+/// # }
+/// ```
 pub fn mean_nll_with<R: Rng + ?Sized>(
     flow: &Flow,
     data: &Dataset,
@@ -155,6 +234,30 @@ pub fn nll_estimate<R: Rng + ?Sized>(
 
 /// [`nll_estimate`] that calls `before_chunk(rows_done)` before each chunk, like
 /// [`mean_nll_with`].
+///
+/// ```
+/// use cpflow::CpflowError;
+/// # use candle_core::{Device, Tensor};
+/// # use cpflow::{Dataset, Flow, FlowConfig, FlowRng, NllEstimator, PotentialConfig};
+/// # fn main() -> cpflow::Result<()> {
+/// let pot = PotentialConfig::Icnn3(icnn::Icnn3Config { dim: 2, width: 4, depth: 2, ..Default::default() });
+/// let flow = Flow::new(FlowConfig::single_block(pot), &Device::Cpu)?;
+/// let x = Tensor::new(&[[0.1f64, 0.2], [0.3, -0.4], [1.0, 0.5], [-0.7, 0.0], [0.2, 0.9]], &Device::Cpu)?;
+/// flow.initialize(&x)?;
+/// let data = Dataset::new(x.clone());
+/// let mut rng = FlowRng::seed_from_u64(0);
+/// // Stop before the second chunk, as an interrupt handler would.
+/// let stop = |done: usize| {
+///     if done > 0 {
+///         return Err(CpflowError::EvaluationInterrupted { skipped: "the score".into(), saved: vec![] });
+///     }
+///     Ok(())
+/// };
+/// let res = cpflow::nll_estimate_with(&flow, &data, &NllEstimator::Exact, 2, &mut rng, stop);
+/// assert!(matches!(res, Err(CpflowError::EvaluationInterrupted { .. })));
+/// # Ok(())
+/// # }
+/// ```
 pub fn nll_estimate_with<R: Rng + ?Sized>(
     flow: &Flow,
     data: &Dataset,

@@ -68,9 +68,30 @@ where
     }
 }
 
+// `Layer` allows `clippy::large_enum_variant`: a flow holds a handful of layers, once, so
+// boxing the large variant would save nothing.
 /// One layer of a flow.
+///
+/// ```
+/// use candle_core::Device;
+/// use cpflow::{Flow, FlowConfig, Layer, PotentialConfig};
+/// # fn main() -> cpflow::Result<()> {
+/// let pot = PotentialConfig::Icnn3(icnn::Icnn3Config { dim: 2, width: 4, depth: 2, ..Default::default() });
+/// let flow = Flow::new(FlowConfig::tabular(2, 1, pot), &Device::Cpu)?;
+/// // The tabular layout: [ActNorm, CPF, ActNorm].
+/// let kinds: Vec<&str> = flow
+///     .layers()
+///     .iter()
+///     .map(|l| match l {
+///         Layer::ActNorm(_) => "actnorm",
+///         Layer::Cpf(_) => "cpf",
+///     })
+///     .collect();
+/// assert_eq!(kinds, ["actnorm", "cpf", "actnorm"]);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone, Debug)]
-// A flow holds a handful of layers, once: boxing the large variant would save nothing.
 #[allow(clippy::large_enum_variant)]
 pub enum Layer {
     /// ActNorm (closed-form inverse, constant log-det).

@@ -10,6 +10,17 @@ use crate::potential::PotentialConfig;
 use crate::prior::GaussianPrior;
 
 /// One layer of a [`crate::Flow`].
+///
+/// ```
+/// use cpflow::{BlockConfig, FlowConfig, LayerConfig, PotentialConfig};
+/// let pot = PotentialConfig::Icnn3(icnn::Icnn3Config { dim: 3, width: 4, depth: 2, ..Default::default() });
+/// // `FlowConfig::tabular(3, 1, pot)` spelled out: [ActNorm, CPF, ActNorm].
+/// let layers = vec![LayerConfig::ActNorm, LayerConfig::Cpf(BlockConfig::new(pot.clone())), LayerConfig::ActNorm];
+/// assert_eq!(FlowConfig::tabular(3, 1, pot).layers, layers);
+/// // In configuration files a layer is tagged by `layer`.
+/// let json = serde_json::to_value(&layers[0]).unwrap();
+/// assert_eq!(json, serde_json::json!({ "layer": "act_norm" }));
+/// ```
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "layer", rename_all = "snake_case")]
 pub enum LayerConfig {

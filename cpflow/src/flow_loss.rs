@@ -11,6 +11,27 @@ use crate::error::Result;
 use crate::flow::{Flow, Layer};
 
 /// The output of [`Flow::surrogate_loss`].
+///
+/// ```
+/// use candle_core::{Device, Tensor};
+/// use cpflow::{Flow, FlowConfig, FlowRng, PotentialConfig, SurrogateParams};
+/// # fn main() -> cpflow::Result<()> {
+/// let pot = PotentialConfig::Icnn3(icnn::Icnn3Config { dim: 2, width: 4, depth: 2, ..Default::default() });
+/// let flow = Flow::new(FlowConfig::single_block(pot), &Device::Cpu)?;
+/// let x = Tensor::new(&[[0.1f64, 0.2], [0.3, -0.4], [1.0, 0.5]], &Device::Cpu)?;
+/// flow.initialize(&x)?;
+/// let params = SurrogateParams { cg_atol: 1e-12, ..Default::default() };
+/// let out = flow.surrogate_loss(&x, &params, &mut FlowRng::seed_from_u64(0))?;
+/// assert_eq!((out.cg.iterations.len(), out.cg.converged), (3, 3));
+/// // With u = H⁻¹v solved exactly, the block's term is S = (Hu)ᵀv = vᵀv = d = 2, not a
+/// // log-det: the loss is −mean(log N(z)) − 2.
+/// let (z, _) = flow.transform(&x)?;
+/// let log_prior = flow.prior().log_prob(&z)?.mean_all()?.to_scalar::<f64>()?;
+/// let loss = out.loss.to_scalar::<f64>()?;
+/// assert!((loss - (-log_prior - 2.0)).abs() < 1e-8, "{loss}");
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone, Debug)]
 pub struct SurrogateLoss {
     /// Scalar training loss `−mean(log N(z) + Σ ActNorm log-dets + Σ_blocks S)`, parameter

@@ -8,6 +8,18 @@ use serde::{Deserialize, Serialize};
 use crate::error::{CpflowError, Result};
 
 /// One line of the metrics file.
+///
+/// ```
+/// use cpflow::MetricsRecord;
+/// let rec = |iteration: usize| MetricsRecord {
+///     iteration, epoch: 0, loss: 1.5, lr: 1e-3, grad_norm: 0.1, cg_iterations: 2.0,
+///     cg_converged: Some(1.0), train_nll_slq: None, val_nll: None,
+///     samples_per_sec: 100.0, elapsed_s: 0.5,
+/// };
+/// let line = serde_json::to_string(&rec(100)).unwrap();
+/// assert!(!line.contains("val_nll")); // absent values are left out of the line
+/// assert_eq!(serde_json::from_str::<MetricsRecord>(&line).unwrap(), rec(100));
+/// ```
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct MetricsRecord {
     /// Optimiser steps done.
@@ -45,6 +57,28 @@ pub struct MetricsRecord {
 }
 
 /// Appends [`MetricsRecord`]s to a JSON-lines file.
+///
+/// ```
+/// use cpflow::MetricsRecord;
+/// use cpflow::metrics::{MetricsWriter, read_metrics};
+/// # fn main() -> cpflow::Result<()> {
+/// let rec = |iteration: usize| MetricsRecord {
+///     iteration, epoch: 0, loss: 1.5, lr: 1e-3, grad_norm: 0.1, cg_iterations: 2.0,
+///     cg_converged: Some(1.0), train_nll_slq: None, val_nll: None,
+///     samples_per_sec: 100.0, elapsed_s: 0.5,
+/// };
+/// let dir = std::env::temp_dir().join(format!("cpflow-doc-metrics-writer-{}", std::process::id()));
+/// let path = dir.join("metrics.jsonl");
+/// let mut w = MetricsWriter::create(&path)?; // creates the directory, starts a fresh file
+/// w.write(&rec(1))?;
+/// drop(w);
+/// let mut w = MetricsWriter::append(&path)?; // a later call appends
+/// w.write(&rec(2))?;
+/// assert_eq!(read_metrics(&path)?, [rec(1), rec(2)]);
+/// std::fs::remove_dir_all(&dir).ok();
+/// # Ok(())
+/// # }
+/// ```
 pub struct MetricsWriter {
     path: PathBuf,
     file: std::fs::File,
@@ -90,7 +124,25 @@ impl MetricsWriter {
     }
 }
 
-/// Read a metrics file back.
+/// Read a metrics file back (blank lines are skipped; a line that is not a record is an
+/// error).
+///
+/// ```
+/// use cpflow::metrics::read_metrics;
+/// # fn main() -> cpflow::Result<()> {
+/// let dir = std::env::temp_dir().join(format!("cpflow-doc-read-metrics-{}", std::process::id()));
+/// let path = dir.join("metrics.jsonl");
+/// std::fs::create_dir_all(&dir).ok();
+/// let line = r#"{"iteration":5,"epoch":0,"loss":1.5,"lr":0.001,"grad_norm":0.1,"cg_iterations":2.0,"samples_per_sec":100.0,"elapsed_s":0.5}"#;
+/// std::fs::write(&path, format!("{line}\n\n")).unwrap();
+/// let recs = read_metrics(&path)?;
+/// assert_eq!((recs.len(), recs[0].iteration, recs[0].val_nll), (1, 5, None));
+/// std::fs::write(&path, "not json\n").unwrap();
+/// assert!(matches!(read_metrics(&path), Err(cpflow::CpflowError::Json(_))));
+/// std::fs::remove_dir_all(&dir).ok();
+/// # Ok(())
+/// # }
+/// ```
 pub fn read_metrics(path: &Path) -> Result<Vec<MetricsRecord>> {
     let text = std::fs::read_to_string(path).map_err(|e| CpflowError::io(path, e))?;
     text.lines()
@@ -106,6 +158,23 @@ pub fn read_metrics(path: &Path) -> Result<Vec<MetricsRecord>> {
 /// without the cut they would appear twice, out of order. Other lines are kept as they are.
 /// The file is replaced atomically (temporary file, rename) and only when something is
 /// dropped; a missing file is left missing. Returns the number of lines dropped.
+///
+/// ```
+/// use cpflow::metrics::truncate_metrics;
+/// # fn main() -> cpflow::Result<()> {
+/// let dir = std::env::temp_dir().join(format!("cpflow-doc-truncate-metrics-{}", std::process::id()));
+/// let path = dir.join("metrics.jsonl");
+/// std::fs::create_dir_all(&dir).ok();
+/// // Records up to iteration 300 and a line cut short by a kill; the checkpoint is at 200.
+/// let text = "{\"iteration\":100}\n{\"iteration\":200}\n{\"iteration\":300}\n{\"itera";
+/// std::fs::write(&path, text).unwrap();
+/// assert_eq!(truncate_metrics(&path, "iteration", 200)?, 2);
+/// assert_eq!(std::fs::read_to_string(&path).unwrap(), "{\"iteration\":100}\n{\"iteration\":200}\n");
+/// assert_eq!(truncate_metrics(&dir.join("missing.jsonl"), "iteration", 200)?, 0);
+/// std::fs::remove_dir_all(&dir).ok();
+/// # Ok(())
+/// # }
+/// ```
 pub fn truncate_metrics(path: &Path, key: &str, last: u64) -> Result<usize> {
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,

@@ -22,6 +22,31 @@ use crate::rng::FlowRng;
 use crate::train::Trainer;
 
 /// Whether training goes on after an observation.
+///
+/// ```
+/// use cpflow::StopReason;
+/// use cpflow::observer::{Control, FnObserver, Moment};
+/// # use candle_core::{Device, Tensor};
+/// # use cpflow::{Dataset, Flow, FlowConfig, LrSchedule, PotentialConfig, TrainConfig, Trainer};
+/// # fn main() -> cpflow::Result<()> {
+/// # let pot = PotentialConfig::Icnn3(icnn::Icnn3Config { dim: 2, width: 4, depth: 2, ..Default::default() });
+/// # let flow = Flow::new(FlowConfig::single_block(pot), &Device::Cpu)?;
+/// # let data: Vec<f64> = (0..64).map(|i| ((i * 7919) % 101) as f64 / 50.0 - 1.0).collect();
+/// # let train = Dataset::new(Tensor::from_vec(data, (32, 2), &Device::Cpu)?);
+/// # let config = TrainConfig {
+/// #     batch_size: 8, max_iterations: 6, val_every: 0, train_slq_every: 0,
+/// #     lr_schedule: LrSchedule::Constant, ..Default::default()
+/// # };
+/// let mut trainer = Trainer::new(flow, config)?; // max_iterations: 6
+/// // Stop once 3 steps are done.
+/// let mut stop_at_3 = FnObserver::new(1, |t: &Trainer, _: Moment| {
+///     Ok(if t.state().iteration >= 3 { Control::Stop } else { Control::Continue })
+/// });
+/// let report = trainer.fit_observed(&train, None, &mut [&mut stop_at_3])?;
+/// assert_eq!((report.iterations, report.stop_reason), (3, StopReason::Observer));
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Control {
     /// Keep training.
@@ -35,6 +60,39 @@ pub enum Control {
 }
 
 /// When an observer is called.
+///
+/// ```
+/// use cpflow::observer::{Control, FnObserver, Moment};
+/// # use candle_core::{Device, Tensor};
+/// # use cpflow::{Dataset, Flow, FlowConfig, LrSchedule, PotentialConfig, TrainConfig, Trainer};
+/// # fn main() -> cpflow::Result<()> {
+/// # let pot = PotentialConfig::Icnn3(icnn::Icnn3Config { dim: 2, width: 4, depth: 2, ..Default::default() });
+/// # let flow = Flow::new(FlowConfig::single_block(pot), &Device::Cpu)?;
+/// # let data: Vec<f64> = (0..64).map(|i| ((i * 7919) % 101) as f64 / 50.0 - 1.0).collect();
+/// # let train = Dataset::new(Tensor::from_vec(data, (32, 2), &Device::Cpu)?);
+/// # let config = TrainConfig {
+/// #     batch_size: 8, max_iterations: 6, val_every: 0, train_slq_every: 0,
+/// #     lr_schedule: LrSchedule::Constant, ..Default::default()
+/// # };
+/// let mut trainer = Trainer::new(flow, config)?; // max_iterations: 6
+/// let mut seen = Vec::new();
+/// let mut record = FnObserver::new(2, |t: &Trainer, m: Moment| {
+///     seen.push((m, t.state().iteration));
+///     Ok(Control::Continue)
+/// });
+/// trainer.fit_observed(&train, None, &mut [&mut record])?;
+/// drop(record);
+/// let expected = [
+///     (Moment::Start, 0),
+///     (Moment::Periodic, 2),
+///     (Moment::Periodic, 4),
+///     (Moment::Periodic, 6),
+///     (Moment::End, 6),
+/// ];
+/// assert_eq!(seen, expected);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Moment {
@@ -238,6 +296,31 @@ impl TrainObserver for NllCurve {
 /// Stops a run once a wall-clock budget is spent (checked after every step, so a run
 /// overshoots by at most one step, plus the final validation). The clock starts at the
 /// first observation.
+///
+/// ```
+/// use std::time::Duration;
+/// use cpflow::StopReason;
+/// use cpflow::observer::TimeBudget;
+/// # use candle_core::{Device, Tensor};
+/// # use cpflow::{Dataset, Flow, FlowConfig, LrSchedule, PotentialConfig, TrainConfig, Trainer};
+/// # fn main() -> cpflow::Result<()> {
+/// # let pot = PotentialConfig::Icnn3(icnn::Icnn3Config { dim: 2, width: 4, depth: 2, ..Default::default() });
+/// # let flow = Flow::new(FlowConfig::single_block(pot), &Device::Cpu)?;
+/// # let data: Vec<f64> = (0..64).map(|i| ((i * 7919) % 101) as f64 / 50.0 - 1.0).collect();
+/// # let train = Dataset::new(Tensor::from_vec(data, (32, 2), &Device::Cpu)?);
+/// # let config = TrainConfig {
+/// #     batch_size: 8, max_iterations: 6, val_every: 0, train_slq_every: 0,
+/// #     lr_schedule: LrSchedule::Constant, ..Default::default()
+/// # };
+/// let mut trainer = Trainer::new(flow, config)?; // max_iterations: 6
+/// // A budget of zero: spent after the first step.
+/// let mut budget = TimeBudget::new(Duration::ZERO);
+/// let report = trainer.fit_observed(&train, None, &mut [&mut budget])?;
+/// assert_eq!((report.iterations, report.stop_reason), (1, StopReason::Observer));
+/// assert!(budget.exhausted() && budget.elapsed() > Duration::ZERO);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone, Debug)]
 pub struct TimeBudget {
     budget: Duration,

@@ -12,11 +12,27 @@
 //! log-density `p` and the model's exact `q`: unbiased for `KL(p‖q)` and, unlike
 //! `NLL − H(p)`, with a variance that vanishes as `q → p`.
 //!
-//! ```no_run
+//! The paper's run is `run_ot_experiment(&OtConfig::reference(d), …)` (minutes per
+//! dimension); a shrunk one:
+//!
+//! ```
+//! use candle_core::Device;
 //! use cpflow::ot::{OtConfig, run_ot_experiment};
-//! let cfg = OtConfig::reference(2);
-//! let (_flow, report) = run_ot_experiment(&cfg, &candle_core::Device::Cpu, Default::default()).unwrap();
-//! println!("W2² = {:.4}, cost = {:.4}, KL = {:.4}", report.w2_squared, report.transport_cost, report.kl);
+//! # fn main() -> Result<(), cpflow::ot::OtError> {
+//! // The reference settings, shrunk: a width-8 ICNN, 256 training points, 10 steps.
+//! let mut cfg = OtConfig::reference(2);
+//! (cfg.n_train, cfg.n_test, cfg.n_eval_curve, cfg.eval_every) = (256, 128, 64, 5);
+//! cfg.train.max_iterations = 10;
+//! cfg.train.batch_size = 64;
+//! cfg.train.lr_schedule = cpflow::LrSchedule::Cosine { t_max: 10 };
+//! if let cpflow::PotentialConfig::Icnn3(c) = &mut cfg.potential {
+//!     (c.width, c.depth) = (8, 2);
+//! }
+//! let (_flow, report) = run_ot_experiment(&cfg, &Device::Cpu, Default::default())?;
+//! assert_eq!(report.dim, 2);
+//! assert!(report.w2_squared > 0.0 && report.transport_cost.is_finite() && report.kl.is_finite());
+//! # Ok(())
+//! # }
 //! ```
 
 use std::path::Path;
@@ -39,6 +55,16 @@ use crate::toy::{GaussianTarget, ToyError};
 use crate::train::{Dataset, RunOptions, StopReason, Trainer};
 
 /// Errors of the OT experiment.
+///
+/// ```
+/// use candle_core::Device;
+/// use cpflow::ot::{OtConfig, OtError, OtTarget, run_ot_experiment};
+/// use cpflow::toy::ToyError;
+/// // The paper's fixed target is 2-D: asking for it in 3-D fails before any training.
+/// let cfg = OtConfig { target: OtTarget::Paper2d, ..OtConfig::reference(3) };
+/// let err = run_ot_experiment(&cfg, &Device::Cpu, Default::default()).unwrap_err();
+/// assert!(matches!(err, OtError::Toy(ToyError::InvalidArgument(_))), "{err}");
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum OtError {
@@ -75,6 +101,23 @@ pub enum OtError {
 }
 
 /// Which Gaussian the data come from.
+///
+/// ```
+/// use cpflow::ot::{OtConfig, OtTarget};
+/// use cpflow::rng::FlowRng;
+/// # fn main() -> Result<(), cpflow::ot::OtError> {
+/// let cfg = OtConfig { target: OtTarget::Paper2d, ..OtConfig::reference(2) };
+/// let fixed = cfg.build_target(&mut FlowRng::seed_from_u64(0))?;
+/// assert_eq!(fixed.mean().as_slice(), &[1.5, 1.0]);
+/// // A random target depends on the seed.
+/// let random = OtConfig::reference(2);
+/// let a = random.build_target(&mut FlowRng::seed_from_u64(0))?;
+/// let b = random.build_target(&mut FlowRng::seed_from_u64(1))?;
+/// assert_ne!(a.mean(), b.mean());
+/// assert_eq!(serde_json::to_string(&OtTarget::Paper2d).unwrap(), r#""paper2d""#);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum OtTarget {
@@ -86,6 +129,18 @@ pub enum OtTarget {
 
 /// Configuration of one OT run. Every key is required when deserialised (the CLI overlays a
 /// file on [`OtConfig::reference`]); unknown keys are errors.
+///
+/// ```
+/// use cpflow::ot::OtConfig;
+/// let cfg = OtConfig::reference(8);
+/// assert_eq!((cfg.n_train, cfg.n_test, cfg.train.max_iterations), (50_000, 10_000, 782));
+/// assert_eq!(cfg.potential.dim(), 8);
+/// // Every key is required and unknown keys are refused.
+/// let mut v = serde_json::to_value(&cfg).unwrap();
+/// assert_eq!(serde_json::from_value::<OtConfig>(v.clone()).unwrap(), cfg);
+/// v.as_object_mut().unwrap().remove("n_test");
+/// assert!(serde_json::from_value::<OtConfig>(v).is_err());
+/// ```
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OtConfig {
@@ -181,6 +236,28 @@ impl OtConfig {
 }
 
 /// One point of the training curve.
+///
+/// ```
+/// use candle_core::Device;
+/// use cpflow::ot::{OtConfig, run_ot_experiment};
+/// # fn main() -> Result<(), cpflow::ot::OtError> {
+/// // The reference settings, shrunk: a width-8 ICNN, 256 training points, 10 steps.
+/// let mut cfg = OtConfig::reference(2);
+/// (cfg.n_train, cfg.n_test, cfg.n_eval_curve, cfg.eval_every) = (256, 128, 64, 5);
+/// cfg.train.max_iterations = 10;
+/// cfg.train.batch_size = 64;
+/// cfg.train.lr_schedule = cpflow::LrSchedule::Cosine { t_max: 10 };
+/// if let cpflow::PotentialConfig::Icnn3(c) = &mut cfg.potential {
+///     (c.width, c.depth) = (8, 2);
+/// }
+/// let (_flow, report) = run_ot_experiment(&cfg, &Device::Cpu, Default::default())?;
+/// // Recorded at the start, every 5 steps and at the end.
+/// let steps: Vec<usize> = report.curve.iter().map(|r| r.iteration).collect();
+/// assert_eq!(steps, vec![0, 5, 10]);
+/// assert!(report.curve.iter().all(|r| r.transport_cost > 0.0 && r.kl.is_finite()));
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct OtRecord {
     /// Optimiser steps done.
@@ -192,6 +269,30 @@ pub struct OtRecord {
 }
 
 /// Results of one OT run.
+///
+/// ```
+/// use candle_core::Device;
+/// use cpflow::ot::{OtConfig, run_ot_experiment};
+/// # fn main() -> Result<(), cpflow::ot::OtError> {
+/// // The reference settings, shrunk: a width-8 ICNN, 256 training points, 10 steps.
+/// let mut cfg = OtConfig::reference(2);
+/// (cfg.n_train, cfg.n_test, cfg.n_eval_curve, cfg.eval_every) = (256, 128, 64, 5);
+/// cfg.train.max_iterations = 10;
+/// cfg.train.batch_size = 64;
+/// cfg.train.lr_schedule = cpflow::LrSchedule::Cosine { t_max: 10 };
+/// if let cpflow::PotentialConfig::Icnn3(c) = &mut cfg.potential {
+///     (c.width, c.depth) = (8, 2);
+/// }
+/// let (_flow, report) = run_ot_experiment(&cfg, &Device::Cpu, Default::default())?;
+/// let r = &report;
+/// assert!((r.relative_error - (r.transport_cost - r.w2_squared) / r.w2_squared).abs() < 1e-12);
+/// // The closed form is the target's.
+/// let target = cfg.build_target(&mut cpflow::rng::FlowRng::seed_from_u64(cfg.data_seed))?;
+/// assert_eq!(r.w2_squared, target.w2_squared_to_standard_normal());
+/// assert_eq!(r.entropy, target.entropy());
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct OtReport {
     /// Dimension.
@@ -223,6 +324,28 @@ pub struct OtReport {
 }
 
 /// `f(x)`: the flow's forward map without log-determinants (detached), chunked.
+///
+/// ```
+/// use cpflow::ot::forward_map;
+/// use candle_core::{Device, Tensor};
+/// use cpflow::{Flow, FlowConfig, PotentialConfig};
+/// use icnn::Icnn3Config;
+/// # fn main() -> Result<(), cpflow::ot::OtError> {
+/// // One CP-Flow block on 2-D points (f64), initialised on the data.
+/// let icnn = Icnn3Config { dim: 2, width: 8, depth: 2, ..Default::default() };
+/// let potential = PotentialConfig::Icnn3(icnn);
+/// let cfg = FlowConfig::single_block(potential).with_float(cpflow::FloatType::F64);
+/// let flow = Flow::new(cfg, &Device::Cpu)?;
+/// let x = Tensor::new(&[[0.0f64, 0.0], [1.0, -1.0], [2.0, 0.5], [-0.5, 1.5]], &Device::Cpu)?;
+/// flow.initialize(&x)?;
+/// let z = forward_map(&flow, &x)?;
+/// // The same map as the flow's transform, without the log-determinants.
+/// let (z_ref, _) = flow.transform(&x)?;
+/// assert!((z - z_ref)?.abs()?.max_all()?.to_scalar::<f64>()? < 1e-12);
+/// assert!(forward_map(&flow, &x.narrow(0, 0, 0)?).is_err()); // no rows
+/// # Ok(())
+/// # }
+/// ```
 pub fn forward_map(flow: &Flow, x: &Tensor) -> Result<Tensor, OtError> {
     let mut out = flow.chunked(x, None, EVAL_CHUNK, |_, xc, _| {
         let mut h = xc.clone();
@@ -242,6 +365,26 @@ pub fn forward_map(flow: &Flow, x: &Tensor) -> Result<Tensor, OtError> {
 }
 
 /// `E‖x − f(x)‖²` over the rows of `x`.
+///
+/// ```
+/// use cpflow::ot::{forward_map, transport_cost};
+/// use candle_core::{Device, Tensor};
+/// use cpflow::{Flow, FlowConfig, PotentialConfig};
+/// use icnn::Icnn3Config;
+/// # fn main() -> Result<(), cpflow::ot::OtError> {
+/// // One CP-Flow block on 2-D points (f64), initialised on the data.
+/// let icnn = Icnn3Config { dim: 2, width: 8, depth: 2, ..Default::default() };
+/// let potential = PotentialConfig::Icnn3(icnn);
+/// let cfg = FlowConfig::single_block(potential).with_float(cpflow::FloatType::F64);
+/// let flow = Flow::new(cfg, &Device::Cpu)?;
+/// let x = Tensor::new(&[[0.0f64, 0.0], [1.0, -1.0], [2.0, 0.5], [-0.5, 1.5]], &Device::Cpu)?;
+/// flow.initialize(&x)?;
+/// let z = forward_map(&flow, &x)?;
+/// let want = (&x - z)?.sqr()?.sum(1)?.mean_all()?.to_scalar::<f64>()?;
+/// assert!((transport_cost(&flow, &x)? - want).abs() < 1e-12);
+/// # Ok(())
+/// # }
+/// ```
 pub fn transport_cost(flow: &Flow, x: &Tensor) -> Result<f64, OtError> {
     let z = forward_map(flow, x)?;
     let d2 = (x - z)?.sqr()?.sum(1)?.to_dtype(DType::F64)?;
@@ -271,6 +414,28 @@ fn kl_and_nll(
 }
 
 /// Trains one block on `N(m, C)` data and records transport cost and KL along the way.
+///
+/// ```
+/// use candle_core::Device;
+/// use cpflow::ot::{OtConfig, run_ot_experiment};
+/// # fn main() -> Result<(), cpflow::ot::OtError> {
+/// // The reference settings, shrunk: a width-8 ICNN, 256 training points, 10 steps.
+/// let mut cfg = OtConfig::reference(2);
+/// (cfg.n_train, cfg.n_test, cfg.n_eval_curve, cfg.eval_every) = (256, 128, 64, 5);
+/// cfg.train.max_iterations = 10;
+/// cfg.train.batch_size = 64;
+/// cfg.train.lr_schedule = cpflow::LrSchedule::Cosine { t_max: 10 };
+/// if let cpflow::PotentialConfig::Icnn3(c) = &mut cfg.potential {
+///     (c.width, c.depth) = (8, 2);
+/// }
+/// let (flow, report) = run_ot_experiment(&cfg, &Device::Cpu, Default::default())?;
+/// assert_eq!((report.dim, report.curve.last().unwrap().iteration), (2, 10));
+/// assert!(report.train_time_s > 0.0 && report.wall_time_s >= report.train_time_s);
+/// // The trained flow is returned: its cost on the test set is the report's.
+/// assert!(report.transport_cost.is_finite() && flow.dim() == 2);
+/// # Ok(())
+/// # }
+/// ```
 pub fn run_ot_experiment(
     cfg: &OtConfig,
     device: &Device,
@@ -390,6 +555,31 @@ pub fn run_ot_experiment(
 
 /// A Markdown table of OT results: `d | W₂² | transport cost | rel. error | KL | test NLL |
 /// entropy | train time`.
+///
+/// ```
+/// use cpflow::ot::{OtRecord, OtReport, ot_table_markdown};
+/// let report = OtReport {
+///     dim: 3,
+///     w2_squared: 2.0,
+///     transport_cost: 2.2,
+///     relative_error: 0.1,
+///     optimal_cost_on_test: 2.1,
+///     paired_relative_error: 0.1 / 2.1,
+///     kl: 0.01,
+///     test_nll: 4.0,
+///     entropy: 3.99,
+///     curve: vec![
+///         OtRecord { iteration: 0, transport_cost: 5.0, kl: 1.5 },
+///         OtRecord { iteration: 50, transport_cost: 2.5, kl: 0.1 },
+///         OtRecord { iteration: 100, transport_cost: 2.2, kl: 0.01 },
+///     ],
+///     train_time_s: 12.0,
+///     wall_time_s: 13.0,
+/// };
+/// let table = ot_table_markdown(&[report]);
+/// assert_eq!(table.lines().count(), 3); // header, separator, one row
+/// assert!(table.lines().last().unwrap().starts_with("| 3 | 2.0000 | 2.2000 | +10.00% |"));
+/// ```
 pub fn ot_table_markdown(reports: &[OtReport]) -> String {
     let mut s = String::from(
         "| d | W2^2 (closed form) | transport cost E|x-f(x)|^2 | rel. error | optimal map's cost on the test set | paired rel. error | KL | test NLL | entropy | train time (s) |\n|---|---|---|---|---|---|---|---|---|---|\n",
@@ -421,6 +611,39 @@ pub fn ot_table_markdown(reports: &[OtReport]) -> String {
 ///
 /// Each PNG has a title and axis labels; `ot_d{d}_curve.csv`, written beside them, has the
 /// numbers.
+///
+/// ```
+/// use cpflow::ot::{OtRecord, OtReport, write_ot_figures};
+/// # fn main() -> Result<(), cpflow::ot::OtError> {
+/// let report = OtReport {
+///     dim: 3,
+///     w2_squared: 2.0,
+///     transport_cost: 2.2,
+///     relative_error: 0.1,
+///     optimal_cost_on_test: 2.1,
+///     paired_relative_error: 0.1 / 2.1,
+///     kl: 0.01,
+///     test_nll: 4.0,
+///     entropy: 3.99,
+///     curve: vec![
+///         OtRecord { iteration: 0, transport_cost: 5.0, kl: 1.5 },
+///         OtRecord { iteration: 50, transport_cost: 2.5, kl: 0.1 },
+///         OtRecord { iteration: 100, transport_cost: 2.2, kl: 0.01 },
+///     ],
+///     train_time_s: 12.0,
+///     wall_time_s: 13.0,
+/// };
+/// let dir = std::env::temp_dir().join(format!("cpflow-doc-ot-figures-{}", std::process::id()));
+/// write_ot_figures(&dir, &report)?;
+/// for f in ["ot_d3_cost_vs_kl.png", "ot_d3_cost_vs_iter.png"] {
+///     assert_eq!(image::image_dimensions(dir.join(f)).unwrap(), (500, 500));
+/// }
+/// let csv = std::fs::read_to_string(dir.join("ot_d3_curve.csv")).unwrap();
+/// assert_eq!(csv.lines().nth(2), Some("50,2.5,0.1,2"));
+/// # std::fs::remove_dir_all(&dir).ok();
+/// # Ok(())
+/// # }
+/// ```
 pub fn write_ot_figures(dir: &Path, report: &OtReport) -> Result<(), OtError> {
     let io = |path: &Path| {
         let p = path.display().to_string();

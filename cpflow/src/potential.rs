@@ -16,6 +16,19 @@ use crate::custom_potential::{CustomPotential, CustomPotentialConfig};
 use crate::error::{CpflowError, Result};
 
 /// Which ICNN architecture (and its configuration) a block uses.
+///
+/// ```
+/// use cpflow::PotentialConfig;
+/// use icnn::{Icnn2Config, PicnnConfig};
+/// let pot = PotentialConfig::Icnn2(Icnn2Config { dim: 5, ..Default::default() });
+/// assert_eq!((pot.dim(), pot.context_dim(), pot.image_shape()), (5, None, None));
+/// let cond = PotentialConfig::Picnn(PicnnConfig { dim: 2, context_dim: 3, ..Default::default() });
+/// assert_eq!(cond.context_dim(), Some(3)); // a conditional block
+/// // In configuration files the architecture is the `arch` tag.
+/// let json = serde_json::to_value(&pot).unwrap();
+/// assert_eq!(json["arch"], "icnn2");
+/// assert_eq!(serde_json::from_value::<PotentialConfig>(json).unwrap(), pot);
+/// ```
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "arch", rename_all = "snake_case")]
 pub enum PotentialConfig {

@@ -262,6 +262,41 @@ impl KeyMapping {
 }
 
 /// What [`load_reference_state_dict`] did.
+///
+/// ```
+/// use std::collections::HashMap;
+/// use candle_core::{Device, Tensor};
+/// use cpflow::reference_weights::{KeyMapping, ReferenceLoad, load_reference_state_dict};
+/// use cpflow::{FloatType, Flow, FlowConfig, PotentialConfig};
+/// # fn main() -> cpflow::Result<()> {
+/// let pot = PotentialConfig::Icnn2(icnn::Icnn2Config { dim: 3, width: 4, depth: 2, ..Default::default() });
+/// let config = FlowConfig::tabular(3, 1, pot).with_float(FloatType::F64);
+/// let mapping = KeyMapping::for_flow(&config);
+/// // A state_dict under the reference's names, as a PyTorch export holds it (no init flags).
+/// let source = Flow::new(config.clone().with_init_seed(1), &Device::Cpu)?;
+/// let state_dict: HashMap<String, Tensor> = source
+///     .weight_tensors()
+///     .into_iter()
+///     .filter(|(k, _)| !k.ends_with("initialized"))
+///     .map(|(k, t)| (mapping.reference_key(&k).expect("every weight has a reference key"), t))
+///     .collect();
+/// let target = Flow::new(config.with_init_seed(2), &Device::Cpu)?;
+/// let report: ReferenceLoad = load_reference_state_dict(&target.named_vars(), &state_dict, &mapping)?;
+/// assert_eq!(report.loaded, state_dict.len());
+/// let flags = target.named_vars().iter().filter(|(k, _)| k.ends_with("initialized")).count();
+/// assert_eq!(report.flags_marked, flags);
+/// assert!(target.is_initialized()?);
+/// // The target now holds the source's weights.
+/// let src: HashMap<String, Tensor> = source.weight_tensors().into_iter().collect();
+/// for (name, t) in target.weight_tensors() {
+///     if !name.ends_with("initialized") {
+///         let diff = (t - &src[&name])?.abs()?.max_all()?.to_scalar::<f64>()?;
+///         assert_eq!(diff, 0.0, "{name}");
+///     }
+/// }
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ReferenceLoad {

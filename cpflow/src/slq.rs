@@ -13,6 +13,28 @@ use crate::error::{CpflowError, Result};
 
 /// `log p(x)` per sample with SLQ log-determinants ([`crate::Flow::log_prob_slq`],
 /// [`crate::image::ImageFlow::log_prob_slq`]), with the standard error of the stochastic part.
+///
+/// ```
+/// use candle_core::{Device, Tensor};
+/// use cpflow::{Flow, FlowConfig, FlowRng, PotentialConfig, SlqParams};
+/// # fn main() -> cpflow::Result<()> {
+/// let pot = PotentialConfig::Icnn3(icnn::Icnn3Config { dim: 2, width: 4, depth: 2, ..Default::default() });
+/// let flow = Flow::new(FlowConfig::single_block(pot), &Device::Cpu)?;
+/// let x = Tensor::new(&[[0.1f64, 0.2], [0.3, -0.4], [1.0, 0.5]], &Device::Cpu)?;
+/// flow.initialize(&x)?;
+/// let mut rng = FlowRng::seed_from_u64(0);
+/// let one = flow.log_prob_slq(&x, &SlqParams { probes: 1, steps: 2 }, &mut rng)?;
+/// assert_eq!(one.log_prob.dims(), &[3]);
+/// assert!(one.std_err.iter().all(|s| s.is_nan())); // one probe: no spread to measure
+/// let many = flow.log_prob_slq(&x, &SlqParams { probes: 16, steps: 2 }, &mut rng)?;
+/// assert!(many.std_err.iter().all(|s| s.is_finite()));
+/// // The mean over the samples and its standard error.
+/// let (mean, se) = many.mean_and_std_err()?;
+/// assert!((mean - many.log_prob.mean_all()?.to_scalar::<f64>()?).abs() < 1e-12);
+/// assert!(se > 0.0);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct SlqLogProb {

@@ -29,6 +29,39 @@ pub use chunked_step::STEP_CHUNK_ROWS;
 mod fit;
 
 /// Where a run writes (all optional).
+///
+/// ```
+/// use std::sync::{Arc, atomic::AtomicBool};
+/// use cpflow::{RunOptions, StopReason};
+/// # use candle_core::{Device, Tensor};
+/// # use cpflow::{Dataset, Flow, FlowConfig, LrSchedule, PotentialConfig, TrainConfig, Trainer};
+/// # fn main() -> cpflow::Result<()> {
+/// # let pot = PotentialConfig::Icnn3(icnn::Icnn3Config { dim: 2, width: 4, depth: 2, ..Default::default() });
+/// # let flow = Flow::new(FlowConfig::single_block(pot), &Device::Cpu)?;
+/// # let data: Vec<f64> = (0..64).map(|i| ((i * 7919) % 101) as f64 / 50.0 - 1.0).collect();
+/// # let train = Dataset::new(Tensor::from_vec(data, (32, 2), &Device::Cpu)?);
+/// let config = TrainConfig {
+///     batch_size: 8, max_iterations: 4, val_every: 0, train_slq_every: 0, log_every: 2,
+///     lr_schedule: LrSchedule::Constant, ..Default::default()
+/// };
+/// let dir = std::env::temp_dir().join(format!("cpflow-doc-run-options-{}", std::process::id()));
+/// let options = RunOptions { out_dir: Some(dir.clone()), ..Default::default() };
+/// let second = Flow::new(flow.config().clone(), &Device::Cpu)?;
+/// let mut trainer = Trainer::new(flow, config.clone())?.with_options(options);
+/// trainer.fit(&train, None)?;
+/// for file in ["checkpoint.safetensors", "metrics.jsonl", "model.safetensors"] {
+///     assert!(dir.join(file).is_file(), "{file}");
+/// }
+/// std::fs::remove_dir_all(&dir).ok();
+/// // A set interrupt flag pauses the run after the step in progress.
+/// let flag = Arc::new(AtomicBool::new(true));
+/// let options = RunOptions { interrupt: Some(flag), ..Default::default() };
+/// let mut trainer = Trainer::new(second, config)?.with_options(options);
+/// let report = trainer.fit(&train, None)?;
+/// assert_eq!((report.stop_reason, report.iterations), (StopReason::Paused, 1));
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone, Debug, Default)]
 pub struct RunOptions {
     /// Output directory: `checkpoint.safetensors` (resumable), `metrics.jsonl`,
@@ -43,6 +76,31 @@ pub struct RunOptions {
 }
 
 /// Why a training call ended.
+///
+/// ```
+/// use cpflow::StopReason;
+/// # use candle_core::{Device, Tensor};
+/// # use cpflow::{Dataset, Flow, FlowConfig, LrSchedule, PotentialConfig, TrainConfig, Trainer};
+/// # fn main() -> cpflow::Result<()> {
+/// # let pot = PotentialConfig::Icnn3(icnn::Icnn3Config { dim: 2, width: 4, depth: 2, ..Default::default() });
+/// # let flow = Flow::new(FlowConfig::single_block(pot), &Device::Cpu)?;
+/// # let data: Vec<f64> = (0..64).map(|i| ((i * 7919) % 101) as f64 / 50.0 - 1.0).collect();
+/// # let train = Dataset::new(Tensor::from_vec(data, (32, 2), &Device::Cpu)?);
+/// let config = TrainConfig {
+///     batch_size: 8, max_iterations: 4, val_every: 0, train_slq_every: 0, log_every: 2,
+///     lr_schedule: LrSchedule::Constant, ..Default::default()
+/// };
+/// let mut trainer = Trainer::new(flow, config)?;
+/// // At most 3 steps in this call: the run is not finished.
+/// assert_eq!(trainer.fit_steps(&train, None, 3)?.stop_reason, StopReason::StepLimit);
+/// // The next call does the 4th and last step.
+/// let report = trainer.fit(&train, None)?;
+/// assert_eq!((report.stop_reason, report.iterations), (StopReason::MaxIterations, 4));
+/// // Reports serialise it in snake case.
+/// assert_eq!(serde_json::to_string(&StopReason::MaxIterations)?, r#""max_iterations""#);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
@@ -61,6 +119,32 @@ pub enum StopReason {
 }
 
 /// Summary of a [`Trainer::fit`] call.
+///
+/// ```
+/// use cpflow::StopReason;
+/// # use candle_core::{Device, Tensor};
+/// # use cpflow::{Dataset, Flow, FlowConfig, LrSchedule, PotentialConfig, TrainConfig, Trainer};
+/// # fn main() -> cpflow::Result<()> {
+/// # let pot = PotentialConfig::Icnn3(icnn::Icnn3Config { dim: 2, width: 4, depth: 2, ..Default::default() });
+/// # let flow = Flow::new(FlowConfig::single_block(pot), &Device::Cpu)?;
+/// # let data: Vec<f64> = (0..64).map(|i| ((i * 7919) % 101) as f64 / 50.0 - 1.0).collect();
+/// # let train = Dataset::new(Tensor::from_vec(data, (32, 2), &Device::Cpu)?);
+/// let config = TrainConfig {
+///     batch_size: 8, max_iterations: 4, val_every: 0, train_slq_every: 0, log_every: 2,
+///     lr_schedule: LrSchedule::Constant, ..Default::default()
+/// };
+/// let report = Trainer::new(flow, config)?.fit(&train, None)?;
+/// assert_eq!((report.iterations, report.stop_reason), (4, StopReason::MaxIterations));
+/// assert!(report.final_loss.is_finite() && report.best_val_nll.is_none()); // no validation
+/// // d = 2: CG needs at most 2 iterations and meets its tolerance on every system.
+/// assert!(report.mean_cg_iterations > 0.0 && report.mean_cg_iterations <= 2.0);
+/// assert_eq!((report.cg_converged, report.cg_unconverged_steps), (Some(1.0), 0));
+/// // Records after steps 1 and 3 (`log_every` counts steps from 0) and after the last one.
+/// let its: Vec<usize> = report.history.iter().map(|r| r.iteration).collect();
+/// assert_eq!(its, [1, 3, 4]);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone, Debug)]
 pub struct TrainReport {
     /// Optimiser steps done in total (including before a resume): the steps actually run,

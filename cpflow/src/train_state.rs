@@ -8,6 +8,17 @@ use crate::config::LrSchedule;
 
 /// Everything about a training run's progress that a resume needs (besides weights,
 /// optimiser and RNG).
+///
+/// ```
+/// use cpflow::TrainState;
+/// let mut st = TrainState::new(1e-3);
+/// assert_eq!((st.iteration, st.lr_decays, st.best_val_nll), (0, 0, None));
+/// st.iteration = 500;
+/// st.curves.insert("validation".into(), vec![(500, 1.25)]);
+/// // Saved as JSON in checkpoints: the round trip is exact.
+/// let json = serde_json::to_string(&st).unwrap();
+/// assert_eq!(serde_json::from_str::<TrainState>(&json).unwrap(), st);
+/// ```
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TrainState {
     /// Optimiser steps done.
@@ -80,6 +91,7 @@ mod curves_json {
 
     type Curves = BTreeMap<String, Vec<(usize, f64)>>;
 
+    /// Writes the curves with non-finite values as `null`.
     pub fn serialize<S: Serializer>(curves: &Curves, s: S) -> Result<S::Ok, S::Error> {
         let finite: BTreeMap<&String, Vec<(usize, Option<f64>)>> = curves
             .iter()
@@ -91,6 +103,7 @@ mod curves_json {
         finite.serialize(s)
     }
 
+    /// Reads the curves back, a `null` value as NaN.
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Curves, D::Error> {
         let raw = BTreeMap::<String, Vec<(usize, Option<f64>)>>::deserialize(d)?;
         Ok(raw
@@ -105,6 +118,17 @@ mod curves_json {
 
 /// Learning rate for the optimiser step with 0-based index `step` (time-based schedules; the
 /// plateau schedule depends on `state.lr_decays` only).
+///
+/// ```
+/// use cpflow::LrSchedule;
+/// use cpflow::train_state::{TrainState, scheduled_lr};
+/// let st = TrainState::new(0.1);
+/// let step = LrSchedule::Step { step_size: 10, gamma: 0.5 };
+/// assert_eq!(scheduled_lr(&step, &st, 9), 0.1);
+/// assert_eq!(scheduled_lr(&step, &st, 25), 0.025); // two decays
+/// let cosine = LrSchedule::Cosine { t_max: 100 };
+/// assert!((scheduled_lr(&cosine, &st, 50) - 0.05).abs() < 1e-15); // half-way: lr/2
+/// ```
 pub fn scheduled_lr(schedule: &LrSchedule, state: &TrainState, step: usize) -> f64 {
     let base = state.base_lr;
     match schedule {
@@ -123,6 +147,18 @@ pub fn scheduled_lr(schedule: &LrSchedule, state: &TrainState, step: usize) -> f
 /// The reference's `update_lr` after a non-improving validation: more than `patience/3`
 /// validations without improvement → first decay (lr/10), more than `2·(patience/3)` →
 /// second decay (lr/100). Returns whether a decay happened.
+///
+/// ```
+/// use cpflow::LrSchedule;
+/// use cpflow::train_state::{TrainState, plateau_update, scheduled_lr};
+/// let mut st = TrainState::new(1e-3);
+/// // patience 9: the first decay after more than 3 validations without improvement.
+/// st.vals_without_improvement = 3;
+/// assert!(!plateau_update(&mut st, 9));
+/// st.vals_without_improvement = 4;
+/// assert!(plateau_update(&mut st, 9));
+/// assert!((scheduled_lr(&LrSchedule::Plateau, &st, 0) - 1e-4).abs() < 1e-18);
+/// ```
 pub fn plateau_update(state: &mut TrainState, patience: usize) -> bool {
     let third = patience / 3;
     if state.lr_decays == 0 && state.vals_without_improvement > third {

@@ -19,6 +19,25 @@ fn fused_supported(x: &Tensor) -> bool {
 
 /// The convex, non-decreasing activation `s` of the hidden layers (reference
 /// `get_softplus(softplus_type, ...)`).
+///
+/// ```
+/// use candle_core::{Device, Tensor};
+/// use icnn::{Activation, ActivationKind};
+/// # fn main() -> icnn::Result<()> {
+/// let zero = Tensor::new(&[0.0f64], &Device::Cpu)?;
+/// let at_zero = |kind| -> icnn::Result<(f64, f64)> {
+///     let eval = Activation::new(kind).eval(&zero, true)?;
+///     Ok((eval.value.to_vec1::<f64>()?[0], eval.d1.unwrap().to_vec1::<f64>()?[0]))
+/// };
+/// // s(0) = ln 2 and 1/√(2π); both have s'(0) = 1/2.
+/// let (v, d) = at_zero(ActivationKind::Softplus)?;
+/// assert!((v - 2f64.ln()).abs() < 1e-15 && (d - 0.5).abs() < 1e-15);
+/// let (v, d) = at_zero(ActivationKind::GaussianSoftplus)?;
+/// assert!((v - 0.398_942_280_401_432_7).abs() < 1e-15 && (d - 0.5).abs() < 1e-15);
+/// assert_eq!(ActivationKind::default(), ActivationKind::Softplus);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum ActivationKind {
@@ -32,6 +51,28 @@ pub enum ActivationKind {
 /// A fully specified activation: the kind, whether it is shifted to 0 at 0
 /// (`zero_softplus`), and whether it is the symmetric variant `s(x) − x/2`
 /// (used on input-only paths, `symm_act_first`).
+///
+/// ```
+/// use candle_core::{Device, Tensor};
+/// use icnn::{Activation, ActivationKind};
+/// # fn main() -> icnn::Result<()> {
+/// let x = Tensor::new(&[-3.0f64, 0.0, 2.0], &Device::Cpu)?;
+/// let plain = Activation::new(ActivationKind::Softplus);
+/// // Shifted: s(x) − s(0), zero at zero.
+/// let shifted = plain.with_zero_shift(true).value(&x)?.to_vec1::<f64>()?;
+/// assert!(shifted[1].abs() < 1e-15);
+/// // Symmetric: s(x) − x/2, so s'(0) = 0 and s'' is unchanged.
+/// let symm = plain.with_symmetric(true);
+/// assert!(symm.first_derivative(&x)?.to_vec1::<f64>()?[1].abs() < 1e-15);
+/// let d2 = symm.second_derivative(&x)?.to_vec1::<f64>()?;
+/// assert_eq!(d2, plain.second_derivative(&x)?.to_vec1::<f64>()?);
+/// // The fused CPU kernel and the composed candle ops agree.
+/// let fused = plain.eval(&x, false)?.value.to_vec1::<f64>()?;
+/// let composed = plain.eval_composed(&x, false)?.value.to_vec1::<f64>()?;
+/// assert!(fused.iter().zip(&composed).all(|(a, b)| (a - b).abs() < 1e-14));
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Activation {
     /// The base function `s`.
@@ -185,6 +226,25 @@ pub(crate) const FRAC_1_SQRT_2PI: f64 = 0.398_942_280_401_432_7;
 const LN_SQRT_2PI: f64 = 0.918_938_533_204_672_8;
 
 /// The result of [`Activation::eval`]: value and (optionally) derivatives.
+///
+/// ```
+/// use candle_core::{Device, Tensor};
+/// use icnn::{Activation, ActivationKind};
+/// # fn main() -> icnn::Result<()> {
+/// let x = Tensor::new(&[-1.0f64, 0.5], &Device::Cpu)?;
+/// let act = Activation::new(ActivationKind::Softplus);
+/// assert!(act.eval(&x, false)?.d1.is_none()); // value only
+/// let eval = act.eval(&x, true)?;
+/// // softplus' = σ, softplus'' = σ(1 − σ).
+/// let s = eval.d1.unwrap().to_vec1::<f64>()?;
+/// let s2 = eval.d2.unwrap().to_vec1::<f64>()?;
+/// for (i, xi) in [-1.0f64, 0.5].into_iter().enumerate() {
+///     let sigma = 1.0 / (1.0 + (-xi).exp());
+///     assert!((s[i] - sigma).abs() < 1e-15 && (s2[i] - sigma * (1.0 - sigma)).abs() < 1e-15);
+/// }
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone)]
 pub struct ActivationEval {
     /// `s(x)`.
@@ -197,6 +257,23 @@ pub struct ActivationEval {
 
 /// Numerically stable softplus `log(1 + eˣ) = max(x, 0) + log(1 + e^{−|x|})` that candle can
 /// differentiate any number of times (fused kernel on CPU, composed ops elsewhere).
+///
+/// Below `x ≈ −708` (f64; `−87` in f32) the fused kernel returns about the smallest normal
+/// value instead of the underflowed `e^x` (an absolute error below `1e-307`, see
+/// [`ExpNonPositive`](crate::ExpNonPositive)).
+///
+/// ```
+/// use candle_core::{Device, Tensor};
+/// # fn main() -> icnn::Result<()> {
+/// let x = Tensor::new(&[-1000.0f64, 0.0, 1000.0], &Device::Cpu)?;
+/// let y = icnn::softplus(&x)?.to_vec1::<f64>()?;
+/// // No overflow at ±1000: log(1 + e¹⁰⁰⁰) = 1000 in f64, and e⁻¹⁰⁰⁰ is (about) 0.
+/// assert_eq!(y[2], 1000.0);
+/// assert!((0.0..1e-300).contains(&y[0]));
+/// assert!((y[1] - 2f64.ln()).abs() < 1e-15);
+/// # Ok(())
+/// # }
+/// ```
 pub fn softplus(x: &Tensor) -> Result<Tensor> {
     if fused_supported(x) {
         let spec = ActSpec {

@@ -14,6 +14,28 @@ use crate::layers::ActNorm;
 
 /// Configuration of [`ConvIcnn`] (reference `ConvICNN(dim=C, dimh, num_hidden_layers,
 /// num_pooling)`; `train_img.py` defaults: width 64, depth 3, no pooling).
+///
+/// ```
+/// use icnn::{ConvIcnn, ConvIcnnConfig, ConvexPotential, ImageShape};
+/// # use candle_core::{DType, Device, Tensor};
+/// # use candle_nn::{VarBuilder, VarMap};
+/// # use rand::SeedableRng;
+/// # fn main() -> icnn::Result<()> {
+/// let varmap = VarMap::new();
+/// let vb = VarBuilder::from_varmap(&varmap, DType::F64, &Device::Cpu);
+/// let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+/// // MNIST by default; a small image and one pooling stage here (4 → ⌊4/2⌋ + 2 = 4 pixels).
+/// assert_eq!(ConvIcnnConfig::default().image, ImageShape::new(1, 28, 28));
+/// let config = ConvIcnnConfig { image: ImageShape::new(1, 4, 4), width: 4, depth: 1, num_pooling: 1 };
+/// let net = ConvIcnn::new(vb.pp("icnn"), &config, &mut rng)?;
+/// assert_eq!((net.dim(), net.config()), (16, &config));
+/// // Two 1×4×4 images, flattened to rows of 16.
+/// let x = Tensor::arange(0.0f64, 32.0, &Device::Cpu)?.affine(0.1, -1.0)?.reshape((2, 16))?;
+/// let (f, g) = net.value_and_gradient(&x)?;
+/// assert_eq!((f.dims(), g.dims()), (&[2][..], &[2, 16][..]));
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct ConvIcnnConfig {

@@ -16,6 +16,27 @@ use crate::layers::ActNorm;
 /// Configuration of [`ConvIcnn2`] (reference `ConvICNN2(dim=C, dimh, num_hidden_layers)`;
 /// the reference accepts activation arguments and then overwrites them with the plain
 /// softplus, so they are not fields). `width` must be even.
+///
+/// ```
+/// use icnn::{ConvIcnn2, ConvIcnn2Config, ConvexPotential, IcnnError, ImageShape};
+/// # use candle_core::{DType, Device, Tensor};
+/// # use candle_nn::{VarBuilder, VarMap};
+/// # use rand::SeedableRng;
+/// # fn main() -> icnn::Result<()> {
+/// let varmap = VarMap::new();
+/// let vb = VarBuilder::from_varmap(&varmap, DType::F64, &Device::Cpu);
+/// let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+/// let config = ConvIcnn2Config { image: ImageShape::new(1, 4, 4), width: 4, depth: 2 };
+/// let net = ConvIcnn2::new(vb.pp("icnn"), &config, &mut rng)?;
+/// // Two 1×4×4 images, flattened to rows of 16.
+/// let x = Tensor::arange(0.0f64, 32.0, &Device::Cpu)?.affine(0.1, -1.0)?.reshape((2, 16))?;
+/// assert_eq!(net.potential(&x)?.dims(), &[2]);
+/// // Half the channels are convex, half input-augmented: the width must be even.
+/// let odd = ConvIcnn2Config { width: 3, ..config };
+/// assert!(matches!(ConvIcnn2::new(vb.pp("odd"), &odd, &mut rng), Err(IcnnError::InvalidConfig(_))));
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct ConvIcnn2Config {

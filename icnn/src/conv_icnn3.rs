@@ -17,6 +17,30 @@ use crate::layers::ActNorm;
 /// symm_act_first, softplus_type, zero_softplus)`; the reference ignores `symm_act_first`
 /// and always uses the symmetric first activation, so it is not a field). `width` must be
 /// even.
+///
+/// ```
+/// use icnn::{ConvIcnn3, ConvIcnn3Config, ConvexPotential, IcnnError, ImageShape};
+/// # use candle_core::{DType, Device, Tensor};
+/// # use candle_nn::{VarBuilder, VarMap};
+/// # use rand::SeedableRng;
+/// # fn main() -> icnn::Result<()> {
+/// let varmap = VarMap::new();
+/// let vb = VarBuilder::from_varmap(&varmap, DType::F64, &Device::Cpu);
+/// let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+/// assert!(ConvIcnn3Config::default().zero_shift); // as the reference
+/// let config = ConvIcnn3Config { image: ImageShape::new(1, 4, 4), width: 4, depth: 2, ..Default::default() };
+/// let net = ConvIcnn3::new(vb.pp("icnn"), &config, &mut rng)?;
+/// // Two 1×4×4 images, flattened to rows of 16.
+/// let x = Tensor::arange(0.0f64, 32.0, &Device::Cpu)?.affine(0.1, -1.0)?.reshape((2, 16))?;
+/// // vᵀ∇²F v ≥ 0 along any direction: the potential is convex.
+/// let v = Tensor::ones((2, 16), DType::F64, &Device::Cpu)?;
+/// let vhv = (net.linearize(&x)?.hvp(&v)? * &v)?.sum(1)?.to_vec1::<f64>()?;
+/// assert!(vhv.iter().all(|&q| q >= -1e-12));
+/// let bad = ConvIcnn3Config { depth: 0, ..config };
+/// assert!(matches!(ConvIcnn3::new(vb.pp("bad"), &bad, &mut rng), Err(IcnnError::InvalidConfig(_))));
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct ConvIcnn3Config {

@@ -17,6 +17,13 @@ use crate::params;
 
 /// The shape `(C, H, W)` of one image; a batch of images is `(B, C, H, W)` or, flattened in
 /// that order, `(B, C·H·W)` rows.
+///
+/// ```
+/// use icnn::ImageShape;
+/// let rgb = ImageShape::new(3, 32, 32);
+/// assert_eq!(rgb.dim(), 3072); // a (B, 3, 32, 32) batch is (B, 3072) rows
+/// assert_eq!(ImageShape::default(), ImageShape::new(1, 28, 28)); // MNIST
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ImageShape {
     /// Channels `C`.
@@ -52,6 +59,19 @@ impl Default for ImageShape {
 
 /// Square-kernel convolution geometry: kernel size, stride and zero padding (the same on
 /// both spatial axes; dilation 1).
+///
+/// ```
+/// use icnn::{ConvGeometry, IcnnError};
+/// // 3×3, stride 1, padding 1 keeps the image size.
+/// assert_eq!(ConvGeometry::SAME_3X3.output_hw((28, 20))?, (28, 20));
+/// // ⌊(n + 2p − k)/s⌋ + 1: the pooling convolution of ConvIcnn maps 28 to 16.
+/// let pool = ConvGeometry { kernel: 2, stride: 2, padding: 2 };
+/// assert_eq!(pool.output_len(28)?, 16);
+/// // A 5×5 kernel does not fit a 3-pixel unpadded input.
+/// let big = ConvGeometry { kernel: 5, stride: 1, padding: 0 };
+/// assert!(matches!(big.output_len(3), Err(IcnnError::InvalidConfig(_))));
+/// # Ok::<(), IcnnError>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ConvGeometry {
     /// Kernel size `k` (a `k×k` kernel).
@@ -93,6 +113,28 @@ impl ConvGeometry {
 }
 
 /// `y = conv(x, W) + b` (PyTorch `nn.Conv2d`, square kernel). `x` is `(B, C_in, H, W)`.
+///
+/// ```
+/// use icnn::{Conv2d, ConvGeometry};
+/// # use candle_core::{DType, Device, Tensor};
+/// # use candle_nn::{VarBuilder, VarMap};
+/// # use rand::SeedableRng;
+/// # fn main() -> icnn::Result<()> {
+/// let varmap = VarMap::new();
+/// let vb = VarBuilder::from_varmap(&varmap, DType::F64, &Device::Cpu);
+/// let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+/// let geometry = ConvGeometry { kernel: 3, stride: 2, padding: 1 };
+/// let conv = Conv2d::new(&vb.pp("conv"), 2, 4, geometry, true, &mut rng)?;
+/// assert_eq!((conv.n_in(), conv.n_out(), conv.fan_in()), (2, 4, 18));
+/// let x = Tensor::ones((3, 2, 5, 5), DType::F64, &Device::Cpu)?;
+/// assert_eq!(conv.forward(&x)?.dims(), &[3, 4, 3, 3]); // (5 + 2 − 3)/2 + 1 = 3
+/// // A zero image gives the bias in every pixel.
+/// let y0 = conv.forward(&x.zeros_like()?)?;
+/// let bias = conv.bias.as_ref().unwrap().to_vec1::<f64>()?;
+/// assert_eq!(y0.get(0)?.get(1)?.to_vec2::<f64>()?[2][2], bias[1]);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone)]
 pub struct Conv2d {
     /// `(out, in, k, k)`.

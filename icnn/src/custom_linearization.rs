@@ -18,6 +18,34 @@ use crate::linearization::{HvpBackend, Linearization};
 /// CG surrogate's gradient). candle's own higher-order autodiff is **not** a substitute: its
 /// backward detaches gradients, so mixed derivatives would silently be wrong.
 /// Check an implementation with [`crate::check_derivatives`].
+///
+/// ```
+/// use std::sync::Arc;
+/// use candle_core::{Device, Tensor};
+/// use icnn::HessianVectorProducts;
+/// /// ∇²F(x_b) = diag(row b of the stored tensor).
+/// #[derive(Debug)]
+/// struct Diag(Tensor);
+/// impl HessianVectorProducts for Diag {
+///     fn hvp(&self, v: &Tensor) -> icnn::Result<Tensor> {
+///         Ok((v * &self.0)?)
+///     }
+///     fn detach(&self) -> Arc<dyn HessianVectorProducts> {
+///         Arc::new(Diag(self.0.detach()))
+///     }
+/// }
+/// # fn main() -> icnn::Result<()> {
+/// let h = Diag(Tensor::new(&[[1.0f64, 2.0], [3.0, 4.0]], &Device::Cpu)?);
+/// let v = Tensor::new(&[[1.0f64, 1.0], [0.5, -1.0]], &Device::Cpu)?;
+/// assert_eq!(h.hvp(&v)?.to_vec2::<f64>()?, vec![vec![1.0, 2.0], vec![1.5, -4.0]]);
+/// // K = 2 products per point with the default `hvp_many`: the columns of the Hessian.
+/// let eye = Tensor::new(&[[[1.0f64, 0.0], [0.0, 1.0]], [[1.0, 0.0], [0.0, 1.0]]], &Device::Cpu)?;
+/// let cols = h.hvp_many(&eye)?.to_vec3::<f64>()?;
+/// assert_eq!(cols[1], vec![vec![3.0, 0.0], vec![0.0, 4.0]]);
+/// assert_eq!(h.detach().hvp(&v)?.to_vec2::<f64>()?, h.hvp(&v)?.to_vec2::<f64>()?);
+/// # Ok(())
+/// # }
+/// ```
 pub trait HessianVectorProducts: std::fmt::Debug + Send + Sync {
     /// `∇²ₓF(x_b) v_b` for every row `b`: `v` and the result are `(B, d)`.
     fn hvp(&self, v: &Tensor) -> Result<Tensor>;

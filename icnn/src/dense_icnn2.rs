@@ -11,6 +11,28 @@ use crate::layers::{Linear, PosLinear};
 use crate::network::{GroupAct, Network};
 
 /// Configuration of [`DenseIcnn2`] (same fields as [`crate::Icnn2Config`]).
+///
+/// ```
+/// use icnn::{ConvexPotential, DenseIcnn2, DenseIcnn2Config};
+/// # use candle_core::{DType, Device, Tensor};
+/// # use candle_nn::{VarBuilder, VarMap};
+/// # use rand::SeedableRng;
+/// # fn main() -> icnn::Result<()> {
+/// let varmap = VarMap::new();
+/// let vb = VarBuilder::from_varmap(&varmap, DType::F64, &Device::Cpu);
+/// let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+/// let config = DenseIcnn2Config { dim: 3, width: 4, depth: 3, ..Default::default() };
+/// let net = DenseIcnn2::new(vb.pp("icnn"), &config, &mut rng)?;
+/// assert_eq!(net.config(), &config);
+/// // Rows a, b and their midpoint: convexity gives F(m) ≤ (F(a) + F(b))/2.
+/// let x = Tensor::new(&[[1.0f64, -2.0, 0.5], [-1.0, 0.0, 2.0], [0.0, -1.0, 1.25]], &Device::Cpu)?;
+/// let f = net.potential(&x)?.to_vec1::<f64>()?;
+/// assert!(f[2] <= 0.5 * (f[0] + f[1]) + 1e-12);
+/// let read: DenseIcnn2Config = serde_json::from_str(r#"{"dim": 3, "width": 4, "depth": 3}"#).unwrap();
+/// assert_eq!(read, config);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct DenseIcnn2Config {

@@ -9,6 +9,47 @@ use crate::traits::ConvexPotential;
 /// What [`check_derivatives`] measured: the largest difference between each analytic
 /// derivative and its central difference along the given directions, relative to the
 /// largest analytic value (or 1, whichever is larger).
+///
+/// ```
+/// use std::sync::Arc;
+/// use candle_core::{Device, Tensor};
+/// use icnn::{check_derivatives, ConvexPotential, HessianVectorProducts, Linearization};
+/// /// ∇²F(x_b) = diag(row b of the stored tensor).
+/// #[derive(Debug)]
+/// struct Diag(Tensor);
+/// impl HessianVectorProducts for Diag {
+///     fn hvp(&self, v: &Tensor) -> icnn::Result<Tensor> {
+///         Ok((v * &self.0)?)
+///     }
+///     fn detach(&self) -> Arc<dyn HessianVectorProducts> {
+///         Arc::new(Diag(self.0.detach()))
+///     }
+/// }
+/// /// F(x) = Σ_j exp(x_j), with a **wrong** Hessian 2·diag(exp(x)).
+/// struct Wrong;
+/// impl ConvexPotential for Wrong {
+///     fn potential(&self, x: &Tensor) -> icnn::Result<Tensor> {
+///         Ok(x.exp()?.sum(1)?)
+///     }
+///     fn linearize(&self, x: &Tensor) -> icnn::Result<Linearization> {
+///         let e = x.exp()?;
+///         Linearization::from_parts(e.sum(1)?, e.clone(), Arc::new(Diag((&e * 2.0)?)))
+///     }
+///     fn dim(&self) -> usize {
+///         2
+///     }
+/// }
+/// # fn main() -> icnn::Result<()> {
+/// let x = Tensor::new(&[[0.0f64, 1.0], [-1.0, 0.5]], &Device::Cpu)?;
+/// let v = Tensor::new(&[[1.0f64, -1.0], [0.5, 2.0]], &Device::Cpu)?;
+/// let check = check_derivatives(&Wrong, &x, &v, 1e-5)?;
+/// assert!(check.gradient_error < 1e-8); // the gradient is right
+/// assert!(check.symmetry_error < 1e-12); // a diagonal product is symmetric...
+/// assert!(check.hvp_error > 0.1); // ...but twice the central difference of the gradient
+/// assert!(!check.passes(1e-6));
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq)]
 #[non_exhaustive]
 pub struct DerivativeCheck {

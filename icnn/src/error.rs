@@ -1,6 +1,30 @@
 //! The crate's error type.
 
 /// Errors returned by the `icnn` crate.
+///
+/// ```
+/// use icnn::{ConvexPotential, Icnn2, Icnn2Config, IcnnError};
+/// # use candle_core::{DType, Device, Tensor};
+/// # use candle_nn::{VarBuilder, VarMap};
+/// # use rand::SeedableRng;
+/// # fn main() -> icnn::Result<()> {
+/// let varmap = VarMap::new();
+/// let vb = VarBuilder::from_varmap(&varmap, DType::F64, &Device::Cpu);
+/// let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+/// let bad = Icnn2Config { dim: 0, ..Default::default() };
+/// assert!(matches!(Icnn2::new(vb.pp("bad"), &bad, &mut rng), Err(IcnnError::InvalidConfig(_))));
+/// let config = Icnn2Config { dim: 2, width: 4, depth: 2, ..Default::default() };
+/// let net = Icnn2::new(vb.pp("icnn"), &config, &mut rng)?;
+/// // All points equal: the ActNorm init has no spread to normalise by; the input is named.
+/// let same = Tensor::ones((3, 2), DType::F64, &Device::Cpu)?;
+/// match net.potential(&same) {
+///     Err(IcnnError::Initialization { layer, .. }) => assert_eq!(layer, "input"),
+///     other => panic!("unexpected {other:?}"),
+/// }
+/// assert!(!net.is_initialized()?);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum IcnnError {

@@ -12,6 +12,31 @@ use crate::network::{GroupAct, Network};
 
 /// Configuration of [`Icnn`] (reference `ICNN(dim, dimh, num_hidden_layers)`; the activation
 /// is always softplus and there is no ActNorm).
+///
+/// ```
+/// use icnn::{ConvexPotential, Icnn, IcnnConfig, IcnnError};
+/// # use candle_core::{DType, Device, Tensor};
+/// # use candle_nn::{VarBuilder, VarMap};
+/// # use rand::SeedableRng;
+/// # fn main() -> icnn::Result<()> {
+/// let varmap = VarMap::new();
+/// let vb = VarBuilder::from_varmap(&varmap, DType::F64, &Device::Cpu);
+/// let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+/// let config = IcnnConfig { dim: 3, width: 8, depth: 2 };
+/// let net = Icnn::new(vb.pp("icnn"), &config, &mut rng)?;
+/// assert_eq!((net.dim(), net.config()), (3, &config));
+/// // Rows a, b and their midpoint: convexity gives F(m) ≤ (F(a) + F(b))/2.
+/// let x = Tensor::new(&[[1.0f64, -2.0, 0.5], [-1.0, 0.0, 2.0], [0.0, -1.0, 1.25]], &Device::Cpu)?;
+/// let f = net.potential(&x)?.to_vec1::<f64>()?;
+/// assert!(f[2] <= 0.5 * (f[0] + f[1]) + 1e-12);
+/// // Missing fields take their defaults when read from JSON.
+/// let read: IcnnConfig = serde_json::from_str(r#"{"dim": 3}"#).unwrap();
+/// assert_eq!((read.width, read.depth), (64, 10));
+/// let bad = IcnnConfig { depth: 0, ..config };
+/// assert!(matches!(Icnn::new(vb.pp("bad"), &bad, &mut rng), Err(IcnnError::InvalidConfig(_))));
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct IcnnConfig {

@@ -13,6 +13,31 @@ use crate::network::{GroupAct, Network};
 /// Configuration of [`Icnn2`] (reference `ICNN2(dim, dimh, num_hidden_layers, symm_act_first,
 /// softplus_type, zero_softplus)`). Defaults are `train_tabular.py`'s: width 64, depth 10,
 /// softplus, no shift, no symmetric first activation.
+///
+/// ```
+/// use icnn::{ActivationKind, ConvexPotential, Icnn2, Icnn2Config, IcnnError};
+/// # use candle_core::{DType, Device, Tensor};
+/// # use candle_nn::{VarBuilder, VarMap};
+/// # use rand::SeedableRng;
+/// # fn main() -> icnn::Result<()> {
+/// let varmap = VarMap::new();
+/// let vb = VarBuilder::from_varmap(&varmap, DType::F64, &Device::Cpu);
+/// let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+/// let config = Icnn2Config {
+///     dim: 3, width: 8, depth: 2,
+///     activation: ActivationKind::GaussianSoftplus, zero_shift: true, symm_act_first: true,
+/// };
+/// let net = Icnn2::new(vb.pp("icnn"), &config, &mut rng)?;
+/// assert_eq!(net.config(), &config);
+/// // Rows a, b and their midpoint: convexity gives F(m) ≤ (F(a) + F(b))/2.
+/// let x = Tensor::new(&[[1.0f64, -2.0, 0.5], [-1.0, 0.0, 2.0], [0.0, -1.0, 1.25]], &Device::Cpu)?;
+/// let f = net.potential(&x)?.to_vec1::<f64>()?;
+/// assert!(f[2] <= 0.5 * (f[0] + f[1]) + 1e-12);
+/// let bad = Icnn2Config { width: 0, ..config };
+/// assert!(matches!(Icnn2::new(vb.pp("bad"), &bad, &mut rng), Err(IcnnError::InvalidConfig(_))));
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Icnn2Config {

@@ -12,6 +12,28 @@ use crate::network::{GroupAct, GroupSpec, Network};
 
 /// Configuration of [`Icnn3`] (reference `ICNN3(dim, dimh, num_hidden_layers,
 /// symm_act_first, softplus_type, zero_softplus)`). `width` must be even.
+///
+/// ```
+/// use icnn::{ConvexPotential, Icnn3, Icnn3Config, IcnnError};
+/// # use candle_core::{DType, Device, Tensor};
+/// # use candle_nn::{VarBuilder, VarMap};
+/// # use rand::SeedableRng;
+/// # fn main() -> icnn::Result<()> {
+/// let varmap = VarMap::new();
+/// let vb = VarBuilder::from_varmap(&varmap, DType::F64, &Device::Cpu);
+/// let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+/// let config = Icnn3Config { dim: 3, width: 8, depth: 3, ..Default::default() };
+/// let net = Icnn3::new(vb.pp("icnn"), &config, &mut rng)?;
+/// // Rows a, b and their midpoint: convexity gives F(m) ≤ (F(a) + F(b))/2.
+/// let x = Tensor::new(&[[1.0f64, -2.0, 0.5], [-1.0, 0.0, 2.0], [0.0, -1.0, 1.25]], &Device::Cpu)?;
+/// let f = net.potential(&x)?.to_vec1::<f64>()?;
+/// assert!(f[2] <= 0.5 * (f[0] + f[1]) + 1e-12);
+/// // Each hidden layer splits its units in two halves: the width must be even.
+/// let odd = Icnn3Config { width: 7, ..config };
+/// assert!(matches!(Icnn3::new(vb.pp("odd"), &odd, &mut rng), Err(IcnnError::InvalidConfig(_))));
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Icnn3Config {

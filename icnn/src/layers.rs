@@ -14,6 +14,32 @@ use crate::error::{IcnnError, Result};
 use crate::params;
 
 /// `y = x Wᵀ + b` with PyTorch's default init `U(−1/√n_in, 1/√n_in)` for `W` and `b`.
+///
+/// ```
+/// use icnn::Linear;
+/// # use candle_core::{DType, Device, Tensor};
+/// # use candle_nn::{VarBuilder, VarMap};
+/// # use rand::SeedableRng;
+/// # fn main() -> icnn::Result<()> {
+/// let varmap = VarMap::new();
+/// let vb = VarBuilder::from_varmap(&varmap, DType::F64, &Device::Cpu);
+/// let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+/// let layer = Linear::new(&vb.pp("fc"), 3, 2, true, &mut rng)?;
+/// assert_eq!((layer.n_in(), layer.n_out()), (3, 2));
+/// // PyTorch's init: every weight in [−1/√3, 1/√3].
+/// let w = layer.weight.to_vec2::<f64>()?;
+/// assert!(w.iter().flatten().all(|v| v.abs() <= 1.0 / 3f64.sqrt()));
+/// // x = e₀ picks the first column of W, plus the bias.
+/// let x = Tensor::new(&[[1.0f64, 0.0, 0.0]], &Device::Cpu)?;
+/// let y = layer.forward(&x)?.to_vec2::<f64>()?;
+/// let b = layer.bias.as_ref().unwrap().to_vec1::<f64>()?;
+/// assert!((y[0][1] - (w[1][0] + b[1])).abs() < 1e-15);
+/// // The context gates start at zero.
+/// let gate = Linear::new_zeros(&vb.pp("gate"), 3, 2)?;
+/// assert_eq!(gate.forward(&x)?.to_vec2::<f64>()?, vec![vec![0.0, 0.0]]);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone)]
 pub struct Linear {
     /// `(out, in)`.
@@ -70,6 +96,28 @@ impl Linear {
 
 /// Positive linear layer of the reference (`PosLinear`): `y = (x softplus(W)ᵀ + b) / n_in`.
 /// The `1/n_in` gain applies to the bias too.
+///
+/// ```
+/// use icnn::PosLinear;
+/// # use candle_core::{DType, Device, Tensor};
+/// # use candle_nn::{VarBuilder, VarMap};
+/// # use rand::SeedableRng;
+/// # fn main() -> icnn::Result<()> {
+/// let varmap = VarMap::new();
+/// let vb = VarBuilder::from_varmap(&varmap, DType::F64, &Device::Cpu);
+/// let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+/// let layer = PosLinear::new(&vb.pp("pos"), 4, 3, true, &mut rng)?;
+/// let w = layer.effective_weight()?;
+/// assert_eq!(w.dims(), &[3, 4]);
+/// assert!(w.flatten_all()?.to_vec1::<f64>()?.iter().all(|&v| v > 0.0));
+/// // Non-negative weights: the output is non-decreasing in every input.
+/// let lo = Tensor::new(&[[0.0f64, 1.0, -1.0, 2.0]], &Device::Cpu)?;
+/// let hi = (&lo + 0.5)?;
+/// let diff = (layer.forward(&hi)? - layer.forward(&lo)?)?.to_vec2::<f64>()?;
+/// assert!(diff[0].iter().all(|&d| d > 0.0));
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone)]
 pub struct PosLinear {
     /// Unconstrained weight `(out, in)`; the effective weight is `softplus(W)/n_in ≥ 0`.
@@ -138,6 +186,34 @@ pub const ACTNORM_SCALE_MIN: f64 = 0.001;
 /// the parameters, so a loaded model is not re-initialised. A batch of fewer than 2 rows,
 /// with non-finite values, or on which no unit varies is an
 /// [`IcnnError::Initialization`](crate::IcnnError::Initialization) and writes nothing.
+///
+/// ```
+/// use icnn::{ActNorm, IcnnError};
+/// # use candle_core::{DType, Device, Tensor};
+/// # use candle_nn::{VarBuilder, VarMap};
+/// # use rand::SeedableRng;
+/// # fn main() -> icnn::Result<()> {
+/// let varmap = VarMap::new();
+/// let vb = VarBuilder::from_varmap(&varmap, DType::F64, &Device::Cpu);
+/// let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+/// let an = ActNorm::new(&vb.pp("an"), 2)?;
+/// assert_eq!(an.features(), 2);
+/// let x = Tensor::new(&[[1.0f64, 10.0], [2.0, 10.0], [3.0, 20.0], [4.0, 20.0]], &Device::Cpu)?;
+/// an.initialize(&x)?;
+/// // After the init each feature has mean 0 and standard deviation
+/// // std·(1/(std + 1e-6) + 0.001) = 1 + O(1e-3·std) over the batch.
+/// let y = an.forward(&x)?;
+/// let mean = y.mean(0)?.to_vec1::<f64>()?;
+/// let std = y.sqr()?.mean(0)?.sqrt()?.to_vec1::<f64>()?;
+/// assert!(mean.iter().all(|m| m.abs() < 1e-12));
+/// assert!(std.iter().all(|s| (s - 1.0).abs() < 0.01));
+/// // One row has no spread: refused, and nothing is written.
+/// let err = an.initialize(&x.narrow(0, 0, 1)?).unwrap_err();
+/// assert!(matches!(err, IcnnError::Initialization { .. }));
+/// assert_eq!(an.name(), "an");
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone)]
 pub struct ActNorm {
     /// Shift, stored as `(1, C, 1)` like the reference.

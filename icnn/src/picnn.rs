@@ -18,6 +18,29 @@ use crate::traits::ConditionalConvexPotential;
 /// Configuration of [`Picnn`] (reference `PICNN(dim, dimh, dimc, num_hidden_layers,
 /// symm_act_first, softplus_type, zero_softplus)`; the reference's default activation is the
 /// gaussian softplus).
+///
+/// ```
+/// use icnn::{ActivationKind, ConditionalConvexPotential, IcnnError, Picnn, PicnnConfig};
+/// # use candle_core::{DType, Device, Tensor};
+/// # use candle_nn::{VarBuilder, VarMap};
+/// # use rand::SeedableRng;
+/// # fn main() -> icnn::Result<()> {
+/// let varmap = VarMap::new();
+/// let vb = VarBuilder::from_varmap(&varmap, DType::F64, &Device::Cpu);
+/// let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+/// // The reference's PICNN uses the Gaussian softplus by default.
+/// assert_eq!(PicnnConfig::default().activation, ActivationKind::GaussianSoftplus);
+/// let config = PicnnConfig { dim: 2, context_dim: 3, width: 8, depth: 2, ..Default::default() };
+/// let net = Picnn::new(vb.pp("picnn"), &config, &mut rng)?;
+/// assert_eq!((net.dim(), net.context_dim()), (2, 3));
+/// let x = Tensor::new(&[[0.5f64, 1.0], [-1.0, 0.0]], &Device::Cpu)?;
+/// let c = Tensor::new(&[[1.0f64, 0.0, 2.0], [0.0, -1.0, 0.5]], &Device::Cpu)?;
+/// assert_eq!(net.potential_with_context(&x, &c)?.dims(), &[2]);
+/// let bad = PicnnConfig { context_dim: 0, ..config };
+/// assert!(matches!(Picnn::new(vb.pp("bad"), &bad, &mut rng), Err(IcnnError::InvalidConfig(_))));
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct PicnnConfig {

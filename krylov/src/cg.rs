@@ -6,6 +6,26 @@ use crate::vectors::{check_finite, power_of_two_scale};
 use crate::{BatchOperator, BatchVectors, KrylovError};
 
 /// When the batch stops iterating.
+///
+/// With [`CgStopping::PerSystem`] an easy system stops early and costs no further operator
+/// work; [`CgStopping::BatchGlobal`] keeps it iterating until the whole batch has converged.
+///
+/// ```
+/// use krylov::{cg, CgParams, CgStopping, DenseNalgebraOperator};
+/// use nalgebra::{DMatrix, dmatrix};
+/// // System 0 is 2·I (one step); system 1 has two distinct eigenvalues (two steps).
+/// let op = DenseNalgebraOperator::new(vec![
+///     dmatrix![2.0, 0.0; 0.0, 2.0],
+///     dmatrix![1.0, 0.0; 0.0, 5.0],
+/// ])?;
+/// let b = DMatrix::<f64>::from_element(2, 2, 1.0);
+/// let params = CgParams::default().with_rtol(1e-12);
+/// let per = cg(&op, &b, &params)?;
+/// let global = cg(&op, &b, &params.with_stopping(CgStopping::BatchGlobal))?;
+/// assert_eq!(per.applications, vec![1, 2]);
+/// assert_eq!(global.applications, vec![2, 2]);
+/// # Ok::<(), krylov::KrylovError>(())
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum CgStopping {
     /// Each system stops as soon as it satisfies its own test and is then frozen: it receives no
@@ -21,6 +41,25 @@ pub enum CgStopping {
 }
 
 /// Preconditioner used by [`cg`].
+///
+/// ```
+/// use krylov::{cg, CgParams, FnOperator, KrylovError, Preconditioner};
+/// use nalgebra::DMatrix;
+/// // H = diag(1, 10, 100) as a closure, which does not know its diagonal.
+/// let h = [1.0, 10.0, 100.0];
+/// let op = FnOperator::new(|x: &DMatrix<f64>, _: &[bool]| -> Result<_, KrylovError> {
+///     Ok(DMatrix::from_fn(3, x.ncols(), |i, j| h[i] * x[(i, j)]))
+/// });
+/// let b = DMatrix::<f64>::from_column_slice(3, 1, &[1.0, 10.0, 100.0]);
+/// let jacobi = CgParams::default().with_preconditioner(Preconditioner::Jacobi);
+/// assert!(matches!(cg(&op, &b, &jacobi), Err(KrylovError::MissingDiagonal)));
+/// // With the diagonal attached, Jacobi solves a diagonal system in one step.
+/// let op = op.with_diagonal(DMatrix::from_column_slice(3, 1, &h));
+/// let res = cg(&op, &b, &jacobi)?;
+/// assert_eq!(res.iterations, vec![1]);
+/// assert!((res.x[(2, 0)] - 1.0).abs() < 1e-12);
+/// # Ok::<(), KrylovError>(())
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Preconditioner {
     /// Plain CG. The default.
@@ -35,6 +74,22 @@ pub enum Preconditioner {
 ///
 /// System `i` has converged when `‖r_i‖∞ ≤ atol + rtol·‖b_i‖∞`, where `r_i` is the recursively
 /// updated residual (in exact arithmetic `b_i − H_i x_i`).
+///
+/// ```
+/// use krylov::{cg, CgParams, DenseNalgebraOperator, KrylovError};
+/// use nalgebra::{DMatrix, dmatrix};
+/// let params = CgParams::default().with_rtol(1e-10).with_max_iters(1);
+/// assert_eq!(params.max_iters, Some(1));
+/// // Two distinct eigenvalues need two iterations: one is not enough.
+/// let op = DenseNalgebraOperator::new(vec![dmatrix![1.0, 0.0; 0.0, 3.0]])?;
+/// let b = DMatrix::<f64>::from_element(2, 1, 1.0);
+/// let res = cg(&op, &b, &params)?;
+/// assert!(!res.converged[0] && res.iterations[0] == 1);
+/// // Invalid tolerances are rejected before any work.
+/// let bad = CgParams::default().with_atol(-1.0);
+/// assert!(matches!(cg(&op, &b, &bad), Err(KrylovError::InvalidParameter(_))));
+/// # Ok::<(), KrylovError>(())
+/// ```
 #[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
 pub struct CgParams {
@@ -122,11 +177,44 @@ impl CgParams {
 }
 
 /// The iteration cap used when [`CgParams::max_iters`] is `None`: `2d + 10`.
+///
+/// ```
+/// use krylov::{cg, default_max_iters, CgParams, DenseNalgebraOperator};
+/// use nalgebra::{DMatrix, dmatrix};
+/// assert_eq!(default_max_iters(3), 16);
+/// // A zero tolerance is (in floating point) never met, so CG runs to the cap.
+/// let h = DMatrix::<f64>::from_diagonal(&nalgebra::DVector::from_fn(20, |i, _| (i + 1) as f64));
+/// let op = DenseNalgebraOperator::new(vec![h])?;
+/// let b = DMatrix::<f64>::from_element(20, 1, 1.0);
+/// let res = cg(&op, &b, &CgParams::default().with_rtol(0.0))?;
+/// assert!(!res.converged[0]);
+/// assert_eq!(res.iterations, vec![default_max_iters(20)]);
+/// # Ok::<(), krylov::KrylovError>(())
+/// ```
 pub fn default_max_iters(dim: usize) -> usize {
     2 * dim + 10
 }
 
 /// Outcome of [`cg`]. Non-convergence is reported here, never as an error.
+///
+/// ```
+/// use krylov::{cg, CgParams, DenseNalgebraOperator};
+/// use nalgebra::{DMatrix, dmatrix};
+/// // System 0 is SPD; system 1 is negative definite, which CG cannot handle.
+/// let op = DenseNalgebraOperator::new(vec![
+///     dmatrix![4.0, 0.0; 0.0, 4.0],
+///     dmatrix![-1.0, 0.0; 0.0, -1.0],
+/// ])?;
+/// let b = DMatrix::<f64>::from_element(2, 2, 1.0);
+/// let res = cg(&op, &b, &CgParams::default())?;
+/// assert_eq!(res.converged, vec![true, false]);
+/// assert_eq!(res.breakdown, vec![false, true]);
+/// assert!(!res.all_converged());
+/// assert!((res.x[(0, 0)] - 0.25).abs() < 1e-12 && res.residual_norms[0] < 1e-12);
+/// assert_eq!(res.x[(0, 1)], 0.0); // system 1 never stepped
+/// assert_eq!(res.total_applications(), 2);
+/// # Ok::<(), krylov::KrylovError>(())
+/// ```
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct CgResult<V> {
@@ -238,6 +326,29 @@ where
 
 /// One iteration of CG as [`cg_with_initial_guess_observed`] reports it, after the solution
 /// update `x_i ← x_i + α_i p_i`.
+///
+/// ```
+/// use krylov::{cg_with_initial_guess_observed, CgParams, DenseNalgebraOperator};
+/// use nalgebra::{DMatrix, dmatrix};
+/// // System 0 (2·I) converges in one step, system 1 in two; then system 0 is frozen.
+/// let op = DenseNalgebraOperator::new(vec![
+///     dmatrix![2.0, 0.0; 0.0, 2.0],
+///     dmatrix![1.0, 0.0; 0.0, 5.0],
+/// ])?;
+/// let b = DMatrix::<f64>::from_element(2, 2, 1.0);
+/// let x0 = DMatrix::<f64>::zeros(2, 2);
+/// let mut steps = Vec::new();
+/// cg_with_initial_guess_observed(&op, &b, &x0, &CgParams::default(), |step| {
+///     steps.push((step.iteration, step.step_sizes.to_vec()));
+///     Ok(())
+/// })?;
+/// assert_eq!(steps.len(), 2);
+/// assert_eq!(steps[0].0, 0);
+/// assert!((steps[0].1[0] - 0.5).abs() < 1e-15); // α = rᵀr / rᵀHr = 1/2 for 2·I
+/// assert_eq!(steps[1].1[0], 0.0); // frozen: no step
+/// assert!(steps[1].1[1] > 0.0);
+/// # Ok::<(), krylov::KrylovError>(())
+/// ```
 #[derive(Clone, Copy, Debug)]
 #[non_exhaustive]
 pub struct CgStep<'a> {

@@ -5,6 +5,23 @@
 /// Non-convergence is **not** an error: [`crate::cg`] reports it in
 /// [`crate::CgResult::converged`]. Errors are reserved for invalid input (shapes, parameters),
 /// failures of a user operator, and backend (candle) failures.
+///
+/// ```
+/// use krylov::{cg, CgParams, DenseNalgebraOperator, KrylovError};
+/// use nalgebra::{DMatrix, dmatrix};
+/// let op = DenseNalgebraOperator::new(vec![dmatrix![2.0, 0.0; 0.0, 2.0]])?;
+/// // A right-hand side with a NaN is refused, naming the system and the entry.
+/// let b = DMatrix::<f64>::from_column_slice(2, 1, &[1.0, f64::NAN]);
+/// match cg(&op, &b, &CgParams::default()) {
+///     Err(KrylovError::NonFiniteInput { system: 0, index: 1, .. }) => {}
+///     other => panic!("unexpected {other:?}"),
+/// }
+/// // A batch of two systems for an operator of one.
+/// let b2 = DMatrix::<f64>::zeros(2, 2);
+/// let err = cg(&op, &b2, &CgParams::default()).unwrap_err();
+/// assert!(matches!(err, KrylovError::ShapeMismatch { expected: (1, 2), found: (2, 2), .. }));
+/// # Ok::<(), KrylovError>(())
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum KrylovError {

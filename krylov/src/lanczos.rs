@@ -5,6 +5,22 @@ use crate::vectors::{check_finite, power_of_two_scale};
 use crate::{BatchOperator, BatchVectors, KrylovError};
 
 /// Parameters of [`lanczos`]. Build with `LanczosParams::default()` and the `with_*` setters.
+///
+/// ```
+/// use krylov::{lanczos, DenseNalgebraOperator, LanczosParams};
+/// use nalgebra::{DMatrix, dmatrix};
+/// let op = DenseNalgebraOperator::new(vec![dmatrix![2.0, 1.0, 0.0; 1.0, 3.0, 1.0; 0.0, 1.0, 4.0]])?;
+/// let v0 = DMatrix::<f64>::from_element(3, 1, 1.0);
+/// // 50 steps are capped at d = 3; the basis is returned on request.
+/// let params = LanczosParams::default().with_steps(50).with_store_basis(true);
+/// let res = lanczos(&op, &v0, &params)?;
+/// assert_eq!(res.sizes, vec![3]);
+/// let q = res.basis.expect("store_basis was set");
+/// assert_eq!(q.len(), 3);
+/// // The Lanczos vectors are orthonormal.
+/// assert!((q[0].dot(&q[0]) - 1.0).abs() < 1e-12 && q[0].dot(&q[2]).abs() < 1e-12);
+/// # Ok::<(), krylov::KrylovError>(())
+/// ```
 #[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
 pub struct LanczosParams {
@@ -59,6 +75,27 @@ impl LanczosParams {
 /// Outcome of [`lanczos`]: per system `i` a symmetric tridiagonal `T_i` of size `sizes[i]`
 /// with diagonal `alphas[i]` and off-diagonal `betas[i]` (length `sizes[i] − 1`), such that
 /// `Q_iᵀ H_i Q_i = T_i` with `Q_i e_1 = v0_i / ‖v0_i‖`.
+///
+/// ```
+/// use krylov::{lanczos, DenseNalgebraOperator, LanczosParams};
+/// use nalgebra::{DMatrix, dmatrix};
+/// // System 0: 3·I, an invariant Krylov space after one step (breakdown, exact).
+/// // System 1: diag(1, 2, 3), two steps requested.
+/// let op = DenseNalgebraOperator::new(vec![
+///     DMatrix::<f64>::identity(3, 3) * 3.0,
+///     dmatrix![1.0, 0.0, 0.0; 0.0, 2.0, 0.0; 0.0, 0.0, 3.0],
+/// ])?;
+/// let v0 = DMatrix::<f64>::from_element(3, 2, 2.0);
+/// let res = lanczos(&op, &v0, &LanczosParams::default().with_steps(2))?;
+/// assert_eq!(res.sizes, vec![1, 2]);
+/// assert_eq!(res.breakdown, vec![true, false]);
+/// assert!((res.alphas[0][0] - 3.0).abs() < 1e-12 && res.betas[0].is_empty());
+/// // α_1 = v̂ᵀHv̂ with v̂ = (1,1,1)/√3: the mean of the eigenvalues.
+/// assert!((res.alphas[1][0] - 2.0).abs() < 1e-12 && res.betas[1].len() == 1);
+/// assert!((res.initial_norms[0] - 2.0 * 3f64.sqrt()).abs() < 1e-12);
+/// assert_eq!(res.applications, vec![1, 2]);
+/// # Ok::<(), krylov::KrylovError>(())
+/// ```
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct LanczosResult<V> {

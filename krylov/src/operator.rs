@@ -12,6 +12,35 @@ use crate::{BatchVectors, KrylovError};
 /// this is how converged systems stop costing work.
 ///
 /// The solvers require `H_i` symmetric positive definite (CG) or symmetric (Lanczos).
+///
+/// ```
+/// use krylov::{cg, BatchOperator, CgParams, KrylovError};
+/// use nalgebra::DMatrix;
+/// /// `H_i = c_i·I`, one scale per system (column).
+/// struct Scaled(Vec<f64>);
+/// impl BatchOperator<DMatrix<f64>> for Scaled {
+///     fn apply(&self, x: &DMatrix<f64>, active: &[bool]) -> Result<DMatrix<f64>, KrylovError> {
+///         let mut y = x.clone();
+///         for (j, mut col) in y.column_iter_mut().enumerate() {
+///             if active[j] {
+///                 col *= self.0[j];
+///             }
+///         }
+///         Ok(y)
+///     }
+///     fn batch_shape(&self) -> Option<(usize, usize)> {
+///         Some((self.0.len(), 2))
+///     }
+/// }
+/// let op = Scaled(vec![2.0, 4.0]);
+/// let b = DMatrix::<f64>::from_element(2, 2, 1.0);
+/// let res = cg(&op, &b, &CgParams::default())?;
+/// assert!((res.x[(0, 0)] - 0.5).abs() < 1e-12 && (res.x[(0, 1)] - 0.25).abs() < 1e-12);
+/// // The declared shape is checked before any work.
+/// let wrong = DMatrix::<f64>::zeros(3, 2);
+/// assert!(matches!(cg(&op, &wrong, &CgParams::default()), Err(KrylovError::ShapeMismatch { .. })));
+/// # Ok::<(), KrylovError>(())
+/// ```
 pub trait BatchOperator<V: BatchVectors> {
     /// `y_i = H_i x_i` for the active systems.
     fn apply(&self, x: &V, active: &[bool]) -> Result<V, KrylovError>;
@@ -108,6 +137,25 @@ where
 }
 
 /// Any operator together with a known diagonal (for the Jacobi preconditioner).
+///
+/// The dense operators already supply their diagonal; this is for matrix-free operators
+/// ([`FnOperator`], a network's Hessian) whose diagonal is known some other way. Without one,
+/// Jacobi preconditioning fails with [`KrylovError::MissingDiagonal`].
+///
+/// ```
+/// use krylov::{cg, BatchOperator, CgParams, DenseNalgebraOperator, Preconditioner, WithDiagonal};
+/// use nalgebra::{DMatrix, dmatrix};
+/// let h = dmatrix![4.0, 1.0; 1.0, 9.0];
+/// let diag = DMatrix::<f64>::from_column_slice(2, 1, &[4.0, 9.0]);
+/// let op = WithDiagonal::new(DenseNalgebraOperator::new(vec![h])?, diag.clone());
+/// assert_eq!(op.diagonal().unwrap()?, diag);
+/// assert_eq!(op.batch_shape(), Some((1, 2))); // forwarded from the dense operator
+/// let b = DMatrix::<f64>::from_column_slice(2, 1, &[5.0, 10.0]);
+/// let params = CgParams::default().with_preconditioner(Preconditioner::Jacobi).with_rtol(1e-12);
+/// let res = cg(&op, &b, &params)?;
+/// assert!((res.x[(0, 0)] - 1.0).abs() < 1e-10 && (res.x[(1, 0)] - 1.0).abs() < 1e-10);
+/// # Ok::<(), krylov::KrylovError>(())
+/// ```
 #[derive(Clone, Debug)]
 pub struct WithDiagonal<O, V> {
     op: O,
@@ -139,6 +187,23 @@ impl<V: BatchVectors, O: BatchOperator<V>> BatchOperator<V> for WithDiagonal<O, 
 ///
 /// Wraps any operator; `counts()` returns, per system, the number of `apply` calls in which the
 /// system was active, and `calls()` the number of `apply` calls.
+///
+/// ```
+/// use krylov::{cg, CgParams, CountingOperator, DenseNalgebraOperator};
+/// use nalgebra::{DMatrix, dmatrix};
+/// let dense = DenseNalgebraOperator::new(vec![
+///     dmatrix![2.0, 0.0; 0.0, 2.0], // one CG step
+///     dmatrix![1.0, 0.0; 0.0, 5.0], // two CG steps
+/// ])?;
+/// let op = CountingOperator::new(dense, 2);
+/// let b = DMatrix::<f64>::from_element(2, 2, 1.0);
+/// let res = cg(&op, &b, &CgParams::default().with_rtol(1e-12))?;
+/// assert_eq!(op.counts(), vec![1, 2]); // the converged system costs nothing more
+/// assert_eq!(op.calls(), 2);
+/// assert_eq!(op.counts(), res.applications);
+/// assert_eq!(op.inner().matrices().len(), 2);
+/// # Ok::<(), krylov::KrylovError>(())
+/// ```
 #[derive(Debug)]
 pub struct CountingOperator<O> {
     op: O,

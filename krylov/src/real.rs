@@ -1,6 +1,21 @@
 //! The host scalar types supported by the nalgebra and faer backends.
 
 /// A host floating-point scalar (`f32` or `f64`). Sealed: only these two implement it.
+///
+/// It is the element type of the host backends ([`crate::DenseNalgebraOperator`],
+/// [`crate::DenseFaerOperator`]); scalars cross to the solvers as `f64`.
+///
+/// ```
+/// use krylov::Real;
+/// fn to_f64_sum<T: Real>(xs: &[T]) -> f64 {
+///     xs.iter().map(|x| x.into_f64()).sum()
+/// }
+/// assert_eq!(to_f64_sum(&[1.5f32, 2.5]), 4.0);
+/// assert_eq!(<f32 as Real>::EPSILON, f32::EPSILON as f64);
+/// // f32 rounds: 0.1 is not representable exactly.
+/// assert_ne!(f32::lossy_from_f64(0.1).into_f64(), 0.1);
+/// assert_eq!(f64::lossy_from_f64(0.1), 0.1);
+/// ```
 pub trait Real:
     Copy
     + PartialOrd
@@ -25,6 +40,7 @@ pub trait Real:
 }
 
 mod sealed {
+    /// Seals [`super::Real`]: a private trait, so no type outside this crate can implement it.
     pub trait Sealed {}
     impl Sealed for f32 {}
     impl Sealed for f64 {}

@@ -16,6 +16,26 @@ use crate::KrylovError;
 ///
 /// Host data exchanged through [`BatchVectors::from_host_like`] and [`BatchVectors::to_host`]
 /// is always *system-major*: the `d` entries of system 0, then those of system 1, and so on.
+///
+/// ```
+/// use krylov::BatchVectors;
+/// use nalgebra::DMatrix;
+/// // Two systems of dimension 3: columns (1, 2, 2) and (0, -4, 3).
+/// let x = DMatrix::<f64>::from_column_slice(3, 2, &[1.0, 2.0, 2.0, 0.0, -4.0, 3.0]);
+/// assert_eq!((x.n_systems(), x.system_dim()), (2, 3));
+/// assert_eq!(x.norms2()?, vec![3.0, 5.0]);
+/// assert_eq!(x.norms_inf()?, vec![2.0, 4.0]);
+/// assert_eq!(x.dots(&x)?, vec![9.0, 25.0]);
+/// // Host data is system-major, and round-trips.
+/// let host = x.to_host()?;
+/// assert_eq!(host, vec![1.0, 2.0, 2.0, 0.0, -4.0, 3.0]);
+/// assert_eq!(DMatrix::from_host_like(&x, &host)?, x);
+/// // Per-system update on the active systems only.
+/// let mut y = x.clone();
+/// y.axpby_masked(&[2.0, 2.0], &[1.0, 1.0], &x, &[true, false])?;
+/// assert_eq!(y.to_host()?, vec![3.0, 6.0, 6.0, 0.0, -4.0, 3.0]);
+/// # Ok::<(), krylov::KrylovError>(())
+/// ```
 pub trait BatchVectors: Clone {
     /// Checks the batch is well formed (for tensors: rank 2). Solvers call it on their inputs.
     fn validate(&self) -> Result<(), KrylovError> {

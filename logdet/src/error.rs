@@ -3,6 +3,19 @@
 use krylov::KrylovError;
 
 /// Errors of the log-determinant routines.
+///
+/// ```
+/// use faer::Mat;
+/// use logdet::{exact_logdet, exact_logdet_flat, LogdetError};
+/// // System 1 is indefinite (eigenvalues 3 and −1): Cholesky fails and names it.
+/// let spd = Mat::<f64>::identity(2, 2);
+/// let indefinite = Mat::<f64>::from_fn(2, 2, |i, j| if i == j { 1.0 } else { 2.0 });
+/// let err = exact_logdet(&[spd, indefinite]).unwrap_err();
+/// assert!(matches!(err, LogdetError::NotPositiveDefinite { system: 1 }));
+/// // Flat data of the wrong length for (B, d, d) = (2, 2, 2).
+/// let err = exact_logdet_flat(&[1.0; 7], 2, 2).unwrap_err();
+/// assert!(matches!(err, LogdetError::WrongLength { expected: 8, found: 7 }));
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum LogdetError {

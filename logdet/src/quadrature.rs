@@ -33,6 +33,18 @@ pub const RITZ_ROUNDOFF_FACTOR: f64 = 100.0;
 /// `betas` must hold at least `k − 1` values (`k = alphas.len()`; extra ones are ignored).
 /// Returns `None` when there are fewer, or when the coefficients (or the computed nodes and
 /// weights) are not finite.
+///
+/// ```
+/// use logdet::gauss_quadrature_nodes;
+/// // T = [[2, 1], [1, 2]]: eigenvalues 1 and 3, eigenvectors (1, ∓1)/√2, weights 1/2.
+/// let (mut nodes, weights) = gauss_quadrature_nodes(&[2.0, 2.0], &[1.0]).unwrap();
+/// nodes.sort_by(f64::total_cmp);
+/// assert!((nodes[0] - 1.0).abs() < 1e-14 && (nodes[1] - 3.0).abs() < 1e-14);
+/// assert!(weights.iter().all(|w| (w - 0.5).abs() < 1e-14));
+/// // Two diagonal values need one off-diagonal value.
+/// assert!(gauss_quadrature_nodes(&[2.0, 2.0], &[]).is_none());
+/// assert!(gauss_quadrature_nodes(&[f64::NAN], &[]).is_none());
+/// ```
 pub fn gauss_quadrature_nodes(alphas: &[f64], betas: &[f64]) -> Option<(Vec<f64>, Vec<f64>)> {
     let k = alphas.len();
     if k == 0 {

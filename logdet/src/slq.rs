@@ -10,6 +10,29 @@ use crate::quadrature::slq_logdet_from_lanczos;
 use crate::stats::PerSystemMean;
 
 /// Parameters of [`slq_logdet`].
+///
+/// ```
+/// use krylov::DenseNalgebraOperator;
+/// use logdet::{slq_logdet, LogdetError, ProbeDistribution, SlqParams};
+/// use nalgebra::{DMatrix, dmatrix};
+/// use rand::{SeedableRng, rngs::StdRng};
+/// // H = diag(2, 3): for a diagonal H every Rademacher probe with m = d gives log 6 exactly
+/// // (up to round-off), so the probes agree and the standard error vanishes.
+/// let op = DenseNalgebraOperator::new(vec![dmatrix![2.0, 0.0; 0.0, 3.0]])?;
+/// let like = DMatrix::<f64>::zeros(2, 1);
+/// let mut rng = StdRng::seed_from_u64(0);
+/// let params = SlqParams::default()
+///     .with_probes(3)
+///     .with_lanczos_steps(2)
+///     .with_distribution(ProbeDistribution::Rademacher);
+/// let est = slq_logdet(&op, &like, &mut rng, &params)?;
+/// assert!((est.estimate[0] - 6f64.ln()).abs() < 1e-10);
+/// assert!(est.std_err[0] < 1e-10 && est.probes == 3);
+/// // Zero probes is an invalid parameter.
+/// let err = slq_logdet(&op, &like, &mut rng, &params.with_probes(0));
+/// assert!(matches!(err, Err(LogdetError::InvalidParameter(_))));
+/// # Ok::<(), LogdetError>(())
+/// ```
 #[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
 pub struct SlqParams {

@@ -9,6 +9,7 @@ pub(crate) struct PerSystemMean {
 }
 
 impl PerSystemMean {
+    /// An empty accumulator for `systems` systems.
     pub fn new(systems: usize) -> Self {
         Self {
             n: 0,
@@ -17,6 +18,7 @@ impl PerSystemMean {
         }
     }
 
+    /// Adds one round of samples, one per system.
     pub fn push(&mut self, samples: &[f64]) {
         self.n += 1;
         let n = self.n as f64;

@@ -5,6 +5,23 @@ use krylov::{BatchOperator, BatchVectors, CgParams, CgResult, cg_with_initial_gu
 use crate::LogdetError;
 
 /// Output of [`cg_surrogate`].
+///
+/// ```
+/// use krylov::{CgParams, DenseNalgebraOperator};
+/// use logdet::cg_surrogate;
+/// use nalgebra::DMatrix;
+/// // H = diag(2, 4), probe v = (1, 1): u = H⁻¹v = (1/2, 1/4), and uᵀ(Hv) = vᵀv = 2.
+/// let h = DMatrix::from_diagonal(&nalgebra::dvector![2.0, 4.0]);
+/// let op = DenseNalgebraOperator::new(vec![h.clone()])?;
+/// let v = DMatrix::<f64>::from_element(2, 1, 1.0);
+/// let s = cg_surrogate(&op, &v, &CgParams::default().with_rtol(1e-12))?;
+/// assert!((s.u[(0, 0)] - 0.5).abs() < 1e-12 && (s.u[(1, 0)] - 0.25).abs() < 1e-12);
+/// assert!((s.u.dot(&(&h * &v)) - 2.0).abs() < 1e-12);
+/// assert!(s.report.converged[0]);
+/// // CG starts at u₀ = v: one application for the initial residual, then the steps.
+/// assert_eq!(s.report.applications[0], 1 + s.report.iterations[0]);
+/// # Ok::<(), logdet::LogdetError>(())
+/// ```
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct CgSurrogate<V> {

@@ -39,6 +39,20 @@ pub const PATCH_SIZE: usize = 8;
 pub const BSDS300_DIM: usize = PATCH_SIZE * PATCH_SIZE - 1;
 
 /// Sizes and seed of a rebuilt BSDS300 patch set.
+///
+/// ```
+/// use cpflow::datasets::{Bsds300Config, Bsds300Images, GrayImage, patches_from_images};
+/// assert_eq!(Bsds300Config::maf().n_train, 1_000_000);
+/// assert_eq!(Bsds300Config::default().n_train, 20_000);
+/// // A horizontal ramp (grey level 10·column) to train on, a flat grey image to test on.
+/// let ramp = GrayImage { width: 24, height: 12, pixels: (0..12 * 24).map(|i| (10 * (i % 24)) as u8).collect() };
+/// let flat = GrayImage { width: 9, height: 8, pixels: vec![124; 72] };
+/// let images = Bsds300Images { train: vec![ramp], test: vec![flat] };
+/// let config = Bsds300Config { n_train: 50, n_val: 5, n_test: 20, seed: 7, ..Default::default() };
+/// let split = patches_from_images(&images, &config)?;
+/// assert_eq!((split.dim(), split.sizes()), (63, (50, 5, 20)));
+/// # Ok::<(), cpflow::datasets::DatasetError>(())
+/// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct Bsds300Config {
     /// Training patches (from the train images).
@@ -82,6 +96,18 @@ impl Bsds300Config {
 }
 
 /// An 8-bit greyscale image, row-major.
+///
+/// ```
+/// use cpflow::datasets::{GrayImage, sample_patches};
+/// use rand::{SeedableRng, rngs::StdRng};
+/// // 2 rows of 8 columns: too small for an 8 × 8 patch.
+/// let small = GrayImage { width: 8, height: 2, pixels: vec![0; 16] };
+/// assert!(sample_patches(&[small], 1, &mut StdRng::seed_from_u64(0)).is_err());
+/// let big = GrayImage { width: 8, height: 8, pixels: (0..64).collect() };
+/// assert_eq!(big.pixels[big.width + 3], 11); // pixel (row 1, column 3)
+/// assert_eq!(sample_patches(&[big], 2, &mut StdRng::seed_from_u64(0))?.rows(), 2);
+/// # Ok::<(), cpflow::datasets::DatasetError>(())
+/// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct GrayImage {
     /// Width in pixels.
@@ -93,12 +119,33 @@ pub struct GrayImage {
 }
 
 /// PIL's `convert("L")`: ITU-R 601-2 luma with PIL's fixed-point rounding.
+///
+/// ```
+/// use cpflow::datasets::pil_luma;
+/// // PIL: Image.new("RGB", (1, 1), c).convert("L").getpixel((0, 0))
+/// assert_eq!(pil_luma(200, 100, 50), 124);
+/// assert_eq!(pil_luma(255, 0, 0), 76);
+/// assert_eq!((pil_luma(0, 0, 0), pil_luma(255, 255, 255)), (0, 255));
+/// ```
 pub fn pil_luma(r: u8, g: u8, b: u8) -> u8 {
     let l = (19_595 * u32::from(r) + 38_470 * u32::from(g) + 7_471 * u32::from(b) + 0x8000) >> 16;
     l.min(255) as u8
 }
 
 /// Decodes a JPEG (or PNG) to grey with [`pil_luma`].
+///
+/// ```
+/// use cpflow::datasets::{DatasetError, decode_gray, pil_luma};
+/// // A 3 × 2 PNG of one colour.
+/// let img = image::RgbImage::from_pixel(3, 2, image::Rgb([200, 100, 50]));
+/// let mut png = std::io::Cursor::new(Vec::new());
+/// img.write_to(&mut png, image::ImageFormat::Png).unwrap();
+/// let grey = decode_gray("a.png".as_ref(), png.get_ref())?;
+/// assert_eq!((grey.width, grey.height), (3, 2));
+/// assert!(grey.pixels.iter().all(|&p| p == pil_luma(200, 100, 50)));
+/// assert!(matches!(decode_gray("b.jpg".as_ref(), b"not an image"), Err(DatasetError::Corrupt { .. })));
+/// # Ok::<(), DatasetError>(())
+/// ```
 pub fn decode_gray(name: &Path, bytes: &[u8]) -> Result<GrayImage, DatasetError> {
     let img = image::load_from_memory(bytes)
         .map_err(|e| DatasetError::corrupt_by(name, "cannot decode image", e))?
@@ -113,6 +160,16 @@ pub fn decode_gray(name: &Path, bytes: &[u8]) -> Result<GrayImage, DatasetError>
 }
 
 /// The archive `root/bsds300/BSDS300-images.tgz` (or `.tar.gz`) if present.
+///
+/// ```
+/// use cpflow::datasets::find_images_archive;
+/// let root = std::env::temp_dir().join(format!("cpflow-doc-find-archive-{}", std::process::id()));
+/// assert_eq!(find_images_archive(&root), None);
+/// std::fs::create_dir_all(root.join("bsds300")).unwrap();
+/// std::fs::write(root.join("bsds300/BSDS300-images.tar.gz"), b"").unwrap();
+/// assert_eq!(find_images_archive(&root), Some(root.join("bsds300/BSDS300-images.tar.gz")));
+/// std::fs::remove_dir_all(&root).ok();
+/// ```
 pub fn find_images_archive(root: &Path) -> Option<PathBuf> {
     layout::BSDS300_IMAGES
         .iter()
@@ -122,11 +179,20 @@ pub fn find_images_archive(root: &Path) -> Option<PathBuf> {
 
 /// Loads BSDS300 patches rebuilt from `root/bsds300/BSDS300-images.tgz`.
 ///
-/// ```no_run
-/// use cpflow::datasets::{Bsds300Config, load_bsds300};
-/// let split = load_bsds300("data".as_ref(), &Bsds300Config::maf())?;
-/// assert_eq!(split.dim(), 63);
-/// # Ok::<(), cpflow::datasets::DatasetError>(())
+/// With the Berkeley images and [`Bsds300Config::maf`] it gives 1,000,000 / 50,000 / 250,000
+/// patches of dimension 63 ([`load_bsds300_from_archive`] shows a fabricated archive). Without
+/// them the error says what to fetch, also when only MAF's HDF5 file is there:
+///
+/// ```
+/// use cpflow::datasets::{Bsds300Config, DatasetError, load_bsds300};
+/// let root = std::env::temp_dir().join(format!("cpflow-doc-load-bsds300-{}", std::process::id()));
+/// let err = load_bsds300(&root, &Bsds300Config::maf()).unwrap_err();
+/// assert!(matches!(err, DatasetError::MissingFile { command: "bsds300", .. }), "{err}");
+/// std::fs::create_dir_all(root.join("BSDS300")).unwrap();
+/// std::fs::write(root.join("BSDS300/BSDS300.hdf5"), b"HDF5").unwrap();
+/// let err = load_bsds300(&root, &Bsds300Config::maf()).unwrap_err();
+/// assert!(matches!(err, DatasetError::Unsupported { .. }) && err.to_string().contains("download bsds300"));
+/// std::fs::remove_dir_all(&root).ok();
 /// ```
 pub fn load_bsds300(root: &Path, config: &Bsds300Config) -> Result<Split, DatasetError> {
     if let Some(archive) = find_images_archive(root) {
@@ -153,6 +219,22 @@ pub fn load_bsds300(root: &Path, config: &Bsds300Config) -> Result<Split, Datase
 }
 
 /// The train and test images of a BSDS300 archive, each sorted by numeric id.
+///
+/// ```
+/// use cpflow::datasets::{Bsds300Config, Bsds300Images, GrayImage, patches_from_images};
+/// // A horizontal ramp (grey level 10·column) to train on, a flat grey image to test on.
+/// let ramp = GrayImage { width: 24, height: 12, pixels: (0..12 * 24).map(|i| (10 * (i % 24)) as u8).collect() };
+/// let flat = GrayImage { width: 9, height: 8, pixels: vec![124; 72] };
+/// let images = Bsds300Images { train: vec![ramp], test: vec![flat] };
+/// let config = Bsds300Config { n_train: 10, n_val: 10, n_test: 10, ..Default::default() };
+/// let split = patches_from_images(&images, &config)?;
+/// // The flat test image leaves only the dequantisation noise, |u − ū|/256 < 1/256.
+/// assert!(split.test.data().iter().all(|v| v.abs() < 1.0 / 256.0));
+/// // Train patches of the ramp keep its slope: 10/256 between neighbouring columns, ± 1/256.
+/// let p = split.train.row(0);
+/// assert!((p[1] - p[0] - 10.0 / 256.0).abs() < 1.0 / 256.0);
+/// # Ok::<(), cpflow::datasets::DatasetError>(())
+/// ```
 #[derive(Debug, Clone)]
 pub struct Bsds300Images {
     /// Images of `images/train/` (200 in the release).
@@ -169,6 +251,21 @@ fn image_id(name: &str) -> (u64, String) {
 
 /// Reads and decodes the images of a `.tar.gz` laid out as `*/images/{train,test}/*.jpg`,
 /// decoding at most `max_train` / `max_test` images (the first by id).
+///
+/// ```
+/// use cpflow::datasets::{DatasetError, read_images_archive};
+/// let dir = std::env::temp_dir().join(format!("cpflow-doc-read-archive-{}", std::process::id()));
+/// let path = dir.join("BSDS300-images.tgz");
+/// assert!(matches!(read_images_archive(&path, None, None), Err(DatasetError::MissingFile { .. })));
+/// // A valid .tar.gz without the images/{train,test}/*.jpg entries is refused.
+/// std::fs::create_dir_all(&dir).unwrap();
+/// let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+/// let empty = tar::Builder::new(gz).into_inner().unwrap().finish().unwrap();
+/// std::fs::write(&path, empty).unwrap();
+/// let err = read_images_archive(&path, None, None).unwrap_err();
+/// assert!(matches!(err, DatasetError::Corrupt { .. }) && err.to_string().contains("found 0 train"), "{err}");
+/// std::fs::remove_dir_all(&dir).ok();
+/// ```
 pub fn read_images_archive(
     archive: &Path,
     max_train: Option<usize>,
@@ -221,6 +318,18 @@ pub fn read_images_archive(
 }
 
 /// Draws `n` preprocessed patches (63 values each, row-major) from `images`.
+///
+/// ```
+/// use cpflow::datasets::{BSDS300_DIM, GrayImage, sample_patches};
+/// use rand::{SeedableRng, rngs::StdRng};
+/// let flat = GrayImage { width: 16, height: 16, pixels: vec![90; 256] };
+/// let patches = sample_patches(&[flat], 100, &mut StdRng::seed_from_u64(0))?;
+/// assert_eq!((patches.rows(), patches.cols()), (100, BSDS300_DIM));
+/// // (v + u)/256 minus the patch mean: a flat image leaves noise below 1/256.
+/// assert!(patches.data().iter().all(|v| v.abs() < 1.0 / 256.0));
+/// assert!(patches.data().iter().any(|v| *v != 0.0));
+/// # Ok::<(), cpflow::datasets::DatasetError>(())
+/// ```
 pub fn sample_patches(
     images: &[GrayImage],
     n: usize,
@@ -258,7 +367,23 @@ fn split_rng(seed: u64, split: u64) -> StdRng {
     StdRng::seed_from_u64(seed ^ split.wrapping_mul(0x9E37_79B9_7F4A_7C15))
 }
 
-/// Rebuilds the patch set from already decoded images.
+/// Rebuilds the patch set from already decoded images (each split from its own seeded
+/// stream).
+///
+/// ```
+/// use cpflow::datasets::{Bsds300Config, Bsds300Images, GrayImage, patches_from_images};
+/// // A horizontal ramp (grey level 10·column) to train on, a flat grey image to test on.
+/// let ramp = GrayImage { width: 24, height: 12, pixels: (0..12 * 24).map(|i| (10 * (i % 24)) as u8).collect() };
+/// let flat = GrayImage { width: 9, height: 8, pixels: vec![124; 72] };
+/// let images = Bsds300Images { train: vec![ramp], test: vec![flat] };
+/// let config = Bsds300Config { n_train: 20, n_val: 5, n_test: 5, ..Default::default() };
+/// let a = patches_from_images(&images, &config)?;
+/// assert_eq!(a.sizes(), (20, 5, 5));
+/// assert_eq!(patches_from_images(&images, &config)?, a); // same seed, same patches
+/// let b = patches_from_images(&images, &Bsds300Config { seed: 1, ..config })?;
+/// assert_ne!(b.train, a.train);
+/// # Ok::<(), cpflow::datasets::DatasetError>(())
+/// ```
 pub fn patches_from_images(
     images: &Bsds300Images,
     config: &Bsds300Config,
@@ -275,6 +400,41 @@ pub fn patches_from_images(
 }
 
 /// Rebuilds the patch set from an explicit images archive.
+///
+/// ```
+/// use std::io::Write;
+/// use cpflow::datasets::{Bsds300Config, load_bsds300_from_archive};
+/// // PNG bytes of a w × h image of grey level g (the decoder sniffs the format, so the
+/// // archive may name it `.jpg`).
+/// let png = |w: u32, h: u32, g: u8| {
+///     let mut out = std::io::Cursor::new(Vec::new());
+///     image::RgbImage::from_pixel(w, h, image::Rgb([g, g, g]))
+///         .write_to(&mut out, image::ImageFormat::Png)
+///         .unwrap();
+///     out.into_inner()
+/// };
+/// let mut tar = tar::Builder::new(flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast()));
+/// for (name, bytes) in [("BSDS300/images/train/2.jpg", png(12, 10, 40)), ("BSDS300/images/test/7.jpg", png(9, 8, 200))] {
+///     let mut header = tar::Header::new_gnu();
+///     header.set_size(bytes.len() as u64);
+///     header.set_mode(0o644);
+///     header.set_cksum();
+///     tar.append_data(&mut header, name, &bytes[..]).unwrap();
+/// }
+/// let mut gz = tar.into_inner().unwrap();
+/// gz.flush().unwrap();
+/// let dir = std::env::temp_dir().join(format!("cpflow-doc-bsds300-archive-{}", std::process::id()));
+/// std::fs::create_dir_all(&dir).unwrap();
+/// let path = dir.join("BSDS300-images.tgz");
+/// std::fs::write(&path, gz.finish().unwrap()).unwrap();
+/// let config = Bsds300Config { n_train: 30, n_val: 10, n_test: 10, ..Default::default() };
+/// let split = load_bsds300_from_archive(&path, &config)?;
+/// assert_eq!((split.dim(), split.sizes()), (63, (30, 10, 10)));
+/// // Flat images: only the dequantisation noise is left after removing the patch mean.
+/// assert!(split.train.data().iter().all(|v| v.abs() < 1.0 / 256.0));
+/// std::fs::remove_dir_all(&dir).ok();
+/// # Ok::<(), cpflow::datasets::DatasetError>(())
+/// ```
 pub fn load_bsds300_from_archive(
     archive: &Path,
     config: &Bsds300Config,

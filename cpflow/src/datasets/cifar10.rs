@@ -35,6 +35,29 @@ pub const CIFAR10_TEST_FILE: &str = "test_batch.bin";
 
 /// CIFAR-10 images (`(n, 3072)` bytes in `(C, H, W)` order) and labels, split into
 /// train / validation / test.
+///
+/// ```
+/// use cpflow::datasets::{CIFAR10_IMAGE_BYTES, CIFAR10_TEST_FILE, CIFAR10_TRAIN_FILES, load_cifar10};
+/// let root = std::env::temp_dir().join(format!("cpflow-doc-cifar10-split-{}", std::process::id()));
+/// let dir = root.join("cifar10/cifar-10-batches-bin");
+/// std::fs::create_dir_all(&dir).unwrap();
+/// // One record per file: label i, then 3,072 pixels of value i.
+/// for (i, name) in CIFAR10_TRAIN_FILES.iter().chain([&CIFAR10_TEST_FILE]).enumerate() {
+///     let mut record = vec![i as u8];
+///     record.extend(std::iter::repeat_n(i as u8, CIFAR10_IMAGE_BYTES));
+///     std::fs::write(dir.join(name), record).unwrap();
+/// }
+/// let c = load_cifar10(&root, 1, 0)?; // one training image held out for validation
+/// assert_eq!((c.train.rows(), c.val.rows(), c.test.rows()), (4, 1, 1));
+/// assert_eq!(c.test_labels, [5]);
+/// // Train and validation share out the 5 training images, each with its label.
+/// let mut labels: Vec<u8> = c.train_labels.iter().chain(&c.val_labels).copied().collect();
+/// labels.sort();
+/// assert_eq!(labels, [0, 1, 2, 3, 4]);
+/// assert!(c.val.row(0).iter().all(|&p| p == c.val_labels[0]));
+/// std::fs::remove_dir_all(&root).ok();
+/// # Ok::<(), cpflow::datasets::DatasetError>(())
+/// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct Cifar10Split {
     /// Training images (the training files minus the validation subset, in file order).
@@ -52,6 +75,27 @@ pub struct Cifar10Split {
 }
 
 /// Images and labels of one binary batch file.
+///
+/// ```
+/// use cpflow::datasets::{CIFAR10_IMAGE_BYTES, CIFAR10_RECORD_BYTES, DatasetError, read_cifar10_batch};
+/// let dir = std::env::temp_dir().join(format!("cpflow-doc-cifar10-batch-{}", std::process::id()));
+/// std::fs::create_dir_all(&dir).unwrap();
+/// let path = dir.join("data_batch_1.bin");
+/// // Two records: label 3 with red = 255, green = blue = 0; label 7, all 128.
+/// let mut bytes = vec![3u8];
+/// bytes.extend([vec![255u8; 1024], vec![0; 2048]].concat());
+/// bytes.push(7);
+/// bytes.extend(vec![128u8; CIFAR10_IMAGE_BYTES]);
+/// std::fs::write(&path, &bytes).unwrap();
+/// let (images, labels) = read_cifar10_batch(&path)?;
+/// assert_eq!((images.rows(), images.cols(), labels), (2, 3072, vec![3, 7]));
+/// assert_eq!((images.row(0)[0], images.row(0)[1024]), (255, 0)); // (C, H, W) order
+/// // A cut-off last record is reported.
+/// std::fs::write(&path, &bytes[..CIFAR10_RECORD_BYTES + 10]).unwrap();
+/// assert!(matches!(read_cifar10_batch(&path), Err(DatasetError::Truncated { .. })));
+/// std::fs::remove_dir_all(&dir).ok();
+/// # Ok::<(), DatasetError>(())
+/// ```
 pub fn read_cifar10_batch(path: &Path) -> Result<(Matrix<u8>, Vec<u8>), DatasetError> {
     let b = super::error::read_file(path, "cifar10", "cifar10")?;
     if b.is_empty() {
@@ -96,10 +140,33 @@ fn cifar_path(root: &Path, name: &str) -> PathBuf {
 /// [`DatasetError::MissingFile`] naming `cargo xtask download cifar10`; a file that is not a
 /// whole number of records is [`DatasetError::Truncated`].
 ///
-/// ```no_run
-/// let c = cpflow::datasets::load_cifar10("data".as_ref(), 5_000, 0)?;
-/// assert_eq!((c.train.rows(), c.val.rows(), c.test.rows()), (45_000, 5_000, 10_000));
-/// # Ok::<(), cpflow::datasets::DatasetError>(())
+/// With the official files and `n_val = 5_000` the split has (45,000, 5,000, 10,000) images.
+/// Here a fabricated set of one image per file:
+///
+/// ```
+/// use cpflow::datasets::{
+///     CIFAR10_IMAGE_BYTES, CIFAR10_TEST_FILE, CIFAR10_TRAIN_FILES, DatasetError, load_cifar10,
+/// };
+/// let empty = std::env::temp_dir().join(format!("cpflow-doc-cifar10-none-{}", std::process::id()));
+/// let err = load_cifar10(&empty, 1, 0).unwrap_err();
+/// assert!(err.to_string().contains("cargo xtask download cifar10"), "{err}");
+/// let root = std::env::temp_dir().join(format!("cpflow-doc-load-cifar10-{}", std::process::id()));
+/// let dir = root.join("cifar10/cifar-10-batches-bin");
+/// std::fs::create_dir_all(&dir).unwrap();
+/// // One record per file: label i, then 3,072 pixels of value i.
+/// for (i, name) in CIFAR10_TRAIN_FILES.iter().chain([&CIFAR10_TEST_FILE]).enumerate() {
+///     let mut record = vec![i as u8];
+///     record.extend(std::iter::repeat_n(i as u8, CIFAR10_IMAGE_BYTES));
+///     std::fs::write(dir.join(name), record).unwrap();
+/// }
+/// let c = load_cifar10(&root, 1, 0)?; // one training image held out for validation
+/// assert_eq!((c.train.rows(), c.val.rows(), c.test.rows()), (4, 1, 1));
+/// // The same seed holds out the same image.
+/// assert_eq!(load_cifar10(&root, 1, 0)?, c);
+/// // Holding out every training image is refused.
+/// assert!(matches!(load_cifar10(&root, 5, 0), Err(DatasetError::InvalidConfig(_))));
+/// std::fs::remove_dir_all(&root).ok();
+/// # Ok::<(), DatasetError>(())
 /// ```
 pub fn load_cifar10(root: &Path, n_val: usize, seed: u64) -> Result<Cifar10Split, DatasetError> {
     // Check every file first so that a partial download names the first missing file.

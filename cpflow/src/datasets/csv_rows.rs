@@ -26,10 +26,19 @@ use super::{DatasetError, Matrix};
 /// Reads a numeric CSV file as a row-major `f64` matrix, one row per data line, with the
 /// rules of [`parse_csv_matrix`].
 ///
-/// ```no_run
-/// let m = cpflow::datasets::read_csv_file("samples.csv".as_ref())?;
-/// println!("{} rows of dimension {}", m.rows(), m.cols());
-/// # Ok::<(), cpflow::datasets::DatasetError>(())
+/// ```
+/// use cpflow::datasets::{DatasetError, read_csv_file};
+/// let dir = std::env::temp_dir().join(format!("cpflow-doc-read-csv-{}", std::process::id()));
+/// std::fs::create_dir_all(&dir).unwrap();
+/// let path = dir.join("samples.csv");
+/// std::fs::write(&path, "x,y\n0.5,-1\n2,3e-1\n").unwrap();
+/// let m = read_csv_file(&path)?;
+/// assert_eq!((m.rows(), m.cols(), m.data()), (2, 2, &[0.5, -1.0, 2.0, 0.3][..]));
+/// // A missing file is an I/O error naming it.
+/// let err = read_csv_file(&dir.join("missing.csv")).unwrap_err();
+/// assert!(matches!(err, DatasetError::Io { .. }) && err.to_string().contains("missing.csv"));
+/// std::fs::remove_dir_all(&dir).ok();
+/// # Ok::<(), DatasetError>(())
 /// ```
 pub fn read_csv_file(path: &Path) -> Result<Matrix<f64>, DatasetError> {
     let bytes = std::fs::read(path).map_err(|e| DatasetError::io(path, e))?;

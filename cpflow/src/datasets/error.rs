@@ -12,6 +12,19 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 /// Errors of the libraries that decode a file (gzip, tar, CSV, image) are kept as the
 /// [`source`](std::error::Error::source) of [`DatasetError::Truncated`] /
 /// [`DatasetError::Corrupt`], not copied into the message.
+///
+/// ```
+/// use cpflow::datasets::{DatasetError, load_miniboone, parse_npy_matrix};
+/// let root = std::env::temp_dir().join(format!("cpflow-doc-dataset-error-{}", std::process::id()));
+/// // No file: the message names the path and the command that downloads it.
+/// let err = load_miniboone(&root).unwrap_err();
+/// assert!(matches!(err, DatasetError::MissingFile { dataset: "miniboone", .. }));
+/// let msg = err.to_string();
+/// assert!(msg.contains("data.npy") && msg.contains("cargo xtask download miniboone --dir"), "{msg}");
+/// // Bytes that are not a .npy file.
+/// let err = parse_npy_matrix("bad.npy".as_ref(), b"plain text, not numpy").unwrap_err();
+/// assert!(matches!(err, DatasetError::Corrupt { .. } | DatasetError::Truncated { .. }), "{err}");
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum DatasetError {

@@ -39,6 +39,33 @@ const GAS_DROPPED_LEADING: usize = 3;
 pub const GAS_CORRELATION_THRESHOLD: f64 = 0.98;
 
 /// How the MAF pickle is rebuilt from the UCI text file.
+///
+/// ```
+/// use cpflow::datasets::{GasConfig, read_gas_sensors};
+/// # use rand::{Rng, SeedableRng, rngs::StdRng};
+/// // A UCI-format file: a header line, then 20 rows of 19 columns (time, CO, ethylene,
+/// // 16 sensors), here random numbers.
+/// let mut rng = StdRng::seed_from_u64(0);
+/// let mut text = String::from("Time (seconds), CO conc (ppm), Ethylene conc (ppm), Sensor readings (16 channels)\n");
+/// for _ in 0..20 {
+///     let row: Vec<String> = (0..19).map(|_| format!("{:.6}", rng.random::<f64>())).collect();
+///     text += &row.join(" ");
+///     text.push('\n');
+/// }
+/// let dir = std::env::temp_dir().join(format!("cpflow-doc-gas-config-{}", std::process::id()));
+/// std::fs::create_dir_all(&dir).unwrap();
+/// let path = dir.join("ethylene_CO.txt");
+/// std::fs::write(&path, &text).unwrap();
+/// assert_eq!(GasConfig::default(), GasConfig { sample_fraction: Some(0.25), seed: 0 });
+/// // round(0.5 · 20) = 10 rows, in an order drawn from the seed.
+/// let half = GasConfig { sample_fraction: Some(0.5), seed: 1 };
+/// let a = read_gas_sensors(&path, &half)?;
+/// assert_eq!((a.rows(), a.cols()), (10, 16));
+/// assert_eq!(read_gas_sensors(&path, &half)?, a); // same seed, same rows
+/// assert_ne!(read_gas_sensors(&path, &GasConfig { seed: 2, ..half })?, a);
+/// std::fs::remove_dir_all(&dir).ok();
+/// # Ok::<(), cpflow::datasets::DatasetError>(())
+/// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct GasConfig {
     /// `Some(f)`: keep a random `round(f · N)` rows in random order, as pandas'
@@ -60,11 +87,19 @@ impl Default for GasConfig {
 
 /// Loads GAS from `root/gas/ethylene_CO.txt` (see the module docs for the choice of file).
 ///
-/// ```no_run
-/// use cpflow::datasets::{GasConfig, load_gas};
-/// let split = load_gas("data".as_ref(), &GasConfig::default())?;
-/// assert_eq!(split.sizes(), (852_174, 94_685, 105_206));
-/// # Ok::<(), cpflow::datasets::DatasetError>(())
+/// On the UCI file the split has (852,174, 94,685, 105,206) rows. Without it, the error
+/// says what to fetch, and MAF's pickle alone is refused:
+///
+/// ```
+/// use cpflow::datasets::{DatasetError, GasConfig, load_gas};
+/// let root = std::env::temp_dir().join(format!("cpflow-doc-load-gas-{}", std::process::id()));
+/// let err = load_gas(&root, &GasConfig::default()).unwrap_err();
+/// assert!(matches!(err, DatasetError::MissingFile { command: "gas", .. }), "{err}");
+/// std::fs::create_dir_all(root.join("gas")).unwrap();
+/// std::fs::write(root.join("gas/ethylene_CO.pickle"), b"pandas pickle").unwrap();
+/// let err = load_gas(&root, &GasConfig::default()).unwrap_err();
+/// assert!(matches!(err, DatasetError::Unsupported { dataset: "gas", .. }), "{err}");
+/// std::fs::remove_dir_all(&root).ok();
 /// ```
 pub fn load_gas(root: &Path, config: &GasConfig) -> Result<Split, DatasetError> {
     let txt = root.join(layout::GAS_TXT);
@@ -83,6 +118,30 @@ pub fn load_gas(root: &Path, config: &GasConfig) -> Result<Split, DatasetError> 
 }
 
 /// Loads GAS from an explicit UCI-format text file.
+///
+/// ```
+/// use cpflow::datasets::{GasConfig, load_gas_file};
+/// # use rand::{Rng, SeedableRng, rngs::StdRng};
+/// // A UCI-format file: a header line, then 20 rows of 19 columns (time, CO, ethylene,
+/// // 16 sensors), here random numbers.
+/// let mut rng = StdRng::seed_from_u64(0);
+/// let mut text = String::from("Time (seconds), CO conc (ppm), Ethylene conc (ppm), Sensor readings (16 channels)\n");
+/// for _ in 0..20 {
+///     let row: Vec<String> = (0..19).map(|_| format!("{:.6}", rng.random::<f64>())).collect();
+///     text += &row.join(" ");
+///     text.push('\n');
+/// }
+/// let dir = std::env::temp_dir().join(format!("cpflow-doc-load-gas-file-{}", std::process::id()));
+/// std::fs::create_dir_all(&dir).unwrap();
+/// let path = dir.join("ethylene_CO.txt");
+/// std::fs::write(&path, &text).unwrap();
+/// // Every row, in file order: 20 rows → (17, 1, 2); no two random sensors are correlated
+/// // above 0.98, so all 16 are kept.
+/// let split = load_gas_file(&path, &GasConfig { sample_fraction: None, seed: 0 })?;
+/// assert_eq!((split.dim(), split.sizes()), (16, (17, 1, 2)));
+/// std::fs::remove_dir_all(&dir).ok();
+/// # Ok::<(), cpflow::datasets::DatasetError>(())
+/// ```
 pub fn load_gas_file(path: &Path, config: &GasConfig) -> Result<Split, DatasetError> {
     let sensors = read_gas_sensors(path, config)?;
     Ok(preprocess_gas(sensors)?.to_f32())
@@ -155,6 +214,35 @@ fn for_each_data_line(
 }
 
 /// Reads the 16 sensor columns of the rows selected by `config` (in sample order).
+///
+/// ```
+/// use cpflow::datasets::{DatasetError, GasConfig, read_gas_sensors};
+/// # use rand::{Rng, SeedableRng, rngs::StdRng};
+/// // A UCI-format file: a header line, then 20 rows of 19 columns (time, CO, ethylene,
+/// // 16 sensors), here random numbers.
+/// let mut rng = StdRng::seed_from_u64(0);
+/// let mut text = String::from("Time (seconds), CO conc (ppm), Ethylene conc (ppm), Sensor readings (16 channels)\n");
+/// for _ in 0..20 {
+///     let row: Vec<String> = (0..19).map(|_| format!("{:.6}", rng.random::<f64>())).collect();
+///     text += &row.join(" ");
+///     text.push('\n');
+/// }
+/// let dir = std::env::temp_dir().join(format!("cpflow-doc-read-gas-sensors-{}", std::process::id()));
+/// std::fs::create_dir_all(&dir).unwrap();
+/// let path = dir.join("ethylene_CO.txt");
+/// std::fs::write(&path, &text).unwrap();
+/// let all = read_gas_sensors(&path, &GasConfig { sample_fraction: None, seed: 0 })?;
+/// assert_eq!((all.rows(), all.cols()), (20, 16));
+/// // Row 0 holds the last 16 numbers of the first data line.
+/// let first: Vec<f64> = text.lines().nth(1).unwrap().split(' ').skip(3).map(|v| v.parse().unwrap()).collect();
+/// assert_eq!(all.row(0), &first[..]);
+/// // A line with a missing column is reported with its number.
+/// std::fs::write(&path, "Time CO Eth\n1 2 3\n").unwrap();
+/// let err = read_gas_sensors(&path, &GasConfig::default()).unwrap_err();
+/// assert!(matches!(err, DatasetError::Corrupt { .. }) && err.to_string().contains("line 2"), "{err}");
+/// std::fs::remove_dir_all(&dir).ok();
+/// # Ok::<(), DatasetError>(())
+/// ```
 pub fn read_gas_sensors(path: &Path, config: &GasConfig) -> Result<Matrix<f64>, DatasetError> {
     let n_rows = for_each_data_line(path, |_, _| Ok(()))?;
     let (dest, n_out) = match config.sample_fraction {
@@ -254,6 +342,23 @@ pub(crate) fn uncorrelated_columns(corr: &[Vec<f64>], threshold: f64) -> Vec<usi
 }
 
 /// The MAF GAS preprocessing on the sensor columns (kept in `f64`).
+///
+/// ```
+/// use cpflow::datasets::{Matrix, preprocess_gas};
+/// # use rand::{Rng, SeedableRng, rngs::StdRng};
+/// let mut rng = StdRng::seed_from_u64(0);
+/// // Three independent random columns, then a fourth that is 2 × the first + 1.
+/// let mut values = Vec::new();
+/// for _ in 0..20 {
+///     let row: [f64; 3] = [rng.random(), rng.random(), rng.random()];
+///     values.extend(row);
+///     values.push(2.0 * row[0] + 1.0);
+/// }
+/// let split = preprocess_gas(Matrix::new(20, 4, values)?)?;
+/// // Columns 0 and 3 are correlated above 0.98: MAF drops the first of them.
+/// assert_eq!((split.dim(), split.sizes()), (3, (17, 1, 2)));
+/// # Ok::<(), cpflow::datasets::DatasetError>(())
+/// ```
 pub fn preprocess_gas(sensors: Matrix<f64>) -> Result<Split<f64>, DatasetError> {
     let corr = correlation_matrix(&sensors);
     let keep = uncorrelated_columns(&corr, GAS_CORRELATION_THRESHOLD);

@@ -44,9 +44,31 @@ const PANDAS_NA: [&str; 19] = [
 
 /// Loads HEPMASS from `root/hepmass/1000_{train,test}.csv` with the MAF preprocessing.
 ///
-/// ```no_run
-/// let split = cpflow::datasets::load_hepmass("data".as_ref())?;
-/// assert_eq!(split.sizes(), (315_123, 35_013, 174_987));
+/// On the UCI files the split has (315,123, 35,013, 174,987) rows. Small files in a
+/// temporary data root:
+///
+/// ```
+/// use cpflow::datasets::load_hepmass;
+/// // Signal rows (label 1) have distinct features and the constant mass 1000; the test file
+/// // has the same columns, its last one is dropped as in MAF.
+/// let csv = |n: usize, offset: f64| {
+///     let mut text = String::from("# label,f0,f1,mass\n");
+///     for i in 0..n {
+///         let label = if i % 4 == 3 { 0 } else { 1 }; // every 4th row is background
+///         let (f0, f1) = (offset + i as f64 * 0.37, (i * i) as f64 * 0.11);
+///         text += &format!("{label},{f0},{f1},1000\n");
+///     }
+///     text
+/// };
+/// let root = std::env::temp_dir().join(format!("cpflow-doc-load-hepmass-{}", std::process::id()));
+/// std::fs::create_dir_all(root.join("hepmass")).unwrap();
+/// std::fs::write(root.join("hepmass/1000_train.csv"), csv(16, 0.0)).unwrap();
+/// std::fs::write(root.join("hepmass/1000_test.csv"), csv(8, 0.5)).unwrap();
+/// let split = load_hepmass(&root)?;
+/// // 12 train and 6 test signal rows; the constant mass column is removed; the validation
+/// // set is the last int(0.1 · 12) = 1 train row.
+/// assert_eq!((split.dim(), split.sizes()), (2, (11, 1, 6)));
+/// std::fs::remove_dir_all(&root).ok();
 /// # Ok::<(), cpflow::datasets::DatasetError>(())
 /// ```
 pub fn load_hepmass(root: &Path) -> Result<Split, DatasetError> {
@@ -56,6 +78,22 @@ pub fn load_hepmass(root: &Path) -> Result<Split, DatasetError> {
 }
 
 /// A CSV table: column names and the rows whose label is 1, label column removed.
+///
+/// ```
+/// use cpflow::datasets::{LabelledTable, Matrix, preprocess_hepmass};
+/// // Tables can be built in memory as well as read with `read_signal_csv`.
+/// let table = |path: &str, rows: usize| -> Result<LabelledTable, cpflow::datasets::DatasetError> {
+///     let values = (0..rows).flat_map(|r| [r as f64, (r * r) as f64, 1000.0]).collect();
+///     Ok(LabelledTable {
+///         path: path.into(),
+///         names: vec!["f0".into(), "f1".into(), "mass".into()],
+///         data: Matrix::new(rows, 3, values)?,
+///     })
+/// };
+/// let split = preprocess_hepmass(table("train.csv", 10)?, table("test.csv", 4)?)?;
+/// assert_eq!((split.dim(), split.sizes()), (2, (9, 1, 4)));
+/// # Ok::<(), cpflow::datasets::DatasetError>(())
+/// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct LabelledTable {
     /// The file the table was read from (named in error messages).
@@ -78,6 +116,23 @@ fn pandas_number(s: &str) -> Option<f64> {
 /// Reads a HEPMASS CSV file, keeping the signal rows (first column == 1) without the label.
 /// Missing values (an empty field or one of pandas' default NA strings: `nan`, `NaN`, `NA`,
 /// `N/A`, `NULL`, `None`, …) are `NaN`, as in `pd.read_csv`.
+///
+/// ```
+/// use cpflow::datasets::{DatasetError, read_signal_csv};
+/// let dir = std::env::temp_dir().join(format!("cpflow-doc-read-signal-csv-{}", std::process::id()));
+/// std::fs::create_dir_all(&dir).unwrap();
+/// let path = dir.join("1000_train.csv");
+/// std::fs::write(&path, "# label, f0, f1\n1, 0.5, 2\n0, 9, 9\n1, -1.5, nan\n").unwrap();
+/// let t = read_signal_csv(&path)?;
+/// assert_eq!(t.names, ["f0", "f1"]); // trimmed, label column removed
+/// assert_eq!(t.data.rows(), 2); // the background row (label 0) is dropped
+/// assert_eq!(t.data.row(0), &[0.5, 2.0]);
+/// assert!(t.data.row(1)[1].is_nan()); // a missing value, as pandas reads it
+/// let missing = read_signal_csv(&dir.join("1000_test.csv"));
+/// assert!(matches!(missing, Err(DatasetError::MissingFile { command: "hepmass", .. })));
+/// std::fs::remove_dir_all(&dir).ok();
+/// # Ok::<(), DatasetError>(())
+/// ```
 pub fn read_signal_csv(path: &Path) -> Result<LabelledTable, DatasetError> {
     super::error::require_file(path, "hepmass", "hepmass")?;
     let mut reader = csv::ReaderBuilder::new()
@@ -147,6 +202,7 @@ pub fn read_signal_csv(path: &Path) -> Result<LabelledTable, DatasetError> {
 }
 
 /// Why [`select_hepmass_features`] removed a feature.
+/// See [`select_hepmass_features`] for an example.
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub enum HepmassRemoval {
@@ -166,6 +222,7 @@ pub enum HepmassRemoval {
 }
 
 /// The feature selection of the HEPMASS preprocessing (steps 4–5), for inspection.
+/// See [`select_hepmass_features`] for an example.
 #[derive(Debug, Clone, PartialEq)]
 pub struct HepmassFeatures {
     /// Names of all train columns (label excluded).
@@ -208,6 +265,26 @@ fn pandas_mean_std(values: &[f64]) -> (f64, f64) {
 /// which features MAF's repeated-minimum rule keeps. Errors name the column and the file:
 /// a column without any value, with an infinite value, or constant with too few values for
 /// the rule to remove it.
+///
+/// ```
+/// use cpflow::datasets::{HepmassRemoval, LabelledTable, Matrix, select_hepmass_features};
+///
+/// // Column "a" varies; column "b" has its smallest value (0) on 7 of 8 rows, more than
+/// // the 5 repeats MAF's rule allows, so it is removed.
+/// let a = [0.1, -0.4, 0.9, 1.3, -2.0, 0.5, 0.0, 0.7];
+/// let b = [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0];
+/// let data: Vec<f64> = a.iter().zip(&b).flat_map(|(&x, &y)| [x, y]).collect();
+/// let table = LabelledTable {
+///     path: "train.csv".into(),
+///     names: vec!["a".into(), "b".into()],
+///     data: Matrix::new(8, 2, data)?,
+/// };
+/// let f = select_hepmass_features(&table)?;
+/// assert_eq!(f.kept, vec![0]);
+/// assert_eq!(f.removed, vec![(1, HepmassRemoval::RepeatedMinimum { count: 7 })]);
+/// assert!((f.means[0] - a.iter().sum::<f64>() / 8.0).abs() < 1e-15);
+/// # Ok::<(), cpflow::datasets::DatasetError>(())
+/// ```
 pub fn select_hepmass_features(train: &LabelledTable) -> Result<HepmassFeatures, DatasetError> {
     let data = &train.data;
     let d = data.cols();
@@ -270,6 +347,28 @@ fn first_missing(m: &Matrix<f64>, columns: &[usize]) -> Option<(usize, usize)> {
 }
 
 /// The MAF HEPMASS preprocessing on the signal rows of both files (kept in `f64`).
+///
+/// ```
+/// use cpflow::datasets::{LabelledTable, Matrix, preprocess_hepmass};
+/// let table = |path: &str, names: &[&str], rows: usize| -> Result<LabelledTable, cpflow::datasets::DatasetError> {
+///     let values = (0..rows).flat_map(|r| [r as f64, 2.0 * r as f64, 1000.0][..names.len()].to_vec()).collect();
+///     Ok(LabelledTable {
+///         path: path.into(),
+///         names: names.iter().map(|n| n.to_string()).collect(),
+///         data: Matrix::new(rows, names.len(), values)?,
+///     })
+/// };
+/// let train = table("train.csv", &["f0", "f1", "mass"], 10)?;
+/// let test = table("test.csv", &["f0", "f1", "mass"], 3)?;
+/// let split = preprocess_hepmass(train, test)?;
+/// // f0 = 0..9 standardised with the train mean 4.5 and std (ddof 1) √(55/6).
+/// assert_eq!((split.dim(), split.sizes()), (2, (9, 1, 3)));
+/// assert!((split.test.row(0)[0] + 4.5 / (55.0f64 / 6.0).sqrt()).abs() < 1e-12);
+/// // A test column the train file does not have is refused.
+/// let other = table("test.csv", &["f0", "g1", "mass"], 3)?;
+/// assert!(preprocess_hepmass(table("train.csv", &["f0", "f1", "mass"], 10)?, other).is_err());
+/// # Ok::<(), cpflow::datasets::DatasetError>(())
+/// ```
 pub fn preprocess_hepmass(
     train: LabelledTable,
     test: LabelledTable,

@@ -6,6 +6,18 @@ use candle_core::{DType, Device, Tensor};
 use super::DatasetError;
 
 /// A dense row-major matrix on the host: one sample per row.
+///
+/// ```
+/// use cpflow::datasets::{DatasetError, Matrix};
+/// let m = Matrix::new(2, 3, vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0])?;
+/// assert_eq!((m.rows(), m.cols()), (2, 3));
+/// assert_eq!(m.select_columns(&[2, 0]).data(), &[3.0, 1.0, 6.0, 4.0]);
+/// assert_eq!(m.slice_rows(1, 2).row(0), &[4.0, 5.0, 6.0]);
+/// assert_eq!(m.map(|v| v * 2.0).row(0), &[2.0, 4.0, 6.0]);
+/// // Data that does not fill the shape is refused.
+/// assert!(matches!(Matrix::new(2, 2, vec![1.0]), Err(DatasetError::BadShape { .. })));
+/// # Ok::<(), DatasetError>(())
+/// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct Matrix<T> {
     rows: usize,
@@ -153,6 +165,19 @@ impl Matrix<f32> {
 }
 
 /// A train / validation / test split of one dataset, all with the same number of columns.
+///
+/// ```
+/// use cpflow::datasets::{Matrix, Split};
+/// let split = Split {
+///     train: Matrix::new(3, 2, vec![0.0f64, 1.0, 2.0, 3.0, 4.0, 5.0])?,
+///     val: Matrix::new(1, 2, vec![6.0, 7.0])?,
+///     test: Matrix::new(1, 2, vec![8.0, 9.0])?,
+/// };
+/// assert_eq!((split.dim(), split.sizes()), (2, (3, 1, 1)));
+/// let single: Split<f32> = split.to_f32(); // the loaders return f32, as MAF's do
+/// assert_eq!(single.test.row(0), &[8.0f32, 9.0]);
+/// # Ok::<(), cpflow::datasets::DatasetError>(())
+/// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct Split<T = f32> {
     /// Training rows.
@@ -187,6 +212,20 @@ impl Split<f64> {
 }
 
 /// The three parts of a [`Split`] as tensors.
+///
+/// ```
+/// use candle_core::{DType, Device};
+/// use cpflow::datasets::{Matrix, Split, TensorSplit};
+/// let split = Split {
+///     train: Matrix::new(3, 2, vec![0.0f32, 1.0, 2.0, 3.0, 4.0, 5.0])?,
+///     val: Matrix::new(1, 2, vec![6.0, 7.0])?,
+///     test: Matrix::new(1, 2, vec![8.0, 9.0])?,
+/// };
+/// let t: TensorSplit = split.to_tensors(DType::F64, &Device::Cpu)?;
+/// assert_eq!((t.train.dims(), t.val.dims()), (&[3, 2][..], &[1, 2][..]));
+/// assert_eq!(t.test.to_vec2::<f64>()?, [[8.0, 9.0]]);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone)]
 pub struct TensorSplit {
     /// `(n_train, d)`.

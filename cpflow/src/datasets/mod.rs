@@ -28,12 +28,20 @@
 //! `DataFrame.sample`) are reproduced bit for bit by [`NumpyRandomState`]; what MAF drew
 //! without a seed (the GAS sample, the BSDS300 patches) is redrawn with a documented seed.
 //!
-//! ```no_run
+//! ```
 //! use candle_core::{DType, Device};
-//! use cpflow::datasets::{TabularDataset, load_tabular};
-//! let split = load_tabular(TabularDataset::Miniboone, "data".as_ref())?;
+//! use cpflow::datasets::{Matrix, TabularDataset, layout, load_tabular, write_npy_f64};
+//! // A data root as `cargo xtask download miniboone --dir <root>` lays it out, with a small
+//! // stand-in for MAF's 36,488-row file.
+//! let root = std::env::temp_dir().join(format!("cpflow-doc-datasets-{}", std::process::id()));
+//! let path = root.join(layout::MINIBOONE);
+//! std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+//! let raw = Matrix::new(40, 43, (0..40 * 43).map(|i| ((i * 7919) % 101) as f64).collect())?;
+//! std::fs::write(&path, write_npy_f64(&raw)).unwrap();
+//! let split = load_tabular(TabularDataset::Miniboone, &root)?;
 //! let t = split.to_tensors(DType::F32, &Device::Cpu)?;
-//! assert_eq!(t.train.dims()[1], 43);
+//! assert_eq!(t.train.dims(), &[33, 43]); // 40 rows: 4 test, 3 validation, 33 training
+//! std::fs::remove_dir_all(&root).ok();
 //! # Ok::<(), cpflow::datasets::DatasetError>(())
 //! ```
 
@@ -71,7 +79,8 @@ pub use gas::{
     read_gas_sensors,
 };
 pub use hepmass::{
-    HEPMASS_MAX_REPEATS, LabelledTable, load_hepmass, preprocess_hepmass, read_signal_csv,
+    HEPMASS_MAX_REPEATS, HepmassFeatures, HepmassRemoval, LabelledTable, load_hepmass,
+    preprocess_hepmass, read_signal_csv, select_hepmass_features,
 };
 pub use matrix::{Matrix, Split, TensorSplit};
 pub use miniboone::{MINIBOONE_COLUMNS, load_miniboone, load_miniboone_file, preprocess_miniboone};
@@ -114,6 +123,18 @@ pub mod layout {
 }
 
 /// The five MAF tabular benchmarks.
+///
+/// ```
+/// use cpflow::datasets::TabularDataset;
+/// let names: Vec<&str> = TabularDataset::ALL.iter().map(|d| d.name()).collect();
+/// assert_eq!(names, ["power", "gas", "hepmass", "miniboone", "bsds300"]);
+/// assert_eq!(TabularDataset::from_name("gas"), Some(TabularDataset::Gas));
+/// assert_eq!(TabularDataset::from_name("GAS"), None); // lower case only
+/// assert_eq!(TabularDataset::Hepmass.dim(), 21);
+/// let (train, val, test) = TabularDataset::Miniboone.maf_sizes();
+/// assert_eq!(train + val + test, 36_488);
+/// assert_eq!(TabularDataset::Bsds300.to_string(), "bsds300");
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum TabularDataset {
     /// POWER, d = 6.
@@ -185,6 +206,18 @@ impl std::fmt::Display for TabularDataset {
 
 /// Loads one tabular benchmark with MAF's preprocessing and sizes (GAS with
 /// [`GasConfig::default`], BSDS300 rebuilt with [`Bsds300Config::maf`]).
+///
+/// ```
+/// use cpflow::datasets::{DatasetError, TabularDataset, load_tabular};
+/// let root = std::env::temp_dir().join(format!("cpflow-doc-load-tabular-{}", std::process::id()));
+/// // Each benchmark names the file it needs and the download that fetches it.
+/// for which in TabularDataset::ALL {
+///     match load_tabular(which, &root) {
+///         Err(DatasetError::MissingFile { command, .. }) => assert_eq!(command, which.name()),
+///         other => panic!("{which}: expected a missing file, got {:?}", other.err()),
+///     }
+/// }
+/// ```
 pub fn load_tabular(which: TabularDataset, root: &Path) -> Result<Split, DatasetError> {
     match which {
         TabularDataset::Power => load_power(root),

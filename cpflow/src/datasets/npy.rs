@@ -214,10 +214,18 @@ pub fn parse_npy_matrix(path: &Path, bytes: &[u8]) -> Result<Matrix<f64>, Datase
 /// Reads a 1-D or 2-D numeric `.npy` file as a row-major `f64` matrix (see
 /// [`parse_npy_matrix`]); I/O errors, a missing file included, are [`DatasetError::Io`].
 ///
-/// ```no_run
-/// let m = cpflow::datasets::read_npy_file("samples.npy".as_ref())?;
-/// println!("{} rows of dimension {}", m.rows(), m.cols());
-/// # Ok::<(), cpflow::datasets::DatasetError>(())
+/// ```
+/// use cpflow::datasets::{DatasetError, Matrix, read_npy_file, write_npy_f64};
+/// let dir = std::env::temp_dir().join(format!("cpflow-doc-read-npy-{}", std::process::id()));
+/// std::fs::create_dir_all(&dir).unwrap();
+/// let path = dir.join("samples.npy");
+/// let m = Matrix::new(3, 2, vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0])?;
+/// std::fs::write(&path, write_npy_f64(&m)).unwrap(); // what np.save writes for a (3, 2) f8 array
+/// assert_eq!(read_npy_file(&path)?, m);
+/// let err = read_npy_file(&dir.join("missing.npy")).unwrap_err();
+/// assert!(matches!(err, DatasetError::Io { .. }));
+/// std::fs::remove_dir_all(&dir).ok();
+/// # Ok::<(), DatasetError>(())
 /// ```
 pub fn read_npy_file(path: &Path) -> Result<Matrix<f64>, DatasetError> {
     let bytes = std::fs::read(path).map_err(|e| DatasetError::io(path, e))?;
@@ -237,6 +245,16 @@ pub(crate) fn read_npy_matrix(
 /// Serialises a row-major `f64` matrix as a version-1.0 `.npy` (`<f8`, C order).
 ///
 /// Used by tests and tools to fabricate fixtures.
+///
+/// ```
+/// use cpflow::datasets::{Matrix, parse_npy_matrix, write_npy_f64};
+/// let m = Matrix::new(2, 3, vec![0.5, -1.0, 2.0, 1e300, f64::MIN_POSITIVE, 0.0])?;
+/// let bytes = write_npy_f64(&m);
+/// assert!(bytes.starts_with(b"\x93NUMPY\x01\x00")); // format version 1.0
+/// assert_eq!(bytes.len(), 128 + 6 * 8); // header padded to 64 bytes, then the values
+/// assert_eq!(parse_npy_matrix("m.npy".as_ref(), &bytes)?, m); // exact round trip
+/// # Ok::<(), cpflow::datasets::DatasetError>(())
+/// ```
 pub fn write_npy_f64(m: &Matrix<f64>) -> Vec<u8> {
     let mut out = npy_header("'<f8'", false, &format!("({}, {})", m.rows(), m.cols()));
     for v in m.data() {

@@ -14,6 +14,32 @@ use crate::prior::GaussianPrior;
 
 /// One layer of an [`crate::image::ImageFlow`]. Every layer acts on flattened `(C, H, W)`
 /// rows; the shape each layer sees follows from the input shape and the layers before it.
+///
+/// ```
+/// use cpflow::image::{ImageFlowConfig, ImageLayerConfig as L};
+/// use cpflow::{BlockConfig, FloatType, GaussianPrior, PotentialConfig};
+/// use icnn::{Icnn2Config, ImageShape};
+/// // 1×4×4 → squeeze → 4×2×2 → factor out 2×2×2 → a dense block on the remaining 8 entries.
+/// let icnn = Icnn2Config { dim: 8, width: 4, depth: 2, ..Default::default() };
+/// let dense = PotentialConfig::Icnn2(icnn);
+/// let cfg = ImageFlowConfig {
+///     image: ImageShape::new(1, 4, 4),
+///     layers: vec![
+///         L::Logit { alpha: 0.05 },
+///         L::Squeeze,
+///         L::FactorOut,
+///         L::Cpf(BlockConfig::new(dense)),
+///     ],
+///     prior: GaussianPrior::standard(),
+///     float: FloatType::F64,
+///     init_seed: 0,
+/// };
+/// assert_eq!(cfg.num_blocks(), 1);
+/// assert_eq!(cfg.layer_shapes()?.output, ImageShape::new(2, 2, 2));
+/// // Serialised with a `layer` tag.
+/// assert!(serde_json::to_string(&cfg.layers[1])?.contains(r#""layer":"squeeze""#));
+/// # Ok::<(), cpflow::CpflowError>(())
+/// ```
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "layer", rename_all = "snake_case")]
 pub enum ImageLayerConfig {
@@ -64,7 +90,27 @@ pub struct ImageFlowConfig {
     pub init_seed: u64,
 }
 
-/// The shapes seen by the layers of a valid configuration.
+/// The shapes seen by the layers of a valid configuration
+/// ([`ImageFlowConfig::layer_shapes`]).
+///
+/// ```
+/// use cpflow::image::{ImageFlowConfig, MultiscaleConfig};
+/// use cpflow::PotentialConfig;
+/// use icnn::{Icnn2Config, ImageShape};
+/// let ms = MultiscaleConfig {
+///     image: ImageShape::new(1, 4, 4),
+///     nblocks: vec![1, 1],
+///     factor_out: true,
+///     potential: PotentialConfig::Icnn2(Icnn2Config { width: 4, depth: 2, ..Default::default() }),
+///     ..MultiscaleConfig::mnist()
+/// };
+/// let shapes = ImageFlowConfig::multiscale(&ms)?.layer_shapes()?;
+/// assert_eq!(shapes.inputs[0], ImageShape::new(1, 4, 4));
+/// // After the squeeze (4×2×2) half of the channels leave the flow.
+/// assert_eq!(shapes.factored, vec![ImageShape::new(2, 2, 2)]);
+/// assert_eq!(shapes.output, ImageShape::new(2, 2, 2));
+/// # Ok::<(), cpflow::CpflowError>(())
+/// ```
 #[derive(Clone, Debug, PartialEq)]
 pub struct LayerShapes {
     /// Input shape of layer `i`.
@@ -241,7 +287,27 @@ impl ImageFlowConfig {
     }
 }
 
-/// The reference's `MultiscaleFlow` options (`train_img.py` flags, images-vae.md §2.1).
+/// The reference's `MultiscaleFlow` options (`train_img.py` flags, images-vae.md §2.1), turned
+/// into layers by [`ImageFlowConfig::multiscale`].
+///
+/// ```
+/// use cpflow::image::{ImageFlowConfig, ImageLayerConfig, MultiscaleConfig};
+/// use icnn::ImageShape;
+/// let ms = MultiscaleConfig {
+///     image: ImageShape::new(1, 8, 8),
+///     nblocks: vec![2, 1],
+///     ..MultiscaleConfig::mnist()
+/// };
+/// let cfg = ImageFlowConfig::multiscale(&ms)?;
+/// // Logit, ActNorm, 2 × [ActNorm, CPF], Squeeze, 1 × [ActNorm, CPF].
+/// assert_eq!(cfg.layers.len(), 2 + 4 + 1 + 2);
+/// assert_eq!(cfg.num_blocks(), 3);
+/// assert_eq!(cfg.layers[0], ImageLayerConfig::Logit { alpha: 1e-6 });
+/// // An odd image cannot be squeezed between the scales.
+/// let odd = MultiscaleConfig { image: ImageShape::new(1, 5, 5), ..ms };
+/// assert!(ImageFlowConfig::multiscale(&odd).is_err());
+/// # Ok::<(), cpflow::CpflowError>(())
+/// ```
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct MultiscaleConfig {
     /// Data image shape.
@@ -300,6 +366,20 @@ impl MultiscaleConfig {
 /// The template `potential` resized for images of `shape`: a dense potential gets
 /// `dim = C·H·W`, a convolutional one gets `image = shape`, a custom one both (`dim` and the
 /// settings `image_channels`, `image_height`, `image_width`). PICNNs are refused.
+///
+/// ```
+/// use cpflow::image::{default_image_potential, potential_for_shape};
+/// use cpflow::PotentialConfig;
+/// use icnn::{Icnn2Config, ImageShape, PicnnConfig};
+/// let s = ImageShape::new(4, 2, 2);
+/// let dense = PotentialConfig::Icnn2(Icnn2Config::default());
+/// assert_eq!(potential_for_shape(&dense, s)?.dim(), 16);
+/// let conv = potential_for_shape(&default_image_potential(), s)?;
+/// assert_eq!(conv.image_shape(), Some(s));
+/// let picnn = PotentialConfig::Picnn(PicnnConfig::default());
+/// assert!(matches!(potential_for_shape(&picnn, s), Err(cpflow::CpflowError::InvalidConfig(_))));
+/// # Ok::<(), cpflow::CpflowError>(())
+/// ```
 pub fn potential_for_shape(
     potential: &PotentialConfig,
     shape: ImageShape,
@@ -335,6 +415,14 @@ pub fn potential_for_shape(
 }
 
 /// The reference's image potential: `ConvICNN` width 64, depth 3, no pooling.
+///
+/// ```
+/// use cpflow::PotentialConfig;
+/// match cpflow::image::default_image_potential() {
+///     PotentialConfig::ConvIcnn(c) => assert_eq!((c.width, c.depth, c.num_pooling), (64, 3, 0)),
+///     other => panic!("not a ConvICNN: {other:?}"),
+/// }
+/// ```
 pub fn default_image_potential() -> PotentialConfig {
     PotentialConfig::ConvIcnn(icnn::ConvIcnnConfig::default())
 }

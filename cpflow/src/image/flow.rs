@@ -27,7 +27,24 @@ pub const IMAGE_EVAL_CHUNK: usize = 256;
 /// (`rows × columns` of one `apply_many` call).
 const EXACT_HVPS_PER_PASS: usize = 256;
 
-/// One layer of an [`ImageFlow`].
+/// One layer of an [`ImageFlow`], built from the matching [`crate::image::ImageLayerConfig`]
+/// (see [`ImageFlow::layers`]).
+///
+/// ```
+/// use candle_core::Device;
+/// use cpflow::image::{ImageFlow, ImageLayer, ImageModelConfig};
+/// use icnn::ImageShape;
+/// # fn main() -> cpflow::Result<()> {
+/// let model = ImageModelConfig { width: 4, depth: 2, nblocks: vec![1, 1], ..Default::default() };
+/// let flow = ImageFlow::new(model.flow_config(ImageShape::new(1, 4, 4), 0.05)?, &Device::Cpu)?;
+/// // Logit and its ActNorm first, then [ActNorm, CPF] per block with a squeeze between scales.
+/// assert!(matches!(flow.layers()[0], ImageLayer::Logit(t) if t.alpha() == 0.05));
+/// let blocks = flow.layers().iter().filter(|l| matches!(l, ImageLayer::Cpf(_))).count();
+/// let squeezes = flow.layers().iter().filter(|l| matches!(l, ImageLayer::Squeeze(_))).count();
+/// assert_eq!((blocks, squeezes), (2, 1));
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone, Debug)]
 // A flow holds a handful of layers, once: boxing the large variant would save nothing.
 #[allow(clippy::large_enum_variant)]
@@ -47,6 +64,15 @@ pub enum ImageLayer {
 }
 
 /// Mean and standard error of the mean (`NaN` below two values).
+///
+/// ```
+/// use cpflow::image::mean_and_std_err;
+/// // Sample variance of [1, 2, 3] is 1, so the standard error is 1/√3.
+/// let (mean, se) = mean_and_std_err(&[1.0, 2.0, 3.0]);
+/// assert_eq!(mean, 2.0);
+/// assert!((se - 1.0 / 3f64.sqrt()).abs() < 1e-15);
+/// assert!(mean_and_std_err(&[5.0]).1.is_nan());
+/// ```
 pub fn mean_and_std_err(v: &[f64]) -> (f64, f64) {
     let n = v.len() as f64;
     let mean = v.iter().sum::<f64>() / n;

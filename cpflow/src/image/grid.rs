@@ -15,6 +15,19 @@ pub const GRID_BACKGROUND: u8 = 128;
 /// Quantise dequantised images `x ∈ [0, 1)` to 8-bit levels `k = ⌊256·x⌋ ∈ {0..255}` (the
 /// inverse of [`crate::image::dequantize`]) and return `k/255 ∈ [0, 1]`, the display values
 /// [`write_sample_grid`] takes. Any shape; values outside `[0, 1)` are clamped.
+///
+/// ```
+/// use candle_core::{Device, Tensor};
+/// # fn main() -> cpflow::Result<()> {
+/// let x = Tensor::new(&[0.0f64, 0.5, 0.999, 1.2], &Device::Cpu)?;
+/// let v = cpflow::image::quantize_pixels(&x)?.to_vec1::<f64>()?;
+/// // ⌊256·x⌋ = 0, 128, 255 and (clamped) 255, divided by 255.
+/// for (got, want) in v.iter().zip([0.0, 128.0 / 255.0, 1.0, 1.0]) {
+///     assert!((got - want).abs() < 1e-15, "{got} vs {want}");
+/// }
+/// # Ok(())
+/// # }
+/// ```
 pub fn quantize_pixels(x: &Tensor) -> Result<Tensor> {
     Ok(x.to_dtype(DType::F64)?
         .affine(256.0, 0.0)?
@@ -25,6 +38,13 @@ pub fn quantize_pixels(x: &Tensor) -> Result<Tensor> {
 
 /// The pixel size `(width, height)` of a `rows × cols` grid of `h × w` images:
 /// `cols·w + (cols + 1)·GRID_PADDING` by `rows·h + (rows + 1)·GRID_PADDING`.
+///
+/// ```
+/// use cpflow::image::grid::{GRID_PADDING, grid_size};
+/// assert_eq!(GRID_PADDING, 2);
+/// // 4 columns of 28-pixel images: 4·28 + 5·2 wide; 1 row: 28 + 2·2 high.
+/// assert_eq!(grid_size(1, 4, 28, 28), (122, 32));
+/// ```
 pub fn grid_size(rows: usize, cols: usize, h: usize, w: usize) -> (usize, usize) {
     (
         cols * w + (cols + 1) * GRID_PADDING,

@@ -10,6 +10,33 @@ use crate::flow_sample::InverseReport;
 use crate::image::flow::{ImageFlow, ImageLayer};
 
 /// Images recovered from latents, with the per-sample convergence report of every block.
+///
+/// ```
+/// # use candle_core::{DType, Device};
+/// # use cpflow::image::{ImageFlow, ImageModelConfig, ImageSet};
+/// # use icnn::ImageShape;
+/// # use rand::SeedableRng;
+/// # fn main() -> cpflow::Result<()> {
+/// // A one-block flow on 4×4 grey images, initialised on two dequantised images.
+/// let shape = ImageShape::new(1, 4, 4);
+/// let model = ImageModelConfig {
+///     width: 4, depth: 2, nblocks: vec![1], float: cpflow::FloatType::F64, ..Default::default()
+/// };
+/// let flow = ImageFlow::new(model.flow_config(shape, 0.05)?, &Device::Cpu)?;
+/// let set = ImageSet::new(shape, (0..32).map(|i| (i * 37 % 256) as u8).collect())?;
+/// let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+/// let x = set.dequantized_range(0, 2, DType::F64, &Device::Cpu, &mut rng)?;
+/// flow.initialize(&x)?;
+/// let inv = flow.sample(3, 0.5, &mut rng)?; // three images at temperature ½
+/// assert!(inv.report.all_converged());
+/// assert_eq!(flow.to_images(&inv.x)?.dims(), &[3, 1, 4, 4]);
+/// // Inverting the latents of x gives x back.
+/// let back = flow.inverse(&flow.forward(&x)?)?;
+/// let err = (back.x - &x)?.abs()?.max_all()?.to_scalar::<f64>()?;
+/// assert!(err < 1e-8, "{err}");
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone, Debug)]
 pub struct ImageInverse {
     /// `x = f⁻¹(z)` as `(B, D)` rows (see [`ImageFlow::to_images`]), detached. Rows whose

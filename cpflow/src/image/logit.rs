@@ -51,6 +51,24 @@ pub fn dequantize<R: Rng + ?Sized>(levels: &Tensor, dtype: DType, rng: &mut R) -
 /// bijection from `(−α/(1−2α), (1−α)/(1−2α)) ⊃ [0, 1]` onto ℝ), with
 /// `log|det ∂y/∂x| = Σ_j [log(1 − 2α) − log s_j − log(1 − s_j)]` per sample and the inverse
 /// `x = (σ(y) − α)/(1 − 2α)`.
+///
+/// ```
+/// use candle_core::{Device, Tensor};
+/// use cpflow::image::LogitTransform;
+/// # fn main() -> cpflow::Result<()> {
+/// let t = LogitTransform::new(0.0)?;
+/// let x = Tensor::new(&[[0.5f64, 0.5], [0.25, 0.75]], &Device::Cpu)?;
+/// let (y, logdet) = t.forward(&x)?;
+/// // With α = 0: y = log(x/(1 − x)) and log|det| = −Σ log(x(1 − x)); at x = ½ that is 4 log 2.
+/// assert_eq!(y.to_vec2::<f64>()?[0], vec![0.0, 0.0]);
+/// let ld = logdet.to_vec1::<f64>()?;
+/// assert!((ld[0] - 4.0 * 2f64.ln()).abs() < 1e-12);
+/// let back = t.inverse(&y)?.to_vec2::<f64>()?;
+/// assert!((back[1][0] - 0.25).abs() < 1e-12 && (back[1][1] - 0.75).abs() < 1e-12);
+/// assert!(LogitTransform::new(0.5).is_err()); // α must be below ½
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct LogitTransform {
     alpha: f64,

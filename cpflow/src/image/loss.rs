@@ -11,6 +11,34 @@ use crate::error::Result;
 use crate::image::flow::{ImageFlow, ImageLayer};
 
 /// The output of [`ImageFlow::surrogate_loss`].
+///
+/// ```
+/// # use candle_core::{DType, Device};
+/// # use cpflow::image::{ImageFlow, ImageModelConfig, ImageSet};
+/// # use icnn::ImageShape;
+/// # use rand::SeedableRng;
+/// # fn main() -> cpflow::Result<()> {
+/// // A one-block flow on 4×4 grey images, initialised on two dequantised images.
+/// let shape = ImageShape::new(1, 4, 4);
+/// let model = ImageModelConfig {
+///     width: 4, depth: 2, nblocks: vec![1], float: cpflow::FloatType::F64, ..Default::default()
+/// };
+/// let flow = ImageFlow::new(model.flow_config(shape, 0.05)?, &Device::Cpu)?;
+/// let set = ImageSet::new(shape, (0..32).map(|i| (i * 37 % 256) as u8).collect())?;
+/// let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+/// let x = set.dequantized_range(0, 2, DType::F64, &Device::Cpu, &mut rng)?;
+/// flow.initialize(&x)?;
+/// let out = flow.surrogate_loss(&x, &cpflow::SurrogateParams::default(), &mut rng)?;
+/// assert!(out.loss.to_scalar::<f64>()?.is_finite());
+/// // One CG system per image and probe in the single block, all converged.
+/// assert_eq!(out.cg.iterations.len(), 2);
+/// assert_eq!(out.cg.converged, 2);
+/// // The loss tracks the parameters: its gradient reaches the block's weights.
+/// let grads = out.loss.backward()?;
+/// assert!(flow.named_vars().iter().any(|(k, v)| k.contains("w1") && grads.get(v).is_some()));
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone, Debug)]
 pub struct ImageSurrogateLoss {
     /// Scalar `mean_batch[−(log N(z) + logit and ActNorm log-dets + Σ_blocks S) + D ln 256]

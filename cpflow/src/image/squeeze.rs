@@ -10,6 +10,17 @@ use crate::error::{CpflowError, Result};
 /// entry `perm[o]` of the input row. Output channel `4c + 2i + j` holds the input pixel
 /// `(2y + i, 2x + j)` of channel `c` at position `(y, x)` (PyTorch's
 /// `view(B, C, H/2, 2, W/2, 2).permute(0, 1, 3, 5, 2, 4)`, inverted by `pixel_shuffle(2)`).
+///
+/// ```
+/// use cpflow::image::squeeze_permutation;
+/// use icnn::ImageShape;
+/// // A 1×2×4 image: output channel 0 gathers the pixels (0, 0) and (0, 2), channel 1
+/// // (0, 1) and (0, 3), channels 2 and 3 the same of row 1.
+/// let perm = squeeze_permutation(ImageShape::new(1, 2, 4))?;
+/// assert_eq!(perm, vec![0, 2, 1, 3, 4, 6, 5, 7]);
+/// assert!(squeeze_permutation(ImageShape::new(1, 3, 4)).is_err()); // odd height
+/// # Ok::<(), cpflow::CpflowError>(())
+/// ```
 pub fn squeeze_permutation(shape: ImageShape) -> Result<Vec<usize>> {
     let (c, h, w) = (shape.channels, shape.height, shape.width);
     if !h.is_multiple_of(2) || !w.is_multiple_of(2) || c == 0 || h == 0 || w == 0 {
@@ -94,7 +105,15 @@ impl Squeeze {
     }
 }
 
-/// `(C, H, W) → (4C, H/2, W/2)`.
+/// `(C, H, W) → (4C, H/2, W/2)` (the shape after a [`Squeeze`]; the size `C·H·W` is kept).
+///
+/// ```
+/// use cpflow::image::squeezed_shape;
+/// use icnn::ImageShape;
+/// let s = squeezed_shape(ImageShape::new(3, 4, 6));
+/// assert_eq!(s, ImageShape::new(12, 2, 3));
+/// assert_eq!(s.dim(), 3 * 4 * 6);
+/// ```
 pub fn squeezed_shape(s: ImageShape) -> ImageShape {
     ImageShape::new(4 * s.channels, s.height / 2, s.width / 2)
 }

@@ -51,6 +51,43 @@ pub(crate) fn f64_or_nan<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Erro
 }
 
 /// Where and how a run writes.
+///
+/// ```
+/// use std::sync::{Arc, atomic::{AtomicBool, Ordering}};
+/// use candle_core::Device;
+/// use cpflow::image::{ImageData, ImageModelConfig, ImageRunOptions, ImageSet, ImageTrainConfig};
+/// use cpflow::image::run_image_training;
+/// use icnn::ImageShape;
+/// # fn main() -> cpflow::Result<()> {
+/// let shape = ImageShape::new(1, 4, 4);
+/// let set = |n: usize, k: usize| {
+///     ImageSet::new(shape, (0..n * 16).map(|i| (i * k % 256) as u8).collect())
+/// };
+/// let data = ImageData::new(set(4, 37)?, set(2, 53)?, set(2, 71)?)?;
+/// let flow = ImageModelConfig { width: 4, depth: 2, nblocks: vec![1], ..Default::default() }
+///     .flow_config(shape, 0.05)?;
+/// let cfg = ImageTrainConfig { max_iterations: Some(2), batch_size: 2, ..Default::default() };
+/// let dir = std::env::temp_dir().join(format!("cpflow-doc-image-opts-{}", std::process::id()));
+/// // An interrupt that is already set pauses the run after its first step, checkpointed…
+/// let stop = Arc::new(AtomicBool::new(true));
+/// let mut opts = ImageRunOptions {
+///     out_dir: Some(dir.clone()),
+///     interrupt: Some(stop.clone()),
+///     ..Default::default()
+/// };
+/// let paused = run_image_training(&flow, &cfg, &data, &Device::Cpu, &opts);
+/// assert!(matches!(paused, Err(cpflow::CpflowError::Interrupted { iteration: 1, .. })));
+/// assert!(dir.join("checkpoint.safetensors").exists());
+/// // … and `resume` finishes it.
+/// stop.store(false, Ordering::Relaxed);
+/// opts.resume = true;
+/// let report = run_image_training(&flow, &cfg, &data, &Device::Cpu, &opts)?;
+/// assert_eq!(report.iterations, 2);
+/// assert!(dir.join("model.safetensors").exists() && dir.join("report.json").exists());
+/// # std::fs::remove_dir_all(&dir).ok();
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone, Debug, Default)]
 pub struct ImageRunOptions {
     /// Output directory (checkpoint, model, metrics, report); `None`: nothing is written.
@@ -72,6 +109,39 @@ pub struct ImageRunOptions {
 }
 
 /// One point of the validation curve.
+///
+/// ```
+/// # use candle_core::Device;
+/// # use cpflow::image::{ImageData, ImageModelConfig, ImageSet, ImageTrainConfig};
+/// # use cpflow::image::run_image_training;
+/// # use icnn::ImageShape;
+/// # fn main() -> cpflow::Result<()> {
+/// // Two steps of a one-block flow on 4×4 images (4 training, 2 validation, 2 test images).
+/// let shape = ImageShape::new(1, 4, 4);
+/// let set = |n: usize, k: usize| {
+///     ImageSet::new(shape, (0..n * 16).map(|i| (i * k % 256) as u8).collect())
+/// };
+/// let data = ImageData::new(set(4, 37)?, set(2, 53)?, set(2, 71)?)?;
+/// let model = ImageModelConfig { width: 4, depth: 2, nblocks: vec![1], ..Default::default() };
+/// let flow = model.flow_config(shape, 0.05)?;
+/// let cfg = ImageTrainConfig {
+///     max_iterations: Some(2),
+///     batch_size: 2,
+///     val_every: 1,
+///     ..Default::default()
+/// };
+/// let dir =
+///     std::env::temp_dir().join(format!("cpflow-doc-image-valpoint-{}", std::process::id()));
+/// let opts = cpflow::image::ImageRunOptions { out_dir: Some(dir.clone()), ..Default::default() };
+/// let report = run_image_training(&flow, &cfg, &data, &Device::Cpu, &opts)?;
+/// // Validated after each step; the last point is the end of the run.
+/// let last = report.val_curve.last().unwrap();
+/// assert_eq!((last.iteration, last.val.images), (2, 2));
+/// assert!(last.val.bpd.is_finite() && last.train_time_s > 0.0);
+/// # std::fs::remove_dir_all(&dir).ok();
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ValPoint {
     /// Optimiser steps done.
@@ -83,6 +153,35 @@ pub struct ValPoint {
 }
 
 /// Progress of a run (saved in checkpoints).
+///
+/// ```
+/// # use candle_core::Device;
+/// # use cpflow::image::{ImageData, ImageModelConfig, ImageSet, ImageTrainConfig};
+/// # use cpflow::image::run_image_training;
+/// # use icnn::ImageShape;
+/// # fn main() -> cpflow::Result<()> {
+/// // Two steps of a one-block flow on 4×4 images (4 training, 2 validation, 2 test images).
+/// let shape = ImageShape::new(1, 4, 4);
+/// let set = |n: usize, k: usize| {
+///     ImageSet::new(shape, (0..n * 16).map(|i| (i * k % 256) as u8).collect())
+/// };
+/// let data = ImageData::new(set(4, 37)?, set(2, 53)?, set(2, 71)?)?;
+/// let model = ImageModelConfig { width: 4, depth: 2, nblocks: vec![1], ..Default::default() };
+/// let flow = model.flow_config(shape, 0.05)?;
+/// let cfg = ImageTrainConfig { max_iterations: Some(2), batch_size: 2, ..Default::default() };
+/// let dir = std::env::temp_dir().join(format!("cpflow-doc-image-state-{}", std::process::id()));
+/// let opts = cpflow::image::ImageRunOptions { out_dir: Some(dir.clone()), ..Default::default() };
+/// let report = run_image_training(&flow, &cfg, &data, &Device::Cpu, &opts)?;
+/// let path = dir.join("checkpoint.safetensors");
+/// let ckpt = cpflow::image::train::load_image_checkpoint(&path, &Device::Cpu)?;
+/// let state = &ckpt.meta.state;
+/// // Two batches of 2 images make one epoch of the 4 training images.
+/// assert_eq!((state.iteration, state.epoch, state.epoch_batch, state.samples_seen), (2, 1, 0, 4));
+/// assert_eq!(state.val_curve, report.val_curve);
+/// # std::fs::remove_dir_all(&dir).ok();
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct ImageTrainState {
     /// Optimiser steps done.
@@ -100,6 +199,32 @@ pub struct ImageTrainState {
 }
 
 /// Why a run stopped.
+///
+/// ```
+/// use cpflow::image::ImageStopReason;
+/// # use candle_core::Device;
+/// # use cpflow::image::{ImageData, ImageModelConfig, ImageSet, ImageTrainConfig};
+/// # use cpflow::image::run_image_training;
+/// # use icnn::ImageShape;
+/// # fn main() -> cpflow::Result<()> {
+/// // Two steps of a one-block flow on 4×4 images (4 training, 2 validation, 2 test images).
+/// let shape = ImageShape::new(1, 4, 4);
+/// let set = |n: usize, k: usize| {
+///     ImageSet::new(shape, (0..n * 16).map(|i| (i * k % 256) as u8).collect())
+/// };
+/// let data = ImageData::new(set(4, 37)?, set(2, 53)?, set(2, 71)?)?;
+/// let model = ImageModelConfig { width: 4, depth: 2, nblocks: vec![1], ..Default::default() };
+/// let flow = model.flow_config(shape, 0.05)?;
+/// let cfg = ImageTrainConfig { max_iterations: Some(2), batch_size: 2, ..Default::default() };
+/// let dir = std::env::temp_dir().join(format!("cpflow-doc-image-stop-{}", std::process::id()));
+/// let opts = cpflow::image::ImageRunOptions { out_dir: Some(dir.clone()), ..Default::default() };
+/// let report = run_image_training(&flow, &cfg, &data, &Device::Cpu, &opts)?;
+/// assert_eq!(report.stop_reason, ImageStopReason::IterationLimit);
+/// assert_eq!(report.stop_reason.to_string(), "iteration_limit");
+/// # std::fs::remove_dir_all(&dir).ok();
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
@@ -121,6 +246,41 @@ impl std::fmt::Display for ImageStopReason {
 }
 
 /// One line of `metrics.jsonl`.
+///
+/// ```
+/// use cpflow::image::ImageMetricsRecord;
+/// # use candle_core::Device;
+/// # use cpflow::image::{ImageData, ImageModelConfig, ImageSet, ImageTrainConfig};
+/// # use cpflow::image::run_image_training;
+/// # use icnn::ImageShape;
+/// # fn main() -> cpflow::Result<()> {
+/// // Two steps of a one-block flow on 4×4 images (4 training, 2 validation, 2 test images).
+/// let shape = ImageShape::new(1, 4, 4);
+/// let set = |n: usize, k: usize| {
+///     ImageSet::new(shape, (0..n * 16).map(|i| (i * k % 256) as u8).collect())
+/// };
+/// let data = ImageData::new(set(4, 37)?, set(2, 53)?, set(2, 71)?)?;
+/// let model = ImageModelConfig { width: 4, depth: 2, nblocks: vec![1], ..Default::default() };
+/// let flow = model.flow_config(shape, 0.05)?;
+/// let cfg = ImageTrainConfig {
+///     max_iterations: Some(2),
+///     batch_size: 2,
+///     log_every: 1,
+///     ..Default::default()
+/// };
+/// let dir = std::env::temp_dir().join(format!("cpflow-doc-image-metrics-{}", std::process::id()));
+/// let opts = cpflow::image::ImageRunOptions { out_dir: Some(dir.clone()), ..Default::default() };
+/// let report = run_image_training(&flow, &cfg, &data, &Device::Cpu, &opts)?;
+/// let text = std::fs::read_to_string(dir.join("metrics.jsonl")).unwrap();
+/// let lines: Vec<ImageMetricsRecord> =
+///     text.lines().map(serde_json::from_str).collect::<Result<_, _>>()?;
+/// assert_eq!(lines.iter().map(|r| r.iteration).collect::<Vec<_>>(), vec![1, 2]);
+/// assert!(lines.iter().all(|r| r.loss.is_finite() && r.cg_converged_fraction == 1.0));
+/// assert_eq!(lines[1].loss, report.final_loss);
+/// # std::fs::remove_dir_all(&dir).ok();
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ImageMetricsRecord {
     /// Optimiser steps done.
@@ -159,6 +319,36 @@ pub struct ImageMetricsRecord {
 }
 
 /// The outcome of [`run_image_training`] (also written as `report.json`).
+///
+/// ```
+/// use cpflow::image::ImageTrainReport;
+/// # use candle_core::Device;
+/// # use cpflow::image::{ImageData, ImageModelConfig, ImageSet, ImageTrainConfig};
+/// # use cpflow::image::run_image_training;
+/// # use icnn::ImageShape;
+/// # fn main() -> cpflow::Result<()> {
+/// // Two steps of a one-block flow on 4×4 images (4 training, 2 validation, 2 test images).
+/// let shape = ImageShape::new(1, 4, 4);
+/// let set = |n: usize, k: usize| {
+///     ImageSet::new(shape, (0..n * 16).map(|i| (i * k % 256) as u8).collect())
+/// };
+/// let data = ImageData::new(set(4, 37)?, set(2, 53)?, set(2, 71)?)?;
+/// let model = ImageModelConfig { width: 4, depth: 2, nblocks: vec![1], ..Default::default() };
+/// let flow = model.flow_config(shape, 0.05)?;
+/// let cfg = ImageTrainConfig { max_iterations: Some(2), batch_size: 2, ..Default::default() };
+/// let dir = std::env::temp_dir().join(format!("cpflow-doc-image-report-{}", std::process::id()));
+/// let opts = cpflow::image::ImageRunOptions { out_dir: Some(dir.clone()), ..Default::default() };
+/// let report = run_image_training(&flow, &cfg, &data, &Device::Cpu, &opts)?;
+/// assert_eq!((report.iterations, report.cp_flow_blocks, report.n_train), (2, 1, 4));
+/// let test = report.test.as_ref().unwrap();
+/// assert_eq!(test.slq.images, 2);
+/// // `report.json` holds the same report.
+/// let json = std::fs::read_to_string(dir.join("report.json")).unwrap();
+/// assert_eq!(serde_json::from_str::<ImageTrainReport>(&json)?, report);
+/// # std::fs::remove_dir_all(&dir).ok();
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ImageTrainReport {
     /// Parameters of the flow (init flags excluded).

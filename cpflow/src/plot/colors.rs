@@ -17,6 +17,13 @@ fn interpolate(anchors: &[(u8, u8, u8)], t: f64) -> RGBColor {
 }
 
 /// matplotlib's `BuPu` (white → blue → purple), the reference's density colour map.
+///
+/// ```
+/// use plotters::style::RGBColor;
+/// assert_eq!(cpflow::plot::bupu(0.0), RGBColor(247, 252, 253)); // near white
+/// assert_eq!(cpflow::plot::bupu(1.0), RGBColor(77, 0, 75)); // dark purple
+/// assert_eq!(cpflow::plot::bupu(2.0), cpflow::plot::bupu(1.0)); // clamped
+/// ```
 pub fn bupu(t: f64) -> RGBColor {
     const A: [(u8, u8, u8); 9] = [
         (247, 252, 253),
@@ -33,6 +40,15 @@ pub fn bupu(t: f64) -> RGBColor {
 }
 
 /// Viridis (dark purple → yellow), used for potentials.
+///
+/// ```
+/// use plotters::style::RGBColor;
+/// assert_eq!(cpflow::plot::viridis(0.0), RGBColor(68, 1, 84));
+/// assert_eq!(cpflow::plot::viridis(1.0), RGBColor(254, 232, 37));
+/// // Piecewise linear: halfway between the first two anchors.
+/// assert_eq!(cpflow::plot::viridis(1.0 / 14.0), RGBColor(69, 26, 106));
+/// assert_eq!(cpflow::plot::viridis(f64::NAN), cpflow::plot::viridis(0.0));
+/// ```
 pub fn viridis(t: f64) -> RGBColor {
     const A: [(u8, u8, u8); 8] = [
         (68, 1, 84),
@@ -49,6 +65,13 @@ pub fn viridis(t: f64) -> RGBColor {
 
 /// A rainbow (purple → blue → green → yellow → red), for colouring points by rank as the
 /// reference does with `cm.rainbow`.
+///
+/// ```
+/// use plotters::style::RGBColor;
+/// assert_eq!(cpflow::plot::rainbow(0.0), RGBColor(128, 0, 255)); // purple
+/// assert_eq!(cpflow::plot::rainbow(1.0), RGBColor(255, 0, 0)); // red
+/// assert_eq!(cpflow::plot::rainbow(-3.0), cpflow::plot::rainbow(0.0));
+/// ```
 pub fn rainbow(t: f64) -> RGBColor {
     const A: [(u8, u8, u8); 6] = [
         (128, 0, 255),

@@ -12,6 +12,26 @@ use std::path::Path;
 /// nodes in [`crate::plot::Grid2d::points`] order. Each mesh row and column becomes a
 /// polyline (rows in blue, columns in orange). `frame`, if given, is drawn as a red rectangle
 /// (e.g. the window of the undeformed mesh). Segments with a non-finite end are skipped.
+///
+/// ```
+/// use cpflow::plot::{Bounds, Grid2d, PlotError, warped_mesh_png};
+/// # fn main() -> Result<(), cpflow::plot::PlotError> {
+/// let path = std::env::temp_dir().join(format!("cpflow-doc-mesh-{}.png", std::process::id()));
+/// // A 5×5 mesh of [−1, 1]² pushed through x ↦ 2x (the gradient of ‖x‖²).
+/// let b = Bounds::square(1.0);
+/// let mesh = Grid2d::points(b, 5, 5);
+/// let mapped: Vec<[f64; 2]> = mesh.iter().map(|p| [2.0 * p[0], 2.0 * p[1]]).collect();
+/// warped_mesh_png(&path, &mapped, 5, 5, Bounds::square(2.0), Some(b), 120)?;
+/// let bytes = std::fs::read(&path).unwrap();
+/// assert!(bytes.starts_with(b"\x89PNG\r\n\x1a\n"));
+/// assert_eq!(image::image_dimensions(&path).unwrap(), (120, 120));
+/// // The mapped points must fill the mesh.
+/// let short = warped_mesh_png(&path, &mapped[..24], 5, 5, b, None, 120);
+/// assert!(matches!(short, Err(PlotError::InvalidInput(_))));
+/// # std::fs::remove_file(&path).ok();
+/// # Ok(())
+/// # }
+/// ```
 pub fn warped_mesh_png(
     path: impl AsRef<Path>,
     mapped: &[Point2],
@@ -81,6 +101,24 @@ pub fn warped_mesh_png(
 
 /// Quiver plot: an arrow `vectors[k]` at `origins[k]`, all scaled by one factor so that the
 /// longest arrow is 6% of the window width, coloured by length (Viridis).
+///
+/// ```
+/// use cpflow::plot::{Bounds, Figure, Grid2d, PlotError, quiver_png};
+/// # fn main() -> Result<(), cpflow::plot::PlotError> {
+/// let path = std::env::temp_dir().join(format!("cpflow-doc-quiver-{}.png", std::process::id()));
+/// // The rotation field (−y, x) on a 6×6 grid.
+/// let origins = Grid2d::points(Bounds::square(1.5), 6, 6);
+/// let arrows: Vec<[f64; 2]> = origins.iter().map(|p| [-p[1], p[0]]).collect();
+/// quiver_png(&path, &origins, &arrows, Bounds::square(2.0), Figure::new(120).title("rotation"))?;
+/// let bytes = std::fs::read(&path).unwrap();
+/// assert!(bytes.starts_with(b"\x89PNG\r\n\x1a\n"));
+/// assert_eq!(image::image_dimensions(&path).unwrap(), (120, 120));
+/// let short = quiver_png(&path, &origins, &arrows[1..], Bounds::square(2.0), 120);
+/// assert!(matches!(short, Err(PlotError::InvalidInput(_))));
+/// # std::fs::remove_file(&path).ok();
+/// # Ok(())
+/// # }
+/// ```
 pub fn quiver_png(
     path: impl AsRef<Path>,
     origins: &[Point2],

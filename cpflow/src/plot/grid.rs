@@ -4,6 +4,15 @@ use super::PlotError;
 use crate::toy::Point2;
 
 /// An axis-aligned window `[x.0, x.1] × [y.0, y.1]`.
+///
+/// ```
+/// use cpflow::plot::Bounds;
+/// assert_eq!(Bounds::square(4.0), Bounds { x: (-4.0, 4.0), y: (-4.0, 4.0) });
+/// // The window around points, padded by 10% of the span on every side.
+/// let b = Bounds::around(&[[0.0, 0.0], [2.0, 1.0], [f64::NAN, 9.0]], 0.1);
+/// assert!((b.x.0 + 0.2).abs() < 1e-12 && (b.x.1 - 2.2).abs() < 1e-12);
+/// assert!((b.y.0 + 0.1).abs() < 1e-12 && (b.y.1 - 1.1).abs() < 1e-12);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Bounds {
     /// x range (min, max).
@@ -71,6 +80,22 @@ impl Bounds {
 /// Values on a regular `nx × ny` grid of cell centres over a [`Bounds`] window. Stored
 /// row-major with row `j` at height `y_j` (row 0 at the bottom, `y.0`) and column `i` at
 /// `x_i`: `values[j * nx + i]`.
+///
+/// ```
+/// use cpflow::plot::{Bounds, Grid2d};
+/// let b = Bounds { x: (0.0, 4.0), y: (-1.0, 1.0) };
+/// let f = |p: [f64; 2]| 3.0 * p[0] - p[1];
+/// let g = Grid2d::evaluate(b, 5, 3, f);
+/// // Row 0 is the bottom edge; the corners are the window's.
+/// assert_eq!((g.point(0, 0), g.point(4, 2)), ([0.0, -1.0], [4.0, 1.0]));
+/// assert_eq!(g.values[2 * 5 + 1], f([1.0, 1.0]));
+/// // Bilinear interpolation is exact for an affine function.
+/// assert!((g.interpolate([2.5, 0.3]) - f([2.5, 0.3])).abs() < 1e-12);
+/// assert_eq!(g.finite_range(), Some((-1.0, 13.0)));
+/// // Values computed at `points` (e.g. a model's log-density) in the same order:
+/// let values: Vec<f64> = Grid2d::points(b, 5, 3).into_iter().map(f).collect();
+/// assert_eq!(Grid2d::from_values(b, 5, 3, values).unwrap(), g);
+/// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct Grid2d {
     /// The window the grid covers.

@@ -19,6 +19,23 @@ fn normaliser(grid: &Grid2d) -> Result<impl Fn(f64) -> f64, PlotError> {
 /// Heat map of a density grid (e.g. `exp(log p)` of a model) in the `BuPu` colour map, scaled
 /// from the grid's minimum (white) to its maximum (dark purple), bilinearly interpolated to
 /// the plot area.
+///
+/// ```
+/// use cpflow::plot::{Bounds, Grid2d, density_heatmap_png};
+/// # fn main() -> Result<(), cpflow::plot::PlotError> {
+/// let path = std::env::temp_dir().join(format!("cpflow-doc-heatmap-{}.png", std::process::id()));
+/// let normal = |p: [f64; 2]| (-0.5 * (p[0] * p[0] + p[1] * p[1])).exp();
+/// let grid = Grid2d::evaluate(Bounds::square(3.0), 32, 32, normal);
+/// density_heatmap_png(&path, &grid, 120)?;
+/// let bytes = std::fs::read(&path).unwrap();
+/// assert!(bytes.starts_with(b"\x89PNG\r\n\x1a\n"));
+/// assert_eq!(image::image_dimensions(&path).unwrap(), (120, 120));
+/// // A grid needs at least 2×2 values.
+/// assert!(Grid2d::from_values(Bounds::square(3.0), 1, 1, vec![0.5]).is_err());
+/// # std::fs::remove_file(&path).ok();
+/// # Ok(())
+/// # }
+/// ```
 pub fn density_heatmap_png(
     path: impl AsRef<Path>,
     grid: &Grid2d,
@@ -37,6 +54,24 @@ pub fn density_heatmap_png(
 
 /// 2-D histogram of `points` with `bins × bins` cells over `bounds` in `BuPu` (the reference's
 /// `*_data.png`: `histogram2d(…, 200, range=[[−4, 4], [−4, 4]])`).
+///
+/// ```
+/// use cpflow::plot::{Bounds, PlotError, histogram_png};
+/// # fn main() -> Result<(), cpflow::plot::PlotError> {
+/// let path =
+///     std::env::temp_dir().join(format!("cpflow-doc-histogram-{}.png", std::process::id()));
+/// use rand::SeedableRng;
+/// let x = cpflow::toy::sample_moons(2000, &mut rand::rngs::StdRng::seed_from_u64(0));
+/// histogram_png(&path, &x, Bounds::square(4.0), 50, 120)?;
+/// let bytes = std::fs::read(&path).unwrap();
+/// assert!(bytes.starts_with(b"\x89PNG\r\n\x1a\n"));
+/// assert_eq!(image::image_dimensions(&path).unwrap(), (120, 120));
+/// let empty = histogram_png(&path, &[], Bounds::square(4.0), 50, 120);
+/// assert!(matches!(empty, Err(PlotError::InvalidInput(_))));
+/// # std::fs::remove_file(&path).ok();
+/// # Ok(())
+/// # }
+/// ```
 pub fn histogram_png(
     path: impl AsRef<Path>,
     points: &[Point2],
@@ -81,6 +116,24 @@ pub fn histogram_png(
 /// Filled contour plot of a potential: `levels` equally spaced bands between the grid's
 /// minimum and maximum, coloured with Viridis, with dark level lines where the band changes
 /// (matplotlib `contourf` + `contour` with `levels=20`).
+///
+/// ```
+/// use cpflow::plot::{Bounds, Grid2d, PlotError, potential_contour_png};
+/// # fn main() -> Result<(), cpflow::plot::PlotError> {
+/// let path = std::env::temp_dir().join(format!("cpflow-doc-contour-{}.png", std::process::id()));
+/// // The potential ‖x‖²/2, whose gradient map is the identity.
+/// let grid = Grid2d::evaluate(Bounds::square(2.0), 40, 40, |p| 0.5 * (p[0] * p[0] + p[1] * p[1]));
+/// potential_contour_png(&path, &grid, 10, 120)?;
+/// let bytes = std::fs::read(&path).unwrap();
+/// assert!(bytes.starts_with(b"\x89PNG\r\n\x1a\n"));
+/// assert_eq!(image::image_dimensions(&path).unwrap(), (120, 120));
+/// // A grid without one finite value has nothing to draw.
+/// let nan = Grid2d::evaluate(Bounds::square(2.0), 4, 4, |_| f64::NAN);
+/// assert!(matches!(potential_contour_png(&path, &nan, 10, 120), Err(PlotError::InvalidInput(_))));
+/// # std::fs::remove_file(&path).ok();
+/// # Ok(())
+/// # }
+/// ```
 pub fn potential_contour_png(
     path: impl AsRef<Path>,
     grid: &Grid2d,

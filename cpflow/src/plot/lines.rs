@@ -7,6 +7,23 @@ use plotters::prelude::*;
 use std::path::Path;
 
 /// One polyline of a [`line_chart_png`].
+///
+/// ```
+/// use cpflow::plot::{LineSeries, line_chart_png};
+/// # fn main() -> Result<(), cpflow::plot::PlotError> {
+/// let path = std::env::temp_dir().join(format!("cpflow-doc-series-{}.png", std::process::id()));
+/// let points = (0..20).map(|i| [i as f64, 1.0 / (1.0 + i as f64)]).collect();
+/// let curve = LineSeries::solid(points, (31, 119, 180));
+/// let target = LineSeries::dashed(vec![[0.0, 0.1], [19.0, 0.1]], (214, 39, 40));
+/// assert!(target.dashed && !curve.dashed);
+/// line_chart_png(&path, &[curve, target], None, 120)?;
+/// let bytes = std::fs::read(&path).unwrap();
+/// assert!(bytes.starts_with(b"\x89PNG\r\n\x1a\n"));
+/// assert_eq!(image::image_dimensions(&path).unwrap(), (120, 120));
+/// # std::fs::remove_file(&path).ok();
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone)]
 pub struct LineSeries {
     /// The (x, y) points, drawn in order; non-finite points are skipped.
@@ -39,6 +56,25 @@ impl LineSeries {
 
 /// Draws `series` over `bounds` (or the window around all finite points, padded by 5%, if
 /// `None`) with light grey grid lines at the ticks and darker zero axes.
+///
+/// ```
+/// use cpflow::plot::{Bounds, Figure, LineSeries, PlotError, line_chart_png};
+/// # fn main() -> Result<(), cpflow::plot::PlotError> {
+/// let path = std::env::temp_dir().join(format!("cpflow-doc-lines-{}.png", std::process::id()));
+/// let points = (0..=10).map(|i| [i as f64, (-0.3 * i as f64).exp()]).collect();
+/// let loss = LineSeries::solid(points, (0, 0, 0));
+/// let fig = Figure::new(120).title("loss").labels("step", "nats");
+/// line_chart_png(&path, &[loss], Some(Bounds { x: (0.0, 10.0), y: (0.0, 1.0) }), fig)?;
+/// let bytes = std::fs::read(&path).unwrap();
+/// assert!(bytes.starts_with(b"\x89PNG\r\n\x1a\n"));
+/// assert_eq!(image::image_dimensions(&path).unwrap(), (120, 120));
+/// // Nothing finite to draw is an error.
+/// let empty = LineSeries::solid(vec![[f64::NAN, 1.0]], (0, 0, 0));
+/// assert!(matches!(line_chart_png(&path, &[empty], None, 120), Err(PlotError::InvalidInput(_))));
+/// # std::fs::remove_file(&path).ok();
+/// # Ok(())
+/// # }
+/// ```
 pub fn line_chart_png(
     path: impl AsRef<Path>,
     series: &[LineSeries],

@@ -47,6 +47,22 @@ use plotters::prelude::*;
 use std::path::Path;
 
 /// What can go wrong while drawing.
+///
+/// ```
+/// use cpflow::plot::{Bounds, PlotError, scatter_png};
+/// let path = std::env::temp_dir().join("cpflow-doc-plot-error.png");
+/// // An empty window is refused before anything is drawn.
+/// let err = scatter_png(&path, &[[0.0, 0.0]], Bounds::square(0.0), 2, 120).unwrap_err();
+/// assert!(matches!(err, PlotError::InvalidInput(_)), "{err}");
+/// assert!(err.to_string().contains("plot window"));
+/// // A file that cannot be written (its folder is a file) is a drawing error naming it.
+/// let file = std::env::temp_dir().join(format!("cpflow-doc-plot-error-{}", std::process::id()));
+/// std::fs::write(&file, b"not a folder").unwrap();
+/// let err = scatter_png(file.join("x.png"), &[[0.0, 0.0]], Bounds::square(1.0), 2, 120);
+/// let err = err.unwrap_err();
+/// assert!(matches!(&err, PlotError::Draw { path, .. } if path.ends_with("x.png")), "{err}");
+/// # std::fs::remove_file(&file).ok();
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum PlotError {

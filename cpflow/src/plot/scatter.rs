@@ -9,6 +9,20 @@ use std::path::Path;
 
 /// Scatter plot of `points` inside `bounds` (points outside are clipped), dots of radius
 /// `radius` pixels in a single purple.
+///
+/// ```
+/// use cpflow::plot::{Bounds, scatter_png};
+/// # fn main() -> Result<(), cpflow::plot::PlotError> {
+/// let path = std::env::temp_dir().join(format!("cpflow-doc-scatter-{}.png", std::process::id()));
+/// let points = [[0.0, 0.0], [1.0, -1.0], [0.5, 2.0]];
+/// scatter_png(&path, &points, Bounds::around(&points, 0.1), 2, 120)?;
+/// let bytes = std::fs::read(&path).unwrap();
+/// assert!(bytes.starts_with(b"\x89PNG\r\n\x1a\n"));
+/// assert_eq!(image::image_dimensions(&path).unwrap(), (120, 120));
+/// # std::fs::remove_file(&path).ok();
+/// # Ok(())
+/// # }
+/// ```
 pub fn scatter_png(
     path: impl AsRef<Path>,
     points: &[Point2],
@@ -29,6 +43,24 @@ pub fn scatter_png(
 
 /// Scatter plot with one colour value `t ∈ [0, 1]` per point (rainbow map), e.g. the rank of
 /// `‖z‖` so that latent and data samples can be matched (reference `*_x_sample.png`).
+///
+/// ```
+/// use cpflow::plot::{Bounds, PlotError, scatter_colored_png};
+/// # fn main() -> Result<(), cpflow::plot::PlotError> {
+/// let path =
+///     std::env::temp_dir().join(format!("cpflow-doc-scatter-colored-{}.png", std::process::id()));
+/// let points = [[0.0, 0.0], [1.0, -1.0], [0.5, 2.0]];
+/// scatter_colored_png(&path, &points, &[0.0, 0.5, 1.0], Bounds::square(3.0), 3, 120)?;
+/// let bytes = std::fs::read(&path).unwrap();
+/// assert!(bytes.starts_with(b"\x89PNG\r\n\x1a\n"));
+/// assert_eq!(image::image_dimensions(&path).unwrap(), (120, 120));
+/// // One colour value per point.
+/// let two = scatter_colored_png(&path, &points, &[0.0, 1.0], Bounds::square(3.0), 3, 120);
+/// assert!(matches!(two, Err(PlotError::InvalidInput(_))));
+/// # std::fs::remove_file(&path).ok();
+/// # Ok(())
+/// # }
+/// ```
 pub fn scatter_colored_png(
     path: impl AsRef<Path>,
     points: &[Point2],

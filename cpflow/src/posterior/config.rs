@@ -156,6 +156,11 @@ impl PosteriorConfig {
 /// The reference VAE's CG settings for the training surrogate (`images-vae.md` §3.4: `atol =
 /// rtol = 1e-5`, at most 64 iterations, one Rademacher probe). The reference stops CG on the
 /// whole batch; cpflow stops each system on its own residual.
+///
+/// ```
+/// let p = cpflow::posterior::reference_vae_surrogate_params();
+/// assert_eq!((p.probes, p.cg_atol, p.cg_rtol, p.cg_max_iters), (1, 1e-5, 1e-5, Some(64)));
+/// ```
 pub fn reference_vae_surrogate_params() -> SurrogateParams {
     SurrogateParams {
         probes: 1,

@@ -10,6 +10,26 @@ use crate::error::{CpflowError, Result};
 use crate::flow::check_matrix;
 
 /// The density of given points under the posterior (detached).
+///
+/// ```
+/// use candle_core::{DType, Device, Tensor};
+/// use candle_nn::VarMap;
+/// use cpflow::{InverseParams, posterior::{AmortizedPosterior, PosteriorConfig}};
+/// # fn main() -> cpflow::Result<()> {
+/// // Without blocks the "inversion" is the identity: z₀ = z, and log q is the Gaussian's.
+/// let dev = Device::Cpu;
+/// let q = AmortizedPosterior::new(&VarMap::new(), "q", &PosteriorConfig::gaussian(1, 1), &dev)?;
+/// let (mu, ls) = (Tensor::new(&[[0.0f64]], &dev)?, Tensor::new(&[[0.0f64]], &dev)?);
+/// let h = Tensor::zeros((1, 1), DType::F64, &dev)?;
+/// let z = Tensor::new(&[[1.0f64]], &dev)?;
+/// let d = q.log_q_exact_at(&z, &mu, &ls, &h, &InverseParams::default())?;
+/// assert!(d.converged && d.max_residual == 0.0);
+/// assert_eq!(d.z0.to_vec2::<f64>()?, vec![vec![1.0]]);
+/// let want = -0.5 - 0.5 * (2.0 * std::f64::consts::PI).ln(); // log N(1; 0, 1)
+/// assert!((d.log_q.to_vec1::<f64>()?[0] - want).abs() < 1e-12);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone, Debug)]
 pub struct PosteriorDensity {
     /// `log q(z | x)` per row, `(B,)`, exact log-dets.

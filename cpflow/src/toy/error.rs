@@ -1,6 +1,13 @@
 //! Errors of the toy-data module.
 
 /// What can go wrong building or reading toy data.
+///
+/// ```
+/// use cpflow::toy::{Toy, ToyError};
+/// let err = "spiral".parse::<Toy>().unwrap_err();
+/// assert!(matches!(&err, ToyError::UnknownToy(name) if name == "spiral"));
+/// assert!(err.to_string().contains("known: 8gaussians"));
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ToyError {

@@ -19,6 +19,15 @@ fn linspace(a: f64, b: f64, k: usize) -> impl Iterator<Item = f64> {
 
 /// Moons: sklearn `make_moons(n, noise=0.1)` (upper half circle and the shifted lower one,
 /// ⌊n/2⌋ and ⌈n/2⌉ evenly spaced points, shuffled, plus `N(0, 0.1²)`), then `2x + (−1, −0.2)`.
+///
+/// ```
+/// use rand::SeedableRng;
+/// let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+/// let x = cpflow::toy::sample_moons(1000, &mut rng);
+/// assert_eq!(x.len(), 1000);
+/// // Without noise the moons span x ∈ [−3, 3], y ∈ [−1.2, 1.8] after 2x + (−1, −0.2).
+/// assert!(x.iter().all(|p| p[0].abs() < 4.0 && p[1] > -2.2 && p[1] < 2.8));
+/// ```
 pub fn sample_moons<R: Rng + ?Sized>(n: usize, rng: &mut R) -> Vec<Point2> {
     let n_out = n / 2;
     let n_in = n - n_out;
@@ -38,6 +47,16 @@ pub fn sample_moons<R: Rng + ?Sized>(n: usize, rng: &mut R) -> Vec<Point2> {
 
 /// Circles: sklearn `make_circles(n, factor=0.5, noise=0.08)` (unit circle and the one of
 /// radius 0.5, ⌊n/2⌋ and ⌈n/2⌉ evenly spaced points, shuffled, plus `N(0, 0.08²)`), times 3.
+///
+/// ```
+/// use rand::SeedableRng;
+/// let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+/// let x = cpflow::toy::sample_circles(1000, &mut rng);
+/// // Half the points near radius 3, half near 1.5 (noise std 0.24, so a few of the 1000
+/// // cross the middle radius 2.25).
+/// let outer = x.iter().filter(|p| p[0].hypot(p[1]) > 2.25).count();
+/// assert!((490..=510).contains(&outer), "{outer}");
+/// ```
 pub fn sample_circles<R: Rng + ?Sized>(n: usize, rng: &mut R) -> Vec<Point2> {
     let n_out = n / 2;
     let n_in = n - n_out;
@@ -61,6 +80,15 @@ pub fn sample_circles<R: Rng + ?Sized>(n: usize, rng: &mut R) -> Vec<Point2> {
 
 /// Pinwheel: five arms; a radial `N(1, 0.3²)` and tangential `N(0, 0.1²)` feature rotated by
 /// `2πk/5 + 0.25·exp(radial)`, times 2. Point `i` goes to arm `i mod 5`; the result is shuffled.
+///
+/// ```
+/// use rand::SeedableRng;
+/// let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+/// let x = cpflow::toy::sample_pinwheel(1000, &mut rng);
+/// // The radial feature is N(1, 0.3²), times 2: the mean distance from 0 is about 2.
+/// let r = x.iter().map(|p| p[0].hypot(p[1])).sum::<f64>() / 1000.0;
+/// assert!((r - 2.0).abs() < 0.1, "{r}");
+/// ```
 pub fn sample_pinwheel<R: Rng + ?Sized>(n: usize, rng: &mut R) -> Vec<Point2> {
     const RADIAL_STD: f64 = 0.3;
     const TANGENTIAL_STD: f64 = 0.1;
@@ -83,6 +111,17 @@ pub fn sample_pinwheel<R: Rng + ?Sized>(n: usize, rng: &mut R) -> Vec<Point2> {
 
 /// Checkerboard: `x₁ ~ U(−2, 2)`, `x₂ ~ U(0, 1) − 2·Bernoulli(½) + (⌊x₁⌋ mod 2)`, times 2:
 /// uniform on 8 squares of side 2 in `[−4, 4]²`.
+///
+/// ```
+/// use cpflow::toy::{Toy, sample_checkerboard};
+/// use rand::SeedableRng;
+/// let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+/// let x = sample_checkerboard(1000, &mut rng);
+/// // Every point is on a dark square, where the density is 1/32.
+/// let lp = (1.0f64 / 32.0).ln();
+/// assert!(x.iter().all(|&p| Toy::Checkerboard.log_density(p) == Some(lp)));
+/// assert_eq!(Toy::Checkerboard.log_density([1.0, -1.0]), Some(f64::NEG_INFINITY)); // light
+/// ```
 pub fn sample_checkerboard<R: Rng + ?Sized>(n: usize, rng: &mut R) -> Vec<Point2> {
     (0..n)
         .map(|_| {

@@ -50,6 +50,18 @@ use std::str::FromStr;
 pub type Point2 = [f64; 2];
 
 /// The named procedural 2-D toy densities.
+///
+/// ```
+/// use cpflow::toy::Toy;
+/// use rand::SeedableRng;
+/// for toy in Toy::ALL {
+///     assert_eq!(toy.name().parse::<Toy>().unwrap(), toy);
+/// }
+/// assert_eq!("TwoSpirals".parse::<Toy>().unwrap(), Toy::TwoSpirals); // reference class name
+/// let x = Toy::MafMoon.sample(3, &mut rand::rngs::StdRng::seed_from_u64(0));
+/// assert_eq!(Toy::MafMoon.log_density(x[0]), Some(cpflow::toy::maf_moon_log_density(x[0])));
+/// assert_eq!(Toy::Rings.log_density(x[0]), None); // no closed form
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Toy {
     /// Eight isotropic Gaussians on a circle of radius `4/1.414`, std `0.5/1.414`.
@@ -178,6 +190,16 @@ pub fn points_to_tensor(
 }
 
 /// Reads a `(n, 2)` tensor (any float dtype, any device) back into points.
+///
+/// ```
+/// use candle_core::{DType, Device, Tensor};
+/// use cpflow::toy::{ToyError, points_to_tensor, tensor_to_points};
+/// let pts = vec![[1.0, -2.0], [0.5, 4.0]];
+/// let t = points_to_tensor(&pts, DType::F32, &Device::Cpu).unwrap();
+/// assert_eq!(tensor_to_points(&t).unwrap(), pts);
+/// let three = Tensor::zeros((2, 3), DType::F64, &Device::Cpu).unwrap();
+/// assert!(matches!(tensor_to_points(&three), Err(ToyError::InvalidArgument(_))));
+/// ```
 pub fn tensor_to_points(t: &Tensor) -> Result<Vec<Point2>, ToyError> {
     let (_, d) = t.dims2()?;
     if d != 2 {
@@ -191,6 +213,12 @@ pub fn tensor_to_points(t: &Tensor) -> Result<Vec<Point2>, ToyError> {
 }
 
 /// Mean of a set of points (`[0, 0]` for an empty set).
+///
+/// ```
+/// use cpflow::toy::mean_point;
+/// assert_eq!(mean_point(&[[1.0, 2.0], [3.0, -2.0]]), [2.0, 0.0]);
+/// assert_eq!(mean_point(&[]), [0.0, 0.0]);
+/// ```
 pub fn mean_point(points: &[Point2]) -> Point2 {
     let n = points.len().max(1) as f64;
     let s = points

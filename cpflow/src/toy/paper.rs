@@ -34,6 +34,16 @@ fn eight_directions() -> [Point2; 8] {
 }
 
 /// Draws `n` EightGaussian points together with their component index (0..8, reference order).
+///
+/// ```
+/// use rand::SeedableRng;
+/// let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+/// let (x, k) = cpflow::toy::sample_eight_gaussians_with_labels(500, &mut rng);
+/// assert_eq!((x.len(), k.len()), (500, 500));
+/// // Component 0 is centred at (4, 0)/1.414 with std 0.354: its points lie right of 0.8.
+/// assert!(x.iter().zip(&k).filter(|(_, k)| **k == 0).all(|(p, _)| p[0] > 0.8));
+/// assert!(k.iter().all(|&k| k < 8));
+/// ```
 pub fn sample_eight_gaussians_with_labels<R: Rng + ?Sized>(
     n: usize,
     rng: &mut R,
@@ -57,11 +67,32 @@ pub fn sample_eight_gaussians_with_labels<R: Rng + ?Sized>(
 
 /// EightGaussian: centres `4·(±1,0), 4·(0,±1), 4·(±1/√2, ±1/√2)`, noise `N(0, 0.5²)`, all
 /// divided by 1.414 (radius ≈ 2.83, component std ≈ 0.354).
+///
+/// ```
+/// use rand::SeedableRng;
+/// let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+/// let x = cpflow::toy::sample_eight_gaussians(4000, &mut rng);
+/// // E‖x‖² = R² + 2s² with R = 4/1.414, s = 0.5/1.414 (standard error ≈ 0.03).
+/// let m2 = x.iter().map(|p| p[0] * p[0] + p[1] * p[1]).sum::<f64>() / 4000.0;
+/// let (r, s) = (4.0 / 1.414, 0.5 / 1.414);
+/// assert!((m2 - (r * r + 2.0 * s * s)).abs() < 0.15, "{m2}");
+/// ```
 pub fn sample_eight_gaussians<R: Rng + ?Sized>(n: usize, rng: &mut R) -> Vec<Point2> {
     sample_eight_gaussians_with_labels(n, rng).0
 }
 
 /// Exact log-density of the EightGaussian mixture (equal weights).
+///
+/// ```
+/// use cpflow::toy::eight_gaussians_log_density as log_p;
+/// // At a centre the other seven components add under 1e-7: log(1/8 · 1/(2πs²)).
+/// let (r, s) = (4.0 / 1.414, 0.5 / 1.414);
+/// let want = -(8.0 * 2.0 * std::f64::consts::PI * s * s).ln();
+/// assert!((log_p([r, 0.0]) - want).abs() < 1e-6);
+/// // The mixture is symmetric under x ↦ −x and (x, y) ↦ (y, x).
+/// assert!((log_p([0.3, 1.1]) - log_p([-0.3, -1.1])).abs() < 1e-12);
+/// assert!((log_p([0.3, 1.1]) - log_p([1.1, 0.3])).abs() < 1e-12);
+/// ```
 pub fn eight_gaussians_log_density(x: Point2) -> f64 {
     let s = EIGHT_GAUSSIANS_STD / EIGHT_GAUSSIANS_DIVISOR;
     let r = EIGHT_GAUSSIANS_SCALE / EIGHT_GAUSSIANS_DIVISOR;
@@ -88,6 +119,16 @@ pub(crate) fn log_sum_exp(terms: &[f64]) -> f64 {
 
 /// SwissRoll: sklearn `make_swiss_roll(n, noise=0.5)` (`t = 1.5π(1 + 2U)`,
 /// `(t cos t, 21U, t sin t) + 0.5·N(0, I₃)`), columns (0, 2), divided by 5.
+///
+/// ```
+/// use rand::SeedableRng;
+/// let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+/// let x = cpflow::toy::sample_swiss_roll(1000, &mut rng);
+/// // The roll's radius t runs over [1.5π, 4.5π], divided by 5: |x| ≤ 4.5π/5 + noise.
+/// let r: Vec<f64> = x.iter().map(|p| p[0].hypot(p[1])).collect();
+/// assert!(r.iter().all(|&r| r < 4.5 * std::f64::consts::PI / 5.0 + 0.6));
+/// assert_eq!(x, cpflow::toy::sample_swiss_roll(1000, &mut rand::rngs::StdRng::seed_from_u64(0)));
+/// ```
 pub fn sample_swiss_roll<R: Rng + ?Sized>(n: usize, rng: &mut R) -> Vec<Point2> {
     const NOISE: f64 = 0.5;
     (0..n)
@@ -110,6 +151,16 @@ pub fn sample_swiss_roll<R: Rng + ?Sized>(n: usize, rng: &mut R) -> Vec<Point2> 
 /// TwoSpirals (the BNAF generator): `r = √U · 3π`, arm `(−cos r · r + U/2, sin r · r + U/2)`
 /// and its mirror image, divided by 3, plus `N(0, 0.1²)`. The first ⌈n/2⌉ points go on the
 /// first arm; the result is shuffled.
+///
+/// ```
+/// use rand::SeedableRng;
+/// let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+/// let x = cpflow::toy::sample_two_spirals(1000, &mut rng);
+/// assert_eq!(x.len(), 1000);
+/// // The two arms are mirror images: the sample mean is near the origin (arm means ≈ ±1/12).
+/// let m = cpflow::toy::mean_point(&x);
+/// assert!(m[0].abs() < 0.2 && m[1].abs() < 0.2, "{m:?}");
+/// ```
 pub fn sample_two_spirals<R: Rng + ?Sized>(n: usize, rng: &mut R) -> Vec<Point2> {
     let first = n.div_ceil(2);
     let mut pts: Vec<Point2> = (0..n)
@@ -135,6 +186,17 @@ fn angles_without_endpoint(k: usize) -> impl Iterator<Item = f64> {
 
 /// Rings: four concentric circles of radii `{1, 0.75, 0.5, 0.25}·3` with `n/4` evenly spaced
 /// points each (the innermost takes the remainder), shuffled, plus `N(0, 0.08²)`.
+///
+/// ```
+/// use rand::SeedableRng;
+/// let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+/// let x = cpflow::toy::sample_rings(400, &mut rng);
+/// // Every point is within 0.4 (5 noise standard deviations) of a ring of radius 3, 2.25,
+/// // 1.5 or 0.75, and each ring gets 100 points.
+/// let ring = |p: &[f64; 2]| ((p[0].hypot(p[1]) / 0.75).round() as usize).clamp(1, 4);
+/// assert!(x.iter().all(|p| (p[0].hypot(p[1]) - 0.75 * ring(p) as f64).abs() < 0.4));
+/// assert_eq!(x.iter().filter(|p| ring(p) == 4).count(), 100);
+/// ```
 pub fn sample_rings<R: Rng + ?Sized>(n: usize, rng: &mut R) -> Vec<Point2> {
     let q = n / 4;
     let counts = [q, q, q, n - 3 * q];
@@ -152,6 +214,15 @@ pub fn sample_rings<R: Rng + ?Sized>(n: usize, rng: &mut R) -> Vec<Point2> {
 }
 
 /// MAFMoon: `x ~ N(0, I)`, then `x₀ ← (x₀ + x₁²)/2 − 2`.
+///
+/// ```
+/// use rand::SeedableRng;
+/// let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+/// let x = cpflow::toy::sample_maf_moon(4000, &mut rng);
+/// // E[y₀] = (E[x₀] + E[x₁²])/2 − 2 = −1.5 (standard error ≈ 0.011).
+/// let m = cpflow::toy::mean_point(&x);
+/// assert!((m[0] + 1.5).abs() < 0.05 && m[1].abs() < 0.08, "{m:?}");
+/// ```
 pub fn sample_maf_moon<R: Rng + ?Sized>(n: usize, rng: &mut R) -> Vec<Point2> {
     (0..n)
         .map(|_| {
@@ -165,6 +236,21 @@ pub fn sample_maf_moon<R: Rng + ?Sized>(n: usize, rng: &mut R) -> Vec<Point2> {
 /// Exact log-density of MAFMoon: `y = ((x₀ + x₁²)/2 − 2, x₁)` has inverse
 /// `x₀ = 2(y₀ + 2) − y₁²` and Jacobian determinant `1/2`, so
 /// `log p(y) = log N(x₀) + log N(y₁) + log 2`.
+///
+/// ```
+/// use cpflow::toy::maf_moon_log_density;
+/// use std::f64::consts::{LN_2, PI};
+/// // y = (−2, 0) comes from x = (0, 0): log N(0) + log N(0) + log 2.
+/// assert!((maf_moon_log_density([-2.0, 0.0]) - (LN_2 - (2.0 * PI).ln())).abs() < 1e-12);
+/// // A Riemann sum over [−6, 6]² (cell 0.05) integrates to 1.
+/// let h = 0.05;
+/// let mass: f64 = (0..240)
+///     .flat_map(|i| (0..240).map(move |j| [i, j]))
+///     .map(|[i, j]| [-6.0 + (i as f64 + 0.5) * h, -6.0 + (j as f64 + 0.5) * h])
+///     .map(|p| maf_moon_log_density(p).exp() * h * h)
+///     .sum();
+/// assert!((mass - 1.0).abs() < 1e-3, "{mass}");
+/// ```
 pub fn maf_moon_log_density(y: Point2) -> f64 {
     let x0 = 2.0 * (y[0] + 2.0) - y[1] * y[1];
     -(2.0 * PI).ln() - 0.5 * (x0 * x0 + y[1] * y[1]) + LN_2

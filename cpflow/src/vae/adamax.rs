@@ -14,6 +14,13 @@ use serde::{Deserialize, Serialize};
 use crate::error::{CpflowError, Result};
 
 /// Hyper-parameters of [`Adamax`] (defaults: the reference's).
+///
+/// ```
+/// use cpflow::vae::AdamaxParams;
+/// let p: AdamaxParams = toml::from_str("lr = 1e-3").unwrap();
+/// assert_eq!(p, AdamaxParams { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-7 });
+/// assert!(toml::from_str::<AdamaxParams>("learning_rate = 1e-3").is_err()); // unknown key
+/// ```
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AdamaxParams {
@@ -87,6 +94,29 @@ pub struct Adamax {
 }
 
 /// Scalar part of the optimiser state (the moments are tensors, saved separately).
+///
+/// ```
+/// use candle_core::{Device, Var};
+/// use cpflow::vae::{Adamax, AdamaxParams};
+/// # fn main() -> cpflow::Result<()> {
+/// let params = AdamaxParams { lr: 0.1, ..Default::default() };
+/// let loss = |x: &Var| x.as_tensor().sqr().and_then(|t| t.sum_all());
+/// let x = Var::new(&[1.0f64, -2.0], &Device::Cpu)?;
+/// let mut opt = Adamax::new(vec![("x".into(), x.clone())], params.clone())?;
+/// opt.step(&loss(&x)?.backward()?)?;
+/// let state = opt.state();
+/// assert_eq!(state.steps["x"], 1);
+/// // A second optimiser restored from the state takes the same next step.
+/// let y = Var::from_tensor(x.as_tensor())?;
+/// let mut restored = Adamax::new(vec![("x".into(), y.clone())], params)?;
+/// let tensors = opt.state_tensors().into_iter().collect();
+/// restored.load_state(&state, &tensors)?;
+/// opt.step(&loss(&x)?.backward()?)?;
+/// restored.step(&loss(&y)?.backward()?)?;
+/// assert_eq!(x.as_tensor().to_vec1::<f64>()?, y.as_tensor().to_vec1::<f64>()?);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct AdamaxState {
     /// Hyper-parameters.

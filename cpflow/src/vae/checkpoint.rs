@@ -17,6 +17,49 @@ use crate::rng::RngState;
 pub const VAE_METADATA_KEY: &str = "cpflow-vae";
 
 /// Trainer progress saved with the weights.
+///
+/// ```
+/// use candle_core::Device;
+/// use cpflow::vae::load_vae_checkpoint;
+/// # use cpflow::vae::{PosteriorKind, VaeArchitecture, VaeConfig, VaeData, VaeDatasetName};
+/// # use cpflow::vae::{VaeImages, VaeLikelihood, VaeRunOptions, run_vae_on};
+/// # fn main() -> cpflow::Result<()> {
+/// // One epoch of a tiny VAE on made-up static binary 28×28 images.
+/// let images = |ks: &[usize]| VaeImages {
+///     n: ks.len(),
+///     pixels: ks
+///         .iter()
+///         .flat_map(|k| (0..784).map(move |i| u8::from((i / 28 + i % 28 + k) % 3 == 0)))
+///         .collect(),
+/// };
+/// let data = VaeData {
+///     name: VaeDatasetName::Caltech101,
+///     likelihood: VaeLikelihood::Bernoulli,
+///     height: 28,
+///     width: 28,
+///     train: images(&[0, 1, 2, 3]),
+///     val: images(&[1, 2]),
+///     test: images(&[0, 2]),
+///     dynamic_binarization: false,
+/// };
+/// let mut cfg =
+///     VaeConfig::reference(VaeDatasetName::Caltech101, "unused", PosteriorKind::Gaussian);
+/// cfg.model.latent_dim = 2;
+/// cfg.model.architecture = VaeArchitecture { channels: 2, feature_dim: 4, head_channels: 2 };
+/// (cfg.train.epochs, cfg.train.batch_size) = (1, 2);
+/// (cfg.eval.is_samples, cfg.eval.is_chunk) = (4, 4);
+/// let out = std::env::temp_dir().join(format!("cpflow-doc-vae-state-{}", std::process::id()));
+/// let report = run_vae_on(&cfg, &data, &out, &VaeRunOptions::default())?;
+/// let (meta, _) = load_vae_checkpoint(&out.join("checkpoint.safetensors"), &Device::Cpu)?;
+/// let state = meta.state.unwrap();
+/// assert_eq!((state.epoch, state.steps, state.bad_epochs), (1, 2, 0));
+/// assert_eq!(state.best_val, Some((report.best_val_neg_elbo, 1)));
+/// assert_eq!(state.val_curve, report.val_curve);
+/// assert!(state.partial_epoch.is_none()); // written at the end of the epoch
+/// # std::fs::remove_dir_all(&out).ok();
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct VaeTrainState {
     /// Epochs completed.
@@ -41,6 +84,53 @@ pub struct VaeTrainState {
 
 /// An epoch paused between two steps: what [`VaeTrainState`] needs to finish it as the
 /// uninterrupted run would have (same batches, same random draws, same epoch record).
+///
+/// ```
+/// use candle_core::Device;
+/// use cpflow::vae::load_vae_checkpoint;
+/// # use cpflow::vae::{PosteriorKind, VaeArchitecture, VaeConfig, VaeData, VaeDatasetName};
+/// # use cpflow::vae::{VaeImages, VaeLikelihood, VaeRunOptions, run_vae_on};
+/// # fn main() -> cpflow::Result<()> {
+/// // One epoch of a tiny VAE on made-up static binary 28×28 images.
+/// let images = |ks: &[usize]| VaeImages {
+///     n: ks.len(),
+///     pixels: ks
+///         .iter()
+///         .flat_map(|k| (0..784).map(move |i| u8::from((i / 28 + i % 28 + k) % 3 == 0)))
+///         .collect(),
+/// };
+/// let data = VaeData {
+///     name: VaeDatasetName::Caltech101,
+///     likelihood: VaeLikelihood::Bernoulli,
+///     height: 28,
+///     width: 28,
+///     train: images(&[0, 1, 2, 3]),
+///     val: images(&[1, 2]),
+///     test: images(&[0, 2]),
+///     dynamic_binarization: false,
+/// };
+/// let mut cfg =
+///     VaeConfig::reference(VaeDatasetName::Caltech101, "unused", PosteriorKind::Gaussian);
+/// cfg.model.latent_dim = 2;
+/// cfg.model.architecture = VaeArchitecture { channels: 2, feature_dim: 4, head_channels: 2 };
+/// (cfg.train.epochs, cfg.train.batch_size) = (1, 2);
+/// (cfg.eval.is_samples, cfg.eval.is_chunk) = (4, 4);
+/// let out = std::env::temp_dir().join(format!("cpflow-doc-vae-partial-{}", std::process::id()));
+/// // Interrupted after the first of the epoch's two steps.
+/// let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+/// let opts = VaeRunOptions { interrupt: Some(stop), ..Default::default() };
+/// assert!(run_vae_on(&cfg, &data, &out, &opts).is_err());
+/// let (meta, _) = load_vae_checkpoint(&out.join("checkpoint.safetensors"), &Device::Cpu)?;
+/// let state = meta.state.unwrap();
+/// assert_eq!((state.epoch, state.steps), (0, 1));
+/// let partial = state.partial_epoch.unwrap();
+/// // The batch order is drawn again from the RNG state before the epoch's shuffle.
+/// assert_ne!(partial.shuffle_rng, state.rng);
+/// assert_eq!(partial.sums.batches, 1);
+/// # std::fs::remove_dir_all(&out).ok();
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PartialEpoch {
     /// The trainer's RNG before the epoch's shuffle: the batch order is drawn again from it
@@ -52,6 +142,53 @@ pub struct PartialEpoch {
 
 /// Running sums of an epoch's training steps (its [`super::VaeEpochRecord`] is made from
 /// them).
+///
+/// ```
+/// use candle_core::Device;
+/// use cpflow::vae::load_vae_checkpoint;
+/// # use cpflow::vae::{PosteriorKind, VaeArchitecture, VaeConfig, VaeData, VaeDatasetName};
+/// # use cpflow::vae::{VaeImages, VaeLikelihood, VaeRunOptions, run_vae_on};
+/// # fn main() -> cpflow::Result<()> {
+/// // One epoch of a tiny VAE on made-up static binary 28×28 images.
+/// let images = |ks: &[usize]| VaeImages {
+///     n: ks.len(),
+///     pixels: ks
+///         .iter()
+///         .flat_map(|k| (0..784).map(move |i| u8::from((i / 28 + i % 28 + k) % 3 == 0)))
+///         .collect(),
+/// };
+/// let data = VaeData {
+///     name: VaeDatasetName::Caltech101,
+///     likelihood: VaeLikelihood::Bernoulli,
+///     height: 28,
+///     width: 28,
+///     train: images(&[0, 1, 2, 3]),
+///     val: images(&[1, 2]),
+///     test: images(&[0, 2]),
+///     dynamic_binarization: false,
+/// };
+/// let mut cfg =
+///     VaeConfig::reference(VaeDatasetName::Caltech101, "unused", PosteriorKind::Gaussian);
+/// cfg.model.latent_dim = 2;
+/// cfg.model.architecture = VaeArchitecture { channels: 2, feature_dim: 4, head_channels: 2 };
+/// (cfg.train.epochs, cfg.train.batch_size) = (1, 2);
+/// (cfg.eval.is_samples, cfg.eval.is_chunk) = (4, 4);
+/// let out = std::env::temp_dir().join(format!("cpflow-doc-vae-sums-{}", std::process::id()));
+/// // Interrupted after the first of the epoch's two steps.
+/// let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+/// let opts = VaeRunOptions { interrupt: Some(stop), ..Default::default() };
+/// assert!(run_vae_on(&cfg, &data, &out, &opts).is_err());
+/// let (meta, _) = load_vae_checkpoint(&out.join("checkpoint.safetensors"), &Device::Cpu)?;
+/// let state = meta.state.unwrap();
+/// assert_eq!((state.epoch, state.steps), (0, 1));
+/// let partial = state.partial_epoch.unwrap();
+/// let sums = partial.sums;
+/// assert_eq!((sums.batches, sums.cg_systems), (1, 0)); // the Gaussian posterior solves no CG
+/// assert!(sums.loss.is_finite() && sums.reconstruction > 0.0 && sums.seconds > 0.0);
+/// # std::fs::remove_dir_all(&out).ok();
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct EpochSums {
     /// Steps (batches) done.
@@ -71,6 +208,49 @@ pub struct EpochSums {
 }
 
 /// The JSON part of a VAE checkpoint.
+///
+/// ```
+/// use candle_core::Device;
+/// use cpflow::vae::load_vae_checkpoint;
+/// # use cpflow::vae::{PosteriorKind, VaeArchitecture, VaeConfig, VaeData, VaeDatasetName};
+/// # use cpflow::vae::{VaeImages, VaeLikelihood, VaeRunOptions, run_vae_on};
+/// # fn main() -> cpflow::Result<()> {
+/// // One epoch of a tiny VAE on made-up static binary 28×28 images.
+/// let images = |ks: &[usize]| VaeImages {
+///     n: ks.len(),
+///     pixels: ks
+///         .iter()
+///         .flat_map(|k| (0..784).map(move |i| u8::from((i / 28 + i % 28 + k) % 3 == 0)))
+///         .collect(),
+/// };
+/// let data = VaeData {
+///     name: VaeDatasetName::Caltech101,
+///     likelihood: VaeLikelihood::Bernoulli,
+///     height: 28,
+///     width: 28,
+///     train: images(&[0, 1, 2, 3]),
+///     val: images(&[1, 2]),
+///     test: images(&[0, 2]),
+///     dynamic_binarization: false,
+/// };
+/// let mut cfg =
+///     VaeConfig::reference(VaeDatasetName::Caltech101, "unused", PosteriorKind::Gaussian);
+/// cfg.model.latent_dim = 2;
+/// cfg.model.architecture = VaeArchitecture { channels: 2, feature_dim: 4, head_channels: 2 };
+/// (cfg.train.epochs, cfg.train.batch_size) = (1, 2);
+/// (cfg.eval.is_samples, cfg.eval.is_chunk) = (4, 4);
+/// let out = std::env::temp_dir().join(format!("cpflow-doc-vae-meta-{}", std::process::id()));
+/// let report = run_vae_on(&cfg, &data, &out, &VaeRunOptions::default())?;
+/// // The resumable checkpoint has the trainer and optimiser state, the best weights do not.
+/// let (ckpt, _) = load_vae_checkpoint(&out.join("checkpoint.safetensors"), &Device::Cpu)?;
+/// let (best, _) = load_vae_checkpoint(&out.join("best.safetensors"), &Device::Cpu)?;
+/// assert!(ckpt.state.is_some() && ckpt.optimizer.is_some());
+/// assert!(best.state.is_none() && best.optimizer.is_none());
+/// assert_eq!((ckpt.config, best.config), (cfg.clone(), cfg));
+/// # std::fs::remove_dir_all(&out).ok();
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct VaeCheckpointMeta {
     /// The experiment's configuration.
@@ -82,6 +262,28 @@ pub struct VaeCheckpointMeta {
 }
 
 /// Write a checkpoint atomically.
+///
+/// ```
+/// use candle_core::{Device, Tensor};
+/// use cpflow::vae::{PosteriorKind, VaeCheckpointMeta, VaeConfig, VaeDatasetName};
+/// use cpflow::vae::{load_vae_checkpoint, save_vae_checkpoint};
+/// # fn main() -> cpflow::Result<()> {
+/// let meta = VaeCheckpointMeta {
+///     config: VaeConfig::reference(VaeDatasetName::FreyFaces, "data", PosteriorKind::CpFlow),
+///     state: None,
+///     optimizer: None,
+/// };
+/// let name = format!("cpflow-doc-vae-ckpt-{}.safetensors", std::process::id());
+/// let path = std::env::temp_dir().join(name);
+/// let w = Tensor::new(&[0.25f64, -1.5], &Device::Cpu)?;
+/// save_vae_checkpoint(&path, &meta, vec![("model.w".into(), w)])?;
+/// let (back, tensors) = load_vae_checkpoint(&path, &Device::Cpu)?;
+/// assert_eq!(back, meta);
+/// assert_eq!(tensors["model.w"].to_vec1::<f64>()?, vec![0.25, -1.5]);
+/// # std::fs::remove_file(&path).ok();
+/// # Ok(())
+/// # }
+/// ```
 pub fn save_vae_checkpoint(
     path: &Path,
     meta: &VaeCheckpointMeta,
@@ -97,6 +299,35 @@ pub fn save_vae_checkpoint(
 }
 
 /// Read a VAE checkpoint.
+///
+/// ```
+/// use candle_core::{Device, Tensor};
+/// use cpflow::vae::{PosteriorKind, VaeCheckpointMeta, VaeConfig, VaeDatasetName};
+/// use cpflow::vae::{load_vae_checkpoint, save_vae_checkpoint};
+/// # fn main() -> cpflow::Result<()> {
+/// let meta = VaeCheckpointMeta {
+///     config: VaeConfig::reference(VaeDatasetName::FreyFaces, "data", PosteriorKind::CpFlow),
+///     state: None,
+///     optimizer: None,
+/// };
+/// let name = format!("cpflow-doc-vae-load-ckpt-{}.safetensors", std::process::id());
+/// let path = std::env::temp_dir().join(name);
+/// let w = Tensor::new(&[0.25f64, -1.5], &Device::Cpu)?;
+/// save_vae_checkpoint(&path, &meta, vec![("model.w".into(), w)])?;
+/// let (back, tensors) = load_vae_checkpoint(&path, &Device::Cpu)?;
+/// assert_eq!(back, meta);
+/// assert_eq!(tensors["model.w"].to_vec1::<f64>()?, vec![0.25, -1.5]);
+/// // A safetensors file without the VAE metadata is refused.
+/// let other = path.with_extension("other.safetensors");
+/// let plain = std::collections::HashMap::from([("w".to_string(), tensors["model.w"].clone())]);
+/// candle_core::safetensors::save(&plain, &other)?;
+/// let refused = load_vae_checkpoint(&other, &Device::Cpu);
+/// assert!(matches!(refused, Err(cpflow::CpflowError::Checkpoint(_))));
+/// # std::fs::remove_file(&other).ok();
+/// # std::fs::remove_file(&path).ok();
+/// # Ok(())
+/// # }
+/// ```
 pub fn load_vae_checkpoint(
     path: &Path,
     device: &Device,

@@ -13,6 +13,16 @@ use crate::config::SurrogateParams;
 use crate::error::{CpflowError, Result};
 
 /// Which data, from where.
+///
+/// ```
+/// use cpflow::vae::{VaeDataConfig, VaeDatasetName};
+/// let d: VaeDataConfig = toml::from_str(r#"
+/// dataset = "omniglot"
+/// root = "../shared/data"
+/// "#).unwrap();
+/// assert_eq!((d.dataset, d.seed), (VaeDatasetName::Omniglot, 123)); // the reference seed
+/// assert!(toml::from_str::<VaeDataConfig>(r#"dataset = "cifar10""#).is_err());
+/// ```
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct VaeDataConfig {
@@ -33,6 +43,15 @@ fn default_data_seed() -> u64 {
 
 /// Training (`train_vae.py` defaults: 2000 epochs, batch 100, Adamax 5e-4, β warm-up over
 /// 100 epochs, early stopping after 100 epochs without improvement, CG tolerance 1e-5).
+///
+/// ```
+/// use cpflow::vae::VaeTrainConfig;
+/// let t: VaeTrainConfig = toml::from_str("warmup_epochs = 10\nmax_beta = 0.5").unwrap();
+/// assert_eq!((t.epochs, t.batch_size, t.early_stopping_epochs), (2000, 100, 100));
+/// // β = min(epoch / warmup_epochs, max_beta).
+/// assert_eq!((t.beta(1), t.beta(5), t.beta(20)), (0.1, 0.5, 0.5));
+/// assert_eq!(t.cg, cpflow::posterior::reference_vae_surrogate_params());
+/// ```
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct VaeTrainConfig {
@@ -81,6 +100,16 @@ impl VaeTrainConfig {
 }
 
 /// Final evaluation on the test split.
+///
+/// ```
+/// use cpflow::vae::{PosteriorKind, VaeConfig, VaeDatasetName, VaeEvalConfig};
+/// let e: VaeEvalConfig = toml::from_str("is_images = 50").unwrap();
+/// assert_eq!((e.is_samples, e.is_chunk, e.is_images), (1000, 500, Some(50)));
+/// // Importance sampling in chunks of 0 samples is refused by `VaeConfig::validate`.
+/// let mut cfg = VaeConfig::reference(VaeDatasetName::Mnist, "data", PosteriorKind::Gaussian);
+/// cfg.eval = VaeEvalConfig { is_chunk: 0, ..e };
+/// assert!(cfg.validate().is_err());
+/// ```
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct VaeEvalConfig {

@@ -68,6 +68,17 @@ pub const CALTECH101_DIR: &str = "caltech101-silhouettes";
 pub const OMNIGLOT_FILE: &str = "omniglot/chardata.mat";
 
 /// Which VAE dataset. serde names: "frey-faces", "caltech101", "mnist", "omniglot".
+///
+/// ```
+/// use cpflow::vae::{VaeDatasetName, VaeLikelihood};
+/// let frey = VaeDatasetName::from_name("frey-faces").unwrap();
+/// assert_eq!((frey.image_size(), frey.likelihood()), ((28, 20), VaeLikelihood::Categorical256));
+/// assert!(VaeDatasetName::Omniglot.dynamic_binarization() && !frey.dynamic_binarization());
+/// for d in VaeDatasetName::ALL {
+///     assert_eq!(serde_json::to_string(&d).unwrap(), format!("\"{d}\""));
+/// }
+/// assert_eq!(VaeDatasetName::from_name("cifar10"), None);
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum VaeDatasetName {
@@ -134,6 +145,12 @@ impl std::fmt::Display for VaeDatasetName {
 }
 
 /// Output distribution of the decoder.
+///
+/// ```
+/// use cpflow::vae::{VaeDatasetName, VaeLikelihood};
+/// assert_eq!(VaeDatasetName::Mnist.likelihood(), VaeLikelihood::Bernoulli);
+/// assert_eq!(VaeDatasetName::FreyFaces.likelihood(), VaeLikelihood::Categorical256);
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum VaeLikelihood {
     /// One Bernoulli per pixel (binary data).
@@ -143,6 +160,31 @@ pub enum VaeLikelihood {
 }
 
 /// One of the three splits.
+///
+/// ```
+/// use candle_core::{DType, Device};
+/// use cpflow::vae::{VaeData, VaeDatasetName, VaeImages, VaeLikelihood, VaeSplit};
+/// use rand::SeedableRng;
+/// # fn main() -> cpflow::Result<()> {
+/// // Grey-level training images (binarised per batch) and binary test images, 28×28.
+/// let image = |g: u8| VaeImages { n: 1, pixels: vec![g; 784] };
+/// let data = VaeData {
+///     name: VaeDatasetName::Mnist,
+///     likelihood: VaeLikelihood::Bernoulli,
+///     height: 28,
+///     width: 28,
+///     train: VaeImages { n: 2, pixels: [vec![0; 784], vec![255; 784]].concat() },
+///     val: image(1),
+///     test: image(0),
+///     dynamic_binarization: true,
+/// };
+/// let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+/// assert_eq!(data.split(VaeSplit::Train).n, 2);
+/// // Only the training split is binarised afresh.
+/// assert!(data.is_dynamic(VaeSplit::Train) && !data.is_dynamic(VaeSplit::Test));
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum VaeSplit {
     /// Training set.
@@ -156,6 +198,12 @@ pub enum VaeSplit {
 /// `n` images, row-major H×W each, one channel, `u8` pixels: for Frey Faces the 8-bit grey
 /// level (0..=255); for binary data 0/1; for dynamically binarised training data the grey
 /// level 0..=255 (probability = p/255).
+///
+/// ```
+/// use cpflow::vae::VaeImages;
+/// let imgs = VaeImages { n: 2, pixels: vec![0, 1, 2, 3, 4, 5, 6, 7] }; // two 2×2 images
+/// assert_eq!(imgs.image(1), &[4, 5, 6, 7]);
+/// ```
 #[derive(Clone, Debug)]
 pub struct VaeImages {
     /// Number of images.
@@ -173,6 +221,34 @@ impl VaeImages {
 }
 
 /// A loaded VAE dataset: host images of the three splits and how to turn them into batches.
+///
+/// ```
+/// use candle_core::{DType, Device};
+/// use cpflow::vae::{VaeData, VaeDatasetName, VaeImages, VaeLikelihood, VaeSplit};
+/// use rand::SeedableRng;
+/// # fn main() -> cpflow::Result<()> {
+/// // Grey-level training images (binarised per batch) and binary test images, 28×28.
+/// let image = |g: u8| VaeImages { n: 1, pixels: vec![g; 784] };
+/// let data = VaeData {
+///     name: VaeDatasetName::Mnist,
+///     likelihood: VaeLikelihood::Bernoulli,
+///     height: 28,
+///     width: 28,
+///     train: VaeImages { n: 2, pixels: [vec![0; 784], vec![255; 784]].concat() },
+///     val: image(1),
+///     test: image(0),
+///     dynamic_binarization: true,
+/// };
+/// let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+/// let x = data.batch_inputs(VaeSplit::Train, &[1, 0], DType::F64, &Device::Cpu, &mut rng)?;
+/// assert_eq!(x.dims(), &[2, 1, 28, 28]);
+/// // Grey level 255 is a sure 1, grey level 0 a sure 0.
+/// let sums = x.sum((1, 2, 3))?.to_vec1::<f64>()?;
+/// assert_eq!(sums, vec![784.0, 0.0]);
+/// assert_eq!(data.batch_targets(VaeSplit::Val, &[0], &Device::Cpu)?.dims(), &[1, 784]);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone, Debug)]
 pub struct VaeData {
     /// Which dataset.
@@ -244,15 +320,34 @@ impl VaeData {
     /// Errors: an empty `idx` or an index out of range ([`DatasetError::InvalidConfig`]), or
     /// a candle error.
     ///
-    /// ```no_run
+    /// ```
     /// use candle_core::{DType, Device};
-    /// use cpflow::vae::{VaeDatasetName, VaeSplit, load_vae_data};
-    /// use rand::{SeedableRng, rngs::StdRng};
-    /// let data = load_vae_data(VaeDatasetName::Mnist, "data".as_ref(), 1)?;
-    /// let mut rng = StdRng::seed_from_u64(0);
-    /// let x = data.batch_inputs(VaeSplit::Train, &[0, 1, 2], DType::F64, &Device::Cpu, &mut rng)?;
-    /// assert_eq!(x.dims(), &[3, 1, 28, 28]);
-    /// # Ok::<(), cpflow::datasets::DatasetError>(())
+    /// use cpflow::vae::{VaeData, VaeDatasetName, VaeImages, VaeLikelihood, VaeSplit};
+    /// use rand::SeedableRng;
+    /// # fn main() -> cpflow::Result<()> {
+    /// // Grey-level training images (binarised per batch) and binary test images, 28×28.
+    /// let image = |g: u8| VaeImages { n: 1, pixels: vec![g; 784] };
+    /// let data = VaeData {
+    ///     name: VaeDatasetName::Mnist,
+    ///     likelihood: VaeLikelihood::Bernoulli,
+    ///     height: 28,
+    ///     width: 28,
+    ///     train: VaeImages { n: 2, pixels: [vec![0; 784], vec![255; 784]].concat() },
+    ///     val: image(1),
+    ///     test: image(0),
+    ///     dynamic_binarization: true,
+    /// };
+    /// let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+    /// // Grey levels 0 and 255 binarise to sure 0s and 1s; binary splits are read as stored.
+    /// let x = data.batch_inputs(VaeSplit::Train, &[0, 1], DType::F32, &Device::Cpu, &mut rng)?;
+    /// assert_eq!(x.dims(), &[2, 1, 28, 28]);
+    /// assert_eq!(x.sum_all()?.to_scalar::<f32>()?, 784.0);
+    /// let val = data.batch_inputs(VaeSplit::Val, &[0], DType::F32, &Device::Cpu, &mut rng)?;
+    /// assert_eq!(val.sum_all()?.to_scalar::<f32>()?, 784.0);
+    /// let dev = &Device::Cpu;
+    /// assert!(data.batch_inputs(VaeSplit::Test, &[1], DType::F32, dev, &mut rng).is_err());
+    /// # Ok(())
+    /// # }
     /// ```
     pub fn batch_inputs<R: Rng + ?Sized>(
         &self,
@@ -330,11 +425,17 @@ impl VaeData {
 /// exists); wrong shapes are [`DatasetError::BadShape`]; out-of-range values, bad or
 /// truncated files are [`DatasetError::Corrupt`] / [`DatasetError::Truncated`].
 ///
-/// ```no_run
+/// ```
+/// use cpflow::datasets::DatasetError;
 /// use cpflow::vae::{FREY_REFERENCE_SEED, VaeDatasetName, load_vae_data};
-/// let frey = load_vae_data(VaeDatasetName::FreyFaces, "../shared/data".as_ref(), FREY_REFERENCE_SEED)?;
-/// assert_eq!((frey.train.n, frey.val.n, frey.test.n), (1565, 200, 200));
-/// # Ok::<(), cpflow::datasets::DatasetError>(())
+/// // With the shared data folder as root, `load_vae_data(VaeDatasetName::FreyFaces, root,
+/// // FREY_REFERENCE_SEED)` gives 1565 / 200 / 200 images. Where the files are missing, the
+/// // error says how to get them.
+/// let root = std::env::temp_dir().join("cpflow-doc-no-such-vae-data");
+/// let frey = load_vae_data(VaeDatasetName::FreyFaces, &root, FREY_REFERENCE_SEED);
+/// assert!(matches!(frey, Err(DatasetError::Unsupported { .. }))); // no download: copy it
+/// let mnist = load_vae_data(VaeDatasetName::Mnist, &root, 1);
+/// assert!(matches!(mnist, Err(DatasetError::MissingFile { command: "mnist", .. })));
 /// ```
 pub fn load_vae_data(
     name: VaeDatasetName,

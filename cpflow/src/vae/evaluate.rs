@@ -9,6 +9,16 @@ use super::model::{Vae, VaeBatch};
 use crate::error::Result;
 
 /// A mean over images with its standard error (`sd / √n`).
+///
+/// ```
+/// use cpflow::vae::MeanWithError;
+/// let nats = MeanWithError::of(&[560.0, 580.0]);
+/// assert_eq!((nats.mean, nats.std_err, nats.n), (570.0, 10.0, 2));
+/// // In bits per dimension over 560 pixels: divided by 560·ln 2.
+/// let bpd = nats.to_bits_per_dim(560);
+/// assert!((bpd.mean - 570.0 / (560.0 * std::f64::consts::LN_2)).abs() < 1e-12);
+/// assert!(MeanWithError::of(&[1.0]).std_err.is_nan());
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct MeanWithError {
     /// Mean over images.
@@ -48,6 +58,50 @@ impl MeanWithError {
 }
 
 /// The batch `idx` of a split as model input.
+///
+/// ```
+/// use cpflow::vae::make_batch;
+/// # use candle_core::Device;
+/// # use cpflow::vae::{PosteriorKind, Vae, VaeArchitecture, VaeData, VaeDatasetName};
+/// # use cpflow::vae::{VaeImages, VaeLikelihood, VaeModelConfig, VaeSplit};
+/// # use rand::SeedableRng;
+/// # fn main() -> cpflow::Result<()> {
+/// // Static binary 28×28 images (as Caltech 101 Silhouettes), made up in place.
+/// let images = |ks: &[usize]| VaeImages {
+///     n: ks.len(),
+///     pixels: ks
+///         .iter()
+///         .flat_map(|k| (0..784).map(move |i| u8::from((i / 28 + i % 28 + k) % 3 == 0)))
+///         .collect(),
+/// };
+/// let data = VaeData {
+///     name: VaeDatasetName::Caltech101,
+///     likelihood: VaeLikelihood::Bernoulli,
+///     height: 28,
+///     width: 28,
+///     train: images(&[0, 1, 2, 3]),
+///     val: images(&[1, 2]),
+///     test: images(&[0, 2]),
+///     dynamic_binarization: false,
+/// };
+/// let cfg = VaeModelConfig {
+///     latent_dim: 2,
+///     architecture: VaeArchitecture { channels: 2, feature_dim: 4, head_channels: 2 },
+///     posterior: PosteriorKind::Gaussian,
+///     ..Default::default()
+/// };
+/// let vae = Vae::new(&cfg, VaeLikelihood::Bernoulli, (28, 28), &Device::Cpu)?;
+/// let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+/// let batch = make_batch(&vae, &data, VaeSplit::Val, &[1, 0], &mut rng)?;
+/// assert_eq!(batch.x.dims(), &[2, 1, 28, 28]);
+/// assert!(batch.targets.is_none()); // Bernoulli: the inputs are the targets
+/// // Image 1 of the validation split is data.val.image(1), as 0/1 values.
+/// let first = batch.x.get(0)?.flatten_all()?.to_vec1::<f64>()?;
+/// assert!(first.iter().zip(data.val.image(1)).all(|(v, &p)| *v == f64::from(p)));
+/// assert!(make_batch(&vae, &data, VaeSplit::Test, &[2], &mut rng).is_err()); // out of range
+/// # Ok(())
+/// # }
+/// ```
 pub fn make_batch<R: Rng + ?Sized>(
     vae: &Vae,
     data: &VaeData,
@@ -67,6 +121,49 @@ pub fn make_batch<R: Rng + ?Sized>(
 
 /// Per-image negative ELBO (exact `log q`, one posterior sample each) over the first `n`
 /// images of a split, `batch` at a time.
+///
+/// ```
+/// use cpflow::vae::split_neg_elbo;
+/// # use candle_core::Device;
+/// # use cpflow::vae::{PosteriorKind, Vae, VaeArchitecture, VaeData, VaeDatasetName};
+/// # use cpflow::vae::{VaeImages, VaeLikelihood, VaeModelConfig, VaeSplit};
+/// # use rand::SeedableRng;
+/// # fn main() -> cpflow::Result<()> {
+/// // Static binary 28×28 images (as Caltech 101 Silhouettes), made up in place.
+/// let images = |ks: &[usize]| VaeImages {
+///     n: ks.len(),
+///     pixels: ks
+///         .iter()
+///         .flat_map(|k| (0..784).map(move |i| u8::from((i / 28 + i % 28 + k) % 3 == 0)))
+///         .collect(),
+/// };
+/// let data = VaeData {
+///     name: VaeDatasetName::Caltech101,
+///     likelihood: VaeLikelihood::Bernoulli,
+///     height: 28,
+///     width: 28,
+///     train: images(&[0, 1, 2, 3]),
+///     val: images(&[1, 2]),
+///     test: images(&[0, 2]),
+///     dynamic_binarization: false,
+/// };
+/// let cfg = VaeModelConfig {
+///     latent_dim: 2,
+///     architecture: VaeArchitecture { channels: 2, feature_dim: 4, head_channels: 2 },
+///     posterior: PosteriorKind::Gaussian,
+///     ..Default::default()
+/// };
+/// let vae = Vae::new(&cfg, VaeLikelihood::Bernoulli, (28, 28), &Device::Cpu)?;
+/// let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+/// let first = cpflow::vae::make_batch(&vae, &data, VaeSplit::Train, &[0, 1], &mut rng)?;
+/// vae.initialize(&first, &mut rng)?;
+/// // At most the split's images, in batches of one.
+/// let e = split_neg_elbo(&vae, &data, VaeSplit::Test, 10, 1, &mut rng)?;
+/// assert_eq!(e.len(), 2);
+/// assert!(e.iter().all(|v| v.is_finite() && *v > 0.0));
+/// # Ok(())
+/// # }
+/// ```
 pub fn split_neg_elbo<R: Rng + ?Sized>(
     vae: &Vae,
     data: &VaeData,
@@ -92,6 +189,53 @@ pub fn split_neg_elbo<R: Rng + ?Sized>(
 /// Monte-Carlo standard error. `on_image(done)` is called after each image (progress); an
 /// error it returns stops the scoring and is returned (e.g. on an interrupt).
 #[allow(clippy::too_many_arguments)]
+///
+/// ```
+/// use cpflow::vae::split_importance_nll;
+/// # use candle_core::Device;
+/// # use cpflow::vae::{PosteriorKind, Vae, VaeArchitecture, VaeData, VaeDatasetName};
+/// # use cpflow::vae::{VaeImages, VaeLikelihood, VaeModelConfig, VaeSplit};
+/// # use rand::SeedableRng;
+/// # fn main() -> cpflow::Result<()> {
+/// // Static binary 28×28 images (as Caltech 101 Silhouettes), made up in place.
+/// let images = |ks: &[usize]| VaeImages {
+///     n: ks.len(),
+///     pixels: ks
+///         .iter()
+///         .flat_map(|k| (0..784).map(move |i| u8::from((i / 28 + i % 28 + k) % 3 == 0)))
+///         .collect(),
+/// };
+/// let data = VaeData {
+///     name: VaeDatasetName::Caltech101,
+///     likelihood: VaeLikelihood::Bernoulli,
+///     height: 28,
+///     width: 28,
+///     train: images(&[0, 1, 2, 3]),
+///     val: images(&[1, 2]),
+///     test: images(&[0, 2]),
+///     dynamic_binarization: false,
+/// };
+/// let cfg = VaeModelConfig {
+///     latent_dim: 2,
+///     architecture: VaeArchitecture { channels: 2, feature_dim: 4, head_channels: 2 },
+///     posterior: PosteriorKind::Gaussian,
+///     ..Default::default()
+/// };
+/// let vae = Vae::new(&cfg, VaeLikelihood::Bernoulli, (28, 28), &Device::Cpu)?;
+/// let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+/// let first = cpflow::vae::make_batch(&vae, &data, VaeSplit::Train, &[0, 1], &mut rng)?;
+/// vae.initialize(&first, &mut rng)?;
+/// let mut seen = Vec::new();
+/// let (nll, mc) = split_importance_nll(&vae, &data, VaeSplit::Test, 2, 8, 4, &mut rng, |i| {
+///     seen.push(i);
+///     Ok(())
+/// })?;
+/// assert_eq!((nll.len(), seen), (2, vec![1, 2]));
+/// assert!(mc.is_finite() && mc >= 0.0);
+/// assert!(nll.iter().all(|v| v.is_finite() && *v > 0.0));
+/// # Ok(())
+/// # }
+/// ```
 pub fn split_importance_nll<R: Rng + ?Sized>(
     vae: &Vae,
     data: &VaeData,

@@ -15,6 +15,15 @@ use crate::error::{CpflowError, Result};
 use crate::posterior::{AmortizedPosterior, ImportanceEstimate, PosteriorConfig};
 
 /// Which posterior the VAE uses.
+///
+/// ```
+/// use cpflow::vae::{PosteriorKind, VaeModelConfig};
+/// assert_eq!(serde_json::to_string(&PosteriorKind::CpFlow).unwrap(), r#""cp-flow""#);
+/// // The Gaussian posterior is the flow without blocks.
+/// let gauss = VaeModelConfig { posterior: PosteriorKind::Gaussian, ..Default::default() };
+/// assert_eq!(gauss.posterior_config().blocks, 0);
+/// assert_eq!(VaeModelConfig::default().posterior_config().blocks, 4);
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum PosteriorKind {
@@ -26,6 +35,15 @@ pub enum PosteriorKind {
 }
 
 /// Everything needed to rebuild a [`Vae`].
+///
+/// ```
+/// use cpflow::vae::VaeModelConfig;
+/// let cfg: VaeModelConfig = toml::from_str("latent_dim = 32\nblocks = 2\ninit_seed = 7").unwrap();
+/// assert_eq!((cfg.latent_dim, cfg.width, cfg.depth), (32, 64, 5)); // PICNN(64, 5) by default
+/// let q = cfg.posterior_config();
+/// assert_eq!((q.latent_dim, q.context_dim, q.blocks), (32, 256, 2));
+/// assert_eq!(q.init_seed, 8); // the posterior draws from its own seed
+/// ```
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct VaeModelConfig {
@@ -82,6 +100,31 @@ impl VaeModelConfig {
 
 /// One batch: the decoder's inputs `(B, 1, H, W)` and, for the categorical likelihood, the
 /// class targets `(B, H·W)` (`u32`).
+///
+/// ```
+/// use candle_core::{DType, Device, Tensor};
+/// use cpflow::vae::{PosteriorKind, Vae, VaeArchitecture, VaeBatch, VaeLikelihood, VaeModelConfig};
+/// use rand::SeedableRng;
+/// # fn main() -> cpflow::Result<()> {
+/// let cfg = VaeModelConfig {
+///     latent_dim: 2,
+///     architecture: VaeArchitecture { channels: 2, feature_dim: 4, head_channels: 2 },
+///     posterior: PosteriorKind::Gaussian,
+///     ..Default::default()
+/// };
+/// let frey = Vae::new(&cfg, VaeLikelihood::Categorical256, (28, 20), &Device::Cpu)?;
+/// let grey: Vec<u32> = (0..2 * 560).map(|i| i % 256).collect();
+/// let levels = Tensor::from_vec(grey, (2, 560), &Device::Cpu)?;
+/// let x = (levels.to_dtype(DType::F64)? / 255.0)?.reshape((2, 1, 28, 20))?;
+/// let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+/// // The 256-way likelihood needs the grey levels as class targets.
+/// let no_targets = VaeBatch { x: x.clone(), targets: None };
+/// assert!(frey.neg_elbo_exact(&no_targets, &mut rng).is_err());
+/// let batch = VaeBatch { x, targets: Some(levels) };
+/// assert_eq!(frey.neg_elbo_exact(&batch, &mut rng)?.neg_elbo.len(), 2);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone, Debug)]
 pub struct VaeBatch {
     /// Images `(B, 1, H, W)` in the network's float type.
@@ -91,6 +134,43 @@ pub struct VaeBatch {
 }
 
 /// The training loss of one batch and what it is made of.
+///
+/// ```
+/// use cpflow::vae::{Adamax, AdamaxParams};
+/// # use candle_core::{Device, Tensor};
+/// # use cpflow::vae::{PosteriorKind, Vae, VaeArchitecture, VaeBatch};
+/// # use cpflow::vae::{VaeLikelihood, VaeModelConfig};
+/// # use rand::SeedableRng;
+/// # fn main() -> cpflow::Result<()> {
+/// // A tiny VAE (2 channels, 2 latent dimensions, Gaussian posterior) on two 28×28 images.
+/// let cfg = VaeModelConfig {
+///     latent_dim: 2,
+///     architecture: VaeArchitecture { channels: 2, feature_dim: 4, head_channels: 2 },
+///     posterior: PosteriorKind::Gaussian,
+///     ..Default::default()
+/// };
+/// let vae = Vae::new(&cfg, VaeLikelihood::Bernoulli, (28, 28), &Device::Cpu)?;
+/// let pixels: Vec<f64> = (0..2 * 784).map(|i| f64::from(i % 3 == 0)).collect(); // 0/1
+/// let x = Tensor::from_vec(pixels, (2, 1, 28, 28), &Device::Cpu)?;
+/// let batch = VaeBatch { x, targets: None };
+/// let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+/// vae.initialize(&batch, &mut rng)?;
+/// let cg = cpflow::posterior::reference_vae_surrogate_params();
+/// let terms = vae.train_terms(&batch, 1.0, &cg, &mut rng)?;
+/// assert!(terms.loss.to_scalar::<f64>()?.is_finite() && terms.reconstruction > 0.0);
+/// assert!(terms.cg.iterations.is_empty()); // the Gaussian posterior has no block
+/// // One Adamax step moves every weight (read to the host first: the tensors of
+/// // `weight_tensors` share the variables' storage).
+/// let values = |v: &Vae| -> candle_core::Result<Vec<Vec<f64>>> {
+///     v.weight_tensors().iter().map(|(_, t)| t.flatten_all()?.to_vec1::<f64>()).collect()
+/// };
+/// let before = values(&vae)?;
+/// let mut opt = Adamax::new(vae.trainable_named_vars(), AdamaxParams::default())?;
+/// opt.step(&terms.loss.backward()?)?;
+/// assert!(before.iter().zip(values(&vae)?).all(|(a, b)| *a != b));
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone, Debug)]
 pub struct VaeTrainTerms {
     /// `(Σ_b −log p(x|z) + β Σ_b KL̂_surrogate) / B`, a scalar to differentiate.
@@ -102,6 +182,35 @@ pub struct VaeTrainTerms {
 }
 
 /// Per-image negative ELBO with its parts (nats).
+///
+/// ```
+/// # use candle_core::{Device, Tensor};
+/// # use cpflow::vae::{PosteriorKind, Vae, VaeArchitecture, VaeBatch};
+/// # use cpflow::vae::{VaeLikelihood, VaeModelConfig};
+/// # use rand::SeedableRng;
+/// # fn main() -> cpflow::Result<()> {
+/// // A tiny VAE (2 channels, 2 latent dimensions, Gaussian posterior) on two 28×28 images.
+/// let cfg = VaeModelConfig {
+///     latent_dim: 2,
+///     architecture: VaeArchitecture { channels: 2, feature_dim: 4, head_channels: 2 },
+///     posterior: PosteriorKind::Gaussian,
+///     ..Default::default()
+/// };
+/// let vae = Vae::new(&cfg, VaeLikelihood::Bernoulli, (28, 28), &Device::Cpu)?;
+/// let pixels: Vec<f64> = (0..2 * 784).map(|i| f64::from(i % 3 == 0)).collect(); // 0/1
+/// let x = Tensor::from_vec(pixels, (2, 1, 28, 28), &Device::Cpu)?;
+/// let batch = VaeBatch { x, targets: None };
+/// let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+/// vae.initialize(&batch, &mut rng)?;
+/// let e = vae.neg_elbo_exact(&batch, &mut rng)?;
+/// assert_eq!(e.neg_elbo.len(), 2);
+/// for i in 0..2 {
+///     // −ELBO = reconstruction + KL, image by image.
+///     assert!((e.neg_elbo[i] - e.reconstruction[i] - e.kl[i]).abs() < 1e-9);
+/// }
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone, Debug, Default)]
 pub struct NegElbo {
     /// `−log p(x|z) + log q(z|x) − log p(z)` per image.
@@ -250,7 +359,9 @@ impl Vae {
         crate::named_vars::count_parameters(&self.named_vars())
     }
 
-    /// The weights as `(name, tensor)` pairs (detached).
+    /// The weights as `(name, tensor)` pairs.
+    /// Each tensor is detached from the autograd graph but shares storage with the variables, so it
+    /// follows later training steps and `set_weights`; take `Tensor::copy` of each for a snapshot.
     pub fn weight_tensors(&self) -> Vec<(String, Tensor)> {
         crate::named_vars::detached_tensors(self.named_vars())
     }

@@ -14,6 +14,21 @@ use crate::error::{CpflowError, Result};
 /// [`VaeArchitecture::reference`]: channels 32 (the gated layers have 32, 32, 64, 64, 64
 /// channels in the encoder and 64, 64, 32, 32, 32, 32 in the decoder), a 256-d encoder
 /// feature, and for the 256-way head of Frey Faces a 256-channel hidden map.
+///
+/// ```
+/// use candle_core::Device;
+/// use cpflow::vae::{Vae, VaeArchitecture, VaeLikelihood, VaeModelConfig};
+/// let r = VaeArchitecture::reference();
+/// assert_eq!((r.channels, r.feature_dim, r.head_channels), (32, 256, 256));
+/// assert_eq!(VaeArchitecture::default(), r);
+/// // Every width must be at least 1.
+/// let cfg = VaeModelConfig {
+///     architecture: VaeArchitecture { channels: 0, ..r },
+///     ..Default::default()
+/// };
+/// let err = Vae::new(&cfg, VaeLikelihood::Bernoulli, (28, 28), &Device::Cpu).unwrap_err();
+/// assert!(matches!(err, cpflow::CpflowError::InvalidConfig(_)));
+/// ```
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct VaeArchitecture {
@@ -116,6 +131,28 @@ impl Linear {
 }
 
 /// What the encoder returns for a batch.
+///
+/// ```
+/// use candle_core::{DType, Device, Tensor};
+/// use candle_nn::VarMap;
+/// use cpflow::vae::{Encoder, VaeArchitecture, VaeLikelihood};
+/// use rand::SeedableRng;
+/// # fn main() -> cpflow::Result<()> {
+/// let arch = VaeArchitecture { channels: 2, feature_dim: 4, head_channels: 2 };
+/// let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+/// let enc = Encoder::new(
+///     &VarMap::new(), "encoder", &arch, (28, 20), 3, VaeLikelihood::Categorical256,
+///     DType::F64, &Device::Cpu, &mut rng,
+/// )?;
+/// let x = (Tensor::arange(0f64, 1120.0, &Device::Cpu)? / 1120.0)?.reshape((2, 1, 28, 20))?;
+/// let out = enc.forward(&x)?;
+/// assert_eq!((out.mu.dims(), out.feature.dims()), (&[2, 3][..], &[2, 4][..]));
+/// // σ = exp(log σ) > 0 always; for the 256-way likelihood σ² is clipped to [0.01, 7].
+/// let ls = out.log_sigma.flatten_all()?.to_vec1::<f64>()?;
+/// assert!(ls.iter().all(|l| (0.01f64.ln() / 2.0 - 1e-12..=7f64.ln() / 2.0 + 1e-12).contains(l)));
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone, Debug)]
 pub struct EncoderOutput {
     /// `μ`, `(B, z)`.
@@ -127,6 +164,27 @@ pub struct EncoderOutput {
 }
 
 /// The gated-convolution encoder `q_z_nn` with its `μ` and `σ²` heads.
+///
+/// ```
+/// use candle_core::{DType, Device, Tensor};
+/// use candle_nn::VarMap;
+/// use cpflow::vae::{Encoder, VaeArchitecture, VaeLikelihood};
+/// use rand::SeedableRng;
+/// # fn main() -> cpflow::Result<()> {
+/// let arch = VaeArchitecture { channels: 2, feature_dim: 4, head_channels: 2 };
+/// let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+/// let enc = Encoder::new(
+///     &VarMap::new(), "encoder", &arch, (28, 20), 3, VaeLikelihood::Categorical256,
+///     DType::F64, &Device::Cpu, &mut rng,
+/// )?;
+/// let x = (Tensor::arange(0f64, 1120.0, &Device::Cpu)? / 1120.0)?.reshape((2, 1, 28, 20))?;
+/// let out = enc.forward(&x)?;
+/// assert_eq!((out.mu.dims(), out.feature.dims()), (&[2, 3][..], &[2, 4][..]));
+/// // The batch must be (B, 1, H, W): a missing channel axis is an error.
+/// assert!(enc.forward(&Tensor::zeros((2, 28, 20), DType::F64, &Device::Cpu)?).is_err());
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone, Debug)]
 pub struct Encoder {
     layers: Vec<GatedConv>,
@@ -230,6 +288,29 @@ pub(crate) fn softplus(x: &Tensor) -> Result<Tensor> {
 
 /// The gated transposed-convolution decoder with its output head: Bernoulli logits
 /// `(B, 1, H, W)` or 256-way logits `(B, 256, H, W)`.
+///
+/// ```
+/// use candle_core::{DType, Device, Tensor};
+/// use candle_nn::VarMap;
+/// use cpflow::vae::{Decoder, VaeArchitecture, VaeLikelihood};
+/// use rand::SeedableRng;
+/// # fn main() -> cpflow::Result<()> {
+/// let arch = VaeArchitecture { channels: 2, feature_dim: 4, head_channels: 2 };
+/// let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+/// let z = Tensor::zeros((2, 3), DType::F64, &Device::Cpu)?;
+/// let (vm, dt, dev) = (VarMap::new(), DType::F64, &Device::Cpu);
+/// let (bern, cat) = (VaeLikelihood::Bernoulli, VaeLikelihood::Categorical256);
+/// let bern = Decoder::new(&vm, "bern", &arch, (28, 28), 3, bern, dt, dev, &mut rng)?;
+/// assert_eq!(bern.forward(&z)?.dims(), &[2, 1, 28, 28]);
+/// // Frey Faces: 256 logits per pixel of a 28×20 image.
+/// let cat = Decoder::new(&vm, "cat", &arch, (28, 20), 3, cat, dt, dev, &mut rng)?;
+/// assert_eq!(cat.forward(&z)?.dims(), &[2, 256, 28, 20]);
+/// // Other image sizes are refused.
+/// let bern = VaeLikelihood::Bernoulli;
+/// assert!(Decoder::new(&vm, "x", &arch, (32, 32), 3, bern, dt, dev, &mut rng).is_err());
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone, Debug)]
 pub struct Decoder {
     layers: Vec<GatedConv>,

@@ -26,6 +26,51 @@ use crate::progress::Progress;
 use crate::rng::FlowRng;
 
 /// Options of a run that are not part of the experiment.
+///
+/// ```
+/// use std::sync::{Arc, atomic::{AtomicBool, Ordering}};
+/// # use cpflow::vae::{PosteriorKind, VaeArchitecture, VaeConfig, VaeData, VaeDatasetName};
+/// # use cpflow::vae::{VaeImages, VaeLikelihood, VaeRunOptions, run_vae_on};
+/// # fn main() -> cpflow::Result<()> {
+/// // One epoch of a tiny VAE on made-up static binary 28×28 images.
+/// let images = |ks: &[usize]| VaeImages {
+///     n: ks.len(),
+///     pixels: ks
+///         .iter()
+///         .flat_map(|k| (0..784).map(move |i| u8::from((i / 28 + i % 28 + k) % 3 == 0)))
+///         .collect(),
+/// };
+/// let data = VaeData {
+///     name: VaeDatasetName::Caltech101,
+///     likelihood: VaeLikelihood::Bernoulli,
+///     height: 28,
+///     width: 28,
+///     train: images(&[0, 1, 2, 3]),
+///     val: images(&[1, 2]),
+///     test: images(&[0, 2]),
+///     dynamic_binarization: false,
+/// };
+/// let mut cfg =
+///     VaeConfig::reference(VaeDatasetName::Caltech101, "unused", PosteriorKind::Gaussian);
+/// cfg.model.latent_dim = 2;
+/// cfg.model.architecture = VaeArchitecture { channels: 2, feature_dim: 4, head_channels: 2 };
+/// (cfg.train.epochs, cfg.train.batch_size) = (1, 2);
+/// (cfg.eval.is_samples, cfg.eval.is_chunk) = (4, 4);
+/// let out = std::env::temp_dir().join(format!("cpflow-doc-vae-options-{}", std::process::id()));
+/// // Two batches per epoch; a set interrupt pauses the run after the first one, checkpointed.
+/// let stop = Arc::new(AtomicBool::new(true));
+/// let mut opts = VaeRunOptions { interrupt: Some(stop.clone()), ..Default::default() };
+/// let paused = run_vae_on(&cfg, &data, &out, &opts);
+/// assert!(matches!(paused, Err(cpflow::CpflowError::Interrupted { iteration: 1, .. })));
+/// // `resume` finishes the epoch and evaluates.
+/// stop.store(false, Ordering::Relaxed);
+/// opts.resume = true;
+/// let report = run_vae_on(&cfg, &data, &out, &opts)?;
+/// assert_eq!(report.epochs, 1);
+/// # std::fs::remove_dir_all(&out).ok();
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone, Debug, Default)]
 pub struct VaeRunOptions {
     /// Continue from `out/checkpoint.safetensors` when it exists (a fresh run otherwise; the
@@ -48,6 +93,45 @@ pub struct VaeRunOptions {
 }
 
 /// Why training stopped.
+///
+/// ```
+/// use cpflow::vae::VaeStopReason;
+/// # use cpflow::vae::{PosteriorKind, VaeArchitecture, VaeConfig, VaeData, VaeDatasetName};
+/// # use cpflow::vae::{VaeImages, VaeLikelihood, VaeRunOptions, run_vae_on};
+/// # fn main() -> cpflow::Result<()> {
+/// // One epoch of a tiny VAE on made-up static binary 28×28 images.
+/// let images = |ks: &[usize]| VaeImages {
+///     n: ks.len(),
+///     pixels: ks
+///         .iter()
+///         .flat_map(|k| (0..784).map(move |i| u8::from((i / 28 + i % 28 + k) % 3 == 0)))
+///         .collect(),
+/// };
+/// let data = VaeData {
+///     name: VaeDatasetName::Caltech101,
+///     likelihood: VaeLikelihood::Bernoulli,
+///     height: 28,
+///     width: 28,
+///     train: images(&[0, 1, 2, 3]),
+///     val: images(&[1, 2]),
+///     test: images(&[0, 2]),
+///     dynamic_binarization: false,
+/// };
+/// let mut cfg =
+///     VaeConfig::reference(VaeDatasetName::Caltech101, "unused", PosteriorKind::Gaussian);
+/// cfg.model.latent_dim = 2;
+/// cfg.model.architecture = VaeArchitecture { channels: 2, feature_dim: 4, head_channels: 2 };
+/// (cfg.train.epochs, cfg.train.batch_size) = (1, 2);
+/// (cfg.eval.is_samples, cfg.eval.is_chunk) = (4, 4);
+/// let out = std::env::temp_dir().join(format!("cpflow-doc-vae-stop-{}", std::process::id()));
+/// let report = run_vae_on(&cfg, &data, &out, &VaeRunOptions::default())?;
+/// assert_eq!(report.stop_reason, VaeStopReason::MaxEpochs);
+/// assert_eq!(report.stop_reason.to_string(), "max-epochs");
+/// assert_eq!(serde_json::to_string(&VaeStopReason::EarlyStopping)?, r#""early-stopping""#);
+/// # std::fs::remove_dir_all(&out).ok();
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum VaeStopReason {
@@ -71,6 +155,48 @@ impl std::fmt::Display for VaeStopReason {
 }
 
 /// One epoch's record (`metrics.jsonl`).
+///
+/// ```
+/// use cpflow::vae::VaeEpochRecord;
+/// # use cpflow::vae::{PosteriorKind, VaeArchitecture, VaeConfig, VaeData, VaeDatasetName};
+/// # use cpflow::vae::{VaeImages, VaeLikelihood, VaeRunOptions, run_vae_on};
+/// # fn main() -> cpflow::Result<()> {
+/// // One epoch of a tiny VAE on made-up static binary 28×28 images.
+/// let images = |ks: &[usize]| VaeImages {
+///     n: ks.len(),
+///     pixels: ks
+///         .iter()
+///         .flat_map(|k| (0..784).map(move |i| u8::from((i / 28 + i % 28 + k) % 3 == 0)))
+///         .collect(),
+/// };
+/// let data = VaeData {
+///     name: VaeDatasetName::Caltech101,
+///     likelihood: VaeLikelihood::Bernoulli,
+///     height: 28,
+///     width: 28,
+///     train: images(&[0, 1, 2, 3]),
+///     val: images(&[1, 2]),
+///     test: images(&[0, 2]),
+///     dynamic_binarization: false,
+/// };
+/// let mut cfg =
+///     VaeConfig::reference(VaeDatasetName::Caltech101, "unused", PosteriorKind::Gaussian);
+/// cfg.model.latent_dim = 2;
+/// cfg.model.architecture = VaeArchitecture { channels: 2, feature_dim: 4, head_channels: 2 };
+/// (cfg.train.epochs, cfg.train.batch_size) = (1, 2);
+/// (cfg.eval.is_samples, cfg.eval.is_chunk) = (4, 4);
+/// let out = std::env::temp_dir().join(format!("cpflow-doc-vae-epoch-{}", std::process::id()));
+/// let report = run_vae_on(&cfg, &data, &out, &VaeRunOptions::default())?;
+/// let text = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
+/// let rec: VaeEpochRecord = serde_json::from_str(text.lines().next().unwrap())?;
+/// assert_eq!(rec.epoch, 1);
+/// assert_eq!(rec.beta, 1.0 / 100.0); // β warm-up over 100 epochs
+/// assert_eq!(rec.val_neg_elbo, report.val_curve[0].1);
+/// assert_eq!(rec.cg_converged, 1.0); // no CG system: nothing failed
+/// # std::fs::remove_dir_all(&out).ok();
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct VaeEpochRecord {
     /// 1-based epoch.
@@ -94,6 +220,46 @@ pub struct VaeEpochRecord {
 }
 
 /// What a run reports (`report.json`).
+///
+/// ```
+/// # use cpflow::vae::{PosteriorKind, VaeArchitecture, VaeConfig, VaeData, VaeDatasetName};
+/// # use cpflow::vae::{VaeImages, VaeLikelihood, VaeRunOptions, run_vae_on};
+/// # fn main() -> cpflow::Result<()> {
+/// // One epoch of a tiny VAE on made-up static binary 28×28 images.
+/// let images = |ks: &[usize]| VaeImages {
+///     n: ks.len(),
+///     pixels: ks
+///         .iter()
+///         .flat_map(|k| (0..784).map(move |i| u8::from((i / 28 + i % 28 + k) % 3 == 0)))
+///         .collect(),
+/// };
+/// let data = VaeData {
+///     name: VaeDatasetName::Caltech101,
+///     likelihood: VaeLikelihood::Bernoulli,
+///     height: 28,
+///     width: 28,
+///     train: images(&[0, 1, 2, 3]),
+///     val: images(&[1, 2]),
+///     test: images(&[0, 2]),
+///     dynamic_binarization: false,
+/// };
+/// let mut cfg =
+///     VaeConfig::reference(VaeDatasetName::Caltech101, "unused", PosteriorKind::Gaussian);
+/// cfg.model.latent_dim = 2;
+/// cfg.model.architecture = VaeArchitecture { channels: 2, feature_dim: 4, head_channels: 2 };
+/// (cfg.train.epochs, cfg.train.batch_size) = (1, 2);
+/// (cfg.eval.is_samples, cfg.eval.is_chunk) = (4, 4);
+/// let out = std::env::temp_dir().join(format!("cpflow-doc-vae-report-{}", std::process::id()));
+/// let report = run_vae_on(&cfg, &data, &out, &VaeRunOptions::default())?;
+/// assert_eq!((report.split_sizes, report.epochs, report.best_epoch), ([4, 2, 2], 1, 1));
+/// assert_eq!(report.test_neg_elbo.n, 2);
+/// assert_eq!(report.test_is_nll.map(|m| m.n), Some(2));
+/// assert!(report.test_neg_elbo_bpd.is_none()); // bits per dimension for Frey Faces only
+/// assert!(out.join("report.json").exists());
+/// # std::fs::remove_dir_all(&out).ok();
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct VaeReport {
     /// The configuration.
@@ -134,6 +300,18 @@ const BEST: &str = "best.safetensors";
 
 /// Train and evaluate the VAE described by `config`, writing `checkpoint.safetensors`,
 /// `best.safetensors`, `metrics.jsonl` and `report.json` under `out`.
+///
+/// ```
+/// use cpflow::datasets::DatasetError;
+/// use cpflow::vae::{PosteriorKind, VaeConfig, VaeDatasetName, VaeRunOptions, run_vae};
+/// // A data root without Frey Faces: the data are read before anything is written.
+/// let root = std::env::temp_dir().join("cpflow-doc-no-such-vae-root");
+/// let cfg = VaeConfig::reference(VaeDatasetName::FreyFaces, &root, PosteriorKind::Gaussian);
+/// let out = std::env::temp_dir().join("cpflow-doc-vae-never-written");
+/// let err = run_vae(&cfg, &out, &VaeRunOptions::default()).unwrap_err();
+/// assert!(matches!(err, cpflow::CpflowError::Dataset(DatasetError::Unsupported { .. })), "{err}");
+/// assert!(!out.exists());
+/// ```
 pub fn run_vae(config: &VaeConfig, out: &Path, options: &VaeRunOptions) -> Result<VaeReport> {
     config.validate()?;
     let data = load_vae_data(config.data.dataset, &config.data.root, config.data.seed)?;
@@ -141,6 +319,46 @@ pub fn run_vae(config: &VaeConfig, out: &Path, options: &VaeRunOptions) -> Resul
 }
 
 /// [`run_vae`] on data already in memory (`config.data` is recorded but not read).
+///
+/// ```
+/// # use cpflow::vae::{PosteriorKind, VaeArchitecture, VaeConfig, VaeData, VaeDatasetName};
+/// # use cpflow::vae::{VaeImages, VaeLikelihood, VaeRunOptions, run_vae_on};
+/// # fn main() -> cpflow::Result<()> {
+/// // One epoch of a tiny VAE on made-up static binary 28×28 images.
+/// let images = |ks: &[usize]| VaeImages {
+///     n: ks.len(),
+///     pixels: ks
+///         .iter()
+///         .flat_map(|k| (0..784).map(move |i| u8::from((i / 28 + i % 28 + k) % 3 == 0)))
+///         .collect(),
+/// };
+/// let data = VaeData {
+///     name: VaeDatasetName::Caltech101,
+///     likelihood: VaeLikelihood::Bernoulli,
+///     height: 28,
+///     width: 28,
+///     train: images(&[0, 1, 2, 3]),
+///     val: images(&[1, 2]),
+///     test: images(&[0, 2]),
+///     dynamic_binarization: false,
+/// };
+/// let mut cfg =
+///     VaeConfig::reference(VaeDatasetName::Caltech101, "unused", PosteriorKind::Gaussian);
+/// cfg.model.latent_dim = 2;
+/// cfg.model.architecture = VaeArchitecture { channels: 2, feature_dim: 4, head_channels: 2 };
+/// (cfg.train.epochs, cfg.train.batch_size) = (1, 2);
+/// (cfg.eval.is_samples, cfg.eval.is_chunk) = (4, 4);
+/// let out = std::env::temp_dir().join(format!("cpflow-doc-vae-run-{}", std::process::id()));
+/// let report = run_vae_on(&cfg, &data, &out, &VaeRunOptions::default())?;
+/// assert_eq!(report.val_curve.len(), 1);
+/// assert!(report.best_val_neg_elbo.is_finite());
+/// for f in ["checkpoint.safetensors", "best.safetensors", "metrics.jsonl", "report.json"] {
+///     assert!(out.join(f).exists(), "{f}");
+/// }
+/// # std::fs::remove_dir_all(&out).ok();
+/// # Ok(())
+/// # }
+/// ```
 pub fn run_vae_on(
     config: &VaeConfig,
     data: &VaeData,
@@ -525,6 +743,47 @@ fn save_checkpoint(
 
 /// Load the best weights of a finished run into a fresh model (for sampling or
 /// re-evaluation).
+///
+/// ```
+/// use candle_core::Device;
+/// use cpflow::vae::load_vae;
+/// # use cpflow::vae::{PosteriorKind, VaeArchitecture, VaeConfig, VaeData, VaeDatasetName};
+/// # use cpflow::vae::{VaeImages, VaeLikelihood, VaeRunOptions, run_vae_on};
+/// # fn main() -> cpflow::Result<()> {
+/// // One epoch of a tiny VAE on made-up static binary 28×28 images.
+/// let images = |ks: &[usize]| VaeImages {
+///     n: ks.len(),
+///     pixels: ks
+///         .iter()
+///         .flat_map(|k| (0..784).map(move |i| u8::from((i / 28 + i % 28 + k) % 3 == 0)))
+///         .collect(),
+/// };
+/// let data = VaeData {
+///     name: VaeDatasetName::Caltech101,
+///     likelihood: VaeLikelihood::Bernoulli,
+///     height: 28,
+///     width: 28,
+///     train: images(&[0, 1, 2, 3]),
+///     val: images(&[1, 2]),
+///     test: images(&[0, 2]),
+///     dynamic_binarization: false,
+/// };
+/// let mut cfg =
+///     VaeConfig::reference(VaeDatasetName::Caltech101, "unused", PosteriorKind::Gaussian);
+/// cfg.model.latent_dim = 2;
+/// cfg.model.architecture = VaeArchitecture { channels: 2, feature_dim: 4, head_channels: 2 };
+/// (cfg.train.epochs, cfg.train.batch_size) = (1, 2);
+/// (cfg.eval.is_samples, cfg.eval.is_chunk) = (4, 4);
+/// let out = std::env::temp_dir().join(format!("cpflow-doc-vae-load-{}", std::process::id()));
+/// let report = run_vae_on(&cfg, &data, &out, &VaeRunOptions::default())?;
+/// let (vae, loaded_cfg) = load_vae(&out, &Device::Cpu)?;
+/// assert_eq!(loaded_cfg, cfg);
+/// assert_eq!(vae.num_parameters(), report.num_parameters);
+/// assert_eq!(vae.image_hw(), (28, 28));
+/// # std::fs::remove_dir_all(&out).ok();
+/// # Ok(())
+/// # }
+/// ```
 pub fn load_vae(dir: &Path, device: &Device) -> Result<(Vae, VaeConfig)> {
     let (meta, tensors): (VaeCheckpointMeta, HashMap<_, _>) =
         load_vae_checkpoint(&dir.join(BEST), device)?;

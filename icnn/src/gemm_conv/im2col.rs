@@ -27,6 +27,19 @@ use std::ops::Range;
 /// same for `out_w`, see [`PatchGeometry::for_conv`]); for a transposed convolution the grid is
 /// the transposed convolution's input and the image is its output. Any grid size is valid:
 /// patch pixels that fall outside the image read 0 (im2col) or are dropped (col2im).
+///
+/// ```
+/// use icnn::gemm_conv::PatchGeometry;
+/// // A 2×2 kernel over a 1×3×3 image: a 2×2 grid of patches of 4 pixels.
+/// let g = PatchGeometry::for_conv(1, (3, 3), (2, 2), 1, 0).unwrap();
+/// assert_eq!((g.out_h, g.out_w, g.patch_len()), (2, 2, 4));
+/// // With padding 1 and stride 2: ⌊(3 + 2 − 2)/2⌋ + 1 = 2 positions per axis.
+/// let g = PatchGeometry::for_conv(1, (3, 3), (2, 2), 2, 1).unwrap();
+/// assert_eq!((g.out_h, g.out_w), (2, 2));
+/// // A kernel larger than the padded image, or stride 0, has no geometry.
+/// assert!(PatchGeometry::for_conv(1, (3, 3), (4, 4), 1, 0).is_none());
+/// assert!(PatchGeometry::for_conv(1, (3, 3), (2, 2), 0, 0).is_none());
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PatchGeometry {
     /// Image channels `C`.
@@ -119,11 +132,45 @@ impl PatchGeometry {
 
 /// Patch extraction `(B, C, H, W) → (B·out_h·out_w, C·kh·kw)` (see the module docs for the
 /// layouts). CPU only, f32 and f64; backward is [`Col2Im`].
+///
+/// ```
+/// use candle_core::{Device, Tensor};
+/// use icnn::gemm_conv::{Im2Col, PatchGeometry};
+/// let g = PatchGeometry::for_conv(1, (3, 3), (2, 2), 1, 0).unwrap();
+/// // Pixels 0..9 of one 1×3×3 image, row-major.
+/// let x = Tensor::arange(0.0f64, 9.0, &Device::Cpu)?.reshape((1, 1, 3, 3))?;
+/// let cols = x.apply_op1(Im2Col(g))?.to_vec2::<f64>()?;
+/// // One row per patch position (0,0), (0,1), (1,0), (1,1); columns (ki, kj) of the window.
+/// assert_eq!(cols, vec![
+///     vec![0.0, 1.0, 3.0, 4.0],
+///     vec![1.0, 2.0, 4.0, 5.0],
+///     vec![3.0, 4.0, 6.0, 7.0],
+///     vec![4.0, 5.0, 7.0, 8.0],
+/// ]);
+/// # Ok::<(), candle_core::Error>(())
+/// ```
 #[derive(Clone, Copy, Debug)]
 pub struct Im2Col(pub PatchGeometry);
 
 /// The adjoint of [`Im2Col`]: scatter-add `(B·out_h·out_w, C·kh·kw) → (B, C, H, W)`.
 /// CPU only, f32 and f64; backward is [`Im2Col`].
+///
+/// ```
+/// use candle_core::{DType, Device, Tensor};
+/// use icnn::gemm_conv::{Col2Im, Im2Col, PatchGeometry};
+/// let g = PatchGeometry::for_conv(1, (3, 3), (2, 2), 1, 0).unwrap();
+/// // Scatter-adding ones counts the patches that cover each pixel.
+/// let ones = Tensor::ones((4, 4), DType::F64, &Device::Cpu)?;
+/// let cover = ones.apply_op1(Col2Im(g))?.reshape((3, 3))?.to_vec2::<f64>()?;
+/// assert_eq!(cover, vec![vec![1.0, 2.0, 1.0], vec![2.0, 4.0, 2.0], vec![1.0, 2.0, 1.0]]);
+/// // Adjointness: ⟨im2col(x), y⟩ = ⟨x, col2im(y)⟩.
+/// let x = Tensor::arange(0.0f64, 9.0, &Device::Cpu)?.reshape((1, 1, 3, 3))?;
+/// let y = Tensor::arange(0.0f64, 16.0, &Device::Cpu)?.reshape((4, 4))?.cos()?;
+/// let lhs = (x.apply_op1(Im2Col(g))? * &y)?.sum_all()?.to_scalar::<f64>()?;
+/// let rhs = (&x * y.apply_op1(Col2Im(g))?)?.sum_all()?.to_scalar::<f64>()?;
+/// assert!((lhs - rhs).abs() < 1e-12);
+/// # Ok::<(), candle_core::Error>(())
+/// ```
 #[derive(Clone, Copy, Debug)]
 pub struct Col2Im(pub PatchGeometry);
 

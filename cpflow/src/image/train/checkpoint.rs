@@ -27,6 +27,43 @@ pub const IMAGE_TRAIN_FORMAT_VERSION: u32 = 1;
 pub const EMA_PREFIX: &str = "ema.";
 
 /// The JSON part of an image training checkpoint.
+///
+/// ```
+/// use cpflow::image::train::{
+///     IMAGE_TRAIN_FORMAT_VERSION, ImageTrainCheckpointMeta, load_image_checkpoint,
+///     save_image_checkpoint,
+/// };
+/// use cpflow::image::{ImageTrainConfig, ImageTrainState};
+/// # use candle_core::{DType, Device};
+/// # use cpflow::image::{ImageFlow, ImageModelConfig, ImageSet};
+/// # use icnn::ImageShape;
+/// # use rand::SeedableRng;
+/// # fn main() -> cpflow::Result<()> {
+/// // A one-block flow on 4×4 grey images, initialised on two dequantised images.
+/// let shape = ImageShape::new(1, 4, 4);
+/// let model = ImageModelConfig {
+///     width: 4, depth: 2, nblocks: vec![1], float: cpflow::FloatType::F64, ..Default::default()
+/// };
+/// let flow = ImageFlow::new(model.flow_config(shape, 0.05)?, &Device::Cpu)?;
+/// let set = ImageSet::new(shape, (0..32).map(|i| (i * 37 % 256) as u8).collect())?;
+/// let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+/// let x = set.dequantized_range(0, 2, DType::F64, &Device::Cpu, &mut rng)?;
+/// flow.initialize(&x)?;
+/// let meta = ImageTrainCheckpointMeta {
+///     format_version: IMAGE_TRAIN_FORMAT_VERSION,
+///     flow: flow.config().clone(),
+///     train: ImageTrainConfig { max_iterations: Some(1), ..Default::default() },
+///     state: ImageTrainState { iteration: 1, ..Default::default() },
+///     adam: cpflow::AdamState { params: Default::default(), steps: Default::default() },
+///     rng: cpflow::FlowRng::seed_from_u64(3).state(),
+///     ema: false,
+/// };
+/// // Every part survives the JSON metadata unchanged.
+/// let json = serde_json::to_string(&meta)?;
+/// assert_eq!(serde_json::from_str::<ImageTrainCheckpointMeta>(&json)?, meta);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ImageTrainCheckpointMeta {
     /// Format version.
@@ -46,6 +83,47 @@ pub struct ImageTrainCheckpointMeta {
 }
 
 /// A loaded image training checkpoint.
+///
+/// ```
+/// use cpflow::image::train::{
+///     IMAGE_TRAIN_FORMAT_VERSION, ImageTrainCheckpointMeta, load_image_checkpoint,
+///     save_image_checkpoint,
+/// };
+/// use cpflow::image::{ImageTrainConfig, ImageTrainState};
+/// # use candle_core::{DType, Device};
+/// # use cpflow::image::{ImageFlow, ImageModelConfig, ImageSet};
+/// # use icnn::ImageShape;
+/// # use rand::SeedableRng;
+/// # fn main() -> cpflow::Result<()> {
+/// // A one-block flow on 4×4 grey images, initialised on two dequantised images.
+/// let shape = ImageShape::new(1, 4, 4);
+/// let model = ImageModelConfig {
+///     width: 4, depth: 2, nblocks: vec![1], float: cpflow::FloatType::F64, ..Default::default()
+/// };
+/// let flow = ImageFlow::new(model.flow_config(shape, 0.05)?, &Device::Cpu)?;
+/// let set = ImageSet::new(shape, (0..32).map(|i| (i * 37 % 256) as u8).collect())?;
+/// let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+/// let x = set.dequantized_range(0, 2, DType::F64, &Device::Cpu, &mut rng)?;
+/// flow.initialize(&x)?;
+/// let meta = ImageTrainCheckpointMeta {
+///     format_version: IMAGE_TRAIN_FORMAT_VERSION,
+///     flow: flow.config().clone(),
+///     train: ImageTrainConfig { max_iterations: Some(1), ..Default::default() },
+///     state: ImageTrainState { iteration: 1, ..Default::default() },
+///     adam: cpflow::AdamState { params: Default::default(), steps: Default::default() },
+///     rng: cpflow::FlowRng::seed_from_u64(3).state(),
+///     ema: false,
+/// };
+/// let name = format!("cpflow-doc-image-ckpt-{}.safetensors", std::process::id());
+/// let path = std::env::temp_dir().join(name);
+/// save_image_checkpoint(&path, &meta, flow.weight_tensors())?;
+/// let ckpt = load_image_checkpoint(&path, &Device::Cpu)?;
+/// assert_eq!(ckpt.meta, meta);
+/// assert_eq!(ckpt.tensors.len(), flow.weight_tensors().len());
+/// # std::fs::remove_file(&path).ok();
+/// # Ok(())
+/// # }
+/// ```
 pub struct ImageTrainCheckpoint {
     /// The JSON part.
     pub meta: ImageTrainCheckpointMeta,
@@ -54,6 +132,50 @@ pub struct ImageTrainCheckpoint {
 }
 
 /// Write a checkpoint atomically.
+///
+/// The file also carries the weights-only metadata of [`crate::image::ImageFlow::save`], so
+/// [`crate::image::ImageFlow::load`] reads the weights it holds.
+///
+/// ```
+/// use cpflow::image::train::{
+///     IMAGE_TRAIN_FORMAT_VERSION, ImageTrainCheckpointMeta, load_image_checkpoint,
+///     save_image_checkpoint,
+/// };
+/// use cpflow::image::{ImageTrainConfig, ImageTrainState};
+/// # use candle_core::{DType, Device};
+/// # use cpflow::image::{ImageFlow, ImageModelConfig, ImageSet};
+/// # use icnn::ImageShape;
+/// # use rand::SeedableRng;
+/// # fn main() -> cpflow::Result<()> {
+/// // A one-block flow on 4×4 grey images, initialised on two dequantised images.
+/// let shape = ImageShape::new(1, 4, 4);
+/// let model = ImageModelConfig {
+///     width: 4, depth: 2, nblocks: vec![1], float: cpflow::FloatType::F64, ..Default::default()
+/// };
+/// let flow = ImageFlow::new(model.flow_config(shape, 0.05)?, &Device::Cpu)?;
+/// let set = ImageSet::new(shape, (0..32).map(|i| (i * 37 % 256) as u8).collect())?;
+/// let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+/// let x = set.dequantized_range(0, 2, DType::F64, &Device::Cpu, &mut rng)?;
+/// flow.initialize(&x)?;
+/// let meta = ImageTrainCheckpointMeta {
+///     format_version: IMAGE_TRAIN_FORMAT_VERSION,
+///     flow: flow.config().clone(),
+///     train: ImageTrainConfig { max_iterations: Some(1), ..Default::default() },
+///     state: ImageTrainState { iteration: 1, ..Default::default() },
+///     adam: cpflow::AdamState { params: Default::default(), steps: Default::default() },
+///     rng: cpflow::FlowRng::seed_from_u64(3).state(),
+///     ema: false,
+/// };
+/// let name = format!("cpflow-doc-image-save-{}.safetensors", std::process::id());
+/// let path = std::env::temp_dir().join(name);
+/// save_image_checkpoint(&path, &meta, flow.weight_tensors())?;
+/// let loaded = ImageFlow::load(&path, &Device::Cpu)?;
+/// let (a, b) = (flow.log_prob_exact(&x)?, loaded.log_prob_exact(&x)?);
+/// assert_eq!(a.to_vec1::<f64>()?, b.to_vec1::<f64>()?); // bit for bit
+/// # std::fs::remove_file(&path).ok();
+/// # Ok(())
+/// # }
+/// ```
 pub fn save_image_checkpoint(
     path: &Path,
     meta: &ImageTrainCheckpointMeta,
@@ -80,6 +202,18 @@ pub fn save_image_checkpoint(
 }
 
 /// Read a checkpoint written by [`save_image_checkpoint`] (tensors on `device`).
+///
+/// ```
+/// use candle_core::Device;
+/// use cpflow::image::train::load_image_checkpoint;
+/// # fn main() -> cpflow::Result<()> {
+/// // A file that is not a checkpoint (here: a missing one) is an error, not a panic.
+/// let path = std::env::temp_dir().join("cpflow-doc-no-such-checkpoint.safetensors");
+/// let missing = load_image_checkpoint(&path, &Device::Cpu);
+/// assert!(matches!(missing, Err(cpflow::CpflowError::Io { .. })));
+/// # Ok(())
+/// # }
+/// ```
 pub fn load_image_checkpoint(path: &Path, device: &Device) -> Result<ImageTrainCheckpoint> {
     let bytes = std::fs::read(path).map_err(|e| CpflowError::io(path, e))?;
     let (_, md) = safetensors::SafeTensors::read_metadata(&bytes)?;

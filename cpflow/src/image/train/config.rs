@@ -15,6 +15,15 @@ use crate::image::logit::{CIFAR10_LOGIT_ALPHA, MNIST_LOGIT_ALPHA};
 use crate::potential::PotentialConfig;
 
 /// The exponential moving average of the weights (images-vae.md §2.6).
+///
+/// ```
+/// use cpflow::image::EmaConfig;
+/// let ema = EmaConfig { decay: 0.999, start_iteration: 100 };
+/// // The shadows copy the weights up to step 100, then average.
+/// assert_eq!((ema.decay_at(1), ema.decay_at(100), ema.decay_at(101)), (0.0, 0.0, 0.999));
+/// let toml: EmaConfig = toml::from_str("start_iteration = 5").unwrap();
+/// assert_eq!(toml, EmaConfig { decay: 0.999, start_iteration: 5 });
+/// ```
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct EmaConfig {
@@ -47,6 +56,14 @@ impl EmaConfig {
 }
 
 /// The final, once-only score of the test split (EMA weights).
+///
+/// ```
+/// use cpflow::image::ImageTestConfig;
+/// let cfg: ImageTestConfig = toml::from_str("images = 500").unwrap();
+/// assert_eq!((cfg.images, cfg.exact_images), (Some(500), 16));
+/// assert_eq!((cfg.slq.probes, cfg.slq.steps), (1, 10)); // the reference's estimator
+/// assert!(toml::from_str::<ImageTestConfig>("exact = 3").is_err()); // unknown key
+/// ```
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ImageTestConfig {
@@ -157,6 +174,12 @@ impl Default for ImageTrainConfig {
 }
 
 /// The reference's image CG settings (`cpflow_block_fn`: `rtol = atol = 1e-3`, `m2 = D`).
+///
+/// ```
+/// let p = cpflow::image::train::reference_image_surrogate();
+/// assert_eq!((p.probes, p.cg_atol, p.cg_rtol, p.cg_max_iters), (1, 1e-3, 1e-3, None));
+/// assert_eq!(cpflow::image::ImageTrainConfig::default().surrogate, p);
+/// ```
 pub fn reference_image_surrogate() -> SurrogateParams {
     SurrogateParams {
         probes: 1,
@@ -223,6 +246,18 @@ impl ImageTrainConfig {
 }
 
 /// The convolutional ICNN of every block.
+///
+/// ```
+/// use cpflow::PotentialConfig;
+/// use cpflow::image::{ConvArch, ImageModelConfig};
+/// let m: ImageModelConfig = toml::from_str(r#"arch = "conv_icnn3""#).unwrap();
+/// assert_eq!(m.arch, ConvArch::ConvIcnn3);
+/// assert!(matches!(m.potential(), Ok(PotentialConfig::ConvIcnn3(c)) if c.width == 64));
+/// // Pooling exists for `conv_icnn` only.
+/// let pooled =
+///     ImageModelConfig { arch: ConvArch::ConvIcnn2, num_pooling: 1, ..Default::default() };
+/// assert!(pooled.potential().is_err());
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ConvArch {
@@ -238,6 +273,20 @@ pub enum ConvArch {
 /// images-vae.md §1.5, §2.3) with a convolutional ICNN per block, or, with `baseline`, the same
 /// layers without any CP-Flow block (logit, ActNorms and squeezes only: an elementwise affine
 /// flow in logit space, the comparison of the issue's acceptance).
+///
+/// ```
+/// use cpflow::image::{ImageLayerConfig, ImageModelConfig, MNIST_LOGIT_ALPHA};
+/// use icnn::ImageShape;
+/// let mnist = ImageShape::new(1, 28, 28);
+/// let model = ImageModelConfig::default();
+/// let flow = model.flow_config(mnist, MNIST_LOGIT_ALPHA)?;
+/// assert_eq!(flow.num_blocks(), 9); // 3-3-3
+/// // The baseline keeps the logit, ActNorms and squeezes, and drops every block.
+/// let base = ImageModelConfig { baseline: true, ..model }.flow_config(mnist, MNIST_LOGIT_ALPHA)?;
+/// assert_eq!(base.num_blocks(), 0);
+/// assert_eq!(base.layers[0], ImageLayerConfig::Logit { alpha: MNIST_LOGIT_ALPHA });
+/// # Ok::<(), cpflow::CpflowError>(())
+/// ```
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ImageModelConfig {
@@ -353,6 +402,15 @@ impl ImageModelConfig {
 }
 
 /// The image datasets `cpflow train` knows.
+///
+/// ```
+/// use cpflow::image::ImageDataset;
+/// use icnn::ImageShape;
+/// let d = ImageDataset::Cifar10;
+/// assert_eq!((d.name(), d.image_shape()), ("cifar10", ImageShape::new(3, 32, 32)));
+/// assert_eq!(d.logit_alpha(), 0.05);
+/// assert_eq!(serde_json::to_string(&ImageDataset::Mnist).unwrap(), r#""mnist""#);
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ImageDataset {
@@ -389,6 +447,18 @@ impl ImageDataset {
 }
 
 /// Which images, from where, and the validation split (taken from the training images).
+///
+/// ```
+/// use cpflow::image::{ImageDataConfig, ImageDataset};
+/// let cfg: ImageDataConfig = toml::from_str(r#"
+/// dataset = "cifar10"
+/// root = "../shared/data"
+/// n_train = 1000
+/// "#).unwrap();
+/// assert_eq!(cfg.dataset, ImageDataset::Cifar10);
+/// assert_eq!((cfg.n_val, cfg.n_train, cfg.seed), (5_000, Some(1000), 0));
+/// assert!(toml::from_str::<ImageDataConfig>(r#"dataset = "mnist""#).is_err()); // no root
+/// ```
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ImageDataConfig {

@@ -10,6 +10,20 @@ use crate::error::{CpflowError, Result};
 use crate::rng::FlowRng;
 
 /// A set of 8-bit images of one shape, `(C, H, W)` order, one image after another.
+///
+/// ```
+/// use icnn::ImageShape;
+/// use cpflow::image::ImageSet;
+/// # fn main() -> cpflow::Result<()> {
+/// let set = ImageSet::new(ImageShape::new(1, 2, 2), vec![0, 1, 2, 3, 10, 11, 12, 13])?;
+/// assert_eq!(set.len(), 2);
+/// assert_eq!(set.image(1), &[10, 11, 12, 13]);
+/// assert_eq!(set.head(1).len(), 1);
+/// // Seven values are not a whole number of 2×2 images.
+/// assert!(ImageSet::new(ImageShape::new(1, 2, 2), vec![0; 7]).is_err());
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone, Debug, PartialEq)]
 pub struct ImageSet {
     shape: ImageShape,
@@ -90,6 +104,23 @@ impl ImageSet {
 
 /// Uniform dequantisation on the host, as [`crate::image::dequantize`]: level `k` becomes
 /// `(k + u)/256`, `u ~ U[0, 1)` drawn in order from `rng`; `(n, d)` rows in `dtype`.
+///
+/// ```
+/// use candle_core::{DType, Device};
+/// use rand::SeedableRng;
+/// # fn main() -> cpflow::Result<()> {
+/// let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+/// let levels = [0, 7, 255, 128];
+/// let (dt, dev) = (DType::F64, &Device::Cpu);
+/// let x = cpflow::image::train::dequantize_levels(&levels, 2, 2, dt, dev, &mut rng)?;
+/// assert_eq!(x.dims(), &[2, 2]);
+/// // ⌊256·x⌋ gives the levels back.
+/// let x = x.flatten_all()?.to_vec1::<f64>()?;
+/// let k: Vec<f64> = x.iter().map(|v| (v * 256.0).floor()).collect();
+/// assert_eq!(k, vec![0.0, 7.0, 255.0, 128.0]);
+/// # Ok(())
+/// # }
+/// ```
 pub fn dequantize_levels<R: Rng + ?Sized>(
     levels: &[u8],
     n: usize,
@@ -106,6 +137,23 @@ pub fn dequantize_levels<R: Rng + ?Sized>(
 }
 
 /// Train, validation and test images of a run (validation taken from the training images).
+///
+/// ```
+/// use icnn::ImageShape;
+/// use cpflow::image::{ImageData, ImageSet};
+/// # fn main() -> cpflow::Result<()> {
+/// let s = ImageShape::new(1, 2, 2);
+/// let train = ImageSet::new(s, vec![7; 12])?;
+/// let empty = ImageSet::new(s, vec![])?;
+/// let data = ImageData::new(train.clone(), empty.clone(), empty.clone())?;
+/// assert_eq!((data.shape(), data.train.len(), data.test.len()), (s, 3, 0));
+/// // The sets must share one shape, and there must be training images.
+/// let other = ImageSet::new(ImageShape::new(1, 1, 2), vec![1, 2])?;
+/// assert!(ImageData::new(train, empty.clone(), other).is_err());
+/// assert!(ImageData::new(empty.clone(), empty.clone(), empty).is_err());
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone, Debug, PartialEq)]
 pub struct ImageData {
     /// Training images.
@@ -176,6 +224,25 @@ pub(crate) fn training_batch<R: Rng + ?Sized>(
 /// Load the dataset of `cfg` (MNIST: the last `n_val` training images are the validation
 /// set; CIFAR-10: a random subset seeded by `cfg.seed`), keeping the first `n_train`
 /// remaining training images when set.
+///
+/// ```
+/// use cpflow::datasets::DatasetError;
+/// use cpflow::image::{ImageDataConfig, ImageDataset, load_image_data};
+/// // A data root without MNIST: the error names the file and the download command.
+/// let cfg = ImageDataConfig {
+///     dataset: ImageDataset::Mnist,
+///     root: std::env::temp_dir().join("cpflow-doc-no-such-data-root"),
+///     n_val: 100,
+///     n_train: None,
+///     seed: 0,
+/// };
+/// match load_image_data(&cfg) {
+///     Err(cpflow::CpflowError::Dataset(DatasetError::MissingFile { command, .. })) => {
+///         assert_eq!(command, "mnist")
+///     }
+///     other => panic!("expected a missing file, got {:?}", other.map(|d| d.train.len())),
+/// }
+/// ```
 #[cfg(feature = "datasets")]
 pub fn load_image_data(cfg: &super::config::ImageDataConfig) -> Result<ImageData> {
     use super::config::ImageDataset;

@@ -15,6 +15,20 @@ use crate::rng::FlowRng;
 
 /// Mean bits per dimension over images with the standard error of that mean (spread over the
 /// images: data, dequantisation noise and, for SLQ, the probes together; `NaN` for one image).
+///
+/// ```
+/// use cpflow::image::BpdEstimate;
+/// # fn main() -> cpflow::Result<()> {
+/// // One image has no standard error: NaN, written to JSON as `null` and read back as NaN.
+/// let one = BpdEstimate { images: 1, bpd: 3.25, std_err: f64::NAN };
+/// let json = serde_json::to_string(&one)?;
+/// assert_eq!(json, r#"{"images":1,"bpd":3.25,"std_err":null}"#);
+/// let back: BpdEstimate = serde_json::from_str(&json)?;
+/// assert_eq!((back.images, back.bpd), (1, 3.25));
+/// assert!(back.std_err.is_nan());
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BpdEstimate {
     /// Number of images.
@@ -39,6 +53,35 @@ impl BpdEstimate {
 }
 
 /// Exact against SLQ bits per dimension on the same (identically dequantised) test images.
+///
+/// ```
+/// use cpflow::image::ImageTestConfig;
+/// use cpflow::image::train::score_test_set;
+/// # use candle_core::{DType, Device};
+/// # use cpflow::image::{ImageFlow, ImageModelConfig, ImageSet};
+/// # use icnn::ImageShape;
+/// # use rand::SeedableRng;
+/// # fn main() -> cpflow::Result<()> {
+/// // A one-block flow on 4×4 grey images, initialised on two dequantised images.
+/// let shape = ImageShape::new(1, 4, 4);
+/// let model = ImageModelConfig {
+///     width: 4, depth: 2, nblocks: vec![1], float: cpflow::FloatType::F64, ..Default::default()
+/// };
+/// let flow = ImageFlow::new(model.flow_config(shape, 0.05)?, &Device::Cpu)?;
+/// let set = ImageSet::new(shape, (0..32).map(|i| (i * 37 % 256) as u8).collect())?;
+/// let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+/// let x = set.dequantized_range(0, 2, DType::F64, &Device::Cpu, &mut rng)?;
+/// flow.initialize(&x)?;
+/// let cfg = ImageTestConfig { exact_images: 2, ..Default::default() };
+/// let cmp = score_test_set(&flow, &set, &cfg, 2, 0)?.exact.unwrap();
+/// assert_eq!((cmp.exact.images, cmp.slq.images), (2, 2));
+/// // The mean of the per-image differences is the difference of the means.
+/// assert!((cmp.slq.bpd - cmp.exact.bpd - cmp.mean_difference).abs() < 1e-12);
+/// assert!(cmp.max_abs_difference >= cmp.mean_difference.abs());
+/// assert!(cmp.max_abs_z.is_none()); // one probe: no per-image probe error
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ExactComparison {
     /// Exact log-det bpd.
@@ -63,6 +106,39 @@ pub struct ExactComparison {
 }
 
 /// The test score of a run (scored once, EMA weights).
+///
+/// ```
+/// use cpflow::SlqParams;
+/// use cpflow::image::ImageTestConfig;
+/// use cpflow::image::train::score_test_set;
+/// # use candle_core::{DType, Device};
+/// # use cpflow::image::{ImageFlow, ImageModelConfig, ImageSet};
+/// # use icnn::ImageShape;
+/// # use rand::SeedableRng;
+/// # fn main() -> cpflow::Result<()> {
+/// // A one-block flow on 4×4 grey images, initialised on two dequantised images.
+/// let shape = ImageShape::new(1, 4, 4);
+/// let model = ImageModelConfig {
+///     width: 4, depth: 2, nblocks: vec![1], float: cpflow::FloatType::F64, ..Default::default()
+/// };
+/// let flow = ImageFlow::new(model.flow_config(shape, 0.05)?, &Device::Cpu)?;
+/// let set = ImageSet::new(shape, (0..32).map(|i| (i * 37 % 256) as u8).collect())?;
+/// let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+/// let x = set.dequantized_range(0, 2, DType::F64, &Device::Cpu, &mut rng)?;
+/// flow.initialize(&x)?;
+/// // Two probes per block: each image gets a probe standard error.
+/// let cfg = ImageTestConfig {
+///     slq: SlqParams { probes: 2, steps: 10 },
+///     images: Some(2),
+///     exact_images: 0,
+/// };
+/// let report = score_test_set(&flow, &set, &cfg, 2, 0)?;
+/// assert_eq!(report.slq.images, 2);
+/// assert!(report.slq.bpd.is_finite() && report.probe_std_err.unwrap() > 0.0);
+/// assert!(report.exact.is_none());
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ImageTestReport {
     /// The SLQ estimator used.
@@ -89,6 +165,33 @@ fn streams(seed: u64) -> (FlowRng, FlowRng) {
 }
 
 /// Per-image bits per dimension.
+///
+/// ```
+/// use cpflow::SlqParams;
+/// use cpflow::image::train::slq_bpd_per_image;
+/// # use candle_core::{DType, Device};
+/// # use cpflow::image::{ImageFlow, ImageModelConfig, ImageSet};
+/// # use icnn::ImageShape;
+/// # use rand::SeedableRng;
+/// # fn main() -> cpflow::Result<()> {
+/// // A one-block flow on 4×4 grey images, initialised on two dequantised images.
+/// let shape = ImageShape::new(1, 4, 4);
+/// let model = ImageModelConfig {
+///     width: 4, depth: 2, nblocks: vec![1], float: cpflow::FloatType::F64, ..Default::default()
+/// };
+/// let flow = ImageFlow::new(model.flow_config(shape, 0.05)?, &Device::Cpu)?;
+/// let set = ImageSet::new(shape, (0..32).map(|i| (i * 37 % 256) as u8).collect())?;
+/// let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+/// let x = set.dequantized_range(0, 2, DType::F64, &Device::Cpu, &mut rng)?;
+/// flow.initialize(&x)?;
+/// let one = slq_bpd_per_image(&flow, &set, 2, &SlqParams::default(), 2, 0)?;
+/// assert_eq!(one.bpd.len(), 2);
+/// assert!(one.probe_std_err.iter().all(|s| s.is_nan())); // one probe
+/// let two = slq_bpd_per_image(&flow, &set, 2, &SlqParams { probes: 2, steps: 10 }, 2, 0)?;
+/// assert!(two.probe_std_err.iter().all(|s| s.is_finite()));
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone, Debug, PartialEq)]
 pub struct PerImageBpd {
     /// Bits per dimension of each image.
@@ -100,6 +203,34 @@ pub struct PerImageBpd {
 
 /// Per-image SLQ bpd of the first `n` images of `set` (dequantisation noise and probes drawn
 /// from `seed`), `batch` images per pass.
+///
+/// ```
+/// use cpflow::SlqParams;
+/// use cpflow::image::train::slq_bpd_per_image;
+/// # use candle_core::{DType, Device};
+/// # use cpflow::image::{ImageFlow, ImageModelConfig, ImageSet};
+/// # use icnn::ImageShape;
+/// # use rand::SeedableRng;
+/// # fn main() -> cpflow::Result<()> {
+/// // A one-block flow on 4×4 grey images, initialised on two dequantised images.
+/// let shape = ImageShape::new(1, 4, 4);
+/// let model = ImageModelConfig {
+///     width: 4, depth: 2, nblocks: vec![1], float: cpflow::FloatType::F64, ..Default::default()
+/// };
+/// let flow = ImageFlow::new(model.flow_config(shape, 0.05)?, &Device::Cpu)?;
+/// let set = ImageSet::new(shape, (0..32).map(|i| (i * 37 % 256) as u8).collect())?;
+/// let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+/// let x = set.dequantized_range(0, 2, DType::F64, &Device::Cpu, &mut rng)?;
+/// flow.initialize(&x)?;
+/// // The seed fixes the dequantisation noise and the probes.
+/// let a = slq_bpd_per_image(&flow, &set, 2, &SlqParams::default(), 2, 5)?;
+/// assert_eq!(a.bpd, slq_bpd_per_image(&flow, &set, 2, &SlqParams::default(), 2, 5)?.bpd);
+/// assert_ne!(a.bpd, slq_bpd_per_image(&flow, &set, 2, &SlqParams::default(), 2, 6)?.bpd);
+/// // Asking for more images than the set holds scores the set.
+/// assert_eq!(slq_bpd_per_image(&flow, &set, 10, &SlqParams::default(), 4, 5)?.bpd.len(), 2);
+/// # Ok(())
+/// # }
+/// ```
 pub fn slq_bpd_per_image(
     flow: &ImageFlow,
     set: &ImageSet,
@@ -131,6 +262,33 @@ pub fn slq_bpd_per_image(
 }
 
 /// SLQ bpd of the first `n` images of `set` (see [`slq_bpd_per_image`]).
+///
+/// ```
+/// use cpflow::SlqParams;
+/// use cpflow::image::mean_and_std_err;
+/// use cpflow::image::train::{slq_bpd, slq_bpd_per_image};
+/// # use candle_core::{DType, Device};
+/// # use cpflow::image::{ImageFlow, ImageModelConfig, ImageSet};
+/// # use icnn::ImageShape;
+/// # use rand::SeedableRng;
+/// # fn main() -> cpflow::Result<()> {
+/// // A one-block flow on 4×4 grey images, initialised on two dequantised images.
+/// let shape = ImageShape::new(1, 4, 4);
+/// let model = ImageModelConfig {
+///     width: 4, depth: 2, nblocks: vec![1], float: cpflow::FloatType::F64, ..Default::default()
+/// };
+/// let flow = ImageFlow::new(model.flow_config(shape, 0.05)?, &Device::Cpu)?;
+/// let set = ImageSet::new(shape, (0..32).map(|i| (i * 37 % 256) as u8).collect())?;
+/// let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+/// let x = set.dequantized_range(0, 2, DType::F64, &Device::Cpu, &mut rng)?;
+/// flow.initialize(&x)?;
+/// let est = slq_bpd(&flow, &set, 2, &SlqParams::default(), 2, 3)?;
+/// let per = slq_bpd_per_image(&flow, &set, 2, &SlqParams::default(), 2, 3)?;
+/// assert_eq!((est.bpd, est.std_err), mean_and_std_err(&per.bpd));
+/// assert_eq!(est.images, 2);
+/// # Ok(())
+/// # }
+/// ```
 pub fn slq_bpd(
     flow: &ImageFlow,
     set: &ImageSet,
@@ -146,6 +304,37 @@ pub fn slq_bpd(
 
 /// Per-image exact bpd of the first `n` images of `set`, dequantised exactly as
 /// [`slq_bpd_per_image`] with the same `seed` dequantises them.
+///
+/// ```
+/// use candle_core::{DType, Device};
+/// use cpflow::SlqParams;
+/// use cpflow::image::train::{exact_bpd_per_image, slq_bpd_per_image};
+/// use cpflow::image::{ImageFlow, ImageModelConfig, ImageSet};
+/// use icnn::ImageShape;
+/// use rand::SeedableRng;
+/// # fn main() -> cpflow::Result<()> {
+/// // The baseline flow has no CP-Flow block, so SLQ has nothing to estimate: with the same
+/// // seed (the same dequantisation noise) it agrees with the exact values.
+/// let shape = ImageShape::new(1, 4, 4);
+/// let model = ImageModelConfig {
+///     nblocks: vec![1],
+///     baseline: true,
+///     float: cpflow::FloatType::F64,
+///     ..Default::default()
+/// };
+/// let flow = ImageFlow::new(model.flow_config(shape, 0.05)?, &Device::Cpu)?;
+/// let set = ImageSet::new(shape, (0..48).map(|i| (i * 37 % 256) as u8).collect())?;
+/// let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+/// flow.initialize(&set.dequantized_range(0, 3, DType::F64, &Device::Cpu, &mut rng)?)?;
+/// let exact = exact_bpd_per_image(&flow, &set, 3, 2, 7)?;
+/// let slq = slq_bpd_per_image(&flow, &set, 3, &SlqParams::default(), 2, 7)?;
+/// assert_eq!(exact.len(), 3);
+/// for (e, s) in exact.iter().zip(&slq.bpd) {
+///     assert!((e - s).abs() < 1e-12, "{e} vs {s}");
+/// }
+/// # Ok(())
+/// # }
+/// ```
 pub fn exact_bpd_per_image(
     flow: &ImageFlow,
     set: &ImageSet,
@@ -173,6 +362,35 @@ pub fn exact_bpd_per_image(
 
 /// The test score: SLQ bpd over the first `images` test images (all when `None`) and the
 /// exact bpd on the first `exact_images` of them, compared image by image.
+///
+/// ```
+/// use cpflow::image::ImageTestConfig;
+/// use cpflow::image::train::score_test_set;
+/// # use candle_core::{DType, Device};
+/// # use cpflow::image::{ImageFlow, ImageModelConfig, ImageSet};
+/// # use icnn::ImageShape;
+/// # use rand::SeedableRng;
+/// # fn main() -> cpflow::Result<()> {
+/// // A one-block flow on 4×4 grey images, initialised on two dequantised images.
+/// let shape = ImageShape::new(1, 4, 4);
+/// let model = ImageModelConfig {
+///     width: 4, depth: 2, nblocks: vec![1], float: cpflow::FloatType::F64, ..Default::default()
+/// };
+/// let flow = ImageFlow::new(model.flow_config(shape, 0.05)?, &Device::Cpu)?;
+/// let set = ImageSet::new(shape, (0..32).map(|i| (i * 37 % 256) as u8).collect())?;
+/// let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+/// let x = set.dequantized_range(0, 2, DType::F64, &Device::Cpu, &mut rng)?;
+/// flow.initialize(&x)?;
+/// let cfg = ImageTestConfig { images: Some(1), exact_images: 1, ..Default::default() };
+/// let report = score_test_set(&flow, &set, &cfg, 8, 0)?;
+/// assert_eq!(report.slq.images, 1);
+/// assert!(report.slq.std_err.is_nan()); // one image: no standard error over images
+/// let cmp = report.exact.unwrap();
+/// assert_eq!(cmp.exact.images, 1);
+/// assert!((cmp.slq.bpd - cmp.exact.bpd - cmp.mean_difference).abs() < 1e-12);
+/// # Ok(())
+/// # }
+/// ```
 pub fn score_test_set(
     flow: &ImageFlow,
     test: &ImageSet,

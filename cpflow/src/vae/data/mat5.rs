@@ -39,6 +39,12 @@ const COMPLEX_FLAG: u32 = 0x0800;
 const CHUNK: usize = 1 << 14;
 
 /// An element type a MAT array can be read into (`f32` or `f64`).
+///
+/// ```
+/// use cpflow::vae::MatValue;
+/// assert_eq!(<f32 as MatValue>::from_f64(0.1), 0.1f32);
+/// assert_eq!(<f64 as MatValue>::from_f64(0.1), 0.1f64);
+/// ```
 pub trait MatValue: Copy + Send + Sync + 'static {
     /// Converts one stored value (already widened to `f64`).
     fn from_f64(v: f64) -> Self;
@@ -57,6 +63,32 @@ impl MatValue for f32 {
 }
 
 /// One real numeric variable of a MAT-file.
+///
+/// ```
+/// use cpflow::vae::{MatArray, parse_mat_v5};
+/// # fn main() -> Result<(), cpflow::datasets::DatasetError> {
+/// // A level-5 MAT-file holding one 2×3 double matrix `a` = [[1, 2, 3], [4, 5, 6]], its
+/// // values stored as uint8 (as MATLAB does for integer-valued doubles).
+/// let tag = |ty: u32, len: u32| [ty.to_le_bytes(), len.to_le_bytes()].concat();
+/// let mut bytes = b"MATLAB 5.0 MAT-file".to_vec();
+/// bytes.resize(124, b' ');
+/// bytes.extend([0x00, 0x01, b'I', b'M']); // version 0x0100, little-endian
+/// bytes.extend(tag(14, 56)); // miMATRIX, 56 bytes
+/// bytes.extend(tag(6, 8)); // array flags (miUINT32): class 6 = double
+/// bytes.extend([6, 0, 0, 0, 0, 0, 0, 0]);
+/// bytes.extend(tag(5, 8)); // dimensions (miINT32): 2 × 3
+/// bytes.extend([2, 0, 0, 0, 3, 0, 0, 0]);
+/// bytes.extend(tag(1 | 1 << 16, u32::from_le_bytes(*b"a\0\0\0"))); // name, small element
+/// bytes.extend(tag(2, 6)); // real part (miUINT8), column-major, padded to 8 bytes
+/// bytes.extend([1, 4, 2, 5, 3, 6, 0, 0]);
+/// let vars: Vec<MatArray<f64>> = parse_mat_v5("a.mat".as_ref(), &bytes, &["a"])?;
+/// let a = &vars[0];
+/// assert_eq!((a.name.as_str(), a.dims.as_slice()), ("a", &[2, 3][..]));
+/// // Element (i, j) is data[i + j·rows]: row 1, column 2 holds 6.
+/// assert_eq!(a.data[1 + 2 * a.dims[0]], 6.0);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct MatArray<T> {
     /// The variable name.
@@ -75,11 +107,34 @@ pub struct MatArray<T> {
 /// or not a real numeric array are [`DatasetError::Corrupt`]; a file or zlib stream that
 /// ends early is [`DatasetError::Truncated`].
 ///
-/// ```no_run
+/// ```
+/// use cpflow::datasets::DatasetError;
 /// use cpflow::vae::read_mat_v5;
-/// let vars = read_mat_v5::<f32>("chardata.mat".as_ref(), &["data", "testdata"])?;
-/// assert_eq!(vars[0].dims, vec![784, 24_345]);
-/// # Ok::<(), cpflow::datasets::DatasetError>(())
+/// # fn main() -> Result<(), DatasetError> {
+/// // A level-5 MAT-file holding one 2×3 double matrix `a` = [[1, 2, 3], [4, 5, 6]], its
+/// // values stored as uint8 (as MATLAB does for integer-valued doubles).
+/// let tag = |ty: u32, len: u32| [ty.to_le_bytes(), len.to_le_bytes()].concat();
+/// let mut bytes = b"MATLAB 5.0 MAT-file".to_vec();
+/// bytes.resize(124, b' ');
+/// bytes.extend([0x00, 0x01, b'I', b'M']); // version 0x0100, little-endian
+/// bytes.extend(tag(14, 56)); // miMATRIX, 56 bytes
+/// bytes.extend(tag(6, 8)); // array flags (miUINT32): class 6 = double
+/// bytes.extend([6, 0, 0, 0, 0, 0, 0, 0]);
+/// bytes.extend(tag(5, 8)); // dimensions (miINT32): 2 × 3
+/// bytes.extend([2, 0, 0, 0, 3, 0, 0, 0]);
+/// bytes.extend(tag(1 | 1 << 16, u32::from_le_bytes(*b"a\0\0\0"))); // name, small element
+/// bytes.extend(tag(2, 6)); // real part (miUINT8), column-major, padded to 8 bytes
+/// bytes.extend([1, 4, 2, 5, 3, 6, 0, 0]);
+/// let path = std::env::temp_dir().join(format!("cpflow-doc-mat-{}.mat", std::process::id()));
+/// std::fs::write(&path, &bytes).unwrap();
+/// let vars = read_mat_v5::<f64>(&path, &["a"])?;
+/// assert_eq!(vars[0].dims, vec![2, 3]);
+/// std::fs::remove_file(&path).unwrap();
+/// // Omniglot's file is read as `read_mat_v5::<f32>(path, &["data", "testdata"])`; a
+/// // missing file is an I/O error.
+/// assert!(matches!(read_mat_v5::<f32>(&path, &["a"]), Err(DatasetError::Io { .. })));
+/// # Ok(())
+/// # }
 /// ```
 pub fn read_mat_v5<T: MatValue>(
     path: &Path,
@@ -90,6 +145,35 @@ pub fn read_mat_v5<T: MatValue>(
 }
 
 /// [`read_mat_v5`] on bytes already in memory (`path` only names the file in errors).
+///
+/// ```
+/// use cpflow::datasets::DatasetError;
+/// use cpflow::vae::parse_mat_v5;
+/// # fn main() -> Result<(), DatasetError> {
+/// // A level-5 MAT-file holding one 2×3 double matrix `a` = [[1, 2, 3], [4, 5, 6]], its
+/// // values stored as uint8 (as MATLAB does for integer-valued doubles).
+/// let tag = |ty: u32, len: u32| [ty.to_le_bytes(), len.to_le_bytes()].concat();
+/// let mut bytes = b"MATLAB 5.0 MAT-file".to_vec();
+/// bytes.resize(124, b' ');
+/// bytes.extend([0x00, 0x01, b'I', b'M']); // version 0x0100, little-endian
+/// bytes.extend(tag(14, 56)); // miMATRIX, 56 bytes
+/// bytes.extend(tag(6, 8)); // array flags (miUINT32): class 6 = double
+/// bytes.extend([6, 0, 0, 0, 0, 0, 0, 0]);
+/// bytes.extend(tag(5, 8)); // dimensions (miINT32): 2 × 3
+/// bytes.extend([2, 0, 0, 0, 3, 0, 0, 0]);
+/// bytes.extend(tag(1 | 1 << 16, u32::from_le_bytes(*b"a\0\0\0"))); // name, small element
+/// bytes.extend(tag(2, 6)); // real part (miUINT8), column-major, padded to 8 bytes
+/// bytes.extend([1, 4, 2, 5, 3, 6, 0, 0]);
+/// let vars = parse_mat_v5::<f32>("a.mat".as_ref(), &bytes, &["a"])?;
+/// assert_eq!(vars[0].data, vec![1.0f32, 4.0, 2.0, 5.0, 3.0, 6.0]);
+/// // A variable that is not in the file, and a file cut short, are errors.
+/// let missing = parse_mat_v5::<f32>("a.mat".as_ref(), &bytes, &["b"]);
+/// assert!(matches!(missing, Err(DatasetError::Corrupt { .. })));
+/// let cut = parse_mat_v5::<f32>("a.mat".as_ref(), &bytes[..150], &["a"]);
+/// assert!(matches!(cut, Err(DatasetError::Truncated { .. })));
+/// # Ok(())
+/// # }
+/// ```
 pub fn parse_mat_v5<T: MatValue>(
     path: &Path,
     bytes: &[u8],
