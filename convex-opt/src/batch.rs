@@ -148,7 +148,7 @@ pub(crate) fn setup<P: BatchedPotential + ?Sized>(
         return Err(ConvexOptError::DTypeMismatch {
             context: "targets y",
             expected,
-            got: y.dtype(),
+            found: y.dtype(),
         });
     }
     let y = y.detach().contiguous()?;
@@ -173,7 +173,7 @@ pub(crate) fn setup<P: BatchedPotential + ?Sized>(
                 return Err(ConvexOptError::DTypeMismatch {
                     context: "initial point x0",
                     expected: y.dtype(),
-                    got: x0.dtype(),
+                    found: x0.dtype(),
                 });
             }
             let x0 = x0.detach().to_device(y.device())?.contiguous()?;

@@ -50,14 +50,14 @@ pub enum ConvexOptError {
     /// A tensor's dtype differs from the one required: the targets `y` from the dtype the
     /// potential computes in (e.g. `f64` targets for an `f32` potential; see
     /// [`crate::BatchedPotential::expected_dtype`]), an initial point `x0` from the targets'.
-    #[error("dtype mismatch in {context}: expected {expected:?}, got {got:?}")]
+    #[error("dtype mismatch in {context}: expected {expected:?}, found {found:?}")]
     DTypeMismatch {
         /// What was being checked.
         context: &'static str,
         /// The dtype required (the potential's for `y`, the targets' for `x0`).
         expected: DType,
-        /// The dtype received.
-        got: DType,
+        /// The dtype found.
+        found: DType,
     },
     /// A parameter is outside its valid range.
     #[error("invalid parameter: {0}")]

@@ -135,7 +135,7 @@ impl QuadraticPotential {
             return Err(ConvexOptError::DTypeMismatch {
                 context: "QuadraticPotential input",
                 expected: self.dtype(),
-                got: x.dtype(),
+                found: x.dtype(),
             });
         }
         let (_, d) = x.dims2()?;

@@ -111,8 +111,8 @@ fn dtype_mismatch_is_reported_before_evaluating() {
                 ConvexOptError::DTypeMismatch {
                     context: "targets y",
                     expected,
-                    got,
-                } => assert_eq!((*expected, *got), (pot_dtype, y_dtype), "{name}"),
+                    found,
+                } => assert_eq!((*expected, *found), (pot_dtype, y_dtype), "{name}"),
                 other => panic!("{name}: expected a dtype mismatch, got {other}"),
             }
             let msg = err.to_string();
@@ -124,8 +124,8 @@ fn dtype_mismatch_is_reported_before_evaluating() {
         // The potential itself names the mismatch too (no candle matmul error).
         let err = pot.value_and_gradient(&y).unwrap_err();
         assert!(
-            matches!(err, ConvexOptError::DTypeMismatch { expected, got, .. }
-                if expected == pot_dtype && got == y_dtype),
+            matches!(err, ConvexOptError::DTypeMismatch { expected, found, .. }
+                if expected == pot_dtype && found == y_dtype),
             "{err}"
         );
         assert_eq!(pot.expected_dtype(), Some(pot_dtype));
@@ -149,8 +149,8 @@ fn initial_point_of_another_dtype_is_a_mismatch() {
                 ConvexOptError::DTypeMismatch {
                     context: "initial point x0",
                     expected,
-                    got,
-                } => assert_eq!((*expected, *got), (y_dtype, x0_dtype), "{name}"),
+                    found,
+                } => assert_eq!((*expected, *found), (y_dtype, x0_dtype), "{name}"),
                 other => panic!("{name}: expected a dtype mismatch, got {other}"),
             }
         }
