@@ -88,9 +88,11 @@ pub enum LineSearch {
 /// let params = LbfgsParams::default().with_history(5).with_max_evaluations(100);
 /// let res = minimize_lbfgs(&P, DVector::zeros(4), &params.with_max_iterations(1))?;
 /// assert!(!res.converged && res.reason == Termination::MaxIterations);
-/// // ...and neither is one gradient evaluation.
+/// // ...and neither is a budget of one gradient evaluation (spent at the starting point;
+/// // as in PyTorch, the budget is tested after the first iteration).
 /// let res = minimize_lbfgs(&P, DVector::zeros(4), &params.with_max_evaluations(1))?;
 /// assert!(!res.converged && res.reason == Termination::EvaluationBudget);
+/// assert_eq!(res.iterations, 1);
 /// // The Wolfe constants need 0 < c₁ < c₂ < 1.
 /// let bad = LbfgsParams::default().with_wolfe(0.9, 0.1);
 /// let err = minimize_lbfgs(&P, DVector::zeros(4), &bad).unwrap_err();
@@ -158,9 +160,11 @@ impl LbfgsParams {
         self
     }
     /// Sets the iteration limit. Unless [`with_max_evaluations`](Self::with_max_evaluations)
-    /// is also set, the evaluation budget follows it (`1.25·n`, PyTorch's rule), so with a
-    /// small `n` a run may stop on [`EvaluationBudget`](crate::Termination::EvaluationBudget)
-    /// before it reaches `n` iterations.
+    /// is also set, the evaluation budget follows it (`1.25·n`, PyTorch's rule), so a run whose
+    /// line searches take several evaluations may stop on
+    /// [`EvaluationBudget`](crate::Termination::EvaluationBudget) before it reaches `n`
+    /// iterations. As in PyTorch, the budget is tested after each iteration, so at least one
+    /// iteration runs.
     pub fn with_max_iterations(mut self, n: u64) -> Self {
         self.max_iterations = n;
         self
@@ -458,7 +462,13 @@ where
         {
             return TerminationStatus::Terminated(TerminationReason::SolverConverged);
         }
-        if self.shared.gradient_evaluations.get() >= self.max_evaluations {
+        // As PyTorch's `LBFGS.step`, the budget is tested after an iteration (the evaluation at
+        // the starting point alone never stops the run), and after the iteration limit.
+        let iter = state.get_iter();
+        if iter > 0
+            && iter < state.get_max_iters()
+            && self.shared.gradient_evaluations.get() >= self.max_evaluations
+        {
             return TerminationStatus::Terminated(TerminationReason::SolverExit(
                 BUDGET_SPENT.into(),
             ));

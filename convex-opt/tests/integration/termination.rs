@@ -161,6 +161,25 @@ fn minimize_lbfgs_says_which_limit_stopped_it() {
     }
 }
 
+/// PyTorch's `LBFGS.step` tests its evaluation budget after an iteration, so `max_iter = 1`
+/// (default budget `⌊1.25⌋ = 1`, spent at the starting point) still takes one step. The step
+/// must move `x` and lower the cost; before the fix the run stopped with zero iterations.
+#[test]
+fn a_budget_spent_at_the_start_still_allows_one_iteration() {
+    let x0 = DVector::from_vec(vec![3.0, -2.0]);
+    let tight = LbfgsParams::default().with_gradient_tolerance(1e-300);
+    let f0 = SteepSoftplus.cost(&x0).unwrap();
+    for (params, expected) in [
+        (tight.with_max_iterations(1), Termination::MaxIterations),
+        (tight.with_max_evaluations(1), Termination::EvaluationBudget),
+    ] {
+        let res = minimize_lbfgs(&SteepSoftplus, x0.clone(), &params).unwrap();
+        assert_eq!(res.iterations, 1, "{params:?}: {}", res.termination);
+        assert_eq!(res.reason, expected, "{params:?}: {}", res.termination);
+        assert!(res.cost < f0, "{} ≥ {f0}", res.cost);
+    }
+}
+
 /// `Φ = ½‖x‖²` whose gradient is NaN where `|x_j| ≥ 1.5`: targets `y = 2` (solution `x = 2`)
 /// cannot be reached; every solver must stop at the edge `x ≈ 1.5` on a failed line search,
 /// treating the NaN trial points as steps that are too long.
