@@ -1,6 +1,6 @@
 //! Batched (preconditioned) conjugate gradient with per-system step sizes and convergence.
 
-use crate::cg_reorth::ResidualBasis;
+use crate::cg_reorth::{ResidualBasis, confirm_on_true_residual};
 use crate::operator::check_operator_shape;
 use crate::vectors::{check_finite, power_of_two_scale};
 use crate::{BatchOperator, BatchVectors, KrylovError};
@@ -110,6 +110,9 @@ pub struct CgParams {
     /// in the `M⁻¹` inner product). Restores CG's finite termination in floating point, so
     /// every system converges in about `d` iterations whatever the spectrum, at `O(k·B·d)`
     /// extra memory and work per iteration `k`. Default `false` (the reference does not).
+    /// Once the stored residuals span the space the updated residual is zero whatever `x` is,
+    /// so convergence is confirmed on the true residual `b − H x` (one extra operator
+    /// application for the systems that met the tolerance).
     pub reorthogonalize: bool,
 }
 
@@ -222,7 +225,9 @@ pub struct CgResult<V> {
     pub x: V,
     /// Iterations (solution updates) performed per system.
     pub iterations: Vec<usize>,
-    /// Final `‖r_i‖∞` per system (recursively updated residual).
+    /// Final `‖r_i‖∞` per system: the recursively updated residual, except with
+    /// [`CgParams::reorthogonalize`], where a system that met the tolerance is checked against
+    /// the true residual `b_i − H_i x_i` and that norm is reported (and decides `converged`).
     pub residual_norms: Vec<f64>,
     /// Whether system `i` met `‖r_i‖∞ ≤ atol + rtol·‖b_i‖∞` (never with a non-finite
     /// residual).
@@ -605,6 +610,20 @@ where
         for i in (0..n).filter(|&i| step[i]) {
             rz[i] = rz_new[i];
         }
+    }
+
+    if reorth.is_some() {
+        let calls = confirm_on_true_residual(
+            op,
+            &b,
+            &x,
+            &tol,
+            &iterations,
+            &mut converged,
+            &mut rnorm,
+            &mut applications,
+        )?;
+        operator_calls += calls;
     }
 
     if rescaled {
