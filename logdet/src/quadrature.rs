@@ -93,6 +93,10 @@ fn gauss_log_sum(
             betas: betas.len(),
         });
     }
+    if k == 0 {
+        // An empty tridiagonal (zero start vector): an empty sum.
+        return Ok(0.0);
+    }
     let (nodes, weights) =
         gauss_quadrature_nodes(alphas, betas).ok_or(LogdetError::QuadratureFailed { system })?;
     // `nodes` are finite here.
@@ -156,6 +160,8 @@ fn gauss_log_sum(
 /// assert!(logdet::slq_quadrature_logdet(&[2.0, -0.5], &[0.0], 1.0).is_err());
 /// // One at round-off level of zero counts as that level (100·u·2 here), with its weight 0.
 /// assert!(logdet::slq_quadrature_logdet(&[2.0, 0.0], &[0.0], 1.0).is_ok());
+/// // An empty tridiagonal (zero start vector) gives 0.
+/// assert_eq!(logdet::slq_quadrature_logdet(&[], &[], 1.0).unwrap(), 0.0);
 /// ```
 pub fn slq_quadrature_logdet(
     alphas: &[f64],

@@ -100,15 +100,26 @@ impl SlqParams {
 /// `2(‖log H‖_F² − Σ_k (log H)_kk²)` for Rademacher probes. `like` gives the probe shape, dtype
 /// and device; its values are not used.
 ///
-/// No floor is applied to the Ritz values, so the estimate follows the scale of `H`: with the
-/// same probes, the estimate for `s·H` is that for `H` plus `d·log s` up to round-off (the
-/// Lanczos run of `s·H` is that of `H` scaled; `H = 1e-12·I` gives `d·log 1e-12`).
+/// No absolute floor is applied to the Ritz values (the reference adds `1e-8`), so the
+/// estimate follows the scale of `H`: with the same probes, the estimate for `s·H` is that for
+/// `H` plus `d·log s` up to round-off (the Lanczos run of `s·H` is that of `H` scaled;
+/// `H = 1e-12·I` gives `d·log 1e-12`).
 ///
-/// Errors: invalid parameters ([`LogdetError::InvalidParameter`]); a Ritz value that is
-/// negative, zero or at round-off level (at or below
-/// [`RITZ_ROUNDOFF_FACTOR`](crate::RITZ_ROUNDOFF_FACTOR)` · u · max|θ|`, `u` the unit roundoff
-/// of the probes' element type), i.e. an operator that is not (numerically) positive definite
-/// on the Krylov space, as [`exact_logdet`](crate::exact_logdet) refuses it
+/// Ritz values within round-off of zero (`|θ| ≤ c·u·max|θ|`, `c` =
+/// [`RITZ_ROUNDOFF_FACTOR`](crate::RITZ_ROUNDOFF_FACTOR), `u` the unit roundoff of the probes'
+/// element type) are raised to that level: an SPD operator whose condition number exceeds
+/// `1/(100·u)` (4.5e13 in f64, 8.4e4 in f32) gets an estimate biased upwards, and a singular
+/// one gets a finite value (its zero eigenvalues count as the round-off level) instead of
+/// `−∞`. SLQ cannot tell these apart from rounding; to test definiteness use [`exact_logdet`](crate::exact_logdet), which
+/// refuses a singular matrix.
+///
+/// `std_err` is the sample standard deviation over the probes divided by `√P`: with few probes
+/// (`P` = 2–4) it is itself noisy, and an interval of ±2 standard errors covers the truth
+/// less often than 95% (Student's t with `P − 1` degrees of freedom); use 16 or more probes
+/// for an error bar to rely on.
+///
+/// Errors: invalid parameters ([`LogdetError::InvalidParameter`]); a Ritz value below minus
+/// the round-off level, i.e. an operator that is not positive definite on the Krylov space
 /// ([`LogdetError::NonPositiveRitzValue`], naming the system); non-finite Lanczos coefficients,
 /// i.e. an operator that produced NaN or ±Inf ([`LogdetError::QuadratureFailed`]).
 ///
