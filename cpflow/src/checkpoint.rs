@@ -169,11 +169,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 pub fn to_bytes(meta: &CheckpointMeta, tensors: Vec<(String, Tensor)>) -> Result<Vec<u8>> {
     let mut info = HashMap::new();
     info.insert(METADATA_KEY.to_string(), serde_json::to_string(meta)?);
-    let tensors: Vec<(String, Tensor)> = tensors
-        .into_iter()
-        .map(|(k, t)| Ok((k, t.contiguous()?)))
-        .collect::<Result<_>>()?;
-    Ok(safetensors::serialize(tensors, Some(info))?)
+    crate::named_vars::serialize_finite(tensors, info)
 }
 
 /// Write a checkpoint atomically.

@@ -1,6 +1,6 @@
 //! Inverting the flow and sampling from it.
 
-use candle_core::Tensor;
+use candle_core::{DType, Tensor};
 use convex_opt::InversionResult;
 use rand::Rng;
 
@@ -33,7 +33,7 @@ use crate::flow::{Flow, Layer};
 pub struct InverseReport {
     /// Per block: iterations, residuals `‖∇Φ(x_i) − y_i‖∞` and convergence flags.
     pub blocks: Vec<InversionResult>,
-    /// Per sample: every block converged for it.
+    /// Per sample: every block converged for it, and its final point is finite.
     pub converged: Vec<bool>,
 }
 
@@ -55,6 +55,23 @@ impl InverseReport {
         let x = res.x.clone();
         self.blocks.push(res);
         x
+    }
+
+    /// Marks as unconverged every sample whose final point `x` (rows of any shape) holds a
+    /// non-finite value: a layer without a solver (ActNorm, logit) can overflow, and a solver's
+    /// residual test says nothing about what follows it.
+    pub(crate) fn mark_non_finite_rows(&mut self, x: &Tensor) -> Result<()> {
+        // `x − x` is 0 where `x` is finite and NaN elsewhere.
+        let rows = x
+            .sub(x)?
+            .flatten_from(1)?
+            .to_dtype(DType::F64)?
+            .sum(1)?
+            .to_vec1::<f64>()?;
+        for (c, r) in self.converged.iter_mut().zip(rows) {
+            *c &= r == 0.0;
+        }
+        Ok(())
     }
 
     /// Logs a warning naming `what` when some sample did not converge.
@@ -170,6 +187,7 @@ impl Flow {
                 Layer::Cpf(b) => report.record(b.inverse(&h, ctx.as_ref(), params)?),
             };
         }
+        report.mark_non_finite_rows(&h)?;
         report.warn_if_unconverged("flow");
         Ok(FlowInverse { x: h, report })
     }

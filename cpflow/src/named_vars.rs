@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use candle_core::{Tensor, Var};
+use candle_core::{DType, Tensor, Var};
 use candle_nn::VarMap;
 
 use crate::error::{CpflowError, Result};
@@ -55,7 +55,66 @@ pub(crate) fn set_vars(
                 var.dims()
             )));
         }
-        var.set(&t.to_dtype(var.dtype())?.to_device(var.device())?)?;
+        if let Some(what) = non_finite_values(t)? {
+            return Err(CpflowError::InvalidInput(format!(
+                "tensor {key} {what}: a model's weights must be finite"
+            )));
+        }
+        let src = t.to_dtype(var.dtype())?.to_device(var.device())?;
+        // candle refuses to set a variable from a tensor that shares its storage (such as the
+        // model's own `weight_tensors()`); a copy makes that a plain assignment.
+        var.set(&src.copy()?)?;
     }
     Ok(())
+}
+
+/// `None` when every value of `t` is finite (or `t` holds integers), else a description of the
+/// non-finite values: "holds 3 non-finite values (the first, NaN, at element 0 of 4)". The
+/// common case costs one reduction and one scalar read (`Σ (t − t)` is 0 exactly when every
+/// value is finite: `NaN − NaN` and `∞ − ∞` are NaN), so a tensor on a GPU is not copied to the
+/// host unless it holds a non-finite value.
+pub(crate) fn non_finite_values(t: &Tensor) -> Result<Option<String>> {
+    if !t.dtype().is_float() || t.elem_count() == 0 {
+        return Ok(None);
+    }
+    let probe = t
+        .sub(t)?
+        .to_dtype(DType::F64)?
+        .sum_all()?
+        .to_scalar::<f64>()?;
+    if probe == 0.0 {
+        return Ok(None);
+    }
+    let values = t.to_dtype(DType::F64)?.flatten_all()?.to_vec1::<f64>()?;
+    let bad = values.iter().filter(|v| !v.is_finite()).count();
+    Ok(values.iter().position(|v| !v.is_finite()).map(|i| {
+        format!(
+            "holds {bad} non-finite {} (the first, {}, at element {i} of {})",
+            if bad == 1 { "value" } else { "values" },
+            values[i],
+            values.len()
+        )
+    }))
+}
+
+/// The safetensors bytes of `tensors` (made contiguous) with the metadata `info`, refusing a
+/// non-finite floating-point value: the loaders refuse such a file as corrupt, so writing it
+/// (atomically, over the last good checkpoint) would lose the run.
+pub(crate) fn serialize_finite(
+    tensors: Vec<(String, Tensor)>,
+    info: HashMap<String, String>,
+) -> Result<Vec<u8>> {
+    let tensors: Vec<(String, Tensor)> = tensors
+        .into_iter()
+        .map(|(k, t)| Ok((k, t.contiguous()?)))
+        .collect::<Result<_>>()?;
+    for (name, t) in &tensors {
+        if let Some(what) = non_finite_values(t)? {
+            return Err(CpflowError::Checkpoint(format!(
+                "not written: tensor {name} {what} (the weights or the optimiser state are not \
+                 finite)"
+            )));
+        }
+    }
+    Ok(safetensors::serialize(tensors, Some(info))?)
 }

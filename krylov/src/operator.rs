@@ -53,8 +53,9 @@ pub trait BatchOperator<V: BatchVectors> {
 
     /// The batch shape `(B, d)` the operator acts on, if it knows it (the dense operators do;
     /// a closure does not). The solvers compare it with their input **before** any other work,
-    /// so a mismatch is a [`KrylovError::ShapeMismatch`] even for an empty batch. Default:
-    /// `None` (the shape is then checked on the operator's output).
+    /// so a mismatch is a [`KrylovError::ShapeMismatch`] even for an empty batch (an empty
+    /// operator, `B = 0`, matches an empty batch of any `d`). Default: `None` (the shape is then
+    /// checked on the operator's output).
     fn batch_shape(&self) -> Option<(usize, usize)> {
         None
     }
@@ -66,14 +67,16 @@ pub(crate) fn check_operator_shape<V: BatchVectors, Op: BatchOperator<V> + ?Size
     op: &Op,
     v: &V,
 ) -> Result<(), KrylovError> {
+    let found = (v.n_systems(), v.system_dim());
     match op.batch_shape() {
-        Some(expected) if expected != (v.n_systems(), v.system_dim()) => {
-            Err(KrylovError::ShapeMismatch {
-                context,
-                expected,
-                found: (v.n_systems(), v.system_dim()),
-            })
-        }
+        // Two empty batches match whatever their `d` (an operator built from no matrices
+        // cannot know it): the result is empty.
+        Some((0, _)) if found.0 == 0 => Ok(()),
+        Some(expected) if expected != found => Err(KrylovError::ShapeMismatch {
+            context,
+            expected,
+            found,
+        }),
         _ => Ok(()),
     }
 }

@@ -89,12 +89,10 @@ impl ImageFlow {
             IMAGE_METADATA_KEY.to_string(),
             serde_json::to_string(&meta)?,
         );
-        let tensors: Vec<(String, Tensor)> = self
-            .weight_tensors()
-            .into_iter()
-            .map(|(k, t)| Ok((k, t.contiguous()?)))
-            .collect::<Result<_>>()?;
-        write_atomic(path, &safetensors::serialize(tensors, Some(info))?)
+        write_atomic(
+            path,
+            &crate::named_vars::serialize_finite(self.weight_tensors(), info)?,
+        )
     }
 
     /// Load a flow saved by [`ImageFlow::save`] onto `device`.

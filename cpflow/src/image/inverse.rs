@@ -102,6 +102,7 @@ impl ImageFlow {
                 ImageLayer::Cpf(b) => report.record(b.inverse(&h.contiguous()?, None, params)?),
             };
         }
+        report.mark_non_finite_rows(&h)?;
         report.warn_if_unconverged("image flow");
         Ok(ImageInverse { x: h, report })
     }

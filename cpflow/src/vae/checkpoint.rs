@@ -291,11 +291,7 @@ pub fn save_vae_checkpoint(
 ) -> Result<()> {
     let mut info = HashMap::new();
     info.insert(VAE_METADATA_KEY.to_string(), serde_json::to_string(meta)?);
-    let tensors: Vec<(String, Tensor)> = tensors
-        .into_iter()
-        .map(|(k, t)| Ok((k, t.contiguous()?)))
-        .collect::<Result<_>>()?;
-    write_atomic(path, &safetensors::serialize(tensors, Some(info))?)
+    write_atomic(path, &crate::named_vars::serialize_finite(tensors, info)?)
 }
 
 /// Read a VAE checkpoint.

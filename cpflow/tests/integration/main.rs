@@ -35,6 +35,7 @@ mod image_layers;
 mod image_mnist;
 mod image_resume;
 mod image_train;
+mod non_finite_weights;
 mod posterior_flow;
 mod posterior_importance;
 mod reference_parity;

@@ -103,10 +103,23 @@ fn batch_size_is_checked_against_the_operator_first() {
             })
         ));
     }
-    // An empty operator with an empty batch is fine.
+    // An empty operator (which cannot know d) with an empty batch of any d is fine; a
+    // non-empty batch is still an error, not a panic.
     let empty = DenseNalgebraOperator::<f64>::new(vec![]).unwrap();
-    let res = cg(&empty, &DMatrix::<f64>::zeros(0, 0), &CgParams::default()).unwrap();
-    assert!(res.converged.is_empty() && res.residual_norms.is_empty());
+    for d in [0, 3] {
+        let res = cg(&empty, &DMatrix::<f64>::zeros(d, 0), &CgParams::default()).unwrap();
+        assert!(res.converged.is_empty() && res.residual_norms.is_empty());
+        assert_eq!(res.x.shape(), (d, 0));
+    }
+    assert!(cg(&empty, &DMatrix::<f64>::zeros(3, 2), &CgParams::default()).is_err());
+    assert!(
+        lanczos(
+            &empty,
+            &DMatrix::<f64>::zeros(3, 2),
+            &LanczosParams::default()
+        )
+        .is_err()
+    );
 }
 
 /// The default `norms2` propagates NaN (`f64::max(NaN, 0)` is 0).

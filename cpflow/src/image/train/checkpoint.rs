@@ -194,11 +194,7 @@ pub fn save_image_checkpoint(
         IMAGE_TRAIN_METADATA_KEY.to_string(),
         serde_json::to_string(meta)?,
     );
-    let tensors: Vec<(String, Tensor)> = tensors
-        .into_iter()
-        .map(|(k, t)| Ok((k, t.contiguous()?)))
-        .collect::<Result<_>>()?;
-    write_atomic(path, &safetensors::serialize(tensors, Some(info))?)
+    write_atomic(path, &crate::named_vars::serialize_finite(tensors, info)?)
 }
 
 /// Read a checkpoint written by [`save_image_checkpoint`] (tensors on `device`).
