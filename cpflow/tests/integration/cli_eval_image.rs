@@ -4,32 +4,13 @@
 //! same dequantisation noise and probes), SLQ must agree with exact within its probe noise,
 //! and a missing dataset or another dataset's `--data` must be refused with what to do.
 
-use crate::cli_common::{cpflow, cpflow_fails, temp_dir};
+use crate::cli_common::{cpflow, cpflow_fails, shared_data, temp_dir, tiny_mnist_config};
 use candle_core::Device;
 use cpflow::image::train::{TEST_SEED_SALT, exact_bpd_per_image};
 use cpflow::image::{
     ImageDataConfig, ImageDataset, ImageExperimentConfig, ImageFlow, load_image_data,
 };
 use std::path::{Path, PathBuf};
-
-/// The offline data root holding `mnist/` (see its README).
-fn shared_data() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data")
-}
-
-/// A tiny MNIST image run: one CP-Flow block (ConvICNN width 4, depth 2), f64 (so that the
-/// numbers compared below are reproducible to the last digits), 2 steps on 16 training
-/// images; the test score: SLQ (2 probes, 10 steps) on the first 8 test images and exact on
-/// the first 3, 4 images per pass.
-fn tiny_config(root: &Path) -> String {
-    format!(
-        "[data]\ndataset = \"mnist\"\nroot = {:?}\nn_val = 4\nn_train = 16\n\
-         [model]\nwidth = 4\ndepth = 2\nnblocks = [1]\nfloat = \"f64\"\n\
-         [train]\nmax_iterations = 2\nbatch_size = 8\neval_batch_size = 4\nseed = 3\n\
-         test = {{ images = 8, exact_images = 3, slq = {{ probes = 2, steps = 10 }} }}\n",
-        root.display().to_string()
-    )
-}
 
 fn json(line: &str) -> serde_json::Value {
     serde_json::from_str(line.trim()).unwrap_or_else(|e| panic!("not one JSON line ({e}): {line}"))
@@ -49,7 +30,7 @@ fn s(p: &Path) -> &str {
 fn eval_repeats_the_runs_test_score_and_slq_agrees_with_exact() {
     let dir = temp_dir("eval-image");
     let cfg = dir.join("tiny.toml");
-    std::fs::write(&cfg, tiny_config(&shared_data())).unwrap();
+    std::fs::write(&cfg, tiny_mnist_config(&shared_data())).unwrap();
     let run = dir.join("run");
     cpflow(&[
         "train",
@@ -216,8 +197,8 @@ fn eval_image_names_the_download_and_refuses_other_data() {
     let run = dir.join("run");
     std::fs::create_dir_all(&run).unwrap();
     let empty_root = dir.join("no-data");
-    std::fs::write(run.join("config.toml"), tiny_config(&empty_root)).unwrap();
-    let cfg: ImageExperimentConfig = toml::from_str(&tiny_config(&empty_root)).unwrap();
+    std::fs::write(run.join("config.toml"), tiny_mnist_config(&empty_root)).unwrap();
+    let cfg: ImageExperimentConfig = toml::from_str(&tiny_mnist_config(&empty_root)).unwrap();
     let flow = ImageFlow::new(cfg.flow_config().unwrap(), &Device::Cpu).unwrap();
     flow.save(&run.join("model.safetensors")).unwrap();
 

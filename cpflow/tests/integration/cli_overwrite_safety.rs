@@ -7,7 +7,9 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use crate::cli_common::{cpflow, cpflow_fails, cpflow_log, temp_dir};
+use crate::cli_common::{
+    cpflow, cpflow_fails, cpflow_log, shared_data, temp_dir, tiny_mnist_config,
+};
 
 /// Every file under `dir` (relative path → bytes).
 fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
@@ -244,6 +246,30 @@ fn a_refused_vae_overwrite_leaves_the_old_run_untouched() {
         let key = key.rsplit('.').next().unwrap();
         assert!(err.contains(key), "{set}: {err}");
         assert!(snapshot(&out) == before, "{set} changed the old run");
+        no_orig_configs(&out);
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// An image run that `--overwrite` would replace survives a new run whose network cannot be
+/// built (width or depth 0): those were checked only when the trainer built the flow, after
+/// the old run was removed (QA: the checkpoint, model, metrics and report were lost).
+#[test]
+fn a_refused_image_overwrite_leaves_the_old_run_untouched() {
+    let dir = temp_dir("overwrite-image");
+    let cfg = dir.join("tiny.toml");
+    std::fs::write(&cfg, tiny_mnist_config(&shared_data())).unwrap();
+    let cfg = cfg.to_str().unwrap();
+    let out = dir.join("run");
+    let out_s = out.to_str().unwrap();
+    let train = ["train", "--config", cfg, "--out", out_s, "--no-progress"];
+    cpflow(&train);
+    let before = snapshot(&out);
+    assert!(before.contains_key(Path::new("report.json")), "{before:?}");
+    for bad in ["model.width=0", "model.depth=0"] {
+        let err = cpflow_fails(&[&train[..], &["--set", bad, "--overwrite"]].concat());
+        assert!(err.contains("at least 1"), "{bad}: {err}");
+        assert!(snapshot(&out) == before, "{bad} changed the old run");
         no_orig_configs(&out);
     }
     std::fs::remove_dir_all(&dir).ok();

@@ -102,3 +102,22 @@ pub fn interrupt_and_wait(child: std::process::Child) -> (bool, String) {
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// The offline data root holding `mnist/` (see its README).
+pub fn shared_data() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data")
+}
+
+/// A tiny MNIST image run: one CP-Flow block (ConvICNN width 4, depth 2), f64 (so that the
+/// numbers compared in `cli_eval_image` are reproducible to the last digits), 2 steps on 16 training
+/// images; the test score: SLQ (2 probes, 10 steps) on the first 8 test images and exact on
+/// the first 3, 4 images per pass.
+pub fn tiny_mnist_config(root: &Path) -> String {
+    format!(
+        "[data]\ndataset = \"mnist\"\nroot = {:?}\nn_val = 4\nn_train = 16\n\
+         [model]\nwidth = 4\ndepth = 2\nnblocks = [1]\nfloat = \"f64\"\n\
+         [train]\nmax_iterations = 2\nbatch_size = 8\neval_batch_size = 4\nseed = 3\n\
+         test = {{ images = 8, exact_images = 3, slq = {{ probes = 2, steps = 10 }} }}\n",
+        root.display().to_string()
+    )
+}

@@ -523,6 +523,9 @@ fn train_image(a: TrainArgs) -> Result<()> {
             flow.image
         );
     }
+    // The network itself (widths, depths, kernel sizes are checked where it is built): a
+    // throw-away copy, so that a refused value cannot cost the run `--overwrite` replaces.
+    drop(cpflow::image::ImageFlow::new(flow.clone(), &device)?);
     let first = cfg.train.batch_size.min(data.train.len());
     if !a.resume && first < 2 {
         bail!(
