@@ -10,7 +10,7 @@ use cpflow::image::train::{TEST_SEED_SALT, exact_bpd_per_image};
 use cpflow::image::{
     ImageDataConfig, ImageDataset, ImageExperimentConfig, ImageFlow, load_image_data,
 };
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 fn json(line: &str) -> serde_json::Value {
     serde_json::from_str(line.trim()).unwrap_or_else(|e| panic!("not one JSON line ({e}): {line}"))

@@ -108,3 +108,55 @@ fn an_interrupt_after_training_skips_the_test_score() {
     assert!(rep.test.is_some() && dir.join("report.json").exists());
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// An interrupt during a validation stops it at its next chunk (a large model's validation
+/// takes minutes): here the flag is set from the start, so the validation after step 1
+/// (`val_every = 1`) gives up before its first chunk, the checkpoint of step 1 is written and
+/// the run is interrupted with no validation point. The resume validates step 1 first, so the
+/// curve and the weights equal an uninterrupted run's. (Before, the validation ran to its end
+/// and only then did the run stop.)
+#[test]
+fn an_interrupt_during_validation_stops_it_and_the_resume_redoes_it() {
+    let (a, b) = (temp_dir("val-interrupt-a"), temp_dir("val-interrupt-b"));
+    let run1 = |dir: &Path, iters: usize, opts: ImageRunOptions| {
+        let cfg = cpflow::image::ImageTrainConfig {
+            val_every: 1,
+            ..tiny_train(iters)
+        };
+        let opts = ImageRunOptions {
+            out_dir: Some(dir.to_path_buf()),
+            ..opts
+        };
+        let data = tiny_data(2, 2);
+        run_image_training(&tiny_flow(FloatType::F32), &cfg, &data, &Device::Cpu, &opts)
+    };
+    let full = run1(&a, 3, Default::default()).unwrap();
+    let opts = ImageRunOptions {
+        interrupt: Some(Arc::new(AtomicBool::new(true))),
+        ..Default::default()
+    };
+    match run1(&b, 3, opts) {
+        Err(cpflow::CpflowError::Interrupted { iteration, .. }) => assert_eq!(iteration, 1),
+        other => panic!("expected an interrupt after step 1, got {other:?}"),
+    }
+    assert!(
+        !b.join("model.safetensors").exists(),
+        "no validation: no model file yet"
+    );
+    let resumed = run1(&b, 3, resume()).unwrap();
+    let curve = |r: &ImageTrainReport| -> Vec<(usize, f64, f64)> {
+        r.val_curve
+            .iter()
+            .map(|p| (p.iteration, p.val.bpd, p.val.std_err))
+            .collect()
+    };
+    assert_eq!(curve(&resumed), curve(&full));
+    assert_eq!(curve(&full).len(), 3);
+    assert_eq!(
+        std::fs::read(b.join("model.safetensors")).unwrap(),
+        std::fs::read(a.join("model.safetensors")).unwrap()
+    );
+    for d in [a, b] {
+        std::fs::remove_dir_all(d).ok();
+    }
+}

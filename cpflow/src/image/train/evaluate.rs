@@ -1,6 +1,7 @@
 //! Bits per dimension of an image set: SLQ (validation and the test score, with the standard
 //! error over images) and, on a subset, exact log-dets (how far the SLQ number is off).
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use candle_core::DType;
@@ -8,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::data::ImageSet;
 use crate::config::SlqParams;
-use crate::error::Result;
+use crate::error::{CpflowError, Result};
 use crate::image::bpd::bits_per_dim;
 use crate::image::flow::{ImageFlow, mean_and_std_err};
 use crate::rng::FlowRng;
@@ -42,7 +43,7 @@ pub struct BpdEstimate {
 }
 
 impl BpdEstimate {
-    fn from_values(v: &[f64]) -> Self {
+    pub(crate) fn from_values(v: &[f64]) -> Self {
         let (bpd, std_err) = mean_and_std_err(v);
         BpdEstimate {
             images: v.len(),
@@ -239,6 +240,29 @@ pub fn slq_bpd_per_image(
     batch: usize,
     seed: u64,
 ) -> Result<PerImageBpd> {
+    slq_bpd_per_image_until(flow, set, n, slq, batch, seed, None).and_then(never_stopped)
+}
+
+/// The result of a pass run without a stop flag (which cannot have stopped).
+fn never_stopped<T>(r: Option<T>) -> Result<T> {
+    r.ok_or_else(|| CpflowError::Internal("an evaluation without a stop flag stopped".into()))
+}
+
+/// Whether `stop` is set (checked before each chunk of the evaluation passes).
+fn stopped(stop: Option<&AtomicBool>) -> bool {
+    stop.is_some_and(|f| f.load(Ordering::Relaxed))
+}
+
+/// [`slq_bpd_per_image`] that gives up (`None`) before the next chunk once `stop` is set.
+pub(crate) fn slq_bpd_per_image_until(
+    flow: &ImageFlow,
+    set: &ImageSet,
+    n: usize,
+    slq: &SlqParams,
+    batch: usize,
+    seed: u64,
+    stop: Option<&AtomicBool>,
+) -> Result<Option<PerImageBpd>> {
     let (mut noise, mut probes) = streams(seed);
     let d = flow.dim();
     let per_nat = 1.0 / (d as f64 * std::f64::consts::LN_2);
@@ -249,6 +273,9 @@ pub fn slq_bpd_per_image(
     };
     let mut start = 0;
     while start < n {
+        if stopped(stop) {
+            return Ok(None);
+        }
         let end = (start + batch.max(1)).min(n);
         let x = set.dequantized_range(start, end, flow.dtype(), flow.device(), &mut noise)?;
         let lp = flow.log_prob_slq(&x, slq, &mut probes)?;
@@ -258,7 +285,7 @@ pub fn slq_bpd_per_image(
             .extend(lp.std_err.iter().map(|se| se * per_nat));
         start = end;
     }
-    Ok(out)
+    Ok(Some(out))
 }
 
 /// SLQ bpd of the first `n` images of `set` (see [`slq_bpd_per_image`]).
@@ -342,12 +369,27 @@ pub fn exact_bpd_per_image(
     batch: usize,
     seed: u64,
 ) -> Result<Vec<f64>> {
+    exact_bpd_per_image_until(flow, set, n, batch, seed, None).and_then(never_stopped)
+}
+
+/// [`exact_bpd_per_image`] that gives up (`None`) before the next chunk once `stop` is set.
+fn exact_bpd_per_image_until(
+    flow: &ImageFlow,
+    set: &ImageSet,
+    n: usize,
+    batch: usize,
+    seed: u64,
+    stop: Option<&AtomicBool>,
+) -> Result<Option<Vec<f64>>> {
     let (mut noise, _) = streams(seed);
     let d = flow.dim();
     let n = n.min(set.len());
     let mut out = Vec::with_capacity(n);
     let mut start = 0;
     while start < n {
+        if stopped(stop) {
+            return Ok(None);
+        }
         let end = (start + batch.max(1)).min(n);
         let x = set.dequantized_range(start, end, flow.dtype(), flow.device(), &mut noise)?;
         let lp = flow
@@ -357,7 +399,7 @@ pub fn exact_bpd_per_image(
         out.extend(lp.into_iter().map(|l| bits_per_dim(l, d)));
         start = end;
     }
-    Ok(out)
+    Ok(Some(out))
 }
 
 /// The test score: SLQ bpd over the first `images` test images (all when `None`) and the
@@ -398,15 +440,33 @@ pub fn score_test_set(
     batch: usize,
     seed: u64,
 ) -> Result<ImageTestReport> {
+    score_test_set_until(flow, test, cfg, batch, seed, None).and_then(never_stopped)
+}
+
+/// [`score_test_set`] that gives up (`None`) before the next chunk of either pass once `stop`
+/// is set (an interrupt: the exact pass of a large model takes minutes per image).
+pub(crate) fn score_test_set_until(
+    flow: &ImageFlow,
+    test: &ImageSet,
+    cfg: &super::config::ImageTestConfig,
+    batch: usize,
+    seed: u64,
+    stop: Option<&AtomicBool>,
+) -> Result<Option<ImageTestReport>> {
     let n = cfg.images.unwrap_or(test.len()).min(test.len());
     let t = Instant::now();
-    let per_image = slq_bpd_per_image(flow, test, n, &cfg.slq, batch, seed)?;
+    let Some(per_image) = slq_bpd_per_image_until(flow, test, n, &cfg.slq, batch, seed, stop)?
+    else {
+        return Ok(None);
+    };
     let slq = &per_image.bpd;
     let slq_seconds = t.elapsed().as_secs_f64();
     let m = cfg.exact_images.min(n);
     let exact = if m > 0 {
         let t = Instant::now();
-        let ex = exact_bpd_per_image(flow, test, m, batch, seed)?;
+        let Some(ex) = exact_bpd_per_image_until(flow, test, m, batch, seed, stop)? else {
+            return Ok(None);
+        };
         let seconds = t.elapsed().as_secs_f64();
         let diff: Vec<f64> = slq[..m].iter().zip(&ex).map(|(s, e)| s - e).collect();
         let max_abs_z = diff
@@ -435,11 +495,60 @@ pub fn score_test_set(
         let ms = per_image.probe_std_err.iter().map(|s| s * s).sum::<f64>() / n as f64;
         ms.sqrt()
     });
-    Ok(ImageTestReport {
+    Ok(Some(ImageTestReport {
         slq_params: cfg.slq.clone(),
         slq: BpdEstimate::from_values(slq),
         probe_std_err,
         slq_seconds,
         exact,
-    })
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::image::ImageModelConfig;
+    use crate::image::train::ImageTestConfig;
+    use candle_core::Device;
+    use icnn::ImageShape;
+    use rand::SeedableRng;
+
+    /// An interrupt stops the test score at its next chunk, in either pass: set from the
+    /// start, nothing is scored (`None`); unset, the result is `score_test_set`'s.
+    #[test]
+    fn a_set_stop_flag_stops_the_score_before_its_next_chunk() {
+        let shape = ImageShape::new(1, 4, 4);
+        let model = ImageModelConfig {
+            width: 4,
+            depth: 2,
+            nblocks: vec![1],
+            float: crate::FloatType::F64,
+            ..Default::default()
+        };
+        let flow = ImageFlow::new(model.flow_config(shape, 0.05).unwrap(), &Device::Cpu).unwrap();
+        let set = ImageSet::new(shape, (0..64).map(|i| (i * 37 % 256) as u8).collect()).unwrap();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+        let x = set
+            .dequantized_range(0, 2, DType::F64, &Device::Cpu, &mut rng)
+            .unwrap();
+        flow.initialize(&x).unwrap();
+        let cfg = ImageTestConfig {
+            images: Some(4),
+            exact_images: 2,
+            ..Default::default()
+        };
+        let stop = AtomicBool::new(true);
+        assert!(
+            score_test_set_until(&flow, &set, &cfg, 1, 0, Some(&stop))
+                .unwrap()
+                .is_none()
+        );
+        let go = AtomicBool::new(false);
+        let until = score_test_set_until(&flow, &set, &cfg, 1, 0, Some(&go))
+            .unwrap()
+            .unwrap();
+        let plain = score_test_set(&flow, &set, &cfg, 1, 0).unwrap();
+        assert_eq!(until.slq, plain.slq);
+        assert_eq!(until.exact.map(|e| e.exact), plain.exact.map(|e| e.exact));
+    }
 }

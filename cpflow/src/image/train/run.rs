@@ -12,7 +12,7 @@ use super::checkpoint::{
 };
 use super::config::ImageTrainConfig;
 use super::data::{ImageData, epoch_permutation, training_batch};
-use super::evaluate::{BpdEstimate, slq_bpd};
+use super::evaluate::{BpdEstimate, slq_bpd_per_image_until};
 use super::{
     ImageMetricsRecord, ImageRunOptions, ImageStopReason, ImageTrainReport, ImageTrainState,
     ValPoint,
@@ -27,7 +27,7 @@ use crate::image::flow::ImageFlow;
 use crate::metrics::{MetricsWriter, truncate_metrics};
 use crate::progress::Progress;
 use crate::rng::FlowRng;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 mod finish;
 
@@ -293,19 +293,26 @@ impl<'a> Run<'a> {
     /// Validation SLQ bpd with the EMA weights (same noise and probes at every validation,
     /// so points of the curve differ by the weights only); appends to the curve and rewrites
     /// `model.safetensors`.
-    fn validate(&mut self) -> Result<Option<BpdEstimate>> {
+    /// `None` without validation images, or when `stop` is set before the pass ends (an
+    /// interrupt: a large model's validation takes minutes); then nothing is recorded.
+    fn validate(&mut self, stop: Option<&AtomicBool>) -> Result<Option<BpdEstimate>> {
         if self.data.val.is_empty() {
             return Ok(None);
         }
         self.load_eval_weights()?;
-        let val = slq_bpd(
+        let Some(per_image) = slq_bpd_per_image_until(
             &self.eval_flow,
             &self.data.val,
             self.data.val.len(),
             &self.cfg.val_slq,
             self.cfg.eval_batch_size,
             self.cfg.seed ^ VAL_SEED_SALT,
-        )?;
+            stop,
+        )?
+        else {
+            return Ok(None);
+        };
+        let val = BpdEstimate::from_values(&per_image.bpd);
         tracing::info!(
             iteration = self.state.iteration,
             val_bpd = val.bpd,
@@ -392,6 +399,25 @@ impl<'a> Run<'a> {
         let mut eval_time = 0.0;
         let (mut win_steps, mut win_time) = (0usize, 0.0f64);
         let out_of_budget = |s: &ImageTrainState| budget.is_some_and(|b| s.train_time_s >= b);
+        // A resumed run whose last validation an interrupt stopped (the checkpoint is written
+        // after the step) validates first, so the curve has every point of an uninterrupted
+        // run (validation does not touch the training stream).
+        let it = self.state.iteration;
+        if !self.fresh
+            && it < limit
+            && cfg.val_every > 0
+            && it > 0
+            && it.is_multiple_of(cfg.val_every)
+            && self
+                .state
+                .val_curve
+                .last()
+                .is_none_or(|p| p.iteration != it)
+        {
+            let te = Instant::now();
+            self.validate(opts.interrupt.as_deref())?;
+            eval_time += te.elapsed().as_secs_f64();
+        }
         let stop_reason = loop {
             if self.state.iteration >= limit {
                 break ImageStopReason::IterationLimit;
@@ -426,7 +452,7 @@ impl<'a> Run<'a> {
                 None
             };
             let val = if cfg.val_every > 0 && it.is_multiple_of(cfg.val_every) {
-                self.validate()?
+                self.validate(opts.interrupt.as_deref())?
             } else {
                 None
             };

@@ -4,7 +4,7 @@
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use super::super::evaluate::score_test_set;
+use super::super::evaluate::score_test_set_until;
 use super::super::{ImageRunOptions, ImageStopReason, ImageTrainReport};
 use super::{Run, StepStats, TEST_SEED_SALT};
 use crate::error::{CpflowError, Result};
@@ -41,18 +41,14 @@ impl Run<'_> {
             .last()
             .is_none_or(|p| p.iteration != it)
         {
-            self.validate()?;
+            self.validate(opts.interrupt.as_deref())?;
         }
         self.save_checkpoint()?;
         self.load_eval_weights()?;
         if let Some(d) = &self.out_dir {
             self.eval_flow.save(&d.join("model.safetensors"))?;
         }
-        let interrupted = opts
-            .interrupt
-            .as_ref()
-            .is_some_and(|f| f.load(Ordering::Relaxed));
-        if interrupted && !self.data.test.is_empty() {
+        let stopped = || {
             let saved = match &self.out_dir {
                 Some(d) => vec![
                     d.join("model.safetensors"),
@@ -60,21 +56,31 @@ impl Run<'_> {
                 ],
                 None => Vec::new(),
             };
-            return Err(CpflowError::EvaluationInterrupted {
+            CpflowError::EvaluationInterrupted {
                 skipped: "the test score".into(),
                 saved,
-            });
+            }
+        };
+        let interrupted = opts
+            .interrupt
+            .as_ref()
+            .is_some_and(|f| f.load(Ordering::Relaxed));
+        if interrupted && !self.data.test.is_empty() {
+            return Err(stopped());
         }
         let test = if self.data.test.is_empty() {
             None
         } else {
-            let r = score_test_set(
+            // An interrupt during the score stops it at its next chunk.
+            let r = score_test_set_until(
                 &self.eval_flow,
                 &self.data.test,
                 &self.cfg.test,
                 self.cfg.eval_batch_size,
                 self.cfg.seed ^ TEST_SEED_SALT,
-            )?;
+                opts.interrupt.as_deref(),
+            )?
+            .ok_or_else(stopped)?;
             tracing::info!(
                 images = r.slq.images,
                 test_bpd = r.slq.bpd,
