@@ -50,6 +50,6 @@ pub use train::load_image_data;
 pub use train::{
     BpdEstimate, ConvArch, EmaConfig, ExactComparison, ImageData, ImageDataConfig, ImageDataset,
     ImageExperimentConfig, ImageMetricsRecord, ImageModelConfig, ImageRunOptions, ImageSet,
-    ImageStopReason, ImageTestConfig, ImageTestReport, ImageTrainConfig, ImageTrainReport,
-    ImageTrainState, ValPoint, run_image_training,
+    ImageStepTotals, ImageStopReason, ImageTestConfig, ImageTestReport, ImageTrainConfig,
+    ImageTrainReport, ImageTrainState, ValPoint, run_image_training,
 };

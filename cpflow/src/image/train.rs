@@ -196,6 +196,58 @@ pub struct ImageTrainState {
     pub train_time_s: f64,
     /// The validation curve so far.
     pub val_curve: Vec<ValPoint>,
+    /// Totals over every training step of the run, across resumes (the report's loss and CG
+    /// statistics). A checkpoint written before they were kept resumes with zeros: its
+    /// report then covers the steps since the resume.
+    #[serde(default)]
+    pub step_totals: ImageStepTotals,
+}
+
+/// Totals over the training steps of a run (see [`ImageTrainState::step_totals`]).
+///
+/// ```
+/// use cpflow::image::ImageStepTotals;
+/// let mut t = ImageStepTotals::default();
+/// t.record(2.5, Some((1.5, 3)));
+/// t.record(2.0, None); // a step without CP-Flow blocks (a baseline flow)
+/// assert_eq!((t.steps, t.last_loss, t.cg_max), (2, Some(2.0), 3));
+/// assert_eq!(t.mean_cg_iterations(), 1.5);
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ImageStepTotals {
+    /// Optimiser steps recorded.
+    pub steps: usize,
+    /// The loss of the last step (`None` before the first).
+    pub last_loss: Option<f64>,
+    /// Sum over the steps with CG solves of their mean CG iterations per system.
+    pub cg_mean_sum: f64,
+    /// Steps with CG solves.
+    pub cg_steps: usize,
+    /// Most CG iterations of any system in any step.
+    pub cg_max: usize,
+}
+
+impl ImageStepTotals {
+    /// Records a step: its loss and, if it solved CG systems, their mean and largest
+    /// iteration counts.
+    pub fn record(&mut self, loss: f64, cg: Option<(f64, usize)>) {
+        self.steps += 1;
+        self.last_loss = Some(loss);
+        if let Some((mean, max)) = cg {
+            self.cg_mean_sum += mean;
+            self.cg_steps += 1;
+            self.cg_max = self.cg_max.max(max);
+        }
+    }
+
+    /// Mean over the steps with CG solves of their mean iterations (0 without any).
+    pub fn mean_cg_iterations(&self) -> f64 {
+        if self.cg_steps > 0 {
+            self.cg_mean_sum / self.cg_steps as f64
+        } else {
+            0.0
+        }
+    }
 }
 
 /// Why a run stopped.

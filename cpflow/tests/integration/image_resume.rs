@@ -53,7 +53,7 @@ fn log(dir: &Path) -> Vec<ImageMetricsRecord> {
 #[test]
 fn a_resume_after_a_kill_cuts_the_metrics_back_to_the_checkpoint() {
     let (a, b) = (temp_dir("killed-a"), temp_dir("killed-b"));
-    run(&a, 5, Default::default()).unwrap();
+    let full = run(&a, 5, Default::default()).unwrap();
     run(&b, 2, Default::default()).unwrap();
     let (ck, ck2) = (b.join("checkpoint.safetensors"), b.join("ck2.safetensors"));
     std::fs::copy(&ck, &ck2).unwrap();
@@ -65,7 +65,15 @@ fn a_resume_after_a_kill_cuts_the_metrics_back_to_the_checkpoint() {
     assert_eq!(log(&b), log(&a));
     assert!(rep.wall_time_s >= rep.train_time_s && rep.train_time_s > 0.0);
     assert!(rep.invocation_wall_time_s <= rep.wall_time_s);
+    // The loss and CG statistics cover every step of the run, across resumes (they used to
+    // cover the last invocation's steps only: none at all for a finished run resumed).
+    let stats = |r: &ImageTrainReport| (r.final_loss, r.mean_cg_iterations, r.max_cg_iterations);
+    assert!(full.final_loss.is_finite() && full.mean_cg_iterations > 0.0);
+    assert_eq!(stats(&rep), stats(&full));
+    assert!((rep.mean_step_s - rep.train_time_s / 5.0).abs() <= 1e-12 * rep.mean_step_s);
     let again = run(&b, 5, resume()).unwrap();
+    assert_eq!(stats(&again), stats(&full));
+    assert_eq!(again.mean_step_s, rep.mean_step_s);
     assert_eq!(again.train_time_s, rep.train_time_s);
     assert!(again.wall_time_s >= again.train_time_s);
     assert_eq!(log(&b), log(&a));

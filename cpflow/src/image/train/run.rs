@@ -117,15 +117,11 @@ struct Run<'a> {
     fresh: bool,
 }
 
-/// Statistics of the steps of one call.
+/// The steps of one call (the run's totals are in the state).
 #[derive(Default)]
 struct StepStats {
     steps: usize,
     seconds: f64,
-    cg_mean_sum: f64,
-    cg_steps: usize,
-    cg_max: usize,
-    last_loss: f64,
 }
 
 fn scalar(t: &Tensor) -> Result<f64> {
@@ -392,10 +388,7 @@ impl<'a> Run<'a> {
             opts.progress_bar,
         );
         bar.set_position(self.state.iteration as u64);
-        let mut stats = StepStats {
-            last_loss: f64::NAN,
-            ..Default::default()
-        };
+        let mut stats = StepStats::default();
         let mut eval_time = 0.0;
         let (mut win_steps, mut win_time) = (0usize, 0.0f64);
         let out_of_budget = |s: &ImageTrainState| budget.is_some_and(|b| s.train_time_s >= b);
@@ -435,14 +428,12 @@ impl<'a> Run<'a> {
             self.state.train_time_s += dt;
             stats.steps += 1;
             stats.seconds += dt;
-            stats.last_loss = loss;
             (win_steps, win_time) = (win_steps + 1, win_time + dt);
             let cg_max = cg.iterations.iter().copied().max().unwrap_or(0);
-            if !cg.iterations.is_empty() {
-                stats.cg_mean_sum += cg.mean_iterations();
-                stats.cg_steps += 1;
-                stats.cg_max = stats.cg_max.max(cg_max);
-            }
+            self.state.step_totals.record(
+                loss,
+                (!cg.iterations.is_empty()).then(|| (cg.mean_iterations(), cg_max)),
+            );
             let it = self.state.iteration;
             let last = it >= limit || out_of_budget(&self.state);
             let te = Instant::now();

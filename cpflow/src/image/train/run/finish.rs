@@ -92,6 +92,7 @@ impl Run<'_> {
         };
         eval_time += te.elapsed().as_secs_f64();
         let invocation_wall = wall.elapsed().as_secs_f64();
+        let totals = &self.state.step_totals;
         let report = ImageTrainReport {
             parameters: self.flow.num_parameters(),
             cp_flow_blocks: self.flow.blocks().count(),
@@ -101,14 +102,15 @@ impl Run<'_> {
             iterations: it,
             epochs: self.epochs_done(),
             stop_reason,
-            final_loss: stats.last_loss,
-            mean_cg_iterations: if stats.cg_steps > 0 {
-                stats.cg_mean_sum / stats.cg_steps as f64
+            // Over every step of the run, across resumes.
+            final_loss: totals.last_loss.unwrap_or(f64::NAN),
+            mean_cg_iterations: totals.mean_cg_iterations(),
+            max_cg_iterations: totals.cg_max,
+            mean_step_s: if totals.steps > 0 {
+                self.state.train_time_s / totals.steps as f64
             } else {
                 0.0
             },
-            max_cg_iterations: stats.cg_max,
-            mean_step_s: stats.seconds / stats.steps.max(1) as f64,
             val_curve: self.state.val_curve.clone(),
             test,
             train_time_s: self.state.train_time_s,
