@@ -107,8 +107,15 @@ pub fn check_new_run(out: &Path, files: &RunFiles, overwrite: bool) -> Result<()
 /// A directory that holds no run (no marker file) is left as it is; in `plots/`, only the
 /// figures that `plots/plots.json` lists and that file go (the directory too once empty):
 /// files of the user's there stay.
+/// The files of every kind of run go, not only `files`' (a `vae --overwrite` over a toy run
+/// left the toy's `model.safetensors`, which `cpflow sample` then read as the new run's).
 pub fn remove_old_run(out: &Path, files: &RunFiles) -> Result<()> {
-    if !files.markers.iter().any(|f| out.join(f).exists()) {
+    let kinds = [files, &TRAIN_RUN, &VAE_RUN];
+    if !kinds
+        .iter()
+        .flat_map(|k| k.markers)
+        .any(|f| out.join(f).exists())
+    {
         return Ok(());
     }
     let remove = |p: &Path| -> Result<()> {
@@ -119,7 +126,7 @@ pub fn remove_old_run(out: &Path, files: &RunFiles) -> Result<()> {
             _ => Ok(()),
         }
     };
-    for name in files.removed {
+    for name in kinds.iter().flat_map(|k| k.removed) {
         remove(&out.join(name))?;
     }
     let plots = out.join("plots");
@@ -326,6 +333,36 @@ mod tests {
             e.contains("checkpoint.safetensors") && e.contains("cpflow vae"),
             "{e}"
         );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// `--overwrite` of one kind of run over another removes the other kind's files too: a
+    /// `vae` over a toy run used to leave the toy's `model.safetensors` and `data_record.json`
+    /// (`cpflow sample` then sampled the old toy), an image `train` over a VAE run its
+    /// `best.safetensors`.
+    #[test]
+    fn overwrite_removes_the_files_of_every_kind_of_run() {
+        let dir = std::env::temp_dir().join(format!("cpflow-rundir-kinds-{}", std::process::id()));
+        for (old, new) in [(&TRAIN_RUN, &VAE_RUN), (&VAE_RUN, &TRAIN_RUN)] {
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).unwrap();
+            for f in old.removed {
+                std::fs::write(dir.join(f), "old").unwrap();
+            }
+            std::fs::write(dir.join("notes.txt"), "mine").unwrap();
+            remove_old_run(&dir, new).unwrap();
+            let left: Vec<_> = std::fs::read_dir(&dir)
+                .unwrap()
+                .map(|e| e.unwrap().file_name())
+                .collect();
+            assert_eq!(
+                left,
+                vec!["notes.txt"],
+                "{} over {}",
+                new.command,
+                old.command
+            );
+        }
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
