@@ -118,3 +118,24 @@ pub(crate) fn serialize_finite(
     }
     Ok(safetensors::serialize(tensors, Some(info))?)
 }
+
+/// Refuses a checkpoint read from `path` with a non-finite value in any floating-point tensor
+/// (the weights, the EMA copy, the optimiser's moments), naming the file and the tensor: such
+/// a file is corrupt, and a resume from it would stop at its first step with a non-finite
+/// loss, pointing back to this file as "the last good checkpoint".
+pub(crate) fn check_loaded_finite(
+    path: &std::path::Path,
+    tensors: &HashMap<String, Tensor>,
+) -> Result<()> {
+    let mut names: Vec<&String> = tensors.keys().collect();
+    names.sort();
+    for name in names {
+        if let Some(what) = non_finite_values(&tensors[name])? {
+            return Err(CpflowError::Checkpoint(format!(
+                "{}: tensor {name} {what}: the file is corrupt",
+                path.display()
+            )));
+        }
+    }
+    Ok(())
+}

@@ -342,6 +342,7 @@ pub fn load_vae_checkpoint(
         })?;
     let meta: VaeCheckpointMeta = serde_json::from_str(json)?;
     let tensors = candle_core::safetensors::load_buffer(&bytes, device)?;
+    crate::named_vars::check_loaded_finite(path, &tensors)?;
     Ok((meta, tensors))
 }
 

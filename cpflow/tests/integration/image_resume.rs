@@ -168,3 +168,36 @@ fn an_interrupt_during_validation_stops_it_and_the_resume_redoes_it() {
         std::fs::remove_dir_all(d).ok();
     }
 }
+
+/// A checkpoint whose optimiser state holds a NaN is refused at load, naming the file and
+/// the tensor (the model's weights were already refused by `set_weights`). It used to
+/// resume, then stop at its first step with a non-finite loss that named this very file as
+/// the last good checkpoint.
+#[test]
+fn a_checkpoint_with_a_non_finite_optimiser_moment_is_refused() {
+    let dir = temp_dir("nan-moment");
+    run(&dir, 1, Default::default()).unwrap();
+    let path = dir.join("checkpoint.safetensors");
+    let bytes = std::fs::read(&path).unwrap();
+    let (_, md) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    let info = md.metadata().clone();
+    let mut tensors = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu).unwrap();
+    let mut names: Vec<String> = tensors.keys().cloned().collect();
+    names.sort();
+    let name = names
+        .into_iter()
+        .find(|k| k.starts_with("adam.v."))
+        .expect("an Adam second moment");
+    let t = &tensors[&name];
+    let nan = (t.ones_like().unwrap() * f64::NAN).unwrap();
+    tensors.insert(name.clone(), nan);
+    std::fs::write(&path, safetensors::serialize(tensors, info).unwrap()).unwrap();
+    match run(&dir, 2, resume()) {
+        Err(cpflow::CpflowError::Checkpoint(msg)) => {
+            assert!(msg.contains(&path.display().to_string()), "{msg}");
+            assert!(msg.contains(&format!("tensor {name} holds")), "{msg}");
+        }
+        other => panic!("expected a checkpoint error, got {other:?}"),
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
