@@ -274,3 +274,32 @@ fn a_refused_image_overwrite_leaves_the_old_run_untouched() {
     }
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// While a process holds a run directory (here: this test, holding the lock a running
+/// `train` holds), a second `train` on it, `--resume` or `--overwrite`, is refused and
+/// changes nothing; once the lock is released it goes ahead. (QA: two processes wrote into
+/// the same run, `metrics.jsonl` holding an iteration twice.)
+#[test]
+fn a_run_directory_in_use_is_refused() {
+    let dir = temp_dir("locked");
+    let out = dir.join("run");
+    cpflow(&strs(&train_args("8gaussians", &out, &[])));
+    let lock = std::fs::OpenOptions::new()
+        .write(true)
+        .open(out.join(".cpflow.lock"))
+        .expect("a run directory holds its lock file");
+    lock.try_lock().unwrap();
+    let before = snapshot(&out);
+    for extra in [&["--resume"][..], &["--overwrite"][..]] {
+        let err = cpflow_fails(&strs(&train_args("8gaussians", &out, extra)));
+        assert!(
+            err.contains("in use by another cpflow process"),
+            "{extra:?}: {err}"
+        );
+        assert!(snapshot(&out) == before, "{extra:?} changed the run");
+    }
+    lock.unlock().unwrap();
+    // A resume of the finished run scores it again.
+    cpflow(&strs(&train_args("8gaussians", &out, &["--resume"])));
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -54,6 +54,42 @@ pub const VAE_RUN: RunFiles = RunFiles {
     ],
 };
 
+/// The file whose lock a running `train` or `vae` holds in its run directory.
+pub const LOCK_FILE: &str = ".cpflow.lock";
+
+/// Takes the run directory for this process: an exclusive lock on `out/.cpflow.lock`, held
+/// until the returned file is dropped (or the process ends, however it ends). A second
+/// `train`/`vae` on the same `--out` (a `--resume` or `--overwrite` while the run goes on)
+/// is refused instead of writing into the same files. Call it once every check has passed,
+/// before anything in `out` changes. On a file system without locks it warns and goes on.
+pub fn lock_run_dir(out: &Path) -> Result<std::fs::File> {
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let path = out.join(LOCK_FILE);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => bail!(
+            "{} is in use by another cpflow process (it holds the lock on {}): wait for it to \
+             end (Ctrl-C stops it and saves the run), or give another --out",
+            out.display(),
+            path.display()
+        ),
+        Err(std::fs::TryLockError::Error(e)) => {
+            tracing::warn!(
+                path = %path.display(),
+                error = %e,
+                "cannot lock the run directory; a second cpflow process on it would not be refused"
+            );
+            Ok(file)
+        }
+    }
+}
+
 /// The checkpoint of the run in `out`.
 pub fn checkpoint_path(out: &Path) -> PathBuf {
     out.join("checkpoint.safetensors")

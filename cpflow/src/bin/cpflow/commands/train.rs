@@ -21,7 +21,8 @@ use crate::run_config::{
     DataSection, Overrides, check_training_start, is_image_config, resolve, resolve_image,
 };
 use crate::run_dir::{
-    TRAIN_RUN, absolute, absolute_run_config, check_new_run, remove_old_run, write_config,
+    TRAIN_RUN, absolute, absolute_run_config, check_new_run, lock_run_dir, remove_old_run,
+    write_config,
 };
 
 /// `report.json` of a run. Every NLL names its split: `val_*` numbers come from the
@@ -199,6 +200,7 @@ pub fn train(mut a: TrainArgs) -> Result<()> {
     // Only now is the run directory changed: the old run goes (--overwrite), the new one's
     // configuration and data record are written. What only training shows (a non-finite
     // loss at some step) fails after this.
+    let _lock = lock_run_dir(&out)?;
     if a.overwrite {
         remove_old_run(&out, &TRAIN_RUN)?;
     }
@@ -535,6 +537,7 @@ fn train_image(a: TrainArgs) -> Result<()> {
         );
     }
     let interrupt = Interrupt::install()?;
+    let _lock = lock_run_dir(&out)?;
     if a.overwrite {
         remove_old_run(&out, &TRAIN_RUN)?;
     }
