@@ -201,12 +201,10 @@ fn train_resume_refuses_a_changed_data_file() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
-/// `vae --overwrite` with a setting the new run refuses (an optimiser's, the model's) leaves
-/// the old run untouched.
-#[test]
-fn a_refused_vae_overwrite_leaves_the_old_run_untouched() {
+/// A tiny Gaussian-posterior VAE run on the offline Caltech silhouettes (one epoch), written
+/// as `dir/vae.toml`.
+fn tiny_vae_config(dir: &Path) -> PathBuf {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let dir = temp_dir("overwrite-vae");
     let cfg = dir.join("vae.toml");
     // The data root relative to the repository: the tests run in the crate's directory.
     let root = repo.join("../shared/data");
@@ -222,6 +220,15 @@ fn a_refused_vae_overwrite_leaves_the_old_run_untouched() {
         ),
     )
     .unwrap();
+    cfg
+}
+
+/// `vae --overwrite` with a setting the new run refuses (an optimiser's, the model's) leaves
+/// the old run untouched.
+#[test]
+fn a_refused_vae_overwrite_leaves_the_old_run_untouched() {
+    let dir = temp_dir("overwrite-vae");
+    let cfg = tiny_vae_config(&dir);
     let out = dir.join("v6");
     let vae = |extra: &[&str]| -> Vec<String> {
         let base = [
@@ -301,5 +308,58 @@ fn a_run_directory_in_use_is_refused() {
     lock.unlock().unwrap();
     // A resume of the finished run scores it again.
     cpflow(&strs(&train_args("8gaussians", &out, &["--resume"])));
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// A run directory of one kind met by a command of another (`--resume` or a new run) is
+/// refused naming both kinds, instead of failing on the first key the other configuration
+/// does not know (QA: "unknown field `n_test`", "unknown variant `frey-faces`", "has no
+/// `cpflow` metadata").
+#[test]
+fn a_run_of_another_kind_is_named() {
+    let dir = temp_dir("kinds");
+    let (toy, vae_run) = (dir.join("toy"), dir.join("vae"));
+    cpflow(&strs(&train_args("8gaussians", &toy, &[])));
+    let vae_cfg = tiny_vae_config(&dir);
+    let img_cfg = dir.join("tiny.toml");
+    std::fs::write(&img_cfg, tiny_mnist_config(&shared_data())).unwrap();
+    let (vae_cfg, img_cfg) = (vae_cfg.to_str().unwrap(), img_cfg.to_str().unwrap());
+    let vae = |out: &Path, extra: &[&str]| -> Vec<String> {
+        let base = [
+            "vae",
+            "--config",
+            vae_cfg,
+            "--out",
+            out.to_str().unwrap(),
+            "--no-progress",
+        ];
+        base.iter().chain(extra).map(|s| s.to_string()).collect()
+    };
+    cpflow(&strs(&vae(&vae_run, &[])));
+    let image = |out: &Path| -> Vec<String> {
+        [
+            "train",
+            "--config",
+            img_cfg,
+            "--out",
+            out.to_str().unwrap(),
+            "--no-progress",
+            "--resume",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    let cases: [(Vec<String>, &str); 5] = [
+        (vae(&toy, &["--resume"]), "holds a flow on vectors"),
+        (vae(&toy, &[]), "holds a flow on vectors"),
+        (image(&toy), "holds a flow on vectors"),
+        (image(&vae_run), "holds a VAE run"),
+        (train_args("8gaussians", &vae_run, &[]), "holds a VAE run"),
+    ];
+    for (args, needle) in cases {
+        let err = cpflow_fails(&strs(&args));
+        assert!(err.contains(needle), "{args:?}: {err}");
+    }
     std::fs::remove_dir_all(&dir).ok();
 }

@@ -24,6 +24,7 @@ mod output_files;
 mod resume_check;
 mod run_config;
 mod run_dir;
+mod run_kind;
 
 use anyhow::{Context, Result, bail};
 use candle_core::Device;

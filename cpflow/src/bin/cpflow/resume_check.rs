@@ -4,6 +4,7 @@
 //! another experiment (the data, the schedule, the seeds) is refused with the keys and both
 //! values named.
 
+use crate::run_kind::{RunKind, check_run_kind};
 use anyhow::{Context, Result, bail};
 use candle_core::Device;
 use serde::{Deserialize, Serialize};
@@ -194,6 +195,7 @@ pub struct TrainResume {
 /// [`TRAIN_RESUMABLE`] keys may differ, and the run may not be shortened.
 pub fn check_train_resume(requested: &RunConfig, out: &Path) -> Result<TrainResume> {
     let checkpoint = resume_checkpoint(out, "train")?;
+    check_run_kind(out, &checkpoint, RunKind::Vectors, "train")?;
     let ck = cpflow::load_checkpoint(&checkpoint, &Device::Cpu)
         .with_context(|| format!("reading {}", checkpoint.display()))?;
     let (Some(train), Some(state)) = (&ck.meta.train, &ck.meta.state) else {
@@ -453,7 +455,8 @@ pub fn check_image_resume(
     requested: &cpflow::image::ImageExperimentConfig,
     out: &Path,
 ) -> Result<()> {
-    resume_checkpoint(out, "train")?;
+    let checkpoint = resume_checkpoint(out, "train")?;
+    check_run_kind(out, &checkpoint, RunKind::Image, "train")?;
     let saved_path = out.join("config.toml");
     if saved_path.is_file() {
         let mut saved = resolve_image(&saved_path, &Overrides::default())?;
@@ -469,6 +472,7 @@ pub fn check_image_resume(
 /// the number of epochs may not go below those done.
 pub fn check_vae_resume(requested: &cpflow::vae::VaeConfig, out: &Path) -> Result<()> {
     let checkpoint = resume_checkpoint(out, "vae")?;
+    check_run_kind(out, &checkpoint, RunKind::Vae, "vae")?;
     let (meta, _) = cpflow::vae::load_vae_checkpoint(&checkpoint, &Device::Cpu)
         .with_context(|| format!("reading {}", checkpoint.display()))?;
     let mut run = meta.config;

@@ -117,6 +117,21 @@ pub fn check_new_run(out: &Path, files: &RunFiles, overwrite: bool) -> Result<()
         "vae" => "--epochs",
         _ => "--iters",
     };
+    // Another kind of run (a VAE run for `train`, a flow for `vae`) cannot be continued.
+    let kind = crate::run_kind::RunKind::of_checkpoint(&checkpoint_path(out));
+    let other = match (files.command, kind) {
+        ("vae", Some(k)) if k != crate::run_kind::RunKind::Vae => Some(k),
+        ("train", Some(k)) if k == crate::run_kind::RunKind::Vae => Some(k),
+        _ => None,
+    };
+    if let Some(k) = other {
+        bail!(
+            "{} already holds {} ({}): replace it with `--overwrite`, or give another `--out`",
+            out.display(),
+            k.describe(),
+            found.join(", ")
+        );
+    }
     if !out.join("checkpoint.safetensors").exists() {
         // Nothing to resume: a model without a training checkpoint (`cpflow
         // import-reference` writes one).

@@ -1,0 +1,75 @@
+//! Which kind of run a run directory holds, read from its checkpoint's metadata keys, so that
+//! `--resume` (or a new run) into a directory of another kind says so instead of failing on
+//! the first key the other kind's configuration does not know.
+
+use anyhow::{Result, bail};
+use std::io::Read;
+use std::path::Path;
+
+/// The kinds of run a `cpflow train` / `cpflow vae` directory can hold.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RunKind {
+    /// A flow on vectors (tabular data, toys): `cpflow train`.
+    Vectors,
+    /// An image flow: `cpflow train` with an image configuration.
+    Image,
+    /// The VAE experiment: `cpflow vae`.
+    Vae,
+}
+
+impl RunKind {
+    /// For messages: "a VAE run (`cpflow vae`)".
+    pub fn describe(self) -> &'static str {
+        match self {
+            RunKind::Vectors => "a flow on vectors (a tabular or toy `cpflow train` run)",
+            RunKind::Image => "an image-flow run (`cpflow train` with an image config)",
+            RunKind::Vae => "a VAE run (`cpflow vae`)",
+        }
+    }
+
+    /// The kind of the training checkpoint at `path`, from the keys of its safetensors
+    /// metadata (only the header is read); `None` when it cannot be told.
+    pub fn of_checkpoint(path: &Path) -> Option<RunKind> {
+        let mut file = std::fs::File::open(path).ok()?;
+        let mut len = [0u8; 8];
+        file.read_exact(&mut len).ok()?;
+        let len = u64::from_le_bytes(len);
+        if len > 100 << 20 {
+            return None;
+        }
+        let mut header = vec![0u8; usize::try_from(len).ok()?];
+        file.read_exact(&mut header).ok()?;
+        let json: serde_json::Value = serde_json::from_slice(&header).ok()?;
+        let meta = json.get("__metadata__")?.as_object()?;
+        if meta.contains_key(cpflow::image::train::IMAGE_TRAIN_METADATA_KEY) {
+            Some(RunKind::Image)
+        } else if meta.contains_key(cpflow::vae::VAE_METADATA_KEY) {
+            Some(RunKind::Vae)
+        } else if meta.contains_key(cpflow::checkpoint::METADATA_KEY) {
+            Some(RunKind::Vectors)
+        } else {
+            None
+        }
+    }
+}
+
+/// Refuses a run directory whose checkpoint belongs to another kind of run than `expected`
+/// (`command` the subcommand at hand), naming both; a checkpoint whose kind cannot be told
+/// is left to the checks that read it.
+pub fn check_run_kind(
+    out: &Path,
+    checkpoint: &Path,
+    expected: RunKind,
+    command: &str,
+) -> Result<()> {
+    match RunKind::of_checkpoint(checkpoint) {
+        Some(found) if found != expected => bail!(
+            "{} holds {}, not {}: `cpflow {command}` cannot continue it; give another --out \
+             (or replace that run with --overwrite)",
+            out.display(),
+            found.describe(),
+            expected.describe()
+        ),
+        _ => Ok(()),
+    }
+}
