@@ -116,6 +116,13 @@ pub fn eval_image(a: &EvalArgs, loc: &ModelLocation, device: &Device, t0: Instan
         Estimator::Slq => train.test.images.unwrap_or(test.len()),
     };
     let n = a.n.unwrap_or(default_n).min(test.len());
+    if let Some(asked) = a.n.filter(|&k| k > test.len()) {
+        tracing::warn!(
+            asked,
+            scored = test.len(),
+            "-n is larger than the test split: every test image is scored"
+        );
+    }
     tracing::info!(
         dataset = dataset.name(),
         images = n,
