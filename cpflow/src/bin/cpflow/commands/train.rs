@@ -577,6 +577,7 @@ fn train_image(a: TrainArgs) -> Result<()> {
         )
     });
     let test = match &r.test {
+        Some(t) if t.slq.images == 0 => "; no test images scored (train.test.images = 0)".into(),
         Some(t) => {
             let exact = t.exact.as_ref().map_or(String::new(), |e| {
                 format!(
