@@ -260,6 +260,13 @@ pub fn load_image_data(cfg: &super::config::ImageDataConfig) -> Result<ImageData
     let set = |m: crate::datasets::Matrix<u8>| ImageSet::new(shape, m.into_data());
     let mut train = set(train)?;
     if let Some(n) = cfg.n_train {
+        if n > train.len() {
+            tracing::warn!(
+                n_train = n,
+                available = train.len(),
+                "data.n_train is larger than the training split: every training image is used"
+            );
+        }
         train = train.head(n);
     }
     ImageData::new(train, set(val)?, set(test)?)

@@ -454,6 +454,13 @@ pub(crate) fn score_test_set_until(
     stop: Option<&AtomicBool>,
 ) -> Result<Option<ImageTestReport>> {
     let n = cfg.images.unwrap_or(test.len()).min(test.len());
+    if cfg.exact_images > n {
+        tracing::warn!(
+            exact_images = cfg.exact_images,
+            images = n,
+            "test.exact_images is larger than the images scored: the exact score covers those {n}"
+        );
+    }
     let t = Instant::now();
     let Some(per_image) = slq_bpd_per_image_until(flow, test, n, &cfg.slq, batch, seed, stop)?
     else {
