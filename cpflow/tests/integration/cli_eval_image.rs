@@ -207,6 +207,30 @@ fn eval_image_names_the_download_and_refuses_other_data() {
         e.contains("cargo xtask download mnist") && e.contains(s(&empty_root)),
         "{e}"
     );
+    // The model file alone (no config.toml beside it) with --data-root: the data are read
+    // there (the shared MNIST copy: the 3 default exact images are scored), and a
+    // --data-root without MNIST is named.
+    let lone = dir.join("lone.safetensors");
+    let levels: Vec<f64> = (0..2 * 784)
+        .map(|i| ((i * 37 % 256) as f64 + 0.5) / 256.0)
+        .collect();
+    let x = candle_core::Tensor::from_vec(levels, (2, 1, 28, 28), &Device::Cpu).unwrap();
+    flow.initialize(&x).unwrap();
+    flow.save(&lone).unwrap();
+    let shared = shared_data();
+    let out = json(&cpflow(&[
+        "eval",
+        "--model",
+        s(&lone),
+        "--data-root",
+        s(&shared),
+        "-n",
+        "2",
+    ]));
+    assert_eq!(out["images"], 2, "{out}");
+    assert!(num(&out, "bpd").is_finite(), "{out}");
+    let e = cpflow_fails(&["eval", "--model", s(&lone), "--data-root", s(&empty_root)]);
+    assert!(e.contains(s(&empty_root)), "{e}");
     // Another image dataset (another shape) and a tabular benchmark are refused, naming the
     // model's own dataset.
     let e = cpflow_fails(&["eval", "--model", s(&run), "--data", "cifar10"]);

@@ -140,6 +140,10 @@ pub struct EvalArgs {
     /// own dataset's name (`mnist` or `cifar10`, which the model's image shape must match).
     #[arg(long)]
     pub data: Option<String>,
+    /// Where the datasets are (the folder `cargo xtask download` fills; default: the run's
+    /// `data.root`, or `data/` for a model file without its run directory).
+    #[arg(long)]
+    pub data_root: Option<PathBuf>,
     /// Points drawn when the data are a toy or an image (default 10,000; at most 1,000,000:
     /// they are held in memory; the standard error of the mean NLL is then about 0.001 nats).
     /// Image flows: the first `n` test images; default the run's `train.test.exact_images`

@@ -55,7 +55,10 @@ pub fn eval(a: EvalArgs) -> Result<()> {
     // run's data (fresh points for toys/images, the test split of files and benchmarks).
     let (source, data) = match (&a.data, &saved) {
         (Some(src), _) => {
-            let root = data_root(saved.as_ref());
+            let root = a
+                .data_root
+                .clone()
+                .unwrap_or_else(|| data_root(saved.as_ref()));
             (
                 src.clone(),
                 load_all(src, &root, n, seed.wrapping_add(1_000_003))?,
@@ -64,6 +67,9 @@ pub fn eval(a: EvalArgs) -> Result<()> {
         (None, Some(cfg)) => {
             let mut s = cfg.data.clone();
             s.n_test = n;
+            if let Some(root) = &a.data_root {
+                s.root = root.clone();
+            }
             (s.source.clone(), load(&s)?)
         }
         (None, None) => bail!("no --data given and no config.toml beside the model"),

@@ -79,7 +79,7 @@ pub fn eval_image(a: &EvalArgs, loc: &ModelLocation, device: &Device, t0: Instan
     let float = a.dev.dtype.as_deref().map(float_type).transpose()?;
     let (flow, weights) = load_image_flow(&loc.file, device, float)?;
     let dataset = dataset_to_score(a.data.as_deref(), run.as_ref(), flow.image())?;
-    let data_cfg = match &run {
+    let mut data_cfg = match &run {
         Some(r) if r.data.dataset == dataset => r.data.clone(),
         _ => ImageDataConfig {
             dataset,
@@ -92,6 +92,9 @@ pub fn eval_image(a: &EvalArgs, loc: &ModelLocation, device: &Device, t0: Instan
             seed: 0,
         },
     };
+    if let Some(root) = &a.data_root {
+        data_cfg.root = root.clone();
+    }
     // The loader of training, with its errors (a missing file names `cargo xtask download`).
     let data = load_image_data(&data_cfg)?;
     let test = &data.test;
