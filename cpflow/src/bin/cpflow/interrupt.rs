@@ -4,15 +4,43 @@
 //! continues it); once training has ended (the commands say so with
 //! [`Interrupt::end_training`] or the trainers' `training_ended` flag) it stops the
 //! evaluation that follows at its next chunk or phase instead, the trained run saved. A
-//! second one ends the process at once.
+//! second one ends the process at once, unless it comes within [`DUPLICATE_WINDOW`] of the
+//! first: that is the same interrupt delivered twice (GNU `timeout` signals the command, then
+//! its whole process group), which used to end a run without saving it.
 
 use anyhow::{Context, Result, anyhow};
 use cpflow::observer::{Control, FnObserver, Moment, TrainObserver};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 /// Exit status after a second interrupt (128 + SIGINT, what a shell reports for Ctrl-C).
 const ABRUPT_EXIT: i32 = 130;
+
+/// A signal this soon after the first is taken for the same interrupt delivered twice, not
+/// for a second one (a person reads "interrupt again to quit now" before pressing again).
+pub const DUPLICATE_WINDOW: Duration = Duration::from_millis(200);
+
+/// What a SIGINT or SIGTERM does.
+#[derive(Debug, PartialEq, Eq)]
+enum SignalAction {
+    /// The first: set the flag (pause the run, or stop its evaluation).
+    Pause,
+    /// The first delivered again (within the window): nothing.
+    Ignore,
+    /// A second interrupt: end the process at once.
+    Quit,
+}
+
+/// The decision for a signal at `now` (ns on a monotonic clock, > 0), `first` holding the time
+/// of the first signal (0: none yet). Async-signal-safe: atomics only.
+fn on_signal(first: &AtomicU64, now: u64, window: u64) -> SignalAction {
+    match first.compare_exchange(0, now, Ordering::SeqCst, Ordering::SeqCst) {
+        Ok(_) => SignalAction::Pause,
+        Err(then) if now.saturating_sub(then) > window => SignalAction::Quit,
+        Err(_) => SignalAction::Ignore,
+    }
+}
 
 /// The flag that the first SIGINT or SIGTERM sets, and whether training has ended.
 pub struct Interrupt {
@@ -35,11 +63,23 @@ impl Interrupt {
     fn install_inner(message: Option<&'static str>) -> Result<Self> {
         use signal_hook::consts::{SIGINT, SIGTERM};
         let flag = Arc::new(AtomicBool::new(false));
+        // When the first signal came (ns since `base`, + 1; 0: none yet).
+        let first = Arc::new(AtomicU64::new(0));
+        let base = Instant::now();
+        let window = u64::try_from(DUPLICATE_WINDOW.as_nanos()).unwrap_or(u64::MAX);
         for signal in [SIGINT, SIGTERM] {
-            // Registered first, so that it is armed only once the first signal set the flag.
-            signal_hook::flag::register_conditional_shutdown(signal, ABRUPT_EXIT, flag.clone())
-                .context("installing the interrupt handler")?;
-            signal_hook::flag::register(signal, flag.clone())
+            let (flag, first) = (flag.clone(), first.clone());
+            let action = move || {
+                let now = u64::try_from(base.elapsed().as_nanos()).unwrap_or(u64::MAX - 1) + 1;
+                match on_signal(&first, now, window) {
+                    SignalAction::Pause => flag.store(true, Ordering::SeqCst),
+                    SignalAction::Quit => signal_hook::low_level::exit(ABRUPT_EXIT),
+                    SignalAction::Ignore => {}
+                }
+            };
+            // SAFETY: the action is async-signal-safe: it reads the monotonic clock
+            // (`clock_gettime`), uses atomics, and ends the process with `_exit`.
+            unsafe { signal_hook::low_level::register(signal, action) }
                 .context("installing the interrupt handler")?;
         }
         // Said when it happens (a signal handler cannot log): a step or an evaluation can take
@@ -123,5 +163,31 @@ impl Interrupt {
             }
             Ok(Control::Continue)
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The first signal pauses; the same one delivered again within the window (GNU
+    /// `timeout`: the command, then its process group) is ignored, however often; a signal
+    /// after the window quits. (The old handler quit on any second delivery.)
+    #[test]
+    fn a_duplicate_delivery_is_not_a_second_interrupt() {
+        let ms = 1_000_000u64;
+        let window = u64::try_from(DUPLICATE_WINDOW.as_nanos()).unwrap();
+        let first = AtomicU64::new(0);
+        assert_eq!(on_signal(&first, 5 * ms, window), SignalAction::Pause);
+        assert_eq!(on_signal(&first, 5 * ms, window), SignalAction::Ignore);
+        assert_eq!(
+            on_signal(&first, 5 * ms + window, window),
+            SignalAction::Ignore
+        );
+        assert_eq!(
+            on_signal(&first, 5 * ms + window + 1, window),
+            SignalAction::Quit
+        );
+        assert_eq!(on_signal(&first, 900 * ms, window), SignalAction::Quit);
     }
 }
