@@ -13,8 +13,17 @@ use cpflow::image::{ImageMetricsRecord, ImageRunOptions, ImageTrainReport, run_i
 use crate::image_train::{read_metrics, temp_dir, tiny_data, tiny_flow, tiny_train};
 
 fn run(dir: &Path, iters: usize, opts: ImageRunOptions) -> cpflow::Result<ImageTrainReport> {
+    run_validating_every(2, dir, iters, opts)
+}
+
+fn run_validating_every(
+    val_every: usize,
+    dir: &Path,
+    iters: usize,
+    opts: ImageRunOptions,
+) -> cpflow::Result<ImageTrainReport> {
     let cfg = cpflow::image::ImageTrainConfig {
-        val_every: 2,
+        val_every,
         ..tiny_train(iters)
     };
     let opts = ImageRunOptions {
@@ -126,18 +135,7 @@ fn an_interrupt_after_training_skips_the_test_score() {
 #[test]
 fn an_interrupt_during_validation_stops_it_and_the_resume_redoes_it() {
     let (a, b) = (temp_dir("val-interrupt-a"), temp_dir("val-interrupt-b"));
-    let run1 = |dir: &Path, iters: usize, opts: ImageRunOptions| {
-        let cfg = cpflow::image::ImageTrainConfig {
-            val_every: 1,
-            ..tiny_train(iters)
-        };
-        let opts = ImageRunOptions {
-            out_dir: Some(dir.to_path_buf()),
-            ..opts
-        };
-        let data = tiny_data(2, 2);
-        run_image_training(&tiny_flow(FloatType::F32), &cfg, &data, &Device::Cpu, &opts)
-    };
+    let run1 = |dir: &Path, iters: usize, opts| run_validating_every(1, dir, iters, opts);
     let full = run1(&a, 3, Default::default()).unwrap();
     let opts = ImageRunOptions {
         interrupt: Some(Arc::new(AtomicBool::new(true))),
