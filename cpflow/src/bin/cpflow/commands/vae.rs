@@ -121,7 +121,12 @@ pub fn vae(a: VaeArgs) -> Result<()> {
         r.test_neg_elbo.mean,
         super::plus_minus(r.test_neg_elbo.std_err, 3)
     );
-    if let Some(m) = r.test_is_nll {
+    // `eval.is_images = 0` asks for no importance-sampling score: say so, not "NaN".
+    let scored = |m: &Option<cpflow::vae::MeanWithError>| m.filter(|m| m.n > 0);
+    if r.test_is_nll.is_some_and(|m| m.n == 0) {
+        println!("test NLL by importance sampling: not computed (eval.is_images = 0)");
+    }
+    if let Some(m) = scored(&r.test_is_nll) {
         println!(
             "test NLL (importance sampling, K = {}, {} images): {:.3}{} nats",
             r.is_samples,
@@ -130,7 +135,7 @@ pub fn vae(a: VaeArgs) -> Result<()> {
             super::plus_minus(m.std_err, 3)
         );
     }
-    if let (Some(e), is) = (r.test_neg_elbo_bpd, r.test_is_nll_bpd) {
+    if let (Some(e), is) = (r.test_neg_elbo_bpd, scored(&r.test_is_nll_bpd)) {
         print!(
             "in bits/dim: −ELBO {:.4}{}",
             e.mean,
