@@ -309,7 +309,8 @@ fn check_tensors(
             first_few(&unexpected, 5)
         )));
     }
-    for name in names {
+    crate::named_vars::check_loaded_finite(path, tensors)?;
+    for name in names.into_iter().filter(|n| is_init_flag(n)) {
         let t = &tensors[name];
         if !t.dtype().is_float() {
             continue;
@@ -318,20 +319,7 @@ fn check_tensors(
             .to_dtype(candle_core::DType::F64)?
             .flatten_all()?
             .to_vec1::<f64>()?;
-        let bad = values.iter().filter(|v| !v.is_finite()).count();
-        if let Some(i) = values.iter().position(|v| !v.is_finite()) {
-            return Err(CpflowError::Checkpoint(format!(
-                "{}: tensor {name} holds {bad} non-finite {} (the first, {}, at element {i} of \
-                 {}): the file is corrupt",
-                path.display(),
-                if bad == 1 { "value" } else { "values" },
-                values[i],
-                values.len()
-            )));
-        }
-        if is_init_flag(name)
-            && let Some(v) = values.iter().find(|&&v| v != 0.0 && v != 1.0)
-        {
+        if let Some(v) = values.iter().find(|&&v| v != 0.0 && v != 1.0) {
             return Err(CpflowError::Checkpoint(format!(
                 "{}: tensor {name} holds {v}, but an ActNorm `initialized` flag is 0 or 1: \
                  the file is corrupt",
