@@ -43,7 +43,7 @@ pub struct BpdEstimate {
 }
 
 impl BpdEstimate {
-    pub(crate) fn from_values(v: &[f64]) -> Self {
+    fn from_values(v: &[f64]) -> Self {
         let (bpd, std_err) = mean_and_std_err(v);
         BpdEstimate {
             images: v.len(),
@@ -324,9 +324,23 @@ pub fn slq_bpd(
     batch: usize,
     seed: u64,
 ) -> Result<BpdEstimate> {
-    Ok(BpdEstimate::from_values(
-        &slq_bpd_per_image(flow, set, n, slq, batch, seed)?.bpd,
-    ))
+    slq_bpd_until(flow, set, n, slq, batch, seed, None).and_then(never_stopped)
+}
+
+/// [`slq_bpd`] that gives up (`None`) before the next chunk once `stop` is set.
+pub(crate) fn slq_bpd_until(
+    flow: &ImageFlow,
+    set: &ImageSet,
+    n: usize,
+    slq: &SlqParams,
+    batch: usize,
+    seed: u64,
+    stop: Option<&AtomicBool>,
+) -> Result<Option<BpdEstimate>> {
+    Ok(
+        slq_bpd_per_image_until(flow, set, n, slq, batch, seed, stop)?
+            .map(|per_image| BpdEstimate::from_values(&per_image.bpd)),
+    )
 }
 
 /// Per-image exact bpd of the first `n` images of `set`, dequantised exactly as

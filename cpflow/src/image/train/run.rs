@@ -12,7 +12,7 @@ use super::checkpoint::{
 };
 use super::config::ImageTrainConfig;
 use super::data::{ImageData, epoch_permutation, training_batch};
-use super::evaluate::{BpdEstimate, slq_bpd_per_image_until};
+use super::evaluate::{BpdEstimate, slq_bpd_until};
 use super::{
     ImageMetricsRecord, ImageRunOptions, ImageStopReason, ImageTrainReport, ImageTrainState,
     ValPoint,
@@ -296,7 +296,7 @@ impl<'a> Run<'a> {
             return Ok(None);
         }
         self.load_eval_weights()?;
-        let Some(per_image) = slq_bpd_per_image_until(
+        let Some(val) = slq_bpd_until(
             &self.eval_flow,
             &self.data.val,
             self.data.val.len(),
@@ -308,7 +308,6 @@ impl<'a> Run<'a> {
         else {
             return Ok(None);
         };
-        let val = BpdEstimate::from_values(&per_image.bpd);
         tracing::info!(
             iteration = self.state.iteration,
             val_bpd = val.bpd,
