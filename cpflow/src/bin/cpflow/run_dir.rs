@@ -62,7 +62,7 @@ pub const LOCK_FILE: &str = ".cpflow.lock";
 /// `train`/`vae` on the same `--out` (a `--resume` or `--overwrite` while the run goes on)
 /// is refused instead of writing into the same files. Call it once every check has passed,
 /// before anything in `out` changes. On a file system without locks it warns and goes on.
-pub fn lock_run_dir(out: &Path) -> Result<std::fs::File> {
+fn lock_run_dir(out: &Path) -> Result<std::fs::File> {
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let path = out.join(LOCK_FILE);
     let file = std::fs::OpenOptions::new()
@@ -88,6 +88,17 @@ pub fn lock_run_dir(out: &Path) -> Result<std::fs::File> {
             Ok(file)
         }
     }
+}
+
+/// Takes `out` for a `train`/`vae` run once every check has passed: the lock of
+/// [`lock_run_dir`] (held while the returned file lives), then, with `overwrite`, the old run
+/// removed ([`remove_old_run`]).
+pub fn take_run_dir(out: &Path, files: &RunFiles, overwrite: bool) -> Result<std::fs::File> {
+    let lock = lock_run_dir(out)?;
+    if overwrite {
+        remove_old_run(out, files)?;
+    }
+    Ok(lock)
 }
 
 /// The checkpoint of the run in `out`.

@@ -21,8 +21,7 @@ use crate::run_config::{
     DataSection, Overrides, check_training_start, is_image_config, resolve, resolve_image,
 };
 use crate::run_dir::{
-    TRAIN_RUN, absolute, absolute_run_config, check_new_run, lock_run_dir, remove_old_run,
-    write_config,
+    TRAIN_RUN, absolute, absolute_run_config, check_new_run, take_run_dir, write_config,
 };
 
 /// `report.json` of a run. Every NLL names its split: `val_*` numbers come from the
@@ -200,10 +199,7 @@ pub fn train(mut a: TrainArgs) -> Result<()> {
     // Only now is the run directory changed: the old run goes (--overwrite), the new one's
     // configuration and data record are written. What only training shows (a non-finite
     // loss at some step) fails after this.
-    let _lock = lock_run_dir(&out)?;
-    if a.overwrite {
-        remove_old_run(&out, &TRAIN_RUN)?;
-    }
+    let _lock = take_run_dir(&out, &TRAIN_RUN, a.overwrite)?;
     write_config(&out, &saved, a.resume)?;
     if write_record {
         write_data_record(&out, &record)?;
@@ -537,10 +533,7 @@ fn train_image(a: TrainArgs) -> Result<()> {
         );
     }
     let interrupt = Interrupt::install()?;
-    let _lock = lock_run_dir(&out)?;
-    if a.overwrite {
-        remove_old_run(&out, &TRAIN_RUN)?;
-    }
+    let _lock = take_run_dir(&out, &TRAIN_RUN, a.overwrite)?;
     write_config(&out, &saved, a.resume)?;
     tracing::info!(
         dataset = cfg.data.dataset.name(),

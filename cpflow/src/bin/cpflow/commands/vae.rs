@@ -10,9 +10,7 @@ use crate::VaeArgs;
 use crate::interrupt::Interrupt;
 use crate::resume_check::check_vae_resume;
 use crate::run_config::{parse_value, set_path};
-use crate::run_dir::{
-    VAE_RUN, absolute, check_new_run, lock_run_dir, remove_old_run, write_config,
-};
+use crate::run_dir::{VAE_RUN, absolute, check_new_run, take_run_dir, write_config};
 
 /// Reads the TOML file, applies `--set` and the flags, deserialises (unknown keys are errors
 /// that name their path).
@@ -79,10 +77,7 @@ pub fn vae(a: VaeArgs) -> Result<()> {
     drop(model);
     let interrupt = Interrupt::install()?;
     // Only now is the run directory changed; what only training shows fails after this.
-    let _lock = lock_run_dir(&a.out)?;
-    if a.overwrite {
-        remove_old_run(&a.out, &VAE_RUN)?;
-    }
+    let _lock = take_run_dir(&a.out, &VAE_RUN, a.overwrite)?;
     write_config(&a.out, &cfg, a.resume)?;
     let opts = VaeRunOptions {
         resume: a.resume,
