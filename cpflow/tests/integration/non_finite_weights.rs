@@ -19,6 +19,14 @@ fn initialized_flow() -> Flow {
     flow
 }
 
+/// The exact log-densities of four fixed points (compared bit for bit).
+fn probe_log_prob(flow: &Flow) -> Vec<f64> {
+    flow.log_prob_exact(&data(4, 2, 5))
+        .unwrap()
+        .to_vec1::<f64>()
+        .unwrap()
+}
+
 /// The name of the first ActNorm bias (a layer without a solver: a NaN there reaches the
 /// sample directly, past every convergence test).
 fn actnorm_bias(flow: &Flow) -> String {
@@ -44,7 +52,7 @@ fn with_value(flow: &Flow, name: &str, v: f64) -> Tensor {
 fn set_weights_refuses_non_finite_values_naming_the_tensor() {
     let flow = initialized_flow();
     let name = actnorm_bias(&flow);
-    let before = flow.log_prob_exact(&data(4, 2, 5)).unwrap();
+    let before = probe_log_prob(&flow);
     for bad in [f64::NAN, f64::INFINITY] {
         let mut w: HashMap<String, Tensor> = flow.weight_tensors().into_iter().collect();
         w.insert(name.clone(), with_value(&flow, &name, bad));
@@ -59,11 +67,7 @@ fn set_weights_refuses_non_finite_values_naming_the_tensor() {
         }
     }
     // Nothing was set: the flow computes what it did before (bit for bit).
-    let after = flow.log_prob_exact(&data(4, 2, 5)).unwrap();
-    assert_eq!(
-        before.to_vec1::<f64>().unwrap(),
-        after.to_vec1::<f64>().unwrap()
-    );
+    assert_eq!(probe_log_prob(&flow), before);
 }
 
 /// `set_weights` with the flow's own `weight_tensors()` (views of its variables, which candle
@@ -72,14 +76,10 @@ fn set_weights_refuses_non_finite_values_naming_the_tensor() {
 #[test]
 fn set_weights_accepts_the_flows_own_tensors() {
     let flow = initialized_flow();
-    let before = flow.log_prob_exact(&data(4, 2, 5)).unwrap();
+    let before = probe_log_prob(&flow);
     let own: HashMap<String, Tensor> = flow.weight_tensors().into_iter().collect();
     flow.set_weights(&own, "").unwrap();
-    let after = flow.log_prob_exact(&data(4, 2, 5)).unwrap();
-    assert_eq!(
-        before.to_vec1::<f64>().unwrap(),
-        after.to_vec1::<f64>().unwrap()
-    );
+    assert_eq!(probe_log_prob(&flow), before);
 }
 
 #[test]
