@@ -215,6 +215,32 @@ pub fn load_cifar10(root: &Path, n_val: usize, seed: u64) -> Result<Cifar10Split
     })
 }
 
+/// The CIFAR-10 test batch alone (`test_batch.bin` under `root/cifar10/cifar-10-batches-bin/`):
+/// `(n, 3072)` images in `(C, H, W)` order and their labels. The training batches are not
+/// read, so scoring a model needs only this file; a missing file is a
+/// [`DatasetError::MissingFile`] naming `cargo xtask download cifar10`.
+///
+/// ```
+/// use cpflow::datasets::{CIFAR10_IMAGE_BYTES, CIFAR10_TEST_FILE, DatasetError, load_cifar10_test};
+/// let root = std::env::temp_dir().join(format!("cpflow-doc-cifar10-test-{}", std::process::id()));
+/// let err = load_cifar10_test(&root).unwrap_err();
+/// assert!(err.to_string().contains("cargo xtask download cifar10"), "{err}");
+/// let dir = root.join("cifar10/cifar-10-batches-bin");
+/// std::fs::create_dir_all(&dir).unwrap();
+/// let mut record = vec![4u8];
+/// record.extend(std::iter::repeat_n(200u8, CIFAR10_IMAGE_BYTES));
+/// std::fs::write(dir.join(CIFAR10_TEST_FILE), record).unwrap();
+/// let (images, labels) = load_cifar10_test(&root)?;
+/// assert_eq!((images.rows(), labels), (1, vec![4]));
+/// std::fs::remove_dir_all(&root).ok();
+/// # Ok::<(), DatasetError>(())
+/// ```
+pub fn load_cifar10_test(root: &Path) -> Result<(Matrix<u8>, Vec<u8>), DatasetError> {
+    let path = cifar_path(root, CIFAR10_TEST_FILE);
+    super::error::require_file(&path, "cifar10", "cifar10")?;
+    read_cifar10_batch(&path)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -259,29 +259,8 @@ pub struct MnistSplit {
 /// # Ok::<(), DatasetError>(())
 /// ```
 pub fn load_mnist(root: &Path, n_val: usize) -> Result<MnistSplit, DatasetError> {
-    let train = read_idx_images(&mnist_path(root, MNIST_FILES[0]))?;
-    let train_labels = read_idx_labels(&mnist_path(root, MNIST_FILES[1]))?;
-    let test = read_idx_images(&mnist_path(root, MNIST_FILES[2]))?;
-    let test_labels = read_idx_labels(&mnist_path(root, MNIST_FILES[3]))?;
-    for (what, imgs, labels) in [
-        ("mnist train", &train, &train_labels),
-        ("mnist test", &test, &test_labels),
-    ] {
-        if imgs.images.rows() != labels.len() {
-            return Err(DatasetError::bad_shape(
-                format!("{what} labels"),
-                imgs.images.rows().to_string(),
-                labels.len().to_string(),
-            ));
-        }
-        if (imgs.rows, imgs.cols) != (28, 28) {
-            return Err(DatasetError::bad_shape(
-                format!("{what} image size"),
-                "28x28",
-                format!("{}x{}", imgs.rows, imgs.cols),
-            ));
-        }
-    }
+    let (train, train_labels) = read_checked_pair(root, "mnist train", 0)?;
+    let (test, test_labels) = read_checked_pair(root, "mnist test", 2)?;
     let n = train.images.rows();
     if n_val >= n {
         return Err(DatasetError::InvalidConfig(format!(
@@ -297,6 +276,66 @@ pub fn load_mnist(root: &Path, n_val: usize) -> Result<MnistSplit, DatasetError>
         test: test.images,
         test_labels,
     })
+}
+
+/// The official MNIST test split alone (the `t10k-*` files under `root/mnist/`): `(n, 784)`
+/// images and their labels, with [`load_mnist`]'s checks; the training files are not read, so
+/// scoring a model needs only these two files.
+///
+/// ```
+/// use cpflow::datasets::{DatasetError, MNIST_FILES, load_mnist_test};
+/// let idx = |magic: u32, dims: &[u32], body: Vec<u8>| {
+///     let mut b = magic.to_be_bytes().to_vec();
+///     dims.iter().for_each(|d| b.extend(d.to_be_bytes()));
+///     b.extend(body);
+///     b
+/// };
+/// let root = std::env::temp_dir().join(format!("cpflow-doc-mnist-test-{}", std::process::id()));
+/// let dir = root.join("mnist");
+/// std::fs::create_dir_all(&dir).unwrap();
+/// // Only the two test files: 2 images of 28 × 28.
+/// std::fs::write(dir.join(MNIST_FILES[2]), idx(2051, &[2, 28, 28], vec![9; 2 * 784])).unwrap();
+/// std::fs::write(dir.join(MNIST_FILES[3]), idx(2049, &[2], vec![3, 5])).unwrap();
+/// let (images, labels) = load_mnist_test(&root)?;
+/// assert_eq!((images.rows(), images.cols(), labels), (2, 784, vec![3, 5]));
+/// // A missing test file names the download command.
+/// std::fs::remove_file(dir.join(MNIST_FILES[3])).unwrap();
+/// match load_mnist_test(&root) {
+///     Err(DatasetError::MissingFile { command, .. }) => assert_eq!(command, "mnist"),
+///     other => panic!("expected a missing file, got {other:?}"),
+/// }
+/// std::fs::remove_dir_all(&root).ok();
+/// # Ok::<(), DatasetError>(())
+/// ```
+pub fn load_mnist_test(root: &Path) -> Result<(Matrix<u8>, Vec<u8>), DatasetError> {
+    let (test, labels) = read_checked_pair(root, "mnist test", 2)?;
+    Ok((test.images, labels))
+}
+
+/// The images and labels of `MNIST_FILES[first]` and `[first + 1]`, checked to be as many
+/// and of 28 × 28 pixels (`what` names them in errors).
+fn read_checked_pair(
+    root: &Path,
+    what: &str,
+    first: usize,
+) -> Result<(IdxImages, Vec<u8>), DatasetError> {
+    let imgs = read_idx_images(&mnist_path(root, MNIST_FILES[first]))?;
+    let labels = read_idx_labels(&mnist_path(root, MNIST_FILES[first + 1]))?;
+    if imgs.images.rows() != labels.len() {
+        return Err(DatasetError::bad_shape(
+            format!("{what} labels"),
+            imgs.images.rows().to_string(),
+            labels.len().to_string(),
+        ));
+    }
+    if (imgs.rows, imgs.cols) != (28, 28) {
+        return Err(DatasetError::bad_shape(
+            format!("{what} image size"),
+            "28x28",
+            format!("{}x{}", imgs.rows, imgs.cols),
+        ));
+    }
+    Ok((imgs, labels))
 }
 
 /// Logit-space images and the log-Jacobian of the pixel → logit map, per image.

@@ -70,7 +70,7 @@ pub use bsds300::{
 };
 pub use cifar10::{
     CIFAR10_IMAGE_BYTES, CIFAR10_RECORD_BYTES, CIFAR10_TEST_FILE, CIFAR10_TRAIN_FILES,
-    Cifar10Split, load_cifar10, read_cifar10_batch,
+    Cifar10Split, load_cifar10, load_cifar10_test, read_cifar10_batch,
 };
 pub use csv_rows::{parse_csv_matrix, read_csv_file};
 pub use error::{DatasetError, download_command_into};
@@ -86,7 +86,7 @@ pub use matrix::{Matrix, Split, TensorSplit};
 pub use miniboone::{MINIBOONE_COLUMNS, load_miniboone, load_miniboone_file, preprocess_miniboone};
 pub use mnist::{
     IdxImages, LogitImages, MNIST_ALPHA, MNIST_FILES, MnistSplit, bits_per_dim, dequantize_logit,
-    load_mnist, logit_to_pixels, read_idx_images, read_idx_labels,
+    load_mnist, load_mnist_test, logit_to_pixels, read_idx_images, read_idx_labels,
 };
 pub use npy::{parse_npy_matrix, read_npy_file, write_npy_f64};
 pub use numpy_rng::NumpyRandomState;

@@ -45,11 +45,11 @@ pub use inverse::ImageInverse;
 pub use logit::{CIFAR10_LOGIT_ALPHA, LogitTransform, MNIST_LOGIT_ALPHA, dequantize};
 pub use loss::ImageSurrogateLoss;
 pub use squeeze::{Squeeze, squeeze_permutation, squeezed_shape};
-#[cfg(feature = "datasets")]
-pub use train::load_image_data;
 pub use train::{
     BpdEstimate, ConvArch, EmaConfig, ExactComparison, ImageData, ImageDataConfig, ImageDataset,
     ImageExperimentConfig, ImageMetricsRecord, ImageModelConfig, ImageRunOptions, ImageSet,
     ImageStepTotals, ImageStopReason, ImageTestConfig, ImageTestReport, ImageTrainConfig,
     ImageTrainReport, ImageTrainState, ValPoint, run_image_training,
 };
+#[cfg(feature = "datasets")]
+pub use train::{load_image_data, load_image_test_set};

@@ -35,9 +35,9 @@ pub use config::{
     ConvArch, EmaConfig, ImageDataConfig, ImageDataset, ImageExperimentConfig, ImageModelConfig,
     ImageTestConfig, ImageTrainConfig, reference_image_surrogate,
 };
-#[cfg(feature = "datasets")]
-pub use data::load_image_data;
 pub use data::{ImageData, ImageSet, dequantize_levels};
+#[cfg(feature = "datasets")]
+pub use data::{load_image_data, load_image_test_set};
 pub use evaluate::{
     BpdEstimate, ExactComparison, ImageTestReport, PerImageBpd, exact_bpd_per_image,
     score_test_set, slq_bpd, slq_bpd_per_image,

@@ -154,12 +154,25 @@ fn eval_repeats_the_runs_test_score_and_slq_agrees_with_exact() {
     );
 
     // A directory as `import-reference` writes it (config.toml and model.safetensors, no
-    // report.json), in f32: the SLQ test number again, to f32 rounding (log p ≈ 1,700 nats
-    // summed in f32: ~1e-3 nats, ~2e-6 bits/dim).
+    // report.json), in f32, with a data root that holds MNIST's two test files only (scoring
+    // reads no training file): the SLQ test number again, to f32 rounding (log p ≈ 1,700
+    // nats summed in f32: ~1e-3 nats, ~2e-6 bits/dim).
     let imported = dir.join("imported");
     std::fs::create_dir_all(&imported).unwrap();
     for f in ["config.toml", "model.safetensors"] {
         std::fs::copy(run.join(f), imported.join(f)).unwrap();
+    }
+    let test_only = dir.join("test-only-data");
+    std::fs::create_dir_all(test_only.join("mnist")).unwrap();
+    for entry in std::fs::read_dir(shared_data().join("mnist")).unwrap() {
+        let name = entry.unwrap().file_name();
+        if name.to_string_lossy().starts_with("t10k-") {
+            std::fs::copy(
+                shared_data().join("mnist").join(&name),
+                test_only.join("mnist").join(&name),
+            )
+            .unwrap();
+        }
     }
     let f32_slq = json(&cpflow(&[
         "eval",
@@ -171,6 +184,8 @@ fn eval_repeats_the_runs_test_score_and_slq_agrees_with_exact() {
         "f32",
         "--data",
         "mnist",
+        "--data-root",
+        s(&test_only),
     ]));
     assert_eq!(f32_slq["float"], "f32", "{f32_slq}");
     let v = num(&f32_slq, "bpd");

@@ -272,6 +272,34 @@ pub fn load_image_data(cfg: &super::config::ImageDataConfig) -> Result<ImageData
     ImageData::new(train, set(val)?, set(test)?)
 }
 
+/// The test split of `dataset` under `root` alone, as an [`ImageSet`] (MNIST's `t10k-*` files,
+/// CIFAR-10's `test_batch.bin`): the training files are not read, so scoring a model needs
+/// only these. Same images as [`load_image_data`]'s `test`.
+///
+/// ```
+/// use cpflow::datasets::DatasetError;
+/// use cpflow::image::{ImageDataset, load_image_test_set};
+/// let root = std::env::temp_dir().join("cpflow-doc-no-such-test-split");
+/// match load_image_test_set(ImageDataset::Cifar10, &root) {
+///     Err(cpflow::CpflowError::Dataset(DatasetError::MissingFile { command, .. })) => {
+///         assert_eq!(command, "cifar10")
+///     }
+///     other => panic!("expected a missing file, got {:?}", other.map(|s| s.len())),
+/// }
+/// ```
+#[cfg(feature = "datasets")]
+pub fn load_image_test_set(
+    dataset: super::config::ImageDataset,
+    root: &std::path::Path,
+) -> Result<ImageSet> {
+    use super::config::ImageDataset;
+    let test = match dataset {
+        ImageDataset::Mnist => crate::datasets::load_mnist_test(root)?.0,
+        ImageDataset::Cifar10 => crate::datasets::load_cifar10_test(root)?.0,
+    };
+    ImageSet::new(dataset.image_shape(), test.into_data())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

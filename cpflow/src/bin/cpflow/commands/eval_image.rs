@@ -14,8 +14,8 @@ use cpflow::image::train::{
     load_image_checkpoint, score_test_set,
 };
 use cpflow::image::{
-    ImageDataConfig, ImageDataset, ImageExperimentConfig, ImageFlow, ImageTestConfig,
-    ImageTrainConfig, load_image_data, mean_and_std_err,
+    ImageDataset, ImageExperimentConfig, ImageFlow, ImageTestConfig, ImageTrainConfig,
+    load_image_test_set, mean_and_std_err,
 };
 use cpflow::{FloatType, SlqParams};
 use icnn::ImageShape;
@@ -79,30 +79,21 @@ pub fn eval_image(a: &EvalArgs, loc: &ModelLocation, device: &Device, t0: Instan
     let float = a.dev.dtype.as_deref().map(float_type).transpose()?;
     let (flow, weights) = load_image_flow(&loc.file, device, float)?;
     let dataset = dataset_to_score(a.data.as_deref(), run.as_ref(), flow.image())?;
-    let mut data_cfg = match &run {
-        Some(r) if r.data.dataset == dataset => r.data.clone(),
-        _ => ImageDataConfig {
-            dataset,
-            root: run.as_ref().map_or_else(
-                || cpflow::datasets::layout::DEFAULT_ROOT.into(),
-                |r| r.data.root.clone(),
-            ),
-            n_val: 0,
-            n_train: None,
-            seed: 0,
-        },
-    };
-    if let Some(root) = &a.data_root {
-        data_cfg.root = root.clone();
+    let mut root = run.as_ref().map_or_else(
+        || cpflow::datasets::layout::DEFAULT_ROOT.into(),
+        |r| r.data.root.clone(),
+    );
+    if let Some(r) = &a.data_root {
+        root = r.clone();
     }
-    // The loader of training, with its errors (a missing file names `cargo xtask download`).
-    let data = load_image_data(&data_cfg)?;
-    let test = &data.test;
+    // The test split alone (the training files need not be there), with the errors of
+    // training's loader (a missing file names `cargo xtask download`).
+    let test = &load_image_test_set(dataset, &root)?;
     if test.is_empty() {
         bail!(
             "the {} test split under {} has no image",
             dataset.name(),
-            data_cfg.root.display()
+            root.display()
         );
     }
     // The run's test settings are the defaults (the library's without a config.toml).
