@@ -8,7 +8,7 @@ use anyhow::Result;
 use candle_core::{DType, Device, Tensor};
 use cpflow::{
     Control, Dataset, Flow, FlowConfig, InverseParams, LrSchedule, Moment, PotentialConfig,
-    RunOptions, SlqParams, TrainConfig, TrainObserver, Trainer,
+    RunOptions, SlqConfig, TrainConfig, TrainObserver, Trainer,
 };
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -159,7 +159,7 @@ pub fn measure(x_all: &Tensor, proto: &Protocol, dev: &Device) -> Result<Measure
     let lp = flow
         .log_prob_slq(
             &test,
-            &SlqParams {
+            &SlqConfig {
                 probes: 1,
                 steps: 10,
             },

@@ -4,7 +4,7 @@ use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarMap;
-use cpflow::SlqParams;
+use cpflow::SlqConfig;
 use cpflow::posterior::{AmortizedPosterior, PosteriorConfig};
 use rand::SeedableRng;
 
@@ -45,7 +45,7 @@ fn main() -> anyhow::Result<()> {
         let _ = s.log_q.sum_all()?.to_scalar::<f64>()?;
         println!("exact log q, {n} rows: {:.3} s", t.elapsed().as_secs_f64());
         let t = Instant::now();
-        let s = q.sample_with_log_q_slq(&mu, &ls, &h, &SlqParams::default(), &mut rng)?;
+        let s = q.sample_with_log_q_slq(&mu, &ls, &h, &SlqConfig::default(), &mut rng)?;
         let _ = s.log_q.sum_all()?.to_scalar::<f64>()?;
         println!("SLQ log q, {n} rows: {:.3} s", t.elapsed().as_secs_f64());
     }

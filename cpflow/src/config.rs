@@ -128,10 +128,12 @@ impl SurrogateParams {
     }
 }
 
-/// Parameters of the SLQ log-det estimate (`docs/reference/cpflow-reference.md` §2.4).
+/// Settings of the SLQ log-det estimate in a flow's configuration (`docs/reference/cpflow-reference.md`
+/// §2.4): probes and Lanczos steps. The algorithm's own parameters are [`logdet::SlqParams`];
+/// [`SlqConfig::to_logdet_params`] gives them.
 ///
 /// ```
-/// use cpflow::SlqParams;
+/// use cpflow::SlqConfig;
 /// # use candle_core::{Device, Tensor};
 /// # use cpflow::{Flow, FlowConfig, FlowRng, PotentialConfig};
 /// # fn main() -> cpflow::Result<()> {
@@ -140,10 +142,10 @@ impl SurrogateParams {
 /// let x = Tensor::new(&[[0.1f64, 0.2, 0.0], [0.3, -0.4, 1.0]], &Device::Cpu)?;
 /// flow.initialize(&x)?;
 /// let mut rng = FlowRng::seed_from_u64(0);
-/// assert_eq!(SlqParams::default(), SlqParams { probes: 1, steps: 10 });
+/// assert_eq!(SlqConfig::default(), SlqConfig { probes: 1, steps: 10 });
 /// // min(steps, d) Lanczos steps are used: 10 steps in d = 3 are 3 steps.
-/// let ten = flow.log_prob_slq(&x, &SlqParams { probes: 2, steps: 10 }, &mut FlowRng::seed_from_u64(1))?;
-/// let three = flow.log_prob_slq(&x, &SlqParams { probes: 2, steps: 3 }, &mut FlowRng::seed_from_u64(1))?;
+/// let ten = flow.log_prob_slq(&x, &SlqConfig { probes: 2, steps: 10 }, &mut FlowRng::seed_from_u64(1))?;
+/// let three = flow.log_prob_slq(&x, &SlqConfig { probes: 2, steps: 3 }, &mut FlowRng::seed_from_u64(1))?;
 /// assert_eq!(ten.log_prob.to_vec1::<f64>()?, three.log_prob.to_vec1::<f64>()?);
 /// # let _ = &mut rng;
 /// # Ok(())
@@ -151,29 +153,52 @@ impl SurrogateParams {
 /// ```
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct SlqParams {
+pub struct SlqConfig {
     /// Unit Rademacher probes per sample (reference: 1); the estimates are averaged.
     pub probes: usize,
     /// Lanczos steps (reference: 10); `min(steps, d)` are used.
     pub steps: usize,
 }
 
-impl Default for SlqParams {
+impl Default for SlqConfig {
     fn default() -> Self {
-        SlqParams {
+        SlqConfig {
             probes: 1,
             steps: 10,
         }
     }
 }
 
+impl SlqConfig {
+    /// The parameters of `logdet`'s SLQ estimate with these probes and Lanczos steps (and
+    /// its defaults otherwise: full re-orthogonalisation, Rademacher probes, as the reference).
+    ///
+    /// ```
+    /// let p = cpflow::SlqConfig { probes: 3, steps: 7 }.to_logdet_params();
+    /// assert_eq!((p.probes, p.lanczos_steps, p.reorthogonalize), (3, 7, true));
+    /// ```
+    pub fn to_logdet_params(&self) -> logdet::SlqParams {
+        logdet::SlqParams::default()
+            .with_probes(self.probes)
+            .with_lanczos_steps(self.steps)
+    }
+}
+
+/// The former name of [`SlqConfig`], kept so that code written against it still builds; it
+/// was renamed because `logdet::SlqParams` (the algorithm's parameters) has the same name.
+#[deprecated(
+    since = "0.1.0",
+    note = "renamed `SlqConfig` (distinct from `logdet::SlqParams`)"
+)]
+pub type SlqParams = SlqConfig;
+
 /// How the validation NLL (early stopping, monitoring) is estimated.
 ///
 /// ```
 /// use candle_core::{Device, Tensor};
-/// use cpflow::{Dataset, Flow, FlowConfig, FlowRng, NllEstimator, PotentialConfig, SlqParams, mean_nll};
+/// use cpflow::{Dataset, Flow, FlowConfig, FlowRng, NllEstimator, PotentialConfig, SlqConfig, mean_nll};
 /// # fn main() -> cpflow::Result<()> {
-/// assert_eq!(NllEstimator::default(), NllEstimator::Slq(SlqParams::default()));
+/// assert_eq!(NllEstimator::default(), NllEstimator::Slq(SlqConfig::default()));
 /// assert_eq!(serde_json::to_string(&NllEstimator::Exact)?, r#""exact""#);
 /// let pot = PotentialConfig::Icnn3(icnn::Icnn3Config { dim: 1, width: 4, depth: 2, ..Default::default() });
 /// let flow = Flow::new(FlowConfig::single_block(pot), &Device::Cpu)?;
@@ -182,7 +207,7 @@ impl Default for SlqParams {
 /// let data = Dataset::new(x);
 /// let mut rng = FlowRng::seed_from_u64(0);
 /// let exact = mean_nll(&flow, &data, &NllEstimator::Exact, 4, &mut rng)?;
-/// let slq = mean_nll(&flow, &data, &NllEstimator::Slq(SlqParams::default()), 4, &mut rng)?;
+/// let slq = mean_nll(&flow, &data, &NllEstimator::Slq(SlqConfig::default()), 4, &mut rng)?;
 /// // In one dimension a ±1 probe gives vᵀ log(H) v = log H: both estimators are exact.
 /// assert!((exact - slq).abs() < 1e-10, "{exact} vs {slq}");
 /// # Ok(())
@@ -194,12 +219,12 @@ pub enum NllEstimator {
     /// Exact dense-Hessian log-det (reference `--brute-val`, and the test NLL).
     Exact,
     /// Stochastic Lanczos quadrature (reference default for validation).
-    Slq(SlqParams),
+    Slq(SlqConfig),
 }
 
 impl Default for NllEstimator {
     fn default() -> Self {
-        NllEstimator::Slq(SlqParams::default())
+        NllEstimator::Slq(SlqConfig::default())
     }
 }
 
@@ -369,7 +394,7 @@ pub struct TrainConfig {
     /// `val_every` (steps with 0-based index 0, k, 2k, …); 0: never.
     pub train_slq_every: usize,
     /// SLQ parameters of that monitor.
-    pub train_slq: SlqParams,
+    pub train_slq: SlqConfig,
     /// Write a checkpoint every this many iterations (0: only at validations and the end).
     pub checkpoint_every: usize,
     /// Write a metrics record (and a log line) after the steps whose 0-based index is a
@@ -397,7 +422,7 @@ impl Default for TrainConfig {
             eval_batch_size: 1024,
             early_stopping: Some(20),
             train_slq_every: 100,
-            train_slq: SlqParams::default(),
+            train_slq: SlqConfig::default(),
             checkpoint_every: 0,
             log_every: 100,
             restore_best: true,
@@ -594,7 +619,7 @@ mod tests {
             "{e}"
         );
         let mut c = TrainConfig {
-            val_estimator: NllEstimator::Slq(SlqParams {
+            val_estimator: NllEstimator::Slq(SlqConfig {
                 probes: 0,
                 steps: 10,
             }),
@@ -602,7 +627,7 @@ mod tests {
         };
         let e = c.validate().unwrap_err().to_string();
         assert!(e.contains("train.val_estimator.slq.probes"), "{e}");
-        c.val_estimator = NllEstimator::Slq(SlqParams::default());
+        c.val_estimator = NllEstimator::Slq(SlqConfig::default());
         c.validate().unwrap();
     }
 }

@@ -7,7 +7,7 @@ use rand::Rng;
 
 use crate::actnorm::ActNorm;
 use crate::block::CpFlowBlock;
-use crate::config::{FloatType, SlqParams};
+use crate::config::{FloatType, SlqConfig};
 use crate::error::{CpflowError, Result};
 use crate::flow_config::{FlowConfig, LayerConfig};
 use crate::prior::GaussianPrior;
@@ -448,7 +448,7 @@ impl Flow {
     ///
     /// ```
     /// use candle_core::{Device, Tensor};
-    /// use cpflow::{Flow, FlowConfig, FlowRng, PotentialConfig, SlqParams};
+    /// use cpflow::{Flow, FlowConfig, FlowRng, PotentialConfig, SlqConfig};
     /// use rand::SeedableRng;
     /// # fn main() -> cpflow::Result<()> {
     /// let pot = PotentialConfig::Icnn3(icnn::Icnn3Config { dim: 3, width: 4, depth: 2, ..Default::default() });
@@ -456,7 +456,7 @@ impl Flow {
     /// let x = Tensor::new(&[[0.1f64, 0.2, 0.0], [0.3, -0.4, 1.0]], &Device::Cpu)?;
     /// flow.initialize(&x)?;
     /// let mut rng = FlowRng::seed_from_u64(0);
-    /// let slq = flow.log_prob_slq(&x, &SlqParams { probes: 8, steps: 3 }, &mut rng)?;
+    /// let slq = flow.log_prob_slq(&x, &SlqConfig { probes: 8, steps: 3 }, &mut rng)?;
     /// let exact = flow.log_prob_exact(&x)?.to_vec1::<f64>()?;
     /// for (b, e) in exact.iter().enumerate() {
     ///     let s = slq.log_prob.to_vec1::<f64>()?[b];
@@ -468,7 +468,7 @@ impl Flow {
     pub fn log_prob_slq<R: Rng + ?Sized>(
         &self,
         x: &Tensor,
-        params: &SlqParams,
+        params: &SlqConfig,
         rng: &mut R,
     ) -> Result<SlqLogProb> {
         self.log_prob_slq_given_opt(x, None, params, rng)
@@ -479,7 +479,7 @@ impl Flow {
         &self,
         x: &Tensor,
         ctx: &Tensor,
-        params: &SlqParams,
+        params: &SlqConfig,
         rng: &mut R,
     ) -> Result<SlqLogProb> {
         self.log_prob_slq_given_opt(x, Some(ctx), params, rng)
@@ -489,7 +489,7 @@ impl Flow {
         &self,
         x: &Tensor,
         ctx: Option<&Tensor>,
-        params: &SlqParams,
+        params: &SlqConfig,
         rng: &mut R,
     ) -> Result<SlqLogProb> {
         self.ensure_initialized()?;

@@ -81,8 +81,10 @@ pub use adam::{Adam, AdamParams, AdamState};
 pub use block::{BlockConfig, CgReport, CpFlowBlock, HessianOperator};
 pub use block_inverse::{BlockPotential, InverseParams, InverseSolver};
 pub use checkpoint::{Checkpoint, CheckpointMeta, load_checkpoint};
+#[allow(deprecated)]
+pub use config::SlqParams;
 pub use config::{
-    FloatType, LrSchedule, NllEstimator, Objective, SlqParams, SurrogateParams, TrainConfig,
+    FloatType, LrSchedule, NllEstimator, Objective, SlqConfig, SurrogateParams, TrainConfig,
 };
 pub use custom_conditional_potential::{
     ConditionalPotentialBuilder, CustomConditionalConfig, CustomConditionalNetwork,

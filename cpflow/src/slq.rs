@@ -8,7 +8,7 @@ use krylov::{FnOperator, KrylovError};
 use rand::Rng;
 
 use crate::block::HessianOperator;
-use crate::config::SlqParams;
+use crate::config::SlqConfig;
 use crate::error::{CpflowError, Result};
 
 /// `log p(x)` per sample with SLQ log-determinants ([`crate::Flow::log_prob_slq`],
@@ -16,17 +16,17 @@ use crate::error::{CpflowError, Result};
 ///
 /// ```
 /// use candle_core::{Device, Tensor};
-/// use cpflow::{Flow, FlowConfig, FlowRng, PotentialConfig, SlqParams};
+/// use cpflow::{Flow, FlowConfig, FlowRng, PotentialConfig, SlqConfig};
 /// # fn main() -> cpflow::Result<()> {
 /// let pot = PotentialConfig::Icnn3(icnn::Icnn3Config { dim: 2, width: 4, depth: 2, ..Default::default() });
 /// let flow = Flow::new(FlowConfig::single_block(pot), &Device::Cpu)?;
 /// let x = Tensor::new(&[[0.1f64, 0.2], [0.3, -0.4], [1.0, 0.5]], &Device::Cpu)?;
 /// flow.initialize(&x)?;
 /// let mut rng = FlowRng::seed_from_u64(0);
-/// let one = flow.log_prob_slq(&x, &SlqParams { probes: 1, steps: 2 }, &mut rng)?;
+/// let one = flow.log_prob_slq(&x, &SlqConfig { probes: 1, steps: 2 }, &mut rng)?;
 /// assert_eq!(one.log_prob.dims(), &[3]);
 /// assert!(one.std_err.iter().all(|s| s.is_nan())); // one probe: no spread to measure
-/// let many = flow.log_prob_slq(&x, &SlqParams { probes: 16, steps: 2 }, &mut rng)?;
+/// let many = flow.log_prob_slq(&x, &SlqConfig { probes: 16, steps: 2 }, &mut rng)?;
 /// assert!(many.std_err.iter().all(|s| s.is_finite()));
 /// // The mean over the samples and its standard error.
 /// let (mean, se) = many.mean_and_std_err()?;
@@ -63,7 +63,7 @@ impl SlqLogProb {
 pub(crate) fn slq_logdet_block<R: Rng + ?Sized>(
     op: &HessianOperator,
     like: &Tensor,
-    params: &SlqParams,
+    params: &SlqConfig,
     rng: &mut R,
 ) -> Result<(Vec<f64>, Vec<f64>)> {
     if params.steps == 0 || params.probes == 0 {
@@ -76,9 +76,7 @@ pub(crate) fn slq_logdet_block<R: Rng + ?Sized>(
             op.apply(w).map_err(KrylovError::operator)
         },
     );
-    let lp = logdet::SlqParams::default()
-        .with_probes(params.probes)
-        .with_lanczos_steps(params.steps);
+    let lp = params.to_logdet_params();
     let mut r = rng;
     let est = logdet::slq_logdet(&kop, &like.detach(), &mut r, &lp)?;
     Ok((est.estimate, est.std_err))

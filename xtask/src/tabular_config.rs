@@ -24,7 +24,7 @@
 use cpflow::datasets::TabularDataset;
 use cpflow::{
     AdamParams, FloatType, FlowConfig, LrSchedule, NllEstimator, Objective, PotentialConfig,
-    SlqParams, SurrogateParams, TrainConfig,
+    SlqConfig, SurrogateParams, TrainConfig,
 };
 use icnn::{ActivationKind, Icnn2Config};
 use serde::{Deserialize, Serialize};
@@ -104,7 +104,7 @@ impl TabularBenchConfig {
             weight_decay: 1e-6,
             cg_atol: 1e-3,
             val_every: 100,
-            val_estimator: NllEstimator::Slq(SlqParams::default()),
+            val_estimator: NllEstimator::Slq(SlqConfig::default()),
             early_stopping: Some(20),
             eval_batch_size: 1024,
             seed: 0,

@@ -14,7 +14,7 @@ use benchmarks::{Stopwatch, gaussian_mixture, median};
 use candle_core::{DType, Device, Tensor};
 use clap::Parser;
 use cpflow::{
-    Dataset, Flow, FlowConfig, InverseParams, LrSchedule, PotentialConfig, RunOptions, SlqParams,
+    Dataset, Flow, FlowConfig, InverseParams, LrSchedule, PotentialConfig, RunOptions, SlqConfig,
     TrainConfig, Trainer,
 };
 use rand::SeedableRng;
@@ -112,7 +112,7 @@ fn measure(
     let lp_slq = flow
         .log_prob_slq(
             x_eval,
-            &SlqParams {
+            &SlqConfig {
                 probes: 1,
                 steps: 10,
             },

@@ -8,7 +8,7 @@ use rand::Rng;
 
 use crate::actnorm::ActNorm;
 use crate::block::{CpFlowBlock, HessianOperator};
-use crate::config::{FloatType, SlqParams};
+use crate::config::{FloatType, SlqConfig};
 use crate::error::{CpflowError, Result};
 use crate::flow::check_matrix;
 use crate::image::actnorm::ChannelActNorm;
@@ -486,7 +486,7 @@ impl ImageFlow {
     pub fn log_prob_slq<R: Rng + ?Sized>(
         &self,
         x: &Tensor,
-        params: &SlqParams,
+        params: &SlqConfig,
         rng: &mut R,
     ) -> Result<SlqLogProb> {
         self.ensure_initialized()?;

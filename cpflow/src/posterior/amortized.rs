@@ -15,7 +15,7 @@ use rand_distr::StandardNormal;
 use super::config::PosteriorConfig;
 use super::scalar_actnorm::ScalarActNorm;
 use crate::block::{CgReport, CpFlowBlock};
-use crate::config::{SlqParams, SurrogateParams};
+use crate::config::{SlqConfig, SurrogateParams};
 use crate::dense_logdet::differentiable_logdet;
 use crate::error::{CpflowError, Result};
 use crate::flow::check_matrix;
@@ -85,7 +85,7 @@ pub struct PosteriorSample {
 /// q.initialize(&mu, &ls, &h, &mut rng)?;
 /// let eps = q.draw_noise(3, &mut rng)?;
 /// let exact = q.transform_noise_exact(&mu, &ls, &h, &eps)?;
-/// let params = cpflow::SlqParams { probes: 4, steps: 10 };
+/// let params = cpflow::SlqConfig { probes: 4, steps: 10 };
 /// let slq = q.transform_noise_slq(&mu, &ls, &h, &eps, &params, &mut rng)?;
 /// // The same noise gives the same sample; the log-density is an estimate with an error.
 /// let dz = (&slq.z - &exact.z)?.abs()?.max_all()?.to_scalar::<f64>()?;
@@ -483,7 +483,7 @@ impl AmortizedPosterior {
         mu: &Tensor,
         log_sigma: &Tensor,
         h: &Tensor,
-        params: &SlqParams,
+        params: &SlqConfig,
         rng: &mut R,
     ) -> Result<PosteriorSlqSample> {
         let eps = self.draw_noise(mu.dim(0)?, rng)?;
@@ -499,7 +499,7 @@ impl AmortizedPosterior {
         log_sigma: &Tensor,
         h: &Tensor,
         eps: &Tensor,
-        params: &SlqParams,
+        params: &SlqConfig,
         rng: &mut R,
     ) -> Result<PosteriorSlqSample> {
         self.ensure_initialized()?;
@@ -514,8 +514,8 @@ impl AmortizedPosterior {
         let b = z.dim(0)?;
         let mut ld = vec![0.0f64; b];
         let mut var = vec![0.0f64; b];
-        let lp = logdet::SlqParams::default()
-            .with_probes(params.probes)
+        let lp = params
+            .to_logdet_params()
             .with_lanczos_steps(params.steps.min(self.latent_dim()));
         let mut r = rng;
         for l in &self.layers {

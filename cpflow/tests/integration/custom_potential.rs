@@ -158,7 +158,7 @@ fn exact_density_matches_finite_difference_jacobian() {
     // estimator's noise, which the reported standard error measures (200 probes): within 5 of
     // them (a 5σ miss has probability < 1e-6 per row).
     let mut rng = rand::rngs::StdRng::seed_from_u64(3);
-    let params = cpflow::SlqParams {
+    let params = cpflow::SlqConfig {
         probes: 200,
         steps: d,
     };

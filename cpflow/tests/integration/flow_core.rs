@@ -4,7 +4,7 @@
 use crate::flow_common::*;
 use candle_core::{DType, Device, Tensor};
 use cpflow::{
-    CpflowError, FloatType, Flow, FlowConfig, InverseParams, Layer, PotentialConfig, SlqParams,
+    CpflowError, FloatType, Flow, FlowConfig, InverseParams, Layer, PotentialConfig, SlqConfig,
 };
 use rand::SeedableRng;
 
@@ -109,7 +109,7 @@ fn slq_agrees_with_exact_within_monte_carlo_error() {
         let s = flow
             .log_prob_slq(
                 &x,
-                &SlqParams {
+                &SlqConfig {
                     probes: 1,
                     steps: 10,
                 },
@@ -143,7 +143,7 @@ fn slq_agrees_with_exact_within_monte_carlo_error() {
     let many_slq = flow
         .log_prob_slq(
             &x,
-            &SlqParams {
+            &SlqConfig {
                 probes: 400,
                 steps: 10,
             },

@@ -10,7 +10,7 @@ use candle_core::{DType, Device, Tensor};
 use cpflow::image::{
     ImageFlow, ImageFlowConfig, ImageLayerConfig, MultiscaleConfig, bits_per_dim, dequantize,
 };
-use cpflow::{FloatType, GaussianPrior, PotentialConfig, SlqParams, SurrogateParams};
+use cpflow::{FloatType, GaussianPrior, PotentialConfig, SlqConfig, SurrogateParams};
 use icnn::{Icnn2Config, ImageShape};
 use rand::{SeedableRng, rngs::StdRng};
 
@@ -138,7 +138,7 @@ fn slq_agrees_with_the_exact_logdet_within_its_standard_error() {
     let slq = flow
         .log_prob_slq(
             &x,
-            &SlqParams {
+            &SlqConfig {
                 probes: 64,
                 steps: 32,
             },
@@ -158,7 +158,7 @@ fn slq_agrees_with_the_exact_logdet_within_its_standard_error() {
     }
     // One probe, ten steps (the reference's evaluation): no standard error per image.
     let one = flow
-        .log_prob_slq(&x, &SlqParams::default(), &mut rng)
+        .log_prob_slq(&x, &SlqConfig::default(), &mut rng)
         .unwrap();
     assert!(one.std_err.iter().all(|s| s.is_nan()));
     let (m, se) = one.mean_and_std_err().unwrap();

@@ -12,7 +12,7 @@ use std::time::Instant;
 use candle_core::{DType, Device, Tensor};
 use cpflow::datasets::load_mnist;
 use cpflow::image::{ImageFlow, ImageFlowConfig, MultiscaleConfig, bits_per_dim, dequantize};
-use cpflow::{SlqParams, SurrogateParams};
+use cpflow::{SlqConfig, SurrogateParams};
 use rand::{SeedableRng, rngs::StdRng};
 
 const BPD_PER_NAT: f64 = 1.0 / (784.0 * std::f64::consts::LN_2);
@@ -69,7 +69,7 @@ fn mnist_train_step_and_slq_bpd() {
     );
     let t = Instant::now();
     let slq = flow
-        .log_prob_slq(&x, &SlqParams::default(), &mut rng)
+        .log_prob_slq(&x, &SlqConfig::default(), &mut rng)
         .unwrap();
     let (mean, se) = slq.mean_and_std_err().unwrap();
     eprintln!(
@@ -92,7 +92,7 @@ fn mnist_exact_logdet_against_slq_on_one_image() {
     let many = flow
         .log_prob_slq(
             &x1,
-            &SlqParams {
+            &SlqConfig {
                 probes: 16,
                 steps: 10,
             },

@@ -13,7 +13,7 @@ use cpflow::image::{
     ImageSet, ImageTestConfig, ImageTrainConfig, ImageTrainReport, MultiscaleConfig,
     run_image_training,
 };
-use cpflow::{FloatType, SlqParams};
+use cpflow::{FloatType, SlqConfig};
 use icnn::ImageShape;
 
 pub(crate) fn temp_dir(name: &str) -> PathBuf {
@@ -71,7 +71,7 @@ pub(crate) fn tiny_train(iters: usize) -> ImageTrainConfig {
         eval_batch_size: 3,
         log_every: 1,
         test: ImageTestConfig {
-            slq: SlqParams::default(),
+            slq: SlqConfig::default(),
             images: None,
             exact_images: 2,
         },
@@ -101,7 +101,7 @@ fn two_steps_write_checkpoint_metrics_model_and_report() {
         train_slq_every: 1,
         ..tiny_train(2)
     };
-    cfg.test.slq = SlqParams {
+    cfg.test.slq = SlqConfig {
         probes: 32,
         steps: 16,
     };

@@ -8,7 +8,7 @@ use candle_core::DType;
 use candle_core::{Device, Tensor, Var};
 use candle_nn::VarMap;
 use cpflow::posterior::{AmortizedPosterior, PosteriorConfig, reference_vae_surrogate_params};
-use cpflow::{CpflowError, FloatType, InverseParams, SlqParams, SurrogateParams};
+use cpflow::{CpflowError, FloatType, InverseParams, SlqConfig, SurrogateParams};
 use rand::SeedableRng;
 
 /// For a fixed encoder output (one context row, fixed μ, σ) the 2-D density `q(z | x)`,
@@ -154,7 +154,7 @@ fn slq_log_q_agrees_with_exact_within_monte_carlo_error() {
     q.initialize(&mu, &ls, &h, &mut rng).unwrap();
     let eps = q.draw_noise(b, &mut rng).unwrap();
     let exact = q.transform_noise_exact(&mu, &ls, &h, &eps).unwrap();
-    let params = SlqParams {
+    let params = SlqConfig {
         probes: 3000,
         steps: d,
     };
@@ -400,7 +400,7 @@ fn f32_paths_and_input_errors() {
     let e = q.sample_with_log_q_exact(&mu, &ls, &h, &mut rng).unwrap();
     assert_eq!((e.z.dtype(), e.log_q.dims()), (DType::F32, &[6][..]));
     let s = q
-        .sample_with_log_q_slq(&mu, &ls, &h, &SlqParams::default(), &mut rng)
+        .sample_with_log_q_slq(&mu, &ls, &h, &SlqConfig::default(), &mut rng)
         .unwrap();
     assert!(
         s.std_err.iter().all(|v| v.is_nan()),
@@ -476,7 +476,7 @@ fn reference_scale_timings() {
         s.log_q.sum_all().unwrap().backward().unwrap();
     });
     time("SLQ log q (1 probe, 10 steps)", &mut || {
-        q.sample_with_log_q_slq(&mu, &ls, &h, &SlqParams::default(), &mut rng)
+        q.sample_with_log_q_slq(&mu, &ls, &h, &SlqConfig::default(), &mut rng)
             .unwrap();
     });
 }

@@ -102,7 +102,7 @@ fn tabular_config_is_the_reference_tabular_run() {
     assert_eq!((t.surrogate.cg_atol, t.surrogate.cg_rtol), (1e-3, 0.0));
     assert_eq!(
         t.val_estimator,
-        cpflow::NllEstimator::Slq(cpflow::SlqParams {
+        cpflow::NllEstimator::Slq(cpflow::SlqConfig {
             probes: 1,
             steps: 10
         })

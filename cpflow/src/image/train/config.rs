@@ -8,7 +8,7 @@ use icnn::{ActivationKind, ConvIcnn2Config, ConvIcnn3Config, ConvIcnnConfig, Ima
 use serde::{Deserialize, Serialize};
 
 use crate::adam::AdamParams;
-use crate::config::{FloatType, SlqParams, SurrogateParams};
+use crate::config::{FloatType, SlqConfig, SurrogateParams};
 use crate::error::{CpflowError, Result};
 use crate::image::config::{ImageFlowConfig, ImageLayerConfig, MultiscaleConfig};
 use crate::image::logit::{CIFAR10_LOGIT_ALPHA, MNIST_LOGIT_ALPHA};
@@ -68,7 +68,7 @@ impl EmaConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct ImageTestConfig {
     /// SLQ estimator of every block's log-det (reference: 1 probe, 10 Lanczos steps).
-    pub slq: SlqParams,
+    pub slq: SlqConfig,
     /// Score the first `images` test images (`None`: all of them).
     pub images: Option<usize>,
     /// Also score the first `exact_images` of them with the exact log-det (dense `D × D`
@@ -79,7 +79,7 @@ pub struct ImageTestConfig {
 impl Default for ImageTestConfig {
     fn default() -> Self {
         ImageTestConfig {
-            slq: SlqParams::default(),
+            slq: SlqConfig::default(),
             images: None,
             exact_images: 16,
         }
@@ -132,7 +132,7 @@ pub struct ImageTrainConfig {
     /// (0: only at the end).
     pub val_every: usize,
     /// SLQ estimator of the validation bpd.
-    pub val_slq: SlqParams,
+    pub val_slq: SlqConfig,
     /// Images per evaluation pass (reference test batch 200).
     pub eval_batch_size: usize,
     /// Write a metrics line every this many steps.
@@ -162,7 +162,7 @@ impl Default for ImageTrainConfig {
             ema: EmaConfig::default(),
             hflip: false,
             val_every: 0,
-            val_slq: SlqParams::default(),
+            val_slq: SlqConfig::default(),
             eval_batch_size: 200,
             log_every: 20,
             train_slq_every: 0,

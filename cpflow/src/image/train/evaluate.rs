@@ -8,7 +8,7 @@ use candle_core::DType;
 use serde::{Deserialize, Serialize};
 
 use super::data::ImageSet;
-use crate::config::SlqParams;
+use crate::config::SlqConfig;
 use crate::error::{CpflowError, Result};
 use crate::image::bpd::bits_per_dim;
 use crate::image::flow::{ImageFlow, mean_and_std_err};
@@ -109,7 +109,7 @@ pub struct ExactComparison {
 /// The test score of a run (scored once, EMA weights).
 ///
 /// ```
-/// use cpflow::SlqParams;
+/// use cpflow::SlqConfig;
 /// use cpflow::image::ImageTestConfig;
 /// use cpflow::image::train::score_test_set;
 /// # use candle_core::{DType, Device};
@@ -129,7 +129,7 @@ pub struct ExactComparison {
 /// flow.initialize(&x)?;
 /// // Two probes per block: each image gets a probe standard error.
 /// let cfg = ImageTestConfig {
-///     slq: SlqParams { probes: 2, steps: 10 },
+///     slq: SlqConfig { probes: 2, steps: 10 },
 ///     images: Some(2),
 ///     exact_images: 0,
 /// };
@@ -143,7 +143,7 @@ pub struct ExactComparison {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ImageTestReport {
     /// The SLQ estimator used.
-    pub slq_params: SlqParams,
+    pub slq_params: SlqConfig,
     /// SLQ bpd over the scored test images.
     pub slq: BpdEstimate,
     /// Root mean square over the images of each image's SLQ standard error from the spread
@@ -168,7 +168,7 @@ fn streams(seed: u64) -> (FlowRng, FlowRng) {
 /// Per-image bits per dimension.
 ///
 /// ```
-/// use cpflow::SlqParams;
+/// use cpflow::SlqConfig;
 /// use cpflow::image::train::slq_bpd_per_image;
 /// # use candle_core::{DType, Device};
 /// # use cpflow::image::{ImageFlow, ImageModelConfig, ImageSet};
@@ -185,10 +185,10 @@ fn streams(seed: u64) -> (FlowRng, FlowRng) {
 /// let mut rng = rand::rngs::StdRng::seed_from_u64(0);
 /// let x = set.dequantized_range(0, 2, DType::F64, &Device::Cpu, &mut rng)?;
 /// flow.initialize(&x)?;
-/// let one = slq_bpd_per_image(&flow, &set, 2, &SlqParams::default(), 2, 0)?;
+/// let one = slq_bpd_per_image(&flow, &set, 2, &SlqConfig::default(), 2, 0)?;
 /// assert_eq!(one.bpd.len(), 2);
 /// assert!(one.probe_std_err.iter().all(|s| s.is_nan())); // one probe
-/// let two = slq_bpd_per_image(&flow, &set, 2, &SlqParams { probes: 2, steps: 10 }, 2, 0)?;
+/// let two = slq_bpd_per_image(&flow, &set, 2, &SlqConfig { probes: 2, steps: 10 }, 2, 0)?;
 /// assert!(two.probe_std_err.iter().all(|s| s.is_finite()));
 /// # Ok(())
 /// # }
@@ -206,7 +206,7 @@ pub struct PerImageBpd {
 /// from `seed`), `batch` images per pass.
 ///
 /// ```
-/// use cpflow::SlqParams;
+/// use cpflow::SlqConfig;
 /// use cpflow::image::train::slq_bpd_per_image;
 /// # use candle_core::{DType, Device};
 /// # use cpflow::image::{ImageFlow, ImageModelConfig, ImageSet};
@@ -224,11 +224,11 @@ pub struct PerImageBpd {
 /// let x = set.dequantized_range(0, 2, DType::F64, &Device::Cpu, &mut rng)?;
 /// flow.initialize(&x)?;
 /// // The seed fixes the dequantisation noise and the probes.
-/// let a = slq_bpd_per_image(&flow, &set, 2, &SlqParams::default(), 2, 5)?;
-/// assert_eq!(a.bpd, slq_bpd_per_image(&flow, &set, 2, &SlqParams::default(), 2, 5)?.bpd);
-/// assert_ne!(a.bpd, slq_bpd_per_image(&flow, &set, 2, &SlqParams::default(), 2, 6)?.bpd);
+/// let a = slq_bpd_per_image(&flow, &set, 2, &SlqConfig::default(), 2, 5)?;
+/// assert_eq!(a.bpd, slq_bpd_per_image(&flow, &set, 2, &SlqConfig::default(), 2, 5)?.bpd);
+/// assert_ne!(a.bpd, slq_bpd_per_image(&flow, &set, 2, &SlqConfig::default(), 2, 6)?.bpd);
 /// // Asking for more images than the set holds scores the set.
-/// assert_eq!(slq_bpd_per_image(&flow, &set, 10, &SlqParams::default(), 4, 5)?.bpd.len(), 2);
+/// assert_eq!(slq_bpd_per_image(&flow, &set, 10, &SlqConfig::default(), 4, 5)?.bpd.len(), 2);
 /// # Ok(())
 /// # }
 /// ```
@@ -236,7 +236,7 @@ pub fn slq_bpd_per_image(
     flow: &ImageFlow,
     set: &ImageSet,
     n: usize,
-    slq: &SlqParams,
+    slq: &SlqConfig,
     batch: usize,
     seed: u64,
 ) -> Result<PerImageBpd> {
@@ -258,7 +258,7 @@ pub(crate) fn slq_bpd_per_image_until(
     flow: &ImageFlow,
     set: &ImageSet,
     n: usize,
-    slq: &SlqParams,
+    slq: &SlqConfig,
     batch: usize,
     seed: u64,
     stop: Option<&AtomicBool>,
@@ -291,7 +291,7 @@ pub(crate) fn slq_bpd_per_image_until(
 /// SLQ bpd of the first `n` images of `set` (see [`slq_bpd_per_image`]).
 ///
 /// ```
-/// use cpflow::SlqParams;
+/// use cpflow::SlqConfig;
 /// use cpflow::image::mean_and_std_err;
 /// use cpflow::image::train::{slq_bpd, slq_bpd_per_image};
 /// # use candle_core::{DType, Device};
@@ -309,8 +309,8 @@ pub(crate) fn slq_bpd_per_image_until(
 /// let mut rng = rand::rngs::StdRng::seed_from_u64(0);
 /// let x = set.dequantized_range(0, 2, DType::F64, &Device::Cpu, &mut rng)?;
 /// flow.initialize(&x)?;
-/// let est = slq_bpd(&flow, &set, 2, &SlqParams::default(), 2, 3)?;
-/// let per = slq_bpd_per_image(&flow, &set, 2, &SlqParams::default(), 2, 3)?;
+/// let est = slq_bpd(&flow, &set, 2, &SlqConfig::default(), 2, 3)?;
+/// let per = slq_bpd_per_image(&flow, &set, 2, &SlqConfig::default(), 2, 3)?;
 /// assert_eq!((est.bpd, est.std_err), mean_and_std_err(&per.bpd));
 /// assert_eq!(est.images, 2);
 /// # Ok(())
@@ -320,7 +320,7 @@ pub fn slq_bpd(
     flow: &ImageFlow,
     set: &ImageSet,
     n: usize,
-    slq: &SlqParams,
+    slq: &SlqConfig,
     batch: usize,
     seed: u64,
 ) -> Result<BpdEstimate> {
@@ -332,7 +332,7 @@ pub(crate) fn slq_bpd_until(
     flow: &ImageFlow,
     set: &ImageSet,
     n: usize,
-    slq: &SlqParams,
+    slq: &SlqConfig,
     batch: usize,
     seed: u64,
     stop: Option<&AtomicBool>,
@@ -348,7 +348,7 @@ pub(crate) fn slq_bpd_until(
 ///
 /// ```
 /// use candle_core::{DType, Device};
-/// use cpflow::SlqParams;
+/// use cpflow::SlqConfig;
 /// use cpflow::image::train::{exact_bpd_per_image, slq_bpd_per_image};
 /// use cpflow::image::{ImageFlow, ImageModelConfig, ImageSet};
 /// use icnn::ImageShape;
@@ -368,7 +368,7 @@ pub(crate) fn slq_bpd_until(
 /// let mut rng = rand::rngs::StdRng::seed_from_u64(0);
 /// flow.initialize(&set.dequantized_range(0, 3, DType::F64, &Device::Cpu, &mut rng)?)?;
 /// let exact = exact_bpd_per_image(&flow, &set, 3, 2, 7)?;
-/// let slq = slq_bpd_per_image(&flow, &set, 3, &SlqParams::default(), 2, 7)?;
+/// let slq = slq_bpd_per_image(&flow, &set, 3, &SlqConfig::default(), 2, 7)?;
 /// assert_eq!(exact.len(), 3);
 /// for (e, s) in exact.iter().zip(&slq.bpd) {
 ///     assert!((e - s).abs() < 1e-12, "{e} vs {s}");

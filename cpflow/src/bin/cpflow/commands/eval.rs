@@ -1,7 +1,7 @@
 //! `cpflow eval`: flows on vectors here; image flows in [`super::eval_image`].
 
 use anyhow::{Result, bail};
-use cpflow::{Dataset, FlowRng, NllEstimator, SlqParams, nll_estimate};
+use cpflow::{Dataset, FlowRng, NllEstimator, SlqConfig, nll_estimate};
 use serde::Serialize;
 use std::time::Instant;
 
@@ -103,8 +103,8 @@ pub fn eval(a: EvalArgs) -> Result<()> {
     let estimator = match a.estimator {
         Estimator::Exact => NllEstimator::Exact,
         Estimator::Slq => {
-            let d = SlqParams::default();
-            NllEstimator::Slq(SlqParams {
+            let d = SlqConfig::default();
+            NllEstimator::Slq(SlqConfig {
                 probes: a.probes.unwrap_or(d.probes),
                 steps: a.steps.unwrap_or(d.steps),
             })

@@ -17,7 +17,7 @@ use cpflow::image::{
     ImageDataset, ImageExperimentConfig, ImageFlow, ImageTestConfig, ImageTrainConfig,
     load_image_test_set, mean_and_std_err,
 };
-use cpflow::{FloatType, SlqParams};
+use cpflow::{FloatType, SlqConfig};
 use icnn::ImageShape;
 use serde::Serialize;
 use std::collections::HashMap;
@@ -45,7 +45,7 @@ struct ImageEvalSummary {
     estimator: String,
     /// The SLQ estimator (`--estimator slq` only).
     #[serde(skip_serializing_if = "Option::is_none")]
-    slq: Option<SlqParams>,
+    slq: Option<SlqConfig>,
     /// Mean bits per dimension of the dequantised test images.
     bpd: f64,
     /// Standard error of `bpd` (the images' spread over √n, which includes the dequantisation
@@ -100,7 +100,7 @@ pub fn eval_image(a: &EvalArgs, loc: &ModelLocation, device: &Device, t0: Instan
     let train = run.map_or_else(ImageTrainConfig::default, |r| r.train);
     let seed = a.dev.seed.unwrap_or(train.seed);
     let batch = a.batch_size.unwrap_or(train.eval_batch_size);
-    let slq = SlqParams {
+    let slq = SlqConfig {
         probes: a.probes.unwrap_or(train.test.slq.probes),
         steps: a.steps.unwrap_or(train.test.slq.steps),
     };
