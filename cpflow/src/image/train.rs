@@ -18,6 +18,7 @@
 mod checkpoint;
 mod config;
 mod data;
+mod eval_progress;
 mod evaluate;
 mod run;
 
@@ -38,6 +39,9 @@ pub use config::{
 pub use data::{ImageData, ImageSet, dequantize_levels};
 #[cfg(feature = "datasets")]
 pub use data::{load_image_data, load_image_test_set};
+pub use eval_progress::{
+    EvalPass, EvalProgress, exact_bpd_per_image_with_monitor, score_test_set_with_monitor,
+};
 pub use evaluate::{
     BpdEstimate, ExactComparison, ImageTestReport, PerImageBpd, exact_bpd_per_image,
     score_test_set, slq_bpd, slq_bpd_per_image,

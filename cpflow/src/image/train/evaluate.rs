@@ -1,6 +1,7 @@
 //! Bits per dimension of an image set: SLQ (validation and the test score, with the standard
 //! error over images) and, on a subset, exact log-dets (how far the SLQ number is off).
 
+use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
@@ -8,6 +9,7 @@ use candle_core::DType;
 use serde::{Deserialize, Serialize};
 
 use super::data::ImageSet;
+use super::eval_progress::{EvalPass, EvalProgress, Monitor};
 use crate::config::SlqConfig;
 use crate::error::{CpflowError, Result};
 use crate::image::bpd::bits_per_dim;
@@ -248,9 +250,15 @@ fn never_stopped<T>(r: Option<T>) -> Result<T> {
     r.ok_or_else(|| CpflowError::Internal("an evaluation without a stop flag stopped".into()))
 }
 
-/// Whether `stop` is set (checked before each chunk of the evaluation passes).
-fn stopped(stop: Option<&AtomicBool>) -> bool {
-    stop.is_some_and(|f| f.load(Ordering::Relaxed))
+/// A monitor that stops the passes before their next chunk once `stop` is set.
+fn stop_flag(stop: Option<&AtomicBool>) -> impl FnMut(EvalProgress) -> ControlFlow<()> + '_ {
+    move |_| {
+        if stop.is_some_and(|f| f.load(Ordering::Relaxed)) {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
+    }
 }
 
 /// [`slq_bpd_per_image`] that gives up (`None`) before the next chunk once `stop` is set.
@@ -263,6 +271,20 @@ pub(crate) fn slq_bpd_per_image_until(
     seed: u64,
     stop: Option<&AtomicBool>,
 ) -> Result<Option<PerImageBpd>> {
+    slq_bpd_per_image_monitored(flow, set, n, slq, batch, seed, &mut stop_flag(stop))
+}
+
+/// [`slq_bpd_per_image`] that calls `monitor` before each chunk (and once at the end) with
+/// the images scored so far, and gives up (`None`) when it breaks before a chunk.
+pub(super) fn slq_bpd_per_image_monitored(
+    flow: &ImageFlow,
+    set: &ImageSet,
+    n: usize,
+    slq: &SlqConfig,
+    batch: usize,
+    seed: u64,
+    monitor: Monitor<'_>,
+) -> Result<Option<PerImageBpd>> {
     let (mut noise, mut probes) = streams(seed);
     let d = flow.dim();
     let per_nat = 1.0 / (d as f64 * std::f64::consts::LN_2);
@@ -273,7 +295,7 @@ pub(crate) fn slq_bpd_per_image_until(
     };
     let mut start = 0;
     while start < n {
-        if stopped(stop) {
+        if monitor(EvalProgress::new(EvalPass::Slq, start, n)).is_break() {
             return Ok(None);
         }
         let end = (start + batch.max(1)).min(n);
@@ -285,6 +307,8 @@ pub(crate) fn slq_bpd_per_image_until(
             .extend(lp.std_err.iter().map(|se| se * per_nat));
         start = end;
     }
+    // Nothing is left to stop: the pass is complete whatever the monitor says.
+    let _ = monitor(EvalProgress::new(EvalPass::Slq, n, n));
     Ok(Some(out))
 }
 
@@ -383,17 +407,26 @@ pub fn exact_bpd_per_image(
     batch: usize,
     seed: u64,
 ) -> Result<Vec<f64>> {
-    exact_bpd_per_image_until(flow, set, n, batch, seed, None).and_then(never_stopped)
+    exact_bpd_per_image_monitored(
+        flow,
+        set,
+        n,
+        batch,
+        seed,
+        &mut |_| ControlFlow::Continue(()),
+    )
+    .and_then(never_stopped)
 }
 
-/// [`exact_bpd_per_image`] that gives up (`None`) before the next chunk once `stop` is set.
-fn exact_bpd_per_image_until(
+/// [`exact_bpd_per_image`] that calls `monitor` before each chunk (and once at the end) with
+/// the images scored so far, and gives up (`None`) when it breaks before a chunk.
+pub(super) fn exact_bpd_per_image_monitored(
     flow: &ImageFlow,
     set: &ImageSet,
     n: usize,
     batch: usize,
     seed: u64,
-    stop: Option<&AtomicBool>,
+    monitor: Monitor<'_>,
 ) -> Result<Option<Vec<f64>>> {
     let (mut noise, _) = streams(seed);
     let d = flow.dim();
@@ -401,7 +434,7 @@ fn exact_bpd_per_image_until(
     let mut out = Vec::with_capacity(n);
     let mut start = 0;
     while start < n {
-        if stopped(stop) {
+        if monitor(EvalProgress::new(EvalPass::Exact, start, n)).is_break() {
             return Ok(None);
         }
         let end = (start + batch.max(1)).min(n);
@@ -413,6 +446,7 @@ fn exact_bpd_per_image_until(
         out.extend(lp.into_iter().map(|l| bits_per_dim(l, d)));
         start = end;
     }
+    let _ = monitor(EvalProgress::new(EvalPass::Exact, n, n));
     Ok(Some(out))
 }
 
@@ -467,6 +501,20 @@ pub(crate) fn score_test_set_until(
     seed: u64,
     stop: Option<&AtomicBool>,
 ) -> Result<Option<ImageTestReport>> {
+    score_test_set_monitored(flow, test, cfg, batch, seed, &mut stop_flag(stop))
+}
+
+/// [`score_test_set`] that calls `monitor` before each chunk of either pass (and at the end
+/// of each) with the images scored so far, and gives up (`None`) when it breaks before a
+/// chunk.
+pub(super) fn score_test_set_monitored(
+    flow: &ImageFlow,
+    test: &ImageSet,
+    cfg: &super::config::ImageTestConfig,
+    batch: usize,
+    seed: u64,
+    monitor: Monitor<'_>,
+) -> Result<Option<ImageTestReport>> {
     let n = cfg.images.unwrap_or(test.len()).min(test.len());
     if cfg.exact_images > n {
         tracing::warn!(
@@ -476,7 +524,8 @@ pub(crate) fn score_test_set_until(
         );
     }
     let t = Instant::now();
-    let Some(per_image) = slq_bpd_per_image_until(flow, test, n, &cfg.slq, batch, seed, stop)?
+    let Some(per_image) =
+        slq_bpd_per_image_monitored(flow, test, n, &cfg.slq, batch, seed, monitor)?
     else {
         return Ok(None);
     };
@@ -485,7 +534,7 @@ pub(crate) fn score_test_set_until(
     let m = cfg.exact_images.min(n);
     let exact = if m > 0 {
         let t = Instant::now();
-        let Some(ex) = exact_bpd_per_image_until(flow, test, m, batch, seed, stop)? else {
+        let Some(ex) = exact_bpd_per_image_monitored(flow, test, m, batch, seed, monitor)? else {
             return Ok(None);
         };
         let seconds = t.elapsed().as_secs_f64();

@@ -10,8 +10,8 @@
 use anyhow::{Context, Result, bail};
 use candle_core::Device;
 use cpflow::image::train::{
-    EMA_PREFIX, IMAGE_TRAIN_METADATA_KEY, TEST_SEED_SALT, exact_bpd_per_image,
-    load_image_checkpoint, score_test_set,
+    EMA_PREFIX, EvalProgress, IMAGE_TRAIN_METADATA_KEY, TEST_SEED_SALT,
+    exact_bpd_per_image_with_monitor, load_image_checkpoint, score_test_set_with_monitor,
 };
 use cpflow::image::{
     ImageDataset, ImageExperimentConfig, ImageFlow, ImageTestConfig, ImageTrainConfig,
@@ -19,15 +19,37 @@ use cpflow::image::{
 };
 use cpflow::{FloatType, SlqConfig};
 use icnn::ImageShape;
+use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 use std::collections::HashMap;
+use std::ops::ControlFlow;
 use std::path::Path;
 use std::time::Instant;
 
 use super::{ModelLocation, float_type};
+use crate::interrupt::Interrupt;
 use crate::model_file::has_metadata_key;
 use crate::run_config::{Overrides, is_image_config, resolve_image};
 use crate::{Estimator, EvalArgs};
+
+/// What the first Ctrl-C / SIGTERM logs.
+const INTERRUPT_MESSAGE: &str = "interrupted: stopping after the chunk of images in progress (no score is printed); \
+     interrupt again to quit now";
+
+/// A progress bar on stderr for `n` images scored `batch` at a time (hidden for a single
+/// chunk, and by indicatif when stderr is not a terminal).
+fn progress_bar(n: usize, batch: usize) -> ProgressBar {
+    if n <= batch {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(n as u64);
+    if let Ok(style) = ProgressStyle::with_template(
+        "scoring {bar:30} {pos}/{len} images [{elapsed_precise}, eta {eta_precise}]",
+    ) {
+        bar.set_style(style);
+    }
+    bar
+}
 
 /// The JSON line of `eval` on an image flow.
 #[derive(Serialize)]
@@ -127,11 +149,28 @@ pub fn eval_image(a: &EvalArgs, loc: &ModelLocation, device: &Device, t0: Instan
     );
     let ts = Instant::now();
     let noise_seed = seed ^ TEST_SEED_SALT;
-    let (bpd, bpd_std_err, probe_std_err, slq_used) = match a.estimator {
+    // A bar over the images (hidden for one chunk, and when stderr is not a terminal); the
+    // first Ctrl-C stops the score before its next chunk.
+    let interrupt = Interrupt::install_with_message(INTERRUPT_MESSAGE)?;
+    let bar = progress_bar(n, batch);
+    let mut last = None;
+    let mut monitor = |p: EvalProgress| {
+        bar.set_position(p.done as u64);
+        last = Some(p);
+        if interrupt.is_set() {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
+    };
+    let scored = match a.estimator {
         Estimator::Exact => {
-            let v = exact_bpd_per_image(&flow, test, n, batch, noise_seed)?;
-            let (m, se) = mean_and_std_err(&v);
-            (m, se, None, None)
+            exact_bpd_per_image_with_monitor(&flow, test, n, batch, noise_seed, &mut monitor)?.map(
+                |v| {
+                    let (m, se) = mean_and_std_err(&v);
+                    (m, se, None, None)
+                },
+            )
         }
         Estimator::Slq => {
             // The run's SLQ pass alone (no exact subset).
@@ -140,9 +179,17 @@ pub fn eval_image(a: &EvalArgs, loc: &ModelLocation, device: &Device, t0: Instan
                 images: Some(n),
                 exact_images: 0,
             };
-            let r = score_test_set(&flow, test, &cfg, batch, noise_seed)?;
-            (r.slq.bpd, r.slq.std_err, r.probe_std_err, Some(slq))
+            score_test_set_with_monitor(&flow, test, &cfg, batch, noise_seed, &mut monitor)?
+                .map(|r| (r.slq.bpd, r.slq.std_err, r.probe_std_err, Some(slq)))
         }
+    };
+    bar.finish_and_clear();
+    let Some((bpd, bpd_std_err, probe_std_err, slq_used)) = scored else {
+        let done = last.map_or(0, |p| p.done);
+        bail!(
+            "interrupted after {done} of {n} test images: no score (scoring fewer images: -n; \
+             the same seed scores the same images with the same noise)"
+        );
     };
     let score_seconds = ts.elapsed().as_secs_f64();
     let d = flow.dim();
