@@ -3,9 +3,14 @@
 //! limit or an interrupt.
 
 use std::ops::ControlFlow;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::data::ImageSet;
-use super::evaluate::{ImageTestReport, exact_bpd_per_image_monitored, score_test_set_monitored};
+use super::evaluate::{
+    BpdEstimate, ImageTestReport, PerImageBpd, exact_bpd_per_image_monitored,
+    score_test_set_monitored, slq_bpd_per_image_monitored,
+};
+use crate::config::SlqConfig;
 use crate::error::Result;
 use crate::image::flow::ImageFlow;
 
@@ -128,4 +133,57 @@ pub fn exact_bpd_per_image_with_monitor(
     monitor: &mut dyn FnMut(EvalProgress) -> ControlFlow<()>,
 ) -> Result<Option<Vec<f64>>> {
     exact_bpd_per_image_monitored(flow, set, n, batch, seed, monitor)
+}
+
+/// A monitor that stops the passes before their next chunk once `stop` is set.
+fn stop_flag(stop: Option<&AtomicBool>) -> impl FnMut(EvalProgress) -> ControlFlow<()> + '_ {
+    move |_| {
+        if stop.is_some_and(|f| f.load(Ordering::Relaxed)) {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
+    }
+}
+
+/// [`slq_bpd_per_image`] that gives up (`None`) before the next chunk once `stop` is set.
+pub(crate) fn slq_bpd_per_image_until(
+    flow: &ImageFlow,
+    set: &ImageSet,
+    n: usize,
+    slq: &SlqConfig,
+    batch: usize,
+    seed: u64,
+    stop: Option<&AtomicBool>,
+) -> Result<Option<PerImageBpd>> {
+    slq_bpd_per_image_monitored(flow, set, n, slq, batch, seed, &mut stop_flag(stop))
+}
+
+/// [`slq_bpd`] that gives up (`None`) before the next chunk once `stop` is set.
+pub(crate) fn slq_bpd_until(
+    flow: &ImageFlow,
+    set: &ImageSet,
+    n: usize,
+    slq: &SlqConfig,
+    batch: usize,
+    seed: u64,
+    stop: Option<&AtomicBool>,
+) -> Result<Option<BpdEstimate>> {
+    Ok(
+        slq_bpd_per_image_until(flow, set, n, slq, batch, seed, stop)?
+            .map(|per_image| BpdEstimate::from_values(&per_image.bpd)),
+    )
+}
+
+/// [`score_test_set`] that gives up (`None`) before the next chunk of either pass once `stop`
+/// is set (an interrupt: the exact pass of a large model takes minutes per image).
+pub(crate) fn score_test_set_until(
+    flow: &ImageFlow,
+    test: &ImageSet,
+    cfg: &super::config::ImageTestConfig,
+    batch: usize,
+    seed: u64,
+    stop: Option<&AtomicBool>,
+) -> Result<Option<ImageTestReport>> {
+    score_test_set_monitored(flow, test, cfg, batch, seed, &mut stop_flag(stop))
 }

@@ -2,7 +2,6 @@
 //! error over images) and, on a subset, exact log-dets (how far the SLQ number is off).
 
 use std::ops::ControlFlow;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use candle_core::DType;
@@ -45,7 +44,7 @@ pub struct BpdEstimate {
 }
 
 impl BpdEstimate {
-    fn from_values(v: &[f64]) -> Self {
+    pub(super) fn from_values(v: &[f64]) -> Self {
         let (bpd, std_err) = mean_and_std_err(v);
         BpdEstimate {
             images: v.len(),
@@ -242,36 +241,15 @@ pub fn slq_bpd_per_image(
     batch: usize,
     seed: u64,
 ) -> Result<PerImageBpd> {
-    slq_bpd_per_image_until(flow, set, n, slq, batch, seed, None).and_then(never_stopped)
+    slq_bpd_per_image_monitored(flow, set, n, slq, batch, seed, &mut |_| {
+        ControlFlow::Continue(())
+    })
+    .and_then(never_stopped)
 }
 
 /// The result of a pass run without a stop flag (which cannot have stopped).
 fn never_stopped<T>(r: Option<T>) -> Result<T> {
     r.ok_or_else(|| CpflowError::Internal("an evaluation without a stop flag stopped".into()))
-}
-
-/// A monitor that stops the passes before their next chunk once `stop` is set.
-fn stop_flag(stop: Option<&AtomicBool>) -> impl FnMut(EvalProgress) -> ControlFlow<()> + '_ {
-    move |_| {
-        if stop.is_some_and(|f| f.load(Ordering::Relaxed)) {
-            ControlFlow::Break(())
-        } else {
-            ControlFlow::Continue(())
-        }
-    }
-}
-
-/// [`slq_bpd_per_image`] that gives up (`None`) before the next chunk once `stop` is set.
-pub(crate) fn slq_bpd_per_image_until(
-    flow: &ImageFlow,
-    set: &ImageSet,
-    n: usize,
-    slq: &SlqConfig,
-    batch: usize,
-    seed: u64,
-    stop: Option<&AtomicBool>,
-) -> Result<Option<PerImageBpd>> {
-    slq_bpd_per_image_monitored(flow, set, n, slq, batch, seed, &mut stop_flag(stop))
 }
 
 /// [`slq_bpd_per_image`] that calls `monitor` before each chunk (and once at the end) with
@@ -348,23 +326,8 @@ pub fn slq_bpd(
     batch: usize,
     seed: u64,
 ) -> Result<BpdEstimate> {
-    slq_bpd_until(flow, set, n, slq, batch, seed, None).and_then(never_stopped)
-}
-
-/// [`slq_bpd`] that gives up (`None`) before the next chunk once `stop` is set.
-pub(crate) fn slq_bpd_until(
-    flow: &ImageFlow,
-    set: &ImageSet,
-    n: usize,
-    slq: &SlqConfig,
-    batch: usize,
-    seed: u64,
-    stop: Option<&AtomicBool>,
-) -> Result<Option<BpdEstimate>> {
-    Ok(
-        slq_bpd_per_image_until(flow, set, n, slq, batch, seed, stop)?
-            .map(|per_image| BpdEstimate::from_values(&per_image.bpd)),
-    )
+    let per_image = slq_bpd_per_image(flow, set, n, slq, batch, seed)?;
+    Ok(BpdEstimate::from_values(&per_image.bpd))
 }
 
 /// Per-image exact bpd of the first `n` images of `set`, dequantised exactly as
@@ -488,20 +451,10 @@ pub fn score_test_set(
     batch: usize,
     seed: u64,
 ) -> Result<ImageTestReport> {
-    score_test_set_until(flow, test, cfg, batch, seed, None).and_then(never_stopped)
-}
-
-/// [`score_test_set`] that gives up (`None`) before the next chunk of either pass once `stop`
-/// is set (an interrupt: the exact pass of a large model takes minutes per image).
-pub(crate) fn score_test_set_until(
-    flow: &ImageFlow,
-    test: &ImageSet,
-    cfg: &super::config::ImageTestConfig,
-    batch: usize,
-    seed: u64,
-    stop: Option<&AtomicBool>,
-) -> Result<Option<ImageTestReport>> {
-    score_test_set_monitored(flow, test, cfg, batch, seed, &mut stop_flag(stop))
+    score_test_set_monitored(flow, test, cfg, batch, seed, &mut |_| {
+        ControlFlow::Continue(())
+    })
+    .and_then(never_stopped)
 }
 
 /// [`score_test_set`] that calls `monitor` before each chunk of either pass (and at the end
@@ -582,6 +535,7 @@ mod tests {
     use candle_core::Device;
     use icnn::ImageShape;
     use rand::SeedableRng;
+    use std::sync::atomic::AtomicBool;
 
     /// An interrupt stops the test score at its next chunk, in either pass: set from the
     /// start, nothing is scored (`None`); unset, the result is `score_test_set`'s.
@@ -609,14 +563,15 @@ mod tests {
         };
         let stop = AtomicBool::new(true);
         assert!(
-            score_test_set_until(&flow, &set, &cfg, 1, 0, Some(&stop))
+            super::super::eval_progress::score_test_set_until(&flow, &set, &cfg, 1, 0, Some(&stop))
                 .unwrap()
                 .is_none()
         );
         let go = AtomicBool::new(false);
-        let until = score_test_set_until(&flow, &set, &cfg, 1, 0, Some(&go))
-            .unwrap()
-            .unwrap();
+        let until =
+            super::super::eval_progress::score_test_set_until(&flow, &set, &cfg, 1, 0, Some(&go))
+                .unwrap()
+                .unwrap();
         let plain = score_test_set(&flow, &set, &cfg, 1, 0).unwrap();
         assert_eq!(until.slq, plain.slq);
         assert_eq!(until.exact.map(|e| e.exact), plain.exact.map(|e| e.exact));

@@ -12,7 +12,8 @@ use super::checkpoint::{
 };
 use super::config::ImageTrainConfig;
 use super::data::{ImageData, epoch_permutation, training_batch};
-use super::evaluate::{BpdEstimate, slq_bpd_until};
+use super::eval_progress::slq_bpd_until;
+use super::evaluate::BpdEstimate;
 use super::{
     ImageMetricsRecord, ImageRunOptions, ImageStopReason, ImageTrainReport, ImageTrainState,
     ValPoint,

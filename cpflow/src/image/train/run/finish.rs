@@ -4,7 +4,7 @@
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use super::super::evaluate::score_test_set_until;
+use super::super::eval_progress::score_test_set_until;
 use super::super::{ImageRunOptions, ImageStopReason, ImageTrainReport};
 use super::{Run, StepStats, TEST_SEED_SALT};
 use crate::error::{CpflowError, Result};
