@@ -27,6 +27,7 @@ pub use model::{NegElbo, PosteriorKind, Vae, VaeBatch, VaeModelConfig, VaeTrainT
 mod checkpoint;
 mod config;
 mod evaluate;
+mod reference_weights;
 mod train;
 
 pub use checkpoint::{
@@ -35,6 +36,7 @@ pub use checkpoint::{
 };
 pub use config::{VaeConfig, VaeDataConfig, VaeEvalConfig, VaeTrainConfig};
 pub use evaluate::{MeanWithError, make_batch, split_importance_nll, split_neg_elbo};
+pub use reference_weights::{load_reference_vae_state_dict, reference_vae_key_mapping};
 pub use train::{
     VaeEpochRecord, VaeReport, VaeRunOptions, VaeStopReason, load_vae, run_vae, run_vae_on,
 };

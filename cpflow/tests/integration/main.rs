@@ -39,6 +39,8 @@ mod non_finite_weights;
 mod posterior_flow;
 mod posterior_importance;
 mod reference_parity;
+#[cfg(feature = "vae")]
+mod reference_parity_vae;
 mod run_lifecycle;
 mod toy_reference;
 mod training;
