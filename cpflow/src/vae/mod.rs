@@ -28,6 +28,7 @@ mod checkpoint;
 mod config;
 mod evaluate;
 mod reference_weights;
+mod report;
 mod train;
 
 pub use checkpoint::{
@@ -37,9 +38,8 @@ pub use checkpoint::{
 pub use config::{VaeConfig, VaeDataConfig, VaeEvalConfig, VaeTrainConfig};
 pub use evaluate::{MeanWithError, make_batch, split_importance_nll, split_neg_elbo};
 pub use reference_weights::{load_reference_vae_state_dict, reference_vae_key_mapping};
-pub use train::{
-    VaeEpochRecord, VaeReport, VaeRunOptions, VaeStopReason, load_vae, run_vae, run_vae_on,
-};
+pub use report::{VaeEpochRecord, VaeReport, VaeStopReason};
+pub use train::{VaeRunOptions, load_vae, run_vae, run_vae_on};
 
 #[cfg(test)]
 mod tests;
