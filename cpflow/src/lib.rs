@@ -48,6 +48,7 @@ pub mod flow;
 pub mod flow_config;
 pub mod flow_loss;
 pub mod flow_sample;
+pub mod hessian_operator;
 pub mod image;
 pub mod metrics;
 mod named_vars;
@@ -78,7 +79,7 @@ pub mod vae;
 
 pub use actnorm::ActNorm;
 pub use adam::{Adam, AdamParams, AdamState};
-pub use block::{BlockConfig, CgReport, CpFlowBlock, HessianOperator};
+pub use block::{BlockConfig, CgReport, CpFlowBlock};
 pub use block_inverse::{BlockPotential, InverseParams, InverseSolver};
 pub use checkpoint::{Checkpoint, CheckpointMeta, load_checkpoint};
 #[allow(deprecated)]
@@ -100,6 +101,7 @@ pub use flow::{EVAL_CHUNK, Flow, Layer};
 pub use flow_config::{FlowConfig, LayerConfig};
 pub use flow_loss::SurrogateLoss;
 pub use flow_sample::{FlowInverse, InverseReport};
+pub use hessian_operator::HessianOperator;
 pub use metrics::MetricsRecord;
 pub use observer::{Control, FnObserver, Moment, NllCurve, TimeBudget, TrainObserver};
 pub use potential::PotentialConfig;
