@@ -34,6 +34,7 @@ mod batch;
 mod batched_lbfgs;
 mod error;
 mod flat_lbfgs;
+mod lbfgs_params;
 mod newton_cg;
 pub mod options;
 mod potential;
@@ -42,12 +43,11 @@ mod rows;
 mod termination;
 mod wolfe;
 
-pub use argmin_lbfgs::{
-    LINE_SEARCH_MAX_EVALUATIONS, LbfgsParams, LineSearch, MinimizeResult, minimize_lbfgs,
-};
+pub use argmin_lbfgs::{LINE_SEARCH_MAX_EVALUATIONS, MinimizeResult, minimize_lbfgs};
 pub use batched_lbfgs::{BatchedLbfgsParams, invert_lbfgs_batched};
 pub use error::ConvexOptError;
 pub use flat_lbfgs::{FlatLbfgsParams, invert_lbfgs_flat};
+pub use lbfgs_params::{LbfgsParams, LineSearch};
 pub use newton_cg::{NewtonCgParams, invert_newton_cg};
 pub use options::{InversionOptions, InversionResult, SolverStats};
 pub use potential::{BatchedPotential, FnPotential, FnPotentialWithHvp, HvpFn, SecondOrderModel};
