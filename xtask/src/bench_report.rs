@@ -54,7 +54,7 @@ pub fn bench_table_markdown(report: &BenchReport) -> String {
     s
 }
 
-/// The full Markdown report: table, configurations, skipped datasets.
+/// The full Markdown report: table, configurations, skipped and failed datasets.
 pub fn bench_markdown(report: &BenchReport) -> String {
     let mut s = String::from("# CP-Flow on the MAF tabular benchmarks\n\n");
     let _ = writeln!(
@@ -93,6 +93,12 @@ pub fn bench_markdown(report: &BenchReport) -> String {
     if !report.skipped.is_empty() {
         s.push_str("\n## Skipped\n\n");
         for k in &report.skipped {
+            let _ = writeln!(s, "- {}", k.message);
+        }
+    }
+    if !report.failed.is_empty() {
+        s.push_str("\n## Failed\n\n");
+        for k in &report.failed {
             let _ = writeln!(s, "- {}", k.message);
         }
     }

@@ -103,6 +103,10 @@ pub struct BenchReport {
     pub results: Vec<DatasetResult>,
     /// Datasets that were skipped.
     pub skipped: Vec<SkippedDataset>,
+    /// Datasets that were found but failed (unreadable data, training error); the others
+    /// still ran.
+    #[serde(default)]
+    pub failed: Vec<SkippedDataset>,
     /// Device description.
     pub device: String,
     /// The per-dataset budget in minutes, if any.
@@ -310,16 +314,29 @@ pub fn run_dataset(
 }
 
 /// Runs the benchmark on every requested dataset that is on disk and writes
-/// `<out>/bench-tabular.md` and `<out>/bench-tabular.json`.
+/// `<out>/bench-tabular.md` and `<out>/bench-tabular.json`. A dataset that fails is listed in
+/// [`BenchReport::failed`] and the run goes on with the next one.
 pub fn run_bench_tabular(opts: &BenchTabularOptions) -> Result<BenchReport> {
     let t0 = Instant::now();
     std::fs::create_dir_all(&opts.out)
         .with_context(|| format!("creating {}", opts.out.display()))?;
     let mut results = Vec::new();
     let mut skipped = Vec::new();
+    let mut failed = Vec::new();
     for &ds in &opts.datasets {
         match locate_dataset(ds, &opts.data_dir, &opts.fallback_roots) {
-            Ok(root) => results.push(run_dataset(ds, &root, opts)?),
+            Ok(root) => match run_dataset(ds, &root, opts) {
+                Ok(r) => results.push(r),
+                Err(e) => {
+                    // One bad dataset must not cost the results of the others.
+                    let message = format!("{ds}: failed: {e:#}");
+                    tracing::error!("{message}");
+                    failed.push(SkippedDataset {
+                        dataset: ds.name().into(),
+                        message,
+                    });
+                }
+            },
             Err(message) => {
                 tracing::warn!("{message}");
                 skipped.push(SkippedDataset {
@@ -332,6 +349,7 @@ pub fn run_bench_tabular(opts: &BenchTabularOptions) -> Result<BenchReport> {
     let report = BenchReport {
         results,
         skipped,
+        failed,
         device: format!("{:?}", opts.device),
         budget_minutes: opts.budget.map(|b| b.as_secs_f64() / 60.0),
         wall_time_s: t0.elapsed().as_secs_f64(),

@@ -185,20 +185,33 @@ pub fn parse_device(name: &str) -> Result<Device> {
     })
 }
 
+/// A training budget of `minutes` (finite, above 0, and small enough for a [`Duration`]).
+pub fn budget_from_minutes(minutes: f64) -> Result<Duration> {
+    anyhow::ensure!(
+        minutes.is_finite() && minutes > 0.0,
+        "--minutes must be positive"
+    );
+    Duration::try_from_secs_f64(minutes * 60.0)
+        .map_err(|_| anyhow::anyhow!("--minutes {minutes:e} is too large"))
+}
+
+/// The `--mirror` base URL: none when not given or empty (`CPFLOW_DATA_MIRROR=` set to the
+/// empty string means no mirror, not a mirror at the empty URL).
+pub fn mirror_base(arg: Option<&str>) -> Option<String> {
+    arg.map(str::trim)
+        .filter(|m| !m.is_empty())
+        .map(str::to_string)
+}
+
 /// Runs `bench-tabular`.
 pub fn bench_tabular(args: &BenchTabularArgs) -> Result<()> {
     let device = parse_device(&args.device)?;
     let (preset, budget): (fn(TabularDataset) -> TabularBenchConfig, _) = if args.quick {
         (TabularBenchConfig::quick, None)
     } else {
-        let minutes = args.minutes.unwrap_or(10.0);
-        anyhow::ensure!(
-            minutes.is_finite() && minutes > 0.0,
-            "--minutes must be positive"
-        );
         (
             TabularBenchConfig::paper,
-            Some(Duration::from_secs_f64(minutes * 60.0)),
+            Some(budget_from_minutes(args.minutes.unwrap_or(10.0))?),
         )
     };
     let opts = BenchTabularOptions {
@@ -216,8 +229,23 @@ pub fn bench_tabular(args: &BenchTabularArgs) -> Result<()> {
     for k in &report.skipped {
         println!("skipped: {}", k.message);
     }
+    for k in &report.failed {
+        println!("failed: {}", k.message);
+    }
     println!("wrote {}", args.out.join(BENCH_MD).display());
-    Ok(())
+    failed_datasets(&report.failed)
+}
+
+/// An error naming the datasets that failed (after the report of the others was written).
+fn failed_datasets(failed: &[crate::bench_tabular::SkippedDataset]) -> Result<()> {
+    if failed.is_empty() {
+        return Ok(());
+    }
+    let names: Vec<&str> = failed.iter().map(|k| k.dataset.as_str()).collect();
+    bail!(
+        "{} failed (see above); the report covers the others",
+        names.join(", ")
+    )
 }
 
 /// Runs `reproduce`.
@@ -226,10 +254,7 @@ pub fn reproduce(args: &ReproduceArgs) -> Result<()> {
     let mut opts = if args.quick {
         ReproduceOptions::quick(args.out.clone(), args.data_dir.clone(), device)
     } else {
-        anyhow::ensure!(
-            args.minutes.is_finite() && args.minutes > 0.0,
-            "--minutes must be positive"
-        );
+        budget_from_minutes(args.minutes)?;
         ReproduceOptions::full(
             args.out.clone(),
             args.data_dir.clone(),
@@ -255,14 +280,14 @@ pub fn reproduce(args: &ReproduceArgs) -> Result<()> {
         args.out.join(REPORT_MD).display(),
         report.wall_time_s
     );
-    Ok(())
+    failed_datasets(&report.tabular.failed)
 }
 
 /// Runs `download` for one dataset or all of them.
 pub fn download(args: &DownloadArgs) -> Result<()> {
     let opts = DownloadOptions {
         dir: args.dir.clone(),
-        mirror: args.mirror.clone(),
+        mirror: mirror_base(args.mirror.as_deref()),
         fetch: FetchOptions {
             retries: args.retries,
             backoff: Duration::from_millis(args.retry_delay_ms),
@@ -397,6 +422,18 @@ mod tests {
                 cpflow::vae::VaeDatasetName::FreyFaces,
                 cpflow::vae::VaeDatasetName::Caltech101
             ]
+        );
+    }
+
+    #[test]
+    fn an_empty_mirror_means_no_mirror() {
+        // `CPFLOW_DATA_MIRROR=` (set but empty) used to make every URL `/maf/data.tar.gz`.
+        assert_eq!(mirror_base(Some("")), None);
+        assert_eq!(mirror_base(Some("  ")), None);
+        assert_eq!(mirror_base(None), None);
+        assert_eq!(
+            mirror_base(Some(" http://127.0.0.1:9/m ")).as_deref(),
+            Some("http://127.0.0.1:9/m")
         );
     }
 

@@ -1,6 +1,8 @@
 //! Extraction of downloaded archives. Every output is written to `<file>.part` and renamed
 //! into place once complete, so an interrupted extraction leaves no half-written file under
-//! its final name.
+//! its final name. [`extract`] with [`Output::Discard`] reads an archive to its end without
+//! writing anything: `download` runs it first, so that nothing is extracted from an archive
+//! that turns out truncated or corrupt half-way (see [`crate::install`]).
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -11,6 +13,54 @@ use anyhow::{Context, Result, bail};
 
 use crate::checksum::sha256_bytes;
 use crate::fetch::part_path;
+use crate::registry::Extract;
+
+/// Where the files extracted from an archive go.
+#[derive(Debug, Clone, Copy)]
+pub enum Output<'a> {
+    /// Under this directory, each written atomically ([`write_atomic`]).
+    Dir(&'a Path),
+    /// Nowhere: the archive is only read, which checks that it can be read to its end and
+    /// holds the expected members.
+    Discard,
+}
+
+impl Output<'_> {
+    fn write(self, rel: &Path, mut r: impl Read) -> Result<u64> {
+        match self {
+            Output::Dir(dir) => write_atomic(&dir.join(rel), r),
+            Output::Discard => Ok(std::io::copy(&mut r, &mut std::io::sink())?),
+        }
+    }
+}
+
+/// Extracts `archive` as `how` says into `out` (or only reads it, with [`Output::Discard`]).
+pub fn extract(archive: &Path, how: &Extract, out: Output<'_>) -> Result<()> {
+    match how {
+        Extract::TarMembers(members) => tar_members(archive, members, out),
+        Extract::TarDir {
+            prefix,
+            dest_dir,
+            required,
+        } => tar_dir(archive, prefix, dest_dir, required, out),
+        Extract::ZipMember { member, dest } => zip_member(archive, member, dest, out),
+        Extract::Gunzip(dest) => gunzip(archive, dest, out),
+        Extract::Place(dest) => match out {
+            Output::Dir(dir) => place(archive, &dir.join(dest)),
+            Output::Discard => Ok(()),
+        },
+        Extract::PlaceVerifyingMembers { dest, sums } => {
+            let n = verify_tar_members(archive, sums)?;
+            match out {
+                Output::Dir(dir) => {
+                    tracing::info!("{}: all {n} images match their sha256", archive.display());
+                    place(archive, &dir.join(dest))
+                }
+                Output::Discard => Ok(()),
+            }
+        }
+    }
+}
 
 /// Writes everything `r` yields to `dest` atomically.
 pub fn write_atomic(dest: &Path, mut r: impl Read) -> Result<u64> {
@@ -44,8 +94,19 @@ fn open_tar_gz(archive: &Path) -> Result<tar::Archive<flate2::read::GzDecoder<Bu
     )))
 }
 
-/// Copies the members of a `.tar.gz` whose path ends with each `suffix` to `dir/dest`.
-pub fn tar_members(archive: &Path, members: &[(String, String)], dir: &Path) -> Result<()> {
+/// Reads what is left of a `.tar.gz` after its last member (end-of-archive blocks, the gzip
+/// trailer), so that a truncated stream or a bad gzip checksum is an error.
+fn drain_tar_gz(
+    tar: tar::Archive<flate2::read::GzDecoder<BufReader<File>>>,
+    archive: &Path,
+) -> Result<()> {
+    std::io::copy(&mut tar.into_inner(), &mut std::io::sink())
+        .with_context(|| format!("reading {}", archive.display()))?;
+    Ok(())
+}
+
+/// Copies the members of a `.tar.gz` whose path ends with each `suffix` to `dest` under `out`.
+pub fn tar_members(archive: &Path, members: &[(String, String)], out: Output<'_>) -> Result<()> {
     let mut found = vec![false; members.len()];
     let mut tar = open_tar_gz(archive)?;
     let ctx = || format!("reading {}", archive.display());
@@ -60,10 +121,12 @@ pub fn tar_members(archive: &Path, members: &[(String, String)], dir: &Path) -> 
             .iter()
             .position(|(suffix, _)| name.ends_with(suffix.as_str()))
         {
-            write_atomic(&dir.join(&members[i].1), &mut entry).with_context(ctx)?;
+            out.write(Path::new(&members[i].1), &mut entry)
+                .with_context(ctx)?;
             found[i] = true;
         }
     }
+    drain_tar_gz(tar, archive)?;
     let missing: Vec<&str> = members
         .iter()
         .zip(&found)
@@ -76,14 +139,14 @@ pub fn tar_members(archive: &Path, members: &[(String, String)], dir: &Path) -> 
     Ok(())
 }
 
-/// Copies every regular file under the directory `prefix` of a `.tar.gz` into `dir/dest_dir`
-/// and checks that the `required` file names were among them.
+/// Copies every regular file under the directory `prefix` of a `.tar.gz` into `dest_dir`
+/// under `out` and checks that the `required` file names were among them.
 pub fn tar_dir(
     archive: &Path,
     prefix: &str,
     dest_dir: &str,
     required: &[String],
-    dir: &Path,
+    out: Output<'_>,
 ) -> Result<()> {
     let mut tar = open_tar_gz(archive)?;
     let ctx = || format!("reading {}", archive.display());
@@ -105,9 +168,11 @@ pub fn tar_dir(
         if rel.is_empty() || rel.split('/').any(|c| c == ".." || c.is_empty()) {
             continue;
         }
-        write_atomic(&dir.join(dest_dir).join(rel), &mut entry).with_context(ctx)?;
+        out.write(&Path::new(dest_dir).join(rel), &mut entry)
+            .with_context(ctx)?;
         written.push(rel.to_string());
     }
+    drain_tar_gz(tar, archive)?;
     let missing: Vec<&String> = required.iter().filter(|r| !written.contains(r)).collect();
     if !missing.is_empty() {
         bail!("{} lacks {prefix}{:?}", archive.display(), missing);
@@ -138,23 +203,23 @@ fn zip_find<R: Read + Seek>(zip: &mut zip::ZipArchive<R>, member: &str) -> Resul
     Ok(None)
 }
 
-/// Copies the member of a `.zip` whose path ends with `member` to `dir/dest`.
-pub fn zip_member(archive: &Path, member: &str, dest: &str, dir: &Path) -> Result<()> {
+/// Copies the member of a `.zip` whose path ends with `member` to `dest` under `out`.
+pub fn zip_member(archive: &Path, member: &str, dest: &str, out: Output<'_>) -> Result<()> {
     let f = File::open(archive).with_context(|| format!("cannot open {}", archive.display()))?;
     let mut zip = zip::ZipArchive::new(BufReader::new(f))
         .with_context(|| format!("{} is not a zip archive", archive.display()))?;
     let bytes = zip_find(&mut zip, member)
         .with_context(|| format!("reading {}", archive.display()))?
         .with_context(|| format!("{} has no member {member}", archive.display()))?;
-    write_atomic(&dir.join(dest), &bytes[..])?;
+    out.write(Path::new(dest), &bytes[..])?;
     Ok(())
 }
 
-/// Decompresses a `.gz` file to `dir/dest`.
-pub fn gunzip(archive: &Path, dest: &str, dir: &Path) -> Result<()> {
+/// Decompresses a `.gz` file to `dest` under `out`.
+pub fn gunzip(archive: &Path, dest: &str, out: Output<'_>) -> Result<()> {
     let f = File::open(archive).with_context(|| format!("cannot open {}", archive.display()))?;
-    write_atomic(
-        &dir.join(dest),
+    out.write(
+        Path::new(dest),
         flate2::read::GzDecoder::new(BufReader::new(f)),
     )
     .with_context(|| format!("decompressing {}", archive.display()))?;

@@ -258,14 +258,18 @@ fn content_range(v: &str) -> Option<(u64, Option<u64>)> {
     Some((start.trim().parse().ok()?, total.trim().parse().ok()))
 }
 
-/// A request that got no response. A host that does not resolve or refuses the connection is
-/// not an interrupted transfer: it moves on to the next URL at once (offline, retrying with
+/// A request that got no response. A malformed URL, a host that does not resolve or refuses
+/// the connection is not an interrupted transfer: it moves on to the next URL at once (offline, retrying with
 /// backoff made every download wait ~30 s per URL before failing). Anything else (timeouts,
 /// resets, TLS or protocol errors mid-way) is retried.
 fn request_error(e: ureq::Error) -> Attempt {
     use std::io::ErrorKind;
     let unreachable = match &e {
-        ureq::Error::HostNotFound | ureq::Error::ConnectionFailed | ureq::Error::BadUri(_) => true,
+        // `Http`: the request could not even be built (e.g. a space in the URL).
+        ureq::Error::HostNotFound
+        | ureq::Error::ConnectionFailed
+        | ureq::Error::BadUri(_)
+        | ureq::Error::Http(_) => true,
         ureq::Error::Io(io) => {
             matches!(
                 io.kind(),

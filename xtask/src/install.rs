@@ -3,6 +3,12 @@
 //! Downloads are cached in `<dir>/.downloads/` (the MAF archive serves three datasets). A
 //! file without a published checksum is accepted with a warning and its sha256 is appended
 //! to `<dir>/.downloads/SHA256SUMS`; later runs verify against that record.
+//!
+//! Every archive is read to its end before anything is extracted from it. One that cannot be
+//! (truncated, corrupt, or without the expected members) is not kept: a fresh download is
+//! deleted, a file that was already in the cache is moved to `<file>.bad`, and any sha256
+//! recorded for it is forgotten, so that the next run downloads it afresh instead of
+//! trusting it again.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -10,9 +16,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, anyhow};
 
 use crate::checksum::{Checksum, Verified};
-use crate::extract;
-use crate::fetch::{FetchError, FetchOptions, agent, fetch};
-use crate::registry::{DatasetSpec, Extract, Plan, Step};
+use crate::extract::{self, Output};
+use crate::fetch::{FetchError, FetchOptions, Fetched, agent, fetch};
+use crate::registry::{DatasetSpec, Plan, Step};
 
 /// Options of [`download_dataset`].
 #[derive(Debug, Clone)]
@@ -69,6 +75,25 @@ fn record_sha256(dir: &Path, name: &str, sha: &str) -> Result<()> {
     Ok(())
 }
 
+/// Removes every sha256 recorded for `name` (one that was recorded for an unusable file).
+fn forget_sha256(dir: &Path, name: &str) -> Result<bool> {
+    let path = cache_dir(dir).join(RECORD);
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        return Ok(false);
+    };
+    let names = |l: &str| l.split_once("  ").is_some_and(|(_, n)| n.trim() == name);
+    if !text.lines().any(names) {
+        return Ok(false);
+    }
+    let kept: String = text
+        .lines()
+        .filter(|l| !names(l))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    extract::write_atomic(&path, kept.as_bytes())?;
+    Ok(true)
+}
+
 /// Whether every output of `spec` exists under `dir`.
 pub fn is_installed(spec: &DatasetSpec, dir: &Path) -> bool {
     spec.outputs.iter().all(|o| dir.join(o).is_file())
@@ -95,6 +120,17 @@ fn run_step(
         &opts.fetch,
     )
     .map_err(StepError::Fetch)?;
+    // Read the whole archive before extracting anything from it: a truncated or corrupt one
+    // must neither leave some of its members installed nor stay in the cache.
+    if let Err(e) = extract::extract(&cache, &step.extract, Output::Discard) {
+        return Err(StepError::Other(discard_unusable(
+            e,
+            &fetched,
+            &cache,
+            opts,
+            &a.cache_name,
+        )));
+    }
     if let Verified::Unverified { sha256 } = fetched.verified() {
         tracing::warn!(
             "{}: no published checksum to verify against; computed sha256 {sha256} \
@@ -105,24 +141,51 @@ fn run_step(
         record_sha256(&opts.dir, &a.cache_name, sha256).map_err(StepError::Other)?;
         unverified.push((a.cache_name.clone(), sha256.clone()));
     }
-    let dir = &opts.dir;
-    let res = match &step.extract {
-        Extract::TarMembers(members) => extract::tar_members(&cache, members, dir),
-        Extract::TarDir {
-            prefix,
-            dest_dir,
-            required,
-        } => extract::tar_dir(&cache, prefix, dest_dir, required, dir),
-        Extract::ZipMember { member, dest } => extract::zip_member(&cache, member, dest, dir),
-        Extract::Gunzip(dest) => extract::gunzip(&cache, dest, dir),
-        Extract::Place(dest) => extract::place(&cache, &dir.join(dest)),
-        Extract::PlaceVerifyingMembers { dest, sums } => extract::verify_tar_members(&cache, sums)
-            .and_then(|n| {
-                tracing::info!("{}: all {n} images match their sha256", a.cache_name);
-                extract::place(&cache, &dir.join(dest))
-            }),
+    extract::extract(&cache, &step.extract, Output::Dir(&opts.dir)).map_err(StepError::Other)
+}
+
+/// An archive that cannot be read to its end: deletes a fresh download, moves a file that was
+/// already in the cache (downloaded earlier, or placed by hand) to `<file>.bad`, forgets its
+/// recorded sha256, and says to run the command again.
+fn discard_unusable(
+    e: anyhow::Error,
+    fetched: &Fetched,
+    cache: &Path,
+    opts: &DownloadOptions,
+    name: &str,
+) -> anyhow::Error {
+    let what = match fetched {
+        Fetched::Downloaded { url, .. } => {
+            let _ = std::fs::remove_file(cache);
+            format!("the file downloaded from {url} was deleted")
+        }
+        Fetched::AlreadyPresent(_) => {
+            let mut bad = cache.as_os_str().to_owned();
+            bad.push(".bad");
+            match std::fs::rename(cache, &bad) {
+                Ok(()) => format!(
+                    "the file in the cache was moved to {}",
+                    Path::new(&bad).display()
+                ),
+                Err(err) => format!(
+                    "the file in the cache could not be moved aside ({err}): delete {}",
+                    cache.display()
+                ),
+            }
+        }
     };
-    res.map_err(StepError::Other)
+    let forgot = match forget_sha256(&opts.dir, name) {
+        Ok(true) => " and the sha256 recorded for it forgotten".to_string(),
+        Ok(false) => String::new(),
+        Err(err) => format!(
+            " (its recorded sha256 could not be removed from {}: {err:#})",
+            cache_dir(&opts.dir).join(RECORD).display()
+        ),
+    };
+    e.context(format!(
+        "{name} is truncated or corrupt: nothing was extracted from it; {what}{forgot}. \
+         Run the command again to download it afresh"
+    ))
 }
 
 enum StepError {

@@ -399,7 +399,7 @@ pub fn report_markdown(r: &ReproduceReport, device: &Device) -> String {
             link(&Path::new("ot").join(format!("ot_d{d}_cost_vs_iter.png")))
         );
     }
-    s.push_str("(Blue: transport cost; red dashed: W2^2. The PNGs carry no text; the numbers are in the CSV files beside them.)\n\n");
+    s.push_str("(Blue: transport cost; red dashed: W2^2. The numbers are in the CSV files beside the PNGs.)\n\n");
 
     s.push_str("## Table 1: tabular density estimation (test NLL, nats)\n\n");
     let _ = writeln!(
@@ -408,7 +408,7 @@ pub fn report_markdown(r: &ReproduceReport, device: &Device) -> String {
         BENCH_MD,
         link(&Path::new("tabular").join(BENCH_MD))
     );
-    if r.tabular.results.is_empty() {
+    if r.tabular.results.is_empty() && r.tabular.failed.is_empty() {
         s.push_str("No tabular dataset was found on disk.\n");
     } else {
         s.push_str(&bench_table_markdown(&r.tabular));
@@ -416,6 +416,12 @@ pub fn report_markdown(r: &ReproduceReport, device: &Device) -> String {
     if !r.tabular.skipped.is_empty() {
         s.push_str("\nSkipped:\n\n");
         for k in &r.tabular.skipped {
+            let _ = writeln!(s, "- {}", k.message);
+        }
+    }
+    if !r.tabular.failed.is_empty() {
+        s.push_str("\nFailed:\n\n");
+        for k in &r.tabular.failed {
             let _ = writeln!(s, "- {}", k.message);
         }
     }

@@ -96,6 +96,45 @@ fn bench_tabular_tiny_writes_finite_nll_and_skips_missing() {
     assert!(out.path().join("miniboone/model.safetensors").is_file());
 }
 
+/// A dataset that fails (here a POWER file full of NaN) is reported as failed and the run
+/// goes on: the datasets after it still run, and the report of those that finished is
+/// written (a failure used to abort the run and lose every finished result).
+#[test]
+fn a_failing_dataset_does_not_lose_the_others() {
+    let data = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    write_synthetic_miniboone(data.path());
+    let power = data.path().join(layout::POWER);
+    std::fs::create_dir_all(power.parent().unwrap()).unwrap();
+    let nan = Matrix::new(40, 8, vec![f64::NAN; 40 * 8]).unwrap();
+    std::fs::write(&power, write_npy_f64(&nan)).unwrap();
+    let opts = tiny_options(
+        data.path(),
+        out.path(),
+        vec![TabularDataset::Power, TabularDataset::Miniboone],
+    );
+    let report = run_bench_tabular(&opts).unwrap();
+    assert_eq!(report.results.len(), 1);
+    assert_eq!(report.results[0].dataset, "miniboone");
+    assert!(report.skipped.is_empty());
+    assert_eq!(report.failed.len(), 1);
+    assert_eq!(report.failed[0].dataset, "power");
+    assert!(
+        report.failed[0].message.contains("power"),
+        "{:?}",
+        report.failed
+    );
+    let md = std::fs::read_to_string(out.path().join(BENCH_MD)).unwrap();
+    assert!(
+        md.contains("| miniboone | 43 |") && md.contains("## Failed"),
+        "{md}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.path().join(BENCH_JSON)).unwrap())
+            .unwrap();
+    assert_eq!(json["failed"][0]["dataset"], "power");
+}
+
 #[test]
 fn budget_stops_training_after_one_step() {
     let data = tempfile::tempdir().unwrap();
@@ -271,6 +310,8 @@ fn reproduce_tiny_writes_report_with_figures_and_tables() {
     ] {
         assert!(md.contains(needle), "{needle:?} missing from\n{md}");
     }
+    // The OT figures have titles and axis labels: the report must not say otherwise.
+    assert!(!md.contains("carry no text"), "{md}");
     for f in [
         "toys/8gaussians_data.png",
         "toys/8gaussians_density.png",

@@ -144,6 +144,102 @@ fn maf_datasets_download_extract_and_load() {
     assert!(!dir.path().join("miniboone/data.npy").exists());
 }
 
+/// A server that delivers a broken archive (here cut to a third, with a matching
+/// `Content-Length`, so the transfer itself looks complete) for a file without a published
+/// checksum: nothing may be extracted from it, and it must not stay pinned in the cache by a
+/// recorded sha256 (it was, and every later run failed the same way even against a good
+/// server). The next run downloads it afresh and installs.
+#[test]
+fn a_broken_archive_is_not_kept_and_the_next_run_downloads_it_afresh() {
+    let good = maf_archive();
+    let srv = TestServer::start(HashMap::from([(
+        "/maf/data.tar.gz".into(),
+        Route::new(good[..good.len() / 3].to_vec()),
+    )]));
+    let dir = tempdir();
+    let bad = download("power", dir.path(), &srv.base);
+    let err = stderr(&bad);
+    assert!(!bad.status.success(), "{err}");
+    assert!(err.contains("Run the command again"), "{err}");
+    assert!(!dir.path().join("power/data.npy").exists());
+    assert!(!dir.path().join(".downloads/maf-data.tar.gz").exists());
+    let recorded =
+        std::fs::read_to_string(dir.path().join(".downloads/SHA256SUMS")).unwrap_or_default();
+    assert!(!recorded.contains("maf-data.tar.gz"), "{recorded}");
+
+    srv.set_route("/maf/data.tar.gz", Route::new(good.clone()));
+    let out = download("power", dir.path(), &srv.base);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(load_power(dir.path()).unwrap().sizes(), (33, 3, 4));
+    let recorded = std::fs::read_to_string(dir.path().join(".downloads/SHA256SUMS")).unwrap();
+    assert_eq!(
+        recorded,
+        format!(
+            "{}  maf-data.tar.gz\n",
+            xtask::checksum::sha256_bytes(&good)
+        )
+    );
+
+    // A broken archive already in the cache (e.g. pinned by an earlier version, its sha256
+    // recorded) is moved aside, not trusted, and its record forgotten.
+    let dir2 = tempdir();
+    let cut = &good[..good.len() / 3];
+    std::fs::create_dir_all(dir2.path().join(".downloads")).unwrap();
+    std::fs::write(dir2.path().join(".downloads/maf-data.tar.gz"), cut).unwrap();
+    std::fs::write(
+        dir2.path().join(".downloads/SHA256SUMS"),
+        format!("{}  maf-data.tar.gz\n", xtask::checksum::sha256_bytes(cut)),
+    )
+    .unwrap();
+    let bad = download("miniboone", dir2.path(), &srv.base);
+    assert!(!bad.status.success());
+    assert_eq!(
+        std::fs::read(dir2.path().join(".downloads/maf-data.tar.gz.bad")).unwrap(),
+        cut
+    );
+    let out = download("miniboone", dir2.path(), &srv.base);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(dir2.path().join("miniboone/data.npy").is_file());
+}
+
+/// A zip that is not one (UCI GAS) is not kept either.
+#[test]
+fn a_broken_zip_is_not_kept() {
+    let srv = TestServer::start(HashMap::from([(
+        "/uci/gas/data.zip".into(),
+        Route::new(b"PK\x03\x04 not really a zip".to_vec()),
+    )]));
+    let dir = tempdir();
+    let bad = download("gas", dir.path(), &srv.base);
+    assert!(!bad.status.success());
+    assert!(!dir.path().join(".downloads/uci-gas-data.zip").exists());
+}
+
+/// Budgets too large for a `Duration` are refused with a message, not a panic.
+#[test]
+fn huge_minutes_are_an_error_not_a_panic() {
+    let data = tempdir();
+    let out = tempdir();
+    for cmd in ["bench-tabular", "reproduce"] {
+        let res = xtask(&[
+            cmd,
+            "--minutes",
+            "1e300",
+            "--data-dir",
+            data.path().to_str().unwrap(),
+            "--out",
+            out.path().to_str().unwrap(),
+            "--no-progress",
+        ]);
+        let err = stderr(&res);
+        assert_eq!(res.status.code(), Some(1), "{cmd}: {err}");
+        assert!(
+            err.contains("--minutes") && !err.contains("panicked"),
+            "{cmd}: {err}"
+        );
+    }
+}
+
 #[test]
 fn hepmass_falls_back_to_uci_and_gas_comes_from_the_uci_zip() {
     let train = hepmass_csv(50);

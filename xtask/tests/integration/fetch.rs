@@ -283,3 +283,28 @@ fn unreachable_hosts_are_not_retried() {
     assert!(matches!(err, FetchError::Unreachable { .. }), "{err}");
     assert!(t.elapsed().as_secs() < 30, "took {:?}: {err}", t.elapsed());
 }
+
+/// A URL that cannot even be sent (a mirror given with a typo: a space, a missing scheme) is
+/// not a transient failure: it is not retried with backoff (it was: 30 s of waiting with the
+/// default settings before the error).
+#[test]
+fn malformed_urls_are_not_retried() {
+    let urls = vec![
+        "http://127.0.0.1:9/my mirror/f.bin".to_string(),
+        "/maf/data.tar.gz".to_string(),
+    ];
+    let dir = tempdir();
+    let mut o = opts(4);
+    o.backoff = std::time::Duration::from_secs(60);
+    let t = std::time::Instant::now();
+    let err = fetch(
+        &agent(&o),
+        &urls,
+        &dir.path().join("f.bin"),
+        &Checksum::Unknown,
+        &o,
+    )
+    .unwrap_err();
+    assert!(matches!(err, FetchError::Unreachable { .. }), "{err}");
+    assert!(t.elapsed().as_secs() < 30, "took {:?}: {err}", t.elapsed());
+}
