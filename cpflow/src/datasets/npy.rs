@@ -239,7 +239,21 @@ pub(crate) fn read_npy_matrix(
     command: &'static str,
 ) -> Result<Matrix<f64>, DatasetError> {
     let bytes = super::error::read_file(path, dataset, command)?;
-    parse_npy_matrix(path, &bytes)
+    let m = parse_npy_matrix(path, &bytes)?;
+    // The benchmarks' published arrays are finite: a NaN or infinity is a damaged file, named
+    // here rather than met later as a non-finite training batch.
+    if let Some(i) = m.data().iter().position(|v| !v.is_finite()) {
+        return Err(DatasetError::corrupt(
+            path,
+            format!(
+                "non-finite value {} in row {}, column {} (counted from 0)",
+                m.data()[i],
+                i / m.cols(),
+                i % m.cols()
+            ),
+        ));
+    }
+    Ok(m)
 }
 
 /// Serialises a row-major `f64` matrix as a version-1.0 `.npy` (`<f8`, C order).

@@ -202,6 +202,18 @@ pub fn write_ot_figures(dir: &Path, report: &OtReport) -> Result<(), OtError> {
         .filter(|r| r.iteration > 0 && r.kl > 0.0 && r.kl.is_finite())
         .map(|r| [r.kl.log10(), r.transport_cost])
         .collect();
+    // A KL estimate at or below 0 (the map is optimal to within the estimate's noise) has no
+    // place on the log axis: say so rather than leave the curve silently short or empty.
+    let trained = report.curve.iter().filter(|r| r.iteration > 0).count();
+    if by_kl.len() < trained {
+        tracing::warn!(
+            dim = d,
+            not_drawn = trained - by_kl.len(),
+            of = trained,
+            "curve points with a KL estimate ≤ 0 (below its noise: the map is essentially \
+             optimal) are left out of the log-KL figure; ot_d{d}_curve.csv has them all"
+        );
+    }
     let (min_lkl, max_lkl) = by_kl
         .iter()
         .map(|p| p[0])

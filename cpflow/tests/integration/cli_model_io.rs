@@ -90,6 +90,13 @@ fn size_arguments_are_bounded_and_the_window_is_checked() {
         );
         assert!(!err.contains("Bounds {"), "{err}");
     }
+    // A window so wide that the window's squared norms overflow (it wrote four blank or
+    // partial figures, then failed on the density) is refused with its limit.
+    let err = cpflow_fails(&["plot", "-m", "nowhere", "--half-width=1e300"]);
+    assert!(
+        err.contains("--half-width") && err.contains("at most 1e6"),
+        "{err}"
+    );
 }
 
 /// Output paths under a regular file, and figure files that cannot be written, are errors
@@ -136,6 +143,22 @@ fn outputs_data_and_dtypes_of_eval_sample_and_plot() {
         err.contains("plots.json") && err.contains("writing"),
         "{err}"
     );
+    // A window where the density underflows everywhere is an error before any figure is
+    // written (it drew a blank density.png and three other figures first).
+    let far = dir.join("far-plots");
+    let err = cpflow_fails(
+        &[
+            &["plot", "-m", run_s, "--out", far.to_str().unwrap()][..],
+            &quick,
+            &["--half-width", "1e5"],
+        ]
+        .concat(),
+    );
+    assert!(err.contains("smaller --half-width"), "{err}");
+    let written: Vec<_> = std::fs::read_dir(&far)
+        .map(|d| d.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(written.is_empty(), "figures written: {written:?}");
 
     // 3-D data for a 2-D model.
     let d3 = dir.join("d3.csv");

@@ -285,6 +285,19 @@ fn positive_finite(s: &str) -> std::result::Result<f64, String> {
     Ok(v)
 }
 
+/// A plot window's half-width: finite, above 0, at most [`model_plots::MAX_HALF_WIDTH`].
+fn plot_half_width(s: &str) -> std::result::Result<f64, String> {
+    let v = positive_finite(s)?;
+    if v > model_plots::MAX_HALF_WIDTH {
+        return Err(format!(
+            "must be at most {:e} (far outside any data; the squared norms of the window \
+             overflow f32 beyond ~1e19), got {s}",
+            model_plots::MAX_HALF_WIDTH
+        ));
+    }
+    Ok(v)
+}
+
 #[derive(Args, Debug)]
 pub struct PlotArgs {
     /// A run directory or a .safetensors file.
@@ -296,8 +309,8 @@ pub struct PlotArgs {
     /// Data for `data.png` (default: the run's training data).
     #[arg(long)]
     pub data: Option<String>,
-    /// Half-width of the plotting window (a finite number above 0).
-    #[arg(long, default_value_t = 4.0, value_parser = positive_finite)]
+    /// Half-width of the plotting window (a finite number above 0, at most 1e6).
+    #[arg(long, default_value_t = 4.0, value_parser = plot_half_width)]
     pub half_width: f64,
     /// Density grid resolution (points per side, 2 to 1000: the figure is 500 pixels wide).
     #[arg(long, default_value_t = 100, value_parser = count_in::<2, MAX_PLOT_GRID>)]

@@ -17,6 +17,10 @@ use crate::output_files::{ensure_dir, write_file_atomic};
 /// rows it solves at once, so `--samples` costs only the host copies of the points.
 const INVERSE_CHUNK: usize = 4096;
 
+/// The widest plot window (half-width): far beyond any data a flow is trained on, and well
+/// inside the range where the squared norms of the window's corners are finite in f32.
+pub const MAX_HALF_WIDTH: f64 = 1e6;
+
 /// Sizes of the figures.
 #[derive(Clone, Debug)]
 pub struct PlotOptions {
@@ -39,6 +43,13 @@ impl PlotOptions {
         if !(self.half_width.is_finite() && self.half_width > 0.0) {
             bail!(
                 "the plot window's half-width must be a finite number above 0, got {}",
+                self.half_width
+            );
+        }
+        if self.half_width > MAX_HALF_WIDTH {
+            bail!(
+                "the plot window's half-width must be at most {MAX_HALF_WIDTH:e} (the prior's \
+                 ‖z‖² overflows f32 beyond ~1e19), got {:e}",
                 self.half_width
             );
         }
@@ -125,6 +136,24 @@ pub fn write_model_plots(
     let window = Bounds::square(opts.half_width);
     let mut figures = Vec::new();
 
+    // The density first: a window where the model has no finite density (far outside its
+    // data) is an error before any figure is written.
+    let n = opts.density_grid;
+    let nodes = Grid2d::points(window, n, n);
+    let logp = flow
+        .log_prob_exact(&points_to_tensor(&nodes, dtype, &device)?)?
+        .to_dtype(DType::F64)?
+        .to_vec1::<f64>()?;
+    let density = Grid2d::from_values(window, n, n, logp.iter().map(|l| l.exp()).collect())?;
+    if !density.finite_range().is_some_and(|(_, hi)| hi > 0.0) {
+        bail!(
+            "the model's density underflows or is not finite everywhere in the window \
+             ±{} (its largest log-density there is {}): use a smaller --half-width",
+            opts.half_width,
+            logp.iter().copied().fold(f64::NEG_INFINITY, f64::max)
+        );
+    }
+
     if let Some(points) = data {
         let fig = Figure::new(opts.size).title("data (2-D histogram)");
         histogram_png(dir.join("data.png"), points, window, 200, fig)?;
@@ -136,14 +165,7 @@ pub fn write_model_plots(
         ));
     }
 
-    // Model density on a grid (exact log-det).
-    let n = opts.density_grid;
-    let nodes = Grid2d::points(window, n, n);
-    let logp = flow
-        .log_prob_exact(&points_to_tensor(&nodes, dtype, &device)?)?
-        .to_dtype(DType::F64)?
-        .to_vec1::<f64>()?;
-    let density = Grid2d::from_values(window, n, n, logp.iter().map(|l| l.exp()).collect())?;
+    // Model density on a grid (exact log-det), computed above.
     let fig = Figure::new(opts.size).title("model density (exact log-det)");
     density_heatmap_png(dir.join("density.png"), &density, fig)?;
     figures.push(info(

@@ -357,6 +357,21 @@ fn miniboone_errors() {
         load_miniboone(dir.path()),
         Err(DatasetError::Corrupt { .. })
     ));
+    // A NaN in the file is a damaged file, named with its row and column (it surfaced as a
+    // non-finite training batch that named no file).
+    let mut raw = parse_npy_matrix(Path::new("frag.npy"), &frag)
+        .unwrap()
+        .into_data();
+    raw[5 * MINIBOONE_COLUMNS + 2] = f64::NAN;
+    let raw = Matrix::new(raw.len() / MINIBOONE_COLUMNS, MINIBOONE_COLUMNS, raw).unwrap();
+    let path = dir.write(layout::MINIBOONE, &write_npy_f64(&raw));
+    let err = load_miniboone(dir.path()).unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, DatasetError::Corrupt { .. }), "{msg}");
+    assert!(
+        msg.contains(&path.display().to_string()) && msg.contains("NaN in row 5, column 2"),
+        "{msg}"
+    );
 }
 
 // ---------------------------------------------------------------- TabularDataset

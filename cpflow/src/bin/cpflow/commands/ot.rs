@@ -291,9 +291,13 @@ pub fn ot(a: OtArgs) -> Result<()> {
         };
         let (_, report) = match run_ot_experiment(cfg, &device, options) {
             Err(e @ OtError::Interrupted { .. }) => {
-                let kept = if reports.is_empty() {
-                    "no dimension had finished".to_string()
-                } else {
+                if reports.is_empty() {
+                    bail!(
+                        "{e}: no dimension had finished and nothing was written; run the \
+                         command again to start over"
+                    );
+                }
+                let kept = {
                     let dims: Vec<String> = reports.iter().map(|r| r.dim.to_string()).collect();
                     format!(
                         "the finished dimensions (d = {}) are in {}",
