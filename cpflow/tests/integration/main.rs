@@ -41,6 +41,8 @@ mod posterior_importance;
 mod reference_parity;
 #[cfg(feature = "vae")]
 mod reference_parity_vae;
+#[cfg(feature = "vae")]
+mod reference_parity_vae_is;
 mod run_lifecycle;
 mod toy_reference;
 mod training;

@@ -35,15 +35,15 @@ use rand::rngs::StdRng;
 
 use super::reference_parity::{TOL, differences, host};
 
-/// One `vae_full_*` fixture: tensors and metadata.
-struct VaeFixture {
-    name: &'static str,
-    tensors: HashMap<String, Tensor>,
-    meta: HashMap<String, String>,
+/// One `vae_*` fixture: tensors and metadata.
+pub(super) struct VaeFixture {
+    pub(super) name: &'static str,
+    pub(super) tensors: HashMap<String, Tensor>,
+    pub(super) meta: HashMap<String, String>,
 }
 
 impl VaeFixture {
-    fn load(name: &'static str) -> Self {
+    pub(super) fn load(name: &'static str) -> Self {
         let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
             .join("tests/fixtures/reference")
             .join(format!("{name}.safetensors"));
@@ -58,24 +58,24 @@ impl VaeFixture {
         }
     }
 
-    fn tensor(&self, key: &str) -> Tensor {
+    pub(super) fn tensor(&self, key: &str) -> Tensor {
         self.tensors
             .get(key)
             .unwrap_or_else(|| panic!("{}: no tensor {key}", self.name))
             .clone()
     }
 
-    fn values(&self, key: &str) -> Vec<f64> {
+    pub(super) fn values(&self, key: &str) -> Vec<f64> {
         host(&self.tensor(key))
     }
 
-    fn meta(&self, key: &str) -> &str {
+    pub(super) fn meta(&self, key: &str) -> &str {
         self.meta
             .get(key)
             .unwrap_or_else(|| panic!("{}: no metadata {key}", self.name))
     }
 
-    fn meta_usize(&self, key: &str) -> usize {
+    pub(super) fn meta_usize(&self, key: &str) -> usize {
         self.meta(key).parse().unwrap()
     }
 
@@ -97,7 +97,7 @@ fn unit(i: u64, k: u64) -> f64 {
 
 /// The reference `state_dict` of the fixture, rebuilt from the formula
 /// `w = offset_i + scale_i·(2u − 1)`, and checked against the exporter's per-key sums.
-fn formula_state_dict(fx: &VaeFixture) -> HashMap<String, Tensor> {
+pub(super) fn formula_state_dict(fx: &VaeFixture) -> HashMap<String, Tensor> {
     let (scale, offset) = (fx.values("formula.scale"), fx.values("formula.offset"));
     let (sums, sumsqs) = (fx.values("formula.sum"), fx.values("formula.sumsq"));
     let keys = fx.keys();
@@ -127,9 +127,14 @@ fn formula_state_dict(fx: &VaeFixture) -> HashMap<String, Tensor> {
 }
 
 /// Our VAE with the fixture's settings (their `train_vae.py` defaults; the reference's
-/// widths, f64) and `state_dict` loaded.
-fn reference_vae(fx: &VaeFixture, state_dict: &HashMap<String, Tensor>) -> Vae {
-    assert_eq!(fx.meta("dataset"), "freyfaces");
+/// widths, f64) and `state_dict` loaded: Frey Faces (256-way, 28×20) or Caltech 101
+/// Silhouettes (Bernoulli, 28×28).
+pub(super) fn reference_vae(fx: &VaeFixture, state_dict: &HashMap<String, Tensor>) -> Vae {
+    let (likelihood, hw) = match fx.meta("dataset") {
+        "freyfaces" => (VaeLikelihood::Categorical256, (28, 20)),
+        "caltech" => (VaeLikelihood::Bernoulli, (28, 28)),
+        d => panic!("no VAE dataset {d}"),
+    };
     let posterior = match fx.meta("flow") {
         "no_flow" => PosteriorKind::Gaussian,
         "cpflow" => PosteriorKind::CpFlow,
@@ -162,7 +167,7 @@ fn reference_vae(fx: &VaeFixture, state_dict: &HashMap<String, Tensor>) -> Vae {
         assert_eq!(pc.symm_act_first, fx.meta("symm_act_first") == "1");
         assert_eq!(pc.actnorm, fx.meta("actnorm") == "1");
     }
-    let vae = Vae::new(&cfg, VaeLikelihood::Categorical256, (28, 20), &Device::Cpu).unwrap();
+    let vae = Vae::new(&cfg, likelihood, hw, &Device::Cpu).unwrap();
     assert_eq!(vae.num_parameters(), fx.meta_usize("parameters"));
     let report = load_reference_vae_state_dict(&vae, state_dict).unwrap();
     assert_eq!(report.loaded, state_dict.len());
@@ -170,7 +175,7 @@ fn reference_vae(fx: &VaeFixture, state_dict: &HashMap<String, Tensor>) -> Vae {
 }
 
 /// The fixture's images as the test split of a Frey Faces [`VaeData`] (grey levels).
-fn frey_data(fx: &VaeFixture) -> VaeData {
+pub(super) fn frey_data(fx: &VaeFixture) -> VaeData {
     let pixels: Vec<u8> = fx
         .values("in.pixels")
         .iter()
@@ -196,14 +201,14 @@ fn frey_data(fx: &VaeFixture) -> VaeData {
 }
 
 /// `log N(z; 0, I)` per row, normalised.
-fn log_standard_normal(z: &[f64], d: usize) -> Vec<f64> {
+pub(super) fn log_standard_normal(z: &[f64], d: usize) -> Vec<f64> {
     let c = 0.5 * d as f64 * (2.0 * std::f64::consts::PI).ln();
     z.chunks(d)
         .map(|r| -0.5 * r.iter().map(|v| v * v).sum::<f64>() - c)
         .collect()
 }
 
-fn mean(v: &[f64]) -> f64 {
+pub(super) fn mean(v: &[f64]) -> f64 {
     v.iter().sum::<f64>() / v.len() as f64
 }
 
