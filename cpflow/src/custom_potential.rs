@@ -99,9 +99,17 @@ pub(crate) fn lookup<B: ?Sized>(
         .cloned();
     found.ok_or_else(|| {
         let known = names(registry);
+        // The `cpflow` binary registers nothing: its runs need a program of the user's own.
+        let cli_hint = if register_fn == "register_potential" {
+            " (the `cpflow` command line: a program that registers it, then runs \
+             cpflow::cli::main — see the example custom_potential_cli)"
+        } else {
+            ""
+        };
         CpflowError::InvalidConfig(format!(
             "the custom potential `{name}` is not registered in this process (registered: {}): \
-             call cpflow::{register_fn}(\"{name}\", …) before building or loading the flow",
+             call cpflow::{register_fn}(\"{name}\", …) before building or loading the \
+             flow{cli_hint}",
             if known.is_empty() {
                 "none".to_string()
             } else {

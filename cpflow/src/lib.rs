@@ -26,7 +26,7 @@
 //! | `toy-images` | `toy::ImageDensity` (a 2-D density read from a PNG) |
 //! | `vae` | the `vae` module: the VAE experiment of Table 3 (gated-conv encoder/decoder, data, training, evaluation) |
 //! | `mimalloc` | mimalloc as the binaries' allocator (the `allocator` module) |
-//! | `cli` (default) | the `cpflow` binary; implies all of the above |
+//! | `cli` (default) | the command line: [`cli`] and the `cpflow` binary; implies all of the above |
 //! | `cuda` | candle's CUDA backend |
 
 pub mod actnorm;
@@ -36,6 +36,8 @@ pub mod allocator;
 pub mod block;
 pub mod block_inverse;
 pub mod checkpoint;
+#[cfg(feature = "cli")]
+pub mod cli;
 pub mod config;
 pub mod cpu_threads;
 pub mod custom_conditional_potential;

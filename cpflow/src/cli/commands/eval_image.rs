@@ -2,22 +2,22 @@
 //! or CIFAR-10, read under the run's `data.root`).
 //!
 //! The scores come from the functions of the run's own test score
-//! (`cpflow::image::train::{score_test_set, exact_bpd_per_image}`) with its dequantisation
+//! (`crate::image::train::{score_test_set, exact_bpd_per_image}`) with its dequantisation
 //! and probe streams (`train.seed ^ TEST_SEED_SALT`), and the run's test settings are the
 //! defaults: `eval --estimator slq` repeats report.json's `test.slq` number and the exact
 //! default its `test.exact.exact` number (same images, same noise, same batches).
 
-use anyhow::{Context, Result, bail};
-use candle_core::Device;
-use cpflow::image::train::{
+use crate::image::train::{
     EMA_PREFIX, EvalProgress, IMAGE_TRAIN_METADATA_KEY, TEST_SEED_SALT,
     exact_bpd_per_image_with_monitor, load_image_checkpoint, score_test_set_with_monitor,
 };
-use cpflow::image::{
+use crate::image::{
     ImageDataset, ImageExperimentConfig, ImageFlow, ImageTestConfig, ImageTrainConfig,
     load_image_test_set, mean_and_std_err,
 };
-use cpflow::{FloatType, SlqConfig};
+use crate::{FloatType, SlqConfig};
+use anyhow::{Context, Result, bail};
+use candle_core::Device;
 use icnn::ImageShape;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
@@ -27,10 +27,10 @@ use std::path::Path;
 use std::time::Instant;
 
 use super::{ModelLocation, float_type};
-use crate::interrupt::Interrupt;
-use crate::model_file::has_metadata_key;
-use crate::run_config::{Overrides, is_image_config, resolve_image};
-use crate::{Estimator, EvalArgs};
+use crate::cli::interrupt::Interrupt;
+use crate::cli::model_file::has_metadata_key;
+use crate::cli::run_config::{Overrides, is_image_config, resolve_image};
+use crate::cli::{Estimator, EvalArgs};
 
 /// What the first Ctrl-C / SIGTERM logs.
 const INTERRUPT_MESSAGE: &str = "interrupted: stopping after the chunk of images in progress (no score is printed); \
@@ -102,7 +102,7 @@ pub fn eval_image(a: &EvalArgs, loc: &ModelLocation, device: &Device, t0: Instan
     let (flow, weights) = load_image_flow(&loc.file, device, float)?;
     let dataset = dataset_to_score(a.data.as_deref(), run.as_ref(), flow.image())?;
     let mut root = run.as_ref().map_or_else(
-        || cpflow::datasets::layout::DEFAULT_ROOT.into(),
+        || crate::datasets::layout::DEFAULT_ROOT.into(),
         |r| r.data.root.clone(),
     );
     if let Some(r) = &a.data_root {

@@ -1,18 +1,18 @@
 //! `cpflow sample`: rows from a tabular/toy model, or images (a PNG grid with `--grid`) from
 //! an image model.
 
+use crate::FlowRng;
+use crate::image::{ImageFlow, quantize_pixels, write_sample_grid};
 use anyhow::{Context, Result, bail};
 use candle_core::{DType, Tensor};
-use cpflow::FlowRng;
-use cpflow::image::{ImageFlow, quantize_pixels, write_sample_grid};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::Path;
 
 use super::{float_type, load_flow, locate_model};
-use crate::SampleArgs;
-use crate::interrupt::Interrupt;
-use crate::model_file::{ModelKind, require_flow};
-use crate::output_files::{RowType, RowValues, RowsWriter, ensure_dir};
+use crate::cli::SampleArgs;
+use crate::cli::interrupt::Interrupt;
+use crate::cli::model_file::{ModelKind, require_flow};
+use crate::cli::output_files::{RowType, RowValues, RowsWriter, ensure_dir};
 
 /// Samples drawn, inverted and written per chunk of a vector flow: the inversion's memory
 /// grows with the rows it solves at once, so `-n` is streamed in chunks instead of being
@@ -82,7 +82,7 @@ pub fn sample(a: SampleArgs) -> Result<()> {
             loc.file.display()
         );
     }
-    let device = crate::device(a.dev.device.as_deref())?;
+    let device = crate::cli::device(a.dev.device.as_deref())?;
     let float = a.dev.dtype.as_deref().map(float_type).transpose()?;
     let flow = load_flow(&loc.file, &device, float)?;
     let d = flow.dim();
@@ -146,7 +146,7 @@ fn sample_images(a: &SampleArgs, file: &Path) -> Result<()> {
     if a.dev.dtype.is_some() {
         bail!("--dtype does not apply to image models (they keep their float type)");
     }
-    let device = crate::device(a.dev.device.as_deref())?;
+    let device = crate::cli::device(a.dev.device.as_deref())?;
     let flow =
         ImageFlow::load(file, &device).with_context(|| format!("loading {}", file.display()))?;
     let n = a.grid.map_or(a.n, |(r, c)| r * c);

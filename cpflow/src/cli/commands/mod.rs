@@ -17,12 +17,12 @@ pub use sample::sample;
 pub use train::train;
 pub use vae::vae;
 
+use crate::{FloatType, Flow};
 use anyhow::{Context, Result, bail};
 use candle_core::Device;
-use cpflow::{FloatType, Flow};
 use std::path::{Path, PathBuf};
 
-use crate::run_config::{Overrides, RunConfig, resolve};
+use crate::cli::run_config::{Overrides, RunConfig, resolve};
 
 /// ` ± 0.0123` (the standard error at `decimals` places), or a note that there is none: a mean
 /// over a single image has no standard error (its `NaN`).
@@ -107,7 +107,7 @@ pub fn saved_run_config(run_dir: Option<&Path>) -> Result<Option<RunConfig>> {
 /// default data root.
 pub fn data_root(saved: Option<&RunConfig>) -> PathBuf {
     saved.map_or_else(
-        || crate::run_config::DataSection::default().root,
+        || crate::cli::run_config::DataSection::default().root,
         |c| c.data.root.clone(),
     )
 }

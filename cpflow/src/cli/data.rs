@@ -1,16 +1,16 @@
 //! Data sources of the CLI: a built-in toy, an image density, one of MAF's tabular benchmarks
 //! (POWER, GAS, HEPMASS, MINIBOONE, BSDS300), or a `.npy` / `.csv` file.
 
+use crate::FlowRng;
+use crate::datasets::{Split, TabularDataset, load_tabular};
+use crate::toy::{ImageDensity, Toy};
 use anyhow::{Context, Result, bail};
 use candle_core::{DType, Device, Tensor};
-use cpflow::FlowRng;
-use cpflow::datasets::{Split, TabularDataset, load_tabular};
-use cpflow::toy::{ImageDensity, Toy};
 use rand::seq::SliceRandom;
 use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 
-use crate::run_config::DataSection;
+use crate::cli::run_config::DataSection;
 
 /// Where the data come from.
 #[derive(Debug)]
@@ -194,7 +194,7 @@ pub fn load(section: &DataSection) -> Result<LoadedData> {
         DataSource::Tabular(t) => {
             let split = read_tabular(*t, &section.root)?;
             let dim = split.dim();
-            let rows = |m: cpflow::datasets::Matrix<f32>| Rows::F32(m.into_data());
+            let rows = |m: crate::datasets::Matrix<f32>| Rows::F32(m.into_data());
             (dim, rows(split.train), rows(split.val), rows(split.test))
         }
     };
@@ -241,13 +241,13 @@ pub fn load_all(source: &str, root: &Path, n: usize, seed: u64) -> Result<Loaded
 }
 
 /// Reads a tabular benchmark under `root` with MAF's preprocessing
-/// ([`cpflow::datasets::load_tabular`]). A missing file names the data root and the download
-/// command ([`cpflow::datasets::download_command_into`]: `--dir` when the root is not the
+/// ([`crate::datasets::load_tabular`]). A missing file names the data root and the download
+/// command ([`crate::datasets::download_command_into`]: `--dir` when the root is not the
 /// download's default).
 fn read_tabular(which: TabularDataset, root: &Path) -> Result<Split> {
-    let fetch = cpflow::datasets::download_command_into(which.name(), root);
+    let fetch = crate::datasets::download_command_into(which.name(), root);
     match load_tabular(which, root) {
-        Err(cpflow::datasets::DatasetError::MissingFile { path, .. }) => bail!(
+        Err(crate::datasets::DatasetError::MissingFile { path, .. }) => bail!(
             "{which}: file {} not found under data root {} (data.root); fetch it with \
              `{fetch}`",
             path.display(),
@@ -305,9 +305,9 @@ fn split_rows(
 }
 
 /// Reads an `(n, d)` or `(n,)` numeric array (float, integer or bool dtype; C or Fortran
-/// order; either byte order) with the library's reader, `cpflow::datasets::read_npy_file`.
+/// order; either byte order) with the library's reader, `crate::datasets::read_npy_file`.
 pub fn read_npy(path: &Path) -> Result<(usize, Vec<f64>)> {
-    let m = cpflow::datasets::read_npy_file(path)?;
+    let m = crate::datasets::read_npy_file(path)?;
     let d = m.cols();
     if d == 0 {
         bail!("{}: the array has no columns", path.display());
@@ -317,11 +317,11 @@ pub fn read_npy(path: &Path) -> Result<(usize, Vec<f64>)> {
     Ok((d, rows))
 }
 
-/// Reads numeric CSV rows with the library's reader, `cpflow::datasets::read_csv_file`
+/// Reads numeric CSV rows with the library's reader, `crate::datasets::read_csv_file`
 /// (comma separated; the first line may be a header of column names, one per column; any
 /// other non-numeric first line is an error naming line 1).
 pub fn read_csv(path: &Path) -> Result<(usize, Vec<f64>)> {
-    let m = cpflow::datasets::read_csv_file(path)?;
+    let m = crate::datasets::read_csv_file(path)?;
     let d = m.cols();
     let rows = m.into_data();
     check_finite(path, d, &rows)?;
@@ -391,21 +391,21 @@ fn check_columns(path: &Path, dim: usize, train: &[f64]) -> Result<Option<String
     // `configs/toy-8gaussians-fast.toml`: test NLL 16.72 for s = 1e3 (closed form 16.66),
     // 4,805 for s = 1e6 (closed form 30.5).
     let (std, j) = widest;
-    Ok((std * cpflow::actnorm::ACTNORM_SCALE_MIN > 1.0).then(|| {
+    Ok((std * crate::actnorm::ACTNORM_SCALE_MIN > 1.0).then(|| {
         format!(
             "{}: column {j} has standard deviation {std:.3e} in the training rows; ActNorm \
              cannot scale below {} (the reference's floor): standardise the data first",
             path.display(),
-            cpflow::actnorm::ACTNORM_SCALE_MIN
+            crate::actnorm::ACTNORM_SCALE_MIN
         )
     }))
 }
 
 /// Writes `(n, d)` f64 rows as `.npy` or `.csv`, chosen by the extension (the tests' files;
-/// `cpflow sample` streams its rows through [`crate::output_files::RowsWriter`]).
+/// `cpflow sample` streams its rows through [`crate::cli::output_files::RowsWriter`]).
 #[cfg(test)]
 pub fn write_rows(path: &Path, dim: usize, rows: &[f64]) -> Result<()> {
-    use crate::output_files::{RowType, RowValues, RowsWriter};
+    use crate::cli::output_files::{RowType, RowValues, RowsWriter};
     let mut w = RowsWriter::create(path, dim, rows.len() / dim.max(1), RowType::F64)?;
     w.write(RowValues::F64(rows))?;
     w.finish()

@@ -9,7 +9,7 @@ use anyhow::{Context, Result, bail};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 
-use crate::run_config::RunConfig;
+use crate::cli::run_config::RunConfig;
 
 /// The files a kind of run keeps in its directory.
 pub struct RunFiles {
@@ -23,7 +23,7 @@ pub struct RunFiles {
 }
 
 /// What identifies the data of a `cpflow train` run (tabular and toy runs; see
-/// [`crate::resume_check::DataRecord`]): `--resume` refuses other data.
+/// [`crate::cli::resume_check::DataRecord`]): `--resume` refuses other data.
 pub const DATA_RECORD: &str = "data_record.json";
 
 /// `cpflow train` (tabular, toy and image runs). A 2-D run's figures in `plots/` are removed
@@ -129,10 +129,10 @@ pub fn check_new_run(out: &Path, files: &RunFiles, overwrite: bool) -> Result<()
         _ => "--iters",
     };
     // Another kind of run (a VAE run for `train`, a flow for `vae`) cannot be continued.
-    let kind = crate::run_kind::RunKind::of_checkpoint(&checkpoint_path(out));
+    let kind = crate::cli::run_kind::RunKind::of_checkpoint(&checkpoint_path(out));
     let other = match (files.command, kind) {
-        ("vae", Some(k)) if k != crate::run_kind::RunKind::Vae => Some(k),
-        ("train", Some(k)) if k == crate::run_kind::RunKind::Vae => Some(k),
+        ("vae", Some(k)) if k != crate::cli::run_kind::RunKind::Vae => Some(k),
+        ("train", Some(k)) if k == crate::cli::run_kind::RunKind::Vae => Some(k),
         _ => None,
     };
     if let Some(k) = other {
@@ -239,7 +239,7 @@ pub const CONFIG_HEADER: &str = "# Written by cpflow: the run's configuration as
 /// `config.orig.N.toml`), with a warning; one that cpflow wrote (left by a run that stopped
 /// before its first checkpoint) is replaced.
 pub fn write_config<T: Serialize>(out: &Path, config: &T, resumed: bool) -> Result<()> {
-    crate::output_files::ensure_dir(out, "the run directory (--out)")?;
+    crate::cli::output_files::ensure_dir(out, "the run directory (--out)")?;
     let path = out.join("config.toml");
     let body = toml::to_string_pretty(config)
         .with_context(|| format!("serialising the configuration for {}", path.display()))?;
@@ -247,7 +247,7 @@ pub fn write_config<T: Serialize>(out: &Path, config: &T, resumed: bool) -> Resu
     if !resumed {
         keep_other_config(out, &path, &text)?;
     }
-    crate::output_files::write_file_atomic(&path, text.as_bytes(), "the run configuration")
+    crate::cli::output_files::write_file_atomic(&path, text.as_bytes(), "the run configuration")
 }
 
 /// Renames a `config.toml` whose text is not `text` to the first free `config.orig.toml`,

@@ -41,11 +41,11 @@ impl RunKind {
         file.read_exact(&mut header).ok()?;
         let json: serde_json::Value = serde_json::from_slice(&header).ok()?;
         let meta = json.get("__metadata__")?.as_object()?;
-        if meta.contains_key(cpflow::image::train::IMAGE_TRAIN_METADATA_KEY) {
+        if meta.contains_key(crate::image::train::IMAGE_TRAIN_METADATA_KEY) {
             Some(RunKind::Image)
-        } else if meta.contains_key(cpflow::vae::VAE_METADATA_KEY) {
+        } else if meta.contains_key(crate::vae::VAE_METADATA_KEY) {
             Some(RunKind::Vae)
-        } else if meta.contains_key(cpflow::checkpoint::METADATA_KEY) {
+        } else if meta.contains_key(crate::checkpoint::METADATA_KEY) {
             Some(RunKind::Vectors)
         } else {
             None

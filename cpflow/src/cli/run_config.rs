@@ -28,7 +28,7 @@
 //! float = "f64"            # f32 | f64
 //! init_seed = 0
 //!
-//! [train]                  # cpflow::TrainConfig (serde names), e.g.
+//! [train]                  # crate::TrainConfig (serde names), e.g.
 //! batch_size = 128
 //! max_iterations = 3910
 //! lr_schedule = { step = { step_size = 2000, gamma = 0.5 } }
@@ -47,9 +47,12 @@
 //! shortcuts `--data`, `--iters`, `--batch-size`, `--lr`, `--device`, `--dtype`, `--seed`,
 //! `--out`, applied in that order after the file.
 
+use crate::block::BlockConfig;
+use crate::{
+    CustomPotentialConfig, FloatType, FlowConfig, GaussianPrior, LayerConfig, PotentialConfig,
+    TrainConfig,
+};
 use anyhow::{Context, Result, bail};
-use cpflow::block::BlockConfig;
-use cpflow::{FloatType, FlowConfig, GaussianPrior, LayerConfig, PotentialConfig, TrainConfig};
 use icnn::{ActivationKind, DenseIcnn2Config, Icnn2Config, Icnn3Config, IcnnConfig};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -73,7 +76,7 @@ impl Default for DataSection {
     fn default() -> Self {
         DataSection {
             source: "8gaussians".into(),
-            root: PathBuf::from(cpflow::datasets::layout::DEFAULT_ROOT),
+            root: PathBuf::from(crate::datasets::layout::DEFAULT_ROOT),
             n_train: 50_000,
             n_val: 10_000,
             n_test: 10_000,
@@ -92,6 +95,21 @@ pub enum Arch {
     Icnn2,
     Icnn3,
     DenseIcnn2,
+    /// A network registered with `cpflow::register_potential` by the program that runs this
+    /// command line (`cpflow::cli::main`), named in `[model.custom]`.
+    Custom,
+}
+
+/// `[model.custom]`: the registered network of `arch = "custom"` and its builder's settings
+/// (`width`, `depth`, … are then not used).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CustomSection {
+    /// The name it is registered under.
+    pub name: String,
+    /// Numeric settings passed to the builder (`CustomPotentialConfig::settings`).
+    #[serde(default)]
+    pub settings: std::collections::BTreeMap<String, f64>,
 }
 
 /// Layer layout.
@@ -122,6 +140,8 @@ pub struct ModelSection {
     pub prior_log_var: Option<f64>,
     pub float: FloatType,
     pub init_seed: u64,
+    /// The network of `arch = "custom"`.
+    pub custom: Option<CustomSection>,
 }
 
 impl Default for ModelSection {
@@ -138,16 +158,17 @@ impl Default for ModelSection {
             prior_log_var: None,
             float: FloatType::F64,
             init_seed: 0,
+            custom: None,
         }
     }
 }
 
 impl ModelSection {
     /// The potential of every block for data dimension `dim`.
-    pub fn potential(&self, dim: usize) -> PotentialConfig {
+    pub fn potential(&self, dim: usize) -> Result<PotentialConfig> {
         let (width, depth, activation) = (self.width, self.depth, self.activation);
         let (zero_shift, symm_act_first) = (self.zero_shift, self.symm_act_first);
-        match self.arch {
+        Ok(match self.arch {
             Arch::Icnn => PotentialConfig::Icnn(IcnnConfig { dim, width, depth }),
             Arch::Icnn2 => PotentialConfig::Icnn2(Icnn2Config {
                 dim,
@@ -173,7 +194,20 @@ impl ModelSection {
                 zero_shift,
                 symm_act_first,
             }),
-        }
+            Arch::Custom => {
+                let Some(c) = &self.custom else {
+                    bail!(
+                        "model.arch = \"custom\" needs a [model.custom] table naming the \
+                         registered network: name = \"…\" (and settings = {{ … }} for its builder)"
+                    );
+                };
+                PotentialConfig::Custom(CustomPotentialConfig {
+                    name: c.name.clone(),
+                    dim,
+                    settings: c.settings.clone(),
+                })
+            }
+        })
     }
 
     /// The flow for data dimension `dim`.
@@ -181,7 +215,13 @@ impl ModelSection {
         if self.blocks == 0 {
             bail!("model.blocks must be at least 1");
         }
-        let potential = self.potential(dim);
+        if self.custom.is_some() && self.arch != Arch::Custom {
+            bail!(
+                "[model.custom] is only read with model.arch = \"custom\" (this model's arch is {:?})",
+                self.arch
+            );
+        }
+        let potential = self.potential(dim)?;
         let block = |trainable_w0: bool| {
             let mut b = BlockConfig::new(potential.clone());
             b.trainable_w0 = trainable_w0;
@@ -248,7 +288,7 @@ pub struct RunConfig {
 impl Default for RunConfig {
     /// The reference toy run (`train_toy.py` defaults on EightGaussian).
     fn default() -> Self {
-        let train = cpflow::ToyExperimentConfig::reference_8gaussians().train;
+        let train = crate::ToyExperimentConfig::reference_8gaussians().train;
         RunConfig {
             data: DataSection::default(),
             model: ModelSection::default(),
@@ -386,8 +426,8 @@ pub fn resolve(file: Option<&Path>, ov: &Overrides) -> Result<RunConfig> {
 pub fn check_training_start(train: &TrainConfig, n_train: usize, new_run: bool) -> Result<()> {
     let slqs = [
         match &train.val_estimator {
-            cpflow::NllEstimator::Slq(p) => Some(("train.val_estimator.slq", p)),
-            cpflow::NllEstimator::Exact => None,
+            crate::NllEstimator::Slq(p) => Some(("train.val_estimator.slq", p)),
+            crate::NllEstimator::Exact => None,
         },
         Some(("train.train_slq", &train.train_slq)),
     ];
@@ -415,7 +455,7 @@ pub fn check_training_start(train: &TrainConfig, n_train: usize, new_run: bool) 
 }
 
 /// Whether `file` describes an image run: a `[data]` table with a `dataset` key
-/// (`cpflow::image::ImageExperimentConfig`, e.g. `configs/mnist.toml`) rather than the
+/// (`crate::image::ImageExperimentConfig`, e.g. `configs/mnist.toml`) rather than the
 /// tabular/toy `source`.
 pub fn is_image_config(file: Option<&Path>) -> Result<bool> {
     let Some(p) = file else { return Ok(false) };
@@ -433,7 +473,7 @@ pub fn is_image_config(file: Option<&Path>) -> Result<bool> {
 /// (`train.max_iterations`), `--batch-size`, `--lr` (`train.adam.lr`), `--dtype`
 /// (`model.float`), `--seed` (`data.seed`, `train.seed`, `model.init_seed`). `--data` is
 /// refused (the dataset is `data.dataset`); `--device` and `--out` are not config keys here.
-pub fn resolve_image(file: &Path, ov: &Overrides) -> Result<cpflow::image::ImageExperimentConfig> {
+pub fn resolve_image(file: &Path, ov: &Overrides) -> Result<crate::image::ImageExperimentConfig> {
     let text = std::fs::read_to_string(file)
         .with_context(|| format!("reading config {}", file.display()))?;
     let mut table = toml::from_str::<toml::Table>(&text)
@@ -465,7 +505,7 @@ pub fn resolve_image(file: &Path, ov: &Overrides) -> Result<cpflow::image::Image
             set_path(&mut table, key, toml::Value::Integer(seed as i64))?;
         }
     }
-    let cfg: cpflow::image::ImageExperimentConfig =
+    let cfg: crate::image::ImageExperimentConfig =
         serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
             let path = e.path().to_string();
             anyhow::anyhow!(

@@ -1,7 +1,7 @@
 //! Tests of `run_config.rs`: defaults, overrides, merging, the shipped configs.
 
 use super::*;
-use cpflow::LrSchedule;
+use crate::LrSchedule;
 
 #[test]
 fn defaults_overrides_and_set_paths() {
@@ -94,7 +94,7 @@ fn tabular_config_is_the_reference_tabular_run() {
         (t.batch_size, t.val_every, t.early_stopping),
         (1024, 500, Some(20))
     );
-    assert_eq!(t.lr_schedule, cpflow::LrSchedule::Plateau);
+    assert_eq!(t.lr_schedule, crate::LrSchedule::Plateau);
     assert_eq!(
         (t.adam.lr, t.adam.beta1, t.adam.beta2, t.adam.weight_decay),
         (1e-3, 0.9, 0.99, 1e-6)
@@ -102,7 +102,7 @@ fn tabular_config_is_the_reference_tabular_run() {
     assert_eq!((t.surrogate.cg_atol, t.surrogate.cg_rtol), (1e-3, 0.0));
     assert_eq!(
         t.val_estimator,
-        cpflow::NllEstimator::Slq(cpflow::SlqConfig {
+        crate::NllEstimator::Slq(crate::SlqConfig {
             probes: 1,
             steps: 10
         })

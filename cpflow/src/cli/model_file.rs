@@ -58,13 +58,13 @@ pub fn has_metadata_key(file: &Path, key: &str) -> Result<bool> {
 pub fn model_kind(file: &Path) -> Result<ModelKind> {
     let keys = metadata_keys(file)?;
     let has = |k: &str| keys.iter().any(|x| x == k);
-    Ok(if has(cpflow::vae::VAE_METADATA_KEY) {
+    Ok(if has(crate::vae::VAE_METADATA_KEY) {
         ModelKind::Vae
-    } else if has(cpflow::image::IMAGE_METADATA_KEY)
-        || has(cpflow::image::train::IMAGE_TRAIN_METADATA_KEY)
+    } else if has(crate::image::IMAGE_METADATA_KEY)
+        || has(crate::image::train::IMAGE_TRAIN_METADATA_KEY)
     {
         ModelKind::Image
-    } else if has(cpflow::checkpoint::METADATA_KEY) {
+    } else if has(crate::checkpoint::METADATA_KEY) {
         ModelKind::Flow
     } else {
         ModelKind::Unknown
@@ -138,27 +138,27 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let p = dir.join("m.safetensors");
         for (key, kind) in [
-            (cpflow::vae::VAE_METADATA_KEY, ModelKind::Vae),
-            (cpflow::image::IMAGE_METADATA_KEY, ModelKind::Image),
-            (cpflow::checkpoint::METADATA_KEY, ModelKind::Flow),
+            (crate::vae::VAE_METADATA_KEY, ModelKind::Vae),
+            (crate::image::IMAGE_METADATA_KEY, ModelKind::Image),
+            (crate::checkpoint::METADATA_KEY, ModelKind::Flow),
             ("other", ModelKind::Unknown),
         ] {
             write_with_key(&p, key);
             assert_eq!(model_kind(&p).unwrap(), kind, "{key}");
         }
-        write_with_key(&p, cpflow::vae::VAE_METADATA_KEY);
+        write_with_key(&p, crate::vae::VAE_METADATA_KEY);
         let err = require_flow(&p, "eval", true).unwrap_err().to_string();
         assert!(err.contains("VAE") && err.contains("cpflow vae"), "{err}");
         // `plot` refuses an image flow, naming the commands that take it; `eval` takes it.
-        write_with_key(&p, cpflow::image::IMAGE_METADATA_KEY);
+        write_with_key(&p, crate::image::IMAGE_METADATA_KEY);
         let err = require_flow(&p, "plot", false).unwrap_err().to_string();
         assert!(
             err.contains("cpflow plot") && err.contains("cpflow eval") && err.contains("sample"),
             "{err}"
         );
         assert_eq!(require_flow(&p, "eval", true).unwrap(), ModelKind::Image);
-        assert!(has_metadata_key(&p, cpflow::image::IMAGE_METADATA_KEY).unwrap());
-        assert!(!has_metadata_key(&p, cpflow::image::train::IMAGE_TRAIN_METADATA_KEY).unwrap());
+        assert!(has_metadata_key(&p, crate::image::IMAGE_METADATA_KEY).unwrap());
+        assert!(!has_metadata_key(&p, crate::image::train::IMAGE_TRAIN_METADATA_KEY).unwrap());
         std::fs::write(&p, b"not a model").unwrap();
         assert!(model_kind(&p).is_err());
         std::fs::remove_dir_all(&dir).ok();

@@ -1,17 +1,17 @@
 //! The figures of a trained 2-D flow (paper Fig. 1 / Fig. 3, reference `train_toy.py`).
 
-use anyhow::{Context, Result, bail};
-use candle_core::DType;
-use cpflow::plot::{
+use crate::plot::{
     Bounds, Figure, Grid2d, density_heatmap_png, histogram_png, potential_contour_png, quiver_png,
     scatter_colored_png, warped_mesh_png,
 };
-use cpflow::toy::{Point2, points_to_tensor, tensor_to_points};
-use cpflow::{Flow, FlowRng, Layer};
+use crate::toy::{Point2, points_to_tensor, tensor_to_points};
+use crate::{Flow, FlowRng, Layer};
+use anyhow::{Context, Result, bail};
+use candle_core::DType;
 use serde::Serialize;
 use std::path::Path;
 
-use crate::output_files::{ensure_dir, write_file_atomic};
+use crate::cli::output_files::{ensure_dir, write_file_atomic};
 
 /// Rows inverted per call when drawing the samples: the inversion's memory grows with the
 /// rows it solves at once, so `--samples` costs only the host copies of the points.
@@ -38,7 +38,7 @@ pub struct PlotOptions {
 
 impl PlotOptions {
     /// Checks the sizes before anything is drawn: a finite positive window and grids and
-    /// counts within the CLI's limits ([`crate::MAX_PLOT_GRID`], [`crate::MAX_PLOT_SAMPLES`]).
+    /// counts within the CLI's limits ([`crate::cli::MAX_PLOT_GRID`], [`crate::cli::MAX_PLOT_SAMPLES`]).
     pub fn validate(&self) -> Result<()> {
         if !(self.half_width.is_finite() && self.half_width > 0.0) {
             bail!(
@@ -54,9 +54,19 @@ impl PlotOptions {
             );
         }
         for (name, v, lo, hi) in [
-            ("density grid", self.density_grid, 2, crate::MAX_PLOT_GRID),
-            ("mesh grid", self.mesh_grid, 2, crate::MAX_PLOT_GRID),
-            ("sample count", self.n_samples, 1, crate::MAX_PLOT_SAMPLES),
+            (
+                "density grid",
+                self.density_grid,
+                2,
+                crate::cli::MAX_PLOT_GRID,
+            ),
+            ("mesh grid", self.mesh_grid, 2, crate::cli::MAX_PLOT_GRID),
+            (
+                "sample count",
+                self.n_samples,
+                1,
+                crate::cli::MAX_PLOT_SAMPLES,
+            ),
         ] {
             if !(lo..=hi).contains(&v) {
                 bail!("the {name} must be between {lo} and {hi}, got {v}");

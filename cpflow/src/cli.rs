@@ -1,5 +1,5 @@
-//! `cpflow`: train, evaluate, sample and plot Convex Potential Flows, and run the
-//! optimal-transport experiment.
+//! The `cpflow` command line as a library (feature `cli`): train, evaluate, sample and plot
+//! Convex Potential Flows, and run the optimal-transport, VAE and import experiments.
 //!
 //! ```text
 //! cpflow train  --config configs/toy-8gaussians-fast.toml --out runs/8g
@@ -12,6 +12,12 @@
 //! cpflow vae    --config configs/vae-frey-cpu.toml --out runs/vae-frey
 //! cpflow import-reference --state-dict W.safetensors --config C.toml --out runs/imported
 //! ```
+//!
+//! The `cpflow` binary is [`main`]. A program of your own that registers a network with
+//! [`crate::register_potential`] and then calls [`main`] is the same command line with that
+//! network available: a `[model]` table with `arch = "custom"` and a `[model.custom]` table
+//! (`name`, and `settings` for the builder) trains, evaluates, samples and plots flows of it,
+//! with checkpoints and resume (example `custom_potential_cli`).
 //!
 //! Logging goes through `tracing` (`RUST_LOG=debug` for more).
 
@@ -30,11 +36,6 @@ use anyhow::{Context, Result, bail};
 use candle_core::Device;
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
-
-/// mimalloc, keeping freed memory (`cpflow::allocator`): glibc returned the pages of freed
-/// tensors to the kernel and faulted fresh zeroed ones back in at the next use.
-#[global_allocator]
-static GLOBAL: cpflow::allocator::MiMalloc = cpflow::allocator::MiMalloc;
 
 /// Convex Potential Flows (Huang et al., ICLR 2021).
 #[derive(Parser, Debug)]
@@ -69,7 +70,7 @@ enum Command {
 
 /// Options shared by every command that builds tensors.
 #[derive(Args, Debug, Clone)]
-pub struct DeviceArgs {
+pub(crate) struct DeviceArgs {
     /// `cpu` or `cuda` (cuda needs a build with `--features cuda`).
     #[arg(long)]
     pub device: Option<String>,
@@ -83,7 +84,7 @@ pub struct DeviceArgs {
 }
 
 #[derive(Args, Debug)]
-pub struct TrainArgs {
+pub(crate) struct TrainArgs {
     /// TOML run configuration (see configs/); defaults are the reference toy run, or with
     /// `--resume` the run's own `<out>/config.toml`.
     #[arg(long, short)]
@@ -127,7 +128,7 @@ pub struct TrainArgs {
 }
 
 #[derive(Args, Debug)]
-pub struct EvalArgs {
+pub(crate) struct EvalArgs {
     /// A run directory (uses model.safetensors and config.toml) or a .safetensors file.
     /// Image flows (`train` on configs/mnist*.toml, or `import-reference`) are scored in bits
     /// per dimension on the test split of their dataset (`data.dataset`, read under the run's
@@ -174,7 +175,7 @@ pub struct EvalArgs {
 
 /// Log-det estimator of `eval`.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Estimator {
+pub(crate) enum Estimator {
     /// Dense Hessian log-det.
     Exact,
     /// Stochastic Lanczos quadrature.
@@ -182,7 +183,7 @@ pub enum Estimator {
 }
 
 #[derive(Args, Debug)]
-pub struct SampleArgs {
+pub(crate) struct SampleArgs {
     /// A run directory or a .safetensors file.
     #[arg(long, short)]
     pub model: PathBuf,
@@ -234,27 +235,27 @@ fn count_in<const MIN: usize, const MAX: usize>(s: &str) -> std::result::Result<
 /// Most points `eval` draws from a toy or an image density: they are held in memory (about
 /// 64 bytes each with their tensor copies: 64 MB here), and the standard error of a mean NLL
 /// over 10⁶ points is already about 10⁻³ nats.
-pub const MAX_EVAL_POINTS: usize = 1_000_000;
+pub(crate) const MAX_EVAL_POINTS: usize = 1_000_000;
 
 /// Most samples `cpflow sample -n` draws (1.6 GB of f64 rows at d = 2): a count beyond it is a
 /// typo, not a request (`-n 18446744073709551615` ran until killed).
-pub const MAX_SAMPLES: usize = 100_000_000;
+pub(crate) const MAX_SAMPLES: usize = 100_000_000;
 
 /// Side of `plot`'s density grid at most: `density.png` is 500 pixels wide, so its heat map
 /// (interpolated at the pixels of a plot area of under 500 × 500) shows nothing of a finer
 /// grid. The grid's points, their tensor, log-densities and values take about 50 bytes each
 /// on the host (50 MB at 1000², the exact log-det pass works on row chunks); the unbounded
 /// `--grid 100000` (10¹⁰ points) grew to 22 GB before the kernel killed it.
-pub const MAX_PLOT_GRID: usize = 1000;
+pub(crate) const MAX_PLOT_GRID: usize = 1000;
 
 /// Most model samples `plot` draws: `samples.png` is a 500-pixel scatter plot, saturated
 /// long before this. The inversion runs on chunks of rows, so each sample costs only its
 /// host copies (prior draw, sample, colour rank: about 100 bytes, 100 MB here).
-pub const MAX_PLOT_SAMPLES: usize = 1_000_000;
+pub(crate) const MAX_PLOT_SAMPLES: usize = 1_000_000;
 
 /// Most cells of `sample --grid` (e.g. 64x64): the images of the grid are held together
 /// (as f64 pixels, 4096 CIFAR-10 images are 100 MB) and drawn into one PNG.
-pub const MAX_GRID_CELLS: usize = 4096;
+pub(crate) const MAX_GRID_CELLS: usize = 4096;
 
 fn parse_grid(s: &str) -> std::result::Result<(usize, usize), String> {
     let (r, c) = s
@@ -299,7 +300,7 @@ fn plot_half_width(s: &str) -> std::result::Result<f64, String> {
 }
 
 #[derive(Args, Debug)]
-pub struct PlotArgs {
+pub(crate) struct PlotArgs {
     /// A run directory or a .safetensors file.
     #[arg(long, short)]
     pub model: PathBuf,
@@ -323,8 +324,8 @@ pub struct PlotArgs {
 }
 
 #[derive(Args, Debug)]
-pub struct OtArgs {
-    /// TOML file with `cpflow::ot::OtConfig` keys, overlaid on the reference settings
+pub(crate) struct OtArgs {
+    /// TOML file with `crate::ot::OtConfig` keys, overlaid on the reference settings
     /// (applied to every dimension; `dim` and the potential's `dim` are set per run).
     /// Unknown keys are errors; a `train.lr_schedule` of another kind or a `[potential]` of
     /// another `arch` replaces the reference's instead of being merged into it.
@@ -352,8 +353,8 @@ pub struct OtArgs {
 }
 
 #[derive(Args, Debug)]
-pub struct VaeArgs {
-    /// TOML configuration (`cpflow::vae::VaeConfig`; see configs/vae-*.toml).
+pub(crate) struct VaeArgs {
+    /// TOML configuration (`crate::vae::VaeConfig`; see configs/vae-*.toml).
     #[arg(long, short)]
     pub config: PathBuf,
     /// Output directory.
@@ -361,7 +362,7 @@ pub struct VaeArgs {
     pub out: PathBuf,
     /// Override the posterior (`gaussian` or `cp-flow`).
     #[arg(long, value_parser = parse_posterior)]
-    pub posterior: Option<cpflow::vae::PosteriorKind>,
+    pub posterior: Option<crate::vae::PosteriorKind>,
     /// Override the number of epochs.
     #[arg(long)]
     pub epochs: Option<usize>,
@@ -382,16 +383,16 @@ pub struct VaeArgs {
     pub no_progress: bool,
 }
 
-fn parse_posterior(s: &str) -> std::result::Result<cpflow::vae::PosteriorKind, String> {
+fn parse_posterior(s: &str) -> std::result::Result<crate::vae::PosteriorKind, String> {
     match s {
-        "gaussian" => Ok(cpflow::vae::PosteriorKind::Gaussian),
-        "cp-flow" | "cpflow" => Ok(cpflow::vae::PosteriorKind::CpFlow),
+        "gaussian" => Ok(crate::vae::PosteriorKind::Gaussian),
+        "cp-flow" | "cpflow" => Ok(crate::vae::PosteriorKind::CpFlow),
         o => Err(format!("unknown posterior `{o}` (gaussian or cp-flow)")),
     }
 }
 
 /// The candle device named `name`.
-pub fn device(name: Option<&str>) -> Result<Device> {
+pub(crate) fn device(name: Option<&str>) -> Result<Device> {
     match name.unwrap_or("cpu") {
         "cpu" => Ok(Device::Cpu),
         "cuda" => Device::new_cuda(0).context(
@@ -401,8 +402,25 @@ pub fn device(name: Option<&str>) -> Result<Device> {
     }
 }
 
-fn main() -> Result<()> {
-    cpflow::cpu_threads::configure_cpu_threads();
+/// The `cpflow` binary: configures the CPU threads ([`crate::cpu_threads`]) and logging to
+/// stderr (`RUST_LOG`, default `info`), parses the process's arguments (printing help or an
+/// argument error and exiting, as a command line does) and runs the command.
+///
+/// Call it first thing in your `main`, after registering your networks: it writes the
+/// process environment before any other thread exists. A binary should also install the
+/// allocator, as `cpflow`'s own does:
+///
+/// ```no_run
+/// #[global_allocator]
+/// static GLOBAL: cpflow::allocator::MiMalloc = cpflow::allocator::MiMalloc;
+///
+/// fn main() -> anyhow::Result<()> {
+///     // cpflow::register_potential("my_icnn", …); // networks of your own, if any
+///     cpflow::cli::main()
+/// }
+/// ```
+pub fn main() -> Result<()> {
+    crate::cpu_threads::configure_cpu_threads();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt()
@@ -411,8 +429,32 @@ fn main() -> Result<()> {
         // Colours only on a terminal: a log redirected to a file or a pipe stays plain text.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let cli = Cli::parse();
-    cpflow::cpu_threads::run_on_pool(move || match cli.command {
+    execute(Cli::parse())
+}
+
+/// Runs the command line `args` (the program name first, as `std::env::args_os` gives it)
+/// in this process, without touching the logging or the thread settings ([`main`] does
+/// both). A bad argument, `--help` and `--version` are errors here (a [`clap::Error`] whose
+/// text is what the binary prints).
+///
+/// ```
+/// // `eval` of a model that is not there: the command's error, not a panic or an exit.
+/// let err = cpflow::cli::run(["cpflow", "eval", "--model", "/no/such/run"]).unwrap_err();
+/// assert!(err.to_string().contains("/no/such/run"), "{err}");
+/// // An unknown command is clap's error.
+/// assert!(cpflow::cli::run(["cpflow", "bake"]).unwrap_err().is::<clap::Error>());
+/// ```
+pub fn run<I, T>(args: I) -> Result<()>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    execute(Cli::try_parse_from(args)?)
+}
+
+/// Runs a parsed command on the CPU pool ([`crate::cpu_threads::run_on_pool`]).
+fn execute(cli: Cli) -> Result<()> {
+    crate::cpu_threads::run_on_pool(move || match cli.command {
         Command::Train(a) => commands::train(a),
         Command::Eval(a) => commands::eval(a),
         Command::Sample(a) => commands::sample(a),

@@ -1,16 +1,14 @@
 //! `cpflow vae`: the VAE experiment of Table 3 (Gaussian or CP-Flow posterior).
 
+use crate::vae::{Adamax, PosteriorKind, Vae, VaeConfig, VaeRunOptions, load_vae_data, run_vae_on};
 use anyhow::{Context, Result};
 use candle_core::Device;
-use cpflow::vae::{
-    Adamax, PosteriorKind, Vae, VaeConfig, VaeRunOptions, load_vae_data, run_vae_on,
-};
 
-use crate::VaeArgs;
-use crate::interrupt::Interrupt;
-use crate::resume_check::check_vae_resume;
-use crate::run_config::{parse_value, set_path};
-use crate::run_dir::{VAE_RUN, absolute, check_new_run, take_run_dir, write_config};
+use crate::cli::VaeArgs;
+use crate::cli::interrupt::Interrupt;
+use crate::cli::resume_check::check_vae_resume;
+use crate::cli::run_config::{parse_value, set_path};
+use crate::cli::run_dir::{VAE_RUN, absolute, check_new_run, take_run_dir, write_config};
 
 /// Reads the TOML file, applies `--set` and the flags, deserialises (unknown keys are errors
 /// that name their path).
@@ -117,7 +115,7 @@ pub fn vae(a: VaeArgs) -> Result<()> {
         super::plus_minus(r.test_neg_elbo.std_err, 3)
     );
     // `eval.is_images = 0` asks for no importance-sampling score: say so, not "NaN".
-    let scored = |m: &Option<cpflow::vae::MeanWithError>| m.filter(|m| m.n > 0);
+    let scored = |m: &Option<crate::vae::MeanWithError>| m.filter(|m| m.n > 0);
     if r.test_is_nll.is_some_and(|m| m.n == 0) {
         println!("test NLL by importance sampling: not computed (eval.is_images = 0)");
     }
@@ -148,7 +146,7 @@ pub fn vae(a: VaeArgs) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use cpflow::vae::VaeDatasetName;
+    use crate::vae::VaeDatasetName;
     use std::path::PathBuf;
 
     fn args(config: &str) -> VaeArgs {

@@ -1,14 +1,14 @@
 //! `cpflow eval`: flows on vectors here; image flows in [`super::eval_image`].
 
+use crate::{Dataset, FlowRng, NllEstimator, SlqConfig, nll_estimate};
 use anyhow::{Result, bail};
-use cpflow::{Dataset, FlowRng, NllEstimator, SlqConfig, nll_estimate};
 use serde::Serialize;
 use std::time::Instant;
 
 use super::{data_root, float_type, load_flow, locate_model, saved_run_config};
-use crate::data::{load, load_all};
-use crate::model_file::{ModelKind, require_flow};
-use crate::{Estimator, EvalArgs, MAX_EVAL_POINTS};
+use crate::cli::data::{load, load_all};
+use crate::cli::model_file::{ModelKind, require_flow};
+use crate::cli::{Estimator, EvalArgs, MAX_EVAL_POINTS};
 
 #[derive(Serialize)]
 struct EvalSummary {
@@ -33,7 +33,7 @@ const DEFAULT_BATCH: usize = 1024;
 /// summary; an image flow is scored on its dataset's test split ([`super::eval_image`]).
 pub fn eval(a: EvalArgs) -> Result<()> {
     let t0 = Instant::now();
-    let device = crate::device(a.dev.device.as_deref())?;
+    let device = crate::cli::device(a.dev.device.as_deref())?;
     let loc = locate_model(&a.model)?;
     if require_flow(&loc.file, "eval", true)? == ModelKind::Image {
         return super::eval_image::eval_image(&a, &loc, &device, t0);

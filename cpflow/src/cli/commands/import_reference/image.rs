@@ -4,20 +4,20 @@
 //! `cpflow sample` reads.
 //!
 //! The flow is the one `cpflow train` builds from the same config
-//! ([`cpflow::image::ImageExperimentConfig::flow_config`]: the image shape and default logit
+//! ([`crate::image::ImageExperimentConfig::flow_config`]: the image shape and default logit
 //! offset of `data.dataset`, the `[model]` table); [`KeyMapping::for_multiscale`] renames the
 //! reference's keys and [`load_reference_state_dict`] checks every key and shape (an error
 //! names the key) before anything is written.
 
+use crate::image::ImageFlow;
+use crate::reference_weights::{KeyMapping, load_reference_state_dict};
 use anyhow::{Context, Result, bail};
 use candle_core::{Device, Tensor};
-use cpflow::image::ImageFlow;
-use cpflow::reference_weights::{KeyMapping, load_reference_state_dict};
 use std::collections::HashMap;
 
 use super::{ImportReferenceArgs, read_state_dict};
-use crate::run_config::{Overrides, resolve_image};
-use crate::run_dir::{TRAIN_RUN, absolute, check_new_run, remove_old_run, write_config};
+use crate::cli::run_config::{Overrides, resolve_image};
+use crate::cli::run_dir::{TRAIN_RUN, absolute, check_new_run, remove_old_run, write_config};
 
 /// The reference key of the first ActNorm (after the logit layer) of every `MultiscaleFlow`
 /// that `ImageExperimentConfig` describes: where a state_dict under a prefix is recognised.

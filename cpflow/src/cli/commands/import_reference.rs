@@ -13,17 +13,19 @@
 
 mod image;
 
+use crate::Flow;
+use crate::reference_weights::{KeyMapping, load_reference_state_dict};
 use anyhow::{Context, Result, bail};
 use candle_core::{Device, Tensor};
 use clap::Args;
-use cpflow::Flow;
-use cpflow::reference_weights::{KeyMapping, load_reference_state_dict};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use crate::data::DataSource;
-use crate::run_config::{Overrides, is_image_config, resolve};
-use crate::run_dir::{TRAIN_RUN, absolute_run_config, check_new_run, remove_old_run, write_config};
+use crate::cli::data::DataSource;
+use crate::cli::run_config::{Overrides, is_image_config, resolve};
+use crate::cli::run_dir::{
+    TRAIN_RUN, absolute_run_config, check_new_run, remove_old_run, write_config,
+};
 
 /// `cpflow import-reference`.
 #[derive(Args, Debug)]

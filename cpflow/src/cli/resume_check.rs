@@ -4,16 +4,16 @@
 //! another experiment (the data, the schedule, the seeds) is refused with the keys and both
 //! values named.
 
-use crate::run_kind::{RunKind, check_run_kind};
+use crate::cli::run_kind::{RunKind, check_run_kind};
 use anyhow::{Context, Result, bail};
 use candle_core::Device;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 
-use crate::data::{DataSource, LoadedData, Rows};
-use crate::run_config::{Overrides, RunConfig, resolve, resolve_image};
-use crate::run_dir::{DATA_RECORD, absolute, absolute_run_config, resume_checkpoint};
+use crate::cli::data::{DataSource, LoadedData, Rows};
+use crate::cli::run_config::{Overrides, RunConfig, resolve, resolve_image};
+use crate::cli::run_dir::{DATA_RECORD, absolute, absolute_run_config, resume_checkpoint};
 
 /// What `cpflow train --resume` may change (tabular and toy runs): the length of the run,
 /// the batch size (the trainer starts a new epoch where the old one no longer fits), logging,
@@ -196,7 +196,7 @@ pub struct TrainResume {
 pub fn check_train_resume(requested: &RunConfig, out: &Path) -> Result<TrainResume> {
     let checkpoint = resume_checkpoint(out, "train")?;
     check_run_kind(out, &checkpoint, RunKind::Vectors, "train")?;
-    let ck = cpflow::load_checkpoint(&checkpoint, &Device::Cpu)
+    let ck = crate::load_checkpoint(&checkpoint, &Device::Cpu)
         .with_context(|| format!("reading {}", checkpoint.display()))?;
     let (Some(train), Some(state)) = (&ck.meta.train, &ck.meta.state) else {
         bail!(
@@ -441,7 +441,7 @@ pub fn check_data_record(out: &Path, now: &DataRecord) -> Result<bool> {
 /// Writes `<out>/data_record.json` (once every check has passed).
 pub fn write_data_record(out: &Path, record: &DataRecord) -> Result<()> {
     let text = serde_json::to_string_pretty(record)?;
-    crate::output_files::write_file_atomic(
+    crate::cli::output_files::write_file_atomic(
         &out.join(DATA_RECORD),
         text.as_bytes(),
         "the record of the run's data",
@@ -452,7 +452,7 @@ pub fn write_data_record(out: &Path, record: &DataRecord) -> Result<()> {
 /// checkpoint must exist, and the configuration may differ from `<out>/config.toml` in
 /// [`IMAGE_RESUMABLE`] keys only (the trainer itself refuses another model).
 pub fn check_image_resume(
-    requested: &cpflow::image::ImageExperimentConfig,
+    requested: &crate::image::ImageExperimentConfig,
     out: &Path,
 ) -> Result<()> {
     let checkpoint = resume_checkpoint(out, "train")?;
@@ -470,10 +470,10 @@ pub fn check_image_resume(
 /// `cpflow vae --resume` (`requested` with an absolute data root): the checkpoint must exist
 /// and its configuration may differ from the requested one in [`VAE_RESUMABLE`] keys only;
 /// the number of epochs may not go below those done.
-pub fn check_vae_resume(requested: &cpflow::vae::VaeConfig, out: &Path) -> Result<()> {
+pub fn check_vae_resume(requested: &crate::vae::VaeConfig, out: &Path) -> Result<()> {
     let checkpoint = resume_checkpoint(out, "vae")?;
     check_run_kind(out, &checkpoint, RunKind::Vae, "vae")?;
-    let (meta, _) = cpflow::vae::load_vae_checkpoint(&checkpoint, &Device::Cpu)
+    let (meta, _) = crate::vae::load_vae_checkpoint(&checkpoint, &Device::Cpu)
         .with_context(|| format!("reading {}", checkpoint.display()))?;
     let mut run = meta.config;
     run.data.root = absolute(&run.data.root)?;
@@ -577,7 +577,7 @@ mod tests {
             train: Rows::F32(train),
             val: Rows::F32(val),
             test: Rows::F32(vec![5.0, 6.0]),
-            source: DataSource::Tabular(cpflow::datasets::TabularDataset::Power),
+            source: DataSource::Tabular(crate::datasets::TabularDataset::Power),
         };
         let record = |d: &LoadedData| DataRecord::of("power", d).unwrap();
         let run = record(&tabular(vec![1.0, 2.0, 3.0, 4.0], vec![]));

@@ -1,15 +1,15 @@
 //! `cpflow plot`.
 
+use crate::FlowRng;
+use crate::toy::Point2;
 use anyhow::{Result, bail};
-use cpflow::FlowRng;
-use cpflow::toy::Point2;
 use std::path::PathBuf;
 
 use super::{data_root, float_type, load_flow, locate_model, saved_run_config};
-use crate::PlotArgs;
-use crate::data::{LoadedData, Rows, load, load_all};
-use crate::model_file::require_flow;
-use crate::model_plots::{PlotOptions, rows_to_points, write_model_plots};
+use crate::cli::PlotArgs;
+use crate::cli::data::{LoadedData, Rows, load, load_all};
+use crate::cli::model_file::require_flow;
+use crate::cli::model_plots::{PlotOptions, rows_to_points, write_model_plots};
 
 /// Points of data drawn in `data.png` (toys and images draw this many; files show their
 /// first rows).
@@ -29,7 +29,7 @@ fn data_points(d: &LoadedData, rows: &Rows, what: &str) -> Result<Vec<Point2>> {
 
 /// Writes the PNG figures of a 2-D model (and `plots.json`) into `--out`.
 pub fn plot(a: PlotArgs) -> Result<()> {
-    let device = crate::device(a.dev.device.as_deref())?;
+    let device = crate::cli::device(a.dev.device.as_deref())?;
     let loc = locate_model(&a.model)?;
     require_flow(&loc.file, "plot", false)?;
     let float = a.dev.dtype.as_deref().map(float_type).transpose()?;

@@ -1,5 +1,5 @@
 //! Output files of `sample`, `plot` and `ot`: directories checked before anything is
-//! computed, whole files written atomically (`cpflow::checkpoint::write_atomic`), and sample
+//! computed, whole files written atomically (`crate::checkpoint::write_atomic`), and sample
 //! rows streamed chunk by chunk into a temporary file that is renamed into place at the end.
 //! Every I/O error names the path and what was being done.
 
@@ -32,7 +32,7 @@ pub fn ensure_dir(dir: &Path, purpose: &str) -> Result<()> {
 /// Writes `bytes` to `path` atomically (temporary file beside it, then a rename), with the
 /// path and `what` the file is in the error.
 pub fn write_file_atomic(path: &Path, bytes: &[u8], what: &str) -> Result<()> {
-    cpflow::checkpoint::write_atomic(path, bytes)
+    crate::checkpoint::write_atomic(path, bytes)
         .with_context(|| format!("writing {what} to {}", path.display()))
 }
 
@@ -289,14 +289,14 @@ mod tests {
         assert_eq!(header % 64, 0);
         assert!(String::from_utf8_lossy(&bytes[..header]).contains("'<f4'"));
         assert_eq!(bytes.len(), header + 6 * 4);
-        let m = cpflow::datasets::read_npy_file(&p).unwrap();
+        let m = crate::datasets::read_npy_file(&p).unwrap();
         assert_eq!(m.cols(), 2);
         assert_eq!(m.into_data()[0], f64::from(0.1f32));
         let p8 = dir.join("t.npy");
         let mut w = RowsWriter::create(&p8, 1, 2, RowType::F64).unwrap();
         w.write(RowValues::F64(&[0.1, 0.2])).unwrap();
         w.finish().unwrap();
-        let m = cpflow::datasets::read_npy_file(&p8).unwrap();
+        let m = crate::datasets::read_npy_file(&p8).unwrap();
         assert_eq!(m.into_data(), vec![0.1, 0.2]);
         let names: Vec<_> = std::fs::read_dir(&dir).unwrap().collect();
         assert_eq!(names.len(), 2, "{names:?}");

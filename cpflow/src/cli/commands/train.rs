@@ -1,26 +1,26 @@
 //! `cpflow train`.
 
-use anyhow::{Context, Result, bail};
-use cpflow::{
+use crate::{
     Dataset, Flow, FlowRng, NllCurve, NllEstimator, RunOptions, StopReason, Trainer,
     nll_estimate_with,
 };
+use anyhow::{Context, Result, bail};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Instant;
 
-use crate::TrainArgs;
-use crate::data::{DataSource, LoadedData, Rows, load};
-use crate::interrupt::Interrupt;
-use crate::model_plots::{PlotOptions, rows_to_points, write_model_plots};
-use crate::resume_check::{
+use crate::cli::TrainArgs;
+use crate::cli::data::{DataSource, LoadedData, Rows, load};
+use crate::cli::interrupt::Interrupt;
+use crate::cli::model_plots::{PlotOptions, rows_to_points, write_model_plots};
+use crate::cli::resume_check::{
     DataRecord, check_data_record, check_image_resume, check_train_resume, write_data_record,
 };
-use crate::run_config::{
+use crate::cli::run_config::{
     DataSection, Overrides, check_training_start, is_image_config, resolve, resolve_image,
 };
-use crate::run_dir::{
+use crate::cli::run_dir::{
     TRAIN_RUN, absolute, absolute_run_config, check_new_run, take_run_dir, write_config,
 };
 
@@ -79,7 +79,7 @@ pub fn train(mut a: TrainArgs) -> Result<()> {
         let out = a
             .out
             .clone()
-            .unwrap_or_else(|| crate::run_config::RunConfig::default().run.out);
+            .unwrap_or_else(|| crate::cli::run_config::RunConfig::default().run.out);
         let saved = out.join("config.toml");
         if !saved.is_file() && out.join("checkpoint.safetensors").is_file() {
             bail!(
@@ -121,7 +121,7 @@ pub fn train(mut a: TrainArgs) -> Result<()> {
     // directory is removed or written (a setting or a data file the new run refuses must not
     // cost the run that --overwrite would replace): the device, the data and their split,
     // what identifies them (a resume needs the run's), the tensors, the model and the trainer.
-    let device = crate::device(Some(&cfg.run.device))?;
+    let device = crate::cli::device(Some(&cfg.run.device))?;
     let data = load(&cfg.data)?;
     if let Some(r) = &resume
         && r.dim != data.dim
@@ -361,9 +361,9 @@ impl AfterTraining<'_> {
     }
 
     /// For [`mean_nll_with`]: stops the test score between chunks once an interrupt came.
-    fn stop_chunks(&self) -> cpflow::Result<()> {
+    fn stop_chunks(&self) -> crate::Result<()> {
         if self.interrupt.is_set() {
-            return Err(cpflow::CpflowError::EvaluationInterrupted {
+            return Err(crate::CpflowError::EvaluationInterrupted {
                 skipped: "the test score".into(),
                 saved: Vec::new(),
             });
@@ -373,9 +373,9 @@ impl AfterTraining<'_> {
 
     /// The test score, with an interrupt of [`AfterTraining::stop_chunks`] turned into the
     /// message.
-    fn scored<T>(&self, result: cpflow::Result<T>) -> Result<T> {
+    fn scored<T>(&self, result: crate::Result<T>) -> Result<T> {
         match result {
-            Err(cpflow::CpflowError::EvaluationInterrupted { .. }) => Err(self.stopped(true)),
+            Err(crate::CpflowError::EvaluationInterrupted { .. }) => Err(self.stopped(true)),
             r => Ok(r?),
         }
     }
@@ -388,7 +388,7 @@ impl AfterTraining<'_> {
         if test_left {
             missing.push("the test score");
             // The run's own test rows: a toy's are drawn again with `-n` (ignored for files).
-            let n = if self.n_test <= crate::MAX_EVAL_POINTS {
+            let n = if self.n_test <= crate::cli::MAX_EVAL_POINTS {
                 format!(" -n {}", self.n_test)
             } else {
                 String::new()
@@ -479,11 +479,11 @@ fn summary_line(s: &TrainSummary, out: &std::path::Path) -> String {
 }
 
 /// `cpflow train` on an image config (`[data] dataset = "mnist" | "cifar10"`): the image
-/// trainer of `cpflow::image::train`. Writes `config.toml`, `checkpoint.safetensors`,
+/// trainer of `crate::image::train`. Writes `config.toml`, `checkpoint.safetensors`,
 /// `model.safetensors` (EMA weights), `metrics.jsonl` and `report.json` under `--out`
 /// (default `runs/<dataset>`).
 fn train_image(a: TrainArgs) -> Result<()> {
-    use cpflow::image::{ImageRunOptions, load_image_data, run_image_training};
+    use crate::image::{ImageRunOptions, load_image_data, run_image_training};
     let file = a.config.as_deref().context("an image run needs --config")?;
     let ov = Overrides {
         set: a.set.clone(),
@@ -510,7 +510,7 @@ fn train_image(a: TrainArgs) -> Result<()> {
         check_new_run(&out, &TRAIN_RUN, a.overwrite)?;
     }
     // What the image trainer would refuse at its start, before the run directory changes.
-    let device = crate::device(a.dev.device.as_deref())?;
+    let device = crate::cli::device(a.dev.device.as_deref())?;
     let data = load_image_data(&cfg.data)?;
     let flow = cfg.flow_config()?;
     if data.shape() != flow.image {
@@ -523,7 +523,7 @@ fn train_image(a: TrainArgs) -> Result<()> {
     }
     // The network itself (widths, depths, kernel sizes are checked where it is built): a
     // throw-away copy, so that a refused value cannot cost the run `--overwrite` replaces.
-    drop(cpflow::image::ImageFlow::new(flow.clone(), &device)?);
+    drop(crate::image::ImageFlow::new(flow.clone(), &device)?);
     let first = cfg.train.batch_size.min(data.train.len());
     if !a.resume && first < 2 {
         bail!(

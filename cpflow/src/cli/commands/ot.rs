@@ -6,18 +6,18 @@
 //! replaces the reference's table instead of being merged into it. Unknown keys are errors
 //! naming the key and its table, in every table.
 
-use anyhow::{Context, Result, bail};
-use cpflow::ot::{
+use crate::ot::{
     OtConfig, OtError, OtReport, OtTarget, ot_table_markdown, run_ot_experiment, write_ot_figures,
 };
-use cpflow::{LrSchedule, PotentialConfig, RunOptions};
+use crate::{LrSchedule, PotentialConfig, RunOptions};
+use anyhow::{Context, Result, bail};
 use std::path::Path;
 
 use super::float_type;
-use crate::OtArgs;
-use crate::interrupt::Interrupt;
-use crate::output_files::{ensure_dir, write_file_atomic};
-use crate::run_config::merge;
+use crate::cli::OtArgs;
+use crate::cli::interrupt::Interrupt;
+use crate::cli::output_files::{ensure_dir, write_file_atomic};
+use crate::cli::run_config::merge;
 
 /// Sets the potential's input dimension (dense potentials only: the experiment's data are
 /// vectors, not images).
@@ -235,7 +235,7 @@ pub fn ot(a: OtArgs) -> Result<()> {
     if let Some(d) = a.dims.iter().find(|d| !seen.insert(**d)) {
         bail!("--dims lists d = {d} twice: each dimension is one run and one table row");
     }
-    let device = crate::device(a.dev.device.as_deref())?;
+    let device = crate::cli::device(a.dev.device.as_deref())?;
     let file = match &a.config {
         Some(p) => Some(
             toml::from_str::<toml::Table>(
@@ -343,7 +343,7 @@ pub fn ot(a: OtArgs) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use cpflow::NllEstimator;
+    use crate::NllEstimator;
 
     fn resolve(text: &str) -> Result<OtConfig> {
         let file: toml::Table = toml::from_str(text).unwrap();

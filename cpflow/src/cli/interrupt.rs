@@ -8,8 +8,8 @@
 //! first: that is the same interrupt delivered twice (GNU `timeout` signals the command, then
 //! its whole process group), which used to end a run without saving it.
 
+use crate::observer::{Control, FnObserver, Moment, TrainObserver};
 use anyhow::{Context, Result, anyhow};
-use cpflow::observer::{Control, FnObserver, Moment, TrainObserver};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -134,19 +134,19 @@ impl Interrupt {
         self.flag.clone()
     }
 
-    /// `result`, or, for a run that an interrupt paused ([`cpflow::CpflowError::Interrupted`]),
+    /// `result`, or, for a run that an interrupt paused ([`crate::CpflowError::Interrupted`]),
     /// that error with the command that continues the run (`resume`); for a run interrupted
-    /// after training ([`cpflow::CpflowError::EvaluationInterrupted`]), with the same command,
+    /// after training ([`crate::CpflowError::EvaluationInterrupted`]), with the same command,
     /// which evaluates the finished run again.
     pub fn with_resume_hint<T>(
-        result: cpflow::Result<T>,
+        result: crate::Result<T>,
         resume: impl FnOnce() -> String,
     ) -> Result<T> {
         match result {
-            Err(e @ cpflow::CpflowError::Interrupted { .. }) => {
+            Err(e @ crate::CpflowError::Interrupted { .. }) => {
                 Err(anyhow!("{e}; continue it with `{}`", resume()))
             }
-            Err(e @ cpflow::CpflowError::EvaluationInterrupted { .. }) => Err(anyhow!(
+            Err(e @ crate::CpflowError::EvaluationInterrupted { .. }) => Err(anyhow!(
                 "{e}; the run is trained: `{}` evaluates it and writes report.json",
                 resume()
             )),
@@ -157,7 +157,7 @@ impl Interrupt {
     /// An observer (called after every step) that pauses the run once the flag is set.
     pub fn observer(&self) -> Box<dyn TrainObserver> {
         let flag = self.flag.clone();
-        Box::new(FnObserver::new(1, move |_: &cpflow::Trainer, moment| {
+        Box::new(FnObserver::new(1, move |_: &crate::Trainer, moment| {
             if moment == Moment::Periodic && flag.load(Ordering::Relaxed) {
                 return Ok(Control::Pause);
             }

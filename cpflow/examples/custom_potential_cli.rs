@@ -1,0 +1,47 @@
+//! The `cpflow` command line with a network of your own.
+//!
+//! This program registers a potential under the name `icnn3_by_settings` (here `icnn`'s
+//! `Icnn3`, sized by the `[model.custom] settings` of the run's TOML; put your own
+//! `ConvexPotential` in its place) and then runs `cpflow::cli::main`, so every command of the
+//! `cpflow` binary (train, resume, eval, sample, plot) works on flows of it:
+//!
+//! ```text
+//! cargo run --release -p cpflow --example custom_potential_cli -- \
+//!     train --config configs/toy-8gaussians-custom.toml --out runs/8g-custom
+//! cargo run --release -p cpflow --example custom_potential_cli -- eval --model runs/8g-custom
+//! ```
+//!
+//! The plain `cpflow` binary refuses such a run with an error that names
+//! `cpflow::register_potential`: the model file records the network's name and settings,
+//! not its code.
+
+use cpflow::CustomPotentialConfig;
+use icnn::{Icnn3, Icnn3Config, IcnnError};
+
+/// mimalloc, as the `cpflow` binary uses (see `cpflow::allocator`).
+#[global_allocator]
+static GLOBAL: cpflow::allocator::MiMalloc = cpflow::allocator::MiMalloc;
+
+/// The whole-number setting `key` of `cfg` (at least 1), or `default` when absent.
+fn count(cfg: &CustomPotentialConfig, key: &str, default: usize) -> icnn::Result<usize> {
+    match cfg.settings.get(key) {
+        None => Ok(default),
+        Some(&v) if v >= 1.0 && v.fract() == 0.0 && v <= 1e6 => Ok(v as usize),
+        Some(v) => Err(IcnnError::InvalidConfig(format!(
+            "[model.custom] settings.{key} must be a whole number from 1 to 1e6, got {v}"
+        ))),
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    cpflow::register_potential("icnn3_by_settings", |vb, cfg, rng| {
+        let config = Icnn3Config {
+            dim: cfg.dim,
+            width: count(cfg, "width", 32)?,
+            depth: count(cfg, "depth", 5)?,
+            ..Default::default()
+        };
+        Ok(Box::new(Icnn3::new(vb, &config, rng)?))
+    });
+    cpflow::cli::main()
+}
