@@ -38,7 +38,7 @@ pub(crate) const TOL: f64 = 1e-10;
 
 /// One fixture file: tensors and the builder settings recorded by the script.
 pub(crate) struct Fixture {
-    name: &'static str,
+    pub(crate) name: &'static str,
     pub(crate) tensors: HashMap<String, Tensor>,
     meta: HashMap<String, String>,
 }
@@ -66,21 +66,18 @@ impl Fixture {
             .clone()
     }
 
+    /// The values of `key`, as f64 whatever its dtype.
     pub(crate) fn values(&self, key: &str) -> Vec<f64> {
-        self.tensor(key)
-            .flatten_all()
-            .unwrap()
-            .to_vec1::<f64>()
-            .unwrap()
+        host(&self.tensor(key))
     }
 
-    fn meta(&self, key: &str) -> &str {
+    pub(crate) fn meta(&self, key: &str) -> &str {
         self.meta
             .get(key)
             .unwrap_or_else(|| panic!("{}: no metadata {key}", self.name))
     }
 
-    fn meta_usize(&self, key: &str) -> usize {
+    pub(crate) fn meta_usize(&self, key: &str) -> usize {
         self.meta(key).parse().unwrap()
     }
 

@@ -22,7 +22,7 @@
 //! comparisons fail by factors of 13–384.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
 use cpflow::FloatType;
@@ -33,56 +33,14 @@ use cpflow::vae::{
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 
-use super::reference_parity::{TOL, differences, host};
+use super::reference_parity::{Fixture, TOL, differences, host};
 
-/// One `vae_*` fixture: tensors and metadata.
-pub(super) struct VaeFixture {
-    pub(super) name: &'static str,
-    pub(super) tensors: HashMap<String, Tensor>,
-    pub(super) meta: HashMap<String, String>,
-}
+/// A `vae_*` fixture: the reference parity tests' fixture file (tensors and metadata).
+pub(super) type VaeFixture = Fixture;
 
-impl VaeFixture {
-    pub(super) fn load(name: &'static str) -> Self {
-        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/fixtures/reference")
-            .join(format!("{name}.safetensors"));
-        let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        let tensors = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu).unwrap();
-        let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
-        let meta = header.metadata().clone().unwrap_or_default();
-        VaeFixture {
-            name,
-            tensors,
-            meta,
-        }
-    }
-
-    pub(super) fn tensor(&self, key: &str) -> Tensor {
-        self.tensors
-            .get(key)
-            .unwrap_or_else(|| panic!("{}: no tensor {key}", self.name))
-            .clone()
-    }
-
-    pub(super) fn values(&self, key: &str) -> Vec<f64> {
-        host(&self.tensor(key))
-    }
-
-    pub(super) fn meta(&self, key: &str) -> &str {
-        self.meta
-            .get(key)
-            .unwrap_or_else(|| panic!("{}: no metadata {key}", self.name))
-    }
-
-    pub(super) fn meta_usize(&self, key: &str) -> usize {
-        self.meta(key).parse().unwrap()
-    }
-
-    /// Their `state_dict` keys and shapes, in `state_dict` order (the formula's key index).
-    fn keys(&self) -> Vec<(String, Vec<usize>)> {
-        serde_json::from_str(self.meta("keys")).unwrap()
-    }
+/// Their `state_dict` keys and shapes, in `state_dict` order (the formula's key index).
+fn formula_keys(fx: &VaeFixture) -> Vec<(String, Vec<usize>)> {
+    serde_json::from_str(fx.meta("keys")).unwrap()
 }
 
 /// `2u − 1` for element `k` of key `i`: `u = (splitmix64((i << 32) + k) >> 11)·2⁻⁵³`, the
@@ -100,7 +58,7 @@ fn unit(i: u64, k: u64) -> f64 {
 pub(super) fn formula_state_dict(fx: &VaeFixture) -> HashMap<String, Tensor> {
     let (scale, offset) = (fx.values("formula.scale"), fx.values("formula.offset"));
     let (sums, sumsqs) = (fx.values("formula.sum"), fx.values("formula.sumsq"));
-    let keys = fx.keys();
+    let keys = formula_keys(fx);
     assert_eq!(keys.len(), scale.len());
     keys.into_iter()
         .enumerate()
