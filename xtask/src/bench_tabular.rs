@@ -6,7 +6,8 @@
 //! MAF's preprocessing ([`cpflow::datasets`]), take the seeded subsets of the configuration
 //! ([`TabularBenchConfig`]), train with early stopping on the validation NLL and a wall-clock
 //! budget ([`fit_with_budget`]), and evaluate the exact test NLL (mean ± 2 standard errors).
-//! Missing datasets are skipped with a message naming `cargo xtask download <name>`.
+//! Missing datasets are skipped with a message naming `cargo xtask download <name>`; when
+//! none of the requested datasets ran, the command fails (after writing its report).
 //! Results go to `<out>/bench-tabular.md` and `<out>/bench-tabular.json`
 //! ([`crate::bench_report`]).
 

@@ -233,7 +233,16 @@ pub fn bench_tabular(args: &BenchTabularArgs) -> Result<()> {
         println!("failed: {}", k.message);
     }
     println!("wrote {}", args.out.join(BENCH_MD).display());
-    failed_datasets(&report.failed)
+    failed_datasets(&report.failed)?;
+    if report.results.is_empty() {
+        // A mistyped --data-dir skips everything: that is not a benchmark that ran.
+        bail!(
+            "no dataset ran: every one requested was missing (see the `skipped` lines above for \
+             the download commands, or check --data-dir {})",
+            args.data_dir.display()
+        );
+    }
+    Ok(())
 }
 
 /// An error naming the datasets that failed (after the report of the others was written).

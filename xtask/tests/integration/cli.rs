@@ -448,7 +448,7 @@ fn omniglot_is_placed_and_its_sha256_recorded() {
 }
 
 #[test]
-fn bench_tabular_skips_a_missing_dataset_with_the_download_command() {
+fn bench_tabular_skips_a_missing_dataset_with_the_download_command_and_fails_if_none_ran() {
     let data = tempdir();
     let out = tempdir();
     let res = xtask(&[
@@ -461,7 +461,14 @@ fn bench_tabular_skips_a_missing_dataset_with_the_download_command() {
         out.path().to_str().unwrap(),
         "--no-progress",
     ]);
-    assert!(res.status.success(), "{}", stderr(&res));
+    // Nothing ran (the only dataset is missing): the files are written, the exit is a failure
+    // that points at --data-dir (a mistyped one exited 0 with an empty table).
+    assert!(!res.status.success(), "{}", stderr(&res));
+    assert!(
+        stderr(&res).contains("no dataset ran") && stderr(&res).contains("--data-dir"),
+        "{}",
+        stderr(&res)
+    );
     let stdout = String::from_utf8_lossy(&res.stdout);
     assert!(
         stdout.contains("cargo xtask download power"),
