@@ -56,6 +56,15 @@ fn train_eval_sample_plot_round_trip() {
         (report["n_val"].as_u64(), report["n_test"].as_u64()),
         (Some(64), Some(64))
     );
+    // The splits say what each number was computed on (a toy's validation points are fresh
+    // draws; the label said "from the training data" for every source).
+    assert!(
+        report["splits"]["val_nll"]
+            .as_str()
+            .unwrap()
+            .contains("fresh draws"),
+        "{report}"
+    );
 
     // Resume for two more iterations. The log goes to stderr as plain text when stderr is
     // not a terminal (a file, a pipe): no colour escape codes.
@@ -231,6 +240,13 @@ fn file_run_validates_on_its_own_split_and_reports_what_ran() {
         (Some(180), Some(20))
     );
     assert!(report["test_nll"].is_null() && report["data_entropy"].is_null());
+    assert!(
+        report["splits"]["val_nll"]
+            .as_str()
+            .unwrap()
+            .contains("held out of the shuffled file"),
+        "{report}"
+    );
     assert!(
         out.contains("trained 2 iterations (early stopping)"),
         "{out}"

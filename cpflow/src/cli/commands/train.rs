@@ -24,8 +24,9 @@ use crate::cli::run_dir::{
     TRAIN_RUN, absolute, absolute_run_config, check_new_run, take_run_dir, write_config,
 };
 
-/// `report.json` of a run. Every NLL names its split: `val_*` numbers come from the
-/// validation part (taken from the training data, it drives early stopping and learning-rate
+/// `report.json` of a run. Every NLL names its split (`splits`): `val_*` numbers come from
+/// the validation part (never the test part: fresh draws for toys, MAF's validation rows for
+/// the benchmarks, held-out rows of a file; it drives early stopping and learning-rate
 /// decay), `test_nll` from the test part, scored once after training.
 #[derive(Serialize)]
 struct TrainSummary {
@@ -123,6 +124,7 @@ pub fn train(mut a: TrainArgs) -> Result<()> {
     // what identifies them (a resume needs the run's), the tensors, the model and the trainer.
     let device = crate::cli::device(Some(&cfg.run.device))?;
     let data = load(&cfg.data)?;
+    let val_label = validation_label(&data.source);
     if let Some(r) = &resume
         && r.dim != data.dim
     {
@@ -277,8 +279,8 @@ pub fn train(mut a: TrainArgs) -> Result<()> {
         tracing::info!(count = figs.len(), dir = %out.join("plots").display(), "wrote plots");
     }
     let splits = BTreeMap::from([
-        ("val_nll_curve", "validation (from the training data)"),
-        ("val_nll", "validation (from the training data)"),
+        ("val_nll_curve", val_label),
+        ("val_nll", val_label),
         ("test_nll", "test (scored once, after training)"),
         ("data_entropy", "test"),
     ]);
@@ -604,4 +606,17 @@ fn train_image(a: TrainArgs) -> Result<()> {
         out.display()
     );
     Ok(())
+}
+
+/// What `report.json`'s validation numbers were computed on, by the kind of data.
+fn validation_label(source: &DataSource) -> &'static str {
+    match source {
+        DataSource::Toy(_) | DataSource::Image(_) => {
+            "validation (fresh draws from the density, apart from the training and test draws)"
+        }
+        DataSource::Tabular(_) => "validation (MAF's split: rows of the training data)",
+        DataSource::Npy(_) | DataSource::Csv(_) => {
+            "validation (rows held out of the shuffled file, apart from the training and test rows)"
+        }
+    }
 }
