@@ -187,11 +187,16 @@ impl BenchTabularOptions {
     }
 }
 
-/// Where the image part looks for MNIST / CIFAR-10: the project's shared data folder
-/// ([`DEFAULT_VAE_DATA_DIR`], MNIST is shipped there), then the run's `--data-dir` (where
-/// `cargo xtask download mnist|cifar10` puts its files).
+/// Where the image part looks for MNIST / CIFAR-10: the project's shared data folder (MNIST
+/// is shipped there) found from the repository, as the tabular part finds it, then
+/// [`DEFAULT_VAE_DATA_DIR`] from the working directory, then the run's `--data-dir` (where
+/// `cargo xtask download mnist|cifar10` puts its files). Run from another folder, the
+/// working-directory path alone missed the shared MNIST.
 fn image_roots(data_dir: &Path) -> Vec<PathBuf> {
-    vec![PathBuf::from(DEFAULT_VAE_DATA_DIR), data_dir.to_path_buf()]
+    let mut roots = crate::bench_tabular::default_fallback_roots();
+    roots.push(PathBuf::from(DEFAULT_VAE_DATA_DIR));
+    roots.push(data_dir.to_path_buf());
+    roots
 }
 
 fn tabular_options(
@@ -443,4 +448,23 @@ pub fn report_markdown(r: &ReproduceReport, device: &Device) -> String {
         }));
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::image_roots;
+    use std::path::Path;
+
+    /// The shared MNIST is found from the repository, whatever the working directory (the
+    /// image part looked only at `../shared/data` from where it was started).
+    #[test]
+    fn image_roots_find_the_shared_data_from_the_repository() {
+        let shared = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data");
+        let roots = image_roots(Path::new("elsewhere"));
+        assert!(roots.contains(&shared), "{roots:?}");
+        assert_eq!(
+            roots.last().map(|p| p.as_path()),
+            Some(Path::new("elsewhere"))
+        );
+    }
 }
