@@ -90,6 +90,18 @@ fn lock_run_dir(out: &Path) -> Result<std::fs::File> {
     }
 }
 
+/// Whether another process holds `out`'s run lock (a run going on there). Probes without
+/// creating the lock file; a file system without locks answers no.
+fn held_by_another_process(out: &Path) -> bool {
+    let Ok(file) = std::fs::OpenOptions::new()
+        .write(true)
+        .open(out.join(LOCK_FILE))
+    else {
+        return false;
+    };
+    matches!(file.try_lock(), Err(std::fs::TryLockError::WouldBlock))
+}
+
 /// Takes `out` for a `train`/`vae` run once every check has passed: the lock of
 /// [`lock_run_dir`] (held while the returned file lives), then, with `overwrite`, the old run
 /// removed ([`remove_old_run`]).
@@ -216,6 +228,13 @@ pub fn remove_old_run(out: &Path, files: &RunFiles) -> Result<()> {
 /// is none.
 pub fn resume_checkpoint(out: &Path, command: &str) -> Result<PathBuf> {
     let ck = checkpoint_path(out);
+    if !ck.is_file() && held_by_another_process(out) {
+        bail!(
+            "{} is in use by another cpflow process that has not written its first checkpoint \
+             yet: wait for it to end (Ctrl-C stops it and saves the run), or give another --out",
+            out.display()
+        );
+    }
     if !ck.is_file() {
         bail!(
             "--resume: {} does not exist, so there is no run in {} to continue; start one with \
@@ -470,5 +489,24 @@ mod tests {
         assert!(!dir.join("config.orig.3.toml").exists());
         assert_eq!(read("config.toml"), ours);
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// `--resume` on a directory whose run has not written its first checkpoint yet says
+    /// that the run is going on (it said that there was no checkpoint); without a holder,
+    /// the missing checkpoint is named.
+    #[test]
+    fn resume_names_a_run_in_progress_before_its_first_checkpoint() {
+        let dir = std::env::temp_dir().join(format!("cpflow-resume-lock-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let err = resume_checkpoint(&dir, "train").unwrap_err().to_string();
+        assert!(err.contains("does not exist"), "{err}");
+        // Another open file description holding the lock is another run (flock locks).
+        let held = lock_run_dir(&dir).unwrap();
+        let err = resume_checkpoint(&dir, "train").unwrap_err().to_string();
+        assert!(err.contains("in use by another cpflow process"), "{err}");
+        drop(held);
+        let err = resume_checkpoint(&dir, "train").unwrap_err().to_string();
+        assert!(err.contains("does not exist"), "{err}");
+        std::fs::remove_dir_all(&dir).ok();
     }
 }
