@@ -101,13 +101,13 @@ pub fn eval_image(a: &EvalArgs, loc: &ModelLocation, device: &Device, t0: Instan
     let float = a.dev.dtype.as_deref().map(float_type).transpose()?;
     let (flow, weights) = load_image_flow(&loc.file, device, float)?;
     let dataset = dataset_to_score(a.data.as_deref(), run.as_ref(), flow.image())?;
-    let mut root = run.as_ref().map_or_else(
-        || crate::datasets::layout::DEFAULT_ROOT.into(),
-        |r| r.data.root.clone(),
-    );
-    if let Some(r) = &a.data_root {
-        root = r.clone();
-    }
+    // --data-root, else the run's data.root, else the default.
+    let root = a.data_root.clone().unwrap_or_else(|| {
+        run.as_ref().map_or_else(
+            || crate::datasets::layout::DEFAULT_ROOT.into(),
+            |r| r.data.root.clone(),
+        )
+    });
     // The test split alone (the training files need not be there), with the errors of
     // training's loader (a missing file names `cargo xtask download`).
     let test = &load_image_test_set(dataset, &root)?;
