@@ -366,7 +366,7 @@ pub(crate) struct VaeArgs {
     /// Override the number of epochs.
     #[arg(long)]
     pub epochs: Option<usize>,
-    /// Continue from `<out>/checkpoint.safetensors` (only the epochs, the time budget, [eval]
+    /// Continue from `<out>/checkpoint.safetensors` (only the epochs, the time budget, `[eval]`
     /// and data.root may change).
     #[arg(long)]
     pub resume: bool,

@@ -362,7 +362,7 @@ impl AfterTraining<'_> {
         Ok(())
     }
 
-    /// For [`mean_nll_with`]: stops the test score between chunks once an interrupt came.
+    /// For [`crate::evaluate::mean_nll_with`]: stops the test score between chunks once an interrupt came.
     fn stop_chunks(&self) -> crate::Result<()> {
         if self.interrupt.is_set() {
             return Err(crate::CpflowError::EvaluationInterrupted {

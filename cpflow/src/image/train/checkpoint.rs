@@ -1,7 +1,7 @@
 //! The resumable checkpoint of an image run: one safetensors file with the current weights,
 //! the EMA shadows (`ema.*`), Adam's moments (`adam.m.*`, `adam.v.*`) and, as JSON metadata,
 //! the configurations, the progress, Adam's scalars and the RNG position. It also carries the
-//! weights-only metadata of [`ImageFlow::save`], so `ImageFlow::load` reads its current
+//! weights-only metadata of [`crate::image::ImageFlow::save`], so `ImageFlow::load` reads its current
 //! (not averaged) weights. Written atomically.
 
 use std::collections::HashMap;

@@ -146,7 +146,7 @@ fn stop_flag(stop: Option<&AtomicBool>) -> impl FnMut(EvalProgress) -> ControlFl
     }
 }
 
-/// [`slq_bpd_per_image`] that gives up (`None`) before the next chunk once `stop` is set.
+/// [`super::slq_bpd_per_image`] that gives up (`None`) before the next chunk once `stop` is set.
 pub(crate) fn slq_bpd_per_image_until(
     flow: &ImageFlow,
     set: &ImageSet,
@@ -159,7 +159,7 @@ pub(crate) fn slq_bpd_per_image_until(
     slq_bpd_per_image_monitored(flow, set, n, slq, batch, seed, &mut stop_flag(stop))
 }
 
-/// [`slq_bpd`] that gives up (`None`) before the next chunk once `stop` is set.
+/// [`super::slq_bpd`] that gives up (`None`) before the next chunk once `stop` is set.
 pub(crate) fn slq_bpd_until(
     flow: &ImageFlow,
     set: &ImageSet,
@@ -175,7 +175,7 @@ pub(crate) fn slq_bpd_until(
     )
 }
 
-/// [`score_test_set`] that gives up (`None`) before the next chunk of either pass once `stop`
+/// [`super::score_test_set`] that gives up (`None`) before the next chunk of either pass once `stop`
 /// is set (an interrupt: the exact pass of a large model takes minutes per image).
 pub(crate) fn score_test_set_until(
     flow: &ImageFlow,
