@@ -17,7 +17,7 @@
 //! The products use faer (`host_gemm`: AVX-512 where the CPU has it) one image at a time, the
 //! batch split over rayon's threads with one reused patch buffer per thread (`C·kh·kw·P`
 //! elements, 3.6 MB for 32 channels, 5×5, 28×20 in f64). Folding the whole batch into one
-//! product, as [`im2col`] + a matmul would, materialises `kh·kw` copies of the input
+//! product, as [`im2col()`] + a matmul would, materialises `kh·kw` copies of the input
 //! (358 MB for batch 100 of the same layer) and was measured 1.4–3× slower, mostly in page
 //! faults and memory traffic.
 //!
@@ -70,8 +70,8 @@ pub fn im2col(x: &Tensor, geometry: PatchGeometry) -> Result<Tensor> {
     Ok(im2col::apply_im2col(x, geometry)?)
 }
 
-/// `col2im`, the adjoint of [`im2col`]: scatter-adds `(B·out_h·out_w, C·kh·kw)` patches into
-/// `(B, C, H, W)` (CPU, f32/f64; tracked by autodiff, backward is [`im2col`]).
+/// `col2im`, the adjoint of [`im2col()`]: scatter-adds `(B·out_h·out_w, C·kh·kw)` patches into
+/// `(B, C, H, W)` (CPU, f32/f64; tracked by autodiff, backward is [`im2col()`]).
 pub fn col2im(cols: &Tensor, geometry: PatchGeometry) -> Result<Tensor> {
     Ok(im2col::apply_col2im(cols, geometry)?)
 }

@@ -185,7 +185,7 @@ pub const ACTNORM_SCALE_MIN: f64 = 0.001;
 /// (see [`ActNorm::initialize`]); the network keeps an `initialized` flag variable next to
 /// the parameters, so a loaded model is not re-initialised. A batch of fewer than 2 rows,
 /// with non-finite values, or on which no unit varies is an
-/// [`IcnnError::Initialization`](crate::IcnnError::Initialization) and writes nothing.
+/// [`IcnnError::Initialization`] and writes nothing.
 ///
 /// ```
 /// use icnn::{ActNorm, IcnnError};
@@ -276,7 +276,7 @@ impl ActNorm {
     ///
     /// A unit constant over the batch gets `logs = log(1e6)` as in the reference. Fewer than
     /// 2 rows, a non-finite value, or a batch on which no unit varies is an
-    /// [`IcnnError::Initialization`](crate::IcnnError::Initialization) naming the layer, and
+    /// [`IcnnError::Initialization`] naming the layer, and
     /// leaves `b` and `logs` as they were.
     pub fn initialize(&self, x: &Tensor) -> Result<()> {
         let init = self.statistics(x)?;

@@ -2,7 +2,7 @@
 
 /// Errors returned by the Krylov solvers, the operators and the vector backends.
 ///
-/// Non-convergence is **not** an error: [`crate::cg`] reports it in
+/// Non-convergence is **not** an error: [`crate::cg()`] reports it in
 /// [`crate::CgResult::converged`]. Errors are reserved for invalid input (shapes, parameters),
 /// failures of a user operator, and backend (candle) failures.
 ///
@@ -56,7 +56,7 @@ pub enum KrylovError {
         found: Vec<usize>,
     },
     /// An input vector holds a non-finite entry (NaN or ±Inf), e.g. the right-hand side of
-    /// [`crate::cg`]: no tolerance relative to it is meaningful, so the solve is refused
+    /// [`crate::cg()`]: no tolerance relative to it is meaningful, so the solve is refused
     /// instead of reporting a meaningless convergence.
     #[error("{context}: entry {index} of system {system} is {value}, not finite")]
     NonFiniteInput {

@@ -12,12 +12,12 @@
 //! | `candle_core::Tensor` | `(B, d)`, one system per **row**, any float dtype and device | `candle` |
 //!
 //! Solvers:
-//! * [`cg`] / [`cg_with_initial_guess`]: conjugate gradient with per-system step sizes and
+//! * [`cg()`] / [`cg_with_initial_guess`]: conjugate gradient with per-system step sizes and
 //!   per-system convergence (converged systems are frozen and cost no further operator work),
 //!   optional Jacobi preconditioner, optional residual re-orthogonalisation (finite
 //!   termination in ≈ d iterations even for ill-conditioned spectra), and the reference's
 //!   batch-global stopping as an explicit option ([`CgStopping::BatchGlobal`]).
-//! * [`lanczos`]: `m` Lanczos steps per system with optional full re-orthogonalisation,
+//! * [`lanczos()`]: `m` Lanczos steps per system with optional full re-orthogonalisation,
 //!   returning the tridiagonal coefficients; breakdown stops a system early.
 //!
 //! Operators: [`FnOperator`] (a closure), [`WithDiagonal`] (adds a diagonal for Jacobi),

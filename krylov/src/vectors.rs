@@ -198,7 +198,7 @@ pub(crate) fn check_finite<V: BatchVectors>(
 }
 
 /// The power of two `s` by which the solvers multiply an input vector (a right-hand side of
-/// [`crate::cg`], a start vector of [`crate::lanczos`]) of max-norm `norm` before computing
+/// [`crate::cg()`], a start vector of [`crate::lanczos()`]) of max-norm `norm` before computing
 /// its dot products: `1` for norms in `[2⁻³², 2³²]` (and for `0`), otherwise
 /// `2^-⌊log₂ norm⌋`, which brings the norm into `[1, 2)`. Multiplying by a power of two is
 /// exact (short of underflow of entries far below the largest one, which are then negligible
