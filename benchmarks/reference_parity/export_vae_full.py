@@ -152,8 +152,48 @@ def their_args(tv, flow, data_root):
         sys.argv = saved
 
 
-def export_vae_full(torch, tv, out, name, flow, frey_npy):
+def formula_model(torch, tv, args, flow, overrides=None):
+    """Their model with every state_dict tensor set by the formula (in eval mode, ActNorms
+    marked initialised, exact log-dets), its `formula.*` tensors and metadata. `overrides`:
+    (scale, offset) by key, replacing scale_offset's."""
     from lib.flows import ActNorm
+    torch.manual_seed(0)
+    model = tv.VAE.CPFVAE(args) if flow == "cpflow" else tv.VAE.VAE(args)
+    sd = model.state_dict()
+    keys = list(sd)
+    scales, offsets, sums, sumsqs, new = [], [], [], [], {}
+    for i, k in enumerate(keys):
+        shape = tuple(sd[k].shape)
+        s, o = (overrides or {}).get(k) or scale_offset(k, shape)
+        v = formula_values(i, shape, s, o)
+        scales.append(s)
+        offsets.append(o)
+        sums.append(v.sum())
+        sumsqs.append((v * v).sum())
+        new[k] = torch.from_numpy(v)
+    model.load_state_dict(new, strict=True)
+    for m in model.modules():
+        if isinstance(m, ActNorm):
+            m.initialized = True
+    model.eval()
+    if flow == "cpflow":
+        for f in model.flow.flows:                # training.evaluate(testing=True)
+            f.no_bruteforce = False
+    tensors = {"formula.scale": np.array(scales), "formula.offset": np.array(offsets),
+               "formula.sum": np.array(sums), "formula.sumsq": np.array(sumsqs)}
+    meta = dict(keys=json.dumps([[k, list(sd[k].shape)] for k in keys], separators=(",", ":")),
+                formula="w = offset_i + scale_i*(2u-1), u = (splitmix64((i<<32)+k) >> 11) * 2^-53",
+                parameters=sum(int(v.numel()) for v in sd.values()),
+                context_dim=model.q_z_nn_output_dim, z_size=args.z_size)
+    if flow == "cpflow":
+        meta.update(num_flows=args.num_flows, icnn_type=args.icnn_type,
+                    icnn_dimh=args.icnn_dimh, num_icnn_layers=args.num_icnn_layers,
+                    symm_act_first=args.symm_act_first, softplus_type=args.softplus_type,
+                    zero_softplus=args.zero_softplus, actnorm=args.actnorm)
+    return model, tensors, meta
+
+
+def export_vae_full(torch, tv, out, name, flow, frey_npy):
     from lib.sylvester.optimization.loss import calculate_loss, multinomial_loss_array
     from lib.sylvester.utils.distributions import log_normal_diag, log_normal_standard
     import torch.nn.functional as F
@@ -175,28 +215,7 @@ def export_vae_full(torch, tv, out, name, flow, frey_npy):
     pixels = np.rint(x_all[idx].double().numpy() * 255.0)
     assert np.array_equal((x.view(len(idx), -1) * 255).long().double().numpy(), pixels)
 
-    torch.manual_seed(0)
-    model = tv.VAE.CPFVAE(args) if flow == "cpflow" else tv.VAE.VAE(args)
-    sd = model.state_dict()
-    keys = list(sd)
-    scales, offsets, sums, sumsqs, new = [], [], [], [], {}
-    for i, k in enumerate(keys):
-        shape = tuple(sd[k].shape)
-        s, o = scale_offset(k, shape)
-        v = formula_values(i, shape, s, o)
-        scales.append(s)
-        offsets.append(o)
-        sums.append(v.sum())
-        sumsqs.append((v * v).sum())
-        new[k] = torch.from_numpy(v)
-    model.load_state_dict(new, strict=True)
-    for m in model.modules():
-        if isinstance(m, ActNorm):                           # LayerActnorm's and the PICNNs'
-            m.initialized = True
-    model.eval()
-    if flow == "cpflow":
-        for f in model.flow.flows:                           # training.evaluate(testing=True)
-            f.no_bruteforce = False
+    model, formula_tensors, formula_meta = formula_model(torch, tv, args, flow)
 
     b, d = x.shape[0], args.z_size
     eps = torch.randn(b, d, generator=torch.Generator().manual_seed(EPS_SEED))
@@ -225,8 +244,7 @@ def export_vae_full(torch, tv, out, name, flow, frey_npy):
     c = 0.5 * d * math.log(2 * math.pi)
 
     tensors = {
-        "formula.scale": np.array(scales), "formula.offset": np.array(offsets),
-        "formula.sum": np.array(sums), "formula.sumsq": np.array(sumsqs),
+        **formula_tensors,
         "in.pixels": pixels, "in.x": to_np(x), "in.eps": to_np(eps),
         "in.test_index": np.array(idx, dtype=np.float64),
         "out.mu": to_np(z_mu), "out.var": to_np(z_var), "out.h": to_np(h),
@@ -241,17 +259,11 @@ def export_vae_full(torch, tv, out, name, flow, frey_npy):
     meta = dict(
         model="vae_full", flow=flow, dataset="freyfaces", freyseed=FREYSEED, split="test",
         test_indices=",".join(map(str, idx)), input_size="1x28x20", z_size=d,
-        context_dim=model.q_z_nn_output_dim, eps_seed=EPS_SEED,
-        keys=json.dumps([[k, list(sd[k].shape)] for k in keys], separators=(",", ":")),
-        formula="w = offset_i + scale_i*(2u-1), u = (splitmix64((i<<32)+k) >> 11) * 2^-53",
-        parameters=sum(int(v.numel()) for v in sd.values()),
+        context_dim=formula_meta["context_dim"], eps_seed=EPS_SEED,
+        **{k: formula_meta[k] for k in ("keys", "formula", "parameters")},
         torch=torch.__version__, reference_commit=REF_COMMIT,
     )
-    if flow == "cpflow":
-        meta.update(num_flows=args.num_flows, icnn_type=args.icnn_type,
-                    icnn_dimh=args.icnn_dimh, num_icnn_layers=args.num_icnn_layers,
-                    symm_act_first=args.symm_act_first, softplus_type=args.softplus_type,
-                    zero_softplus=args.zero_softplus, actnorm=args.actnorm)
+    meta.update({k: v for k, v in formula_meta.items() if k not in meta})  # CP-Flow's settings
     path = os.path.join(out, name + ".safetensors")
     write_safetensors(path, tensors, meta)
     clipped = (z_var <= 0.01).double().mean().item()

@@ -67,7 +67,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from export_fixtures import (  # noqa: E402
     REF_COMMIT, import_with_stand_ins, setup_reference, to_np, write_safetensors)
 from export_vae_full import (  # noqa: E402
-    FREY_NPY, FREYSEED, formula_values, scale_offset)
+    FREY_NPY, FREYSEED, formula_model)
 
 IS_INDICES = (0, 61, 122)          # Frey test images (freyseed 123)
 CALTECH_INDICES = (0, 500, 1000, 2306)
@@ -111,45 +111,6 @@ def load_caltech(tv, flow, root):
         _, _, test_loader, args = tv.load_dataset(args, **kwargs)
     assert args.input_size == [1, 28, 28] and args.input_type == "binary"
     return args, test_loader.dataset.tensors[0]
-
-
-def formula_model(torch, tv, args, flow, overrides):
-    """Their model with every state_dict tensor set by the formula (export_vae_full.py)."""
-    from lib.flows import ActNorm
-    torch.manual_seed(0)
-    model = tv.VAE.CPFVAE(args) if flow == "cpflow" else tv.VAE.VAE(args)
-    sd = model.state_dict()
-    keys = list(sd)
-    scales, offsets, sums, sumsqs, new = [], [], [], [], {}
-    for i, k in enumerate(keys):
-        shape = tuple(sd[k].shape)
-        s, o = overrides.get(k) or scale_offset(k, shape)
-        v = formula_values(i, shape, s, o)
-        scales.append(s)
-        offsets.append(o)
-        sums.append(v.sum())
-        sumsqs.append((v * v).sum())
-        new[k] = torch.from_numpy(v)
-    model.load_state_dict(new, strict=True)
-    for m in model.modules():
-        if isinstance(m, ActNorm):
-            m.initialized = True
-    model.eval()
-    if flow == "cpflow":
-        for f in model.flow.flows:                # training.evaluate(testing=True)
-            f.no_bruteforce = False
-    tensors = {"formula.scale": np.array(scales), "formula.offset": np.array(offsets),
-               "formula.sum": np.array(sums), "formula.sumsq": np.array(sumsqs)}
-    meta = dict(keys=json.dumps([[k, list(sd[k].shape)] for k in keys], separators=(",", ":")),
-                formula="w = offset_i + scale_i*(2u-1), u = (splitmix64((i<<32)+k) >> 11) * 2^-53",
-                parameters=sum(int(v.numel()) for v in sd.values()),
-                context_dim=model.q_z_nn_output_dim, z_size=args.z_size)
-    if flow == "cpflow":
-        meta.update(num_flows=args.num_flows, icnn_type=args.icnn_type,
-                    icnn_dimh=args.icnn_dimh, num_icnn_layers=args.num_icnn_layers,
-                    symm_act_first=args.symm_act_first, softplus_type=args.softplus_type,
-                    zero_softplus=args.zero_softplus, actnorm=args.actnorm)
-    return model, tensors, meta
 
 
 class NoiseFeed:
