@@ -132,25 +132,41 @@ pub(super) fn reference_vae(fx: &VaeFixture, state_dict: &HashMap<String, Tensor
     vae
 }
 
-/// The fixture's images as the test split of a Frey Faces [`VaeData`] (grey levels).
-pub(super) fn frey_data(fx: &VaeFixture) -> VaeData {
+/// The fixture's images (`in.pixels`) as the test split of a [`VaeData`] of its dataset:
+/// Frey Faces (grey levels 0..=255) or Caltech silhouettes (static binary, 0 or 1).
+pub(super) fn fixture_data(fx: &VaeFixture) -> VaeData {
+    let (name, likelihood, (height, width), top) = match fx.meta("dataset") {
+        "freyfaces" => (
+            VaeDatasetName::FreyFaces,
+            VaeLikelihood::Categorical256,
+            (28, 20),
+            255.0,
+        ),
+        "caltech" => (
+            VaeDatasetName::Caltech101,
+            VaeLikelihood::Bernoulli,
+            (28, 28),
+            1.0,
+        ),
+        d => panic!("no dataset {d}"),
+    };
     let pixels: Vec<u8> = fx
         .values("in.pixels")
         .iter()
         .map(|&g| {
-            assert!(g.fract() == 0.0 && (0.0..=255.0).contains(&g));
+            assert!(g.fract() == 0.0 && (0.0..=top).contains(&g), "{g}");
             g as u8
         })
         .collect();
     let images = VaeImages {
-        n: pixels.len() / 560,
+        n: pixels.len() / (height * width),
         pixels,
     };
     VaeData {
-        name: VaeDatasetName::FreyFaces,
-        likelihood: VaeLikelihood::Categorical256,
-        height: 28,
-        width: 20,
+        name,
+        likelihood,
+        height,
+        width,
         train: images.clone(),
         val: images.clone(),
         test: images,
@@ -175,7 +191,7 @@ type Rows = Vec<(&'static str, Vec<f64>, Vec<f64>)>;
 
 /// Our values of every quantity the fixture holds, next to theirs.
 fn evaluate(fx: &VaeFixture, vae: &Vae) -> Rows {
-    let data = frey_data(fx);
+    let data = fixture_data(fx);
     let b = data.test.n;
     let idx: Vec<usize> = (0..b).collect();
     let mut rng = StdRng::seed_from_u64(0); // unused: Frey images are not binarised
@@ -225,7 +241,7 @@ fn vae_parity(name: &'static str) {
     let fx = VaeFixture::load(name);
     let sd = formula_state_dict(&fx);
     let vae = reference_vae(&fx, &sd);
-    let data = frey_data(&fx);
+    let data = fixture_data(&fx);
     // The class targets are the grey levels (their `(x·255).long()`).
     let idx: Vec<usize> = (0..data.test.n).collect();
     let targets = data

@@ -31,50 +31,15 @@
 use candle_core::{Device, Tensor};
 use cpflow::posterior::importance_sampled_log_likelihood;
 use cpflow::vae::{
-    Vae, VaeData, VaeDatasetName, VaeImages, VaeLikelihood, VaeSplit, make_batch,
-    split_importance_nll,
+    Vae, VaeData, VaeDatasetName, VaeLikelihood, VaeSplit, make_batch, split_importance_nll,
 };
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 
 use super::reference_parity::{TOL, differences, host};
 use super::reference_parity_vae::{
-    VaeFixture, formula_state_dict, frey_data, log_standard_normal, mean, reference_vae,
+    VaeFixture, fixture_data, formula_state_dict, log_standard_normal, mean, reference_vae,
 };
-
-/// The fixture's Caltech images as the test split of a static binary [`VaeData`].
-fn caltech_data(fx: &VaeFixture) -> VaeData {
-    let pixels: Vec<u8> = fx
-        .values("in.pixels")
-        .iter()
-        .map(|&v| {
-            assert!(v == 0.0 || v == 1.0);
-            v as u8
-        })
-        .collect();
-    let images = VaeImages {
-        n: pixels.len() / 784,
-        pixels,
-    };
-    VaeData {
-        name: VaeDatasetName::Caltech101,
-        likelihood: VaeLikelihood::Bernoulli,
-        height: 28,
-        width: 28,
-        train: images.clone(),
-        val: images.clone(),
-        test: images,
-        dynamic_binarization: false,
-    }
-}
-
-fn fixture_data(fx: &VaeFixture) -> VaeData {
-    match fx.meta("dataset") {
-        "freyfaces" => frey_data(fx),
-        "caltech" => caltech_data(fx),
-        d => panic!("no dataset {d}"),
-    }
-}
 
 /// Our importance sampling fed the noise `eps` `(B·S, d)` (rows `j·S..(j+1)·S` for image
 /// `j`): per image the `S` log-weights `log p(x|z) + log p(z) − log q(z|x)` (normalised
