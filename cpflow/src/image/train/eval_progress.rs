@@ -7,8 +7,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::data::ImageSet;
 use super::evaluate::{
-    BpdEstimate, ImageTestReport, PerImageBpd, exact_bpd_per_image_monitored,
-    score_test_set_monitored, slq_bpd_per_image_monitored,
+    BpdEstimate, ImageTestReport, exact_bpd_per_image_monitored, score_test_set_monitored,
+    slq_bpd_per_image_monitored,
 };
 use crate::config::SlqConfig;
 use crate::error::Result;
@@ -146,19 +146,6 @@ fn stop_flag(stop: Option<&AtomicBool>) -> impl FnMut(EvalProgress) -> ControlFl
     }
 }
 
-/// [`super::slq_bpd_per_image`] that gives up (`None`) before the next chunk once `stop` is set.
-pub(crate) fn slq_bpd_per_image_until(
-    flow: &ImageFlow,
-    set: &ImageSet,
-    n: usize,
-    slq: &SlqConfig,
-    batch: usize,
-    seed: u64,
-    stop: Option<&AtomicBool>,
-) -> Result<Option<PerImageBpd>> {
-    slq_bpd_per_image_monitored(flow, set, n, slq, batch, seed, &mut stop_flag(stop))
-}
-
 /// [`super::slq_bpd`] that gives up (`None`) before the next chunk once `stop` is set.
 pub(crate) fn slq_bpd_until(
     flow: &ImageFlow,
@@ -170,7 +157,7 @@ pub(crate) fn slq_bpd_until(
     stop: Option<&AtomicBool>,
 ) -> Result<Option<BpdEstimate>> {
     Ok(
-        slq_bpd_per_image_until(flow, set, n, slq, batch, seed, stop)?
+        slq_bpd_per_image_monitored(flow, set, n, slq, batch, seed, &mut stop_flag(stop))?
             .map(|per_image| BpdEstimate::from_values(&per_image.bpd)),
     )
 }
