@@ -312,9 +312,8 @@ pub fn read_npy(path: &Path) -> Result<(usize, Vec<f64>)> {
     if d == 0 {
         bail!("{}: the array has no columns", path.display());
     }
-    let rows = m.into_data();
-    check_finite(path, d, &rows)?;
-    Ok((d, rows))
+    check_finite(path, &m)?;
+    Ok((d, m.into_data()))
 }
 
 /// Reads numeric CSV rows with the library's reader, `crate::datasets::read_csv_file`
@@ -322,20 +321,15 @@ pub fn read_npy(path: &Path) -> Result<(usize, Vec<f64>)> {
 /// other non-numeric first line is an error naming line 1).
 pub fn read_csv(path: &Path) -> Result<(usize, Vec<f64>)> {
     let m = crate::datasets::read_csv_file(path)?;
-    let d = m.cols();
-    let rows = m.into_data();
-    check_finite(path, d, &rows)?;
-    Ok((d, rows))
+    check_finite(path, &m)?;
+    Ok((m.cols(), m.into_data()))
 }
 
-fn check_finite(path: &Path, dim: usize, rows: &[f64]) -> Result<()> {
-    if let Some(i) = rows.iter().position(|v| !v.is_finite()) {
+fn check_finite(path: &Path, m: &crate::datasets::Matrix<f64>) -> Result<()> {
+    if let Some((row, col, v)) = m.first_non_finite() {
         bail!(
-            "{}: non-finite value {} in row {}, column {} (counted from 0)",
-            path.display(),
-            rows[i],
-            i / dim,
-            i % dim
+            "{}: non-finite value {v} in row {row}, column {col} (counted from 0)",
+            path.display()
         );
     }
     Ok(())

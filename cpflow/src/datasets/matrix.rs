@@ -146,6 +146,22 @@ impl Matrix<f64> {
     pub fn to_f32(&self) -> Matrix<f32> {
         self.map(|v| v as f32)
     }
+
+    /// The first NaN or infinity in row-major order: `(row, column, value)`.
+    ///
+    /// ```
+    /// use cpflow::datasets::Matrix;
+    /// let m = Matrix::new(2, 3, vec![0.0, 1.0, 2.0, 3.0, f64::NAN, f64::INFINITY])?;
+    /// let (row, col, v) = m.first_non_finite().unwrap();
+    /// assert_eq!((row, col), (1, 1));
+    /// assert!(v.is_nan());
+    /// assert_eq!(m.slice_rows(0, 1).first_non_finite(), None);
+    /// # Ok::<(), cpflow::datasets::DatasetError>(())
+    /// ```
+    pub fn first_non_finite(&self) -> Option<(usize, usize, f64)> {
+        let i = self.data.iter().position(|v| !v.is_finite())?;
+        Some((i / self.cols, i % self.cols, self.data[i]))
+    }
 }
 
 impl Matrix<f32> {

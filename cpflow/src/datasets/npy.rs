@@ -242,15 +242,10 @@ pub(crate) fn read_npy_matrix(
     let m = parse_npy_matrix(path, &bytes)?;
     // The benchmarks' published arrays are finite: a NaN or infinity is a damaged file, named
     // here rather than met later as a non-finite training batch.
-    if let Some(i) = m.data().iter().position(|v| !v.is_finite()) {
+    if let Some((row, col, v)) = m.first_non_finite() {
         return Err(DatasetError::corrupt(
             path,
-            format!(
-                "non-finite value {} in row {}, column {} (counted from 0)",
-                m.data()[i],
-                i / m.cols(),
-                i % m.cols()
-            ),
+            format!("non-finite value {v} in row {row}, column {col} (counted from 0)"),
         ));
     }
     Ok(m)
