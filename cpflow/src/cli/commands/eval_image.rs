@@ -19,7 +19,6 @@ use crate::{FloatType, SlqConfig};
 use anyhow::{Context, Result, bail};
 use candle_core::Device;
 use icnn::ImageShape;
-use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 use std::collections::HashMap;
 use std::ops::ControlFlow;
@@ -35,21 +34,6 @@ use crate::cli::{Estimator, EvalArgs};
 /// What the first Ctrl-C / SIGTERM logs.
 const INTERRUPT_MESSAGE: &str = "interrupted: stopping after the chunk of images in progress (no score is printed); \
      interrupt again to quit now";
-
-/// A progress bar on stderr for `n` images scored `batch` at a time (hidden for a single
-/// chunk, and by indicatif when stderr is not a terminal).
-fn progress_bar(n: usize, batch: usize) -> ProgressBar {
-    if n <= batch {
-        return ProgressBar::hidden();
-    }
-    let bar = ProgressBar::new(n as u64);
-    if let Ok(style) = ProgressStyle::with_template(
-        "scoring {bar:30} {pos}/{len} images [{elapsed_precise}, eta {eta_precise}]",
-    ) {
-        bar.set_style(style);
-    }
-    bar
-}
 
 /// The JSON line of `eval` on an image flow.
 #[derive(Serialize)]
@@ -152,7 +136,7 @@ pub fn eval_image(a: &EvalArgs, loc: &ModelLocation, device: &Device, t0: Instan
     // A bar over the images (hidden for one chunk, and when stderr is not a terminal); the
     // first Ctrl-C stops the score before its next chunk.
     let interrupt = Interrupt::install_with_message(INTERRUPT_MESSAGE)?;
-    let bar = progress_bar(n, batch);
+    let bar = super::chunk_progress_bar(n, batch, "scoring", " images");
     let mut last = None;
     let mut monitor = |p: EvalProgress| {
         bar.set_position(p.done as u64);

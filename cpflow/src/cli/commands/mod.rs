@@ -24,6 +24,23 @@ use std::path::{Path, PathBuf};
 
 use crate::cli::run_config::{Overrides, RunConfig, resolve};
 
+/// A progress bar on stderr over `n` items done `chunk` at a time, drawn as
+/// `{label} [bar] pos/len{unit} [elapsed, eta]` (hidden for a single chunk, and by indicatif
+/// when stderr is not a terminal).
+fn chunk_progress_bar(n: usize, chunk: usize, label: &str, unit: &str) -> indicatif::ProgressBar {
+    use indicatif::{ProgressBar, ProgressStyle};
+    if n <= chunk {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(n as u64);
+    if let Ok(style) = ProgressStyle::with_template(&format!(
+        "{label} {{bar:30}} {{pos}}/{{len}}{unit} [{{elapsed_precise}}, eta {{eta_precise}}]"
+    )) {
+        bar.set_style(style);
+    }
+    bar
+}
+
 /// ` ± 0.0123` (the standard error at `decimals` places), or a note that there is none: a mean
 /// over a single image has no standard error (its `NaN`).
 pub fn plus_minus(std_err: f64, decimals: usize) -> String {

@@ -5,7 +5,6 @@ use crate::FlowRng;
 use crate::image::{ImageFlow, quantize_pixels, write_sample_grid};
 use anyhow::{Context, Result, bail};
 use candle_core::{DType, Tensor};
-use indicatif::{ProgressBar, ProgressStyle};
 use std::path::Path;
 
 use super::{float_type, load_flow, locate_model};
@@ -27,21 +26,6 @@ const IMAGE_SAMPLE_CHUNK: usize = 64;
 /// What the first Ctrl-C / SIGTERM logs.
 const INTERRUPT_MESSAGE: &str = "interrupted: stopping after the chunk of samples in progress (nothing is written); \
      interrupt again to quit now";
-
-/// A progress bar on stderr for `n` samples drawn in chunks of `chunk` (hidden for a single
-/// chunk, and by indicatif when stderr is not a terminal).
-fn progress_bar(n: usize, chunk: usize) -> ProgressBar {
-    if n <= chunk {
-        return ProgressBar::hidden();
-    }
-    let bar = ProgressBar::new(n as u64);
-    if let Ok(style) = ProgressStyle::with_template(
-        "sampling {bar:30} {pos}/{len} [{elapsed_precise}, eta {eta_precise}]",
-    ) {
-        bar.set_style(style);
-    }
-    bar
-}
 
 /// After an interrupt: an error saying how far sampling got; the unfinished output file is
 /// removed when its writer is dropped.
@@ -95,7 +79,7 @@ pub fn sample(a: SampleArgs) -> Result<()> {
     let mut rng = FlowRng::seed_from_u64(a.dev.seed.unwrap_or(0));
     let mut conv = Convergence::default();
     let interrupt = Interrupt::install_with_message(INTERRUPT_MESSAGE)?;
-    let bar = progress_bar(a.n, SAMPLE_CHUNK);
+    let bar = super::chunk_progress_bar(a.n, SAMPLE_CHUNK, "sampling", "");
     let mut done = 0;
     while done < a.n {
         stop_if_interrupted(&interrupt, done, a.n, &a.output)?;
@@ -175,7 +159,7 @@ fn sample_images(a: &SampleArgs, file: &Path) -> Result<()> {
     };
     let mut conv = Convergence::default();
     let interrupt = Interrupt::install_with_message(INTERRUPT_MESSAGE)?;
-    let bar = progress_bar(n, IMAGE_SAMPLE_CHUNK);
+    let bar = super::chunk_progress_bar(n, IMAGE_SAMPLE_CHUNK, "sampling", "");
     let mut done = 0;
     while done < n {
         stop_if_interrupted(&interrupt, done, n, &a.output)?;
