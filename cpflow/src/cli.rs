@@ -51,10 +51,10 @@ enum Command {
     Train(TrainArgs),
     /// Negative log-likelihood (exact or SLQ) of a trained model on the run's held-out split,
     /// a toy, a file or a tabular benchmark's test split; bits per dimension of an image flow
-    /// on its dataset's test split.
+    /// on its dataset's test split; a VAE's test −ELBO and importance-sampled NLL.
     Eval(EvalArgs),
-    /// Draw samples from a trained model into a .npy or .csv file (image models: a PNG grid
-    /// with --grid).
+    /// Draw samples from a trained model into a .npy or .csv file (image models and VAEs: a
+    /// PNG grid with --grid).
     Sample(SampleArgs),
     /// Write the PNG figures of a trained 2-D model.
     Plot(PlotArgs),
@@ -133,7 +133,10 @@ pub(crate) struct EvalArgs {
     /// Image flows (`train` on configs/mnist*.toml, or `import-reference`) are scored in bits
     /// per dimension on the test split of their dataset (`data.dataset`, read under the run's
     /// `data.root`); the run's own test settings (seed, batch, SLQ probes and steps, image
-    /// counts) are the defaults, so `eval` repeats report.json's test numbers.
+    /// counts) are the defaults, so `eval` repeats report.json's test numbers. A VAE run of
+    /// `cpflow vae` (its best weights) is scored on its dataset's test split by the
+    /// single-sample −ELBO and the importance-sampled NLL, with the run's `[eval]` settings as
+    /// the defaults (`-n` first test images, `--is-samples`, `--batch-size`, `--seed`).
     #[arg(long, short)]
     pub model: PathBuf,
     /// Data to score (default: the held-out split of the run's data); a tabular benchmark's
@@ -169,8 +172,21 @@ pub(crate) struct EvalArgs {
     /// batch draws other probes).
     #[arg(long, value_parser = count_at_least::<1>)]
     pub batch_size: Option<usize>,
+    /// VAEs (of `cpflow vae`): importance samples per test image for the NLL (default the
+    /// run's `eval.is_samples`; 0: the −ELBO alone).
+    #[arg(long, value_parser = count_in::<0, 1_000_000>)]
+    pub is_samples: Option<usize>,
     #[command(flatten)]
     pub dev: DeviceArgs,
+}
+
+/// What `sample` writes of a VAE's decoder distribution `p(x | z)`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum VaePixels {
+    /// The mean of every pixel (`σ(l)` for binary images, `Σ_k p_k·k/255` for 256 levels).
+    Mean,
+    /// One draw of every pixel (binary, or one of the 256 levels).
+    Draw,
 }
 
 /// Log-det estimator of `eval`.
@@ -194,16 +210,21 @@ pub(crate) struct SampleArgs {
     pub n: usize,
     /// Output file (.npy or .csv; a PNG with `--grid`), written atomically. A `.npy` file
     /// holds the float type the samples were computed in: `<f4` for an f32 model or
-    /// `--dtype f32`, else `<f8` (image models: pixel values `k/255` as `<f8`).
+    /// `--dtype f32`, else `<f8` (image models: pixel values `k/255` as `<f8`; VAEs: pixel
+    /// means or draws in `[0, 1]` as `<f8`).
     #[arg(long, short)]
     pub output: PathBuf,
-    /// Image models: write a `ROWSxCOLS` grid of samples as a PNG (e.g. `8x8`; at most
+    /// Image models and VAEs: write a `ROWSxCOLS` grid of samples as a PNG (e.g. `8x8`; at most
     /// 4096 cells).
     #[arg(long, value_parser = parse_grid)]
     pub grid: Option<(usize, usize)>,
-    /// Image models: scale of the prior draw (`z = T·ε`; 1 = the model, < 1 sharper).
+    /// Image models and VAEs: scale of the prior draw (`z = T·ε`; 1 = the model, < 1 sharper).
     #[arg(long)]
     pub temperature: Option<f64>,
+    /// VAEs: what an image shows of `p(x | z)`: its pixel means (default) or one draw of
+    /// every pixel.
+    #[arg(long, value_enum)]
+    pub pixels: Option<VaePixels>,
     #[command(flatten)]
     pub dev: DeviceArgs,
 }

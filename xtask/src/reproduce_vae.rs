@@ -5,7 +5,8 @@
 //!
 //! Each dataset is loaded once and both posteriors train on it with the same configuration
 //! (only `model.posterior` differs), into `<out>/vae/<dataset>/<gaussian|cp-flow>/`
-//! (`report.json`, `metrics.jsonl`, checkpoints). Datasets whose files are missing are
+//! (`report.json`, `metrics.jsonl`, checkpoints, and `samples.png`: an 8×8 grid of the
+//! decoder's pixel means for prior latents). Datasets whose files are missing are
 //! skipped with the loader's message (which names `cargo xtask download <name>` where a
 //! download exists).
 
@@ -16,7 +17,8 @@ use anyhow::{Context, Result, bail};
 use cpflow::datasets::DatasetError;
 use cpflow::vae::{
     MeanWithError, PosteriorKind, VaeArchitecture, VaeConfig, VaeData, VaeDatasetName,
-    VaeEvalConfig, VaeImages, VaeReport, VaeRunOptions, VaeStopReason, load_vae_data, run_vae_on,
+    VaeEvalConfig, VaeImages, VaeReport, VaeRunOptions, VaeStopReason, load_vae, load_vae_data,
+    run_vae_on,
 };
 use serde::Serialize;
 
@@ -351,6 +353,7 @@ pub fn run_vae_part(opts: &VaePartOptions, out: &Path, progress: bool) -> Result
                     posterior_name(posterior)
                 )
             })?;
+            write_samples(&out.join(&rel))?;
             report.rows.push(VaeRow::new(
                 &rep,
                 rel.display().to_string().replace('\\', "/"),
@@ -358,6 +361,20 @@ pub fn run_vae_part(opts: &VaePartOptions, out: &Path, progress: bool) -> Result
         }
     }
     Ok(report)
+}
+
+/// Side of the square grid of decoded prior samples each run writes.
+pub const VAE_GRID: usize = 8;
+
+/// `dir/samples.png`: the pixel means of `p(x | z)` for `VAE_GRID²` latents from the prior
+/// (seed 0), decoded by the run's best weights.
+fn write_samples(dir: &Path) -> Result<()> {
+    let (vae, _) = load_vae(dir, &candle_core::Device::Cpu)?;
+    let mut rng = cpflow::FlowRng::seed_from_u64(0);
+    let z = vae.prior_latents(VAE_GRID * VAE_GRID, 1.0, &mut rng)?;
+    let path = dir.join("samples.png");
+    cpflow::image::write_sample_grid(&vae.decoded_means(&z)?, VAE_GRID, VAE_GRID, &path)
+        .with_context(|| format!("writing {}", path.display()))
 }
 
 fn mean_se(m: &MeanWithError, digits: usize) -> String {
@@ -403,14 +420,15 @@ pub fn vae_table_markdown(part: &VaePartReport) -> String {
          posterior lowers the test −ELBO (single sample, exact log-det). Frey Faces in \
          bits/dim, the others in nats per image; lower is better. The paper's CP-Flow number \
          is its input-augmented row; MNIST is not in Table 3 (here it is dynamically \
-         binarised).\n\n",
+         binarised). Samples: the decoder's pixel means for 64 latents from the prior, by \
+         each run's best weights.\n\n",
     );
     if part.rows.is_empty() {
         s.push_str("No VAE dataset was run.\n");
     } else {
         s.push_str(
             "| dataset | posterior | train / val / test | −ELBO ± SE | IS NLL ± SE (K, images) | \
-             epochs | s / epoch | paper −ELBO |\n|---|---|---|---|---|---|---|---|\n",
+             epochs | s / epoch | paper −ELBO | samples |\n|---|---|---|---|---|---|---|---|---|\n",
         );
         for r in &part.rows {
             let digits = if r.unit == "bits/dim" { 3 } else { 2 };
@@ -431,7 +449,7 @@ pub fn vae_table_markdown(part: &VaePartReport) -> String {
                 .unwrap_or_default();
             let _ = writeln!(
                 s,
-                "| [{}]({}/report.json) | {} | {} / {} / {} | {} {} | {is} | {} ({stop}) | {:.1} | {} |",
+                "| [{}]({}/report.json) | {} | {} / {} / {} | {} {} | {is} | {} ({stop}) | {:.1} | {} | [{VAE_GRID}×{VAE_GRID}]({}/samples.png) |",
                 r.dataset,
                 r.dir,
                 r.posterior,
@@ -444,6 +462,7 @@ pub fn vae_table_markdown(part: &VaePartReport) -> String {
                 r.seconds_per_epoch,
                 r.paper_neg_elbo
                     .map_or_else(|| "-".to_string(), |p| format!("{p:.2}")),
+                r.dir,
             );
         }
         let mut setups: Vec<(&str, String)> = Vec::new();

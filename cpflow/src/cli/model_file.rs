@@ -1,7 +1,8 @@
 //! What a `--model` file holds, read from its safetensors header alone (the tensors are not
 //! loaded): a vector flow of `cpflow train`, an image flow, or a VAE of `cpflow vae`. `eval`,
 //! `sample` and `plot` say which command handles a file they cannot, instead of the loader's
-//! "not a cpflow checkpoint" (`eval` and `sample` take image flows too, `plot` does not).
+//! "not a cpflow checkpoint" (`eval` and `sample` take image flows and VAEs too, `plot` does
+//! not).
 
 use anyhow::{Context, Result, bail};
 use std::io::Read;
@@ -84,11 +85,13 @@ pub fn require_flow(file: &Path, command: &str, images_ok: bool) -> Result<Model
         ModelKind::Flow => {}
         ModelKind::Image if images_ok => {}
         ModelKind::Vae => bail!(
-            "{} is a VAE checkpoint of `cpflow vae`, which `cpflow {command}` does not read \
-             (it takes flows of `cpflow train`): the VAE's test scores are in {}, and \
+            "{} is a VAE of `cpflow vae`, which `cpflow {command}` does not take (it reads \
+             flows of `cpflow train`): `cpflow eval --model {}` scores it on its test split, \
+             `cpflow sample --model {} --grid 8x8 -o samples.png` draws from it, and \
              `cpflow vae --config {} --out {} --resume` continues an unfinished run",
             file.display(),
-            dir.join("report.json").display(),
+            dir.display(),
+            dir.display(),
             dir.join("config.toml").display(),
             dir.display()
         ),
@@ -147,8 +150,11 @@ mod tests {
             assert_eq!(model_kind(&p).unwrap(), kind, "{key}");
         }
         write_with_key(&p, crate::vae::VAE_METADATA_KEY);
-        let err = require_flow(&p, "eval", true).unwrap_err().to_string();
-        assert!(err.contains("VAE") && err.contains("cpflow vae"), "{err}");
+        let err = require_flow(&p, "plot", false).unwrap_err().to_string();
+        assert!(
+            err.contains("VAE") && err.contains("cpflow eval") && err.contains("cpflow sample"),
+            "{err}"
+        );
         // `plot` refuses an image flow, naming the commands that take it; `eval` takes it.
         write_with_key(&p, crate::image::IMAGE_METADATA_KEY);
         let err = require_flow(&p, "plot", false).unwrap_err().to_string();

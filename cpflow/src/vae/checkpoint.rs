@@ -340,7 +340,12 @@ pub fn load_vae_checkpoint(
                 path.display()
             ))
         })?;
-    let meta: VaeCheckpointMeta = serde_json::from_str(json)?;
+    let meta: VaeCheckpointMeta = serde_json::from_str(json).map_err(|e| {
+        CpflowError::Checkpoint(format!(
+            "{}: its `{VAE_METADATA_KEY}` metadata is not that of a cpflow VAE ({e})",
+            path.display()
+        ))
+    })?;
     let tensors = candle_core::safetensors::load_buffer(&bytes, device)?;
     crate::named_vars::check_loaded_finite(path, &tensors)?;
     Ok((meta, tensors))

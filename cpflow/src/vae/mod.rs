@@ -27,8 +27,10 @@ pub use model::{NegElbo, PosteriorKind, Vae, VaeBatch, VaeModelConfig, VaeTrainT
 mod checkpoint;
 mod config;
 mod evaluate;
+mod generate;
 mod reference_weights;
 mod report;
+mod test_scores;
 mod train;
 
 pub use checkpoint::{
@@ -39,7 +41,8 @@ pub use config::{VaeConfig, VaeDataConfig, VaeEvalConfig, VaeTrainConfig};
 pub use evaluate::{MeanWithError, make_batch, split_importance_nll, split_neg_elbo};
 pub use reference_weights::{load_reference_vae_state_dict, reference_vae_key_mapping};
 pub use report::{VaeEpochRecord, VaeReport, VaeStopReason};
-pub use train::{VaeRunOptions, load_vae, run_vae, run_vae_on};
+pub use test_scores::{VaeTestParams, VaeTestProgress, VaeTestScores, score_vae_test};
+pub use train::{VaeRunOptions, load_vae, load_vae_file, run_vae, run_vae_on};
 
 #[cfg(test)]
 mod tests;

@@ -325,6 +325,11 @@ impl Vae {
         &self.posterior
     }
 
+    /// The decoder (`z` to output logits; [`Vae::decoded_means`] turns them into pixels).
+    pub fn decoder(&self) -> &Decoder {
+        &self.decoder
+    }
+
     /// The float type of the encoder and decoder.
     pub fn network_dtype(&self) -> DType {
         self.config.network_float.dtype()

@@ -18,9 +18,10 @@ use super::checkpoint::{
 };
 use super::config::VaeConfig;
 use super::data::{VaeData, VaeSplit, load_vae_data};
-use super::evaluate::{MeanWithError, make_batch, split_importance_nll, split_neg_elbo};
+use super::evaluate::{make_batch, split_neg_elbo};
 use super::model::Vae;
 use super::report::{VaeEpochRecord, VaeReport, VaeStopReason};
+use super::test_scores::{VaeTestParams, VaeTestProgress, score_vae_test};
 use crate::error::{CpflowError, Result};
 use crate::progress::Progress;
 use crate::rng::FlowRng;
@@ -252,43 +253,26 @@ pub fn run_vae_on(
         let (_, best) = load_vae_checkpoint(&out.join(BEST), &device)?;
         vae.set_weights(&best, "model.")?;
     }
-    let mut rng = FlowRng::seed_from_u64(config.train.seed ^ 0x7e57);
-    let bs = config.train.batch_size;
-    let elbo = MeanWithError::of(&split_neg_elbo(
-        &vae,
-        data,
-        VaeSplit::Test,
-        usize::MAX,
-        bs,
-        &mut rng,
-    )?);
-    let ev = &config.eval;
-    let (is_nll, is_mc) = if ev.is_samples > 0 {
-        stop_if_interrupted("the importance-sampled test NLL")?;
-        let n = ev.is_images.unwrap_or(usize::MAX).min(data.test.n);
-        let bar = Progress::new(n as u64, options.progress_bar);
-        bar.set_message(format!("importance sampling, K = {}", ev.is_samples));
-        let v = split_importance_nll(
-            &vae,
-            data,
-            VaeSplit::Test,
-            n,
-            ev.is_samples,
-            ev.is_chunk,
-            &mut rng,
-            |i| {
-                bar.set_position(i as u64);
-                stop_if_interrupted("the importance-sampled test NLL")
-            },
-        );
-        let (v, mc) = v.inspect_err(|_| bar.finish_and_clear())?;
-        bar.finish_and_clear();
-        (Some(MeanWithError::of(&v)), Some(mc))
-    } else {
-        (None, None)
-    };
-    let dims = data.height * data.width;
-    let bpd = data.likelihood == super::data::VaeLikelihood::Categorical256;
+    let mut bar: Option<Progress> = None;
+    let scores = score_vae_test(&vae, data, &VaeTestParams::of_run(config), |p| {
+        match p {
+            VaeTestProgress::ImportanceSamplingStarts { images, samples } => {
+                let b = Progress::new(images as u64, options.progress_bar);
+                b.set_message(format!("importance sampling, K = {samples}"));
+                bar = Some(b);
+            }
+            VaeTestProgress::ImportanceSampled { done } => {
+                if let Some(b) = &bar {
+                    b.set_position(done as u64)
+                }
+            }
+        }
+        stop_if_interrupted("the importance-sampled test NLL")
+    });
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    let scores = scores?;
     let report = VaeReport {
         config: config.clone(),
         num_parameters: vae.num_parameters(),
@@ -298,16 +282,12 @@ pub fn run_vae_on(
         best_epoch,
         best_val_neg_elbo: best_val,
         seconds_per_epoch: state.train_seconds / state.epoch.max(1) as f64,
-        test_neg_elbo: elbo,
-        test_is_nll: is_nll,
-        test_is_mc_std_err: is_mc,
-        is_samples: ev.is_samples,
-        test_neg_elbo_bpd: bpd.then(|| elbo.to_bits_per_dim(dims)),
-        test_is_nll_bpd: if bpd {
-            is_nll.map(|m| m.to_bits_per_dim(dims))
-        } else {
-            None
-        },
+        test_neg_elbo: scores.neg_elbo,
+        test_is_nll: scores.is_nll,
+        test_is_mc_std_err: scores.is_mc_std_err,
+        is_samples: scores.is_samples,
+        test_neg_elbo_bpd: scores.neg_elbo_bpd,
+        test_is_nll_bpd: scores.is_nll_bpd,
         val_curve: state.val_curve.clone(),
     };
     crate::checkpoint::write_atomic(
@@ -583,8 +563,34 @@ fn save_checkpoint(
 /// # }
 /// ```
 pub fn load_vae(dir: &Path, device: &Device) -> Result<(Vae, VaeConfig)> {
-    let (meta, tensors): (VaeCheckpointMeta, HashMap<_, _>) =
-        load_vae_checkpoint(&dir.join(BEST), device)?;
+    load_vae_file(&dir.join(BEST), device)
+}
+
+/// Load the model weights of a VAE weights file (a run's `best.safetensors`, or its
+/// resumable `checkpoint.safetensors`) into a fresh model, with the configuration saved in it.
+///
+/// ```
+/// use candle_core::Device;
+/// use cpflow::vae::{PosteriorKind, VaeCheckpointMeta, VaeConfig, VaeDatasetName};
+/// use cpflow::vae::{Vae, VaeArchitecture, load_vae_file, save_vae_checkpoint};
+/// # fn main() -> cpflow::Result<()> {
+/// let mut cfg = VaeConfig::reference(VaeDatasetName::FreyFaces, "data", PosteriorKind::Gaussian);
+/// cfg.model.latent_dim = 2;
+/// cfg.model.architecture = VaeArchitecture { channels: 2, feature_dim: 4, head_channels: 2 };
+/// let ds = cfg.data.dataset;
+/// let vae = Vae::new(&cfg.model, ds.likelihood(), ds.image_size(), &Device::Cpu)?;
+/// let weights = vae.weight_tensors().into_iter().map(|(k, t)| (format!("model.{k}"), t));
+/// let meta = VaeCheckpointMeta { config: cfg.clone(), state: None, optimizer: None };
+/// let path = std::env::temp_dir().join(format!("cpflow-doc-vae-file-{}.safetensors", std::process::id()));
+/// save_vae_checkpoint(&path, &meta, weights.collect())?;
+/// let (back, back_cfg) = load_vae_file(&path, &Device::Cpu)?;
+/// assert_eq!((back.num_parameters(), back_cfg), (vae.num_parameters(), cfg));
+/// # std::fs::remove_file(&path).ok();
+/// # Ok(())
+/// # }
+/// ```
+pub fn load_vae_file(path: &Path, device: &Device) -> Result<(Vae, VaeConfig)> {
+    let (meta, tensors): (VaeCheckpointMeta, HashMap<_, _>) = load_vae_checkpoint(path, device)?;
     let cfg = meta.config;
     let ds = cfg.data.dataset;
     let vae = Vae::new(&cfg.model, ds.likelihood(), ds.image_size(), device)?;

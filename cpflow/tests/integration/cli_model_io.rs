@@ -223,8 +223,9 @@ fn outputs_data_and_dtypes_of_eval_sample_and_plot() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
-/// A VAE run directory is named as one, with the command that handles it (it was "not a
-/// cpflow checkpoint").
+/// A VAE run directory is named as one by `plot`, with the commands that read it (it was
+/// "not a cpflow checkpoint"); `eval` and `sample` read VAEs, and refuse one whose metadata
+/// is not a VAE's, naming the file.
 #[test]
 fn vae_runs_are_named_with_the_command_that_reads_them() {
     let dir = temp_dir("vae-run");
@@ -234,14 +235,18 @@ fn vae_runs_are_named_with_the_command_that_reads_them() {
     let bytes = safetensors::serialize(vec![("w".to_string(), t)], Some(meta)).unwrap();
     std::fs::write(dir.join("checkpoint.safetensors"), bytes).unwrap();
     let d = dir.to_str().unwrap();
+    let err = cpflow_fails(&["plot", "-m", d]);
+    assert!(
+        err.contains("VAE") && err.contains("cpflow eval") && err.contains("cpflow sample"),
+        "{err}"
+    );
     for args in [
         &["eval", "-m", d][..],
-        &["plot", "-m", d][..],
         &["sample", "-m", d, "-o", "s.npy"][..],
     ] {
         let err = cpflow_fails(args);
         assert!(
-            err.contains("VAE") && err.contains("cpflow vae") && err.contains("report.json"),
+            err.contains("checkpoint.safetensors") && err.contains("not that of a cpflow VAE"),
             "{args:?}: {err}"
         );
     }

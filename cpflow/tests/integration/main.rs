@@ -28,6 +28,8 @@ mod cli_run_dir;
 mod cli_smoke;
 #[cfg(feature = "cli")]
 mod cli_tabular;
+#[cfg(feature = "cli")]
+mod cli_vae_model;
 mod conditional_inverse;
 mod custom_potential;
 mod flow_core;

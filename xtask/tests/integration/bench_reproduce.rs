@@ -249,6 +249,12 @@ fn reproduce_tiny_writes_report_with_figures_and_tables() {
         assert!(row.seconds_per_epoch > 0.0 && row.num_parameters > 0);
         let p = out.path().join(&row.dir).join("report.json");
         assert!(p.is_file(), "{} missing", p.display());
+        // An 8×8 grid of 28×20 Frey Faces images (2-pixel padding): the PNG's IHDR chunk
+        // holds its width and height (big-endian, bytes 16..24).
+        let png = std::fs::read(out.path().join(&row.dir).join("samples.png")).unwrap();
+        assert_eq!(&png[1..4], b"PNG");
+        let be = |i: usize| u32::from_be_bytes(png[i..i + 4].try_into().unwrap());
+        assert_eq!((be(16), be(20)), (8 * 20 + 9 * 2, 8 * 28 + 9 * 2));
     }
     assert_eq!(report.vae[0].dir, "vae/frey-faces/gaussian");
     assert_eq!(report.vae[1].dir, "vae/frey-faces/cp-flow");
@@ -301,6 +307,7 @@ fn reproduce_tiny_writes_report_with_figures_and_tables() {
         "## Table 3: VAE posteriors (negative ELBO)",
         "| [frey-faces](vae/frey-faces/gaussian/report.json) | gaussian | 100 / 50 / 50 |",
         "| [frey-faces](vae/frey-faces/cp-flow/report.json) | cp-flow | 100 / 50 / 50 |",
+        "[8×8](vae/frey-faces/cp-flow/samples.png) |",
         "bits/dim | ",
         "(K = 5, 2 images)",
         "| 4.53 |",

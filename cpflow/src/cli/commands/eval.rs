@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use super::{data_root, float_type, load_flow, locate_model, saved_run_config};
 use crate::cli::data::{load, load_all};
-use crate::cli::model_file::{ModelKind, require_flow};
+use crate::cli::model_file::{ModelKind, model_kind, require_flow};
 use crate::cli::{Estimator, EvalArgs, MAX_EVAL_POINTS};
 
 #[derive(Serialize)]
@@ -35,6 +35,15 @@ pub fn eval(a: EvalArgs) -> Result<()> {
     let t0 = Instant::now();
     let device = crate::cli::device(a.dev.device.as_deref())?;
     let loc = locate_model(&a.model)?;
+    if model_kind(&loc.file)? == ModelKind::Vae {
+        return super::eval_vae::eval_vae(&a, &loc, t0);
+    }
+    if a.is_samples.is_some() {
+        bail!(
+            "--is-samples applies to VAEs (of `cpflow vae`); {} is a flow",
+            loc.file.display()
+        );
+    }
     if require_flow(&loc.file, "eval", true)? == ModelKind::Image {
         return super::eval_image::eval_image(&a, &loc, &device, t0);
     }

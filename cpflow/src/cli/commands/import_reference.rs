@@ -7,11 +7,13 @@
 //! user would train it with); the weights from the reference's `state_dict` saved as
 //! safetensors: a `SequentialFlow` (keys `flows.{i}.…`, [`KeyMapping::for_flow`]) for a
 //! tabular/toy config, a `MultiscaleFlow` (keys `transforms.{s}.flows.{j}.…`,
-//! [`KeyMapping::for_multiscale`], see [`image`]) for an image config. They are loaded by
+//! [`KeyMapping::for_multiscale`], see [`image`]) for an image config; with `--vae`, the VAE
+//! of `train_vae.py` and a `cpflow vae` config ([`vae`]). They are loaded by
 //! [`load_reference_state_dict`], which checks every key and shape before anything is
 //! written.
 
 mod image;
+mod vae;
 
 use crate::Flow;
 use crate::reference_weights::{KeyMapping, load_reference_state_dict};
@@ -65,6 +67,12 @@ pub struct ImportReferenceArgs {
     /// Replace a model or run already in `--out`.
     #[arg(long)]
     pub overwrite: bool,
+    /// The state_dict is train_vae.py's VAE (`VAE`, Gaussian posterior, or `CPFVAE`, CP-Flow
+    /// posterior) and `--config` a `cpflow vae` config (e.g. configs/vae-frey.toml) that
+    /// describes it; `--out` gets a VAE model directory (`best.safetensors`, `config.toml`)
+    /// that `eval` and `sample` read.
+    #[arg(long)]
+    pub vae: bool,
 }
 
 /// The `--help` note on writing the safetensors file in PyTorch.
@@ -72,8 +80,8 @@ const PYTORCH_EXPORT_HELP: &str = "\
 Supported: tabular and toy flows (train_tabular.py, train_toy.py: a SequentialFlow) and image
 flows (train_img.py: a MultiscaleFlow on MNIST 1x28x28 or CIFAR-10 3x32x32, --icnn 1/2/3,
 any --nblocks, --actnorm, --factor_out; not --fc_end, which a cpflow image config cannot
-describe). Not supported: the VAE (train_vae.py), which has no model directory that eval or
-sample read.
+describe), and with --vae the VAE of train_vae.py (Gaussian or CP-Flow posterior; the
+architecture from a `cpflow vae` config such as configs/vae-frey.toml).
 
 Writing the state_dict from PyTorch (needs `pip install safetensors`; float64 or float32):
 
@@ -83,10 +91,15 @@ Writing the state_dict from PyTorch (needs `pip install safetensors`; float64 or
     save_file({k: v.double().contiguous() for k, v in model.state_dict().items()}, \"W.safetensors\")
 
 Then: cpflow import-reference --state-dict W.safetensors --config C.toml --out DIR
-An image model: cpflow sample --model DIR --grid 8x8 -o samples.png";
+An image model or a VAE: cpflow sample --model DIR --grid 8x8 -o samples.png
+A VAE: cpflow import-reference --vae --state-dict W.safetensors --config vae.toml --out DIR;
+       cpflow eval --model DIR (test -ELBO and importance-sampled NLL)";
 
 /// Imports the reference weights into `--out` and prints a one-line summary.
 pub fn import_reference(a: ImportReferenceArgs) -> Result<()> {
+    if a.vae {
+        return vae::import_vae(&a);
+    }
     if is_image_config(Some(&a.config))? {
         return image::import_image(&a);
     }

@@ -2,6 +2,7 @@
 
 mod eval;
 mod eval_image;
+mod eval_vae;
 mod import_reference;
 mod ot;
 mod plot;
@@ -68,10 +69,15 @@ pub struct ModelLocation {
 }
 
 /// `--model DIR` → `DIR/model.safetensors` (or `DIR/checkpoint.safetensors` if the run has not
-/// finished); `--model FILE` → that file.
+/// finished, or `DIR/best.safetensors` of a VAE imported without a training checkpoint);
+/// `--model FILE` → that file.
 pub fn locate_model(path: &Path) -> Result<ModelLocation> {
     if path.is_dir() {
-        for name in ["model.safetensors", "checkpoint.safetensors"] {
+        for name in [
+            "model.safetensors",
+            "checkpoint.safetensors",
+            "best.safetensors",
+        ] {
             let f = path.join(name);
             if f.exists() {
                 return Ok(ModelLocation {
@@ -81,7 +87,7 @@ pub fn locate_model(path: &Path) -> Result<ModelLocation> {
             }
         }
         bail!(
-            "{} has no model.safetensors or checkpoint.safetensors",
+            "{} has no model.safetensors, checkpoint.safetensors or best.safetensors",
             path.display()
         );
     }

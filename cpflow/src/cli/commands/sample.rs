@@ -1,5 +1,5 @@
 //! `cpflow sample`: rows from a tabular/toy model, or images (a PNG grid with `--grid`) from
-//! an image model.
+//! an image model or a VAE.
 
 use crate::FlowRng;
 use crate::image::{ImageFlow, quantize_pixels, write_sample_grid};
@@ -7,11 +7,11 @@ use anyhow::{Context, Result, bail};
 use candle_core::{DType, Tensor};
 use std::path::Path;
 
-use super::{float_type, load_flow, locate_model};
-use crate::cli::SampleArgs;
+use super::{ModelLocation, float_type, load_flow, locate_model};
 use crate::cli::interrupt::Interrupt;
-use crate::cli::model_file::{ModelKind, require_flow};
+use crate::cli::model_file::{ModelKind, model_kind, require_flow};
 use crate::cli::output_files::{RowType, RowValues, RowsWriter, ensure_dir};
+use crate::cli::{SampleArgs, VaePixels};
 
 /// Samples drawn, inverted and written per chunk of a vector flow: the inversion's memory
 /// grows with the rows it solves at once, so `-n` is streamed in chunks instead of being
@@ -57,12 +57,21 @@ impl Convergence {
 /// Draws `-n` samples of a vector flow (or images of an image flow) into `--output`.
 pub fn sample(a: SampleArgs) -> Result<()> {
     let loc = locate_model(&a.model)?;
+    if model_kind(&loc.file)? == ModelKind::Vae {
+        return sample_vae(&a, &loc);
+    }
+    if a.pixels.is_some() {
+        bail!(
+            "--pixels applies to VAEs (of `cpflow vae`); {} is a flow",
+            loc.file.display()
+        );
+    }
     if require_flow(&loc.file, "sample", true)? == ModelKind::Image {
         return sample_images(&a, &loc.file);
     }
     if a.grid.is_some() || a.temperature.is_some() {
         bail!(
-            "--grid and --temperature apply to image models; {} is not one",
+            "--grid and --temperature apply to image models and VAEs; {} is neither",
             loc.file.display()
         );
     }
@@ -124,21 +133,36 @@ enum ImageTarget {
     Grid(usize, usize, Vec<Tensor>),
 }
 
-/// Images from the prior at a temperature, inverted through the flow (per-sample convergence
-/// report), as 8-bit pixels: a PNG grid with `--grid`, else rows of `k/255` values.
-fn sample_images(a: &SampleArgs, file: &Path) -> Result<()> {
-    if a.dev.dtype.is_some() {
-        bail!("--dtype does not apply to image models (they keep their float type)");
+impl ImageTarget {
+    /// Adds a chunk of images (rows of pixel values, or `(B, C, H, W)`).
+    fn push(&mut self, pixels: Tensor) -> Result<()> {
+        match self {
+            ImageTarget::Rows(out) => write_tensor_rows(out, &pixels, RowType::F64),
+            ImageTarget::Grid(_, _, chunks) => {
+                chunks.push(pixels);
+                Ok(())
+            }
+        }
     }
-    let device = crate::cli::device(a.dev.device.as_deref())?;
-    let flow =
-        ImageFlow::load(file, &device).with_context(|| format!("loading {}", file.display()))?;
-    let n = a.grid.map_or(a.n, |(r, c)| r * c);
-    let temperature = a.temperature.unwrap_or(1.0);
-    let mut rng = FlowRng::seed_from_u64(a.dev.seed.unwrap_or(0));
-    let t = std::time::Instant::now();
-    // Opened (or its directory made) before anything is computed: a bad path fails at once.
-    let mut target = match a.grid {
+
+    /// Finishes the rows file, or draws the grid of the chunks (as images by `to_images`) into
+    /// `output`.
+    fn finish(self, output: &Path, to_images: impl Fn(&Tensor) -> Result<Tensor>) -> Result<()> {
+        match self {
+            ImageTarget::Rows(out) => out.finish(),
+            ImageTarget::Grid(r, c, chunks) => {
+                let pixels = Tensor::cat(&chunks, 0)?;
+                write_sample_grid(&to_images(&pixels)?, r, c, output)
+                    .with_context(|| format!("writing the sample grid {}", output.display()))
+            }
+        }
+    }
+}
+
+/// The output of image samples: a PNG grid with `--grid` (its directory made), else rows of
+/// `dim` pixel values. Opened before anything is computed: a bad path fails at once.
+fn image_target(a: &SampleArgs, dim: usize, n: usize) -> Result<ImageTarget> {
+    Ok(match a.grid {
         Some((r, c)) => {
             let png = a
                 .output
@@ -155,41 +179,100 @@ fn sample_images(a: &SampleArgs, file: &Path) -> Result<()> {
             ensure_dir(dir, &format!("the directory of {}", a.output.display()))?;
             ImageTarget::Grid(r, c, Vec::new())
         }
-        None => ImageTarget::Rows(RowsWriter::create(&a.output, flow.dim(), n, RowType::F64)?),
-    };
-    let mut conv = Convergence::default();
+        None => ImageTarget::Rows(RowsWriter::create(&a.output, dim, n, RowType::F64)?),
+    })
+}
+
+/// Draws `n` images, `IMAGE_SAMPLE_CHUNK` at a time by `draw(len)`, into `target` under a
+/// progress bar; an interrupt stops between chunks (nothing is written).
+fn draw_image_chunks(
+    a: &SampleArgs,
+    n: usize,
+    target: &mut ImageTarget,
+    mut draw: impl FnMut(usize) -> Result<Tensor>,
+) -> Result<()> {
     let interrupt = Interrupt::install_with_message(INTERRUPT_MESSAGE)?;
     let bar = super::chunk_progress_bar(n, IMAGE_SAMPLE_CHUNK, "sampling", "");
     let mut done = 0;
     while done < n {
         stop_if_interrupted(&interrupt, done, n, &a.output)?;
         let len = IMAGE_SAMPLE_CHUNK.min(n - done);
-        let inv = flow.sample(len, temperature, &mut rng)?;
-        conv.add(inv.report.num_failed(), inv.report.max_residual());
-        let pixels = quantize_pixels(&inv.x)?;
-        match &mut target {
-            ImageTarget::Rows(out) => write_tensor_rows(out, &pixels, RowType::F64)?,
-            ImageTarget::Grid(_, _, chunks) => chunks.push(pixels),
-        }
+        target.push(draw(len)?)?;
         done += len;
         bar.set_position(done as u64);
     }
     bar.finish_and_clear();
-    let secs = t.elapsed().as_secs_f64();
-    match target {
-        ImageTarget::Rows(out) => out.finish()?,
-        ImageTarget::Grid(r, c, chunks) => {
-            let pixels = Tensor::cat(&chunks, 0)?;
-            write_sample_grid(&flow.to_images(&pixels)?, r, c, &a.output)
-                .with_context(|| format!("writing the sample grid {}", a.output.display()))?;
-        }
+    Ok(())
+}
+
+/// Images from the prior at a temperature, inverted through the flow (per-sample convergence
+/// report), as 8-bit pixels: a PNG grid with `--grid`, else rows of `k/255` values.
+fn sample_images(a: &SampleArgs, file: &Path) -> Result<()> {
+    if a.dev.dtype.is_some() {
+        bail!("--dtype does not apply to image models (they keep their float type)");
     }
+    let device = crate::cli::device(a.dev.device.as_deref())?;
+    let flow =
+        ImageFlow::load(file, &device).with_context(|| format!("loading {}", file.display()))?;
+    let n = a.grid.map_or(a.n, |(r, c)| r * c);
+    let temperature = a.temperature.unwrap_or(1.0);
+    let mut rng = FlowRng::seed_from_u64(a.dev.seed.unwrap_or(0));
+    let t = std::time::Instant::now();
+    let mut target = image_target(a, flow.dim(), n)?;
+    let mut conv = Convergence::default();
+    draw_image_chunks(a, n, &mut target, |len| {
+        let inv = flow.sample(len, temperature, &mut rng)?;
+        conv.add(inv.report.num_failed(), inv.report.max_residual());
+        Ok(quantize_pixels(&inv.x)?)
+    })?;
+    let secs = t.elapsed().as_secs_f64();
+    target.finish(&a.output, |rows| Ok(flow.to_images(rows)?))?;
     println!(
         "wrote {n} image samples at temperature {temperature} to {} in {secs:.1} s (inversion: \
          {} of {n} converged, max residual {:.2e})",
         a.output.display(),
         n - conv.failed,
         conv.max_residual
+    );
+    Ok(())
+}
+
+/// Images from a VAE: latents from the prior at a temperature, decoded into the pixel means of
+/// `p(x | z)` (`--pixels mean`, the default) or draws from it (`--pixels draw`): a PNG grid
+/// with `--grid`, else rows of `H·W` pixel values in `[0, 1]`.
+fn sample_vae(a: &SampleArgs, loc: &ModelLocation) -> Result<()> {
+    if a.dev.dtype.is_some() || a.dev.device.as_deref().is_some_and(|d| d != "cpu") {
+        bail!(
+            "--dtype and --device do not apply to a VAE (it runs on the CPU in the float types of its config)"
+        );
+    }
+    let (file, weights) = super::eval_vae::vae_weights(&a.model, loc);
+    let (vae, _) = crate::vae::load_vae_file(&file, &candle_core::Device::Cpu)
+        .with_context(|| format!("loading {}", file.display()))?;
+    let n = a.grid.map_or(a.n, |(r, c)| r * c);
+    let temperature = a.temperature.unwrap_or(1.0);
+    let pixels = a.pixels.unwrap_or(VaePixels::Mean);
+    let mut rng = FlowRng::seed_from_u64(a.dev.seed.unwrap_or(0));
+    let t = std::time::Instant::now();
+    let (h, w) = vae.image_hw();
+    let mut target = image_target(a, h * w, n)?;
+    draw_image_chunks(a, n, &mut target, |len| {
+        let z = vae.prior_latents(len, temperature, &mut rng)?;
+        Ok(match pixels {
+            VaePixels::Mean => vae.decoded_means(&z)?,
+            VaePixels::Draw => vae.decoded_samples(&z, &mut rng)?,
+        })
+    })?;
+    target.finish(&a.output, |x| Ok(x.clone()))?;
+    println!(
+        "wrote {n} VAE samples ({} of p(x|z), z from the prior at temperature {temperature}, {weights} \
+         weights) to {} in {:.1} s",
+        match pixels {
+            VaePixels::Mean => "pixel means",
+            VaePixels::Draw => "pixel draws",
+        },
+        a.output.display(),
+        t.elapsed().as_secs_f64()
     );
     Ok(())
 }

@@ -1,0 +1,223 @@
+//! `cpflow eval` on a VAE of `cpflow vae` (or of `cpflow import-reference --vae`): the test
+//! split's single-sample negative ELBO and importance-sampled NLL, by the function that scores
+//! the run's own test split ([`crate::vae::score_vae_test`]) with the run's settings as the
+//! defaults, so that `eval` without options repeats report.json's test numbers.
+
+use crate::vae::{
+    VaeConfig, VaeTestParams, VaeTestProgress, load_vae_data, load_vae_file, score_vae_test,
+};
+use anyhow::{Context, Result, bail};
+use candle_core::Device;
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use super::ModelLocation;
+use crate::cli::interrupt::Interrupt;
+use crate::cli::{Estimator, EvalArgs};
+
+/// What the first Ctrl-C / SIGTERM logs.
+const INTERRUPT_MESSAGE: &str = "interrupted: stopping after the test image in progress (no score is printed); \
+     interrupt again to quit now";
+
+/// The JSON line of `eval` on a VAE.
+#[derive(Serialize)]
+struct VaeEvalSummary {
+    model: String,
+    /// Which weights: `best` (the run's best validation −ELBO, what its report scores) or the
+    /// file given (`checkpoint.safetensors`: the last epoch's).
+    weights: &'static str,
+    /// The dataset whose test split is scored.
+    data: String,
+    split: &'static str,
+    /// Test images in the split.
+    test_images: usize,
+    /// Pixels of an image.
+    dim: usize,
+    /// Images scored by the −ELBO (the first of the split).
+    images: usize,
+    /// Mean single-sample negative ELBO (exact `log q`), nats per image.
+    neg_elbo: f64,
+    /// Its standard error (`null` for one image).
+    neg_elbo_std_err: Option<f64>,
+    /// The −ELBO in bits per dimension (256-way likelihood only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    neg_elbo_bpd: Option<f64>,
+    /// Importance samples per image (`0`: no importance-sampled NLL).
+    is_samples: usize,
+    /// Images scored by importance sampling.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    is_images: Option<usize>,
+    /// Mean importance-sampled negative log-likelihood, nats per image.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    is_nll: Option<f64>,
+    /// Its standard error over images.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    is_nll_std_err: Option<f64>,
+    /// Mean over images of each estimate's own Monte-Carlo standard error.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    is_mc_std_err: Option<f64>,
+    /// The importance-sampled NLL in bits per dimension (256-way likelihood only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    is_nll_bpd: Option<f64>,
+    /// The `--seed` (default the run's `train.seed`; the scoring draws from `seed ^ 0x7e57`).
+    seed: u64,
+    batch_size: usize,
+    /// Seconds of the scoring alone (`seconds`: the whole command, data loading included).
+    score_seconds: f64,
+    seconds: f64,
+}
+
+/// The weights a VAE `--model` names: a run directory's `best.safetensors` (what its report
+/// scores; the resumable `checkpoint.safetensors` when no epoch has ended yet), or the file
+/// given. Returns the file and the name of its weights for the summary.
+pub fn vae_weights(model: &Path, loc: &ModelLocation) -> (PathBuf, &'static str) {
+    if model.is_dir() {
+        let best = model.join("best.safetensors");
+        if best.is_file() {
+            return (best, "best");
+        }
+    }
+    let name = match loc.file.file_name().and_then(|n| n.to_str()) {
+        Some("best.safetensors") => "best",
+        Some("checkpoint.safetensors") => "checkpoint",
+        _ => "file",
+    };
+    (loc.file.clone(), name)
+}
+
+/// Scores the VAE of `loc` on its dataset's test split and prints the JSON line.
+pub fn eval_vae(a: &EvalArgs, loc: &ModelLocation, t0: Instant) -> Result<()> {
+    refuse_flow_options(a)?;
+    let (file, weights) = vae_weights(&a.model, loc);
+    let (vae, cfg) = load_vae_file(&file, &Device::Cpu)
+        .with_context(|| format!("loading {}", file.display()))?;
+    let ds = cfg.data.dataset;
+    if let Some(d) = a.data.as_deref().filter(|d| *d != ds.name()) {
+        bail!(
+            "{} is a VAE trained on {ds}: it is scored on that dataset's test split (`--data \
+             {ds}` or no --data), not on `{d}`",
+            file.display()
+        );
+    }
+    let root = a.data_root.clone().unwrap_or_else(|| cfg.data.root.clone());
+    let data = load_vae_data(ds, &root, cfg.data.seed)?;
+    let params = test_params(a, &cfg);
+    if let Some(asked) = a.n.filter(|&k| k > data.test.n) {
+        tracing::warn!(
+            asked,
+            scored = data.test.n,
+            "-n is larger than the test split: every test image is scored"
+        );
+    }
+    tracing::info!(dataset = ds.name(), ?params, "scoring the test split");
+    let ts = Instant::now();
+    let interrupt = Interrupt::install_with_message(INTERRUPT_MESSAGE)?;
+    let mut bar = indicatif::ProgressBar::hidden();
+    let mut done = 0;
+    let scores = score_vae_test(&vae, &data, &params, |p| {
+        match p {
+            VaeTestProgress::ImportanceSamplingStarts { images, samples } => {
+                bar = super::chunk_progress_bar(
+                    images,
+                    1,
+                    &format!("importance sampling (K = {samples})"),
+                    " images",
+                );
+            }
+            VaeTestProgress::ImportanceSampled { done: d } => {
+                done = d;
+                bar.set_position(d as u64);
+            }
+        }
+        if interrupt.is_set() {
+            return Err(crate::CpflowError::EvaluationInterrupted {
+                skipped: "the rest of the importance sampling".into(),
+                saved: Vec::new(),
+            });
+        }
+        Ok(())
+    });
+    bar.finish_and_clear();
+    if interrupt.is_set() {
+        bail!(
+            "interrupted after {done} importance-sampled test images: no score (scoring fewer \
+             images: -n or --is-samples; the same seed gives the same numbers)"
+        );
+    }
+    let scores = scores?;
+    let finite = |v: f64| v.is_finite().then_some(v);
+    let (h, w) = vae.image_hw();
+    let summary = VaeEvalSummary {
+        model: file.display().to_string(),
+        weights,
+        data: ds.name().to_string(),
+        split: "test",
+        test_images: data.test.n,
+        dim: h * w,
+        images: scores.neg_elbo.n,
+        neg_elbo: scores.neg_elbo.mean,
+        neg_elbo_std_err: finite(scores.neg_elbo.std_err),
+        neg_elbo_bpd: scores.neg_elbo_bpd.map(|m| m.mean),
+        is_samples: scores.is_samples,
+        is_images: scores.is_nll.map(|m| m.n),
+        is_nll: scores.is_nll.map(|m| m.mean),
+        is_nll_std_err: scores.is_nll.and_then(|m| finite(m.std_err)),
+        is_mc_std_err: scores.is_mc_std_err,
+        is_nll_bpd: scores.is_nll_bpd.map(|m| m.mean),
+        seed: params.seed,
+        batch_size: params.batch_size,
+        score_seconds: ts.elapsed().as_secs_f64(),
+        seconds: t0.elapsed().as_secs_f64(),
+    };
+    println!("{}", serde_json::to_string(&summary)?);
+    Ok(())
+}
+
+/// The run's test settings with `-n`, `--batch-size`, `--seed` and `--is-samples` applied.
+/// `-n` bounds both scores to the first `n` test images.
+fn test_params(a: &EvalArgs, cfg: &VaeConfig) -> VaeTestParams {
+    let mut p = VaeTestParams::of_run(cfg);
+    if let Some(n) = a.n {
+        p.images = Some(n);
+        p.is_images = Some(n);
+    }
+    if let Some(b) = a.batch_size {
+        p.batch_size = b;
+    }
+    if let Some(s) = a.dev.seed {
+        p.seed = s;
+    }
+    if let Some(k) = a.is_samples {
+        p.is_samples = k;
+    }
+    p
+}
+
+/// The options of flows that a VAE's scores do not take, refused by name.
+fn refuse_flow_options(a: &EvalArgs) -> Result<()> {
+    let mut given = Vec::new();
+    if a.estimator == Estimator::Slq {
+        given.push("--estimator slq (the VAE's scores use the exact log q)");
+    }
+    if a.probes.is_some() {
+        given.push("--probes");
+    }
+    if a.steps.is_some() {
+        given.push("--steps");
+    }
+    if a.dev.dtype.is_some() {
+        given.push("--dtype (the VAE keeps the float types of its config)");
+    }
+    if a.dev.device.as_deref().is_some_and(|d| d != "cpu") {
+        given.push("--device (the VAE runs on the CPU)");
+    }
+    if !given.is_empty() {
+        bail!(
+            "{} does not apply to a VAE: it takes -n, --batch-size, --seed, --is-samples, \
+             --data-root",
+            given.join(", ")
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,92 @@
+//! `cpflow import-reference --vae`: the VAE of the authors' `train_vae.py` (`VAE` with the
+//! Gaussian posterior or `CPFVAE` with the CP-Flow one) as the model directory of a
+//! `cpflow vae` run (`config.toml` with the data root made absolute, `best.safetensors`),
+//! which `cpflow eval` scores on the test split and `cpflow sample` draws from.
+//!
+//! The model is the one `cpflow vae` builds from the same config (`[data] dataset` sets the
+//! image size and likelihood, `[model]` the widths and the posterior);
+//! [`load_reference_vae_state_dict`] renames the reference's keys and checks every key and
+//! shape (an error names the key) before anything is written.
+
+use crate::vae::{Vae, VaeCheckpointMeta, load_reference_vae_state_dict, save_vae_checkpoint};
+use anyhow::{Context, Result, bail};
+use candle_core::Device;
+
+use super::{ImportReferenceArgs, read_state_dict};
+use crate::cli::VaeArgs;
+use crate::cli::commands::vae::resolve_vae_config;
+use crate::cli::run_dir::{VAE_RUN, absolute, check_new_run, remove_old_run, write_config};
+
+/// The weights file of an imported VAE (what a `cpflow vae` run keeps as its best weights).
+const WEIGHTS: &str = "best.safetensors";
+
+/// Imports the reference VAE of `a.state_dict` into `a.out`.
+pub fn import_vae(a: &ImportReferenceArgs) -> Result<()> {
+    if a.dim.is_some() || a.dtype.is_some() {
+        bail!(
+            "--dim and --dtype do not apply to a VAE: its image size comes from data.dataset \
+             and its float types from model.network_float and model.posterior_float in {}",
+            a.config.display()
+        );
+    }
+    let mut cfg = resolve_vae_config(&VaeArgs {
+        config: a.config.clone(),
+        out: a.out.clone(),
+        posterior: None,
+        epochs: None,
+        resume: false,
+        overwrite: a.overwrite,
+        set: Vec::new(),
+        no_progress: true,
+    })
+    .with_context(|| {
+        format!(
+            "reading the VAE config {} (a `cpflow vae` config, e.g. configs/vae-frey.toml)",
+            a.config.display()
+        )
+    })?;
+    // What config.toml keeps: the data root resolved against the current directory, as
+    // `cpflow vae` saves it.
+    cfg.data.root = absolute(&cfg.data.root)?;
+    let state_dict = read_state_dict(&a.state_dict, a.prefix.as_deref())?;
+    check_new_run(&a.out, &VAE_RUN, a.overwrite)?;
+    let ds = cfg.data.dataset;
+    let vae = Vae::new(&cfg.model, ds.likelihood(), ds.image_size(), &Device::Cpu)?;
+    let report = load_reference_vae_state_dict(&vae, &state_dict).with_context(|| {
+        format!(
+            "loading {} into the VAE of {} (check [model] posterior, latent_dim, \
+             architecture, blocks, width and depth against the reference model)",
+            a.state_dict.display(),
+            a.config.display()
+        )
+    })?;
+    // Written once everything has loaded: a failed import leaves `--out` as it was.
+    if a.overwrite {
+        remove_old_run(&a.out, &VAE_RUN)?;
+    }
+    write_config(&a.out, &cfg, false)?;
+    let path = a.out.join(WEIGHTS);
+    let meta = VaeCheckpointMeta {
+        config: cfg.clone(),
+        state: None,
+        optimizer: None,
+    };
+    let weights = vae
+        .weight_tensors()
+        .into_iter()
+        .map(|(k, t)| (format!("model.{k}"), t))
+        .collect();
+    save_vae_checkpoint(&path, &meta, weights)
+        .with_context(|| format!("writing {}", path.display()))?;
+    println!(
+        "imported {} tensors ({} parameters, {:?} posterior, {ds} {}×{} images) from {} into {}",
+        report.loaded,
+        vae.num_parameters(),
+        cfg.model.posterior,
+        ds.image_size().0,
+        ds.image_size().1,
+        a.state_dict.display(),
+        path.display()
+    );
+    Ok(())
+}
