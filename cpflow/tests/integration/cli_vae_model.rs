@@ -240,4 +240,10 @@ fn import_reference_vae_scores_as_the_original() {
     let err = cpflow_fails(&strs(&import(wrong_s, other_s)));
     assert!(err.contains("shape") || err.contains("latent"), "{err}");
     assert!(!other.exists());
+    // The Gaussian posterior's config for a CP-Flow posterior's weights: the setting is named.
+    let gaussian = dir.join("gaussian.toml");
+    std::fs::write(&gaussian, text.replace("\"cp-flow\"", "\"gaussian\"")).unwrap();
+    let err = cpflow_fails(&strs(&import(gaussian.to_str().unwrap(), other_s)));
+    assert!(err.contains("posterior = \"cp-flow\""), "{err}");
+    assert!(!other.exists());
 }

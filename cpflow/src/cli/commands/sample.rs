@@ -228,8 +228,9 @@ fn sample_images(a: &SampleArgs, file: &Path) -> Result<()> {
     let secs = t.elapsed().as_secs_f64();
     target.finish(&a.output, |rows| Ok(flow.to_images(rows)?))?;
     println!(
-        "wrote {n} image samples at temperature {temperature} to {} in {secs:.1} s (inversion: \
+        "wrote {n} image samples at temperature {} to {} in {secs:.1} s (inversion: \
          {} of {n} converged, max residual {:.2e})",
+        short(temperature),
         a.output.display(),
         n - conv.failed,
         conv.max_residual
@@ -265,14 +266,36 @@ fn sample_vae(a: &SampleArgs, loc: &ModelLocation) -> Result<()> {
     })?;
     target.finish(&a.output, |x| Ok(x.clone()))?;
     println!(
-        "wrote {n} VAE samples ({} of p(x|z), z from the prior at temperature {temperature}, {weights} \
+        "wrote {n} VAE samples ({} of p(x|z), z from the prior at temperature {}, {weights} \
          weights) to {} in {:.1} s",
         match pixels {
             VaePixels::Mean => "pixel means",
             VaePixels::Draw => "pixel draws",
         },
+        short(temperature),
         a.output.display(),
         t.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+/// `x` as written for a person: plainly in `[1e-4, 1e6)` (`0.7`, `1`), else in scientific
+/// notation (`1e-300`: the plain form of a tiny temperature ran to 300 digits).
+fn short(x: f64) -> String {
+    if x == 0.0 || (1e-4..1e6).contains(&x.abs()) {
+        format!("{x}")
+    } else {
+        format!("{x:e}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn numbers_are_short() {
+        assert_eq!(super::short(0.7), "0.7");
+        assert_eq!(super::short(1.0), "1");
+        assert_eq!(super::short(1e-300), "1e-300");
+        assert_eq!(super::short(2.5e7), "2.5e7");
+    }
 }

@@ -8,9 +8,13 @@
 //! [`load_reference_vae_state_dict`] renames the reference's keys and checks every key and
 //! shape (an error names the key) before anything is written.
 
-use crate::vae::{Vae, VaeCheckpointMeta, load_reference_vae_state_dict, save_vae_checkpoint};
+use crate::vae::{
+    PosteriorKind, Vae, VaeCheckpointMeta, load_reference_vae_state_dict, save_vae_checkpoint,
+};
 use anyhow::{Context, Result, bail};
-use candle_core::Device;
+use candle_core::{Device, Tensor};
+use std::collections::HashMap;
+use std::path::Path;
 
 use super::{ImportReferenceArgs, read_state_dict};
 use crate::cli::VaeArgs;
@@ -49,6 +53,7 @@ pub fn import_vae(a: &ImportReferenceArgs) -> Result<()> {
     // `cpflow vae` saves it.
     cfg.data.root = absolute(&cfg.data.root)?;
     let state_dict = read_state_dict(&a.state_dict, a.prefix.as_deref())?;
+    check_posterior(&state_dict, cfg.model.posterior, &a.config)?;
     check_new_run(&a.out, &VAE_RUN, a.overwrite)?;
     let ds = cfg.data.dataset;
     let vae = Vae::new(&cfg.model, ds.likelihood(), ds.image_size(), &Device::Cpu)?;
@@ -89,4 +94,30 @@ pub fn import_vae(a: &ImportReferenceArgs) -> Result<()> {
         path.display()
     );
     Ok(())
+}
+
+/// Refuses a config whose posterior is not the state_dict's, naming the setting: train_vae.py's
+/// CP-Flow posterior (`-f cpflow`, `CPFVAE`) keeps its flow under `flow.…`, the Gaussian one
+/// (`-f no_flow`, `VAE`) has no such key (the key-by-key error lists hundreds of keys).
+fn check_posterior(
+    state_dict: &HashMap<String, Tensor>,
+    posterior: PosteriorKind,
+    config: &Path,
+) -> Result<()> {
+    let has_flow = state_dict.keys().any(|k| k.starts_with("flow."));
+    let want = match (posterior, has_flow) {
+        (PosteriorKind::CpFlow, false) => "gaussian",
+        (PosteriorKind::Gaussian, true) => "cp-flow",
+        _ => return Ok(()),
+    };
+    let what = if has_flow {
+        "a CP-Flow posterior (`flow.…` keys: train_vae.py -f cpflow)"
+    } else {
+        "a Gaussian posterior (no `flow.…` key: train_vae.py -f no_flow)"
+    };
+    bail!(
+        "the state_dict holds the VAE with {what}, but {} sets another posterior: set \
+         [model] posterior = \"{want}\" there",
+        config.display()
+    )
 }
