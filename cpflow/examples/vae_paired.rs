@@ -5,39 +5,20 @@
 //!
 //! `cargo run --release -p cpflow --example vae_paired -- runs/a runs/b [K n]`
 use candle_core::Device;
-use cpflow::rng::FlowRng;
-use cpflow::vae::{
-    MeanWithError, VaeSplit, load_vae, load_vae_data, split_importance_nll, split_neg_elbo,
-};
+use cpflow::vae::{MeanWithError, VaeTestParams, load_vae, load_vae_data, score_vae_test};
 
+/// The run's test scores per image: its own settings, with `k` importance samples on the
+/// first `n` images.
 fn scores(dir: &str, k: usize, n: usize) -> anyhow::Result<(Vec<f64>, Vec<f64>)> {
     let (vae, cfg) = load_vae(dir.as_ref(), &Device::Cpu)?;
     let data = load_vae_data(cfg.data.dataset, &cfg.data.root, cfg.data.seed)?;
-    let mut rng = FlowRng::seed_from_u64(cfg.train.seed ^ 0x7e57);
-    let elbo = split_neg_elbo(
-        &vae,
-        &data,
-        VaeSplit::Test,
-        usize::MAX,
-        cfg.train.batch_size,
-        &mut rng,
-    )?;
-    let is = if k > 0 {
-        split_importance_nll(
-            &vae,
-            &data,
-            VaeSplit::Test,
-            n,
-            k,
-            cfg.eval.is_chunk,
-            &mut rng,
-            |_| Ok(()),
-        )?
-        .0
-    } else {
-        Vec::new()
+    let params = VaeTestParams {
+        is_samples: k,
+        is_images: Some(n),
+        ..VaeTestParams::of_run(&cfg)
     };
-    Ok((elbo, is))
+    let s = score_vae_test(&vae, &data, &params, |_| Ok(()))?;
+    Ok((s.neg_elbo_per_image, s.is_nll_per_image))
 }
 
 fn main() -> anyhow::Result<()> {

@@ -69,6 +69,14 @@ pub struct VaeTestScores {
     pub is_nll_bpd: Option<MeanWithError>,
     /// Importance samples per image.
     pub is_samples: usize,
+    /// The −ELBO of each scored image, in split order (for paired comparisons of two models
+    /// on the same images; not serialised).
+    #[serde(skip)]
+    pub neg_elbo_per_image: Vec<f64>,
+    /// The importance-sampled NLL of each scored image (empty without importance sampling;
+    /// not serialised).
+    #[serde(skip)]
+    pub is_nll_per_image: Vec<f64>,
 }
 
 /// How far [`score_vae_test`] has got, for a progress bar or an interrupt check (an error
@@ -137,6 +145,7 @@ pub enum VaeTestProgress {
 /// assert_eq!(scores.is_nll, report.test_is_nll);
 /// assert_eq!(seen.len(), 3); // the start of importance sampling, then one per test image
 /// assert_eq!(seen[2], VaeTestProgress::ImportanceSampled { done: 2 });
+/// assert_eq!((scores.neg_elbo_per_image.len(), scores.is_nll_per_image.len()), (2, 2));
 /// # std::fs::remove_dir_all(&out).ok();
 /// # Ok(())
 /// # }
@@ -159,15 +168,10 @@ pub fn score_vae_test(
     }
     let mut rng = FlowRng::seed_from_u64(params.seed ^ 0x7e57);
     let n = params.images.unwrap_or(usize::MAX).min(data.test.n);
-    let neg_elbo = MeanWithError::of(&split_neg_elbo(
-        vae,
-        data,
-        VaeSplit::Test,
-        n,
-        params.batch_size,
-        &mut rng,
-    )?);
-    let (is_nll, is_mc_std_err) = if params.is_samples > 0 {
+    let neg_elbo_per_image =
+        split_neg_elbo(vae, data, VaeSplit::Test, n, params.batch_size, &mut rng)?;
+    let neg_elbo = MeanWithError::of(&neg_elbo_per_image);
+    let (is_nll_per_image, is_mc_std_err) = if params.is_samples > 0 {
         let n = params.is_images.unwrap_or(usize::MAX).min(data.test.n);
         monitor(VaeTestProgress::ImportanceSamplingStarts {
             images: n,
@@ -183,10 +187,11 @@ pub fn score_vae_test(
             &mut rng,
             |done| monitor(VaeTestProgress::ImportanceSampled { done }),
         )?;
-        (Some(MeanWithError::of(&v)), Some(mc))
+        (Some(v), Some(mc))
     } else {
         (None, None)
     };
+    let is_nll = is_nll_per_image.as_deref().map(MeanWithError::of);
     let dims = data.height * data.width;
     let bpd = |m: MeanWithError| {
         (data.likelihood == VaeLikelihood::Categorical256).then(|| m.to_bits_per_dim(dims))
@@ -198,5 +203,7 @@ pub fn score_vae_test(
         is_mc_std_err,
         is_nll_bpd: is_nll.and_then(bpd),
         is_samples: params.is_samples,
+        neg_elbo_per_image,
+        is_nll_per_image: is_nll_per_image.unwrap_or_default(),
     })
 }
