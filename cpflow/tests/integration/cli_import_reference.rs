@@ -217,6 +217,21 @@ fn bad_state_dicts_are_refused_by_name() {
     write_state_dict(&w, &fx.state_dict());
     let e = run(&w, "three");
     assert!(e.contains("flows.5.icnn") && e.contains("more"), "{e}");
+    // A model that cpflow wrote is not a state_dict: named as one (its keys are cpflow's).
+    std::fs::write(&cfg, CONFIG).unwrap();
+    let good = dir.join("good");
+    cpflow(&[
+        "import-reference",
+        "--state-dict",
+        &s(&w),
+        "--config",
+        &s(&cfg),
+        "--out",
+        &s(&good),
+    ]);
+    let e = run(&good.join("model.safetensors"), "again");
+    assert!(e.contains("is a cpflow model"), "{e}");
+    assert!(!dir.join("again").exists());
     std::fs::remove_dir_all(&dir).ok();
 }
 

@@ -209,22 +209,15 @@ fn import_reference_vae_scores_as_the_original() {
         cfg.to_str().unwrap(),
         imported.to_str().unwrap(),
     );
-    let import = |config: &str, out: &str| -> Vec<String> {
-        let args = [
-            "import-reference",
-            "--vae",
-            "--state-dict",
-            w_s,
-            "--config",
-            config,
-        ];
-        [&args[..], &["--out", out]]
+    let import = |weights: &str, config: &str, out: &str| -> Vec<String> {
+        let args = ["import-reference", "--vae", "--state-dict", weights];
+        [&args[..], &["--config", config, "--out", out]]
             .concat()
             .iter()
             .map(|s| s.to_string())
             .collect()
     };
-    let printed = cpflow(&strs(&import(cfg_s, imp_s)));
+    let printed = cpflow(&strs(&import(w_s, cfg_s, imp_s)));
     assert!(printed.contains("imported"), "{printed}");
     let score = |model: &str| json(&cpflow(&["eval", "--model", model, "--is-samples", "0"]));
     let (a, b) = (score(run.to_str().unwrap()), score(imp_s));
@@ -237,13 +230,26 @@ fn import_reference_vae_scores_as_the_original() {
     std::fs::write(&wrong, text.replace("latent_dim = 2", "latent_dim = 3")).unwrap();
     let other = dir.join("other");
     let (wrong_s, other_s) = (wrong.to_str().unwrap(), other.to_str().unwrap());
-    let err = cpflow_fails(&strs(&import(wrong_s, other_s)));
+    let err = cpflow_fails(&strs(&import(w_s, wrong_s, other_s)));
     assert!(err.contains("shape") || err.contains("latent"), "{err}");
+    assert!(!other.exists());
+    // A cpflow model is not a reference state_dict; one under a prefix names the prefix.
+    let best = run.join("best.safetensors");
+    let err = cpflow_fails(&strs(&import(best.to_str().unwrap(), cfg_s, other_s)));
+    assert!(err.contains("is a cpflow model"), "{err}");
+    let prefixed: HashMap<String, Tensor> = state_dict
+        .iter()
+        .map(|(k, t)| (format!("model.{k}"), t.clone()))
+        .collect();
+    let wp = dir.join("prefixed.safetensors");
+    candle_core::safetensors::save(&prefixed, &wp).unwrap();
+    let err = cpflow_fails(&strs(&import(wp.to_str().unwrap(), cfg_s, other_s)));
+    assert!(err.contains("--prefix model."), "{err}");
     assert!(!other.exists());
     // The Gaussian posterior's config for a CP-Flow posterior's weights: the setting is named.
     let gaussian = dir.join("gaussian.toml");
     std::fs::write(&gaussian, text.replace("\"cp-flow\"", "\"gaussian\"")).unwrap();
-    let err = cpflow_fails(&strs(&import(gaussian.to_str().unwrap(), other_s)));
+    let err = cpflow_fails(&strs(&import(w_s, gaussian.to_str().unwrap(), other_s)));
     assert!(err.contains("posterior = \"cp-flow\""), "{err}");
     assert!(!other.exists());
 }

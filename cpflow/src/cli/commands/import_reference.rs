@@ -24,6 +24,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use crate::cli::data::DataSource;
+use crate::cli::model_file::{ModelKind, model_kind};
 use crate::cli::run_config::{Overrides, is_image_config, resolve};
 use crate::cli::run_dir::{
     TRAIN_RUN, absolute_run_config, check_new_run, remove_old_run, write_config,
@@ -180,6 +181,20 @@ fn read_state_dict(path: &Path, prefix: Option<&str>) -> Result<HashMap<String, 
         bail!(
             "{} is not a safetensors file ({e}): write the state_dict with \
              safetensors.torch.save_file (see `cpflow import-reference --help`)",
+            path.display()
+        );
+    }
+    // A model that cpflow wrote (its metadata says which) is not a reference state_dict: its
+    // keys are cpflow's, and the key-by-key error would list them all.
+    let written_by = match model_kind(path)? {
+        ModelKind::Unknown => None,
+        ModelKind::Flow | ModelKind::Image => Some("cpflow train or import-reference"),
+        ModelKind::Vae => Some("cpflow vae or import-reference --vae"),
+    };
+    if let Some(command) = written_by {
+        bail!(
+            "{} is a cpflow model (written by {command}), not a state_dict of the authors' \
+             code: `cpflow eval --model` and `cpflow sample --model` read it as it is",
             path.display()
         );
     }

@@ -96,7 +96,8 @@ pub fn import_vae(a: &ImportReferenceArgs) -> Result<()> {
     Ok(())
 }
 
-/// Refuses a config whose posterior is not the state_dict's, naming the setting: train_vae.py's
+/// Refuses a state_dict without train_vae.py's encoder keys (naming a prefix it sits under),
+/// and a config whose posterior is not the state_dict's, naming the setting: train_vae.py's
 /// CP-Flow posterior (`-f cpflow`, `CPFVAE`) keeps its flow under `flow.…`, the Gaussian one
 /// (`-f no_flow`, `VAE`) has no such key (the key-by-key error lists hundreds of keys).
 fn check_posterior(
@@ -104,6 +105,20 @@ fn check_posterior(
     posterior: PosteriorKind,
     config: &Path,
 ) -> Result<()> {
+    // Their encoder's first gated convolution: every train_vae.py VAE has it.
+    if !state_dict.keys().any(|k| k.starts_with("q_z_nn.")) {
+        if let Some(p) = state_dict
+            .keys()
+            .filter_map(|k| k.find("q_z_nn.").map(|i| &k[..i]))
+            .min()
+        {
+            bail!("the state_dict has no q_z_nn.… keys but has {p}q_z_nn.…: pass --prefix {p}");
+        }
+        bail!(
+            "the state_dict has no q_z_nn.… keys (the encoder of train_vae.py's VAE): it is \
+             not that model's state_dict"
+        );
+    }
     let has_flow = state_dict.keys().any(|k| k.starts_with("flow."));
     let want = match (posterior, has_flow) {
         (PosteriorKind::CpFlow, false) => "gaussian",
