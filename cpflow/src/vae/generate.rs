@@ -332,4 +332,37 @@ mod tests {
         assert!(vae.decoded_means(&wrong).is_err());
         assert!(vae.prior_latents(1, 0.0, &mut rng).is_err());
     }
+
+    /// An f32 network (the CPU configs') draws f32 latents and decodes to f64 pixels that
+    /// agree with the f64 decoder of the same weights to f32 rounding.
+    #[test]
+    fn f32_networks_decode_as_their_f64_twins() {
+        let cfg = |float| VaeModelConfig {
+            latent_dim: 3,
+            architecture: VaeArchitecture {
+                channels: 2,
+                feature_dim: 4,
+                head_channels: 2,
+            },
+            network_float: float,
+            ..Default::default()
+        };
+        let lik = VaeLikelihood::Categorical256;
+        let v64 = Vae::new(&cfg(crate::FloatType::F64), lik, (28, 20), &Device::Cpu).unwrap();
+        let v32 = Vae::new(&cfg(crate::FloatType::F32), lik, (28, 20), &Device::Cpu).unwrap();
+        let w: std::collections::HashMap<String, Tensor> = v64
+            .weight_tensors()
+            .into_iter()
+            .map(|(k, t)| (k, t.to_dtype(DType::F32).unwrap()))
+            .collect();
+        v32.set_weights(&w, "").unwrap();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+        let z = v32.prior_latents(4, 1.0, &mut rng).unwrap();
+        assert_eq!(z.dtype(), DType::F32);
+        let m32 = v32.decoded_means(&z).unwrap();
+        assert_eq!(m32.dtype(), DType::F64);
+        let m64 = v64.decoded_means(&z.to_dtype(DType::F64).unwrap()).unwrap();
+        let max = max_abs_diff(&m32, &m64);
+        assert!(max < 1e-5, "{max}");
+    }
 }
