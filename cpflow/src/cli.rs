@@ -141,7 +141,8 @@ pub(crate) struct EvalArgs {
     pub model: PathBuf,
     /// Data to score (default: the held-out split of the run's data); a tabular benchmark's
     /// name scores its test split, read under the run's `data.root`. Image flows: only their
-    /// own dataset's name (`mnist` or `cifar10`, which the model's image shape must match).
+    /// own dataset's name (`mnist` or `cifar10`, which the model's image shape must match);
+    /// VAEs: only their own dataset's name.
     #[arg(long)]
     pub data: Option<String>,
     /// Where the datasets are (the folder `cargo xtask download` fills; default: the run's
@@ -155,7 +156,9 @@ pub(crate) struct EvalArgs {
     /// `slq`. Measured on 2 CPU cores (release): the configs/mnist-cpu.toml model takes about
     /// 0.2-0.3 s per image exact (the default 16: ~4 s) and 3-6 ms per image by SLQ (10,000:
     /// ~35-55 s); the 2.9M-parameter configs/mnist.toml model about 110 s per image exact
-    /// (16: ~30 min) and 0.16 s per image by SLQ (10,000: ~27 min).
+    /// (16: ~30 min) and 0.16 s per image by SLQ (10,000: ~27 min). VAEs: the first `n` test
+    /// images for both scores (default every test image for the −ELBO and the run's
+    /// `eval.is_images` for importance sampling).
     #[arg(long, short = 'n', value_parser = count_in::<1, MAX_EVAL_POINTS>)]
     pub n: Option<usize>,
     /// Log-det estimator.
@@ -169,7 +172,8 @@ pub(crate) struct EvalArgs {
     pub steps: Option<usize>,
     /// Points per evaluation chunk (default 1024; image flows: images per pass, default the
     /// run's `train.eval_batch_size`, 200: the SLQ probes are drawn per pass, so another
-    /// batch draws other probes).
+    /// batch draws other probes; VAEs: images per −ELBO batch, default the run's
+    /// `train.batch_size`).
     #[arg(long, value_parser = count_at_least::<1>)]
     pub batch_size: Option<usize>,
     /// VAEs (of `cpflow vae`): importance samples per test image for the NLL (default the
