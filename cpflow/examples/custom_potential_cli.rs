@@ -11,24 +11,39 @@
 //! cargo run --release -p cpflow --example custom_potential_cli -- eval --model runs/8g-custom
 //! ```
 //!
+//! It also registers a conditional network, `picnn_by_settings` (`icnn`'s `Picnn`), which
+//! the VAE's CP-Flow posterior uses through `[model.custom_posterior]`:
+//!
+//! ```text
+//! cargo run --release -p cpflow --example custom_potential_cli -- \
+//!     vae --config configs/vae-frey-custom.toml --out runs/vae-frey-custom
+//! ```
+//!
 //! The plain `cpflow` binary refuses such a run with an error that names
-//! `cpflow::register_potential`: the model file records the network's name and settings,
-//! not its code.
+//! `cpflow::register_potential` (or `register_conditional_potential`): the model file records
+//! the network's name and settings, not its code.
 
-use cpflow::CustomPotentialConfig;
-use icnn::{Icnn3, Icnn3Config, IcnnError};
+use std::collections::BTreeMap;
+
+use icnn::{Icnn3, Icnn3Config, IcnnError, Picnn, PicnnConfig};
 
 /// mimalloc, as the `cpflow` binary uses (see `cpflow::allocator`).
 #[global_allocator]
 static GLOBAL: cpflow::allocator::MiMalloc = cpflow::allocator::MiMalloc;
 
-/// The whole-number setting `key` of `cfg` (at least 1), or `default` when absent.
-fn count(cfg: &CustomPotentialConfig, key: &str, default: usize) -> icnn::Result<usize> {
-    match cfg.settings.get(key) {
+/// The whole-number setting `key` of the `[table] settings` (at least 1), or `default` when
+/// absent.
+fn count(
+    settings: &BTreeMap<String, f64>,
+    table: &str,
+    key: &str,
+    default: usize,
+) -> icnn::Result<usize> {
+    match settings.get(key) {
         None => Ok(default),
         Some(&v) if v >= 1.0 && v.fract() == 0.0 && v <= 1e6 => Ok(v as usize),
         Some(v) => Err(IcnnError::InvalidConfig(format!(
-            "[model.custom] settings.{key} must be a whole number from 1 to 1e6, got {v}"
+            "[{table}] settings.{key} must be a whole number from 1 to 1e6, got {v}"
         ))),
     }
 }
@@ -37,11 +52,26 @@ fn main() -> anyhow::Result<()> {
     cpflow::register_potential("icnn3_by_settings", |vb, cfg, rng| {
         let config = Icnn3Config {
             dim: cfg.dim,
-            width: count(cfg, "width", 32)?,
-            depth: count(cfg, "depth", 5)?,
+            width: count(&cfg.settings, "model.custom", "width", 32)?,
+            depth: count(&cfg.settings, "model.custom", "depth", 5)?,
             ..Default::default()
         };
         Ok(Box::new(Icnn3::new(vb, &config, rng)?))
+    });
+    // The reference posterior's PICNN options (gaussian softplus, zero-shifted, symmetric
+    // first activation), its width and depth from the settings.
+    cpflow::register_conditional_potential("picnn_by_settings", |vb, cfg, rng| {
+        let table = "model.custom_posterior";
+        let config = PicnnConfig {
+            dim: cfg.dim,
+            context_dim: cfg.context_dim,
+            width: count(&cfg.settings, table, "width", 64)?,
+            depth: count(&cfg.settings, table, "depth", 5)?,
+            zero_shift: true,
+            symm_act_first: true,
+            ..Default::default()
+        };
+        Ok(Box::new(Picnn::new(vb, &config, rng)?))
     });
     cpflow::cli::main()
 }

@@ -239,6 +239,13 @@ impl KeyMapping {
                     .into(),
             ));
         }
+        if let Some(c) = &config.custom_potential {
+            return Err(CpflowError::InvalidConfig(format!(
+                "the posterior's blocks use the custom potential `{}`: the reference's CPFVAE \
+                 has PICNN blocks, so its weights do not correspond",
+                c.name
+            )));
+        }
         let mut m = Self::new();
         let mut i = 0;
         let actnorm = |m: Self, i: &mut usize| {

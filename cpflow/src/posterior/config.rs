@@ -2,9 +2,11 @@
 
 use icnn::{ActivationKind, PicnnConfig};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 use crate::block::BlockConfig;
 use crate::config::{FloatType, SurrogateParams};
+use crate::custom_conditional_potential::CustomConditionalConfig;
 use crate::error::{CpflowError, Result};
 use crate::potential::PotentialConfig;
 
@@ -53,6 +55,33 @@ pub struct PosteriorConfig {
     pub float: FloatType,
     /// Seed of the host RNG that draws the initial PICNN weights.
     pub init_seed: u64,
+    /// A conditional potential of your own for every block instead of the PICNN (`width`,
+    /// `depth`, `activation`, `zero_shift` and `symm_act_first` are then unused).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub custom_potential: Option<CustomPosteriorPotential>,
+}
+
+/// The blocks' potential `F(z; h)` as a network of your own: the conditional builder
+/// registered under `name` with [`crate::register_conditional_potential`] (the same registry
+/// as conditional flows'), called for each block with `dim = latent_dim`, `context_dim` and
+/// `settings`. The network must be convex in `z` for every context `h`; check its
+/// derivatives with `icnn::check_derivatives`.
+///
+/// ```
+/// use cpflow::posterior::{CustomPosteriorPotential, PosteriorConfig};
+/// let custom = CustomPosteriorPotential { name: "my-picnn".into(), settings: Default::default() };
+/// let cfg = PosteriorConfig::reference_vae(8, 4).with_custom_potential(custom);
+/// let block = cfg.block_config();
+/// assert_eq!((block.potential.dim(), block.potential.context_dim()), (8, Some(4)));
+/// ```
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CustomPosteriorPotential {
+    /// The name its builder is registered under.
+    pub name: String,
+    /// Free numeric settings for the builder, saved with the model.
+    #[serde(default)]
+    pub settings: BTreeMap<String, f64>,
 }
 
 impl PosteriorConfig {
@@ -74,6 +103,7 @@ impl PosteriorConfig {
             bias_w1: 0.0,
             float: FloatType::F64,
             init_seed: 0,
+            custom_potential: None,
         }
     }
 
@@ -117,10 +147,22 @@ impl PosteriorConfig {
         self
     }
 
-    /// The configuration of each CP-Flow block (a PICNN potential).
+    /// Builder: the blocks' potential is the registered conditional network `custom`.
+    pub fn with_custom_potential(mut self, custom: CustomPosteriorPotential) -> Self {
+        self.custom_potential = Some(custom);
+        self
+    }
+
+    /// The configuration of each CP-Flow block (a PICNN potential, or the custom one).
     pub fn block_config(&self) -> BlockConfig {
-        BlockConfig {
-            potential: PotentialConfig::Picnn(PicnnConfig {
+        let potential = match &self.custom_potential {
+            Some(c) => PotentialConfig::CustomConditional(CustomConditionalConfig {
+                name: c.name.clone(),
+                dim: self.latent_dim,
+                context_dim: self.context_dim,
+                settings: c.settings.clone(),
+            }),
+            None => PotentialConfig::Picnn(PicnnConfig {
                 dim: self.latent_dim,
                 context_dim: self.context_dim,
                 width: self.width,
@@ -129,6 +171,9 @@ impl PosteriorConfig {
                 zero_shift: self.zero_shift,
                 symm_act_first: self.symm_act_first,
             }),
+        };
+        BlockConfig {
+            potential,
             trainable_w0: self.trainable_w0,
             bias_w1: self.bias_w1,
         }
@@ -141,7 +186,10 @@ impl PosteriorConfig {
                 "posterior latent and context dimensions must be positive".into(),
             ));
         }
-        if self.blocks > 0 && (self.width == 0 || self.depth == 0) {
+        if self.blocks > 0
+            && self.custom_potential.is_none()
+            && (self.width == 0 || self.depth == 0)
+        {
             return Err(CpflowError::InvalidConfig(
                 "posterior PICNN width and depth must be positive".into(),
             ));

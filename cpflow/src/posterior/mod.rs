@@ -19,7 +19,7 @@ mod importance;
 mod scalar_actnorm;
 
 pub use amortized::{AmortizedPosterior, PosteriorSample, PosteriorSlqSample, PosteriorSurrogate};
-pub use config::{PosteriorConfig, reference_vae_surrogate_params};
+pub use config::{CustomPosteriorPotential, PosteriorConfig, reference_vae_surrogate_params};
 pub use density::PosteriorDensity;
 pub use importance::{
     ImportanceEstimate, importance_sampled_log_likelihood, importance_sampled_log_likelihood_batch,

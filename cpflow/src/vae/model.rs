@@ -12,7 +12,9 @@ use super::network::{Decoder, Encoder, EncoderOutput, VaeArchitecture};
 use crate::block::CgReport;
 use crate::config::{FloatType, SurrogateParams};
 use crate::error::{CpflowError, Result};
-use crate::posterior::{AmortizedPosterior, ImportanceEstimate, PosteriorConfig};
+use crate::posterior::{
+    AmortizedPosterior, CustomPosteriorPotential, ImportanceEstimate, PosteriorConfig,
+};
 
 /// Which posterior the VAE uses.
 ///
@@ -65,6 +67,11 @@ pub struct VaeModelConfig {
     pub posterior_float: FloatType,
     /// Seed of the initial weights.
     pub init_seed: u64,
+    /// The CP-Flow posterior's block potential as a conditional network of your own
+    /// (registered with [`crate::register_conditional_potential`]) instead of the PICNN
+    /// (`width`, `depth` unused); TOML `[model.custom_posterior]` with `name` and `settings`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub custom_posterior: Option<CustomPosteriorPotential>,
 }
 
 impl Default for VaeModelConfig {
@@ -79,6 +86,7 @@ impl Default for VaeModelConfig {
             network_float: FloatType::F64,
             posterior_float: FloatType::F64,
             init_seed: 0,
+            custom_posterior: None,
         }
     }
 }
@@ -89,9 +97,15 @@ impl VaeModelConfig {
         let c = self.architecture.feature_dim;
         let cfg = match self.posterior {
             PosteriorKind::Gaussian => PosteriorConfig::gaussian(self.latent_dim, c),
-            PosteriorKind::CpFlow => PosteriorConfig::reference_vae(self.latent_dim, c)
-                .with_blocks(self.blocks)
-                .with_picnn(self.width, self.depth),
+            PosteriorKind::CpFlow => {
+                let q = PosteriorConfig::reference_vae(self.latent_dim, c)
+                    .with_blocks(self.blocks)
+                    .with_picnn(self.width, self.depth);
+                match &self.custom_posterior {
+                    Some(custom) => q.with_custom_potential(custom.clone()),
+                    None => q,
+                }
+            }
         };
         cfg.with_float(self.posterior_float)
             .with_init_seed(self.init_seed.wrapping_add(1))
@@ -279,6 +293,12 @@ impl Vae {
     ) -> Result<Self> {
         if config.latent_dim == 0 {
             return Err(CpflowError::InvalidConfig("latent_dim must be ≥ 1".into()));
+        }
+        if config.custom_posterior.is_some() && config.posterior != PosteriorKind::CpFlow {
+            return Err(CpflowError::InvalidConfig(
+                "custom_posterior sets the CP-Flow posterior's potential: it needs posterior = \"cp-flow\""
+                    .into(),
+            ));
         }
         let varmap = VarMap::new();
         let mut rng = rand::rngs::StdRng::seed_from_u64(config.init_seed);

@@ -50,3 +50,5 @@ mod reference_parity_vae_is;
 mod run_lifecycle;
 mod toy_reference;
 mod training;
+#[cfg(feature = "vae")]
+mod vae_custom_posterior;

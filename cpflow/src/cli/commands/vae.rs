@@ -195,6 +195,19 @@ mod tests {
                 );
             }
         }
+        // configs/vae-frey-custom.toml is the CPU preset with the posterior's PICNN(64, 5)
+        // named as a custom network (width and depth as settings).
+        let got = resolve_vae_config(&args("configs/vae-frey-custom.toml")).unwrap();
+        let mut want = VaeConfig::cpu(
+            VaeDatasetName::FreyFaces,
+            "../shared/data",
+            PosteriorKind::CpFlow,
+        );
+        want.model.custom_posterior = Some(crate::posterior::CustomPosteriorPotential {
+            name: "picnn_by_settings".into(),
+            settings: [("width".to_string(), 64.0), ("depth".to_string(), 5.0)].into(),
+        });
+        assert_eq!(got, want);
     }
 
     #[test]
