@@ -163,17 +163,20 @@ fn bad_state_dicts_are_refused_by_name() {
     let cfg = dir.join("model.toml");
     std::fs::write(&cfg, CONFIG).unwrap();
     let s = |p: &Path| p.to_str().unwrap().to_string();
-    let run = |w: &Path, out: &str| {
-        cpflow_fails(&[
+    let args = |w: &Path, out: &str| -> [String; 7] {
+        let (w, c, o) = (s(w), s(&cfg), s(&dir.join(out)));
+        [
             "import-reference",
             "--state-dict",
-            &s(w),
+            &w,
             "--config",
-            &s(&cfg),
+            &c,
             "--out",
-            &s(&dir.join(out)),
-        ])
+            &o,
+        ]
+        .map(String::from)
     };
+    let run = |w: &Path, out: &str| cpflow_fails(&args(w, out).each_ref().map(String::as_str));
     // A key removed: named as the reference names it, and nothing is written.
     let mut sd = fx.state_dict();
     sd.remove("flows.3.w1").unwrap();
@@ -219,17 +222,8 @@ fn bad_state_dicts_are_refused_by_name() {
     assert!(e.contains("flows.5.icnn") && e.contains("more"), "{e}");
     // A model that cpflow wrote is not a state_dict: named as one (its keys are cpflow's).
     std::fs::write(&cfg, CONFIG).unwrap();
-    let good = dir.join("good");
-    cpflow(&[
-        "import-reference",
-        "--state-dict",
-        &s(&w),
-        "--config",
-        &s(&cfg),
-        "--out",
-        &s(&good),
-    ]);
-    let e = run(&good.join("model.safetensors"), "again");
+    cpflow(&args(&w, "good").each_ref().map(String::as_str));
+    let e = run(&dir.join("good").join("model.safetensors"), "again");
     assert!(e.contains("is a cpflow model"), "{e}");
     assert!(!dir.join("again").exists());
     std::fs::remove_dir_all(&dir).ok();
