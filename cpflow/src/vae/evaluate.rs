@@ -172,6 +172,20 @@ pub fn split_neg_elbo<R: Rng + ?Sized>(
     batch: usize,
     rng: &mut R,
 ) -> Result<Vec<f64>> {
+    split_neg_elbo_monitored(vae, data, split, n, batch, rng, |_| Ok(()))
+}
+
+/// [`split_neg_elbo`] calling `on_batch(images done)` after each batch (progress; an error it
+/// returns stops the scoring and is returned).
+pub(crate) fn split_neg_elbo_monitored<R: Rng + ?Sized>(
+    vae: &Vae,
+    data: &VaeData,
+    split: VaeSplit,
+    n: usize,
+    batch: usize,
+    rng: &mut R,
+    mut on_batch: impl FnMut(usize) -> Result<()>,
+) -> Result<Vec<f64>> {
     let n = n.min(data.split(split).n);
     let mut out = Vec::with_capacity(n);
     let mut i = 0;
@@ -180,6 +194,7 @@ pub fn split_neg_elbo<R: Rng + ?Sized>(
         let b = make_batch(vae, data, split, &idx, rng)?;
         out.extend(vae.neg_elbo_exact(&b, rng)?.neg_elbo);
         i += idx.len();
+        on_batch(i)?;
     }
     Ok(out)
 }

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::config::VaeConfig;
 use super::data::{VaeData, VaeLikelihood, VaeSplit};
-use super::evaluate::{MeanWithError, split_importance_nll, split_neg_elbo};
+use super::evaluate::{MeanWithError, split_importance_nll, split_neg_elbo_monitored};
 use super::model::Vae;
 use crate::FlowRng;
 use crate::error::{CpflowError, Result};
@@ -83,6 +83,13 @@ pub struct VaeTestScores {
 /// returned from the monitor stops the scoring and is returned).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum VaeTestProgress {
+    /// The −ELBO of `done` of the `of` images is computed (after each batch).
+    NegElbo {
+        /// Images done.
+        done: usize,
+        /// Images to score.
+        of: usize,
+    },
     /// The −ELBO is done; importance sampling of `images` images with `samples` each starts.
     ImportanceSamplingStarts {
         /// Images to score.
@@ -143,8 +150,10 @@ pub enum VaeTestProgress {
 /// })?;
 /// assert_eq!(scores.neg_elbo, report.test_neg_elbo);
 /// assert_eq!(scores.is_nll, report.test_is_nll);
-/// assert_eq!(seen.len(), 3); // the start of importance sampling, then one per test image
-/// assert_eq!(seen[2], VaeTestProgress::ImportanceSampled { done: 2 });
+/// // One −ELBO batch of the 2 test images, the start of importance sampling, one per image.
+/// assert_eq!(seen.len(), 4);
+/// assert_eq!(seen[0], VaeTestProgress::NegElbo { done: 2, of: 2 });
+/// assert_eq!(seen[3], VaeTestProgress::ImportanceSampled { done: 2 });
 /// assert_eq!((scores.neg_elbo_per_image.len(), scores.is_nll_per_image.len()), (2, 2));
 /// # std::fs::remove_dir_all(&out).ok();
 /// # Ok(())
@@ -168,8 +177,15 @@ pub fn score_vae_test(
     }
     let mut rng = FlowRng::seed_from_u64(params.seed ^ 0x7e57);
     let n = params.images.unwrap_or(usize::MAX).min(data.test.n);
-    let neg_elbo_per_image =
-        split_neg_elbo(vae, data, VaeSplit::Test, n, params.batch_size, &mut rng)?;
+    let neg_elbo_per_image = split_neg_elbo_monitored(
+        vae,
+        data,
+        VaeSplit::Test,
+        n,
+        params.batch_size,
+        &mut rng,
+        |done| monitor(VaeTestProgress::NegElbo { done, of: n }),
+    )?;
     let neg_elbo = MeanWithError::of(&neg_elbo_per_image);
     let (is_nll_per_image, is_mc_std_err) = if params.is_samples > 0 {
         let n = params.is_images.unwrap_or(usize::MAX).min(data.test.n);

@@ -256,6 +256,11 @@ pub fn run_vae_on(
     let mut bar: Option<Progress> = None;
     let scores = score_vae_test(&vae, data, &VaeTestParams::of_run(config), |p| {
         match p {
+            VaeTestProgress::NegElbo { .. } => {
+                return stop_if_interrupted(
+                    "the rest of the test −ELBO and the importance-sampled NLL",
+                );
+            }
             VaeTestProgress::ImportanceSamplingStarts { images, samples } => {
                 let b = Progress::new(images as u64, options.progress_bar);
                 b.set_message(format!("importance sampling, K = {samples}"));

@@ -17,7 +17,7 @@ use crate::cli::interrupt::Interrupt;
 use crate::cli::{Estimator, EvalArgs};
 
 /// What the first Ctrl-C / SIGTERM logs.
-const INTERRUPT_MESSAGE: &str = "interrupted: stopping after the test image in progress (no score is printed); \
+const INTERRUPT_MESSAGE: &str = "interrupted: stopping after the test batch or image in progress (no score is printed); \
      interrupt again to quit now";
 
 /// The JSON line of `eval` on a VAE.
@@ -110,39 +110,52 @@ pub fn eval_vae(a: &EvalArgs, loc: &ModelLocation, t0: Instant) -> Result<()> {
             "-n is larger than the test split: every test image is scored"
         );
     }
+    let interrupt = Interrupt::install_with_message(INTERRUPT_MESSAGE)?;
     tracing::info!(dataset = ds.name(), ?params, "scoring the test split");
     let ts = Instant::now();
-    let interrupt = Interrupt::install_with_message(INTERRUPT_MESSAGE)?;
-    let mut bar = indicatif::ProgressBar::hidden();
-    let mut done = 0;
+    // One bar per phase: the −ELBO's batches, then the importance-sampled images.
+    let mut bar: Option<indicatif::ProgressBar> = None;
+    let mut done = (0, "−ELBO");
     let scores = score_vae_test(&vae, &data, &params, |p| {
         match p {
+            VaeTestProgress::NegElbo { done: d, of } => {
+                done = (d, "−ELBO");
+                bar.get_or_insert_with(|| {
+                    super::chunk_progress_bar(of, params.batch_size, "−ELBO", " images")
+                })
+                .set_position(d as u64);
+            }
             VaeTestProgress::ImportanceSamplingStarts { images, samples } => {
-                bar = super::chunk_progress_bar(
-                    images,
-                    1,
-                    &format!("importance sampling (K = {samples})"),
-                    " images",
-                );
+                if let Some(b) = bar.take() {
+                    b.finish_and_clear();
+                }
+                let label = format!("importance sampling (K = {samples})");
+                bar = Some(super::chunk_progress_bar(images, 1, &label, " images"));
             }
             VaeTestProgress::ImportanceSampled { done: d } => {
-                done = d;
-                bar.set_position(d as u64);
+                done = (d, "importance-sampled");
+                if let Some(b) = &bar {
+                    b.set_position(d as u64);
+                }
             }
         }
         if interrupt.is_set() {
             return Err(crate::CpflowError::EvaluationInterrupted {
-                skipped: "the rest of the importance sampling".into(),
+                skipped: "the rest of the test score".into(),
                 saved: Vec::new(),
             });
         }
         Ok(())
     });
-    bar.finish_and_clear();
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
     if interrupt.is_set() {
         bail!(
-            "interrupted after {done} importance-sampled test images: no score (scoring fewer \
-             images: -n or --is-samples; the same seed gives the same numbers)"
+            "interrupted after {} {} test images: no score (scoring fewer images: -n or \
+             --is-samples; the same seed gives the same numbers)",
+            done.0,
+            done.1
         );
     }
     let scores = scores?;
