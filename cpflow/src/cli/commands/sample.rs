@@ -266,8 +266,8 @@ fn sample_vae(a: &SampleArgs, loc: &ModelLocation) -> Result<()> {
     })?;
     target.finish(&a.output, |x| Ok(x.clone()))?;
     println!(
-        "wrote {n} VAE samples ({} of p(x|z), z from the prior at temperature {}, {weights} \
-         weights) to {} in {:.1} s",
+        "wrote {n} VAE samples ({h}×{w} images; {} of p(x|z), z from the prior at temperature \
+         {}, {weights} weights) to {} in {:.1} s",
         match pixels {
             VaePixels::Mean => "pixel means",
             VaePixels::Draw => "pixel draws",
