@@ -229,6 +229,12 @@ pub(crate) struct SampleArgs {
     /// every pixel.
     #[arg(long, value_enum)]
     pub pixels: Option<VaePixels>,
+    /// VAEs: reconstructions of test images instead of prior samples (pixel means of
+    /// `p(x | z)` for one posterior sample `z` of each image). With `--grid RxC` (R even) the
+    /// first R/2·C test images fill rows 1, 3, … with their reconstructions below them;
+    /// without it, the reconstructions of the first `-n` test images are written as rows.
+    #[arg(long)]
+    pub reconstruct: bool,
     #[command(flatten)]
     pub dev: DeviceArgs,
 }

@@ -11,7 +11,7 @@ use rand::Rng;
 use rand_distr::StandardNormal;
 
 use super::data::VaeLikelihood;
-use super::model::Vae;
+use super::model::{Vae, VaeBatch};
 use crate::error::{CpflowError, Result};
 
 impl Vae {
@@ -110,6 +110,43 @@ impl Vae {
         let (h, w) = self.image_hw();
         let pixels = draws_from_logits(self.likelihood(), &logits, b, h * w, rng);
         Ok(Tensor::from_vec(pixels, (b, 1, h, w), self.device())?)
+    }
+
+    /// Reconstructions of `batch`: each image encoded, one posterior sample `z ~ q(z | x)`
+    /// drawn from `rng`, decoded into the pixel means of `p(x | z)`: `(B, 1, H, W)` f64.
+    ///
+    /// ```
+    /// use candle_core::{DType, Device, Tensor};
+    /// use cpflow::vae::{PosteriorKind, Vae, VaeArchitecture, VaeBatch, VaeLikelihood, VaeModelConfig};
+    /// use rand::SeedableRng;
+    /// # fn main() -> cpflow::Result<()> {
+    /// let cfg = VaeModelConfig {
+    ///     latent_dim: 3,
+    ///     architecture: VaeArchitecture { channels: 2, feature_dim: 4, head_channels: 2 },
+    ///     posterior: PosteriorKind::Gaussian,
+    ///     ..Default::default()
+    /// };
+    /// let vae = Vae::new(&cfg, VaeLikelihood::Bernoulli, (28, 28), &Device::Cpu)?;
+    /// let x = Tensor::ones((2, 1, 28, 28), DType::F64, &Device::Cpu)?;
+    /// let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+    /// let r = vae.reconstructed_means(&VaeBatch { x, targets: None }, &mut rng)?;
+    /// assert_eq!(r.dims(), &[2, 1, 28, 28]);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn reconstructed_means<R: Rng + ?Sized>(
+        &self,
+        batch: &VaeBatch,
+        rng: &mut R,
+    ) -> Result<Tensor> {
+        self.check_batch(batch)?;
+        let e = self.encode(&batch.x.detach())?;
+        let (mu, ls, h) = (e.mu.detach(), e.log_sigma.detach(), e.feature.detach());
+        let z = self
+            .posterior()
+            .sample_with_log_q_exact(&mu, &ls, &h, rng)?
+            .z;
+        self.decoded_means(&z.detach())
     }
 
     /// The decoder's logits for `z`, checked and on the host: `(B, values)` with the values of

@@ -400,7 +400,7 @@ impl Vae {
         crate::named_vars::set_vars(self.named_vars(), tensors, prefix)
     }
 
-    fn check_batch(&self, batch: &VaeBatch) -> Result<()> {
+    pub(super) fn check_batch(&self, batch: &VaeBatch) -> Result<()> {
         let (h, w) = self.image_hw;
         let d = batch.x.dims();
         if d.len() != 4 || d[1] != 1 || d[2] != h || d[3] != w {

@@ -127,7 +127,8 @@ fn eval_on_a_vae_run_repeats_its_report() {
 
 /// `sample` on a VAE: rows of the decoder's pixel means for the prior latents of the seed
 /// (equal to the library's `decoded_means` of `prior_latents` from the same RNG), binary
-/// draws with `--pixels draw`, and a PNG grid of the grid's size.
+/// draws with `--pixels draw`, a PNG grid of the grid's size, and `--reconstruct`: test
+/// images' reconstructions equal to the library's from the same seed.
 #[test]
 fn sample_from_a_vae_decodes_prior_latents() {
     let (_, run) = trained("caltech101", "gaussian");
@@ -184,6 +185,57 @@ fn sample_from_a_vae_decodes_prior_latents() {
     let img = image::open(&png).unwrap();
     let (w, h) = cpflow::image::grid::grid_size(2, 3, 28, 28);
     assert_eq!((img.width(), img.height()), (w as u32, h as u32));
+
+    // Reconstructions of the first 4 test images, as the library makes them from the same
+    // seed: the test batch, then one posterior sample per image, decoded into pixel means.
+    let recon = dir.join("recon.npy");
+    let args = [
+        "sample",
+        "--model",
+        run_s,
+        "--reconstruct",
+        "-n",
+        "4",
+        "--seed",
+        "2",
+    ];
+    cpflow(&[&args[..], &["-o", recon.to_str().unwrap()]].concat());
+    let got = cpflow::datasets::read_npy_file(&recon).unwrap();
+    assert_eq!((got.rows(), got.cols()), (4, 784));
+    let (vae, cfg) = load_vae(&run, &Device::Cpu).unwrap();
+    let data = cpflow::vae::load_vae_data(cfg.data.dataset, &cfg.data.root, cfg.data.seed).unwrap();
+    let mut rng = FlowRng::seed_from_u64(2);
+    let split = cpflow::vae::VaeSplit::Test;
+    let batch = cpflow::vae::make_batch(&vae, &data, split, &[0, 1, 2, 3], &mut rng).unwrap();
+    let want = vae.reconstructed_means(&batch, &mut rng).unwrap();
+    let want = want.flatten_all().unwrap().to_vec1::<f64>().unwrap();
+    let worst = got
+        .data()
+        .iter()
+        .zip(&want)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f64::max);
+    assert!(worst < 1e-15, "{worst}");
+    // A grid: images above their reconstructions (an even number of rows).
+    let rpng = dir.join("recon.png");
+    let args = ["sample", "--model", run_s, "--reconstruct", "--grid", "4x3"];
+    cpflow(&[&args[..], &["-o", rpng.to_str().unwrap()]].concat());
+    let img = image::open(&rpng).unwrap();
+    let (w, h) = cpflow::image::grid::grid_size(4, 3, 28, 28);
+    assert_eq!((img.width(), img.height()), (w as u32, h as u32));
+    let args = ["sample", "--model", run_s, "--reconstruct", "--grid", "3x3"];
+    let err = cpflow_fails(&[&args[..], &["-o", rpng.to_str().unwrap()]].concat());
+    assert!(err.contains("even number of rows"), "{err}");
+    let args = [
+        "sample",
+        "--model",
+        run_s,
+        "--reconstruct",
+        "--temperature",
+        "0.5",
+    ];
+    let err = cpflow_fails(&[&args[..], &["-o", recon.to_str().unwrap()]].concat());
+    assert!(err.contains("--temperature"), "{err}");
 }
 
 /// The trained VAE's weights under the reference's key names (as train_vae.py's state_dict

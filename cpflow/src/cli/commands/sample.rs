@@ -1,6 +1,8 @@
 //! `cpflow sample`: rows from a tabular/toy model, or images (a PNG grid with `--grid`) from
 //! an image model or a VAE.
 
+mod reconstruct;
+
 use crate::FlowRng;
 use crate::image::{ImageFlow, quantize_pixels, write_sample_grid};
 use anyhow::{Context, Result, bail};
@@ -60,9 +62,9 @@ pub fn sample(a: SampleArgs) -> Result<()> {
     if model_kind(&loc.file)? == ModelKind::Vae {
         return sample_vae(&a, &loc);
     }
-    if a.pixels.is_some() {
+    if a.pixels.is_some() || a.reconstruct {
         bail!(
-            "--pixels applies to VAEs (of `cpflow vae`); {} is a flow",
+            "--pixels and --reconstruct apply to VAEs (of `cpflow vae`); {} is a flow",
             loc.file.display()
         );
     }
@@ -183,20 +185,21 @@ fn image_target(a: &SampleArgs, dim: usize, n: usize) -> Result<ImageTarget> {
     })
 }
 
-/// Draws `n` images, `IMAGE_SAMPLE_CHUNK` at a time by `draw(len)`, into `target` under a
+/// Draws `n` images, `chunk` at a time by `draw(len)`, into `target` under a
 /// progress bar; an interrupt stops between chunks (nothing is written).
 fn draw_image_chunks(
     a: &SampleArgs,
     n: usize,
     target: &mut ImageTarget,
+    chunk: usize,
     mut draw: impl FnMut(usize) -> Result<Tensor>,
 ) -> Result<()> {
     let interrupt = Interrupt::install_with_message(INTERRUPT_MESSAGE)?;
-    let bar = super::chunk_progress_bar(n, IMAGE_SAMPLE_CHUNK, "sampling", "");
+    let bar = super::chunk_progress_bar(n, chunk, "sampling", "");
     let mut done = 0;
     while done < n {
         stop_if_interrupted(&interrupt, done, n, &a.output)?;
-        let len = IMAGE_SAMPLE_CHUNK.min(n - done);
+        let len = chunk.min(n - done);
         target.push(draw(len)?)?;
         done += len;
         bar.set_position(done as u64);
@@ -220,7 +223,7 @@ fn sample_images(a: &SampleArgs, file: &Path) -> Result<()> {
     let t = std::time::Instant::now();
     let mut target = image_target(a, flow.dim(), n)?;
     let mut conv = Convergence::default();
-    draw_image_chunks(a, n, &mut target, |len| {
+    draw_image_chunks(a, n, &mut target, IMAGE_SAMPLE_CHUNK, |len| {
         let inv = flow.sample(len, temperature, &mut rng)?;
         conv.add(inv.report.num_failed(), inv.report.max_residual());
         Ok(quantize_pixels(&inv.x)?)
@@ -248,8 +251,18 @@ fn sample_vae(a: &SampleArgs, loc: &ModelLocation) -> Result<()> {
         );
     }
     let (file, weights) = super::eval_vae::vae_weights(&a.model, loc);
-    let (vae, _) = crate::vae::load_vae_file(&file, &candle_core::Device::Cpu)
+    let (vae, cfg) = crate::vae::load_vae_file(&file, &candle_core::Device::Cpu)
         .with_context(|| format!("loading {}", file.display()))?;
+    if a.reconstruct {
+        let t = std::time::Instant::now();
+        let (n, what) = reconstruct::reconstruct(a, &vae, &cfg)?;
+        println!(
+            "wrote {n} images ({what}; {weights} weights) to {} in {:.1} s",
+            a.output.display(),
+            t.elapsed().as_secs_f64()
+        );
+        return Ok(());
+    }
     let n = a.grid.map_or(a.n, |(r, c)| r * c);
     let temperature = a.temperature.unwrap_or(1.0);
     let pixels = a.pixels.unwrap_or(VaePixels::Mean);
@@ -257,7 +270,7 @@ fn sample_vae(a: &SampleArgs, loc: &ModelLocation) -> Result<()> {
     let t = std::time::Instant::now();
     let (h, w) = vae.image_hw();
     let mut target = image_target(a, h * w, n)?;
-    draw_image_chunks(a, n, &mut target, |len| {
+    draw_image_chunks(a, n, &mut target, IMAGE_SAMPLE_CHUNK, |len| {
         let z = vae.prior_latents(len, temperature, &mut rng)?;
         Ok(match pixels {
             VaePixels::Mean => vae.decoded_means(&z)?,
