@@ -22,13 +22,14 @@ pub(super) fn reconstruct(a: &SampleArgs, vae: &Vae, cfg: &VaeConfig) -> Result<
     }
     let data = load_vae_data(cfg.data.dataset, &cfg.data.root, cfg.data.seed)?;
     let test = data.test.n;
+    // `cols`: the grid's columns (a grid row of images above a row of reconstructions).
     let (pairs, cols) = match a.grid {
-        Some((r, c)) if r % 2 == 0 => (r / 2 * c, c),
+        Some((r, c)) if r % 2 == 0 => (r / 2 * c, Some(c)),
         Some((r, _)) => bail!(
             "--reconstruct with --grid needs an even number of rows (test images above their \
              reconstructions), got {r}"
         ),
-        None => (a.n, 0),
+        None => (a.n, None),
     };
     if pairs > test {
         bail!(
@@ -37,24 +38,20 @@ pub(super) fn reconstruct(a: &SampleArgs, vae: &Vae, cfg: &VaeConfig) -> Result<
         );
     }
     let (h, w) = vae.image_hw();
-    let n = if a.grid.is_some() { 2 * pairs } else { pairs };
+    let n = if cols.is_some() { 2 * pairs } else { pairs };
     let mut target = image_target(a, h * w, n)?;
     let mut rng = FlowRng::seed_from_u64(a.dev.seed.unwrap_or(0));
     // A grid is drawn a grid row (`cols` pairs) at a time: the originals, then their
     // reconstructions; rows are streamed a chunk of reconstructions at a time.
-    let chunk = if cols > 0 {
-        2 * cols
-    } else {
-        IMAGE_SAMPLE_CHUNK
-    };
+    let chunk = cols.map_or(IMAGE_SAMPLE_CHUNK, |c| 2 * c);
     let mut next = 0;
     draw_image_chunks(a, n, &mut target, chunk, |len| {
-        let count = if cols > 0 { len / 2 } else { len };
+        let count = if cols.is_some() { len / 2 } else { len };
         let idx: Vec<usize> = (next..next + count).collect();
         next += count;
         let batch = make_batch(vae, &data, VaeSplit::Test, &idx, &mut rng)?;
         let recon = vae.reconstructed_means(&batch, &mut rng)?;
-        Ok(if cols > 0 {
+        Ok(if cols.is_some() {
             Tensor::cat(&[batch.x.to_dtype(DType::F64)?, recon], 0)?
         } else {
             recon
@@ -64,7 +61,11 @@ pub(super) fn reconstruct(a: &SampleArgs, vae: &Vae, cfg: &VaeConfig) -> Result<
     let what = format!(
         "reconstructions of the first {pairs} {} test images{}",
         cfg.data.dataset,
-        if cols > 0 { " (above: the images)" } else { "" }
+        if cols.is_some() {
+            " (above: the images)"
+        } else {
+            ""
+        }
     );
     Ok((n, what))
 }
