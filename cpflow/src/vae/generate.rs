@@ -139,13 +139,7 @@ impl Vae {
         batch: &VaeBatch,
         rng: &mut R,
     ) -> Result<Tensor> {
-        self.check_batch(batch)?;
-        let e = self.encode(&batch.x.detach())?;
-        let (mu, ls, h) = (e.mu.detach(), e.log_sigma.detach(), e.feature.detach());
-        let z = self
-            .posterior()
-            .sample_with_log_q_exact(&mu, &ls, &h, rng)?
-            .z;
+        let z = self.posterior_sample_exact(batch, rng)?.z;
         self.decoded_means(&z.detach())
     }
 

@@ -14,6 +14,7 @@ use crate::config::{FloatType, SurrogateParams};
 use crate::error::{CpflowError, Result};
 use crate::posterior::{
     AmortizedPosterior, CustomPosteriorPotential, ImportanceEstimate, PosteriorConfig,
+    PosteriorSample,
 };
 
 /// Which posterior the VAE uses.
@@ -400,7 +401,7 @@ impl Vae {
         crate::named_vars::set_vars(self.named_vars(), tensors, prefix)
     }
 
-    pub(super) fn check_batch(&self, batch: &VaeBatch) -> Result<()> {
+    fn check_batch(&self, batch: &VaeBatch) -> Result<()> {
         let (h, w) = self.image_hw;
         let d = batch.x.dims();
         if d.len() != 4 || d[1] != 1 || d[2] != h || d[3] != w {
@@ -495,6 +496,19 @@ impl Vae {
         })
     }
 
+    /// One posterior sample per image of the checked `batch`, with its exact `log q`
+    /// (nothing tracked).
+    pub(super) fn posterior_sample_exact<R: Rng + ?Sized>(
+        &self,
+        batch: &VaeBatch,
+        rng: &mut R,
+    ) -> Result<PosteriorSample> {
+        self.check_batch(batch)?;
+        let e = self.encode(&batch.x.detach())?;
+        let (mu, ls, h) = (e.mu.detach(), e.log_sigma.detach(), e.feature.detach());
+        self.posterior.sample_with_log_q_exact(&mu, &ls, &h, rng)
+    }
+
     /// The single-sample negative ELBO per image with the exact `log q` (dense log-dets):
     /// what Table 3 reports (`images-vae.md` §3.7). Detached.
     pub fn neg_elbo_exact<R: Rng + ?Sized>(
@@ -502,10 +516,7 @@ impl Vae {
         batch: &VaeBatch,
         rng: &mut R,
     ) -> Result<NegElbo> {
-        self.check_batch(batch)?;
-        let e = self.encode(&batch.x.detach())?;
-        let (mu, ls, h) = (e.mu.detach(), e.log_sigma.detach(), e.feature.detach());
-        let s = self.posterior.sample_with_log_q_exact(&mu, &ls, &h, rng)?;
+        let s = self.posterior_sample_exact(batch, rng)?;
         let z = s.z.detach();
         let ll = to_vec(&self.log_likelihood(batch, &z)?)?;
         let lq = to_vec(&s.log_q)?;

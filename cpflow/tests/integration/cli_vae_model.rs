@@ -51,6 +51,14 @@ fn report(run: &Path) -> serde_json::Value {
     json(&std::fs::read_to_string(run.join("report.json")).unwrap())
 }
 
+fn max_abs_diff(a: &[f64], b: &[f64]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f64::max)
+}
+
 fn strs(v: &[String]) -> Vec<&str> {
     v.iter().map(String::as_str).collect()
 }
@@ -152,12 +160,7 @@ fn sample_from_a_vae_decodes_prior_latents() {
     let z = vae.prior_latents(5, 0.7, &mut rng).unwrap();
     let want = vae.decoded_means(&z).unwrap().flatten_all().unwrap();
     let want = want.to_vec1::<f64>().unwrap();
-    let worst = got
-        .data()
-        .iter()
-        .zip(&want)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0.0, f64::max);
+    let worst = max_abs_diff(got.data(), &want);
     assert!(worst < 1e-15, "{worst}");
 
     let draws = dir.join("draws.csv");
@@ -209,12 +212,7 @@ fn sample_from_a_vae_decodes_prior_latents() {
     let batch = cpflow::vae::make_batch(&vae, &data, split, &[0, 1, 2, 3], &mut rng).unwrap();
     let want = vae.reconstructed_means(&batch, &mut rng).unwrap();
     let want = want.flatten_all().unwrap().to_vec1::<f64>().unwrap();
-    let worst = got
-        .data()
-        .iter()
-        .zip(&want)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0.0, f64::max);
+    let worst = max_abs_diff(got.data(), &want);
     assert!(worst < 1e-15, "{worst}");
     // A grid: images above their reconstructions (an even number of rows).
     let rpng = dir.join("recon.png");
