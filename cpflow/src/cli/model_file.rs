@@ -57,9 +57,13 @@ pub fn has_metadata_key(file: &Path, key: &str) -> Result<bool> {
 
 /// The kind of model in `file`.
 pub fn model_kind(file: &Path) -> Result<ModelKind> {
-    let keys = metadata_keys(file)?;
-    let has = |k: &str| keys.iter().any(|x| x == k);
-    Ok(if has(crate::vae::VAE_METADATA_KEY) {
+    Ok(kind_of_metadata(&metadata_keys(file)?))
+}
+
+/// The kind of model whose safetensors `__metadata__` has the keys `keys`.
+pub fn kind_of_metadata<S: AsRef<str>>(keys: &[S]) -> ModelKind {
+    let has = |k: &str| keys.iter().any(|x| x.as_ref() == k);
+    if has(crate::vae::VAE_METADATA_KEY) {
         ModelKind::Vae
     } else if has(crate::image::IMAGE_METADATA_KEY)
         || has(crate::image::train::IMAGE_TRAIN_METADATA_KEY)
@@ -69,14 +73,13 @@ pub fn model_kind(file: &Path) -> Result<ModelKind> {
         ModelKind::Flow
     } else {
         ModelKind::Unknown
-    })
+    }
 }
 
-/// Refuses `file` unless it holds a vector flow, for `command` (`eval`, `plot`, `sample`),
-/// naming the command that handles what it holds. `images_ok`: the command also takes image
-/// flows (`eval`, `sample`).
-pub fn require_flow(file: &Path, command: &str, images_ok: bool) -> Result<ModelKind> {
-    let kind = model_kind(file)?;
+/// Refuses `file`, whose [`model_kind`] is `kind`, unless it holds a vector flow, for
+/// `command` (`eval`, `plot`, `sample`), naming the command that handles what it holds.
+/// `images_ok`: the command also takes image flows (`eval`, `sample`).
+pub fn require_flow(file: &Path, kind: ModelKind, command: &str, images_ok: bool) -> Result<()> {
     let dir = file
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
@@ -118,7 +121,7 @@ pub fn require_flow(file: &Path, command: &str, images_ok: bool) -> Result<Model
             file.display()
         ),
     }
-    Ok(kind)
+    Ok(())
 }
 
 #[cfg(test)]
@@ -150,19 +153,23 @@ mod tests {
             assert_eq!(model_kind(&p).unwrap(), kind, "{key}");
         }
         write_with_key(&p, crate::vae::VAE_METADATA_KEY);
-        let err = require_flow(&p, "plot", false).unwrap_err().to_string();
+        let err = require_flow(&p, ModelKind::Vae, "plot", false)
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains("VAE") && err.contains("cpflow eval") && err.contains("cpflow sample"),
             "{err}"
         );
         // `plot` refuses an image flow, naming the commands that take it; `eval` takes it.
         write_with_key(&p, crate::image::IMAGE_METADATA_KEY);
-        let err = require_flow(&p, "plot", false).unwrap_err().to_string();
+        let err = require_flow(&p, ModelKind::Image, "plot", false)
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains("cpflow plot") && err.contains("cpflow eval") && err.contains("sample"),
             "{err}"
         );
-        assert_eq!(require_flow(&p, "eval", true).unwrap(), ModelKind::Image);
+        assert!(require_flow(&p, ModelKind::Image, "eval", true).is_ok());
         assert!(has_metadata_key(&p, crate::image::IMAGE_METADATA_KEY).unwrap());
         assert!(!has_metadata_key(&p, crate::image::train::IMAGE_TRAIN_METADATA_KEY).unwrap());
         std::fs::write(&p, b"not a model").unwrap();

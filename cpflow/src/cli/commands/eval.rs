@@ -35,7 +35,8 @@ pub fn eval(a: EvalArgs) -> Result<()> {
     let t0 = Instant::now();
     let device = crate::cli::device(a.dev.device.as_deref())?;
     let loc = locate_model(&a.model)?;
-    if model_kind(&loc.file)? == ModelKind::Vae {
+    let kind = model_kind(&loc.file)?;
+    if kind == ModelKind::Vae {
         return super::eval_vae::eval_vae(&a, &loc, t0);
     }
     if a.is_samples.is_some() {
@@ -44,7 +45,8 @@ pub fn eval(a: EvalArgs) -> Result<()> {
             loc.file.display()
         );
     }
-    if require_flow(&loc.file, "eval", true)? == ModelKind::Image {
+    require_flow(&loc.file, kind, "eval", true)?;
+    if kind == ModelKind::Image {
         return super::eval_image::eval_image(&a, &loc, &device, t0);
     }
     let saved = saved_run_config(loc.run_dir.as_deref())?;

@@ -24,7 +24,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use crate::cli::data::DataSource;
-use crate::cli::model_file::{ModelKind, model_kind};
+use crate::cli::model_file::{ModelKind, kind_of_metadata};
 use crate::cli::run_config::{Overrides, is_image_config, resolve};
 use crate::cli::run_dir::{
     TRAIN_RUN, absolute_run_config, check_new_run, remove_old_run, write_config,
@@ -177,16 +177,18 @@ fn known_dim(source: &str) -> Option<usize> {
 /// `load_reference_state_dict`, naming the key).
 fn read_state_dict(path: &Path, prefix: Option<&str>) -> Result<HashMap<String, Tensor>> {
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    if let Err(e) = safetensors::SafeTensors::deserialize(&bytes) {
-        bail!(
+    let metadata = match safetensors::SafeTensors::read_metadata(&bytes) {
+        Ok((_, m)) => m,
+        Err(e) => bail!(
             "{} is not a safetensors file ({e}): write the state_dict with \
              safetensors.torch.save_file (see `cpflow import-reference --help`)",
             path.display()
-        );
-    }
+        ),
+    };
     // A model that cpflow wrote (its metadata says which) is not a reference state_dict: its
     // keys are cpflow's, and the key-by-key error would list them all.
-    let written_by = match model_kind(path)? {
+    let keys: Vec<&String> = metadata.metadata().iter().flat_map(|m| m.keys()).collect();
+    let written_by = match kind_of_metadata(&keys) {
         ModelKind::Unknown => None,
         ModelKind::Flow | ModelKind::Image => Some("cpflow train or import-reference"),
         ModelKind::Vae => Some("cpflow vae or import-reference --vae"),

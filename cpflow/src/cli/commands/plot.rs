@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use super::{data_root, float_type, load_flow, locate_model, saved_run_config};
 use crate::cli::PlotArgs;
 use crate::cli::data::{LoadedData, Rows, load, load_all};
-use crate::cli::model_file::require_flow;
+use crate::cli::model_file::{model_kind, require_flow};
 use crate::cli::model_plots::{PlotOptions, rows_to_points, write_model_plots};
 
 /// Points of data drawn in `data.png` (toys and images draw this many; files show their
@@ -31,7 +31,7 @@ fn data_points(d: &LoadedData, rows: &Rows, what: &str) -> Result<Vec<Point2>> {
 pub fn plot(a: PlotArgs) -> Result<()> {
     let device = crate::cli::device(a.dev.device.as_deref())?;
     let loc = locate_model(&a.model)?;
-    require_flow(&loc.file, "plot", false)?;
+    require_flow(&loc.file, model_kind(&loc.file)?, "plot", false)?;
     let float = a.dev.dtype.as_deref().map(float_type).transpose()?;
     let flow = load_flow(&loc.file, &device, float)?;
     if flow.dim() != 2 {

@@ -59,7 +59,8 @@ impl Convergence {
 /// Draws `-n` samples of a vector flow (or images of an image flow) into `--output`.
 pub fn sample(a: SampleArgs) -> Result<()> {
     let loc = locate_model(&a.model)?;
-    if model_kind(&loc.file)? == ModelKind::Vae {
+    let kind = model_kind(&loc.file)?;
+    if kind == ModelKind::Vae {
         return sample_vae(&a, &loc);
     }
     if a.pixels.is_some() || a.reconstruct {
@@ -68,7 +69,8 @@ pub fn sample(a: SampleArgs) -> Result<()> {
             loc.file.display()
         );
     }
-    if require_flow(&loc.file, "sample", true)? == ModelKind::Image {
+    require_flow(&loc.file, kind, "sample", true)?;
+    if kind == ModelKind::Image {
         return sample_images(&a, &loc.file);
     }
     if a.grid.is_some() || a.temperature.is_some() {
