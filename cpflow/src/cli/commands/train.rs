@@ -95,17 +95,7 @@ pub fn train(mut a: TrainArgs) -> Result<()> {
         return train_image(a);
     }
     let t0 = Instant::now();
-    let ov = Overrides {
-        set: a.set.clone(),
-        data: a.data.clone(),
-        iters: a.iters,
-        batch_size: a.batch_size,
-        lr: a.lr,
-        device: a.dev.device.clone(),
-        dtype: a.dev.dtype.clone(),
-        seed: a.dev.seed,
-        out: a.out.clone(),
-    };
+    let ov = overrides(&a);
     let cfg = resolve(a.config.as_deref(), &ov)?;
     let out = cfg.run.out.clone();
     // What config.toml keeps: paths resolved against the current directory.
@@ -480,6 +470,21 @@ fn summary_line(s: &TrainSummary, out: &std::path::Path) -> String {
     )
 }
 
+/// The config overrides that `train`'s flags and `--set` give.
+fn overrides(a: &TrainArgs) -> Overrides {
+    Overrides {
+        set: a.set.clone(),
+        data: a.data.clone(),
+        iters: a.iters,
+        batch_size: a.batch_size,
+        lr: a.lr,
+        device: a.dev.device.clone(),
+        dtype: a.dev.dtype.clone(),
+        seed: a.dev.seed,
+        out: a.out.clone(),
+    }
+}
+
 /// `cpflow train` on an image config (`[data] dataset = "mnist" | "cifar10"`): the image
 /// trainer of `crate::image::train`. Writes `config.toml`, `checkpoint.safetensors`,
 /// `model.safetensors` (EMA weights), `metrics.jsonl` and `report.json` under `--out`
@@ -488,15 +493,9 @@ fn train_image(a: TrainArgs) -> Result<()> {
     use crate::image::{ImageRunOptions, load_image_data, run_image_training};
     let file = a.config.as_deref().context("an image run needs --config")?;
     let ov = Overrides {
-        set: a.set.clone(),
-        data: a.data.clone(),
-        iters: a.iters,
-        batch_size: a.batch_size,
-        lr: a.lr,
         device: None,
-        dtype: a.dev.dtype.clone(),
-        seed: a.dev.seed,
         out: None,
+        ..overrides(&a)
     };
     let cfg = resolve_image(file, &ov)?;
     let out = a
