@@ -3,6 +3,7 @@
 use crate::vae::{Adamax, PosteriorKind, Vae, VaeConfig, VaeRunOptions, load_vae_data, run_vae_on};
 use anyhow::{Context, Result};
 use candle_core::Device;
+use std::path::Path;
 
 use crate::cli::VaeArgs;
 use crate::cli::interrupt::Interrupt;
@@ -13,30 +14,38 @@ use crate::cli::run_dir::{VAE_RUN, absolute, check_new_run, take_run_dir, write_
 /// Reads the TOML file, applies `--set` and the flags, deserialises (unknown keys are errors
 /// that name their path).
 pub fn resolve_vae_config(a: &VaeArgs) -> Result<VaeConfig> {
-    let text = std::fs::read_to_string(&a.config)
-        .with_context(|| format!("reading config {}", a.config.display()))?;
+    read_vae_config(&a.config, |table| {
+        for kv in &a.set {
+            let (k, v) = kv
+                .split_once('=')
+                .with_context(|| format!("--set expects key=value, got `{kv}`"))?;
+            set_path(table, k.trim(), parse_value(v.trim()))?;
+        }
+        if let Some(p) = a.posterior {
+            let name = match p {
+                PosteriorKind::Gaussian => "gaussian",
+                PosteriorKind::CpFlow => "cp-flow",
+            };
+            set_path(table, "model.posterior", toml::Value::String(name.into()))?;
+        }
+        if let Some(e) = a.epochs {
+            set_path(table, "train.epochs", toml::Value::Integer(e as i64))?;
+        }
+        Ok(())
+    })
+}
+
+/// Reads the VAE config `path`, lets `edit` change its TOML table, deserialises it (unknown
+/// keys are errors that name their path) and validates it.
+pub fn read_vae_config(
+    path: &Path,
+    edit: impl FnOnce(&mut toml::Table) -> Result<()>,
+) -> Result<VaeConfig> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading config {}", path.display()))?;
     let mut table: toml::Table =
-        toml::from_str(&text).with_context(|| format!("parsing config {}", a.config.display()))?;
-    for kv in &a.set {
-        let (k, v) = kv
-            .split_once('=')
-            .with_context(|| format!("--set expects key=value, got `{kv}`"))?;
-        set_path(&mut table, k.trim(), parse_value(v.trim()))?;
-    }
-    if let Some(p) = a.posterior {
-        let name = match p {
-            PosteriorKind::Gaussian => "gaussian",
-            PosteriorKind::CpFlow => "cp-flow",
-        };
-        set_path(
-            &mut table,
-            "model.posterior",
-            toml::Value::String(name.into()),
-        )?;
-    }
-    if let Some(e) = a.epochs {
-        set_path(&mut table, "train.epochs", toml::Value::Integer(e as i64))?;
-    }
+        toml::from_str(&text).with_context(|| format!("parsing config {}", path.display()))?;
+    edit(&mut table)?;
     let cfg: VaeConfig =
         serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
             let path = e.path().to_string();

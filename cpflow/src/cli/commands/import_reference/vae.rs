@@ -17,8 +17,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use super::{ImportReferenceArgs, read_state_dict};
-use crate::cli::VaeArgs;
-use crate::cli::commands::vae::resolve_vae_config;
+use crate::cli::commands::vae::read_vae_config;
 use crate::cli::run_dir::{VAE_RUN, absolute, check_new_run, remove_old_run, write_config};
 
 /// The weights file of an imported VAE (what a `cpflow vae` run keeps as its best weights).
@@ -33,17 +32,7 @@ pub fn import_vae(a: &ImportReferenceArgs) -> Result<()> {
             a.config.display()
         );
     }
-    let mut cfg = resolve_vae_config(&VaeArgs {
-        config: a.config.clone(),
-        out: a.out.clone(),
-        posterior: None,
-        epochs: None,
-        resume: false,
-        overwrite: a.overwrite,
-        set: Vec::new(),
-        no_progress: true,
-    })
-    .with_context(|| {
+    let mut cfg = read_vae_config(&a.config, |_| Ok(())).with_context(|| {
         format!(
             "reading the VAE config {} (a `cpflow vae` config, e.g. configs/vae-frey.toml)",
             a.config.display()
