@@ -15,9 +15,7 @@ config mismatch fails the import; a decoder difference fails the comparison (tol
 rounding of a softmax of 256 float64 logits). Writes only under a temporary directory.
 """
 import argparse
-import contextlib
 import os
-import pickle
 import subprocess
 import sys
 import tempfile
@@ -25,8 +23,8 @@ import tempfile
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from export_fixtures import import_with_stand_ins, setup_reference, write_safetensors  # noqa: E402
-from export_vae_full import FREY_NPY, formula_model, their_args  # noqa: E402
+from export_fixtures import write_safetensors  # noqa: E402
+from export_vae_full import FREY_NPY, formula_model, load_frey, reference_train_vae  # noqa: E402
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 
@@ -37,22 +35,12 @@ def main():
     p.add_argument("--cpflow", required=True, help="the cpflow binary")
     p.add_argument("--frey", default=FREY_NPY, help="frey_faces_uint8.npy")
     a = p.parse_args()
-    torch = setup_reference(a.ref)
-    torch.set_num_threads(1)
-    with contextlib.redirect_stdout(sys.stderr):
-        tv = import_with_stand_ins("train_vae")
-    torch.set_default_dtype(torch.float64)
-    frey = np.load(a.frey)
+    torch, tv = reference_train_vae(a.ref)
     config = open(os.path.join(REPO, "configs", "vae-frey.toml")).read()
     worst = 0.0
     with tempfile.TemporaryDirectory() as tmp:
-        os.makedirs(os.path.join(tmp, "Freyfaces"))
-        with open(os.path.join(tmp, "Freyfaces", "freyfaces.pkl"), "wb") as f:
-            pickle.dump([frey], f)
         for flag, posterior in [("no_flow", "gaussian"), ("cpflow", "cp-flow")]:
-            args, kwargs = their_args(tv, flag, tmp)
-            with contextlib.redirect_stdout(sys.stderr):
-                _, _, _, args = tv.load_dataset(args, **kwargs)
+            args, _ = load_frey(tv, flag, os.path.join(tmp, flag), a.frey)
             model, _, meta = formula_model(torch, tv, args, flag)
             sd = {k: v.detach().numpy() for k, v in model.state_dict().items()}
             weights = os.path.join(tmp, f"{flag}.safetensors")

@@ -142,14 +142,40 @@ def scale_offset(key, shape):
 # ---------------------------------------------------------------------------------------------
 
 
-def their_args(tv, flow, data_root):
+def reference_train_vae(ref):
+    """(torch, their train_vae module) set up as every VAE exporter runs them: the environment
+    of export_fixtures.py (torch.symeig shim, stand-in modules), one thread, float64."""
+    torch = setup_reference(ref)
+    torch.set_num_threads(1)   # see export_fixtures.py: batched LU with several threads
+    with contextlib.redirect_stdout(sys.stderr):
+        tv = import_with_stand_ins("train_vae")
+    torch.set_default_dtype(torch.float64)
+    return torch, tv
+
+
+def their_args(tv, flow, data_root, dataset="freyfaces"):
     saved = sys.argv
-    sys.argv = ["train_vae.py", "-d", "freyfaces", "-f", flow, "-nc", "--manual_seed", "0",
+    sys.argv = ["train_vae.py", "-d", dataset, "-f", flow, "-nc", "--manual_seed", "0",
                 "-freys", str(FREYSEED), "-dr", data_root]
     try:
         return tv.get_args()
     finally:
         sys.argv = saved
+
+
+def load_frey(tv, flow, root, frey_npy=FREY_NPY):
+    """Their args and Frey Faces test split (`float32(pixel / 255)`, (200, 560)), read by
+    their own loader (`-freys 123`) from a `Freyfaces/freyfaces.pkl` written under `root`."""
+    frey = np.load(frey_npy)
+    assert frey.shape == (1965, 560) and frey.dtype == np.uint8, frey.shape
+    os.makedirs(os.path.join(root, "Freyfaces"))
+    with open(os.path.join(root, "Freyfaces", "freyfaces.pkl"), "wb") as f:
+        pickle.dump([frey], f)
+    args, kwargs = their_args(tv, flow, root)
+    with contextlib.redirect_stdout(sys.stderr):
+        _, _, test_loader, args = tv.load_dataset(args, **kwargs)
+    assert args.input_size == [1, 28, 20] and args.input_type == "multinomial"
+    return args, test_loader.dataset.tensors[0]
 
 
 def formula_model(torch, tv, args, flow, overrides=None):
@@ -198,17 +224,8 @@ def export_vae_full(torch, tv, out, name, flow, frey_npy):
     from lib.sylvester.utils.distributions import log_normal_diag, log_normal_standard
     import torch.nn.functional as F
 
-    frey = np.load(frey_npy)
-    assert frey.shape == (1965, 560) and frey.dtype == np.uint8, frey.shape
     with tempfile.TemporaryDirectory() as root:
-        os.makedirs(os.path.join(root, "Freyfaces"))
-        with open(os.path.join(root, "Freyfaces", "freyfaces.pkl"), "wb") as f:
-            pickle.dump([frey], f)
-        args, kwargs = their_args(tv, flow, root)
-        with contextlib.redirect_stdout(sys.stderr):
-            _, _, test_loader, args = tv.load_dataset(args, **kwargs)
-    assert args.input_size == [1, 28, 20] and args.input_type == "multinomial"
-    x_all = test_loader.dataset.tensors[0]                     # float32(pixel / 255), (200, 560)
+        args, x_all = load_frey(tv, flow, root, frey_npy)      # float32(pixel / 255), (200, 560)
     idx = list(TEST_INDICES)
     # training.evaluate: data.double().view(-1, *input_size)
     x = x_all[idx].double().view(-1, *args.input_size)
@@ -279,11 +296,7 @@ def main():
     p.add_argument("--frey", default=FREY_NPY, help="frey_faces_uint8.npy")
     p.add_argument("--only", default="gaussian,cpflow", help="gaussian, cpflow or both")
     a = p.parse_args()
-    torch = setup_reference(a.ref)
-    torch.set_num_threads(1)   # see export_fixtures.py: batched LU with several threads
-    with contextlib.redirect_stdout(sys.stderr):
-        tv = import_with_stand_ins("train_vae")
-    torch.set_default_dtype(torch.float64)
+    torch, tv = reference_train_vae(a.ref)
     os.makedirs(a.out, exist_ok=True)
     flags = {"gaussian": "no_flow", "cpflow": "cpflow"}
     for n in a.only.split(","):

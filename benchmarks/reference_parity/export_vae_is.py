@@ -65,9 +65,9 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from export_fixtures import (  # noqa: E402
-    REF_COMMIT, import_with_stand_ins, setup_reference, to_np, write_safetensors)
+    REF_COMMIT, to_np, write_safetensors)
 from export_vae_full import (  # noqa: E402
-    FREY_NPY, FREYSEED, formula_model)
+    FREYSEED, formula_model, load_frey, reference_train_vae, their_args)
 
 IS_INDICES = (0, 61, 122)          # Frey test images (freyseed 123)
 CALTECH_INDICES = (0, 500, 1000, 2306)
@@ -78,35 +78,11 @@ CALTECH_MAT = "/work/shared/data/caltech101-silhouettes/caltech101_silhouettes_2
 CALTECH_OVERRIDES = {"q_z_var.0.bias": (6.0, 14.0), "p_x_mean.0.weight": (1.6, 0.0)}
 
 
-def their_args(tv, dataset, flow, data_root):
-    saved = sys.argv
-    sys.argv = ["train_vae.py", "-d", dataset, "-f", flow, "-nc", "--manual_seed", "0",
-                "-freys", str(FREYSEED), "-dr", data_root]
-    try:
-        return tv.get_args()
-    finally:
-        sys.argv = saved
-
-
-def load_frey(tv, flow, root):
-    import pickle
-    frey = np.load(FREY_NPY)
-    assert frey.shape == (1965, 560) and frey.dtype == np.uint8, frey.shape
-    os.makedirs(os.path.join(root, "Freyfaces"))
-    with open(os.path.join(root, "Freyfaces", "freyfaces.pkl"), "wb") as f:
-        pickle.dump([frey], f)
-    args, kwargs = their_args(tv, "freyfaces", flow, root)
-    with contextlib.redirect_stdout(sys.stderr):
-        _, _, test_loader, args = tv.load_dataset(args, **kwargs)
-    assert args.input_size == [1, 28, 20] and args.input_type == "multinomial"
-    return args, test_loader.dataset.tensors[0]
-
-
 def load_caltech(tv, flow, root):
     os.makedirs(os.path.join(root, "Caltech101Silhouettes"))
     os.symlink(CALTECH_MAT, os.path.join(root, "Caltech101Silhouettes",
                                          "caltech101_silhouettes_28_split1.mat"))
-    args, kwargs = their_args(tv, "caltech", flow, root)
+    args, kwargs = their_args(tv, flow, root, "caltech")
     with contextlib.redirect_stdout(sys.stderr):
         _, _, test_loader, args = tv.load_dataset(args, **kwargs)
     assert args.input_size == [1, 28, 28] and args.input_type == "binary"
@@ -301,11 +277,7 @@ def main():
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--only", default="gaussian,cpflow,caltech")
     a = p.parse_args()
-    torch = setup_reference(a.ref)
-    torch.set_num_threads(1)
-    with contextlib.redirect_stdout(sys.stderr):
-        tv = import_with_stand_ins("train_vae")
-    torch.set_default_dtype(torch.float64)
+    torch, tv = reference_train_vae(a.ref)
     os.makedirs(a.out, exist_ok=True)
     for n in a.only.split(","):
         if n == "caltech":
