@@ -9,7 +9,7 @@ use crate::vae::{
 use anyhow::{Context, Result, bail};
 use candle_core::Device;
 use serde::Serialize;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
 use super::ModelLocation;
@@ -68,30 +68,23 @@ struct VaeEvalSummary {
     seconds: f64,
 }
 
-/// The weights a VAE `--model` names: a run directory's `best.safetensors` (what its report
-/// scores; the resumable `checkpoint.safetensors` when no epoch has ended yet), or the file
-/// given. Returns the file and the name of its weights for the summary.
-pub fn vae_weights(model: &Path, loc: &ModelLocation) -> (PathBuf, &'static str) {
-    if model.is_dir() {
-        let best = model.join("best.safetensors");
-        if best.is_file() {
-            return (best, "best");
-        }
-    }
-    let name = match loc.file.file_name().and_then(|n| n.to_str()) {
+/// What the VAE weights file `file` holds, for the summaries: `best` (a run's best
+/// validation −ELBO, what its report scores; [`super::locate_model`] picks it in a run
+/// directory), `checkpoint` (the last epoch's, in a run no epoch of which has ended) or `file`.
+pub fn vae_weights_name(file: &Path) -> &'static str {
+    match file.file_name().and_then(|n| n.to_str()) {
         Some("best.safetensors") => "best",
         Some("checkpoint.safetensors") => "checkpoint",
         _ => "file",
-    };
-    (loc.file.clone(), name)
+    }
 }
 
 /// Scores the VAE of `loc` on its dataset's test split and prints the JSON line.
 pub fn eval_vae(a: &EvalArgs, loc: &ModelLocation, t0: Instant) -> Result<()> {
     refuse_flow_options(a)?;
-    let (file, weights) = vae_weights(&a.model, loc);
-    let (vae, cfg) = load_vae_file(&file, &Device::Cpu)
-        .with_context(|| format!("loading {}", file.display()))?;
+    let (file, weights) = (loc.file.as_path(), vae_weights_name(&loc.file));
+    let (vae, cfg) =
+        load_vae_file(file, &Device::Cpu).with_context(|| format!("loading {}", file.display()))?;
     let ds = cfg.data.dataset;
     if let Some(d) = a.data.as_deref().filter(|d| *d != ds.name()) {
         bail!(

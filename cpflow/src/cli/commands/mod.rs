@@ -68,15 +68,16 @@ pub struct ModelLocation {
     pub run_dir: Option<PathBuf>,
 }
 
-/// `--model DIR` → `DIR/model.safetensors` (or `DIR/checkpoint.safetensors` if the run has not
-/// finished, or `DIR/best.safetensors` of a VAE imported without a training checkpoint);
-/// `--model FILE` → that file.
+/// `--model DIR` → `DIR/model.safetensors` of a flow, or the best weights
+/// `DIR/best.safetensors` of a VAE (what its report scores), or else `DIR/checkpoint.safetensors`
+/// (a run that has not finished, or a VAE run no epoch of which has ended); `--model FILE` →
+/// that file.
 pub fn locate_model(path: &Path) -> Result<ModelLocation> {
     if path.is_dir() {
         for name in [
             "model.safetensors",
-            "checkpoint.safetensors",
             "best.safetensors",
+            "checkpoint.safetensors",
         ] {
             let f = path.join(name);
             if f.exists() {

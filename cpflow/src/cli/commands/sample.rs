@@ -252,8 +252,11 @@ fn sample_vae(a: &SampleArgs, loc: &ModelLocation) -> Result<()> {
             "--dtype and --device do not apply to a VAE (it runs on the CPU in the float types of its config)"
         );
     }
-    let (file, weights) = super::eval_vae::vae_weights(&a.model, loc);
-    let (vae, cfg) = crate::vae::load_vae_file(&file, &candle_core::Device::Cpu)
+    let (file, weights) = (
+        loc.file.as_path(),
+        super::eval_vae::vae_weights_name(&loc.file),
+    );
+    let (vae, cfg) = crate::vae::load_vae_file(file, &candle_core::Device::Cpu)
         .with_context(|| format!("loading {}", file.display()))?;
     if a.reconstruct {
         let t = std::time::Instant::now();
