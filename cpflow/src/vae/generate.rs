@@ -257,6 +257,7 @@ fn for_each_pixel_softmax(logits: &[f64], b: usize, pixels: usize, mut f: impl F
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::vae::tests::max_abs_diff;
     use crate::vae::{VaeArchitecture, VaeModelConfig};
     use candle_core::Device;
     use rand::SeedableRng;
@@ -272,11 +273,6 @@ mod tests {
             ..Default::default()
         };
         Vae::new(&cfg, likelihood, hw, &Device::Cpu).unwrap()
-    }
-
-    fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
-        let d = (a - b).unwrap().abs().unwrap();
-        d.max_all().unwrap().to_scalar::<f64>().unwrap()
     }
 
     fn latents(vae: &Vae, n: usize, seed: u64) -> Tensor {
