@@ -29,6 +29,14 @@ const MAX_HEADER_BYTES: u64 = 100_000_000;
 fn metadata_keys(file: &Path) -> Result<Vec<String>> {
     let reading = || format!("reading the safetensors header of {}", file.display());
     let mut f = std::fs::File::open(file).with_context(reading)?;
+    let size = f.metadata().with_context(reading)?.len();
+    if size < 8 {
+        bail!(
+            "{} is not a safetensors file: it holds {size} bytes, fewer than the 8 of a \
+             safetensors header's length (truncated or empty)",
+            file.display()
+        );
+    }
     let mut len = [0u8; 8];
     f.read_exact(&mut len).with_context(reading)?;
     let len = u64::from_le_bytes(len);
@@ -36,6 +44,14 @@ fn metadata_keys(file: &Path) -> Result<Vec<String>> {
         bail!(
             "{} is not a safetensors file (its header would be {len} bytes)",
             file.display()
+        );
+    }
+    if len > size - 8 {
+        bail!(
+            "{} is truncated or corrupt: its safetensors header would be {len} bytes, but \
+             only {} follow the header's length",
+            file.display(),
+            size - 8
         );
     }
     let mut header = Vec::new();
@@ -174,6 +190,30 @@ mod tests {
         assert!(!has_metadata_key(&p, crate::image::train::IMAGE_TRAIN_METADATA_KEY).unwrap());
         std::fs::write(&p, b"not a model").unwrap();
         assert!(model_kind(&p).is_err());
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn a_truncated_file_is_named_as_such() {
+        let dir = std::env::temp_dir().join(format!("cpflow-trunc-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("m.safetensors");
+        write_with_key(&p, crate::checkpoint::METADATA_KEY);
+        let whole = std::fs::read(&p).unwrap();
+        let header = u64::from_le_bytes(whole[..8].try_into().unwrap()) as usize;
+        // Cut inside the length, and inside the JSON header: both name what is missing.
+        for (cut, expect) in [
+            (0, "holds 0 bytes"),
+            (5, "holds 5 bytes"),
+            (8 + header / 2, "truncated or corrupt"),
+        ] {
+            std::fs::write(&p, &whole[..cut]).unwrap();
+            let err = format!("{:#}", model_kind(&p).unwrap_err());
+            assert!(err.contains(expect), "cut {cut}: {err}");
+        }
+        // The whole header is enough to tell the kind (the tensors are not read).
+        std::fs::write(&p, &whole[..8 + header]).unwrap();
+        assert_eq!(model_kind(&p).unwrap(), ModelKind::Flow);
         std::fs::remove_dir_all(&dir).ok();
     }
 }
