@@ -51,11 +51,7 @@ pub(crate) fn conv_host_net<T: Real>(
             if c_in != cs || c_out != c || (geometry.out_h, geometry.out_w) != (h, w) {
                 return Ok(None);
             }
-            let link = Link::Conv {
-                k: host_vec::<T>(&block.conv.kernel)?,
-                geometry,
-                c_out,
-            };
+            let link = Link::conv(host_vec::<T>(&block.conv.kernel)?, geometry, c_out);
             let kernel = block.conv.kernel.flatten_all()?;
             if block.source == 0 {
                 if lin.is_some() {

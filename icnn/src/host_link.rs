@@ -17,6 +17,8 @@
 //! `gemm_conv` does. Dense products run on the calling thread (the dense training step runs
 //! row chunks in parallel); convolutions split the images over rayon's threads.
 
+use std::sync::OnceLock;
+
 use candle_core::Result;
 
 use crate::gemm_conv::{PatchGeometry, adjoint_cpu, forward_cpu, kernel_grad_cpu};
@@ -36,10 +38,43 @@ pub(crate) enum Link<T> {
         k: Vec<T>,
         geometry: PatchGeometry,
         c_out: usize,
+        /// `k` transformed for Winograd's algorithm, made on first use (see [`Link::conv`]).
+        winograd: WinogradKernels<T>,
     },
 }
 
+/// A Winograd convolution's kernel and adjoint kernel in transformed form
+/// ([`winograd_conv::TransformedKernel`]), each made on its first use and kept for the
+/// link's life (one linearization: a training step's forward pass, CG iterations and
+/// backward pass all convolve with the same kernel).
+#[derive(Debug, Clone)]
+pub(crate) struct WinogradKernels<T> {
+    forward: OnceLock<winograd_conv::TransformedKernel<T>>,
+    adjoint: OnceLock<winograd_conv::TransformedKernel<T>>,
+}
+
+impl<T> Default for WinogradKernels<T> {
+    fn default() -> Self {
+        Self {
+            forward: OnceLock::new(),
+            adjoint: OnceLock::new(),
+        }
+    }
+}
+
 impl<T> Link<T> {
+    /// The convolution `y_b = conv(x_b, K)` with `K = k` row-major `(C_o, C, kh, kw)`
+    /// (`C = geometry.channels`, `C_o = c_out`). `k` is fixed for the link's life: the
+    /// Winograd path keeps its transform.
+    pub(crate) fn conv(k: Vec<T>, geometry: PatchGeometry, c_out: usize) -> Self {
+        Self::Conv {
+            k,
+            geometry,
+            c_out,
+            winograd: WinogradKernels::default(),
+        }
+    }
+
     /// The parameters (`W` or `K`), row-major.
     pub(crate) fn params(&self) -> &[T] {
         match self {
@@ -151,13 +186,18 @@ impl<T: Real> Link<T> {
                 k,
                 geometry: g,
                 c_out,
+                winograd,
             } if winograd_conv::covers(g, *c_out) => {
-                winograd_conv::forward(k, g, *c_out, src, dst, rows, acc)
+                let u = winograd
+                    .forward
+                    .get_or_init(|| winograd_conv::TransformedKernel::of(k, *c_out, g.channels));
+                winograd_conv::forward(u, g, src, dst, rows, acc)
             }
             Self::Conv {
                 k,
                 geometry: g,
                 c_out,
+                ..
             } if shifted_conv::covers(g) => {
                 shifted_conv::forward(k, g, *c_out, src, dst, rows, acc)
             }
@@ -165,6 +205,7 @@ impl<T: Real> Link<T> {
                 k,
                 geometry: g,
                 c_out,
+                ..
             } => {
                 // Other geometries: gemm_conv's channel-first im2col kernels.
                 let (input, output) = Self::orders(g, *c_out);
@@ -191,13 +232,18 @@ impl<T: Real> Link<T> {
                 k,
                 geometry: g,
                 c_out,
+                winograd,
             } if winograd_conv::covers(g, *c_out) => {
-                winograd_conv::adjoint(k, g, *c_out, src, dst, rows, acc)
+                let u = winograd.adjoint.get_or_init(|| {
+                    winograd_conv::TransformedKernel::of_adjoint(k, *c_out, g.channels)
+                });
+                winograd_conv::adjoint(u, g, src, dst, rows, acc)
             }
             Self::Conv {
                 k,
                 geometry: g,
                 c_out,
+                ..
             } if shifted_conv::covers(g) => {
                 shifted_conv::adjoint(k, g, *c_out, src, dst, rows, acc)
             }
@@ -205,6 +251,7 @@ impl<T: Real> Link<T> {
                 k,
                 geometry: g,
                 c_out,
+                ..
             } => {
                 let (input, output) = Self::orders(g, *c_out);
                 let y = output.rows_to_channel_first(&src[..rows * self.out_width()]);
@@ -313,11 +360,7 @@ mod tests {
             // Winograd F(4×4, 3×3) (32 channels and more), 9×10 images: partial tiles.
             conv(32, 9, 3, 1, 1, 40),
         ] {
-            links.push(Link::Conv {
-                k: randv(&mut rng, co * g.patch_len()),
-                geometry: g,
-                c_out: co,
-            });
+            links.push(Link::conv(randv(&mut rng, co * g.patch_len()), g, co));
         }
         let rows = 5;
         for link in &links {
@@ -330,6 +373,7 @@ mod tests {
                 k,
                 geometry: g,
                 c_out,
+                ..
             } = link
             {
                 // The convolution itself, against candle's (channel-first).
@@ -381,11 +425,7 @@ mod tests {
                 },
                 Link::Conv {
                     geometry, c_out, ..
-                } => Link::Conv {
-                    k: dtheta.clone(),
-                    geometry: *geometry,
-                    c_out: *c_out,
-                },
+                } => Link::conv(dtheta.clone(), *geometry, *c_out),
             };
             let mut dlx = vec![0.0; rows * m];
             moved.apply(&mut dlx, &x, rows, false).unwrap();

@@ -98,6 +98,7 @@ mod linearization;
 mod network;
 mod params;
 mod picnn;
+mod scratch;
 mod shifted_conv;
 mod surrogate_adjoint;
 mod surrogate_host;

@@ -250,7 +250,12 @@ fn gathered_kernel<T: Real>(k: &[T], c_out: usize, c_in: usize, kk: usize) -> Ve
 /// The kernel of [`adjoint`]: `K'[c, o, i, j] = K[o, c, k − 1 − i, k − 1 − j]`, row-major
 /// `(C, C_o, k, k)` (channels swapped, taps turned by 180°): the adjoint of a "same"
 /// stride-1 convolution is the convolution with this kernel.
-fn flipped_transposed<T: GemmFloat>(kern: &[T], c_out: usize, c_in: usize, kk: usize) -> Vec<T> {
+pub(crate) fn flipped_transposed<T: GemmFloat>(
+    kern: &[T],
+    c_out: usize,
+    c_in: usize,
+    kk: usize,
+) -> Vec<T> {
     let mut out = vec![T::zero(); kk * c_out * c_in];
     for c in 0..c_in {
         for o in 0..c_out {

@@ -109,12 +109,13 @@ fn check<T: Real>(b: usize, (h, w, c, co): (usize, usize, usize, usize), tol: f6
     let want = direct(&k64, &x64, b, (h, w, c, co));
 
     let mut y = vec![T::zero(); b * h * w * co];
-    forward(&k, &g, co, &x, &mut y, b, false).expect("forward");
+    forward(&TransformedKernel::of(&k, co, c), &g, &x, &mut y, b, false).expect("forward");
     let e = rel_err(&to_f64(&y), &want);
     assert!(e < tol, "forward {b}×{h}×{w}×{c}→{co}: {e:e}");
 
     let mut acc = base.clone();
-    forward(&k, &g, co, &x, &mut acc, b, true).expect("forward, accumulated");
+    forward(&TransformedKernel::of(&k, co, c), &g, &x, &mut acc, b, true)
+        .expect("forward, accumulated");
     let sum: Vec<f64> = to_f64(&base)
         .iter()
         .zip(&want)
@@ -124,7 +125,15 @@ fn check<T: Real>(b: usize, (h, w, c, co): (usize, usize, usize, usize), tol: f6
     assert!(e < tol, "accumulated forward {b}×{h}×{w}×{c}→{co}: {e:e}");
 
     let mut xbar = vec![T::zero(); b * h * w * c];
-    adjoint(&k, &g, co, &ybar, &mut xbar, b, false).expect("adjoint");
+    adjoint(
+        &TransformedKernel::of_adjoint(&k, co, c),
+        &g,
+        &ybar,
+        &mut xbar,
+        b,
+        false,
+    )
+    .expect("adjoint");
     let lhs: f64 = ybar64.iter().zip(&want).map(|(p, q)| p * q).sum();
     let rhs: f64 = to_f64(&xbar).iter().zip(&x64).map(|(p, q)| p * q).sum();
     let scale: f64 = ybar64.iter().zip(&want).map(|(p, q)| (p * q).abs()).sum();
@@ -191,4 +200,38 @@ fn thin_or_other_geometries_are_not_covered() {
     assert!(!covers(&five, 32));
     let strided = PatchGeometry::for_conv(32, (8, 8), (3, 3), 2, 1).expect("stride 2 fits");
     assert!(!covers(&strided, 32));
+}
+
+/// A transformed kernel for other channel counts than the images' is an error, not a
+/// misread buffer.
+#[test]
+fn a_kernel_for_other_channels_is_refused() {
+    let (g, k) = (geometry(32, 8, 8), vec![0.5f64; 40 * 32 * 9]);
+    let (x, mut y) = (vec![1.0; 2 * 8 * 8 * 32], vec![0.0; 2 * 8 * 8 * 40]);
+    assert!(forward(&TransformedKernel::of(&k, 40, 32), &g, &x, &mut y, 2, false).is_ok());
+    let other = TransformedKernel::of(&k, 32, 40);
+    assert!(forward(&other, &g, &x, &mut y, 2, false).is_err());
+    let mut xbar = vec![0.0; x.len()];
+    assert!(
+        adjoint(
+            &TransformedKernel::of_adjoint(&k, 40, 32),
+            &g,
+            &y,
+            &mut xbar,
+            2,
+            false
+        )
+        .is_ok()
+    );
+    assert!(
+        adjoint(
+            &TransformedKernel::of(&k, 40, 32),
+            &g,
+            &y,
+            &mut xbar,
+            2,
+            false
+        )
+        .is_err()
+    );
 }
