@@ -198,40 +198,27 @@ fn eval_repeats_the_runs_test_score_and_slq_agrees_with_exact() {
     // one image per chunk, would take minutes).
     #[cfg(unix)]
     {
-        use std::io::BufRead;
-        use std::process::{Command, Stdio};
-        let mut child = Command::new(env!("CARGO_BIN_EXE_cpflow"))
-            .args(["eval", "--model", s(&run), "--estimator", "slq"])
-            .args(["-n", "10000", "--batch-size", "1"])
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
         // Wait for the log line that scoring has begun, then for a few chunks.
-        let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
-        let mut line = String::new();
-        while !line.contains("scoring the test split") {
-            line.clear();
-            assert!(stderr.read_line(&mut line).unwrap() > 0, "eval ended early");
-        }
-        std::thread::sleep(std::time::Duration::from_millis(300));
-        let kill = Command::new("kill")
-            .args(["-INT", &child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(kill.success());
-        let mut rest = String::new();
-        std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
-        let out = child.wait_with_output().unwrap();
-        assert!(!out.status.success(), "{rest}");
-        assert!(
-            out.stdout.is_empty(),
-            "a score was printed after the interrupt"
+        let (ok, stdout, log) = crate::cli_common::interrupt_after_log(
+            &[
+                "eval",
+                "--model",
+                s(&run),
+                "--estimator",
+                "slq",
+                "-n",
+                "10000",
+                "--batch-size",
+                "1",
+            ],
+            "scoring the test split",
+            std::time::Duration::from_millis(300),
         );
+        assert!(!ok, "{log}");
+        assert!(stdout.is_empty(), "a score was printed after the interrupt");
         assert!(
-            rest.contains("interrupted after") && rest.contains("of 10000 test images"),
-            "{rest}"
+            log.contains("interrupted after") && log.contains("of 10000 test images"),
+            "{log}"
         );
     }
 

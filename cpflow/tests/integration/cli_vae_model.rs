@@ -309,37 +309,22 @@ fn import_reference_vae_scores_as_the_original() {
 #[cfg(unix)]
 #[test]
 fn an_interrupted_vae_eval_prints_no_score() {
-    use std::io::{BufRead, BufReader, Read};
-    use std::process::{Command, Stdio};
     let (_, run) = trained("caltech101", "gaussian");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_cpflow"))
-        .args(["eval", "--model", run.to_str().unwrap(), "-n", "2000"])
-        .args(["--is-samples", "4000"])
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let mut log = String::new();
-    while !log.contains("scoring the test split") {
-        let mut line = String::new();
-        assert!(
-            stderr.read_line(&mut line).unwrap() > 0,
-            "no scoring started: {log}"
-        );
-        log.push_str(&line);
-    }
-    std::thread::sleep(std::time::Duration::from_millis(500));
-    let kill = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(kill.success());
-    stderr.read_to_string(&mut log).unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(!out.status.success(), "{log}");
-    assert!(out.stdout.is_empty(), "a score was printed");
+    let (ok, stdout, log) = crate::cli_common::interrupt_after_log(
+        &[
+            "eval",
+            "--model",
+            run.to_str().unwrap(),
+            "-n",
+            "2000",
+            "--is-samples",
+            "4000",
+        ],
+        "scoring the test split",
+        std::time::Duration::from_millis(500),
+    );
+    assert!(!ok, "{log}");
+    assert!(stdout.is_empty(), "a score was printed");
     assert!(
         log.contains("interrupted after") && log.contains("test images: no score"),
         "{log}"

@@ -103,6 +103,45 @@ pub fn interrupt_and_wait(child: std::process::Child) -> (bool, String) {
     )
 }
 
+/// Runs `cpflow` with `args` (info-level log), waits for a log line containing `marker`, lets
+/// it run `settle` longer, sends SIGINT (as Ctrl-C would) and waits for it:
+/// `(success, stdout, the whole log)`.
+#[cfg(unix)]
+pub fn interrupt_after_log(
+    args: &[&str],
+    marker: &str,
+    settle: std::time::Duration,
+) -> (bool, String, String) {
+    use std::io::{BufRead, BufReader, Read};
+    use std::process::Stdio;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cpflow"))
+        .args(args)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("running cpflow");
+    let mut stderr = BufReader::new(child.stderr.take().expect("piped stderr"));
+    let mut log = String::new();
+    while !log.contains(marker) {
+        let read = stderr.read_line(&mut log).unwrap();
+        assert!(read > 0, "cpflow {args:?} ended before `{marker}`:\n{log}");
+    }
+    std::thread::sleep(settle);
+    let kill = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    stderr.read_to_string(&mut log).unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        log,
+    )
+}
+
 /// The offline data root holding `mnist/` (see its README).
 pub fn shared_data() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data")
