@@ -21,6 +21,7 @@ use std::ops::Range;
 
 use crate::error::{IcnnError, Result};
 use crate::host_par;
+use crate::scratch;
 use crate::surrogate_host::{HostNet, Primal, Real, Tangents, hvp_from_tangents_on, tangents_on};
 
 /// The rows of a batch a pass runs on.
@@ -105,7 +106,8 @@ where
         on.for_each_run(0..rows, b, |k, i, n| out.extend(values(k, i, n)));
         return out;
     }
-    let mut out = host_par::zeros(rows * m);
+    // Every value is written below: the runs cover each chunk's rows.
+    let mut out = scratch::reused(rows * m);
     host_par::rows1(m, &mut out, |r0, chunk| {
         let mut o = 0;
         on.for_each_run(r0..r0 + chunk.len() / m, b, |k, i, n| {

@@ -62,6 +62,16 @@ pub(crate) enum TangentRows {
     F64(Vec<Vec<f64>>),
 }
 
+/// Tangents die once per CG iteration: their arrays go back to the array pool.
+impl Drop for TangentRows {
+    fn drop(&mut self) {
+        match self {
+            Self::F32(g) => g.drain(..).for_each(crate::scratch::recycle),
+            Self::F64(g) => g.drain(..).for_each(crate::scratch::recycle),
+        }
+    }
+}
+
 /// The element types [`TangentRows`] holds.
 pub(crate) trait TangentReal: Real {
     fn wrap(groups: Vec<Vec<Self>>) -> TangentRows;

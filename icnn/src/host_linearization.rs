@@ -294,11 +294,11 @@ impl HostLinearization {
         self.check(w, "hvp")?;
         let (b, d) = (self.inner.batch, self.inner.dim);
         Ok(with_host!(&self.inner.host, |net, p| {
-            let tg = tangents(net, p, &host_vec(w)?, 1)?;
+            let mut tg = tangents(net, p, &host_vec(w)?, 1)?;
             let hv = hvp_from_tangents(net, p, &tg)?;
             (
                 Tensor::from_vec(hv, (b, d), self.device())?,
-                DirectionTangents::new(tg.adot, b),
+                DirectionTangents::new(std::mem::take(&mut tg.adot), b),
             )
         }))
     }
@@ -465,7 +465,7 @@ enum Stacked {
 
 /// What the op's forward keeps for its backward: the `[u; v]` tangents and `s'''`.
 #[derive(Debug)]
-struct OpCache<T> {
+struct OpCache<T: Real> {
     tg: Tangents<T>,
     s3: Vec<Vec<T>>,
 }

@@ -263,11 +263,12 @@ impl<T: Real> Link<T> {
         }
     }
 
-    /// [`Link::adjoint`] into `dst`, allocated (zero) when empty, accumulated otherwise.
+    /// [`Link::adjoint`] into `dst`, allocated when empty (from the array pool: the adjoint
+    /// overwrites it), accumulated otherwise.
     pub(crate) fn adjoint_lazy(&self, dst: &mut Vec<T>, src: &[T], rows: usize) -> Result<()> {
         let acc = !dst.is_empty();
         if !acc {
-            *dst = crate::host_par::zeros(rows * self.in_width());
+            *dst = crate::scratch::reused(rows * self.in_width());
         }
         self.adjoint(dst, src, rows, acc)
     }

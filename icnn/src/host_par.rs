@@ -11,6 +11,8 @@
 
 use rayon::prelude::*;
 
+use crate::surrogate_host::Real;
+
 /// Values per parallel task.
 const CHUNK: usize = 1 << 15;
 
@@ -88,7 +90,7 @@ pub(crate) fn zeros<T: Send + Sync + Copy + Default>(len: usize) -> Vec<T> {
 }
 
 /// `pattern` repeated to `len` values (`len` a multiple of its length).
-pub(crate) fn repeated<T: Send + Sync + Copy + Default>(pattern: &[T], len: usize) -> Vec<T> {
+pub(crate) fn repeated<T: Real>(pattern: &[T], len: usize) -> Vec<T> {
     if pattern.is_empty() {
         return zeros(len);
     }
@@ -108,12 +110,11 @@ pub(crate) fn repeated<T: Send + Sync + Copy + Default>(pattern: &[T], len: usiz
     })
 }
 
-/// A new vector of `len` values, `f(first index, chunk)` filling it (see [`rows1`]).
-pub(crate) fn filled<T: Send + Sync + Copy + Default>(
-    len: usize,
-    f: impl Fn(usize, &mut [T]) + Sync,
-) -> Vec<T> {
-    let mut out = zeros(len);
+/// A new vector of `len` values, `f(first index, chunk)` filling it (see [`rows1`]): `f`
+/// writes every value of its chunk (the vector comes from [`crate::scratch::reused`], of
+/// unspecified contents).
+pub(crate) fn filled<T: Real>(len: usize, f: impl Fn(usize, &mut [T]) + Sync) -> Vec<T> {
+    let mut out = crate::scratch::reused(len);
     rows1(1, &mut out, f);
     out
 }
@@ -128,7 +129,7 @@ mod tests {
         for len in [6, PAR_MIN + 6] {
             assert!(zeros::<f32>(len).iter().all(|v| *v == 0.0));
             assert_eq!(zeros::<f64>(len).len(), len);
-            let r = repeated(&[1u32, 2, 3], len);
+            let r = repeated(&[1.0f64, 2.0, 3.0], len);
             assert_eq!(r.len(), len);
             assert!(r.iter().enumerate().all(|(k, v)| *v as usize == k % 3 + 1));
         }

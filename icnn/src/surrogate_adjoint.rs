@@ -17,6 +17,7 @@
 use candle_core::Result;
 
 use crate::host_par;
+use crate::scratch;
 use crate::surrogate_host::{HostNet, Primal, Real, Tangents};
 use crate::surrogate_rows::{gradient_adjoint_row, row_of, tangent_adjoint_row};
 
@@ -47,7 +48,7 @@ pub(crate) fn adjoint<T: Real>(
         }
         let m = g.width;
         let dj = &p.delta[j];
-        let mut dbar = host_par::zeros(b * m);
+        let mut dbar = scratch::zeroed(b * m);
         let mut set = false;
         if let (Some(aw), Some(o)) = (&g.lin, offs[j].lin) {
             aw.apply(&mut dbar, c, b, false)?;
@@ -69,8 +70,9 @@ pub(crate) fn adjoint<T: Real>(
             continue;
         }
         let (s1, s2, s3, gu) = (&p.s1[j], &p.s2[j], &s3[j], &p.gu[j]);
-        let mut gb = host_par::zeros(b * m);
-        let mut ej = host_par::zeros(b * m);
+        // `gradient_adjoint_row` writes every value of both.
+        let mut gb = scratch::reused(b * m);
+        let mut ej = scratch::reused(b * m);
         let has_t = !tg.adot[j].is_empty();
         host_par::rows2(m, &mut gb, &mut ej, |r0, gb, ej| {
             for (r, (gb, ej)) in gb.chunks_mut(m).zip(ej.chunks_mut(m)).enumerate() {
@@ -85,12 +87,13 @@ pub(crate) fn adjoint<T: Real>(
                 gradient_adjoint_row(gb, ej, wr, operands, tangents);
             }
         });
+        scratch::recycle(dbar);
         gbar[j] = gb;
         e[j] = ej;
     }
 
     // 2 + 3. Descending: tangent adjoints ā^{uv} and primal adjoints ā.
-    let mut xbar = host_par::zeros(b * d);
+    let mut xbar = scratch::zeroed(b * d);
     let mut xbar_set = false;
     let mut rho: Vec<Vec<T>> = vec![Vec::new(); n];
     let mut zbar: Vec<Vec<T>> = vec![Vec::new(); n];
@@ -141,6 +144,11 @@ pub(crate) fn adjoint<T: Real>(
                 }
             }
         }
+        scratch::recycle(auv);
+        scratch::recycle(abar);
+    }
+    for v in [gbar, e, rho, zbar].into_iter().flatten() {
+        scratch::recycle(v);
     }
     Ok((net.outer(xbar), pg))
 }
@@ -164,9 +172,10 @@ fn tracked_layer_adjoint<T: Real>(
     let ad = &tg.adot[j];
     let curv = !ad.is_empty() && !p.gu[j].is_empty();
     let has_rho = !rho.is_empty();
-    let mut e = if e.is_empty() { host_par::zeros(bm) } else { e };
+    let mut e = if e.is_empty() { scratch::zeroed(bm) } else { e };
     let auv = if curv || has_rho {
-        let mut out = host_par::zeros(2 * bm);
+        // `tangent_adjoint_row` writes every value of `out` (it accumulates into `e`).
+        let mut out = scratch::reused(2 * bm);
         let (out_u, out_v) = out.split_at_mut(bm);
         host_par::rows3(m, out_u, out_v, &mut e, |r0, ou, ov, e| {
             for (h, out) in [ou, ov].into_iter().enumerate() {
@@ -198,5 +207,7 @@ fn tracked_layer_adjoint<T: Real>(
             }
         });
     }
+    scratch::recycle(rho);
+    scratch::recycle(zbar);
     (auv, e)
 }

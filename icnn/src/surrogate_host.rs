@@ -23,9 +23,10 @@ use crate::fused::{ActKernels, ActSpec};
 use crate::host_gemm::{GemmFloat, Par, View, matmul_into};
 use crate::host_link::{ChannelLast, Link};
 use crate::host_par;
+use crate::scratch;
 
 /// Element types of the host surrogate kernels.
-pub(crate) trait Real: GemmFloat + ActKernels + Default {}
+pub(crate) trait Real: GemmFloat + ActKernels + Default + 'static {}
 impl Real for f32 {}
 impl Real for f64 {}
 
@@ -124,7 +125,7 @@ impl<T> HostNet<T> {
 
 /// The forward pass and the reverse gradient recursion at `x` (B rows).
 #[derive(Debug)]
-pub(crate) struct Primal<T> {
+pub(crate) struct Primal<T: Real> {
     pub b: usize,
     pub x: Vec<T>,
     pub z: Vec<Vec<T>>,
@@ -143,11 +144,41 @@ pub(crate) struct Primal<T> {
     pub potential: Vec<T>,
 }
 
+/// A linearization's primal arrays go back to the array pool when it is dropped, for the
+/// next one's (see [`crate::scratch`]).
+impl<T: Real> Drop for Primal<T> {
+    fn drop(&mut self) {
+        let groups = [
+            &mut self.z,
+            &mut self.s1,
+            &mut self.s2,
+            &mut self.a,
+            &mut self.gu,
+            &mut self.delta,
+        ];
+        for v in groups.into_iter().flat_map(|g| g.drain(..)) {
+            scratch::recycle(v);
+        }
+        scratch::recycle(std::mem::take(&mut self.x));
+        scratch::recycle(std::mem::take(&mut self.grad));
+    }
+}
+
 /// Forward tangents of stacked directions.
 #[derive(Debug)]
-pub(crate) struct Tangents<T> {
+pub(crate) struct Tangents<T: Real> {
     pub adot: Vec<Vec<T>>,
     pub zdot: Vec<Vec<T>>,
+}
+
+/// Tangents die once per CG iteration: their arrays go back to the array pool for the next
+/// iteration's (see [`crate::scratch`]).
+impl<T: Real> Drop for Tangents<T> {
+    fn drop(&mut self) {
+        for v in self.adot.drain(..).chain(self.zdot.drain(..)) {
+            scratch::recycle(v);
+        }
+    }
 }
 
 pub(crate) fn rm<T>(data: &[T], rows: usize, cols: usize) -> View<'_, T> {
@@ -172,14 +203,14 @@ pub(crate) fn primal<T: Real>(net: &HostNet<T>, x: Vec<T>, b: usize) -> Result<P
         a: Vec::with_capacity(n),
         gu: vec![Vec::new(); n],
         delta: vec![Vec::new(); n],
-        grad: host_par::zeros(b * d),
+        grad: scratch::zeroed(b * d),
         potential: vec![T::zero(); b],
     };
     for g in &net.groups {
         let m = g.width;
         let mut a = match &g.bias {
             Some(bias) => host_par::repeated(bias, b * m),
-            None => host_par::zeros(b * m),
+            None => scratch::zeroed(b * m),
         };
         let mut acc = g.bias.is_some();
         for (i, w) in &g.inputs {
@@ -191,8 +222,8 @@ pub(crate) fn primal<T: Real>(net: &HostNet<T>, x: Vec<T>, b: usize) -> Result<P
         }
         match &g.act {
             Some(spec) => {
-                let mut v = host_par::zeros(b * m);
-                let (mut d1, mut d2) = (host_par::zeros(b * m), host_par::zeros(b * m));
+                let mut v = scratch::zeroed(b * m);
+                let (mut d1, mut d2) = (scratch::zeroed(b * m), scratch::zeroed(b * m));
                 host_par::rows3(1, &mut v, &mut d1, &mut d2, |st, v, d1, d2| {
                     T::triple_into(spec, &a[st..st + v.len()], v, d1, d2);
                 });
@@ -280,7 +311,8 @@ pub(crate) fn tangents_on<T: Real>(
     };
     for (j, g) in net.groups.iter().enumerate() {
         let m = g.width;
-        let mut a = host_par::zeros(rows * m);
+        // Overwritten by the first product below (unread when there is none).
+        let mut a = scratch::reused(rows * m);
         let mut acc = false;
         for (i, w) in &g.inputs {
             if tg.zdot[*i].is_empty() {
@@ -294,6 +326,7 @@ pub(crate) fn tangents_on<T: Real>(
             acc = true;
         }
         if !acc {
+            scratch::recycle(a);
             tg.adot.push(Vec::new());
             tg.zdot.push(Vec::new());
             continue;
@@ -332,7 +365,7 @@ pub(crate) fn hvp_from_tangents_on<T: Real>(
 ) -> Result<Vec<T>> {
     let (n, d, b) = (net.groups.len(), net.dim, on.count(p.b));
     let mut gdot: Vec<Vec<T>> = vec![Vec::new(); n];
-    let mut hv = host_par::zeros(b * d);
+    let mut hv = scratch::zeroed(b * d);
     let mut hv_set = false;
     for j in (0..n).rev() {
         let g = &net.groups[j];
@@ -363,7 +396,9 @@ pub(crate) fn hvp_from_tangents_on<T: Real>(
             aw.adjoint(&mut hv, &dd, b, hv_set)?;
             hv_set = true;
         }
+        scratch::recycle(dd);
     }
+    gdot.into_iter().for_each(scratch::recycle);
     Ok(net.outer(hv))
 }
 
