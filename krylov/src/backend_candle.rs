@@ -7,6 +7,7 @@
 
 use candle_core::{DType, Device, Tensor};
 
+use crate::backend_candle_host::orthogonalized_on_host;
 use crate::vectors::{check_len, check_same_shape};
 use crate::{BatchVectors, KrylovError};
 
@@ -225,6 +226,11 @@ impl BatchVectors for Tensor {
         }
         for q in basis {
             same_shape("orthogonalize_against (basis)", self, q)?;
+            check_dtype("orthogonalize_against (basis)", self, q)?;
+        }
+        if let Some(new) = orthogonalized_on_host(self, basis, active)? {
+            *self = new;
+            return Ok(());
         }
         let q = Tensor::stack(basis, 1)?; // (B, k, d)
         let w = self.unsqueeze(2)?; // (B, d, 1)

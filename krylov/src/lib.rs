@@ -29,6 +29,8 @@
 
 #[cfg(feature = "candle")]
 mod backend_candle;
+#[cfg(feature = "candle")]
+mod backend_candle_host;
 mod backend_faer;
 mod backend_nalgebra;
 mod cg;
