@@ -1,7 +1,10 @@
 //! Gauss quadrature from Lanczos coefficients: `vᵀ f(H) v ≈ ‖v‖² Σ_j τ_j² f(λ_j)`.
 
+use faer::diag::{DiagMut, DiagRef};
+use faer::dyn_stack::{MemBuffer, MemStack};
+use faer::linalg::evd::{self, ComputeEigenvectors};
+use faer::{Mat, Par};
 use krylov::LanczosResult;
-use nalgebra::{DMatrix, SymmetricEigen};
 
 use crate::LogdetError;
 
@@ -29,7 +32,7 @@ pub const RITZ_ROUNDOFF_FACTOR: f64 = 100.0;
 
 /// The Gauss-quadrature nodes and weights of the tridiagonal `T = tridiag(β, α, β)`:
 /// eigenvalues `λ_j` (Ritz values) and `τ_j² = (first component of the j-th unit
-/// eigenvector)²`, which sum to 1. The small eigenproblem is solved on the host (nalgebra).
+/// eigenvector)²`, which sum to 1. The small eigenproblem is solved on the host (faer).
 /// `betas` must hold at least `k − 1` values (`k = alphas.len()`; extra ones are ignored).
 /// Returns `None` when there are fewer, or when the coefficients (or the computed nodes and
 /// weights) are not finite.
@@ -53,17 +56,29 @@ pub fn gauss_quadrature_nodes(alphas: &[f64], betas: &[f64]) -> Option<(Vec<f64>
     if betas.len() + 1 < k || alphas.iter().chain(&betas[..k - 1]).any(|v| !v.is_finite()) {
         return None;
     }
-    let mut t = DMatrix::<f64>::zeros(k, k);
-    for i in 0..k {
-        t[(i, i)] = alphas[i];
-        if i + 1 < k {
-            t[(i, i + 1)] = betas[i];
-            t[(i + 1, i)] = betas[i];
-        }
-    }
-    let eig = SymmetricEigen::try_new(t, f64::EPSILON, 0)?;
-    let weights: Vec<f64> = (0..k).map(|j| eig.eigenvectors[(0, j)].powi(2)).collect();
-    let nodes: Vec<f64> = eig.eigenvalues.iter().copied().collect();
+    // faer's tridiagonal solver: the implicit QR algorithm on `T` itself (no dense
+    // reduction to tridiagonal form first, which nalgebra's dense solver did, at about a
+    // sixth of a d = 63 SLQ evaluation).
+    let mut nodes = vec![0.0; k];
+    let mut u = Mat::<f64>::zeros(k, k);
+    let params = Default::default();
+    let mut mem = MemBuffer::new(evd::self_adjoint_evd_scratch::<f64>(
+        k,
+        ComputeEigenvectors::Yes,
+        Par::Seq,
+        params,
+    ));
+    evd::tridiagonal_self_adjoint_evd(
+        DiagRef::from_slice(alphas),
+        DiagRef::from_slice(&betas[..k - 1]),
+        DiagMut::from_slice_mut(&mut nodes),
+        Some(u.as_mut()),
+        Par::Seq,
+        MemStack::new(&mut mem),
+        params,
+    )
+    .ok()?;
+    let weights: Vec<f64> = (0..k).map(|j| u[(0, j)].powi(2)).collect();
     if nodes.iter().chain(&weights).any(|v| !v.is_finite()) {
         return None;
     }

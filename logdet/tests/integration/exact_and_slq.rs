@@ -6,7 +6,7 @@ use faer::Mat;
 use krylov::{DenseFaerOperator, LanczosParams, lanczos};
 use logdet::{
     HutchinsonParams, LogdetError, ProbeDistribution, SlqParams, exact_logdet, exact_logdet_flat,
-    hutchinson_trace, slq_logdet, slq_logdet_from_lanczos,
+    gauss_quadrature_nodes, hutchinson_trace, slq_logdet, slq_logdet_from_lanczos,
 };
 use rand::Rng;
 
@@ -249,4 +249,55 @@ fn exact_logdet_accepts_f32_matrices() {
         exact_logdet(&bad),
         Err(LogdetError::NotPositiveDefinite { system: 1 })
     ));
+}
+
+/// Gauss nodes and weights of random tridiagonals (k = 1…12, and 70 and 130, beyond faer's
+/// switch to divide and conquer): the nodes are the eigenvalues of the dense matrix (nalgebra's
+/// dense solver, sorted) and the weights reproduce the moments `e₁ᵀ Tᵖ e₁` for p = 0…3
+/// (`Σ τ² = 1`, `Σ τ² λ = α₀`, `Σ τ² λ² = α₀² + β₀²`, …), to 1e-12 relative to ‖T‖ᵖ.
+#[test]
+fn gauss_nodes_are_eigenvalues_and_weights_match_moments() {
+    let mut r = rng(2024);
+    for k in (1..=12usize).chain([70, 130]) {
+        let alphas: Vec<f64> = (0..k).map(|_| r.random_range(-3.0..5.0)).collect();
+        let betas: Vec<f64> = (0..k.saturating_sub(1))
+            .map(|_| r.random_range(0.1..2.0))
+            .collect();
+        let (mut nodes, weights) = gauss_quadrature_nodes(&alphas, &betas).unwrap();
+        let mut t = nalgebra::DMatrix::<f64>::zeros(k, k);
+        for i in 0..k {
+            t[(i, i)] = alphas[i];
+            if i + 1 < k {
+                t[(i, i + 1)] = betas[i];
+                t[(i + 1, i)] = betas[i];
+            }
+        }
+        let norm = t.norm();
+        let mut dense: Vec<f64> = t.clone().symmetric_eigenvalues().iter().copied().collect();
+        dense.sort_by(f64::total_cmp);
+        // Moments e₁ᵀ Tᵖ e₁ from powers of T applied to e₁.
+        let mut v = nalgebra::DVector::<f64>::zeros(k);
+        v[0] = 1.0;
+        let mut moments = Vec::new();
+        let mut tv = v.clone();
+        for _ in 0..4 {
+            moments.push(tv[0]);
+            tv = &t * tv;
+        }
+        let quad: Vec<f64> = (0..4)
+            .map(|p| nodes.iter().zip(&weights).map(|(l, w)| w * l.powi(p)).sum())
+            .collect();
+        for p in 0..4 {
+            assert!(
+                (quad[p] - moments[p]).abs() <= 1e-12 * norm.powi(p as i32).max(1.0),
+                "k {k}, moment {p}: {} vs {}",
+                quad[p],
+                moments[p]
+            );
+        }
+        nodes.sort_by(f64::total_cmp);
+        for (a, b) in nodes.iter().zip(&dense) {
+            assert!((a - b).abs() <= 1e-12 * norm, "k {k}: node {a} vs {b}");
+        }
+    }
 }
