@@ -5,6 +5,7 @@ use std::io::Read;
 use std::path::Path;
 
 use md5::Md5;
+use sha1::Sha1;
 use sha2::{Digest, Sha256};
 
 /// What is known about the bytes of a downloaded file.
@@ -18,6 +19,9 @@ pub enum Checksum {
     Sha256Gunzipped(String),
     /// md5 of the file (only where the publisher gives nothing stronger).
     Md5(String),
+    /// Git blob id of the file: SHA-1 of `"blob <size>\0"` followed by its bytes, what `git
+    /// hash-object` prints (for a file published only in a git repository).
+    GitBlob(String),
     /// Nothing is known: the computed sha256 is reported and recorded (trust on first use).
     Unknown,
 }
@@ -35,6 +39,7 @@ impl fmt::Display for Checksum {
             Checksum::Sha256(h) => write!(f, "sha256 {h}"),
             Checksum::Sha256Gunzipped(h) => write!(f, "sha256 of the gunzipped content {h}"),
             Checksum::Md5(h) => write!(f, "md5 {h}"),
+            Checksum::GitBlob(h) => write!(f, "git blob {h}"),
             Checksum::Unknown => write!(f, "checksum not published"),
         }
     }
@@ -90,6 +95,14 @@ pub fn md5_file(path: &Path) -> std::io::Result<String> {
     hash_reader::<Md5>(std::io::BufReader::new(std::fs::File::open(path)?))
 }
 
+/// Git blob id of a file (`git hash-object`): SHA-1 of `"blob <size>\0"` and the bytes.
+pub fn git_blob_id_file(path: &Path) -> std::io::Result<String> {
+    let size = std::fs::metadata(path)?.len();
+    let header = format!("blob {size}\0");
+    let file = std::io::BufReader::new(std::fs::File::open(path)?);
+    hash_reader::<Sha1>(header.as_bytes().chain(file))
+}
+
 /// sha256 of the gunzipped content of a file (of the file itself if it is not gzip).
 pub fn sha256_gunzipped_file(path: &Path) -> std::io::Result<String> {
     let mut f = std::io::BufReader::new(std::fs::File::open(path)?);
@@ -124,6 +137,10 @@ pub fn verify(path: &Path, checksum: &Checksum) -> std::io::Result<Result<Verifi
         Checksum::Md5(h) => compare(h, md5_file(path)?).map_err(|m| Mismatch {
             expected: format!("md5 {}", m.expected),
             actual: format!("md5 {}", m.actual),
+        }),
+        Checksum::GitBlob(h) => compare(h, git_blob_id_file(path)?).map_err(|m| Mismatch {
+            expected: format!("git blob {}", m.expected),
+            actual: format!("git blob {}", m.actual),
         }),
         Checksum::Sha256Gunzipped(h) => match sha256_gunzipped_file(path) {
             Ok(actual) => compare(h, actual),
@@ -166,6 +183,24 @@ mod tests {
             Ok(Verified::Match)
         );
         assert!(verify(&p, &Checksum::Md5("00".into())).unwrap().is_err());
+        // `printf abc | git hash-object --stdin`.
+        let blob = "f2ba8f84ab5c1bce84a7b441cb1959cfc7093b7f";
+        assert_eq!(git_blob_id_file(&p).unwrap(), blob);
+        assert_eq!(
+            verify(&p, &Checksum::GitBlob(blob.into())).unwrap(),
+            Ok(Verified::Match)
+        );
+        let e = verify(&p, &Checksum::GitBlob("00".into()))
+            .unwrap()
+            .unwrap_err();
+        assert_eq!(e.actual, format!("git blob {blob}"));
+        // An empty file: `git hash-object /dev/null`.
+        let empty = dir.join("empty");
+        std::fs::write(&empty, b"").unwrap();
+        assert_eq!(
+            git_blob_id_file(&empty).unwrap(),
+            "e69de29bb2d1d6434b8b29ae775ad8c2e48c5391"
+        );
         assert!(verify(&p, &Checksum::sha256("00")).unwrap().is_err());
         // Not gzip: hashed as is.
         assert_eq!(

@@ -8,7 +8,7 @@
 //! | bsds300 | Berkeley `BSDS300-images.tgz` | sha256 of each of the 300 JPEGs (verified against an independent copy, see `docs/data/bsds300/README.md`) | `bsds300/BSDS300-images.tgz` |
 //! | mnist | `ossci-datasets` S3 mirror of yann.lecun.com (then the original site) | sha256 of each decompressed IDX file (from the official files) | `mnist/*-ubyte.gz` |
 //! | cifar10 | `cs.toronto.edu/~kriz/cifar-10-binary.tar.gz` | md5 `c32a1d4ab5d03f1284b67883e8d87530` published on the CIFAR page for the binary version (md5 only: no sha256 is published) | `cifar10/cifar-10-batches-bin/*.bin` |
-//! | omniglot | IWAE repository `yburda/iwae`, `datasets/OMNIGLOT/chardata.mat` (the file of the VAE papers' loaders) | none published: the computed sha256 is recorded on first download (git blob id [`OMNIGLOT_CHARDATA_GIT_BLOB`] for a manual check) | `omniglot/chardata.mat` |
+//! | omniglot | IWAE repository `yburda/iwae`, `datasets/OMNIGLOT/chardata.mat` (the file of the VAE papers' loaders) | git blob id [`OMNIGLOT_CHARDATA_GIT_BLOB`] of the file at a fixed commit of that repository (no sha256 is published), checked on download | `omniglot/chardata.mat` |
 //!
 //! With `--mirror URL` (or `CPFLOW_DATA_MIRROR`), every file is fetched from
 //! `URL/<mirror path>` instead, with the mirror paths listed by [`Artifact::mirror_path`]
@@ -151,8 +151,9 @@ pub const CIFAR10_BINARY_MD5: &str = "c32a1d4ab5d03f1284b67883e8d87530";
 pub const OMNIGLOT_CHARDATA: &str = "omniglot/chardata.mat";
 
 /// Git blob id (SHA-1 of `"blob <size>\0" + content`) of `datasets/OMNIGLOT/chardata.mat` at
-/// `yburda/iwae` commit `78a6075484bd7dd6f47a4bb9880d2295bc7a5220`: `git hash-object
-/// chardata.mat` must print it. No sha256 of the file is published.
+/// `yburda/iwae` commit `78a6075484bd7dd6f47a4bb9880d2295bc7a5220` (`git hash-object
+/// chardata.mat` prints it), the download's [`Checksum::GitBlob`]. No sha256 of the file is
+/// published.
 pub const OMNIGLOT_CHARDATA_GIT_BLOB: &str = "016a3536ffe5e1d38e42563a18d7a78bfaf643ec";
 
 fn maf_archive() -> Artifact {
@@ -339,12 +340,14 @@ pub fn registry() -> Vec<DatasetSpec> {
                 steps: vec![Step {
                     artifact: Artifact {
                         cache_name: "omniglot-chardata.mat".into(),
+                        // The commit the git blob id was taken at, then the branch head.
                         urls: vec![
+                            "https://raw.githubusercontent.com/yburda/iwae/78a6075484bd7dd6f47a4bb9880d2295bc7a5220/datasets/OMNIGLOT/chardata.mat".into(),
                             "https://raw.githubusercontent.com/yburda/iwae/master/datasets/OMNIGLOT/chardata.mat".into(),
                             "https://github.com/yburda/iwae/raw/master/datasets/OMNIGLOT/chardata.mat".into(),
                         ],
                         mirror_path: "omniglot/chardata.mat".into(),
-                        checksum: Checksum::Unknown,
+                        checksum: Checksum::GitBlob(OMNIGLOT_CHARDATA_GIT_BLOB.into()),
                         approx_size: "about 30 MB",
                     },
                     extract: Extract::Place(OMNIGLOT_CHARDATA.into()),
