@@ -215,6 +215,90 @@ impl InversionResult {
         })
     }
 
+    /// The results of independent row blocks of one batch, in row order, as one result: the
+    /// per-sample fields and the solutions concatenated, the work counters summed (outer
+    /// iterations: the largest). This is how a batch split into chunks that were solved
+    /// separately — on several threads, say — reports as one; a per-sample solver
+    /// ([`crate::invert_newton_cg`], [`crate::invert_lbfgs_batched`]) gives every sample the
+    /// same iterates whatever else is in its batch.
+    ///
+    /// Errors: no parts, or solutions whose dtype, device or column count differ.
+    ///
+    /// ```
+    /// use candle_core::{DType, Device, Tensor};
+    /// use convex_opt::{invert_newton_cg, InversionOptions, InversionResult, NewtonCgParams, QuadraticPotential};
+    /// use nalgebra::DMatrix;
+    /// let a = DMatrix::from_row_slice(2, 2, &[2.0, 1.0, 1.0, 3.0]);
+    /// let pot = QuadraticPotential::new(&a, None, DType::F64, &Device::Cpu)?;
+    /// let y = Tensor::new(&[[1.0f64, 2.0], [0.0, 0.0], [-3.0, 0.5]], &Device::Cpu)?;
+    /// let (opts, params) = (InversionOptions::default(), NewtonCgParams::default());
+    /// let whole = invert_newton_cg(&pot, &y, &opts, &params)?;
+    /// let parts = vec![
+    ///     invert_newton_cg(&pot, &y.narrow(0, 0, 1)?, &opts, &params)?,
+    ///     invert_newton_cg(&pot, &y.narrow(0, 1, 2)?, &opts, &params)?,
+    /// ];
+    /// let joined = InversionResult::concat(parts)?;
+    /// assert_eq!(joined.iterations, whole.iterations);
+    /// assert_eq!(joined.converged, whole.converged);
+    /// assert_eq!(joined.x.to_vec2::<f64>()?, whole.x.to_vec2::<f64>()?);
+    /// # Ok::<(), convex_opt::ConvexOptError>(())
+    /// ```
+    pub fn concat(parts: Vec<InversionResult>) -> Result<InversionResult, ConvexOptError> {
+        let Some(first) = parts.first() else {
+            return Err(ConvexOptError::InvalidParameter(
+                "InversionResult::concat needs at least one part".into(),
+            ));
+        };
+        let (dtype, device, cols) = (first.x.dtype(), first.x.device().clone(), first.x.dim(1)?);
+        for p in &parts {
+            if p.x.dtype() != dtype {
+                return Err(ConvexOptError::DTypeMismatch {
+                    context: "InversionResult::concat",
+                    expected: dtype,
+                    found: p.x.dtype(),
+                });
+            }
+            if !p.x.device().same_device(&device) || p.x.dim(1)? != cols {
+                return Err(ConvexOptError::Shape {
+                    context: "InversionResult::concat",
+                    message: format!(
+                        "parts must share device and columns: {:?} on {:?} vs (_, {cols}) on {:?}",
+                        p.x.dims(),
+                        p.x.device(),
+                        device
+                    ),
+                });
+            }
+        }
+        let xs: Vec<&Tensor> = parts.iter().map(|p| &p.x).collect();
+        let x = Tensor::cat(&xs, 0)?;
+        let mut stats = SolverStats::default();
+        let mut out = InversionResult {
+            x,
+            iterations: Vec::new(),
+            residual_inf: Vec::new(),
+            converged: Vec::new(),
+            tolerance: Vec::new(),
+            termination: Vec::new(),
+            stats: SolverStats::default(),
+        };
+        for p in parts {
+            out.iterations.extend(p.iterations);
+            out.residual_inf.extend(p.residual_inf);
+            out.converged.extend(p.converged);
+            out.tolerance.extend(p.tolerance);
+            out.termination.extend(p.termination);
+            stats.gradient_calls += p.stats.gradient_calls;
+            stats.gradient_rows += p.stats.gradient_rows;
+            stats.hvp_calls += p.stats.hvp_calls;
+            stats.hvp_rows += p.stats.hvp_rows;
+            stats.outer_iterations = stats.outer_iterations.max(p.stats.outer_iterations);
+            stats.compactions += p.stats.compactions;
+        }
+        out.stats = stats;
+        Ok(out)
+    }
+
     /// Converts into a `Result` that fails unless every sample converged.
     pub fn into_converged(self) -> Result<Self, ConvexOptError> {
         if self.all_converged() {

@@ -4,9 +4,9 @@ use candle_core::{DType, Tensor};
 use convex_opt::InversionResult;
 use rand::Rng;
 
-use crate::block_inverse::InverseParams;
+use crate::block_inverse::{InverseParams, InverseSolver};
 use crate::error::Result;
-use crate::flow::{Flow, Layer};
+use crate::flow::{Flow, Layer, map_row_chunks};
 
 /// Convergence report of a flow inversion: one entry per CP-Flow block (in the order the
 /// blocks were inverted, i.e. last block first), plus the per-sample verdict.
@@ -37,6 +37,25 @@ pub struct InverseReport {
     pub converged: Vec<bool>,
 }
 
+/// Rows per chunk of a flow inversion on the CPU with a per-sample solver. The rows of a
+/// batch are independent problems (Newton–CG and batched L-BFGS give each the same iterates
+/// whatever else is in its batch), so the chunks run in parallel on rayon's pool
+/// ([`map_row_chunks`]), the way the evaluation passes do: the matrix products of a tabular
+/// flow are too small to split ([`crate::cpu_threads::GEMM_THREADING_THRESHOLD`]), and
+/// without chunks an inversion ran on one core. Chunks smaller than the batch also leave
+/// fewer finished rows in each solver's working set.
+pub const INVERSE_CHUNK: usize = 256;
+
+/// Rows per chunk for inverting `n` rows: [`INVERSE_CHUNK`] on the CPU with a per-sample
+/// solver; the whole batch on an accelerator (one large batch keeps it busy) and for
+/// [`InverseSolver::LbfgsFlat`], whose single problem couples the rows of its batch.
+fn inverse_chunk_rows(n: usize, cpu: bool, solver: InverseSolver) -> usize {
+    match solver {
+        InverseSolver::NewtonCg | InverseSolver::LbfgsBatched if cpu => INVERSE_CHUNK,
+        _ => n.max(1),
+    }
+}
+
 impl InverseReport {
     /// An empty report for `n` samples (every sample converged so far).
     pub(crate) fn new(n: usize) -> Self {
@@ -44,6 +63,24 @@ impl InverseReport {
             blocks: Vec::new(),
             converged: vec![true; n],
         }
+    }
+
+    /// The reports of consecutive row chunks of one inversion, in row order, as one report.
+    pub(crate) fn concat(parts: Vec<InverseReport>) -> Result<Self> {
+        let blocks = parts.first().map_or(0, |p| p.blocks.len());
+        let mut converged = Vec::new();
+        let mut per_block: Vec<Vec<InversionResult>> = (0..blocks).map(|_| Vec::new()).collect();
+        for p in parts {
+            converged.extend(p.converged);
+            for (k, b) in p.blocks.into_iter().enumerate() {
+                per_block[k].push(b);
+            }
+        }
+        let blocks = per_block
+            .into_iter()
+            .map(InversionResult::concat)
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        Ok(InverseReport { blocks, converged })
     }
 
     /// Records one block's inversion and returns its solution.
@@ -179,17 +216,37 @@ impl Flow {
         self.ensure_initialized()?;
         let (z, ctx) = self.check_input(z, ctx)?;
         let n = z.dim(0)?;
+        let rows = inverse_chunk_rows(n, z.device().is_cpu(), params.solver);
+        let (x, mut report) = if rows < n {
+            let parts = map_row_chunks(&z, ctx.as_ref(), rows, |_, zc, cc| {
+                self.inverse_rows(zc, cc, params)
+            })?;
+            let (xs, reports): (Vec<Tensor>, Vec<InverseReport>) = parts.into_iter().unzip();
+            (Tensor::cat(&xs, 0)?, InverseReport::concat(reports)?)
+        } else {
+            self.inverse_rows(&z, ctx.as_ref(), params)?
+        };
+        report.mark_non_finite_rows(&x)?;
+        report.warn_if_unconverged("flow");
+        Ok(FlowInverse { x, report })
+    }
+
+    /// The layers inverted in reverse order for the rows `z` (context rows `ctx`).
+    fn inverse_rows(
+        &self,
+        z: &Tensor,
+        ctx: Option<&Tensor>,
+        params: &InverseParams,
+    ) -> Result<(Tensor, InverseReport)> {
         let mut h = z.detach();
-        let mut report = InverseReport::new(n);
+        let mut report = InverseReport::new(z.dim(0)?);
         for l in self.layers().iter().rev() {
             h = match l {
                 Layer::ActNorm(a) => a.inverse(&h)?,
-                Layer::Cpf(b) => report.record(b.inverse(&h, ctx.as_ref(), params)?),
+                Layer::Cpf(b) => report.record(b.inverse(&h, ctx, params)?),
             };
         }
-        report.mark_non_finite_rows(&h)?;
-        report.warn_if_unconverged("flow");
-        Ok(FlowInverse { x: h, report })
+        Ok((h, report))
     }
 
     /// Draw `n` samples: `z ~ prior` from the host RNG, then `x = f⁻¹(z)` (default solver

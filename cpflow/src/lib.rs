@@ -102,7 +102,7 @@ pub use experiment::{ToyExperimentConfig, ToyExperimentReport, run_toy_experimen
 pub use flow::{EVAL_CHUNK, Flow, Layer};
 pub use flow_config::{FlowConfig, LayerConfig};
 pub use flow_loss::SurrogateLoss;
-pub use flow_sample::{FlowInverse, InverseReport};
+pub use flow_sample::{FlowInverse, INVERSE_CHUNK, InverseReport};
 pub use hessian_operator::HessianOperator;
 pub use metrics::MetricsRecord;
 pub use observer::{Control, FnObserver, Moment, NllCurve, TimeBudget, TrainObserver};

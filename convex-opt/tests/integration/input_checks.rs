@@ -175,3 +175,50 @@ fn quadratic_potential_rejects_unsupported_dtypes() {
         );
     }
 }
+
+/// `InversionResult::concat` refuses no parts and parts that cannot be one batch (dtype,
+/// columns), and sums the work counters of the parts it joins (outer iterations: the largest).
+#[test]
+fn concat_checks_its_parts_and_merges_counters() {
+    assert!(matches!(
+        InversionResult::concat(Vec::new()),
+        Err(ConvexOptError::InvalidParameter(_))
+    ));
+    let solve = |dtype: DType, y: &[[f64; 3]]| {
+        let flat: Vec<f64> = y.iter().flatten().copied().collect();
+        let y = Tensor::from_vec(flat, (y.len(), 3), &Device::Cpu)
+            .unwrap()
+            .to_dtype(dtype)
+            .unwrap();
+        let o = InversionOptions::default();
+        invert_newton_cg(&quadratic(dtype), &y, &o, &NewtonCgParams::default()).unwrap()
+    };
+    let a = solve(DType::F64, &[[1.0, 2.0, 3.0]]);
+    let b = solve(DType::F64, &[[0.5, 0.0, -1.0], [4.0, 4.0, 4.0]]);
+    let joined = InversionResult::concat(vec![a.clone(), b.clone()]).unwrap();
+    assert_eq!(joined.x.dims(), &[3, 3]);
+    assert_eq!(
+        joined.converged,
+        [&a.converged[..], &b.converged[..]].concat()
+    );
+    let s = &joined.stats;
+    assert_eq!(
+        s.gradient_calls,
+        a.stats.gradient_calls + b.stats.gradient_calls
+    );
+    assert_eq!(s.hvp_rows, a.stats.hvp_rows + b.stats.hvp_rows);
+    let outer = a.stats.outer_iterations.max(b.stats.outer_iterations);
+    assert_eq!(s.outer_iterations, outer);
+
+    let f32_part = solve(DType::F32, &[[1.0, 2.0, 3.0]]);
+    assert!(matches!(
+        InversionResult::concat(vec![a.clone(), f32_part]),
+        Err(ConvexOptError::DTypeMismatch { .. })
+    ));
+    let mut narrow = b;
+    narrow.x = narrow.x.narrow(1, 0, 2).unwrap();
+    assert!(matches!(
+        InversionResult::concat(vec![a, narrow]),
+        Err(ConvexOptError::Shape { .. })
+    ));
+}
