@@ -17,18 +17,22 @@ trait HostFloat: WithDType + Copy {
 }
 
 impl HostFloat for f32 {
+    #[inline(always)]
     fn widen(self) -> f64 {
         f64::from(self)
     }
+    #[inline(always)]
     fn narrow(v: f64) -> Self {
         v as f32
     }
 }
 
 impl HostFloat for f64 {
+    #[inline(always)]
     fn widen(self) -> f64 {
         self
     }
+    #[inline(always)]
     fn narrow(v: f64) -> Self {
         v
     }
@@ -91,6 +95,34 @@ fn run<T: HostFloat>(
     }
     let (wv, qs) = (slices[0], &slices[1..]);
     let mut out = wv.to_vec();
+    orthogonalize_rows(&mut out, qs, active, d);
+    drop(slices);
+    drop(guards);
+    Ok(Some(Tensor::from_vec(out, (b, d), w.device())?))
+}
+
+/// The rows of `out` (`d` values each) with `active[r]`, orthogonalized against the rows `r`
+/// of `qs`. Runs as a copy compiled for AVX2 + FMA where the CPU has both: the workspace
+/// builds for the x86-64 baseline, whose 2-lane f64 vectors made this pass about 12% of a
+/// tabular flow's SLQ evaluation (d = 63, ten Lanczos steps, `perf`).
+fn orthogonalize_rows<T: HostFloat>(out: &mut [T], qs: &[&[T]], active: &[bool], d: usize) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx2,fma")]
+        fn wide<T: HostFloat>(out: &mut [T], qs: &[&[T]], active: &[bool], d: usize) {
+            rows_kernel(out, qs, active, d);
+        }
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            // SAFETY: the CPU has AVX2 and FMA (checked just above), `wide`'s target features.
+            return unsafe { wide(out, qs, active, d) };
+        }
+    }
+    rows_kernel(out, qs, active, d);
+}
+
+#[inline(always)]
+fn rows_kernel<T: HostFloat>(out: &mut [T], qs: &[&[T]], active: &[bool], d: usize) {
     let (mut coef, mut proj) = (vec![0.0f64; qs.len()], vec![0.0f64; d]);
     for (r, row) in out.chunks_exact_mut(d.max(1)).enumerate() {
         if !active.get(r).copied().unwrap_or(false) {
@@ -110,12 +142,10 @@ fn run<T: HostFloat>(
             *o = T::narrow(o.widen() - p);
         }
     }
-    drop(slices);
-    drop(guards);
-    Ok(Some(Tensor::from_vec(out, (b, d), w.device())?))
 }
 
 /// `aᵀb` in f64, over [`LANES`] partial sums (one sequential sum does not vectorize).
+#[inline(always)]
 fn dot<T: HostFloat>(a: &[T], b: &[T]) -> f64 {
     let mut acc = [0.0f64; LANES];
     let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
