@@ -30,7 +30,7 @@ pub const SLQ_CHUNK: usize = 256;
 /// cache-resident rather than streaming them through memory.
 /// Measured (2-core CPU, f32, Icnn2 width 64 depth 10, per 1,000 points): d = 43 went from
 /// 0.90 s with 1,024-row chunks to 0.47 s with 64 rows; d = 6 from 0.116 s to 0.059 s with 256.
-fn exact_chunk_rows(d: usize) -> usize {
+pub(crate) fn exact_chunk_rows(d: usize) -> usize {
     (2752 / d.max(1)).clamp(16, EVAL_CHUNK)
 }
 

@@ -99,7 +99,7 @@ impl AmortizedPosterior {
             };
         }
         let eps = ((&z0 - &mu)? / ls.exp()?)?;
-        let s = self.transform_noise_exact(&mu, &ls, &h, &eps)?;
+        let s = self.transform_noise_exact_detached(&mu, &ls, &h, &eps)?;
         if !max_residual.is_finite() {
             return Err(CpflowError::InvalidInput(
                 "the posterior inversion produced non-finite residuals".into(),

@@ -227,11 +227,12 @@ impl AmortizedPosterior {
         };
         while lq.len() < samples {
             let n = chunk.max(1).min(samples - lq.len());
-            let s = self.sample_with_log_q_exact(
+            let eps = self.draw_noise(n, rng)?;
+            let s = self.transform_noise_exact_detached(
                 &rows(mu, n)?,
                 &rows(log_sigma, n)?,
                 &rows(h, n)?,
-                rng,
+                &eps,
             )?;
             let z = s.z.detach();
             let lj = log_joint(&z)?;

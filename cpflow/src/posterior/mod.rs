@@ -7,7 +7,8 @@
 //!   standard error ([`AmortizedPosterior::sample_with_log_q_slq`]), with the CG-surrogate
 //!   training terms ([`AmortizedPosterior::sample_with_surrogate`]); `log q` at given points
 //!   by inversion ([`AmortizedPosterior::log_q_exact_at`]). Every `sample_*` has a
-//!   `transform_noise_*` twin that takes the noise `ε` instead of an RNG.
+//!   `transform_noise_*` twin that takes the noise `ε` instead of an RNG; evaluation takes
+//!   [`AmortizedPosterior::transform_noise_exact_detached`] (no gradient, parallel row chunks).
 //! * [`ScalarActNorm`]: the reference's `LayerActnorm` (one scalar shift and scale).
 //! * [`importance_sampled_log_likelihood`]: the importance-sampled `log p(x)` with a
 //!   standard error, by log-sum-exp.
@@ -15,6 +16,7 @@
 mod amortized;
 mod config;
 mod density;
+mod exact_chunks;
 mod importance;
 mod scalar_actnorm;
 

@@ -506,7 +506,9 @@ impl Vae {
         self.check_batch(batch)?;
         let e = self.encode(&batch.x.detach())?;
         let (mu, ls, h) = (e.mu.detach(), e.log_sigma.detach(), e.feature.detach());
-        self.posterior.sample_with_log_q_exact(&mu, &ls, &h, rng)
+        let eps = self.posterior.draw_noise(mu.dim(0)?, rng)?;
+        self.posterior
+            .transform_noise_exact_detached(&mu, &ls, &h, &eps)
     }
 
     /// The single-sample negative ELBO per image with the exact `log q` (dense log-dets):
