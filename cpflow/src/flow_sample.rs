@@ -39,8 +39,8 @@ pub struct InverseReport {
 
 /// Rows per chunk of a flow inversion on the CPU with a per-sample solver. The rows of a
 /// batch are independent problems (Newton–CG and batched L-BFGS give each the same iterates
-/// whatever else is in its batch), so the chunks run in parallel on rayon's pool
-/// (as the evaluation passes do, [`crate::Flow::log_prob_exact`]): the matrix products of a tabular
+/// whatever else is in its batch), so the chunks run in parallel on rayon's pool (as the
+/// evaluation passes do, [`crate::Flow::log_prob_exact`]): the matrix products of a tabular
 /// flow are too small to split ([`crate::cpu_threads::GEMM_THREADING_THRESHOLD`]), and
 /// without chunks an inversion ran on one core. Chunks smaller than the batch also leave
 /// fewer finished rows in each solver's working set.
