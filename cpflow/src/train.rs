@@ -25,7 +25,7 @@ pub use crate::evaluate::{
 
 mod cg_tally;
 mod chunked_step;
-pub use chunked_step::STEP_CHUNK_ROWS;
+pub use chunked_step::{EXACT_STEP_CHUNK_ROWS, STEP_CHUNK_ROWS};
 mod fit;
 
 /// Where a run writes (all optional).

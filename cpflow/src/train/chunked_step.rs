@@ -1,4 +1,5 @@
-//! The CG-surrogate gradient of a batch, computed over row chunks in parallel.
+//! The gradient of a batch's loss (the CG surrogate, or the exact NLL), computed over row
+//! chunks in parallel.
 //!
 //! Rows of a batch are independent once the flow is initialised (ActNorm uses its stored
 //! scale and shift), so `∇ mean(−log p)` is the sum over row chunks of `∇ (−Σ_chunk log p)/B`.
@@ -24,6 +25,11 @@ use crate::rng::FlowRng;
 /// chunks to spread over the cores.
 pub const STEP_CHUNK_ROWS: usize = 256;
 
+/// Rows per chunk of an exact-NLL training step (`Objective::ExactNll`): each row carries a
+/// dense `d × d` Hessian through the forward and backward passes, so chunks are smaller than
+/// [`STEP_CHUNK_ROWS`]; 64 rows split the OT experiment's batch of 128 in two.
+pub const EXACT_STEP_CHUNK_ROWS: usize = 64;
+
 impl Trainer {
     /// `(loss, gradients, CG report)` of the CG surrogate on batch `x` (`ctx` for a
     /// conditional flow): the mean over rows of `−log N(z) − Σ surrogate terms`.
@@ -40,10 +46,35 @@ impl Trainer {
         let outcomes = map_row_chunks(x, ctx, STEP_CHUNK_ROWS, |i, xc, cc| {
             let mut rng = FlowRng::seed_from_u64(seeds[i]);
             let (lp, cg) = flow.surrogate_terms(xc, cc, params, &mut rng)?;
-            let share = lp.sum_all()?.affine(-1.0 / n as f64, 0.0)?;
-            let value = share.to_dtype(DType::F64)?.to_scalar::<f64>()?;
-            Ok((value, share.backward()?, cg))
+            let (value, grads) = chunk_share(&lp, n)?;
+            Ok((value, grads, cg))
         })?;
+        self.merge_chunks(outcomes)
+    }
+
+    /// `(loss, gradients)` of the exact NLL (dense Hessian log-dets) on batch `x` (`ctx` for
+    /// a conditional flow), over row chunks of [`EXACT_STEP_CHUNK_ROWS`] in parallel; no CG.
+    pub(super) fn exact_gradients(
+        &mut self,
+        x: &Tensor,
+        ctx: Option<&Tensor>,
+    ) -> Result<(f64, GradStore, CgReport)> {
+        let n = x.dim(0)?;
+        let flow = &self.flow;
+        let outcomes = map_row_chunks(x, ctx, EXACT_STEP_CHUNK_ROWS, |_, xc, cc| {
+            let lp = flow.exact_log_prob_tracked(xc, cc)?;
+            let (value, grads) = chunk_share(&lp, n)?;
+            Ok((value, grads, CgReport::default()))
+        })?;
+        self.merge_chunks(outcomes)
+    }
+
+    /// The chunks' shares of the loss and their gradients added up (in chunk order); CG
+    /// reports joined.
+    fn merge_chunks(
+        &self,
+        outcomes: Vec<(f64, GradStore, CgReport)>,
+    ) -> Result<(f64, GradStore, CgReport)> {
         let mut outcomes = outcomes.into_iter();
         let (mut loss, mut grads, mut cg) = outcomes
             .next()
@@ -65,6 +96,14 @@ impl Trainer {
         }
         Ok((loss, grads, cg))
     }
+}
+
+/// A chunk's share `−Σ_chunk log p / B` of a batch of `n` rows' mean loss: its value and its
+/// gradients.
+fn chunk_share(log_prob: &Tensor, n: usize) -> Result<(f64, GradStore)> {
+    let share = log_prob.sum_all()?.affine(-1.0 / n as f64, 0.0)?;
+    let value = share.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+    Ok((value, share.backward()?))
 }
 
 #[cfg(test)]
@@ -155,6 +194,53 @@ mod tests {
                 .build()
                 .unwrap();
             let (l, g, _) = pool.install(|| t.surrogate_gradients(&x, None)).unwrap();
+            (l, grad_vec(&t, &g))
+        };
+        let (l1, g1) = run(1);
+        let (l2, g2) = run(2);
+        assert_eq!(l1.to_bits(), l2.to_bits());
+        assert_eq!(g1, g2);
+    }
+
+    /// The exact-NLL gradient over chunks of [`EXACT_STEP_CHUNK_ROWS`] (here 10 chunks, the
+    /// last short) equals the gradient of the whole batch's mean exact NLL as one graph, to
+    /// f64 round-off (the same terms summed in another order), and does not depend on the
+    /// thread count.
+    #[test]
+    fn chunked_exact_gradient_equals_one_graph_and_ignores_thread_count() {
+        // 615 rows: nine full chunks and a short one.
+        let short = |x: Tensor| x.narrow(0, 0, x.dim(0).unwrap() - 25).unwrap();
+        let (mut t, x) = trainer(4);
+        let x = short(x);
+        let n = x.dim(0).unwrap();
+        assert!(n > 2 * EXACT_STEP_CHUNK_ROWS && n % EXACT_STEP_CHUNK_ROWS != 0);
+        let (loss, grads, cg) = t.exact_gradients(&x, None).unwrap();
+        assert!(cg.iterations.is_empty());
+        let whole = t
+            .flow
+            .exact_log_prob_tracked(&x, None)
+            .unwrap()
+            .mean_all()
+            .unwrap()
+            .neg()
+            .unwrap();
+        let whole_grads = whole.backward().unwrap();
+        let whole_loss = whole.to_scalar::<f64>().unwrap();
+        assert!((loss - whole_loss).abs() < 1e-12 * whole_loss.abs().max(1.0));
+        let (a, b) = (grad_vec(&t, &grads), grad_vec(&t, &whole_grads));
+        assert_eq!(a.len(), b.len());
+        assert!(!a.is_empty());
+        for (x, y) in a.iter().zip(&b) {
+            assert!((x - y).abs() <= 1e-12 * (1.0 + y.abs()), "{x} vs {y}");
+        }
+        let run = |threads: usize| {
+            let (mut t, x) = trainer(4);
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            let x = short(x);
+            let (l, g, _) = pool.install(|| t.exact_gradients(&x, None)).unwrap();
             (l, grad_vec(&t, &g))
         };
         let (l1, g1) = run(1);

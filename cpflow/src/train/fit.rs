@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
-use candle_core::{DType, Tensor};
+use candle_core::Tensor;
 
 use super::cg_tally::CgTally;
 use super::{MetricsStart, StopReason, TrainReport, Trainer, aux_rng};
@@ -25,12 +25,7 @@ impl Trainer {
         let it = self.state.iteration;
         let (lv, mut grads, cg) = match self.config.objective {
             Objective::CgSurrogate => self.surrogate_gradients(x, ctx)?,
-            Objective::ExactNll => {
-                let lp = self.flow.exact_log_prob_tracked(x, ctx)?;
-                let loss = lp.mean_all()?.neg()?;
-                let lv = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
-                (lv, loss.backward()?, CgReport::default())
-            }
+            Objective::ExactNll => self.exact_gradients(x, ctx)?,
         };
         if !lv.is_finite() {
             return Err(CpflowError::NonFinite {
