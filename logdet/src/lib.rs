@@ -14,6 +14,7 @@
 
 mod error;
 mod exact;
+mod gauss_ql;
 mod hutchinson;
 mod probes;
 mod quadrature;

@@ -7,6 +7,7 @@ use faer::{Mat, Par};
 use krylov::LanczosResult;
 
 use crate::LogdetError;
+use crate::gauss_ql::eigenvalues_and_first_components;
 
 /// The factor `c` of the round-off level `c·u·max_j |θ_j|` within which a Ritz value `θ` is
 /// indistinguishable from zero (`u` the unit roundoff of the Lanczos vectors): `100`. Ritz
@@ -32,7 +33,9 @@ pub const RITZ_ROUNDOFF_FACTOR: f64 = 100.0;
 
 /// The Gauss-quadrature nodes and weights of the tridiagonal `T = tridiag(β, α, β)`:
 /// eigenvalues `λ_j` (Ritz values) and `τ_j² = (first component of the j-th unit
-/// eigenvector)²`, which sum to 1. The small eigenproblem is solved on the host (faer).
+/// eigenvector)²`, which sum to 1. The small eigenproblem is solved on the host by the
+/// implicit QL algorithm on the first eigenvector components only (Golub–Welsch), with faer's
+/// tridiagonal eigensolver as the fallback should it not converge.
 /// `betas` must hold at least `k − 1` values (`k = alphas.len()`; extra ones are ignored).
 /// Returns `None` when there are fewer, or when the coefficients (or the computed nodes and
 /// weights) are not finite.
@@ -56,9 +59,23 @@ pub fn gauss_quadrature_nodes(alphas: &[f64], betas: &[f64]) -> Option<(Vec<f64>
     if betas.len() + 1 < k || alphas.iter().chain(&betas[..k - 1]).any(|v| !v.is_finite()) {
         return None;
     }
-    // faer's tridiagonal solver: the implicit QR algorithm on `T` itself (no dense
-    // reduction to tridiagonal form first, which nalgebra's dense solver did, at about a
-    // sixth of a d = 63 SLQ evaluation).
+    // The implicit QL algorithm carrying only the first row of the eigenvector matrix
+    // (`gauss_ql.rs`); faer's tridiagonal solver (the whole eigenvector matrix) if it does not
+    // converge.
+    let (nodes, weights) = match eigenvalues_and_first_components(alphas, betas) {
+        Some((nodes, first)) => (nodes, first.iter().map(|z| z * z).collect()),
+        None => faer_nodes(alphas, betas)?,
+    };
+    if nodes.iter().chain(&weights).any(|v| !v.is_finite()) {
+        return None;
+    }
+    Some((nodes, weights))
+}
+
+/// [`gauss_quadrature_nodes`] by faer's tridiagonal eigensolver with eigenvectors (checked
+/// input, `k ≥ 1`).
+pub(crate) fn faer_nodes(alphas: &[f64], betas: &[f64]) -> Option<(Vec<f64>, Vec<f64>)> {
+    let k = alphas.len();
     let mut nodes = vec![0.0; k];
     let mut u = Mat::<f64>::zeros(k, k);
     let params = Default::default();
@@ -79,9 +96,6 @@ pub fn gauss_quadrature_nodes(alphas: &[f64], betas: &[f64]) -> Option<(Vec<f64>
     )
     .ok()?;
     let weights: Vec<f64> = (0..k).map(|j| u[(0, j)].powi(2)).collect();
-    if nodes.iter().chain(&weights).any(|v| !v.is_finite()) {
-        return None;
-    }
     Some((nodes, weights))
 }
 
