@@ -175,31 +175,8 @@ mod tests {
             .unwrap()
             .neg()
             .unwrap();
-        let whole_grads = whole.backward().unwrap();
-        let whole_loss = whole.to_scalar::<f64>().unwrap();
-        assert!((loss - whole_loss).abs() < 1e-12 * whole_loss.abs().max(1.0));
-        let (a, b) = (grad_vec(&t, &grads), grad_vec(&t, &whole_grads));
-        assert_eq!(a.len(), b.len());
-        assert!(!a.is_empty());
-        for (x, y) in a.iter().zip(&b) {
-            // Sums of the same terms in another order: f64 round-off only.
-            assert!((x - y).abs() <= 1e-12 * (1.0 + y.abs()), "{x} vs {y}");
-        }
-
-        // One thread and two threads: bit-identical.
-        let run = |threads: usize| {
-            let (mut t, x) = trainer(3);
-            let pool = rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .build()
-                .unwrap();
-            let (l, g, _) = pool.install(|| t.surrogate_gradients(&x, None)).unwrap();
-            (l, grad_vec(&t, &g))
-        };
-        let (l1, g1) = run(1);
-        let (l2, g2) = run(2);
-        assert_eq!(l1.to_bits(), l2.to_bits());
-        assert_eq!(g1, g2);
+        assert_equals_one_graph(&t, loss, &grads, &whole);
+        assert_thread_count_independent(3, 0, |t, x| t.surrogate_gradients(x, None));
     }
 
     /// The exact-NLL gradient over chunks of [`EXACT_STEP_CHUNK_ROWS`] (here 10 chunks, the
@@ -209,9 +186,8 @@ mod tests {
     #[test]
     fn chunked_exact_gradient_equals_one_graph_and_ignores_thread_count() {
         // 615 rows: nine full chunks and a short one.
-        let short = |x: Tensor| x.narrow(0, 0, x.dim(0).unwrap() - 25).unwrap();
         let (mut t, x) = trainer(4);
-        let x = short(x);
+        let x = x.narrow(0, 0, x.dim(0).unwrap() - 25).unwrap();
         let n = x.dim(0).unwrap();
         assert!(n > 2 * EXACT_STEP_CHUNK_ROWS && n % EXACT_STEP_CHUNK_ROWS != 0);
         let (loss, grads, cg) = t.exact_gradients(&x, None).unwrap();
@@ -224,23 +200,39 @@ mod tests {
             .unwrap()
             .neg()
             .unwrap();
+        assert_equals_one_graph(&t, loss, &grads, &whole);
+        assert_thread_count_independent(4, 25, |t, x| t.exact_gradients(x, None));
+    }
+
+    /// The chunked `loss` and `grads` against the whole batch's mean loss `whole` built as
+    /// one graph: sums of the same terms in another order, so f64 round-off only.
+    fn assert_equals_one_graph(t: &Trainer, loss: f64, grads: &GradStore, whole: &Tensor) {
         let whole_grads = whole.backward().unwrap();
         let whole_loss = whole.to_scalar::<f64>().unwrap();
         assert!((loss - whole_loss).abs() < 1e-12 * whole_loss.abs().max(1.0));
-        let (a, b) = (grad_vec(&t, &grads), grad_vec(&t, &whole_grads));
+        let (a, b) = (grad_vec(t, grads), grad_vec(t, &whole_grads));
         assert_eq!(a.len(), b.len());
         assert!(!a.is_empty());
         for (x, y) in a.iter().zip(&b) {
             assert!((x - y).abs() <= 1e-12 * (1.0 + y.abs()), "{x} vs {y}");
         }
+    }
+
+    /// `step` on [`trainer`]`(seed)`'s batch less its last `drop_rows` rows, on pools of one
+    /// and of two threads: bit-identical loss and gradients.
+    fn assert_thread_count_independent(
+        seed: u64,
+        drop_rows: usize,
+        step: impl Fn(&mut Trainer, &Tensor) -> Result<(f64, GradStore, CgReport)> + Sync,
+    ) {
         let run = |threads: usize| {
-            let (mut t, x) = trainer(4);
+            let (mut t, x) = trainer(seed);
+            let x = x.narrow(0, 0, x.dim(0).unwrap() - drop_rows).unwrap();
             let pool = rayon::ThreadPoolBuilder::new()
                 .num_threads(threads)
                 .build()
                 .unwrap();
-            let x = short(x);
-            let (l, g, _) = pool.install(|| t.exact_gradients(&x, None)).unwrap();
+            let (l, g, _) = pool.install(|| step(&mut t, &x)).unwrap();
             (l, grad_vec(&t, &g))
         };
         let (l1, g1) = run(1);
