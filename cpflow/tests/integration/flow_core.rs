@@ -159,6 +159,35 @@ fn chunked_inversion_equals_the_whole_batch_inversion() {
     }
 }
 
+/// A conditional flow's chunked inversion pairs every chunk with its own context rows: equal
+/// to the whole-batch inversion of the same block (context row `i` for row `i`), for 2.3
+/// chunks' worth of rows with distinct contexts.
+#[test]
+fn chunked_conditional_inversion_keeps_rows_with_their_contexts() {
+    let n = 2 * cpflow::INVERSE_CHUNK + 77;
+    let pot = PotentialConfig::Picnn(icnn::PicnnConfig {
+        dim: 2,
+        context_dim: 1,
+        width: 8,
+        depth: 2,
+        ..Default::default()
+    });
+    let cfg = FlowConfig::single_block(pot).with_float(FloatType::F64);
+    let flow = Flow::new(cfg, &Device::Cpu).unwrap();
+    let (x, c) = (data(n, 2, 31), data(n, 1, 32));
+    flow.initialize_given(&x, &c).unwrap();
+    let (z, _) = flow.transform_given(&x, &c).unwrap();
+    let p = InverseParams::default();
+    let inv = flow.inverse_given_with(&z, &c, &p).unwrap();
+    assert!(inv.report.all_converged());
+    let Layer::Cpf(block) = &flow.layers()[0] else {
+        panic!("layer 0 is the block")
+    };
+    let whole = block.inverse(&z, Some(&c), &p).unwrap();
+    assert_eq!(max_abs_diff(&inv.x, &whole.x), 0.0);
+    assert!(max_abs_diff(&inv.x, &x) < 1e-6);
+}
+
 /// A capped solver reports unconverged samples instead of hiding them.
 #[test]
 fn unconverged_inversions_are_reported() {
