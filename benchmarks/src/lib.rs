@@ -21,4 +21,4 @@ pub mod timing;
 
 pub use data::gaussian_mixture;
 pub use env::{expand_home, load_average, python_command, stdout_json};
-pub use timing::{Stopwatch, median};
+pub use timing::{CpuWatch, Stopwatch, median, process_cpu_seconds};

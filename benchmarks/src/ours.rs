@@ -15,8 +15,8 @@ use rand::rngs::StdRng;
 use rand_distr::{Distribution, StandardNormal};
 
 use crate::memory::PeakMeter;
-use crate::side_by_side::Measurement;
-use crate::{Stopwatch, median};
+use crate::side_by_side::{CoresUsed, Measurement};
+use crate::{CpuWatch, Stopwatch, median};
 
 /// Rows held out for evaluation (the reference evaluates its last 4,096 rows).
 pub const EVAL_ROWS: usize = 4096;
@@ -143,19 +143,22 @@ pub fn measure(x_all: &Tensor, proto: &Protocol, dev: &Device) -> Result<Measure
     if proto.warm > primed {
         trainer.fit_steps(&train, None, proto.warm - primed)?;
     }
+    let watch = CpuWatch::start();
     let (times, cg) = timed_train_steps(&mut trainer, &train, proto.steps, dev)?;
+    let train_cores = watch.cores_used();
     let (alloc_mib, rss_mib) = (meter.alloc_mib(), meter.rss_mib());
     let flow = trainer.flow();
     let per_1000 = 1000.0 / EVAL_ROWS as f64;
 
-    let sw = Stopwatch::start();
+    let sw = CpuWatch::start();
     let lp = flow.log_prob_exact(&test)?;
     dev.synchronize()?;
     let exact_s = sw.seconds() * per_1000;
+    let exact_cores = sw.cores_used();
     let exact_nll = mean_nll(&lp)?;
 
     let mut rng = StdRng::seed_from_u64(proto.seed ^ 0x51);
-    let sw = Stopwatch::start();
+    let sw = CpuWatch::start();
     let lp = flow
         .log_prob_slq(
             &test,
@@ -168,16 +171,18 @@ pub fn measure(x_all: &Tensor, proto: &Protocol, dev: &Device) -> Result<Measure
         .log_prob;
     dev.synchronize()?;
     let slq_s = sw.seconds() * per_1000;
+    let slq_cores = sw.cores_used();
     let slq_nll = mean_nll(&lp)?;
 
     let z: Vec<f32> = (0..1024 * d)
         .map(|_| StandardNormal.sample(&mut rng))
         .collect();
     let z = Tensor::from_vec(z, (1024, d), dev)?;
-    let sw = Stopwatch::start();
+    let sw = CpuWatch::start();
     let inv = flow.inverse_with(&z, &InverseParams::default())?;
     dev.synchronize()?;
     let inv_s = sw.seconds();
+    let invert_cores = sw.cores_used();
     let (z_back, _) = flow.transform(&inv.x)?;
     let err = (z_back - &z)?
         .abs()?
@@ -198,6 +203,15 @@ pub fn measure(x_all: &Tensor, proto: &Protocol, dev: &Device) -> Result<Measure
         invert_max_err: err,
         peak_train_rss_mib: rss_mib,
         peak_train_alloc_mib: Some(alloc_mib),
+        cores_used: match (train_cores, exact_cores, slq_cores, invert_cores) {
+            (Some(train), Some(exact_eval), Some(slq_eval), Some(invert)) => Some(CoresUsed {
+                train,
+                exact_eval,
+                slq_eval,
+                invert,
+            }),
+            _ => None,
+        },
     })
 }
 

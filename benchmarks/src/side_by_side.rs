@@ -44,6 +44,23 @@ pub struct Measurement {
     /// only, from a counting global allocator).
     #[serde(default)]
     pub peak_train_alloc_mib: Option<f64>,
+    /// Process CPU seconds per wall second in each timed phase (ours only; see
+    /// [`crate::CpuWatch`]): about 1 means a phase ran on one core.
+    #[serde(default)]
+    pub cores_used: Option<CoresUsed>,
+}
+
+/// Cores kept busy (process CPU seconds per wall second) in each timed phase.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct CoresUsed {
+    /// The timed train steps.
+    pub train: f64,
+    /// The exact evaluation.
+    pub exact_eval: f64,
+    /// The SLQ evaluation.
+    pub slq_eval: f64,
+    /// The inversion.
+    pub invert: f64,
 }
 
 /// Our and their measurement of the same configuration.
@@ -274,6 +291,31 @@ pub fn markdown_table(pairs: &[Pair]) -> String {
             opt(t.slq_nll, 3),
         ));
     }
+    if pairs.iter().any(|p| p.ours.cores_used.is_some()) {
+        s.push_str(
+            "\nCores used by ours (process CPU seconds per wall second; about 1: one core \
+             worked, the others waited):\n\n",
+        );
+        s.push_str("| d | state | train step | exact eval | SLQ eval | invert |\n");
+        s.push_str("|---|---|---|---|---|---|\n");
+        for p in pairs {
+            let o = &p.ours;
+            let c = o.cores_used.unwrap_or_default();
+            let f = |v: f64| match o.cores_used {
+                Some(_) => format!("{v:.2}"),
+                None => "–".to_string(),
+            };
+            s.push_str(&format!(
+                "| {} | {} | {} | {} | {} | {} |\n",
+                o.d,
+                state(o),
+                f(c.train),
+                f(c.exact_eval),
+                f(c.slq_eval),
+                f(c.invert)
+            ));
+        }
+    }
     s
 }
 
@@ -325,6 +367,12 @@ mod tests {
             invert_max_err: 1e-4,
             peak_train_rss_mib: Some(50.0),
             peak_train_alloc_mib: Some(40.0),
+            cores_used: Some(CoresUsed {
+                train: 1.9,
+                exact_eval: 1.8,
+                slq_eval: 1.95,
+                invert: 1.05,
+            }),
         }
     }
 
@@ -407,6 +455,21 @@ mod tests {
         );
         assert!(t.contains("| 43 | 200 steps | 0.1000 / 0.2000 |"), "{t}");
         assert!(t.contains("40.400 / 40.500"), "{t}");
+        assert!(
+            t.contains("| 43 | 200 steps | 1.90 | 1.80 | 1.95 | 1.05 |"),
+            "{t}"
+        );
+        // Rows from before the field (none measured): no cores table.
+        let mut old = ours();
+        old.cores_used = None;
+        let plain: Measurement = serde_json::from_str(REF_ROW).unwrap();
+        assert_eq!(plain.cores_used, None);
+        let t = markdown_table(&[Pair {
+            theirs: plain,
+            ours: old,
+            load: [0.5, 0.7],
+        }]);
+        assert!(!t.contains("Cores used"), "{t}");
     }
 
     /// An `--ours-only` pair (the reference side all defaults) shows `–`, not `0.00×`.
