@@ -159,19 +159,24 @@ fn chunked_inversion_equals_the_whole_batch_inversion() {
     }
 }
 
+/// A PICNN potential on 2 dimensions with a 1-d context (width 8, depth 2).
+fn picnn_2d() -> PotentialConfig {
+    PotentialConfig::Picnn(icnn::PicnnConfig {
+        dim: 2,
+        context_dim: 1,
+        width: 8,
+        depth: 2,
+        ..Default::default()
+    })
+}
+
 /// A conditional flow's chunked inversion pairs every chunk with its own context rows: equal
 /// to the whole-batch inversion of the same block (context row `i` for row `i`), for 2.3
 /// chunks' worth of rows with distinct contexts.
 #[test]
 fn chunked_conditional_inversion_keeps_rows_with_their_contexts() {
     let n = 2 * cpflow::INVERSE_CHUNK + 77;
-    let pot = PotentialConfig::Picnn(icnn::PicnnConfig {
-        dim: 2,
-        context_dim: 1,
-        width: 8,
-        depth: 2,
-        ..Default::default()
-    });
+    let pot = picnn_2d();
     let cfg = FlowConfig::single_block(pot).with_float(FloatType::F64);
     let flow = Flow::new(cfg, &Device::Cpu).unwrap();
     let (x, c) = (data(n, 2, 31), data(n, 1, 32));
@@ -449,13 +454,7 @@ fn f32_flow_runs() {
 /// Conditional flow on a PICNN: log-density, surrogate and inverse with a context.
 #[test]
 fn conditional_flow_with_picnn() {
-    let pot = PotentialConfig::Picnn(icnn::PicnnConfig {
-        dim: 2,
-        context_dim: 1,
-        width: 8,
-        depth: 2,
-        ..Default::default()
-    });
+    let pot = picnn_2d();
     let flow = Flow::new(FlowConfig::single_block(pot), &Device::Cpu).unwrap();
     let x = data(16, 2, 18);
     let c = data(16, 1, 19);
