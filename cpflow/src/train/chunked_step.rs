@@ -53,7 +53,8 @@ impl Trainer {
     }
 
     /// `(loss, gradients)` of the exact NLL (dense Hessian log-dets) on batch `x` (`ctx` for
-    /// a conditional flow), over row chunks of [`EXACT_STEP_CHUNK_ROWS`] in parallel; no CG.
+    /// a conditional flow), over row chunks of [`EXACT_STEP_CHUNK_ROWS`] in parallel on the
+    /// CPU (one batch on an accelerator); no CG.
     pub(super) fn exact_gradients(
         &mut self,
         x: &Tensor,
@@ -61,7 +62,13 @@ impl Trainer {
     ) -> Result<(f64, GradStore, CgReport)> {
         let n = x.dim(0)?;
         let flow = &self.flow;
-        let outcomes = map_row_chunks(x, ctx, EXACT_STEP_CHUNK_ROWS, |_, xc, cc| {
+        // On an accelerator the chunks would run one after the other: one batch instead.
+        let rows = if x.device().is_cpu() {
+            EXACT_STEP_CHUNK_ROWS
+        } else {
+            n
+        };
+        let outcomes = map_row_chunks(x, ctx, rows, |_, xc, cc| {
             let lp = flow.exact_log_prob_tracked(xc, cc)?;
             let (value, grads) = chunk_share(&lp, n)?;
             Ok((value, grads, CgReport::default()))
