@@ -184,7 +184,9 @@ impl Flow {
         self.inverse_given_opt(z, None, &InverseParams::default())
     }
 
-    /// `x = f⁻¹(z)` with explicit solver parameters.
+    /// `x = f⁻¹(z)` with explicit solver parameters. On the CPU the per-sample solvers invert
+    /// row chunks of [`INVERSE_CHUNK`] rows in parallel (the result does not depend on it);
+    /// [`crate::InverseSolver::LbfgsFlat`] solves the whole batch as one problem.
     pub fn inverse_with(&self, z: &Tensor, params: &InverseParams) -> Result<FlowInverse> {
         self.inverse_given_opt(z, None, params)
     }
