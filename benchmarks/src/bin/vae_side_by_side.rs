@@ -16,6 +16,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Result, bail};
+use benchmarks::CpuWatch;
 use candle_core::{DType, Device};
 use clap::Parser;
 use cpflow::config::FloatType;
@@ -87,7 +88,11 @@ fn ours(a: &Args, posterior: PosteriorKind) -> Result<serde_json::Value> {
     let mut opt = Adamax::new(vae.trainable_named_vars(), cfg.train.optimizer.clone())?;
     let beta = cfg.train.beta(1);
     let (mut times, mut cg) = (Vec::new(), Vec::new());
+    let mut watch = None;
     for s in 0..a.steps + 2 {
+        if s == 2 {
+            watch = Some(CpuWatch::start());
+        }
         let t0 = Instant::now();
         let terms = vae.train_terms(&batch, beta, &cfg.train.cg, &mut rng)?;
         let grads = terms.loss.backward()?;
@@ -98,15 +103,18 @@ fn ours(a: &Args, posterior: PosteriorKind) -> Result<serde_json::Value> {
             cg.push(terms.cg.mean_iterations());
         }
     }
+    let step_cores = watch.and_then(|w| w.cores_used());
     // Validation cost: the exact −ELBO of 100 images (the reference's validation uses SLQ).
-    let t0 = Instant::now();
+    let t0 = CpuWatch::start();
     let _ = vae.neg_elbo_exact(&batch, &mut rng)?;
-    let val = t0.elapsed().as_secs_f64();
+    let val = t0.seconds();
+    let val_cores = t0.cores_used();
     let (m, sd) = stats(&times);
     Ok(json!({
         "step_s_mean": m, "step_s_std": sd, "steps": times,
         "epoch_s_projected": 16.0 * m, "cg_iterations_mean": stats(&cg).0,
         "val_s_per_100": val, "num_parameters": vae.num_parameters(),
+        "cores_used_steps": step_cores, "cores_used_val": val_cores,
         "network_float": a.network_float,
     }))
 }
@@ -154,7 +162,7 @@ fn main() -> Result<()> {
                 .and_then(|t| t["epoch_s_projected"].as_f64());
             let our_epoch = o["epoch_s_projected"].as_f64().unwrap_or(f64::NAN);
             rows.push(format!(
-                "| {name} | {:.3} ± {:.3} | {} | {:.1} | {} | {} | {:.2} |",
+                "| {name} | {:.3} ± {:.3} | {} | {:.1} | {} | {} | {:.2} | {} |",
                 o["step_s_mean"].as_f64().unwrap_or(f64::NAN),
                 o["step_s_std"].as_f64().unwrap_or(f64::NAN),
                 theirs.as_ref().map_or("-".into(), |t| format!(
@@ -166,6 +174,9 @@ fn main() -> Result<()> {
                 their_epoch.map_or("-".into(), |e| format!("{e:.1}")),
                 their_epoch.map_or("-".into(), |e| format!("{:.2}×", e / our_epoch)),
                 o["cg_iterations_mean"].as_f64().unwrap_or(0.0),
+                o["cores_used_steps"]
+                    .as_f64()
+                    .map_or("-".into(), |c| format!("{c:.2}")),
             ));
             raw.insert(flag.into(), json!({ "ours": o, "reference": reference }));
         }
@@ -176,8 +187,9 @@ fn main() -> Result<()> {
          encoder/decoder in {} and the posterior in f64, theirs all float64. {} timed steps \
          after 2 untimed ones, on one fixed batch. Projected epoch = 16 steps (1,565 images); \
          the reference adds its per-batch `gc.collect()`. Speed-up = their epoch / ours.\n\n\
-         | posterior | our step (s) | their step (s) | our epoch (s) | their epoch (s) | speed-up | our CG its |\n\
-         |---|---|---|---|---|---|---|\n{}\n\n\
+         | posterior | our step (s) | their step (s) | our epoch (s) | their epoch (s) | speed-up | our CG its | our cores used |\n\
+         |---|---|---|---|---|---|---|---|\n{}\n\n\
+         Cores used: our process CPU seconds per wall second over the timed steps.\n\n\
          Command: `cargo build --release -p benchmarks --bin vae_side_by_side && \
          target/release/vae_side_by_side --threads {} --steps {} --network-float {}`.\n",
             a.threads,
