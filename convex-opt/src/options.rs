@@ -272,7 +272,6 @@ impl InversionResult {
         }
         let xs: Vec<&Tensor> = parts.iter().map(|p| &p.x).collect();
         let x = Tensor::cat(&xs, 0)?;
-        let mut stats = SolverStats::default();
         let mut out = InversionResult {
             x,
             iterations: Vec::new(),
@@ -288,14 +287,14 @@ impl InversionResult {
             out.converged.extend(p.converged);
             out.tolerance.extend(p.tolerance);
             out.termination.extend(p.termination);
-            stats.gradient_calls += p.stats.gradient_calls;
-            stats.gradient_rows += p.stats.gradient_rows;
-            stats.hvp_calls += p.stats.hvp_calls;
-            stats.hvp_rows += p.stats.hvp_rows;
-            stats.outer_iterations = stats.outer_iterations.max(p.stats.outer_iterations);
-            stats.compactions += p.stats.compactions;
+            let (s, q) = (&mut out.stats, p.stats);
+            s.gradient_calls += q.gradient_calls;
+            s.gradient_rows += q.gradient_rows;
+            s.hvp_calls += q.hvp_calls;
+            s.hvp_rows += q.hvp_rows;
+            s.outer_iterations = s.outer_iterations.max(q.outer_iterations);
+            s.compactions += q.compactions;
         }
-        out.stats = stats;
         Ok(out)
     }
 

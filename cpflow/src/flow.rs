@@ -34,6 +34,18 @@ pub(crate) fn exact_chunk_rows(d: usize) -> usize {
     (2752 / d.max(1)).clamp(16, EVAL_CHUNK)
 }
 
+/// Rows per chunk for a pass whose results do not depend on its chunks (each row computed on
+/// its own, no per-chunk randomness): `rows` when `x` is on the CPU, where
+/// [`map_row_chunks`] runs the chunks in parallel; all of `x`'s rows (at least 1) elsewhere,
+/// where it would run them one after the other.
+pub(crate) fn parallel_chunk_rows(x: &Tensor, rows: usize) -> Result<usize> {
+    Ok(if x.device().is_cpu() {
+        rows
+    } else {
+        x.dim(0)?.max(1)
+    })
+}
+
 /// `f(i, x_i, ctx_i)` for the `i`-th chunk of `rows` rows of `x` (and of `ctx`), the last
 /// chunk possibly shorter; the outcomes in chunk order. Rows are independent, so on the CPU
 /// the chunks run in parallel on rayon's pool (the matrix products of one chunk are below

@@ -6,7 +6,7 @@ use rand::Rng;
 
 use crate::block_inverse::{InverseParams, InverseSolver};
 use crate::error::Result;
-use crate::flow::{Flow, Layer, map_row_chunks};
+use crate::flow::{Flow, Layer, map_row_chunks, parallel_chunk_rows};
 
 /// Convergence report of a flow inversion: one entry per CP-Flow block (in the order the
 /// blocks were inverted, i.e. last block first), plus the per-sample verdict.
@@ -45,16 +45,6 @@ pub struct InverseReport {
 /// without chunks an inversion ran on one core. Chunks smaller than the batch also leave
 /// fewer finished rows in each solver's working set.
 pub const INVERSE_CHUNK: usize = 256;
-
-/// Rows per chunk for inverting `n` rows: [`INVERSE_CHUNK`] on the CPU with a per-sample
-/// solver; the whole batch on an accelerator (one large batch keeps it busy) and for
-/// [`InverseSolver::LbfgsFlat`], whose single problem couples the rows of its batch.
-fn inverse_chunk_rows(n: usize, cpu: bool, solver: InverseSolver) -> usize {
-    match solver {
-        InverseSolver::NewtonCg | InverseSolver::LbfgsBatched if cpu => INVERSE_CHUNK,
-        _ => n.max(1),
-    }
-}
 
 impl InverseReport {
     /// An empty report for `n` samples (every sample converged so far).
@@ -218,7 +208,14 @@ impl Flow {
         self.ensure_initialized()?;
         let (z, ctx) = self.check_input(z, ctx)?;
         let n = z.dim(0)?;
-        let rows = inverse_chunk_rows(n, z.device().is_cpu(), params.solver);
+        // Chunks of [`INVERSE_CHUNK`] on the CPU with a per-sample solver; the whole batch for
+        // [`InverseSolver::LbfgsFlat`], whose single problem couples the rows of its batch.
+        let rows = match params.solver {
+            InverseSolver::LbfgsFlat => n.max(1),
+            InverseSolver::NewtonCg | InverseSolver::LbfgsBatched => {
+                parallel_chunk_rows(&z, INVERSE_CHUNK)?
+            }
+        };
         let (x, mut report) = if rows < n {
             let parts = map_row_chunks(&z, ctx.as_ref(), rows, |_, zc, cc| {
                 self.inverse_rows(zc, cc, params)

@@ -7,11 +7,10 @@
 //! the posterior while the other waited for the decoder's convolutions.
 
 use candle_core::Tensor;
-use rayon::prelude::*;
 
 use super::amortized::{AmortizedPosterior, PosteriorSample};
 use crate::error::Result;
-use crate::flow::exact_chunk_rows;
+use crate::flow::{exact_chunk_rows, map_row_chunks, parallel_chunk_rows};
 
 impl AmortizedPosterior {
     /// [`AmortizedPosterior::transform_noise_exact`] for evaluation: the same values,
@@ -54,12 +53,9 @@ impl AmortizedPosterior {
         eps: &Tensor,
     ) -> Result<PosteriorSample> {
         let [mu, ls, h, eps] = self.check_batch(mu, log_sigma, h, eps)?;
-        let n = eps.dim(0)?;
-        let rows = exact_chunk_rows(self.latent_dim());
-        let chunk = |start: usize, len: usize| -> Result<PosteriorSample> {
-            let part = |t: &Tensor| -> Result<Tensor> { Ok(t.narrow(0, start, len)?.detach()) };
-            let s =
-                self.transform_noise_exact(&part(&mu)?, &part(&ls)?, &part(&h)?, &part(&eps)?)?;
+        let detached = |mu: &Tensor, ls: &Tensor, h: &Tensor, eps: &Tensor| {
+            let [mu, ls, h, eps] = [mu, ls, h, eps].map(Tensor::detach);
+            let s = self.transform_noise_exact(&mu, &ls, &h, &eps)?;
             Ok(PosteriorSample {
                 z0: s.z0.detach(),
                 z: s.z.detach(),
@@ -67,15 +63,14 @@ impl AmortizedPosterior {
                 log_det: s.log_det.detach(),
             })
         };
-        if n <= rows || !eps.device().is_cpu() {
-            return chunk(0, n);
+        let rows = parallel_chunk_rows(&eps, exact_chunk_rows(self.latent_dim()))?;
+        if eps.dim(0)? <= rows {
+            return detached(&mu, &ls, &h, &eps);
         }
-        let parts = (0..n)
-            .step_by(rows)
-            .collect::<Vec<_>>()
-            .into_par_iter()
-            .map(|start| chunk(start, rows.min(n - start)))
-            .collect::<Result<Vec<_>>>()?;
+        let parts = map_row_chunks(&eps, None, rows, |i, eps, _| {
+            let part = |t: &Tensor| t.narrow(0, i * rows, eps.dim(0)?);
+            detached(&part(&mu)?, &part(&ls)?, &part(&h)?, eps)
+        })?;
         let cat = |f: fn(&PosteriorSample) -> &Tensor| -> Result<Tensor> {
             let ts: Vec<&Tensor> = parts.iter().map(f).collect();
             Ok(Tensor::cat(&ts, 0)?)

@@ -17,7 +17,7 @@ use rand::Rng;
 use super::Trainer;
 use crate::block::CgReport;
 use crate::error::{CpflowError, Result};
-use crate::flow::map_row_chunks;
+use crate::flow::{map_row_chunks, parallel_chunk_rows};
 use crate::rng::FlowRng;
 
 /// Rows per chunk of a CG-surrogate training step. 256 rows keep the element-wise ops of a
@@ -62,12 +62,7 @@ impl Trainer {
     ) -> Result<(f64, GradStore, CgReport)> {
         let n = x.dim(0)?;
         let flow = &self.flow;
-        // On an accelerator the chunks would run one after the other: one batch instead.
-        let rows = if x.device().is_cpu() {
-            EXACT_STEP_CHUNK_ROWS
-        } else {
-            n
-        };
+        let rows = parallel_chunk_rows(x, EXACT_STEP_CHUNK_ROWS)?;
         let outcomes = map_row_chunks(x, ctx, rows, |_, xc, cc| {
             let lp = flow.exact_log_prob_tracked(xc, cc)?;
             let (value, grads) = chunk_share(&lp, n)?;
