@@ -26,6 +26,9 @@
 //!   per-channel bias (no pass and no gradient accumulation of its own);
 //! - [`gated_conv2d_gemm`], [`gated_conv_transpose2d_gemm`]: a biased convolution and the gate
 //!   `h ⊙ σ(g)` as one op that keeps the pre-activation for its backward;
+//! - [`conv2d_gemm_headed`]: a biased convolution and a caller's [`ConvHead`] (a reduction of
+//!   its output, such as a likelihood) as one op that keeps the convolution output for its
+//!   backward, so that output is never a tensor of candle's graph;
 //! - a kernel covering the whole unpadded input (a 1×1 output, or a transposed convolution of
 //!   a 1×1 input) is a dense layer: one matrix product for the batch;
 //! - a stride-1 transposed convolution with no more input than output channels runs as the
@@ -46,6 +49,7 @@ mod cook_toom;
 mod forms;
 mod gate;
 mod gated_conv;
+mod headed;
 mod im2col;
 mod ops;
 mod sandwich;
@@ -54,6 +58,7 @@ mod tests;
 mod winograd;
 mod winograd_plan;
 
+pub use headed::ConvHead;
 pub use im2col::{Col2Im, Im2Col, PatchGeometry};
 pub(crate) use ops::{adjoint_cpu, forward_cpu, kernel_grad_cpu, split_batch};
 
@@ -61,6 +66,7 @@ use crate::{IcnnError, Result};
 use candle_core::{DType, Tensor};
 use checks::{check_bias, check_even, conv_geometry, dims4, takes_gemm_path, transposed_geometry};
 use forms::{dense_conv, dense_transposed, flipped_conv_padding, flipped_transposed};
+use std::sync::Arc;
 
 /// `im2col` as a public tensor op: `(B, C, H, W)` → `(B·out_h·out_w, C·kh·kw)` for the patch
 /// grid of `geometry` (CPU, f32/f64; tracked by autodiff, backward is [`col2im`]). Times the
@@ -399,13 +405,37 @@ pub fn gated_conv_transpose2d_gemm(
     biased_conv_transpose(op, x, kernel, bias, sizes, Then::Gate)
 }
 
-/// What follows the biased map in the `*_biased` and `gated_*` convolutions.
-#[derive(Clone, Copy, PartialEq, Eq)]
+/// `head(conv2d_gemm_biased(x, kernel, bias, padding, stride))` for a caller's [`ConvHead`]
+/// (see its example), as one custom op on CPU f32/f64 whose convolution output is not a
+/// tensor of candle's graph: the op keeps it for its backward, where the head turns the
+/// output gradient into the convolution output's gradient. For a large output that only
+/// feeds a reduction this saves candle's zero fill, allocation and addition of its gradient
+/// (the VAE's 256-way likelihood head). Elsewhere, and for a kernel covering the whole
+/// input, it is [`ConvHead::composed`] of [`conv2d_gemm_biased`]. First derivatives only.
+///
+/// # Errors
+/// As [`conv2d_gemm_biased`], and the head's errors.
+pub fn conv2d_gemm_headed(
+    x: &Tensor,
+    kernel: &Tensor,
+    bias: &Tensor,
+    padding: usize,
+    stride: usize,
+    head: Arc<dyn ConvHead>,
+) -> Result<Tensor> {
+    let op = "conv2d_gemm_headed";
+    biased_conv(op, x, kernel, bias, (padding, stride), Then::Head(head))
+}
+
+/// What follows the biased map in the `*_biased`, `gated_*` and `*_headed` convolutions.
+#[derive(Clone)]
 enum Then {
     /// `A x + b` itself.
     Nothing,
     /// The gate `h ⊙ σ(g)` of `[h; g] = A x + b`.
     Gate,
+    /// A caller's head `head(A x + b)`.
+    Head(Arc<dyn ConvHead>),
 }
 
 impl Then {
@@ -414,6 +444,7 @@ impl Then {
         match self {
             Then::Nothing => Ok(y),
             Then::Gate => gated_product(&y),
+            Then::Head(head) => Ok(head.composed(&y)?),
         }
     }
 
@@ -428,6 +459,7 @@ impl Then {
         Ok(match self {
             Then::Nothing => biased::conv_biased(x, k, bias, map)?,
             Then::Gate => gated_conv::gated_conv(x, k, bias, map)?,
+            Then::Head(head) => headed::headed_conv(x, k, bias, map, head)?,
         })
     }
 }
@@ -444,7 +476,7 @@ fn biased_conv(
     let g = conv_geometry(op, x, kernel, padding, stride)?;
     let c_out = kernel.dim(0)?;
     check_bias(op, bias, c_out)?;
-    if then == Then::Gate {
+    if matches!(then, Then::Gate) {
         check_even(op, c_out)?;
     }
     if !(takes_gemm_path(x, kernel) && takes_gemm_path(x, bias)) || g.is_full_window() {
@@ -466,7 +498,7 @@ fn biased_conv_transpose(
 ) -> Result<Tensor> {
     let g = transposed_geometry(op, x, kernel, padding, output_padding, stride)?;
     check_bias(op, bias, g.channels)?;
-    if then == Then::Gate {
+    if matches!(then, Then::Gate) {
         check_even(op, g.channels)?;
     }
     if !(takes_gemm_path(x, kernel) && takes_gemm_path(x, bias)) || g.is_full_window() {

@@ -2,10 +2,12 @@
 //! two independent convolutions with biases, the `h` branch linear (the reference passes
 //! `activation=None` everywhere).
 
+use std::sync::Arc;
+
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::VarMap;
 use icnn::gemm_conv::{
-    conv_transpose2d_gemm_biased, conv2d_gemm_biased, gated_conv_transpose2d_gemm,
+    ConvHead, conv_transpose2d_gemm_biased, conv2d_gemm_biased, gated_conv_transpose2d_gemm,
     gated_conv2d_gemm,
 };
 use rand::Rng;
@@ -209,6 +211,27 @@ impl Conv {
             shape: self.shape,
             kind: ConvKind::Conv,
         }))
+    }
+
+    /// `head(self.forward(x))` as one op on the CPU (`icnn::gemm_conv::conv2d_gemm_headed`):
+    /// the convolution output is not a tensor of candle's graph. Convolutions only (an
+    /// error for a transposed one).
+    pub(crate) fn forward_headed(&self, x: &Tensor, head: Arc<dyn ConvHead>) -> Result<Tensor> {
+        let s = self.shape;
+        match self.kind {
+            ConvKind::Conv => Ok(icnn::gemm_conv::conv2d_gemm_headed(
+                x,
+                &self.weight,
+                &self.bias,
+                s.padding,
+                s.stride,
+                head,
+            )?),
+            ConvKind::Transposed => Err(CpflowError::InvalidConfig(format!(
+                "{}: a transposed convolution has no fused head",
+                head.name()
+            ))),
+        }
     }
 
     pub(crate) fn forward(&self, x: &Tensor) -> Result<Tensor> {

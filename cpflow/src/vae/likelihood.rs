@@ -3,7 +3,10 @@
 
 use candle_core::{D, DType, Tensor};
 
-use super::categorical_op::fused_categorical_log_likelihood;
+use std::sync::Arc;
+
+use super::categorical_op::{CategoricalHead, fused_categorical_log_likelihood};
+use super::gated::Conv;
 
 use super::network::softplus;
 use crate::error::{CpflowError, Result};
@@ -70,24 +73,51 @@ pub fn categorical_log_likelihood(logits: &Tensor, targets: &Tensor) -> Result<T
     composed_categorical_log_likelihood(logits, targets)
 }
 
+/// [`categorical_log_likelihood`] of the logits `conv.forward(h)`: the same values, with the
+/// convolution and the likelihood as one op (`CategoricalHead`), so that the logits are not
+/// a tensor of candle's graph.
+pub(super) fn conv_categorical_log_likelihood(
+    h: &Tensor,
+    conv: &Conv,
+    targets: &Tensor,
+) -> Result<Tensor> {
+    if h.device().is_cpu() && targets.dtype() != DType::U32 {
+        return Err(CpflowError::InvalidInput(format!(
+            "categorical likelihood: targets must be u32, got {:?}",
+            targets.dtype()
+        )));
+    }
+    let head = Arc::new(CategoricalHead::new(targets)?);
+    Ok(conv.forward_headed(h, head)?.narrow(1, 0, 1)?.squeeze(1)?)
+}
+
 /// [`categorical_log_likelihood`] from candle's own ops (any device; the CPU path's reference
 /// in the tests).
 pub(super) fn composed_categorical_log_likelihood(
     logits: &Tensor,
     targets: &Tensor,
 ) -> Result<Tensor> {
+    Ok(composed_categorical_parts(logits, targets)?.0)
+}
+
+/// From candle's ops: the per-image log-likelihood `(B,)` and the per-pixel
+/// `lseₙ = log Σ_k exp l[k, n]` `(B, N)`.
+pub(super) fn composed_categorical_parts(
+    logits: &Tensor,
+    targets: &Tensor,
+) -> candle_core::Result<(Tensor, Tensor)> {
     let (b, k, h, w) = logits.dims4()?;
     let l = logits.reshape((b, k, h * w))?;
     let lse = log_sum_exp_axis1(&l)?; // (b, hw)
     let picked = l
         .gather(&targets.reshape((b, 1, h * w))?.contiguous()?, 1)?
         .squeeze(1)?;
-    Ok((picked - lse)?.sum(D::Minus1)?)
+    Ok(((picked - &lse)?.sum(D::Minus1)?, lse))
 }
 
 /// `log Σ_k exp(l[:, k, :])` with the maximum subtracted, `(B, N)`.
-fn log_sum_exp_axis1(l: &Tensor) -> Result<Tensor> {
+fn log_sum_exp_axis1(l: &Tensor) -> candle_core::Result<Tensor> {
     let m = l.max_keepdim(1)?.detach();
     let s = l.broadcast_sub(&m)?.exp()?.sum_keepdim(1)?.log()?;
-    Ok((s + m)?.squeeze(1)?)
+    (s + m)?.squeeze(1)
 }

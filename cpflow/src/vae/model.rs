@@ -7,7 +7,7 @@ use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
 use super::data::VaeLikelihood;
-use super::likelihood::{bernoulli_log_likelihood, categorical_log_likelihood};
+use super::likelihood::bernoulli_log_likelihood;
 use super::network::{Decoder, Encoder, EncoderOutput, VaeArchitecture};
 use crate::block::CgReport;
 use crate::config::{FloatType, SurrogateParams};
@@ -436,12 +436,15 @@ impl Vae {
 
     /// `log p(x | z)` per image (in the posterior's float type), `z` `(B, d)`.
     pub fn log_likelihood(&self, batch: &VaeBatch, z: &Tensor) -> Result<Tensor> {
-        let logits = self.decoder.forward(&z.to_dtype(self.network_dtype())?)?;
+        let z = z.to_dtype(self.network_dtype())?;
         let ll = match (self.likelihood, &batch.targets) {
             (VaeLikelihood::Bernoulli, _) => {
+                let logits = self.decoder.forward(&z)?;
                 bernoulli_log_likelihood(&logits, &batch.x.to_dtype(logits.dtype())?)?
             }
-            (VaeLikelihood::Categorical256, Some(t)) => categorical_log_likelihood(&logits, t)?,
+            (VaeLikelihood::Categorical256, Some(t)) => {
+                self.decoder.categorical_log_likelihood(&z, t)?
+            }
             (VaeLikelihood::Categorical256, None) => {
                 return Err(CpflowError::InvalidInput(
                     "the 256-way likelihood needs class targets".into(),

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::data::VaeLikelihood;
 use super::gated::{Conv, ConvShape, GatedConv, uniform_var};
+use super::likelihood::{categorical_log_likelihood, conv_categorical_log_likelihood};
 use crate::error::{CpflowError, Result};
 
 /// Widths of the encoder and decoder. The reference is
@@ -412,23 +413,53 @@ impl Decoder {
 
     /// Decode `z` of shape `(B, latent_dim)` into output logits.
     pub fn forward(&self, z: &Tensor) -> Result<Tensor> {
-        let b = z.dim(0)?;
-        let mut h = z.reshape((b, self.latent_dim, 1, 1))?;
-        for l in &self.layers {
-            h = l.forward(&h)?;
-        }
-        // The 256-way head is a 5×5 convolution followed by a 1×1 one with nothing between
-        // them: one linear map, applied as one 5×5 convolution with the composed kernel
-        // (a quarter fewer products in the head, no 115 MB intermediate).
-        if let [spatial, pointwise] = self.head.as_slice()
-            && let Some(both) = spatial.then_pointwise(pointwise)?
-        {
+        let mut h = self.hidden(z)?;
+        if let Some(both) = self.merged_head()? {
             return both.forward(&h);
         }
         for c in &self.head {
             h = c.forward(&h)?;
         }
         Ok(h)
+    }
+
+    /// `categorical_log_likelihood(&self.forward(z)?, targets)` `(B,)` for the 256-way head
+    /// (targets `(B, H·W)`): the same values, with the head's convolution and the likelihood
+    /// as one op (`likelihood::conv_categorical_log_likelihood`), so that the `(B, 256, H, W)`
+    /// logits are not a tensor of candle's graph.
+    pub(super) fn categorical_log_likelihood(
+        &self,
+        z: &Tensor,
+        targets: &Tensor,
+    ) -> Result<Tensor> {
+        let mut h = self.hidden(z)?;
+        if let Some(both) = self.merged_head()? {
+            return conv_categorical_log_likelihood(&h, &both, targets);
+        }
+        for c in &self.head {
+            h = c.forward(&h)?;
+        }
+        categorical_log_likelihood(&h, targets)
+    }
+
+    /// The gated layers' output, the head's input.
+    fn hidden(&self, z: &Tensor) -> Result<Tensor> {
+        let b = z.dim(0)?;
+        let mut h = z.reshape((b, self.latent_dim, 1, 1))?;
+        for l in &self.layers {
+            h = l.forward(&h)?;
+        }
+        Ok(h)
+    }
+
+    /// The 256-way head is a 5×5 convolution followed by a 1×1 one with nothing between
+    /// them: one linear map, applied as one 5×5 convolution with the composed kernel (a
+    /// quarter fewer products in the head, no 115 MB intermediate). `None` for other heads.
+    fn merged_head(&self) -> Result<Option<Conv>> {
+        match self.head.as_slice() {
+            [spatial, pointwise] => spatial.then_pointwise(pointwise),
+            _ => Ok(None),
+        }
     }
 }
 

@@ -45,10 +45,14 @@ pub(super) fn gated_conv(
         .apply_op3(&k.contiguous()?, &bias.contiguous()?, op)
 }
 
-fn lock<'a>(saved: &'a Saved, op: &str) -> candle_core::Result<MutexGuard<'a, Option<CpuStorage>>> {
+/// The lock of what an op kept for its backward (here and in `headed.rs`).
+pub(super) fn lock<'a, T>(
+    saved: &'a Mutex<Option<T>>,
+    op: &str,
+) -> candle_core::Result<MutexGuard<'a, Option<T>>> {
     saved
         .lock()
-        .map_err(|_| candle_core::Error::Msg(format!("{op}: saved pre-activation poisoned")))
+        .map_err(|_| candle_core::Error::Msg(format!("{op}: saved forward values poisoned")))
 }
 
 impl CustomOp3 for GatedConv {
