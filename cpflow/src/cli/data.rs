@@ -441,6 +441,7 @@ mod tests {
             (3, 7, 1, 2)
         );
         assert!(write_rows(&dir.join("a.txt"), 3, &rows).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     /// The three parts of a file are disjoint and cover every row; the test rows do not

@@ -55,6 +55,7 @@ fn short_run_reports_consistent_numbers_and_figures() {
     write_ot_figures(&dir, &r).unwrap();
     assert!(dir.join("ot_d2_cost_vs_kl.png").exists());
     assert!(dir.join("ot_d2_curve.csv").exists());
+    std::fs::remove_dir_all(&dir).unwrap();
     let table = ot_table_markdown(&[r]);
     assert!(table.contains("| 2 |"));
     let mut bad = cfg.clone();

@@ -239,11 +239,40 @@ pub(crate) fn raster_png(
 pub(crate) mod test_util {
     use std::path::PathBuf;
 
-    /// A fresh temporary PNG path for one test.
-    pub fn temp_png(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("cpflow-plot-tests-{}", std::process::id()));
+    /// A fresh temporary PNG path for one test, in a directory of its own that is removed
+    /// when the guard drops, unless the test is failing.
+    pub fn temp_png(name: &str) -> TempPng {
+        let dir =
+            std::env::temp_dir().join(format!("cpflow-plot-tests-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        dir.join(format!("{name}.png"))
+        TempPng(dir.join(format!("{name}.png")))
+    }
+
+    /// A test's PNG path ([`temp_png`]).
+    pub struct TempPng(PathBuf);
+
+    impl std::ops::Deref for TempPng {
+        type Target = PathBuf;
+        fn deref(&self) -> &PathBuf {
+            &self.0
+        }
+    }
+
+    impl AsRef<std::path::Path> for TempPng {
+        fn as_ref(&self) -> &std::path::Path {
+            &self.0
+        }
+    }
+
+    impl Drop for TempPng {
+        fn drop(&mut self) {
+            if !std::thread::panicking()
+                && let Some(dir) = self.0.parent()
+            {
+                let _ = std::fs::remove_dir_all(dir);
+            }
+        }
     }
 
     /// Decodes a PNG and returns (width, height, variance of the grey levels, fraction of
@@ -337,7 +366,8 @@ mod tests {
     fn draw_errors_keep_the_cause_as_source() {
         use std::error::Error;
         // The figure's directory is a file: the write fails.
-        let not_a_dir = temp_png("not-a-dir").with_extension("file");
+        let png = temp_png("not-a-dir");
+        let not_a_dir = png.with_extension("file");
         std::fs::write(&not_a_dir, b"x").unwrap();
         let path = not_a_dir.join("x.png");
         let err = scatter_png(&path, &[[0.0, 0.0]], Bounds::square(1.0), 1, 100).unwrap_err();
@@ -352,7 +382,8 @@ mod tests {
     /// temporary file left beside it.
     #[test]
     fn figures_create_their_directory_and_leave_no_temporary_file() {
-        let dir = temp_png("new-dir").with_extension("");
+        let png = temp_png("new-dir");
+        let dir = png.with_extension("");
         std::fs::remove_dir_all(&dir).ok();
         let path = dir.join("sub").join("x.png");
         scatter_png(&path, &[[0.0, 0.0]], Bounds::square(1.0), 1, 100).unwrap();

@@ -32,7 +32,8 @@ fn trained(dataset: &'static str, posterior: &'static str) -> (PathBuf, PathBuf)
     let mut runs = runs.lock().unwrap_or_else(|e| e.into_inner());
     runs.entry(dataset)
         .or_insert_with(|| {
-            let dir = temp_dir(&format!("vae-model-{dataset}"));
+            // Shared by this file's tests for the rest of the process: kept.
+            let dir = temp_dir(&format!("vae-model-{dataset}")).keep();
             let cfg = dir.join("vae.toml");
             std::fs::write(&cfg, tiny_config(dataset, posterior)).unwrap();
             let out = dir.join("run");

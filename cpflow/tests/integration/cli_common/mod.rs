@@ -74,12 +74,56 @@ pub fn tiny_csv_train_args(csv: &Path, out: &Path, iters: &str, batch: &str) -> 
     .collect()
 }
 
-/// A fresh, empty directory under the system temp dir, unique to this process and `name`.
-pub fn temp_dir(name: &str) -> PathBuf {
+/// A fresh, empty directory under the system temp dir, unique to this process and `name`,
+/// removed when the guard drops, unless the test is failing (then it stays for a look and
+/// its path is printed).
+pub fn temp_dir(name: &str) -> TestDir {
     let d = std::env::temp_dir().join(format!("cpflow-cli-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
-    d
+    TestDir(d)
+}
+
+/// A test's scratch directory ([`temp_dir`]): a `PathBuf` that removes its directory on drop.
+pub struct TestDir(PathBuf);
+
+impl TestDir {
+    /// The path, without removal on drop: for a directory shared by several tests of the
+    /// process (it stays in the temp dir, as its name is per process).
+    pub fn keep(self) -> PathBuf {
+        let d = self.0.clone();
+        std::mem::forget(self);
+        d
+    }
+}
+
+impl std::ops::Deref for TestDir {
+    type Target = PathBuf;
+    fn deref(&self) -> &PathBuf {
+        &self.0
+    }
+}
+
+impl AsRef<Path> for TestDir {
+    fn as_ref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl AsRef<std::ffi::OsStr> for TestDir {
+    fn as_ref(&self) -> &std::ffi::OsStr {
+        self.0.as_os_str()
+    }
+}
+
+impl Drop for TestDir {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("kept the failing test's directory {}", self.0.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
 }
 
 /// Asserts that `p` is a non-empty file.
