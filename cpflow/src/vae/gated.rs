@@ -201,8 +201,7 @@ impl Conv {
             return Ok(None);
         }
         let w1 = next.weight.reshape((c_out, c_mid))?;
-        let weight = w1
-            .matmul(&self.weight.reshape((c_mid, c_in * kh * kw))?)?
+        let weight = icnn::host_matmul(&w1, &self.weight.reshape((c_mid, c_in * kh * kw))?)?
             .reshape((c_out, c_in, kh, kw))?;
         let bias = (w1.matmul(&self.bias.reshape((c_mid, 1))?)?.squeeze(1)? + &next.bias)?;
         Ok(Some(Conv {

@@ -127,7 +127,7 @@ impl Linear {
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(x.matmul(&self.weight.t()?)?.broadcast_add(&self.bias)?)
+        Ok(icnn::host_matmul(x, &self.weight.t()?)?.broadcast_add(&self.bias)?)
     }
 }
 

@@ -3,15 +3,15 @@
 //! the flipped, transposed kernel.
 
 use super::PatchGeometry;
-use crate::Result;
+use crate::{Result, host_matmul};
 use candle_core::Tensor;
 
 /// A convolution whose kernel covers the whole unpadded input: `y (B, C_o) = x (B, C·H·W) ·
 /// K (C_o, C·H·W)ᵀ`, one product for the batch (per image it would be a matrix-vector
-/// product that reads the whole kernel).
+/// product that reads the whole kernel), [`host_matmul`].
 pub(super) fn dense_conv(x: &Tensor, kernel: &Tensor) -> Result<Tensor> {
     let (b, c_out) = (x.dim(0)?, kernel.dim(0)?);
-    let y = x.flatten_from(1)?.matmul(&kernel.flatten_from(1)?.t()?)?;
+    let y = host_matmul(&x.flatten_from(1)?, &kernel.flatten_from(1)?.t()?)?;
     Ok(y.reshape((b, c_out, 1, 1))?)
 }
 
@@ -20,9 +20,10 @@ pub(super) fn dense_conv(x: &Tensor, kernel: &Tensor) -> Result<Tensor> {
 pub(super) fn dense_transposed(x: &Tensor, kernel: &Tensor) -> Result<Tensor> {
     let (b, c_in) = (x.dim(0)?, x.dim(1)?);
     let (_, c_out, kh, kw) = kernel.dims4()?;
-    let y = x
-        .reshape((b, c_in))?
-        .matmul(&kernel.reshape((c_in, c_out * kh * kw))?)?;
+    let y = host_matmul(
+        &x.reshape((b, c_in))?,
+        &kernel.reshape((c_in, c_out * kh * kw))?,
+    )?;
     Ok(y.reshape((b, c_out, kh, kw))?)
 }
 
