@@ -11,6 +11,7 @@ use candle_core::backprop::GradStore;
 use candle_core::{Tensor, Var};
 use serde::{Deserialize, Serialize};
 
+use super::adamax_host::{apply_in_place, host_moments};
 use crate::error::{CpflowError, Result};
 
 /// Hyper-parameters of [`Adamax`] (defaults: the reference's).
@@ -125,6 +126,25 @@ pub struct AdamaxState {
     pub steps: BTreeMap<String, u64>,
 }
 
+/// The new moments `(m', u')` from candle's ops (any device and dtype).
+fn composed_moments(
+    g: &Tensor,
+    m: Option<&Tensor>,
+    u: Option<&Tensor>,
+    p: &AdamaxParams,
+) -> Result<(Tensor, Tensor)> {
+    let m = match m {
+        Some(m) => ((m * p.beta1)? + (g * (1.0 - p.beta1))?)?,
+        None => (g * (1.0 - p.beta1))?,
+    };
+    let a = (g.abs()? + p.eps)?;
+    let u = match u {
+        Some(u) => (u * p.beta2)?.maximum(&a)?,
+        None => a,
+    };
+    Ok((m, u))
+}
+
 impl Adamax {
     /// The optimiser over `vars` (kept in the given order); the parameters are checked by
     /// [`AdamaxParams::validate`].
@@ -151,19 +171,26 @@ impl Adamax {
                 continue;
             };
             let g = g.detach();
-            let m = match &slot.m {
-                Some(m) => ((m * p.beta1)? + (&g * (1.0 - p.beta1))?)?,
-                None => (&g * (1.0 - p.beta1))?,
-            };
-            let a = (g.abs()? + p.eps)?;
-            let u = match &slot.u {
-                Some(u) => (u * p.beta2)?.maximum(&a)?,
-                None => a,
-            };
             slot.step += 1;
             let clr = p.lr / (1.0 - p.beta1.powi(slot.step as i32));
-            let theta = slot.var.as_tensor().detach();
-            slot.var.set(&(theta - ((&m / &u)? * clr)?)?)?;
+            let theta = slot.var.as_tensor();
+            // CPU f32/f64: two fused parallel passes (`adamax_host.rs`), the same values.
+            let host = if theta.device().is_cpu() && theta.dtype() == g.dtype() {
+                host_moments(&g, slot.m.as_ref(), slot.u.as_ref(), &p)?
+            } else {
+                None
+            };
+            let (m, u) = match host {
+                Some((m, u)) => {
+                    apply_in_place(theta, &m, &u, clr)?;
+                    (m, u)
+                }
+                None => {
+                    let (m, u) = composed_moments(&g, slot.m.as_ref(), slot.u.as_ref(), &p)?;
+                    slot.var.set(&(theta.detach() - ((&m / &u)? * clr)?)?)?;
+                    (m, u)
+                }
+            };
             slot.m = Some(m);
             slot.u = Some(u);
         }
@@ -226,5 +253,117 @@ impl Adamax {
             s.step = step;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The fused CPU update (`adamax_host.rs`) against candle's composed ops: the same
+    //! operations in the same order, so equal to the bit.
+    use super::super::adamax_host::{apply_in_place, host_moments};
+    use super::{AdamaxParams, composed_moments};
+    use candle_core::{DType, Device, Tensor, Var};
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+
+    fn bits(t: &Tensor) -> Vec<u64> {
+        let t = t.flatten_all().unwrap();
+        match t.dtype() {
+            DType::F32 => t
+                .to_vec1::<f32>()
+                .unwrap()
+                .iter()
+                .map(|v| v.to_bits() as u64)
+                .collect(),
+            _ => t
+                .to_vec1::<f64>()
+                .unwrap()
+                .iter()
+                .map(|v| v.to_bits())
+                .collect(),
+        }
+    }
+
+    /// Six steps on a `(70, 300)` variable (above one parallel task) with random gradients,
+    /// a tenth of them exactly zero (`u` then decays below `|g| + ε` or not), from the
+    /// first step (no moments yet), f32 and f64.
+    #[test]
+    fn fused_update_equals_the_composed_ops_to_the_bit() {
+        let mut rng = StdRng::seed_from_u64(61);
+        let p = AdamaxParams {
+            lr: 0.01,
+            ..Default::default()
+        };
+        for dtype in [DType::F32, DType::F64] {
+            let init: Vec<f64> = (0..70 * 300).map(|_| rng.random::<f64>() - 0.5).collect();
+            let init = Tensor::from_vec(init, (70, 300), &Device::Cpu).unwrap();
+            let init = init.to_dtype(dtype).unwrap();
+            let (ours, theirs) = (
+                Var::from_tensor(&init).unwrap(),
+                Var::from_tensor(&init).unwrap(),
+            );
+            let (mut mu_ours, mut mu_theirs) = (None, None);
+            for step in 1..=6 {
+                let g: Vec<f64> = (0..70 * 300)
+                    .map(|_| {
+                        if rng.random::<f64>() < 0.1 {
+                            0.0
+                        } else {
+                            rng.random::<f64>() - 0.5
+                        }
+                    })
+                    .collect();
+                let g = Tensor::from_vec(g, (70, 300), &Device::Cpu)
+                    .unwrap()
+                    .to_dtype(dtype)
+                    .unwrap();
+                let clr = p.lr / (1.0 - p.beta1.powi(step));
+                let (m, u) = match &mu_ours {
+                    Some((m, u)) => host_moments(&g, Some(m), Some(u), &p),
+                    None => host_moments(&g, None, None, &p),
+                }
+                .unwrap()
+                .expect("contiguous CPU tensors take the host path");
+                apply_in_place(ours.as_tensor(), &m, &u, clr).unwrap();
+                mu_ours = Some((m, u));
+                let (m, u) = match &mu_theirs {
+                    Some((m, u)) => composed_moments(&g, Some(m), Some(u), &p),
+                    None => composed_moments(&g, None, None, &p),
+                }
+                .unwrap();
+                let theta = theirs.as_tensor().detach();
+                theirs
+                    .set(&(theta - ((&m / &u).unwrap() * clr).unwrap()).unwrap())
+                    .unwrap();
+                mu_theirs = Some((m, u));
+                let (a, b) = (mu_ours.as_ref().unwrap(), mu_theirs.as_ref().unwrap());
+                assert_eq!(bits(&a.0), bits(&b.0), "{dtype:?} step {step}: m");
+                assert_eq!(bits(&a.1), bits(&b.1), "{dtype:?} step {step}: u");
+                assert_eq!(
+                    bits(ours.as_tensor()),
+                    bits(theirs.as_tensor()),
+                    "{dtype:?} step {step}: θ"
+                );
+            }
+        }
+    }
+
+    /// Tensors the host path does not cover are left to the composed ops.
+    #[test]
+    fn strided_or_other_dtype_gradients_take_the_composed_path() {
+        let p = AdamaxParams::default();
+        let g = Tensor::arange(0f64, 6.0, &Device::Cpu)
+            .unwrap()
+            .reshape((2, 3))
+            .unwrap();
+        assert!(
+            host_moments(&g.t().unwrap(), None, None, &p)
+                .unwrap()
+                .is_none()
+        );
+        let g16 = g.to_dtype(DType::BF16).unwrap();
+        assert!(host_moments(&g16, None, None, &p).unwrap().is_none());
+        let m = Tensor::zeros((3, 2), DType::F64, &Device::Cpu).unwrap();
+        assert!(host_moments(&g, Some(&m), Some(&m), &p).unwrap().is_none());
     }
 }

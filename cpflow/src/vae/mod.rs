@@ -16,6 +16,7 @@ mod network;
 pub use gated::{ConvShape, GatedConv};
 pub use network::{Decoder, Encoder, EncoderOutput, VaeArchitecture};
 mod adamax;
+mod adamax_host;
 mod categorical_op;
 mod likelihood;
 
