@@ -184,6 +184,7 @@ mod tests {
     //! The host head below computes what its composed form does in the same order, so f64
     //! agrees to round-off (1e-10 on outputs of size ~1e3) and f32 to 1e-2 relative.
     use super::ConvHead;
+    use crate::gemm_conv::biased::tests::grads3;
     use crate::gemm_conv::tests::{max_abs_diff, randn};
     use crate::gemm_conv::{conv2d_gemm_biased, conv2d_gemm_headed};
     use candle_core::{CpuStorage, DType, Shape, Tensor, Var};
@@ -248,23 +249,6 @@ mod tests {
         }
     }
 
-    /// Value and gradients (x, K, b) of `sum(f(x, k, b) ⊙ r)`.
-    fn eval(
-        (x, k, b): (&Tensor, &Tensor, &Tensor),
-        r: &Tensor,
-        f: impl Fn(&Tensor, &Tensor, &Tensor) -> candle_core::Result<Tensor>,
-    ) -> candle_core::Result<[Tensor; 4]> {
-        let vars = [x, k, b].map(|t| Var::from_tensor(t).unwrap());
-        let out = f(
-            vars[0].as_tensor(),
-            vars[1].as_tensor(),
-            vars[2].as_tensor(),
-        )?;
-        let g = (&out * r)?.sum_all()?.backward()?;
-        let get = |v: &Var| g.get(v.as_tensor()).unwrap().clone();
-        Ok([out, get(&vars[0]), get(&vars[1]), get(&vars[2])])
-    }
-
     #[test]
     fn headed_convs_match_the_head_of_the_biased_convs() {
         let mut rng = StdRng::seed_from_u64(41);
@@ -283,15 +267,20 @@ mod tests {
                 let k = randn(&mut rng, &[c_out, c_in, kh, kw], dtype);
                 let b = randn(&mut rng, &[c_out], dtype);
                 let r = randn(&mut rng, &[batch], dtype);
-                let ours = eval((&x, &k, &b), &r, |x, k, b| {
-                    conv2d_gemm_headed(x, k, b, p, s, head()).map_err(candle_core::Error::wrap)
-                })
-                .unwrap();
-                let theirs = eval((&x, &k, &b), &r, |x, k, b| {
-                    let y = conv2d_gemm_biased(x, k, b, p, s).map_err(candle_core::Error::wrap)?;
-                    head().composed(&y)
-                })
-                .unwrap();
+                let fused = |x: &Tensor, k: &Tensor, b: &Tensor| {
+                    conv2d_gemm_headed(x, k, b, p, s, head()).unwrap()
+                };
+                let composed = |x: &Tensor, k: &Tensor, b: &Tensor| {
+                    head()
+                        .composed(&conv2d_gemm_biased(x, k, b, p, s).unwrap())
+                        .unwrap()
+                };
+                let ((dx, dk, db), (tx, tk, tb)) = (
+                    grads3(&x, &k, &b, &r, fused),
+                    grads3(&x, &k, &b, &r, composed),
+                );
+                let ours = [fused(&x, &k, &b), dx, dk, db];
+                let theirs = [composed(&x, &k, &b), tx, tk, tb];
                 for (i, (a, t)) in ours.iter().zip(&theirs).enumerate() {
                     let scale = t.abs().unwrap().max_all().unwrap().to_dtype(DType::F64);
                     let scale = scale.unwrap().to_scalar::<f64>().unwrap().max(1.0);
