@@ -251,5 +251,16 @@ mod tests {
         );
         let want = a16.matmul(&b16).unwrap();
         assert_eq!(rel_diff(&host_matmul(&a16, &b16).unwrap(), &want), 0.0);
+        // Empty products: no rows, and an empty inner dimension (all zeros).
+        let e = host_matmul(
+            &rand(&mut rng, 0, 3, DType::F64),
+            &rand(&mut rng, 3, 2, DType::F64),
+        );
+        assert_eq!(e.unwrap().dims(), &[0, 2]);
+        let z = host_matmul(
+            &rand(&mut rng, 2, 0, DType::F64),
+            &rand(&mut rng, 0, 3, DType::F64),
+        );
+        assert_eq!(z.unwrap().to_vec2::<f64>().unwrap(), vec![vec![0.0; 3]; 2]);
     }
 }
