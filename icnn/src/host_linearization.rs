@@ -470,6 +470,16 @@ struct OpCache<T: Real> {
     s3: Vec<Vec<T>>,
 }
 
+impl<T: Real> Drop for OpCache<T> {
+    /// The third derivatives came from the array pool (`third_derivatives`): they go back,
+    /// as the tangents do.
+    fn drop(&mut self) {
+        for v in self.s3.drain(..) {
+            crate::scratch::recycle(v);
+        }
+    }
+}
+
 #[derive(Debug)]
 enum Saved {
     F32(OpCache<f32>),
