@@ -139,12 +139,17 @@ impl CustomOp3 for HeadedConv {
             self.map.apply(args, shapes)
         });
         let (out, shape) = self.head.forward(&y, shapes.out)?;
-        if out.dtype() != y.dtype() {
-            candle_core::bail!(
+        let len = match &out {
+            CpuStorage::F32(v) if y.dtype() == out.dtype() => v.len(),
+            CpuStorage::F64(v) if y.dtype() == out.dtype() => v.len(),
+            _ => candle_core::bail!(
                 "{name}: the head returned {:?} for a {:?} convolution",
                 out.dtype(),
                 y.dtype()
-            );
+            ),
+        };
+        if len != shape.elem_count() {
+            candle_core::bail!("{name}: the head returned {len} values for shape {shape:?}");
         }
         *lock(&self.saved, name)? = Some((y, shapes.out));
         Ok((out, shape))
@@ -192,10 +197,12 @@ mod tests {
     use rand::rngs::StdRng;
     use std::sync::Arc;
 
-    /// `Σ y²` per image; `broken` returns a gradient of the wrong shape.
+    /// `Σ y²` per image; `broken` returns a gradient of the wrong shape, `short` one value
+    /// too few for its output shape.
     #[derive(Debug)]
     struct SquaredNorm {
         broken: bool,
+        short: bool,
     }
 
     fn per_image<T: Copy + std::ops::Mul<Output = T> + std::iter::Sum>(
@@ -225,7 +232,8 @@ mod tests {
                 CpuStorage::F64(y) => CpuStorage::F64(per_image(y, n)),
                 _ => candle_core::bail!("f32 or f64"),
             };
-            Ok((out, Shape::from(dims[0])))
+            let n_out = if self.short { dims[0] + 1 } else { dims[0] };
+            Ok((out, Shape::from(n_out)))
         }
         fn backward(
             &self,
@@ -260,7 +268,12 @@ mod tests {
             (2, 32, 32, (8, 6), (5, 5), 1, 2),
             (2, 3, 4, (7, 5), (7, 5), 1, 0),
         ];
-        let head = || Arc::new(SquaredNorm { broken: false });
+        let head = || {
+            Arc::new(SquaredNorm {
+                broken: false,
+                short: false,
+            })
+        };
         for (dtype, rel) in [(DType::F64, 1e-12), (DType::F32, 1e-4)] {
             for (batch, c_in, c_out, (h, w), (kh, kw), s, p) in convs {
                 let x = randn(&mut rng, &[batch, c_in, h, w], dtype);
@@ -296,17 +309,27 @@ mod tests {
     }
 
     #[test]
-    fn a_head_gradient_of_the_wrong_shape_is_an_error() {
+    fn heads_of_the_wrong_shape_are_errors() {
         let mut rng = StdRng::seed_from_u64(42);
         let x = Var::from_tensor(&randn(&mut rng, &[2, 3, 6, 5], DType::F64)).unwrap();
         let k = randn(&mut rng, &[4, 3, 3, 3], DType::F64);
         let b = randn(&mut rng, &[4], DType::F64);
-        let head = Arc::new(SquaredNorm { broken: true });
+        let head = Arc::new(SquaredNorm {
+            broken: true,
+            short: false,
+        });
         let out = conv2d_gemm_headed(x.as_tensor(), &k, &b, 1, 1, head).unwrap();
         let err = out.sum_all().unwrap().backward().unwrap_err().to_string();
         assert!(
             err.contains("does not match the convolution output"),
             "{err}"
         );
+        // A head whose output does not fill its shape is refused in the forward.
+        let head = Arc::new(SquaredNorm {
+            broken: false,
+            short: true,
+        });
+        let err = conv2d_gemm_headed(x.as_tensor(), &k, &b, 1, 1, head).unwrap_err();
+        assert!(err.to_string().contains("values for shape"), "{err}");
     }
 }
