@@ -24,7 +24,9 @@ use std::path::PathBuf;
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarMap;
-use cpflow::image::{ImageFlow, ImageFlowConfig, MultiscaleConfig, bits_per_dim};
+use cpflow::image::{
+    ConvArch, ImageFlow, ImageFlowConfig, ImageModelConfig, MultiscaleConfig, bits_per_dim,
+};
 use cpflow::posterior::{AmortizedPosterior, PosteriorConfig};
 use cpflow::reference_weights::{KeyMapping, load_reference_state_dict};
 use cpflow::{FloatType, Flow, FlowConfig, PotentialConfig};
@@ -317,6 +319,22 @@ fn image_parity(name: &'static str) {
     };
     let cfg = ImageFlowConfig::multiscale(&ms).unwrap();
     assert_eq!(cfg.num_blocks(), fx.meta_usize("num_blocks"));
+    // The `[model]` table of a `cpflow train` image config (the CLI's and import-reference's
+    // route) with the same flags builds the same flow.
+    let model = ImageModelConfig {
+        arch: [ConvArch::ConvIcnn, ConvArch::ConvIcnn2, ConvArch::ConvIcnn3]
+            [fx.meta_usize("icnn") - 1],
+        width,
+        depth,
+        nblocks: ms.nblocks.clone(),
+        actnorm: ms.actnorm,
+        factor_out: ms.factor_out,
+        fc_end: ms.fc_end.is_some(),
+        logit_alpha: ms.logit_alpha,
+        float: FloatType::F64,
+        ..ImageModelConfig::default()
+    };
+    assert_eq!(model.flow_config(image, f64::NAN).unwrap(), cfg, "{name}");
     let flow = ImageFlow::new(cfg, &Device::Cpu).unwrap();
     let mapping = KeyMapping::for_multiscale(flow.config()).unwrap();
     load_reference_state_dict(&flow.named_vars(), &fx.state_dict(), &mapping).unwrap();

@@ -80,8 +80,7 @@ pub struct ImportReferenceArgs {
 const PYTORCH_EXPORT_HELP: &str = "\
 Supported: tabular and toy flows (train_tabular.py, train_toy.py: a SequentialFlow) and image
 flows (train_img.py: a MultiscaleFlow on MNIST 1x28x28 or CIFAR-10 3x32x32, --icnn 1/2/3,
-any --nblocks, --actnorm, --factor_out; not --fc_end, which a cpflow image config cannot
-describe), and with --vae the VAE of train_vae.py (Gaussian or CP-Flow posterior; the
+any --nblocks, --actnorm, --factor_out, --fc_end), and with --vae the VAE of train_vae.py (Gaussian or CP-Flow posterior; the
 architecture from a `cpflow vae` config such as configs/vae-frey.toml).
 
 Writing the state_dict from PyTorch (needs `pip install safetensors`; float64 or float32):

@@ -4,7 +4,9 @@
 
 use std::path::PathBuf;
 
-use icnn::{ActivationKind, ConvIcnn2Config, ConvIcnn3Config, ConvIcnnConfig, ImageShape};
+use icnn::{
+    ActivationKind, ConvIcnn2Config, ConvIcnn3Config, ConvIcnnConfig, Icnn2Config, ImageShape,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::adam::AdamParams;
@@ -270,7 +272,8 @@ pub enum ConvArch {
 }
 
 /// The image flow of a run: the reference's multi-scale flow (`MultiscaleFlow`,
-/// images-vae.md §1.5, §2.3) with a convolutional ICNN per block, or, with `baseline`, the same
+/// images-vae.md §1.5, §2.3) with a convolutional ICNN per block (and, with `fc_end`, a last
+/// dense block on the flattened output), or, with `baseline`, the same
 /// layers without any CP-Flow block (logit, ActNorms and squeezes only: an elementwise affine
 /// flow in logit space, the comparison of the issue's acceptance).
 ///
@@ -282,9 +285,14 @@ pub enum ConvArch {
 /// let flow = model.flow_config(mnist, MNIST_LOGIT_ALPHA)?;
 /// assert_eq!(flow.num_blocks(), 9); // 3-3-3
 /// // The baseline keeps the logit, ActNorms and squeezes, and drops every block.
-/// let base = ImageModelConfig { baseline: true, ..model }.flow_config(mnist, MNIST_LOGIT_ALPHA)?;
+/// let base =
+///     ImageModelConfig { baseline: true, ..model.clone() }.flow_config(mnist, MNIST_LOGIT_ALPHA)?;
 /// assert_eq!(base.num_blocks(), 0);
 /// assert_eq!(base.layers[0], ImageLayerConfig::Logit { alpha: MNIST_LOGIT_ALPHA });
+/// // `--fc_end`: one more block, ICNN2 on all 784 values, and its per-feature ActNorm.
+/// let fc = ImageModelConfig { fc_end: true, ..model }.flow_config(mnist, MNIST_LOGIT_ALPHA)?;
+/// assert_eq!(fc.num_blocks(), 10);
+/// assert_eq!(fc.layers.last(), Some(&ImageLayerConfig::FeatureActNorm));
 /// # Ok::<(), cpflow::CpflowError>(())
 /// ```
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -308,6 +316,10 @@ pub struct ImageModelConfig {
     pub actnorm: bool,
     /// Factor out half of the channels after each non-final scale (false).
     pub factor_out: bool,
+    /// A last, fully connected CP-Flow block on the flattened output of the last scale
+    /// (`--fc_end`, false): the reference's `ICNN2(D, width, depth)` with its defaults, then
+    /// a per-feature ActNorm if `actnorm`. Its potential sees every pixel at once.
+    pub fc_end: bool,
     /// Logit offset (`None`: the dataset's, 1e-6 for MNIST and 0.05 for CIFAR-10).
     pub logit_alpha: Option<f64>,
     /// Drop every CP-Flow block (keep logit, ActNorms and squeezes).
@@ -334,6 +346,7 @@ impl Default for ImageModelConfig {
             nblocks: vec![3, 3, 3],
             actnorm: true,
             factor_out: false,
+            fc_end: false,
             logit_alpha: None,
             baseline: false,
             trainable_w0: true,
@@ -375,9 +388,22 @@ impl ImageModelConfig {
         })
     }
 
+    /// The dense potential of the `fc_end` block, `ICNN2(D, width, depth)` with the
+    /// reference's defaults (its dimension is set from the last scale's shape), or `None`
+    /// without `fc_end`.
+    pub fn fc_end_potential(&self) -> Option<PotentialConfig> {
+        self.fc_end.then(|| {
+            PotentialConfig::Icnn2(Icnn2Config {
+                width: self.width,
+                depth: self.depth,
+                ..Icnn2Config::default()
+            })
+        })
+    }
+
     /// The flow for images of `image` shape, with logit offset `self.logit_alpha` or
-    /// `default_alpha`. With `baseline`, the CP-Flow blocks of the multi-scale layout are
-    /// removed and everything else is kept.
+    /// `default_alpha`. With `baseline`, the CP-Flow blocks of the multi-scale layout
+    /// (the `fc_end` block too) are removed and everything else is kept.
     pub fn flow_config(&self, image: ImageShape, default_alpha: f64) -> Result<ImageFlowConfig> {
         let ms = MultiscaleConfig {
             image,
@@ -386,7 +412,7 @@ impl ImageModelConfig {
             actnorm: self.actnorm,
             factor_out: self.factor_out,
             potential: self.potential()?,
-            fc_end: None,
+            fc_end: self.fc_end_potential(),
             trainable_w0: self.trainable_w0,
             float: self.float,
             init_seed: self.init_seed,
