@@ -12,6 +12,7 @@
 //! - `kernel_ab`: interleaved A/B timings of the Hessian and Hessian-vector-product kernels.
 //! - [`gaussian_mixture`] generates the synthetic data that the reference measurements used.
 
+pub mod cpu_trace;
 pub mod data;
 pub mod env;
 pub mod memory;
@@ -19,6 +20,7 @@ pub mod ours;
 pub mod side_by_side;
 pub mod timing;
 
+pub use cpu_trace::{CpuSamples, CpuTrace};
 pub use data::gaussian_mixture;
 pub use env::{expand_home, load_average, python_command, stdout_json};
 pub use timing::{CpuWatch, Stopwatch, median, process_cpu_seconds};

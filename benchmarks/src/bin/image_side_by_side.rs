@@ -10,7 +10,9 @@
 //! Ours runs [`cpflow::image::run_image_training`] itself (the trainer a user runs) for
 //! `warm + steps` iterations with a metrics line per step, then reads the step times and CG
 //! counts back from `metrics.jsonl`; the first step (data-dependent initialisation) is in the
-//! warm-up. The reference side runs `benchmarks/scripts/ref_img_step.py` (imports the authors'
+//! warm-up. Our cores used over the timed steps (process CPU seconds per wall second) come
+//! from a [`benchmarks::CpuTrace`] of the run, between the metrics lines' times of the last
+//! warm-up step and the last timed step. The reference side runs `benchmarks/scripts/ref_img_step.py` (imports the authors'
 //! code from `--ref`, default `~/cpflow-ref`; needs a Python with PyTorch, `--python`).
 //! `--ours-only` skips it.
 
@@ -85,6 +87,8 @@ fn ours(a: &Args) -> Result<(serde_json::Value, ImageExperimentConfig)> {
     let data = load_image_data(&cfg.data)?;
     let flow = cfg.flow_config()?;
     let dir = a.work_dir.join("ours");
+    // The run's clock (`elapsed_s`) starts within microseconds of the trace's.
+    let trace = benchmarks::CpuTrace::start(std::time::Duration::from_millis(10));
     let report = run_image_training(
         &flow,
         &cfg.train,
@@ -98,6 +102,7 @@ fn ours(a: &Args) -> Result<(serde_json::Value, ImageExperimentConfig)> {
             training_ended: None,
         },
     )?;
+    let cpu = trace.finish();
     let lines = std::fs::read_to_string(dir.join("metrics.jsonl"))?;
     let recs: Vec<ImageMetricsRecord> = lines
         .lines()
@@ -114,6 +119,13 @@ fn ours(a: &Args) -> Result<(serde_json::Value, ImageExperimentConfig)> {
         );
     }
     let times: Vec<f64> = timed.iter().map(|r| r.step_s).collect();
+    let warm_end = recs
+        .iter()
+        .find(|r| r.iteration == a.warm)
+        .map_or(0.0, |r| r.elapsed_s);
+    let cores_used = timed
+        .last()
+        .and_then(|last| cpu.cores_used(warm_end, last.elapsed_s));
     let cg_mean: Vec<f64> = timed.iter().map(|r| r.cg_iterations).collect();
     let cg_max: Vec<f64> = timed.iter().map(|r| r.cg_max_iterations as f64).collect();
     Ok((
@@ -123,6 +135,7 @@ fn ours(a: &Args) -> Result<(serde_json::Value, ImageExperimentConfig)> {
             "step_s_median": benchmarks::median(&times),
             "step_s_mean": mean(&times),
             "step_s": times,
+            "cores_used_steps": cores_used,
             "cg_iterations_mean_per_system": mean(&cg_mean),
             "cg_iterations_max_per_step_mean": mean(&cg_max),
             "loss": timed.iter().map(|r| r.loss).collect::<Vec<_>>(),
@@ -167,7 +180,7 @@ fn main() -> Result<()> {
         let f = |v: &serde_json::Value, k: &str| v[k].as_f64().unwrap_or(f64::NAN);
         let our_step = f(&o, "step_s_median");
         let row = format!(
-            "| {} / {} | {:.3} | {} | {} | {:.2} mean, {:.1} max | {} |",
+            "| {} / {} | {:.3} | {} | {} | {:.2} mean, {:.1} max | {} | {} |",
             o["parameters"],
             theirs
                 .as_ref()
@@ -186,6 +199,9 @@ fn main() -> Result<()> {
                 "{:.2} (batch-wide)",
                 f(t, "cg_iterations_per_block_call")
             )),
+            o["cores_used_steps"]
+                .as_f64()
+                .map_or("-".into(), |c| format!("{c:.2}")),
         );
         let md = format!(
             "# Image-flow training step: ours vs the authors' train_img.py (MNIST, CPU)\n\n\
@@ -196,9 +212,10 @@ fn main() -> Result<()> {
          timed steps from initialisation; median step. CG iterations: ours per system (image × \
          block; mean, and the per-step largest), theirs per block call (their CG iterates the \
          whole batch until every system meets the tolerance, so it is comparable to our \
-         largest). Speed-up = their step / ours.\n\n\
-         | parameters ours / theirs | our step (s) | their step (s) | speed-up | our CG its | their CG its |\n\
-         |---|---|---|---|---|---|\n{row}\n\n\
+         largest). Speed-up = their step / ours. Our cores used: process CPU seconds per wall \
+         second over the timed steps.\n\n\
+         | parameters ours / theirs | our step (s) | their step (s) | speed-up | our CG its | their CG its | our cores used |\n\
+         |---|---|---|---|---|---|---|\n{row}\n\n\
          Command: `cargo build --release -p benchmarks --bin image_side_by_side && \
          target/release/image_side_by_side --threads {} --warm {} --steps {}`.\n",
             a.threads,
