@@ -445,14 +445,7 @@ fn fc_end_adds_a_dense_block_that_trains_and_inverts() {
     let (z, _) = saved.transform(&x).unwrap();
     let back = saved.inverse(&z).unwrap();
     assert!(back.report.all_converged());
-    let err = (back.x.flatten_from(1).unwrap() - &x)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f64>()
-        .unwrap();
+    let err = crate::image_common::max_abs_diff(&back.x.flatten_from(1).unwrap(), &x);
     // The inversion's tolerance is on the gradient map's residual (1e-10 by default);
     // through the logit's derivative at pixels near 0 or 1 it stays far below 1e-6.
     assert!(err < 1e-6, "round trip error {err:e}");
