@@ -11,6 +11,8 @@
 //!   back-propagation through CG (paper Fig. 2; `docs/results/memory-cg-iterations.*`).
 //! - `kernel_ab`: interleaved A/B timings of the Hessian and Hessian-vector-product kernels.
 //! - [`gaussian_mixture`] generates the synthetic data that the reference measurements used.
+//! - [`CpuWatch`] and [`CpuTrace`] give the cores our side used (process CPU seconds per wall
+//!   second) over a phase, or over a stretch of a run known only from its log.
 
 pub mod cpu_trace;
 pub mod data;
