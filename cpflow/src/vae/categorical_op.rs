@@ -434,6 +434,15 @@ mod tests {
                 let d = max_abs_diff(a.unwrap(), b.unwrap());
                 assert_eq!(d, 0.0, "{channels} {dtype:?}: a gradient {:?}", v.dims());
             }
+            // Both paths refuse targets of another integer type, with the same error.
+            let t64 = t.to_dtype(DType::I64).unwrap();
+            let fused = dec.categorical_log_likelihood(&z, &t64).unwrap_err();
+            let plain = categorical_log_likelihood(&dec.forward(&z).unwrap(), &t64).unwrap_err();
+            assert_eq!(fused.to_string(), plain.to_string());
+            assert!(
+                fused.to_string().contains("must be u32, got I64"),
+                "{fused}"
+            );
         }
     }
 

@@ -62,15 +62,21 @@ pub fn categorical_log_likelihood(logits: &Tensor, targets: &Tensor) -> Result<T
         )));
     }
     if logits.device().is_cpu() && matches!(logits.dtype(), DType::F32 | DType::F64) {
-        if targets.dtype() != DType::U32 {
-            return Err(CpflowError::InvalidInput(format!(
-                "categorical likelihood: targets must be u32, got {:?}",
-                targets.dtype()
-            )));
-        }
+        check_u32_targets(targets)?;
         return Ok(fused_categorical_log_likelihood(logits, targets)?);
     }
     composed_categorical_log_likelihood(logits, targets)
+}
+
+/// The CPU ops of the 256-way likelihood read the class targets as `u32`.
+fn check_u32_targets(targets: &Tensor) -> Result<()> {
+    if targets.dtype() != DType::U32 {
+        return Err(CpflowError::InvalidInput(format!(
+            "categorical likelihood: targets must be u32, got {:?}",
+            targets.dtype()
+        )));
+    }
+    Ok(())
 }
 
 /// [`categorical_log_likelihood`] of the logits `conv.forward(h)`: the same values, with the
@@ -81,11 +87,8 @@ pub(super) fn conv_categorical_log_likelihood(
     conv: &Conv,
     targets: &Tensor,
 ) -> Result<Tensor> {
-    if h.device().is_cpu() && targets.dtype() != DType::U32 {
-        return Err(CpflowError::InvalidInput(format!(
-            "categorical likelihood: targets must be u32, got {:?}",
-            targets.dtype()
-        )));
+    if h.device().is_cpu() {
+        check_u32_targets(targets)?;
     }
     let head = Arc::new(CategoricalHead::new(targets)?);
     Ok(conv.forward_headed(h, head)?.narrow(1, 0, 1)?.squeeze(1)?)
