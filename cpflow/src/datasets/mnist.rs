@@ -128,8 +128,18 @@ pub fn read_idx_images(path: &Path) -> Result<IdxImages, DatasetError> {
         be_u32(path, &b, 8)?,
         be_u32(path, &b, 12)?,
     );
-    let d = rows * cols;
-    check_len(path, b.len() - 16, n * d)?;
+    let sizes = rows
+        .checked_mul(cols)
+        .and_then(|d| Some((d, n.checked_mul(d)?)));
+    let Some((d, need)) = sizes else {
+        return Err(DatasetError::corrupt(
+            path,
+            format!(
+                "header announces {n} images of {rows}x{cols} pixels: more bytes than can exist"
+            ),
+        ));
+    };
+    check_len(path, b.len() - 16, need)?;
     Ok(IdxImages {
         rows,
         cols,

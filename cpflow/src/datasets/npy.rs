@@ -50,8 +50,31 @@ fn check_preamble(path: &Path, bytes: &[u8]) -> Result<(), DatasetError> {
         12 => u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize,
         _ => usize::from(u16::from_le_bytes([bytes[8], bytes[9]])),
     };
-    let text = &bytes[start..bytes.len().min(start.saturating_add(len))];
-    let text = String::from_utf8_lossy(text);
+    let end = start.saturating_add(len);
+    if bytes.len() < end {
+        return Err(DatasetError::truncated(
+            path,
+            format!(
+                "header announces {len} bytes, the file has {} after the preamble",
+                bytes.len() - start
+            ),
+        ));
+    }
+    let text = String::from_utf8_lossy(&bytes[start..end]);
+    // `npyz` parses the header with a backtracking parser whose time doubles with each level
+    // of bracket nesting (found by fuzzing: a 128-byte header nesting 30 deep would take
+    // hours). numpy nests 2 deep for a plain array (the dict and the shape), deeper only for
+    // record dtypes, which are not read here anyway.
+    let depth = bracket_depth(&text);
+    if depth > MAX_HEADER_NESTING {
+        return Err(DatasetError::corrupt(
+            path,
+            format!(
+                "header nests brackets {depth} deep (a numeric array's header nests 2 deep; \
+                 more than {MAX_HEADER_NESTING} is refused)"
+            ),
+        ));
+    }
     if let Some(i) = text.find("'shape'").or_else(|| text.find("\"shape\"")) {
         let tuple = text[i + 7..].split(')').next().unwrap_or("");
         let mut product = 1u64;
@@ -68,6 +91,27 @@ fn check_preamble(path: &Path, bytes: &[u8]) -> Result<(), DatasetError> {
         }
     }
     Ok(())
+}
+
+/// Deepest bracket nesting (`(`, `[`, `{`) accepted in a header.
+const MAX_HEADER_NESTING: usize = 8;
+
+/// The deepest nesting of brackets in a header's text. Brackets inside string literals count
+/// too: a plain dtype's string holds at most one pair (`'<M8[ns]'`), and a string left open
+/// cannot hide deeper nesting from the check.
+fn bracket_depth(text: &str) -> usize {
+    let (mut depth, mut deepest) = (0usize, 0usize);
+    for c in text.chars() {
+        match c {
+            '(' | '[' | '{' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            ')' | ']' | '}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
 }
 
 /// Reads every element of the body as `T` and converts it with `to_f64`.

@@ -222,6 +222,18 @@ fn truncated_files_are_truncated() {
     }
     let err = parse_npy_matrix(p(), &bytes[..bytes.len() - 20]).unwrap_err();
     assert!(err.to_string().contains("(1 complete rows)"), "{err}");
+    // A version-2 preamble announcing a 4 GiB header in a 16-byte file.
+    let mut v2 = MAGIC.to_vec();
+    v2.extend([2, 0]);
+    v2.extend(u32::MAX.to_le_bytes());
+    v2.extend(b"{'de");
+    let err = parse_npy_matrix(p(), &v2).unwrap_err();
+    assert!(matches!(err, DatasetError::Truncated { .. }), "{err}");
+    assert!(
+        err.to_string()
+            .contains("header announces 4294967295 bytes"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -267,6 +279,24 @@ fn corrupt_files_are_corrupt() {
     // A shape whose product overflows is an error, not a panic or a huge allocation.
     let huge = npy_header("'<f8'", false, "(4294967296, 4294967296)");
     corrupt(&huge, "overflows");
+    // Brackets nested 40 deep (with the dict's, 41): refused before npyz's parser, whose time
+    // doubles with each level (found by fuzzing: 17 levels took over 10 s, 40 would take
+    // years). Without the check this test does not finish.
+    let deep = format!("{}'<f8'{}", "[".repeat(40), "]".repeat(40));
+    corrupt(
+        &npy_header(&deep, false, "(1, 1)"),
+        "nests brackets 41 deep",
+    );
+    // Brackets in a string left open count too (never closed: the shape's `(` makes 42).
+    let open = format!("'<f8{}", "[".repeat(40));
+    corrupt(
+        &npy_header(&open, false, "(1, 1)"),
+        "nests brackets 42 deep",
+    );
+    // A record dtype nesting 7 deep still reaches the dtype check.
+    let mut record = npy_header("[('a', [('b', [('c', '<f8')])])]", false, "(1, 1)");
+    record.extend([0u8; 8]);
+    corrupt(&record, "unsupported dtype");
 }
 
 #[test]

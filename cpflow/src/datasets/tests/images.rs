@@ -240,6 +240,19 @@ fn mnist_idx_errors() {
         read_idx_images(&p),
         Err(DatasetError::Truncated { .. })
     ));
+    // A header whose n·rows·cols overflows usize (found by fuzzing: it panicked in a debug
+    // build and wrapped in a release one).
+    let huge: Vec<u8> = [2051u32, u32::MAX, u32::MAX, u32::MAX]
+        .iter()
+        .flat_map(|v| v.to_be_bytes())
+        .collect();
+    let p = dir.write("huge", &huge);
+    match read_idx_images(&p) {
+        Err(DatasetError::Corrupt { detail, .. }) => {
+            assert!(detail.contains("4294967295x"), "{detail}")
+        }
+        other => panic!("expected a corrupt-file error, got {other:?}"),
+    }
     let p = dir.write("d", &idx_images(1, 1, 1)[..]);
     assert!(matches!(
         read_idx_labels(&p),

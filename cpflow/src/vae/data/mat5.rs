@@ -366,7 +366,7 @@ fn read_matrix<R: Read, T: MatValue>(
             ),
         )
     })?;
-    if tag.len != count * width {
+    if count.checked_mul(width) != Some(tag.len) {
         return Err(DatasetError::corrupt(
             path,
             format!(

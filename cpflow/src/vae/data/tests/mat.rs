@@ -203,4 +203,23 @@ fn damaged_files_are_errors() {
         .finish();
     let err = parse_mat_v5::<f64>(p, &wrong, &["data"]).unwrap_err();
     assert!(err.to_string().contains("need 110 values"), "{err}");
+    // Dimensions whose byte count overflows usize (2⁶² values of 8 bytes): an error, not an
+    // overflow panic in a debug build.
+    let dim = i32::MAX as usize;
+    let huge = MatWriter::new(false)
+        .var(
+            &MatVar {
+                dims: vec![dim, dim],
+                data: f64_bytes(&data, false),
+                ..var
+            },
+            false,
+        )
+        .finish();
+    let err = parse_mat_v5::<f64>(p, &huge, &["data"]).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains(&format!("need {} values", dim * dim)),
+        "{err}"
+    );
 }
