@@ -24,6 +24,7 @@
 mod commands;
 mod data;
 mod interrupt;
+mod memory;
 mod model_file;
 mod model_plots;
 mod output_files;

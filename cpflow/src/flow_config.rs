@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use crate::block::BlockConfig;
 use crate::config::FloatType;
 use crate::error::{CpflowError, Result};
+use crate::model_size;
 use crate::potential::PotentialConfig;
 use crate::prior::GaussianPrior;
 
@@ -184,7 +185,41 @@ impl FlowConfig {
         Ok(out)
     }
 
-    /// Check consistency (dimensions, non-empty).
+    /// Scalar parameters of the flow this configuration builds (its ActNorms' and blocks'),
+    /// counted without building it; `None` when a block's potential is a network of your own.
+    /// Saturates at `usize::MAX`.
+    ///
+    /// ```
+    /// use candle_core::Device;
+    /// use cpflow::{Flow, FlowConfig};
+    /// let cfg = FlowConfig::toy_reference(3);
+    /// let flow = Flow::new(cfg.clone(), &Device::Cpu)?;
+    /// assert_eq!(cfg.parameter_count(), Some(flow.num_parameters()));
+    /// # Ok::<(), cpflow::CpflowError>(())
+    /// ```
+    pub fn parameter_count(&self) -> Option<usize> {
+        self.layers.iter().try_fold(0, |n, l| {
+            let layer = match l {
+                LayerConfig::ActNorm => model_size::actnorm(self.dim),
+                LayerConfig::Cpf(b) => b.parameter_count()?,
+            };
+            Some(model_size::add(n, layer))
+        })
+    }
+
+    /// [`FlowConfig::parameter_count`] with potentials of your own counted as 0.
+    fn parameter_lower_bound(&self) -> usize {
+        self.layers.iter().fold(0, |n, l| {
+            let layer = match l {
+                LayerConfig::ActNorm => model_size::actnorm(self.dim),
+                LayerConfig::Cpf(b) => model_size::block_lower_bound(b),
+            };
+            model_size::add(n, layer)
+        })
+    }
+
+    /// Check consistency (dimensions, non-empty, at most [`icnn::MAX_MODEL_PARAMETERS`]
+    /// parameters).
     pub fn validate(&self) -> Result<()> {
         if self.dim == 0 {
             return Err(CpflowError::InvalidConfig(
@@ -236,6 +271,9 @@ impl FlowConfig {
             ));
         }
         self.context_dim()?;
-        Ok(())
+        model_size::check_model_size(
+            &format!("a flow of {} layers (dim {})", self.layers.len(), self.dim),
+            self.parameter_lower_bound(),
+        )
     }
 }

@@ -53,6 +53,7 @@ pub mod flow_sample;
 pub mod hessian_operator;
 pub mod image;
 pub mod metrics;
+mod model_size;
 mod named_vars;
 pub mod observer;
 #[cfg(any(feature = "plot", feature = "datasets", feature = "toy-images"))]

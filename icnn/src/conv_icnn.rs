@@ -11,6 +11,7 @@ use crate::conv_layers::{Conv2d, ConvGeometry, ImageShape, PosConv2d};
 use crate::conv_network::{ConvInput, ConvNetwork, ConvNode, impl_conv_potential};
 use crate::error::Result;
 use crate::layers::ActNorm;
+use crate::parameter_count::{self as pc, check_parameter_count};
 
 /// Configuration of [`ConvIcnn`] (reference `ConvICNN(dim=C, dimh, num_hidden_layers,
 /// num_pooling)`; `train_img.py` defaults: width 64, depth 3, no pooling).
@@ -58,6 +59,42 @@ impl Default for ConvIcnnConfig {
             depth: 3,
             num_pooling: 0,
         }
+    }
+}
+
+impl ConvIcnnConfig {
+    /// Scalar parameters of the network this configuration builds (the `initialized` flag
+    /// excluded), counted without building it; saturates at `usize::MAX`. The constructor
+    /// refuses a count over [`crate::MAX_MODEL_PARAMETERS`].
+    ///
+    /// ```
+    /// let config = icnn::ConvIcnnConfig { image: icnn::ImageShape::new(1, 8, 8), width: 4, depth: 2, num_pooling: 1 };
+    /// assert_eq!(config.parameter_count(), 1136);
+    /// ```
+    pub fn parameter_count(&self) -> usize {
+        let (c, h, l, p) = (
+            self.image.channels,
+            self.width,
+            self.depth,
+            self.num_pooling,
+        );
+        let k = ConvGeometry::SAME_3X3.kernel;
+        // A stage of `n` layers: `n` pairs of h→h convolutions and `L` ActNorms.
+        let stage = |n: usize| {
+            pc::sum([
+                pc::mul(n, pc::mul(2, pc::conv(h, h, k, true))),
+                pc::mul(l, pc::actnorm(h)),
+            ])
+        };
+        pc::sum([
+            pc::mul(2, pc::conv(c, h, k, true)),
+            pc::actnorm(h),
+            stage(l.saturating_sub(1)),
+            pc::mul(
+                p,
+                pc::sum([pc::mul(2, pc::conv(h, h, POOLING.kernel, false)), stage(l)]),
+            ),
+        ])
     }
 }
 
@@ -134,6 +171,13 @@ impl ConvIcnn {
         check_positive("image channels", c)?;
         check_positive("width", h)?;
         check_positive("depth", l)?;
+        check_parameter_count(
+            &format!(
+                "ConvIcnn (image {:?}, width {h}, depth {l}, num_pooling {})",
+                config.image, config.num_pooling
+            ),
+            config.parameter_count(),
+        )?;
         let g3 = ConvGeometry::SAME_3X3;
         let sp = Activation::new(ActivationKind::Softplus);
         let wz0 = Conv2d::new(&vb.pp("Wz0"), c, h, g3, true, rng)?;

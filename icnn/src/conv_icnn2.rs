@@ -12,6 +12,7 @@ use crate::conv_layers::{Conv2d, ConvGeometry, ImageShape, PosConv2d};
 use crate::conv_network::{ConvInput, ConvNetwork, ConvNode, impl_conv_potential};
 use crate::error::{IcnnError, Result};
 use crate::layers::ActNorm;
+use crate::parameter_count::{self as pc, check_parameter_count};
 
 /// Configuration of [`ConvIcnn2`] (reference `ConvICNN2(dim=C, dimh, num_hidden_layers)`;
 /// the reference accepts activation arguments and then overwrites them with the plain
@@ -55,6 +56,27 @@ impl Default for ConvIcnn2Config {
             width: 64,
             depth: 3,
         }
+    }
+}
+
+impl ConvIcnn2Config {
+    /// Scalar parameters of the network this configuration builds (the `initialized` flag
+    /// excluded), counted without building it; saturates at `usize::MAX`. The constructor
+    /// refuses a count over [`crate::MAX_MODEL_PARAMETERS`].
+    ///
+    /// ```
+    /// let config = icnn::ConvIcnn2Config { image: icnn::ImageShape::new(1, 8, 8), width: 4, depth: 2 };
+    /// assert_eq!(config.parameter_count(), 318);
+    /// ```
+    pub fn parameter_count(&self) -> usize {
+        let (c, h, l) = (self.image.channels, self.width, self.depth);
+        let (hh, hidden, k) = (h / 2, l.saturating_sub(1), ConvGeometry::SAME_3X3.kernel);
+        pc::sum([
+            pc::mul(2, pc::conv(c, h, k, true)),
+            pc::mul(hidden, pc::mul(3, pc::conv(h, hh, k, true))),
+            pc::mul(l, pc::actnorm(hh)),
+            pc::actnorm(h),
+        ])
     }
 }
 
@@ -104,6 +126,10 @@ impl ConvIcnn2 {
         check_positive("image channels", c)?;
         check_positive("width", h)?;
         check_positive("depth", l)?;
+        check_parameter_count(
+            &format!("ConvIcnn2 (image {:?}, width {h}, depth {l})", config.image),
+            config.parameter_count(),
+        )?;
         if h % 2 != 0 {
             return Err(IcnnError::InvalidConfig(format!(
                 "ConvIcnn2 needs an even width, got {h}"

@@ -12,6 +12,7 @@ use crate::conv_layers::{Conv2d, ConvGeometry, ImageShape, PosConv2d};
 use crate::conv_network::{ConvInput, ConvNetwork, ConvNode, impl_conv_potential};
 use crate::error::{IcnnError, Result};
 use crate::layers::ActNorm;
+use crate::parameter_count::{self as pc, check_parameter_count};
 
 /// Configuration of [`ConvIcnn3`] (reference `ConvICNN3(dim=C, dimh, num_hidden_layers,
 /// symm_act_first, softplus_type, zero_softplus)`; the reference ignores `symm_act_first`
@@ -69,6 +70,32 @@ impl Default for ConvIcnn3Config {
     }
 }
 
+impl ConvIcnn3Config {
+    /// Scalar parameters of the network this configuration builds (the `initialized` flag
+    /// excluded), counted without building it; saturates at `usize::MAX`. The constructor
+    /// refuses a count over [`crate::MAX_MODEL_PARAMETERS`].
+    ///
+    /// ```
+    /// let config = icnn::ConvIcnn3Config { image: icnn::ImageShape::new(1, 8, 8), width: 4, depth: 2, ..Default::default() };
+    /// assert_eq!(config.parameter_count(), 209);
+    /// ```
+    pub fn parameter_count(&self) -> usize {
+        let (c, h, l) = (self.image.channels, self.width, self.depth);
+        let (hh, hidden, k) = (h / 2, l.saturating_sub(1), ConvGeometry::SAME_3X3.kernel);
+        pc::sum([
+            pc::conv(c, h, k, true),
+            pc::mul(hidden, pc::conv(h, hh, k, true)),
+            pc::conv(h, 1, k, false),
+            pc::mul(hidden, pc::conv(c, hh, k, true)),
+            pc::conv(c, 1, k, false),
+            pc::mul(hidden, pc::conv(c, hh, k, true)),
+            // `L` ActNorms of h/2 units and the reference's unused one-unit output ActNorm.
+            pc::mul(l, pc::actnorm(hh)),
+            pc::actnorm(1),
+        ])
+    }
+}
+
 /// The reference's `ConvICNN3` (every convolution 3×3, stride 1, padding 1):
 /// ```text
 /// u = Conv_{C→h}(x),  z = a(u) − u/2                       Wzs.0 (no ActNorm)
@@ -120,6 +147,10 @@ impl ConvIcnn3 {
         check_positive("image channels", c)?;
         check_positive("width", h)?;
         check_positive("depth", l)?;
+        check_parameter_count(
+            &format!("ConvIcnn3 (image {:?}, width {h}, depth {l})", config.image),
+            config.parameter_count(),
+        )?;
         if h % 2 != 0 {
             return Err(IcnnError::InvalidConfig(format!(
                 "ConvIcnn3 needs an even width, got {h}"

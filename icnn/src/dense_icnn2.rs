@@ -9,6 +9,7 @@ use crate::common::{chain_groups_with_actnorms, check_positive, impl_uncondition
 use crate::error::Result;
 use crate::layers::{Linear, PosLinear};
 use crate::network::{GroupAct, Network};
+use crate::parameter_count::{self as pc, check_parameter_count};
 
 /// Configuration of [`DenseIcnn2`] (same fields as [`crate::Icnn2Config`]).
 ///
@@ -63,6 +64,37 @@ impl Default for DenseIcnn2Config {
     }
 }
 
+impl DenseIcnn2Config {
+    /// Scalar parameters of the network this configuration builds (the `initialized` flag
+    /// excluded), counted without building it; saturates at `usize::MAX`. The constructor
+    /// refuses a count over [`crate::MAX_MODEL_PARAMETERS`].
+    ///
+    /// ```
+    /// let config = icnn::DenseIcnn2Config { dim: 2, width: 8, depth: 3, ..Default::default() };
+    /// assert_eq!(config.parameter_count(), 324);
+    /// ```
+    pub fn parameter_count(&self) -> usize {
+        let (d, h, l) = (self.dim, self.width, self.depth);
+        let hidden = l.saturating_sub(1);
+        // Hidden layer k reads all k earlier outputs: Σₖ h·k·h = h²·L(L−1)/2 weights.
+        let triangle = if l % 2 == 0 {
+            pc::mul(l / 2, hidden)
+        } else {
+            pc::mul(l, hidden / 2)
+        };
+        pc::sum([
+            pc::linear(d, h, true),
+            pc::mul(pc::mul(h, h), triangle),
+            pc::linear(pc::mul(h, l), 1, false),
+            pc::mul(hidden, pc::linear(d, h, false)),
+            pc::linear(d, 1, false),
+            pc::actnorm(h),
+            pc::mul(hidden, pc::actnorm(h)),
+            pc::actnorm(1),
+        ])
+    }
+}
+
 /// The reference's `DenseICNN2`: every layer sees the concatenation of all previous blocks.
 /// ```text
 /// z = s̃(AN₀(W₀x + b₀))
@@ -106,6 +138,10 @@ impl DenseIcnn2 {
         check_positive("dim", d)?;
         check_positive("width", h)?;
         check_positive("depth", l)?;
+        check_parameter_count(
+            &format!("DenseIcnn2 (dim {d}, width {h}, depth {l})"),
+            config.parameter_count(),
+        )?;
         let act = Activation::new(config.activation).with_zero_shift(config.zero_shift);
         let first = act.with_symmetric(config.symm_act_first);
         let (vz, vx) = (vb.pp("Wzs"), vb.pp("Wxs"));

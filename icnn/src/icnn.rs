@@ -9,6 +9,7 @@ use crate::common::{ChainLayer, chain_groups, check_positive, impl_unconditional
 use crate::error::Result;
 use crate::layers::{Linear, PosLinear};
 use crate::network::{GroupAct, Network};
+use crate::parameter_count::{self as pc, check_parameter_count};
 
 /// Configuration of [`Icnn`] (reference `ICNN(dim, dimh, num_hidden_layers)`; the activation
 /// is always softplus and there is no ActNorm).
@@ -58,6 +59,28 @@ impl Default for IcnnConfig {
     }
 }
 
+impl IcnnConfig {
+    /// Scalar parameters of the network this configuration builds (the `initialized` flag
+    /// excluded), counted without building it; saturates at `usize::MAX`. The constructor
+    /// refuses a count over [`crate::MAX_MODEL_PARAMETERS`].
+    ///
+    /// ```
+    /// let config = icnn::IcnnConfig { dim: 2, width: 8, depth: 3 };
+    /// assert_eq!(config.parameter_count(), 210);
+    /// ```
+    pub fn parameter_count(&self) -> usize {
+        let (d, h, l) = (self.dim, self.width, self.depth);
+        let hidden = l.saturating_sub(1);
+        pc::sum([
+            pc::linear(d, h, true),
+            pc::mul(hidden, pc::linear(h, h, false)),
+            pc::linear(h, 1, false),
+            pc::mul(hidden, pc::linear(d, h, true)),
+            pc::linear(d, 1, false),
+        ])
+    }
+}
+
 /// The reference's `ICNN` (Amos et al. 2017), softplus activations, no ActNorm:
 /// ```text
 /// z₁ = sp(W₀x + b₀)
@@ -98,6 +121,10 @@ impl Icnn {
         check_positive("dim", d)?;
         check_positive("width", h)?;
         check_positive("depth", l)?;
+        check_parameter_count(
+            &format!("Icnn (dim {d}, width {h}, depth {l})"),
+            config.parameter_count(),
+        )?;
         let act = GroupAct::Nonlinear(Activation::new(ActivationKind::Softplus));
         let (vz, vx) = (vb.pp("Wzs"), vb.pp("Wxs"));
         let w0 = Linear::new(&vz.pp(0), d, h, true, rng)?;

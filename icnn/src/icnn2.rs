@@ -9,6 +9,7 @@ use crate::common::{chain_groups_with_actnorms, check_positive, impl_uncondition
 use crate::error::Result;
 use crate::layers::{Linear, PosLinear};
 use crate::network::{GroupAct, Network};
+use crate::parameter_count::{self as pc, check_parameter_count};
 
 /// Configuration of [`Icnn2`] (reference `ICNN2(dim, dimh, num_hidden_layers, symm_act_first,
 /// softplus_type, zero_softplus)`). Defaults are `train_tabular.py`'s: width 64, depth 10,
@@ -68,6 +69,31 @@ impl Default for Icnn2Config {
     }
 }
 
+impl Icnn2Config {
+    /// Scalar parameters of the network this configuration builds (the `initialized` flag
+    /// excluded), counted without building it; saturates at `usize::MAX`. The constructor
+    /// refuses a count over [`crate::MAX_MODEL_PARAMETERS`].
+    ///
+    /// ```
+    /// let config = icnn::Icnn2Config { dim: 2, width: 8, depth: 3, ..Default::default() };
+    /// assert_eq!(config.parameter_count(), 276);
+    /// ```
+    pub fn parameter_count(&self) -> usize {
+        let (d, h, l) = (self.dim, self.width, self.depth);
+        let hidden = l.saturating_sub(1);
+        pc::sum([
+            pc::linear(d, h, true),
+            pc::mul(hidden, pc::linear(h, h, true)),
+            pc::linear(h, 1, false),
+            pc::mul(hidden, pc::linear(d, h, true)),
+            pc::linear(d, 1, false),
+            pc::actnorm(h),
+            pc::mul(hidden, pc::actnorm(h)),
+            pc::actnorm(1),
+        ])
+    }
+}
+
 /// The reference's `ICNN2`:
 /// ```text
 /// z₁ = s̃(AN₀(W₀x + b₀))
@@ -119,6 +145,10 @@ impl Icnn2 {
         check_positive("dim", d)?;
         check_positive("width", h)?;
         check_positive("depth", l)?;
+        check_parameter_count(
+            &format!("Icnn2 (dim {d}, width {h}, depth {l})"),
+            config.parameter_count(),
+        )?;
         let act = Activation::new(config.activation).with_zero_shift(config.zero_shift);
         let first = act.with_symmetric(config.symm_act_first);
         let (vz, vx) = (vb.pp("Wzs"), vb.pp("Wxs"));

@@ -9,6 +9,7 @@ use crate::common::{check_positive, impl_unconditional};
 use crate::error::{IcnnError, Result};
 use crate::layers::{ActNorm, Linear, PosLinear};
 use crate::network::{GroupAct, GroupSpec, Network};
+use crate::parameter_count::{self as pc, check_parameter_count};
 
 /// Configuration of [`Icnn3`] (reference `ICNN3(dim, dimh, num_hidden_layers,
 /// symm_act_first, softplus_type, zero_softplus)`). `width` must be even.
@@ -65,6 +66,31 @@ impl Default for Icnn3Config {
     }
 }
 
+impl Icnn3Config {
+    /// Scalar parameters of the network this configuration builds (the `initialized` flag
+    /// excluded), counted without building it; saturates at `usize::MAX`. The constructor
+    /// refuses a count over [`crate::MAX_MODEL_PARAMETERS`].
+    ///
+    /// ```
+    /// let config = icnn::Icnn3Config { dim: 2, width: 8, depth: 3, ..Default::default() };
+    /// assert_eq!(config.parameter_count(), 172);
+    /// ```
+    pub fn parameter_count(&self) -> usize {
+        let (d, h, l) = (self.dim, self.width, self.depth);
+        let (hh, hidden) = (h / 2, l.saturating_sub(1));
+        pc::sum([
+            pc::linear(d, h, true),
+            pc::mul(hidden, pc::linear(h, hh, true)),
+            pc::linear(h, 1, false),
+            pc::mul(hidden, pc::linear(d, hh, true)),
+            pc::linear(d, 1, false),
+            pc::mul(hidden, pc::linear(d, hh, true)),
+            pc::mul(hidden, pc::actnorm(hh)),
+            pc::actnorm(1),
+        ])
+    }
+}
+
 /// The reference's `ICNN3` (input-augmented ICNN):
 /// ```text
 /// z₁ = s̃(W₀x + b₀)                                         (width h, no ActNorm)
@@ -110,6 +136,10 @@ impl Icnn3 {
         check_positive("dim", d)?;
         check_positive("width", h)?;
         check_positive("depth", l)?;
+        check_parameter_count(
+            &format!("Icnn3 (dim {d}, width {h}, depth {l})"),
+            config.parameter_count(),
+        )?;
         if h % 2 != 0 {
             return Err(IcnnError::InvalidConfig(format!(
                 "Icnn3 needs an even width, got {h}"

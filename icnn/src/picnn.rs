@@ -10,9 +10,11 @@ use crate::activation::{Activation, ActivationKind, softplus};
 use crate::actnorm_init::{check_context_rows, check_input_rows};
 use crate::common::{chain_groups_with_actnorms, check_positive};
 use crate::error::{IcnnError, Result};
+use crate::icnn2::Icnn2Config;
 use crate::layers::{ActNorm, Linear, PosLinear};
 use crate::linearization::Linearization;
 use crate::network::{GroupAct, GroupContext, Network};
+use crate::parameter_count::{self as pc, check_parameter_count};
 use crate::traits::ConditionalConvexPotential;
 
 /// Configuration of [`Picnn`] (reference `PICNN(dim, dimh, dimc, num_hidden_layers,
@@ -74,6 +76,37 @@ impl Default for PicnnConfig {
     }
 }
 
+impl PicnnConfig {
+    /// Scalar parameters of the network this configuration builds (the `initialized` flag
+    /// excluded), counted without building it; saturates at `usize::MAX`. The constructor
+    /// refuses a count over [`crate::MAX_MODEL_PARAMETERS`].
+    ///
+    /// ```
+    /// let config = icnn::PicnnConfig { dim: 2, context_dim: 3, width: 8, depth: 3, ..Default::default() };
+    /// assert_eq!(config.parameter_count(), 738);
+    /// ```
+    pub fn parameter_count(&self) -> usize {
+        let (d, dc, h, l) = (self.dim, self.context_dim, self.width, self.depth);
+        let hidden = l.saturating_sub(1);
+        // The convex path has `Icnn2`'s layers and ActNorms.
+        let convex = Icnn2Config {
+            dim: d,
+            width: h,
+            depth: l,
+            ..Default::default()
+        };
+        pc::sum([
+            convex.parameter_count(),
+            // The context path and its gates.
+            pc::linear(dc, h, true),
+            pc::mul(l, pc::linear(h, h, true)),
+            pc::mul(l, pc::linear(h, d, true)),
+            pc::mul(hidden, pc::linear(h, h, true)),
+            pc::actnorm(h),
+        ])
+    }
+}
+
 /// The reference's `PICNN`, convex in `x` given the context `c`:
 /// ```text
 /// c̄ = ELU(AN_c(W_c c + b_c))
@@ -124,6 +157,10 @@ impl Picnn {
         check_positive("context_dim", dc)?;
         check_positive("width", h)?;
         check_positive("depth", l)?;
+        check_parameter_count(
+            &format!("Picnn (dim {d}, context_dim {dc}, width {h}, depth {l})"),
+            config.parameter_count(),
+        )?;
         let act = Activation::new(config.activation).with_zero_shift(config.zero_shift);
         let first = act.with_symmetric(config.symm_act_first);
         let (vz, vx) = (vb.pp("Wzs"), vb.pp("Wxs"));

@@ -48,6 +48,7 @@
 //! `--out`, applied in that order after the file.
 
 use crate::block::BlockConfig;
+use crate::model_size;
 use crate::{
     CustomPotentialConfig, FloatType, FlowConfig, GaussianPrior, LayerConfig, PotentialConfig,
     TrainConfig,
@@ -222,23 +223,36 @@ impl ModelSection {
             );
         }
         let potential = self.potential(dim)?;
-        let block = |trainable_w0: bool| {
-            let mut b = BlockConfig::new(potential.clone());
-            b.trainable_w0 = trainable_w0;
-            LayerConfig::Cpf(b)
+        // The layout as (ActNorms, blocks, trainable w₀): counted before the layer list is
+        // built, since the list of an absurd `blocks` would itself fill the memory before
+        // `validate` could refuse it.
+        let (actnorms, trainable_w0, default_log_var) = match self.layout {
+            Layout::Toy if self.blocks == 1 => (1, true, 2.0),
+            Layout::Toy => (self.blocks.saturating_add(1), false, 0.0),
+            Layout::Tabular => (self.blocks.saturating_add(1), true, 0.0),
+            Layout::Single => (0, true, 0.0),
         };
-        let (layers, default_log_var) = match self.layout {
-            Layout::Toy if self.blocks == 1 => (vec![LayerConfig::ActNorm, block(true)], 2.0),
+        let mut block = BlockConfig::new(potential);
+        block.trainable_w0 = trainable_w0;
+        model_size::check_model_size(
+            &format!("the flow (model.blocks = {}, dim {dim})", self.blocks),
+            model_size::add(
+                model_size::mul(actnorms, model_size::actnorm(dim)),
+                model_size::mul(self.blocks, model_size::block_lower_bound(&block)),
+            ),
+        )?;
+        let cpf = || LayerConfig::Cpf(block.clone());
+        let layers = match self.layout {
+            Layout::Toy if self.blocks == 1 => vec![LayerConfig::ActNorm, cpf()],
             Layout::Toy | Layout::Tabular => {
-                let trainable = self.layout == Layout::Tabular;
                 let mut layers = vec![LayerConfig::ActNorm];
                 for _ in 0..self.blocks {
-                    layers.push(block(trainable));
+                    layers.push(cpf());
                     layers.push(LayerConfig::ActNorm);
                 }
-                (layers, 0.0)
+                layers
             }
-            Layout::Single => ((0..self.blocks).map(|_| block(true)).collect(), 0.0),
+            Layout::Single => (0..self.blocks).map(|_| cpf()).collect(),
         };
         let cfg = FlowConfig {
             dim,

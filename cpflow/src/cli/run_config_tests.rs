@@ -156,3 +156,55 @@ fn layouts_build_valid_flows() {
     m.blocks = 0;
     assert!(m.flow_config(2).is_err());
 }
+
+/// Every layout and architecture: the count checked before the layer list is built agrees
+/// with the flow that is built (so the bound refuses exactly the flows it should), and an
+/// absurd `blocks` or `depth` is refused at once, naming the size, instead of filling the
+/// memory (`blocks = 10¹⁵` listed layers until it was killed; a depth near `usize::MAX`
+/// panicked with "capacity overflow").
+#[test]
+fn layouts_are_counted_before_they_are_built() {
+    let device = candle_core::Device::Cpu;
+    for layout in [Layout::Toy, Layout::Tabular, Layout::Single] {
+        for arch in [Arch::Icnn, Arch::Icnn2, Arch::Icnn3, Arch::DenseIcnn2] {
+            for blocks in [1, 3] {
+                let m = ModelSection {
+                    layout,
+                    arch,
+                    blocks,
+                    width: 6,
+                    depth: 3,
+                    ..Default::default()
+                };
+                let cfg = m.flow_config(3).unwrap();
+                let built = crate::Flow::new(cfg.clone(), &device).unwrap();
+                let what = format!("{layout:?} {arch:?} {blocks}");
+                assert_eq!(
+                    cfg.parameter_count(),
+                    Some(built.num_parameters()),
+                    "{what}"
+                );
+            }
+            let huge = [
+                ("blocks", usize::MAX / 4, 3),
+                ("blocks", 1_000_000_000_000_000, 3),
+                ("depth", 1, 100_000_000),
+                ("depth", 1, usize::MAX),
+            ];
+            for (field, blocks, depth) in huge {
+                let m = ModelSection {
+                    layout,
+                    arch,
+                    blocks,
+                    depth,
+                    ..Default::default()
+                };
+                let err = m.flow_config(2).unwrap_err().to_string();
+                assert!(
+                    err.contains("a model may have at most"),
+                    "{layout:?} {arch:?} {field}: {err}"
+                );
+            }
+        }
+    }
+}

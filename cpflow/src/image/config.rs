@@ -9,6 +9,7 @@ use crate::config::FloatType;
 use crate::error::{CpflowError, Result};
 use crate::image::logit::MNIST_LOGIT_ALPHA;
 use crate::image::squeeze::squeezed_shape;
+use crate::model_size;
 use crate::potential::PotentialConfig;
 use crate::prior::GaussianPrior;
 
@@ -218,10 +219,60 @@ impl ImageFlowConfig {
                 }
             }
         }
+        model_size::check_model_size(
+            &format!("an image flow of {} layers", self.layers.len()),
+            self.count_parameters(&inputs, model_size::block_lower_bound),
+        )?;
         Ok(LayerShapes {
             inputs,
             output: shape,
             factored,
+        })
+    }
+
+    /// Scalar parameters of the flow this configuration builds (its ActNorms' and blocks'),
+    /// counted without building it; `None` when a block's potential is a network of your
+    /// own. Saturates at `usize::MAX`. An invalid layer chain is an error, as in
+    /// [`ImageFlowConfig::layer_shapes`].
+    ///
+    /// ```
+    /// use candle_core::Device;
+    /// use cpflow::image::{ImageFlow, ImageFlowConfig, MultiscaleConfig};
+    /// use icnn::ImageShape;
+    /// let ms = MultiscaleConfig { image: ImageShape::new(1, 8, 8), nblocks: vec![1, 1], ..MultiscaleConfig::mnist() };
+    /// let cfg = ImageFlowConfig::multiscale(&ms)?;
+    /// let flow = ImageFlow::new(cfg.clone(), &Device::Cpu)?;
+    /// assert_eq!(cfg.parameter_count()?, Some(flow.num_parameters()));
+    /// # Ok::<(), cpflow::CpflowError>(())
+    /// ```
+    pub fn parameter_count(&self) -> Result<Option<usize>> {
+        let shapes = self.layer_shapes()?;
+        let mut custom = false;
+        let count = self.count_parameters(&shapes.inputs, |b| {
+            b.parameter_count().unwrap_or_else(|| {
+                custom = true;
+                0
+            })
+        });
+        Ok((!custom).then_some(count))
+    }
+
+    /// The parameters of the layers, each seeing `inputs[i]`, with `block` counting a block.
+    fn count_parameters(
+        &self,
+        inputs: &[ImageShape],
+        mut block: impl FnMut(&BlockConfig) -> usize,
+    ) -> usize {
+        self.layers.iter().zip(inputs).fold(0, |n, (l, shape)| {
+            let layer = match l {
+                ImageLayerConfig::ActNorm => model_size::actnorm(shape.channels),
+                ImageLayerConfig::FeatureActNorm => model_size::actnorm(shape.dim()),
+                ImageLayerConfig::Cpf(b) => block(b),
+                ImageLayerConfig::Logit { .. }
+                | ImageLayerConfig::Squeeze
+                | ImageLayerConfig::FactorOut => 0,
+            };
+            model_size::add(n, layer)
         })
     }
 
@@ -238,6 +289,7 @@ impl ImageFlowConfig {
         }
         let mut layers = Vec::new();
         let mut shape = ms.image;
+        let mut counted = 0;
         let last = ms.nblocks.len() - 1;
         for (i, &n) in ms.nblocks.iter().enumerate() {
             if i == 0
@@ -246,13 +298,28 @@ impl ImageFlowConfig {
                 layers.push(ImageLayerConfig::Logit { alpha });
                 layers.push(ImageLayerConfig::ActNorm);
             }
-            for _ in 0..n {
-                if ms.actnorm {
-                    layers.push(ImageLayerConfig::ActNorm);
-                }
+            if n > 0 {
                 let mut block = BlockConfig::new(potential_for_shape(&ms.potential, shape)?);
                 block.trainable_w0 = ms.trainable_w0;
-                layers.push(ImageLayerConfig::Cpf(block));
+                // Counted before the scale's layers are listed: the list of an absurd
+                // `nblocks` would itself fill the memory before `layer_shapes` could refuse it.
+                let actnorm = if ms.actnorm {
+                    model_size::actnorm(shape.channels)
+                } else {
+                    0
+                };
+                let per_block = model_size::add(model_size::block_lower_bound(&block), actnorm);
+                counted = model_size::add(counted, model_size::mul(n, per_block));
+                model_size::check_model_size(
+                    &format!("a multi-scale flow of {:?} blocks", ms.nblocks),
+                    counted,
+                )?;
+                for _ in 0..n {
+                    if ms.actnorm {
+                        layers.push(ImageLayerConfig::ActNorm);
+                    }
+                    layers.push(ImageLayerConfig::Cpf(block.clone()));
+                }
             }
             if i < last {
                 layers.push(ImageLayerConfig::Squeeze);

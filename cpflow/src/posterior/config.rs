@@ -8,6 +8,7 @@ use crate::block::BlockConfig;
 use crate::config::{FloatType, SurrogateParams};
 use crate::custom_conditional_potential::CustomConditionalConfig;
 use crate::error::{CpflowError, Result};
+use crate::model_size;
 use crate::potential::PotentialConfig;
 
 /// Everything needed to rebuild an [`AmortizedPosterior`](super::AmortizedPosterior).
@@ -179,7 +180,41 @@ impl PosteriorConfig {
         }
     }
 
-    /// Check the dimensions.
+    /// Scalar parameters of the posterior this configuration builds (its blocks' and scalar
+    /// ActNorms'), counted without building it; `None` with a potential of your own.
+    /// Saturates at `usize::MAX`.
+    ///
+    /// ```
+    /// use candle_core::Device;
+    /// use candle_nn::VarMap;
+    /// use cpflow::posterior::{AmortizedPosterior, PosteriorConfig};
+    /// let cfg = PosteriorConfig::reference_vae(4, 3).with_blocks(2).with_picnn(8, 2);
+    /// let q = AmortizedPosterior::new(&VarMap::new(), "q", &cfg, &Device::Cpu)?;
+    /// assert_eq!(cfg.parameter_count(), Some(q.num_parameters()));
+    /// # Ok::<(), cpflow::CpflowError>(())
+    /// ```
+    pub fn parameter_count(&self) -> Option<usize> {
+        let block = self.block_config().parameter_count()?;
+        Some(self.count_parameters(block))
+    }
+
+    /// [`PosteriorConfig::parameter_count`] with a potential of your own counted as 0.
+    pub(crate) fn parameter_lower_bound(&self) -> usize {
+        self.count_parameters(model_size::block_lower_bound(&self.block_config()))
+    }
+
+    /// The parameters of `blocks` blocks of `block` parameters each and of the ActNorms.
+    fn count_parameters(&self, block: usize) -> usize {
+        let actnorm = if self.actnorm {
+            model_size::actnorm(1)
+        } else {
+            0
+        };
+        let per_block = model_size::add(block, actnorm);
+        model_size::add(model_size::mul(self.blocks, per_block), actnorm)
+    }
+
+    /// Check the dimensions and the size (at most [`icnn::MAX_MODEL_PARAMETERS`] parameters).
     pub fn validate(&self) -> Result<()> {
         if self.latent_dim == 0 || self.context_dim == 0 {
             return Err(CpflowError::InvalidConfig(
@@ -197,7 +232,13 @@ impl PosteriorConfig {
         if !self.bias_w1.is_finite() {
             return Err(CpflowError::InvalidConfig("bias_w1 must be finite".into()));
         }
-        Ok(())
+        model_size::check_model_size(
+            &format!(
+                "a posterior of {} blocks (latent_dim {}, context_dim {})",
+                self.blocks, self.latent_dim, self.context_dim
+            ),
+            self.parameter_lower_bound(),
+        )
     }
 }
 
@@ -215,5 +256,48 @@ pub fn reference_vae_surrogate_params() -> SurrogateParams {
         cg_atol: 1e-5,
         cg_rtol: 1e-5,
         cg_max_iters: Some(64),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::Device;
+    use candle_nn::VarMap;
+
+    use super::*;
+    use crate::posterior::AmortizedPosterior;
+
+    /// The count checked in `validate` agrees with the built posterior (Gaussian, with and
+    /// without ActNorms, one and several blocks); an absurd number of blocks or depth is
+    /// refused before the first block is built.
+    #[test]
+    fn posteriors_are_counted_before_they_are_built() {
+        let mut cases = vec![PosteriorConfig::gaussian(3, 2)];
+        for blocks in [1, 3] {
+            for actnorm in [true, false] {
+                let cfg = PosteriorConfig::reference_vae(3, 2)
+                    .with_blocks(blocks)
+                    .with_picnn(6, 2)
+                    .with_actnorm(actnorm);
+                cases.push(cfg);
+            }
+        }
+        for cfg in cases {
+            let q = AmortizedPosterior::new(&VarMap::new(), "q", &cfg, &Device::Cpu).unwrap();
+            assert_eq!(cfg.parameter_count(), Some(q.num_parameters()), "{cfg:?}");
+        }
+        let small = PosteriorConfig::reference_vae(3, 2);
+        for cfg in [
+            small.clone().with_blocks(1_000_000_000_000_000),
+            small.clone().with_blocks(usize::MAX),
+            small.with_picnn(64, 100_000_000),
+        ] {
+            let varmap = VarMap::new();
+            let err = AmortizedPosterior::new(&varmap, "q", &cfg, &Device::Cpu)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("a model may have at most"), "{err}");
+            assert!(varmap.all_vars().is_empty());
+        }
     }
 }

@@ -25,7 +25,19 @@ pub(crate) fn uniform_var<R: Rng + ?Sized>(
     device: &Device,
     rng: &mut R,
 ) -> Result<Tensor> {
-    let n: usize = shape.iter().product();
+    // Checked: the encoder and decoder are public, so a shape can come from any widths
+    // (`Vae::new` refuses oversized models before it gets here).
+    let n = shape
+        .iter()
+        .try_fold(1usize, |n, &d| n.checked_mul(d))
+        .filter(|&n| n <= icnn::MAX_MODEL_PARAMETERS)
+        .ok_or_else(|| {
+            CpflowError::InvalidConfig(format!(
+                "VAE variable {name} of shape {shape:?} would have more than {} elements: \
+                 check the widths of the architecture",
+                icnn::MAX_MODEL_PARAMETERS
+            ))
+        })?;
     let values: Vec<f64> = (0..n)
         .map(|_| (2.0 * rng.random::<f64>() - 1.0) * bound)
         .collect();
@@ -132,7 +144,7 @@ impl Conv {
             ConvKind::Conv => ([n_out, n_in, shape.kh, shape.kw], n_in),
             ConvKind::Transposed => ([n_in, n_out, shape.kh, shape.kw], n_out),
         };
-        let bound = 1.0 / ((fan_in * shape.kh * shape.kw) as f64).sqrt();
+        let bound = 1.0 / (fan_in as f64 * shape.kh as f64 * shape.kw as f64).sqrt();
         let weight = uniform_var(
             varmap,
             &format!("{prefix}.weight"),

@@ -12,6 +12,7 @@ mod data;
 pub use data::*;
 mod gated;
 mod network;
+mod parameter_count;
 
 pub use gated::{ConvShape, GatedConv};
 pub use network::{Decoder, Encoder, EncoderOutput, VaeArchitecture};

@@ -301,6 +301,8 @@ impl Vae {
                     .into(),
             ));
         }
+        config.architecture.validate()?;
+        config.check_size(likelihood, image_hw)?;
         let varmap = VarMap::new();
         let mut rng = rand::rngs::StdRng::seed_from_u64(config.init_seed);
         let dt = config.network_float.dtype();

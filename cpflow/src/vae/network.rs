@@ -52,7 +52,53 @@ impl VaeArchitecture {
         }
     }
 
-    fn validate(&self) -> Result<()> {
+    /// The encoder's gated convolutions `(in, out, kernel)` for `height × width` images.
+    pub(crate) fn encoder_layers(&self, (height, width): (usize, usize)) -> Result<[Layer; 6]> {
+        let c = self.channels;
+        let c2 = c.saturating_mul(2);
+        Ok([
+            (1, c, ConvShape::square(5, 1, 2)),
+            (c, c, ConvShape::square(5, 2, 2)),
+            (c, c2, ConvShape::square(5, 1, 2)),
+            (c2, c2, ConvShape::square(5, 2, 2)),
+            (c2, c2, ConvShape::square(5, 1, 2)),
+            (c2, self.feature_dim, last_kernel(height, width)?),
+        ])
+    }
+
+    /// The decoder's gated transposed convolutions `(in, out, kernel)`.
+    pub(crate) fn decoder_layers(
+        &self,
+        (height, width): (usize, usize),
+        latent_dim: usize,
+    ) -> Result<[Layer; 6]> {
+        let c = self.channels;
+        let c2 = c.saturating_mul(2);
+        let up = ConvShape::square(5, 2, 2).with_output_padding(1);
+        Ok([
+            (latent_dim, c2, last_kernel(height, width)?),
+            (c2, c2, ConvShape::square(5, 1, 2)),
+            (c2, c, up),
+            (c, c, ConvShape::square(5, 1, 2)),
+            (c, c, up),
+            (c, c, ConvShape::square(5, 1, 2)),
+        ])
+    }
+
+    /// The decoder head's convolutions `(in, out, kernel)`: one 1×1 to the Bernoulli
+    /// logits, or `c → k` (5×5) then `k → 256` (1×1) for the 256-way categorical.
+    pub(crate) fn head_layers(&self, likelihood: VaeLikelihood) -> Vec<Layer> {
+        let c = self.channels;
+        match likelihood {
+            VaeLikelihood::Bernoulli => vec![(c, 1, ConvShape::square(1, 1, 0))],
+            VaeLikelihood::Categorical256 => vec![
+                (c, self.head_channels, ConvShape::square(5, 1, 2)),
+                (self.head_channels, 256, ConvShape::square(1, 1, 0)),
+            ],
+        }
+    }
+
+    pub(crate) fn validate(&self) -> Result<()> {
         if self.channels == 0 || self.feature_dim == 0 || self.head_channels == 0 {
             return Err(CpflowError::InvalidConfig(
                 "VAE architecture: channels, feature_dim and head_channels must be ≥ 1".into(),
@@ -67,6 +113,9 @@ impl Default for VaeArchitecture {
         Self::reference()
     }
 }
+
+/// One convolution of the encoder or decoder: input and output channels, kernel.
+pub(crate) type Layer = (usize, usize, ConvShape);
 
 /// The kernel of the last encoder layer / first decoder layer, which maps the 7×7 (Frey
 /// 7×5) map to 1×1 and back.
@@ -210,15 +259,7 @@ impl Encoder {
         rng: &mut R,
     ) -> Result<Self> {
         arch.validate()?;
-        let c = arch.channels;
-        let specs = [
-            (1, c, ConvShape::square(5, 1, 2)),
-            (c, c, ConvShape::square(5, 2, 2)),
-            (c, 2 * c, ConvShape::square(5, 1, 2)),
-            (2 * c, 2 * c, ConvShape::square(5, 2, 2)),
-            (2 * c, 2 * c, ConvShape::square(5, 1, 2)),
-            (2 * c, arch.feature_dim, last_kernel(height, width)?),
-        ];
+        let specs = arch.encoder_layers((height, width))?;
         let mut layers = Vec::with_capacity(specs.len());
         for (i, (a, b, s)) in specs.into_iter().enumerate() {
             layers.push(GatedConv::conv(
@@ -347,16 +388,7 @@ impl Decoder {
         rng: &mut R,
     ) -> Result<Self> {
         arch.validate()?;
-        let c = arch.channels;
-        let up = ConvShape::square(5, 2, 2).with_output_padding(1);
-        let specs = [
-            (latent_dim, 2 * c, last_kernel(height, width)?),
-            (2 * c, 2 * c, ConvShape::square(5, 1, 2)),
-            (2 * c, c, up),
-            (c, c, ConvShape::square(5, 1, 2)),
-            (c, c, up),
-            (c, c, ConvShape::square(5, 1, 2)),
-        ];
+        let specs = arch.decoder_layers((height, width), latent_dim)?;
         let mut layers = Vec::with_capacity(specs.len());
         for (i, (a, b, s)) in specs.into_iter().enumerate() {
             layers.push(GatedConv::transposed(
@@ -370,40 +402,15 @@ impl Decoder {
                 rng,
             )?);
         }
-        let head = match likelihood {
-            VaeLikelihood::Bernoulli => vec![Conv::plain(
-                vm,
-                &format!("{prefix}.p_x_mean.0"),
-                c,
-                1,
-                ConvShape::square(1, 1, 0),
-                dtype,
-                device,
-                rng,
-            )?],
-            VaeLikelihood::Categorical256 => vec![
-                Conv::plain(
-                    vm,
-                    &format!("{prefix}.p_x_mean.0"),
-                    c,
-                    arch.head_channels,
-                    ConvShape::square(5, 1, 2),
-                    dtype,
-                    device,
-                    rng,
-                )?,
-                Conv::plain(
-                    vm,
-                    &format!("{prefix}.p_x_mean.1"),
-                    arch.head_channels,
-                    256,
-                    ConvShape::square(1, 1, 0),
-                    dtype,
-                    device,
-                    rng,
-                )?,
-            ],
-        };
+        let head = arch
+            .head_layers(likelihood)
+            .into_iter()
+            .enumerate()
+            .map(|(i, (a, b, s))| {
+                let prefix = format!("{prefix}.p_x_mean.{i}");
+                Conv::plain(vm, &prefix, a, b, s, dtype, device, rng)
+            })
+            .collect::<Result<Vec<_>>>()?;
         Ok(Decoder {
             layers,
             head,

@@ -103,7 +103,7 @@ fn a_refused_train_overwrite_leaves_the_old_run_untouched() {
     let before = snapshot(&out);
     assert!(before.contains_key(Path::new("report.json")), "{before:?}");
     let missing = dir.join("missing.csv");
-    let refused: [(&str, &[&str], &str); 9] = [
+    let refused: [(&str, &[&str], &str); 11] = [
         (
             "8gaussians",
             &["--set", "train.surrogate.cg_atol=-1"],
@@ -120,6 +120,17 @@ fn a_refused_train_overwrite_leaves_the_old_run_untouched() {
             "val_estimator",
         ),
         ("8gaussians", &["--set", "model.blocks=0"], "model.blocks"),
+        // Absurd sizes are refused by their count before anything is built.
+        (
+            "8gaussians",
+            &["--set", "model.blocks=1000000000000000"],
+            "a model may have at most",
+        ),
+        (
+            "8gaussians",
+            &["--set", "model.depth=1000000000"],
+            "a model may have at most",
+        ),
         (missing.to_str().unwrap(), &[], "missing.csv"),
     ];
     for (data, extra, needle) in refused {

@@ -87,9 +87,78 @@ fn multiscale_layout_follows_the_reference() {
         (MultiscaleConfig::mnist(), 1_407_890),
         (MultiscaleConfig::cifar10(), 1_553_298),
     ] {
-        let flow = ImageFlow::new(ImageFlowConfig::multiscale(&ms).unwrap(), &Device::Cpu).unwrap();
+        let cfg = ImageFlowConfig::multiscale(&ms).unwrap();
+        // Counted from the configuration alone, before building.
+        assert_eq!(cfg.parameter_count().unwrap(), Some(expect));
+        let flow = ImageFlow::new(cfg, &Device::Cpu).unwrap();
         assert_eq!(flow.num_parameters(), expect);
     }
+}
+
+/// The count checked before building agrees with the built flow for every potential, with
+/// and without factor-out, ActNorms and a dense `fc_end`; an absurd number of blocks (which
+/// listed layers until the memory ran out) or depth is refused at once, naming the size.
+#[test]
+fn multiscale_flows_are_counted_before_they_are_built() {
+    let potentials = [
+        conv(),
+        dense(),
+        PotentialConfig::ConvIcnn2(icnn::ConvIcnn2Config {
+            width: 4,
+            depth: 2,
+            ..Default::default()
+        }),
+        PotentialConfig::ConvIcnn3(icnn::ConvIcnn3Config {
+            width: 4,
+            depth: 3,
+            ..Default::default()
+        }),
+    ];
+    for potential in potentials {
+        for (factor_out, actnorm, fc_end) in [(true, true, true), (false, false, false)] {
+            let ms = MultiscaleConfig {
+                image: ImageShape::new(2, 4, 4),
+                nblocks: vec![2, 1],
+                factor_out,
+                actnorm,
+                fc_end: fc_end.then(dense),
+                potential: potential.clone(),
+                ..MultiscaleConfig::mnist()
+            };
+            let cfg = ImageFlowConfig::multiscale(&ms).unwrap();
+            let built = ImageFlow::new(cfg.clone(), &Device::Cpu)
+                .unwrap()
+                .num_parameters();
+            assert_eq!(cfg.parameter_count().unwrap(), Some(built), "{ms:?}");
+        }
+    }
+    let refuse = |ms: MultiscaleConfig| {
+        let err = ImageFlowConfig::multiscale(&ms).unwrap_err().to_string();
+        assert!(err.contains("a model may have at most"), "{err}");
+    };
+    let small = MultiscaleConfig {
+        image: ImageShape::new(2, 4, 4),
+        potential: conv(),
+        ..MultiscaleConfig::mnist()
+    };
+    refuse(MultiscaleConfig {
+        nblocks: vec![1, 1_000_000_000_000_000],
+        ..small.clone()
+    });
+    refuse(MultiscaleConfig {
+        nblocks: vec![usize::MAX, 1],
+        ..small.clone()
+    });
+    let deep = PotentialConfig::ConvIcnn(icnn::ConvIcnnConfig {
+        width: 4,
+        depth: 100_000_000,
+        ..Default::default()
+    });
+    refuse(MultiscaleConfig {
+        potential: deep,
+        nblocks: vec![1],
+        ..small
+    });
 }
 
 #[test]

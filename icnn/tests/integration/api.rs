@@ -282,8 +282,8 @@ fn activations_values_and_derivatives() {
     }
 }
 
-/// A width whose parameters cannot exist is a configuration error naming the parameter (it
-/// panicked with "capacity overflow").
+/// A width whose parameters cannot exist is a configuration error naming the network's size
+/// (it panicked with "capacity overflow"); the total is checked before any parameter.
 #[test]
 fn absurd_widths_are_refused_not_panicked() {
     for width in [usize::MAX / 2, 1 << 40] {
@@ -304,9 +304,18 @@ fn absurd_widths_are_refused_not_panicked() {
             .unwrap_err()
             .to_string();
         assert!(
-            err.contains("more than") && err.contains("elements"),
+            err.contains("Icnn2 (dim 3, width") && err.contains("a model may have at most"),
             "{width}: {err}"
         );
+        // A layer built on its own (a network of your own) is refused per parameter.
+        let err = icnn::Linear::new(&vb, 3, width, true, &mut rng)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("parameter weight") && err.contains("elements"),
+            "{width}: {err}"
+        );
+        assert!(varmap.all_vars().is_empty());
     }
 }
 

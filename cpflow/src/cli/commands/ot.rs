@@ -16,6 +16,7 @@ use std::path::Path;
 use super::float_type;
 use crate::cli::OtArgs;
 use crate::cli::interrupt::Interrupt;
+use crate::cli::memory::total_memory;
 use crate::cli::output_files::{ensure_dir, write_file_atomic};
 use crate::cli::run_config::merge;
 
@@ -153,20 +154,6 @@ fn training_memory_estimate(cfg: &OtConfig) -> f64 {
     };
     let (b, d) = (cfg.train.batch_size as f64, cfg.dim as f64);
     0.1e9 + b * d * (depth as f64 * (2787.0 + 74.2 * width as f64) + 194.0 * d)
-}
-
-/// This machine's memory in bytes (`MemTotal` of `/proc/meminfo`; `None` elsewhere).
-fn total_memory() -> Option<f64> {
-    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let kb: f64 = info
-        .lines()
-        .find_map(|l| l.strip_prefix("MemTotal:"))?
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .ok()?;
-    Some(kb * 1024.0)
 }
 
 /// Refuses, before anything runs, a dimension whose training would not fit in `total` bytes

@@ -13,6 +13,7 @@ use std::time::Instant;
 use crate::cli::TrainArgs;
 use crate::cli::data::{DataSource, LoadedData, Rows, load};
 use crate::cli::interrupt::Interrupt;
+use crate::cli::memory::{check_training_memory, total_memory};
 use crate::cli::model_plots::{PlotOptions, rows_to_points, write_model_plots};
 use crate::cli::resume_check::{
     DataRecord, check_data_record, check_image_resume, check_train_resume, write_data_record,
@@ -181,7 +182,18 @@ pub fn train(mut a: TrainArgs) -> Result<()> {
             Trainer::resume(&r.checkpoint, &device, Some(cfg.train.clone()))?
         }
         None => {
-            let flow = Flow::new(cfg.model.flow_config(dim)?, &device)?;
+            let flow_config = cfg.model.flow_config(dim)?;
+            if let Some(n) = flow_config.parameter_count() {
+                check_training_memory(
+                    "the flow",
+                    n,
+                    dtype,
+                    &device,
+                    total_memory(),
+                    "model.depth, model.width or model.blocks",
+                )?;
+            }
+            let flow = Flow::new(flow_config, &device)?;
             tracing::info!(parameters = flow.num_parameters(), "built the flow");
             Trainer::new(flow, cfg.train.clone())?
         }
@@ -521,6 +533,16 @@ fn train_image(a: TrainArgs) -> Result<()> {
             data.shape(),
             flow.image
         );
+    }
+    if let Some(n) = flow.parameter_count()? {
+        check_training_memory(
+            "the image flow",
+            n,
+            flow.float.dtype(),
+            &device,
+            total_memory(),
+            "model.nblocks, model.width or model.depth",
+        )?;
     }
     // The network itself (widths, depths, kernel sizes are checked where it is built): a
     // throw-away copy, so that a refused value cannot cost the run `--overwrite` replaces.

@@ -1,0 +1,92 @@
+//! Parameter counts of whole models from their configurations, checked against
+//! [`icnn::MAX_MODEL_PARAMETERS`] before anything is built.
+//!
+//! Each ICNN refuses an oversized configuration of its own, but a flow multiplies blocks:
+//! `blocks = 10¹⁵` of a small network built its layer list for minutes, silently, before the
+//! first network was made. The builders here ([`crate::FlowConfig::validate`],
+//! [`crate::image::ImageFlowConfig::multiscale`], the CLI's flow layouts,
+//! [`crate::posterior::PosteriorConfig::validate`]) count first and refuse with a message
+//! that names the model. A network of your own ([`crate::PotentialConfig::Custom`]) has no
+//! count here (its builder is yours): it adds its block's `w₀`, `w₁` and nothing more to the
+//! bound that is checked, and its own builder answers for its size.
+//!
+//! Counts saturate at `usize::MAX` instead of overflowing.
+
+use crate::block::BlockConfig;
+use crate::error::Result;
+use crate::potential::PotentialConfig;
+
+/// `a·b`, saturating.
+pub(crate) fn mul(a: usize, b: usize) -> usize {
+    a.saturating_mul(b)
+}
+
+/// `a + b`, saturating.
+pub(crate) fn add(a: usize, b: usize) -> usize {
+    a.saturating_add(b)
+}
+
+/// Parameters of an ActNorm over `features` units (bias and log-scale; the init flag is not
+/// a parameter).
+pub(crate) fn actnorm(features: usize) -> usize {
+    mul(2, features)
+}
+
+/// Parameters of a block's own scalars: `w₁`, and `w₀` when it is trained.
+fn block_scalars(block: &BlockConfig) -> usize {
+    1 + usize::from(block.trainable_w0)
+}
+
+impl PotentialConfig {
+    /// Scalar parameters of the network this configuration builds, counted without building
+    /// it; `None` for a network of your own (its builder decides). Saturates at `usize::MAX`.
+    ///
+    /// ```
+    /// use cpflow::PotentialConfig;
+    /// let c = icnn::Icnn3Config { dim: 2, width: 8, depth: 3, ..Default::default() };
+    /// assert_eq!(PotentialConfig::Icnn3(c.clone()).parameter_count(), Some(c.parameter_count()));
+    /// ```
+    pub fn parameter_count(&self) -> Option<usize> {
+        Some(match self {
+            PotentialConfig::Icnn(c) => c.parameter_count(),
+            PotentialConfig::Icnn2(c) => c.parameter_count(),
+            PotentialConfig::Icnn3(c) => c.parameter_count(),
+            PotentialConfig::DenseIcnn2(c) => c.parameter_count(),
+            PotentialConfig::Picnn(c) => c.parameter_count(),
+            PotentialConfig::ConvIcnn(c) => c.parameter_count(),
+            PotentialConfig::ConvIcnn2(c) => c.parameter_count(),
+            PotentialConfig::ConvIcnn3(c) => c.parameter_count(),
+            PotentialConfig::Custom(_) | PotentialConfig::CustomConditional(_) => return None,
+        })
+    }
+}
+
+impl BlockConfig {
+    /// Scalar parameters of the block: its potential's, `w₁`, and `w₀` when it is trained.
+    /// `None` for a potential of your own.
+    ///
+    /// ```
+    /// use cpflow::{BlockConfig, PotentialConfig};
+    /// let c = icnn::Icnn2Config { dim: 2, width: 8, depth: 3, ..Default::default() };
+    /// let block = BlockConfig::new(PotentialConfig::Icnn2(c.clone()));
+    /// assert_eq!(block.parameter_count(), Some(c.parameter_count() + 2));
+    /// ```
+    pub fn parameter_count(&self) -> Option<usize> {
+        Some(add(self.potential.parameter_count()?, block_scalars(self)))
+    }
+}
+
+/// The count of `block` with a potential of your own counted as 0: what the bound is
+/// checked against.
+pub(crate) fn block_lower_bound(block: &BlockConfig) -> usize {
+    add(
+        block.potential.parameter_count().unwrap_or(0),
+        block_scalars(block),
+    )
+}
+
+/// Refuse a model (`model` names it) whose counted parameters exceed
+/// [`icnn::MAX_MODEL_PARAMETERS`].
+pub(crate) fn check_model_size(model: &str, count: usize) -> Result<()> {
+    Ok(icnn::check_parameter_count(model, count)?)
+}
