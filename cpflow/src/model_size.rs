@@ -90,3 +90,53 @@ pub(crate) fn block_lower_bound(block: &BlockConfig) -> usize {
 pub(crate) fn check_model_size(model: &str, count: usize) -> Result<()> {
     Ok(icnn::check_parameter_count(model, count)?)
 }
+
+#[cfg(test)]
+mod tests {
+    use candle_core::Device;
+
+    use crate::flow_config::{FlowConfig, LayerConfig};
+    use crate::image::{ImageFlow, ImageFlowConfig, MultiscaleConfig};
+    use crate::{Flow, PotentialConfig};
+
+    /// A configuration read from a file (a checkpoint's metadata, a saved model) is checked
+    /// when the model is built from it: an edited depth was built layer by layer, gigabytes
+    /// deep, before anything was said (found by fuzzing the checkpoint reader).
+    #[test]
+    fn models_read_from_files_are_checked_when_built() {
+        let json = serde_json::to_string(&FlowConfig::toy_reference(1)).unwrap();
+        let deep = json.replace("\"depth\":20", "\"depth\":100000000");
+        assert_ne!(deep, json);
+        let cfg: FlowConfig = serde_json::from_str(&deep).unwrap();
+        let err = Flow::new(cfg, &Device::Cpu).unwrap_err().to_string();
+        assert!(err.contains("a flow of 2 layers (dim 2)"), "{err}");
+        assert!(err.contains("a model may have at most"), "{err}");
+
+        // Many small blocks: each network is fine, their sum is not.
+        let mut cfg = FlowConfig::toy_reference(1);
+        let LayerConfig::Cpf(block) = cfg.layers[1].clone() else {
+            panic!("the toy layout is [ActNorm, CPF]")
+        };
+        let per_block = block.parameter_count().unwrap();
+        let blocks = (icnn::MAX_MODEL_PARAMETERS / per_block) + 1;
+        cfg.layers = vec![LayerConfig::Cpf(block); blocks];
+        assert!(
+            cfg.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("a model may have at most")
+        );
+        cfg.layers.truncate(blocks - 1);
+        assert_eq!(cfg.parameter_count(), Some((blocks - 1) * per_block));
+        cfg.validate().unwrap();
+
+        let ms = MultiscaleConfig::mnist();
+        let json = serde_json::to_string(&ImageFlowConfig::multiscale(&ms).unwrap()).unwrap();
+        let deep = json.replace("\"depth\":3", "\"depth\":100000000");
+        assert_ne!(deep, json);
+        let cfg: ImageFlowConfig = serde_json::from_str(&deep).unwrap();
+        let err = ImageFlow::new(cfg, &Device::Cpu).unwrap_err().to_string();
+        assert!(err.contains("an image flow of"), "{err}");
+        assert!(matches!(ms.potential, PotentialConfig::ConvIcnn(_)));
+    }
+}
