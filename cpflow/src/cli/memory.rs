@@ -17,21 +17,20 @@ pub(crate) fn total_memory() -> Option<f64> {
     Some(kb * 1024.0)
 }
 
-/// Copies of the parameters that training keeps: the weights, their gradients and Adam's
-/// two moments.
+/// Copies of the parameters that training keeps: the weights, their gradients and the
+/// optimiser's two moments (Adam's or Adamax's).
 const TRAINING_COPIES: f64 = 4.0;
 
-/// Refuse to train, on the CPU, a model of `parameters` parameters of type `dtype` whose
-/// weights, gradients and Adam moments alone would exceed `total` bytes of memory (`None`:
-/// unknown, nothing is refused). `model` names the model and `what_to_lower` the settings
-/// that size it. Without this a model of 3·10⁹ parameters (below
-/// [`icnn::MAX_MODEL_PARAMETERS`]) was built until the system killed the process, with no
-/// message. Activations and data come on top: passing this check does not promise the run
-/// fits, failing it means it cannot.
+/// Refuse to train, on the CPU, a model whose weights — `parts`, each a parameter count and
+/// its float type — with their gradients and the optimiser's two moments alone would exceed
+/// `total` bytes of memory (`None`: unknown, nothing is refused). `model` names the model and
+/// `what_to_lower` the settings that size it. Without this a model of 3·10⁹ parameters
+/// (below [`icnn::MAX_MODEL_PARAMETERS`]) was built until the system killed the process,
+/// with no message. Activations and data come on top: passing this check does not promise
+/// the run fits, failing it means it cannot.
 pub(crate) fn check_training_memory(
     model: &str,
-    parameters: usize,
-    dtype: DType,
+    parts: &[(usize, DType)],
     device: &Device,
     total: Option<f64>,
     what_to_lower: &str,
@@ -39,14 +38,19 @@ pub(crate) fn check_training_memory(
     let Some(total) = total.filter(|_| device.is_cpu()) else {
         return Ok(());
     };
-    let need = parameters as f64 * dtype.size_in_bytes() as f64 * TRAINING_COPIES;
+    let parameters = parts.iter().fold(0usize, |n, p| n.saturating_add(p.0));
+    let weights: f64 = parts
+        .iter()
+        .map(|&(n, dtype)| n as f64 * dtype.size_in_bytes() as f64)
+        .sum();
+    let need = weights * TRAINING_COPIES;
     if need > total {
         bail!(
-            "{model} has {parameters} parameters ({:.1e}): training it in {} needs at \
-             least {:.1} GB for the weights, their gradients and Adam's two moments, more than \
-             this machine's {:.1} GB: lower {what_to_lower}",
+            "{model} has {parameters} parameters ({:.1e}, {:.1} GB of weights): training it \
+             needs at least {:.1} GB for the weights, their gradients and the optimiser's two \
+             moments, more than this machine's {:.1} GB: lower {what_to_lower}",
             parameters as f64,
-            dtype.as_str(),
+            weights / 1e9,
             need / 1e9,
             total / 1e9
         );
@@ -64,7 +68,7 @@ mod tests {
     fn refuses_exactly_what_cannot_fit() {
         let cpu = Device::Cpu;
         let check = |n: usize, dtype: DType, total: Option<f64>| {
-            check_training_memory("the flow", n, dtype, &cpu, total, "model.depth")
+            check_training_memory("the flow", &[(n, dtype)], &cpu, total, "model.depth")
         };
         // 10⁶ f64 parameters: 32 MB in four copies.
         check(1_000_000, DType::F64, Some(32e6)).unwrap();
@@ -81,6 +85,14 @@ mod tests {
         check(2_000_000, DType::F32, Some(32e6)).unwrap();
         assert!(check(2_000_001, DType::F32, Some(32e6)).is_err());
         check(usize::MAX, DType::F64, None).unwrap();
+        // Parts of different types add their bytes: 10⁶ f64 (8 MB) + 10⁶ f32 (4 MB), × 4.
+        let parts = [(1_000_000, DType::F64), (1_000_000, DType::F32)];
+        check_training_memory("the VAE", &parts, &cpu, Some(48e6), "x").unwrap();
+        let err = check_training_memory("the VAE", &parts, &cpu, Some(47.9e6), "x").unwrap_err();
+        assert!(
+            err.to_string().contains("the VAE has 2000000 parameters"),
+            "{err}"
+        );
         // This machine, if it says: a model of 2³¹ f64 parameters needs 68.7 GB.
         if let Some(total) = total_memory() {
             assert!(total > 1e8, "{total} bytes");

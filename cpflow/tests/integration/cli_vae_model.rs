@@ -331,3 +331,40 @@ fn an_interrupted_vae_eval_prints_no_score() {
         "{log}"
     );
 }
+
+/// An absurd width or number of posterior blocks is refused before anything is built or
+/// written, naming the model's size (channels 10⁵ asked for 10¹³ parameters).
+#[test]
+fn an_absurd_vae_is_refused_before_training() {
+    let dir = temp_dir("vae-absurd");
+    let cfg = dir.join("vae.toml");
+    std::fs::write(&cfg, tiny_config("caltech101", "cp-flow")).unwrap();
+    let out = dir.join("run");
+    let (c, o) = (cfg.to_str().unwrap(), out.to_str().unwrap());
+    for (set, needle) in [
+        (
+            "model.architecture.channels=100000",
+            "a VAE (channels 100000",
+        ),
+        (
+            "model.blocks=1000000000000000",
+            "a posterior of 1000000000000000 blocks",
+        ),
+    ] {
+        let err = cpflow_fails(&[
+            "vae",
+            "--config",
+            c,
+            "--out",
+            o,
+            "--no-progress",
+            "--set",
+            set,
+        ]);
+        assert!(
+            err.contains(needle) && err.contains("a model may have at most"),
+            "{set}: {err}"
+        );
+        assert!(!out.exists(), "{set} wrote {}", out.display());
+    }
+}

@@ -186,8 +186,7 @@ pub fn train(mut a: TrainArgs) -> Result<()> {
             if let Some(n) = flow_config.parameter_count() {
                 check_training_memory(
                     "the flow",
-                    n,
-                    dtype,
+                    &[(n, dtype)],
                     &device,
                     total_memory(),
                     "model.depth, model.width or model.blocks",
@@ -537,8 +536,7 @@ fn train_image(a: TrainArgs) -> Result<()> {
     if let Some(n) = flow.parameter_count()? {
         check_training_memory(
             "the image flow",
-            n,
-            flow.float.dtype(),
+            &[(n, flow.float.dtype())],
             &device,
             total_memory(),
             "model.nblocks, model.width or model.depth",

@@ -7,6 +7,7 @@ use std::path::Path;
 
 use crate::cli::VaeArgs;
 use crate::cli::interrupt::Interrupt;
+use crate::cli::memory::{check_training_memory, total_memory};
 use crate::cli::resume_check::check_vae_resume;
 use crate::cli::run_config::{parse_value, set_path};
 use crate::cli::run_dir::{VAE_RUN, absolute, check_new_run, take_run_dir, write_config};
@@ -74,6 +75,23 @@ pub fn vae(a: VaeArgs) -> Result<()> {
     // fixed by its name (data.dataset, read under data.root), so a resume does not record or
     // check file contents as `cpflow train` does for data files.
     let data = load_vae_data(cfg.data.dataset, &cfg.data.root, cfg.data.seed)?;
+    let m = &cfg.model;
+    // The fixed bound first (its message does not depend on the machine), then the memory.
+    m.check_size(data.likelihood, (data.height, data.width))?;
+    let networks =
+        m.architecture
+            .parameter_count((data.height, data.width), m.latent_dim, data.likelihood)?;
+    let posterior = m.posterior_config().parameter_lower_bound();
+    check_training_memory(
+        "the VAE",
+        &[
+            (networks, m.network_float.dtype()),
+            (posterior, m.posterior_float.dtype()),
+        ],
+        &Device::Cpu,
+        total_memory(),
+        "model.architecture.channels, model.blocks, model.width or model.depth",
+    )?;
     let model = Vae::new(
         &cfg.model,
         data.likelihood,
