@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use crate::block::BlockConfig;
 use crate::config::FloatType;
 use crate::error::{CpflowError, Result};
-use crate::model_size;
+use crate::model_size::{self, Count};
 use crate::potential::PotentialConfig;
 use crate::prior::GaussianPrior;
 
@@ -198,23 +198,16 @@ impl FlowConfig {
     /// # Ok::<(), cpflow::CpflowError>(())
     /// ```
     pub fn parameter_count(&self) -> Option<usize> {
-        self.layers.iter().try_fold(0, |n, l| {
-            let layer = match l {
-                LayerConfig::ActNorm => model_size::actnorm(self.dim),
-                LayerConfig::Cpf(b) => b.parameter_count()?,
-            };
-            Some(model_size::add(n, layer))
-        })
+        self.count().exact()
     }
 
-    /// [`FlowConfig::parameter_count`] with potentials of your own counted as 0.
-    fn parameter_lower_bound(&self) -> usize {
-        self.layers.iter().fold(0, |n, l| {
-            let layer = match l {
-                LayerConfig::ActNorm => model_size::actnorm(self.dim),
-                LayerConfig::Cpf(b) => model_size::block_lower_bound(b),
-            };
-            model_size::add(n, layer)
+    /// The parameters of the layers.
+    fn count(&self) -> Count {
+        self.layers.iter().fold(Count::of(0), |n, l| {
+            n.plus(match l {
+                LayerConfig::ActNorm => Count::of(model_size::actnorm(self.dim)),
+                LayerConfig::Cpf(b) => Count::of_block(b),
+            })
         })
     }
 
@@ -273,7 +266,7 @@ impl FlowConfig {
         self.context_dim()?;
         model_size::check_model_size(
             &format!("a flow of {} layers (dim {})", self.layers.len(), self.dim),
-            self.parameter_lower_bound(),
+            self.count().at_least,
         )
     }
 }

@@ -37,6 +37,55 @@ fn block_scalars(block: &BlockConfig) -> usize {
     1 + usize::from(block.trainable_w0)
 }
 
+/// A model's parameter count with networks of your own counted as 0 (`at_least`, what the
+/// bound is checked against), and whether it had none (then the count is exact).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Count {
+    pub(crate) at_least: usize,
+    pub(crate) exact: bool,
+}
+
+impl Count {
+    /// An exact count of `n`.
+    pub(crate) fn of(n: usize) -> Self {
+        Count {
+            at_least: n,
+            exact: true,
+        }
+    }
+
+    /// The count of `block`: its potential's (0 and inexact for a network of your own) and
+    /// its scalars.
+    pub(crate) fn of_block(block: &BlockConfig) -> Self {
+        let potential = block.potential.parameter_count();
+        Count {
+            at_least: add(potential.unwrap_or(0), block_scalars(block)),
+            exact: potential.is_some(),
+        }
+    }
+
+    /// `self + other`.
+    pub(crate) fn plus(self, other: Count) -> Self {
+        Count {
+            at_least: add(self.at_least, other.at_least),
+            exact: self.exact && other.exact,
+        }
+    }
+
+    /// `n` copies of `self`.
+    pub(crate) fn times(self, n: usize) -> Self {
+        Count {
+            at_least: mul(n, self.at_least),
+            exact: self.exact,
+        }
+    }
+
+    /// The count when it is exact.
+    pub(crate) fn exact(self) -> Option<usize> {
+        self.exact.then_some(self.at_least)
+    }
+}
+
 impl PotentialConfig {
     /// Scalar parameters of the network this configuration builds, counted without building
     /// it; `None` for a network of your own (its builder decides). Saturates at `usize::MAX`.
@@ -72,17 +121,8 @@ impl BlockConfig {
     /// assert_eq!(block.parameter_count(), Some(c.parameter_count() + 2));
     /// ```
     pub fn parameter_count(&self) -> Option<usize> {
-        Some(add(self.potential.parameter_count()?, block_scalars(self)))
+        Count::of_block(self).exact()
     }
-}
-
-/// The count of `block` with a potential of your own counted as 0: what the bound is
-/// checked against.
-pub(crate) fn block_lower_bound(block: &BlockConfig) -> usize {
-    add(
-        block.potential.parameter_count().unwrap_or(0),
-        block_scalars(block),
-    )
 }
 
 /// Refuse a model (`model` names it) whose counted parameters exceed

@@ -238,7 +238,9 @@ impl ModelSection {
             &format!("the flow (model.blocks = {}, dim {dim})", self.blocks),
             model_size::add(
                 model_size::mul(actnorms, model_size::actnorm(dim)),
-                model_size::mul(self.blocks, model_size::block_lower_bound(&block)),
+                model_size::Count::of_block(&block)
+                    .times(self.blocks)
+                    .at_least,
             ),
         )?;
         let cpf = || LayerConfig::Cpf(block.clone());

@@ -9,7 +9,7 @@ use crate::config::FloatType;
 use crate::error::{CpflowError, Result};
 use crate::image::logit::MNIST_LOGIT_ALPHA;
 use crate::image::squeeze::squeezed_shape;
-use crate::model_size;
+use crate::model_size::{self, Count};
 use crate::potential::PotentialConfig;
 use crate::prior::GaussianPrior;
 
@@ -221,7 +221,7 @@ impl ImageFlowConfig {
         }
         model_size::check_model_size(
             &format!("an image flow of {} layers", self.layers.len()),
-            self.count_parameters(&inputs, model_size::block_lower_bound),
+            self.count(&inputs).at_least,
         )?;
         Ok(LayerShapes {
             inputs,
@@ -232,8 +232,8 @@ impl ImageFlowConfig {
 
     /// Scalar parameters of the flow this configuration builds (its ActNorms' and blocks'),
     /// counted without building it; `None` when a block's potential is a network of your
-    /// own. Saturates at `usize::MAX`. An invalid layer chain is an error, as in
-    /// [`ImageFlowConfig::layer_shapes`].
+    /// own. Saturates at `usize::MAX`. What [`ImageFlowConfig::layer_shapes`] refuses (an
+    /// invalid layer chain, more than [`icnn::MAX_MODEL_PARAMETERS`]) is an error here too.
     ///
     /// ```
     /// use candle_core::Device;
@@ -247,33 +247,24 @@ impl ImageFlowConfig {
     /// ```
     pub fn parameter_count(&self) -> Result<Option<usize>> {
         let shapes = self.layer_shapes()?;
-        let mut custom = false;
-        let count = self.count_parameters(&shapes.inputs, |b| {
-            b.parameter_count().unwrap_or_else(|| {
-                custom = true;
-                0
-            })
-        });
-        Ok((!custom).then_some(count))
+        Ok(self.count(&shapes.inputs).exact())
     }
 
-    /// The parameters of the layers, each seeing `inputs[i]`, with `block` counting a block.
-    fn count_parameters(
-        &self,
-        inputs: &[ImageShape],
-        mut block: impl FnMut(&BlockConfig) -> usize,
-    ) -> usize {
-        self.layers.iter().zip(inputs).fold(0, |n, (l, shape)| {
-            let layer = match l {
-                ImageLayerConfig::ActNorm => model_size::actnorm(shape.channels),
-                ImageLayerConfig::FeatureActNorm => model_size::actnorm(shape.dim()),
-                ImageLayerConfig::Cpf(b) => block(b),
-                ImageLayerConfig::Logit { .. }
-                | ImageLayerConfig::Squeeze
-                | ImageLayerConfig::FactorOut => 0,
-            };
-            model_size::add(n, layer)
-        })
+    /// The parameters of the layers, each seeing `inputs[i]`.
+    fn count(&self, inputs: &[ImageShape]) -> Count {
+        self.layers
+            .iter()
+            .zip(inputs)
+            .fold(Count::of(0), |n, (l, shape)| {
+                n.plus(match l {
+                    ImageLayerConfig::ActNorm => Count::of(model_size::actnorm(shape.channels)),
+                    ImageLayerConfig::FeatureActNorm => Count::of(model_size::actnorm(shape.dim())),
+                    ImageLayerConfig::Cpf(b) => Count::of_block(b),
+                    ImageLayerConfig::Logit { .. }
+                    | ImageLayerConfig::Squeeze
+                    | ImageLayerConfig::FactorOut => Count::of(0),
+                })
+            })
     }
 
     /// The reference's multi-scale flow (module docs): for scale `i`, `[Logit, ActNorm]` at
@@ -308,7 +299,7 @@ impl ImageFlowConfig {
                 } else {
                     0
                 };
-                let per_block = model_size::add(model_size::block_lower_bound(&block), actnorm);
+                let per_block = model_size::add(Count::of_block(&block).at_least, actnorm);
                 counted = model_size::add(counted, model_size::mul(n, per_block));
                 model_size::check_model_size(
                     &format!("a multi-scale flow of {:?} blocks", ms.nblocks),

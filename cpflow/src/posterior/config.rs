@@ -8,7 +8,7 @@ use crate::block::BlockConfig;
 use crate::config::{FloatType, SurrogateParams};
 use crate::custom_conditional_potential::CustomConditionalConfig;
 use crate::error::{CpflowError, Result};
-use crate::model_size;
+use crate::model_size::{self, Count};
 use crate::potential::PotentialConfig;
 
 /// Everything needed to rebuild an [`AmortizedPosterior`](super::AmortizedPosterior).
@@ -194,24 +194,18 @@ impl PosteriorConfig {
     /// # Ok::<(), cpflow::CpflowError>(())
     /// ```
     pub fn parameter_count(&self) -> Option<usize> {
-        let block = self.block_config().parameter_count()?;
-        Some(self.count_parameters(block))
+        self.count().exact()
     }
 
-    /// [`PosteriorConfig::parameter_count`] with a potential of your own counted as 0.
-    pub(crate) fn parameter_lower_bound(&self) -> usize {
-        self.count_parameters(model_size::block_lower_bound(&self.block_config()))
-    }
-
-    /// The parameters of `blocks` blocks of `block` parameters each and of the ActNorms.
-    fn count_parameters(&self, block: usize) -> usize {
-        let actnorm = if self.actnorm {
+    /// The parameters of the blocks and of the ActNorms.
+    pub(crate) fn count(&self) -> Count {
+        let actnorm = Count::of(if self.actnorm {
             model_size::actnorm(1)
         } else {
             0
-        };
-        let per_block = model_size::add(block, actnorm);
-        model_size::add(model_size::mul(self.blocks, per_block), actnorm)
+        });
+        let block = Count::of_block(&self.block_config());
+        block.plus(actnorm).times(self.blocks).plus(actnorm)
     }
 
     /// Check the dimensions and the size (at most [`icnn::MAX_MODEL_PARAMETERS`] parameters).
@@ -237,7 +231,7 @@ impl PosteriorConfig {
                 "a posterior of {} blocks (latent_dim {}, context_dim {})",
                 self.blocks, self.latent_dim, self.context_dim
             ),
-            self.parameter_lower_bound(),
+            self.count().at_least,
         )
     }
 }

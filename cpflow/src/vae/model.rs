@@ -301,7 +301,6 @@ impl Vae {
                     .into(),
             ));
         }
-        config.architecture.validate()?;
         config.check_size(likelihood, image_hw)?;
         let varmap = VarMap::new();
         let mut rng = rand::rngs::StdRng::seed_from_u64(config.init_seed);

@@ -98,7 +98,7 @@ impl VaeArchitecture {
         }
     }
 
-    pub(crate) fn validate(&self) -> Result<()> {
+    fn validate(&self) -> Result<()> {
         if self.channels == 0 || self.feature_dim == 0 || self.head_channels == 0 {
             return Err(CpflowError::InvalidConfig(
                 "VAE architecture: channels, feature_dim and head_channels must be ≥ 1".into(),

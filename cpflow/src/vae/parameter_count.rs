@@ -80,24 +80,24 @@ impl VaeModelConfig {
     }
 
     /// Refuse, before the first layer, a VAE of more than [`icnn::MAX_MODEL_PARAMETERS`]
-    /// parameters (a posterior potential of your own counted as 0).
+    /// parameters (a posterior potential of your own counted as 0); else return the counts
+    /// of its parts, `(encoder and decoder, posterior)`.
     pub(crate) fn check_size(
         &self,
         likelihood: VaeLikelihood,
         image_hw: (usize, usize),
-    ) -> Result<()> {
+    ) -> Result<(usize, usize)> {
         let a = &self.architecture;
-        let count = add(
-            self.network_parameters(likelihood, image_hw)?,
-            self.posterior_config().parameter_lower_bound(),
-        );
+        let networks = self.network_parameters(likelihood, image_hw)?;
+        let posterior = self.posterior_config().count().at_least;
         crate::model_size::check_model_size(
             &format!(
                 "a VAE (channels {}, feature_dim {}, head_channels {}, latent_dim {}, {} blocks)",
                 a.channels, a.feature_dim, a.head_channels, self.latent_dim, self.blocks
             ),
-            count,
-        )
+            add(networks, posterior),
+        )?;
+        Ok((networks, posterior))
     }
 
     fn network_parameters(

@@ -211,6 +211,10 @@ fn surrogate_gradient_matches_exact_gradient() {
 fn trains_inverts_saves_and_loads() {
     register_ridge("ridge-train");
     let flow = ridge_flow("ridge-train", 2);
+    // A network of your own has no count from its configuration (its builder decides), so
+    // neither has the flow; the built flow counts its variables.
+    assert_eq!(flow.config().parameter_count(), None);
+    assert!(flow.num_parameters() > 0);
     let mut rng = rand::rngs::StdRng::seed_from_u64(61);
     let toy = |n: usize, rng: &mut rand::rngs::StdRng| {
         let pts = cpflow::toy::Toy::EightGaussians.sample(n, rng);

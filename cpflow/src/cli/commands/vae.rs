@@ -77,11 +77,7 @@ pub fn vae(a: VaeArgs) -> Result<()> {
     let data = load_vae_data(cfg.data.dataset, &cfg.data.root, cfg.data.seed)?;
     let m = &cfg.model;
     // The fixed bound first (its message does not depend on the machine), then the memory.
-    m.check_size(data.likelihood, (data.height, data.width))?;
-    let networks =
-        m.architecture
-            .parameter_count((data.height, data.width), m.latent_dim, data.likelihood)?;
-    let posterior = m.posterior_config().parameter_lower_bound();
+    let (networks, posterior) = m.check_size(data.likelihood, (data.height, data.width))?;
     check_training_memory(
         "the VAE",
         &[
