@@ -23,6 +23,8 @@
 
 mod commands;
 mod data;
+#[cfg(fuzzing)]
+mod fuzz_config;
 mod interrupt;
 mod memory;
 mod model_file;
@@ -32,6 +34,10 @@ mod resume_check;
 mod run_config;
 mod run_dir;
 mod run_kind;
+
+#[cfg(fuzzing)]
+#[doc(hidden)]
+pub use fuzz_config::read_config_file;
 
 use anyhow::{Context, Result, bail};
 use candle_core::Device;

@@ -51,6 +51,7 @@ pub mod flow_config;
 pub mod flow_loss;
 pub mod flow_sample;
 pub mod hessian_operator;
+mod hidden_units;
 pub mod image;
 pub mod metrics;
 mod model_size;

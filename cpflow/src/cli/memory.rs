@@ -17,20 +17,46 @@ pub(crate) fn total_memory() -> Option<f64> {
     Some(kb * 1024.0)
 }
 
-/// Copies of the parameters that training keeps: the weights, their gradients and the
+/// Copies of the weights that any training keeps: the weights, their gradients and the
 /// optimiser's two moments (Adam's or Adamax's).
-const TRAINING_COPIES: f64 = 4.0;
+pub(crate) const OPTIMISER_COPIES: f64 = 4.0;
+
+/// Copies of the weights at the peak of a dense flow's training step, at least: the
+/// optimiser's four, and the step's working copies (the prepared and host weights of each
+/// linearization, the adjoint's weight gradients, the optimiser's new values). Measured: 19 to
+/// 23 copies above the process's start in the runs of `FLOW_MEASURED_PEAKS` whose weights
+/// dominate (6 to 21 million parameters, batches of 16 or 128 rows).
+pub(crate) const FLOW_STEP_WEIGHT_COPIES: f64 = 12.0;
+
+/// Values per hidden unit and row that a dense flow's training step keeps, at least: the
+/// forward pass's `z`, `s'`, `s''` and pre-activations, the reverse recursion's `∂F/∂z` and
+/// `δ` (`icnn`'s host primal arrays), for every block at once. Measured: 6.5 (Icnn3, f64) to
+/// 8.6 (Icnn2, f32) values per unit and row from the batch-size slopes.
+pub(crate) const FLOW_STEP_UNIT_VALUES: f64 = 6.0;
+
+/// A lower bound on the activation bytes of a dense flow's training step with
+/// `hidden_units` units per row (all blocks; [`crate::FlowConfig::total_hidden_units`];
+/// `None`: 0) on batches of `batch` rows in `dtype`, for [`check_training_memory`] with
+/// [`FLOW_STEP_WEIGHT_COPIES`].
+pub(crate) fn flow_training_memory(hidden_units: Option<usize>, batch: usize, dtype: DType) -> f64 {
+    hidden_units.map_or(0.0, |u| {
+        FLOW_STEP_UNIT_VALUES * u as f64 * batch as f64 * dtype.size_in_bytes() as f64
+    })
+}
 
 /// Refuse to train, on the CPU, a model whose weights — `parts`, each a parameter count and
-/// its float type — with their gradients and the optimiser's two moments alone would exceed
-/// `total` bytes of memory (`None`: unknown, nothing is refused). `model` names the model and
-/// `what_to_lower` the settings that size it. Without this a model of 3·10⁹ parameters
-/// (below [`icnn::MAX_MODEL_PARAMETERS`]) was built until the system killed the process,
-/// with no message. Activations and data come on top: passing this check does not promise
-/// the run fits, failing it means it cannot.
+/// its float type — in `copies` copies, with `activations` bytes on top, would exceed
+/// `total` bytes of memory (`None`: unknown, nothing is refused). `copies` is at least
+/// [`OPTIMISER_COPIES`]; `activations` is a lower bound for the model's kind (0 where none
+/// is known). `model` names the model and `what_to_lower` the settings that size it. Without
+/// this a model of 3·10⁹ parameters (below [`icnn::MAX_MODEL_PARAMETERS`]) was built until
+/// the system killed the process, with no message. Passing this check does not promise the
+/// run fits; failing it means it cannot.
 pub(crate) fn check_training_memory(
     model: &str,
     parts: &[(usize, DType)],
+    copies: f64,
+    activations: f64,
     device: &Device,
     total: Option<f64>,
     what_to_lower: &str,
@@ -43,20 +69,58 @@ pub(crate) fn check_training_memory(
         .iter()
         .map(|&(n, dtype)| n as f64 * dtype.size_in_bytes() as f64)
         .sum();
-    let need = weights * TRAINING_COPIES;
+    let need = weights * copies + activations;
     if need > total {
+        let kept = if copies > OPTIMISER_COPIES {
+            "the weights, their gradients, the optimiser's two moments and a training step's \
+             working copies"
+        } else {
+            "the weights, their gradients and the optimiser's two moments"
+        };
+        let batch = if activations > 0.0 {
+            format!(
+                " and {:.1} GB for the activations of a batch",
+                activations / 1e9
+            )
+        } else {
+            String::new()
+        };
         bail!(
             "{model} has {parameters} parameters ({:.1e}, {:.1} GB of weights): training it \
-             needs at least {:.1} GB for the weights, their gradients and the optimiser's two \
-             moments, more than this machine's {:.1} GB: lower {what_to_lower}",
+             needs at least {:.1} GB: {:.1} GB for {copies} copies of the weights ({kept}){batch}; \
+             more than this machine's {:.1} GB: lower {what_to_lower}",
             parameters as f64,
             weights / 1e9,
             need / 1e9,
+            weights * copies / 1e9,
             total / 1e9
         );
     }
     Ok(())
 }
+
+/// Peak RSS of `cpflow train --iters 3` (release, 2 threads; GB) on this project's CPU
+/// machine, with what sizes it: parameters, bytes per value, blocks, batch, width and depth
+/// (Icnn2 on 12,000 rows of d = 48 or Icnn3 on the 2-D toy; exact validation and test NLL
+/// at the end). The lower bound of [`FLOW_STEP_WEIGHT_COPIES`] and
+/// [`FLOW_STEP_UNIT_VALUES`] is below each (1.5× to 6× below).
+#[cfg(test)]
+pub(crate) const FLOW_MEASURED_PEAKS: [(f64, usize, usize, usize, usize, usize, usize); 14] = [
+    (0.119, 70_388, 4, 1, 1024, 64, 10),
+    (0.696, 2_625_780, 4, 1, 1024, 512, 10),
+    (1.095, 3_088_628, 4, 1, 1024, 256, 40),
+    (1.143, 1_511_668, 4, 1, 4096, 256, 20),
+    (0.568, 1_347_668, 4, 1, 1024, 256, 20),
+    (1.424, 4_534_812, 4, 3, 1024, 256, 20),
+    (1.023, 1_511_668, 8, 1, 1024, 256, 20),
+    (0.526, 1_511_668, 4, 1, 1024, 256, 20),
+    (1.112, 2_536_202, 8, 1, 128, 512, 20),
+    (2.146, 2_536_202, 8, 1, 2048, 512, 20),
+    (1.483, 7_608_607, 8, 3, 128, 512, 20),
+    (3.450, 20_631_050, 8, 1, 128, 1024, 40),
+    (1.042, 6_327_306, 8, 1, 16, 2048, 4),
+    (1.243, 13_009_140, 4, 1, 16, 2048, 4),
+];
 
 #[cfg(test)]
 mod tests {
@@ -68,7 +132,15 @@ mod tests {
     fn refuses_exactly_what_cannot_fit() {
         let cpu = Device::Cpu;
         let check = |n: usize, dtype: DType, total: Option<f64>| {
-            check_training_memory("the flow", &[(n, dtype)], &cpu, total, "model.depth")
+            check_training_memory(
+                "the flow",
+                &[(n, dtype)],
+                OPTIMISER_COPIES,
+                0.0,
+                &cpu,
+                total,
+                "model.depth",
+            )
         };
         // 10⁶ f64 parameters: 32 MB in four copies.
         check(1_000_000, DType::F64, Some(32e6)).unwrap();
@@ -87,8 +159,19 @@ mod tests {
         check(usize::MAX, DType::F64, None).unwrap();
         // Parts of different types add their bytes: 10⁶ f64 (8 MB) + 10⁶ f32 (4 MB), × 4.
         let parts = [(1_000_000, DType::F64), (1_000_000, DType::F32)];
-        check_training_memory("the VAE", &parts, &cpu, Some(48e6), "x").unwrap();
-        let err = check_training_memory("the VAE", &parts, &cpu, Some(47.9e6), "x").unwrap_err();
+        let vae = |total: f64| {
+            check_training_memory(
+                "the VAE",
+                &parts,
+                OPTIMISER_COPIES,
+                0.0,
+                &cpu,
+                Some(total),
+                "x",
+            )
+        };
+        vae(48e6).unwrap();
+        let err = vae(47.9e6).unwrap_err();
         assert!(
             err.to_string().contains("the VAE has 2000000 parameters"),
             "{err}"
@@ -101,6 +184,61 @@ mod tests {
                 check(1 << 31, DType::F64, Some(total)).is_err(),
                 total < need
             );
+        }
+    }
+
+    /// The dense flow's bound: activations add to the weight copies, are named in the
+    /// message, and the sum is refused exactly above the machine's memory.
+    #[test]
+    fn activations_add_to_the_weights() {
+        let cpu = Device::Cpu;
+        // 10⁶ f32 weights in 12 copies (48 MB) and 10³ units × 10³ rows × 6 values (24 MB).
+        let act = flow_training_memory(Some(1000), 1000, DType::F32);
+        assert_eq!(act, 24e6);
+        assert_eq!(flow_training_memory(None, 1000, DType::F32), 0.0);
+        let check = |total: f64| {
+            check_training_memory(
+                "the flow",
+                &[(1_000_000, DType::F32)],
+                FLOW_STEP_WEIGHT_COPIES,
+                act,
+                &cpu,
+                Some(total),
+                "model.width",
+            )
+        };
+        check(72e6).unwrap();
+        let err = check(71.9e6).unwrap_err().to_string();
+        assert!(
+            err.contains("12 copies of the weights")
+                && err.contains("0.0 GB for the activations of a batch")
+                && err.contains("lower model.width"),
+            "{err}"
+        );
+    }
+
+    /// The bound is a bound: below the peak memory of every measured run (it would refuse
+    /// runs that fit otherwise), and not far below the runs whose weights or activations
+    /// dominate (it would refuse nothing otherwise): within 2.1× of the peak of the three
+    /// runs of the largest weights and the largest batch.
+    #[test]
+    fn flow_bound_is_below_every_measured_peak() {
+        for (gb, params, bytes, blocks, batch, width, depth) in FLOW_MEASURED_PEAKS {
+            let dtype = if bytes == 4 { DType::F32 } else { DType::F64 };
+            let units = blocks * width * depth;
+            let bound = params as f64 * bytes as f64 * FLOW_STEP_WEIGHT_COPIES
+                + flow_training_memory(Some(units), batch, dtype);
+            let ratio = gb * 1e9 / bound;
+            assert!(
+                ratio > 1.0,
+                "{params} parameters, batch {batch}: {ratio:.2}"
+            );
+            if params > 5_000_000 || batch > 2000 {
+                assert!(
+                    ratio < 2.1,
+                    "{params} parameters, batch {batch}: {ratio:.2}"
+                );
+            }
         }
     }
 }

@@ -63,7 +63,7 @@ impl AmortizedPosterior {
                 log_det: s.log_det.detach(),
             })
         };
-        let rows = parallel_chunk_rows(&eps, exact_chunk_rows(self.latent_dim()))?;
+        let rows = parallel_chunk_rows(&eps, exact_chunk_rows(self.latent_dim(), None))?;
         if eps.dim(0)? <= rows {
             return detached(&mu, &ls, &h, &eps);
         }

@@ -16,6 +16,8 @@ pub use ot::ot;
 pub use plot::plot;
 pub use sample::sample;
 pub use train::train;
+#[cfg(fuzzing)]
+pub(crate) use vae::read_vae_config;
 pub use vae::vae;
 
 use crate::{FloatType, Flow};

@@ -13,7 +13,10 @@ use std::time::Instant;
 use crate::cli::TrainArgs;
 use crate::cli::data::{DataSource, LoadedData, Rows, load};
 use crate::cli::interrupt::Interrupt;
-use crate::cli::memory::{check_training_memory, total_memory};
+use crate::cli::memory::{
+    FLOW_STEP_WEIGHT_COPIES, OPTIMISER_COPIES, check_training_memory, flow_training_memory,
+    total_memory,
+};
 use crate::cli::model_plots::{PlotOptions, rows_to_points, write_model_plots};
 use crate::cli::resume_check::{
     DataRecord, check_data_record, check_image_resume, check_train_resume, write_data_record,
@@ -184,12 +187,16 @@ pub fn train(mut a: TrainArgs) -> Result<()> {
         None => {
             let flow_config = cfg.model.flow_config(dim)?;
             if let Some(n) = flow_config.parameter_count() {
+                let batch = cfg.train.batch_size.min(n_train);
+                let units = flow_config.total_hidden_units();
                 check_training_memory(
                     "the flow",
                     &[(n, dtype)],
+                    FLOW_STEP_WEIGHT_COPIES,
+                    flow_training_memory(units, batch, dtype),
                     &device,
                     total_memory(),
-                    "model.depth, model.width or model.blocks",
+                    "model.depth, model.width, model.blocks or train.batch_size",
                 )?;
             }
             let flow = Flow::new(flow_config, &device)?;
@@ -537,6 +544,8 @@ fn train_image(a: TrainArgs) -> Result<()> {
         check_training_memory(
             "the image flow",
             &[(n, flow.float.dtype())],
+            OPTIMISER_COPIES,
+            0.0,
             &device,
             total_memory(),
             "model.nblocks, model.width or model.depth",

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use crate::cli::VaeArgs;
 use crate::cli::interrupt::Interrupt;
-use crate::cli::memory::{check_training_memory, total_memory};
+use crate::cli::memory::{OPTIMISER_COPIES, check_training_memory, total_memory};
 use crate::cli::resume_check::check_vae_resume;
 use crate::cli::run_config::{parse_value, set_path};
 use crate::cli::run_dir::{VAE_RUN, absolute, check_new_run, take_run_dir, write_config};
@@ -84,6 +84,8 @@ pub fn vae(a: VaeArgs) -> Result<()> {
             (networks, m.network_float.dtype()),
             (posterior, m.posterior_float.dtype()),
         ],
+        OPTIMISER_COPIES,
+        0.0,
         &Device::Cpu,
         total_memory(),
         "model.architecture.channels, model.blocks, model.width or model.depth",
