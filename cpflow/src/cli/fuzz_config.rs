@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use super::commands::read_vae_config;
-use super::run_config::{Overrides, is_image_config, resolve, resolve_image};
+use super::run_config::{Overrides, check_training_start, is_image_config, resolve, resolve_image};
 use crate::vae::VaeLikelihood;
 
 /// Reads `path` as a tabular/toy run (`cpflow train`), an image run and a VAE run
@@ -16,7 +16,7 @@ pub fn read_config_file(path: &Path) {
     let none = Overrides::default();
     let _ = is_image_config(Some(path));
     if let Ok(cfg) = resolve(Some(path), &none) {
-        let _ = super::run_config::check_training_start(&cfg.train, 2, true);
+        let _ = check_training_start(&cfg.train, 2, true);
         for dim in [1, 2, 43] {
             if let Ok(flow) = cfg.model.flow_config(dim) {
                 let _ = flow.parameter_count();
