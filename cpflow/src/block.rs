@@ -278,8 +278,9 @@ impl CpFlowBlock {
         &self,
         x: &Tensor,
         ctx: Option<&Tensor>,
+        weights: Option<&icnn::HostWeights>,
     ) -> Result<(Tensor, Tensor)> {
-        let (z, op) = self.detached_operator(x, ctx)?;
+        let (z, op) = self.detached_operator_sharing(x, ctx, weights)?;
         Ok((z, op.dense()?))
     }
 
@@ -294,12 +295,47 @@ impl CpFlowBlock {
         params: &SurrogateParams,
         rng: &mut R,
     ) -> Result<(Tensor, Tensor, CgReport)> {
+        self.forward_with_surrogate_sharing(x, ctx, params, rng, None)
+    }
+
+    /// [`CpFlowBlock::forward_with_surrogate`] with the potential's host weights built once
+    /// for the row chunks of a batch ([`CpFlowBlock::host_weights`]; `None`: built here).
+    pub(crate) fn forward_with_surrogate_sharing<R: Rng + ?Sized>(
+        &self,
+        x: &Tensor,
+        ctx: Option<&Tensor>,
+        params: &SurrogateParams,
+        rng: &mut R,
+        weights: Option<&icnn::HostWeights>,
+    ) -> Result<(Tensor, Tensor, CgReport)> {
         if params.probes <= 1
-            && let Some(host) = self.potential.host_linearize(x, ctx)?
+            && let Some(host) = self.host_linearize_sharing(x, ctx, weights)?
         {
             return self.host_surrogate(&host, x, params, rng);
         }
         self.composed_surrogate(x, ctx, params, rng)
+    }
+
+    /// The potential's prepared parameters on the host ([`icnn::HostWeights`]), for sharing
+    /// one copy among the row chunks of a batch; `None` where the host kernels do not apply
+    /// (a context, a network they do not cover, parameters off the CPU) or the network is
+    /// not initialised.
+    pub(crate) fn host_weights(&self, ctx: Option<&Tensor>) -> Result<Option<icnn::HostWeights>> {
+        self.potential.host_weights(ctx)
+    }
+
+    /// The host linearisation at `x`: of `weights` when given (built by
+    /// [`CpFlowBlock::host_weights`] for the same context), else of weights prepared here.
+    fn host_linearize_sharing(
+        &self,
+        x: &Tensor,
+        ctx: Option<&Tensor>,
+        weights: Option<&icnn::HostWeights>,
+    ) -> Result<Option<icnn::HostLinearization>> {
+        match weights {
+            Some(w) => Ok(Some(w.linearize(x)?)),
+            None => self.potential.host_linearize(x, ctx),
+        }
     }
 
     /// [`CpFlowBlock::forward_with_surrogate`] with the host kernels (one probe): CG on the
@@ -389,11 +425,22 @@ impl CpFlowBlock {
         x: &Tensor,
         ctx: Option<&Tensor>,
     ) -> Result<(Tensor, HessianOperator)> {
+        self.detached_operator_sharing(x, ctx, None)
+    }
+
+    /// [`CpFlowBlock::detached_operator`] with host weights built once for the row chunks of
+    /// an evaluation ([`CpFlowBlock::host_weights`]; `None`: built here).
+    pub(crate) fn detached_operator_sharing(
+        &self,
+        x: &Tensor,
+        ctx: Option<&Tensor>,
+        weights: Option<&icnn::HostWeights>,
+    ) -> Result<(Tensor, HessianOperator)> {
         let x = x.detach();
         let (sp1, sp0) = self.weights()?;
         let (sp1, sp0) = (sp1.detach(), sp0.detach());
         let (a1, a0) = (scalar_f64(&sp1)?, scalar_f64(&sp0)?);
-        if let Some(host) = self.potential.host_linearize(&x, ctx)? {
+        if let Some(host) = self.host_linearize_sharing(&x, ctx, weights)? {
             let z = self.map_from(&host.gradient()?, &x, &sp1, &sp0)?;
             let lin = Products::Host(host);
             return Ok((z, HessianOperator { lin, a1, a0 }));

@@ -265,6 +265,10 @@ impl CustomPotential {
         self.net.host_linearize(x)
     }
 
+    pub(crate) fn host_weights(&self) -> icnn::Result<Option<icnn::HostWeights>> {
+        self.net.host_weights()
+    }
+
     /// Custom networks have no data-dependent initialisation.
     pub(crate) fn initialize(&self, _x: &Tensor) -> icnn::Result<()> {
         Ok(())

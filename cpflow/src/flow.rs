@@ -49,6 +49,9 @@ pub(crate) fn exact_chunk_rows(d: usize, hidden_units: Option<usize>) -> usize {
     by_dim.min(by_size).clamp(16, EVAL_CHUNK)
 }
 
+/// Per layer of a flow, its shared host weights ([`Flow::host_weights`]).
+pub(crate) type LayerWeights = Vec<Option<icnn::HostWeights>>;
+
 /// Rows per chunk for a pass whose results do not depend on its chunks (each row computed on
 /// its own, no per-chunk randomness): `rows` when `x` is on the CPU, where
 /// [`map_row_chunks`] runs the chunks in parallel; all of `x`'s rows (at least 1) elsewhere,
@@ -374,25 +377,49 @@ impl Flow {
             .collect()
     }
 
+    /// The host weights of each layer (`None` for ActNorms and where the host kernels do not
+    /// apply), built once and shared by the row chunks of a batch: one copy of the prepared
+    /// parameters instead of one per chunk and thread.
+    pub(crate) fn host_weights(&self, ctx: Option<&Tensor>) -> Result<LayerWeights> {
+        self.layers
+            .iter()
+            .map(|l| match l {
+                Layer::ActNorm(_) => Ok(None),
+                Layer::Cpf(b) => b.host_weights(ctx),
+            })
+            .collect()
+    }
+
     /// `(z, Σ log det)` with exact dense log-dets, for one chunk (detached outputs).
-    fn transform_chunk(&self, x: &Tensor, ctx: Option<&Tensor>) -> Result<(Tensor, Tensor)> {
-        self.transform_chunk_with(x, |blk, h| {
-            let (z, hess) = blk.forward_and_hessian_detached(h, ctx)?;
+    fn transform_chunk(
+        &self,
+        x: &Tensor,
+        ctx: Option<&Tensor>,
+        weights: &[Option<icnn::HostWeights>],
+    ) -> Result<(Tensor, Tensor)> {
+        self.transform_chunk_with(x, weights, |blk, w, h| {
+            let (z, hess) = blk.forward_and_hessian_detached(h, ctx, w)?;
             let lds = logdet::exact_logdet_tensor(&hess)?;
             Ok((z, lds))
         })
     }
 
     /// `(z, Σ log det)` for one chunk: ActNorm log-dets in closed form, each CP-Flow block's
-    /// `(z, per-row log det)` from `block_logdet` (exact or SLQ). Outputs are detached.
-    fn transform_chunk_with<F>(&self, x: &Tensor, mut block_logdet: F) -> Result<(Tensor, Tensor)>
+    /// `(z, per-row log det)` from `block_logdet` (exact or SLQ; given the layer's shared host
+    /// weights, from [`Flow::host_weights`]). Outputs are detached.
+    fn transform_chunk_with<F>(
+        &self,
+        x: &Tensor,
+        weights: &[Option<icnn::HostWeights>],
+        mut block_logdet: F,
+    ) -> Result<(Tensor, Tensor)>
     where
-        F: FnMut(&CpFlowBlock, &Tensor) -> Result<(Tensor, Vec<f64>)>,
+        F: FnMut(&CpFlowBlock, Option<&icnn::HostWeights>, &Tensor) -> Result<(Tensor, Vec<f64>)>,
     {
         let b = x.dim(0)?;
         let mut h = x.detach();
         let mut ld = vec![0.0f64; b];
-        for l in &self.layers {
+        for (i, l) in self.layers.iter().enumerate() {
             h = match l {
                 Layer::ActNorm(a) => {
                     let (y, l) = a.forward(&h)?;
@@ -401,7 +428,7 @@ impl Flow {
                     y.detach()
                 }
                 Layer::Cpf(blk) => {
-                    let (z, lds) = block_logdet(blk, &h)?;
+                    let (z, lds) = block_logdet(blk, weights.get(i).and_then(Option::as_ref), &h)?;
                     ld.iter_mut().zip(lds).for_each(|(v, l)| *v += l);
                     z
                 }
@@ -427,8 +454,9 @@ impl Flow {
         self.ensure_initialized()?;
         let (x, ctx) = self.check_input(x, ctx)?;
         let rows = exact_chunk_rows(self.dim(), self.config.max_hidden_units());
+        let weights = self.host_weights(ctx.as_ref())?;
         let out = self.chunked(&x, ctx.as_ref(), rows, |_, xc, cc| {
-            let (z, l) = self.transform_chunk(xc, cc)?;
+            let (z, l) = self.transform_chunk(xc, cc, &weights)?;
             Ok(vec![z, l])
         })?;
         Ok((out[0].clone(), out[1].clone()))
@@ -530,11 +558,12 @@ impl Flow {
         // parallel and the estimate stays a function of `rng`'s state alone.
         let n = x.dim(0)?;
         let seeds: Vec<u64> = (0..n.div_ceil(SLQ_CHUNK)).map(|_| rng.random()).collect();
+        let weights = self.host_weights(ctx.as_ref())?;
         let out = self.chunked(&x, ctx.as_ref(), SLQ_CHUNK, |i, xc, cc| {
             let mut r = FlowRng::seed_from_u64(seeds[i]);
             let mut variance = vec![0.0f64; xc.dim(0)?];
-            let (z, ld) = self.transform_chunk_with(xc, |blk, h| {
-                let (z, op) = blk.detached_operator(h, cc)?;
+            let (z, ld) = self.transform_chunk_with(xc, &weights, |blk, w, h| {
+                let (z, op) = blk.detached_operator_sharing(h, cc, w)?;
                 let (lds, std_err) = slq_logdet_block(&op, h, params, &mut r)?;
                 variance
                     .iter_mut()

@@ -91,12 +91,13 @@ impl Flow {
         ctx: Option<&Tensor>,
         params: &SurrogateParams,
         rng: &mut R,
+        weights: &[Option<icnn::HostWeights>],
     ) -> Result<(Tensor, CgReport)> {
         let mut h = x.clone();
         let mut scalar_ld: Option<Tensor> = None;
         let mut sample_ld: Option<Tensor> = None;
         let mut cg = CgReport::default();
-        for l in self.layers() {
+        for (i, l) in self.layers().iter().enumerate() {
             h = match l {
                 Layer::ActNorm(a) => {
                     let (y, l) = a.forward(&h)?;
@@ -107,7 +108,8 @@ impl Flow {
                     y
                 }
                 Layer::Cpf(b) => {
-                    let (z, s, rep) = b.forward_with_surrogate(&h, ctx, params, rng)?;
+                    let w = weights.get(i).and_then(Option::as_ref);
+                    let (z, s, rep) = b.forward_with_surrogate_sharing(&h, ctx, params, rng, w)?;
                     cg.extend(&rep);
                     sample_ld = Some(match sample_ld {
                         Some(t) => (t + s)?,
@@ -136,7 +138,7 @@ impl Flow {
     ) -> Result<SurrogateLoss> {
         self.ensure_initialized()?;
         let (x, ctx) = self.check_input(x, ctx)?;
-        let (lp, cg) = self.surrogate_terms(&x, ctx.as_ref(), params, rng)?;
+        let (lp, cg) = self.surrogate_terms(&x, ctx.as_ref(), params, rng, &[])?;
         Ok(SurrogateLoss {
             loss: lp.mean_all()?.neg()?,
             cg,

@@ -230,6 +230,26 @@ impl Potential {
         })
     }
 
+    /// The prepared parameters on the host (`icnn::HostWeights`), to linearize many row
+    /// chunks with one copy; `None` where [`Potential::host_linearize`] would be, or before
+    /// the ActNorm initialisation.
+    pub(crate) fn host_weights(&self, ctx: Option<&Tensor>) -> Result<Option<icnn::HostWeights>> {
+        if ctx.is_some() {
+            return Ok(None);
+        }
+        Ok(match self {
+            Potential::Icnn(n) => n.host_weights()?,
+            Potential::Icnn2(n) => n.host_weights()?,
+            Potential::Icnn3(n) => n.host_weights()?,
+            Potential::DenseIcnn2(n) => n.host_weights()?,
+            Potential::ConvIcnn(n) => n.host_weights()?,
+            Potential::ConvIcnn2(n) => n.host_weights()?,
+            Potential::ConvIcnn3(n) => n.host_weights()?,
+            Potential::Custom(n) => n.host_weights()?,
+            Potential::Picnn(_) | Potential::CustomConditional(_) => None,
+        })
+    }
+
     /// `(F(x), ∇F(x))` without second-order caches.
     pub(crate) fn value_and_gradient(
         &self,

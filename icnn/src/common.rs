@@ -134,6 +134,10 @@ macro_rules! impl_unconditional {
             ) -> $crate::Result<Option<$crate::HostLinearization>> {
                 self.net.host_linearize(x)
             }
+
+            fn host_weights(&self) -> $crate::Result<Option<$crate::HostWeights>> {
+                self.net.host_weights()
+            }
         }
 
         impl $ty {

@@ -447,8 +447,22 @@ impl ConvNetwork {
     pub(crate) fn host_linearize(&self, x: &Tensor) -> Result<Option<crate::HostLinearization>> {
         let x = self.to_image(x)?;
         self.ensure_initialized(&x)?;
-        let prepared = self.prepare()?;
-        crate::HostLinearization::build_conv(&prepared, &x)
+        self.prepared_host_weights()?
+            .map(|w| w.linearize(&x))
+            .transpose()
+    }
+
+    /// The host weights of the prepared network (`None` where the kernels do not apply or
+    /// the ActNorms have not been initialised yet: they need data).
+    pub(crate) fn host_weights(&self) -> Result<Option<crate::HostWeights>> {
+        if !self.is_initialized()? {
+            return Ok(None);
+        }
+        self.prepared_host_weights()
+    }
+
+    fn prepared_host_weights(&self) -> Result<Option<crate::HostWeights>> {
+        crate::HostWeights::build_conv(&self.prepare()?)
     }
 }
 
@@ -487,6 +501,12 @@ macro_rules! impl_conv_potential {
                 x: &candle_core::Tensor,
             ) -> $crate::Result<Option<$crate::HostLinearization>> {
                 self.net.host_linearize(x)
+            }
+
+            /// The host weights (CPU, f32/f64; after the ActNorm initialisation); they
+            /// linearize rows `(B, C·H·W)` or images `(B, C, H, W)`.
+            fn host_weights(&self) -> $crate::Result<Option<$crate::HostWeights>> {
+                self.net.host_weights()
             }
         }
 

@@ -16,18 +16,15 @@
 
 use std::sync::{Arc, Mutex};
 
-use candle_core::{CpuStorage, CustomOp2, DType, Device, Layout, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp2, Device, Layout, Shape, Tensor};
 
 use crate::active_rows::{active_indices, hvp_on_rows, scattered_tangents};
-use crate::conv_network::PreparedNode;
 use crate::direction_tangents::{DirectionTangents, stacked_pair};
 use crate::error::{IcnnError, Result};
-use crate::host_conv_net::conv_host_net;
-use crate::host_link::Link;
-use crate::network::{GroupAct, PreparedGroup};
+use crate::host_weights::{NetOf, Weights, host_vec};
 use crate::surrogate_adjoint::adjoint;
 use crate::surrogate_host::{
-    self, HostGroup, HostNet, Primal, Real, Tangents, bilinear, hvp, hvp_from_tangents, tangents,
+    self, HostNet, Primal, Real, Tangents, bilinear, hvp, hvp_from_tangents, tangents,
     third_derivatives,
 };
 
@@ -68,18 +65,19 @@ pub struct HostLinearization {
 #[derive(Debug)]
 struct State {
     host: Host,
-    /// The tracked input and the prepared parameters, flattened, in the packed order (the
-    /// op's second argument is their concatenation).
+    /// The weights the forward pass ran with: their packed prepared parameters are the op's
+    /// second argument.
+    weights: Arc<Weights>,
+    /// The tracked input.
     x: Tensor,
-    parts: Vec<Tensor>,
     batch: usize,
     dim: usize,
 }
 
 #[derive(Debug)]
 enum Host {
-    F32(HostNet<f32>, Primal<f32>),
-    F64(HostNet<f64>, Primal<f64>),
+    F32(Arc<HostNet<f32>>, Primal<f32>),
+    F64(Arc<HostNet<f64>>, Primal<f64>),
 }
 
 /// Runs `$body` with `$net`, `$p` bound to the host state of either precision.
@@ -92,145 +90,30 @@ macro_rules! with_host {
     };
 }
 
-fn host_vec<T: candle_core::WithDType>(t: &Tensor) -> Result<Vec<T>> {
-    Ok(t.detach().flatten_all()?.to_vec1::<T>()?)
-}
-
-fn host_net<T: Real>(groups: &[PreparedGroup], dim: usize) -> Result<HostNet<T>> {
-    let mut out = Vec::with_capacity(groups.len());
-    for g in groups {
-        let width = match (&g.lin, g.inputs.first()) {
-            (Some((a, _)), _) => a.dim(0)?,
-            (None, Some(i)) => i.weight.dim(0)?,
-            (None, None) => return Err(IcnnError::InvalidConfig("group without inputs".into())),
-        };
-        let dense = |w: &Tensor| -> Result<Link<T>> {
-            let (m, n) = w.dims2()?;
-            Ok(Link::Dense {
-                w: host_vec::<T>(w)?,
-                m,
-                n,
-            })
-        };
-        out.push(HostGroup {
-            inputs: g
-                .inputs
-                .iter()
-                .map(|i| Ok((i.group, dense(&i.weight)?)))
-                .collect::<Result<_>>()?,
-            lin: g.lin.as_ref().map(|(a, _)| dense(a)).transpose()?,
-            bias: g.bias.as_ref().map(host_vec::<T>).transpose()?,
-            act: match g.act {
-                GroupAct::Nonlinear(a) => Some(a.spec()),
-                GroupAct::Identity => None,
-            },
-            readout: None,
-            width,
-        });
-    }
-    // The output group (one unit) is `F`.
-    if let Some(last) = out.last_mut() {
-        last.readout = Some(T::one());
-    }
-    Ok(HostNet {
-        groups: out,
-        dim,
-        channel_last: None,
-    })
-}
-
-/// The host network and its forward pass at `x`, or `None` when the output group is not
-/// one unit (checked before the forward pass).
-fn host_state<T: Real>(
-    groups: &[PreparedGroup],
-    x: &Tensor,
-    batch: usize,
-    dim: usize,
-) -> Result<Option<(HostNet<T>, Primal<T>)>> {
-    let net = host_net::<T>(groups, dim)?;
-    if net.groups.last().map(|g| g.width) != Some(1) {
-        return Ok(None);
-    }
-    let p = surrogate_host::primal(&net, host_vec::<T>(x)?, batch)?;
-    Ok(Some((net, p)))
-}
-
 impl HostLinearization {
-    /// The host linearisation of prepared groups at `x`, or `None` when the kernels do not
-    /// cover them (gates or per-sample biases, an output group that is not one identity unit,
-    /// a tensor off the CPU or not f32/f64).
-    pub(crate) fn build(groups: &[PreparedGroup], x: &Tensor) -> Result<Option<Self>> {
-        let (batch, dim) = x.dims2()?;
-        let dtype = x.dtype();
-        let supported = x.device().is_cpu()
-            && matches!(dtype, DType::F32 | DType::F64)
-            && groups.last().is_some_and(|g| g.act == GroupAct::Identity)
-            && groups.iter().all(|g| {
-                g.inputs.iter().all(|i| i.gate.is_none())
-                    && g.lin.as_ref().is_none_or(|(_, gt)| gt.is_none())
-                    && g.bias.as_ref().is_none_or(|b| b.rank() == 1)
-            });
-        if !supported {
-            return Ok(None);
-        }
-        let mut parts: Vec<Tensor> = Vec::new();
-        for g in groups {
-            for i in &g.inputs {
-                parts.push(i.weight.flatten_all()?);
+    /// The forward pass of the shared `weights` at `rows` `(B, d)` (checked by the caller:
+    /// CPU, the weights' dtype and row width).
+    pub(crate) fn at(weights: Arc<Weights>, rows: Tensor) -> Result<Self> {
+        let (batch, dim) = rows.dims2()?;
+        let host = match &weights.net {
+            NetOf::F32(net) => {
+                let p = surrogate_host::primal(net, host_vec::<f32>(&rows)?, batch)?;
+                Host::F32(net.clone(), p)
             }
-            if let Some((a, _)) = &g.lin {
-                parts.push(a.flatten_all()?);
+            NetOf::F64(net) => {
+                let p = surrogate_host::primal(net, host_vec::<f64>(&rows)?, batch)?;
+                Host::F64(net.clone(), p)
             }
-            if let Some(b) = &g.bias {
-                parts.push(b.flatten_all()?);
-            }
-        }
-        let host = match dtype {
-            DType::F32 => host_state::<f32>(groups, x, batch, dim)?.map(|(n, p)| Host::F32(n, p)),
-            _ => host_state::<f64>(groups, x, batch, dim)?.map(|(n, p)| Host::F64(n, p)),
         };
-        Ok(host.map(|host| Self::assemble(host, x.clone(), parts, batch, dim)))
-    }
-
-    /// The host linearisation of a prepared conv network at the images `x` `(B, C, H, W)`
-    /// (its rows are the flattened images), or `None` when the kernels do not cover it (see
-    /// `host_conv_net`; a tensor off the CPU or not f32/f64).
-    pub(crate) fn build_conv(nodes: &[PreparedNode], x: &Tensor) -> Result<Option<Self>> {
-        let (batch, c, h, w) = x.dims4()?;
-        let dtype = x.dtype();
-        if !x.device().is_cpu() || !matches!(dtype, DType::F32 | DType::F64) {
-            return Ok(None);
-        }
-        let rows = x.reshape((batch, c * h * w))?;
-        fn state<T: Real>(
-            nodes: &[PreparedNode],
-            rows: &Tensor,
-            batch: usize,
-            wrap: fn(HostNet<T>, Primal<T>) -> Host,
-        ) -> Result<Option<(Host, Vec<Tensor>)>> {
-            let Some((net, parts)) = conv_host_net::<T>(nodes)? else {
-                return Ok(None);
-            };
-            let p = surrogate_host::primal(&net, host_vec::<T>(rows)?, batch)?;
-            Ok(Some((wrap(net, p), parts)))
-        }
-        let built = match dtype {
-            DType::F32 => state::<f32>(nodes, &rows, batch, Host::F32)?,
-            _ => state::<f64>(nodes, &rows, batch, Host::F64)?,
-        };
-        Ok(built.map(|(host, parts)| Self::assemble(host, rows, parts, batch, c * h * w)))
-    }
-
-    fn assemble(host: Host, x: Tensor, parts: Vec<Tensor>, batch: usize, dim: usize) -> Self {
-        Self {
+        Ok(Self {
             inner: Arc::new(State {
                 host,
-                x,
-                parts,
+                weights,
+                x: rows,
                 batch,
                 dim,
             }),
-        }
+        })
     }
 
     fn device(&self) -> &Device {
@@ -441,7 +324,7 @@ impl HostLinearization {
             saved: Mutex::new(None),
         };
         let i = &self.inner;
-        let packed = Tensor::cat(&i.parts, 0)?;
+        let packed = i.weights.op_argument()?;
         let out = i.x.apply_op2(&packed, op)?;
         Ok((
             out.narrow(1, 0, i.dim)?,

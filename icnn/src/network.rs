@@ -413,7 +413,21 @@ impl Network {
     pub(crate) fn host_linearize(&self, x: &Tensor) -> Result<Option<crate::HostLinearization>> {
         self.check_input(x)?;
         self.ensure_initialized(x, None)?;
-        let prepared = self.prepare(None)?;
-        crate::HostLinearization::build(&prepared, x)
+        self.prepared_host_weights()?
+            .map(|w| w.linearize(x))
+            .transpose()
+    }
+
+    /// The host weights of the prepared network (unconditional networks; `None` where the
+    /// kernels do not apply or the ActNorms have not been initialised yet: they need data).
+    pub(crate) fn host_weights(&self) -> Result<Option<crate::HostWeights>> {
+        if !self.is_initialized()? {
+            return Ok(None);
+        }
+        self.prepared_host_weights()
+    }
+
+    fn prepared_host_weights(&self) -> Result<Option<crate::HostWeights>> {
+        crate::HostWeights::build(&self.prepare(None)?)
     }
 }

@@ -4,6 +4,7 @@ use candle_core::Tensor;
 
 use crate::error::Result;
 use crate::host_linearization::HostLinearization;
+use crate::host_weights::HostWeights;
 use crate::linearization::Linearization;
 
 /// A convex potential `F: ℝᵈ → ℝ` evaluated on batches `(B, d)` (one point per row).
@@ -64,6 +65,13 @@ pub trait ConvexPotential {
     /// by default.
     fn host_linearize(&self, x: &Tensor) -> Result<Option<HostLinearization>> {
         let _ = x;
+        Ok(None)
+    }
+    /// The prepared parameters on the host, to linearize at many batches with one copy of
+    /// the weights (see [`HostWeights`]): `Some` where [`ConvexPotential::host_linearize`]
+    /// would be and the network is ready (its ActNorms initialised); `None` otherwise, and by
+    /// default.
+    fn host_weights(&self) -> Result<Option<HostWeights>> {
         Ok(None)
     }
 }

@@ -361,10 +361,15 @@ impl ImageFlow {
     pub(crate) fn forward_with<F>(
         &self,
         x: &Tensor,
+        weights: &[Option<icnn::HostWeights>],
         mut block: F,
     ) -> Result<(Tensor, Vec<f64>, Vec<f64>)>
     where
-        F: FnMut(&CpFlowBlock, &Tensor) -> Result<(Tensor, Vec<f64>, Vec<f64>)>,
+        F: FnMut(
+            &CpFlowBlock,
+            Option<&icnn::HostWeights>,
+            &Tensor,
+        ) -> Result<(Tensor, Vec<f64>, Vec<f64>)>,
     {
         let b = x.dim(0)?;
         let mut h = x.detach();
@@ -376,7 +381,7 @@ impl ImageFlow {
             ld.iter_mut().for_each(|l| *l += v);
             Ok(())
         };
-        for l in &self.layers {
+        for (i, l) in self.layers.iter().enumerate() {
             h = match l {
                 ImageLayer::Logit(t) => {
                     let (y, l) = t.forward(&h)?;
@@ -401,7 +406,7 @@ impl ImageFlow {
                     h.narrow(1, 0, keep)?.contiguous()?
                 }
                 ImageLayer::Cpf(blk) => {
-                    let (z, l, se) = block(blk, &h)?;
+                    let (z, l, se) = block(blk, weights.get(i).and_then(Option::as_ref), &h)?;
                     ld.iter_mut().zip(l).for_each(|(a, b)| *a += b);
                     var.iter_mut().zip(se).for_each(|(a, s)| *a += s * s);
                     z.detach()
@@ -411,6 +416,18 @@ impl ImageFlow {
         out.push(h);
         let z = Tensor::cat(&out, 1)?.contiguous()?;
         Ok((z, ld, var))
+    }
+
+    /// The host weights of each layer (`None` but for CP-Flow blocks whose potentials the
+    /// host kernels cover), built once for the chunks of an evaluation.
+    fn host_weights(&self) -> Result<Vec<Option<icnn::HostWeights>>> {
+        self.layers
+            .iter()
+            .map(|l| match l {
+                ImageLayer::Cpf(b) => b.host_weights(None),
+                _ => Ok(None),
+            })
+            .collect()
     }
 
     /// Apply `f` to row chunks and concatenate its outputs.
@@ -442,7 +459,7 @@ impl ImageFlow {
         self.ensure_initialized()?;
         let x = self.check_input(x)?;
         let out = self.chunked(&x, IMAGE_EVAL_CHUNK, |xc| {
-            let (z, _, _) = self.forward_with(xc, |blk, h| {
+            let (z, _, _) = self.forward_with(xc, &[], |blk, _, h| {
                 let z = blk.forward(h, None)?;
                 let zeros = vec![0.0; h.dim(0)?];
                 Ok((z, zeros.clone(), zeros))
@@ -460,9 +477,10 @@ impl ImageFlow {
         self.ensure_initialized()?;
         let x = self.check_input(x)?;
         let rows = (4096 / self.dim()).clamp(1, IMAGE_EVAL_CHUNK);
+        let weights = self.host_weights()?;
         let out = self.chunked(&x, rows, |xc| {
-            let (z, ld, _) = self.forward_with(xc, |blk, h| {
-                let (z, op) = blk.detached_operator(h, None)?;
+            let (z, ld, _) = self.forward_with(xc, &weights, |blk, w, h| {
+                let (z, op) = blk.detached_operator_sharing(h, None, w)?;
                 let lds = exact_logdet(&op, h)?;
                 let zeros = vec![0.0; lds.len()];
                 Ok((z, lds, zeros))
@@ -497,9 +515,10 @@ impl ImageFlow {
         }
         let x = self.check_input(x)?;
         let mut var_all = Vec::with_capacity(x.dim(0)?);
+        let weights = self.host_weights()?;
         let out = self.chunked(&x, IMAGE_EVAL_CHUNK, |xc| {
-            let (z, ld, var) = self.forward_with(xc, |blk, h| {
-                let (z, op) = blk.detached_operator(h, None)?;
+            let (z, ld, var) = self.forward_with(xc, &weights, |blk, w, h| {
+                let (z, op) = blk.detached_operator_sharing(h, None, w)?;
                 let (estimate, std_err) = slq_logdet_block(&op, h, params, &mut *rng)?;
                 Ok((z, estimate, std_err))
             })?;

@@ -43,13 +43,42 @@ impl Trainer {
             .map(|_| self.rng.random())
             .collect();
         let (flow, params) = (&self.flow, &self.config.surrogate);
+        // One host copy of each block's prepared weights for all chunks, whose gradients stop
+        // at a leaf: the chunks' leaf gradients are added, then back-propagated through the
+        // preparation once.
+        let weights = flow
+            .host_weights(ctx)?
+            .iter()
+            .map(|w| {
+                w.as_ref()
+                    .map(icnn::HostWeights::with_gradient_leaf)
+                    .transpose()
+            })
+            .collect::<icnn::Result<Vec<_>>>()?;
         let outcomes = map_row_chunks(x, ctx, STEP_CHUNK_ROWS, |i, xc, cc| {
             let mut rng = FlowRng::seed_from_u64(seeds[i]);
-            let (lp, cg) = flow.surrogate_terms(xc, cc, params, &mut rng)?;
+            let (lp, cg) = flow.surrogate_terms(xc, cc, params, &mut rng, &weights)?;
             let (value, grads) = chunk_share(&lp, n)?;
             Ok((value, grads, cg))
         })?;
-        self.merge_chunks(outcomes)
+        let leaves: Vec<&Tensor> = weights
+            .iter()
+            .flatten()
+            .filter_map(icnn::HostWeights::gradient_leaf)
+            .collect();
+        let (loss, mut grads, cg) = self.merge_chunks(outcomes, &leaves)?;
+        for w in weights.iter().flatten() {
+            let Some(leaf) = w.gradient_leaf() else {
+                continue;
+            };
+            let Some(g) = grads.remove(leaf) else {
+                continue;
+            };
+            let through = w.backward_from_leaf(&g)?;
+            drop(g);
+            self.add_gradients(&mut grads, &through)?;
+        }
+        Ok((loss, grads, cg))
     }
 
     /// `(loss, gradients)` of the exact NLL (dense Hessian log-dets) on batch `x` (`ctx` for
@@ -68,36 +97,58 @@ impl Trainer {
             let (value, grads) = chunk_share(&lp, n)?;
             Ok((value, grads, CgReport::default()))
         })?;
-        self.merge_chunks(outcomes)
+        self.merge_chunks(outcomes, &[])
     }
 
-    /// The chunks' shares of the loss and their gradients added up (in chunk order); CG
-    /// reports joined.
+    /// The chunks' shares of the loss and their gradients (of the flow's variables and of
+    /// `leaves`) added up in chunk order; CG reports joined.
     fn merge_chunks(
         &self,
         outcomes: Vec<(f64, GradStore, CgReport)>,
+        leaves: &[&Tensor],
     ) -> Result<(f64, GradStore, CgReport)> {
         let mut outcomes = outcomes.into_iter();
         let (mut loss, mut grads, mut cg) = outcomes
             .next()
             .ok_or_else(|| CpflowError::InvalidInput("a training batch needs rows".into()))?;
         let vars = self.flow.named_vars();
+        let keys: Vec<&Tensor> = vars
+            .iter()
+            .map(|(_, v)| v.as_tensor())
+            .chain(leaves.iter().copied())
+            .collect();
         for (v, g, c) in outcomes {
             loss += v;
             cg.extend(&c);
-            for (_, var) in &vars {
-                let t = var.as_tensor();
+            for &t in &keys {
                 if let Some(gi) = g.get(t) {
-                    let sum = match grads.get(t) {
-                        Some(s) => (s + gi)?,
-                        None => gi.clone(),
-                    };
-                    grads.insert(t, sum);
+                    add_gradient(&mut grads, t, gi)?;
                 }
             }
         }
         Ok((loss, grads, cg))
     }
+
+    /// `grads += more` on the flow's variables.
+    fn add_gradients(&self, grads: &mut GradStore, more: &GradStore) -> Result<()> {
+        for (_, var) in self.flow.named_vars() {
+            let t = var.as_tensor();
+            if let Some(g) = more.get(t) {
+                add_gradient(grads, t, g)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `grads[t] += g` (`g` where `t` has no gradient yet).
+fn add_gradient(grads: &mut GradStore, t: &Tensor, g: &Tensor) -> Result<()> {
+    let sum = match grads.remove(t) {
+        Some(s) => (s + g)?,
+        None => g.clone(),
+    };
+    grads.insert(t, sum);
+    Ok(())
 }
 
 /// A chunk's share `−Σ_chunk log p / B` of a batch of `n` rows' mean loss: its value and its
@@ -105,7 +156,7 @@ impl Trainer {
 fn chunk_share(log_prob: &Tensor, n: usize) -> Result<(f64, GradStore)> {
     let share = log_prob.sum_all()?.affine(-1.0 / n as f64, 0.0)?;
     let value = share.to_dtype(DType::F64)?.to_scalar::<f64>()?;
-    Ok((value, share.backward()?))
+    Ok((value, icnn::detached_backward(&share)?))
 }
 
 #[cfg(test)]
@@ -167,7 +218,7 @@ mod tests {
             let xc = x.narrow(0, start, len).unwrap();
             let (lp, _) = t
                 .flow
-                .surrogate_terms(&xc, None, &t.config.surrogate, &mut r)
+                .surrogate_terms(&xc, None, &t.config.surrogate, &mut r, &[])
                 .unwrap();
             parts.push(lp);
         }

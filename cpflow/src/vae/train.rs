@@ -375,7 +375,7 @@ fn train_epochs(
                     checkpoint: ckpt_path.exists().then(|| ckpt_path.clone()),
                 });
             }
-            let grads = terms.loss.backward()?;
+            let grads = icnn::detached_backward(&terms.loss)?;
             opt.step(&grads)?;
             state.steps += 1;
             sums.batches += 1;

@@ -18,5 +18,6 @@ mod custom_potential;
 mod dtype_checks;
 mod host_linearization;
 mod host_linearization_conv;
+mod host_weights;
 mod input_derivatives;
 mod parameter_gradients;

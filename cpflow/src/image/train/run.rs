@@ -254,7 +254,7 @@ impl<'a> Run<'a> {
                 checkpoint: self.last_checkpoint.clone(),
             });
         }
-        let mut grads = out.loss.backward()?;
+        let mut grads = icnn::detached_backward(&out.loss)?;
         let gn = self.adam.grad_norm(&grads)?;
         if !gn.is_finite() {
             let name = self
