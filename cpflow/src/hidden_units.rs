@@ -11,26 +11,33 @@ use crate::model_size::{add, mul};
 use crate::potential::PotentialConfig;
 
 impl PotentialConfig {
-    /// Hidden units per row of the dense ICNNs (`width · depth`, saturating); `None` for the
-    /// convolutional networks (their units depend on the image) and networks of your own.
+    /// Hidden units per row, saturating: `width · depth` for the dense ICNNs, and for the
+    /// convolutional ones `width · H · W · depth` (every hidden layer has `width` channels at
+    /// the input's resolution; `ConvIcnn`'s pooled stages come on top, so for it this is a
+    /// lower bound); `None` for networks of your own.
     ///
     /// ```
     /// use cpflow::PotentialConfig;
     /// let c = icnn::Icnn2Config { dim: 43, width: 64, depth: 10, ..Default::default() };
     /// assert_eq!(PotentialConfig::Icnn2(c).hidden_units(), Some(640));
+    /// let image = icnn::ImageShape::new(1, 28, 28);
+    /// let c = icnn::ConvIcnn3Config { image, width: 16, depth: 2, ..Default::default() };
+    /// assert_eq!(PotentialConfig::ConvIcnn3(c).hidden_units(), Some(16 * 28 * 28 * 2));
     /// ```
     pub fn hidden_units(&self) -> Option<usize> {
+        let conv = |image: icnn::ImageShape, width: usize, depth: usize| {
+            (mul(width, mul(image.height, image.width)), depth)
+        };
         let (width, depth) = match self {
             PotentialConfig::Icnn(c) => (c.width, c.depth),
             PotentialConfig::Icnn2(c) => (c.width, c.depth),
             PotentialConfig::Icnn3(c) => (c.width, c.depth),
             PotentialConfig::DenseIcnn2(c) => (c.width, c.depth),
             PotentialConfig::Picnn(c) => (c.width, c.depth),
-            PotentialConfig::ConvIcnn(_)
-            | PotentialConfig::ConvIcnn2(_)
-            | PotentialConfig::ConvIcnn3(_)
-            | PotentialConfig::Custom(_)
-            | PotentialConfig::CustomConditional(_) => return None,
+            PotentialConfig::ConvIcnn(c) => conv(c.image, c.width, c.depth),
+            PotentialConfig::ConvIcnn2(c) => conv(c.image, c.width, c.depth),
+            PotentialConfig::ConvIcnn3(c) => conv(c.image, c.width, c.depth),
+            PotentialConfig::Custom(_) | PotentialConfig::CustomConditional(_) => return None,
         };
         Some(mul(width, depth))
     }

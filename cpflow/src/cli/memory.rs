@@ -44,8 +44,39 @@ pub(crate) const FLOW_STEP_UNIT_VALUES: f64 = 6.0;
 /// `None`: 0) on batches of `batch` rows in `dtype`, for [`check_training_memory`] with
 /// [`FLOW_STEP_WEIGHT_COPIES`].
 pub(crate) fn flow_training_memory(hidden_units: Option<usize>, batch: usize, dtype: DType) -> f64 {
+    activation_bytes(FLOW_STEP_UNIT_VALUES, hidden_units, batch, dtype)
+}
+
+/// Copies of the weights at the peak of an image flow's training step, at least: the
+/// weights, their gradients, Adam's two moments, the prepared weights and their host copy,
+/// and the Winograd transforms of the 3×3 kernels (`icnn`'s links of 32 channels or more keep
+/// each kernel transformed for the forward and the adjoint pass, 36/9 = 4 values per kernel
+/// value each way): 14, the weight average (EMA) not counted. Measured (heaptrack, and peak
+/// RSS against batch size): 34 to 44 copies on MNIST `conv_icnn` flows of width 256 to 1,024.
+pub(crate) const IMAGE_STEP_WEIGHT_COPIES: f64 = 14.0;
+
+/// Values per hidden unit and image that an image flow's training step keeps, at least (the
+/// host forward caches, the CG tangents and the adjoint's arrays of every block at once).
+/// Measured: 33 to 34 values per unit and image (f32 and f64 alike, in bytes per value) from
+/// the batch-size slopes of MNIST `conv_icnn` flows of width 256 and 512.
+pub(crate) const IMAGE_STEP_UNIT_VALUES: f64 = 20.0;
+
+/// A lower bound on the activation bytes of an image flow's training step with
+/// `hidden_units` units per image (all blocks; [`crate::image::ImageFlowConfig::total_hidden_units`];
+/// `None`: 0) on batches of `batch` images in `dtype`, for [`check_training_memory`] with
+/// [`IMAGE_STEP_WEIGHT_COPIES`].
+pub(crate) fn image_training_memory(
+    hidden_units: Option<usize>,
+    batch: usize,
+    dtype: DType,
+) -> f64 {
+    activation_bytes(IMAGE_STEP_UNIT_VALUES, hidden_units, batch, dtype)
+}
+
+/// `values` values of `dtype` per hidden unit and row, over `batch` rows (`None` units: 0).
+fn activation_bytes(values: f64, hidden_units: Option<usize>, batch: usize, dtype: DType) -> f64 {
     hidden_units.map_or(0.0, |u| {
-        FLOW_STEP_UNIT_VALUES * u as f64 * batch as f64 * dtype.size_in_bytes() as f64
+        values * u as f64 * batch as f64 * dtype.size_in_bytes() as f64
     })
 }
 
@@ -127,6 +158,27 @@ pub(crate) const FLOW_MEASURED_PEAKS: [(f64, usize, usize, usize, usize, usize, 
     (3.602, 20_631_050, 8, 1, 128, 1024, 40),
     (0.973, 6_327_306, 8, 1, 16, 2048, 4),
     (1.292, 13_009_140, 4, 1, 16, 2048, 4),
+];
+
+/// Peak RSS of `cpflow train --config configs/mnist-cpu.toml --iters 3` (release, 2
+/// threads; GB; 16 validation and test images) on this project's CPU machine, with what sizes
+/// it: parameters, bytes per value, hidden units per image
+/// ([`crate::image::ImageFlowConfig::total_hidden_units`]) and batch. `conv_icnn` of width 64
+/// to 1,024, depth 2 or 4, one or two blocks per scale, f32 or f64; `conv_icnn3` and
+/// `conv_icnn2` of width 256 (the last two). The lower bound of [`IMAGE_STEP_WEIGHT_COPIES`]
+/// and [`IMAGE_STEP_UNIT_VALUES`] is below each (2.3× to 4.5× below).
+#[cfg(test)]
+pub(crate) const IMAGE_MEASURED_PEAKS: [(f64, usize, usize, usize, usize); 10] = [
+    (3.283, 14_364_722, 4, 1_053_696, 4),
+    (2.068, 3_643_442, 4, 526_848, 16),
+    (3.188, 3_643_442, 4, 526_848, 32),
+    (3.517, 10_727_474, 4, 1_053_696, 16),
+    (3.160, 7_286_882, 4, 1_053_696, 16),
+    (1.573, 247_346, 4, 131_712, 64),
+    (3.916, 3_643_442, 8, 526_848, 16),
+    (8.758, 57_040_946, 4, 2_107_392, 2),
+    (0.891, 992_117, 4, 526_848, 16),
+    (1.820, 2_756_786, 4, 526_848, 16),
 ];
 
 #[cfg(test)]
@@ -222,6 +274,36 @@ mod tests {
                 && err.contains("lower model.width"),
             "{err}"
         );
+    }
+
+    /// The image bound is a bound: every measured image run passes on a machine of exactly
+    /// its peak memory and is refused on one of 1/4.6 of it.
+    #[test]
+    fn image_bound_is_below_every_measured_peak() {
+        for (gb, params, bytes, units, batch) in IMAGE_MEASURED_PEAKS {
+            let dtype = if bytes == 4 { DType::F32 } else { DType::F64 };
+            let check = |total: f64| {
+                check_training_memory(
+                    "the image flow",
+                    &[(params, dtype)],
+                    IMAGE_STEP_WEIGHT_COPIES,
+                    image_training_memory(Some(units), batch, dtype),
+                    &Device::Cpu,
+                    Some(total),
+                    "model.width",
+                )
+            };
+            let peak = gb * 1e9;
+            assert!(
+                check(peak).is_ok(),
+                "{params} parameters, batch {batch}: refused at its measured peak"
+            );
+            // Not toothless: every run is refused on a machine of 1/4.6 of its peak.
+            assert!(
+                check(peak / 4.6).is_err(),
+                "{params} parameters, batch {batch}: passes at 1/4.6 of its peak"
+            );
+        }
     }
 
     /// The bound is a bound: the check passes every measured run on a machine of exactly its

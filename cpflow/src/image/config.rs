@@ -250,6 +250,45 @@ impl ImageFlowConfig {
         Ok(self.count(&shapes.inputs).exact())
     }
 
+    /// The hidden units per image of all CP-Flow blocks together
+    /// ([`crate::PotentialConfig::hidden_units`], saturating): a training step keeps every
+    /// block's forward pass for the backward pass. `None` when no block's potential has a
+    /// count (networks of your own).
+    ///
+    /// ```
+    /// use cpflow::image::{ImageFlowConfig, MultiscaleConfig};
+    /// // MNIST: ConvICNN width 64, depth 3; one block per scale: 28×28, 14×14 and 7×7.
+    /// let mut ms = MultiscaleConfig::mnist();
+    /// ms.nblocks = vec![1, 1, 1];
+    /// let cfg = ImageFlowConfig::multiscale(&ms)?;
+    /// assert_eq!(cfg.total_hidden_units(), Some(64 * 3 * (28 * 28 + 14 * 14 + 7 * 7)));
+    /// # Ok::<(), cpflow::CpflowError>(())
+    /// ```
+    pub fn total_hidden_units(&self) -> Option<usize> {
+        self.block_hidden_units().reduce(crate::model_size::add)
+    }
+
+    /// The hidden units per image of the widest CP-Flow block (the evaluation passes run the
+    /// blocks one after the other); `None` as for [`ImageFlowConfig::total_hidden_units`].
+    ///
+    /// ```
+    /// use cpflow::image::{ImageFlowConfig, MultiscaleConfig};
+    /// let cfg = ImageFlowConfig::multiscale(&MultiscaleConfig::mnist())?;
+    /// // ConvICNN width 64, depth 3 at 28×28, the first scale.
+    /// assert_eq!(cfg.max_hidden_units(), Some(64 * 3 * 28 * 28));
+    /// # Ok::<(), cpflow::CpflowError>(())
+    /// ```
+    pub fn max_hidden_units(&self) -> Option<usize> {
+        self.block_hidden_units().max()
+    }
+
+    fn block_hidden_units(&self) -> impl Iterator<Item = usize> + '_ {
+        self.layers.iter().filter_map(|l| match l {
+            ImageLayerConfig::Cpf(b) => b.potential.hidden_units(),
+            _ => None,
+        })
+    }
+
     /// The parameters of the layers, each seeing `inputs[i]`.
     fn count(&self, inputs: &[ImageShape]) -> Count {
         self.layers

@@ -20,8 +20,16 @@ use crate::prior::GaussianPrior;
 use crate::rng::FlowRng;
 use crate::slq::{SlqLogProb, slq_logdet_block};
 
-/// Rows per chunk of the SLQ pass (rows are independent: memory, not results).
+/// Images per chunk of the evaluation passes at most ([`ImageFlow::eval_chunk_rows`]).
 pub const IMAGE_EVAL_CHUNK: usize = 256;
+
+/// Hidden units that one chunk of an SLQ evaluation or of a forward pass may carry: images
+/// times the widest block's units per image ([`ImageFlowConfig::max_hidden_units`]). An SLQ
+/// pass keeps about 17 values per unit (measured: a 200-image validation batch of a `conv_icnn`
+/// of width 256 on MNIST peaked at 7.6 GB against 2.1 GB for 16 images), so 2²⁶ units are about
+/// 4.5 GB in f32. Below it, chunks are [`IMAGE_EVAL_CHUNK`] images (every default
+/// configuration).
+const EVAL_CHUNK_UNITS: usize = 1 << 26;
 
 /// Hessian-vector products per pass when the exact log-det builds a dense Hessian
 /// (`rows × columns` of one `apply_many` call).
@@ -418,6 +426,32 @@ impl ImageFlow {
         Ok((z, ld, var))
     }
 
+    /// Images per chunk of the evaluation passes (SLQ, forward, and at most this many in the
+    /// exact pass): [`IMAGE_EVAL_CHUNK`], fewer for blocks of over 2¹⁸ hidden units per image
+    /// (2²⁶ units a chunk: an SLQ pass keeps about 17 values per unit).
+    ///
+    /// ```
+    /// use candle_core::Device;
+    /// use cpflow::image::{ImageFlow, ImageFlowConfig, MultiscaleConfig};
+    /// use cpflow::PotentialConfig;
+    /// use icnn::{ConvIcnn3Config, ImageShape};
+    /// let mut ms = MultiscaleConfig::mnist();
+    /// ms.nblocks = vec![1];
+    /// let flow = ImageFlow::new(ImageFlowConfig::multiscale(&ms)?, &Device::Cpu)?;
+    /// assert_eq!(flow.eval_chunk_rows(), 256); // 64 · 3 · 28 · 28 units per image
+    /// let image = ImageShape::new(1, 28, 28);
+    /// ms.potential = PotentialConfig::ConvIcnn3(ConvIcnn3Config { image, width: 256, depth: 2, ..Default::default() });
+    /// let flow = ImageFlow::new(ImageFlowConfig::multiscale(&ms)?, &Device::Cpu)?;
+    /// assert_eq!(flow.eval_chunk_rows(), (1 << 26) / (256 * 2 * 28 * 28)); // 167
+    /// # Ok::<(), cpflow::CpflowError>(())
+    /// ```
+    pub fn eval_chunk_rows(&self) -> usize {
+        match self.config.max_hidden_units() {
+            Some(units) => (EVAL_CHUNK_UNITS / units.max(1)).clamp(1, IMAGE_EVAL_CHUNK),
+            None => IMAGE_EVAL_CHUNK,
+        }
+    }
+
     /// The host weights of each layer (`None` but for CP-Flow blocks whose potentials the
     /// host kernels cover), built once for the chunks of an evaluation.
     fn host_weights(&self) -> Result<Vec<Option<icnn::HostWeights>>> {
@@ -458,7 +492,7 @@ impl ImageFlow {
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         self.ensure_initialized()?;
         let x = self.check_input(x)?;
-        let out = self.chunked(&x, IMAGE_EVAL_CHUNK, |xc| {
+        let out = self.chunked(&x, self.eval_chunk_rows(), |xc| {
             let (z, _, _) = self.forward_with(xc, &[], |blk, _, h| {
                 let z = blk.forward(h, None)?;
                 let zeros = vec![0.0; h.dim(0)?];
@@ -476,7 +510,7 @@ impl ImageFlow {
     pub fn transform(&self, x: &Tensor) -> Result<(Tensor, Tensor)> {
         self.ensure_initialized()?;
         let x = self.check_input(x)?;
-        let rows = (4096 / self.dim()).clamp(1, IMAGE_EVAL_CHUNK);
+        let rows = (4096 / self.dim()).clamp(1, self.eval_chunk_rows());
         let weights = self.host_weights()?;
         let out = self.chunked(&x, rows, |xc| {
             let (z, ld, _) = self.forward_with(xc, &weights, |blk, w, h| {
@@ -516,7 +550,7 @@ impl ImageFlow {
         let x = self.check_input(x)?;
         let mut var_all = Vec::with_capacity(x.dim(0)?);
         let weights = self.host_weights()?;
-        let out = self.chunked(&x, IMAGE_EVAL_CHUNK, |xc| {
+        let out = self.chunked(&x, self.eval_chunk_rows(), |xc| {
             let (z, ld, var) = self.forward_with(xc, &weights, |blk, w, h| {
                 let (z, op) = blk.detached_operator_sharing(h, None, w)?;
                 let (estimate, std_err) = slq_logdet_block(&op, h, params, &mut *rng)?;

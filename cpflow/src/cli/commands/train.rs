@@ -14,8 +14,8 @@ use crate::cli::TrainArgs;
 use crate::cli::data::{DataSource, LoadedData, Rows, load};
 use crate::cli::interrupt::Interrupt;
 use crate::cli::memory::{
-    FLOW_STEP_WEIGHT_COPIES, OPTIMISER_COPIES, check_training_memory, flow_training_memory,
-    total_memory,
+    FLOW_STEP_WEIGHT_COPIES, IMAGE_STEP_WEIGHT_COPIES, check_training_memory, flow_training_memory,
+    image_training_memory, total_memory,
 };
 use crate::cli::model_plots::{PlotOptions, rows_to_points, write_model_plots};
 use crate::cli::resume_check::{
@@ -541,14 +541,16 @@ fn train_image(a: TrainArgs) -> Result<()> {
         );
     }
     if let Some(n) = flow.parameter_count()? {
+        let dtype = flow.float.dtype();
+        let batch = cfg.train.batch_size.min(data.train.len());
         check_training_memory(
             "the image flow",
-            &[(n, flow.float.dtype())],
-            OPTIMISER_COPIES,
-            0.0,
+            &[(n, dtype)],
+            IMAGE_STEP_WEIGHT_COPIES,
+            image_training_memory(flow.total_hidden_units(), batch, dtype),
             &device,
             total_memory(),
-            "model.nblocks, model.width or model.depth",
+            "model.nblocks, model.width, model.depth or train.batch_size",
         )?;
     }
     // The network itself (widths, depths, kernel sizes are checked where it is built): a
