@@ -8,7 +8,7 @@ use std::sync::{Arc, OnceLock, RwLock};
 
 use candle_core::Tensor;
 use candle_nn::VarBuilder;
-use icnn::{ConvexPotential, HostLinearization, Linearization};
+use icnn::{ConvexPotential, Linearization};
 use rand::{Rng, RngCore};
 use serde::{Deserialize, Serialize};
 
@@ -261,12 +261,10 @@ impl CustomPotential {
         self.net.value_and_gradient(x)
     }
 
-    pub(crate) fn host_linearize(&self, x: &Tensor) -> icnn::Result<Option<HostLinearization>> {
-        self.net.host_linearize(x)
-    }
-
-    pub(crate) fn host_weights(&self) -> icnn::Result<Option<icnn::HostWeights>> {
-        self.net.host_weights()
+    /// The network of your own, for the host kernels' paths
+    /// (`ConvexPotential::host_linearize`, `ConvexPotential::host_weights`).
+    pub(crate) fn network(&self) -> &dyn ConvexPotential {
+        self.net.as_ref()
     }
 
     /// Custom networks have no data-dependent initialisation.

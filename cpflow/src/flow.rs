@@ -49,7 +49,7 @@ pub(crate) fn exact_chunk_rows(d: usize, hidden_units: Option<usize>) -> usize {
     by_dim.min(by_size).clamp(16, EVAL_CHUNK)
 }
 
-/// Per layer of a flow, its shared host weights ([`Flow::host_weights`]).
+/// Per layer of a flow (or an image flow), its shared host weights ([`Flow::host_weights`]).
 pub(crate) type LayerWeights = Vec<Option<icnn::HostWeights>>;
 
 /// Rows per chunk for a pass whose results do not depend on its chunks (each row computed on

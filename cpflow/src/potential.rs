@@ -214,40 +214,39 @@ impl Potential {
         x: &Tensor,
         ctx: Option<&Tensor>,
     ) -> Result<Option<icnn::HostLinearization>> {
-        if ctx.is_some() {
-            return Ok(None);
+        match self.host_network(ctx) {
+            Some(n) => Ok(n.host_linearize(x)?),
+            None => Ok(None),
         }
-        Ok(match self {
-            Potential::Icnn(n) => n.host_linearize(x)?,
-            Potential::Icnn2(n) => n.host_linearize(x)?,
-            Potential::Icnn3(n) => n.host_linearize(x)?,
-            Potential::DenseIcnn2(n) => n.host_linearize(x)?,
-            Potential::ConvIcnn(n) => n.host_linearize(x)?,
-            Potential::ConvIcnn2(n) => n.host_linearize(x)?,
-            Potential::ConvIcnn3(n) => n.host_linearize(x)?,
-            Potential::Custom(n) => n.host_linearize(x)?,
-            Potential::Picnn(_) | Potential::CustomConditional(_) => None,
-        })
     }
 
     /// The prepared parameters on the host (`icnn::HostWeights`), to linearize many row
     /// chunks with one copy; `None` where [`Potential::host_linearize`] would be, or before
     /// the ActNorm initialisation.
     pub(crate) fn host_weights(&self, ctx: Option<&Tensor>) -> Result<Option<icnn::HostWeights>> {
-        if ctx.is_some() {
-            return Ok(None);
+        match self.host_network(ctx) {
+            Some(n) => Ok(n.host_weights()?),
+            None => Ok(None),
         }
-        Ok(match self {
-            Potential::Icnn(n) => n.host_weights()?,
-            Potential::Icnn2(n) => n.host_weights()?,
-            Potential::Icnn3(n) => n.host_weights()?,
-            Potential::DenseIcnn2(n) => n.host_weights()?,
-            Potential::ConvIcnn(n) => n.host_weights()?,
-            Potential::ConvIcnn2(n) => n.host_weights()?,
-            Potential::ConvIcnn3(n) => n.host_weights()?,
-            Potential::Custom(n) => n.host_weights()?,
+    }
+
+    /// The network as an unconditional `icnn::ConvexPotential`, where the host kernels may
+    /// take it: not with a context, not for the conditional potentials.
+    fn host_network(&self, ctx: Option<&Tensor>) -> Option<&dyn ConvexPotential> {
+        if ctx.is_some() {
+            return None;
+        }
+        match self {
+            Potential::Icnn(n) => Some(n),
+            Potential::Icnn2(n) => Some(n),
+            Potential::Icnn3(n) => Some(n),
+            Potential::DenseIcnn2(n) => Some(n),
+            Potential::ConvIcnn(n) => Some(n),
+            Potential::ConvIcnn2(n) => Some(n),
+            Potential::ConvIcnn3(n) => Some(n),
+            Potential::Custom(n) => Some(n.network()),
             Potential::Picnn(_) | Potential::CustomConditional(_) => None,
-        })
+        }
     }
 
     /// `(F(x), ∇F(x))` without second-order caches.

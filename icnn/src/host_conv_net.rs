@@ -15,11 +15,8 @@ use crate::conv_network::PreparedNode;
 use crate::error::Result;
 use crate::gemm_conv::PatchGeometry;
 use crate::host_link::{ChannelLast, Link};
+use crate::host_weights::host_vec;
 use crate::surrogate_host::{HostGroup, HostNet, Real};
-
-fn host_vec<T: candle_core::WithDType>(t: &Tensor) -> Result<Vec<T>> {
-    Ok(t.detach().flatten_all()?.to_vec1::<T>()?)
-}
 
 /// The host network of `nodes` and the tensors behind its packed parameters, in the packed
 /// order of `HostNet::offsets` (per group: input kernels, the input-image kernel, the bias),

@@ -56,8 +56,8 @@ pub struct HostWeights {
     pub(crate) inner: Arc<Weights>,
 }
 
-/// The host network in either precision.
-#[derive(Debug)]
+/// The host network in either precision (cloning shares it).
+#[derive(Debug, Clone)]
 pub(crate) enum NetOf {
     F32(Arc<HostNet<f32>>),
     F64(Arc<HostNet<f64>>),
@@ -314,12 +314,10 @@ impl HostWeights {
     /// ```
     pub fn with_gradient_leaf(&self) -> Result<Self> {
         let w = &self.inner;
-        let leaf = Var::from_tensor(&w.packed()?.detach())?;
-        let net = match &w.net {
-            NetOf::F32(n) => NetOf::F32(n.clone()),
-            NetOf::F64(n) => NetOf::F64(n.clone()),
-        };
-        let parts = w.parts.clone();
+        // A variable is a copy without a graph; the concatenation it copies dies here (not
+        // cached in `self`, which may live on).
+        let leaf = Var::from_tensor(&Tensor::cat(&w.parts, 0)?)?;
+        let (net, parts) = (w.net.clone(), w.parts.clone());
         Ok(Self::assemble(
             net,
             parts,

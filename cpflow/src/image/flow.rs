@@ -10,7 +10,7 @@ use crate::actnorm::ActNorm;
 use crate::block::{CpFlowBlock, HessianOperator};
 use crate::config::{FloatType, SlqConfig};
 use crate::error::{CpflowError, Result};
-use crate::flow::check_matrix;
+use crate::flow::{LayerWeights, check_matrix};
 use crate::image::actnorm::ChannelActNorm;
 use crate::image::config::{ImageFlowConfig, ImageLayerConfig, LayerShapes};
 use crate::image::logit::LogitTransform;
@@ -454,7 +454,7 @@ impl ImageFlow {
 
     /// The host weights of each layer (`None` but for CP-Flow blocks whose potentials the
     /// host kernels cover), built once for the chunks of an evaluation.
-    fn host_weights(&self) -> Result<Vec<Option<icnn::HostWeights>>> {
+    fn host_weights(&self) -> Result<LayerWeights> {
         self.layers
             .iter()
             .map(|l| match l {
