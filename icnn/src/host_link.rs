@@ -43,22 +43,24 @@ pub(crate) enum Link<T> {
     },
 }
 
-/// A Winograd convolution's kernel and adjoint kernel in transformed form
-/// ([`winograd_conv::TransformedKernel`]), each made on its first use and kept for the
-/// link's life (one linearization: a training step's forward pass, CG iterations and
-/// backward pass all convolve with the same kernel).
+/// A Winograd convolution's kernel in transformed form ([`winograd_conv::TransformedKernel`]),
+/// made on its first use and kept for the link's life (one linearization: a training step's
+/// forward pass, CG iterations and backward pass all convolve with the same kernel). The
+/// forward convolution and its adjoint share it (4 values per kernel value).
 #[derive(Debug, Clone)]
-pub(crate) struct WinogradKernels<T> {
-    forward: OnceLock<winograd_conv::TransformedKernel<T>>,
-    adjoint: OnceLock<winograd_conv::TransformedKernel<T>>,
-}
+pub(crate) struct WinogradKernels<T>(OnceLock<winograd_conv::TransformedKernel<T>>);
 
 impl<T> Default for WinogradKernels<T> {
     fn default() -> Self {
-        Self {
-            forward: OnceLock::new(),
-            adjoint: OnceLock::new(),
-        }
+        Self(OnceLock::new())
+    }
+}
+
+impl<T: Real> WinogradKernels<T> {
+    /// The transform of `k` `(C_o, C, 3, 3)`, made on the first call.
+    fn of(&self, k: &[T], c_out: usize, c_in: usize) -> &winograd_conv::TransformedKernel<T> {
+        self.0
+            .get_or_init(|| winograd_conv::TransformedKernel::of(k, c_out, c_in))
     }
 }
 
@@ -188,9 +190,7 @@ impl<T: Real> Link<T> {
                 c_out,
                 winograd,
             } if winograd_conv::covers(g, *c_out) => {
-                let u = winograd
-                    .forward
-                    .get_or_init(|| winograd_conv::TransformedKernel::of(k, *c_out, g.channels));
+                let u = winograd.of(k, *c_out, g.channels);
                 winograd_conv::forward(u, g, src, dst, rows, acc)
             }
             Self::Conv {
@@ -234,9 +234,7 @@ impl<T: Real> Link<T> {
                 c_out,
                 winograd,
             } if winograd_conv::covers(g, *c_out) => {
-                let u = winograd.adjoint.get_or_init(|| {
-                    winograd_conv::TransformedKernel::of_adjoint(k, *c_out, g.channels)
-                });
+                let u = winograd.of(k, *c_out, g.channels);
                 winograd_conv::adjoint(u, g, src, dst, rows, acc)
             }
             Self::Conv {

@@ -23,10 +23,8 @@
 //! solves to a tolerance of 1e-3; the tests hold the convolutions to the direct loop within
 //! 1e-12 (f64) and 5e-5 (f32) relative.
 //!
-//! The kernel gradient is the same algorithm read backwards: `K̄[o, c] = Gᵀ Ū G` with
-//! `Ū_ξ = Σ_t V_ξᵀ M̄_ξ` and `M̄ = A Ȳ Aᵀ` per tile (36 products of inner dimension
-//! "tiles"). The input adjoint is the forward convolution with the flipped, transposed kernel
-//! (as in [`crate::shifted_conv::adjoint`]).
+//! The input adjoint and the kernel gradient are the same algorithm read backwards
+//! (`winograd_adjoint.rs`): the input adjoint on the forward's own transformed kernel.
 //!
 //! The tiles are processed in chunks of whole tile rows (about [`CHUNK_TILES`] tiles) so that
 //! a chunk's transformed inputs and products (`[ξ][t][c]`: 36 row-major matrices each) stay
@@ -39,7 +37,7 @@ use std::ops::Range;
 use crate::gemm_conv::PatchGeometry;
 use crate::host_gemm::{View, matmul_into};
 use crate::scratch::Scratch;
-use crate::shifted_conv::{flipped_transposed, for_tasks, task_partials};
+use crate::shifted_conv::for_tasks;
 use crate::surrogate_host::Real;
 use crate::wide_simd::avx2_fma_fn;
 use candle_core::Result;
@@ -227,25 +225,6 @@ fn at<T: Real>(x: [&[T]; IN], y: [&mut [T]; OUT]) {
     }
 }
 
-/// `y = A x` along one axis (the adjoint of [`at`]), element-wise.
-#[inline(always)]
-fn a<T: Real>(x: [&[T]; OUT], y: [&mut [T]; IN]) {
-    let n = y[0].len();
-    let [x0, x1, x2, x3] = x.map(|s| &s[..n]);
-    let [y0, y1, y2, y3, y4, y5] = y.map(|s| &mut s[..n]);
-    let (two, four, eight) = (T::from_f64(2.0), T::from_f64(4.0), T::from_f64(8.0));
-    for i in 0..n {
-        let (p, q, r, s) = (x0[i], x1[i], x2[i], x3[i]);
-        let (even1, odd1, even2, odd2) = (p + r, q + s, p + four * r, two * q + eight * s);
-        y0[i] = p;
-        y1[i] = even1 + odd1;
-        y2[i] = even1 - odd1;
-        y3[i] = even2 + odd2;
-        y4[i] = even2 - odd2;
-        y5[i] = s;
-    }
-}
-
 avx2_fma_fn! {
     /// The transformed inputs `Bᵀ d B` of the tiles of global tile rows `rows` of the images
     /// `imgs` (`(H, W, c)` each) into `v` (`[ξ][t][c]`, `t` the tile's index in the chunk).
@@ -343,47 +322,6 @@ avx2_fma_fn! {
     }
 }
 
-avx2_fma_fn! {
-    /// The adjoint of [`output_transform`]: `m̄ = A ȳ Aᵀ` per tile of global tile rows `rows` of
-    /// the cotangent images `y` (`(H, W, c_out)` each; 0 outside the image) into `mbar`
-    /// (`[ξ][t][o]`).
-    fn output_adjoint<T: Real>(
-        tl: &Tiling,
-        c_out: usize,
-        y: &[T],
-        rows: Range<usize>,
-        mbar: &mut [T],
-    ) {
-        let co = c_out;
-        let plane = rows.len() * tl.tw * co;
-        let mut patch = Scratch::<T>::take(OUT * OUT * co);
-        let mut half = Scratch::<T>::take(IN * OUT * co);
-        for (lr, tr) in rows.enumerate() {
-            let (b, ti) = (tr / tl.th, tr % tl.th);
-            let img = &y[b * tl.h * tl.w * co..(b + 1) * tl.h * tl.w * co];
-            for tj in 0..tl.tw {
-                patch.fill(T::zero());
-                let cols = tl.cols(tj);
-                for (r, dst) in patch.chunks_exact_mut(OUT * co).enumerate() {
-                    let i = OUT * ti + r;
-                    if i >= tl.h {
-                        break;
-                    }
-                    let at = (i * tl.w + OUT * tj) * co;
-                    dst[..cols * co].copy_from_slice(&img[at..at + cols * co]);
-                }
-                // half[r] (4 pixels each): the patch's rows combined; then each row's
-                // pixels, straight to their planes.
-                a(parts(&patch, OUT * co), parts_mut(&mut half, OUT * co));
-                let at = (lr * tl.tw + tj) * co;
-                for (r, src) in half.chunks_exact(OUT * co).enumerate() {
-                    a(parts(src, co), plane_row(mbar, plane, r, at, co));
-                }
-            }
-        }
-    }
-}
-
 /// The rows of `G` (the kernel transform) at `(p, q, r)`:
 /// `(p/4, −(p+q+r)/6, −(p−q+r)/6, p/24 + q/12 + r/6, p/24 − q/12 + r/6, r)`.
 fn g6<T: Real>(p: T, q: T, r: T) -> [T; IN] {
@@ -399,17 +337,6 @@ fn g6<T: Real>(p: T, q: T, r: T) -> [T; IN] {
     ]
 }
 
-/// `Gᵀ x`: the adjoint of [`g6`], 6 values to 3.
-fn g6t<T: Real>(x: [T; IN]) -> [T; 3] {
-    let f = |v: f64| T::from_f64(v);
-    let (s12, d12, s34, d34) = (x[1] + x[2], x[2] - x[1], x[3] + x[4], x[3] - x[4]);
-    [
-        x[0] * f(0.25) - s12 * f(1.0 / 6.0) + s34 * f(1.0 / 24.0),
-        d12 * f(1.0 / 6.0) + d34 * f(1.0 / 12.0),
-        (s34 - s12) * f(1.0 / 6.0) + x[5],
-    ]
-}
-
 /// [`g6`] element-wise over slices: `y[·][i] = g6(x[0][i], x[1][i], x[2][i])`.
 #[inline(always)]
 fn g6_slices<T: Real>(x: [&[T]; 3], y: [&mut [T]; IN]) {
@@ -422,25 +349,13 @@ fn g6_slices<T: Real>(x: [&[T]; 3], y: [&mut [T]; IN]) {
     }
 }
 
-/// [`g6t`] element-wise over slices: `y[·][i] = g6t(x[0][i], …, x[5][i])`.
-#[inline(always)]
-fn g6t_slices<T: Real>(x: [&[T]; IN], y: [&mut [T]; 3]) {
-    let n = y[0].len();
-    let [x0, x1, x2, x3, x4, x5] = x.map(|s| &s[..n]);
-    let [y0, y1, y2] = y.map(|s| &mut s[..n]);
-    for i in 0..n {
-        let [v0, v1, v2] = g6t([x0[i], x1[i], x2[i], x3[i], x4[i], x5[i]]);
-        (y0[i], y1[i], y2[i]) = (v0, v1, v2);
-    }
-}
-
 /// A kernel `K (C_o, C, 3, 3)` transformed for [`forward`]: the [`XI`] matrices
 /// `U_ξ = (G g Gᵀ)_ξ`, each row-major `(C × C_o)` (`[ξ][c][o]`).
 ///
 /// A layer's kernel stays the same for every convolution of a training step (the forward
 /// pass, each CG iteration's tangent pass, the adjoints), so [`crate::host_link`] transforms
 /// it once and keeps it (transformed on every call, the kernel took 11% of the CPU samples of
-/// an MNIST step).
+/// an MNIST step). The input adjoint ([`adjoint`]) reads the same transform, transposed.
 #[derive(Debug, Clone)]
 pub(crate) struct TransformedKernel<T> {
     u: Vec<T>,
@@ -494,51 +409,6 @@ impl<T: Real> TransformedKernel<T> {
             });
         Self { u, c_in, c_out }
     }
-
-    /// The transform of the kernel of [`adjoint`]: `k`'s flipped, transposed kernel
-    /// (`C_o` channels in, `C` out).
-    pub(crate) fn of_adjoint(k: &[T], c_out: usize, c_in: usize) -> Self {
-        Self::of(&flipped_transposed(k, c_out, c_in, 9), c_in, c_out)
-    }
-}
-
-/// `dst (C_o, C, 3, 3) += Gᵀ Ū G` for the transformed-kernel gradient `ū` (`[ξ][c][o]`):
-/// the adjoint of [`TransformedKernel::of`].
-fn kernel_adjoint<T: Real>(ubar: &[T], c_out: usize, c_in: usize, dst: &mut [T]) {
-    let plane = c_in * c_out;
-    if plane == 0 {
-        return;
-    }
-    // Per input channel (in parallel), all output channels at once: grad[t][o] for tap t.
-    let grads: Vec<Vec<T>> = (0..c_in)
-        .into_par_iter()
-        .map(|c| {
-            let seg = |xi: usize| &ubar[xi * plane + c * c_out..xi * plane + (c + 1) * c_out];
-            // cols[s][i][o]: column s (entries 6r + s, r = 0..6) by Gᵀ.
-            let mut cols = vec![T::zero(); IN * 3 * c_out];
-            for (s, col) in cols.chunks_exact_mut(3 * c_out).enumerate() {
-                g6t_slices(
-                    std::array::from_fn(|r| seg(IN * r + s)),
-                    parts_mut(col, c_out),
-                );
-            }
-            let mut grad = vec![T::zero(); 9 * c_out];
-            for (i, row) in grad.chunks_exact_mut(3 * c_out).enumerate() {
-                let x =
-                    std::array::from_fn(|s| &cols[(s * 3 + i) * c_out..(s * 3 + i + 1) * c_out]);
-                g6t_slices(x, parts_mut(row, c_out));
-            }
-            grad
-        })
-        .collect();
-    for (c, grad) in grads.iter().enumerate() {
-        for o in 0..c_out {
-            let g = &mut dst[(o * c_in + c) * 9..(o * c_in + c) * 9 + 9];
-            for (t, v) in g.iter_mut().enumerate() {
-                *v += grad[t * c_out + o];
-            }
-        }
-    }
 }
 
 /// `dst (rows × H·W·C_o) (+)= conv(src (rows × H·W·C), K)`, channel-last rows, `K` of shape
@@ -582,67 +452,10 @@ pub(crate) fn forward<T: Real>(
     })
 }
 
-/// `dst (rows × H·W·C) (+)= Kᵀ src (rows × H·W·C_o)`: the adjoint of [`forward`], given
-/// [`TransformedKernel::of_adjoint`]; it is [`forward`] with the flipped, transposed kernel
-/// (`C_o` channels in, `C` out) on the images of `g` (`C = g.channels`).
-pub(crate) fn adjoint<T: Real>(
-    adjoint_kernel: &TransformedKernel<T>,
-    g: &PatchGeometry,
-    src: &[T],
-    dst: &mut [T],
-    rows: usize,
-    acc: bool,
-) -> Result<()> {
-    if adjoint_kernel.c_out != g.channels {
-        candle_core::bail!(
-            "Winograd adjoint: a kernel of {} output channels for images of {}",
-            adjoint_kernel.c_out,
-            g.channels
-        );
-    }
-    let swapped = PatchGeometry {
-        channels: adjoint_kernel.c_in,
-        ..*g
-    };
-    forward(adjoint_kernel, &swapped, src, dst, rows, acc)
-}
-
-/// `dst (C_o, C, 3, 3) += Σ_b ∂⟨cot_b, conv(src_b, K)⟩/∂K` (channel-last rows); the sum over
-/// images runs in task order (deterministic for a fixed thread count).
-pub(crate) fn param_grad<T: Real>(
-    g: &PatchGeometry,
-    c_out: usize,
-    dst: &mut [T],
-    cot: &[T],
-    src: &[T],
-    rows: usize,
-) -> Result<()> {
-    let (tl, c) = (Tiling::of(g), g.channels);
-    let (in_len, out_len) = (g.image_len(), c_out * g.height * g.width);
-    let partials = task_partials(cot, out_len, src, in_len, rows, |ys, xs, par| {
-        let mut ubar = vec![T::zero(); XI * c * c_out];
-        let (zero, mut half) = (vec![T::zero(); tl.w * c], Scratch::take(tl.strip_len(c)));
-        let mut v = Scratch::take(tl.chunk_len(c));
-        let mut mbar = Scratch::take(tl.chunk_len(c_out));
-        for (i, chunk) in tl.chunks(xs.len() / in_len).enumerate() {
-            let tiles = chunk.len() * tl.tw;
-            let (v, mbar) = (&mut v[..XI * tiles * c], &mut mbar[..XI * tiles * c_out]);
-            input_transform(&tl, c, xs, chunk.clone(), &zero, &mut half, v);
-            output_adjoint(&tl, c_out, ys, chunk, mbar);
-            for (xi, ux) in ubar.chunks_exact_mut(c * c_out).enumerate() {
-                let vx = View::row_major(&v[xi * tiles * c..], tiles, c);
-                let mx = View::row_major(&mbar[xi * tiles * c_out..], tiles, c_out);
-                matmul_into(ux, vx.t(), mx, i > 0, par)?;
-            }
-        }
-        Ok(ubar)
-    })?;
-    for ubar in partials {
-        kernel_adjoint(&ubar, c_out, c, dst);
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 #[path = "winograd_conv_tests.rs"]
 mod tests;
+
+#[path = "winograd_adjoint.rs"]
+mod adjoints;
+pub(crate) use adjoints::{adjoint, param_grad};

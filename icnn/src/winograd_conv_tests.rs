@@ -45,6 +45,39 @@ fn direct(k: &[f64], x: &[f64], b: usize, (h, w, c, co): (usize, usize, usize, u
     y
 }
 
+/// `x̄[b, i + a − 1, j + e − 1, c] += Σ_o K[o, c, a, e] ȳ[b, i, j, o]` (the transpose of
+/// [`direct`]; nothing lands outside the image), in f64.
+fn direct_adjoint(
+    k: &[f64],
+    ybar: &[f64],
+    b: usize,
+    (h, w, c, co): (usize, usize, usize, usize),
+) -> Vec<f64> {
+    let mut xbar = vec![0.0; b * h * w * c];
+    for img in 0..b {
+        for i in 0..h {
+            for j in 0..w {
+                let out = ((img * h + i) * w + j) * co;
+                for a in 0..3 {
+                    for e in 0..3 {
+                        let (ii, jj) = ((i + a) as isize - 1, (j + e) as isize - 1);
+                        if ii < 0 || jj < 0 || ii >= h as isize || jj >= w as isize {
+                            continue;
+                        }
+                        let px = ((img * h + ii as usize) * w + jj as usize) * c;
+                        for ci in 0..c {
+                            for o in 0..co {
+                                xbar[px + ci] += k[((o * c + ci) * 3 + a) * 3 + e] * ybar[out + o];
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    xbar
+}
+
 /// `∂⟨ȳ, conv(x, K)⟩/∂K` by the direct loop, f64.
 fn direct_kernel_grad(
     ybar: &[f64],
@@ -91,8 +124,31 @@ fn rel_err(a: &[f64], b: &[f64]) -> f64 {
         / scale
 }
 
-/// Forward (stored and accumulated), adjoint and kernel gradient of one shape against the
-/// direct loops; the adjoint also by the dot-product identity `⟨ȳ, L x⟩ = ⟨Lᵀ ȳ, x⟩`.
+/// `op(out, acc)` stored over random contents and added onto random contents, each against
+/// `want` (the direct loop's result); the stored result.
+fn stored_and_accumulated<T: Real>(
+    rng: &mut StdRng,
+    want: &[f64],
+    tol: f64,
+    what: &str,
+    op: impl Fn(&mut [T], bool),
+) -> Vec<T> {
+    let mut out = random::<T>(rng, want.len());
+    op(&mut out, false);
+    let e = rel_err(&to_f64(&out), want);
+    assert!(e < tol, "{what}: {e:e}");
+    let base = random::<T>(rng, want.len());
+    let mut acc = base.clone();
+    op(&mut acc, true);
+    let sum: Vec<f64> = to_f64(&base).iter().zip(want).map(|(p, q)| p + q).collect();
+    let e = rel_err(&to_f64(&acc), &sum);
+    assert!(e < tol, "accumulated {what}: {e:e}");
+    out
+}
+
+/// Forward and adjoint (stored and accumulated) and kernel gradient of one shape against the
+/// direct loops; the adjoint, on the forward's transformed kernel, also by the dot-product
+/// identity `⟨ȳ, L x⟩ = ⟨Lᵀ ȳ, x⟩`.
 fn check<T: Real>(b: usize, (h, w, c, co): (usize, usize, usize, usize), tol: f64, seed: u64) {
     let mut rng = StdRng::seed_from_u64(seed);
     let g = geometry(c, h, w);
@@ -101,39 +157,28 @@ fn check<T: Real>(b: usize, (h, w, c, co): (usize, usize, usize, usize), tol: f6
         random::<T>(&mut rng, co * c * 9),
         random::<T>(&mut rng, b * h * w * c),
     );
-    let (ybar, base) = (
-        random::<T>(&mut rng, b * h * w * co),
-        random::<T>(&mut rng, b * h * w * co),
-    );
+    let ybar = random::<T>(&mut rng, b * h * w * co);
     let (k64, x64, ybar64) = (to_f64(&k), to_f64(&x), to_f64(&ybar));
+    let kernel = TransformedKernel::of(&k, co, c);
+    let shape = format!("{b}×{h}×{w}×{c}→{co}");
+
     let want = direct(&k64, &x64, b, (h, w, c, co));
+    stored_and_accumulated(
+        &mut rng,
+        &want,
+        tol,
+        &format!("forward {shape}"),
+        |y, acc| forward(&kernel, &g, &x, y, b, acc).expect("forward"),
+    );
 
-    let mut y = vec![T::zero(); b * h * w * co];
-    forward(&TransformedKernel::of(&k, co, c), &g, &x, &mut y, b, false).expect("forward");
-    let e = rel_err(&to_f64(&y), &want);
-    assert!(e < tol, "forward {b}×{h}×{w}×{c}→{co}: {e:e}");
-
-    let mut acc = base.clone();
-    forward(&TransformedKernel::of(&k, co, c), &g, &x, &mut acc, b, true)
-        .expect("forward, accumulated");
-    let sum: Vec<f64> = to_f64(&base)
-        .iter()
-        .zip(&want)
-        .map(|(p, q)| p + q)
-        .collect();
-    let e = rel_err(&to_f64(&acc), &sum);
-    assert!(e < tol, "accumulated forward {b}×{h}×{w}×{c}→{co}: {e:e}");
-
-    let mut xbar = vec![T::zero(); b * h * w * c];
-    adjoint(
-        &TransformedKernel::of_adjoint(&k, co, c),
-        &g,
-        &ybar,
-        &mut xbar,
-        b,
-        false,
-    )
-    .expect("adjoint");
+    let want_bar = direct_adjoint(&k64, &ybar64, b, (h, w, c, co));
+    let xbar = stored_and_accumulated(
+        &mut rng,
+        &want_bar,
+        tol,
+        &format!("adjoint {shape}"),
+        |xb, acc| adjoint(&kernel, &g, &ybar, xb, b, acc).expect("adjoint"),
+    );
     let lhs: f64 = ybar64.iter().zip(&want).map(|(p, q)| p * q).sum();
     let rhs: f64 = to_f64(&xbar).iter().zip(&x64).map(|(p, q)| p * q).sum();
     let scale: f64 = ybar64.iter().zip(&want).map(|(p, q)| (p * q).abs()).sum();
@@ -212,26 +257,8 @@ fn a_kernel_for_other_channels_is_refused() {
     let other = TransformedKernel::of(&k, 32, 40);
     assert!(forward(&other, &g, &x, &mut y, 2, false).is_err());
     let mut xbar = vec![0.0; x.len()];
-    assert!(
-        adjoint(
-            &TransformedKernel::of_adjoint(&k, 40, 32),
-            &g,
-            &y,
-            &mut xbar,
-            2,
-            false
-        )
-        .is_ok()
-    );
-    assert!(
-        adjoint(
-            &TransformedKernel::of(&k, 40, 32),
-            &g,
-            &y,
-            &mut xbar,
-            2,
-            false
-        )
-        .is_err()
-    );
+    let kernel = TransformedKernel::of(&k, 40, 32);
+    assert!(adjoint(&kernel, &g, &y, &mut xbar, 2, false).is_ok());
+    let other = TransformedKernel::of(&k, 32, 40);
+    assert!(adjoint(&other, &g, &y, &mut xbar, 2, false).is_err());
 }
