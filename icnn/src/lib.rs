@@ -134,4 +134,5 @@ pub use layers::{ACTNORM_SCALE_MIN, ActNorm, Linear, PosLinear};
 pub use linearization::Linearization;
 pub use parameter_count::{MAX_MODEL_PARAMETERS, check_parameter_count};
 pub use picnn::{Picnn, PicnnConfig};
+pub use scratch::{ArrayPoolPause, pause_array_pool};
 pub use traits::{ConditionalConvexPotential, ConvexPotential};

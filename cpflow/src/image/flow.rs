@@ -464,11 +464,13 @@ impl ImageFlow {
             .collect()
     }
 
-    /// Apply `f` to row chunks and concatenate its outputs.
+    /// Apply `f` to row chunks and concatenate its outputs, with `icnn`'s array pool paused
+    /// ([`icnn::pause_array_pool`]: it would keep the chunks' arrays beside the live ones).
     fn chunked<F>(&self, x: &Tensor, rows: usize, mut f: F) -> Result<Vec<Tensor>>
     where
         F: FnMut(&Tensor) -> Result<Vec<Tensor>>,
     {
+        let _pause = icnn::pause_array_pool();
         let n = x.dim(0)?;
         let rows = rows.max(1);
         let mut parts: Vec<Vec<Tensor>> = Vec::new();
