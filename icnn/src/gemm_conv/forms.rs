@@ -8,7 +8,7 @@ use candle_core::Tensor;
 
 /// A convolution whose kernel covers the whole unpadded input: `y (B, C_o) = x (B, C·H·W) ·
 /// K (C_o, C·H·W)ᵀ`, one product for the batch (per image it would be a matrix-vector
-/// product that reads the whole kernel), [`host_matmul`].
+/// product that reads the whole kernel), [`host_matmul()`].
 pub(super) fn dense_conv(x: &Tensor, kernel: &Tensor) -> Result<Tensor> {
     let (b, c_out) = (x.dim(0)?, kernel.dim(0)?);
     let y = host_matmul(&x.flatten_from(1)?, &kernel.flatten_from(1)?.t()?)?;
