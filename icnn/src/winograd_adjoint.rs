@@ -48,9 +48,9 @@ fn a<T: Real>(x: [&[T]; OUT], y: [&mut [T]; IN]) {
 }
 
 avx2_fma_fn! {
-    /// The adjoint of [`super::output_transform`]: `m̄ = A ȳ Aᵀ` per tile of global tile rows `rows` of
-    /// the cotangent images `y` (`(H, W, c_out)` each; 0 outside the image) into `mbar`
-    /// (`[ξ][t][o]`).
+    /// The adjoint of [`super::output_transform`]: `m̄ = A ȳ Aᵀ` per tile of global tile
+    /// rows `rows` of the cotangent images `y` (`(H, W, c_out)` each; 0 outside the image)
+    /// into `mbar` (`[ξ][t][o]`).
     fn output_adjoint<T: Real>(
         tl: &Tiling,
         c_out: usize,
@@ -69,9 +69,9 @@ avx2_fma_fn! {
                 // The tile's 4 rows of 4 pixels: straight from the image inside it, else
                 // copied with zeros for the pixels outside.
                 let cols = tl.cols(tj);
-                let rows_of = |i: usize| (i * tl.w + OUT * tj) * co;
+                let tile_row_at = |i: usize| (i * tl.w + OUT * tj) * co;
                 let x: [&[T]; OUT] = if cols == OUT && OUT * ti + OUT <= tl.h {
-                    std::array::from_fn(|r| &img[rows_of(OUT * ti + r)..][..OUT * co])
+                    std::array::from_fn(|r| &img[tile_row_at(OUT * ti + r)..][..OUT * co])
                 } else {
                     patch.fill(T::zero());
                     for (r, dst) in patch.chunks_exact_mut(OUT * co).enumerate() {
@@ -79,7 +79,7 @@ avx2_fma_fn! {
                         if i >= tl.h {
                             break;
                         }
-                        dst[..cols * co].copy_from_slice(&img[rows_of(i)..][..cols * co]);
+                        dst[..cols * co].copy_from_slice(&img[tile_row_at(i)..][..cols * co]);
                     }
                     parts(&patch, OUT * co)
                 };
