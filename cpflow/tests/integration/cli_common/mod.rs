@@ -89,11 +89,46 @@ pub struct TestDir(PathBuf);
 
 impl TestDir {
     /// The path, without removal on drop: for a directory shared by several tests of the
-    /// process (it stays in the temp dir, as its name is per process).
+    /// process. It outlives the process (statics are not dropped), so this first removes
+    /// the directories of the same name that earlier test processes, no longer running,
+    /// kept ([`remove_dirs_of_ended_processes`]).
     pub fn keep(self) -> PathBuf {
         let d = self.0.clone();
         std::mem::forget(self);
+        remove_dirs_of_ended_processes(&d);
         d
+    }
+}
+
+/// Removes the siblings of `dir` (`<prefix>-<pid>`) whose process has ended, so that the
+/// directories kept by [`TestDir::keep`] do not pile up in the temp dir run after run.
+/// Only on Linux, where `/proc/<pid>` says whether a process runs; elsewhere nothing.
+fn remove_dirs_of_ended_processes(dir: &Path) {
+    if !Path::new("/proc/self").exists() {
+        return;
+    }
+    let (Some(parent), Some(name)) = (dir.parent(), dir.file_name().and_then(|n| n.to_str()))
+    else {
+        return;
+    };
+    let Some((prefix, _)) = name.rsplit_once('-') else {
+        return;
+    };
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let file_name = entry.file_name();
+        let Some(pid) = file_name
+            .to_str()
+            .and_then(|n| n.strip_prefix(prefix)?.strip_prefix('-'))
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
     }
 }
 
