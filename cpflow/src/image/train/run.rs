@@ -138,14 +138,17 @@ impl<'a> Run<'a> {
     ) -> Result<Self> {
         let flow = ImageFlow::new(flow_cfg.clone(), device)?;
         let vars = flow.named_vars();
+        let eval_flow = ImageFlow::new(flow_cfg.clone(), device)?;
         Ok(Run {
             cfg,
             data,
-            eval_flow: ImageFlow::new(flow_cfg.clone(), device)?,
+            // The weight average lives in the evaluation flow's variables: one copy of the
+            // weights for both.
+            ema: ExponentialMovingAverage::in_vars(eval_flow.named_vars()),
+            eval_flow,
             adam: Adam::new(vars.clone(), cfg.adam.clone())?,
             vars,
             flow,
-            ema: ExponentialMovingAverage::new(),
             rng: FlowRng::seed_from_u64(cfg.seed),
             state: ImageTrainState::default(),
             perm: None,
@@ -175,15 +178,15 @@ impl<'a> Run<'a> {
         let vars = flow.named_vars();
         let mut adam = Adam::new(vars.clone(), cfg.adam.clone())?;
         adam.load_state(&ck.meta.adam, &ck.tensors)?;
-        let ema = if ck.meta.ema {
-            ExponentialMovingAverage::load(&vars, &ck.tensors, EMA_PREFIX)?
-        } else {
-            ExponentialMovingAverage::new()
-        };
+        let eval_flow = ImageFlow::new(flow_cfg.clone(), device)?;
+        let mut ema = ExponentialMovingAverage::in_vars(eval_flow.named_vars());
+        if ck.meta.ema {
+            ema.load_in_place(&ck.tensors, EMA_PREFIX)?;
+        }
         Ok(Run {
             cfg,
             data,
-            eval_flow: ImageFlow::new(flow_cfg.clone(), device)?,
+            eval_flow,
             adam,
             vars,
             flow,
@@ -277,13 +280,13 @@ impl<'a> Run<'a> {
         Ok((loss, gn, out.cg))
     }
 
-    /// Put the EMA weights (the current ones before any step) into the evaluation flow.
+    /// Make the evaluation flow hold the EMA weights (the current ones before the average
+    /// starts). Once it has started, the average lives in the evaluation flow's variables.
     fn load_eval_weights(&self) -> Result<()> {
-        let w = if self.ema.is_initialized() {
-            self.ema.to_map()
-        } else {
-            self.flow.weight_tensors().into_iter().collect()
-        };
+        if self.ema.is_initialized() {
+            return Ok(());
+        }
+        let w = self.flow.weight_tensors().into_iter().collect();
         self.eval_flow.set_weights(&w, "")
     }
 
@@ -355,8 +358,8 @@ impl<'a> Run<'a> {
         tensors.extend(
             self.ema
                 .tensors()
-                .iter()
-                .map(|(k, t)| (format!("{EMA_PREFIX}{k}"), t.clone())),
+                .into_iter()
+                .map(|(k, t)| (format!("{EMA_PREFIX}{k}"), t)),
         );
         save_image_checkpoint(&path, &meta, tensors)?;
         self.last_checkpoint = Some(path);
