@@ -20,7 +20,7 @@ use std::ops::Range;
 
 use super::{IN, OUT, Tiling, TransformedKernel, XI, input_transform, parts, parts_mut, plane_row};
 use crate::gemm_conv::PatchGeometry;
-use crate::host_gemm::{View, matmul_into};
+use crate::host_gemm::{Par, View, matmul_into};
 use crate::scratch::Scratch;
 use crate::shifted_conv::{for_tasks, task_partials};
 use crate::surrogate_host::Real;
@@ -119,43 +119,51 @@ fn g6t_slices<T: Real>(x: [&[T]; IN], y: [&mut [T]; 3]) {
 }
 
 /// `dst (C_o, C, 3, 3) += Gᵀ Ū G` for the transformed-kernel gradient `ū` (`[ξ][c][o]`):
-/// the adjoint of [`TransformedKernel::of`].
+/// the adjoint of [`TransformedKernel::of`]. Blocks of output channels run in parallel, each
+/// adding into its own rows of `dst` (no per-channel gradient is kept aside).
 fn kernel_adjoint<T: Real>(ubar: &[T], c_out: usize, c_in: usize, dst: &mut [T]) {
     let plane = c_in * c_out;
     if plane == 0 {
         return;
     }
-    // Per input channel (in parallel), all output channels at once: grad[t][o] for tap t.
-    let grads: Vec<Vec<T>> = (0..c_in)
-        .into_par_iter()
-        .map(|c| {
-            let seg = |xi: usize| &ubar[xi * plane + c * c_out..xi * plane + (c + 1) * c_out];
-            // cols[s][i][o]: column s (entries 6r + s, r = 0..6) by Gᵀ.
-            let mut cols = vec![T::zero(); IN * 3 * c_out];
-            for (s, col) in cols.chunks_exact_mut(3 * c_out).enumerate() {
-                g6t_slices(
-                    std::array::from_fn(|r| seg(IN * r + s)),
-                    parts_mut(col, c_out),
-                );
+    // Blocks of up to 64 output channels (the slices the transforms run along), at least
+    // four per thread where there are enough channels.
+    let block = c_out
+        .div_ceil(4 * rayon::current_num_threads().max(1))
+        .clamp(1, 64);
+    let rows_len = c_in * 9;
+    dst[..c_out * rows_len]
+        .par_chunks_mut(block * rows_len)
+        .enumerate()
+        .for_each(|(k, rows)| {
+            let (o0, ob) = (k * block, rows.len() / rows_len);
+            // cols[s][i][o]: column s (entries 6r + s, r = 0..6) by Gᵀ; grad[t][o] for tap t.
+            let (mut cols, mut grad) = (vec![T::zero(); IN * 3 * ob], vec![T::zero(); 9 * ob]);
+            for c in 0..c_in {
+                let at = c * c_out + o0;
+                let seg = |xi: usize| &ubar[xi * plane + at..xi * plane + at + ob];
+                for (s, col) in cols.chunks_exact_mut(3 * ob).enumerate() {
+                    g6t_slices(std::array::from_fn(|r| seg(IN * r + s)), parts_mut(col, ob));
+                }
+                for (i, row) in grad.chunks_exact_mut(3 * ob).enumerate() {
+                    let x = std::array::from_fn(|s| &cols[(s * 3 + i) * ob..(s * 3 + i + 1) * ob]);
+                    g6t_slices(x, parts_mut(row, ob));
+                }
+                for o in 0..ob {
+                    let g = &mut rows[(o * c_in + c) * 9..(o * c_in + c) * 9 + 9];
+                    for (t, v) in g.iter_mut().enumerate() {
+                        *v += grad[t * ob + o];
+                    }
+                }
             }
-            let mut grad = vec![T::zero(); 9 * c_out];
-            for (i, row) in grad.chunks_exact_mut(3 * c_out).enumerate() {
-                let x =
-                    std::array::from_fn(|s| &cols[(s * 3 + i) * c_out..(s * 3 + i + 1) * c_out]);
-                g6t_slices(x, parts_mut(row, c_out));
-            }
-            grad
-        })
-        .collect();
-    for (c, grad) in grads.iter().enumerate() {
-        for o in 0..c_out {
-            let g = &mut dst[(o * c_in + c) * 9..(o * c_in + c) * 9 + 9];
-            for (t, v) in g.iter_mut().enumerate() {
-                *v += grad[t * c_out + o];
-            }
-        }
-    }
+        });
 }
+
+/// Bytes of transformed kernel gradient (`Ū`, 36 values per `C·C_o`) above which
+/// [`param_grad`] does not split the images among tasks: each task would keep a `Ū` of its
+/// own (4 copies of the layer's kernel: 151 MB a task for 1,024 channels in f32), so one task
+/// takes all images and runs its 36 products on rayon's threads instead.
+pub(crate) const MAX_TASK_GRADIENT_BYTES: usize = 32 << 20;
 
 /// `dst (C_o, C, 3, 3) += Σ_b ∂⟨cot_b, conv(src_b, K)⟩/∂K` (channel-last rows); the sum over
 /// images runs in task order (deterministic for a fixed thread count).
@@ -167,9 +175,23 @@ pub(crate) fn param_grad<T: Real>(
     src: &[T],
     rows: usize,
 ) -> Result<()> {
+    param_grad_split(g, c_out, dst, cot, src, rows, MAX_TASK_GRADIENT_BYTES)
+}
+
+/// [`param_grad`], splitting the images among tasks only while a task's `Ū` takes at most
+/// `max_task_bytes`.
+pub(crate) fn param_grad_split<T: Real>(
+    g: &PatchGeometry,
+    c_out: usize,
+    dst: &mut [T],
+    cot: &[T],
+    src: &[T],
+    rows: usize,
+    max_task_bytes: usize,
+) -> Result<()> {
     let (tl, c) = (Tiling::of(g), g.channels);
     let (in_len, out_len) = (g.image_len(), c_out * g.height * g.width);
-    let partials = task_partials(cot, out_len, src, in_len, rows, |ys, xs, par| {
+    let task = |ys: &[T], xs: &[T], par: Par| -> Result<Vec<T>> {
         let mut ubar = vec![T::zero(); XI * c * c_out];
         let (zero, mut half) = (vec![T::zero(); tl.w * c], Scratch::take(tl.strip_len(c)));
         let mut v = Scratch::take(tl.chunk_len(c));
@@ -186,8 +208,18 @@ pub(crate) fn param_grad<T: Real>(
             }
         }
         Ok(ubar)
-    })?;
-    for ubar in partials {
+    };
+    let threads = rayon::current_num_threads();
+    if XI * c * c_out * std::mem::size_of::<T>() > max_task_bytes && threads > 1 && rows > 1 {
+        let ubar = task(
+            &cot[..rows * out_len],
+            &src[..rows * in_len],
+            Par::rayon(threads),
+        )?;
+        kernel_adjoint(&ubar, c_out, c, dst);
+        return Ok(());
+    }
+    for ubar in task_partials(cot, out_len, src, in_len, rows, task)? {
         kernel_adjoint(&ubar, c_out, c, dst);
     }
     Ok(())

@@ -198,6 +198,25 @@ fn check<T: Real>(b: usize, (h, w, c, co): (usize, usize, usize, usize), tol: f6
         .collect();
     let e = rel_err(&added, &grad);
     assert!(e < tol, "kernel gradient {b}×{h}×{w}×{c}→{co}: {e:e}");
+    // One task over all images, its products on two threads (the path of wide layers, whose
+    // per-task gradient would exceed `MAX_TASK_GRADIENT_BYTES`; forced here by a limit of 0).
+    let mut one_task = before.iter().map(|&v| T::from_f64(v)).collect::<Vec<T>>();
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(2)
+        .build()
+        .expect("a pool of two threads");
+    pool.install(|| param_grad_split(&g, co, &mut one_task, &ybar, &x, b, 0))
+        .expect("kernel gradient in one task");
+    let added: Vec<f64> = to_f64(&one_task)
+        .iter()
+        .zip(&before)
+        .map(|(p, q)| p - q)
+        .collect();
+    let e = rel_err(&added, &grad);
+    assert!(
+        e < tol,
+        "kernel gradient in one task {b}×{h}×{w}×{c}→{co}: {e:e}"
+    );
 }
 
 // f64: the transforms round ~100× above ε = 2.2e-16 (see the f32 case below; NumPy: 5e-15
