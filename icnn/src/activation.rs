@@ -13,7 +13,7 @@ use crate::error::{IcnnError, Result};
 use crate::fused::{ActDerivative, ActSpec, ActTriple};
 
 /// Whether the fused CPU kernels handle `x`.
-fn fused_supported(x: &Tensor) -> bool {
+pub(crate) fn fused_supported(x: &Tensor) -> bool {
     x.device().is_cpu() && matches!(x.dtype(), DType::F32 | DType::F64)
 }
 

@@ -18,12 +18,23 @@
 use candle_core::{DType, Tensor};
 use candle_nn::VarBuilder;
 
-use crate::activation::Activation;
+use crate::activation::{Activation, fused_supported};
 use crate::actnorm_init::check_input_images;
 use crate::conv_layers::{Conv2d, ImageShape, PosConv2d, PreparedConv};
 use crate::error::{IcnnError, Result};
 use crate::layers::ActNorm;
 use crate::params;
+use crate::scaled_kernel::{KernelMap, scaled_kernel};
+
+/// How a kernel is multiplied by its ActNorm scale when a network is prepared.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) enum KernelGraph {
+    /// candle ops (softplus, affine, broadcast product): differentiable any number of times.
+    Composed,
+    /// One op ([`scaled_kernel`]) on CPU f32/f64 weights (elsewhere the composed ops): the
+    /// same values, a first-order backward and no kernel-sized intermediates.
+    Fused,
+}
 
 /// A convolution of a node input: unconstrained or positive.
 #[derive(Debug, Clone)]
@@ -58,6 +69,29 @@ impl ConvOp {
         match self {
             Self::Plain(c) => Ok(c.weight.clone()),
             Self::Positive(c) => c.effective_weight(),
+        }
+    }
+
+    /// The kernel times the ActNorm scale `gamma` `(C_o,)` as one op ([`scaled_kernel`]):
+    /// the values of `kernel()` times the broadcast `gamma`, with a first-order backward.
+    fn scaled_kernel(&self, gamma: &Tensor) -> Result<Tensor> {
+        Ok(match self {
+            Self::Plain(c) => scaled_kernel(&c.weight, gamma, KernelMap::Identity)?,
+            Self::Positive(c) => scaled_kernel(
+                &c.weight,
+                gamma,
+                KernelMap::Softplus {
+                    inv_fan_in: 1.0 / c.fan_in() as f64,
+                },
+            )?,
+        })
+    }
+
+    /// The weight tensor.
+    fn weight(&self) -> &Tensor {
+        match self {
+            Self::Plain(c) => &c.weight,
+            Self::Positive(c) => &c.weight,
         }
     }
 
@@ -292,8 +326,14 @@ impl ConvNetwork {
     }
 
     /// Effective kernels of node `j`; `with_actnorm = false` leaves the ActNorm out (used by
-    /// the data-dependent init).
-    fn prepare_node(&self, j: usize, with_actnorm: bool) -> Result<PreparedNode> {
+    /// the data-dependent init). `graph` says how a kernel and its ActNorm scale are
+    /// multiplied (the same values either way).
+    fn prepare_node(
+        &self,
+        j: usize,
+        with_actnorm: bool,
+        graph: KernelGraph,
+    ) -> Result<PreparedNode> {
         let node = &self.nodes[j];
         let (c, h, w) = self.shapes[j];
         let an = match (&node.actnorm, with_actnorm) {
@@ -303,10 +343,16 @@ impl ConvNetwork {
         let mut blocks = Vec::new();
         let mut bias: Option<Tensor> = None;
         for inp in &node.inputs {
-            let mut kernel = inp.op.kernel()?;
-            if let Some((gamma, _)) = &an {
-                kernel = kernel.broadcast_mul(&gamma.reshape((c, 1, 1, 1))?)?;
-            }
+            let kernel = match (&an, graph) {
+                (Some((gamma, _)), KernelGraph::Fused) if fused_supported(inp.op.weight()) => {
+                    inp.op.scaled_kernel(gamma)?
+                }
+                (Some((gamma, _)), _) => inp
+                    .op
+                    .kernel()?
+                    .broadcast_mul(&gamma.reshape((c, 1, 1, 1))?)?,
+                (None, _) => inp.op.kernel()?,
+            };
             let mut off = 0;
             for &s in &inp.sources {
                 let (cs, hs, ws) = self.shapes[s];
@@ -343,8 +389,14 @@ impl ConvNetwork {
         })
     }
 
-    /// Effective kernels of every node (index 0, the input, is a placeholder).
+    /// Effective kernels of every node (index 0, the input, is a placeholder), by composed
+    /// candle ops: differentiable any number of times.
     pub(crate) fn prepare(&self) -> Result<Vec<PreparedNode>> {
+        self.prepare_with(KernelGraph::Composed)
+    }
+
+    /// [`Self::prepare`] with `graph`.
+    fn prepare_with(&self, graph: KernelGraph) -> Result<Vec<PreparedNode>> {
         (0..self.nodes.len())
             .map(|j| {
                 if j == 0 {
@@ -356,7 +408,7 @@ impl ConvNetwork {
                         shape: self.shapes[0],
                     })
                 } else {
-                    self.prepare_node(j, true)
+                    self.prepare_node(j, true, graph)
                 }
             })
             .collect()
@@ -375,7 +427,9 @@ impl ConvNetwork {
         let mut zs: Vec<Tensor> = vec![x];
         let mut stats = Vec::new();
         for (j, node) in self.nodes.iter().enumerate().skip(1) {
-            let pre = self.prepare_node(j, false)?.pre_activation(&zs)?;
+            let pre = self
+                .prepare_node(j, false, KernelGraph::Composed)?
+                .pre_activation(&zs)?;
             let a = match &node.actnorm {
                 Some(an) => {
                     let (b, c, h, w) = pre.dims4()?;
@@ -461,8 +515,11 @@ impl ConvNetwork {
         self.prepared_host_weights()
     }
 
+    /// The host kernels' weights, each kernel times its ActNorm scale by one op
+    /// ([`KernelGraph::Fused`]): the host kernels' backward is first-order anyway, and the
+    /// composed ops kept several copies of a wide network's weights in a training step.
     fn prepared_host_weights(&self) -> Result<Option<crate::HostWeights>> {
-        crate::HostWeights::build_conv(&self.prepare()?)
+        crate::HostWeights::build_conv(&self.prepare_with(KernelGraph::Fused)?)
     }
 }
 

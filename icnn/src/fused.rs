@@ -324,6 +324,9 @@ pub(crate) trait ActKernels: Sized {
     fn triple_into(s: &ActSpec, src: &[Self], v: &mut [Self], d1: &mut [Self], d2: &mut [Self]);
     /// The third derivative of `src` into `out`.
     fn third_into(s: &ActSpec, src: &[Self], out: &mut [Self]);
+    /// The value (`order` 0) or a derivative of order 1 to 3 of `src` into `out`, with the
+    /// arithmetic of [`ActDerivative`] (the same bits).
+    fn derivative_into(s: &ActSpec, order: usize, src: &[Self], out: &mut [Self]);
 }
 
 impl ActKernels for f32 {
@@ -333,6 +336,10 @@ impl ActKernels for f32 {
     fn third_into(s: &ActSpec, src: &[f32], out: &mut [f32]) {
         k32::derivative_into(s, 3, &[], src, out)
     }
+    fn derivative_into(s: &ActSpec, order: usize, src: &[f32], out: &mut [f32]) {
+        debug_assert!(order <= 3, "orders ≥ 4 need softplus_poly");
+        k32::derivative_into(s, order, &[], src, out)
+    }
 }
 
 impl ActKernels for f64 {
@@ -341,6 +348,10 @@ impl ActKernels for f64 {
     }
     fn third_into(s: &ActSpec, src: &[f64], out: &mut [f64]) {
         k64::derivative_into(s, 3, &[], src, out)
+    }
+    fn derivative_into(s: &ActSpec, order: usize, src: &[f64], out: &mut [f64]) {
+        debug_assert!(order <= 3, "orders ≥ 4 need softplus_poly");
+        k64::derivative_into(s, order, &[], src, out)
     }
 }
 

@@ -102,6 +102,7 @@ mod network;
 mod parameter_count;
 mod params;
 mod picnn;
+mod scaled_kernel;
 mod scratch;
 mod shifted_conv;
 mod surrogate_adjoint;
