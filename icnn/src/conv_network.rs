@@ -24,17 +24,7 @@ use crate::conv_layers::{Conv2d, ImageShape, PosConv2d, PreparedConv};
 use crate::error::{IcnnError, Result};
 use crate::layers::ActNorm;
 use crate::params;
-use crate::scaled_kernel::{KernelMap, scaled_kernel};
-
-/// How a kernel is multiplied by its ActNorm scale when a network is prepared.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub(crate) enum KernelGraph {
-    /// candle ops (softplus, affine, broadcast product): differentiable any number of times.
-    Composed,
-    /// One op ([`scaled_kernel`]) on CPU f32/f64 weights (elsewhere the composed ops): the
-    /// same values, a first-order backward and no kernel-sized intermediates.
-    Fused,
-}
+use crate::scaled_kernel::{KernelGraph, KernelMap, scaled_kernel};
 
 /// A convolution of a node input: unconstrained or positive.
 #[derive(Debug, Clone)]

@@ -15,11 +15,12 @@
 
 use candle_core::{DType, Tensor};
 
-use crate::activation::Activation;
+use crate::activation::{Activation, fused_supported};
 use crate::actnorm_init::{ActNormInit, check_input_rows};
 use crate::error::{IcnnError, Result};
 use crate::layers::{ActNorm, Linear, PosLinear};
 use crate::params;
+use crate::scaled_kernel::{KernelGraph, KernelMap, scaled_kernel};
 
 /// Activation of a group: a nonlinearity, or the identity (output group).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -193,11 +194,14 @@ impl Network {
 
     /// Effective weights of group `j`; `with_actnorm = false` leaves the ActNorm out (used by
     /// the data-dependent init).
+    /// `graph` says how a weight and its ActNorm scale are multiplied (the same values
+    /// either way).
     fn prepare_group(
         &self,
         j: usize,
         ctx: Option<&GroupContext>,
         with_actnorm: bool,
+        graph: KernelGraph,
     ) -> Result<PreparedGroup> {
         let g = &self.groups[j];
         let an = if with_actnorm {
@@ -222,8 +226,23 @@ impl Network {
                 None => t,
             }))
         };
+        // The weight times the ActNorm scale as one op where `graph` asks for it.
+        let fused = |w: &Tensor, map: KernelMap| -> Result<Option<Tensor>> {
+            Ok(match &an {
+                Some((gamma, _)) if graph == KernelGraph::Fused && fused_supported(w) => {
+                    Some(scaled_kernel(w, gamma, map)?)
+                }
+                _ => None,
+            })
+        };
         if let Some(pos) = &g.pos {
-            let w = scale_rows(pos.effective_weight()?)?;
+            let map = KernelMap::Softplus {
+                inv_fan_in: 1.0 / pos.n_in() as f64,
+            };
+            let w = match fused(&pos.weight, map)? {
+                Some(w) => w,
+                None => scale_rows(pos.effective_weight()?)?,
+            };
             let gate = ctx.and_then(|c| c.gate_z.clone());
             if g.inputs.len() == 1 {
                 inputs.push(PreparedInput {
@@ -255,10 +274,11 @@ impl Network {
                 if let Some(b) = &l.bias {
                     bias = add(bias, b.clone())?;
                 }
-                Some((
-                    scale_rows(l.weight.clone())?,
-                    ctx.and_then(|c| c.gate_x.clone()),
-                ))
+                let w = match fused(&l.weight, KernelMap::Identity)? {
+                    Some(w) => w,
+                    None => scale_rows(l.weight.clone())?,
+                };
+                Some((w, ctx.and_then(|c| c.gate_x.clone())))
             }
             None => None,
         };
@@ -280,10 +300,20 @@ impl Network {
         })
     }
 
-    /// Effective weights of every group.
+    /// Effective weights of every group, by composed candle ops: differentiable any number
+    /// of times.
     pub(crate) fn prepare(&self, ctx: Option<&[GroupContext]>) -> Result<Vec<PreparedGroup>> {
+        self.prepare_with(ctx, KernelGraph::Composed)
+    }
+
+    /// [`Self::prepare`] with `graph`.
+    fn prepare_with(
+        &self,
+        ctx: Option<&[GroupContext]>,
+        graph: KernelGraph,
+    ) -> Result<Vec<PreparedGroup>> {
         (0..self.groups.len())
-            .map(|j| self.prepare_group(j, ctx.map(|c| &c[j]), true))
+            .map(|j| self.prepare_group(j, ctx.map(|c| &c[j]), true, graph))
             .collect()
     }
 
@@ -324,7 +354,9 @@ impl Network {
         let mut stats = Vec::with_capacity(self.groups.len());
         for (j, g) in self.groups.iter().enumerate() {
             let c = ctx.as_ref().map(|c| &c[j]);
-            let pre = self.prepare_group(j, c, false)?.pre_activation(&zs, &x)?;
+            let pre = self
+                .prepare_group(j, c, false, KernelGraph::Composed)?
+                .pre_activation(&zs, &x)?;
             let a = match &g.actnorm {
                 Some(an) => {
                     let init = an.statistics(&pre)?;
@@ -428,6 +460,6 @@ impl Network {
     }
 
     fn prepared_host_weights(&self) -> Result<Option<crate::HostWeights>> {
-        crate::HostWeights::build(&self.prepare(None)?)
+        crate::HostWeights::build(&self.prepare_with(None, KernelGraph::Fused)?)
     }
 }

@@ -24,6 +24,16 @@ const SOFTPLUS: ActSpec = ActSpec {
     symmetric: false,
 };
 
+/// How a network's preparation multiplies a kernel (or a dense weight) by its ActNorm scale.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) enum KernelGraph {
+    /// candle ops (softplus, affine, broadcast product): differentiable any number of times.
+    Composed,
+    /// One op ([`scaled_kernel`]) on CPU f32/f64 weights (elsewhere the composed ops): the
+    /// same values, a first-order backward and no weight-sized intermediates.
+    Fused,
+}
+
 /// What is applied to the kernel before the scale.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub(crate) enum KernelMap {
@@ -33,7 +43,7 @@ pub(crate) enum KernelMap {
     Softplus { inv_fan_in: f64 },
 }
 
-/// `map(w)[o, …]·gamma[o]` for a kernel `w` `(C_o, …)` and a scale `gamma` `(C_o,)`, with
+/// `map(w)[o, …]·gamma[o]` for a kernel `w` `(C_o, …)` (or a dense weight `(out, in)`) and a scale `gamma` `(C_o,)`, with
 /// the values of the composed candle ops bit for bit. CPU f32/f64 tensors of one dtype only
 /// (the callers check); the backward is first-order (the host kernels' ops are too).
 pub(crate) fn scaled_kernel(w: &Tensor, gamma: &Tensor, map: KernelMap) -> Result<Tensor> {
