@@ -44,28 +44,39 @@ pub(crate) fn set_vars(
     prefix: &str,
 ) -> Result<()> {
     for (name, var) in vars {
-        let key = format!("{prefix}{name}");
-        let t = tensors
-            .get(&key)
-            .ok_or_else(|| CpflowError::Checkpoint(format!("missing tensor {key}")))?;
-        if t.shape() != var.shape() {
-            return Err(CpflowError::Checkpoint(format!(
-                "tensor {key} has shape {:?}, the model expects {:?}",
-                t.dims(),
-                var.dims()
-            )));
-        }
-        if let Some(what) = non_finite_values(t)? {
-            return Err(CpflowError::InvalidInput(format!(
-                "tensor {key} {what}: a model's weights must be finite"
-            )));
-        }
-        let src = t.to_dtype(var.dtype())?.to_device(var.device())?;
+        let src = saved_tensor(tensors, prefix, &name, &var)?;
         // candle refuses to set a variable from a tensor that shares its storage (such as the
         // model's own `weight_tensors()`); a copy makes that a plain assignment.
         var.set(&src.copy()?)?;
     }
     Ok(())
+}
+
+/// `tensors[prefix + name]`, checked for `var` (present, of its shape, finite), in its dtype
+/// and on its device.
+pub(crate) fn saved_tensor(
+    tensors: &HashMap<String, Tensor>,
+    prefix: &str,
+    name: &str,
+    var: &Var,
+) -> Result<Tensor> {
+    let key = format!("{prefix}{name}");
+    let t = tensors
+        .get(&key)
+        .ok_or_else(|| CpflowError::Checkpoint(format!("missing tensor {key}")))?;
+    if t.shape() != var.shape() {
+        return Err(CpflowError::Checkpoint(format!(
+            "tensor {key} has shape {:?}, the model expects {:?}",
+            t.dims(),
+            var.dims()
+        )));
+    }
+    if let Some(what) = non_finite_values(t)? {
+        return Err(CpflowError::InvalidInput(format!(
+            "tensor {key} {what}: a model's weights must be finite"
+        )));
+    }
+    Ok(t.to_dtype(var.dtype())?.to_device(var.device())?)
 }
 
 /// `None` when every value of `t` is finite (or `t` holds integers), else a description of the

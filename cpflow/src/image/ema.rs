@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use candle_core::{Tensor, Var};
 
 use crate::error::{CpflowError, Result};
+use crate::named_vars::saved_tensor;
 
 /// Shadow copies of named variables, updated after every optimiser step by
 /// `shadow ← shadow − (1 − decay)·(shadow − param)`.
@@ -160,7 +161,8 @@ impl ExponentialMovingAverage {
     }
 
     /// Restore shadows saved under `prefix + name` for each of `vars` (dtype and device of the
-    /// variables) into new tensors; a missing tensor is a [`CpflowError::Checkpoint`].
+    /// variables) into new tensors; a missing tensor or one of another shape is a
+    /// [`CpflowError::Checkpoint`], a non-finite one a [`CpflowError::InvalidInput`].
     pub fn load(
         vars: &[(String, Var)],
         tensors: &HashMap<String, Tensor>,
@@ -170,7 +172,7 @@ impl ExponentialMovingAverage {
             .iter()
             .map(|(k, v)| {
                 // `from_tensor` of a detached tensor copies it.
-                let t = saved_shadow(tensors, prefix, k, v)?;
+                let t = saved_tensor(tensors, prefix, k, v)?;
                 Ok((k.clone(), Var::from_tensor(&t.detach())?))
             })
             .collect::<Result<_>>()?;
@@ -182,7 +184,8 @@ impl ExponentialMovingAverage {
 
     /// Restore the shadows of an average made by [`Self::in_vars`] from the tensors saved
     /// under `prefix + name`, in place; a missing tensor or a shape that differs is a
-    /// [`CpflowError::Checkpoint`], and then nothing is marked initialised.
+    /// [`CpflowError::Checkpoint`], a non-finite one a [`CpflowError::InvalidInput`], and
+    /// then nothing is written.
     pub fn load_in_place(&mut self, tensors: &HashMap<String, Tensor>, prefix: &str) -> Result<()> {
         if self.shadow.is_empty() {
             return Err(CpflowError::InvalidConfig(
@@ -192,7 +195,7 @@ impl ExponentialMovingAverage {
         let saved = self
             .shadow
             .iter()
-            .map(|(k, v)| saved_shadow(tensors, prefix, k, v))
+            .map(|(k, v)| saved_tensor(tensors, prefix, k, v))
             .collect::<Result<Vec<_>>>()?;
         for ((_, v), t) in self.shadow.iter().zip(&saved) {
             v.set(t)?;
@@ -200,25 +203,4 @@ impl ExponentialMovingAverage {
         self.initialized = true;
         Ok(())
     }
-}
-
-/// `tensors[prefix + name]` in `v`'s dtype and on its device, checked against `v`'s shape.
-fn saved_shadow(
-    tensors: &HashMap<String, Tensor>,
-    prefix: &str,
-    name: &str,
-    v: &Var,
-) -> Result<Tensor> {
-    let key = format!("{prefix}{name}");
-    let t = tensors
-        .get(&key)
-        .ok_or_else(|| CpflowError::Checkpoint(format!("missing EMA tensor {key}")))?;
-    if t.shape() != v.shape() {
-        return Err(CpflowError::Checkpoint(format!(
-            "EMA tensor {key} has shape {:?}, the model expects {:?}",
-            t.dims(),
-            v.dims()
-        )));
-    }
-    Ok(t.to_dtype(v.dtype())?.to_device(v.device())?)
 }

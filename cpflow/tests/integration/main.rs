@@ -33,6 +33,7 @@ mod cli_vae_model;
 mod conditional_inverse;
 mod custom_potential;
 mod flow_core;
+mod image_ema;
 mod image_flow;
 mod image_layers;
 #[cfg(feature = "datasets")]
