@@ -100,11 +100,21 @@ impl CustomOp2 for ScaledKernel {
         _res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        // On detached inputs: a gradient that tracked `w` (a variable) would keep, through
+        // candle's graph of the sum it is added into, the zeros that sum started from and the
+        // whole output of this pass, for every layer until the backward pass ends.
         let n = w.elem_count();
-        let both = w.apply_op3(gamma, &grad.contiguous()?, ScaledKernelGrad(self.0))?;
+        let both = w.detach().apply_op3(
+            &gamma.detach(),
+            &grad.detach().contiguous()?,
+            ScaledKernelGrad(self.0),
+        )?;
         let dw = both.narrow(0, 0, n)?.reshape(w.shape())?;
+        // A copy, so that the scale's gradient (kept until its node's turn) does not keep the
+        // kernel's alive.
         let dgamma = both
             .narrow(0, n, gamma.elem_count())?
+            .copy()?
             .reshape(gamma.shape())?;
         Ok((Some(dw), Some(dgamma)))
     }

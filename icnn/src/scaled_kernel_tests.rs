@@ -176,3 +176,20 @@ fn mismatched_inputs_are_refused_and_row_sums_hold() {
     let dg = g.get(v.as_tensor()).unwrap();
     assert_eq!(dg.to_vec1::<f64>().unwrap(), [27.0; 4]);
 }
+
+/// The gradients hold no graph even from candle's own backward (which leaves a variable's
+/// gradient on the graph of the sum it was added into): one that tracked would keep that
+/// sum's zeros and the backward pass's whole output alive, for every layer.
+#[test]
+fn gradients_hold_no_graph() {
+    let mut rng = StdRng::seed_from_u64(3);
+    for map in MAPS {
+        let (w, logs) = inputs(&mut rng, (4, 2), DType::F32);
+        let loss = scaled_kernel(w.as_tensor(), &scale(&logs), map)
+            .unwrap()
+            .sum_all()
+            .unwrap();
+        let grads = loss.backward().unwrap();
+        assert!(!grads.get(w.as_tensor()).unwrap().track_op(), "{map:?}");
+    }
+}
