@@ -54,9 +54,10 @@ pub(crate) fn flow_training_memory(hidden_units: Option<usize>, batch: usize, dt
 /// the 3×3 kernels (`icnn`'s links of 32 channels or more keep each kernel transformed,
 /// 36/9 = 4 values per kernel value, for the forward and the adjoint pass alike): 12, each
 /// seen at the heap's peak by heaptrack. Measured (heaptrack, and peak RSS against batch
-/// size): 30 (width 1,024) to 41 (width 256) copies on MNIST `conv_icnn` flows; the rest is
-/// candle's backward through the weight preparation, faer's per-thread work space and the
-/// allocator's pages.
+/// size): 30 (width 1,024) to 41 (width 256) copies on MNIST `conv_icnn` flows, when
+/// candle's backward through the weight preparation held several more; since the fused
+/// preparation (`icnn`'s `scaled_kernel`), 17 at the heap's peak at width 1,024, in the
+/// optimiser step (the clipped gradients and Adam's temporaries on top of the 12).
 pub(crate) const IMAGE_STEP_WEIGHT_COPIES: f64 = 12.0;
 
 /// Values per hidden unit and image that an image flow's training step keeps, at least (the
@@ -175,22 +176,23 @@ pub(crate) const FLOW_MEASURED_PEAKS: [(f64, usize, usize, usize, usize, usize, 
 /// ([`crate::image::ImageFlowConfig::total_hidden_units`]) and batch. `conv_icnn` of width 64
 /// to 1,024, depth 2 or 4, one or two blocks per scale, f32 or f64; `conv_icnn3` and
 /// `conv_icnn2` of width 256 (the last two). The lower bound of [`IMAGE_STEP_WEIGHT_COPIES`]
-/// and [`IMAGE_STEP_UNIT_VALUES`] is below each (2.2× to 4.3× below). Measured with the
-/// build that keeps the weight average in the evaluation flow's variables, prepares each
-/// kernel with its ActNorm scale in one op and keeps one kernel gradient per wide layer
-/// (before it, up to 1.45× higher: 2.89 GB at width 512, 7.62 GB at width 1,024).
+/// and [`IMAGE_STEP_UNIT_VALUES`] is below each (1.7× to 4.0× below). Measured with the
+/// build that keeps the weight average in the evaluation flow's variables, keeps one kernel
+/// gradient per wide layer and prepares each kernel with its ActNorm scale in one op with a
+/// detached backward (before it, up to 1.5× higher: 2.89 GB at width 512, 7.62 GB at width
+/// 1,024).
 #[cfg(test)]
 pub(crate) const IMAGE_MEASURED_PEAKS: [(f64, usize, usize, usize, usize); 10] = [
-    (1.994, 14_364_722, 4, 1_053_696, 4),
-    (1.694, 3_643_442, 4, 526_848, 16),
-    (2.932, 3_643_442, 4, 526_848, 32),
-    (3.208, 10_727_474, 4, 1_053_696, 16),
-    (2.879, 7_286_882, 4, 1_053_696, 16),
-    (1.489, 247_346, 4, 131_712, 64),
-    (3.190, 3_643_442, 8, 526_848, 16),
-    (6.445, 57_040_946, 4, 2_107_392, 2),
-    (0.914, 992_117, 4, 526_848, 16),
-    (1.503, 2_756_786, 4, 526_848, 16),
+    (1.902, 14_364_722, 4, 1_053_696, 4),
+    (1.671, 3_643_442, 4, 526_848, 16),
+    (2.816, 3_643_442, 4, 526_848, 32),
+    (3.145, 10_727_474, 4, 1_053_696, 16),
+    (2.779, 7_286_882, 4, 1_053_696, 16),
+    (1.411, 247_346, 4, 131_712, 64),
+    (3.150, 3_643_442, 8, 526_848, 16),
+    (5.082, 57_040_946, 4, 2_107_392, 2),
+    (0.922, 992_117, 4, 526_848, 16),
+    (1.434, 2_756_786, 4, 526_848, 16),
 ];
 
 #[cfg(test)]
