@@ -18,13 +18,13 @@
 use candle_core::{DType, Tensor};
 use candle_nn::VarBuilder;
 
-use crate::activation::{Activation, fused_supported};
+use crate::activation::Activation;
 use crate::actnorm_init::check_input_images;
 use crate::conv_layers::{Conv2d, ImageShape, PosConv2d, PreparedConv};
 use crate::error::{IcnnError, Result};
 use crate::layers::ActNorm;
 use crate::params;
-use crate::scaled_kernel::{KernelGraph, KernelMap, scaled_kernel};
+use crate::scaled_kernel::{KernelGraph, KernelMap, fused_scaled_kernel};
 
 /// A convolution of a node input: unconstrained or positive.
 #[derive(Debug, Clone)]
@@ -62,26 +62,16 @@ impl ConvOp {
         }
     }
 
-    /// The kernel times the ActNorm scale `gamma` `(C_o,)` as one op ([`scaled_kernel`]):
-    /// the values of `kernel()` times the broadcast `gamma`, with a first-order backward.
-    fn scaled_kernel(&self, gamma: &Tensor) -> Result<Tensor> {
-        Ok(match self {
-            Self::Plain(c) => scaled_kernel(&c.weight, gamma, KernelMap::Identity)?,
-            Self::Positive(c) => scaled_kernel(
+    /// The weight and what `kernel()` applies to it, for [`fused_scaled_kernel`].
+    fn weight_and_map(&self) -> (&Tensor, KernelMap) {
+        match self {
+            Self::Plain(c) => (&c.weight, KernelMap::Identity),
+            Self::Positive(c) => (
                 &c.weight,
-                gamma,
                 KernelMap::Softplus {
                     inv_fan_in: 1.0 / c.fan_in() as f64,
                 },
-            )?,
-        })
-    }
-
-    /// The weight tensor.
-    fn weight(&self) -> &Tensor {
-        match self {
-            Self::Plain(c) => &c.weight,
-            Self::Positive(c) => &c.weight,
+            ),
         }
     }
 
@@ -333,15 +323,18 @@ impl ConvNetwork {
         let mut blocks = Vec::new();
         let mut bias: Option<Tensor> = None;
         for inp in &node.inputs {
-            let kernel = match (&an, graph) {
-                (Some((gamma, _)), KernelGraph::Fused) if fused_supported(inp.op.weight()) => {
-                    inp.op.scaled_kernel(gamma)?
+            let kernel = match &an {
+                Some((gamma, _)) => {
+                    let (w, map) = inp.op.weight_and_map();
+                    match fused_scaled_kernel(w, gamma, map, graph)? {
+                        Some(k) => k,
+                        None => inp
+                            .op
+                            .kernel()?
+                            .broadcast_mul(&gamma.reshape((c, 1, 1, 1))?)?,
+                    }
                 }
-                (Some((gamma, _)), _) => inp
-                    .op
-                    .kernel()?
-                    .broadcast_mul(&gamma.reshape((c, 1, 1, 1))?)?,
-                (None, _) => inp.op.kernel()?,
+                None => inp.op.kernel()?,
             };
             let mut off = 0;
             for &s in &inp.sources {

@@ -322,8 +322,6 @@ kernels!(
 pub(crate) trait ActKernels: Sized {
     /// Value, first and second derivative of `src` into `v`, `d1`, `d2`.
     fn triple_into(s: &ActSpec, src: &[Self], v: &mut [Self], d1: &mut [Self], d2: &mut [Self]);
-    /// The third derivative of `src` into `out`.
-    fn third_into(s: &ActSpec, src: &[Self], out: &mut [Self]);
     /// The value (`order` 0) or a derivative of order 1 to 3 of `src` into `out`, with the
     /// arithmetic of [`ActDerivative`] (the same bits).
     fn derivative_into(s: &ActSpec, order: usize, src: &[Self], out: &mut [Self]);
@@ -332,9 +330,6 @@ pub(crate) trait ActKernels: Sized {
 impl ActKernels for f32 {
     fn triple_into(s: &ActSpec, src: &[f32], v: &mut [f32], d1: &mut [f32], d2: &mut [f32]) {
         k32::triple_into(s, src, v, d1, d2)
-    }
-    fn third_into(s: &ActSpec, src: &[f32], out: &mut [f32]) {
-        k32::derivative_into(s, 3, &[], src, out)
     }
     fn derivative_into(s: &ActSpec, order: usize, src: &[f32], out: &mut [f32]) {
         debug_assert!(order <= 3, "orders ≥ 4 need softplus_poly");
@@ -345,9 +340,6 @@ impl ActKernels for f32 {
 impl ActKernels for f64 {
     fn triple_into(s: &ActSpec, src: &[f64], v: &mut [f64], d1: &mut [f64], d2: &mut [f64]) {
         k64::triple_into(s, src, v, d1, d2)
-    }
-    fn third_into(s: &ActSpec, src: &[f64], out: &mut [f64]) {
-        k64::derivative_into(s, 3, &[], src, out)
     }
     fn derivative_into(s: &ActSpec, order: usize, src: &[f64], out: &mut [f64]) {
         debug_assert!(order <= 3, "orders ≥ 4 need softplus_poly");

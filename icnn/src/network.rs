@@ -15,12 +15,12 @@
 
 use candle_core::{DType, Tensor};
 
-use crate::activation::{Activation, fused_supported};
+use crate::activation::Activation;
 use crate::actnorm_init::{ActNormInit, check_input_rows};
 use crate::error::{IcnnError, Result};
 use crate::layers::{ActNorm, Linear, PosLinear};
 use crate::params;
-use crate::scaled_kernel::{KernelGraph, KernelMap, scaled_kernel};
+use crate::scaled_kernel::{KernelGraph, KernelMap, fused_scaled_kernel};
 
 /// Activation of a group: a nonlinearity, or the identity (output group).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -193,9 +193,8 @@ impl Network {
     }
 
     /// Effective weights of group `j`; `with_actnorm = false` leaves the ActNorm out (used by
-    /// the data-dependent init).
-    /// `graph` says how a weight and its ActNorm scale are multiplied (the same values
-    /// either way).
+    /// the data-dependent init). `graph` says how a weight and its ActNorm scale are
+    /// multiplied (the same values either way).
     fn prepare_group(
         &self,
         j: usize,
@@ -228,12 +227,10 @@ impl Network {
         };
         // The weight times the ActNorm scale as one op where `graph` asks for it.
         let fused = |w: &Tensor, map: KernelMap| -> Result<Option<Tensor>> {
-            Ok(match &an {
-                Some((gamma, _)) if graph == KernelGraph::Fused && fused_supported(w) => {
-                    Some(scaled_kernel(w, gamma, map)?)
-                }
-                _ => None,
-            })
+            match &an {
+                Some((gamma, _)) => Ok(fused_scaled_kernel(w, gamma, map, graph)?),
+                None => Ok(None),
+            }
         };
         if let Some(pos) = &g.pos {
             let map = KernelMap::Softplus {

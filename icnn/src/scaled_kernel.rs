@@ -13,7 +13,7 @@
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use crate::activation::ActivationKind;
+use crate::activation::{ActivationKind, fused_supported};
 use crate::fused::{ActSpec, contiguous_slice, unsupported};
 use crate::surrogate_host::Real;
 
@@ -43,12 +43,28 @@ pub(crate) enum KernelMap {
     Softplus { inv_fan_in: f64 },
 }
 
-/// `map(w)[o, …]·gamma[o]` for a kernel `w` `(C_o, …)` (or a dense weight `(out, in)`) and a scale `gamma` `(C_o,)`, with
-/// the values of the composed candle ops bit for bit. CPU f32/f64 tensors of one dtype only
-/// (the callers check); the backward is first-order (the host kernels' ops are too).
+/// `map(w)[o, …]·gamma[o]` for a kernel `w` `(C_o, …)` (or a dense weight `(out, in)`) and
+/// a scale `gamma` `(C_o,)`, with the values of the composed candle ops bit for bit. CPU
+/// f32/f64 tensors of one dtype only ([`fused_scaled_kernel`] checks); the backward is
+/// first-order (the host kernels' ops are too).
 pub(crate) fn scaled_kernel(w: &Tensor, gamma: &Tensor, map: KernelMap) -> Result<Tensor> {
     w.contiguous()?
         .apply_op2(&gamma.contiguous()?, ScaledKernel(map))
+}
+
+/// [`scaled_kernel`] where `graph` is [`KernelGraph::Fused`] and `w` is a CPU f32/f64
+/// tensor; `None` where the caller composes the candle ops instead.
+pub(crate) fn fused_scaled_kernel(
+    w: &Tensor,
+    gamma: &Tensor,
+    map: KernelMap,
+    graph: KernelGraph,
+) -> Result<Option<Tensor>> {
+    if graph == KernelGraph::Fused && fused_supported(w) {
+        Ok(Some(scaled_kernel(w, gamma, map)?))
+    } else {
+        Ok(None)
+    }
 }
 
 /// The op of [`scaled_kernel`].
@@ -143,20 +159,21 @@ impl CustomOp3 for ScaledKernelGrad {
     }
 }
 
-/// The length of a row (one output channel) of a kernel of `len` values with `rows` rows.
+/// The length of a row (one output channel) of a kernel of `len` values with `rows` rows,
+/// at least 1 (rayon's chunks are never empty: an empty kernel has no chunk at all).
 fn row_len(len: usize, rows: usize) -> Result<usize> {
     if rows == 0 || !len.is_multiple_of(rows) {
         candle_core::bail!("scaled kernel: {len} kernel values for {rows} output channels");
     }
-    Ok(len / rows)
+    Ok((len / rows).max(1))
 }
 
 /// `map(w)·γ` row by row (in parallel), the composed ops' arithmetic: `(sp(w)·inv + 0)·γ`.
 fn forward<T: Real>(w: &[T], gamma: &[T], map: KernelMap) -> Result<Vec<T>> {
     let row = row_len(w.len(), gamma.len())?;
     let mut out = vec![T::zero(); w.len()];
-    out.par_chunks_mut(row.max(1))
-        .zip(w.par_chunks(row.max(1)))
+    out.par_chunks_mut(row)
+        .zip(w.par_chunks(row))
         .zip(gamma.par_iter())
         .for_each(|((out, w), &g)| match map {
             KernelMap::Identity => {
@@ -185,9 +202,9 @@ fn backward<T: Real>(w: &[T], gamma: &[T], grad: &[T], map: KernelMap) -> Result
     }
     let mut out = vec![T::zero(); n + c];
     let (dw, dgamma) = out.split_at_mut(n);
-    dw.par_chunks_mut(row.max(1))
+    dw.par_chunks_mut(row)
         .zip(dgamma.par_iter_mut())
-        .zip(w.par_chunks(row.max(1)).zip(grad.par_chunks(row.max(1))))
+        .zip(w.par_chunks(row).zip(grad.par_chunks(row)))
         .zip(gamma.par_iter())
         .for_each(|(((dw, dg), (w, grad)), &g)| match map {
             KernelMap::Identity => {

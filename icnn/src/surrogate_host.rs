@@ -278,7 +278,7 @@ pub(crate) fn third_derivatives<T: Real>(net: &HostNet<T>, p: &Primal<T>) -> Vec
         .zip(&p.a)
         .map(|(g, a)| match &g.act {
             Some(spec) => host_par::filled(a.len(), |st, out| {
-                T::third_into(spec, &a[st..st + out.len()], out);
+                T::derivative_into(spec, 3, &a[st..st + out.len()], out);
             }),
             None => Vec::new(),
         })

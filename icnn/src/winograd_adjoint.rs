@@ -210,16 +210,14 @@ pub(crate) fn param_grad_split<T: Real>(
         Ok(ubar)
     };
     let threads = rayon::current_num_threads();
-    if XI * c * c_out * std::mem::size_of::<T>() > max_task_bytes && threads > 1 && rows > 1 {
-        let ubar = task(
-            &cot[..rows * out_len],
-            &src[..rows * in_len],
-            Par::rayon(threads),
-        )?;
-        kernel_adjoint(&ubar, c_out, c, dst);
-        return Ok(());
-    }
-    for ubar in task_partials(cot, out_len, src, in_len, rows, task)? {
+    let partials =
+        if XI * c * c_out * std::mem::size_of::<T>() > max_task_bytes && threads > 1 && rows > 1 {
+            let (ys, xs) = (&cot[..rows * out_len], &src[..rows * in_len]);
+            vec![task(ys, xs, Par::rayon(threads))?]
+        } else {
+            task_partials(cot, out_len, src, in_len, rows, task)?
+        };
+    for ubar in partials {
         kernel_adjoint(&ubar, c_out, c, dst);
     }
     Ok(())
