@@ -48,7 +48,7 @@ fn count(
     }
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
     cpflow::register_potential("icnn3_by_settings", |vb, cfg, rng| {
         let config = Icnn3Config {
             dim: cfg.dim,
@@ -73,5 +73,5 @@ fn main() -> anyhow::Result<()> {
         };
         Ok(Box::new(Picnn::new(vb, &config, rng)?))
     });
-    cpflow::cli::main()
+    cpflow::exit_report::exit_code(cpflow::cli::main())
 }

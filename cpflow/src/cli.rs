@@ -452,9 +452,10 @@ pub(crate) fn device(name: Option<&str>) -> Result<Device> {
 /// #[global_allocator]
 /// static GLOBAL: cpflow::allocator::MiMalloc = cpflow::allocator::MiMalloc;
 ///
-/// fn main() -> anyhow::Result<()> {
+/// fn main() -> std::process::ExitCode {
 ///     // cpflow::register_potential("my_icnn", …); // networks of your own, if any
-///     cpflow::cli::main()
+///     // An error prints as `cpflow`'s do: its message and causes, no backtrace.
+///     cpflow::exit_report::exit_code(cpflow::cli::main())
 /// }
 /// ```
 pub fn main() -> Result<()> {

@@ -45,6 +45,7 @@ pub mod custom_potential;
 pub mod dense_logdet;
 pub mod error;
 pub mod evaluate;
+pub mod exit_report;
 pub mod experiment;
 pub mod flow;
 pub mod flow_config;

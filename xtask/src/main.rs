@@ -22,11 +22,6 @@ fn main() -> ExitCode {
         .without_time()
         .init();
     let cli = xtask::cli::Cli::parse();
-    match cpflow::cpu_threads::run_on_pool(|| xtask::cli::run(&cli)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:?}");
-            ExitCode::FAILURE
-        }
-    }
+    // The message and its causes; the backtrace only with RUST_LIB_BACKTRACE=1.
+    cpflow::exit_report::exit_code(cpflow::cpu_threads::run_on_pool(|| xtask::cli::run(&cli)))
 }

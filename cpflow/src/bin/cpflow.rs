@@ -5,6 +5,8 @@
 #[global_allocator]
 static GLOBAL: cpflow::allocator::MiMalloc = cpflow::allocator::MiMalloc;
 
-fn main() -> anyhow::Result<()> {
-    cpflow::cli::main()
+/// An error prints its message and causes; its backtrace only with `RUST_LIB_BACKTRACE=1`
+/// (`cpflow::exit_report`).
+fn main() -> std::process::ExitCode {
+    cpflow::exit_report::exit_code(cpflow::cli::main())
 }

@@ -287,6 +287,41 @@ fn unknown_config_keys_are_rejected() {
     }
 }
 
+/// An error prints its message and its cause, exit status 1, and no stack backtrace under
+/// `RUST_BACKTRACE=1` (panics' setting); `RUST_LIB_BACKTRACE=1` asks for the backtrace.
+#[test]
+fn errors_print_their_causes_and_a_backtrace_only_when_asked() {
+    let dir = temp_dir("error-report");
+    let missing = dir.join("missing.npy");
+    let run = |lib_backtrace: Option<&str>| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_cpflow"));
+        cmd.args(["train", "--no-progress", "--data"])
+            .arg(&missing)
+            .arg("--out")
+            .arg(dir.join("run"))
+            .env("RUST_LOG", "warn")
+            .env("RUST_BACKTRACE", "1")
+            .env_remove("RUST_LIB_BACKTRACE");
+        if let Some(v) = lib_backtrace {
+            cmd.env("RUST_LIB_BACKTRACE", v);
+        }
+        let out = cmd.output().expect("running cpflow");
+        assert_eq!(out.status.code(), Some(1));
+        String::from_utf8_lossy(&out.stderr).to_string()
+    };
+    let err = run(None);
+    let expected = format!(
+        "Error: I/O error on {}\n\nCaused by:\n    No such file or directory",
+        missing.display()
+    );
+    assert!(err.starts_with(&expected), "{err}");
+    assert!(!err.contains("backtrace"), "{err}");
+    assert_eq!(run(Some("0")), err);
+    let err = run(Some("1"));
+    assert!(err.starts_with(&expected), "{err}");
+    assert!(err.contains("Stack backtrace:"), "{err}");
+}
+
 #[test]
 fn zero_counts_are_refused_with_the_argument_named() {
     // Refused while the arguments are read (the model path is never opened).
