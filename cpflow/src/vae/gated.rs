@@ -107,6 +107,32 @@ impl ConvShape {
         self.output_padding = p;
         self
     }
+
+    /// The `(height, width)` of a convolution's output on an `hw` map (PyTorch's
+    /// `Conv2d` arithmetic; 0 where the kernel does not fit).
+    pub(crate) fn conv_output(&self, (h, w): (usize, usize)) -> (usize, usize) {
+        let side = |n: usize, k: usize| {
+            let padded = n.saturating_add(2 * self.padding);
+            if padded < k {
+                0
+            } else {
+                (padded - k) / self.stride.max(1) + 1
+            }
+        };
+        (side(h, self.kh), side(w, self.kw))
+    }
+
+    /// The `(height, width)` of a transposed convolution's output on an `hw` map
+    /// (PyTorch's `ConvTranspose2d` arithmetic, saturating).
+    pub(crate) fn transposed_output(&self, (h, w): (usize, usize)) -> (usize, usize) {
+        let side = |n: usize, k: usize| {
+            n.saturating_sub(1)
+                .saturating_mul(self.stride)
+                .saturating_add(k + self.output_padding)
+                .saturating_sub(2 * self.padding)
+        };
+        (side(h, self.kh), side(w, self.kw))
+    }
 }
 
 /// Whether a layer is a convolution or a transposed convolution.

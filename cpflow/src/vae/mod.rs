@@ -11,6 +11,7 @@ mod data;
 
 pub use data::*;
 mod gated;
+mod hidden_units;
 mod network;
 mod parameter_count;
 

@@ -1,13 +1,17 @@
 //! `cpflow vae`: the VAE experiment of Table 3 (Gaussian or CP-Flow posterior).
 
-use crate::vae::{Adamax, PosteriorKind, Vae, VaeConfig, VaeRunOptions, load_vae_data, run_vae_on};
+use crate::vae::{
+    Adamax, PosteriorKind, Vae, VaeConfig, VaeData, VaeRunOptions, load_vae_data, run_vae_on,
+};
 use anyhow::{Context, Result};
 use candle_core::Device;
 use std::path::Path;
 
 use crate::cli::VaeArgs;
 use crate::cli::interrupt::Interrupt;
-use crate::cli::memory::{OPTIMISER_COPIES, check_training_memory, total_memory};
+use crate::cli::memory::{
+    OPTIMISER_COPIES, check_training_memory, total_memory, vae_training_memory,
+};
 use crate::cli::resume_check::check_vae_resume;
 use crate::cli::run_config::{parse_value, set_path};
 use crate::cli::run_dir::{VAE_RUN, absolute, check_new_run, take_run_dir, write_config};
@@ -56,6 +60,33 @@ pub fn read_vae_config(
     Ok(cfg)
 }
 
+/// Refuses a VAE that cannot train on a machine of `total` bytes (`None`: unknown, only the
+/// fixed size bound applies): the fixed bound on the parameters first (its message does not
+/// depend on the machine), then the weights in the optimiser's copies with the activations of
+/// a batch ([`vae_training_memory`]; a batch holds at most the whole training split).
+fn check_vae_memory(cfg: &VaeConfig, data: &VaeData, total: Option<f64>) -> Result<()> {
+    let m = &cfg.model;
+    let image_hw = (data.height, data.width);
+    let (networks, posterior) = m.check_size(data.likelihood, image_hw)?;
+    let units = m
+        .architecture
+        .hidden_units(image_hw, m.latent_dim, data.likelihood)?;
+    let batch = cfg.train.batch_size.min(data.train.n);
+    check_training_memory(
+        "the VAE",
+        &[
+            (networks, m.network_float.dtype()),
+            (posterior, m.posterior_float.dtype()),
+        ],
+        OPTIMISER_COPIES,
+        vae_training_memory(units, batch, m.network_float.dtype()),
+        &Device::Cpu,
+        total,
+        "train.batch_size, model.architecture.channels, model.blocks, model.width or \
+         model.depth",
+    )
+}
+
 /// Runs the experiment and prints the test numbers. Before anything is written: a new run
 /// does not replace another without `--overwrite`, `--resume` needs the run's checkpoint and
 /// may change only the epochs, the time budget and `[eval]` (unlike the library's
@@ -75,21 +106,7 @@ pub fn vae(a: VaeArgs) -> Result<()> {
     // fixed by its name (data.dataset, read under data.root), so a resume does not record or
     // check file contents as `cpflow train` does for data files.
     let data = load_vae_data(cfg.data.dataset, &cfg.data.root, cfg.data.seed)?;
-    let m = &cfg.model;
-    // The fixed bound first (its message does not depend on the machine), then the memory.
-    let (networks, posterior) = m.check_size(data.likelihood, (data.height, data.width))?;
-    check_training_memory(
-        "the VAE",
-        &[
-            (networks, m.network_float.dtype()),
-            (posterior, m.posterior_float.dtype()),
-        ],
-        OPTIMISER_COPIES,
-        0.0,
-        &Device::Cpu,
-        total_memory(),
-        "model.architecture.channels, model.blocks, model.width or model.depth",
-    )?;
+    check_vae_memory(&cfg, &data, total_memory())?;
     let model = Vae::new(
         &cfg.model,
         data.likelihood,
@@ -233,6 +250,42 @@ mod tests {
             settings: [("width".to_string(), 64.0), ("depth".to_string(), 5.0)].into(),
         });
         assert_eq!(got, want);
+    }
+
+    /// The CPU preset on Frey Faces (1,565 training images): the weights in four copies and
+    /// 2 values per hidden unit and image of the batch must fit; a batch above the split
+    /// counts as the split.
+    #[test]
+    fn a_batch_whose_activations_cannot_fit_is_refused() {
+        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/data");
+        let mut cfg = VaeConfig::cpu(
+            VaeDatasetName::FreyFaces,
+            root.clone(),
+            PosteriorKind::CpFlow,
+        );
+        let data = load_vae_data(cfg.data.dataset, &root, cfg.data.seed).unwrap();
+        assert_eq!(data.train.n, 1565);
+        // `cpflow vae` on this preset logs 1,501,946 parameters: 1,049,824 f32 in the
+        // networks (the Gaussian run's count), 452,122 f64 in the posterior. Hidden units:
+        // 18,176 + 24,640 + 143,360 per image (`VaeArchitecture::hidden_units`' example).
+        let weights = 4.0 * (1_049_824.0 * 4.0 + 452_122.0 * 8.0);
+        let need = |batch: f64| weights + 2.0 * 186_176.0 * batch * 4.0;
+        cfg.train.batch_size = 100;
+        check_vae_memory(&cfg, &data, Some(need(100.0))).unwrap();
+        let err = check_vae_memory(&cfg, &data, Some(need(100.0) - 1.0)).unwrap_err();
+        let err = err.to_string();
+        assert!(
+            err.contains("the VAE has 1501946 parameters")
+                && err.contains("GB for the activations of a batch")
+                && err.contains("lower train.batch_size"),
+            "{err}"
+        );
+        for batch in [1565, 1_000_000] {
+            cfg.train.batch_size = batch;
+            check_vae_memory(&cfg, &data, Some(need(1565.0))).unwrap();
+            assert!(check_vae_memory(&cfg, &data, Some(need(1565.0) - 1.0)).is_err());
+        }
+        check_vae_memory(&cfg, &data, None).unwrap();
     }
 
     #[test]
