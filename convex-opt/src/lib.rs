@@ -28,6 +28,39 @@
 //! Default tolerances depend on the dtype: `1e-9` (absolute) in `f64`; `2e-5 + 2e-5·‖y_i‖∞` in
 //! `f32`, whose gradients carry rounding errors of order `1e-6 … 1e-5` (see
 //! [`options::F32_ABS_TOLERANCE`]).
+//!
+//! # Quick start
+//!
+//! A batch of targets `y` inverted by each solver, on a quadratic potential
+//! `Φ(x) = ½xᵀAx + bᵀx` whose inverse `x = A⁻¹(y − b)` is known:
+//!
+//! ```
+//! use candle_core::{DType, Device, Tensor};
+//! use convex_opt::{
+//!     BatchedLbfgsParams, FlatLbfgsParams, InversionOptions, NewtonCgParams, QuadraticPotential,
+//!     invert_lbfgs_batched, invert_lbfgs_flat, invert_newton_cg,
+//! };
+//! use nalgebra::{DMatrix, DVector};
+//!
+//! // Symmetric and diagonally dominant, so positive definite (eigenvalues ≥ 1.5).
+//! let a = DMatrix::from_fn(4, 4, |i, j| if i == j { 3.0 } else { 0.5 / (1 + i + j) as f64 });
+//! let b = DVector::from_vec(vec![1.0, -1.0, 0.5, 0.0]);
+//! let pot = QuadraticPotential::new(&a, Some(&b), DType::F64, &Device::Cpu)?;
+//! let y = Tensor::new(&[[3.0f64, 3.0, -1.0, 2.0], [0.0, 0.0, 0.0, 0.0], [-5.0, 1.0, 4.0, 2.5]],
+//!     &Device::Cpu)?;
+//! let want = pot.solve(&y)?;
+//! let options = InversionOptions::default(); // ‖∇Φ(x_i) − y_i‖∞ ≤ 1e-9 in f64, from x₀ = y
+//! for res in [
+//!     invert_lbfgs_batched(&pot, &y, &options, &BatchedLbfgsParams::default())?,
+//!     invert_newton_cg(&pot, &y, &options, &NewtonCgParams::default())?,
+//!     invert_lbfgs_flat(&pot, &y, &options, &FlatLbfgsParams::default())?,
+//! ] {
+//!     assert!(res.all_converged() && res.max_residual() <= 1e-9, "{:?}", res.termination);
+//!     let error = (&res.x - &want)?.abs()?.max_all()?.to_scalar::<f64>()?;
+//!     assert!(error < 1e-9);
+//! }
+//! # Ok::<(), convex_opt::ConvexOptError>(())
+//! ```
 
 mod argmin_lbfgs;
 mod batch;

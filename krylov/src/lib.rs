@@ -26,6 +26,37 @@
 //!
 //! Per-system scalars (dot products, norms, step sizes) travel to the host as `f64` once per
 //! iteration (`O(B)` numbers); vectors stay on their device.
+//!
+//! # Quick start
+//!
+//! Two systems in one batch, one well and one badly conditioned, each solved to its own
+//! tolerance: the easy one stops early and costs no products after that.
+//!
+//! ```
+//! use krylov::{CgParams, CountingOperator, DenseNalgebraOperator, cg};
+//! use nalgebra::{DMatrix, DVector};
+//!
+//! let d = 30;
+//! // Symmetric positive definite: eigenvalues from 1 to `cond`, rotated off the diagonal.
+//! let spd = |cond: f64| {
+//!     let q = DMatrix::<f64>::from_fn(d, d, |i, j| ((i * j + i + 2 * j) as f64).sin()).qr().q();
+//!     let eig = DVector::from_fn(d, |i, _| cond.powf(i as f64 / (d - 1) as f64));
+//!     &q * DMatrix::from_diagonal(&eig) * q.transpose()
+//! };
+//! let (easy, hard) = (spd(2.0), spd(1e3));
+//! let dense = DenseNalgebraOperator::new(vec![easy.clone(), hard.clone()])?;
+//! let op = CountingOperator::new(dense, 2);
+//! let b = DMatrix::<f64>::from_fn(d, 2, |i, j| (i + j) as f64 / d as f64 - 0.5);
+//! let res = cg(&op, &b, &CgParams::default().with_rtol(1e-10))?;
+//! assert!(res.all_converged());
+//! assert!(res.iterations[0] < res.iterations[1]);
+//! assert_eq!(op.counts(), res.applications); // products per system
+//! for (i, h) in [easy, hard].iter().enumerate() {
+//!     let residual = h * res.x.column(i) - b.column(i);
+//!     assert!(residual.amax() < 1e-8 * b.column(i).amax());
+//! }
+//! # Ok::<(), krylov::KrylovError>(())
+//! ```
 
 #[cfg(feature = "candle")]
 mod backend_candle;
