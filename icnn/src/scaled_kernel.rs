@@ -206,7 +206,8 @@ fn backward<T: Real>(w: &[T], gamma: &[T], grad: &[T], map: KernelMap) -> Result
         .zip(dgamma.par_iter_mut())
         .zip(w.par_chunks(row).zip(grad.par_chunks(row)))
         .zip(gamma.par_iter())
-        .for_each(|(((dw, dg), (w, grad)), &g)| match map {
+        // The softplus values of a row, in a buffer that each rayon job reuses.
+        .for_each_init(Vec::new, |value, (((dw, dg), (w, grad)), &g)| match map {
             KernelMap::Identity => {
                 let mut sum = T::zero();
                 for ((d, &v), &b) in dw.iter_mut().zip(w).zip(grad) {
@@ -217,11 +218,12 @@ fn backward<T: Real>(w: &[T], gamma: &[T], grad: &[T], map: KernelMap) -> Result
             }
             KernelMap::Softplus { inv_fan_in } => {
                 let inv = T::from_f64(inv_fan_in);
-                let mut value = vec![T::zero(); w.len()];
-                T::derivative_into(&SOFTPLUS, 0, w, &mut value);
+                value.clear();
+                value.resize(w.len(), T::zero());
+                T::derivative_into(&SOFTPLUS, 0, w, value);
                 T::derivative_into(&SOFTPLUS, 1, w, dw);
                 let mut sum = T::zero();
-                for ((d, &b), &s) in dw.iter_mut().zip(grad).zip(&value) {
+                for ((d, &b), &s) in dw.iter_mut().zip(grad).zip(value.iter()) {
                     *d = (b * g * inv + T::zero()) * *d;
                     sum += b * (s * inv + T::zero());
                 }
