@@ -47,6 +47,10 @@ pub struct BenchTabularOptions {
     pub budget: Option<Duration>,
     /// The configuration of each dataset ([`TabularBenchConfig::paper`], `quick`, `tiny`).
     pub preset: fn(TabularDataset) -> TabularBenchConfig,
+    /// Iterations between validations, instead of the preset's (`--val-every`). Early
+    /// stopping and the plateau learning-rate rule count validations, so this also sets
+    /// their patience in iterations.
+    pub val_every: Option<usize>,
     /// Output directory.
     pub out: PathBuf,
     /// Draw progress bars.
@@ -258,7 +262,11 @@ pub fn run_dataset(
     root: &Path,
     opts: &BenchTabularOptions,
 ) -> Result<DatasetResult> {
-    let cfg = (opts.preset)(ds);
+    let mut cfg = (opts.preset)(ds);
+    if let Some(every) = opts.val_every {
+        anyhow::ensure!(every >= 1, "--val-every must be at least 1");
+        cfg.val_every = every;
+    }
     let t_load = Instant::now();
     tracing::info!("{ds}: loading from {}", root.display());
     let split = load_split(ds, root, &cfg).with_context(|| format!("loading {ds}"))?;

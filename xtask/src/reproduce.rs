@@ -211,6 +211,7 @@ fn tabular_options(
         device,
         budget: None,
         preset,
+        val_every: None,
         out: PathBuf::new(),
         progress: true,
     }

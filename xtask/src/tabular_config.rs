@@ -8,7 +8,8 @@
 //!   (0.9, 0.99) and weight decay 1e-6, CG surrogate with `atol` 1e-3, the plateau learning-rate
 //!   rule, early stopping after 20 validations without improvement, SLQ validation, exact test
 //!   NLL. Two deviations, both forced by a CPU wall-clock budget and both recorded in the
-//!   output: validation every 100 iterations (reference 500) on a random subset of at most
+//!   output: validation every 100 iterations (reference 500; `--val-every 500` restores it,
+//!   and with it the reference's patience in iterations) on a random subset of at most
 //!   5,000 validation rows, and a test subset of at most 20,000 rows (the reported number is
 //!   the mean ± 2 standard errors over that subset). BSDS300 is rebuilt with 1,000,000
 //!   training patches (MAF's size).

@@ -46,6 +46,7 @@ fn tiny_options(data_dir: &Path, out: &Path, datasets: Vec<TabularDataset>) -> B
         device: Device::Cpu,
         budget: None,
         preset: TabularBenchConfig::tiny,
+        val_every: None,
         out: out.to_path_buf(),
         progress: false,
     }
@@ -94,6 +95,35 @@ fn bench_tabular_tiny_writes_finite_nll_and_skips_missing() {
     let nll = json["results"][0]["test_nll"].as_f64().unwrap();
     assert!((nll - r.test_nll).abs() < 1e-12);
     assert!(out.path().join("miniboone/model.safetensors").is_file());
+}
+
+/// `--val-every` replaces the preset's validation period (written into the report's
+/// configuration); a period of 0 fails the dataset with a message naming the flag.
+#[test]
+fn val_every_overrides_the_preset() {
+    let data = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    write_synthetic_miniboone(data.path());
+    let mut opts = tiny_options(data.path(), out.path(), vec![TabularDataset::Miniboone]);
+    assert_eq!(
+        TabularBenchConfig::tiny(TabularDataset::Miniboone).val_every,
+        4
+    );
+    opts.val_every = Some(5);
+    let report = run_bench_tabular(&opts).unwrap();
+    assert_eq!(report.results[0].config.val_every, 5);
+    let md = std::fs::read_to_string(out.path().join(BENCH_MD)).unwrap();
+    assert!(md.contains("val every 5"), "{md}");
+    opts.val_every = Some(0);
+    let report = run_bench_tabular(&opts).unwrap();
+    assert!(report.results.is_empty());
+    assert!(
+        report.failed[0]
+            .message
+            .contains("--val-every must be at least 1"),
+        "{}",
+        report.failed[0].message
+    );
 }
 
 /// A dataset that fails (here a POWER file full of NaN) is reported as failed and the run
