@@ -351,18 +351,17 @@ mod tests {
         if bytes == 4 { DType::F32 } else { DType::F64 }
     }
 
-    /// [`check_training_memory`] of `params` parameters in `copies` copies with `activations`
+    /// [`check_training_memory`] of the weights `parts` in `copies` copies with `activations`
     /// bytes, on a CPU machine of the given total memory.
     fn bound_check(
-        params: usize,
-        dtype: DType,
+        parts: Vec<(usize, DType)>,
         copies: f64,
         activations: f64,
     ) -> impl Fn(f64) -> anyhow::Result<()> {
         move |total| {
             check_training_memory(
                 "the model",
-                &[(params, dtype)],
+                &parts,
                 copies,
                 activations,
                 &Device::Cpu,
@@ -379,7 +378,7 @@ mod tests {
         for (gb, params, bytes, units, batch) in IMAGE_MEASURED_PEAKS {
             let dtype = dtype_of(bytes);
             let activations = image_training_memory(Some(units), batch, dtype);
-            let check = bound_check(params, dtype, IMAGE_STEP_WEIGHT_COPIES, activations);
+            let check = bound_check(vec![(params, dtype)], IMAGE_STEP_WEIGHT_COPIES, activations);
             let peak = gb * 1e9;
             assert!(
                 check(peak).is_ok(),
@@ -399,17 +398,11 @@ mod tests {
     fn vae_bound_is_below_every_measured_peak() {
         for (gb, networks, bytes, posterior, units, batch) in VAE_MEASURED_PEAKS {
             let dtype = dtype_of(bytes);
-            let check = |total: f64| {
-                check_training_memory(
-                    "the VAE",
-                    &[(networks, dtype), (posterior, DType::F64)],
-                    OPTIMISER_COPIES,
-                    vae_training_memory(units, batch, dtype),
-                    &Device::Cpu,
-                    Some(total),
-                    "train.batch_size",
-                )
-            };
+            let check = bound_check(
+                vec![(networks, dtype), (posterior, DType::F64)],
+                OPTIMISER_COPIES,
+                vae_training_memory(units, batch, dtype),
+            );
             let peak = gb * 1e9;
             assert!(
                 check(peak).is_ok(),
@@ -431,7 +424,7 @@ mod tests {
         for (gb, params, bytes, blocks, batch, width, depth) in FLOW_MEASURED_PEAKS {
             let dtype = dtype_of(bytes);
             let activations = flow_training_memory(Some(blocks * width * depth), batch, dtype);
-            let check = bound_check(params, dtype, FLOW_STEP_WEIGHT_COPIES, activations);
+            let check = bound_check(vec![(params, dtype)], FLOW_STEP_WEIGHT_COPIES, activations);
             let peak = gb * 1e9;
             assert!(
                 check(peak).is_ok(),
