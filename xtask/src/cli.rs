@@ -116,8 +116,8 @@ pub struct BenchTabularArgs {
     /// the reference validates every 500). Early stopping (20 validations without
     /// improvement) and the plateau learning-rate rule count validations, so at 100 they act
     /// 5× sooner in iterations than the reference's: use 500 with budgets of an hour or more.
-    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
-    pub val_every: Option<u64>,
+    #[arg(long, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    pub val_every: Option<usize>,
     /// Do not draw progress bars.
     #[arg(long)]
     pub no_progress: bool,
@@ -227,11 +227,7 @@ pub fn bench_tabular(args: &BenchTabularArgs) -> Result<()> {
         device,
         budget,
         preset,
-        val_every: args
-            .val_every
-            .map(usize::try_from)
-            .transpose()
-            .map_err(|_| anyhow::anyhow!("--val-every is too large"))?,
+        val_every: args.val_every,
         out: args.out.clone(),
         progress: !args.no_progress,
     };

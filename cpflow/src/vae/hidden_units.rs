@@ -51,10 +51,11 @@ impl VaeArchitecture {
             hw = shape.transposed_output(hw);
             units = add(units, map_size(out, hw));
         }
-        for (_, _, shape) in self.head_layers(likelihood) {
+        let mut logits = 0;
+        for (_, out, shape) in self.head_layers(likelihood) {
             hw = shape.conv_output(hw);
+            logits = out;
         }
-        let logits = self.head_layers(likelihood).last().map_or(0, |l| l.1);
         Ok(add(units, map_size(logits, hw)))
     }
 }
