@@ -12,6 +12,7 @@ use crate::config::SurrogateParams;
 use crate::error::Result;
 use crate::potential::{Potential, PotentialConfig};
 use crate::surrogate_cg::{host_surrogate_cg, surrogate_cg};
+use crate::surrogate_preconditioner::surrogate_preconditioner;
 
 /// `log(e − 1)`: the value of `w₀` for which `sp(w₀) = 1`.
 pub const LOG_E_MINUS_1: f64 = 0.541_324_854_612_918_1;
@@ -295,11 +296,13 @@ impl CpFlowBlock {
         params: &SurrogateParams,
         rng: &mut R,
     ) -> Result<(Tensor, Tensor, CgReport)> {
-        self.forward_with_surrogate_sharing(x, ctx, params, rng, None)
+        self.forward_with_surrogate_sharing(x, ctx, params, rng, None, None)
     }
 
     /// [`CpFlowBlock::forward_with_surrogate`] with the potential's host weights built once
-    /// for the row chunks of a batch ([`CpFlowBlock::host_weights`]; `None`: built here).
+    /// for the row chunks of a batch ([`CpFlowBlock::host_weights`]; `None`: built here) and
+    /// the CG preconditioner's `M⁻¹` made once for them (`None`: made here from `x`'s rows,
+    /// if `params` ask for one).
     pub(crate) fn forward_with_surrogate_sharing<R: Rng + ?Sized>(
         &self,
         x: &Tensor,
@@ -307,13 +310,18 @@ impl CpFlowBlock {
         params: &SurrogateParams,
         rng: &mut R,
         weights: Option<&icnn::HostWeights>,
+        m_inv: Option<&Tensor>,
     ) -> Result<(Tensor, Tensor, CgReport)> {
+        let m_inv = match m_inv {
+            Some(m) => Some(m.clone()),
+            None => surrogate_preconditioner(self, x, ctx, params, weights)?,
+        };
         if params.probes <= 1
             && let Some(host) = self.host_linearize_sharing(x, ctx, weights)?
         {
-            return self.host_surrogate(&host, x, params, rng);
+            return self.host_surrogate(&host, x, params, m_inv.as_ref(), rng);
         }
-        self.composed_surrogate(x, ctx, params, rng)
+        self.composed_surrogate(x, ctx, params, m_inv.as_ref(), rng)
     }
 
     /// The potential's prepared parameters on the host ([`icnn::HostWeights`]), for sharing
@@ -348,6 +356,7 @@ impl CpFlowBlock {
         host: &icnn::HostLinearization,
         x: &Tensor,
         params: &SurrogateParams,
+        m_inv: Option<&Tensor>,
         rng: &mut R,
     ) -> Result<(Tensor, Tensor, CgReport)> {
         let (sp1, sp0) = self.weights()?;
@@ -355,7 +364,7 @@ impl CpFlowBlock {
         let (b, d) = x.dims2()?;
         let v = rademacher(b, d, x, rng)?;
         let (u, (g, q), report) = if host.prefers_tracked_tangents() {
-            let (u, tu, tv, report) = host_surrogate_cg(host, &v, a1, a0, params, d)?;
+            let (u, tu, tv, report) = host_surrogate_cg(host, &v, a1, a0, params, d, m_inv)?;
             let gq = host.gradient_and_bilinear_given_tangents(&u, &v, &tu, &tv)?;
             (u, gq, report)
         } else {
@@ -366,6 +375,7 @@ impl CpFlowBlock {
                 a0,
                 params,
                 d,
+                m_inv,
             )?;
             let gq = host.gradient_and_bilinear(&u, &v)?;
             (u, gq, report)
@@ -383,6 +393,7 @@ impl CpFlowBlock {
         x: &Tensor,
         ctx: Option<&Tensor>,
         params: &SurrogateParams,
+        m_inv: Option<&Tensor>,
         rng: &mut R,
     ) -> Result<(Tensor, Tensor, CgReport)> {
         let (sp1, sp0) = self.weights()?;
@@ -407,6 +418,7 @@ impl CpFlowBlock {
             a0,
             params,
             d,
+            m_inv,
         )?;
         let hu = if p == 1 {
             lin.hvp(&u)?
@@ -558,9 +570,9 @@ mod tests {
         let run = |host_path: bool| {
             let mut rng = FlowRng::seed_from_u64(9);
             let (z, s, rep) = if host_path {
-                block.host_surrogate(&host, xv.as_tensor(), &params, &mut rng)
+                block.host_surrogate(&host, xv.as_tensor(), &params, None, &mut rng)
             } else {
-                block.composed_surrogate(xv.as_tensor(), None, &params, &mut rng)
+                block.composed_surrogate(xv.as_tensor(), None, &params, None, &mut rng)
             }
             .unwrap();
             let loss = ((&z * &r).unwrap().sum_all().unwrap()

@@ -92,6 +92,7 @@ impl Flow {
         params: &SurrogateParams,
         rng: &mut R,
         weights: &[Option<icnn::HostWeights>],
+        preconditioners: &[Option<Tensor>],
     ) -> Result<(Tensor, CgReport)> {
         let mut h = x.clone();
         let mut scalar_ld: Option<Tensor> = None;
@@ -109,7 +110,9 @@ impl Flow {
                 }
                 Layer::Cpf(b) => {
                     let w = weights.get(i).and_then(Option::as_ref);
-                    let (z, s, rep) = b.forward_with_surrogate_sharing(&h, ctx, params, rng, w)?;
+                    let m = preconditioners.get(i).and_then(Option::as_ref);
+                    let (z, s, rep) =
+                        b.forward_with_surrogate_sharing(&h, ctx, params, rng, w, m)?;
                     cg.extend(&rep);
                     sample_ld = Some(match sample_ld {
                         Some(t) => (t + s)?,
@@ -138,7 +141,7 @@ impl Flow {
     ) -> Result<SurrogateLoss> {
         self.ensure_initialized()?;
         let (x, ctx) = self.check_input(x, ctx)?;
-        let (lp, cg) = self.surrogate_terms(&x, ctx.as_ref(), params, rng, &[])?;
+        let (lp, cg) = self.surrogate_terms(&x, ctx.as_ref(), params, rng, &[], &[])?;
         Ok(SurrogateLoss {
             loss: lp.mean_all()?.neg()?,
             cg,

@@ -137,6 +137,7 @@ pub mod reference_weights;
 pub mod rng;
 pub mod slq;
 mod surrogate_cg;
+pub mod surrogate_preconditioner;
 pub mod train;
 pub mod train_state;
 
@@ -182,6 +183,7 @@ pub use potential::PotentialConfig;
 pub use prior::GaussianPrior;
 pub use rng::{FlowRng, RngState};
 pub use slq::SlqLogProb;
+pub use surrogate_preconditioner::CgPreconditioner;
 pub use train::{
     Dataset, NllEstimate, RunOptions, StopReason, TrainReport, Trainer, mean_nll, mean_nll_with,
     nll_estimate, nll_estimate_with,

@@ -4,8 +4,8 @@
 
 use candle_core::Tensor;
 use krylov::{
-    CgParams, CgResult, FnOperator, KrylovError, cg_with_initial_guess,
-    cg_with_initial_guess_observed,
+    CgParams, CgResult, FnOperator, KrylovError, Preconditioner, WithPreconditioner,
+    cg_with_initial_guess, cg_with_initial_guess_observed,
 };
 use std::cell::RefCell;
 
@@ -16,12 +16,32 @@ use crate::error::{CpflowError, Result};
 /// krylov's parameters of the surrogate's solves, after [`SurrogateParams::validate`] (the
 /// configurations check them first and name their keys; this catches the direct API uses,
 /// e.g. `Flow::surrogate_loss`, which would otherwise run CG with `cg_max_iters = Some(0)`).
-fn cg_params(params: &SurrogateParams, d: usize) -> Result<CgParams> {
+/// `precond`: whether the solve has an `M⁻¹` ([`preconditioned`]).
+fn cg_params(params: &SurrogateParams, d: usize, precond: bool) -> Result<CgParams> {
     params.validate("surrogate")?;
     Ok(CgParams::default()
         .with_atol(params.cg_atol)
         .with_rtol(params.cg_rtol)
-        .with_max_iters(params.cg_max_iters.unwrap_or(d)))
+        .with_max_iters(params.cg_max_iters.unwrap_or(d))
+        .with_preconditioner(if precond {
+            Preconditioner::Supplied
+        } else {
+            Preconditioner::None
+        }))
+}
+
+/// `op` with `r ↦ r·M⁻¹` as its preconditioner (`M` symmetric, `(d, d)`; rows are systems);
+/// without `m_inv` the closure is never called ([`cg_params`] asks for none).
+#[allow(clippy::type_complexity)]
+fn preconditioned<O>(
+    op: O,
+    m_inv: Option<&Tensor>,
+) -> WithPreconditioner<O, impl Fn(&Tensor, &[bool]) -> std::result::Result<Tensor, KrylovError> + '_>
+{
+    WithPreconditioner::new(op, move |r: &Tensor, _active: &[bool]| match m_inv {
+        Some(m) => Ok(r.matmul(m)?),
+        None => Ok(r.clone()),
+    })
 }
 
 fn cg_report(res: &CgResult<Tensor>) -> CgReport {
@@ -34,7 +54,7 @@ fn cg_report(res: &CgResult<Tensor>) -> CgReport {
 
 /// The detached CG solve of the surrogate, `(a₁ H + a₀ I) u = v` from `u₀ = v`, with
 /// `hvp(w, active)` the Hessian-vector product of the potential on (at least) the rows CG
-/// still iterates: `(u, report)`.
+/// still iterates, preconditioned by `m_inv` (`M⁻¹`, `(d, d)`) if given: `(u, report)`.
 pub(crate) fn surrogate_cg(
     hvp: impl Fn(&Tensor, &[bool]) -> icnn::Result<Tensor>,
     v: &Tensor,
@@ -42,6 +62,7 @@ pub(crate) fn surrogate_cg(
     a0: f64,
     params: &SurrogateParams,
     d: usize,
+    m_inv: Option<&Tensor>,
 ) -> Result<(Tensor, CgReport)> {
     let op = FnOperator::new(
         |w: &Tensor, active: &[bool]| -> std::result::Result<Tensor, KrylovError> {
@@ -49,7 +70,8 @@ pub(crate) fn surrogate_cg(
             Ok(((hv * a1)? + (w * a0)?)?)
         },
     );
-    let res = cg_with_initial_guess(&op, v, v, &cg_params(params, d)?)?;
+    let op = preconditioned(op, m_inv);
+    let res = cg_with_initial_guess(&op, v, v, &cg_params(params, d, m_inv.is_some())?)?;
     Ok((res.x.detach(), cg_report(&res)))
 }
 
@@ -74,6 +96,7 @@ pub(crate) fn host_surrogate_cg(
     a0: f64,
     params: &SurrogateParams,
     d: usize,
+    m_inv: Option<&Tensor>,
 ) -> Result<(
     Tensor,
     icnn::DirectionTangents,
@@ -112,7 +135,9 @@ pub(crate) fn host_surrogate_cg(
             ))),
         }
     };
-    let res = cg_with_initial_guess_observed(&op, v, v, &cg_params(params, d)?, observe)?;
+    let op = preconditioned(op, m_inv);
+    let params = cg_params(params, d, m_inv.is_some())?;
+    let res = cg_with_initial_guess_observed(&op, v, v, &params, observe)?;
     let tr = tracked.into_inner();
     match (tr.u, tr.v) {
         (Some(u), Some(tv)) => Ok((res.x.detach(), u, tv, cg_report(&res))),

@@ -2,6 +2,7 @@
 
 use crate::cg_reorth::{ResidualBasis, confirm_on_true_residual};
 use crate::operator::check_operator_shape;
+use crate::preconditioner::{Preconditioner, Prepared};
 use crate::vectors::{check_finite, power_of_two_scale};
 use crate::{BatchOperator, BatchVectors, KrylovError};
 
@@ -38,36 +39,6 @@ pub enum CgStopping {
     /// cannot continue (zero or non-finite curvature `pᵀHp`, e.g. an exactly zero residual) are
     /// still frozen.
     BatchGlobal,
-}
-
-/// Preconditioner used by [`cg`].
-///
-/// ```
-/// use krylov::{cg, CgParams, FnOperator, KrylovError, Preconditioner};
-/// use nalgebra::DMatrix;
-/// // H = diag(1, 10, 100) as a closure, which does not know its diagonal.
-/// let h = [1.0, 10.0, 100.0];
-/// let op = FnOperator::new(|x: &DMatrix<f64>, _: &[bool]| -> Result<_, KrylovError> {
-///     Ok(DMatrix::from_fn(3, x.ncols(), |i, j| h[i] * x[(i, j)]))
-/// });
-/// let b = DMatrix::<f64>::from_column_slice(3, 1, &[1.0, 10.0, 100.0]);
-/// let jacobi = CgParams::default().with_preconditioner(Preconditioner::Jacobi);
-/// assert!(matches!(cg(&op, &b, &jacobi), Err(KrylovError::MissingDiagonal)));
-/// // With the diagonal attached, Jacobi solves a diagonal system in one step.
-/// let op = op.with_diagonal(DMatrix::from_column_slice(3, 1, &h));
-/// let res = cg(&op, &b, &jacobi)?;
-/// assert_eq!(res.iterations, vec![1]);
-/// assert!((res.x[(2, 0)] - 1.0).abs() < 1e-12);
-/// # Ok::<(), KrylovError>(())
-/// ```
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum Preconditioner {
-    /// Plain CG. The default.
-    #[default]
-    None,
-    /// Jacobi: `M = diag(H_i)`. Needs [`BatchOperator::diagonal`] (see
-    /// [`crate::WithDiagonal`]); every diagonal entry must be `> 0`.
-    Jacobi,
 }
 
 /// Parameters of [`cg`]. Build with `CgParams::default()` and the `with_*` setters.
@@ -174,6 +145,13 @@ impl CgParams {
                 "rtol must be finite and ≥ 0, got {}",
                 self.rtol
             )));
+        }
+        if self.reorthogonalize && self.preconditioner == Preconditioner::Supplied {
+            return Err(KrylovError::InvalidParameter(
+                "re-orthogonalisation needs M^(-1/2), which a supplied preconditioner does not \
+                 give: use Preconditioner::None or Jacobi with it"
+                    .into(),
+            ));
         }
         Ok(())
     }
@@ -400,30 +378,6 @@ where
     cg_impl(op, b, Some(x0), params, Some(&mut observer))
 }
 
-/// `1 / diag(H_i)` as a batch, after checking every entry is `> 0`.
-fn jacobi_inverse<V, Op>(op: &Op, b: &V) -> Result<V, KrylovError>
-where
-    V: BatchVectors,
-    Op: BatchOperator<V> + ?Sized,
-{
-    let diag = op.diagonal().ok_or(KrylovError::MissingDiagonal)??;
-    b.check_compatible("Jacobi diagonal", &diag)?;
-    let d = b.system_dim().max(1);
-    let host = diag.to_host()?;
-    let mut inv = Vec::with_capacity(host.len());
-    for (k, v) in host.into_iter().enumerate() {
-        if !(v > 0.0 && v.is_finite()) {
-            return Err(KrylovError::NonPositiveDiagonal {
-                system: k / d,
-                index: k % d,
-                value: v,
-            });
-        }
-        inv.push(1.0 / v);
-    }
-    V::from_host_like(b, &inv)
-}
-
 /// What [`cg_impl`] calls after each solution update.
 type StepObserver<'o> = dyn FnMut(&CgStep<'_>) -> Result<(), KrylovError> + 'o;
 
@@ -449,16 +403,8 @@ where
         .max_iters
         .unwrap_or_else(|| default_max_iters(b.system_dim()));
     let global = params.stopping == CgStopping::BatchGlobal;
-    let inv_diag = match params.preconditioner {
-        Preconditioner::None => None,
-        Preconditioner::Jacobi => Some(jacobi_inverse(op, b)?),
-    };
-    let precondition = |r: &V| -> Result<V, KrylovError> {
-        match &inv_diag {
-            Some(m) => r.mul_elementwise(m),
-            None => Ok(r.clone()),
-        }
-    };
+    let pre = Prepared::new(params.preconditioner, op, b)?;
+    let precondition = |r: &V, active: &[bool]| pre.apply(op, r, active);
 
     let b = b.detached();
     // NaN-propagating norms: a non-finite `b_i` would make the tolerance NaN or Inf (and
@@ -510,7 +456,7 @@ where
     };
 
     let mut reorth = if params.reorthogonalize {
-        let mut basis = ResidualBasis::new(inv_diag.as_ref())?;
+        let mut basis = ResidualBasis::new(pre.inverse_diagonal())?;
         basis.orthogonalize_and_push(&mut r, &all)?;
         Some(basis)
     } else {
@@ -526,7 +472,7 @@ where
     let mut breakdown: Vec<bool> = rnorm.iter().map(|rn| !rn.is_finite()).collect();
     let mut iterations = vec![0usize; n];
 
-    let mut z = precondition(&r)?;
+    let mut z = precondition(&r, &all)?;
     let mut rz = r.dots(&z)?;
     let mut p = z.clone();
     let ones = vec![1.0; n];
@@ -595,7 +541,7 @@ where
                 breakdown[i] = true;
             }
         }
-        z = precondition(&r)?;
+        z = precondition(&r, &step)?;
         let rz_new = r.dots(&z)?;
         let beta: Vec<f64> = (0..n)
             .map(|i| {

@@ -100,6 +100,11 @@ pub enum KrylovError {
         "the Jacobi preconditioner needs the operator diagonal, which this operator does not provide (wrap it in `WithDiagonal`)"
     )]
     MissingDiagonal,
+    /// [`crate::Preconditioner::Supplied`] with an operator that supplies no `M⁻¹`.
+    #[error(
+        "the supplied preconditioner was asked for, but this operator gives no M⁻¹ r (wrap it in `WithPreconditioner`)"
+    )]
+    MissingPreconditioner,
     /// The Jacobi preconditioner met a diagonal entry that is not strictly positive.
     #[error("Jacobi preconditioner: diagonal entry {index} of system {system} is {value}, not > 0")]
     NonPositiveDiagonal {

@@ -72,11 +72,12 @@ mod dense_candle;
 mod error;
 mod lanczos;
 mod operator;
+mod preconditioner;
 mod real;
 mod vectors;
 
 pub use cg::{
-    CgParams, CgResult, CgStep, CgStopping, Preconditioner, cg, cg_with_initial_guess,
+    CgParams, CgResult, CgStep, CgStopping, cg, cg_with_initial_guess,
     cg_with_initial_guess_observed, default_max_iters,
 };
 pub use dense::{DenseFaerOperator, DenseNalgebraOperator};
@@ -84,6 +85,7 @@ pub use dense::{DenseFaerOperator, DenseNalgebraOperator};
 pub use dense_candle::DenseTensorOperator;
 pub use error::KrylovError;
 pub use lanczos::{LanczosParams, LanczosResult, lanczos};
-pub use operator::{BatchOperator, CountingOperator, FnOperator, WithDiagonal};
+pub use operator::{BatchOperator, CountingOperator, FnOperator, WithDiagonal, WithPreconditioner};
+pub use preconditioner::Preconditioner;
 pub use real::Real;
 pub use vectors::BatchVectors;

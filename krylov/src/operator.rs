@@ -51,6 +51,14 @@ pub trait BatchOperator<V: BatchVectors> {
         None
     }
 
+    /// `z_i = M_i⁻¹ r_i` for the active systems, with `M_i` symmetric positive definite (an
+    /// approximation of `H_i` that is cheap to invert), if the operator has one. Needed only
+    /// by [`crate::Preconditioner::Supplied`]; see [`WithPreconditioner`]. Default: `None`.
+    fn precondition(&self, r: &V, active: &[bool]) -> Option<Result<V, KrylovError>> {
+        let _ = (r, active);
+        None
+    }
+
     /// The batch shape `(B, d)` the operator acts on, if it knows it (the dense operators do;
     /// a closure does not). The solvers compare it with their input **before** any other work,
     /// so a mismatch is a [`KrylovError::ShapeMismatch`] even for an empty batch (an empty
@@ -90,6 +98,10 @@ impl<V: BatchVectors, O: BatchOperator<V> + ?Sized> BatchOperator<V> for &O {
         (**self).diagonal()
     }
 
+    fn precondition(&self, r: &V, active: &[bool]) -> Option<Result<V, KrylovError>> {
+        (**self).precondition(r, active)
+    }
+
     fn batch_shape(&self) -> Option<(usize, usize)> {
         (**self).batch_shape()
     }
@@ -126,6 +138,12 @@ impl<F> FnOperator<F> {
     /// Attaches the operator's diagonal (enables the Jacobi preconditioner).
     pub fn with_diagonal<V>(self, diagonal: V) -> WithDiagonal<Self, V> {
         WithDiagonal::new(self, diagonal)
+    }
+
+    /// Attaches a preconditioner `|r, active| M⁻¹ r` (enables
+    /// [`crate::Preconditioner::Supplied`]).
+    pub fn with_preconditioner<P>(self, inverse: P) -> WithPreconditioner<Self, P> {
+        WithPreconditioner::new(self, inverse)
     }
 }
 
@@ -179,6 +197,77 @@ impl<V: BatchVectors, O: BatchOperator<V>> BatchOperator<V> for WithDiagonal<O, 
 
     fn diagonal(&self) -> Option<Result<V, KrylovError>> {
         Some(Ok(self.diagonal.clone()))
+    }
+
+    fn precondition(&self, r: &V, active: &[bool]) -> Option<Result<V, KrylovError>> {
+        self.op.precondition(r, active)
+    }
+
+    fn batch_shape(&self) -> Option<(usize, usize)> {
+        self.op.batch_shape()
+    }
+}
+
+/// Any operator together with a preconditioner: a closure `|r: &V, active: &[bool]|` that
+/// returns `M⁻¹ r` for the active systems, `M` symmetric positive definite, for
+/// [`crate::Preconditioner::Supplied`]. A good `M` is close to `H` up to a scalar and cheap
+/// to invert: e.g. one dense matrix shared by the systems of a batch whose operators are
+/// alike (the Hessians of one network at many points), factorised once.
+///
+/// ```
+/// use krylov::{cg, CgParams, DenseNalgebraOperator, KrylovError, Preconditioner, WithPreconditioner};
+/// use nalgebra::{DMatrix, dmatrix};
+/// // Two systems with the same badly scaled structure, and M = their mean, inverted once.
+/// let h = [dmatrix![100.0, 1.0; 1.0, 1.0], dmatrix![120.0, 2.0; 2.0, 1.5]];
+/// let m_inv = ((&h[0] + &h[1]) * 0.5).try_inverse().unwrap();
+/// let op = WithPreconditioner::new(
+///     DenseNalgebraOperator::new(h.to_vec())?,
+///     |r: &DMatrix<f64>, _active: &[bool]| -> Result<DMatrix<f64>, KrylovError> { Ok(&m_inv * r) },
+/// );
+/// let b = DMatrix::<f64>::from_element(2, 2, 1.0);
+/// let params = CgParams::default().with_rtol(1e-12);
+/// let plain = cg(&op, &b, &params)?;
+/// let pcg = cg(&op, &b, &params.clone().with_preconditioner(Preconditioner::Supplied))?;
+/// // The same solutions to the same tolerance on the residual.
+/// for (j, hj) in h.iter().enumerate() {
+///     let r = b.column(j) - hj * pcg.x.column(j);
+///     assert!(r.amax() <= 1e-12 && (pcg.x.column(j) - plain.x.column(j)).amax() < 1e-10);
+/// }
+/// // Without one, asking for it is an error.
+/// let bare = DenseNalgebraOperator::new(h.to_vec())?;
+/// let err = cg(&bare, &b, &params.with_preconditioner(Preconditioner::Supplied));
+/// assert!(matches!(err, Err(KrylovError::MissingPreconditioner)));
+/// # Ok::<(), KrylovError>(())
+/// ```
+#[derive(Clone, Debug)]
+pub struct WithPreconditioner<O, P> {
+    op: O,
+    inverse: P,
+}
+
+impl<O, P> WithPreconditioner<O, P> {
+    /// Attaches `inverse` (`|r, active| M⁻¹ r`) to `op`.
+    pub fn new(op: O, inverse: P) -> Self {
+        Self { op, inverse }
+    }
+}
+
+impl<V, O, P> BatchOperator<V> for WithPreconditioner<O, P>
+where
+    V: BatchVectors,
+    O: BatchOperator<V>,
+    P: Fn(&V, &[bool]) -> Result<V, KrylovError>,
+{
+    fn apply(&self, x: &V, active: &[bool]) -> Result<V, KrylovError> {
+        self.op.apply(x, active)
+    }
+
+    fn diagonal(&self) -> Option<Result<V, KrylovError>> {
+        self.op.diagonal()
+    }
+
+    fn precondition(&self, r: &V, active: &[bool]) -> Option<Result<V, KrylovError>> {
+        Some((self.inverse)(r, active))
     }
 
     fn batch_shape(&self) -> Option<(usize, usize)> {
@@ -255,6 +344,10 @@ impl<V: BatchVectors, O: BatchOperator<V>> BatchOperator<V> for CountingOperator
 
     fn diagonal(&self) -> Option<Result<V, KrylovError>> {
         self.op.diagonal()
+    }
+
+    fn precondition(&self, r: &V, active: &[bool]) -> Option<Result<V, KrylovError>> {
+        self.op.precondition(r, active)
     }
 
     fn batch_shape(&self) -> Option<(usize, usize)> {

@@ -20,7 +20,7 @@ use cpflow::datasets::{
     Bsds300Config, Matrix, Split, TabularDataset, find_images_archive, layout, load_bsds300,
     load_tabular,
 };
-use cpflow::{Dataset, Flow, Trainer};
+use cpflow::{CgPreconditioner, Dataset, Flow, Trainer};
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -51,6 +51,8 @@ pub struct BenchTabularOptions {
     /// stopping and the plateau learning-rate rule count validations, so this also sets
     /// their patience in iterations.
     pub val_every: Option<usize>,
+    /// Preconditioner of the surrogate's CG solves, instead of the preset's (none).
+    pub cg_preconditioner: Option<CgPreconditioner>,
     /// Output directory.
     pub out: PathBuf,
     /// Draw progress bars.
@@ -266,6 +268,9 @@ pub fn run_dataset(
     if let Some(every) = opts.val_every {
         anyhow::ensure!(every >= 1, "--val-every must be at least 1");
         cfg.val_every = every;
+    }
+    if let Some(pre) = opts.cg_preconditioner {
+        cfg.cg_preconditioner = pre;
     }
     let t_load = Instant::now();
     tracing::info!("{ds}: loading from {}", root.display());

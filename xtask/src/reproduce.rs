@@ -212,6 +212,7 @@ fn tabular_options(
         budget: None,
         preset,
         val_every: None,
+        cg_preconditioner: None,
         out: PathBuf::new(),
         progress: true,
     }

@@ -24,8 +24,8 @@
 
 use cpflow::datasets::TabularDataset;
 use cpflow::{
-    AdamParams, FloatType, FlowConfig, LrSchedule, NllEstimator, Objective, PotentialConfig,
-    SlqConfig, SurrogateParams, TrainConfig,
+    AdamParams, CgPreconditioner, FloatType, FlowConfig, LrSchedule, NllEstimator, Objective,
+    PotentialConfig, SlqConfig, SurrogateParams, TrainConfig,
 };
 use icnn::{ActivationKind, Icnn2Config};
 use serde::{Deserialize, Serialize};
@@ -72,6 +72,9 @@ pub struct TabularBenchConfig {
     pub weight_decay: f64,
     /// Absolute CG tolerance of the training surrogate.
     pub cg_atol: f64,
+    /// Preconditioner of the surrogate's CG solves (reference: none; `--cg-preconditioner`).
+    #[serde(default)]
+    pub cg_preconditioner: CgPreconditioner,
     /// Validate every this many iterations (and at iteration 0).
     pub val_every: usize,
     /// Validation estimator (reference: SLQ, 1 probe, 10 Lanczos steps).
@@ -104,6 +107,7 @@ impl TabularBenchConfig {
             lr: 1e-3,
             weight_decay: 1e-6,
             cg_atol: 1e-3,
+            cg_preconditioner: CgPreconditioner::None,
             val_every: 100,
             val_estimator: NllEstimator::Slq(SlqConfig::default()),
             early_stopping: Some(20),
@@ -178,6 +182,7 @@ impl TabularBenchConfig {
             objective: Objective::CgSurrogate,
             surrogate: SurrogateParams {
                 cg_atol: self.cg_atol,
+                preconditioner: self.cg_preconditioner,
                 ..SurrogateParams::default()
             },
             val_every: self.val_every,
@@ -198,8 +203,12 @@ impl TabularBenchConfig {
             NllEstimator::Exact => "exact".to_string(),
             NllEstimator::Slq(p) => format!("SLQ({} probe, {} steps)", p.probes, p.steps),
         };
+        let pre = match self.cg_preconditioner {
+            CgPreconditioner::None => "",
+            CgPreconditioner::MeanHessian => " (mean-Hessian preconditioner)",
+        };
         format!(
-            "{} block(s) Icnn2 width {} depth {}, {:?}, batch {}, Adam lr {} wd {}, CG atol {}, \
+            "{} block(s) Icnn2 width {} depth {}, {:?}, batch {}, Adam lr {} wd {}, CG atol {}{pre}, \
              val every {} ({est}), early stopping {:?}",
             self.blocks,
             self.width,

@@ -14,8 +14,8 @@ use benchmarks::{Stopwatch, gaussian_mixture, median};
 use candle_core::{DType, Device, Tensor};
 use clap::Parser;
 use cpflow::{
-    Dataset, Flow, FlowConfig, InverseParams, LrSchedule, PotentialConfig, RunOptions, SlqConfig,
-    TrainConfig, Trainer,
+    CgPreconditioner, Dataset, Flow, FlowConfig, InverseParams, LrSchedule, PotentialConfig,
+    RunOptions, SlqConfig, SurrogateParams, TrainConfig, Trainer,
 };
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -54,6 +54,10 @@ struct Args {
     /// Seed.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Preconditioner of the training surrogate's CG solves: none (the reference) or
+    /// mean-hessian.
+    #[arg(long, default_value = "none", value_parser = ["none", "mean-hessian"])]
+    cg_preconditioner: String,
 }
 
 fn device(name: &str) -> Result<Device> {
@@ -203,6 +207,13 @@ fn bench_dim(d: usize, args: &Args, dev: &Device) -> Result<Value> {
         early_stopping: None,
         lr_schedule: LrSchedule::Constant,
         seed: args.seed,
+        surrogate: SurrogateParams {
+            preconditioner: match args.cg_preconditioner.as_str() {
+                "mean-hessian" => CgPreconditioner::MeanHessian,
+                _ => CgPreconditioner::None,
+            },
+            ..Default::default()
+        },
         ..Default::default()
     };
     let mut trainer = Trainer::new(flow, tc)?.with_options(RunOptions::default());
@@ -243,6 +254,7 @@ fn main() -> Result<()> {
         let out = json!({
             "benchmark": "cpflow tabular (Icnn2, 1 block, batch 1024, f32, CG atol 1e-3)",
             "device": args.device,
+            "cg_preconditioner": args.cg_preconditioner,
             "rayon_threads": std::env::var("RAYON_NUM_THREADS").ok(),
             "candle_elementwise_threads": candle_threads,
             "peak_rss_bytes": peak_rss_bytes(),

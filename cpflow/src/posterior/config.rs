@@ -250,6 +250,7 @@ pub fn reference_vae_surrogate_params() -> SurrogateParams {
         cg_atol: 1e-5,
         cg_rtol: 1e-5,
         cg_max_iters: Some(64),
+        ..SurrogateParams::default()
     }
 }
 

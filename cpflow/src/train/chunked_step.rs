@@ -19,6 +19,7 @@ use crate::block::CgReport;
 use crate::error::{CpflowError, Result};
 use crate::flow::{map_row_chunks, parallel_chunk_rows};
 use crate::rng::FlowRng;
+use crate::surrogate_preconditioner::flow_preconditioners;
 
 /// Rows per chunk of a CG-surrogate training step. 256 rows keep the element-wise ops of a
 /// chunk (256 × width) large enough to amortise per-op costs and give a batch of 1,024 four
@@ -55,9 +56,11 @@ impl Trainer {
                     .transpose()
             })
             .collect::<icnn::Result<Vec<_>>>()?;
+        // The CG preconditioners (if asked for) from the batch's first rows, once for all chunks.
+        let pre = flow_preconditioners(flow, x, ctx, params, &weights)?;
         let outcomes = map_row_chunks(x, ctx, STEP_CHUNK_ROWS, |i, xc, cc| {
             let mut rng = FlowRng::seed_from_u64(seeds[i]);
-            let (lp, cg) = flow.surrogate_terms(xc, cc, params, &mut rng, &weights)?;
+            let (lp, cg) = flow.surrogate_terms(xc, cc, params, &mut rng, &weights, &pre)?;
             let (value, grads) = chunk_share(&lp, n)?;
             Ok((value, grads, cg))
         })?;
@@ -218,7 +221,7 @@ mod tests {
             let xc = x.narrow(0, start, len).unwrap();
             let (lp, _) = t
                 .flow
-                .surrogate_terms(&xc, None, &t.config.surrogate, &mut r, &[])
+                .surrogate_terms(&xc, None, &t.config.surrogate, &mut r, &[], &[])
                 .unwrap();
             parts.push(lp);
         }

@@ -49,6 +49,7 @@ mod reference_parity_vae;
 #[cfg(feature = "vae")]
 mod reference_parity_vae_is;
 mod run_lifecycle;
+mod surrogate_preconditioner;
 mod toy_reference;
 mod training;
 #[cfg(feature = "vae")]

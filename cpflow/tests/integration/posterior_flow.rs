@@ -349,6 +349,8 @@ fn surrogate_gradient_matches_exact_gradient_in_expectation() {
         cg_atol: 1e-12,
         cg_rtol: 0.0,
         cg_max_iters: Some(d),
+
+        ..Default::default()
     };
     let [mu, ls, h] = enc.forward(&x);
     let sur = q

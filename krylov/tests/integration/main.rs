@@ -12,3 +12,4 @@ mod cg_behaviour;
 mod input_checks;
 mod lanczos;
 mod proptests;
+mod supplied_preconditioner;

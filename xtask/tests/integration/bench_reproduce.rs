@@ -47,6 +47,7 @@ fn tiny_options(data_dir: &Path, out: &Path, datasets: Vec<TabularDataset>) -> B
         budget: None,
         preset: TabularBenchConfig::tiny,
         val_every: None,
+        cg_preconditioner: None,
         out: out.to_path_buf(),
         progress: false,
     }
@@ -123,6 +124,33 @@ fn val_every_overrides_the_preset() {
             .contains("--val-every must be at least 1"),
         "{}",
         report.failed[0].message
+    );
+}
+
+/// `--cg-preconditioner mean-hessian` reaches the trainer (the report's configuration and
+/// summary say so) and the run scores a finite test NLL.
+#[test]
+fn cg_preconditioner_overrides_the_preset() {
+    let data = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    write_synthetic_miniboone(data.path());
+    let mut opts = tiny_options(data.path(), out.path(), vec![TabularDataset::Miniboone]);
+    opts.cg_preconditioner = Some(cpflow::CgPreconditioner::MeanHessian);
+    let report = run_bench_tabular(&opts).unwrap();
+    let r = &report.results[0];
+    assert_eq!(
+        r.config.cg_preconditioner,
+        cpflow::CgPreconditioner::MeanHessian
+    );
+    assert_eq!(
+        r.config.train_config().surrogate.preconditioner,
+        cpflow::CgPreconditioner::MeanHessian
+    );
+    assert!(r.test_nll.is_finite());
+    let md = std::fs::read_to_string(out.path().join(BENCH_MD)).unwrap();
+    assert!(
+        md.contains("CG atol 0.001 (mean-Hessian preconditioner)"),
+        "{md}"
     );
 }
 

@@ -188,6 +188,7 @@ pub fn reference_image_surrogate() -> SurrogateParams {
         cg_atol: 1e-3,
         cg_rtol: 1e-3,
         cg_max_iters: None,
+        ..SurrogateParams::default()
     }
 }
 

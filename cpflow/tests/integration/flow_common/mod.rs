@@ -116,6 +116,8 @@ pub fn surrogate_and_exact_gradients(flow: &Flow, x: &Tensor, seed: u64) -> Grad
         cg_atol: 1e-12,
         cg_rtol: 0.0,
         cg_max_iters: Some(10),
+
+        ..Default::default()
     };
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let sur = flow.surrogate_loss(x, &params, &mut rng).unwrap();
