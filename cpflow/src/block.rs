@@ -288,7 +288,9 @@ impl CpFlowBlock {
     /// The training path (`docs/reference/cpflow-reference.md` §2.3): returns `z = ∇Φ(x)` (tracked), the
     /// per-sample CG surrogate `S = mean_probes Σ_j (H u)_j v_j` with `u ≈ H⁻¹v` detached
     /// (tracked through `H`; its gradient is an unbiased estimate of `∇ log det H`, its value
-    /// is ≈ d, not a log-det), and the CG report.
+    /// is ≈ d, not a log-det), and the CG report. With `params.preconditioner =
+    /// MeanHessian` the solves are preconditioned by the mean Jacobian at `x`'s first rows
+    /// ([`crate::surrogate_preconditioner`]).
     pub fn forward_with_surrogate<R: Rng + ?Sized>(
         &self,
         x: &Tensor,

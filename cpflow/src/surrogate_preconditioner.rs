@@ -103,6 +103,9 @@ pub(crate) fn flow_preconditioners(
         return Ok(Vec::new());
     }
     let k = params.preconditioner_rows.min(x.dim(0)?);
+    if k == 0 {
+        return Ok(Vec::new());
+    }
     let mut h = x.narrow(0, 0, k)?.detach();
     let ck = ctx.map(|c| c.narrow(0, 0, k)).transpose()?;
     let mut out = Vec::with_capacity(flow.layers().len());
