@@ -16,12 +16,11 @@
 //! with the preconditioner does not reproduce a run without it bit for bit.
 
 use candle_core::{DType, Tensor};
-use faer::linalg::solvers::DenseSolveCore;
-use faer::{Mat, Side};
 use serde::{Deserialize, Serialize};
 
 use crate::block::CpFlowBlock;
 use crate::config::SurrogateParams;
+use crate::dense_logdet::exact_logdet_and_inverse_host;
 use crate::error::{CpflowError, Result};
 use crate::flow::{Flow, Layer};
 
@@ -65,6 +64,30 @@ pub enum CgPreconditioner {
     MeanHessian,
 }
 
+impl std::str::FromStr for CgPreconditioner {
+    type Err = CpflowError;
+
+    /// The config names, for command-line flags.
+    ///
+    /// ```
+    /// use cpflow::CgPreconditioner;
+    /// assert_eq!("mean-hessian".parse::<CgPreconditioner>()?, CgPreconditioner::MeanHessian);
+    /// assert_eq!("none".parse::<CgPreconditioner>()?, CgPreconditioner::None);
+    /// let err = "jacobi".parse::<CgPreconditioner>().unwrap_err().to_string();
+    /// assert!(err.contains("use none or mean-hessian"), "{err}");
+    /// # Ok::<(), cpflow::CpflowError>(())
+    /// ```
+    fn from_str(name: &str) -> Result<Self> {
+        match name {
+            "none" => Ok(Self::None),
+            "mean-hessian" => Ok(Self::MeanHessian),
+            other => Err(CpflowError::InvalidConfig(format!(
+                "unknown CG preconditioner {other:?}: use none or mean-hessian"
+            ))),
+        }
+    }
+}
+
 /// `M⁻¹` (a `(d, d)` tensor in `x`'s dtype and device) for the surrogate's solves at `x`,
 /// or `None` for plain CG. `weights`: the block's host weights when shared by the caller.
 pub(crate) fn surrogate_preconditioner(
@@ -74,6 +97,21 @@ pub(crate) fn surrogate_preconditioner(
     params: &SurrogateParams,
     weights: Option<&icnn::HostWeights>,
 ) -> Result<Option<Tensor>> {
+    let Some((xk, ck)) = preconditioner_rows(x, ctx, params)? else {
+        return Ok(None);
+    };
+    Ok(Some(
+        mean_jacobian_inverse(block, &xk, ck.as_ref(), weights)?.1,
+    ))
+}
+
+/// The first [`SurrogateParams::preconditioner_rows`] rows of `x` (detached) and of `ctx`
+/// that `M` is made from, or `None` when `params` ask for no preconditioner (or `x` is empty).
+fn preconditioner_rows(
+    x: &Tensor,
+    ctx: Option<&Tensor>,
+    params: &SurrogateParams,
+) -> Result<Option<(Tensor, Option<Tensor>)>> {
     if params.preconditioner == CgPreconditioner::None {
         return Ok(None);
     }
@@ -81,11 +119,8 @@ pub(crate) fn surrogate_preconditioner(
     if k == 0 {
         return Ok(None);
     }
-    let xk = x.narrow(0, 0, k)?.detach();
     let ck = ctx.map(|c| c.narrow(0, 0, k)).transpose()?;
-    Ok(Some(
-        mean_jacobian_inverse(block, &xk, ck.as_ref(), weights)?.1,
-    ))
+    Ok(Some((x.narrow(0, 0, k)?.detach(), ck)))
 }
 
 /// [`surrogate_preconditioner`] of every block of `flow` for a batch `x` (`ctx`), made from
@@ -99,15 +134,9 @@ pub(crate) fn flow_preconditioners(
     params: &SurrogateParams,
     weights: &[Option<icnn::HostWeights>],
 ) -> Result<Vec<Option<Tensor>>> {
-    if params.preconditioner == CgPreconditioner::None {
+    let Some((mut h, ck)) = preconditioner_rows(x, ctx, params)? else {
         return Ok(Vec::new());
-    }
-    let k = params.preconditioner_rows.min(x.dim(0)?);
-    if k == 0 {
-        return Ok(Vec::new());
-    }
-    let mut h = x.narrow(0, 0, k)?.detach();
-    let ck = ctx.map(|c| c.narrow(0, 0, k)).transpose()?;
+    };
     let mut out = Vec::with_capacity(flow.layers().len());
     for (i, layer) in flow.layers().iter().enumerate() {
         match layer {
@@ -133,48 +162,10 @@ fn mean_jacobian_inverse(
     ctx: Option<&Tensor>,
     weights: Option<&icnn::HostWeights>,
 ) -> Result<(Tensor, Tensor)> {
-    let d = x.dim(1)?;
     let (z, h) = block.forward_and_hessian_detached(x, ctx, weights)?;
-    let mean = h.to_dtype(DType::F64)?.mean(0)?;
-    let inv = spd_inverse(&mean.flatten_all()?.to_vec1::<f64>()?, d)?;
-    let inv = Tensor::from_vec(inv, (d, d), x.device())?.to_dtype(x.dtype())?;
-    Ok((z.detach(), inv))
-}
-
-/// The inverse of a symmetric positive definite `d × d` matrix (row-major), symmetrised.
-fn spd_inverse(m: &[f64], d: usize) -> Result<Vec<f64>> {
-    let m = Mat::from_fn(d, d, |i, j| 0.5 * (m[i * d + j] + m[j * d + i]));
-    let inv = m.llt(Side::Lower).map_err(|_| {
-        CpflowError::InvalidInput(
-            "the mean Jacobian of the CG preconditioner is not numerically positive definite \
-             (Cholesky failed); the weights or the input are probably non-finite"
-                .into(),
-        )
-    })?;
-    let inv = inv.inverse();
-    Ok((0..d * d)
-        .map(|k| 0.5 * (inv[(k / d, k % d)] + inv[(k % d, k / d)]))
-        .collect())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The inverse of a known SPD matrix; an indefinite one is refused.
-    #[test]
-    fn spd_inverse_inverts_and_refuses_indefinite() {
-        let m = [4.0, 1.0, 1.0, 3.0];
-        let inv = spd_inverse(&m, 2).unwrap();
-        let det = 11.0;
-        let want = [3.0 / det, -1.0 / det, -1.0 / det, 4.0 / det];
-        for (a, b) in inv.iter().zip(want) {
-            assert!((a - b).abs() < 1e-15, "{inv:?}");
-        }
-        let err = spd_inverse(&[1.0, 2.0, 2.0, 1.0], 2).unwrap_err();
-        assert!(
-            err.to_string()
-                .contains("not numerically positive definite")
-        );
-    }
+    // The mean in f64, inverted by the host Cholesky of the exact log-det (which refuses a
+    // matrix that is not numerically positive definite).
+    let mean = h.to_dtype(DType::F64)?.mean_keepdim(0)?;
+    let (_, inv) = exact_logdet_and_inverse_host(&mean)?;
+    Ok((z.detach(), inv.squeeze(0)?.to_dtype(x.dtype())?))
 }

@@ -122,7 +122,7 @@ pub struct BenchTabularArgs {
     /// Preconditioner of the training surrogate's CG solves: `none` (the reference) or
     /// `mean-hessian` (the mean block Jacobian at 8 rows of each batch: about 40% fewer CG
     /// iterations on BSDS300 at the same tolerance).
-    #[arg(long, value_parser = parse_preconditioner)]
+    #[arg(long, value_parser = str::parse::<CgPreconditioner>)]
     pub cg_preconditioner: Option<CgPreconditioner>,
     /// Do not draw progress bars.
     #[arg(long)]
@@ -195,24 +195,6 @@ pub fn parse_device(name: &str) -> Result<Device> {
     Device::new_cuda(ordinal).with_context(|| {
         format!("cannot open CUDA device {ordinal} (build with `--features cuda`?)")
     })
-}
-
-/// `--cg-preconditioner`: `none` or `mean-hessian` (the names of a config's
-/// `train.surrogate.preconditioner`).
-///
-/// ```
-/// use cpflow::CgPreconditioner;
-/// use xtask::cli::parse_preconditioner;
-/// assert_eq!(parse_preconditioner("mean-hessian").unwrap(), CgPreconditioner::MeanHessian);
-/// assert_eq!(parse_preconditioner("none").unwrap(), CgPreconditioner::None);
-/// assert!(parse_preconditioner("jacobi").unwrap_err().to_string().contains("mean-hessian"));
-/// ```
-pub fn parse_preconditioner(name: &str) -> Result<CgPreconditioner> {
-    match name {
-        "none" => Ok(CgPreconditioner::None),
-        "mean-hessian" => Ok(CgPreconditioner::MeanHessian),
-        other => bail!("unknown CG preconditioner {other:?}: use none or mean-hessian"),
-    }
 }
 
 /// A training budget of `minutes` (finite, above 0, and small enough for a [`Duration`]).

@@ -56,8 +56,8 @@ struct Args {
     seed: u64,
     /// Preconditioner of the training surrogate's CG solves: none (the reference) or
     /// mean-hessian.
-    #[arg(long, default_value = "none", value_parser = ["none", "mean-hessian"])]
-    cg_preconditioner: String,
+    #[arg(long, default_value = "none", value_parser = str::parse::<CgPreconditioner>)]
+    cg_preconditioner: CgPreconditioner,
 }
 
 fn device(name: &str) -> Result<Device> {
@@ -208,10 +208,7 @@ fn bench_dim(d: usize, args: &Args, dev: &Device) -> Result<Value> {
         lr_schedule: LrSchedule::Constant,
         seed: args.seed,
         surrogate: SurrogateParams {
-            preconditioner: match args.cg_preconditioner.as_str() {
-                "mean-hessian" => CgPreconditioner::MeanHessian,
-                _ => CgPreconditioner::None,
-            },
+            preconditioner: args.cg_preconditioner,
             ..Default::default()
         },
         ..Default::default()
