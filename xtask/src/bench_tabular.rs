@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use candle_core::{Device, Tensor};
 use cpflow::datasets::{
-    Bsds300Config, Matrix, Split, TabularDataset, find_images_archive, layout, load_bsds300,
-    load_tabular,
+    Bsds300Config, GaussianBaseline, Matrix, Split, TabularDataset, find_images_archive, layout,
+    load_bsds300, load_tabular,
 };
 use cpflow::{CgPreconditioner, Dataset, Flow, Trainer};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -80,6 +80,15 @@ pub struct DatasetResult {
     pub test_nll_2se: f64,
     /// The paper's CP-Flow number (Table 1).
     pub paper_nll: f64,
+    /// Test NLL (mean, 2 standard errors) of the full-covariance Gaussian fitted to the same
+    /// training rows ([`GaussianBaseline`]); `None` when it could not be fitted (a singular
+    /// covariance) and in reports written before it existed.
+    #[serde(default)]
+    pub gaussian_test_nll: Option<(f64, f64)>,
+    /// The same model on MAF's file (MAF's Table 1, with its 2 standard errors): next to
+    /// [`DatasetResult::gaussian_test_nll`], how close the data are to MAF's.
+    #[serde(default)]
+    pub maf_gaussian_nll: Option<(f64, f64)>,
     /// Trainable parameters.
     pub parameters: usize,
     /// The training run.
@@ -258,6 +267,31 @@ pub fn exact_test_nll(flow: &Flow, x: &Tensor, chunk: usize, progress: bool) -> 
     Ok((est.mean, 2.0 * est.std_err.unwrap_or(0.0)))
 }
 
+/// Test NLL (mean, 2 standard errors) of the full-covariance Gaussian fitted to `split`'s
+/// training rows, or `None` (with a warning) when it cannot be fitted.
+///
+/// ```
+/// use cpflow::datasets::{Matrix, Split};
+/// use xtask::bench_tabular::gaussian_test_nll;
+/// let rows = |n: usize, s: f32| Matrix::new(n, 2, (0..2 * n).map(|i| s * ((i * 7) % 11) as f32).collect()).unwrap();
+/// let split = Split { train: rows(50, 1.0), val: rows(5, 1.0), test: rows(20, 2.0) };
+/// let (nll, two_se) = gaussian_test_nll(&split).unwrap();
+/// assert!(nll.is_finite() && two_se > 0.0);
+/// // A constant column: no Gaussian, and no error either.
+/// let flat = Split { train: Matrix::new(3, 1, vec![1.0f32; 3]).unwrap(), ..split };
+/// assert_eq!(gaussian_test_nll(&flat), None);
+/// ```
+pub fn gaussian_test_nll(split: &Split) -> Option<(f64, f64)> {
+    let scored = GaussianBaseline::fit(&split.train).and_then(|g| g.mean_nll(&split.test));
+    match scored {
+        Ok(s) => Some((s.mean, 2.0 * s.std_err)),
+        Err(e) => {
+            tracing::warn!("no Gaussian baseline: {e}");
+            None
+        }
+    }
+}
+
 /// Loads, trains and evaluates one dataset found at `root`.
 pub fn run_dataset(
     ds: TabularDataset,
@@ -284,6 +318,14 @@ pub fn run_dataset(
         "{ds}: d = {dim}, {n_train} / {n_val} / {n_test} rows (loaded in {load_time_s:.1} s); {}",
         cfg.summary()
     );
+    let gaussian_test_nll = gaussian_test_nll(&split);
+    if let Some((g, g2se)) = gaussian_test_nll {
+        let (maf, maf_2se) = ds.maf_gaussian_test_nll();
+        tracing::info!(
+            "{ds}: full-covariance Gaussian test NLL {g:.3} ± {g2se:.3} (on MAF's file {maf:.2} \
+             ± {maf_2se:.2})"
+        );
+    }
     let flow = Flow::new(cfg.flow_config(dim), &opts.device)?;
     let parameters = flow.num_parameters();
     let trainer = Trainer::new(flow, cfg.train_config())?;
@@ -318,6 +360,8 @@ pub fn run_dataset(
         test_nll,
         test_nll_2se,
         paper_nll: paper_cpflow_nll(ds),
+        gaussian_test_nll,
+        maf_gaussian_nll: Some(ds.maf_gaussian_test_nll()),
         parameters,
         seconds_per_iteration: fit.train_time_s / fit.iterations.max(1) as f64,
         fit,

@@ -240,6 +240,19 @@ fn bsds300_tiny_from_the_shared_images() {
     assert_eq!(r.dim, 63);
     assert_eq!((r.n_train, r.n_val, r.n_test), (400, 100, 200));
     assert!(r.test_nll.is_finite(), "{r:?}");
+    // The Gaussian baseline on the same rows, beside MAF's on its file, with the gains.
+    let (g, g2se) = r
+        .gaussian_test_nll
+        .expect("a Gaussian fits 400 patches of 63 dims");
+    assert!(g.is_finite() && g2se > 0.0, "{g} ± {g2se}");
+    assert_eq!(r.maf_gaussian_nll, Some((-96.67, 0.25)));
+    let md = std::fs::read_to_string(out.path().join("bench-tabular.md")).unwrap();
+    let cells = format!(
+        "| {g:.3} ± {g2se:.3} / -96.67 ± 0.25 | {:.2} / {:.2} |",
+        g - r.test_nll,
+        -96.67 - r.paper_nll
+    );
+    assert!(md.contains(&cells), "{cells} not in\n{md}");
 }
 
 #[test]
