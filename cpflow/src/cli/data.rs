@@ -2,7 +2,7 @@
 //! (POWER, GAS, HEPMASS, MINIBOONE, BSDS300), or a `.npy` / `.csv` file.
 
 use crate::FlowRng;
-use crate::datasets::{Split, TabularDataset, load_tabular};
+use crate::datasets::{GaussianBaseline, MeanNll, Split, TabularDataset, load_tabular};
 use crate::toy::{ImageDensity, Toy};
 use anyhow::{Context, Result, bail};
 use candle_core::{DType, Device, Tensor};
@@ -137,6 +137,28 @@ impl LoadedData {
             Rows::F32(v) => Tensor::from_slice(v, (n, self.dim), device)?,
         };
         Ok(t.to_dtype(dtype)?)
+    }
+
+    /// The test part's mean NLL under the full-covariance Gaussian fitted to the training
+    /// part ([`GaussianBaseline`]): the floor a flow has to beat. `None` without test rows or
+    /// when no Gaussian fits (a constant column, e.g. an image's border pixels).
+    pub fn test_gaussian_nll(&self) -> Option<MeanNll> {
+        if self.test.is_empty() {
+            return None;
+        }
+        let scored = match (&self.train, &self.test) {
+            (Rows::F64(tr), Rows::F64(te)) => {
+                GaussianBaseline::fit_rows(tr, self.dim).and_then(|g| g.mean_nll_rows(te))
+            }
+            (Rows::F32(tr), Rows::F32(te)) => {
+                GaussianBaseline::fit_rows(tr, self.dim).and_then(|g| g.mean_nll_rows(te))
+            }
+            (tr, te) => GaussianBaseline::fit_rows(&tr.to_f64(), self.dim)
+                .and_then(|g| g.mean_nll_rows(&te.to_f64())),
+        };
+        scored
+            .inspect_err(|e| tracing::info!("no Gaussian baseline of the data: {e}"))
+            .ok()
     }
 
     /// Monte-Carlo entropy `−mean log p(x)` of the test part, if there is one and `p` has a

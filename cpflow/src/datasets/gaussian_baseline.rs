@@ -37,12 +37,13 @@ pub enum GaussianBaselineError {
         /// The value.
         value: f64,
     },
-    /// Rows to score have another width than the training rows.
-    #[error("rows of {found} columns scored by a Gaussian of dimension {expected}")]
+    /// Rows of another width than the Gaussian's dimension (for row-major values: a
+    /// trailing partial row of `found` values).
+    #[error("rows of {found} columns given for a Gaussian of dimension {expected}")]
     DimensionMismatch {
         /// The Gaussian's dimension.
         expected: usize,
-        /// The rows' width.
+        /// The rows' width (the partial row's length).
         found: usize,
     },
     /// The sample covariance is singular (a constant column, or fewer rows than columns).
@@ -95,13 +96,35 @@ pub struct GaussianBaseline {
 impl GaussianBaseline {
     /// Fits the mean and covariance of `train` (two passes, f64 sums).
     pub fn fit<T: Copy + Into<f64>>(train: &Matrix<T>) -> Result<Self, GaussianBaselineError> {
-        let (n, d) = (train.rows(), train.cols());
-        if n < 2 || d == 0 {
-            return Err(GaussianBaselineError::TooFewRows { rows: n, cols: d });
+        Self::fit_rows(train.data(), train.cols())
+    }
+
+    /// [`GaussianBaseline::fit`] of row-major `values` with `dim` columns (a trailing partial
+    /// row is refused as [`GaussianBaselineError::DimensionMismatch`]).
+    ///
+    /// ```
+    /// use cpflow::datasets::GaussianBaseline;
+    /// let g = GaussianBaseline::fit_rows(&[0.0f32, 1.0, 2.0, 4.0], 1)?;
+    /// assert_eq!(g.mean(), &[1.75]);
+    /// assert!(GaussianBaseline::fit_rows(&[0.0f32, 1.0, 2.0], 2).is_err());
+    /// # Ok::<(), cpflow::datasets::GaussianBaselineError>(())
+    /// ```
+    pub fn fit_rows<T: Copy + Into<f64>>(
+        values: &[T],
+        dim: usize,
+    ) -> Result<Self, GaussianBaselineError> {
+        let d = dim;
+        if d == 0 || values.len() < 2 * d {
+            return Err(GaussianBaselineError::TooFewRows {
+                rows: values.len().checked_div(d).unwrap_or(0),
+                cols: d,
+            });
         }
+        check_whole_rows(values, d)?;
+        let n = values.len() / d;
         let mut mean = vec![0.0; d];
-        for i in 0..n {
-            for (col, (m, &v)) in mean.iter_mut().zip(train.row(i)).enumerate() {
+        for (i, row) in values.chunks_exact(d).enumerate() {
+            for (col, (m, &v)) in mean.iter_mut().zip(row).enumerate() {
                 let v: f64 = v.into();
                 if !v.is_finite() {
                     return Err(GaussianBaselineError::NonFinite {
@@ -116,7 +139,7 @@ impl GaussianBaseline {
         mean.iter_mut().for_each(|m| *m /= n as f64);
         let mut cov = DMatrix::zeros(d, d);
         for start in (0..n).step_by(BLOCK_ROWS) {
-            let block = centred_block(train, &mean, start, n.min(start + BLOCK_ROWS));
+            let block = centred_block(values, &mean, start, n.min(start + BLOCK_ROWS));
             cov.gemm(1.0, &block, &block.transpose(), 1.0);
         }
         cov /= n as f64;
@@ -166,14 +189,23 @@ impl GaussianBaseline {
                 found: rows.cols(),
             });
         }
-        let n = rows.rows();
+        self.nll_rows(rows.data())
+    }
+
+    /// [`GaussianBaseline::nll`] of row-major `values` with [`GaussianBaseline::dim`] columns.
+    pub fn nll_rows<T: Copy + Into<f64>>(
+        &self,
+        values: &[T],
+    ) -> Result<Vec<f64>, GaussianBaselineError> {
+        check_whole_rows(values, self.dim())?;
+        let n = values.len() / self.dim();
         let mut out = Vec::with_capacity(n);
         for start in (0..n).step_by(BLOCK_ROWS) {
             let end = n.min(start + BLOCK_ROWS);
-            let mut block = centred_block(rows, &self.mean, start, end);
+            let mut block = centred_block(values, &self.mean, start, end);
             if let Some(col) = block.iter().position(|v| !v.is_finite()) {
                 let (k, i) = (col % self.dim(), col / self.dim());
-                let value: f64 = rows.row(start + i)[k].into();
+                let value: f64 = values[(start + i) * self.dim() + k].into();
                 return Err(GaussianBaselineError::NonFinite {
                     row: start + i,
                     col: k,
@@ -196,12 +228,27 @@ impl GaussianBaseline {
         &self,
         rows: &Matrix<T>,
     ) -> Result<MeanNll, GaussianBaselineError> {
-        let nll = self.nll(rows)?;
+        if rows.cols() != self.dim() {
+            return Err(GaussianBaselineError::DimensionMismatch {
+                expected: self.dim(),
+                found: rows.cols(),
+            });
+        }
+        self.mean_nll_rows(rows.data())
+    }
+
+    /// [`GaussianBaseline::mean_nll`] of row-major `values` with [`GaussianBaseline::dim`]
+    /// columns.
+    pub fn mean_nll_rows<T: Copy + Into<f64>>(
+        &self,
+        values: &[T],
+    ) -> Result<MeanNll, GaussianBaselineError> {
+        let nll = self.nll_rows(values)?;
         let n = nll.len();
         if n == 0 {
             return Err(GaussianBaselineError::TooFewRows {
                 rows: 0,
-                cols: rows.cols(),
+                cols: self.dim(),
             });
         }
         let mean = nll.iter().sum::<f64>() / n as f64;
@@ -219,17 +266,29 @@ impl GaussianBaseline {
     }
 }
 
-/// Rows `start..end` of `m` minus `mean`, as the columns of a `d × (end − start)` matrix.
+/// Refuses `values` that are not whole rows of `dim` columns.
+fn check_whole_rows<T>(values: &[T], dim: usize) -> Result<(), GaussianBaselineError> {
+    if !values.len().is_multiple_of(dim) {
+        return Err(GaussianBaselineError::DimensionMismatch {
+            expected: dim,
+            found: values.len() % dim,
+        });
+    }
+    Ok(())
+}
+
+/// Rows `start..end` of the row-major `values` (rows of `mean.len()` columns) minus `mean`,
+/// as the columns of a `d × (end − start)` matrix.
 fn centred_block<T: Copy + Into<f64>>(
-    m: &Matrix<T>,
+    values: &[T],
     mean: &[f64],
     start: usize,
     end: usize,
 ) -> DMatrix<f64> {
     let d = mean.len();
     let mut block = DMatrix::zeros(d, end - start);
-    for (j, i) in (start..end).enumerate() {
-        for (k, (&v, mu)) in m.row(i).iter().zip(mean).enumerate() {
+    for (j, row) in values[start * d..end * d].chunks_exact(d).enumerate() {
+        for (k, (&v, mu)) in row.iter().zip(mean).enumerate() {
             block[(k, j)] = v.into() - mu;
         }
     }

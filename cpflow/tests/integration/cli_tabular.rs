@@ -4,7 +4,7 @@
 
 use crate::cli_common::{cpflow, cpflow_fails, temp_dir};
 use candle_core::{DType, Device};
-use cpflow::datasets::load_miniboone;
+use cpflow::datasets::{GaussianBaseline, load_miniboone};
 use cpflow::{Dataset, Flow, FlowRng, NllEstimator, nll_estimate};
 use std::path::{Path, PathBuf};
 
@@ -96,6 +96,32 @@ fn tabular_benchmark_trains_on_maf_split_and_scores_its_test_split() {
     assert!(
         (se - test_se).abs() <= 1e-4 * se,
         "report {test_se}, library {se}"
+    );
+
+    // The Gaussian floor: the full-covariance Gaussian of MAF's training rows on its test
+    // rows, as the library computes it from the file (same code, same f32 values: equal to
+    // rounding of the summation order, which is the same too).
+    let g = GaussianBaseline::fit(&split.train).unwrap();
+    let want = g.mean_nll(&split.test).unwrap();
+    let got = rep["gaussian_test_nll"]
+        .as_f64()
+        .expect("a Gaussian baseline");
+    assert!(
+        (got - want.mean).abs() <= 1e-9 * want.mean.abs(),
+        "report {got}, library {want:?}"
+    );
+    let got_se = rep["gaussian_test_nll_std_err"].as_f64().unwrap();
+    assert!(
+        (got_se - want.std_err).abs() <= 1e-9 * want.std_err,
+        "{got_se} vs {want:?}"
+    );
+    assert!(
+        out.contains(&format!(
+            "full-covariance Gaussian {:.4}, flow − Gaussian {:+.4}",
+            got,
+            test_nll - got
+        )),
+        "{out}"
     );
 
     // `eval` scores the same rows: from the run's config, and with the benchmark named.
