@@ -178,18 +178,26 @@ impl GaussianBaseline {
         2.0 * self.log_norm - self.dim() as f64 * (2.0 * std::f64::consts::PI).ln()
     }
 
-    /// `−log N(x; μ, Σ)` of every row of `rows`.
-    pub fn nll<T: Copy + Into<f64>>(
+    /// The values of `rows`, refused unless they have [`GaussianBaseline::dim`] columns.
+    fn values_of<'a, T: Copy>(
         &self,
-        rows: &Matrix<T>,
-    ) -> Result<Vec<f64>, GaussianBaselineError> {
+        rows: &'a Matrix<T>,
+    ) -> Result<&'a [T], GaussianBaselineError> {
         if rows.cols() != self.dim() {
             return Err(GaussianBaselineError::DimensionMismatch {
                 expected: self.dim(),
                 found: rows.cols(),
             });
         }
-        self.nll_rows(rows.data())
+        Ok(rows.data())
+    }
+
+    /// `−log N(x; μ, Σ)` of every row of `rows`.
+    pub fn nll<T: Copy + Into<f64>>(
+        &self,
+        rows: &Matrix<T>,
+    ) -> Result<Vec<f64>, GaussianBaselineError> {
+        self.nll_rows(self.values_of(rows)?)
     }
 
     /// [`GaussianBaseline::nll`] of row-major `values` with [`GaussianBaseline::dim`] columns.
@@ -228,13 +236,7 @@ impl GaussianBaseline {
         &self,
         rows: &Matrix<T>,
     ) -> Result<MeanNll, GaussianBaselineError> {
-        if rows.cols() != self.dim() {
-            return Err(GaussianBaselineError::DimensionMismatch {
-                expected: self.dim(),
-                found: rows.cols(),
-            });
-        }
-        self.mean_nll_rows(rows.data())
+        self.mean_nll_rows(self.values_of(rows)?)
     }
 
     /// [`GaussianBaseline::mean_nll`] of row-major `values` with [`GaussianBaseline::dim`]
