@@ -105,6 +105,11 @@ impl Rows {
     }
 }
 
+/// Largest `n·d²` (multiply-adds of the training covariance) for which `cpflow train` fits
+/// the Gaussian baseline before training: 60,000 rows of 784 columns (3.7e10, a few seconds)
+/// pass, 50,000 rows of 3,072 do not.
+pub const GAUSSIAN_BASELINE_MAX_WORK: f64 = 4e10;
+
 /// Row-major host data split into three disjoint parts: training, validation (early
 /// stopping, learning-rate decay, the NLL curve) and test (scored once, after training).
 #[derive(Debug)]
@@ -144,6 +149,16 @@ impl LoadedData {
     /// when no Gaussian fits (a constant column, e.g. an image's border pixels).
     pub fn test_gaussian_nll(&self) -> Option<MeanNll> {
         if self.test.is_empty() {
+            return None;
+        }
+        let work = self.n_train() as f64 * (self.dim as f64).powi(2);
+        if work > GAUSSIAN_BASELINE_MAX_WORK {
+            tracing::info!(
+                "no Gaussian baseline of the data: its covariance ({} rows of {} columns) \
+                 would take n·d² = {work:.1e} multiply-adds",
+                self.n_train(),
+                self.dim
+            );
             return None;
         }
         let scored = match (&self.train, &self.test) {
@@ -430,6 +445,54 @@ pub fn write_rows(path: &Path, dim: usize, rows: &[f64]) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn gaussian_floor_of_loaded_rows() {
+        let rows = |n: usize| -> Vec<f64> {
+            (0..2 * n)
+                .map(|i| ((i * 7919) % 101) as f64 / 10.0)
+                .collect()
+        };
+        let data = |train: Rows, test: Rows, dim: usize| LoadedData {
+            dim,
+            train,
+            val: Rows::F64(Vec::new()),
+            test,
+            source: DataSource::Npy("rows.npy".into()),
+        };
+        let (tr, te) = (rows(200), rows(50));
+        let want = GaussianBaseline::fit_rows(&tr, 2)
+            .and_then(|g| g.mean_nll_rows(&te))
+            .unwrap();
+        let same = data(Rows::F64(tr.clone()), Rows::F64(te.clone()), 2);
+        assert_eq!(same.test_gaussian_nll(), Some(want));
+        // f32 training rows beside f64 test rows: equal up to the f32 rounding of the rows.
+        let f32_rows = Rows::F32(tr.iter().map(|&v| v as f32).collect());
+        let mixed = data(f32_rows, Rows::F64(te.clone()), 2).test_gaussian_nll();
+        assert!((mixed.unwrap().mean - want.mean).abs() < 1e-5 * want.mean.abs());
+        // No floor without test rows, with a constant column, or past the work cap.
+        assert_eq!(
+            data(Rows::F64(tr.clone()), Rows::F64(Vec::new()), 2).test_gaussian_nll(),
+            None
+        );
+        let flat: Vec<f64> = tr
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| if i % 2 == 1 { 1.0 } else { v })
+            .collect();
+        assert_eq!(
+            data(Rows::F64(flat), Rows::F64(te), 2).test_gaussian_nll(),
+            None
+        );
+        let wide = 20_000;
+        assert!(101.0 * (wide as f64).powi(2) > GAUSSIAN_BASELINE_MAX_WORK);
+        let big = data(
+            Rows::F64(vec![0.5; 101 * wide]),
+            Rows::F64(vec![0.5; wide]),
+            wide,
+        );
+        assert_eq!(big.test_gaussian_nll(), None);
+    }
 
     #[test]
     fn npy_and_csv_round_trip_and_split() {
