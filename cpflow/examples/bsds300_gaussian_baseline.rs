@@ -41,7 +41,11 @@ fn main() -> anyhow::Result<()> {
         let mut cells = Vec::new();
         for rows in [&split.train, &split.val, &split.test] {
             let s = g.mean_nll(rows)?;
-            cells.push(format!("{:.3} ± {:.3}", s.mean, 2.0 * s.std_err));
+            cells.push(format!(
+                "{:.3} ± {:.3}",
+                s.mean,
+                2.0 * s.std_err.unwrap_or(0.0)
+            ));
         }
         println!("| {seed} | {} |", cells.join(" | "));
     }

@@ -284,7 +284,7 @@ pub fn exact_test_nll(flow: &Flow, x: &Tensor, chunk: usize, progress: bool) -> 
 pub fn gaussian_test_nll(split: &Split) -> Option<(f64, f64)> {
     let scored = GaussianBaseline::fit(&split.train).and_then(|g| g.mean_nll(&split.test));
     match scored {
-        Ok(s) => Some((s.mean, 2.0 * s.std_err)),
+        Ok(s) => Some((s.mean, 2.0 * s.std_err.unwrap_or(0.0))),
         Err(e) => {
             tracing::warn!("no Gaussian baseline: {e}");
             None

@@ -2,7 +2,8 @@
 //! (POWER, GAS, HEPMASS, MINIBOONE, BSDS300), or a `.npy` / `.csv` file.
 
 use crate::FlowRng;
-use crate::datasets::{GaussianBaseline, MeanNll, Split, TabularDataset, load_tabular};
+use crate::NllEstimate;
+use crate::datasets::{GaussianBaseline, Split, TabularDataset, load_tabular};
 use crate::toy::{ImageDensity, Toy};
 use anyhow::{Context, Result, bail};
 use candle_core::{DType, Device, Tensor};
@@ -147,7 +148,7 @@ impl LoadedData {
     /// The test part's mean NLL under the full-covariance Gaussian fitted to the training
     /// part ([`GaussianBaseline`]): the floor a flow has to beat. `None` without test rows or
     /// when no Gaussian fits (a constant column, e.g. an image's border pixels).
-    pub fn test_gaussian_nll(&self) -> Option<MeanNll> {
+    pub fn test_gaussian_nll(&self) -> Option<NllEstimate> {
         if self.test.is_empty() {
             return None;
         }

@@ -11,6 +11,8 @@
 use nalgebra::DMatrix;
 
 use super::Matrix;
+use crate::evaluate::NllEstimate;
+use crate::image::mean_and_std_err;
 
 /// Rows per block of the covariance and scoring products.
 const BLOCK_ROWS: usize = 4096;
@@ -51,17 +53,6 @@ pub enum GaussianBaselineError {
     SingularCovariance,
 }
 
-/// Mean NLL of scored rows with its standard error.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct MeanNll {
-    /// Mean over the rows of `−log N(x; μ, Σ)` (nats).
-    pub mean: f64,
-    /// Standard error of that mean (sample standard deviation over `√rows`); 0 for one row.
-    pub std_err: f64,
-    /// Rows scored.
-    pub rows: usize,
-}
-
 /// `N(μ, Σ)` with the maximum-likelihood mean and covariance (divisor `n`) of training rows.
 ///
 /// ```
@@ -73,9 +64,9 @@ pub struct MeanNll {
 /// // At the mean the NLL is ½ log det(2πΣ).
 /// let at_mean = g.nll(&Matrix::new(1, 2, vec![1.5, 1.5])?)?[0];
 /// assert!((at_mean - 0.5 * (2.0 * std::f64::consts::PI).ln() * 2.0 - 0.5 * g.log_det_cov()).abs() < 1e-12);
-/// // Mean and standard error over rows.
+/// // Mean and standard error over rows (a `cpflow::NllEstimate`, as a flow's scores).
 /// let s = g.mean_nll(&train)?;
-/// assert_eq!(s.rows, 4);
+/// assert_eq!((s.n, s.non_finite), (4, 0));
 /// // On its own training rows the ML Gaussian's mean NLL is its entropy: ½ d (1 + ln 2π) + ½ log det Σ.
 /// let entropy = 0.5 * 2.0 * (1.0 + (2.0 * std::f64::consts::PI).ln()) + 0.5 * g.log_det_cov();
 /// assert!((s.mean - entropy).abs() < 1e-12);
@@ -231,11 +222,12 @@ impl GaussianBaseline {
         Ok(out)
     }
 
-    /// Mean and standard error of [`GaussianBaseline::nll`] over `rows` (at least one).
+    /// Mean and standard error of [`GaussianBaseline::nll`] over `rows` (at least one; the
+    /// standard error is `None` for one row, as for a flow's [`NllEstimate`]).
     pub fn mean_nll<T: Copy + Into<f64>>(
         &self,
         rows: &Matrix<T>,
-    ) -> Result<MeanNll, GaussianBaselineError> {
+    ) -> Result<NllEstimate, GaussianBaselineError> {
         self.mean_nll_rows(self.values_of(rows)?)
     }
 
@@ -244,7 +236,7 @@ impl GaussianBaseline {
     pub fn mean_nll_rows<T: Copy + Into<f64>>(
         &self,
         values: &[T],
-    ) -> Result<MeanNll, GaussianBaselineError> {
+    ) -> Result<NllEstimate, GaussianBaselineError> {
         let nll = self.nll_rows(values)?;
         let n = nll.len();
         if n == 0 {
@@ -253,17 +245,12 @@ impl GaussianBaseline {
                 cols: self.dim(),
             });
         }
-        let mean = nll.iter().sum::<f64>() / n as f64;
-        let std_err = if n > 1 {
-            let var = nll.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1) as f64;
-            (var / n as f64).sqrt()
-        } else {
-            0.0
-        };
-        Ok(MeanNll {
+        let (mean, std_err) = mean_and_std_err(&nll);
+        Ok(NllEstimate {
             mean,
-            std_err,
-            rows: n,
+            std_err: (n > 1).then_some(std_err),
+            n,
+            non_finite: nll.iter().filter(|v| !v.is_finite()).count(),
         })
     }
 }
@@ -366,7 +353,9 @@ mod tests {
             "{} vs {entropy}",
             test.mean
         );
-        assert!((test.std_err - (d as f64 / 2.0).sqrt() / (20_000f64).sqrt()).abs() < 0.001);
+        assert!(
+            (test.std_err.unwrap() - (d as f64 / 2.0).sqrt() / (20_000f64).sqrt()).abs() < 0.001
+        );
         // Blocks: more rows than BLOCK_ROWS scored in pieces equal one-at-a-time scoring.
         let rows = sample(BLOCK_ROWS + 3, &a, &b, 3);
         let all = g.nll(&rows).unwrap();

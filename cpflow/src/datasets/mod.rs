@@ -79,7 +79,7 @@ pub use gas::{
     GAS_CORRELATION_THRESHOLD, GAS_RAW_COLUMNS, GasConfig, load_gas, load_gas_file, preprocess_gas,
     read_gas_sensors,
 };
-pub use gaussian_baseline::{GaussianBaseline, GaussianBaselineError, MeanNll};
+pub use gaussian_baseline::{GaussianBaseline, GaussianBaselineError};
 pub use hepmass::{
     HEPMASS_MAX_REPEATS, HepmassFeatures, HepmassRemoval, LabelledTable, load_hepmass,
     preprocess_hepmass, read_signal_csv, select_hepmass_features,

@@ -321,7 +321,7 @@ pub fn train(mut a: TrainArgs) -> Result<()> {
         test_nll_std_err,
         data_entropy: entropy,
         gaussian_test_nll: gaussian.map(|g| g.mean),
-        gaussian_test_nll_std_err: gaussian.map(|g| g.std_err),
+        gaussian_test_nll_std_err: gaussian.and_then(|g| g.std_err),
         kl_estimate,
         no_test_rows,
         splits,
