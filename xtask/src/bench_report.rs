@@ -83,8 +83,8 @@ pub fn bench_markdown(report: &BenchReport) -> String {
     s.push_str(
         "Test NLL in nats (lower is better): the exact log-determinant on the test rows, mean \
          ± 2 standard errors. The paper's number is CP-Flow's in Table 1 (best of a grid \
-         search, trained to convergence on a GPU); ours is one run of the reference default \
-         configuration under the stated budget, so it is expected to be worse when the \
+         search, trained to convergence on a GPU); ours is one run of the configuration listed \
+         below (the reference's default unless the model was overridden) under the stated budget, so it is expected to be worse when the \
          budget stops training. The Gaussian is the full-covariance Gaussian fitted to the \
          training rows and scored on the test rows; MAF's Table 1 reports it on MAF's files, \
          so the two agree when our data match MAF's (BSDS300 is rebuilt from the images). \

@@ -29,7 +29,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::bench_report::write_bench_report;
 use crate::budget_train::{BudgetedFit, fit_with_budget};
-use crate::tabular_config::{TabularBenchConfig, paper_cpflow_nll};
+use crate::tabular_config::{ModelOverrides, TabularBenchConfig, paper_cpflow_nll};
 
 /// Options of a benchmark run.
 #[derive(Clone, Debug)]
@@ -53,6 +53,8 @@ pub struct BenchTabularOptions {
     pub val_every: Option<usize>,
     /// Preconditioner of the surrogate's CG solves, instead of the preset's (none).
     pub cg_preconditioner: Option<CgPreconditioner>,
+    /// Changes to the preset's model (`--arch`, `--blocks`, `--width`, `--depth`).
+    pub model: ModelOverrides,
     /// Output directory.
     pub out: PathBuf,
     /// Draw progress bars.
@@ -306,6 +308,9 @@ pub fn run_dataset(
     if let Some(pre) = opts.cg_preconditioner {
         cfg.cg_preconditioner = pre;
     }
+    opts.model.apply(&mut cfg);
+    cfg.check_model(ds.dim())
+        .with_context(|| format!("{ds}: the model ({})", cfg.summary()))?;
     let t_load = Instant::now();
     tracing::info!("{ds}: loading from {}", root.display());
     let split = load_split(ds, root, &cfg).with_context(|| format!("loading {ds}"))?;

@@ -33,7 +33,7 @@ use crate::reproduce_vae::{
     DEFAULT_VAE_DATA_DIR, VaePartOptions, VaePartReport, VaeRow, VaeSubset, run_vae_part,
     vae_quick_config, vae_reference_config, vae_table_markdown, vae_tiny_config,
 };
-use crate::tabular_config::TabularBenchConfig;
+use crate::tabular_config::{ModelOverrides, TabularBenchConfig};
 use crate::toy_figures::{
     FIG3_TOYS, ToyFigureResult, ToyPlotSettings, run_toy_figure, toy_quick_config,
     toy_reference_config, toy_tiny_config,
@@ -213,6 +213,7 @@ fn tabular_options(
         preset,
         val_every: None,
         cg_preconditioner: None,
+        model: ModelOverrides::default(),
         out: PathBuf::new(),
         progress: true,
     }

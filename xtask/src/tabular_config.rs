@@ -21,13 +21,15 @@
 //!
 //! The paper's per-dataset grid-search winners (appendix E.4) are not available
 //! (`docs/reference/cpflow-reference.md` §6), so every dataset uses the code defaults above.
+//! [`ModelOverrides`] (`--arch`, `--blocks`, `--width`, `--depth`) changes the model of a
+//! preset, to search that grid.
 
 use cpflow::datasets::TabularDataset;
 use cpflow::{
     AdamParams, CgPreconditioner, FloatType, FlowConfig, LrSchedule, NllEstimator, Objective,
     PotentialConfig, SlqConfig, SurrogateParams, TrainConfig,
 };
-use icnn::{ActivationKind, Icnn2Config};
+use icnn::{ActivationKind, Icnn2Config, Icnn3Config};
 use serde::{Deserialize, Serialize};
 
 /// The CP-Flow test NLL (nats) of the paper's Table 1.
@@ -38,6 +40,71 @@ pub fn paper_cpflow_nll(dataset: TabularDataset) -> f64 {
         TabularDataset::Hepmass => 16.93,
         TabularDataset::Miniboone => 10.58,
         TabularDataset::Bsds300 => -154.99,
+    }
+}
+
+/// The ICNN of every block (the reference's `--arch`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum TabularArch {
+    /// `ICNN2`, the reference's tabular default.
+    #[default]
+    Icnn2,
+    /// The input-augmented `ICNN3`, the paper's default "unless otherwise stated" (its width
+    /// must be even: half convex units, half input-augmented units).
+    Icnn3,
+}
+
+impl TabularArch {
+    /// The reference's name of the architecture.
+    pub fn name(self) -> &'static str {
+        match self {
+            TabularArch::Icnn2 => "Icnn2",
+            TabularArch::Icnn3 => "Icnn3",
+        }
+    }
+}
+
+/// Changes to a preset's model, one per grid axis of the paper's search (blocks, ICNN width
+/// and depth) plus the architecture; `None` keeps the preset's value.
+///
+/// ```
+/// use cpflow::datasets::TabularDataset;
+/// use xtask::tabular_config::{ModelOverrides, TabularArch, TabularBenchConfig};
+///
+/// let mut cfg = TabularBenchConfig::paper(TabularDataset::Bsds300);
+/// let grid_point = ModelOverrides { arch: Some(TabularArch::Icnn3), blocks: Some(2), ..Default::default() };
+/// grid_point.apply(&mut cfg);
+/// assert_eq!((cfg.arch, cfg.blocks, cfg.width, cfg.depth), (TabularArch::Icnn3, 2, 64, 10));
+/// assert_eq!(cfg.flow_config(63).layers.len(), 5); // ActNorm, CPF, ActNorm, CPF, ActNorm
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ModelOverrides {
+    /// ICNN architecture.
+    pub arch: Option<TabularArch>,
+    /// Number of CP-Flow blocks.
+    pub blocks: Option<usize>,
+    /// ICNN width.
+    pub width: Option<usize>,
+    /// ICNN depth.
+    pub depth: Option<usize>,
+}
+
+impl ModelOverrides {
+    /// Writes the values that are set into `cfg`.
+    pub fn apply(&self, cfg: &mut TabularBenchConfig) {
+        if let Some(arch) = self.arch {
+            cfg.arch = arch;
+        }
+        if let Some(blocks) = self.blocks {
+            cfg.blocks = blocks;
+        }
+        if let Some(width) = self.width {
+            cfg.width = width;
+        }
+        if let Some(depth) = self.depth {
+            cfg.depth = depth;
+        }
     }
 }
 
@@ -54,6 +121,9 @@ pub struct TabularBenchConfig {
     pub max_test: Option<usize>,
     /// BSDS300 only: use the first `k` train/test images (fast tests); `None`: all 300.
     pub bsds300_max_images: Option<usize>,
+    /// ICNN architecture (reports written before this field read as `Icnn2`).
+    #[serde(default)]
+    pub arch: TabularArch,
     /// Number of CP-Flow blocks.
     pub blocks: usize,
     /// ICNN width (`--dimh`).
@@ -98,6 +168,7 @@ impl TabularBenchConfig {
             max_val: Some(5_000),
             max_test: Some(20_000),
             bsds300_max_images: None,
+            arch: TabularArch::Icnn2,
             blocks: 1,
             width: 64,
             depth: 10,
@@ -152,19 +223,40 @@ impl TabularBenchConfig {
         }
     }
 
-    /// The flow: `[ActNorm, CPF, ActNorm, …]` with `Icnn2(d, width, depth, softplus)` blocks.
+    /// The flow: `[ActNorm, CPF, ActNorm, …]` with `Icnn2(d, width, depth, softplus)` blocks
+    /// (or `Icnn3`, with the same settings).
     pub fn flow_config(&self, dim: usize) -> FlowConfig {
-        let potential = PotentialConfig::Icnn2(Icnn2Config {
-            dim,
-            width: self.width,
-            depth: self.depth,
-            activation: ActivationKind::Softplus,
-            zero_shift: false,
-            symm_act_first: false,
-        });
+        let (width, depth) = (self.width, self.depth);
+        let (activation, zero_shift, symm_act_first) = (ActivationKind::Softplus, false, false);
+        let potential = match self.arch {
+            TabularArch::Icnn2 => PotentialConfig::Icnn2(Icnn2Config {
+                dim,
+                width,
+                depth,
+                activation,
+                zero_shift,
+                symm_act_first,
+            }),
+            TabularArch::Icnn3 => PotentialConfig::Icnn3(Icnn3Config {
+                dim,
+                width,
+                depth,
+                activation,
+                zero_shift,
+                symm_act_first,
+            }),
+        };
         FlowConfig::tabular(dim, self.blocks, potential)
             .with_float(self.float)
             .with_init_seed(self.seed)
+    }
+
+    /// Checks the model before any data are read: the flow's configuration, then the
+    /// networks' own rules (an `Icnn3` width must be even), by building it once on the CPU.
+    pub fn check_model(&self, dim: usize) -> cpflow::Result<()> {
+        let flow = self.flow_config(dim);
+        flow.validate()?;
+        cpflow::Flow::new(flow, &candle_core::Device::Cpu).map(drop)
     }
 
     /// The trainer settings (CG surrogate objective, plateau LR rule, early stopping, best
@@ -208,9 +300,10 @@ impl TabularBenchConfig {
             CgPreconditioner::MeanHessian => " (mean-Hessian preconditioner)",
         };
         format!(
-            "{} block(s) Icnn2 width {} depth {}, {:?}, batch {}, Adam lr {} wd {}, CG atol {}{pre}, \
+            "{} block(s) {} width {} depth {}, {:?}, batch {}, Adam lr {} wd {}, CG atol {}{pre}, \
              val every {} ({est}), early stopping {:?}",
             self.blocks,
+            self.arch.name(),
             self.width,
             self.depth,
             self.float,
@@ -246,5 +339,44 @@ mod tests {
         assert_eq!(f.float, FloatType::F32);
         t.validate().unwrap();
         f.validate().unwrap();
+    }
+
+    #[test]
+    fn model_overrides_change_only_the_model() {
+        let base = TabularBenchConfig::paper(TabularDataset::Miniboone);
+        let mut c = base.clone();
+        ModelOverrides::default().apply(&mut c);
+        assert_eq!(c, base);
+        let grid = ModelOverrides {
+            arch: Some(TabularArch::Icnn3),
+            blocks: Some(3),
+            width: Some(128),
+            depth: Some(4),
+        };
+        grid.apply(&mut c);
+        assert_eq!(
+            (c.arch, c.blocks, c.width, c.depth),
+            (TabularArch::Icnn3, 3, 128, 4)
+        );
+        assert_eq!(c.train_config(), base.train_config());
+        assert_eq!(c.flow_config(43).layers.len(), 7);
+        c.check_model(43).unwrap();
+        assert!(
+            c.summary()
+                .starts_with("3 block(s) Icnn3 width 128 depth 4")
+        );
+        // Icnn3 splits its width into convex and input-augmented halves.
+        c.width = 63;
+        let err = c.check_model(43).unwrap_err().to_string();
+        assert!(err.contains("even width"), "{err}");
+    }
+
+    #[test]
+    fn reports_without_an_architecture_read_as_icnn2() {
+        let mut v = serde_json::to_value(TabularBenchConfig::paper(TabularDataset::Gas)).unwrap();
+        assert_eq!(v["arch"], "icnn2");
+        v.as_object_mut().unwrap().remove("arch");
+        let c: TabularBenchConfig = serde_json::from_value(v).unwrap();
+        assert_eq!(c.arch, TabularArch::Icnn2);
     }
 }

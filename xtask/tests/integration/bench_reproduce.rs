@@ -17,7 +17,7 @@ use xtask::bench_tabular::{
     BenchTabularOptions, default_fallback_roots, locate_dataset, run_bench_tabular,
 };
 use xtask::reproduce::{REPORT_MD, ReproduceOptions, run_reproduce};
-use xtask::tabular_config::TabularBenchConfig;
+use xtask::tabular_config::{ModelOverrides, TabularArch, TabularBenchConfig};
 
 /// Writes a synthetic `miniboone/data.npy` (1,000 × 43, correlated, skewed columns) under
 /// `root`: MAF's split gives 810 / 90 / 100 rows.
@@ -48,6 +48,7 @@ fn tiny_options(data_dir: &Path, out: &Path, datasets: Vec<TabularDataset>) -> B
         preset: TabularBenchConfig::tiny,
         val_every: None,
         cg_preconditioner: None,
+        model: ModelOverrides::default(),
         out: out.to_path_buf(),
         progress: false,
     }
@@ -405,4 +406,42 @@ fn reproduce_tiny_writes_report_with_figures_and_tables() {
             "{f} missing"
         );
     }
+}
+
+/// `--arch`, `--blocks`, `--width` and `--depth` change the trained model (a point of the
+/// paper's grid search); a model the networks refuse fails the dataset with their message.
+#[test]
+fn model_overrides_reach_the_trained_flow() {
+    let data = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    write_synthetic_miniboone(data.path());
+    let mut opts = tiny_options(data.path(), out.path(), vec![TabularDataset::Miniboone]);
+    opts.model = ModelOverrides {
+        arch: Some(TabularArch::Icnn3),
+        blocks: Some(2),
+        width: Some(6),
+        depth: None,
+    };
+    let report = run_bench_tabular(&opts).unwrap();
+    let r = &report.results[0];
+    let cfg = &r.config;
+    assert_eq!(
+        (cfg.arch, cfg.blocks, cfg.width, cfg.depth),
+        (TabularArch::Icnn3, 2, 6, 2)
+    );
+    assert_eq!(Some(r.parameters), cfg.flow_config(43).parameter_count());
+    let tiny = TabularBenchConfig::tiny(TabularDataset::Miniboone);
+    assert_ne!(Some(r.parameters), tiny.flow_config(43).parameter_count());
+    assert!(r.test_nll.is_finite());
+    let md = std::fs::read_to_string(out.path().join(BENCH_MD)).unwrap();
+    assert!(md.contains("2 block(s) Icnn3 width 6 depth 2"), "{md}");
+
+    opts.model.width = Some(7);
+    let report = run_bench_tabular(&opts).unwrap();
+    assert!(report.results.is_empty());
+    let msg = &report.failed[0].message;
+    assert!(
+        msg.contains("even width") && msg.contains("Icnn3 width 7"),
+        "{msg}"
+    );
 }
