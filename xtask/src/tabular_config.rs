@@ -29,7 +29,7 @@ use cpflow::{
     AdamParams, CgPreconditioner, FloatType, FlowConfig, LrSchedule, NllEstimator, Objective,
     PotentialConfig, SlqConfig, SurrogateParams, TrainConfig,
 };
-use icnn::{ActivationKind, Icnn2Config, Icnn3Config};
+use icnn::{Icnn2Config, Icnn3Config};
 use serde::{Deserialize, Serialize};
 
 /// The CP-Flow test NLL (nats) of the paper's Table 1.
@@ -223,27 +223,23 @@ impl TabularBenchConfig {
         }
     }
 
-    /// The flow: `[ActNorm, CPF, ActNorm, …]` with `Icnn2(d, width, depth, softplus)` blocks
-    /// (or `Icnn3`, with the same settings).
+    /// The flow: `[ActNorm, CPF, ActNorm, …]` with `Icnn2(d, width, depth)` blocks (or
+    /// `Icnn3`), both with the reference's `train_tabular.py` settings, which are the networks'
+    /// defaults: softplus, no zero shift, no symmetric first activation.
     pub fn flow_config(&self, dim: usize) -> FlowConfig {
         let (width, depth) = (self.width, self.depth);
-        let (activation, zero_shift, symm_act_first) = (ActivationKind::Softplus, false, false);
         let potential = match self.arch {
             TabularArch::Icnn2 => PotentialConfig::Icnn2(Icnn2Config {
                 dim,
                 width,
                 depth,
-                activation,
-                zero_shift,
-                symm_act_first,
+                ..Default::default()
             }),
             TabularArch::Icnn3 => PotentialConfig::Icnn3(Icnn3Config {
                 dim,
                 width,
                 depth,
-                activation,
-                zero_shift,
-                symm_act_first,
+                ..Default::default()
             }),
         };
         FlowConfig::tabular(dim, self.blocks, potential)
@@ -336,6 +332,14 @@ mod tests {
         assert_eq!(t.early_stopping, Some(20));
         let f = c.flow_config(63);
         assert_eq!(f.layers.len(), 3);
+        let Some(cpflow::LayerConfig::Cpf(block)) = f.layers.get(1) else {
+            panic!("layer 1 is not a CP-Flow block")
+        };
+        let PotentialConfig::Icnn2(icnn2) = &block.potential else {
+            panic!("not an Icnn2: {:?}", block.potential)
+        };
+        let settings = (icnn2.activation, icnn2.zero_shift, icnn2.symm_act_first);
+        assert_eq!(settings, (icnn::ActivationKind::Softplus, false, false));
         assert_eq!(f.float, FloatType::F32);
         t.validate().unwrap();
         f.validate().unwrap();
@@ -359,7 +363,18 @@ mod tests {
             (TabularArch::Icnn3, 3, 128, 4)
         );
         assert_eq!(c.train_config(), base.train_config());
-        assert_eq!(c.flow_config(43).layers.len(), 7);
+        let f = c.flow_config(43);
+        assert_eq!(f.layers.len(), 7);
+        let Some(cpflow::LayerConfig::Cpf(block)) = f.layers.get(1) else {
+            panic!("layer 1 is not a CP-Flow block")
+        };
+        let PotentialConfig::Icnn3(icnn3) = &block.potential else {
+            panic!("not an Icnn3: {:?}", block.potential)
+        };
+        // The reference's `train_tabular.py` settings (`--softplus-type softplus`, no
+        // `--zero-softplus`, no `--symm_act_first`), as for Icnn2.
+        let settings = (icnn3.activation, icnn3.zero_shift, icnn3.symm_act_first);
+        assert_eq!(settings, (icnn::ActivationKind::Softplus, false, false));
         c.check_model(43).unwrap();
         assert!(
             c.summary()
