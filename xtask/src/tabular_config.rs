@@ -318,6 +318,19 @@ impl TabularBenchConfig {
 mod tests {
     use super::*;
 
+    /// The reference's `train_tabular.py` activation settings (`--softplus-type softplus`, no
+    /// `--zero-softplus`, no `--symm_act_first`): activation, zero shift, symmetric first.
+    const REFERENCE_SETTINGS: (icnn::ActivationKind, bool, bool) =
+        (icnn::ActivationKind::Softplus, false, false);
+
+    /// The potential of the first CP-Flow block (layer 1, after the first ActNorm).
+    fn first_potential(f: &FlowConfig) -> &PotentialConfig {
+        match f.layers.get(1) {
+            Some(cpflow::LayerConfig::Cpf(block)) => &block.potential,
+            other => panic!("layer 1 is not a CP-Flow block: {other:?}"),
+        }
+    }
+
     #[test]
     fn paper_preset_matches_reference_defaults() {
         let c = TabularBenchConfig::paper(TabularDataset::Bsds300);
@@ -333,14 +346,11 @@ mod tests {
         assert_eq!(t.early_stopping, Some(20));
         let f = c.flow_config(63);
         assert_eq!(f.layers.len(), 3);
-        let Some(cpflow::LayerConfig::Cpf(block)) = f.layers.get(1) else {
-            panic!("layer 1 is not a CP-Flow block")
-        };
-        let PotentialConfig::Icnn2(icnn2) = &block.potential else {
-            panic!("not an Icnn2: {:?}", block.potential)
+        let PotentialConfig::Icnn2(icnn2) = first_potential(&f) else {
+            panic!("not an Icnn2: {:?}", first_potential(&f))
         };
         let settings = (icnn2.activation, icnn2.zero_shift, icnn2.symm_act_first);
-        assert_eq!(settings, (icnn::ActivationKind::Softplus, false, false));
+        assert_eq!(settings, REFERENCE_SETTINGS);
         assert_eq!(f.float, FloatType::F32);
         t.validate().unwrap();
         f.validate().unwrap();
@@ -366,16 +376,11 @@ mod tests {
         assert_eq!(c.train_config(), base.train_config());
         let f = c.flow_config(43);
         assert_eq!(f.layers.len(), 7);
-        let Some(cpflow::LayerConfig::Cpf(block)) = f.layers.get(1) else {
-            panic!("layer 1 is not a CP-Flow block")
+        let PotentialConfig::Icnn3(icnn3) = first_potential(&f) else {
+            panic!("not an Icnn3: {:?}", first_potential(&f))
         };
-        let PotentialConfig::Icnn3(icnn3) = &block.potential else {
-            panic!("not an Icnn3: {:?}", block.potential)
-        };
-        // The reference's `train_tabular.py` settings (`--softplus-type softplus`, no
-        // `--zero-softplus`, no `--symm_act_first`), as for Icnn2.
         let settings = (icnn3.activation, icnn3.zero_shift, icnn3.symm_act_first);
-        assert_eq!(settings, (icnn::ActivationKind::Softplus, false, false));
+        assert_eq!(settings, REFERENCE_SETTINGS);
         c.check_model(43).unwrap();
         assert!(
             c.summary()
