@@ -16,7 +16,7 @@ use crate::bench_tabular::{
 use crate::reproduce::{REPORT_MD, ReproduceOptions, run_reproduce};
 use crate::reproduce_image::parse_image_datasets;
 use crate::reproduce_vae::{DEFAULT_VAE_DATA_DIR, parse_vae_datasets};
-use crate::tabular_config::{ModelOverrides, TabularArch, TabularBenchConfig};
+use crate::tabular_config::{ModelOverrides, TabularBenchConfig};
 
 use crate::fetch::FetchOptions;
 use crate::install::{DownloadOptions, Outcome, download_dataset};
@@ -124,19 +124,9 @@ pub struct BenchTabularArgs {
     /// iterations on BSDS300 at the same tolerance).
     #[arg(long, value_parser = str::parse::<CgPreconditioner>)]
     pub cg_preconditioner: Option<CgPreconditioner>,
-    /// ICNN architecture of every block (default: the preset's, icnn2 like the reference).
-    /// With `--blocks`, `--width` and `--depth`, a point of the paper's grid search.
-    #[arg(long, value_enum)]
-    pub arch: Option<TabularArch>,
-    /// Number of CP-Flow blocks (default: the preset's, 1).
-    #[arg(long, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
-    pub blocks: Option<usize>,
-    /// ICNN width (default: the preset's, 64; even for icnn3).
-    #[arg(long, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
-    pub width: Option<usize>,
-    /// ICNN depth (default: the preset's, 10).
-    #[arg(long, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
-    pub depth: Option<usize>,
+    /// The model: `--arch`, `--blocks`, `--width`, `--depth` (default: the preset's).
+    #[command(flatten)]
+    pub model: ModelOverrides,
     /// Do not draw progress bars.
     #[arg(long)]
     pub no_progress: bool,
@@ -248,12 +238,7 @@ pub fn bench_tabular(args: &BenchTabularArgs) -> Result<()> {
         preset,
         val_every: args.val_every,
         cg_preconditioner: args.cg_preconditioner,
-        model: ModelOverrides {
-            arch: args.arch,
-            blocks: args.blocks,
-            width: args.width,
-            depth: args.depth,
-        },
+        model: args.model,
         out: args.out.clone(),
         progress: !args.no_progress,
     };
@@ -469,10 +454,14 @@ mod tests {
 
     #[test]
     fn bench_tabular_takes_a_grid_point() {
+        use crate::tabular_config::TabularArch;
         let parse = |extra: &[&str]| {
             let args = ["xtask", "bench-tabular"].iter().chain(extra).copied();
             Cli::try_parse_from(args).map(|cli| match cli.command {
-                Command::BenchTabular(b) => (b.arch, b.blocks, b.width, b.depth),
+                Command::BenchTabular(b) => {
+                    let m = b.model;
+                    (m.arch, m.blocks, m.width, m.depth)
+                }
                 _ => panic!("not bench-tabular"),
             })
         };

@@ -79,15 +79,22 @@ impl TabularArch {
 /// assert_eq!((cfg.arch, cfg.blocks, cfg.width, cfg.depth), (TabularArch::Icnn3, 2, 64, 10));
 /// assert_eq!(cfg.flow_config(63).layers.len(), 5); // ActNorm, CPF, ActNorm, CPF, ActNorm
 /// ```
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+///
+/// It is also the `bench-tabular` command line's group of model flags.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::Args)]
 pub struct ModelOverrides {
-    /// ICNN architecture.
+    /// ICNN architecture of every block (default: the preset's, icnn2 like the reference).
+    /// With `--blocks`, `--width` and `--depth`, a point of the paper's grid search.
+    #[arg(long, value_enum)]
     pub arch: Option<TabularArch>,
-    /// Number of CP-Flow blocks.
+    /// Number of CP-Flow blocks (default: the preset's, 1).
+    #[arg(long, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub blocks: Option<usize>,
-    /// ICNN width.
+    /// ICNN width (default: the preset's, 64; even for icnn3).
+    #[arg(long, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub width: Option<usize>,
-    /// ICNN depth.
+    /// ICNN depth (default: the preset's, 10).
+    #[arg(long, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub depth: Option<usize>,
 }
 
