@@ -309,7 +309,9 @@ pub fn run_dataset(
         cfg.cg_preconditioner = pre;
     }
     opts.model.apply(&mut cfg);
-    cfg.check_model(ds.dim())
+    // Built before any data are read, so that a model the networks refuse (an odd Icnn3
+    // width) fails at once, not after BSDS300's 1,000,000 rows are loaded.
+    let flow = Flow::new(cfg.flow_config(ds.dim()), &opts.device)
         .with_context(|| format!("{ds}: the model ({})", cfg.summary()))?;
     let t_load = Instant::now();
     tracing::info!("{ds}: loading from {}", root.display());
@@ -331,7 +333,13 @@ pub fn run_dataset(
              ± {maf_2se:.2})"
         );
     }
-    let flow = Flow::new(cfg.flow_config(dim), &opts.device)?;
+    // MAF's preprocessing fixes the dimension; data that come out wider or narrower get a
+    // flow of their own width.
+    let flow = if dim == ds.dim() {
+        flow
+    } else {
+        Flow::new(cfg.flow_config(dim), &opts.device)?
+    };
     let parameters = flow.num_parameters();
     let trainer = Trainer::new(flow, cfg.train_config())?;
     let run_dir = opts.out.join(ds.name());

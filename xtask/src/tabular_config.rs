@@ -255,14 +255,6 @@ impl TabularBenchConfig {
             .with_init_seed(self.seed)
     }
 
-    /// Checks the model before any data are read: the flow's configuration, then the
-    /// networks' own rules (an `Icnn3` width must be even), by building it once on the CPU.
-    pub fn check_model(&self, dim: usize) -> cpflow::Result<()> {
-        let flow = self.flow_config(dim);
-        flow.validate()?;
-        cpflow::Flow::new(flow, &candle_core::Device::Cpu).map(drop)
-    }
-
     /// The trainer settings (CG surrogate objective, plateau LR rule, early stopping, best
     /// weights restored at the end).
     pub fn train_config(&self) -> TrainConfig {
@@ -388,14 +380,17 @@ mod tests {
         };
         let settings = (icnn3.activation, icnn3.zero_shift, icnn3.symm_act_first);
         assert_eq!(settings, REFERENCE_SETTINGS);
-        c.check_model(43).unwrap();
+        let build = |c: &TabularBenchConfig| {
+            cpflow::Flow::new(c.flow_config(43), &candle_core::Device::Cpu).map(drop)
+        };
+        build(&c).unwrap();
         assert!(
             c.summary()
                 .starts_with("3 block(s) Icnn3 width 128 depth 4")
         );
         // Icnn3 splits its width into convex and input-augmented halves.
         c.width = 63;
-        let err = c.check_model(43).unwrap_err().to_string();
+        let err = build(&c).unwrap_err().to_string();
         assert!(err.contains("even width"), "{err}");
     }
 
