@@ -22,13 +22,17 @@ pub fn bench_table_markdown(report: &BenchReport) -> String {
          |---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for r in &report.results {
-        let stop = if r.fit.stopped_early {
+        let mut stop = if r.fit.stopped_early {
             "early stopping"
         } else if r.fit.budget_exhausted {
             "budget"
         } else {
             "iteration cap"
-        };
+        }
+        .to_string();
+        if let Some(it) = r.fit.resumed_at {
+            let _ = write!(stop, " (resumed at {it})");
+        }
         let gaussian = match (r.gaussian_test_nll, r.maf_gaussian_nll) {
             (Some((g, g2se)), Some((m, m2se))) => {
                 format!("{g:.3} ± {g2se:.3} / {m:.2} ± {m2se:.2}")

@@ -9,7 +9,9 @@
 //! Missing datasets are skipped with a message naming `cargo xtask download <name>`; when
 //! none of the requested datasets ran, the command fails (after writing its report).
 //! Results go to `<out>/bench-tabular.md` and `<out>/bench-tabular.json`
-//! ([`crate::bench_report`]).
+//! ([`crate::bench_report`]); each dataset's folder `<out>/<dataset>/` holds the kept model,
+//! the metrics and a resumable checkpoint written at every validation, which
+//! [`BenchTabularOptions::resume`] continues ([`crate::bench_resume`]).
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -20,7 +22,7 @@ use cpflow::datasets::{
     Bsds300Config, GaussianBaseline, Matrix, Split, TabularDataset, find_images_archive, layout,
     load_bsds300, load_tabular,
 };
-use cpflow::{CgPreconditioner, Dataset, Flow, Trainer};
+use cpflow::{CgPreconditioner, Dataset, Flow, RunOptions, Trainer};
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -28,6 +30,7 @@ use rand::seq::index::sample;
 use serde::{Deserialize, Serialize};
 
 use crate::bench_report::write_bench_report;
+use crate::bench_resume::{CHECKPOINT_FILE, check_resume, write_run_config};
 use crate::budget_train::{BudgetedFit, fit_with_budget};
 use crate::tabular_config::{ModelOverrides, TabularBenchConfig, paper_cpflow_nll};
 
@@ -59,6 +62,9 @@ pub struct BenchTabularOptions {
     pub out: PathBuf,
     /// Draw progress bars.
     pub progress: bool,
+    /// Continue the runs whose checkpoints are in `out` (`--resume`; [`crate::bench_resume`])
+    /// instead of starting them over; a dataset without a checkpoint starts.
+    pub resume: bool,
 }
 
 /// The result on one dataset.
@@ -341,9 +347,37 @@ pub fn run_dataset(
         Flow::new(cfg.flow_config(dim), &opts.device)?
     };
     let parameters = flow.num_parameters();
-    let trainer = Trainer::new(flow, cfg.train_config())?;
     let run_dir = opts.out.join(ds.name());
     std::fs::create_dir_all(&run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
+    let checkpoint = run_dir.join(CHECKPOINT_FILE);
+    let trainer = if opts.resume && checkpoint.is_file() {
+        check_resume(&run_dir, &cfg)?;
+        let trainer = Trainer::resume(&checkpoint, &opts.device, Some(cfg.train_config()))
+            .with_context(|| format!("--resume: reading {}", checkpoint.display()))?;
+        anyhow::ensure!(
+            trainer.flow().config() == flow.config(),
+            "--resume: the model in {} is not the one its run's settings describe",
+            checkpoint.display()
+        );
+        tracing::info!(
+            "{ds}: resuming at iteration {} from {}",
+            trainer.state().iteration,
+            checkpoint.display()
+        );
+        trainer
+    } else {
+        if opts.resume {
+            tracing::info!("{ds}: no checkpoint in {}: starting", run_dir.display());
+        }
+        write_run_config(&run_dir, &cfg)?;
+        Trainer::new(flow, cfg.train_config())?
+    };
+    // The trainer writes its checkpoint (at every validation and at the end), metrics and
+    // model into the run directory.
+    let trainer = trainer.with_options(RunOptions {
+        out_dir: Some(run_dir.clone()),
+        ..RunOptions::default()
+    });
     let (flow, fit) = fit_with_budget(
         trainer,
         &Dataset::new(t.train),
@@ -351,7 +385,6 @@ pub fn run_dataset(
         opts.budget,
         opts.progress,
     )?;
-    flow.save(&run_dir.join("model.safetensors"))?;
     let t_eval = Instant::now();
     let (test_nll, test_nll_2se) =
         exact_test_nll(&flow, &t.test, cfg.eval_batch_size, opts.progress)?;

@@ -27,16 +27,22 @@ pub struct BudgetedFit {
     pub stopped_early: bool,
     /// Whether the wall-clock budget ended the run.
     pub budget_exhausted: bool,
-    /// Wall-clock seconds spent in training (validations included).
+    /// Seconds spent in training steps and validations over the whole run, every invocation
+    /// included (a resumed run adds to the time in its checkpoint; [`cpflow::TrainState`]).
     pub train_time_s: f64,
-    /// Mean CG iterations per system and step.
+    /// Mean CG iterations per system and step (over this invocation's steps).
     pub mean_cg_iterations: f64,
+    /// The iteration this invocation resumed from (`--resume`); `None` for a run that
+    /// started here (and in reports written before resuming existed).
+    #[serde(default)]
+    pub resumed_at: Option<usize>,
 }
 
 /// Trains until the iteration cap, early stopping or `budget` (whichever comes first) and
 /// returns the model with the kept weights (see the module doc). A progress bar is drawn when
 /// `progress` is set (time-based when there is a budget). The budget is checked after every
-/// step, so a run overshoots it by at most one step (plus the final validation).
+/// step, so a run overshoots it by at most one step (plus the final validation). A trainer
+/// that continues a run ([`Trainer::resume`]) gets the whole budget for its new steps.
 pub fn fit_with_budget(
     mut trainer: Trainer,
     train: &Dataset,
@@ -45,6 +51,7 @@ pub fn fit_with_budget(
     progress: bool,
 ) -> Result<(Flow, BudgetedFit)> {
     let t0 = Instant::now();
+    let start = trainer.state().iteration;
     let total = trainer.config().max_iterations;
     let bar = match (progress, budget) {
         (false, _) => ProgressBar::hidden(),
@@ -89,8 +96,9 @@ pub fn fit_with_budget(
         best_val_nll: rep.best_val_nll,
         stopped_early: rep.stop_reason == StopReason::EarlyStopping,
         budget_exhausted: rep.stop_reason == StopReason::Observer && clock.exhausted(),
-        train_time_s: t0.elapsed().as_secs_f64(),
+        train_time_s: trainer.state().train_time_s,
         mean_cg_iterations: rep.mean_cg_iterations,
+        resumed_at: (start > 0).then_some(start),
     };
     Ok((trainer.into_flow(), fit))
 }

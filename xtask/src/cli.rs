@@ -10,6 +10,7 @@ use cpflow::CgPreconditioner;
 use cpflow::datasets::TabularDataset;
 
 use crate::bench_report::{BENCH_MD, bench_table_markdown};
+use crate::bench_resume::existing_checkpoints;
 use crate::bench_tabular::{
     BenchTabularOptions, default_fallback_roots, parse_datasets, run_bench_tabular,
 };
@@ -130,9 +131,20 @@ pub struct BenchTabularArgs {
     /// Do not draw progress bars.
     #[arg(long)]
     pub no_progress: bool,
-    /// Output directory (`bench-tabular.md`, `bench-tabular.json`, one folder per dataset).
+    /// Output directory (`bench-tabular.md`, `bench-tabular.json`, one folder per dataset
+    /// with the model, the metrics and a resumable checkpoint written at every validation).
     #[arg(long, default_value = "target/bench-tabular")]
     pub out: PathBuf,
+    /// Continue the runs checkpointed in --out (same data, model and seed; the budget,
+    /// validation period, preconditioner and learning rate may change): a long run in several
+    /// sittings, or one that was killed (it loses at most one validation period). Datasets
+    /// without a checkpoint start.
+    #[arg(long, conflicts_with = "overwrite")]
+    pub resume: bool,
+    /// Start over runs whose checkpoints are in --out (without it, or --resume, the command
+    /// refuses to).
+    #[arg(long)]
+    pub overwrite: bool,
 }
 
 /// Arguments of `cargo xtask reproduce`.
@@ -229,8 +241,19 @@ pub fn bench_tabular(args: &BenchTabularArgs) -> Result<()> {
             Some(budget_from_minutes(args.minutes.unwrap_or(10.0))?),
         )
     };
+    let datasets = parse_datasets(&args.datasets)?;
+    let existing = existing_checkpoints(&args.out, &datasets);
+    if !(existing.is_empty() || args.resume || args.overwrite) {
+        let list: Vec<String> = existing.iter().map(|p| p.display().to_string()).collect();
+        bail!(
+            "{} holds the checkpoints of earlier runs ({}): pass --resume to continue them, \
+             --overwrite to start over, or choose another --out",
+            args.out.display(),
+            list.join(", ")
+        );
+    }
     let opts = BenchTabularOptions {
-        datasets: parse_datasets(&args.datasets)?,
+        datasets,
         data_dir: args.data_dir.clone(),
         fallback_roots: default_fallback_roots(),
         device,
@@ -241,6 +264,7 @@ pub fn bench_tabular(args: &BenchTabularArgs) -> Result<()> {
         model: args.model,
         out: args.out.clone(),
         progress: !args.no_progress,
+        resume: args.resume,
     };
     let report = run_bench_tabular(&opts)?;
     println!("{}", bench_table_markdown(&report));
@@ -481,6 +505,61 @@ mod tests {
         ] {
             assert!(parse(&bad).is_err(), "{bad:?} accepted");
         }
+    }
+
+    /// `--resume` and `--overwrite` exclude each other; without either, checkpoints of
+    /// earlier runs in `--out` stop the command before it reads any data.
+    #[test]
+    fn bench_tabular_keeps_earlier_runs_unless_told() {
+        let parse = |extra: &[&str]| {
+            let args = ["xtask", "bench-tabular"].iter().chain(extra).copied();
+            Cli::try_parse_from(args).map(|cli| match cli.command {
+                Command::BenchTabular(b) => b,
+                _ => panic!("not bench-tabular"),
+            })
+        };
+        assert!(parse(&["--resume", "--overwrite"]).is_err());
+        let out = tempfile::tempdir().unwrap();
+        let ckpt = out
+            .path()
+            .join("power")
+            .join(crate::bench_resume::CHECKPOINT_FILE);
+        std::fs::create_dir_all(ckpt.parent().unwrap()).unwrap();
+        std::fs::write(&ckpt, b"x").unwrap();
+        let empty = tempfile::tempdir().unwrap();
+        let dirs = [
+            "--datasets",
+            "power",
+            "--out",
+            out.path().to_str().unwrap(),
+            "--data-dir",
+            empty.path().to_str().unwrap(),
+            "--no-progress",
+        ];
+        let refused = bench_tabular(&parse(&dirs).unwrap())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            refused.contains("--resume") && refused.contains(&ckpt.display().to_string()),
+            "{refused}"
+        );
+        // Told to, it goes on (and fails only because the data are not there).
+        for flag in ["--resume", "--overwrite"] {
+            let args: Vec<&str> = dirs.iter().copied().chain([flag]).collect();
+            let e = bench_tabular(&parse(&args).unwrap())
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("no dataset ran"), "{flag}: {e}");
+        }
+        // Another dataset's checkpoint does not stop a run of this one.
+        let args: Vec<&str> = dirs
+            .iter()
+            .map(|&a| if a == "power" { "gas" } else { a })
+            .collect();
+        let e = bench_tabular(&parse(&args).unwrap())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("no dataset ran"), "{e}");
     }
 
     #[test]

@@ -21,6 +21,7 @@
 //! `tiny`) so tests can run the whole pipeline in seconds.
 
 pub mod bench_report;
+pub mod bench_resume;
 pub mod bench_tabular;
 pub mod budget_train;
 pub mod checksum;

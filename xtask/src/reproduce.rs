@@ -216,6 +216,7 @@ fn tabular_options(
         model: ModelOverrides::default(),
         out: PathBuf::new(),
         progress: true,
+        resume: false,
     }
 }
 

@@ -51,6 +51,7 @@ fn tiny_options(data_dir: &Path, out: &Path, datasets: Vec<TabularDataset>) -> B
         model: ModelOverrides::default(),
         out: out.to_path_buf(),
         progress: false,
+        resume: false,
     }
 }
 
@@ -444,4 +445,66 @@ fn model_overrides_reach_the_trained_flow() {
         msg.contains("even width") && msg.contains("Icnn3 width 7"),
         "{msg}"
     );
+}
+
+/// The tiny preset stopped at 8 of its 12 iterations.
+fn tiny_8_iterations(ds: TabularDataset) -> TabularBenchConfig {
+    TabularBenchConfig {
+        max_iterations: 8,
+        ..TabularBenchConfig::tiny(ds)
+    }
+}
+
+/// A run stopped at iteration 8 and resumed to 12 (`--resume`) ends where the uninterrupted
+/// 12-iteration run ends: same best iteration, validation and test NLL to the bit. A resume
+/// that changes the model or the data is refused, naming what changed.
+#[test]
+fn a_resumed_run_ends_where_the_uninterrupted_one_does() {
+    let data = tempfile::tempdir().unwrap();
+    write_synthetic_miniboone(data.path());
+    let whole_out = tempfile::tempdir().unwrap();
+    let opts = tiny_options(
+        data.path(),
+        whole_out.path(),
+        vec![TabularDataset::Miniboone],
+    );
+    let whole = run_bench_tabular(&opts).unwrap().results.remove(0);
+    assert_eq!((whole.fit.iterations, whole.fit.resumed_at), (12, None));
+
+    let out = tempfile::tempdir().unwrap();
+    let mut opts = tiny_options(data.path(), out.path(), vec![TabularDataset::Miniboone]);
+    opts.preset = tiny_8_iterations;
+    let first = run_bench_tabular(&opts).unwrap().results.remove(0);
+    assert_eq!(first.fit.iterations, 8);
+    let run_dir = out.path().join("miniboone");
+    for f in [
+        "checkpoint.safetensors",
+        "bench-config.json",
+        "metrics.jsonl",
+    ] {
+        assert!(run_dir.join(f).is_file(), "{f} missing");
+    }
+
+    opts.preset = TabularBenchConfig::tiny;
+    opts.resume = true;
+    let resumed = run_bench_tabular(&opts).unwrap().results.remove(0);
+    assert_eq!(
+        (resumed.fit.iterations, resumed.fit.resumed_at),
+        (12, Some(8))
+    );
+    assert_eq!(resumed.fit.best_iteration, whole.fit.best_iteration);
+    assert_eq!(
+        resumed.fit.best_val_nll.map(f64::to_bits),
+        whole.fit.best_val_nll.map(f64::to_bits)
+    );
+    assert_eq!(resumed.test_nll.to_bits(), whole.test_nll.to_bits());
+    // The training time is the whole run's: the first sitting's and the second's.
+    assert!(resumed.fit.train_time_s > first.fit.train_time_s);
+    let md = std::fs::read_to_string(out.path().join(BENCH_MD)).unwrap();
+    assert!(md.contains("(resumed at 8)"), "{md}");
+
+    opts.model.width = Some(9);
+    let report = run_bench_tabular(&opts).unwrap();
+    let msg = &report.failed[0].message;
+    assert!(msg.contains("width (--width): 8 → 9"), "{msg}");
 }
