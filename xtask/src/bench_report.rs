@@ -99,9 +99,13 @@ pub fn bench_markdown(report: &BenchReport) -> String {
     if !report.results.is_empty() {
         s.push_str("\n## Configurations\n\n");
         for r in &report.results {
+            let curve = r
+                .validation_curve
+                .as_ref()
+                .map_or_else(String::new, |c| format!(" Validation curve: [{c}]({c})."));
             let _ = writeln!(
                 s,
-                "- **{}** (preset `{}`, data from `{}`): {}; best validation NLL {}.",
+                "- **{}** (preset `{}`, data from `{}`): {}; best validation NLL {}.{curve}",
                 r.dataset,
                 r.config.preset,
                 r.data_root,

@@ -10,7 +10,8 @@
 //! none of the requested datasets ran, the command fails (after writing its report).
 //! Results go to `<out>/bench-tabular.md` and `<out>/bench-tabular.json`
 //! ([`crate::bench_report`]); each dataset's folder `<out>/<dataset>/` holds the kept model,
-//! the metrics and a resumable checkpoint written at every validation, which
+//! the metrics, the validation curve ([`crate::bench_curve`]) and a resumable checkpoint
+//! written at every validation, which
 //! [`BenchTabularOptions::resume`] continues ([`crate::bench_resume`]).
 
 use std::path::{Path, PathBuf};
@@ -29,6 +30,7 @@ use rand::rngs::StdRng;
 use rand::seq::index::sample;
 use serde::{Deserialize, Serialize};
 
+use crate::bench_curve::{CURVE_PNG, write_validation_curve};
 use crate::bench_report::write_bench_report;
 use crate::bench_resume::{CHECKPOINT_FILE, check_resume, write_run_config};
 use crate::budget_train::{BudgetedFit, fit_with_budget};
@@ -109,6 +111,10 @@ pub struct DatasetResult {
     pub load_time_s: f64,
     /// The configuration used.
     pub config: TabularBenchConfig,
+    /// The run's validation curve ([`crate::bench_curve`]), relative to the output
+    /// directory; `None` when there was too little to draw (and in older reports).
+    #[serde(default)]
+    pub validation_curve: Option<String>,
 }
 
 /// A dataset that was not run.
@@ -385,6 +391,14 @@ pub fn run_dataset(
         opts.budget,
         opts.progress,
     )?;
+    let validation_curve = match write_validation_curve(&run_dir, ds.name()) {
+        Ok(p) => p.map(|_| format!("{}/{CURVE_PNG}", ds.name())),
+        Err(e) => {
+            // A figure that cannot be drawn must not cost the run's numbers.
+            tracing::warn!("{ds}: no validation curve: {e:#}");
+            None
+        }
+    };
     let t_eval = Instant::now();
     let (test_nll, test_nll_2se) =
         exact_test_nll(&flow, &t.test, cfg.eval_batch_size, opts.progress)?;
@@ -414,6 +428,7 @@ pub fn run_dataset(
         eval_time_s,
         load_time_s,
         config: cfg,
+        validation_curve,
     })
 }
 

@@ -20,6 +20,7 @@
 //! [`reproduce::run_reproduce`]) take option structs with presets (`paper`/`full`, `quick`,
 //! `tiny`) so tests can run the whole pipeline in seconds.
 
+pub mod bench_curve;
 pub mod bench_report;
 pub mod bench_resume;
 pub mod bench_tabular;

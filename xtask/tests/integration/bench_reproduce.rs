@@ -98,6 +98,13 @@ fn bench_tabular_tiny_writes_finite_nll_and_skips_missing() {
     let nll = json["results"][0]["test_nll"].as_f64().unwrap();
     assert!((nll - r.test_nll).abs() < 1e-12);
     assert!(out.path().join("miniboone/model.safetensors").is_file());
+    // Validations at iterations 1, 5 and 9: the last two are drawn.
+    assert_eq!(
+        r.validation_curve.as_deref(),
+        Some("miniboone/validation-curve.png")
+    );
+    assert!(out.path().join("miniboone/validation-curve.png").is_file());
+    assert!(md.contains("[miniboone/validation-curve.png]"), "{md}");
 }
 
 /// `--val-every` replaces the preset's validation period (written into the report's
