@@ -38,6 +38,7 @@ mod run_kind;
 #[cfg(fuzzing)]
 #[doc(hidden)]
 pub use fuzz_config::read_config_file;
+pub use interrupt::Interrupt;
 
 use anyhow::{Context, Result, bail};
 use candle_core::Device;

@@ -15,6 +15,8 @@
 //! [`BenchTabularOptions::resume`] continues ([`crate::bench_resume`]).
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -67,6 +69,10 @@ pub struct BenchTabularOptions {
     /// Continue the runs whose checkpoints are in `out` (`--resume`; [`crate::bench_resume`])
     /// instead of starting them over; a dataset without a checkpoint starts.
     pub resume: bool,
+    /// Once set (the command line's Ctrl-C handler, [`cpflow::cli::Interrupt`]), the run in
+    /// progress pauses after its training step, its checkpoint written, and the datasets
+    /// after it are not started; `resume` continues.
+    pub interrupt: Option<Arc<AtomicBool>>,
 }
 
 /// The result on one dataset.
@@ -382,6 +388,7 @@ pub fn run_dataset(
     // model into the run directory.
     let trainer = trainer.with_options(RunOptions {
         out_dir: Some(run_dir.clone()),
+        interrupt: opts.interrupt.clone(),
         ..RunOptions::default()
     });
     let (flow, fit) = fit_with_budget(
@@ -442,7 +449,22 @@ pub fn run_bench_tabular(opts: &BenchTabularOptions) -> Result<BenchReport> {
     let mut results = Vec::new();
     let mut skipped = Vec::new();
     let mut failed = Vec::new();
-    for &ds in &opts.datasets {
+    let interrupted = || {
+        opts.interrupt
+            .as_ref()
+            .is_some_and(|f| f.load(Ordering::Relaxed))
+    };
+    for (k, &ds) in opts.datasets.iter().enumerate() {
+        // The dataset in progress pauses on an interrupt; the ones after it do not start.
+        if k > 0 && interrupted() {
+            let message = format!("{ds}: not started: the run was interrupted");
+            tracing::warn!("{message}");
+            skipped.push(SkippedDataset {
+                dataset: ds.name().into(),
+                message,
+            });
+            continue;
+        }
         match locate_dataset(ds, &opts.data_dir, &opts.fallback_roots) {
             Ok(root) => match run_dataset(ds, &root, opts) {
                 Ok(r) => results.push(r),

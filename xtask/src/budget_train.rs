@@ -90,6 +90,17 @@ pub fn fit_with_budget(
             .context("training failed")?
     };
     bar.finish_and_clear();
+    if rep.stop_reason == StopReason::Paused {
+        // An interrupt: the checkpoint holds the run, which is not finished (no kept
+        // weights to score).
+        let at = trainer
+            .checkpoint_path()
+            .map_or_else(String::new, |p| format!("; {} holds it", p.display()));
+        anyhow::bail!(
+            "interrupted at iteration {}{at}: continue it with --resume",
+            rep.iterations
+        );
+    }
     let fit = BudgetedFit {
         iterations: rep.iterations,
         best_iteration: rep.best_iteration,

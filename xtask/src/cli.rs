@@ -265,6 +265,8 @@ pub fn bench_tabular(args: &BenchTabularArgs) -> Result<()> {
         out: args.out.clone(),
         progress: !args.no_progress,
         resume: args.resume,
+        // Ctrl-C pauses the run after its step in progress, checkpointed (a second one quits).
+        interrupt: Some(cpflow::cli::Interrupt::install()?.flag()),
     };
     let report = run_bench_tabular(&opts)?;
     println!("{}", bench_table_markdown(&report));

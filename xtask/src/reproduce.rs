@@ -217,6 +217,7 @@ fn tabular_options(
         out: PathBuf::new(),
         progress: true,
         resume: false,
+        interrupt: None,
     }
 }
 

@@ -5,6 +5,8 @@
 //! Nothing touches the network.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use candle_core::Device;
@@ -52,6 +54,7 @@ fn tiny_options(data_dir: &Path, out: &Path, datasets: Vec<TabularDataset>) -> B
         out: out.to_path_buf(),
         progress: false,
         resume: false,
+        interrupt: None,
     }
 }
 
@@ -514,4 +517,32 @@ fn a_resumed_run_ends_where_the_uninterrupted_one_does() {
     let report = run_bench_tabular(&opts).unwrap();
     let msg = &report.failed[0].message;
     assert!(msg.contains("width (--width): 8 → 9"), "{msg}");
+
+    // An interrupt (Ctrl-C) pauses the run after its first step, checkpointed, and the
+    // datasets after it do not start; the resumed run again ends where the whole one does.
+    let out = tempfile::tempdir().unwrap();
+    let flag = Arc::new(AtomicBool::new(true));
+    let mut opts = tiny_options(
+        data.path(),
+        out.path(),
+        vec![TabularDataset::Miniboone, TabularDataset::Power],
+    );
+    opts.interrupt = Some(flag.clone());
+    let paused = run_bench_tabular(&opts).unwrap();
+    assert!(paused.results.is_empty());
+    let msg = &paused.failed[0].message;
+    assert!(
+        msg.contains("interrupted at iteration 1") && msg.contains("--resume"),
+        "{msg}"
+    );
+    assert!(paused.skipped[0].message.contains("not started"));
+    flag.store(false, Ordering::Relaxed);
+    opts.resume = true;
+    opts.datasets = vec![TabularDataset::Miniboone];
+    let resumed = run_bench_tabular(&opts).unwrap().results.remove(0);
+    assert_eq!(
+        (resumed.fit.iterations, resumed.fit.resumed_at),
+        (12, Some(1))
+    );
+    assert_eq!(resumed.test_nll.to_bits(), whole.test_nll.to_bits());
 }
