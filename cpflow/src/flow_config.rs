@@ -212,7 +212,22 @@ impl FlowConfig {
     }
 
     /// Check consistency (dimensions, non-empty, at most [`icnn::MAX_MODEL_PARAMETERS`]
-    /// parameters).
+    /// parameters) and every block's potential ([`PotentialConfig::validate`]), without
+    /// building anything. A refused layer is named in the message.
+    ///
+    /// ```
+    /// use cpflow::{FlowConfig, PotentialConfig};
+    /// use icnn::Icnn3Config;
+    /// let pot = |width| PotentialConfig::Icnn3(Icnn3Config { dim: 2, width, depth: 2, ..Default::default() });
+    /// FlowConfig::tabular(2, 1, pot(4)).validate()?;
+    /// // [ActNorm, CPF, ActNorm]: the block is layer 1.
+    /// let err = FlowConfig::tabular(2, 1, pot(5)).validate().unwrap_err();
+    /// assert_eq!(
+    ///     err.to_string(),
+    ///     "invalid configuration: layer 1: Icnn3 needs an even width, got 5"
+    /// );
+    /// # Ok::<(), cpflow::CpflowError>(())
+    /// ```
     pub fn validate(&self) -> Result<()> {
         if self.dim == 0 {
             return Err(CpflowError::InvalidConfig(
@@ -267,6 +282,87 @@ impl FlowConfig {
         model_size::check_model_size(
             &format!("a flow of {} layers (dim {})", self.layers.len(), self.dim),
             self.count().at_least,
-        )
+        )?;
+        // After the size check, which names an oversized flow as a whole: what each block's
+        // network would refuse when built (an odd `Icnn3` width, a zero depth, …).
+        for (i, l) in self.layers.iter().enumerate() {
+            if let LayerConfig::Cpf(b) = l {
+                b.potential.validate().map_err(|e| in_layer(i, e))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A refused configuration `e` of layer `i`, its message prefixed with `layer {i}: ` as the
+/// other layer checks; any other error passes unchanged.
+fn in_layer(i: usize, e: CpflowError) -> CpflowError {
+    match e {
+        CpflowError::InvalidConfig(m) | CpflowError::Icnn(icnn::IcnnError::InvalidConfig(m)) => {
+            CpflowError::InvalidConfig(format!("layer {i}: {m}"))
+        }
+        e => e,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use icnn::{ConvIcnn2Config, Icnn3Config, ImageShape, PicnnConfig};
+
+    use super::*;
+
+    /// A block's network is checked by `validate`, named by its layer, before anything is
+    /// built; the same flow with an even width passes.
+    #[test]
+    fn validate_names_the_block_whose_network_is_refused() {
+        let icnn3 = |width| {
+            PotentialConfig::Icnn3(Icnn3Config {
+                dim: 3,
+                width,
+                depth: 2,
+                ..Default::default()
+            })
+        };
+        FlowConfig::tabular(3, 2, icnn3(4)).validate().unwrap();
+        // [ActNorm, CPF, ActNorm, CPF, ActNorm]: the second block is layer 3.
+        let mut cfg = FlowConfig::tabular(3, 2, icnn3(4));
+        cfg.layers[3] = LayerConfig::Cpf(BlockConfig::new(icnn3(5)));
+        let err = cfg.validate().unwrap_err();
+        assert!(matches!(err, CpflowError::InvalidConfig(_)), "{err:?}");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("layer 3") && msg.contains("even width"),
+            "{msg}"
+        );
+        let err = FlowConfig::single_block(icnn3(5)).validate().unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid configuration: layer 0: Icnn3 needs an even width, got 5"
+        );
+
+        // Conditional and convolutional blocks too.
+        let picnn = PotentialConfig::Picnn(PicnnConfig {
+            dim: 2,
+            context_dim: 3,
+            width: 0,
+            ..Default::default()
+        });
+        let err = FlowConfig::tabular(2, 1, picnn).validate().unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("layer 1: width must be at least 1"),
+            "{err}"
+        );
+        let conv = PotentialConfig::ConvIcnn2(ConvIcnn2Config {
+            image: ImageShape::new(1, 2, 2),
+            width: 3,
+            depth: 2,
+        });
+        let err = FlowConfig::single_block(conv).validate().unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("layer 0: ConvIcnn2 needs an even width"),
+            "{err}"
+        );
     }
 }

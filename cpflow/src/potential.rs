@@ -93,6 +93,39 @@ impl PotentialConfig {
             _ => None,
         }
     }
+
+    /// Checks the configuration without building the network: the ICNN architectures run
+    /// their own `validate` (positive sizes, at most [`icnn::MAX_MODEL_PARAMETERS`]
+    /// parameters, an even width where the architecture halves it), the checks their
+    /// constructors start with; the error is the one building would give. A network of your
+    /// own is not checked here (its builder is yours; [`crate::FlowConfig::validate`] checks
+    /// that its settings are finite).
+    ///
+    /// ```
+    /// use cpflow::PotentialConfig;
+    /// use icnn::Icnn3Config;
+    /// let pot = PotentialConfig::Icnn3(Icnn3Config { dim: 2, width: 4, depth: 2, ..Default::default() });
+    /// pot.validate()?;
+    /// let odd = PotentialConfig::Icnn3(Icnn3Config { dim: 2, width: 5, depth: 2, ..Default::default() });
+    /// let err = odd.validate().unwrap_err();
+    /// assert_eq!(err.to_string(), "invalid configuration: Icnn3 needs an even width, got 5");
+    /// # Ok::<(), cpflow::CpflowError>(())
+    /// ```
+    pub fn validate(&self) -> Result<()> {
+        match self {
+            PotentialConfig::Icnn(c) => c.validate()?,
+            PotentialConfig::Icnn2(c) => c.validate()?,
+            PotentialConfig::Icnn3(c) => c.validate()?,
+            PotentialConfig::DenseIcnn2(c) => c.validate()?,
+            PotentialConfig::Picnn(c) => c.validate()?,
+            PotentialConfig::ConvIcnn(c) => c.validate()?,
+            PotentialConfig::ConvIcnn2(c) => c.validate()?,
+            PotentialConfig::ConvIcnn3(c) => c.validate()?,
+            PotentialConfig::Custom(_) => {}
+            PotentialConfig::CustomConditional(_) => {}
+        }
+        Ok(())
+    }
 }
 
 /// A built potential network.

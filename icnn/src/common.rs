@@ -2,6 +2,7 @@
 
 use candle_nn::VarBuilder;
 
+use crate::conv_layers::ImageShape;
 use crate::error::{IcnnError, Result};
 use crate::layers::{ActNorm, Linear, PosLinear};
 use crate::network::{GroupAct, GroupSpec};
@@ -98,6 +99,28 @@ pub(crate) fn check_positive(name: &str, value: usize) -> Result<()> {
     if value == 0 {
         return Err(IcnnError::InvalidConfig(format!(
             "{name} must be at least 1"
+        )));
+    }
+    Ok(())
+}
+
+/// Refuse an image without pixels (the message of the conv networks' graph check, which
+/// would otherwise refuse it only after every layer was built).
+pub(crate) fn check_image(image: ImageShape) -> Result<()> {
+    if image.channels == 0 || image.height == 0 || image.width == 0 {
+        return Err(IcnnError::InvalidConfig(format!(
+            "empty image shape {image:?}"
+        )));
+    }
+    Ok(())
+}
+
+/// Refuse an odd `width` of an architecture (`model`) that splits its hidden units in two
+/// halves.
+pub(crate) fn check_even_width(model: &str, width: usize) -> Result<()> {
+    if !width.is_multiple_of(2) {
+        return Err(IcnnError::InvalidConfig(format!(
+            "{model} needs an even width, got {width}"
         )));
     }
     Ok(())

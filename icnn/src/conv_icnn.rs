@@ -6,7 +6,7 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::activation::{Activation, ActivationKind};
-use crate::common::check_positive;
+use crate::common::{check_image, check_positive};
 use crate::conv_layers::{Conv2d, ConvGeometry, ImageShape, PosConv2d};
 use crate::conv_network::{ConvInput, ConvNetwork, ConvNode, impl_conv_potential};
 use crate::error::Result;
@@ -96,6 +96,34 @@ impl ConvIcnnConfig {
             ),
         ])
     }
+
+    /// Checks the configuration without building anything: image channels, `width` and
+    /// `depth` at least 1, at most [`crate::MAX_MODEL_PARAMETERS`] parameters, and an image
+    /// of at least one pixel. [`ConvIcnn::new`] runs this first and refuses with the same
+    /// error.
+    ///
+    /// ```
+    /// use icnn::{ConvIcnnConfig, ImageShape};
+    /// assert!(ConvIcnnConfig::default().validate().is_ok());
+    /// let err = ConvIcnnConfig { width: 0, ..Default::default() }.validate().unwrap_err();
+    /// assert_eq!(err.to_string(), "invalid configuration: width must be at least 1");
+    /// let empty = ConvIcnnConfig { image: ImageShape::new(1, 0, 28), ..Default::default() };
+    /// assert!(empty.validate().unwrap_err().to_string().contains("empty image shape"));
+    /// ```
+    pub fn validate(&self) -> Result<()> {
+        let (c, h, l) = (self.image.channels, self.width, self.depth);
+        check_positive("image channels", c)?;
+        check_positive("width", h)?;
+        check_positive("depth", l)?;
+        check_parameter_count(
+            &format!(
+                "ConvIcnn (image {:?}, width {h}, depth {l}, num_pooling {})",
+                self.image, self.num_pooling
+            ),
+            self.parameter_count(),
+        )?;
+        check_image(self.image)
+    }
 }
 
 /// The pooling convolution between stages: 2×2 kernel, stride 2, padding 2.
@@ -167,17 +195,8 @@ impl ConvIcnn {
         config: &ConvIcnnConfig,
         rng: &mut R,
     ) -> Result<Self> {
+        config.validate()?;
         let (c, h, l) = (config.image.channels, config.width, config.depth);
-        check_positive("image channels", c)?;
-        check_positive("width", h)?;
-        check_positive("depth", l)?;
-        check_parameter_count(
-            &format!(
-                "ConvIcnn (image {:?}, width {h}, depth {l}, num_pooling {})",
-                config.image, config.num_pooling
-            ),
-            config.parameter_count(),
-        )?;
         let g3 = ConvGeometry::SAME_3X3;
         let sp = Activation::new(ActivationKind::Softplus);
         let wz0 = Conv2d::new(&vb.pp("Wz0"), c, h, g3, true, rng)?;

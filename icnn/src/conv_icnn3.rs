@@ -6,11 +6,11 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::activation::{Activation, ActivationKind};
-use crate::common::check_positive;
+use crate::common::{check_even_width, check_image, check_positive};
 use crate::conv_icnn::input_node;
 use crate::conv_layers::{Conv2d, ConvGeometry, ImageShape, PosConv2d};
 use crate::conv_network::{ConvInput, ConvNetwork, ConvNode, impl_conv_potential};
-use crate::error::{IcnnError, Result};
+use crate::error::Result;
 use crate::layers::ActNorm;
 use crate::parameter_count::{self as pc, check_parameter_count};
 
@@ -94,6 +94,33 @@ impl ConvIcnn3Config {
             pc::actnorm(1),
         ])
     }
+
+    /// Checks the configuration without building anything: image channels, `width` and
+    /// `depth` at least 1, at most [`crate::MAX_MODEL_PARAMETERS`] parameters, an even
+    /// `width` (half the channels are convex, half input-augmented) and an image of at least
+    /// one pixel. [`ConvIcnn3::new`] runs this first and refuses with the same error.
+    ///
+    /// ```
+    /// use icnn::ConvIcnn3Config;
+    /// assert!(ConvIcnn3Config::default().validate().is_ok());
+    /// let odd = ConvIcnn3Config { width: 3, ..Default::default() };
+    /// assert_eq!(
+    ///     odd.validate().unwrap_err().to_string(),
+    ///     "invalid configuration: ConvIcnn3 needs an even width, got 3"
+    /// );
+    /// ```
+    pub fn validate(&self) -> Result<()> {
+        let (c, h, l) = (self.image.channels, self.width, self.depth);
+        check_positive("image channels", c)?;
+        check_positive("width", h)?;
+        check_positive("depth", l)?;
+        check_parameter_count(
+            &format!("ConvIcnn3 (image {:?}, width {h}, depth {l})", self.image),
+            self.parameter_count(),
+        )?;
+        check_even_width("ConvIcnn3", h)?;
+        check_image(self.image)
+    }
 }
 
 /// The reference's `ConvICNN3` (every convolution 3×3, stride 1, padding 1):
@@ -143,19 +170,8 @@ impl ConvIcnn3 {
         config: &ConvIcnn3Config,
         rng: &mut R,
     ) -> Result<Self> {
+        config.validate()?;
         let (c, h, l) = (config.image.channels, config.width, config.depth);
-        check_positive("image channels", c)?;
-        check_positive("width", h)?;
-        check_positive("depth", l)?;
-        check_parameter_count(
-            &format!("ConvIcnn3 (image {:?}, width {h}, depth {l})", config.image),
-            config.parameter_count(),
-        )?;
-        if h % 2 != 0 {
-            return Err(IcnnError::InvalidConfig(format!(
-                "ConvIcnn3 needs an even width, got {h}"
-            )));
-        }
         let hh = h / 2;
         let g3 = ConvGeometry::SAME_3X3;
         let act = Activation::new(config.activation).with_zero_shift(config.zero_shift);

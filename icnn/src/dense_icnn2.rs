@@ -93,6 +93,27 @@ impl DenseIcnn2Config {
             pc::actnorm(1),
         ])
     }
+
+    /// Checks the configuration without building anything: `dim`, `width` and `depth` at
+    /// least 1, at most [`crate::MAX_MODEL_PARAMETERS`] parameters. [`DenseIcnn2::new`]
+    /// runs this first and refuses with the same error.
+    ///
+    /// ```
+    /// use icnn::DenseIcnn2Config;
+    /// assert!(DenseIcnn2Config::default().validate().is_ok());
+    /// let err = DenseIcnn2Config { depth: 0, ..Default::default() }.validate().unwrap_err();
+    /// assert_eq!(err.to_string(), "invalid configuration: depth must be at least 1");
+    /// ```
+    pub fn validate(&self) -> Result<()> {
+        let (d, h, l) = (self.dim, self.width, self.depth);
+        check_positive("dim", d)?;
+        check_positive("width", h)?;
+        check_positive("depth", l)?;
+        check_parameter_count(
+            &format!("DenseIcnn2 (dim {d}, width {h}, depth {l})"),
+            self.parameter_count(),
+        )
+    }
 }
 
 /// The reference's `DenseICNN2`: every layer sees the concatenation of all previous blocks.
@@ -134,14 +155,8 @@ impl DenseIcnn2 {
         config: &DenseIcnn2Config,
         rng: &mut R,
     ) -> Result<Self> {
+        config.validate()?;
         let (d, h, l) = (config.dim, config.width, config.depth);
-        check_positive("dim", d)?;
-        check_positive("width", h)?;
-        check_positive("depth", l)?;
-        check_parameter_count(
-            &format!("DenseIcnn2 (dim {d}, width {h}, depth {l})"),
-            config.parameter_count(),
-        )?;
         let act = Activation::new(config.activation).with_zero_shift(config.zero_shift);
         let first = act.with_symmetric(config.symm_act_first);
         let (vz, vx) = (vb.pp("Wzs"), vb.pp("Wxs"));

@@ -79,6 +79,27 @@ impl IcnnConfig {
             pc::linear(d, 1, false),
         ])
     }
+
+    /// Checks the configuration without building anything: `dim`, `width` and `depth` at
+    /// least 1, at most [`crate::MAX_MODEL_PARAMETERS`] parameters. [`Icnn::new`] runs this
+    /// first and refuses with the same error.
+    ///
+    /// ```
+    /// use icnn::IcnnConfig;
+    /// assert!(IcnnConfig::default().validate().is_ok());
+    /// let err = IcnnConfig { width: 0, ..Default::default() }.validate().unwrap_err();
+    /// assert_eq!(err.to_string(), "invalid configuration: width must be at least 1");
+    /// ```
+    pub fn validate(&self) -> Result<()> {
+        let (d, h, l) = (self.dim, self.width, self.depth);
+        check_positive("dim", d)?;
+        check_positive("width", h)?;
+        check_positive("depth", l)?;
+        check_parameter_count(
+            &format!("Icnn (dim {d}, width {h}, depth {l})"),
+            self.parameter_count(),
+        )
+    }
 }
 
 /// The reference's `ICNN` (Amos et al. 2017), softplus activations, no ActNorm:
@@ -117,14 +138,8 @@ impl Icnn {
     /// Creates (or loads) the parameters, drawing initial values from `rng` (PyTorch's default
     /// `nn.Linear` init).
     pub fn new<R: Rng + ?Sized>(vb: VarBuilder, config: &IcnnConfig, rng: &mut R) -> Result<Self> {
+        config.validate()?;
         let (d, h, l) = (config.dim, config.width, config.depth);
-        check_positive("dim", d)?;
-        check_positive("width", h)?;
-        check_positive("depth", l)?;
-        check_parameter_count(
-            &format!("Icnn (dim {d}, width {h}, depth {l})"),
-            config.parameter_count(),
-        )?;
         let act = GroupAct::Nonlinear(Activation::new(ActivationKind::Softplus));
         let (vz, vx) = (vb.pp("Wzs"), vb.pp("Wxs"));
         let w0 = Linear::new(&vz.pp(0), d, h, true, rng)?;

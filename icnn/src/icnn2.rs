@@ -92,6 +92,27 @@ impl Icnn2Config {
             pc::actnorm(1),
         ])
     }
+
+    /// Checks the configuration without building anything: `dim`, `width` and `depth` at
+    /// least 1, at most [`crate::MAX_MODEL_PARAMETERS`] parameters. [`Icnn2::new`]
+    /// runs this first and refuses with the same error.
+    ///
+    /// ```
+    /// use icnn::Icnn2Config;
+    /// assert!(Icnn2Config::default().validate().is_ok());
+    /// let err = Icnn2Config { dim: 0, ..Default::default() }.validate().unwrap_err();
+    /// assert_eq!(err.to_string(), "invalid configuration: dim must be at least 1");
+    /// ```
+    pub fn validate(&self) -> Result<()> {
+        let (d, h, l) = (self.dim, self.width, self.depth);
+        check_positive("dim", d)?;
+        check_positive("width", h)?;
+        check_positive("depth", l)?;
+        check_parameter_count(
+            &format!("Icnn2 (dim {d}, width {h}, depth {l})"),
+            self.parameter_count(),
+        )
+    }
 }
 
 /// The reference's `ICNN2`:
@@ -141,14 +162,8 @@ impl Icnn2 {
     /// biases get PyTorch's default `nn.Linear` init drawn from `rng`; the same config and
     /// seed give the same weights.
     pub fn new<R: Rng + ?Sized>(vb: VarBuilder, config: &Icnn2Config, rng: &mut R) -> Result<Self> {
+        config.validate()?;
         let (d, h, l) = (config.dim, config.width, config.depth);
-        check_positive("dim", d)?;
-        check_positive("width", h)?;
-        check_positive("depth", l)?;
-        check_parameter_count(
-            &format!("Icnn2 (dim {d}, width {h}, depth {l})"),
-            config.parameter_count(),
-        )?;
         let act = Activation::new(config.activation).with_zero_shift(config.zero_shift);
         let first = act.with_symmetric(config.symm_act_first);
         let (vz, vx) = (vb.pp("Wzs"), vb.pp("Wxs"));

@@ -5,8 +5,8 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::activation::{Activation, ActivationKind};
-use crate::common::{check_positive, impl_unconditional};
-use crate::error::{IcnnError, Result};
+use crate::common::{check_even_width, check_positive, impl_unconditional};
+use crate::error::Result;
 use crate::layers::{ActNorm, Linear, PosLinear};
 use crate::network::{GroupAct, GroupSpec, Network};
 use crate::parameter_count::{self as pc, check_parameter_count};
@@ -89,6 +89,32 @@ impl Icnn3Config {
             pc::actnorm(1),
         ])
     }
+
+    /// Checks the configuration without building anything: `dim`, `width` and `depth` at
+    /// least 1, at most [`crate::MAX_MODEL_PARAMETERS`] parameters, and an even `width` (each
+    /// hidden layer splits its units in two halves). [`Icnn3::new`] runs this first and
+    /// refuses with the same error.
+    ///
+    /// ```
+    /// use icnn::Icnn3Config;
+    /// assert!(Icnn3Config::default().validate().is_ok());
+    /// let odd = Icnn3Config { width: 5, ..Default::default() };
+    /// assert_eq!(
+    ///     odd.validate().unwrap_err().to_string(),
+    ///     "invalid configuration: Icnn3 needs an even width, got 5"
+    /// );
+    /// ```
+    pub fn validate(&self) -> Result<()> {
+        let (d, h, l) = (self.dim, self.width, self.depth);
+        check_positive("dim", d)?;
+        check_positive("width", h)?;
+        check_positive("depth", l)?;
+        check_parameter_count(
+            &format!("Icnn3 (dim {d}, width {h}, depth {l})"),
+            self.parameter_count(),
+        )?;
+        check_even_width("Icnn3", h)
+    }
 }
 
 /// The reference's `ICNN3` (input-augmented ICNN):
@@ -132,19 +158,8 @@ pub struct Icnn3 {
 impl Icnn3 {
     /// Creates (or loads) the parameters, drawing initial values from `rng`.
     pub fn new<R: Rng + ?Sized>(vb: VarBuilder, config: &Icnn3Config, rng: &mut R) -> Result<Self> {
+        config.validate()?;
         let (d, h, l) = (config.dim, config.width, config.depth);
-        check_positive("dim", d)?;
-        check_positive("width", h)?;
-        check_positive("depth", l)?;
-        check_parameter_count(
-            &format!("Icnn3 (dim {d}, width {h}, depth {l})"),
-            config.parameter_count(),
-        )?;
-        if h % 2 != 0 {
-            return Err(IcnnError::InvalidConfig(format!(
-                "Icnn3 needs an even width, got {h}"
-            )));
-        }
         let hh = h / 2;
         let act = Activation::new(config.activation).with_zero_shift(config.zero_shift);
         let aug = act.with_symmetric(config.symm_act_first);

@@ -109,6 +109,8 @@ mod surrogate_adjoint;
 mod surrogate_host;
 mod surrogate_rows;
 mod traits;
+#[cfg(test)]
+mod validate_tests;
 mod wide_simd;
 mod winograd_conv;
 

@@ -105,6 +105,28 @@ impl PicnnConfig {
             pc::actnorm(h),
         ])
     }
+
+    /// Checks the configuration without building anything: `dim`, `context_dim`, `width`
+    /// and `depth` at least 1, at most [`crate::MAX_MODEL_PARAMETERS`] parameters.
+    /// [`Picnn::new`] runs this first and refuses with the same error.
+    ///
+    /// ```
+    /// use icnn::PicnnConfig;
+    /// assert!(PicnnConfig::default().validate().is_ok());
+    /// let err = PicnnConfig { context_dim: 0, ..Default::default() }.validate().unwrap_err();
+    /// assert_eq!(err.to_string(), "invalid configuration: context_dim must be at least 1");
+    /// ```
+    pub fn validate(&self) -> Result<()> {
+        let (d, dc, h, l) = (self.dim, self.context_dim, self.width, self.depth);
+        check_positive("dim", d)?;
+        check_positive("context_dim", dc)?;
+        check_positive("width", h)?;
+        check_positive("depth", l)?;
+        check_parameter_count(
+            &format!("Picnn (dim {d}, context_dim {dc}, width {h}, depth {l})"),
+            self.parameter_count(),
+        )
+    }
 }
 
 /// The reference's `PICNN`, convex in `x` given the context `c`:
@@ -152,15 +174,8 @@ pub struct Picnn {
 impl Picnn {
     /// Creates (or loads) the parameters, drawing initial values from `rng`.
     pub fn new<R: Rng + ?Sized>(vb: VarBuilder, config: &PicnnConfig, rng: &mut R) -> Result<Self> {
+        config.validate()?;
         let (d, dc, h, l) = (config.dim, config.context_dim, config.width, config.depth);
-        check_positive("dim", d)?;
-        check_positive("context_dim", dc)?;
-        check_positive("width", h)?;
-        check_positive("depth", l)?;
-        check_parameter_count(
-            &format!("Picnn (dim {d}, context_dim {dc}, width {h}, depth {l})"),
-            config.parameter_count(),
-        )?;
         let act = Activation::new(config.activation).with_zero_shift(config.zero_shift);
         let first = act.with_symmetric(config.symm_act_first);
         let (vz, vx) = (vb.pp("Wzs"), vb.pp("Wxs"));
