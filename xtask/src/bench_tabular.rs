@@ -331,6 +331,13 @@ pub fn run_dataset(
     // width) fails at once, not after BSDS300's 1,000,000 rows are loaded.
     let flow = Flow::new(cfg.flow_config(ds.dim()), &opts.device)
         .with_context(|| format!("{ds}: the model ({})", cfg.summary()))?;
+    let run_dir = opts.out.join(ds.name());
+    let checkpoint = run_dir.join(CHECKPOINT_FILE);
+    let resuming = opts.resume && checkpoint.is_file();
+    if resuming {
+        // Before the data are read, like the model.
+        check_resume(&run_dir, &cfg)?;
+    }
     let t_load = Instant::now();
     tracing::info!("{ds}: loading from {}", root.display());
     let split = load_split(ds, root, &cfg).with_context(|| format!("loading {ds}"))?;
@@ -359,11 +366,8 @@ pub fn run_dataset(
         Flow::new(cfg.flow_config(dim), &opts.device)?
     };
     let parameters = flow.num_parameters();
-    let run_dir = opts.out.join(ds.name());
     std::fs::create_dir_all(&run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
-    let checkpoint = run_dir.join(CHECKPOINT_FILE);
-    let trainer = if opts.resume && checkpoint.is_file() {
-        check_resume(&run_dir, &cfg)?;
+    let trainer = if resuming {
         let trainer = Trainer::resume(&checkpoint, &opts.device, Some(cfg.train_config()))
             .with_context(|| format!("--resume: reading {}", checkpoint.display()))?;
         anyhow::ensure!(
