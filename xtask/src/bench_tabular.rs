@@ -327,9 +327,10 @@ pub fn run_dataset(
         cfg.cg_preconditioner = pre;
     }
     opts.model.apply(&mut cfg);
-    // Built before any data are read, so that a model the networks refuse (an odd Icnn3
+    // Checked before any data are read, so that a model the networks refuse (an odd Icnn3
     // width) fails at once, not after BSDS300's 1,000,000 rows are loaded.
-    let flow = Flow::new(cfg.flow_config(ds.dim()), &opts.device)
+    cfg.flow_config(ds.dim())
+        .validate()
         .with_context(|| format!("{ds}: the model ({})", cfg.summary()))?;
     let run_dir = opts.out.join(ds.name());
     let checkpoint = run_dir.join(CHECKPOINT_FILE);
@@ -360,18 +361,13 @@ pub fn run_dataset(
     }
     // MAF's preprocessing fixes the dimension; data that come out wider or narrower get a
     // flow of their own width.
-    let flow = if dim == ds.dim() {
-        flow
-    } else {
-        Flow::new(cfg.flow_config(dim), &opts.device)?
-    };
-    let parameters = flow.num_parameters();
+    let flow_config = cfg.flow_config(dim);
     std::fs::create_dir_all(&run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
     let trainer = if resuming {
         let trainer = Trainer::resume(&checkpoint, &opts.device, Some(cfg.train_config()))
             .with_context(|| format!("--resume: reading {}", checkpoint.display()))?;
         anyhow::ensure!(
-            trainer.flow().config() == flow.config(),
+            trainer.flow().config() == &flow_config,
             "--resume: the model in {} is not the one its run's settings describe",
             checkpoint.display()
         );
@@ -386,8 +382,9 @@ pub fn run_dataset(
             tracing::info!("{ds}: no checkpoint in {}: starting", run_dir.display());
         }
         write_run_config(&run_dir, &cfg)?;
-        Trainer::new(flow, cfg.train_config())?
+        Trainer::new(Flow::new(flow_config, &opts.device)?, cfg.train_config())?
     };
+    let parameters = trainer.flow().num_parameters();
     // The trainer writes its checkpoint (at every validation and at the end), metrics and
     // model into the run directory.
     let trainer = trainer.with_options(RunOptions {
