@@ -6,6 +6,7 @@ use crate::conv_layers::ImageShape;
 use crate::error::{IcnnError, Result};
 use crate::layers::{ActNorm, Linear, PosLinear};
 use crate::network::{GroupAct, GroupSpec};
+use crate::parameter_count::check_parameter_count;
 
 /// One hidden layer `k = 1..L−1` (or the output layer) of a chain-shaped network.
 pub(crate) struct ChainLayer {
@@ -102,6 +103,37 @@ pub(crate) fn check_positive(name: &str, value: usize) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+/// The checks a dense ICNN configuration's `validate` starts with: each of `sizes` (name,
+/// value) at least 1, in order, then at most [`crate::MAX_MODEL_PARAMETERS`] parameters, the
+/// model named `{arch} (dim 2, width 8, depth 3)` by its sizes in that message.
+pub(crate) fn check_dense_sizes(
+    arch: &str,
+    sizes: &[(&str, usize)],
+    parameters: usize,
+) -> Result<()> {
+    for &(name, value) in sizes {
+        check_positive(name, value)?;
+    }
+    let named: Vec<String> = sizes.iter().map(|(n, v)| format!("{n} {v}")).collect();
+    check_parameter_count(&format!("{arch} ({})", named.join(", ")), parameters)
+}
+
+/// The checks a convolutional ICNN configuration's `validate` starts with: image channels,
+/// `width` and `depth` at least 1, then at most [`crate::MAX_MODEL_PARAMETERS`] parameters,
+/// the model named `model` in that message.
+pub(crate) fn check_conv_sizes(
+    model: &str,
+    image: ImageShape,
+    width: usize,
+    depth: usize,
+    parameters: usize,
+) -> Result<()> {
+    check_positive("image channels", image.channels)?;
+    check_positive("width", width)?;
+    check_positive("depth", depth)?;
+    check_parameter_count(model, parameters)
 }
 
 /// Refuse an image without pixels (the message of the conv networks' graph check, which

@@ -6,12 +6,12 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::activation::{Activation, ActivationKind};
-use crate::common::{check_image, check_positive};
+use crate::common::{check_conv_sizes, check_image};
 use crate::conv_layers::{Conv2d, ConvGeometry, ImageShape, PosConv2d};
 use crate::conv_network::{ConvInput, ConvNetwork, ConvNode, impl_conv_potential};
 use crate::error::Result;
 use crate::layers::ActNorm;
-use crate::parameter_count::{self as pc, check_parameter_count};
+use crate::parameter_count as pc;
 
 /// Configuration of [`ConvIcnn`] (reference `ConvICNN(dim=C, dimh, num_hidden_layers,
 /// num_pooling)`; `train_img.py` defaults: width 64, depth 3, no pooling).
@@ -111,17 +111,12 @@ impl ConvIcnnConfig {
     /// assert!(empty.validate().unwrap_err().to_string().contains("empty image shape"));
     /// ```
     pub fn validate(&self) -> Result<()> {
-        let (c, h, l) = (self.image.channels, self.width, self.depth);
-        check_positive("image channels", c)?;
-        check_positive("width", h)?;
-        check_positive("depth", l)?;
-        check_parameter_count(
-            &format!(
-                "ConvIcnn (image {:?}, width {h}, depth {l}, num_pooling {})",
-                self.image, self.num_pooling
-            ),
-            self.parameter_count(),
-        )?;
+        let (h, l) = (self.width, self.depth);
+        let model = format!(
+            "ConvIcnn (image {:?}, width {h}, depth {l}, num_pooling {})",
+            self.image, self.num_pooling
+        );
+        check_conv_sizes(&model, self.image, h, l, self.parameter_count())?;
         check_image(self.image)
     }
 }

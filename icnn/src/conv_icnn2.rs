@@ -6,13 +6,13 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::activation::{Activation, ActivationKind};
-use crate::common::{check_even_width, check_image, check_positive};
+use crate::common::{check_conv_sizes, check_even_width, check_image};
 use crate::conv_icnn::input_node;
 use crate::conv_layers::{Conv2d, ConvGeometry, ImageShape, PosConv2d};
 use crate::conv_network::{ConvInput, ConvNetwork, ConvNode, impl_conv_potential};
 use crate::error::Result;
 use crate::layers::ActNorm;
-use crate::parameter_count::{self as pc, check_parameter_count};
+use crate::parameter_count as pc;
 
 /// Configuration of [`ConvIcnn2`] (reference `ConvICNN2(dim=C, dimh, num_hidden_layers)`;
 /// the reference accepts activation arguments and then overwrites them with the plain
@@ -94,14 +94,9 @@ impl ConvIcnn2Config {
     /// );
     /// ```
     pub fn validate(&self) -> Result<()> {
-        let (c, h, l) = (self.image.channels, self.width, self.depth);
-        check_positive("image channels", c)?;
-        check_positive("width", h)?;
-        check_positive("depth", l)?;
-        check_parameter_count(
-            &format!("ConvIcnn2 (image {:?}, width {h}, depth {l})", self.image),
-            self.parameter_count(),
-        )?;
+        let (h, l) = (self.width, self.depth);
+        let model = format!("ConvIcnn2 (image {:?}, width {h}, depth {l})", self.image);
+        check_conv_sizes(&model, self.image, h, l, self.parameter_count())?;
         check_even_width("ConvIcnn2", h)?;
         check_image(self.image)
     }

@@ -6,13 +6,13 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::activation::{Activation, ActivationKind};
-use crate::common::{check_even_width, check_image, check_positive};
+use crate::common::{check_conv_sizes, check_even_width, check_image};
 use crate::conv_icnn::input_node;
 use crate::conv_layers::{Conv2d, ConvGeometry, ImageShape, PosConv2d};
 use crate::conv_network::{ConvInput, ConvNetwork, ConvNode, impl_conv_potential};
 use crate::error::Result;
 use crate::layers::ActNorm;
-use crate::parameter_count::{self as pc, check_parameter_count};
+use crate::parameter_count as pc;
 
 /// Configuration of [`ConvIcnn3`] (reference `ConvICNN3(dim=C, dimh, num_hidden_layers,
 /// symm_act_first, softplus_type, zero_softplus)`; the reference ignores `symm_act_first`
@@ -110,14 +110,9 @@ impl ConvIcnn3Config {
     /// );
     /// ```
     pub fn validate(&self) -> Result<()> {
-        let (c, h, l) = (self.image.channels, self.width, self.depth);
-        check_positive("image channels", c)?;
-        check_positive("width", h)?;
-        check_positive("depth", l)?;
-        check_parameter_count(
-            &format!("ConvIcnn3 (image {:?}, width {h}, depth {l})", self.image),
-            self.parameter_count(),
-        )?;
+        let (h, l) = (self.width, self.depth);
+        let model = format!("ConvIcnn3 (image {:?}, width {h}, depth {l})", self.image);
+        check_conv_sizes(&model, self.image, h, l, self.parameter_count())?;
         check_even_width("ConvIcnn3", h)?;
         check_image(self.image)
     }

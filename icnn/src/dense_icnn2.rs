@@ -5,11 +5,11 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::activation::{Activation, ActivationKind};
-use crate::common::{chain_groups_with_actnorms, check_positive, impl_unconditional};
+use crate::common::{chain_groups_with_actnorms, check_dense_sizes, impl_unconditional};
 use crate::error::Result;
 use crate::layers::{Linear, PosLinear};
 use crate::network::{GroupAct, Network};
-use crate::parameter_count::{self as pc, check_parameter_count};
+use crate::parameter_count as pc;
 
 /// Configuration of [`DenseIcnn2`] (same fields as [`crate::Icnn2Config`]).
 ///
@@ -105,14 +105,12 @@ impl DenseIcnn2Config {
     /// assert_eq!(err.to_string(), "invalid configuration: depth must be at least 1");
     /// ```
     pub fn validate(&self) -> Result<()> {
-        let (d, h, l) = (self.dim, self.width, self.depth);
-        check_positive("dim", d)?;
-        check_positive("width", h)?;
-        check_positive("depth", l)?;
-        check_parameter_count(
-            &format!("DenseIcnn2 (dim {d}, width {h}, depth {l})"),
-            self.parameter_count(),
-        )
+        let sizes = [
+            ("dim", self.dim),
+            ("width", self.width),
+            ("depth", self.depth),
+        ];
+        check_dense_sizes("DenseIcnn2", &sizes, self.parameter_count())
     }
 }
 

@@ -5,11 +5,11 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::activation::{Activation, ActivationKind};
-use crate::common::{ChainLayer, chain_groups, check_positive, impl_unconditional};
+use crate::common::{ChainLayer, chain_groups, check_dense_sizes, impl_unconditional};
 use crate::error::Result;
 use crate::layers::{Linear, PosLinear};
 use crate::network::{GroupAct, Network};
-use crate::parameter_count::{self as pc, check_parameter_count};
+use crate::parameter_count as pc;
 
 /// Configuration of [`Icnn`] (reference `ICNN(dim, dimh, num_hidden_layers)`; the activation
 /// is always softplus and there is no ActNorm).
@@ -91,14 +91,12 @@ impl IcnnConfig {
     /// assert_eq!(err.to_string(), "invalid configuration: width must be at least 1");
     /// ```
     pub fn validate(&self) -> Result<()> {
-        let (d, h, l) = (self.dim, self.width, self.depth);
-        check_positive("dim", d)?;
-        check_positive("width", h)?;
-        check_positive("depth", l)?;
-        check_parameter_count(
-            &format!("Icnn (dim {d}, width {h}, depth {l})"),
-            self.parameter_count(),
-        )
+        let sizes = [
+            ("dim", self.dim),
+            ("width", self.width),
+            ("depth", self.depth),
+        ];
+        check_dense_sizes("Icnn", &sizes, self.parameter_count())
     }
 }
 

@@ -5,11 +5,11 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::activation::{Activation, ActivationKind};
-use crate::common::{check_even_width, check_positive, impl_unconditional};
+use crate::common::{check_dense_sizes, check_even_width, impl_unconditional};
 use crate::error::Result;
 use crate::layers::{ActNorm, Linear, PosLinear};
 use crate::network::{GroupAct, GroupSpec, Network};
-use crate::parameter_count::{self as pc, check_parameter_count};
+use crate::parameter_count as pc;
 
 /// Configuration of [`Icnn3`] (reference `ICNN3(dim, dimh, num_hidden_layers,
 /// symm_act_first, softplus_type, zero_softplus)`). `width` must be even.
@@ -105,15 +105,13 @@ impl Icnn3Config {
     /// );
     /// ```
     pub fn validate(&self) -> Result<()> {
-        let (d, h, l) = (self.dim, self.width, self.depth);
-        check_positive("dim", d)?;
-        check_positive("width", h)?;
-        check_positive("depth", l)?;
-        check_parameter_count(
-            &format!("Icnn3 (dim {d}, width {h}, depth {l})"),
-            self.parameter_count(),
-        )?;
-        check_even_width("Icnn3", h)
+        let sizes = [
+            ("dim", self.dim),
+            ("width", self.width),
+            ("depth", self.depth),
+        ];
+        check_dense_sizes("Icnn3", &sizes, self.parameter_count())?;
+        check_even_width("Icnn3", self.width)
     }
 }
 

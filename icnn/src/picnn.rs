@@ -8,13 +8,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::activation::{Activation, ActivationKind, softplus};
 use crate::actnorm_init::{check_context_rows, check_input_rows};
-use crate::common::{chain_groups_with_actnorms, check_positive};
+use crate::common::{chain_groups_with_actnorms, check_dense_sizes};
 use crate::error::{IcnnError, Result};
 use crate::icnn2::Icnn2Config;
 use crate::layers::{ActNorm, Linear, PosLinear};
 use crate::linearization::Linearization;
 use crate::network::{GroupAct, GroupContext, Network};
-use crate::parameter_count::{self as pc, check_parameter_count};
+use crate::parameter_count as pc;
 use crate::traits::ConditionalConvexPotential;
 
 /// Configuration of [`Picnn`] (reference `PICNN(dim, dimh, dimc, num_hidden_layers,
@@ -117,15 +117,13 @@ impl PicnnConfig {
     /// assert_eq!(err.to_string(), "invalid configuration: context_dim must be at least 1");
     /// ```
     pub fn validate(&self) -> Result<()> {
-        let (d, dc, h, l) = (self.dim, self.context_dim, self.width, self.depth);
-        check_positive("dim", d)?;
-        check_positive("context_dim", dc)?;
-        check_positive("width", h)?;
-        check_positive("depth", l)?;
-        check_parameter_count(
-            &format!("Picnn (dim {d}, context_dim {dc}, width {h}, depth {l})"),
-            self.parameter_count(),
-        )
+        let sizes = [
+            ("dim", self.dim),
+            ("context_dim", self.context_dim),
+            ("width", self.width),
+            ("depth", self.depth),
+        ];
+        check_dense_sizes("Picnn", &sizes, self.parameter_count())
     }
 }
 
