@@ -14,13 +14,35 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 
+use crate::bench_tabular::DatasetResult;
 use crate::tabular_config::TabularBenchConfig;
+
+/// What a benchmark run does with the runs already in its output directory.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum TabularResume {
+    /// Every dataset starts afresh (the command line refuses to start over a checkpoint
+    /// unless given `--overwrite`).
+    #[default]
+    Start,
+    /// `bench-tabular --resume`: each dataset's run continues from its checkpoint for a new
+    /// budget, a finished one too (a run can be extended over several sittings).
+    Extend,
+    /// `reproduce --resume`: a dataset whose result ([`RESULT_FILE`]) an earlier sitting
+    /// wrote is kept as it is; an unfinished run continues for what is left of its budget
+    /// (the budget counts the training time of every sitting), so that the result is the one
+    /// an uninterrupted run would have had.
+    Finish,
+}
 
 /// The trainer's resumable checkpoint in a dataset's run directory.
 pub const CHECKPOINT_FILE: &str = "checkpoint.safetensors";
 
 /// The benchmark configuration a run was started with, in its run directory.
 pub const RUN_CONFIG_FILE: &str = "bench-config.json";
+
+/// A finished dataset's [`DatasetResult`], in its run directory (written once the test NLL is
+/// known; removed when a run starts or continues).
+pub const RESULT_FILE: &str = "result.json";
 
 /// The settings that define a run's data, model and seed: `(name, value)` pairs in the
 /// report's words. Training settings are not among them (a resume may change those).
@@ -104,6 +126,42 @@ pub fn check_resume(run_dir: &Path, cfg: &TabularBenchConfig) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Writes `result` as the result of `run_dir` (atomically).
+pub fn write_result(run_dir: &Path, result: &DatasetResult) -> Result<()> {
+    let path = run_dir.join(RESULT_FILE);
+    let json = serde_json::to_string_pretty(result)?;
+    cpflow::checkpoint::write_atomic(&path, json.as_bytes())
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+/// The result an earlier sitting wrote in `run_dir`, `None` when there is none; an error when
+/// it is unreadable or was made with other settings than `cfg` (its data, model or seed:
+/// [`resume_mismatches`]).
+pub fn read_result(run_dir: &Path, cfg: &TabularBenchConfig) -> Result<Option<DatasetResult>> {
+    let path = run_dir.join(RESULT_FILE);
+    if !path.is_file() {
+        return Ok(None);
+    }
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let done: DatasetResult = serde_json::from_str(&text).with_context(|| {
+        format!(
+            "{} is not a benchmark result (remove it to run the dataset again)",
+            path.display()
+        )
+    })?;
+    let diff = resume_mismatches(&done.config, cfg);
+    if !diff.is_empty() {
+        bail!(
+            "--resume: the result in {} was made with other settings ({}); choose another \
+             --out, or --overwrite to start over",
+            path.display(),
+            diff.join("; ")
+        );
+    }
+    Ok(Some(done))
 }
 
 /// The checkpoints that a run of `datasets` into `out` would start over: what the command

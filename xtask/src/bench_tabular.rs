@@ -12,7 +12,8 @@
 //! ([`crate::bench_report`]); each dataset's folder `<out>/<dataset>/` holds the kept model,
 //! the metrics, the validation curve ([`crate::bench_curve`]) and a resumable checkpoint
 //! written at every validation, which
-//! [`BenchTabularOptions::resume`] continues ([`crate::bench_resume`]).
+//! [`BenchTabularOptions::resume`] continues ([`crate::bench_resume`]), and, once the dataset
+//! is done, its result ([`RESULT_FILE`]).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -34,7 +35,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::bench_curve::{CURVE_PNG, write_validation_curve};
 use crate::bench_report::write_bench_report;
-use crate::bench_resume::{CHECKPOINT_FILE, check_resume, write_run_config};
+use crate::bench_resume::{
+    CHECKPOINT_FILE, RESULT_FILE, TabularResume, check_resume, read_result, write_result,
+    write_run_config,
+};
 use crate::budget_train::{BudgetedFit, fit_with_budget};
 use crate::tabular_config::{ModelOverrides, TabularBenchConfig, paper_cpflow_nll};
 
@@ -66,9 +70,9 @@ pub struct BenchTabularOptions {
     pub out: PathBuf,
     /// Draw progress bars.
     pub progress: bool,
-    /// Continue the runs whose checkpoints are in `out` (`--resume`; [`crate::bench_resume`])
-    /// instead of starting them over; a dataset without a checkpoint starts.
-    pub resume: bool,
+    /// What becomes of the runs already in `out` ([`TabularResume`]): started over, continued
+    /// for a new budget (`bench-tabular --resume`) or finished (`reproduce --resume`).
+    pub resume: TabularResume,
     /// Once set (the command line's Ctrl-C handler, [`cpflow::cli::Interrupt`]), the run in
     /// progress pauses after its training step, its checkpoint written, and the datasets
     /// after it are not started; `resume` continues.
@@ -334,10 +338,25 @@ pub fn run_dataset(
         .with_context(|| format!("{ds}: the model ({})", cfg.summary()))?;
     let run_dir = opts.out.join(ds.name());
     let checkpoint = run_dir.join(CHECKPOINT_FILE);
-    let resuming = opts.resume && checkpoint.is_file();
+    let resuming = opts.resume != TabularResume::Start && checkpoint.is_file();
     if resuming {
         // Before the data are read, like the model.
         check_resume(&run_dir, &cfg)?;
+    }
+    if opts.resume == TabularResume::Finish
+        && let Some(done) = read_result(&run_dir, &cfg)?
+    {
+        tracing::info!(
+            "{ds}: done in an earlier sitting (test NLL {:.3} ± {:.3}): kept",
+            done.test_nll,
+            done.test_nll_2se
+        );
+        return Ok(done);
+    }
+    // From here on the run's result is not that of an earlier run.
+    let stale = run_dir.join(RESULT_FILE);
+    if stale.is_file() {
+        std::fs::remove_file(&stale).with_context(|| format!("removing {}", stale.display()))?;
     }
     let t_load = Instant::now();
     tracing::info!("{ds}: loading from {}", root.display());
@@ -378,7 +397,7 @@ pub fn run_dataset(
         );
         trainer
     } else {
-        if opts.resume {
+        if opts.resume != TabularResume::Start {
             tracing::info!("{ds}: no checkpoint in {}: starting", run_dir.display());
         }
         write_run_config(&run_dir, &cfg)?;
@@ -392,11 +411,18 @@ pub fn run_dataset(
         interrupt: opts.interrupt.clone(),
         ..RunOptions::default()
     });
+    // `reproduce --resume` finishes a run within its budget: the training time of the
+    // earlier sittings counts against it.
+    let spent = match opts.resume {
+        TabularResume::Finish => Duration::from_secs_f64(trainer.state().train_time_s.max(0.0)),
+        TabularResume::Start | TabularResume::Extend => Duration::ZERO,
+    };
     let (flow, fit) = fit_with_budget(
         trainer,
         &Dataset::new(t.train),
         &Dataset::new(t.val),
         opts.budget,
+        spent,
         opts.progress,
     )?;
     let validation_curve = match write_validation_curve(&run_dir, ds.name()) {
@@ -418,7 +444,7 @@ pub fn run_dataset(
         fit.train_time_s,
         paper_cpflow_nll(ds)
     );
-    Ok(DatasetResult {
+    let result = DatasetResult {
         dataset: ds.name().into(),
         dim,
         data_root: root.display().to_string(),
@@ -437,7 +463,9 @@ pub fn run_dataset(
         load_time_s,
         config: cfg,
         validation_curve,
-    })
+    };
+    write_result(&run_dir, &result)?;
+    Ok(result)
 }
 
 /// Runs the benchmark on every requested dataset that is on disk and writes

@@ -41,16 +41,21 @@ pub struct BudgetedFit {
 /// Trains until the iteration cap, early stopping or `budget` (whichever comes first) and
 /// returns the model with the kept weights (see the module doc). A progress bar is drawn when
 /// `progress` is set (time-based when there is a budget). The budget is checked after every
-/// step, so a run overshoots it by at most one step (plus the final validation). A trainer
-/// that continues a run ([`Trainer::resume`]) gets the whole budget for its new steps.
+/// step, so a run overshoots it by at most one step (plus the final validation). `spent` is
+/// the part of the budget that earlier sittings used (zero: a trainer that continues a run,
+/// [`Trainer::resume`], gets the whole budget for its new steps); a run whose budget is
+/// spent takes no step and ends as one that ran out of it (validated, best weights kept).
 pub fn fit_with_budget(
     mut trainer: Trainer,
     train: &Dataset,
     val: &Dataset,
     budget: Option<Duration>,
+    spent: Duration,
     progress: bool,
 ) -> Result<(Flow, BudgetedFit)> {
     let t0 = Instant::now();
+    let budget = budget.map(|b| b.saturating_sub(spent));
+    let spent_already = budget == Some(Duration::ZERO);
     let start = trainer.state().iteration;
     let total = trainer.config().max_iterations;
     let bar = match (progress, budget) {
@@ -83,8 +88,16 @@ pub fn fit_with_budget(
     });
     // Without a budget the observer never stops the run.
     let mut clock = TimeBudget::new(budget.unwrap_or(Duration::MAX));
+    // Stops before the first step a run whose budget earlier sittings spent.
+    let mut gate = FnObserver::new(0, |_: &Trainer, moment: Moment| {
+        Ok(if moment == Moment::Start && spent_already {
+            Control::Stop
+        } else {
+            Control::Continue
+        })
+    });
     let rep = {
-        let mut observers: [&mut dyn TrainObserver; 2] = [&mut show, &mut clock];
+        let mut observers: [&mut dyn TrainObserver; 3] = [&mut show, &mut clock, &mut gate];
         trainer
             .fit_observed(train, Some(val), &mut observers)
             .context("training failed")?
@@ -106,7 +119,8 @@ pub fn fit_with_budget(
         best_iteration: rep.best_iteration,
         best_val_nll: rep.best_val_nll,
         stopped_early: rep.stop_reason == StopReason::EarlyStopping,
-        budget_exhausted: rep.stop_reason == StopReason::Observer && clock.exhausted(),
+        budget_exhausted: rep.stop_reason == StopReason::Observer
+            && (clock.exhausted() || spent_already),
         train_time_s: trainer.state().train_time_s,
         mean_cg_iterations: rep.mean_cg_iterations,
         resumed_at: (start > 0).then_some(start),

@@ -10,12 +10,13 @@ use cpflow::CgPreconditioner;
 use cpflow::datasets::TabularDataset;
 
 use crate::bench_report::{BENCH_MD, bench_table_markdown};
-use crate::bench_resume::existing_checkpoints;
+use crate::bench_resume::{TabularResume, existing_checkpoints};
 use crate::bench_tabular::{
     BenchTabularOptions, default_fallback_roots, parse_datasets, run_bench_tabular,
 };
 use crate::reproduce::{REPORT_MD, ReproduceOptions, run_reproduce};
 use crate::reproduce_image::parse_image_datasets;
+use crate::reproduce_resume::remove_reproduction;
 use crate::reproduce_vae::{DEFAULT_VAE_DATA_DIR, parse_vae_datasets};
 use crate::tabular_config::{ModelOverrides, TabularBenchConfig};
 
@@ -191,6 +192,15 @@ pub struct ReproduceArgs {
     /// Output directory for figures, tables and models.
     #[arg(long, default_value = "target/reproduce")]
     pub out: PathBuf,
+    /// Continue the reproduction in --out (one that was interrupted or killed): its finished
+    /// runs are kept, the others continue from their checkpoints for what is left of their
+    /// budgets. The preset, --minutes and --device must be the ones it started with.
+    #[arg(long, conflicts_with = "overwrite")]
+    pub resume: bool,
+    /// Remove the reproduction in --out first and start over (without it, or --resume, the
+    /// command refuses an --out that holds one).
+    #[arg(long)]
+    pub overwrite: bool,
 }
 
 /// The candle device named on the command line (`cpu`, `cuda` or `cuda:N`).
@@ -264,7 +274,11 @@ pub fn bench_tabular(args: &BenchTabularArgs) -> Result<()> {
         model: args.model,
         out: args.out.clone(),
         progress: !args.no_progress,
-        resume: args.resume,
+        resume: if args.resume {
+            TabularResume::Extend
+        } else {
+            TabularResume::Start
+        },
         // Ctrl-C pauses the run after its step in progress, checkpointed (a second one quits).
         interrupt: Some(cpflow::cli::Interrupt::install()?.flag()),
     };
@@ -316,6 +330,19 @@ pub fn reproduce(args: &ReproduceArgs) -> Result<()> {
         )
     };
     opts.progress = !args.no_progress;
+    if args.overwrite {
+        remove_reproduction(&args.out)?;
+    }
+    opts.resume = args.resume;
+    // Ctrl-C pauses the run in progress, checkpointed (a second one quits at once).
+    opts.interrupt = Some(
+        cpflow::cli::Interrupt::install_with_message(
+            "interrupted: stopping the reproduction after the training step or evaluation \
+             chunk in progress (a toy or OT run finishes first); what is done is kept for \
+             --resume; interrupt again to quit now",
+        )?
+        .flag(),
+    );
     opts.images.datasets = if args.no_images {
         Vec::new()
     } else {
@@ -469,6 +496,14 @@ mod tests {
             [cpflow::image::ImageDataset::Mnist]
         );
         assert_eq!(r.vae_data_dir, PathBuf::from("/v"));
+        assert!(!r.resume && !r.overwrite);
+        let cli = Cli::try_parse_from(["xtask", "reproduce", "--resume"]).unwrap();
+        let Command::Reproduce(resumed) = cli.command else {
+            panic!()
+        };
+        assert!(resumed.resume && !resumed.overwrite);
+        // Continuing a reproduction and replacing it are exclusive.
+        assert!(Cli::try_parse_from(["xtask", "reproduce", "--resume", "--overwrite"]).is_err());
         assert_eq!(
             parse_vae_datasets(&r.vae_datasets).unwrap(),
             [

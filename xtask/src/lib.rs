@@ -14,7 +14,8 @@
 //!   [--no-images] [--vae-datasets frey-faces,caltech101] [--vae-data-dir DIR] [--no-vae]`
 //!   runs the 2-D toys ([`toy_figures`]), the optimal-transport experiment, the tabular
 //!   benchmarks, the image flows of Table 2 ([`reproduce_image`]) and the VAE posteriors of
-//!   Table 3 ([`reproduce_vae`]) and writes `report.md` ([`reproduce`]).
+//!   Table 3 ([`reproduce_vae`]) and writes `report.md` ([`reproduce`]); `--resume` continues
+//!   an interrupted one ([`reproduce_resume`]).
 //!
 //! The library entry points ([`bench_tabular::run_bench_tabular`],
 //! [`reproduce::run_reproduce`]) take option structs with presets (`paper`/`full`, `quick`,
@@ -33,6 +34,8 @@ pub mod install;
 pub mod registry;
 pub mod reproduce;
 pub mod reproduce_image;
+pub mod reproduce_resume;
 pub mod reproduce_vae;
+pub mod reproduce_vae_table;
 pub mod tabular_config;
 pub mod toy_figures;

@@ -8,10 +8,13 @@
 //! model), `images/<dataset>/` (`report.json`, `metrics.jsonl`, `model.safetensors`,
 //! `samples.png`), `vae/<dataset>/<gaussian|cp-flow>/` (`report.json`, `metrics.jsonl`, weights),
 //! `report.md` (relative links to every figure, the tables against the paper) and
-//! `reproduce.json`.
+//! `reproduce.json`; what each finished run produced is saved as it finishes, so that an
+//! interrupted reproduction can be continued ([`crate::reproduce_resume`]).
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -24,11 +27,13 @@ use icnn::Icnn3Config;
 use serde::Serialize;
 
 use crate::bench_report::{BENCH_MD, bench_table_markdown};
+use crate::bench_resume::TabularResume;
 use crate::bench_tabular::{BenchReport, BenchTabularOptions, SkippedDataset, run_bench_tabular};
 use crate::reproduce_image::{
     ImagePartOptions, ImagePartReport, ImageRow, ImageSubset, image_quick_config,
     image_reference_config, image_table_markdown, image_tiny_config, run_image_part,
 };
+use crate::reproduce_resume::{ReproduceInterrupt, ReproduceRun, begin_reproduction, kept_or_run};
 use crate::reproduce_vae::{
     DEFAULT_VAE_DATA_DIR, VaePartOptions, VaePartReport, VaeRow, VaeSubset, run_vae_part,
     vae_quick_config, vae_reference_config, vae_table_markdown, vae_tiny_config,
@@ -41,6 +46,9 @@ use crate::toy_figures::{
 
 /// File name of the report.
 pub const REPORT_MD: &str = "report.md";
+
+/// File name of the report's data ([`ReproduceReport`]).
+pub const REPORT_JSON: &str = "reproduce.json";
 
 /// What to reproduce and how big.
 #[derive(Clone, Debug)]
@@ -69,6 +77,14 @@ pub struct ReproduceOptions {
     pub device: Device,
     /// Draw progress bars.
     pub progress: bool,
+    /// Continue the reproduction in `out` (`--resume`; [`crate::reproduce_resume`]): keep its
+    /// finished runs, finish the others. Without it a reproduction refuses an `out` that
+    /// holds one.
+    pub resume: bool,
+    /// Once set (the command line's Ctrl-C handler), the tabular, image or VAE run in progress
+    /// pauses after its step, checkpointed (a toy or OT run finishes first), and the
+    /// reproduction stops with an error that says how to continue it.
+    pub interrupt: Option<Arc<AtomicBool>>,
 }
 
 impl ReproduceOptions {
@@ -111,6 +127,8 @@ impl ReproduceOptions {
             out,
             device,
             progress: true,
+            resume: false,
+            interrupt: None,
         }
     }
 
@@ -216,7 +234,7 @@ fn tabular_options(
         model: ModelOverrides::default(),
         out: PathBuf::new(),
         progress: true,
-        resume: false,
+        resume: TabularResume::Start,
         interrupt: None,
     }
 }
@@ -253,7 +271,7 @@ pub fn ot_tiny_config(dim: usize) -> OtConfig {
     cfg
 }
 
-/// Everything a reproduction produced (also written as `reproduce.json`).
+/// Everything a reproduction produced (also written as [`REPORT_JSON`]).
 #[derive(Clone, Debug, Serialize)]
 pub struct ReproduceReport {
     /// Preset name.
@@ -283,43 +301,83 @@ pub fn run_reproduce(opts: &ReproduceOptions) -> Result<ReproduceReport> {
     let t0 = Instant::now();
     let out = &opts.out;
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let run = ReproduceRun {
+        preset: opts.preset.clone(),
+        minutes: opts.tabular.budget.map(|b| b.as_secs_f64() / 60.0),
+        device: if opts.device.is_cuda() { "cuda" } else { "cpu" }.into(),
+    };
+    begin_reproduction(out, &run, opts.resume)?;
+    let stop = ReproduceInterrupt {
+        flag: opts.interrupt.clone(),
+        out,
+    };
 
     let mut toys = Vec::new();
     for &toy in &opts.toys {
+        stop.check()?;
         let cfg = (opts.toy_config)(toy);
-        toys.push(run_toy_figure(
-            &cfg,
-            &opts.plot,
-            &out.join("toys"),
-            &opts.device,
-            opts.progress,
-        )?);
+        let saved = out.join("toys").join(format!("{}.json", toy.name()));
+        toys.push(kept_or_run(opts.resume, &saved, toy.name(), || {
+            run_toy_figure(
+                &cfg,
+                &opts.plot,
+                &out.join("toys"),
+                &opts.device,
+                opts.progress,
+            )
+        })?);
     }
 
     let mut ot = Vec::new();
     for &d in &opts.ot_dims {
+        stop.check()?;
         let cfg = (opts.ot_config)(d);
-        tracing::info!(
-            "OT d = {d}: training {} iterations",
-            cfg.train.max_iterations
-        );
-        let options = RunOptions {
-            progress_bar: opts.progress,
-            ..RunOptions::default()
-        };
-        let (_, rep) = run_ot_experiment(&cfg, &opts.device, options)?;
-        write_ot_figures(&out.join("ot"), &rep)?;
-        ot.push(rep);
+        let saved = out.join("ot").join(format!("ot_d{d}.json"));
+        ot.push(kept_or_run(
+            opts.resume,
+            &saved,
+            &format!("OT d = {d}"),
+            || {
+                tracing::info!(
+                    "OT d = {d}: training {} iterations",
+                    cfg.train.max_iterations
+                );
+                let options = RunOptions {
+                    progress_bar: opts.progress,
+                    ..RunOptions::default()
+                };
+                let (_, rep) = run_ot_experiment(&cfg, &opts.device, options)?;
+                write_ot_figures(&out.join("ot"), &rep)?;
+                Ok(rep)
+            },
+        )?);
     }
 
+    stop.check()?;
     let mut tab = opts.tabular.clone();
     tab.out = out.join("tabular");
     tab.progress = opts.progress;
-    let tabular = run_bench_tabular(&tab)?;
+    tab.resume = if opts.resume {
+        TabularResume::Finish
+    } else {
+        TabularResume::Start
+    };
+    tab.interrupt = opts.interrupt.clone();
+    let tabular = run_bench_tabular(&tab).map_err(|e| stop.explain(e))?;
 
-    let images = run_image_part(&opts.images, out, &opts.device, opts.progress)?;
+    stop.check()?;
+    let mut image_opts = opts.images.clone();
+    image_opts.resume = opts.resume;
+    image_opts.interrupt = opts.interrupt.clone();
+    let images = run_image_part(&image_opts, out, &opts.device, opts.progress)
+        .map_err(|e| stop.explain(e))?;
 
-    let vae = run_vae_part(&opts.vae, out, opts.progress)?;
+    stop.check()?;
+    let mut vae_opts = opts.vae.clone();
+    vae_opts.resume = opts.resume;
+    vae_opts.interrupt = opts.interrupt.clone();
+    let vae = run_vae_part(&vae_opts, out, opts.progress).map_err(|e| stop.explain(e))?;
+    stop.check()?;
 
     let report = ReproduceReport {
         preset: opts.preset.clone(),
@@ -336,7 +394,7 @@ pub fn run_reproduce(opts: &ReproduceOptions) -> Result<ReproduceReport> {
     let md = out.join(REPORT_MD);
     std::fs::write(&md, report_markdown(&report, &opts.device))
         .with_context(|| format!("writing {}", md.display()))?;
-    let json = out.join("reproduce.json");
+    let json = out.join(REPORT_JSON);
     std::fs::write(&json, serde_json::to_string_pretty(&report)?)
         .with_context(|| format!("writing {}", json.display()))?;
     Ok(report)

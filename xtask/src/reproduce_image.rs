@@ -13,6 +13,8 @@
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
 use anyhow::{Context, Result, bail};
 use candle_core::Device;
@@ -22,9 +24,11 @@ use cpflow::image::{
     ImageData, ImageDataset, ImageExperimentConfig, ImageFlow, ImageRunOptions, ImageTrainReport,
     load_image_data, quantize_pixels, run_image_training, write_sample_grid,
 };
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
+use crate::bench_resume::CHECKPOINT_FILE;
 use crate::bench_tabular::SkippedDataset;
+use crate::reproduce_resume::{ROW_FILE, load_saved, save};
 
 /// `configs/mnist.toml`, the paper-sized MNIST model (2.8 M parameters).
 pub const MNIST_CONFIG: &str = include_str!("../../configs/mnist.toml");
@@ -63,6 +67,12 @@ pub struct ImagePartOptions {
     pub grid: (usize, usize),
     /// Sampling temperature of the grid.
     pub temperature: f64,
+    /// Keep the runs an earlier sitting finished ([`ROW_FILE`]) and continue the others from
+    /// their checkpoints (`reproduce --resume`; the time budget counts every sitting's
+    /// training).
+    pub resume: bool,
+    /// Pauses the run in progress after its step (checkpointed), or stops its test score.
+    pub interrupt: Option<Arc<AtomicBool>>,
 }
 
 impl ImagePartOptions {
@@ -77,6 +87,8 @@ impl ImagePartOptions {
             subset: None,
             grid: (8, 8),
             temperature: 0.8,
+            resume: false,
+            interrupt: None,
         }
     }
 }
@@ -159,7 +171,7 @@ pub fn parse_image_datasets(list: &str) -> Result<Vec<ImageDataset>> {
 }
 
 /// One row of the Table 2 section.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ImageRow {
     /// `mnist` or `cifar10`.
     pub dataset: String,
@@ -233,6 +245,14 @@ pub fn run_image_part(
 ) -> Result<ImagePartReport> {
     let mut report = ImagePartReport::default();
     for &dataset in &opts.datasets {
+        let rel = Path::new("images").join(dataset.name());
+        let dir = out.join(&rel);
+        if opts.resume
+            && let Some(row) = kept_row(opts, dataset, &dir)?
+        {
+            report.rows.push(row);
+            continue;
+        }
         let (mut data, mut cfg) = match load_first(opts, dataset)? {
             Ok(found) => found,
             Err(message) => {
@@ -254,8 +274,6 @@ pub fn run_image_part(
         if opts.max_minutes.is_some() {
             cfg.train.max_minutes = opts.max_minutes;
         }
-        let rel = Path::new("images").join(dataset.name());
-        let dir = out.join(&rel);
         tracing::info!(
             "images {}: training on {} images (limits: epochs {:?}, minutes {:?})",
             dataset.name(),
@@ -266,9 +284,10 @@ pub fn run_image_part(
         let flow_cfg = cfg.flow_config()?;
         let run = ImageRunOptions {
             out_dir: Some(dir.clone()),
-            resume: false,
+            // A run an earlier sitting started continues (a finished one is scored again).
+            resume: opts.resume && dir.join(CHECKPOINT_FILE).is_file(),
             progress_bar: progress,
-            interrupt: None,
+            interrupt: opts.interrupt.clone(),
             training_ended: None,
         };
         let rep = run_image_training(&flow_cfg, &cfg.train, &data, device, &run)
@@ -281,7 +300,7 @@ pub fn run_image_part(
         write_sample_grid(&flow.to_images(&quantize_pixels(&inv.x)?)?, r, c, &grid)?;
         let (paper_bpd, paper_parameters) = paper_image_bpd(dataset);
         let rel_s = |p: &Path| p.display().to_string().replace('\\', "/");
-        report.rows.push(ImageRow {
+        let row = ImageRow {
             dataset: dataset.name().to_string(),
             report: rep,
             paper_bpd,
@@ -291,9 +310,42 @@ pub fn run_image_part(
             grid_samples: r * c,
             samples_not_converged: inv.report.num_failed(),
             config: cfg,
-        });
+        };
+        save(&dir.join(ROW_FILE), &row)?;
+        report.rows.push(row);
     }
     Ok(report)
+}
+
+/// The row an earlier sitting saved in `dir` when `opts` would make the same run (the data
+/// root aside), `None` when there is none; an error for a run with other settings.
+fn kept_row(
+    opts: &ImagePartOptions,
+    dataset: ImageDataset,
+    dir: &Path,
+) -> Result<Option<ImageRow>> {
+    let path = dir.join(ROW_FILE);
+    let Some(row) = load_saved::<ImageRow>(&path)? else {
+        return Ok(None);
+    };
+    let mut expected = (opts.config)(dataset);
+    if opts.max_minutes.is_some() {
+        expected.train.max_minutes = opts.max_minutes;
+    }
+    expected.data.root = row.config.data.root.clone();
+    if row.config != expected {
+        bail!(
+            "--resume: {} was made with another configuration than this reproduction's; \
+             choose another --out, or --overwrite to start over",
+            path.display()
+        );
+    }
+    tracing::info!(
+        "images {}: done in an earlier sitting ({}): kept",
+        dataset.name(),
+        path.display()
+    );
+    Ok(Some(row))
 }
 
 /// The "Table 2" section of `report.md`.

@@ -12,6 +12,8 @@
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
 use anyhow::{Context, Result, bail};
 use cpflow::datasets::DatasetError;
@@ -20,9 +22,11 @@ use cpflow::vae::{
     VaeEvalConfig, VaeImages, VaeReport, VaeRunOptions, VaeStopReason, load_vae, load_vae_data,
     run_vae_on,
 };
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::bench_tabular::SkippedDataset;
+use crate::reproduce_resume::{ROW_FILE, load_saved, save};
+pub use crate::reproduce_vae_table::vae_table_markdown;
 
 /// Default `--vae-data-dir`: the project's shared data folder (Frey Faces and Caltech 101
 /// Silhouettes are shipped there, not downloadable), relative to the working directory.
@@ -58,6 +62,12 @@ pub struct VaePartOptions {
     pub max_minutes: Option<f64>,
     /// Train and evaluate on the first images of each split only.
     pub subset: Option<VaeSubset>,
+    /// Keep the runs an earlier sitting finished ([`ROW_FILE`]) and continue the others from
+    /// their checkpoints (`reproduce --resume`; the time budget counts every sitting's
+    /// training).
+    pub resume: bool,
+    /// Pauses the run in progress after its step (checkpointed), or stops its test score.
+    pub interrupt: Option<Arc<AtomicBool>>,
 }
 
 impl VaePartOptions {
@@ -74,6 +84,8 @@ impl VaePartOptions {
             config,
             max_minutes: None,
             subset: None,
+            resume: false,
+            interrupt: None,
         }
     }
 }
@@ -182,7 +194,7 @@ pub fn paper_vae_neg_elbo(dataset: VaeDatasetName, posterior: PosteriorKind) -> 
 }
 
 /// One row of the Table 3 section: one dataset, one posterior.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct VaeRow {
     /// Dataset name (`frey-faces`, ...).
     pub dataset: String,
@@ -310,6 +322,24 @@ fn load_first(
 pub fn run_vae_part(opts: &VaePartOptions, out: &Path, progress: bool) -> Result<VaePartReport> {
     let mut report = VaePartReport::default();
     for &dataset in &opts.datasets {
+        let rel_dir = |posterior| {
+            Path::new("vae")
+                .join(dataset.name())
+                .join(posterior_name(posterior))
+        };
+        // Rows an earlier sitting finished; the data are loaded only for the others.
+        let mut kept = Vec::new();
+        for posterior in VAE_POSTERIORS {
+            kept.push(if opts.resume {
+                kept_row(opts, dataset, posterior, &out.join(rel_dir(posterior)))?
+            } else {
+                None
+            });
+        }
+        if kept.iter().all(Option::is_some) {
+            report.rows.extend(kept.into_iter().flatten());
+            continue;
+        }
         let (mut data, root) = match load_first(opts, dataset)? {
             Ok(found) => found,
             Err(message) => {
@@ -326,15 +356,17 @@ pub fn run_vae_part(opts: &VaePartOptions, out: &Path, progress: bool) -> Result
             truncate(&mut data.val, s.eval);
             truncate(&mut data.test, s.eval);
         }
-        for posterior in VAE_POSTERIORS {
+        for (posterior, kept) in VAE_POSTERIORS.into_iter().zip(kept) {
+            if let Some(row) = kept {
+                report.rows.push(row);
+                continue;
+            }
             let mut cfg = (opts.config)(dataset, posterior, &root);
             cfg.model.posterior = posterior;
             if opts.max_minutes.is_some() {
                 cfg.train.max_minutes = opts.max_minutes;
             }
-            let rel = Path::new("vae")
-                .join(dataset.name())
-                .join(posterior_name(posterior));
+            let rel = rel_dir(posterior);
             tracing::info!(
                 "VAE {dataset} / {}: up to {} epochs on {} images",
                 posterior_name(posterior),
@@ -342,9 +374,10 @@ pub fn run_vae_part(opts: &VaePartOptions, out: &Path, progress: bool) -> Result
                 data.train.n
             );
             let run = VaeRunOptions {
-                resume: false,
+                // A run an earlier sitting started continues (a finished one is scored again).
+                resume: opts.resume,
                 progress_bar: progress,
-                interrupt: None,
+                interrupt: opts.interrupt.clone(),
                 training_ended: None,
             };
             let rep = run_vae_on(&cfg, &data, &out.join(&rel), &run).with_context(|| {
@@ -354,13 +387,44 @@ pub fn run_vae_part(opts: &VaePartOptions, out: &Path, progress: bool) -> Result
                 )
             })?;
             write_samples(&out.join(&rel))?;
-            report.rows.push(VaeRow::new(
-                &rep,
-                rel.display().to_string().replace('\\', "/"),
-            ));
+            let row = VaeRow::new(&rep, rel.display().to_string().replace('\\', "/"));
+            save(&out.join(&rel).join(ROW_FILE), &row)?;
+            report.rows.push(row);
         }
     }
     Ok(report)
+}
+
+/// The row an earlier sitting saved in `dir` when `opts` would make the same run (the data
+/// root aside), `None` when there is none; an error for a run with other settings.
+fn kept_row(
+    opts: &VaePartOptions,
+    dataset: VaeDatasetName,
+    posterior: PosteriorKind,
+    dir: &Path,
+) -> Result<Option<VaeRow>> {
+    let path = dir.join(ROW_FILE);
+    let Some(row) = load_saved::<VaeRow>(&path)? else {
+        return Ok(None);
+    };
+    let mut expected = (opts.config)(dataset, posterior, &row.config.data.root);
+    expected.model.posterior = posterior;
+    if opts.max_minutes.is_some() {
+        expected.train.max_minutes = opts.max_minutes;
+    }
+    if row.config != expected {
+        bail!(
+            "--resume: {} was made with another configuration than this reproduction's; \
+             choose another --out, or --overwrite to start over",
+            path.display()
+        );
+    }
+    tracing::info!(
+        "VAE {dataset} / {}: done in an earlier sitting ({}): kept",
+        posterior_name(posterior),
+        path.display()
+    );
+    Ok(Some(row))
 }
 
 /// Side of the square grid of decoded prior samples each run writes.
@@ -375,120 +439,6 @@ fn write_samples(dir: &Path) -> Result<()> {
     let path = dir.join("samples.png");
     cpflow::image::write_sample_grid(&vae.decoded_means(&z)?, VAE_GRID, VAE_GRID, &path)
         .with_context(|| format!("writing {}", path.display()))
-}
-
-fn mean_se(m: &MeanWithError, digits: usize) -> String {
-    if m.std_err.is_finite() {
-        format!("{:.digits$} ± {:.digits$}", m.mean, m.std_err)
-    } else {
-        format!("{:.digits$}", m.mean)
-    }
-}
-
-/// How a run's setup differs from the paper's (`train_vae.py`: base width 32, z = 64,
-/// 4 × PICNN(64, 5), up to 2,000 epochs with early stopping).
-fn setup_sentence(c: &VaeConfig) -> String {
-    let m = &c.model;
-    let a = &m.architecture;
-    let budget = c
-        .train
-        .max_minutes
-        .map_or_else(String::new, |b| format!(" and {b} min"));
-    format!(
-        "base width {} (paper 32), encoder feature {} (paper 256), z = {} (paper 64), CP-Flow \
-         {} × PICNN({}, {}) (paper 4 × PICNN(64, 5)), encoder/decoder in {:?} (paper F64); at \
-         most {} epochs{budget} per run (paper: up to 2,000, early stopping after 100); \
-         importance sampling with K = {}",
-        a.channels,
-        a.feature_dim,
-        m.latent_dim,
-        m.blocks,
-        m.width,
-        m.depth,
-        m.network_float,
-        c.train.epochs,
-        c.eval.is_samples,
-    )
-}
-
-/// The "Table 3" section of `report.md`.
-pub fn vae_table_markdown(part: &VaePartReport) -> String {
-    let mut s = String::from("## Table 3: VAE posteriors (negative ELBO)\n\n");
-    s.push_str(
-        "The Sylvester-flows VAE with a diagonal Gaussian posterior and with an amortised \
-         CP-Flow posterior (PICNN conditioned on the encoder feature). Paper: the CP-Flow \
-         posterior lowers the test −ELBO (single sample, exact log-det). Frey Faces in \
-         bits/dim, the others in nats per image; lower is better. The paper's CP-Flow number \
-         is its input-augmented row; MNIST is not in Table 3 (here it is dynamically \
-         binarised). Samples: the decoder's pixel means for 64 latents from the prior, by \
-         each run's best weights.\n\n",
-    );
-    if part.rows.is_empty() {
-        s.push_str("No VAE dataset was run.\n");
-    } else {
-        s.push_str(
-            "| dataset | posterior | train / val / test | −ELBO ± SE | IS NLL ± SE (K, images) | \
-             epochs | s / epoch | paper −ELBO | samples |\n|---|---|---|---|---|---|---|---|---|\n",
-        );
-        for r in &part.rows {
-            let digits = if r.unit == "bits/dim" { 3 } else { 2 };
-            let is = r.is_nll.map_or_else(
-                || "-".to_string(),
-                |m| {
-                    format!(
-                        "{} (K = {}, {} images)",
-                        mean_se(&m, digits),
-                        r.is_samples,
-                        m.n
-                    )
-                },
-            );
-            let stop = serde_json::to_value(r.stop_reason)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_string))
-                .unwrap_or_default();
-            let _ = writeln!(
-                s,
-                "| [{}]({}/report.json) | {} | {} / {} / {} | {} {} | {is} | {} ({stop}) | {:.1} | {} | [{VAE_GRID}×{VAE_GRID}]({}/samples.png) |",
-                r.dataset,
-                r.dir,
-                r.posterior,
-                r.split_sizes[0],
-                r.split_sizes[1],
-                r.split_sizes[2],
-                mean_se(&r.neg_elbo, digits),
-                r.unit,
-                r.epochs,
-                r.seconds_per_epoch,
-                r.paper_neg_elbo
-                    .map_or_else(|| "-".to_string(), |p| format!("{p:.2}")),
-                r.dir,
-            );
-        }
-        let mut setups: Vec<(&str, String)> = Vec::new();
-        for r in &part.rows {
-            let t = setup_sentence(&r.config);
-            if !setups.iter().any(|(_, x)| *x == t) {
-                setups.push((&r.dataset, t));
-            }
-        }
-        s.push_str("\nDifferences from the paper's setup: ");
-        if let [(_, only)] = setups.as_slice() {
-            let _ = writeln!(s, "{only}.");
-        } else {
-            s.push_str("\n\n");
-            for (dataset, t) in setups {
-                let _ = writeln!(s, "- {dataset}: {t}.");
-            }
-        }
-    }
-    if !part.skipped.is_empty() {
-        s.push_str("\nSkipped:\n\n");
-        for k in &part.skipped {
-            let _ = writeln!(s, "- {}", k.message);
-        }
-    }
-    s
 }
 
 #[cfg(test)]

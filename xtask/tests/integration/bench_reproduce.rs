@@ -4,7 +4,7 @@
 //! the VAE part of `reproduce` on the Frey Faces shipped in ../shared/data (required).
 //! Nothing touches the network.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -12,51 +12,13 @@ use std::time::Duration;
 use candle_core::Device;
 use cpflow::datasets::{Matrix, TabularDataset, find_images_archive, layout, write_npy_f64};
 use cpflow::vae::{FREY_FACES_FILE, VaeDatasetName};
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
 use xtask::bench_report::{BENCH_JSON, BENCH_MD};
-use xtask::bench_tabular::{
-    BenchTabularOptions, default_fallback_roots, locate_dataset, run_bench_tabular,
-};
+use xtask::bench_resume::TabularResume;
+use xtask::bench_tabular::{default_fallback_roots, locate_dataset, run_bench_tabular};
 use xtask::reproduce::{REPORT_MD, ReproduceOptions, run_reproduce};
+
+use crate::tabular_fixtures::{tiny_options, write_synthetic_miniboone};
 use xtask::tabular_config::{ModelOverrides, TabularArch, TabularBenchConfig};
-
-/// Writes a synthetic `miniboone/data.npy` (1,000 × 43, correlated, skewed columns) under
-/// `root`: MAF's split gives 810 / 90 / 100 rows.
-fn write_synthetic_miniboone(root: &Path) {
-    let (n, d) = (1000, 43);
-    let mut rng = StdRng::seed_from_u64(7);
-    let mut data = Vec::with_capacity(n * d);
-    for _ in 0..n {
-        let common: f64 = rng.random::<f64>() - 0.5;
-        for j in 0..d {
-            let u: f64 = rng.random();
-            data.push(common * (j as f64 / 10.0) + u * u + j as f64);
-        }
-    }
-    let m = Matrix::new(n, d, data).unwrap();
-    let path = root.join(layout::MINIBOONE);
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    std::fs::write(path, write_npy_f64(&m)).unwrap();
-}
-
-fn tiny_options(data_dir: &Path, out: &Path, datasets: Vec<TabularDataset>) -> BenchTabularOptions {
-    BenchTabularOptions {
-        datasets,
-        data_dir: data_dir.to_path_buf(),
-        fallback_roots: Vec::new(),
-        device: Device::Cpu,
-        budget: None,
-        preset: TabularBenchConfig::tiny,
-        val_every: None,
-        cg_preconditioner: None,
-        model: ModelOverrides::default(),
-        out: out.to_path_buf(),
-        progress: false,
-        resume: false,
-        interrupt: None,
-    }
-}
 
 #[test]
 fn bench_tabular_tiny_writes_finite_nll_and_skips_missing() {
@@ -496,7 +458,7 @@ fn a_resumed_run_ends_where_the_uninterrupted_one_does() {
     }
 
     opts.preset = TabularBenchConfig::tiny;
-    opts.resume = true;
+    opts.resume = TabularResume::Extend;
     let resumed = run_bench_tabular(&opts).unwrap().results.remove(0);
     assert_eq!(
         (resumed.fit.iterations, resumed.fit.resumed_at),
@@ -537,7 +499,7 @@ fn a_resumed_run_ends_where_the_uninterrupted_one_does() {
     );
     assert!(paused.skipped[0].message.contains("not started"));
     flag.store(false, Ordering::Relaxed);
-    opts.resume = true;
+    opts.resume = TabularResume::Extend;
     opts.datasets = vec![TabularDataset::Miniboone];
     let resumed = run_bench_tabular(&opts).unwrap().results.remove(0);
     assert_eq!(

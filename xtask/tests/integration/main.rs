@@ -9,3 +9,5 @@ mod common;
 mod bench_reproduce;
 mod cli;
 mod fetch;
+mod reproduce_resume;
+mod tabular_fixtures;

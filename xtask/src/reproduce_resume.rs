@@ -1,0 +1,360 @@
+//! Continuing a `cargo xtask reproduce` (`--resume`), and not overwriting one by accident.
+//!
+//! A full reproduction takes hours: every part writes what it finished as it goes, so that an
+//! interrupted or killed reproduction loses at most the run in progress's last checkpoint
+//! period. `<out>/`[`RUN_FILE`] records what the reproduction is (preset, budget, device); each
+//! finished toy, OT run, image flow and VAE run leaves its result beside its figures (the
+//! tabular part its `result.json`, [`crate::bench_resume::RESULT_FILE`]). With `--resume` the
+//! finished ones are kept as they are and the unfinished runs continue from their checkpoints
+//! for what is left of their budgets (the budget counts the training time of every sitting),
+//! so that the report is the one an uninterrupted reproduction would have written. Without
+//! `--resume` a reproduction refuses an `--out` that holds one ([`begin_reproduction`]);
+//! `--overwrite` removes it first ([`remove_reproduction`]).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::{Context, Result, bail};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+/// What a reproduction is, in its output directory.
+pub const RUN_FILE: &str = "reproduce-run.json";
+
+/// The result of a finished image flow or VAE run, in the run's folder.
+pub const ROW_FILE: &str = "reproduce-row.json";
+
+/// Everything a reproduction writes directly under its output directory (folders and files):
+/// what a new reproduction refuses to overwrite and `--overwrite` removes.
+pub const REPRODUCTION_ENTRIES: [&str; 8] = [
+    "toys",
+    "ot",
+    "tabular",
+    "images",
+    "vae",
+    crate::reproduce::REPORT_MD,
+    crate::reproduce::REPORT_JSON,
+    RUN_FILE,
+];
+
+/// The settings that make a reproduction what it is: a resumed one must have the same.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ReproduceRun {
+    /// `full`, `quick` or `tiny`.
+    pub preset: String,
+    /// Training budget per run in minutes (`--minutes`; `None` for the presets without one).
+    pub minutes: Option<f64>,
+    /// `cpu` or `cuda`.
+    pub device: String,
+}
+
+impl ReproduceRun {
+    /// "name: saved → requested" for each setting in which `requested` differs.
+    ///
+    /// ```
+    /// use xtask::reproduce_resume::ReproduceRun;
+    /// let saved = ReproduceRun { preset: "full".into(), minutes: Some(10.0), device: "cpu".into() };
+    /// let requested = ReproduceRun { minutes: Some(30.0), ..saved.clone() };
+    /// assert_eq!(saved.mismatches(&requested), ["--minutes: 10 → 30"]);
+    /// assert!(saved.mismatches(&saved).is_empty());
+    /// ```
+    pub fn mismatches(&self, requested: &ReproduceRun) -> Vec<String> {
+        let minutes = |m: Option<f64>| m.map_or_else(|| "none".to_string(), |m| format!("{m}"));
+        let pairs = [
+            ("preset", self.preset.clone(), requested.preset.clone()),
+            (
+                "--minutes",
+                minutes(self.minutes),
+                minutes(requested.minutes),
+            ),
+            ("--device", self.device.clone(), requested.device.clone()),
+        ];
+        pairs
+            .into_iter()
+            .filter(|(_, a, b)| a != b)
+            .map(|(name, a, b)| format!("{name}: {a} → {b}"))
+            .collect()
+    }
+}
+
+/// The entries of [`REPRODUCTION_ENTRIES`] that exist under `out`.
+pub fn existing_reproduction(out: &Path) -> Vec<PathBuf> {
+    REPRODUCTION_ENTRIES
+        .iter()
+        .map(|e| out.join(e))
+        .filter(|p| p.exists())
+        .collect()
+}
+
+/// Removes a reproduction from `out` (`--overwrite`): the entries of
+/// [`REPRODUCTION_ENTRIES`], nothing else.
+pub fn remove_reproduction(out: &Path) -> Result<()> {
+    for path in existing_reproduction(out) {
+        let removed = if path.is_dir() {
+            std::fs::remove_dir_all(&path)
+        } else {
+            std::fs::remove_file(&path)
+        };
+        removed.with_context(|| format!("--overwrite: removing {}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// Starts a reproduction described by `run` in `out`, or, with `resume`, continues the one
+/// there. A new one refuses an `out` that holds a reproduction; a resumed one refuses one made
+/// with other settings, and one without [`RUN_FILE`] (it cannot tell what that one was). An
+/// `out` without a reproduction starts one either way. Writes [`RUN_FILE`].
+///
+/// ```
+/// use xtask::reproduce_resume::{ReproduceRun, begin_reproduction};
+/// let out = tempfile::tempdir().unwrap();
+/// let run = ReproduceRun { preset: "quick".into(), minutes: None, device: "cpu".into() };
+/// begin_reproduction(out.path(), &run, false).unwrap();
+/// // Once started, only --resume with the same settings goes on.
+/// let again = begin_reproduction(out.path(), &run, false).unwrap_err();
+/// assert!(again.to_string().contains("--resume"));
+/// begin_reproduction(out.path(), &run, true).unwrap();
+/// let full = ReproduceRun { preset: "full".into(), ..run };
+/// let other = begin_reproduction(out.path(), &full, true).unwrap_err();
+/// assert!(other.to_string().contains("preset: quick → full"));
+/// ```
+pub fn begin_reproduction(out: &Path, run: &ReproduceRun, resume: bool) -> Result<()> {
+    let existing = existing_reproduction(out);
+    let run_file = out.join(RUN_FILE);
+    if !resume && !existing.is_empty() {
+        let names: Vec<String> = existing.iter().map(|p| p.display().to_string()).collect();
+        bail!(
+            "{} holds a reproduction ({}): pass --resume to continue it, --overwrite to start \
+             over, or choose another --out",
+            out.display(),
+            names.join(", ")
+        );
+    }
+    if resume {
+        match load_saved::<ReproduceRun>(&run_file)? {
+            Some(saved) => {
+                let diff = saved.mismatches(run);
+                if !diff.is_empty() {
+                    bail!(
+                        "--resume: the reproduction in {} was started with other settings \
+                         ({}); pass its settings to continue it, or choose another --out",
+                        out.display(),
+                        diff.join("; ")
+                    );
+                }
+                tracing::info!(
+                    "continuing the reproduction in {}: finished runs are kept",
+                    out.display()
+                );
+            }
+            None if !existing.is_empty() => bail!(
+                "--resume: {} holds reproduction files but no {RUN_FILE} (what they were made \
+                 with is unknown): pass --overwrite to start over, or choose another --out",
+                out.display()
+            ),
+            None => tracing::info!("--resume: no reproduction in {}: starting", out.display()),
+        }
+    }
+    save(&run_file, run)
+}
+
+/// The value saved at `path`, `None` when there is no file; an error naming the file when it
+/// is not one.
+pub fn load_saved<T: DeserializeOwned>(path: &Path) -> Result<Option<T>> {
+    if !path.is_file() {
+        return Ok(None);
+    }
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let value = serde_json::from_str(&text).with_context(|| {
+        format!(
+            "{} is not what a reproduction wrote there (remove it to run that part again)",
+            path.display()
+        )
+    })?;
+    Ok(Some(value))
+}
+
+/// Writes `value` as JSON at `path`, atomically (a kill leaves the old file or the new one).
+pub fn save<T: Serialize>(path: &Path, value: &T) -> Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let json = serde_json::to_string_pretty(value)?;
+    cpflow::checkpoint::write_atomic(path, json.as_bytes())
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+/// With `resume`, the result an earlier sitting saved at `path`; otherwise (or when there is
+/// none) `run()`'s, saved there.
+pub fn kept_or_run<T: Serialize + DeserializeOwned>(
+    resume: bool,
+    path: &Path,
+    what: &str,
+    run: impl FnOnce() -> Result<T>,
+) -> Result<T> {
+    if resume && let Some(done) = load_saved(path)? {
+        tracing::info!(
+            "{what}: done in an earlier sitting ({}): kept",
+            path.display()
+        );
+        return Ok(done);
+    }
+    let value = run()?;
+    save(path, &value)?;
+    Ok(value)
+}
+
+/// The interrupt (Ctrl-C) of a reproduction: checked between runs, and added to the error of a
+/// run that it stopped.
+#[derive(Clone, Debug)]
+pub struct ReproduceInterrupt<'a> {
+    /// The flag the signal handler sets (`None`: no handler).
+    pub flag: Option<Arc<AtomicBool>>,
+    /// The reproduction's output directory.
+    pub out: &'a Path,
+}
+
+impl ReproduceInterrupt<'_> {
+    /// Whether an interrupt came.
+    pub fn is_set(&self) -> bool {
+        self.flag
+            .as_ref()
+            .is_some_and(|f| f.load(Ordering::Relaxed))
+    }
+
+    /// An error once an interrupt came: call it before every run.
+    pub fn check(&self) -> Result<()> {
+        if self.is_set() {
+            bail!("{}", self.message(""));
+        }
+        Ok(())
+    }
+
+    /// `e` (the error of a run that was in progress), with what the interrupt left and how to
+    /// continue when one came.
+    pub fn explain(&self, e: anyhow::Error) -> anyhow::Error {
+        if self.is_set() {
+            e.context(self.message(" and the run in progress is checkpointed"))
+        } else {
+            e
+        }
+    }
+
+    fn message(&self, in_progress: &str) -> String {
+        format!(
+            "interrupted: the finished runs are kept in {}{in_progress}; the same command \
+             with --resume continues the reproduction",
+            self.out.display()
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A reproduction is refused over another, resumed only with its settings and its
+    /// [`RUN_FILE`], and `--overwrite` removes its entries and nothing else.
+    #[test]
+    fn begin_refuses_resumes_and_overwrites() {
+        let out = tempfile::tempdir().unwrap();
+        let run = ReproduceRun {
+            preset: "tiny".into(),
+            minutes: Some(2.5),
+            device: "cpu".into(),
+        };
+        // Files of another program stay where they are and do not count.
+        std::fs::write(out.path().join("notes.txt"), "mine").unwrap();
+        begin_reproduction(out.path(), &run, false).unwrap();
+        std::fs::create_dir_all(out.path().join("toys")).unwrap();
+        let e = begin_reproduction(out.path(), &run, false).unwrap_err();
+        let msg = format!("{e:#}");
+        assert!(
+            msg.contains("--resume") && msg.contains("--overwrite") && msg.contains("toys"),
+            "{msg}"
+        );
+        let other = ReproduceRun {
+            minutes: Some(5.0),
+            device: "cuda".into(),
+            ..run.clone()
+        };
+        let msg = format!(
+            "{:#}",
+            begin_reproduction(out.path(), &other, true).unwrap_err()
+        );
+        assert!(
+            msg.contains("--minutes: 2.5 → 5") && msg.contains("--device: cpu → cuda"),
+            "{msg}"
+        );
+        begin_reproduction(out.path(), &run, true).unwrap();
+
+        // Without its run file, what the reproduction was is unknown.
+        std::fs::remove_file(out.path().join(RUN_FILE)).unwrap();
+        let msg = format!(
+            "{:#}",
+            begin_reproduction(out.path(), &run, true).unwrap_err()
+        );
+        assert!(
+            msg.contains(RUN_FILE) && msg.contains("--overwrite"),
+            "{msg}"
+        );
+        // A corrupt one is named.
+        std::fs::write(out.path().join(RUN_FILE), "{ \"preset\": ").unwrap();
+        let msg = format!(
+            "{:#}",
+            begin_reproduction(out.path(), &run, true).unwrap_err()
+        );
+        assert!(msg.contains(RUN_FILE), "{msg}");
+
+        remove_reproduction(out.path()).unwrap();
+        assert!(existing_reproduction(out.path()).is_empty());
+        assert!(out.path().join("notes.txt").is_file());
+        begin_reproduction(out.path(), &other, false).unwrap();
+    }
+
+    /// `kept_or_run` runs and saves without `resume` or a saved value, and keeps the saved
+    /// value (without running) with `resume`.
+    #[test]
+    fn kept_or_run_keeps_what_was_saved() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("part").join("x.json");
+        let first = kept_or_run(true, &path, "x", || Ok(vec![1.5f64, 2.0])).unwrap();
+        assert_eq!(first, [1.5, 2.0]);
+        let kept: Vec<f64> =
+            kept_or_run(true, &path, "x", || panic!("a kept result runs again")).unwrap();
+        assert_eq!(kept, first);
+        let rerun = kept_or_run(false, &path, "x", || Ok(vec![3.0f64])).unwrap();
+        assert_eq!(rerun, [3.0]);
+        assert_eq!(load_saved::<Vec<f64>>(&path).unwrap(), Some(vec![3.0]));
+    }
+
+    /// The interrupt check passes until the flag is set, then fails with the `--resume` hint;
+    /// a run's error gets the hint only once the flag is set.
+    #[test]
+    fn interrupt_check_and_explain() {
+        let flag = Arc::new(AtomicBool::new(false));
+        let stop = ReproduceInterrupt {
+            flag: Some(flag.clone()),
+            out: Path::new("target/r"),
+        };
+        stop.check().unwrap();
+        let plain = format!("{:#}", stop.explain(anyhow::anyhow!("bad data")));
+        assert_eq!(plain, "bad data");
+        flag.store(true, Ordering::Relaxed);
+        let msg = format!("{:#}", stop.check().unwrap_err());
+        assert!(
+            msg.contains("--resume") && msg.contains("target/r"),
+            "{msg}"
+        );
+        assert!(!msg.contains("in progress"), "{msg}");
+        let explained = format!("{:#}", stop.explain(anyhow::anyhow!("paused at step 3")));
+        assert!(
+            explained.starts_with("interrupted")
+                && explained.contains("run in progress is checkpointed")
+                && explained.ends_with("paused at step 3"),
+            "{explained}"
+        );
+    }
+}
