@@ -280,7 +280,16 @@ pub fn bench_tabular(args: &BenchTabularArgs) -> Result<()> {
             TabularResume::Start
         },
         // Ctrl-C pauses the run after its step in progress, checkpointed (a second one quits).
-        interrupt: Some(cpflow::cli::Interrupt::install()?.flag()),
+        // The test NLL is not cut short (seconds, and a finished run's --resume would train
+        // on for a new budget before scoring it again).
+        interrupt: Some(
+            cpflow::cli::Interrupt::install_with_message(
+                "interrupted: the dataset in training pauses after its step, checkpointed (one \
+                 whose test NLL is being computed finishes it first); the datasets after it do \
+                 not start; interrupt again to quit now",
+            )?
+            .flag(),
+        ),
     };
     let report = run_bench_tabular(&opts)?;
     println!("{}", bench_table_markdown(&report));
