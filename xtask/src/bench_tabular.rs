@@ -64,6 +64,9 @@ pub struct BenchTabularOptions {
     pub val_every: Option<usize>,
     /// Preconditioner of the surrogate's CG solves, instead of the preset's (none).
     pub cg_preconditioner: Option<CgPreconditioner>,
+    /// Score the test NLL on a seeded subset of at most this many test rows instead of the
+    /// preset's (`--test-rows`; the paper preset scores the whole test split).
+    pub test_rows: Option<usize>,
     /// Changes to the preset's model (`--arch`, `--blocks`, `--width`, `--depth`).
     pub model: ModelOverrides,
     /// Output directory.
@@ -329,6 +332,10 @@ pub fn run_dataset(
     }
     if let Some(pre) = opts.cg_preconditioner {
         cfg.cg_preconditioner = pre;
+    }
+    if let Some(rows) = opts.test_rows {
+        anyhow::ensure!(rows >= 1, "--test-rows must be at least 1");
+        cfg.max_test = Some(rows);
     }
     opts.model.apply(&mut cfg);
     // Checked before any data are read, so that a model the networks refuse (an odd Icnn3

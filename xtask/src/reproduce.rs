@@ -231,6 +231,7 @@ fn tabular_options(
         preset,
         val_every: None,
         cg_preconditioner: None,
+        test_rows: None,
         model: ModelOverrides::default(),
         out: PathBuf::new(),
         progress: true,

@@ -190,3 +190,46 @@ fn finish_keeps_results_and_counts_the_budget_over_sittings() {
     assert!(!resumed.fit.budget_exhausted);
     assert_eq!(resumed.test_nll.to_bits(), whole.test_nll.to_bits());
 }
+
+/// `test_rows` scores a seeded subset of the test split, and, since the test rows never reach
+/// training, a finished run continued with another number of them is scored on those: the
+/// whole split gives the very number of a run that scored it from the start.
+#[test]
+fn test_rows_subsample_the_score_and_may_change_on_resume() {
+    let data = tempfile::tempdir().unwrap();
+    write_synthetic_miniboone(data.path());
+    let sets = vec![TabularDataset::Miniboone];
+    let whole_out = tempfile::tempdir().unwrap();
+    let whole = run_bench_tabular(&tiny_options(data.path(), whole_out.path(), sets.clone()))
+        .unwrap()
+        .results
+        .remove(0);
+    // MAF's split of the 1,000 synthetic rows leaves 100 test rows (under the tiny cap).
+    assert_eq!(whole.n_test, 100);
+
+    let out = tempfile::tempdir().unwrap();
+    let mut opts = tiny_options(data.path(), out.path(), sets);
+    opts.test_rows = Some(37);
+    let some = run_bench_tabular(&opts).unwrap().results.remove(0);
+    assert_eq!((some.n_test, some.config.max_test), (37, Some(37)));
+    assert_eq!(some.fit.best_iteration, whole.fit.best_iteration);
+    assert_ne!(some.test_nll.to_bits(), whole.test_nll.to_bits());
+
+    std::fs::remove_file(out.path().join("miniboone").join(RESULT_FILE)).unwrap();
+    opts.test_rows = None;
+    opts.resume = TabularResume::Finish;
+    let rescored = run_bench_tabular(&opts).unwrap().results.remove(0);
+    assert_eq!(rescored.n_test, 100);
+    assert_eq!(rescored.fit.iterations, whole.fit.iterations);
+    assert_eq!(rescored.test_nll.to_bits(), whole.test_nll.to_bits());
+
+    opts.test_rows = Some(0);
+    let report = run_bench_tabular(&opts).unwrap();
+    assert!(
+        report.failed[0]
+            .message
+            .contains("--test-rows must be at least 1"),
+        "{:?}",
+        report.failed
+    );
+}

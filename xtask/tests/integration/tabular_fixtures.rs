@@ -44,6 +44,7 @@ pub fn tiny_options(
         preset: TabularBenchConfig::tiny,
         val_every: None,
         cg_preconditioner: None,
+        test_rows: None,
         model: ModelOverrides::default(),
         out: out.to_path_buf(),
         progress: false,
