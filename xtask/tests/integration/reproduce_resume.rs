@@ -66,7 +66,10 @@ fn a_resumed_reproduction_keeps_finished_runs_and_finishes_the_others() {
     for f in &killed {
         assert!(f.is_file(), "{} not written again", f.display());
     }
-    assert!(out.path().join(REPORT_MD).is_file());
+    // The report says that its wall time is the last sitting's.
+    let md = std::fs::read_to_string(out.path().join(REPORT_MD)).unwrap();
+    assert!(second.resumed && !first.resumed);
+    assert!(md.contains("of the last sitting: `--resume` kept"), "{md}");
 
     // Kept: a run measured again would not take the same seconds to the bit.
     assert_eq!(second.toys, first.toys);
