@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::bench_resume::CHECKPOINT_FILE;
 use crate::bench_tabular::SkippedDataset;
-use crate::reproduce_resume::{ROW_FILE, load_saved, save};
+use crate::reproduce_resume::{ROW_FILE, kept_result, save};
 
 /// `configs/mnist.toml`, the paper-sized MNIST model (2.8 M parameters).
 pub const MNIST_CONFIG: &str = include_str!("../../configs/mnist.toml");
@@ -324,28 +324,15 @@ fn kept_row(
     dataset: ImageDataset,
     dir: &Path,
 ) -> Result<Option<ImageRow>> {
-    let path = dir.join(ROW_FILE);
-    let Some(row) = load_saved::<ImageRow>(&path)? else {
-        return Ok(None);
-    };
-    let mut expected = (opts.config)(dataset);
-    if opts.max_minutes.is_some() {
-        expected.train.max_minutes = opts.max_minutes;
-    }
-    expected.data.root = row.config.data.root.clone();
-    if row.config != expected {
-        bail!(
-            "--resume: {} was made with another configuration than this reproduction's; \
-             choose another --out, or --overwrite to start over",
-            path.display()
-        );
-    }
-    tracing::info!(
-        "images {}: done in an earlier sitting ({}): kept",
-        dataset.name(),
-        path.display()
-    );
-    Ok(Some(row))
+    let what = format!("images {}", dataset.name());
+    kept_result(&dir.join(ROW_FILE), &what, |row: &ImageRow| {
+        let mut expected = (opts.config)(dataset);
+        if opts.max_minutes.is_some() {
+            expected.train.max_minutes = opts.max_minutes;
+        }
+        expected.data.root = row.config.data.root.clone();
+        row.config == expected
+    })
 }
 
 /// The "Table 2" section of `report.md`.

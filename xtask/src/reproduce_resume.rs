@@ -194,16 +194,37 @@ pub fn kept_or_run<T: Serialize + DeserializeOwned>(
     what: &str,
     run: impl FnOnce() -> Result<T>,
 ) -> Result<T> {
-    if resume && let Some(done) = load_saved(path)? {
-        tracing::info!(
-            "{what}: done in an earlier sitting ({}): kept",
-            path.display()
-        );
+    if resume && let Some(done) = kept_result(path, what, |_: &T| true)? {
         return Ok(done);
     }
     let value = run()?;
     save(path, &value)?;
     Ok(value)
+}
+
+/// The result an earlier sitting saved at `path` for `what`, `None` when there is none; an
+/// error when `same_run(&saved)` says that it was made with other settings than the run this
+/// reproduction would make.
+pub fn kept_result<T: DeserializeOwned>(
+    path: &Path,
+    what: &str,
+    same_run: impl FnOnce(&T) -> bool,
+) -> Result<Option<T>> {
+    let Some(saved) = load_saved::<T>(path)? else {
+        return Ok(None);
+    };
+    if !same_run(&saved) {
+        bail!(
+            "--resume: {} was made with another configuration than this reproduction's; \
+             choose another --out, or --overwrite to start over",
+            path.display()
+        );
+    }
+    tracing::info!(
+        "{what}: done in an earlier sitting ({}): kept",
+        path.display()
+    );
+    Ok(Some(saved))
 }
 
 /// The interrupt (Ctrl-C) of a reproduction: checked between runs, and added to the error of a
@@ -328,6 +349,17 @@ mod tests {
         let rerun = kept_or_run(false, &path, "x", || Ok(vec![3.0f64])).unwrap();
         assert_eq!(rerun, [3.0]);
         assert_eq!(load_saved::<Vec<f64>>(&path).unwrap(), Some(vec![3.0]));
+        // A saved result of another run is an error, not a result.
+        let same = kept_result(&path, "x", |v: &Vec<f64>| v == &[3.0]).unwrap();
+        assert_eq!(same, Some(vec![3.0]));
+        let e = kept_result(&path, "x", |v: &Vec<f64>| v.is_empty()).unwrap_err();
+        let msg = format!("{e:#}");
+        assert!(
+            msg.contains("another configuration") && msg.contains("--overwrite"),
+            "{msg}"
+        );
+        let none = kept_result(&dir.path().join("none.json"), "x", |_: &Vec<f64>| false);
+        assert_eq!(none.unwrap(), None);
     }
 
     /// The interrupt check passes until the flag is set, then fails with the `--resume` hint;

@@ -25,7 +25,7 @@ use cpflow::vae::{
 use serde::{Deserialize, Serialize};
 
 use crate::bench_tabular::SkippedDataset;
-use crate::reproduce_resume::{ROW_FILE, load_saved, save};
+use crate::reproduce_resume::{ROW_FILE, kept_result, save};
 pub use crate::reproduce_vae_table::vae_table_markdown;
 
 /// Default `--vae-data-dir`: the project's shared data folder (Frey Faces and Caltech 101
@@ -403,28 +403,15 @@ fn kept_row(
     posterior: PosteriorKind,
     dir: &Path,
 ) -> Result<Option<VaeRow>> {
-    let path = dir.join(ROW_FILE);
-    let Some(row) = load_saved::<VaeRow>(&path)? else {
-        return Ok(None);
-    };
-    let mut expected = (opts.config)(dataset, posterior, &row.config.data.root);
-    expected.model.posterior = posterior;
-    if opts.max_minutes.is_some() {
-        expected.train.max_minutes = opts.max_minutes;
-    }
-    if row.config != expected {
-        bail!(
-            "--resume: {} was made with another configuration than this reproduction's; \
-             choose another --out, or --overwrite to start over",
-            path.display()
-        );
-    }
-    tracing::info!(
-        "VAE {dataset} / {}: done in an earlier sitting ({}): kept",
-        posterior_name(posterior),
-        path.display()
-    );
-    Ok(Some(row))
+    let what = format!("VAE {dataset} / {}", posterior_name(posterior));
+    kept_result(&dir.join(ROW_FILE), &what, |row: &VaeRow| {
+        let mut expected = (opts.config)(dataset, posterior, &row.config.data.root);
+        expected.model.posterior = posterior;
+        if opts.max_minutes.is_some() {
+            expected.train.max_minutes = opts.max_minutes;
+        }
+        row.config == expected
+    })
 }
 
 /// Side of the square grid of decoded prior samples each run writes.

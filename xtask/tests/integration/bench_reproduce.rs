@@ -9,15 +9,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use candle_core::Device;
 use cpflow::datasets::{Matrix, TabularDataset, find_images_archive, layout, write_npy_f64};
 use cpflow::vae::{FREY_FACES_FILE, VaeDatasetName};
 use xtask::bench_report::{BENCH_JSON, BENCH_MD};
 use xtask::bench_resume::TabularResume;
 use xtask::bench_tabular::{default_fallback_roots, locate_dataset, run_bench_tabular};
-use xtask::reproduce::{REPORT_MD, ReproduceOptions, run_reproduce};
+use xtask::reproduce::{REPORT_MD, run_reproduce};
 
-use crate::tabular_fixtures::{tiny_options, write_synthetic_miniboone};
+use crate::tabular_fixtures::{tiny_options, tiny_reproduction, write_synthetic_miniboone};
 use xtask::tabular_config::{ModelOverrides, TabularArch, TabularBenchConfig};
 
 #[test]
@@ -233,14 +232,8 @@ fn bsds300_tiny_from_the_shared_images() {
 fn reproduce_tiny_writes_report_with_figures_and_tables() {
     let data = tempfile::tempdir().unwrap();
     let out = tempfile::tempdir().unwrap();
-    write_synthetic_miniboone(data.path());
-    let mut opts = ReproduceOptions::tiny(
-        out.path().to_path_buf(),
-        data.path().to_path_buf(),
-        Device::Cpu,
-    );
+    let mut opts = tiny_reproduction(data.path(), out.path());
     opts.tabular.datasets = vec![TabularDataset::Miniboone, TabularDataset::Power];
-    opts.tabular.fallback_roots = Vec::new();
     // The project's shared data (as in tests/cli.rs); Omniglot is in neither root.
     let shared = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/data");
     assert!(

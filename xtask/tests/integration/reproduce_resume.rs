@@ -16,7 +16,7 @@ use xtask::bench_tabular::run_bench_tabular;
 use xtask::reproduce::{REPORT_MD, ReproduceOptions, run_reproduce};
 use xtask::reproduce_resume::{ROW_FILE, RUN_FILE};
 
-use crate::tabular_fixtures::{tiny_options, write_synthetic_miniboone};
+use crate::tabular_fixtures::{tiny_options, tiny_reproduction, write_synthetic_miniboone};
 
 /// A reproduction killed part-way (the saved results of its OT run, its tabular dataset and
 /// its CP-Flow-posterior VAE run missing, as if the kill came during them) is refused as a new
@@ -29,14 +29,7 @@ use crate::tabular_fixtures::{tiny_options, write_synthetic_miniboone};
 fn a_resumed_reproduction_keeps_finished_runs_and_finishes_the_others() {
     let data = tempfile::tempdir().unwrap();
     let out = tempfile::tempdir().unwrap();
-    write_synthetic_miniboone(data.path());
-    let mut opts = ReproduceOptions::tiny(
-        out.path().to_path_buf(),
-        data.path().to_path_buf(),
-        Device::Cpu,
-    );
-    opts.tabular.datasets = vec![TabularDataset::Miniboone];
-    opts.tabular.fallback_roots = Vec::new();
+    let mut opts = tiny_reproduction(data.path(), out.path());
     let shared = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/data");
     opts.images.datasets = vec![ImageDataset::Mnist];
     opts.images.data_roots = vec![shared.clone()];

@@ -1,5 +1,5 @@
-//! Shared by the tabular and reproduction tests: a synthetic MINIBOONE file and the `tiny`
-//! benchmark options.
+//! Shared by the tabular and reproduction tests: a synthetic MINIBOONE file, the `tiny`
+//! benchmark options and the `tiny` reproduction on that file.
 
 use std::path::Path;
 
@@ -9,6 +9,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use xtask::bench_resume::TabularResume;
 use xtask::bench_tabular::BenchTabularOptions;
+use xtask::reproduce::ReproduceOptions;
 use xtask::tabular_config::{ModelOverrides, TabularBenchConfig};
 
 /// Writes a synthetic `miniboone/data.npy` (1,000 × 43, correlated, skewed columns) under
@@ -51,4 +52,14 @@ pub fn tiny_options(
         resume: TabularResume::Start,
         interrupt: None,
     }
+}
+
+/// The `tiny` reproduction into `out` with the synthetic MINIBOONE (written under `data`) as
+/// its only tabular dataset and no fallback data roots.
+pub fn tiny_reproduction(data: &Path, out: &Path) -> ReproduceOptions {
+    write_synthetic_miniboone(data);
+    let mut opts = ReproduceOptions::tiny(out.to_path_buf(), data.to_path_buf(), Device::Cpu);
+    opts.tabular.datasets = vec![TabularDataset::Miniboone];
+    opts.tabular.fallback_roots = Vec::new();
+    opts
 }
