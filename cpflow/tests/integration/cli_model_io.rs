@@ -295,6 +295,36 @@ fn an_interrupted_sample_leaves_no_files() {
     assert!(left.is_empty(), "files left: {left:?}");
 }
 
+/// An interrupted `eval` stops between chunks, says how far it got and prints no score.
+#[cfg(unix)]
+#[test]
+fn an_interrupted_eval_prints_no_score() {
+    let dir = temp_dir("eval-interrupt");
+    let run = tiny_run(&dir);
+    // A million points one at a time: far longer than the wait before the interrupt.
+    let (ok, stdout, log) = crate::cli_common::interrupt_after_log(
+        &[
+            "eval",
+            "--model",
+            run.to_str().unwrap(),
+            "--data",
+            "8gaussians",
+            "-n",
+            "1000000",
+            "--batch-size",
+            "1",
+        ],
+        "scoring 1000000 points",
+        std::time::Duration::from_millis(300),
+    );
+    assert!(!ok, "{log}");
+    assert!(stdout.is_empty(), "a score was printed after the interrupt");
+    assert!(
+        log.contains("interrupted after") && log.contains("of 1000000 points: no score"),
+        "{log}"
+    );
+}
+
 /// Without `-n`, `eval` of a toy run scores as many points as the run's own test score did,
 /// so it reproduces report.json's number (it drew 10,000 and disagreed); points where the
 /// model has no finite density are an error naming how many (it printed `"nll": null`).
