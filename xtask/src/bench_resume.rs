@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 
 use crate::bench_tabular::DatasetResult;
+use crate::json_file::{read_json_file, write_json_file};
 use crate::tabular_config::TabularBenchConfig;
 
 /// What a benchmark run does with the runs already in its output directory.
@@ -85,9 +86,25 @@ pub fn resume_mismatches(
     saved: &TabularBenchConfig,
     requested: &TabularBenchConfig,
 ) -> Vec<String> {
-    defining_settings(saved)
+    setting_changes(defining_settings(saved), defining_settings(requested))
+}
+
+/// "name: saved → requested" for each of the `(name, value)` settings (the same names, in
+/// the same order on both sides) whose value differs.
+///
+/// ```
+/// use xtask::bench_resume::setting_changes;
+/// let saved = vec![("seed", "0".to_string()), ("width", "8".to_string())];
+/// let requested = vec![("seed", "0".to_string()), ("width", "9".to_string())];
+/// assert_eq!(setting_changes(saved, requested), ["width: 8 → 9"]);
+/// ```
+pub fn setting_changes(
+    saved: Vec<(&'static str, String)>,
+    requested: Vec<(&'static str, String)>,
+) -> Vec<String> {
+    saved
         .into_iter()
-        .zip(defining_settings(requested))
+        .zip(requested)
         .filter(|((_, a), (_, b))| a != b)
         .map(|((name, a), (_, b))| format!("{name}: {a} → {b}"))
         .collect()
@@ -95,10 +112,7 @@ pub fn resume_mismatches(
 
 /// Writes `cfg` as the run configuration of `run_dir` (atomically).
 pub fn write_run_config(run_dir: &Path, cfg: &TabularBenchConfig) -> Result<()> {
-    let path = run_dir.join(RUN_CONFIG_FILE);
-    let json = serde_json::to_string_pretty(cfg)?;
-    cpflow::checkpoint::write_atomic(&path, json.as_bytes())
-        .with_context(|| format!("writing {}", path.display()))
+    write_json_file(&run_dir.join(RUN_CONFIG_FILE), cfg)
 }
 
 /// Checks that `cfg` continues the run of `run_dir` (see [`resume_mismatches`]); the error
@@ -132,10 +146,7 @@ pub fn check_resume(run_dir: &Path, cfg: &TabularBenchConfig) -> Result<()> {
 
 /// Writes `result` as the result of `run_dir` (atomically).
 pub fn write_result(run_dir: &Path, result: &DatasetResult) -> Result<()> {
-    let path = run_dir.join(RESULT_FILE);
-    let json = serde_json::to_string_pretty(result)?;
-    cpflow::checkpoint::write_atomic(&path, json.as_bytes())
-        .with_context(|| format!("writing {}", path.display()))
+    write_json_file(&run_dir.join(RESULT_FILE), result)
 }
 
 /// The result an earlier sitting wrote in `run_dir`, `None` when there is none; an error when
@@ -143,17 +154,9 @@ pub fn write_result(run_dir: &Path, result: &DatasetResult) -> Result<()> {
 /// [`resume_mismatches`]).
 pub fn read_result(run_dir: &Path, cfg: &TabularBenchConfig) -> Result<Option<DatasetResult>> {
     let path = run_dir.join(RESULT_FILE);
-    if !path.is_file() {
+    let Some(done) = read_json_file::<DatasetResult>(&path)? else {
         return Ok(None);
-    }
-    let text =
-        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    let done: DatasetResult = serde_json::from_str(&text).with_context(|| {
-        format!(
-            "{} is not a benchmark result (remove it to run the dataset again)",
-            path.display()
-        )
-    })?;
+    };
     let diff = resume_mismatches(&done.config, cfg);
     if !diff.is_empty() {
         bail!(

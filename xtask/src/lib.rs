@@ -31,6 +31,7 @@ pub mod cli;
 pub mod extract;
 pub mod fetch;
 pub mod install;
+pub mod json_file;
 pub mod registry;
 pub mod reproduce;
 pub mod reproduce_image;

@@ -28,7 +28,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::bench_resume::CHECKPOINT_FILE;
 use crate::bench_tabular::SkippedDataset;
-use crate::reproduce_resume::{ROW_FILE, kept_result, save};
+use crate::json_file::write_json_file;
+use crate::reproduce_resume::{ROW_FILE, kept_result};
 
 /// `configs/mnist.toml`, the paper-sized MNIST model (2.8 M parameters).
 pub const MNIST_CONFIG: &str = include_str!("../../configs/mnist.toml");
@@ -90,6 +91,19 @@ impl ImagePartOptions {
             resume: false,
             interrupt: None,
         }
+    }
+}
+
+impl ImagePartOptions {
+    /// The configuration of `dataset`'s run on data under `root`: [`ImagePartOptions::config`],
+    /// then [`ImagePartOptions::max_minutes`].
+    fn run_config(&self, dataset: ImageDataset, root: &Path) -> ImageExperimentConfig {
+        let mut cfg = (self.config)(dataset);
+        cfg.data.root = root.to_path_buf();
+        if self.max_minutes.is_some() {
+            cfg.train.max_minutes = self.max_minutes;
+        }
+        cfg
     }
 }
 
@@ -218,8 +232,7 @@ fn load_first(
 ) -> Result<std::result::Result<(ImageData, ImageExperimentConfig), String>> {
     let mut last = None;
     for root in &opts.data_roots {
-        let mut cfg = (opts.config)(dataset);
-        cfg.data.root = root.clone();
+        let cfg = opts.run_config(dataset, root);
         match load_image_data(&cfg.data) {
             Ok(d) => return Ok(Ok((d, cfg))),
             Err(e) if is_missing(&e) => last = Some(e.to_string()),
@@ -253,7 +266,7 @@ pub fn run_image_part(
             report.rows.push(row);
             continue;
         }
-        let (mut data, mut cfg) = match load_first(opts, dataset)? {
+        let (mut data, cfg) = match load_first(opts, dataset)? {
             Ok(found) => found,
             Err(message) => {
                 tracing::warn!("images: skipping {message}");
@@ -270,9 +283,6 @@ pub fn run_image_part(
                 data.val.head(s.eval),
                 data.test.head(s.eval),
             )?;
-        }
-        if opts.max_minutes.is_some() {
-            cfg.train.max_minutes = opts.max_minutes;
         }
         tracing::info!(
             "images {}: training on {} images (limits: epochs {:?}, minutes {:?})",
@@ -311,7 +321,7 @@ pub fn run_image_part(
             samples_not_converged: inv.report.num_failed(),
             config: cfg,
         };
-        save(&dir.join(ROW_FILE), &row)?;
+        write_json_file(&dir.join(ROW_FILE), &row)?;
         report.rows.push(row);
     }
     Ok(report)
@@ -326,12 +336,7 @@ fn kept_row(
 ) -> Result<Option<ImageRow>> {
     let what = format!("images {}", dataset.name());
     kept_result(&dir.join(ROW_FILE), &what, |row: &ImageRow| {
-        let mut expected = (opts.config)(dataset);
-        if opts.max_minutes.is_some() {
-            expected.train.max_minutes = opts.max_minutes;
-        }
-        expected.data.root = row.config.data.root.clone();
-        row.config == expected
+        row.config == opts.run_config(dataset, &row.config.data.root)
     })
 }
 

@@ -19,6 +19,9 @@ use anyhow::{Context, Result, bail};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use crate::bench_resume::setting_changes;
+use crate::json_file::{read_json_file, write_json_file};
+
 /// What a reproduction is, in its output directory.
 pub const RUN_FILE: &str = "reproduce-run.json";
 
@@ -60,21 +63,19 @@ impl ReproduceRun {
     /// assert!(saved.mismatches(&saved).is_empty());
     /// ```
     pub fn mismatches(&self, requested: &ReproduceRun) -> Vec<String> {
-        let minutes = |m: Option<f64>| m.map_or_else(|| "none".to_string(), |m| format!("{m}"));
-        let pairs = [
-            ("preset", self.preset.clone(), requested.preset.clone()),
-            (
-                "--minutes",
-                minutes(self.minutes),
-                minutes(requested.minutes),
-            ),
-            ("--device", self.device.clone(), requested.device.clone()),
-        ];
-        pairs
-            .into_iter()
-            .filter(|(_, a, b)| a != b)
-            .map(|(name, a, b)| format!("{name}: {a} → {b}"))
-            .collect()
+        setting_changes(self.settings(), requested.settings())
+    }
+
+    /// `(name, value)` of each setting, in the command line's words.
+    fn settings(&self) -> Vec<(&'static str, String)> {
+        let minutes = self
+            .minutes
+            .map_or_else(|| "none".to_string(), |m| format!("{m}"));
+        vec![
+            ("preset", self.preset.clone()),
+            ("--minutes", minutes),
+            ("--device", self.device.clone()),
+        ]
     }
 }
 
@@ -132,7 +133,7 @@ pub fn begin_reproduction(out: &Path, run: &ReproduceRun, resume: bool) -> Resul
         );
     }
     if resume {
-        match load_saved::<ReproduceRun>(&run_file)? {
+        match read_json_file::<ReproduceRun>(&run_file)? {
             Some(saved) => {
                 let diff = saved.mismatches(run);
                 if !diff.is_empty() {
@@ -156,34 +157,7 @@ pub fn begin_reproduction(out: &Path, run: &ReproduceRun, resume: bool) -> Resul
             None => tracing::info!("--resume: no reproduction in {}: starting", out.display()),
         }
     }
-    save(&run_file, run)
-}
-
-/// The value saved at `path`, `None` when there is no file; an error naming the file when it
-/// is not one.
-pub fn load_saved<T: DeserializeOwned>(path: &Path) -> Result<Option<T>> {
-    if !path.is_file() {
-        return Ok(None);
-    }
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let value = serde_json::from_str(&text).with_context(|| {
-        format!(
-            "{} is not what a reproduction wrote there (remove it to run that part again)",
-            path.display()
-        )
-    })?;
-    Ok(Some(value))
-}
-
-/// Writes `value` as JSON at `path`, atomically (a kill leaves the old file or the new one).
-pub fn save<T: Serialize>(path: &Path, value: &T) -> Result<()> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
-    let json = serde_json::to_string_pretty(value)?;
-    cpflow::checkpoint::write_atomic(path, json.as_bytes())
-        .with_context(|| format!("writing {}", path.display()))
+    write_json_file(&run_file, run)
 }
 
 /// With `resume`, the result an earlier sitting saved at `path`; otherwise (or when there is
@@ -198,7 +172,7 @@ pub fn kept_or_run<T: Serialize + DeserializeOwned>(
         return Ok(done);
     }
     let value = run()?;
-    save(path, &value)?;
+    write_json_file(path, &value)?;
     Ok(value)
 }
 
@@ -210,7 +184,7 @@ pub fn kept_result<T: DeserializeOwned>(
     what: &str,
     same_run: impl FnOnce(&T) -> bool,
 ) -> Result<Option<T>> {
-    let Some(saved) = load_saved::<T>(path)? else {
+    let Some(saved) = read_json_file::<T>(path)? else {
         return Ok(None);
     };
     if !same_run(&saved) {
@@ -348,7 +322,7 @@ mod tests {
         assert_eq!(kept, first);
         let rerun = kept_or_run(false, &path, "x", || Ok(vec![3.0f64])).unwrap();
         assert_eq!(rerun, [3.0]);
-        assert_eq!(load_saved::<Vec<f64>>(&path).unwrap(), Some(vec![3.0]));
+        assert_eq!(read_json_file::<Vec<f64>>(&path).unwrap(), Some(vec![3.0]));
         // A saved result of another run is an error, not a result.
         let same = kept_result(&path, "x", |v: &Vec<f64>| v == &[3.0]).unwrap();
         assert_eq!(same, Some(vec![3.0]));

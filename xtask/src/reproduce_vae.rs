@@ -25,7 +25,8 @@ use cpflow::vae::{
 use serde::{Deserialize, Serialize};
 
 use crate::bench_tabular::SkippedDataset;
-use crate::reproduce_resume::{ROW_FILE, kept_result, save};
+use crate::json_file::write_json_file;
+use crate::reproduce_resume::{ROW_FILE, kept_result};
 pub use crate::reproduce_vae_table::vae_table_markdown;
 
 /// Default `--vae-data-dir`: the project's shared data folder (Frey Faces and Caltech 101
@@ -87,6 +88,24 @@ impl VaePartOptions {
             resume: false,
             interrupt: None,
         }
+    }
+}
+
+impl VaePartOptions {
+    /// The configuration of the run of `dataset` with `posterior` on data under `root`:
+    /// [`VaePartOptions::config`], the posterior, then [`VaePartOptions::max_minutes`].
+    fn run_config(
+        &self,
+        dataset: VaeDatasetName,
+        posterior: PosteriorKind,
+        root: &Path,
+    ) -> VaeConfig {
+        let mut cfg = (self.config)(dataset, posterior, root);
+        cfg.model.posterior = posterior;
+        if self.max_minutes.is_some() {
+            cfg.train.max_minutes = self.max_minutes;
+        }
+        cfg
     }
 }
 
@@ -361,11 +380,7 @@ pub fn run_vae_part(opts: &VaePartOptions, out: &Path, progress: bool) -> Result
                 report.rows.push(row);
                 continue;
             }
-            let mut cfg = (opts.config)(dataset, posterior, &root);
-            cfg.model.posterior = posterior;
-            if opts.max_minutes.is_some() {
-                cfg.train.max_minutes = opts.max_minutes;
-            }
+            let cfg = opts.run_config(dataset, posterior, &root);
             let rel = rel_dir(posterior);
             tracing::info!(
                 "VAE {dataset} / {}: up to {} epochs on {} images",
@@ -388,7 +403,7 @@ pub fn run_vae_part(opts: &VaePartOptions, out: &Path, progress: bool) -> Result
             })?;
             write_samples(&out.join(&rel))?;
             let row = VaeRow::new(&rep, rel.display().to_string().replace('\\', "/"));
-            save(&out.join(&rel).join(ROW_FILE), &row)?;
+            write_json_file(&out.join(&rel).join(ROW_FILE), &row)?;
             report.rows.push(row);
         }
     }
@@ -405,12 +420,7 @@ fn kept_row(
 ) -> Result<Option<VaeRow>> {
     let what = format!("VAE {dataset} / {}", posterior_name(posterior));
     kept_result(&dir.join(ROW_FILE), &what, |row: &VaeRow| {
-        let mut expected = (opts.config)(dataset, posterior, &row.config.data.root);
-        expected.model.posterior = posterior;
-        if opts.max_minutes.is_some() {
-            expected.train.max_minutes = opts.max_minutes;
-        }
-        row.config == expected
+        row.config == opts.run_config(dataset, posterior, &row.config.data.root)
     })
 }
 
