@@ -329,7 +329,9 @@ fn to_float<F: ArgminFloat>(v: f64, what: &str) -> Result<F, ConvexOptError> {
 /// as a step that is too long and is backtracked from; with Moré–Thuente it ends the run
 /// ([`Termination::NonFinite`]). A line search is capped at [`LINE_SEARCH_MAX_EVALUATIONS`]
 /// evaluations. Errors of the problem are returned
-/// (a [`ConvexOptError`] raised inside `cost`/`gradient` comes back as itself).
+/// (a [`ConvexOptError`] raised inside `cost`/`gradient` comes back as itself). Parameters
+/// outside the ranges documented on [`LbfgsParams`] (e.g. `c1 ≥ 0.5` with Hager–Zhang) are a
+/// [`ConvexOptError::InvalidParameter`] naming the field, before any evaluation.
 ///
 /// ```
 /// use argmin::core::{CostFunction, Error, Gradient};
@@ -366,17 +368,7 @@ where
         + Gradient<Param = DVector<F>, Gradient = DVector<F>>,
     F: ArgminFloat + ArgminZero + RealField + Copy,
 {
-    let valid = params.history > 0
-        && 0.0 < params.c1
-        && params.c1 < params.c2
-        && params.c2 < 1.0
-        && params.gradient_tolerance >= 0.0
-        && params.cost_tolerance >= 0.0;
-    if !valid {
-        return Err(ConvexOptError::InvalidParameter(format!(
-            "LbfgsParams: {params:?}"
-        )));
-    }
+    params.validate()?;
     if !x0.iter().all(|v| v.is_finite()) {
         return Err(ConvexOptError::NonFinite("initial point x0"));
     }

@@ -216,17 +216,19 @@ pub(crate) struct Objective {
     pub g: Tensor,
 }
 
-/// Evaluates the objective and its gradient, checking the shapes returned by the potential.
+/// Evaluates the objective and its gradient at the trial points `x`, checking the shapes
+/// returned by the potential (see [`TrialPoints`] for rows that are not finite).
 pub(crate) fn objective<P: BatchedPotential + ?Sized>(
     potential: &P,
     x: &Tensor,
     y: &Tensor,
     stats: &mut SolverStats,
 ) -> Result<Objective, ConvexOptError> {
-    let (value, grad) = potential.value_and_gradient(x)?;
+    let trial = TrialPoints::new(x, y)?;
+    let (value, grad) = potential.value_and_gradient(trial.points())?;
     stats.gradient_calls += 1;
     stats.gradient_rows += x.dim(0)?;
-    objective_from(&value, &grad, x, y)
+    trial.objective(&value, &grad, y)
 }
 
 /// The objective from a value `(k,)` and gradient `(k, d)` already computed at `x`.
@@ -236,29 +238,93 @@ pub(crate) fn objective_from(
     x: &Tensor,
     y: &Tensor,
 ) -> Result<Objective, ConvexOptError> {
-    let k = x.dim(0)?;
-    if value.dims() != [k] || grad.dims() != x.dims() {
-        return Err(ConvexOptError::Shape {
-            context: "potential output",
-            message: format!(
-                "for x of shape {:?} the potential returned values {:?} and gradients {:?}",
-                x.dims(),
-                value.dims(),
-                grad.dims()
-            ),
-        });
+    TrialPoints {
+        x: x.clone(),
+        xy: row_dots_host(x, y)?,
+        non_finite: None,
     }
-    let level = value_noise_level(x.dtype());
-    let g = (grad.to_dtype(x.dtype())? - y)?;
-    let xy = row_dots_host(x, y)?;
-    let v = to_host(value)?;
-    let f = v.iter().zip(&xy).map(|(a, b)| a - b).collect();
-    let noise = v
-        .iter()
-        .zip(&xy)
-        .map(|(a, b)| level * (a.abs() + b.abs()))
-        .collect();
-    Ok(Objective { f, noise, g })
+    .objective(value, grad, y)
+}
+
+/// Trial points `x` `(k, d)` of a line search, prepared for the potential. A row that is not
+/// finite (the step overflowed) is not passed on: it is replaced by zeros, so that a potential
+/// that refuses non-finite input (e.g. one calling `icnn::check_finite`) still evaluates the
+/// other rows, and its objective and gradient are NaN, which every line search treats as a
+/// step that is too long. Such rows are found from `xᵀy`, which the objective needs anyway
+/// (`±∞·y_j` is `±∞` or NaN, so a non-finite row has a non-finite `xᵀy`): no extra pass over
+/// `x` on the usual path.
+pub(crate) struct TrialPoints {
+    /// The points to evaluate (non-finite rows zeroed).
+    x: Tensor,
+    /// `x_iᵀy_i` on the host, at the original points.
+    xy: Vec<f64>,
+    /// Which rows were not finite (`None` when all were).
+    non_finite: Option<Vec<bool>>,
+}
+
+impl TrialPoints {
+    /// Prepares `x` `(k, d)` for the targets `y` `(k, d)`.
+    pub(crate) fn new(x: &Tensor, y: &Tensor) -> Result<Self, ConvexOptError> {
+        let xy = row_dots_host(x, y)?;
+        if xy.iter().all(|v| v.is_finite()) {
+            return Ok(Self {
+                x: x.clone(),
+                xy,
+                non_finite: None,
+            });
+        }
+        let mask: Vec<bool> = xy.iter().map(|v| !v.is_finite()).collect();
+        Ok(Self {
+            x: where_rows(&mask, &x.zeros_like()?, x)?,
+            xy,
+            non_finite: Some(mask),
+        })
+    }
+
+    /// The points to pass to the potential.
+    pub(crate) fn points(&self) -> &Tensor {
+        &self.x
+    }
+
+    /// The objective from the potential's value `(k,)` and gradient `(k, d)` at
+    /// [`Self::points`].
+    pub(crate) fn objective(
+        &self,
+        value: &Tensor,
+        grad: &Tensor,
+        y: &Tensor,
+    ) -> Result<Objective, ConvexOptError> {
+        let x = &self.x;
+        let k = x.dim(0)?;
+        if value.dims() != [k] || grad.dims() != x.dims() {
+            return Err(ConvexOptError::Shape {
+                context: "potential output",
+                message: format!(
+                    "for x of shape {:?} the potential returned values {:?} and gradients {:?}",
+                    x.dims(),
+                    value.dims(),
+                    grad.dims()
+                ),
+            });
+        }
+        let level = value_noise_level(x.dtype());
+        let mut g = (grad.to_dtype(x.dtype())? - y)?;
+        let v = to_host(value)?;
+        let mut f: Vec<f64> = v.iter().zip(&self.xy).map(|(a, b)| a - b).collect();
+        let mut noise: Vec<f64> = v
+            .iter()
+            .zip(&self.xy)
+            .map(|(a, b)| level * (a.abs() + b.abs()))
+            .collect();
+        if let Some(mask) = &self.non_finite {
+            for (j, _) in mask.iter().enumerate().filter(|(_, bad)| **bad) {
+                f[j] = f64::NAN;
+                noise[j] = f64::NAN;
+            }
+            g = where_rows(mask, &g.affine(0.0, f64::NAN)?, &g)?;
+        }
+        Ok(Objective { f, noise, g })
+    }
 }
 
 /// Machine epsilon of a float dtype (`f64`'s for anything but `f32`/`f16`/`bf16`).
@@ -368,5 +434,56 @@ impl Collector {
             termination,
             stats,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{SolverStats, objective};
+    use crate::FnPotential;
+    use candle_core::{DType, Device, Tensor};
+
+    #[test]
+    fn non_finite_trial_rows_are_not_evaluated_and_get_a_nan_objective() {
+        // Φ = ½‖x‖², refusing non-finite input.
+        let pot = FnPotential::new(|x: &Tensor| {
+            let v = x.to_dtype(DType::F64)?.to_vec2::<f64>()?;
+            if !v.iter().flatten().all(|e| e.is_finite()) {
+                return Err(candle_core::Error::Msg("non-finite input".into()));
+            }
+            Ok(((x.sqr()?.sum(1)? * 0.5)?, x.clone()))
+        });
+        for dtype in [DType::F64, DType::F32] {
+            let rows = [
+                [1.0, 2.0],
+                [f64::INFINITY, 0.0],
+                [f64::NAN, 1.0],
+                [-1.0, 0.5],
+            ];
+            let x = Tensor::new(&rows, &Device::Cpu)
+                .unwrap()
+                .to_dtype(dtype)
+                .unwrap();
+            let y = Tensor::new(
+                &[[1.0f64, 0.0], [0.0, 0.0], [1.0, 1.0], [0.0, 1.0]],
+                &Device::Cpu,
+            )
+            .unwrap()
+            .to_dtype(dtype)
+            .unwrap();
+            let mut stats = SolverStats::default();
+            // Before the fix: the potential's error.
+            let ev = objective(&pot, &x, &y, &mut stats).unwrap();
+            assert_eq!(stats.gradient_rows, 4);
+            // f = ½‖x‖² − xᵀy on the finite rows, NaN on the others.
+            assert_eq!(ev.f[0], 2.5 - 1.0);
+            assert_eq!(ev.f[3], 0.625 - 0.5);
+            assert!(ev.f[1].is_nan() && ev.f[2].is_nan(), "{:?}", ev.f);
+            assert!(ev.noise[1].is_nan() && ev.noise[2].is_nan());
+            let g = ev.g.to_dtype(DType::F64).unwrap().to_vec2::<f64>().unwrap();
+            assert_eq!(g[0], vec![0.0, 2.0]);
+            assert_eq!(g[3], vec![-1.0, -0.5]);
+            assert!(g[1].iter().chain(&g[2]).all(|v| v.is_nan()), "{g:?}");
+        }
     }
 }

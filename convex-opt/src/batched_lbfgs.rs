@@ -8,6 +8,7 @@ use candle_core::Tensor;
 use crate::batch::{
     Collector, column, objective, row_dots_host, row_inf_norms, select_rows, setup, where_rows,
 };
+use crate::lbfgs_params::{check_history, check_wolfe};
 use crate::rows::RowView;
 use crate::wolfe::{WolfeParams, WolfeSearch, WolfeStep};
 use crate::{
@@ -31,22 +32,23 @@ use crate::{
 /// assert_eq!(res.stats.compactions, 0); // compaction disabled
 /// let err = (res.x - pot.solve(&y)?)?.abs()?.max_all()?.to_scalar::<f64>()?;
 /// assert!(err < 1e-8);
-/// // Invalid Wolfe constants (c₁ ≥ c₂) are refused before any evaluation.
+/// // Invalid Wolfe constants (c₁ ≥ c₂) are refused before any evaluation, naming the field.
 /// let bad = params.with_wolfe(0.5, 0.1);
 /// let res = invert_lbfgs_batched(&pot, &y, &InversionOptions::default(), &bad);
-/// assert!(matches!(res, Err(ConvexOptError::InvalidParameter(_))));
+/// assert!(matches!(res, Err(ConvexOptError::InvalidParameter(m)) if m.contains("c1 = 0.5")));
 /// # Ok::<(), ConvexOptError>(())
 /// ```
 #[derive(Clone, Copy, Debug)]
 #[non_exhaustive]
 pub struct BatchedLbfgsParams {
-    /// Number of curvature pairs kept per sample (default 10).
+    /// Number of curvature pairs kept per sample (default 10; at least 1).
     pub history: usize,
-    /// Sufficient-decrease constant of the Wolfe line search (default `1e-4`).
+    /// Sufficient-decrease constant of the Wolfe line search (default `1e-4`; `0 < c1 < c2`).
     pub c1: f64,
-    /// Curvature constant of the strong Wolfe conditions (default `0.9`).
+    /// Curvature constant of the strong Wolfe conditions (default `0.9`; `c1 < c2 < 1`).
     pub c2: f64,
-    /// Potential evaluations allowed per line search (default 25, as PyTorch's `max_ls`).
+    /// Potential evaluations allowed per line search (default 25, as PyTorch's `max_ls`; at
+    /// least 1).
     pub max_line_search_evals: usize,
     /// When the active samples are at most this fraction of the working set, the working set
     /// (iterates, histories) is compacted to the active rows (default 0.5; 0 disables). Inactive
@@ -89,15 +91,19 @@ impl BatchedLbfgsParams {
         self
     }
 
+    /// Checks the documented ranges; the error names the first field out of range.
     fn validate(&self) -> Result<(), ConvexOptError> {
-        if self.history == 0
-            || !(0.0 < self.c1 && self.c1 < self.c2 && self.c2 < 1.0)
-            || self.max_line_search_evals == 0
-            || !(0.0..=1.0).contains(&self.compaction_threshold)
-        {
+        check_history("BatchedLbfgsParams", self.history)?;
+        check_wolfe("BatchedLbfgsParams", self.c1, self.c2, None)?;
+        if self.max_line_search_evals == 0 {
+            return Err(ConvexOptError::InvalidParameter(
+                "BatchedLbfgsParams.max_line_search_evals = 0: must be ≥ 1".into(),
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.compaction_threshold) {
             return Err(ConvexOptError::InvalidParameter(format!(
-                "BatchedLbfgsParams: need history ≥ 1, 0 < c1 < c2 < 1, max_line_search_evals ≥ 1, \
-                 compaction_threshold in [0, 1]; got {self:?}"
+                "BatchedLbfgsParams.compaction_threshold = {}: must lie in [0, 1]",
+                self.compaction_threshold
             )));
         }
         Ok(())

@@ -9,6 +9,7 @@ use candle_core::{DType, Tensor, WithDType};
 use nalgebra::{DVector, RealField};
 
 use crate::batch::{Collector, setup};
+use crate::lbfgs_params::{check_history, check_non_negative, check_wolfe};
 use crate::{
     BatchedPotential, ConvexOptError, InversionOptions, InversionResult, LbfgsParams, LineSearch,
     SolverStats, Termination, minimize_lbfgs,
@@ -43,22 +44,54 @@ use crate::{
 /// assert_eq!(res.iterations[0], res.iterations[1]);
 /// let err = (res.x - pot.solve(&y)?)?.abs()?.max_all()?.to_scalar::<f64>()?;
 /// assert!(err < 1e-5);
+/// // Hager–Zhang needs c₁ < 0.5: refused up front, naming the field.
+/// let bad = FlatLbfgsParams::default().with_wolfe(0.6, 0.9);
+/// let res = invert_lbfgs_flat(&pot, &y, &opts, &bad);
+/// assert!(matches!(res, Err(convex_opt::ConvexOptError::InvalidParameter(m))
+///     if m.contains("FlatLbfgsParams.c1")));
 /// # Ok::<(), convex_opt::ConvexOptError>(())
 /// ```
 #[derive(Clone, Copy, Debug)]
 #[non_exhaustive]
 pub struct FlatLbfgsParams {
-    /// Stored curvature pairs (default 100).
+    /// Stored curvature pairs (default 100; at least 1).
     pub history: usize,
-    /// Sufficient-decrease constant (default `1e-4`).
+    /// Sufficient-decrease constant (default `1e-4`): `0 < c1 < c2`, and `c1 < 0.5` with
+    /// [`LineSearch::HagerZhang`].
     pub c1: f64,
-    /// Curvature constant (default `0.9`).
+    /// Curvature constant (default `0.9`): `c1 < c2 < 1`.
     pub c2: f64,
-    /// Stop when the total loss changes by less than this (default 0: off).
+    /// Stop when the total loss changes by less than this (default 0: off; `≥ 0`).
     pub cost_tolerance: f64,
     /// Line search (default Hager–Zhang; [`LineSearch::MoreThuente`] is the reference's strong
     /// Wolfe search, which stalls earlier).
     pub line_search: LineSearch,
+    /// Cap on the gradient evaluations of the run (line-search trials included), tested after
+    /// each iteration, so at least one iteration runs; when it is spent the run stops with
+    /// [`Termination::EvaluationBudget`]. `None` (default): PyTorch's `max_eval =
+    /// 1.25·max_iterations` from [`InversionOptions::max_iterations`], which a run whose line
+    /// searches take 2 or more evaluations spends before its iteration limit. Raise it to let
+    /// `max_iterations` alone bound the run.
+    ///
+    /// ```
+    /// use candle_core::{DType, Device, Tensor};
+    /// use convex_opt::{invert_lbfgs_flat, FlatLbfgsParams, InversionOptions, QuadraticPotential};
+    /// use convex_opt::Termination;
+    /// use nalgebra::DMatrix;
+    /// let a = DMatrix::from_fn(5, 5, |i, j| if i == j { 1.0 + 3.0 * i as f64 } else { 0.1 });
+    /// let pot = QuadraticPotential::new(&a, None, DType::F64, &Device::Cpu)?;
+    /// let y = Tensor::new(&[[1.0f64, -2.0, 3.0, 0.5, 4.0]], &Device::Cpu)?;
+    /// let opts = InversionOptions::default().with_max_iterations(20);
+    /// // The default cap (25 evaluations) is spent before the 20 iterations...
+    /// let res = invert_lbfgs_flat(&pot, &y, &opts, &FlatLbfgsParams::default())?;
+    /// assert_eq!(res.termination, vec![Termination::EvaluationBudget]);
+    /// // ...a larger one lets the run converge within them.
+    /// let params = FlatLbfgsParams::default().with_max_evaluations(200);
+    /// let res = invert_lbfgs_flat(&pot, &y, &opts, &params)?;
+    /// assert!(res.all_converged() && res.iterations[0] <= 20);
+    /// # Ok::<(), convex_opt::ConvexOptError>(())
+    /// ```
+    pub max_evaluations: Option<usize>,
 }
 
 impl Default for FlatLbfgsParams {
@@ -69,6 +102,7 @@ impl Default for FlatLbfgsParams {
             c2: 0.9,
             cost_tolerance: 0.0,
             line_search: LineSearch::HagerZhang,
+            max_evaluations: None,
         }
     }
 }
@@ -95,6 +129,18 @@ impl FlatLbfgsParams {
     pub fn with_line_search(mut self, line_search: LineSearch) -> Self {
         self.line_search = line_search;
         self
+    }
+    /// Sets the cap on gradient evaluations (see [`FlatLbfgsParams::max_evaluations`]).
+    pub fn with_max_evaluations(mut self, n: usize) -> Self {
+        self.max_evaluations = Some(n);
+        self
+    }
+
+    /// Checks the documented ranges; the error names the first field out of range.
+    fn validate(&self) -> Result<(), ConvexOptError> {
+        check_history("FlatLbfgsParams", self.history)?;
+        check_wolfe("FlatLbfgsParams", self.c1, self.c2, Some(self.line_search))?;
+        check_non_negative("FlatLbfgsParams.cost_tolerance", self.cost_tolerance)
     }
 }
 
@@ -132,6 +178,12 @@ where
             && cx == x
         {
             return Ok((*c, g.clone()));
+        }
+        if !x.iter().all(|v| v.is_finite()) {
+            // The step overflowed: a point that is not finite is a non-finite trial point
+            // (backtracked from, or ending the run), whatever the potential would say of it.
+            let nan = <F as WithDType>::from_f64(f64::NAN);
+            return Ok((nan, DVector::from_element(x.len(), nan)));
         }
         let xt = Tensor::from_slice(x.as_slice(), (self.n, self.d), self.y.device())?;
         let (value, grad) = self.potential.value_and_gradient(&xt)?;
@@ -205,14 +257,19 @@ where
 /// `DVector<f64>`).
 ///
 /// It stops when the largest residual `max_i ‖∇Φ(x_i) − y_i‖∞` reaches the smallest
-/// per-sample tolerance, at the iteration limit, when argmin's evaluation budget
-/// (`1.25·max_iterations` gradient evaluations) is spent, or when the line search fails
-/// (rounding floor); per-sample residuals, flags and [`Termination`] reasons are reported as for
-/// the batched solvers, with the shared iteration count for every sample. A trial point where
+/// per-sample tolerance, at the iteration limit, when the evaluation budget
+/// ([`FlatLbfgsParams::max_evaluations`], by default `1.25·max_iterations` gradient
+/// evaluations) is spent, or when the line search fails (rounding floor); per-sample
+/// residuals, flags and [`Termination`] reasons are reported as for the batched solvers, with
+/// the shared iteration count for every sample. A trial point where
 /// the potential is not finite (e.g. an overflow far along the search direction: argmin's
 /// Hager–Zhang search tries step `1e5` in every line search) is backtracked from with the
 /// default line search; with [`LineSearch::MoreThuente`] it ends the run
-/// ([`Termination::NonFinite`]). Kept as the baseline the batched solvers are measured against.
+/// ([`Termination::NonFinite`]). A trial point that is itself not finite (the step overflowed)
+/// is treated the same way without calling the potential, so a potential may refuse
+/// non-finite input. Parameters outside the ranges documented on [`FlatLbfgsParams`] are a
+/// [`ConvexOptError::InvalidParameter`] naming the field, before any evaluation. Kept as the
+/// baseline the batched solvers are measured against.
 ///
 /// ```
 /// use candle_core::{DType, Device, Tensor};
@@ -233,6 +290,7 @@ pub fn invert_lbfgs_flat<P: BatchedPotential + ?Sized>(
     options: &InversionOptions,
     params: &FlatLbfgsParams,
 ) -> Result<InversionResult, ConvexOptError> {
+    params.validate()?;
     match y.dtype() {
         DType::F64 => invert_flat_typed::<P, f64>(potential, y, options, params),
         DType::F32 => invert_flat_typed::<P, f32>(potential, y, options, params),
@@ -279,13 +337,16 @@ where
         .iter()
         .copied()
         .fold(f64::INFINITY, f64::min);
-    let lbfgs = LbfgsParams::default()
+    let mut lbfgs = LbfgsParams::default()
         .with_history(params.history)
         .with_wolfe(params.c1, params.c2)
         .with_gradient_tolerance(gtol)
         .with_cost_tolerance(params.cost_tolerance)
         .with_max_iterations(setup.max_iterations as u64)
         .with_line_search(params.line_search);
+    if let Some(n) = params.max_evaluations {
+        lbfgs = lbfgs.with_max_evaluations(u64::try_from(n).unwrap_or(u64::MAX));
+    }
     let res = minimize_lbfgs(&problem, x0, &lbfgs);
     if let Some(e) = failure.borrow_mut().take() {
         return Err(e);

@@ -1,6 +1,7 @@
 //! Parameters of the argmin L-BFGS minimiser ([`crate::minimize_lbfgs`]): the line search,
 //! tolerances and budgets.
 
+use crate::ConvexOptError;
 #[cfg(doc)]
 use crate::minimize_lbfgs;
 
@@ -82,25 +83,31 @@ pub enum LineSearch {
 /// let res = minimize_lbfgs(&P, DVector::zeros(4), &params.with_max_evaluations(1))?;
 /// assert!(!res.converged && res.reason == Termination::EvaluationBudget);
 /// assert_eq!(res.iterations, 1);
-/// // The Wolfe constants need 0 < c₁ < c₂ < 1.
+/// // The Wolfe constants need 0 < c₁ < c₂ < 1, and Hager–Zhang (the default) c₁ < 0.5; the
+/// // error names the field.
 /// let bad = LbfgsParams::default().with_wolfe(0.9, 0.1);
 /// let err = minimize_lbfgs(&P, DVector::zeros(4), &bad).unwrap_err();
 /// assert!(matches!(err, ConvexOptError::InvalidParameter(_)));
+/// let bad = LbfgsParams::default().with_wolfe(0.6, 0.9);
+/// let err = minimize_lbfgs(&P, DVector::zeros(4), &bad).unwrap_err();
+/// assert!(matches!(&err, ConvexOptError::InvalidParameter(m) if m.contains("LbfgsParams.c1")));
 /// # Ok::<(), ConvexOptError>(())
 /// ```
 #[derive(Clone, Copy, Debug)]
 #[non_exhaustive]
 pub struct LbfgsParams {
-    /// Number of stored curvature pairs (default 100).
+    /// Number of stored curvature pairs (default 100; at least 1).
     pub history: usize,
-    /// Sufficient-decrease constant (default `1e-4`).
+    /// Sufficient-decrease constant (default `1e-4`): `0 < c1 < c2`, and `c1 < 0.5` with
+    /// [`LineSearch::HagerZhang`].
     pub c1: f64,
-    /// Curvature constant (default `0.9`).
+    /// Curvature constant (default `0.9`): `c1 < c2 < 1`.
     pub c2: f64,
-    /// Stop when `‖∇f(x)‖∞ ≤ gradient_tolerance` (default `1e-9`).
+    /// Stop when `‖∇f(x)‖∞ ≤ gradient_tolerance` (default `1e-9`; `≥ 0`).
     pub gradient_tolerance: f64,
-    /// Stop when the cost changes by less than this between iterations (default 0: off; the
-    /// reference uses `1e-12`, which in `f64` stops before small gradient tolerances are met).
+    /// Stop when the cost changes by less than this between iterations (default 0: off; `≥ 0`;
+    /// the reference uses `1e-12`, which in `f64` stops before small gradient tolerances are
+    /// met).
     pub cost_tolerance: f64,
     /// Iteration limit (default 1000).
     pub max_iterations: u64,
@@ -168,4 +175,63 @@ impl LbfgsParams {
         self.line_search = line_search;
         self
     }
+
+    /// Checks the documented ranges; the error names the first field out of range.
+    pub(crate) fn validate(&self) -> Result<(), ConvexOptError> {
+        check_history("LbfgsParams", self.history)?;
+        check_wolfe("LbfgsParams", self.c1, self.c2, Some(self.line_search))?;
+        check_non_negative("LbfgsParams.gradient_tolerance", self.gradient_tolerance)?;
+        check_non_negative("LbfgsParams.cost_tolerance", self.cost_tolerance)
+    }
+}
+
+/// Error unless at least one curvature pair is stored (`owner` names the parameter struct).
+pub(crate) fn check_history(owner: &str, history: usize) -> Result<(), ConvexOptError> {
+    if history == 0 {
+        return Err(ConvexOptError::InvalidParameter(format!(
+            "{owner}.history = 0: at least 1 curvature pair must be stored"
+        )));
+    }
+    Ok(())
+}
+
+/// Error unless `value ≥ 0` (NaN is refused); `name` is `Struct.field`.
+pub(crate) fn check_non_negative(name: &str, value: f64) -> Result<(), ConvexOptError> {
+    if value.is_nan() || value < 0.0 {
+        return Err(ConvexOptError::InvalidParameter(format!(
+            "{name} = {value}: must be ≥ 0"
+        )));
+    }
+    Ok(())
+}
+
+/// Error unless the Wolfe constants satisfy `0 < c1 < c2 < 1` (NaN is refused) and, for
+/// `Some(LineSearch::HagerZhang)`, `c1 < 0.5` (Hager–Zhang's `δ`: argmin's search otherwise
+/// fails at run time with an internal error). `owner` names the parameter struct in the
+/// message, which names the field out of range.
+pub(crate) fn check_wolfe(
+    owner: &str,
+    c1: f64,
+    c2: f64,
+    line_search: Option<LineSearch>,
+) -> Result<(), ConvexOptError> {
+    let bad = |msg: String| Err(ConvexOptError::InvalidParameter(msg));
+    if !(c1 > 0.0 && c1 < 1.0) {
+        return bad(format!("{owner}.c1 = {c1}: need 0 < c1 < c2 < 1"));
+    }
+    if !(c2 > 0.0 && c2 < 1.0) {
+        return bad(format!("{owner}.c2 = {c2}: need 0 < c1 < c2 < 1"));
+    }
+    if c1 >= c2 {
+        return bad(format!(
+            "{owner}.c1 = {c1} is not below {owner}.c2 = {c2}: need 0 < c1 < c2 < 1"
+        ));
+    }
+    if line_search == Some(LineSearch::HagerZhang) && c1 >= 0.5 {
+        return bad(format!(
+            "{owner}.c1 = {c1}: the Hager–Zhang line search needs c1 < 0.5 (its δ); \
+             LineSearch::MoreThuente accepts 0 < c1 < c2 < 1"
+        ));
+    }
+    Ok(())
 }

@@ -7,8 +7,8 @@ use candle_core::Tensor;
 use krylov::{BatchOperator, CgParams, KrylovError, cg};
 
 use crate::batch::{
-    Collector, column, objective_from, row_dots_host, row_inf_norms, scatter_rows, select_rows,
-    setup, where_rows,
+    Collector, TrialPoints, column, objective_from, row_dots_host, row_inf_norms, scatter_rows,
+    select_rows, setup, where_rows,
 };
 use crate::rows::RowView;
 use crate::{
@@ -117,15 +117,31 @@ impl NewtonCgParams {
 struct HessianOperator<'m, 'a> {
     model: &'m SecondOrderModel<'a>,
     failure: RefCell<Option<ConvexOptError>>,
+    /// Per row, whether the first product (CG's first step, along the right-hand side) was
+    /// finite: tells a NaN/±∞ product from finite non-positive curvature when CG breaks down
+    /// at once. `None` until the first call.
+    first_finite: RefCell<Option<Vec<bool>>>,
 }
 
 impl BatchOperator<Tensor> for HessianOperator<'_, '_> {
     fn apply(&self, x: &Tensor, _active: &[bool]) -> Result<Tensor, KrylovError> {
         // The cached model evaluates the whole working set; inactive rows are ignored by CG.
-        self.model.hvp(x).map_err(|e| {
+        let hx = self.model.hvp(x).map_err(|e| {
             *self.failure.borrow_mut() = Some(e);
             KrylovError::operator(HvpFailed)
-        })
+        })?;
+        if self.first_finite.borrow().is_none() {
+            // One host reduction per Newton system, next to CG's own per-step dot products.
+            let finite = match row_inf_norms(&hx) {
+                Ok(norms) => norms.iter().map(|v| v.is_finite()).collect(),
+                Err(e) => {
+                    *self.failure.borrow_mut() = Some(e);
+                    return Err(KrylovError::operator(HvpFailed));
+                }
+            };
+            *self.first_finite.borrow_mut() = Some(finite);
+        }
+        Ok(hx)
     }
 }
 
@@ -181,7 +197,10 @@ pub fn invert_newton_cg<P: BatchedPotential + ?Sized>(
     if setup.n == 0 {
         return out.finish(&setup.y, stats);
     }
-    let mut cg_params = CgParams::default().with_atol(1.0).with_rtol(0.0);
+    let mut cg_params = CgParams::default()
+        .with_atol(1.0)
+        .with_rtol(0.0)
+        .with_confirm_with_true_residual(false);
     if let Some(m) = params.cg_max_iterations {
         cg_params = cg_params.with_max_iters(m);
     }
@@ -244,12 +263,20 @@ pub fn invert_newton_cg<P: BatchedPotential + ?Sized>(
             stats.hvp_calls += step.operator_calls;
             stats.hvp_rows += step.operator_calls * rows.len();
             let (p, dphi0) = (step.p, step.dphi0);
-            // Rows whose Hessian curves downwards along the gradient stop here (their x is
-            // the last iterate): no descent method can be trusted on them.
+            // Rows whose Hessian curves downwards along the gradient, or whose Hessian-vector
+            // product is not finite, stop here (their x is the last iterate): no descent
+            // method can be trusted on them.
             let mut active = active;
-            for (j, not_convex) in step.not_convex.iter().enumerate() {
-                if *not_convex && active[j] {
-                    out.status[rows[j]] = Some(Termination::NotConvex);
+            for j in 0..rows.len() {
+                let reason = if step.non_finite[j] {
+                    Termination::NonFinite
+                } else if step.not_convex[j] {
+                    Termination::NotConvex
+                } else {
+                    continue;
+                };
+                if active[j] {
+                    out.status[rows[j]] = Some(reason);
                     active[j] = false;
                 }
             }
@@ -280,16 +307,18 @@ pub fn invert_newton_cg<P: BatchedPotential + ?Sized>(
                 let y_sub = select_rows(&yw, &pend)?;
                 stats.gradient_calls += 1;
                 stats.gradient_rows += pend.len();
+                // Rows of x_sub that overflowed are not evaluated; their objective is NaN.
+                let points = TrialPoints::new(&x_sub, &y_sub)?;
                 let (ev, trial) = if pend.len() == rows.len() {
-                    let trial = work.second_order(&x_sub)?;
-                    let ev = objective_from(trial.value(), trial.gradient(), &x_sub, &y_sub)?;
+                    let trial = work.second_order(points.points())?;
+                    let ev = points.objective(trial.value(), trial.gradient(), &y_sub)?;
                     (ev, Some(trial))
                 } else {
                     // A subset of the working set (the rows still backtracking).
                     let originals: Vec<usize> = pend.iter().map(|&j| rows[j]).collect();
                     let sub = RowView::new(potential, &originals, setup.n, y.device())?;
-                    let trial = sub.second_order(&x_sub)?;
-                    let ev = objective_from(trial.value(), trial.gradient(), &x_sub, &y_sub)?;
+                    let trial = sub.second_order(points.points())?;
+                    let ev = points.objective(trial.value(), trial.gradient(), &y_sub)?;
                     (ev, None)
                 };
                 let gn_t = row_inf_norms(&ev.g)?;
@@ -371,9 +400,12 @@ struct NewtonStep {
     p: Tensor,
     dphi0: Vec<f64>,
     operator_calls: usize,
-    /// Active rows whose CG broke down at its first step with finite products: `bᵀHb ≤ 0`
-    /// for `b ∝ −g` (non-finite products fail the line search's checks instead).
+    /// Active rows whose CG broke down at its first step with a finite product: `bᵀHb ≤ 0`
+    /// for `b ∝ −g`.
     not_convex: Vec<bool>,
+    /// Active rows whose CG broke down at its first step because the Hessian-vector product
+    /// was not finite (NaN or ±∞ entries).
+    non_finite: Vec<bool>,
 }
 
 /// Newton directions `H p = −g` at the model `current`, scaled per system so that the absolute
@@ -408,6 +440,7 @@ fn newton_step(
     let op = HessianOperator {
         model: current,
         failure: RefCell::new(None),
+        first_finite: RefCell::new(None),
     };
     let sol = match cg(&op, &b, cg_params) {
         Ok(sol) => sol,
@@ -432,18 +465,20 @@ fn newton_step(
             }
         }
     }
-    let not_convex = (0..k)
-        .map(|j| {
-            active[j]
-                && sol.breakdown[j]
-                && sol.iterations[j] == 0
-                && sol.residual_norms[j].is_finite()
-        })
-        .collect();
+    // CG stopped before its first step on a finite right-hand side: the curvature bᵀHb along
+    // b ∝ −g was non-positive, or the product itself was not finite.
+    let first_finite = op.first_finite.into_inner().unwrap_or_default();
+    let stalled = |j: usize| {
+        active[j] && sol.breakdown[j] && sol.iterations[j] == 0 && sol.residual_norms[j].is_finite()
+    };
+    let finite_product = |j: usize| first_finite.get(j).copied().unwrap_or(true);
+    let not_convex = (0..k).map(|j| stalled(j) && finite_product(j)).collect();
+    let non_finite = (0..k).map(|j| stalled(j) && !finite_product(j)).collect();
     Ok(NewtonStep {
         p,
         dphi0,
         operator_calls: sol.operator_calls,
         not_convex,
+        non_finite,
     })
 }

@@ -50,7 +50,11 @@ pub struct InversionOptions {
     pub abs_tolerance: Option<f64>,
     /// Relative tolerance (times `‖y_i‖∞`); `None`: the dtype default.
     pub rel_tolerance: Option<f64>,
-    /// Maximum number of iterations per sample (default 1000).
+    /// Maximum number of iterations per sample (default 1000). [`crate::invert_lbfgs_flat`]
+    /// also caps its gradient evaluations separately
+    /// ([`FlatLbfgsParams::max_evaluations`](crate::FlatLbfgsParams::max_evaluations), by
+    /// default `1.25·max_iterations`), so it can stop earlier with
+    /// [`Termination::EvaluationBudget`].
     pub max_iterations: usize,
     /// Initial point `(B, d)`, in the dtype of `y` (another dtype is a
     /// [`ConvexOptError::DTypeMismatch`], never cast); `None`: `x₀ = y` (as in the reference

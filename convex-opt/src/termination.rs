@@ -17,11 +17,14 @@ use std::fmt;
 /// | `LineSearchFailed` | backtracking exhausted | Wolfe search failed from steepest descent | argmin's line search failed |
 /// | `EvaluationBudget` | – | – | gradient-evaluation budget spent |
 /// | `CostTolerance` | – | – | only with a positive cost tolerance |
-/// | `NonFinite` | – | – | Moré–Thuente: a non-finite trial point; Hager–Zhang: a failed search without a finite trial point |
+/// | `NonFinite` | a non-finite Hessian-vector product at the first CG step | – | Moré–Thuente: a non-finite trial point; Hager–Zhang: a failed search without a finite trial point |
+/// | `NotConvex` | finite non-positive curvature at the first CG step | – | – |
 ///
 /// The batched solvers and the Hager–Zhang search treat a non-finite trial point as a step that
 /// is too long and shrink it; the batched solvers report a potential that is non-finite all
-/// along the search direction as `LineSearchFailed`.
+/// along the search direction as `LineSearchFailed`. A trial point that is itself not finite
+/// (the step overflowed) counts the same way and is never passed to the potential, so a
+/// potential may refuse non-finite input.
 ///
 /// ```
 /// use candle_core::{Device, Tensor};
@@ -34,6 +37,12 @@ use std::fmt;
 /// assert_eq!(res.termination, vec![Termination::NotConvex]);
 /// assert!(!res.converged[0]);
 /// assert_eq!(Termination::NotConvex.to_string(), "not convex (non-positive curvature)");
+/// // Φ(x) = ‖x‖² with a NaN Hessian-vector product: the row stops on the non-finite value.
+/// let nan = FnPotential::new(|x: &Tensor| Ok((x.sqr()?.sum(1)?, (x * 2.0)?)))
+///     .with_hvp(|_x: &Tensor, v: &Tensor| v * f64::NAN);
+/// let res = invert_newton_cg(&nan, &y, &InversionOptions::default(), &NewtonCgParams::default())?;
+/// assert_eq!(res.termination, vec![Termination::NonFinite]);
+/// assert!(res.to_string().ends_with("1: non-finite cost, gradient or Hessian-vector product"));
 /// assert_eq!(Termination::ALL.len(), 7);
 /// # Ok::<(), convex_opt::ConvexOptError>(())
 /// ```
@@ -49,20 +58,23 @@ pub enum Termination {
     /// search failed or spent its evaluation cap.
     LineSearchFailed,
     /// The gradient-evaluation budget of argmin's L-BFGS was spent
-    /// ([`LbfgsParams::max_evaluations`](crate::LbfgsParams::max_evaluations); the flat solver
-    /// uses the default `1.25·max_iterations`).
+    /// ([`LbfgsParams::max_evaluations`](crate::LbfgsParams::max_evaluations); for the flat
+    /// solver [`FlatLbfgsParams::max_evaluations`](crate::FlatLbfgsParams::max_evaluations),
+    /// by default `1.25·max_iterations`).
     EvaluationBudget,
     /// The cost changed by less than the cost tolerance between two iterations
     /// ([`LbfgsParams::cost_tolerance`](crate::LbfgsParams::cost_tolerance); off by default).
     CostTolerance,
-    /// The run ended on a non-finite cost or gradient: with the Moré–Thuente line search a
-    /// non-finite trial point ends the run (it cannot backtrack from one); with Hager–Zhang a
-    /// line search failed without finding any finite trial point.
+    /// The run ended on a non-finite value: with the Moré–Thuente line search a non-finite
+    /// trial point ends the run (it cannot backtrack from one); with Hager–Zhang a line search
+    /// failed without finding any finite trial point; in Newton–CG the Hessian-vector product
+    /// along the gradient (the first CG step) held NaN or ±∞, so no Newton step exists (the row
+    /// stops there, at its last iterate).
     NonFinite,
-    /// Newton–CG's first CG step met non-positive curvature `pᵀ∇²Φ p ≤ 0` along the gradient:
-    /// the potential is not (strictly) convex at that point, against the solvers'
+    /// Newton–CG's first CG step met finite non-positive curvature `pᵀ∇²Φ p ≤ 0` along the
+    /// gradient: the potential is not (strictly) convex at that point, against the solvers'
     /// precondition. The row stops there instead of wandering (a concave potential ran 525
-    /// iterations to a residual of 1e154).
+    /// iterations to a residual of 1e154). A non-finite product is [`NonFinite`](Self::NonFinite).
     NotConvex,
 }
 
@@ -75,7 +87,7 @@ impl Termination {
             Self::LineSearchFailed => "line search failed",
             Self::EvaluationBudget => "evaluation budget spent",
             Self::CostTolerance => "cost change below tolerance",
-            Self::NonFinite => "non-finite cost or gradient",
+            Self::NonFinite => "non-finite cost, gradient or Hessian-vector product",
             Self::NotConvex => "not convex (non-positive curvature)",
         }
     }

@@ -106,7 +106,8 @@ fn main() -> anyhow::Result<()> {
     let params = CgParams::default()
         .with_atol(1e-3)
         .with_rtol(0.0)
-        .with_max_iters(10 * d);
+        .with_max_iters(10 * d)
+        .with_confirm_with_true_residual(false);
     let stats = |its: &[usize]| {
         let mean = its.iter().sum::<usize>() as f64 / its.len() as f64;
         (mean, its.iter().copied().max().unwrap_or(0))

@@ -23,6 +23,7 @@
 
 mod commands;
 mod data;
+mod data_record;
 #[cfg(fuzzing)]
 mod fuzz_config;
 mod interrupt;
@@ -53,26 +54,35 @@ struct Cli {
     command: Command,
 }
 
+/// Every command takes negative numbers as option values (`--lr -0.01`), so that their
+/// checks, not the argument parser's "unexpected argument '-0'", say what is wrong.
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Train a flow (TOML config + overrides); writes model, checkpoint, metrics, report, plots.
+    #[command(allow_negative_numbers = true)]
     Train(TrainArgs),
     /// Negative log-likelihood (exact or SLQ) of a trained model on the run's held-out split,
     /// a toy, a file or a tabular benchmark's test split; bits per dimension of an image flow
     /// on its dataset's test split; a VAE's test −ELBO and importance-sampled NLL.
+    #[command(allow_negative_numbers = true)]
     Eval(EvalArgs),
     /// Draw samples from a trained model into a .npy or .csv file (image models and VAEs: a
     /// PNG grid with --grid).
+    #[command(allow_negative_numbers = true)]
     Sample(SampleArgs),
     /// Write the PNG figures of a trained 2-D model.
+    #[command(allow_negative_numbers = true)]
     Plot(PlotArgs),
     /// The optimal-transport experiment (paper Fig. 4): transport cost vs closed-form W2².
+    #[command(allow_negative_numbers = true)]
     Ot(OtArgs),
     /// The VAE experiment (paper Table 3): Gaussian or CP-Flow posterior on Frey Faces,
     /// Caltech 101 Silhouettes, MNIST or Omniglot; writes checkpoints, metrics and report.json.
+    #[command(allow_negative_numbers = true)]
     Vae(VaeArgs),
     /// Import a tabular, toy or image flow trained by the authors' PyTorch code (its
     /// state_dict as safetensors, the architecture from a `train` config) as a model directory.
+    #[command(allow_negative_numbers = true)]
     ImportReference(commands::ImportReferenceArgs),
 }
 
@@ -338,6 +348,27 @@ fn plot_half_width(s: &str) -> std::result::Result<f64, String> {
     Ok(v)
 }
 
+/// A plot window's centre `X,Y`: two finite numbers within ±[`model_plots::MAX_HALF_WIDTH`].
+fn plot_center(s: &str) -> std::result::Result<[f64; 2], String> {
+    let parts: Vec<&str> = s.split(',').map(str::trim).collect();
+    let [x, y] = parts[..] else {
+        return Err(format!("must be two numbers `X,Y`, got `{s}`"));
+    };
+    let mut c = [0.0; 2];
+    for (v, t) in c.iter_mut().zip([x, y]) {
+        *v = t
+            .parse::<f64>()
+            .map_err(|e| format!("`{t}` is not a number: {e}"))?;
+        if !(v.is_finite() && v.abs() <= model_plots::MAX_HALF_WIDTH) {
+            return Err(format!(
+                "the centre's coordinates must be finite and within ±{:e}, got `{s}`",
+                model_plots::MAX_HALF_WIDTH
+            ));
+        }
+    }
+    Ok(c)
+}
+
 #[derive(Args, Debug)]
 pub(crate) struct PlotArgs {
     /// A run directory or a .safetensors file.
@@ -349,9 +380,16 @@ pub(crate) struct PlotArgs {
     /// Data for `data.png` (default: the run's training data).
     #[arg(long)]
     pub data: Option<String>,
-    /// Half-width of the plotting window (a finite number above 0, at most 1e6).
-    #[arg(long, default_value_t = 4.0, value_parser = plot_half_width)]
-    pub half_width: f64,
+    /// Half-width of a square plotting window around `--center` (a finite number above 0,
+    /// at most 1e6). Without `--half-width` and `--center`: the reference's `[−4, 4]²` for a
+    /// toy or an image density, the box around the data (a tenth wider on every side) for a
+    /// `.npy` or `.csv` file, `[−4, 4]²` without data.
+    #[arg(long, value_parser = plot_half_width)]
+    pub half_width: Option<f64>,
+    /// Centre `X,Y` of the square window of `--half-width` (default `0,0`; half-width 4 when
+    /// only the centre is given).
+    #[arg(long, value_parser = plot_center, allow_hyphen_values = true)]
+    pub center: Option<[f64; 2]>,
     /// Density grid resolution (points per side, 2 to 1000: the figure is 500 pixels wide).
     #[arg(long, default_value_t = 100, value_parser = count_in::<2, MAX_PLOT_GRID>)]
     pub grid: usize,

@@ -7,7 +7,9 @@ use thiserror::Error;
 /// Error policy (see `docs/ARCHITECTURE.md`, Conventions): errors of other crates are kept as
 /// the [`source`](std::error::Error::source), never flattened to a string, and no message
 /// repeats its source's text — print a whole chain with `{:#}` of `anyhow` or by walking
-/// `source()`.
+/// `source()`. The one exception is [`CpflowError::Io`]: its message ends with the
+/// operating system's reason ("No such file or directory"), which a plain `{e}` would
+/// otherwise lose, so it has no `source()` (the [`std::io::Error`] is its `cause` field).
 ///
 /// ```
 /// use candle_core::{Device, Tensor};
@@ -49,14 +51,25 @@ pub enum CpflowError {
     /// An error from the toy densities (unknown name, invalid argument).
     #[error(transparent)]
     Toy(#[from] crate::toy::ToyError),
-    /// File-system error (checkpoints, metrics).
-    #[error("I/O error on {path}")]
+    /// File-system error (checkpoints, metrics). The message names the file and the cause:
+    /// `I/O error on run/model.safetensors: No such file or directory (os error 2)`. The
+    /// cause is in the message, not the error chain (`source()` is `None`), so a plain `{e}`
+    /// and a printed chain (anyhow's `{:#}`, the command line's report) both show it once.
+    ///
+    /// ```
+    /// use cpflow::CpflowError;
+    /// let path = std::path::Path::new("no/such/model.safetensors");
+    /// let e = cpflow::Flow::load(path, &candle_core::Device::Cpu).unwrap_err();
+    /// assert!(matches!(&e, CpflowError::Io { cause, .. } if cause.kind() == std::io::ErrorKind::NotFound));
+    /// assert!(e.to_string().starts_with("I/O error on no/such/model.safetensors: "), "{e}");
+    /// assert!(std::error::Error::source(&e).is_none());
+    /// ```
+    #[error("I/O error on {path}: {cause}")]
     Io {
         /// The file concerned.
         path: String,
-        /// The underlying error.
-        #[source]
-        source: std::io::Error,
+        /// The underlying error (shown in the message).
+        cause: std::io::Error,
     },
     /// JSON (de)serialisation error.
     #[error("JSON (de)serialisation failed")]
@@ -159,10 +172,10 @@ fn files_note(saved: &[std::path::PathBuf]) -> String {
 }
 
 impl CpflowError {
-    pub(crate) fn io(path: &std::path::Path, source: std::io::Error) -> Self {
+    pub(crate) fn io(path: &std::path::Path, cause: std::io::Error) -> Self {
         CpflowError::Io {
             path: path.display().to_string(),
-            source,
+            cause,
         }
     }
 }
@@ -196,8 +209,18 @@ mod tests {
     fn wrapped_errors_keep_their_sources_and_print_each_message_once() {
         let io = || std::io::Error::other("disk full");
         let e = CpflowError::io(std::path::Path::new("/tmp/ck.safetensors"), io());
-        assert_eq!(e.to_string(), "I/O error on /tmp/ck.safetensors");
-        assert_eq!(repeated_message(&e), (None, 2));
+        // The cause is in the message, not the chain: printed once either way.
+        assert_eq!(e.to_string(), "I/O error on /tmp/ck.safetensors: disk full");
+        assert_eq!(repeated_message(&e), (None, 1));
+        assert_eq!(
+            crate::exit_report::error_report(&e),
+            "Error: I/O error on /tmp/ck.safetensors: disk full"
+        );
+        let chained = anyhow::Error::new(e).context("saving the run");
+        assert_eq!(
+            format!("{chained:#}"),
+            "saving the run: I/O error on /tmp/ck.safetensors: disk full"
+        );
 
         // Three crates deep: cpflow → krylov operator → icnn → candle.
         let icnn = icnn::IcnnError::from(candle_core::Error::Msg("hvp shape".into()));

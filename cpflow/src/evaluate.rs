@@ -89,7 +89,8 @@ pub struct NllEstimate {
     /// Standard error of [`NllEstimate::mean`] as an estimate of the population mean:
     /// the samples' standard deviation (`n − 1` denominator) over `√n`. With the SLQ
     /// estimator it includes the probes' noise, since each row's value is one random draw.
-    /// `None` for a single sample.
+    /// `None` for a single sample. Finite for finite values whenever it is representable:
+    /// NLLs as large as `1e200` (points far outside the data) do not overflow it.
     pub std_err: Option<f64>,
     /// Samples scored.
     pub n: usize,
@@ -100,12 +101,41 @@ pub struct NllEstimate {
 
 /// Running mean and sum of squared deviations of per-row NLLs, merged chunk by chunk (Chan et
 /// al.'s pairwise update), which stays accurate when the mean is large against the spread.
-#[derive(Default)]
+///
+/// The moments are kept divided by `scale`, a power of two at or below the largest finite
+/// magnitude seen (1 until one is above 1), so they cannot overflow: finite values up to
+/// `f64::MAX` (e.g. NLLs of `1e200` from points far outside the data) give a finite standard
+/// error whenever it is representable. Dividing by a power of two is exact, so for values
+/// below 1 in magnitude nothing changes, and otherwise only where the unscaled sums would
+/// have overflowed or underflowed.
 struct RunningMoments {
     n: usize,
-    mean: f64,
-    m2: f64,
+    /// The power of two the moments below are divided by.
+    scale: f64,
+    /// The mean over `scale`.
+    scaled_mean: f64,
+    /// The sum of squared deviations from the mean over `scale²`.
+    scaled_m2: f64,
     non_finite: usize,
+}
+
+impl Default for RunningMoments {
+    fn default() -> Self {
+        RunningMoments {
+            n: 0,
+            scale: 1.0,
+            scaled_mean: 0.0,
+            scaled_m2: 0.0,
+            non_finite: 0,
+        }
+    }
+}
+
+/// The largest power of two at or below `magnitude` (finite, `≥ 1`): `2^⌊log₂ magnitude⌋`.
+fn power_of_two_below(magnitude: f64) -> f64 {
+    // The biased exponent of a normal f64: its value is 2^(exponent − 1023) times [1, 2).
+    let exponent = ((magnitude.to_bits() >> 52) & 0x7ff) as i32 - 1023;
+    2f64.powi(exponent)
 }
 
 impl RunningMoments {
@@ -115,19 +145,39 @@ impl RunningMoments {
             return;
         }
         self.non_finite += values.iter().filter(|v| !v.is_finite()).count();
-        let mean_b = values.iter().sum::<f64>() / nb as f64;
-        let m2_b: f64 = values.iter().map(|v| (v - mean_b).powi(2)).sum();
+        let largest = values
+            .iter()
+            .filter(|v| v.is_finite())
+            .fold(0.0f64, |m, v| m.max(v.abs()));
+        if largest > self.scale {
+            let new_scale = power_of_two_below(largest).max(self.scale);
+            let ratio = self.scale / new_scale;
+            self.scaled_mean *= ratio;
+            self.scaled_m2 *= ratio * ratio;
+            self.scale = new_scale;
+        }
+        // |v / scale| < 2 for every finite value: no sum below can overflow.
+        let scaled = values.iter().map(|v| v / self.scale);
+        let mean_b = scaled.clone().sum::<f64>() / nb as f64;
+        let m2_b: f64 = scaled.map(|v| (v - mean_b).powi(2)).sum();
         let n = self.n + nb;
-        let delta = mean_b - self.mean;
-        self.mean += delta * nb as f64 / n as f64;
-        self.m2 += m2_b + delta * delta * (self.n as f64) * (nb as f64) / n as f64;
+        let delta = mean_b - self.scaled_mean;
+        self.scaled_mean = if delta.is_finite() {
+            self.scaled_mean + delta * nb as f64 / n as f64
+        } else {
+            // An infinite mean on one side (NLLs of +∞): the weighted mean keeps it +∞ where
+            // `∞ − ∞` in the update above would make it NaN.
+            self.scaled_mean * (self.n as f64 / n as f64) + mean_b * (nb as f64 / n as f64)
+        };
+        self.scaled_m2 += m2_b + delta * delta * (self.n as f64) * (nb as f64) / n as f64;
         self.n = n;
     }
 
     fn finish(&self) -> NllEstimate {
-        let std_err = (self.n > 1).then(|| (self.m2 / (self.n - 1) as f64 / self.n as f64).sqrt());
+        let std_err = (self.n > 1)
+            .then(|| self.scale * (self.scaled_m2 / (self.n - 1) as f64 / self.n as f64).sqrt());
         NllEstimate {
-            mean: self.mean,
+            mean: self.scaled_mean * self.scale,
             std_err,
             n: self.n,
             non_finite: self.non_finite,
@@ -312,4 +362,75 @@ pub fn nll_estimate_with<R: Rng + ?Sized>(
         start += len;
     }
     Ok(moments.finish())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The moments of `values` pushed in chunks of `chunk` rows.
+    fn moments(values: &[f64], chunk: usize) -> NllEstimate {
+        let mut m = RunningMoments::default();
+        values.chunks(chunk).for_each(|c| m.push_chunk(c));
+        m.finish()
+    }
+
+    fn relative_error(a: f64, b: f64) -> f64 {
+        (a - b).abs() / b.abs()
+    }
+
+    #[test]
+    fn huge_finite_values_have_a_finite_standard_error() {
+        // [1e200, −1e200, 3e199] = 1e199·[10, −10, 3]: mean 1e199·1, sample variance
+        // 1e398·(81 + 121 + 4)/2 = 1e398·103, standard error 1e199·√(103/3). Unscaled, the
+        // squared deviations (~1e400) overflow to ∞.
+        let values = [1e200, -1e200, 3e199];
+        for chunk in [1, 2, 3] {
+            let est = moments(&values, chunk);
+            assert_eq!((est.n, est.non_finite), (3, 0));
+            assert!(relative_error(est.mean, 1e199) < 1e-12, "{est:?}");
+            let se = est.std_err.expect("three values");
+            assert!(
+                relative_error(se, 1e199 * (103f64 / 3.0).sqrt()) < 1e-12,
+                "{est:?}"
+            );
+        }
+        // Near the top of the range: values of ±f64::MAX/2 have a standard error of
+        // f64::MAX/2 (spread √2·MAX/2 over √2), representable though their squares are not.
+        let half = f64::MAX / 2.0;
+        let est = moments(&[half, -half], 1);
+        assert!(
+            relative_error(est.std_err.unwrap(), half) < 1e-12,
+            "{est:?}"
+        );
+        assert_eq!(est.mean, 0.0);
+    }
+
+    #[test]
+    fn ordinary_values_match_the_two_pass_formulas() {
+        let values = [0.25, -1.5, 3.0, 1e3, 7.5, -2.0, 0.125];
+        let n = values.len() as f64;
+        let mean = values.iter().sum::<f64>() / n;
+        let var = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0);
+        for chunk in [1, 3, 7] {
+            let est = moments(&values, chunk);
+            assert!(relative_error(est.mean, mean) < 1e-14, "{est:?}");
+            assert!(relative_error(est.std_err.unwrap(), (var / n).sqrt()) < 1e-14);
+        }
+        // Values below 1 in magnitude are not rescaled at all: the same bits as unscaled.
+        let small = [0.5, -0.25, 0.125];
+        let est = moments(&small, 3);
+        assert_eq!(est.mean, small.iter().sum::<f64>() / 3.0);
+        assert_eq!(moments(&[4.0], 1).std_err, None);
+    }
+
+    #[test]
+    fn non_finite_values_are_counted_and_make_the_mean_non_finite() {
+        let est = moments(&[1.0, f64::INFINITY, 2.0, 1e200], 2);
+        assert_eq!((est.n, est.non_finite), (4, 1));
+        assert_eq!(est.mean, f64::INFINITY);
+        let est = moments(&[1.0, f64::NAN, 3.0], 1);
+        assert_eq!(est.non_finite, 1);
+        assert!(est.mean.is_nan());
+    }
 }

@@ -3,16 +3,15 @@
 
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
-use rand::Rng;
 
 use crate::actnorm::ActNorm;
 use crate::block::CpFlowBlock;
-use crate::config::{FloatType, SlqConfig};
+use crate::config::FloatType;
 use crate::error::{CpflowError, Result};
 use crate::flow_config::{FlowConfig, LayerConfig};
+use crate::non_finite_rows::{exact_logdet_rows, non_finite_rows, or_non_finite_rows};
 use crate::prior::GaussianPrior;
 use crate::rng::FlowRng;
-use crate::slq::{SlqLogProb, slq_logdet_block};
 
 /// Rows per chunk in the SLQ evaluation pass (and the upper bound for the exact pass, whose
 /// chunks are sized by dimension). Rows are independent, so chunking changes memory use and
@@ -281,10 +280,22 @@ impl Flow {
         x: &Tensor,
         ctx: Option<&Tensor>,
     ) -> Result<(Tensor, Option<Tensor>)> {
-        let x = check_matrix(x, self.dim(), "data", self.dtype(), &self.device)?;
+        let (x, ctx) = self.check_rows(x, ctx)?;
+        refuse_empty(&x, "data")?;
+        Ok((x, ctx))
+    }
+
+    /// [`Flow::check_input`] that accepts a batch of 0 rows: the evaluation and inversion
+    /// passes give empty results for it (as a sample of 0 points needs).
+    pub(crate) fn check_rows(
+        &self,
+        x: &Tensor,
+        ctx: Option<&Tensor>,
+    ) -> Result<(Tensor, Option<Tensor>)> {
+        let x = check_matrix_rows(x, self.dim(), "data", self.dtype(), &self.device)?;
         let ctx = match (self.context_dim, ctx) {
             (Some(c), Some(t)) => {
-                let t = check_matrix(t, c, "context", self.dtype(), &self.device)?;
+                let t = check_matrix_rows(t, c, "context", self.dtype(), &self.device)?;
                 if t.dim(0)? != x.dim(0)? {
                     return Err(CpflowError::InvalidInput(format!(
                         "context has {} rows but the data has {}",
@@ -390,31 +401,40 @@ impl Flow {
             .collect()
     }
 
-    /// `(z, Σ log det)` with exact dense log-dets, for one chunk (detached outputs).
+    /// `(z, Σ log det)` with exact dense log-dets, for one chunk (detached outputs; a NaN
+    /// log-det for a row that overflows, [`crate::non_finite_rows`]).
     fn transform_chunk(
         &self,
         x: &Tensor,
         ctx: Option<&Tensor>,
         weights: &[Option<icnn::HostWeights>],
     ) -> Result<(Tensor, Tensor)> {
-        self.transform_chunk_with(x, weights, |blk, w, h| {
+        self.transform_chunk_with(x, weights, |blk, w, h, tolerate| {
             let (z, hess) = blk.forward_and_hessian_detached(h, ctx, w)?;
-            let lds = logdet::exact_logdet_tensor(&hess)?;
+            let lds = exact_logdet_rows(&hess, &or_non_finite_rows(tolerate, &z)?)?;
             Ok((z, lds))
         })
     }
 
     /// `(z, Σ log det)` for one chunk: ActNorm log-dets in closed form, each CP-Flow block's
-    /// `(z, per-row log det)` from `block_logdet` (exact or SLQ; given the layer's shared host
-    /// weights, from [`Flow::host_weights`]). Outputs are detached.
-    fn transform_chunk_with<F>(
+    /// `(z, per-row log det)` from `block_logdet(block, host weights, h, tolerate)` (exact or
+    /// SLQ; given the layer's shared host weights, from [`Flow::host_weights`]), where
+    /// `tolerate[i]` says that row `i` already has no finite value (its input or its log-det so
+    /// far), so a failure of its log-det is its own (NaN), not the batch's. Outputs are
+    /// detached.
+    pub(crate) fn transform_chunk_with<F>(
         &self,
         x: &Tensor,
         weights: &[Option<icnn::HostWeights>],
         mut block_logdet: F,
     ) -> Result<(Tensor, Tensor)>
     where
-        F: FnMut(&CpFlowBlock, Option<&icnn::HostWeights>, &Tensor) -> Result<(Tensor, Vec<f64>)>,
+        F: FnMut(
+            &CpFlowBlock,
+            Option<&icnn::HostWeights>,
+            &Tensor,
+            &[bool],
+        ) -> Result<(Tensor, Vec<f64>)>,
     {
         let b = x.dim(0)?;
         let mut h = x.detach();
@@ -428,7 +448,13 @@ impl Flow {
                     y.detach()
                 }
                 Layer::Cpf(blk) => {
-                    let (z, lds) = block_logdet(blk, weights.get(i).and_then(Option::as_ref), &h)?;
+                    let tolerate: Vec<bool> = non_finite_rows(&h)?
+                        .into_iter()
+                        .zip(&ld)
+                        .map(|(bad, l)| bad || !l.is_finite())
+                        .collect();
+                    let w = weights.get(i).and_then(Option::as_ref);
+                    let (z, lds) = block_logdet(blk, w, &h, &tolerate)?;
                     ld.iter_mut().zip(lds).for_each(|(v, l)| *v += l);
                     z
                 }
@@ -440,7 +466,13 @@ impl Flow {
 
     /// Forward transform `z = f(x)` and the exact log-determinant of its Jacobian
     /// `Σ_layers log|det J|` per sample (dense Hessians, host Cholesky; for `d` up to a few
-    /// hundred). Outputs are detached.
+    /// hundred). Outputs are detached. A batch of 0 rows gives `(0, d)` and `(0,)` tensors.
+    ///
+    /// A row that overflows the flow (a point far outside the data, e.g. `[1e308, 0.5]` in
+    /// f64) gets a NaN log-det when a block's Jacobian at it is not finite, or cannot be
+    /// factored where the block's input or output is not finite; the other rows of the batch
+    /// are computed as without it. A finite Jacobian that is not positive definite at a point
+    /// whose forward pass is finite is an error ([`crate::CpflowError::Logdet`]).
     pub fn transform(&self, x: &Tensor) -> Result<(Tensor, Tensor)> {
         self.transform_given_opt(x, None)
     }
@@ -450,9 +482,16 @@ impl Flow {
         self.transform_given_opt(x, Some(ctx))
     }
 
-    fn transform_given_opt(&self, x: &Tensor, ctx: Option<&Tensor>) -> Result<(Tensor, Tensor)> {
+    pub(crate) fn transform_given_opt(
+        &self,
+        x: &Tensor,
+        ctx: Option<&Tensor>,
+    ) -> Result<(Tensor, Tensor)> {
         self.ensure_initialized()?;
-        let (x, ctx) = self.check_input(x, ctx)?;
+        let (x, ctx) = self.check_rows(x, ctx)?;
+        if x.dim(0)? == 0 {
+            return Ok((x.clone(), Tensor::zeros(0, x.dtype(), x.device())?));
+        }
         let rows = exact_chunk_rows(self.dim(), self.config.max_hidden_units());
         let weights = self.host_weights(ctx.as_ref())?;
         let out = self.chunked(&x, ctx.as_ref(), rows, |_, xc, cc| {
@@ -461,132 +500,33 @@ impl Flow {
         })?;
         Ok((out[0].clone(), out[1].clone()))
     }
-
-    /// `log p(x)` per row with the exact dense-Hessian log-det (the reference's test-NLL
-    /// path), `(B,)`, detached.
-    ///
-    /// ```
-    /// # use candle_core::{Device, Tensor};
-    /// # use cpflow::{Flow, FlowConfig, FloatType, PotentialConfig};
-    /// # fn main() -> cpflow::Result<()> {
-    /// let pot = PotentialConfig::Icnn3(icnn::Icnn3Config { dim: 2, width: 4, depth: 2, ..Default::default() });
-    /// let flow = Flow::new(FlowConfig::single_block(pot), &Device::Cpu)?;
-    /// let x = Tensor::new(&[[0.1f64, 0.2], [0.3, -0.4]], &Device::Cpu)?;
-    /// flow.initialize(&x)?;
-    /// let nll = flow.log_prob_exact(&x)?.neg()?.mean_all()?.to_scalar::<f64>()?;
-    /// assert!(nll.is_finite());
-    /// # Ok(())
-    /// # }
-    /// ```
-    pub fn log_prob_exact(&self, x: &Tensor) -> Result<Tensor> {
-        self.log_prob_exact_given_opt(x, None)
-    }
-
-    /// [`Flow::log_prob_exact`] for a conditional flow.
-    pub fn log_prob_exact_given(&self, x: &Tensor, ctx: &Tensor) -> Result<Tensor> {
-        self.log_prob_exact_given_opt(x, Some(ctx))
-    }
-
-    pub(crate) fn log_prob_exact_given_opt(
-        &self,
-        x: &Tensor,
-        ctx: Option<&Tensor>,
-    ) -> Result<Tensor> {
-        let (z, ld) = self.transform_given_opt(x, ctx)?;
-        Ok((self.prior().log_prob(&z)? + ld)?)
-    }
-
-    /// `log p(x)` per row with each block's log-det estimated by stochastic Lanczos quadrature
-    /// (`params.probes` unit Rademacher probes per sample, `min(params.steps, d)` Lanczos
-    /// steps; reference evaluation: 1 probe, 10 steps), with the per-row standard error of the
-    /// estimate (NaN with one probe). Detached.
-    ///
-    /// ```
-    /// use candle_core::{Device, Tensor};
-    /// use cpflow::{Flow, FlowConfig, FlowRng, PotentialConfig, SlqConfig};
-    /// use rand::SeedableRng;
-    /// # fn main() -> cpflow::Result<()> {
-    /// let pot = PotentialConfig::Icnn3(icnn::Icnn3Config { dim: 3, width: 4, depth: 2, ..Default::default() });
-    /// let flow = Flow::new(FlowConfig::single_block(pot), &Device::Cpu)?;
-    /// let x = Tensor::new(&[[0.1f64, 0.2, 0.0], [0.3, -0.4, 1.0]], &Device::Cpu)?;
-    /// flow.initialize(&x)?;
-    /// let mut rng = FlowRng::seed_from_u64(0);
-    /// let slq = flow.log_prob_slq(&x, &SlqConfig { probes: 8, steps: 3 }, &mut rng)?;
-    /// let exact = flow.log_prob_exact(&x)?.to_vec1::<f64>()?;
-    /// for (b, e) in exact.iter().enumerate() {
-    ///     let s = slq.log_prob.to_vec1::<f64>()?[b];
-    ///     assert!((s - e).abs() <= 6.0 * slq.std_err[b] + 1e-9);
-    /// }
-    /// # Ok(())
-    /// # }
-    /// ```
-    pub fn log_prob_slq<R: Rng + ?Sized>(
-        &self,
-        x: &Tensor,
-        params: &SlqConfig,
-        rng: &mut R,
-    ) -> Result<SlqLogProb> {
-        self.log_prob_slq_given_opt(x, None, params, rng)
-    }
-
-    /// [`Flow::log_prob_slq`] for a conditional flow.
-    pub fn log_prob_slq_given<R: Rng + ?Sized>(
-        &self,
-        x: &Tensor,
-        ctx: &Tensor,
-        params: &SlqConfig,
-        rng: &mut R,
-    ) -> Result<SlqLogProb> {
-        self.log_prob_slq_given_opt(x, Some(ctx), params, rng)
-    }
-
-    pub(crate) fn log_prob_slq_given_opt<R: Rng + ?Sized>(
-        &self,
-        x: &Tensor,
-        ctx: Option<&Tensor>,
-        params: &SlqConfig,
-        rng: &mut R,
-    ) -> Result<SlqLogProb> {
-        self.ensure_initialized()?;
-        if params.probes == 0 || params.steps == 0 {
-            return Err(CpflowError::InvalidConfig(
-                "SLQ needs probes ≥ 1 and steps ≥ 1".into(),
-            ));
-        }
-        let (x, ctx) = self.check_input(x, ctx)?;
-        // One probe stream per chunk, seeded from `rng` in chunk order: the chunks can run in
-        // parallel and the estimate stays a function of `rng`'s state alone.
-        let n = x.dim(0)?;
-        let seeds: Vec<u64> = (0..n.div_ceil(SLQ_CHUNK)).map(|_| rng.random()).collect();
-        let weights = self.host_weights(ctx.as_ref())?;
-        let out = self.chunked(&x, ctx.as_ref(), SLQ_CHUNK, |i, xc, cc| {
-            let mut r = FlowRng::seed_from_u64(seeds[i]);
-            let mut variance = vec![0.0f64; xc.dim(0)?];
-            let (z, ld) = self.transform_chunk_with(xc, &weights, |blk, w, h| {
-                let (z, op) = blk.detached_operator_sharing(h, cc, w)?;
-                let (lds, std_err) = slq_logdet_block(&op, h, params, &mut r)?;
-                variance
-                    .iter_mut()
-                    .zip(std_err)
-                    .for_each(|(a, s)| *a += s * s);
-                Ok((z, lds))
-            })?;
-            let variance = Tensor::from_vec(variance, xc.dim(0)?, &Device::Cpu)?;
-            Ok(vec![(self.prior().log_prob(&z)? + ld)?, variance])
-        })?;
-        Ok(SlqLogProb {
-            log_prob: out[0].clone(),
-            std_err: out[1]
-                .to_vec1::<f64>()?
-                .into_iter()
-                .map(f64::sqrt)
-                .collect(),
-        })
-    }
 }
 
 /// Validate a `(B, cols)` batch: rank 2, `cols` columns, `B ≥ 1`, finite values.
 pub(crate) fn check_matrix(
+    t: &Tensor,
+    cols: usize,
+    what: &str,
+    dtype: DType,
+    device: &Device,
+) -> Result<Tensor> {
+    let t = check_matrix_rows(t, cols, what, dtype, device)?;
+    refuse_empty(&t, what)?;
+    Ok(t)
+}
+
+/// An error naming `what` when `t` has no rows.
+fn refuse_empty(t: &Tensor, what: &str) -> Result<()> {
+    if t.dim(0)? == 0 {
+        return Err(CpflowError::InvalidInput(format!(
+            "{what} is empty (0 rows)"
+        )));
+    }
+    Ok(())
+}
+
+/// [`check_matrix`] that accepts `B = 0`.
+pub(crate) fn check_matrix_rows(
     t: &Tensor,
     cols: usize,
     what: &str,
@@ -599,15 +539,10 @@ pub(crate) fn check_matrix(
             t.dims()
         )));
     }
-    let (n, c) = t.dims2()?;
+    let c = t.dim(1)?;
     if c != cols {
         return Err(CpflowError::InvalidInput(format!(
             "{what} has {c} columns, the flow expects {cols}"
-        )));
-    }
-    if n == 0 {
-        return Err(CpflowError::InvalidInput(format!(
-            "{what} is empty (0 rows)"
         )));
     }
     if !matches!(

@@ -1,15 +1,17 @@
 //! Inverting the flow and sampling from it.
 
-use candle_core::{DType, Tensor};
+use candle_core::Tensor;
 use convex_opt::InversionResult;
 use rand::Rng;
 
 use crate::block_inverse::{InverseParams, InverseSolver};
 use crate::error::Result;
 use crate::flow::{Flow, Layer, map_row_chunks, parallel_chunk_rows};
+use crate::non_finite_rows::non_finite_rows;
 
 /// Convergence report of a flow inversion: one entry per CP-Flow block (in the order the
-/// blocks were inverted, i.e. last block first), plus the per-sample verdict.
+/// blocks were inverted, i.e. last block first; none for an inversion of 0 points, which
+/// has nothing to solve), plus the per-sample verdict.
 ///
 /// ```
 /// # use candle_core::{Device, Tensor};
@@ -88,15 +90,8 @@ impl InverseReport {
     /// non-finite value: a layer without a solver (ActNorm, logit) can overflow, and a solver's
     /// residual test says nothing about what follows it.
     pub(crate) fn mark_non_finite_rows(&mut self, x: &Tensor) -> Result<()> {
-        // `x − x` is 0 where `x` is finite and NaN elsewhere.
-        let rows = x
-            .sub(x)?
-            .flatten_from(1)?
-            .to_dtype(DType::F64)?
-            .sum(1)?
-            .to_vec1::<f64>()?;
-        for (c, r) in self.converged.iter_mut().zip(rows) {
-            *c &= r == 0.0;
+        for (c, bad) in self.converged.iter_mut().zip(non_finite_rows(x)?) {
+            *c &= !bad;
         }
         Ok(())
     }
@@ -206,8 +201,12 @@ impl Flow {
         params: &InverseParams,
     ) -> Result<FlowInverse> {
         self.ensure_initialized()?;
-        let (z, ctx) = self.check_input(z, ctx)?;
+        let (z, ctx) = self.check_rows(z, ctx)?;
         let n = z.dim(0)?;
+        if n == 0 {
+            let report = InverseReport::new(0);
+            return Ok(FlowInverse { x: z, report });
+        }
         // Chunks of [`INVERSE_CHUNK`] on the CPU with a per-sample solver; the whole batch for
         // [`InverseSolver::LbfgsFlat`], whose single problem couples the rows of its batch.
         let rows = match params.solver {
@@ -249,7 +248,8 @@ impl Flow {
     }
 
     /// Draw `n` samples: `z ~ prior` from the host RNG, then `x = f⁻¹(z)` (default solver
-    /// parameters). Check `report` for unconverged samples.
+    /// parameters). Check `report` for unconverged samples. `n = 0` gives a `(0, d)` tensor
+    /// and an empty report (no blocks, every sample converged).
     ///
     /// ```
     /// # use candle_core::{Device, Tensor};
@@ -263,6 +263,9 @@ impl Flow {
     /// let s = flow.sample(5, &mut rng)?;
     /// assert_eq!(s.x.dims(), &[5, 2]);
     /// assert!(s.report.all_converged());
+    /// let none = flow.sample(0, &mut rng)?;
+    /// assert_eq!(none.x.dims(), &[0, 2]);
+    /// assert!(none.report.all_converged() && none.report.converged.is_empty());
     /// # Ok(())
     /// # }
     /// ```
@@ -304,13 +307,59 @@ impl Flow {
     }
 
     /// Samples and their exact log-density `log p(x)` (evaluated at the returned `x` with the
-    /// dense log-det).
+    /// dense log-det, [`Flow::log_prob_exact`]); default solver parameters. `n = 0` gives a
+    /// `(0, d)` sample and a `(0,)` log-density.
+    ///
+    /// ```
+    /// use cpflow::candle::{Device, Tensor};
+    /// use cpflow::{Flow, FlowConfig, FlowRng, FloatType, PotentialConfig};
+    /// # fn main() -> cpflow::Result<()> {
+    /// let pot = PotentialConfig::Icnn3(cpflow::icnn::Icnn3Config { dim: 2, width: 4, depth: 2, ..Default::default() });
+    /// let flow = Flow::new(FlowConfig::tabular(2, 1, pot).with_float(FloatType::F64), &Device::Cpu)?;
+    /// flow.initialize(&Tensor::new(&[[0.1f64, 0.2], [0.3, -0.4], [1.0, 0.5]], &Device::Cpu)?)?;
+    /// let (s, logp) = flow.sample_and_log_prob(4, &mut FlowRng::seed_from_u64(0))?;
+    /// assert_eq!((s.x.dims(), logp.dims()), (&[4, 2][..], &[4][..]));
+    /// assert_eq!(logp.to_vec1::<f64>()?, flow.log_prob(&s.x)?.to_vec1::<f64>()?);
+    /// let (none, logp) = flow.sample_and_log_prob(0, &mut FlowRng::seed_from_u64(0))?;
+    /// assert_eq!((none.x.dims(), logp.dims()), (&[0, 2][..], &[0][..]));
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn sample_and_log_prob<R: Rng + ?Sized>(
         &self,
         n: usize,
         rng: &mut R,
     ) -> Result<(FlowInverse, Tensor)> {
-        let s = self.sample(n, rng)?;
+        self.sample_and_log_prob_with(n, &InverseParams::default(), rng)
+    }
+
+    /// [`Flow::sample_and_log_prob`] with explicit solver parameters (as
+    /// [`Flow::sample_with`]).
+    ///
+    /// ```
+    /// use cpflow::candle::{Device, Tensor};
+    /// use cpflow::{Flow, FlowConfig, FlowRng, FloatType, InverseParams, InverseSolver, PotentialConfig};
+    /// # fn main() -> cpflow::Result<()> {
+    /// let pot = PotentialConfig::Icnn3(cpflow::icnn::Icnn3Config { dim: 2, width: 4, depth: 2, ..Default::default() });
+    /// let flow = Flow::new(FlowConfig::tabular(2, 1, pot).with_float(FloatType::F64), &Device::Cpu)?;
+    /// flow.initialize(&Tensor::new(&[[0.1f64, 0.2], [0.3, -0.4], [1.0, 0.5]], &Device::Cpu)?)?;
+    /// let params = InverseParams { solver: InverseSolver::LbfgsBatched, ..Default::default() };
+    /// let (s, logp) = flow.sample_and_log_prob_with(3, &params, &mut FlowRng::seed_from_u64(0))?;
+    /// assert!(s.report.all_converged());
+    /// // The same samples as `sample_with` draws from the same stream.
+    /// let again = flow.sample_with(3, &params, &mut FlowRng::seed_from_u64(0))?;
+    /// assert_eq!(s.x.to_vec2::<f64>()?, again.x.to_vec2::<f64>()?);
+    /// assert_eq!(logp.to_vec1::<f64>()?, flow.log_prob_exact(&again.x)?.to_vec1::<f64>()?);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn sample_and_log_prob_with<R: Rng + ?Sized>(
+        &self,
+        n: usize,
+        params: &InverseParams,
+        rng: &mut R,
+    ) -> Result<(FlowInverse, Tensor)> {
+        let s = self.sample_with(n, params, rng)?;
         let lp = self.log_prob_exact(&s.x)?;
         Ok((s, lp))
     }

@@ -6,10 +6,16 @@
 //! computed exactly (dense, small `d`), estimated by stochastic Lanczos quadrature, or — for
 //! training — differentiated through the conjugate-gradient surrogate (crate `krylov`).
 //!
-//! Main entry points: [`Flow`] (built from a [`FlowConfig`]) with [`Flow::log_prob_exact`],
-//! [`Flow::log_prob_slq`], [`Flow::transform`], [`Flow::inverse`], [`Flow::sample`],
-//! [`Flow::sample_and_log_prob`], [`Flow::surrogate_loss`], [`Flow::exact_nll_loss`]; the
-//! [`Trainer`] (Adam, schedules, early stopping, checkpoints); [`run_toy_experiment`].
+//! Main entry points: [`Flow`] (built from a [`FlowConfig`]) with [`Flow::log_prob`] (=
+//! [`Flow::log_prob_exact`]), [`Flow::log_prob_slq`], [`Flow::transform`], [`Flow::inverse`],
+//! [`Flow::sample`], [`Flow::sample_and_log_prob`], [`Flow::surrogate_loss`],
+//! [`Flow::exact_nll_loss`]; the [`Trainer`] (Adam, schedules, early stopping, checkpoints);
+//! [`run_toy_experiment`].
+//!
+//! The crates of the types in its API are re-exported: [`candle`] (`candle_core`: `Tensor`,
+//! `Device`, `DType`), [`icnn`] (the potentials' configurations, e.g. `icnn::Icnn3Config`)
+//! and [`rand`] (the `Rng` trait its sampling and SLQ take), so `cpflow` alone in
+//! `Cargo.toml` is enough for the quick start below, with versions that match.
 //!
 //! # Quick start
 //!
@@ -17,28 +23,22 @@
 //! true one, and sample from it (by inverting the flow):
 //!
 //! ```
-//! use candle_core::{Device, Tensor};
-//! use cpflow::{Dataset, FloatType, Flow, FlowConfig, FlowRng, PotentialConfig, TrainConfig};
-//! use cpflow::Trainer;
-//! use rand::SeedableRng;
-//! use rand_distr::{Distribution, StandardNormal};
+//! use cpflow::candle::{DType, Device, Tensor};
+//! use cpflow::icnn::Icnn3Config;
+//! use cpflow::{Dataset, FloatType, Flow, FlowConfig, FlowRng, GaussianPrior, PotentialConfig};
+//! use cpflow::{TrainConfig, Trainer};
 //! # fn main() -> cpflow::Result<()> {
 //! // x = (a, 0.8a + 0.6b) for standard normal a, b: x ~ N(0, Σ), Σ = [[1, 0.8], [0.8, 1]].
 //! let mut rng = FlowRng::seed_from_u64(0);
 //! let mut draw = |n: usize| -> cpflow::Result<Tensor> {
-//!     let values: Vec<f64> = (0..n)
-//!         .flat_map(|_| {
-//!             let a: f64 = StandardNormal.sample(&mut rng);
-//!             let b: f64 = StandardNormal.sample(&mut rng);
-//!             [a, 0.8 * a + 0.6 * b]
-//!         })
-//!         .collect();
-//!     Ok(Tensor::from_vec(values, (n, 2), &Device::Cpu)?)
+//!     let ab = GaussianPrior::standard().sample(n, 2, DType::F64, &Device::Cpu, &mut rng)?;
+//!     let (a, b) = (ab.narrow(1, 0, 1)?, ab.narrow(1, 1, 1)?);
+//!     Ok(Tensor::cat(&[&a, &((&a * 0.8)? + (&b * 0.6)?)?], 1)?)
 //! };
 //! let (train, test) = (draw(4096)?, draw(2000)?);
 //!
 //! // ActNorm, one CP-Flow block (an Icnn3 potential), ActNorm; f64.
-//! let icnn = icnn::Icnn3Config { dim: 2, width: 16, depth: 2, ..Default::default() };
+//! let icnn = Icnn3Config { dim: 2, width: 16, depth: 2, ..Default::default() };
 //! let config = FlowConfig::tabular(2, 1, PotentialConfig::Icnn3(icnn)).with_float(FloatType::F64);
 //! let flow = Flow::new(config, &Device::Cpu)?;
 //! let train_config = TrainConfig {
@@ -51,7 +51,7 @@
 //!
 //! // Test NLL against the true density's, −log N(x; 0, Σ), on the same points; a flow
 //! // that missed the correlation would be 0.5 nats worse.
-//! let nll = -flow.log_prob_exact(&test)?.mean_all()?.to_scalar::<f64>()?;
+//! let nll = -flow.log_prob(&test)?.mean_all()?.to_scalar::<f64>()?;
 //! let rows = test.to_vec2::<f64>()?;
 //! let true_nll = rows
 //!     .iter()
@@ -105,6 +105,7 @@ pub mod allocator;
 pub mod block;
 pub mod block_inverse;
 pub mod checkpoint;
+pub mod checkpoint_digest;
 #[cfg(feature = "cli")]
 pub mod cli;
 pub mod config;
@@ -118,6 +119,7 @@ pub mod exit_report;
 pub mod experiment;
 pub mod flow;
 pub mod flow_config;
+mod flow_density;
 pub mod flow_loss;
 pub mod flow_sample;
 pub mod hessian_operator;
@@ -126,6 +128,7 @@ pub mod image;
 pub mod metrics;
 mod model_size;
 mod named_vars;
+mod non_finite_rows;
 pub mod observer;
 #[cfg(any(feature = "plot", feature = "datasets", feature = "toy-images"))]
 mod png_file;
@@ -151,6 +154,13 @@ pub mod ot;
 pub mod plot;
 #[cfg(feature = "vae")]
 pub mod vae;
+
+/// `candle_core`, the tensor library of the crate's API (`Tensor`, `Device`, `DType`).
+pub use candle_core as candle;
+/// The input-convex networks of the CP-Flow potentials ([`PotentialConfig`]'s configurations).
+pub use icnn;
+/// The random-number traits the sampling and SLQ methods take (rand 0.9).
+pub use rand;
 
 pub use actnorm::ActNorm;
 pub use adam::{Adam, AdamParams, AdamState};

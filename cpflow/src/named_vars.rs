@@ -108,8 +108,8 @@ pub(crate) fn non_finite_values(t: &Tensor) -> Result<Option<String>> {
     }))
 }
 
-/// The safetensors bytes of `tensors` (made contiguous) with the metadata `info`, refusing a
-/// non-finite floating-point value: the loaders refuse such a file as corrupt, so writing it
+/// The safetensors bytes of `tensors` (made contiguous) with the metadata `info` and the
+/// data's sha256 ([`crate::checkpoint_digest`]), refusing a non-finite floating-point value: the loaders refuse such a file as corrupt, so writing it
 /// (atomically, over the last good checkpoint) would lose the run.
 pub(crate) fn serialize_finite(
     tensors: Vec<(String, Tensor)>,
@@ -127,7 +127,7 @@ pub(crate) fn serialize_finite(
             )));
         }
     }
-    Ok(safetensors::serialize(tensors, Some(info))?)
+    crate::checkpoint_digest::serialize_with_sha256(tensors, info)
 }
 
 /// Refuses a checkpoint read from `path` with a non-finite value in any floating-point tensor

@@ -3,13 +3,17 @@
 //! `m = min(steps, d)` Lanczos steps with full re-orthogonalisation (krylov), Gauss quadrature
 //! `‖v‖² · e₁ᵀ log(T) e₁`, averaged over the probes.
 
+use std::cell::RefCell;
+
 use candle_core::{DType, Tensor};
 use krylov::{FnOperator, KrylovError};
+use logdet::LogdetError;
 use rand::Rng;
 
 use crate::block::HessianOperator;
 use crate::config::SlqConfig;
 use crate::error::{CpflowError, Result};
+use crate::non_finite_rows::non_finite_rows;
 
 /// `log p(x)` per sample with SLQ log-determinants ([`crate::Flow::log_prob_slq`],
 /// [`crate::image::ImageFlow::log_prob_slq`]), with the standard error of the stochastic part.
@@ -60,24 +64,93 @@ impl SlqLogProb {
 /// SLQ estimate of `log det H_b` per sample `b` with its standard error (NaN with one probe):
 /// `(estimates, std_errs)`, host values; `like` is the `(B, d)` point batch (gives shape,
 /// dtype, device).
+///
+/// A row whose Hessian-vector products are not finite (a point that overflows the block,
+/// `non_finite_rows.rs`) gets NaN for both: from the product where that is seen, its operator
+/// is the identity, so its Lanczos run stops and the other rows' runs are those they have
+/// without it. Should the quadrature still fail for a row seen late, or for a row in
+/// `tolerate` (one with no finite forward pass), the estimate is drawn again (new probes from
+/// `rng`) with those rows masked from the start; any other failure is an error.
 pub(crate) fn slq_logdet_block<R: Rng + ?Sized>(
     op: &HessianOperator,
     like: &Tensor,
     params: &SlqConfig,
     rng: &mut R,
+    tolerate: &[bool],
 ) -> Result<(Vec<f64>, Vec<f64>)> {
     if params.steps == 0 || params.probes == 0 {
         return Err(CpflowError::InvalidConfig(
             "SLQ needs at least one probe and one Lanczos step".into(),
         ));
     }
-    let kop = FnOperator::new(
-        |w: &Tensor, _active: &[bool]| -> std::result::Result<Tensor, KrylovError> {
-            op.apply(w).map_err(KrylovError::operator)
-        },
-    );
     let lp = params.to_logdet_params();
-    let mut r = rng;
-    let est = logdet::slq_logdet(&kop, &like.detach(), &mut r, &lp)?;
-    Ok((est.estimate, est.std_err))
+    let like = like.detach();
+    let mut masked = vec![false; like.dim(0)?];
+    loop {
+        let seen = RefCell::new(masked.clone());
+        let kop = FnOperator::new(
+            |w: &Tensor, _active: &[bool]| -> std::result::Result<Tensor, KrylovError> {
+                let hw = op.apply(w).map_err(KrylovError::operator)?;
+                identity_on_non_finite_rows(w, hw, &seen).map_err(KrylovError::operator)
+            },
+        );
+        let mut r = &mut *rng;
+        let outcome = logdet::slq_logdet(&kop, &like, &mut r, &lp);
+        let seen = seen.into_inner();
+        match outcome {
+            Ok(est) => {
+                let nan_where_seen = |v: Vec<f64>| -> Vec<f64> {
+                    v.into_iter()
+                        .zip(&seen)
+                        .map(|(x, s)| if *s { f64::NAN } else { x })
+                        .collect()
+                };
+                return Ok((nan_where_seen(est.estimate), nan_where_seen(est.std_err)));
+            }
+            Err(e) => {
+                let mut retry = seen;
+                if let Some(k) = failed_system(&e)
+                    && tolerate.get(k) == Some(&true)
+                {
+                    retry[k] = true;
+                }
+                if retry == masked {
+                    return Err(e.into());
+                }
+                masked = retry;
+            }
+        }
+    }
+}
+
+/// `H w` with each row that is, or was at an earlier product, not finite replaced by the
+/// row of `w` (the identity there); `seen` holds those rows and gains the new ones.
+fn identity_on_non_finite_rows(
+    w: &Tensor,
+    hw: Tensor,
+    seen: &RefCell<Vec<bool>>,
+) -> Result<Tensor> {
+    let mut seen = seen.borrow_mut();
+    for (s, bad) in seen.iter_mut().zip(non_finite_rows(&hw)?) {
+        *s |= bad;
+    }
+    if !seen.iter().any(|s| *s) {
+        return Ok(hw);
+    }
+    let mask: Vec<u8> = seen.iter().map(|s| u8::from(*s)).collect();
+    let mask = Tensor::from_vec(mask, (seen.len(), 1), w.device())?.broadcast_as(w.shape())?;
+    Ok(mask.where_cond(w, &hw)?)
+}
+
+/// The system a quadrature error names, if it names one.
+fn failed_system(e: &LogdetError) -> Option<usize> {
+    match e {
+        LogdetError::NotPositiveDefinite { system }
+        | LogdetError::QuadratureFailed { system }
+        | LogdetError::NonPositiveRitzValue { system, .. }
+        | LogdetError::QuadratureOverflow { system, .. }
+        | LogdetError::CoefficientCountMismatch { system, .. }
+        | LogdetError::NonFiniteSample { system, .. } => Some(*system),
+        _ => None,
+    }
 }

@@ -23,6 +23,7 @@ fn cg_params(params: &SurrogateParams, d: usize, precond: bool) -> Result<CgPara
         .with_atol(params.cg_atol)
         .with_rtol(params.cg_rtol)
         .with_max_iters(params.cg_max_iters.unwrap_or(d))
+        .with_confirm_with_true_residual(false)
         .with_preconditioner(if precond {
             Preconditioner::Supplied
         } else {

@@ -4,11 +4,14 @@
 use candle_core::{DType, Tensor};
 
 use crate::error::{IcnnError, Result};
+use crate::finite_input::check_finite;
 use crate::traits::ConvexPotential;
 
 /// What [`check_derivatives`] measured: the largest difference between each analytic
 /// derivative and its central difference along the given directions, relative to the
-/// largest analytic value (or 1, whichever is larger).
+/// largest analytic value (or 1, whichever is larger). An error is NaN when any value it
+/// compares (analytic or finite-difference) is NaN, and `+∞` when one is infinite, so that
+/// [`DerivativeCheck::passes`] is false for any tolerance.
 ///
 /// ```
 /// use std::sync::Arc;
@@ -64,7 +67,7 @@ pub struct DerivativeCheck {
 }
 
 impl DerivativeCheck {
-    /// Whether all three errors are at most `tol`.
+    /// Whether all three errors are at most `tol` (false when one is NaN or `+∞`).
     pub fn passes(&self, tol: f64) -> bool {
         self.gradient_error <= tol && self.hvp_error <= tol && self.symmetry_error <= tol
     }
@@ -74,7 +77,16 @@ fn host(t: &Tensor) -> Result<Vec<f64>> {
     Ok(t.to_dtype(DType::F64)?.flatten_all()?.to_vec1::<f64>()?)
 }
 
+/// `max |a − n| / max(1, max |a|)`; NaN when any value of either slice is NaN and `+∞` when
+/// one is infinite (`f64::max` would drop a NaN, and `∞/∞` is NaN).
 fn relative_max(analytic: &[f64], numeric: &[f64]) -> f64 {
+    let values = || analytic.iter().chain(numeric);
+    if values().any(|v| v.is_nan()) {
+        return f64::NAN;
+    }
+    if values().any(|v| v.is_infinite()) {
+        return f64::INFINITY;
+    }
     let scale = analytic.iter().fold(1.0f64, |m, a| m.max(a.abs()));
     analytic
         .iter()
@@ -89,7 +101,9 @@ fn relative_max(analytic: &[f64], numeric: &[f64]) -> f64 {
 /// against rounding: errors of `1e-7` or less are typical for smooth networks at unit scale;
 /// a wrong derivative is off by `O(1)`). Use f64 tensors: in f32 rounding dominates. It calls
 /// `potential.linearize`, so a network with a data-dependent initialisation that has not run
-/// yet (the built-in ICNNs' ActNorms) is initialised on `x`, as on any first use.
+/// yet (the built-in ICNNs' ActNorms) is initialised on `x`, as on any first use. A NaN or
+/// `±∞` in `x` or `v` is an [`IcnnError::NonFiniteInput`]; a non-finite derivative makes its
+/// error NaN or `+∞` (see [`DerivativeCheck`]), so the check fails.
 ///
 /// ```
 /// use candle_core::{DType, Device, Tensor};
@@ -128,6 +142,8 @@ pub fn check_derivatives<P: ConvexPotential + ?Sized>(
             "check_derivatives: step must be finite and > 0, got {step}"
         )));
     }
+    check_finite("check_derivatives: x", x)?;
+    check_finite("check_derivatives: v", v)?;
     let hv = v.affine(step, 0.0)?;
     // A step that does not move x (rounded away, or v = 0) measures nothing.
     let moved = (x + &hv)?
@@ -175,4 +191,117 @@ pub fn check_derivatives<P: ConvexPotential + ?Sized>(
         hvp_error: relative_max(&hvp, &fd_hvp),
         symmetry_error: relative_max(&u_hv, &v_hu),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use candle_core::{DType, Device, Tensor};
+
+    use super::check_derivatives;
+    use crate::{ConvexPotential, HessianVectorProducts, IcnnError, Linearization, Result};
+
+    /// `∇²F v = scale·v`.
+    #[derive(Debug)]
+    struct Scaled(f64);
+
+    impl HessianVectorProducts for Scaled {
+        fn hvp(&self, v: &Tensor) -> Result<Tensor> {
+            Ok(v.affine(self.0, 0.0)?)
+        }
+        fn detach(&self) -> Arc<dyn HessianVectorProducts> {
+            Arc::new(Scaled(self.0))
+        }
+    }
+
+    /// `F = ½‖x‖²` whose gradient is multiplied by `grad_factor` and whose Hessian-vector
+    /// product is `hvp_factor·v` (1 and 1 are right).
+    struct HalfSquare {
+        grad_factor: f64,
+        hvp_factor: f64,
+    }
+
+    impl ConvexPotential for HalfSquare {
+        fn potential(&self, x: &Tensor) -> Result<Tensor> {
+            Ok((x.sqr()?.sum(1)? * 0.5)?)
+        }
+        fn linearize(&self, x: &Tensor) -> Result<Linearization> {
+            Linearization::from_parts(
+                self.potential(x)?,
+                x.affine(self.grad_factor, 0.0)?,
+                Arc::new(Scaled(self.hvp_factor)),
+            )
+        }
+        fn dim(&self) -> usize {
+            2
+        }
+    }
+
+    fn pair(dtype: DType) -> (Tensor, Tensor) {
+        let x = Tensor::new(&[[0.5f64, -1.0], [2.0, 0.25]], &Device::Cpu).unwrap();
+        let v = Tensor::new(&[[1.0f64, 0.5], [-0.5, 1.0]], &Device::Cpu).unwrap();
+        (x.to_dtype(dtype).unwrap(), v.to_dtype(dtype).unwrap())
+    }
+
+    fn check(grad_factor: f64, hvp_factor: f64) -> super::DerivativeCheck {
+        let (x, v) = pair(DType::F64);
+        let pot = HalfSquare {
+            grad_factor,
+            hvp_factor,
+        };
+        check_derivatives(&pot, &x, &v, 1e-5).unwrap()
+    }
+
+    #[test]
+    fn non_finite_derivatives_fail_the_check() {
+        let right = check(1.0, 1.0);
+        assert!(right.passes(1e-8), "{right:?}");
+        // A NaN Hessian-vector product: before the fix hvp_error and symmetry_error were 0
+        // and the check passed.
+        let nan_hvp = check(1.0, f64::NAN);
+        assert!(nan_hvp.hvp_error.is_nan() && nan_hvp.symmetry_error.is_nan());
+        assert!(nan_hvp.gradient_error < 1e-8, "{nan_hvp:?}");
+        assert!(!nan_hvp.passes(1e-6) && !nan_hvp.passes(f64::INFINITY));
+        // A NaN gradient: every error compares a NaN (the HVP's central difference is of
+        // the gradient).
+        let nan_grad = check(f64::NAN, 1.0);
+        assert!(nan_grad.gradient_error.is_nan() && nan_grad.hvp_error.is_nan());
+        assert!(!nan_grad.passes(1e-6));
+        // An infinite product: +∞.
+        let inf_hvp = check(1.0, f64::INFINITY);
+        assert_eq!(inf_hvp.hvp_error, f64::INFINITY);
+        assert!(!inf_hvp.passes(f64::MAX));
+    }
+
+    #[test]
+    fn non_finite_points_or_directions_are_refused() {
+        let pot = HalfSquare {
+            grad_factor: 1.0,
+            hvp_factor: 1.0,
+        };
+        for dtype in [DType::F64, DType::F32] {
+            let (x, v) = pair(dtype);
+            let nan_row = Tensor::new(&[[0.0f64, 0.0], [f64::NAN, 1.0]], &Device::Cpu)
+                .unwrap()
+                .to_dtype(dtype)
+                .unwrap();
+            let bad_x = (&x + &nan_row).unwrap();
+            let bad_v = (&v + &nan_row).unwrap();
+            for (x, v, input) in [(&bad_x, &v, "x"), (&x, &bad_v, "v")] {
+                match check_derivatives(&pot, x, v, 1e-3) {
+                    Err(IcnnError::NonFiniteInput {
+                        input: name,
+                        count,
+                        row,
+                        column,
+                    }) => {
+                        assert!(name.ends_with(input), "{name}");
+                        assert_eq!((count, row, column), (1, 1, 0));
+                    }
+                    other => panic!("{dtype:?} {input}: unexpected {other:?}"),
+                }
+            }
+        }
+    }
 }

@@ -50,9 +50,31 @@ pub enum IcnnError {
         /// What is wrong with the batch.
         reason: String,
     },
+    /// An input holds NaN or `±∞` values: from [`check_finite`](crate::check_finite) and
+    /// [`check_derivatives`](crate::check_derivatives). (The networks themselves do not check:
+    /// a non-finite row gives non-finite outputs in that row only.)
+    #[error(
+        "{input} holds {count} non-finite (NaN or infinite) value(s), the first in row {row}, \
+         column {column}"
+    )]
+    NonFiniteInput {
+        /// Which input (e.g. `x`, `v`, `context`).
+        input: String,
+        /// How many of its values are not finite.
+        count: usize,
+        /// The row (index along dimension 0) of the first non-finite value.
+        row: usize,
+        /// Its column within the row, flattened (`c·H·W + h·W + w` for images).
+        column: usize,
+    },
 }
 
-/// Result alias of the crate.
+/// Result alias of the crate: `Result<T>` is `std::result::Result<T, IcnnError>`.
+///
+/// `use icnn::*` imports it too and so shadows the prelude's two-parameter
+/// `std::result::Result<T, E>` in that module (an impl of another crate's trait written with
+/// `Result<T, E>` then fails with E0107). Import the names you use instead, or write
+/// `std::result::Result` there.
 pub type Result<T> = std::result::Result<T, IcnnError>;
 
 #[cfg(test)]

@@ -27,6 +27,18 @@
 //! an [`IcnnError::Initialization`] that writes nothing, so the network stays uninitialised
 //! and a later call with a usable batch initialises it.
 //!
+//! # Non-finite input
+//! Once initialised, the networks do not check their input for NaN or `±∞`: rows are
+//! independent, so such a row gives non-finite outputs (potential, gradient, products) in
+//! that row only, and the other rows are computed as without it (the flows rely on this to
+//! score the rest of a batch in which one point overflowed). To refuse such input with a
+//! typed error, call [`check_finite`] first ([`IcnnError::NonFiniteInput`]; one pass over
+//! the input).
+//!
+//! # Imports
+//! `use icnn::*` also imports the alias [`Result<T>`](Result), which shadows
+//! `std::result::Result<T, E>` in that module; import the names you use instead.
+//!
 //! # Your own architecture
 //! Implement [`ConvexPotential`] for it: `linearize` returns
 //! [`Linearization::from_parts`]`(F(x), ∇ₓF(x), hvp)` with `hvp` your
@@ -82,6 +94,7 @@ mod detached_backward;
 mod direction_tangents;
 mod error;
 mod fast_exp;
+mod finite_input;
 mod fused;
 mod fused_sums;
 pub mod gemm_conv;
@@ -126,6 +139,7 @@ pub use detached_backward::detached_backward;
 pub use direction_tangents::DirectionTangents;
 pub use error::{IcnnError, Result};
 pub use fast_exp::ExpNonPositive;
+pub use finite_input::check_finite;
 pub use gemm_conv::{conv_transpose2d_gemm, conv2d_gemm};
 pub use host_linearization::HostLinearization;
 pub use host_matmul::{PARALLEL_MIN_MULTIPLY_ADDS, host_matmul};

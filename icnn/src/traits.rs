@@ -49,9 +49,12 @@ use crate::linearization::Linearization;
 /// # }
 /// ```
 pub trait ConvexPotential {
-    /// `F(x)`, shape `(B,)`.
+    /// `F(x)`, shape `(B,)`. The built-in networks do not refuse NaN/`±∞` rows of `x` (they
+    /// give non-finite values in those rows only); [`check_finite`](crate::check_finite)
+    /// does.
     fn potential(&self, x: &Tensor) -> Result<Tensor>;
-    /// The cached linearisation at `x` (gradient, Hessian-vector products, Hessian).
+    /// The cached linearisation at `x` (gradient, Hessian-vector products, Hessian). As for
+    /// [`ConvexPotential::potential`], a non-finite row of `x` is not refused.
     fn linearize(&self, x: &Tensor) -> Result<Linearization>;
     /// The input dimension `d`.
     fn dim(&self) -> usize;

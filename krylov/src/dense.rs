@@ -24,6 +24,8 @@ fn check_square(dims: impl Iterator<Item = (usize, usize)>) -> Result<usize, Kry
 
 /// A batch of dense `d × d` matrices `H_i` acting on `nalgebra::DMatrix<T>` batches
 /// (`d × B`, one system per column). Inactive systems are skipped (their output column is 0).
+/// An operator of no matrices applies to an empty batch (`d × 0`) of any `d`, giving an empty
+/// batch, as [`BatchOperator::batch_shape`] promises.
 ///
 /// ```
 /// use krylov::{BatchOperator, DenseNalgebraOperator};
@@ -31,6 +33,8 @@ fn check_square(dims: impl Iterator<Item = (usize, usize)>) -> Result<usize, Kry
 /// let op = DenseNalgebraOperator::new(vec![DMatrix::<f64>::identity(2, 2) * 2.0]).unwrap();
 /// let y = op.apply(&DMatrix::from_element(2, 1, 1.0), &[true]).unwrap();
 /// assert_eq!(y[(0, 0)], 2.0);
+/// let empty = DenseNalgebraOperator::<f64>::new(vec![]).unwrap();
+/// assert_eq!(empty.apply(&DMatrix::zeros(3, 0), &[]).unwrap().shape(), (3, 0));
 /// ```
 #[derive(Clone, Debug)]
 pub struct DenseNalgebraOperator<T: Real + nalgebra::Scalar> {
@@ -55,6 +59,11 @@ impl<T: Real + nalgebra::Scalar + nalgebra::RealField> BatchOperator<DMatrix<T>>
     for DenseNalgebraOperator<T>
 {
     fn apply(&self, x: &DMatrix<T>, active: &[bool]) -> Result<DMatrix<T>, KrylovError> {
+        if self.matrices.is_empty() && x.ncols() == 0 {
+            // No matrices, no `d`: an empty batch of any `d` matches (see `batch_shape`).
+            check_len("DenseNalgebraOperator::apply (active)", 0, active.len())?;
+            return Ok(DMatrix::from_element(x.nrows(), 0, T::ZERO));
+        }
         let expected = DMatrix::from_element(self.dim, self.matrices.len(), T::ZERO);
         check_same_shape("DenseNalgebraOperator::apply", &expected, x)?;
         check_len(
@@ -81,7 +90,8 @@ impl<T: Real + nalgebra::Scalar + nalgebra::RealField> BatchOperator<DMatrix<T>>
 }
 
 /// A batch of dense `d × d` matrices `H_i` acting on `faer::Mat<T>` batches (`d × B`, one
-/// system per column). Inactive systems are skipped (their output column is 0).
+/// system per column). Inactive systems are skipped (their output column is 0). An operator of
+/// no matrices applies to an empty batch (`d × 0`) of any `d`, giving an empty batch.
 ///
 /// ```
 /// use krylov::{BatchOperator, DenseFaerOperator};
@@ -89,6 +99,8 @@ impl<T: Real + nalgebra::Scalar + nalgebra::RealField> BatchOperator<DMatrix<T>>
 /// let op = DenseFaerOperator::new(vec![Mat::<f64>::identity(2, 2)]).unwrap();
 /// let y = op.apply(&Mat::from_fn(2, 1, |i, _| i as f64), &[true]).unwrap();
 /// assert_eq!(y[(1, 0)], 1.0);
+/// let empty = DenseFaerOperator::<f64>::new(vec![]).unwrap();
+/// assert_eq!(empty.apply(&Mat::zeros(3, 0), &[]).unwrap().shape(), (3, 0));
 /// ```
 #[derive(Clone, Debug)]
 pub struct DenseFaerOperator<T> {
@@ -113,6 +125,11 @@ macro_rules! impl_dense_faer {
     ($t:ty) => {
         impl BatchOperator<Mat<$t>> for DenseFaerOperator<$t> {
             fn apply(&self, x: &Mat<$t>, active: &[bool]) -> Result<Mat<$t>, KrylovError> {
+                if self.matrices.is_empty() && x.ncols() == 0 {
+                    // No matrices, no `d`: an empty batch of any `d` matches.
+                    check_len("DenseFaerOperator::apply (active)", 0, active.len())?;
+                    return Ok(Mat::<$t>::zeros(x.nrows(), 0));
+                }
                 let mut y = Mat::<$t>::zeros(self.dim, self.matrices.len());
                 check_same_shape("DenseFaerOperator::apply", &y, x)?;
                 check_len(

@@ -89,6 +89,7 @@ impl LanczosParams {
 /// let res = lanczos(&op, &v0, &LanczosParams::default().with_steps(2))?;
 /// assert_eq!(res.sizes, vec![1, 2]);
 /// assert_eq!(res.breakdown, vec![true, false]);
+/// assert_eq!(res.non_finite, vec![false, false]);
 /// assert!((res.alphas[0][0] - 3.0).abs() < 1e-12 && res.betas[0].is_empty());
 /// // α_1 = v̂ᵀHv̂ with v̂ = (1,1,1)/√3: the mean of the eigenvalues.
 /// assert!((res.alphas[1][0] - 2.0).abs() < 1e-12 && res.betas[1].len() == 1);
@@ -108,8 +109,17 @@ pub struct LanczosResult<V> {
     /// Whether system `i` stopped early because `β` fell below the breakdown threshold (the
     /// Krylov space is invariant: the Ritz values of `T_i` are exact eigenvalues of `H_i`), or
     /// because its start vector was zero (then `sizes[i] = 0`, no operator work, and `T_i` is
-    /// empty: `v0_iᵀ f(H_i) v0_i = 0` for any `f`).
+    /// empty: `v0_iᵀ f(H_i) v0_i = 0` for any `f`). Never set together with
+    /// [`LanczosResult::non_finite`].
     pub breakdown: Vec<bool>,
+    /// Whether system `i` stopped because a coefficient came out NaN or ±Inf: the operator
+    /// produced NaN or ±Inf for it (or its products overflowed). The non-finite coefficient is
+    /// **not** stored: `alphas[i]` and `betas[i]` hold the finite coefficients of the steps
+    /// before (possibly none), a truncated run that is **not** an invariant subspace, so its
+    /// Ritz values are not exact and quadrature with it is not meaningful
+    /// (`logdet::slq_logdet_from_lanczos` refuses it). Distinct from
+    /// [`LanczosResult::breakdown`], which is never set with it.
+    pub non_finite: Vec<bool>,
     /// `‖v0_i‖₂` (SLQ multiplies the quadrature by its square), computed without over- or
     /// underflow in the dot product: finite for any finite `v0_i` whose 2-norm is below
     /// `f64::MAX` (e.g. `1e160·√3` for entries `1e160`), `+∞` only when the norm itself
@@ -140,7 +150,10 @@ pub struct LanczosResult<V> {
 /// Errors (before any operator work): a start vector with a NaN or ±Inf entry
 /// ([`KrylovError::NonFiniteInput`], naming the system and the entry), a batch that does not
 /// match the operator's [`BatchOperator::batch_shape`] ([`KrylovError::ShapeMismatch`]), an
-/// invalid [`LanczosParams::breakdown_tol`] ([`KrylovError::InvalidParameter`]).
+/// invalid [`LanczosParams::breakdown_tol`] ([`KrylovError::InvalidParameter`]). An operator
+/// output holding NaN or ±Inf is not an error: the system stops and is flagged in
+/// [`LanczosResult::non_finite`] (not in `breakdown`), keeping only its finite coefficients;
+/// the other systems run on.
 ///
 /// **Breakdown** (`β_{j+1}` below the threshold of [`LanczosParams::breakdown_tol`]) stops that
 /// system early with the size it reached; it is frozen (no further operator work) and flagged
@@ -159,6 +172,31 @@ pub struct LanczosResult<V> {
 /// let trace: f64 = res.alphas[0].iter().sum();
 /// assert!((trace - 9.0).abs() < 1e-12);
 /// assert_eq!(res.sizes, vec![3]);
+/// ```
+///
+/// An operator that outputs NaN for one system stops that system, flagged in `non_finite`:
+///
+/// ```
+/// use krylov::{lanczos, FnOperator, KrylovError, LanczosParams};
+/// use nalgebra::DMatrix;
+/// // System 0: NaN from the second product on; system 1: diag(1, 2, 3).
+/// let calls = std::cell::Cell::new(0);
+/// let op = FnOperator::new(|x: &DMatrix<f64>, _: &[bool]| -> Result<_, KrylovError> {
+///     calls.set(calls.get() + 1);
+///     let mut y = DMatrix::from_fn(3, 2, |i, j| (i + 1) as f64 * x[(i, j)]);
+///     if calls.get() > 1 {
+///         y[(0, 0)] = f64::NAN;
+///     }
+///     Ok(y)
+/// });
+/// let v0 = DMatrix::<f64>::from_element(3, 2, 1.0);
+/// let res = lanczos(&op, &v0, &LanczosParams::default().with_steps(3))?;
+/// assert_eq!(res.non_finite, vec![true, false]);
+/// assert_eq!(res.breakdown, vec![false, false]);
+/// // Only the finite coefficient of the first step is kept for system 0.
+/// assert_eq!((res.sizes[0], res.alphas[0].len(), res.betas[0].len()), (1, 1, 0));
+/// assert!(res.alphas[0][0].is_finite() && res.sizes[1] == 3);
+/// # Ok::<(), KrylovError>(())
 /// ```
 pub fn lanczos<V, Op>(
     op: &Op,
@@ -208,6 +246,7 @@ where
     // Only a zero start vector is inactive here (`scaled_norms` is finite: entries ≤ 2³²).
     let mut active: Vec<bool> = scaled_norms.iter().map(|v| *v > 0.0).collect();
     let mut breakdown: Vec<bool> = active.iter().map(|a| !a).collect();
+    let mut non_finite = vec![false; n];
     let inv: Vec<f64> = scaled_norms
         .iter()
         .zip(&active)
@@ -240,6 +279,16 @@ where
             *a += usize::from(*act);
         }
         let alpha = q.dots(&w)?;
+        // A NaN or ±Inf in `w_i` makes `α_i` non-finite (the dot product propagates it): the
+        // system stops here, without storing `α_i`, flagged apart from an exact breakdown.
+        for i in 0..n {
+            if active[i] && !alpha[i].is_finite() {
+                active[i] = false;
+                non_finite[i] = true;
+                // The β that led here belongs to a step that is not stored.
+                betas[i].truncate(sizes[i].saturating_sub(1));
+            }
+        }
         let neg_alpha: Vec<f64> = alpha.iter().map(|a| -a).collect();
         w.axpby_masked(&ones, &neg_alpha, &q, &active)?;
         if let Some(qp) = &q_prev {
@@ -265,8 +314,13 @@ where
             if !active[i] {
                 continue;
             }
+            if !beta[i].is_finite() {
+                active[i] = false;
+                non_finite[i] = true;
+                continue;
+            }
             scale[i] = scale[i].max(beta[i]);
-            if beta[i] > rel_tol * scale[i] && beta[i].is_finite() {
+            if beta[i] > rel_tol * scale[i] {
                 betas[i].push(beta[i]);
                 inv_beta[i] = 1.0 / scaled_beta[i];
             } else {
@@ -294,6 +348,7 @@ where
         betas,
         sizes,
         breakdown,
+        non_finite,
         initial_norms,
         basis,
         applications,

@@ -14,11 +14,15 @@
 //! Solvers:
 //! * [`cg()`] / [`cg_with_initial_guess`]: conjugate gradient with per-system step sizes and
 //!   per-system convergence (converged systems are frozen and cost no further operator work),
-//!   optional Jacobi preconditioner, optional residual re-orthogonalisation (finite
+//!   confirmed on the true residual `b − H x` by default
+//!   ([`CgParams::confirm_with_true_residual`]), a reason per system
+//!   ([`CgTermination`]), optional Jacobi preconditioner, optional residual re-orthogonalisation (finite
 //!   termination in ≈ d iterations even for ill-conditioned spectra), and the reference's
 //!   batch-global stopping as an explicit option ([`CgStopping::BatchGlobal`]).
 //! * [`lanczos()`]: `m` Lanczos steps per system with optional full re-orthogonalisation,
-//!   returning the tridiagonal coefficients; breakdown stops a system early.
+//!   returning the tridiagonal coefficients; breakdown (an invariant Krylov space) stops a
+//!   system early, and so does a non-finite operator output, flagged apart
+//!   ([`LanczosResult::non_finite`]).
 //!
 //! Operators: [`FnOperator`] (a closure), [`WithDiagonal`] (adds a diagonal for Jacobi),
 //! [`CountingOperator`] (counts applications), and dense batches of matrices for each backend
@@ -65,7 +69,9 @@ mod backend_candle_host;
 mod backend_faer;
 mod backend_nalgebra;
 mod cg;
+mod cg_params;
 mod cg_reorth;
+mod cg_solve;
 mod dense;
 #[cfg(feature = "candle")]
 mod dense_candle;
@@ -77,9 +83,9 @@ mod real;
 mod vectors;
 
 pub use cg::{
-    CgParams, CgResult, CgStep, CgStopping, cg, cg_with_initial_guess,
-    cg_with_initial_guess_observed, default_max_iters,
+    CgResult, CgStep, CgTermination, cg, cg_with_initial_guess, cg_with_initial_guess_observed,
 };
+pub use cg_params::{CgParams, CgStopping, default_max_iters};
 pub use dense::{DenseFaerOperator, DenseNalgebraOperator};
 #[cfg(feature = "candle")]
 pub use dense_candle::DenseTensorOperator;

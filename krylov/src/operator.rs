@@ -290,8 +290,10 @@ where
 /// let op = CountingOperator::new(dense, 2);
 /// let b = DMatrix::<f64>::from_element(2, 2, 1.0);
 /// let res = cg(&op, &b, &CgParams::default().with_rtol(1e-12))?;
-/// assert_eq!(op.counts(), vec![1, 2]); // the converged system costs nothing more
-/// assert_eq!(op.calls(), 2);
+/// // The converged system costs nothing more until the batch stops; then one call checks
+/// // both true residuals (`CgParams::confirm_with_true_residual`).
+/// assert_eq!(op.counts(), vec![1 + 1, 2 + 1]);
+/// assert_eq!(op.calls(), 2 + 1);
 /// assert_eq!(op.counts(), res.applications);
 /// assert_eq!(op.inner().matrices().len(), 2);
 /// # Ok::<(), krylov::KrylovError>(())

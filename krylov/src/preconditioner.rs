@@ -29,7 +29,9 @@ pub enum Preconditioner {
     #[default]
     None,
     /// Jacobi: `M = diag(H_i)`. Needs [`BatchOperator::diagonal`] (see
-    /// [`crate::WithDiagonal`]); every diagonal entry must be `> 0`.
+    /// [`crate::WithDiagonal`]); every diagonal entry must be `> 0`. An empty batch (`B = 0`)
+    /// accepts the empty diagonal of an empty operator whatever its `d`, and gives an empty
+    /// result, as without a preconditioner.
     Jacobi,
     /// `M⁻¹ r` computed by the operator ([`BatchOperator::precondition`], e.g. attached with
     /// [`crate::FnOperator::with_preconditioner`]); `M` must be symmetric positive definite.
@@ -95,6 +97,11 @@ where
     Op: BatchOperator<V> + ?Sized,
 {
     let diag = op.diagonal().ok_or(KrylovError::MissingDiagonal)??;
+    if b.n_systems() == 0 && diag.n_systems() == 0 {
+        // An empty operator cannot know `d` (the dense ones report a `0 × 0` diagonal): an
+        // empty batch of any `d` matches it, as in `check_operator_shape`.
+        return b.zeros_like();
+    }
     b.check_compatible("Jacobi diagonal", &diag)?;
     let d = b.system_dim().max(1);
     let host = diag.to_host()?;

@@ -26,6 +26,21 @@ pub enum LogdetError {
         /// Batch index of the offending matrix.
         system: usize,
     },
+    /// The matrix of system `system` holds a NaN or ±Inf in the triangle the exact log-det
+    /// reads (the lower one): its log-determinant is undefined, whatever its spectrum would be.
+    /// Checked before the Cholesky factorisation, so such a matrix is never reported as
+    /// [`LogdetError::NotPositiveDefinite`].
+    #[error("matrix of system {system} has a non-finite entry {value} at ({row}, {col})")]
+    NonFiniteInput {
+        /// Batch index of the offending matrix.
+        system: usize,
+        /// Row of the entry.
+        row: usize,
+        /// Column of the entry (`col ≤ row`).
+        col: usize,
+        /// The offending value (NaN or ±Inf).
+        value: f64,
+    },
     /// The matrix of system `system` is not square, or not of the common size.
     #[error("matrix of system {system} has shape {found:?}, expected {expected:?}")]
     ShapeMismatch {

@@ -16,6 +16,21 @@ fn logdet_one(system: usize, h: MatRef<'_, f64>) -> Result<f64, LogdetError> {
             found: (d, h.ncols()),
         });
     }
+    // Only the lower triangle is read: a NaN or ±Inf there would make the Cholesky fail (or
+    // give a NaN pivot), which is not a spectral property of the matrix.
+    for col in 0..d {
+        for row in col..d {
+            let value = h[(row, col)];
+            if !value.is_finite() {
+                return Err(LogdetError::NonFiniteInput {
+                    system,
+                    row,
+                    col,
+                    value,
+                });
+            }
+        }
+    }
     let llt = h
         .llt(Side::Lower)
         .map_err(|_| LogdetError::NotPositiveDefinite { system })?;
@@ -36,9 +51,12 @@ fn logdet_one(system: usize, h: MatRef<'_, f64>) -> Result<f64, LogdetError> {
 ///
 /// Only the **lower triangle** (entries `(i, j)` with `i ≥ j`) of each matrix is read: symmetry
 /// is assumed, not checked, and the strict upper triangle is ignored. [`exact_logdet_flat`] and
-/// `exact_logdet_tensor` read the same triangle, so the three agree on any input. A matrix
-/// that is not numerically positive definite gives [`LogdetError::NotPositiveDefinite`] naming
-/// its batch index; matrices must all be square of the same size. `f32` matrices (the other
+/// `exact_logdet_tensor` read the same triangle, so the three agree on any input. A NaN or
+/// ±Inf entry in that triangle gives [`LogdetError::NonFiniteInput`] naming the system and the
+/// entry (checked before the factorisation, so the first such system in batch order); a
+/// finite matrix that is not numerically positive definite gives
+/// [`LogdetError::NotPositiveDefinite`] naming its batch index; matrices must all be square of
+/// the same size. `f32` matrices (the other
 /// [`krylov::Real`] type, as the krylov operators accept) are converted to `f64` and
 /// factorised in `f64`.
 ///
@@ -51,6 +69,10 @@ fn logdet_one(system: usize, h: MatRef<'_, f64>) -> Result<f64, LogdetError> {
 /// let not_pd = Mat::<f64>::from_fn(2, 2, |i, j| if i == j { 1.0 } else { 2.0 });
 /// let err = logdet::exact_logdet(&[Mat::identity(2, 2), not_pd]).unwrap_err();
 /// assert!(err.to_string().contains("system 1"));
+///
+/// let nan = Mat::<f64>::from_fn(2, 2, |i, j| if (i, j) == (1, 0) { f64::NAN } else { 1.0 });
+/// let err = logdet::exact_logdet(&[Mat::identity(2, 2), nan]).unwrap_err();
+/// assert!(matches!(err, logdet::LogdetError::NonFiniteInput { system: 1, row: 1, col: 0, .. }));
 ///
 /// let h32 = Mat::<f32>::from_fn(2, 2, |i, j| if i == j { 2.0 } else { 1.0 });
 /// assert!((logdet::exact_logdet(&[h32]).unwrap()[0] - 3f64.ln()).abs() < 1e-14);
@@ -88,7 +110,9 @@ pub fn exact_logdet<T: Real>(matrices: &[Mat<T>]) -> Result<Vec<f64>, LogdetErro
 /// of each (row-major) matrix, `data[i·d·d + r·d + c]` with `r ≥ c`, is read.
 ///
 /// Errors: [`LogdetError::WrongLength`] when `data.len() ≠ B·d·d`,
-/// [`LogdetError::SizeOverflow`] when `B·d·d` overflows `usize`.
+/// [`LogdetError::SizeOverflow`] when `B·d·d` overflows `usize`, and those of
+/// [`exact_logdet`] (`row` and `col` of [`LogdetError::NonFiniteInput`] index the row-major
+/// matrix).
 ///
 /// ```
 /// let data = [4.0, 0.0, 0.0, 1.0, /* system 1: */ 1.0, 0.0, 0.0, 1.0];

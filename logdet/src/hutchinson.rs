@@ -1,6 +1,6 @@
 //! Hutchinson's stochastic trace estimator for a batch of operators.
 
-use krylov::{BatchOperator, BatchVectors};
+use krylov::{BatchOperator, BatchVectors, KrylovError};
 use rand::Rng;
 
 use crate::LogdetError;
@@ -101,7 +101,10 @@ pub struct StochasticEstimate {
 /// probe batches; its values are not used. Probes are drawn with `rng` on the host.
 ///
 /// A non-finite probe product `vᵀ H_i v` (the operator produced NaN or ±Inf) is an error,
-/// [`LogdetError::NonFiniteSample`] naming the system.
+/// [`LogdetError::NonFiniteSample`] naming the system. A `like` whose shape differs from the
+/// operator's [`BatchOperator::batch_shape`] is [`LogdetError::Krylov`] wrapping
+/// [`KrylovError::ShapeMismatch`], before any work. An empty batch (`B = 0`) gives an empty
+/// estimate without operator work, for an empty operator of any `d`.
 ///
 /// ```
 /// use krylov::DenseNalgebraOperator;
@@ -115,6 +118,11 @@ pub struct StochasticEstimate {
 /// let est = hutchinson_trace(&op, &like, &mut StdRng::seed_from_u64(0),
 ///     &HutchinsonParams::default().with_probes(4)).unwrap();
 /// assert!((est.estimate[0] - 6.0).abs() < 1e-12);
+/// // An empty batch: an empty estimate.
+/// let empty = DenseNalgebraOperator::<f64>::new(vec![]).unwrap();
+/// let est = hutchinson_trace(&empty, &DMatrix::<f64>::zeros(3, 0), &mut StdRng::seed_from_u64(0),
+///     &HutchinsonParams::default()).unwrap();
+/// assert!(est.estimate.is_empty() && est.applications.is_empty());
 /// ```
 pub fn hutchinson_trace<V, Op>(
     op: &Op,
@@ -133,6 +141,28 @@ where
     }
     like.validate()?;
     let (b, d) = (like.n_systems(), like.system_dim());
+    match op.batch_shape() {
+        // An empty batch: no probe, no operator work, an empty estimate (as `slq_logdet` and
+        // `krylov::cg` give), for an operator of any `d` that is itself empty or does not
+        // know its shape.
+        Some((0, _)) | None if b == 0 => {
+            return Ok(StochasticEstimate {
+                estimate: Vec::new(),
+                std_err: Vec::new(),
+                probes: params.probes,
+                applications: Vec::new(),
+            });
+        }
+        Some(expected) if expected != (b, d) => {
+            return Err(KrylovError::ShapeMismatch {
+                context: "hutchinson_trace: probe batch (like) vs operator",
+                expected,
+                found: (b, d),
+            }
+            .into());
+        }
+        _ => {}
+    }
     let all = vec![true; b];
     let mut acc = PerSystemMean::new(b);
     for _ in 0..params.probes {

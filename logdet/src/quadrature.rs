@@ -219,7 +219,9 @@ pub fn slq_quadrature_logdet(
 /// `norm_sq = ‖v0_i‖²` from [`LanczosResult::initial_norms`] and round-off judged at
 /// [`LanczosResult::unit_roundoff`] (the precision of the Lanczos vectors). A system with an
 /// empty tridiagonal (zero start vector) contributes 0. Errors name the system; besides those
-/// of [`slq_quadrature_logdet`], a start vector whose `‖v0_i‖² · Σ_j τ_j² log θ_j` is beyond
+/// of [`slq_quadrature_logdet`], a system flagged in [`LanczosResult::non_finite`] (the
+/// operator produced NaN or ±Inf; its finite coefficients are a truncated run) is
+/// [`LogdetError::QuadratureFailed`], and a start vector whose `‖v0_i‖² · Σ_j τ_j² log θ_j` is beyond
 /// the f64 range (e.g. entries `1e160`: `‖v0‖² = 3e320`, with a non-zero Gauss sum) is
 /// [`LogdetError::QuadratureOverflow`], never an infinite or NaN value. (SLQ's own probes are
 /// Rademacher or Gaussian, of norm ≈ `√d`, far from that range.)
@@ -237,6 +239,11 @@ pub fn slq_quadrature_logdet(
 pub fn slq_logdet_from_lanczos<V>(result: &LanczosResult<V>) -> Result<Vec<f64>, LogdetError> {
     (0..result.sizes.len())
         .map(|i| {
+            if result.non_finite[i] {
+                // The operator produced NaN or ±Inf: the stored coefficients are a truncated
+                // run (possibly empty), not a quadrature of anything.
+                return Err(LogdetError::QuadratureFailed { system: i });
+            }
             let k = result.sizes[i];
             if k == 0 {
                 return Ok(0.0);

@@ -120,8 +120,10 @@ impl SlqParams {
 ///
 /// Errors: invalid parameters ([`LogdetError::InvalidParameter`]); a Ritz value below minus
 /// the round-off level, i.e. an operator that is not positive definite on the Krylov space
-/// ([`LogdetError::NonPositiveRitzValue`], naming the system); non-finite Lanczos coefficients,
-/// i.e. an operator that produced NaN or ±Inf ([`LogdetError::QuadratureFailed`]).
+/// ([`LogdetError::NonPositiveRitzValue`], naming the system); an operator that produced NaN
+/// or ±Inf ([`krylov::LanczosResult::non_finite`]) or non-finite Lanczos coefficients
+/// ([`LogdetError::QuadratureFailed`], naming the system). An empty batch (`B = 0`) gives an
+/// empty estimate.
 ///
 /// ```
 /// use krylov::DenseNalgebraOperator;

@@ -18,8 +18,9 @@ use crate::LogdetError;
 /// assert!((s.u[(0, 0)] - 0.5).abs() < 1e-12 && (s.u[(1, 0)] - 0.25).abs() < 1e-12);
 /// assert!((s.u.dot(&(&h * &v)) - 2.0).abs() < 1e-12);
 /// assert!(s.report.converged[0]);
-/// // CG starts at u₀ = v: one application for the initial residual, then the steps.
-/// assert_eq!(s.report.applications[0], 1 + s.report.iterations[0]);
+/// // CG starts at u₀ = v: one application for the initial residual, then the steps, then one
+/// // to confirm convergence on the true residual (`CgParams::confirm_with_true_residual`).
+/// assert_eq!(s.report.applications[0], 1 + s.report.iterations[0] + 1);
 /// # Ok::<(), logdet::LogdetError>(())
 /// ```
 #[derive(Clone, Debug)]
@@ -45,7 +46,10 @@ pub struct CgSurrogate<V> {
 /// `|rᵀ H⁻¹ (∂θH) v| ≤ ‖r‖₂ ‖H⁻¹‖₂ ‖∂θH‖₂ ‖v‖₂`. With the stopping test
 /// `‖r‖∞ ≤ atol + rtol·‖v‖∞` (and `‖r‖₂ ≤ √d ‖r‖∞`) the bias per probe is at most
 /// `√d (atol + rtol ‖v‖∞) ‖v‖₂ ‖∂θH‖₂ / λ_min(H)`: linear in the tolerance and amplified by
-/// `1/λ_min`. The reference's `atol = 1e-3`, `rtol = 0` gives a bias of order
+/// `1/λ_min`. The bound holds for the true residual when convergence is confirmed on it
+/// ([`CgParams::confirm_with_true_residual`], the default); without the confirmation `r` is
+/// the recursively updated residual, which on ill-conditioned `H` can be far below the true
+/// one. The reference's `atol = 1e-3`, `rtol = 0` gives a bias of order
 /// `1e-3 · d · ‖∂θH‖ / λ_min` for Rademacher probes; systems that hit `max_iters` without
 /// converging (see `report.converged`) have a larger, unbounded-by-tolerance bias.
 ///

@@ -8,6 +8,7 @@ mod common;
 
 mod icnn_potentials;
 mod input_checks;
+mod params;
 mod per_row_data;
 mod quadratic;
 mod termination;

@@ -236,3 +236,130 @@ fn unreachable_targets_end_in_a_failed_line_search_not_the_iteration_limit() {
     .unwrap();
     assert_eq!(res.termination, vec![Termination::NonFinite; 2], "{res}");
 }
+
+/// `Φ(x) = ‖x‖²` (`∇Φ = 2x`) with a Hessian-vector product that is `2v` on rows whose first
+/// coordinate is below 3 and `bad·v` on the others.
+fn squared_norm_with_hvp(bad: f64) -> impl BatchedPotential {
+    FnPotential::new(|x: &Tensor| Ok((x.sqr()?.sum(1)?, (x * 2.0)?))).with_hvp(
+        move |x: &Tensor, v: &Tensor| {
+            let scale = x.narrow(1, 0, 1)?.lt(3.0)?.where_cond(
+                &x.narrow(1, 0, 1)?.ones_like()?.affine(2.0, 0.0)?,
+                &x.narrow(1, 0, 1)?.ones_like()?.affine(bad, 0.0)?,
+            )?;
+            v.broadcast_mul(&scale)
+        },
+    )
+}
+
+#[test]
+fn newton_names_a_non_finite_hessian_product_and_keeps_not_convex_for_finite_curvature() {
+    // Row 0 starts at x₀ = y = (5, 5), where the product is `bad·v`; row 1 at (1, −1) solves
+    // to (0.5, −0.5) with the true product 2v.
+    for dtype in [DType::F64, DType::F32] {
+        let y = Tensor::new(&[[5.0f64, 5.0], [1.0, -1.0]], &Device::Cpu)
+            .unwrap()
+            .to_dtype(dtype)
+            .unwrap();
+        for (bad, expected) in [
+            // Before the fix: NotConvex, as if the curvature were ≤ 0.
+            (f64::NAN, Termination::NonFinite),
+            (0.0, Termination::NotConvex),
+            (-2.0, Termination::NotConvex),
+        ] {
+            let pot = squared_norm_with_hvp(bad);
+            let res = invert_newton_cg(
+                &pot,
+                &y,
+                &InversionOptions::default(),
+                &NewtonCgParams::default(),
+            )
+            .unwrap();
+            assert_eq!(
+                res.termination,
+                vec![expected, Termination::Converged],
+                "{dtype:?}, product {bad}·v: {res}"
+            );
+            assert_eq!(res.converged, vec![false, true]);
+            // The stopped row keeps its last iterate (here x₀) and residual.
+            let x = res
+                .x
+                .to_dtype(DType::F64)
+                .unwrap()
+                .to_vec2::<f64>()
+                .unwrap();
+            assert_eq!(x[0], vec![5.0, 5.0], "{dtype:?}, {bad}");
+            assert_eq!(res.residual_inf[0], 5.0);
+        }
+    }
+}
+
+/// `Φ(x) = ½·s‖x‖²` that refuses non-finite input with an error (as a potential that calls
+/// `icnn::check_finite` on its input does).
+fn strict_quadratic(s: f64) -> impl BatchedPotential {
+    FnPotential::new(move |x: &Tensor| {
+        let finite = x
+            .to_dtype(DType::F64)?
+            .flatten_all()?
+            .to_vec1::<f64>()?
+            .iter()
+            .all(|v| v.is_finite());
+        if !finite {
+            return Err(candle_core::Error::Msg("non-finite input".into()));
+        }
+        Ok(((x.sqr()?.sum(1)? * (0.5 * s))?, (x * s)?))
+    })
+}
+
+#[test]
+fn overflowing_trial_points_are_not_passed_to_the_potential() {
+    // Newton–CG on Φ = ‖x‖² (∇Φ = 2x) refusing non-finite input: row 0's Hessian-vector
+    // product claims curvature 1e-300, so its Newton step overflows to ±∞ and every trial
+    // point of that row is infinite; row 1 is well posed. Before the fix the infinite trial
+    // row was passed to the potential, whose error ended the whole batch.
+    let pot = FnPotential::new(|x: &Tensor| {
+        let finite = x.to_vec2::<f64>()?.iter().flatten().all(|v| v.is_finite());
+        if !finite {
+            return Err(candle_core::Error::Msg("non-finite input".into()));
+        }
+        Ok((x.sqr()?.sum(1)?, (x * 2.0)?))
+    })
+    .with_hvp(|x: &Tensor, v: &Tensor| {
+        let first = x.narrow(1, 0, 1)?;
+        let scale = first.abs()?.gt(1e5)?.where_cond(
+            &first.ones_like()?.affine(1e-300, 0.0)?,
+            &first.ones_like()?.affine(2.0, 0.0)?,
+        )?;
+        v.broadcast_mul(&scale)
+    });
+    let y = Tensor::new(&[[1e10f64, 1e10], [1.0, -1.0]], &Device::Cpu).unwrap();
+    let res = invert_newton_cg(
+        &pot,
+        &y,
+        &InversionOptions::default(),
+        &NewtonCgParams::default(),
+    )
+    .unwrap();
+    assert_eq!(res.converged, vec![false, true], "{res}");
+    assert_eq!(res.termination[0], Termination::LineSearchFailed, "{res}");
+    let x = res.x.to_vec2::<f64>().unwrap();
+    assert!(x[0].iter().all(|v| v.is_finite()), "{x:?}");
+
+    // Flat L-BFGS: Φ = ½·1e305‖x‖² from x₀ = y = 1: argmin's Hager–Zhang trial step 1e5 along
+    // −∇f ≈ −1e305 overflows, and the search ends without a finite trial point. A potential
+    // that refuses non-finite input ends the same way as one that returns ∞ (before the fix:
+    // the refusal's error).
+    let strict = strict_quadratic(1e305);
+    let lenient = FnPotential::new(|x: &Tensor| Ok(((x.sqr()?.sum(1)? * 0.5e305)?, (x * 1e305)?)));
+    let y = Tensor::new(&[[1.0f64, -1.0]], &Device::Cpu).unwrap();
+    let opts = InversionOptions::default();
+    let flat = FlatLbfgsParams::default();
+    let strict = invert_lbfgs_flat(&strict, &y, &opts, &flat).unwrap();
+    let lenient = invert_lbfgs_flat(&lenient, &y, &opts, &flat).unwrap();
+    assert_eq!(strict.termination, vec![Termination::NonFinite], "{strict}");
+    assert_eq!(strict.termination, lenient.termination);
+    assert_eq!(strict.iterations, lenient.iterations);
+    assert_eq!(
+        strict.x.to_vec2::<f64>().unwrap(),
+        lenient.x.to_vec2::<f64>().unwrap()
+    );
+}

@@ -11,6 +11,7 @@ use candle_core::DType;
 use serde::Serialize;
 use std::path::Path;
 
+use crate::cli::data::DataSource;
 use crate::cli::output_files::{ensure_dir, write_file_atomic};
 
 /// Rows inverted per call when drawing the samples: the inversion's memory grows with the
@@ -21,11 +22,16 @@ const INVERSE_CHUNK: usize = 4096;
 /// inside the range where the squared norms of the window's corners are finite in f32.
 pub const MAX_HALF_WIDTH: f64 = 1e6;
 
+/// The reference's plot window for toys and image densities: `[−4, 4]²`.
+pub const REFERENCE_HALF_WIDTH: f64 = 4.0;
+
 /// Sizes of the figures.
 #[derive(Clone, Debug)]
 pub struct PlotOptions {
-    /// Window half-width for data, density and samples (reference: 4).
-    pub half_width: f64,
+    /// Window of the data, density, samples and gradient-field figures (reference: `[−4, 4]²`;
+    /// [`data_window`] for data of one's own); the potential and its mesh cover its middle
+    /// 95%.
+    pub window: Bounds,
     /// Density grid resolution (reference: 100).
     pub density_grid: usize,
     /// Potential / mesh grid resolution (reference: 50 over ±3.8).
@@ -40,17 +46,19 @@ impl PlotOptions {
     /// Checks the sizes before anything is drawn: a finite positive window and grids and
     /// counts within the CLI's limits ([`crate::cli::MAX_PLOT_GRID`], [`crate::cli::MAX_PLOT_SAMPLES`]).
     pub fn validate(&self) -> Result<()> {
-        if !(self.half_width.is_finite() && self.half_width > 0.0) {
+        let w = self.window;
+        let ends = [w.x.0, w.x.1, w.y.0, w.y.1];
+        if !(ends.iter().all(|v| v.is_finite()) && w.x.0 < w.x.1 && w.y.0 < w.y.1) {
             bail!(
-                "the plot window's half-width must be a finite number above 0, got {}",
-                self.half_width
+                "the plot window needs finite ends and a positive width and height, got {}",
+                window_words(w)
             );
         }
-        if self.half_width > MAX_HALF_WIDTH {
+        if ends.iter().any(|v| v.abs() > MAX_HALF_WIDTH) {
             bail!(
-                "the plot window's half-width must be at most {MAX_HALF_WIDTH:e} (the prior's \
-                 ‖z‖² overflows f32 beyond ~1e19), got {:e}",
-                self.half_width
+                "the plot window must lie within ±{MAX_HALF_WIDTH:e} (the prior's ‖z‖² \
+                 overflows f32 beyond ~1e19), got {}",
+                window_words(w)
             );
         }
         for (name, v, lo, hi) in [
@@ -82,12 +90,48 @@ impl PlotOptions {
 impl Default for PlotOptions {
     fn default() -> Self {
         PlotOptions {
-            half_width: 4.0,
+            window: Bounds::square(REFERENCE_HALF_WIDTH),
             density_grid: 100,
             mesh_grid: 50,
             n_samples: 2000,
             size: 500,
         }
+    }
+}
+
+/// A window in words: `x in [a, b], y in [c, d]`.
+fn window_words(w: Bounds) -> String {
+    format!("x in [{}, {}], y in [{}, {}]", w.x.0, w.x.1, w.y.0, w.y.1)
+}
+
+/// The window of data of one's own (a `.npy` or `.csv` file): the box around `points`,
+/// enlarged by a tenth of its width and height on every side (the reference's `[−4, 4]²`
+/// suits only data generated inside it: toys and image densities). Its width and height
+/// follow the data's (a narrow column gets a narrow window, which the density grid can
+/// resolve); the figures stay square.
+pub fn data_window(points: &[Point2]) -> Bounds {
+    Bounds::around(points, 0.1)
+}
+
+/// The window a 2-D run's figures are drawn over when none is asked for: the reference's
+/// `[−4, 4]²` for toys and image densities (generated inside it), [`data_window`] around
+/// `points` (the data drawn in `data.png`) for data of one's own.
+pub fn default_plot_window(source: &DataSource, points: &[Point2]) -> Bounds {
+    match source {
+        DataSource::Toy(_) | DataSource::Image(_) => Bounds::square(REFERENCE_HALF_WIDTH),
+        DataSource::Npy(_) | DataSource::Csv(_) | DataSource::Tabular(_) => data_window(points),
+    }
+}
+
+/// `window` shrunk about its centre by `factor` in width and height.
+fn shrunk(window: Bounds, factor: f64) -> Bounds {
+    let shrink = |(a, b): (f64, f64)| {
+        let (c, h) = (0.5 * (a + b), 0.5 * (b - a) * factor);
+        (c - h, c + h)
+    };
+    Bounds {
+        x: shrink(window.x),
+        y: shrink(window.y),
     }
 }
 
@@ -143,7 +187,7 @@ pub fn write_model_plots(
     opts.validate()?;
     ensure_dir(dir, "the plot directory")?;
     let (dtype, device) = (flow.dtype(), flow.device().clone());
-    let window = Bounds::square(opts.half_width);
+    let window = opts.window;
     let mut figures = Vec::new();
 
     // The density first: a window where the model has no finite density (far outside its
@@ -157,9 +201,11 @@ pub fn write_model_plots(
     let density = Grid2d::from_values(window, n, n, logp.iter().map(|l| l.exp()).collect())?;
     if !density.finite_range().is_some_and(|(_, hi)| hi > 0.0) {
         bail!(
-            "the model's density underflows or is not finite everywhere in the window \
-             ±{} (its largest log-density there is {}): use a smaller --half-width",
-            opts.half_width,
+            "the model's density underflows or is not finite everywhere on the {n}×{n} grid \
+             of the plot window {} (its largest log-density there is {}): the window misses \
+             where the model puts its mass; draw the figures over a window that covers the \
+             data (`cpflow plot --center X,Y --half-width H`), or on a finer grid (`--grid`)",
+            window_words(window),
             logp.iter().copied().fold(f64::NEG_INFINITY, f64::max)
         );
     }
@@ -221,8 +267,7 @@ pub fn write_model_plots(
     else {
         return finish(dir, figures);
     };
-    let b = 0.95 * opts.half_width;
-    let mesh_window = Bounds::square(b);
+    let mesh_window = shrunk(window, 0.95);
     let m = opts.mesh_grid;
     let mesh = Grid2d::points(mesh_window, m, m);
     let mut h = points_to_tensor(&mesh, dtype, &device)?;
@@ -247,7 +292,10 @@ pub fn write_model_plots(
         potential.finite_range(),
     ));
     let mut extent: Vec<Point2> = grad.clone();
-    extent.extend([[-b, -b], [b, b]]);
+    extent.extend([
+        [mesh_window.x.0, mesh_window.y.0],
+        [mesh_window.x.1, mesh_window.y.1],
+    ]);
     let gb = Bounds::around(&extent, 0.05);
     warped_mesh_png(
         dir.join("gradient_mesh.png"),
@@ -275,13 +323,13 @@ pub fn write_model_plots(
         dir.join("gradient_field.png"),
         &origins,
         &vectors,
-        Bounds::square(opts.half_width),
+        window,
         Figure::new(opts.size).title("gradient field ∇Φ (common scale)"),
     )?;
     figures.push(info(
         "gradient_field.png",
         "grad Phi as arrows (common scale), coloured by length",
-        Bounds::square(opts.half_width),
+        window,
         None,
     ));
     finish(dir, figures)

@@ -7,13 +7,12 @@
 use crate::cli::run_kind::{RunKind, check_run_kind};
 use anyhow::{Context, Result, bail};
 use candle_core::Device;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 
-use crate::cli::data::{DataSource, LoadedData, Rows};
 use crate::cli::run_config::{Overrides, RunConfig, resolve, resolve_image};
-use crate::cli::run_dir::{DATA_RECORD, absolute, absolute_run_config, resume_checkpoint};
+use crate::cli::run_dir::{absolute, absolute_run_config, resume_checkpoint};
 
 /// What `cpflow train --resume` may change (tabular and toy runs): the length of the run,
 /// the batch size (the trainer starts a new epoch where the old one no longer fits), logging,
@@ -133,6 +132,22 @@ pub fn refuse_changes(
     out: &Path,
     command: &str,
 ) -> Result<()> {
+    let advice = format!(
+        "Resume with the run's own settings (`cpflow {command} --config {} --out {} --resume`, \
+         plus those changes), or start a new run with another --out (or --overwrite)",
+        out.join("config.toml").display(),
+        out.display()
+    );
+    refuse_changes_advising(differences, allowed, out, &advice)
+}
+
+/// [`refuse_changes`] with `advice` (what to do) ending the message.
+fn refuse_changes_advising(
+    differences: &[Difference],
+    allowed: &[&str],
+    out: &Path,
+    advice: &str,
+) -> Result<()> {
     let refused: Vec<&Difference> = differences
         .iter()
         .filter(|d| !is_resumable(&d.key, allowed))
@@ -158,14 +173,10 @@ pub fn refuse_changes(
         .collect();
     bail!(
         "--resume continues the run in {} with the settings it was made with, and these \
-         differ:\n{}\nA resume may change only {}. Resume with the run's own settings (`cpflow \
-         {command} --config {} --out {} --resume`, plus those changes), or start a new run with \
-         another --out (or --overwrite)",
+         differ:\n{}\nA resume may change only {}. {advice}",
         out.display(),
         lines.join("\n"),
         may.join(", "),
-        out.join("config.toml").display(),
-        out.display()
     )
 }
 
@@ -235,7 +246,26 @@ pub fn check_train_resume(requested: &RunConfig, out: &Path) -> Result<TrainResu
             diffs.extend(named);
         }
     }
-    refuse_changes(&diffs, TRAIN_RESUMABLE, out, "train")?;
+    // A config.toml edited after the run started cannot be the advice: it is what differs.
+    let edited = match &saved {
+        Some(s) => {
+            !differences("train", &s.train, train)?.is_empty()
+                || s.model.flow_config(ck.meta.flow.dim)? != ck.meta.flow
+        }
+        None => false,
+    };
+    if edited {
+        let advice = format!(
+            "{} itself no longer matches the run's checkpoint (was it edited after the run \
+             started?): restore the run's settings in it (the checkpoint's are listed as \
+             \"the run\" above), then resume with the changes a resume may make, or start a \
+             new run with another --out (or --overwrite)",
+            saved_path.display()
+        );
+        refuse_changes_advising(&diffs, TRAIN_RESUMABLE, out, &advice)?;
+    } else {
+        refuse_changes(&diffs, TRAIN_RESUMABLE, out, "train")?;
+    }
     check_limit(
         "train.max_iterations (--iters)",
         requested.train.max_iterations,
@@ -246,206 +276,6 @@ pub fn check_train_resume(requested: &RunConfig, out: &Path) -> Result<TrainResu
         checkpoint,
         dim: ck.meta.flow.dim,
     })
-}
-
-/// What identifies the data of a tabular or toy run, kept in `<out>/data_record.json` from
-/// its start: `--resume` refuses other data ([`check_data_record`]). A file (`.npy`, `.csv`,
-/// the picture of an image density) is identified by its size and sha256; a tabular
-/// benchmark by the sha256 of its rows after MAF's preprocessing (its files sit under
-/// `data.root`, which a resume may move); a generated toy by its settings (source, seed,
-/// sizes), which [`check_train_resume`] compares already.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct DataRecord {
-    /// `data.source` (a file's path absolute).
-    pub source: String,
-    /// Columns.
-    pub dim: usize,
-    /// Rows of the three parts.
-    pub n_train: usize,
-    pub n_val: usize,
-    pub n_test: usize,
-    /// The file read (data files and image densities).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub file: Option<FileRecord>,
-    /// Tabular benchmarks: sha256 of the training, validation and test rows (each part's
-    /// row count, then its values as little-endian f32, in that order).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rows_sha256: Option<String>,
-}
-
-/// A data file: its path, size and sha256 (lower-case hex).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct FileRecord {
-    pub path: PathBuf,
-    pub bytes: u64,
-    pub sha256: String,
-}
-
-impl FileRecord {
-    /// Reads `path` through.
-    pub fn of(path: &Path) -> Result<Self> {
-        use sha2::{Digest, Sha256};
-        use std::io::Read;
-        let mut file = std::fs::File::open(path)
-            .with_context(|| format!("opening {} to record its sha256", path.display()))?;
-        let mut hasher = Sha256::new();
-        let mut buf = vec![0u8; 1 << 20];
-        let mut bytes = 0u64;
-        loop {
-            let n = file
-                .read(&mut buf)
-                .with_context(|| format!("reading {} to record its sha256", path.display()))?;
-            if n == 0 {
-                break;
-            }
-            hasher.update(&buf[..n]);
-            bytes += n as u64;
-        }
-        Ok(FileRecord {
-            path: absolute(path)?,
-            bytes,
-            sha256: hex::encode(hasher.finalize()),
-        })
-    }
-}
-
-/// sha256 of the parts' rows: each part's value count (u64), then its values (little-endian).
-fn rows_sha256(parts: &[&Rows]) -> String {
-    use sha2::{Digest, Sha256};
-    let mut hasher = Sha256::new();
-    for part in parts {
-        hasher.update((part.len() as u64).to_le_bytes());
-        match part {
-            Rows::F32(v) => v.chunks(1 << 14).for_each(|c| {
-                hasher.update(c.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>())
-            }),
-            Rows::F64(v) => v.chunks(1 << 14).for_each(|c| {
-                hasher.update(c.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>())
-            }),
-        }
-    }
-    hex::encode(hasher.finalize())
-}
-
-impl DataRecord {
-    /// The record of `data`, read from `source` (`data.source` as `config.toml` keeps it).
-    pub fn of(source: &str, data: &LoadedData) -> Result<Self> {
-        let file = match &data.source {
-            DataSource::Npy(_) | DataSource::Csv(_) | DataSource::Image(_) => {
-                let path = source.strip_prefix("image:").unwrap_or(source);
-                Some(FileRecord::of(Path::new(path))?)
-            }
-            DataSource::Toy(_) | DataSource::Tabular(_) => None,
-        };
-        let rows_sha256 = matches!(data.source, DataSource::Tabular(_))
-            .then(|| rows_sha256(&[&data.train, &data.val, &data.test]));
-        Ok(DataRecord {
-            source: source.to_string(),
-            dim: data.dim,
-            n_train: data.n_train(),
-            n_val: data.n_val(),
-            n_test: data.n_test(),
-            file,
-            rows_sha256,
-        })
-    }
-
-    /// How `now` differs from this record (the run's), in words; `None` when it does not.
-    fn difference(&self, now: &DataRecord) -> Option<String> {
-        let short = |h: &str| h.chars().take(16).collect::<String>();
-        let sizes = |r: &DataRecord| {
-            format!(
-                "{} + {} + {} rows (training + validation + test) of {} columns",
-                r.n_train, r.n_val, r.n_test, r.dim
-            )
-        };
-        match (&self.file, &now.file) {
-            (Some(a), Some(b)) if (a.bytes, &a.sha256) != (b.bytes, &b.sha256) => {
-                return Some(format!(
-                    "{} has changed since the run started: {} bytes with sha256 {}… then, {} \
-                     bytes with sha256 {}… now",
-                    b.path.display(),
-                    a.bytes,
-                    short(&a.sha256),
-                    b.bytes,
-                    short(&b.sha256)
-                ));
-            }
-            _ => {}
-        }
-        if self.rows_sha256 != now.rows_sha256 {
-            return Some(format!(
-                "the rows of `{}` (read under data.root) are not the run's: sha256 of the rows \
-                 {}… then, {}… now ({} then, {} now)",
-                now.source,
-                short(self.rows_sha256.as_deref().unwrap_or("none")),
-                short(now.rows_sha256.as_deref().unwrap_or("none")),
-                sizes(self),
-                sizes(now)
-            ));
-        }
-        if self != now {
-            return Some(format!(
-                "`{}` gives {} now, the run was made with `{}`: {}",
-                now.source,
-                sizes(now),
-                self.source,
-                sizes(self)
-            ));
-        }
-        None
-    }
-}
-
-/// `--resume` of a tabular or toy run: refuses data that differ from `<out>/data_record.json`,
-/// naming the file and what to do. A run made before cpflow kept the record resumes, with a
-/// warning that its data could not be checked; returns whether there was a record.
-pub fn check_data_record(out: &Path, now: &DataRecord) -> Result<bool> {
-    let path = out.join(DATA_RECORD);
-    let text = match std::fs::read_to_string(&path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            tracing::warn!(
-                "{} is missing (the run was made before cpflow recorded its data): the data of \
-                 this resume could not be checked against the run's; they are recorded now, \
-                 for later resumes",
-                path.display()
-            );
-            return Ok(false);
-        }
-        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
-    };
-    let run: DataRecord = serde_json::from_str(&text).with_context(|| {
-        format!(
-            "reading {} (the record of the run's data; delete it to resume without checking \
-             the data)",
-            path.display()
-        )
-    })?;
-    if let Some(why) = run.difference(now) {
-        let restore = match &run.file {
-            Some(f) => format!("restore {} as it was", f.path.display()),
-            None => format!("restore the data `{}` as they were", run.source),
-        };
-        bail!(
-            "--resume: the data differ from those the run in {} was trained on: {why}. A \
-             resume continues with the run's rows and scores its test split, so it needs the \
-             same data: {restore} and resume again, or start the run anew on the new data \
-             with `--overwrite` (or another --out)",
-            out.display()
-        );
-    }
-    Ok(true)
-}
-
-/// Writes `<out>/data_record.json` (once every check has passed).
-pub fn write_data_record(out: &Path, record: &DataRecord) -> Result<()> {
-    let text = serde_json::to_string_pretty(record)?;
-    crate::cli::output_files::write_file_atomic(
-        &out.join(DATA_RECORD),
-        text.as_bytes(),
-        "the record of the run's data",
-    )
 }
 
 /// `cpflow train --resume` of an image run (`requested` with an absolute data root): the
@@ -555,60 +385,5 @@ mod tests {
         assert!(is_resumable("run.plots", &["run."]) && !is_resumable("runs", &["run."]));
         assert!(check_limit("train.epochs", 2, 3, out).is_err());
         check_limit("train.epochs", 3, 3, out).unwrap();
-    }
-
-    /// A file is identified by its size and sha256 (the FIPS 180-2 value of "abc"); a
-    /// tabular benchmark by its rows, so that rows moved between the parts or changed count;
-    /// the message of a changed file names it.
-    #[test]
-    fn data_records_tell_changed_data() {
-        let dir = std::env::temp_dir().join(format!("cpflow-data-record-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let p = dir.join("abc.csv");
-        std::fs::write(&p, "abc").unwrap();
-        let f = FileRecord::of(&p).unwrap();
-        assert_eq!(f.bytes, 3);
-        assert_eq!(
-            f.sha256,
-            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
-        );
-        let tabular = |train: Vec<f32>, val: Vec<f32>| LoadedData {
-            dim: 2,
-            train: Rows::F32(train),
-            val: Rows::F32(val),
-            test: Rows::F32(vec![5.0, 6.0]),
-            source: DataSource::Tabular(crate::datasets::TabularDataset::Power),
-        };
-        let record = |d: &LoadedData| DataRecord::of("power", d).unwrap();
-        let run = record(&tabular(vec![1.0, 2.0, 3.0, 4.0], vec![]));
-        assert_eq!(run.difference(&run.clone()), None);
-        assert!(run.rows_sha256.is_some() && run.file.is_none());
-        // The same values, one row moved to the validation part.
-        let moved = record(&tabular(vec![1.0, 2.0], vec![3.0, 4.0]));
-        let why = run.difference(&moved).unwrap();
-        assert!(
-            why.contains("power") && why.contains("2 + 0 + 1 rows"),
-            "{why}"
-        );
-        assert!(why.contains("1 + 1 + 1 rows"), "{why}");
-        let changed = record(&tabular(vec![1.0, 2.0, 3.0, 4.5], vec![]));
-        assert!(run.difference(&changed).is_some());
-        // A file changed in place.
-        let csv = |text: &str| {
-            std::fs::write(&p, text).unwrap();
-            let d = LoadedData {
-                dim: 1,
-                train: Rows::F64(vec![1.0, 2.0]),
-                val: Rows::F64(vec![]),
-                test: Rows::F64(vec![]),
-                source: DataSource::Csv(p.clone()),
-            };
-            DataRecord::of(p.to_str().unwrap(), &d).unwrap()
-        };
-        let (a, b) = (csv("1\n2\n"), csv("1\n3\n"));
-        let why = a.difference(&b).unwrap();
-        assert!(why.contains("abc.csv") && why.contains("changed"), "{why}");
-        assert_eq!(a.difference(&csv("1\n2\n")), None);
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

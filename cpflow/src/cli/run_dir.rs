@@ -23,7 +23,7 @@ pub struct RunFiles {
 }
 
 /// What identifies the data of a `cpflow train` run (tabular and toy runs; see
-/// [`crate::cli::resume_check::DataRecord`]): `--resume` refuses other data.
+/// [`crate::cli::data_record::DataRecord`]): `--resume` refuses other data.
 pub const DATA_RECORD: &str = "data_record.json";
 
 /// `cpflow train` (tabular, toy and image runs). A 2-D run's figures in `plots/` are removed

@@ -117,6 +117,8 @@ impl ImageFlow {
             )));
         }
         let tensors = candle_core::safetensors::load_buffer(&bytes, device)?;
+        crate::named_vars::check_loaded_finite(path, &tensors)?;
+        crate::checkpoint_digest::check_data_sha256(path, &bytes)?;
         let flow = ImageFlow::new(meta.flow, device)?;
         flow.set_weights(&tensors, "")?;
         Ok(flow)

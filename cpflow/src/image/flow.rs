@@ -15,6 +15,7 @@ use crate::image::actnorm::ChannelActNorm;
 use crate::image::config::{ImageFlowConfig, ImageLayerConfig, LayerShapes};
 use crate::image::logit::LogitTransform;
 use crate::image::squeeze::Squeeze;
+use crate::non_finite_rows::{exact_logdet_rows, non_finite_rows, or_non_finite_rows};
 use crate::potential::Potential;
 use crate::prior::GaussianPrior;
 use crate::rng::FlowRng;
@@ -508,7 +509,8 @@ impl ImageFlow {
     /// `z = f(x)` `(B, D)` and the exact `log|det ∂z/∂x|` per image `(B,)` (logit, ActNorm
     /// and every block's dense Hessian, built from `D` Hessian-vector products and factored
     /// by Cholesky: affordable for `D` up to a few thousand on a handful of images).
-    /// Outputs are detached.
+    /// Outputs are detached. An image that overflows a block gets a NaN log-det alone, as in
+    /// [`crate::Flow::transform`] (also in [`ImageFlow::log_prob_slq`]).
     pub fn transform(&self, x: &Tensor) -> Result<(Tensor, Tensor)> {
         self.ensure_initialized()?;
         let x = self.check_input(x)?;
@@ -517,7 +519,7 @@ impl ImageFlow {
         let out = self.chunked(&x, rows, |xc| {
             let (z, ld, _) = self.forward_with(xc, &weights, |blk, w, h| {
                 let (z, op) = blk.detached_operator_sharing(h, None, w)?;
-                let lds = exact_logdet(&op, h)?;
+                let lds = exact_logdet(&op, h, &or_non_finite_rows(&non_finite_rows(h)?, &z)?)?;
                 let zeros = vec![0.0; lds.len()];
                 Ok((z, lds, zeros))
             })?;
@@ -555,7 +557,8 @@ impl ImageFlow {
         let out = self.chunked(&x, self.eval_chunk_rows(), |xc| {
             let (z, ld, var) = self.forward_with(xc, &weights, |blk, w, h| {
                 let (z, op) = blk.detached_operator_sharing(h, None, w)?;
-                let (estimate, std_err) = slq_logdet_block(&op, h, params, &mut *rng)?;
+                let tolerate = or_non_finite_rows(&non_finite_rows(h)?, &z)?;
+                let (estimate, std_err) = slq_logdet_block(&op, h, params, &mut *rng, &tolerate)?;
                 Ok((z, estimate, std_err))
             })?;
             var_all.extend(var);
@@ -569,8 +572,9 @@ impl ImageFlow {
     }
 }
 
-/// `log det H` per row from the dense Hessian assembled by `apply_many` on identity columns.
-fn exact_logdet(op: &HessianOperator, h: &Tensor) -> Result<Vec<f64>> {
+/// `log det H` per row from the dense Hessian assembled by `apply_many` on identity columns
+/// (NaN for a row that overflows, as `non_finite_rows::exact_logdet_rows` says).
+fn exact_logdet(op: &HessianOperator, h: &Tensor, tolerate: &[bool]) -> Result<Vec<f64>> {
     let (b, d) = h.dims2()?;
     let cols = (EXACT_HVPS_PER_PASS / b).clamp(1, d);
     let eye = Tensor::eye(d, h.dtype(), h.device())?;
@@ -588,5 +592,5 @@ fn exact_logdet(op: &HessianOperator, h: &Tensor) -> Result<Vec<f64>> {
         start += len;
     }
     let hess = Tensor::cat(&parts, 1)?;
-    Ok(logdet::exact_logdet_tensor(&hess)?)
+    exact_logdet_rows(&hess, tolerate)
 }

@@ -348,6 +348,7 @@ pub fn load_vae_checkpoint(
     })?;
     let tensors = candle_core::safetensors::load_buffer(&bytes, device)?;
     crate::named_vars::check_loaded_finite(path, &tensors)?;
+    crate::checkpoint_digest::check_data_sha256(path, &bytes)?;
     Ok((meta, tensors))
 }
 

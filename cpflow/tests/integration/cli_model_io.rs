@@ -154,7 +154,10 @@ fn outputs_data_and_dtypes_of_eval_sample_and_plot() {
         ]
         .concat(),
     );
-    assert!(err.contains("smaller --half-width"), "{err}");
+    assert!(
+        err.contains("misses where the model puts its mass") && err.contains("--center X,Y"),
+        "{err}"
+    );
     let written: Vec<_> = std::fs::read_dir(&far)
         .map(|d| d.flatten().map(|e| e.file_name()).collect())
         .unwrap_or_default();

@@ -377,8 +377,12 @@ fn bad_input_is_rejected_with_clear_errors() {
     assert!(msg(flow.log_prob_exact(&nan)).contains("NaN"));
     let wrong = Tensor::zeros((4, 2), DType::F64, &Device::Cpu).unwrap();
     assert!(msg(flow.log_prob_exact(&wrong)).contains("columns"));
+    // 0 rows are no error for the evaluation passes (an empty result, as `sample(0)` needs:
+    // `flow_edge_cases`), but `check_input` documents at least one row.
     let empty = Tensor::zeros((0, 3), DType::F64, &Device::Cpu).unwrap();
-    assert!(msg(flow.log_prob_exact(&empty)).contains("empty"));
+    assert_eq!(flow.log_prob_exact(&empty).unwrap().dims(), &[0]);
+    let empty_check = flow.check_input(&empty, None).map(|(x, _)| x);
+    assert!(msg(empty_check).contains("empty"));
     let rank1 = Tensor::zeros(3, DType::F64, &Device::Cpu).unwrap();
     assert!(msg(flow.log_prob_exact(&rank1)).contains("matrix"));
     let ctx = Tensor::zeros((8, 2), DType::F64, &Device::Cpu).unwrap();

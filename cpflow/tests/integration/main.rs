@@ -29,10 +29,13 @@ mod cli_smoke;
 #[cfg(feature = "cli")]
 mod cli_tabular;
 #[cfg(feature = "cli")]
+mod cli_user_data;
+#[cfg(feature = "cli")]
 mod cli_vae_model;
 mod conditional_inverse;
 mod custom_potential;
 mod flow_core;
+mod flow_edge_cases;
 mod image_ema;
 mod image_flow;
 mod image_layers;

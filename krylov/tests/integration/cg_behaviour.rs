@@ -28,8 +28,9 @@ fn mixed_batch(d: usize) -> (Vec<Mat<f64>>, Vec<f64>) {
 }
 
 /// A system that converges early receives no further operator work: the counting wrapper
-/// sees exactly `iterations[i]` active applications per system (zero start), the identity
-/// system is done after one, and the others are unaffected. The wrapped operator also writes
+/// sees exactly `iterations[i]` active applications per system (zero start) plus the one
+/// check of its true residual when the batch stops, the identity system is done after one,
+/// and the others are unaffected. The wrapped operator also writes
 /// NaN into the output of inactive systems, which must not leak into any solution.
 #[test]
 fn converged_systems_are_frozen() {
@@ -59,13 +60,18 @@ fn converged_systems_are_frozen() {
     .unwrap();
     assert!(res.all_converged(), "{:?}", res.residual_norms);
     assert_eq!(op.counts(), res.applications);
-    assert_eq!(res.applications, res.iterations);
+    let checked: Vec<usize> = res.iterations.iter().map(|it| it + 1).collect();
+    assert_eq!(res.applications, checked);
     assert_eq!(res.iterations[0], 1);
     // 4 distinct eigenvalues: 4 iterations in exact arithmetic, rounding may add one.
     assert!((4..=5).contains(&res.iterations[1]), "{:?}", res.iterations);
     assert!(res.iterations[2] > 10);
     assert_eq!(op.calls(), res.operator_calls);
-    assert_eq!(res.operator_calls, *res.iterations.iter().max().unwrap());
+    // One call per iteration, and one checking all three true residuals at the end.
+    assert_eq!(
+        res.operator_calls,
+        *res.iterations.iter().max().unwrap() + 1
+    );
     let x = res.x.to_host().unwrap();
     assert!(x.iter().all(|v| v.is_finite()));
     // H = I: one step gives x = b exactly, and the frozen column is never touched again.
@@ -100,9 +106,10 @@ fn batch_global_charges_every_system_until_the_last_converges() {
     assert_eq!(glob.applications, vec![n; 3]);
     assert_eq!(n, per.operator_calls);
     assert!(glob.total_applications() > per.total_applications());
+    // Per system: its iterations and one check of its true residual.
     assert_eq!(
         per.total_applications(),
-        per.iterations.iter().sum::<usize>()
+        per.iterations.iter().sum::<usize>() + 3
     );
     let xs = glob.x.to_host().unwrap();
     for i in 0..3 {
@@ -113,9 +120,10 @@ fn batch_global_charges_every_system_until_the_last_converges() {
     }
 }
 
-/// Starting at `x0 = b` (reference): the initial residual costs one application per system;
-/// an exact initial guess costs nothing more. A zero right-hand side converges with zero
-/// iterations and zero applications.
+/// Starting at `x0 = b` (reference): the initial residual costs one application per system
+/// (and the check of the true residual one more); an exact initial guess costs nothing more. A
+/// zero right-hand side converges with zero iterations and zero applications, with or without
+/// an initial guess.
 #[test]
 fn initial_guess_and_zero_rhs() {
     let d = 8;
@@ -131,7 +139,7 @@ fn initial_guess_and_zero_rhs() {
     assert!(zero.converged[1]);
 
     let warm = cg_with_initial_guess(&op, &bv, &bv, &CgParams::default().with_rtol(1e-12)).unwrap();
-    assert_eq!(warm.applications[0], warm.iterations[0] + 1);
+    assert_eq!(warm.applications[0], warm.iterations[0] + 2);
     assert!(warm.converged[0]);
 
     let exact = faer_batch(
@@ -143,7 +151,8 @@ fn initial_guess_and_zero_rhs() {
     let done =
         cg_with_initial_guess(&op, &bv, &exact, &CgParams::default().with_rtol(1e-6)).unwrap();
     assert_eq!(done.iterations, vec![0, 0]);
-    assert_eq!(done.applications, vec![1, 1]);
+    // b_1 = 0: x_1 = 0 without forming its residual.
+    assert_eq!(done.applications, vec![1, 0]);
 }
 
 /// Jacobi preconditioning on a badly row/column-scaled SPD matrix `D A D` removes the scaling:
@@ -222,7 +231,8 @@ fn failures_are_reported_not_raised() {
     assert_eq!(res.converged, vec![false, false]);
     assert_eq!(res.breakdown, vec![false, true]);
     assert_eq!(res.iterations, vec![3, 0]);
-    assert_eq!(res.applications, vec![3, 1]);
+    // System 0 used its iterations; its true residual is then computed (and reported).
+    assert_eq!(res.applications, vec![3 + 1, 1]);
 
     let wrong = faer_batch(&b[..d], d, 1, |v| v);
     assert!(matches!(
@@ -236,10 +246,11 @@ fn failures_are_reported_not_raised() {
 }
 
 /// The observed step sizes reconstruct the solution from the operator's own arguments:
-/// `x = x0 + Σ_k α_k ⊙ p_k` with `p_k` the argument of call `k + 1`, on a batch whose systems
-/// freeze at different iterations (identity: 1; 4 eigenvalues: 4; cond 1e4: many), with and
-/// without Jacobi preconditioning. Frozen systems report `α = 0`. A wrong pairing of steps
-/// with calls (off by one) misses by O(1).
+/// `x = x0 + Σ_k α_k ⊙ p_k` with `p_k` the argument of call `k + 1` (`CgStep::operator_call`;
+/// the last call checks the true residuals), on a batch whose systems freeze at different
+/// iterations (identity: 1; 4 eigenvalues: 4; cond 1e4: many), with and without Jacobi
+/// preconditioning. Frozen systems report `α = 0`. A wrong pairing of steps with calls (off by
+/// one) misses by O(1).
 #[test]
 fn observed_step_sizes_rebuild_the_solution_from_the_operator_arguments() {
     let d = 30;
@@ -269,6 +280,7 @@ fn observed_step_sizes_rebuild_the_solution_from_the_operator_arguments() {
             .with_preconditioner(precondition);
         let res = cg_with_initial_guess_observed(&op, &bv, &x0, &params, |step| {
             assert_eq!(step.iteration, steps.len());
+            assert_eq!(step.operator_call, step.iteration + 1);
             steps.push(step.step_sizes.to_vec());
             Ok(())
         })
@@ -277,8 +289,8 @@ fn observed_step_sizes_rebuild_the_solution_from_the_operator_arguments() {
         let args = args.into_inner();
         assert_eq!(
             args.len(),
-            steps.len() + 1,
-            "one call per step after the first"
+            steps.len() + 2,
+            "one call per step after the first, and one checking the true residuals"
         );
         let mut rebuilt = x0.clone();
         for (alpha, p) in steps.iter().zip(&args[1..]) {

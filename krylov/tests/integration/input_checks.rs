@@ -1,10 +1,12 @@
 //! Invalid inputs give typed errors before any operator work, never a silent result: non-finite
 //! right-hand sides and initial guesses, batches that do not match the operator (empty ones
-//! included), dtype mixing on the tensor backend; reported residuals propagate NaN.
+//! included), dtype mixing on the tensor backend; reported residuals propagate NaN; empty
+//! batches give empty results with every option.
 
 use krylov::{
-    BatchVectors, CgParams, CountingOperator, DenseFaerOperator, DenseNalgebraOperator,
-    KrylovError, LanczosParams, cg, cg_with_initial_guess, lanczos,
+    BatchOperator, BatchVectors, CgParams, CountingOperator, DenseFaerOperator,
+    DenseNalgebraOperator, FnOperator, KrylovError, LanczosParams, Preconditioner, cg,
+    cg_with_initial_guess, lanczos,
 };
 use nalgebra::DMatrix;
 
@@ -122,6 +124,50 @@ fn batch_size_is_checked_against_the_operator_first() {
     );
 }
 
+/// An empty batch is solved the same with every preconditioner and with
+/// re-orthogonalisation: an empty result. Jacobi used to compare the batch `(3 × 0)` with the
+/// diagonal of the empty operator (`0 × 0`, it cannot know `d`) and fail with `ShapeMismatch`;
+/// the dense operators themselves refused an empty batch of `d > 0` in `apply`. A mismatched
+/// non-empty batch is still an error, and so is a missing diagonal.
+#[test]
+fn empty_batches_give_empty_results_with_every_option() {
+    let nalgebra_op = DenseNalgebraOperator::<f64>::new(vec![]).unwrap();
+    let faer_op = DenseFaerOperator::<f64>::new(vec![]).unwrap();
+    let jacobi = CgParams::default().with_preconditioner(Preconditioner::Jacobi);
+    for d in [0, 3] {
+        for params in [
+            CgParams::default(),
+            jacobi.clone(),
+            jacobi.clone().with_reorthogonalize(true),
+        ] {
+            let b = DMatrix::<f64>::zeros(d, 0);
+            let res = cg(&nalgebra_op, &b, &params).unwrap();
+            assert!(res.converged.is_empty() && res.termination.is_empty());
+            assert_eq!(res.x.shape(), (d, 0));
+            let res = cg_with_initial_guess(&nalgebra_op, &b, &b, &params).unwrap();
+            assert_eq!((res.x.shape(), res.operator_calls), ((d, 0), 0));
+            let res = cg(&faer_op, &faer::Mat::<f64>::zeros(d, 0), &params).unwrap();
+            assert_eq!(res.x.shape(), (d, 0));
+        }
+        let y = nalgebra_op.apply(&DMatrix::zeros(d, 0), &[]).unwrap();
+        assert_eq!(y.shape(), (d, 0));
+        let y = faer_op.apply(&faer::Mat::zeros(d, 0), &[]).unwrap();
+        assert_eq!(y.shape(), (d, 0));
+    }
+    assert!(cg(&nalgebra_op, &DMatrix::<f64>::zeros(3, 2), &jacobi).is_err());
+    assert!(
+        nalgebra_op
+            .apply(&DMatrix::zeros(3, 2), &[true, true])
+            .is_err()
+    );
+    let closure =
+        FnOperator::new(|x: &DMatrix<f64>, _: &[bool]| -> Result<_, KrylovError> { Ok(x.clone()) });
+    assert!(matches!(
+        cg(&closure, &DMatrix::<f64>::zeros(3, 0), &jacobi),
+        Err(KrylovError::MissingDiagonal)
+    ));
+}
+
 /// The default `norms2` propagates NaN (`f64::max(NaN, 0)` is 0).
 #[test]
 fn euclidean_norms_propagate_nan() {
@@ -196,22 +242,22 @@ mod candle {
         }
     }
 
-    /// An operator whose output turns the residual's middle entry into NaN (it adds +Inf
-    /// there: pᵀHp = Inf, α = 0, r₁ ← r₁ − 0·Inf = NaN): the reported residual is NaN (candle's
-    /// max alone skipped it and reported 3), the system is not converged and is flagged as a
-    /// breakdown.
+    /// An operator whose output turns the middle entry of the initial residual `b − H x0`
+    /// into NaN: the reported residual is NaN (candle's max alone skipped it and reported 3),
+    /// the system is not converged and is flagged as a breakdown. (A non-finite product of a
+    /// direction is a breakdown before any update: `cg_reporting`.)
     #[test]
     fn nan_residual_is_reported_as_nan() {
         let dense = two_i(DType::F64, 1);
         let op = FnOperator::new(
             |x: &Tensor, active: &[bool]| -> Result<Tensor, KrylovError> {
                 let y = dense.apply(x, active)?;
-                let mask = Tensor::new(&[[0.0f64, f64::INFINITY, 0.0]], &Device::Cpu)?;
+                let mask = Tensor::new(&[[0.0f64, f64::NAN, 0.0]], &Device::Cpu)?;
                 Ok(y.broadcast_add(&mask)?)
             },
         );
         let b = rhs(&[1.0, 2.0, 3.0], DType::F64);
-        let res = cg(&op, &b, &CgParams::default()).unwrap();
+        let res = cg_with_initial_guess(&op, &b, &b, &CgParams::default()).unwrap();
         assert!(res.residual_norms[0].is_nan(), "{:?}", res.residual_norms);
         assert_eq!(res.converged, vec![false]);
         assert_eq!(res.breakdown, vec![true]);

@@ -1,11 +1,16 @@
 //! Lanczos: spectrum reproduction with m = d, orthonormality of the basis with
-//! re-orthogonalisation, breakdown handling, and backend agreement.
+//! re-orthogonalisation, breakdown handling, non-finite operator outputs, and backend
+//! agreement.
 #![allow(clippy::needless_range_loop)] // index loops mirror the maths in these checks
 
 use crate::common::*;
 use faer::{Mat, Side};
-use krylov::{BatchVectors, DenseFaerOperator, DenseNalgebraOperator, LanczosParams, lanczos};
+use krylov::{
+    BatchVectors, DenseFaerOperator, DenseNalgebraOperator, FnOperator, KrylovError, LanczosParams,
+    lanczos,
+};
 use nalgebra::DMatrix;
+use std::cell::Cell;
 
 fn tridiag_eigs(alphas: &[f64], betas: &[f64]) -> Vec<f64> {
     let k = alphas.len();
@@ -249,6 +254,50 @@ fn lanczos_operator_scale_does_not_matter() {
         for k in 0..d - 1 {
             let (a, b) = (res.betas[0][k] / s, base.betas[0][k]);
             assert!((a - b).abs() <= 1e-13 * b.abs(), "s = {s}: β {a} vs {b}");
+        }
+    }
+}
+
+/// An operator output holding NaN or ±Inf (for system 0, on call `bad` of 0, 1, 2) is flagged
+/// in `non_finite`, not as a breakdown (documented as an invariant subspace with exact Ritz
+/// values), and the non-finite coefficient is not stored: system 0 keeps the `bad` finite
+/// coefficients of the steps before. It used to return NaN coefficients, flagged as a
+/// breakdown with more steps and not at all with `steps = 1`. System 1 runs all its steps.
+#[test]
+fn non_finite_operator_output_is_flagged_apart_from_breakdown() {
+    let h = DMatrix::from_diagonal(&nalgebra::dvector![1.0, 2.0, 3.0, 4.0]);
+    for value in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
+        for steps in [1usize, 3] {
+            for bad in 0..steps {
+                let calls = Cell::new(0usize);
+                let op = FnOperator::new(
+                    |x: &DMatrix<f64>, _: &[bool]| -> Result<DMatrix<f64>, KrylovError> {
+                        let mut y = &h * x;
+                        if calls.get() == bad {
+                            y[(1, 0)] = value;
+                        }
+                        calls.set(calls.get() + 1);
+                        Ok(y)
+                    },
+                );
+                let v0 = DMatrix::<f64>::from_element(4, 2, 1.0);
+                let params = LanczosParams::default()
+                    .with_steps(steps)
+                    .with_store_basis(true);
+                let res = lanczos(&op, &v0, &params).unwrap();
+                let at = format!("{value} on call {bad} of {steps}");
+                assert_eq!(res.non_finite, vec![true, false], "{at}");
+                assert_eq!(res.breakdown, vec![false, false], "{at}");
+                assert_eq!(res.sizes, vec![bad, steps], "{at}");
+                assert_eq!(res.alphas[0].len(), bad, "{at}");
+                assert_eq!(res.betas[0].len(), bad.saturating_sub(1), "{at}");
+                for i in 0..2 {
+                    let coefficients = res.alphas[i].iter().chain(&res.betas[i]);
+                    assert!(coefficients.clone().all(|c| c.is_finite()), "{at}: {res:?}");
+                }
+                assert!((res.alphas[1][0] - 2.5).abs() < 1e-12, "{at}");
+                assert_eq!(res.applications, vec![bad + 1, steps], "{at}");
+            }
         }
     }
 }

@@ -27,17 +27,19 @@ proptest! {
         let op = DenseFaerOperator::new(mats.clone()).unwrap();
         let reorth = CgParams::default().with_rtol(1e-9).with_reorthogonalize(true);
         let plain = CgParams::default().with_rtol(1e-9).with_max_iters(10 * d);
-        for (res, cap, confirmed) in [
-            (cg(&op, &faer_batch(&b, d, bsz, |v| v), &reorth).unwrap(), d + 2, true),
-            (cg(&op, &faer_batch(&b, d, bsz, |v| v), &plain).unwrap(), 10 * d, false),
+        for (res, cap, max_checks) in [
+            (cg(&op, &faer_batch(&b, d, bsz, |v| v), &reorth).unwrap(), d + 2, 1),
+            (cg(&op, &faer_batch(&b, d, bsz, |v| v), &plain).unwrap(), 10 * d, 3),
         ] {
         prop_assert!(res.all_converged());
         let x = res.x.to_host().unwrap();
         for i in 0..bsz {
             prop_assert!(res.iterations[i] <= cap);
-            // Re-orthogonalised: one more application confirms convergence on b − Hx.
-            let extra = usize::from(confirmed && res.iterations[i] > 0);
-            prop_assert_eq!(res.applications[i], res.iterations[i] + extra);
+            // One more application confirms convergence on b − Hx (plain CG: again after a
+            // restart from the true residual).
+            let checks = res.applications[i] - res.iterations[i];
+            let stepped = usize::from(res.iterations[i] > 0);
+            prop_assert!(stepped <= checks && checks <= max_checks * stepped, "{} checks", checks);
             let (xi, bi) = (&x[i * d..(i + 1) * d], &b[i * d..(i + 1) * d]);
             let hx = matvec(&mats[i], xi);
             let rtrue = norm_inf(&bi.iter().zip(&hx).map(|(a, c)| a - c).collect::<Vec<_>>());

@@ -7,6 +7,7 @@
 mod common;
 
 mod candle_backend;
+mod degenerate_inputs;
 mod exact_and_slq;
 mod input_checks;
 mod surrogate;

@@ -7,7 +7,8 @@ use serde::Serialize;
 use std::time::Instant;
 
 use super::{data_root, float_type, load_flow, locate_model, saved_run_config};
-use crate::cli::data::{load, load_all};
+use crate::cli::data::{DataSource, load, load_all};
+use crate::cli::data_record::check_scored_data;
 use crate::cli::model_file::{ModelKind, model_kind, require_flow};
 use crate::cli::{Estimator, EvalArgs, MAX_EVAL_POINTS};
 
@@ -86,10 +87,23 @@ pub fn eval(a: EvalArgs) -> Result<()> {
             if let Some(root) = &a.data_root {
                 s.root = root.clone();
             }
-            (s.source.clone(), load(&s)?)
+            let data = load(&s)?;
+            if let Some(run_dir) = &loc.run_dir {
+                check_scored_data(run_dir, &s.source, &data)?;
+            }
+            (s.source.clone(), data)
         }
         (None, None) => bail!("no --data given and no config.toml beside the model"),
     };
+    if let (Some(n), DataSource::Npy(_) | DataSource::Csv(_) | DataSource::Tabular(_)) =
+        (a.n, &data.source)
+    {
+        bail!(
+            "-n {n} draws points of a toy or an image density; the rows of {source} are scored \
+             as they are ({} rows): to score fewer, pass a file of those rows with --data",
+            data.n_test()
+        );
+    }
     if data.dim != flow.dim() {
         bail!(
             "the data ({source}) are {}-D, the model {}-D{}",
@@ -113,6 +127,13 @@ pub fn eval(a: EvalArgs) -> Result<()> {
                 || "config.toml".into(),
                 |d| d.join("config.toml").display().to_string()
             )
+        );
+    }
+    if let Some(why) = data.test.overflow_in(flow.dtype()) {
+        bail!(
+            "the data ({source}) hold finite values too large for the model's {:?} ({why}): \
+             score them in f64 (`--dtype f64`)",
+            flow.float()
         );
     }
     let test = Dataset::new(data.tensor(&data.test, flow.dtype(), &device)?);

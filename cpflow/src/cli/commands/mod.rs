@@ -8,6 +8,7 @@ mod ot;
 mod plot;
 mod sample;
 mod train;
+mod train_image;
 mod vae;
 
 pub use eval::eval;

@@ -9,7 +9,10 @@ use super::{data_root, float_type, load_flow, locate_model, saved_run_config};
 use crate::cli::PlotArgs;
 use crate::cli::data::{LoadedData, Rows, load, load_all};
 use crate::cli::model_file::{model_kind, require_flow};
-use crate::cli::model_plots::{PlotOptions, rows_to_points, write_model_plots};
+use crate::cli::model_plots::{
+    PlotOptions, REFERENCE_HALF_WIDTH, default_plot_window, rows_to_points, write_model_plots,
+};
+use crate::plot::Bounds;
 
 /// Points of data drawn in `data.png` (toys and images draw this many; files show their
 /// first rows).
@@ -43,22 +46,36 @@ pub fn plot(a: PlotArgs) -> Result<()> {
     let points = match (&a.data, &saved) {
         (Some(src), _) => {
             let d = load_all(src, &data_root(saved.as_ref()), MAX_DATA_POINTS, seed)?;
-            Some(data_points(&d, &d.test, &format!("`--data {src}`"))?)
+            let pts = data_points(&d, &d.test, &format!("`--data {src}`"))?;
+            Some((default_plot_window(&d.source, &pts), pts))
         }
         (None, Some(cfg)) => {
             let d = load(&cfg.data)?;
             let what = format!("the run's training data `{}`", cfg.data.source);
-            Some(data_points(&d, &d.train, &what)?)
+            let pts = data_points(&d, &d.train, &what)?;
+            Some((default_plot_window(&d.source, &pts), pts))
         }
         (None, None) => None,
     };
+    let window = match (a.half_width, a.center, &points) {
+        (None, None, Some((window, _))) => *window,
+        (h, c, _) => {
+            let h = h.unwrap_or(REFERENCE_HALF_WIDTH);
+            let [x, y] = c.unwrap_or([0.0, 0.0]);
+            Bounds {
+                x: (x - h, x + h),
+                y: (y - h, y + h),
+            }
+        }
+    };
+    let points = points.map(|(_, pts)| pts);
     let out = match (&a.out, &loc.run_dir) {
         (Some(o), _) => o.clone(),
         (None, Some(d)) => d.join("plots"),
         (None, None) => PathBuf::from("plots"),
     };
     let opts = PlotOptions {
-        half_width: a.half_width,
+        window,
         density_grid: a.grid,
         n_samples: a.samples,
         ..PlotOptions::default()

@@ -4,7 +4,7 @@ use crate::{
     Dataset, Flow, FlowRng, NllCurve, NllEstimator, RunOptions, StopReason, Trainer,
     nll_estimate_with,
 };
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -12,20 +12,21 @@ use std::time::Instant;
 
 use crate::cli::TrainArgs;
 use crate::cli::data::{DataSource, LoadedData, Rows, load};
+use crate::cli::data_record::{DataRecord, check_data_record, write_data_record};
 use crate::cli::interrupt::Interrupt;
 use crate::cli::memory::{
-    FLOW_STEP_WEIGHT_COPIES, IMAGE_STEP_WEIGHT_COPIES, check_training_memory, flow_training_memory,
-    image_training_memory, total_memory,
+    FLOW_STEP_WEIGHT_COPIES, check_training_memory, flow_training_memory, total_memory,
 };
-use crate::cli::model_plots::{PlotOptions, rows_to_points, write_model_plots};
-use crate::cli::resume_check::{
-    DataRecord, check_data_record, check_image_resume, check_train_resume, write_data_record,
+use crate::cli::model_plots::{
+    PlotOptions, default_plot_window, rows_to_points, write_model_plots,
 };
+use crate::cli::output_files::write_file_atomic;
+use crate::cli::resume_check::check_train_resume;
 use crate::cli::run_config::{
-    DataSection, Overrides, check_training_start, is_image_config, resolve, resolve_image,
+    DataSection, Overrides, check_training_start, is_image_config, resolve,
 };
 use crate::cli::run_dir::{
-    TRAIN_RUN, absolute, absolute_run_config, check_new_run, take_run_dir, write_config,
+    TRAIN_RUN, absolute_run_config, check_new_run, take_run_dir, write_config,
 };
 
 /// `report.json` of a run. Every NLL names its split (`splits`): `val_*` numbers come from
@@ -81,6 +82,10 @@ struct TrainSummary {
     cg_unconverged_steps: usize,
     train_time_s: f64,
     wall_time_s: f64,
+    /// Why the plots of a 2-D run were not drawn (absent when they were, or were not asked
+    /// for): the run is kept and scored; `cpflow plot` draws them over another window.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    plot_error: Option<String>,
 }
 
 pub fn train(mut a: TrainArgs) -> Result<()> {
@@ -101,7 +106,7 @@ pub fn train(mut a: TrainArgs) -> Result<()> {
         a.config = saved.is_file().then_some(saved);
     }
     if is_image_config(a.config.as_deref())? {
-        return train_image(a);
+        return super::train_image::train_image(a);
     }
     let t0 = Instant::now();
     let ov = overrides(&a);
@@ -174,6 +179,9 @@ pub fn train(mut a: TrainArgs) -> Result<()> {
     let gaussian = data.test_gaussian_nll();
     let plot_points =
         (cfg.run.plots && data.dim == 2).then(|| rows_to_points(&data.train.to_f64(), 100_000));
+    let plot_window = plot_points
+        .as_deref()
+        .map(|pts| default_plot_window(&data.source, pts));
     let (dim, n_train, n_val, n_test) = (data.dim, data.n_train(), data.n_val(), data.n_test());
     let no_test_rows = (n_test == 0).then(|| why_no_test_rows(&cfg.data, &data));
     drop(data);
@@ -280,17 +288,29 @@ pub fn train(mut a: TrainArgs) -> Result<()> {
         Some(e) => (Some(e.mean), e.std_err),
         None => (None, None),
     };
-    if let Some(pts) = plot_points {
+    // A figure that cannot be drawn costs the figures, not the report: the run is trained
+    // and scored, and `cpflow plot` draws them over another window.
+    let mut plot_error = None;
+    if let (Some(pts), Some(window)) = (plot_points, plot_window) {
         after.check(false)?;
         let mut rng = FlowRng::seed_from_u64(cfg.train.seed ^ 0x5A3);
-        let figs = write_model_plots(
-            &flow,
-            Some(&pts),
-            &out.join("plots"),
-            &PlotOptions::default(),
-            &mut rng,
-        )?;
-        tracing::info!(count = figs.len(), dir = %out.join("plots").display(), "wrote plots");
+        let opts = PlotOptions {
+            window,
+            ..PlotOptions::default()
+        };
+        match write_model_plots(&flow, Some(&pts), &out.join("plots"), &opts, &mut rng) {
+            Ok(figs) => {
+                tracing::info!(count = figs.len(), dir = %out.join("plots").display(), "wrote plots")
+            }
+            Err(e) => {
+                tracing::warn!(
+                    "the plots were not drawn: {e:#}. The run is saved and scored; `cpflow plot \
+                     --model {}` draws them (`--center X,Y --half-width H`: another window)",
+                    out.display()
+                );
+                plot_error = Some(format!("{e:#}"));
+            }
+        }
     }
     let splits = BTreeMap::from([
         ("val_nll_curve", val_label),
@@ -331,15 +351,17 @@ pub fn train(mut a: TrainArgs) -> Result<()> {
         cg_unconverged_steps: rep.cg_unconverged_steps,
         train_time_s: train_time,
         wall_time_s: trained_before + t0.elapsed().as_secs_f64(),
+        plot_error,
     };
     let file = ReportFile {
         summary: &summary,
         invocation_train_time_s: train_time - trained_before,
         invocation_wall_time_s: t0.elapsed().as_secs_f64(),
     };
-    std::fs::write(
-        out.join("report.json"),
-        serde_json::to_string_pretty(&file)?,
+    write_file_atomic(
+        &out.join("report.json"),
+        serde_json::to_string_pretty(&file)?.as_bytes(),
+        "the run's report",
     )?;
     println!("{}", summary_line(&summary, &out));
     Ok(())
@@ -505,7 +527,7 @@ fn summary_line(s: &TrainSummary, out: &std::path::Path) -> String {
 }
 
 /// The config overrides that `train`'s flags and `--set` give.
-fn overrides(a: &TrainArgs) -> Overrides {
+pub(super) fn overrides(a: &TrainArgs) -> Overrides {
     Overrides {
         set: a.set.clone(),
         data: a.data.clone(),
@@ -517,141 +539,6 @@ fn overrides(a: &TrainArgs) -> Overrides {
         seed: a.dev.seed,
         out: a.out.clone(),
     }
-}
-
-/// `cpflow train` on an image config (`[data] dataset = "mnist" | "cifar10"`): the image
-/// trainer of `crate::image::train`. Writes `config.toml`, `checkpoint.safetensors`,
-/// `model.safetensors` (EMA weights), `metrics.jsonl` and `report.json` under `--out`
-/// (default `runs/<dataset>`).
-fn train_image(a: TrainArgs) -> Result<()> {
-    use crate::image::{ImageRunOptions, load_image_data, run_image_training};
-    let file = a.config.as_deref().context("an image run needs --config")?;
-    let ov = Overrides {
-        device: None,
-        out: None,
-        ..overrides(&a)
-    };
-    let cfg = resolve_image(file, &ov)?;
-    let out = a
-        .out
-        .clone()
-        .unwrap_or_else(|| std::path::PathBuf::from("runs").join(cfg.data.dataset.name()));
-    // As for the other runs: checks first, then the data, then config.toml (absolute root).
-    let mut saved = cfg.clone();
-    saved.data.root = absolute(&saved.data.root)?;
-    if a.resume {
-        check_image_resume(&saved, &out)?;
-    } else {
-        check_new_run(&out, &TRAIN_RUN, a.overwrite)?;
-    }
-    // What the image trainer would refuse at its start, before the run directory changes.
-    let device = crate::cli::device(a.dev.device.as_deref())?;
-    let data = load_image_data(&cfg.data)?;
-    let flow = cfg.flow_config()?;
-    if data.shape() != flow.image {
-        bail!(
-            "the images of `{}` are {:?}, the model is configured for {:?}",
-            cfg.data.dataset.name(),
-            data.shape(),
-            flow.image
-        );
-    }
-    if let Some(n) = flow.parameter_count()? {
-        let dtype = flow.float.dtype();
-        let batch = cfg.train.batch_size.min(data.train.len());
-        check_training_memory(
-            "the image flow",
-            &[(n, dtype)],
-            IMAGE_STEP_WEIGHT_COPIES,
-            image_training_memory(flow.total_hidden_units(), batch, dtype),
-            &device,
-            total_memory(),
-            "model.nblocks, model.width, model.depth or train.batch_size",
-        )?;
-    }
-    // The network itself (widths, depths, kernel sizes are checked where it is built): a
-    // throw-away copy, so that a refused value cannot cost the run `--overwrite` replaces.
-    drop(crate::image::ImageFlow::new(flow.clone(), &device)?);
-    let first = cfg.train.batch_size.min(data.train.len());
-    if !a.resume && first < 2 {
-        bail!(
-            "the first training batch would have {first} image (train.batch_size = {}): the \
-             flow initialises its ActNorm layers from it, which needs at least 2",
-            cfg.train.batch_size
-        );
-    }
-    let interrupt = Interrupt::install()?;
-    let _lock = take_run_dir(&out, &TRAIN_RUN, a.overwrite)?;
-    write_config(&out, &saved, a.resume)?;
-    tracing::info!(
-        dataset = cfg.data.dataset.name(),
-        n_train = data.train.len(),
-        n_val = data.val.len(),
-        n_test = data.test.len(),
-        cp_flow_blocks = flow.num_blocks(),
-        baseline = cfg.model.baseline,
-        out = %out.display(),
-        "image run"
-    );
-    let opts = ImageRunOptions {
-        out_dir: Some(out.clone()),
-        resume: a.resume,
-        progress_bar: !a.no_progress,
-        interrupt: Some(interrupt.flag()),
-        training_ended: Some(interrupt.training_ended()),
-    };
-    let r = Interrupt::with_resume_hint(
-        run_image_training(&flow, &cfg.train, &data, &device, &opts),
-        || {
-            format!(
-                "cpflow train --config {} --out {} --resume",
-                out.join("config.toml").display(),
-                out.display()
-            )
-        },
-    )?;
-    let val = r.val_curve.last().map_or(String::new(), |p| {
-        format!(
-            "; validation bpd {:.4}{} (SLQ, EMA)",
-            p.val.bpd,
-            super::plus_minus(p.val.std_err, 4)
-        )
-    });
-    let test = match &r.test {
-        Some(t) if t.slq.images == 0 => "; no test images scored (train.test.images = 0)".into(),
-        Some(t) => {
-            let exact = t.exact.as_ref().map_or(String::new(), |e| {
-                format!(
-                    "; exact bpd on {} of them {:.4} (SLQ − exact {:+.4}{})",
-                    e.exact.images,
-                    e.exact.bpd,
-                    e.mean_difference,
-                    super::plus_minus(e.difference_std_err, 4)
-                )
-            });
-            format!(
-                "; test bpd {:.4}{} (SLQ, {} images){exact}",
-                t.slq.bpd,
-                super::plus_minus(t.slq.std_err, 4),
-                t.slq.images
-            )
-        }
-        None => "; no test images".into(),
-    };
-    println!(
-        "trained {} parameters ({} CP-Flow blocks) for {} iterations ({:.2} epochs, {}) in {:.1} s of steps \
-         ({:.3} s/step, CG {:.1} iterations){val}{test}; outputs in {}",
-        r.parameters,
-        r.cp_flow_blocks,
-        r.iterations,
-        r.epochs,
-        r.stop_reason,
-        r.train_time_s,
-        r.mean_step_s,
-        r.mean_cg_iterations,
-        out.display()
-    );
-    Ok(())
 }
 
 /// What `report.json`'s validation numbers were computed on, by the kind of data.

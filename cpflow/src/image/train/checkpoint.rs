@@ -232,5 +232,6 @@ pub fn load_image_checkpoint(path: &Path, device: &Device) -> Result<ImageTrainC
     }
     let tensors = candle_core::safetensors::load_buffer(&bytes, device)?;
     crate::named_vars::check_loaded_finite(path, &tensors)?;
+    crate::checkpoint_digest::check_data_sha256(path, &bytes)?;
     Ok(ImageTrainCheckpoint { meta, tensors })
 }

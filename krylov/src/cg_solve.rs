@@ -1,0 +1,322 @@
+//! The iteration behind [`crate::cg()`] and its variants: per-system step sizes, freezing,
+//! breakdown detection, internal rescaling of extreme right-hand sides, and the check of
+//! convergence on the true residual.
+
+use crate::cg_reorth::ResidualBasis;
+use crate::operator::check_operator_shape;
+use crate::preconditioner::Prepared;
+use crate::vectors::{check_finite, power_of_two_scale};
+use crate::{
+    BatchOperator, BatchVectors, CgParams, CgResult, CgStep, CgStopping, CgTermination,
+    KrylovError, default_max_iters,
+};
+
+/// What [`cg_impl`] calls after each solution update.
+pub(crate) type StepObserver<'o> = dyn FnMut(&CgStep<'_>) -> Result<(), KrylovError> + 'o;
+
+/// Adds one application to every system in `mask`.
+fn count(applications: &mut [usize], mask: &[bool]) {
+    for (a, m) in applications.iter_mut().zip(mask) {
+        *a += usize::from(*m);
+    }
+}
+
+/// `b − H x` on the systems in `mask` (one operator call; the other systems hold `b`).
+fn true_residual<V, Op>(op: &Op, b: &V, x: &V, mask: &[bool]) -> Result<V, KrylovError>
+where
+    V: BatchVectors,
+    Op: BatchOperator<V> + ?Sized,
+{
+    let n = b.n_systems();
+    let hx = op.apply(x, mask)?;
+    b.check_compatible("operator output", &hx)?;
+    let mut r = b.clone();
+    r.axpby_masked(&vec![1.0; n], &vec![-1.0; n], &hx, mask)?;
+    Ok(r)
+}
+
+pub(crate) fn cg_impl<V, Op>(
+    op: &Op,
+    b: &V,
+    x0: Option<&V>,
+    params: &CgParams,
+    mut observer: Option<&mut StepObserver<'_>>,
+) -> Result<CgResult<V>, KrylovError>
+where
+    V: BatchVectors,
+    Op: BatchOperator<V> + ?Sized,
+{
+    params.validate()?;
+    b.validate()?;
+    check_operator_shape("cg: right-hand side vs operator", op, b)?;
+    if let Some(x0) = x0 {
+        b.check_compatible("cg initial guess", x0)?;
+    }
+    let n = b.n_systems();
+    let max_iters = params
+        .max_iters
+        .unwrap_or_else(|| default_max_iters(b.system_dim()));
+    let global = params.stopping == CgStopping::BatchGlobal;
+    let pre = Prepared::new(params.preconditioner, op, b)?;
+    let precondition = |r: &V, active: &[bool]| pre.apply(op, r, active);
+
+    let b = b.detached();
+    // NaN-propagating norms: a non-finite `b_i` would make the tolerance NaN or Inf (and
+    // `inf ≤ inf` would report convergence), so it is refused up front.
+    let b_norms = b.norms_inf()?;
+    check_finite("cg right-hand side", &b, &b_norms)?;
+    // Systems whose ‖b_i‖∞ is far from 1 are solved for `s_i·b_i`, with `s_i` a power of two
+    // that brings the norm near 1: CG is linear in `b` and multiplying by a power of two is
+    // exact, so the iterates, step sizes and convergence decisions are those of the unscaled
+    // system, but the dot products `rᵀz` and `pᵀHp` no longer overflow (‖b‖ ≈ 1e200 in f64)
+    // or underflow. Systems with a moderate norm are left alone (`s_i = 1`, no extra pass).
+    let scales: Vec<f64> = b_norms
+        .iter()
+        .map(|&nb| power_of_two_scale(nb, b.unit_roundoff()))
+        .collect();
+    let rescaled = scales.iter().any(|s| *s != 1.0);
+    let b = if rescaled {
+        let mut scaled = b;
+        scaled.scale_per_system(&scales)?;
+        scaled
+    } else {
+        b
+    };
+    let tol: Vec<f64> = b_norms
+        .iter()
+        .zip(&scales)
+        .map(|(nb, s)| s * (params.atol + params.rtol * nb))
+        .collect();
+    let mut applications = vec![0usize; n];
+    let mut operator_calls = 0usize;
+    let all = vec![true; n];
+    let ones = vec![1.0; n];
+    let zeros = vec![0.0; n];
+    // `b_i = 0` is solved by `x_i = 0`, whatever `x0_i` (with `atol = 0` its tolerance is 0,
+    // which iterating from `x0_i ≠ 0` never meets): no work for it.
+    let nonzero_b: Vec<bool> = b_norms.iter().map(|nb| *nb != 0.0).collect();
+
+    let mut r = b.clone();
+    let mut x = match x0 {
+        Some(x0) => {
+            let mut x = x0.detached();
+            check_finite("cg initial guess", &x, &x.norms_inf()?)?;
+            if nonzero_b.iter().any(|nz| !nz) {
+                let zero_b: Vec<bool> = nonzero_b.iter().map(|nz| !nz).collect();
+                let empty = x.zeros_like()?;
+                x.axpby_masked(&zeros, &ones, &empty, &zero_b)?;
+            }
+            if rescaled {
+                x.scale_per_system(&scales)?;
+            }
+            if nonzero_b.iter().any(|nz| *nz) {
+                let hx = op.apply(&x, &nonzero_b)?;
+                b.check_compatible("operator output", &hx)?;
+                operator_calls += 1;
+                count(&mut applications, &nonzero_b);
+                r.axpby_masked(&ones, &vec![-1.0; n], &hx, &nonzero_b)?;
+            }
+            x
+        }
+        None => b.zeros_like()?,
+    };
+
+    let mut reorth = if params.reorthogonalize {
+        let mut basis = ResidualBasis::new(pre.inverse_diagonal())?;
+        basis.orthogonalize_and_push(&mut r, &all)?;
+        Some(basis)
+    } else {
+        None
+    };
+    // Re-orthogonalisation always needs the check (its updated residual collapses to zero once
+    // the basis spans the space, whatever `x` is).
+    let confirm = params.confirm_with_true_residual || reorth.is_some();
+
+    let mut rnorm = r.norms_inf()?;
+    let mut converged: Vec<bool> = rnorm
+        .iter()
+        .zip(&tol)
+        .map(|(rn, t)| rn.is_finite() && rn <= t)
+        .collect();
+    let mut breakdown: Vec<bool> = rnorm.iter().map(|rn| !rn.is_finite()).collect();
+    let mut stagnated = vec![false; n];
+    let mut iterations = vec![0usize; n];
+    // The iteration count at which `r_i` was last computed as `b_i − H_i x_i` (the initial
+    // residual is), and the norm of the last true residual that failed the tolerance.
+    let mut checked_at = vec![0usize; n];
+    let mut failed_norm = vec![f64::INFINITY; n];
+
+    let mut z = precondition(&r, &all)?;
+    let mut rz = r.dots(&z)?;
+    let mut p = z.clone();
+    let mut pass = 0usize;
+
+    loop {
+        let can_step: Vec<bool> = (0..n)
+            .map(|i| !breakdown[i] && !stagnated[i] && iterations[i] < max_iters)
+            .collect();
+        // Continue while an unconverged system can step; batch-global stopping also steps the
+        // converged ones meanwhile.
+        if !(0..n).any(|i| can_step[i] && !converged[i]) {
+            if !confirm {
+                break;
+            }
+            // The systems whose residual is not already a true one: those that met the
+            // tolerance and, with the confirmation asked for, also those whose iterations ran
+            // out (so that every reported residual is a true one).
+            let check: Vec<bool> = (0..n)
+                .map(|i| {
+                    iterations[i] > checked_at[i]
+                        && !breakdown[i]
+                        && (converged[i] || params.confirm_with_true_residual)
+                })
+                .collect();
+            if !check.iter().any(|c| *c) {
+                break;
+            }
+            let true_r = true_residual(op, &b, &x, &check)?;
+            operator_calls += 1;
+            count(&mut applications, &check);
+            let true_norm = true_r.norms_inf()?;
+            let mut restart = vec![false; n];
+            for i in (0..n).filter(|&i| check[i]) {
+                checked_at[i] = iterations[i];
+                rnorm[i] = true_norm[i];
+                if true_norm[i].is_finite() && true_norm[i] <= tol[i] {
+                    converged[i] = true;
+                    continue;
+                }
+                let claimed = std::mem::replace(&mut converged[i], false);
+                if !true_norm[i].is_finite() {
+                    breakdown[i] = true;
+                } else if claimed && iterations[i] < max_iters {
+                    if reorth.is_none() && true_norm[i] <= 0.5 * failed_norm[i] {
+                        restart[i] = true;
+                    } else {
+                        stagnated[i] = true;
+                    }
+                }
+                failed_norm[i] = true_norm[i];
+            }
+            if !restart.iter().any(|s| *s) {
+                break;
+            }
+            // Restart from the true residual: `r_i ← b_i − H_i x_i`, `p_i ← M⁻¹ r_i`.
+            r.axpby_masked(&zeros, &ones, &true_r, &restart)?;
+            z = precondition(&r, &restart)?;
+            let rz_restart = r.dots(&z)?;
+            p.axpby_masked(&zeros, &ones, &z, &restart)?;
+            for i in (0..n).filter(|&i| restart[i]) {
+                rz[i] = rz_restart[i];
+            }
+            continue;
+        }
+        let running: Vec<bool> = (0..n)
+            .map(|i| can_step[i] && (global || !converged[i]))
+            .collect();
+        let hp = op.apply(&p, &running)?;
+        b.check_compatible("operator output", &hp)?;
+        let call = operator_calls;
+        operator_calls += 1;
+        count(&mut applications, &running);
+        let php = p.dots(&hp)?;
+        let mut step = running.clone();
+        let mut alpha = vec![0.0; n];
+        let mut neg_alpha = vec![0.0; n];
+        for i in (0..n).filter(|&i| running[i]) {
+            let a = rz[i] / php[i];
+            // `pᵀHp = +Inf` (an operator output holding Inf) gives a finite `α = 0`: a
+            // breakdown too, not a step of size 0.
+            if php[i] > 0.0 && php[i].is_finite() && a.is_finite() {
+                alpha[i] = a;
+                neg_alpha[i] = -a;
+            } else {
+                // Cannot continue. Under batch-global stopping an already converged system
+                // (typically r_i = 0 exactly) is simply frozen; otherwise it is a breakdown.
+                step[i] = false;
+                if converged[i] {
+                    continue;
+                }
+                breakdown[i] = true;
+            }
+        }
+        x.axpby_masked(&ones, &alpha, &p, &step)?;
+        if let Some(observe) = observer.as_mut() {
+            // The operator saw `s_i·p` for a rescaled system: report `α_i / s_i` (exact), the
+            // step along the operator's argument of the unscaled solution.
+            let unscaled: Vec<f64>;
+            let step_sizes = if rescaled {
+                unscaled = alpha.iter().zip(&scales).map(|(a, s)| a / s).collect();
+                &unscaled
+            } else {
+                &alpha
+            };
+            observe(&CgStep {
+                iteration: pass,
+                operator_call: call,
+                step_sizes,
+            })?;
+        }
+        r.axpby_masked(&ones, &neg_alpha, &hp, &step)?;
+        if let Some(basis) = reorth.as_mut() {
+            basis.orthogonalize_and_push(&mut r, &step)?;
+        }
+        let new_norm = r.norms_inf()?;
+        for i in (0..n).filter(|&i| step[i]) {
+            iterations[i] += 1;
+            rnorm[i] = new_norm[i];
+            converged[i] = new_norm[i].is_finite() && new_norm[i] <= tol[i];
+            if !new_norm[i].is_finite() {
+                breakdown[i] = true;
+            }
+        }
+        z = precondition(&r, &step)?;
+        let rz_new = r.dots(&z)?;
+        let beta: Vec<f64> = (0..n)
+            .map(|i| {
+                if step[i] && rz[i] != 0.0 {
+                    rz_new[i] / rz[i]
+                } else {
+                    0.0
+                }
+            })
+            .collect();
+        p.axpby_masked(&beta, &ones, &z, &step)?;
+        for i in (0..n).filter(|&i| step[i]) {
+            rz[i] = rz_new[i];
+        }
+        pass += 1;
+    }
+
+    if rescaled {
+        let inverse: Vec<f64> = scales.iter().map(|s| 1.0 / s).collect();
+        x.scale_per_system(&inverse)?;
+        for (rn, s) in rnorm.iter_mut().zip(&scales) {
+            *rn /= s;
+        }
+    }
+    let termination = (0..n)
+        .map(|i| {
+            if converged[i] {
+                CgTermination::Converged
+            } else if breakdown[i] {
+                CgTermination::Breakdown
+            } else if stagnated[i] {
+                CgTermination::Stagnated
+            } else {
+                CgTermination::MaxIterations
+            }
+        })
+        .collect();
+
+    Ok(CgResult {
+        x,
+        iterations,
+        residual_norms: rnorm,
+        converged,
+        breakdown,
+        termination,
+        applications,
+        operator_calls,
+    })
+}
