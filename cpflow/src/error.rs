@@ -253,11 +253,13 @@ mod tests {
         let e = DatasetError::decoding(std::path::Path::new("t10k.gz"), "gzip stream", e);
         assert!(matches!(e, DatasetError::Truncated { .. }), "{e:?}");
         assert_eq!(repeated_message(&e), (None, 2));
+        // An I/O error has its reason in its message and no source (as CpflowError::Io).
         let e = DatasetError::io(
             std::path::Path::new("x.npy"),
             std::io::Error::other("denied"),
         );
-        assert_eq!(repeated_message(&e), (None, 2));
+        assert_eq!(e.to_string(), "I/O error on x.npy: denied");
+        assert_eq!(repeated_message(&e), (None, 1));
     }
 
     #[cfg(feature = "toy-images")]

@@ -97,6 +97,9 @@ pub struct NllEstimate {
     /// Samples whose log-density is NaN or ±∞ (then `mean` is not finite either): points
     /// the model gives no density, e.g. far outside the data it was trained on.
     pub non_finite: usize,
+    /// The first of those samples (its row in the data set scored), `None` when all are
+    /// finite.
+    pub first_non_finite: Option<usize>,
 }
 
 /// Running mean and sum of squared deviations of per-row NLLs, merged chunk by chunk (Chan et
@@ -117,6 +120,7 @@ struct RunningMoments {
     /// The sum of squared deviations from the mean over `scale²`.
     scaled_m2: f64,
     non_finite: usize,
+    first_non_finite: Option<usize>,
 }
 
 impl Default for RunningMoments {
@@ -127,6 +131,7 @@ impl Default for RunningMoments {
             scaled_mean: 0.0,
             scaled_m2: 0.0,
             non_finite: 0,
+            first_non_finite: None,
         }
     }
 }
@@ -145,6 +150,12 @@ impl RunningMoments {
             return;
         }
         self.non_finite += values.iter().filter(|v| !v.is_finite()).count();
+        if self.first_non_finite.is_none() {
+            self.first_non_finite = values
+                .iter()
+                .position(|v| !v.is_finite())
+                .map(|i| self.n + i);
+        }
         let largest = values
             .iter()
             .filter(|v| v.is_finite())
@@ -181,6 +192,7 @@ impl RunningMoments {
             std_err,
             n: self.n,
             non_finite: self.non_finite,
+            first_non_finite: self.first_non_finite,
         }
     }
 }
@@ -428,9 +440,12 @@ mod tests {
     fn non_finite_values_are_counted_and_make_the_mean_non_finite() {
         let est = moments(&[1.0, f64::INFINITY, 2.0, 1e200], 2);
         assert_eq!((est.n, est.non_finite), (4, 1));
+        assert_eq!(est.first_non_finite, Some(1));
         assert_eq!(est.mean, f64::INFINITY);
-        let est = moments(&[1.0, f64::NAN, 3.0], 1);
-        assert_eq!(est.non_finite, 1);
+        // The first is counted across chunks: rows 3 and 4 of chunks of 2.
+        let est = moments(&[1.0, 3.0, 2.0, f64::NAN, f64::NAN], 2);
+        assert_eq!((est.non_finite, est.first_non_finite), (2, Some(3)));
         assert!(est.mean.is_nan());
+        assert_eq!(moments(&[1.0, 2.0], 1).first_non_finite, None);
     }
 }

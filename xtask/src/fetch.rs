@@ -86,12 +86,14 @@ pub enum FetchError {
         mismatch: Mismatch,
     },
     /// A local file could not be written or read.
-    #[error("I/O error on {}: {source}", path.display())]
+    /// The OS's reason is part of the message; the field is not named `source`, which
+    /// would make it `source()` too and print it twice in a chain.
+    #[error("I/O error on {}: {cause}", path.display())]
     Io {
         /// The file.
         path: PathBuf,
         /// The error.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
 }
 
@@ -103,9 +105,9 @@ fn file_name(p: &Path) -> String {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> FetchError + '_ {
-    move |source| FetchError::Io {
+    move |cause| FetchError::Io {
         path: path.to_path_buf(),
-        source,
+        cause,
     }
 }
 

@@ -86,13 +86,14 @@ pub enum DatasetError {
     #[error("invalid dataset configuration: {0}")]
     InvalidConfig(String),
     /// An I/O error other than "not found".
-    #[error("I/O error on {}", path.display())]
+    /// The OS's reason is part of the message (no `source()`, so a chain prints it once;
+    /// the convention of `crate::CpflowError::Io`).
+    #[error("I/O error on {}: {cause}", path.display())]
     Io {
         /// The file.
         path: PathBuf,
         /// The underlying error.
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// Building a tensor failed.
     #[error(transparent)]
@@ -149,10 +150,10 @@ impl DatasetError {
         }
     }
 
-    pub(crate) fn io(path: &Path, source: std::io::Error) -> Self {
+    pub(crate) fn io(path: &Path, cause: std::io::Error) -> Self {
         Self::Io {
             path: path.to_path_buf(),
-            source,
+            cause,
         }
     }
 

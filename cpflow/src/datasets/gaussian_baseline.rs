@@ -251,6 +251,7 @@ impl GaussianBaseline {
             std_err: (n > 1).then_some(std_err),
             n,
             non_finite: nll.iter().filter(|v| !v.is_finite()).count(),
+            first_non_finite: nll.iter().position(|v| !v.is_finite()),
         })
     }
 }

@@ -38,13 +38,14 @@ pub enum OtError {
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
     /// Writing the table or curve.
-    #[error("I/O error on {path}")]
+    /// The OS's reason is part of the message (no `source()`, so a chain prints it once;
+    /// the convention of `crate::CpflowError::Io`).
+    #[error("I/O error on {path}: {cause}")]
     Io {
         /// The file.
         path: String,
         /// The error.
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// `RunOptions::interrupt` was set: the run of dimension `dim` paused after `iteration`
     /// steps, unfinished (no report).

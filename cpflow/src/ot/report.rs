@@ -189,7 +189,7 @@ pub fn ot_table_markdown(reports: &[OtReport]) -> String {
 pub fn write_ot_figures(dir: &Path, report: &OtReport) -> Result<(), OtError> {
     let io = |path: &Path| {
         let p = path.display().to_string();
-        move |source| OtError::Io { path: p, source }
+        move |cause| OtError::Io { path: p, cause }
     };
     std::fs::create_dir_all(dir).map_err(io(dir))?;
     let d = report.dim;

@@ -391,7 +391,34 @@ fn eval_reproduces_the_report_and_refuses_non_finite_densities() {
         far.to_str().unwrap(),
     ]);
     assert!(
-        err.contains("2 of the 3 points") && err.contains("no finite log-density"),
+        err.contains("2 of the 3 points")
+            && err.contains("no finite log-density")
+            && err.contains("the first at point 1)"),
         "{err}"
     );
+    // A value that overflows the Hessian (not only `z`): NaN for that point alone, the same
+    // message (it was "matrix of system 1 is not positive definite"), naming the point.
+    std::fs::write(
+        &far,
+        "0.1,0.2
+0.3,0.1
+1e308,0.5
+",
+    )
+    .unwrap();
+    for estimator in ["exact", "slq"] {
+        let err = cpflow_fails(&[
+            "eval",
+            "--model",
+            run.to_str().unwrap(),
+            "--data",
+            far.to_str().unwrap(),
+            "--estimator",
+            estimator,
+        ]);
+        assert!(
+            err.contains("1 of the 3 points") && err.contains("the first at point 3)"),
+            "{estimator}: {err}"
+        );
+    }
 }

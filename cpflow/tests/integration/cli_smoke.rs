@@ -311,7 +311,7 @@ fn errors_print_their_causes_and_a_backtrace_only_when_asked() {
     };
     let err = run(None);
     let expected = format!(
-        "Error: I/O error on {}\n\nCaused by:\n    No such file or directory",
+        "Error: I/O error on {}: No such file or directory",
         missing.display()
     );
     assert!(err.starts_with(&expected), "{err}");

@@ -176,10 +176,14 @@ pub fn eval(a: EvalArgs) -> Result<()> {
         (r, _) => r?,
     };
     if est.non_finite > 0 {
+        let first = est
+            .first_non_finite
+            .map(|i| format!(", the first at point {}", i + 1))
+            .unwrap_or_default();
         bail!(
             "{} of the {} points of {source} have no finite log-density under the model (NLL \
-             {}): they lie where the model gives no density, far outside the data it was \
-             trained on, or their values overflow its {:?}",
+             {}{first}): they lie where the model gives no density, far outside the data it \
+             was trained on, or their values overflow its {:?}",
             est.non_finite,
             est.n,
             est.mean,
