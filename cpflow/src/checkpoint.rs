@@ -239,12 +239,7 @@ pub fn load_checkpoint(path: &Path, device: &Device) -> Result<Checkpoint> {
 /// loaders use it instead of building it again.
 pub(crate) fn read_checked(path: &Path, device: &Device) -> Result<(Checkpoint, Flow)> {
     let bytes = std::fs::read(path).map_err(|e| CpflowError::io(path, e))?;
-    let (_, md) = safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| {
-        CpflowError::Checkpoint(format!(
-            "{} is not a readable safetensors file ({e}): truncated or corrupt",
-            path.display()
-        ))
-    })?;
+    let (_, md) = crate::checkpoint_digest::read_header(path, &bytes)?;
     let json = md
         .metadata()
         .as_ref()

@@ -89,16 +89,26 @@ fn sorted_header(bytes: Vec<u8>) -> Result<Vec<u8>> {
     Ok(out)
 }
 
-/// Checks the data section of the safetensors `bytes` (read from `path`) against the
-/// sha256 its metadata records; a file without one (written before cpflow kept it, or by
-/// another program) passes. A mismatch is a [`CpflowError::Checkpoint`] naming the file.
-pub fn check_data_sha256(path: &Path, bytes: &[u8]) -> Result<()> {
-    let (_, header) = safetensors::SafeTensors::read_metadata(bytes).map_err(|e| {
+/// The header of the safetensors `bytes` read from `path` (its length and metadata), or a
+/// [`CpflowError::Checkpoint`] naming the file when they are not a whole safetensors file
+/// (truncated, empty, another format): every loader of weights reads it first.
+pub(crate) fn read_header(
+    path: &Path,
+    bytes: &[u8],
+) -> Result<(usize, safetensors::tensor::Metadata)> {
+    safetensors::SafeTensors::read_metadata(bytes).map_err(|e| {
         CpflowError::Checkpoint(format!(
             "{} is not a readable safetensors file ({e}): truncated or corrupt",
             path.display()
         ))
-    })?;
+    })
+}
+
+/// Checks the data section of the safetensors `bytes` (read from `path`) against the
+/// sha256 its metadata records; a file without one (written before cpflow kept it, or by
+/// another program) passes. A mismatch is a [`CpflowError::Checkpoint`] naming the file.
+pub fn check_data_sha256(path: &Path, bytes: &[u8]) -> Result<()> {
+    let (_, header) = read_header(path, bytes)?;
     let Some(recorded) = header
         .metadata()
         .as_ref()
@@ -177,6 +187,42 @@ mod tests {
         let recorded = &header.metadata().as_ref().unwrap()[DATA_SHA256_KEY];
         assert_eq!(*recorded, hex::encode(Sha256::digest(&bytes[8 + h..])));
         assert_eq!(header.metadata().as_ref().unwrap()["k"], "v");
+    }
+
+    /// A truncated or empty file is refused naming it by every loader of weights (the
+    /// image and VAE loaders said only "safetensors (de)serialisation failed").
+    #[test]
+    fn every_loader_names_a_truncated_file() {
+        let dir = std::env::temp_dir().join(format!("cpflow-truncated-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("cut.safetensors");
+        std::fs::write(&path, &file()[..5]).unwrap();
+        let cpu = &Device::Cpu;
+        let mut messages = vec![
+            crate::Flow::load(&path, cpu).err().unwrap().to_string(),
+            crate::image::ImageFlow::load(&path, cpu)
+                .err()
+                .unwrap()
+                .to_string(),
+            crate::image::train::load_image_checkpoint(&path, cpu)
+                .err()
+                .unwrap()
+                .to_string(),
+        ];
+        #[cfg(feature = "vae")]
+        messages.push(
+            crate::vae::load_vae_checkpoint(&path, cpu)
+                .err()
+                .unwrap()
+                .to_string(),
+        );
+        for msg in messages {
+            assert!(
+                msg.contains("cut.safetensors") && msg.contains("truncated or corrupt"),
+                "{msg}"
+            );
+        }
+        std::fs::remove_dir_all(&dir).ok();
     }
 
     /// The same tensors and metadata give the same bytes, whatever order the metadata's

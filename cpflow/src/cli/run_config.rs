@@ -470,6 +470,25 @@ pub fn check_training_start(train: &TrainConfig, n_train: usize, new_run: bool) 
     Ok(())
 }
 
+/// A `cpflow vae` configuration given to `cpflow train` (its `[model]` names a `posterior`):
+/// refused with the command that runs it (it failed as "unknown variant `frey-faces`" of the
+/// image datasets, read as a typo).
+fn refuse_vae_config(file: &Path, table: &toml::Table) -> Result<()> {
+    let posterior = table
+        .get("model")
+        .and_then(|m| m.as_table())
+        .is_some_and(|m| m.contains_key("posterior"));
+    if posterior {
+        bail!(
+            "{} configures the VAE experiment (its [model] names a posterior): `cpflow train` \
+             trains flows; run it with `cpflow vae --config {}`",
+            file.display(),
+            file.display()
+        );
+    }
+    Ok(())
+}
+
 /// Whether `file` describes an image run: a `[data]` table with a `dataset` key
 /// (`crate::image::ImageExperimentConfig`, e.g. `configs/mnist.toml`) rather than the
 /// tabular/toy `source`.
@@ -494,6 +513,7 @@ pub fn resolve_image(file: &Path, ov: &Overrides) -> Result<crate::image::ImageE
         .with_context(|| format!("reading config {}", file.display()))?;
     let mut table = toml::from_str::<toml::Table>(&text)
         .with_context(|| format!("parsing config {}", file.display()))?;
+    refuse_vae_config(file, &table)?;
     for kv in &ov.set {
         let (k, v) = kv
             .split_once('=')

@@ -98,7 +98,7 @@ impl ImageFlow {
     /// Load a flow saved by [`ImageFlow::save`] onto `device`.
     pub fn load(path: &Path, device: &Device) -> Result<ImageFlow> {
         let bytes = std::fs::read(path).map_err(|e| CpflowError::io(path, e))?;
-        let (_, md) = safetensors::SafeTensors::read_metadata(&bytes)?;
+        let (_, md) = crate::checkpoint_digest::read_header(path, &bytes)?;
         let json = md
             .metadata()
             .as_ref()

@@ -329,7 +329,7 @@ pub fn load_vae_checkpoint(
     device: &Device,
 ) -> Result<(VaeCheckpointMeta, HashMap<String, Tensor>)> {
     let bytes = std::fs::read(path).map_err(|e| CpflowError::io(path, e))?;
-    let (_, md) = safetensors::SafeTensors::read_metadata(&bytes)?;
+    let (_, md) = crate::checkpoint_digest::read_header(path, &bytes)?;
     let json = md
         .metadata()
         .as_ref()

@@ -259,13 +259,42 @@ pub fn split_importance_nll<R: Rng + ?Sized>(
     samples: usize,
     chunk: usize,
     rng: &mut R,
+    on_image: impl FnMut(usize) -> Result<()>,
+) -> Result<(Vec<f64>, f64)> {
+    split_importance_nll_monitored(
+        vae,
+        data,
+        split,
+        n,
+        samples,
+        chunk,
+        rng,
+        |_| Ok(()),
+        on_image,
+    )
+}
+
+/// [`split_importance_nll`] that also calls `on_chunk(image)` before each chunk of samples
+/// of image `image` (counting from 0): with millions of samples per image, the point where
+/// an interrupt can stop the estimate.
+#[allow(clippy::too_many_arguments)]
+pub fn split_importance_nll_monitored<R: Rng + ?Sized>(
+    vae: &Vae,
+    data: &VaeData,
+    split: VaeSplit,
+    n: usize,
+    samples: usize,
+    chunk: usize,
+    rng: &mut R,
+    mut on_chunk: impl FnMut(usize) -> Result<()>,
     mut on_image: impl FnMut(usize) -> Result<()>,
 ) -> Result<(Vec<f64>, f64)> {
     let n = n.min(data.split(split).n);
     let (mut nll, mut mc) = (Vec::with_capacity(n), 0.0);
     for i in 0..n {
         let b = make_batch(vae, data, split, &[i], rng)?;
-        let est = vae.importance_log_likelihood(&b, samples, chunk, rng)?;
+        let est =
+            vae.importance_log_likelihood_monitored(&b, samples, chunk, rng, || on_chunk(i))?;
         for e in est {
             nll.push(-e.log_likelihood);
             if e.std_err.is_finite() {

@@ -41,7 +41,9 @@ pub use checkpoint::{
     load_vae_checkpoint, save_vae_checkpoint,
 };
 pub use config::{VaeConfig, VaeDataConfig, VaeEvalConfig, VaeTrainConfig};
-pub use evaluate::{MeanWithError, make_batch, split_importance_nll, split_neg_elbo};
+pub use evaluate::{
+    MeanWithError, make_batch, split_importance_nll, split_importance_nll_monitored, split_neg_elbo,
+};
 pub use reference_weights::{load_reference_vae_state_dict, reference_vae_key_mapping};
 pub use report::{VaeEpochRecord, VaeReport, VaeStopReason};
 pub use test_scores::{VaeTestParams, VaeTestProgress, VaeTestScores, score_vae_test};
@@ -49,5 +51,7 @@ pub use train::{VaeRunOptions, load_vae, load_vae_file, run_vae, run_vae_on};
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_importance;
 #[cfg(test)]
 mod tests_resume;

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::config::VaeConfig;
 use super::data::{VaeData, VaeLikelihood, VaeSplit};
-use super::evaluate::{MeanWithError, split_importance_nll, split_neg_elbo_monitored};
+use super::evaluate::{MeanWithError, split_importance_nll_monitored, split_neg_elbo_monitored};
 use super::model::Vae;
 use crate::FlowRng;
 use crate::error::{CpflowError, Result};
@@ -97,6 +97,12 @@ pub enum VaeTestProgress {
         /// Samples per image.
         samples: usize,
     },
+    /// A chunk of importance samples of image `image` (counting from 0) is about to be
+    /// drawn: with many samples per image, the point where a long estimate can be stopped.
+    ImportanceChunk {
+        /// The image being sampled.
+        image: usize,
+    },
     /// `done` images have been importance-sampled.
     ImportanceSampled {
         /// Images done.
@@ -150,10 +156,12 @@ pub enum VaeTestProgress {
 /// })?;
 /// assert_eq!(scores.neg_elbo, report.test_neg_elbo);
 /// assert_eq!(scores.is_nll, report.test_is_nll);
-/// // One −ELBO batch of the 2 test images, the start of importance sampling, one per image.
-/// assert_eq!(seen.len(), 4);
+/// // One −ELBO batch of the 2 test images, the start of importance sampling, then per image
+/// // its one chunk of 4 samples and its end.
+/// assert_eq!(seen.len(), 6);
 /// assert_eq!(seen[0], VaeTestProgress::NegElbo { done: 2, of: 2 });
-/// assert_eq!(seen[3], VaeTestProgress::ImportanceSampled { done: 2 });
+/// assert_eq!(seen[4], VaeTestProgress::ImportanceChunk { image: 1 });
+/// assert_eq!(seen[5], VaeTestProgress::ImportanceSampled { done: 2 });
 /// assert_eq!((scores.neg_elbo_per_image.len(), scores.is_nll_per_image.len()), (2, 2));
 /// # std::fs::remove_dir_all(&out).ok();
 /// # Ok(())
@@ -193,7 +201,8 @@ pub fn score_vae_test(
             images: n,
             samples: params.is_samples,
         })?;
-        let (v, mc) = split_importance_nll(
+        let monitor = std::cell::RefCell::new(&mut monitor);
+        let (v, mc) = split_importance_nll_monitored(
             vae,
             data,
             VaeSplit::Test,
@@ -201,7 +210,8 @@ pub fn score_vae_test(
             params.is_samples,
             params.is_chunk,
             &mut rng,
-            |done| monitor(VaeTestProgress::ImportanceSampled { done }),
+            |image| (monitor.borrow_mut())(VaeTestProgress::ImportanceChunk { image }),
+            |done| (monitor.borrow_mut())(VaeTestProgress::ImportanceSampled { done }),
         )?;
         (Some(v), Some(mc))
     } else {

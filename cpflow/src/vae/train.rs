@@ -271,6 +271,7 @@ pub fn run_vae_on(
                     b.set_position(done as u64)
                 }
             }
+            VaeTestProgress::ImportanceChunk { .. } => {}
         }
         stop_if_interrupted("the importance-sampled test NLL")
     });

@@ -131,6 +131,7 @@ pub fn eval_vae(a: &EvalArgs, loc: &ModelLocation, t0: Instant) -> Result<()> {
                     b.set_position(d as u64);
                 }
             }
+            VaeTestProgress::ImportanceChunk { .. } => {}
         }
         if interrupt.is_set() {
             return Err(crate::CpflowError::EvaluationInterrupted {

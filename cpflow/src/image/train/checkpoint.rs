@@ -212,7 +212,7 @@ pub fn save_image_checkpoint(
 /// ```
 pub fn load_image_checkpoint(path: &Path, device: &Device) -> Result<ImageTrainCheckpoint> {
     let bytes = std::fs::read(path).map_err(|e| CpflowError::io(path, e))?;
-    let (_, md) = safetensors::SafeTensors::read_metadata(&bytes)?;
+    let (_, md) = crate::checkpoint_digest::read_header(path, &bytes)?;
     let json = md
         .metadata()
         .as_ref()
