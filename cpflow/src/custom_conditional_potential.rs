@@ -20,7 +20,7 @@ use crate::rng::FlowRng;
 /// registration.
 ///
 /// ```
-/// use candle_core::Device;
+/// use cpflow::candle::Device;
 /// use cpflow::{CpflowError, CustomConditionalConfig, Flow, FlowConfig, PotentialConfig};
 /// let cfg = CustomConditionalConfig {
 ///     name: "never-registered".into(),
@@ -79,9 +79,9 @@ fn registry() -> &'static Registry<ConditionalPotentialBuilder> {
 /// conditional example; [`crate::register_potential`] shows the unconditional API.
 ///
 /// ```
-/// use candle_core::{Device, Tensor};
+/// use cpflow::candle::{Device, Tensor};
 /// use cpflow::{CustomConditionalConfig, Flow, FlowConfig, PotentialConfig};
-/// use icnn::{Picnn, PicnnConfig};
+/// use cpflow::icnn::{Picnn, PicnnConfig};
 /// # fn main() -> cpflow::Result<()> {
 /// // A builder that wraps `icnn`'s partially input-convex network.
 /// cpflow::register_conditional_potential("doc-picnn", |vb, cfg, rng| {
@@ -123,7 +123,7 @@ where
 /// The names registered so far with [`register_conditional_potential`], sorted.
 ///
 /// ```
-/// use icnn::{Picnn, PicnnConfig};
+/// use cpflow::icnn::{Picnn, PicnnConfig};
 /// cpflow::register_conditional_potential("doc-picnn-names", |vb, cfg, rng| {
 ///     let config = PicnnConfig { dim: cfg.dim, context_dim: cfg.context_dim, ..Default::default() };
 ///     Ok(Box::new(Picnn::new(vb, &config, rng)?))

@@ -21,7 +21,7 @@ use crate::rng::FlowRng;
 ///
 /// ```
 /// use std::collections::BTreeMap;
-/// use candle_core::Device;
+/// use cpflow::candle::Device;
 /// use cpflow::{CpflowError, CustomPotentialConfig, Flow, FlowConfig, PotentialConfig};
 /// let cfg = CustomPotentialConfig {
 ///     name: "never-registered".into(),
@@ -149,22 +149,22 @@ pub(crate) fn check_dim(name: &str, what: &str, configured: usize, built: usize)
 /// ```
 /// use std::collections::BTreeMap;
 /// use std::sync::Arc;
-/// use candle_core::{Device, Tensor};
+/// use cpflow::candle::{Device, Tensor};
 /// use cpflow::{BlockConfig, CustomPotentialConfig, Flow, FlowConfig, PotentialConfig};
-/// use icnn::{ConvexPotential, HessianVectorProducts, Linearization};
+/// use cpflow::icnn::{ConvexPotential, HessianVectorProducts, Linearization};
 ///
 /// // F(x) = s·Σ x_i⁴/12 with s = softplus(c), c a parameter: ∇F = s·x³/3, ∇²F = diag(s·x²).
 /// struct Quartic { c: Tensor, dim: usize }
 /// #[derive(Debug)]
 /// struct Diagonal(Tensor);
 /// impl HessianVectorProducts for Diagonal {
-///     fn hvp(&self, v: &Tensor) -> icnn::Result<Tensor> { Ok((v * &self.0)?) }
+///     fn hvp(&self, v: &Tensor) -> cpflow::icnn::Result<Tensor> { Ok((v * &self.0)?) }
 ///     fn detach(&self) -> Arc<dyn HessianVectorProducts> { Arc::new(Diagonal(self.0.detach())) }
 /// }
 /// impl ConvexPotential for Quartic {
-///     fn potential(&self, x: &Tensor) -> icnn::Result<Tensor> { Ok(self.linearize(x)?.potential()) }
-///     fn linearize(&self, x: &Tensor) -> icnn::Result<Linearization> {
-///         let s = icnn::softplus(&self.c)?;
+///     fn potential(&self, x: &Tensor) -> cpflow::icnn::Result<Tensor> { Ok(self.linearize(x)?.potential()) }
+///     fn linearize(&self, x: &Tensor) -> cpflow::icnn::Result<Linearization> {
+///         let s = cpflow::icnn::softplus(&self.c)?;
 ///         let x2 = x.sqr()?;
 ///         let f = (x2.sqr()?.sum(1)?.broadcast_mul(&s)? / 12.0)?;
 ///         let g = ((x2.clone() * x)?.broadcast_mul(&s)? / 3.0)?;
@@ -176,7 +176,7 @@ pub(crate) fn check_dim(name: &str, what: &str, configured: usize, built: usize)
 /// # fn main() -> cpflow::Result<()> {
 /// cpflow::register_potential("quartic", |vb, cfg, rng| {
 ///     // One seeded parameter `c` (shape (1,)), drawn from the flow's init stream.
-///     let c = icnn::Linear::new(&vb, 1, 1, false, rng)?.weight.flatten_all()?;
+///     let c = cpflow::icnn::Linear::new(&vb, 1, 1, false, rng)?.weight.flatten_all()?;
 ///     Ok(Box::new(Quartic { c, dim: cfg.dim }))
 /// });
 /// let pot = PotentialConfig::Custom(CustomPotentialConfig {
@@ -205,7 +205,7 @@ where
 /// The names registered so far with [`register_potential`], sorted.
 ///
 /// ```
-/// use icnn::{Icnn3, Icnn3Config};
+/// use cpflow::icnn::{Icnn3, Icnn3Config};
 /// // A builder that wraps one of `icnn`'s own networks.
 /// cpflow::register_potential("doc-icnn3", |vb, cfg, rng| {
 ///     let config = Icnn3Config { dim: cfg.dim, width: 4, depth: 2, ..Default::default() };

@@ -157,6 +157,9 @@ pub mod vae;
 
 /// `candle_core`, the tensor library of the crate's API (`Tensor`, `Device`, `DType`).
 pub use candle_core as candle;
+/// `candle_nn`, whose `VarBuilder` a custom potential's builder receives
+/// ([`CustomPotentialConfig`]).
+pub use candle_nn;
 /// The input-convex networks of the CP-Flow potentials ([`PotentialConfig`]'s configurations).
 pub use icnn;
 /// The random-number traits the sampling and SLQ methods take (rand 0.9).

@@ -6,14 +6,22 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 
-use crate::bench_tabular::BenchReport;
+use cpflow::NllEstimator;
+use cpflow::checkpoint::write_atomic;
+
+use crate::bench_tabular::{BenchReport, DatasetResult};
 
 /// File name of the Markdown report.
 pub const BENCH_MD: &str = "bench-tabular.md";
 /// File name of the JSON report.
 pub const BENCH_JSON: &str = "bench-tabular.json";
 
-/// The results table (one row per dataset run), without a heading.
+/// How the table marks a row that an earlier run left in the output directory
+/// ([`BenchReport::earlier`]).
+pub const EARLIER_MARK: &str = "(earlier run)";
+
+/// The results table (one row per dataset run, then one per result an earlier run left,
+/// marked [`EARLIER_MARK`]), without a heading.
 pub fn bench_table_markdown(report: &BenchReport) -> String {
     let mut s = String::from(
         "| dataset | d | test NLL (ours, ± 2 s.e.) | paper CP-Flow | Gaussian: our rows / MAF's \
@@ -21,7 +29,7 @@ pub fn bench_table_markdown(report: &BenchReport) -> String {
          best it. | stop | train time (s) | s/it | CG it. | params |\n\
          |---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
-    for r in &report.results {
+    for (r, earlier) in rows(report) {
         let mut stop = if r.fit.stopped_early {
             "early stopping"
         } else if r.fit.budget_exhausted {
@@ -48,9 +56,14 @@ pub fn bench_table_markdown(report: &BenchReport) -> String {
         };
         let _ = writeln!(
             s,
-            "| {} | {} | {:.3} ± {:.3} | {:.2} | {gaussian} | {gain} | {} / {} / {} | {} | {} | \
+            "| {}{} | {} | {:.3} ± {:.3} | {:.2} | {gaussian} | {gain} | {} / {} / {} | {} | {} | \
              {} | {:.0} | {:.3} | {:.1} | {} |",
             r.dataset,
+            if earlier {
+                format!(" {EARLIER_MARK}")
+            } else {
+                String::new()
+            },
             r.dim,
             r.test_nll,
             r.test_nll_2se,
@@ -72,7 +85,35 @@ pub fn bench_table_markdown(report: &BenchReport) -> String {
     s
 }
 
-/// The full Markdown report: table, configurations, skipped and failed datasets.
+/// This run's results, then the earlier ones (`true`).
+fn rows(report: &BenchReport) -> impl Iterator<Item = (&DatasetResult, bool)> {
+    let now = report.results.iter().map(|r| (r, false));
+    now.chain(report.earlier.iter().map(|r| (r, true)))
+}
+
+/// What the kept weights' validation NLL is: the trainer's estimator on the validation rows,
+/// the lowest over the validations (an SLQ estimate is stochastic, and the lowest of noisy
+/// estimates reads optimistic: the exact test NLL is the model's score).
+fn validation_nll_words(r: &DatasetResult) -> String {
+    let Some(v) = r.fit.best_val_nll else {
+        return "no validation NLL (the run did not validate)".to_string();
+    };
+    match &r.config.val_estimator {
+        NllEstimator::Exact => format!(
+            "lowest validation NLL {v:.3} (exact log-det, on the {} validation rows)",
+            r.n_val
+        ),
+        NllEstimator::Slq(p) => format!(
+            "lowest validation NLL {v:.3}, an estimate: stochastic Lanczos quadrature ({} \
+             probe(s), {} steps) of the log-det on the {} validation rows, the lowest of the \
+             run's validations (it selects the kept weights; noisy and picked as the lowest, it \
+             is not comparable to the exact test NLL of the table)",
+            p.probes, p.steps, r.n_val
+        ),
+    }
+}
+
+/// The full Markdown report: table, configurations, skipped, interrupted and failed datasets.
 pub fn bench_markdown(report: &BenchReport) -> String {
     let mut s = String::from("# CP-Flow on the MAF tabular benchmarks\n\n");
     let _ = writeln!(
@@ -95,30 +136,47 @@ pub fn bench_markdown(report: &BenchReport) -> String {
          The gain is the Gaussian's NLL minus the flow's, ours on our rows, the paper's \
          against MAF's Gaussian.\n\n",
     );
+    if !report.earlier.is_empty() {
+        let _ = writeln!(
+            s,
+            "Rows marked {EARLIER_MARK} were finished by an earlier run into this folder and \
+             not run now (`<dataset>/result.json`): their budget and device are that run's, \
+             their configuration is listed below.\n"
+        );
+    }
     s.push_str(&bench_table_markdown(report));
-    if !report.results.is_empty() {
+    if !(report.results.is_empty() && report.earlier.is_empty()) {
         s.push_str("\n## Configurations\n\n");
-        for r in &report.results {
+        for (r, earlier) in rows(report) {
             let curve = r
                 .validation_curve
                 .as_ref()
                 .map_or_else(String::new, |c| format!(" Validation curve: [{c}]({c})."));
             let _ = writeln!(
                 s,
-                "- **{}** (preset `{}`, data from `{}`): {}; best validation NLL {}.{curve}",
+                "- **{}**{} (preset `{}`, data from `{}`): {}; {}.{curve}",
                 r.dataset,
+                if earlier {
+                    format!(" {EARLIER_MARK}")
+                } else {
+                    String::new()
+                },
                 r.config.preset,
                 r.data_root,
                 r.config.summary(),
-                r.fit
-                    .best_val_nll
-                    .map_or_else(|| "-".to_string(), |v| format!("{v:.3}"))
+                validation_nll_words(r)
             );
         }
     }
     if !report.skipped.is_empty() {
         s.push_str("\n## Skipped\n\n");
         for k in &report.skipped {
+            let _ = writeln!(s, "- {}", k.message);
+        }
+    }
+    if !report.interrupted.is_empty() {
+        s.push_str("\n## Interrupted\n\n");
+        for k in &report.interrupted {
             let _ = writeln!(s, "- {}", k.message);
         }
     }
@@ -131,13 +189,14 @@ pub fn bench_markdown(report: &BenchReport) -> String {
     s
 }
 
-/// Writes [`BENCH_MD`] and [`BENCH_JSON`] into `out`.
+/// Writes [`BENCH_MD`] and [`BENCH_JSON`] into `out`, each atomically (a kill leaves the
+/// old file or the new one).
 pub fn write_bench_report(out: &Path, report: &BenchReport) -> Result<()> {
     let md = out.join(BENCH_MD);
-    std::fs::write(&md, bench_markdown(report))
+    write_atomic(&md, bench_markdown(report).as_bytes())
         .with_context(|| format!("writing {}", md.display()))?;
     let json = out.join(BENCH_JSON);
-    std::fs::write(&json, serde_json::to_string_pretty(report)?)
+    write_atomic(&json, serde_json::to_string_pretty(report)?.as_bytes())
         .with_context(|| format!("writing {}", json.display()))?;
     Ok(())
 }

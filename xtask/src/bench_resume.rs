@@ -15,8 +15,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 
 use crate::bench_tabular::DatasetResult;
-use crate::json_file::{read_json_file, write_json_file};
-use crate::tabular_config::TabularBenchConfig;
+use crate::json_file::{REMOVE_TO_RUN_AGAIN, read_json_file, write_json_file};
+use crate::tabular_config::{TabularBenchConfig, float_name};
 
 /// What a benchmark run does with the runs already in its output directory.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -51,12 +51,13 @@ pub const RESULT_FILE: &str = "result.json";
 /// from its own seeded stream, the other datasets subsample their test split on its own), so
 /// a resumed run may be scored on more or fewer of them (`--test-rows`).
 fn defining_settings(cfg: &TabularBenchConfig) -> Vec<(&'static str, String)> {
+    let at_most = |n: Option<usize>| n.map_or_else(|| "all".to_string(), |n| n.to_string());
     vec![
-        ("training rows", format!("{:?}", cfg.max_train)),
-        ("validation rows", format!("{:?}", cfg.max_val)),
-        ("BSDS300 images", format!("{:?}", cfg.bsds300_max_images)),
+        ("training rows", at_most(cfg.max_train)),
+        ("validation rows", at_most(cfg.max_val)),
+        ("BSDS300 images", at_most(cfg.bsds300_max_images)),
         ("seed", cfg.seed.to_string()),
-        ("float type", format!("{:?}", cfg.float)),
+        ("float type", float_name(cfg.float).to_string()),
         ("architecture (--arch)", cfg.arch.name().to_string()),
         ("blocks (--blocks)", cfg.blocks.to_string()),
         ("width (--width)", cfg.width.to_string()),
@@ -154,7 +155,7 @@ pub fn write_result(run_dir: &Path, result: &DatasetResult) -> Result<()> {
 /// [`resume_mismatches`]).
 pub fn read_result(run_dir: &Path, cfg: &TabularBenchConfig) -> Result<Option<DatasetResult>> {
     let path = run_dir.join(RESULT_FILE);
-    let Some(done) = read_json_file::<DatasetResult>(&path)? else {
+    let Some(done) = read_json_file::<DatasetResult>(&path, REMOVE_TO_RUN_AGAIN)? else {
         return Ok(None);
     };
     let diff = resume_mismatches(&done.config, cfg);
@@ -214,7 +215,18 @@ mod tests {
             let diff = resume_mismatches(&saved, &requested);
             assert_eq!(diff.len(), 1, "{name}: {diff:?}");
             assert!(diff[0].starts_with(name), "{name}: {diff:?}");
+            // Values in words, not Rust's `Some(..)` / `None` / `F32`.
+            assert!(
+                !diff[0].contains("Some") && !diff[0].contains("None") && !diff[0].contains('F'),
+                "{diff:?}"
+            );
         }
+        let mut all_rows = saved.clone();
+        all_rows.max_train = None;
+        assert_eq!(
+            resume_mismatches(&saved, &all_rows),
+            ["training rows: 4000 → all"]
+        );
         let mut training = saved.clone();
         training.max_iterations = 1;
         training.lr = 0.5;

@@ -9,7 +9,9 @@
 //! Missing datasets are skipped with a message naming `cargo xtask download <name>`; when
 //! none of the requested datasets ran, the command fails (after writing its report).
 //! Results go to `<out>/bench-tabular.md` and `<out>/bench-tabular.json`
-//! ([`crate::bench_report`]); each dataset's folder `<out>/<dataset>/` holds the kept model,
+//! ([`crate::bench_report`]), which also list the results that earlier runs left in `<out>`
+//! for the other datasets (a run never drops a finished row from the report); each
+//! dataset's folder `<out>/<dataset>/` holds the kept model,
 //! the metrics, the validation curve ([`crate::bench_curve`]) and a resumable checkpoint
 //! written at every validation, which
 //! [`BenchTabularOptions::resume`] continues ([`crate::bench_resume`]), and, once the dataset
@@ -40,6 +42,7 @@ use crate::bench_resume::{
     write_run_config,
 };
 use crate::budget_train::{BudgetedFit, fit_with_budget};
+use crate::json_file::read_json_file;
 use crate::tabular_config::{ModelOverrides, TabularBenchConfig, paper_cpflow_nll};
 
 /// Options of a benchmark run.
@@ -142,15 +145,25 @@ pub struct SkippedDataset {
 /// Everything a benchmark run produced.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BenchReport {
-    /// Datasets that ran.
+    /// Datasets that ran (or, resumed by `reproduce --resume`, that an earlier sitting of
+    /// this run finished).
     pub results: Vec<DatasetResult>,
-    /// Datasets that were skipped.
+    /// Datasets not among `results` whose result an earlier run left in the output directory
+    /// (each with its own configuration; its budget and device were that run's): listed so
+    /// that the report keeps them.
+    #[serde(default)]
+    pub earlier: Vec<DatasetResult>,
+    /// Datasets that were skipped (not on disk, or not started after an interrupt).
     pub skipped: Vec<SkippedDataset>,
+    /// Datasets whose run an interrupt (Ctrl-C) paused, checkpointed: `--resume` continues
+    /// them.
+    #[serde(default)]
+    pub interrupted: Vec<SkippedDataset>,
     /// Datasets that were found but failed (unreadable data, training error); the others
     /// still ran.
     #[serde(default)]
     pub failed: Vec<SkippedDataset>,
-    /// Device description.
+    /// The device in words (`cpu`, `cuda:0`).
     pub device: String,
     /// The per-dataset budget in minutes, if any.
     pub budget_minutes: Option<f64>,
@@ -159,16 +172,24 @@ pub struct BenchReport {
 }
 
 /// `<repository>/../shared/data` (the project's read-only data, which holds the BSDS300
-/// images) and `../shared/data` relative to the working directory, when they exist.
+/// images) and `../shared/data` relative to the working directory, when they exist, each
+/// once, as absolute paths without `..` (run from the repository's root, they are the same
+/// folder).
 pub fn default_fallback_roots() -> Vec<PathBuf> {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    [
+    let mut roots: Vec<PathBuf> = Vec::new();
+    for p in [
         repo.join("..").join("shared").join("data"),
         PathBuf::from("../shared/data"),
-    ]
-    .into_iter()
-    .filter(|p| p.is_dir())
-    .collect()
+    ] {
+        if let Ok(p) = p.canonicalize()
+            && p.is_dir()
+            && !roots.contains(&p)
+        {
+            roots.push(p);
+        }
+    }
+    roots
 }
 
 /// Parses a comma-separated list of dataset names (`all` = the five).
@@ -214,8 +235,17 @@ pub fn locate_dataset(
         .find(|r| dataset_present(ds, r))
         .map(Path::to_path_buf)
         .ok_or_else(|| {
-            let mut searched = vec![data_dir.display().to_string()];
-            searched.extend(fallbacks.iter().map(|p| p.display().to_string()));
+            // Each folder once (the data directory may be one of the fallbacks).
+            let same = |a: &Path, b: &Path| {
+                a == b || matches!((a.canonicalize(), b.canonicalize()), (Ok(x), Ok(y)) if x == y)
+            };
+            let mut roots: Vec<&Path> = vec![data_dir];
+            for p in fallbacks {
+                if !roots.iter().any(|r| same(r, p)) {
+                    roots.push(p);
+                }
+            }
+            let searched: Vec<String> = roots.iter().map(|p| p.display().to_string()).collect();
             format!(
                 "{ds}: not found (searched {}); fetch it with `cargo xtask download {ds}` \
                  (or pass --data-dir)",
@@ -477,13 +507,18 @@ pub fn run_dataset(
 
 /// Runs the benchmark on every requested dataset that is on disk and writes
 /// `<out>/bench-tabular.md` and `<out>/bench-tabular.json`. A dataset that fails is listed in
-/// [`BenchReport::failed`] and the run goes on with the next one.
+/// [`BenchReport::failed`] and the run goes on with the next one; one that an interrupt
+/// paused is listed in [`BenchReport::interrupted`], and the ones after it do not start. The
+/// report also lists, as [`BenchReport::earlier`], every other dataset whose result an
+/// earlier run left in `out` (`<out>/<dataset>/result.json`): a run of some datasets, or one
+/// that finished nothing, does not drop the rows of the others from the report.
 pub fn run_bench_tabular(opts: &BenchTabularOptions) -> Result<BenchReport> {
     let t0 = Instant::now();
     std::fs::create_dir_all(&opts.out)
         .with_context(|| format!("creating {}", opts.out.display()))?;
     let mut results = Vec::new();
     let mut skipped = Vec::new();
+    let mut interrupted_runs = Vec::new();
     let mut failed = Vec::new();
     let interrupted = || {
         opts.interrupt
@@ -491,46 +526,102 @@ pub fn run_bench_tabular(opts: &BenchTabularOptions) -> Result<BenchReport> {
             .is_some_and(|f| f.load(Ordering::Relaxed))
     };
     for (k, &ds) in opts.datasets.iter().enumerate() {
-        // The dataset in progress pauses on an interrupt; the ones after it do not start.
-        if k > 0 && interrupted() {
-            let message = format!("{ds}: not started: the run was interrupted");
+        let skip = |message: String| {
             tracing::warn!("{message}");
-            skipped.push(SkippedDataset {
+            SkippedDataset {
                 dataset: ds.name().into(),
                 message,
-            });
+            }
+        };
+        let root = match locate_dataset(ds, &opts.data_dir, &opts.fallback_roots) {
+            Ok(root) => root,
+            Err(message) => {
+                skipped.push(skip(message));
+                continue;
+            }
+        };
+        // The dataset in progress pauses on an interrupt; the ones after it do not start.
+        if k > 0 && interrupted() {
+            skipped.push(skip(format!(
+                "{ds}: not started (the run was interrupted before it)"
+            )));
             continue;
         }
-        match locate_dataset(ds, &opts.data_dir, &opts.fallback_roots) {
-            Ok(root) => match run_dataset(ds, &root, opts) {
-                Ok(r) => results.push(r),
-                Err(e) => {
-                    // One bad dataset must not cost the results of the others.
-                    let message = format!("{ds}: failed: {e:#}");
-                    tracing::error!("{message}");
-                    failed.push(SkippedDataset {
-                        dataset: ds.name().into(),
-                        message,
-                    });
-                }
-            },
-            Err(message) => {
+        match run_dataset(ds, &root, opts) {
+            Ok(r) => results.push(r),
+            Err(e) if interrupted() || is_interrupt(&e) => {
+                // Paused, checkpointed: not a failure.
+                let message = format!("{ds}: {e:#}");
                 tracing::warn!("{message}");
-                skipped.push(SkippedDataset {
+                interrupted_runs.push(SkippedDataset {
+                    dataset: ds.name().into(),
+                    message,
+                });
+            }
+            Err(e) => {
+                // One bad dataset must not cost the results of the others.
+                let message = format!("{ds}: failed: {e:#}");
+                tracing::error!("{message}");
+                failed.push(SkippedDataset {
                     dataset: ds.name().into(),
                     message,
                 });
             }
         }
     }
+    let earlier = earlier_results(&opts.out, &results);
     let report = BenchReport {
         results,
+        earlier,
         skipped,
+        interrupted: interrupted_runs,
         failed,
-        device: format!("{:?}", opts.device),
+        device: device_name(&opts.device),
         budget_minutes: opts.budget.map(|b| b.as_secs_f64() / 60.0),
         wall_time_s: t0.elapsed().as_secs_f64(),
     };
     write_bench_report(&opts.out, &report)?;
     Ok(report)
+}
+
+/// Whether `e` is a run that an interrupt paused (or whose evaluation it stopped).
+fn is_interrupt(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.is::<crate::budget_train::TrainingPaused>()
+            || matches!(
+                c.downcast_ref::<cpflow::CpflowError>(),
+                Some(
+                    cpflow::CpflowError::Interrupted { .. }
+                        | cpflow::CpflowError::EvaluationInterrupted { .. }
+                )
+            )
+    })
+}
+
+/// The results that earlier runs left in `out` ([`RESULT_FILE`] of each dataset's folder) for
+/// the datasets not among `current`, in the order of [`TabularDataset::ALL`]. One that cannot
+/// be read is left where it is, with a warning.
+pub fn earlier_results(out: &Path, current: &[DatasetResult]) -> Vec<DatasetResult> {
+    let mut earlier = Vec::new();
+    for ds in TabularDataset::ALL {
+        if current.iter().any(|r| r.dataset == ds.name()) {
+            continue;
+        }
+        let path = out.join(ds.name()).join(RESULT_FILE);
+        match read_json_file::<DatasetResult>(&path, "it is left as it is") {
+            Ok(Some(r)) => earlier.push(r),
+            Ok(None) => {}
+            Err(e) => tracing::warn!("{ds}: an earlier result is not in the report: {e:#}"),
+        }
+    }
+    earlier
+}
+
+/// A device in words: `cpu`, `cuda:0`, `metal:0`.
+pub fn device_name(device: &Device) -> String {
+    match device.location() {
+        candle_core::DeviceLocation::Cpu => "cpu".to_string(),
+        candle_core::DeviceLocation::Cuda { gpu_id } => format!("cuda:{gpu_id}"),
+        candle_core::DeviceLocation::Metal { gpu_id } => format!("metal:{gpu_id}"),
+    }
 }

@@ -5,6 +5,7 @@
 //! finishes the same way in every case (the trainer validates the last weights and keeps the
 //! better of them and the best validated ones).
 
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -36,6 +37,26 @@ pub struct BudgetedFit {
     /// started here (and in reports written before resuming existed).
     #[serde(default)]
     pub resumed_at: Option<usize>,
+}
+
+/// A run that an interrupt paused (its checkpoint holds it): [`fit_with_budget`]'s error,
+/// which is not a failure.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "interrupted at iteration {iteration}{}: continue it with --resume",
+    held_by(checkpoint)
+)]
+pub struct TrainingPaused {
+    /// Optimiser steps done.
+    pub iteration: usize,
+    /// The checkpoint that holds the run, if it has one.
+    pub checkpoint: Option<PathBuf>,
+}
+
+fn held_by(checkpoint: &Option<PathBuf>) -> String {
+    checkpoint
+        .as_ref()
+        .map_or_else(String::new, |p| format!("; {} holds it", p.display()))
 }
 
 /// Trains until the iteration cap, early stopping or `budget` (whichever comes first) and
@@ -106,13 +127,11 @@ pub fn fit_with_budget(
     if rep.stop_reason == StopReason::Paused {
         // An interrupt: the checkpoint holds the run, which is not finished (no kept
         // weights to score).
-        let at = trainer
-            .checkpoint_path()
-            .map_or_else(String::new, |p| format!("; {} holds it", p.display()));
-        anyhow::bail!(
-            "interrupted at iteration {}{at}: continue it with --resume",
-            rep.iterations
-        );
+        return Err(TrainingPaused {
+            iteration: rep.iterations,
+            checkpoint: trainer.checkpoint_path(),
+        }
+        .into());
     }
     let fit = BudgetedFit {
         iterations: rep.iterations,

@@ -12,13 +12,14 @@ use cpflow::datasets::TabularDataset;
 use crate::bench_report::{BENCH_MD, bench_table_markdown};
 use crate::bench_resume::{TabularResume, existing_checkpoints};
 use crate::bench_tabular::{
-    BenchTabularOptions, default_fallback_roots, parse_datasets, run_bench_tabular,
+    BenchReport, BenchTabularOptions, SkippedDataset, default_fallback_roots, parse_datasets,
+    run_bench_tabular,
 };
 use crate::reproduce::{REPORT_MD, ReproduceOptions, run_reproduce};
 use crate::reproduce_image::parse_image_datasets;
 use crate::reproduce_resume::remove_reproduction;
-use crate::reproduce_vae::{DEFAULT_VAE_DATA_DIR, parse_vae_datasets};
-use crate::tabular_config::{ModelOverrides, TabularBenchConfig};
+use crate::reproduce_vae::parse_vae_datasets;
+use crate::tabular_config::{ModelOverrides, TabularBenchConfig, parse_count};
 
 use crate::fetch::FetchOptions;
 use crate::install::{DownloadOptions, Outcome, download_dataset};
@@ -119,7 +120,7 @@ pub struct BenchTabularArgs {
     /// the reference validates every 500). Early stopping (20 validations without
     /// improvement) and the plateau learning-rate rule count validations, so at 100 they act
     /// 5× sooner in iterations than the reference's: use 500 with budgets of an hour or more.
-    #[arg(long, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    #[arg(long, value_parser = parse_count)]
     pub val_every: Option<usize>,
     /// Preconditioner of the training surrogate's CG solves: `none` (the reference) or
     /// `mean-hessian` (the mean block Jacobian at 8 rows of each batch: about 40% fewer CG
@@ -129,7 +130,7 @@ pub struct BenchTabularArgs {
     /// Score the test NLL on a seeded subset of at most N test rows (default: the whole test
     /// split, as the paper does; BSDS300's 250,000 patches took 85 s for 4 blocks on one
     /// CPU core). The test rows never reach training: a --resume may change them.
-    #[arg(long, value_name = "N", value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    #[arg(long, value_name = "N", value_parser = parse_count)]
     pub test_rows: Option<usize>,
     /// The model: `--arch`, `--blocks`, `--width`, `--depth` (default: the preset's).
     #[command(flatten)]
@@ -169,11 +170,12 @@ pub struct ReproduceArgs {
     /// posterior); ignored with --quick.
     #[arg(long, default_value_t = 10.0)]
     pub minutes: f64,
-    /// Data root of the VAE datasets (Frey Faces and Caltech 101 Silhouettes are shipped
-    /// there); datasets not found there are looked up in --data-dir (where `cargo xtask
-    /// download mnist|omniglot` puts them).
-    #[arg(long, default_value = DEFAULT_VAE_DATA_DIR)]
-    pub vae_data_dir: PathBuf,
+    /// Data root of the VAE datasets (default: the project's shared data folder
+    /// `<repository>/../shared/data`, where Frey Faces and Caltech 101 Silhouettes are
+    /// shipped, found from any working directory); datasets not found there are looked up in
+    /// --data-dir (where `cargo xtask download mnist|omniglot` puts them).
+    #[arg(long)]
+    pub vae_data_dir: Option<PathBuf>,
     /// Comma-separated VAE datasets of Table 3: frey-faces, caltech101, mnist, omniglot or
     /// all. Each runs twice (Gaussian and CP-Flow posterior); missing ones are skipped.
     #[arg(long, default_value = "all")]
@@ -302,35 +304,75 @@ pub fn bench_tabular(args: &BenchTabularArgs) -> Result<()> {
     for k in &report.skipped {
         println!("skipped: {}", k.message);
     }
-    for k in &report.failed {
-        println!("failed: {}", k.message);
+    // These messages say "interrupted" and "failed" themselves.
+    for k in report.interrupted.iter().chain(&report.failed) {
+        println!("{}", k.message);
     }
     println!("wrote {}", args.out.join(BENCH_MD).display());
-    failed_datasets(&report.failed)?;
+    bench_outcome(&report, &args.data_dir)
+}
+
+/// The end of a `bench-tabular` run, once its report is written: an error naming the
+/// datasets that failed or were interrupted (with how to continue those) and what the report
+/// holds, or, when every requested dataset was missing, one that points at `--data-dir`.
+pub fn bench_outcome(report: &BenchReport, data_dir: &std::path::Path) -> Result<()> {
+    let names = |list: &[SkippedDataset]| {
+        list.iter()
+            .map(|k| k.dataset.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mut problems = Vec::new();
+    if !report.failed.is_empty() {
+        problems.push(format!("{} failed (see above)", names(&report.failed)));
+    }
+    if !report.interrupted.is_empty() {
+        problems.push(format!(
+            "{} interrupted, checkpointed: to continue, run the same command again with \
+             --resume (in place of --overwrite, if it had that), which also runs the datasets \
+             that did not start",
+            names(&report.interrupted)
+        ));
+    }
+    if !problems.is_empty() {
+        let finished: Vec<&str> = report
+            .results
+            .iter()
+            .chain(&report.earlier)
+            .map(|r| r.dataset.as_str())
+            .collect();
+        let holds = if finished.is_empty() {
+            "it has no finished dataset".to_string()
+        } else {
+            format!("it lists the finished ones ({})", finished.join(", "))
+        };
+        bail!("{}; {BENCH_MD} is written: {holds}", problems.join("; "));
+    }
     if report.results.is_empty() {
         // A mistyped --data-dir skips everything: that is not a benchmark that ran.
         bail!(
             "no dataset ran: every one requested was missing (see the `skipped` lines above for \
              the download commands, or check --data-dir {})",
-            args.data_dir.display()
+            data_dir.display()
         );
     }
     Ok(())
 }
 
-/// An error naming the datasets that failed (after the report of the others was written).
-fn failed_datasets(failed: &[crate::bench_tabular::SkippedDataset]) -> Result<()> {
+/// An error naming the tabular datasets of a reproduction that failed (after its report was
+/// written).
+fn failed_datasets(failed: &[SkippedDataset]) -> Result<()> {
     if failed.is_empty() {
         return Ok(());
     }
     let names: Vec<&str> = failed.iter().map(|k| k.dataset.as_str()).collect();
     bail!(
-        "{} failed (see above); the report covers the others",
+        "tabular: {} failed (see above); the report lists the others",
         names.join(", ")
     )
 }
 
-/// Runs `reproduce`.
+/// Runs `reproduce`. Every argument is checked before `--overwrite` removes anything.
 pub fn reproduce(args: &ReproduceArgs) -> Result<()> {
     let device = parse_device(&args.device)?;
     let mut opts = if args.quick {
@@ -345,10 +387,24 @@ pub fn reproduce(args: &ReproduceArgs) -> Result<()> {
         )
     };
     opts.progress = !args.no_progress;
-    if args.overwrite {
-        remove_reproduction(&args.out)?;
-    }
     opts.resume = args.resume;
+    opts.images.datasets = if args.no_images {
+        Vec::new()
+    } else {
+        parse_image_datasets(&args.image_datasets)?
+    };
+    if let Some(dir) = &args.vae_data_dir {
+        opts.vae.data_dir = dir.clone();
+        opts.vae.fallback_roots = vec![args.data_dir.clone()];
+    }
+    opts.vae.datasets = if args.no_vae {
+        Vec::new()
+    } else {
+        parse_vae_datasets(&args.vae_datasets)?
+    };
+    if args.out.exists() && !args.out.is_dir() {
+        bail!("--out {} is not a folder", args.out.display());
+    }
     // Ctrl-C pauses the run in progress, checkpointed (a second one quits at once).
     opts.interrupt = Some(
         cpflow::cli::Interrupt::install_with_message(
@@ -358,17 +414,10 @@ pub fn reproduce(args: &ReproduceArgs) -> Result<()> {
         )?
         .flag(),
     );
-    opts.images.datasets = if args.no_images {
-        Vec::new()
-    } else {
-        parse_image_datasets(&args.image_datasets)?
-    };
-    opts.vae.data_dir = args.vae_data_dir.clone();
-    opts.vae.datasets = if args.no_vae {
-        Vec::new()
-    } else {
-        parse_vae_datasets(&args.vae_datasets)?
-    };
+    // Only now, with the run sure to start: a typo above must not cost the old reproduction.
+    if args.overwrite {
+        remove_reproduction(&args.out)?;
+    }
     let report = run_reproduce(&opts)?;
     println!(
         "wrote {} ({:.0} s)",
@@ -416,7 +465,8 @@ pub fn download(args: &DownloadArgs) -> Result<()> {
                 );
             }
             Err(e) if names.len() > 1 => {
-                tracing::error!("{name}: {e:#}");
+                // The error names the dataset already.
+                tracing::error!("{e:#}");
                 failed.push(*name);
             }
             Err(e) => return Err(e),
@@ -487,7 +537,7 @@ mod tests {
             panic!()
         };
         assert!(r.quick && !r.no_vae);
-        assert_eq!(r.vae_data_dir, PathBuf::from(DEFAULT_VAE_DATA_DIR));
+        assert_eq!(r.vae_data_dir, None);
         assert_eq!(parse_vae_datasets(&r.vae_datasets).unwrap().len(), 4);
         let cli = Cli::try_parse_from([
             "xtask",
@@ -510,7 +560,7 @@ mod tests {
             parse_image_datasets(&r.image_datasets).unwrap(),
             [cpflow::image::ImageDataset::Mnist]
         );
-        assert_eq!(r.vae_data_dir, PathBuf::from("/v"));
+        assert_eq!(r.vae_data_dir, Some(PathBuf::from("/v")));
         assert!(!r.resume && !r.overwrite);
         let cli = Cli::try_parse_from(["xtask", "reproduce", "--resume"]).unwrap();
         let Command::Reproduce(resumed) = cli.command else {

@@ -6,13 +6,18 @@
 //! * An interrupted transfer (connection closed before `Content-Length` bytes, timeout, 5xx)
 //!   is retried with `Range: bytes=<len(.part)>-`, and so is a later run: the `.part` file
 //!   survives. A server that ignores the range (answers 200) is read from the start again.
-//!   A host that does not resolve or refuses the connection is not retried: the next URL is
-//!   tried at once.
+//!   A host that does not resolve or refuses the connection is not retried, nor is an HTTP
+//!   status that says the file is not there (404, 403, ...): the next URL is tried at once.
 //! * A checksum mismatch deletes the `.part` file (it cannot be resumed into a good file) and
-//!   is an error; it is never retried from another URL.
-//! * When no URL can be reached, the error names every URL and the path to place the file at
-//!   by hand; a file placed there is verified like a downloaded one.
+//!   is an error; it is never retried from another URL. Its message tells a source that
+//!   served other bytes (running again fetches the same: use another source) from a
+//!   download that continued a partial file of an earlier run (running again starts afresh).
+//! * When no URL delivered the file, the error says what each URL did (no answer, an HTTP
+//!   status, a transfer that kept breaking off) and what to do about it: where to place the
+//!   file by hand when offline, another source when a server does not serve it. A file placed
+//!   by hand is verified like a downloaded one.
 
+use std::fmt::{self, Write as _};
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -49,37 +54,86 @@ impl Default for FetchOptions {
     }
 }
 
+/// Why one URL did not deliver the file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum UrlFailure {
+    /// No HTTP answer: the host did not resolve, refused the connection, or the URL cannot be
+    /// sent (malformed).
+    NoAnswer(String),
+    /// The server answered with this HTTP error status (after the retries for 408, 429 and
+    /// 5xx).
+    Status(u16),
+    /// The transfer kept breaking off (after the retries); the bytes received are kept in the
+    /// `.part` file, which the next run continues.
+    BrokeOff(String),
+}
+
+impl fmt::Display for UrlFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            UrlFailure::NoAnswer(e) => write!(f, "no answer ({e})"),
+            UrlFailure::Status(s) => {
+                let reason = ureq::http::StatusCode::from_u16(*s)
+                    .ok()
+                    .and_then(|c| c.canonical_reason());
+                match reason {
+                    Some(r) => write!(f, "the server answered HTTP {s} {r}"),
+                    None => write!(f, "the server answered HTTP {s}"),
+                }
+            }
+            UrlFailure::BrokeOff(e) => write!(f, "the transfer broke off ({e})"),
+        }
+    }
+}
+
+impl UrlFailure {
+    /// A status a later try may not get (rate limits, timeouts, server errors).
+    fn is_transient_status(&self) -> bool {
+        matches!(self, UrlFailure::Status(408 | 429 | 500..=599))
+    }
+}
+
+/// Where the bytes that failed their checksum came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum MismatchOrigin {
+    /// Downloaded from `url` by this run; `continued_part`: the download continued a `.part`
+    /// file that an earlier run left (its bytes may be what differs).
+    Download {
+        /// The URL.
+        url: String,
+        /// Whether an earlier run's partial file is part of the bytes.
+        continued_part: bool,
+    },
+    /// The file that was already at the destination (placed by hand, or an earlier
+    /// download), now moved aside to `moved_to`.
+    OnDisk {
+        /// Where it was moved (kept for inspection).
+        moved_to: PathBuf,
+    },
+}
+
 /// Why a download failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum FetchError {
-    /// No URL could deliver the file (offline, server down, 404, repeated interruptions).
-    #[error(
-        "could not download {} ({})\n  tried: {}\n  last error: {last_error}\n  \
-         If this machine is offline, download {} by hand and place it at {} ({checksum}), \
-         then run the command again.",
-        file_name(dest), checksum, urls.join(", "), urls.first().map_or("the file", String::as_str),
-        dest.display()
-    )]
-    Unreachable {
-        /// URLs tried, in order.
-        urls: Vec<String>,
+    /// No URL delivered the file (offline, a server that answers 404 or keeps failing, a
+    /// transfer that keeps breaking off): what each URL did, and what to do about it.
+    #[error("{}", not_downloaded_message(failures, dest, checksum))]
+    NotDownloaded {
+        /// Each URL tried, in order, with its last failure.
+        failures: Vec<(String, UrlFailure)>,
         /// Where the file belongs.
         dest: PathBuf,
         /// The expected checksum.
         checksum: Checksum,
-        /// The last error seen.
-        last_error: String,
     },
     /// The downloaded (or hand-placed) file does not match its checksum.
-    #[error(
-        "{} from {url}: {mismatch}; it was not kept at {} (a corrupt mirror or an \
-         interrupted write). Run the command again, or place a good copy there by hand",
-        file_name(dest), dest.display()
-    )]
+    #[error("{}", mismatch_message(origin, dest, mismatch))]
     ChecksumMismatch {
-        /// Where the bytes came from ("a file placed by hand" for an existing file).
-        url: String,
+        /// Where the bytes came from.
+        origin: MismatchOrigin,
         /// Where the file belongs.
         dest: PathBuf,
         /// Expected vs computed.
@@ -95,6 +149,128 @@ pub enum FetchError {
         /// The error.
         cause: std::io::Error,
     },
+}
+
+impl FetchError {
+    /// Whether the message advises placing the file by hand: a URL gave no answer (offline?)
+    /// or answered that it does not serve the file.
+    pub fn advises_by_hand(&self) -> bool {
+        match self {
+            FetchError::NotDownloaded { failures, .. } => failures.iter().any(|(_, f)| {
+                matches!(f, UrlFailure::NoAnswer(_))
+                    || matches!(f, UrlFailure::Status(_)) && !f.is_transient_status()
+            }),
+            _ => false,
+        }
+    }
+}
+
+/// The message of [`FetchError::NotDownloaded`]: one line per URL, then the advice that fits
+/// what happened (a server's answer is not "offline").
+fn not_downloaded_message(
+    failures: &[(String, UrlFailure)],
+    dest: &Path,
+    checksum: &Checksum,
+) -> String {
+    let mut s = format!("could not download {} ({checksum})", file_name(dest));
+    if failures.is_empty() {
+        s.push_str(": no URL to try");
+    }
+    for (url, failure) in failures {
+        let _ = write!(s, "\n  {url}: {failure}");
+    }
+    let no_answer: Vec<&str> = failures
+        .iter()
+        .filter(|(_, f)| matches!(f, UrlFailure::NoAnswer(_)))
+        .map(|(u, _)| u.as_str())
+        .collect();
+    let refused: Vec<String> = failures
+        .iter()
+        .filter_map(|(_, f)| match f {
+            UrlFailure::Status(s) if !f.is_transient_status() => Some(format!("HTTP {s}")),
+            _ => None,
+        })
+        .collect();
+    let transient = failures.iter().any(|(_, f)| f.is_transient_status());
+    let broke_off = failures
+        .iter()
+        .any(|(_, f)| matches!(f, UrlFailure::BrokeOff(_)));
+    let by_hand = format!(
+        "place it at {} by hand (it is verified like a download), then run the command again",
+        dest.display()
+    );
+    if !no_answer.is_empty() {
+        let _ = write!(
+            s,
+            "\n  No answer from {}: if this machine is offline, download it on another machine \
+             and {by_hand}.",
+            no_answer.join(" or ")
+        );
+    }
+    if !refused.is_empty() {
+        let _ = write!(
+            s,
+            "\n  The server was reached but does not serve this file at that URL ({}): it may \
+             have moved. Use another source (`--mirror URL`), or get the file elsewhere and \
+             {by_hand}.",
+            refused.join("; ")
+        );
+    }
+    if transient {
+        s.push_str(
+            "\n  The server answered with an error on every attempt: try again later, or use \
+             another source (`--mirror URL`).",
+        );
+    }
+    if broke_off {
+        let _ = write!(
+            s,
+            "\n  The bytes received are kept in {}: running the command again continues the \
+             download where it stopped.",
+            part_path(dest).display()
+        );
+    }
+    s
+}
+
+/// The message of [`FetchError::ChecksumMismatch`]: what running the command again would do
+/// depends on where the bytes came from.
+fn mismatch_message(origin: &MismatchOrigin, dest: &Path, mismatch: &Mismatch) -> String {
+    let file = file_name(dest);
+    match origin {
+        MismatchOrigin::Download {
+            url,
+            continued_part: false,
+        } => format!(
+            "{file} from {url}: {mismatch}. The source served a file that does not match the \
+             published checksum, so nothing was kept at {}; running the command again would \
+             fetch the same bytes. Use another source (`--mirror URL`), or place a good copy \
+             at {} by hand (it is verified like a download); if {url} is the official source, \
+             its file may have changed: please report it",
+            dest.display(),
+            dest.display()
+        ),
+        MismatchOrigin::Download {
+            url,
+            continued_part: true,
+        } => format!(
+            "{file} from {url}: {mismatch}. The download continued a partial file that an \
+             earlier run left, which may be what differs: it was deleted and nothing was kept \
+             at {}, so running the command again downloads the whole file afresh. If that \
+             fails the same way, the source serves other bytes than the published ones: use \
+             another source (`--mirror URL`), or place a good copy at {} by hand",
+            dest.display(),
+            dest.display()
+        ),
+        MismatchOrigin::OnDisk { moved_to } => format!(
+            "{file} at {}: {mismatch}; it was moved to {} (kept for inspection) and nothing \
+             was installed from it. Run the command again to download it, or place a good \
+             copy at {} by hand",
+            dest.display(),
+            moved_to.display(),
+            dest.display()
+        ),
+    }
 }
 
 fn file_name(p: &Path) -> String {
@@ -154,10 +330,12 @@ pub fn agent(opts: &FetchOptions) -> ureq::Agent {
         .into()
 }
 
-/// One attempt's failure: whether trying again (same URL) can help.
+/// One attempt's failure: whether trying again (same URL) can help, or nothing can (a local
+/// file that cannot be written).
 enum Attempt {
-    Retry(String),
-    GiveUpUrl(String),
+    Retry(UrlFailure),
+    GiveUpUrl(UrlFailure),
+    Fatal(FetchError),
 }
 
 /// Downloads `urls` (first that works) to `dest`, verifying `checksum`.
@@ -186,7 +364,9 @@ pub fn fetch(
                 bad.push(".bad");
                 std::fs::rename(dest, &bad).map_err(io_err(dest))?;
                 Err(FetchError::ChecksumMismatch {
-                    url: format!("the file on disk (moved to {})", Path::new(&bad).display()),
+                    origin: MismatchOrigin::OnDisk {
+                        moved_to: PathBuf::from(bad),
+                    },
                     dest: dest.to_path_buf(),
                     mismatch,
                 })
@@ -197,42 +377,55 @@ pub fn fetch(
         std::fs::create_dir_all(parent).map_err(io_err(parent))?;
     }
     let part = part_path(dest);
-    let mut last_error = String::from("no URL given");
+    // Whether the bytes in `.part` include some that an earlier run left (until a transfer
+    // starts the file over).
+    let mut earlier_bytes = std::fs::metadata(&part).is_ok_and(|m| m.len() > 0);
+    let mut failures = Vec::new();
     for url in urls {
         let mut delay = opts.backoff;
+        let mut last = None;
         for attempt in 0..=opts.retries {
             if attempt > 0 {
                 std::thread::sleep(delay);
                 delay = delay.saturating_mul(2);
             }
-            match transfer(agent, url, &part, opts) {
-                Ok(()) => return finish(url, &part, dest, checksum),
+            match transfer(agent, url, &part, opts, &mut earlier_bytes) {
+                Ok(()) => return finish(url, &part, dest, checksum, earlier_bytes),
                 Err(Attempt::Retry(e)) => {
                     tracing::warn!(
                         "{url}: {e} (attempt {} of {})",
                         attempt + 1,
                         opts.retries + 1
                     );
-                    last_error = e;
+                    last = Some(e);
                 }
                 Err(Attempt::GiveUpUrl(e)) => {
                     tracing::warn!("{url}: {e}");
-                    last_error = e;
+                    last = Some(e);
                     break;
                 }
+                Err(Attempt::Fatal(e)) => return Err(e),
             }
         }
+        if let Some(e) = last {
+            failures.push((url.clone(), e));
+        }
     }
-    Err(FetchError::Unreachable {
-        urls: urls.to_vec(),
+    Err(FetchError::NotDownloaded {
+        failures,
         dest: dest.to_path_buf(),
         checksum: checksum.clone(),
-        last_error,
     })
 }
 
 /// Verifies the complete `.part` file and renames it into place.
-fn finish(url: &str, part: &Path, dest: &Path, checksum: &Checksum) -> Result<Fetched, FetchError> {
+fn finish(
+    url: &str,
+    part: &Path,
+    dest: &Path,
+    checksum: &Checksum,
+    continued_part: bool,
+) -> Result<Fetched, FetchError> {
     match verify(part, checksum).map_err(io_err(part))? {
         Ok(verified) => {
             std::fs::rename(part, dest).map_err(io_err(dest))?;
@@ -244,7 +437,10 @@ fn finish(url: &str, part: &Path, dest: &Path, checksum: &Checksum) -> Result<Fe
         Err(mismatch) => {
             let _ = std::fs::remove_file(part);
             Err(FetchError::ChecksumMismatch {
-                url: url.to_string(),
+                origin: MismatchOrigin::Download {
+                    url: url.to_string(),
+                    continued_part,
+                },
                 dest: dest.to_path_buf(),
                 mismatch,
             })
@@ -284,19 +480,20 @@ fn request_error(e: ureq::Error) -> Attempt {
         _ => false,
     };
     if unreachable {
-        Attempt::GiveUpUrl(e.to_string())
+        Attempt::GiveUpUrl(UrlFailure::NoAnswer(e.to_string()))
     } else {
-        Attempt::Retry(e.to_string())
+        Attempt::Retry(UrlFailure::NoAnswer(e.to_string()))
     }
 }
 
 /// One HTTP exchange appending to (or restarting) `part`. `Ok` when the body was read
-/// to its end.
+/// to its end. `earlier_bytes` is cleared when `part` is started over.
 fn transfer(
     agent: &ureq::Agent,
     url: &str,
     part: &Path,
     opts: &FetchOptions,
+    earlier_bytes: &mut bool,
 ) -> Result<(), Attempt> {
     let offset = std::fs::metadata(part).map(|m| m.len()).unwrap_or(0);
     let mut req = agent.get(url);
@@ -318,24 +515,32 @@ fn transfer(
             _ => {
                 // An unexpected range: start over without one.
                 let _ = std::fs::remove_file(part);
-                return Err(Attempt::Retry(
-                    "server sent an unexpected byte range".into(),
-                ));
+                *earlier_bytes = false;
+                return Err(Attempt::Retry(UrlFailure::BrokeOff(
+                    "the server sent an unexpected byte range".into(),
+                )));
             }
         },
         416 => {
             // The .part file is at least as long as the file: let the checksum decide.
             return Ok(());
         }
-        408 | 429 | 500..=599 => return Err(Attempt::Retry(format!("HTTP status {status}"))),
-        _ => return Err(Attempt::GiveUpUrl(format!("HTTP status {status}"))),
+        408 | 429 | 500..=599 => return Err(Attempt::Retry(UrlFailure::Status(status))),
+        _ => return Err(Attempt::GiveUpUrl(UrlFailure::Status(status))),
+    };
+    let cannot_write = |cause| {
+        Attempt::Fatal(FetchError::Io {
+            path: part.to_path_buf(),
+            cause,
+        })
     };
     let mut file = if start == 0 {
+        *earlier_bytes = false;
         File::create(part)
     } else {
         OpenOptions::new().append(true).open(part)
     }
-    .map_err(|e| Attempt::GiveUpUrl(format!("cannot write {}: {e}", part.display())))?;
+    .map_err(cannot_write)?;
 
     let bar = if opts.progress {
         match total {
@@ -363,25 +568,23 @@ fn transfer(
             Err(e) => {
                 let _ = file.flush();
                 bar.abandon();
-                return Err(Attempt::Retry(format!(
-                    "transfer interrupted after {} bytes: {e}",
+                return Err(Attempt::Retry(UrlFailure::BrokeOff(format!(
+                    "after {} bytes: {e}",
                     bar.position()
-                )));
+                ))));
             }
         };
-        file.write_all(&buf[..n])
-            .map_err(|e| Attempt::GiveUpUrl(format!("cannot write {}: {e}", part.display())))?;
+        file.write_all(&buf[..n]).map_err(cannot_write)?;
         bar.inc(n as u64);
     }
-    file.sync_all()
-        .map_err(|e| Attempt::GiveUpUrl(format!("cannot write {}: {e}", part.display())))?;
+    file.sync_all().map_err(cannot_write)?;
     bar.finish_and_clear();
     if let Some(t) = total {
         let got = std::fs::metadata(part).map(|m| m.len()).unwrap_or(0);
         if got < t {
-            return Err(Attempt::Retry(format!(
-                "transfer ended at {got} of {t} bytes"
-            )));
+            return Err(Attempt::Retry(UrlFailure::BrokeOff(format!(
+                "it ended at {got} of {t} bytes"
+            ))));
         }
     }
     Ok(())

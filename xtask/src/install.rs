@@ -2,7 +2,10 @@
 //!
 //! Downloads are cached in `<dir>/.downloads/` (the MAF archive serves three datasets). A
 //! file without a published checksum is accepted with a warning and its sha256 is appended
-//! to `<dir>/.downloads/SHA256SUMS`; later runs verify against that record.
+//! to `<dir>/.downloads/SHA256SUMS`; later runs verify against that record. An archive whose
+//! every member is checked against published sums (BSDS300's images,
+//! [`crate::registry::Extract::verifies_members`]) is verified by that check instead: no
+//! warning, and no sha256 of the archive is recorded.
 //!
 //! Every archive is read to its end before anything is extracted from it. One that cannot be
 //! (truncated, corrupt, or without the expected members) is not kept: a fresh download is
@@ -10,6 +13,7 @@
 //! recorded for it is forgotten, so that the next run downloads it afresh instead of
 //! trusting it again.
 
+use std::fmt::Write as _;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -107,11 +111,23 @@ fn run_step(
 ) -> Result<(), StepError> {
     let a = &step.artifact;
     let cache = cache_dir(&opts.dir).join(&a.cache_name);
+    // An archive whose members are each checked against published sums is verified by its
+    // content: no sha256 of the archive itself is recorded or required (a copy compressed
+    // otherwise holds the same members).
+    let by_members = step.extract.verifies_members();
     let checksum = match (&a.checksum, recorded_sha256(&opts.dir, &a.cache_name)) {
-        (Checksum::Unknown, Some(sha)) => Checksum::Sha256(sha),
+        (Checksum::Unknown, Some(sha)) if !by_members => Checksum::Sha256(sha),
         (c, _) => c.clone(),
     };
-    tracing::info!("{}: {} ({})", a.cache_name, checksum, a.approx_size);
+    if by_members && checksum == Checksum::Unknown {
+        tracing::info!(
+            "{}: each member is checked against its published sha256 ({})",
+            a.cache_name,
+            a.approx_size
+        );
+    } else {
+        tracing::info!("{}: {} ({})", a.cache_name, checksum, a.approx_size);
+    }
     let fetched = fetch(
         agent,
         &a.urls_with(opts.mirror.as_deref()),
@@ -131,7 +147,9 @@ fn run_step(
             &a.cache_name,
         )));
     }
-    if let Verified::Unverified { sha256 } = fetched.verified() {
+    if let Verified::Unverified { sha256 } = fetched.verified()
+        && !by_members
+    {
         tracing::warn!(
             "{}: no published checksum to verify against; computed sha256 {sha256} \
              (recorded in {})",
@@ -208,24 +226,53 @@ fn run_plan(
     })
 }
 
-/// Fetches, verifies and extracts one dataset into `opts.dir`.
+/// Fetches, verifies and extracts one dataset into `opts.dir`. Every error names the
+/// dataset.
 ///
-/// Sources are tried in order while they are unreachable; a checksum mismatch or a bad
-/// archive stops at once.
+/// Sources are tried in order while they do not deliver a file (no answer, an HTTP error, a
+/// transfer that keeps breaking off); a checksum mismatch or a bad archive stops at once.
 pub fn download_dataset(spec: &DatasetSpec, opts: &DownloadOptions) -> Result<Outcome> {
     if !opts.force && is_installed(spec, &opts.dir) {
         return Ok(Outcome::AlreadyInstalled);
     }
-    std::fs::create_dir_all(cache_dir(&opts.dir))
-        .with_context(|| format!("cannot create {}", cache_dir(&opts.dir).display()))?;
+    std::fs::create_dir_all(cache_dir(&opts.dir)).with_context(|| {
+        format!(
+            "{}: cannot create {}",
+            spec.name,
+            cache_dir(&opts.dir).display()
+        )
+    })?;
     let agent = agent(&opts.fetch);
-    let mut unreachable = Vec::new();
-    for plan in &spec.plans {
+    let mut not_delivered = Vec::new();
+    for (k, plan) in spec.plans.iter().enumerate() {
         match run_plan(plan, opts, &agent) {
             Ok(outcome) => return Ok(outcome),
-            Err(StepError::Fetch(e @ FetchError::Unreachable { .. })) => {
-                tracing::warn!("{}: source {} unreachable", spec.name, plan.source);
-                unreachable.push(format!("[{}] {e}", plan.source));
+            Err(StepError::Fetch(e @ FetchError::NotDownloaded { .. })) => {
+                if k + 1 < spec.plans.len() {
+                    tracing::warn!(
+                        "{}: source {} did not deliver its files: trying the next source",
+                        spec.name,
+                        plan.source
+                    );
+                }
+                // Placing files by hand is advised when a URL gave no answer or does not serve
+                // the file: then say how many files the source has.
+                let mut entry = format!("[{}] {e}", plan.source);
+                if e.advises_by_hand() && plan.steps.len() > 1 {
+                    let names: Vec<&str> = plan
+                        .steps
+                        .iter()
+                        .map(|s| s.artifact.cache_name.as_str())
+                        .collect();
+                    let _ = write!(
+                        entry,
+                        "\n  This source has {} files ({}); placed by hand, each goes into {}.",
+                        names.len(),
+                        names.join(", "),
+                        cache_dir(&opts.dir).display()
+                    );
+                }
+                not_delivered.push(entry);
             }
             Err(StepError::Fetch(e)) => {
                 return Err(anyhow!(e).context(format!("downloading {}", spec.name)));
@@ -234,8 +281,8 @@ pub fn download_dataset(spec: &DatasetSpec, opts: &DownloadOptions) -> Result<Ou
         }
     }
     Err(anyhow!(
-        "{}: no source could be reached\n{}",
+        "{}: no source delivered it\n{}",
         spec.name,
-        unreachable.join("\n")
+        not_delivered.join("\n")
     ))
 }

@@ -79,6 +79,14 @@ pub enum Extract {
     },
 }
 
+impl Extract {
+    /// Whether extracting checks every member against published checksums (then the
+    /// archive's own bytes need none: its content is verified).
+    pub fn verifies_members(&self) -> bool {
+        matches!(self, Extract::PlaceVerifyingMembers { .. })
+    }
+}
+
 /// An artifact and what to do with it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Step {
@@ -104,7 +112,7 @@ pub struct DatasetSpec {
     pub name: &'static str,
     /// Files (relative to the data dir) whose presence means the dataset is installed.
     pub outputs: Vec<String>,
-    /// Ways to obtain it, tried in order when a source is unreachable.
+    /// Ways to obtain it, tried in order while a source does not deliver its files.
     pub plans: Vec<Plan>,
 }
 

@@ -19,23 +19,28 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use candle_core::Device;
+use cpflow::checkpoint::write_atomic;
 use cpflow::datasets::TabularDataset;
 use cpflow::ot::{OtConfig, OtReport, ot_table_markdown, run_ot_experiment, write_ot_figures};
 use cpflow::toy::Toy;
+use cpflow::vae::{PosteriorKind, VaeConfig, VaeDatasetName};
 use cpflow::{LrSchedule, PotentialConfig, RunOptions, ToyExperimentConfig};
 use icnn::Icnn3Config;
 use serde::Serialize;
 
 use crate::bench_report::{BENCH_MD, bench_table_markdown};
 use crate::bench_resume::TabularResume;
-use crate::bench_tabular::{BenchReport, BenchTabularOptions, SkippedDataset, run_bench_tabular};
+use crate::bench_tabular::{
+    BenchReport, BenchTabularOptions, SkippedDataset, default_fallback_roots, device_name,
+    run_bench_tabular,
+};
 use crate::reproduce_image::{
     ImagePartOptions, ImagePartReport, ImageRow, ImageSubset, image_quick_config,
     image_reference_config, image_table_markdown, image_tiny_config, run_image_part,
 };
 use crate::reproduce_resume::{ReproduceInterrupt, ReproduceRun, begin_reproduction, kept_or_run};
 use crate::reproduce_vae::{
-    DEFAULT_VAE_DATA_DIR, VaePartOptions, VaePartReport, VaeRow, VaeSubset, run_vae_part,
+    VaePartOptions, VaePartReport, VaeRow, VaeSubset, default_vae_roots, run_vae_part,
     vae_quick_config, vae_reference_config, vae_table_markdown, vae_tiny_config,
 };
 use crate::tabular_config::{ModelOverrides, TabularBenchConfig};
@@ -93,7 +98,7 @@ impl ReproduceOptions {
     /// of `configs/{mnist,cifar10}.toml` (100 epochs on a CUDA device, `minutes` of steps on
     /// the CPU), and the VAE
     /// reference configuration ([`vae_reference_config`]) with `minutes` of training per
-    /// dataset and posterior. VAE data: [`DEFAULT_VAE_DATA_DIR`], then `data_dir`.
+    /// dataset and posterior. VAE data: [`default_vae_roots`], then `data_dir`.
     pub fn full(out: PathBuf, data_dir: PathBuf, device: Device, minutes: f64) -> Self {
         ReproduceOptions {
             preset: "full".into(),
@@ -118,11 +123,7 @@ impl ReproduceOptions {
             },
             vae: VaePartOptions {
                 max_minutes: Some(minutes),
-                ..VaePartOptions::new(
-                    PathBuf::from(DEFAULT_VAE_DATA_DIR),
-                    data_dir,
-                    vae_reference_config,
-                )
+                ..vae_part(&data_dir, vae_reference_config)
             },
             out,
             device,
@@ -150,11 +151,7 @@ impl ReproduceOptions {
             ot_config: ot_quick_config,
             tabular: tabular_options(data_dir.clone(), device.clone(), TabularBenchConfig::quick),
             images: ImagePartOptions::new(image_roots(&data_dir), image_quick_config),
-            vae: VaePartOptions::new(
-                PathBuf::from(DEFAULT_VAE_DATA_DIR),
-                data_dir.clone(),
-                vae_quick_config,
-            ),
+            vae: vae_part(&data_dir, vae_quick_config),
             ..Self::full(out, data_dir, device, 0.0)
         }
     }
@@ -185,11 +182,7 @@ impl ReproduceOptions {
                     train: 100,
                     eval: 50,
                 }),
-                ..VaePartOptions::new(
-                    PathBuf::from(DEFAULT_VAE_DATA_DIR),
-                    data_dir.clone(),
-                    vae_tiny_config,
-                )
+                ..vae_part(&data_dir, vae_tiny_config)
             },
             progress: false,
             ..Self::quick(out, data_dir, device)
@@ -206,15 +199,29 @@ impl BenchTabularOptions {
 }
 
 /// Where the image part looks for MNIST / CIFAR-10: the project's shared data folder (MNIST
-/// is shipped there) found from the repository, as the tabular part finds it, then
-/// [`DEFAULT_VAE_DATA_DIR`] from the working directory, then the run's `--data-dir` (where
-/// `cargo xtask download mnist|cifar10` puts its files). Run from another folder, the
-/// working-directory path alone missed the shared MNIST.
+/// is shipped there) found from the repository, as the tabular part finds it, and
+/// `../shared/data` from the working directory ([`default_fallback_roots`], each folder
+/// once), then the run's `--data-dir` (where `cargo xtask download mnist|cifar10` puts its
+/// files). Run from another folder, the working-directory path alone missed the shared MNIST.
 fn image_roots(data_dir: &Path) -> Vec<PathBuf> {
-    let mut roots = crate::bench_tabular::default_fallback_roots();
-    roots.push(PathBuf::from(DEFAULT_VAE_DATA_DIR));
+    let mut roots = default_fallback_roots();
     roots.push(data_dir.to_path_buf());
     roots
+}
+
+/// The VAE part with `config`: data under the first of [`default_vae_roots`], then the
+/// others, then the run's `data_dir` (`cargo xtask download mnist|omniglot`).
+fn vae_part(
+    data_dir: &Path,
+    config: fn(VaeDatasetName, PosteriorKind, &Path) -> VaeConfig,
+) -> VaePartOptions {
+    let mut roots = default_vae_roots();
+    let first = roots.remove(0);
+    roots.push(data_dir.to_path_buf());
+    VaePartOptions {
+        fallback_roots: roots,
+        ..VaePartOptions::new(first, data_dir.to_path_buf(), config)
+    }
 }
 
 fn tabular_options(
@@ -225,7 +232,7 @@ fn tabular_options(
     BenchTabularOptions {
         datasets: TabularDataset::ALL.to_vec(),
         data_dir,
-        fallback_roots: crate::bench_tabular::default_fallback_roots(),
+        fallback_roots: default_fallback_roots(),
         device,
         budget: None,
         preset,
@@ -397,10 +404,10 @@ pub fn run_reproduce(opts: &ReproduceOptions) -> Result<ReproduceReport> {
         resumed: opts.resume,
     };
     let md = out.join(REPORT_MD);
-    std::fs::write(&md, report_markdown(&report, &opts.device))
+    write_atomic(&md, report_markdown(&report, &opts.device).as_bytes())
         .with_context(|| format!("writing {}", md.display()))?;
     let json = out.join(REPORT_JSON);
-    std::fs::write(&json, serde_json::to_string_pretty(&report)?)
+    write_atomic(&json, serde_json::to_string_pretty(&report)?.as_bytes())
         .with_context(|| format!("writing {}", json.display()))?;
     Ok(report)
 }
@@ -419,9 +426,11 @@ pub fn report_markdown(r: &ReproduceReport, device: &Device) -> String {
     };
     let _ = writeln!(
         s,
-        "Preset `{}` on {device:?}; wall time {:.0} s{sitting}. Generated by `cargo xtask \
+        "Preset `{}` on {}; wall time {:.0} s{sitting}. Generated by `cargo xtask \
          reproduce`.\n",
-        r.preset, r.wall_time_s
+        r.preset,
+        device_name(device),
+        r.wall_time_s
     );
 
     s.push_str("## Fig. 3: 2-D toy densities\n\n");
@@ -487,7 +496,7 @@ pub fn report_markdown(r: &ReproduceReport, device: &Device) -> String {
         BENCH_MD,
         link(&Path::new("tabular").join(BENCH_MD))
     );
-    if r.tabular.results.is_empty() && r.tabular.failed.is_empty() {
+    if r.tabular.results.is_empty() && r.tabular.earlier.is_empty() && r.tabular.failed.is_empty() {
         s.push_str("No tabular dataset was found on disk.\n");
     } else {
         s.push_str(&bench_table_markdown(&r.tabular));
@@ -495,6 +504,12 @@ pub fn report_markdown(r: &ReproduceReport, device: &Device) -> String {
     if !r.tabular.skipped.is_empty() {
         s.push_str("\nSkipped:\n\n");
         for k in &r.tabular.skipped {
+            let _ = writeln!(s, "- {}", k.message);
+        }
+    }
+    if !r.tabular.interrupted.is_empty() {
+        s.push_str("\nInterrupted:\n\n");
+        for k in &r.tabular.interrupted {
             let _ = writeln!(s, "- {}", k.message);
         }
     }
@@ -526,19 +541,50 @@ pub fn report_markdown(r: &ReproduceReport, device: &Device) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::image_roots;
-    use std::path::Path;
+    use super::{ReproduceOptions, image_roots};
+    use candle_core::Device;
+    use std::path::{Path, PathBuf};
+
+    /// The project's shared data folder, as an absolute path without `..`.
+    fn shared() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../shared/data")
+            .canonicalize()
+            .expect("the project's shared data folder")
+    }
 
     /// The shared MNIST is found from the repository, whatever the working directory (the
     /// image part looked only at `../shared/data` from where it was started).
     #[test]
     fn image_roots_find_the_shared_data_from_the_repository() {
-        let shared = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data");
         let roots = image_roots(Path::new("elsewhere"));
-        assert!(roots.contains(&shared), "{roots:?}");
+        assert!(roots.contains(&shared()), "{roots:?}");
         assert_eq!(
             roots.last().map(|p| p.as_path()),
             Some(Path::new("elsewhere"))
         );
+        // Each folder once (run from the repository's root, `../shared/data` is the same).
+        let mut unique = roots.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), roots.len(), "{roots:?}");
+    }
+
+    /// The VAE data (Frey Faces, Caltech 101 Silhouettes: shipped in the shared folder) are
+    /// found from the repository too, like the tabular and image data: the default was
+    /// `../shared/data` from the working directory, so run from elsewhere Table 3 was skipped
+    /// while BSDS300 was found. The run's `--data-dir` is searched last.
+    #[test]
+    fn vae_data_are_found_from_the_repository() {
+        for opts in [
+            ReproduceOptions::quick("o".into(), "d".into(), Device::Cpu),
+            ReproduceOptions::full("o".into(), "d".into(), Device::Cpu, 1.0),
+        ] {
+            assert_eq!(opts.vae.data_dir, shared());
+            assert_eq!(
+                opts.vae.fallback_roots.last().map(|p| p.as_path()),
+                Some(Path::new("d"))
+            );
+        }
     }
 }

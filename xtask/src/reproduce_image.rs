@@ -284,12 +284,13 @@ pub fn run_image_part(
                 data.test.head(s.eval),
             )?;
         }
+        let limit = |v: Option<String>| v.unwrap_or_else(|| "none".to_string());
         tracing::info!(
-            "images {}: training on {} images (limits: epochs {:?}, minutes {:?})",
+            "images {}: training on {} images (limits: epochs {}, minutes {})",
             dataset.name(),
             data.train.len(),
-            cfg.train.epochs,
-            cfg.train.max_minutes
+            limit(cfg.train.epochs.map(|e| e.to_string())),
+            limit(cfg.train.max_minutes.map(|m| m.to_string())),
         );
         let flow_cfg = cfg.flow_config()?;
         let run = ImageRunOptions {

@@ -20,7 +20,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::bench_resume::setting_changes;
-use crate::json_file::{read_json_file, write_json_file};
+use crate::json_file::{REMOVE_TO_RUN_AGAIN, read_json_file, write_json_file};
 
 /// What a reproduction is, in its output directory.
 pub const RUN_FILE: &str = "reproduce-run.json";
@@ -132,8 +132,23 @@ pub fn begin_reproduction(out: &Path, run: &ReproduceRun, resume: bool) -> Resul
             names.join(", ")
         );
     }
+    // What `--resume` needs to know of the reproduction, in words that can restore the file:
+    // it records nothing but the settings this command was given.
+    let recreate = || {
+        format!(
+            "if this command has the settings the reproduction started with, write {} to {} \
+             and run this command again",
+            serde_json::to_string(run).unwrap_or_default(),
+            run_file.display()
+        )
+    };
     if resume {
-        match read_json_file::<ReproduceRun>(&run_file)? {
+        let advice = format!(
+            "it records only the preset, --minutes and --device the reproduction started \
+             with; {}",
+            recreate()
+        );
+        match read_json_file::<ReproduceRun>(&run_file, &advice)? {
             Some(saved) => {
                 let diff = saved.mismatches(run);
                 if !diff.is_empty() {
@@ -150,9 +165,11 @@ pub fn begin_reproduction(out: &Path, run: &ReproduceRun, resume: bool) -> Resul
                 );
             }
             None if !existing.is_empty() => bail!(
-                "--resume: {} holds reproduction files but no {RUN_FILE} (what they were made \
-                 with is unknown): pass --overwrite to start over, or choose another --out",
-                out.display()
+                "--resume: {} holds reproduction files but no {RUN_FILE} (the preset, \
+                 --minutes and --device they were made with): {}; or pass --overwrite (in \
+                 place of --resume) to start over, or choose another --out",
+                out.display(),
+                recreate()
             ),
             None => tracing::info!("--resume: no reproduction in {}: starting", out.display()),
         }
@@ -184,7 +201,7 @@ pub fn kept_result<T: DeserializeOwned>(
     what: &str,
     same_run: impl FnOnce(&T) -> bool,
 ) -> Result<Option<T>> {
-    let Some(saved) = read_json_file::<T>(path)? else {
+    let Some(saved) = read_json_file::<T>(path, REMOVE_TO_RUN_AGAIN)? else {
         return Ok(None);
     };
     if !same_run(&saved) {
@@ -239,8 +256,9 @@ impl ReproduceInterrupt<'_> {
 
     fn message(&self, in_progress: &str) -> String {
         format!(
-            "interrupted: the finished runs are kept in {}{in_progress}; the same command \
-             with --resume continues the reproduction",
+            "interrupted: the finished runs are kept in {}{in_progress}; to continue the \
+             reproduction, run the same command again with --resume (in place of \
+             --overwrite, if it had that)",
             self.out.display()
         )
     }
@@ -295,13 +313,32 @@ mod tests {
             msg.contains(RUN_FILE) && msg.contains("--overwrite"),
             "{msg}"
         );
-        // A corrupt one is named.
-        std::fs::write(out.path().join(RUN_FILE), "{ \"preset\": ").unwrap();
+        // A damaged one is named, and the advice is what restores it (not "remove it",
+        // which leads to the missing file above): the file with this command's settings.
+        let damaged = "{ \"preset\": ";
+        std::fs::write(out.path().join(RUN_FILE), damaged).unwrap();
         let msg = format!(
             "{:#}",
             begin_reproduction(out.path(), &run, true).unwrap_err()
         );
-        assert!(msg.contains(RUN_FILE), "{msg}");
+        assert!(
+            msg.contains(RUN_FILE) && !msg.contains("remove it"),
+            "{msg}"
+        );
+        let line = serde_json::to_string(&run).unwrap();
+        assert!(msg.contains(&line), "{msg}");
+        // Following the advice continues the reproduction.
+        std::fs::write(out.path().join(RUN_FILE), &line).unwrap();
+        begin_reproduction(out.path(), &run, true).unwrap();
+        // So does it for the missing file.
+        std::fs::remove_file(out.path().join(RUN_FILE)).unwrap();
+        let msg = format!(
+            "{:#}",
+            begin_reproduction(out.path(), &run, true).unwrap_err()
+        );
+        assert!(msg.contains(&line), "{msg}");
+        std::fs::write(out.path().join(RUN_FILE), &line).unwrap();
+        begin_reproduction(out.path(), &run, true).unwrap();
 
         remove_reproduction(out.path()).unwrap();
         assert!(existing_reproduction(out.path()).is_empty());
@@ -322,7 +359,18 @@ mod tests {
         assert_eq!(kept, first);
         let rerun = kept_or_run(false, &path, "x", || Ok(vec![3.0f64])).unwrap();
         assert_eq!(rerun, [3.0]);
-        assert_eq!(read_json_file::<Vec<f64>>(&path).unwrap(), Some(vec![3.0]));
+        assert_eq!(
+            read_json_file::<Vec<f64>>(&path, REMOVE_TO_RUN_AGAIN).unwrap(),
+            Some(vec![3.0])
+        );
+        // A damaged saved result: removing it runs that part again.
+        std::fs::write(&path, "[3.").unwrap();
+        let e = format!(
+            "{:#}",
+            kept_result(&path, "x", |_: &Vec<f64>| true).unwrap_err()
+        );
+        assert!(e.contains(REMOVE_TO_RUN_AGAIN), "{e}");
+        std::fs::write(&path, "[3.0]").unwrap();
         // A saved result of another run is an error, not a result.
         let same = kept_result(&path, "x", |v: &Vec<f64>| v == &[3.0]).unwrap();
         assert_eq!(same, Some(vec![3.0]));
@@ -354,6 +402,8 @@ mod tests {
             msg.contains("--resume") && msg.contains("target/r"),
             "{msg}"
         );
+        // `--resume` and `--overwrite` exclude each other: the advice says to swap them.
+        assert!(msg.contains("in place of --overwrite"), "{msg}");
         assert!(!msg.contains("in progress"), "{msg}");
         let explained = format!("{:#}", stop.explain(anyhow::anyhow!("paused at step 3")));
         assert!(

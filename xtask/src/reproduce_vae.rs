@@ -29,9 +29,24 @@ use crate::json_file::write_json_file;
 use crate::reproduce_resume::{ROW_FILE, kept_result};
 pub use crate::reproduce_vae_table::vae_table_markdown;
 
-/// Default `--vae-data-dir`: the project's shared data folder (Frey Faces and Caltech 101
-/// Silhouettes are shipped there, not downloadable), relative to the working directory.
+/// The project's shared data folder (Frey Faces and Caltech 101 Silhouettes are shipped
+/// there, not downloadable) relative to the working directory: the VAE data root when
+/// neither [`default_vae_roots`] finds.
 pub const DEFAULT_VAE_DATA_DIR: &str = "../shared/data";
+
+/// The VAE data roots searched when `--vae-data-dir` is not given: the project's shared data
+/// folder found from the repository (as the tabular part finds it, whatever the working
+/// directory) and `../shared/data` from the working directory, each that exists once
+/// ([`crate::bench_tabular::default_fallback_roots`]); [`DEFAULT_VAE_DATA_DIR`] when neither
+/// exists (the skip message then names it). Never empty.
+pub fn default_vae_roots() -> Vec<PathBuf> {
+    let roots = crate::bench_tabular::default_fallback_roots();
+    if roots.is_empty() {
+        vec![PathBuf::from(DEFAULT_VAE_DATA_DIR)]
+    } else {
+        roots
+    }
+}
 
 /// Both posteriors of Table 3, in the table's order.
 pub const VAE_POSTERIORS: [PosteriorKind; 2] = [PosteriorKind::Gaussian, PosteriorKind::CpFlow];
@@ -50,10 +65,11 @@ pub struct VaeSubset {
 pub struct VaePartOptions {
     /// Datasets to try, in order (empty: the part is skipped, `--no-vae`).
     pub datasets: Vec<VaeDatasetName>,
-    /// The data root searched first (`--vae-data-dir`, default [`DEFAULT_VAE_DATA_DIR`]).
+    /// The data root searched first (`--vae-data-dir`, default the first of
+    /// [`default_vae_roots`]).
     pub data_dir: PathBuf,
-    /// Roots searched next (the run's `--data-dir`, where `cargo xtask download omniglot`
-    /// and `mnist` put their files).
+    /// Roots searched next (the other default roots, then the run's `--data-dir`, where
+    /// `cargo xtask download omniglot` and `mnist` put their files).
     pub fallback_roots: Vec<PathBuf>,
     /// The configuration of a run on a dataset found under a root; `model.posterior` is set
     /// to the posterior afterwards in any case.
@@ -406,6 +422,14 @@ pub fn run_vae_part(opts: &VaePartOptions, out: &Path, progress: bool) -> Result
             write_json_file(&out.join(&rel).join(ROW_FILE), &row)?;
             report.rows.push(row);
         }
+    }
+    if report.rows.is_empty() && !report.skipped.is_empty() {
+        tracing::warn!(
+            "VAE part (Table 3) skipped: none of its datasets was found (see above). Frey Faces \
+             and Caltech 101 Silhouettes are read from --vae-data-dir (default: the project's \
+             shared data folder), MNIST and Omniglot also from --data-dir after `cargo xtask \
+             download mnist|omniglot`"
+        );
     }
     Ok(report)
 }

@@ -26,7 +26,7 @@ fn setup_sentence(c: &VaeConfig) -> String {
         .map_or_else(String::new, |b| format!(" and {b} min"));
     format!(
         "base width {} (paper 32), encoder feature {} (paper 256), z = {} (paper 64), CP-Flow \
-         {} × PICNN({}, {}) (paper 4 × PICNN(64, 5)), encoder/decoder in {:?} (paper F64); at \
+         {} × PICNN({}, {}) (paper 4 × PICNN(64, 5)), encoder/decoder in {} (paper f64); at \
          most {} epochs{budget} per run (paper: up to 2,000, early stopping after 100); \
          importance sampling with K = {}",
         a.channels,
@@ -35,7 +35,7 @@ fn setup_sentence(c: &VaeConfig) -> String {
         m.blocks,
         m.width,
         m.depth,
-        m.network_float,
+        crate::tabular_config::float_name(m.network_float),
         c.train.epochs,
         c.eval.is_samples,
     )

@@ -69,6 +69,31 @@ impl TabularArch {
     }
 }
 
+/// A float type in words: `f32` or `f64`.
+pub fn float_name(float: FloatType) -> &'static str {
+    match float {
+        FloatType::F32 => "f32",
+        FloatType::F64 => "f64",
+    }
+}
+
+/// Parses a count of at least 1 (`--val-every`, `--test-rows`, `--blocks`, ...), with an
+/// error in words (clap's range check printed `0 is not in 1..18446744073709551615`).
+///
+/// ```
+/// use xtask::tabular_config::parse_count;
+/// assert_eq!(parse_count("500"), Ok(500));
+/// assert_eq!(parse_count("0").unwrap_err(), "must be at least 1");
+/// assert!(parse_count("-1").unwrap_err().contains("whole number"));
+/// ```
+pub fn parse_count(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(0) => Err("must be at least 1".to_string()),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!("{s:?} is not a whole number of at least 1")),
+    }
+}
+
 /// Changes to a preset's model, one per grid axis of the paper's search (blocks, ICNN width
 /// and depth) plus the architecture; `None` keeps the preset's value.
 ///
@@ -91,13 +116,13 @@ pub struct ModelOverrides {
     #[arg(long, value_enum)]
     pub arch: Option<TabularArch>,
     /// Number of CP-Flow blocks (default: the preset's, 1).
-    #[arg(long, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    #[arg(long, value_parser = parse_count)]
     pub blocks: Option<usize>,
     /// ICNN width (default: the preset's, 64; even for icnn3).
-    #[arg(long, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    #[arg(long, value_parser = parse_count)]
     pub width: Option<usize>,
     /// ICNN depth (default: the preset's, 10).
-    #[arg(long, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    #[arg(long, value_parser = parse_count)]
     pub depth: Option<usize>,
 }
 
@@ -298,20 +323,23 @@ impl TabularBenchConfig {
             CgPreconditioner::None => "",
             CgPreconditioner::MeanHessian => " (mean-Hessian preconditioner)",
         };
+        let early = match self.early_stopping {
+            Some(n) => format!("early stopping after {n} validations without improvement"),
+            None => "no early stopping".to_string(),
+        };
         format!(
-            "{} block(s) {} width {} depth {}, {:?}, batch {}, Adam lr {} wd {}, CG atol {}{pre}, \
-             val every {} ({est}), early stopping {:?}",
+            "{} block(s) {} width {} depth {}, {}, batch {}, Adam lr {} wd {}, CG atol {}{pre}, \
+             val every {} ({est}), {early}",
             self.blocks,
             self.arch.name(),
             self.width,
             self.depth,
-            self.float,
+            float_name(self.float),
             self.batch_size,
             self.lr,
             self.weight_decay,
             self.cg_atol,
             self.val_every,
-            self.early_stopping
         )
     }
 }
@@ -395,6 +423,26 @@ mod tests {
         c.width = 63;
         let err = build(&c).unwrap_err().to_string();
         assert!(err.contains("even width"), "{err}");
+    }
+
+    /// The report's one-line description is in words, not Rust's `Debug` (`F32`,
+    /// `Some(20)`).
+    #[test]
+    fn summary_is_in_words() {
+        let mut c = TabularBenchConfig::paper(TabularDataset::Bsds300);
+        let s = c.summary();
+        assert!(
+            s.contains(", f32,")
+                && s.ends_with("early stopping after 20 validations without improvement"),
+            "{s}"
+        );
+        assert!(!s.contains("Some") && !s.contains("F32"), "{s}");
+        c.early_stopping = None;
+        assert!(
+            c.summary().ends_with("no early stopping"),
+            "{}",
+            c.summary()
+        );
     }
 
     #[test]

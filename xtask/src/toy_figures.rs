@@ -157,10 +157,12 @@ pub fn run_toy_figure(
     let xs = tensor_to_points(&inv.x)?;
     scatter_png(dir.join(&files[2]), &xs, window, 1, plot.size)?;
 
+    let entropy = rep
+        .data_entropy
+        .map_or_else(|| "unknown".to_string(), |e| format!("{e:.3}"));
     tracing::info!(
-        "toy {name}: test NLL {:.3} (data entropy {:?}) in {:.0} s",
+        "toy {name}: test NLL {:.3} (data entropy {entropy}) in {:.0} s",
         rep.test_nll,
-        rep.data_entropy,
         rep.train_time_s
     );
     Ok(ToyFigureResult {

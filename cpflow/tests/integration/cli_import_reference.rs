@@ -46,6 +46,64 @@ fn write_state_dict(path: &Path, sd: &HashMap<String, Tensor>) {
     candle_core::safetensors::save(sd, path).unwrap();
 }
 
+/// The fixture file itself records the reference's activation flags in its metadata: a
+/// config with another activation or zero shift is refused naming the key (the weights alone
+/// cannot tell; it imported and scored other log-densities); the right config imports.
+#[test]
+fn recorded_activation_flags_must_match_the_config() {
+    let dir = temp_dir("import-reference-flags");
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    let w = fixture_file();
+    for (from, to, key) in [
+        (
+            "activation = \"softplus\"",
+            "activation = \"gaussian_softplus\"",
+            "model.activation",
+        ),
+        (
+            "zero_shift = false",
+            "zero_shift = true",
+            "model.zero_shift",
+        ),
+    ] {
+        let cfg = dir.join("wrong.toml");
+        std::fs::write(&cfg, CONFIG.replace(from, to)).unwrap();
+        let out = dir.join("wrong");
+        let args = [
+            "import-reference",
+            "--state-dict",
+            &s(&w),
+            "--prefix",
+            "model.",
+            "--config",
+            &s(&cfg),
+            "--out",
+            &s(&out),
+        ];
+        let e = cpflow_fails(&args);
+        assert!(
+            e.contains(key) && e.contains("records how its weights were trained"),
+            "{e}"
+        );
+        assert!(!out.exists());
+    }
+    let cfg = dir.join("right.toml");
+    std::fs::write(&cfg, CONFIG).unwrap();
+    let out = dir.join("right");
+    cpflow(&[
+        "import-reference",
+        "--state-dict",
+        &s(&w),
+        "--prefix",
+        "model.",
+        "--config",
+        &s(&cfg),
+        "--out",
+        &s(&out),
+    ]);
+    assert!(out.join("model.safetensors").is_file());
+}
+
 #[test]
 fn imported_reference_model_gives_the_reference_log_densities() {
     let dir = temp_dir("import-reference");

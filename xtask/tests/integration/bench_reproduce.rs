@@ -12,8 +12,9 @@ use std::time::Duration;
 use cpflow::datasets::{Matrix, TabularDataset, find_images_archive, layout, write_npy_f64};
 use cpflow::vae::{FREY_FACES_FILE, VaeDatasetName};
 use xtask::bench_report::{BENCH_JSON, BENCH_MD};
-use xtask::bench_resume::TabularResume;
+use xtask::bench_resume::{RESULT_FILE, TabularResume};
 use xtask::bench_tabular::{default_fallback_roots, locate_dataset, run_bench_tabular};
+use xtask::cli::bench_outcome;
 use xtask::reproduce::{REPORT_MD, run_reproduce};
 
 use crate::tabular_fixtures::{tiny_options, tiny_reproduction, write_synthetic_miniboone};
@@ -164,6 +165,152 @@ fn a_failing_dataset_does_not_lose_the_others() {
         serde_json::from_str(&std::fs::read_to_string(out.path().join(BENCH_JSON)).unwrap())
             .unwrap();
     assert_eq!(json["failed"][0]["dataset"], "power");
+}
+
+/// `bench-tabular.{md,json}` never drops a finished dataset: a later run into the same
+/// folder of a dataset that is not on disk, a resume refused for its settings, or an
+/// interrupted run rewrites the report with the earlier results still listed (marked as
+/// such, from their `<dataset>/result.json`); they were replaced by an empty table. An
+/// interrupt pauses the dataset in training (not a failure), and a dataset after it that is
+/// not on disk is reported as not found.
+#[test]
+fn the_report_keeps_the_rows_of_earlier_runs() {
+    let data = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    write_synthetic_miniboone(data.path());
+    let mut opts = tiny_options(data.path(), out.path(), vec![TabularDataset::Miniboone]);
+    let first = run_bench_tabular(&opts).unwrap().results.remove(0);
+    let row = "| miniboone (earlier run) | 43 |";
+    let md = || std::fs::read_to_string(out.path().join(BENCH_MD)).unwrap();
+    let json = || -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(out.path().join(BENCH_JSON)).unwrap())
+            .unwrap()
+    };
+
+    // A dataset that is not on disk: nothing ran, the earlier row stays.
+    opts.datasets = vec![TabularDataset::Power];
+    let missing = run_bench_tabular(&opts).unwrap();
+    assert!(missing.results.is_empty());
+    assert_eq!(missing.earlier, std::slice::from_ref(&first));
+    let text = md();
+    assert!(
+        text.contains(row) && text.contains("cargo xtask download power"),
+        "{text}"
+    );
+    assert!(text.contains("miniboone** (earlier run)"), "{text}");
+    assert_eq!(json()["earlier"][0]["dataset"], "miniboone");
+    let e = format!("{:#}", bench_outcome(&missing, data.path()).unwrap_err());
+    assert!(e.contains("no dataset ran"), "{e}");
+
+    // A resume with another model is refused (a failure); the row stays.
+    opts.datasets = vec![TabularDataset::Miniboone];
+    opts.resume = TabularResume::Extend;
+    opts.model.blocks = Some(2);
+    let refused = run_bench_tabular(&opts).unwrap();
+    assert!(refused.results.is_empty());
+    assert!(
+        refused.failed[0]
+            .message
+            .contains("blocks (--blocks): 1 → 2"),
+        "{:?}",
+        refused.failed
+    );
+    assert_eq!(refused.earlier, std::slice::from_ref(&first));
+    assert!(md().contains(row), "{}", md());
+    let e = format!("{:#}", bench_outcome(&refused, data.path()).unwrap_err());
+    assert!(
+        e.contains("miniboone failed") && e.contains("lists the finished ones (miniboone)"),
+        "{e}"
+    );
+
+    // Interrupted: the dataset in training pauses, checkpointed, and is listed as such; POWER
+    // (not on disk) is not found, not "not started"; another dataset's earlier result (here
+    // MINIBOONE's, filed as GAS's) stays in the report. MINIBOONE itself started over, so
+    // its old result no longer describes its run and is gone.
+    let mut gas: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(out.path().join("miniboone").join(RESULT_FILE)).unwrap(),
+    )
+    .unwrap();
+    gas["dataset"] = "gas".into();
+    std::fs::create_dir_all(out.path().join("gas")).unwrap();
+    std::fs::write(
+        out.path().join("gas").join(RESULT_FILE),
+        serde_json::to_string(&gas).unwrap(),
+    )
+    .unwrap();
+    opts.model.blocks = None;
+    opts.resume = TabularResume::Start;
+    // BSDS300 (on disk in the shared data) is found but not started.
+    opts.datasets = vec![
+        TabularDataset::Miniboone,
+        TabularDataset::Power,
+        TabularDataset::Bsds300,
+    ];
+    opts.fallback_roots = default_fallback_roots();
+    let bsds300_on_disk = opts
+        .fallback_roots
+        .iter()
+        .any(|r| find_images_archive(r).is_some());
+    opts.interrupt = Some(Arc::new(AtomicBool::new(true)));
+    let paused = run_bench_tabular(&opts).unwrap();
+    if bsds300_on_disk {
+        assert_eq!(
+            paused.skipped[1].message,
+            "bsds300: not started (the run was interrupted before it)"
+        );
+    }
+    assert!(
+        paused.results.is_empty() && paused.failed.is_empty(),
+        "{paused:?}"
+    );
+    assert_eq!(paused.interrupted.len(), 1);
+    assert_eq!(paused.interrupted[0].dataset, "miniboone");
+    assert!(
+        paused.skipped[0]
+            .message
+            .contains("cargo xtask download power"),
+        "{:?}",
+        paused.skipped
+    );
+    assert_eq!(paused.earlier.len(), 1);
+    assert_eq!(paused.earlier[0].dataset, "gas");
+    let text = md();
+    assert!(
+        text.contains("| gas (earlier run) |")
+            && text.contains("## Interrupted")
+            && !text.contains("## Failed"),
+        "{text}"
+    );
+    let e = format!("{:#}", bench_outcome(&paused, data.path()).unwrap_err());
+    assert!(
+        e.contains("miniboone interrupted")
+            && e.contains("--resume (in place of --overwrite")
+            && e.contains("lists the finished ones (gas)")
+            && !e.contains("failed"),
+        "{e}"
+    );
+}
+
+/// The report says what its validation NLL is: an SLQ estimate on the validation rows, the
+/// lowest of the run's validations (it read like a score next to the exact test NLL).
+#[test]
+fn the_validation_nll_is_labelled_as_an_estimate() {
+    let data = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    write_synthetic_miniboone(data.path());
+    let opts = tiny_options(data.path(), out.path(), vec![TabularDataset::Miniboone]);
+    let report = run_bench_tabular(&opts).unwrap();
+    let r = &report.results[0];
+    let md = std::fs::read_to_string(out.path().join(BENCH_MD)).unwrap();
+    let v = format!(
+        "lowest validation NLL {:.3}, an estimate: stochastic Lanczos quadrature (1 probe(s), \
+         10 steps) of the log-det on the {} validation rows",
+        r.fit.best_val_nll.unwrap(),
+        r.n_val
+    );
+    assert!(md.contains(&v), "{v} not in\n{md}");
+    assert!(md.contains("Device: cpu."), "{md}");
+    assert!(!md.contains("Some(") && !md.contains("Cpu"), "{md}");
 }
 
 #[test]
@@ -473,8 +620,9 @@ fn a_resumed_run_ends_where_the_uninterrupted_one_does() {
     let msg = &report.failed[0].message;
     assert!(msg.contains("width (--width): 8 → 9"), "{msg}");
 
-    // An interrupt (Ctrl-C) pauses the run after its first step, checkpointed, and the
-    // datasets after it do not start; the resumed run again ends where the whole one does.
+    // An interrupt (Ctrl-C) pauses the run after its first step, checkpointed (not a
+    // failure), and the datasets after it do not start (one not on disk is not found); the
+    // resumed run again ends where the whole one does.
     let out = tempfile::tempdir().unwrap();
     let flag = Arc::new(AtomicBool::new(true));
     let mut opts = tiny_options(
@@ -485,12 +633,17 @@ fn a_resumed_run_ends_where_the_uninterrupted_one_does() {
     opts.interrupt = Some(flag.clone());
     let paused = run_bench_tabular(&opts).unwrap();
     assert!(paused.results.is_empty());
-    let msg = &paused.failed[0].message;
+    assert!(paused.failed.is_empty(), "{:?}", paused.failed);
+    let msg = &paused.interrupted[0].message;
     assert!(
         msg.contains("interrupted at iteration 1") && msg.contains("--resume"),
         "{msg}"
     );
-    assert!(paused.skipped[0].message.contains("not started"));
+    let power = &paused.skipped[0].message;
+    assert!(
+        power.contains("cargo xtask download power") && !power.contains("not started"),
+        "{power}"
+    );
     flag.store(false, Ordering::Relaxed);
     opts.resume = TabularResume::Extend;
     opts.datasets = vec![TabularDataset::Miniboone];

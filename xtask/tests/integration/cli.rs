@@ -273,7 +273,11 @@ fn hepmass_falls_back_to_uci_and_gas_comes_from_the_uci_zip() {
     let dir = tempdir();
     let out = download("hepmass", dir.path(), &srv.base);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(stderr(&out).contains("unreachable"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("did not deliver its files: trying the next source"),
+        "{}",
+        stderr(&out)
+    );
     let got = std::fs::read_to_string(dir.path().join("hepmass/1000_train.csv")).unwrap();
     assert_eq!(got, train);
 
@@ -343,6 +347,16 @@ fn bsds300_images_are_checked_one_by_one() {
         "{}",
         stderr(&out)
     );
+    // Every image is checked against its sha256: no "unverified" warning for the archive,
+    // and no trust-on-first-use record of its bytes.
+    let err = stderr(&out);
+    assert!(
+        !err.contains("no published checksum") && !err.contains("WARN"),
+        "{err}"
+    );
+    let recorded =
+        std::fs::read_to_string(dir.path().join(".downloads/SHA256SUMS")).unwrap_or_default();
+    assert!(!recorded.contains("BSDS300"), "{recorded}");
     assert_eq!(
         std::fs::read(dir.path().join("bsds300/BSDS300-images.tgz")).unwrap(),
         real
@@ -498,5 +512,101 @@ fn bench_tabular_skips_a_missing_dataset_with_the_download_command_and_fails_if_
         for flag in flags {
             assert!(text.contains(flag), "{cmd}: {flag} missing from\n{text}");
         }
+    }
+}
+
+/// A mirror that answers 404 was reached: the error names the status and advises another
+/// source, not "offline" or a download by hand of the 404 URL. `download all` names each
+/// dataset once per error line (it printed `ERROR power: power: ...`).
+#[test]
+fn an_http_404_is_reported_as_such() {
+    let srv = TestServer::start(HashMap::new());
+    let dir = tempdir();
+    let out = download("mnist", dir.path(), &srv.base);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("mnist: no source delivered it")
+            && err.contains("HTTP 404 Not Found")
+            && err.contains("--mirror"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("offline") && !err.contains("could be reached"),
+        "{err}"
+    );
+    // MNIST has four files: the message says so.
+    assert!(err.contains("This source has 4 files"), "{err}");
+
+    let out = download("all", dir.path(), &srv.base);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("failed to install: power, gas"), "{err}");
+    for name in ["power", "gas", "hepmass", "omniglot"] {
+        assert!(!err.contains(&format!("{name}: {name}:")), "{err}");
+        assert!(
+            err.contains(&format!("{name}: no source delivered it")),
+            "{err}"
+        );
+    }
+}
+
+/// `reproduce --overwrite` removes the old reproduction only once every argument is valid: a
+/// typo in `--vae-datasets` or `--image-datasets` emptied `--out` before it was rejected.
+#[test]
+fn reproduce_overwrite_checks_its_arguments_before_removing_anything() {
+    let out = tempdir();
+    for d in ["toys", "tabular"] {
+        std::fs::create_dir_all(out.path().join(d)).unwrap();
+    }
+    std::fs::write(out.path().join("report.md"), "# earlier").unwrap();
+    std::fs::write(
+        out.path().join("reproduce-run.json"),
+        r#"{"preset":"quick","minutes":null,"device":"cpu"}"#,
+    )
+    .unwrap();
+    for bad in [
+        ["--vae-datasets", "bogus"],
+        ["--image-datasets", "imagenet"],
+        ["--device", "tpu"],
+    ] {
+        let mut args = vec![
+            "reproduce",
+            "--quick",
+            "--overwrite",
+            "--no-progress",
+            "--out",
+            out.path().to_str().unwrap(),
+        ];
+        args.extend(bad);
+        let res = xtask(&args);
+        assert!(!res.status.success(), "{bad:?}");
+        assert!(
+            stderr(&res).contains("unknown"),
+            "{bad:?}: {}",
+            stderr(&res)
+        );
+        for kept in ["toys", "tabular", "report.md", "reproduce-run.json"] {
+            assert!(
+                out.path().join(kept).exists(),
+                "{bad:?} removed {kept}: {}",
+                stderr(&res)
+            );
+        }
+    }
+}
+
+/// Counts below 1 are refused in words (clap's range check printed
+/// `0 is not in 1..18446744073709551615`).
+#[test]
+fn a_zero_count_is_refused_in_words() {
+    for flag in ["--val-every", "--test-rows", "--blocks"] {
+        let res = xtask(&["bench-tabular", flag, "0"]);
+        assert!(!res.status.success());
+        let err = stderr(&res);
+        assert!(
+            err.contains("must be at least 1") && !err.contains("18446744073709551615"),
+            "{flag}: {err}"
+        );
     }
 }

@@ -78,7 +78,18 @@ fn checksum_mismatch_keeps_nothing() {
     )
     .unwrap_err();
     assert!(matches!(err, FetchError::ChecksumMismatch { .. }), "{err}");
-    assert!(err.to_string().contains("checksum mismatch"), "{err}");
+    let msg = err.to_string();
+    assert!(msg.contains("checksum mismatch"), "{msg}");
+    // Running again would fetch the same bytes: the advice is another source or a copy by
+    // hand, not "run the command again".
+    assert!(
+        msg.contains("does not match the published checksum")
+            && msg.contains("--mirror")
+            && msg.contains("by hand")
+            && msg.contains("would fetch the same bytes"),
+        "{msg}"
+    );
+    assert!(!msg.contains("Run the command again"), "{msg}");
     assert!(!dest.exists() && !part_path(&dest).exists());
     // Not retried: one request only.
     assert_eq!(srv.requests().len(), 1);
@@ -119,7 +130,15 @@ fn interrupted_download_resumes_on_the_next_run() {
     let sum = Checksum::sha256(&sha256_bytes(&body));
     let url = format!("{}/f.bin", srv.base);
     let err = fetch(&agent(&o), std::slice::from_ref(&url), &dest, &sum, &o).unwrap_err();
-    assert!(matches!(err, FetchError::Unreachable { .. }), "{err}");
+    assert!(matches!(err, FetchError::NotDownloaded { .. }), "{err}");
+    // The transfer broke off: not "offline", and the next run continues it.
+    let msg = err.to_string();
+    assert!(
+        msg.contains("broke off")
+            && msg.contains(&part_path(&dest).display().to_string())
+            && !msg.contains("offline"),
+        "{msg}"
+    );
     // The partial bytes are kept under the .part name only.
     assert!(!dest.exists());
     assert_eq!(std::fs::metadata(part_path(&dest)).unwrap().len(), 123_456);
@@ -204,11 +223,52 @@ fn falls_back_to_the_next_url_and_reports_unreachable_sources() {
     let dest2 = dir.path().join("data.tar.gz");
     let err = fetch(&agent(&o), std::slice::from_ref(&url), &dest2, &sum, &o).unwrap_err();
     let msg = err.to_string();
-    assert!(matches!(err, FetchError::Unreachable { .. }), "{msg}");
+    assert!(matches!(err, FetchError::NotDownloaded { .. }), "{msg}");
     assert!(msg.contains(&url), "{msg}");
     assert!(msg.contains(&dest2.display().to_string()), "{msg}");
-    assert!(msg.contains("by hand"), "{msg}");
+    assert!(msg.contains("by hand") && msg.contains("offline"), "{msg}");
     assert!(msg.contains(&sha256_bytes(&body)), "{msg}");
+}
+
+/// A server that answers 404 was reached: the error says what it answered and advises
+/// another source, not "offline" and not to download the missing URL by hand. A 500 is
+/// retried, then reported as the server's error.
+#[test]
+fn an_http_error_is_not_reported_as_offline() {
+    let srv = server("/broken.bin", Route::failing(500));
+    let dir = tempdir();
+    let dest = dir.path().join("f.bin");
+    let o = opts(2);
+    let sum = Checksum::sha256(&sha256_bytes(b"x"));
+    let missing = format!("{}/missing.bin", srv.base);
+    let err = fetch(&agent(&o), std::slice::from_ref(&missing), &dest, &sum, &o).unwrap_err();
+    assert!(matches!(err, FetchError::NotDownloaded { .. }), "{err}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains(&format!(
+            "{missing}: the server answered HTTP 404 Not Found"
+        )) && msg.contains("--mirror"),
+        "{msg}"
+    );
+    assert!(
+        !msg.contains("offline") && !msg.contains("No answer"),
+        "{msg}"
+    );
+
+    let broken = format!("{}/broken.bin", srv.base);
+    let err = fetch(&agent(&o), std::slice::from_ref(&broken), &dest, &sum, &o).unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains("HTTP 500") && msg.contains("try again later") && !msg.contains("offline"),
+        "{msg}"
+    );
+    // Retried: one request and two more.
+    let tries = srv
+        .requests()
+        .iter()
+        .filter(|s| s.path == "/broken.bin")
+        .count();
+    assert_eq!(tries, 3);
 }
 
 #[test]
@@ -227,6 +287,11 @@ fn a_bad_file_on_disk_is_moved_aside_not_trusted() {
     )
     .unwrap_err();
     assert!(matches!(err, FetchError::ChecksumMismatch { .. }), "{err}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("f.bin.bad") && msg.contains("Run the command again to download it"),
+        "{msg}"
+    );
     assert!(!dest.exists());
     assert_eq!(
         std::fs::read(dir.path().join("f.bin.bad")).unwrap(),
@@ -247,6 +312,8 @@ fn a_stale_part_longer_than_the_file_is_discarded() {
     // 416 for the stale range: the .part fails its checksum and is deleted...
     let err = fetch(&agent(&o), std::slice::from_ref(&url), &dest, &sum, &o).unwrap_err();
     assert!(matches!(err, FetchError::ChecksumMismatch { .. }), "{err}");
+    // The earlier run's partial file may be what differs: here running again does help.
+    assert!(err.to_string().contains("afresh"), "{err}");
     assert!(!part_path(&dest).exists());
     // ...so the next run downloads it afresh.
     fetch(&agent(&o), &[url], &dest, &sum, &o).unwrap();
@@ -298,6 +365,6 @@ fn unreachable_without_waiting(urls: &[String]) {
         &o,
     )
     .unwrap_err();
-    assert!(matches!(err, FetchError::Unreachable { .. }), "{err}");
+    assert!(matches!(err, FetchError::NotDownloaded { .. }), "{err}");
     assert!(t.elapsed().as_secs() < 30, "took {:?}: {err}", t.elapsed());
 }

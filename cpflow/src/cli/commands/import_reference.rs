@@ -25,10 +25,11 @@ use std::path::{Path, PathBuf};
 
 use crate::cli::data::DataSource;
 use crate::cli::model_file::{ModelKind, kind_of_metadata};
-use crate::cli::run_config::{Overrides, is_image_config, resolve};
+use crate::cli::run_config::{ModelSection, Overrides, is_image_config, resolve};
 use crate::cli::run_dir::{
     TRAIN_RUN, absolute_run_config, check_new_run, remove_old_run, write_config,
 };
+use icnn::ActivationKind;
 
 /// `cpflow import-reference`.
 #[derive(Args, Debug)]
@@ -110,6 +111,7 @@ pub fn import_reference(a: ImportReferenceArgs) -> Result<()> {
     };
     let cfg = resolve(Some(&a.config), &ov)?;
     let state_dict = read_state_dict(&a.state_dict, a.prefix.as_deref())?;
+    check_recorded_activation(&a.state_dict, &a.config, &cfg.model)?;
     let dim = match a.dim {
         Some(d) => d,
         None => infer_dim(&state_dict)?,
@@ -158,6 +160,66 @@ pub fn import_reference(a: ImportReferenceArgs) -> Result<()> {
         a.state_dict.display(),
         model.display()
     );
+    Ok(())
+}
+
+/// The activation settings of the reference's command line, when the state_dict's metadata
+/// records them (`softplus_type`, `zero_softplus`, `symm_act_first`: the fixtures' export
+/// script writes them; `safetensors.torch.save_file` writes none), against the config's
+/// `[model]`: a difference is refused. The weights alone cannot tell: with another
+/// activation the import succeeded and the model scored other log-densities.
+fn check_recorded_activation(path: &Path, config: &Path, model: &ModelSection) -> Result<()> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let Ok((_, header)) = safetensors::SafeTensors::read_metadata(&bytes) else {
+        return Ok(());
+    };
+    let Some(meta) = header.metadata().as_ref() else {
+        return Ok(());
+    };
+    let flag = |v: &str| match v {
+        "1" | "true" | "True" => Some(true),
+        "0" | "false" | "False" => Some(false),
+        _ => None,
+    };
+    let mut differences = Vec::new();
+    if let Some(kind) = meta.get("softplus_type") {
+        let recorded = match kind.as_str() {
+            "softplus" => Some(ActivationKind::Softplus),
+            "gaussian_softplus" => Some(ActivationKind::GaussianSoftplus),
+            _ => None,
+        };
+        if let Some(r) = recorded.filter(|r| *r != model.activation) {
+            differences.push(format!(
+                "model.activation = {:?} in the config, the weights were trained with \
+                 softplus_type = {kind} ({r:?})",
+                model.activation
+            ));
+        }
+    }
+    for (key, ours, name) in [
+        ("zero_softplus", model.zero_shift, "model.zero_shift"),
+        (
+            "symm_act_first",
+            model.symm_act_first,
+            "model.symm_act_first",
+        ),
+    ] {
+        if let Some(r) = meta.get(key).and_then(|v| flag(v)).filter(|r| *r != ours) {
+            differences.push(format!(
+                "{name} = {ours} in the config, the weights were trained with {key} = {}",
+                u8::from(r)
+            ));
+        }
+    }
+    if !differences.is_empty() {
+        bail!(
+            "{} records how its weights were trained, and {} differs: {}. Set the config's \
+             [model] as the reference model was run",
+            path.display(),
+            config.display(),
+            differences.join("; ")
+        );
+    }
     Ok(())
 }
 

@@ -29,13 +29,27 @@ fn with_dim(p: &PotentialConfig, dim: usize) -> Result<PotentialConfig> {
         PotentialConfig::Icnn2(c) => c.dim = dim,
         PotentialConfig::Icnn3(c) => c.dim = dim,
         PotentialConfig::DenseIcnn2(c) => c.dim = dim,
-        PotentialConfig::Picnn(c) => c.dim = dim,
-        _ => bail!(
-            "the OT experiment needs a dense potential (icnn, icnn2, icnn3, dense_icnn2), not a \
-             convolutional one"
+        PotentialConfig::Picnn(_) => bail!(
+            "the OT experiment fits an unconditional flow: picnn is a conditional potential \
+             (it needs a context for every point); use icnn, icnn2, icnn3 or dense_icnn2"
+        ),
+        other => bail!(
+            "the OT experiment needs a dense potential (icnn, icnn2, icnn3, dense_icnn2), not \
+             {}",
+            potential_words(other)
         ),
     }
     Ok(p)
+}
+
+/// What a potential the OT experiment cannot use is, in words.
+fn potential_words(p: &PotentialConfig) -> &'static str {
+    match p {
+        PotentialConfig::ConvIcnn(_)
+        | PotentialConfig::ConvIcnn2(_)
+        | PotentialConfig::ConvIcnn3(_) => "a convolutional one",
+        _ => "a custom one (its input size is its builder's: the experiment sets `dim` per run)",
+    }
 }
 
 /// The first key of `file` (depth first) that the configuration does not have: `resolved`
@@ -339,6 +353,26 @@ mod tests {
 
     /// A schedule or potential of another variant replaces the reference's; one of the same
     /// variant is merged into it.
+    /// A conditional potential is refused as such (it passed as "dense" and failed later
+    /// with "pass a context tensor"); dense ones get the run's dimension.
+    #[test]
+    fn with_dim_sets_dense_potentials_and_refuses_a_conditional_one() {
+        let picnn = PotentialConfig::Picnn(icnn::PicnnConfig {
+            dim: 2,
+            context_dim: 3,
+            width: 4,
+            depth: 1,
+            ..Default::default()
+        });
+        let e = with_dim(&picnn, 5).unwrap_err().to_string();
+        assert!(e.contains("picnn is a conditional potential"), "{e}");
+        let dense = PotentialConfig::Icnn3(icnn::Icnn3Config {
+            dim: 2,
+            ..Default::default()
+        });
+        assert_eq!(with_dim(&dense, 5).unwrap().dim(), 5);
+    }
+
     #[test]
     fn variants_replace_and_same_variants_merge() {
         let cfg = resolve("[train.lr_schedule.step]\nstep_size = 600\ngamma = 0.5\n").unwrap();

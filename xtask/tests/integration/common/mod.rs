@@ -22,6 +22,8 @@ pub struct Route {
     pub truncate_at: usize,
     /// Answer range requests with the whole file (status 200).
     pub ignore_range: bool,
+    /// Answer every request with this status and an empty body instead (e.g. 500).
+    pub status: Option<u16>,
 }
 
 impl Route {
@@ -31,6 +33,14 @@ impl Route {
             truncate_first: 0,
             truncate_at: 0,
             ignore_range: false,
+            status: None,
+        }
+    }
+    /// A route that answers `status` (with an empty body) to every request.
+    pub fn failing(status: u16) -> Self {
+        Self {
+            status: Some(status),
+            ..Self::new(Vec::new())
         }
     }
     pub fn truncated(mut self, times: usize, at: usize) -> Self {
@@ -150,6 +160,18 @@ fn handle(
         out.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")?;
         return Ok(());
     };
+    if let Some(status) = route.status {
+        log.lock().unwrap().push(Seen {
+            path,
+            range,
+            status,
+        });
+        out.write_all(
+            format!("HTTP/1.1 {status} Error\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        )?;
+        return Ok(());
+    }
     let len = route.body.len();
     let start = match (&range, route.ignore_range) {
         (Some(r), false) => r
