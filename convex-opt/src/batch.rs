@@ -406,6 +406,36 @@ impl Collector {
         Ok(())
     }
 
+    /// Stops, before the first iteration, the rows of the full batch whose objective `f` or
+    /// gradient norm `gnorm` at the initial point `x0` is not finite (e.g. a huge but finite
+    /// target the potential overflows on): each is reported as [`Termination::NonFinite`]
+    /// (not converged), with its residual `gnorm` and its solution left at the initial point.
+    /// Returns the rows that remain, or `None` when every row is finite. The solvers drop the
+    /// stopped rows before iterating, so the other rows follow exactly the iterates of a solve
+    /// without them.
+    pub(crate) fn stop_non_finite_start(
+        &mut self,
+        x0: &Tensor,
+        f: &[f64],
+        gnorm: &[f64],
+    ) -> Result<Option<Vec<usize>>, ConvexOptError> {
+        let bad: Vec<bool> = f
+            .iter()
+            .zip(gnorm)
+            .map(|(f, g)| !(f.is_finite() && g.is_finite()))
+            .collect();
+        if !bad.iter().any(|&b| b) {
+            return Ok(None);
+        }
+        let all: Vec<usize> = (0..bad.len()).collect();
+        self.store(&all, x0, &bad)?;
+        for (r, _) in bad.iter().enumerate().filter(|(_, b)| **b) {
+            self.status[r] = Some(Termination::NonFinite);
+            self.residual[r] = gnorm[r];
+        }
+        Ok(Some(all.into_iter().filter(|&r| !bad[r]).collect()))
+    }
+
     /// Builds the result tensor (dtype and device of `like`).
     pub(crate) fn finish(
         self,

@@ -175,17 +175,25 @@ pub fn invert_lbfgs_batched<P: BatchedPotential + ?Sized>(
     let mut yw = setup.y.clone();
     let start = objective(potential, &x, &yw, &mut stats)?;
     let (mut f, mut noise, mut g) = (start.f, start.noise, start.g);
-    if !f.iter().all(|v| v.is_finite()) {
-        return Err(ConvexOptError::NonFinite("potential at the initial point"));
-    }
     let mut gnorm = row_inf_norms(&g)?;
-    if !gnorm.iter().all(|v| v.is_finite()) {
-        return Err(ConvexOptError::NonFinite("gradient at the initial point"));
+    // Rows that are not finite at the start stop there (NonFinite, x left at x0); the others
+    // are solved as a batch without them.
+    if let Some(keep) = out.stop_non_finite_start(&x, &f, &gnorm)? {
+        if keep.is_empty() {
+            return out.finish(&setup.y, stats);
+        }
+        x = select_rows(&x, &keep)?;
+        yw = select_rows(&yw, &keep)?;
+        g = select_rows(&g, &keep)?;
+        f = keep.iter().map(|&j| f[j]).collect();
+        noise = keep.iter().map(|&j| noise[j]).collect();
+        gnorm = keep.iter().map(|&j| gnorm[j]).collect();
+        rows = keep;
     }
     let mut hist: VecDeque<Pair> = VecDeque::with_capacity(params.history);
-    let mut gamma = vec![1.0; setup.n];
+    let mut gamma = vec![1.0; rows.len()];
     // `fresh[j]`: row j has no curvature information (steepest descent next).
-    let mut fresh = vec![true; setup.n];
+    let mut fresh = vec![true; rows.len()];
     // The potential restricted to the working set (per-row data follows,
     // `BatchedPotential::select_rows`); replaced at each compaction.
     let mut work = RowView::new(potential, &rows, setup.n, y.device())?;

@@ -36,6 +36,17 @@ pub enum ConvexOptError {
     /// NaN or an infinity.
     #[error("non-finite values in {0}")]
     NonFinite(&'static str),
+    /// The potential or its gradient is not finite at the initial point of row `row` (the
+    /// first such row), for a solver that cannot stop that row alone
+    /// ([`crate::invert_lbfgs_flat`], one problem for the whole batch). The per-row solvers
+    /// report such a row as [`crate::Termination::NonFinite`] instead.
+    #[error("non-finite values in {context} of row {row} (the first such row)")]
+    NonFiniteRow {
+        /// What was not finite.
+        context: &'static str,
+        /// The first offending row of the batch.
+        row: usize,
+    },
     /// Shapes of the inputs disagree, or a tensor has the wrong rank.
     #[error("shape error in {context}: {message}")]
     Shape {

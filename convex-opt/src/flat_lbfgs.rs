@@ -330,7 +330,17 @@ where
     // Fail early, like the batched solvers, on a non-finite start.
     let (c0, g0) = problem.evaluate(&x0)?;
     if !c0.is_finite() || !g0.iter().all(|v| v.is_finite()) {
-        return Err(ConvexOptError::NonFinite("potential at the initial point"));
+        // Name the first row that is not finite on its own (none when only the sum overflowed).
+        let rows = crate::batch::objective(potential, &setup.x0, &setup.y, &mut stats)?;
+        let gnorm = crate::batch::row_inf_norms(&rows.g)?;
+        let first = (0..n).find(|&i| !(rows.f[i].is_finite() && gnorm[i].is_finite()));
+        return Err(match first {
+            Some(row) => ConvexOptError::NonFiniteRow {
+                context: "potential or gradient at the initial point",
+                row,
+            },
+            None => ConvexOptError::NonFinite("potential at the initial point"),
+        });
     }
     let gtol = setup
         .tolerance

@@ -215,10 +215,21 @@ pub fn invert_newton_cg<P: BatchedPotential + ?Sized>(
     let (mut f, mut noise, mut g) = (start.f, start.noise, start.g);
     let mut first_model = Some(first);
     let mut gnorm = row_inf_norms(&g)?;
-    if !f.iter().chain(&gnorm).all(|v| v.is_finite()) {
-        return Err(ConvexOptError::NonFinite(
-            "potential or gradient at the initial point",
-        ));
+    // Rows that are not finite at the start stop there (NonFinite, x left at x0); the others
+    // are solved as a batch without them.
+    if let Some(keep) = out.stop_non_finite_start(&x, &f, &gnorm)? {
+        if keep.is_empty() {
+            return out.finish(&setup.y, stats);
+        }
+        x = select_rows(&x, &keep)?;
+        yw = select_rows(&yw, &keep)?;
+        g = select_rows(&g, &keep)?;
+        f = keep.iter().map(|&j| f[j]).collect();
+        noise = keep.iter().map(|&j| noise[j]).collect();
+        gnorm = keep.iter().map(|&j| gnorm[j]).collect();
+        rows = keep;
+        // The model was built for the whole batch; the first iteration rebuilds it.
+        first_model = None;
     }
 
     // One pass per working set: a compaction starts the next one. The potential restricted to

@@ -363,3 +363,98 @@ fn overflowing_trial_points_are_not_passed_to_the_potential() {
         lenient.x.to_vec2::<f64>().unwrap()
     );
 }
+
+/// The targets of `non_finite_start_row_*`: three ordinary rows and, at row 1, a huge but
+/// finite one where the naive softplus potential overflows at the initial point (`x0 = y`).
+fn batch_with_an_overflowing_row() -> (Tensor, Tensor) {
+    let good = sine_points(3, 2);
+    let rows = good.to_vec2::<f64>().unwrap();
+    let with_bad = Tensor::new(
+        &[
+            [rows[0][0], rows[0][1]],
+            [1000.0, -0.5],
+            [rows[1][0], rows[1][1]],
+            [rows[2][0], rows[2][1]],
+        ],
+        &Device::Cpu,
+    )
+    .unwrap();
+    (with_bad, good)
+}
+
+/// A row whose objective is not finite at the initial point stops there as
+/// `Termination::NonFinite` (not converged, solution left at the initial point); the other rows
+/// get bit-identically the iterates of a solve without it. Before the fix both per-row solvers
+/// refused the whole batch (`NonFinite("… at the initial point")`).
+#[test]
+fn non_finite_start_row_stops_alone_in_the_per_row_solvers() {
+    let pot = naive_softplus_potential();
+    let (with_bad, good) = batch_with_an_overflowing_row();
+    let opts = InversionOptions::default();
+    type Solve<'a> = Box<
+        dyn Fn(&Tensor) -> Result<convex_opt::InversionResult, convex_opt::ConvexOptError> + 'a,
+    >;
+    let solvers: [(&str, Solve<'_>); 2] = [
+        (
+            "newton_cg",
+            Box::new(|y: &Tensor| invert_newton_cg(&pot, y, &opts, &NewtonCgParams::default())),
+        ),
+        (
+            "lbfgs_batched",
+            Box::new(|y: &Tensor| {
+                invert_lbfgs_batched(&pot, y, &opts, &BatchedLbfgsParams::default())
+            }),
+        ),
+    ];
+    for (name, solve) in solvers {
+        let res = solve(&with_bad).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let alone = solve(&good).unwrap();
+        assert!(alone.all_converged(), "{name}");
+        assert_eq!(res.termination[1], Termination::NonFinite, "{name}");
+        assert!(!res.converged[1] && !res.all_converged(), "{name}");
+        assert_eq!(res.num_failed(), 1, "{name}");
+        assert_eq!(res.count(Termination::NonFinite), 1, "{name}");
+        assert_eq!(res.iterations[1], 0, "{name}");
+        let x = res.x.to_vec2::<f64>().unwrap();
+        assert_eq!(
+            x[1],
+            vec![1000.0, -0.5],
+            "{name}: left at the initial point"
+        );
+        let xa = alone.x.to_vec2::<f64>().unwrap();
+        for (k, r) in [0, 2, 3].into_iter().enumerate() {
+            let (a, b) = (&x[r], &xa[k]);
+            assert!(
+                a.iter().zip(b).all(|(u, v)| u.to_bits() == v.to_bits()),
+                "{name}: row {r}: {a:?} vs {b:?}"
+            );
+            assert!(res.converged[r], "{name}");
+            assert_eq!(res.iterations[r], alone.iterations[k], "{name}");
+            assert_eq!(
+                res.residual_inf[r].to_bits(),
+                alone.residual_inf[k].to_bits(),
+                "{name}"
+            );
+        }
+    }
+}
+
+/// The flattened L-BFGS solves one problem for the whole batch and still refuses it, but names
+/// the first offending row (before: no row named).
+#[test]
+fn non_finite_start_row_is_named_by_the_flat_solver() {
+    let pot = naive_softplus_potential();
+    let (with_bad, _) = batch_with_an_overflowing_row();
+    let err = invert_lbfgs_flat(
+        &pot,
+        &with_bad,
+        &InversionOptions::default(),
+        &FlatLbfgsParams::default(),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(err, convex_opt::ConvexOptError::NonFiniteRow { row: 1, .. }),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("row 1"), "{err}");
+}

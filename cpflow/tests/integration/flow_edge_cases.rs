@@ -177,3 +177,59 @@ fn sampling_zero_points_gives_an_empty_sample() {
     assert!(flow.log_prob(&wrong).is_err());
     assert!(flow.check_input(&none, None).is_err());
 }
+
+/// Inverting a batch with one huge but finite row (`1e308` or `1e200`, f64): the block's
+/// potential is not finite at the solver's initial point for that row. Before the fix the
+/// per-row solvers refused the whole batch ("non-finite values in potential … at the initial
+/// point", no row named); now the row is reported failed on its own and the other rows get
+/// exactly the inversion of the batch without it.
+#[test]
+fn a_huge_row_fails_alone_in_the_inverse() {
+    for blocks in [1, 2] {
+        let cfg = FlowConfig::tabular(2, blocks, icnn3(2, 8, 2))
+            .with_float(FloatType::F64)
+            .with_init_seed(5);
+        let flow = Flow::new(cfg, &Device::Cpu).unwrap();
+        flow.initialize(&data(64, 2, 6)).unwrap();
+        let good = data(4, 2, 8);
+        let (z_good, _) = flow.transform(&good).unwrap();
+        let zg = z_good.to_vec2::<f64>().unwrap();
+        for huge in [1e308, 1e200] {
+            let rows = [
+                [zg[0][0], zg[0][1]],
+                [huge, 0.0],
+                [zg[1][0], zg[1][1]],
+                [zg[2][0], zg[2][1]],
+                [zg[3][0], zg[3][1]],
+            ];
+            let z = tensor(&rows, DType::F64);
+            for solver in [InverseSolver::NewtonCg, InverseSolver::LbfgsBatched] {
+                let what = format!("{blocks} blocks, {huge:e}, {solver:?}");
+                let p = InverseParams {
+                    solver,
+                    ..Default::default()
+                };
+                let inv = flow
+                    .inverse_with(&z, &p)
+                    .unwrap_or_else(|e| panic!("{what}: {e}"));
+                let alone = flow.inverse_with(&z_good, &p).unwrap();
+                assert!(alone.report.all_converged(), "{what}");
+                assert!(!inv.report.converged[1], "{what}");
+                assert_eq!(inv.report.num_failed(), 1, "{what}");
+                let x = inv.x.to_vec2::<f64>().unwrap();
+                let xa = alone.x.to_vec2::<f64>().unwrap();
+                for (k, r) in [0, 2, 3, 4].into_iter().enumerate() {
+                    assert!(inv.report.converged[r], "{what}");
+                    assert!(
+                        x[r].iter()
+                            .zip(&xa[k])
+                            .all(|(a, b)| a.to_bits() == b.to_bits()),
+                        "{what}: row {r}: {:?} vs {:?}",
+                        x[r],
+                        xa[k]
+                    );
+                }
+            }
+        }
+    }
+}
