@@ -89,6 +89,23 @@ pub enum CpflowError {
          (`Flow::initialize(&batch)`, `ImageFlow::initialize`, or a layer's own `initialize`)"
     )]
     NotInitialized,
+    /// The Hessian of a CP-Flow block's potential is not positive definite at a point where
+    /// the flow is finite (its Cholesky failed in the exact log-det): the potential is not
+    /// strongly convex there, which a built-in ICNN cannot be but a custom potential can.
+    #[error(
+        "the potential of layer {layer} is not strongly convex at row {row} of the evaluated \
+         chunk: its Hessian there has no log-determinant (a custom potential must be convex \
+         in x)"
+    )]
+    NotConvex {
+        /// The layer of the flow (counting ActNorms, from 0).
+        layer: usize,
+        /// The row within the chunk of rows evaluated at once.
+        row: usize,
+        /// The log-det's error.
+        #[source]
+        source: logdet::LogdetError,
+    },
     /// A loss or gradient became NaN or infinite during training.
     #[error("non-finite {what} at training step {step}; {}", checkpoint_note(.checkpoint))]
     NonFinite {

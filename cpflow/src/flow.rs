@@ -454,7 +454,16 @@ impl Flow {
                         .map(|(bad, l)| bad || !l.is_finite())
                         .collect();
                     let w = weights.get(i).and_then(Option::as_ref);
-                    let (z, lds) = block_logdet(blk, w, &h, &tolerate)?;
+                    let (z, lds) = block_logdet(blk, w, &h, &tolerate).map_err(|e| match e {
+                        CpflowError::Logdet(
+                            source @ logdet::LogdetError::NotPositiveDefinite { system },
+                        ) => CpflowError::NotConvex {
+                            layer: i,
+                            row: system,
+                            source,
+                        },
+                        e => e,
+                    })?;
                     ld.iter_mut().zip(lds).for_each(|(v, l)| *v += l);
                     z
                 }

@@ -509,8 +509,20 @@ fn a_non_convex_custom_network_is_reported_as_a_breakdown() {
     let flow = ridge_flow("ridge-concave", 3);
     let x = data(32, 3, 89);
     flow.initialize(&x).unwrap();
-    let err = flow.log_prob_exact(&x).unwrap_err().to_string();
-    assert!(err.contains("not positive definite"), "{err}");
+    // Named as a potential that is not convex, in its layer (it was only "matrix of system 0
+    // is not positive definite"); the log-det's error is its source.
+    let err = flow.log_prob_exact(&x).unwrap_err();
+    assert!(
+        matches!(err, cpflow::CpflowError::NotConvex { layer: 1, .. }),
+        "{err:?}"
+    );
+    let text = err.to_string();
+    assert!(text.contains("layer 1 is not strongly convex"), "{text}");
+    let source = std::error::Error::source(&err).map(|s| s.to_string());
+    assert!(
+        source.is_some_and(|s| s.contains("not positive definite")),
+        "{err:?}"
+    );
     let mut rng = rand::rngs::StdRng::seed_from_u64(90);
     let sur = flow
         .surrogate_loss(&x, &cpflow::SurrogateParams::default(), &mut rng)
