@@ -431,9 +431,10 @@ pub(crate) struct OtArgs {
 
 #[derive(Args, Debug)]
 pub(crate) struct VaeArgs {
-    /// TOML configuration (`crate::vae::VaeConfig`; see configs/vae-*.toml).
-    #[arg(long, short)]
-    pub config: PathBuf,
+    /// TOML configuration (`crate::vae::VaeConfig`; see configs/vae-*.toml); with `--resume`
+    /// the default is the run's own `<out>/config.toml`.
+    #[arg(long, short, required_unless_present = "resume")]
+    pub config: Option<PathBuf>,
     /// Output directory.
     #[arg(long, short)]
     pub out: PathBuf,

@@ -393,5 +393,12 @@ fn vae_run_directories_are_kept_and_resumed_as_made() {
     ];
     let printed = ok_in(&dir, &args);
     assert!(printed.contains("1 epoch (max-epochs)"), "{printed}");
+    // Without --config, --resume reads the run's own config.toml (as `train --resume` does;
+    // --config was required); without either, a new run is refused by the parser.
+    let args = ["vae", "--out", out_s, "--resume", "--no-progress"];
+    let printed = ok_in(&dir, &args);
+    assert!(printed.contains("1 epoch (max-epochs)"), "{printed}");
+    let err = fails_in(&dir, &["vae", "--out", out_s]);
+    assert!(err.contains("--config"), "{err}");
     std::fs::remove_dir_all(&dir).ok();
 }

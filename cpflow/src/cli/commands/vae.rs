@@ -19,7 +19,14 @@ use crate::cli::run_dir::{VAE_RUN, absolute, check_new_run, take_run_dir, write_
 /// Reads the TOML file, applies `--set` and the flags, deserialises (unknown keys are errors
 /// that name their path).
 pub fn resolve_vae_config(a: &VaeArgs) -> Result<VaeConfig> {
-    read_vae_config(&a.config, |table| {
+    // `--resume` without `--config` continues the run as it was configured.
+    let own = a.out.join("config.toml");
+    let file = match &a.config {
+        Some(c) => c.as_path(),
+        None if a.resume => own.as_path(),
+        None => anyhow::bail!("--config is needed to start a VAE run"),
+    };
+    read_vae_config(file, |table| {
         for kv in &a.set {
             let (k, v) = kv
                 .split_once('=')
@@ -193,9 +200,11 @@ mod tests {
 
     fn args(config: &str) -> VaeArgs {
         VaeArgs {
-            config: PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-                .join("..")
-                .join(config),
+            config: Some(
+                PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                    .join("..")
+                    .join(config),
+            ),
             out: PathBuf::from("unused"),
             posterior: None,
             epochs: None,
