@@ -54,7 +54,10 @@ pub type CustomNetwork = Box<dyn ConvexPotential + Send + Sync>;
 
 /// What [`register_potential`] stores: builds the network from the block's variables (under
 /// the block's `icnn` prefix), its configuration and a random stream for the initial weights
-/// (seeded from the flow's `init_seed`, so a flow is reproducible).
+/// (seeded from the flow's `init_seed`, so a flow is reproducible). Tensors the builder makes
+/// itself (constants, not variables of the `VarBuilder`) must be in the flow's float type,
+/// `vb.dtype()`, and on `vb.device()`: another type fails at the first product with candle's
+/// "dtype mismatch".
 pub type PotentialBuilder = dyn Fn(VarBuilder, &CustomPotentialConfig, &mut dyn RngCore) -> icnn::Result<CustomNetwork>
     + Send
     + Sync;

@@ -42,9 +42,10 @@ impl Vae {
         temperature: f64,
         rng: &mut R,
     ) -> Result<Tensor> {
-        if !(temperature.is_finite() && temperature > 0.0) {
+        // 0 is the prior's mode (z = 0 for every draw), as for the image flows.
+        if !(temperature.is_finite() && temperature >= 0.0) {
             return Err(CpflowError::InvalidInput(format!(
-                "the prior's temperature must be positive and finite, got {temperature}"
+                "the prior's temperature must be finite and non-negative, got {temperature}"
             )));
         }
         let d = self.config().latent_dim;
@@ -357,7 +358,20 @@ mod tests {
         assert!(max < 1e-12, "{max}");
         let wrong = Tensor::zeros((2, 4), DType::F64, &Device::Cpu).unwrap();
         assert!(vae.decoded_means(&wrong).is_err());
-        assert!(vae.prior_latents(1, 0.0, &mut rng).is_err());
+        // Temperature 0: the prior's mode, as the image flows take it (it was refused).
+        let mode = vae.prior_latents(2, 0.0, &mut rng).unwrap();
+        assert_eq!(
+            mode.abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_dtype(DType::F64)
+                .unwrap()
+                .to_scalar::<f64>()
+                .unwrap(),
+            0.0
+        );
+        assert!(vae.prior_latents(1, -0.5, &mut rng).is_err());
     }
 
     /// An f32 network (the CPU configs') draws f32 latents and decodes to f64 pixels that
