@@ -45,28 +45,18 @@ fn data_sha256(bytes: &[u8]) -> Option<String> {
     Some(hex::encode(Sha256::digest(bytes.get(start..)?)))
 }
 
-/// Safetensors bytes of `tensors` with the metadata `info` plus [`DATA_SHA256_KEY`]. The
-/// data section does not depend on the metadata, so it is hashed from a first serialisation
-/// and the file is serialised again with the digest.
-pub(crate) fn serialize_with_sha256<V: safetensors::View + Clone>(
+/// Safetensors bytes of `tensors` with the metadata `info` plus [`DATA_SHA256_KEY`], the
+/// sha256 of the data section. The data section does not depend on the header, so the
+/// tensors are serialised once and the header is written again with the digest, its keys in
+/// sorted order (safetensors writes the metadata in a hash map's order, which differs
+/// between processes once it holds two keys: the same weights must give the same file) and
+/// padded with spaces to a multiple of 8 bytes, as safetensors pads it.
+pub(crate) fn serialize_with_sha256<V: safetensors::View>(
     tensors: Vec<(String, V)>,
-    mut info: HashMap<String, String>,
+    info: HashMap<String, String>,
 ) -> Result<Vec<u8>> {
-    info.remove(DATA_SHA256_KEY);
-    let first = safetensors::serialize(tensors.clone(), Some(info.clone()))?;
-    let digest = data_sha256(&first).ok_or_else(|| {
-        CpflowError::Checkpoint("safetensors wrote a file shorter than its header".into())
-    })?;
-    info.insert(DATA_SHA256_KEY.to_string(), digest);
-    sorted_header(safetensors::serialize(tensors, Some(info))?)
-}
-
-/// The safetensors `bytes` with their header's keys in sorted order (safetensors writes the
-/// metadata in a hash map's order, which differs between processes once it holds two keys:
-/// the same weights must give the same file). The header is padded with spaces to a
-/// multiple of 8 bytes, as safetensors pads it.
-fn sorted_header(bytes: Vec<u8>) -> Result<Vec<u8>> {
     use std::collections::BTreeMap;
+    let bytes = safetensors::serialize(tensors, Some(info))?;
     let bad = || CpflowError::Checkpoint("safetensors wrote an unreadable header".into());
     let len: [u8; 8] = bytes
         .get(..8)
@@ -74,18 +64,23 @@ fn sorted_header(bytes: Vec<u8>) -> Result<Vec<u8>> {
         .try_into()
         .map_err(|_| bad())?;
     let n = usize::try_from(u64::from_le_bytes(len)).map_err(|_| bad())?;
-    let header = bytes.get(8..8 + n).ok_or_else(bad)?;
+    let (header, data) = (bytes.get(8..8 + n).ok_or_else(bad)?, &bytes[8 + n..]);
     let mut entries: BTreeMap<String, serde_json::Value> = serde_json::from_slice(header)?;
-    if let Some(meta) = entries.remove("__metadata__") {
-        let meta: BTreeMap<String, String> = serde_json::from_value(meta)?;
-        entries.insert("__metadata__".into(), serde_json::to_value(meta)?);
-    }
+    let mut meta: BTreeMap<String, String> = match entries.remove("__metadata__") {
+        Some(m) => serde_json::from_value(m)?,
+        None => BTreeMap::new(),
+    };
+    meta.insert(
+        DATA_SHA256_KEY.to_string(),
+        hex::encode(Sha256::digest(data)),
+    );
+    entries.insert("__metadata__".into(), serde_json::to_value(meta)?);
     let mut text = serde_json::to_vec(&entries)?;
     text.resize(text.len().next_multiple_of(8), b' ');
-    let mut out = Vec::with_capacity(8 + text.len() + bytes.len() - 8 - n);
+    let mut out = Vec::with_capacity(8 + text.len() + data.len());
     out.extend_from_slice(&(text.len() as u64).to_le_bytes());
     out.extend_from_slice(&text);
-    out.extend_from_slice(&bytes[8 + n..]);
+    out.extend_from_slice(data);
     Ok(out)
 }
 

@@ -43,6 +43,23 @@ pub struct FileRecord {
 }
 
 impl FileRecord {
+    /// How the file `now` differs from this record (the run's), in words; `None` when its
+    /// size and sha256 are the same.
+    fn change(&self, now: &FileRecord) -> Option<String> {
+        let short = |h: &str| h.chars().take(16).collect::<String>();
+        ((self.bytes, &self.sha256) != (now.bytes, &now.sha256)).then(|| {
+            format!(
+                "{} has changed since the run started: {} bytes with sha256 {}… then, {} bytes \
+                 with sha256 {}… now",
+                now.path.display(),
+                self.bytes,
+                short(&self.sha256),
+                now.bytes,
+                short(&now.sha256)
+            )
+        })
+    }
+
     /// Reads `path` through.
     pub fn of(path: &Path) -> Result<Self> {
         use sha2::{Digest, Sha256};
@@ -120,19 +137,10 @@ impl DataRecord {
                 r.n_train, r.n_val, r.n_test, r.dim
             )
         };
-        match (&self.file, &now.file) {
-            (Some(a), Some(b)) if (a.bytes, &a.sha256) != (b.bytes, &b.sha256) => {
-                return Some(format!(
-                    "{} has changed since the run started: {} bytes with sha256 {}… then, {} \
-                     bytes with sha256 {}… now",
-                    b.path.display(),
-                    a.bytes,
-                    short(&a.sha256),
-                    b.bytes,
-                    short(&b.sha256)
-                ));
-            }
-            _ => {}
+        if let (Some(a), Some(b)) = (&self.file, &now.file)
+            && let Some(why) = a.change(b)
+        {
+            return Some(why);
         }
         if self.rows_sha256 != now.rows_sha256 {
             return Some(format!(
@@ -162,27 +170,15 @@ impl DataRecord {
 /// naming the file and what to do. A run made before cpflow kept the record resumes, with a
 /// warning that its data could not be checked; returns whether there was a record.
 pub fn check_data_record(out: &Path, now: &DataRecord) -> Result<bool> {
-    let path = out.join(DATA_RECORD);
-    let text = match std::fs::read_to_string(&path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            tracing::warn!(
-                "{} is missing (the run was made before cpflow recorded its data): the data of \
-                 this resume could not be checked against the run's; they are recorded now, \
-                 for later resumes",
-                path.display()
-            );
-            return Ok(false);
-        }
-        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    let Some(run) = read_data_record(out, "resume")? else {
+        tracing::warn!(
+            "{} is missing (the run was made before cpflow recorded its data): the data of \
+             this resume could not be checked against the run's; they are recorded now, for \
+             later resumes",
+            out.join(DATA_RECORD).display()
+        );
+        return Ok(false);
     };
-    let run: DataRecord = serde_json::from_str(&text).with_context(|| {
-        format!(
-            "reading {} (the record of the run's data; delete it to resume without checking \
-             the data)",
-            path.display()
-        )
-    })?;
     if let Some(why) = run.difference(now) {
         let restore = match &run.file {
             Some(f) => format!("restore {} as it was", f.path.display()),
@@ -212,20 +208,13 @@ pub fn check_scored_data(run_dir: &Path, source: &str, data: &LoadedData) -> Res
     ) {
         return Ok(());
     }
-    let path = run_dir.join(DATA_RECORD);
-    let text = match std::fs::read_to_string(&path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    let Some(run) = read_data_record(run_dir, "score")? else {
+        return Ok(());
     };
-    let run: DataRecord = serde_json::from_str(&text)
-        .with_context(|| format!("reading {} (the record of the run's data)", path.display()))?;
     let now = DataRecord::of(source, data)?;
-    let run_file = DataRecord {
-        file: run.file.clone(),
-        ..now.clone()
-    };
-    if let Some(why) = run_file.difference(&now) {
+    if let (Some(a), Some(b)) = (&run.file, &now.file)
+        && let Some(why) = a.change(b)
+    {
         bail!(
             "the run's data differ from those it was trained on: {why}. Its test split cannot \
              be drawn from them again; restore the file to score the run's test split, or \
@@ -233,6 +222,25 @@ pub fn check_scored_data(run_dir: &Path, source: &str, data: &LoadedData) -> Res
         );
     }
     Ok(())
+}
+
+/// `<out>/data_record.json`, or `None` for a run made before cpflow kept it; `what` (the
+/// command's purpose: "resume", "score") completes the advice of an unreadable file.
+fn read_data_record(out: &Path, what: &str) -> Result<Option<DataRecord>> {
+    let path = out.join(DATA_RECORD);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    let run = serde_json::from_str(&text).with_context(|| {
+        format!(
+            "reading {} (the record of the run's data; delete it to {what} without checking \
+             the data)",
+            path.display()
+        )
+    })?;
+    Ok(Some(run))
 }
 
 /// Writes `<out>/data_record.json` (once every check has passed).
