@@ -29,7 +29,7 @@ pub const REFERENCE_HALF_WIDTH: f64 = 4.0;
 #[derive(Clone, Debug)]
 pub struct PlotOptions {
     /// Window of the data, density, samples and gradient-field figures (reference: `[−4, 4]²`;
-    /// [`data_window`] for data of one's own); the potential and its mesh cover its middle
+    /// [`default_plot_window`] for data of one's own); the potential and its mesh cover its middle
     /// 95%.
     pub window: Bounds,
     /// Density grid resolution (reference: 100).
@@ -47,14 +47,11 @@ impl PlotOptions {
     /// counts within the CLI's limits ([`crate::cli::MAX_PLOT_GRID`], [`crate::cli::MAX_PLOT_SAMPLES`]).
     pub fn validate(&self) -> Result<()> {
         let w = self.window;
-        let ends = [w.x.0, w.x.1, w.y.0, w.y.1];
-        if !(ends.iter().all(|v| v.is_finite()) && w.x.0 < w.x.1 && w.y.0 < w.y.1) {
-            bail!(
-                "the plot window needs finite ends and a positive width and height, got {}",
-                window_words(w)
-            );
-        }
-        if ends.iter().any(|v| v.abs() > MAX_HALF_WIDTH) {
+        w.validate()?;
+        if [w.x.0, w.x.1, w.y.0, w.y.1]
+            .iter()
+            .any(|v| v.abs() > MAX_HALF_WIDTH)
+        {
             bail!(
                 "the plot window must lie within ±{MAX_HALF_WIDTH:e} (the prior's ‖z‖² \
                  overflows f32 beyond ~1e19), got {}",
@@ -104,22 +101,18 @@ fn window_words(w: Bounds) -> String {
     format!("x in [{}, {}], y in [{}, {}]", w.x.0, w.x.1, w.y.0, w.y.1)
 }
 
-/// The window of data of one's own (a `.npy` or `.csv` file): the box around `points`,
-/// enlarged by a tenth of its width and height on every side (the reference's `[−4, 4]²`
-/// suits only data generated inside it: toys and image densities). Its width and height
-/// follow the data's (a narrow column gets a narrow window, which the density grid can
-/// resolve); the figures stay square.
-pub fn data_window(points: &[Point2]) -> Bounds {
-    Bounds::around(points, 0.1)
-}
-
 /// The window a 2-D run's figures are drawn over when none is asked for: the reference's
-/// `[−4, 4]²` for toys and image densities (generated inside it), [`data_window`] around
-/// `points` (the data drawn in `data.png`) for data of one's own.
+/// `[−4, 4]²` for toys and image densities (generated inside it), and for data of one's own
+/// (a `.npy` or `.csv` file) the box around `points` (the data drawn in `data.png`), enlarged
+/// by a tenth of its width and height on every side. That box's width and height follow the
+/// data's (a narrow column gets a narrow window, which the density grid can resolve); the
+/// figures stay square.
 pub fn default_plot_window(source: &DataSource, points: &[Point2]) -> Bounds {
     match source {
         DataSource::Toy(_) | DataSource::Image(_) => Bounds::square(REFERENCE_HALF_WIDTH),
-        DataSource::Npy(_) | DataSource::Csv(_) | DataSource::Tabular(_) => data_window(points),
+        DataSource::Npy(_) | DataSource::Csv(_) | DataSource::Tabular(_) => {
+            Bounds::around(points, 0.1)
+        }
     }
 }
 
