@@ -98,7 +98,8 @@ pub enum CpflowError {
          in x)"
     )]
     NotConvex {
-        /// The layer of the flow (counting ActNorms, from 0).
+        /// The layer of the flow (counting ActNorms, from 0; for an image flow, its index in
+        /// `ImageFlow::layers`, counting logit, ActNorm, squeeze and factor-out layers).
         layer: usize,
         /// The row within the chunk of rows evaluated at once.
         row: usize,

@@ -9,7 +9,9 @@ use crate::block::CpFlowBlock;
 use crate::config::FloatType;
 use crate::error::{CpflowError, Result};
 use crate::flow_config::{FlowConfig, LayerConfig};
-use crate::non_finite_rows::{exact_logdet_rows, non_finite_rows, or_non_finite_rows};
+use crate::non_finite_rows::{
+    exact_logdet_rows, name_not_convex, or_non_finite_rows, rows_without_value,
+};
 use crate::prior::GaussianPrior;
 use crate::rng::FlowRng;
 
@@ -448,22 +450,10 @@ impl Flow {
                     y.detach()
                 }
                 Layer::Cpf(blk) => {
-                    let tolerate: Vec<bool> = non_finite_rows(&h)?
-                        .into_iter()
-                        .zip(&ld)
-                        .map(|(bad, l)| bad || !l.is_finite())
-                        .collect();
+                    let tolerate = rows_without_value(&h, &ld)?;
                     let w = weights.get(i).and_then(Option::as_ref);
-                    let (z, lds) = block_logdet(blk, w, &h, &tolerate).map_err(|e| match e {
-                        CpflowError::Logdet(
-                            source @ logdet::LogdetError::NotPositiveDefinite { system },
-                        ) => CpflowError::NotConvex {
-                            layer: i,
-                            row: system,
-                            source,
-                        },
-                        e => e,
-                    })?;
+                    let (z, lds) =
+                        block_logdet(blk, w, &h, &tolerate).map_err(|e| name_not_convex(i, e))?;
                     ld.iter_mut().zip(lds).for_each(|(v, l)| *v += l);
                     z
                 }

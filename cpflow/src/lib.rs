@@ -119,6 +119,7 @@ pub mod exit_report;
 pub mod experiment;
 pub mod flow;
 pub mod flow_config;
+mod flow_copy;
 mod flow_density;
 pub mod flow_loss;
 pub mod flow_sample;

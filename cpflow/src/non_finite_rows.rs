@@ -27,6 +27,33 @@ pub(crate) fn non_finite_rows(t: &Tensor) -> Result<Vec<bool>> {
     Ok(sums.into_iter().map(|s| s != 0.0).collect())
 }
 
+/// Per row of a block's input `h`: whether the row has already lost its value before the
+/// block, its input holding a NaN or `±∞` or its log-det so far `ld` not finite. A failure of
+/// such a row's log-det in the block is its own (NaN), not the batch's. [`crate::Flow`] and
+/// the image flow decide it by this one rule.
+pub(crate) fn rows_without_value(h: &Tensor, ld: &[f64]) -> Result<Vec<bool>> {
+    Ok(non_finite_rows(h)?
+        .into_iter()
+        .zip(ld)
+        .map(|(bad, l)| bad || !l.is_finite())
+        .collect())
+}
+
+/// A block's log-det failure named as the potential of layer `layer` not being strongly
+/// convex at a row ([`CpflowError::NotConvex`]); other errors pass unchanged.
+pub(crate) fn name_not_convex(layer: usize, e: CpflowError) -> CpflowError {
+    match e {
+        CpflowError::Logdet(source @ LogdetError::NotPositiveDefinite { system }) => {
+            CpflowError::NotConvex {
+                layer,
+                row: system,
+                source,
+            }
+        }
+        e => e,
+    }
+}
+
 /// `tolerate[i] || row i of z is not finite`: the rows whose log-det may fail on their own
 /// after a block that produced `z`.
 pub(crate) fn or_non_finite_rows(tolerate: &[bool], z: &Tensor) -> Result<Vec<bool>> {

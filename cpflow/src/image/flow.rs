@@ -15,7 +15,9 @@ use crate::image::actnorm::ChannelActNorm;
 use crate::image::config::{ImageFlowConfig, ImageLayerConfig, LayerShapes};
 use crate::image::logit::LogitTransform;
 use crate::image::squeeze::Squeeze;
-use crate::non_finite_rows::{exact_logdet_rows, non_finite_rows, or_non_finite_rows};
+use crate::non_finite_rows::{
+    exact_logdet_rows, name_not_convex, or_non_finite_rows, rows_without_value,
+};
 use crate::potential::Potential;
 use crate::prior::GaussianPrior;
 use crate::rng::FlowRng;
@@ -366,7 +368,11 @@ impl ImageFlow {
 
     /// The forward pass of validated rows, detached: `z (B, D)` (factored-out parts first,
     /// then the last scale, as the reference concatenates them), `Σ log-det` per row and
-    /// `Σ se²` per row. Each block's `(z, log-det, se)` comes from `block`.
+    /// `Σ se²` per row. Each block's `(z, log-det, se)` comes from `block(block, host
+    /// weights, h, ld)`, given the log-det so far `ld` of each row (with `h`, what
+    /// `non_finite_rows::rows_without_value` needs to tell which rows may fail on their own, as
+    /// in [`crate::Flow`]). A block whose log-det finds its potential not positive definite is
+    /// [`CpflowError::NotConvex`] naming its layer.
     pub(crate) fn forward_with<F>(
         &self,
         x: &Tensor,
@@ -378,6 +384,7 @@ impl ImageFlow {
             &CpFlowBlock,
             Option<&icnn::HostWeights>,
             &Tensor,
+            &[f64],
         ) -> Result<(Tensor, Vec<f64>, Vec<f64>)>,
     {
         let b = x.dim(0)?;
@@ -415,7 +422,8 @@ impl ImageFlow {
                     h.narrow(1, 0, keep)?.contiguous()?
                 }
                 ImageLayer::Cpf(blk) => {
-                    let (z, l, se) = block(blk, weights.get(i).and_then(Option::as_ref), &h)?;
+                    let w = weights.get(i).and_then(Option::as_ref);
+                    let (z, l, se) = block(blk, w, &h, &ld).map_err(|e| name_not_convex(i, e))?;
                     ld.iter_mut().zip(l).for_each(|(a, b)| *a += b);
                     var.iter_mut().zip(se).for_each(|(a, s)| *a += s * s);
                     z.detach()
@@ -496,7 +504,7 @@ impl ImageFlow {
         self.ensure_initialized()?;
         let x = self.check_input(x)?;
         let out = self.chunked(&x, self.eval_chunk_rows(), |xc| {
-            let (z, _, _) = self.forward_with(xc, &[], |blk, _, h| {
+            let (z, _, _) = self.forward_with(xc, &[], |blk, _, h, _| {
                 let z = blk.forward(h, None)?;
                 let zeros = vec![0.0; h.dim(0)?];
                 Ok((z, zeros.clone(), zeros))
@@ -517,9 +525,10 @@ impl ImageFlow {
         let rows = (4096 / self.dim()).clamp(1, self.eval_chunk_rows());
         let weights = self.host_weights()?;
         let out = self.chunked(&x, rows, |xc| {
-            let (z, ld, _) = self.forward_with(xc, &weights, |blk, w, h| {
+            let (z, ld, _) = self.forward_with(xc, &weights, |blk, w, h, ld| {
                 let (z, op) = blk.detached_operator_sharing(h, None, w)?;
-                let lds = exact_logdet(&op, h, &or_non_finite_rows(&non_finite_rows(h)?, &z)?)?;
+                let tolerate = or_non_finite_rows(&rows_without_value(h, ld)?, &z)?;
+                let lds = exact_logdet(&op, h, &tolerate)?;
                 let zeros = vec![0.0; lds.len()];
                 Ok((z, lds, zeros))
             })?;
@@ -555,9 +564,9 @@ impl ImageFlow {
         let mut var_all = Vec::with_capacity(x.dim(0)?);
         let weights = self.host_weights()?;
         let out = self.chunked(&x, self.eval_chunk_rows(), |xc| {
-            let (z, ld, var) = self.forward_with(xc, &weights, |blk, w, h| {
+            let (z, ld, var) = self.forward_with(xc, &weights, |blk, w, h, ld| {
                 let (z, op) = blk.detached_operator_sharing(h, None, w)?;
-                let tolerate = or_non_finite_rows(&non_finite_rows(h)?, &z)?;
+                let tolerate = or_non_finite_rows(&rows_without_value(h, ld)?, &z)?;
                 let (estimate, std_err) = slq_logdet_block(&op, h, params, &mut *rng, &tolerate)?;
                 Ok((z, estimate, std_err))
             })?;

@@ -529,4 +529,33 @@ fn a_non_convex_custom_network_is_reported_as_a_breakdown() {
         .unwrap();
     assert!(sur.cg.breakdown > 0, "{:?}", sur.cg);
     assert!(sur.cg.converged + sur.cg.breakdown <= sur.cg.iterations.len());
+
+    // The image flow names it the same way, with its layer's index in `layers()` (it was
+    // only "matrix of system 0 is not positive definite").
+    let ms = cpflow::image::MultiscaleConfig {
+        image: icnn::ImageShape::new(1, 2, 2),
+        nblocks: vec![1],
+        factor_out: false,
+        potential: ridge_config("ridge-concave", 4),
+        float: FloatType::F64,
+        ..cpflow::image::MultiscaleConfig::mnist()
+    };
+    let cfg = cpflow::image::ImageFlowConfig::multiscale(&ms).unwrap();
+    let image_flow = cpflow::image::ImageFlow::new(cfg, &Device::Cpu).unwrap();
+    let block = image_flow
+        .layers()
+        .iter()
+        .position(|l| matches!(l, cpflow::image::ImageLayer::Cpf(_)))
+        .unwrap();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(91);
+    let pixels: Vec<f64> = (0..32 * 4)
+        .map(|_| rand::Rng::random_range(&mut rng, 0.05..0.95))
+        .collect();
+    let images = Tensor::from_vec(pixels, (32, 4), &Device::Cpu).unwrap();
+    image_flow.initialize(&images).unwrap();
+    let err = image_flow.log_prob_exact(&images).unwrap_err();
+    assert!(
+        matches!(err, cpflow::CpflowError::NotConvex { layer, .. } if layer == block),
+        "{err:?} (block at layer {block})"
+    );
 }

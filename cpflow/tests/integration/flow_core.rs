@@ -510,3 +510,34 @@ fn degenerate_initialisation_batches_are_errors() {
         "{lp:?}"
     );
 }
+
+/// `try_clone` copies the weights (the ActNorm flags included) instead of sharing them, for a
+/// conditional f32 flow: equal densities, then a change of the original's weights moves its
+/// densities and not the copy's (a shared `VarMap` would move both).
+#[test]
+fn a_cloned_flow_keeps_its_own_weights() {
+    let cfg = FlowConfig::single_block(picnn_2d()).with_float(FloatType::F32);
+    let flow = Flow::new(cfg, &Device::Cpu).unwrap();
+    let f32_data = |n, d, seed| data(n, d, seed).to_dtype(DType::F32).unwrap();
+    let (x, c) = (f32_data(24, 2, 41), f32_data(24, 1, 42));
+    flow.initialize_given(&x, &c).unwrap();
+    let copy = flow.try_clone().unwrap();
+    assert!(copy.is_initialized().unwrap());
+    let density = |f: &Flow| {
+        let lp = f.log_prob_exact_given(&x, &c).unwrap();
+        lp.to_vec1::<f32>().unwrap()
+    };
+    let before = density(&flow);
+    assert_eq!(density(&copy), before);
+    let moved: std::collections::HashMap<_, _> = flow
+        .weight_tensors()
+        .into_iter()
+        .map(|(name, t)| (name, t.affine(0.9, 0.02).unwrap()))
+        .collect();
+    flow.set_weights(&moved, "").unwrap();
+    assert_ne!(density(&flow), before);
+    assert_eq!(density(&copy), before);
+    // `to_device` onto the same device is the same copy.
+    let again = copy.to_device(&Device::Cpu).unwrap();
+    assert_eq!(density(&again), before);
+}
