@@ -11,6 +11,7 @@ use crate::batch::{
 use crate::lbfgs_params::{check_history, check_wolfe};
 use crate::rows::RowView;
 use crate::wolfe::{WolfeParams, WolfeSearch, WolfeStep};
+use crate::working_rows::{RowState, StartRows, WorkingRows};
 use crate::{
     BatchedPotential, ConvexOptError, InversionOptions, InversionResult, SolverStats, Termination,
 };
@@ -118,6 +119,28 @@ struct Pair {
     rho: Tensor,
 }
 
+/// The L-BFGS state of the working rows, besides their iterates.
+struct Curvature {
+    /// The last curvature pairs, oldest first.
+    hist: VecDeque<Pair>,
+    /// Per row, the initial inverse-Hessian scale `sᵀy/yᵀy` of the two-loop recursion.
+    gamma: Vec<f64>,
+    /// `fresh[j]`: row j has no curvature information (steepest descent next).
+    fresh: Vec<bool>,
+}
+
+impl RowState for Curvature {
+    fn keep_rows(&mut self, keep: &[usize]) -> Result<(), ConvexOptError> {
+        for pair in self.hist.iter_mut() {
+            pair.s.keep_rows(keep)?;
+            pair.y.keep_rows(keep)?;
+            pair.rho.keep_rows(keep)?;
+        }
+        self.gamma.keep_rows(keep)?;
+        self.fresh.keep_rows(keep)
+    }
+}
+
 /// Solves `∇Φ(x_i) = y_i` for every row of `y` by minimising `Φ(x) − yᵀx` with an independent
 /// L-BFGS run per sample: per-sample curvature histories, per-sample strong-Wolfe line searches
 /// (batched: each round evaluates the potential once on the rows still searching) and
@@ -170,81 +193,50 @@ pub fn invert_lbfgs_batched<P: BatchedPotential + ?Sized>(
     };
 
     // Working set: original row indices and the state of those rows.
-    let mut rows: Vec<usize> = (0..setup.n).collect();
-    let mut x = setup.x0.clone();
-    let mut yw = setup.y.clone();
-    let start = objective(potential, &x, &yw, &mut stats)?;
-    let (mut f, mut noise, mut g) = (start.f, start.noise, start.g);
-    let mut gnorm = row_inf_norms(&g)?;
+    let start = objective(potential, &setup.x0, &setup.y, &mut stats)?;
+    let curvature = Curvature {
+        hist: VecDeque::with_capacity(params.history),
+        gamma: vec![1.0; setup.n],
+        fresh: vec![true; setup.n],
+    };
+    let mut ws = WorkingRows::start(setup.x0.clone(), setup.y.clone(), start, curvature)?;
     // Rows that are not finite at the start stop there (NonFinite, x left at x0); the others
     // are solved as a batch without them.
-    if let Some(keep) = out.stop_non_finite_start(&x, &f, &gnorm)? {
-        if keep.is_empty() {
-            return out.finish(&setup.y, stats);
-        }
-        x = select_rows(&x, &keep)?;
-        yw = select_rows(&yw, &keep)?;
-        g = select_rows(&g, &keep)?;
-        f = keep.iter().map(|&j| f[j]).collect();
-        noise = keep.iter().map(|&j| noise[j]).collect();
-        gnorm = keep.iter().map(|&j| gnorm[j]).collect();
-        rows = keep;
+    if ws.stop_non_finite_start(&mut out)? == StartRows::NoneLeft {
+        return out.finish(&setup.y, stats);
     }
-    let mut hist: VecDeque<Pair> = VecDeque::with_capacity(params.history);
-    let mut gamma = vec![1.0; rows.len()];
-    // `fresh[j]`: row j has no curvature information (steepest descent next).
-    let mut fresh = vec![true; rows.len()];
     // The potential restricted to the working set (per-row data follows,
     // `BatchedPotential::select_rows`); replaced at each compaction.
-    let mut work = RowView::new(potential, &rows, setup.n, y.device())?;
+    let mut work = RowView::new(potential, &ws.rows, setup.n, y.device())?;
 
     loop {
         // Convergence bookkeeping on the current iterates.
-        let mut active = out.update_status(&rows, &gnorm, setup.max_iterations);
-        let n_active = active.iter().filter(|&&a| a).count();
-        if n_active == 0 {
-            out.store(&rows, &x, &vec![true; rows.len()])?;
+        let mut active = out.update_status(&ws.rows, &ws.gnorm, setup.max_iterations);
+        if !active.contains(&true) {
+            out.store(&ws.rows, &ws.x, &vec![true; ws.len()])?;
             break;
         }
-        if (n_active as f64) <= params.compaction_threshold * rows.len() as f64
-            && n_active < rows.len()
-        {
-            let inactive: Vec<bool> = active.iter().map(|a| !a).collect();
-            out.store(&rows, &x, &inactive)?;
-            let keep: Vec<usize> = (0..rows.len()).filter(|&j| active[j]).collect();
-            x = select_rows(&x, &keep)?;
-            yw = select_rows(&yw, &keep)?;
-            g = select_rows(&g, &keep)?;
-            for pair in hist.iter_mut() {
-                pair.s = select_rows(&pair.s, &keep)?;
-                pair.y = select_rows(&pair.y, &keep)?;
-                pair.rho = select_rows(&pair.rho, &keep)?;
-            }
-            rows = keep.iter().map(|&j| rows[j]).collect();
-            f = keep.iter().map(|&j| f[j]).collect();
-            noise = keep.iter().map(|&j| noise[j]).collect();
-            gnorm = keep.iter().map(|&j| gnorm[j]).collect();
-            gamma = keep.iter().map(|&j| gamma[j]).collect();
-            fresh = keep.iter().map(|&j| fresh[j]).collect();
-            active = vec![true; rows.len()];
-            work = RowView::new(potential, &rows, setup.n, y.device())?;
+        if ws.compact_if_sparse(&mut out, &active, params.compaction_threshold)? {
+            active = vec![true; ws.len()];
+            work = RowView::new(potential, &ws.rows, setup.n, y.device())?;
             stats.compactions += 1;
         }
+        let Curvature { hist, gamma, fresh } = &mut ws.extra;
         stats.outer_iterations += 1;
 
         // Search direction p = −H g (two-loop recursion, all rows at once).
-        let mut p = two_loop(&g, &hist, &gamma)?.neg()?;
-        let mut dphi0 = row_dots_host(&g, &p)?;
-        let bad: Vec<bool> = (0..rows.len())
+        let mut p = two_loop(&ws.g, hist, gamma)?.neg()?;
+        let mut dphi0 = row_dots_host(&ws.g, &p)?;
+        let bad: Vec<bool> = (0..ws.rows.len())
             .map(|j| active[j] && (dphi0[j].is_nan() || dphi0[j] >= 0.0))
             .collect();
         if bad.iter().any(|&b| b) {
             // Not a descent direction (lost positive definiteness to rounding): restart the
             // row from steepest descent.
-            p = where_rows(&bad, &g.neg()?, &p)?;
-            reset_rows(&mut hist, &bad, &g)?;
-            let gg = row_dots_host(&g, &g)?;
-            for j in 0..rows.len() {
+            p = where_rows(&bad, &ws.g.neg()?, &p)?;
+            reset_rows(hist, &bad, &ws.g)?;
+            let gg = row_dots_host(&ws.g, &ws.g)?;
+            for j in 0..ws.rows.len() {
                 if bad[j] {
                     dphi0[j] = -gg[j];
                     gamma[j] = 1.0;
@@ -254,26 +246,28 @@ pub fn invert_lbfgs_batched<P: BatchedPotential + ?Sized>(
         }
 
         // Per-row line searches, batched over the rows still searching.
-        let mut searches: Vec<Option<WolfeSearch>> = (0..rows.len())
+        let mut searches: Vec<Option<WolfeSearch>> = (0..ws.rows.len())
             .map(|j| {
                 active[j].then(|| {
                     let t0 = if fresh[j] {
-                        1.0f64.min(1.0 / gnorm[j].max(f64::MIN_POSITIVE))
+                        1.0f64.min(1.0 / ws.gnorm[j].max(f64::MIN_POSITIVE))
                     } else {
                         1.0
                     };
-                    WolfeSearch::new(f[j], dphi0[j], t0, noise[j], wolfe)
+                    WolfeSearch::new(ws.f[j], dphi0[j], t0, ws.noise[j], wolfe)
                 })
             })
             .collect();
-        let mut accepted = vec![false; rows.len()];
-        let mut failed = vec![false; rows.len()];
-        let mut x_new = x.clone();
-        let mut g_new = g.clone();
-        let mut f_new = f.clone();
-        let mut noise_new = noise.clone();
+        let mut accepted = vec![false; ws.rows.len()];
+        let mut failed = vec![false; ws.rows.len()];
+        let mut x_new = ws.x.clone();
+        let mut g_new = ws.g.clone();
+        let mut f_new = ws.f.clone();
+        let mut noise_new = ws.noise.clone();
         loop {
-            let pend: Vec<usize> = (0..rows.len()).filter(|&j| searches[j].is_some()).collect();
+            let pend: Vec<usize> = (0..ws.rows.len())
+                .filter(|&j| searches[j].is_some())
+                .collect();
             if pend.is_empty() {
                 break;
             }
@@ -282,13 +276,13 @@ pub fn invert_lbfgs_batched<P: BatchedPotential + ?Sized>(
                 .map(|&j| searches[j].as_ref().map_or(0.0, WolfeSearch::trial))
                 .collect();
             let p_sub = select_rows(&p, &pend)?;
-            let x_sub = (select_rows(&x, &pend)? + p_sub.broadcast_mul(&column(&ts, &p)?)?)?;
-            let y_sub = select_rows(&yw, &pend)?;
-            let trial = if pend.len() == rows.len() {
+            let x_sub = (select_rows(&ws.x, &pend)? + p_sub.broadcast_mul(&column(&ts, &p)?)?)?;
+            let y_sub = select_rows(&ws.y, &pend)?;
+            let trial = if pend.len() == ws.rows.len() {
                 objective(&work, &x_sub, &y_sub, &mut stats)?
             } else {
                 // A subset of the working set (the rows still searching).
-                let originals: Vec<usize> = pend.iter().map(|&j| rows[j]).collect();
+                let originals: Vec<usize> = pend.iter().map(|&j| ws.rows[j]).collect();
                 let sub = RowView::new(potential, &originals, setup.n, y.device())?;
                 objective(&sub, &x_sub, &y_sub, &mut stats)?
             };
@@ -325,12 +319,12 @@ pub fn invert_lbfgs_batched<P: BatchedPotential + ?Sized>(
         }
 
         // Curvature pairs from the accepted steps.
-        let s = (&x_new - &x)?;
-        let yv = (&g_new - &g)?;
+        let s = (&x_new - &ws.x)?;
+        let yv = (&g_new - &ws.g)?;
         let sy = row_dots_host(&s, &yv)?;
         let yy = row_dots_host(&yv, &yv)?;
         let ss = row_dots_host(&s, &s)?;
-        let valid: Vec<bool> = (0..rows.len())
+        let valid: Vec<bool> = (0..ws.rows.len())
             .map(|j| {
                 accepted[j]
                     && sy[j].is_finite()
@@ -338,7 +332,7 @@ pub fn invert_lbfgs_batched<P: BatchedPotential + ?Sized>(
                     && sy[j] > 0.0
             })
             .collect();
-        let rho: Vec<f64> = (0..rows.len())
+        let rho: Vec<f64> = (0..ws.rows.len())
             .map(|j| if valid[j] { 1.0 / sy[j] } else { 0.0 })
             .collect();
         let zeros = s.zeros_like()?;
@@ -352,17 +346,17 @@ pub fn invert_lbfgs_batched<P: BatchedPotential + ?Sized>(
                 rho: column(&rho, &s)?,
             });
         }
-        for j in 0..rows.len() {
+        for j in 0..ws.rows.len() {
             if valid[j] {
                 gamma[j] = sy[j] / yy[j];
                 fresh[j] = false;
             }
         }
         // Failed searches: restart from steepest descent once; a second failure stops the row.
-        let restart: Vec<bool> = (0..rows.len()).map(|j| failed[j] && !fresh[j]).collect();
-        for j in 0..rows.len() {
+        let restart: Vec<bool> = (0..ws.rows.len()).map(|j| failed[j] && !fresh[j]).collect();
+        for j in 0..ws.rows.len() {
             if failed[j] && fresh[j] {
-                out.status[rows[j]] = Some(Termination::LineSearchFailed);
+                out.status[ws.rows[j]] = Some(Termination::LineSearchFailed);
             }
             if restart[j] {
                 fresh[j] = true;
@@ -370,22 +364,22 @@ pub fn invert_lbfgs_batched<P: BatchedPotential + ?Sized>(
             }
         }
         if restart.iter().any(|&r| r) {
-            reset_rows(&mut hist, &restart, &g)?;
+            reset_rows(hist, &restart, &ws.g)?;
         }
-        for (j, &r) in rows.iter().enumerate() {
+        for (j, &r) in ws.rows.iter().enumerate() {
             if active[j] {
                 out.iterations[r] += 1;
             }
         }
-        let moved: Vec<usize> = (0..rows.len()).filter(|&j| accepted[j]).collect();
-        x = x_new;
-        g = g_new;
-        f = f_new;
-        noise = noise_new;
+        let moved: Vec<usize> = (0..ws.rows.len()).filter(|&j| accepted[j]).collect();
+        ws.x = x_new;
+        ws.g = g_new;
+        ws.f = f_new;
+        ws.noise = noise_new;
         if !moved.is_empty() {
-            let gn = row_inf_norms(&select_rows(&g, &moved)?)?;
+            let gn = row_inf_norms(&select_rows(&ws.g, &moved)?)?;
             for (k, &j) in moved.iter().enumerate() {
-                gnorm[j] = gn[k];
+                ws.gnorm[j] = gn[k];
             }
         }
     }

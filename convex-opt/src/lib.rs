@@ -75,6 +75,7 @@ mod quadratic;
 mod rows;
 mod termination;
 mod wolfe;
+mod working_rows;
 
 pub use argmin_lbfgs::{LINE_SEARCH_MAX_EVALUATIONS, MinimizeResult, minimize_lbfgs};
 pub use batched_lbfgs::{BatchedLbfgsParams, invert_lbfgs_batched};

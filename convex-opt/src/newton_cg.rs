@@ -11,6 +11,7 @@ use crate::batch::{
     select_rows, setup, where_rows,
 };
 use crate::rows::RowView;
+use crate::working_rows::{StartRows, WorkingRows};
 use crate::{
     BatchedPotential, ConvexOptError, InversionOptions, InversionResult, SecondOrderModel,
     SolverStats, Termination,
@@ -205,59 +206,34 @@ pub fn invert_newton_cg<P: BatchedPotential + ?Sized>(
         cg_params = cg_params.with_max_iters(m);
     }
 
-    let mut rows: Vec<usize> = (0..setup.n).collect();
-    let mut x = setup.x0.clone();
-    let mut yw = setup.y.clone();
-    let first = potential.second_order(&x)?;
+    let first = potential.second_order(&setup.x0)?;
     stats.gradient_calls += 1;
     stats.gradient_rows += setup.n;
-    let start = objective_from(first.value(), first.gradient(), &x, &yw)?;
-    let (mut f, mut noise, mut g) = (start.f, start.noise, start.g);
+    let start = objective_from(first.value(), first.gradient(), &setup.x0, &setup.y)?;
+    let mut ws = WorkingRows::start(setup.x0.clone(), setup.y.clone(), start, ())?;
     let mut first_model = Some(first);
-    let mut gnorm = row_inf_norms(&g)?;
     // Rows that are not finite at the start stop there (NonFinite, x left at x0); the others
     // are solved as a batch without them.
-    if let Some(keep) = out.stop_non_finite_start(&x, &f, &gnorm)? {
-        if keep.is_empty() {
-            return out.finish(&setup.y, stats);
-        }
-        x = select_rows(&x, &keep)?;
-        yw = select_rows(&yw, &keep)?;
-        g = select_rows(&g, &keep)?;
-        f = keep.iter().map(|&j| f[j]).collect();
-        noise = keep.iter().map(|&j| noise[j]).collect();
-        gnorm = keep.iter().map(|&j| gnorm[j]).collect();
-        rows = keep;
+    match ws.stop_non_finite_start(&mut out)? {
+        StartRows::AllFinite => {}
+        StartRows::NoneLeft => return out.finish(&setup.y, stats),
         // The model was built for the whole batch; the first iteration rebuilds it.
-        first_model = None;
+        StartRows::Dropped => first_model = None,
     }
 
     // One pass per working set: a compaction starts the next one. The potential restricted to
     // the working set (per-row data follows, `BatchedPotential::select_rows`) lives for the
     // pass, and so can the second-order models it hands out.
     'working_sets: loop {
-        let work = RowView::new(potential, &rows, setup.n, y.device())?;
+        let work = RowView::new(potential, &ws.rows, setup.n, y.device())?;
         let mut model = first_model.take();
         loop {
-            let active = out.update_status(&rows, &gnorm, setup.max_iterations);
-            let n_active = active.iter().filter(|&&a| a).count();
-            if n_active == 0 {
-                out.store(&rows, &x, &vec![true; rows.len()])?;
+            let active = out.update_status(&ws.rows, &ws.gnorm, setup.max_iterations);
+            if !active.contains(&true) {
+                out.store(&ws.rows, &ws.x, &vec![true; ws.len()])?;
                 break 'working_sets;
             }
-            if (n_active as f64) <= params.compaction_threshold * rows.len() as f64
-                && n_active < rows.len()
-            {
-                let inactive: Vec<bool> = active.iter().map(|a| !a).collect();
-                out.store(&rows, &x, &inactive)?;
-                let keep: Vec<usize> = (0..rows.len()).filter(|&j| active[j]).collect();
-                x = select_rows(&x, &keep)?;
-                yw = select_rows(&yw, &keep)?;
-                g = select_rows(&g, &keep)?;
-                rows = keep.iter().map(|&j| rows[j]).collect();
-                f = keep.iter().map(|&j| f[j]).collect();
-                noise = keep.iter().map(|&j| noise[j]).collect();
-                gnorm = keep.iter().map(|&j| gnorm[j]).collect();
+            if ws.compact_if_sparse(&mut out, &active, params.compaction_threshold)? {
                 stats.compactions += 1;
                 continue 'working_sets;
             }
@@ -266,19 +242,19 @@ pub fn invert_newton_cg<P: BatchedPotential + ?Sized>(
                 Some(m) => m,
                 None => {
                     stats.gradient_calls += 1;
-                    stats.gradient_rows += rows.len();
-                    work.second_order(&x)?
+                    stats.gradient_rows += ws.len();
+                    work.second_order(&ws.x)?
                 }
             };
-            let step = newton_step(&current, &g, &gnorm, &active, params, &cg_params)?;
+            let step = newton_step(&current, &ws.g, &ws.gnorm, &active, params, &cg_params)?;
             stats.hvp_calls += step.operator_calls;
-            stats.hvp_rows += step.operator_calls * rows.len();
+            stats.hvp_rows += step.operator_calls * ws.len();
             let (p, dphi0) = (step.p, step.dphi0);
             // Rows whose Hessian curves downwards along the gradient, or whose Hessian-vector
             // product is not finite, stop here (their x is the last iterate): no descent
             // method can be trusted on them.
             let mut active = active;
-            for j in 0..rows.len() {
+            for (j, &r) in ws.rows.iter().enumerate() {
                 let reason = if step.non_finite[j] {
                     Termination::NonFinite
                 } else if step.not_convex[j] {
@@ -287,7 +263,7 @@ pub fn invert_newton_cg<P: BatchedPotential + ?Sized>(
                     continue;
                 };
                 if active[j] {
-                    out.status[rows[j]] = Some(reason);
+                    out.status[r] = Some(reason);
                     active[j] = false;
                 }
             }
@@ -297,16 +273,16 @@ pub fn invert_newton_cg<P: BatchedPotential + ?Sized>(
             // noise level (near the solution, where rounding errors of f exceed the decrease),
             // when the residual ‖g‖₂ decreases by the same relative amount; gradients stay
             // accurate there.
-            let g2 = row_dots_host(&g, &g)?;
+            let g2 = row_dots_host(&ws.g, &ws.g)?;
             let mut t: Vec<f64> = active.iter().map(|&a| if a { 1.0 } else { 0.0 }).collect();
             // The first round evaluates the whole working set (t = 0 on inactive rows) so that,
             // when every step is accepted, its second-order model serves the next iteration.
-            let mut pend: Vec<usize> = (0..rows.len()).collect();
-            let mut x_new = x.clone();
-            let mut g_new = g.clone();
-            let mut f_new = f.clone();
-            let mut noise_new = noise.clone();
-            let mut gnorm_new = gnorm.clone();
+            let mut pend: Vec<usize> = (0..ws.len()).collect();
+            let mut x_new = ws.x.clone();
+            let mut g_new = ws.g.clone();
+            let mut f_new = ws.f.clone();
+            let mut noise_new = ws.noise.clone();
+            let mut gnorm_new = ws.gnorm.clone();
             let mut next_model = None;
             for round in 0..params.max_backtracks {
                 if pend.is_empty() {
@@ -314,19 +290,20 @@ pub fn invert_newton_cg<P: BatchedPotential + ?Sized>(
                 }
                 let ts: Vec<f64> = pend.iter().map(|&j| t[j]).collect();
                 let p_sub = select_rows(&p, &pend)?;
-                let x_sub = (select_rows(&x, &pend)? + p_sub.broadcast_mul(&column(&ts, &p)?)?)?;
-                let y_sub = select_rows(&yw, &pend)?;
+                let x_sub =
+                    (select_rows(&ws.x, &pend)? + p_sub.broadcast_mul(&column(&ts, &p)?)?)?;
+                let y_sub = select_rows(&ws.y, &pend)?;
                 stats.gradient_calls += 1;
                 stats.gradient_rows += pend.len();
                 // Rows of x_sub that overflowed are not evaluated; their objective is NaN.
                 let points = TrialPoints::new(&x_sub, &y_sub)?;
-                let (ev, trial) = if pend.len() == rows.len() {
+                let (ev, trial) = if pend.len() == ws.len() {
                     let trial = work.second_order(points.points())?;
                     let ev = points.objective(trial.value(), trial.gradient(), &y_sub)?;
                     (ev, Some(trial))
                 } else {
                     // A subset of the working set (the rows still backtracking).
-                    let originals: Vec<usize> = pend.iter().map(|&j| rows[j]).collect();
+                    let originals: Vec<usize> = pend.iter().map(|&j| ws.rows[j]).collect();
                     let sub = RowView::new(potential, &originals, setup.n, y.device())?;
                     let trial = sub.second_order(points.points())?;
                     let ev = points.objective(trial.value(), trial.gradient(), &y_sub)?;
@@ -341,9 +318,9 @@ pub fn invert_newton_cg<P: BatchedPotential + ?Sized>(
                     if !active[j] {
                         continue;
                     }
-                    let decrease = ev.f[k] - f[j];
+                    let decrease = ev.f[k] - ws.f[j];
                     let armijo = decrease <= params.c1 * t[j] * dphi0[j];
-                    let within_noise = decrease.abs() <= noise[j];
+                    let within_noise = decrease.abs() <= ws.noise[j];
                     let residual_progress =
                         g2_t[k].sqrt() <= (1.0 - params.c1 * t[j]) * g2[j].sqrt();
                     let ok = armijo || (within_noise && residual_progress);
@@ -387,19 +364,19 @@ pub fn invert_newton_cg<P: BatchedPotential + ?Sized>(
             }
             for &j in &pend {
                 // No acceptable step even after max_backtracks halvings: rounding floor reached.
-                out.status[rows[j]] = Some(Termination::LineSearchFailed);
+                out.status[ws.rows[j]] = Some(Termination::LineSearchFailed);
             }
-            for (j, &r) in rows.iter().enumerate() {
+            for (j, &r) in ws.rows.iter().enumerate() {
                 if active[j] {
                     out.iterations[r] += 1;
                 }
             }
             drop(current);
-            x = x_new;
-            g = g_new;
-            f = f_new;
-            noise = noise_new;
-            gnorm = gnorm_new;
+            ws.x = x_new;
+            ws.g = g_new;
+            ws.f = f_new;
+            ws.noise = noise_new;
+            ws.gnorm = gnorm_new;
             model = next_model;
         }
     }
