@@ -198,6 +198,9 @@ pub(crate) struct EvalArgs {
     /// run's `eval.is_samples`; 0: the −ELBO alone).
     #[arg(long, value_parser = count_in::<0, 1_000_000>)]
     pub is_samples: Option<usize>,
+    /// Hide the progress bar.
+    #[arg(long)]
+    pub no_progress: bool,
     #[command(flatten)]
     pub dev: DeviceArgs,
 }

@@ -62,6 +62,18 @@ impl DataSource {
         Ok(DataSource::Toy(toy))
     }
 
+    /// Whether `source` (a `--data` / `data.source` value) names rows that are scored as
+    /// they are, a `.npy`/`.csv` file or a tabular benchmark, rather than a density that
+    /// points are drawn from: told from the name alone, as [`DataSource::parse`] tells them,
+    /// without reading a file.
+    pub fn has_fixed_rows(source: &str) -> bool {
+        let lower = source.to_ascii_lowercase();
+        !source.starts_with("image:")
+            && (lower.ends_with(".npy")
+                || lower.ends_with(".csv")
+                || TabularDataset::from_name(&lower).is_some())
+    }
+
     fn image(path: &Path) -> Result<Self> {
         let d = ImageDensity::from_file(path)?;
         Ok(DataSource::Image(Box::new(d)))

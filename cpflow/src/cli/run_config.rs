@@ -400,6 +400,8 @@ pub fn resolve(file: Option<&Path>, ov: &Overrides) -> Result<RunConfig> {
         set_path(&mut table, "run.device", s(d))?;
     }
     if let Some(d) = &ov.dtype {
+        // Checked here: the config's error would name `model.float`, not the flag.
+        crate::cli::commands::float_type(d)?;
         set_path(&mut table, "model.float", s(d))?;
     }
     if let Some(seed) = ov.seed {
@@ -534,6 +536,7 @@ pub fn resolve_image(file: &Path, ov: &Overrides) -> Result<crate::image::ImageE
         set_path(&mut table, "train.adam.lr", toml::Value::Float(lr))?;
     }
     if let Some(d) = &ov.dtype {
+        crate::cli::commands::float_type(d)?;
         set_path(&mut table, "model.float", toml::Value::String(d.clone()))?;
     }
     if let Some(seed) = ov.seed {
@@ -549,6 +552,17 @@ pub fn resolve_image(file: &Path, ov: &Overrides) -> Result<crate::image::ImageE
                 e.into_inner()
             )
         })?;
+    let (data, nblocks) = (cfg.data.dataset, &cfg.model.nblocks);
+    let most = crate::image::MultiscaleConfig::max_scales(data.image_shape());
+    if nblocks.len() > most {
+        let (n, side, name) = (nblocks.len(), data.image_shape().height, data.name());
+        bail!(
+            "model.nblocks = {nblocks:?} has {n} scales, but the {side}×{side} images of {name} \
+             allow at most {most} (every scale but the last halves the height and width, which \
+             must be even): e.g. model.nblocks = {:?}",
+            &nblocks[..most]
+        );
+    }
     cfg.validate()?;
     Ok(cfg)
 }

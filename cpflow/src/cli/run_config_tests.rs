@@ -208,3 +208,48 @@ fn layouts_are_counted_before_they_are_built() {
         }
     }
 }
+
+/// `--dtype` is checked as the flag (the config's error named `model.float`), and too many
+/// scales for the dataset's images name `model.nblocks` and the most it takes (the layer
+/// chain's error named a squeeze layer by index).
+#[test]
+fn dtype_flag_and_scales_are_named_by_their_keys() {
+    let dir = std::env::temp_dir().join(format!("cpflow-runcfg-keys-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let img = dir.join("img.toml");
+    std::fs::write(
+        &img,
+        "[data]\ndataset = \"mnist\"\nroot = \"data\"\n[train]\nmax_minutes = 1.0\n",
+    )
+    .unwrap();
+    let f16 = Overrides {
+        dtype: Some("f16".into()),
+        ..Default::default()
+    };
+    for e in [
+        resolve(None, &f16).unwrap_err(),
+        resolve_image(&img, &f16).unwrap_err(),
+    ] {
+        let e = format!("{e:#}");
+        assert!(
+            e.contains("--dtype f16") && e.contains("f32, f64") && !e.contains("model.float"),
+            "{e}"
+        );
+    }
+    let scales = |nblocks: &str| Overrides {
+        set: vec![format!("model.nblocks={nblocks}")],
+        ..Default::default()
+    };
+    assert!(resolve_image(&img, &scales("[1, 1, 1]")).is_ok());
+    let e = format!(
+        "{:#}",
+        resolve_image(&img, &scales("[1, 1, 1, 1]")).unwrap_err()
+    );
+    assert!(
+        e.contains("model.nblocks = [1, 1, 1, 1] has 4 scales")
+            && e.contains("28×28 images of mnist allow at most 3")
+            && e.contains("model.nblocks = [1, 1, 1]"),
+        "{e}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

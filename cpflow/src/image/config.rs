@@ -317,6 +317,22 @@ impl ImageFlowConfig {
                 "a multi-scale flow needs at least one scale".into(),
             ));
         }
+        let sides = halvings(ms.image);
+        if ms.nblocks.len() > sides.len() {
+            // Refused here by the key: the layer chain's error named a squeeze layer by index.
+            let sides: Vec<String> = sides.iter().map(|(h, w)| format!("{h}×{w}")).collect();
+            return Err(CpflowError::InvalidConfig(format!(
+                "nblocks = {:?} has {} scales, but {}×{}×{} images allow at most {} (every \
+                 scale but the last halves the height and width, which must be even: {})",
+                ms.nblocks,
+                ms.nblocks.len(),
+                ms.image.channels,
+                ms.image.height,
+                ms.image.width,
+                sides.len(),
+                sides.join(" → ")
+            )));
+        }
         let mut layers = Vec::new();
         let mut shape = ms.image;
         let mut counted = 0;
@@ -450,6 +466,19 @@ impl MultiscaleConfig {
         }
     }
 
+    /// The most scales (entries of `nblocks`) a multi-scale flow on `image` can have: every
+    /// scale but the last ends with a squeeze, which needs an even height and width.
+    ///
+    /// ```
+    /// use cpflow::image::MultiscaleConfig;
+    /// use icnn::ImageShape;
+    /// assert_eq!(MultiscaleConfig::max_scales(ImageShape::new(1, 28, 28)), 3); // 28, 14, 7
+    /// assert_eq!(MultiscaleConfig::max_scales(ImageShape::new(3, 32, 32)), 6); // 32 … 1
+    /// ```
+    pub fn max_scales(image: ImageShape) -> usize {
+        halvings(image).len()
+    }
+
     /// The same defaults on 3×32×32 images with logit α = 0.05 (`--data cifar10`).
     pub fn cifar10() -> Self {
         MultiscaleConfig {
@@ -458,6 +487,18 @@ impl MultiscaleConfig {
             ..Self::mnist()
         }
     }
+}
+
+/// The (height, width) of each scale a multi-scale flow on `image` can have: the image's,
+/// then halved while both are even.
+fn halvings(image: ImageShape) -> Vec<(usize, usize)> {
+    let mut sides = vec![(image.height, image.width)];
+    let (mut h, mut w) = (image.height, image.width);
+    while h > 0 && w > 0 && h.is_multiple_of(2) && w.is_multiple_of(2) {
+        (h, w) = (h / 2, w / 2);
+        sides.push((h, w));
+    }
+    sides
 }
 
 /// The template `potential` resized for images of `shape`: a dense potential gets
@@ -525,77 +566,5 @@ pub fn default_image_potential() -> PotentialConfig {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use icnn::Icnn2Config;
-
-    fn dense(dim: usize) -> PotentialConfig {
-        PotentialConfig::Icnn2(Icnn2Config {
-            dim,
-            width: 4,
-            depth: 2,
-            ..Default::default()
-        })
-    }
-
-    fn cfg(image: ImageShape, layers: Vec<ImageLayerConfig>) -> ImageFlowConfig {
-        ImageFlowConfig {
-            image,
-            layers,
-            prior: GaussianPrior::standard(),
-            float: FloatType::F64,
-            init_seed: 0,
-        }
-    }
-
-    #[test]
-    fn image_layer_shapes_are_checked() {
-        use ImageLayerConfig as L;
-        let s = ImageShape::new(1, 4, 6);
-        let ok = cfg(
-            s,
-            vec![
-                L::Squeeze,
-                L::FactorOut,
-                L::Cpf(BlockConfig::new(dense(12))),
-            ],
-        );
-        let shapes = ok.layer_shapes().unwrap();
-        assert_eq!(shapes.output, ImageShape::new(2, 2, 3));
-        assert_eq!(shapes.factored, vec![ImageShape::new(2, 2, 3)]);
-        // Wrong block dimension, odd squeeze, odd factor-out, bad alpha.
-        let bad = [
-            vec![L::Squeeze, L::Cpf(BlockConfig::new(dense(12)))],
-            vec![L::Squeeze, L::Squeeze],
-            vec![L::FactorOut],
-            vec![L::Logit { alpha: 0.5 }],
-        ];
-        for layers in bad {
-            assert!(cfg(s, layers).layer_shapes().is_err());
-        }
-    }
-
-    #[test]
-    fn multiscale_resizes_the_potential_per_scale() {
-        let ms = MultiscaleConfig {
-            image: ImageShape::new(1, 4, 4),
-            nblocks: vec![1, 1],
-            factor_out: true,
-            potential: dense(1),
-            fc_end: Some(dense(1)),
-            ..MultiscaleConfig::mnist()
-        };
-        let c = ImageFlowConfig::multiscale(&ms).unwrap();
-        let dims: Vec<usize> = c
-            .layers
-            .iter()
-            .filter_map(|l| match l {
-                ImageLayerConfig::Cpf(b) => Some(b.potential.dim()),
-                _ => None,
-            })
-            .collect();
-        // 16 at scale 0; 8 after squeeze + factor-out; the fc_end block sees the same 8.
-        assert_eq!(dims, vec![16, 8, 8]);
-        assert_eq!(c.layers.last(), Some(&ImageLayerConfig::FeatureActNorm));
-    }
-}
+#[path = "config_tests.rs"]
+mod tests;

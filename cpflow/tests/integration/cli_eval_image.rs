@@ -233,7 +233,8 @@ fn eval_repeats_the_runs_test_score_and_slq_agrees_with_exact() {
 
 /// (3) A data root without MNIST names the download command, as training does; (4) `--data`
 /// naming another dataset, or data that are not an image dataset, is refused before anything
-/// is read. The model is an untrained tiny flow saved by the library (nothing is scored).
+/// is read; so are SLQ without `-n` on a run that scored no test image, and too many scales.
+/// The model is an untrained tiny flow saved by the library (at most 2 images are scored).
 #[test]
 fn eval_image_names_the_download_and_refuses_other_data() {
     let dir = temp_dir("eval-image-errors");
@@ -274,6 +275,41 @@ fn eval_image_names_the_download_and_refuses_other_data() {
     assert!(num(&out, "bpd").is_finite(), "{out}");
     let e = cpflow_fails(&["eval", "--model", s(&lone), "--data-root", s(&empty_root)]);
     assert!(e.contains(s(&empty_root)), "{e}");
+    // A run with `train.test.images = 0` (its test score skipped): SLQ without -n has no
+    // image count to repeat and is refused naming the key and -n (it printed a null bpd and
+    // exited 0); with -n it scores. --no-progress as `train` takes it.
+    let no_test = dir.join("no-test");
+    std::fs::create_dir_all(&no_test).unwrap();
+    let config = tiny_mnist_config(&shared).replace("images = 8", "images = 0");
+    assert_ne!(config, tiny_mnist_config(&shared));
+    std::fs::write(no_test.join("config.toml"), config).unwrap();
+    flow.save(&no_test.join("model.safetensors")).unwrap();
+    let slq = ["eval", "--model", s(&no_test), "--estimator", "slq"];
+    let e = cpflow_fails(&slq);
+    assert!(
+        e.contains("train.test.images = 0") && e.contains("-n N"),
+        "{e}"
+    );
+    let out = json(&cpflow(
+        &[&slq[..], &["-n", "2", "--no-progress"][..]].concat(),
+    ));
+    assert_eq!(out["images"], 2, "{out}");
+    assert!(num(&out, "bpd").is_finite(), "{out}");
+    // Too many scales for 28×28 images: named by the key, with the most allowed (it was
+    // "layer 10: cannot squeeze a 7×7 image").
+    let e = cpflow_fails(&[
+        "train",
+        "--config",
+        s(&no_test.join("config.toml")),
+        "--set",
+        "model.nblocks=[1,1,1,1]",
+        "--out",
+        s(&dir.join("four-scales")),
+    ]);
+    assert!(
+        e.contains("model.nblocks = [1, 1, 1, 1] has 4 scales") && e.contains("at most 3"),
+        "{e}"
+    );
     // Another image dataset (another shape) and a tabular benchmark are refused, naming the
     // model's own dataset.
     let e = cpflow_fails(&["eval", "--model", s(&run), "--data", "cifar10"]);

@@ -284,6 +284,37 @@ fn bad_state_dicts_are_refused_by_name() {
     let e = run(&dir.join("good").join("model.safetensors"), "again");
     assert!(e.contains("is a cpflow model"), "{e}");
     assert!(!dir.join("again").exists());
+    // Flags at fault are named as flags: a --dim that flows.0.b contradicts (it read
+    // "data.source = `power` is 6-D but the model is 7-D"); without flows.0.b (no ActNorm to
+    // confirm it) --dim and data.source both; --dtype f16 (it read "invalid configuration at
+    // `model.float`").
+    let mut no_actnorm = fx.state_dict();
+    no_actnorm.remove("flows.0.b").unwrap();
+    let w_single = dir.join("single.safetensors");
+    write_state_dict(&w_single, &no_actnorm);
+    for (w, extra, wanted) in [
+        (
+            &w,
+            ["--dim", "7"],
+            "--dim 7 differs from the state_dict's data dimension 6",
+        ),
+        (
+            &w_single,
+            ["--dim", "7"],
+            "--dim 7 differs from the dimension of data.source",
+        ),
+        (
+            &w,
+            ["--dtype", "f16"],
+            "--dtype f16: unknown float type (accepted: f32, f64)",
+        ),
+    ] {
+        let mut a = args(w, "flag").to_vec();
+        a.extend(extra.map(String::from));
+        let e = cpflow_fails(&a.iter().map(String::as_str).collect::<Vec<_>>());
+        assert!(e.contains(wanted), "{extra:?}: {e}");
+        assert!(!dir.join("flag").exists());
+    }
     std::fs::remove_dir_all(&dir).ok();
 }
 

@@ -1,8 +1,8 @@
 //! The CLI on data of one's own (a `.csv` file): the figures' window follows the data, a
 //! figure that cannot be drawn keeps the run's report, `eval` refuses a data file changed
-//! since training and `-n` for files, finite values beyond `--dtype f32` are named as such,
-//! negative option values reach their checks, and a resume after editing the run's
-//! `config.toml` says that file is what differs.
+//! since training and `-n` for files (before reading anything), finite values beyond
+//! `--dtype f32` are named as such, negative option values reach their checks, and a resume
+//! after editing the run's `config.toml` says that file is what differs.
 
 use crate::cli_common::{cpflow, cpflow_fails, temp_dir};
 use std::path::Path;
@@ -126,8 +126,9 @@ fn eval_scores_the_runs_own_file_only_unchanged() {
     let run = dir.join("run");
     train_tiny(&csv, &run, "3", &["--set", "run.plots=false"]);
     let run_s = run.to_str().unwrap();
+    // `--no-progress` as `train` takes it (eval had no such flag: an argument error).
     let first: serde_json::Value =
-        serde_json::from_str(cpflow(&["eval", "-m", run_s]).trim()).unwrap();
+        serde_json::from_str(cpflow(&["eval", "-m", run_s, "--no-progress"]).trim()).unwrap();
     let report = read_json(&run.join("report.json"));
     assert_eq!(first["nll"], report["test_nll"]);
 
@@ -143,6 +144,38 @@ fn eval_scores_the_runs_own_file_only_unchanged() {
         csv.to_str().unwrap(),
     ]);
     assert!(err.contains("-n 5 draws points of a toy"), "{err}");
+    // Refused before the model and the data are read: a file that is not there, a benchmark
+    // under a root without it, and a model file that cannot be loaded give the `-n` message,
+    // not their loading errors.
+    let root = dir.join("no-data");
+    let missing = dir.join("missing.csv");
+    let corrupt = dir.join("corrupt");
+    std::fs::create_dir_all(&corrupt).unwrap();
+    std::fs::copy(run.join("config.toml"), corrupt.join("config.toml")).unwrap();
+    // The run's weights with the last byte of their data changed: refused as corrupt.
+    let mut weights = std::fs::read(run.join("model.safetensors")).unwrap();
+    *weights.last_mut().unwrap() ^= 0x55;
+    std::fs::write(corrupt.join("model.safetensors"), weights).unwrap();
+    for args in [
+        vec!["-m", run_s, "--data", missing.to_str().unwrap()],
+        vec![
+            "-m",
+            run_s,
+            "--data",
+            "power",
+            "--data-root",
+            root.to_str().unwrap(),
+        ],
+        vec!["-m", corrupt.to_str().unwrap()],
+    ] {
+        let mut full = vec!["eval", "-n", "5"];
+        full.extend(&args);
+        let err = cpflow_fails(&full);
+        assert!(
+            err.contains("-n 5 draws points of a toy"),
+            "{args:?}: {err}"
+        );
+    }
 
     let big = dir.join("big.csv");
     std::fs::write(&big, "0.1,0.2\n1e100,0.5\n-0.3,0.1\n").unwrap();
@@ -197,6 +230,15 @@ fn negative_values_and_an_edited_run_config() {
     ];
     let err = cpflow_fails(&args);
     assert!(err.contains("must be finite and ≥ 0, got -0.01"), "{err}");
+    // `--dtype f16` is named as the flag, with the values it takes (train named the config
+    // key `model.float`).
+    let mut f16 = args;
+    f16[5..].copy_from_slice(&["--dtype", "f16"]);
+    let err = cpflow_fails(&f16[..]);
+    assert!(
+        err.contains("--dtype f16: unknown float type (accepted: f32, f64)"),
+        "{err}"
+    );
 
     train_tiny(&csv, &run, "3", &["--set", "run.plots=false"]);
     let config = run.join("config.toml");

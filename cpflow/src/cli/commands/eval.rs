@@ -56,6 +56,21 @@ pub fn eval(a: EvalArgs) -> Result<()> {
         return super::eval_image::eval_image(&a, &loc, &device, t0);
     }
     let saved = saved_run_config(loc.run_dir.as_deref())?;
+    // `-n` on rows that are scored as they are (a file, a benchmark's test split) is refused
+    // before the model and the data are read: that can take minutes.
+    if let Some(n) = a.n {
+        let source = match (&a.data, &saved) {
+            (Some(src), _) => Some(src.as_str()),
+            (None, Some(cfg)) => Some(cfg.data.source.as_str()),
+            (None, None) => None,
+        };
+        if let Some(source) = source.filter(|s| DataSource::has_fixed_rows(s)) {
+            bail!(
+                "-n {n} draws points of a toy or an image density; the rows of {source} are \
+                 scored as they are: to score fewer, pass a file of those rows with --data"
+            );
+        }
+    }
     // Without -n: the run's own held-out split is scored whole (for a toy, as many fresh
     // points as its test score used, so that the report's number is reproduced), other
     // toys and images with DEFAULT_POINTS draws.
@@ -95,15 +110,6 @@ pub fn eval(a: EvalArgs) -> Result<()> {
         }
         (None, None) => bail!("no --data given and no config.toml beside the model"),
     };
-    if let (Some(n), DataSource::Npy(_) | DataSource::Csv(_) | DataSource::Tabular(_)) =
-        (a.n, &data.source)
-    {
-        bail!(
-            "-n {n} draws points of a toy or an image density; the rows of {source} are scored \
-             as they are ({} rows): to score fewer, pass a file of those rows with --data",
-            data.n_test()
-        );
-    }
     if data.dim != flow.dim() {
         bail!(
             "the data ({source}) are {}-D, the model {}-D{}",
@@ -155,7 +161,11 @@ pub fn eval(a: EvalArgs) -> Result<()> {
     // score before its next chunk.
     let interrupt = Interrupt::install_with_message(INTERRUPT_MESSAGE)?;
     tracing::info!("scoring {points} points of {source} in chunks of {batch}");
-    let bar = super::chunk_progress_bar(points, batch, "scoring", " points");
+    let bar = if a.no_progress {
+        indicatif::ProgressBar::hidden()
+    } else {
+        super::chunk_progress_bar(points, batch, "scoring", " points")
+    };
     let mut stopped_at = None;
     let scored = nll_estimate_with(&flow, &test, &estimator, batch, &mut rng, |done| {
         bar.set_position(done as u64);

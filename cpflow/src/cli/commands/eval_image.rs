@@ -82,6 +82,7 @@ struct ImageEvalSummary {
 /// Scores the image flow of `loc` on its dataset's test split and prints the JSON line.
 pub fn eval_image(a: &EvalArgs, loc: &ModelLocation, device: &Device, t0: Instant) -> Result<()> {
     let run = run_config(loc)?;
+    refuse_slq_without_images(a, loc, run.as_ref())?;
     let float = a.dev.dtype.as_deref().map(float_type).transpose()?;
     let (flow, weights) = load_image_flow(&loc.file, device, float)?;
     let dataset = dataset_to_score(a.data.as_deref(), run.as_ref(), flow.image())?;
@@ -136,7 +137,11 @@ pub fn eval_image(a: &EvalArgs, loc: &ModelLocation, device: &Device, t0: Instan
     // A bar over the images (hidden for one chunk, and when stderr is not a terminal); the
     // first Ctrl-C stops the score before its next chunk.
     let interrupt = Interrupt::install_with_message(INTERRUPT_MESSAGE)?;
-    let bar = super::chunk_progress_bar(n, batch, "scoring", " images");
+    let bar = if a.no_progress {
+        indicatif::ProgressBar::hidden()
+    } else {
+        super::chunk_progress_bar(n, batch, "scoring", " images")
+    };
     let mut last = None;
     let mut monitor = |p: EvalProgress| {
         bar.set_position(p.done as u64);
@@ -201,6 +206,32 @@ pub fn eval_image(a: &EvalArgs, loc: &ModelLocation, device: &Device, t0: Instan
         seconds: t0.elapsed().as_secs_f64(),
     };
     println!("{}", serde_json::to_string(&summary)?);
+    Ok(())
+}
+
+/// `--estimator slq` without `-n` scores the run's `train.test.images` first test images; a
+/// run with `train.test.images = 0` (which skips its test score) has no count to repeat, and
+/// scoring none printed a `null` bpd with exit status 0. Refused before anything is loaded,
+/// naming the key and `-n`.
+fn refuse_slq_without_images(
+    a: &EvalArgs,
+    loc: &ModelLocation,
+    run: Option<&ImageExperimentConfig>,
+) -> Result<()> {
+    let Some(r) = run else { return Ok(()) };
+    if a.estimator == Estimator::Slq && a.n.is_none() && r.train.test.images == Some(0) {
+        let config = loc
+            .run_dir
+            .as_deref()
+            .map_or_else(|| "config.toml".into(), |d| d.join("config.toml"));
+        bail!(
+            "train.test.images = 0 in {} (the run skipped its test score): there is no number \
+             of test images to score by default; pass -n N to score the first N test images \
+             of {} (all of them: -n 10000)",
+            config.display(),
+            r.data.dataset.name()
+        );
+    }
     Ok(())
 }
 

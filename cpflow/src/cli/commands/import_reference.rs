@@ -113,7 +113,7 @@ pub fn import_reference(a: ImportReferenceArgs) -> Result<()> {
     let state_dict = read_state_dict(&a.state_dict, a.prefix.as_deref())?;
     check_recorded_activation(&a.state_dict, &a.config, &cfg.model)?;
     let dim = match a.dim {
-        Some(d) => d,
+        Some(d) => check_dim_flag(d, &state_dict)?,
         None => infer_dim(&state_dict)?,
     };
     // The data kept in config.toml are what `eval` and `plot` score by default: a source of
@@ -121,6 +121,18 @@ pub fn import_reference(a: ImportReferenceArgs) -> Result<()> {
     if let Some(data_dim) = known_dim(&cfg.data.source)
         && data_dim != dim
     {
+        // A --dim that flows.0.b did not confirm (a `single` layout has no ActNorm) is as
+        // likely at fault as the data: both are named.
+        if a.dim.is_some() && !state_dict.contains_key("flows.0.b") {
+            bail!(
+                "--dim {dim} differs from the dimension of data.source = `{}` in {} \
+                 ({data_dim}-D): pass the data dimension of the model with --dim, and set \
+                 [data] source to the data it was trained on (`eval` and `plot` use it by \
+                 default)",
+                cfg.data.source,
+                a.config.display()
+            );
+        }
         bail!(
             "{}: data.source = `{}` is {data_dim}-D but the model is {dim}-D: set [data] source \
              to the data the model was trained on (a tabular benchmark such as `miniboone`, or \
@@ -278,6 +290,20 @@ fn read_state_dict(path: &Path, prefix: Option<&str>) -> Result<HashMap<String, 
         );
     }
     Ok(tensors)
+}
+
+/// `--dim d` against the state_dict: the length of its first ActNorm's bias `flows.0.b`,
+/// when it has one, is the data dimension, and another `d` is refused naming the flag (the
+/// import failed later as a mismatch of `data.source`, or of the first key's shape).
+fn check_dim_flag(d: usize, state_dict: &HashMap<String, Tensor>) -> Result<usize> {
+    match state_dict.get("flows.0.b").map(Tensor::elem_count) {
+        Some(m) if m != d => bail!(
+            "--dim {d} differs from the state_dict's data dimension {m} (the length of its \
+             first ActNorm's bias flows.0.b): pass --dim {m}, or leave --dim out (it is read \
+             from flows.0.b)"
+        ),
+        _ => Ok(d),
+    }
 }
 
 /// The data dimension: the length of the first layer's ActNorm bias `flows.0.b`. An image

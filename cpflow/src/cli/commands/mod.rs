@@ -55,12 +55,12 @@ pub fn plus_minus(std_err: f64, decimals: usize) -> String {
     }
 }
 
-/// Parses `f32` / `f64`.
+/// Parses the value of `--dtype`, `f32` or `f64`; an error names the flag and both.
 pub fn float_type(name: &str) -> Result<FloatType> {
     match name {
         "f32" => Ok(FloatType::F32),
         "f64" => Ok(FloatType::F64),
-        other => bail!("unknown dtype `{other}` (f32 or f64)"),
+        other => bail!("--dtype {other}: unknown float type (accepted: f32, f64)"),
     }
 }
 

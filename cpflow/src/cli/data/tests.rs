@@ -258,3 +258,29 @@ fn csv_first_line_must_be_numbers_or_a_header() {
     assert!(read_csv(&p).is_err());
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// `has_fixed_rows` tells the sources apart as `parse` does, from the name alone: a missing
+/// file or an unread benchmark is classified without being read.
+#[test]
+fn fixed_rows_are_told_from_the_name_as_parse_tells_them() {
+    for (source, fixed) in [
+        ("rows.npy", true),
+        ("ROWS.CSV", true),
+        ("power", true),
+        ("MiniBooNE", true),
+        ("8gaussians", false),
+        ("moons", false),
+        ("image:rows.npy", false),
+        ("picture.png", false),
+    ] {
+        assert_eq!(DataSource::has_fixed_rows(source), fixed, "{source}");
+        if !source.starts_with("image:") && !source.ends_with(".png") {
+            let parsed = DataSource::parse(source).unwrap();
+            let rows = matches!(
+                parsed,
+                DataSource::Npy(_) | DataSource::Csv(_) | DataSource::Tabular(_)
+            );
+            assert_eq!(rows, fixed, "{source}: {parsed:?}");
+        }
+    }
+}
