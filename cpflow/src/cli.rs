@@ -256,6 +256,9 @@ pub(crate) struct SampleArgs {
     /// without it, the reconstructions of the first `-n` test images are written as rows.
     #[arg(long)]
     pub reconstruct: bool,
+    /// Hide the progress bar.
+    #[arg(long)]
+    pub no_progress: bool,
     #[command(flatten)]
     pub dev: DeviceArgs,
 }

@@ -6,7 +6,9 @@
 //! `N(0, I)`) is trained by maximum likelihood with the **exact** log-determinant. Brenier's
 //! theorem makes the gradient of a convex potential pushing `N(m, C)` onto `N(0, I)` the
 //! optimal map, so as the KL goes to 0 the transport cost `E‖x − f(x)‖²` must approach the
-//! closed form `W₂² = ‖m‖² + tr(C + I − 2 C^{½})`.
+//! closed form `W₂² = ‖m‖² + tr(C + I − 2 C^{½})`. Before it has converged the cost is no
+//! estimate of `W₂²` (a short run's is far below it): [`W2Bounds`] bounds `W₂²` by the cost
+//! and the KL (Talagrand's inequality) and says whether the map has converged.
 //!
 //! The KL is estimated on held-out data as `mean(log p(x) − log q(x))` with the true Gaussian
 //! log-density `p` and the model's exact `q`: unbiased for `KL(p‖q)` and, unlike
@@ -36,11 +38,13 @@
 //! ```
 
 mod config;
+mod convergence;
 mod report;
 mod run;
 #[cfg(test)]
 mod tests;
 
 pub use config::{OtConfig, OtError, OtTarget};
+pub use convergence::{W2_BOUND_TOLERANCE, W2Bounds};
 pub use report::{OtRecord, OtReport, ot_table_markdown, write_ot_figures};
 pub use run::{forward_map, run_ot_experiment, transport_cost};

@@ -8,16 +8,17 @@
 //!   survives. A server that ignores the range (answers 200) is read from the start again.
 //!   A host that does not resolve or refuses the connection is not retried, nor is an HTTP
 //!   status that says the file is not there (404, 403, ...): the next URL is tried at once.
-//! * A checksum mismatch deletes the `.part` file (it cannot be resumed into a good file) and
-//!   is an error; it is never retried from another URL. Its message tells a source that
-//!   served other bytes (running again fetches the same: use another source) from a
-//!   download that continued a partial file of an earlier run (running again starts afresh).
+//! * A checksum mismatch deletes the `.part` file (it cannot be resumed into a good file).
+//!   When the bytes were pieced together (a ranged request continued a partial file, this
+//!   run's or an earlier one's: the joint, or a server's ranged answer, may be what differs),
+//!   the whole file is downloaded once more from the start, by itself; a mismatch of a whole
+//!   download is an error, never retried from another URL. Its message says that the source
+//!   serves other bytes (running again fetches the same: use another source).
 //! * When no URL delivered the file, the error says what each URL did (no answer, an HTTP
 //!   status, a transfer that kept breaking off) and what to do about it: where to place the
 //!   file by hand when offline, another source when a server does not serve it. A file placed
 //!   by hand is verified like a downloaded one.
 
-use std::fmt::{self, Write as _};
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -25,7 +26,9 @@ use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::checksum::{Checksum, Mismatch, Verified, verify};
+use crate::checksum::{Checksum, Verified, verify};
+use crate::fetch_error::file_name;
+pub use crate::fetch_error::{FetchError, MismatchOrigin, UrlFailure};
 
 /// Knobs of [`fetch`].
 #[derive(Debug, Clone)]
@@ -52,232 +55,6 @@ impl Default for FetchOptions {
             read_timeout: Duration::from_secs(120),
         }
     }
-}
-
-/// Why one URL did not deliver the file.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum UrlFailure {
-    /// No HTTP answer: the host did not resolve, refused the connection, or the URL cannot be
-    /// sent (malformed).
-    NoAnswer(String),
-    /// The server answered with this HTTP error status (after the retries for 408, 429 and
-    /// 5xx).
-    Status(u16),
-    /// The transfer kept breaking off (after the retries); the bytes received are kept in the
-    /// `.part` file, which the next run continues.
-    BrokeOff(String),
-}
-
-impl fmt::Display for UrlFailure {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            UrlFailure::NoAnswer(e) => write!(f, "no answer ({e})"),
-            UrlFailure::Status(s) => {
-                let reason = ureq::http::StatusCode::from_u16(*s)
-                    .ok()
-                    .and_then(|c| c.canonical_reason());
-                match reason {
-                    Some(r) => write!(f, "the server answered HTTP {s} {r}"),
-                    None => write!(f, "the server answered HTTP {s}"),
-                }
-            }
-            UrlFailure::BrokeOff(e) => write!(f, "the transfer broke off ({e})"),
-        }
-    }
-}
-
-impl UrlFailure {
-    /// A status a later try may not get (rate limits, timeouts, server errors).
-    fn is_transient_status(&self) -> bool {
-        matches!(self, UrlFailure::Status(408 | 429 | 500..=599))
-    }
-}
-
-/// Where the bytes that failed their checksum came from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum MismatchOrigin {
-    /// Downloaded from `url` by this run; `continued_part`: the download continued a `.part`
-    /// file that an earlier run left (its bytes may be what differs).
-    Download {
-        /// The URL.
-        url: String,
-        /// Whether an earlier run's partial file is part of the bytes.
-        continued_part: bool,
-    },
-    /// The file that was already at the destination (placed by hand, or an earlier
-    /// download), now moved aside to `moved_to`.
-    OnDisk {
-        /// Where it was moved (kept for inspection).
-        moved_to: PathBuf,
-    },
-}
-
-/// Why a download failed.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum FetchError {
-    /// No URL delivered the file (offline, a server that answers 404 or keeps failing, a
-    /// transfer that keeps breaking off): what each URL did, and what to do about it.
-    #[error("{}", not_downloaded_message(failures, dest, checksum))]
-    NotDownloaded {
-        /// Each URL tried, in order, with its last failure.
-        failures: Vec<(String, UrlFailure)>,
-        /// Where the file belongs.
-        dest: PathBuf,
-        /// The expected checksum.
-        checksum: Checksum,
-    },
-    /// The downloaded (or hand-placed) file does not match its checksum.
-    #[error("{}", mismatch_message(origin, dest, mismatch))]
-    ChecksumMismatch {
-        /// Where the bytes came from.
-        origin: MismatchOrigin,
-        /// Where the file belongs.
-        dest: PathBuf,
-        /// Expected vs computed.
-        mismatch: Mismatch,
-    },
-    /// A local file could not be written or read.
-    /// The OS's reason is part of the message; the field is not named `source`, which
-    /// would make it `source()` too and print it twice in a chain.
-    #[error("I/O error on {}: {cause}", path.display())]
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// The error.
-        cause: std::io::Error,
-    },
-}
-
-impl FetchError {
-    /// Whether the message advises placing the file by hand: a URL gave no answer (offline?)
-    /// or answered that it does not serve the file.
-    pub fn advises_by_hand(&self) -> bool {
-        match self {
-            FetchError::NotDownloaded { failures, .. } => failures.iter().any(|(_, f)| {
-                matches!(f, UrlFailure::NoAnswer(_))
-                    || matches!(f, UrlFailure::Status(_)) && !f.is_transient_status()
-            }),
-            _ => false,
-        }
-    }
-}
-
-/// The message of [`FetchError::NotDownloaded`]: one line per URL, then the advice that fits
-/// what happened (a server's answer is not "offline").
-fn not_downloaded_message(
-    failures: &[(String, UrlFailure)],
-    dest: &Path,
-    checksum: &Checksum,
-) -> String {
-    let mut s = format!("could not download {} ({checksum})", file_name(dest));
-    if failures.is_empty() {
-        s.push_str(": no URL to try");
-    }
-    for (url, failure) in failures {
-        let _ = write!(s, "\n  {url}: {failure}");
-    }
-    let no_answer: Vec<&str> = failures
-        .iter()
-        .filter(|(_, f)| matches!(f, UrlFailure::NoAnswer(_)))
-        .map(|(u, _)| u.as_str())
-        .collect();
-    let refused: Vec<String> = failures
-        .iter()
-        .filter_map(|(_, f)| match f {
-            UrlFailure::Status(s) if !f.is_transient_status() => Some(format!("HTTP {s}")),
-            _ => None,
-        })
-        .collect();
-    let transient = failures.iter().any(|(_, f)| f.is_transient_status());
-    let broke_off = failures
-        .iter()
-        .any(|(_, f)| matches!(f, UrlFailure::BrokeOff(_)));
-    let by_hand = format!(
-        "place it at {} by hand (it is verified like a download), then run the command again",
-        dest.display()
-    );
-    if !no_answer.is_empty() {
-        let _ = write!(
-            s,
-            "\n  No answer from {}: if this machine is offline, download it on another machine \
-             and {by_hand}.",
-            no_answer.join(" or ")
-        );
-    }
-    if !refused.is_empty() {
-        let _ = write!(
-            s,
-            "\n  The server was reached but does not serve this file at that URL ({}): it may \
-             have moved. Use another source (`--mirror URL`), or get the file elsewhere and \
-             {by_hand}.",
-            refused.join("; ")
-        );
-    }
-    if transient {
-        s.push_str(
-            "\n  The server answered with an error on every attempt: try again later, or use \
-             another source (`--mirror URL`).",
-        );
-    }
-    if broke_off {
-        let _ = write!(
-            s,
-            "\n  The bytes received are kept in {}: running the command again continues the \
-             download where it stopped.",
-            part_path(dest).display()
-        );
-    }
-    s
-}
-
-/// The message of [`FetchError::ChecksumMismatch`]: what running the command again would do
-/// depends on where the bytes came from.
-fn mismatch_message(origin: &MismatchOrigin, dest: &Path, mismatch: &Mismatch) -> String {
-    let file = file_name(dest);
-    match origin {
-        MismatchOrigin::Download {
-            url,
-            continued_part: false,
-        } => format!(
-            "{file} from {url}: {mismatch}. The source served a file that does not match the \
-             published checksum, so nothing was kept at {}; running the command again would \
-             fetch the same bytes. Use another source (`--mirror URL`), or place a good copy \
-             at {} by hand (it is verified like a download); if {url} is the official source, \
-             its file may have changed: please report it",
-            dest.display(),
-            dest.display()
-        ),
-        MismatchOrigin::Download {
-            url,
-            continued_part: true,
-        } => format!(
-            "{file} from {url}: {mismatch}. The download continued a partial file that an \
-             earlier run left, which may be what differs: it was deleted and nothing was kept \
-             at {}, so running the command again downloads the whole file afresh. If that \
-             fails the same way, the source serves other bytes than the published ones: use \
-             another source (`--mirror URL`), or place a good copy at {} by hand",
-            dest.display(),
-            dest.display()
-        ),
-        MismatchOrigin::OnDisk { moved_to } => format!(
-            "{file} at {}: {mismatch}; it was moved to {} (kept for inspection) and nothing \
-             was installed from it. Run the command again to download it, or place a good \
-             copy at {} by hand",
-            dest.display(),
-            moved_to.display(),
-            dest.display()
-        ),
-    }
-}
-
-fn file_name(p: &Path) -> String {
-    p.file_name().map_or_else(
-        || p.display().to_string(),
-        |n| n.to_string_lossy().into_owned(),
-    )
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> FetchError + '_ {
@@ -377,9 +154,56 @@ pub fn fetch(
         std::fs::create_dir_all(parent).map_err(io_err(parent))?;
     }
     let part = part_path(dest);
-    // Whether the bytes in `.part` include some that an earlier run left (until a transfer
-    // starts the file over).
-    let mut earlier_bytes = std::fs::metadata(&part).is_ok_and(|m| m.len() > 0);
+    // Whether the bytes in `.part` include some that an earlier run left.
+    let earlier_bytes = std::fs::metadata(&part).is_ok_and(|m| m.len() > 0);
+    match download(agent, urls, &part, dest, checksum, opts, earlier_bytes) {
+        Err(FetchError::ChecksumMismatch {
+            origin:
+                MismatchOrigin::Download {
+                    url,
+                    continued_part: true,
+                    ..
+                },
+            mismatch,
+            ..
+        }) => {
+            // `finish` deleted the pieced-together file: download the whole file once more.
+            tracing::warn!(
+                "{}: {mismatch} after {url} continued a partial download; downloading the \
+                 whole file again from the start",
+                file_name(dest)
+            );
+            download(agent, urls, &part, dest, checksum, opts, false).map_err(|mut e| {
+                if let FetchError::ChecksumMismatch {
+                    origin:
+                        MismatchOrigin::Download {
+                            retried_from_scratch,
+                            ..
+                        },
+                    ..
+                } = &mut e
+                {
+                    *retried_from_scratch = true;
+                }
+                e
+            })
+        }
+        other => other,
+    }
+}
+
+/// [`fetch`]'s transfers into `part` (first URL that works, each retried with ranged
+/// requests) and its verification; `pieced`: whether `part` already holds bytes from an
+/// earlier response.
+fn download(
+    agent: &ureq::Agent,
+    urls: &[String],
+    part: &Path,
+    dest: &Path,
+    checksum: &Checksum,
+    opts: &FetchOptions,
+    mut pieced: bool,
+) -> Result<Fetched, FetchError> {
     let mut failures = Vec::new();
     for url in urls {
         let mut delay = opts.backoff;
@@ -389,8 +213,8 @@ pub fn fetch(
                 std::thread::sleep(delay);
                 delay = delay.saturating_mul(2);
             }
-            match transfer(agent, url, &part, opts, &mut earlier_bytes) {
-                Ok(()) => return finish(url, &part, dest, checksum, earlier_bytes),
+            match transfer(agent, url, part, opts, &mut pieced) {
+                Ok(()) => return finish(url, part, dest, checksum, pieced),
                 Err(Attempt::Retry(e)) => {
                     tracing::warn!(
                         "{url}: {e} (attempt {} of {})",
@@ -440,6 +264,7 @@ fn finish(
                 origin: MismatchOrigin::Download {
                     url: url.to_string(),
                     continued_part,
+                    retried_from_scratch: false,
                 },
                 dest: dest.to_path_buf(),
                 mismatch,
@@ -487,13 +312,14 @@ fn request_error(e: ureq::Error) -> Attempt {
 }
 
 /// One HTTP exchange appending to (or restarting) `part`. `Ok` when the body was read
-/// to its end. `earlier_bytes` is cleared when `part` is started over.
+/// to its end. `pieced` is set when a ranged response is appended to `part`, cleared when
+/// `part` is started over.
 fn transfer(
     agent: &ureq::Agent,
     url: &str,
     part: &Path,
     opts: &FetchOptions,
-    earlier_bytes: &mut bool,
+    pieced: &mut bool,
 ) -> Result<(), Attempt> {
     let offset = std::fs::metadata(part).map(|m| m.len()).unwrap_or(0);
     let mut req = agent.get(url);
@@ -515,7 +341,7 @@ fn transfer(
             _ => {
                 // An unexpected range: start over without one.
                 let _ = std::fs::remove_file(part);
-                *earlier_bytes = false;
+                *pieced = false;
                 return Err(Attempt::Retry(UrlFailure::BrokeOff(
                     "the server sent an unexpected byte range".into(),
                 )));
@@ -535,9 +361,10 @@ fn transfer(
         })
     };
     let mut file = if start == 0 {
-        *earlier_bytes = false;
+        *pieced = false;
         File::create(part)
     } else {
+        *pieced = true;
         OpenOptions::new().append(true).open(part)
     }
     .map_err(cannot_write)?;

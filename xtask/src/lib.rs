@@ -30,6 +30,7 @@ pub mod checksum;
 pub mod cli;
 pub mod extract;
 pub mod fetch;
+pub mod fetch_error;
 pub mod install;
 pub mod json_file;
 pub mod registry;

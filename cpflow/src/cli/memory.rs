@@ -229,7 +229,8 @@ pub(crate) const IMAGE_MEASURED_PEAKS: [(f64, usize, usize, usize, usize); 10] =
 /// at batch 100 and 400; `configs/vae-caltech-cpu.toml` at batch 400 and 4,100 (the whole
 /// split). The lower bound of [`OPTIMISER_COPIES`] and [`VAE_STEP_UNIT_VALUES`] is below each:
 /// 1.4× to 2.4× below on Frey Faces, 2.8× to 5.1× on Caltech (where the CP-Flow posterior's
-/// f64 arrays, which the bound leaves out, weigh more against the small Bernoulli networks).
+/// f64 arrays, which this bound leaves out, weigh more against the small Bernoulli networks;
+/// `cpflow vae`'s check adds them, `crate::vae::posterior_memory`).
 #[cfg(test)]
 pub(crate) const VAE_MEASURED_PEAKS: [(f64, usize, usize, usize, usize, usize); 10] = [
     (0.644, 1_049_824, 4, 452_122, 186_176, 100),

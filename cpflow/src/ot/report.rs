@@ -4,7 +4,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use super::OtError;
+use super::{OtError, W2Bounds};
 use crate::plot::{Bounds, Figure, LineSeries, line_chart_png};
 
 /// One point of the training curve.
@@ -66,6 +66,7 @@ pub struct OtRecord {
 /// # }
 /// ```
 #[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(from = "OtReportFile")]
 pub struct OtReport {
     /// Dimension.
     pub dim: usize,
@@ -83,6 +84,11 @@ pub struct OtReport {
     pub paired_relative_error: f64,
     /// Final KL estimate on the whole test set.
     pub kl: f64,
+    /// What `transport_cost` and `kl` say about `W₂²` without its closed form
+    /// ([`W2Bounds::from_cost_and_kl`]): its bounds, and whether the map has converged far
+    /// enough for the cost to estimate it (a short run's cost is far below `W₂²`).
+    /// Computed from the two when a report written before this field is read.
+    pub w2_squared_bounds: W2Bounds,
     /// Final test NLL (nats).
     pub test_nll: f64,
     /// Entropy of the data Gaussian (nats).
@@ -95,11 +101,55 @@ pub struct OtReport {
     pub wall_time_s: f64,
 }
 
-/// A Markdown table of OT results: `d | W₂² | transport cost | rel. error | KL | test NLL |
-/// entropy | train time`.
+/// [`OtReport`] as written, `w2_squared_bounds` optional (reports written before it
+/// existed): what [`OtReport`] deserialises from.
+#[derive(Deserialize)]
+struct OtReportFile {
+    dim: usize,
+    w2_squared: f64,
+    transport_cost: f64,
+    relative_error: f64,
+    optimal_cost_on_test: f64,
+    paired_relative_error: f64,
+    kl: f64,
+    #[serde(default)]
+    w2_squared_bounds: Option<W2Bounds>,
+    test_nll: f64,
+    entropy: f64,
+    curve: Vec<OtRecord>,
+    train_time_s: f64,
+    wall_time_s: f64,
+}
+
+impl From<OtReportFile> for OtReport {
+    fn from(f: OtReportFile) -> Self {
+        OtReport {
+            w2_squared_bounds: f
+                .w2_squared_bounds
+                .unwrap_or_else(|| W2Bounds::from_cost_and_kl(f.transport_cost, f.kl)),
+            dim: f.dim,
+            w2_squared: f.w2_squared,
+            transport_cost: f.transport_cost,
+            relative_error: f.relative_error,
+            optimal_cost_on_test: f.optimal_cost_on_test,
+            paired_relative_error: f.paired_relative_error,
+            kl: f.kl,
+            test_nll: f.test_nll,
+            entropy: f.entropy,
+            curve: f.curve,
+            train_time_s: f.train_time_s,
+            wall_time_s: f.wall_time_s,
+        }
+    }
+}
+
+/// A Markdown table of OT results: `d | W₂² | transport cost | rel. error | optimal map's
+/// cost | paired rel. error | KL | W₂² bounds from the KL | converged | test NLL | entropy |
+/// train time`. A row whose map has not converged ([`W2Bounds`]) says **no** in the
+/// converged column: its cost is not an estimate of `W₂²`.
 ///
 /// ```
-/// use cpflow::ot::{OtRecord, OtReport, ot_table_markdown};
+/// use cpflow::ot::{OtRecord, OtReport, W2Bounds, ot_table_markdown};
 /// let report = OtReport {
 ///     dim: 3,
 ///     w2_squared: 2.0,
@@ -108,6 +158,7 @@ pub struct OtReport {
 ///     optimal_cost_on_test: 2.1,
 ///     paired_relative_error: 0.1 / 2.1,
 ///     kl: 0.01,
+///     w2_squared_bounds: W2Bounds::from_cost_and_kl(2.2, 0.01),
 ///     test_nll: 4.0,
 ///     entropy: 3.99,
 ///     curve: vec![
@@ -121,14 +172,17 @@ pub struct OtReport {
 /// let table = ot_table_markdown(&[report]);
 /// assert_eq!(table.lines().count(), 3); // header, separator, one row
 /// assert!(table.lines().last().unwrap().starts_with("| 3 | 2.0000 | 2.2000 | +10.00% |"));
+/// // KL 0.01 bounds W₂² to [(√2.2 − √0.02)², (√2.2 + √0.02)²]: √0.02/√2.2 = 9.5% ≤ 10%.
+/// assert!(table.contains("| [1.8005, 2.6395] | yes |"), "{table}");
 /// ```
 pub fn ot_table_markdown(reports: &[OtReport]) -> String {
     let mut s = String::from(
-        "| d | W2^2 (closed form) | transport cost E|x-f(x)|^2 | rel. error | optimal map's cost on the test set | paired rel. error | KL | test NLL | entropy | train time (s) |\n|---|---|---|---|---|---|---|---|---|---|\n",
+        "| d | W2^2 (closed form) | transport cost E|x-f(x)|^2 | rel. error | optimal map's cost on the test set | paired rel. error | KL | W2^2 bounds from the KL | converged (cost estimates W2^2) | test NLL | entropy | train time (s) |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for r in reports {
+        let b = &r.w2_squared_bounds;
         s.push_str(&format!(
-            "| {} | {:.4} | {:.4} | {:+.2}% | {:.4} | {:+.2}% | {:.4} | {:.4} | {:.4} | {:.1} |\n",
+            "| {} | {:.4} | {:.4} | {:+.2}% | {:.4} | {:+.2}% | {:.4} | [{:.4}, {:.4}] | {} | {:.4} | {:.4} | {:.1} |\n",
             r.dim,
             r.w2_squared,
             r.transport_cost,
@@ -136,6 +190,9 @@ pub fn ot_table_markdown(reports: &[OtReport]) -> String {
             r.optimal_cost_on_test,
             100.0 * r.paired_relative_error,
             r.kl,
+            b.lower,
+            b.upper,
+            if b.converged { "yes" } else { "**no**" },
             r.test_nll,
             r.entropy,
             r.train_time_s
@@ -155,7 +212,7 @@ pub fn ot_table_markdown(reports: &[OtReport]) -> String {
 /// numbers.
 ///
 /// ```
-/// use cpflow::ot::{OtRecord, OtReport, write_ot_figures};
+/// use cpflow::ot::{OtRecord, OtReport, W2Bounds, write_ot_figures};
 /// # fn main() -> Result<(), cpflow::ot::OtError> {
 /// let report = OtReport {
 ///     dim: 3,
@@ -165,6 +222,7 @@ pub fn ot_table_markdown(reports: &[OtReport]) -> String {
 ///     optimal_cost_on_test: 2.1,
 ///     paired_relative_error: 0.1 / 2.1,
 ///     kl: 0.01,
+///     w2_squared_bounds: W2Bounds::from_cost_and_kl(2.2, 0.01),
 ///     test_nll: 4.0,
 ///     entropy: 3.99,
 ///     curve: vec![

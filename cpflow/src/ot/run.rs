@@ -4,7 +4,7 @@ use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
 
-use super::{OtConfig, OtError, OtRecord, OtReport};
+use super::{OtConfig, OtError, OtRecord, OtReport, W2Bounds};
 use crate::error::CpflowError;
 use crate::flow::{EVAL_CHUNK, Flow, Layer};
 use crate::flow_config::FlowConfig;
@@ -180,6 +180,7 @@ pub fn run_ot_experiment(
             transport_cost = cost,
             w2_squared = w2,
             kl,
+            converged = W2Bounds::from_cost_and_kl(cost, kl).converged,
             "OT"
         );
         curve.push(OtRecord {
@@ -234,6 +235,7 @@ pub fn run_ot_experiment(
         optimal_cost_on_test: optimal_cost,
         paired_relative_error: (cost - optimal_cost) / optimal_cost,
         kl,
+        w2_squared_bounds: W2Bounds::from_cost_and_kl(cost, kl),
         test_nll,
         entropy: target.entropy(),
         curve,

@@ -56,6 +56,14 @@ fn short_run_reports_consistent_numbers_and_figures() {
     assert!(dir.join("ot_d2_cost_vs_kl.png").exists());
     assert!(dir.join("ot_d2_curve.csv").exists());
     std::fs::remove_dir_all(&dir).unwrap();
+    // 20 steps of a width-16 ICNN: the cost is not yet an estimate of W₂², and the KL's
+    // bracket (Talagrand) says so while holding the closed form.
+    let b = r.w2_squared_bounds;
+    assert_eq!(b, W2Bounds::from_cost_and_kl(r.transport_cost, r.kl));
+    assert!(
+        !b.converged && b.lower <= r.w2_squared && r.w2_squared <= b.upper,
+        "{r:?}"
+    );
     let table = ot_table_markdown(&[r]);
     assert!(table.contains("| 2 |"));
     let mut bad = cfg.clone();
@@ -114,4 +122,27 @@ fn an_interrupt_flag_stops_the_run_unfinished() {
         }) => {}
         other => panic!("{:?}", other.map(|(_, r)| r.dim)),
     }
+}
+
+/// A report written before `w2_squared_bounds` existed (docs/results/ot's) is read with the
+/// bounds computed from its cost and KL; a report written now keeps its own.
+#[test]
+fn reports_without_bounds_are_read_with_computed_bounds() {
+    let mut v = serde_json::json!({
+        "dim": 2, "w2_squared": 6.4411, "transport_cost": 6.3126, "relative_error": -0.0199,
+        "optimal_cost_on_test": 6.3332, "paired_relative_error": -0.0033, "kl": 0.0013,
+        "test_nll": 4.0566, "entropy": 4.0548, "curve": [], "train_time_s": 2.7,
+        "wall_time_s": 3.0
+    });
+    let old: OtReport = serde_json::from_value(v.clone()).unwrap();
+    assert_eq!(
+        old.w2_squared_bounds,
+        W2Bounds::from_cost_and_kl(6.3126, 0.0013)
+    );
+    assert!(old.w2_squared_bounds.converged);
+    let written = serde_json::to_value(&old).unwrap();
+    assert_eq!(written["w2_squared_bounds"]["converged"], true);
+    v["w2_squared_bounds"] = serde_json::json!({"lower": 1.0, "upper": 2.0, "converged": false});
+    let new: OtReport = serde_json::from_value(v).unwrap();
+    assert_eq!(new.w2_squared_bounds.upper, 2.0);
 }

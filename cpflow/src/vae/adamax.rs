@@ -12,6 +12,7 @@ use candle_core::{Tensor, Var};
 use serde::{Deserialize, Serialize};
 
 use super::adamax_host::{apply_in_place, host_moments};
+use super::shape_text::tuple_text;
 use crate::error::{CpflowError, Result};
 
 /// Hyper-parameters of [`Adamax`] (defaults: the reference's).
@@ -241,9 +242,9 @@ impl Adamax {
                 })?;
                 if t.shape() != want.shape() {
                     return Err(CpflowError::Checkpoint(format!(
-                        "optimiser tensor {k} has shape {:?}, expected {:?}",
-                        t.dims(),
-                        want.dims()
+                        "optimiser tensor {k} has shape {}, expected {}",
+                        tuple_text(t.dims()),
+                        tuple_text(want.dims())
                     )));
                 }
                 Ok(t.to_dtype(want.dtype())?.to_device(want.device())?)

@@ -24,6 +24,7 @@ use icnn::gemm_conv::ConvHead;
 use rayon::prelude::*;
 
 use super::likelihood::composed_categorical_parts;
+use super::shape_text::tuple_text;
 
 /// f32/f64 with the exponential and logarithm. Both exponentials of this op have non-positive
 /// arguments (`l − max`, `l − lse`): they use the branch-free [`ExpNonPositive`], which
@@ -74,12 +75,12 @@ fn targets_of<'a>(
     op: &'static str,
 ) -> candle_core::Result<&'a [u32]> {
     let CpuStorage::U32(t) = s else {
-        candle_core::bail!("{op}: targets must be u32, got {:?}", s.dtype());
+        candle_core::bail!("{op}: targets must be u32, got {}", s.dtype().as_str());
     };
     if l.shape().dims() != [b, n] {
         candle_core::bail!(
-            "{op}: targets {:?} must be (B, H·W) = ({b}, {n})",
-            l.shape()
+            "{op}: targets {} must be (B, H·W) = ({b}, {n})",
+            tuple_text(l.shape().dims())
         );
     }
     let t = contiguous(t, l, op)?;
@@ -217,9 +218,9 @@ fn logits_grad(
     let (b, _, n) = geo;
     if res.dims() != [b, 1 + n] || grad_res.dims() != [b, 1 + n] {
         candle_core::bail!(
-            "{name}: output {:?} and its gradient {:?} do not match ({b}, {})",
-            res.shape(),
-            grad_res.shape(),
+            "{name}: output {} and its gradient {} do not match ({b}, {})",
+            tuple_text(res.dims()),
+            tuple_text(grad_res.dims()),
             1 + n
         );
     }
@@ -440,7 +441,7 @@ mod tests {
             let plain = categorical_log_likelihood(&dec.forward(&z).unwrap(), &t64).unwrap_err();
             assert_eq!(fused.to_string(), plain.to_string());
             assert!(
-                fused.to_string().contains("must be u32, got I64"),
+                fused.to_string().contains("must be u32, got i64"),
                 "{fused}"
             );
         }

@@ -195,6 +195,17 @@ pub enum VaeSplit {
     Test,
 }
 
+impl std::fmt::Display for VaeSplit {
+    /// `training`, `validation` or `test`, as in "the validation split".
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            VaeSplit::Train => "training",
+            VaeSplit::Val => "validation",
+            VaeSplit::Test => "test",
+        })
+    }
+}
+
 /// `n` images, row-major H×W each, one channel, `u8` pixels: for Frey Faces the 8-bit grey
 /// level (0..=255); for binary data 0/1; for dynamically binarised training data the grey
 /// level 0..=255 (probability = p/255).
@@ -294,7 +305,7 @@ impl VaeData {
         let imgs = self.split(s);
         if idx.is_empty() {
             return Err(DatasetError::InvalidConfig(format!(
-                "{}: empty batch of the {s:?} split",
+                "{}: empty batch of the {s} split",
                 self.name
             )));
         }
@@ -304,7 +315,7 @@ impl VaeData {
                     Ok(imgs.image(i))
                 } else {
                     Err(DatasetError::InvalidConfig(format!(
-                        "{}: image {i} requested from the {s:?} split of {} images",
+                        "{}: image {i} requested from the {s} split of {} images",
                         self.name, imgs.n
                     )))
                 }

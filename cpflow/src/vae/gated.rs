@@ -33,8 +33,9 @@ pub(crate) fn uniform_var<R: Rng + ?Sized>(
         .filter(|&n| n <= icnn::MAX_MODEL_PARAMETERS)
         .ok_or_else(|| {
             CpflowError::InvalidConfig(format!(
-                "VAE variable {name} of shape {shape:?} would have more than {} elements: \
+                "VAE variable {name} of shape {} would have more than {} elements: \
                  check the widths of the architecture",
+                super::shape_text::tuple_text(shape),
                 icnn::MAX_MODEL_PARAMETERS
             ))
         })?;

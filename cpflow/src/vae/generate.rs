@@ -152,7 +152,8 @@ impl Vae {
             [_, k] if *k == d => {}
             other => {
                 return Err(CpflowError::InvalidInput(format!(
-                    "latents must be (B, {d}), got {other:?}"
+                    "latents must be (B, {d}), got {}",
+                    super::shape_text::tuple_text(other)
                 )));
             }
         }

@@ -9,6 +9,7 @@ use super::categorical_op::{CategoricalHead, fused_categorical_log_likelihood};
 use super::gated::Conv;
 
 use super::network::softplus;
+use super::shape_text::tuple_text;
 use crate::error::{CpflowError, Result};
 
 /// `Σ_pixels log Bernoulli(x; σ(l))` per image, from logits `l` `(B, 1, H, W)` and binary
@@ -29,9 +30,9 @@ use crate::error::{CpflowError, Result};
 pub fn bernoulli_log_likelihood(logits: &Tensor, x: &Tensor) -> Result<Tensor> {
     if logits.dims() != x.dims() || logits.rank() != 4 {
         return Err(CpflowError::InvalidInput(format!(
-            "Bernoulli likelihood: logits {:?} and images {:?} must both be (B, 1, H, W)",
-            logits.dims(),
-            x.dims()
+            "Bernoulli likelihood: logits {} and images {} must both be (B, 1, H, W)",
+            tuple_text(logits.dims()),
+            tuple_text(x.dims())
         )));
     }
     let per_pixel = ((x * logits)? - softplus(logits)?)?;
@@ -56,8 +57,8 @@ pub fn categorical_log_likelihood(logits: &Tensor, targets: &Tensor) -> Result<T
     let (b, _, h, w) = logits.dims4()?;
     if targets.dims() != [b, h * w] {
         return Err(CpflowError::InvalidInput(format!(
-            "categorical likelihood: targets {:?} must be (B, H·W) = ({b}, {})",
-            targets.dims(),
+            "categorical likelihood: targets {} must be (B, H·W) = ({b}, {})",
+            tuple_text(targets.dims()),
             h * w
         )));
     }
@@ -72,8 +73,8 @@ pub fn categorical_log_likelihood(logits: &Tensor, targets: &Tensor) -> Result<T
 fn check_u32_targets(targets: &Tensor) -> Result<()> {
     if targets.dtype() != DType::U32 {
         return Err(CpflowError::InvalidInput(format!(
-            "categorical likelihood: targets must be u32, got {:?}",
-            targets.dtype()
+            "categorical likelihood: targets must be u32, got {}",
+            targets.dtype().as_str()
         )));
     }
     Ok(())

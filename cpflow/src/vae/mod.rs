@@ -14,6 +14,10 @@ mod gated;
 mod hidden_units;
 mod network;
 mod parameter_count;
+mod posterior_memory;
+mod shape_text;
+#[cfg(test)]
+pub(crate) use posterior_memory::POSTERIOR_MEASURED_PEAKS;
 
 pub use gated::{ConvShape, GatedConv};
 pub use network::{Decoder, Encoder, EncoderOutput, VaeArchitecture};

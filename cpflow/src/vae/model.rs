@@ -408,7 +408,8 @@ impl Vae {
         let d = batch.x.dims();
         if d.len() != 4 || d[1] != 1 || d[2] != h || d[3] != w {
             return Err(CpflowError::InvalidInput(format!(
-                "VAE batch must be (B, 1, {h}, {w}), got {d:?}"
+                "VAE batch must be (B, 1, {h}, {w}), got {}",
+                super::shape_text::tuple_text(d)
             )));
         }
         if self.likelihood == VaeLikelihood::Categorical256 && batch.targets.is_none() {

@@ -92,6 +92,7 @@ fn a_registered_network_runs_through_the_command_line() {
         out_s,
         "-n",
         "50",
+        "--no-progress",
         "-o",
         samples.to_str().unwrap(),
     ])

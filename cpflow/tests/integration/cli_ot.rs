@@ -1,7 +1,7 @@
 //! `cpflow ot`: the configuration file (unknown keys, enum tables of another variant), the
-//! log, and the output files.
+//! log, the output files, and the verdict on a map that has not converged.
 
-use crate::cli_common::{cpflow_fails, cpflow_log, non_empty, temp_dir};
+use crate::cli_common::{cpflow, cpflow_fails, cpflow_log, non_empty, temp_dir};
 
 /// Settings that keep a run to a fraction of a second.
 const QUICK: &str = "n_train = 512\nn_test = 128\nn_eval_curve = 64\neval_every = 2\n\
@@ -181,4 +181,52 @@ fn an_interrupted_ot_run_says_what_it_stopped() {
         err.contains("interrupted during the run of d = 2") && err.contains("no dimension"),
         "{err}"
     );
+}
+
+/// Four steps at d = 2: the KL bounds W₂² only loosely (Talagrand), and the printed line,
+/// the table and `ot_reports.json` all say the map has not converged; the bounds hold the
+/// closed-form W₂².
+#[test]
+fn a_short_run_is_reported_as_not_converged() {
+    let dir = temp_dir("ot-convergence");
+    let cfg = dir.join("ot.toml");
+    std::fs::write(&cfg, QUICK).unwrap();
+    let out = dir.join("out");
+    let args = [
+        "ot",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--dims",
+        "2",
+        "--iters",
+        "4",
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    let stdout = cpflow(&args);
+    assert!(
+        stdout.contains("NOT CONVERGED") && stdout.contains("not yet an estimate of W2²"),
+        "{stdout}"
+    );
+    let table = std::fs::read_to_string(out.join("ot_table.md")).unwrap();
+    assert!(
+        table.contains("W2^2 bounds from the KL") && table.contains("| **no** |"),
+        "{table}"
+    );
+    let reports: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("ot_reports.json")).unwrap())
+            .unwrap();
+    let r = &reports[0];
+    let b = &r["w2_squared_bounds"];
+    assert_eq!(b["converged"], false, "{r}");
+    let (lower, upper, w2) = (
+        b["lower"].as_f64().unwrap(),
+        b["upper"].as_f64().unwrap(),
+        r["w2_squared"].as_f64().unwrap(),
+    );
+    // The bracket is a theorem for expectations; here both ends come from 128 test points,
+    // and a 4-step map's bracket is wide (its lower end is 0), so it holds W₂² by far.
+    assert!(lower <= w2 && w2 <= upper, "{r}");
+    // The cost of this short run is far below W₂²: what the verdict is for.
+    assert!(r["transport_cost"].as_f64().unwrap() < 0.8 * w2, "{r}");
 }

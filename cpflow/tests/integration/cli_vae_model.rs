@@ -101,7 +101,16 @@ fn eval_on_a_vae_run_repeats_its_report() {
         }
 
         // The first 3 images without importance sampling; another seed draws other noise.
-        let few_args = ["eval", "--model", run_s, "-n", "3", "--is-samples", "0"];
+        let few_args = [
+            "eval",
+            "--model",
+            run_s,
+            "-n",
+            "3",
+            "--is-samples",
+            "0",
+            "--no-progress",
+        ];
         let few = json(&cpflow(&few_args));
         assert_eq!(
             (few["images"].as_u64(), few["is_samples"].as_u64()),
@@ -165,7 +174,16 @@ fn sample_from_a_vae_decodes_prior_latents() {
     assert!(worst < 1e-15, "{worst}");
 
     let draws = dir.join("draws.csv");
-    let args = ["sample", "--model", run_s, "-n", "3", "--pixels", "draw"];
+    let args = [
+        "sample",
+        "--model",
+        run_s,
+        "-n",
+        "3",
+        "--pixels",
+        "draw",
+        "--no-progress",
+    ];
     cpflow(&[&args[..], &["-o", draws.to_str().unwrap()]].concat());
     let text = std::fs::read_to_string(&draws).unwrap();
     let values: Vec<f64> = text

@@ -31,6 +31,8 @@ mod cli_tabular;
 #[cfg(feature = "cli")]
 mod cli_user_data;
 #[cfg(feature = "cli")]
+mod cli_vae_checks;
+#[cfg(feature = "cli")]
 mod cli_vae_model;
 mod conditional_inverse;
 mod custom_potential;

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use crate::common::{Route, TestServer, bytes, tempdir};
 use xtask::checksum::{Checksum, Verified, sha256_bytes};
-use xtask::fetch::{FetchError, FetchOptions, Fetched, agent, fetch, part_path};
+use xtask::fetch::{FetchError, FetchOptions, Fetched, MismatchOrigin, agent, fetch, part_path};
 
 fn opts(retries: u32) -> FetchOptions {
     FetchOptions {
@@ -299,6 +299,9 @@ fn a_bad_file_on_disk_is_moved_aside_not_trusted() {
     );
 }
 
+/// An earlier run's partial file longer than the file: 416 for its range, so the `.part`
+/// fails its checksum; it was pieced together, so it is deleted and the whole file
+/// downloaded at once (the run used to fail, saying that running again would start afresh).
 #[test]
 fn a_stale_part_longer_than_the_file_is_discarded() {
     let body = bytes(10_000, 8);
@@ -309,15 +312,124 @@ fn a_stale_part_longer_than_the_file_is_discarded() {
     let o = opts(0);
     let sum = Checksum::sha256(&sha256_bytes(&body));
     let url = format!("{}/f.bin", srv.base);
-    // 416 for the stale range: the .part fails its checksum and is deleted...
-    let err = fetch(&agent(&o), std::slice::from_ref(&url), &dest, &sum, &o).unwrap_err();
-    assert!(matches!(err, FetchError::ChecksumMismatch { .. }), "{err}");
-    // The earlier run's partial file may be what differs: here running again does help.
-    assert!(err.to_string().contains("afresh"), "{err}");
-    assert!(!part_path(&dest).exists());
-    // ...so the next run downloads it afresh.
-    fetch(&agent(&o), &[url], &dest, &sum, &o).unwrap();
+    fetch(&agent(&o), std::slice::from_ref(&url), &dest, &sum, &o).unwrap();
     assert_eq!(std::fs::read(&dest).unwrap(), body);
+    assert!(!part_path(&dest).exists());
+    let seen = srv.requests();
+    let ranges: Vec<_> = seen
+        .iter()
+        .map(|r| (r.range.as_deref(), r.status))
+        .collect();
+    assert_eq!(ranges, [(Some("bytes=20000-"), 416), (None, 200)]);
+}
+
+/// A transfer that broke off is continued with a range request whose answer is corrupt (the
+/// server's ranged answers differ from its file): the pieced-together file fails its
+/// checksum, so it is deleted and the whole file downloaded once more from the start, which
+/// matches (it used to be an error telling the user to run the command again).
+#[test]
+fn a_corrupt_continued_download_is_downloaded_whole_once_more() {
+    let body = bytes(N, 10);
+    let mut route = Route::new(body.clone()).truncated(1, 100_000);
+    route.corrupt_ranges = true;
+    let srv = server("/f.bin", route);
+    let dir = tempdir();
+    let dest = dir.path().join("f.bin");
+    let o = opts(2);
+    let sum = Checksum::sha256(&sha256_bytes(&body));
+    let got = fetch(
+        &agent(&o),
+        &[format!("{}/f.bin", srv.base)],
+        &dest,
+        &sum,
+        &o,
+    )
+    .unwrap();
+    assert!(matches!(got, Fetched::Downloaded { .. }), "{got:?}");
+    assert_eq!(std::fs::read(&dest).unwrap(), body);
+    assert!(!part_path(&dest).exists());
+    let seen = srv.requests();
+    let ranges: Vec<_> = seen
+        .iter()
+        .map(|r| (r.range.as_deref(), r.status))
+        .collect();
+    assert_eq!(
+        ranges,
+        [(None, 200), (Some("bytes=100000-"), 206), (None, 200)]
+    );
+}
+
+/// An earlier run's partial file whose bytes differ from the file's (the tail the server
+/// sends for its range is right): the whole file is downloaded once more, at once.
+#[test]
+fn an_earlier_runs_corrupt_part_is_replaced_by_a_whole_download() {
+    let body = bytes(N, 11);
+    let srv = server("/f.bin", Route::new(body.clone()));
+    let dir = tempdir();
+    let dest = dir.path().join("f.bin");
+    std::fs::write(part_path(&dest), bytes(123_456, 12)).unwrap();
+    let o = opts(0);
+    let sum = Checksum::sha256(&sha256_bytes(&body));
+    fetch(
+        &agent(&o),
+        &[format!("{}/f.bin", srv.base)],
+        &dest,
+        &sum,
+        &o,
+    )
+    .unwrap();
+    assert_eq!(std::fs::read(&dest).unwrap(), body);
+    let seen = srv.requests();
+    let ranges: Vec<_> = seen
+        .iter()
+        .map(|r| (r.range.as_deref(), r.status))
+        .collect();
+    assert_eq!(ranges, [(Some("bytes=123456-"), 206), (None, 200)]);
+}
+
+/// A source that serves other bytes than the published ones: the continued download fails
+/// its checksum, the whole file is downloaded once more (once only), fails too, and the
+/// error says so: the source is at fault, running again would fetch the same bytes.
+#[test]
+fn a_source_of_other_bytes_fails_after_one_download_from_scratch() {
+    let body = bytes(N, 13);
+    let srv = server("/f.bin", Route::new(body).truncated(1, 100_000));
+    let dir = tempdir();
+    let dest = dir.path().join("f.bin");
+    let o = opts(2);
+    let wrong = Checksum::sha256(&sha256_bytes(b"the published file"));
+    let url = format!("{}/f.bin", srv.base);
+    let err = fetch(&agent(&o), std::slice::from_ref(&url), &dest, &wrong, &o).unwrap_err();
+    match &err {
+        FetchError::ChecksumMismatch {
+            origin:
+                MismatchOrigin::Download {
+                    continued_part: false,
+                    retried_from_scratch: true,
+                    ..
+                },
+            ..
+        } => {}
+        other => panic!("{other:?}"),
+    }
+    let msg = err.to_string();
+    assert!(
+        msg.contains("downloaded again from the start")
+            && msg.contains("serves other bytes")
+            && msg.contains("--mirror")
+            && !msg.contains("running the command again downloads"),
+        "{msg}"
+    );
+    assert!(!dest.exists() && !part_path(&dest).exists());
+    let seen = srv.requests();
+    let ranges: Vec<_> = seen
+        .iter()
+        .map(|r| (r.range.as_deref(), r.status))
+        .collect();
+    assert_eq!(
+        ranges,
+        [(None, 200), (Some("bytes=100000-"), 206), (None, 200)]
+    );
 }
 
 /// Offline, a download fails at once: a refused connection and a name that does not resolve

@@ -161,11 +161,7 @@ pub fn eval(a: EvalArgs) -> Result<()> {
     // score before its next chunk.
     let interrupt = Interrupt::install_with_message(INTERRUPT_MESSAGE)?;
     tracing::info!("scoring {points} points of {source} in chunks of {batch}");
-    let bar = if a.no_progress {
-        indicatif::ProgressBar::hidden()
-    } else {
-        super::chunk_progress_bar(points, batch, "scoring", " points")
-    };
+    let bar = super::chunk_progress_bar(a.no_progress, points, batch, "scoring", " points");
     let mut stopped_at = None;
     let scored = nll_estimate_with(&flow, &test, &estimator, batch, &mut rng, |done| {
         bar.set_position(done as u64);

@@ -137,11 +137,7 @@ pub fn eval_image(a: &EvalArgs, loc: &ModelLocation, device: &Device, t0: Instan
     // A bar over the images (hidden for one chunk, and when stderr is not a terminal); the
     // first Ctrl-C stops the score before its next chunk.
     let interrupt = Interrupt::install_with_message(INTERRUPT_MESSAGE)?;
-    let bar = if a.no_progress {
-        indicatif::ProgressBar::hidden()
-    } else {
-        super::chunk_progress_bar(n, batch, "scoring", " images")
-    };
+    let bar = super::chunk_progress_bar(a.no_progress, n, batch, "scoring", " images");
     let mut last = None;
     let mut monitor = |p: EvalProgress| {
         bar.set_position(p.done as u64);

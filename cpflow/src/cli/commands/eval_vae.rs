@@ -104,17 +104,36 @@ pub fn eval_vae(a: &EvalArgs, loc: &ModelLocation, t0: Instant) -> Result<()> {
         );
     }
     let interrupt = Interrupt::install_with_message(INTERRUPT_MESSAGE)?;
-    tracing::info!(dataset = ds.name(), ?params, "scoring the test split");
+    let (h, w) = vae.image_hw();
+    // The weights, loaded (and counted) as the run built them.
+    let (networks, posterior) = cfg.model.check_size(data.likelihood, (h, w))?;
+    let bytes = |n: usize, f: crate::FloatType| n as f64 * f.dtype().size_in_bytes() as f64;
+    let weight_bytes =
+        bytes(networks, cfg.model.network_float) + bytes(posterior, cfg.model.posterior_float);
+    let rows = super::vae::exact_pass_rows(
+        params.batch_size.min(data.test.n),
+        params.is_samples,
+        params.is_chunk,
+    );
+    super::vae::check_exact_log_q_memory(
+        &cfg.model,
+        rows,
+        weight_bytes,
+        crate::cli::memory::total_memory(),
+        "the test −ELBO and importance sampling",
+    )?;
+    tracing::info!("{}", describe_scoring(ds.name(), data.test.n, &params));
     let ts = Instant::now();
     // One bar per phase: the −ELBO's batches, then the importance-sampled images.
     let mut bar: Option<indicatif::ProgressBar> = None;
+    let hide = a.no_progress;
     let mut done = (0, "−ELBO");
     let scores = score_vae_test(&vae, &data, &params, |p| {
         match p {
             VaeTestProgress::NegElbo { done: d, of } => {
                 done = (d, "−ELBO");
                 bar.get_or_insert_with(|| {
-                    super::chunk_progress_bar(of, params.batch_size, "−ELBO", " images")
+                    super::chunk_progress_bar(hide, of, params.batch_size, "−ELBO", " images")
                 })
                 .set_position(d as u64);
             }
@@ -123,7 +142,9 @@ pub fn eval_vae(a: &EvalArgs, loc: &ModelLocation, t0: Instant) -> Result<()> {
                     b.finish_and_clear();
                 }
                 let label = format!("importance sampling (K = {samples})");
-                bar = Some(super::chunk_progress_bar(images, 1, &label, " images"));
+                bar = Some(super::chunk_progress_bar(
+                    hide, images, 1, &label, " images",
+                ));
             }
             VaeTestProgress::ImportanceSampled { done: d } => {
                 done = (d, "importance-sampled");
@@ -154,7 +175,6 @@ pub fn eval_vae(a: &EvalArgs, loc: &ModelLocation, t0: Instant) -> Result<()> {
     }
     let scores = scores?;
     let finite = |v: f64| v.is_finite().then_some(v);
-    let (h, w) = vae.image_hw();
     let summary = VaeEvalSummary {
         model: file.display().to_string(),
         weights,
@@ -179,6 +199,31 @@ pub fn eval_vae(a: &EvalArgs, loc: &ModelLocation, t0: Instant) -> Result<()> {
     };
     println!("{}", serde_json::to_string(&summary)?);
     Ok(())
+}
+
+/// What `eval` scores, in words, for its log line (it printed the settings' struct:
+/// `params=VaeTestParams { seed: 1, images: Some(5), … }`, the dataset quoted).
+fn describe_scoring(dataset: &str, test_images: usize, p: &VaeTestParams) -> String {
+    let first = |n: Option<usize>| match n.filter(|&n| n < test_images) {
+        Some(n) => format!("the first {n} of {test_images} test images"),
+        None => format!("all {test_images} test images"),
+    };
+    let is = if p.is_samples == 0 {
+        "no importance sampling".to_string()
+    } else {
+        let at_once = p.is_chunk.min(p.is_samples);
+        format!(
+            "the importance-sampled NLL of {} (K = {}, {at_once} at a time)",
+            first(p.is_images),
+            p.is_samples
+        )
+    };
+    format!(
+        "scoring the test split of {dataset}: the −ELBO of {} (batches of {}), {is}; seed {}",
+        first(p.images),
+        p.batch_size,
+        p.seed
+    )
 }
 
 /// The run's test settings with `-n`, `--batch-size`, `--seed` and `--is-samples` applied.
@@ -227,4 +272,34 @@ fn refuse_flow_options(a: &EvalArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The settings read as words: no `Some(…)`, struct names or quoted strings.
+    #[test]
+    fn scoring_settings_are_described_in_words() {
+        let mut p = VaeTestParams {
+            seed: 1,
+            images: Some(5),
+            batch_size: 400,
+            is_samples: 4,
+            is_chunk: 8,
+            is_images: Some(5),
+        };
+        assert_eq!(
+            describe_scoring("frey-faces", 200, &p),
+            "scoring the test split of frey-faces: the −ELBO of the first 5 of 200 test images \
+             (batches of 400), the importance-sampled NLL of the first 5 of 200 test images \
+             (K = 4, 4 at a time); seed 1"
+        );
+        (p.images, p.is_images, p.is_samples) = (None, Some(500), 0);
+        assert_eq!(
+            describe_scoring("mnist", 10_000, &p),
+            "scoring the test split of mnist: the −ELBO of all 10000 test images (batches of \
+             400), no importance sampling; seed 1"
+        );
+    }
 }

@@ -29,11 +29,17 @@ use std::path::{Path, PathBuf};
 use crate::cli::run_config::{Overrides, RunConfig, resolve};
 
 /// A progress bar on stderr over `n` items done `chunk` at a time, drawn as
-/// `{label} [bar] pos/len{unit} [elapsed, eta]` (hidden for a single chunk, and by indicatif
-/// when stderr is not a terminal).
-fn chunk_progress_bar(n: usize, chunk: usize, label: &str, unit: &str) -> indicatif::ProgressBar {
+/// `{label} [bar] pos/len{unit} [elapsed, eta]` (hidden with `--no-progress`, for a single
+/// chunk, and by indicatif when stderr is not a terminal).
+fn chunk_progress_bar(
+    no_progress: bool,
+    n: usize,
+    chunk: usize,
+    label: &str,
+    unit: &str,
+) -> indicatif::ProgressBar {
     use indicatif::{ProgressBar, ProgressStyle};
-    if n <= chunk {
+    if no_progress || n <= chunk {
         return ProgressBar::hidden();
     }
     let bar = ProgressBar::new(n as u64);

@@ -149,8 +149,6 @@ fn config_for(a: &OtArgs, file: Option<&toml::Table>, dim: usize) -> Result<OtCo
     Ok(cfg)
 }
 
-/// Runs the experiment for every `--dims` entry; writes the figures, `ot_table.md` and
-/// `ot_reports.json` (rewritten atomically after each dimension) into `--out`.
 /// Peak memory (bytes) of training `cfg` with the exact log-det, which keeps per-sample
 /// `d × d` Hessians and `width × d` Jacobians of every layer for the backward pass:
 /// `0.1 GB + batch · d · (depth · (2,787 + 74.2 · width) + 194 · d)` bytes. Fitted to the
@@ -228,6 +226,27 @@ fn check_sizes(cfg: &OtConfig) -> Result<()> {
     Ok(())
 }
 
+/// A line naming the dimensions whose map has not converged (their transport cost is not an
+/// estimate of W₂²), or `None` when every one has.
+fn not_converged_note(reports: &[OtReport]) -> Option<String> {
+    let dims: Vec<String> = reports
+        .iter()
+        .filter(|r| !r.w2_squared_bounds.converged)
+        .map(|r| r.dim.to_string())
+        .collect();
+    (!dims.is_empty()).then(|| {
+        format!(
+            "NOT CONVERGED: d = {}: the KL leaves W2² a wide range (column \"W2^2 bounds from \
+             the KL\"), so those transport costs are not yet estimates of W2²; train longer \
+             (--iters)",
+            dims.join(", ")
+        )
+    })
+}
+
+/// Runs the experiment for every `--dims` entry; writes the figures, `ot_table.md` and
+/// `ot_reports.json` (rewritten atomically after each dimension) into `--out`, and says for
+/// every dimension whether its map has converged (its transport cost estimates W₂²).
 pub fn ot(a: OtArgs) -> Result<()> {
     if a.dims.is_empty() || a.dims.contains(&0) {
         bail!("--dims needs positive dimensions");
@@ -285,7 +304,7 @@ pub fn ot(a: OtArgs) -> Result<()> {
             OtTarget::Random => "random",
             OtTarget::Paper2d => "paper_2d",
         };
-        tracing::info!(dim, iterations = cfg.train.max_iterations, target, "OT run");
+        tracing::info!(dim, iterations = cfg.train.max_iterations, target = %target, "OT run");
         let options = RunOptions {
             interrupt: Some(interrupt.flag()),
             ..RunOptions::default()
@@ -323,6 +342,7 @@ pub fn ot(a: OtArgs) -> Result<()> {
             report.kl,
             report.train_time_s
         );
+        println!("  {}", report.w2_squared_bounds.verdict());
         reports.push(report);
         // Rewrite the table after every dimension so a long run leaves partial results.
         write_file_atomic(
@@ -338,6 +358,9 @@ pub fn ot(a: OtArgs) -> Result<()> {
         )?;
     }
     println!("\n{}", ot_table_markdown(&reports));
+    if let Some(n) = not_converged_note(&reports) {
+        println!("{n}");
+    }
     Ok(())
 }
 

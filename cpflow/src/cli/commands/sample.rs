@@ -92,7 +92,7 @@ pub fn sample(a: SampleArgs) -> Result<()> {
     let mut rng = FlowRng::seed_from_u64(a.dev.seed.unwrap_or(0));
     let mut conv = Convergence::default();
     let interrupt = Interrupt::install_with_message(INTERRUPT_MESSAGE)?;
-    let bar = super::chunk_progress_bar(a.n, SAMPLE_CHUNK, "sampling", "");
+    let bar = super::chunk_progress_bar(a.no_progress, a.n, SAMPLE_CHUNK, "sampling", "");
     let mut done = 0;
     while done < a.n {
         stop_if_interrupted(&interrupt, done, a.n, &a.output)?;
@@ -197,7 +197,7 @@ fn draw_image_chunks(
     mut draw: impl FnMut(usize) -> Result<Tensor>,
 ) -> Result<()> {
     let interrupt = Interrupt::install_with_message(INTERRUPT_MESSAGE)?;
-    let bar = super::chunk_progress_bar(n, chunk, "sampling", "");
+    let bar = super::chunk_progress_bar(a.no_progress, n, chunk, "sampling", "");
     let mut done = 0;
     while done < n {
         stop_if_interrupted(&interrupt, done, n, &a.output)?;

@@ -1,7 +1,8 @@
 //! `cpflow vae`: the VAE experiment of Table 3 (Gaussian or CP-Flow posterior).
 
 use crate::vae::{
-    Adamax, PosteriorKind, Vae, VaeConfig, VaeData, VaeRunOptions, load_vae_data, run_vae_on,
+    Adamax, PosteriorKind, Vae, VaeConfig, VaeData, VaeModelConfig, VaeRunOptions, load_vae_data,
+    run_vae_on,
 };
 use anyhow::{Context, Result};
 use candle_core::Device;
@@ -67,11 +68,38 @@ pub fn read_vae_config(
     Ok(cfg)
 }
 
+/// Settings that size a VAE's training memory, for the messages that refuse it.
+const VAE_SIZE_KEYS: &str = "model.latent_dim, train.batch_size, model.architecture.channels, \
+     model.architecture.feature_dim, model.blocks, model.width or model.depth";
+
 /// Refuses a VAE that cannot train on a machine of `total` bytes (`None`: unknown, only the
 /// fixed size bound applies): the fixed bound on the parameters first (its message does not
-/// depend on the machine), then the weights in the optimiser's copies with the activations of
-/// a batch ([`vae_training_memory`]; a batch holds at most the whole training split).
+/// depend on the machine); then the weights in the optimiser's copies with the activations of
+/// a training step (the encoder's and decoder's, [`vae_training_memory`], and the CP-Flow
+/// posterior's, which grow with `model.latent_dim`; a batch holds at most the whole training
+/// split); then those weights with the exact `log q` of the evaluations (the validation
+/// −ELBO after every epoch, the test scores at the end): a chunk of the posterior's
+/// `latent_dim × latent_dim` Jacobians.
 fn check_vae_memory(cfg: &VaeConfig, data: &VaeData, total: Option<f64>) -> Result<()> {
+    let resident = check_vae_training_memory(cfg, data, total)?;
+    let e = &cfg.eval;
+    let rows = exact_pass_rows(
+        cfg.train.batch_size.min(data.val.n.max(data.test.n)),
+        e.is_samples,
+        e.is_chunk,
+    );
+    check_exact_log_q_memory(
+        &cfg.model,
+        rows,
+        resident,
+        total,
+        "the validation −ELBO after every epoch and the test scores",
+    )
+}
+
+/// The training step's part of [`check_vae_memory`]; returns the bytes of the weights in
+/// the optimiser's copies (held through the evaluations too).
+fn check_vae_training_memory(cfg: &VaeConfig, data: &VaeData, total: Option<f64>) -> Result<f64> {
     let m = &cfg.model;
     let image_hw = (data.height, data.width);
     let (networks, posterior) = m.check_size(data.likelihood, image_hw)?;
@@ -79,19 +107,73 @@ fn check_vae_memory(cfg: &VaeConfig, data: &VaeData, total: Option<f64>) -> Resu
         .architecture
         .hidden_units(image_hw, m.latent_dim, data.likelihood)?;
     let batch = cfg.train.batch_size.min(data.train.n);
+    let parts = [
+        (networks, m.network_float.dtype()),
+        (posterior, m.posterior_float.dtype()),
+    ];
+    let activations = vae_training_memory(units, batch, m.network_float.dtype())
+        + m.posterior_training_memory(batch);
     check_training_memory(
         "the VAE",
-        &[
-            (networks, m.network_float.dtype()),
-            (posterior, m.posterior_float.dtype()),
-        ],
+        &parts,
         OPTIMISER_COPIES,
-        vae_training_memory(units, batch, m.network_float.dtype()),
+        activations,
         &Device::Cpu,
         total,
-        "train.batch_size, model.architecture.channels, model.blocks, model.width or \
-         model.depth",
-    )
+        VAE_SIZE_KEYS,
+    )?;
+    let weights: f64 = parts
+        .iter()
+        .map(|&(n, dtype)| n as f64 * dtype.size_in_bytes() as f64)
+        .sum();
+    Ok(OPTIMISER_COPIES * weights)
+}
+
+/// Rows of the largest exact `log q` pass: a −ELBO batch of `batch` images, or
+/// `min(is_chunk, is_samples)` importance samples of one image (none when `is_samples` is
+/// 0).
+pub(super) fn exact_pass_rows(batch: usize, is_samples: usize, is_chunk: usize) -> usize {
+    batch.max(is_chunk.min(is_samples))
+}
+
+/// `bytes` as GB with one decimal, or as MB below 0.1 GB.
+fn in_words(bytes: f64) -> String {
+    if bytes < 0.1e9 {
+        format!("{:.0} MB", bytes / 1e6)
+    } else {
+        format!("{:.1} GB", bytes / 1e9)
+    }
+}
+
+/// Refuses a CP-Flow posterior whose exact `log q` on passes of `rows` images (`when`: what
+/// it scores) cannot fit, with `resident` bytes already held, in a machine of `total` bytes
+/// (`None`: unknown, nothing is refused): it forms one dense `latent_dim × latent_dim`
+/// Jacobian per image for a chunk of images ([`VaeModelConfig::posterior_exact_memory`]).
+/// A `latent_dim` of 20,000 trained and then aborted in an allocation at its first
+/// validation (16 images' Jacobians: 51 GB).
+pub(super) fn check_exact_log_q_memory(
+    m: &VaeModelConfig,
+    rows: usize,
+    resident: f64,
+    total: Option<f64>,
+    when: &str,
+) -> Result<()> {
+    let Some(total) = total else { return Ok(()) };
+    let exact = m.posterior_exact_memory(rows);
+    if resident + exact.bytes > total {
+        let d = m.latent_dim;
+        anyhow::bail!(
+            "the VAE's CP-Flow posterior with model.latent_dim = {d} cannot be evaluated on this \
+             machine: its exact log q ({when}) forms a {d} × {d} Jacobian for each image, {} \
+             images at a time: {} for the Jacobians and {} for the weights, more than this \
+             machine's {}: lower model.latent_dim",
+            exact.rows,
+            in_words(exact.bytes),
+            in_words(resident),
+            in_words(total)
+        );
+    }
+    Ok(())
 }
 
 /// Runs the experiment and prints the test numbers. Before anything is written: a new run
@@ -261,9 +343,9 @@ mod tests {
         assert_eq!(got, want);
     }
 
-    /// The CPU preset on Frey Faces (1,565 training images): the weights in four copies and
-    /// 2 values per hidden unit and image of the batch must fit; a batch above the split
-    /// counts as the split.
+    /// The CPU preset on Frey Faces (1,565 training images): the weights in four copies, 2
+    /// values per hidden unit and image of the batch, and the CP-Flow posterior's arrays
+    /// must fit; a batch above the split counts as the split.
     #[test]
     fn a_batch_whose_activations_cannot_fit_is_refused() {
         let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/data");
@@ -277,8 +359,10 @@ mod tests {
         // `cpflow vae` on this preset logs 1,501,946 parameters: 1,049,824 f32 in the
         // networks (the Gaussian run's count), 452,122 f64 in the posterior. Hidden units:
         // 18,176 + 24,640 + 143,360 per image (`VaeArchitecture::hidden_units`' example).
+        // The posterior: 4 blocks × 5 layers × (8 values × 64 latents + 6 × 64 units), f64.
         let weights = 4.0 * (1_049_824.0 * 4.0 + 452_122.0 * 8.0);
-        let need = |batch: f64| weights + 2.0 * 186_176.0 * batch * 4.0;
+        let posterior = 4.0 * 5.0 * (8.0 * 64.0 + 6.0 * 64.0) * 8.0;
+        let need = |batch: f64| weights + (2.0 * 186_176.0 * 4.0 + posterior) * batch;
         cfg.train.batch_size = 100;
         check_vae_memory(&cfg, &data, Some(need(100.0))).unwrap();
         let err = check_vae_memory(&cfg, &data, Some(need(100.0) - 1.0)).unwrap_err();
@@ -286,7 +370,7 @@ mod tests {
         assert!(
             err.contains("the VAE has 1501946 parameters")
                 && err.contains("GB for the activations of a batch")
-                && err.contains("lower train.batch_size"),
+                && err.contains("lower model.latent_dim, train.batch_size"),
             "{err}"
         );
         for batch in [1565, 1_000_000] {
@@ -295,6 +379,51 @@ mod tests {
             assert!(check_vae_memory(&cfg, &data, Some(need(1565.0) - 1.0)).is_err());
         }
         check_vae_memory(&cfg, &data, None).unwrap();
+    }
+
+    /// An absurd latent size is refused before anything is built, naming `model.latent_dim`:
+    /// 20,000 latents passed the check (its weights fit in 23 GB), trained, and aborted in an
+    /// allocation (its exact log q needs 16 images' 20,000 × 20,000 Jacobians, 51.2 GB, at
+    /// the first validation). The reference latent size passes on the same machine; the
+    /// bound is below every measured peak of the CPU preset (`POSTERIOR_MEASURED_PEAKS`).
+    #[test]
+    fn an_absurd_latent_size_is_refused_naming_the_key() {
+        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/data");
+        let mut cfg = VaeConfig::cpu(
+            VaeDatasetName::FreyFaces,
+            root.clone(),
+            PosteriorKind::CpFlow,
+        );
+        let data = load_vae_data(cfg.data.dataset, &root, cfg.data.seed).unwrap();
+        let machine = Some(23e9);
+        check_vae_memory(&cfg, &data, machine).unwrap();
+        cfg.model.latent_dim = 20_000;
+        let err = check_vae_memory(&cfg, &data, machine)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("model.latent_dim = 20000")
+                && err.contains("20000 × 20000 Jacobian for each image, 16 images at a time")
+                && err.contains("51.2 GB for the Jacobians")
+                && err.contains("lower model.latent_dim"),
+            "{err}"
+        );
+        // The Gaussian posterior has no Jacobians: only its weights and activations count.
+        cfg.model.posterior = PosteriorKind::Gaussian;
+        check_vae_memory(&cfg, &data, machine).unwrap();
+        // The training step's bound against the peaks measured in training steps: each
+        // passes on a machine of exactly its peak, and none on one of a fifth of it (the
+        // bound is a bound, and not a toothless one).
+        cfg.model.posterior = PosteriorKind::CpFlow;
+        for (gb, latent_dim) in crate::vae::POSTERIOR_MEASURED_PEAKS {
+            cfg.model.latent_dim = latent_dim;
+            check_vae_training_memory(&cfg, &data, Some(gb * 1e9)).unwrap();
+            let fifth = check_vae_training_memory(&cfg, &data, Some(gb * 1e9 / 5.0));
+            assert!(
+                fifth.is_err(),
+                "latent_dim {latent_dim}: fits in {gb} GB / 5"
+            );
+        }
     }
 
     #[test]

@@ -233,7 +233,7 @@ pub(crate) fn load_omniglot(root: &Path, seed: u64) -> Result<VaeData, DatasetEr
             _ => Err(DatasetError::bad_shape(
                 format!("omniglot `{}` in {}", a.name, path.display()),
                 "784 × n (one image per column)",
-                format!("{:?}", a.dims),
+                crate::vae::shape_text::times_text(&a.dims),
             )),
         }
     };

@@ -353,7 +353,10 @@ fn read_matrix<R: Read, T: MatValue>(
         .ok_or_else(|| {
             DatasetError::corrupt(
                 path,
-                format!("variable `{name}`: dimensions {dims:?} overflow"),
+                format!(
+                    "variable `{name}`: dimensions {} overflow",
+                    crate::vae::shape_text::times_text(&dims)
+                ),
             )
         })?;
     let tag = r.tag().map_err(dec("real part tag"))?;
@@ -370,8 +373,10 @@ fn read_matrix<R: Read, T: MatValue>(
         return Err(DatasetError::corrupt(
             path,
             format!(
-                "variable `{name}`: dimensions {dims:?} need {count} values, the real part holds {} bytes of type {}",
-                tag.len, tag.ty
+                "variable `{name}`: dimensions {} need {count} values, the real part holds {} bytes of type {}",
+                crate::vae::shape_text::times_text(&dims),
+                tag.len,
+                tag.ty
             ),
         ));
     }

@@ -1,5 +1,6 @@
 //! A tiny HTTP/1.1 file server on 127.0.0.1 for download tests: serves fabricated bytes,
-//! honours `Range: bytes=N-`, and can cut responses short or ignore ranges. It answers with
+//! honours `Range: bytes=N-`, and can cut responses short, ignore ranges or corrupt what it
+//! sends for them. It answers with
 //! `Connection: close`, handles one connection at a time, and stops when dropped or after
 //! 120 s, whichever comes first. It never touches any other address.
 
@@ -22,6 +23,9 @@ pub struct Route {
     pub truncate_at: usize,
     /// Answer range requests with the whole file (status 200).
     pub ignore_range: bool,
+    /// Answer range requests (206) with the requested tail's bytes inverted: a server whose
+    /// ranged answers differ from its file, the right file to a request without a range.
+    pub corrupt_ranges: bool,
     /// Answer every request with this status and an empty body instead (e.g. 500).
     pub status: Option<u16>,
 }
@@ -33,6 +37,7 @@ impl Route {
             truncate_first: 0,
             truncate_at: 0,
             ignore_range: false,
+            corrupt_ranges: false,
             status: None,
         }
     }
@@ -180,6 +185,7 @@ fn handle(
             .and_then(|s| s.parse::<usize>().ok()),
         _ => None,
     };
+    let corrupt: Vec<u8>;
     let (status, head, body): (u16, String, &[u8]) = match start {
         Some(s) if s >= len => (
             416,
@@ -195,7 +201,12 @@ fn handle(
                 len - 1,
                 len - s
             ),
-            &route.body[s..],
+            if route.corrupt_ranges {
+                corrupt = route.body[s..].iter().map(|b| !b).collect();
+                &corrupt
+            } else {
+                &route.body[s..]
+            },
         ),
         None => (
             200,

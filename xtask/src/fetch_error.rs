@@ -1,0 +1,261 @@
+//! Why a download failed ([`crate::fetch::fetch`]), and messages that say what to do about it.
+
+use std::fmt::{self, Write as _};
+use std::path::{Path, PathBuf};
+
+use crate::checksum::{Checksum, Mismatch};
+use crate::fetch::part_path;
+
+/// Why one URL did not deliver the file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum UrlFailure {
+    /// No HTTP answer: the host did not resolve, refused the connection, or the URL cannot be
+    /// sent (malformed).
+    NoAnswer(String),
+    /// The server answered with this HTTP error status (after the retries for 408, 429 and
+    /// 5xx).
+    Status(u16),
+    /// The transfer kept breaking off (after the retries); the bytes received are kept in the
+    /// `.part` file, which the next run continues.
+    BrokeOff(String),
+}
+
+impl fmt::Display for UrlFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            UrlFailure::NoAnswer(e) => write!(f, "no answer ({e})"),
+            UrlFailure::Status(s) => {
+                let reason = ureq::http::StatusCode::from_u16(*s)
+                    .ok()
+                    .and_then(|c| c.canonical_reason());
+                match reason {
+                    Some(r) => write!(f, "the server answered HTTP {s} {r}"),
+                    None => write!(f, "the server answered HTTP {s}"),
+                }
+            }
+            UrlFailure::BrokeOff(e) => write!(f, "the transfer broke off ({e})"),
+        }
+    }
+}
+
+impl UrlFailure {
+    /// A status a later try may not get (rate limits, timeouts, server errors).
+    pub(crate) fn is_transient_status(&self) -> bool {
+        matches!(self, UrlFailure::Status(408 | 429 | 500..=599))
+    }
+}
+
+/// Where the bytes that failed their checksum came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum MismatchOrigin {
+    /// Downloaded from `url` by this run; `continued_part`: the download continued a `.part`
+    /// file (an earlier run's, or one of this run's transfers that broke off), so its bytes
+    /// came from more than one response and the joint may be what differs;
+    /// `retried_from_scratch`: a first download that continued a partial file did not match
+    /// either, and these bytes are those of the whole file downloaded again from the start.
+    Download {
+        /// The URL.
+        url: String,
+        /// Whether the bytes were pieced together from a partial file and a ranged response.
+        continued_part: bool,
+        /// Whether this is the download from scratch that followed a mismatching continued
+        /// one ([`crate::fetch::fetch`] tries it once, by itself).
+        retried_from_scratch: bool,
+    },
+    /// The file that was already at the destination (placed by hand, or an earlier
+    /// download), now moved aside to `moved_to`.
+    OnDisk {
+        /// Where it was moved (kept for inspection).
+        moved_to: PathBuf,
+    },
+}
+
+/// Why a download failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum FetchError {
+    /// No URL delivered the file (offline, a server that answers 404 or keeps failing, a
+    /// transfer that keeps breaking off): what each URL did, and what to do about it.
+    #[error("{}", not_downloaded_message(failures, dest, checksum))]
+    NotDownloaded {
+        /// Each URL tried, in order, with its last failure.
+        failures: Vec<(String, UrlFailure)>,
+        /// Where the file belongs.
+        dest: PathBuf,
+        /// The expected checksum.
+        checksum: Checksum,
+    },
+    /// The downloaded (or hand-placed) file does not match its checksum.
+    #[error("{}", mismatch_message(origin, dest, mismatch))]
+    ChecksumMismatch {
+        /// Where the bytes came from.
+        origin: MismatchOrigin,
+        /// Where the file belongs.
+        dest: PathBuf,
+        /// Expected vs computed.
+        mismatch: Mismatch,
+    },
+    /// A local file could not be written or read.
+    /// The OS's reason is part of the message; the field is not named `source`, which
+    /// would make it `source()` too and print it twice in a chain.
+    #[error("I/O error on {}: {cause}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        cause: std::io::Error,
+    },
+}
+
+impl FetchError {
+    /// Whether the message advises placing the file by hand: a URL gave no answer (offline?)
+    /// or answered that it does not serve the file.
+    pub fn advises_by_hand(&self) -> bool {
+        match self {
+            FetchError::NotDownloaded { failures, .. } => failures.iter().any(|(_, f)| {
+                matches!(f, UrlFailure::NoAnswer(_))
+                    || matches!(f, UrlFailure::Status(_)) && !f.is_transient_status()
+            }),
+            _ => false,
+        }
+    }
+}
+
+/// The message of [`FetchError::NotDownloaded`]: one line per URL, then the advice that fits
+/// what happened (a server's answer is not "offline").
+fn not_downloaded_message(
+    failures: &[(String, UrlFailure)],
+    dest: &Path,
+    checksum: &Checksum,
+) -> String {
+    let mut s = format!("could not download {} ({checksum})", file_name(dest));
+    if failures.is_empty() {
+        s.push_str(": no URL to try");
+    }
+    for (url, failure) in failures {
+        let _ = write!(s, "\n  {url}: {failure}");
+    }
+    let no_answer: Vec<&str> = failures
+        .iter()
+        .filter(|(_, f)| matches!(f, UrlFailure::NoAnswer(_)))
+        .map(|(u, _)| u.as_str())
+        .collect();
+    let refused: Vec<String> = failures
+        .iter()
+        .filter_map(|(_, f)| match f {
+            UrlFailure::Status(s) if !f.is_transient_status() => Some(format!("HTTP {s}")),
+            _ => None,
+        })
+        .collect();
+    let transient = failures.iter().any(|(_, f)| f.is_transient_status());
+    let broke_off = failures
+        .iter()
+        .any(|(_, f)| matches!(f, UrlFailure::BrokeOff(_)));
+    let by_hand = format!(
+        "place it at {} by hand (it is verified like a download), then run the command again",
+        dest.display()
+    );
+    if !no_answer.is_empty() {
+        let _ = write!(
+            s,
+            "\n  No answer from {}: if this machine is offline, download it on another machine \
+             and {by_hand}.",
+            no_answer.join(" or ")
+        );
+    }
+    if !refused.is_empty() {
+        let _ = write!(
+            s,
+            "\n  The server was reached but does not serve this file at that URL ({}): it may \
+             have moved. Use another source (`--mirror URL`), or get the file elsewhere and \
+             {by_hand}.",
+            refused.join("; ")
+        );
+    }
+    if transient {
+        s.push_str(
+            "\n  The server answered with an error on every attempt: try again later, or use \
+             another source (`--mirror URL`).",
+        );
+    }
+    if broke_off {
+        let _ = write!(
+            s,
+            "\n  The bytes received are kept in {}: running the command again continues the \
+             download where it stopped.",
+            part_path(dest).display()
+        );
+    }
+    s
+}
+
+/// The message of [`FetchError::ChecksumMismatch`]: what running the command again would do
+/// depends on where the bytes came from.
+fn mismatch_message(origin: &MismatchOrigin, dest: &Path, mismatch: &Mismatch) -> String {
+    let file = file_name(dest);
+    match origin {
+        MismatchOrigin::Download {
+            url,
+            continued_part: false,
+            retried_from_scratch: false,
+        } => format!(
+            "{file} from {url}: {mismatch}. The source served a file that does not match the \
+             published checksum, so nothing was kept at {}; running the command again would \
+             fetch the same bytes. Use another source (`--mirror URL`), or place a good copy \
+             at {} by hand (it is verified like a download); if {url} is the official source, \
+             its file may have changed: please report it",
+            dest.display(),
+            dest.display()
+        ),
+        MismatchOrigin::Download {
+            url,
+            continued_part,
+            retried_from_scratch: true,
+        } => format!(
+            "{file} from {url}: {mismatch}. A download that continued a partial file did not \
+             match the published checksum, so the partial file was deleted and the whole file \
+             downloaded again from the start{}: that does not match either, so the source \
+             serves other bytes than the published ones and nothing was kept at {}. Use \
+             another source (`--mirror URL`), or place a good copy at {} by hand (it is \
+             verified like a download); if {url} is the official source, its file may have \
+             changed: please report it",
+            if *continued_part {
+                " (it broke off and was continued too)"
+            } else {
+                ""
+            },
+            dest.display(),
+            dest.display()
+        ),
+        MismatchOrigin::Download {
+            url,
+            continued_part: true,
+            retried_from_scratch: false,
+        } => format!(
+            "{file} from {url}: {mismatch}. The download continued a partial file, which may \
+             be what differs: it was deleted and nothing was kept at {}, so running the \
+             command again downloads the whole file afresh. If that fails the same way, the \
+             source serves other bytes than the published ones: use another source (`--mirror \
+             URL`), or place a good copy at {} by hand",
+            dest.display(),
+            dest.display()
+        ),
+        MismatchOrigin::OnDisk { moved_to } => format!(
+            "{file} at {}: {mismatch}; it was moved to {} (kept for inspection) and nothing \
+             was installed from it. Run the command again to download it, or place a good \
+             copy at {} by hand",
+            dest.display(),
+            moved_to.display(),
+            dest.display()
+        ),
+    }
+}
+
+pub(crate) fn file_name(p: &Path) -> String {
+    p.file_name().map_or_else(
+        || p.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    )
+}
