@@ -223,6 +223,16 @@ pub(crate) enum Estimator {
     Slq,
 }
 
+impl Estimator {
+    /// The name on the command line and in the JSON summary: `exact` or `slq`.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Estimator::Exact => "exact",
+            Estimator::Slq => "slq",
+        }
+    }
+}
+
 #[derive(Args, Debug)]
 pub(crate) struct SampleArgs {
     /// A run directory or a .safetensors file.

@@ -285,9 +285,9 @@ impl Trainer {
                     lr = rec.lr,
                     grad_norm = rec.grad_norm,
                     cg_iterations = rec.cg_iterations,
-                    cg_converged = ?rec.cg_converged,
-                    train_nll_slq = ?rec.train_nll_slq,
-                    val_nll = ?rec.val_nll,
+                    cg_converged = rec.cg_converged,
+                    train_nll_slq = rec.train_nll_slq,
+                    val_nll = rec.val_nll,
                     samples_per_sec = rec.samples_per_sec,
                     "train"
                 );

@@ -82,6 +82,10 @@ fn train_eval_sample_plot_round_trip() {
         !log.contains('\u{1b}'),
         "escape codes in a piped log: {log:?}"
     );
+    // The training lines give values, not Rust's `Some(..)`/`None` (it logged
+    // `cg_converged=Some(1.0) train_nll_slq=None val_nll=None`).
+    assert!(log.contains("iteration=8"), "{log}");
+    assert!(!log.contains("Some(") && !log.contains("None"), "{log}");
 
     let out = cpflow(&["eval", "--model", run_s, "-n", "50"]);
     let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();

@@ -202,7 +202,7 @@ pub fn eval(a: EvalArgs) -> Result<()> {
         model: loc.file.display().to_string(),
         data: source,
         points: data.n_test(),
-        estimator: format!("{:?}", a.estimator).to_lowercase(),
+        estimator: a.estimator.name().to_string(),
         nll,
         nll_std_err: est.std_err,
         data_entropy: entropy,

@@ -127,7 +127,7 @@ pub fn eval_image(a: &EvalArgs, loc: &ModelLocation, device: &Device, t0: Instan
     tracing::info!(
         dataset = dataset.name(),
         images = n,
-        estimator = ?a.estimator,
+        estimator = a.estimator.name(),
         batch,
         seed,
         "scoring the test split"
@@ -187,7 +187,7 @@ pub fn eval_image(a: &EvalArgs, loc: &ModelLocation, device: &Device, t0: Instan
         images: n,
         test_images: test.len(),
         dim: d,
-        estimator: format!("{:?}", a.estimator).to_lowercase(),
+        estimator: a.estimator.name().to_string(),
         slq: slq_used,
         bpd,
         bpd_std_err: finite(bpd_std_err),

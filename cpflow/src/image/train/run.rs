@@ -480,7 +480,7 @@ impl<'a> Run<'a> {
                 tracing::debug!(
                     iteration = it,
                     loss,
-                    train_bpd_slq = ?train_bpd,
+                    train_bpd_slq = train_bpd,
                     cg_iterations = rec.cg_iterations,
                     step_s = rec.step_s,
                     "train"
