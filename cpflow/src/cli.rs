@@ -425,8 +425,9 @@ pub(crate) struct OtArgs {
     #[arg(long, short)]
     pub config: Option<PathBuf>,
     /// Dimensions, comma separated, each once (one whose exact-log-det training would not fit
-    /// in this machine's memory, about 200 bytes × batch × d², is refused before anything
-    /// runs).
+    /// in the memory this process may use, about 200 bytes × batch × d², is refused before
+    /// anything runs; the limit is the machine's memory, or a smaller cgroup or `ulimit -v`
+    /// limit).
     #[arg(long, value_delimiter = ',', default_value = "2,4,8,16")]
     pub dims: Vec<usize>,
     /// Total optimiser steps (the cosine schedule is stretched to match).

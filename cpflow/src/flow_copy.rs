@@ -1,5 +1,6 @@
-//! Independent copies of a [`Flow`]: on the same device ([`Flow::try_clone`]) or another
-//! ([`Flow::to_device`]). A `Flow`'s variables live in its `VarMap` and are shared by every
+//! Independent copies of a [`Flow`] or an [`ImageFlow`]: on the same device
+//! ([`Flow::try_clone`], [`ImageFlow::try_clone`]) or another ([`Flow::to_device`],
+//! [`ImageFlow::to_device`]). A flow's variables live in its `VarMap` and are shared by every
 //! handle to them, so a derived `Clone` would alias the weights: training one copy would move
 //! the other. These build a new flow from the same configuration and copy every variable's
 //! values (the ActNorm initialisation flags included).
@@ -10,6 +11,7 @@ use candle_core::Device;
 
 use crate::error::Result;
 use crate::flow::Flow;
+use crate::image::ImageFlow;
 
 impl Flow {
     /// A deep copy on the same device: same configuration, same weights (copied, not shared),
@@ -50,6 +52,23 @@ impl Flow {
     /// [`Flow::try_clone`].
     pub fn to_device(&self, device: &Device) -> Result<Flow> {
         let copy = Flow::new(self.config().clone(), device)?;
+        let weights: HashMap<String, _> = self.weight_tensors().into_iter().collect();
+        copy.set_weights(&weights, "")?;
+        Ok(copy)
+    }
+}
+
+impl ImageFlow {
+    /// A deep copy on the same device, as [`Flow::try_clone`]: same configuration, weights
+    /// copied (not shared), same initialisation state. E.g. the weights of an evaluation kept
+    /// apart from a model that goes on training.
+    pub fn try_clone(&self) -> Result<ImageFlow> {
+        self.to_device(self.device())
+    }
+
+    /// A deep copy on `device`, same configuration, dtype and weights (as [`Flow::to_device`]).
+    pub fn to_device(&self, device: &Device) -> Result<ImageFlow> {
+        let copy = ImageFlow::new(self.config().clone(), device)?;
         let weights: HashMap<String, _> = self.weight_tensors().into_iter().collect();
         copy.set_weights(&weights, "")?;
         Ok(copy)

@@ -1,21 +1,14 @@
-//! The machine's memory, and refusing before anything is built a model that cannot fit in it.
+//! The memory this process may use, and refusing before anything is built a model that
+//! cannot fit in it.
 
 use anyhow::{Result, bail};
 use candle_core::{DType, Device};
 
-/// This machine's memory in bytes (`MemTotal` of `/proc/meminfo`; `None` elsewhere).
-pub(crate) fn total_memory() -> Option<f64> {
-    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let kb: f64 = info
-        .lines()
-        .find_map(|l| l.strip_prefix("MemTotal:"))?
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .ok()?;
-    Some(kb * 1024.0)
-}
+mod limit;
+
+#[cfg(test)]
+pub(crate) use limit::LimitSource;
+pub(crate) use limit::{MemoryLimit, memory_limit};
 
 /// Copies of the weights that any training keeps: the weights, their gradients and the
 /// optimiser's two moments (Adam's or Adamax's).
@@ -114,7 +107,8 @@ fn size_in_words(bytes: f64) -> String {
 
 /// Refuse to train, on the CPU, a model whose weights — `parts`, each a parameter count and
 /// its float type — in `copies` copies, with `activations` bytes on top, would exceed
-/// `total` bytes of memory (`None`: unknown, nothing is refused). `copies` is at least
+/// the memory this process may use, `limit` ([`memory_limit`]; `None`: unknown, nothing is
+/// refused; the refusal names the limit). `copies` is at least
 /// [`OPTIMISER_COPIES`]; `activations` is a lower bound for the model's kind (0 where none
 /// is known). `model` names the model and `what_to_lower` the settings that size it. Without
 /// this a model of 3·10⁹ parameters (below [`icnn::MAX_MODEL_PARAMETERS`]) was built until
@@ -126,10 +120,10 @@ pub(crate) fn check_training_memory(
     copies: f64,
     activations: f64,
     device: &Device,
-    total: Option<f64>,
+    limit: Option<MemoryLimit>,
     what_to_lower: &str,
 ) -> Result<()> {
-    let Some(total) = total.filter(|_| device.is_cpu()) else {
+    let Some(limit) = limit.filter(|_| device.is_cpu()) else {
         return Ok(());
     };
     let parameters = parts.iter().fold(0usize, |n, p| n.saturating_add(p.0));
@@ -138,7 +132,7 @@ pub(crate) fn check_training_memory(
         .map(|&(n, dtype)| n as f64 * dtype.size_in_bytes() as f64)
         .sum();
     let need = weights * copies + activations;
-    if need > total {
+    if need > limit.bytes {
         let kept = if copies > OPTIMISER_COPIES {
             "the weights, their gradients, the optimiser's two moments and a training step's \
              working copies"
@@ -156,12 +150,11 @@ pub(crate) fn check_training_memory(
         bail!(
             "{model} has {parameters} parameters ({:.1e}, {} of weights): training it \
              needs at least {}: {} for {copies} copies of the weights ({kept}){batch}; \
-             more than this machine's {}: lower {what_to_lower}",
+             more than {limit}: lower {what_to_lower}",
             parameters as f64,
             size_in_words(weights),
             size_in_words(need),
             size_in_words(weights * copies),
-            size_in_words(total)
         );
     }
     Ok(())
@@ -250,7 +243,7 @@ mod tests {
     use super::*;
 
     /// The boundary: four copies of the weights at the machine's memory pass, one parameter
-    /// more is refused with the numbers; unknown memory refuses nothing.
+    /// more is refused with the numbers and the limit; unknown memory refuses nothing.
     #[test]
     fn refuses_exactly_what_cannot_fit() {
         let cpu = Device::Cpu;
@@ -261,7 +254,7 @@ mod tests {
                 OPTIMISER_COPIES,
                 0.0,
                 &cpu,
-                total,
+                total.map(MemoryLimit::machine),
                 "model.depth",
             )
         };
@@ -273,7 +266,7 @@ mod tests {
         assert!(
             err.contains("the flow has 1000001 parameters")
                 && err.contains("needs at least 32 MB")
-                && err.contains("lower model.depth"),
+                && err.contains("more than this machine's 32 MB: lower model.depth"),
             "{err}"
         );
         // f32 needs half.
@@ -289,7 +282,7 @@ mod tests {
                 OPTIMISER_COPIES,
                 0.0,
                 &cpu,
-                Some(total),
+                Some(MemoryLimit::machine(total)),
                 "x",
             )
         };
@@ -299,13 +292,51 @@ mod tests {
             err.to_string().contains("the VAE has 2000000 parameters"),
             "{err}"
         );
-        // This machine, if it says: a model of 2³¹ f64 parameters needs 68.7 GB.
-        if let Some(total) = total_memory() {
+        // This process, if it says: a model of 2³¹ f64 parameters needs 68.7 GB.
+        if let Some(limit) = memory_limit() {
+            let total = limit.bytes;
             assert!(total > 1e8, "{total} bytes");
             let need = (1u64 << 31) as f64 * 32.0;
             assert_eq!(
                 check(1 << 31, DType::F64, Some(total)).is_err(),
                 total < need
+            );
+        }
+    }
+
+    /// A refusal under a cgroup's or an address-space limit names that limit, not the
+    /// machine; the arithmetic is the same whatever the limit.
+    #[test]
+    fn refusals_name_the_limit() {
+        let check = |bytes: f64, source: LimitSource| {
+            check_training_memory(
+                "the flow",
+                &[(1_000_000, DType::F64)],
+                OPTIMISER_COPIES,
+                0.0,
+                &Device::Cpu,
+                Some(MemoryLimit { bytes, source }),
+                "model.depth",
+            )
+        };
+        for (source, named) in [
+            (LimitSource::CgroupMemoryMax, "(its cgroup's memory.max)"),
+            (
+                LimitSource::CgroupLimitInBytes,
+                "(its cgroup's memory.limit_in_bytes)",
+            ),
+            (
+                LimitSource::AddressSpace,
+                "(its address-space limit, ulimit -v)",
+            ),
+        ] {
+            check(32e6, source).unwrap();
+            let err = check(31.9e6, source).unwrap_err().to_string();
+            assert!(
+                err.contains(&format!(
+                    "more than the 32 MB this process may use {named}: lower model.depth"
+                )) && !err.contains("machine"),
+                "{err}"
             );
         }
     }
@@ -334,7 +365,7 @@ mod tests {
                 FLOW_STEP_WEIGHT_COPIES,
                 act,
                 &cpu,
-                Some(total),
+                Some(MemoryLimit::machine(total)),
                 "model.width",
             )
         };
@@ -366,7 +397,7 @@ mod tests {
                 copies,
                 activations,
                 &Device::Cpu,
-                Some(total),
+                Some(MemoryLimit::machine(total)),
                 "model.width",
             )
         }

@@ -307,6 +307,27 @@ fn save_and_load_roundtrip_preserves_the_density() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// `try_clone` copies the weights instead of sharing them: equal densities, then a change of
+/// the original's weights moves its densities and not the copy's.
+#[test]
+fn a_cloned_image_flow_keeps_its_own_weights() {
+    let flow = ImageFlow::new(small_config(conv(), true, FloatType::F64), &Device::Cpu).unwrap();
+    let x = images(3, 32, 6);
+    flow.initialize(&x).unwrap();
+    let copy = flow.try_clone().unwrap();
+    assert!(copy.is_initialized().unwrap());
+    let before = host(&flow.log_prob_exact(&x).unwrap());
+    assert_eq!(host(&copy.log_prob_exact(&x).unwrap()), before);
+    let moved: std::collections::HashMap<_, _> = flow
+        .weight_tensors()
+        .into_iter()
+        .map(|(name, t)| (name, t.affine(0.9, 0.02).unwrap()))
+        .collect();
+    flow.set_weights(&moved, "").unwrap();
+    assert_ne!(host(&flow.log_prob_exact(&x).unwrap()), before);
+    assert_eq!(host(&copy.log_prob_exact(&x).unwrap()), before);
+}
+
 /// A flow without blocks: `[Logit(α), ActNorm]` on 1×4×4, f64.
 fn closed_form_flow(x: &Tensor, alpha: f64) -> ImageFlow {
     let cfg = ImageFlowConfig {

@@ -17,6 +17,8 @@ mod cli_eval_image;
 #[cfg(feature = "cli")]
 mod cli_import_reference;
 #[cfg(feature = "cli")]
+mod cli_memory_limit;
+#[cfg(feature = "cli")]
 mod cli_model_io;
 #[cfg(feature = "cli")]
 mod cli_ot;

@@ -119,7 +119,7 @@ pub fn eval_vae(a: &EvalArgs, loc: &ModelLocation, t0: Instant) -> Result<()> {
         &cfg.model,
         rows,
         weight_bytes,
-        crate::cli::memory::total_memory(),
+        crate::cli::memory::memory_limit(),
         "the test −ELBO and importance sampling",
     )?;
     tracing::info!("{}", describe_scoring(ds.name(), data.test.n, &params));

@@ -16,7 +16,7 @@ use std::path::Path;
 use super::float_type;
 use crate::cli::OtArgs;
 use crate::cli::interrupt::Interrupt;
-use crate::cli::memory::total_memory;
+use crate::cli::memory::{MemoryLimit, memory_limit};
 use crate::cli::output_files::{ensure_dir, write_file_atomic};
 use crate::cli::run_config::merge;
 
@@ -168,21 +168,22 @@ fn training_memory_estimate(cfg: &OtConfig) -> f64 {
     0.1e9 + b * d * (depth as f64 * (2787.0 + 74.2 * width as f64) + 194.0 * d)
 }
 
-/// Refuses, before anything runs, a dimension whose training would not fit in `total` bytes
-/// (`--dims 1024` needs about 31 GB at batch 128: it ran the machine out of memory).
-fn check_memory(configs: &[OtConfig], total: Option<f64>) -> Result<()> {
-    let Some(total) = total else { return Ok(()) };
+/// Refuses, before anything runs, a dimension whose training would not fit in the memory
+/// this process may use, `limit` ([`memory_limit`]; `None`: unknown, nothing is refused;
+/// the refusal names the limit). `--dims 1024` needs about 31 GB at batch 128: it ran the
+/// machine out of memory.
+fn check_memory(configs: &[OtConfig], limit: Option<MemoryLimit>) -> Result<()> {
+    let Some(limit) = limit else { return Ok(()) };
     for cfg in configs {
         let need = training_memory_estimate(cfg);
-        if need > total {
+        if need > limit.bytes {
             bail!(
                 "d = {}: training with the exact log-det at batch {} needs about {:.1} GB \
-                 (it grows as batch · d²), more than this machine's {:.1} GB: lower \
-                 train.batch_size or the dimension",
+                 (it grows as batch · d²), more than {limit}: lower train.batch_size or the \
+                 dimension",
                 cfg.dim,
                 cfg.train.batch_size,
                 need / 1e9,
-                total / 1e9
             );
         }
     }
@@ -274,7 +275,7 @@ pub fn ot(a: OtArgs) -> Result<()> {
     for cfg in &configs {
         check_sizes(cfg)?;
     }
-    check_memory(&configs, total_memory())?;
+    check_memory(&configs, memory_limit())?;
     ensure_dir(&a.out, "the OT output directory")?;
     // An earlier run's files would mix with this run's (its `ot_d…` figures stayed beside a
     // table that no longer listed them).
@@ -452,14 +453,31 @@ mod tests {
             );
         }
         let big = cfg(1024, 128, 64, 5);
-        let err = check_memory(&[cfg(2, 128, 64, 5), big], Some(23e9))
+        let machine = Some(MemoryLimit::machine(23e9));
+        let err = check_memory(&[cfg(2, 128, 64, 5), big], machine)
             .unwrap_err()
             .to_string();
         assert!(
-            err.contains("d = 1024") && err.contains("batch_size"),
+            err.contains("d = 1024")
+                && err.contains("more than this machine's 23.0 GB: lower train.batch_size"),
             "{err}"
         );
-        check_memory(&[cfg(256, 128, 64, 5)], Some(23e9)).unwrap();
+        check_memory(&[cfg(256, 128, 64, 5)], machine).unwrap();
+        // Under a tighter limit the refusal names it: d = 256 needs about 3.1 GB.
+        let ulimit = MemoryLimit {
+            bytes: 2e9,
+            source: crate::cli::memory::LimitSource::AddressSpace,
+        };
+        let err = check_memory(&[cfg(256, 128, 64, 5)], Some(ulimit))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(
+                "more than the 2.0 GB this process may use (its address-space limit, \
+                 ulimit -v)"
+            ),
+            "{err}"
+        );
         check_memory(&[cfg(4096, 128, 64, 5)], None).unwrap();
     }
 

@@ -15,7 +15,7 @@ use crate::cli::data::{DataSource, LoadedData, Rows, load};
 use crate::cli::data_record::{DataRecord, check_data_record, write_data_record};
 use crate::cli::interrupt::Interrupt;
 use crate::cli::memory::{
-    FLOW_STEP_WEIGHT_COPIES, check_training_memory, flow_training_memory, total_memory,
+    FLOW_STEP_WEIGHT_COPIES, check_training_memory, flow_training_memory, memory_limit,
 };
 use crate::cli::model_plots::{
     PlotOptions, default_plot_window, rows_to_points, write_model_plots,
@@ -209,7 +209,7 @@ pub fn train(mut a: TrainArgs) -> Result<()> {
                     FLOW_STEP_WEIGHT_COPIES,
                     flow_training_memory(units, batch, dtype),
                     &device,
-                    total_memory(),
+                    memory_limit(),
                     "model.depth, model.width, model.blocks or train.batch_size",
                 )?;
             }

@@ -6,7 +6,7 @@ use super::train::overrides;
 use crate::cli::TrainArgs;
 use crate::cli::interrupt::Interrupt;
 use crate::cli::memory::{
-    IMAGE_STEP_WEIGHT_COPIES, check_training_memory, image_training_memory, total_memory,
+    IMAGE_STEP_WEIGHT_COPIES, check_training_memory, image_training_memory, memory_limit,
 };
 use crate::cli::resume_check::check_image_resume;
 use crate::cli::run_config::{Overrides, resolve_image};
@@ -58,7 +58,7 @@ pub(super) fn train_image(a: TrainArgs) -> Result<()> {
             IMAGE_STEP_WEIGHT_COPIES,
             image_training_memory(flow.total_hidden_units(), batch, dtype),
             &device,
-            total_memory(),
+            memory_limit(),
             "model.nblocks, model.width, model.depth or train.batch_size",
         )?;
     }

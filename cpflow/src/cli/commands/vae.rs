@@ -11,7 +11,7 @@ use std::path::Path;
 use crate::cli::VaeArgs;
 use crate::cli::interrupt::Interrupt;
 use crate::cli::memory::{
-    OPTIMISER_COPIES, check_training_memory, total_memory, vae_training_memory,
+    MemoryLimit, OPTIMISER_COPIES, check_training_memory, memory_limit, vae_training_memory,
 };
 use crate::cli::resume_check::check_vae_resume;
 use crate::cli::run_config::{parse_value, set_path};
@@ -72,16 +72,16 @@ pub fn read_vae_config(
 const VAE_SIZE_KEYS: &str = "model.latent_dim, train.batch_size, model.architecture.channels, \
      model.architecture.feature_dim, model.blocks, model.width or model.depth";
 
-/// Refuses a VAE that cannot train on a machine of `total` bytes (`None`: unknown, only the
-/// fixed size bound applies): the fixed bound on the parameters first (its message does not
-/// depend on the machine); then the weights in the optimiser's copies with the activations of
-/// a training step (the encoder's and decoder's, [`vae_training_memory`], and the CP-Flow
-/// posterior's, which grow with `model.latent_dim`; a batch holds at most the whole training
-/// split); then those weights with the exact `log q` of the evaluations (the validation
-/// −ELBO after every epoch, the test scores at the end): a chunk of the posterior's
-/// `latent_dim × latent_dim` Jacobians.
-fn check_vae_memory(cfg: &VaeConfig, data: &VaeData, total: Option<f64>) -> Result<()> {
-    let resident = check_vae_training_memory(cfg, data, total)?;
+/// Refuses a VAE that cannot train in the memory this process may use, `limit`
+/// ([`memory_limit`]; `None`: unknown, only the fixed size bound applies): the fixed bound on
+/// the parameters first (its message does not depend on the limit); then the weights in the
+/// optimiser's copies with the activations of a training step (the encoder's and decoder's,
+/// [`vae_training_memory`], and the CP-Flow posterior's, which grow with `model.latent_dim`;
+/// a batch holds at most the whole training split); then those weights with the exact
+/// `log q` of the evaluations (the validation −ELBO after every epoch, the test scores at the
+/// end): a chunk of the posterior's `latent_dim × latent_dim` Jacobians.
+fn check_vae_memory(cfg: &VaeConfig, data: &VaeData, limit: Option<MemoryLimit>) -> Result<()> {
+    let resident = check_vae_training_memory(cfg, data, limit)?;
     let e = &cfg.eval;
     let rows = exact_pass_rows(
         cfg.train.batch_size.min(data.val.n.max(data.test.n)),
@@ -92,14 +92,18 @@ fn check_vae_memory(cfg: &VaeConfig, data: &VaeData, total: Option<f64>) -> Resu
         &cfg.model,
         rows,
         resident,
-        total,
+        limit,
         "the validation −ELBO after every epoch and the test scores",
     )
 }
 
 /// The training step's part of [`check_vae_memory`]; returns the bytes of the weights in
 /// the optimiser's copies (held through the evaluations too).
-fn check_vae_training_memory(cfg: &VaeConfig, data: &VaeData, total: Option<f64>) -> Result<f64> {
+fn check_vae_training_memory(
+    cfg: &VaeConfig,
+    data: &VaeData,
+    limit: Option<MemoryLimit>,
+) -> Result<f64> {
     let m = &cfg.model;
     let image_hw = (data.height, data.width);
     let (networks, posterior) = m.check_size(data.likelihood, image_hw)?;
@@ -119,7 +123,7 @@ fn check_vae_training_memory(cfg: &VaeConfig, data: &VaeData, total: Option<f64>
         OPTIMISER_COPIES,
         activations,
         &Device::Cpu,
-        total,
+        limit,
         VAE_SIZE_KEYS,
     )?;
     let weights: f64 = parts
@@ -146,31 +150,31 @@ fn in_words(bytes: f64) -> String {
 }
 
 /// Refuses a CP-Flow posterior whose exact `log q` on passes of `rows` images (`when`: what
-/// it scores) cannot fit, with `resident` bytes already held, in a machine of `total` bytes
-/// (`None`: unknown, nothing is refused): it forms one dense `latent_dim × latent_dim`
-/// Jacobian per image for a chunk of images ([`VaeModelConfig::posterior_exact_memory`]).
+/// it scores) cannot fit, with `resident` bytes already held, in the memory this process may
+/// use, `limit` ([`memory_limit`]; `None`: unknown, nothing is refused; the refusal names
+/// the limit): it forms one dense `latent_dim × latent_dim` Jacobian per image for a chunk
+/// of images ([`VaeModelConfig::posterior_exact_memory`]).
 /// A `latent_dim` of 20,000 trained and then aborted in an allocation at its first
 /// validation (16 images' Jacobians: 51 GB).
 pub(super) fn check_exact_log_q_memory(
     m: &VaeModelConfig,
     rows: usize,
     resident: f64,
-    total: Option<f64>,
+    limit: Option<MemoryLimit>,
     when: &str,
 ) -> Result<()> {
-    let Some(total) = total else { return Ok(()) };
+    let Some(limit) = limit else { return Ok(()) };
     let exact = m.posterior_exact_memory(rows);
-    if resident + exact.bytes > total {
+    if resident + exact.bytes > limit.bytes {
         let d = m.latent_dim;
         anyhow::bail!(
-            "the VAE's CP-Flow posterior with model.latent_dim = {d} cannot be evaluated on this \
-             machine: its exact log q ({when}) forms a {d} × {d} Jacobian for each image, {} \
-             images at a time: {} for the Jacobians and {} for the weights, more than this \
-             machine's {}: lower model.latent_dim",
+            "the VAE's CP-Flow posterior with model.latent_dim = {d} cannot be evaluated: \
+             its exact log q ({when}) forms a {d} × {d} Jacobian for each image, {} images \
+             at a time: {} for the Jacobians and {} for the weights, more than {limit}: \
+             lower model.latent_dim",
             exact.rows,
             in_words(exact.bytes),
             in_words(resident),
-            in_words(total)
         );
     }
     Ok(())
@@ -195,7 +199,7 @@ pub fn vae(a: VaeArgs) -> Result<()> {
     // fixed by its name (data.dataset, read under data.root), so a resume does not record or
     // check file contents as `cpflow train` does for data files.
     let data = load_vae_data(cfg.data.dataset, &cfg.data.root, cfg.data.seed)?;
-    check_vae_memory(&cfg, &data, total_memory())?;
+    check_vae_memory(&cfg, &data, memory_limit())?;
     let model = Vae::new(
         &cfg.model,
         data.likelihood,
@@ -364,8 +368,9 @@ mod tests {
         let posterior = 4.0 * 5.0 * (8.0 * 64.0 + 6.0 * 64.0) * 8.0;
         let need = |batch: f64| weights + (2.0 * 186_176.0 * 4.0 + posterior) * batch;
         cfg.train.batch_size = 100;
-        check_vae_memory(&cfg, &data, Some(need(100.0))).unwrap();
-        let err = check_vae_memory(&cfg, &data, Some(need(100.0) - 1.0)).unwrap_err();
+        let machine = |bytes| Some(MemoryLimit::machine(bytes));
+        check_vae_memory(&cfg, &data, machine(need(100.0))).unwrap();
+        let err = check_vae_memory(&cfg, &data, machine(need(100.0) - 1.0)).unwrap_err();
         let err = err.to_string();
         assert!(
             err.contains("the VAE has 1501946 parameters")
@@ -375,8 +380,8 @@ mod tests {
         );
         for batch in [1565, 1_000_000] {
             cfg.train.batch_size = batch;
-            check_vae_memory(&cfg, &data, Some(need(1565.0))).unwrap();
-            assert!(check_vae_memory(&cfg, &data, Some(need(1565.0) - 1.0)).is_err());
+            check_vae_memory(&cfg, &data, machine(need(1565.0))).unwrap();
+            assert!(check_vae_memory(&cfg, &data, machine(need(1565.0) - 1.0)).is_err());
         }
         check_vae_memory(&cfg, &data, None).unwrap();
     }
@@ -395,7 +400,7 @@ mod tests {
             PosteriorKind::CpFlow,
         );
         let data = load_vae_data(cfg.data.dataset, &root, cfg.data.seed).unwrap();
-        let machine = Some(23e9);
+        let machine = Some(MemoryLimit::machine(23e9));
         check_vae_memory(&cfg, &data, machine).unwrap();
         cfg.model.latent_dim = 20_000;
         let err = check_vae_memory(&cfg, &data, machine)
@@ -405,7 +410,7 @@ mod tests {
             err.contains("model.latent_dim = 20000")
                 && err.contains("20000 × 20000 Jacobian for each image, 16 images at a time")
                 && err.contains("51.2 GB for the Jacobians")
-                && err.contains("lower model.latent_dim"),
+                && err.contains("more than this machine's 23.0 GB: lower model.latent_dim"),
             "{err}"
         );
         // The Gaussian posterior has no Jacobians: only its weights and activations count.
@@ -417,8 +422,9 @@ mod tests {
         cfg.model.posterior = PosteriorKind::CpFlow;
         for (gb, latent_dim) in crate::vae::POSTERIOR_MEASURED_PEAKS {
             cfg.model.latent_dim = latent_dim;
-            check_vae_training_memory(&cfg, &data, Some(gb * 1e9)).unwrap();
-            let fifth = check_vae_training_memory(&cfg, &data, Some(gb * 1e9 / 5.0));
+            check_vae_training_memory(&cfg, &data, Some(MemoryLimit::machine(gb * 1e9))).unwrap();
+            let fifth =
+                check_vae_training_memory(&cfg, &data, Some(MemoryLimit::machine(gb * 1e9 / 5.0)));
             assert!(
                 fifth.is_err(),
                 "latent_dim {latent_dim}: fits in {gb} GB / 5"
