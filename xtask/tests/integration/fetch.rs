@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use crate::common::{Route, TestServer, bytes, tempdir};
+use crate::common::{Route, TestServer, bytes, ranges_and_statuses, tempdir};
 use xtask::checksum::{Checksum, Verified, sha256_bytes};
 use xtask::fetch::{FetchError, FetchOptions, Fetched, MismatchOrigin, agent, fetch, part_path};
 
@@ -316,10 +316,7 @@ fn a_stale_part_longer_than_the_file_is_discarded() {
     assert_eq!(std::fs::read(&dest).unwrap(), body);
     assert!(!part_path(&dest).exists());
     let seen = srv.requests();
-    let ranges: Vec<_> = seen
-        .iter()
-        .map(|r| (r.range.as_deref(), r.status))
-        .collect();
+    let ranges = ranges_and_statuses(&seen);
     assert_eq!(ranges, [(Some("bytes=20000-"), 416), (None, 200)]);
 }
 
@@ -349,10 +346,7 @@ fn a_corrupt_continued_download_is_downloaded_whole_once_more() {
     assert_eq!(std::fs::read(&dest).unwrap(), body);
     assert!(!part_path(&dest).exists());
     let seen = srv.requests();
-    let ranges: Vec<_> = seen
-        .iter()
-        .map(|r| (r.range.as_deref(), r.status))
-        .collect();
+    let ranges = ranges_and_statuses(&seen);
     assert_eq!(
         ranges,
         [(None, 200), (Some("bytes=100000-"), 206), (None, 200)]
@@ -380,10 +374,7 @@ fn an_earlier_runs_corrupt_part_is_replaced_by_a_whole_download() {
     .unwrap();
     assert_eq!(std::fs::read(&dest).unwrap(), body);
     let seen = srv.requests();
-    let ranges: Vec<_> = seen
-        .iter()
-        .map(|r| (r.range.as_deref(), r.status))
-        .collect();
+    let ranges = ranges_and_statuses(&seen);
     assert_eq!(ranges, [(Some("bytes=123456-"), 206), (None, 200)]);
 }
 
@@ -422,10 +413,7 @@ fn a_source_of_other_bytes_fails_after_one_download_from_scratch() {
     );
     assert!(!dest.exists() && !part_path(&dest).exists());
     let seen = srv.requests();
-    let ranges: Vec<_> = seen
-        .iter()
-        .map(|r| (r.range.as_deref(), r.status))
-        .collect();
+    let ranges = ranges_and_statuses(&seen);
     assert_eq!(
         ranges,
         [(None, 200), (Some("bytes=100000-"), 206), (None, 200)]

@@ -347,18 +347,24 @@ mod tests {
         assert_eq!(got, want);
     }
 
-    /// The CPU preset on Frey Faces (1,565 training images): the weights in four copies, 2
-    /// values per hidden unit and image of the batch, and the CP-Flow posterior's arrays
-    /// must fit; a batch above the split counts as the split.
-    #[test]
-    fn a_batch_whose_activations_cannot_fit_is_refused() {
+    /// `VaeConfig::cpu` on Frey Faces with the CP-Flow posterior, and its data (offline copy).
+    fn frey_faces_cpu_preset() -> (VaeConfig, VaeData) {
         let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/data");
-        let mut cfg = VaeConfig::cpu(
+        let cfg = VaeConfig::cpu(
             VaeDatasetName::FreyFaces,
             root.clone(),
             PosteriorKind::CpFlow,
         );
         let data = load_vae_data(cfg.data.dataset, &root, cfg.data.seed).unwrap();
+        (cfg, data)
+    }
+
+    /// The CPU preset on Frey Faces (1,565 training images): the weights in four copies, 2
+    /// values per hidden unit and image of the batch, and the CP-Flow posterior's arrays
+    /// must fit; a batch above the split counts as the split.
+    #[test]
+    fn a_batch_whose_activations_cannot_fit_is_refused() {
+        let (mut cfg, data) = frey_faces_cpu_preset();
         assert_eq!(data.train.n, 1565);
         // `cpflow vae` on this preset logs 1,501,946 parameters: 1,049,824 f32 in the
         // networks (the Gaussian run's count), 452,122 f64 in the posterior. Hidden units:
@@ -393,13 +399,7 @@ mod tests {
     /// bound is below every measured peak of the CPU preset (`POSTERIOR_MEASURED_PEAKS`).
     #[test]
     fn an_absurd_latent_size_is_refused_naming_the_key() {
-        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/data");
-        let mut cfg = VaeConfig::cpu(
-            VaeDatasetName::FreyFaces,
-            root.clone(),
-            PosteriorKind::CpFlow,
-        );
-        let data = load_vae_data(cfg.data.dataset, &root, cfg.data.seed).unwrap();
+        let (mut cfg, data) = frey_faces_cpu_preset();
         let machine = Some(MemoryLimit::machine(23e9));
         check_vae_memory(&cfg, &data, machine).unwrap();
         cfg.model.latent_dim = 20_000;

@@ -250,3 +250,10 @@ pub fn bytes(n: usize, seed: u64) -> Vec<u8> {
 pub fn tempdir() -> tempfile::TempDir {
     tempfile::tempdir().unwrap()
 }
+
+/// The `Range` header and the status of each request of `seen`, in order.
+pub fn ranges_and_statuses(seen: &[Seen]) -> Vec<(Option<&str>, u16)> {
+    seen.iter()
+        .map(|r| (r.range.as_deref(), r.status))
+        .collect()
+}
