@@ -110,11 +110,9 @@ where
                 x.scale_per_system(&scales)?;
             }
             if nonzero_b.iter().any(|nz| *nz) {
-                let hx = op.apply(&x, &nonzero_b)?;
-                b.check_compatible("operator output", &hx)?;
+                r = true_residual(op, &b, &x, &nonzero_b)?;
                 operator_calls += 1;
                 count(&mut applications, &nonzero_b);
-                r.axpby_masked(&ones, &vec![-1.0; n], &hx, &nonzero_b)?;
             }
             x
         }

@@ -10,6 +10,7 @@ use cpflow::NllEstimator;
 use cpflow::checkpoint::write_atomic;
 
 use crate::bench_tabular::{BenchReport, DatasetResult};
+use crate::json_file::write_json_file;
 
 /// File name of the Markdown report.
 pub const BENCH_MD: &str = "bench-tabular.md";
@@ -195,8 +196,5 @@ pub fn write_bench_report(out: &Path, report: &BenchReport) -> Result<()> {
     let md = out.join(BENCH_MD);
     write_atomic(&md, bench_markdown(report).as_bytes())
         .with_context(|| format!("writing {}", md.display()))?;
-    let json = out.join(BENCH_JSON);
-    write_atomic(&json, serde_json::to_string_pretty(report)?.as_bytes())
-        .with_context(|| format!("writing {}", json.display()))?;
-    Ok(())
+    write_json_file(&out.join(BENCH_JSON), report)
 }

@@ -351,8 +351,14 @@ fn transfer(
             // The .part file is at least as long as the file: let the checksum decide.
             return Ok(());
         }
-        408 | 429 | 500..=599 => return Err(Attempt::Retry(UrlFailure::Status(status))),
-        _ => return Err(Attempt::GiveUpUrl(UrlFailure::Status(status))),
+        _ => {
+            let failure = UrlFailure::Status(status);
+            return Err(if failure.is_transient_status() {
+                Attempt::Retry(failure)
+            } else {
+                Attempt::GiveUpUrl(failure)
+            });
+        }
     };
     let cannot_write = |cause| {
         Attempt::Fatal(FetchError::Io {

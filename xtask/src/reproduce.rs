@@ -34,6 +34,7 @@ use crate::bench_tabular::{
     BenchReport, BenchTabularOptions, SkippedDataset, default_fallback_roots, device_name,
     run_bench_tabular,
 };
+use crate::json_file::write_json_file;
 use crate::reproduce_image::{
     ImagePartOptions, ImagePartReport, ImageRow, ImageSubset, image_quick_config,
     image_reference_config, image_table_markdown, image_tiny_config, run_image_part,
@@ -406,9 +407,7 @@ pub fn run_reproduce(opts: &ReproduceOptions) -> Result<ReproduceReport> {
     let md = out.join(REPORT_MD);
     write_atomic(&md, report_markdown(&report, &opts.device).as_bytes())
         .with_context(|| format!("writing {}", md.display()))?;
-    let json = out.join(REPORT_JSON);
-    write_atomic(&json, serde_json::to_string_pretty(&report)?.as_bytes())
-        .with_context(|| format!("writing {}", json.display()))?;
+    write_json_file(&out.join(REPORT_JSON), &report)?;
     Ok(report)
 }
 

@@ -97,7 +97,7 @@ fn activation_bytes(values: f64, hidden_units: Option<usize>, batch: usize, dtyp
 
 /// `bytes` as GB with one decimal, or as MB below 0.1 GB (a model of 3.5 million f64
 /// weights has "28 MB of weights", not "0.0 GB").
-fn size_in_words(bytes: f64) -> String {
+pub(crate) fn size_in_words(bytes: f64) -> String {
     if bytes < 0.1e9 {
         format!("{:.0} MB", bytes / 1e6)
     } else {

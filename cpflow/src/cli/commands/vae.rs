@@ -11,7 +11,8 @@ use std::path::Path;
 use crate::cli::VaeArgs;
 use crate::cli::interrupt::Interrupt;
 use crate::cli::memory::{
-    MemoryLimit, OPTIMISER_COPIES, check_training_memory, memory_limit, vae_training_memory,
+    MemoryLimit, OPTIMISER_COPIES, check_training_memory, memory_limit, size_in_words,
+    vae_training_memory,
 };
 use crate::cli::resume_check::check_vae_resume;
 use crate::cli::run_config::{parse_value, set_path};
@@ -140,15 +141,6 @@ pub(super) fn exact_pass_rows(batch: usize, is_samples: usize, is_chunk: usize) 
     batch.max(is_chunk.min(is_samples))
 }
 
-/// `bytes` as GB with one decimal, or as MB below 0.1 GB.
-fn in_words(bytes: f64) -> String {
-    if bytes < 0.1e9 {
-        format!("{:.0} MB", bytes / 1e6)
-    } else {
-        format!("{:.1} GB", bytes / 1e9)
-    }
-}
-
 /// Refuses a CP-Flow posterior whose exact `log q` on passes of `rows` images (`when`: what
 /// it scores) cannot fit, with `resident` bytes already held, in the memory this process may
 /// use, `limit` ([`memory_limit`]; `None`: unknown, nothing is refused; the refusal names
@@ -173,8 +165,8 @@ pub(super) fn check_exact_log_q_memory(
              at a time: {} for the Jacobians and {} for the weights, more than {limit}: \
              lower model.latent_dim",
             exact.rows,
-            in_words(exact.bytes),
-            in_words(resident),
+            size_in_words(exact.bytes),
+            size_in_words(resident),
         );
     }
     Ok(())
