@@ -91,7 +91,10 @@ pub use dense::{DenseFaerOperator, DenseNalgebraOperator};
 pub use dense_candle::DenseTensorOperator;
 pub use error::KrylovError;
 pub use lanczos::{LanczosParams, LanczosResult, lanczos};
-pub use operator::{BatchOperator, CountingOperator, FnOperator, WithDiagonal, WithPreconditioner};
+pub use operator::{
+    BatchOperator, CountingOperator, FnOperator, WithDiagonal, WithPreconditioner,
+    check_operator_shape,
+};
 pub use preconditioner::Preconditioner;
 pub use real::Real;
 pub use vectors::BatchVectors;

@@ -69,8 +69,25 @@ pub trait BatchOperator<V: BatchVectors> {
     }
 }
 
-/// Checks `v` against the operator's [`BatchOperator::batch_shape`], if it has one.
-pub(crate) fn check_operator_shape<V: BatchVectors, Op: BatchOperator<V> + ?Sized>(
+/// Checks `v` against the operator's [`BatchOperator::batch_shape`], if it has one:
+/// [`KrylovError::ShapeMismatch`] naming `context` when they differ. Two empty batches match
+/// whatever their `d`. For solvers built on the trait, as krylov's own check their inputs.
+///
+/// ```
+/// use krylov::{DenseNalgebraOperator, KrylovError, check_operator_shape};
+/// use nalgebra::DMatrix;
+/// // One 2×2 system; vectors are (d, B) matrices.
+/// let op = DenseNalgebraOperator::new(vec![DMatrix::<f64>::identity(2, 2)])?;
+/// let ok = DMatrix::<f64>::zeros(2, 1);
+/// assert!(check_operator_shape("demo", &op, &ok).is_ok());
+/// let wrong = DMatrix::<f64>::zeros(3, 1);
+/// assert!(matches!(
+///     check_operator_shape("demo", &op, &wrong),
+///     Err(KrylovError::ShapeMismatch { context: "demo", .. })
+/// ));
+/// # Ok::<(), KrylovError>(())
+/// ```
+pub fn check_operator_shape<V: BatchVectors, Op: BatchOperator<V> + ?Sized>(
     context: &'static str,
     op: &Op,
     v: &V,

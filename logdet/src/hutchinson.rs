@@ -1,6 +1,6 @@
 //! Hutchinson's stochastic trace estimator for a batch of operators.
 
-use krylov::{BatchOperator, BatchVectors, KrylovError};
+use krylov::{BatchOperator, BatchVectors, check_operator_shape};
 use rand::Rng;
 
 use crate::LogdetError;
@@ -141,27 +141,17 @@ where
     }
     like.validate()?;
     let (b, d) = (like.n_systems(), like.system_dim());
-    match op.batch_shape() {
-        // An empty batch: no probe, no operator work, an empty estimate (as `slq_logdet` and
-        // `krylov::cg` give), for an operator of any `d` that is itself empty or does not
-        // know its shape.
-        Some((0, _)) | None if b == 0 => {
-            return Ok(StochasticEstimate {
-                estimate: Vec::new(),
-                std_err: Vec::new(),
-                probes: params.probes,
-                applications: Vec::new(),
-            });
-        }
-        Some(expected) if expected != (b, d) => {
-            return Err(KrylovError::ShapeMismatch {
-                context: "hutchinson_trace: probe batch (like) vs operator",
-                expected,
-                found: (b, d),
-            }
-            .into());
-        }
-        _ => {}
+    check_operator_shape("hutchinson_trace: probe batch (like) vs operator", op, like)?;
+    // An empty batch: no probe, no operator work, an empty estimate (as `slq_logdet` and
+    // `krylov::cg` give), for an operator of any `d` that is itself empty or does not know
+    // its shape.
+    if b == 0 {
+        return Ok(StochasticEstimate {
+            estimate: Vec::new(),
+            std_err: Vec::new(),
+            probes: params.probes,
+            applications: Vec::new(),
+        });
     }
     let all = vec![true; b];
     let mut acc = PerSystemMean::new(b);
