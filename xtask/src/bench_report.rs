@@ -169,25 +169,30 @@ pub fn bench_markdown(report: &BenchReport) -> String {
             );
         }
     }
-    if !report.skipped.is_empty() {
-        s.push_str("\n## Skipped\n\n");
-        for k in &report.skipped {
-            let _ = writeln!(s, "- {}", k.message);
-        }
-    }
-    if !report.interrupted.is_empty() {
-        s.push_str("\n## Interrupted\n\n");
-        for k in &report.interrupted {
-            let _ = writeln!(s, "- {}", k.message);
-        }
-    }
-    if !report.failed.is_empty() {
-        s.push_str("\n## Failed\n\n");
-        for k in &report.failed {
-            let _ = writeln!(s, "- {}", k.message);
-        }
-    }
+    push_dataset_lists(&mut s, report, |title| format!("\n## {title}\n\n"));
     s
+}
+
+/// The skipped, interrupted and failed datasets of `report`, each list that is not empty
+/// under `heading(title)` ("Skipped", "Interrupted", "Failed"), one `- message` line each.
+pub(crate) fn push_dataset_lists(
+    s: &mut String,
+    report: &BenchReport,
+    heading: impl Fn(&str) -> String,
+) {
+    let lists = [
+        ("Skipped", &report.skipped),
+        ("Interrupted", &report.interrupted),
+        ("Failed", &report.failed),
+    ];
+    for (title, list) in lists {
+        if !list.is_empty() {
+            s.push_str(&heading(title));
+            for k in list {
+                let _ = writeln!(s, "- {}", k.message);
+            }
+        }
+    }
 }
 
 /// Writes [`BENCH_MD`] and [`BENCH_JSON`] into `out`, each atomically (a kill leaves the

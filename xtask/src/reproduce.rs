@@ -28,7 +28,7 @@ use cpflow::{LrSchedule, PotentialConfig, RunOptions, ToyExperimentConfig};
 use icnn::Icnn3Config;
 use serde::Serialize;
 
-use crate::bench_report::{BENCH_MD, bench_table_markdown};
+use crate::bench_report::{BENCH_MD, bench_table_markdown, push_dataset_lists};
 use crate::bench_resume::TabularResume;
 use crate::bench_tabular::{
     BenchReport, BenchTabularOptions, SkippedDataset, default_fallback_roots, device_name,
@@ -500,24 +500,7 @@ pub fn report_markdown(r: &ReproduceReport, device: &Device) -> String {
     } else {
         s.push_str(&bench_table_markdown(&r.tabular));
     }
-    if !r.tabular.skipped.is_empty() {
-        s.push_str("\nSkipped:\n\n");
-        for k in &r.tabular.skipped {
-            let _ = writeln!(s, "- {}", k.message);
-        }
-    }
-    if !r.tabular.interrupted.is_empty() {
-        s.push_str("\nInterrupted:\n\n");
-        for k in &r.tabular.interrupted {
-            let _ = writeln!(s, "- {}", k.message);
-        }
-    }
-    if !r.tabular.failed.is_empty() {
-        s.push_str("\nFailed:\n\n");
-        for k in &r.tabular.failed {
-            let _ = writeln!(s, "- {}", k.message);
-        }
-    }
+    push_dataset_lists(&mut s, &r.tabular, |title| format!("\n{title}:\n\n"));
     if !(r.images.is_empty() && r.images_skipped.is_empty()) {
         s.push('\n');
         s.push_str(&image_table_markdown(
