@@ -41,7 +41,7 @@ use crate::bench_resume::{
     CHECKPOINT_FILE, RESULT_FILE, TabularResume, check_resume, read_result, write_result,
     write_run_config,
 };
-use crate::budget_train::{BudgetedFit, fit_with_budget};
+use crate::budget_train::{BudgetedFit, fit_with_budget, is_interrupt};
 use crate::json_file::read_json_file;
 use crate::tabular_config::{ModelOverrides, TabularBenchConfig, paper_cpflow_nll};
 
@@ -549,7 +549,12 @@ pub fn run_bench_tabular(opts: &BenchTabularOptions) -> Result<BenchReport> {
         }
         match run_dataset(ds, &root, opts) {
             Ok(r) => results.push(r),
-            Err(e) if interrupted() || is_interrupt(&e) => {
+            // Only the interrupt's own error is filed as interrupted: the interrupt reaches the
+            // run (in this process, no child) only through the flag that training checks
+            // after each step, so the error it causes is `TrainingPaused`. Any other error,
+            // even one raised after Ctrl-C was pressed (data that cannot be read, a model the
+            // networks refuse, a checkpoint that cannot be written), is a failure.
+            Err(e) if is_interrupt(&e) => {
                 // Paused, checkpointed: not a failure.
                 let message = format!("{ds}: {e:#}");
                 tracing::warn!("{message}");
@@ -582,20 +587,6 @@ pub fn run_bench_tabular(opts: &BenchTabularOptions) -> Result<BenchReport> {
     };
     write_bench_report(&opts.out, &report)?;
     Ok(report)
-}
-
-/// Whether `e` is a run that an interrupt paused (or whose evaluation it stopped).
-fn is_interrupt(e: &anyhow::Error) -> bool {
-    e.chain().any(|c| {
-        c.is::<crate::budget_train::TrainingPaused>()
-            || matches!(
-                c.downcast_ref::<cpflow::CpflowError>(),
-                Some(
-                    cpflow::CpflowError::Interrupted { .. }
-                        | cpflow::CpflowError::EvaluationInterrupted { .. }
-                )
-            )
-    })
 }
 
 /// The results that earlier runs left in `out` ([`RESULT_FILE`] of each dataset's folder) for

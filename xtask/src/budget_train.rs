@@ -53,6 +53,23 @@ pub struct TrainingPaused {
     pub checkpoint: Option<PathBuf>,
 }
 
+/// Whether `e` is, or is caused by, an interrupt: a run that it paused ([`TrainingPaused`],
+/// [`cpflow::CpflowError::Interrupted`]) or whose evaluation it stopped
+/// ([`cpflow::CpflowError::EvaluationInterrupted`]), anywhere in `e`'s chain of causes. Not
+/// whether an interrupt came: an error of its own that follows one is not one.
+pub fn is_interrupt(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.is::<TrainingPaused>()
+            || matches!(
+                c.downcast_ref::<cpflow::CpflowError>(),
+                Some(
+                    cpflow::CpflowError::Interrupted { .. }
+                        | cpflow::CpflowError::EvaluationInterrupted { .. }
+                )
+            )
+    })
+}
+
 fn held_by(checkpoint: &Option<PathBuf>) -> String {
     checkpoint
         .as_ref()
@@ -145,4 +162,33 @@ pub fn fit_with_budget(
         resumed_at: (start > 0).then_some(start),
     };
     Ok((trainer.into_flow(), fit))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The interrupt's errors are found under any context; other errors, whatever their
+    /// message says, are not interrupts.
+    #[test]
+    fn only_the_interrupts_own_errors_are_interrupts() {
+        let paused = anyhow::Error::new(TrainingPaused {
+            iteration: 3,
+            checkpoint: None,
+        })
+        .context("miniboone");
+        assert!(is_interrupt(&paused));
+        let stopped = anyhow::Error::new(cpflow::CpflowError::EvaluationInterrupted {
+            skipped: "the score".into(),
+            saved: vec![],
+        })
+        .context("evaluating");
+        assert!(is_interrupt(&stopped));
+        let io = anyhow::Error::new(std::io::Error::other("interrupted at iteration 3"))
+            .context("writing the checkpoint");
+        assert!(!is_interrupt(&io));
+        assert!(!is_interrupt(&anyhow::anyhow!(
+            "--val-every must be at least 1"
+        )));
+    }
 }

@@ -24,6 +24,10 @@ pub enum Checksum {
     GitBlob(String),
     /// Nothing is known: the computed sha256 is reported and recorded (trust on first use).
     Unknown,
+    /// Nothing is known about the file as a whole, and nothing is computed: the caller checks
+    /// its content instead (each member of an archive against its published sum,
+    /// [`crate::registry::Extract::verifies_members`]). [`verify`] does not read the file.
+    OfMembers,
 }
 
 impl Checksum {
@@ -41,6 +45,7 @@ impl fmt::Display for Checksum {
             Checksum::Md5(h) => write!(f, "md5 {h}"),
             Checksum::GitBlob(h) => write!(f, "git blob {h}"),
             Checksum::Unknown => write!(f, "checksum not published"),
+            Checksum::OfMembers => write!(f, "each member is checked against its published sum"),
         }
     }
 }
@@ -55,6 +60,8 @@ pub enum Verified {
         /// The computed sha256.
         sha256: String,
     },
+    /// Not checked here ([`Checksum::OfMembers`]): the caller verifies the content.
+    Deferred,
 }
 
 /// The file does not match its checksum.
@@ -152,6 +159,7 @@ pub fn verify(path: &Path, checksum: &Checksum) -> std::io::Result<Result<Verifi
         Checksum::Unknown => Ok(Verified::Unverified {
             sha256: sha256_file(path)?,
         }),
+        Checksum::OfMembers => Ok(Verified::Deferred),
     })
 }
 
@@ -222,6 +230,13 @@ mod tests {
         assert_eq!(
             verify(&p, &Checksum::Unknown).unwrap(),
             Ok(Verified::Unverified { sha256: sha.into() })
+        );
+        // A file whose members are checked instead is not read: not even opened.
+        let missing = dir.join("missing");
+        assert!(verify(&missing, &Checksum::Unknown).is_err());
+        assert_eq!(
+            verify(&missing, &Checksum::OfMembers).unwrap(),
+            Ok(Verified::Deferred)
         );
         std::fs::remove_dir_all(&dir).unwrap();
     }

@@ -10,7 +10,8 @@
 //!   status that says the file is not there (404, 403, ...): the next URL is tried at once.
 //! * A checksum mismatch deletes the `.part` file (it cannot be resumed into a good file).
 //!   When the bytes were pieced together (a ranged request continued a partial file, this
-//!   run's or an earlier one's: the joint, or a server's ranged answer, may be what differs),
+//!   run's or an earlier one's, or was answered 416, nothing after it: the joint, or a
+//!   server's ranged answer, may be what differs),
 //!   the whole file is downloaded once more from the start, by itself; a mismatch of a whole
 //!   download is an error, never retried from another URL. Its message says that the source
 //!   serves other bytes (running again fetches the same: use another source).
@@ -67,7 +68,8 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> FetchError + '_ {
 /// What [`fetch`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Fetched {
-    /// The file was already there and verified (or its checksum is unknown).
+    /// The file was already there and verified (or its checksum is unknown, or it is not
+    /// checked here: [`Checksum::OfMembers`]).
     AlreadyPresent(Verified),
     /// Downloaded now from this URL.
     Downloaded {
@@ -154,9 +156,7 @@ pub fn fetch(
         std::fs::create_dir_all(parent).map_err(io_err(parent))?;
     }
     let part = part_path(dest);
-    // Whether the bytes in `.part` include some that an earlier run left.
-    let earlier_bytes = std::fs::metadata(&part).is_ok_and(|m| m.len() > 0);
-    match download(agent, urls, &part, dest, checksum, opts, earlier_bytes) {
+    match download(agent, urls, &part, dest, checksum, opts) {
         Err(FetchError::ChecksumMismatch {
             origin:
                 MismatchOrigin::Download {
@@ -173,7 +173,7 @@ pub fn fetch(
                  whole file again from the start",
                 file_name(dest)
             );
-            download(agent, urls, &part, dest, checksum, opts, false).map_err(|mut e| {
+            download(agent, urls, &part, dest, checksum, opts).map_err(|mut e| {
                 if let FetchError::ChecksumMismatch {
                     origin:
                         MismatchOrigin::Download {
@@ -193,8 +193,9 @@ pub fn fetch(
 }
 
 /// [`fetch`]'s transfers into `part` (first URL that works, each retried with ranged
-/// requests) and its verification; `pieced`: whether `part` already holds bytes from an
-/// earlier response.
+/// requests) and its verification. The file is pieced together when the transfer that
+/// completed it continued bytes already in `part` (this run's or an earlier one's): its
+/// response started at an offset past 0.
 fn download(
     agent: &ureq::Agent,
     urls: &[String],
@@ -202,7 +203,6 @@ fn download(
     dest: &Path,
     checksum: &Checksum,
     opts: &FetchOptions,
-    mut pieced: bool,
 ) -> Result<Fetched, FetchError> {
     let mut failures = Vec::new();
     for url in urls {
@@ -213,8 +213,8 @@ fn download(
                 std::thread::sleep(delay);
                 delay = delay.saturating_mul(2);
             }
-            match transfer(agent, url, part, opts, &mut pieced) {
-                Ok(()) => return finish(url, part, dest, checksum, pieced),
+            match transfer(agent, url, part, opts) {
+                Ok(start) => return finish(url, part, dest, checksum, start > 0),
                 Err(Attempt::Retry(e)) => {
                     tracing::warn!(
                         "{url}: {e} (attempt {} of {})",
@@ -312,15 +312,15 @@ fn request_error(e: ureq::Error) -> Attempt {
 }
 
 /// One HTTP exchange appending to (or restarting) `part`. `Ok` when the body was read
-/// to its end. `pieced` is set when a ranged response is appended to `part`, cleared when
-/// `part` is started over.
+/// to its end, with the offset in `part` at which this response's bytes begin: 0 when it
+/// sent the whole file (`part` started over), the length `part` had when a ranged response
+/// continued it (206, or 416: nothing more to append, the bytes before are all there is).
 fn transfer(
     agent: &ureq::Agent,
     url: &str,
     part: &Path,
     opts: &FetchOptions,
-    pieced: &mut bool,
-) -> Result<(), Attempt> {
+) -> Result<u64, Attempt> {
     let offset = std::fs::metadata(part).map(|m| m.len()).unwrap_or(0);
     let mut req = agent.get(url);
     if offset > 0 {
@@ -341,7 +341,6 @@ fn transfer(
             _ => {
                 // An unexpected range: start over without one.
                 let _ = std::fs::remove_file(part);
-                *pieced = false;
                 return Err(Attempt::Retry(UrlFailure::BrokeOff(
                     "the server sent an unexpected byte range".into(),
                 )));
@@ -349,7 +348,7 @@ fn transfer(
         },
         416 => {
             // The .part file is at least as long as the file: let the checksum decide.
-            return Ok(());
+            return Ok(offset);
         }
         _ => {
             let failure = UrlFailure::Status(status);
@@ -367,10 +366,8 @@ fn transfer(
         })
     };
     let mut file = if start == 0 {
-        *pieced = false;
         File::create(part)
     } else {
-        *pieced = true;
         OpenOptions::new().append(true).open(part)
     }
     .map_err(cannot_write)?;
@@ -420,7 +417,7 @@ fn transfer(
             ))));
         }
     }
-    Ok(())
+    Ok(start)
 }
 
 #[cfg(test)]

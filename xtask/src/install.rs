@@ -5,7 +5,8 @@
 //! to `<dir>/.downloads/SHA256SUMS`; later runs verify against that record. An archive whose
 //! every member is checked against published sums (BSDS300's images,
 //! [`crate::registry::Extract::verifies_members`]) is verified by that check instead: no
-//! warning, and no sha256 of the archive is recorded.
+//! warning, and no sha256 of the archive is computed or recorded
+//! ([`crate::checksum::Checksum::OfMembers`]).
 //!
 //! Every archive is read to its end before anything is extracted from it. One that cannot be
 //! (truncated, corrupt, or without the expected members) is not kept: a fresh download is
@@ -112,22 +113,14 @@ fn run_step(
     let a = &step.artifact;
     let cache = cache_dir(&opts.dir).join(&a.cache_name);
     // An archive whose members are each checked against published sums is verified by its
-    // content: no sha256 of the archive itself is recorded or required (a copy compressed
-    // otherwise holds the same members).
-    let by_members = step.extract.verifies_members();
+    // content: no sha256 of the archive itself is computed, recorded or required (a copy
+    // compressed otherwise holds the same members).
     let checksum = match (&a.checksum, recorded_sha256(&opts.dir, &a.cache_name)) {
-        (Checksum::Unknown, Some(sha)) if !by_members => Checksum::Sha256(sha),
+        (Checksum::Unknown, _) if step.extract.verifies_members() => Checksum::OfMembers,
+        (Checksum::Unknown, Some(sha)) => Checksum::Sha256(sha),
         (c, _) => c.clone(),
     };
-    if by_members && checksum == Checksum::Unknown {
-        tracing::info!(
-            "{}: each member is checked against its published sha256 ({})",
-            a.cache_name,
-            a.approx_size
-        );
-    } else {
-        tracing::info!("{}: {} ({})", a.cache_name, checksum, a.approx_size);
-    }
+    tracing::info!("{}: {} ({})", a.cache_name, checksum, a.approx_size);
     let fetched = fetch(
         agent,
         &a.urls_with(opts.mirror.as_deref()),
@@ -147,9 +140,7 @@ fn run_step(
             &a.cache_name,
         )));
     }
-    if let Verified::Unverified { sha256 } = fetched.verified()
-        && !by_members
-    {
+    if let Verified::Unverified { sha256 } = fetched.verified() {
         tracing::warn!(
             "{}: no published checksum to verify against; computed sha256 {sha256} \
              (recorded in {})",

@@ -20,6 +20,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::bench_resume::setting_changes;
+use crate::budget_train::is_interrupt;
 use crate::json_file::{REMOVE_TO_RUN_AGAIN, read_json_file, write_json_file};
 
 /// What a reproduction is, in its output directory.
@@ -245,12 +246,16 @@ impl ReproduceInterrupt<'_> {
     }
 
     /// `e` (the error of a run that was in progress), with what the interrupt left and how to
-    /// continue when one came.
+    /// continue when one came. Only an error that the interrupt itself caused
+    /// ([`is_interrupt`]) says that the run in progress is checkpointed: another failure after
+    /// Ctrl-C left the run as that failure did.
     pub fn explain(&self, e: anyhow::Error) -> anyhow::Error {
-        if self.is_set() {
+        if !self.is_set() {
+            e
+        } else if is_interrupt(&e) {
             e.context(self.message(" and the run in progress is checkpointed"))
         } else {
-            e
+            e.context(self.message(""))
         }
     }
 
@@ -405,12 +410,23 @@ mod tests {
         // `--resume` and `--overwrite` exclude each other: the advice says to swap them.
         assert!(msg.contains("in place of --overwrite"), "{msg}");
         assert!(!msg.contains("in progress"), "{msg}");
-        let explained = format!("{:#}", stop.explain(anyhow::anyhow!("paused at step 3")));
+        let paused = anyhow::Error::new(cpflow::CpflowError::Interrupted {
+            iteration: 3,
+            checkpoint: None,
+        });
+        let explained = format!("{:#}", stop.explain(paused));
         assert!(
             explained.starts_with("interrupted")
-                && explained.contains("run in progress is checkpointed")
-                && explained.ends_with("paused at step 3"),
+                && explained.contains("run in progress is checkpointed"),
             "{explained}"
+        );
+        // A failure of its own after Ctrl-C keeps the resume hint but claims no checkpoint.
+        let failed = format!("{:#}", stop.explain(anyhow::anyhow!("disk full")));
+        assert!(
+            failed.starts_with("interrupted")
+                && !failed.contains("in progress")
+                && failed.ends_with("disk full"),
+            "{failed}"
         );
     }
 }

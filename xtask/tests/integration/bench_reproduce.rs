@@ -101,6 +101,27 @@ fn val_every_overrides_the_preset() {
     );
 }
 
+/// A failure of its own in a run that starts after Ctrl-C was pressed (the first dataset
+/// starts anyway) is filed as failed, not as interrupted: `--resume` would not continue it
+/// (it used to be listed as paused and checkpointed because the flag was set).
+#[test]
+fn a_failure_after_an_interrupt_is_a_failure() {
+    let data = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    write_synthetic_miniboone(data.path());
+    let mut opts = tiny_options(data.path(), out.path(), vec![TabularDataset::Miniboone]);
+    opts.interrupt = Some(Arc::new(AtomicBool::new(true)));
+    opts.val_every = Some(0);
+    let report = run_bench_tabular(&opts).unwrap();
+    assert!(report.interrupted.is_empty(), "{:?}", report.interrupted);
+    assert_eq!(report.failed.len(), 1, "{report:?}");
+    let msg = &report.failed[0].message;
+    assert!(
+        msg.contains("miniboone: failed") && msg.contains("--val-every must be at least 1"),
+        "{msg}"
+    );
+}
+
 /// `--cg-preconditioner mean-hessian` reaches the trainer (the report's configuration and
 /// summary say so) and the run scores a finite test NLL.
 #[test]

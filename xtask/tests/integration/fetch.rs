@@ -192,6 +192,23 @@ fn unknown_checksum_reports_the_computed_sha256() {
     );
 }
 
+/// A file whose content the caller checks ([`Checksum::OfMembers`]) is downloaded and kept
+/// as it is, unhashed: verified as deferred, downloaded or found.
+#[test]
+fn a_file_checked_by_its_members_is_not_hashed() {
+    let body = bytes(1000, 15);
+    let srv = server("/f.tgz", Route::new(body.clone()));
+    let dir = tempdir();
+    let dest = dir.path().join("f.tgz");
+    let o = opts(0);
+    let urls = [format!("{}/f.tgz", srv.base)];
+    let got = fetch(&agent(&o), &urls, &dest, &Checksum::OfMembers, &o).unwrap();
+    assert_eq!(got.verified(), &Verified::Deferred);
+    assert_eq!(std::fs::read(&dest).unwrap(), body);
+    let again = fetch(&agent(&o), &urls, &dest, &Checksum::OfMembers, &o).unwrap();
+    assert_eq!(again, Fetched::AlreadyPresent(Verified::Deferred));
+}
+
 #[test]
 fn falls_back_to_the_next_url_and_reports_unreachable_sources() {
     let body = bytes(1000, 7);
@@ -318,6 +335,32 @@ fn a_stale_part_longer_than_the_file_is_discarded() {
     let seen = srv.requests();
     let ranges = ranges_and_statuses(&seen);
     assert_eq!(ranges, [(Some("bytes=20000-"), 416), (None, 200)]);
+}
+
+/// A whole-file transfer that broke off, then a 416 for its range (the server says the
+/// partial file already holds everything, against the length it announced): the bytes were
+/// vouched for by a ranged answer, so on a mismatch the file is downloaded whole once more,
+/// which matches. (When a flag threaded through the transfers decided, only bytes appended
+/// by a 206 counted as pieced: this was an error saying that the source serves other bytes.)
+#[test]
+fn a_range_refused_after_a_broken_transfer_is_downloaded_whole_once_more() {
+    let body = bytes(N, 14);
+    let mut route = Route::new(body.clone()).truncated(1, 100_000);
+    route.refuse_ranges = true;
+    let srv = server("/f.bin", route);
+    let dir = tempdir();
+    let dest = dir.path().join("f.bin");
+    let o = opts(2);
+    let sum = Checksum::sha256(&sha256_bytes(&body));
+    let url = format!("{}/f.bin", srv.base);
+    let got = fetch(&agent(&o), std::slice::from_ref(&url), &dest, &sum, &o);
+    let seen = srv.requests();
+    assert!(matches!(got, Ok(Fetched::Downloaded { .. })), "{got:?}");
+    assert_eq!(std::fs::read(&dest).unwrap(), body);
+    assert_eq!(
+        ranges_and_statuses(&seen),
+        [(None, 200), (Some("bytes=100000-"), 416), (None, 200)]
+    );
 }
 
 /// A transfer that broke off is continued with a range request whose answer is corrupt (the

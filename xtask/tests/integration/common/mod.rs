@@ -26,6 +26,9 @@ pub struct Route {
     /// Answer range requests (206) with the requested tail's bytes inverted: a server whose
     /// ranged answers differ from its file, the right file to a request without a range.
     pub corrupt_ranges: bool,
+    /// Answer every range request with 416 Range Not Satisfiable, as if the partial file
+    /// already held the whole file (whatever its length).
+    pub refuse_ranges: bool,
     /// Answer every request with this status and an empty body instead (e.g. 500).
     pub status: Option<u16>,
 }
@@ -38,6 +41,7 @@ impl Route {
             truncate_at: 0,
             ignore_range: false,
             corrupt_ranges: false,
+            refuse_ranges: false,
             status: None,
         }
     }
@@ -187,7 +191,7 @@ fn handle(
     };
     let corrupt: Vec<u8>;
     let (status, head, body): (u16, String, &[u8]) = match start {
-        Some(s) if s >= len => (
+        Some(s) if s >= len || route.refuse_ranges => (
             416,
             format!(
                 "HTTP/1.1 416 Range Not Satisfiable\r\nContent-Range: bytes */{len}\r\nContent-Length: 0\r\n"
