@@ -21,6 +21,7 @@
 //!
 //! Logging goes through `tracing` (`RUST_LOG=debug` for more).
 
+mod arg_values;
 mod commands;
 mod data;
 mod data_record;
@@ -42,6 +43,9 @@ pub use fuzz_config::read_config_file;
 pub use interrupt::Interrupt;
 
 use anyhow::{Context, Result, bail};
+use arg_values::{
+    count_at_least, count_in, parse_grid, parse_posterior, plot_center, plot_half_width,
+};
 use candle_core::Device;
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
@@ -92,10 +96,10 @@ pub(crate) struct DeviceArgs {
     /// `cpu` or `cuda` (cuda needs a build with `--features cuda`).
     #[arg(long)]
     pub device: Option<String>,
-    /// `f32` or `f64`: the model's float type (train, ot: the model is built in it; eval,
-    /// sample, plot: the loaded model is converted to it; `sample` keeps an image model's).
-    #[arg(long)]
-    pub dtype: Option<String>,
+    /// The model's float type (train, ot: the model is built in it; eval, sample, plot: the
+    /// loaded model is converted to it; `sample` keeps an image model's).
+    #[arg(long, value_enum)]
+    pub dtype: Option<crate::FloatType>,
     /// Seed of every RNG of the command.
     #[arg(long)]
     pub seed: Option<u64>,
@@ -273,30 +277,6 @@ pub(crate) struct SampleArgs {
     pub dev: DeviceArgs,
 }
 
-/// A count of at least `MIN` (points, probes, steps, grid cells): `0` is refused when the
-/// arguments are read instead of failing, or doing nothing, later.
-fn count_at_least<const MIN: usize>(s: &str) -> std::result::Result<usize, String> {
-    let n = s
-        .trim()
-        .parse::<usize>()
-        .map_err(|e| format!("`{s}` is not a count: {e}"))?;
-    if n < MIN {
-        return Err(format!("must be at least {MIN}, got {n}"));
-    }
-    Ok(n)
-}
-
-/// A count in `MIN..=MAX`: sizes that allocate in proportion (grid points, drawn points) are
-/// bounded where the arguments are read, with the limit in the message, instead of growing
-/// until the kernel kills the process.
-fn count_in<const MIN: usize, const MAX: usize>(s: &str) -> std::result::Result<usize, String> {
-    let n = count_at_least::<MIN>(s)?;
-    if n > MAX {
-        return Err(format!("must be at most {MAX}, got {n}"));
-    }
-    Ok(n)
-}
-
 /// Most points `eval` draws from a toy or an image density: they are held in memory (about
 /// 64 bytes each with their tensor copies: 64 MB here), and the standard error of a mean NLL
 /// over 10⁶ points is already about 10⁻³ nats.
@@ -321,69 +301,6 @@ pub(crate) const MAX_PLOT_SAMPLES: usize = 1_000_000;
 /// Most cells of `sample --grid` (e.g. 64x64): the images of the grid are held together
 /// (as f64 pixels, 4096 CIFAR-10 images are 100 MB) and drawn into one PNG.
 pub(crate) const MAX_GRID_CELLS: usize = 4096;
-
-fn parse_grid(s: &str) -> std::result::Result<(usize, usize), String> {
-    let (r, c) = s
-        .split_once(['x', 'X'])
-        .ok_or_else(|| format!("grid `{s}` is not ROWSxCOLS (e.g. 8x8)"))?;
-    let p = |v: &str| {
-        count_at_least::<1>(v).map_err(|_| format!("grid `{s}`: `{v}` is not a positive integer"))
-    };
-    let (r, c) = (p(r)?, p(c)?);
-    if r.saturating_mul(c) > MAX_GRID_CELLS {
-        return Err(format!(
-            "grid `{s}` has {} cells; at most {MAX_GRID_CELLS} (e.g. 64x64) are drawn into one PNG",
-            r.saturating_mul(c)
-        ));
-    }
-    Ok((r, c))
-}
-
-/// A finite number above 0 (a plot window's half-width).
-fn positive_finite(s: &str) -> std::result::Result<f64, String> {
-    let v = s
-        .trim()
-        .parse::<f64>()
-        .map_err(|e| format!("`{s}` is not a number: {e}"))?;
-    if !(v.is_finite() && v > 0.0) {
-        return Err(format!("must be a finite number above 0, got {s}"));
-    }
-    Ok(v)
-}
-
-/// A plot window's half-width: finite, above 0, at most [`model_plots::MAX_HALF_WIDTH`].
-fn plot_half_width(s: &str) -> std::result::Result<f64, String> {
-    let v = positive_finite(s)?;
-    if v > model_plots::MAX_HALF_WIDTH {
-        return Err(format!(
-            "must be at most {:e} (far outside any data; the squared norms of the window \
-             overflow f32 beyond ~1e19), got {s}",
-            model_plots::MAX_HALF_WIDTH
-        ));
-    }
-    Ok(v)
-}
-
-/// A plot window's centre `X,Y`: two finite numbers within ±[`model_plots::MAX_HALF_WIDTH`].
-fn plot_center(s: &str) -> std::result::Result<[f64; 2], String> {
-    let parts: Vec<&str> = s.split(',').map(str::trim).collect();
-    let [x, y] = parts[..] else {
-        return Err(format!("must be two numbers `X,Y`, got `{s}`"));
-    };
-    let mut c = [0.0; 2];
-    for (v, t) in c.iter_mut().zip([x, y]) {
-        *v = t
-            .parse::<f64>()
-            .map_err(|e| format!("`{t}` is not a number: {e}"))?;
-        if !(v.is_finite() && v.abs() <= model_plots::MAX_HALF_WIDTH) {
-            return Err(format!(
-                "the centre's coordinates must be finite and within ±{:e}, got `{s}`",
-                model_plots::MAX_HALF_WIDTH
-            ));
-        }
-    }
-    Ok(c)
-}
 
 #[derive(Args, Debug)]
 pub(crate) struct PlotArgs {
@@ -478,14 +395,6 @@ pub(crate) struct VaeArgs {
     pub no_progress: bool,
 }
 
-fn parse_posterior(s: &str) -> std::result::Result<crate::vae::PosteriorKind, String> {
-    match s {
-        "gaussian" => Ok(crate::vae::PosteriorKind::Gaussian),
-        "cp-flow" | "cpflow" => Ok(crate::vae::PosteriorKind::CpFlow),
-        o => Err(format!("unknown posterior `{o}` (gaussian or cp-flow)")),
-    }
-}
-
 /// The candle device named `name`.
 pub(crate) fn device(name: Option<&str>) -> Result<Device> {
     match name.unwrap_or("cpu") {
@@ -563,6 +472,7 @@ fn execute(cli: Cli) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
+    use super::arg_values::positive_finite;
     use super::*;
     use clap::CommandFactory;
 
@@ -597,5 +507,49 @@ mod tests {
             assert!(positive_finite(bad).is_err(), "{bad}");
         }
         assert_eq!(positive_finite("2.5"), Ok(2.5));
+    }
+
+    /// `--dtype` is parsed once, by clap, for every command that takes it: `f16` is refused
+    /// as the arguments are read, naming the flag and the values it takes (each command
+    /// parsed its own string, and `train` named the config key `model.float`), and `f32`
+    /// reaches the command as the float type.
+    #[test]
+    fn every_dtype_flag_is_parsed_by_clap() {
+        let commands: [&[&str]; 6] = [
+            &["train"],
+            &["eval", "--model", "m"],
+            &["sample", "--model", "m", "-o", "s.npy"],
+            &["plot", "--model", "m"],
+            &["ot"],
+            &[
+                "import-reference",
+                "--state-dict",
+                "w",
+                "--config",
+                "c",
+                "--out",
+                "o",
+            ],
+        ];
+        for args in commands {
+            let line = |dtype: &'static str| [&["cpflow"], args, &["--dtype", dtype]].concat();
+            let e = Cli::try_parse_from(line("f16")).unwrap_err();
+            assert_eq!(e.kind(), clap::error::ErrorKind::InvalidValue, "{args:?}");
+            let e = e.to_string();
+            assert!(
+                e.contains("--dtype") && e.contains("'f16'") && e.contains("f32, f64"),
+                "{args:?}: {e}"
+            );
+            let dtype = match Cli::try_parse_from(line("f32")).unwrap().command {
+                Command::Train(a) => a.dev.dtype,
+                Command::Eval(a) => a.dev.dtype,
+                Command::Sample(a) => a.dev.dtype,
+                Command::Plot(a) => a.dev.dtype,
+                Command::Ot(a) => a.dev.dtype,
+                Command::ImportReference(a) => a.dtype,
+                Command::Vae(_) => panic!("vae takes no --dtype"),
+            };
+            assert_eq!(dtype, Some(crate::FloatType::F32), "{args:?}");
+        }
     }
 }

@@ -32,46 +32,85 @@ pub enum DataSource {
     Csv(PathBuf),
 }
 
-impl DataSource {
-    /// Parses a `--data` / `data.source` value: a path ending in `.npy`, `.csv` or an image
-    /// extension (`.png`, `.jpg`, `.jpeg`; or any path after `image:`), a tabular benchmark
-    /// (`power`, `gas`, `hepmass`, `miniboone`, `bsds300`), else a toy name.
-    pub fn parse(source: &str) -> Result<Self> {
-        let lower = source.to_ascii_lowercase();
+/// What a `--data` / `data.source` value names, told from the name alone (nothing is
+/// read): the one rule by which [`DataSource::parse`] reads a source, a run directory keeps
+/// a data file's path absolute and `eval` tells rows scored as they are from a density.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SourceName<'a> {
+    /// The picture of an image density: a path ending in `.png`, `.jpg` or `.jpeg`, or any
+    /// path after `image:`.
+    Image(&'a Path),
+    /// A path ending in `.npy` (any case).
+    Npy(&'a Path),
+    /// A path ending in `.csv` (any case).
+    Csv(&'a Path),
+    /// One of MAF's tabular benchmarks (`power`, `gas`, `hepmass`, `miniboone`, `bsds300`,
+    /// any case).
+    Tabular(TabularDataset),
+    /// Anything else: a toy's name, known or not ([`DataSource::parse`] refuses an unknown
+    /// one).
+    Toy(&'a str),
+}
+
+impl<'a> SourceName<'a> {
+    /// Classifies `source`: `image:PATH`, then the extensions `.npy`, `.csv`, `.png`, `.jpg`,
+    /// `.jpeg`, then a benchmark's name, else a toy.
+    pub fn of(source: &'a str) -> Self {
         if let Some(p) = source.strip_prefix("image:") {
-            return Self::image(Path::new(p));
+            return SourceName::Image(Path::new(p));
         }
+        let lower = source.to_ascii_lowercase();
+        let path = Path::new(source);
         if lower.ends_with(".npy") {
-            return Ok(DataSource::Npy(source.into()));
+            SourceName::Npy(path)
+        } else if lower.ends_with(".csv") {
+            SourceName::Csv(path)
+        } else if [".png", ".jpg", ".jpeg"].iter().any(|e| lower.ends_with(e)) {
+            SourceName::Image(path)
+        } else if let Some(t) = TabularDataset::from_name(&lower) {
+            SourceName::Tabular(t)
+        } else {
+            SourceName::Toy(source)
         }
-        if lower.ends_with(".csv") {
-            return Ok(DataSource::Csv(source.into()));
-        }
-        if [".png", ".jpg", ".jpeg"].iter().any(|e| lower.ends_with(e)) {
-            return Self::image(Path::new(source));
-        }
-        if let Some(t) = TabularDataset::from_name(&lower) {
-            return Ok(DataSource::Tabular(t));
-        }
-        let toy = source.parse().with_context(|| {
-            format!(
-                "`{source}` is not a data file (.npy, .csv, .png/.jpg), a tabular benchmark \
-                 (power, gas, hepmass, miniboone, bsds300) or a toy"
-            )
-        })?;
-        Ok(DataSource::Toy(toy))
     }
 
-    /// Whether `source` (a `--data` / `data.source` value) names rows that are scored as
-    /// they are, a `.npy`/`.csv` file or a tabular benchmark, rather than a density that
-    /// points are drawn from: told from the name alone, as [`DataSource::parse`] tells them,
-    /// without reading a file.
-    pub fn has_fixed_rows(source: &str) -> bool {
-        let lower = source.to_ascii_lowercase();
-        !source.starts_with("image:")
-            && (lower.ends_with(".npy")
-                || lower.ends_with(".csv")
-                || TabularDataset::from_name(&lower).is_some())
+    /// The file the source is read from (a data file, an image density's picture); `None`
+    /// for a toy or a benchmark (whose files sit under `data.root`).
+    pub fn file(self) -> Option<&'a Path> {
+        match self {
+            SourceName::Image(p) | SourceName::Npy(p) | SourceName::Csv(p) => Some(p),
+            SourceName::Tabular(_) | SourceName::Toy(_) => None,
+        }
+    }
+
+    /// Whether the source names rows that are scored as they are, a `.npy`/`.csv` file or a
+    /// tabular benchmark, rather than a density that points are drawn from.
+    pub fn has_fixed_rows(self) -> bool {
+        matches!(
+            self,
+            SourceName::Npy(_) | SourceName::Csv(_) | SourceName::Tabular(_)
+        )
+    }
+}
+
+impl DataSource {
+    /// Parses a `--data` / `data.source` value as [`SourceName::of`] classifies it: a path
+    /// ending in `.npy`, `.csv` or an image extension (`.png`, `.jpg`, `.jpeg`; or any path
+    /// after `image:`, whose picture is read here), a tabular benchmark (`power`, `gas`,
+    /// `hepmass`, `miniboone`, `bsds300`), else a toy name.
+    pub fn parse(source: &str) -> Result<Self> {
+        Ok(match SourceName::of(source) {
+            SourceName::Image(p) => return Self::image(p),
+            SourceName::Npy(p) => DataSource::Npy(p.into()),
+            SourceName::Csv(p) => DataSource::Csv(p.into()),
+            SourceName::Tabular(t) => DataSource::Tabular(t),
+            SourceName::Toy(name) => DataSource::Toy(name.parse().with_context(|| {
+                format!(
+                    "`{source}` is not a data file (.npy, .csv, .png/.jpg), a tabular \
+                     benchmark (power, gas, hepmass, miniboone, bsds300) or a toy"
+                )
+            })?),
+        })
     }
 
     fn image(path: &Path) -> Result<Self> {

@@ -6,7 +6,7 @@ use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
-use crate::cli::data::{DataSource, LoadedData, Rows};
+use crate::cli::data::{DataSource, LoadedData, Rows, SourceName};
 use crate::cli::run_dir::{DATA_RECORD, absolute};
 
 /// What identifies the data of a tabular or toy run, kept in `<out>/data_record.json` from
@@ -108,13 +108,10 @@ fn rows_sha256(parts: &[&Rows]) -> String {
 impl DataRecord {
     /// The record of `data`, read from `source` (`data.source` as `config.toml` keeps it).
     pub fn of(source: &str, data: &LoadedData) -> Result<Self> {
-        let file = match &data.source {
-            DataSource::Npy(_) | DataSource::Csv(_) | DataSource::Image(_) => {
-                let path = source.strip_prefix("image:").unwrap_or(source);
-                Some(FileRecord::of(Path::new(path))?)
-            }
-            DataSource::Toy(_) | DataSource::Tabular(_) => None,
-        };
+        let file = SourceName::of(source)
+            .file()
+            .map(FileRecord::of)
+            .transpose()?;
         let rows_sha256 = matches!(data.source, DataSource::Tabular(_))
             .then(|| rows_sha256(&[&data.train, &data.val, &data.test]));
         Ok(DataRecord {
@@ -195,26 +192,25 @@ pub fn check_data_record(out: &Path, now: &DataRecord) -> Result<bool> {
     Ok(true)
 }
 
-/// `cpflow eval` of a run on its own data (no `--data`): the file the run was trained on
-/// (`.npy`, `.csv`, the picture of an image density) must be as `<run>/data_record.json`
-/// recorded it, or the score would not be the run's test split (the rows are split again
-/// from whatever the file holds now). Toys are generated from the run's settings and
-/// tabular benchmarks are checked by `cargo xtask download`; a run made before cpflow kept
-/// the record is scored unchecked.
-pub fn check_scored_data(run_dir: &Path, source: &str, data: &LoadedData) -> Result<()> {
-    if !matches!(
-        data.source,
-        DataSource::Npy(_) | DataSource::Csv(_) | DataSource::Image(_)
-    ) {
+/// `cpflow eval` of a run on its own data (no `--data`), before the data are read: the
+/// file the run was trained on (`data.source` = `source`: a `.npy`, a `.csv`, the picture
+/// of an image density) must be as `<run>/data_record.json` recorded it, or the score would
+/// not be the run's test split (the rows are split again from whatever the file holds now).
+/// Toys are generated from the run's settings and tabular benchmarks are checked by
+/// `cargo xtask download`; a run made before cpflow kept the record is scored unchecked,
+/// and a missing file is left to the data's reader to report.
+pub fn check_scored_data(run_dir: &Path, source: &str) -> Result<()> {
+    let Some(path) = SourceName::of(source).file() else {
+        return Ok(());
+    };
+    if !path.exists() {
         return Ok(());
     }
     let Some(run) = read_data_record(run_dir, "score")? else {
         return Ok(());
     };
-    let now = DataRecord::of(source, data)?;
-    if let (Some(a), Some(b)) = (&run.file, &now.file)
-        && let Some(why) = a.change(b)
-    {
+    let now = FileRecord::of(path)?;
+    if let Some(why) = run.file.as_ref().and_then(|then| then.change(&now)) {
         bail!(
             "the run's data differ from those it was trained on: {why}. Its test split cannot \
              be drawn from them again; restore the file to score the run's test split, or \

@@ -58,6 +58,9 @@ use icnn::{ActivationKind, DenseIcnn2Config, Icnn2Config, Icnn3Config, IcnnConfi
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
+mod image_config;
+pub use image_config::{is_image_config, resolve_image};
+
 /// `[data]`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -323,7 +326,7 @@ pub struct Overrides {
     pub batch_size: Option<usize>,
     pub lr: Option<f64>,
     pub device: Option<String>,
-    pub dtype: Option<String>,
+    pub dtype: Option<FloatType>,
     pub seed: Option<u64>,
     pub out: Option<PathBuf>,
 }
@@ -358,6 +361,17 @@ pub fn set_path(table: &mut toml::Table, path: &str, value: toml::Value) -> Resu
     Ok(())
 }
 
+/// Applies `--set key=value` overrides to `table` (each value in TOML syntax, [`parse_value`]).
+fn apply_sets(table: &mut toml::Table, sets: &[String]) -> Result<()> {
+    for kv in sets {
+        let (k, v) = kv
+            .split_once('=')
+            .with_context(|| format!("--set expects key=value, got `{kv}`"))?;
+        set_path(table, k.trim(), parse_value(v.trim()))?;
+    }
+    Ok(())
+}
+
 /// Reads `file` (if any), applies the overrides and deserialises.
 pub fn resolve(file: Option<&Path>, ov: &Overrides) -> Result<RunConfig> {
     let mut table = match file {
@@ -369,12 +383,7 @@ pub fn resolve(file: Option<&Path>, ov: &Overrides) -> Result<RunConfig> {
         }
         None => toml::Table::new(),
     };
-    for kv in &ov.set {
-        let (k, v) = kv
-            .split_once('=')
-            .with_context(|| format!("--set expects key=value, got `{kv}`"))?;
-        set_path(&mut table, k.trim(), parse_value(v.trim()))?;
-    }
+    apply_sets(&mut table, &ov.set)?;
     let s = |v: &str| toml::Value::String(v.to_string());
     if let Some(d) = &ov.data {
         set_path(&mut table, "data.source", s(d))?;
@@ -399,10 +408,8 @@ pub fn resolve(file: Option<&Path>, ov: &Overrides) -> Result<RunConfig> {
     if let Some(d) = &ov.device {
         set_path(&mut table, "run.device", s(d))?;
     }
-    if let Some(d) = &ov.dtype {
-        // Checked here: the config's error would name `model.float`, not the flag.
-        crate::cli::commands::float_type(d)?;
-        set_path(&mut table, "model.float", s(d))?;
+    if let Some(f) = ov.dtype {
+        set_path(&mut table, "model.float", toml::Value::try_from(f)?)?;
     }
     if let Some(seed) = ov.seed {
         for key in ["data.seed", "train.seed", "model.init_seed"] {
@@ -470,101 +477,6 @@ pub fn check_training_start(train: &TrainConfig, n_train: usize, new_run: bool) 
         );
     }
     Ok(())
-}
-
-/// A `cpflow vae` configuration given to `cpflow train` (its `[model]` names a `posterior`):
-/// refused with the command that runs it (it failed as "unknown variant `frey-faces`" of the
-/// image datasets, read as a typo).
-fn refuse_vae_config(file: &Path, table: &toml::Table) -> Result<()> {
-    let posterior = table
-        .get("model")
-        .and_then(|m| m.as_table())
-        .is_some_and(|m| m.contains_key("posterior"));
-    if posterior {
-        bail!(
-            "{} configures the VAE experiment (its [model] names a posterior): `cpflow train` \
-             trains flows; run it with `cpflow vae --config {}`",
-            file.display(),
-            file.display()
-        );
-    }
-    Ok(())
-}
-
-/// Whether `file` describes an image run: a `[data]` table with a `dataset` key
-/// (`crate::image::ImageExperimentConfig`, e.g. `configs/mnist.toml`) rather than the
-/// tabular/toy `source`.
-pub fn is_image_config(file: Option<&Path>) -> Result<bool> {
-    let Some(p) = file else { return Ok(false) };
-    let text =
-        std::fs::read_to_string(p).with_context(|| format!("reading config {}", p.display()))?;
-    let table = toml::from_str::<toml::Table>(&text)
-        .with_context(|| format!("parsing config {}", p.display()))?;
-    Ok(table
-        .get("data")
-        .and_then(|d| d.as_table())
-        .is_some_and(|d| d.contains_key("dataset")))
-}
-
-/// Reads an image-run file and applies the overrides: `--set`, then `--iters`
-/// (`train.max_iterations`), `--batch-size`, `--lr` (`train.adam.lr`), `--dtype`
-/// (`model.float`), `--seed` (`data.seed`, `train.seed`, `model.init_seed`). `--data` is
-/// refused (the dataset is `data.dataset`); `--device` and `--out` are not config keys here.
-pub fn resolve_image(file: &Path, ov: &Overrides) -> Result<crate::image::ImageExperimentConfig> {
-    let text = std::fs::read_to_string(file)
-        .with_context(|| format!("reading config {}", file.display()))?;
-    let mut table = toml::from_str::<toml::Table>(&text)
-        .with_context(|| format!("parsing config {}", file.display()))?;
-    refuse_vae_config(file, &table)?;
-    for kv in &ov.set {
-        let (k, v) = kv
-            .split_once('=')
-            .with_context(|| format!("--set expects key=value, got `{kv}`"))?;
-        set_path(&mut table, k.trim(), parse_value(v.trim()))?;
-    }
-    if ov.data.is_some() {
-        bail!("--data does not apply to an image run: set data.dataset (mnist or cifar10)");
-    }
-    let int = |n: usize| toml::Value::Integer(n as i64);
-    if let Some(n) = ov.iters {
-        set_path(&mut table, "train.max_iterations", int(n))?;
-    }
-    if let Some(b) = ov.batch_size {
-        set_path(&mut table, "train.batch_size", int(b))?;
-    }
-    if let Some(lr) = ov.lr {
-        set_path(&mut table, "train.adam.lr", toml::Value::Float(lr))?;
-    }
-    if let Some(d) = &ov.dtype {
-        crate::cli::commands::float_type(d)?;
-        set_path(&mut table, "model.float", toml::Value::String(d.clone()))?;
-    }
-    if let Some(seed) = ov.seed {
-        for key in ["data.seed", "train.seed", "model.init_seed"] {
-            set_path(&mut table, key, toml::Value::Integer(seed as i64))?;
-        }
-    }
-    let cfg: crate::image::ImageExperimentConfig =
-        serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
-            let path = e.path().to_string();
-            anyhow::anyhow!(
-                "invalid image configuration at `{path}`: {}",
-                e.into_inner()
-            )
-        })?;
-    let (data, nblocks) = (cfg.data.dataset, &cfg.model.nblocks);
-    let most = crate::image::MultiscaleConfig::max_scales(data.image_shape());
-    if nblocks.len() > most {
-        let (n, side, name) = (nblocks.len(), data.image_shape().height, data.name());
-        bail!(
-            "model.nblocks = {nblocks:?} has {n} scales, but the {side}×{side} images of {name} \
-             allow at most {most} (every scale but the last halves the height and width, which \
-             must be even): e.g. model.nblocks = {:?}",
-            &nblocks[..most]
-        );
-    }
-    cfg.validate()?;
-    Ok(cfg)
 }
 
 /// Whether `over` describes the same enum variant as `base`, so that it may be merged into

@@ -15,7 +15,7 @@ fn defaults_overrides_and_set_paths() {
         data: Some("moons".into()),
         iters: Some(7),
         lr: Some(0.01),
-        dtype: Some("f32".into()),
+        dtype: Some(FloatType::F32),
         seed: Some(3),
         ..Default::default()
     };
@@ -209,9 +209,10 @@ fn layouts_are_counted_before_they_are_built() {
     }
 }
 
-/// `--dtype` is checked as the flag (the config's error named `model.float`), and too many
-/// scales for the dataset's images name `model.nblocks` and the most it takes (the layer
-/// chain's error named a squeeze layer by index).
+/// `--dtype` is checked as the flag, by clap (the config's error named `model.float`), for
+/// a tabular/toy and an image config alike; a bad `model.float` in a config is named by its
+/// key. Too many scales for the dataset's images name `model.nblocks`, the most it takes and
+/// the dataset (the layer chain's error named a squeeze layer by index).
 #[test]
 fn dtype_flag_and_scales_are_named_by_their_keys() {
     let dir = std::env::temp_dir().join(format!("cpflow-runcfg-keys-{}", std::process::id()));
@@ -222,19 +223,31 @@ fn dtype_flag_and_scales_are_named_by_their_keys() {
         "[data]\ndataset = \"mnist\"\nroot = \"data\"\n[train]\nmax_minutes = 1.0\n",
     )
     .unwrap();
-    let f16 = Overrides {
-        dtype: Some("f16".into()),
+    use clap::Parser;
+    let img_arg = img.to_str().unwrap();
+    for line in [
+        &["cpflow", "train", "--dtype", "f16"][..],
+        &["cpflow", "train", "--config", img_arg, "--dtype", "f16"][..],
+    ] {
+        let e = crate::cli::Cli::try_parse_from(line)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("--dtype") && e.contains("'f16'") && e.contains("f32, f64"),
+            "{e}"
+        );
+        assert!(!e.contains("model.float"), "{e}");
+    }
+    let float = Overrides {
+        set: vec!["model.float=\"f16\"".into()],
         ..Default::default()
     };
     for e in [
-        resolve(None, &f16).unwrap_err(),
-        resolve_image(&img, &f16).unwrap_err(),
+        resolve(None, &float).unwrap_err(),
+        resolve_image(&img, &float).unwrap_err(),
     ] {
         let e = format!("{e:#}");
-        assert!(
-            e.contains("--dtype f16") && e.contains("f32, f64") && !e.contains("model.float"),
-            "{e}"
-        );
+        assert!(e.contains("model.float") && e.contains("f16"), "{e}");
     }
     let scales = |nblocks: &str| Overrides {
         set: vec![format!("model.nblocks={nblocks}")],
@@ -247,9 +260,13 @@ fn dtype_flag_and_scales_are_named_by_their_keys() {
     );
     assert!(
         e.contains("model.nblocks = [1, 1, 1, 1] has 4 scales")
-            && e.contains("28×28 images of mnist allow at most 3")
-            && e.contains("model.nblocks = [1, 1, 1]"),
+            && e.contains("1×28×28 images of mnist")
+            && e.contains("allow at most 3")
+            && e.contains("28×28 → 14×14 → 7×7")
+            && e.contains("e.g. model.nblocks = [1, 1, 1]"),
         "{e}"
     );
+    // Said once: the library's check, not a second one in the CLI.
+    assert_eq!(e.matches("has 4 scales").count(), 1, "{e}");
     std::fs::remove_dir_all(&dir).unwrap();
 }

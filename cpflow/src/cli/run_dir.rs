@@ -9,6 +9,7 @@ use anyhow::{Context, Result, bail};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 
+use crate::cli::data::SourceName;
 use crate::cli::run_config::RunConfig;
 
 /// The files a kind of run keeps in its directory.
@@ -315,20 +316,18 @@ pub fn absolute(path: &Path) -> Result<PathBuf> {
 }
 
 /// A `data.source` with its file made absolute: `image:PATH` and paths ending in `.npy`,
-/// `.csv`, `.png`, `.jpg` or `.jpeg` (the files `data::DataSource::parse` reads); a toy or
-/// benchmark name is returned unchanged.
+/// `.csv`, `.png`, `.jpg` or `.jpeg` (the files `data::DataSource::parse` reads, as
+/// [`SourceName::file`] tells them); a toy or benchmark name is returned unchanged.
 pub fn absolute_source(source: &str) -> Result<String> {
-    if let Some(p) = source.strip_prefix("image:") {
-        return Ok(format!("image:{}", absolute(Path::new(p))?.display()));
-    }
-    let lower = source.to_ascii_lowercase();
-    let is_file = [".npy", ".csv", ".png", ".jpg", ".jpeg"]
-        .iter()
-        .any(|e| lower.ends_with(e));
-    Ok(if is_file {
-        absolute(Path::new(source))?.display().to_string()
+    let Some(file) = SourceName::of(source).file() else {
+        return Ok(source.to_string());
+    };
+    let path = absolute(file)?.display().to_string();
+    // The `image:` prefix (a picture of any extension) is kept.
+    Ok(if source.starts_with("image:") {
+        format!("image:{path}")
     } else {
-        source.to_string()
+        path
     })
 }
 

@@ -319,18 +319,21 @@ impl ImageFlowConfig {
         }
         let sides = halvings(ms.image);
         if ms.nblocks.len() > sides.len() {
-            // Refused here by the key: the layer chain's error named a squeeze layer by index.
+            // Refused here by the key (`model.nblocks` of an image run's config, whose
+            // reader adds the dataset): the layer chain's error named a squeeze layer by index.
+            let most = sides.len();
             let sides: Vec<String> = sides.iter().map(|(h, w)| format!("{h}×{w}")).collect();
             return Err(CpflowError::InvalidConfig(format!(
-                "nblocks = {:?} has {} scales, but {}×{}×{} images allow at most {} (every \
-                 scale but the last halves the height and width, which must be even: {})",
+                "model.nblocks = {:?} has {} scales, but {}×{}×{} images allow at most {most} \
+                 (every scale but the last halves the height and width, which must be even: \
+                 {}): e.g. model.nblocks = {:?}",
                 ms.nblocks,
                 ms.nblocks.len(),
                 ms.image.channels,
                 ms.image.height,
                 ms.image.width,
-                sides.len(),
-                sides.join(" → ")
+                sides.join(" → "),
+                &ms.nblocks[..most]
             )));
         }
         let mut layers = Vec::new();

@@ -93,9 +93,10 @@ fn too_many_scales_are_refused_naming_nblocks_and_the_most() {
     // The layer chain's error was "layer 10: cannot squeeze a 7×7 image".
     let e = ImageFlowConfig::multiscale(&four).unwrap_err().to_string();
     assert!(
-        e.contains("nblocks = [1, 1, 1, 1] has 4 scales")
+        e.contains("model.nblocks = [1, 1, 1, 1] has 4 scales")
             && e.contains("1×28×28 images allow at most 3")
-            && e.contains("28×28 → 14×14 → 7×7"),
+            && e.contains("28×28 → 14×14 → 7×7")
+            && e.contains("e.g. model.nblocks = [1, 1, 1]"),
         "{e}"
     );
     // A 1×1 image has one scale; 32×32 six (32, 16, 8, 4, 2, 1).

@@ -286,8 +286,8 @@ fn bad_state_dicts_are_refused_by_name() {
     assert!(!dir.join("again").exists());
     // Flags at fault are named as flags: a --dim that flows.0.b contradicts (it read
     // "data.source = `power` is 6-D but the model is 7-D"); without flows.0.b (no ActNorm to
-    // confirm it) --dim and data.source both; --dtype f16 (it read "invalid configuration at
-    // `model.float`").
+    // confirm it) --dim and data.source both; --dtype f16, by clap with the values it takes
+    // (it read "invalid configuration at `model.float`").
     let mut no_actnorm = fx.state_dict();
     no_actnorm.remove("flows.0.b").unwrap();
     let w_single = dir.join("single.safetensors");
@@ -306,7 +306,7 @@ fn bad_state_dicts_are_refused_by_name() {
         (
             &w,
             ["--dtype", "f16"],
-            "--dtype f16: unknown float type (accepted: f32, f64)",
+            "invalid value 'f16' for '--dtype <DTYPE>'\n  [possible values: f32, f64]",
         ),
     ] {
         let mut a = args(w, "flag").to_vec();

@@ -116,7 +116,7 @@ fn figures_follow_the_data_and_a_failed_figure_keeps_the_report() {
 
 /// `eval` of a run without `--data` scores the run's test split only while its data file is
 /// the one it was trained on (it re-split the changed file and printed its score as the
-/// run's); `-n` is refused for a file (it was silently ignored); finite values beyond f32 are
+/// run's), refused before the file is read; `-n` is refused for a file (it was silently ignored); finite values beyond f32 are
 /// named as such under `--dtype f32` (they read "NaN or infinite values").
 #[test]
 fn eval_scores_the_runs_own_file_only_unchanged() {
@@ -195,6 +195,14 @@ fn eval_scores_the_runs_own_file_only_unchanged() {
         "{err}"
     );
 
+    // Checked before the file is read and split: a file changed so that it no longer
+    // parses (a NaN) gives the changed-file message, not the reader's error.
+    std::fs::write(&csv, "1,2\n3,nan\n").unwrap();
+    let err = cpflow_fails(&["eval", "-m", run_s]);
+    assert!(
+        err.contains("has changed since the run started") && !err.contains("non-finite"),
+        "{err}"
+    );
     write_curve(&csv, (3.0, 0.0));
     let err = cpflow_fails(&["eval", "-m", run_s]);
     assert!(
@@ -230,13 +238,15 @@ fn negative_values_and_an_edited_run_config() {
     ];
     let err = cpflow_fails(&args);
     assert!(err.contains("must be finite and ≥ 0, got -0.01"), "{err}");
-    // `--dtype f16` is named as the flag, with the values it takes (train named the config
-    // key `model.float`).
+    // `--dtype f16` is named as the flag, with the values it takes, by clap (train named the
+    // config key `model.float`).
     let mut f16 = args;
     f16[5..].copy_from_slice(&["--dtype", "f16"]);
     let err = cpflow_fails(&f16[..]);
     assert!(
-        err.contains("--dtype f16: unknown float type (accepted: f32, f64)"),
+        err.contains("invalid value 'f16' for '--dtype <DTYPE>'")
+            && err.contains("[possible values: f32, f64]")
+            && !err.contains("model.float"),
         "{err}"
     );
 

@@ -6,8 +6,8 @@ use anyhow::{Result, bail};
 use serde::Serialize;
 use std::time::Instant;
 
-use super::{data_root, float_type, load_flow, locate_model, saved_run_config};
-use crate::cli::data::{DataSource, load, load_all};
+use super::{data_root, load_flow, locate_model, saved_run_config};
+use crate::cli::data::{SourceName, load, load_all};
 use crate::cli::data_record::check_scored_data;
 use crate::cli::model_file::{ModelKind, model_kind, require_flow};
 use crate::cli::{Estimator, EvalArgs, MAX_EVAL_POINTS};
@@ -64,7 +64,7 @@ pub fn eval(a: EvalArgs) -> Result<()> {
             (None, Some(cfg)) => Some(cfg.data.source.as_str()),
             (None, None) => None,
         };
-        if let Some(source) = source.filter(|s| DataSource::has_fixed_rows(s)) {
+        if let Some(source) = source.filter(|s| SourceName::of(s).has_fixed_rows()) {
             bail!(
                 "-n {n} draws points of a toy or an image density; the rows of {source} are \
                  scored as they are: to score fewer, pass a file of those rows with --data"
@@ -79,8 +79,7 @@ pub fn eval(a: EvalArgs) -> Result<()> {
         (None, None, Some(cfg)) if cfg.data.n_test > 0 => cfg.data.n_test.min(MAX_EVAL_POINTS),
         _ => DEFAULT_POINTS,
     };
-    let float = a.dev.dtype.as_deref().map(float_type).transpose()?;
-    let flow = load_flow(&loc.file, &device, float)?;
+    let flow = load_flow(&loc.file, &device, a.dev.dtype)?;
     let seed = a.dev.seed.unwrap_or(0);
     // Explicit --data: every row of a file, the test split of a tabular benchmark (under the
     // run's data root), or `n` fresh points of a toy/image. Otherwise the held-out part of the
@@ -102,10 +101,12 @@ pub fn eval(a: EvalArgs) -> Result<()> {
             if let Some(root) = &a.data_root {
                 s.root = root.clone();
             }
-            let data = load(&s)?;
+            // A changed data file is refused before it is read and split (that can take
+            // minutes).
             if let Some(run_dir) = &loc.run_dir {
-                check_scored_data(run_dir, &s.source, &data)?;
+                check_scored_data(run_dir, &s.source)?;
             }
+            let data = load(&s)?;
             (s.source.clone(), data)
         }
         (None, None) => bail!("no --data given and no config.toml beside the model"),

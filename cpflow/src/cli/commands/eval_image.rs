@@ -25,7 +25,7 @@ use std::ops::ControlFlow;
 use std::path::Path;
 use std::time::Instant;
 
-use super::{ModelLocation, float_type};
+use super::ModelLocation;
 use crate::cli::interrupt::Interrupt;
 use crate::cli::model_file::has_metadata_key;
 use crate::cli::run_config::{Overrides, is_image_config, resolve_image};
@@ -83,8 +83,7 @@ struct ImageEvalSummary {
 pub fn eval_image(a: &EvalArgs, loc: &ModelLocation, device: &Device, t0: Instant) -> Result<()> {
     let run = run_config(loc)?;
     refuse_slq_without_images(a, loc, run.as_ref())?;
-    let float = a.dev.dtype.as_deref().map(float_type).transpose()?;
-    let (flow, weights) = load_image_flow(&loc.file, device, float)?;
+    let (flow, weights) = load_image_flow(&loc.file, device, a.dev.dtype)?;
     let dataset = dataset_to_score(a.data.as_deref(), run.as_ref(), flow.image())?;
     // --data-root, else the run's data.root, else the default.
     let root = a.data_root.clone().unwrap_or_else(|| {

@@ -56,8 +56,8 @@ pub struct ImportReferenceArgs {
     pub out: PathBuf,
     /// Float type of the written model (default: the config's `model.float`; unset, f64 for
     /// tabular/toy flows and f32 for image flows, as `cpflow train` builds them).
-    #[arg(long)]
-    pub dtype: Option<String>,
+    #[arg(long, value_enum)]
+    pub dtype: Option<crate::FloatType>,
     /// Tabular/toy: data dimension (default: the length of the first ActNorm's `flows.0.b`;
     /// needed for `layout = "single"`, which has no ActNorm). Not for image flows.
     #[arg(long)]
@@ -105,13 +105,16 @@ pub fn import_reference(a: ImportReferenceArgs) -> Result<()> {
         return image::import_image(&a);
     }
     let ov = Overrides {
-        dtype: a.dtype.clone(),
+        dtype: a.dtype,
         out: Some(a.out.clone()),
         ..Overrides::default()
     };
     let cfg = resolve(Some(&a.config), &ov)?;
-    let state_dict = read_state_dict(&a.state_dict, a.prefix.as_deref())?;
-    check_recorded_activation(&a.state_dict, &a.config, &cfg.model)?;
+    let StateDictFile {
+        tensors: state_dict,
+        metadata,
+    } = read_state_dict(&a.state_dict, a.prefix.as_deref())?;
+    check_recorded_activation(&metadata, &a.state_dict, &a.config, &cfg.model)?;
     let dim = match a.dim {
         Some(d) => check_dim_flag(d, &state_dict)?,
         None => infer_dim(&state_dict)?,
@@ -176,18 +179,17 @@ pub fn import_reference(a: ImportReferenceArgs) -> Result<()> {
 }
 
 /// The activation settings of the reference's command line, when the state_dict's metadata
-/// records them (`softplus_type`, `zero_softplus`, `symm_act_first`: the fixtures' export
-/// script writes them; `safetensors.torch.save_file` writes none), against the config's
-/// `[model]`: a difference is refused. The weights alone cannot tell: with another
-/// activation the import succeeded and the model scored other log-densities.
-fn check_recorded_activation(path: &Path, config: &Path, model: &ModelSection) -> Result<()> {
-    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    let Ok((_, header)) = safetensors::SafeTensors::read_metadata(&bytes) else {
-        return Ok(());
-    };
-    let Some(meta) = header.metadata().as_ref() else {
-        return Ok(());
-    };
+/// `meta` (of the file `path`) records them (`softplus_type`, `zero_softplus`,
+/// `symm_act_first`: the fixtures' export script writes them; `safetensors.torch.save_file`
+/// writes none), against the config's `[model]`: a difference is refused. The weights alone
+/// cannot tell: with another activation the import succeeded and the model scored other
+/// log-densities.
+fn check_recorded_activation(
+    meta: &HashMap<String, String>,
+    path: &Path,
+    config: &Path,
+    model: &ModelSection,
+) -> Result<()> {
     let flag = |v: &str| match v {
         "1" | "true" | "True" => Some(true),
         "0" | "false" | "False" => Some(false),
@@ -245,13 +247,21 @@ fn known_dim(source: &str) -> Option<usize> {
     }
 }
 
-/// The tensors of the safetensors file `path` (those under `prefix`, prefix removed),
-/// refusing a file that is not safetensors (non-finite values are refused by
-/// `load_reference_state_dict`, naming the key).
-fn read_state_dict(path: &Path, prefix: Option<&str>) -> Result<HashMap<String, Tensor>> {
+/// A reference state_dict as [`read_state_dict`] reads it, the file read once.
+struct StateDictFile {
+    /// The tensors (those under the prefix, prefix removed).
+    tensors: HashMap<String, Tensor>,
+    /// The file's `__metadata__` (empty when it has none).
+    metadata: HashMap<String, String>,
+}
+
+/// The tensors and metadata of the safetensors file `path` (the tensors under `prefix`,
+/// prefix removed), refusing a file that is not safetensors (non-finite values are refused
+/// by `load_reference_state_dict`, naming the key).
+fn read_state_dict(path: &Path, prefix: Option<&str>) -> Result<StateDictFile> {
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    let metadata = match safetensors::SafeTensors::read_metadata(&bytes) {
-        Ok((_, m)) => m,
+    let header = match safetensors::SafeTensors::read_metadata(&bytes) {
+        Ok((_, h)) => h,
         Err(e) => bail!(
             "{} is not a safetensors file ({e}): write the state_dict with \
              safetensors.torch.save_file (see `cpflow import-reference --help`)",
@@ -260,7 +270,7 @@ fn read_state_dict(path: &Path, prefix: Option<&str>) -> Result<HashMap<String, 
     };
     // A model that cpflow wrote (its metadata says which) is not a reference state_dict: its
     // keys are cpflow's, and the key-by-key error would list them all.
-    let keys: Vec<&String> = metadata.metadata().iter().flat_map(|m| m.keys()).collect();
+    let keys: Vec<&String> = header.metadata().iter().flat_map(|m| m.keys()).collect();
     let written_by = match kind_of_metadata(&keys) {
         ModelKind::Unknown => None,
         ModelKind::Flow | ModelKind::Image => Some("cpflow train or import-reference"),
@@ -289,7 +299,10 @@ fn read_state_dict(path: &Path, prefix: Option<&str>) -> Result<HashMap<String, 
             prefix.map_or(String::new(), |p| format!(" under the prefix `{p}`"))
         );
     }
-    Ok(tensors)
+    Ok(StateDictFile {
+        tensors,
+        metadata: header.metadata().clone().unwrap_or_default(),
+    })
 }
 
 /// `--dim d` against the state_dict: the length of its first ActNorm's bias `flows.0.b`,

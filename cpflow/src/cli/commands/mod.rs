@@ -61,15 +61,6 @@ pub fn plus_minus(std_err: f64, decimals: usize) -> String {
     }
 }
 
-/// Parses the value of `--dtype`, `f32` or `f64`; an error names the flag and both.
-pub fn float_type(name: &str) -> Result<FloatType> {
-    match name {
-        "f32" => Ok(FloatType::F32),
-        "f64" => Ok(FloatType::F64),
-        other => bail!("--dtype {other}: unknown float type (accepted: f32, f64)"),
-    }
-}
-
 /// A trained model located by `--model`: the weights file and, for a run directory, the
 /// directory itself (for its `config.toml`).
 pub struct ModelLocation {

@@ -13,7 +13,6 @@ use crate::{LrSchedule, PotentialConfig, RunOptions};
 use anyhow::{Context, Result, bail};
 use std::path::Path;
 
-use super::float_type;
 use crate::cli::OtArgs;
 use crate::cli::interrupt::Interrupt;
 use crate::cli::memory::{MemoryLimit, memory_limit};
@@ -142,8 +141,8 @@ fn config_for(a: &OtArgs, file: Option<&toml::Table>, dim: usize) -> Result<OtCo
         cfg.init_seed = s;
         cfg.train.seed = s;
     }
-    if let Some(d) = &a.dev.dtype {
-        cfg.float = float_type(d)?;
+    if let Some(f) = a.dev.dtype {
+        cfg.float = f;
     }
     cfg.train.validate()?;
     Ok(cfg)

@@ -5,7 +5,7 @@ use crate::toy::Point2;
 use anyhow::{Result, bail};
 use std::path::PathBuf;
 
-use super::{data_root, float_type, load_flow, locate_model, saved_run_config};
+use super::{data_root, load_flow, locate_model, saved_run_config};
 use crate::cli::PlotArgs;
 use crate::cli::data::{LoadedData, Rows, load, load_all};
 use crate::cli::model_file::{model_kind, require_flow};
@@ -35,30 +35,30 @@ pub fn plot(a: PlotArgs) -> Result<()> {
     let device = crate::cli::device(a.dev.device.as_deref())?;
     let loc = locate_model(&a.model)?;
     require_flow(&loc.file, model_kind(&loc.file)?, "plot", false)?;
-    let float = a.dev.dtype.as_deref().map(float_type).transpose()?;
-    let flow = load_flow(&loc.file, &device, float)?;
+    let flow = load_flow(&loc.file, &device, a.dev.dtype)?;
     if flow.dim() != 2 {
         bail!("plots need a 2-D model (this one is {}-D)", flow.dim());
     }
     let seed = a.dev.seed.unwrap_or(0);
     let saved = saved_run_config(loc.run_dir.as_deref())?;
     // Data for data.png: --data, else the run's training data, else none.
-    let points = match (&a.data, &saved) {
+    let data = match (&a.data, &saved) {
         (Some(src), _) => {
             let d = load_all(src, &data_root(saved.as_ref()), MAX_DATA_POINTS, seed)?;
             let pts = data_points(&d, &d.test, &format!("`--data {src}`"))?;
-            Some((default_plot_window(&d.source, &pts), pts))
+            Some((d.source, pts))
         }
         (None, Some(cfg)) => {
             let d = load(&cfg.data)?;
             let what = format!("the run's training data `{}`", cfg.data.source);
             let pts = data_points(&d, &d.train, &what)?;
-            Some((default_plot_window(&d.source, &pts), pts))
+            Some((d.source, pts))
         }
         (None, None) => None,
     };
-    let window = match (a.half_width, a.center, &points) {
-        (None, None, Some((window, _))) => *window,
+    // The window asked for, else the data's default window (computed only then).
+    let window = match (a.half_width, a.center, &data) {
+        (None, None, Some((source, pts))) => default_plot_window(source, pts),
         (h, c, _) => {
             let h = h.unwrap_or(REFERENCE_HALF_WIDTH);
             let [x, y] = c.unwrap_or([0.0, 0.0]);
@@ -68,7 +68,7 @@ pub fn plot(a: PlotArgs) -> Result<()> {
             }
         }
     };
-    let points = points.map(|(_, pts)| pts);
+    let points = data.map(|(_, pts)| pts);
     let out = match (&a.out, &loc.run_dir) {
         (Some(o), _) => o.clone(),
         (None, Some(d)) => d.join("plots"),

@@ -9,7 +9,7 @@ use anyhow::{Context, Result, bail};
 use candle_core::{DType, Tensor};
 use std::path::Path;
 
-use super::{ModelLocation, float_type, load_flow, locate_model};
+use super::{ModelLocation, load_flow, locate_model};
 use crate::cli::interrupt::Interrupt;
 use crate::cli::model_file::{ModelKind, model_kind, require_flow};
 use crate::cli::output_files::{RowType, RowValues, RowsWriter, ensure_dir};
@@ -80,8 +80,7 @@ pub fn sample(a: SampleArgs) -> Result<()> {
         );
     }
     let device = crate::cli::device(a.dev.device.as_deref())?;
-    let float = a.dev.dtype.as_deref().map(float_type).transpose()?;
-    let flow = load_flow(&loc.file, &device, float)?;
+    let flow = load_flow(&loc.file, &device, a.dev.dtype)?;
     let d = flow.dim();
     let row_type = match flow.dtype() {
         DType::F32 => RowType::F32,

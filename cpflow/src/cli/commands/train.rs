@@ -535,7 +535,7 @@ pub(super) fn overrides(a: &TrainArgs) -> Overrides {
         batch_size: a.batch_size,
         lr: a.lr,
         device: a.dev.device.clone(),
-        dtype: a.dev.dtype.clone(),
+        dtype: a.dev.dtype,
         seed: a.dev.seed,
         out: a.out.clone(),
     }

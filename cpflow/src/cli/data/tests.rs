@@ -259,28 +259,82 @@ fn csv_first_line_must_be_numbers_or_a_header() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-/// `has_fixed_rows` tells the sources apart as `parse` does, from the name alone: a missing
-/// file or an unread benchmark is classified without being read.
+/// `SourceName::of` is the one classification of a source's name: `parse` reads each
+/// source as it classifies it (the same kind, the same file), and a missing file or an
+/// unread benchmark is classified without being read. `has_fixed_rows` and `file` follow.
 #[test]
-fn fixed_rows_are_told_from_the_name_as_parse_tells_them() {
-    for (source, fixed) in [
-        ("rows.npy", true),
-        ("ROWS.CSV", true),
-        ("power", true),
-        ("MiniBooNE", true),
-        ("8gaussians", false),
-        ("moons", false),
-        ("image:rows.npy", false),
-        ("picture.png", false),
+fn sources_are_parsed_as_their_names_are_classified() {
+    let dir = std::env::temp_dir().join(format!("cpflow-source-names-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    // A 2×2 picture with one dark pixel: an image density `parse` can read.
+    let picture = dir.join("picture.png");
+    crate::png_file::write_png(
+        &picture,
+        (2, 2),
+        image::ExtendedColorType::L8,
+        &[0, 255, 255, 255],
+    )
+    .unwrap();
+    let picture = picture.to_str().unwrap();
+    let prefixed = format!("image:{picture}");
+    let kind = |n: &SourceName| match n {
+        SourceName::Image(_) => "image",
+        SourceName::Npy(_) => "npy",
+        SourceName::Csv(_) => "csv",
+        SourceName::Tabular(_) => "tabular",
+        SourceName::Toy(_) => "toy",
+    };
+    for (source, want, fixed) in [
+        ("rows.npy", "npy", true),
+        ("ROWS.CSV", "csv", true),
+        ("power", "tabular", true),
+        ("MiniBooNE", "tabular", true),
+        ("8gaussians", "toy", false),
+        ("moons", "toy", false),
+        ("no-such-toy", "toy", false),
+        ("image:rows.npy", "image", false),
+        (picture, "image", false),
+        (&prefixed, "image", false),
     ] {
-        assert_eq!(DataSource::has_fixed_rows(source), fixed, "{source}");
-        if !source.starts_with("image:") && !source.ends_with(".png") {
-            let parsed = DataSource::parse(source).unwrap();
-            let rows = matches!(
-                parsed,
-                DataSource::Npy(_) | DataSource::Csv(_) | DataSource::Tabular(_)
-            );
-            assert_eq!(rows, fixed, "{source}: {parsed:?}");
-        }
+        let name = SourceName::of(source);
+        assert_eq!(
+            (kind(&name), name.has_fixed_rows()),
+            (want, fixed),
+            "{source}"
+        );
+        let file = name.file();
+        assert_eq!(
+            file.is_some(),
+            matches!(want, "image" | "npy" | "csv"),
+            "{source}"
+        );
+        let parsed = match DataSource::parse(source) {
+            Ok(p) => p,
+            // Only an unknown toy and a picture that is not there fail.
+            Err(e) => {
+                assert!(
+                    ["no-such-toy", "image:rows.npy"].contains(&source),
+                    "{source}: {e:#}"
+                );
+                continue;
+            }
+        };
+        let (parsed_kind, parsed_file) = match &parsed {
+            DataSource::Image(_) => ("image", file),
+            DataSource::Npy(p) => ("npy", Some(p.as_path())),
+            DataSource::Csv(p) => ("csv", Some(p.as_path())),
+            DataSource::Tabular(t) => {
+                assert_eq!(name, SourceName::Tabular(*t), "{source}");
+                ("tabular", None)
+            }
+            DataSource::Toy(_) => ("toy", None),
+        };
+        assert_eq!((parsed_kind, parsed_file), (want, file), "{source}");
     }
+    // The path after `image:` is the picture's, whatever its extension.
+    assert_eq!(
+        SourceName::of("image:rows.npy").file(),
+        Some(Path::new("rows.npy"))
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
 }

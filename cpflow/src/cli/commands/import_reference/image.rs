@@ -32,7 +32,7 @@ pub fn import_image(a: &ImportReferenceArgs) -> Result<()> {
         );
     }
     let ov = Overrides {
-        dtype: a.dtype.clone(),
+        dtype: a.dtype,
         ..Overrides::default()
     };
     let cfg = resolve_image(&a.config, &ov).with_context(|| {
@@ -53,7 +53,7 @@ pub fn import_image(a: &ImportReferenceArgs) -> Result<()> {
     // `cpflow train` saves it.
     let mut saved = cfg.clone();
     saved.data.root = absolute(&saved.data.root)?;
-    let state_dict = read_state_dict(&a.state_dict, a.prefix.as_deref())?;
+    let state_dict = read_state_dict(&a.state_dict, a.prefix.as_deref())?.tensors;
     check_prefix(&state_dict)?;
     check_new_run(&a.out, &TRAIN_RUN, a.overwrite)?;
     let flow = ImageFlow::new(cfg.flow_config()?, &Device::Cpu)?;

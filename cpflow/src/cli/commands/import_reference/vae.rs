@@ -41,7 +41,7 @@ pub fn import_vae(a: &ImportReferenceArgs) -> Result<()> {
     // What config.toml keeps: the data root resolved against the current directory, as
     // `cpflow vae` saves it.
     cfg.data.root = absolute(&cfg.data.root)?;
-    let state_dict = read_state_dict(&a.state_dict, a.prefix.as_deref())?;
+    let state_dict = read_state_dict(&a.state_dict, a.prefix.as_deref())?.tensors;
     check_posterior(&state_dict, cfg.model.posterior, &a.config)?;
     check_new_run(&a.out, &VAE_RUN, a.overwrite)?;
     let ds = cfg.data.dataset;
