@@ -118,31 +118,15 @@ impl NewtonCgParams {
 struct HessianOperator<'m, 'a> {
     model: &'m SecondOrderModel<'a>,
     failure: RefCell<Option<ConvexOptError>>,
-    /// Per row, whether the first product (CG's first step, along the right-hand side) was
-    /// finite: tells a NaN/±∞ product from finite non-positive curvature when CG breaks down
-    /// at once. `None` until the first call.
-    first_finite: RefCell<Option<Vec<bool>>>,
 }
 
 impl BatchOperator<Tensor> for HessianOperator<'_, '_> {
     fn apply(&self, x: &Tensor, _active: &[bool]) -> Result<Tensor, KrylovError> {
         // The cached model evaluates the whole working set; inactive rows are ignored by CG.
-        let hx = self.model.hvp(x).map_err(|e| {
+        self.model.hvp(x).map_err(|e| {
             *self.failure.borrow_mut() = Some(e);
             KrylovError::operator(HvpFailed)
-        })?;
-        if self.first_finite.borrow().is_none() {
-            // One host reduction per Newton system, next to CG's own per-step dot products.
-            let finite = match row_inf_norms(&hx) {
-                Ok(norms) => norms.iter().map(|v| v.is_finite()).collect(),
-                Err(e) => {
-                    *self.failure.borrow_mut() = Some(e);
-                    return Err(KrylovError::operator(HvpFailed));
-                }
-            };
-            *self.first_finite.borrow_mut() = Some(finite);
-        }
-        Ok(hx)
+        })
     }
 }
 
@@ -388,11 +372,11 @@ struct NewtonStep {
     p: Tensor,
     dphi0: Vec<f64>,
     operator_calls: usize,
-    /// Active rows whose CG broke down at its first step with a finite product: `bᵀHb ≤ 0`
+    /// Active rows whose CG broke down at its first step on finite curvature: `bᵀHb ≤ 0`
     /// for `b ∝ −g`.
     not_convex: Vec<bool>,
     /// Active rows whose CG broke down at its first step because the Hessian-vector product
-    /// was not finite (NaN or ±∞ entries).
+    /// was not finite (NaN or ±∞ entries; or `bᵀHb` overflowed).
     non_finite: Vec<bool>,
 }
 
@@ -428,7 +412,6 @@ fn newton_step(
     let op = HessianOperator {
         model: current,
         failure: RefCell::new(None),
-        first_finite: RefCell::new(None),
     };
     let sol = match cg(&op, &b, cg_params) {
         Ok(sol) => sol,
@@ -454,14 +437,13 @@ fn newton_step(
         }
     }
     // CG stopped before its first step on a finite right-hand side: the curvature bᵀHb along
-    // b ∝ −g was non-positive, or the product itself was not finite.
-    let first_finite = op.first_finite.into_inner().unwrap_or_default();
+    // b ∝ −g was finite and non-positive, or it was NaN/±∞ (krylov's `non_finite`: the product
+    // itself was not finite, or bᵀHb overflowed).
     let stalled = |j: usize| {
         active[j] && sol.breakdown[j] && sol.iterations[j] == 0 && sol.residual_norms[j].is_finite()
     };
-    let finite_product = |j: usize| first_finite.get(j).copied().unwrap_or(true);
-    let not_convex = (0..k).map(|j| stalled(j) && finite_product(j)).collect();
-    let non_finite = (0..k).map(|j| stalled(j) && !finite_product(j)).collect();
+    let not_convex = (0..k).map(|j| stalled(j) && !sol.non_finite[j]).collect();
+    let non_finite = (0..k).map(|j| stalled(j) && sol.non_finite[j]).collect();
     Ok(NewtonStep {
         p,
         dphi0,

@@ -17,7 +17,7 @@ use std::fmt;
 /// | `LineSearchFailed` | backtracking exhausted | Wolfe search failed from steepest descent | argmin's line search failed |
 /// | `EvaluationBudget` | – | – | gradient-evaluation budget spent |
 /// | `CostTolerance` | – | – | only with a positive cost tolerance |
-/// | `NonFinite` | a non-finite objective or gradient at the initial point; a non-finite Hessian-vector product at the first CG step | a non-finite objective or gradient at the initial point | Moré–Thuente: a non-finite trial point; Hager–Zhang: a failed search without a finite trial point (a non-finite initial point is an error naming the row) |
+/// | `NonFinite` | a non-finite objective or gradient at the initial point; a non-finite Hessian-vector product, or an overflowing curvature, at the first CG step | a non-finite objective or gradient at the initial point | Moré–Thuente: a non-finite trial point; Hager–Zhang: a failed search without a finite trial point (a non-finite initial point is an error naming the row) |
 /// | `NotConvex` | finite non-positive curvature at the first CG step | – | – |
 ///
 /// The batched solvers and the Hager–Zhang search treat a non-finite trial point as a step that
@@ -68,8 +68,8 @@ pub enum Termination {
     /// The run ended on a non-finite value: with the Moré–Thuente line search a non-finite
     /// trial point ends the run (it cannot backtrack from one); with Hager–Zhang a line search
     /// failed without finding any finite trial point; in Newton–CG the Hessian-vector product
-    /// along the gradient (the first CG step) held NaN or ±∞, so no Newton step exists (the row
-    /// stops there, at its last iterate). In both per-row solvers a row whose objective or
+    /// along the gradient (the first CG step) held NaN or ±∞, or the curvature along it
+    /// overflowed, so no Newton step exists (the row stops there, at its last iterate). In both per-row solvers a row whose objective or
     /// gradient is not finite at the initial point (e.g. a huge target the potential overflows
     /// on) stops before the first iteration, its solution left at the initial point; the other
     /// rows are solved as without it.

@@ -51,21 +51,26 @@ pub enum CgTermination {
 /// ```
 /// use krylov::{cg, CgParams, CgTermination, DenseNalgebraOperator};
 /// use nalgebra::{DMatrix, dmatrix};
-/// // System 0 is SPD; system 1 is negative definite, which CG cannot handle.
+/// // System 0 is SPD; system 1 is negative definite, which CG cannot handle; system 2's
+/// // operator produces NaN.
 /// let op = DenseNalgebraOperator::new(vec![
 ///     dmatrix![4.0, 0.0; 0.0, 4.0],
 ///     dmatrix![-1.0, 0.0; 0.0, -1.0],
+///     dmatrix![f64::NAN, 0.0; 0.0, 1.0],
 /// ])?;
-/// let b = DMatrix::<f64>::from_element(2, 2, 1.0);
+/// let b = DMatrix::<f64>::from_element(2, 3, 1.0);
 /// let res = cg(&op, &b, &CgParams::default())?;
-/// assert_eq!(res.converged, vec![true, false]);
-/// assert_eq!(res.breakdown, vec![false, true]);
-/// assert_eq!(res.termination, vec![CgTermination::Converged, CgTermination::Breakdown]);
+/// assert_eq!(res.converged, vec![true, false, false]);
+/// assert_eq!(res.breakdown, vec![false, true, true]);
+/// use CgTermination::*;
+/// assert_eq!(res.termination, vec![Converged, Breakdown, Breakdown]);
+/// // Why each breakdown happened: finite `pᵀHp ≤ 0` (system 1) or a NaN (system 2).
+/// assert_eq!(res.non_finite, vec![false, false, true]);
 /// assert!(!res.all_converged());
 /// assert!((res.x[(0, 0)] - 0.25).abs() < 1e-12 && res.residual_norms[0] < 1e-12);
-/// assert_eq!(res.x[(0, 1)], 0.0); // system 1 never stepped
+/// assert_eq!(res.x[(0, 1)], 0.0); // systems 1 and 2 never stepped
 /// // One product each, plus the confirmation of system 0 on its true residual.
-/// assert_eq!(res.applications, vec![2, 1]);
+/// assert_eq!(res.applications, vec![2, 1, 1]);
 /// # Ok::<(), krylov::KrylovError>(())
 /// ```
 #[derive(Clone, Debug)]
@@ -95,11 +100,22 @@ pub struct CgResult<V> {
     /// `b − H x0` included, in every entry point alike), or the per-system dot products
     /// overflowed because the entries of `H_i` are huge (a huge or tiny `b_i` is not a cause:
     /// it is rescaled by a power of two internally). `x_i` then holds the iterate reached when
-    /// the system stopped (zero if it never stepped).
+    /// the system stopped (zero if it never stepped). [`CgResult::non_finite`] tells the
+    /// causes apart.
     pub breakdown: Vec<bool>,
+    /// Whether system `i` broke down on a NaN or ±Inf rather than on curvature: its `pᵀH_i p`
+    /// came out NaN or ±Inf (the operator produced NaN/±Inf for it, or the dot product
+    /// overflowed), its step size `rᵀz / pᵀH_i p` overflowed, or its residual (updated, initial
+    /// `b − H x0`, or true) came out non-finite. Only set together with
+    /// [`CgResult::breakdown`]; a breakdown without it means CG met a finite curvature
+    /// `pᵀH_i p ≤ 0`: `H_i` is not positive definite (on the Krylov space). Taken from the
+    /// quantities the iteration computes anyway (no extra operator call or reduction); the
+    /// counterpart of [`crate::LanczosResult::non_finite`].
+    pub non_finite: Vec<bool>,
     /// Why system `i` stopped: [`CgTermination::Converged`] exactly when `converged[i]`,
     /// [`CgTermination::Breakdown`] exactly when `breakdown[i]`, otherwise
-    /// [`CgTermination::MaxIterations`] or [`CgTermination::Stagnated`].
+    /// [`CgTermination::MaxIterations`] or [`CgTermination::Stagnated`] (`converged` and
+    /// `breakdown` are derived from it).
     pub termination: Vec<CgTermination>,
     /// Operator applications per system (an initial residual `b − H x0` counts as one, and so
     /// does each true-residual check).
@@ -129,7 +145,8 @@ impl<V> CgResult<V> {
 /// system that met the test on its updated residual is then checked on its true residual
 /// (one more application), so that [`CgResult::converged`] holds for `b_i − H_i x_i`. Each
 /// `H_i` must be symmetric positive definite; a system whose curvature `pᵀHp` is not positive
-/// and finite stops and is flagged in [`CgResult::breakdown`]. A system whose `‖b_i‖∞` lies
+/// and finite stops and is flagged in [`CgResult::breakdown`] (and in
+/// [`CgResult::non_finite`] when a NaN or ±Inf, not a curvature `≤ 0`, stopped it). A system whose `‖b_i‖∞` lies
 /// outside `[2⁻³², 2³²]` is solved for `b_i` multiplied by a power of two that brings it near 1
 /// (exact in floating point; CG is linear in `b`), so that its dot products neither overflow
 /// nor underflow: `‖b_i‖ ≈ 1e200` in f64 or `1e30` in f32 converges like `b_i/‖b_i‖`.

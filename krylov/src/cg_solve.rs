@@ -137,6 +137,9 @@ where
         .map(|(rn, t)| rn.is_finite() && rn <= t)
         .collect();
     let mut breakdown: Vec<bool> = rnorm.iter().map(|rn| !rn.is_finite()).collect();
+    // Of the systems that broke down, those stopped by a NaN/±Inf rather than by a finite
+    // curvature `pᵀHp ≤ 0` (reported only with the breakdown, `CgResult::non_finite`).
+    let mut non_finite = breakdown.clone();
     let mut stagnated = vec![false; n];
     let mut iterations = vec![0usize; n];
     // The iteration count at which `r_i` was last computed as `b_i − H_i x_i` (the initial
@@ -187,6 +190,7 @@ where
                 let claimed = std::mem::replace(&mut converged[i], false);
                 if !true_norm[i].is_finite() {
                     breakdown[i] = true;
+                    non_finite[i] = true;
                 } else if claimed && iterations[i] < max_iters {
                     if reorth.is_none() && true_norm[i] <= 0.5 * failed_norm[i] {
                         restart[i] = true;
@@ -236,6 +240,9 @@ where
                     continue;
                 }
                 breakdown[i] = true;
+                // A finite `pᵀHp ≤ 0` is curvature; NaN, ±Inf, or a finite positive `pᵀHp`
+                // whose step size overflowed, is not.
+                non_finite[i] = !(php[i].is_finite() && php[i] <= 0.0);
             }
         }
         x.axpby_masked(&ones, &alpha, &p, &step)?;
@@ -266,6 +273,7 @@ where
             converged[i] = new_norm[i].is_finite() && new_norm[i] <= tol[i];
             if !new_norm[i].is_finite() {
                 breakdown[i] = true;
+                non_finite[i] = true;
             }
         }
         z = precondition(&r, &step)?;
@@ -293,7 +301,8 @@ where
             *rn /= s;
         }
     }
-    let termination = (0..n)
+    // The reported flags all derive from `termination`, so that they cannot disagree.
+    let termination: Vec<CgTermination> = (0..n)
         .map(|i| {
             if converged[i] {
                 CgTermination::Converged
@@ -306,6 +315,9 @@ where
             }
         })
         .collect();
+    let is = |t: CgTermination| -> Vec<bool> { termination.iter().map(|s| *s == t).collect() };
+    let (converged, breakdown) = (is(CgTermination::Converged), is(CgTermination::Breakdown));
+    let non_finite = (0..n).map(|i| breakdown[i] && non_finite[i]).collect();
 
     Ok(CgResult {
         x,
@@ -313,6 +325,7 @@ where
         residual_norms: rnorm,
         converged,
         breakdown,
+        non_finite,
         termination,
         applications,
         operator_calls,

@@ -3,8 +3,9 @@
 use faer::{Accum, Mat, Par};
 use nalgebra::DMatrix;
 
+use crate::operator::check_operator_shape;
 use crate::real::Real;
-use crate::vectors::{check_len, check_same_shape};
+use crate::vectors::check_len;
 use crate::{BatchOperator, KrylovError};
 
 fn check_square(dims: impl Iterator<Item = (usize, usize)>) -> Result<usize, KrylovError> {
@@ -59,19 +60,15 @@ impl<T: Real + nalgebra::Scalar + nalgebra::RealField> BatchOperator<DMatrix<T>>
     for DenseNalgebraOperator<T>
 {
     fn apply(&self, x: &DMatrix<T>, active: &[bool]) -> Result<DMatrix<T>, KrylovError> {
-        if self.matrices.is_empty() && x.ncols() == 0 {
-            // No matrices, no `d`: an empty batch of any `d` matches (see `batch_shape`).
-            check_len("DenseNalgebraOperator::apply (active)", 0, active.len())?;
-            return Ok(DMatrix::from_element(x.nrows(), 0, T::ZERO));
-        }
-        let expected = DMatrix::from_element(self.dim, self.matrices.len(), T::ZERO);
-        check_same_shape("DenseNalgebraOperator::apply", &expected, x)?;
+        // `x` is `d × B` as `batch_shape` says, or empty for an operator of no matrices
+        // (which cannot know `d`): the output has the shape of `x`.
+        check_operator_shape("DenseNalgebraOperator::apply", self, x)?;
         check_len(
             "DenseNalgebraOperator::apply (active)",
             self.matrices.len(),
             active.len(),
         )?;
-        let mut y = expected;
+        let mut y = DMatrix::from_element(x.nrows(), x.ncols(), T::ZERO);
         for (j, h) in self.matrices.iter().enumerate().filter(|(j, _)| active[*j]) {
             y.column_mut(j)
                 .gemv(T::lossy_from_f64(1.0), h, &x.column(j), T::ZERO);
@@ -125,13 +122,10 @@ macro_rules! impl_dense_faer {
     ($t:ty) => {
         impl BatchOperator<Mat<$t>> for DenseFaerOperator<$t> {
             fn apply(&self, x: &Mat<$t>, active: &[bool]) -> Result<Mat<$t>, KrylovError> {
-                if self.matrices.is_empty() && x.ncols() == 0 {
-                    // No matrices, no `d`: an empty batch of any `d` matches.
-                    check_len("DenseFaerOperator::apply (active)", 0, active.len())?;
-                    return Ok(Mat::<$t>::zeros(x.nrows(), 0));
-                }
-                let mut y = Mat::<$t>::zeros(self.dim, self.matrices.len());
-                check_same_shape("DenseFaerOperator::apply", &y, x)?;
+                // `x` is `d × B` as `batch_shape` says, or empty for an operator of no
+                // matrices (which cannot know `d`): the output has the shape of `x`.
+                check_operator_shape("DenseFaerOperator::apply", self, x)?;
+                let mut y = Mat::<$t>::zeros(x.nrows(), x.ncols());
                 check_len(
                     "DenseFaerOperator::apply (active)",
                     self.matrices.len(),

@@ -94,16 +94,21 @@ pub fn check_operator_shape<V: BatchVectors, Op: BatchOperator<V> + ?Sized>(
 ) -> Result<(), KrylovError> {
     let found = (v.n_systems(), v.system_dim());
     match op.batch_shape() {
-        // Two empty batches match whatever their `d` (an operator built from no matrices
-        // cannot know it): the result is empty.
-        Some((0, _)) if found.0 == 0 => Ok(()),
-        Some(expected) if expected != found => Err(KrylovError::ShapeMismatch {
+        Some(expected) if !batch_shapes_match(expected, found) => Err(KrylovError::ShapeMismatch {
             context,
             expected,
             found,
         }),
         _ => Ok(()),
     }
+}
+
+/// The crate's one rule for comparing an operator's batch shape `(B, d)` with a batch's:
+/// equal, or both empty (`B = 0`) whatever their `d` (an operator built from no matrices
+/// cannot know it; the result is then empty). Used by [`check_operator_shape`] and by the
+/// Jacobi preconditioner's check of the operator's diagonal.
+pub(crate) fn batch_shapes_match(operator: (usize, usize), batch: (usize, usize)) -> bool {
+    operator == batch || (operator.0 == 0 && batch.0 == 0)
 }
 
 impl<V: BatchVectors, O: BatchOperator<V> + ?Sized> BatchOperator<V> for &O {

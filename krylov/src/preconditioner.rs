@@ -1,6 +1,7 @@
 //! CG preconditioners: none, Jacobi (the operator's diagonal) and one the operator supplies
 //! (`M⁻¹ r` from [`BatchOperator::precondition`]).
 
+use crate::operator::batch_shapes_match;
 use crate::{BatchOperator, BatchVectors, KrylovError};
 
 /// Preconditioner used by [`crate::cg`].
@@ -97,9 +98,14 @@ where
     Op: BatchOperator<V> + ?Sized,
 {
     let diag = op.diagonal().ok_or(KrylovError::MissingDiagonal)??;
-    if b.n_systems() == 0 && diag.n_systems() == 0 {
+    if b.n_systems() == 0
+        && batch_shapes_match(
+            (diag.n_systems(), diag.system_dim()),
+            (b.n_systems(), b.system_dim()),
+        )
+    {
         // An empty operator cannot know `d` (the dense ones report a `0 × 0` diagonal): an
-        // empty batch of any `d` matches it, as in `check_operator_shape`.
+        // empty batch of any `d` matches it, by the rule of `check_operator_shape`.
         return b.zeros_like();
     }
     b.check_compatible("Jacobi diagonal", &diag)?;

@@ -263,6 +263,8 @@ fn newton_names_a_non_finite_hessian_product_and_keeps_not_convex_for_finite_cur
         for (bad, expected) in [
             // Before the fix: NotConvex, as if the curvature were ≤ 0.
             (f64::NAN, Termination::NonFinite),
+            (f64::INFINITY, Termination::NonFinite),
+            (f64::NEG_INFINITY, Termination::NonFinite),
             (0.0, Termination::NotConvex),
             (-2.0, Termination::NotConvex),
         ] {
@@ -290,6 +292,37 @@ fn newton_names_a_non_finite_hessian_product_and_keeps_not_convex_for_finite_cur
             assert_eq!(x[0], vec![5.0, 5.0], "{dtype:?}, {bad}");
             assert_eq!(res.residual_inf[0], 5.0);
         }
+    }
+}
+
+/// A finite Hessian-vector product whose curvature `bᵀHb` overflows (`b = (−2, −2)` at row 0's
+/// start, so `Hb = −2·bad·(1, 1)` is finite and `bᵀHb = 8·bad` is not) is `NonFinite`, not
+/// `NotConvex`, which is only for finite `bᵀHb ≤ 0`. Before krylov reported the breakdown
+/// cause, Newton–CG probed only the product's entries and called this row `NotConvex`.
+#[test]
+fn newton_reports_an_overflowing_curvature_as_non_finite() {
+    for (dtype, bad) in [
+        (DType::F64, 0.25 * f64::MAX),
+        (DType::F32, 0.25 * f64::from(f32::MAX)),
+    ] {
+        let y = Tensor::new(&[[5.0f64, 5.0], [1.0, -1.0]], &Device::Cpu)
+            .unwrap()
+            .to_dtype(dtype)
+            .unwrap();
+        let pot = squared_norm_with_hvp(bad);
+        let res = invert_newton_cg(
+            &pot,
+            &y,
+            &InversionOptions::default(),
+            &NewtonCgParams::default(),
+        )
+        .unwrap();
+        assert_eq!(
+            res.termination,
+            vec![Termination::NonFinite, Termination::Converged],
+            "{dtype:?}: {res}"
+        );
+        assert_eq!(res.residual_inf[0], 5.0);
     }
 }
 

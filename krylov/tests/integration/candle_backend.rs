@@ -396,3 +396,27 @@ fn host_round(v: &[f64], dtype: DType) -> Vec<f64> {
         _ => v.to_vec(),
     }
 }
+
+/// The tensor backend (Newton–CG's) reports the breakdown cause like the host one
+/// (`cg_reporting::breakdown_cause_tells_non_finite_products_from_non_positive_curvature`), in
+/// f32 and f64: its dot products are taken in the tensor's dtype, so `bᵀHb` overflows for
+/// `big = 0.75·MAX` of that dtype while `Hb` stays finite.
+#[test]
+fn tensor_breakdown_cause_in_f32_and_f64() {
+    for (dtype, max) in [(DType::F64, f64::MAX), (DType::F32, f64::from(f32::MAX))] {
+        let mats = breakdown_cause_matrices(0.75 * max);
+        let data: Vec<f64> = mats.iter().flatten().flatten().copied().collect();
+        let h = Tensor::from_vec(data, (mats.len(), 2, 2), &Device::Cpu)
+            .unwrap()
+            .to_dtype(dtype)
+            .unwrap();
+        let op = DenseTensorOperator::new(h).unwrap();
+        let b = Tensor::ones((mats.len(), 2), dtype, &Device::Cpu).unwrap();
+        let res = cg(&op, &b, &CgParams::default()).unwrap();
+        let (breakdown, non_finite, iterations) = breakdown_cause_expected();
+        assert_eq!(res.breakdown, breakdown, "{dtype:?}: {res:?}");
+        assert_eq!(res.non_finite, non_finite, "{dtype:?}: {res:?}");
+        assert_eq!(res.iterations, iterations, "{dtype:?}");
+        assert!(res.converged[6], "{dtype:?}");
+    }
+}

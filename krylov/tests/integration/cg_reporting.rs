@@ -70,11 +70,58 @@ fn non_finite_curvature_is_a_breakdown_in_every_entry_point() {
                 assert!(res.breakdown[0], "{at}: {res:?}");
                 assert!(!res.converged[0], "{at}");
                 assert_eq!(res.termination[0], CgTermination::Breakdown, "{at}");
+                // Caused by the NaN/±Inf (in `pᵀHp`, or in `b − H x0` for `x0 = b`), not by
+                // curvature.
+                assert_eq!(res.non_finite, vec![true, false], "{at}");
                 assert!(res.iterations[0] < 4, "{at}: {:?}", res.iterations);
                 assert!(res.x.column(0).iter().all(|v| v.is_finite()), "{at}");
                 assert!(res.converged[1] && !res.breakdown[1], "{at}");
                 assert!((res.x[(3, 1)] - 0.5).abs() < 1e-12, "{at}");
             }
+        }
+    }
+}
+
+/// `CgResult::non_finite` tells a breakdown on a NaN/±Inf (from the operator, or an
+/// overflowing `pᵀHp`) from one on finite curvature `pᵀHp ≤ 0` (at once or after a step), in
+/// one batch; a converged system has neither flag, and every flag is consistent with
+/// `termination`. (Host backend: the dot products are accumulated in f64, so `big` must
+/// overflow f64.) The field did not exist before: callers had to probe the operator's output.
+#[test]
+fn breakdown_cause_tells_non_finite_products_from_non_positive_curvature() {
+    let mats = breakdown_cause_matrices(0.75 * f64::MAX);
+    let op = DenseFaerOperator::new(
+        mats.iter()
+            .map(|m| Mat::from_fn(2, 2, |i, j| m[i][j]))
+            .collect(),
+    )
+    .unwrap();
+    let b = Mat::<f64>::from_fn(2, mats.len(), |_, _| 1.0);
+    let zero = Mat::<f64>::zeros(2, mats.len());
+    let (breakdown, non_finite, iterations) = breakdown_cause_expected();
+    for (entry, res) in [
+        ("cg", cg(&op, &b, &CgParams::default()).unwrap()),
+        (
+            "x0 = 0",
+            cg_with_initial_guess(&op, &b, &zero, &CgParams::default()).unwrap(),
+        ),
+    ] {
+        assert_eq!(res.breakdown, breakdown, "{entry}: {res:?}");
+        assert_eq!(res.non_finite, non_finite, "{entry}: {res:?}");
+        assert_eq!(res.iterations, iterations, "{entry}");
+        assert!(res.converged[6], "{entry}");
+        for i in 0..mats.len() {
+            let t = res.termination[i];
+            assert_eq!(
+                res.converged[i],
+                t == CgTermination::Converged,
+                "{entry} {i}"
+            );
+            assert_eq!(
+                res.breakdown[i],
+                t == CgTermination::Breakdown,
+                "{entry} {i}"
+            );
         }
     }
 }
