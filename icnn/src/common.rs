@@ -137,11 +137,26 @@ pub(crate) fn check_conv_sizes(
 }
 
 /// Refuse an image without pixels (the message of the conv networks' graph check, which
-/// would otherwise refuse it only after every layer was built).
-pub(crate) fn check_image(image: ImageShape) -> Result<()> {
+/// would otherwise refuse it only after every layer was built), and one whose values in a
+/// layer of `width` hidden channels (bounded by `(C + width)·H·W` per image) could not be
+/// held in memory: `C·H·W` overflowed `usize` in [`ImageShape::dim`] and the constructors
+/// panicked.
+pub(crate) fn check_image(image: ImageShape, width: usize) -> Result<()> {
     if image.channels == 0 || image.height == 0 || image.width == 0 {
         return Err(IcnnError::InvalidConfig(format!(
             "empty image shape {image:?}"
+        )));
+    }
+    let per_layer = image
+        .channels
+        .checked_add(width)
+        .and_then(|c| c.checked_mul(image.height))
+        .and_then(|n| n.checked_mul(image.width))
+        .filter(|&n| n <= isize::MAX as usize / std::mem::size_of::<f64>());
+    if per_layer.is_none() {
+        return Err(IcnnError::InvalidConfig(format!(
+            "image shape {image:?} with {width} hidden channels: one image's values in a layer \
+             would not fit in memory"
         )));
     }
     Ok(())

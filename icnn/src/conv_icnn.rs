@@ -99,8 +99,8 @@ impl ConvIcnnConfig {
 
     /// Checks the configuration without building anything: image channels, `width` and
     /// `depth` at least 1, at most [`crate::MAX_MODEL_PARAMETERS`] parameters, and an image
-    /// of at least one pixel. [`ConvIcnn::new`] runs this first and refuses with the same
-    /// error.
+    /// of at least one pixel whose values in a layer (`(C + width)·H·W` per image) memory
+    /// can address. [`ConvIcnn::new`] runs this first and refuses with the same error.
     ///
     /// ```
     /// use icnn::{ConvIcnnConfig, ImageShape};
@@ -117,7 +117,7 @@ impl ConvIcnnConfig {
             self.image, self.num_pooling
         );
         check_conv_sizes(&model, self.image, h, l, self.parameter_count())?;
-        check_image(self.image)
+        check_image(self.image, self.width)
     }
 }
 

@@ -82,7 +82,8 @@ impl ConvIcnn2Config {
     /// Checks the configuration without building anything: image channels, `width` and
     /// `depth` at least 1, at most [`crate::MAX_MODEL_PARAMETERS`] parameters, an even
     /// `width` (half the channels are convex, half input-augmented) and an image of at least
-    /// one pixel. [`ConvIcnn2::new`] runs this first and refuses with the same error.
+    /// one pixel whose values in a layer (`(C + width)·H·W` per image) memory can address.
+    /// [`ConvIcnn2::new`] runs this first and refuses with the same error.
     ///
     /// ```
     /// use icnn::ConvIcnn2Config;
@@ -98,7 +99,7 @@ impl ConvIcnn2Config {
         let model = format!("ConvIcnn2 (image {:?}, width {h}, depth {l})", self.image);
         check_conv_sizes(&model, self.image, h, l, self.parameter_count())?;
         check_even_width("ConvIcnn2", h)?;
-        check_image(self.image)
+        check_image(self.image, self.width)
     }
 }
 

@@ -98,7 +98,8 @@ impl ConvIcnn3Config {
     /// Checks the configuration without building anything: image channels, `width` and
     /// `depth` at least 1, at most [`crate::MAX_MODEL_PARAMETERS`] parameters, an even
     /// `width` (half the channels are convex, half input-augmented) and an image of at least
-    /// one pixel. [`ConvIcnn3::new`] runs this first and refuses with the same error.
+    /// one pixel whose values in a layer (`(C + width)·H·W` per image) memory can address.
+    /// [`ConvIcnn3::new`] runs this first and refuses with the same error.
     ///
     /// ```
     /// use icnn::ConvIcnn3Config;
@@ -114,7 +115,7 @@ impl ConvIcnn3Config {
         let model = format!("ConvIcnn3 (image {:?}, width {h}, depth {l})", self.image);
         check_conv_sizes(&model, self.image, h, l, self.parameter_count())?;
         check_even_width("ConvIcnn3", h)?;
-        check_image(self.image)
+        check_image(self.image, self.width)
     }
 }
 

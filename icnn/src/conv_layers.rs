@@ -44,9 +44,24 @@ impl ImageShape {
         }
     }
 
-    /// The flattened dimension `C·H·W`.
+    /// The flattened dimension `C·H·W`, saturating at `usize::MAX` for a shape whose product
+    /// overflows (every conv configuration's `validate` refuses such an image; see
+    /// [`ImageShape::checked_dim`]).
+    ///
+    /// ```
+    /// use icnn::ImageShape;
+    /// let absurd = ImageShape::new(1, 1 << 33, 1 << 33);
+    /// assert_eq!((absurd.dim(), absurd.checked_dim()), (usize::MAX, None));
+    /// ```
     pub fn dim(&self) -> usize {
-        self.channels * self.height * self.width
+        self.checked_dim().unwrap_or(usize::MAX)
+    }
+
+    /// `C·H·W`, or `None` when the product overflows `usize`.
+    pub fn checked_dim(&self) -> Option<usize> {
+        self.channels
+            .checked_mul(self.height)?
+            .checked_mul(self.width)
     }
 }
 
@@ -91,13 +106,24 @@ impl ConvGeometry {
     };
 
     /// The output length `⌊(n + 2p − k)/s⌋ + 1` of an input of length `n`.
+    /// A padding so large that `n + 2p` overflows `usize` is an
+    /// [`IcnnError::InvalidConfig`] too (it panicked with an arithmetic overflow).
     pub fn output_len(&self, n: usize) -> Result<usize> {
-        if self.kernel == 0 || self.stride == 0 || n + 2 * self.padding < self.kernel {
+        let padded = self
+            .padding
+            .checked_mul(2)
+            .and_then(|p| p.checked_add(n))
+            .ok_or_else(|| {
+                IcnnError::InvalidConfig(format!(
+                    "convolution {self:?}: the padded size of an input of size {n} overflows"
+                ))
+            })?;
+        if self.kernel == 0 || self.stride == 0 || padded < self.kernel {
             return Err(IcnnError::InvalidConfig(format!(
                 "convolution {self:?} does not fit an input of size {n}"
             )));
         }
-        Ok((n + 2 * self.padding - self.kernel) / self.stride + 1)
+        Ok((padded - self.kernel) / self.stride + 1)
     }
 
     /// The output `(H', W')` of an `H×W` input.

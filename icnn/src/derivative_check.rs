@@ -102,7 +102,8 @@ fn relative_max(analytic: &[f64], numeric: &[f64]) -> f64 {
 /// a wrong derivative is off by `O(1)`). Use f64 tensors: in f32 rounding dominates. It calls
 /// `potential.linearize`, so a network with a data-dependent initialisation that has not run
 /// yet (the built-in ICNNs' ActNorms) is initialised on `x`, as on any first use. A NaN or
-/// `±∞` in `x` or `v` is an [`IcnnError::NonFiniteInput`]; a non-finite derivative makes its
+/// `±∞` in `x` or `v` is an [`IcnnError::NonFiniteInput`], an empty `x` (`B = 0` or `d = 0`)
+/// an [`IcnnError::Shape`]; a non-finite derivative makes its
 /// error NaN or `+∞` (see [`DerivativeCheck`]), so the check fails.
 ///
 /// ```
@@ -135,6 +136,14 @@ pub fn check_derivatives<P: ConvexPotential + ?Sized>(
             x.dtype(),
             v.dims(),
             v.dtype()
+        )));
+    }
+    if x.elem_count() == 0 {
+        // An empty batch (or d = 0): nothing to measure (a reduction over it was candle's
+        // "empty tensor for reduce").
+        return Err(IcnnError::Shape(format!(
+            "check_derivatives: x of shape {:?} has no values: nothing would be measured",
+            x.dims()
         )));
     }
     if !(step > 0.0 && step.is_finite()) {
@@ -272,6 +281,23 @@ mod tests {
         let inf_hvp = check(1.0, f64::INFINITY);
         assert_eq!(inf_hvp.hvp_error, f64::INFINITY);
         assert!(!inf_hvp.passes(f64::MAX));
+    }
+
+    /// An empty batch is a shape error saying nothing would be measured (it was candle's
+    /// "empty tensor for reduce", from the reduction of the step check).
+    #[test]
+    fn empty_batches_are_refused() {
+        let pot = HalfSquare {
+            grad_factor: 1.0,
+            hvp_factor: 1.0,
+        };
+        for dims in [(0, 2), (3, 0)] {
+            let e = Tensor::zeros(dims, DType::F64, &Device::Cpu).unwrap();
+            match check_derivatives(&pot, &e, &e, 1e-5) {
+                Err(IcnnError::Shape(m)) => assert!(m.contains("nothing would be measured")),
+                other => panic!("{dims:?}: unexpected {other:?}"),
+            }
+        }
     }
 
     #[test]

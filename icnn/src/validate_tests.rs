@@ -305,3 +305,68 @@ fn validate_refuses_what_the_constructors_refuse() {
          ImageShape { channels: 1, height: 0, width: 6 }"
     );
 }
+
+/// Images whose `C·H·W` (or a layer's `(C + width)·H·W`) overflows, and convolution
+/// geometries whose padded size overflows, are configuration errors: `ImageShape::dim` and
+/// `ConvGeometry::output_len` panicked with "attempt to multiply with overflow" (and wrapped
+/// around in release builds), and `validate` accepted such images, whose constructors then
+/// panicked.
+#[test]
+fn overflowing_images_and_geometries_are_refused() {
+    use crate::ActivationKind;
+    let absurd = [
+        ImageShape::new(3, 1 << 40, 1 << 40),
+        ImageShape::new(1, 1 << 33, 1 << 33),
+        // C·H·W fits in usize but not in memory.
+        ImageShape::new(1, 1 << 31, 1 << 31),
+    ];
+    for image in absurd {
+        let refused = |r: Result<()>| match r {
+            Err(crate::IcnnError::InvalidConfig(m)) => assert!(m.contains("fit in memory"), "{m}"),
+            other => panic!("{image:?}: unexpected {other:?}"),
+        };
+        let c1 = ConvIcnnConfig {
+            image,
+            ..Default::default()
+        };
+        let c2 = ConvIcnn2Config {
+            image,
+            ..Default::default()
+        };
+        let c3 = ConvIcnn3Config {
+            image,
+            activation: ActivationKind::GaussianSoftplus,
+            ..Default::default()
+        };
+        refused(c1.validate());
+        refused(c2.validate());
+        refused(c3.validate());
+        same_answer(&c1, true, ConvIcnnConfig::validate, |vb, c, r| {
+            ConvIcnn::new(vb, c, r).map(drop)
+        });
+        same_answer(&c2, true, ConvIcnn2Config::validate, |vb, c, r| {
+            ConvIcnn2::new(vb, c, r).map(drop)
+        });
+        same_answer(&c3, true, ConvIcnn3Config::validate, |vb, c, r| {
+            ConvIcnn3::new(vb, c, r).map(drop)
+        });
+    }
+    assert_eq!(absurd[0].checked_dim(), None);
+    assert_eq!(absurd[0].dim(), usize::MAX);
+    assert_eq!(absurd[2].checked_dim(), Some(1 << 62));
+    assert_eq!(ImageShape::new(3, 32, 32).checked_dim(), Some(3072));
+    // A padding whose padded size overflows: an error, not a panic.
+    let g = crate::ConvGeometry {
+        kernel: 3,
+        stride: 1,
+        padding: usize::MAX / 2 + 1,
+    };
+    assert!(matches!(
+        g.output_len(28),
+        Err(crate::IcnnError::InvalidConfig(_))
+    ));
+    assert_eq!(
+        crate::ConvGeometry::SAME_3X3.output_hw((28, 20)).unwrap(),
+        (28, 20)
+    );
+}

@@ -1,6 +1,6 @@
 //! Stochastic Lanczos quadrature (SLQ) for `log det H_i` of a batch of SPD operators.
 
-use krylov::{BatchOperator, BatchVectors, LanczosParams, lanczos};
+use krylov::{BatchOperator, BatchVectors, LanczosParams, check_operator_shape, lanczos};
 use rand::Rng;
 
 use crate::LogdetError;
@@ -122,8 +122,10 @@ impl SlqParams {
 /// the round-off level, i.e. an operator that is not positive definite on the Krylov space
 /// ([`LogdetError::NonPositiveRitzValue`], naming the system); an operator that produced NaN
 /// or ±Inf ([`krylov::LanczosResult::non_finite`]) or non-finite Lanczos coefficients
-/// ([`LogdetError::QuadratureFailed`], naming the system). An empty batch (`B = 0`) gives an
-/// empty estimate.
+/// ([`LogdetError::QuadratureFailed`], naming the system). A `like` whose shape differs from
+/// the operator's [`BatchOperator::batch_shape`] is [`LogdetError::Krylov`] wrapping
+/// [`krylov::KrylovError::ShapeMismatch`] (context `slq_logdet: probe batch (like) vs
+/// operator`), before any work. An empty batch (`B = 0`) gives an empty estimate.
 ///
 /// ```
 /// use krylov::DenseNalgebraOperator;
@@ -149,6 +151,8 @@ where
 {
     params.validate()?;
     like.validate()?;
+    // Named for this function and its argument (lanczos would name its start vectors).
+    check_operator_shape("slq_logdet: probe batch (like) vs operator", op, like)?;
     let (b, d) = (like.n_systems(), like.system_dim());
     let lp = LanczosParams::default()
         .with_steps(params.lanczos_steps)

@@ -1,6 +1,7 @@
 //! Argument checks and patch geometries of the public convolutions (`gemm_conv.rs`).
 
 use super::PatchGeometry;
+use super::im2col::elements;
 use crate::{IcnnError, Result};
 use candle_core::{DType, Tensor};
 
@@ -58,10 +59,20 @@ pub(super) fn conv_geometry(
     padding: usize,
     stride: usize,
 ) -> Result<PatchGeometry> {
-    let ((_, c_in, h, w), (_, _, kh, kw)) = checked_dims(op, x, kernel, stride, 1)?;
-    PatchGeometry::for_conv(c_in, (h, w), (kh, kw), stride, padding).ok_or_else(|| {
-        IcnnError::Shape(format!(
+    let ((b, c_in, h, w), (c_out, _, kh, kw)) = checked_dims(op, x, kernel, stride, 1)?;
+    let padded = |n: usize| padding.checked_mul(2).and_then(|p| p.checked_add(n));
+    let fits = |n: usize, k: usize| padded(n).is_none_or(|n| n >= k);
+    if !(fits(h, kh) && fits(w, kw)) {
+        return Err(IcnnError::Shape(format!(
             "{op}: kernel {kh}×{kw} does not fit in the {h}×{w} input padded by {padding}"
+        )));
+    }
+    let g = PatchGeometry::for_conv(c_in, (h, w), (kh, kw), stride, padding)
+        .filter(|g| elements(&[b, c_out, g.out_h, g.out_w]).is_some());
+    g.ok_or_else(|| {
+        IcnnError::Shape(format!(
+            "{op}: the output of a {h}×{w} input padded by {padding} (kernel {kh}×{kw}, stride \
+             {stride}, {b} images of {c_out} channels) has more elements than memory can hold"
         ))
     })
 }
@@ -77,20 +88,33 @@ pub(super) fn transposed_geometry(
     output_padding: usize,
     stride: usize,
 ) -> Result<PatchGeometry> {
-    let ((_, _, h, w), (_, c_out, kh, kw)) = checked_dims(op, x, kernel, stride, 0)?;
-    // (n − 1)·s + k + op − 2p, or None when not positive.
-    let out_len = |n: usize, k: usize| {
-        (n.checked_sub(1)? * stride + k + output_padding)
-            .checked_sub(2 * padding)
-            .filter(|&len| len > 0)
+    let ((b, _, h, w), (_, c_out, kh, kw)) = checked_dims(op, x, kernel, stride, 0)?;
+    // (n − 1)·s + k + op − 2p: `Err(true)` when it overflows, `Err(false)` when not positive.
+    let out_len = |n: usize, k: usize| -> std::result::Result<usize, bool> {
+        let Some(n1) = n.checked_sub(1) else {
+            return Err(false);
+        };
+        let full = n1
+            .checked_mul(stride)
+            .and_then(|v| v.checked_add(k))
+            .and_then(|v| v.checked_add(output_padding))
+            .ok_or(true)?;
+        match padding.checked_mul(2) {
+            Some(p2) => full.checked_sub(p2).filter(|&len| len > 0).ok_or(false),
+            None => Err(false),
+        }
     };
-    let (Some(out_h), Some(out_w)) = (out_len(h, kh), out_len(w, kw)) else {
-        return Err(IcnnError::Shape(format!(
-            "{op}: empty output for input {h}×{w}, kernel {kh}×{kw}, \
-             stride {stride}, padding {padding}, output padding {output_padding}"
-        )));
+    let (out_h, out_w) = match (out_len(h, kh), out_len(w, kw)) {
+        (Ok(out_h), Ok(out_w)) => (out_h, out_w),
+        (Err(true), _) | (_, Err(true)) => return Err(overflow(op, h, w, kh, kw, stride)),
+        _ => {
+            return Err(IcnnError::Shape(format!(
+                "{op}: empty output for input {h}×{w}, kernel {kh}×{kw}, \
+                 stride {stride}, padding {padding}, output padding {output_padding}"
+            )));
+        }
     };
-    Ok(PatchGeometry {
+    let g = PatchGeometry {
         channels: c_out,
         height: out_h,
         width: out_w,
@@ -100,7 +124,19 @@ pub(super) fn transposed_geometry(
         padding,
         out_h: h,
         out_w: w,
-    })
+    };
+    if !g.sizes_fit() || elements(&[b, g.image_len()]).is_none() {
+        return Err(overflow(op, h, w, kh, kw, stride));
+    }
+    Ok(g)
+}
+
+/// The error of a transposed convolution whose output has more elements than memory can hold.
+fn overflow(op: &str, h: usize, w: usize, kh: usize, kw: usize, stride: usize) -> IcnnError {
+    IcnnError::Shape(format!(
+        "{op}: the output of a {h}×{w} input (kernel {kh}×{kw}, stride {stride}) has more \
+         elements than memory can hold"
+    ))
 }
 
 /// `bias` must be `(channels,)`.

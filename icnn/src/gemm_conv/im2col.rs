@@ -65,7 +65,10 @@ pub struct PatchGeometry {
 impl PatchGeometry {
     /// The geometry of a convolution of a `(channels, height, width)` image with a `kh × kw`
     /// kernel: the patch grid is the convolution's output size. `None` when the stride is 0,
-    /// the kernel is empty, or the kernel does not fit in the padded image.
+    /// the kernel is empty, the kernel does not fit in the padded image, or the padded image,
+    /// the patch grid or one image's patch matrix has more elements than memory can address
+    /// (see [`PatchGeometry::sizes_fit`]; a padding of `2⁴⁰` overflowed `usize` in the grid
+    /// size and panicked).
     pub fn for_conv(
         channels: usize,
         (height, width): (usize, usize),
@@ -76,9 +79,10 @@ impl PatchGeometry {
         if stride == 0 || kh == 0 || kw == 0 {
             return None;
         }
-        let out_h = (height + 2 * padding).checked_sub(kh)? / stride + 1;
-        let out_w = (width + 2 * padding).checked_sub(kw)? / stride + 1;
-        Some(Self {
+        let padded = |n: usize| padding.checked_mul(2)?.checked_add(n);
+        let out_h = padded(height)?.checked_sub(kh)? / stride + 1;
+        let out_w = padded(width)?.checked_sub(kw)? / stride + 1;
+        let g = Self {
             channels,
             height,
             width,
@@ -88,7 +92,19 @@ impl PatchGeometry {
             padding,
             out_h,
             out_w,
-        })
+        };
+        g.sizes_fit().then_some(g)
+    }
+
+    /// Whether one image (`C·H·W`), its patch grid (`out_h·out_w`) and its patch matrix
+    /// (`C·kh·kw · out_h·out_w`) each have at most `isize::MAX / 8` elements (the most f64
+    /// values one allocation may hold), so that the size arithmetic of the ops cannot
+    /// overflow.
+    pub fn sizes_fit(&self) -> bool {
+        let fits = |dims: &[usize]| elements(dims).is_some();
+        fits(&[self.channels, self.height, self.width])
+            && fits(&[self.out_h, self.out_w])
+            && fits(&[self.channels, self.kh, self.kw, self.out_h, self.out_w])
     }
 
     /// Columns of the patch matrix, `C·kh·kw`.
@@ -126,8 +142,22 @@ impl PatchGeometry {
         if self.stride == 0 || self.kh == 0 || self.kw == 0 {
             candle_core::bail!("{op}: stride and kernel size must be positive, got {self:?}");
         }
+        if !self.sizes_fit() {
+            candle_core::bail!("{op}: the sizes of geometry {self:?} overflow");
+        }
         Ok(())
     }
+}
+
+/// The most elements an array of the convolutions may have: `isize::MAX` bytes of f64
+/// (Rust's limit on one allocation), so that no element count or byte size overflows.
+pub(crate) const MAX_ELEMENTS: usize = isize::MAX as usize / std::mem::size_of::<f64>();
+
+/// `Π dims`, or `None` when it exceeds [`MAX_ELEMENTS`].
+pub(crate) fn elements(dims: &[usize]) -> Option<usize> {
+    dims.iter()
+        .try_fold(1usize, |n, &d| n.checked_mul(d))
+        .filter(|&n| n <= MAX_ELEMENTS)
 }
 
 /// Patch extraction `(B, C, H, W) → (B·out_h·out_w, C·kh·kw)` (see the module docs for the
@@ -216,6 +246,9 @@ impl CustomOp1 for Im2Col {
                 (g.channels, g.height, g.width)
             );
         }
+        if elements(&[b, g.positions(), g.patch_len()]).is_none() {
+            candle_core::bail!("im2col: the patches of {b} images of geometry {g:?} overflow");
+        }
         let shape = Shape::from((b * g.positions(), g.patch_len()));
         let out = match storage {
             CpuStorage::F32(data) => CpuStorage::F32(im2col_kernel(
@@ -270,6 +303,9 @@ impl CustomOp1 for Col2Im {
             );
         }
         let b = rows / g.positions();
+        if elements(&[b, g.image_len()]).is_none() {
+            candle_core::bail!("col2im: {b} images of geometry {g:?} overflow");
+        }
         let shape = Shape::from((b, g.channels, g.height, g.width));
         let out = match storage {
             CpuStorage::F32(data) => CpuStorage::F32(col2im_kernel(

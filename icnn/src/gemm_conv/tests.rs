@@ -346,6 +346,50 @@ fn gemm_conv_rejects_bad_shapes() {
     assert!(col2im(&randn(&mut rng, &[5, 18], DType::F64), g).is_err());
 }
 
+/// Paddings and strides whose output sizes overflow `usize` are shape errors naming the
+/// overflow (a padding of 2⁴⁰ panicked with "attempt to multiply with overflow" in the grid
+/// size `out_h·out_w`, and wrapped around in release builds); so are geometries built by hand
+/// for the public im2col/col2im ops.
+#[test]
+fn gemm_conv_refuses_sizes_that_overflow() {
+    let mut rng = StdRng::seed_from_u64(6);
+    let x = randn(&mut rng, &[1, 3, 4, 4], DType::F64);
+    let k = randn(&mut rng, &[2, 3, 3, 3], DType::F64);
+    let b = randn(&mut rng, &[2], DType::F64);
+    let k2 = randn(&mut rng, &[4, 3, 3, 3], DType::F64);
+    let b2 = randn(&mut rng, &[4], DType::F64);
+    let overflows = |r: Result<Tensor>| match r {
+        Err(IcnnError::Shape(m)) => assert!(m.contains("more elements than"), "{m}"),
+        other => panic!("unexpected {other:?}"),
+    };
+    for padding in [1usize << 40, usize::MAX / 2, usize::MAX] {
+        overflows(conv2d_gemm(&x, &k, padding, 1));
+        overflows(conv2d_gemm_biased(&x, &k, &b, padding, 1));
+        overflows(gated_conv2d_gemm(&x, &k2, &b2, padding, 1));
+        assert!(PatchGeometry::for_conv(3, (4, 4), (3, 3), 1, padding).is_none());
+    }
+    // A transposed convolution whose output (n − 1)·stride + k overflows.
+    let kt = randn(&mut rng, &[3, 2, 3, 3], DType::F64);
+    let bt = randn(&mut rng, &[2], DType::F64);
+    for stride in [1usize << 40, usize::MAX / 2] {
+        overflows(conv_transpose2d_gemm(&x, &kt, 0, 0, stride));
+        overflows(conv_transpose2d_gemm_biased(&x, &kt, &bt, 0, 0, stride));
+    }
+    // Large but addressable sizes are still computed (the limit is only the overflow): a
+    // padding of 100 gives a (4 + 200 − 3 + 1)² = 202×202 output.
+    let y = conv2d_gemm(&x, &k, 100, 1).unwrap();
+    assert_eq!(y.dims(), &[1, 2, 202, 202]);
+    // A hand-built geometry with an overflowing grid is refused by the ops, not computed.
+    let huge = PatchGeometry {
+        out_h: 1 << 40,
+        out_w: 1 << 40,
+        ..PatchGeometry::for_conv(3, (4, 4), (3, 3), 1, 1).unwrap()
+    };
+    assert!(!huge.sizes_fit());
+    assert!(im2col(&x, huge).is_err());
+    assert!(col2im(&randn(&mut rng, &[1, 27], DType::F64), huge).is_err());
+}
+
 /// The kernel-gradient op on its own: its value is candle's kernel gradient of a conv2d, and
 /// its backward (used by double backward) gives `A_Gᵀ y` and `A_G x` (candle's
 /// conv_transpose2d / conv2d with kernel `G`).

@@ -540,3 +540,30 @@ mod candle {
         ));
     }
 }
+
+/// A probe batch (`like`) of another shape than the operator's is refused before any work,
+/// naming the estimator and its argument: SLQ's error named lanczos's "start vectors", an
+/// argument the caller never passed (Hutchinson's named itself).
+#[test]
+fn estimators_name_themselves_in_shape_mismatches() {
+    let op = diag_op(&[&[1.0, 2.0, 3.0]]);
+    let wrong = DMatrix::<f64>::zeros(2, 1);
+    let context = |r: Result<logdet::StochasticEstimate, LogdetError>| match r {
+        Err(LogdetError::Krylov(krylov::KrylovError::ShapeMismatch {
+            context,
+            expected,
+            found,
+        })) => {
+            assert_eq!((expected, found), ((1, 3), (1, 2)));
+            context
+        }
+        other => panic!("unexpected {other:?}"),
+    };
+    let slq = slq_logdet(&op, &wrong, &mut rng(0), &SlqParams::default());
+    assert_eq!(context(slq), "slq_logdet: probe batch (like) vs operator");
+    let hutch = hutchinson_trace(&op, &wrong, &mut rng(0), &HutchinsonParams::default());
+    assert_eq!(
+        context(hutch),
+        "hutchinson_trace: probe batch (like) vs operator"
+    );
+}
