@@ -123,9 +123,10 @@ pub(crate) struct Setup {
     pub max_iterations: usize,
 }
 
-/// Checks `y` (shape, dtype against [`BatchedPotential::expected_dtype`], finiteness), the
-/// options and the initial point (shape, dtype of `y`, finiteness), and computes the
-/// per-sample tolerances.
+/// Checks `y` (shape, dtype against [`BatchedPotential::expected_dtype`], finiteness: a NaN
+/// or ±Inf is [`ConvexOptError::NonFiniteRow`] naming the first such row), the options and the
+/// initial point (shape, dtype of `y`, finiteness, likewise), and computes the per-sample
+/// tolerances.
 pub(crate) fn setup<P: BatchedPotential + ?Sized>(
     potential: &P,
     y: &Tensor,
@@ -157,8 +158,11 @@ pub(crate) fn setup<P: BatchedPotential + ?Sized>(
     } else {
         row_inf_norms(&y)?
     };
-    if !y_inf.iter().all(|v| v.is_finite()) {
-        return Err(ConvexOptError::NonFinite("targets y"));
+    if let Some(row) = y_inf.iter().position(|v| !v.is_finite()) {
+        return Err(ConvexOptError::NonFiniteRow {
+            context: "targets y",
+            row,
+        });
     }
     let x0 = match &options.x0 {
         None => y.clone(),
@@ -177,8 +181,16 @@ pub(crate) fn setup<P: BatchedPotential + ?Sized>(
                 });
             }
             let x0 = x0.detach().to_device(y.device())?.contiguous()?;
-            if n > 0 && !row_inf_norms(&x0)?.iter().all(|v| v.is_finite()) {
-                return Err(ConvexOptError::NonFinite("initial point x0"));
+            let x0_inf = if n == 0 {
+                Vec::new()
+            } else {
+                row_inf_norms(&x0)?
+            };
+            if let Some(row) = x0_inf.iter().position(|v| !v.is_finite()) {
+                return Err(ConvexOptError::NonFiniteRow {
+                    context: "initial point x0",
+                    row,
+                });
             }
             x0
         }

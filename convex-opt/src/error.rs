@@ -20,9 +20,11 @@ use candle_core::DType;
 /// let y = Tensor::new(&[[1.0f64, 2.0]], &Device::Cpu)?;
 /// let err = invert_newton_cg(&pot, &y, &opts, &NewtonCgParams::default()).unwrap_err();
 /// assert!(matches!(err, ConvexOptError::Unsupported("hvp")));
-/// let nan = Tensor::new(&[[f64::NAN, 0.0]], &Device::Cpu)?;
-/// let err = invert_lbfgs_batched(&pot, &nan, &opts, &BatchedLbfgsParams::default()).unwrap_err();
-/// assert!(matches!(err, ConvexOptError::NonFinite(_)));
+/// // A NaN target is refused before any evaluation, naming its row.
+/// let nan = Tensor::new(&[[1.0f64, 0.0], [f64::NAN, 0.0]], &Device::Cpu)?;
+/// let opts2 = InversionOptions::default();
+/// let err = invert_lbfgs_batched(&pot, &nan, &opts2, &BatchedLbfgsParams::default()).unwrap_err();
+/// assert!(matches!(err, ConvexOptError::NonFiniteRow { context: "targets y", row: 1 }));
 /// // Non-convergence is not an error unless asked for.
 /// let res = invert_lbfgs_batched(&pot, &y, &opts.clone().with_max_iterations(0), &BatchedLbfgsParams::default())?;
 /// let err = res.into_converged().unwrap_err();
@@ -32,14 +34,17 @@ use candle_core::DType;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConvexOptError {
-    /// An input (the targets `y`, the initial point, or the potential evaluated there) holds a
-    /// NaN or an infinity.
+    /// An input that has no rows holds a NaN or an infinity (e.g. the initial point of
+    /// [`crate::minimize_lbfgs`], a [`crate::QuadraticPotential`]'s matrix), or the flat
+    /// solver's summed potential overflowed at the initial point with every row finite.
     #[error("non-finite values in {0}")]
     NonFinite(&'static str),
-    /// The potential or its gradient is not finite at the initial point of row `row` (the
-    /// first such row), for a solver that cannot stop that row alone
-    /// ([`crate::invert_lbfgs_flat`], one problem for the whole batch). The per-row solvers
-    /// report such a row as [`crate::Termination::NonFinite`] instead.
+    /// Row `row` (the first such row) of a batch input is not finite: the targets `y` or the
+    /// initial point `x0` of an inversion hold a NaN or ±Inf in that row (every solver, before
+    /// any evaluation), or the potential or its gradient is not finite at the initial point of
+    /// that row for a solver that cannot stop that row alone ([`crate::invert_lbfgs_flat`],
+    /// one problem for the whole batch; the per-row solvers report such a row as
+    /// [`crate::Termination::NonFinite`] instead).
     #[error("non-finite values in {context} of row {row} (the first such row)")]
     NonFiniteRow {
         /// What was not finite.

@@ -6,7 +6,7 @@ use crate::{ConvexOptError, Termination};
 
 /// Default absolute tolerance on `‖∇Φ(x_i) − y_i‖∞` in `f64`.
 pub const F64_ABS_TOLERANCE: f64 = 1e-9;
-/// Default relative tolerance (times `max(1, ‖y_i‖∞)`) in `f64`: none.
+/// Default relative tolerance (times `‖y_i‖∞`, added to the absolute one) in `f64`: none.
 pub const F64_REL_TOLERANCE: f64 = 0.0;
 /// Default absolute tolerance on `‖∇Φ(x_i) − y_i‖∞` in `f32`.
 ///

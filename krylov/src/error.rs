@@ -105,8 +105,13 @@ pub enum KrylovError {
         "the supplied preconditioner was asked for, but this operator gives no M⁻¹ r (wrap it in `WithPreconditioner`)"
     )]
     MissingPreconditioner,
-    /// The Jacobi preconditioner met a diagonal entry that is not strictly positive.
-    #[error("Jacobi preconditioner: diagonal entry {index} of system {system} is {value}, not > 0")]
+    /// The Jacobi preconditioner met a diagonal entry that is not strictly positive and finite,
+    /// or one so small that its inverse overflows the element type (e.g. `1e-310` in f64,
+    /// `1e-39` in f32).
+    #[error(
+        "Jacobi preconditioner: diagonal entry {index} of system {system} is {value}, not > 0 \
+         with a finite inverse"
+    )]
     NonPositiveDiagonal {
         /// System (batch index).
         system: usize,

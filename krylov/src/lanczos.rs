@@ -34,7 +34,8 @@ pub struct LanczosParams {
     /// Relative breakdown threshold: system `i` stops when
     /// `β_{j+1} ≤ max(breakdown_tol, 100·u)·s_i`, where `u` is the unit roundoff of the vectors'
     /// element type and `s_i` the largest `|α|`, `β` seen so far for that system (an estimate of
-    /// `‖H_i‖`). Default `1e-10`.
+    /// `‖H_i‖`). Default `1e-10`; must lie in `[0, 1)` (a threshold of 1 or more would stop
+    /// every system after one step).
     pub breakdown_tol: f64,
 }
 
@@ -150,7 +151,7 @@ pub struct LanczosResult<V> {
 /// Errors (before any operator work): a start vector with a NaN or ±Inf entry
 /// ([`KrylovError::NonFiniteInput`], naming the system and the entry), a batch that does not
 /// match the operator's [`BatchOperator::batch_shape`] ([`KrylovError::ShapeMismatch`]), an
-/// invalid [`LanczosParams::breakdown_tol`] ([`KrylovError::InvalidParameter`]). An operator
+/// invalid [`LanczosParams::breakdown_tol`] (outside `[0, 1)`: [`KrylovError::InvalidParameter`]). An operator
 /// output holding NaN or ±Inf is not an error: the system stops and is flagged in
 /// [`LanczosResult::non_finite`] (not in `breakdown`), keeping only its finite coefficients;
 /// the other systems run on.
@@ -209,9 +210,11 @@ where
 {
     v0.validate()?;
     check_operator_shape("lanczos: start vectors vs operator", op, v0)?;
-    if !(params.breakdown_tol >= 0.0 && params.breakdown_tol.is_finite()) {
+    // A threshold of 1 or more is met by every β (β ≤ tol·max(|α|, β)): every system would
+    // stop after one step, reported as an invariant subspace.
+    if !(params.breakdown_tol >= 0.0 && params.breakdown_tol < 1.0) {
         return Err(KrylovError::InvalidParameter(format!(
-            "breakdown_tol must be finite and ≥ 0, got {}",
+            "breakdown_tol must lie in [0, 1), got {}",
             params.breakdown_tol
         )));
     }

@@ -30,7 +30,8 @@ pub enum Preconditioner {
     #[default]
     None,
     /// Jacobi: `M = diag(H_i)`. Needs [`BatchOperator::diagonal`] (see
-    /// [`crate::WithDiagonal`]); every diagonal entry must be `> 0`. An empty batch (`B = 0`)
+    /// [`crate::WithDiagonal`]); every diagonal entry must be `> 0`, and large enough that its
+    /// inverse is finite in the element type ([`KrylovError::NonPositiveDiagonal`] otherwise). An empty batch (`B = 0`)
     /// accepts the empty diagonal of an empty operator whatever its `d`, and gives an empty
     /// result, as without a preconditioner.
     Jacobi,
@@ -111,16 +112,28 @@ where
     b.check_compatible("Jacobi diagonal", &diag)?;
     let d = b.system_dim().max(1);
     let host = diag.to_host()?;
+    let refuse = |k: usize| KrylovError::NonPositiveDiagonal {
+        system: k / d,
+        index: k % d,
+        value: host[k],
+    };
     let mut inv = Vec::with_capacity(host.len());
-    for (k, v) in host.into_iter().enumerate() {
-        if !(v > 0.0 && v.is_finite()) {
-            return Err(KrylovError::NonPositiveDiagonal {
-                system: k / d,
-                index: k % d,
-                value: v,
-            });
+    for (k, v) in host.iter().enumerate() {
+        if !(*v > 0.0 && v.is_finite()) {
+            return Err(refuse(k));
         }
         inv.push(1.0 / v);
     }
-    V::from_host_like(b, &inv)
+    let m = V::from_host_like(b, &inv)?;
+    // A positive entry so small that its inverse overflows the element type (f64 below
+    // `1/f64::MAX`, f32 below `1/f32::MAX`) would make `z = M⁻¹r` infinite and the system
+    // break down on a NaN at its first step: refused like a non-positive one. The inverse is
+    // checked in the element type (`B` norms; the host copy only when one is not finite).
+    if m.norms_inf()?.iter().any(|n| !n.is_finite()) {
+        let back = m.to_host()?;
+        if let Some(k) = back.iter().position(|v| !v.is_finite()) {
+            return Err(refuse(k));
+        }
+    }
+    Ok(m)
 }

@@ -54,27 +54,40 @@ fn nan_in_targets_or_initial_point_is_named() {
         // candle's max skips NaN: ‖[1, NaN, 0]‖∞ came out as 1 and the solvers blamed the
         // potential "at the initial point".
         let y_nan = tensor(&[[1.0, f64::NAN, 0.0], [0.0, 1.0, 2.0]], dtype);
-        let y_inf = tensor(&[[1.0, f64::INFINITY, 0.0], [0.0, 1.0, 2.0]], dtype);
+        let y_inf = tensor(&[[1.0, 0.0, 0.0], [0.0, f64::INFINITY, 2.0]], dtype);
         let good = tensor(&[[1.0, 0.0, 0.0], [0.0, 1.0, 2.0]], dtype);
         let x0_part_nan = tensor(&[[1.0, 0.0, 0.0], [0.0, f64::NAN, 2.0]], dtype);
         let finite_x0 = InversionOptions::default().with_x0(good.clone());
         for (name, solve) in solvers(&pot) {
-            for (y, opts) in [
-                (&y_nan, InversionOptions::default()),
-                (&y_nan, finite_x0.clone()),
-                (&y_inf, finite_x0.clone()),
+            // The error names the first offending row (before: `NonFinite("targets y")`
+            // without the row, so a large batch had to be searched by hand).
+            for (y, opts, bad_row) in [
+                (&y_nan, InversionOptions::default(), 0),
+                (&y_nan, finite_x0.clone(), 0),
+                (&y_inf, finite_x0.clone(), 1),
             ] {
                 let err = solve(y, &opts).unwrap_err();
                 assert!(
-                    matches!(err, ConvexOptError::NonFinite("targets y")),
+                    matches!(err, ConvexOptError::NonFiniteRow { context: "targets y", row }
+                        if row == bad_row),
                     "{name} {dtype:?}: {err}"
                 );
             }
             let opts = InversionOptions::default().with_x0(x0_part_nan.clone());
             let err = solve(&good, &opts).unwrap_err();
             assert!(
-                matches!(err, ConvexOptError::NonFinite("initial point x0")),
+                matches!(
+                    err,
+                    ConvexOptError::NonFiniteRow {
+                        context: "initial point x0",
+                        row: 1
+                    }
+                ),
                 "{name} {dtype:?}: {err}"
+            );
+            assert_eq!(
+                err.to_string(),
+                "non-finite values in initial point x0 of row 1 (the first such row)"
             );
         }
     }

@@ -234,13 +234,16 @@ fn non_finite_input_is_an_error() {
         assert!(
             matches!(
                 solve(&pot, &y, &InversionOptions::default()),
-                Err(ConvexOptError::NonFinite(_))
+                Err(ConvexOptError::NonFiniteRow { row: 0, .. })
             ),
             "{name}"
         );
         let opts = InversionOptions::default().with_x0(inf_x0.clone());
         assert!(
-            matches!(solve(&pot, &good, &opts), Err(ConvexOptError::NonFinite(_))),
+            matches!(
+                solve(&pot, &good, &opts),
+                Err(ConvexOptError::NonFiniteRow { row: 0, .. })
+            ),
             "{name}"
         );
     }

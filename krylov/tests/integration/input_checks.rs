@@ -370,3 +370,75 @@ fn non_finite_lanczos_start_vector_is_an_error() {
         assert_eq!(op.counts(), vec![0, 0]);
     }
 }
+
+/// A Jacobi diagonal entry that is positive but so small that its inverse overflows the
+/// element type (f64 below `1/f64::MAX ≈ 5.6e-309`, f32 below `1/f32::MAX ≈ 2.9e-39`) is
+/// refused before any operator work, naming the system and the entry, like a non-positive one.
+/// Before: `M⁻¹ = +Inf`, so `z = r·Inf` and the system broke down on a NaN/Inf curvature at its
+/// first step (`CgTermination::Breakdown`, `non_finite`), with nothing to say why.
+#[test]
+fn jacobi_diagonal_too_small_to_invert_is_refused() {
+    let params = CgParams::default().with_preconditioner(Preconditioner::Jacobi);
+    // f64: system 1, entry 2 holds 1e-310 (subnormal: 1/1e-310 = +Inf).
+    let mats: Vec<DMatrix<f64>> = vec![
+        DMatrix::identity(3, 3),
+        DMatrix::from_diagonal(&nalgebra::DVector::from_vec(vec![1.0, 2.0, 1e-310])),
+    ];
+    let diag = DMatrix::from_fn(3, 2, |i, j| mats[j][(i, i)]);
+    let op = CountingOperator::new(
+        krylov::WithDiagonal::new(DenseNalgebraOperator::new(mats).unwrap(), diag),
+        2,
+    );
+    let b = DMatrix::<f64>::from_element(3, 2, 1.0);
+    match cg(&op, &b, &params) {
+        Err(KrylovError::NonPositiveDiagonal {
+            system: 1,
+            index: 2,
+            value,
+        }) => assert_eq!(value, 1e-310),
+        other => panic!("expected NonPositiveDiagonal, got {other:?}"),
+    }
+    assert_eq!(op.counts(), vec![0, 0]);
+    // f32: 1e-39 is positive and representable (subnormal) but 1/1e-39 > f32::MAX; 1e-38 is
+    // fine (its inverse 1e38 < 3.4e38) and the diagonal system is then solved in one step.
+    for (tiny, refused) in [(1e-39f32, true), (1e-38, false)] {
+        let m = DMatrix::from_diagonal(&nalgebra::DVector::from_vec(vec![1.0f32, tiny]));
+        let diag = DMatrix::from_column_slice(2, 1, &[1.0, tiny]);
+        let op = krylov::WithDiagonal::new(DenseNalgebraOperator::new(vec![m]).unwrap(), diag);
+        let b = DMatrix::<f32>::from_column_slice(2, 1, &[1.0, tiny]);
+        let res = cg(&op, &b, &params);
+        if refused {
+            assert!(
+                matches!(
+                    res,
+                    Err(KrylovError::NonPositiveDiagonal {
+                        system: 0,
+                        index: 1,
+                        ..
+                    })
+                ),
+                "{res:?}"
+            );
+        } else {
+            let res = res.unwrap();
+            assert!(res.all_converged() && res.iterations == vec![1], "{res:?}");
+        }
+    }
+}
+
+/// A Lanczos breakdown threshold of 1 or more would stop every system after one step and
+/// call it an invariant subspace (β ≤ tol·max(|α|, β) always holds): refused.
+#[test]
+fn lanczos_breakdown_tol_of_one_or_more_is_refused() {
+    let op = two_systems();
+    let v0 = DMatrix::<f64>::from_element(3, 2, 1.0);
+    for tol in [1.0, 2.5] {
+        let params = LanczosParams::default().with_breakdown_tol(tol);
+        assert!(
+            matches!(lanczos(&op, &v0, &params), Err(KrylovError::InvalidParameter(m)) if m.contains("breakdown_tol")),
+            "tol {tol}"
+        );
+    }
+    let ok = LanczosParams::default().with_breakdown_tol(0.5);
+    assert!(lanczos(&op, &v0, &ok).is_ok());
+}
