@@ -515,7 +515,7 @@ pub(crate) fn check_matrix(
 }
 
 /// An error naming `what` when `t` has no rows.
-fn refuse_empty(t: &Tensor, what: &str) -> Result<()> {
+pub(crate) fn refuse_empty(t: &Tensor, what: &str) -> Result<()> {
     if t.dim(0)? == 0 {
         return Err(CpflowError::InvalidInput(format!(
             "{what} is empty (0 rows)"

@@ -273,11 +273,7 @@ impl FlowConfig {
                 }
             }
         }
-        if !self.prior.log_var.is_finite() {
-            return Err(CpflowError::InvalidConfig(
-                "prior log-variance must be finite".into(),
-            ));
-        }
+        self.prior.validate()?;
         self.context_dim()?;
         model_size::check_model_size(
             &format!("a flow of {} layers (dim {})", self.layers.len(), self.dim),
@@ -313,6 +309,29 @@ mod tests {
 
     /// A block's network is checked by `validate`, named by its layer, before anything is
     /// built; the same flow with an even width passes.
+    /// A finite but extreme prior log-variance (σ² underflowing to 0 made every density NaN)
+    /// is refused by the flow's `validate`, as a non-finite one is.
+    #[test]
+    fn validate_refuses_an_extreme_prior_log_variance() {
+        let icnn3 = PotentialConfig::Icnn3(Icnn3Config {
+            dim: 3,
+            width: 4,
+            depth: 2,
+            ..Default::default()
+        });
+        let mut cfg = FlowConfig::tabular(3, 1, icnn3);
+        cfg.prior = GaussianPrior::with_log_var(-80.0);
+        cfg.validate().unwrap();
+        for log_var in [-800.0, 800.0, f64::NAN] {
+            cfg.prior = GaussianPrior::with_log_var(log_var);
+            let msg = cfg.validate().unwrap_err().to_string();
+            assert!(
+                msg.contains("prior log-variance") && msg.contains("±80"),
+                "{msg}"
+            );
+        }
+    }
+
     #[test]
     fn validate_names_the_block_whose_network_is_refused() {
         let icnn3 = |width| {

@@ -5,7 +5,7 @@ use convex_opt::InversionResult;
 use rand::Rng;
 
 use crate::block_inverse::{InverseParams, InverseSolver};
-use crate::error::Result;
+use crate::error::{CpflowError, Result};
 use crate::flow::{Flow, Layer, map_row_chunks, parallel_chunk_rows};
 use crate::non_finite_rows::non_finite_rows;
 
@@ -299,7 +299,22 @@ impl Flow {
         params: &InverseParams,
         rng: &mut R,
     ) -> Result<FlowInverse> {
-        let n = ctx.dim(0)?;
+        // The number of samples is the context's row count: a context that is not a matrix
+        // is refused here, naming it, before anything is drawn.
+        let Some(cols) = self.context_dim() else {
+            return Err(CpflowError::InvalidInput(
+                "this flow is unconditional: it takes no context (use `Flow::sample`)".into(),
+            ));
+        };
+        let n = match *ctx.dims() {
+            [n, _] => n,
+            ref dims => {
+                return Err(CpflowError::InvalidInput(format!(
+                    "context must be a (samples, {cols}) matrix, one row per sample, got \
+                     shape {dims:?}"
+                )));
+            }
+        };
         let z = self
             .prior()
             .sample(n, self.dim(), self.dtype(), self.device(), rng)?;

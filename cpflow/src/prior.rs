@@ -5,7 +5,7 @@ use rand::Rng;
 use rand_distr::StandardNormal;
 use serde::{Deserialize, Serialize};
 
-use crate::error::Result;
+use crate::error::{CpflowError, Result};
 
 /// Isotropic Gaussian prior `N(0, exp(log_var) · I)`.
 ///
@@ -42,9 +42,36 @@ impl Default for GaussianPrior {
 }
 
 impl GaussianPrior {
+    /// The largest `|log_var|` a flow accepts: `σ²` from `e⁻⁸⁰ ≈ 1.8e-35` to `e⁸⁰ ≈ 5.5e34`,
+    /// so that `σ²`, `1/σ²` and the densities stay finite in f32 (a finite `log_var` of −800
+    /// made `σ²` underflow to 0 and every log-density NaN).
+    pub const MAX_ABS_LOG_VAR: f64 = 80.0;
+
     /// Standard normal prior.
     pub fn standard() -> Self {
         Self::default()
+    }
+
+    /// Refuses a log-variance that is not finite or beyond ±[`GaussianPrior::MAX_ABS_LOG_VAR`]
+    /// ([`CpflowError::InvalidConfig`]); the flow configurations' `validate` call it.
+    ///
+    /// ```
+    /// use cpflow::GaussianPrior;
+    /// assert!(GaussianPrior::with_log_var(2.0).validate().is_ok());
+    /// let err = GaussianPrior::with_log_var(-800.0).validate().unwrap_err();
+    /// assert!(err.to_string().contains("within ±80"), "{err}");
+    /// assert!(GaussianPrior::with_log_var(f64::NAN).validate().is_err());
+    /// ```
+    pub fn validate(&self) -> Result<()> {
+        if !(self.log_var.is_finite() && self.log_var.abs() <= Self::MAX_ABS_LOG_VAR) {
+            return Err(CpflowError::InvalidConfig(format!(
+                "prior log-variance must be finite and within ±{} (σ² from e⁻⁸⁰ ≈ 1.8e-35 to \
+                 e⁸⁰ ≈ 5.5e34; beyond, σ² or 1/σ² overflows f32), got {}",
+                Self::MAX_ABS_LOG_VAR,
+                self.log_var
+            )));
+        }
+        Ok(())
     }
 
     /// Prior with the given log-variance.
@@ -92,5 +119,40 @@ mod tests {
         };
         assert!((lp[0] - f(0.5, -1.0)).abs() < 1e-14);
         assert!((lp[1] - f(2.0, 0.0)).abs() < 1e-14);
+    }
+
+    /// At the accepted extremes the densities are finite in f32 and f64 and match the closed
+    /// form `−(d/2)·log(2πσ²) − ‖z‖²/(2σ²)` (relative 1e-6: f32 rounding of values near 80);
+    /// one step beyond, the prior is refused.
+    #[test]
+    fn extreme_log_variances_are_finite_or_refused() {
+        for log_var in [
+            -GaussianPrior::MAX_ABS_LOG_VAR,
+            GaussianPrior::MAX_ABS_LOG_VAR,
+        ] {
+            let p = GaussianPrior::with_log_var(log_var);
+            p.validate().unwrap();
+            let std = (0.5 * log_var).exp();
+            for dtype in [DType::F32, DType::F64] {
+                let z = (Tensor::new(&[[0.0f64, 0.0], [std, -std]], &Device::Cpu).unwrap())
+                    .to_dtype(dtype)
+                    .unwrap();
+                let lp = p.log_prob(&z).unwrap().to_dtype(DType::F64).unwrap();
+                let lp = lp.to_vec1::<f64>().unwrap();
+                let c = -((2.0 * std::f64::consts::PI).ln() + log_var);
+                for (got, want) in lp.iter().zip([c, c - 1.0]) {
+                    assert!(
+                        got.is_finite() && (got - want).abs() <= 1e-6 * want.abs(),
+                        "{got} {want}"
+                    );
+                }
+            }
+        }
+        for log_var in [-80.5, 80.5, -800.0, f64::INFINITY] {
+            assert!(
+                GaussianPrior::with_log_var(log_var).validate().is_err(),
+                "{log_var}"
+            );
+        }
     }
 }

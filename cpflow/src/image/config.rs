@@ -156,11 +156,7 @@ impl ImageFlowConfig {
                 "image shape must be non-empty".into(),
             ));
         }
-        if !self.prior.log_var.is_finite() {
-            return Err(CpflowError::InvalidConfig(
-                "prior log-variance must be finite".into(),
-            ));
-        }
+        self.prior.validate()?;
         let mut shape = self.image;
         let mut inputs = Vec::with_capacity(self.layers.len());
         let mut factored = Vec::new();

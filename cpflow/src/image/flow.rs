@@ -10,7 +10,7 @@ use crate::actnorm::ActNorm;
 use crate::block::{CpFlowBlock, HessianOperator};
 use crate::config::{FloatType, SlqConfig};
 use crate::error::{CpflowError, Result};
-use crate::flow::{LayerWeights, check_matrix};
+use crate::flow::{LayerWeights, check_matrix_rows, refuse_empty};
 use crate::image::actnorm::ChannelActNorm;
 use crate::image::config::{ImageFlowConfig, ImageLayerConfig, LayerShapes};
 use crate::image::logit::LogitTransform;
@@ -285,9 +285,19 @@ impl ImageFlow {
     }
 
     /// Validate and convert data: `(B, C, H, W)` images or `(B, D)` rows, at least one,
-    /// finite; in `[0, 1]` when the first layer is a logit. Returns `(B, D)` rows in the flow's
+    /// finite; in `[0, 1]` or the logit's range ([`crate::image::LogitTransform::range`],
+    /// where the flow's samples lie) when the first layer is a logit. Returns `(B, D)` rows in the flow's
     /// dtype and device.
     pub fn check_input(&self, x: &Tensor) -> Result<Tensor> {
+        let x = self.check_images(x)?;
+        refuse_empty(&x, "images")?;
+        Ok(x)
+    }
+
+    /// [`ImageFlow::check_input`] that accepts a batch of 0 images: the evaluation and
+    /// inversion passes give empty results for it (as [`crate::Flow`]'s do, and as a sample
+    /// of 0 images needs).
+    pub(crate) fn check_images(&self, x: &Tensor) -> Result<Tensor> {
         let s = self.image();
         let x = match *x.dims() {
             [b, c, h, w] if (c, h, w) == (s.channels, s.height, s.width) => {
@@ -305,13 +315,21 @@ impl ImageFlow {
                 )));
             }
         };
-        let x = check_matrix(&x, s.dim(), "images", self.dtype(), &self.device)?;
-        if matches!(self.layers.first(), Some(ImageLayer::Logit(_))) {
+        let x = check_matrix_rows(&x, s.dim(), "images", self.dtype(), &self.device)?;
+        if let Some(ImageLayer::Logit(t)) = self.layers.first()
+            && x.dim(0)? > 0
+        {
+            // The flow's support is the logit's range, which holds [0, 1] (the data) and the
+            // flow's own samples (which leave [0, 1] by up to α/(1−2α)): both are scored.
+            // A pixel at an end of the range gets a non-finite log-density alone.
+            let (lo_range, hi_range) = t.range();
+            let (lo_ok, hi_ok) = (lo_range.min(0.0), hi_range.max(1.0));
             let lo = x.min_all()?.to_dtype(DType::F64)?.to_scalar::<f64>()?;
             let hi = x.max_all()?.to_dtype(DType::F64)?.to_scalar::<f64>()?;
-            if lo < 0.0 || hi > 1.0 {
+            if lo < lo_ok || hi > hi_ok {
                 return Err(CpflowError::InvalidInput(format!(
-                    "a logit flow models dequantised images in [0, 1]; values span [{lo}, {hi}]"
+                    "a logit flow models dequantised images in [0, 1] (its samples: \
+                     [{lo_range}, {hi_range}], the logit's range); values span [{lo}, {hi}]"
                 )));
             }
         }
@@ -499,10 +517,13 @@ impl ImageFlow {
     }
 
     /// `z = f(x)` `(B, D)` without any log-det (one gradient evaluation per block): for
-    /// reconstructions `f⁻¹(f(x))` and latents. Detached.
+    /// reconstructions `f⁻¹(f(x))` and latents. Detached; 0 images give `(0, D)`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         self.ensure_initialized()?;
-        let x = self.check_input(x)?;
+        let x = self.check_images(x)?;
+        if x.dim(0)? == 0 {
+            return Ok(x);
+        }
         let out = self.chunked(&x, self.eval_chunk_rows(), |xc| {
             let (z, _, _) = self.forward_with(xc, &[], |blk, _, h, _| {
                 let z = blk.forward(h, None)?;
@@ -518,10 +539,15 @@ impl ImageFlow {
     /// and every block's dense Hessian, built from `D` Hessian-vector products and factored
     /// by Cholesky: affordable for `D` up to a few thousand on a handful of images).
     /// Outputs are detached. An image that overflows a block gets a NaN log-det alone, as in
-    /// [`crate::Flow::transform`] (also in [`ImageFlow::log_prob_slq`]).
+    /// [`crate::Flow::transform`] (also in [`ImageFlow::log_prob_slq`]). 0 images give
+    /// `(0, D)` and `(0,)` tensors.
     pub fn transform(&self, x: &Tensor) -> Result<(Tensor, Tensor)> {
         self.ensure_initialized()?;
-        let x = self.check_input(x)?;
+        let x = self.check_images(x)?;
+        if x.dim(0)? == 0 {
+            let ld = Tensor::zeros(0, x.dtype(), x.device())?;
+            return Ok((x, ld));
+        }
         let rows = (4096 / self.dim()).clamp(1, self.eval_chunk_rows());
         let weights = self.host_weights()?;
         let out = self.chunked(&x, rows, |xc| {
@@ -548,6 +574,7 @@ impl ImageFlow {
     /// `log p(x)` per image with each block's log-det estimated by stochastic Lanczos
     /// quadrature (`probes` unit Rademacher probes, `min(steps, D)` Lanczos steps;
     /// reference evaluation: 1 probe, 10 steps), with the standard error of the estimate.
+    /// 0 images give empty results.
     pub fn log_prob_slq<R: Rng + ?Sized>(
         &self,
         x: &Tensor,
@@ -560,7 +587,13 @@ impl ImageFlow {
                 "SLQ needs probes ≥ 1 and steps ≥ 1".into(),
             ));
         }
-        let x = self.check_input(x)?;
+        let x = self.check_images(x)?;
+        if x.dim(0)? == 0 {
+            return Ok(SlqLogProb {
+                log_prob: Tensor::zeros(0, x.dtype(), x.device())?,
+                std_err: Vec::new(),
+            });
+        }
         let mut var_all = Vec::with_capacity(x.dim(0)?);
         let weights = self.host_weights()?;
         let out = self.chunked(&x, self.eval_chunk_rows(), |xc| {

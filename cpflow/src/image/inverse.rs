@@ -5,7 +5,7 @@ use rand::Rng;
 
 use crate::block_inverse::InverseParams;
 use crate::error::{CpflowError, Result};
-use crate::flow::check_matrix;
+use crate::flow::check_matrix_rows;
 use crate::flow_sample::InverseReport;
 use crate::image::flow::{ImageFlow, ImageLayer};
 
@@ -73,11 +73,18 @@ impl ImageFlow {
 
     /// `x = f⁻¹(z)`: `z` `(B, D)` is split into the factored-out parts and the last scale,
     /// then every layer is undone in reverse order (blocks by the convex solver, the others in
-    /// closed form).
+    /// closed form). 0 latents give `(0, D)` and an empty report.
     pub fn inverse_with(&self, z: &Tensor, params: &InverseParams) -> Result<ImageInverse> {
         self.ensure_initialized()?;
-        let z = check_matrix(z, self.dim(), "latents", self.dtype(), self.device())?;
+        let z = check_matrix_rows(z, self.dim(), "latents", self.dtype(), self.device())?;
         let n = z.dim(0)?;
+        if n == 0 {
+            // Nothing to solve (as `Flow::inverse`): a `(0, D)` result, no block reports.
+            return Ok(ImageInverse {
+                x: z,
+                report: InverseReport::new(0),
+            });
+        }
         let shapes = self.layer_shapes();
         let mut parts = Vec::with_capacity(shapes.factored.len());
         let mut at = 0;
@@ -110,6 +117,7 @@ impl ImageFlow {
     /// Draw `n` images: `z = T·ε` with `ε` from the prior (host RNG) and temperature `T`
     /// (`1` = the model; `< 1` concentrates on the modes), then `x = f⁻¹(z)` with
     /// [`ImageFlow::default_inverse_params`]. Check `report` for unconverged samples.
+    /// `n = 0` gives a `(0, D)` sample and an empty report, as [`crate::Flow::sample`].
     pub fn sample<R: Rng + ?Sized>(
         &self,
         n: usize,

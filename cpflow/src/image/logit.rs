@@ -105,6 +105,24 @@ impl LogitTransform {
         Ok((y, logdet))
     }
 
+    /// The closed range `[−α/(1−2α), (1−α)/(1−2α)]` that [`LogitTransform::inverse`] maps
+    /// ℝ onto (its ends reached where `σ(y)` rounds to 0 or 1): wider than `[0, 1]` for
+    /// `α > 0`, so the samples of a logit flow may leave `[0, 1]`.
+    ///
+    /// ```
+    /// use cpflow::image::LogitTransform;
+    /// # fn main() -> cpflow::Result<()> {
+    /// let (lo, hi) = LogitTransform::new(0.05)?.range();
+    /// assert!((lo + 0.05 / 0.9).abs() < 1e-15 && (hi - 0.95 / 0.9).abs() < 1e-15);
+    /// assert_eq!(LogitTransform::new(0.0)?.range(), (0.0, 1.0));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn range(&self) -> (f64, f64) {
+        let a = self.alpha;
+        (-a / (1.0 - 2.0 * a), (1.0 - a) / (1.0 - 2.0 * a))
+    }
+
     /// The inverse `x = (σ(y) − α)/(1 − 2α)`.
     pub fn inverse(&self, y: &Tensor) -> Result<Tensor> {
         let a = self.alpha;

@@ -37,7 +37,18 @@ use crate::train::{Dataset, RunOptions, StopReason, Trainer};
 /// # }
 /// ```
 pub fn forward_map(flow: &Flow, x: &Tensor) -> Result<Tensor, OtError> {
-    let mut out = flow.chunked(x, None, EVAL_CHUNK, |_, xc, _| {
+    Ok(checked_forward_map(flow, x)?.1)
+}
+
+/// `(x, f(x))` with `x` validated as every other pass of the flow validates its data
+/// ([`Flow::check_input`]: rank 2, `d` columns, at least one row, finite; moved to the
+/// flow's device and dtype) and the flow initialised. Without the latter check a flow whose
+/// only layer is a CP-Flow block (no ActNorm to refuse first) had its ICNN's ActNorms
+/// initialised on `x` by the first forward call, a silent change of the model.
+fn checked_forward_map(flow: &Flow, x: &Tensor) -> Result<(Tensor, Tensor), OtError> {
+    flow.ensure_initialized()?;
+    let (x, _) = flow.check_input(x, None)?;
+    let mut out = flow.chunked(&x, None, EVAL_CHUNK, |_, xc, _| {
         let mut h = xc.clone();
         for layer in flow.layers() {
             h = match layer {
@@ -49,9 +60,12 @@ pub fn forward_map(flow: &Flow, x: &Tensor) -> Result<Tensor, OtError> {
         Ok(vec![h])
     })?;
     // One output per row chunk, concatenated; none when `x` has no rows.
-    out.pop().ok_or_else(|| {
-        CpflowError::InvalidInput("forward_map needs at least one row".into()).into()
-    })
+    let z = out.pop().ok_or_else(|| {
+        OtError::from(CpflowError::InvalidInput(
+            "forward_map needs at least one row".into(),
+        ))
+    })?;
+    Ok((x, z))
 }
 
 /// `E‖x − f(x)‖²` over the rows of `x`.
@@ -76,7 +90,7 @@ pub fn forward_map(flow: &Flow, x: &Tensor) -> Result<Tensor, OtError> {
 /// # }
 /// ```
 pub fn transport_cost(flow: &Flow, x: &Tensor) -> Result<f64, OtError> {
-    let z = forward_map(flow, x)?;
+    let (x, z) = checked_forward_map(flow, x)?;
     let d2 = (x - z)?.sqr()?.sum(1)?.to_dtype(DType::F64)?;
     Ok(d2.mean_all()?.to_scalar::<f64>()?)
 }

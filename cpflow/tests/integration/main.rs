@@ -47,6 +47,7 @@ mod image_layers;
 mod image_mnist;
 mod image_resume;
 mod image_train;
+mod lib_audit_api;
 mod non_finite_weights;
 mod posterior_flow;
 mod posterior_importance;
