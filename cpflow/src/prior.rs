@@ -96,8 +96,13 @@ impl GaussianPrior {
         device: &Device,
         rng: &mut R,
     ) -> Result<Tensor> {
+        let len = n.checked_mul(d).ok_or_else(|| {
+            CpflowError::InvalidInput(format!(
+                "{n} samples of dimension {d} are more values than memory can address"
+            ))
+        })?;
         let std = (0.5 * self.log_var).exp();
-        let v: Vec<f64> = (0..n * d)
+        let v: Vec<f64> = (0..len)
             .map(|_| std * rng.sample::<f64, _>(StandardNormal))
             .collect();
         Ok(Tensor::from_vec(v, (n, d), device)?.to_dtype(dtype)?)
@@ -148,6 +153,17 @@ mod tests {
                 }
             }
         }
+        // A sample size whose value count overflows is refused (it wrapped around in release).
+        let err = GaussianPrior::standard()
+            .sample(
+                usize::MAX / 2,
+                3,
+                DType::F64,
+                &Device::Cpu,
+                &mut rand::rng(),
+            )
+            .unwrap_err();
+        assert!(matches!(err, CpflowError::InvalidInput(_)), "{err:?}");
         for log_var in [-80.5, 80.5, -800.0, f64::INFINITY] {
             assert!(
                 GaussianPrior::with_log_var(log_var).validate().is_err(),
