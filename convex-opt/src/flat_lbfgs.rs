@@ -64,7 +64,12 @@ pub struct FlatLbfgsParams {
     /// Stop when the total loss changes by less than this (default 0: off; `≥ 0`).
     pub cost_tolerance: f64,
     /// Line search (default Hager–Zhang; [`LineSearch::MoreThuente`] is the reference's strong
-    /// Wolfe search, which stalls earlier).
+    /// Wolfe search, which stalls earlier). argmin 0.11's Hager–Zhang can fail when a secant
+    /// step lands exactly on an end of its bracket ("Reached unreachable point in `update`",
+    /// argmin-rs/argmin#541, open): seen in f32 on `Σ x⁴/4 + x²/2` with targets
+    /// `(1e-8, 0, 7)`, where the run stops after one iteration as
+    /// [`Termination::LineSearchFailed`](crate::Termination::LineSearchFailed) (reported, never
+    /// hidden); Moré–Thuente or the per-row solvers converge there.
     pub line_search: LineSearch,
     /// Cap on the gradient evaluations of the run (line-search trials included), tested after
     /// each iteration, so at least one iteration runs; when it is spent the run stops with
