@@ -192,20 +192,41 @@ pub fn check_data_record(out: &Path, now: &DataRecord) -> Result<bool> {
     Ok(true)
 }
 
+/// A command that reads a run's own data file (`source`, its `data.source`: a `.npy`, a
+/// `.csv`, the picture of an image density) from `<run_dir>/config.toml`: refuses a file that
+/// is no longer there, naming the run's setting and what to do (`what_to_do`), before the
+/// data's reader says only "No such file or directory". A toy or a benchmark passes.
+pub fn require_run_data_file(run_dir: &Path, source: &str, what_to_do: &str) -> Result<()> {
+    let Some(path) = SourceName::of(source).file() else {
+        return Ok(());
+    };
+    if path.exists() {
+        return Ok(());
+    }
+    bail!(
+        "the run's data file {} (data.source in {}) is not there any more: {what_to_do}",
+        path.display(),
+        run_dir.join("config.toml").display()
+    )
+}
+
 /// `cpflow eval` of a run on its own data (no `--data`), before the data are read: the
 /// file the run was trained on (`data.source` = `source`: a `.npy`, a `.csv`, the picture
 /// of an image density) must be as `<run>/data_record.json` recorded it, or the score would
 /// not be the run's test split (the rows are split again from whatever the file holds now).
 /// Toys are generated from the run's settings and tabular benchmarks are checked by
 /// `cargo xtask download`; a run made before cpflow kept the record is scored unchecked,
-/// and a missing file is left to the data's reader to report.
+/// and a missing file is refused ([`require_run_data_file`]).
 pub fn check_scored_data(run_dir: &Path, source: &str) -> Result<()> {
+    require_run_data_file(
+        run_dir,
+        source,
+        "restore it to score the run's test split, or score other data with `--data \
+         <file.npy|file.csv|toy|benchmark>`",
+    )?;
     let Some(path) = SourceName::of(source).file() else {
         return Ok(());
     };
-    if !path.exists() {
-        return Ok(());
-    }
     let Some(run) = read_data_record(run_dir, "score")? else {
         return Ok(());
     };

@@ -219,6 +219,15 @@ impl ModelSection {
         if self.blocks == 0 {
             bail!("model.blocks must be at least 1");
         }
+        // Named by their keys here: the network's own check said "layer 1: width must be at
+        // least 1", which names no setting. A custom network reads its own settings.
+        if self.arch != Arch::Custom {
+            for (key, v) in [("model.width", self.width), ("model.depth", self.depth)] {
+                if v == 0 {
+                    bail!("{key} must be at least 1 (got 0)");
+                }
+            }
+        }
         if self.custom.is_some() && self.arch != Arch::Custom {
             bail!(
                 "[model.custom] is only read with model.arch = \"custom\" (this model's arch is {:?})",

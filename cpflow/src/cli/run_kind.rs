@@ -27,6 +27,14 @@ impl RunKind {
         }
     }
 
+    /// The subcommand that trains and continues a run of this kind.
+    pub fn command(self) -> &'static str {
+        match self {
+            RunKind::Vectors | RunKind::Image => "train",
+            RunKind::Vae => "vae",
+        }
+    }
+
     /// The kind of the training checkpoint at `path`, from the keys of its safetensors
     /// metadata (only the header is read); `None` when it cannot be told.
     pub fn of_checkpoint(path: &Path) -> Option<RunKind> {
@@ -64,11 +72,35 @@ pub fn check_run_kind(
 ) -> Result<()> {
     match RunKind::of_checkpoint(checkpoint) {
         Some(found) if found != expected => bail!(
-            "{} holds {}, not {}: `cpflow {command}` cannot continue it; give another --out \
-             (or replace that run with --overwrite)",
+            "{} holds {}, not {}: `cpflow {command}` cannot continue it (`cpflow {} --out {} \
+             --resume` does); give another --out (or replace that run with --overwrite)",
             out.display(),
             found.describe(),
-            expected.describe()
+            expected.describe(),
+            found.command(),
+            out.display()
+        ),
+        _ => Ok(()),
+    }
+}
+
+/// `--resume` of `cpflow {command}` without `--config` into `out`, before the run's own
+/// `config.toml` is read as this command's configuration: refuses a run directory whose
+/// checkpoint is another command's run (a `cpflow train` run given to `cpflow vae --resume`
+/// failed as an unknown key of the VAE's configuration, a VAE run given to `cpflow train
+/// --resume` named a command without `--out`), naming the command that continues it. A
+/// directory without a checkpoint, or one whose kind cannot be told, is left to the checks
+/// that follow.
+pub fn check_run_command(out: &Path, command: &str) -> Result<()> {
+    let checkpoint = crate::cli::run_dir::checkpoint_path(out);
+    match RunKind::of_checkpoint(&checkpoint) {
+        Some(found) if found.command() != command => bail!(
+            "{} holds {}: `cpflow {command} --resume` cannot continue it; `cpflow {} --out {} \
+             --resume` does (or give `cpflow {command}` another --out)",
+            out.display(),
+            found.describe(),
+            found.command(),
+            out.display()
         ),
         _ => Ok(()),
     }

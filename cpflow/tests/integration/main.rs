@@ -11,6 +11,8 @@ mod image_common;
 mod posterior_common;
 
 #[cfg(feature = "cli")]
+mod cli_audit_messages;
+#[cfg(feature = "cli")]
 mod cli_custom_potential;
 #[cfg(feature = "cli")]
 mod cli_eval_image;

@@ -35,6 +35,28 @@ const DEFAULT_BATCH: usize = 1024;
 const INTERRUPT_MESSAGE: &str = "interrupted: stopping after the chunk of points in progress (no \
      score is printed); interrupt again to quit now";
 
+/// Refuses `--probes` and `--steps` (the SLQ estimator's settings) with the exact estimator,
+/// which takes neither: they were ignored, and the score printed was not the one asked for.
+fn refuse_slq_options_without_slq(a: &EvalArgs) -> Result<()> {
+    if a.estimator == Estimator::Slq {
+        return Ok(());
+    }
+    let given: Vec<&str> = [(a.probes, "--probes"), (a.steps, "--steps")]
+        .into_iter()
+        .filter_map(|(v, name)| v.map(|_| name))
+        .collect();
+    if !given.is_empty() {
+        bail!(
+            "{} (SLQ settings) do not apply to `--estimator exact`, the default (the dense \
+             Hessian log-det, which has no probes or Lanczos steps): add `--estimator slq` to \
+             score by SLQ, or leave {} out",
+            given.join(" and "),
+            given.join(" and ")
+        );
+    }
+    Ok(())
+}
+
 /// Scores `--model` on `--data` (or the held-out split of the run's data) and prints a JSON
 /// summary; an image flow is scored on its dataset's test split ([`super::eval_image`]).
 pub fn eval(a: EvalArgs) -> Result<()> {
@@ -52,6 +74,7 @@ pub fn eval(a: EvalArgs) -> Result<()> {
         );
     }
     require_flow(&loc.file, kind, "eval", true)?;
+    refuse_slq_options_without_slq(&a)?;
     if kind == ModelKind::Image {
         return super::eval_image::eval_image(&a, &loc, &device, t0);
     }
@@ -109,7 +132,11 @@ pub fn eval(a: EvalArgs) -> Result<()> {
             let data = load(&s)?;
             (s.source.clone(), data)
         }
-        (None, None) => bail!("no --data given and no config.toml beside the model"),
+        (None, None) => bail!(
+            "no --data given and no config.toml beside {} to tell the run's data: pass the \
+             data to score with `--data <file.npy|file.csv|toy|benchmark>`",
+            loc.file.display()
+        ),
     };
     if data.dim != flow.dim() {
         bail!(

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use super::{data_root, load_flow, locate_model, saved_run_config};
 use crate::cli::PlotArgs;
 use crate::cli::data::{LoadedData, Rows, load, load_all};
+use crate::cli::data_record::require_run_data_file;
 use crate::cli::model_file::{model_kind, require_flow};
 use crate::cli::model_plots::{
     PlotOptions, REFERENCE_HALF_WIDTH, default_plot_window, rows_to_points, write_model_plots,
@@ -49,6 +50,14 @@ pub fn plot(a: PlotArgs) -> Result<()> {
             Some((d.source, pts))
         }
         (None, Some(cfg)) => {
+            if let Some(run_dir) = &loc.run_dir {
+                require_run_data_file(
+                    run_dir,
+                    &cfg.data.source,
+                    "restore it to draw the run's training data in data.png, or draw other \
+                     data with `--data <file.npy|file.csv|toy>`",
+                )?;
+            }
             let d = load(&cfg.data)?;
             let what = format!("the run's training data `{}`", cfg.data.source);
             let pts = data_points(&d, &d.train, &what)?;

@@ -12,7 +12,9 @@ use std::time::Instant;
 
 use crate::cli::TrainArgs;
 use crate::cli::data::{DataSource, LoadedData, Rows, load};
-use crate::cli::data_record::{DataRecord, check_data_record, write_data_record};
+use crate::cli::data_record::{
+    DataRecord, check_data_record, require_run_data_file, write_data_record,
+};
 use crate::cli::interrupt::Interrupt;
 use crate::cli::memory::{
     FLOW_STEP_WEIGHT_COPIES, check_training_memory, flow_training_memory, memory_limit,
@@ -88,6 +90,20 @@ struct TrainSummary {
     plot_error: Option<String>,
 }
 
+/// A training error, with what to do when it is a non-finite loss or gradient (it said only
+/// where it happened): a resume repeats the same steps with the same settings, so the run is
+/// started again with a smaller step.
+fn with_non_finite_hint(e: crate::CpflowError) -> anyhow::Error {
+    match e {
+        e @ crate::CpflowError::NonFinite { .. } => anyhow::anyhow!(
+            "{e}. The steps diverged: start the run again (`--overwrite`) with a lower learning \
+             rate (`--lr`, train.adam.lr), with gradient clipping (`--set \
+             train.clip_grad_norm=1`), or on standardised data"
+        ),
+        e => e.into(),
+    }
+}
+
 pub fn train(mut a: TrainArgs) -> Result<()> {
     // `--resume` without `--config` continues the run as it was configured.
     if a.resume && a.config.is_none() {
@@ -95,6 +111,7 @@ pub fn train(mut a: TrainArgs) -> Result<()> {
             .out
             .clone()
             .unwrap_or_else(|| crate::cli::run_config::RunConfig::default().run.out);
+        crate::cli::run_kind::check_run_command(&out, "train")?;
         let saved = out.join("config.toml");
         if !saved.is_file() && out.join("checkpoint.safetensors").is_file() {
             bail!(
@@ -127,6 +144,15 @@ pub fn train(mut a: TrainArgs) -> Result<()> {
     // cost the run that --overwrite would replace): the device, the data and their split,
     // what identifies them (a resume needs the run's), the tensors, the model and the trainer.
     let device = crate::cli::device(Some(&cfg.run.device))?;
+    if a.resume {
+        require_run_data_file(
+            &out,
+            &cfg.data.source,
+            "restore it to continue the run (a resume trains on the run's rows and scores its \
+             test split), or start a new run on other data with `--overwrite` (or another \
+             --out)",
+        )?;
+    }
     let data = load(&cfg.data)?;
     let val_label = validation_label(&data.source);
     if let Some(r) = &resume
@@ -241,10 +267,11 @@ pub fn train(mut a: TrainArgs) -> Result<()> {
     // Training seconds of the invocations before this one (0 for a new run).
     let trained_before = trainer.state().train_time_s;
     let mut pause = interrupt.observer();
-    let rep = match curve.as_mut() {
-        Some(c) => trainer.fit_observed(&train_set, val, &mut [c, pause.as_mut()])?,
-        None => trainer.fit_observed(&train_set, val, &mut [pause.as_mut()])?,
+    let fitted = match curve.as_mut() {
+        Some(c) => trainer.fit_observed(&train_set, val, &mut [c, pause.as_mut()]),
+        None => trainer.fit_observed(&train_set, val, &mut [pause.as_mut()]),
     };
+    let rep = fitted.map_err(with_non_finite_hint)?;
     if rep.stop_reason == StopReason::Paused {
         bail!(
             "interrupted after iteration {}: the run is saved in {}; continue it with \

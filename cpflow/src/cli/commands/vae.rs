@@ -16,7 +16,10 @@ use crate::cli::memory::{
 };
 use crate::cli::resume_check::check_vae_resume;
 use crate::cli::run_config::{parse_value, set_path};
-use crate::cli::run_dir::{VAE_RUN, absolute, check_new_run, take_run_dir, write_config};
+use crate::cli::run_dir::{
+    VAE_RUN, absolute, check_new_run, resume_checkpoint, take_run_dir, write_config,
+};
+use crate::cli::run_kind::check_run_command;
 
 /// Reads the TOML file, applies `--set` and the flags, deserialises (unknown keys are errors
 /// that name their path).
@@ -25,7 +28,13 @@ pub fn resolve_vae_config(a: &VaeArgs) -> Result<VaeConfig> {
     let own = a.out.join("config.toml");
     let file = match &a.config {
         Some(c) => c.as_path(),
-        None if a.resume => own.as_path(),
+        None if a.resume => {
+            // The run's own config.toml is read as a VAE's only once the directory is known
+            // to hold a VAE run: a missing run, or another command's, is said as such.
+            resume_checkpoint(&a.out, "vae")?;
+            check_run_command(&a.out, "vae")?;
+            own.as_path()
+        }
         None => anyhow::bail!("--config is needed to start a VAE run"),
     };
     read_vae_config(file, |table| {
@@ -59,6 +68,7 @@ pub fn read_vae_config(
         .with_context(|| format!("reading config {}", path.display()))?;
     let mut table: toml::Table =
         toml::from_str(&text).with_context(|| format!("parsing config {}", path.display()))?;
+    refuse_train_config(path, &table)?;
     edit(&mut table)?;
     let cfg: VaeConfig =
         serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
@@ -67,6 +77,35 @@ pub fn read_vae_config(
         })?;
     cfg.validate()?;
     Ok(cfg)
+}
+
+/// A `cpflow train` configuration given as a VAE's (its `[data]` names a `source`, its
+/// `[model]` an `arch`, or it has a `[run]` table): refused as such, with the command that
+/// trains it (it failed on the first key the VAE's configuration does not know, e.g.
+/// "unknown field `n_test`", read as a typo).
+fn refuse_train_config(path: &Path, table: &toml::Table) -> Result<()> {
+    let has = |section: &str, key: &str| {
+        table
+            .get(section)
+            .and_then(|t| t.as_table())
+            .is_some_and(|t| t.contains_key(key))
+    };
+    let sign = if has("data", "source") {
+        "its [data] names a `source`"
+    } else if has("model", "arch") {
+        "its [model] names an `arch`"
+    } else if table.contains_key("run") {
+        "it has a [run] table"
+    } else {
+        return Ok(());
+    };
+    anyhow::bail!(
+        "{} configures a flow of `cpflow train` ({sign}), not the VAE experiment: a VAE's \
+         configuration names a `dataset` in [data] and a `posterior` in [model] (see \
+         configs/vae-*.toml); train this one with `cpflow train --config {}`",
+        path.display(),
+        path.display()
+    )
 }
 
 /// Settings that size a VAE's training memory, for the messages that refuse it.

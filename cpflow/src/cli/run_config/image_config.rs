@@ -84,6 +84,15 @@ pub fn resolve_image(file: &Path, ov: &Overrides) -> Result<crate::image::ImageE
     // The library names what it refuses by its key (e.g. model.nblocks: too many scales,
     // the most the images allow and their sizes); the dataset that sets the images is named
     // here.
+    // The network's own check said "width must be at least 1", naming no key.
+    for (key, v) in [
+        ("model.width", cfg.model.width),
+        ("model.depth", cfg.model.depth),
+    ] {
+        if v == 0 {
+            bail!("{key} must be at least 1 (got 0)");
+        }
+    }
     let (dataset, image) = (cfg.data.dataset, cfg.data.dataset.image_shape());
     cfg.validate().with_context(|| {
         format!(
