@@ -136,15 +136,20 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "checkpoint".into());
     let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    {
-        let mut f = std::fs::File::create(&tmp).map_err(|e| CpflowError::io(&tmp, e))?;
-        f.write_all(bytes).map_err(|e| CpflowError::io(&tmp, e))?;
-        f.sync_all().map_err(|e| CpflowError::io(&tmp, e))?;
-    }
-    std::fs::rename(&tmp, path).map_err(|e| {
+    // A failed write (disk full, a file-size limit) or rename leaves no temporary file.
+    let written = std::fs::File::create(&tmp)
+        .and_then(|mut f| f.write_all(bytes).and_then(|()| f.sync_all()))
+        .map_err(|e| CpflowError::io(&tmp, e))
+        .and_then(|()| std::fs::rename(&tmp, path).map_err(|e| CpflowError::io(path, e)));
+    if let Err(e) = written {
         let _ = std::fs::remove_file(&tmp);
-        CpflowError::io(path, e)
-    })?;
+        return Err(e);
+    }
+    // The rename is durable once the directory's entry is on disk. Best effort: a directory
+    // cannot be opened for syncing on every platform, and the file itself is complete.
+    if let Ok(d) = std::fs::File::open(&dir) {
+        let _ = d.sync_all();
+    }
     Ok(())
 }
 
@@ -245,10 +250,16 @@ pub(crate) fn read_checked(path: &Path, device: &Device) -> Result<(Checkpoint, 
         .as_ref()
         .and_then(|m| m.get(METADATA_KEY))
         .ok_or_else(|| {
-            CpflowError::Checkpoint(format!(
-                "{} has no `{METADATA_KEY}` metadata: not a cpflow checkpoint",
-                path.display()
-            ))
+            CpflowError::Checkpoint(match file_kind(md.metadata().as_ref()) {
+                Some(kind) => format!(
+                    "{} is {kind}, not a flow checkpoint or model file",
+                    path.display()
+                ),
+                None => format!(
+                    "{} has no `{METADATA_KEY}` metadata: not a cpflow checkpoint",
+                    path.display()
+                ),
+            })
         })?;
     let meta: CheckpointMeta = serde_json::from_str(json).map_err(|e| {
         CpflowError::Checkpoint(format!(
@@ -258,7 +269,8 @@ pub(crate) fn read_checked(path: &Path, device: &Device) -> Result<(Checkpoint, 
     })?;
     if meta.format_version != FORMAT_VERSION {
         return Err(CpflowError::Checkpoint(format!(
-            "unsupported checkpoint format {} (expected {FORMAT_VERSION})",
+            "{}: unsupported checkpoint format {} (expected {FORMAT_VERSION})",
+            path.display(),
             meta.format_version
         )));
     }
@@ -274,6 +286,40 @@ pub(crate) fn read_checked(path: &Path, device: &Device) -> Result<(Checkpoint, 
         .collect::<Result<HashMap<_, _>>>()?;
     Ok((Checkpoint { meta, tensors }, flow))
 }
+
+/// What a cpflow weights file is, by the key of its metadata (with the call that reads
+/// it), for the messages of the loaders it was given to by mistake; `None` for a file that
+/// no cpflow loader reads.
+pub(crate) fn file_kind(metadata: Option<&HashMap<String, String>>) -> Option<&'static str> {
+    let has = |key: &str| metadata.is_some_and(|m| m.contains_key(key));
+    // An image-flow training checkpoint holds both image keys: the training one first.
+    [
+        (
+            METADATA_KEY,
+            "a flow checkpoint or model file (`Flow::load`, `Trainer::resume`)",
+        ),
+        (
+            VAE_METADATA_KEY,
+            "a VAE checkpoint or weights file (`vae::load_vae_file`, `vae::run_vae` with \
+             `resume`)",
+        ),
+        (
+            crate::image::train::IMAGE_TRAIN_METADATA_KEY,
+            "an image-flow training checkpoint (`image::run_image_training` with `resume`)",
+        ),
+        (
+            crate::image::IMAGE_METADATA_KEY,
+            "an image-flow model file (`ImageFlow::load`)",
+        ),
+    ]
+    .into_iter()
+    .find(|(key, _)| has(key))
+    .map(|(_, kind)| kind)
+}
+
+/// The metadata key of the VAE's files (`vae::VAE_METADATA_KEY`, which exists with the
+/// `vae` feature only).
+const VAE_METADATA_KEY: &str = "cpflow-vae";
 
 /// The checks of [`load_checkpoint`] on the tensors of the file `path`, for a model with
 /// variables `var_names`: names first (a file of another architecture), then values, each in name

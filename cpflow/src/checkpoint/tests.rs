@@ -250,3 +250,60 @@ fn best_and_optimiser_tensors_of_the_model_are_accepted() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Each kind of cpflow weights file is told apart by its metadata key (an image-flow
+/// training checkpoint holds both image keys); other files have no kind.
+#[test]
+fn file_kinds_are_named_by_their_metadata_key() {
+    let kind = |keys: &[&str]| {
+        let m: HashMap<String, String> =
+            keys.iter().map(|k| (k.to_string(), "{}".into())).collect();
+        super::file_kind(Some(&m))
+    };
+    let starts = |keys: &[&str], prefix: &str| {
+        let k = kind(keys).unwrap_or_else(|| panic!("{keys:?}: no kind"));
+        assert!(k.starts_with(prefix), "{keys:?}: {k}");
+    };
+    starts(&[METADATA_KEY], "a flow checkpoint");
+    starts(&["cpflow-vae"], "a VAE");
+    starts(&[crate::image::IMAGE_METADATA_KEY], "an image-flow model");
+    starts(
+        &[
+            crate::image::IMAGE_METADATA_KEY,
+            crate::image::train::IMAGE_TRAIN_METADATA_KEY,
+        ],
+        "an image-flow training checkpoint",
+    );
+    assert_eq!(kind(&["something-else"]), None);
+    assert_eq!(super::file_kind(None), None);
+}
+
+/// A write that fails half-way (here: the file-size limit of `ulimit -f`, in a child process
+/// that ignores SIGXFSZ so that the write returns EFBIG) leaves neither the target nor the
+/// temporary file behind (the temporary file stayed before).
+#[test]
+fn write_atomic_leaves_no_temporary_file_when_the_write_fails() {
+    const CHILD: &str = "CPFLOW_WRITE_ATOMIC_CHILD_DIR";
+    if let Ok(dir) = std::env::var(CHILD) {
+        let err = write_atomic(&Path::new(&dir).join("big.bin"), &vec![7u8; 1 << 20]).unwrap_err();
+        assert!(matches!(err, CpflowError::Io { .. }), "{err:?}");
+        return;
+    }
+    let dir = test_dir("write-fails");
+    let exe = std::env::current_exe().unwrap();
+    let status = std::process::Command::new("bash")
+        .arg("-c")
+        .arg("trap '' XFSZ; ulimit -f 64; exec \"$0\" --exact --nocapture \"$1\"")
+        .arg(&exe)
+        .arg("checkpoint::tests::write_atomic_leaves_no_temporary_file_when_the_write_fails")
+        .env(CHILD, &dir)
+        .status()
+        .unwrap();
+    assert!(
+        status.success(),
+        "the child's write did not fail as expected: {status}"
+    );
+    let left: Vec<_> = std::fs::read_dir(&dir).unwrap().collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+    std::fs::remove_dir_all(&dir).ok();
+}

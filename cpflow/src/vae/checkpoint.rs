@@ -335,10 +335,13 @@ pub fn load_vae_checkpoint(
         .as_ref()
         .and_then(|m| m.get(VAE_METADATA_KEY))
         .ok_or_else(|| {
-            CpflowError::Checkpoint(format!(
-                "{} has no `{VAE_METADATA_KEY}` metadata: not a cpflow VAE checkpoint",
-                path.display()
-            ))
+            CpflowError::Checkpoint(match crate::checkpoint::file_kind(md.metadata().as_ref()) {
+                Some(kind) => format!("{} is {kind}, not a VAE file", path.display()),
+                None => format!(
+                    "{} has no `{VAE_METADATA_KEY}` metadata: not a cpflow VAE checkpoint",
+                    path.display()
+                ),
+            })
         })?;
     let meta: VaeCheckpointMeta = serde_json::from_str(json).map_err(|e| {
         CpflowError::Checkpoint(format!(
@@ -354,6 +357,15 @@ pub fn load_vae_checkpoint(
 
 #[cfg(test)]
 mod tests {
+    /// `checkpoint::file_kind` names VAE files by this key without the `vae` feature.
+    #[test]
+    fn the_checkpoint_module_knows_the_vae_key() {
+        let m =
+            std::collections::HashMap::from([(super::VAE_METADATA_KEY.to_string(), "{}".into())]);
+        let kind = crate::checkpoint::file_kind(Some(&m)).expect("a kind");
+        assert!(kind.starts_with("a VAE"), "{kind}");
+    }
+
     /// The metadata's JSON must give back the same bits: resuming compares validation
     /// curves exactly. 3111.4429321571242 (a −ELBO this workspace's VAE test produced) is
     /// parsed one ulp low by serde_json's default parser; the workspace enables its

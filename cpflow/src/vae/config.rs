@@ -228,20 +228,42 @@ impl VaeConfig {
             return bad("train.epochs must be ≥ 1");
         }
         if !(t.max_beta.is_finite() && t.max_beta >= 0.0) {
-            return bad("train.max_beta must be finite and ≥ 0");
+            return bad(&format!(
+                "train.max_beta must be finite and ≥ 0, got {}",
+                t.max_beta
+            ));
         }
         if let Some(m) = t.max_minutes
             && !(m.is_finite() && m > 0.0)
         {
-            return bad("train.max_minutes must be > 0");
+            return bad(&format!(
+                "train.max_minutes must be finite and > 0, got {m}"
+            ));
         }
         t.optimizer.validate("train.optimizer")?;
         t.cg.validate("train.cg")?;
         if self.eval.is_samples > 0 && self.eval.is_chunk == 0 {
             return bad("eval.is_chunk must be ≥ 1");
         }
+        if self.eval.is_images == Some(0) {
+            // Scored 0 images: a report with a NaN importance-sampled NLL.
+            return bad(
+                "eval.is_images must be ≥ 1 (leave it unset to score every test image, or set \
+                 eval.is_samples = 0 to skip importance sampling)",
+            );
+        }
         if self.model.latent_dim == 0 {
             return bad("model.latent_dim must be ≥ 1");
+        }
+        let a = &self.model.architecture;
+        for (key, v) in [
+            ("channels", a.channels),
+            ("feature_dim", a.feature_dim),
+            ("head_channels", a.head_channels),
+        ] {
+            if v == 0 {
+                return bad(&format!("model.architecture.{key} must be ≥ 1"));
+            }
         }
         if self.model.posterior == super::PosteriorKind::CpFlow && self.model.blocks == 0 {
             // Zero blocks would be the Gaussian posterior reported as a CP-Flow one.
@@ -250,7 +272,11 @@ impl VaeConfig {
                  is the posterior without blocks)",
             );
         }
-        self.model.posterior_config().validate()
+        self.model.posterior_config().validate()?;
+        // The whole model's size limit, before the data load (`Vae::new` checks it again).
+        let ds = self.data.dataset;
+        self.model.check_size(ds.likelihood(), ds.image_size())?;
+        Ok(())
     }
 }
 

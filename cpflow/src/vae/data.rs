@@ -300,6 +300,76 @@ impl VaeData {
         self.dynamic_binarization && s == VaeSplit::Train
     }
 
+    /// Check data built in memory (the loaders' data pass): positive `height`/`width`; each
+    /// split holds `n · H · W` pixels; the pixels of a split the Bernoulli decoder reads as
+    /// they are (every split but a dynamically binarised training split) are 0 or 1; dynamic
+    /// binarisation only with the Bernoulli likelihood. Errors name the split and the first
+    /// bad image ([`DatasetError::InvalidConfig`]); [`super::run_vae_on`] and
+    /// [`super::score_vae_test`] run it first.
+    ///
+    /// ```
+    /// use cpflow::vae::{VaeData, VaeDatasetName, VaeImages, VaeLikelihood};
+    /// let binary = VaeImages { n: 1, pixels: vec![1; 784] };
+    /// let mut data = VaeData {
+    ///     name: VaeDatasetName::Caltech101,
+    ///     likelihood: VaeLikelihood::Bernoulli,
+    ///     height: 28,
+    ///     width: 28,
+    ///     train: binary.clone(),
+    ///     val: binary.clone(),
+    ///     test: binary,
+    ///     dynamic_binarization: false,
+    /// };
+    /// data.check()?;
+    /// // A grey level in static binary data would be read as a Bernoulli target of 200.
+    /// data.val.pixels[5] = 200;
+    /// let e = data.check().unwrap_err().to_string();
+    /// assert!(e.contains("validation split") && e.contains("image 0"), "{e}");
+    /// # Ok::<(), cpflow::datasets::DatasetError>(())
+    /// ```
+    pub fn check(&self) -> Result<(), DatasetError> {
+        let bad = |m: String| Err(DatasetError::InvalidConfig(format!("{}: {m}", self.name)));
+        let d = self.image_dim();
+        if d == 0 {
+            return bad(format!(
+                "images of {}×{} pixels: height and width must be ≥ 1",
+                self.height, self.width
+            ));
+        }
+        if self.dynamic_binarization && self.likelihood != VaeLikelihood::Bernoulli {
+            return bad(
+                "dynamic binarisation draws binary images: it needs the Bernoulli likelihood"
+                    .into(),
+            );
+        }
+        for s in [VaeSplit::Train, VaeSplit::Val, VaeSplit::Test] {
+            let imgs = self.split(s);
+            if imgs.n.checked_mul(d) != Some(imgs.pixels.len()) {
+                return bad(format!(
+                    "the {s} split holds {} pixels, but {} images of {}×{} need {}",
+                    imgs.pixels.len(),
+                    imgs.n,
+                    self.height,
+                    self.width,
+                    imgs.n.saturating_mul(d)
+                ));
+            }
+            if self.likelihood == VaeLikelihood::Bernoulli
+                && !self.is_dynamic(s)
+                && let Some(i) = imgs.pixels.iter().position(|&p| p > 1)
+            {
+                return bad(format!(
+                    "image {} of the {s} split holds the value {}: the Bernoulli likelihood \
+                     reads static images as 0/1 (grey-level training images need \
+                     `dynamic_binarization = true`)",
+                    i / d,
+                    imgs.pixels[i]
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// The pixels of the images `idx` of split `s`, checked.
     fn gather(&self, s: VaeSplit, idx: &[usize]) -> Result<Vec<&[u8]>, DatasetError> {
         let imgs = self.split(s);

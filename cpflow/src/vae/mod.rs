@@ -35,8 +35,10 @@ mod checkpoint;
 mod config;
 mod evaluate;
 mod generate;
+mod load;
 mod reference_weights;
 mod report;
+mod run_data;
 mod test_scores;
 mod train;
 
@@ -48,10 +50,11 @@ pub use config::{VaeConfig, VaeDataConfig, VaeEvalConfig, VaeTrainConfig};
 pub use evaluate::{
     MeanWithError, make_batch, split_importance_nll, split_importance_nll_monitored, split_neg_elbo,
 };
+pub use load::{load_vae, load_vae_file};
 pub use reference_weights::{load_reference_vae_state_dict, reference_vae_key_mapping};
 pub use report::{VaeEpochRecord, VaeReport, VaeStopReason};
 pub use test_scores::{VaeTestParams, VaeTestProgress, VaeTestScores, score_vae_test};
-pub use train::{VaeRunOptions, load_vae, load_vae_file, run_vae, run_vae_on};
+pub use train::{VaeRunOptions, run_vae, run_vae_on};
 
 #[cfg(test)]
 mod tests;

@@ -178,6 +178,15 @@ pub fn score_vae_test(
             "the test batch size and importance-sampling chunk must be at least 1".into(),
         ));
     }
+    if params.images == Some(0) || params.is_images == Some(0) {
+        // Means over 0 images: NaN scores.
+        return Err(CpflowError::InvalidConfig(
+            "the test scores need at least 1 image (`images` and `is_images`: None scores \
+             every test image)"
+                .into(),
+        ));
+    }
+    data.check()?;
     if data.test.n == 0 {
         return Err(CpflowError::InvalidInput(
             "the data have no test images to score".into(),

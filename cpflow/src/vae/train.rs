@@ -2,7 +2,6 @@
 //! Adamax, validation −ELBO after every epoch, early stopping, checkpoints and resume; then
 //! the test split scored once with the best weights.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -95,7 +94,7 @@ pub struct VaeRunOptions {
 
 /// File names inside the output directory.
 const CHECKPOINT: &str = "checkpoint.safetensors";
-const BEST: &str = "best.safetensors";
+pub(super) const BEST: &str = "best.safetensors";
 
 /// Train and evaluate the VAE described by `config`, writing `checkpoint.safetensors`,
 /// `best.safetensors`, `metrics.jsonl` and `report.json` under `out`.
@@ -165,6 +164,7 @@ pub fn run_vae_on(
     options: &VaeRunOptions,
 ) -> Result<VaeReport> {
     config.validate()?;
+    super::run_data::check_run_data(config, data)?;
     let device = Device::Cpu;
     let vae = Vae::new(
         &config.model,
@@ -190,8 +190,13 @@ pub fn run_vae_on(
         if let Some(o) = &meta.optimizer {
             opt.load_state(o, &tensors)?;
         }
-        meta.state
-            .ok_or_else(|| CpflowError::Checkpoint("checkpoint without trainer state".into()))?
+        meta.state.ok_or_else(|| {
+            CpflowError::Checkpoint(format!(
+                "{} holds no trainer state: it is a weights-only file (as `{BEST}`), not a \
+                 resumable checkpoint",
+                ckpt_path.display()
+            ))
+        })?
     } else {
         // A fresh run must not score a previous run's weights.
         let stale = out.join(BEST);
@@ -199,7 +204,10 @@ pub fn run_vae_on(
             std::fs::remove_file(&stale).map_err(|e| CpflowError::io(&stale, e))?;
         }
         let mut rng = FlowRng::seed_from_u64(config.train.seed);
-        let idx: Vec<usize> = (0..config.train.batch_size.min(data.train.n)).collect();
+        // The data-dependent initialisation needs two images at least (the statistics of
+        // one are all 0): batches of one image initialise from the first two.
+        let init_rows = config.train.batch_size.max(2).min(data.train.n);
+        let idx: Vec<usize> = (0..init_rows).collect();
         let first = make_batch(&vae, data, VaeSplit::Train, &idx, &mut rng)?;
         vae.initialize(&first, &mut rng)?;
         VaeTrainState {
@@ -523,83 +531,4 @@ fn save_checkpoint(
     let mut tensors = weights_with_prefix(vae);
     tensors.extend(opt.state_tensors());
     save_vae_checkpoint(path, &meta, tensors)
-}
-
-/// Load the best weights of a finished run into a fresh model (for sampling or
-/// re-evaluation).
-///
-/// ```
-/// use candle_core::Device;
-/// use cpflow::vae::load_vae;
-/// # use cpflow::vae::{PosteriorKind, VaeArchitecture, VaeConfig, VaeData, VaeDatasetName};
-/// # use cpflow::vae::{VaeImages, VaeLikelihood, VaeRunOptions, run_vae_on};
-/// # fn main() -> cpflow::Result<()> {
-/// // One epoch of a tiny VAE on made-up static binary 28×28 images.
-/// let images = |ks: &[usize]| VaeImages {
-///     n: ks.len(),
-///     pixels: ks
-///         .iter()
-///         .flat_map(|k| (0..784).map(move |i| u8::from((i / 28 + i % 28 + k) % 3 == 0)))
-///         .collect(),
-/// };
-/// let data = VaeData {
-///     name: VaeDatasetName::Caltech101,
-///     likelihood: VaeLikelihood::Bernoulli,
-///     height: 28,
-///     width: 28,
-///     train: images(&[0, 1, 2, 3]),
-///     val: images(&[1, 2]),
-///     test: images(&[0, 2]),
-///     dynamic_binarization: false,
-/// };
-/// let mut cfg =
-///     VaeConfig::reference(VaeDatasetName::Caltech101, "unused", PosteriorKind::Gaussian);
-/// cfg.model.latent_dim = 2;
-/// cfg.model.architecture = VaeArchitecture { channels: 2, feature_dim: 4, head_channels: 2 };
-/// (cfg.train.epochs, cfg.train.batch_size) = (1, 2);
-/// (cfg.eval.is_samples, cfg.eval.is_chunk) = (4, 4);
-/// let out = std::env::temp_dir().join(format!("cpflow-doc-vae-load-{}", std::process::id()));
-/// let report = run_vae_on(&cfg, &data, &out, &VaeRunOptions::default())?;
-/// let (vae, loaded_cfg) = load_vae(&out, &Device::Cpu)?;
-/// assert_eq!(loaded_cfg, cfg);
-/// assert_eq!(vae.num_parameters(), report.num_parameters);
-/// assert_eq!(vae.image_hw(), (28, 28));
-/// # std::fs::remove_dir_all(&out).ok();
-/// # Ok(())
-/// # }
-/// ```
-pub fn load_vae(dir: &Path, device: &Device) -> Result<(Vae, VaeConfig)> {
-    load_vae_file(&dir.join(BEST), device)
-}
-
-/// Load the model weights of a VAE weights file (a run's `best.safetensors`, or its
-/// resumable `checkpoint.safetensors`) into a fresh model, with the configuration saved in it.
-///
-/// ```
-/// use candle_core::Device;
-/// use cpflow::vae::{PosteriorKind, VaeCheckpointMeta, VaeConfig, VaeDatasetName};
-/// use cpflow::vae::{Vae, VaeArchitecture, load_vae_file, save_vae_checkpoint};
-/// # fn main() -> cpflow::Result<()> {
-/// let mut cfg = VaeConfig::reference(VaeDatasetName::FreyFaces, "data", PosteriorKind::Gaussian);
-/// cfg.model.latent_dim = 2;
-/// cfg.model.architecture = VaeArchitecture { channels: 2, feature_dim: 4, head_channels: 2 };
-/// let ds = cfg.data.dataset;
-/// let vae = Vae::new(&cfg.model, ds.likelihood(), ds.image_size(), &Device::Cpu)?;
-/// let weights = vae.weight_tensors().into_iter().map(|(k, t)| (format!("model.{k}"), t));
-/// let meta = VaeCheckpointMeta { config: cfg.clone(), state: None, optimizer: None };
-/// let path = std::env::temp_dir().join(format!("cpflow-doc-vae-file-{}.safetensors", std::process::id()));
-/// save_vae_checkpoint(&path, &meta, weights.collect())?;
-/// let (back, back_cfg) = load_vae_file(&path, &Device::Cpu)?;
-/// assert_eq!((back.num_parameters(), back_cfg), (vae.num_parameters(), cfg));
-/// # std::fs::remove_file(&path).ok();
-/// # Ok(())
-/// # }
-/// ```
-pub fn load_vae_file(path: &Path, device: &Device) -> Result<(Vae, VaeConfig)> {
-    let (meta, tensors): (VaeCheckpointMeta, HashMap<_, _>) = load_vae_checkpoint(path, device)?;
-    let cfg = meta.config;
-    let ds = cfg.data.dataset;
-    let vae = Vae::new(&cfg.model, ds.likelihood(), ds.image_size(), device)?;
-    vae.set_weights(&tensors, "model.")?;
-    Ok((vae, cfg))
 }

@@ -50,6 +50,8 @@ mod image_mnist;
 mod image_resume;
 mod image_train;
 mod lib_audit_api;
+#[cfg(feature = "vae")]
+mod lib_audit_train;
 mod non_finite_weights;
 mod posterior_flow;
 mod posterior_importance;
