@@ -104,10 +104,14 @@ impl ImageFlow {
             .as_ref()
             .and_then(|m| m.get(IMAGE_METADATA_KEY))
             .ok_or_else(|| {
-                CpflowError::Checkpoint(format!(
-                    "{} has no `{IMAGE_METADATA_KEY}` metadata: not a cpflow image-flow file",
-                    path.display()
-                ))
+                CpflowError::Checkpoint(match crate::checkpoint::file_kind(md.metadata().as_ref())
+                {
+                    Some(kind) => format!("{} is {kind}, not an image-flow file", path.display()),
+                    None => format!(
+                        "{} has no `{IMAGE_METADATA_KEY}` metadata: not a cpflow image-flow file",
+                        path.display()
+                    ),
+                })
             })?;
         let meta: ImageCheckpointMeta = serde_json::from_str(json)?;
         if meta.format_version != IMAGE_FORMAT_VERSION {

@@ -289,6 +289,20 @@ fn files_of_another_kind_are_refused_naming_their_kind() {
         e.contains("is a flow checkpoint") && e.contains("not a VAE file"),
         "{e}"
     );
+    // The image-flow loader names the kinds too.
+    for (file, kind) in [
+        (&flow_ckpt, "is a flow checkpoint"),
+        (&vae_ckpt, "is a VAE checkpoint"),
+    ] {
+        let e = cpflow::image::ImageFlow::load(file, &Device::Cpu)
+            .map(|_| ())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains(kind) && e.contains("not an image-flow file"),
+            "{e}"
+        );
+    }
 
     let mut ck = cpflow::load_checkpoint(&flow_ckpt, &Device::Cpu).unwrap();
     ck.meta.format_version += 6;
