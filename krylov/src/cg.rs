@@ -94,23 +94,31 @@ pub struct CgResult<V> {
     /// true residual can be above the tolerance (ill-conditioned systems).
     pub converged: Vec<bool>,
     /// Whether system `i` stopped because the iteration could not continue: non-positive or
-    /// non-finite curvature `pᵀH_i p` (NaN, or ±Inf from an operator output holding Inf) or a
-    /// non-finite residual, before convergence. Causes: the operator is not positive definite
-    /// on the Krylov space, it produced NaN/Inf (in any call, the initial residual's
-    /// `b − H x0` included, in every entry point alike), or the per-system dot products
-    /// overflowed because the entries of `H_i` are huge (a huge or tiny `b_i` is not a cause:
-    /// it is rescaled by a power of two internally). `x_i` then holds the iterate reached when
-    /// the system stopped (zero if it never stepped). [`CgResult::non_finite`] tells the
+    /// non-finite curvature `pᵀH_i p` (NaN, or ±Inf from an operator output holding Inf), a
+    /// non-positive or non-finite `rᵀz = rᵀM⁻¹r` (`z` the preconditioned residual; `rᵀr`
+    /// without a preconditioner), or a non-finite residual, before convergence. Causes: the
+    /// operator is not positive definite on the Krylov space; the preconditioner `M` is not
+    /// (a [`crate::Preconditioner::Supplied`] one that is indefinite or negative definite:
+    /// checked on every `rᵀz` CG computes, before the next product, so such a system stops at
+    /// once instead of iterating in an indefinite inner product; `rᵀz = 0` from `r = 0` is
+    /// convergence, not this); the operator or preconditioner produced NaN/Inf (in any call,
+    /// the initial residual's `b − H x0` included, in every entry point alike); or the
+    /// per-system dot products overflowed because the entries of `H_i` are huge (a huge or
+    /// tiny `b_i`, or an initial guess far from the solution, is not a cause: the system is
+    /// rescaled by a power of two internally). `x_i` then holds the iterate reached when the
+    /// system stopped (its start if it never stepped). [`CgResult::non_finite`] tells the
     /// causes apart.
     pub breakdown: Vec<bool>,
     /// Whether system `i` broke down on a NaN or ±Inf rather than on curvature: its `pᵀH_i p`
     /// came out NaN or ±Inf (the operator produced NaN/±Inf for it, or the dot product
-    /// overflowed), its step size `rᵀz / pᵀH_i p` overflowed, or its residual (updated, initial
+    /// overflowed), its step size `rᵀz / pᵀH_i p` overflowed, its `rᵀz` came out NaN or ±Inf
+    /// (e.g. a preconditioner output holding NaN), or its residual (updated, initial
     /// `b − H x0`, or true) came out non-finite. Only set together with
     /// [`CgResult::breakdown`]; a breakdown without it means CG met a finite curvature
-    /// `pᵀH_i p ≤ 0`: `H_i` is not positive definite (on the Krylov space). Taken from the
-    /// quantities the iteration computes anyway (no extra operator call or reduction); the
-    /// counterpart of [`crate::LanczosResult::non_finite`].
+    /// `pᵀH_i p ≤ 0` (`H_i` is not positive definite on the Krylov space) or a finite
+    /// `rᵀM⁻¹r ≤ 0` with `r ≠ 0` (the preconditioner is not). Taken from the quantities the
+    /// iteration computes anyway (no extra operator call or reduction); the counterpart of
+    /// [`crate::LanczosResult::non_finite`].
     pub non_finite: Vec<bool>,
     /// Why system `i` stopped: [`CgTermination::Converged`] exactly when `converged[i]`,
     /// [`CgTermination::Breakdown`] exactly when `breakdown[i]`, otherwise
@@ -144,12 +152,13 @@ impl<V> CgResult<V> {
 /// `b_i = 0` costs nothing). With [`CgParams::confirm_with_true_residual`] (the default) a
 /// system that met the test on its updated residual is then checked on its true residual
 /// (one more application), so that [`CgResult::converged`] holds for `b_i − H_i x_i`. Each
-/// `H_i` must be symmetric positive definite; a system whose curvature `pᵀHp` is not positive
-/// and finite stops and is flagged in [`CgResult::breakdown`] (and in
-/// [`CgResult::non_finite`] when a NaN or ±Inf, not a curvature `≤ 0`, stopped it). A system whose `‖b_i‖∞` lies
-/// outside `[2⁻³², 2³²]` is solved for `b_i` multiplied by a power of two that brings it near 1
-/// (exact in floating point; CG is linear in `b`), so that its dot products neither overflow
-/// nor underflow: `‖b_i‖ ≈ 1e200` in f64 or `1e30` in f32 converges like `b_i/‖b_i‖`.
+/// `H_i` (and a preconditioner's `M_i`) must be symmetric positive definite; a system whose
+/// curvature `pᵀHp` or `rᵀM⁻¹r` is not positive and finite stops and is flagged in
+/// [`CgResult::breakdown`] (and in [`CgResult::non_finite`] when a NaN or ±Inf, not a value
+/// `≤ 0`, stopped it). A system whose `‖b_i‖∞` lies outside `[2⁻³², 2³²]` is solved for `b_i`
+/// multiplied by a power of two that brings it near 1 (exact in floating point; CG is linear
+/// in `b`), so that its dot products neither overflow nor underflow: `‖b_i‖ ≈ 1e200` in f64
+/// or `1e30` in f32 converges like `b_i/‖b_i‖`.
 ///
 /// Errors (before any operator work): a right-hand side with a NaN or ±Inf entry
 /// ([`KrylovError::NonFiniteInput`], naming the system and the entry), a batch that does not
@@ -187,7 +196,15 @@ where
 
 /// [`cg`] starting from the initial guess `x0` (the CP-Flow reference starts at `x0 = b`).
 /// The initial residual `b − H x0` costs one operator application per system. Like `b`, `x0`
-/// must be finite ([`KrylovError::NonFiniteInput`]). A system with `b_i = 0` is solved by
+/// must be finite ([`KrylovError::NonFiniteInput`]). CG's iterates depend on `r0 = b − H x0`,
+/// so a system whose `‖r0‖∞` exceeds 2³² after the rescaling of `b` (a guess far from the
+/// solution) is scaled down by a further power of two that centres the range its residuals
+/// cross (from `‖r0‖` to the tolerance) on 1: `‖r0‖ ≈ 1e160` in f64 or `1e30` in f32 tensors
+/// converges instead of overflowing `r0ᵀr0`. From so far away, rounding `x0 + αp` costs
+/// ≈ `u·‖x0‖` per pass, which the true-residual restarts of
+/// [`CgParams::confirm_with_true_residual`] refine away (measured: 533 iterations for
+/// `‖r0‖/‖b‖ ≈ 1e160` at d = 8, cond 10, rtol 1e-12), so such a solve needs a raised
+/// [`CgParams::max_iters`]. A system with `b_i = 0` is solved by
 /// `x_i = 0` whatever `x0_i` (converged after 0 iterations and 0 applications, as SciPy's `cg`
 /// returns): with the default `atol = 0` its tolerance is 0, which iterating from `x0_i ≠ 0`
 /// would never meet.
@@ -259,9 +276,10 @@ pub struct CgStep<'a> {
     /// `α_i` per system, such that the solution is `x0 + Σ_k α_k ⊙ p_k` with `p_k` the
     /// operator's argument (see [`cg_with_initial_guess_observed`]); `0` for a system that did
     /// not step (frozen or broken down). For a system rescaled internally (`‖b_i‖∞` outside
-    /// `[2⁻³², 2³²]`, solved for `s_i·b_i` with `s_i` a power of two), the operator's
-    /// arguments are `s_i` times those of the unscaled system, and this is CG's step size
-    /// divided by `s_i` (exact), so the identity holds for every `b`.
+    /// `[2⁻³², 2³²]`, or an initial residual far above `b_i`, solved for `s_i·b_i` with `s_i`
+    /// a power of two), the operator's arguments are `s_i` times those of the unscaled
+    /// system, and this is CG's step size divided by `s_i` (exact), so the identity holds for
+    /// every `b` and `x0`.
     pub step_sizes: &'a [f64],
 }
 

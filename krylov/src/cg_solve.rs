@@ -1,11 +1,11 @@
 //! The iteration behind [`crate::cg()`] and its variants: per-system step sizes, freezing,
-//! breakdown detection, internal rescaling of extreme right-hand sides, and the check of
-//! convergence on the true residual.
+//! breakdown detection (curvature `pᵀHp` and `rᵀM⁻¹r`), internal rescaling of extreme
+//! right-hand sides and initial residuals, and the check of convergence on the true residual.
 
 use crate::cg_reorth::ResidualBasis;
 use crate::operator::check_operator_shape;
 use crate::preconditioner::Prepared;
-use crate::vectors::{check_finite, power_of_two_scale};
+use crate::vectors::{check_finite, initial_residual_scale, power_of_two_scale};
 use crate::{
     BatchOperator, BatchVectors, CgParams, CgResult, CgStep, CgStopping, CgTermination,
     KrylovError, default_max_iters,
@@ -33,6 +33,29 @@ where
     let mut r = b.clone();
     r.axpby_masked(&vec![1.0; n], &vec![-1.0; n], &hx, mask)?;
     Ok(r)
+}
+
+/// Stops as a breakdown every system in `mask` that has neither converged nor broken down
+/// and whose `rᵀz = rᵀM⁻¹r` is not positive and finite. For `r ≠ 0` an SPD `M` gives
+/// `rᵀM⁻¹r > 0`, so a value `≤ 0` means `M` is not SPD on the Krylov space (CG would run on
+/// in an indefinite inner product, which nothing bounds: no convergence theory, often the
+/// iteration cap); NaN/±Inf is flagged as [`CgResult::non_finite`]. `rᵀz = 0` with `r = 0` is legitimate, but such a
+/// system has converged (`‖r‖∞ = 0 ≤ tol`) and is skipped. Checked where `rᵀz` is computed,
+/// before the next operator product, so a failing system costs no further application.
+fn stop_on_non_positive_rz(
+    rz: &[f64],
+    mask: &[bool],
+    converged: &[bool],
+    breakdown: &mut [bool],
+    non_finite: &mut [bool],
+) {
+    for i in 0..rz.len() {
+        let positive = rz[i] > 0.0 && rz[i].is_finite();
+        if mask[i] && !converged[i] && !breakdown[i] && !positive {
+            breakdown[i] = true;
+            non_finite[i] = !rz[i].is_finite();
+        }
+    }
 }
 
 pub(crate) fn cg_impl<V, Op>(
@@ -70,19 +93,19 @@ where
     // exact, so the iterates, step sizes and convergence decisions are those of the unscaled
     // system, but the dot products `rᵀz` and `pᵀHp` no longer overflow (‖b‖ ≈ 1e200 in f64)
     // or underflow. Systems with a moderate norm are left alone (`s_i = 1`, no extra pass).
-    let scales: Vec<f64> = b_norms
+    let mut scales: Vec<f64> = b_norms
         .iter()
         .map(|&nb| power_of_two_scale(nb, b.unit_roundoff()))
         .collect();
-    let rescaled = scales.iter().any(|s| *s != 1.0);
-    let b = if rescaled {
+    let mut rescaled = scales.iter().any(|s| *s != 1.0);
+    let mut b = if rescaled {
         let mut scaled = b;
         scaled.scale_per_system(&scales)?;
         scaled
     } else {
         b
     };
-    let tol: Vec<f64> = b_norms
+    let mut tol: Vec<f64> = b_norms
         .iter()
         .zip(&scales)
         .map(|(nb, s)| s * (params.atol + params.rtol * nb))
@@ -113,6 +136,34 @@ where
                 r = true_residual(op, &b, &x, &nonzero_b)?;
                 operator_calls += 1;
                 count(&mut applications, &nonzero_b);
+                // CG's iterates depend on `r0 = b − H x0`, not on `b`: a guess far from the
+                // solution (‖r0‖ ≫ ‖b‖) makes `rᵀr` overflow although `b` is moderate. Such a
+                // system is scaled down by a further power of two (exact, like the first)
+                // that centres the range its residual crosses, from ‖r0‖ down to the
+                // tolerance, on 1 (`initial_residual_scale`). No extra operator call.
+                let r0_norms = r.norms_inf()?;
+                let extra: Vec<f64> = (0..n)
+                    .map(|i| {
+                        initial_residual_scale(
+                            r0_norms[i],
+                            tol[i],
+                            // ‖s_i·b_i‖∞, exactly (`s_i` is a power of two).
+                            scales[i] * b_norms[i],
+                            scales[i],
+                            b.unit_roundoff(),
+                        )
+                    })
+                    .collect();
+                if extra.iter().any(|e| *e != 1.0) {
+                    b.scale_per_system(&extra)?;
+                    x.scale_per_system(&extra)?;
+                    r.scale_per_system(&extra)?;
+                    for i in 0..n {
+                        scales[i] *= extra[i];
+                        tol[i] *= extra[i];
+                    }
+                    rescaled = true;
+                }
             }
             x
         }
@@ -149,6 +200,7 @@ where
 
     let mut z = precondition(&r, &all)?;
     let mut rz = r.dots(&z)?;
+    stop_on_non_positive_rz(&rz, &all, &converged, &mut breakdown, &mut non_finite);
     let mut p = z.clone();
     let mut pass = 0usize;
 
@@ -211,6 +263,7 @@ where
             for i in (0..n).filter(|&i| restart[i]) {
                 rz[i] = rz_restart[i];
             }
+            stop_on_non_positive_rz(&rz, &restart, &converged, &mut breakdown, &mut non_finite);
             continue;
         }
         let running: Vec<bool> = (0..n)
@@ -291,6 +344,7 @@ where
         for i in (0..n).filter(|&i| step[i]) {
             rz[i] = rz_new[i];
         }
+        stop_on_non_positive_rz(&rz, &step, &converged, &mut breakdown, &mut non_finite);
         pass += 1;
     }
 

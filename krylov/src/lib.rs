@@ -16,8 +16,9 @@
 //!   per-system convergence (converged systems are frozen and cost no further operator work),
 //!   confirmed on the true residual `b − H x` by default
 //!   ([`CgParams::confirm_with_true_residual`]), a reason per system
-//!   ([`CgTermination`]; a breakdown on a NaN/±Inf is told from one on curvature `≤ 0` by
-//!   [`CgResult::non_finite`]), optional Jacobi preconditioner, optional residual re-orthogonalisation (finite
+//!   ([`CgTermination`]; a breakdown on a NaN/±Inf is told from one on curvature `≤ 0` or
+//!   `rᵀM⁻¹r ≤ 0` by [`CgResult::non_finite`]), optional Jacobi or supplied preconditioner
+//!   (which must be SPD: checked), optional residual re-orthogonalisation (finite
 //!   termination in ≈ d iterations even for ill-conditioned spectra), and the reference's
 //!   batch-global stopping as an explicit option ([`CgStopping::BatchGlobal`]).
 //! * [`lanczos()`]: `m` Lanczos steps per system with optional full re-orthogonalisation,

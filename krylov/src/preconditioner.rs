@@ -37,6 +37,12 @@ pub enum Preconditioner {
     Jacobi,
     /// `M⁻¹ r` computed by the operator ([`BatchOperator::precondition`], e.g. attached with
     /// [`crate::FnOperator::with_preconditioner`]); `M` must be symmetric positive definite.
+    /// CG checks `rᵀM⁻¹r > 0` (finite) on every residual `r ≠ 0` it preconditions: a system
+    /// whose `M` is indefinite or negative definite on its Krylov space stops there as a
+    /// breakdown ([`crate::CgResult::breakdown`], without [`crate::CgResult::non_finite`]),
+    /// one whose `M⁻¹r` holds NaN/±Inf with `non_finite`, before the next operator product
+    /// (an unchecked iteration would run on in an indefinite inner product, often to the
+    /// iteration cap). A converged system (`r = 0`, so `rᵀM⁻¹r = 0`) is not flagged.
     /// Not combined with [`crate::CgParams::reorthogonalize`] (which needs `M^{-1/2}`).
     /// The stopping test stays on the residual `b − H x`, so the solution meets the same
     /// tolerance as without a preconditioner.

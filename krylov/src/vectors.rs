@@ -197,6 +197,15 @@ pub(crate) fn check_finite<V: BatchVectors>(
     })
 }
 
+/// Norms in `[1/MODERATE, MODERATE]` are left alone by the rescalings below.
+const MODERATE: f64 = 4_294_967_296.0; // 2³²
+
+/// The largest `|k|` for which the rescalings use `2^k`: `2^±k` must be normal numbers of the
+/// element type (whose range ends near 2¹²⁸ for types with less precision than f64).
+fn max_scale_exponent(unit_roundoff: f64) -> i32 {
+    if unit_roundoff > 1e-10 { 100 } else { 1000 }
+}
+
 /// The power of two `s` by which the solvers multiply an input vector (a right-hand side of
 /// [`crate::cg()`], a start vector of [`crate::lanczos()`]) of max-norm `norm` before computing
 /// its dot products: `1` for norms in `[2⁻³², 2³²]` (and for `0`), otherwise
@@ -207,13 +216,46 @@ pub(crate) fn check_finite<V: BatchVectors>(
 /// of the element type (±100 for types with less precision than f64, whose range ends near
 /// 2¹²⁸; ±1000 for f64).
 pub(crate) fn power_of_two_scale(norm: f64, unit_roundoff: f64) -> f64 {
-    const MODERATE: f64 = 4_294_967_296.0; // 2³²
     if norm == 0.0 || (1.0 / MODERATE..=MODERATE).contains(&norm) {
         return 1.0;
     }
-    let max_exponent = if unit_roundoff > 1e-10 { 100 } else { 1000 };
+    let max_exponent = max_scale_exponent(unit_roundoff);
     // `norm` is finite and positive here (checked by the caller), so its floored log₂ is an
     // integer of magnitude ≤ 1075 and the conversion is exact.
     let exponent = (norm.log2().floor() as i32).clamp(-max_exponent, max_exponent);
     2f64.powi(-exponent)
+}
+
+/// The further power of two `e ≤ 1` by which CG multiplies a system whose initial residual
+/// `r0 = b − H x0` is huge, after the right-hand side's own scaling `scale`
+/// ([`power_of_two_scale`]); `residual` (‖r0‖∞), `tolerance` and `rhs` (‖b‖∞) are in the
+/// units of that scaling, in which `rhs` is moderate. CG's residuals fall from `residual` to
+/// about `lo = min(tolerance, rhs)` (`rhs` when the tolerance is 0), and their squares must
+/// neither overflow nor underflow: `e` maps the geometric mean `√(residual·lo)` near 1, so
+/// that both ends get the same head room (‖r0‖ ≈ 1e160 with `lo` ≈ 1e-6 in f64: residuals
+/// from ≈ 1e83 down to ≈ 1e-83). `1` unless `residual` is finite and above 2³² (ordinary
+/// guesses, `r0 = 0`, and non-finite residuals, which break down anyway, are left alone); never
+/// above 1 (scaling down cannot overflow `x`), and `scale·e` stays a normal number of the
+/// element type. Exact, like the first scaling.
+pub(crate) fn initial_residual_scale(
+    residual: f64,
+    tolerance: f64,
+    rhs: f64,
+    scale: f64,
+    unit_roundoff: f64,
+) -> f64 {
+    if !(residual.is_finite() && residual > MODERATE && rhs > 0.0) {
+        return 1.0;
+    }
+    let lo = if tolerance > 0.0 {
+        tolerance.min(rhs)
+    } else {
+        rhs
+    };
+    let centre = 0.5 * (residual.log2() + lo.log2());
+    // `scale` is a power of two (from `power_of_two_scale`), so its log₂ is an exact integer.
+    let first = scale.log2().round() as i32;
+    let max_exponent = max_scale_exponent(unit_roundoff);
+    let total = (first - centre.floor() as i32).clamp(-max_exponent, max_exponent);
+    2f64.powi((total - first).min(0))
 }

@@ -6,8 +6,8 @@
 use crate::common::*;
 use faer::Mat;
 use krylov::{
-    BatchOperator, CgParams, DenseNalgebraOperator, FnOperator, KrylovError, Preconditioner,
-    WithPreconditioner, cg,
+    BatchOperator, CgParams, CgStopping, DenseNalgebraOperator, FnOperator, KrylovError,
+    Preconditioner, WithPreconditioner, cg,
 };
 use nalgebra::DMatrix;
 use std::cell::RefCell;
@@ -184,4 +184,123 @@ fn supplied_preconditioner_failures_are_errors() {
     });
     let err = cg(&failing, &bv, &p).unwrap_err();
     assert!(err.to_string().contains("factorisation failed"), "{err}");
+}
+
+/// `M⁻¹ r` per system from a dense matrix per system (`None`: NaN output).
+fn per_system_inverse(
+    minv: Vec<Option<DMatrix<f64>>>,
+) -> impl Fn(&DMatrix<f64>, &[bool]) -> Result<DMatrix<f64>, KrylovError> {
+    move |r: &DMatrix<f64>, _: &[bool]| {
+        let mut z = r.clone();
+        for (j, mut c) in z.column_iter_mut().enumerate() {
+            match &minv[j] {
+                Some(m) => c.copy_from(&(m * r.column(j))),
+                None => c.fill(f64::NAN),
+            }
+        }
+        Ok(z)
+    }
+}
+
+/// Preconditioned CG needs an SPD `M` as much as an SPD `H`: one SPD `H` (d = 40, cond 1e3)
+/// with four `M⁻¹`, default iteration cap (2d + 10 = 90). An SPD `M⁻¹` (eigenvalues in
+/// [1, 10]) converges; an indefinite one (the same with 4 of them negated) stops as a
+/// breakdown on curvature (not `non_finite`) at the first `rᵀz ≤ 0`, well before the cap; a
+/// negative definite one (`−I`) at iteration 0, before any product; a NaN output at
+/// iteration 0 with `non_finite`, before any product. Also from an initial guess (one
+/// product each for `b − H x0`). The old code did not check `rᵀz` and ran on: the
+/// indefinite `M` as an iteration in an indefinite inner product, which nothing bounds (here
+/// it happened to converge, in 85 iterations; with `H` at cond 1e4 such `M` took 115–369,
+/// past the default cap), `−I` as plain CG with
+/// the signs of `p` flipped (converged in 68, as CG does on `−H` for an SPD `H`, which is a
+/// breakdown too), and the NaN cost one product before `pᵀHp` broke down.
+#[test]
+fn a_preconditioner_that_is_not_spd_stops_as_a_breakdown() {
+    let d = 40;
+    let mut r = rng(41);
+    let h = to_na(&random_spd(&mut r, d, 1e3).0);
+    let eigs: Vec<f64> = (0..d).map(|k| 1.0 + 9.0 * k as f64 / d as f64).collect();
+    let spd = to_na(&spd_with_eigs(&mut r, &eigs));
+    let negated: Vec<f64> = eigs
+        .iter()
+        .enumerate()
+        .map(|(k, e)| if k % 10 == 0 { -e } else { *e })
+        .collect();
+    let indefinite = to_na(&spd_with_eigs(&mut r, &negated));
+    let negative = -DMatrix::<f64>::identity(d, d);
+    let minv = vec![Some(spd), Some(indefinite), Some(negative), None];
+    let n = minv.len();
+    let op = WithPreconditioner::new(
+        DenseNalgebraOperator::new(vec![h.clone(); n]).unwrap(),
+        per_system_inverse(minv),
+    );
+    let b = DMatrix::from_fn(d, n, |i, _| (i as f64 + 1.0).sin());
+    let p = CgParams::default()
+        .with_rtol(1e-8)
+        .with_preconditioner(Preconditioner::Supplied);
+    use krylov::CgTermination::*;
+    for x0 in [None, Some(DMatrix::from_element(d, n, 0.5))] {
+        let res = match &x0 {
+            None => cg(&op, &b, &p).unwrap(),
+            Some(x0) => krylov::cg_with_initial_guess(&op, &b, x0, &p).unwrap(),
+        };
+        let guess = usize::from(x0.is_some()); // the product that formed b − H x0
+        assert_eq!(
+            res.termination,
+            vec![Converged, Breakdown, Breakdown, Breakdown],
+            "{res:?}"
+        );
+        assert_eq!(res.non_finite, vec![false, false, false, true]);
+        // The indefinite M stops within a few iterations (measured: 2, and 3 from the guess), far from
+        // the cap.
+        assert!(res.iterations[1] < 10, "{:?}", res.iterations);
+        assert_eq!(&res.iterations[2..], &[0, 0]);
+        assert_eq!(&res.applications[2..], &[guess, guess]);
+        // The SPD system is unaffected: a true solution.
+        let x = res.x.column(0);
+        let residual = (&h * x - b.column(0)).amax();
+        assert!(residual <= 1e-8 * b.column(0).amax(), "{residual:e}");
+        // The systems stopped at iteration 0 keep their start.
+        let start = x0.as_ref().map_or(0.0, |x| x[(0, 2)]);
+        assert_eq!(res.x[(0, 2)], start);
+    }
+}
+
+/// `rᵀz = 0` with `r = 0` is not a breakdown: with `M = I` (supplied) and `H = I`, the first
+/// step leaves `r = 0` exactly; `b = 0` has `r = 0` from the start; an exact initial guess
+/// too. All converge, per system and batch-global (where the converged systems keep
+/// stepping while a slower one, cond 1e3, iterates), with and without the true-residual check.
+#[test]
+fn a_zero_residual_is_converged_not_a_breakdown() {
+    let d = 8;
+    let mut r = rng(43);
+    let slow = to_na(&random_spd(&mut r, d, 1e3).0);
+    let eye = DMatrix::<f64>::identity(d, d);
+    let op = WithPreconditioner::new(
+        DenseNalgebraOperator::new(vec![eye.clone(), eye, slow]).unwrap(),
+        |r: &DMatrix<f64>, _: &[bool]| -> Result<_, KrylovError> { Ok(r.clone()) },
+    );
+    let mut b = DMatrix::from_fn(d, 3, |i, j| (i + j) as f64 - 3.5);
+    b.column_mut(1).fill(0.0);
+    let mut exact_guess = DMatrix::zeros(d, 3);
+    exact_guess.column_mut(0).copy_from(&b.column(0)); // H = I: x = b
+    for stopping in [CgStopping::PerSystem, CgStopping::BatchGlobal] {
+        for confirm in [true, false] {
+            let p = CgParams::default()
+                .with_rtol(1e-10)
+                .with_stopping(stopping)
+                .with_confirm_with_true_residual(confirm)
+                .with_preconditioner(Preconditioner::Supplied);
+            let zero_start = cg(&op, &b, &p).unwrap();
+            let exact = krylov::cg_with_initial_guess(&op, &b, &exact_guess, &p).unwrap();
+            for res in [&zero_start, &exact] {
+                assert!(res.all_converged(), "{stopping:?} {confirm}: {res:?}");
+                assert!(res.breakdown.iter().all(|b| !b));
+                assert_eq!(res.x.column(0), b.column(0));
+                assert!(res.x.column(1).iter().all(|v| *v == 0.0));
+            }
+            assert_eq!(zero_start.iterations[..2], [1, 0]);
+            assert_eq!(exact.iterations[..2], [0, 0]);
+        }
+    }
 }
