@@ -25,6 +25,7 @@ mod arg_values;
 mod commands;
 mod data;
 mod data_record;
+mod divergence;
 #[cfg(fuzzing)]
 mod fuzz_config;
 mod interrupt;
@@ -356,7 +357,8 @@ pub(crate) struct OtArgs {
     /// Output directory (table, curves, figures).
     #[arg(long, short, default_value = "runs/ot")]
     pub out: PathBuf,
-    /// Replace the files of an earlier OT run in `--out` (refused without it).
+    /// Replace the files of an earlier OT run in `--out`, or the `train` / `vae` run there
+    /// (refused without it).
     #[arg(long)]
     pub overwrite: bool,
     #[command(flatten)]

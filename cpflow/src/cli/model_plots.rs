@@ -10,6 +10,8 @@ use anyhow::{Context, Result, bail};
 use candle_core::DType;
 use serde::Serialize;
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::cli::data::DataSource;
 use crate::cli::output_files::{ensure_dir, write_file_atomic};
@@ -40,6 +42,9 @@ pub struct PlotOptions {
     pub n_samples: usize,
     /// PNG side in pixels.
     pub size: u32,
+    /// Set (by the first Ctrl-C of `cpflow plot`) to stop between figures: the figures
+    /// written are kept, no other is started, and `plots.json` is not written.
+    pub stop: Option<Arc<AtomicBool>>,
 }
 
 impl PlotOptions {
@@ -92,6 +97,7 @@ impl Default for PlotOptions {
             mesh_grid: 50,
             n_samples: 2000,
             size: 500,
+            stop: None,
         }
     }
 }
@@ -182,6 +188,12 @@ pub fn write_model_plots(
     let (dtype, device) = (flow.dtype(), flow.device().clone());
     let window = opts.window;
     let mut figures = Vec::new();
+    let has_cpf = flow.layers().iter().any(|l| matches!(l, Layer::Cpf(_)));
+    let stop = Stop {
+        flag: opts.stop.as_deref(),
+        dir,
+        planned: planned_files(data.is_some(), has_cpf),
+    };
 
     // The density first: a window where the model has no finite density (far outside its
     // data) is an error before any figure is written.
@@ -203,6 +215,7 @@ pub fn write_model_plots(
         );
     }
 
+    stop.check(&figures)?;
     if let Some(points) = data {
         let fig = Figure::new(opts.size).title("data (2-D histogram)");
         histogram_png(dir.join("data.png"), points, window, 200, fig)?;
@@ -214,6 +227,7 @@ pub fn write_model_plots(
         ));
     }
 
+    stop.check(&figures)?;
     // Model density on a grid (exact log-det), computed above.
     let fig = Figure::new(opts.size).title("model density (exact log-det)");
     density_heatmap_png(dir.join("density.png"), &density, fig)?;
@@ -224,12 +238,13 @@ pub fn write_model_plots(
         density.finite_range(),
     ));
 
+    stop.check(&figures)?;
     // Samples: z ~ prior, x = f⁻¹(z), coloured by the rank of ‖z‖.
     let z = flow
         .prior()
         .sample(opts.n_samples, 2, dtype, &device, rng)?;
     let zs = tensor_to_points(&z)?;
-    let xs = invert_in_chunks(flow, &z)?;
+    let xs = invert_in_chunks(flow, &z, || stop.check(&figures))?;
     let ranks = norm_ranks(&zs);
     let fig = Figure::new(opts.size).title("samples x = f⁻¹(z), coloured by rank of |z|");
     scatter_colored_png(dir.join("samples.png"), &xs, &ranks, window, 2, fig)?;
@@ -239,6 +254,7 @@ pub fn write_model_plots(
         window,
         None,
     ));
+    stop.check(&figures)?;
     let zb = Bounds::around(&zs, 0.05);
     let fig = Figure::new(opts.size)
         .title("prior draws z behind the samples")
@@ -251,6 +267,7 @@ pub fn write_model_plots(
         None,
     ));
 
+    stop.check(&figures)?;
     // Potential and gradient map of the first CP-Flow block, on the data-space grid pushed
     // through the layers before it (as the reference does with its leading ActNorm).
     let Some(k) = flow
@@ -284,6 +301,7 @@ pub fn write_model_plots(
         mesh_window,
         potential.finite_range(),
     ));
+    stop.check(&figures)?;
     let mut extent: Vec<Point2> = grad.clone();
     extent.extend([
         [mesh_window.x.0, mesh_window.y.0],
@@ -307,6 +325,7 @@ pub fn write_model_plots(
         gb,
         None,
     ));
+    stop.check(&figures)?;
     let every_other: Vec<usize> = (0..m * m)
         .filter(|i| (i / m).is_multiple_of(2) && (i % m).is_multiple_of(2))
         .collect();
@@ -330,10 +349,16 @@ pub fn write_model_plots(
 
 /// `x = f⁻¹(z)` as points, [`INVERSE_CHUNK`] rows at a time (rows are inverted
 /// independently), with one warning for the samples that did not converge.
-fn invert_in_chunks(flow: &Flow, z: &candle_core::Tensor) -> Result<Vec<Point2>> {
+/// `check` runs before every chunk (an error ends the inversion).
+fn invert_in_chunks(
+    flow: &Flow,
+    z: &candle_core::Tensor,
+    check: impl Fn() -> Result<()>,
+) -> Result<Vec<Point2>> {
     let n = z.dim(0)?;
     let (mut xs, mut failed, mut max_residual) = (Vec::with_capacity(n), 0, 0.0f64);
     for start in (0..n).step_by(INVERSE_CHUNK) {
+        check()?;
         let inv = flow.inverse(&z.narrow(0, start, INVERSE_CHUNK.min(n - start))?)?;
         failed += inv.report.num_failed();
         max_residual = max_residual.max(inv.report.max_residual());
@@ -347,6 +372,61 @@ fn invert_in_chunks(flow: &Flow, z: &candle_core::Tensor) -> Result<Vec<Point2>>
         );
     }
     Ok(xs)
+}
+
+/// The files [`write_model_plots`] writes, in order: `data.png` with data, the CP-Flow
+/// block's three figures when the flow has one, and `plots.json` last.
+fn planned_files(data: bool, cp_flow_block: bool) -> Vec<&'static str> {
+    let mut files = Vec::new();
+    if data {
+        files.push("data.png");
+    }
+    files.extend(["density.png", "samples.png", "latent.png"]);
+    if cp_flow_block {
+        files.extend(["potential.png", "gradient_mesh.png", "gradient_field.png"]);
+    }
+    files.push("plots.json");
+    files
+}
+
+/// Where [`write_model_plots`] stops once its flag is set: between figures (and between
+/// the chunks of the samples' inversion).
+struct Stop<'a> {
+    flag: Option<&'a AtomicBool>,
+    dir: &'a Path,
+    planned: Vec<&'static str>,
+}
+
+impl Stop<'_> {
+    /// `Ok` unless the flag is set; then an error naming the figures written so far
+    /// (`figures`; each PNG is written whole or not at all) and the files not written.
+    fn check(&self, figures: &[FigureInfo]) -> Result<()> {
+        if !self.flag.is_some_and(|f| f.load(Ordering::Relaxed)) {
+            return Ok(());
+        }
+        Err(interrupted_plots(self.dir, figures, &self.planned))
+    }
+}
+
+/// The error of a plot stopped after `figures` of `planned`.
+fn interrupted_plots(dir: &Path, figures: &[FigureInfo], planned: &[&str]) -> anyhow::Error {
+    let written: Vec<&str> = figures.iter().map(|f| f.file.as_str()).collect();
+    let missing: Vec<&str> = planned
+        .iter()
+        .copied()
+        .filter(|f| !written.contains(f))
+        .collect();
+    let done = if written.is_empty() {
+        "no figure was written".to_string()
+    } else {
+        format!("wrote {} (each whole)", written.join(", "))
+    };
+    anyhow::anyhow!(
+        "interrupted: {done} in {}; not written: {} (any of those in that directory are \
+         from an earlier plot); run the command again to draw them all",
+        dir.display(),
+        missing.join(", ")
+    )
 }
 
 fn finish(dir: &Path, figures: Vec<FigureInfo>) -> Result<Vec<FigureInfo>> {

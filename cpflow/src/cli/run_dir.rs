@@ -128,6 +128,7 @@ pub fn check_new_run(out: &Path, files: &RunFiles, overwrite: bool) -> Result<()
             out.display()
         );
     }
+    crate::cli::run_kind::check_no_ot_outputs(out, files.command, overwrite)?;
     let found: Vec<&str> = files
         .markers
         .iter()
@@ -183,16 +184,10 @@ pub fn check_new_run(out: &Path, files: &RunFiles, overwrite: bool) -> Result<()
 /// figures that `plots/plots.json` lists and that file go (the directory too once empty):
 /// files of the user's there stay.
 /// The files of every kind of run go, not only `files`' (a `vae --overwrite` over a toy run
-/// left the toy's `model.safetensors`, which `cpflow sample` then read as the new run's).
+/// left the toy's `model.safetensors`, which `cpflow sample` then read as the new run's),
+/// and the outputs of a `cpflow ot` run
+/// ([`ot_output_files`](crate::cli::run_kind::ot_output_files)).
 pub fn remove_old_run(out: &Path, files: &RunFiles) -> Result<()> {
-    let kinds = [files, &TRAIN_RUN, &VAE_RUN];
-    if !kinds
-        .iter()
-        .flat_map(|k| k.markers)
-        .any(|f| out.join(f).exists())
-    {
-        return Ok(());
-    }
     let remove = |p: &Path| -> Result<()> {
         match std::fs::remove_file(p) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
@@ -201,6 +196,18 @@ pub fn remove_old_run(out: &Path, files: &RunFiles) -> Result<()> {
             _ => Ok(()),
         }
     };
+    // An OT experiment's table and figures go too: they would stay beside the new run.
+    for f in crate::cli::run_kind::ot_output_files(out)? {
+        remove(&f)?;
+    }
+    let kinds = [files, &TRAIN_RUN, &VAE_RUN];
+    if !kinds
+        .iter()
+        .flat_map(|k| k.markers)
+        .any(|f| out.join(f).exists())
+    {
+        return Ok(());
+    }
     for name in kinds.iter().flat_map(|k| k.removed) {
         remove(&out.join(name))?;
     }

@@ -2,9 +2,9 @@
 //! `--resume` (or a new run) into a directory of another kind says so instead of failing on
 //! the first key the other kind's configuration does not know.
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use std::io::Read;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// The kinds of run a `cpflow train` / `cpflow vae` directory can hold.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -104,4 +104,75 @@ pub fn check_run_command(out: &Path, command: &str) -> Result<()> {
         ),
         _ => Ok(()),
     }
+}
+
+/// The files of a `cpflow ot` run in `dir`: its table, its reports and the per-dimension
+/// figures and curves (`ot_d{d}_…`), sorted; none when `dir` is not a directory.
+pub fn ot_output_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    if !dir.is_dir() {
+        return Ok(Vec::new());
+    }
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+        let path = entry
+            .with_context(|| format!("reading {}", dir.display()))?
+            .path();
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+        let ours = name
+            .is_some_and(|n| n == "ot_table.md" || n == "ot_reports.json" || n.starts_with("ot_d"));
+        if ours && path.is_file() {
+            files.push(path);
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// A `cpflow {command}` run (train, vae, import-reference) into `out`, which holds the
+/// outputs of a `cpflow ot` run: refused unless `overwrite` (which removes them with the
+/// old run, [`crate::cli::run_dir::remove_old_run`]), naming them; the two runs' files
+/// mixed in one directory.
+pub fn check_no_ot_outputs(out: &Path, command: &str, overwrite: bool) -> Result<()> {
+    let ot = ot_output_files(out)?;
+    if ot.is_empty() || overwrite {
+        return Ok(());
+    }
+    bail!(
+        "{} holds the results of an OT experiment (`cpflow ot`: {} files, e.g. {}), not a \
+         `cpflow {command}` run: give another --out, or replace them with `--overwrite`",
+        out.display(),
+        ot.len(),
+        ot[0].display()
+    )
+}
+
+/// `cpflow ot --out out` where `out` holds a `train` or `vae` run (or a model that
+/// `import-reference` wrote): refused unless `overwrite`, naming the kind of run and its
+/// files (the experiment's table and figures mixed with the run's files). Returns whether
+/// there is such a run, to be replaced ([`crate::cli::run_dir::take_run_dir`]).
+pub fn check_ot_out(out: &Path, overwrite: bool) -> Result<bool> {
+    use crate::cli::run_dir::{TRAIN_RUN, VAE_RUN, checkpoint_path};
+    let mut found: Vec<&str> = [&TRAIN_RUN, &VAE_RUN]
+        .iter()
+        .flat_map(|k| k.markers)
+        .copied()
+        .filter(|f| out.join(f).exists())
+        .collect();
+    found.sort_unstable();
+    found.dedup();
+    if found.is_empty() {
+        return Ok(false);
+    }
+    if overwrite {
+        return Ok(true);
+    }
+    let what = RunKind::of_checkpoint(&checkpoint_path(out))
+        .map_or("a `cpflow train` or `cpflow vae` run", RunKind::describe);
+    bail!(
+        "{} holds {what}, not the results of an OT experiment (its {} are there): `cpflow \
+         ot` would mix its table and figures with that run's files; give another --out, or \
+         replace that run with `--overwrite`",
+        out.display(),
+        found.join(", ")
+    )
 }

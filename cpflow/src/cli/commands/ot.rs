@@ -18,6 +18,8 @@ use crate::cli::interrupt::Interrupt;
 use crate::cli::memory::{MemoryLimit, memory_limit};
 use crate::cli::output_files::{ensure_dir, write_file_atomic};
 use crate::cli::run_config::merge;
+use crate::cli::run_dir::{TRAIN_RUN, take_run_dir};
+use crate::cli::run_kind::{check_ot_out, ot_output_files};
 
 /// Sets the potential's input dimension (dense potentials only: the experiment's data are
 /// vectors, not images).
@@ -189,28 +191,6 @@ fn check_memory(configs: &[OtConfig], limit: Option<MemoryLimit>) -> Result<()> 
     Ok(())
 }
 
-/// The files of an earlier `cpflow ot` run in `dir`: its table, its reports and the
-/// per-dimension figures and curves (`ot_d{d}_…`).
-fn earlier_run_files(dir: &Path) -> Result<Vec<std::path::PathBuf>> {
-    if !dir.is_dir() {
-        return Ok(Vec::new());
-    }
-    let mut files = Vec::new();
-    for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
-        let path = entry
-            .with_context(|| format!("reading {}", dir.display()))?
-            .path();
-        let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
-        let ours = name
-            .is_some_and(|n| n == "ot_table.md" || n == "ot_reports.json" || n.starts_with("ot_d"));
-        if ours && path.is_file() {
-            files.push(path);
-        }
-    }
-    files.sort();
-    Ok(files)
-}
-
 /// The settings every dimension's run needs, checked before anything runs (`n_test = 0` used
 /// to fail after training, `n_train = 0` without naming the key).
 fn check_sizes(cfg: &OtConfig) -> Result<()> {
@@ -275,10 +255,18 @@ pub fn ot(a: OtArgs) -> Result<()> {
         check_sizes(cfg)?;
     }
     check_memory(&configs, memory_limit())?;
+    // A `train` or `vae` run there is not mixed with the experiment's files: refused, or
+    // replaced with --overwrite (once its lock is taken: not while it runs).
+    let replaces_run = check_ot_out(&a.out, a.overwrite)?;
     ensure_dir(&a.out, "the OT output directory")?;
+    let _lock = if replaces_run {
+        Some(take_run_dir(&a.out, &TRAIN_RUN, true)?)
+    } else {
+        None
+    };
     // An earlier run's files would mix with this run's (its `ot_d…` figures stayed beside a
     // table that no longer listed them).
-    let earlier = earlier_run_files(&a.out)?;
+    let earlier = ot_output_files(&a.out)?;
     if !earlier.is_empty() {
         if !a.overwrite {
             bail!(
@@ -519,13 +507,13 @@ mod tests {
         ] {
             std::fs::write(dir.join(f), "x").unwrap();
         }
-        let names: Vec<String> = earlier_run_files(&dir)
+        let names: Vec<String> = ot_output_files(&dir)
             .unwrap()
             .iter()
             .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
             .collect();
         assert_eq!(names, ["ot_d2_curve.csv", "ot_reports.json", "ot_table.md"]);
-        assert!(earlier_run_files(&dir.join("missing")).unwrap().is_empty());
+        assert!(ot_output_files(&dir.join("missing")).unwrap().is_empty());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -9,11 +9,16 @@ use super::{data_root, load_flow, locate_model, saved_run_config};
 use crate::cli::PlotArgs;
 use crate::cli::data::{LoadedData, Rows, load, load_all};
 use crate::cli::data_record::require_run_data_file;
+use crate::cli::interrupt::Interrupt;
 use crate::cli::model_file::{model_kind, require_flow};
 use crate::cli::model_plots::{
     PlotOptions, REFERENCE_HALF_WIDTH, default_plot_window, rows_to_points, write_model_plots,
 };
 use crate::plot::Bounds;
+
+/// What the first Ctrl-C logs.
+const INTERRUPT_MESSAGE: &str = "interrupted: stopping after the figure in progress (the \
+     figures written are whole, plots.json is not written); interrupt again to quit now";
 
 /// Points of data drawn in `data.png` (toys and images draw this many; files show their
 /// first rows).
@@ -83,12 +88,16 @@ pub fn plot(a: PlotArgs) -> Result<()> {
         (None, Some(d)) => d.join("plots"),
         (None, None) => PathBuf::from("plots"),
     };
+    // The first Ctrl-C stops between figures (each PNG is written whole or not at all).
+    let interrupt = Interrupt::install_with_message(INTERRUPT_MESSAGE)?;
     let opts = PlotOptions {
         window,
         density_grid: a.grid,
         n_samples: a.samples,
+        stop: Some(interrupt.flag()),
         ..PlotOptions::default()
     };
+    tracing::info!("drawing the figures into {}", out.display());
     let mut rng = FlowRng::seed_from_u64(seed);
     let figs = write_model_plots(&flow, points.as_deref(), &out, &opts, &mut rng)?;
     for f in &figs {

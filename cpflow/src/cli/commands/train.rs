@@ -91,17 +91,9 @@ struct TrainSummary {
 }
 
 /// A training error, with what to do when it is a non-finite loss or gradient (it said only
-/// where it happened): a resume repeats the same steps with the same settings, so the run is
-/// started again with a smaller step.
+/// where it happened): the vector flow's settings of [`crate::cli::divergence`].
 fn with_non_finite_hint(e: crate::CpflowError) -> anyhow::Error {
-    match e {
-        e @ crate::CpflowError::NonFinite { .. } => anyhow::anyhow!(
-            "{e}. The steps diverged: start the run again (`--overwrite`) with a lower learning \
-             rate (`--lr`, train.adam.lr), with gradient clipping (`--set \
-             train.clip_grad_norm=1`), or on standardised data"
-        ),
-        e => e.into(),
-    }
+    crate::cli::divergence::with_divergence_hint(e, crate::cli::divergence::VECTOR_REMEDIES)
 }
 
 pub fn train(mut a: TrainArgs) -> Result<()> {

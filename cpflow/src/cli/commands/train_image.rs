@@ -4,6 +4,7 @@ use anyhow::{Context, Result, bail};
 
 use super::train::overrides;
 use crate::cli::TrainArgs;
+use crate::cli::divergence::{image_remedies, split_divergence};
 use crate::cli::interrupt::Interrupt;
 use crate::cli::memory::{
     IMAGE_STEP_WEIGHT_COPIES, check_training_memory, image_training_memory, memory_limit,
@@ -93,16 +94,23 @@ pub(super) fn train_image(a: TrainArgs) -> Result<()> {
         interrupt: Some(interrupt.flag()),
         training_ended: Some(interrupt.training_ended()),
     };
-    let r = Interrupt::with_resume_hint(
+    let trained = split_divergence(
         run_image_training(&flow, &cfg.train, &data, &device, &opts),
         || {
-            format!(
-                "cpflow train --config {} --out {} --resume",
-                out.join("config.toml").display(),
-                out.display()
+            image_remedies(
+                cfg.train.adam.lr,
+                cfg.train.warmup_iterations,
+                cfg.train.clip_grad_norm,
             )
         },
     )?;
+    let r = Interrupt::with_resume_hint(trained, || {
+        format!(
+            "cpflow train --config {} --out {} --resume",
+            out.join("config.toml").display(),
+            out.display()
+        )
+    })?;
     let val = r.val_curve.last().map_or(String::new(), |p| {
         format!(
             "; validation bpd {:.4}{} (SLQ, EMA)",

@@ -9,6 +9,7 @@ use candle_core::Device;
 use std::path::Path;
 
 use crate::cli::VaeArgs;
+use crate::cli::divergence::{split_divergence, vae_remedies};
 use crate::cli::interrupt::Interrupt;
 use crate::cli::memory::{
     MemoryLimit, OPTIMISER_COPIES, check_training_memory, memory_limit, size_in_words,
@@ -211,6 +212,43 @@ pub(super) fn check_exact_log_q_memory(
     Ok(())
 }
 
+/// A data set whose file is missing under `data.root` (`configured`: as the configuration or
+/// `--set` gave it; `resolved`: the absolute path it was read as), with where that root
+/// pointed and how to give another: a relative root is read against the working directory,
+/// so the shipped configurations (`root = "../shared/data"`, written for the repository)
+/// run from elsewhere looked in the wrong place, and the loader's message said only to copy
+/// or download the file. Other errors pass as they are.
+fn with_data_root_hint(
+    e: crate::datasets::DatasetError,
+    configured: &Path,
+    resolved: &Path,
+) -> anyhow::Error {
+    use crate::datasets::DatasetError;
+    if !matches!(
+        e,
+        DatasetError::MissingFile { .. } | DatasetError::Unsupported { .. }
+    ) {
+        return e.into();
+    }
+    let how = if configured.is_relative() {
+        let cwd = std::env::current_dir().map_or_else(|_| "?".into(), |d| d.display().to_string());
+        format!(
+            "data.root = {:?} is read relative to the working directory ({cwd}), so the data \
+             were looked for under {}: run the command from the directory the configuration \
+             was written for (the repository's, for configs/vae-*.toml), or give the folder \
+             that holds the data with `--set data.root=DIR`",
+            configured.display().to_string(),
+            resolved.display()
+        )
+    } else {
+        format!(
+            "data.root is {}: give the folder that holds the data with `--set data.root=DIR`",
+            configured.display()
+        )
+    };
+    anyhow::anyhow!("{e}. {how}")
+}
+
 /// Runs the experiment and prints the test numbers. Before anything is written: a new run
 /// does not replace another without `--overwrite`, `--resume` needs the run's checkpoint and
 /// may change only the epochs, the time budget and `[eval]` (unlike the library's
@@ -218,6 +256,7 @@ pub(super) fn check_exact_log_q_memory(
 /// load. `config.toml` keeps the data root as an absolute path.
 pub fn vae(a: VaeArgs) -> Result<()> {
     let mut cfg = resolve_vae_config(&a)?;
+    let configured_root = cfg.data.root.clone();
     cfg.data.root = absolute(&cfg.data.root)?;
     if a.resume {
         check_vae_resume(&cfg, &a.out)?;
@@ -229,7 +268,8 @@ pub fn vae(a: VaeArgs) -> Result<()> {
     // data, then the model and its optimiser, built as the run builds them. The data set is
     // fixed by its name (data.dataset, read under data.root), so a resume does not record or
     // check file contents as `cpflow train` does for data files.
-    let data = load_vae_data(cfg.data.dataset, &cfg.data.root, cfg.data.seed)?;
+    let data = load_vae_data(cfg.data.dataset, &cfg.data.root, cfg.data.seed)
+        .map_err(|e| with_data_root_hint(e, &configured_root, &cfg.data.root))?;
     check_vae_memory(&cfg, &data, memory_limit())?;
     let model = Vae::new(
         &cfg.model,
@@ -249,7 +289,10 @@ pub fn vae(a: VaeArgs) -> Result<()> {
         interrupt: Some(interrupt.flag()),
         training_ended: Some(interrupt.training_ended()),
     };
-    let r = Interrupt::with_resume_hint(run_vae_on(&cfg, &data, &a.out, &opts), || {
+    let trained = split_divergence(run_vae_on(&cfg, &data, &a.out, &opts), || {
+        vae_remedies(cfg.train.optimizer.lr)
+    })?;
+    let r = Interrupt::with_resume_hint(trained, || {
         format!(
             "cpflow vae --config {} --out {} --resume",
             a.out.join("config.toml").display(),
