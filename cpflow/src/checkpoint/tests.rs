@@ -291,17 +291,22 @@ fn write_atomic_leaves_no_temporary_file_when_the_write_fails() {
     }
     let dir = test_dir("write-fails");
     let exe = std::env::current_exe().unwrap();
-    let status = std::process::Command::new("bash")
+    // The child's output goes to pipes: the file-size limit would also fail its writes to a
+    // regular file (a CI log redirected to a file larger than the limit).
+    let out = std::process::Command::new("bash")
         .arg("-c")
         .arg("trap '' XFSZ; ulimit -f 64; exec \"$0\" --exact --nocapture \"$1\"")
         .arg(&exe)
         .arg("checkpoint::tests::write_atomic_leaves_no_temporary_file_when_the_write_fails")
         .env(CHILD, &dir)
-        .status()
+        .output()
         .unwrap();
     assert!(
-        status.success(),
-        "the child's write did not fail as expected: {status}"
+        out.status.success(),
+        "the child's write did not fail as expected: {}\n{}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
     );
     let left: Vec<_> = std::fs::read_dir(&dir).unwrap().collect();
     assert!(left.is_empty(), "left behind: {left:?}");
