@@ -103,7 +103,7 @@ pub struct StochasticEstimate {
 /// A non-finite probe product `vᵀ H_i v` (the operator produced NaN or ±Inf) is an error,
 /// [`LogdetError::NonFiniteSample`] naming the system. A `like` whose shape differs from the
 /// operator's [`BatchOperator::batch_shape`] is [`LogdetError::Krylov`] wrapping
-/// [`KrylovError::ShapeMismatch`], before any work. An empty batch (`B = 0`) gives an empty
+/// [`krylov::KrylovError::ShapeMismatch`], before any work. An empty batch (`B = 0`) gives an empty
 /// estimate without operator work, for an empty operator of any `d`.
 ///
 /// ```
