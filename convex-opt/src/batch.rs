@@ -153,17 +153,7 @@ pub(crate) fn setup<P: BatchedPotential + ?Sized>(
         });
     }
     let y = y.detach().contiguous()?;
-    let y_inf = if n == 0 {
-        Vec::new()
-    } else {
-        row_inf_norms(&y)?
-    };
-    if let Some(row) = y_inf.iter().position(|v| !v.is_finite()) {
-        return Err(ConvexOptError::NonFiniteRow {
-            context: "targets y",
-            row,
-        });
-    }
+    let y_inf = finite_row_inf_norms(&y, "targets y")?;
     let x0 = match &options.x0 {
         None => y.clone(),
         Some(x0) => {
@@ -181,17 +171,7 @@ pub(crate) fn setup<P: BatchedPotential + ?Sized>(
                 });
             }
             let x0 = x0.detach().to_device(y.device())?.contiguous()?;
-            let x0_inf = if n == 0 {
-                Vec::new()
-            } else {
-                row_inf_norms(&x0)?
-            };
-            if let Some(row) = x0_inf.iter().position(|v| !v.is_finite()) {
-                return Err(ConvexOptError::NonFiniteRow {
-                    context: "initial point x0",
-                    row,
-                });
-            }
+            finite_row_inf_norms(&x0, "initial point x0")?;
             x0
         }
     };
@@ -476,6 +456,19 @@ impl Collector {
             termination,
             stats,
         })
+    }
+}
+
+/// The per-row `‖·‖∞` of `t` (`(B, d)`, empty for `B = 0`), or
+/// [`ConvexOptError::NonFiniteRow`] naming the first row that holds a NaN or ±Inf.
+fn finite_row_inf_norms(t: &Tensor, context: &'static str) -> Result<Vec<f64>, ConvexOptError> {
+    if t.dim(0)? == 0 {
+        return Ok(Vec::new());
+    }
+    let norms = row_inf_norms(t)?;
+    match norms.iter().position(|v| !v.is_finite()) {
+        Some(row) => Err(ConvexOptError::NonFiniteRow { context, row }),
+        None => Ok(norms),
     }
 }
 
