@@ -100,6 +100,17 @@ impl PatchGeometry {
     /// (`C·kh·kw · out_h·out_w`) each have at most `isize::MAX / 8` elements (the most f64
     /// values one allocation may hold), so that the size arithmetic of the ops cannot
     /// overflow.
+    ///
+    /// ```
+    /// use icnn::gemm_conv::PatchGeometry;
+    /// let g = PatchGeometry::for_conv(3, (28, 28), (3, 3), 1, 1).unwrap();
+    /// assert!(g.sizes_fit() && (g.out_h, g.out_w) == (28, 28));
+    /// // A padding of 2⁴⁰ would make a grid of about 2⁸² patches: no geometry, no panic.
+    /// assert!(PatchGeometry::for_conv(3, (28, 28), (3, 3), 1, 1 << 40).is_none());
+    /// // A hand-built geometry that cannot be addressed is refused by the ops likewise.
+    /// let absurd = PatchGeometry { out_h: 1 << 40, out_w: 1 << 40, ..g };
+    /// assert!(!absurd.sizes_fit());
+    /// ```
     pub fn sizes_fit(&self) -> bool {
         let fits = |dims: &[usize]| elements(dims).is_some();
         fits(&[self.channels, self.height, self.width])
