@@ -192,6 +192,9 @@ where
     // curvature `pᵀHp ≤ 0` (reported only with the breakdown, `CgResult::non_finite`).
     let mut non_finite = breakdown.clone();
     let mut stagnated = vec![false; n];
+    // Converged systems that batch-global stopping kept stepping until their updated residual
+    // came out non-finite (see the update below): they step no more and stay converged.
+    let mut frozen = vec![false; n];
     let mut iterations = vec![0usize; n];
     // The iteration count at which `r_i` was last computed as `b_i − H_i x_i` (the initial
     // residual is), and the norm of the last true residual that failed the tolerance.
@@ -206,7 +209,7 @@ where
 
     loop {
         let can_step: Vec<bool> = (0..n)
-            .map(|i| !breakdown[i] && !stagnated[i] && iterations[i] < max_iters)
+            .map(|i| !breakdown[i] && !stagnated[i] && !frozen[i] && iterations[i] < max_iters)
             .collect();
         // Continue while an unconverged system can step; batch-global stopping also steps the
         // converged ones meanwhile.
@@ -262,6 +265,8 @@ where
             p.axpby_masked(&zeros, &ones, &z, &restart)?;
             for i in (0..n).filter(|&i| restart[i]) {
                 rz[i] = rz_restart[i];
+                // The true residual replaced the non-finite updated one: it may step again.
+                frozen[i] = false;
             }
             stop_on_non_positive_rz(&rz, &restart, &converged, &mut breakdown, &mut non_finite);
             continue;
@@ -320,9 +325,26 @@ where
             basis.orthogonalize_and_push(&mut r, &step)?;
         }
         let new_norm = r.norms_inf()?;
-        for i in (0..n).filter(|&i| step[i]) {
+        for i in 0..n {
+            if !step[i] {
+                continue;
+            }
             iterations[i] += 1;
             rnorm[i] = new_norm[i];
+            // A system that had met the tolerance and that batch-global stopping kept stepping
+            // can get a non-finite updated residual although its iterate is fine: in f32 its
+            // residual keeps shrinking into the subnormals, where re-orthogonalisation's
+            // normalisation factor `1/‖r‖` overflows the element type and the stored basis
+            // vector, then the next residual, turn NaN. Its step itself was finite (checked
+            // above), so `x_i` holds a valid CG iterate. It is frozen, still converged, instead
+            // of breaking down; the true-residual check at the end (always done when `confirm`)
+            // replaces `rnorm[i]` and decides convergence. Without that check it is a
+            // breakdown as before (its residual norm would not be known).
+            if converged[i] && confirm && !new_norm[i].is_finite() {
+                frozen[i] = true;
+                step[i] = false;
+                continue;
+            }
             converged[i] = new_norm[i].is_finite() && new_norm[i] <= tol[i];
             if !new_norm[i].is_finite() {
                 breakdown[i] = true;
