@@ -195,13 +195,18 @@ pub fn check_data_record(out: &Path, now: &DataRecord) -> Result<bool> {
 /// A command that reads a run's own data file (`source`, its `data.source`: a `.npy`, a
 /// `.csv`, the picture of an image density) from `<run_dir>/config.toml`: refuses a file that
 /// is no longer there, naming the run's setting and what to do (`what_to_do`), before the
-/// data's reader says only "No such file or directory". A toy or a benchmark passes.
-pub fn require_run_data_file(run_dir: &Path, source: &str, what_to_do: &str) -> Result<()> {
+/// data's reader says only "No such file or directory". A toy or a benchmark passes
+/// (`None`); a data file that is there is returned.
+pub fn require_run_data_file<'a>(
+    run_dir: &Path,
+    source: &'a str,
+    what_to_do: &str,
+) -> Result<Option<&'a Path>> {
     let Some(path) = SourceName::of(source).file() else {
-        return Ok(());
+        return Ok(None);
     };
     if path.exists() {
-        return Ok(());
+        return Ok(Some(path));
     }
     bail!(
         "the run's data file {} (data.source in {}) is not there any more: {what_to_do}",
@@ -218,13 +223,13 @@ pub fn require_run_data_file(run_dir: &Path, source: &str, what_to_do: &str) -> 
 /// `cargo xtask download`; a run made before cpflow kept the record is scored unchecked,
 /// and a missing file is refused ([`require_run_data_file`]).
 pub fn check_scored_data(run_dir: &Path, source: &str) -> Result<()> {
-    require_run_data_file(
+    let Some(path) = require_run_data_file(
         run_dir,
         source,
         "restore it to score the run's test split, or score other data with `--data \
          <file.npy|file.csv|toy|benchmark>`",
-    )?;
-    let Some(path) = SourceName::of(source).file() else {
+    )?
+    else {
         return Ok(());
     };
     let Some(run) = read_data_record(run_dir, "score")? else {

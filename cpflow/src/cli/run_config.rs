@@ -340,6 +340,16 @@ pub struct Overrides {
     pub out: Option<PathBuf>,
 }
 
+/// Whether the configuration `table` has a table `section` holding `key` (`[data] source`,
+/// `[model] posterior`): how the commands tell a flow's, an image run's and a VAE's
+/// configurations apart before deserialising them.
+pub fn table_has_key(table: &toml::Table, section: &str, key: &str) -> bool {
+    table
+        .get(section)
+        .and_then(|t| t.as_table())
+        .is_some_and(|t| t.contains_key(key))
+}
+
 /// Parses `value` as a TOML value; a bare word that is not valid TOML becomes a string.
 pub fn parse_value(value: &str) -> toml::Value {
     match toml::from_str::<toml::Table>(&format!("v = {value}")) {
@@ -430,10 +440,7 @@ pub fn resolve(file: Option<&Path>, ov: &Overrides) -> Result<RunConfig> {
     }
     // Train-section defaults come from `RunConfig::default()`, not `TrainConfig::default()`:
     // merge the user's [train] over the serialised defaults.
-    let user_set_early_stopping = table
-        .get("train")
-        .and_then(|t| t.as_table())
-        .is_some_and(|t| t.contains_key("early_stopping"));
+    let user_set_early_stopping = table_has_key(&table, "train", "early_stopping");
     let defaults = toml::Table::try_from(RunConfig::default())?;
     let merged = merge(defaults, table);
     // Every table rejects unknown keys; the path names the table and the key.

@@ -16,7 +16,7 @@ use crate::cli::memory::{
     vae_training_memory,
 };
 use crate::cli::resume_check::check_vae_resume;
-use crate::cli::run_config::{parse_value, set_path};
+use crate::cli::run_config::{parse_value, set_path, table_has_key};
 use crate::cli::run_dir::{
     VAE_RUN, absolute, check_new_run, resume_checkpoint, take_run_dir, write_config,
 };
@@ -85,15 +85,9 @@ pub fn read_vae_config(
 /// trains it (it failed on the first key the VAE's configuration does not know, e.g.
 /// "unknown field `n_test`", read as a typo).
 fn refuse_train_config(path: &Path, table: &toml::Table) -> Result<()> {
-    let has = |section: &str, key: &str| {
-        table
-            .get(section)
-            .and_then(|t| t.as_table())
-            .is_some_and(|t| t.contains_key(key))
-    };
-    let sign = if has("data", "source") {
+    let sign = if table_has_key(table, "data", "source") {
         "its [data] names a `source`"
-    } else if has("model", "arch") {
+    } else if table_has_key(table, "model", "arch") {
         "its [model] names an `arch`"
     } else if table.contains_key("run") {
         "it has a [run] table"

@@ -5,17 +5,13 @@
 use anyhow::{Context, Result, bail};
 use std::path::Path;
 
-use super::{Overrides, apply_sets, set_path};
+use super::{Overrides, apply_sets, set_path, table_has_key};
 
 /// A `cpflow vae` configuration given to `cpflow train` (its `[model]` names a `posterior`):
 /// refused with the command that runs it (it failed as "unknown variant `frey-faces`" of the
 /// image datasets, read as a typo).
 fn refuse_vae_config(file: &Path, table: &toml::Table) -> Result<()> {
-    let posterior = table
-        .get("model")
-        .and_then(|m| m.as_table())
-        .is_some_and(|m| m.contains_key("posterior"));
-    if posterior {
+    if table_has_key(table, "model", "posterior") {
         bail!(
             "{} configures the VAE experiment (its [model] names a posterior): `cpflow train` \
              trains flows; run it with `cpflow vae --config {}`",
@@ -35,10 +31,7 @@ pub fn is_image_config(file: Option<&Path>) -> Result<bool> {
         std::fs::read_to_string(p).with_context(|| format!("reading config {}", p.display()))?;
     let table = toml::from_str::<toml::Table>(&text)
         .with_context(|| format!("parsing config {}", p.display()))?;
-    Ok(table
-        .get("data")
-        .and_then(|d| d.as_table())
-        .is_some_and(|d| d.contains_key("dataset")))
+    Ok(table_has_key(&table, "data", "dataset"))
 }
 
 /// Reads an image-run file and applies the overrides: `--set`, then `--iters`
