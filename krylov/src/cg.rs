@@ -35,9 +35,14 @@ pub enum CgTermination {
     /// residual did not, with no iteration left to continue, ends here too.
     MaxIterations,
     /// The system stopped with iterations left because iterating could not bring its **true**
-    /// residual `b_i − H_i x_i` within the tolerance, although its updated residual met it:
+    /// residual `b_i − H_i x_i` within the tolerance, although its updated residual met it
+    /// (or, in the second case below, collapsed past what the working precision can handle):
     /// * with [`CgParams::reorthogonalize`], the stored residuals span the space, so the
     ///   updated residual is zero and there is no direction left to continue in;
+    /// * with [`CgParams::reorthogonalize`] and a tolerance at or near 0 (`atol = rtol = 0`
+    ///   is never met), the updated residual collapsed so far below the working precision
+    ///   that it cannot be normalised for the stored basis: `1/‖r‖₂` overflows the element
+    ///   type (in f32, a residual in the subnormals, where it would turn NaN);
     /// * with [`CgParams::confirm_with_true_residual`], a restart from the true residual did
     ///   not at least halve it (the attainable accuracy of the working precision is reached,
     ///   e.g. a condition number near `1/(rtol·u)`).
@@ -105,7 +110,8 @@ pub struct CgResult<V> {
     /// the initial residual's `b − H x0` included, in every entry point alike); or the
     /// per-system dot products overflowed because the entries of `H_i` are huge (a huge or
     /// tiny `b_i`, or an initial guess far from the solution, is not a cause: the system is
-    /// rescaled by a power of two internally). `x_i` then holds the iterate reached when the
+    /// rescaled by a power of two internally, unless `b_i − H_i x0_i` overflows even so, see
+    /// [`cg_with_initial_guess`]). `x_i` then holds the iterate reached when the
     /// system stopped (its start if it never stepped). [`CgResult::non_finite`] tells the
     /// causes apart.
     pub breakdown: Vec<bool>,
@@ -204,7 +210,11 @@ where
 /// ≈ `u·‖x0‖` per pass, which the true-residual restarts of
 /// [`CgParams::confirm_with_true_residual`] refine away (measured: 533 iterations for
 /// `‖r0‖/‖b‖ ≈ 1e160` at d = 8, cond 10, rtol 1e-12), so such a solve needs a raised
-/// [`CgParams::max_iters`]. A system with `b_i = 0` is solved by
+/// [`CgParams::max_iters`]. The guess is rescaled with `b`: one whose `b − H x0` overflows
+/// the element type even so (`‖x0‖∞ ≈ 1e150` with `‖b‖∞ ≈ 1e-200` in f64, a guess
+/// `1e350` times farther than `b` is large) cannot be iterated from; its system ends as a
+/// non-finite breakdown ([`CgResult::non_finite`]) after 0 iterations, with `x_i = x0_i`
+/// and a non-finite residual norm. A system with `b_i = 0` is solved by
 /// `x_i = 0` whatever `x0_i` (converged after 0 iterations and 0 applications, as SciPy's `cg`
 /// returns): with the default `atol = 0` its tolerance is 0, which iterating from `x0_i ≠ 0`
 /// would never meet.

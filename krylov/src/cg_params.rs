@@ -95,6 +95,9 @@ pub struct CgParams {
     /// (one extra operator application for the systems that met the tolerance, whatever
     /// [`CgParams::confirm_with_true_residual`] says); a system that fails the check stops
     /// with [`crate::CgTermination::Stagnated`] (the basis leaves no direction to continue in).
+    /// So does one whose tolerance lets its updated residual shrink on until it can no longer
+    /// be normalised (`atol = rtol = 0`: in f32 it reaches the subnormals), unless its true
+    /// residual meets the tolerance; either way its true residual is reported.
     pub reorthogonalize: bool,
     /// Confirm convergence on the true residual. Default `true`.
     ///

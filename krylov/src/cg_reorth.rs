@@ -11,6 +11,7 @@
 //! whatever `x` is, so this path always checks convergence on the true residual
 //! (`cg_solve.rs`).
 
+use crate::vectors::reciprocal_overflows;
 use crate::{BatchVectors, KrylovError};
 
 /// The stored, normalised scaled residuals `q_j = S r_j / ‖S r_j‖` with `S = M^{-1/2}`.
@@ -53,12 +54,18 @@ impl<V: BatchVectors> ResidualBasis<V> {
     }
 
     /// Orthogonalises `r` (for the systems in `active`) against the stored residuals, then
-    /// stores its normalised scaled version.
+    /// stores its normalised scaled version. Returns, per system, whether the residual has
+    /// collapsed: active, with a scaled norm `‖S r_i‖₂ > 0` so small that `1/‖S r_i‖₂`
+    /// overflows the element type (`reciprocal_overflows`; in f32 the residual is in the
+    /// subnormals). Only a tolerance at or near 0 lets a residual shrink that far past the
+    /// working precision. Such a residual is stored unnormalised (finite, like a zero one;
+    /// normalising it would make the stored vector, then every later residual, NaN): the
+    /// caller must stop the system.
     pub fn orthogonalize_and_push(
         &mut self,
         r: &mut V,
         active: &[bool],
-    ) -> Result<(), KrylovError> {
+    ) -> Result<Vec<bool>, KrylovError> {
         let mut rt = self.scaled(r)?;
         if !self.basis.is_empty() {
             rt.orthogonalize_against(&self.basis, active)?;
@@ -68,11 +75,18 @@ impl<V: BatchVectors> ResidualBasis<V> {
             r.axpby_masked(&vec![0.0; n], &vec![1.0; n], &new_r, active)?;
         }
         let norms = rt.norms2()?;
+        let u = rt.unit_roundoff();
+        let collapsed: Vec<bool> = norms
+            .iter()
+            .zip(active)
+            .map(|(nrm, a)| *a && reciprocal_overflows(*nrm, u))
+            .collect();
         let inv: Vec<f64> = norms
             .iter()
             .zip(active)
-            .map(|(nrm, a)| {
-                if *a && *nrm > 0.0 && nrm.is_finite() {
+            .zip(&collapsed)
+            .map(|((nrm, a), c)| {
+                if *a && !c && *nrm > 0.0 && nrm.is_finite() {
                     1.0 / nrm
                 } else {
                     1.0
@@ -81,6 +95,6 @@ impl<V: BatchVectors> ResidualBasis<V> {
             .collect();
         rt.scale_per_system(&inv)?;
         self.basis.push(rt);
-        Ok(())
+        Ok(collapsed)
     }
 }

@@ -120,6 +120,11 @@ where
     let nonzero_b: Vec<bool> = b_norms.iter().map(|nb| *nb != 0.0).collect();
 
     let mut r = b.clone();
+    // `‖r_i‖∞` of the starting residual, without a reduction where it is known: from `x0 = 0`
+    // the residual is `s_i·b_i`, whose max-norm is `s_i·‖b_i‖∞` exactly (scaling by a power
+    // of two is exact for the largest entry, and monotone for the others). The further
+    // scaling of a far initial guess below is exact in the same way.
+    let mut rnorm: Vec<f64> = b_norms.iter().zip(&scales).map(|(nb, s)| s * nb).collect();
     let mut x = match x0 {
         Some(x0) => {
             let mut x = x0.detached();
@@ -141,11 +146,11 @@ where
                 // system is scaled down by a further power of two (exact, like the first)
                 // that centres the range its residual crosses, from ‖r0‖ down to the
                 // tolerance, on 1 (`initial_residual_scale`). No extra operator call.
-                let r0_norms = r.norms_inf()?;
+                rnorm = r.norms_inf()?;
                 let extra: Vec<f64> = (0..n)
                     .map(|i| {
                         initial_residual_scale(
-                            r0_norms[i],
+                            rnorm[i],
                             tol[i],
                             // ‖s_i·b_i‖∞, exactly (`s_i` is a power of two).
                             scales[i] * b_norms[i],
@@ -161,6 +166,7 @@ where
                     for i in 0..n {
                         scales[i] *= extra[i];
                         tol[i] *= extra[i];
+                        rnorm[i] *= extra[i];
                     }
                     rescaled = true;
                 }
@@ -170,9 +176,13 @@ where
         None => b.zeros_like()?,
     };
 
+    // Systems whose re-orthogonalised residual collapsed so far below the working precision
+    // that it cannot be normalised (`ResidualBasis::orthogonalize_and_push`): they step no
+    // more and end converged or stagnated on their true residual.
+    let mut at_floor = vec![false; n];
     let mut reorth = if params.reorthogonalize {
         let mut basis = ResidualBasis::new(pre.inverse_diagonal())?;
-        basis.orthogonalize_and_push(&mut r, &all)?;
+        at_floor = basis.orthogonalize_and_push(&mut r, &all)?;
         Some(basis)
     } else {
         None
@@ -181,7 +191,7 @@ where
     // the basis spans the space, whatever `x` is).
     let confirm = params.confirm_with_true_residual || reorth.is_some();
 
-    let mut rnorm = r.norms_inf()?;
+    // (The first push leaves `r` as it is, the basis being empty: `rnorm` is still its norm.)
     let mut converged: Vec<bool> = rnorm
         .iter()
         .zip(&tol)
@@ -191,7 +201,10 @@ where
     // Of the systems that broke down, those stopped by a NaN/±Inf rather than by a finite
     // curvature `pᵀHp ≤ 0` (reported only with the breakdown, `CgResult::non_finite`).
     let mut non_finite = breakdown.clone();
-    let mut stagnated = vec![false; n];
+    // An initial residual at the floor is a true one: nothing to confirm.
+    let mut stagnated: Vec<bool> = (0..n)
+        .map(|i| at_floor[i] && !converged[i] && max_iters > 0)
+        .collect();
     // Converged systems that batch-global stopping kept stepping until their updated residual
     // came out non-finite (see the update below): they step no more and stay converged.
     let mut frozen = vec![false; n];
@@ -209,7 +222,13 @@ where
 
     loop {
         let can_step: Vec<bool> = (0..n)
-            .map(|i| !breakdown[i] && !stagnated[i] && !frozen[i] && iterations[i] < max_iters)
+            .map(|i| {
+                !breakdown[i]
+                    && !stagnated[i]
+                    && !frozen[i]
+                    && !at_floor[i]
+                    && iterations[i] < max_iters
+            })
             .collect();
         // Continue while an unconverged system can step; batch-global stopping also steps the
         // converged ones meanwhile.
@@ -224,7 +243,7 @@ where
                 .map(|i| {
                     iterations[i] > checked_at[i]
                         && !breakdown[i]
-                        && (converged[i] || params.confirm_with_true_residual)
+                        && (converged[i] || at_floor[i] || params.confirm_with_true_residual)
                 })
                 .collect();
             if !check.iter().any(|c| *c) {
@@ -246,7 +265,7 @@ where
                 if !true_norm[i].is_finite() {
                     breakdown[i] = true;
                     non_finite[i] = true;
-                } else if claimed && iterations[i] < max_iters {
+                } else if (claimed || at_floor[i]) && iterations[i] < max_iters {
                     if reorth.is_none() && true_norm[i] <= 0.5 * failed_norm[i] {
                         restart[i] = true;
                     } else {
@@ -321,9 +340,10 @@ where
             })?;
         }
         r.axpby_masked(&ones, &neg_alpha, &hp, &step)?;
-        if let Some(basis) = reorth.as_mut() {
-            basis.orthogonalize_and_push(&mut r, &step)?;
-        }
+        let collapsed = match reorth.as_mut() {
+            Some(basis) => basis.orthogonalize_and_push(&mut r, &step)?,
+            None => vec![false; n],
+        };
         let new_norm = r.norms_inf()?;
         for i in 0..n {
             if !step[i] {
@@ -349,6 +369,15 @@ where
             if !new_norm[i].is_finite() {
                 breakdown[i] = true;
                 non_finite[i] = true;
+            } else if collapsed[i] {
+                // The residual fell so far below the working precision that it cannot be
+                // normalised (a tolerance of 0 lets it shrink on once the basis spans the
+                // space, in f32 into the subnormals, where `1/‖r‖` overflows and it would
+                // turn NaN): no direction is left to step in. `x_i` is a valid iterate; the
+                // true-residual check at the end reports its residual and ends it converged
+                // or stagnated.
+                at_floor[i] = true;
+                step[i] = false;
             }
         }
         z = precondition(&r, &step)?;
@@ -375,6 +404,25 @@ where
         x.scale_per_system(&inverse)?;
         for (rn, s) in rnorm.iter_mut().zip(&scales) {
             *rn /= s;
+        }
+        // A rescaled system that never stepped ends at its start, `x0_i` as given: scaling
+        // and unscaling it is exact unless `s_i·x0_i` overflowed (a guess far outside the
+        // range of a tiny `b_i`, which then breaks down on its non-finite residual: `x_i`
+        // came back as ±Inf) or underflowed. Copied on the host (a masked update would
+        // compute `0·Inf`); only on this failure path.
+        if let Some(x0) = x0 {
+            let unmoved: Vec<bool> = (0..n)
+                .map(|i| iterations[i] == 0 && !converged[i] && scales[i] != 1.0)
+                .collect();
+            if unmoved.iter().any(|u| *u) {
+                let d = x.system_dim();
+                let mut host = x.to_host()?;
+                let start = x0.to_host()?;
+                for i in (0..n).filter(|&i| unmoved[i]) {
+                    host[i * d..(i + 1) * d].copy_from_slice(&start[i * d..(i + 1) * d]);
+                }
+                x = V::from_host_like(&x, &host)?;
+            }
         }
     }
     // The reported flags all derive from `termination`, so that they cannot disagree.

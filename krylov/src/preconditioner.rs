@@ -4,7 +4,7 @@
 use crate::operator::batch_shapes_match;
 use crate::{BatchOperator, BatchVectors, KrylovError};
 
-/// Preconditioner used by [`crate::cg`].
+/// Preconditioner used by [`crate::cg()`].
 ///
 /// ```
 /// use krylov::{cg, CgParams, FnOperator, KrylovError, Preconditioner};

@@ -226,6 +226,26 @@ pub(crate) fn power_of_two_scale(norm: f64, unit_roundoff: f64) -> f64 {
     2f64.powi(-exponent)
 }
 
+/// Whether `1/norm` (`norm > 0`) overflows the element type with unit roundoff
+/// `unit_roundoff`, so that a vector of Euclidean norm `norm` cannot be normalised by it.
+/// For f64 `1/norm` is +Inf (`norm` below 2⁻¹⁰²⁴, deep in the subnormals); types with less
+/// precision than f64 are taken to have f32's range (bf16 has, up to the rounding in its
+/// last binade; f16, whose range ends at 65504, is not covered, as by the other rescalings
+/// of this module), where `norm` is below about 2⁻¹²⁸, in the subnormals. `false` for `0`
+/// and NaN.
+pub(crate) fn reciprocal_overflows(norm: f64, unit_roundoff: f64) -> bool {
+    if norm.is_nan() || norm <= 0.0 {
+        return false;
+    }
+    let inverse = 1.0 / norm;
+    if unit_roundoff < 1e-10 {
+        !inverse.is_finite()
+    } else {
+        // The conversion the f32 backends make (`Real::lossy_from_f64`, candle's `to_dtype`).
+        !(inverse as f32).is_finite()
+    }
+}
+
 /// The further power of two `e ≤ 1` by which CG multiplies a system whose initial residual
 /// `r0 = b − H x0` is huge, after the right-hand side's own scaling `scale`
 /// ([`power_of_two_scale`]); `residual` (‖r0‖∞), `tolerance` and `rhs` (‖b‖∞) are in the

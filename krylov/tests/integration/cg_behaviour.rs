@@ -464,6 +464,37 @@ fn a_far_initial_guess_is_rescaled_from_its_residual() {
     assert!(res.breakdown.iter().all(|b| !b));
 }
 
+/// An initial guess so far outside the range of a tiny `b` that it overflows once rescaled
+/// with it (`‖x0‖∞ = 1e150`, `‖b‖∞ = 1e-200` in f64: `b` is scaled up by ≈ 2⁶⁶⁴) cannot be
+/// iterated from: a non-finite breakdown after 0 iterations, whose `x` is the guess as given
+/// (documented: a system that never stepped holds its start). It came back as +Inf. Its
+/// neighbour, with a moderate guess, is solved as usual.
+#[test]
+fn a_guess_that_overflows_with_a_tiny_b_is_returned_unchanged() {
+    let d = 3;
+    let op = DenseNalgebraOperator::new(vec![DMatrix::<f64>::from_diagonal_element(d, d, 2.0); 2])
+        .unwrap();
+    let b = DMatrix::from_fn(d, 2, |i, j| if j == 0 { -1e-200 } else { i as f64 + 1.0 });
+    let x0 = DMatrix::from_fn(d, 2, |i, j| {
+        if j == 0 {
+            1e150 * (i as f64 + 1.0)
+        } else {
+            1.0
+        }
+    });
+    let res = cg_with_initial_guess(&op, &b, &x0, &CgParams::default()).unwrap();
+    use krylov::CgTermination::*;
+    assert_eq!(res.termination, vec![Breakdown, Converged]);
+    assert_eq!(res.non_finite, vec![true, false]);
+    assert_eq!(res.iterations[0], 0);
+    assert!(!res.residual_norms[0].is_finite());
+    for i in 0..d {
+        assert_eq!(res.x[(i, 0)].to_bits(), x0[(i, 0)].to_bits());
+        // H = 2I: exact to rtol = 1e-6 (one iteration, rounding only).
+        assert!((res.x[(i, 1)] - 0.5 * b[(i, 1)]).abs() <= 1e-12);
+    }
+}
+
 /// Batch-global stopping with re-orthogonalisation in f32: a system with a tightly clustered
 /// spectrum (cond 1.01) meets the tolerance in a couple of iterations, then keeps stepping
 /// while a cond-1e3 system converges, its residual shrinking by ~1e-3 per step into f32's

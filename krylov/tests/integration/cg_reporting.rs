@@ -7,7 +7,8 @@ use crate::common::*;
 use faer::Mat;
 use krylov::{
     BatchOperator, CgParams, CgResult, CgTermination, DenseFaerOperator, DenseNalgebraOperator,
-    FnOperator, KrylovError, cg, cg_with_initial_guess, cg_with_initial_guess_observed,
+    FnOperator, KrylovError, Preconditioner, cg, cg_with_initial_guess,
+    cg_with_initial_guess_observed,
 };
 use nalgebra::DMatrix;
 use std::cell::{Cell, RefCell};
@@ -288,6 +289,60 @@ fn reorthogonalised_cg_says_why_it_stopped_early() {
         let hx = op.apply(&capped.x, &[true]).unwrap();
         let r_true = (0..d).fold(0.0f64, |m, i| m.max((bv[(i, 0)] - hx[(i, 0)]).abs()));
         assert_eq!(capped.residual_norms[0], r_true);
+    }
+}
+
+/// Re-orthogonalised f32 CG with a tolerance of 0 (`atol = rtol = 0`, never met): once the
+/// stored residuals span the space, the updated residual shrinks by orders of magnitude per
+/// iteration into f32's subnormals, where the normalisation factor `1/‖r‖` of the stored
+/// residual overflows f32. The system used to go on with a NaN basis vector and end as a
+/// non-finite breakdown with a NaN residual norm, although its `x` was fine. It now stops
+/// there as `Stagnated` (iterations left), reporting its true residual, with and without
+/// Jacobi, and `x` is as accurate as f32 allows.
+#[test]
+fn a_zero_tolerance_f32_residual_collapsing_into_the_subnormals_stagnates() {
+    let d = 24;
+    let mut r = rng(5);
+    let conds = [1e2, 1e3];
+    let mats: Vec<Mat<f64>> = conds.iter().map(|c| random_spd(&mut r, d, *c).0).collect();
+    let b = gaussian(&mut r, 2 * d);
+    let op = DenseNalgebraOperator::new(
+        mats.iter()
+            .map(|m| DMatrix::from_fn(d, d, |i, j| m[(i, j)] as f32))
+            .collect(),
+    )
+    .unwrap();
+    let bv = DMatrix::from_fn(d, 2, |i, j| b[j * d + i] as f32);
+    for pre in [Preconditioner::None, Preconditioner::Jacobi] {
+        let params = CgParams::default()
+            .with_rtol(0.0)
+            .with_reorthogonalize(true)
+            .with_preconditioner(pre);
+        let res = cg(&op, &bv, &params).unwrap();
+        assert_eq!(
+            res.termination,
+            vec![CgTermination::Stagnated; 2],
+            "{pre:?}"
+        );
+        assert_eq!(res.non_finite, vec![false, false]);
+        let hx = op.apply(&res.x, &[true, true]).unwrap();
+        for i in 0..2 {
+            // Past the `d` iterations that span the space, short of the cap (2d + 10).
+            let it = res.iterations[i];
+            assert!((d..2 * d + 10).contains(&it), "{pre:?} {it}");
+            // The reported residual is the true one, `b − H x` as the operator computes it.
+            let r_true = (0..d).fold(0.0f64, |m, k| {
+                m.max(f64::from((bv[(k, i)] - hx[(k, i)]).abs()))
+            });
+            assert_eq!(res.residual_norms[i], r_true, "{pre:?}");
+            assert!(r_true > 0.0);
+            // Forward error within cond·√d·u₃₂ (f32 rounding of H, b and the iteration;
+            // measured 2e-7 to 3e-6, 10–100× below).
+            let xe = faer_solve(&mats[i], &b[i * d..(i + 1) * d]);
+            let err: Vec<f64> = (0..d).map(|k| f64::from(res.x[(k, i)]) - xe[k]).collect();
+            let bound = conds[i] * (d as f64).sqrt() * f64::from(f32::EPSILON);
+            assert!(norm2(&err) <= bound * norm2(&xe), "{pre:?} system {i}");
+        }
     }
 }
 

@@ -9,6 +9,7 @@ mod common;
 mod candle_backend;
 mod cg_accuracy;
 mod cg_behaviour;
+mod cg_host_syncs;
 mod cg_reporting;
 mod input_checks;
 mod lanczos;
