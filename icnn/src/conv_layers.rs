@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::activation::softplus;
 use crate::error::{IcnnError, Result};
+use crate::layer_input::check_images;
 use crate::params;
 
 /// The shape `(C, H, W)` of one image; a batch of images is `(B, C, H, W)` or, flattened in
@@ -158,6 +159,10 @@ impl ConvGeometry {
 /// let y0 = conv.forward(&x.zeros_like()?)?;
 /// let bias = conv.bias.as_ref().unwrap().to_vec1::<f64>()?;
 /// assert_eq!(y0.get(0)?.get(1)?.to_vec2::<f64>()?[2][2], bias[1]);
+/// // Three channels, or f32 pixels, for this f64 layer of 2 input channels: shape errors.
+/// let rgb = Tensor::ones((3, 3, 5, 5), DType::F64, &Device::Cpu)?;
+/// assert!(matches!(conv.forward(&rgb), Err(icnn::IcnnError::Shape(_))));
+/// assert!(matches!(conv.forward(&x.to_dtype(DType::F32)?), Err(icnn::IcnnError::Shape(_))));
 /// # Ok(())
 /// # }
 /// ```
@@ -213,7 +218,19 @@ impl Conv2d {
     }
 
     /// `conv(x, W) + b` for `x` `(B, n_in, H, W)`.
+    ///
+    /// # Errors
+    /// [`IcnnError::Shape`] naming the layer and the expected and given shapes when `x` is not
+    /// `(B, n_in, H, W)`, its padded `H×W` does not hold the kernel, or it has another dtype or
+    /// device than `W` (checked first: no value is read).
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        check_images(
+            || describe("Conv2d", &self.weight, self.geometry),
+            x,
+            self.n_in(),
+            &self.weight,
+            self.geometry,
+        )?;
         let y = conv(x, &self.weight, self.geometry)?;
         add_channel_bias(y, self.bias.as_ref())
     }
@@ -300,10 +317,35 @@ impl PosConv2d {
     }
 
     /// `(conv(x, softplus(W)) + b)/fan_in` for `x` `(B, n_in, H, W)`.
+    ///
+    /// # Errors
+    /// As [`Conv2d::forward`].
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        check_images(
+            || describe("PosConv2d", &self.weight, self.geometry),
+            x,
+            self.n_in(),
+            &self.weight,
+            self.geometry,
+        )?;
         let y = conv(x, &self.effective_weight()?, self.geometry)?;
         add_channel_bias(y, self.effective_bias()?.as_ref())
     }
+}
+
+/// `"{kind} ({in} → {out} channels, k×k, stride s, padding p)"`, a convolution layer in error
+/// messages.
+fn describe(kind: &str, weight: &Tensor, g: ConvGeometry) -> String {
+    let dims = weight.dims();
+    let channels = |axis: usize| dims.get(axis).copied().unwrap_or(0);
+    format!(
+        "{kind} ({} → {} channels, {k}×{k}, stride {}, padding {})",
+        channels(1),
+        channels(0),
+        g.stride,
+        g.padding,
+        k = g.kernel
+    )
 }
 
 /// `y + b` with `b` `(C,)` broadcast over `(B, C, H, W)`.

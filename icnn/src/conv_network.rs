@@ -291,6 +291,7 @@ impl ConvNetwork {
                 self.dtype()
             )));
         }
+        crate::layer_input::check_device("input", x, &self.initialized)?;
         match *x.dims() {
             [b, d] if d == im.dim() => Ok(x.reshape((b, im.channels, im.height, im.width))?),
             [_, c, h, w] if (c, h, w) == (im.channels, im.height, im.width) => Ok(x.clone()),

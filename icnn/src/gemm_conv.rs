@@ -64,7 +64,9 @@ pub(crate) use ops::{adjoint_cpu, forward_cpu, kernel_grad_cpu, split_batch};
 
 use crate::{IcnnError, Result};
 use candle_core::{DType, Tensor};
-use checks::{check_bias, check_even, conv_geometry, dims4, takes_gemm_path, transposed_geometry};
+use checks::{
+    check_bias, check_even, conv_geometry, dims4, same_kind, takes_gemm_path, transposed_geometry,
+};
 use forms::{dense_conv, dense_transposed, flipped_conv_padding, flipped_transposed};
 use std::sync::Arc;
 
@@ -93,9 +95,9 @@ pub fn col2im(cols: &Tensor, geometry: PatchGeometry) -> Result<Tensor> {
 /// `conv2d`.
 ///
 /// # Errors
-/// [`IcnnError::Shape`] when a tensor is not 4-D, the channel counts disagree, or the kernel
-/// does not fit in the padded input; [`IcnnError::InvalidConfig`] for stride 0; candle errors
-/// (dtype mismatch, ...) otherwise.
+/// [`IcnnError::Shape`] when a tensor is not 4-D, the channel counts disagree, the kernel
+/// does not fit in the padded input, or the kernel has another dtype or device than `x`;
+/// [`IcnnError::InvalidConfig`] for stride 0; candle errors otherwise.
 ///
 /// ```
 /// use candle_core::{Device, Tensor};
@@ -133,7 +135,8 @@ pub fn conv2d_gemm(x: &Tensor, kernel: &Tensor, padding: usize, stride: usize) -
 /// one matrix product with the batch folded in, as does [`conv2d_gemm`].
 ///
 /// # Errors
-/// As [`conv2d_gemm`], and [`IcnnError::Shape`] when `bias` is not `(C_out,)`.
+/// As [`conv2d_gemm`], and [`IcnnError::Shape`] when `bias` is not `(C_out,)` or has another
+/// dtype or device than `x`.
 ///
 /// ```
 /// use candle_core::{Device, Tensor};
@@ -169,7 +172,8 @@ pub fn conv2d_gemm_biased(
 /// slower); any other device or dtype falls back to `broadcast_add`.
 ///
 /// # Errors
-/// [`IcnnError::Shape`] when `y` is not 4-D or `bias` is not `(C,)`; candle errors otherwise.
+/// [`IcnnError::Shape`] when `y` is not 4-D, or `bias` is not `(C,)` or has another dtype or
+/// device than `y`; candle errors otherwise.
 ///
 /// ```
 /// use candle_core::{Device, Tensor, Var};
@@ -199,6 +203,7 @@ pub fn add_channel_bias(y: &Tensor, bias: &Tensor) -> Result<Tensor> {
             y.shape()
         )));
     }
+    same_kind("add_channel_bias", "bias", bias, y)?;
     if !takes_gemm_path(y, bias) {
         return Ok(y.broadcast_add(&bias.reshape((1, c, 1, 1))?)?);
     }
@@ -251,8 +256,9 @@ pub fn gated_product(y: &Tensor) -> Result<Tensor> {
 /// `conv_transpose2d`.
 ///
 /// # Errors
-/// [`IcnnError::Shape`] when a tensor is not 4-D, the channel counts disagree, or the output
-/// would be empty; [`IcnnError::InvalidConfig`] for stride 0; candle errors otherwise.
+/// [`IcnnError::Shape`] when a tensor is not 4-D, the channel counts disagree, the output
+/// would be empty, or the kernel has another dtype or device than `x`;
+/// [`IcnnError::InvalidConfig`] for stride 0; candle errors otherwise.
 ///
 /// ```
 /// use candle_core::{Device, Tensor};
@@ -299,7 +305,8 @@ pub fn conv_transpose2d_gemm(
 /// [`conv_transpose2d_gemm`].
 ///
 /// # Errors
-/// As [`conv_transpose2d_gemm`], and [`IcnnError::Shape`] when `bias` is not `(C_out,)`.
+/// As [`conv_transpose2d_gemm`], and [`IcnnError::Shape`] when `bias` is not `(C_out,)` or
+/// has another dtype or device than `x`.
 ///
 /// ```
 /// use candle_core::{Device, Tensor};
@@ -475,7 +482,7 @@ fn biased_conv(
 ) -> Result<Tensor> {
     let g = conv_geometry(op, x, kernel, padding, stride)?;
     let c_out = kernel.dim(0)?;
-    check_bias(op, bias, c_out)?;
+    check_bias(op, bias, c_out, x)?;
     if matches!(then, Then::Gate) {
         check_even(op, c_out)?;
     }
@@ -497,7 +504,7 @@ fn biased_conv_transpose(
     then: Then,
 ) -> Result<Tensor> {
     let g = transposed_geometry(op, x, kernel, padding, output_padding, stride)?;
-    check_bias(op, bias, g.channels)?;
+    check_bias(op, bias, g.channels, x)?;
     if matches!(then, Then::Gate) {
         check_even(op, g.channels)?;
     }

@@ -10,7 +10,8 @@ use rand::Rng;
 
 use crate::activation::softplus;
 use crate::actnorm_init::ActNormInit;
-use crate::error::{IcnnError, Result};
+use crate::error::Result;
+use crate::layer_input::check_rows;
 use crate::params;
 
 /// `y = x Wᵀ + b` with PyTorch's default init `U(−1/√n_in, 1/√n_in)` for `W` and `b`.
@@ -34,6 +35,12 @@ use crate::params;
 /// let y = layer.forward(&x)?.to_vec2::<f64>()?;
 /// let b = layer.bias.as_ref().unwrap().to_vec1::<f64>()?;
 /// assert!((y[0][1] - (w[1][0] + b[1])).abs() < 1e-15);
+/// // Four features for a 3-input layer: a shape error naming the layer, before candle runs.
+/// let wide = Tensor::zeros((1, 4), DType::F64, &Device::Cpu)?;
+/// match layer.forward(&wide) {
+///     Err(icnn::IcnnError::Shape(m)) => assert!(m.starts_with("Linear (3 → 2)"), "{m}"),
+///     other => panic!("unexpected {other:?}"),
+/// }
 /// // The context gates start at zero.
 /// let gate = Linear::new_zeros(&vb.pp("gate"), 3, 2)?;
 /// assert_eq!(gate.forward(&x)?.to_vec2::<f64>()?, vec![vec![0.0, 0.0]]);
@@ -75,7 +82,23 @@ impl Linear {
     }
 
     /// `x Wᵀ + b` for `x` of shape `(B, in)`.
+    ///
+    /// # Errors
+    /// [`IcnnError::Shape`](crate::IcnnError::Shape) naming the layer and the expected and
+    /// given shapes when `x` is not `(B, in)` or has another dtype or device than `W` (checked
+    /// first: no value is read).
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        check_rows(
+            || format!("Linear ({} → {})", self.n_in(), self.n_out()),
+            x,
+            self.n_in(),
+            &self.weight,
+        )?;
+        self.forward_unchecked(x)
+    }
+
+    /// [`Self::forward`] without its input check, for callers that validated `x` already.
+    pub(crate) fn forward_unchecked(&self, x: &Tensor) -> Result<Tensor> {
         let y = x.matmul(&self.weight.t()?)?;
         Ok(match &self.bias {
             Some(b) => y.broadcast_add(b)?,
@@ -166,7 +189,18 @@ impl PosLinear {
     }
 
     /// `(x softplus(W)ᵀ + b)/n_in` for `x` of shape `(B, in)`.
+    ///
+    /// # Errors
+    /// [`IcnnError::Shape`](crate::IcnnError::Shape) naming the layer and the expected and
+    /// given shapes when `x` is not `(B, in)` or has another dtype or device than `W` (checked
+    /// first: no value is read).
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        check_rows(
+            || format!("PosLinear ({} → {})", self.n_in(), self.n_out()),
+            x,
+            self.n_in(),
+            &self.weight,
+        )?;
         let y = x.matmul(&self.effective_weight()?.t()?)?;
         Ok(match self.effective_bias()? {
             Some(b) => y.broadcast_add(&b)?,
@@ -185,7 +219,7 @@ pub const ACTNORM_SCALE_MIN: f64 = 0.001;
 /// (see [`ActNorm::initialize`]); the network keeps an `initialized` flag variable next to
 /// the parameters, so a loaded model is not re-initialised. A batch of fewer than 2 rows,
 /// with non-finite values, or on which no unit varies is an
-/// [`IcnnError::Initialization`] and writes nothing.
+/// [`IcnnError::Initialization`](crate::IcnnError::Initialization) and writes nothing.
 ///
 /// ```
 /// use icnn::{ActNorm, IcnnError};
@@ -261,9 +295,30 @@ impl ActNorm {
     }
 
     /// `(x + b) ⊙ scale` for `x` of shape `(B, C)`.
+    ///
+    /// # Errors
+    /// [`IcnnError::Shape`](crate::IcnnError::Shape) naming the layer and the expected and
+    /// given shapes when `x` is not `(B, C)` or has another dtype or device than the parameters
+    /// (checked first: no value is read).
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.check_input(x)?;
+        self.forward_unchecked(x)
+    }
+
+    /// [`Self::forward`] without its input check, for callers that validated `x` already.
+    pub(crate) fn forward_unchecked(&self, x: &Tensor) -> Result<Tensor> {
         Ok(x.broadcast_add(&self.shift()?)?
             .broadcast_mul(&self.scale()?)?)
+    }
+
+    /// `x` must be `(B, C)` of the parameters' dtype, on their device.
+    fn check_input(&self, x: &Tensor) -> Result<()> {
+        check_rows(
+            || format!("ActNorm `{}` ({} features)", self.name, self.features()),
+            x,
+            self.features(),
+            &self.b,
+        )
     }
 
     /// The parameter prefix of the layer (`icnn.actnorms.2`).
@@ -276,8 +331,10 @@ impl ActNorm {
     ///
     /// A unit constant over the batch gets `logs = log(1e6)` as in the reference. Fewer than
     /// 2 rows, a non-finite value, or a batch on which no unit varies is an
-    /// [`IcnnError::Initialization`] naming the layer, and
-    /// leaves `b` and `logs` as they were.
+    /// [`IcnnError::Initialization`](crate::IcnnError::Initialization) naming the layer, and
+    /// leaves `b` and `logs` as they were. A batch that is not `(B, C)` of the parameters'
+    /// dtype, on their device, is an [`IcnnError::Shape`](crate::IcnnError::Shape) as in
+    /// [`Self::forward`].
     pub fn initialize(&self, x: &Tensor) -> Result<()> {
         let init = self.statistics(x)?;
         self.write(&init)
@@ -285,15 +342,7 @@ impl ActNorm {
 
     /// The checked initialisation statistics of the batch `x` `(B, C)`, not written yet.
     pub(crate) fn statistics(&self, x: &Tensor) -> Result<ActNormInit> {
-        let c = x.dims().get(1).copied();
-        if x.rank() != 2 || c != Some(self.features()) {
-            return Err(IcnnError::Shape(format!(
-                "ActNorm `{}`: expected a batch of shape (B, {}), got {:?}",
-                self.name,
-                self.features(),
-                x.dims()
-            )));
-        }
+        self.check_input(x)?;
         ActNormInit::from_batch(&self.name, x)
     }
 

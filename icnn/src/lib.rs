@@ -109,6 +109,7 @@ mod host_weights;
 mod icnn;
 mod icnn2;
 mod icnn3;
+mod layer_input;
 mod layers;
 mod linearization;
 mod network;

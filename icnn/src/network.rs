@@ -189,7 +189,12 @@ impl Network {
                 self.dtype()
             )));
         }
-        Ok(())
+        crate::layer_input::check_device("input", x, &self.initialized)
+    }
+
+    /// The `(1,)` flag variable: its dtype and device are the parameters'.
+    pub(crate) fn initialized_flag(&self) -> &Tensor {
+        &self.initialized
     }
 
     /// Effective weights of group `j`; `with_actnorm = false` leaves the ActNorm out (used by

@@ -242,7 +242,7 @@ impl Picnn {
         check_input_rows("input", x)?;
         check_context_rows("context", c)?;
         let c = c.detach();
-        let wc = self.wc.forward(&c)?;
+        let wc = self.wc.forward_unchecked(&c)?;
         let init_c = self.actnorm_c.statistics(&wc)?;
         let ctx = self.contexts_from_features(&init_c.forward(&wc)?.elu(1.0)?)?;
         let stats = self.net.init_statistics(x, Some(&ctx))?;
@@ -262,15 +262,18 @@ impl Picnn {
                 c.dtype()
             )));
         }
-        Ok(())
+        crate::layer_input::check_device("context", c, self.net.initialized_flag())
     }
 
-    /// Gates and biases of every group for the context batch `c`.
+    /// Gates and biases of every group for the context batch `c`, checked by
+    /// [`Self::check_context`] (the layers' own input checks are skipped).
     fn contexts(&self, c: &Tensor) -> Result<Vec<GroupContext>> {
-        self.contexts_from_features(&self.actnorm_c.forward(&self.wc.forward(c)?)?.elu(1.0)?)
+        let wc = self.wc.forward_unchecked(c)?;
+        self.contexts_from_features(&self.actnorm_c.forward_unchecked(&wc)?.elu(1.0)?)
     }
 
-    /// Gates and biases of every group from the context features `c̄` `(B, h)`.
+    /// Gates and biases of every group from the context features `c̄` `(B, h)` (computed by
+    /// the context layers from a checked context: the gates skip their input checks).
     fn contexts_from_features(&self, cf: &Tensor) -> Result<Vec<GroupContext>> {
         let l = self.config.depth;
         let mut ctx = Vec::with_capacity(l + 1);
@@ -281,10 +284,10 @@ impl Picnn {
             } else {
                 (-1.0f64).exp()
             };
-            let gate_z = softplus(&self.wcz[k].forward(cf)?.affine(1.0, shift)?)?;
-            let gate_x = self.wcx[k].forward(cf)?.affine(1.0, 1.0)?;
+            let gate_z = softplus(&self.wcz[k].forward_unchecked(cf)?.affine(1.0, shift)?)?;
+            let gate_x = self.wcx[k].forward_unchecked(cf)?.affine(1.0, 1.0)?;
             let bias = match self.wcc.get(k) {
-                Some(w) => Some(w.forward(cf)?),
+                Some(w) => Some(w.forward_unchecked(cf)?),
                 None => None,
             };
             ctx.push(GroupContext {

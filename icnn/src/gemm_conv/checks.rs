@@ -40,6 +40,7 @@ fn checked_dims(
     }
     let xd = dims4(x, &format!("{op} input"))?;
     let kd = dims4(kernel, &format!("{op} kernel"))?;
+    same_kind(op, "kernel", kernel, x)?;
     let k_in = if in_axis == 0 { kd.0 } else { kd.1 };
     if k_in != xd.1 {
         return Err(IcnnError::Shape(format!(
@@ -139,15 +140,30 @@ fn overflow(op: &str, h: usize, w: usize, kh: usize, kw: usize, stride: usize) -
     ))
 }
 
-/// `bias` must be `(channels,)`.
-pub(super) fn check_bias(op: &str, bias: &Tensor, channels: usize) -> Result<()> {
+/// `bias` must be `(channels,)`, of the dtype of the input `x`, on its device.
+pub(super) fn check_bias(op: &str, bias: &Tensor, channels: usize, x: &Tensor) -> Result<()> {
     if bias.dims() != [channels] {
         return Err(IcnnError::Shape(format!(
             "{op}: bias has shape {:?}, expected ({channels},)",
             bias.shape()
         )));
     }
-    Ok(())
+    same_kind(op, "bias", bias, x)
+}
+
+/// The operand `what` (a kernel or a bias) must have the dtype and device of the input `x`
+/// (otherwise candle would report its own dtype or device mismatch).
+pub(super) fn same_kind(op: &str, what: &str, operand: &Tensor, x: &Tensor) -> Result<()> {
+    if crate::layer_input::same_dtype_and_device(operand, x) {
+        return Ok(());
+    }
+    Err(IcnnError::Shape(format!(
+        "{op}: the input is {:?} on {:?} but the {what} is {:?} on {:?}",
+        x.dtype(),
+        x.device().location(),
+        operand.dtype(),
+        operand.device().location()
+    )))
 }
 
 /// A gate needs an even number of channels `[h; g]`.

@@ -20,4 +20,5 @@ mod host_linearization;
 mod host_linearization_conv;
 mod host_weights;
 mod input_derivatives;
+mod layer_input;
 mod parameter_gradients;
