@@ -38,12 +38,64 @@ impl Dataset {
         Dataset { x, context: None }
     }
 
-    /// Conditional data.
+    /// Conditional data: `context` holds one row per row of `x`.
+    ///
+    /// Nothing is checked here (and the fields are public): every consumer checks the data
+    /// set it is given. [`nll_estimate`] and [`mean_nll`] (with their `_with` forms, and so
+    /// [`crate::NllCurve`]) call [`Dataset::check`] before scoring anything, and the
+    /// [`crate::Trainer`]'s `fit*` methods check the training and validation sets against the
+    /// flow before the first step ([`Flow::check_input`]): a context with another number of
+    /// rows than the data, a tensor that is not a matrix, or a context given to an
+    /// unconditional flow (or missing for a conditional one) is a
+    /// [`CpflowError::InvalidInput`] that names it, never a truncated or misaligned pass.
+    /// Call [`Dataset::check`] to find out when the set is built.
+    ///
+    /// ```
+    /// use candle_core::{DType, Device, Tensor};
+    /// use cpflow::{CpflowError, Dataset};
+    /// # fn main() -> cpflow::Result<()> {
+    /// let x = Tensor::zeros((10, 3), DType::F64, &Device::Cpu)?;
+    /// let set = Dataset::with_context(x, Tensor::ones((8, 2), DType::F64, &Device::Cpu)?);
+    /// let err = set.check().unwrap_err();
+    /// assert!(matches!(&err, CpflowError::InvalidInput(m) if m.contains("the context has 8 rows but the data has 10")));
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn with_context(x: Tensor, context: Tensor) -> Self {
         Dataset {
             x,
             context: Some(context),
         }
+    }
+
+    /// Checks the data set's shapes: `x` is an `(N, d)` matrix and the context, if any, an
+    /// `(N, d_c)` matrix (one row per sample). A violation is [`CpflowError::InvalidInput`]
+    /// naming the shapes. The columns, values and the flow's conditionality are checked
+    /// where the data set meets a flow.
+    pub fn check(&self) -> Result<()> {
+        if self.x.rank() != 2 {
+            return Err(CpflowError::InvalidInput(format!(
+                "the data must be a (samples, features) matrix, got shape {:?}",
+                self.x.dims()
+            )));
+        }
+        if let Some(c) = &self.context {
+            if c.rank() != 2 {
+                return Err(CpflowError::InvalidInput(format!(
+                    "the context must be a (samples, context features) matrix with one row \
+                     per sample, got shape {:?} (the data: {:?})",
+                    c.dims(),
+                    self.x.dims()
+                )));
+            }
+            let (rows, n) = (c.dim(0)?, self.x.dim(0)?);
+            if rows != n {
+                return Err(CpflowError::InvalidInput(format!(
+                    "the context has {rows} rows but the data has {n}"
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// Number of samples.
@@ -328,6 +380,12 @@ pub fn nll_estimate_with<R: Rng + ?Sized>(
     rng: &mut R,
     mut before_chunk: impl FnMut(usize) -> Result<()>,
 ) -> Result<NllEstimate> {
+    data.check().map_err(|e| match e {
+        CpflowError::InvalidInput(m) => {
+            CpflowError::InvalidInput(format!("evaluation data set: {m}"))
+        }
+        other => other,
+    })?;
     let n = data.len();
     if n == 0 {
         return Err(CpflowError::InvalidInput(
@@ -338,14 +396,6 @@ pub fn nll_estimate_with<R: Rng + ?Sized>(
         return Err(CpflowError::InvalidConfig(
             "evaluation batch size must be at least 1".into(),
         ));
-    }
-    if let Some(c) = &data.context {
-        let rows = c.dims().first().copied().unwrap_or(0);
-        if rows != n {
-            return Err(CpflowError::InvalidInput(format!(
-                "evaluation data set: the context has {rows} rows but the data has {n}"
-            )));
-        }
     }
     let mut moments = RunningMoments::default();
     let mut start = 0;
@@ -379,6 +429,101 @@ pub fn nll_estimate_with<R: Rng + ?Sized>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{FloatType, FlowConfig, FlowRng, PotentialConfig, SlqConfig, TrainConfig, Trainer};
+    use candle_core::Device;
+
+    /// A conditional f64 flow `[AN, CPF, AN]` on a PICNN (2 inputs, 1 context feature),
+    /// initialised, and its 6 rows of data and context.
+    fn conditional_flow() -> (Flow, Tensor, Tensor) {
+        let pot = PotentialConfig::Picnn(icnn::PicnnConfig {
+            dim: 2,
+            context_dim: 1,
+            width: 4,
+            depth: 2,
+            ..Default::default()
+        });
+        let cfg = FlowConfig::tabular(2, 1, pot).with_float(FloatType::F64);
+        let flow = Flow::new(cfg, &Device::Cpu).unwrap();
+        let x: Vec<f64> = (0..12).map(|i| ((i * 7 % 5) as f64) * 0.4 - 0.9).collect();
+        let x = Tensor::from_vec(x, (6, 2), &Device::Cpu).unwrap();
+        let c: Vec<f64> = (0..6).map(|i| i as f64 * 0.3 - 0.5).collect();
+        let c = Tensor::from_vec(c, (6, 1), &Device::Cpu).unwrap();
+        flow.initialize_given(&x, &c).unwrap();
+        (flow, x, c)
+    }
+
+    /// A data set whose context does not fit its data (other row counts, tensors that are not
+    /// matrices) is an `InvalidInput` naming the whole set's shapes, from `Dataset::check`,
+    /// from the NLL estimates (exact and SLQ, in chunks of 4 rows) and from the trainer
+    /// (training and validation sets). Before, the estimates called a scalar `x` "empty", a
+    /// scalar context one of "0 rows", and named a chunk's shape (`[4]` of a `[6]` vector).
+    #[test]
+    fn a_context_that_does_not_fit_the_data_is_refused_by_every_consumer() {
+        let (flow, x, c) = conditional_flow();
+        let dev = Device::Cpu;
+        let scalar = Tensor::new(1.0f64, &dev).unwrap();
+        let cases = [
+            (
+                x.clone(),
+                c.narrow(0, 0, 4).unwrap(),
+                "context has 4 rows but the data has 6",
+            ),
+            (
+                x.clone(),
+                Tensor::cat(&[&c, &c], 0).unwrap(),
+                "context has 12 rows but the data has 6",
+            ),
+            (
+                x.clone(),
+                c.flatten_all().unwrap(),
+                "got shape [6] (the data: [6, 2])",
+            ),
+            (
+                x.clone(),
+                c.reshape((6, 1, 1)).unwrap(),
+                "got shape [6, 1, 1]",
+            ),
+            (x.clone(), scalar.clone(), "got shape [] (the data: [6, 2])"),
+            (
+                x.flatten_all().unwrap(),
+                c.clone(),
+                "data must be a (samples, features) matrix, got shape [12]",
+            ),
+            (
+                scalar,
+                c.clone(),
+                "data must be a (samples, features) matrix, got shape []",
+            ),
+        ];
+        let invalid = |r: Result<f64>, what: &str, want: &str| match r {
+            Err(CpflowError::InvalidInput(m)) => assert!(m.contains(want), "{what}: {m}"),
+            other => panic!("{what}: {other:?}"),
+        };
+        for (x_bad, c_bad, want) in cases {
+            let set = Dataset::with_context(x_bad, c_bad);
+            invalid(set.check().map(|()| 0.0), "check", want);
+            let mut rng = FlowRng::seed_from_u64(0);
+            for est in [NllEstimator::Exact, NllEstimator::Slq(SlqConfig::default())] {
+                let r = nll_estimate(&flow, &set, &est, 4, &mut rng).map(|e| e.mean);
+                invalid(r, "nll_estimate", "evaluation data set: ");
+                let r = nll_estimate(&flow, &set, &est, 4, &mut rng).map(|e| e.mean);
+                invalid(r, "nll_estimate", want);
+            }
+            // The trainer checks both sets against the flow before its first step (its
+            // messages are the flow's: "(batch, 2) matrix", not `check`'s).
+            let cfg = TrainConfig {
+                batch_size: 4,
+                max_iterations: 2,
+                ..TrainConfig::default()
+            };
+            let fresh = || Trainer::new(flow.try_clone().unwrap(), cfg.clone()).unwrap();
+            let good = Dataset::with_context(x.clone(), c.clone());
+            let r = fresh().fit(&set, None).map(|r| r.iterations as f64);
+            invalid(r, "fit (training set)", "training set: ");
+            let r = fresh().fit(&good, Some(&set)).map(|r| r.iterations as f64);
+            invalid(r, "fit (validation set)", "validation set: ");
+        }
+    }
 
     /// The moments of `values` pushed in chunks of `chunk` rows.
     fn moments(values: &[f64], chunk: usize) -> NllEstimate {

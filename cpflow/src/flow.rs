@@ -333,6 +333,33 @@ impl Flow {
     /// Data-dependent initialisation on a batch (reference: the first training batch): each
     /// ActNorm standardises its input, each ICNN initialises its inner ActNorms, layer by layer.
     /// Re-running it re-initialises.
+    ///
+    /// All or nothing: when any layer fails (an ActNorm that finds a constant or non-finite
+    /// feature in its input, an ICNN whose init cannot use the batch, a block whose forward
+    /// pass fails), every parameter and `initialized` flag is left exactly as before the call,
+    /// earlier layers included: an uninitialised flow stays uninitialised, an initialised one
+    /// keeps its values.
+    ///
+    /// ```
+    /// use candle_core::{Device, Tensor};
+    /// use cpflow::{Flow, FlowConfig, PotentialConfig};
+    /// # fn main() -> cpflow::Result<()> {
+    /// let pot = PotentialConfig::Icnn3(icnn::Icnn3Config { dim: 2, width: 4, depth: 2, ..Default::default() });
+    /// let flow = Flow::new(FlowConfig::tabular(2, 1, pot).with_float(cpflow::FloatType::F64), &Device::Cpu)?;
+    /// let x = Tensor::new(&[[0.5f64, -1.0], [1.5, 0.2], [-0.3, 0.8]], &Device::Cpu)?;
+    /// flow.initialize(&x)?;
+    /// let values = |f: &Flow| -> cpflow::Result<Vec<Vec<f64>>> {
+    ///     f.weight_tensors().iter().map(|(_, t)| Ok(t.flatten_all()?.to_vec1::<f64>()?)).collect()
+    /// };
+    /// let before = values(&flow)?;
+    /// // A batch whose second feature is constant cannot initialise the flow.
+    /// let constant = Tensor::new(&[[0.0f64, 2.0], [1.0, 2.0]], &Device::Cpu)?;
+    /// assert!(flow.initialize(&constant).is_err());
+    /// assert_eq!(values(&flow)?, before); // the earlier initialisation is kept
+    /// assert!(flow.is_initialized()?);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn initialize(&self, x: &Tensor) -> Result<()> {
         self.initialize_given_opt(x, None)
     }
@@ -352,20 +379,22 @@ impl Flow {
             )));
         }
         let ctx = ctx.as_ref();
-        let mut h = x.detach();
-        for l in &self.layers {
-            h = match l {
-                Layer::ActNorm(a) => {
-                    a.initialize(&h)?;
-                    a.forward(&h)?.0.detach()
-                }
-                Layer::Cpf(b) => {
-                    b.initialize(&h, ctx)?;
-                    b.forward(&h, ctx)?.detach()
-                }
-            };
-        }
-        Ok(())
+        crate::actnorm::initialize_all_or_nothing(self.named_vars(), || {
+            let mut h = x.detach();
+            for l in &self.layers {
+                h = match l {
+                    Layer::ActNorm(a) => {
+                        a.initialize(&h)?;
+                        a.forward(&h)?.0.detach()
+                    }
+                    Layer::Cpf(b) => {
+                        b.initialize(&h, ctx)?;
+                        b.forward(&h, ctx)?.detach()
+                    }
+                };
+            }
+            Ok(())
+        })
     }
 
     /// Apply `f` to row chunks of `x` (and `ctx`) and concatenate the outputs along dim 0

@@ -16,7 +16,7 @@
 use std::time::{Duration, Instant};
 
 use crate::config::NllEstimator;
-use crate::error::Result;
+use crate::error::{CpflowError, Result};
 use crate::evaluate::{Dataset, mean_nll};
 use crate::rng::FlowRng;
 use crate::train::Trainer;
@@ -250,6 +250,21 @@ impl TrainObserver for NllCurve {
 
     fn observe(&mut self, trainer: &Trainer, moment: Moment) -> Result<Control> {
         let iteration = trainer.state().iteration;
+        if moment == Moment::Start {
+            // The data set is checked against the flow before the first step, as the trainer
+            // checks its own sets: a curve whose set does not fit would otherwise fail only
+            // at its first point, after `period` steps.
+            let label = self.label;
+            trainer
+                .flow()
+                .check_input(&self.data.x, self.data.context.as_ref())
+                .map_err(|e| match e {
+                    CpflowError::InvalidInput(m) => {
+                        CpflowError::InvalidInput(format!("NLL curve on the {label} set: {m}"))
+                    }
+                    other => other,
+                })?;
+        }
         if moment == Moment::Start
             && self.points.is_empty()
             && let Some(before) = trainer.state().curves.get(self.label)

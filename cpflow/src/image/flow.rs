@@ -342,6 +342,9 @@ impl ImageFlow {
     /// Convolutional layers take their statistics over the images and their pixels, so one
     /// image is enough for them; a dense layer (the `fc_end` block and its ActNorm) needs at
     /// least 2 images.
+    ///
+    /// All or nothing: when any layer fails, every parameter and `initialized` flag is left
+    /// exactly as before the call, earlier layers included.
     pub fn initialize(&self, x: &Tensor) -> Result<()> {
         let mut h = self.check_input(x)?.detach();
         let images = h.dim(0)?;
@@ -357,31 +360,35 @@ impl ImageFlow {
                  which needs at least 2 images ({e})"
             ))
         };
-        for (i, l) in self.layers.iter().enumerate() {
-            h = match l {
-                ImageLayer::Logit(t) => t.forward(&h)?.0,
-                ImageLayer::ActNorm(a) => {
-                    a.initialize(&h)?;
-                    a.forward(&h)?.0.detach()
-                }
-                ImageLayer::FeatureActNorm(a) => {
-                    a.initialize(&h).map_err(|e| dense_hint(i, e))?;
-                    a.forward(&h)?.0.detach()
-                }
-                ImageLayer::Squeeze(s) => s.forward(&h)?,
-                ImageLayer::FactorOut(n) => h.narrow(1, 0, h.dim(1)? - n)?.contiguous()?,
-                ImageLayer::Cpf(b) => {
-                    let conv = matches!(
-                        b.potential,
-                        Potential::ConvIcnn(_) | Potential::ConvIcnn2(_) | Potential::ConvIcnn3(_)
-                    );
-                    b.initialize(&h, None)
-                        .map_err(|e| if conv { e } else { dense_hint(i, e) })?;
-                    b.forward(&h, None)?.detach()
-                }
-            };
-        }
-        Ok(())
+        crate::actnorm::initialize_all_or_nothing(self.named_vars(), || {
+            for (i, l) in self.layers.iter().enumerate() {
+                h = match l {
+                    ImageLayer::Logit(t) => t.forward(&h)?.0,
+                    ImageLayer::ActNorm(a) => {
+                        a.initialize(&h)?;
+                        a.forward(&h)?.0.detach()
+                    }
+                    ImageLayer::FeatureActNorm(a) => {
+                        a.initialize(&h).map_err(|e| dense_hint(i, e))?;
+                        a.forward(&h)?.0.detach()
+                    }
+                    ImageLayer::Squeeze(s) => s.forward(&h)?,
+                    ImageLayer::FactorOut(n) => h.narrow(1, 0, h.dim(1)? - n)?.contiguous()?,
+                    ImageLayer::Cpf(b) => {
+                        let conv = matches!(
+                            b.potential,
+                            Potential::ConvIcnn(_)
+                                | Potential::ConvIcnn2(_)
+                                | Potential::ConvIcnn3(_)
+                        );
+                        b.initialize(&h, None)
+                            .map_err(|e| if conv { e } else { dense_hint(i, e) })?;
+                        b.forward(&h, None)?.detach()
+                    }
+                };
+            }
+            Ok(())
+        })
     }
 
     /// The forward pass of validated rows, detached: `z (B, D)` (factored-out parts first,

@@ -387,7 +387,8 @@ impl AmortizedPosterior {
 
     /// Data-dependent initialisation (reference: one forward pass on the first training
     /// batch): draws `z₀` and initialises every ActNorm (and the PICNNs' inner ActNorms),
-    /// layer by layer. Re-running it re-initialises.
+    /// layer by layer. Re-running it re-initialises. All or nothing: when any layer fails,
+    /// every parameter and `initialized` flag is left exactly as before the call.
     pub fn initialize<R: Rng + ?Sized>(
         &self,
         mu: &Tensor,
@@ -410,19 +411,21 @@ impl AmortizedPosterior {
         let [mu, ls, h, eps] = self.check_batch(mu, log_sigma, h, eps)?;
         let h = h.detach();
         let (mut z, _) = self.base(&mu.detach(), &ls.detach(), &eps)?;
-        for l in &self.layers {
-            z = match l {
-                PosteriorLayer::ActNorm(a) => {
-                    a.initialize(&z)?;
-                    a.forward(&z)?.0.detach()
-                }
-                PosteriorLayer::Cpf(b) => {
-                    b.initialize(&z, Some(&h))?;
-                    b.forward(&z, Some(&h))?.detach()
-                }
-            };
-        }
-        Ok(())
+        crate::actnorm::initialize_all_or_nothing(self.named_vars(), || {
+            for l in &self.layers {
+                z = match l {
+                    PosteriorLayer::ActNorm(a) => {
+                        a.initialize(&z)?;
+                        a.forward(&z)?.0.detach()
+                    }
+                    PosteriorLayer::Cpf(b) => {
+                        b.initialize(&z, Some(&h))?;
+                        b.forward(&z, Some(&h))?.detach()
+                    }
+                };
+            }
+            Ok(())
+        })
     }
 
     /// Draw `ε` and return `(z_K, log q(z_K | x))` with the exact dense-Hessian log-dets,

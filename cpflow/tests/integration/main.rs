@@ -42,6 +42,7 @@ mod conditional_inverse;
 mod custom_potential;
 mod flow_core;
 mod flow_edge_cases;
+mod flow_initialize_atomic;
 mod image_ema;
 mod image_flow;
 mod image_layers;

@@ -311,6 +311,34 @@ fn a_curve_does_not_label_kept_weights_with_the_last_iteration() {
     assert_eq!(last, 28, "{:?}", curve.points());
 }
 
+/// An NLL curve whose data set does not fit the flow (3 columns for a 2-D flow, or a
+/// context with fewer rows than the data) is refused before the first step, naming the
+/// curve. Before, the run trained until the curve's first point (iteration 4) and then
+/// failed with the flow's message alone.
+#[test]
+fn an_nll_curve_on_data_that_does_not_fit_is_refused_before_training() {
+    let train = Dataset::new(data(64, 2, 3));
+    let bad_sets = [
+        Dataset::new(data(16, 3, 4)),
+        Dataset::with_context(data(16, 2, 4), data(8, 1, 5)),
+    ];
+    for bad in bad_sets {
+        let cfg = FlowConfig::tabular(2, 1, icnn3(2, 8, 2)).with_float(FloatType::F64);
+        let mut tr =
+            Trainer::new(Flow::new(cfg, &Device::Cpu).unwrap(), small_train_config(8)).unwrap();
+        let mut curve = cpflow::observer::NllCurve::new(bad, NllEstimator::Exact, 4);
+        let err = tr
+            .fit_observed(&train, None, &mut [&mut curve])
+            .unwrap_err();
+        assert!(
+            matches!(&err, CpflowError::InvalidInput(m) if m.starts_with("NLL curve on the validation set: ")),
+            "{err}"
+        );
+        assert_eq!(tr.state().iteration, 0);
+        assert!(curve.points().is_empty());
+    }
+}
+
 /// A trained 2-D model's density integrates to 1 ± 0.01 over a grid (midpoint rule, spacing
 /// 0.08 on [−10, 10]²; the mass outside is < 1e-6 for the standard prior after ActNorm).
 #[test]
