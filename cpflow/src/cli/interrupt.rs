@@ -10,8 +10,8 @@
 
 use crate::observer::{Control, FnObserver, Moment, TrainObserver};
 use anyhow::{Context, Result, anyhow};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Once};
 use std::time::{Duration, Instant};
 
 /// Exit status after a second interrupt (128 + SIGINT, what a shell reports for Ctrl-C).
@@ -42,10 +42,46 @@ fn on_signal(first: &AtomicU64, now: u64, window: u64) -> SignalAction {
     }
 }
 
-/// The flag that the first SIGINT or SIGTERM sets, and whether training has ended.
+/// The notice that the first interrupt logs (what the command does next), logged once by
+/// whichever thread sees the flag first.
+struct Notice {
+    /// A command's own message; `None`: a training run's (which depends on `training_ended`).
+    message: Option<&'static str>,
+    training_ended: Arc<AtomicBool>,
+    /// Run once: a caller that comes while another logs waits until the line is written, so
+    /// that the notice precedes what the caller logs next (the command's error).
+    said: Once,
+}
+
+impl Notice {
+    /// Logs the notice, unless it has been logged.
+    fn say(&self) {
+        self.said.call_once(|| {
+            if let Some(m) = self.message {
+                tracing::warn!("{m}");
+            } else if self.training_ended.load(Ordering::Relaxed) {
+                tracing::warn!(
+                    "interrupted after training, whose results are saved: stopping the \
+                     evaluation at its next chunk or phase; interrupt again to quit now"
+                );
+            } else {
+                tracing::warn!(
+                    "interrupted: saving the run after the training step in progress; \
+                     interrupt again to quit now"
+                );
+            }
+        });
+    }
+}
+
+/// The flag that the first SIGINT or SIGTERM sets, and whether training has ended. Its
+/// notice is logged by a watcher thread soon after the signal, or at the latest by the first
+/// [`Interrupt::is_set`] (or [`Interrupt::observer`] step) that sees the flag, or when the
+/// `Interrupt` is dropped (commands whose library code reads [`Interrupt::flag`] itself).
 pub struct Interrupt {
     flag: Arc<AtomicBool>,
     training_ended: Arc<AtomicBool>,
+    notice: Arc<Notice>,
 }
 
 impl Interrupt {
@@ -83,39 +119,39 @@ impl Interrupt {
                 .context("installing the interrupt handler")?;
         }
         // Said when it happens (a signal handler cannot log): a step or an evaluation can take
-        // a while.
+        // a while. The watcher polls; whoever sees the flag first (it, `is_set`, the observer,
+        // the drop) says it, once ([`Notice`]), so that a command that stops at once still
+        // logs it before its error.
         let training_ended = Arc::new(AtomicBool::new(false));
-        let (seen, ended) = (flag.clone(), training_ended.clone());
+        let notice = Arc::new(Notice {
+            message,
+            training_ended: training_ended.clone(),
+            said: Once::new(),
+        });
+        let (seen, watcher_notice) = (flag.clone(), notice.clone());
         std::thread::Builder::new()
             .name("interrupt-watch".into())
             .spawn(move || {
                 while !seen.load(Ordering::Relaxed) {
                     std::thread::sleep(std::time::Duration::from_millis(100));
                 }
-                if let Some(m) = message {
-                    tracing::warn!("{m}");
-                } else if ended.load(Ordering::Relaxed) {
-                    tracing::warn!(
-                        "interrupted after training, whose results are saved: stopping the \
-                         evaluation at its next chunk or phase; interrupt again to quit now"
-                    );
-                } else {
-                    tracing::warn!(
-                        "interrupted: saving the run after the training step in progress; \
-                         interrupt again to quit now"
-                    );
-                }
+                watcher_notice.say();
             })
             .context("starting the interrupt watcher")?;
         Ok(Interrupt {
             flag,
             training_ended,
+            notice,
         })
     }
 
-    /// Whether an interrupt came.
+    /// Whether an interrupt came (then its notice has been logged when this returns).
     pub fn is_set(&self) -> bool {
-        self.flag.load(Ordering::Relaxed)
+        let set = self.flag.load(Ordering::Relaxed);
+        if set {
+            self.notice.say();
+        }
+        set
     }
 
     /// Says that training has ended: what follows is evaluation (the watcher's message).
@@ -156,9 +192,10 @@ impl Interrupt {
 
     /// An observer (called after every step) that pauses the run once the flag is set.
     pub fn observer(&self) -> Box<dyn TrainObserver> {
-        let flag = self.flag.clone();
+        let (flag, notice) = (self.flag.clone(), self.notice.clone());
         Box::new(FnObserver::new(1, move |_: &crate::Trainer, moment| {
             if moment == Moment::Periodic && flag.load(Ordering::Relaxed) {
+                notice.say();
                 return Ok(Control::Pause);
             }
             Ok(Control::Continue)
@@ -166,9 +203,54 @@ impl Interrupt {
     }
 }
 
+impl Drop for Interrupt {
+    /// A command whose library code read the flag (and stopped) returns before the watcher
+    /// may have looked: the notice is logged now, before the command's error is printed.
+    fn drop(&mut self) {
+        if self.flag.load(Ordering::Relaxed) {
+            self.notice.say();
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An `Interrupt` whose flag is `set` (no handler installed), and its notice.
+    fn unhooked(set: bool) -> (Interrupt, Arc<Notice>) {
+        let notice = Arc::new(Notice {
+            message: Some("test notice"),
+            training_ended: Arc::new(AtomicBool::new(false)),
+            said: Once::new(),
+        });
+        let interrupt = Interrupt {
+            flag: Arc::new(AtomicBool::new(set)),
+            training_ended: notice.training_ended.clone(),
+            notice: notice.clone(),
+        };
+        (interrupt, notice)
+    }
+
+    /// The notice is said by the first `is_set` that sees the flag (a command that stops at
+    /// once exited before the watcher thread logged it), else when the `Interrupt` drops;
+    /// never without an interrupt.
+    #[test]
+    fn the_notice_is_said_by_whoever_sees_the_flag_first() {
+        let (quiet, notice) = unhooked(false);
+        assert!(!quiet.is_set());
+        drop(quiet);
+        assert!(!notice.said.is_completed());
+
+        let (interrupted, notice) = unhooked(true);
+        assert!(!notice.said.is_completed());
+        assert!(interrupted.is_set());
+        assert!(notice.said.is_completed());
+
+        let (interrupted, notice) = unhooked(true);
+        drop(interrupted);
+        assert!(notice.said.is_completed());
+    }
 
     /// The first signal pauses; the same one delivered again within the window (GNU
     /// `timeout`: the command, then its process group) is ignored, however often; a signal

@@ -55,6 +55,18 @@ pub const VAE_RUN: RunFiles = RunFiles {
     ],
 };
 
+/// The marker files ([`RunFiles::markers`]) of the kinds of run `kinds` that `dir` holds, in
+/// the order the kinds list them, each once: whether, and which, runs are there.
+pub fn markers_present(dir: &Path, kinds: &[&RunFiles]) -> Vec<&'static str> {
+    let mut found: Vec<&'static str> = Vec::new();
+    for &marker in kinds.iter().flat_map(|k| k.markers) {
+        if !found.contains(&marker) && dir.join(marker).exists() {
+            found.push(marker);
+        }
+    }
+    found
+}
+
 /// The file whose lock a running `train` or `vae` holds in its run directory.
 pub const LOCK_FILE: &str = ".cpflow.lock";
 
@@ -129,12 +141,7 @@ pub fn check_new_run(out: &Path, files: &RunFiles, overwrite: bool) -> Result<()
         );
     }
     crate::cli::run_kind::check_no_ot_outputs(out, files.command, overwrite)?;
-    let found: Vec<&str> = files
-        .markers
-        .iter()
-        .copied()
-        .filter(|f| out.join(f).exists())
-        .collect();
+    let found = markers_present(out, &[files]);
     if found.is_empty() || overwrite {
         return Ok(());
     }
@@ -201,11 +208,7 @@ pub fn remove_old_run(out: &Path, files: &RunFiles) -> Result<()> {
         remove(&f)?;
     }
     let kinds = [files, &TRAIN_RUN, &VAE_RUN];
-    if !kinds
-        .iter()
-        .flat_map(|k| k.markers)
-        .any(|f| out.join(f).exists())
-    {
+    if markers_present(out, &kinds).is_empty() {
         return Ok(());
     }
     for name in kinds.iter().flat_map(|k| k.removed) {
@@ -362,6 +365,33 @@ mod tests {
         let img = absolute_source("image:a/b.bmp").unwrap();
         assert_eq!(img, format!("image:{}", cwd.join("a/b.bmp").display()));
         assert_eq!(absolute_source("/abs/x.npy").unwrap(), "/abs/x.npy");
+    }
+
+    /// The markers of every kind asked for that are there, in the kinds' order, a marker that
+    /// two kinds share (`report.json`) once; none in an empty or missing directory.
+    #[test]
+    fn markers_present_lists_each_marker_once() {
+        let dir = std::env::temp_dir().join(format!("cpflow-markers-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(markers_present(&dir, &[&TRAIN_RUN, &VAE_RUN]).is_empty());
+        std::fs::create_dir_all(&dir).unwrap();
+        for f in [
+            "best.safetensors",
+            "report.json",
+            "model.safetensors",
+            "metrics.jsonl",
+        ] {
+            std::fs::write(dir.join(f), "").unwrap();
+        }
+        assert_eq!(
+            markers_present(&dir, &[&TRAIN_RUN, &VAE_RUN]),
+            ["model.safetensors", "report.json", "best.safetensors"]
+        );
+        assert_eq!(
+            markers_present(&dir, &[&VAE_RUN]),
+            ["best.safetensors", "report.json"]
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

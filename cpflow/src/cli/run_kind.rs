@@ -151,15 +151,9 @@ pub fn check_no_ot_outputs(out: &Path, command: &str, overwrite: bool) -> Result
 /// files (the experiment's table and figures mixed with the run's files). Returns whether
 /// there is such a run, to be replaced ([`crate::cli::run_dir::take_run_dir`]).
 pub fn check_ot_out(out: &Path, overwrite: bool) -> Result<bool> {
-    use crate::cli::run_dir::{TRAIN_RUN, VAE_RUN, checkpoint_path};
-    let mut found: Vec<&str> = [&TRAIN_RUN, &VAE_RUN]
-        .iter()
-        .flat_map(|k| k.markers)
-        .copied()
-        .filter(|f| out.join(f).exists())
-        .collect();
+    use crate::cli::run_dir::{TRAIN_RUN, VAE_RUN, checkpoint_path, markers_present};
+    let mut found = markers_present(out, &[&TRAIN_RUN, &VAE_RUN]);
     found.sort_unstable();
-    found.dedup();
     if found.is_empty() {
         return Ok(false);
     }

@@ -7,6 +7,7 @@ mod import_reference;
 mod ot;
 mod plot;
 mod sample;
+mod score_format;
 mod train;
 mod train_image;
 mod vae;
@@ -20,6 +21,8 @@ pub use train::train;
 #[cfg(fuzzing)]
 pub(crate) use vae::read_vae_config;
 pub use vae::vae;
+
+use score_format::{plus_minus, score, signed_score};
 
 use crate::{FloatType, Flow};
 use anyhow::{Context, Result, bail};
@@ -49,16 +52,6 @@ fn chunk_progress_bar(
         bar.set_style(style);
     }
     bar
-}
-
-/// ` ± 0.0123` (the standard error at `decimals` places), or a note that there is none: a mean
-/// over a single image has no standard error (its `NaN`).
-pub fn plus_minus(std_err: f64, decimals: usize) -> String {
-    if std_err.is_finite() {
-        format!(" ± {std_err:.decimals$}")
-    } else {
-        " (one sample: no standard error)".into()
-    }
 }
 
 /// A trained model located by `--model`: the weights file and, for a run directory, the
@@ -134,18 +127,4 @@ pub fn data_root(saved: Option<&RunConfig>) -> PathBuf {
         || crate::cli::run_config::DataSection::default().root,
         |c| c.data.root.clone(),
     )
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn plus_minus_names_a_missing_standard_error() {
-        assert_eq!(super::plus_minus(0.01234, 3), " ± 0.012");
-        // One image: the standard error is NaN; it was printed as "± NaN".
-        let one = super::plus_minus(f64::NAN, 4);
-        assert!(
-            !one.contains("NaN") && one.contains("no standard error"),
-            "{one}"
-        );
-    }
 }

@@ -501,28 +501,32 @@ fn summary_line(s: &TrainSummary, out: &std::path::Path) -> String {
         _ => "",
     };
     let val = match (s.val_nll, s.val_iteration, s.val_nll_curve.last()) {
-        (Some(v), Some(i), _) if i != s.iterations => {
-            format!("; kept the weights of iteration {i} (validation NLL {v:.4})")
-        }
-        (_, _, Some((_, v))) => format!("; validation exact NLL {v:.4}"),
-        (Some(v), _, None) => format!("; validation NLL {v:.4}"),
+        (Some(v), Some(i), _) if i != s.iterations => format!(
+            "; kept the weights of iteration {i} (validation NLL {})",
+            super::score(v, 4)
+        ),
+        (_, _, Some((_, v))) => format!("; validation exact NLL {}", super::score(*v, 4)),
+        (Some(v), _, None) => format!("; validation NLL {}", super::score(v, 4)),
         (None, _, None) => String::new(),
     };
     let pm = s
         .test_nll_std_err
-        .map_or_else(String::new, |e| format!(" ± {e:.4}"));
+        .map_or_else(String::new, |e| format!(" ± {}", super::score(e, 4)));
     let test = match (s.test_nll, s.data_entropy) {
         (Some(t), Some(h)) => format!(
-            "; test exact NLL {t:.4}{pm} nats (data entropy {h:.4}, KL ≈ {:.4})",
-            t - h
+            "; test exact NLL {}{pm} nats (data entropy {}, KL ≈ {})",
+            super::score(t, 4),
+            super::score(h, 4),
+            super::score(t - h, 4)
         ),
         (Some(t), None) => match s.gaussian_test_nll {
             Some(g) => format!(
-                "; test exact NLL {t:.4}{pm} nats (full-covariance Gaussian {g:.4}, flow − \
-                 Gaussian {:+.4})",
-                t - g
+                "; test exact NLL {}{pm} nats (full-covariance Gaussian {}, flow − Gaussian {})",
+                super::score(t, 4),
+                super::score(g, 4),
+                super::signed_score(t - g, 4)
             ),
-            None => format!("; test exact NLL {t:.4}{pm} nats"),
+            None => format!("; test exact NLL {}{pm} nats", super::score(t, 4)),
         },
         (None, _) => format!(
             "; no test score (no test rows: {})",

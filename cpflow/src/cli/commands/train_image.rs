@@ -113,8 +113,8 @@ pub(super) fn train_image(a: TrainArgs) -> Result<()> {
     })?;
     let val = r.val_curve.last().map_or(String::new(), |p| {
         format!(
-            "; validation bpd {:.4}{} (SLQ, EMA)",
-            p.val.bpd,
+            "; validation bpd {}{} (SLQ, EMA)",
+            super::score(p.val.bpd, 4),
             super::plus_minus(p.val.std_err, 4)
         )
     });
@@ -123,16 +123,16 @@ pub(super) fn train_image(a: TrainArgs) -> Result<()> {
         Some(t) => {
             let exact = t.exact.as_ref().map_or(String::new(), |e| {
                 format!(
-                    "; exact bpd on {} of them {:.4} (SLQ − exact {:+.4}{})",
+                    "; exact bpd on {} of them {} (SLQ − exact {}{})",
                     e.exact.images,
-                    e.exact.bpd,
-                    e.mean_difference,
+                    super::score(e.exact.bpd, 4),
+                    super::signed_score(e.mean_difference, 4),
                     super::plus_minus(e.difference_std_err, 4)
                 )
             });
             format!(
-                "; test bpd {:.4}{} (SLQ, {} images){exact}",
-                t.slq.bpd,
+                "; test bpd {}{} (SLQ, {} images){exact}",
+                super::score(t.slq.bpd, 4),
                 super::plus_minus(t.slq.std_err, 4),
                 t.slq.images
             )

@@ -299,7 +299,7 @@ pub fn vae(a: VaeArgs) -> Result<()> {
         ""
     };
     println!(
-        "{} posterior, {} parameters: {} epoch{} ({}), best validation −ELBO {:.3} nats at epoch {}, {:.1} s/epoch",
+        "{} posterior, {} parameters: {} epoch{} ({}), best validation −ELBO {} nats at epoch {}, {:.1} s/epoch",
         match cfg.model.posterior {
             PosteriorKind::Gaussian => "Gaussian",
             PosteriorKind::CpFlow => "CP-Flow",
@@ -308,13 +308,13 @@ pub fn vae(a: VaeArgs) -> Result<()> {
         r.epochs,
         if r.epochs == 1 { "" } else { "s" },
         r.stop_reason,
-        r.best_val_neg_elbo,
+        super::score(r.best_val_neg_elbo, 3),
         r.best_epoch,
         r.seconds_per_epoch
     );
     println!(
-        "test −ELBO (exact log-det, 1 sample): {:.3}{} nats{unit}",
-        r.test_neg_elbo.mean,
+        "test −ELBO (exact log-det, 1 sample): {}{} nats{unit}",
+        super::score(r.test_neg_elbo.mean, 3),
         super::plus_minus(r.test_neg_elbo.std_err, 3)
     );
     // `eval.is_images = 0` asks for no importance-sampling score: say so, not "NaN".
@@ -324,21 +324,25 @@ pub fn vae(a: VaeArgs) -> Result<()> {
     }
     if let Some(m) = scored(&r.test_is_nll) {
         println!(
-            "test NLL (importance sampling, K = {}, {} images): {:.3}{} nats",
+            "test NLL (importance sampling, K = {}, {} images): {}{} nats",
             r.is_samples,
             m.n,
-            m.mean,
+            super::score(m.mean, 3),
             super::plus_minus(m.std_err, 3)
         );
     }
     if let (Some(e), is) = (r.test_neg_elbo_bpd, scored(&r.test_is_nll_bpd)) {
         print!(
-            "in bits/dim: −ELBO {:.4}{}",
-            e.mean,
+            "in bits/dim: −ELBO {}{}",
+            super::score(e.mean, 4),
             super::plus_minus(e.std_err, 4)
         );
         if let Some(m) = is {
-            print!(", IS-NLL {:.4}{}", m.mean, super::plus_minus(m.std_err, 4));
+            print!(
+                ", IS-NLL {}{}",
+                super::score(m.mean, 4),
+                super::plus_minus(m.std_err, 4)
+            );
         }
         println!();
     }
