@@ -4,11 +4,15 @@
 //! compile time on 2 cores, as one 15 s). One topic:
 //! `cargo test -p convex-opt --test integration <module>::`.
 
+mod closed_form;
 mod common;
 
 mod icnn_potentials;
 mod input_checks;
 mod params;
 mod per_row_data;
+mod prop_batching;
+mod prop_icnn;
+mod prop_inverse;
 mod quadratic;
 mod termination;

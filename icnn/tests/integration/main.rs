@@ -8,6 +8,7 @@
 mod common;
 mod conv_common;
 mod host_check;
+mod prop_networks;
 
 mod actnorm_init;
 mod api;
@@ -22,3 +23,5 @@ mod host_weights;
 mod input_derivatives;
 mod layer_input;
 mod parameter_gradients;
+mod prop_batch_invariance;
+mod prop_derivatives;

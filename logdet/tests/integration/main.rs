@@ -8,6 +8,8 @@ mod common;
 
 mod candle_backend;
 mod degenerate_inputs;
+mod estimator_properties;
 mod exact_and_slq;
+mod exact_properties;
 mod input_checks;
 mod surrogate;

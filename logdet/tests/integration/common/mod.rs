@@ -64,3 +64,58 @@ pub fn rademacher_variance(m: &Mat<f64>) -> f64 {
 pub fn matmul(a: &Mat<f64>, b: &Mat<f64>) -> Mat<f64> {
     a * b
 }
+
+/// The property tests' configuration: `cases` cases from a fixed seed (proptest's default seed
+/// is random per run; the project's tests use fixed seeds) and no failure persistence
+/// (proptest would otherwise write `proptest-regressions/` files into the source tree when a
+/// case fails, in CI too). A failing case is printed in the panic message and, with the fixed
+/// seed, recurs on every run.
+pub fn proptest_config(cases: u32) -> proptest::test_runner::Config {
+    proptest::test_runner::Config {
+        cases,
+        rng_seed: proptest::test_runner::RngSeed::Fixed(0x6c6f_6764),
+        failure_persistence: None,
+        ..proptest::test_runner::Config::default()
+    }
+}
+
+/// Unit roundoff of f64.
+pub const U: f64 = f64::EPSILON / 2.0;
+
+/// A random SPD matrix `s·Q diag(λ) Qᵀ` with `λ` log-uniform in `[1, cond]`, the end points
+/// included (so the condition number is `cond` up to the rounding of the construction, a
+/// relative `O(d·u·cond)` ≤ 4e-7 here), `s = scale`. Returns the matrix and `s·λ`.
+pub fn spd_with_condition(
+    rng: &mut impl Rng,
+    d: usize,
+    cond: f64,
+    scale: f64,
+) -> (Mat<f64>, Vec<f64>) {
+    let eigs: Vec<f64> = (0..d)
+        .map(|k| match k {
+            0 => scale,
+            k if k == d - 1 => scale * cond,
+            _ => scale * cond.powf(rng.random::<f64>()),
+        })
+        .collect();
+    (with_eigs(&random_orthogonal(rng, d), &eigs), eigs)
+}
+
+/// The same matrix as a nalgebra `DMatrix` (the dense references use nalgebra, independent of
+/// the faer code inside logdet).
+pub fn to_nalgebra(m: &Mat<f64>) -> nalgebra::DMatrix<f64> {
+    nalgebra::DMatrix::from_fn(m.nrows(), m.ncols(), |i, j| m[(i, j)])
+}
+
+/// `f(H) = V diag(f(λ)) Vᵀ` from nalgebra's `SymmetricEigen` (e.g. `f = ln`: the matrix log).
+pub fn dense_fn(h: &Mat<f64>, f: impl Fn(f64) -> f64) -> nalgebra::DMatrix<f64> {
+    let e = nalgebra::SymmetricEigen::new(to_nalgebra(h));
+    let fl = nalgebra::DMatrix::from_diagonal(&e.eigenvalues.map(f));
+    &e.eigenvectors * fl * e.eigenvectors.transpose()
+}
+
+/// `vᵀ M v`.
+pub fn quad_form(m: &nalgebra::DMatrix<f64>, v: &[f64]) -> f64 {
+    let v = nalgebra::DVector::from_column_slice(v);
+    v.dot(&(m * &v))
+}
