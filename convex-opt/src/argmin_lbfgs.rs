@@ -13,6 +13,7 @@ use argmin::solver::quasinewton::LBFGS;
 use argmin_math::ArgminZero;
 use nalgebra::{DVector, RealField};
 
+use crate::first_step::FirstStepScaled;
 use crate::lbfgs_params::{LbfgsParams, LineSearch};
 use crate::{ConvexOptError, Termination};
 
@@ -70,8 +71,9 @@ pub struct MinimizeResult<F: RealField + Copy> {
     pub reason: Termination,
 }
 
-/// Most potential evaluations one line search may spend. argmin's line searches have no limit of
-/// their own (Hager–Zhang's bracket update can loop); past this cap the search fails and L-BFGS
+/// Most potential evaluations one line search may spend (a trial point asked for again counts
+/// again, although it is served from a cache). argmin's line searches have no limit of
+/// their own (Hager–Zhang's bracket update can loop, also on one point); past this cap the search fails and L-BFGS
 /// stops with [`Termination::LineSearchFailed`]. A healthy Hager–Zhang search needs 3 (its
 /// initial points `ε`, `1e5`, `1`) to a few dozen (bisecting from its upper bound `1e5` down to
 /// the region where the potential is finite takes ~17 halvings of ≤ 3 evaluations each).
@@ -141,15 +143,23 @@ where
         + Gradient<Param = DVector<F>, Gradient = DVector<F>>,
     F: ArgminFloat + RealField + Copy,
 {
-    fn evaluate(&self, x: &DVector<F>) -> Result<(F, DVector<F>), argmin::core::Error> {
-        if let Some((cx, c, g)) = self.last.borrow().as_ref()
-            && cx == x
-        {
-            return Ok((*c, g.clone()));
-        }
+    /// `trial`: argmin asks for a cost (a new trial point; its gradient request follows at the
+    /// same point). A trial at the cached point still counts towards the line-search cap:
+    /// Hager–Zhang's bisection can converge onto one floating-point number and ask for it
+    /// forever, which a cap on cache misses alone would not stop.
+    fn evaluate(
+        &self,
+        x: &DVector<F>,
+        trial: bool,
+    ) -> Result<(F, DVector<F>), argmin::core::Error> {
         let shared = self.shared;
-        let in_search = shared.anchor.borrow().is_some();
-        if in_search {
+        let cached = self
+            .last
+            .borrow()
+            .as_ref()
+            .filter(|(cx, _, _)| cx == x)
+            .map(|(_, c, g)| (*c, g.clone()));
+        if (cached.is_none() || trial) && shared.anchor.borrow().is_some() {
             let k = shared.line_search_evaluations.get() + 1;
             shared.line_search_evaluations.set(k);
             if k > LINE_SEARCH_MAX_EVALUATIONS {
@@ -157,6 +167,9 @@ where
                     "more than {LINE_SEARCH_MAX_EVALUATIONS} evaluations in one line search"
                 )));
             }
+        }
+        if let Some(hit) = cached {
+            return Ok(hit);
         }
         let c = self.problem.cost(x)?;
         shared
@@ -211,7 +224,7 @@ where
     type Param = DVector<F>;
     type Output = F;
     fn cost(&self, x: &DVector<F>) -> Result<F, argmin::core::Error> {
-        Ok(self.evaluate(x)?.0)
+        Ok(self.evaluate(x, true)?.0)
     }
 }
 
@@ -224,7 +237,7 @@ where
     type Param = DVector<F>;
     type Gradient = DVector<F>;
     fn gradient(&self, x: &DVector<F>) -> Result<DVector<F>, argmin::core::Error> {
-        Ok(self.evaluate(x)?.1)
+        Ok(self.evaluate(x, false)?.1)
     }
 }
 
@@ -321,6 +334,14 @@ fn to_float<F: ArgminFloat>(v: f64, what: &str) -> Result<F, ConvexOptError> {
 /// Minimises a smooth function with argmin's L-BFGS (Hager–Zhang or Moré–Thuente line search,
 /// see [`LineSearch`]), stopping when `‖∇f(x)‖∞ ≤ gradient_tolerance`.
 ///
+/// As PyTorch's `LBFGS`, the first step is scaled by `t = min(1, 1/‖∇f(x₀)‖₁)`: the first
+/// line search runs along `−t·∇f(x₀)` (its unit step is PyTorch's first trial point), later
+/// ones along argmin's L-BFGS direction. argmin alone would search along `−∇f(x₀)` with its
+/// usual step scale, which for a huge gradient sends the first trial points (Moré–Thuente's
+/// `α = 1`, Hager–Zhang's bracket end `α = 1e5`) absurdly far; see
+/// [`FlatLbfgsParams::line_search`](crate::FlatLbfgsParams::line_search). With
+/// `‖∇f(x₀)‖₁ ≤ 1` the run is the same as without the scaling, bit for bit.
+///
 /// `problem` (borrowed) implements argmin's [`CostFunction`] and [`Gradient`] on `DVector<F>`
 /// (`F` = `f32` or `f64`). Not converging within the iteration limit, or a line-search failure
 /// (typically: rounding-error floor reached), is reported in [`MinimizeResult::converged`] and
@@ -392,7 +413,7 @@ where
     // own (identical) concrete code path.
     macro_rules! run_with {
         ($line_search:expr, $non_finite:expr) => {{
-            let lbfgs = LBFGS::new($line_search, params.history)
+            let lbfgs = LBFGS::new(FirstStepScaled::new($line_search), params.history)
                 .with_tolerance_grad(<F as ArgminZero>::zero())
                 .map_err(ConvexOptError::from_argmin)?
                 .with_tolerance_cost(cost_tol)

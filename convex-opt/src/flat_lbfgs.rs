@@ -21,7 +21,9 @@ use crate::{
 /// which stalls at the rounding level of the summed loss (in f64 around `1e-7` on small ICNN
 /// problems; select it with [`FlatLbfgsParams::with_line_search`] to reproduce the reference),
 /// and the loss-change stop is off (the reference's `1e-12` can be restored with
-/// [`FlatLbfgsParams::with_cost_tolerance`]).
+/// [`FlatLbfgsParams::with_cost_tolerance`]). As in the reference, the first step is scaled by
+/// `min(1, 1/‖g₀‖₁)` (`g₀` the gradient of the whole flattened batch at `x₀`; see
+/// [`minimize_lbfgs`]), with either line search.
 ///
 /// ```
 /// use convex_opt::{invert_lbfgs_flat, FlatLbfgsParams, InversionOptions, LineSearch};
@@ -65,9 +67,20 @@ pub struct FlatLbfgsParams {
     pub cost_tolerance: f64,
     /// Line search (default Hager–Zhang; [`LineSearch::MoreThuente`] is the reference's strong
     /// Wolfe search, which stalls earlier). argmin 0.11's Hager–Zhang can fail when a secant
-    /// step lands exactly on an end of its bracket ("Reached unreachable point in `update`",
-    /// argmin-rs/argmin#541, open): seen in f32 on `Σ x⁴/4 + x²/2` with targets
-    /// `(1e-8, 0, 7)`, where the run stops after one iteration as
+    /// step lands exactly on an end of its bracket: the next secant through that end and
+    /// itself is `0/0`, its trial point is NaN, and the bracket update ends in "Reached
+    /// unreachable point in `update`" (argmin-rs/argmin#541, open). Its bracket is always
+    /// `α ∈ [ε, 1e5]` along the search direction, so with argmin's unscaled first direction
+    /// `−g₀` a huge `g₀` put the far end absurdly far (on `Σ x⁴/4 + x²/2` from `x₀ = y = 5e3`,
+    /// `|x| ≈ 1e16`, slope ratio ~1e37), the first secant rounded onto the near end, and every
+    /// `|y| ≳ 5e3` failed in the first iteration. The first-step scaling (the reference's
+    /// `min(1, 1/‖g₀‖₁)`, see [`invert_lbfgs_flat`]) removes that; what remains: (1) the
+    /// bracket reaches `ℓ₁` distance `1e5` in the first iteration, and argmin's search can
+    /// stall (evaluation cap, [`LINE_SEARCH_MAX_EVALUATIONS`](crate::LINE_SEARCH_MAX_EVALUATIONS))
+    /// when the line minimum lies just inside that end (seen for the quartic at
+    /// `y ∈ [9.999e4, 1.0001e5]`, not at `9.9e4` or `1.01e5`), or fails when it lies far beyond
+    /// it (`y = 1e8`); (2) #541 itself later in a run, e.g. in f32 on the quartic with
+    /// targets `(1e-8, 0, 7)`. Such runs stop as
     /// [`Termination::LineSearchFailed`](crate::Termination::LineSearchFailed) (reported, never
     /// hidden); Moré–Thuente or the per-row solvers converge there.
     pub line_search: LineSearch,
@@ -257,7 +270,11 @@ where
 /// Solves `∇Φ(x_i) = y_i` the way the reference implementation does: the batch is flattened
 /// into one variable and `Σ_i Φ(x_i) − x_iᵀy_i` is minimised by argmin's L-BFGS (see
 /// [`FlatLbfgsParams`] for the line search), so curvature pairs, step lengths and the stopping
-/// test are shared by all samples. Each evaluation copies the iterate to a tensor and the
+/// test are shared by all samples. The first search direction is PyTorch's: `−t·g₀` with
+/// `t = min(1, 1/‖g₀‖₁)` over the whole flattened batch, so the first trial point (step 1) is
+/// at most a unit `ℓ₁` distance from `x₀` and a huge starting gradient (a target far out on a
+/// steep potential) cannot throw the first line search to absurd points; with `‖g₀‖₁ ≤ 1`
+/// nothing changes. Each evaluation copies the iterate to a tensor and the
 /// gradient back to the host, in the dtype of `y` (the argmin state is `DVector<f32>` or
 /// `DVector<f64>`).
 ///

@@ -66,6 +66,7 @@ mod argmin_lbfgs;
 mod batch;
 mod batched_lbfgs;
 mod error;
+mod first_step;
 mod flat_lbfgs;
 mod lbfgs_params;
 mod newton_cg;

@@ -171,8 +171,8 @@ fn every_out_of_range_lbfgs_field_is_named() {
 
 #[test]
 fn flat_evaluation_cap_is_its_own_parameter() {
-    // The auditor's 5-d SPD quadratic: solved in 13 iterations, but the default cap
-    // (1.25·max_iterations = 25 evaluations) stops a 20-iteration run after 9.
+    // The auditor's 5-d SPD quadratic: solved in 11 (f32) or 13 (f64) iterations, but the
+    // default cap (1.25·max_iterations = 20 evaluations) stops a 16-iteration run early.
     let a = DMatrix::from_fn(5, 5, |i, j| if i == j { 1.0 + 3.0 * i as f64 } else { 0.1 });
     for dtype in [DType::F64, DType::F32] {
         let pot = QuadraticPotential::new(&a, None, dtype, &Device::Cpu).unwrap();
@@ -180,7 +180,7 @@ fn flat_evaluation_cap_is_its_own_parameter() {
             .unwrap()
             .to_dtype(dtype)
             .unwrap();
-        let opts = InversionOptions::default().with_max_iterations(20);
+        let opts = InversionOptions::default().with_max_iterations(16);
         let default = FlatLbfgsParams::default();
         assert_eq!(default.max_evaluations, None);
         let res = invert_lbfgs_flat(&pot, &y, &opts, &default).unwrap();
@@ -189,13 +189,13 @@ fn flat_evaluation_cap_is_its_own_parameter() {
             vec![Termination::EvaluationBudget],
             "{dtype:?}"
         );
-        assert!(res.iterations[0] < 20);
-        // A cap of its own: the run converges within its 20 iterations...
+        assert!(res.iterations[0] < 16);
+        // A cap of its own: the run converges within its 16 iterations...
         let raised = default.with_max_evaluations(200);
         let res = invert_lbfgs_flat(&pot, &y, &opts, &raised).unwrap();
         assert!(res.all_converged(), "{dtype:?}: {res}");
-        assert!(res.iterations[0] <= 20, "{:?}", res.iterations);
-        assert!(res.stats.gradient_calls > 25, "{:?}", res.stats);
+        assert!(res.iterations[0] <= 16, "{:?}", res.iterations);
+        assert!(res.stats.gradient_calls > 20, "{:?}", res.stats);
         // ...and max_iterations still bounds it.
         let short = InversionOptions::default().with_max_iterations(5);
         let res = invert_lbfgs_flat(&pot, &y, &short, &raised).unwrap();
