@@ -2,34 +2,14 @@
 
 use crate::common::{
     IcnnPotential, icnn2_potential, icnn3_potential, max_abs_diff, normal_batch, residuals,
+    solve_all,
 };
 use candle_core::{DType, Tensor};
 use convex_opt::{
-    BatchedLbfgsParams, BatchedPotential, FlatLbfgsParams, InversionOptions, InversionResult,
-    LineSearch, NewtonCgParams, invert_lbfgs_batched, invert_lbfgs_flat, invert_newton_cg,
+    BatchedPotential, FlatLbfgsParams, InversionOptions, InversionResult, LineSearch,
+    invert_lbfgs_flat,
 };
 use icnn::ConvexPotential;
-
-fn run_all<P: BatchedPotential>(
-    pot: &P,
-    y: &Tensor,
-    opts: &InversionOptions,
-) -> Vec<(&'static str, InversionResult)> {
-    vec![
-        (
-            "flat",
-            invert_lbfgs_flat(pot, y, opts, &FlatLbfgsParams::default()).unwrap(),
-        ),
-        (
-            "batched",
-            invert_lbfgs_batched(pot, y, opts, &BatchedLbfgsParams::default()).unwrap(),
-        ),
-        (
-            "newton",
-            invert_newton_cg(pot, y, opts, &NewtonCgParams::default()).unwrap(),
-        ),
-    ]
-}
 
 /// Reported residuals and flags agree with an independent recomputation at the returned x.
 fn assert_honest<P: BatchedPotential>(name: &str, pot: &P, y: &Tensor, res: &InversionResult) {
@@ -61,7 +41,7 @@ fn check_accurate_and_agreeing<N: ConvexPotential>(
     seed: u64,
 ) {
     let y = (normal_batch(n, d, DType::F64, seed) * 1.5).unwrap();
-    let results = run_all(pot, &y, &InversionOptions::default());
+    let results = solve_all(pot, &y, &InversionOptions::default());
     for (name, res) in &results {
         eprintln!(
             "{name}: max {:e} failed {} iters {}",
@@ -117,7 +97,7 @@ fn ill_conditioned_icnn_converges_or_is_reported() {
         let pot = icnn2_potential(d, 16, 4, DType::F64, 300, scale, alpha);
         let y = (normal_batch(24, d, DType::F64, 301) * 3.0).unwrap();
         let opts = InversionOptions::default().with_max_iterations(500);
-        let mut results = run_all(&pot, &y, &opts);
+        let mut results = solve_all(&pot, &y, &opts);
         let strong_wolfe = FlatLbfgsParams::default().with_line_search(LineSearch::MoreThuente);
         results.push((
             "flat_strong_wolfe",
@@ -146,7 +126,7 @@ fn icnn2_f32_reaches_default_tolerance() {
     let pot = icnn2_potential(d, 32, 4, DType::F32, 400, 0.69, 1.0);
     let y = normal_batch(64, d, DType::F32, 401);
     let opts = InversionOptions::default();
-    for (name, res) in run_all(&pot, &y, &opts) {
+    for (name, res) in solve_all(&pot, &y, &opts) {
         assert_honest(name, &pot, &y, &res);
         eprintln!(
             "f32 {name}: {} / 64 converged, max residual {:.2e}",

@@ -3,13 +3,10 @@
 //! targets inverted and mapped forward are met, within the reported tolerance.
 
 use crate::closed_form::{EPS, case_rng, fixed_config};
-use crate::common::{IcnnPotential, residuals};
+use crate::common::{IcnnPotential, residuals, solve_all};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
-use convex_opt::{
-    BatchedLbfgsParams, BatchedPotential, FlatLbfgsParams, InversionOptions, InversionResult,
-    NewtonCgParams, Termination, invert_lbfgs_batched, invert_lbfgs_flat, invert_newton_cg,
-};
+use convex_opt::{BatchedPotential, InversionOptions, InversionResult, Termination};
 use icnn::{ActivationKind, ConvexPotential, Icnn2, Icnn2Config, Icnn3, Icnn3Config};
 use proptest::prelude::*;
 use rand::rngs::StdRng;
@@ -77,24 +74,6 @@ fn network(
     };
     net.potential(&normal(64, d, 1.0, rng)).unwrap();
     AnyNet(net)
-}
-
-fn solve_all<P: BatchedPotential>(pot: &P, y: &Tensor) -> Vec<(&'static str, InversionResult)> {
-    let opts = InversionOptions::default();
-    vec![
-        (
-            "flat",
-            invert_lbfgs_flat(pot, y, &opts, &FlatLbfgsParams::default()).unwrap(),
-        ),
-        (
-            "batched",
-            invert_lbfgs_batched(pot, y, &opts, &BatchedLbfgsParams::default()).unwrap(),
-        ),
-        (
-            "newton",
-            invert_newton_cg(pot, y, &opts, &NewtonCgParams::default()).unwrap(),
-        ),
-    ]
 }
 
 /// Report honesty (reported residual = recomputed, flags = residual ≤ tolerance), the target
@@ -176,7 +155,7 @@ proptest! {
         // Forward then back: y = ∇Φ(x*) for known points x*.
         let x_star = normal(n, d, 10f64.powf(log_x), &mut rng);
         let (_, y) = pot.value_and_gradient(&x_star).unwrap();
-        for (name, res) in solve_all(&pot, &y) {
+        for (name, res) in solve_all(&pot, &y, &InversionOptions::default()) {
             check(name, &pot, &y, &res, Some(&x_star))?;
             if name != "flat" {
                 prop_assert!(res.all_converged(), "{name}: {}", res);
@@ -184,7 +163,7 @@ proptest! {
         }
         // Back then forward: random targets are met.
         let y = normal(n, d, 10f64.powf(log_x), &mut rng);
-        for (name, res) in solve_all(&pot, &y) {
+        for (name, res) in solve_all(&pot, &y, &InversionOptions::default()) {
             check(name, &pot, &y, &res, None)?;
             if name != "flat" {
                 prop_assert!(res.all_converged(), "{name}: {}", res);

@@ -8,7 +8,8 @@ use crate::closed_form::{
     EPS, RotatedQuartic, cardano, case_rng, check_report, fixed_config, gaussian_vector, host_rows,
     orthogonal, rounding_slack, rows_tensor, spd,
 };
-use candle_core::{DType, Device, Tensor};
+use crate::common::solve_all;
+use candle_core::{DType, Device};
 use convex_opt::{
     BatchedLbfgsParams, BatchedPotential, FlatLbfgsParams, InversionOptions, InversionResult,
     NewtonCgParams, QuadraticPotential, Termination, invert_lbfgs_batched, invert_lbfgs_flat,
@@ -34,27 +35,6 @@ fn targets(n: usize, d: usize, log_scale: f64, rng: &mut StdRng) -> Vec<DVector<
             })
         })
         .collect()
-}
-
-fn solve_all<P: BatchedPotential>(
-    pot: &P,
-    y: &Tensor,
-    opts: &InversionOptions,
-) -> Vec<(&'static str, InversionResult)> {
-    vec![
-        (
-            "flat",
-            invert_lbfgs_flat(pot, y, opts, &FlatLbfgsParams::default()).unwrap(),
-        ),
-        (
-            "batched",
-            invert_lbfgs_batched(pot, y, opts, &BatchedLbfgsParams::default()).unwrap(),
-        ),
-        (
-            "newton",
-            invert_newton_cg(pot, y, opts, &NewtonCgParams::default()).unwrap(),
-        ),
-    ]
 }
 
 /// Tolerance `1e-9·(1 + ‖y_i‖∞)`. The gradients below are sums of terms of magnitude at most

@@ -4,7 +4,11 @@
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
-use convex_opt::{BatchedPotential, ConvexOptError, SecondOrderModel};
+use convex_opt::{
+    BatchedLbfgsParams, BatchedPotential, ConvexOptError, FlatLbfgsParams, InversionOptions,
+    InversionResult, NewtonCgParams, SecondOrderModel, invert_lbfgs_batched, invert_lbfgs_flat,
+    invert_newton_cg,
+};
 use icnn::{ConvexPotential, Icnn2, Icnn2Config, Icnn3, Icnn3Config};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -150,4 +154,27 @@ pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
         .unwrap()
         .to_scalar::<f64>()
         .unwrap()
+}
+
+/// The three solvers with their default parameters on `∇Φ(x) = y`, named `flat`, `batched`
+/// and `newton`.
+pub fn solve_all<P: BatchedPotential>(
+    pot: &P,
+    y: &Tensor,
+    opts: &InversionOptions,
+) -> Vec<(&'static str, InversionResult)> {
+    vec![
+        (
+            "flat",
+            invert_lbfgs_flat(pot, y, opts, &FlatLbfgsParams::default()).unwrap(),
+        ),
+        (
+            "batched",
+            invert_lbfgs_batched(pot, y, opts, &BatchedLbfgsParams::default()).unwrap(),
+        ),
+        (
+            "newton",
+            invert_newton_cg(pot, y, opts, &NewtonCgParams::default()).unwrap(),
+        ),
+    ]
 }
