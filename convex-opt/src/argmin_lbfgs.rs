@@ -100,8 +100,14 @@ struct RunShared<F: RealField + Copy> {
     gradient_evaluations: Cell<u64>,
     /// Evaluations since `anchor` was set.
     line_search_evaluations: Cell<u64>,
-    /// A trial point was non-finite and ended the line search ([`NonFiniteTrial::Stop`]).
+    /// The problem returned a non-finite cost or gradient at a finite trial point, which ended
+    /// the line search ([`NonFiniteTrial::Stop`]).
     stopped_on_non_finite: Cell<bool>,
+    /// The trial point itself was not finite (a NaN or ±∞ step length, e.g. Moré–Thuente's
+    /// `0/0` interpolation at the rounding level of the cost, or an overflowing step), which
+    /// ended the line search ([`NonFiniteTrial::Stop`]): a line-search failure, not a
+    /// non-finite value of the problem.
+    stopped_on_non_finite_step: Cell<bool>,
     /// Finite (other than `anchor` itself) and non-finite points evaluated since `anchor` was
     /// set.
     finite_trials: Cell<u64>,
@@ -128,8 +134,11 @@ struct RunShared<F: RealField + Copy> {
 /// can still fail on its own on extreme slopes, e.g. `exp` near overflow, where a secant step
 /// lands on the bracket's end; that is reported as [`Termination::LineSearchFailed`].) A large *finite* cost would do as well for Hager–Zhang but
 /// could be picked as "best" when every trial point is non-finite; `+∞` cannot be confused with
-/// a real value. Moré–Thuente interpolates cost values (`∞ − ∞`), so there a non-finite trial
-/// point ends the line search as before ([`Termination::NonFinite`]).
+/// a real value. Moré–Thuente interpolates cost values (`∞ − ∞`), so there a non-finite cost
+/// or gradient at a finite trial point ends the line search as before
+/// ([`Termination::NonFinite`]); a trial point that is itself not finite (a NaN or ±∞ step
+/// length: Moré–Thuente's interpolation is `0/0` once the cost no longer resolves the step,
+/// at its rounding level) also ends it, as a [`Termination::LineSearchFailed`].
 struct ByRef<'a, O, F: RealField + Copy> {
     problem: &'a O,
     shared: &'a RunShared<F>,
@@ -187,9 +196,18 @@ where
             match (self.non_finite, shared.anchor.borrow().as_ref()) {
                 (NonFiniteTrial::Backtrack, Some(anchor)) => (F::infinity(), x - anchor),
                 (NonFiniteTrial::Stop, Some(_)) => {
-                    shared.stopped_on_non_finite.set(true);
+                    // The anchor is an accepted iterate (finite, with a finite cost and
+                    // gradient), so a trial point that is not finite comes from the line
+                    // search's step, not from the problem.
+                    if x.iter().all(|v| is_finite(*v)) {
+                        shared.stopped_on_non_finite.set(true);
+                        return Err(argmin::core::Error::msg(
+                            "non-finite cost or gradient at a trial point",
+                        ));
+                    }
+                    shared.stopped_on_non_finite_step.set(true);
                     return Err(argmin::core::Error::msg(
-                        "non-finite cost or gradient at a trial point",
+                        "non-finite trial point (NaN or infinite step length)",
                     ));
                 }
                 (_, None) => {
@@ -348,7 +366,10 @@ fn to_float<F: ArgminFloat>(v: f64, what: &str) -> Result<F, ConvexOptError> {
 /// [`MinimizeResult::reason`], not as an error. With the Hager–Zhang line search a trial point
 /// where the cost or gradient is not finite (an overflow far along the search direction) counts
 /// as a step that is too long and is backtracked from; with Moré–Thuente it ends the run
-/// ([`Termination::NonFinite`]). A line search is capped at [`LINE_SEARCH_MAX_EVALUATIONS`]
+/// ([`Termination::NonFinite`]). A Moré–Thuente trial point that is itself not finite (a NaN
+/// step length from the search's interpolation at the rounding level of the cost, or a step
+/// that overflows) ends the run as [`Termination::LineSearchFailed`], at the last iterate. A
+/// line search is capped at [`LINE_SEARCH_MAX_EVALUATIONS`]
 /// evaluations. Errors of the problem are returned
 /// (a [`ConvexOptError`] raised inside `cost`/`gradient` comes back as itself). Parameters
 /// outside the ranges documented on [`LbfgsParams`] (e.g. `c1 ≥ 0.5` with Hager–Zhang) are a
@@ -403,6 +424,7 @@ where
         gradient_evaluations: Cell::new(0),
         line_search_evaluations: Cell::new(0),
         stopped_on_non_finite: Cell::new(false),
+        stopped_on_non_finite_step: Cell::new(false),
         finite_trials: Cell::new(0),
         non_finite_trials: Cell::new(0),
     };
@@ -495,6 +517,8 @@ where
                 Termination::NonFinite
             }
             _ if shared.stopped_on_non_finite.get() => Termination::NonFinite,
+            // Moré–Thuente's step itself was NaN or ±∞ (from finite data): the search failed.
+            _ if shared.stopped_on_non_finite_step.get() => Termination::LineSearchFailed,
             // A failed Hager–Zhang search that found no finite point at all.
             _ if shared.finite_trials.get() == 0 && shared.non_finite_trials.get() > 0 => {
                 Termination::NonFinite

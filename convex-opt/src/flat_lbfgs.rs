@@ -287,9 +287,10 @@ where
 /// the potential is not finite (e.g. an overflow far along the search direction: argmin's
 /// Hager–Zhang search tries step `1e5` in every line search) is backtracked from with the
 /// default line search; with [`LineSearch::MoreThuente`] it ends the run
-/// ([`Termination::NonFinite`]). A trial point that is itself not finite (the step overflowed)
-/// is treated the same way without calling the potential, so a potential may refuse
-/// non-finite input. Parameters outside the ranges documented on [`FlatLbfgsParams`] are a
+/// ([`Termination::NonFinite`]). A trial point that is itself not finite (the step overflowed,
+/// or Moré–Thuente's step length is NaN at the rounding floor) is never passed to the
+/// potential, so a potential may refuse non-finite input: Hager–Zhang backtracks from it,
+/// Moré–Thuente ends the run as [`Termination::LineSearchFailed`]. Parameters outside the ranges documented on [`FlatLbfgsParams`] are a
 /// [`ConvexOptError::InvalidParameter`] naming the field, before any evaluation. Kept as the
 /// baseline the batched solvers are measured against.
 ///

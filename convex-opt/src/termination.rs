@@ -14,10 +14,10 @@ use std::fmt;
 /// |---|---|---|---|
 /// | `Converged` | yes | yes | yes |
 /// | `MaxIterations` | yes | yes | yes |
-/// | `LineSearchFailed` | backtracking exhausted | Wolfe search failed from steepest descent | argmin's line search failed |
+/// | `LineSearchFailed` | backtracking exhausted | Wolfe search failed from steepest descent | argmin's line search failed; with Moré–Thuente also a NaN/±∞ trial step (its interpolation's 0/0 at the rounding floor, or an overflowing step) |
 /// | `EvaluationBudget` | – | – | gradient-evaluation budget spent |
 /// | `CostTolerance` | – | – | only with a positive cost tolerance |
-/// | `NonFinite` | a non-finite objective or gradient at the initial point; a non-finite Hessian-vector product, or an overflowing curvature, at the first CG step | a non-finite objective or gradient at the initial point | Moré–Thuente: a non-finite trial point; Hager–Zhang: a failed search without a finite trial point (a non-finite initial point is an error naming the row) |
+/// | `NonFinite` | a non-finite objective or gradient at the initial point; a non-finite Hessian-vector product, or an overflowing curvature, at the first CG step | a non-finite objective or gradient at the initial point | Moré–Thuente: a non-finite cost or gradient at a finite trial point; Hager–Zhang: a failed search without a finite trial point (a non-finite initial point is an error naming the row) |
 /// | `NotConvex` | finite non-positive curvature at the first CG step | – | – |
 ///
 /// The batched solvers and the Hager–Zhang search treat a non-finite trial point as a step that
@@ -66,7 +66,8 @@ pub enum Termination {
     /// ([`LbfgsParams::cost_tolerance`](crate::LbfgsParams::cost_tolerance); off by default).
     CostTolerance,
     /// The run ended on a non-finite value: with the Moré–Thuente line search a non-finite
-    /// trial point ends the run (it cannot backtrack from one); with Hager–Zhang a line search
+    /// cost or gradient at a finite trial point ends the run (it cannot backtrack from one; a
+    /// NaN or infinite step of the search itself is [`LineSearchFailed`](Self::LineSearchFailed)); with Hager–Zhang a line search
     /// failed without finding any finite trial point; in Newton–CG the Hessian-vector product
     /// along the gradient (the first CG step) held NaN or ±∞, or the curvature along it
     /// overflowed, so no Newton step exists (the row stops there, at its last iterate). In both per-row solvers a row whose objective or
