@@ -1,7 +1,7 @@
 //! Batched Lanczos tridiagonalisation with optional full re-orthogonalisation.
 
 use crate::operator::check_operator_shape;
-use crate::vectors::{check_finite, power_of_two_scale};
+use crate::vectors::{check_finite, has_f64_range, power_of_two_scale};
 use crate::{BatchOperator, BatchVectors, KrylovError};
 
 /// Parameters of [`lanczos`]. Build with `LanczosParams::default()` and the `with_*` setters.
@@ -375,10 +375,10 @@ fn safe_norms2<V: BatchVectors>(
 ) -> Result<(Vec<f64>, Vec<f64>), KrylovError> {
     let norms = w.norms2()?;
     let u = w.unit_roundoff();
-    let band = if u > 1e-10 {
-        2f64.powi(-50)..=2f64.powi(50)
-    } else {
+    let band = if has_f64_range(u) {
         2f64.powi(-400)..=2f64.powi(400)
+    } else {
+        2f64.powi(-50)..=2f64.powi(50)
     };
     let suspect: Vec<bool> = norms
         .iter()

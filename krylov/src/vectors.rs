@@ -200,10 +200,21 @@ pub(crate) fn check_finite<V: BatchVectors>(
 /// Norms in `[1/MODERATE, MODERATE]` are left alone by the rescalings below.
 const MODERATE: f64 = 4_294_967_296.0; // 2³²
 
+/// Whether the element type with unit roundoff `unit_roundoff` is f64. Types with less
+/// precision are taken to have f32's range (bf16 has, up to the rounding in its last binade;
+/// f16, whose range ends at 65504, is not covered by the rescalings of this module).
+pub(crate) fn has_f64_range(unit_roundoff: f64) -> bool {
+    unit_roundoff < 1e-10
+}
+
 /// The largest `|k|` for which the rescalings use `2^k`: `2^±k` must be normal numbers of the
 /// element type (whose range ends near 2¹²⁸ for types with less precision than f64).
 fn max_scale_exponent(unit_roundoff: f64) -> i32 {
-    if unit_roundoff > 1e-10 { 100 } else { 1000 }
+    if has_f64_range(unit_roundoff) {
+        1000
+    } else {
+        100
+    }
 }
 
 /// The power of two `s` by which the solvers multiply an input vector (a right-hand side of
@@ -228,17 +239,15 @@ pub(crate) fn power_of_two_scale(norm: f64, unit_roundoff: f64) -> f64 {
 
 /// Whether `1/norm` (`norm > 0`) overflows the element type with unit roundoff
 /// `unit_roundoff`, so that a vector of Euclidean norm `norm` cannot be normalised by it.
-/// For f64 `1/norm` is +Inf (`norm` below 2⁻¹⁰²⁴, deep in the subnormals); types with less
-/// precision than f64 are taken to have f32's range (bf16 has, up to the rounding in its
-/// last binade; f16, whose range ends at 65504, is not covered, as by the other rescalings
-/// of this module), where `norm` is below about 2⁻¹²⁸, in the subnormals. `false` for `0`
-/// and NaN.
+/// For f64 `1/norm` is +Inf (`norm` below 2⁻¹⁰²⁴, deep in the subnormals); for the other
+/// types ([`has_f64_range`]: f32's range) `norm` is below about 2⁻¹²⁸, in the subnormals.
+/// `false` for `0` and NaN.
 pub(crate) fn reciprocal_overflows(norm: f64, unit_roundoff: f64) -> bool {
     if norm.is_nan() || norm <= 0.0 {
         return false;
     }
     let inverse = 1.0 / norm;
-    if unit_roundoff < 1e-10 {
+    if has_f64_range(unit_roundoff) {
         !inverse.is_finite()
     } else {
         // The conversion the f32 backends make (`Real::lossy_from_f64`, candle's `to_dtype`).
