@@ -190,6 +190,15 @@ fn files_note(saved: &[std::path::PathBuf]) -> String {
 }
 
 impl CpflowError {
+    /// This error with an [`CpflowError::InvalidInput`] message prefixed by what the input was
+    /// (`"training set: data has 3 columns, …"`); other errors as they are.
+    pub(crate) fn about(self, what: &str) -> Self {
+        match self {
+            CpflowError::InvalidInput(m) => CpflowError::InvalidInput(format!("{what}: {m}")),
+            other => other,
+        }
+    }
+
     pub(crate) fn io(path: &std::path::Path, cause: std::io::Error) -> Self {
         CpflowError::Io {
             path: path.display().to_string(),

@@ -380,12 +380,7 @@ pub fn nll_estimate_with<R: Rng + ?Sized>(
     rng: &mut R,
     mut before_chunk: impl FnMut(usize) -> Result<()>,
 ) -> Result<NllEstimate> {
-    data.check().map_err(|e| match e {
-        CpflowError::InvalidInput(m) => {
-            CpflowError::InvalidInput(format!("evaluation data set: {m}"))
-        }
-        other => other,
-    })?;
+    data.check().map_err(|e| e.about("evaluation data set"))?;
     let n = data.len();
     if n == 0 {
         return Err(CpflowError::InvalidInput(

@@ -16,7 +16,7 @@
 use std::time::{Duration, Instant};
 
 use crate::config::NllEstimator;
-use crate::error::{CpflowError, Result};
+use crate::error::Result;
 use crate::evaluate::{Dataset, mean_nll};
 use crate::rng::FlowRng;
 use crate::train::Trainer;
@@ -254,16 +254,10 @@ impl TrainObserver for NllCurve {
             // The data set is checked against the flow before the first step, as the trainer
             // checks its own sets: a curve whose set does not fit would otherwise fail only
             // at its first point, after `period` steps.
-            let label = self.label;
             trainer
                 .flow()
                 .check_input(&self.data.x, self.data.context.as_ref())
-                .map_err(|e| match e {
-                    CpflowError::InvalidInput(m) => {
-                        CpflowError::InvalidInput(format!("NLL curve on the {label} set: {m}"))
-                    }
-                    other => other,
-                })?;
+                .map_err(|e| e.about(&format!("NLL curve on the {} set", self.label)))?;
         }
         if moment == Moment::Start
             && self.points.is_empty()

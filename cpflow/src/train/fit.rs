@@ -142,23 +142,17 @@ impl Trainer {
         observers: &mut [&mut dyn TrainObserver],
     ) -> Result<TrainReport> {
         // Which set a shape or value error is about.
-        let named = |set: &'static str| {
-            move |e: CpflowError| match e {
-                CpflowError::InvalidInput(m) => CpflowError::InvalidInput(format!("{set}: {m}")),
-                other => other,
-            }
-        };
         let (tx, tc) = self
             .flow
             .check_input(&train.x, train.context.as_ref())
-            .map_err(named("training set"))?;
+            .map_err(|e| e.about("training set"))?;
         let train = Dataset { x: tx, context: tc };
         let val = match val {
             Some(v) => {
                 let (vx, vc) = self
                     .flow
                     .check_input(&v.x, v.context.as_ref())
-                    .map_err(named("validation set"))?;
+                    .map_err(|e| e.about("validation set"))?;
                 Some(Dataset { x: vx, context: vc })
             }
             None => None,
