@@ -233,41 +233,6 @@ impl ActNormVars {
     }
 }
 
-/// Runs the data-dependent initialisation `init` of a model whose variables are `vars`, all
-/// or nothing: if it fails, every variable is put back to the value it had before the call
-/// (bit for bit: parameters and `initialized` flags alike), so a failure in a later layer
-/// does not leave the earlier layers re-initialised. The variables are copied once before
-/// `init` runs (one more copy of the weights for the length of the call).
-///
-/// Should putting a value back fail too (a device error), the error of `init` is still the
-/// one returned, and the failure to restore is logged.
-pub(crate) fn initialize_all_or_nothing<T>(
-    vars: Vec<(String, Var)>,
-    init: impl FnOnce() -> Result<T>,
-) -> Result<T> {
-    let saved = vars
-        .into_iter()
-        .map(|(name, var)| {
-            let value = var.as_tensor().detach().copy()?;
-            Ok((name, var, value))
-        })
-        .collect::<Result<Vec<_>>>()?;
-    let failure = match init() {
-        Ok(done) => return Ok(done),
-        Err(e) => e,
-    };
-    for (name, var, value) in &saved {
-        if let Err(restore) = var.set(value) {
-            tracing::error!(
-                variable = %name,
-                error = %restore,
-                "a failed initialisation could not restore the variable's previous value"
-            );
-        }
-    }
-    Err(failure)
-}
-
 /// The per-feature diagnosis behind a zero or non-finite standard deviation of the finite
 /// `(n, d)` batch `x`, which [`check_statistics`] cannot make from the statistics alone: a
 /// feature whose values are all equal (named with its value; also when the rounding of the

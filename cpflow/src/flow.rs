@@ -379,7 +379,7 @@ impl Flow {
             )));
         }
         let ctx = ctx.as_ref();
-        crate::actnorm::initialize_all_or_nothing(self.named_vars(), || {
+        crate::named_vars::initialize_all_or_nothing(self.named_vars(), || {
             let mut h = x.detach();
             for l in &self.layers {
                 h = match l {

@@ -1,6 +1,6 @@
 //! Helpers shared by every model that keeps its variables in a candle `VarMap` (`Flow`,
-//! `image::ImageFlow`): a deterministic variable order, parameter counts, and reading and
-//! writing weights by name.
+//! `image::ImageFlow`): a deterministic variable order, parameter counts, reading and
+//! writing weights by name, and an initialisation that restores every variable if it fails.
 
 use std::collections::HashMap;
 
@@ -149,4 +149,39 @@ pub(crate) fn check_loaded_finite(
         }
     }
     Ok(())
+}
+
+/// Runs the data-dependent initialisation `init` of a model whose variables are `vars`, all
+/// or nothing: if it fails, every variable is put back to the value it had before the call
+/// (bit for bit: parameters and `initialized` flags alike), so a failure in a later layer
+/// does not leave the earlier layers re-initialised. The variables are copied once before
+/// `init` runs (one more copy of the weights for the length of the call).
+///
+/// Should putting a value back fail too (a device error), the error of `init` is still the
+/// one returned, and the failure to restore is logged.
+pub(crate) fn initialize_all_or_nothing<T>(
+    vars: Vec<(String, Var)>,
+    init: impl FnOnce() -> Result<T>,
+) -> Result<T> {
+    let saved = vars
+        .into_iter()
+        .map(|(name, var)| {
+            let value = var.as_tensor().detach().copy()?;
+            Ok((name, var, value))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let failure = match init() {
+        Ok(done) => return Ok(done),
+        Err(e) => e,
+    };
+    for (name, var, value) in &saved {
+        if let Err(restore) = var.set(value) {
+            tracing::error!(
+                variable = %name,
+                error = %restore,
+                "a failed initialisation could not restore the variable's previous value"
+            );
+        }
+    }
+    Err(failure)
 }

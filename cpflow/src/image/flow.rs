@@ -360,7 +360,7 @@ impl ImageFlow {
                  which needs at least 2 images ({e})"
             ))
         };
-        crate::actnorm::initialize_all_or_nothing(self.named_vars(), || {
+        crate::named_vars::initialize_all_or_nothing(self.named_vars(), || {
             for (i, l) in self.layers.iter().enumerate() {
                 h = match l {
                     ImageLayer::Logit(t) => t.forward(&h)?.0,

@@ -411,7 +411,7 @@ impl AmortizedPosterior {
         let [mu, ls, h, eps] = self.check_batch(mu, log_sigma, h, eps)?;
         let h = h.detach();
         let (mut z, _) = self.base(&mu.detach(), &ls.detach(), &eps)?;
-        crate::actnorm::initialize_all_or_nothing(self.named_vars(), || {
+        crate::named_vars::initialize_all_or_nothing(self.named_vars(), || {
             for l in &self.layers {
                 z = match l {
                     PosteriorLayer::ActNorm(a) => {
