@@ -106,6 +106,11 @@ pub fn check_run_command(out: &Path, command: &str) -> Result<()> {
     }
 }
 
+/// The table a `cpflow ot` run writes into its `--out` (rewritten after each dimension).
+pub const OT_TABLE_FILE: &str = "ot_table.md";
+/// The reports (JSON) a `cpflow ot` run writes beside [`OT_TABLE_FILE`].
+pub const OT_REPORTS_FILE: &str = "ot_reports.json";
+
 /// The files of a `cpflow ot` run in `dir`: its table, its reports and the per-dimension
 /// figures and curves (`ot_d{d}_…`), sorted; none when `dir` is not a directory.
 pub fn ot_output_files(dir: &Path) -> Result<Vec<PathBuf>> {
@@ -119,7 +124,7 @@ pub fn ot_output_files(dir: &Path) -> Result<Vec<PathBuf>> {
             .path();
         let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
         let ours = name
-            .is_some_and(|n| n == "ot_table.md" || n == "ot_reports.json" || n.starts_with("ot_d"));
+            .is_some_and(|n| n == OT_TABLE_FILE || n == OT_REPORTS_FILE || n.starts_with("ot_d"));
         if ours && path.is_file() {
             files.push(path);
         }

@@ -19,7 +19,7 @@ use crate::cli::memory::{MemoryLimit, memory_limit};
 use crate::cli::output_files::{ensure_dir, write_file_atomic};
 use crate::cli::run_config::merge;
 use crate::cli::run_dir::{TRAIN_RUN, take_run_dir};
-use crate::cli::run_kind::{check_ot_out, ot_output_files};
+use crate::cli::run_kind::{OT_REPORTS_FILE, OT_TABLE_FILE, check_ot_out, ot_output_files};
 
 /// Sets the potential's input dimension (dense potentials only: the experiment's data are
 /// vectors, not images).
@@ -310,7 +310,7 @@ pub fn ot(a: OtArgs) -> Result<()> {
                     format!(
                         "the finished dimensions (d = {}) are in {}",
                         dims.join(", "),
-                        a.out.join("ot_table.md").display()
+                        a.out.join(OT_TABLE_FILE).display()
                     )
                 };
                 bail!("{e}: {kept}; run the command again with --overwrite to redo it");
@@ -334,13 +334,13 @@ pub fn ot(a: OtArgs) -> Result<()> {
         reports.push(report);
         // Rewrite the table after every dimension so a long run leaves partial results.
         write_file_atomic(
-            &a.out.join("ot_table.md"),
+            &a.out.join(OT_TABLE_FILE),
             ot_table_markdown(&reports).as_bytes(),
             "the OT table",
         )?;
         let json = serde_json::to_string_pretty(&reports).context("serialising the reports")?;
         write_file_atomic(
-            &a.out.join("ot_reports.json"),
+            &a.out.join(OT_REPORTS_FILE),
             json.as_bytes(),
             "the OT reports",
         )?;
