@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::activation::softplus;
 use crate::error::{IcnnError, Result};
-use crate::layer_input::check_images;
+use crate::layer_input::{check_conv_layer, check_images, conv_channels, describe_conv};
 use crate::params;
 
 /// The shape `(C, H, W)` of one image; a batch of images is `(B, C, H, W)` or, flattened in
@@ -141,6 +141,10 @@ impl ConvGeometry {
 
 /// `y = conv(x, W) + b` (PyTorch `nn.Conv2d`, square kernel). `x` is `(B, C_in, H, W)`.
 ///
+/// Built under a [`VarBuilder`] ([`Conv2d::new`]) or from tensors of your own
+/// ([`Conv2d::from_tensors`], which checks them); error messages name the layer's parameter
+/// prefix ([`Conv2d::name`]).
+///
 /// ```
 /// use icnn::{Conv2d, ConvGeometry};
 /// # use candle_core::{DType, Device, Tensor};
@@ -163,17 +167,24 @@ impl ConvGeometry {
 /// let rgb = Tensor::ones((3, 3, 5, 5), DType::F64, &Device::Cpu)?;
 /// assert!(matches!(conv.forward(&rgb), Err(icnn::IcnnError::Shape(_))));
 /// assert!(matches!(conv.forward(&x.to_dtype(DType::F32)?), Err(icnn::IcnnError::Shape(_))));
+/// // A 3×3 kernel with a 5×5 geometry is refused when the layer is built.
+/// let five = ConvGeometry { kernel: 5, ..geometry };
+/// let r = Conv2d::from_tensors("mine", conv.weight.clone(), None, five);
+/// assert!(matches!(r, Err(icnn::IcnnError::Shape(_))));
 /// # Ok(())
 /// # }
 /// ```
 #[derive(Debug, Clone)]
 pub struct Conv2d {
-    /// `(out, in, k, k)`.
+    /// `(out, in, k, k)`. Replacing it by hand is checked by [`Conv2d::validate`] (run by
+    /// [`Conv2d::forward`]).
     pub weight: Tensor,
     /// `(out,)`, when the layer has a bias.
     pub bias: Option<Tensor>,
     /// Kernel size, stride, padding.
     pub geometry: ConvGeometry,
+    /// The parameter prefix (`icnn.Wz0`), used in error messages.
+    name: String,
 }
 
 impl Conv2d {
@@ -199,17 +210,60 @@ impl Conv2d {
             weight,
             bias,
             geometry,
+            name: vb.prefix(),
         })
     }
 
-    /// Input channels.
-    pub fn n_in(&self) -> usize {
-        self.weight.dims()[1]
+    /// A layer with the given `weight` `(out, in, k, k)` (`k = geometry.kernel`) and `bias`
+    /// `(out,)`, named `name` in error messages (`""` for none). The tensors are used as they
+    /// are (not copied, not detached).
+    ///
+    /// # Errors
+    /// [`IcnnError::Shape`] naming the layer and the expected and given shapes, as
+    /// [`Self::validate`].
+    pub fn from_tensors(
+        name: impl Into<String>,
+        weight: Tensor,
+        bias: Option<Tensor>,
+        geometry: ConvGeometry,
+    ) -> Result<Self> {
+        let layer = Self {
+            weight,
+            bias,
+            geometry,
+            name: name.into(),
+        };
+        layer.validate()?;
+        Ok(layer)
     }
 
-    /// Output channels.
+    /// The parameter prefix of the layer (`icnn.Wz0`; the name given to
+    /// [`Self::from_tensors`]), empty for a layer built at the root of its builder.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Checks the layer's own tensors: `weight` is `(out, in, k, k)` with `k` the geometry's
+    /// kernel, of a floating-point dtype, and `bias`, when present, is `(out,)` of the
+    /// weight's dtype, on its device.
+    ///
+    /// # Errors
+    /// [`IcnnError::Shape`] naming the layer and the expected and given shapes (no value is
+    /// read).
+    pub fn validate(&self) -> Result<()> {
+        let (w, b, g) = (&self.weight, self.bias.as_ref(), self.geometry);
+        check_conv_layer("Conv2d", w, b, g, &self.name)
+    }
+
+    /// Input channels (0 when `weight` is not 4-D: a weight replaced by hand, which
+    /// [`Self::validate`] refuses).
+    pub fn n_in(&self) -> usize {
+        conv_channels(&self.weight, 1)
+    }
+
+    /// Output channels (0 when `weight` is not 4-D, as [`Self::n_in`]).
     pub fn n_out(&self) -> usize {
-        self.weight.dims()[0]
+        conv_channels(&self.weight, 0)
     }
 
     /// `n_in·k·k`.
@@ -222,10 +276,12 @@ impl Conv2d {
     /// # Errors
     /// [`IcnnError::Shape`] naming the layer and the expected and given shapes when `x` is not
     /// `(B, n_in, H, W)`, its padded `H×W` does not hold the kernel, or it has another dtype or
-    /// device than `W` (checked first: no value is read).
+    /// device than `W`, or when the layer's own tensors do not agree ([`Self::validate`]);
+    /// checked first: no value is read.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.validate()?;
         check_images(
-            || describe("Conv2d", &self.weight, self.geometry),
+            || describe_conv("Conv2d", &self.weight, self.geometry, &self.name),
             x,
             self.n_in(),
             &self.weight,
@@ -251,7 +307,7 @@ impl Conv2d {
 /// let vb = VarBuilder::from_varmap(&varmap, DType::F64, &Device::Cpu);
 /// let mut rng = rand::rngs::StdRng::seed_from_u64(0);
 /// let conv = PosConv2d::new(&vb.pp("conv"), 2, 3, ConvGeometry::SAME_3X3, true, &mut rng)?;
-/// assert_eq!(conv.fan_in(), 18);
+/// assert_eq!((conv.fan_in(), conv.name()), (18, "conv"));
 /// // Positive kernel: a non-negative image gives a larger output than its zero image.
 /// let x = Tensor::ones((1, 2, 4, 4), DType::F64, &Device::Cpu)?;
 /// let zero = x.zeros_like()?;
@@ -263,11 +319,15 @@ impl Conv2d {
 #[derive(Debug, Clone)]
 pub struct PosConv2d {
     /// Unconstrained weight `(out, in, k, k)`; the kernel is `softplus(W)/fan_in ≥ 0`.
+    /// Replacing it by hand is checked by [`PosConv2d::validate`] (run by
+    /// [`PosConv2d::forward`] and the effective parameters).
     pub weight: Tensor,
     /// `(out,)`, when the layer has a bias (effective bias `b/fan_in`).
     pub bias: Option<Tensor>,
     /// Kernel size, stride, padding.
     pub geometry: ConvGeometry,
+    /// The parameter prefix (`icnn.Wzs.0.1`), used in error messages.
+    name: String,
 }
 
 impl PosConv2d {
@@ -285,17 +345,57 @@ impl PosConv2d {
             weight: c.weight,
             bias: c.bias,
             geometry,
+            name: c.name,
         })
     }
 
-    /// Input channels.
-    pub fn n_in(&self) -> usize {
-        self.weight.dims()[1]
+    /// A layer with the given unconstrained `weight` `(out, in, k, k)` (`k =
+    /// geometry.kernel`) and `bias` `(out,)`, named `name` in error messages (`""` for none).
+    /// The tensors are used as they are.
+    ///
+    /// # Errors
+    /// [`IcnnError::Shape`] naming the layer and the expected and given shapes, as
+    /// [`Self::validate`].
+    pub fn from_tensors(
+        name: impl Into<String>,
+        weight: Tensor,
+        bias: Option<Tensor>,
+        geometry: ConvGeometry,
+    ) -> Result<Self> {
+        let layer = Self {
+            weight,
+            bias,
+            geometry,
+            name: name.into(),
+        };
+        layer.validate()?;
+        Ok(layer)
     }
 
-    /// Output channels.
+    /// The parameter prefix of the layer (`icnn.Wzs.0.1`; the name given to
+    /// [`Self::from_tensors`]), empty for a layer built at the root of its builder.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Checks the layer's own tensors, as [`Conv2d::validate`].
+    ///
+    /// # Errors
+    /// [`IcnnError::Shape`] naming the layer and the expected and given shapes (no value is
+    /// read).
+    pub fn validate(&self) -> Result<()> {
+        let (w, b, g) = (&self.weight, self.bias.as_ref(), self.geometry);
+        check_conv_layer("PosConv2d", w, b, g, &self.name)
+    }
+
+    /// Input channels (0 when `weight` is not 4-D, as [`Conv2d::n_in`]).
+    pub fn n_in(&self) -> usize {
+        conv_channels(&self.weight, 1)
+    }
+
+    /// Output channels (0 when `weight` is not 4-D, as [`Conv2d::n_in`]).
     pub fn n_out(&self) -> usize {
-        self.weight.dims()[0]
+        conv_channels(&self.weight, 0)
     }
 
     /// `n_in·k·k`, the reference's `fan_in`.
@@ -304,12 +404,28 @@ impl PosConv2d {
     }
 
     /// The effective non-negative kernel `softplus(W)/fan_in`, shape `(out, in, k, k)`.
+    ///
+    /// # Errors
+    /// As [`Self::validate`].
     pub fn effective_weight(&self) -> Result<Tensor> {
-        Ok(softplus(&self.weight)?.affine(1.0 / self.fan_in() as f64, 0.0)?)
+        self.validate()?;
+        self.effective_weight_unchecked()
     }
 
     /// The effective bias `b/fan_in`, shape `(out,)`.
+    ///
+    /// # Errors
+    /// As [`Self::validate`].
     pub fn effective_bias(&self) -> Result<Option<Tensor>> {
+        self.validate()?;
+        self.effective_bias_unchecked()
+    }
+
+    fn effective_weight_unchecked(&self) -> Result<Tensor> {
+        Ok(softplus(&self.weight)?.affine(1.0 / self.fan_in() as f64, 0.0)?)
+    }
+
+    fn effective_bias_unchecked(&self) -> Result<Option<Tensor>> {
         Ok(match &self.bias {
             Some(b) => Some(b.affine(1.0 / self.fan_in() as f64, 0.0)?),
             None => None,
@@ -321,31 +437,17 @@ impl PosConv2d {
     /// # Errors
     /// As [`Conv2d::forward`].
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.validate()?;
         check_images(
-            || describe("PosConv2d", &self.weight, self.geometry),
+            || describe_conv("PosConv2d", &self.weight, self.geometry, &self.name),
             x,
             self.n_in(),
             &self.weight,
             self.geometry,
         )?;
-        let y = conv(x, &self.effective_weight()?, self.geometry)?;
-        add_channel_bias(y, self.effective_bias()?.as_ref())
+        let y = conv(x, &self.effective_weight_unchecked()?, self.geometry)?;
+        add_channel_bias(y, self.effective_bias_unchecked()?.as_ref())
     }
-}
-
-/// `"{kind} ({in} → {out} channels, k×k, stride s, padding p)"`, a convolution layer in error
-/// messages.
-fn describe(kind: &str, weight: &Tensor, g: ConvGeometry) -> String {
-    let dims = weight.dims();
-    let channels = |axis: usize| dims.get(axis).copied().unwrap_or(0);
-    format!(
-        "{kind} ({} → {} channels, {k}×{k}, stride {}, padding {})",
-        channels(1),
-        channels(0),
-        g.stride,
-        g.padding,
-        k = g.kernel
-    )
 }
 
 /// `y + b` with `b` `(C,)` broadcast over `(B, C, H, W)`.

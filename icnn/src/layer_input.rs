@@ -5,6 +5,10 @@
 //! report its own matmul or broadcast mismatch). Only dims, dtype and device are compared: no
 //! value is read, and the layer's description is formatted on the error path only. The
 //! networks check the device of their inputs here too ([`check_device`]).
+//!
+//! The layers' own tensors are checked here as well ([`check_weight`], [`check_bias`]): a
+//! weight of another rank or kernel size, a non-float weight, or a bias whose shape, dtype or
+//! device does not agree with the weight is an [`IcnnError::Shape`] naming the layer.
 
 use candle_core::Tensor;
 
@@ -14,6 +18,117 @@ use crate::error::{IcnnError, Result};
 /// Whether `x` has the dtype and the device of `param`.
 pub(crate) fn same_dtype_and_device(x: &Tensor, param: &Tensor) -> bool {
     x.dtype() == param.dtype() && x.device().same_device(param.device())
+}
+
+/// `"{layer} at `{name}`"`: a layer's description with its parameter prefix appended (the
+/// [`candle_nn::VarBuilder`] path it was built under), or `layer` alone for an unnamed layer.
+/// Appended rather than inserted, so that messages still start with the description.
+pub(crate) fn with_name(layer: String, name: &str) -> String {
+    if name.is_empty() {
+        layer
+    } else {
+        format!("{layer} at `{name}`")
+    }
+}
+
+/// Checks that a layer's `weight` has a floating-point dtype and the shape `expected_dims`
+/// (`None` for "any size" on that axis); otherwise an [`IcnnError::Shape`] that starts with
+/// `layer()` and names `expected()` (e.g. `(out, in)`) and the given shape and dtype.
+pub(crate) fn check_weight(
+    layer: impl FnOnce() -> String,
+    weight: &Tensor,
+    expected_dims: &[Option<usize>],
+    expected: impl FnOnce() -> String,
+) -> Result<()> {
+    let dims = weight.dims();
+    let shape_ok = dims.len() == expected_dims.len()
+        && dims
+            .iter()
+            .zip(expected_dims)
+            .all(|(d, e)| e.is_none_or(|e| e == *d));
+    if shape_ok && weight.dtype().is_float() {
+        return Ok(());
+    }
+    Err(IcnnError::Shape(format!(
+        "{}: expected a weight of shape {} (rank {}) of a floating-point dtype; got shape \
+         {dims:?}, {:?}",
+        layer(),
+        expected(),
+        expected_dims.len(),
+        weight.dtype()
+    )))
+}
+
+/// Checks that `bias` (when there is one) is `(n_out,)` with the dtype and device of `weight`;
+/// otherwise an [`IcnnError::Shape`] that starts with `layer()` and names the expected and the
+/// given shape, dtype and device.
+pub(crate) fn check_bias(
+    layer: impl FnOnce() -> String,
+    bias: Option<&Tensor>,
+    n_out: usize,
+    weight: &Tensor,
+) -> Result<()> {
+    let Some(b) = bias else {
+        return Ok(());
+    };
+    if matches!(*b.dims(), [n] if n == n_out) && same_dtype_and_device(b, weight) {
+        return Ok(());
+    }
+    Err(IcnnError::Shape(format!(
+        "{}: expected a bias of shape ({n_out},), {:?}, on {:?} like the weight; got shape \
+         {:?}, {:?}, on {:?}",
+        layer(),
+        weight.dtype(),
+        weight.device().location(),
+        b.dims(),
+        b.dtype(),
+        b.device().location()
+    )))
+}
+
+/// The size of a convolution weight along `axis` (0: output, 1: input channels) for a 4-D
+/// weight, 0 for any other rank: the layers' sizes must not panic on a weight a caller
+/// replaced with one of another rank.
+pub(crate) fn conv_channels(weight: &Tensor, axis: usize) -> usize {
+    match *weight.dims() {
+        [out, n_in, _, _] => [out, n_in][axis],
+        _ => 0,
+    }
+}
+
+/// The checks of [`Conv2d::validate`](crate::Conv2d::validate) and
+/// [`PosConv2d::validate`](crate::PosConv2d::validate) for the layer `kind` named `name`:
+/// `weight` is `(out, in, k, k)` with `k = geometry.kernel`, `bias` is `(out,)` like it.
+pub(crate) fn check_conv_layer(
+    kind: &str,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    geometry: ConvGeometry,
+    name: &str,
+) -> Result<()> {
+    let k = geometry.kernel;
+    check_weight(
+        || with_name(kind.to_string(), name),
+        weight,
+        &[None, None, Some(k), Some(k)],
+        || format!("(out, in, {k}, {k})"),
+    )?;
+    let layer = || describe_conv(kind, weight, geometry, name);
+    check_bias(layer, bias, conv_channels(weight, 0), weight)
+}
+
+/// `"{kind} ({in} → {out} channels, k×k, stride s, padding p) at `name`"`, a convolution
+/// layer in error messages.
+pub(crate) fn describe_conv(kind: &str, weight: &Tensor, g: ConvGeometry, name: &str) -> String {
+    let layer = format!(
+        "{kind} ({} → {} channels, {k}×{k}, stride {}, padding {})",
+        conv_channels(weight, 1),
+        conv_channels(weight, 0),
+        g.stride,
+        g.padding,
+        k = g.kernel
+    );
+    with_name(layer, name)
 }
 
 /// The [`IcnnError::Shape`] of a layer given `x` where it expects `expected` (a shape such as

@@ -11,10 +11,14 @@ use rand::Rng;
 use crate::activation::softplus;
 use crate::actnorm_init::ActNormInit;
 use crate::error::Result;
-use crate::layer_input::check_rows;
+use crate::layer_input::{check_bias, check_rows, check_weight, with_name};
 use crate::params;
 
 /// `y = x Wᵀ + b` with PyTorch's default init `U(−1/√n_in, 1/√n_in)` for `W` and `b`.
+///
+/// Built under a [`VarBuilder`] ([`Linear::new`], [`Linear::new_zeros`]) or from tensors of
+/// your own ([`Linear::from_tensors`], which checks them). The layer keeps its parameter
+/// prefix ([`Linear::name`]), and its error messages name it.
 ///
 /// ```
 /// use icnn::Linear;
@@ -26,7 +30,7 @@ use crate::params;
 /// let vb = VarBuilder::from_varmap(&varmap, DType::F64, &Device::Cpu);
 /// let mut rng = rand::rngs::StdRng::seed_from_u64(0);
 /// let layer = Linear::new(&vb.pp("fc"), 3, 2, true, &mut rng)?;
-/// assert_eq!((layer.n_in(), layer.n_out()), (3, 2));
+/// assert_eq!((layer.n_in(), layer.n_out(), layer.name()), (3, 2, "fc"));
 /// // PyTorch's init: every weight in [−1/√3, 1/√3].
 /// let w = layer.weight.to_vec2::<f64>()?;
 /// assert!(w.iter().flatten().all(|v| v.abs() <= 1.0 / 3f64.sqrt()));
@@ -38,21 +42,29 @@ use crate::params;
 /// // Four features for a 3-input layer: a shape error naming the layer, before candle runs.
 /// let wide = Tensor::zeros((1, 4), DType::F64, &Device::Cpu)?;
 /// match layer.forward(&wide) {
-///     Err(icnn::IcnnError::Shape(m)) => assert!(m.starts_with("Linear (3 → 2)"), "{m}"),
+///     Err(icnn::IcnnError::Shape(m)) => assert!(m.starts_with("Linear (3 → 2) at `fc`"), "{m}"),
 ///     other => panic!("unexpected {other:?}"),
 /// }
 /// // The context gates start at zero.
 /// let gate = Linear::new_zeros(&vb.pp("gate"), 3, 2)?;
 /// assert_eq!(gate.forward(&x)?.to_vec2::<f64>()?, vec![vec![0.0, 0.0]]);
+/// // Tensors of your own are checked: a 1-D weight is refused, not a panic later.
+/// let flat = Tensor::zeros(6, DType::F64, &Device::Cpu)?;
+/// assert!(matches!(Linear::from_tensors("mine", flat, None), Err(icnn::IcnnError::Shape(_))));
+/// let mine = Linear::from_tensors("mine", layer.weight.clone(), None)?;
+/// assert_eq!((mine.n_in(), mine.n_out()), (3, 2));
 /// # Ok(())
 /// # }
 /// ```
 #[derive(Debug, Clone)]
 pub struct Linear {
-    /// `(out, in)`.
+    /// `(out, in)`. Replacing it by hand is checked by [`Linear::validate`] (run by
+    /// [`Linear::forward`]).
     pub weight: Tensor,
     /// `(out,)`, when the layer has a bias.
     pub bias: Option<Tensor>,
+    /// The parameter prefix (`block3.z1`), used in error messages.
+    name: String,
 }
 
 impl Linear {
@@ -70,7 +82,11 @@ impl Linear {
         } else {
             None
         };
-        Ok(Self { weight, bias })
+        Ok(Self {
+            weight,
+            bias,
+            name: vb.prefix(),
+        })
     }
 
     /// Creates (or loads) a linear layer whose weight and bias are zero-initialised
@@ -78,22 +94,78 @@ impl Linear {
     pub fn new_zeros(vb: &VarBuilder, n_in: usize, n_out: usize) -> Result<Self> {
         let weight = params::constant(vb, (n_out, n_in), "weight", 0.0)?;
         let bias = Some(params::constant(vb, n_out, "bias", 0.0)?);
-        Ok(Self { weight, bias })
+        Ok(Self {
+            weight,
+            bias,
+            name: vb.prefix(),
+        })
+    }
+
+    /// A layer with the given `weight` `(out, in)` and `bias` `(out,)`, named `name` in error
+    /// messages (`""` for none). The tensors are used as they are (not copied, not detached).
+    ///
+    /// # Errors
+    /// [`IcnnError::Shape`](crate::IcnnError::Shape) naming the layer and the expected and
+    /// given shapes, as [`Self::validate`].
+    pub fn from_tensors(
+        name: impl Into<String>,
+        weight: Tensor,
+        bias: Option<Tensor>,
+    ) -> Result<Self> {
+        let layer = Self {
+            weight,
+            bias,
+            name: name.into(),
+        };
+        layer.validate()?;
+        Ok(layer)
+    }
+
+    /// The parameter prefix of the layer (`block3.z1`; the name given to
+    /// [`Self::from_tensors`]), empty for a layer built at the root of its builder.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Checks the layer's own tensors: `weight` is `(out, in)` of a floating-point dtype and
+    /// `bias`, when present, is `(out,)` of the weight's dtype, on its device.
+    ///
+    /// # Errors
+    /// [`IcnnError::Shape`](crate::IcnnError::Shape) naming the layer and the expected and
+    /// given shapes (no value is read).
+    pub fn validate(&self) -> Result<()> {
+        check_weight(
+            || with_name("Linear".into(), &self.name),
+            &self.weight,
+            &[None, None],
+            || "(out, in)".into(),
+        )?;
+        check_bias(
+            || self.describe(),
+            self.bias.as_ref(),
+            self.n_out(),
+            &self.weight,
+        )
+    }
+
+    /// `"Linear (in → out) at `name`"`.
+    fn describe(&self) -> String {
+        with_name(
+            format!("Linear ({} → {})", self.n_in(), self.n_out()),
+            &self.name,
+        )
     }
 
     /// `x Wᵀ + b` for `x` of shape `(B, in)`.
     ///
     /// # Errors
     /// [`IcnnError::Shape`](crate::IcnnError::Shape) naming the layer and the expected and
-    /// given shapes when `x` is not `(B, in)` or has another dtype or device than `W` (checked
-    /// first: no value is read).
+    /// given shapes when `x` is not `(B, in)` or has another dtype or device than `W`, or when
+    /// the layer's own tensors do not agree ([`Self::validate`]); checked first: no value is
+    /// read.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        check_rows(
-            || format!("Linear ({} → {})", self.n_in(), self.n_out()),
-            x,
-            self.n_in(),
-            &self.weight,
-        )?;
+        self.validate()?;
+        check_rows(|| self.describe(), x, self.n_in(), &self.weight)?;
         self.forward_unchecked(x)
     }
 
@@ -106,14 +178,24 @@ impl Linear {
         })
     }
 
-    /// Number of inputs.
+    /// Number of inputs (0 when `weight` is not 2-D: a weight replaced by hand, which
+    /// [`Self::validate`] refuses).
     pub fn n_in(&self) -> usize {
-        self.weight.dims()[1]
+        axis(&self.weight, 1)
     }
 
-    /// Number of outputs.
+    /// Number of outputs (0 when `weight` is not 2-D, as [`Self::n_in`]).
     pub fn n_out(&self) -> usize {
-        self.weight.dims()[0]
+        axis(&self.weight, 0)
+    }
+}
+
+/// The size of `t` along `axis` for a 2-D `t`, 0 for any other rank: the layers' sizes must
+/// not panic on a weight a caller replaced with one of another rank.
+fn axis(t: &Tensor, axis: usize) -> usize {
+    match *t.dims() {
+        [out, n_in] => [out, n_in][axis],
+        _ => 0,
     }
 }
 
@@ -138,15 +220,25 @@ impl Linear {
 /// let hi = (&lo + 0.5)?;
 /// let diff = (layer.forward(&hi)? - layer.forward(&lo)?)?.to_vec2::<f64>()?;
 /// assert!(diff[0].iter().all(|&d| d > 0.0));
+/// // A bias of 4 entries for 3 outputs is refused, naming the layer.
+/// let bias = Tensor::zeros(4, DType::F64, &Device::Cpu)?;
+/// match PosLinear::from_tensors("p", layer.weight.clone(), Some(bias)) {
+///     Err(icnn::IcnnError::Shape(m)) => assert!(m.starts_with("PosLinear (4 → 3) at `p`")),
+///     other => panic!("unexpected {other:?}"),
+/// }
 /// # Ok(())
 /// # }
 /// ```
 #[derive(Debug, Clone)]
 pub struct PosLinear {
     /// Unconstrained weight `(out, in)`; the effective weight is `softplus(W)/n_in ≥ 0`.
+    /// Replacing it by hand is checked by [`PosLinear::validate`] (run by
+    /// [`PosLinear::forward`] and the effective parameters).
     pub weight: Tensor,
     /// `(out,)`, when the layer has a bias.
     pub bias: Option<Tensor>,
+    /// The parameter prefix (`icnn.Wzs.2`), used in error messages.
+    name: String,
 }
 
 impl PosLinear {
@@ -162,26 +254,97 @@ impl PosLinear {
         Ok(Self {
             weight: l.weight,
             bias: l.bias,
+            name: l.name,
         })
     }
 
-    /// Number of inputs.
-    pub fn n_in(&self) -> usize {
-        self.weight.dims()[1]
+    /// A layer with the given unconstrained `weight` `(out, in)` and `bias` `(out,)`, named
+    /// `name` in error messages (`""` for none). The tensors are used as they are.
+    ///
+    /// # Errors
+    /// [`IcnnError::Shape`](crate::IcnnError::Shape) naming the layer and the expected and
+    /// given shapes, as [`Self::validate`].
+    pub fn from_tensors(
+        name: impl Into<String>,
+        weight: Tensor,
+        bias: Option<Tensor>,
+    ) -> Result<Self> {
+        let layer = Self {
+            weight,
+            bias,
+            name: name.into(),
+        };
+        layer.validate()?;
+        Ok(layer)
     }
 
-    /// Number of outputs.
+    /// The parameter prefix of the layer (`icnn.Wzs.2`; the name given to
+    /// [`Self::from_tensors`]), empty for a layer built at the root of its builder.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Checks the layer's own tensors, as [`Linear::validate`].
+    ///
+    /// # Errors
+    /// [`IcnnError::Shape`](crate::IcnnError::Shape) naming the layer and the expected and
+    /// given shapes (no value is read).
+    pub fn validate(&self) -> Result<()> {
+        check_weight(
+            || with_name("PosLinear".into(), &self.name),
+            &self.weight,
+            &[None, None],
+            || "(out, in)".into(),
+        )?;
+        check_bias(
+            || self.describe(),
+            self.bias.as_ref(),
+            self.n_out(),
+            &self.weight,
+        )
+    }
+
+    /// `"PosLinear (in → out) at `name`"`.
+    fn describe(&self) -> String {
+        with_name(
+            format!("PosLinear ({} → {})", self.n_in(), self.n_out()),
+            &self.name,
+        )
+    }
+
+    /// Number of inputs (0 when `weight` is not 2-D, as [`Linear::n_in`]).
+    pub fn n_in(&self) -> usize {
+        axis(&self.weight, 1)
+    }
+
+    /// Number of outputs (0 when `weight` is not 2-D, as [`Linear::n_in`]).
     pub fn n_out(&self) -> usize {
-        self.weight.dims()[0]
+        axis(&self.weight, 0)
     }
 
     /// The effective non-negative weight `softplus(W)/n_in`, shape `(out, in)`.
+    ///
+    /// # Errors
+    /// As [`Self::validate`].
     pub fn effective_weight(&self) -> Result<Tensor> {
-        Ok(softplus(&self.weight)?.affine(1.0 / self.n_in() as f64, 0.0)?)
+        self.validate()?;
+        self.effective_weight_unchecked()
     }
 
     /// The effective bias `b/n_in`, shape `(out,)`.
+    ///
+    /// # Errors
+    /// As [`Self::validate`].
     pub fn effective_bias(&self) -> Result<Option<Tensor>> {
+        self.validate()?;
+        self.effective_bias_unchecked()
+    }
+
+    fn effective_weight_unchecked(&self) -> Result<Tensor> {
+        Ok(softplus(&self.weight)?.affine(1.0 / self.n_in() as f64, 0.0)?)
+    }
+
+    fn effective_bias_unchecked(&self) -> Result<Option<Tensor>> {
         Ok(match &self.bias {
             Some(b) => Some(b.affine(1.0 / self.n_in() as f64, 0.0)?),
             None => None,
@@ -192,17 +355,14 @@ impl PosLinear {
     ///
     /// # Errors
     /// [`IcnnError::Shape`](crate::IcnnError::Shape) naming the layer and the expected and
-    /// given shapes when `x` is not `(B, in)` or has another dtype or device than `W` (checked
-    /// first: no value is read).
+    /// given shapes when `x` is not `(B, in)` or has another dtype or device than `W`, or when
+    /// the layer's own tensors do not agree ([`Self::validate`]); checked first: no value is
+    /// read.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        check_rows(
-            || format!("PosLinear ({} → {})", self.n_in(), self.n_out()),
-            x,
-            self.n_in(),
-            &self.weight,
-        )?;
-        let y = x.matmul(&self.effective_weight()?.t()?)?;
-        Ok(match self.effective_bias()? {
+        self.validate()?;
+        check_rows(|| self.describe(), x, self.n_in(), &self.weight)?;
+        let y = x.matmul(&self.effective_weight_unchecked()?.t()?)?;
+        Ok(match self.effective_bias_unchecked()? {
             Some(b) => y.broadcast_add(&b)?,
             None => y,
         })
@@ -274,9 +434,12 @@ impl ActNorm {
         })
     }
 
-    /// Number of features `C`.
+    /// Number of features `C` (0 when `b` is not `(1, C, 1)`: a shift replaced by hand).
     pub fn features(&self) -> usize {
-        self.b.dims()[1]
+        match *self.b.dims() {
+            [1, c, 1] => c,
+            _ => 0,
+        }
     }
 
     /// The shift `b` as a `(C,)` tensor (detached when the bias is frozen).

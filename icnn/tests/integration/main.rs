@@ -22,6 +22,7 @@ mod host_linearization_conv;
 mod host_weights;
 mod input_derivatives;
 mod layer_input;
+mod layer_validation;
 mod parameter_gradients;
 mod prop_batch_invariance;
 mod prop_derivatives;

@@ -98,7 +98,7 @@ pub fn net_spec() -> impl Strategy<Value = NetSpec> {
 /// A built network: a convex potential, or a PICNN that needs a context per row.
 pub enum Net {
     Plain(Box<dyn ConvexPotential>),
-    Conditional(Picnn),
+    Conditional(Box<Picnn>),
 }
 
 /// A PICNN at fixed context rows, as a convex potential in `x`.
@@ -215,7 +215,7 @@ pub fn build(spec: &NetSpec) -> (Net, StdRng) {
                 zero_shift,
                 symm_act_first,
             };
-            Net::Conditional(Picnn::new(vb, &cfg, &mut rng).unwrap())
+            Net::Conditional(Box::new(Picnn::new(vb, &cfg, &mut rng).unwrap()))
         }
     };
     let x0 = randn(&mut rng, (16, dim), 1.0);
