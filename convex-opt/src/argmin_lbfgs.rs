@@ -1,7 +1,5 @@
-//! argmin's L-BFGS (with a Moré–Thuente strong-Wolfe line search) on nalgebra vectors, stopped
-//! on the ∞-norm of the gradient.
-
-use std::cell::{Cell, RefCell};
+//! argmin's L-BFGS (Hager–Zhang line search with a Moré–Thuente fallback, or Moré–Thuente's
+//! strong-Wolfe search alone) on nalgebra vectors, stopped on the ∞-norm of the gradient.
 
 use argmin::core::ArgminFloat;
 use argmin::core::{
@@ -15,6 +13,8 @@ use nalgebra::{DVector, RealField};
 
 use crate::first_step::FirstStepScaled;
 use crate::lbfgs_params::{LbfgsParams, LineSearch};
+use crate::line_search_fallback::HagerZhangThenMoreThuente;
+use crate::trial_problem::{ByRef, NonFiniteTrial, RunShared, is_finite};
 use crate::{ConvexOptError, Termination};
 
 /// Outcome of [`minimize_lbfgs`].
@@ -64,6 +64,9 @@ pub struct MinimizeResult<F: RealField + Copy> {
     pub iterations: u64,
     /// Gradient evaluations performed (line-search trials included).
     pub gradient_evaluations: u64,
+    /// Hager–Zhang line searches that failed and were redone by Moré–Thuente from the same
+    /// point (always 0 with [`LineSearch::MoreThuente`]); see [`minimize_lbfgs`].
+    pub line_search_fallbacks: u64,
     /// Why argmin stopped, in argmin's words (e.g. "Solver converged", "Maximum number of
     /// iterations reached", or a line-search failure).
     pub termination: String,
@@ -73,191 +76,13 @@ pub struct MinimizeResult<F: RealField + Copy> {
 
 /// Most potential evaluations one line search may spend (a trial point asked for again counts
 /// again, although it is served from a cache). argmin's line searches have no limit of
-/// their own (Hager–Zhang's bracket update can loop, also on one point); past this cap the search fails and L-BFGS
-/// stops with [`Termination::LineSearchFailed`]. A healthy Hager–Zhang search needs 3 (its
+/// their own (Hager–Zhang's bracket update can loop, also on one point); past this cap the
+/// search fails: a Hager–Zhang search is then redone by Moré–Thuente from the same point, with
+/// a cap of its own (see [`minimize_lbfgs`]), and a failed Moré–Thuente search stops L-BFGS
+/// with [`Termination::LineSearchFailed`]. A healthy Hager–Zhang search needs 3 (its
 /// initial points `ε`, `1e5`, `1`) to a few dozen (bisecting from its upper bound `1e5` down to
 /// the region where the potential is finite takes ~17 halvings of ≤ 3 evaluations each).
 pub const LINE_SEARCH_MAX_EVALUATIONS: u64 = 100;
-
-/// What [`ByRef`] does with a trial point whose cost or gradient is not finite.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum NonFiniteTrial {
-    /// Report it as a step that is too long (Hager–Zhang).
-    Backtrack,
-    /// End the line search with an error (Moré–Thuente).
-    Stop,
-}
-
-/// A point with its cost and gradient.
-type Evaluated<F> = (DVector<F>, F, DVector<F>);
-
-/// State shared by [`ByRef`] (the problem argmin sees) and [`GradInfNormStop`] (which sees each
-/// L-BFGS iterate before its line search starts).
-struct RunShared<F: RealField + Copy> {
-    /// The current L-BFGS iterate `x_k`: every line-search trial point is `x_k + α p`, `α > 0`.
-    anchor: RefCell<Option<DVector<F>>>,
-    /// Gradient evaluations in the whole run.
-    gradient_evaluations: Cell<u64>,
-    /// Evaluations since `anchor` was set.
-    line_search_evaluations: Cell<u64>,
-    /// The problem returned a non-finite cost or gradient at a finite trial point, which ended
-    /// the line search ([`NonFiniteTrial::Stop`]).
-    stopped_on_non_finite: Cell<bool>,
-    /// The trial point itself was not finite (a NaN or ±∞ step length, e.g. Moré–Thuente's
-    /// `0/0` interpolation at the rounding level of the cost, or an overflowing step), which
-    /// ended the line search ([`NonFiniteTrial::Stop`]): a line-search failure, not a
-    /// non-finite value of the problem.
-    stopped_on_non_finite_step: Cell<bool>,
-    /// Finite (other than `anchor` itself) and non-finite points evaluated since `anchor` was
-    /// set.
-    finite_trials: Cell<u64>,
-    non_finite_trials: Cell<u64>,
-}
-
-/// Lends a problem to argmin by reference, so that it is still usable after the run (argmin's
-/// L-BFGS drops the problem when its line search fails), counts gradient evaluations, caps the
-/// evaluations of one line search, and handles non-finite trial points.
-///
-/// Cost and gradient are evaluated together (argmin's line searches and L-BFGS always ask for
-/// both at every point, so a one-point cache makes this free) so that a point with a finite cost
-/// but a non-finite gradient is recognised when its cost is asked for.
-///
-/// **Non-finite trial points with Hager–Zhang.** argmin's Hager–Zhang search evaluates its upper
-/// bound `α = 1e5` in every line search, where potentials such as `log(1 + exp(x))` written
-/// naively overflow. Such a point is reported as `cost = +∞` with the gradient `x − x_k`, the
-/// gradient of `½‖x − x_k‖²` (unit curvature around the current iterate). Its slope along the
-/// search direction is `α‖p‖² > 0`, finite and increasing in `α`, so the search's bracket
-/// update takes the point as the upper end of the bracket (its rule U1: `φ'(c) ≥ 0`) and its
-/// secant and bisection steps move back towards the finite region (a slope constant in `α`
-/// would make the secant through two such points `0/0`); `+∞` never becomes the search's best
-/// point (it picks the smallest cost), so L-BFGS only accepts finite points. (argmin's search
-/// can still fail on its own on extreme slopes, e.g. `exp` near overflow, where a secant step
-/// lands on the bracket's end; that is reported as [`Termination::LineSearchFailed`].) A large *finite* cost would do as well for Hager–Zhang but
-/// could be picked as "best" when every trial point is non-finite; `+∞` cannot be confused with
-/// a real value. Moré–Thuente interpolates cost values (`∞ − ∞`), so there a non-finite cost
-/// or gradient at a finite trial point ends the line search as before
-/// ([`Termination::NonFinite`]); a trial point that is itself not finite (a NaN or ±∞ step
-/// length: Moré–Thuente's interpolation is `0/0` once the cost no longer resolves the step,
-/// at its rounding level) also ends it, as a [`Termination::LineSearchFailed`].
-struct ByRef<'a, O, F: RealField + Copy> {
-    problem: &'a O,
-    shared: &'a RunShared<F>,
-    non_finite: NonFiniteTrial,
-    last: RefCell<Option<Evaluated<F>>>,
-}
-
-impl<O, F> ByRef<'_, O, F>
-where
-    O: CostFunction<Param = DVector<F>, Output = F>
-        + Gradient<Param = DVector<F>, Gradient = DVector<F>>,
-    F: ArgminFloat + RealField + Copy,
-{
-    /// `trial`: argmin asks for a cost (a new trial point; its gradient request follows at the
-    /// same point). A trial at the cached point still counts towards the line-search cap:
-    /// Hager–Zhang's bisection can converge onto one floating-point number and ask for it
-    /// forever, which a cap on cache misses alone would not stop.
-    fn evaluate(
-        &self,
-        x: &DVector<F>,
-        trial: bool,
-    ) -> Result<(F, DVector<F>), argmin::core::Error> {
-        let shared = self.shared;
-        let cached = self
-            .last
-            .borrow()
-            .as_ref()
-            .filter(|(cx, _, _)| cx == x)
-            .map(|(_, c, g)| (*c, g.clone()));
-        if (cached.is_none() || trial) && shared.anchor.borrow().is_some() {
-            let k = shared.line_search_evaluations.get() + 1;
-            shared.line_search_evaluations.set(k);
-            if k > LINE_SEARCH_MAX_EVALUATIONS {
-                return Err(argmin::core::Error::msg(format!(
-                    "more than {LINE_SEARCH_MAX_EVALUATIONS} evaluations in one line search"
-                )));
-            }
-        }
-        if let Some(hit) = cached {
-            return Ok(hit);
-        }
-        let c = self.problem.cost(x)?;
-        shared
-            .gradient_evaluations
-            .set(shared.gradient_evaluations.get() + 1);
-        let g = self.problem.gradient(x)?;
-        let (c, g) = if is_finite(c) && g.iter().all(|v| is_finite(*v)) {
-            // A step of length 0 (Hager–Zhang's secant can land there) is not a trial step.
-            if shared.anchor.borrow().as_ref().is_some_and(|a| a != x) {
-                bump(&shared.finite_trials);
-            }
-            (c, g)
-        } else {
-            bump(&shared.non_finite_trials);
-            match (self.non_finite, shared.anchor.borrow().as_ref()) {
-                (NonFiniteTrial::Backtrack, Some(anchor)) => (F::infinity(), x - anchor),
-                (NonFiniteTrial::Stop, Some(_)) => {
-                    // The anchor is an accepted iterate (finite, with a finite cost and
-                    // gradient), so a trial point that is not finite comes from the line
-                    // search's step, not from the problem.
-                    if x.iter().all(|v| is_finite(*v)) {
-                        shared.stopped_on_non_finite.set(true);
-                        return Err(argmin::core::Error::msg(
-                            "non-finite cost or gradient at a trial point",
-                        ));
-                    }
-                    shared.stopped_on_non_finite_step.set(true);
-                    return Err(argmin::core::Error::msg(
-                        "non-finite trial point (NaN or infinite step length)",
-                    ));
-                }
-                (_, None) => {
-                    return Err(argmin::core::Error::new(ConvexOptError::NonFinite(
-                        "cost or gradient at the initial point",
-                    )));
-                }
-            }
-        };
-        *self.last.borrow_mut() = Some((x.clone(), c, g.clone()));
-        Ok((c, g))
-    }
-}
-
-fn bump(counter: &Cell<u64>) {
-    counter.set(counter.get() + 1);
-}
-
-/// `v` is finite (`v − v` is 0 for finite `v` and NaN for `±∞` and NaN).
-#[allow(clippy::eq_op)]
-fn is_finite<F: ArgminFloat>(v: F) -> bool {
-    let z = v - v;
-    z == z
-}
-
-impl<O, F> CostFunction for ByRef<'_, O, F>
-where
-    O: CostFunction<Param = DVector<F>, Output = F>
-        + Gradient<Param = DVector<F>, Gradient = DVector<F>>,
-    F: ArgminFloat + RealField + Copy,
-{
-    type Param = DVector<F>;
-    type Output = F;
-    fn cost(&self, x: &DVector<F>) -> Result<F, argmin::core::Error> {
-        Ok(self.evaluate(x, true)?.0)
-    }
-}
-
-impl<O, F> Gradient for ByRef<'_, O, F>
-where
-    O: CostFunction<Param = DVector<F>, Output = F>
-        + Gradient<Param = DVector<F>, Gradient = DVector<F>>,
-    F: ArgminFloat + RealField + Copy,
-{
-    type Param = DVector<F>;
-    type Gradient = DVector<F>;
-    fn gradient(&self, x: &DVector<F>) -> Result<DVector<F>, argmin::core::Error> {
-        Ok(self.evaluate(x, false)?.1)
-    }
-}
 
 /// Stops an inner solver when the ∞-norm of the gradient in the state is small enough, when
 /// the evaluation budget is spent (checked between iterations), or when the iterate's cost is
@@ -267,6 +92,8 @@ struct GradInfNormStop<'a, S, F: RealField + Copy> {
     tol: f64,
     shared: &'a RunShared<F>,
     max_evaluations: u64,
+    /// How the run's own line search treats non-finite trial values.
+    non_finite: NonFiniteTrial,
 }
 
 /// argmin termination text of the evaluation-budget stop.
@@ -310,10 +137,8 @@ where
         problem: &mut Problem<O>,
         state: VecState<F>,
     ) -> Result<(VecState<F>, Option<KV>), argmin::core::Error> {
-        *self.shared.anchor.borrow_mut() = state.get_param().cloned();
-        self.shared.line_search_evaluations.set(0);
-        self.shared.finite_trials.set(0);
-        self.shared.non_finite_trials.set(0);
+        self.shared
+            .start_line_search(state.get_param().cloned(), self.non_finite);
         self.inner.next_iter(problem, state)
     }
 
@@ -363,17 +188,38 @@ fn to_float<F: ArgminFloat>(v: f64, what: &str) -> Result<F, ConvexOptError> {
 /// `problem` (borrowed) implements argmin's [`CostFunction`] and [`Gradient`] on `DVector<F>`
 /// (`F` = `f32` or `f64`). Not converging within the iteration limit, or a line-search failure
 /// (typically: rounding-error floor reached), is reported in [`MinimizeResult::converged`] and
-/// [`MinimizeResult::reason`], not as an error. With the Hager–Zhang line search a trial point
-/// where the cost or gradient is not finite (an overflow far along the search direction) counts
-/// as a step that is too long and is backtracked from; with Moré–Thuente it ends the run
-/// ([`Termination::NonFinite`]). A Moré–Thuente trial point that is itself not finite (a NaN
-/// step length from the search's interpolation at the rounding level of the cost, or a step
-/// that overflows) ends the run as [`Termination::LineSearchFailed`], at the last iterate. A
-/// line search is capped at [`LINE_SEARCH_MAX_EVALUATIONS`]
-/// evaluations. Errors of the problem are returned
-/// (a [`ConvexOptError`] raised inside `cost`/`gradient` comes back as itself). Parameters
-/// outside the ranges documented on [`LbfgsParams`] (e.g. `c1 ≥ 0.5` with Hager–Zhang) are a
-/// [`ConvexOptError::InvalidParameter`] naming the field, before any evaluation.
+/// [`MinimizeResult::reason`], not as an error.
+///
+/// **Hager–Zhang failures.** argmin's Hager–Zhang search never looks beyond its fixed bracket
+/// `α ∈ [ε, 1e5]` (no bracket-expansion phase), so it fails (at the evaluation cap) when the
+/// line minimum lies further out, and it can fail on a NaN secant step (argmin-rs/argmin#541).
+/// Such a search is redone by Moré–Thuente from the same iterate along the same direction
+/// (same Wolfe constants, a cap of its own), whose first trial is `α = 1` and which
+/// extrapolates until it brackets the minimum; its point is accepted only if it meets the
+/// strong Wolfe conditions, otherwise the run stops as [`Termination::LineSearchFailed`].
+/// [`MinimizeResult::line_search_fallbacks`] counts the fallbacks; a run in which no
+/// Hager–Zhang search fails is the same as without them, bit for bit. An error of the problem
+/// is never retried.
+///
+/// **Non-finite trial points.** With the Hager–Zhang line search a trial point where the cost
+/// or gradient is not finite (an overflow far along the search direction) counts as a step
+/// that is too long and is backtracked from; during a Moré–Thuente fallback it ends that
+/// search, and the run stops as [`Termination::NonFinite`] only if the two searches found no
+/// finite value at all (and some non-finite value at a finite point), otherwise as
+/// [`Termination::LineSearchFailed`]. With Moré–Thuente it ends the run
+/// ([`Termination::NonFinite`]). A trial point that is itself not finite (a NaN step length
+/// from either search's interpolation or secant at the rounding level, or a step that
+/// overflows) says nothing of the problem: a search that fails on such points ends the run as
+/// [`Termination::LineSearchFailed`] with either line search, at the last iterate. A line
+/// search is capped at [`LINE_SEARCH_MAX_EVALUATIONS`] evaluations.
+///
+/// Errors of the problem at the starting point or at an accepted iterate are returned (a
+/// [`ConvexOptError`] raised inside `cost`/`gradient` comes back as itself); argmin's L-BFGS
+/// turns an error inside a line search into a failed line search, reported as
+/// [`Termination::LineSearchFailed`] with the error's text in [`MinimizeResult::termination`].
+/// Parameters outside the ranges documented on [`LbfgsParams`] (e.g. `c1 ≥ 0.5` with
+/// Hager–Zhang) are a [`ConvexOptError::InvalidParameter`] naming the field, before any
+/// evaluation.
 ///
 /// ```
 /// use argmin::core::{CostFunction, Error, Gradient};
@@ -419,22 +265,18 @@ where
         to_float::<F>(params.c2, "c2")?,
     );
     let cost_tol = to_float::<F>(params.cost_tolerance, "cost_tolerance")?;
-    let shared = RunShared {
-        anchor: RefCell::new(None),
-        gradient_evaluations: Cell::new(0),
-        line_search_evaluations: Cell::new(0),
-        stopped_on_non_finite: Cell::new(false),
-        stopped_on_non_finite_step: Cell::new(false),
-        finite_trials: Cell::new(0),
-        non_finite_trials: Cell::new(0),
+    let non_finite = match params.line_search {
+        LineSearch::MoreThuente => NonFiniteTrial::Stop,
+        LineSearch::HagerZhang => NonFiniteTrial::Backtrack,
     };
+    let shared = RunShared::new(non_finite);
     let max_evaluations = params
         .max_evaluations
         .unwrap_or_else(|| params.max_iterations.saturating_mul(5) / 4);
     // argmin's L-BFGS bounds its line search by a private type, so each line search gets its
     // own (identical) concrete code path.
     macro_rules! run_with {
-        ($line_search:expr, $non_finite:expr) => {{
+        ($line_search:expr) => {{
             let lbfgs = LBFGS::new(FirstStepScaled::new($line_search), params.history)
                 .with_tolerance_grad(<F as ArgminZero>::zero())
                 .map_err(ConvexOptError::from_argmin)?
@@ -445,35 +287,33 @@ where
                 tol: params.gradient_tolerance,
                 shared: &shared,
                 max_evaluations,
+                non_finite,
             };
-            Executor::new(
-                ByRef {
-                    problem,
-                    shared: &shared,
-                    non_finite: $non_finite,
-                    last: RefCell::new(None),
-                },
-                solver,
-            )
-            .configure(|state| state.param(x0).max_iters(params.max_iterations))
-            .timer(false)
-            .run()
-            .map_err(ConvexOptError::from_argmin)?
-            .state
+            Executor::new(ByRef::new(problem, &shared), solver)
+                .configure(|state| state.param(x0).max_iters(params.max_iterations))
+                .timer(false)
+                .run()
+                .map_err(ConvexOptError::from_argmin)?
+                .state
         }};
     }
+    let more_thuente: MoreThuenteLineSearch<DVector<F>, DVector<F>, F> =
+        MoreThuenteLineSearch::new()
+            .with_c(c1, c2)
+            .map_err(ConvexOptError::from_argmin)?;
     let mut state = match params.line_search {
-        LineSearch::MoreThuente => {
-            let ls: MoreThuenteLineSearch<DVector<F>, DVector<F>, F> = MoreThuenteLineSearch::new()
-                .with_c(c1, c2)
-                .map_err(ConvexOptError::from_argmin)?;
-            run_with!(ls, NonFiniteTrial::Stop)
-        }
+        LineSearch::MoreThuente => run_with!(more_thuente),
         LineSearch::HagerZhang => {
-            let ls: HagerZhangLineSearch<DVector<F>, DVector<F>, F> = HagerZhangLineSearch::new()
-                .with_delta_sigma(c1, c2)
-                .map_err(ConvexOptError::from_argmin)?;
-            run_with!(ls, NonFiniteTrial::Backtrack)
+            let hager_zhang: HagerZhangLineSearch<DVector<F>, DVector<F>, F> =
+                HagerZhangLineSearch::new()
+                    .with_delta_sigma(c1, c2)
+                    .map_err(ConvexOptError::from_argmin)?;
+            run_with!(HagerZhangThenMoreThuente::new(
+                hager_zhang,
+                more_thuente,
+                (c1, c2),
+                &shared
+            ))
         }
     };
     let argmin_reason = state.get_termination_reason().cloned();
@@ -516,11 +356,18 @@ where
             Some(TerminationReason::SolverExit(text)) if text == NON_FINITE_ITERATE => {
                 Termination::NonFinite
             }
-            _ if shared.stopped_on_non_finite.get() => Termination::NonFinite,
-            // Moré–Thuente's step itself was NaN or ±∞ (from finite data): the search failed.
-            _ if shared.stopped_on_non_finite_step.get() => Termination::LineSearchFailed,
-            // A failed Hager–Zhang search that found no finite point at all.
-            _ if shared.finite_trials.get() == 0 && shared.non_finite_trials.get() > 0 => {
+            // Moré–Thuente met a non-finite cost or gradient at a finite trial point. (Its
+            // step itself being NaN or ±∞, from finite data, is a failed search.)
+            _ if non_finite == NonFiniteTrial::Stop && shared.stopped_on_non_finite.get() => {
+                Termination::NonFinite
+            }
+            // A failed Hager–Zhang search (and its Moré–Thuente fallback) that found no finite
+            // value at all, only non-finite ones at finite points. Trial points that are
+            // themselves not finite are a failed search, as with Moré–Thuente.
+            _ if non_finite == NonFiniteTrial::Backtrack
+                && shared.finite_trials.get() == 0
+                && shared.non_finite_values.get() > 0 =>
+            {
                 Termination::NonFinite
             }
             // "Line search terminated with: …" (argmin's L-BFGS); the other reasons (timeout,
@@ -536,6 +383,7 @@ where
         converged,
         iterations,
         gradient_evaluations: shared.gradient_evaluations.get(),
+        line_search_fallbacks: shared.fallbacks.get(),
         termination,
         reason,
     })

@@ -66,23 +66,28 @@ pub struct FlatLbfgsParams {
     /// Stop when the total loss changes by less than this (default 0: off; `≥ 0`).
     pub cost_tolerance: f64,
     /// Line search (default Hager–Zhang; [`LineSearch::MoreThuente`] is the reference's strong
-    /// Wolfe search, which stalls earlier). argmin 0.11's Hager–Zhang can fail when a secant
-    /// step lands exactly on an end of its bracket: the next secant through that end and
-    /// itself is `0/0`, its trial point is NaN, and the bracket update ends in "Reached
-    /// unreachable point in `update`" (argmin-rs/argmin#541, open). Its bracket is always
-    /// `α ∈ [ε, 1e5]` along the search direction, so with argmin's unscaled first direction
-    /// `−g₀` a huge `g₀` put the far end absurdly far (on `Σ x⁴/4 + x²/2` from `x₀ = y = 5e3`,
+    /// Wolfe search, which stalls earlier). argmin 0.11's Hager–Zhang search only bisects and
+    /// takes secant steps inside the fixed bracket `α ∈ [ε, 1e5]` along the search direction
+    /// (it has no bracket-expansion phase), and it can fail when a secant step lands exactly
+    /// on an end of its bracket: the next secant through that end and itself is `0/0`, its
+    /// trial point is NaN, and the bracket update ends in "Reached unreachable point in
+    /// `update`" (argmin-rs/argmin#541, open). With argmin's unscaled first direction `−g₀` a
+    /// huge `g₀` put the far end absurdly far (on `Σ x⁴/4 + x²/2` from `x₀ = y = 5e3`,
     /// `|x| ≈ 1e16`, slope ratio ~1e37), the first secant rounded onto the near end, and every
-    /// `|y| ≳ 5e3` failed in the first iteration. The first-step scaling (the reference's
-    /// `min(1, 1/‖g₀‖₁)`, see [`invert_lbfgs_flat`]) removes that; what remains: (1) the
-    /// bracket reaches `ℓ₁` distance `1e5` in the first iteration, and argmin's search can
-    /// stall (evaluation cap, [`LINE_SEARCH_MAX_EVALUATIONS`](crate::LINE_SEARCH_MAX_EVALUATIONS))
-    /// when the line minimum lies just inside that end (seen for the quartic at
-    /// `y ∈ [9.999e4, 1.0001e5]`, not at `9.9e4` or `1.01e5`), or fails when it lies far beyond
-    /// it (`y = 1e8`); (2) #541 itself later in a run, e.g. in f32 on the quartic with
-    /// targets `(1e-8, 0, 7)`. Such runs stop as
-    /// [`Termination::LineSearchFailed`](crate::Termination::LineSearchFailed) (reported, never
-    /// hidden); Moré–Thuente or the per-row solvers converge there.
+    /// `|y| ≳ 5e3` failed in the first iteration; the first-step scaling (the reference's
+    /// `min(1, 1/‖g₀‖₁)`, see [`invert_lbfgs_flat`]) removes that. When the line minimum lies
+    /// beyond `α = 1e5` (on the quartic: the first search at `y = 1e8`, where the unit first
+    /// step leaves the minimum `~|y|` away, and the second one at `y ∈ [9.999e4, 1.0001e5]`,
+    /// where the first search ends at `x₁ ≈ 0` and the second direction is `≈ 1e-5·(−g₁)`),
+    /// the search cannot reach it and bisects until its evaluation cap
+    /// ([`LINE_SEARCH_MAX_EVALUATIONS`](crate::LINE_SEARCH_MAX_EVALUATIONS)). A failed
+    /// Hager–Zhang search (the cap, #541) is therefore redone once by Moré–Thuente, from the
+    /// same iterate along the same direction, with the same Wolfe constants and a cap of its
+    /// own; its result is accepted only if it meets the strong Wolfe conditions, otherwise
+    /// the run stops as [`Termination::LineSearchFailed`](crate::Termination::LineSearchFailed)
+    /// (at the rounding floor of the summed cost, where neither search can make progress).
+    /// [`SolverStats::line_search_fallbacks`](crate::SolverStats::line_search_fallbacks) counts
+    /// the fallbacks; runs without a failed search are unchanged, bit for bit.
     pub line_search: LineSearch,
     /// Cap on the gradient evaluations of the run (line-search trials included), tested after
     /// each iteration, so at least one iteration runs; when it is spent the run stops with
@@ -286,11 +291,15 @@ where
 /// the shared iteration count for every sample. A trial point where
 /// the potential is not finite (e.g. an overflow far along the search direction: argmin's
 /// Hager–Zhang search tries step `1e5` in every line search) is backtracked from with the
-/// default line search; with [`LineSearch::MoreThuente`] it ends the run
-/// ([`Termination::NonFinite`]). A trial point that is itself not finite (the step overflowed,
-/// or Moré–Thuente's step length is NaN at the rounding floor) is never passed to the
-/// potential, so a potential may refuse non-finite input: Hager–Zhang backtracks from it,
-/// Moré–Thuente ends the run as [`Termination::LineSearchFailed`]. Parameters outside the ranges documented on [`FlatLbfgsParams`] are a
+/// default line search (a failed Hager–Zhang search is redone by Moré–Thuente, see
+/// [`FlatLbfgsParams::line_search`], whose non-finite trial values end that search; the run
+/// then stops as [`Termination::NonFinite`] only if neither search found a finite value,
+/// otherwise as [`Termination::LineSearchFailed`]); with [`LineSearch::MoreThuente`] it ends
+/// the run ([`Termination::NonFinite`]). A trial point that is itself not finite (the step
+/// overflowed, a NaN step length from either search's interpolation) is never passed to the
+/// potential, so a potential may refuse non-finite input; it says nothing of the potential,
+/// so a search that fails on such points is [`Termination::LineSearchFailed`] with either
+/// line search. Parameters outside the ranges documented on [`FlatLbfgsParams`] are a
 /// [`ConvexOptError::InvalidParameter`] naming the field, before any evaluation. Kept as the
 /// baseline the batched solvers are measured against.
 ///
@@ -389,6 +398,7 @@ where
     stats.gradient_calls = evaluations;
     stats.gradient_rows = evaluations * n;
     stats.outer_iterations = res.iterations as usize;
+    stats.line_search_fallbacks = usize::try_from(res.line_search_fallbacks).unwrap_or(usize::MAX);
 
     let iterations = res.iterations as usize;
     // The run stops as a whole: samples within their tolerance are converged, the others share

@@ -44,7 +44,9 @@ pub enum LineSearch {
     MoreThuente,
     /// Hager–Zhang (the default): switches to the approximate Wolfe conditions
     /// (derivative-based) when the function value stops resolving the decrease, so it reaches
-    /// smaller gradients.
+    /// smaller gradients. argmin's implementation searches only inside `α ∈ [ε, 1e5]`; a
+    /// search that fails (line minimum beyond that, argmin-rs/argmin#541) is redone by
+    /// Moré–Thuente from the same point (see [`minimize_lbfgs`]).
     #[default]
     HagerZhang,
 }

@@ -69,12 +69,14 @@ mod error;
 mod first_step;
 mod flat_lbfgs;
 mod lbfgs_params;
+mod line_search_fallback;
 mod newton_cg;
 pub mod options;
 mod potential;
 mod quadratic;
 mod rows;
 mod termination;
+mod trial_problem;
 mod wolfe;
 mod working_rows;
 

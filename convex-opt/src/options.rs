@@ -150,6 +150,10 @@ pub struct SolverStats {
     pub outer_iterations: usize,
     /// Number of working-set compactions (batched solvers).
     pub compactions: usize,
+    /// Failed Hager–Zhang line searches redone by Moré–Thuente from the same point
+    /// ([`invert_lbfgs_flat`](crate::invert_lbfgs_flat) with its default line search; 0 for the
+    /// other solvers).
+    pub line_search_fallbacks: usize,
 }
 
 /// The solution of `∇Φ(x) = y` for a batch, with per-sample diagnostics.
@@ -298,6 +302,7 @@ impl InversionResult {
             s.hvp_rows += q.hvp_rows;
             s.outer_iterations = s.outer_iterations.max(q.outer_iterations);
             s.compactions += q.compactions;
+            s.line_search_fallbacks += q.line_search_fallbacks;
         }
         Ok(out)
     }

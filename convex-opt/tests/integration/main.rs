@@ -10,6 +10,7 @@ mod common;
 mod flat_lbfgs_large_gradient;
 mod icnn_potentials;
 mod input_checks;
+mod line_search_fallback;
 mod more_thuente_stall;
 mod params;
 mod per_row_data;

@@ -187,10 +187,11 @@ fn quartic(d: usize, rotated: bool, shifted: bool, log_c: f64, rng: &mut StdRng)
 /// The per-sample solvers must converge to `1e-9·(1 + ‖y‖∞)` and match the closed form. The
 /// flattened L-BFGS must report honestly and match on the rows it calls converged, but may
 /// stop short: its line search works on the batch's summed cost, whose rounding hides
-/// decreases once the residual is below ~`√(ε·cond)·|y|` (seen: 1e-8 … 1e-6 relative), and
-/// argmin's Hager–Zhang search can still fail in a later line search (argmin-rs/argmin#541,
-/// "unreachable point in `update`"; the first step is scaled as PyTorch's, which removed the
-/// failures from far-away starts: `flat_lbfgs_large_gradient.rs`).
+/// decreases once the residual is below ~`√(ε·cond)·|y|` (seen: 1e-8 … 1e-6 relative), where
+/// argmin's Hager–Zhang search fails (argmin-rs/argmin#541, "unreachable point in `update`",
+/// or its evaluation cap) and its Moré–Thuente fallback finds no strong Wolfe point either
+/// (the first step is scaled as PyTorch's and failed searches are redone by Moré–Thuente,
+/// which removed the failures from far-away starts: `flat_lbfgs_large_gradient.rs`).
 /// [`prop_flat_lbfgs_converges_on_moderate_targets`] covers its convergence.
 fn check_all_solvers<P: BatchedPotential>(
     pot: &P,
