@@ -208,6 +208,14 @@ impl BatchVectors for Tensor {
         }
     }
 
+    /// Reductions run in `reduction_dtype`: f64 for f64 tensors, f32 otherwise.
+    fn reduction_min_positive(&self) -> f64 {
+        match reduction_dtype(self.dtype()) {
+            DType::F64 => f64::MIN_POSITIVE,
+            _ => f64::from(f32::MIN_POSITIVE),
+        }
+    }
+
     /// Fused classical Gram–Schmidt: `C = Q w` and `w ← w − Qᵀ C` as two batched matmuls over
     /// the stacked basis `Q` of shape `(B, k, d)`; no host synchronisation.
     fn orthogonalize_against(

@@ -86,6 +86,11 @@ macro_rules! impl_faer {
             fn unit_roundoff(&self) -> f64 {
                 <$t as Real>::EPSILON
             }
+
+            /// The column kernels accumulate dot products in f64 (`kernels::dot`).
+            fn reduction_min_positive(&self) -> f64 {
+                f64::MIN_POSITIVE
+            }
         }
     };
 }

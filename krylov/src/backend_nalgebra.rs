@@ -94,4 +94,9 @@ impl<T: Real + nalgebra::Scalar> BatchVectors for DMatrix<T> {
     fn unit_roundoff(&self) -> f64 {
         T::EPSILON
     }
+
+    /// The column kernels accumulate dot products in f64 (`kernels::dot`).
+    fn reduction_min_positive(&self) -> f64 {
+        f64::MIN_POSITIVE
+    }
 }

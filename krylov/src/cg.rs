@@ -40,9 +40,14 @@ pub enum CgTermination {
     /// * with [`CgParams::reorthogonalize`], the stored residuals span the space, so the
     ///   updated residual is zero and there is no direction left to continue in;
     /// * with [`CgParams::reorthogonalize`] and a tolerance at or near 0 (`atol = rtol = 0`
-    ///   is never met), the updated residual collapsed so far below the working precision
-    ///   that it cannot be normalised for the stored basis: `1/‖r‖₂` overflows the element
-    ///   type (in f32, a residual in the subnormals, where it would turn NaN);
+    ///   is met only by an exactly zero true residual), the updated residual collapsed so
+    ///   far below the working precision that the squares in CG's reductions underflow
+    ///   (`‖S r‖₂² = rᵀM⁻¹r` below the smallest normal number of the type the backend
+    ///   reduces in, [`crate::BatchVectors::reduction_min_positive`]: in f64 a residual
+    ///   below ≈ 1e-154, in f32 tensors ≈ 1e-19; `rᵀM⁻¹r` or `pᵀHp` would soon come out 0,
+    ///   which read as a breakdown) or that it cannot be normalised for the stored basis
+    ///   (`1/‖r‖₂` overflows the element type: f32 storage with f64 reductions, a residual
+    ///   in the subnormals, where it would turn NaN);
     /// * with [`CgParams::confirm_with_true_residual`], a restart from the true residual did
     ///   not at least halve it (the attainable accuracy of the working precision is reached,
     ///   e.g. a condition number near `1/(rtol·u)`).

@@ -95,9 +95,12 @@ pub struct CgParams {
     /// (one extra operator application for the systems that met the tolerance, whatever
     /// [`CgParams::confirm_with_true_residual`] says); a system that fails the check stops
     /// with [`crate::CgTermination::Stagnated`] (the basis leaves no direction to continue in).
-    /// So does one whose tolerance lets its updated residual shrink on until it can no longer
-    /// be normalised (`atol = rtol = 0`: in f32 it reaches the subnormals), unless its true
-    /// residual meets the tolerance; either way its true residual is reported.
+    /// So does one whose tolerance lets its updated residual shrink on until its squares
+    /// underflow in the reductions (`atol = rtol = 0`: below ≈ 1e-154 in f64, ≈ 1e-19 for
+    /// f32 tensors, see [`crate::BatchVectors::reduction_min_positive`]) or it can no longer
+    /// be normalised (f32 with f64 reductions: the subnormals), unless its true residual
+    /// meets the tolerance; either way its true residual is reported. A converged system that
+    /// [`crate::CgStopping::BatchGlobal`] keeps stepping stops there too (still converged).
     pub reorthogonalize: bool,
     /// Confirm convergence on the true residual. Default `true`.
     ///

@@ -11,7 +11,7 @@
 //! whatever `x` is, so this path always checks convergence on the true residual
 //! (`cg_solve.rs`).
 
-use crate::vectors::reciprocal_overflows;
+use crate::vectors::{reciprocal_overflows, square_underflows};
 use crate::{BatchVectors, KrylovError};
 
 /// The stored, normalised scaled residuals `q_j = S r_j / ‖S r_j‖` with `S = M^{-1/2}`.
@@ -55,12 +55,21 @@ impl<V: BatchVectors> ResidualBasis<V> {
 
     /// Orthogonalises `r` (for the systems in `active`) against the stored residuals, then
     /// stores its normalised scaled version. Returns, per system, whether the residual has
-    /// collapsed: active, with a scaled norm `‖S r_i‖₂ > 0` so small that `1/‖S r_i‖₂`
-    /// overflows the element type (`reciprocal_overflows`; in f32 the residual is in the
-    /// subnormals). Only a tolerance at or near 0 lets a residual shrink that far past the
-    /// working precision. Such a residual is stored unnormalised (finite, like a zero one;
-    /// normalising it would make the stored vector, then every later residual, NaN): the
-    /// caller must stop the system.
+    /// collapsed (or is exactly 0: the caller tells them apart by `‖r_i‖∞`): active, with a
+    /// scaled norm `‖S r_i‖₂` so small that
+    /// * its square, the reduction `‖S r_i‖₂` came from, is below the smallest normal number
+    ///   of the reductions' type (`square_underflows`, [`BatchVectors::reduction_min_positive`]:
+    ///   in f64 `‖S r_i‖₂ < 2⁻⁵¹¹ ≈ 1.5e-154`, for f32 tensors `< 2⁻⁶³ ≈ 1.1e-19`); `rᵀM⁻¹r`
+    ///   and `pᵀHp` are of that size too, so they have lost precision and soon come out 0,
+    ///   which CG took for a breakdown (and a wrongly normalised stored vector makes the
+    ///   later residuals grow); or
+    /// * `1/‖S r_i‖₂` overflows the element type (`reciprocal_overflows`; in f32 the residual
+    ///   is in the subnormals).
+    ///
+    /// Only a tolerance at or near 0 lets a residual shrink that far past the working
+    /// precision. Such a residual is stored unnormalised (finite, like a zero one; normalising
+    /// it could make the stored vector, then every later residual, NaN): the caller must stop
+    /// the system unless its residual is 0.
     pub fn orthogonalize_and_push(
         &mut self,
         r: &mut V,
@@ -76,10 +85,13 @@ impl<V: BatchVectors> ResidualBasis<V> {
         }
         let norms = rt.norms2()?;
         let u = rt.unit_roundoff();
+        let min_positive = rt.reduction_min_positive();
         let collapsed: Vec<bool> = norms
             .iter()
             .zip(active)
-            .map(|(nrm, a)| *a && reciprocal_overflows(*nrm, u))
+            .map(|(nrm, a)| {
+                *a && (square_underflows(*nrm, min_positive) || reciprocal_overflows(*nrm, u))
+            })
             .collect();
         let inv: Vec<f64> = norms
             .iter()

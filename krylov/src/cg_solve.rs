@@ -177,12 +177,14 @@ where
     };
 
     // Systems whose re-orthogonalised residual collapsed so far below the working precision
-    // that it cannot be normalised (`ResidualBasis::orthogonalize_and_push`): they step no
-    // more and end converged or stagnated on their true residual.
+    // that the reductions of its size underflow or it cannot be normalised
+    // (`ResidualBasis::orthogonalize_and_push`; a residual of exactly 0 is not one): they step
+    // no more and end converged or stagnated on their true residual.
     let mut at_floor = vec![false; n];
     let mut reorth = if params.reorthogonalize {
         let mut basis = ResidualBasis::new(pre.inverse_diagonal())?;
-        at_floor = basis.orthogonalize_and_push(&mut r, &all)?;
+        let collapsed = basis.orthogonalize_and_push(&mut r, &all)?;
+        at_floor = (0..n).map(|i| collapsed[i] && rnorm[i] > 0.0).collect();
         Some(basis)
     } else {
         None
@@ -369,13 +371,16 @@ where
             if !new_norm[i].is_finite() {
                 breakdown[i] = true;
                 non_finite[i] = true;
-            } else if collapsed[i] {
-                // The residual fell so far below the working precision that it cannot be
-                // normalised (a tolerance of 0 lets it shrink on once the basis spans the
-                // space, in f32 into the subnormals, where `1/‖r‖` overflows and it would
-                // turn NaN): no direction is left to step in. `x_i` is a valid iterate; the
-                // true-residual check at the end reports its residual and ends it converged
-                // or stagnated.
+            } else if collapsed[i] && new_norm[i] > 0.0 {
+                // The residual fell so far below the working precision (a tolerance of 0 lets
+                // it shrink on once the basis spans the space) that the squares in CG's
+                // reductions underflow: `rᵀM⁻¹r` and `pᵀHp` lose precision and then come out
+                // 0, which would stop the system as a breakdown (f64 below ‖r‖ ≈ 1e-154, f32
+                // tensors below ≈ 1e-19), or, in f32 with f64 reductions, it reaches the
+                // subnormals, where `1/‖r‖` overflows and it would turn NaN. No direction is
+                // left to step in. `x_i` is a valid iterate; the true-residual check at the
+                // end reports its residual and ends it converged or stagnated. (A residual of
+                // exactly 0 has converged: it is not stopped here.)
                 at_floor[i] = true;
                 step[i] = false;
             }

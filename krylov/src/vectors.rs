@@ -115,6 +115,30 @@ pub trait BatchVectors: Clone {
     /// Unit roundoff of the element type (`f32::EPSILON`, `f64::EPSILON`, …).
     fn unit_roundoff(&self) -> f64;
 
+    /// The smallest positive normal number of the floating-point type in which
+    /// [`BatchVectors::dots`] (and so [`BatchVectors::norms2`]) accumulate. A sum of squares
+    /// below it is subnormal (it has lost precision) and, a little lower, underflows to 0:
+    /// re-orthogonalised CG ([`crate::CgParams::reorthogonalize`]) stops a system whose
+    /// squared residual norm falls below it. The default assumes the reductions run in the
+    /// element type: `f64::MIN_POSITIVE` when [`BatchVectors::unit_roundoff`] is f64's, f32's
+    /// otherwise. The nalgebra and faer backends accumulate in f64 whatever the element type
+    /// (`f64::MIN_POSITIVE`); candle tensors reduce in f64 for f64 and in f32 otherwise.
+    ///
+    /// ```
+    /// use krylov::BatchVectors;
+    /// use nalgebra::DMatrix;
+    /// // f32 storage, f64 accumulation.
+    /// let x = DMatrix::<f32>::zeros(3, 2);
+    /// assert_eq!(x.reduction_min_positive(), f64::MIN_POSITIVE);
+    /// ```
+    fn reduction_min_positive(&self) -> f64 {
+        if has_f64_range(self.unit_roundoff()) {
+            f64::MIN_POSITIVE
+        } else {
+            f64::from(f32::MIN_POSITIVE)
+        }
+    }
+
     /// Removes from each active system `self_i` its components along `basis[k]_i` for every `k`
     /// (one pass of classical Gram–Schmidt: `self_i ← self_i − Σ_k ⟨q_k, self_i⟩ q_k`).
     /// The basis vectors are assumed orthonormal per system. Backends may override this with a
@@ -255,6 +279,14 @@ pub(crate) fn reciprocal_overflows(norm: f64, unit_roundoff: f64) -> bool {
     }
 }
 
+/// Whether the square of `norm` (a Euclidean norm, the square root of a reduction) is
+/// below `min_positive` ([`BatchVectors::reduction_min_positive`]): the reduction it came
+/// from was subnormal or 0, so it (and every other reduction of that vector's size) has
+/// lost precision, unless the vector is exactly 0. `true` for `0`, `false` for NaN.
+pub(crate) fn square_underflows(norm: f64, min_positive: f64) -> bool {
+    norm * norm < min_positive
+}
+
 /// The further power of two `e ≤ 1` by which CG multiplies a system whose initial residual
 /// `r0 = b − H x0` is huge, after the right-hand side's own scaling `scale`
 /// ([`power_of_two_scale`]); `residual` (‖r0‖∞), `tolerance` and `rhs` (‖b‖∞) are in the
@@ -287,4 +319,28 @@ pub(crate) fn initial_residual_scale(
     let max_exponent = max_scale_exponent(unit_roundoff);
     let total = (first - centre.floor() as i32).clamp(-max_exponent, max_exponent);
     2f64.powi((total - first).min(0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The floor sits where the square leaves the normal numbers: `2⁻⁵¹¹` squared is f64's
+    /// `MIN_POSITIVE` (normal), anything below it squares to a subnormal or 0.
+    #[test]
+    fn square_underflows_below_the_smallest_normal_square() {
+        let edge = 2f64.powi(-511);
+        assert!(!square_underflows(edge, f64::MIN_POSITIVE));
+        assert!(square_underflows(
+            edge * (1.0 - f64::EPSILON),
+            f64::MIN_POSITIVE
+        ));
+        assert!(square_underflows(1e-170, f64::MIN_POSITIVE));
+        assert!(square_underflows(0.0, f64::MIN_POSITIVE));
+        assert!(!square_underflows(f64::NAN, f64::MIN_POSITIVE));
+        let f32_floor = f64::from(f32::MIN_POSITIVE);
+        assert!(!square_underflows(2f64.powi(-63), f32_floor));
+        assert!(square_underflows(1e-20, f32_floor));
+        assert!(!square_underflows(1e-20, f64::MIN_POSITIVE));
+    }
 }

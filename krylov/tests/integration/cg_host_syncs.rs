@@ -126,3 +126,39 @@ fn cg_reduces_each_starting_residual_once() {
         );
     }
 }
+
+/// Re-orthogonalised CG at tolerance 0 on a system whose updated residual collapses until its
+/// squares underflow (`cg_underflow.rs`): the stop at the underflow reads the reductions the
+/// iteration makes anyway (`‖S r‖₂` of the Gram–Schmidt normalisation and `‖r‖∞`), none more.
+/// Iteration `j` (from 0, the basis holding `j + 1` residuals) makes `pᵀHp`, two Gram–Schmidt
+/// passes of `j + 1` dots, `‖S r‖₂`, `‖r‖∞` and `rᵀr`: `2j + 6`; before the loop `‖b‖∞`, the
+/// first `‖S r‖₂` and `rᵀr`; after it the check's `‖b − Hx‖∞`.
+#[test]
+fn reorthogonalised_cg_stops_at_the_underflow_without_an_extra_reduction() {
+    use crate::common::{gaussian, random_spd, rng};
+    use krylov::CgTermination;
+    let d = 4;
+    let mut r = rng(10);
+    let h = random_spd(&mut r, d, 2.0).0;
+    let h = DMatrix::from_fn(d, d, |i, j| h[(i, j)]);
+    let counter = Rc::new(Cell::new(0));
+    let b = Counted {
+        m: DMatrix::from_column_slice(d, 1, &gaussian(&mut r, d)),
+        reductions: Rc::clone(&counter),
+    };
+    let op = FnOperator::new(|x: &Counted, _: &[bool]| -> Result<Counted, KrylovError> {
+        Ok(x.with(&h * &x.m))
+    });
+    let params = CgParams::default()
+        .with_rtol(0.0)
+        .with_reorthogonalize(true);
+    let res = cg(&op, &b, &params).unwrap();
+    let k = res.iterations[0];
+    // It used to end as a breakdown after 14 iterations (`rᵀr` underflowed to 0).
+    assert_eq!(res.termination[0], CgTermination::Stagnated, "{res:?}");
+    assert!(k < 2 * d + 10, "{k}");
+    assert_eq!(
+        counter.get(),
+        3 + (0..k).map(|j| 2 * j + 6).sum::<usize>() + 1
+    );
+}

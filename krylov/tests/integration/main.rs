@@ -11,6 +11,7 @@ mod cg_accuracy;
 mod cg_behaviour;
 mod cg_host_syncs;
 mod cg_reporting;
+mod cg_underflow;
 mod input_checks;
 mod lanczos;
 mod proptests;
