@@ -58,6 +58,8 @@ mod lib_audit_train;
 mod non_finite_weights;
 mod posterior_flow;
 mod posterior_importance;
+mod prop_flow;
+mod prop_image_posterior;
 mod reference_parity;
 #[cfg(feature = "vae")]
 mod reference_parity_vae;
