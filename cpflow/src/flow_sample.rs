@@ -378,4 +378,53 @@ impl Flow {
         let lp = self.log_prob_exact(&s.x)?;
         Ok((s, lp))
     }
+
+    /// [`Flow::sample_and_log_prob`] for a conditional flow: one sample per row of `ctx`, and
+    /// its exact conditional log-density `log p(x | c)` ([`Flow::log_prob_exact_given`] at the
+    /// returned `x`); default solver parameters. The samples are those
+    /// [`Flow::sample_given`] draws from the same stream.
+    ///
+    /// ```
+    /// use cpflow::candle::{Device, Tensor};
+    /// use cpflow::{Flow, FlowConfig, FlowRng, FloatType, PotentialConfig};
+    /// # fn main() -> cpflow::Result<()> {
+    /// let pot = PotentialConfig::Picnn(cpflow::icnn::PicnnConfig {
+    ///     dim: 2, context_dim: 1, width: 4, depth: 2, ..Default::default()
+    /// });
+    /// let flow = Flow::new(FlowConfig::tabular(2, 1, pot).with_float(FloatType::F64), &Device::Cpu)?;
+    /// let x = Tensor::new(&[[0.1f64, 0.2], [0.3, -0.4], [1.0, 0.5]], &Device::Cpu)?;
+    /// let c = Tensor::new(&[[0.0f64], [1.0], [-1.0]], &Device::Cpu)?;
+    /// flow.initialize_given(&x, &c)?;
+    /// let (s, logp) = flow.sample_and_log_prob_given(&c, &mut FlowRng::seed_from_u64(0))?;
+    /// assert_eq!((s.x.dims(), logp.dims()), (&[3, 2][..], &[3][..]));
+    /// assert_eq!(logp.to_vec1::<f64>()?, flow.log_prob_exact_given(&s.x, &c)?.to_vec1::<f64>()?);
+    /// let again = flow.sample_given(&c, &mut FlowRng::seed_from_u64(0))?;
+    /// assert_eq!(s.x.to_vec2::<f64>()?, again.x.to_vec2::<f64>()?);
+    /// // An unconditional flow takes no context.
+    /// let icnn3 = cpflow::icnn::Icnn3Config { dim: 2, width: 4, depth: 2, ..Default::default() };
+    /// let plain = Flow::new(FlowConfig::tabular(2, 1, PotentialConfig::Icnn3(icnn3)), &Device::Cpu)?;
+    /// assert!(plain.sample_and_log_prob_given(&c, &mut FlowRng::seed_from_u64(0)).is_err());
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn sample_and_log_prob_given<R: Rng + ?Sized>(
+        &self,
+        ctx: &Tensor,
+        rng: &mut R,
+    ) -> Result<(FlowInverse, Tensor)> {
+        self.sample_and_log_prob_given_with(ctx, &InverseParams::default(), rng)
+    }
+
+    /// [`Flow::sample_and_log_prob_given`] with explicit solver parameters (as
+    /// [`Flow::sample_given_with`]).
+    pub fn sample_and_log_prob_given_with<R: Rng + ?Sized>(
+        &self,
+        ctx: &Tensor,
+        params: &InverseParams,
+        rng: &mut R,
+    ) -> Result<(FlowInverse, Tensor)> {
+        let s = self.sample_given_with(ctx, params, rng)?;
+        let lp = self.log_prob_exact_given(&s.x, ctx)?;
+        Ok((s, lp))
+    }
 }
