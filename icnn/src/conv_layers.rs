@@ -13,7 +13,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::activation::softplus;
 use crate::error::{IcnnError, Result};
-use crate::layer_input::{check_conv_layer, check_images, conv_channels, describe_conv};
+use crate::layer_input::{
+    check_conv_geometry, check_conv_layer, check_has_inputs, check_images, conv_channels,
+    describe_conv, describe_conv_sizes,
+};
 use crate::params;
 
 /// The shape `(C, H, W)` of one image; a batch of images is `(B, C, H, W)` or, flattened in
@@ -190,6 +193,10 @@ pub struct Conv2d {
 impl Conv2d {
     /// Creates (or loads) `weight` and, when `bias` is true, `bias` under `vb`, with
     /// PyTorch's default init `U(±1/√fan_in)`, `fan_in = n_in·k·k` (weight drawn first).
+    ///
+    /// # Errors
+    /// [`IcnnError::Shape`] naming the layer for a kernel size or stride 0 (checked before
+    /// any parameter is created), as [`Self::validate`]; the builder's errors.
     pub fn new<R: Rng + ?Sized>(
         vb: &VarBuilder,
         n_in: usize,
@@ -198,14 +205,9 @@ impl Conv2d {
         bias: bool,
         rng: &mut R,
     ) -> Result<Self> {
-        let k = geometry.kernel;
-        let fan_in = n_in * k * k;
-        let weight = params::linear_default(vb, (n_out, n_in, k, k), "weight", fan_in, rng)?;
-        let bias = if bias {
-            Some(params::linear_default(vb, n_out, "bias", fan_in, rng)?)
-        } else {
-            None
-        };
+        let layer = || describe_conv_sizes("Conv2d", (n_in, n_out), geometry, &vb.prefix());
+        check_conv_geometry(layer, geometry)?;
+        let (weight, bias) = conv_parameters(vb, (n_in, n_out), geometry, bias, rng)?;
         Ok(Self {
             weight,
             bias,
@@ -243,9 +245,10 @@ impl Conv2d {
         &self.name
     }
 
-    /// Checks the layer's own tensors: `weight` is `(out, in, k, k)` with `k` the geometry's
-    /// kernel, of a floating-point dtype, and `bias`, when present, is `(out,)` of the
-    /// weight's dtype, on its device.
+    /// Checks the layer's own tensors: the geometry's kernel size and stride are positive,
+    /// `weight` is `(out, in, k, k)` with `k` the geometry's kernel, of a floating-point
+    /// dtype, and `bias`, when present, is `(out,)` of the weight's dtype, on its device. (No
+    /// input channels is allowed: the output is then the bias.)
     ///
     /// # Errors
     /// [`IcnnError::Shape`] naming the layer and the expected and given shapes (no value is
@@ -266,9 +269,9 @@ impl Conv2d {
         conv_channels(&self.weight, 0)
     }
 
-    /// `n_in·k·k`.
+    /// `n_in·k·k` (0 when `weight` is not 4-D, as [`Self::n_in`]).
     pub fn fan_in(&self) -> usize {
-        self.weight.elem_count() / self.n_out().max(1)
+        conv_fan_in(&self.weight)
     }
 
     /// `conv(x, W) + b` for `x` `(B, n_in, H, W)`.
@@ -332,6 +335,11 @@ pub struct PosConv2d {
 
 impl PosConv2d {
     /// Creates (or loads) the layer under `vb` (PyTorch default init of `nn.Conv2d`).
+    ///
+    /// # Errors
+    /// [`IcnnError::Shape`] naming the layer for a kernel size or stride 0, or no input
+    /// channels (checked before any parameter is created), as [`Self::validate`]; the
+    /// builder's errors.
     pub fn new<R: Rng + ?Sized>(
         vb: &VarBuilder,
         n_in: usize,
@@ -340,12 +348,15 @@ impl PosConv2d {
         bias: bool,
         rng: &mut R,
     ) -> Result<Self> {
-        let c = Conv2d::new(vb, n_in, n_out, geometry, bias, rng)?;
+        let layer = || describe_conv_sizes("PosConv2d", (n_in, n_out), geometry, &vb.prefix());
+        check_conv_geometry(layer, geometry)?;
+        check_has_inputs(layer, n_in)?;
+        let (weight, bias) = conv_parameters(vb, (n_in, n_out), geometry, bias, rng)?;
         Ok(Self {
-            weight: c.weight,
-            bias: c.bias,
+            weight,
+            bias,
             geometry,
-            name: c.name,
+            name: vb.prefix(),
         })
     }
 
@@ -378,14 +389,17 @@ impl PosConv2d {
         &self.name
     }
 
-    /// Checks the layer's own tensors, as [`Conv2d::validate`].
+    /// Checks the layer's own tensors, as [`Conv2d::validate`], and that it has input
+    /// channels: the effective kernel and bias divide by `fan_in = n_in·k·k`, so a layer with
+    /// none would have an infinite (or NaN) bias.
     ///
     /// # Errors
     /// [`IcnnError::Shape`] naming the layer and the expected and given shapes (no value is
     /// read).
     pub fn validate(&self) -> Result<()> {
         let (w, b, g) = (&self.weight, self.bias.as_ref(), self.geometry);
-        check_conv_layer("PosConv2d", w, b, g, &self.name)
+        check_conv_layer("PosConv2d", w, b, g, &self.name)?;
+        check_has_inputs(|| describe_conv("PosConv2d", w, g, &self.name), self.n_in())
     }
 
     /// Input channels (0 when `weight` is not 4-D, as [`Conv2d::n_in`]).
@@ -398,9 +412,10 @@ impl PosConv2d {
         conv_channels(&self.weight, 0)
     }
 
-    /// `n_in·k·k`, the reference's `fan_in`.
+    /// `n_in·k·k`, the reference's `fan_in` (0 when `weight` is not 4-D, as
+    /// [`Conv2d::n_in`]).
     pub fn fan_in(&self) -> usize {
-        self.weight.elem_count() / self.n_out().max(1)
+        conv_fan_in(&self.weight)
     }
 
     /// The effective non-negative kernel `softplus(W)/fan_in`, shape `(out, in, k, k)`.
@@ -447,6 +462,36 @@ impl PosConv2d {
         )?;
         let y = conv(x, &self.effective_weight_unchecked()?, self.geometry)?;
         add_channel_bias(y, self.effective_bias_unchecked()?.as_ref())
+    }
+}
+
+/// The `weight` `(n_out, n_in, k, k)` and, when `bias` is true, `bias` `(n_out,)` of a conv
+/// layer created (or loaded) under `vb` with PyTorch's default init `U(±1/√fan_in)`,
+/// `fan_in = n_in·k·k` (weight drawn first).
+fn conv_parameters<R: Rng + ?Sized>(
+    vb: &VarBuilder,
+    (n_in, n_out): (usize, usize),
+    geometry: ConvGeometry,
+    bias: bool,
+    rng: &mut R,
+) -> Result<(Tensor, Option<Tensor>)> {
+    let k = geometry.kernel;
+    let fan_in = n_in.saturating_mul(k).saturating_mul(k);
+    let weight = params::linear_default(vb, (n_out, n_in, k, k), "weight", fan_in, rng)?;
+    let bias = if bias {
+        Some(params::linear_default(vb, n_out, "bias", fan_in, rng)?)
+    } else {
+        None
+    };
+    Ok((weight, bias))
+}
+
+/// `n_in·k·k` of a conv weight `(out, n_in, k, k)` read from its dims (also for `out = 0`),
+/// 0 for a weight of another rank.
+fn conv_fan_in(weight: &Tensor) -> usize {
+    match *weight.dims() {
+        [_, n_in, kh, kw] => n_in.saturating_mul(kh).saturating_mul(kw),
+        _ => 0,
     }
 }
 

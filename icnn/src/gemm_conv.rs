@@ -95,8 +95,9 @@ pub fn col2im(cols: &Tensor, geometry: PatchGeometry) -> Result<Tensor> {
 /// `conv2d`.
 ///
 /// # Errors
-/// [`IcnnError::Shape`] when a tensor is not 4-D, the channel counts disagree, the kernel
-/// does not fit in the padded input, or the kernel has another dtype or device than `x`;
+/// [`IcnnError::Shape`] when a tensor is not 4-D, the kernel window is empty (`kh = 0` or
+/// `kw = 0`), the channel counts disagree, the kernel does not fit in the padded input, or
+/// the kernel has another dtype or device than `x`;
 /// [`IcnnError::InvalidConfig`] for stride 0; candle errors otherwise.
 ///
 /// ```
@@ -256,8 +257,9 @@ pub fn gated_product(y: &Tensor) -> Result<Tensor> {
 /// `conv_transpose2d`.
 ///
 /// # Errors
-/// [`IcnnError::Shape`] when a tensor is not 4-D, the channel counts disagree, the output
-/// would be empty, or the kernel has another dtype or device than `x`;
+/// [`IcnnError::Shape`] when a tensor is not 4-D, the kernel window is empty (`kh = 0` or
+/// `kw = 0`), the channel counts disagree, the output would be empty, or the kernel has
+/// another dtype or device than `x`;
 /// [`IcnnError::InvalidConfig`] for stride 0; candle errors otherwise.
 ///
 /// ```

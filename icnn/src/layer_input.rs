@@ -98,7 +98,8 @@ pub(crate) fn conv_channels(weight: &Tensor, axis: usize) -> usize {
 
 /// The checks of [`Conv2d::validate`](crate::Conv2d::validate) and
 /// [`PosConv2d::validate`](crate::PosConv2d::validate) for the layer `kind` named `name`:
-/// `weight` is `(out, in, k, k)` with `k = geometry.kernel`, `bias` is `(out,)` like it.
+/// the geometry's kernel size and stride are positive ([`check_conv_geometry`]), `weight` is
+/// `(out, in, k, k)` with `k = geometry.kernel`, `bias` is `(out,)` like it.
 pub(crate) fn check_conv_layer(
     kind: &str,
     weight: &Tensor,
@@ -106,6 +107,8 @@ pub(crate) fn check_conv_layer(
     geometry: ConvGeometry,
     name: &str,
 ) -> Result<()> {
+    let layer = || describe_conv(kind, weight, geometry, name);
+    check_conv_geometry(layer, geometry)?;
     let k = geometry.kernel;
     check_weight(
         || with_name(kind.to_string(), name),
@@ -113,17 +116,58 @@ pub(crate) fn check_conv_layer(
         &[None, None, Some(k), Some(k)],
         || format!("(out, in, {k}, {k})"),
     )?;
-    let layer = || describe_conv(kind, weight, geometry, name);
     check_bias(layer, bias, conv_channels(weight, 0), weight)
+}
+
+/// Checks that a conv layer's kernel size and stride are positive; otherwise an
+/// [`IcnnError::Shape`] that starts with `layer()`. (A kernel size 0 means a weight
+/// `(out, in, 0, 0)` whose convolution has no window; a stride 0 no output grid.)
+pub(crate) fn check_conv_geometry(
+    layer: impl FnOnce() -> String,
+    geometry: ConvGeometry,
+) -> Result<()> {
+    if geometry.kernel > 0 && geometry.stride > 0 {
+        return Ok(());
+    }
+    Err(IcnnError::Shape(format!(
+        "{}: the kernel size and stride must be positive, got kernel {} and stride {}",
+        layer(),
+        geometry.kernel,
+        geometry.stride
+    )))
+}
+
+/// Checks that a positive layer ([`PosLinear`](crate::PosLinear),
+/// [`PosConv2d`](crate::PosConv2d)) has inputs: its effective weight and bias are divided by
+/// its fan-in (`n_in`, or `n_in·k·k`), so with none its bias would be `±∞` or NaN. Otherwise
+/// an [`IcnnError::Shape`] that starts with `layer()`.
+pub(crate) fn check_has_inputs(layer: impl FnOnce() -> String, n_in: usize) -> Result<()> {
+    if n_in > 0 {
+        return Ok(());
+    }
+    Err(IcnnError::Shape(format!(
+        "{}: a positive layer with no inputs: its effective weight and bias divide by the \
+         fan-in, which is 0",
+        layer()
+    )))
 }
 
 /// `"{kind} ({in} → {out} channels, k×k, stride s, padding p) at `name`"`, a convolution
 /// layer in error messages.
 pub(crate) fn describe_conv(kind: &str, weight: &Tensor, g: ConvGeometry, name: &str) -> String {
+    let (n_in, n_out) = (conv_channels(weight, 1), conv_channels(weight, 0));
+    describe_conv_sizes(kind, (n_in, n_out), g, name)
+}
+
+/// [`describe_conv`] of a layer of `n_in → n_out` channels that has no weight yet.
+pub(crate) fn describe_conv_sizes(
+    kind: &str,
+    (n_in, n_out): (usize, usize),
+    g: ConvGeometry,
+    name: &str,
+) -> String {
     let layer = format!(
-        "{kind} ({} → {} channels, {k}×{k}, stride {}, padding {})",
-        conv_channels(weight, 1),
-        conv_channels(weight, 0),
+        "{kind} ({n_in} → {n_out} channels, {k}×{k}, stride {}, padding {})",
         g.stride,
         g.padding,
         k = g.kernel

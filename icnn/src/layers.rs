@@ -10,8 +10,10 @@ use rand::Rng;
 
 use crate::activation::softplus;
 use crate::actnorm_init::ActNormInit;
-use crate::error::Result;
-use crate::layer_input::{check_bias, check_rows, check_weight, with_name};
+use crate::error::{IcnnError, Result};
+use crate::layer_input::{
+    check_bias, check_has_inputs, check_rows, check_weight, same_dtype_and_device, with_name,
+};
 use crate::params;
 
 /// `y = x Wᵀ + b` with PyTorch's default init `U(−1/√n_in, 1/√n_in)` for `W` and `b`.
@@ -243,6 +245,10 @@ pub struct PosLinear {
 
 impl PosLinear {
     /// Creates (or loads) the layer under `vb` (PyTorch default init of `nn.Linear`).
+    ///
+    /// # Errors
+    /// [`IcnnError::Shape`] naming the layer for `n_in = 0` (checked before any parameter is
+    /// created), as [`Self::validate`]; the builder's errors.
     pub fn new<R: Rng + ?Sized>(
         vb: &VarBuilder,
         n_in: usize,
@@ -250,6 +256,8 @@ impl PosLinear {
         bias: bool,
         rng: &mut R,
     ) -> Result<Self> {
+        let layer = || with_name(format!("PosLinear ({n_in} → {n_out})"), &vb.prefix());
+        check_has_inputs(layer, n_in)?;
         let l = Linear::new(vb, n_in, n_out, bias, rng)?;
         Ok(Self {
             weight: l.weight,
@@ -284,11 +292,14 @@ impl PosLinear {
         &self.name
     }
 
-    /// Checks the layer's own tensors, as [`Linear::validate`].
+    /// Checks the layer's own tensors, as [`Linear::validate`], and that it has inputs: the
+    /// effective weight and bias divide by `n_in`, so a layer with none would have an
+    /// infinite (or NaN) bias. (A plain [`Linear`] with no inputs is allowed: its output is
+    /// its bias.)
     ///
     /// # Errors
-    /// [`IcnnError::Shape`](crate::IcnnError::Shape) naming the layer and the expected and
-    /// given shapes (no value is read).
+    /// [`IcnnError::Shape`] naming the layer and the expected and given shapes (no value is
+    /// read).
     pub fn validate(&self) -> Result<()> {
         check_weight(
             || with_name("PosLinear".into(), &self.name),
@@ -296,6 +307,7 @@ impl PosLinear {
             &[None, None],
             || "(out, in)".into(),
         )?;
+        check_has_inputs(|| self.describe(), self.n_in())?;
         check_bias(
             || self.describe(),
             self.bias.as_ref(),
@@ -442,14 +454,89 @@ impl ActNorm {
         }
     }
 
+    /// Checks the layer's own tensors: `b` is `(1, C, 1)` of a floating-point dtype and
+    /// `logs` is `(1, C, 1)` of `b`'s dtype, on its device. Run by [`Self::forward`],
+    /// [`Self::shift`], [`Self::scale`] and [`Self::initialize`], so a parameter replaced by
+    /// hand is refused there.
+    ///
+    /// # Errors
+    /// [`IcnnError::Shape`] naming the layer and the expected and given shapes, dtypes and
+    /// devices (no value is read).
+    ///
+    /// ```
+    /// use icnn::{ActNorm, IcnnError};
+    /// # use candle_core::{DType, Device, Tensor};
+    /// # use candle_nn::{VarBuilder, VarMap};
+    /// # fn main() -> icnn::Result<()> {
+    /// let varmap = VarMap::new();
+    /// let vb = VarBuilder::from_varmap(&varmap, DType::F64, &Device::Cpu);
+    /// let mut an = ActNorm::new(&vb.pp("an"), 3)?;
+    /// an.validate()?;
+    /// // A log-scale of 4 features for 3: refused, naming the layer (not candle's reshape error).
+    /// an.logs = Tensor::zeros((1, 4, 1), DType::F64, &Device::Cpu)?;
+    /// match an.scale() {
+    ///     Err(IcnnError::Shape(m)) => assert!(m.starts_with("ActNorm `an` (3 features)"), "{m}"),
+    ///     other => panic!("unexpected {other:?}"),
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn validate(&self) -> Result<()> {
+        let b = &self.b;
+        if !(matches!(*b.dims(), [1, _, 1]) && b.dtype().is_float()) {
+            return Err(IcnnError::Shape(format!(
+                "{}: expected a shift `b` of shape (1, C, 1) of a floating-point dtype; got \
+                 shape {:?}, {:?}",
+                self.describe(),
+                b.dims(),
+                b.dtype()
+            )));
+        }
+        let (logs, c) = (&self.logs, self.features());
+        if matches!(*logs.dims(), [1, n, 1] if n == c) && same_dtype_and_device(logs, b) {
+            return Ok(());
+        }
+        Err(IcnnError::Shape(format!(
+            "{}: expected a log-scale `logs` of shape (1, {c}, 1), {:?}, on {:?} like `b`; got \
+             shape {:?}, {:?}, on {:?}",
+            self.describe(),
+            b.dtype(),
+            b.device().location(),
+            logs.dims(),
+            logs.dtype(),
+            logs.device().location()
+        )))
+    }
+
+    /// `"ActNorm `name` (C features)"`, the layer in error messages.
+    fn describe(&self) -> String {
+        format!("ActNorm `{}` ({} features)", self.name, self.features())
+    }
+
     /// The shift `b` as a `(C,)` tensor (detached when the bias is frozen).
+    ///
+    /// # Errors
+    /// As [`Self::validate`].
     pub fn shift(&self) -> Result<Tensor> {
+        self.validate()?;
+        self.shift_unchecked()
+    }
+
+    /// The positive scale `exp(logs) + 0.001` as a `(C,)` tensor.
+    ///
+    /// # Errors
+    /// As [`Self::validate`].
+    pub fn scale(&self) -> Result<Tensor> {
+        self.validate()?;
+        self.scale_unchecked()
+    }
+
+    fn shift_unchecked(&self) -> Result<Tensor> {
         let b = self.b.reshape(self.features())?;
         Ok(if self.frozen_bias { b.detach() } else { b })
     }
 
-    /// The positive scale `exp(logs) + 0.001` as a `(C,)` tensor.
-    pub fn scale(&self) -> Result<Tensor> {
+    fn scale_unchecked(&self) -> Result<Tensor> {
         Ok(self
             .logs
             .reshape(self.features())?
@@ -460,28 +547,32 @@ impl ActNorm {
     /// `(x + b) ⊙ scale` for `x` of shape `(B, C)`.
     ///
     /// # Errors
-    /// [`IcnnError::Shape`](crate::IcnnError::Shape) naming the layer and the expected and
-    /// given shapes when `x` is not `(B, C)` or has another dtype or device than the parameters
-    /// (checked first: no value is read).
+    /// [`IcnnError::Shape`] naming the layer and the expected and given shapes when `x` is not
+    /// `(B, C)` or has another dtype or device than the parameters, or when the layer's own
+    /// tensors do not agree ([`Self::validate`]); checked first: no value is read.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         self.check_input(x)?;
-        self.forward_unchecked(x)
+        self.apply(x)
     }
 
-    /// [`Self::forward`] without its input check, for callers that validated `x` already.
+    /// [`Self::forward`] without its input check, for callers that validated `x` already
+    /// (the layer's own tensors are still checked).
     pub(crate) fn forward_unchecked(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(x.broadcast_add(&self.shift()?)?
-            .broadcast_mul(&self.scale()?)?)
+        self.validate()?;
+        self.apply(x)
     }
 
-    /// `x` must be `(B, C)` of the parameters' dtype, on their device.
+    /// `(x + b) ⊙ scale` of a validated layer.
+    fn apply(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(x.broadcast_add(&self.shift_unchecked()?)?
+            .broadcast_mul(&self.scale_unchecked()?)?)
+    }
+
+    /// The layer's own tensors ([`Self::validate`]), then `x`: `(B, C)` of the parameters'
+    /// dtype, on their device.
     fn check_input(&self, x: &Tensor) -> Result<()> {
-        check_rows(
-            || format!("ActNorm `{}` ({} features)", self.name, self.features()),
-            x,
-            self.features(),
-            &self.b,
-        )
+        self.validate()?;
+        check_rows(|| self.describe(), x, self.features(), &self.b)
     }
 
     /// The parameter prefix of the layer (`icnn.actnorms.2`).
@@ -496,8 +587,8 @@ impl ActNorm {
     /// 2 rows, a non-finite value, or a batch on which no unit varies is an
     /// [`IcnnError::Initialization`](crate::IcnnError::Initialization) naming the layer, and
     /// leaves `b` and `logs` as they were. A batch that is not `(B, C)` of the parameters'
-    /// dtype, on their device, is an [`IcnnError::Shape`](crate::IcnnError::Shape) as in
-    /// [`Self::forward`].
+    /// dtype, on their device, or a layer whose own tensors do not agree
+    /// ([`Self::validate`]), is an [`IcnnError::Shape`] as in [`Self::forward`].
     pub fn initialize(&self, x: &Tensor) -> Result<()> {
         let init = self.statistics(x)?;
         self.write(&init)

@@ -24,8 +24,13 @@ pub(super) fn dims4(t: &Tensor, what: &str) -> Result<(usize, usize, usize, usiz
 
 type Dims4 = (usize, usize, usize, usize);
 
-/// The dims of `x` and `kernel`, checked: stride positive, both 4-D, and `x`'s channels equal
-/// the kernel's axis `in_axis` (1 for a convolution, 0 for a transposed one).
+/// The dims of `x` and `kernel`, checked: stride positive, both 4-D, the kernel's window not
+/// empty, and `x`'s channels equal the kernel's axis `in_axis` (1 for a convolution, 0 for a
+/// transposed one).
+///
+/// An empty window (`kh = 0` or `kw = 0`) is refused here, before any fallback: such a kernel
+/// has no elements, so the ops would hand it to candle, whose output size
+/// `dilation·(k − 1)` overflows (a panic with overflow checks, a wrapped size without).
 fn checked_dims(
     op: &str,
     x: &Tensor,
@@ -40,6 +45,14 @@ fn checked_dims(
     }
     let xd = dims4(x, &format!("{op} input"))?;
     let kd = dims4(kernel, &format!("{op} kernel"))?;
+    if kd.2 == 0 || kd.3 == 0 {
+        return Err(IcnnError::Shape(format!(
+            "{op}: the kernel window must not be empty, got {}×{} (kernel {:?})",
+            kd.2,
+            kd.3,
+            kernel.shape()
+        )));
+    }
     same_kind(op, "kernel", kernel, x)?;
     let k_in = if in_axis == 0 { kd.0 } else { kd.1 };
     if k_in != xd.1 {

@@ -16,6 +16,7 @@ mod conv_dense;
 mod conv_derivatives;
 mod conv_params;
 mod custom_potential;
+mod degenerate_sizes;
 mod dtype_checks;
 mod host_linearization;
 mod host_linearization_conv;
