@@ -39,15 +39,21 @@ pub enum CgTermination {
     /// (or, in the second case below, collapsed past what the working precision can handle):
     /// * with [`CgParams::reorthogonalize`], the stored residuals span the space, so the
     ///   updated residual is zero and there is no direction left to continue in;
-    /// * with [`CgParams::reorthogonalize`] and a tolerance at or near 0 (`atol = rtol = 0`
-    ///   is met only by an exactly zero true residual), the updated residual collapsed so
-    ///   far below the working precision that the squares in CG's reductions underflow
-    ///   (`‖S r‖₂² = rᵀM⁻¹r` below the smallest normal number of the type the backend
-    ///   reduces in, [`crate::BatchVectors::reduction_min_positive`]: in f64 a residual
-    ///   below ≈ 1e-154, in f32 tensors ≈ 1e-19; `rᵀM⁻¹r` or `pᵀHp` would soon come out 0,
-    ///   which read as a breakdown) or that it cannot be normalised for the stored basis
-    ///   (`1/‖r‖₂` overflows the element type: f32 storage with f64 reductions, a residual
-    ///   in the subnormals, where it would turn NaN);
+    /// * with a tolerance at or near 0 (`atol = rtol = 0` is met only by an exactly zero true
+    ///   residual), the updated residual shrank so far below the working precision that the
+    ///   squares in CG's reductions underflow (`‖S r‖₂² = rᵀM⁻¹r` below the smallest normal
+    ///   number of the type the backend reduces in,
+    ///   [`crate::BatchVectors::reduction_min_positive`]: in f64 a residual below
+    ///   ≈ 1e-154, in f32 tensors ≈ 1e-19; or `rᵀM⁻¹r` came out 0 for that reason; `rᵀM⁻¹r`
+    ///   or `pᵀHp` would soon come out 0, which read as a breakdown) or that `‖S r‖₂` is in
+    ///   the element type's subnormals (f32 storage with f64 reductions; with
+    ///   [`CgParams::reorthogonalize`] `1/‖r‖₂` overflows there and the stored residual would
+    ///   turn NaN). This holds for plain and re-orthogonalised CG alike, with or without
+    ///   [`CgParams::confirm_with_true_residual`], and is decided without an extra reduction;
+    /// * with [`CgParams::reorthogonalize`] and a tolerance at or near 0, the updated residual,
+    ///   orthogonalised against more than `d` stored residuals, grew past twice its least (the
+    ///   rounding noise left once the basis spans the space bottoms out above the floor for
+    ///   larger `d`, f64 `d ≳ 50`, then grows until `p` overflows);
     /// * with [`CgParams::confirm_with_true_residual`], a restart from the true residual did
     ///   not at least halve it (the attainable accuracy of the working precision is reached,
     ///   e.g. a condition number near `1/(rtol·u)`).
@@ -169,7 +175,12 @@ impl<V> CgResult<V> {
 /// `≤ 0`, stopped it). A system whose `‖b_i‖∞` lies outside `[2⁻³², 2³²]` is solved for `b_i`
 /// multiplied by a power of two that brings it near 1 (exact in floating point; CG is linear
 /// in `b`), so that its dot products neither overflow nor underflow: `‖b_i‖ ≈ 1e200` in f64
-/// or `1e30` in f32 converges like `b_i/‖b_i‖`.
+/// or `1e30` in f32 converges like `b_i/‖b_i‖`. Likewise a system whose starting
+/// `rᵀM⁻¹r` is extreme for its tolerance (a Jacobi preconditioner on a diagonal of 1e14 with
+/// `‖b_i‖ ≈ 1e-9`, whose `rᵀM⁻¹r ≈ 1e-32` would fall below f32's normal range as it
+/// converges) is scaled so that the range it crosses is centred on 1; other systems are
+/// untouched, and the results of both are those of the unscaled system, bit for bit, as long
+/// as nothing under- or overflows.
 ///
 /// Errors (before any operator work): a right-hand side with a NaN or ±Inf entry
 /// ([`KrylovError::NonFiniteInput`], naming the system and the entry), a batch that does not

@@ -98,8 +98,11 @@ pub struct CgParams {
     /// So does one whose tolerance lets its updated residual shrink on until its squares
     /// underflow in the reductions (`atol = rtol = 0`: below ≈ 1e-154 in f64, ≈ 1e-19 for
     /// f32 tensors, see [`crate::BatchVectors::reduction_min_positive`]) or it can no longer
-    /// be normalised (f32 with f64 reductions: the subnormals), unless its true residual
-    /// meets the tolerance; either way its true residual is reported. A converged system that
+    /// be normalised (f32 with f64 reductions: the subnormals), or whose updated residual,
+    /// orthogonalised against more than `d` stored residuals (an over-complete basis: f64,
+    /// `d ≳ 50`, where the noise left once the basis spans the space bottoms out above that
+    /// floor), grows past twice its least, unless its true residual meets the tolerance;
+    /// either way its true residual is reported. A converged system that
     /// [`crate::CgStopping::BatchGlobal`] keeps stepping stops there too (still converged).
     pub reorthogonalize: bool,
     /// Confirm convergence on the true residual. Default `true`.
@@ -126,6 +129,11 @@ pub struct CgParams {
     /// the *updated* residual met the tolerance; on ill-conditioned systems the true residual
     /// can then be far above it (measured, f64, d = 30: 1.2e3× the tolerance at condition
     /// number 1e10 and rtol 1e-10, 4.6e7× at 1e12 and 1e-12).
+    ///
+    /// Either way, a system whose `rᵀM⁻¹r` falls to the floor of the reductions (subnormal,
+    /// or 0 because its terms underflowed: only with a tolerance at or near 0, see
+    /// [`crate::CgTermination::Stagnated`]) stops there and has its true residual computed
+    /// and reported: it ends converged or [`crate::CgTermination::Stagnated`], not restarted.
     pub confirm_with_true_residual: bool,
 }
 

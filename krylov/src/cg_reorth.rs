@@ -11,7 +11,7 @@
 //! whatever `x` is, so this path always checks convergence on the true residual
 //! (`cg_solve.rs`).
 
-use crate::vectors::{reciprocal_overflows, square_underflows};
+use crate::cg_floor::norm_at_floor;
 use crate::{BatchVectors, KrylovError};
 
 /// The stored, normalised scaled residuals `q_j = S r_j / ‖S r_j‖` with `S = M^{-1/2}`.
@@ -89,9 +89,7 @@ impl<V: BatchVectors> ResidualBasis<V> {
         let collapsed: Vec<bool> = norms
             .iter()
             .zip(active)
-            .map(|(nrm, a)| {
-                *a && (square_underflows(*nrm, min_positive) || reciprocal_overflows(*nrm, u))
-            })
+            .map(|(nrm, a)| *a && norm_at_floor(*nrm, min_positive, u))
             .collect();
         let inv: Vec<f64> = norms
             .iter()

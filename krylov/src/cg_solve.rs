@@ -2,10 +2,11 @@
 //! breakdown detection (curvature `pᵀHp` and `rᵀM⁻¹r`), internal rescaling of extreme
 //! right-hand sides and initial residuals, and the check of convergence on the true residual.
 
+use crate::cg_floor::ReductionFloor;
 use crate::cg_reorth::ResidualBasis;
 use crate::operator::check_operator_shape;
 use crate::preconditioner::Prepared;
-use crate::vectors::{check_finite, initial_residual_scale, power_of_two_scale};
+use crate::vectors::{check_finite, initial_residual_scale, power_of_two_scale, reduction_scale};
 use crate::{
     BatchOperator, BatchVectors, CgParams, CgResult, CgStep, CgStopping, CgTermination,
     KrylovError, default_max_iters,
@@ -35,27 +36,51 @@ where
     Ok(r)
 }
 
-/// Stops as a breakdown every system in `mask` that has neither converged nor broken down
-/// and whose `rᵀz = rᵀM⁻¹r` is not positive and finite. For `r ≠ 0` an SPD `M` gives
-/// `rᵀM⁻¹r > 0`, so a value `≤ 0` means `M` is not SPD on the Krylov space (CG would run on
-/// in an indefinite inner product, which nothing bounds: no convergence theory, often the
-/// iteration cap); NaN/±Inf is flagged as [`CgResult::non_finite`]. `rᵀz = 0` with `r = 0` is legitimate, but such a
-/// system has converged (`‖r‖∞ = 0 ≤ tol`) and is skipped. Checked where `rᵀz` is computed,
-/// before the next operator product, so a failing system costs no further application.
-fn stop_on_non_positive_rz(
+/// Stops every system in `mask` that has neither converged nor broken down and whose
+/// `rᵀz = rᵀM⁻¹r` CG cannot step with. One that `at_floor(i)` finds at the floor
+/// (`ReductionFloor::rz_at_floor`: `rᵀz` is subnormal, or came out 0 because its terms
+/// underflowed) is returned as `true`, for the caller to stop it there and end it on its
+/// true residual. Otherwise one whose `rᵀz` is not positive and finite is a breakdown: for
+/// `r ≠ 0` an SPD `M` gives `rᵀM⁻¹r > 0`, so a value `≤ 0` means `M` is not SPD on the
+/// Krylov space (CG would run on in an indefinite inner product, which nothing bounds: no
+/// convergence theory, often the iteration cap); NaN/±Inf is flagged as
+/// [`CgResult::non_finite`]. `rᵀz = 0` with `r = 0` is legitimate, but such a system has
+/// converged (`‖r‖∞ = 0 ≤ tol`) and is skipped. Checked where `rᵀz` is computed, before the
+/// next operator product, so a failing system costs no further application.
+fn stop_on_unusable_rz(
     rz: &[f64],
     mask: &[bool],
     converged: &[bool],
     breakdown: &mut [bool],
     non_finite: &mut [bool],
-) {
+    at_floor: impl Fn(usize) -> bool,
+) -> Vec<bool> {
+    let mut stopped = vec![false; rz.len()];
     for i in 0..rz.len() {
-        let positive = rz[i] > 0.0 && rz[i].is_finite();
-        if mask[i] && !converged[i] && !breakdown[i] && !positive {
+        if !mask[i] || converged[i] || breakdown[i] {
+            continue;
+        }
+        if at_floor(i) {
+            stopped[i] = true;
+        } else if !(rz[i] > 0.0 && rz[i].is_finite()) {
             breakdown[i] = true;
             non_finite[i] = !rz[i].is_finite();
         }
     }
+    stopped
+}
+
+/// Whether a re-orthogonalised residual has grown out of the noise left once the stored
+/// residuals span the space: its system has made more than `d` iterations (so `r` was
+/// orthogonalised against more than `d` stored residuals, an over-complete set in `ℝ^d`) and
+/// its norm is above twice its least so far. Once `d` residuals are stored the updated
+/// residual collapses to rounding noise (by ≈ `u` per iteration); with a tolerance at or near
+/// 0 it shrinks on until the reductions underflow (`ResidualBasis::orthogonalize_and_push`)
+/// or, for larger `d` (f64, d ≳ 50, measured), bottoms out above that floor (≈ 1e-151) and
+/// then grows by 10–1000 per iteration until `p` overflows. Any tolerance that the noise can
+/// meet (`rtol ≳ 1e-140` in f64) has stopped the system before.
+fn overcomplete_growth(iterations: usize, d: usize, norm: f64, least: f64) -> bool {
+    iterations > d && norm > 2.0 * least
 }
 
 pub(crate) fn cg_impl<V, Op>(
@@ -81,6 +106,7 @@ where
         .unwrap_or_else(|| default_max_iters(b.system_dim()));
     let global = params.stopping == CgStopping::BatchGlobal;
     let pre = Prepared::new(params.preconditioner, op, b)?;
+    let floor = ReductionFloor::new(b, params.preconditioner);
     let precondition = |r: &V, active: &[bool]| pre.apply(op, r, active);
 
     let b = b.detached();
@@ -176,10 +202,54 @@ where
         None => b.zeros_like()?,
     };
 
-    // Systems whose re-orthogonalised residual collapsed so far below the working precision
-    // that the reductions of its size underflow or it cannot be normalised
-    // (`ResidualBasis::orthogonalize_and_push`; a residual of exactly 0 is not one): they step
-    // no more and end converged or stagnated on their true residual.
+    // `z = M⁻¹ r` and `rᵀz` of the starting residual, before the first push of
+    // re-orthogonalisation (which leaves `r` as it is, the basis being empty).
+    let mut z = precondition(&r, &all)?;
+    let mut rz = r.dots(&z)?;
+    // The scalings above bring `‖b‖` (and a far `‖r0‖`) near 1, but CG's reductions are
+    // `rᵀM⁻¹r` and `pᵀHp`: a preconditioner of extreme scale (Jacobi on a diagonal of 1e14
+    // with `‖b‖ ≈ 1e-9`: `rᵀM⁻¹r ≈ 1e-32`) or a long `b` puts them near the ends of the
+    // reductions' range (f32 tensors: 1e-38 to 3e38), where re-orthogonalisation's floor stops
+    // the system early or `rᵀM⁻¹r` underflows or overflows. Such a system is scaled by a
+    // further power of two that centres the range its `rᵀM⁻¹r` crosses on 1
+    // (`reduction_scale`; exact, like the others; `M⁻¹r` and `rᵀz` are then formed again, one
+    // more reduction and, for a supplied `M⁻¹`, one more call, only on this path).
+    let extra: Vec<f64> = (0..n)
+        .map(|i| {
+            reduction_scale(
+                rz[i],
+                rnorm[i],
+                // The tolerance and ‖s_i·b_i‖∞, exactly (`s_i` is a power of two).
+                (tol[i], scales[i] * b_norms[i]),
+                scales[i],
+                b.unit_roundoff(),
+            )
+        })
+        .collect();
+    if extra.iter().any(|e| *e != 1.0) {
+        b.scale_per_system(&extra)?;
+        x.scale_per_system(&extra)?;
+        r.scale_per_system(&extra)?;
+        // Formed again rather than scaled: `M⁻¹r` of the unscaled `r` may have lost digits in
+        // the element type's subnormals.
+        z = precondition(&r, &all)?;
+        rz = r.dots(&z)?;
+        for i in 0..n {
+            scales[i] *= extra[i];
+            tol[i] *= extra[i];
+            rnorm[i] *= extra[i];
+        }
+        rescaled = true;
+    }
+
+    // Systems whose residual fell so far below the working precision that the reductions of
+    // its size underflow (`cg_floor.rs`): a re-orthogonalised residual that collapsed or
+    // cannot be normalised (`ResidualBasis::orthogonalize_and_push`; a residual of exactly 0
+    // is not one), one whose `rᵀM⁻¹r` is subnormal or came out 0 for that reason
+    // (`ReductionFloor::rz_at_floor`), or a re-orthogonalised one growing out of an
+    // over-complete basis (`overcomplete_growth`). They step no more and end converged or
+    // stagnated on their true residual (computed for them even without
+    // `confirm_with_true_residual`), instead of breaking down.
     let mut at_floor = vec![false; n];
     let mut reorth = if params.reorthogonalize {
         let mut basis = ResidualBasis::new(pre.inverse_diagonal())?;
@@ -203,10 +273,6 @@ where
     // Of the systems that broke down, those stopped by a NaN/±Inf rather than by a finite
     // curvature `pᵀHp ≤ 0` (reported only with the breakdown, `CgResult::non_finite`).
     let mut non_finite = breakdown.clone();
-    // An initial residual at the floor is a true one: nothing to confirm.
-    let mut stagnated: Vec<bool> = (0..n)
-        .map(|i| at_floor[i] && !converged[i] && max_iters > 0)
-        .collect();
     // Converged systems that batch-global stopping kept stepping until their updated residual
     // came out non-finite (see the update below): they step no more and stay converged.
     let mut frozen = vec![false; n];
@@ -215,10 +281,26 @@ where
     // residual is), and the norm of the last true residual that failed the tolerance.
     let mut checked_at = vec![0usize; n];
     let mut failed_norm = vec![f64::INFINITY; n];
+    // The smallest updated residual norm of each system so far (re-orthogonalisation's
+    // over-complete basis, below).
+    let mut least_norm = rnorm.clone();
+    let d = b.system_dim();
 
-    let mut z = precondition(&r, &all)?;
-    let mut rz = r.dots(&z)?;
-    stop_on_non_positive_rz(&rz, &all, &converged, &mut breakdown, &mut non_finite);
+    let underflowed = stop_on_unusable_rz(
+        &rz,
+        &all,
+        &converged,
+        &mut breakdown,
+        &mut non_finite,
+        |i| floor.rz_at_floor(rz[i], rnorm[i], None),
+    );
+    for i in (0..n).filter(|&i| underflowed[i]) {
+        at_floor[i] = true;
+    }
+    // An initial residual at the floor is a true one: nothing to confirm.
+    let mut stagnated: Vec<bool> = (0..n)
+        .map(|i| at_floor[i] && !converged[i] && max_iters > 0)
+        .collect();
     let mut p = z.clone();
     let mut pass = 0usize;
 
@@ -235,17 +317,16 @@ where
         // Continue while an unconverged system can step; batch-global stopping also steps the
         // converged ones meanwhile.
         if !(0..n).any(|i| can_step[i] && !converged[i]) {
-            if !confirm {
-                break;
-            }
-            // The systems whose residual is not already a true one: those that met the
-            // tolerance and, with the confirmation asked for, also those whose iterations ran
-            // out (so that every reported residual is a true one).
+            // The systems whose residual is not already a true one: those stopped at the floor
+            // and, when `confirm`, those that met the tolerance and, with the confirmation
+            // asked for, also those whose iterations ran out (so that every reported residual
+            // is a true one).
             let check: Vec<bool> = (0..n)
                 .map(|i| {
                     iterations[i] > checked_at[i]
                         && !breakdown[i]
-                        && (converged[i] || at_floor[i] || params.confirm_with_true_residual)
+                        && (at_floor[i]
+                            || (confirm && (converged[i] || params.confirm_with_true_residual)))
                 })
                 .collect();
             if !check.iter().any(|c| *c) {
@@ -268,7 +349,9 @@ where
                     breakdown[i] = true;
                     non_finite[i] = true;
                 } else if (claimed || at_floor[i]) && iterations[i] < max_iters {
-                    if reorth.is_none() && true_norm[i] <= 0.5 * failed_norm[i] {
+                    // A system at the floor has gone past what the working precision can
+                    // resolve: no restart.
+                    if reorth.is_none() && !at_floor[i] && true_norm[i] <= 0.5 * failed_norm[i] {
                         restart[i] = true;
                     } else {
                         stagnated[i] = true;
@@ -289,7 +372,19 @@ where
                 // The true residual replaced the non-finite updated one: it may step again.
                 frozen[i] = false;
             }
-            stop_on_non_positive_rz(&rz, &restart, &converged, &mut breakdown, &mut non_finite);
+            let underflowed = stop_on_unusable_rz(
+                &rz,
+                &restart,
+                &converged,
+                &mut breakdown,
+                &mut non_finite,
+                |i| floor.rz_at_floor(rz[i], rnorm[i], None),
+            );
+            // The restarted residual is a true one: nothing to confirm.
+            for i in (0..n).filter(|&i| underflowed[i]) {
+                at_floor[i] = true;
+                stagnated[i] = true;
+            }
             continue;
         }
         let running: Vec<bool> = (0..n)
@@ -347,6 +442,8 @@ where
             None => vec![false; n],
         };
         let new_norm = r.norms_inf()?;
+        // `rᵀz` and `‖r‖∞` before this step, for `ReductionFloor::rz_at_floor`.
+        let previous: Vec<(f64, f64)> = rz.iter().copied().zip(rnorm.iter().copied()).collect();
         for i in 0..n {
             if !step[i] {
                 continue;
@@ -383,7 +480,18 @@ where
                 // exactly 0 has converged: it is not stopped here.)
                 at_floor[i] = true;
                 step[i] = false;
+            } else if reorth.is_some()
+                && overcomplete_growth(iterations[i], d, new_norm[i], least_norm[i])
+            {
+                // The basis holds more than `d` residuals, so this one was orthogonalised
+                // against an over-complete set: once the basis spans the space the updated
+                // residual is rounding noise, which then grows (`overcomplete_growth`) until
+                // `p` overflows, a NaN breakdown, though `x` is fine. Stopped like a
+                // residual at the floor.
+                at_floor[i] = true;
+                step[i] = false;
             }
+            least_norm[i] = least_norm[i].min(new_norm[i]);
         }
         z = precondition(&r, &step)?;
         let rz_new = r.dots(&z)?;
@@ -400,7 +508,17 @@ where
         for i in (0..n).filter(|&i| step[i]) {
             rz[i] = rz_new[i];
         }
-        stop_on_non_positive_rz(&rz, &step, &converged, &mut breakdown, &mut non_finite);
+        let underflowed = stop_on_unusable_rz(
+            &rz,
+            &step,
+            &converged,
+            &mut breakdown,
+            &mut non_finite,
+            |i| floor.rz_at_floor(rz[i], rnorm[i], Some(previous[i])),
+        );
+        for i in (0..n).filter(|&i| underflowed[i]) {
+            at_floor[i] = true;
+        }
         pass += 1;
     }
 

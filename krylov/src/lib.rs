@@ -71,6 +71,7 @@ mod backend_candle_host;
 mod backend_faer;
 mod backend_nalgebra;
 mod cg;
+mod cg_floor;
 mod cg_params;
 mod cg_reorth;
 mod cg_solve;

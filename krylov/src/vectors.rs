@@ -321,9 +321,91 @@ pub(crate) fn initial_residual_scale(
     2f64.powi((total - first).min(0))
 }
 
+/// The further power of two `e` by which CG multiplies a system so that its reductions
+/// (`rᵀM⁻¹r`, and `pᵀHp`, of the same size for a well-scaled preconditioner) stay inside the
+/// range of the reductions' type. Its starting `r0ᵀM⁻¹r0 = rz` (after the scalings of
+/// [`power_of_two_scale`] and [`initial_residual_scale`], whose product is `scale`) falls
+/// with the residual, from `‖r0‖∞ = residual` to about `lo` ([`initial_residual_scale`]'s
+/// end of the range, `tolerance` or `rhs`), to ≈ `rz·(lo/residual)²`: unless the geometric
+/// mean of the two, `centre = rz·lo/residual`, lies in `[2⁻⁶⁴, 2⁶⁴]`, `e = 2^-⌊log₂(centre)/2⌋`
+/// brings it into `[1, 4)`. The scalings of `b` and of a far `r0` keep `centre` in that window
+/// without a preconditioner (`rz = ‖r0‖₂²`), except for extreme tolerances; a preconditioner
+/// of extreme scale leaves it (Jacobi on a diagonal of 1e14 with `‖b‖ ≈ 1e-9`: `rz ≈ 1e-32`;
+/// f32 tensors reduce in f32, whose normal range ends at 1e-38, where re-orthogonalised CG
+/// stops at its floor). `1` for `rz` or `residual` that is 0, negative or not finite (a
+/// breakdown, or a converged system); `scale·e` stays a normal number of the element type.
+/// Exact, like the other scalings.
+pub(crate) fn reduction_scale(
+    rz: f64,
+    residual: f64,
+    (tolerance, rhs): (f64, f64),
+    scale: f64,
+    unit_roundoff: f64,
+) -> f64 {
+    let lo = if tolerance > 0.0 {
+        tolerance.min(rhs)
+    } else {
+        rhs
+    };
+    let positive = rz.is_finite() && rz > 0.0 && residual.is_finite() && residual > 0.0;
+    // `lo = 0` only for `b = 0`, a converged system.
+    if !positive || lo <= 0.0 {
+        return 1.0;
+    }
+    // log₂ of `centre`, which itself could underflow.
+    let log_centre = rz.log2() + lo.min(residual).log2() - residual.log2();
+    if log_centre.abs() <= 64.0 {
+        return 1.0;
+    }
+    // |log₂ centre| ≤ 2·1075: the floor is an exact integer; `scale` is a power of two.
+    let half = (log_centre.floor() as i32).div_euclid(2);
+    let first = scale.log2().round() as i32;
+    let max_exponent = max_scale_exponent(unit_roundoff);
+    let total = (first - half).clamp(-max_exponent, max_exponent);
+    2f64.powi(total - first)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `reduction_scale` leaves a system alone unless the geometric mean of the `rᵀM⁻¹r` its
+    /// solve crosses is outside `[2⁻⁶⁴, 2⁶⁴]`, and then brings it into `[1, 4)`.
+    #[test]
+    fn reduction_scale_centres_the_range_of_r_m_r() {
+        let (u64_, u32_) = (f64::EPSILON, f64::from(f32::EPSILON));
+        // An ordinary system: `rz ≈ 1`, `rtol = 1e-6` (centre 1e-6), and the tolerance 0.
+        assert_eq!(reduction_scale(3.0, 1.0, (1e-6, 1.0), 1.0, u32_), 1.0);
+        assert_eq!(reduction_scale(3.0, 1.0, (0.0, 1.0), 1.0, u32_), 1.0);
+        // Jacobi on a diagonal of 1e14 with ‖b‖ = 1e-9 (not rescaled): rz ≈ 1e-32, centre
+        // ≈ 1e-38 (≈ 2⁻¹²⁶) at rtol 1e-6.
+        let (rz, b) = (1e-32, 1e-9);
+        let e = reduction_scale(rz, b, (1e-6 * b, b), 1.0, u32_);
+        let centre = rz * e * e * 1e-6;
+        assert!((1.0..4.0).contains(&centre), "{e:e}: {centre:e}");
+        assert_eq!(e.log2().fract(), 0.0);
+        // A centre below the window from a tiny tolerance alone (rtol 1e-40 in f64) ...
+        let e = reduction_scale(1.0, 1.0, (1e-40, 1.0), 1.0, u64_);
+        assert!((1.0..4.0).contains(&(e * e * 1e-40)), "{e:e}");
+        // ... and above it.
+        let e = reduction_scale(1e30, 1.0, (0.0, 1.0), 1.0, u64_);
+        assert!((1.0..4.0).contains(&(e * e * 1e30)), "{e:e}");
+        // A centre that underflows as a product (1e-400) is still found.
+        let e = reduction_scale(1e-300, 1.0, (1e-100, 1.0), 1.0, u64_);
+        assert_eq!(
+            e,
+            2f64.powi(-((-400f64 * 10f64.log2()).floor() as i32).div_euclid(2))
+        );
+        // Breakdowns and converged systems are left alone.
+        for rz in [0.0, -1.0, f64::INFINITY, f64::NAN] {
+            assert_eq!(reduction_scale(rz, 1.0, (0.0, 1.0), 1.0, u64_), 1.0);
+        }
+        assert_eq!(reduction_scale(1e-200, 0.0, (0.0, 1.0), 1.0, u64_), 1.0);
+        assert_eq!(reduction_scale(1e-200, 1.0, (0.0, 0.0), 1.0, u64_), 1.0);
+        // The total scale stays a normal number of the element type (f32: 2^±100).
+        let e = reduction_scale(1e-300, 1.0, (0.0, 1.0), 2f64.powi(90), u32_);
+        assert_eq!(e, 2f64.powi(10));
+    }
 
     /// The floor sits where the square leaves the normal numbers: `2⁻⁵¹¹` squared is f64's
     /// `MIN_POSITIVE` (normal), anything below it squares to a subnormal or 0.

@@ -162,3 +162,40 @@ fn reorthogonalised_cg_stops_at_the_underflow_without_an_extra_reduction() {
         3 + (0..k).map(|j| 2 * j + 6).sum::<usize>() + 1
     );
 }
+
+/// Plain CG at tolerance 0 on the same kind of system: its updated residual shrinks until
+/// `rᵀr` underflows (`cg_underflow_plain.rs`), which it used to end as a breakdown. The stop
+/// there reads the reductions the iteration makes anyway: each pass (one operator call) makes
+/// `pᵀHp`, `‖r‖∞` and `rᵀr`; before the loop `‖b‖∞` and the first `rᵀr`; after it the
+/// check's `‖b − Hx‖∞` (made for the stopped system even without the true-residual check).
+#[test]
+fn plain_cg_stops_at_the_underflow_without_an_extra_reduction() {
+    use crate::common::{gaussian, random_spd, rng};
+    use krylov::CgTermination;
+    let d = 4;
+    let mut r = rng(10);
+    let h = random_spd(&mut r, d, 2.0).0;
+    let h = DMatrix::from_fn(d, d, |i, j| h[(i, j)]);
+    let counter = Rc::new(Cell::new(0));
+    let b = Counted {
+        m: DMatrix::from_column_slice(d, 1, &gaussian(&mut r, d)),
+        reductions: Rc::clone(&counter),
+    };
+    let op = FnOperator::new(|x: &Counted, _: &[bool]| -> Result<Counted, KrylovError> {
+        Ok(x.with(&h * &x.m))
+    });
+    for confirm in [true, false] {
+        counter.set(0);
+        // Plain CG takes longer than re-orthogonalised CG to get there.
+        let cap = 12 * d;
+        let params = CgParams::default()
+            .with_rtol(0.0)
+            .with_max_iters(cap)
+            .with_confirm_with_true_residual(confirm);
+        let res = cg(&op, &b, &params).unwrap();
+        assert_eq!(res.termination[0], CgTermination::Stagnated, "{res:?}");
+        assert!(res.iterations[0] < cap, "{res:?}");
+        let passes = res.operator_calls - 1;
+        assert_eq!(counter.get(), 2 + 3 * passes + 1, "{res:?}");
+    }
+}

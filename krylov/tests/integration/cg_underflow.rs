@@ -258,3 +258,50 @@ fn tensor_cg_at_zero_tolerance_stops_on_its_true_residual() {
         }
     }
 }
+
+/// f64 at tolerance 0 with `d ≥ ~50`: once the `d` stored residuals span the space the
+/// updated residual is rounding noise, which shrinks by ≈ `u` per iteration but here bottoms
+/// out above the underflow (≈ 1e-151) and then, orthogonalised against an over-complete
+/// basis, grows by 10–1000 per iteration until `p` overflows: such systems (here 2 to 5 of 6
+/// per backend and preconditioner) used to end as NaN breakdowns (`non_finite`) after ≈ 117
+/// iterations, reporting an updated residual of 3e1–9e8, although `x` was accurate (true
+/// residual ≈ 1e-13). A residual that grows past twice its least after more than `d`
+/// iterations now stops the system there (after 64–68 iterations, like those whose residual
+/// underflows), `Stagnated` on its true residual.
+#[test]
+fn a_zero_tolerance_residual_growing_out_of_an_overcomplete_basis_stops_on_its_true_residual() {
+    let (d, bsz) = (56, 6);
+    let mut r = rng(12);
+    let conds: Vec<f64> = (0..bsz)
+        .map(|i| 100.0 * 100f64.powf(i as f64 / (bsz - 1) as f64))
+        .collect();
+    let mats: Vec<Mat<f64>> = conds.iter().map(|c| random_spd(&mut r, d, *c).0).collect();
+    let data = (mats, gaussian(&mut r, d * bsz), conds);
+    let (mats, b, _) = &data;
+    let nal = DenseNalgebraOperator::new(
+        mats.iter()
+            .map(|m| DMatrix::from_fn(d, d, |i, j| m[(i, j)]))
+            .collect(),
+    )
+    .unwrap();
+    let fa = DenseFaerOperator::new(mats.clone()).unwrap();
+    let all = vec![true; bsz];
+    for pre in [Preconditioner::None, Preconditioner::Jacobi] {
+        let params = CgParams::default()
+            .with_rtol(0.0)
+            .with_reorthogonalize(true)
+            .with_preconditioner(pre);
+        let bv = DMatrix::from_fn(d, bsz, |i, j| b[j * d + i]);
+        let res = cg(&nal, &bv, &params).unwrap();
+        let hx = nal.apply(&res.x, &all).unwrap().to_host().unwrap();
+        let early =
+            check_zero_tolerance(&format!("nalgebra {pre:?}"), &res, &hx, &data, f64::EPSILON);
+        assert!(early >= 1, "nalgebra {pre:?}: {:?}", res.iterations);
+
+        let bv = faer_batch(b, d, bsz, |v| v);
+        let res = cg(&fa, &bv, &params).unwrap();
+        let hx = fa.apply(&res.x, &all).unwrap().to_host().unwrap();
+        let early = check_zero_tolerance(&format!("faer {pre:?}"), &res, &hx, &data, f64::EPSILON);
+        assert!(early >= 1, "faer {pre:?}: {:?}", res.iterations);
+    }
+}
