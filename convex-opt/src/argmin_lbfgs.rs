@@ -78,7 +78,8 @@ pub struct MinimizeResult<F: RealField + Copy> {
 /// again, although it is served from a cache). argmin's line searches have no limit of
 /// their own (Hager–Zhang's bracket update can loop, also on one point); past this cap the
 /// search fails: a Hager–Zhang search is then redone by Moré–Thuente from the same point, with
-/// a cap of its own (see [`minimize_lbfgs`]), and a failed Moré–Thuente search stops L-BFGS
+/// a cap of its own but within the run's evaluation budget (see [`minimize_lbfgs`]), and a
+/// failed Moré–Thuente search stops L-BFGS
 /// with [`Termination::LineSearchFailed`]. A healthy Hager–Zhang search needs 3 (its
 /// initial points `ε`, `1e5`, `1`) to a few dozen (bisecting from its upper bound `1e5` down to
 /// the region where the potential is finite takes ~17 halvings of ≤ 3 evaluations each).
@@ -91,7 +92,6 @@ struct GradInfNormStop<'a, S, F: RealField + Copy> {
     inner: S,
     tol: f64,
     shared: &'a RunShared<F>,
-    max_evaluations: u64,
     /// How the run's own line search treats non-finite trial values.
     non_finite: NonFiniteTrial,
 }
@@ -156,10 +156,7 @@ where
         // As PyTorch's `LBFGS.step`, the budget is tested after an iteration (the evaluation at
         // the starting point alone never stops the run), and after the iteration limit.
         let iter = state.get_iter();
-        if iter > 0
-            && iter < state.get_max_iters()
-            && self.shared.gradient_evaluations.get() >= self.max_evaluations
-        {
+        if iter > 0 && iter < state.get_max_iters() && self.shared.budget_spent() {
             return TerminationStatus::Terminated(TerminationReason::SolverExit(
                 BUDGET_SPENT.into(),
             ));
@@ -196,7 +193,11 @@ fn to_float<F: ArgminFloat>(v: f64, what: &str) -> Result<F, ConvexOptError> {
 /// Such a search is redone by Moré–Thuente from the same iterate along the same direction
 /// (same Wolfe constants, a cap of its own), whose first trial is `α = 1` and which
 /// extrapolates until it brackets the minimum; its point is accepted only if it meets the
-/// strong Wolfe conditions, otherwise the run stops as [`Termination::LineSearchFailed`].
+/// strong Wolfe conditions, otherwise the run stops as [`Termination::LineSearchFailed`]
+/// (the text in [`MinimizeResult::termination`] names both errors: `Moré–Thuente: … (after
+/// Hager–Zhang: …)`). The redo evaluates only while the run's evaluation budget
+/// ([`LbfgsParams::max_evaluations`]) is not spent; cut short by it, or not started because
+/// none is left, it stops the run as [`Termination::EvaluationBudget`].
 /// [`MinimizeResult::line_search_fallbacks`] counts the fallbacks; a run in which no
 /// Hager–Zhang search fails is the same as without them, bit for bit. An error of the problem
 /// is never retried.
@@ -269,10 +270,10 @@ where
         LineSearch::MoreThuente => NonFiniteTrial::Stop,
         LineSearch::HagerZhang => NonFiniteTrial::Backtrack,
     };
-    let shared = RunShared::new(non_finite);
     let max_evaluations = params
         .max_evaluations
         .unwrap_or_else(|| params.max_iterations.saturating_mul(5) / 4);
+    let shared = RunShared::new(non_finite, max_evaluations);
     // argmin's L-BFGS bounds its line search by a private type, so each line search gets its
     // own (identical) concrete code path.
     macro_rules! run_with {
@@ -286,7 +287,6 @@ where
                 inner: lbfgs,
                 tol: params.gradient_tolerance,
                 shared: &shared,
-                max_evaluations,
                 non_finite,
             };
             Executor::new(ByRef::new(problem, &shared), solver)
@@ -356,6 +356,9 @@ where
             Some(TerminationReason::SolverExit(text)) if text == NON_FINITE_ITERATE => {
                 Termination::NonFinite
             }
+            // A failed Hager–Zhang search whose Moré–Thuente redo the budget cut short (or
+            // left no evaluation for).
+            _ if shared.fallback_out_of_budget.get() => Termination::EvaluationBudget,
             // Moré–Thuente met a non-finite cost or gradient at a finite trial point. (Its
             // step itself being NaN or ±∞, from finite data, is a failed search.)
             _ if non_finite == NonFiniteTrial::Stop && shared.stopped_on_non_finite.get() => {

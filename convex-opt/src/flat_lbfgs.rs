@@ -84,14 +84,19 @@ pub struct FlatLbfgsParams {
     /// Hager–Zhang search (the cap, #541) is therefore redone once by Moré–Thuente, from the
     /// same iterate along the same direction, with the same Wolfe constants and a cap of its
     /// own; its result is accepted only if it meets the strong Wolfe conditions, otherwise
-    /// the run stops as [`Termination::LineSearchFailed`](crate::Termination::LineSearchFailed)
+    /// the run stops as [`Termination::LineSearchFailed`]
     /// (at the rounding floor of the summed cost, where neither search can make progress).
     /// [`SolverStats::line_search_fallbacks`](crate::SolverStats::line_search_fallbacks) counts
     /// the fallbacks; runs without a failed search are unchanged, bit for bit.
     pub line_search: LineSearch,
     /// Cap on the gradient evaluations of the run (line-search trials included), tested after
     /// each iteration, so at least one iteration runs; when it is spent the run stops with
-    /// [`Termination::EvaluationBudget`]. `None` (default): PyTorch's `max_eval =
+    /// [`Termination::EvaluationBudget`]. The last iteration's line search may take the run
+    /// past it: a run ends with at most `max(max_evaluations, 1) + LINE_SEARCH_MAX_EVALUATIONS
+    /// − 1` evaluations ([`LINE_SEARCH_MAX_EVALUATIONS`](crate::LINE_SEARCH_MAX_EVALUATIONS)
+    /// caps one line search); a failed Hager–Zhang search's Moré–Thuente redo evaluates only
+    /// while the budget is not spent (cut short or not started, it stops the run as
+    /// [`Termination::EvaluationBudget`]). `None` (default): PyTorch's `max_eval =
     /// 1.25·max_iterations` from [`InversionOptions::max_iterations`], which a run whose line
     /// searches take 2 or more evaluations spends before its iteration limit. Raise it to let
     /// `max_iterations` alone bound the run.

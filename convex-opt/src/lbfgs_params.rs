@@ -113,8 +113,15 @@ pub struct LbfgsParams {
     pub cost_tolerance: f64,
     /// Iteration limit (default 1000).
     pub max_iterations: u64,
-    /// Gradient-evaluation budget, checked between iterations; `None` (default): PyTorch's
-    /// `max_eval = 1.25·max_iter`.
+    /// Gradient-evaluation budget (line-search trials included), checked between iterations;
+    /// `None` (default): PyTorch's `max_eval = 1.25·max_iter`. A run may end past it, with at
+    /// most `max(max_evaluations, 1) + LINE_SEARCH_MAX_EVALUATIONS − 1` evaluations: its last
+    /// iteration starts below the budget (or is the first one, after the evaluation at `x₀`)
+    /// and one line search is capped at
+    /// [`LINE_SEARCH_MAX_EVALUATIONS`](crate::LINE_SEARCH_MAX_EVALUATIONS). The Moré–Thuente
+    /// redo of a failed Hager–Zhang search adds nothing to that: it evaluates only while the
+    /// budget is not spent, and a redo cut short (or not started) stops the run as
+    /// [`EvaluationBudget`](crate::Termination::EvaluationBudget).
     pub max_evaluations: Option<u64>,
     /// Line search (default Hager–Zhang; `c1`/`c2` are its `δ`/`σ` and need `c1 < 0.5`).
     pub line_search: LineSearch,

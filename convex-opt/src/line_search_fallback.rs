@@ -31,11 +31,16 @@ type VecState<F> = IterState<DVector<F>, DVector<F>, (), (), (), F>;
 /// the problem itself, which is returned) restarts the line search with Moré–Thuente (the
 /// reference's strong Wolfe search, whose first trial is `α = 1` and which extrapolates by 4×
 /// until it brackets the minimum), with the same Wolfe constants, from the iterate and
-/// direction of the failed search, with a fresh evaluation cap. During the fallback a
-/// non-finite cost or gradient ends the search as in a Moré–Thuente run. argmin's
+/// direction of the failed search, with a fresh evaluation cap, but only within what is left
+/// of the run's evaluation budget: with none left it is not started, and it stops where the
+/// budget is spent, the run then stopping as [`crate::Termination::EvaluationBudget`] (so a
+/// fallback never takes a run past its budget). During the fallback a non-finite cost or
+/// gradient ends the search as in a Moré–Thuente run. When the fallback fails too, its error
+/// names both: `"Moré–Thuente: {error} (after Hager–Zhang: {error})"`. argmin's
 /// Moré–Thuente also stops "successfully" when its interval or step bounds leave no room (at
 /// the rounding level of the cost), at a point that need not be better; the fallback's point
-/// is accepted only if it meets the strong Wolfe conditions, so a run stalled at its rounding
+/// is accepted only if it meets the strong Wolfe conditions (tested along `p/‖p‖∞`, so that
+/// no dot product under- or overflows however long `p` is), so a run stalled at its rounding
 /// floor still stops as a failed line search instead of wandering there until its evaluation
 /// budget is spent (in a seeded sweep of 3,000 flat inversions, accepting any point brought
 /// 14 more runs to their tolerance but ended 60 more as `EvaluationBudget`, with 12% more
@@ -54,18 +59,61 @@ pub(crate) struct HagerZhangThenMoreThuente<'a, F: RealField + Copy> {
     direction: Option<DVector<F>>,
     /// The iterate, its gradient and cost, kept for a restart.
     start: Option<(DVector<F>, DVector<F>, F)>,
-    /// Set when Moré–Thuente took over: the iterate, `φ(0)` and `φ'(0)`.
+    /// Set when Moré–Thuente took over: the iterate, `φ(0)`, `φ'(0)` and Hager–Zhang's error.
     fallback: Option<Restart<F>>,
 }
 
-/// Where the fallback search started: `x_k`, the direction `p`, `φ(0) = f(x_k)` and
-/// `φ'(0) = ∇f(x_k)ᵀp`.
+/// Where the fallback search started, with what the strong Wolfe test of its result needs,
+/// and why the Hager–Zhang search failed.
 #[derive(Clone)]
 struct Restart<F: RealField + Copy> {
+    /// `x_k`.
     x: DVector<F>,
-    direction: DVector<F>,
+    /// The search direction divided by its largest absolute entry, `u = p/‖p‖∞`. The Wolfe
+    /// conditions are the same along any positive multiple of `p`; along `u` the dot products
+    /// below neither underflow nor overflow for extreme `‖p‖` (in `f32`, `p·p` is 0 for
+    /// `‖p‖ ≲ 1e-23`, subnormal below `1e-19`, and `+∞` above `1.8e19`).
+    unit_direction: DVector<F>,
+    /// `f(x_k)`.
     cost: F,
+    /// `∇f(x_k)ᵀu`.
     slope: F,
+    /// The failed Hager–Zhang search's error, shown with the fallback's.
+    hager_zhang_error: String,
+}
+
+impl<F: RealField + Copy> Restart<F> {
+    fn new(x: DVector<F>, g: &DVector<F>, cost: F, p: &DVector<F>, hager_zhang: &Error) -> Self {
+        // A zero or non-finite `p` gives a NaN `u`, which fails the test: Moré–Thuente cannot
+        // have found a strong Wolfe point along it.
+        let unit_direction = p / p.amax();
+        Self {
+            x,
+            cost,
+            slope: g.dot(&unit_direction),
+            unit_direction,
+            hager_zhang_error: hager_zhang.to_string(),
+        }
+    }
+
+    /// The strong Wolfe conditions at `x = x_k + αp` with cost `cost` and gradient `g`:
+    /// `f(x) ≤ f(x_k) + c₁αφ'(0)` and `|∇f(x)ᵀp| ≤ c₂|φ'(0)|`, evaluated along `u` (`αp =
+    /// tu` with `t = (x − x_k)ᵀu/uᵀu = α‖p‖∞`).
+    fn strong_wolfe(&self, x: &DVector<F>, cost: F, g: &DVector<F>, (c1, c2): (F, F)) -> bool {
+        let u = &self.unit_direction;
+        let t = (x - &self.x).dot(u) / u.dot(u);
+        let decrease = cost <= self.cost + c1 * t * self.slope;
+        let curvature = abs(g.dot(u)) <= c2 * abs(self.slope);
+        decrease && curvature
+    }
+
+    /// An error of the fallback, with the Hager–Zhang error that started it.
+    fn after_hager_zhang(&self, more_thuente: impl std::fmt::Display) -> Error {
+        Error::msg(format!(
+            "{more_thuente} (after Hager–Zhang: {})",
+            self.hager_zhang_error
+        ))
+    }
 }
 
 impl<'a, F: ArgminFloat + RealField + Copy> HagerZhangThenMoreThuente<'a, F> {
@@ -87,7 +135,8 @@ impl<'a, F: ArgminFloat + RealField + Copy> HagerZhangThenMoreThuente<'a, F> {
         }
     }
 
-    /// Moré–Thuente from the start of the failed search, unless the problem itself failed.
+    /// Moré–Thuente from the start of the failed search, unless the problem itself failed or
+    /// the run's evaluation budget is spent.
     fn fall_back<O>(
         &mut self,
         problem: &mut Problem<O>,
@@ -102,16 +151,22 @@ impl<'a, F: ArgminFloat + RealField + Copy> HagerZhangThenMoreThuente<'a, F> {
         let (Some((x, g, cost)), Some(p)) = (self.start.take(), self.direction.take()) else {
             return Err(error);
         };
-        self.more_thuente.search_direction(p.clone());
-        self.fallback = Some(Restart {
-            x: x.clone(),
-            cost,
-            slope: g.dot(&p),
-            direction: p,
-        });
+        let restart = Restart::new(x.clone(), &g, cost, &p, &error);
+        if self.shared.budget_spent() {
+            self.shared.fallback_out_of_budget.set(true);
+            return Err(restart.after_hager_zhang(format_args!(
+                "evaluation budget (max_evaluations = {}) spent before the Moré–Thuente redo",
+                self.shared.max_evaluations
+            )));
+        }
+        self.more_thuente.search_direction(p);
         self.shared.start_fallback();
         let state = IterState::new().param(x).gradient(g).cost(cost);
-        self.more_thuente.init(problem, state)
+        let started = self.more_thuente.init(problem, state);
+        let started =
+            started.map_err(|e| restart.after_hager_zhang(format_args!("Moré–Thuente: {e}")));
+        self.fallback = Some(restart);
+        started
     }
 
     /// The strong Wolfe conditions at the point where Moré–Thuente stopped. argmin's search
@@ -126,11 +181,7 @@ impl<'a, F: ArgminFloat + RealField + Copy> HagerZhangThenMoreThuente<'a, F> {
         ) else {
             return false;
         };
-        let p = &start.direction;
-        let step = (x - &start.x).dot(p) / p.dot(p);
-        let decrease = state.get_cost() <= start.cost + self.c1 * step * start.slope;
-        let curvature = abs(g.dot(p)) <= self.c2 * abs(start.slope);
-        decrease && curvature
+        start.strong_wolfe(x, state.get_cost(), g, (self.c1, self.c2))
     }
 }
 
@@ -186,12 +237,15 @@ where
         problem: &mut Problem<O>,
         state: VecState<F>,
     ) -> Result<(VecState<F>, Option<KV>), Error> {
-        if self.fallback.is_some() {
-            let (state, kv) = self.more_thuente.next_iter(problem, state)?;
+        if let Some(restart) = &self.fallback {
+            let (state, kv) = self
+                .more_thuente
+                .next_iter(problem, state)
+                .map_err(|e| restart.after_hager_zhang(format_args!("Moré–Thuente: {e}")))?;
             if state.terminated() && !self.meets_strong_wolfe(&state) {
-                return Err(Error::msg(
-                    "Moré–Thuente (after Hager–Zhang failed) stopped without a strong Wolfe point",
-                ));
+                return Err(
+                    restart.after_hager_zhang("Moré–Thuente stopped without a strong Wolfe point")
+                );
             }
             return Ok((state, kv));
         }
@@ -212,4 +266,55 @@ where
 
 fn abs<F: RealField + Copy>(v: F) -> F {
     if v < F::zero() { -v } else { v }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `f(x) = ½‖x‖²` from `x₀ = (1, −2)` along `p = s·d`, `d = −∇f(x₀) = (−1, 2)`, at the
+    /// points `x₀ + τd` (`φ(τ) = 2.5(1 − τ)²`), with `c₁ = 0.4`, `c₂ = 0.9`: `τ = 0.5` meets
+    /// both conditions, `τ = 1.5` only the curvature condition (`0.625 > 2.5 − 2τ`), `τ = 0.05`
+    /// only sufficient decrease (`|φ'(τ)| = 4.75 > 0.9·5`). The verdicts must not depend on
+    /// the length `s` of `p`. With the test written along `p` itself, `p·p` underflowed to 0
+    /// for `s ≤ 1e-30` in `f32` (`1e-170` in `f64`; step `∞`: every point rejected) and
+    /// overflowed for `s ≥ 1e20` (`1e170`; step 0: the `τ = 1.5` point accepted).
+    fn verdicts<F: ArgminFloat + RealField + Copy>(scale: F) -> Vec<bool> {
+        let v = |a: f64, b: f64| {
+            DVector::from_vec(vec![F::from_f64(a).unwrap(), F::from_f64(b).unwrap()])
+        };
+        let x0 = v(1.0, -2.0);
+        let d = v(-1.0, 2.0);
+        let p = &d * scale;
+        let half = F::from_f64(0.5).unwrap();
+        let cost = |x: &DVector<F>| x.dot(x) * half;
+        let start = Restart::new(x0.clone(), &x0, cost(&x0), &p, &Error::msg("test"));
+        let c = (F::from_f64(0.4).unwrap(), F::from_f64(0.9).unwrap());
+        [0.5, 1.5, 0.05]
+            .iter()
+            .map(|&tau| {
+                let x = &x0 + &d * F::from_f64(tau).unwrap();
+                start.strong_wolfe(&x, cost(&x), &x, c)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn strong_wolfe_test_is_independent_of_the_direction_length() {
+        let expected = vec![true, false, false];
+        let mut wrong = Vec::new();
+        for s in [1e-40f32, 1e-30, 1e-20, 1.0, 1e20, 1e30] {
+            let got = verdicts(s);
+            if got != expected {
+                wrong.push(format!("f32, |p| ~ {s:e}: {got:?}"));
+            }
+        }
+        for s in [1e-300f64, 1e-170, 1.0, 1e170, 1e300] {
+            let got = verdicts(s);
+            if got != expected {
+                wrong.push(format!("f64, |p| ~ {s:e}: {got:?}"));
+            }
+        }
+        assert!(wrong.is_empty(), "expected {expected:?}; {wrong:#?}");
+    }
 }

@@ -14,14 +14,15 @@ use std::fmt;
 /// |---|---|---|---|
 /// | `Converged` | yes | yes | yes |
 /// | `MaxIterations` | yes | yes | yes |
-/// | `LineSearchFailed` | backtracking exhausted | Wolfe search failed from steepest descent | argmin's line search failed; with Moré–Thuente also a NaN/±∞ trial step (its interpolation's 0/0 at the rounding floor, or an overflowing step) |
-/// | `EvaluationBudget` | – | – | gradient-evaluation budget spent |
+/// | `LineSearchFailed` | backtracking exhausted | Wolfe search failed from steepest descent | argmin's line search failed (Hager–Zhang: and its Moré–Thuente redo); with either line search also on a NaN/±∞ trial step (an interpolation's or secant's 0/0 at the rounding floor, or an overflowing step) |
+/// | `EvaluationBudget` | – | – | gradient-evaluation budget spent (tested between iterations; it also ends, or leaves no room for, a failed Hager–Zhang search's Moré–Thuente redo) |
 /// | `CostTolerance` | – | – | only with a positive cost tolerance |
-/// | `NonFinite` | a non-finite objective or gradient at the initial point; a non-finite Hessian-vector product, or an overflowing curvature, at the first CG step | a non-finite objective or gradient at the initial point | Moré–Thuente: a non-finite cost or gradient at a finite trial point; Hager–Zhang: a failed search without a finite trial point (a non-finite initial point is an error naming the row) |
+/// | `NonFinite` | a non-finite objective or gradient at the initial point; a non-finite Hessian-vector product, or an overflowing curvature, at the first CG step | a non-finite objective or gradient at the initial point | Moré–Thuente: a non-finite cost or gradient at a finite trial point; Hager–Zhang: a failed search and Moré–Thuente redo without a finite trial point (a non-finite initial point is an error naming the row) |
 /// | `NotConvex` | finite non-positive curvature at the first CG step | – | – |
 ///
 /// The batched solvers and the Hager–Zhang search treat a non-finite trial point as a step that
-/// is too long and shrink it; the batched solvers report a potential that is non-finite all
+/// is too long and shrink it (the Moré–Thuente redo of a failed Hager–Zhang search ends on
+/// one instead, as a Moré–Thuente run does); the batched solvers report a potential that is non-finite all
 /// along the search direction as `LineSearchFailed`. A trial point that is itself not finite
 /// (the step overflowed) counts the same way and is never passed to the potential, so a
 /// potential may refuse non-finite input.
@@ -55,12 +56,15 @@ pub enum Termination {
     MaxIterations,
     /// No acceptable step was found: the line search (or backtracking) gave up, typically because
     /// the objective no longer resolves the decrease (rounding floor), or because argmin's line
-    /// search failed or spent its evaluation cap.
+    /// search failed or spent its evaluation cap (a Hager–Zhang search: after the Moré–Thuente
+    /// redo failed too).
     LineSearchFailed,
     /// The gradient-evaluation budget of argmin's L-BFGS was spent
     /// ([`LbfgsParams::max_evaluations`](crate::LbfgsParams::max_evaluations); for the flat
     /// solver [`FlatLbfgsParams::max_evaluations`](crate::FlatLbfgsParams::max_evaluations),
-    /// by default `1.25·max_iterations`).
+    /// by default `1.25·max_iterations`): tested after each iteration, and, with Hager–Zhang,
+    /// before each evaluation of a failed search's Moré–Thuente redo, which stops where the
+    /// budget is spent (or is not started when none is left).
     EvaluationBudget,
     /// The cost changed by less than the cost tolerance between two iterations
     /// ([`LbfgsParams::cost_tolerance`](crate::LbfgsParams::cost_tolerance); off by default).
@@ -68,7 +72,7 @@ pub enum Termination {
     /// The run ended on a non-finite value: with the Moré–Thuente line search a non-finite
     /// cost or gradient at a finite trial point ends the run (it cannot backtrack from one; a
     /// NaN or infinite step of the search itself is [`LineSearchFailed`](Self::LineSearchFailed)); with Hager–Zhang a line search
-    /// failed without finding any finite trial point; in Newton–CG the Hessian-vector product
+    /// and its Moré–Thuente redo failed without finding any finite trial point; in Newton–CG the Hessian-vector product
     /// along the gradient (the first CG step) held NaN or ±∞, or the curvature along it
     /// overflowed, so no Newton step exists (the row stops there, at its last iterate). In both per-row solvers a row whose objective or
     /// gradient is not finite at the initial point (e.g. a huge target the potential overflows

@@ -30,6 +30,15 @@ pub(crate) struct RunShared<F: RealField + Copy> {
     pub(crate) anchor: RefCell<Option<DVector<F>>>,
     /// Gradient evaluations in the whole run.
     pub(crate) gradient_evaluations: Cell<u64>,
+    /// The run's gradient-evaluation budget ([`crate::LbfgsParams::max_evaluations`]),
+    /// tested between iterations and, during a Moré–Thuente fallback, before each evaluation.
+    pub(crate) max_evaluations: u64,
+    /// A Moré–Thuente fallback is running (since the failed search, until the next line
+    /// search starts).
+    pub(crate) in_fallback: Cell<bool>,
+    /// The evaluation budget ended a fallback, or left none for it: the run stops as
+    /// [`crate::Termination::EvaluationBudget`].
+    pub(crate) fallback_out_of_budget: Cell<bool>,
     /// Evaluations since `anchor` was set (or since the fallback search started).
     pub(crate) line_search_evaluations: Cell<u64>,
     /// How the running line search treats a non-finite cost or gradient: the run's own line
@@ -55,10 +64,13 @@ pub(crate) struct RunShared<F: RealField + Copy> {
 }
 
 impl<F: RealField + Copy> RunShared<F> {
-    pub(crate) fn new(non_finite: NonFiniteTrial) -> Self {
+    pub(crate) fn new(non_finite: NonFiniteTrial, max_evaluations: u64) -> Self {
         Self {
             anchor: RefCell::new(None),
             gradient_evaluations: Cell::new(0),
+            max_evaluations,
+            in_fallback: Cell::new(false),
+            fallback_out_of_budget: Cell::new(false),
             line_search_evaluations: Cell::new(0),
             non_finite: Cell::new(non_finite),
             problem_failed: Cell::new(false),
@@ -74,23 +86,32 @@ impl<F: RealField + Copy> RunShared<F> {
         *self.anchor.borrow_mut() = anchor;
         self.line_search_evaluations.set(0);
         self.non_finite.set(non_finite);
+        self.in_fallback.set(false);
         self.finite_trials.set(0);
         self.non_finite_values.set(0);
     }
 
+    /// The run's evaluation budget is spent.
+    pub(crate) fn budget_spent(&self) -> bool {
+        self.gradient_evaluations.get() >= self.max_evaluations
+    }
+
     /// The failed Hager–Zhang search is redone by Moré–Thuente from the same point: a cap of
-    /// its own, and non-finite values end it (Moré–Thuente interpolates cost values). The
-    /// counts of finite and non-finite trial points go on over both searches.
+    /// its own, but within what is left of the run's evaluation budget, and non-finite values
+    /// end it (Moré–Thuente interpolates cost values). The counts of finite and non-finite
+    /// trial points go on over both searches.
     pub(crate) fn start_fallback(&self) {
         self.line_search_evaluations.set(0);
         self.non_finite.set(NonFiniteTrial::Stop);
+        self.in_fallback.set(true);
         bump(&self.fallbacks);
     }
 }
 
 /// Lends a problem to argmin by reference, so that it is still usable after the run (argmin's
 /// L-BFGS drops the problem when its line search fails), counts gradient evaluations, caps the
-/// evaluations of one line search, and handles non-finite trial points.
+/// evaluations of one line search (and those of a Moré–Thuente fallback at the run's budget),
+/// and handles non-finite trial points.
 ///
 /// Cost and gradient are evaluated together (argmin's line searches and L-BFGS always ask for
 /// both at every point, so a one-point cache makes this free) so that a point with a finite cost
@@ -162,6 +183,16 @@ where
         }
         if let Some(hit) = cached {
             return Ok(hit);
+        }
+        // A Moré–Thuente fallback spends only what is left of the run's budget, so that it
+        // never takes the run past it (a run without a fallback is checked between iterations
+        // only, as PyTorch's).
+        if shared.in_fallback.get() && shared.budget_spent() {
+            shared.fallback_out_of_budget.set(true);
+            return Err(argmin::core::Error::msg(format!(
+                "evaluation budget (max_evaluations = {}) spent",
+                shared.max_evaluations
+            )));
         }
         let failed = |e| {
             shared.problem_failed.set(true);

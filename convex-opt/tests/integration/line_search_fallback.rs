@@ -1,9 +1,13 @@
 //! `minimize_lbfgs` when argmin's Hager–Zhang search fails: the search is redone by
-//! Moré–Thuente from the same point, and a search that found no finite point is reported the
-//! same way by both line searches.
+//! Moré–Thuente from the same point (accepted at a strong Wolfe point, whatever the length of
+//! the search direction; within the run's evaluation budget; a failure of both names both
+//! errors), and a search that found no finite point is reported the same way by both line
+//! searches.
 
 use argmin::core::{CostFunction, Error, Gradient};
-use convex_opt::{LbfgsParams, LineSearch, Termination, minimize_lbfgs};
+use convex_opt::{
+    LINE_SEARCH_MAX_EVALUATIONS, LbfgsParams, LineSearch, Termination, minimize_lbfgs,
+};
 use nalgebra::DVector;
 
 /// `f(x) = s·‖x‖²/2`, evaluated without overflow for `|x| ≤ 1e300` and `s ≥ 1e-300`.
@@ -76,6 +80,121 @@ fn a_search_that_never_moves_is_a_failed_line_search_with_both_searches() {
         );
         assert_eq!(res.x, x0, "{search:?}");
         assert_eq!(res.iterations, 1, "{search:?}");
+    }
+    // Both errors are shown: the fallback's, then the one that started it (before, only
+    // Moré–Thuente's).
+    let res = minimize_lbfgs(&ScaledBowl(1e-300), x0, &params(LineSearch::HagerZhang)).unwrap();
+    let cap = format!("more than {LINE_SEARCH_MAX_EVALUATIONS} evaluations in one line search");
+    assert_eq!(
+        res.termination,
+        format!("Line search terminated with: 'Moré–Thuente: {cap} (after Hager–Zhang: {cap})'")
+    );
+}
+
+/// `x ↦ K(x − 1)²/2 + k(x − 1) + k/2` for `x ≥ 1` (steep, `K = 1e15`) and `kx²/2` below
+/// (flat, `k = 1e-8`; minimum at 0), in `f32`. The first search (unit step from `x₀ = 1 + δ`)
+/// ends near `x₁ = δ`, on the flat side (`g₁ = kδ`), with the curvature pair `y/s ≈ Kδ/1`: the
+/// second direction is `p ≈ −g₁/(Kδ) = −k/K = −1e-23` and its line minimum at `α ≈ δ/1e-23 ≥
+/// 1e19`, far beyond Hager–Zhang's bracket, so that search fails and Moré–Thuente finds the
+/// minimum (measured: `p = −1e-23` for each `δ`). Its strong Wolfe test along `p`
+/// itself computed `p·p`, which is 0 in `f32` (`|p| < 2.6e-23`), so the step came out `∞`, the
+/// point was rejected and the run stopped as `LineSearchFailed` at `x ≈ δ`; along `p/‖p‖∞` it
+/// is accepted and the run converges.
+#[test]
+fn a_fallback_along_a_tiny_f32_direction_is_accepted() {
+    struct Kink;
+    const STEEP: f32 = 1e15;
+    const FLAT: f32 = 1e-8;
+    impl CostFunction for Kink {
+        type Param = DVector<f32>;
+        type Output = f32;
+        fn cost(&self, x: &DVector<f32>) -> Result<f32, Error> {
+            let (x, d) = (x[0], x[0] - 1.0);
+            Ok(if x >= 1.0 {
+                FLAT / 2.0 + FLAT * d + STEEP * d * d / 2.0
+            } else {
+                FLAT * x * x / 2.0
+            })
+        }
+    }
+    impl Gradient for Kink {
+        type Param = DVector<f32>;
+        type Gradient = DVector<f32>;
+        fn gradient(&self, x: &DVector<f32>) -> Result<DVector<f32>, Error> {
+            let x = x[0];
+            let g = if x >= 1.0 {
+                STEEP * (x - 1.0) + FLAT
+            } else {
+                FLAT * x
+            };
+            Ok(DVector::from_element(1, g))
+        }
+    }
+    // `|x| ≤ 1e-5` (the f32 rounding of `x₀` alone is 1e-7; the iterates reach 1e-10).
+    let tolerance = f64::from(FLAT) * 1e-5;
+    for delta in [1e-4f32, 1e-3, 1e-2] {
+        let res = minimize_lbfgs(
+            &Kink,
+            DVector::from_element(1, 1.0 + delta),
+            &LbfgsParams::default().with_gradient_tolerance(tolerance),
+        )
+        .unwrap();
+        assert_eq!(
+            res.reason,
+            Termination::Converged,
+            "δ = {delta:e}: {}",
+            res.termination
+        );
+        assert_eq!(res.line_search_fallbacks, 1, "δ = {delta:e}");
+        assert!(res.x[0].abs() <= 1e-5, "δ = {delta:e}: {}", res.x);
+    }
+}
+
+/// The fallback spends only what is left of the run's evaluation budget. From `x₀ = 1e30` on
+/// `‖x‖²/2` the first Hager–Zhang search fails at its cap after 98 evaluations, and the
+/// Moré–Thuente redo needs 30 more to converge (see above). With a budget of 120 the redo stops
+/// at the budget, and with 50 it is not started: both stop as `EvaluationBudget` (before, the
+/// redo ran on to 125 evaluations whatever the budget, and the run stopped after it). A run may
+/// still end up to `LINE_SEARCH_MAX_EVALUATIONS − 1` evaluations past its budget, in the line
+/// search of its last iteration (here the failed Hager–Zhang search).
+#[test]
+fn the_fallback_stays_within_the_evaluation_budget() {
+    let x0 = DVector::from_element(1, 1e30);
+    let unlimited = minimize_lbfgs(
+        &ScaledBowl(1.0),
+        x0.clone(),
+        &params(LineSearch::HagerZhang),
+    );
+    let unlimited = unlimited.unwrap();
+    assert_eq!(unlimited.reason, Termination::Converged);
+    assert_eq!(unlimited.line_search_fallbacks, 1);
+    let budget = unlimited.gradient_evaluations - 8;
+    for (budget, fallbacks, evaluations) in [(budget, 1, Some(budget)), (50, 0, None)] {
+        let p = params(LineSearch::HagerZhang).with_max_evaluations(budget);
+        let res = minimize_lbfgs(&ScaledBowl(1.0), x0.clone(), &p).unwrap();
+        let text = &res.termination;
+        assert_eq!(
+            res.reason,
+            Termination::EvaluationBudget,
+            "{budget}: {text}"
+        );
+        assert_eq!(res.line_search_fallbacks, fallbacks, "{budget}: {text}");
+        assert_eq!(res.iterations, 1, "{budget}");
+        match evaluations {
+            Some(n) => assert_eq!(res.gradient_evaluations, n, "{budget}"),
+            None => assert!(
+                res.gradient_evaluations > budget
+                    && res.gradient_evaluations < budget + LINE_SEARCH_MAX_EVALUATIONS,
+                "{budget}: {}",
+                res.gradient_evaluations
+            ),
+        }
+        assert!(
+            text.contains(&format!(
+                "evaluation budget (max_evaluations = {budget}) spent"
+            )) && text.contains("(after Hager–Zhang: more than"),
+            "{budget}: {text}"
+        );
     }
 }
 
