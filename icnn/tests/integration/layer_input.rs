@@ -5,17 +5,11 @@
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
-use icnn::{ActNorm, Conv2d, ConvGeometry, IcnnError, Linear, PosConv2d, PosLinear, gemm_conv};
+use icnn::{ActNorm, Conv2d, ConvGeometry, Linear, PosConv2d, PosLinear, gemm_conv};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 
-/// The message of an [`IcnnError::Shape`]; panics on any other result.
-fn shape_error<T: std::fmt::Debug>(what: &str, r: icnn::Result<T>) -> String {
-    match r {
-        Err(IcnnError::Shape(m)) => m,
-        other => panic!("{what}: expected IcnnError::Shape, got {other:?}"),
-    }
-}
+use crate::common::{filled, shape_error};
 
 /// Asserts that `m` names the layer, the expected shape and every piece of `given`.
 fn names(m: &str, layer: &str, expected: &str, given: &[&str]) {
@@ -32,15 +26,6 @@ fn other(dtype: DType) -> DType {
     } else {
         DType::F64
     }
-}
-
-fn filled(shape: &[usize], dtype: DType) -> Tensor {
-    let n = shape.iter().product::<usize>();
-    let v: Vec<f64> = (0..n).map(|k| (k as f64 * 0.37).sin()).collect();
-    Tensor::from_vec(v, shape, &Device::Cpu)
-        .unwrap()
-        .to_dtype(dtype)
-        .unwrap()
 }
 
 /// The three bad row inputs of a layer of `n` features and parameters of `dtype`, with what the

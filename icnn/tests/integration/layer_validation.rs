@@ -11,30 +11,7 @@ use icnn::{ActNorm, Conv2d, ConvGeometry, IcnnError, Linear, PosConv2d, PosLinea
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 
-/// The message of an [`IcnnError::Shape`]; panics on any other result.
-fn shape_error<T: std::fmt::Debug>(what: &str, r: icnn::Result<T>) -> String {
-    match r {
-        Err(IcnnError::Shape(m)) => m,
-        other => panic!("{what}: expected IcnnError::Shape, got {other:?}"),
-    }
-}
-
-/// Asserts that `m` starts with `layer` and contains every piece of `names`.
-fn names(m: &str, layer: &str, pieces: &[&str]) {
-    assert!(m.starts_with(layer), "{m:?} does not start with {layer:?}");
-    for p in pieces {
-        assert!(m.contains(p), "{m:?} does not name {p:?}");
-    }
-}
-
-fn filled(shape: &[usize], dtype: DType) -> Tensor {
-    let n = shape.iter().product::<usize>();
-    let v: Vec<f64> = (0..n).map(|k| (k as f64 * 0.37).sin()).collect();
-    Tensor::from_vec(v, shape, &Device::Cpu)
-        .unwrap()
-        .to_dtype(dtype)
-        .unwrap()
-}
+use crate::common::{filled, shape_error, starts_and_names as names};
 
 /// Largest `|a − b|` of two tensors of the same shape, in f64.
 fn max_diff(a: &Tensor, b: &Tensor) -> f64 {

@@ -217,3 +217,29 @@ pub fn named_vars(varmap: &VarMap) -> Vec<(String, Var)> {
     v.sort_by(|a, b| a.0.cmp(&b.0));
     v
 }
+
+/// The message of an [`icnn::IcnnError::Shape`]; panics on any other result.
+pub fn shape_error<T: std::fmt::Debug>(what: &str, r: icnn::Result<T>) -> String {
+    match r {
+        Err(icnn::IcnnError::Shape(m)) => m,
+        other => panic!("{what}: expected IcnnError::Shape, got {other:?}"),
+    }
+}
+
+/// Asserts that the message `m` starts with `start` and contains every piece of `pieces`.
+pub fn starts_and_names(m: &str, start: &str, pieces: &[&str]) {
+    assert!(m.starts_with(start), "{m:?} does not start with {start:?}");
+    for p in pieces {
+        assert!(m.contains(p), "{m:?} does not name {p:?}");
+    }
+}
+
+/// A tensor of `shape` filled with `sin(0.37·k)`, `k` the flat index, in `dtype`.
+pub fn filled(shape: &[usize], dtype: DType) -> Tensor {
+    let n = shape.iter().product::<usize>();
+    let v: Vec<f64> = (0..n).map(|k| (k as f64 * 0.37).sin()).collect();
+    Tensor::from_vec(v, shape, &Device::Cpu)
+        .unwrap()
+        .to_dtype(dtype)
+        .unwrap()
+}
