@@ -119,12 +119,13 @@ pub struct CgResult<V> {
     /// once instead of iterating in an indefinite inner product; `rᵀz = 0` from `r = 0` is
     /// convergence, not this); the operator or preconditioner produced NaN/Inf (in any call,
     /// the initial residual's `b − H x0` included, in every entry point alike); or the
-    /// per-system dot products overflowed because the entries of `H_i` are huge (a huge or
-    /// tiny `b_i`, or an initial guess far from the solution, is not a cause: the system is
-    /// rescaled by a power of two internally, unless `b_i − H_i x0_i` overflows even so, see
-    /// [`cg_with_initial_guess`]). `x_i` then holds the iterate reached when the
-    /// system stopped (its start if it never stepped). [`CgResult::non_finite`] tells the
-    /// causes apart.
+    /// per-system products overflowed because the entries of `H_i` are huge (`H_i p` itself
+    /// is not finite; a huge or tiny `b_i`, an initial guess far from the solution, or a
+    /// starting `rᵀM⁻¹r` or a `pᵀH_i p` that overflows while `M⁻¹r`, `p` and `H_i p` are
+    /// finite is not a cause: the system is rescaled by a power of two internally, unless
+    /// `b_i − H_i x0_i` overflows even so, see [`cg_with_initial_guess`]). `x_i` then holds
+    /// the iterate reached when the system stopped (its start if it never stepped).
+    /// [`CgResult::non_finite`] tells the causes apart.
     pub breakdown: Vec<bool>,
     /// Whether system `i` broke down on a NaN or ±Inf rather than on curvature: its `pᵀH_i p`
     /// came out NaN or ±Inf (the operator produced NaN/±Inf for it, or the dot product
@@ -178,7 +179,11 @@ impl<V> CgResult<V> {
 /// or `1e30` in f32 converges like `b_i/‖b_i‖`. Likewise a system whose starting
 /// `rᵀM⁻¹r` is extreme for its tolerance (a Jacobi preconditioner on a diagonal of 1e14 with
 /// `‖b_i‖ ≈ 1e-9`, whose `rᵀM⁻¹r ≈ 1e-32` would fall below f32's normal range as it
-/// converges) is scaled so that the range it crosses is centred on 1; other systems are
+/// converges) is scaled so that the range it crosses is centred on 1, and so is one whose
+/// starting `rᵀM⁻¹r` or a `pᵀHp` overflows the reductions' type although `M⁻¹r`, `p` and
+/// `Hp` are finite (f32 tensors reduce in f32: Jacobi on a diagonal of 1e-21 with
+/// `‖b_i‖ ≈ 1e9`, or `H_i` of 1e14 with `‖b_i‖ ≈ 1e9`), sized from a bound on that
+/// reduction (one or two more reductions, only then); other systems are
 /// untouched, and the results of both are those of the unscaled system, bit for bit, as long
 /// as nothing under- or overflows.
 ///

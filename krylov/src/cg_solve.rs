@@ -3,6 +3,9 @@
 //! right-hand sides and initial residuals, and the check of convergence on the true residual.
 
 use crate::cg_floor::ReductionFloor;
+use crate::cg_overflow::{
+    SolveScales, curvature_overflow_scales, rescale_systems, starting_rz_overflow_scales,
+};
 use crate::cg_reorth::ResidualBasis;
 use crate::operator::check_operator_shape;
 use crate::preconditioner::Prepared;
@@ -186,14 +189,8 @@ where
                     })
                     .collect();
                 if extra.iter().any(|e| *e != 1.0) {
-                    b.scale_per_system(&extra)?;
-                    x.scale_per_system(&extra)?;
-                    r.scale_per_system(&extra)?;
-                    for i in 0..n {
-                        scales[i] *= extra[i];
-                        tol[i] *= extra[i];
-                        rnorm[i] *= extra[i];
-                    }
+                    let vectors = &mut [&mut b, &mut x, &mut r];
+                    rescale_systems(&extra, vectors, &mut scales, &mut tol, &mut rnorm)?;
                     rescaled = true;
                 }
             }
@@ -206,6 +203,25 @@ where
     // re-orthogonalisation (which leaves `r` as it is, the basis being empty).
     let mut z = precondition(&r, &all)?;
     let mut rz = r.dots(&z)?;
+    // A starting `rᵀM⁻¹r` that overflowed although `r` and `M⁻¹r` are finite (f32 tensors,
+    // Jacobi on a diagonal of 1e-21 with `‖b‖ ≈ 1e9`) cannot size `reduction_scale` below:
+    // such a system is first scaled down from a bound on it (`cg_overflow.rs`), and `M⁻¹r`
+    // and `rᵀM⁻¹r` formed again. Only on this path.
+    let at = SolveScales::new(&tol, &scales, &b_norms, b.unit_roundoff());
+    if let Some(extra) = starting_rz_overflow_scales(&rz, &rnorm, &z, &at)?
+        && extra.iter().any(|e| *e != 1.0)
+    {
+        rescale_systems(
+            &extra,
+            &mut [&mut b, &mut x, &mut r],
+            &mut scales,
+            &mut tol,
+            &mut rnorm,
+        )?;
+        z = precondition(&r, &all)?;
+        rz = r.dots(&z)?;
+        rescaled = true;
+    }
     // The scalings above bring `‖b‖` (and a far `‖r0‖`) near 1, but CG's reductions are
     // `rᵀM⁻¹r` and `pᵀHp`: a preconditioner of extreme scale (Jacobi on a diagonal of 1e14
     // with `‖b‖ ≈ 1e-9`: `rᵀM⁻¹r ≈ 1e-32`) or a long `b` puts them near the ends of the
@@ -227,18 +243,17 @@ where
         })
         .collect();
     if extra.iter().any(|e| *e != 1.0) {
-        b.scale_per_system(&extra)?;
-        x.scale_per_system(&extra)?;
-        r.scale_per_system(&extra)?;
+        rescale_systems(
+            &extra,
+            &mut [&mut b, &mut x, &mut r],
+            &mut scales,
+            &mut tol,
+            &mut rnorm,
+        )?;
         // Formed again rather than scaled: `M⁻¹r` of the unscaled `r` may have lost digits in
         // the element type's subnormals.
         z = precondition(&r, &all)?;
         rz = r.dots(&z)?;
-        for i in 0..n {
-            scales[i] *= extra[i];
-            tol[i] *= extra[i];
-            rnorm[i] *= extra[i];
-        }
         rescaled = true;
     }
 
@@ -390,12 +405,37 @@ where
         let running: Vec<bool> = (0..n)
             .map(|i| can_step[i] && (global || !converged[i]))
             .collect();
-        let hp = op.apply(&p, &running)?;
+        let mut hp = op.apply(&p, &running)?;
         b.check_compatible("operator output", &hp)?;
         let call = operator_calls;
         operator_calls += 1;
         count(&mut applications, &running);
-        let php = p.dots(&hp)?;
+        let mut php = p.dots(&hp)?;
+        // A `pᵀHp` that overflowed although `p` and `Hp` are finite (f32 tensors, `H` of 1e14
+        // with `‖b‖ ≈ 1e9`): the system is scaled down (`cg_overflow.rs`), `Hp` with it (`H` is
+        // linear: no new call), and the step taken from the reductions formed again.
+        let unconverged: Vec<bool> = (0..n).map(|i| running[i] && !converged[i]).collect();
+        let at = SolveScales::new(&tol, &scales, &b_norms, b.unit_roundoff());
+        if let Some(extra) =
+            curvature_overflow_scales(&php, &unconverged, (&p, &hp), (&rz, &rnorm), &at)?
+            && extra.iter().any(|e| *e != 1.0)
+        {
+            rescale_systems(
+                &extra,
+                &mut [&mut b, &mut x, &mut r, &mut z, &mut p, &mut hp],
+                &mut scales,
+                &mut tol,
+                &mut rnorm,
+            )?;
+            let (rz_scaled, php_scaled) = (r.dots(&z)?, p.dots(&hp)?);
+            for i in (0..n).filter(|&i| extra[i] != 1.0) {
+                rz[i] = rz_scaled[i];
+                php[i] = php_scaled[i];
+                least_norm[i] *= extra[i];
+                failed_norm[i] *= extra[i];
+            }
+            rescaled = true;
+        }
         let mut step = running.clone();
         let mut alpha = vec![0.0; n];
         let mut neg_alpha = vec![0.0; n];

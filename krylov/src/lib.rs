@@ -72,6 +72,7 @@ mod backend_faer;
 mod backend_nalgebra;
 mod cg;
 mod cg_floor;
+mod cg_overflow;
 mod cg_params;
 mod cg_reorth;
 mod cg_solve;

@@ -357,12 +357,55 @@ pub(crate) fn reduction_scale(
     if log_centre.abs() <= 64.0 {
         return 1.0;
     }
-    // |log₂ centre| ≤ 2·1075: the floor is an exact integer; `scale` is a power of two.
+    centring_scale(log_centre, scale, unit_roundoff)
+}
+
+/// The power of two `e` with `e²·2^log_centre` in `[1, 4)`, such that `scale·e` stays a
+/// normal number of the element type.
+fn centring_scale(log_centre: f64, scale: f64, unit_roundoff: f64) -> f64 {
+    // |log₂ centre| ≤ 2·1100: the floor is an exact integer; `scale` is a power of two.
     let half = (log_centre.floor() as i32).div_euclid(2);
     let first = scale.log2().round() as i32;
     let max_exponent = max_scale_exponent(unit_roundoff);
     let total = (first - half).clamp(-max_exponent, max_exponent);
     2f64.powi(total - first)
+}
+
+/// The further power of two `e < 1` by which CG multiplies a system one of whose reductions
+/// overflowed the reductions' type although its factors are finite (f32 tensors reduce in
+/// f32, whose range ends at ≈ 3e38): the starting `rᵀM⁻¹r` (Jacobi on a diagonal of 1e-21
+/// with `‖b‖ ≈ 1e9`), or the first `pᵀHp` (`H` of 1e19 with `‖b‖ ≈ 1e9`). `log2_high` is
+/// `log₂` of a bound on the largest reduction the solve starts with (`d·‖u‖∞·‖v‖∞` for the
+/// reduction `uᵀv` that overflowed), `log2_rz` that of its starting `rᵀM⁻¹r` (the bound
+/// again when that is what overflowed); the other arguments are [`reduction_scale`]'s. As
+/// the residual falls from `residual` to `lo` (the tolerance, or `rhs`), `rᵀM⁻¹r` falls to
+/// ≈ `rz·(lo/residual)²`: `e` centres the range from there up to the bound on 1. `1` when
+/// that would not scale down (the range is too wide for the type) or an input is not
+/// positive and finite; `scale·e` stays a normal number of the element type. Exact, like
+/// the other scalings. Used only once a reduction has overflowed.
+pub(crate) fn overflow_scale(
+    (log2_high, log2_rz): (f64, f64),
+    residual: f64,
+    (tolerance, rhs): (f64, f64),
+    scale: f64,
+    unit_roundoff: f64,
+) -> f64 {
+    let lo = if tolerance > 0.0 {
+        tolerance.min(rhs)
+    } else {
+        rhs
+    };
+    let usable = log2_high.is_finite()
+        && log2_rz.is_finite()
+        && residual.is_finite()
+        && residual > 0.0
+        && lo > 0.0;
+    if !usable {
+        return 1.0;
+    }
+    let log_centre = 0.5 * (log2_high + log2_rz) + lo.min(residual).log2() - residual.log2();
+    let e = centring_scale(log_centre, scale, unit_roundoff);
+    if e < 1.0 { e } else { 1.0 }
 }
 
 #[cfg(test)]
@@ -405,6 +448,37 @@ mod tests {
         // The total scale stays a normal number of the element type (f32: 2^±100).
         let e = reduction_scale(1e-300, 1.0, (0.0, 1.0), 2f64.powi(90), u32_);
         assert_eq!(e, 2f64.powi(10));
+    }
+
+    /// `overflow_scale` centres the range from the bound down to the last `rᵀM⁻¹r` on 1,
+    /// and only ever scales down.
+    #[test]
+    fn overflow_scale_centres_the_range_below_an_overflowed_reduction() {
+        let u32_ = f64::from(f32::EPSILON);
+        // A starting `rᵀM⁻¹r` bounded by 2¹⁴⁰ (overflowed in f32), ‖r‖ = 2³⁰, tolerance
+        // 2¹⁰: the range is 2¹⁴⁰ down to 2¹⁰⁰, its centre 2¹²⁰, so e = 2⁻⁶⁰.
+        let (r, t) = (2f64.powi(30), 2f64.powi(10));
+        assert_eq!(
+            overflow_scale((140.0, 140.0), r, (t, r), 1.0, u32_),
+            2f64.powi(-60)
+        );
+        // A first `pᵀHp` bounded by 2¹³⁰ with `rᵀr = 2⁶⁰`, which ends at 2⁶⁰·(2¹⁰/2³⁰)²
+        // = 2²⁰: centre 2⁷⁵, e = 2⁻³⁷ (e²·2⁷⁵ = 2, in [1, 4)).
+        let e = overflow_scale((130.0, 60.0), r, (t, r), 1.0, u32_);
+        assert_eq!(e, 2f64.powi(-37));
+        // The total scale stays within the clamp; a range that would need scaling up, or
+        // non-finite or zero inputs, are left alone.
+        let e = overflow_scale((140.0, 140.0), r, (t, r), 2f64.powi(-90), u32_);
+        assert_eq!(e, 2f64.powi(-10));
+        assert_eq!(overflow_scale((10.0, -200.0), r, (t, r), 1.0, u32_), 1.0);
+        for bad in [f64::INFINITY, f64::NAN] {
+            assert_eq!(overflow_scale((bad, 1.0), r, (t, r), 1.0, u32_), 1.0);
+            assert_eq!(overflow_scale((140.0, 140.0), bad, (t, r), 1.0, u32_), 1.0);
+        }
+        assert_eq!(
+            overflow_scale((140.0, 140.0), r, (0.0, 0.0), 1.0, u32_),
+            1.0
+        );
     }
 
     /// The floor sits where the square leaves the normal numbers: `2⁻⁵¹¹` squared is f64's

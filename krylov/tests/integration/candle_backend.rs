@@ -432,7 +432,7 @@ fn host_round(v: &[f64], dtype: DType) -> Vec<f64> {
 /// The tensor backend (Newton–CG's) reports the breakdown cause like the host one
 /// (`cg_reporting::breakdown_cause_tells_non_finite_products_from_non_positive_curvature`), in
 /// f32 and f64: its dot products are taken in the tensor's dtype, so `bᵀHb` overflows for
-/// `big = 0.75·MAX` of that dtype while `Hb` stays finite.
+/// `big = 0.75·MAX` of that dtype while `Hb` stays finite (rescaled, no breakdown).
 #[test]
 fn tensor_breakdown_cause_in_f32_and_f64() {
     for (dtype, max) in [(DType::F64, f64::MAX), (DType::F32, f64::from(f32::MAX))] {

@@ -83,11 +83,12 @@ fn non_finite_curvature_is_a_breakdown_in_every_entry_point() {
     }
 }
 
-/// `CgResult::non_finite` tells a breakdown on a NaN/±Inf (from the operator, or an
-/// overflowing `pᵀHp`) from one on finite curvature `pᵀHp ≤ 0` (at once or after a step), in
-/// one batch; a converged system has neither flag, and every flag is consistent with
-/// `termination`. (Host backend: the dot products are accumulated in f64, so `big` must
-/// overflow f64.) The field did not exist before: callers had to probe the operator's output.
+/// `CgResult::non_finite` tells a breakdown on a NaN/±Inf (from the operator) from one on
+/// finite curvature `pᵀHp ≤ 0` (at once or after a step), in one batch; a converged system
+/// has neither flag, and every flag is consistent with `termination`. A `pᵀHp` that
+/// overflows while `Hp` is finite is no breakdown: the system is rescaled (host backend: the
+/// dot products are accumulated in f64, so `big` must overflow f64). The field did not exist
+/// before: callers had to probe the operator's output.
 #[test]
 fn breakdown_cause_tells_non_finite_products_from_non_positive_curvature() {
     let mats = breakdown_cause_matrices(0.75 * f64::MAX);

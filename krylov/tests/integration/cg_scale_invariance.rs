@@ -17,7 +17,7 @@ const LOG_S: i32 = -30;
 
 /// 16 random SPD systems of size 8 (condition numbers from 2 to 1e3), their diagonal spread
 /// over [0.1, 10]² so that Jacobi matters.
-fn batch() -> (Vec<Mat<f64>>, Vec<f64>) {
+pub(crate) fn batch() -> (Vec<Mat<f64>>, Vec<f64>) {
     let (d, bsz) = (8, 16);
     let mut r = rng(31);
     let mats = (0..bsz)

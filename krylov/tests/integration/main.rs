@@ -10,6 +10,7 @@ mod candle_backend;
 mod cg_accuracy;
 mod cg_behaviour;
 mod cg_host_syncs;
+mod cg_overflow_scale;
 mod cg_reporting;
 mod cg_scale_invariance;
 mod cg_underflow;
