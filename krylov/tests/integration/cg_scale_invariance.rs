@@ -51,19 +51,24 @@ fn parameter_grid() -> Vec<CgParams> {
     grid
 }
 
-/// Asserts that `scaled` is `unit` with `x` times `2^(LOG_S − LOG_C)` and the residual norms
-/// times `2^LOG_S`, everything else equal.
-fn assert_scaled<V: BatchVectors>(label: &str, unit: &CgResult<V>, scaled: &CgResult<V>) {
+/// Asserts that `scaled`, the solve of `(2^log_c·H, 2^log_s·b)`, is `unit` with `x` times
+/// `2^(log_s − log_c)` and the residual norms times `2^log_s`, everything else equal.
+pub(crate) fn assert_scaled<V: BatchVectors>(
+    label: &str,
+    unit: &CgResult<V>,
+    scaled: &CgResult<V>,
+    (log_c, log_s): (i32, i32),
+) {
     assert_eq!(scaled.termination, unit.termination, "{label}");
     assert_eq!(scaled.iterations, unit.iterations, "{label}");
     assert_eq!(scaled.applications, unit.applications, "{label}");
-    let factor = 2f64.powi(LOG_S - LOG_C);
+    let factor = 2f64.powi(log_s - log_c);
     let (xu, xs) = (unit.x.to_host().unwrap(), scaled.x.to_host().unwrap());
     for k in 0..xu.len() {
         assert_eq!(xs[k], xu[k] * factor, "{label}: entry {k}");
     }
     for i in 0..unit.residual_norms.len() {
-        let expected = unit.residual_norms[i] * 2f64.powi(LOG_S);
+        let expected = unit.residual_norms[i] * 2f64.powi(log_s);
         assert_eq!(scaled.residual_norms[i], expected, "{label}: system {i}");
     }
 }
@@ -88,7 +93,12 @@ fn an_extreme_power_of_two_scale_gives_the_unit_results_in_f32_storage() {
     };
     for params in parameter_grid() {
         let label = format!("{params:?}");
-        assert_scaled(&label, &solve(0, 0, &params), &solve(LOG_C, LOG_S, &params));
+        assert_scaled(
+            &label,
+            &solve(0, 0, &params),
+            &solve(LOG_C, LOG_S, &params),
+            (LOG_C, LOG_S),
+        );
     }
 }
 
@@ -122,6 +132,11 @@ fn an_extreme_power_of_two_scale_gives_the_unit_results_for_f32_tensors() {
     };
     for params in parameter_grid() {
         let label = format!("{params:?}");
-        assert_scaled(&label, &solve(0, 0, &params), &solve(LOG_C, LOG_S, &params));
+        assert_scaled(
+            &label,
+            &solve(0, 0, &params),
+            &solve(LOG_C, LOG_S, &params),
+            (LOG_C, LOG_S),
+        );
     }
 }
