@@ -111,14 +111,18 @@ pub(crate) fn curvature_overflow_scales<V: BatchVectors>(
 }
 
 /// Multiplies system `i` of each of `vectors` and its `scales`, `tol` and `rnorm` by
-/// `extra[i]` (a power of two: exact).
+/// `extra[i]` (a power of two: exact). Returns whether any system was rescaled: when every
+/// `extra[i]` is 1 nothing is touched (no vector operation).
 pub(crate) fn rescale_systems<V: BatchVectors>(
     extra: &[f64],
     vectors: &mut [&mut V],
     scales: &mut [f64],
     tol: &mut [f64],
     rnorm: &mut [f64],
-) -> Result<(), KrylovError> {
+) -> Result<bool, KrylovError> {
+    if extra.iter().all(|e| *e == 1.0) {
+        return Ok(false);
+    }
     for v in vectors.iter_mut() {
         v.scale_per_system(extra)?;
     }
@@ -127,5 +131,5 @@ pub(crate) fn rescale_systems<V: BatchVectors>(
         tol[i] *= e;
         rnorm[i] *= e;
     }
-    Ok(())
+    Ok(true)
 }

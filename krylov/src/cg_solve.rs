@@ -188,11 +188,8 @@ where
                         )
                     })
                     .collect();
-                if extra.iter().any(|e| *e != 1.0) {
-                    let vectors = &mut [&mut b, &mut x, &mut r];
-                    rescale_systems(&extra, vectors, &mut scales, &mut tol, &mut rnorm)?;
-                    rescaled = true;
-                }
+                let vectors = &mut [&mut b, &mut x, &mut r];
+                rescaled |= rescale_systems(&extra, vectors, &mut scales, &mut tol, &mut rnorm)?;
             }
             x
         }
@@ -209,15 +206,14 @@ where
     // and `rᵀM⁻¹r` formed again. Only on this path.
     let at = SolveScales::new(&tol, &scales, &b_norms, b.unit_roundoff());
     if let Some(extra) = starting_rz_overflow_scales(&rz, &rnorm, &z, &at)?
-        && extra.iter().any(|e| *e != 1.0)
-    {
-        rescale_systems(
+        && rescale_systems(
             &extra,
             &mut [&mut b, &mut x, &mut r],
             &mut scales,
             &mut tol,
             &mut rnorm,
-        )?;
+        )?
+    {
         z = precondition(&r, &all)?;
         rz = r.dots(&z)?;
         rescaled = true;
@@ -242,14 +238,13 @@ where
             )
         })
         .collect();
-    if extra.iter().any(|e| *e != 1.0) {
-        rescale_systems(
-            &extra,
-            &mut [&mut b, &mut x, &mut r],
-            &mut scales,
-            &mut tol,
-            &mut rnorm,
-        )?;
+    if rescale_systems(
+        &extra,
+        &mut [&mut b, &mut x, &mut r],
+        &mut scales,
+        &mut tol,
+        &mut rnorm,
+    )? {
         // Formed again rather than scaled: `M⁻¹r` of the unscaled `r` may have lost digits in
         // the element type's subnormals.
         z = precondition(&r, &all)?;
@@ -418,15 +413,14 @@ where
         let at = SolveScales::new(&tol, &scales, &b_norms, b.unit_roundoff());
         if let Some(extra) =
             curvature_overflow_scales(&php, &unconverged, (&p, &hp), (&rz, &rnorm), &at)?
-            && extra.iter().any(|e| *e != 1.0)
-        {
-            rescale_systems(
+            && rescale_systems(
                 &extra,
                 &mut [&mut b, &mut x, &mut r, &mut z, &mut p, &mut hp],
                 &mut scales,
                 &mut tol,
                 &mut rnorm,
-            )?;
+            )?
+        {
             let (rz_scaled, php_scaled) = (r.dots(&z)?, p.dots(&hp)?);
             for i in (0..n).filter(|&i| extra[i] != 1.0) {
                 rz[i] = rz_scaled[i];
