@@ -86,6 +86,48 @@ pub(crate) fn check_bias(
     )))
 }
 
+/// The size of a dense weight `(out, in)` along `axis` (0: outputs, 1: inputs), 0 for any
+/// other rank: the layers' sizes must not panic on a weight a caller replaced with one of
+/// another rank.
+pub(crate) fn dense_size(weight: &Tensor, axis: usize) -> usize {
+    match *weight.dims() {
+        [out, n_in] => [out, n_in][axis],
+        _ => 0,
+    }
+}
+
+/// The checks of [`Linear::validate`](crate::Linear::validate) and
+/// [`PosLinear::validate`](crate::PosLinear::validate) for the layer `kind` named `name`:
+/// `weight` is `(out, in)` of a float dtype, then `extra` (given the layer's description:
+/// `PosLinear` needs inputs), then `bias` is `(out,)` like the weight.
+pub(crate) fn check_dense_layer(
+    kind: &str,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    name: &str,
+    extra: impl FnOnce(&dyn Fn() -> String) -> Result<()>,
+) -> Result<()> {
+    check_weight(
+        || with_name(kind.to_string(), name),
+        weight,
+        &[None, None],
+        || "(out, in)".into(),
+    )?;
+    let layer = || describe_dense(kind, weight, name);
+    extra(&layer)?;
+    check_bias(layer, bias, dense_size(weight, 0), weight)
+}
+
+/// `"{kind} ({in} → {out}) at `name`"`, a dense layer in error messages.
+pub(crate) fn describe_dense(kind: &str, weight: &Tensor, name: &str) -> String {
+    let layer = format!(
+        "{kind} ({} → {})",
+        dense_size(weight, 1),
+        dense_size(weight, 0)
+    );
+    with_name(layer, name)
+}
+
 /// The size of a convolution weight along `axis` (0: output, 1: input channels) for a 4-D
 /// weight, 0 for any other rank: the layers' sizes must not panic on a weight a caller
 /// replaced with one of another rank.

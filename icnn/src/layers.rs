@@ -12,7 +12,8 @@ use crate::activation::softplus;
 use crate::actnorm_init::ActNormInit;
 use crate::error::{IcnnError, Result};
 use crate::layer_input::{
-    check_bias, check_has_inputs, check_rows, check_weight, same_dtype_and_device, with_name,
+    check_dense_layer, check_has_inputs, check_rows, dense_size, describe_dense,
+    same_dtype_and_device, with_name,
 };
 use crate::params;
 
@@ -136,26 +137,13 @@ impl Linear {
     /// [`IcnnError::Shape`](crate::IcnnError::Shape) naming the layer and the expected and
     /// given shapes (no value is read).
     pub fn validate(&self) -> Result<()> {
-        check_weight(
-            || with_name("Linear".into(), &self.name),
-            &self.weight,
-            &[None, None],
-            || "(out, in)".into(),
-        )?;
-        check_bias(
-            || self.describe(),
-            self.bias.as_ref(),
-            self.n_out(),
-            &self.weight,
-        )
+        let (w, b) = (&self.weight, self.bias.as_ref());
+        check_dense_layer("Linear", w, b, &self.name, |_| Ok(()))
     }
 
     /// `"Linear (in → out) at `name`"`.
     fn describe(&self) -> String {
-        with_name(
-            format!("Linear ({} → {})", self.n_in(), self.n_out()),
-            &self.name,
-        )
+        describe_dense("Linear", &self.weight, &self.name)
     }
 
     /// `x Wᵀ + b` for `x` of shape `(B, in)`.
@@ -183,21 +171,12 @@ impl Linear {
     /// Number of inputs (0 when `weight` is not 2-D: a weight replaced by hand, which
     /// [`Self::validate`] refuses).
     pub fn n_in(&self) -> usize {
-        axis(&self.weight, 1)
+        dense_size(&self.weight, 1)
     }
 
     /// Number of outputs (0 when `weight` is not 2-D, as [`Self::n_in`]).
     pub fn n_out(&self) -> usize {
-        axis(&self.weight, 0)
-    }
-}
-
-/// The size of `t` along `axis` for a 2-D `t`, 0 for any other rank: the layers' sizes must
-/// not panic on a weight a caller replaced with one of another rank.
-fn axis(t: &Tensor, axis: usize) -> usize {
-    match *t.dims() {
-        [out, n_in] => [out, n_in][axis],
-        _ => 0,
+        dense_size(&self.weight, 0)
     }
 }
 
@@ -301,37 +280,25 @@ impl PosLinear {
     /// [`IcnnError::Shape`] naming the layer and the expected and given shapes (no value is
     /// read).
     pub fn validate(&self) -> Result<()> {
-        check_weight(
-            || with_name("PosLinear".into(), &self.name),
-            &self.weight,
-            &[None, None],
-            || "(out, in)".into(),
-        )?;
-        check_has_inputs(|| self.describe(), self.n_in())?;
-        check_bias(
-            || self.describe(),
-            self.bias.as_ref(),
-            self.n_out(),
-            &self.weight,
-        )
+        let (w, b) = (&self.weight, self.bias.as_ref());
+        check_dense_layer("PosLinear", w, b, &self.name, |layer| {
+            check_has_inputs(layer, self.n_in())
+        })
     }
 
     /// `"PosLinear (in → out) at `name`"`.
     fn describe(&self) -> String {
-        with_name(
-            format!("PosLinear ({} → {})", self.n_in(), self.n_out()),
-            &self.name,
-        )
+        describe_dense("PosLinear", &self.weight, &self.name)
     }
 
     /// Number of inputs (0 when `weight` is not 2-D, as [`Linear::n_in`]).
     pub fn n_in(&self) -> usize {
-        axis(&self.weight, 1)
+        dense_size(&self.weight, 1)
     }
 
     /// Number of outputs (0 when `weight` is not 2-D, as [`Linear::n_in`]).
     pub fn n_out(&self) -> usize {
-        axis(&self.weight, 0)
+        dense_size(&self.weight, 0)
     }
 
     /// The effective non-negative weight `softplus(W)/n_in`, shape `(out, in)`.
