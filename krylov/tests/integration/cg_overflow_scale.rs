@@ -6,50 +6,10 @@
 #![cfg(feature = "candle")]
 #![allow(clippy::needless_range_loop)] // index loops mirror the maths in these checks
 
-use crate::cg_scale_invariance::{assert_scaled as assert_scaled_same, batch};
-use candle_core::{DType, Device, Tensor};
-use krylov::{CgParams, CgResult, CgTermination, DenseTensorOperator, Preconditioner, cg};
-
-/// Plain and re-orthogonalised CG, with and without the true-residual check, at tolerances
-/// f32 can and cannot meet, under `preconditioner`.
-fn parameter_grid(preconditioner: Preconditioner) -> Vec<CgParams> {
-    let mut grid = Vec::new();
-    for rtol in [1e-4, 1e-6] {
-        for (reorthogonalize, confirm) in [(false, true), (false, false), (true, true)] {
-            grid.push(
-                CgParams::default()
-                    .with_rtol(rtol)
-                    .with_preconditioner(preconditioner)
-                    .with_reorthogonalize(reorthogonalize)
-                    .with_confirm_with_true_residual(confirm),
-            );
-        }
-    }
-    grid
-}
-
-/// The batch of `cg_scale_invariance.rs` as f32 tensors, `H` times `2^log_c`, `b` times
-/// `2^log_s` (exact in f64; the f32 rounding commutes with powers of two in range).
-fn solve(log_c: i32, log_s: i32, params: &CgParams) -> CgResult<Tensor> {
-    let (mats, b) = batch();
-    let (d, bsz) = (mats[0].nrows(), mats.len());
-    let (c, s) = (2f64.powi(log_c), 2f64.powi(log_s));
-    let flat: Vec<f64> = mats
-        .iter()
-        .flat_map(|m| (0..d * d).map(move |k| c * m[(k / d, k % d)]))
-        .collect();
-    let h = Tensor::from_vec(flat, (bsz, d, d), &Device::Cpu)
-        .unwrap()
-        .to_dtype(DType::F32)
-        .unwrap();
-    let op = DenseTensorOperator::new(h).unwrap();
-    let bv: Vec<f64> = b.iter().map(|v| s * v).collect();
-    let bt = Tensor::from_vec(bv, (bsz, d), &Device::Cpu)
-        .unwrap()
-        .to_dtype(DType::F32)
-        .unwrap();
-    cg(&op, &bt, params).unwrap()
-}
+use crate::cg_scale_invariance::{
+    assert_scaled as assert_scaled_same, parameter_grid, solve_f32_tensors as solve,
+};
+use krylov::{CgTermination, Preconditioner};
 
 /// Asserts that the solve of `(2^log_c·H, 2^log_s·b)` is the unit one with `x` times
 /// `2^(log_s − log_c)` and the residual norms times `2^log_s`, everything else equal, and

@@ -33,16 +33,16 @@ pub(crate) fn batch() -> (Vec<Mat<f64>>, Vec<f64>) {
     (mats, gaussian(&mut r, d * bsz))
 }
 
-/// The parameters compared: Jacobi, plain and re-orthogonalised, with and without the
-/// true-residual check, at tolerances f32 can and cannot meet.
-fn parameter_grid() -> Vec<CgParams> {
+/// The parameters compared: plain and re-orthogonalised CG, with and without the
+/// true-residual check, at tolerances f32 can and cannot meet, under `preconditioner`.
+pub(crate) fn parameter_grid(preconditioner: Preconditioner) -> Vec<CgParams> {
     let mut grid = Vec::new();
     for rtol in [1e-4, 1e-6] {
         for (reorthogonalize, confirm) in [(false, true), (false, false), (true, true)] {
             grid.push(
                 CgParams::default()
                     .with_rtol(rtol)
-                    .with_preconditioner(Preconditioner::Jacobi)
+                    .with_preconditioner(preconditioner)
                     .with_reorthogonalize(reorthogonalize)
                     .with_confirm_with_true_residual(confirm),
             );
@@ -91,7 +91,7 @@ fn an_extreme_power_of_two_scale_gives_the_unit_results_in_f32_storage() {
         let bv = DMatrix::from_fn(d, bsz, |i, j| (s * b[j * d + i]) as f32);
         cg(&op, &bv, params).unwrap()
     };
-    for params in parameter_grid() {
+    for params in parameter_grid(Preconditioner::Jacobi) {
         let label = format!("{params:?}");
         assert_scaled(
             &label,
@@ -108,29 +108,8 @@ fn an_extreme_power_of_two_scale_gives_the_unit_results_in_f32_storage() {
 #[cfg(feature = "candle")]
 #[test]
 fn an_extreme_power_of_two_scale_gives_the_unit_results_for_f32_tensors() {
-    use candle_core::{DType, Device, Tensor};
-    use krylov::DenseTensorOperator;
-    let (mats, b) = batch();
-    let (d, bsz) = (mats[0].nrows(), mats.len());
-    let solve = |log_c: i32, log_s: i32, params: &CgParams| {
-        let (c, s) = (2f64.powi(log_c), 2f64.powi(log_s));
-        let flat: Vec<f64> = mats
-            .iter()
-            .flat_map(|m| (0..d * d).map(move |k| c * m[(k / d, k % d)]))
-            .collect();
-        let h = Tensor::from_vec(flat, (bsz, d, d), &Device::Cpu)
-            .unwrap()
-            .to_dtype(DType::F32)
-            .unwrap();
-        let op = DenseTensorOperator::new(h).unwrap();
-        let bv: Vec<f64> = b.iter().map(|v| s * v).collect();
-        let bt = Tensor::from_vec(bv, (bsz, d), &Device::Cpu)
-            .unwrap()
-            .to_dtype(DType::F32)
-            .unwrap();
-        cg(&op, &bt, params).unwrap()
-    };
-    for params in parameter_grid() {
+    let solve = solve_f32_tensors;
+    for params in parameter_grid(Preconditioner::Jacobi) {
         let label = format!("{params:?}");
         assert_scaled(
             &label,
@@ -139,4 +118,34 @@ fn an_extreme_power_of_two_scale_gives_the_unit_results_for_f32_tensors() {
             (LOG_C, LOG_S),
         );
     }
+}
+
+/// [`batch`] as f32 tensors, `H` times `2^log_c`, `b` times `2^log_s` (exact in f64; the f32
+/// rounding commutes with powers of two in range), solved by CG with `params`.
+#[cfg(feature = "candle")]
+pub(crate) fn solve_f32_tensors(
+    log_c: i32,
+    log_s: i32,
+    params: &CgParams,
+) -> CgResult<candle_core::Tensor> {
+    use candle_core::{DType, Device, Tensor};
+    use krylov::DenseTensorOperator;
+    let (mats, b) = batch();
+    let (d, bsz) = (mats[0].nrows(), mats.len());
+    let (c, s) = (2f64.powi(log_c), 2f64.powi(log_s));
+    let flat: Vec<f64> = mats
+        .iter()
+        .flat_map(|m| (0..d * d).map(move |k| c * m[(k / d, k % d)]))
+        .collect();
+    let h = Tensor::from_vec(flat, (bsz, d, d), &Device::Cpu)
+        .unwrap()
+        .to_dtype(DType::F32)
+        .unwrap();
+    let op = DenseTensorOperator::new(h).unwrap();
+    let bv: Vec<f64> = b.iter().map(|v| s * v).collect();
+    let bt = Tensor::from_vec(bv, (bsz, d), &Device::Cpu)
+        .unwrap()
+        .to_dtype(DType::F32)
+        .unwrap();
+    cg(&op, &bt, params).unwrap()
 }
