@@ -15,8 +15,8 @@
 
 use candle_core::{DType, Tensor};
 
+use crate::actnorm::ACTNORM_SCALE_MIN;
 use crate::error::{IcnnError, Result};
-use crate::layers::ACTNORM_SCALE_MIN;
 
 /// The reference's epsilon in `logs = log(1/(std + 1e-6))`.
 pub(crate) const ACTNORM_STD_EPS: f64 = 1e-6;

@@ -2,9 +2,10 @@
 
 use candle_nn::VarBuilder;
 
-use crate::conv_layers::ImageShape;
+use crate::actnorm::ActNorm;
+use crate::conv_geometry::ImageShape;
 use crate::error::{IcnnError, Result};
-use crate::layers::{ActNorm, Linear, PosLinear};
+use crate::layers::{Linear, PosLinear};
 use crate::network::{GroupAct, GroupSpec};
 use crate::parameter_count::check_parameter_count;
 

@@ -6,12 +6,13 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::activation::{Activation, ActivationKind};
+use crate::actnorm::ActNorm;
 use crate::common::{check_conv_sizes, check_even_width, check_image};
+use crate::conv_geometry::{ConvGeometry, ImageShape};
 use crate::conv_icnn::input_node;
-use crate::conv_layers::{Conv2d, ConvGeometry, ImageShape, PosConv2d};
+use crate::conv_layers::{Conv2d, PosConv2d};
 use crate::conv_network::{ConvInput, ConvNetwork, ConvNode, impl_conv_potential};
 use crate::error::Result;
-use crate::layers::ActNorm;
 use crate::parameter_count as pc;
 
 /// Configuration of [`ConvIcnn2`] (reference `ConvICNN2(dim=C, dimh, num_hidden_layers)`;

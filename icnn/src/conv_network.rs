@@ -19,10 +19,11 @@ use candle_core::{DType, Tensor};
 use candle_nn::VarBuilder;
 
 use crate::activation::Activation;
+use crate::actnorm::ActNorm;
 use crate::actnorm_init::check_input_images;
-use crate::conv_layers::{Conv2d, ImageShape, PosConv2d, PreparedConv};
+use crate::conv_geometry::{ConvGeometry, ImageShape};
+use crate::conv_layers::{Conv2d, PosConv2d, PreparedConv};
 use crate::error::{IcnnError, Result};
-use crate::layers::ActNorm;
 use crate::params;
 use crate::scaled_kernel::{KernelGraph, KernelMap, fused_scaled_kernel};
 
@@ -48,7 +49,7 @@ impl ConvOp {
         }
     }
 
-    fn geometry(&self) -> crate::conv_layers::ConvGeometry {
+    fn geometry(&self) -> ConvGeometry {
         match self {
             Self::Plain(c) => c.geometry,
             Self::Positive(c) => c.geometry,

@@ -5,9 +5,10 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::activation::{Activation, ActivationKind};
+use crate::actnorm::ActNorm;
 use crate::common::{check_dense_sizes, check_even_width, impl_unconditional};
 use crate::error::Result;
-use crate::layers::{ActNorm, Linear, PosLinear};
+use crate::layers::{Linear, PosLinear};
 use crate::network::{GroupAct, GroupSpec, Network};
 use crate::parameter_count as pc;
 

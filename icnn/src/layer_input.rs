@@ -12,7 +12,7 @@
 
 use candle_core::Tensor;
 
-use crate::conv_layers::ConvGeometry;
+use crate::conv_geometry::ConvGeometry;
 use crate::error::{IcnnError, Result};
 
 /// Whether `x` has the dtype and the device of `param`.

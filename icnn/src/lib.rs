@@ -79,8 +79,10 @@
 
 mod activation;
 mod active_rows;
+mod actnorm;
 mod actnorm_init;
 mod common;
+mod conv_geometry;
 mod conv_icnn;
 mod conv_icnn2;
 mod conv_icnn3;
@@ -129,10 +131,12 @@ mod wide_simd;
 mod winograd_conv;
 
 pub use activation::{Activation, ActivationEval, ActivationKind, softplus};
+pub use actnorm::{ACTNORM_SCALE_MIN, ActNorm};
+pub use conv_geometry::{ConvGeometry, ImageShape};
 pub use conv_icnn::{ConvIcnn, ConvIcnnConfig};
 pub use conv_icnn2::{ConvIcnn2, ConvIcnn2Config};
 pub use conv_icnn3::{ConvIcnn3, ConvIcnn3Config};
-pub use conv_layers::{Conv2d, ConvGeometry, ImageShape, PosConv2d};
+pub use conv_layers::{Conv2d, PosConv2d};
 pub use custom_linearization::HessianVectorProducts;
 pub use dense_icnn2::{DenseIcnn2, DenseIcnn2Config};
 pub use derivative_check::{DerivativeCheck, check_derivatives};
@@ -148,7 +152,7 @@ pub use host_weights::HostWeights;
 pub use icnn::{Icnn, IcnnConfig};
 pub use icnn2::{Icnn2, Icnn2Config};
 pub use icnn3::{Icnn3, Icnn3Config};
-pub use layers::{ACTNORM_SCALE_MIN, ActNorm, Linear, PosLinear};
+pub use layers::{Linear, PosLinear};
 pub use linearization::Linearization;
 pub use parameter_count::{MAX_MODEL_PARAMETERS, check_parameter_count};
 pub use picnn::{Picnn, PicnnConfig};

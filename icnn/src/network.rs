@@ -16,9 +16,10 @@
 use candle_core::{DType, Tensor};
 
 use crate::activation::Activation;
+use crate::actnorm::ActNorm;
 use crate::actnorm_init::{ActNormInit, check_input_rows};
 use crate::error::{IcnnError, Result};
-use crate::layers::{ActNorm, Linear, PosLinear};
+use crate::layers::{Linear, PosLinear};
 use crate::params;
 use crate::scaled_kernel::{KernelGraph, KernelMap, fused_scaled_kernel};
 

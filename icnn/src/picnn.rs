@@ -7,11 +7,12 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::activation::{Activation, ActivationKind, softplus};
+use crate::actnorm::ActNorm;
 use crate::actnorm_init::{check_context_rows, check_input_rows};
 use crate::common::{chain_groups_with_actnorms, check_dense_sizes};
 use crate::error::{IcnnError, Result};
 use crate::icnn2::Icnn2Config;
-use crate::layers::{ActNorm, Linear, PosLinear};
+use crate::layers::{Linear, PosLinear};
 use crate::linearization::Linearization;
 use crate::network::{GroupAct, GroupContext, Network};
 use crate::parameter_count as pc;

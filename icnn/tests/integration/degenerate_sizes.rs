@@ -302,15 +302,12 @@ fn actnorm_refuses_replaced_parameters() {
                 "logs" => an.logs = bad,
                 _ => an.b = bad,
             }
-            names(&shape_error(&what, an.validate()), "ActNorm `an`", pieces);
-            names(&shape_error(&what, an.forward(&x)), "ActNorm `an`", pieces);
-            names(&shape_error(&what, an.scale()), "ActNorm `an`", pieces);
-            names(&shape_error(&what, an.shift()), "ActNorm `an`", pieces);
-            names(
-                &shape_error(&what, an.initialize(&x)),
-                "ActNorm `an`",
-                pieces,
-            );
+            let label = "ActNorm (3 features) at `an`: ";
+            names(&shape_error(&what, an.validate()), label, pieces);
+            names(&shape_error(&what, an.forward(&x)), label, pieces);
+            names(&shape_error(&what, an.scale()), label, pieces);
+            names(&shape_error(&what, an.shift()), label, pieces);
+            names(&shape_error(&what, an.initialize(&x)), label, pieces);
             if field == "logs" {
                 assert_eq!(values(&an.b), before, "{what}: initialize wrote b");
             }

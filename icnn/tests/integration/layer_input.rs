@@ -92,9 +92,9 @@ fn actnorm_forward_and_initialize_refuse_wrong_rows_and_write_nothing() {
         for (x, given) in bad_rows(3, dtype) {
             let given: Vec<&str> = given.iter().map(String::as_str).collect();
             let m = shape_error("ActNorm::forward", an.forward(&x));
-            names(&m, "ActNorm `an` (3 features)", "(B, 3)", &given);
+            names(&m, "ActNorm (3 features) at `an`", "(B, 3)", &given);
             let m = shape_error("ActNorm::initialize", an.initialize(&x));
-            names(&m, "ActNorm `an` (3 features)", "(B, 3)", &given);
+            names(&m, "ActNorm (3 features) at `an`", "(B, 3)", &given);
         }
         // Nothing was written: still the zero init (b = 0, logs = 0).
         for p in [&an.b, &an.logs] {

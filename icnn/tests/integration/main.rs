@@ -10,6 +10,7 @@ mod conv_common;
 mod host_check;
 mod prop_networks;
 
+mod actnorm_from_tensors;
 mod actnorm_init;
 mod api;
 mod conv_dense;
