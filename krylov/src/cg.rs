@@ -187,6 +187,16 @@ impl<V> CgResult<V> {
 /// untouched, and the results of both are those of the unscaled system, bit for bit, as long
 /// as nothing under- or overflows.
 ///
+/// f16 tensors (normal numbers from 6.1e-5 to 65504) have no room for the window
+/// `[2⁻³², 2³²]`: every `b_i` is brought to a max-norm in `[1, 2)` (and a far initial
+/// residual likewise), so a power-of-two scale of `b` gives the unit-scale results bit for
+/// bit, and `b ≈ 1e2` with `H ≈ 1e3`, or `b ≈ 1e-4`, solve like `b ≈ 1` (they used to break
+/// down: `H b` overflowed f16, or the residuals fell into its subnormals). `H`'s own scale
+/// is not changed: an f16 system needs `‖H_i‖∞ ≲ 2¹⁴` (so that `H_i p` stays below 65504
+/// for `‖p‖∞ < 2`; an operator output of ±Inf is a [`CgResult::non_finite`] breakdown, so is
+/// an initial guess whose `H_i x0_i` overflows, e.g. `x0 = b` with `‖H_i‖ ≈ 1e3`) and a
+/// solution representable in f16; tolerances below ≈ 1e-3 are beyond its precision.
+///
 /// Errors (before any operator work): a right-hand side with a NaN or ±Inf entry
 /// ([`KrylovError::NonFiniteInput`], naming the system and the entry), a batch that does not
 /// match the operator's [`BatchOperator::batch_shape`] ([`KrylovError::ShapeMismatch`]), a
@@ -307,8 +317,8 @@ pub struct CgStep<'a> {
     /// `α_i` per system, such that the solution is `x0 + Σ_k α_k ⊙ p_k` with `p_k` the
     /// operator's argument (see [`cg_with_initial_guess_observed`]); `0` for a system that did
     /// not step (frozen or broken down). For a system rescaled internally (`‖b_i‖∞` outside
-    /// `[2⁻³², 2³²]`, or an initial residual far above `b_i`, solved for `s_i·b_i` with `s_i`
-    /// a power of two), the operator's arguments are `s_i` times those of the unscaled
+    /// `[2⁻³², 2³²]`, or not in `[1, 2)` for f16 tensors, or an initial residual far above
+    /// `b_i`, solved for `s_i·b_i` with `s_i` a power of two), the operator's arguments are `s_i` times those of the unscaled
     /// system, and this is CG's step size divided by `s_i` (exact), so the identity holds for
     /// every `b` and `x0`.
     pub step_sizes: &'a [f64],

@@ -13,7 +13,13 @@
 //! residual (`cg_reorth.rs`, the same test [`ReductionFloor::holds_norm`]); either way it
 //! ends on its true residual (`cg_solve.rs`). Decided from the values the iteration has
 //! anyway: no extra reduction. The scalings of `cg_solve.rs` keep ordinary solves, whatever
-//! the scale of `b` and of a Jacobi preconditioner, far from this floor.
+//! the scale of `b` and of a Jacobi preconditioner, far from this floor. (f16 storage: the
+//! floor is where `1/‖S r‖₂` overflows f16, `‖S r‖₂` below ≈ 1.5e-5, in its subnormals.)
+//!
+//! Also here, the iteration's two stopping tests that act at this floor:
+//! [`stop_on_unusable_rz`] (an `rᵀM⁻¹r` that CG cannot step with: at the floor, or a
+//! breakdown) and [`overcomplete_growth`] (a re-orthogonalised residual grown out of the
+//! noise of an over-complete basis, stopped like one at the floor).
 
 use crate::vectors::{reciprocal_overflows, square_underflows};
 use crate::{BatchVectors, Preconditioner};
@@ -90,4 +96,51 @@ impl ReductionFloor {
             _ => false,
         }
     }
+}
+
+/// Stops every system in `mask` that has neither converged nor broken down and whose
+/// `rᵀz = rᵀM⁻¹r` CG cannot step with. One that `at_floor(i)` finds at the floor
+/// (`ReductionFloor::rz_at_floor`: `rᵀz` is subnormal, or came out 0 because its terms
+/// underflowed) is returned as `true`, for the caller to stop it there and end it on its
+/// true residual. Otherwise one whose `rᵀz` is not positive and finite is a breakdown: for
+/// `r ≠ 0` an SPD `M` gives `rᵀM⁻¹r > 0`, so a value `≤ 0` means `M` is not SPD on the
+/// Krylov space (CG would run on in an indefinite inner product, which nothing bounds: no
+/// convergence theory, often the iteration cap); NaN/±Inf is flagged as
+/// [`CgResult::non_finite`]. `rᵀz = 0` with `r = 0` is legitimate, but such a system has
+/// converged (`‖r‖∞ = 0 ≤ tol`) and is skipped. Checked where `rᵀz` is computed, before the
+/// next operator product, so a failing system costs no further application.
+pub(crate) fn stop_on_unusable_rz(
+    rz: &[f64],
+    mask: &[bool],
+    converged: &[bool],
+    breakdown: &mut [bool],
+    non_finite: &mut [bool],
+    at_floor: impl Fn(usize) -> bool,
+) -> Vec<bool> {
+    let mut stopped = vec![false; rz.len()];
+    for i in 0..rz.len() {
+        if !mask[i] || converged[i] || breakdown[i] {
+            continue;
+        }
+        if at_floor(i) {
+            stopped[i] = true;
+        } else if !(rz[i] > 0.0 && rz[i].is_finite()) {
+            breakdown[i] = true;
+            non_finite[i] = !rz[i].is_finite();
+        }
+    }
+    stopped
+}
+
+/// Whether a re-orthogonalised residual has grown out of the noise left once the stored
+/// residuals span the space: its system has made more than `d` iterations (so `r` was
+/// orthogonalised against more than `d` stored residuals, an over-complete set in `ℝ^d`) and
+/// its norm is above twice its least so far. Once `d` residuals are stored the updated
+/// residual collapses to rounding noise (by ≈ `u` per iteration); with a tolerance at or near
+/// 0 it shrinks on until the reductions underflow (`ResidualBasis::orthogonalize_and_push`)
+/// or, for larger `d` (f64, d ≳ 50, measured), bottoms out above that floor (≈ 1e-151) and
+/// then grows by 10–1000 per iteration until `p` overflows. Any tolerance that the noise can
+/// meet (`rtol ≳ 1e-140` in f64) has stopped the system before.
+pub(crate) fn overcomplete_growth(iterations: usize, d: usize, norm: f64, least: f64) -> bool {
+    iterations > d && norm > 2.0 * least
 }

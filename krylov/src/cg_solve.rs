@@ -2,14 +2,14 @@
 //! breakdown detection (curvature `pᵀHp` and `rᵀM⁻¹r`), internal rescaling of extreme
 //! right-hand sides and initial residuals, and the check of convergence on the true residual.
 
-use crate::cg_floor::ReductionFloor;
+use crate::cg_floor::{ReductionFloor, overcomplete_growth, stop_on_unusable_rz};
 use crate::cg_overflow::{
     SolveScales, curvature_overflow_scales, rescale_systems, starting_rz_overflow_scales,
 };
 use crate::cg_reorth::ResidualBasis;
 use crate::operator::check_operator_shape;
 use crate::preconditioner::Prepared;
-use crate::vectors::{check_finite, initial_residual_scale, power_of_two_scale, reduction_scale};
+use crate::vectors::{check_finite, initial_residual_scale, reduction_scale, rhs_scale};
 use crate::{
     BatchOperator, BatchVectors, CgParams, CgResult, CgStep, CgStopping, CgTermination,
     KrylovError, default_max_iters,
@@ -37,53 +37,6 @@ where
     let mut r = b.clone();
     r.axpby_masked(&vec![1.0; n], &vec![-1.0; n], &hx, mask)?;
     Ok(r)
-}
-
-/// Stops every system in `mask` that has neither converged nor broken down and whose
-/// `rᵀz = rᵀM⁻¹r` CG cannot step with. One that `at_floor(i)` finds at the floor
-/// (`ReductionFloor::rz_at_floor`: `rᵀz` is subnormal, or came out 0 because its terms
-/// underflowed) is returned as `true`, for the caller to stop it there and end it on its
-/// true residual. Otherwise one whose `rᵀz` is not positive and finite is a breakdown: for
-/// `r ≠ 0` an SPD `M` gives `rᵀM⁻¹r > 0`, so a value `≤ 0` means `M` is not SPD on the
-/// Krylov space (CG would run on in an indefinite inner product, which nothing bounds: no
-/// convergence theory, often the iteration cap); NaN/±Inf is flagged as
-/// [`CgResult::non_finite`]. `rᵀz = 0` with `r = 0` is legitimate, but such a system has
-/// converged (`‖r‖∞ = 0 ≤ tol`) and is skipped. Checked where `rᵀz` is computed, before the
-/// next operator product, so a failing system costs no further application.
-fn stop_on_unusable_rz(
-    rz: &[f64],
-    mask: &[bool],
-    converged: &[bool],
-    breakdown: &mut [bool],
-    non_finite: &mut [bool],
-    at_floor: impl Fn(usize) -> bool,
-) -> Vec<bool> {
-    let mut stopped = vec![false; rz.len()];
-    for i in 0..rz.len() {
-        if !mask[i] || converged[i] || breakdown[i] {
-            continue;
-        }
-        if at_floor(i) {
-            stopped[i] = true;
-        } else if !(rz[i] > 0.0 && rz[i].is_finite()) {
-            breakdown[i] = true;
-            non_finite[i] = !rz[i].is_finite();
-        }
-    }
-    stopped
-}
-
-/// Whether a re-orthogonalised residual has grown out of the noise left once the stored
-/// residuals span the space: its system has made more than `d` iterations (so `r` was
-/// orthogonalised against more than `d` stored residuals, an over-complete set in `ℝ^d`) and
-/// its norm is above twice its least so far. Once `d` residuals are stored the updated
-/// residual collapses to rounding noise (by ≈ `u` per iteration); with a tolerance at or near
-/// 0 it shrinks on until the reductions underflow (`ResidualBasis::orthogonalize_and_push`)
-/// or, for larger `d` (f64, d ≳ 50, measured), bottoms out above that floor (≈ 1e-151) and
-/// then grows by 10–1000 per iteration until `p` overflows. Any tolerance that the noise can
-/// meet (`rtol ≳ 1e-140` in f64) has stopped the system before.
-fn overcomplete_growth(iterations: usize, d: usize, norm: f64, least: f64) -> bool {
-    iterations > d && norm > 2.0 * least
 }
 
 pub(crate) fn cg_impl<V, Op>(
@@ -121,10 +74,11 @@ where
     // that brings the norm near 1: CG is linear in `b` and multiplying by a power of two is
     // exact, so the iterates, step sizes and convergence decisions are those of the unscaled
     // system, but the dot products `rᵀz` and `pᵀHp` no longer overflow (‖b‖ ≈ 1e200 in f64)
-    // or underflow. Systems with a moderate norm are left alone (`s_i = 1`, no extra pass).
+    // or underflow. Systems with a moderate norm are left alone (`s_i = 1`, no extra pass),
+    // except in f16, whose range is so narrow that every `b_i` is normalised (`rhs_scale`).
     let mut scales: Vec<f64> = b_norms
         .iter()
-        .map(|&nb| power_of_two_scale(nb, b.unit_roundoff()))
+        .map(|&nb| rhs_scale(nb, b.unit_roundoff()))
         .collect();
     let mut rescaled = scales.iter().any(|s| *s != 1.0);
     let mut b = if rescaled {

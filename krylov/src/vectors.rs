@@ -225,17 +225,35 @@ pub(crate) fn check_finite<V: BatchVectors>(
 const MODERATE: f64 = 4_294_967_296.0; // 2³²
 
 /// Whether the element type with unit roundoff `unit_roundoff` is f64. Types with less
-/// precision are taken to have f32's range (bf16 has, up to the rounding in its last binade;
-/// f16, whose range ends at 65504, is not covered by the rescalings of this module).
+/// precision are taken to have f32's range (bf16 has, up to the rounding in its last binade),
+/// except f16 ([`has_f16_range`]).
 pub(crate) fn has_f64_range(unit_roundoff: f64) -> bool {
     unit_roundoff < 1e-10
 }
 
+/// f16's unit roundoff as the backends report it ([`BatchVectors::unit_roundoff`]: 2⁻¹⁰).
+const F16_UNIT_ROUNDOFF: f64 = 9.765_625e-4;
+
+/// f16's largest finite value.
+const F16_MAX: f64 = 65_504.0;
+
+/// Whether the element type with unit roundoff `unit_roundoff` is f16, whose range is
+/// narrow: normal numbers from 2⁻¹⁴ ≈ 6.1e-5 to 65504 (subnormals down to 2⁻²⁴). CG
+/// normalises an f16 system's right-hand side (and a far initial residual) to a max-norm in
+/// `[1, 2)` ([`rhs_scale`]), whatever its size, so that its vectors stay in that range;
+/// the element type is recognised by its unit roundoff, 2⁻¹⁰ (bf16's is 2⁻⁷, f32's 2⁻²³).
+pub(crate) fn has_f16_range(unit_roundoff: f64) -> bool {
+    unit_roundoff == F16_UNIT_ROUNDOFF
+}
+
 /// The largest `|k|` for which the rescalings use `2^k`: `2^±k` must be normal numbers of the
-/// element type (whose range ends near 2¹²⁸ for types with less precision than f64).
+/// element type (whose range ends near 2¹²⁸ for types with less precision than f64, except
+/// f16's, at 2¹⁶ with normal numbers from 2⁻¹⁴).
 fn max_scale_exponent(unit_roundoff: f64) -> i32 {
     if has_f64_range(unit_roundoff) {
         1000
+    } else if has_f16_range(unit_roundoff) {
+        14
     } else {
         100
     }
@@ -251,7 +269,32 @@ fn max_scale_exponent(unit_roundoff: f64) -> i32 {
 /// of the element type (±100 for types with less precision than f64, whose range ends near
 /// 2¹²⁸; ±1000 for f64).
 pub(crate) fn power_of_two_scale(norm: f64, unit_roundoff: f64) -> f64 {
-    if norm == 0.0 || (1.0 / MODERATE..=MODERATE).contains(&norm) {
+    if (1.0 / MODERATE..=MODERATE).contains(&norm) {
+        return 1.0;
+    }
+    normalising_scale(norm, unit_roundoff)
+}
+
+/// The power of two `s` by which CG multiplies a right-hand side of max-norm `norm`:
+/// [`power_of_two_scale`], except for f16 ([`has_f16_range`]), whose range is too narrow
+/// for a window: there every `b` is brought to a max-norm in `[1, 2)` (`s = 1` only for
+/// norms in `[1, 2)` and for `0`), so that its residuals, from `‖b‖` down to the tolerance,
+/// stay in f16's normal numbers and `H b` overflows only for `‖H‖` near f16's range
+/// (`‖H b‖∞ ≤ ‖H‖∞‖b‖∞ < 65504` for `‖H‖∞ < 32752`). Exact, like `power_of_two_scale`,
+/// and the exponent is clamped to ±14 (`s` and `1/s` normal f16 numbers).
+pub(crate) fn rhs_scale(norm: f64, unit_roundoff: f64) -> f64 {
+    if has_f16_range(unit_roundoff) {
+        normalising_scale(norm, unit_roundoff)
+    } else {
+        power_of_two_scale(norm, unit_roundoff)
+    }
+}
+
+/// `2^-⌊log₂ norm⌋` (`norm` finite and positive), which brings `norm` into `[1, 2)`, its
+/// exponent clamped so that it and its inverse are normal numbers of the element type; `1`
+/// for `0`.
+fn normalising_scale(norm: f64, unit_roundoff: f64) -> f64 {
+    if norm == 0.0 {
         return 1.0;
     }
     let max_exponent = max_scale_exponent(unit_roundoff);
@@ -264,7 +307,8 @@ pub(crate) fn power_of_two_scale(norm: f64, unit_roundoff: f64) -> f64 {
 /// Whether `1/norm` (`norm > 0`) overflows the element type with unit roundoff
 /// `unit_roundoff`, so that a vector of Euclidean norm `norm` cannot be normalised by it.
 /// For f64 `1/norm` is +Inf (`norm` below 2⁻¹⁰²⁴, deep in the subnormals); for the other
-/// types ([`has_f64_range`]: f32's range) `norm` is below about 2⁻¹²⁸, in the subnormals.
+/// types ([`has_f64_range`]: f32's range) `norm` is below about 2⁻¹²⁸, in the subnormals;
+/// for f16 ([`has_f16_range`]) below 1/65504 ≈ 2⁻¹⁶, in its subnormals too.
 /// `false` for `0` and NaN.
 pub(crate) fn reciprocal_overflows(norm: f64, unit_roundoff: f64) -> bool {
     if norm.is_nan() || norm <= 0.0 {
@@ -273,6 +317,9 @@ pub(crate) fn reciprocal_overflows(norm: f64, unit_roundoff: f64) -> bool {
     let inverse = 1.0 / norm;
     if has_f64_range(unit_roundoff) {
         !inverse.is_finite()
+    } else if has_f16_range(unit_roundoff) {
+        // f16: `norm` below 1/65504 ≈ 1.5e-5, in f16's subnormals (from 6.1e-5 down).
+        inverse > F16_MAX
     } else {
         // The conversion the f32 backends make (`Real::lossy_from_f64`, candle's `to_dtype`).
         !(inverse as f32).is_finite()
@@ -297,7 +344,9 @@ pub(crate) fn square_underflows(norm: f64, min_positive: f64) -> bool {
 /// from ≈ 1e83 down to ≈ 1e-83). `1` unless `residual` is finite and above 2³² (ordinary
 /// guesses, `r0 = 0`, and non-finite residuals, which break down anyway, are left alone); never
 /// above 1 (scaling down cannot overflow `x`), and `scale·e` stays a normal number of the
-/// element type. Exact, like the first scaling.
+/// element type. Exact, like the first scaling. For f16 ([`has_f16_range`]), whose range
+/// has no room for such a window, a residual of max-norm 2 or more is brought into `[1, 2)`,
+/// like its right-hand side ([`rhs_scale`]).
 pub(crate) fn initial_residual_scale(
     residual: f64,
     tolerance: f64,
@@ -305,6 +354,15 @@ pub(crate) fn initial_residual_scale(
     scale: f64,
     unit_roundoff: f64,
 ) -> f64 {
+    if has_f16_range(unit_roundoff) {
+        if !(residual.is_finite() && residual >= 2.0) {
+            return 1.0;
+        }
+        let first = scale.log2().round() as i32;
+        let max_exponent = max_scale_exponent(unit_roundoff);
+        let total = (first - residual.log2().floor() as i32).clamp(-max_exponent, max_exponent);
+        return 2f64.powi((total - first).min(0));
+    }
     if !(residual.is_finite() && residual > MODERATE && rhs > 0.0) {
         return 1.0;
     }
@@ -334,7 +392,9 @@ pub(crate) fn initial_residual_scale(
 /// f32 tensors reduce in f32, whose normal range ends at 1e-38, where re-orthogonalised CG
 /// stops at its floor). `1` for `rz` or `residual` that is 0, negative or not finite (a
 /// breakdown, or a converged system); `scale·e` stays a normal number of the element type.
-/// Exact, like the other scalings.
+/// Exact, like the other scalings. Always `1` for f16 ([`has_f16_range`]): its vectors,
+/// normalised by [`rhs_scale`], have no room to move (an f16 `r` and `M⁻¹r` give an
+/// `rᵀM⁻¹r` of at most `d·2³²`, far inside the f32 reductions' range).
 pub(crate) fn reduction_scale(
     rz: f64,
     residual: f64,
@@ -349,7 +409,7 @@ pub(crate) fn reduction_scale(
     };
     let positive = rz.is_finite() && rz > 0.0 && residual.is_finite() && residual > 0.0;
     // `lo = 0` only for `b = 0`, a converged system.
-    if !positive || lo <= 0.0 {
+    if !positive || lo <= 0.0 || has_f16_range(unit_roundoff) {
         return 1.0;
     }
     // log₂ of `centre`, which itself could underflow.
@@ -479,6 +539,36 @@ mod tests {
             overflow_scale((140.0, 140.0), r, (0.0, 0.0), 1.0, u32_),
             1.0
         );
+    }
+
+    /// f16 (unit roundoff 2⁻¹⁰): every right-hand side is brought into `[1, 2)` (the exponent
+    /// clamped to ±14), a far initial residual likewise (never scaled up), `reduction_scale`
+    /// leaves it alone, and `1/norm` overflows below 1/65504. Other types are unchanged.
+    #[test]
+    fn f16_systems_are_normalised_into_its_range() {
+        let (u16_, ubf16, u32_) = (9.765_625e-4, 7.812_5e-3, f64::from(f32::EPSILON));
+        assert!(has_f16_range(u16_) && !has_f16_range(ubf16) && !has_f16_range(u32_));
+        for (norm, s) in [(1.0, 1.0), (1.99, 1.0), (2.0, 0.5), (300.0, 2f64.powi(-8))] {
+            assert_eq!(rhs_scale(norm, u16_), s, "{norm}");
+        }
+        assert_eq!(rhs_scale(1e-4, u16_), 2f64.powi(14));
+        assert_eq!(rhs_scale(0.0, u16_), 1.0);
+        assert_eq!(rhs_scale(1e-7, u16_), 2f64.powi(14));
+        // Other types keep the window [2⁻³², 2³²].
+        assert_eq!(rhs_scale(300.0, ubf16), 1.0);
+        assert_eq!(rhs_scale(300.0, u32_), 1.0);
+        // A residual of 1000 after a scale of 2⁻⁸: a further 2⁻⁹ would make the total 2⁻¹⁷,
+        // clamped to 2⁻¹⁴, so 2⁻⁶; after no scale, 2⁻⁹; one below 2 is left alone.
+        let e = initial_residual_scale(1000.0, 1e-2, 1.0, 2f64.powi(-8), u16_);
+        assert_eq!(e, 2f64.powi(-6));
+        assert_eq!(
+            initial_residual_scale(1000.0, 1e-2, 1.0, 1.0, u16_),
+            2f64.powi(-9)
+        );
+        assert_eq!(initial_residual_scale(1.5, 1e-2, 1.0, 1.0, u16_), 1.0);
+        assert_eq!(reduction_scale(1e-30, 1.0, (1e-2, 1.0), 1.0, u16_), 1.0);
+        assert!(reciprocal_overflows(1.5e-5, u16_) && !reciprocal_overflows(1.6e-5, u16_));
+        assert!(!reciprocal_overflows(1.5e-5, ubf16));
     }
 
     /// The floor sits where the square leaves the normal numbers: `2⁻⁵¹¹` squared is f64's

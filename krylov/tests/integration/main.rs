@@ -9,6 +9,8 @@ mod common;
 mod candle_backend;
 mod cg_accuracy;
 mod cg_behaviour;
+mod cg_digest;
+mod cg_f16_scale;
 mod cg_host_syncs;
 mod cg_overflow_scale;
 mod cg_reporting;
