@@ -11,6 +11,7 @@ use argmin::solver::quasinewton::LBFGS;
 use argmin_math::ArgminZero;
 use nalgebra::{DVector, RealField};
 
+use crate::best_iterate::{BestIterate, BestIterateTracker, RankFn};
 use crate::first_step::FirstStepScaled;
 use crate::lbfgs_params::{LbfgsParams, LineSearch};
 use crate::line_search_fallback::HagerZhangThenMoreThuente;
@@ -50,7 +51,9 @@ use crate::{ConvexOptError, Termination};
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct MinimizeResult<F: RealField + Copy> {
-    /// Last iterate.
+    /// The accepted iterate (`x₀` included) with the smallest `‖∇f‖∞`, the later of equal
+    /// ones: the last iterate, unless the run ended at the rounding floor of the cost with a
+    /// larger gradient than an earlier iterate's (see [`minimize_lbfgs`]).
     pub x: DVector<F>,
     /// Cost at `x`.
     pub cost: F,
@@ -87,13 +90,17 @@ pub const LINE_SEARCH_MAX_EVALUATIONS: u64 = 100;
 
 /// Stops an inner solver when the ∞-norm of the gradient in the state is small enough, when
 /// the evaluation budget is spent (checked between iterations), or when the iterate's cost is
-/// not finite; records each iterate as the anchor of the next line search.
+/// not finite; records each iterate as the anchor of the next line search, and keeps the
+/// best-ranked one. Every accepted iterate, `x₀` first, passes through `terminate` (argmin
+/// calls it before each iteration and once more after the last one, except after an iteration
+/// that ended the run itself: a failed line search, which accepts no iterate).
 struct GradInfNormStop<'a, S, F: RealField + Copy> {
     inner: S,
     tol: f64,
     shared: &'a RunShared<F>,
     /// How the run's own line search treats non-finite trial values.
     non_finite: NonFiniteTrial,
+    best: BestIterateTracker<'a, F>,
 }
 
 /// argmin termination text of the evaluation-budget stop.
@@ -148,6 +155,9 @@ where
                 NON_FINITE_ITERATE.into(),
             ));
         }
+        if let (Some(x), Some(g)) = (state.get_param(), state.get_gradient()) {
+            self.best.offer(x, state.get_cost(), g);
+        }
         if let Some(g) = state.get_gradient()
             && inf_norm(g) <= self.tol
         {
@@ -186,6 +196,14 @@ fn to_float<F: ArgminFloat>(v: f64, what: &str) -> Result<F, ConvexOptError> {
 /// (`F` = `f32` or `f64`). Not converging within the iteration limit, or a line-search failure
 /// (typically: rounding-error floor reached), is reported in [`MinimizeResult::converged`] and
 /// [`MinimizeResult::reason`], not as an error.
+///
+/// **The returned point** is the accepted iterate (`x₀` included) with the smallest
+/// `‖∇f‖∞`, the later of equal ones, with its cost and gradient as evaluated there (no extra
+/// evaluation). That is the last iterate unless the run ended at the rounding floor of the
+/// cost, where an earlier iterate can have a smaller gradient: argmin itself keeps the iterate
+/// of least cost, and equal costs, or Hager–Zhang's approximate Wolfe steps that may raise the
+/// cost by `ε|f|`, leave that one behind the last. [`MinimizeResult::converged`] and
+/// [`MinimizeResult::reason`] describe the returned point; `iterations` counts all iterations.
 ///
 /// **Hager–Zhang failures.** argmin's Hager–Zhang search never looks beyond its fixed bracket
 /// `α ∈ [ε, 1e5]` (no bracket-expansion phase), so it fails (at the evaluation cap) when the
@@ -257,6 +275,24 @@ where
         + Gradient<Param = DVector<F>, Gradient = DVector<F>>,
     F: ArgminFloat + ArgminZero + RealField + Copy,
 {
+    minimize_lbfgs_ranked(problem, x0, params, &|g| (false, inf_norm(g)))
+}
+
+/// [`minimize_lbfgs`] returning the accepted iterate that `rank` puts first (the later of equal
+/// ones) instead of the one of least `‖∇f‖∞`: [`crate::invert_lbfgs_flat`] ranks an iterate at
+/// which every sample is within its own tolerance first. `MinimizeResult::converged` still
+/// says whether that iterate's `‖∇f‖∞` meets `params.gradient_tolerance`.
+pub(crate) fn minimize_lbfgs_ranked<O, F>(
+    problem: &O,
+    x0: DVector<F>,
+    params: &LbfgsParams,
+    rank: RankFn<'_, F>,
+) -> Result<MinimizeResult<F>, ConvexOptError>
+where
+    O: CostFunction<Param = DVector<F>, Output = F>
+        + Gradient<Param = DVector<F>, Gradient = DVector<F>>,
+    F: ArgminFloat + ArgminZero + RealField + Copy,
+{
     params.validate()?;
     if !x0.iter().all(|v| v.is_finite()) {
         return Err(ConvexOptError::NonFinite("initial point x0"));
@@ -288,20 +324,21 @@ where
                 tol: params.gradient_tolerance,
                 shared: &shared,
                 non_finite,
+                best: BestIterateTracker::new(rank),
             };
-            Executor::new(ByRef::new(problem, &shared), solver)
+            let result = Executor::new(ByRef::new(problem, &shared), solver)
                 .configure(|state| state.param(x0).max_iters(params.max_iterations))
                 .timer(false)
                 .run()
-                .map_err(ConvexOptError::from_argmin)?
-                .state
+                .map_err(ConvexOptError::from_argmin)?;
+            (result.state, result.solver.best.into_best())
         }};
     }
     let more_thuente: MoreThuenteLineSearch<DVector<F>, DVector<F>, F> =
         MoreThuenteLineSearch::new()
             .with_c(c1, c2)
             .map_err(ConvexOptError::from_argmin)?;
-    let mut state = match params.line_search {
+    let (state, best) = match params.line_search {
         LineSearch::MoreThuente => run_with!(more_thuente),
         LineSearch::HagerZhang => {
             let hager_zhang: HagerZhangLineSearch<DVector<F>, DVector<F>, F> =
@@ -321,26 +358,13 @@ where
         .as_ref()
         .map_or_else(|| "unknown".to_string(), |r| r.text().to_string());
     let iterations = state.get_iter();
-    // After a line-search failure argmin's L-BFGS leaves the state without parameter and
-    // gradient, and after a stop on a non-finite iterate the state holds that iterate; the best
-    // parameter (the last accepted finite iterate: costs decrease monotonically) is still there.
-    let finite_state = is_finite(state.get_cost());
-    let (x, gradient, cost) = match state.take_param().filter(|_| finite_state) {
-        Some(x) => {
-            let g = match state.take_gradient() {
-                Some(g) => g,
-                None => problem.gradient(&x).map_err(ConvexOptError::from_argmin)?,
-            };
-            (x, g, state.get_cost())
-        }
-        None => {
-            let x = state
-                .take_best_param()
-                .ok_or_else(|| ConvexOptError::Argmin("no parameter in the final state".into()))?;
-            let g = problem.gradient(&x).map_err(ConvexOptError::from_argmin)?;
-            (x, g, state.get_best_cost())
-        }
-    };
+    // The best-ranked accepted iterate, not the state's: after a line-search failure argmin's
+    // L-BFGS leaves the state without parameter and gradient (its best parameter is the iterate
+    // of least cost, see `best_iterate.rs`), and after a stop on a non-finite iterate the state
+    // holds that iterate. `x₀` was offered with a finite cost and gradient (`ByRef` refuses
+    // others), so there is one.
+    let BestIterate { x, cost, gradient } =
+        best.ok_or_else(|| ConvexOptError::Argmin("no finite iterate in the run".into()))?;
     let gradient_inf = inf_norm(&gradient);
     let converged = gradient_inf <= params.gradient_tolerance;
     let reason = if converged {

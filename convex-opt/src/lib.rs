@@ -65,6 +65,7 @@
 mod argmin_lbfgs;
 mod batch;
 mod batched_lbfgs;
+mod best_iterate;
 mod error;
 mod first_step;
 mod flat_lbfgs;

@@ -7,6 +7,7 @@
 mod closed_form;
 mod common;
 
+mod flat_lbfgs_best_iterate;
 mod flat_lbfgs_large_gradient;
 mod icnn_potentials;
 mod input_checks;

@@ -1,0 +1,114 @@
+//! Which accepted iterate [`crate::minimize_lbfgs`] and [`crate::invert_lbfgs_flat`] return:
+//! the best one by the run's own convergence measure, not argmin's best parameter (the iterate
+//! of least cost).
+//!
+//! At the rounding floor of the cost the two differ: equal costs keep argmin's earlier iterate
+//! (its update needs a strictly smaller cost), Hager–Zhang's approximate Wolfe steps may raise
+//! the cost by `ε|f|`, and in a flattened batch the summed cost no longer resolves the rows of
+//! small targets at all. After a failed line search argmin's L-BFGS leaves no iterate in its
+//! state but the least-cost one, which in `f32` was often far from the least-residual iterate
+//! (`Σ x⁴/4 + x²/2`, targets `(1e-8, 0, 7)`: residual `1.4e-4` returned, `4.8e-7` visited).
+
+use argmin::core::ArgminFloat;
+use nalgebra::{DVector, RealField};
+
+use crate::trial_problem::is_finite;
+
+/// How good an iterate is, from its gradient: `(short of its goal, residual)`, compared
+/// lexicographically, smaller first (`false < true`; a NaN residual ranks nowhere).
+/// [`crate::minimize_lbfgs`] ranks by `(false, ‖∇f‖∞)`; [`crate::invert_lbfgs_flat`] by
+/// whether some sample's residual exceeds its own tolerance (an iterate at which every sample
+/// is converged comes first), then by the largest residual `max_i ‖∇Φ(x_i) − y_i‖∞` (the norm
+/// of its stopping test).
+pub(crate) type IterateRank = (bool, f64);
+
+/// Ranks an iterate by its gradient (see [`IterateRank`]).
+pub(crate) type RankFn<'a, F> = &'a dyn Fn(&DVector<F>) -> IterateRank;
+
+/// An accepted iterate with its cost and gradient.
+pub(crate) struct BestIterate<F: RealField + Copy> {
+    pub(crate) x: DVector<F>,
+    pub(crate) cost: F,
+    pub(crate) gradient: DVector<F>,
+}
+
+/// Keeps the best-ranked accepted iterate of a run, the later of equally ranked ones (so a run
+/// whose last iterate ranks best returns it).
+pub(crate) struct BestIterateTracker<'a, F: RealField + Copy> {
+    rank: RankFn<'a, F>,
+    best: Option<(IterateRank, BestIterate<F>)>,
+}
+
+impl<'a, F: ArgminFloat + RealField + Copy> BestIterateTracker<'a, F> {
+    pub(crate) fn new(rank: RankFn<'a, F>) -> Self {
+        Self { rank, best: None }
+    }
+
+    /// Offers an accepted iterate; one with a non-finite cost or gradient (or NaN residual) is
+    /// never kept.
+    pub(crate) fn offer(&mut self, x: &DVector<F>, cost: F, gradient: &DVector<F>) {
+        if !(is_finite(cost) && gradient.iter().all(|v| is_finite(*v))) {
+            return;
+        }
+        let rank = (self.rank)(gradient);
+        if rank.1.is_nan() {
+            return;
+        }
+        let better = self.best.as_ref().is_none_or(|(best, _)| rank <= *best);
+        if better {
+            let iterate = BestIterate {
+                x: x.clone(),
+                cost,
+                gradient: gradient.clone(),
+            };
+            self.best = Some((rank, iterate));
+        }
+    }
+
+    /// The best-ranked iterate offered, if any.
+    pub(crate) fn into_best(self) -> Option<BestIterate<F>> {
+        self.best.map(|(_, iterate)| iterate)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn inf(g: &DVector<f64>) -> IterateRank {
+        (false, g.amax())
+    }
+
+    /// Smaller rank wins, ties go to the later iterate, non-finite ones are never kept.
+    #[test]
+    fn keeps_the_later_of_the_best_ranked_finite_iterates() {
+        let mut t = BestIterateTracker::new(&inf);
+        let v = |a: f64| DVector::from_element(1, a);
+        t.offer(&v(1.0), 0.0, &v(3.0));
+        t.offer(&v(2.0), -1.0, &v(1.0));
+        t.offer(&v(3.0), -2.0, &v(2.0));
+        t.offer(&v(4.0), -2.0, &v(1.0));
+        t.offer(&v(5.0), f64::NAN, &v(0.5));
+        t.offer(&v(6.0), -3.0, &v(f64::INFINITY));
+        let best = t.into_best().unwrap();
+        assert_eq!((best.x[0], best.cost, best.gradient[0]), (4.0, -2.0, 1.0));
+    }
+
+    /// An iterate meeting its goal ranks first, whatever its residual.
+    #[test]
+    fn an_iterate_meeting_its_goal_ranks_first() {
+        // Tolerances 1 and 0.1 on the two entries.
+        let rank = |g: &DVector<f64>| (g[0] > 1.0 || g[1] > 0.1, g.amax());
+        let mut t = BestIterateTracker::new(&rank);
+        let v = |a: f64| DVector::from_element(1, a);
+        t.offer(&v(1.0), 0.0, &DVector::from_vec(vec![0.5, 0.2]));
+        // Both within tolerance although its residual is larger: it wins.
+        t.offer(&v(2.0), 0.0, &DVector::from_vec(vec![0.9, 0.05]));
+        // Smaller residual, not within tolerance.
+        t.offer(&v(3.0), 0.0, &DVector::from_vec(vec![0.01, 0.11]));
+        // Within tolerance, smaller residual than the other one within: it wins.
+        t.offer(&v(4.0), 0.0, &DVector::from_vec(vec![0.8, 0.09]));
+        t.offer(&v(5.0), 0.0, &DVector::from_vec(vec![0.85, 0.09]));
+        assert_eq!(t.into_best().unwrap().x[0], 4.0);
+    }
+}
