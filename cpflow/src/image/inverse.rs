@@ -118,6 +118,7 @@ impl ImageFlow {
     /// (`1` = the model; `< 1` concentrates on the modes), then `x = f⁻¹(z)` with
     /// [`ImageFlow::default_inverse_params`]. Check `report` for unconverged samples.
     /// `n = 0` gives a `(0, D)` sample and an empty report, as [`crate::Flow::sample`].
+    /// [`ImageFlow::sample_and_log_prob`] also gives the samples' log-density.
     pub fn sample<R: Rng + ?Sized>(
         &self,
         n: usize,

@@ -2,8 +2,8 @@
 //! uniform dequantisation, the logit transform, per-channel ActNorm, squeeze, factor-out and
 //! CP-Flow blocks on flattened `(C, H, W)` rows, composed as the reference's
 //! `MultiscaleFlow`, with exact or SLQ log-densities, inversion with a per-sample
-//! convergence report, sampling at a temperature, bits per dimension, the CG-surrogate
-//! training loss, and save/load.
+//! convergence report, sampling at a temperature (also with each sample's exact
+//! log-density), bits per dimension, the CG-surrogate training loss, and save/load.
 //!
 //! Every layer acts on `(B, D)` rows, `D = C·H·W` in `(C, H, W)` order, so the CP-Flow
 //! blocks, CG and Lanczos see the rows unchanged; convolutional potentials
@@ -27,6 +27,7 @@ pub mod grid;
 mod inverse;
 mod logit;
 mod loss;
+mod sample_log_prob;
 mod squeeze;
 pub mod train;
 

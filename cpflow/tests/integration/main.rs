@@ -51,6 +51,7 @@ mod image_layers;
 #[cfg(feature = "datasets")]
 mod image_mnist;
 mod image_resume;
+mod image_sample_log_prob;
 mod image_train;
 mod lib_audit_api;
 #[cfg(feature = "vae")]
