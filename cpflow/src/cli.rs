@@ -271,6 +271,19 @@ pub(crate) struct SampleArgs {
     /// without it, the reconstructions of the first `-n` test images are written as rows.
     #[arg(long)]
     pub reconstruct: bool,
+    /// Flows: also write the exact log-density `log p(x)` of every sample, in nats, one per
+    /// row in the order of the samples (a `--grid`'s cells row by row) to this file (.npy or
+    /// .csv, not the `--output` file; `<f8`: an f32 model's values widened exactly), written
+    /// atomically with the samples, which are the same, byte for byte, as without it. Vector
+    /// flows: the density (`log_prob_exact`) at the written row. Image flows: the model's
+    /// density on `[0, 1)^D` (logit and ActNorm terms included, as `eval` computes it; its
+    /// 8-bit-scale `nll` is `D·ln 256` minus this) at the continuous sample, before its
+    /// quantisation to the written `k/255`, whatever `--temperature` drew it. A sample whose
+    /// inversion did not converge gets the density of the point written (its last iterate).
+    /// Refused for VAEs (their density has no closed form: `cpflow eval` estimates their
+    /// test NLL by importance sampling); conditional flows are not sampled at all.
+    #[arg(long, value_name = "FILE")]
+    pub log_prob: Option<PathBuf>,
     /// Hide the progress bar.
     #[arg(long)]
     pub no_progress: bool,

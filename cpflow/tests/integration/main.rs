@@ -29,6 +29,8 @@ mod cli_overwrite_safety;
 #[cfg(feature = "cli")]
 mod cli_run_dir;
 #[cfg(feature = "cli")]
+mod cli_sample_log_prob;
+#[cfg(feature = "cli")]
 mod cli_small_fixes;
 #[cfg(feature = "cli")]
 mod cli_smoke;

@@ -1,6 +1,8 @@
 //! `cpflow sample`: rows from a tabular/toy model, or images (a PNG grid with `--grid`) from
-//! an image model or a VAE.
+//! an image model or a VAE; with `--log-prob`, a flow's exact log-density of every sample
+//! beside them (`log_prob.rs`).
 
+mod log_prob;
 mod reconstruct;
 
 use crate::FlowRng;
@@ -14,6 +16,7 @@ use crate::cli::interrupt::Interrupt;
 use crate::cli::model_file::{ModelKind, model_kind, require_flow};
 use crate::cli::output_files::{RowType, RowValues, RowsWriter, ensure_dir};
 use crate::cli::{SampleArgs, VaePixels};
+use log_prob::{LogProbFile, finish_opt};
 
 /// Samples drawn, inverted and written per chunk of a vector flow: the inversion's memory
 /// grows with the rows it solves at once, so `-n` is streamed in chunks instead of being
@@ -29,14 +32,18 @@ const IMAGE_SAMPLE_CHUNK: usize = 64;
 const INTERRUPT_MESSAGE: &str = "interrupted: stopping after the chunk of samples in progress (nothing is written); \
      interrupt again to quit now";
 
-/// After an interrupt: an error saying how far sampling got; the unfinished output file is
-/// removed when its writer is dropped.
-fn stop_if_interrupted(interrupt: &Interrupt, done: usize, n: usize, output: &Path) -> Result<()> {
+/// After an interrupt: an error saying how far sampling got; the unfinished output files
+/// (`--output`, and `--log-prob` if given) are removed when their writers are dropped.
+fn stop_if_interrupted(interrupt: &Interrupt, done: usize, n: usize, a: &SampleArgs) -> Result<()> {
     if interrupt.is_set() {
+        let log_prob = a
+            .log_prob
+            .as_ref()
+            .map_or(String::new(), |p| format!(" nor to {}", p.display()));
         bail!(
-            "interrupted after {done} of {n} samples: nothing written to {} (run the command \
-             again; the samples depend only on the seed and -n)",
-            output.display()
+            "interrupted after {done} of {n} samples: nothing written to {}{log_prob} (run the \
+             command again; the samples depend only on the seed and -n)",
+            a.output.display()
         );
     }
     Ok(())
@@ -61,8 +68,11 @@ pub fn sample(a: SampleArgs) -> Result<()> {
     let loc = locate_model(&a.model)?;
     let kind = model_kind(&loc.file)?;
     if kind == ModelKind::Vae {
+        log_prob::refuse_for_vae(&a, &loc.file)?;
         return sample_vae(&a, &loc);
     }
+    // A bad `--log-prob` path is refused before the model is loaded.
+    log_prob::check_args(&a)?;
     if a.pixels.is_some() || a.reconstruct {
         bail!(
             "--pixels and --reconstruct apply to VAEs (of `cpflow vae`); {} is a flow",
@@ -81,6 +91,14 @@ pub fn sample(a: SampleArgs) -> Result<()> {
     }
     let device = crate::cli::device(a.dev.device.as_deref())?;
     let flow = load_flow(&loc.file, &device, a.dev.dtype)?;
+    if let Some(c) = flow.context_dim() {
+        bail!(
+            "{} is a conditional flow (a context of {c} values per sample): `cpflow sample` \
+             has no context to give it, so it can draw no sample (nor log-density); the \
+             library draws them with `Flow::sample_given` / `Flow::sample_and_log_prob_given`",
+            loc.file.display()
+        );
+    }
     let d = flow.dim();
     let row_type = match flow.dtype() {
         DType::F32 => RowType::F32,
@@ -88,15 +106,25 @@ pub fn sample(a: SampleArgs) -> Result<()> {
     };
     // Opened before anything is computed: a bad path fails at once.
     let mut out = RowsWriter::create(&a.output, d, a.n, row_type)?;
+    let mut lp_out = LogProbFile::open(&a, a.n)?;
     let mut rng = FlowRng::seed_from_u64(a.dev.seed.unwrap_or(0));
     let mut conv = Convergence::default();
     let interrupt = Interrupt::install_with_message(INTERRUPT_MESSAGE)?;
     let bar = super::chunk_progress_bar(a.no_progress, a.n, SAMPLE_CHUNK, "sampling", "");
     let mut done = 0;
     while done < a.n {
-        stop_if_interrupted(&interrupt, done, a.n, &a.output)?;
+        stop_if_interrupted(&interrupt, done, a.n, &a)?;
         let len = SAMPLE_CHUNK.min(a.n - done);
-        let inv = flow.sample(len, &mut rng)?;
+        // `sample_and_log_prob` draws the samples of `sample` from the same stream, bit for
+        // bit: the rows do not depend on `--log-prob`.
+        let inv = match lp_out.as_mut() {
+            Some(lp_file) => {
+                let (inv, lp) = flow.sample_and_log_prob(len, &mut rng)?;
+                lp_file.write(&lp)?;
+                inv
+            }
+            None => flow.sample(len, &mut rng)?,
+        };
         conv.add(inv.report.num_failed(), inv.report.max_residual());
         write_tensor_rows(&mut out, &inv.x, row_type)?;
         done += len;
@@ -104,6 +132,7 @@ pub fn sample(a: SampleArgs) -> Result<()> {
     }
     bar.finish_and_clear();
     out.finish()?;
+    let lp_written = finish_opt(lp_out)?;
     if conv.failed > 0 {
         tracing::warn!(
             failed = conv.failed,
@@ -112,7 +141,8 @@ pub fn sample(a: SampleArgs) -> Result<()> {
         );
     }
     println!(
-        "wrote {} samples of dimension {d} to {} (inversion: max residual {:.2e}, {} not converged)",
+        "wrote {} samples of dimension {d} to {}{lp_written} (inversion: max residual {:.2e}, \
+         {} not converged)",
         a.n,
         a.output.display(),
         conv.max_residual,
@@ -199,7 +229,7 @@ fn draw_image_chunks(
     let bar = super::chunk_progress_bar(a.no_progress, n, chunk, "sampling", "");
     let mut done = 0;
     while done < n {
-        stop_if_interrupted(&interrupt, done, n, &a.output)?;
+        stop_if_interrupted(&interrupt, done, n, a)?;
         let len = chunk.min(n - done);
         target.push(draw(len)?)?;
         done += len;
@@ -223,17 +253,28 @@ fn sample_images(a: &SampleArgs, file: &Path) -> Result<()> {
     let mut rng = FlowRng::seed_from_u64(a.dev.seed.unwrap_or(0));
     let t = std::time::Instant::now();
     let mut target = image_target(a, flow.dim(), n)?;
+    let mut lp_out = LogProbFile::open(a, n)?;
     let mut conv = Convergence::default();
     draw_image_chunks(a, n, &mut target, IMAGE_SAMPLE_CHUNK, |len| {
-        let inv = flow.sample(len, temperature, &mut rng)?;
+        // The samples of `sample` bit for bit, and the density of each continuous sample
+        // (before its quantisation to `k/255`).
+        let inv = match lp_out.as_mut() {
+            Some(lp_file) => {
+                let (inv, lp) = flow.sample_and_log_prob(len, temperature, &mut rng)?;
+                lp_file.write(&lp)?;
+                inv
+            }
+            None => flow.sample(len, temperature, &mut rng)?,
+        };
         conv.add(inv.report.num_failed(), inv.report.max_residual());
         Ok(quantize_pixels(&inv.x)?)
     })?;
     let secs = t.elapsed().as_secs_f64();
     target.finish(&a.output, |rows| Ok(flow.to_images(rows)?))?;
+    let lp_written = finish_opt(lp_out)?;
     println!(
-        "wrote {n} image samples at temperature {} to {} in {secs:.1} s (inversion: \
-         {} of {n} converged, max residual {:.2e})",
+        "wrote {n} image samples at temperature {} to {}{lp_written} in {secs:.1} s \
+         (inversion: {} of {n} converged, max residual {:.2e})",
         short(temperature),
         a.output.display(),
         n - conv.failed,
