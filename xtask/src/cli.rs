@@ -1,29 +1,20 @@
-//! The `cargo xtask` command line.
+//! The `cargo xtask` command line: its arguments ([`Cli`]) and their dispatch ([`run`]); the
+//! subcommands' runners are in `cli/commands.rs`, the parsers of argument values in
+//! `cli/arg_values.rs`.
+
+mod arg_values;
+mod commands;
+
+pub use arg_values::{budget_from_minutes, mirror_base, parse_device};
+pub use commands::{bench_outcome, bench_tabular, download, reproduce};
 
 use std::path::PathBuf;
-use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
-use candle_core::Device;
+use anyhow::Result;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use cpflow::CgPreconditioner;
-use cpflow::datasets::TabularDataset;
 
-use crate::bench_report::{BENCH_MD, bench_table_markdown};
-use crate::bench_resume::{TabularResume, existing_checkpoints};
-use crate::bench_tabular::{
-    BenchReport, BenchTabularOptions, SkippedDataset, default_fallback_roots, parse_datasets,
-    run_bench_tabular,
-};
-use crate::reproduce::{REPORT_MD, ReproduceOptions, run_reproduce};
-use crate::reproduce_image::parse_image_datasets;
-use crate::reproduce_resume::remove_reproduction;
-use crate::reproduce_vae::parse_vae_datasets;
-use crate::tabular_config::{ModelOverrides, TabularBenchConfig, parse_count};
-
-use crate::fetch::FetchOptions;
-use crate::install::{DownloadOptions, Outcome, download_dataset};
-use crate::registry::{DATASETS, find};
+use crate::tabular_config::{ModelOverrides, parse_count};
 
 /// Project automation for the CP-Flow workspace.
 #[derive(Debug, Parser)]
@@ -210,274 +201,6 @@ pub struct ReproduceArgs {
     pub overwrite: bool,
 }
 
-/// The candle device named on the command line (`cpu`, `cuda` or `cuda:N`).
-pub fn parse_device(name: &str) -> Result<Device> {
-    let name = name.trim().to_ascii_lowercase();
-    if name == "cpu" {
-        return Ok(Device::Cpu);
-    }
-    let ordinal = match name.strip_prefix("cuda") {
-        Some("") => 0,
-        Some(rest) => rest
-            .strip_prefix(':')
-            .and_then(|n| n.parse::<usize>().ok())
-            .with_context(|| format!("bad device {name:?}: use cpu, cuda or cuda:N"))?,
-        None => bail!("unknown device {name:?}: use cpu, cuda or cuda:N"),
-    };
-    Device::new_cuda(ordinal).with_context(|| {
-        format!("cannot open CUDA device {ordinal} (build with `--features cuda`?)")
-    })
-}
-
-/// A training budget of `minutes` (finite, above 0, and small enough for a [`Duration`]).
-pub fn budget_from_minutes(minutes: f64) -> Result<Duration> {
-    anyhow::ensure!(
-        minutes.is_finite() && minutes > 0.0,
-        "--minutes must be positive"
-    );
-    Duration::try_from_secs_f64(minutes * 60.0)
-        .map_err(|_| anyhow::anyhow!("--minutes {minutes:e} is too large"))
-}
-
-/// The `--mirror` base URL: none when not given or empty (`CPFLOW_DATA_MIRROR=` set to the
-/// empty string means no mirror, not a mirror at the empty URL).
-pub fn mirror_base(arg: Option<&str>) -> Option<String> {
-    arg.map(str::trim)
-        .filter(|m| !m.is_empty())
-        .map(str::to_string)
-}
-
-/// Runs `bench-tabular`.
-pub fn bench_tabular(args: &BenchTabularArgs) -> Result<()> {
-    let device = parse_device(&args.device)?;
-    let (preset, budget): (fn(TabularDataset) -> TabularBenchConfig, _) = if args.quick {
-        (TabularBenchConfig::quick, None)
-    } else {
-        (
-            TabularBenchConfig::paper,
-            Some(budget_from_minutes(args.minutes.unwrap_or(10.0))?),
-        )
-    };
-    let datasets = parse_datasets(&args.datasets)?;
-    let existing = existing_checkpoints(&args.out, &datasets);
-    if !(existing.is_empty() || args.resume || args.overwrite) {
-        let list: Vec<String> = existing.iter().map(|p| p.display().to_string()).collect();
-        bail!(
-            "{} holds the checkpoints of earlier runs ({}): pass --resume to continue them, \
-             --overwrite to start over, or choose another --out",
-            args.out.display(),
-            list.join(", ")
-        );
-    }
-    let opts = BenchTabularOptions {
-        datasets,
-        data_dir: args.data_dir.clone(),
-        fallback_roots: default_fallback_roots(),
-        device,
-        budget,
-        preset,
-        val_every: args.val_every,
-        cg_preconditioner: args.cg_preconditioner,
-        test_rows: args.test_rows,
-        model: args.model,
-        out: args.out.clone(),
-        progress: !args.no_progress,
-        resume: if args.resume {
-            TabularResume::Extend
-        } else {
-            TabularResume::Start
-        },
-        // Ctrl-C pauses the run after its step in progress, checkpointed (a second one quits).
-        // The test NLL is not cut short (seconds, and a finished run's --resume would train
-        // on for a new budget before scoring it again).
-        interrupt: Some(
-            cpflow::cli::Interrupt::install_with_message(
-                "interrupted: the dataset in training pauses after its step, checkpointed (one \
-                 whose test NLL is being computed finishes it first); the datasets after it do \
-                 not start; interrupt again to quit now",
-            )?
-            .flag(),
-        ),
-    };
-    let report = run_bench_tabular(&opts)?;
-    println!("{}", bench_table_markdown(&report));
-    for k in &report.skipped {
-        println!("skipped: {}", k.message);
-    }
-    // These messages say "interrupted" and "failed" themselves.
-    for k in report.interrupted.iter().chain(&report.failed) {
-        println!("{}", k.message);
-    }
-    println!("wrote {}", args.out.join(BENCH_MD).display());
-    bench_outcome(&report, &args.data_dir)
-}
-
-/// The end of a `bench-tabular` run, once its report is written: an error naming the
-/// datasets that failed or were interrupted (with how to continue those) and what the report
-/// holds, or, when every requested dataset was missing, one that points at `--data-dir`.
-pub fn bench_outcome(report: &BenchReport, data_dir: &std::path::Path) -> Result<()> {
-    let names = |list: &[SkippedDataset]| {
-        list.iter()
-            .map(|k| k.dataset.as_str())
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    let mut problems = Vec::new();
-    if !report.failed.is_empty() {
-        problems.push(format!("{} failed (see above)", names(&report.failed)));
-    }
-    if !report.interrupted.is_empty() {
-        problems.push(format!(
-            "{} interrupted, checkpointed: to continue, run the same command again with \
-             --resume (in place of --overwrite, if it had that), which also runs the datasets \
-             that did not start",
-            names(&report.interrupted)
-        ));
-    }
-    if !problems.is_empty() {
-        let finished: Vec<&str> = report
-            .results
-            .iter()
-            .chain(&report.earlier)
-            .map(|r| r.dataset.as_str())
-            .collect();
-        let holds = if finished.is_empty() {
-            "it has no finished dataset".to_string()
-        } else {
-            format!("it lists the finished ones ({})", finished.join(", "))
-        };
-        bail!("{}; {BENCH_MD} is written: {holds}", problems.join("; "));
-    }
-    if report.results.is_empty() {
-        // A mistyped --data-dir skips everything: that is not a benchmark that ran.
-        bail!(
-            "no dataset ran: every one requested was missing (see the `skipped` lines above for \
-             the download commands, or check --data-dir {})",
-            data_dir.display()
-        );
-    }
-    Ok(())
-}
-
-/// An error naming the tabular datasets of a reproduction that failed (after its report was
-/// written).
-fn failed_datasets(failed: &[SkippedDataset]) -> Result<()> {
-    if failed.is_empty() {
-        return Ok(());
-    }
-    let names: Vec<&str> = failed.iter().map(|k| k.dataset.as_str()).collect();
-    bail!(
-        "tabular: {} failed (see above); the report lists the others",
-        names.join(", ")
-    )
-}
-
-/// Runs `reproduce`. Every argument is checked before `--overwrite` removes anything.
-pub fn reproduce(args: &ReproduceArgs) -> Result<()> {
-    let device = parse_device(&args.device)?;
-    let mut opts = if args.quick {
-        ReproduceOptions::quick(args.out.clone(), args.data_dir.clone(), device)
-    } else {
-        budget_from_minutes(args.minutes)?;
-        ReproduceOptions::full(
-            args.out.clone(),
-            args.data_dir.clone(),
-            device,
-            args.minutes,
-        )
-    };
-    opts.progress = !args.no_progress;
-    opts.resume = args.resume;
-    opts.images.datasets = if args.no_images {
-        Vec::new()
-    } else {
-        parse_image_datasets(&args.image_datasets)?
-    };
-    if let Some(dir) = &args.vae_data_dir {
-        opts.vae.data_dir = dir.clone();
-        opts.vae.fallback_roots = vec![args.data_dir.clone()];
-    }
-    opts.vae.datasets = if args.no_vae {
-        Vec::new()
-    } else {
-        parse_vae_datasets(&args.vae_datasets)?
-    };
-    if args.out.exists() && !args.out.is_dir() {
-        bail!("--out {} is not a folder", args.out.display());
-    }
-    // Ctrl-C pauses the run in progress, checkpointed (a second one quits at once).
-    opts.interrupt = Some(
-        cpflow::cli::Interrupt::install_with_message(
-            "interrupted: stopping the reproduction after the training step or evaluation \
-             chunk in progress (a toy or OT run finishes first); what is done is kept for \
-             --resume; interrupt again to quit now",
-        )?
-        .flag(),
-    );
-    // Only now, with the run sure to start: a typo above must not cost the old reproduction.
-    if args.overwrite {
-        remove_reproduction(&args.out)?;
-    }
-    let report = run_reproduce(&opts)?;
-    println!(
-        "wrote {} ({:.0} s)",
-        args.out.join(REPORT_MD).display(),
-        report.wall_time_s
-    );
-    failed_datasets(&report.tabular.failed)
-}
-
-/// Runs `download` for one dataset or all of them.
-pub fn download(args: &DownloadArgs) -> Result<()> {
-    let opts = DownloadOptions {
-        dir: args.dir.clone(),
-        mirror: mirror_base(args.mirror.as_deref()),
-        fetch: FetchOptions {
-            retries: args.retries,
-            backoff: Duration::from_millis(args.retry_delay_ms),
-            progress: !args.no_progress,
-            ..FetchOptions::default()
-        },
-        force: args.force,
-    };
-    let names: Vec<&str> = match args.dataset {
-        DownloadName::All => DATASETS.to_vec(),
-        one => vec![DATASETS[one as usize]],
-    };
-    let mut failed = Vec::new();
-    for name in &names {
-        let Some(spec) = find(name) else {
-            bail!("unknown dataset {name}");
-        };
-        match download_dataset(&spec, &opts) {
-            Ok(Outcome::AlreadyInstalled) => {
-                tracing::info!("{name}: already present in {}", opts.dir.display());
-            }
-            Ok(Outcome::Installed { source, unverified }) => {
-                tracing::info!(
-                    "{name}: installed in {} from {source}{}",
-                    opts.dir.display(),
-                    if unverified.is_empty() {
-                        String::new()
-                    } else {
-                        " (some files had no published checksum, see the warnings)".into()
-                    }
-                );
-            }
-            Err(e) if names.len() > 1 => {
-                // The error names the dataset already.
-                tracing::error!("{e:#}");
-                failed.push(*name);
-            }
-            Err(e) => return Err(e),
-        }
-    }
-    if !failed.is_empty() {
-        bail!("failed to install: {}", failed.join(", "));
-    }
-    Ok(())
-}
-
 /// Dispatches a parsed command line.
 pub fn run(cli: &Cli) -> Result<()> {
     match &cli.command {
@@ -487,9 +210,23 @@ pub fn run(cli: &Cli) -> Result<()> {
     }
 }
 
+/// `cargo xtask bench-tabular` followed by `extra`, parsed (for the tests).
+#[cfg(test)]
+pub(crate) fn parse_bench_tabular(extra: &[&str]) -> Result<BenchTabularArgs, clap::Error> {
+    let args = ["xtask", "bench-tabular"].iter().chain(extra).copied();
+    Cli::try_parse_from(args).map(|cli| match cli.command {
+        Command::BenchTabular(b) => b,
+        _ => panic!("not bench-tabular"),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bench_tabular::parse_datasets;
+    use crate::registry::DATASETS;
+    use crate::reproduce_image::parse_image_datasets;
+    use crate::reproduce_vae::parse_vae_datasets;
 
     #[test]
     fn value_enum_order_matches_registry() {
@@ -582,13 +319,9 @@ mod tests {
     fn bench_tabular_takes_a_grid_point() {
         use crate::tabular_config::TabularArch;
         let parse = |extra: &[&str]| {
-            let args = ["xtask", "bench-tabular"].iter().chain(extra).copied();
-            Cli::try_parse_from(args).map(|cli| match cli.command {
-                Command::BenchTabular(b) => {
-                    let m = b.model;
-                    (m.arch, m.blocks, m.width, m.depth)
-                }
-                _ => panic!("not bench-tabular"),
+            parse_bench_tabular(extra).map(|b| {
+                let m = b.model;
+                (m.arch, m.blocks, m.width, m.depth)
             })
         };
         assert_eq!(parse(&[]).unwrap(), (None, None, None, None));
@@ -607,80 +340,5 @@ mod tests {
         ] {
             assert!(parse(&bad).is_err(), "{bad:?} accepted");
         }
-    }
-
-    /// `--resume` and `--overwrite` exclude each other; without either, checkpoints of
-    /// earlier runs in `--out` stop the command before it reads any data.
-    #[test]
-    fn bench_tabular_keeps_earlier_runs_unless_told() {
-        let parse = |extra: &[&str]| {
-            let args = ["xtask", "bench-tabular"].iter().chain(extra).copied();
-            Cli::try_parse_from(args).map(|cli| match cli.command {
-                Command::BenchTabular(b) => b,
-                _ => panic!("not bench-tabular"),
-            })
-        };
-        assert!(parse(&["--resume", "--overwrite"]).is_err());
-        let out = tempfile::tempdir().unwrap();
-        let ckpt = out
-            .path()
-            .join("power")
-            .join(crate::bench_resume::CHECKPOINT_FILE);
-        std::fs::create_dir_all(ckpt.parent().unwrap()).unwrap();
-        std::fs::write(&ckpt, b"x").unwrap();
-        let empty = tempfile::tempdir().unwrap();
-        let dirs = [
-            "--datasets",
-            "power",
-            "--out",
-            out.path().to_str().unwrap(),
-            "--data-dir",
-            empty.path().to_str().unwrap(),
-            "--no-progress",
-        ];
-        let refused = bench_tabular(&parse(&dirs).unwrap())
-            .unwrap_err()
-            .to_string();
-        assert!(
-            refused.contains("--resume") && refused.contains(&ckpt.display().to_string()),
-            "{refused}"
-        );
-        // Told to, it goes on (and fails only because the data are not there).
-        for flag in ["--resume", "--overwrite"] {
-            let args: Vec<&str> = dirs.iter().copied().chain([flag]).collect();
-            let e = bench_tabular(&parse(&args).unwrap())
-                .unwrap_err()
-                .to_string();
-            assert!(e.contains("no dataset ran"), "{flag}: {e}");
-        }
-        // Another dataset's checkpoint does not stop a run of this one.
-        let args: Vec<&str> = dirs
-            .iter()
-            .map(|&a| if a == "power" { "gas" } else { a })
-            .collect();
-        let e = bench_tabular(&parse(&args).unwrap())
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("no dataset ran"), "{e}");
-    }
-
-    #[test]
-    fn an_empty_mirror_means_no_mirror() {
-        // `CPFLOW_DATA_MIRROR=` (set but empty) used to make every URL `/maf/data.tar.gz`.
-        assert_eq!(mirror_base(Some("")), None);
-        assert_eq!(mirror_base(Some("  ")), None);
-        assert_eq!(mirror_base(None), None);
-        assert_eq!(
-            mirror_base(Some(" http://127.0.0.1:9/m ")).as_deref(),
-            Some("http://127.0.0.1:9/m")
-        );
-    }
-
-    #[test]
-    fn bad_device_and_bad_dataset_are_errors() {
-        assert!(matches!(parse_device("cpu"), Ok(Device::Cpu)));
-        assert!(parse_device("tpu").is_err());
-        assert!(parse_datasets("power,imagenet").is_err());
-        assert!(parse_datasets("").is_err());
     }
 }

@@ -1,9 +1,10 @@
 //! The resumable, verified download against a local test server (no network).
 
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::common::{Route, TestServer, bytes, ranges_and_statuses, tempdir};
+use crate::common::{Route, TestServer, assert_ranges_and_statuses, bytes, tempdir, unused_port};
 use xtask::checksum::{Checksum, Verified, sha256_bytes};
 use xtask::fetch::{FetchError, FetchOptions, Fetched, MismatchOrigin, agent, fetch, part_path};
 
@@ -21,23 +22,40 @@ fn server(path: &str, route: Route) -> TestServer {
     TestServer::start(HashMap::from([(path.to_string(), route)]))
 }
 
+/// Serves `route` at `/f.bin`: the server, the file's URL, and a fresh folder with the
+/// destination `f.bin` in it.
+fn serve_f_bin(route: Route) -> (TestServer, String, tempfile::TempDir, PathBuf) {
+    let srv = server("/f.bin", route);
+    let url = format!("{}/f.bin", srv.base);
+    let dir = tempdir();
+    let dest = dir.path().join("f.bin");
+    (srv, url, dir, dest)
+}
+
+/// Fetches `url` alone into `dest`.
+fn fetch_one(
+    url: &str,
+    dest: &Path,
+    sum: &Checksum,
+    o: &FetchOptions,
+) -> Result<Fetched, FetchError> {
+    fetch(&agent(o), &[url.to_string()], dest, sum, o)
+}
+
+/// The sha256 checksum of `body`.
+fn sha256_of(body: &[u8]) -> Checksum {
+    Checksum::sha256(&sha256_bytes(body))
+}
+
 const N: usize = 300_000;
 
 #[test]
 fn downloads_verifies_and_renames() {
     let body = bytes(N, 1);
-    let srv = server("/f.bin", Route::new(body.clone()));
-    let dir = tempdir();
+    let (srv, url, dir, _) = serve_f_bin(Route::new(body.clone()));
     let dest = dir.path().join("sub/f.bin");
     let o = opts(0);
-    let got = fetch(
-        &agent(&o),
-        &[format!("{}/f.bin", srv.base)],
-        &dest,
-        &Checksum::sha256(&sha256_bytes(&body)),
-        &o,
-    )
-    .unwrap();
+    let got = fetch_one(&url, &dest, &sha256_of(&body), &o).unwrap();
     assert!(matches!(
         got,
         Fetched::Downloaded {
@@ -49,14 +67,7 @@ fn downloads_verifies_and_renames() {
     assert!(!part_path(&dest).exists());
     // A second call finds the verified file and sends no request.
     let n = srv.requests().len();
-    let again = fetch(
-        &agent(&o),
-        &[format!("{}/f.bin", srv.base)],
-        &dest,
-        &Checksum::sha256(&sha256_bytes(&body)),
-        &o,
-    )
-    .unwrap();
+    let again = fetch_one(&url, &dest, &sha256_of(&body), &o).unwrap();
     assert_eq!(again, Fetched::AlreadyPresent(Verified::Match));
     assert_eq!(srv.requests().len(), n);
 }
@@ -64,19 +75,10 @@ fn downloads_verifies_and_renames() {
 #[test]
 fn checksum_mismatch_keeps_nothing() {
     let body = bytes(N, 2);
-    let srv = server("/f.bin", Route::new(body));
-    let dir = tempdir();
-    let dest = dir.path().join("f.bin");
+    let (srv, url, _dir, dest) = serve_f_bin(Route::new(body));
     let o = opts(2);
-    let wrong = Checksum::sha256(&sha256_bytes(b"something else"));
-    let err = fetch(
-        &agent(&o),
-        &[format!("{}/f.bin", srv.base)],
-        &dest,
-        &wrong,
-        &o,
-    )
-    .unwrap_err();
+    let wrong = sha256_of(b"something else");
+    let err = fetch_one(&url, &dest, &wrong, &o).unwrap_err();
     assert!(matches!(err, FetchError::ChecksumMismatch { .. }), "{err}");
     let msg = err.to_string();
     assert!(msg.contains("checksum mismatch"), "{msg}");
@@ -98,19 +100,9 @@ fn checksum_mismatch_keeps_nothing() {
 #[test]
 fn truncated_transfer_is_resumed_with_a_range_request() {
     let body = bytes(N, 3);
-    let srv = server("/f.bin", Route::new(body.clone()).truncated(2, 100_000));
-    let dir = tempdir();
-    let dest = dir.path().join("f.bin");
+    let (srv, url, _dir, dest) = serve_f_bin(Route::new(body.clone()).truncated(2, 100_000));
     let o = opts(3);
-    let sum = Checksum::sha256(&sha256_bytes(&body));
-    fetch(
-        &agent(&o),
-        &[format!("{}/f.bin", srv.base)],
-        &dest,
-        &sum,
-        &o,
-    )
-    .unwrap();
+    fetch_one(&url, &dest, &sha256_of(&body), &o).unwrap();
     assert_eq!(std::fs::read(&dest).unwrap(), body);
     let seen = srv.requests();
     assert_eq!(seen.len(), 3, "{seen:?}");
@@ -123,13 +115,10 @@ fn truncated_transfer_is_resumed_with_a_range_request() {
 #[test]
 fn interrupted_download_resumes_on_the_next_run() {
     let body = bytes(N, 4);
-    let srv = server("/f.bin", Route::new(body.clone()).truncated(1, 123_456));
-    let dir = tempdir();
-    let dest = dir.path().join("f.bin");
+    let (srv, url, _dir, dest) = serve_f_bin(Route::new(body.clone()).truncated(1, 123_456));
     let o = opts(0);
-    let sum = Checksum::sha256(&sha256_bytes(&body));
-    let url = format!("{}/f.bin", srv.base);
-    let err = fetch(&agent(&o), std::slice::from_ref(&url), &dest, &sum, &o).unwrap_err();
+    let sum = sha256_of(&body);
+    let err = fetch_one(&url, &dest, &sum, &o).unwrap_err();
     assert!(matches!(err, FetchError::NotDownloaded { .. }), "{err}");
     // The transfer broke off: not "offline", and the next run continues it.
     let msg = err.to_string();
@@ -142,7 +131,7 @@ fn interrupted_download_resumes_on_the_next_run() {
     // The partial bytes are kept under the .part name only.
     assert!(!dest.exists());
     assert_eq!(std::fs::metadata(part_path(&dest)).unwrap().len(), 123_456);
-    fetch(&agent(&o), &[url], &dest, &sum, &o).unwrap();
+    fetch_one(&url, &dest, &sum, &o).unwrap();
     assert_eq!(std::fs::read(&dest).unwrap(), body);
     let seen = srv.requests();
     assert_eq!(seen[1].range.as_deref(), Some("bytes=123456-"));
@@ -153,18 +142,8 @@ fn server_ignoring_ranges_is_read_from_the_start() {
     let body = bytes(N, 5);
     let mut route = Route::new(body.clone()).truncated(1, 50_000);
     route.ignore_range = true;
-    let srv = server("/f.bin", route);
-    let dir = tempdir();
-    let dest = dir.path().join("f.bin");
-    let o = opts(1);
-    fetch(
-        &agent(&o),
-        &[format!("{}/f.bin", srv.base)],
-        &dest,
-        &Checksum::sha256(&sha256_bytes(&body)),
-        &o,
-    )
-    .unwrap();
+    let (srv, url, _dir, dest) = serve_f_bin(route);
+    fetch_one(&url, &dest, &sha256_of(&body), &opts(1)).unwrap();
     assert_eq!(std::fs::read(&dest).unwrap(), body);
     assert_eq!(srv.requests()[1].status, 200);
 }
@@ -172,18 +151,8 @@ fn server_ignoring_ranges_is_read_from_the_start() {
 #[test]
 fn unknown_checksum_reports_the_computed_sha256() {
     let body = bytes(1000, 6);
-    let srv = server("/f.bin", Route::new(body.clone()));
-    let dir = tempdir();
-    let dest = dir.path().join("f.bin");
-    let o = opts(0);
-    let got = fetch(
-        &agent(&o),
-        &[format!("{}/f.bin", srv.base)],
-        &dest,
-        &Checksum::Unknown,
-        &o,
-    )
-    .unwrap();
+    let (_srv, url, _dir, dest) = serve_f_bin(Route::new(body.clone()));
+    let got = fetch_one(&url, &dest, &Checksum::Unknown, &opts(0)).unwrap();
     assert_eq!(
         got.verified(),
         &Verified::Unverified {
@@ -201,11 +170,11 @@ fn a_file_checked_by_its_members_is_not_hashed() {
     let dir = tempdir();
     let dest = dir.path().join("f.tgz");
     let o = opts(0);
-    let urls = [format!("{}/f.tgz", srv.base)];
-    let got = fetch(&agent(&o), &urls, &dest, &Checksum::OfMembers, &o).unwrap();
+    let url = format!("{}/f.tgz", srv.base);
+    let got = fetch_one(&url, &dest, &Checksum::OfMembers, &o).unwrap();
     assert_eq!(got.verified(), &Verified::Deferred);
     assert_eq!(std::fs::read(&dest).unwrap(), body);
-    let again = fetch(&agent(&o), &urls, &dest, &Checksum::OfMembers, &o).unwrap();
+    let again = fetch_one(&url, &dest, &Checksum::OfMembers, &o).unwrap();
     assert_eq!(again, Fetched::AlreadyPresent(Verified::Deferred));
 }
 
@@ -216,7 +185,7 @@ fn falls_back_to_the_next_url_and_reports_unreachable_sources() {
     let dir = tempdir();
     let dest = dir.path().join("f.bin");
     let o = opts(1);
-    let sum = Checksum::sha256(&sha256_bytes(&body));
+    let sum = sha256_of(&body);
     let urls = vec![
         format!("{}/missing.bin", srv.base),
         format!("{}/good.bin", srv.base),
@@ -231,14 +200,9 @@ fn falls_back_to_the_next_url_and_reports_unreachable_sources() {
     );
 
     // Nothing listens on a port that was just released: the error says what to do by hand.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let url = format!("http://127.0.0.1:{port}/data.tar.gz");
+    let url = format!("http://127.0.0.1:{}/data.tar.gz", unused_port());
     let dest2 = dir.path().join("data.tar.gz");
-    let err = fetch(&agent(&o), std::slice::from_ref(&url), &dest2, &sum, &o).unwrap_err();
+    let err = fetch_one(&url, &dest2, &sum, &o).unwrap_err();
     let msg = err.to_string();
     assert!(matches!(err, FetchError::NotDownloaded { .. }), "{msg}");
     assert!(msg.contains(&url), "{msg}");
@@ -256,9 +220,9 @@ fn an_http_error_is_not_reported_as_offline() {
     let dir = tempdir();
     let dest = dir.path().join("f.bin");
     let o = opts(2);
-    let sum = Checksum::sha256(&sha256_bytes(b"x"));
+    let sum = sha256_of(b"x");
     let missing = format!("{}/missing.bin", srv.base);
-    let err = fetch(&agent(&o), std::slice::from_ref(&missing), &dest, &sum, &o).unwrap_err();
+    let err = fetch_one(&missing, &dest, &sum, &o).unwrap_err();
     assert!(matches!(err, FetchError::NotDownloaded { .. }), "{err}");
     let msg = err.to_string();
     assert!(
@@ -273,7 +237,7 @@ fn an_http_error_is_not_reported_as_offline() {
     );
 
     let broken = format!("{}/broken.bin", srv.base);
-    let err = fetch(&agent(&o), std::slice::from_ref(&broken), &dest, &sum, &o).unwrap_err();
+    let err = fetch_one(&broken, &dest, &sum, &o).unwrap_err();
     let msg = err.to_string();
     assert!(
         msg.contains("HTTP 500") && msg.contains("try again later") && !msg.contains("offline"),
@@ -293,16 +257,8 @@ fn a_bad_file_on_disk_is_moved_aside_not_trusted() {
     let dir = tempdir();
     let dest = dir.path().join("f.bin");
     std::fs::write(&dest, b"tampered").unwrap();
-    let o = opts(0);
-    let sum = Checksum::sha256(&sha256_bytes(b"original"));
-    let err = fetch(
-        &agent(&o),
-        &["http://127.0.0.1:9/unused".into()],
-        &dest,
-        &sum,
-        &o,
-    )
-    .unwrap_err();
+    let sum = sha256_of(b"original");
+    let err = fetch_one("http://127.0.0.1:9/unused", &dest, &sum, &opts(0)).unwrap_err();
     assert!(matches!(err, FetchError::ChecksumMismatch { .. }), "{err}");
     let msg = err.to_string();
     assert!(
@@ -322,19 +278,12 @@ fn a_bad_file_on_disk_is_moved_aside_not_trusted() {
 #[test]
 fn a_stale_part_longer_than_the_file_is_discarded() {
     let body = bytes(10_000, 8);
-    let srv = server("/f.bin", Route::new(body.clone()));
-    let dir = tempdir();
-    let dest = dir.path().join("f.bin");
+    let (srv, url, _dir, dest) = serve_f_bin(Route::new(body.clone()));
     std::fs::write(part_path(&dest), bytes(20_000, 9)).unwrap();
-    let o = opts(0);
-    let sum = Checksum::sha256(&sha256_bytes(&body));
-    let url = format!("{}/f.bin", srv.base);
-    fetch(&agent(&o), std::slice::from_ref(&url), &dest, &sum, &o).unwrap();
+    fetch_one(&url, &dest, &sha256_of(&body), &opts(0)).unwrap();
     assert_eq!(std::fs::read(&dest).unwrap(), body);
     assert!(!part_path(&dest).exists());
-    let seen = srv.requests();
-    let ranges = ranges_and_statuses(&seen);
-    assert_eq!(ranges, [(Some("bytes=20000-"), 416), (None, 200)]);
+    assert_ranges_and_statuses(&srv, &[(Some("bytes=20000-"), 416), (None, 200)]);
 }
 
 /// A whole-file transfer that broke off, then a 416 for its range (the server says the
@@ -347,19 +296,13 @@ fn a_range_refused_after_a_broken_transfer_is_downloaded_whole_once_more() {
     let body = bytes(N, 14);
     let mut route = Route::new(body.clone()).truncated(1, 100_000);
     route.refuse_ranges = true;
-    let srv = server("/f.bin", route);
-    let dir = tempdir();
-    let dest = dir.path().join("f.bin");
-    let o = opts(2);
-    let sum = Checksum::sha256(&sha256_bytes(&body));
-    let url = format!("{}/f.bin", srv.base);
-    let got = fetch(&agent(&o), std::slice::from_ref(&url), &dest, &sum, &o);
-    let seen = srv.requests();
+    let (srv, url, _dir, dest) = serve_f_bin(route);
+    let got = fetch_one(&url, &dest, &sha256_of(&body), &opts(2));
     assert!(matches!(got, Ok(Fetched::Downloaded { .. })), "{got:?}");
     assert_eq!(std::fs::read(&dest).unwrap(), body);
-    assert_eq!(
-        ranges_and_statuses(&seen),
-        [(None, 200), (Some("bytes=100000-"), 416), (None, 200)]
+    assert_ranges_and_statuses(
+        &srv,
+        &[(None, 200), (Some("bytes=100000-"), 416), (None, 200)],
     );
 }
 
@@ -372,27 +315,14 @@ fn a_corrupt_continued_download_is_downloaded_whole_once_more() {
     let body = bytes(N, 10);
     let mut route = Route::new(body.clone()).truncated(1, 100_000);
     route.corrupt_ranges = true;
-    let srv = server("/f.bin", route);
-    let dir = tempdir();
-    let dest = dir.path().join("f.bin");
-    let o = opts(2);
-    let sum = Checksum::sha256(&sha256_bytes(&body));
-    let got = fetch(
-        &agent(&o),
-        &[format!("{}/f.bin", srv.base)],
-        &dest,
-        &sum,
-        &o,
-    )
-    .unwrap();
+    let (srv, url, _dir, dest) = serve_f_bin(route);
+    let got = fetch_one(&url, &dest, &sha256_of(&body), &opts(2)).unwrap();
     assert!(matches!(got, Fetched::Downloaded { .. }), "{got:?}");
     assert_eq!(std::fs::read(&dest).unwrap(), body);
     assert!(!part_path(&dest).exists());
-    let seen = srv.requests();
-    let ranges = ranges_and_statuses(&seen);
-    assert_eq!(
-        ranges,
-        [(None, 200), (Some("bytes=100000-"), 206), (None, 200)]
+    assert_ranges_and_statuses(
+        &srv,
+        &[(None, 200), (Some("bytes=100000-"), 206), (None, 200)],
     );
 }
 
@@ -401,24 +331,11 @@ fn a_corrupt_continued_download_is_downloaded_whole_once_more() {
 #[test]
 fn an_earlier_runs_corrupt_part_is_replaced_by_a_whole_download() {
     let body = bytes(N, 11);
-    let srv = server("/f.bin", Route::new(body.clone()));
-    let dir = tempdir();
-    let dest = dir.path().join("f.bin");
+    let (srv, url, _dir, dest) = serve_f_bin(Route::new(body.clone()));
     std::fs::write(part_path(&dest), bytes(123_456, 12)).unwrap();
-    let o = opts(0);
-    let sum = Checksum::sha256(&sha256_bytes(&body));
-    fetch(
-        &agent(&o),
-        &[format!("{}/f.bin", srv.base)],
-        &dest,
-        &sum,
-        &o,
-    )
-    .unwrap();
+    fetch_one(&url, &dest, &sha256_of(&body), &opts(0)).unwrap();
     assert_eq!(std::fs::read(&dest).unwrap(), body);
-    let seen = srv.requests();
-    let ranges = ranges_and_statuses(&seen);
-    assert_eq!(ranges, [(Some("bytes=123456-"), 206), (None, 200)]);
+    assert_ranges_and_statuses(&srv, &[(Some("bytes=123456-"), 206), (None, 200)]);
 }
 
 /// A source that serves other bytes than the published ones: the continued download fails
@@ -427,13 +344,9 @@ fn an_earlier_runs_corrupt_part_is_replaced_by_a_whole_download() {
 #[test]
 fn a_source_of_other_bytes_fails_after_one_download_from_scratch() {
     let body = bytes(N, 13);
-    let srv = server("/f.bin", Route::new(body).truncated(1, 100_000));
-    let dir = tempdir();
-    let dest = dir.path().join("f.bin");
-    let o = opts(2);
-    let wrong = Checksum::sha256(&sha256_bytes(b"the published file"));
-    let url = format!("{}/f.bin", srv.base);
-    let err = fetch(&agent(&o), std::slice::from_ref(&url), &dest, &wrong, &o).unwrap_err();
+    let (srv, url, _dir, dest) = serve_f_bin(Route::new(body).truncated(1, 100_000));
+    let wrong = sha256_of(b"the published file");
+    let err = fetch_one(&url, &dest, &wrong, &opts(2)).unwrap_err();
     match &err {
         FetchError::ChecksumMismatch {
             origin:
@@ -455,11 +368,9 @@ fn a_source_of_other_bytes_fails_after_one_download_from_scratch() {
         "{msg}"
     );
     assert!(!dest.exists() && !part_path(&dest).exists());
-    let seen = srv.requests();
-    let ranges = ranges_and_statuses(&seen);
-    assert_eq!(
-        ranges,
-        [(None, 200), (Some("bytes=100000-"), 206), (None, 200)]
+    assert_ranges_and_statuses(
+        &srv,
+        &[(None, 200), (Some("bytes=100000-"), 206), (None, 200)],
     );
 }
 
@@ -469,13 +380,8 @@ fn a_source_of_other_bytes_fails_after_one_download_from_scratch() {
 /// than 30 s (a DNS lookup that fails is fast, a refused connection immediate).
 #[test]
 fn unreachable_hosts_are_not_retried() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
     let urls = vec![
-        format!("http://127.0.0.1:{port}/f.bin"),
+        format!("http://127.0.0.1:{}/f.bin", unused_port()),
         "http://cpflow-test-host.invalid/f.bin".to_string(),
     ];
     unreachable_without_waiting(&urls);

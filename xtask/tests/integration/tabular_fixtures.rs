@@ -1,5 +1,6 @@
 //! Shared by the tabular and reproduction tests: a synthetic MINIBOONE file, the `tiny`
-//! benchmark options and the `tiny` reproduction on that file.
+//! benchmark options and the `tiny` reproduction on that file, and the benchmark's report
+//! files as a run wrote them.
 
 use std::path::Path;
 
@@ -7,8 +8,10 @@ use candle_core::Device;
 use cpflow::datasets::{Matrix, TabularDataset, layout, write_npy_f64};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use tempfile::TempDir;
+use xtask::bench_report::{BENCH_JSON, BENCH_MD};
 use xtask::bench_resume::TabularResume;
-use xtask::bench_tabular::BenchTabularOptions;
+use xtask::bench_tabular::{BenchReport, BenchTabularOptions};
 use xtask::reproduce::ReproduceOptions;
 use xtask::tabular_config::{ModelOverrides, TabularBenchConfig};
 
@@ -62,4 +65,39 @@ pub fn tiny_reproduction(data: &Path, out: &Path) -> ReproduceOptions {
     opts.tabular.datasets = vec![TabularDataset::Miniboone];
     opts.tabular.fallback_roots = Vec::new();
     opts
+}
+
+/// A fresh data folder holding the synthetic MINIBOONE, a fresh output folder, and the `tiny`
+/// options of `datasets` from the one into the other (the folders last as long as the
+/// returned handles).
+pub fn tiny_bench(datasets: Vec<TabularDataset>) -> (TempDir, TempDir, BenchTabularOptions) {
+    let data = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    write_synthetic_miniboone(data.path());
+    let opts = tiny_options(data.path(), out.path(), datasets);
+    (data, out, opts)
+}
+
+/// `bench-tabular.md` as the last run into `out` wrote it.
+pub fn bench_markdown(out: &Path) -> String {
+    std::fs::read_to_string(out.join(BENCH_MD)).unwrap()
+}
+
+/// `bench-tabular.json` as the last run into `out` wrote it.
+pub fn bench_json(out: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(out.join(BENCH_JSON)).unwrap()).unwrap()
+}
+
+/// Asserts that no dataset of `report` ran and that the first failure's message contains
+/// each of `needles`.
+pub fn assert_nothing_ran_and_failure_says(report: &BenchReport, needles: &[&str]) {
+    assert!(report.results.is_empty(), "{report:?}");
+    let msg = &report.failed[0].message;
+    for needle in needles {
+        assert!(
+            msg.contains(needle),
+            "{needle:?} not in {:?}",
+            report.failed
+        );
+    }
 }

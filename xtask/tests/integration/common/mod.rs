@@ -261,3 +261,23 @@ pub fn ranges_and_statuses(seen: &[Seen]) -> Vec<(Option<&str>, u16)> {
         .map(|r| (r.range.as_deref(), r.status))
         .collect()
 }
+
+/// Asserts that the requests `srv` saw had these `Range` headers and statuses, in order.
+pub fn assert_ranges_and_statuses(srv: &TestServer, expected: &[(Option<&str>, u16)]) {
+    let seen = srv.requests();
+    assert_eq!(ranges_and_statuses(&seen), expected);
+}
+
+/// A port on 127.0.0.1 that was just released: nothing listens on it.
+pub fn unused_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The project's shared, read-only data folder (`<repository>/../shared/data`).
+pub fn shared_data() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data")
+}
