@@ -5,48 +5,18 @@
 // Index loops over rows read more plainly than zipped iterators in these checks.
 #![allow(clippy::needless_range_loop)]
 
-use crate::image_common::{fd_jacobian, host, log_abs_det, max_abs_diff};
+use crate::image_common::{
+    conv, dense, fd_jacobian, host, log_abs_det, max_abs_diff, small_config,
+};
 use candle_core::{DType, Device, Tensor};
 use cpflow::image::{
     ImageFlow, ImageFlowConfig, ImageLayerConfig, MultiscaleConfig, bits_per_dim, dequantize,
 };
 use cpflow::{FloatType, GaussianPrior, PotentialConfig, SlqConfig, SurrogateParams};
-use icnn::{Icnn2Config, ImageShape};
+use icnn::ImageShape;
 use rand::{SeedableRng, rngs::StdRng};
 
 const LN_2PI: f64 = 1.837_877_066_409_345_3;
-
-/// The convolutional ICNN of the reference.
-fn conv() -> PotentialConfig {
-    PotentialConfig::ConvIcnn(icnn::ConvIcnnConfig {
-        width: 4,
-        depth: 2,
-        ..Default::default()
-    })
-}
-
-fn dense() -> PotentialConfig {
-    PotentialConfig::Icnn2(Icnn2Config {
-        width: 8,
-        depth: 2,
-        ..Default::default()
-    })
-}
-
-/// Two scales on 2×4×4 (D = 32): logit, ActNorms, blocks, squeeze, optional factor-out.
-fn small_config(potential: PotentialConfig, factor_out: bool, float: FloatType) -> ImageFlowConfig {
-    let ms = MultiscaleConfig {
-        image: ImageShape::new(2, 4, 4),
-        nblocks: vec![1, 2],
-        logit_alpha: Some(0.05),
-        factor_out,
-        potential,
-        float,
-        init_seed: 3,
-        ..MultiscaleConfig::mnist()
-    };
-    ImageFlowConfig::multiscale(&ms).unwrap()
-}
 
 /// Dequantised images of random grey levels (seeded), (n, D) f64.
 fn images(n: usize, d: usize, seed: u64) -> Tensor {

@@ -3,44 +3,16 @@
 //! inversions), at temperature 0 the closed-form mode density, the samples and the RNG
 //! stream are those of `sample_with`, and the errors and empty batches are `sample_with`'s.
 
-use crate::image_common::host;
+use crate::image_common::{conv, dense, host, small_config};
 use candle_core::{DType, Device, Tensor};
 use cpflow::image::{ImageFlow, ImageFlowConfig, MultiscaleConfig, dequantize};
 use cpflow::{CpflowError, FloatType, InverseParams, PotentialConfig};
-use icnn::{Icnn2Config, ImageShape};
+use icnn::ImageShape;
 use rand::{Rng, SeedableRng, rngs::StdRng};
 
-/// The convolutional ICNN of the reference (as `image_flow`'s tests).
-fn conv() -> PotentialConfig {
-    PotentialConfig::ConvIcnn(icnn::ConvIcnnConfig {
-        width: 4,
-        depth: 2,
-        ..Default::default()
-    })
-}
-
-fn dense() -> PotentialConfig {
-    PotentialConfig::Icnn2(Icnn2Config {
-        width: 8,
-        depth: 2,
-        ..Default::default()
-    })
-}
-
-/// Two scales on 2×4×4 (D = 32): logit, ActNorms, three blocks, squeeze, optional
-/// factor-out (the configuration of `image_flow`'s tests).
+/// The two-scale flow of `image_flow`'s tests (2×4×4, D = 32), initialised.
 fn small_flow(potential: PotentialConfig, factor_out: bool, float: FloatType) -> ImageFlow {
-    let ms = MultiscaleConfig {
-        image: ImageShape::new(2, 4, 4),
-        nblocks: vec![1, 2],
-        logit_alpha: Some(0.05),
-        factor_out,
-        potential,
-        float,
-        init_seed: 3,
-        ..MultiscaleConfig::mnist()
-    };
-    let flow = ImageFlow::new(ImageFlowConfig::multiscale(&ms).unwrap(), &Device::Cpu).unwrap();
+    let flow = ImageFlow::new(small_config(potential, factor_out, float), &Device::Cpu).unwrap();
     // Dequantised images of fixed grey levels (seeded), in the flow's dtype.
     let k: Vec<u32> = (0..6 * 32).map(|i| ((i * 37 + 11) % 256) as u32).collect();
     let k = Tensor::from_vec(k, (6, 32), &Device::Cpu).unwrap();

@@ -1,8 +1,12 @@
-//! Helpers shared by the image-flow tests: dense Jacobians by central differences.
+//! Helpers shared by the image-flow tests: dense Jacobians by central differences, and the
+//! small two-scale flow configuration they share.
 
 #![allow(dead_code)]
 
 use candle_core::{Device, Tensor};
+use cpflow::image::{ImageFlowConfig, MultiscaleConfig};
+use cpflow::{FloatType, PotentialConfig};
+use icnn::{Icnn2Config, ImageShape};
 use nalgebra::DMatrix;
 use rand::{Rng, SeedableRng, rngs::StdRng};
 
@@ -61,4 +65,41 @@ pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
         .zip(host(b))
         .map(|(x, y)| (x - y).abs())
         .fold(0.0, f64::max)
+}
+
+/// The convolutional ICNN of the reference, small.
+pub fn conv() -> PotentialConfig {
+    PotentialConfig::ConvIcnn(icnn::ConvIcnnConfig {
+        width: 4,
+        depth: 2,
+        ..Default::default()
+    })
+}
+
+/// A small dense ICNN potential.
+pub fn dense() -> PotentialConfig {
+    PotentialConfig::Icnn2(Icnn2Config {
+        width: 8,
+        depth: 2,
+        ..Default::default()
+    })
+}
+
+/// Two scales on 2×4×4 (D = 32): logit, ActNorms, blocks, squeeze, optional factor-out.
+pub fn small_config(
+    potential: PotentialConfig,
+    factor_out: bool,
+    float: FloatType,
+) -> ImageFlowConfig {
+    let ms = MultiscaleConfig {
+        image: ImageShape::new(2, 4, 4),
+        nblocks: vec![1, 2],
+        logit_alpha: Some(0.05),
+        factor_out,
+        potential,
+        float,
+        init_seed: 3,
+        ..MultiscaleConfig::mnist()
+    };
+    ImageFlowConfig::multiscale(&ms).unwrap()
 }
