@@ -1,23 +1,12 @@
 //! `cpflow eval`, `sample` and `plot` on a tiny trained run: size limits, output paths,
 //! data of the wrong dimension, the float type of `.npy` samples, runs they cannot read.
 
-use crate::cli_common::{cpflow, cpflow_fails, temp_dir, tiny_csv_train_args};
+use crate::cli_common::{cpflow, cpflow_fails, temp_dir, tiny_trained_run};
 use std::path::{Path, PathBuf};
 
 /// A 2-D model trained 3 steps on a CSV file with no test rows (`data.test_fraction = 0`).
 fn tiny_run(dir: &Path) -> PathBuf {
-    let csv = dir.join("d.csv");
-    let text: String = (0..120)
-        .map(|i| {
-            let t = i as f64 * 0.37;
-            format!("{},{}\n", t.sin() * 2.0, (t * 1.3).cos())
-        })
-        .collect();
-    std::fs::write(&csv, text).unwrap();
-    let run = dir.join("run");
-    let args = tiny_csv_train_args(&csv, &run, "3", "16");
-    cpflow(&args.iter().map(String::as_str).collect::<Vec<_>>());
-    run
+    tiny_trained_run(dir, 1.0, &[]).0
 }
 
 /// The `descr` of a `.npy` file's header.

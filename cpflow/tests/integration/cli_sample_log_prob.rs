@@ -14,7 +14,7 @@
 //! that and far below what moving a sample changes (a log-density's gradient is O(1) per
 //! unit of x, so even a 1e-6 move of a sample is seen).
 
-use crate::cli_common::{cpflow, cpflow_fails, temp_dir, tiny_csv_train_args};
+use crate::cli_common::{cpflow, cpflow_fails, temp_dir, tiny_trained_run};
 use candle_core::{DType, Device, Tensor};
 use cpflow::image::{ImageFlow, ImageModelConfig, ImageSet, quantize_pixels};
 use cpflow::{FloatType, Flow, FlowConfig, FlowRng, PotentialConfig};
@@ -27,18 +27,7 @@ fn s(p: &Path) -> &str {
 
 /// A 2-D model trained 3 steps on a CSV file with no test rows (`data.test_fraction = 0`).
 fn tiny_run(dir: &Path) -> PathBuf {
-    let csv = dir.join("d.csv");
-    let text: String = (0..120)
-        .map(|i| {
-            let t = i as f64 * 0.37;
-            format!("{},{}\n", t.sin() * 2.0, (t * 1.3).cos())
-        })
-        .collect();
-    std::fs::write(&csv, text).unwrap();
-    let run = dir.join("run");
-    let args = tiny_csv_train_args(&csv, &run, "3", "16");
-    cpflow(&args.iter().map(String::as_str).collect::<Vec<_>>());
-    run
+    tiny_trained_run(dir, 1.0, &[]).0
 }
 
 /// The values of a `.npy` or `.csv` rows file, row by row, and its column count.

@@ -1,30 +1,6 @@
 //! The CLI's interrupt notice and its formatting of extreme scores.
 
-use crate::cli_common::{cpflow, temp_dir, tiny_csv_train_args};
-use std::path::{Path, PathBuf};
-
-/// A 2-D model trained 3 steps on a CSV file of 120 rows (no test rows); `scale` multiplies
-/// the data, whose columns otherwise have standard deviations near 1.4 and 0.7; `extra`
-/// adds arguments. Returns the run directory and the command's stdout.
-fn tiny_run(dir: &Path, scale: f64, extra: &[&str]) -> (PathBuf, String) {
-    let csv = dir.join("d.csv");
-    let text: String = (0..120)
-        .map(|i| {
-            let t = i as f64 * 0.37;
-            format!("{},{}\n", t.sin() * 2.0 * scale, (t * 1.3).cos() * scale)
-        })
-        .collect();
-    std::fs::write(&csv, text).unwrap();
-    let run = dir.join("run");
-    let args = tiny_csv_train_args(&csv, &run, "3", "16");
-    let args: Vec<&str> = args
-        .iter()
-        .map(String::as_str)
-        .chain(extra.iter().copied())
-        .collect();
-    let stdout = cpflow(&args);
-    (run, stdout)
-}
+use crate::cli_common::{temp_dir, tiny_trained_run as tiny_run};
 
 /// Ctrl-C during `eval` logs what it does next before the error, every time: eval sees the
 /// interrupt at its next chunk (one point per chunk here, microseconds) and exited before the

@@ -239,3 +239,26 @@ pub fn tiny_mnist_config(root: &Path) -> String {
         root.display().to_string()
     )
 }
+
+/// A 2-D model trained 3 steps (`tiny_csv_train_args`) on a CSV file of 120 rows in `dir`;
+/// `scale` multiplies the data, whose columns otherwise have standard deviations near 1.4
+/// and 0.7; `extra` adds arguments. Returns the run directory and the command's stdout.
+pub fn tiny_trained_run(dir: &Path, scale: f64, extra: &[&str]) -> (PathBuf, String) {
+    let csv = dir.join("d.csv");
+    let text: String = (0..120)
+        .map(|i| {
+            let t = i as f64 * 0.37;
+            format!("{},{}\n", t.sin() * 2.0 * scale, (t * 1.3).cos() * scale)
+        })
+        .collect();
+    std::fs::write(&csv, text).unwrap();
+    let run = dir.join("run");
+    let args = tiny_csv_train_args(&csv, &run, "3", "16");
+    let args: Vec<&str> = args
+        .iter()
+        .map(String::as_str)
+        .chain(extra.iter().copied())
+        .collect();
+    let stdout = cpflow(&args);
+    (run, stdout)
+}
