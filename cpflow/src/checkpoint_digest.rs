@@ -193,6 +193,7 @@ mod tests {
         let path = dir.join("cut.safetensors");
         std::fs::write(&path, &file()[..5]).unwrap();
         let cpu = &Device::Cpu;
+        #[cfg_attr(not(feature = "vae"), allow(unused_mut))]
         let mut messages = vec![
             crate::Flow::load(&path, cpu).err().unwrap().to_string(),
             crate::image::ImageFlow::load(&path, cpu)

@@ -14,9 +14,11 @@ mod gated;
 mod hidden_units;
 mod network;
 mod parameter_count;
+// Used by `cpflow vae`'s up-front memory check only.
+#[cfg(feature = "cli")]
 mod posterior_memory;
 mod shape_text;
-#[cfg(test)]
+#[cfg(all(test, feature = "cli"))]
 pub(crate) use posterior_memory::POSTERIOR_MEASURED_PEAKS;
 
 pub use gated::{ConvShape, GatedConv};

@@ -4,19 +4,24 @@
 
 use candle_core::{DType, Device, Tensor};
 use cpflow::image::{ImageFlow, ImageModelConfig};
+#[cfg(feature = "plot")]
 use cpflow::ot::{OtError, forward_map, transport_cost};
 use cpflow::{CpflowError, FloatType, Flow, FlowConfig, FlowRng, PotentialConfig, SlqConfig};
 use icnn::{ImageShape, PicnnConfig};
 
-use crate::flow_common::{data, icnn3, max_abs_diff, two_block_flow};
+#[cfg(feature = "plot")]
+use crate::flow_common::icnn3;
+use crate::flow_common::{data, max_abs_diff, two_block_flow};
 
 /// A one-block flow without ActNorm layers (the OT model), f64.
+#[cfg(feature = "plot")]
 fn single_block(dim: usize) -> Flow {
     let cfg = FlowConfig::single_block(icnn3(dim, 4, 2)).with_float(FloatType::F64);
     Flow::new(cfg, &Device::Cpu).unwrap()
 }
 
 #[test]
+#[cfg(feature = "plot")] // the `ot` module
 fn forward_map_refuses_an_uninitialised_flow_and_leaves_it_so() {
     // The flow's only layer is a CP-Flow block: no ActNorm refuses first, and the ICNN's
     // inner ActNorms initialise on the first forward call. Before the fix `forward_map` and
@@ -37,6 +42,7 @@ fn forward_map_refuses_an_uninitialised_flow_and_leaves_it_so() {
 }
 
 #[test]
+#[cfg(feature = "plot")] // the `ot` module
 fn transport_cost_validates_its_rows_like_the_flow() {
     let flow = single_block(2);
     let x = data(8, 2, 1);
