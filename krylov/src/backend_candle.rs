@@ -5,7 +5,7 @@
 //! per-system scalars (`B` values) cross to the host, as `f64`. Half-precision tensors (f16,
 //! bf16) are reduced in f32. bf16 has f32's range; f16's ends at 65504 (normal numbers from
 //! 6.1e-5), so [`crate::cg()`] normalises every f16 right-hand side to a max-norm in `[1, 2)`
-//! (exact, a power of two) before the operator sees it (`vectors::rhs_scale`).
+//! (exact, a power of two) before the operator sees it (`vectors::power_of_two_scale`).
 
 use candle_core::{DType, Device, Tensor};
 

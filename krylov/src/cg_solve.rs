@@ -9,7 +9,7 @@ use crate::cg_overflow::{
 use crate::cg_reorth::ResidualBasis;
 use crate::operator::check_operator_shape;
 use crate::preconditioner::Prepared;
-use crate::vectors::{check_finite, initial_residual_scale, reduction_scale, rhs_scale};
+use crate::vectors::{check_finite, initial_residual_scale, power_of_two_scale, reduction_scale};
 use crate::{
     BatchOperator, BatchVectors, CgParams, CgResult, CgStep, CgStopping, CgTermination,
     KrylovError, default_max_iters,
@@ -75,10 +75,10 @@ where
     // exact, so the iterates, step sizes and convergence decisions are those of the unscaled
     // system, but the dot products `rᵀz` and `pᵀHp` no longer overflow (‖b‖ ≈ 1e200 in f64)
     // or underflow. Systems with a moderate norm are left alone (`s_i = 1`, no extra pass),
-    // except in f16, whose range is so narrow that every `b_i` is normalised (`rhs_scale`).
+    // except in f16, whose range is so narrow that every `b_i` is normalised (`power_of_two_scale`).
     let mut scales: Vec<f64> = b_norms
         .iter()
-        .map(|&nb| rhs_scale(nb, b.unit_roundoff()))
+        .map(|&nb| power_of_two_scale(nb, b.unit_roundoff()))
         .collect();
     let mut rescaled = scales.iter().any(|s| *s != 1.0);
     let mut b = if rescaled {

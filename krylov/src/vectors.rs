@@ -240,7 +240,7 @@ const F16_MAX: f64 = 65_504.0;
 /// Whether the element type with unit roundoff `unit_roundoff` is f16, whose range is
 /// narrow: normal numbers from 2⁻¹⁴ ≈ 6.1e-5 to 65504 (subnormals down to 2⁻²⁴). CG
 /// normalises an f16 system's right-hand side (and a far initial residual) to a max-norm in
-/// `[1, 2)` ([`rhs_scale`]), whatever its size, so that its vectors stay in that range;
+/// `[1, 2)` ([`power_of_two_scale`]), whatever its size, so that its vectors stay in that range;
 /// the element type is recognised by its unit roundoff, 2⁻¹⁰ (bf16's is 2⁻⁷, f32's 2⁻²³).
 pub(crate) fn has_f16_range(unit_roundoff: f64) -> bool {
     unit_roundoff == F16_UNIT_ROUNDOFF
@@ -268,26 +268,18 @@ fn max_scale_exponent(unit_roundoff: f64) -> i32 {
 /// overflow nor underflow. The exponent is clamped so that `s` and `1/s` are normal numbers
 /// of the element type (±100 for types with less precision than f64, whose range ends near
 /// 2¹²⁸; ±1000 for f64).
+///
+/// f16 ([`has_f16_range`]) has no room for such a window: there every vector is brought to a
+/// max-norm in `[1, 2)` (`s = 1` only for norms in `[1, 2)` and for `0`; exponent clamped to
+/// ±14), so that CG's residuals, from `‖b‖` down to the tolerance, stay in f16's normal
+/// numbers and `H b` overflows only for `‖H‖` near f16's range (`‖H b‖∞ ≤ ‖H‖∞‖b‖∞ < 65504`
+/// for `‖H‖∞ < 32752`). For Lanczos, which normalises its start vector anyway, this changes
+/// no result.
 pub(crate) fn power_of_two_scale(norm: f64, unit_roundoff: f64) -> f64 {
-    if (1.0 / MODERATE..=MODERATE).contains(&norm) {
+    if !has_f16_range(unit_roundoff) && (1.0 / MODERATE..=MODERATE).contains(&norm) {
         return 1.0;
     }
     normalising_scale(norm, unit_roundoff)
-}
-
-/// The power of two `s` by which CG multiplies a right-hand side of max-norm `norm`:
-/// [`power_of_two_scale`], except for f16 ([`has_f16_range`]), whose range is too narrow
-/// for a window: there every `b` is brought to a max-norm in `[1, 2)` (`s = 1` only for
-/// norms in `[1, 2)` and for `0`), so that its residuals, from `‖b‖` down to the tolerance,
-/// stay in f16's normal numbers and `H b` overflows only for `‖H‖` near f16's range
-/// (`‖H b‖∞ ≤ ‖H‖∞‖b‖∞ < 65504` for `‖H‖∞ < 32752`). Exact, like `power_of_two_scale`,
-/// and the exponent is clamped to ±14 (`s` and `1/s` normal f16 numbers).
-pub(crate) fn rhs_scale(norm: f64, unit_roundoff: f64) -> f64 {
-    if has_f16_range(unit_roundoff) {
-        normalising_scale(norm, unit_roundoff)
-    } else {
-        power_of_two_scale(norm, unit_roundoff)
-    }
 }
 
 /// `2^-⌊log₂ norm⌋` (`norm` finite and positive), which brings `norm` into `[1, 2)`, its
@@ -346,7 +338,7 @@ pub(crate) fn square_underflows(norm: f64, min_positive: f64) -> bool {
 /// above 1 (scaling down cannot overflow `x`), and `scale·e` stays a normal number of the
 /// element type. Exact, like the first scaling. For f16 ([`has_f16_range`]), whose range
 /// has no room for such a window, a residual of max-norm 2 or more is brought into `[1, 2)`,
-/// like its right-hand side ([`rhs_scale`]).
+/// like its right-hand side ([`power_of_two_scale`]).
 pub(crate) fn initial_residual_scale(
     residual: f64,
     tolerance: f64,
@@ -393,7 +385,7 @@ pub(crate) fn initial_residual_scale(
 /// stops at its floor). `1` for `rz` or `residual` that is 0, negative or not finite (a
 /// breakdown, or a converged system); `scale·e` stays a normal number of the element type.
 /// Exact, like the other scalings. Always `1` for f16 ([`has_f16_range`]): its vectors,
-/// normalised by [`rhs_scale`], have no room to move (an f16 `r` and `M⁻¹r` give an
+/// normalised by [`power_of_two_scale`], have no room to move (an f16 `r` and `M⁻¹r` give an
 /// `rᵀM⁻¹r` of at most `d·2³²`, far inside the f32 reductions' range).
 pub(crate) fn reduction_scale(
     rz: f64,
@@ -549,14 +541,14 @@ mod tests {
         let (u16_, ubf16, u32_) = (9.765_625e-4, 7.812_5e-3, f64::from(f32::EPSILON));
         assert!(has_f16_range(u16_) && !has_f16_range(ubf16) && !has_f16_range(u32_));
         for (norm, s) in [(1.0, 1.0), (1.99, 1.0), (2.0, 0.5), (300.0, 2f64.powi(-8))] {
-            assert_eq!(rhs_scale(norm, u16_), s, "{norm}");
+            assert_eq!(power_of_two_scale(norm, u16_), s, "{norm}");
         }
-        assert_eq!(rhs_scale(1e-4, u16_), 2f64.powi(14));
-        assert_eq!(rhs_scale(0.0, u16_), 1.0);
-        assert_eq!(rhs_scale(1e-7, u16_), 2f64.powi(14));
+        assert_eq!(power_of_two_scale(1e-4, u16_), 2f64.powi(14));
+        assert_eq!(power_of_two_scale(0.0, u16_), 1.0);
+        assert_eq!(power_of_two_scale(1e-7, u16_), 2f64.powi(14));
         // Other types keep the window [2⁻³², 2³²].
-        assert_eq!(rhs_scale(300.0, ubf16), 1.0);
-        assert_eq!(rhs_scale(300.0, u32_), 1.0);
+        assert_eq!(power_of_two_scale(300.0, ubf16), 1.0);
+        assert_eq!(power_of_two_scale(300.0, u32_), 1.0);
         // A residual of 1000 after a scale of 2⁻⁸: a further 2⁻⁹ would make the total 2⁻¹⁷,
         // clamped to 2⁻¹⁴, so 2⁻⁶; after no scale, 2⁻⁹; one below 2 is left alone.
         let e = initial_residual_scale(1000.0, 1e-2, 1.0, 2f64.powi(-8), u16_);

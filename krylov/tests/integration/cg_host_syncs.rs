@@ -127,16 +127,10 @@ fn cg_reduces_each_starting_residual_once() {
     }
 }
 
-/// Re-orthogonalised CG at tolerance 0 on a system whose updated residual collapses until its
-/// squares underflow (`cg_underflow.rs`): the stop at the underflow reads the reductions the
-/// iteration makes anyway (`‖S r‖₂` of the Gram–Schmidt normalisation and `‖r‖∞`), none more.
-/// Iteration `j` (from 0, the basis holding `j + 1` residuals) makes `pᵀHp`, two Gram–Schmidt
-/// passes of `j + 1` dots, `‖S r‖₂`, `‖r‖∞` and `rᵀr`: `2j + 6`; before the loop `‖b‖∞`, the
-/// first `‖S r‖₂` and `rᵀr`; after it the check's `‖b − Hx‖∞`.
-#[test]
-fn reorthogonalised_cg_stops_at_the_underflow_without_an_extra_reduction() {
+/// The system of the two tolerance-0 tests below (`d = 4`, a random SPD `H` of condition
+/// number 2, seed 10): `(d, H, the reduction counter, b counted by it)`.
+fn underflow_system() -> (usize, DMatrix<f64>, Rc<Cell<usize>>, Counted) {
     use crate::common::{gaussian, random_spd, rng};
-    use krylov::CgTermination;
     let d = 4;
     let mut r = rng(10);
     let h = random_spd(&mut r, d, 2.0).0;
@@ -146,6 +140,19 @@ fn reorthogonalised_cg_stops_at_the_underflow_without_an_extra_reduction() {
         m: DMatrix::from_column_slice(d, 1, &gaussian(&mut r, d)),
         reductions: Rc::clone(&counter),
     };
+    (d, h, counter, b)
+}
+
+/// Re-orthogonalised CG at tolerance 0 on a system whose updated residual collapses until its
+/// squares underflow (`cg_underflow.rs`): the stop at the underflow reads the reductions the
+/// iteration makes anyway (`‖S r‖₂` of the Gram–Schmidt normalisation and `‖r‖∞`), none more.
+/// Iteration `j` (from 0, the basis holding `j + 1` residuals) makes `pᵀHp`, two Gram–Schmidt
+/// passes of `j + 1` dots, `‖S r‖₂`, `‖r‖∞` and `rᵀr`: `2j + 6`; before the loop `‖b‖∞`, the
+/// first `‖S r‖₂` and `rᵀr`; after it the check's `‖b − Hx‖∞`.
+#[test]
+fn reorthogonalised_cg_stops_at_the_underflow_without_an_extra_reduction() {
+    use krylov::CgTermination;
+    let (d, h, counter, b) = underflow_system();
     let op = FnOperator::new(|x: &Counted, _: &[bool]| -> Result<Counted, KrylovError> {
         Ok(x.with(&h * &x.m))
     });
@@ -170,17 +177,8 @@ fn reorthogonalised_cg_stops_at_the_underflow_without_an_extra_reduction() {
 /// check's `‖b − Hx‖∞` (made for the stopped system even without the true-residual check).
 #[test]
 fn plain_cg_stops_at_the_underflow_without_an_extra_reduction() {
-    use crate::common::{gaussian, random_spd, rng};
     use krylov::CgTermination;
-    let d = 4;
-    let mut r = rng(10);
-    let h = random_spd(&mut r, d, 2.0).0;
-    let h = DMatrix::from_fn(d, d, |i, j| h[(i, j)]);
-    let counter = Rc::new(Cell::new(0));
-    let b = Counted {
-        m: DMatrix::from_column_slice(d, 1, &gaussian(&mut r, d)),
-        reductions: Rc::clone(&counter),
-    };
+    let (d, h, counter, b) = underflow_system();
     let op = FnOperator::new(|x: &Counted, _: &[bool]| -> Result<Counted, KrylovError> {
         Ok(x.with(&h * &x.m))
     });
