@@ -1,24 +1,12 @@
 //! `cpflow eval`, `sample` and `plot` on a tiny trained run: size limits, output paths,
 //! data of the wrong dimension, the float type of `.npy` samples, runs they cannot read.
 
-use crate::cli_common::{cpflow, cpflow_fails, temp_dir, tiny_trained_run};
+use crate::cli_common::{cpflow, cpflow_fails, npy_descr, temp_dir, tiny_trained_run};
 use std::path::{Path, PathBuf};
 
 /// A 2-D model trained 3 steps on a CSV file with no test rows (`data.test_fraction = 0`).
 fn tiny_run(dir: &Path) -> PathBuf {
     tiny_trained_run(dir, 1.0, &[]).0
-}
-
-/// The `descr` of a `.npy` file's header.
-fn npy_descr(path: &Path) -> String {
-    let bytes = std::fs::read(path).unwrap();
-    let header = String::from_utf8_lossy(&bytes[10..bytes.len().min(128)]).into_owned();
-    header
-        .split("'descr': '")
-        .nth(1)
-        .and_then(|s| s.split('\'').next())
-        .unwrap_or_else(|| panic!("no descr in {header}"))
-        .to_string()
 }
 
 /// Sizes that allocate in proportion are refused with their limit while the arguments are

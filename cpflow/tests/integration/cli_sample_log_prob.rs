@@ -14,7 +14,7 @@
 //! that and far below what moving a sample changes (a log-density's gradient is O(1) per
 //! unit of x, so even a 1e-6 move of a sample is seen).
 
-use crate::cli_common::{cpflow, cpflow_fails, temp_dir, tiny_trained_run};
+use crate::cli_common::{cpflow, cpflow_fails, npy_descr, temp_dir, tiny_trained_run};
 use candle_core::{DType, Device, Tensor};
 use cpflow::image::{ImageFlow, ImageModelConfig, ImageSet, quantize_pixels};
 use cpflow::{FloatType, Flow, FlowConfig, FlowRng, PotentialConfig};
@@ -45,18 +45,6 @@ fn read_rows(path: &Path) -> (Vec<f64>, usize) {
     let cols = rows.first().map_or(0, Vec::len);
     assert!(rows.iter().all(|r| r.len() == cols), "ragged {path:?}");
     (rows.concat(), cols)
-}
-
-/// The `descr` of a `.npy` file's header.
-fn npy_descr(path: &Path) -> String {
-    let bytes = std::fs::read(path).unwrap();
-    let header = String::from_utf8_lossy(&bytes[10..bytes.len().min(128)]).into_owned();
-    header
-        .split("'descr': '")
-        .nth(1)
-        .and_then(|s| s.split('\'').next())
-        .unwrap_or_else(|| panic!("no descr in {header}"))
-        .to_string()
 }
 
 /// Largest `|got − want| / max(1, |want|)`.

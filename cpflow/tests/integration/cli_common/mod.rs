@@ -262,3 +262,15 @@ pub fn tiny_trained_run(dir: &Path, scale: f64, extra: &[&str]) -> (PathBuf, Str
     let stdout = cpflow(&args);
     (run, stdout)
 }
+
+/// The `descr` of a `.npy` file's header.
+pub fn npy_descr(path: &Path) -> String {
+    let bytes = std::fs::read(path).unwrap();
+    let header = String::from_utf8_lossy(&bytes[10..bytes.len().min(128)]).into_owned();
+    header
+        .split("'descr': '")
+        .nth(1)
+        .and_then(|s| s.split('\'').next())
+        .unwrap_or_else(|| panic!("no descr in {header}"))
+        .to_string()
+}

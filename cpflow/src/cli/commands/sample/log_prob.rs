@@ -21,13 +21,12 @@ pub(super) struct LogProbFile {
 }
 
 impl LogProbFile {
-    /// Opens `--log-prob` for `n` values (if given), after checking that it ends in `.npy`
-    /// or `.csv` and is not the `--output` file. Call it before anything is computed.
+    /// Opens `--log-prob` for `n` values (if given; its path checked by [`check_args`] when
+    /// the arguments were read). Call it before anything is computed.
     pub(super) fn open(a: &SampleArgs, n: usize) -> Result<Option<Self>> {
         let Some(path) = a.log_prob.as_deref() else {
             return Ok(None);
         };
-        check_path(path, &a.output)?;
         Ok(Some(LogProbFile {
             out: RowsWriter::create(path, 1, n, RowType::F64)?,
             path: path.to_path_buf(),
