@@ -1,6 +1,8 @@
 //! argmin's L-BFGS (Hager–Zhang line search with a Moré–Thuente fallback, or Moré–Thuente's
 //! strong-Wolfe search alone) on nalgebra vectors, stopped on the ∞-norm of the gradient.
 
+use std::cell::RefCell;
+
 use argmin::core::ArgminFloat;
 use argmin::core::{
     CostFunction, Executor, Gradient, IterState, KV, Problem, Solver, State, TerminationReason,
@@ -51,17 +53,19 @@ use crate::{ConvexOptError, Termination};
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct MinimizeResult<F: RealField + Copy> {
-    /// The accepted iterate (`x₀` included) with the smallest `‖∇f‖∞`, the later of equal
-    /// ones: the last iterate, unless the run ended at the rounding floor of the cost with a
-    /// larger gradient than an earlier iterate's (see [`minimize_lbfgs`]).
+    /// The last iterate when it meets the gradient tolerance; otherwise the point of smallest
+    /// `‖∇f‖∞` among the accepted iterates (`x₀` included) and the line searches' trial
+    /// points, the later of equal ones (see [`minimize_lbfgs`]). That is the last iterate
+    /// unless the run ended at the rounding floor of the cost.
     pub x: DVector<F>,
-    /// Cost at `x`.
+    /// Cost at `x`, as evaluated there.
     pub cost: F,
-    /// Gradient at `x`.
+    /// Gradient at `x`, as evaluated there.
     pub gradient: DVector<F>,
     /// `‖∇f(x)‖∞`.
     pub gradient_inf: f64,
-    /// `gradient_inf ≤ gradient_tolerance`.
+    /// `gradient_inf ≤ gradient_tolerance` (at `x`, which may be a trial point that the line
+    /// search rejected after the run's last iterate failed the test).
     pub converged: bool,
     /// Iterations performed.
     pub iterations: u64,
@@ -73,7 +77,8 @@ pub struct MinimizeResult<F: RealField + Copy> {
     /// Why argmin stopped, in argmin's words (e.g. "Solver converged", "Maximum number of
     /// iterations reached", or a line-search failure).
     pub termination: String,
-    /// Why the run stopped ([`Termination::Converged`] exactly when `converged`).
+    /// Why the run stopped, or [`Termination::Converged`] exactly when `converged` (also when
+    /// the returned point is a trial point within the tolerance and argmin stopped otherwise).
     pub reason: Termination,
 }
 
@@ -90,17 +95,20 @@ pub const LINE_SEARCH_MAX_EVALUATIONS: u64 = 100;
 
 /// Stops an inner solver when the ∞-norm of the gradient in the state is small enough, when
 /// the evaluation budget is spent (checked between iterations), or when the iterate's cost is
-/// not finite; records each iterate as the anchor of the next line search, and keeps the
-/// best-ranked one. Every accepted iterate, `x₀` first, passes through `terminate` (argmin
-/// calls it before each iteration and once more after the last one, except after an iteration
-/// that ended the run itself: a failed line search, which accepts no iterate).
-struct GradInfNormStop<'a, S, F: RealField + Copy> {
+/// not finite; records each iterate as the anchor of the next line search, and offers it as a
+/// candidate for the returned point (trial points are offered by [`ByRef`]), or, when it meets
+/// the test, makes it the returned point. Every accepted iterate, `x₀` first, passes through
+/// `terminate` (argmin calls it before each iteration and once more after the last one, except
+/// after an iteration that ended the run itself: a failed line search, which accepts no
+/// iterate).
+struct GradInfNormStop<'a, 'r, S, F: RealField + Copy> {
     inner: S,
     tol: f64,
     shared: &'a RunShared<F>,
     /// How the run's own line search treats non-finite trial values.
     non_finite: NonFiniteTrial,
-    best: BestIterateTracker<'a, F>,
+    /// The candidates for the returned point (trial points are offered by [`ByRef`]).
+    best: &'a RefCell<BestIterateTracker<'r, F>>,
 }
 
 /// argmin termination text of the evaluation-budget stop.
@@ -122,7 +130,7 @@ fn inf_norm<F: RealField + Copy>(v: &DVector<F>) -> f64 {
     nalgebra::try_convert::<F, f64>(m).unwrap_or(f64::NAN)
 }
 
-impl<O, S, F> Solver<O, VecState<F>> for GradInfNormStop<'_, S, F>
+impl<O, S, F> Solver<O, VecState<F>> for GradInfNormStop<'_, '_, S, F>
 where
     S: Solver<O, VecState<F>>,
     F: ArgminFloat + RealField + Copy,
@@ -156,11 +164,15 @@ where
             ));
         }
         if let (Some(x), Some(g)) = (state.get_param(), state.get_gradient()) {
-            self.best.offer(x, state.get_cost(), g);
+            self.best.borrow_mut().offer(x, state.get_cost(), g);
         }
         if let Some(g) = state.get_gradient()
             && inf_norm(g) <= self.tol
         {
+            // The run's answer is this iterate, even where a trial point ranks better.
+            if let Some(x) = state.get_param() {
+                self.best.borrow_mut().stop_at(x, state.get_cost(), g);
+            }
             return TerminationStatus::Terminated(TerminationReason::SolverConverged);
         }
         // As PyTorch's `LBFGS.step`, the budget is tested after an iteration (the evaluation at
@@ -197,13 +209,20 @@ fn to_float<F: ArgminFloat>(v: f64, what: &str) -> Result<F, ConvexOptError> {
 /// (typically: rounding-error floor reached), is reported in [`MinimizeResult::converged`] and
 /// [`MinimizeResult::reason`], not as an error.
 ///
-/// **The returned point** is the accepted iterate (`x₀` included) with the smallest
-/// `‖∇f‖∞`, the later of equal ones, with its cost and gradient as evaluated there (no extra
-/// evaluation). That is the last iterate unless the run ended at the rounding floor of the
-/// cost, where an earlier iterate can have a smaller gradient: argmin itself keeps the iterate
-/// of least cost, and equal costs, or Hager–Zhang's approximate Wolfe steps that may raise the
-/// cost by `ε|f|`, leave that one behind the last. [`MinimizeResult::converged`] and
-/// [`MinimizeResult::reason`] describe the returned point; `iterations` counts all iterations.
+/// **The returned point** is the last iterate when it meets the tolerance (bit for bit the
+/// run's own answer). Otherwise it is the point of smallest `‖∇f‖∞` that the run evaluated,
+/// the later of equal ones: the accepted iterates (`x₀` included) and every line-search trial
+/// point with a finite cost and gradient (both searches, and the Moré–Thuente fallback,
+/// evaluate both at every trial point), with its cost and gradient as evaluated there (no
+/// extra evaluation). At the rounding floor of the cost that need not be the last iterate:
+/// argmin itself keeps the iterate of least cost, and equal costs, or Hager–Zhang's approximate
+/// Wolfe steps that may raise the cost by `ε|f|`, leave that one behind the last; and a trial
+/// point that the search rejects (its cost not below the Armijo line by rounding, or the
+/// search failing afterwards) can have a smaller gradient than every accepted iterate, even
+/// one within the tolerance. [`MinimizeResult::converged`] and [`MinimizeResult::reason`]
+/// describe the returned point (`Converged` when its gradient meets the tolerance, whatever
+/// stopped argmin; [`MinimizeResult::termination`] keeps argmin's words); `iterations` counts
+/// all iterations.
 ///
 /// **Hager–Zhang failures.** argmin's Hager–Zhang search never looks beyond its fixed bracket
 /// `α ∈ [ε, 1e5]` (no bracket-expansion phase), so it fails (at the evaluation cap) when the
@@ -278,10 +297,11 @@ where
     minimize_lbfgs_ranked(problem, x0, params, &|g| (false, inf_norm(g)))
 }
 
-/// [`minimize_lbfgs`] returning the accepted iterate that `rank` puts first (the later of equal
-/// ones) instead of the one of least `‖∇f‖∞`: [`crate::invert_lbfgs_flat`] ranks an iterate at
-/// which every sample is within its own tolerance first. `MinimizeResult::converged` still
-/// says whether that iterate's `‖∇f‖∞` meets `params.gradient_tolerance`.
+/// [`minimize_lbfgs`] returning, unless the last iterate meets the tolerance, the evaluated
+/// point (accepted iterate or trial point) that `rank` puts first (the later of equal ones)
+/// instead of the one of least `‖∇f‖∞`: [`crate::invert_lbfgs_flat`] ranks a point at which
+/// every sample is within its own tolerance first. `MinimizeResult::converged` still says
+/// whether that point's `‖∇f‖∞` meets `params.gradient_tolerance`.
 pub(crate) fn minimize_lbfgs_ranked<O, F>(
     problem: &O,
     x0: DVector<F>,
@@ -310,6 +330,7 @@ where
         .max_evaluations
         .unwrap_or_else(|| params.max_iterations.saturating_mul(5) / 4);
     let shared = RunShared::new(non_finite, max_evaluations);
+    let best = RefCell::new(BestIterateTracker::new(rank));
     // argmin's L-BFGS bounds its line search by a private type, so each line search gets its
     // own (identical) concrete code path.
     macro_rules! run_with {
@@ -324,21 +345,21 @@ where
                 tol: params.gradient_tolerance,
                 shared: &shared,
                 non_finite,
-                best: BestIterateTracker::new(rank),
+                best: &best,
             };
-            let result = Executor::new(ByRef::new(problem, &shared), solver)
+            let result = Executor::new(ByRef::new(problem, &shared, &best), solver)
                 .configure(|state| state.param(x0).max_iters(params.max_iterations))
                 .timer(false)
                 .run()
                 .map_err(ConvexOptError::from_argmin)?;
-            (result.state, result.solver.best.into_best())
+            result.state
         }};
     }
     let more_thuente: MoreThuenteLineSearch<DVector<F>, DVector<F>, F> =
         MoreThuenteLineSearch::new()
             .with_c(c1, c2)
             .map_err(ConvexOptError::from_argmin)?;
-    let (state, best) = match params.line_search {
+    let state = match params.line_search {
         LineSearch::MoreThuente => run_with!(more_thuente),
         LineSearch::HagerZhang => {
             let hager_zhang: HagerZhangLineSearch<DVector<F>, DVector<F>, F> =
@@ -358,13 +379,15 @@ where
         .as_ref()
         .map_or_else(|| "unknown".to_string(), |r| r.text().to_string());
     let iterations = state.get_iter();
-    // The best-ranked accepted iterate, not the state's: after a line-search failure argmin's
-    // L-BFGS leaves the state without parameter and gradient (its best parameter is the iterate
-    // of least cost, see `best_iterate.rs`), and after a stop on a non-finite iterate the state
-    // holds that iterate. `x₀` was offered with a finite cost and gradient (`ByRef` refuses
-    // others), so there is one.
-    let BestIterate { x, cost, gradient } =
-        best.ok_or_else(|| ConvexOptError::Argmin("no finite iterate in the run".into()))?;
+    // The iterate that met the test, else the best-ranked evaluated point, not the state's:
+    // after a line-search failure argmin's L-BFGS leaves the state without parameter and
+    // gradient (its best parameter is the iterate of least cost, see `best_iterate.rs`), and
+    // after a stop on a non-finite iterate the state holds that iterate. `x₀` was offered with
+    // a finite cost and gradient (`ByRef` refuses others), so there is one.
+    let BestIterate { x, cost, gradient } = best
+        .into_inner()
+        .into_best()
+        .ok_or_else(|| ConvexOptError::Argmin("no finite iterate in the run".into()))?;
     let gradient_inf = inf_norm(&gradient);
     let converged = gradient_inf <= params.gradient_tolerance;
     let reason = if converged {

@@ -1,6 +1,7 @@
 //! The problem argmin's L-BFGS sees in [`crate::minimize_lbfgs`]: the caller's problem lent by
-//! reference, with evaluation counts, the per-line-search evaluation cap and the handling of
-//! non-finite trial points.
+//! reference, with evaluation counts, the per-line-search evaluation cap, the handling of
+//! non-finite trial points, and every finite trial point offered as a candidate for the
+//! returned point (`best_iterate.rs`).
 
 use std::cell::{Cell, RefCell};
 
@@ -9,6 +10,7 @@ use nalgebra::{DVector, RealField};
 
 use crate::ConvexOptError;
 use crate::argmin_lbfgs::LINE_SEARCH_MAX_EVALUATIONS;
+use crate::best_iterate::BestIterateTracker;
 
 /// What [`ByRef`] does with a trial point whose cost or gradient is not finite.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -111,11 +113,16 @@ impl<F: RealField + Copy> RunShared<F> {
 /// Lends a problem to argmin by reference, so that it is still usable after the run (argmin's
 /// L-BFGS drops the problem when its line search fails), counts gradient evaluations, caps the
 /// evaluations of one line search (and those of a Moré–Thuente fallback at the run's budget),
-/// and handles non-finite trial points.
+/// handles non-finite trial points, and offers every trial point with a finite cost and
+/// gradient to the run's [`BestIterateTracker`].
 ///
 /// Cost and gradient are evaluated together (argmin's line searches and L-BFGS always ask for
 /// both at every point, so a one-point cache makes this free) so that a point with a finite cost
-/// but a non-finite gradient is recognised when its cost is asked for.
+/// but a non-finite gradient is recognised when its cost is asked for. (Both searches ask for
+/// both: Hager–Zhang's `calc` and `calc_grad` at every trial step, Moré–Thuente's `cost` and
+/// `gradient` at every `stp`; the Moré–Thuente fallback goes through this problem too.) So every
+/// trial point that is evaluated at all has its cost and gradient, both as the problem returned
+/// them; those are what is offered, never the `+∞`/`x − x_k` stand-ins below.
 ///
 /// **Non-finite trial points with Hager–Zhang.** argmin's Hager–Zhang search evaluates its upper
 /// bound `α = 1e5` in every line search, where potentials such as `log(1 + exp(x))` written
@@ -136,23 +143,30 @@ impl<F: RealField + Copy> RunShared<F> {
 /// not finite (a NaN or ±∞ step length: Moré–Thuente's interpolation is `0/0` once the cost no
 /// longer resolves the step, at its rounding level) also ends it, as a
 /// [`crate::Termination::LineSearchFailed`].
-pub(crate) struct ByRef<'a, O, F: RealField + Copy> {
+pub(crate) struct ByRef<'a, 'r, O, F: RealField + Copy> {
     problem: &'a O,
     shared: &'a RunShared<F>,
     last: RefCell<Option<Evaluated<F>>>,
+    /// Where finite trial points go as candidates for the returned point.
+    candidates: &'a RefCell<BestIterateTracker<'r, F>>,
 }
 
-impl<'a, O, F> ByRef<'a, O, F>
+impl<'a, 'r, O, F> ByRef<'a, 'r, O, F>
 where
     O: CostFunction<Param = DVector<F>, Output = F>
         + Gradient<Param = DVector<F>, Gradient = DVector<F>>,
     F: ArgminFloat + RealField + Copy,
 {
-    pub(crate) fn new(problem: &'a O, shared: &'a RunShared<F>) -> Self {
+    pub(crate) fn new(
+        problem: &'a O,
+        shared: &'a RunShared<F>,
+        candidates: &'a RefCell<BestIterateTracker<'r, F>>,
+    ) -> Self {
         Self {
             problem,
             shared,
             last: RefCell::new(None),
+            candidates,
         }
     }
 
@@ -205,9 +219,11 @@ where
         let g = self.problem.gradient(x).map_err(failed)?;
         let point_finite = x.iter().all(|v| is_finite(*v));
         let (c, g) = if is_finite(c) && g.iter().all(|v| is_finite(*v)) {
-            // A step of length 0 (Hager–Zhang's secant can land there) is not a trial step.
+            // A step of length 0 (Hager–Zhang's secant can land there) is not a trial step
+            // (and the anchor was offered as an accepted iterate).
             if shared.anchor.borrow().as_ref().is_some_and(|a| a != x) {
                 bump(&shared.finite_trials);
+                self.candidates.borrow_mut().offer(x, c, &g);
             }
             (c, g)
         } else {
@@ -253,7 +269,7 @@ pub(crate) fn is_finite<F: ArgminFloat>(v: F) -> bool {
     z == z
 }
 
-impl<O, F> CostFunction for ByRef<'_, O, F>
+impl<O, F> CostFunction for ByRef<'_, '_, O, F>
 where
     O: CostFunction<Param = DVector<F>, Output = F>
         + Gradient<Param = DVector<F>, Gradient = DVector<F>>,
@@ -266,7 +282,7 @@ where
     }
 }
 
-impl<O, F> Gradient for ByRef<'_, O, F>
+impl<O, F> Gradient for ByRef<'_, '_, O, F>
 where
     O: CostFunction<Param = DVector<F>, Output = F>
         + Gradient<Param = DVector<F>, Gradient = DVector<F>>,

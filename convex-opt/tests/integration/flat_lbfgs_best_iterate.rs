@@ -1,5 +1,6 @@
-//! Which iterate the flat L-BFGS returns when its run ends at the rounding floor: the accepted
-//! iterate with the most samples within their tolerances and then the smallest residual
+//! Which iterate the flat L-BFGS returns when its run ends at the rounding floor: the evaluated
+//! point (accepted iterate or line-search trial point, see `flat_lbfgs_trial_points.rs`) at
+//! which every sample is within its tolerance first, then the one of smallest residual
 //! `max_i ‖∇Φ(x_i) − y_i‖∞`, not argmin's best parameter (the iterate of least cost).
 //!
 //! On `Σ x⁴/4 + x²/2` with targets `(1e-8, 0, 7)` and a tolerance below the rounding floor,
@@ -22,7 +23,7 @@ use crate::closed_form::cardano;
 use crate::common::residuals;
 
 /// `Φ(x) = Σ_j x_j⁴/4 + x_j²/2`, `∇Φ(x) = x³ + x` (`∇²Φ ⪰ I`).
-fn quartic() -> impl BatchedPotential {
+pub(crate) fn quartic() -> impl BatchedPotential {
     FnPotential::new(|x: &Tensor| {
         let v = ((x.powf(4.0)?.sum(1)? * 0.25)? + (x.sqr()?.sum(1)? * 0.5)?)?;
         Ok((v, (x.powf(3.0)? + x)?))
@@ -149,7 +150,7 @@ fn f64_run_at_the_floor_returns_its_least_residual_iterate() {
 }
 
 /// `f(x) = Σ_j x_j⁴/4 + x_j²/2 − x_j y_j` on the host, for [`minimize_lbfgs`] directly.
-struct HostQuartic<F>(DVector<F>);
+pub(crate) struct HostQuartic<F>(pub(crate) DVector<F>);
 
 impl<F: RealField + Copy> CostFunction for HostQuartic<F> {
     type Param = DVector<F>;

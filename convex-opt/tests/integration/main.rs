@@ -9,6 +9,7 @@ mod common;
 
 mod flat_lbfgs_best_iterate;
 mod flat_lbfgs_large_gradient;
+mod flat_lbfgs_trial_points;
 mod icnn_potentials;
 mod input_checks;
 mod line_search_fallback;
