@@ -1,12 +1,19 @@
 //! Output files of `sample`, `plot` and `ot`: directories checked before anything is
 //! computed, whole files written atomically (`crate::checkpoint::write_atomic`), and sample
 //! rows streamed chunk by chunk into a temporary file that is renamed into place at the end.
-//! Every I/O error names the path and what was being done.
+//! Files written together (`sample --output S --log-prob L`) are renamed as one unit
+//! ([`finish_together`]): a failure leaves the old pair (or none), never a new S beside an
+//! old L, and no temporary or backup file. Every I/O error names the path and what was
+//! being written.
+
+mod together;
 
 use anyhow::{Context, Result, bail};
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
+
+pub use together::{PendingFile, StagedFile, finish_together};
 
 /// Creates `dir` (and its parents) for `purpose` (e.g. "the plot directory"). A path one of
 /// whose components is an existing file is refused with that file named (the bare OS error
@@ -72,11 +79,14 @@ enum Format {
 /// An `(n, d)` array written in chunks of rows: `.npy` (version 1.0, little-endian, C order,
 /// `<f4` or `<f8`) or `.csv` (one row per line, shortest round-trip decimals), chosen by the
 /// extension. The rows go to a temporary file beside `path`; [`RowsWriter::finish`] checks
-/// that exactly `n` rows came and renames it into place. Dropped unfinished (an error on the
-/// way), it removes the temporary file, leaving no partial output.
+/// that exactly `n` rows came and renames it into place ([`RowsWriter::stage`] and
+/// [`finish_together`] rename it with other files as one unit). Dropped unfinished (an error
+/// on the way), it removes the temporary file, leaving no partial output.
 pub struct RowsWriter {
     path: PathBuf,
     tmp: PathBuf,
+    /// What the rows are, for the error messages ("samples", "log-densities").
+    what: &'static str,
     out: Option<BufWriter<File>>,
     format: Format,
     row_type: RowType,
@@ -88,8 +98,20 @@ pub struct RowsWriter {
 impl RowsWriter {
     /// Opens the temporary file for `rows` rows of `dim` values of `row_type` to be written
     /// to `path` (`.npy` or `.csv`; the directory is created). Call it before the rows are
-    /// computed: a bad path fails at once.
+    /// computed: a bad path fails at once. Its errors say it writes samples.
     pub fn create(path: &Path, dim: usize, rows: usize, row_type: RowType) -> Result<Self> {
+        Self::create_labelled(path, dim, rows, row_type, "samples")
+    }
+
+    /// As [`RowsWriter::create`], for rows that are `what` (e.g. "log-densities": a write
+    /// error then reads "writing log-densities to …").
+    pub fn create_labelled(
+        path: &Path,
+        dim: usize,
+        rows: usize,
+        row_type: RowType,
+        what: &'static str,
+    ) -> Result<Self> {
         let lower = path.to_string_lossy().to_ascii_lowercase();
         let format = if lower.ends_with(".npy") {
             Format::Npy
@@ -112,11 +134,7 @@ impl RowsWriter {
             .filter(|d| !d.as_os_str().is_empty())
             .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
         ensure_dir(&dir, &format!("the directory of {}", path.display()))?;
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "samples".into());
-        let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+        let tmp = together::beside(path, "tmp");
         let file = File::create(&tmp).with_context(|| {
             format!(
                 "creating {} (the temporary file of {})",
@@ -127,6 +145,7 @@ impl RowsWriter {
         let mut w = RowsWriter {
             path: path.to_path_buf(),
             tmp,
+            what,
             out: Some(BufWriter::new(file)),
             format,
             row_type,
@@ -141,19 +160,23 @@ impl RowsWriter {
         Ok(w)
     }
 
+    /// What an I/O error on the temporary file was doing.
+    fn writing(&self) -> String {
+        format!(
+            "writing {} to {} (the temporary file of {})",
+            self.what,
+            self.tmp.display(),
+            self.path.display()
+        )
+    }
+
     fn put(&mut self, bytes: &[u8]) -> Result<()> {
-        let (tmp, path) = (&self.tmp, &self.path);
-        self.out
+        let written = self
+            .out
             .as_mut()
             .context("the rows file is already finished")?
-            .write_all(bytes)
-            .with_context(|| {
-                format!(
-                    "writing samples to {} (the temporary file of {})",
-                    tmp.display(),
-                    path.display()
-                )
-            })
+            .write_all(bytes);
+        written.with_context(|| self.writing())
     }
 
     /// Appends whole rows (`values.len()` a multiple of the dimension, of the writer's float
@@ -191,7 +214,13 @@ impl RowsWriter {
     }
 
     /// Flushes, syncs and renames the temporary file onto the path.
-    pub fn finish(mut self) -> Result<()> {
+    pub fn finish(self) -> Result<()> {
+        finish_together(vec![Box::new(move || self.stage())])
+    }
+
+    /// Checks that every row came, flushes and syncs the temporary file: the file is ready
+    /// to be renamed into place by [`finish_together`] (with others as one unit).
+    pub fn stage(mut self) -> Result<StagedFile> {
         if self.written != self.rows {
             bail!(
                 "{}: {} rows written of the {} announced",
@@ -204,21 +233,16 @@ impl RowsWriter {
             .out
             .take()
             .context("the rows file is already finished")?;
+        // The staged file owns the temporary from here (removing it on an error); the file
+        // handles below are dropped before it.
+        let staged = StagedFile::new(self.path.clone(), self.tmp.clone(), self.what);
         let file = out
             .into_inner()
             .map_err(|e| e.into_error())
-            .with_context(|| {
-                format!(
-                    "writing samples to {} (the temporary file of {})",
-                    self.tmp.display(),
-                    self.path.display()
-                )
-            })?;
+            .with_context(|| self.writing())?;
         file.sync_all()
             .with_context(|| format!("syncing {}", self.tmp.display()))?;
-        drop(file);
-        std::fs::rename(&self.tmp, &self.path)
-            .with_context(|| format!("renaming {} to {}", self.tmp.display(), self.path.display()))
+        Ok(staged)
     }
 }
 
@@ -300,6 +324,35 @@ mod tests {
         assert_eq!(m.into_data(), vec![0.1, 0.2]);
         let names: Vec<_> = std::fs::read_dir(&dir).unwrap().collect();
         assert_eq!(names.len(), 2, "{names:?}");
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    /// A write error (a full disk: the temporary file is `/dev/full`) names what was being
+    /// written: samples or log-densities, both in a chunk too large for the buffer (the error
+    /// comes from `write`) and in one the buffer holds (it comes when `stage` flushes). The
+    /// log-prob file's errors said "writing samples" before. Nothing is left behind.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn write_errors_name_what_is_written() {
+        let dir = temp("full");
+        // 2048 f64 values in `.npy`: 16 KiB, more than `BufWriter`'s 8 KiB buffer.
+        let big = vec![0.5f64; 2048];
+        for what in ["samples", "log-densities"] {
+            let p = dir.join(format!("{what}.npy"));
+            let err = |e: anyhow::Error| format!("{e:#}");
+            std::os::unix::fs::symlink("/dev/full", together::beside(&p, "tmp")).unwrap();
+            let mut w = RowsWriter::create_labelled(&p, 1, big.len(), RowType::F64, what).unwrap();
+            let e = err(w.write(RowValues::F64(&big)).unwrap_err());
+            assert!(e.starts_with(&format!("writing {what} to ")), "{e}");
+            assert!(e.contains(&p.display().to_string()), "{e}");
+            drop(w);
+            std::os::unix::fs::symlink("/dev/full", together::beside(&p, "tmp")).unwrap();
+            let mut w = RowsWriter::create_labelled(&p, 1, 2, RowType::F64, what).unwrap();
+            w.write(RowValues::F64(&[1.0, 2.0])).unwrap();
+            let e = err(w.stage().err().unwrap());
+            assert!(e.starts_with(&format!("writing {what} to ")), "{e}");
+        }
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0);
         std::fs::remove_dir_all(&dir).ok();
     }
 

@@ -390,3 +390,84 @@ fn an_interrupted_sample_log_prob_leaves_no_files() {
     let left: Vec<_> = std::fs::read_dir(&out_dir).unwrap().collect();
     assert!(left.is_empty(), "files left: {left:?}");
 }
+
+/// A 2-D f64 flow (ICNN width 4), initialised on three points, saved to `path`.
+fn tiny_vector_flow(path: &Path) {
+    let pot = PotentialConfig::Icnn3(icnn::Icnn3Config {
+        dim: 2,
+        width: 4,
+        depth: 2,
+        ..Default::default()
+    });
+    let cfg = FlowConfig::tabular(2, 1, pot).with_float(FloatType::F64);
+    let flow = Flow::new(cfg, &Device::Cpu).unwrap();
+    let x = Tensor::new(&[[0.1f64, 0.2], [0.3, -0.4], [1.0, 0.5]], &Device::Cpu).unwrap();
+    flow.initialize(&x).unwrap();
+    flow.save(path).unwrap();
+}
+
+/// The samples and the log-densities are one unit: a write error on the log-prob file after
+/// the samples file is complete (a full disk: its temporary file, `.NAME.tmp-PID` in this
+/// process, which runs the command in-process, is `/dev/full`) leaves the previous pair as it
+/// was and no temporary file, for rows and for a PNG grid; the error says it was writing
+/// log-densities. Once the disk has room, the command replaces both files and leaves no
+/// backup. The old code renamed the new samples into place before finishing the log-prob
+/// file (a new samples file beside the old log-densities) and said "writing samples".
+#[cfg(target_os = "linux")]
+#[test]
+fn a_failed_log_prob_write_leaves_the_previous_pair() {
+    let dir = temp_dir("sample-logp-pair");
+    let models = dir.join("models");
+    std::fs::create_dir_all(&models).unwrap();
+    let (vector, image) = (
+        models.join("flow.safetensors"),
+        models.join("img.safetensors"),
+    );
+    tiny_vector_flow(&vector);
+    tiny_image_flow(&image);
+    let cases = [
+        (&vector, "s.npy", "lp.csv", &[][..]),
+        (&image, "g.png", "lp.npy", &["--grid", "2x3"][..]),
+    ];
+    for (model, samples, log_prob, extra) in cases {
+        let out = dir.join(samples.replace('.', "-"));
+        std::fs::create_dir_all(&out).unwrap();
+        let (o, lp) = (out.join(samples), out.join(log_prob));
+        std::fs::write(&o, "old samples").unwrap();
+        std::fs::write(&lp, "old log-densities").unwrap();
+        let tmp = out.join(format!(".{log_prob}.tmp-{}", std::process::id()));
+        std::os::unix::fs::symlink("/dev/full", &tmp).unwrap();
+        let args = [
+            "cpflow",
+            "sample",
+            "-m",
+            s(model),
+            "-n",
+            "3",
+            "--no-progress",
+        ];
+        let args = [&args[..], extra, &["-o", s(&o), "--log-prob", s(&lp)]].concat();
+        let e = format!("{:#}", cpflow::cli::run(&args).unwrap_err());
+        assert!(e.contains("writing log-densities to"), "{e}");
+        let text = |p: &Path| String::from_utf8_lossy(&std::fs::read(p).unwrap()).into_owned();
+        assert_eq!(text(&o), "old samples", "{e}");
+        assert_eq!(text(&lp), "old log-densities");
+        let mut left: Vec<_> = std::fs::read_dir(&out)
+            .unwrap()
+            .map(|f| f.unwrap().file_name())
+            .collect();
+        left.sort();
+        let mut want = [log_prob, samples];
+        want.sort();
+        assert_eq!(left, want, "{e}");
+
+        cpflow::cli::run(&args).unwrap();
+        assert_ne!(std::fs::read(&o).unwrap(), b"old samples");
+        let (values, cols) = read_rows(&lp);
+        assert_eq!(
+            (values.len(), cols),
+            (if extra.is_empty() { 3 } else { 6 }, 1)
+        );
+        assert_eq!(std::fs::read_dir(&out).unwrap().count(), 2);
+    }
+}

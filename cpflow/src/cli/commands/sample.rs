@@ -14,9 +14,11 @@ use std::path::Path;
 use super::{ModelLocation, load_flow, locate_model};
 use crate::cli::interrupt::Interrupt;
 use crate::cli::model_file::{ModelKind, model_kind, require_flow};
-use crate::cli::output_files::{RowType, RowValues, RowsWriter, ensure_dir};
+use crate::cli::output_files::{
+    PendingFile, RowType, RowValues, RowsWriter, StagedFile, ensure_dir, finish_together,
+};
 use crate::cli::{SampleArgs, VaePixels};
-use log_prob::{LogProbFile, finish_opt};
+use log_prob::{LogProbFile, finish_with_samples};
 
 /// Samples drawn, inverted and written per chunk of a vector flow: the inversion's memory
 /// grows with the rows it solves at once, so `-n` is streamed in chunks instead of being
@@ -131,8 +133,7 @@ pub fn sample(a: SampleArgs) -> Result<()> {
         bar.set_position(done as u64);
     }
     bar.finish_and_clear();
-    out.finish()?;
-    let lp_written = finish_opt(lp_out)?;
+    let lp_written = finish_with_samples(Box::new(move || out.stage()), lp_out)?;
     if conv.failed > 0 {
         tracing::warn!(
             failed = conv.failed,
@@ -183,11 +184,27 @@ impl ImageTarget {
     fn finish(self, output: &Path, to_images: impl Fn(&Tensor) -> Result<Tensor>) -> Result<()> {
         match self {
             ImageTarget::Rows(out) => out.finish(),
-            ImageTarget::Grid(r, c, chunks) => {
-                let pixels = Tensor::cat(&chunks, 0)?;
-                write_sample_grid(&to_images(&pixels)?, r, c, output)
-                    .with_context(|| format!("writing the sample grid {}", output.display()))
-            }
+            grid => finish_together(vec![grid.into_pending(output, to_images)]),
+        }
+    }
+
+    /// The output to finish, with others as one unit ([`finish_together`]): the rows file,
+    /// or the grid of the chunks (as images by `to_images`), drawn into a temporary file
+    /// beside `output`.
+    fn into_pending<'a>(
+        self,
+        output: &'a Path,
+        to_images: impl Fn(&Tensor) -> Result<Tensor> + 'a,
+    ) -> PendingFile<'a> {
+        match self {
+            ImageTarget::Rows(out) => Box::new(move || out.stage()),
+            ImageTarget::Grid(r, c, chunks) => Box::new(move || {
+                StagedFile::write_with(output, "sample grid", |tmp| {
+                    let pixels = Tensor::cat(&chunks, 0)?;
+                    write_sample_grid(&to_images(&pixels)?, r, c, tmp)
+                        .with_context(|| format!("writing the sample grid {}", output.display()))
+                })
+            }),
         }
     }
 }
@@ -270,8 +287,8 @@ fn sample_images(a: &SampleArgs, file: &Path) -> Result<()> {
         Ok(quantize_pixels(&inv.x)?)
     })?;
     let secs = t.elapsed().as_secs_f64();
-    target.finish(&a.output, |rows| Ok(flow.to_images(rows)?))?;
-    let lp_written = finish_opt(lp_out)?;
+    let grid = target.into_pending(&a.output, |rows| Ok(flow.to_images(rows)?));
+    let lp_written = finish_with_samples(grid, lp_out)?;
     println!(
         "wrote {n} image samples at temperature {} to {}{lp_written} in {secs:.1} s \
          (inversion: {} of {n} converged, max residual {:.2e})",

@@ -5,31 +5,28 @@
 use crate::flow_common::*;
 use candle_core::{DType, Device, Tensor};
 use cpflow::{
-    CpflowError, Dataset, FloatType, Flow, FlowConfig, NllEstimator, RunOptions, Trainer,
+    CpflowError, Dataset, FloatType, Flow, FlowConfig, NllEstimator, RunOptions, TrainConfig,
+    Trainer,
 };
 use rand::SeedableRng;
 
 use super::{small_train_config, tmpdir};
 
-/// A NaN in the weights makes the loss NaN: training stops with `NonFinite` and the
-/// checkpoint on disk is the last good one.
-#[test]
-fn nan_stops_training_and_keeps_last_good_checkpoint() {
-    let train = Dataset::new(data(64, 2, 41));
+/// A trainer of a 2-D f64 flow (ICNN width 8) that ran `steps` steps of `tc` (without
+/// validation) on `train` under `opts`, then had its first `w1` weight set to NaN, so that
+/// the next loss is NaN. Returns it and the name of that weight.
+fn trainer_with_a_nan_weight(
+    train: &Dataset,
+    mut tc: TrainConfig,
+    opts: RunOptions,
+    steps: usize,
+) -> (Trainer, String) {
     let cfg = FlowConfig::tabular(2, 1, icnn3(2, 8, 2)).with_float(FloatType::F64);
-    let dir = tmpdir("nan");
-    let opts = RunOptions {
-        out_dir: Some(dir.clone()),
-        progress_bar: false,
-        ..RunOptions::default()
-    };
-    let mut tc = small_train_config(100);
     tc.val_every = 0;
-    tc.checkpoint_every = 3;
     let mut tr = Trainer::new(Flow::new(cfg, &Device::Cpu).unwrap(), tc)
         .unwrap()
         .with_options(opts);
-    tr.fit_steps(&train, None, 3).unwrap();
+    tr.fit_steps(train, None, steps).unwrap();
     let (name, var) = tr
         .flow()
         .named_vars()
@@ -38,6 +35,23 @@ fn nan_stops_training_and_keeps_last_good_checkpoint() {
         .unwrap();
     var.set(&Tensor::new(&[f64::NAN], &Device::Cpu).unwrap())
         .unwrap();
+    (tr, name)
+}
+
+/// A NaN in the weights makes the loss NaN: training stops with `NonFinite` and the
+/// checkpoint on disk is the last good one.
+#[test]
+fn nan_stops_training_and_keeps_last_good_checkpoint() {
+    let train = Dataset::new(data(64, 2, 41));
+    let dir = tmpdir("nan");
+    let opts = RunOptions {
+        out_dir: Some(dir.clone()),
+        progress_bar: false,
+        ..RunOptions::default()
+    };
+    let mut tc = small_train_config(100);
+    tc.checkpoint_every = 3;
+    let (mut tr, name) = trainer_with_a_nan_weight(&train, tc, opts, 3);
     match tr.fit(&train, None) {
         Err(e @ CpflowError::NonFinite { .. }) => {
             let msg = e.to_string();
@@ -71,19 +85,8 @@ fn nan_stops_training_and_keeps_last_good_checkpoint() {
 #[test]
 fn nan_without_checkpoint_says_there_is_none() {
     let train = Dataset::new(data(64, 2, 42));
-    let cfg = FlowConfig::tabular(2, 1, icnn3(2, 8, 2)).with_float(FloatType::F64);
-    let mut tc = small_train_config(10);
-    tc.val_every = 0;
-    let mut tr = Trainer::new(Flow::new(cfg, &Device::Cpu).unwrap(), tc).unwrap();
-    tr.fit_steps(&train, None, 1).unwrap();
-    let (_, var) = tr
-        .flow()
-        .named_vars()
-        .into_iter()
-        .find(|(k, _)| k.ends_with("w1"))
-        .unwrap();
-    var.set(&Tensor::new(&[f64::NAN], &Device::Cpu).unwrap())
-        .unwrap();
+    let (mut tr, _) =
+        trainer_with_a_nan_weight(&train, small_train_config(10), RunOptions::default(), 1);
     match tr.fit(&train, None) {
         Err(e @ CpflowError::NonFinite { .. }) => {
             let msg = e.to_string();

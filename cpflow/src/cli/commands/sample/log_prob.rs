@@ -5,14 +5,16 @@
 //! command uses, so they are those of `sample` bit for bit; the log-densities are
 //! `log_prob_exact` of them (nats), one per sample in the samples' order, written as one
 //! column of `f64` (`<f8`; an f32 model's values widened exactly) through the same atomic
-//! [`RowsWriter`] as the samples: nothing is left on an error or an interrupt.
+//! [`RowsWriter`] as the samples: nothing is left on an error or an interrupt. The two files
+//! are renamed into place as one unit ([`finish_together`]): a failed command leaves the
+//! previous samples and log-densities (or neither) as they were.
 
 use anyhow::{Result, bail};
 use candle_core::{DType, Tensor};
 use std::path::{Component, Path, PathBuf};
 
 use crate::cli::SampleArgs;
-use crate::cli::output_files::{RowType, RowValues, RowsWriter};
+use crate::cli::output_files::{PendingFile, RowType, RowValues, RowsWriter, finish_together};
 
 /// The `--log-prob` file being written: one `f64` per sample, streamed chunk by chunk.
 pub(super) struct LogProbFile {
@@ -28,7 +30,7 @@ impl LogProbFile {
             return Ok(None);
         };
         Ok(Some(LogProbFile {
-            out: RowsWriter::create(path, 1, n, RowType::F64)?,
+            out: RowsWriter::create_labelled(path, 1, n, RowType::F64, "log-densities")?,
             path: path.to_path_buf(),
         }))
     }
@@ -38,21 +40,26 @@ impl LogProbFile {
         let values = lp.flatten_all()?.to_dtype(DType::F64)?.to_vec1::<f64>()?;
         self.out.write(RowValues::F64(&values))
     }
-
-    /// Renames the finished file into place; returns its path.
-    pub(super) fn finish(self) -> Result<PathBuf> {
-        self.out.finish()?;
-        Ok(self.path)
-    }
 }
 
-/// Finishes `file`, if one is open; returns the words for the summary line
+/// Finishes the samples file (`samples`) and the `--log-prob` file (if one is open) as one
+/// unit ([`finish_together`]); returns the words for the summary line
 /// (` and their log-densities to PATH`, or nothing).
-pub(super) fn finish_opt(file: Option<LogProbFile>) -> Result<String> {
-    Ok(match file {
-        Some(f) => format!(" and their log-densities to {}", f.finish()?.display()),
+pub(super) fn finish_with_samples(
+    samples: PendingFile<'_>,
+    file: Option<LogProbFile>,
+) -> Result<String> {
+    let mut files = vec![samples];
+    let words = match file {
+        Some(f) => {
+            let words = format!(" and their log-densities to {}", f.path.display());
+            files.push(Box::new(move || f.out.stage()));
+            words
+        }
         None => String::new(),
-    })
+    };
+    finish_together(files)?;
+    Ok(words)
 }
 
 /// `--log-prob` with a VAE: refused (no closed-form density), naming `cpflow eval`.
