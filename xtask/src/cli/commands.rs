@@ -11,8 +11,8 @@ use super::{budget_from_minutes, mirror_base, parse_device};
 use crate::bench_report::{BENCH_MD, bench_table_markdown};
 use crate::bench_resume::{TabularResume, existing_checkpoints};
 use crate::bench_tabular::{
-    BenchReport, BenchTabularOptions, SkippedDataset, default_fallback_roots, parse_datasets,
-    run_bench_tabular,
+    BenchReport, BenchTabularOptions, SkippedDataset, default_fallback_roots, locate_dataset,
+    parse_datasets, run_bench_tabular,
 };
 use crate::fetch::FetchOptions;
 use crate::install::{DownloadOptions, Outcome, download_dataset};
@@ -45,10 +45,12 @@ pub fn bench_tabular(args: &BenchTabularArgs) -> Result<()> {
             list.join(", ")
         );
     }
+    let fallback_roots = default_fallback_roots();
+    refuse_when_no_dataset_is_on_disk(&datasets, &args.data_dir, &fallback_roots, &args.out)?;
     let opts = BenchTabularOptions {
         datasets,
         data_dir: args.data_dir.clone(),
-        fallback_roots: default_fallback_roots(),
+        fallback_roots,
         device,
         budget,
         preset,
@@ -86,6 +88,32 @@ pub fn bench_tabular(args: &BenchTabularArgs) -> Result<()> {
     }
     println!("wrote {}", args.out.join(BENCH_MD).display());
     bench_outcome(&report, &args.data_dir)
+}
+
+/// Refuses a `bench-tabular` run none of whose datasets is on disk, before anything is written:
+/// it wrote an empty `bench-tabular.md` (and `.json`) and then failed. The error names each
+/// dataset's `cargo xtask download` command and the folders searched. (A run with some of
+/// them on disk goes on and skips the others with the same messages.)
+fn refuse_when_no_dataset_is_on_disk(
+    datasets: &[TabularDataset],
+    data_dir: &std::path::Path,
+    fallback_roots: &[std::path::PathBuf],
+    out: &std::path::Path,
+) -> Result<()> {
+    let mut missing = Vec::new();
+    for &ds in datasets {
+        match locate_dataset(ds, data_dir, fallback_roots) {
+            Ok(_) => return Ok(()),
+            Err(message) => missing.push(message),
+        }
+    }
+    bail!(
+        "no dataset ran: none of the requested datasets is on disk, and nothing was written to \
+         {}. {} (check --data-dir {})",
+        out.display(),
+        missing.join("; "),
+        data_dir.display()
+    )
 }
 
 /// The end of a `bench-tabular` run, once its report is written: an error naming the

@@ -101,18 +101,24 @@ fn bench_tabular_skips_a_missing_dataset_with_the_download_command_and_fails_if_
         data.path(),
         out.path(),
     );
-    // Nothing ran (the only dataset is missing): the files are written, the exit is a failure
-    // that points at --data-dir (a mistyped one exited 0 with an empty table).
+    // Nothing can run (the only dataset is missing): refused before anything is written (it
+    // wrote an empty bench-tabular.md, then failed), with the download command and a pointer
+    // at --data-dir (a mistyped one exited 0 with an empty table).
     assert_failed_saying(&res, "no dataset ran");
     assert_logged(&res, "--data-dir");
-    let stdout = String::from_utf8_lossy(&res.stdout);
-    assert!(
-        stdout.contains("cargo xtask download power"),
-        "{stdout}\n{}",
-        stderr(&res)
+    assert_logged(&res, "cargo xtask download power");
+    assert_logged(&res, "nothing was written");
+    let written: Vec<_> = std::fs::read_dir(out.path()).unwrap().collect();
+    assert!(written.is_empty(), "{written:?}\n{}", stderr(&res));
+    // An --out that does not exist yet is not created either.
+    let fresh = out.path().join("new");
+    let res = xtask_with_folders(
+        &["bench-tabular", "--datasets", "power"],
+        data.path(),
+        &fresh,
     );
-    assert!(out.path().join("bench-tabular.md").is_file());
-    assert!(out.path().join("bench-tabular.json").is_file());
+    assert_failed_saying(&res, "cargo xtask download power");
+    assert!(!fresh.exists());
 
     let bad = xtask(&["bench-tabular", "--datasets", "imagenet"]);
     assert_failed_saying(&bad, "unknown dataset");
