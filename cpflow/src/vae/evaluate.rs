@@ -201,7 +201,9 @@ pub(crate) fn split_neg_elbo_monitored<R: Rng + ?Sized>(
 
 /// The importance-sampled negative log-likelihood of the first `n` images of a split.
 /// Returns the per-image `−log p̂(x)` and the mean over images of each estimate's own
-/// Monte-Carlo standard error. `on_image(done)` is called after each image (progress); an
+/// Monte-Carlo standard error, over the images whose estimate has one: `NaN` when none has,
+/// as with one sample per image (`samples = 1`: no spread of the weights to estimate it from;
+/// it was reported as 0). `on_image(done)` is called after each image (progress); an
 /// error it returns stops the scoring and is returned (e.g. on an interrupt).
 #[allow(clippy::too_many_arguments)]
 ///
@@ -290,7 +292,7 @@ pub fn split_importance_nll_monitored<R: Rng + ?Sized>(
     mut on_image: impl FnMut(usize) -> Result<()>,
 ) -> Result<(Vec<f64>, f64)> {
     let n = n.min(data.split(split).n);
-    let (mut nll, mut mc) = (Vec::with_capacity(n), 0.0);
+    let (mut nll, mut mc, mut with_mc) = (Vec::with_capacity(n), 0.0, 0usize);
     for i in 0..n {
         let b = make_batch(vae, data, split, &[i], rng)?;
         let est =
@@ -299,9 +301,15 @@ pub fn split_importance_nll_monitored<R: Rng + ?Sized>(
             nll.push(-e.log_likelihood);
             if e.std_err.is_finite() {
                 mc += e.std_err;
+                with_mc += 1;
             }
         }
         on_image(i + 1)?;
     }
-    Ok((nll, mc / n.max(1) as f64))
+    let mc = if with_mc > 0 {
+        mc / with_mc as f64
+    } else {
+        f64::NAN
+    };
+    Ok((nll, mc))
 }

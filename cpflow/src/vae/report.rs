@@ -195,7 +195,8 @@ pub struct VaeReport {
     pub test_neg_elbo: MeanWithError,
     /// Test importance-sampled NLL (nats per image; `None` when `eval.is_samples = 0`).
     pub test_is_nll: Option<MeanWithError>,
-    /// Mean Monte-Carlo standard error of the per-image importance estimates.
+    /// Mean Monte-Carlo standard error of the per-image importance estimates (`None` without
+    /// importance sampling, and with `eval.is_samples = 1`, where it cannot be estimated).
     pub test_is_mc_std_err: Option<f64>,
     /// Importance samples per image.
     pub is_samples: usize,

@@ -63,7 +63,10 @@ pub struct VaeTestScores {
     pub neg_elbo_bpd: Option<MeanWithError>,
     /// Importance-sampled negative log-likelihood (absent with `is_samples = 0`).
     pub is_nll: Option<MeanWithError>,
-    /// Mean over images of each importance estimate's own Monte-Carlo standard error.
+    /// Mean over images of each importance estimate's own Monte-Carlo standard error (its
+    /// delta-method estimate from the spread of the image's `K` weights). `None` without
+    /// importance sampling, and with one sample per image (`K = 1`), where it cannot be
+    /// estimated from the samples (it was reported as 0).
     pub is_mc_std_err: Option<f64>,
     /// The importance-sampled NLL in bits per dimension (256-way likelihood only).
     pub is_nll_bpd: Option<MeanWithError>,
@@ -222,7 +225,7 @@ pub fn score_vae_test(
             |image| (monitor.borrow_mut())(VaeTestProgress::ImportanceChunk { image }),
             |done| (monitor.borrow_mut())(VaeTestProgress::ImportanceSampled { done }),
         )?;
-        (Some(v), Some(mc))
+        (Some(v), mc.is_finite().then_some(mc))
     } else {
         (None, None)
     };

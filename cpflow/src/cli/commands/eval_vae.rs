@@ -54,9 +54,11 @@ struct VaeEvalSummary {
     /// Its standard error over images.
     #[serde(skip_serializing_if = "Option::is_none")]
     is_nll_std_err: Option<f64>,
-    /// Mean over images of each estimate's own Monte-Carlo standard error.
+    /// Mean over images of each estimate's own Monte-Carlo standard error: absent without
+    /// importance sampling, `null` with one sample per image (`--is-samples 1`), where the
+    /// samples cannot estimate it (it was printed as 0).
     #[serde(skip_serializing_if = "Option::is_none")]
-    is_mc_std_err: Option<f64>,
+    is_mc_std_err: Option<Option<f64>>,
     /// The importance-sampled NLL in bits per dimension (256-way likelihood only).
     #[serde(skip_serializing_if = "Option::is_none")]
     is_nll_bpd: Option<f64>,
@@ -190,7 +192,7 @@ pub fn eval_vae(a: &EvalArgs, loc: &ModelLocation, t0: Instant) -> Result<()> {
         is_images: scores.is_nll.map(|m| m.n),
         is_nll: scores.is_nll.map(|m| m.mean),
         is_nll_std_err: scores.is_nll.and_then(|m| finite(m.std_err)),
-        is_mc_std_err: scores.is_mc_std_err,
+        is_mc_std_err: (scores.is_samples > 0).then_some(scores.is_mc_std_err),
         is_nll_bpd: scores.is_nll_bpd.map(|m| m.mean),
         seed: params.seed,
         batch_size: params.batch_size,
