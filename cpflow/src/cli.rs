@@ -37,6 +37,7 @@ mod resume_check;
 mod run_config;
 mod run_dir;
 mod run_kind;
+mod shell_words;
 
 #[cfg(fuzzing)]
 #[doc(hidden)]
@@ -85,8 +86,9 @@ enum Command {
     /// Caltech 101 Silhouettes, MNIST or Omniglot; writes checkpoints, metrics and report.json.
     #[command(allow_negative_numbers = true)]
     Vae(VaeArgs),
-    /// Import a tabular, toy or image flow trained by the authors' PyTorch code (its
-    /// state_dict as safetensors, the architecture from a `train` config) as a model directory.
+    /// Import a tabular, toy or image flow, or with --vae a VAE, trained by the authors'
+    /// PyTorch code (its state_dict as safetensors, the architecture from a `train` or `vae`
+    /// config) as a model directory.
     #[command(allow_negative_numbers = true)]
     ImportReference(commands::ImportReferenceArgs),
 }
@@ -172,8 +174,10 @@ pub(crate) struct EvalArgs {
     /// `data.root`, or `data/` for a model file without its run directory).
     #[arg(long)]
     pub data_root: Option<PathBuf>,
-    /// Points drawn when the data are a toy or an image (default 10,000; at most 1,000,000:
-    /// they are held in memory; the standard error of the mean NLL is then about 0.001 nats).
+    /// Points drawn when the data are a toy or an image (default: without `--data`, the run's
+    /// `data.n_test`, as many as its test score used; with `--data`, 10,000; at most
+    /// 1,000,000: they are held in memory; the standard error of the mean NLL is then about
+    /// 0.001 nats). Refused for rows scored as they are (a file, a benchmark's test split).
     /// Image flows: the first `n` test images; default the run's `train.test.exact_images`
     /// (16) with `--estimator exact` and `train.test.images` (all 10,000 of MNIST's) with
     /// `slq`. Measured on 2 CPU cores (release): the configs/mnist-cpu.toml model takes about
@@ -274,7 +278,8 @@ pub(crate) struct SampleArgs {
     /// Flows: also write the exact log-density `log p(x)` of every sample, in nats, one per
     /// row in the order of the samples (a `--grid`'s cells row by row) to this file (.npy or
     /// .csv, not the `--output` file; `<f8`: an f32 model's values widened exactly), written
-    /// atomically with the samples, which are the same, byte for byte, as without it. Vector
+    /// atomically with the samples (a failed command leaves the previous pair of files, or
+    /// neither), which are the same, byte for byte, as without it. Vector
     /// flows: the density (`log_prob_exact`) at the written row. Image flows: the model's
     /// density on `[0, 1)^D` (logit and ActNorm terms included, as `eval` computes it; its
     /// 8-bit-scale `nll` is `D·ln 256` minus this) at the continuous sample, before its
@@ -367,7 +372,8 @@ pub(crate) struct OtArgs {
     /// Use the paper's fixed 2-D target for d = 2 (m = (1.5, 1), C = [[.9, -.75], [-.75, .9]]).
     #[arg(long)]
     pub paper_2d: bool,
-    /// Output directory (table, curves, figures).
+    /// Output directory (table, curves, figures); refused while another cpflow process (a
+    /// running `train` or `vae`) holds it.
     #[arg(long, short, default_value = "runs/ot")]
     pub out: PathBuf,
     /// Replace the files of an earlier OT run in `--out`, or the `train` / `vae` run there

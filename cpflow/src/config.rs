@@ -125,7 +125,7 @@ impl SurrogateParams {
         }
         for (name, tol) in [("cg_atol", self.cg_atol), ("cg_rtol", self.cg_rtol)] {
             if !(tol.is_finite() && tol >= 0.0) {
-                return bad(format!("{key}.{name} must be finite and ≥ 0, got {tol}"));
+                return bad(format!("{key}.{name} must be finite and ≥ 0, got {tol:?}"));
             }
         }
         if self.preconditioner == CgPreconditioner::MeanHessian && self.preconditioner_rows == 0 {
@@ -353,7 +353,7 @@ impl LrSchedule {
                 bad(format!("{key}.step.step_size must be at least 1"))
             }
             LrSchedule::Step { gamma, .. } if !(gamma > 0.0 && gamma <= 1.0) => bad(format!(
-                "{key}.step.gamma must be in (0, 1], got {gamma}: it multiplies the learning \
+                "{key}.step.gamma must be in (0, 1], got {gamma:?}: it multiplies the learning \
                  rate every step_size iterations (≤ 0 would make it zero or negative, > 1 \
                  grow it without bound; 1 keeps it constant)"
             )),
@@ -486,7 +486,7 @@ impl TrainConfig {
         if let Some(c) = self.clip_grad_norm
             && (c.is_nan() || c <= 0.0)
         {
-            return bad(format!("train.clip_grad_norm must be positive, got {c}"));
+            return bad(format!("train.clip_grad_norm must be positive, got {c:?}"));
         }
         Ok(())
     }

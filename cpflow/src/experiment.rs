@@ -133,7 +133,9 @@ pub struct ToyExperimentReport {
     /// Monte-Carlo estimate of the data entropy on the test set (`−mean log p_true`) when the
     /// toy has a closed-form density.
     pub data_entropy: Option<f64>,
-    /// The trainer's summary.
+    /// The trainer's summary. Its `best_val_nll` is of `cfg.train.val_estimator` (by default
+    /// a 1-probe SLQ estimate, not the exact NLL of `val_nll_curve`), and only with
+    /// `cfg.train.val_every > 0`.
     pub train: TrainReport,
     /// Wall-clock seconds spent training (the validation curve's evaluations excluded).
     pub train_time_s: f64,

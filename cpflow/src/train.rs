@@ -152,10 +152,11 @@ pub struct TrainReport {
     pub iterations: usize,
     /// Loss of the last step (surrogate: not an NLL).
     pub final_loss: f64,
-    /// Validation NLL of the weights the trainer now holds (the best validated ones when
-    /// `restore_best` is set and the run finished).
+    /// The best validation NLL of the run (of `val_estimator`): that of the weights the
+    /// trainer now holds when `restore_best` is set and the run finished; with
+    /// `restore_best = false` the trainer holds the last weights, which may not be these.
     pub best_val_nll: Option<f64>,
-    /// Iteration of those weights.
+    /// Iteration of the best validation NLL.
     pub best_iteration: Option<usize>,
     /// Whether early stopping ended the run.
     pub stopped_early: bool,

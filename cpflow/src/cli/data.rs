@@ -10,8 +10,10 @@ use candle_core::{DType, Device, Tensor};
 use rand::seq::SliceRandom;
 use std::path::{Path, PathBuf};
 
+use crate::cli::memory::{check_drawn_data_memory, memory_limit};
 use crate::cli::run_config::DataSection;
 
+mod inert_keys;
 mod rows;
 pub use rows::Rows;
 
@@ -28,7 +30,8 @@ pub enum DataSource {
     /// A `.npy` array of shape (n, d) (or (n,) for d = 1).
     Npy(PathBuf),
     /// A `.csv` file of numbers, one sample per line (fields separated by `,`, `;`, tabs or
-    /// spaces), after an optional header line of column names.
+    /// spaces), after an optional header line of column names; lines starting with `#` are
+    /// comments (`numpy.savetxt`'s `header=`), skipped anywhere.
     Csv(PathBuf),
 }
 
@@ -214,11 +217,26 @@ impl LoadedData {
     }
 }
 
-/// Loads the data of a `[data]` section.
+/// Loads the data of a `[data]` section. Points drawn from a toy or an image density that
+/// cannot fit in the memory this process may use are refused before any is drawn
+/// (`cli::memory::check_drawn_data_memory`); `[data]` keys the source does not read are warned of.
 pub fn load(section: &DataSection) -> Result<LoadedData> {
     let source = DataSource::parse(&section.source)?;
     let mut rng = FlowRng::seed_from_u64(section.seed);
-    let flat = |pts: Vec<[f64; 2]>| -> Vec<f64> { pts.into_iter().flatten().collect() };
+    let flat = |pts: Vec<[f64; 2]>| -> Vec<f64> { pts.into_flattened() };
+    if let Some(what) = drawn_points(&source) {
+        check_drawn_data_memory(
+            &what,
+            &[
+                ("data.n_train", section.n_train),
+                ("data.n_val", section.n_val),
+                ("data.n_test", section.n_test),
+            ],
+            2,
+            memory_limit(),
+        )?;
+    }
+    warn_inert_data_keys(section, &source);
     // Toys and images: training, test, then validation points, all fresh draws (the test
     // points are those of a run without a validation split).
     let (dim, train, val, test) = match &source {
@@ -270,13 +288,34 @@ pub fn load(section: &DataSection) -> Result<LoadedData> {
     })
 }
 
+/// Warns (`tracing::warn!`, on stderr) of every `[data]` key that `source` does not read
+/// ([`inert_keys::inert_data_keys`]).
+fn warn_inert_data_keys(section: &DataSection, source: &DataSource) {
+    for warning in inert_keys::inert_data_keys(section, source) {
+        tracing::warn!("{warning}");
+    }
+}
+
+/// What names the points drawn from a toy or an image density (`None`: rows read from a
+/// file or a benchmark, which are not drawn).
+fn drawn_points(source: &DataSource) -> Option<String> {
+    match source {
+        DataSource::Toy(t) => Some(format!("the {t} points")),
+        DataSource::Image(_) => Some("the image density's points".into()),
+        _ => None,
+    }
+}
+
 /// Data to score: every row of a `.npy`/`.csv` file, the test split of a tabular benchmark
 /// (read under `root`), or `n` points of a toy/image drawn with `seed` (all in the held-out
 /// part).
 pub fn load_all(source: &str, root: &Path, n: usize, seed: u64) -> Result<LoadedData> {
     let src = DataSource::parse(source)?;
     let mut rng = FlowRng::seed_from_u64(seed);
-    let flat = |pts: Vec<[f64; 2]>| -> Vec<f64> { pts.into_iter().flatten().collect() };
+    let flat = |pts: Vec<[f64; 2]>| -> Vec<f64> { pts.into_flattened() };
+    if let Some(what) = drawn_points(&src) {
+        check_drawn_data_memory(&what, &[("points to draw", n)], 2, memory_limit())?;
+    }
     let f64_rows = |(dim, v): (usize, Vec<f64>)| (dim, Rows::F64(v));
     let (dim, test) = match &src {
         DataSource::Toy(t) => (2, Rows::F64(flat(t.sample(n, &mut rng)))),
@@ -337,13 +376,13 @@ fn split_rows(
         ("test_fraction", test_fraction),
     ] {
         if !(0.0..1.0).contains(&f) {
-            bail!("data.{name} must be in [0, 1), got {f}");
+            bail!("data.{name} must be in [0, 1), got {f:?}");
         }
     }
     if val_fraction + test_fraction >= 1.0 {
         bail!(
-            "data.val_fraction + data.test_fraction must be below 1 (got {val_fraction} + \
-             {test_fraction}): nothing would be left to train on"
+            "data.val_fraction + data.test_fraction must be below 1 (got {val_fraction:?} + \
+             {test_fraction:?}): nothing would be left to train on"
         );
     }
     let n = rows.len() / dim;
@@ -372,23 +411,40 @@ pub fn read_npy(path: &Path) -> Result<(usize, Vec<f64>)> {
     if d == 0 {
         bail!("{}: the array has no columns", path.display());
     }
-    check_finite(path, &m)?;
+    check_finite(path, &m, None)?;
     Ok((d, m.into_data()))
 }
 
-/// Reads numeric CSV rows with the library's reader, `crate::datasets::read_csv_file`
-/// (comma separated; the first line may be a header of column names, one per column; any
-/// other non-numeric first line is an error naming line 1).
+/// Reads numeric CSV rows with the library's reader, `crate::datasets::read_csv_rows`
+/// (separated by `,`, `;`, tabs or spaces; `#` comment lines skipped; the first other line
+/// may be a header of column names, one per column; any other non-numeric first line is an
+/// error naming its line).
 pub fn read_csv(path: &Path) -> Result<(usize, Vec<f64>)> {
-    let m = crate::datasets::read_csv_file(path)?;
-    check_finite(path, &m)?;
-    Ok((m.cols(), m.into_data()))
+    let rows = crate::datasets::read_csv_rows(path)?;
+    check_finite(path, &rows.matrix, Some(&rows.lines))?;
+    Ok((rows.matrix.cols(), rows.matrix.into_data()))
 }
 
-fn check_finite(path: &Path, m: &crate::datasets::Matrix<f64>) -> Result<()> {
+/// Refuses a non-finite value, naming its row and column counted from 0 (the rows of the
+/// data: a CSV file's header, comments and blank lines are not rows) and, for a CSV file
+/// (`lines`: the file line of each row), the file line of the row, counted from 1 as
+/// editors count: "row 1 (line 3 of f.csv), column 0".
+fn check_finite(
+    path: &Path,
+    m: &crate::datasets::Matrix<f64>,
+    lines: Option<&[u64]>,
+) -> Result<()> {
     if let Some((row, col, v)) = m.first_non_finite() {
+        let line = lines
+            .and_then(|l| l.get(row))
+            .map(|line| {
+                let file = path.file_name().unwrap_or(path.as_os_str());
+                format!(" (line {line} of {})", file.to_string_lossy())
+            })
+            .unwrap_or_default();
         bail!(
-            "{}: non-finite value {v} in row {row}, column {col} (counted from 0)",
+            "{}: non-finite value {v} in row {row}{line}, column {col} (rows and columns \
+             counted from 0)",
             path.display()
         );
     }

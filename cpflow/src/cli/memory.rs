@@ -4,7 +4,10 @@
 use anyhow::{Result, bail};
 use candle_core::{DType, Device};
 
+mod data_memory;
 mod limit;
+
+pub(crate) use data_memory::check_drawn_data_memory;
 
 #[cfg(test)]
 pub(crate) use limit::LimitSource;
@@ -123,6 +126,33 @@ pub(crate) fn check_training_memory(
     limit: Option<MemoryLimit>,
     what_to_lower: &str,
 ) -> Result<()> {
+    let besides = BesidesWeights {
+        activations,
+        data: 0.0,
+    };
+    check_training_memory_with(model, parts, copies, besides, device, limit, what_to_lower)
+}
+
+/// The bytes a training step needs besides the copies of the weights.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct BesidesWeights {
+    /// The activations of a batch (a lower bound; 0 where none is known).
+    pub activations: f64,
+    /// The data held while training starts (0 where the data were counted elsewhere).
+    pub data: f64,
+}
+
+/// [`check_training_memory`] with the data counted too, and named in the refusal.
+pub(crate) fn check_training_memory_with(
+    model: &str,
+    parts: &[(usize, DType)],
+    copies: f64,
+    besides: BesidesWeights,
+    device: &Device,
+    limit: Option<MemoryLimit>,
+    what_to_lower: &str,
+) -> Result<()> {
+    let BesidesWeights { activations, data } = besides;
     let Some(limit) = limit.filter(|_| device.is_cpu()) else {
         return Ok(());
     };
@@ -131,7 +161,7 @@ pub(crate) fn check_training_memory(
         .iter()
         .map(|&(n, dtype)| n as f64 * dtype.size_in_bytes() as f64)
         .sum();
-    let need = weights * copies + activations;
+    let need = weights * copies + activations + data;
     if need > limit.bytes {
         let kept = if copies > OPTIMISER_COPIES {
             "the weights, their gradients, the optimiser's two moments and a training step's \
@@ -146,6 +176,11 @@ pub(crate) fn check_training_memory(
             )
         } else {
             String::new()
+        };
+        let batch = if data > 0.0 {
+            format!("{batch} and {} for the data", size_in_words(data))
+        } else {
+            batch
         };
         bail!(
             "{model} has {parameters} parameters ({:.1e}, {} of weights): training it \
@@ -375,6 +410,36 @@ mod tests {
             err.contains("12 copies of the weights")
                 && err.contains("24 MB for the activations of a batch")
                 && err.contains("lower model.width"),
+            "{err}"
+        );
+    }
+
+    /// The data held when training starts add to the weights and activations, and the
+    /// refusal names them (a toy of 10⁸ points passed the check of the weights and the
+    /// activations alone, then aborted building its tensors under `ulimit -v`).
+    #[test]
+    fn data_add_to_the_weights_and_are_named() {
+        let besides = BesidesWeights {
+            activations: 24e6,
+            data: 3.2e9,
+        };
+        let check = |total: f64| {
+            check_training_memory_with(
+                "the flow",
+                &[(1_000_000, DType::F32)],
+                FLOW_STEP_WEIGHT_COPIES,
+                besides,
+                &Device::Cpu,
+                Some(MemoryLimit::machine(total)),
+                "the data's size",
+            )
+        };
+        check(3.272e9).unwrap();
+        let err = check(3.271e9).unwrap_err().to_string();
+        assert!(
+            err.contains("needs at least 3.3 GB")
+                && err.contains("24 MB for the activations of a batch and 3.2 GB for the data")
+                && err.contains("lower the data's size"),
             "{err}"
         );
     }

@@ -4,6 +4,7 @@
 //! "not a cpflow checkpoint" (`eval` and `sample` take image flows and VAEs too, `plot` does
 //! not).
 
+use crate::cli::shell_words::shell_word;
 use anyhow::{Context, Result, bail};
 use std::io::Read;
 use std::path::Path;
@@ -109,10 +110,10 @@ pub fn require_flow(file: &Path, kind: ModelKind, command: &str, images_ok: bool
              `cpflow sample --model {} --grid 8x8 -o samples.png` draws from it, and \
              `cpflow vae --config {} --out {} --resume` continues an unfinished run",
             file.display(),
-            dir.display(),
-            dir.display(),
-            dir.join("config.toml").display(),
-            dir.display()
+            shell_word(dir),
+            shell_word(dir),
+            shell_word(&dir.join("config.toml")),
+            shell_word(dir)
         ),
         ModelKind::Image => {
             // A model of `cpflow import-reference` has no report (it was not trained here).

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 
 use crate::cli::run_config::{Overrides, RunConfig, resolve, resolve_image};
 use crate::cli::run_dir::{absolute, absolute_run_config, resume_checkpoint};
+use crate::cli::shell_words::shell_word;
 
 /// What `cpflow train --resume` may change (tabular and toy runs): the length of the run,
 /// the batch size (the trainer starts a new epoch where the old one no longer fits), logging,
@@ -135,8 +136,8 @@ pub fn refuse_changes(
     let advice = format!(
         "Resume with the run's own settings (`cpflow {command} --config {} --out {} --resume`, \
          plus those changes), or start a new run with another --out (or --overwrite)",
-        out.join("config.toml").display(),
-        out.display()
+        shell_word(&out.join("config.toml")),
+        shell_word(out)
     );
     refuse_changes_advising(differences, allowed, out, &advice)
 }

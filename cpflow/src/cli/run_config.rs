@@ -59,6 +59,8 @@ use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
 mod image_config;
+mod inert_settings;
+mod serde_messages;
 pub use image_config::{is_image_config, resolve_image};
 
 /// `[data]`.
@@ -444,18 +446,32 @@ pub fn resolve(file: Option<&Path>, ov: &Overrides) -> Result<RunConfig> {
     let defaults = toml::Table::try_from(RunConfig::default())?;
     let merged = merge(defaults, table);
     // Every table rejects unknown keys; the path names the table and the key.
-    let mut cfg: RunConfig =
-        serde_path_to_error::deserialize(toml::Value::Table(merged)).map_err(|e| {
-            let path = e.path().to_string();
-            anyhow::anyhow!("invalid configuration at `{path}`: {}", e.into_inner())
-        })?;
+    let mut cfg: RunConfig = serde_path_to_error::deserialize(toml::Value::Table(merged))
+        .map_err(serde_messages::config_error)?;
     // TOML cannot hold `None`: the run default `early_stopping = None` is lost in the merge
     // above and would come back as `TrainConfig`'s `Some(20)`.
     if !user_set_early_stopping {
         cfg.train.early_stopping = RunConfig::default().train.early_stopping;
     }
     cfg.train.validate()?;
+    check_prior_log_var(&cfg.model)?;
     Ok(cfg)
+}
+
+/// Refuses a `model.prior_log_var` that the flow's prior would refuse, naming the key and
+/// printing the value in its short form (`1e300`; the prior's own message printed all 301
+/// digits of it, and only once the data were loaded).
+fn check_prior_log_var(model: &ModelSection) -> Result<()> {
+    if let Some(v) = model.prior_log_var
+        && GaussianPrior::with_log_var(v).validate().is_err()
+    {
+        bail!(
+            "model.prior_log_var must be finite and within ±{} (the log-variance of the \
+             Gaussian prior: σ² from e⁻⁸⁰ ≈ 1.8e-35 to e⁸⁰ ≈ 5.5e34), got {v:?}",
+            GaussianPrior::MAX_ABS_LOG_VAR
+        );
+    }
+    Ok(())
 }
 
 /// What the trainer would refuse only once training starts, checked before a run directory
@@ -463,7 +479,9 @@ pub fn resolve(file: Option<&Path>, ov: &Overrides) -> Result<RunConfig> {
 /// settings (validation estimator, training monitor) and, for a new run (`new_run`), a
 /// first batch of at least 2 rows, from which the flow's ActNorm layers initialise (the first
 /// batch has `min(train.batch_size, n_train)` rows). The rest of `[train]` is
-/// [`TrainConfig::validate`]'s (called by [`resolve`]).
+/// [`TrainConfig::validate`]'s (called by [`resolve`]). Settings that the run accepts but
+/// that cannot act in it (a plateau schedule or early stopping with `train.val_every = 0`, a
+/// batch larger than the training rows) are warnings (`tracing::warn!`, on stderr), once.
 pub fn check_training_start(train: &TrainConfig, n_train: usize, new_run: bool) -> Result<()> {
     let slqs = [
         match &train.val_estimator {
@@ -491,6 +509,9 @@ pub fn check_training_start(train: &TrainConfig, n_train: usize, new_run: bool) 
             train.batch_size,
             if n_train == 1 { "" } else { "s" }
         );
+    }
+    for warning in inert_settings::inert_train_settings(train, n_train) {
+        tracing::warn!("{warning}");
     }
     Ok(())
 }

@@ -12,6 +12,13 @@ use std::path::{Path, PathBuf};
 use crate::cli::data::SourceName;
 use crate::cli::run_config::RunConfig;
 
+mod config_dir;
+mod lock;
+
+pub use config_dir::check_config_dir_is_out;
+use lock::held_by_another_process;
+pub use lock::{lock_run_dir, refuse_held_dir};
+
 /// The files a kind of run keeps in its directory.
 pub struct RunFiles {
     /// The subcommand, for messages (`train`, `vae`).
@@ -67,54 +74,6 @@ pub fn markers_present(dir: &Path, kinds: &[&RunFiles]) -> Vec<&'static str> {
     found
 }
 
-/// The file whose lock a running `train` or `vae` holds in its run directory.
-pub const LOCK_FILE: &str = ".cpflow.lock";
-
-/// Takes the run directory for this process: an exclusive lock on `out/.cpflow.lock`, held
-/// until the returned file is dropped (or the process ends, however it ends). A second
-/// `train`/`vae` on the same `--out` (a `--resume` or `--overwrite` while the run goes on)
-/// is refused instead of writing into the same files. Call it once every check has passed,
-/// before anything in `out` changes. On a file system without locks it warns and goes on.
-fn lock_run_dir(out: &Path) -> Result<std::fs::File> {
-    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-    let path = out.join(LOCK_FILE);
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .with_context(|| format!("opening {}", path.display()))?;
-    match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(std::fs::TryLockError::WouldBlock) => bail!(
-            "{} is in use by another cpflow process (it holds the lock on {}): wait for it to \
-             end (Ctrl-C stops it and saves the run), or give another --out",
-            out.display(),
-            path.display()
-        ),
-        Err(std::fs::TryLockError::Error(e)) => {
-            tracing::warn!(
-                path = %path.display(),
-                error = %e,
-                "cannot lock the run directory; a second cpflow process on it would not be refused"
-            );
-            Ok(file)
-        }
-    }
-}
-
-/// Whether another process holds `out`'s run lock (a run going on there). Probes without
-/// creating the lock file; a file system without locks answers no.
-fn held_by_another_process(out: &Path) -> bool {
-    let Ok(file) = std::fs::OpenOptions::new()
-        .write(true)
-        .open(out.join(LOCK_FILE))
-    else {
-        return false;
-    };
-    matches!(file.try_lock(), Err(std::fs::TryLockError::WouldBlock))
-}
-
 /// Takes `out` for a `train`/`vae` run once every check has passed: the lock of
 /// [`lock_run_dir`] (held while the returned file lives), then, with `overwrite`, the old run
 /// removed ([`remove_old_run`]).
@@ -132,7 +91,8 @@ pub fn checkpoint_path(out: &Path) -> PathBuf {
 }
 
 /// A new run (no `--resume`) into `out`: refused, before anything is read or written, when
-/// `out` holds a run, unless `overwrite`.
+/// `out` holds a run, unless `overwrite`, or when another process holds it
+/// ([`refuse_held_dir`]), `overwrite` or not.
 pub fn check_new_run(out: &Path, files: &RunFiles, overwrite: bool) -> Result<()> {
     if out.exists() && !out.is_dir() {
         bail!(
@@ -140,6 +100,7 @@ pub fn check_new_run(out: &Path, files: &RunFiles, overwrite: bool) -> Result<()
             out.display()
         );
     }
+    refuse_held_dir(out)?;
     crate::cli::run_kind::check_no_ot_outputs(out, files.command, overwrite)?;
     let found = markers_present(out, &[files]);
     if found.is_empty() || overwrite {
@@ -175,11 +136,11 @@ pub fn check_new_run(out: &Path, files: &RunFiles, overwrite: bool) -> Result<()
         );
     }
     bail!(
-        "{} already holds a run ({}): continue it with `cpflow {} … --resume` (a finished run \
-         with a larger {longer}), replace it with `--overwrite`, or give another `--out`",
+        "{} already holds a run ({}): continue it with `{}` (a finished run with a larger \
+         {longer}), replace it with `--overwrite`, or give another `--out`",
         out.display(),
         found.join(", "),
-        files.command
+        crate::cli::shell_words::resume_command(files.command, out)
     )
 }
 

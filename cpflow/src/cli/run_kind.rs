@@ -2,6 +2,7 @@
 //! `--resume` (or a new run) into a directory of another kind says so instead of failing on
 //! the first key the other kind's configuration does not know.
 
+use crate::cli::shell_words::shell_word;
 use anyhow::{Context, Result, bail};
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -78,7 +79,7 @@ pub fn check_run_kind(
             found.describe(),
             expected.describe(),
             found.command(),
-            out.display()
+            shell_word(out)
         ),
         _ => Ok(()),
     }
@@ -100,7 +101,7 @@ pub fn check_run_command(out: &Path, command: &str) -> Result<()> {
             out.display(),
             found.describe(),
             found.command(),
-            out.display()
+            shell_word(out)
         ),
         _ => Ok(()),
     }

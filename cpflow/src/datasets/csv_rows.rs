@@ -1,9 +1,16 @@
 //! A strict reader for numeric CSV files: one sample per line, with an optional header line of
 //! column names (the CLI's `.csv` data source uses it).
 //!
-//! The separator is read off the first non-blank line: a semicolon if it has one, else a
-//! comma, else a tab, else runs of spaces (`numpy.savetxt`'s default); a line without any
-//! is a single column.
+//! The separator is read off the first line that is neither blank nor a comment: a semicolon
+//! if it has one, else a comma, else a tab, else runs of spaces (`numpy.savetxt`'s default);
+//! a line without any is a single column.
+//!
+//! Comments: a line whose first non-blank character is `#` is a comment wherever it is, and is
+//! skipped like a blank line (`numpy.savetxt(f, a, header="x y")` writes `# x y` above the
+//! rows; `numpy.loadtxt` skips such lines). A `#` after a field is not a comment (numpy's
+//! inline comments are not read): `1,2 # note` is an error naming the field. A `# x,y` comment
+//! above the rows is therefore a header only in name; a header of column names without `#`
+//! still follows the header rule below, on the first line that is not a comment.
 //!
 //! Rules (whitespace around fields is ignored; blank lines are skipped; fields may be quoted
 //! except with space separators):
@@ -41,14 +48,44 @@ use super::{DatasetError, Matrix};
 /// # Ok::<(), DatasetError>(())
 /// ```
 pub fn read_csv_file(path: &Path) -> Result<Matrix<f64>, DatasetError> {
+    Ok(read_csv_rows(path)?.matrix)
+}
+
+/// The rows of a numeric CSV file and the file line each was read from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CsvRows {
+    /// The rows, row-major, one per data line ([`parse_csv_matrix`]'s).
+    pub matrix: Matrix<f64>,
+    /// The (1-based) line of the file of each row: row `i` (counted from 0) is line
+    /// `lines[i]`, past the header, comments and blank lines.
+    pub lines: Vec<u64>,
+}
+
+/// [`read_csv_file`] that also gives the file line of every row, for messages that point a
+/// user at a row of the file (`row 1 (line 3 of f.csv)`).
+///
+/// ```
+/// use cpflow::datasets::read_csv_rows;
+/// let dir = std::env::temp_dir().join(format!("cpflow-doc-csv-rows-{}", std::process::id()));
+/// std::fs::create_dir_all(&dir).unwrap();
+/// let path = dir.join("f.csv");
+/// std::fs::write(&path, "# written by numpy\nx,y\n\n0.5,-1\n2,3\n").unwrap();
+/// let rows = read_csv_rows(&path)?;
+/// assert_eq!(rows.lines, [4, 5]);
+/// std::fs::remove_dir_all(&dir).ok();
+/// # Ok::<(), cpflow::datasets::DatasetError>(())
+/// ```
+pub fn read_csv_rows(path: &Path) -> Result<CsvRows, DatasetError> {
     let bytes = std::fs::read(path).map_err(|e| DatasetError::io(path, e))?;
-    parse_csv_matrix(path, &bytes)
+    parse_csv_rows(path, &bytes)
 }
 
 /// Parses numeric CSV text; `path` is used in error messages only.
 ///
-/// The separator is read off the first non-blank line: a semicolon if it has one, else a
-/// comma, else a tab, else runs of spaces (`numpy.savetxt`'s default).
+/// The separator is read off the first line that is neither blank nor a `#` comment: a
+/// semicolon if it has one, else a comma, else a tab, else runs of spaces
+/// (`numpy.savetxt`'s default). Lines whose first non-blank character is `#` are comments,
+/// skipped wherever they are (`numpy.savetxt`'s `header=` and `footer=`).
 ///
 /// Rules (whitespace around fields is ignored; blank lines are skipped; fields may be quoted
 /// except with space separators):
@@ -73,20 +110,52 @@ pub fn read_csv_file(path: &Path) -> Result<Matrix<f64>, DatasetError> {
 /// // Semicolons, tabs and spaces separate fields too (read off the first line).
 /// let spaces = parse_csv_matrix("c.txt".as_ref(), b"1.0e+00 2.0e+00\n3.0e+00  4.0e+00\n")?;
 /// assert_eq!(spaces, m);
+/// // `numpy.savetxt(f, a, header="x y")`: a `#` comment above the rows.
+/// assert_eq!(parse_csv_matrix("d.txt".as_ref(), b"# x y\n1 2\n3 4\n")?, m);
 /// # Ok::<(), cpflow::datasets::DatasetError>(())
 /// ```
 pub fn parse_csv_matrix(path: &Path, text: &[u8]) -> Result<Matrix<f64>, DatasetError> {
+    Ok(parse_csv_rows(path, text)?.matrix)
+}
+
+/// [`parse_csv_matrix`] that also gives the file line of every row ([`CsvRows`]).
+pub fn parse_csv_rows(path: &Path, text: &[u8]) -> Result<CsvRows, DatasetError> {
+    let (text, comments) = blank_comment_lines(text);
     if !text.is_empty() && text.trim_ascii().is_empty() {
         return Err(DatasetError::corrupt(
             path,
-            "no data rows (only blank lines)",
+            if comments {
+                "no data rows (only blank lines and `#` comments)"
+            } else {
+                "no data rows (only blank lines)"
+            },
         ));
     }
-    let lines = match Separator::of_first_line(text) {
-        Separator::Byte(delimiter) => delimited_records(path, text, delimiter)?,
-        Separator::Spaces => space_separated_records(text),
+    let separator = Separator::of_first_line(&text);
+    let lines = match separator.separator {
+        Separator::Byte(delimiter) => delimited_records(path, &text, delimiter)?,
+        Separator::Spaces => space_separated_records(&text),
     };
-    rows_to_matrix(path, &lines)
+    rows_to_matrix(path, &lines, separator)
+}
+
+/// `text` with every comment line (first non-blank byte `#`) emptied, its line break kept so
+/// that lines keep their numbers, and whether there was one.
+fn blank_comment_lines(text: &[u8]) -> (std::borrow::Cow<'_, [u8]>, bool) {
+    let is_comment = |l: &[u8]| l.trim_ascii_start().first() == Some(&b'#');
+    if !text.split(|&b| b == b'\n').any(is_comment) {
+        return (text.into(), false);
+    }
+    let mut out = Vec::with_capacity(text.len());
+    for (i, line) in text.split(|&b| b == b'\n').enumerate() {
+        if i > 0 {
+            out.push(b'\n');
+        }
+        if !is_comment(line) {
+            out.extend_from_slice(line);
+        }
+    }
+    (out.into(), true)
 }
 
 /// How the fields of a line are separated.
@@ -98,27 +167,63 @@ enum Separator {
     Spaces,
 }
 
+/// The separator of a file and the (1-based) line it was read off, for the messages that
+/// count fields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileSeparator {
+    separator: Separator,
+    line: u64,
+}
+
 impl Separator {
-    /// The separator of the first non-blank line: a semicolon if it has one (a `;` file may
-    /// have decimal commas), else a comma, else a tab, else spaces between its fields; a comma
-    /// (one column) otherwise.
-    fn of_first_line(text: &[u8]) -> Self {
-        let first = text
+    /// The separator of the first non-blank line (comments already blanked) and its number:
+    /// a semicolon if it has one (a `;` file may have decimal commas), else a comma, else a
+    /// tab, else spaces between its fields; a comma (one column) otherwise.
+    fn of_first_line(text: &[u8]) -> FileSeparator {
+        let (line, first) = text
             .split(|&b| b == b'\n')
             .map(|l| l.trim_ascii())
-            .find(|l| !l.is_empty())
+            .enumerate()
+            .find(|(_, l)| !l.is_empty())
             .unwrap_or_default();
+        let line = line as u64 + 1;
         for delimiter in [b';', b',', b'\t'] {
             if first.contains(&delimiter) {
-                return Separator::Byte(delimiter);
+                return FileSeparator {
+                    separator: Separator::Byte(delimiter),
+                    line,
+                };
             }
         }
-        if first.contains(&b' ') {
+        let separator = if first.contains(&b' ') {
             Separator::Spaces
         } else {
             Separator::Byte(b',')
-        }
+        };
+        FileSeparator { separator, line }
     }
+}
+
+impl FileSeparator {
+    /// How the fields were counted, for a message that gives a count: "fields separated by
+    /// `,` (the separator of line 1)". The count is the reader's, which can differ from what
+    /// the eye sees on a line that uses another separator (`1;2` under commas is one field).
+    fn counted(self) -> String {
+        let by = match self.separator {
+            Separator::Byte(b'\t') => "tabs".to_string(),
+            Separator::Byte(b) => format!("`{}`", b as char),
+            Separator::Spaces => "spaces".to_string(),
+        };
+        format!(
+            "fields separated by {by}, the separator of line {}",
+            self.line
+        )
+    }
+}
+
+/// "1 field", "2 fields".
+fn fields(n: usize) -> String {
+    format!("{n} field{}", if n == 1 { "" } else { "s" })
 }
 
 /// The records of `delimiter`-separated text with the (1-based) line each starts on.
@@ -179,11 +284,13 @@ fn space_separated_records(text: &[u8]) -> Vec<(u64, csv::StringRecord)> {
         .collect()
 }
 
-/// The matrix of the records (a plausible header line skipped), or the first bad line.
+/// The matrix of the records (a plausible header line skipped) with the line of each row,
+/// or the first bad line.
 fn rows_to_matrix(
     path: &Path,
     lines: &[(u64, csv::StringRecord)],
-) -> Result<Matrix<f64>, DatasetError> {
+    separator: FileSeparator,
+) -> Result<CsvRows, DatasetError> {
     let Some((first_line, first)) = lines.first() else {
         return Err(DatasetError::corrupt(path, "no data rows (empty file)"));
     };
@@ -198,7 +305,7 @@ fn rows_to_matrix(
             ));
         }
         Err(_) => {
-            check_header(path, *first_line, first, lines.get(1))?;
+            check_header(path, *first_line, first, lines.get(1), separator)?;
             1
         }
     };
@@ -212,14 +319,21 @@ fn rows_to_matrix(
         if rec.len() != cols {
             return Err(DatasetError::corrupt(
                 path,
-                format!("line {line} has {} fields, expected {cols}", rec.len()),
+                format!(
+                    "line {line} has {}, expected {cols} ({})",
+                    fields(rec.len()),
+                    separator.counted()
+                ),
             ));
         }
         let values = parse_numbers(rec)
             .map_err(|detail| DatasetError::corrupt(path, format!("line {line}: {detail}")))?;
         data.extend(values);
     }
-    Matrix::new(data_lines.len(), cols, data)
+    Ok(CsvRows {
+        matrix: Matrix::new(data_lines.len(), cols, data)?,
+        lines: data_lines.iter().map(|(line, _)| *line).collect(),
+    })
 }
 
 /// The fields of a record as numbers, or what is wrong with the first bad field.
@@ -244,6 +358,7 @@ fn check_header(
     line: u64,
     first: &csv::StringRecord,
     next: Option<&(u64, csv::StringRecord)>,
+    separator: FileSeparator,
 ) -> Result<(), DatasetError> {
     let bad = |why: String| {
         DatasetError::corrupt(
@@ -256,9 +371,10 @@ fn check_header(
     };
     if first.len() != next.len() {
         return Err(bad(format!(
-            "it has {} fields, line {next_line} has {}",
-            first.len(),
-            next.len()
+            "it has {}, line {next_line} has {} ({})",
+            fields(first.len()),
+            next.len(),
+            separator.counted()
         )));
     }
     for (j, name) in first.iter().enumerate() {
@@ -380,9 +496,9 @@ mod tests {
         // line 2 ("3;4" is not a number).
         let msg = error("1;2\n3;4\n5;x\n");
         assert!(msg.contains("line 3: field 2 (\"x\")"), "{msg}");
-        assert!(error("1 2\n3\n").contains("line 2 has 1 fields, expected 2"));
+        assert!(error("1 2\n3\n").contains("line 2 has 1 field, expected 2"));
         // Separators are not mixed: the first line's is the file's.
-        assert!(error("1;2\n3,4\n").contains("line 2 has 1 fields, expected 2"));
+        assert!(error("1;2\n3,4\n").contains("line 2 has 1 field, expected 2"));
         // Line numbers count blank lines with space separators too.
         assert!(error("\n1 2\n\n3 y\n").contains("line 4: field 2"));
         // A decimal comma under ';' separators is not a number, and says so.
@@ -395,13 +511,62 @@ mod tests {
 
     #[test]
     fn bad_data_lines_name_the_line_and_field() {
-        assert!(error("1,2\n3\n").contains("line 2 has 1 fields, expected 2"));
+        assert!(error("1,2\n3\n").contains("line 2 has 1 field, expected 2"));
         let msg = error("x,y\n1,2\n\n3,oops\n");
         assert!(msg.contains("line 4: field 2 (\"oops\")"), "{msg}");
         assert!(error("1,2\n3,\n").contains("line 2: field 2 is empty"));
         assert!(error("").contains("no data rows"));
         // Line numbers count the blank lines that the csv crate skips.
-        assert!(error("\n\n1,2\n3\n").contains("line 4 has 1 fields, expected 2"));
+        assert!(error("\n\n1,2\n3\n").contains("line 4 has 1 field, expected 2"));
+    }
+
+    /// `numpy.savetxt(f, a, header="x y")` writes `# x y` above the rows: it said "line 1 is
+    /// neither a row of numbers nor a header of column names: it has 3 fields, line 2 has 2".
+    /// Comment lines are skipped wherever they are, and keep their line numbers.
+    #[test]
+    fn comment_lines_are_skipped_anywhere() {
+        let m = parse("0.1 0.2\n0.3 0.4\n").unwrap();
+        for text in [
+            "# x y\n0.1 0.2\n0.3 0.4\n",
+            "# x,y\n0.1 0.2\n0.3 0.4\n",
+            "  # generated\n# x y\n0.1 0.2\n# middle\n0.3 0.4\n# footer\n",
+            "# generated\nx y\n0.1 0.2\n0.3 0.4\n",
+        ] {
+            assert_eq!(parse(text).unwrap(), m, "{text:?}");
+        }
+        // `# generated` above comma-separated rows: the separator is the rows' (it was read
+        // off the comment, spaces, and line 2 "had 1 field").
+        let rows =
+            parse_csv_rows(Path::new("g.csv"), b"# generated\n0.1,0.2\n\n0.3,0.4\n").unwrap();
+        assert_eq!(rows.matrix.data(), &[0.1, 0.2, 0.3, 0.4]);
+        assert_eq!(rows.lines, [2, 4]);
+        assert!(error("# a\n1,2\n# b\n3\n").contains("line 4 has 1 field, expected 2"));
+        assert!(error("# only a comment\n\n").contains("only blank lines and `#` comments"));
+        // An inline `#` is not a comment: the field is named.
+        assert!(error("1,2 # note\n").contains("field 2 (\"2 # note\") is not a number"));
+    }
+
+    /// A field count names the separator it was counted with, read off which line: "x y z"
+    /// over "1,2" said "it has 3 fields, line 2 has 1", where the eye sees 2.
+    #[test]
+    fn field_counts_name_the_separator() {
+        let msg = error("x y z\n1,2\n");
+        assert!(
+            msg.contains(
+                "it has 3 fields, line 2 has 1 (fields separated by spaces, the separator of \
+                 line 1)"
+            ),
+            "{msg}"
+        );
+        let msg = error("# c\n1;2\n3,4\n");
+        assert!(
+            msg.contains(
+                "line 3 has 1 field, expected 2 (fields separated by `;`, the separator of \
+                 line 2)"
+            ),
+            "{msg}"
+        );
+        assert!(error("1\t2\n3\n").contains("separated by tabs"));
     }
 
     #[test]

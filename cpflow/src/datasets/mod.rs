@@ -21,8 +21,9 @@
 //! Generic readers (also used by the `cpflow` CLI for `--data file.npy|file.csv`):
 //! [`read_npy_file`] / [`parse_npy_matrix`] (1-D or 2-D, float/int/bool dtypes, C or Fortran
 //! order, either byte order; built on `npyz`) and [`read_csv_file`] / [`parse_csv_matrix`]
-//! (numeric rows separated by `,`, `;`, tabs or spaces, an optional header only if it is a
-//! plausible one). Both return a row-major `f64` [`Matrix`].
+//! (numeric rows separated by `,`, `;`, tabs or spaces, `#` comment lines skipped, an
+//! optional header only if it is a plausible one; [`read_csv_rows`] also gives each row's
+//! file line). Both return a row-major `f64` [`Matrix`].
 //!
 //! Randomness: the numpy draws of the MAF code (POWER's `RandomState(42)`, GAS's
 //! `DataFrame.sample`) are reproduced bit for bit by [`NumpyRandomState`]; what MAF drew
@@ -73,7 +74,7 @@ pub use cifar10::{
     CIFAR10_IMAGE_BYTES, CIFAR10_RECORD_BYTES, CIFAR10_TEST_FILE, CIFAR10_TRAIN_FILES,
     Cifar10Split, load_cifar10, load_cifar10_test, read_cifar10_batch,
 };
-pub use csv_rows::{parse_csv_matrix, read_csv_file};
+pub use csv_rows::{CsvRows, parse_csv_matrix, parse_csv_rows, read_csv_file, read_csv_rows};
 pub use error::{DatasetError, download_command_into};
 pub use gas::{
     GAS_CORRELATION_THRESHOLD, GAS_RAW_COLUMNS, GasConfig, load_gas, load_gas_file, preprocess_gas,

@@ -370,7 +370,7 @@ fn eval_reproduces_the_report_and_refuses_non_finite_densities() {
     assert!(
         err.contains("2 of the 3 points")
             && err.contains("no finite log-density")
-            && err.contains("the first at point 1)"),
+            && err.contains("the first at row 0 (line 1 of far.csv; rows counted from 0)"),
         "{err}"
     );
     // A value that overflows the Hessian (not only `z`): NaN for that point alone, the same
@@ -394,7 +394,8 @@ fn eval_reproduces_the_report_and_refuses_non_finite_densities() {
             estimator,
         ]);
         assert!(
-            err.contains("1 of the 3 points") && err.contains("the first at point 3)"),
+            err.contains("1 of the 3 points")
+                && err.contains("the first at row 2 (line 3 of far.csv; rows counted from 0)"),
             "{estimator}: {err}"
         );
     }

@@ -15,7 +15,13 @@ mod cli_audit_messages;
 #[cfg(feature = "cli")]
 mod cli_custom_potential;
 #[cfg(feature = "cli")]
+mod cli_data_config_audit;
+#[cfg(feature = "cli")]
 mod cli_eval_image;
+#[cfg(feature = "cli")]
+mod cli_eval_scored_points;
+#[cfg(feature = "cli")]
+mod cli_help_texts;
 #[cfg(feature = "cli")]
 mod cli_import_reference;
 #[cfg(feature = "cli")]
@@ -29,6 +35,8 @@ mod cli_overwrite_safety;
 #[cfg(feature = "cli")]
 mod cli_run_dir;
 #[cfg(feature = "cli")]
+mod cli_run_dir_writers;
+#[cfg(feature = "cli")]
 mod cli_sample_log_prob;
 #[cfg(feature = "cli")]
 mod cli_small_fixes;
@@ -36,6 +44,8 @@ mod cli_small_fixes;
 mod cli_smoke;
 #[cfg(feature = "cli")]
 mod cli_tabular;
+#[cfg(feature = "cli")]
+mod cli_train_validation_report;
 #[cfg(feature = "cli")]
 mod cli_user_data;
 #[cfg(feature = "cli")]
@@ -74,3 +84,5 @@ mod toy_reference;
 mod training;
 #[cfg(feature = "vae")]
 mod vae_custom_posterior;
+#[cfg(feature = "vae")]
+mod vae_importance_one_sample;

@@ -1,5 +1,7 @@
 //! `cpflow eval`: flows on vectors here; image flows in [`super::eval_image`].
 
+mod scored_points;
+
 use crate::cli::interrupt::Interrupt;
 use crate::{CpflowError, Dataset, FlowRng, NllEstimator, SlqConfig, nll_estimate_with};
 use anyhow::{Result, bail};
@@ -7,15 +9,24 @@ use serde::Serialize;
 use std::time::Instant;
 
 use super::{data_root, load_flow, locate_model, saved_run_config};
-use crate::cli::data::{SourceName, load, load_all};
+use crate::cli::data::{DataSource, SourceName, load, load_all};
 use crate::cli::data_record::check_scored_data;
 use crate::cli::model_file::{ModelKind, model_kind, require_flow};
 use crate::cli::{Estimator, EvalArgs, MAX_EVAL_POINTS};
+use scored_points::ScoredPoints;
 
 #[derive(Serialize)]
 struct EvalSummary {
     model: String,
     data: String,
+    /// Which points of `data` were scored: `test` (the run's test split without `--data`, or
+    /// a benchmark's), `fresh draws` (a toy or an image density given as `--data`) or `file`
+    /// (every row of a file given as `--data`); `scored` says it in words.
+    split: &'static str,
+    scored: String,
+    /// The seed of fresh draws (`split = "fresh draws"`; absent otherwise).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    draw_seed: Option<u64>,
     points: usize,
     estimator: String,
     nll: f64,
@@ -107,20 +118,24 @@ pub fn eval(a: EvalArgs) -> Result<()> {
     // Explicit --data: every row of a file, the test split of a tabular benchmark (under the
     // run's data root), or `n` fresh points of a toy/image. Otherwise the held-out part of the
     // run's data (fresh points for toys/images, the test split of files and benchmarks).
-    let (source, data) = match (&a.data, &saved) {
+    let (source, data, scored_points) = match (&a.data, &saved) {
         (Some(src), _) => {
             let root = a
                 .data_root
                 .clone()
                 .unwrap_or_else(|| data_root(saved.as_ref()));
-            (
-                src.clone(),
-                load_all(src, &root, n, seed.wrapping_add(1_000_003))?,
-            )
+            let draw_seed = seed.wrapping_add(1_000_003);
+            let data = load_all(src, &root, n, draw_seed)?;
+            let scored = ScoredPoints::given(&data.source, draw_seed);
+            (src.clone(), data, scored)
         }
         (None, Some(cfg)) => {
             let mut s = cfg.data.clone();
-            s.n_test = n;
+            // Only a density's points are counted by `n` (a file's or a benchmark's rows are
+            // scored as they are, and `data.n_test` would be an inert key there).
+            if !SourceName::of(&s.source).has_fixed_rows() {
+                s.n_test = n;
+            }
             if let Some(root) = &a.data_root {
                 s.root = root.clone();
             }
@@ -130,7 +145,8 @@ pub fn eval(a: EvalArgs) -> Result<()> {
                 check_scored_data(run_dir, &s.source)?;
             }
             let data = load(&s)?;
-            (s.source.clone(), data)
+            let scored = ScoredPoints::run_test(&s, &data.source);
+            (s.source.clone(), data, scored)
         }
         (None, None) => bail!(
             "no --data given and no config.toml beside {} to tell the run's data: pass the \
@@ -212,7 +228,15 @@ pub fn eval(a: EvalArgs) -> Result<()> {
     if est.non_finite > 0 {
         let first = est
             .first_non_finite
-            .map(|i| format!(", the first at point {}", i + 1))
+            .map(|i| {
+                // A row of a CSV file is also named by its file line, as the data messages
+                // name it.
+                let line = match scored_points {
+                    ScoredPoints::File => csv_line(&data.source, i),
+                    _ => None,
+                };
+                format!(", the first at {}", scored_points.locate(i, line))
+            })
             .unwrap_or_default();
         bail!(
             "{} of the {} points of {source} have no finite log-density under the model (NLL \
@@ -228,6 +252,9 @@ pub fn eval(a: EvalArgs) -> Result<()> {
     let entropy = data.test_entropy();
     let summary = EvalSummary {
         model: loc.file.display().to_string(),
+        split: scored_points.split(),
+        scored: scored_points.describe(&source, data.n_test()),
+        draw_seed: scored_points.draw_seed(),
         data: source,
         points: data.n_test(),
         estimator: a.estimator.name().to_string(),
@@ -239,4 +266,17 @@ pub fn eval(a: EvalArgs) -> Result<()> {
     };
     println!("{}", serde_json::to_string(&summary)?);
     Ok(())
+}
+
+/// The file line (from 1) of row `row` of a CSV file given with `--data`, and the file's
+/// name, for the message about points without a finite log-density; `None` for other data
+/// (or when the file can no longer be read: the message then gives the row alone).
+fn csv_line(source: &DataSource, row: usize) -> Option<(u64, String)> {
+    let DataSource::Csv(path) = source else {
+        return None;
+    };
+    let rows = crate::datasets::read_csv_rows(path).ok()?;
+    let line = *rows.lines.get(row)?;
+    let name = path.file_name().unwrap_or(path.as_os_str());
+    Some((line, name.to_string_lossy().into_owned()))
 }

@@ -27,7 +27,7 @@ use crate::cli::data::DataSource;
 use crate::cli::model_file::{ModelKind, kind_of_metadata};
 use crate::cli::run_config::{ModelSection, Overrides, is_image_config, resolve};
 use crate::cli::run_dir::{
-    TRAIN_RUN, absolute_run_config, check_new_run, remove_old_run, write_config,
+    TRAIN_RUN, absolute_run_config, check_new_run, refuse_held_dir, take_run_dir, write_config,
 };
 use icnn::ActivationKind;
 
@@ -36,11 +36,13 @@ use icnn::ActivationKind;
 #[command(after_long_help = PYTORCH_EXPORT_HELP)]
 pub struct ImportReferenceArgs {
     /// The reference model's `state_dict` as a safetensors file (keys `flows.{i}.…` of a
-    /// `SequentialFlow`, or `transforms.{s}.flows.{j}.…` of train_img.py's `MultiscaleFlow`;
-    /// float64 or float32 tensors). See `--help` for the PyTorch lines that write it.
+    /// `SequentialFlow`, `transforms.{s}.flows.{j}.…` of train_img.py's `MultiscaleFlow`, or
+    /// with `--vae` train_vae.py's `VAE`/`CPFVAE`; float64 or float32 tensors). See `--help`
+    /// for the PyTorch lines that write it.
     #[arg(long, value_name = "W.safetensors")]
     pub state_dict: PathBuf,
-    /// A `cpflow train` TOML config whose `[model]` table describes the reference model.
+    /// A `cpflow train` TOML config whose `[model]` table describes the reference model
+    /// (with `--vae`: a `cpflow vae` config).
     /// Tabular/toy: `arch`, `blocks`, `width`, `depth`, `activation`, `zero_shift`,
     /// `symm_act_first`, `layout` (`tabular` for `train_tabular.py`, `toy` for
     /// `train_toy.py`). Image (a `[data]` table with `dataset = "mnist" | "cifar10"`, which sets
@@ -51,7 +53,8 @@ pub struct ImportReferenceArgs {
     /// used). The config is kept in `<out>/config.toml`.
     #[arg(long, short)]
     pub config: PathBuf,
-    /// Output model directory: `model.safetensors` and `config.toml`.
+    /// Output model directory: `model.safetensors` (with `--vae`: `best.safetensors`) and
+    /// `config.toml`. A directory that a running `train` or `vae` holds is refused.
     #[arg(long, short)]
     pub out: PathBuf,
     /// Float type of the written model (default: the config's `model.float`; unset, f64 for
@@ -66,7 +69,7 @@ pub struct ImportReferenceArgs {
     /// `model.` for a file that also holds other tensors); default: every tensor.
     #[arg(long)]
     pub prefix: Option<String>,
-    /// Replace a model or run already in `--out`.
+    /// Replace a model or run already in `--out` (not while a `train` or `vae` runs there).
     #[arg(long)]
     pub overwrite: bool,
     /// The state_dict is train_vae.py's VAE (`VAE`, Gaussian posterior, or `CPFVAE`, CP-Flow
@@ -98,6 +101,9 @@ A VAE: cpflow import-reference --vae --state-dict W.safetensors --config vae.tom
 
 /// Imports the reference weights into `--out` and prints a one-line summary.
 pub fn import_reference(a: ImportReferenceArgs) -> Result<()> {
+    // A directory that a running `train` or `vae` writes into is refused before the weights
+    // are read, `--overwrite` or not (the lock is taken before anything is written).
+    refuse_held_dir(&a.out)?;
     if a.vae {
         return vae::import_vae(&a);
     }
@@ -157,10 +163,10 @@ pub fn import_reference(a: ImportReferenceArgs) -> Result<()> {
                 a.config.display()
             )
         })?;
-    // Written once everything has loaded: a failed import leaves `--out` as it was.
-    if a.overwrite {
-        remove_old_run(&a.out, &TRAIN_RUN)?;
-    }
+    // Written once everything has loaded: a failed import leaves `--out` as it was. The
+    // directory's lock is held while the files are written (the old ones removed with
+    // --overwrite): a `train` or `vae` that runs there refuses it.
+    let _lock = take_run_dir(&a.out, &TRAIN_RUN, a.overwrite)?;
     write_config(&a.out, &absolute_run_config(&cfg)?, false)?;
     let model = a.out.join("model.safetensors");
     flow.save(&model)

@@ -18,7 +18,7 @@ use crate::cli::interrupt::Interrupt;
 use crate::cli::memory::{MemoryLimit, memory_limit};
 use crate::cli::output_files::{ensure_dir, write_file_atomic};
 use crate::cli::run_config::merge;
-use crate::cli::run_dir::{TRAIN_RUN, take_run_dir};
+use crate::cli::run_dir::{TRAIN_RUN, lock_run_dir, remove_old_run};
 use crate::cli::run_kind::{OT_REPORTS_FILE, OT_TABLE_FILE, check_ot_out, ot_output_files};
 
 /// Sets the potential's input dimension (dense potentials only: the experiment's data are
@@ -255,15 +255,15 @@ pub fn ot(a: OtArgs) -> Result<()> {
         check_sizes(cfg)?;
     }
     check_memory(&configs, memory_limit())?;
-    // A `train` or `vae` run there is not mixed with the experiment's files: refused, or
-    // replaced with --overwrite (once its lock is taken: not while it runs).
-    let replaces_run = check_ot_out(&a.out, a.overwrite)?;
+    // A directory that another process writes into (a `train` or `vae` going on, another
+    // `ot`) is refused, --overwrite or not; this one holds its lock until it ends.
     ensure_dir(&a.out, "the OT output directory")?;
-    let _lock = if replaces_run {
-        Some(take_run_dir(&a.out, &TRAIN_RUN, true)?)
-    } else {
-        None
-    };
+    let _lock = lock_run_dir(&a.out)?;
+    // A `train` or `vae` run there is not mixed with the experiment's files: refused, or
+    // replaced with --overwrite.
+    if check_ot_out(&a.out, a.overwrite)? {
+        remove_old_run(&a.out, &TRAIN_RUN)?;
+    }
     // An earlier run's files would mix with this run's (its `ot_d…` figures stayed beside a
     // table that no longer listed them).
     let earlier = ot_output_files(&a.out)?;

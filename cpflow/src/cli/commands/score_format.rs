@@ -4,6 +4,9 @@
 //! digits (an f64 run on data spread 1e39 printed its NLL of ~1e71 as a 72-digit decimal)
 //! or none that is not zero. JSON outputs keep their full-precision numbers.
 
+/// The validation numbers of `train`'s report.json and final line.
+pub mod validation_numbers;
+
 /// From this magnitude on, a score is printed in scientific notation.
 const SCIENTIFIC_FROM: f64 = 1e6;
 /// Below this magnitude (and above 0), a score is printed in scientific notation.

@@ -5,6 +5,7 @@ use crate::{
     nll_estimate_with,
 };
 use anyhow::{Result, bail};
+use candle_core::{DType, Device};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -17,7 +18,8 @@ use crate::cli::data_record::{
 };
 use crate::cli::interrupt::Interrupt;
 use crate::cli::memory::{
-    FLOW_STEP_WEIGHT_COPIES, check_training_memory, flow_training_memory, memory_limit,
+    BesidesWeights, FLOW_STEP_WEIGHT_COPIES, check_training_memory_with, flow_training_memory,
+    memory_limit,
 };
 use crate::cli::model_plots::{
     PlotOptions, default_plot_window, rows_to_points, write_model_plots,
@@ -25,11 +27,13 @@ use crate::cli::model_plots::{
 use crate::cli::output_files::write_file_atomic;
 use crate::cli::resume_check::check_train_resume;
 use crate::cli::run_config::{
-    DataSection, Overrides, check_training_start, is_image_config, resolve,
+    DataSection, Overrides, RunConfig, check_training_start, is_image_config, resolve,
 };
 use crate::cli::run_dir::{
-    TRAIN_RUN, absolute_run_config, check_new_run, take_run_dir, write_config,
+    TRAIN_RUN, absolute_run_config, check_config_dir_is_out, check_new_run, take_run_dir,
+    write_config,
 };
+use crate::cli::shell_words::{resume_command, shell_word};
 
 /// `report.json` of a run. Every NLL names its split (`splits`): `val_*` numbers come from
 /// the validation part (never the test part: fresh draws for toys, MAF's validation rows for
@@ -54,9 +58,15 @@ struct TrainSummary {
     /// `(iteration, validation exact NLL)` every `run.eval_every` iterations, over the whole
     /// run (a resumed run's earlier points come from its checkpoint).
     val_nll_curve: Vec<(usize, f64)>,
-    /// Validation NLL (the trainer's estimator) of the weights kept, and their iteration.
+    /// Best validation NLL of the trainer's estimator (`val_nll_estimator`) and its
+    /// iteration: the weights kept when `train.restore_best` (the default), see
+    /// `model_iteration`.
     val_nll: Option<f64>,
     val_iteration: Option<usize>,
+    /// `model_iteration`, the estimators of `val_nll` and `val_nll_curve`, and
+    /// `val_nll_exact` (the exact validation NLL of the model's weights: the final line's).
+    #[serde(flatten)]
+    validation: super::score_format::validation_numbers::ValidationNumbers,
     /// Exact NLL (nats) of the test part, scored once at the end; `null` without test rows.
     test_nll: Option<f64>,
     /// Standard error of `test_nll` (the test rows' spread over √n).
@@ -102,7 +112,7 @@ pub fn train(mut a: TrainArgs) -> Result<()> {
         let out = a
             .out
             .clone()
-            .unwrap_or_else(|| crate::cli::run_config::RunConfig::default().run.out);
+            .unwrap_or_else(|| RunConfig::default().run.out);
         crate::cli::run_kind::check_run_command(&out, "train")?;
         let saved = out.join("config.toml");
         if !saved.is_file() && out.join("checkpoint.safetensors").is_file() {
@@ -121,6 +131,15 @@ pub fn train(mut a: TrainArgs) -> Result<()> {
     let ov = overrides(&a);
     let cfg = resolve(a.config.as_deref(), &ov)?;
     let out = cfg.run.out.clone();
+    // A run's own config.toml without --out: its `run.out` must be that run's directory (a
+    // moved or copied run's names the original).
+    check_config_dir_is_out(
+        a.config.as_deref(),
+        a.out.is_some(),
+        &out,
+        "the file's run.out",
+        a.resume,
+    )?;
     // What config.toml keeps: paths resolved against the current directory.
     let saved = absolute_run_config(&cfg)?;
     // The run directory before anything is read: a new run does not replace another without
@@ -182,6 +201,9 @@ pub fn train(mut a: TrainArgs) -> Result<()> {
         out = %out.display(),
         "loaded data"
     );
+    if resume.is_none() {
+        check_new_flow_memory(&cfg, &data, dtype, &device)?;
+    }
     let part = |rows: &Rows| -> Result<Option<Dataset>> {
         Ok(if rows.is_empty() {
             None
@@ -217,21 +239,7 @@ pub fn train(mut a: TrainArgs) -> Result<()> {
             Trainer::resume(&r.checkpoint, &device, Some(cfg.train.clone()))?
         }
         None => {
-            let flow_config = cfg.model.flow_config(dim)?;
-            if let Some(n) = flow_config.parameter_count() {
-                let batch = cfg.train.batch_size.min(n_train);
-                let units = flow_config.total_hidden_units();
-                check_training_memory(
-                    "the flow",
-                    &[(n, dtype)],
-                    FLOW_STEP_WEIGHT_COPIES,
-                    flow_training_memory(units, batch, dtype),
-                    &device,
-                    memory_limit(),
-                    "model.depth, model.width, model.blocks or train.batch_size",
-                )?;
-            }
-            let flow = Flow::new(flow_config, &device)?;
+            let flow = Flow::new(cfg.model.flow_config(dim)?, &device)?;
             tracing::info!(parameters = flow.num_parameters(), "built the flow");
             Trainer::new(flow, cfg.train.clone())?
         }
@@ -266,11 +274,10 @@ pub fn train(mut a: TrainArgs) -> Result<()> {
     let rep = fitted.map_err(with_non_finite_hint)?;
     if rep.stop_reason == StopReason::Paused {
         bail!(
-            "interrupted after iteration {}: the run is saved in {}; continue it with \
-             `cpflow train --config {} --resume`",
+            "interrupted after iteration {}: the run is saved in {}; continue it with `{}`",
             rep.iterations,
             out.join("checkpoint.safetensors").display(),
-            out.join("config.toml").display()
+            resume_command("train", &out)
         );
     }
     // From here on an interrupt stops the evaluation (the trained run is saved).
@@ -334,6 +341,7 @@ pub fn train(mut a: TrainArgs) -> Result<()> {
     let splits = BTreeMap::from([
         ("val_nll_curve", val_label),
         ("val_nll", val_label),
+        ("val_nll_exact", val_label),
         ("test_nll", "test (scored once, after training)"),
         ("data_entropy", "test"),
         ("gaussian_test_nll", "fitted to train, scored on test"),
@@ -353,6 +361,12 @@ pub fn train(mut a: TrainArgs) -> Result<()> {
         max_iterations: cfg.train.max_iterations,
         resumed_at,
         stop_reason: rep.stop_reason,
+        validation: super::score_format::validation_numbers::ValidationNumbers::new(
+            &cfg.train,
+            &rep,
+            curve.as_ref().map_or(&[][..], |c| c.points()),
+            &NllEstimator::Exact,
+        ),
         val_nll_curve: curve.map(|c| c.into_points()).unwrap_or_default(),
         val_nll: rep.best_val_nll,
         val_iteration: rep.best_iteration,
@@ -442,7 +456,7 @@ impl AfterTraining<'_> {
 
     /// The error of an interrupt: what is saved, what is not done, the commands that do it.
     fn stopped(&self, test_left: bool) -> anyhow::Error {
-        let out = self.out.display();
+        let out = shell_word(self.out);
         let mut missing = Vec::new();
         let mut commands = Vec::new();
         if test_left {
@@ -463,8 +477,8 @@ impl AfterTraining<'_> {
         }
         missing.push("report.json");
         commands.push(format!(
-            "`cpflow train --config {} --resume` does all of it",
-            self.out.join("config.toml").display()
+            "`{}` does all of it",
+            resume_command("train", self.out)
         ));
         anyhow::anyhow!(
             "interrupted after training (iteration {}): the model is saved in {} and the run \
@@ -494,21 +508,46 @@ fn why_no_test_rows(section: &DataSection, data: &LoadedData) -> String {
     }
 }
 
+/// A new run's memory, checked before the data become tensors: the flow's weights and a
+/// training step's arrays, plus the data's tensors (every split, in the model's float type)
+/// beside the host rows they are made from (`f64`, still held then). The data alone were
+/// checked when they were drawn or read (`cli::memory::data_memory`).
+fn check_new_flow_memory(
+    cfg: &RunConfig,
+    data: &LoadedData,
+    dtype: DType,
+    device: &Device,
+) -> Result<()> {
+    let flow_config = cfg.model.flow_config(data.dim)?;
+    let Some(n) = flow_config.parameter_count() else {
+        return Ok(());
+    };
+    let batch = cfg.train.batch_size.min(data.n_train());
+    let units = flow_config.total_hidden_units();
+    let values = (data.n_train() + data.n_val() + data.n_test()) as f64 * data.dim as f64;
+    let data_bytes = values * (dtype.size_in_bytes() + 8) as f64;
+    let besides = BesidesWeights {
+        activations: flow_training_memory(units, batch, dtype),
+        data: data_bytes,
+    };
+    check_training_memory_with(
+        "the flow",
+        &[(n, dtype)],
+        FLOW_STEP_WEIGHT_COPIES,
+        besides,
+        device,
+        memory_limit(),
+        "model.depth, model.width, model.blocks, train.batch_size or the data's size",
+    )
+}
+
 /// The final line of `cpflow train`.
 fn summary_line(s: &TrainSummary, out: &std::path::Path) -> String {
     let stop = match s.stop_reason {
         StopReason::EarlyStopping => " (early stopping)",
         _ => "",
     };
-    let val = match (s.val_nll, s.val_iteration, s.val_nll_curve.last()) {
-        (Some(v), Some(i), _) if i != s.iterations => format!(
-            "; kept the weights of iteration {i} (validation NLL {})",
-            super::score(v, 4)
-        ),
-        (_, _, Some((_, v))) => format!("; validation exact NLL {}", super::score(*v, 4)),
-        (Some(v), _, None) => format!("; validation NLL {}", super::score(v, 4)),
-        (None, _, None) => String::new(),
-    };
+    let val = s.validation.console_text();
     let pm = s
         .test_nll_std_err
         .map_or_else(String::new, |e| format!(" ± {}", super::score(e, 4)));

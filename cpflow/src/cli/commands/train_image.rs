@@ -11,7 +11,10 @@ use crate::cli::memory::{
 };
 use crate::cli::resume_check::check_image_resume;
 use crate::cli::run_config::{Overrides, resolve_image};
-use crate::cli::run_dir::{TRAIN_RUN, absolute, check_new_run, take_run_dir, write_config};
+use crate::cli::run_dir::{
+    TRAIN_RUN, absolute, check_config_dir_is_out, check_new_run, take_run_dir, write_config,
+};
+use crate::cli::shell_words::resume_command;
 
 /// `cpflow train` on an image config (`[data] dataset = "mnist" | "cifar10"`): the image
 /// trainer of `crate::image::train`. Writes `config.toml`, `checkpoint.safetensors`,
@@ -30,6 +33,15 @@ pub(super) fn train_image(a: TrainArgs) -> Result<()> {
         .out
         .clone()
         .unwrap_or_else(|| std::path::PathBuf::from("runs").join(cfg.data.dataset.name()));
+    // A run's own config.toml without --out: the run goes to runs/<dataset>, which must be
+    // that run's directory.
+    check_config_dir_is_out(
+        Some(file),
+        a.out.is_some(),
+        &out,
+        "an image run's default without --out",
+        a.resume,
+    )?;
     // As for the other runs: checks first, then the data, then config.toml (absolute root).
     let mut saved = cfg.clone();
     saved.data.root = absolute(&saved.data.root)?;
@@ -104,13 +116,7 @@ pub(super) fn train_image(a: TrainArgs) -> Result<()> {
             )
         },
     )?;
-    let r = Interrupt::with_resume_hint(trained, || {
-        format!(
-            "cpflow train --config {} --out {} --resume",
-            out.join("config.toml").display(),
-            out.display()
-        )
-    })?;
+    let r = Interrupt::with_resume_hint(trained, || resume_command("train", &out))?;
     let val = r.val_curve.last().map_or(String::new(), |p| {
         format!(
             "; validation bpd {}{} (SLQ, EMA)",

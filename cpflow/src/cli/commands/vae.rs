@@ -21,6 +21,7 @@ use crate::cli::run_dir::{
     VAE_RUN, absolute, check_new_run, resume_checkpoint, take_run_dir, write_config,
 };
 use crate::cli::run_kind::check_run_command;
+use crate::cli::shell_words::resume_command;
 
 /// Reads the TOML file, applies `--set` and the flags, deserialises (unknown keys are errors
 /// that name their path).
@@ -99,7 +100,7 @@ fn refuse_train_config(path: &Path, table: &toml::Table) -> Result<()> {
          configuration names a `dataset` in [data] and a `posterior` in [model] (see \
          configs/vae-*.toml); train this one with `cpflow train --config {}`",
         path.display(),
-        path.display()
+        crate::cli::shell_words::shell_word(path)
     )
 }
 
@@ -286,13 +287,7 @@ pub fn vae(a: VaeArgs) -> Result<()> {
     let trained = split_divergence(run_vae_on(&cfg, &data, &a.out, &opts), || {
         vae_remedies(cfg.train.optimizer.lr)
     })?;
-    let r = Interrupt::with_resume_hint(trained, || {
-        format!(
-            "cpflow vae --config {} --out {} --resume",
-            a.out.join("config.toml").display(),
-            a.out.display()
-        )
-    })?;
+    let r = Interrupt::with_resume_hint(trained, || resume_command("vae", &a.out))?;
     let unit = if r.test_neg_elbo_bpd.is_some() {
         " (bits/dim below)"
     } else {

@@ -113,7 +113,17 @@ fn non_finite_values_and_constant_columns_are_refused() {
     let p = dir.join("nan.csv");
     std::fs::write(&p, "1,2\n3,4\n5,nan\n").unwrap();
     let err = read_csv(&p).unwrap_err().to_string();
-    assert!(err.contains("row 2, column 1"), "{err}");
+    assert!(
+        err.contains("row 2 (line 3 of nan.csv), column 1 (rows and columns counted from 0)"),
+        "{err}"
+    );
+    // The file line counts the header, comments and blank lines, which are not rows.
+    std::fs::write(&p, "# from numpy\nx,y\n0.1,0.2\n\nnan,0.4\n").unwrap();
+    let err = read_csv(&p).unwrap_err().to_string();
+    assert!(
+        err.contains("non-finite value NaN in row 1 (line 5 of nan.csv), column 0"),
+        "{err}"
+    );
     let section = |rows: &[f64], name: &str| {
         let p = dir.join(name);
         write_rows(&p, 2, rows).unwrap();

@@ -17,7 +17,7 @@ use std::collections::HashMap;
 
 use super::{ImportReferenceArgs, read_state_dict};
 use crate::cli::run_config::{Overrides, resolve_image};
-use crate::cli::run_dir::{TRAIN_RUN, absolute, check_new_run, remove_old_run, write_config};
+use crate::cli::run_dir::{TRAIN_RUN, absolute, check_new_run, take_run_dir, write_config};
 
 /// The reference key of the first ActNorm (after the logit layer) of every `MultiscaleFlow`
 /// that `ImageExperimentConfig` describes: where a state_dict under a prefix is recognised.
@@ -68,10 +68,10 @@ pub fn import_image(a: &ImportReferenceArgs) -> Result<()> {
                 a.config.display()
             )
         })?;
-    // Written once everything has loaded: a failed import leaves `--out` as it was.
-    if a.overwrite {
-        remove_old_run(&a.out, &TRAIN_RUN)?;
-    }
+    // Written once everything has loaded: a failed import leaves `--out` as it was. The
+    // directory's lock is held while the files are written (the old ones removed with
+    // --overwrite): a `train` or `vae` that runs there refuses it.
+    let _lock = take_run_dir(&a.out, &TRAIN_RUN, a.overwrite)?;
     write_config(&a.out, &saved, false)?;
     let model = a.out.join("model.safetensors");
     flow.save(&model)

@@ -18,7 +18,7 @@ use std::path::Path;
 
 use super::{ImportReferenceArgs, read_state_dict};
 use crate::cli::commands::vae::read_vae_config;
-use crate::cli::run_dir::{VAE_RUN, absolute, check_new_run, remove_old_run, write_config};
+use crate::cli::run_dir::{VAE_RUN, absolute, check_new_run, take_run_dir, write_config};
 
 /// The weights file of an imported VAE (what a `cpflow vae` run keeps as its best weights).
 const WEIGHTS: &str = "best.safetensors";
@@ -54,10 +54,10 @@ pub fn import_vae(a: &ImportReferenceArgs) -> Result<()> {
             a.config.display()
         )
     })?;
-    // Written once everything has loaded: a failed import leaves `--out` as it was.
-    if a.overwrite {
-        remove_old_run(&a.out, &VAE_RUN)?;
-    }
+    // Written once everything has loaded: a failed import leaves `--out` as it was. The
+    // directory's lock is held while the files are written (the old ones removed with
+    // --overwrite): a `train` or `vae` that runs there refuses it.
+    let _lock = take_run_dir(&a.out, &VAE_RUN, a.overwrite)?;
     write_config(&a.out, &cfg, false)?;
     let path = a.out.join(WEIGHTS);
     let meta = VaeCheckpointMeta {
