@@ -5,35 +5,33 @@ use crate::{
     nll_estimate_with,
 };
 use anyhow::{Result, bail};
-use candle_core::{DType, Device};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Instant;
 
 use crate::cli::TrainArgs;
-use crate::cli::data::{DataSource, LoadedData, Rows, load};
+use crate::cli::data::{Rows, load};
 use crate::cli::data_record::{
     DataRecord, check_data_record, require_run_data_file, write_data_record,
 };
 use crate::cli::interrupt::Interrupt;
-use crate::cli::memory::{
-    BesidesWeights, FLOW_STEP_WEIGHT_COPIES, check_training_memory_with, flow_training_memory,
-    memory_limit,
-};
 use crate::cli::model_plots::{
     PlotOptions, default_plot_window, rows_to_points, write_model_plots,
 };
 use crate::cli::output_files::write_file_atomic;
 use crate::cli::resume_check::check_train_resume;
 use crate::cli::run_config::{
-    DataSection, Overrides, RunConfig, check_training_start, is_image_config, resolve,
+    Overrides, RunConfig, check_training_start, is_image_config, resolve,
 };
 use crate::cli::run_dir::{
     TRAIN_RUN, absolute_run_config, check_config_dir_is_out, check_new_run, take_run_dir,
     write_config,
 };
 use crate::cli::shell_words::{resume_command, shell_word};
+
+mod data_checks;
+use data_checks::{check_new_flow_memory, validation_label, why_no_test_rows};
 
 /// `report.json` of a run. Every NLL names its split (`splits`): `val_*` numbers come from
 /// the validation part (never the test part: fresh draws for toys, MAF's validation rows for
@@ -492,55 +490,6 @@ impl AfterTraining<'_> {
     }
 }
 
-/// Why a run has no test rows, named by the key that sets them: `data.n_test` for toys and
-/// images, `data.test_fraction` for files (also when a fraction above 0 rounds to no row).
-fn why_no_test_rows(section: &DataSection, data: &LoadedData) -> String {
-    match data.source {
-        DataSource::Npy(_) | DataSource::Csv(_) if section.test_fraction > 0.0 => format!(
-            "data.test_fraction = {} of the {} rows of {} rounds to 0; raise it for a test score",
-            section.test_fraction,
-            data.n_train() + data.n_val() + data.n_test(),
-            section.source
-        ),
-        DataSource::Npy(_) | DataSource::Csv(_) => "data.test_fraction = 0".into(),
-        DataSource::Tabular(_) => format!("the test split of `{}` is empty", section.source),
-        DataSource::Toy(_) | DataSource::Image(_) => format!("data.n_test = {}", section.n_test),
-    }
-}
-
-/// A new run's memory, checked before the data become tensors: the flow's weights and a
-/// training step's arrays, plus the data's tensors (every split, in the model's float type)
-/// beside the host rows they are made from (`f64`, still held then). The data alone were
-/// checked when they were drawn or read (`cli::memory::data_memory`).
-fn check_new_flow_memory(
-    cfg: &RunConfig,
-    data: &LoadedData,
-    dtype: DType,
-    device: &Device,
-) -> Result<()> {
-    let flow_config = cfg.model.flow_config(data.dim)?;
-    let Some(n) = flow_config.parameter_count() else {
-        return Ok(());
-    };
-    let batch = cfg.train.batch_size.min(data.n_train());
-    let units = flow_config.total_hidden_units();
-    let values = (data.n_train() + data.n_val() + data.n_test()) as f64 * data.dim as f64;
-    let data_bytes = values * (dtype.size_in_bytes() + 8) as f64;
-    let besides = BesidesWeights {
-        activations: flow_training_memory(units, batch, dtype),
-        data: data_bytes,
-    };
-    check_training_memory_with(
-        "the flow",
-        &[(n, dtype)],
-        FLOW_STEP_WEIGHT_COPIES,
-        besides,
-        device,
-        memory_limit(),
-        "model.depth, model.width, model.blocks, train.batch_size or the data's size",
-    )
-}
-
 /// The final line of `cpflow train`.
 fn summary_line(s: &TrainSummary, out: &std::path::Path) -> String {
     let stop = match s.stop_reason {
@@ -600,18 +549,5 @@ pub(super) fn overrides(a: &TrainArgs) -> Overrides {
         dtype: a.dev.dtype,
         seed: a.dev.seed,
         out: a.out.clone(),
-    }
-}
-
-/// What `report.json`'s validation numbers were computed on, by the kind of data.
-fn validation_label(source: &DataSource) -> &'static str {
-    match source {
-        DataSource::Toy(_) | DataSource::Image(_) => {
-            "validation (fresh draws from the density, apart from the training and test draws)"
-        }
-        DataSource::Tabular(_) => "validation (MAF's split: rows of the training data)",
-        DataSource::Npy(_) | DataSource::Csv(_) => {
-            "validation (rows held out of the shuffled file, apart from the training and test rows)"
-        }
     }
 }
