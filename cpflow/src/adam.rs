@@ -62,17 +62,17 @@ pub(crate) fn check_moment_params(
     let bad = |m: String| Err(CpflowError::InvalidConfig(m));
     if !(lr.is_finite() && lr >= 0.0) {
         return bad(format!(
-            "{key}.lr (the learning rate) must be finite and ≥ 0, got {lr}"
+            "{key}.lr (the learning rate) must be finite and ≥ 0, got {lr:?}"
         ));
     }
     for (name, beta) in [("beta1", beta1), ("beta2", beta2)] {
         if !(0.0..1.0).contains(&beta) {
-            return bad(format!("{key}.{name} must be in [0, 1), got {beta}"));
+            return bad(format!("{key}.{name} must be in [0, 1), got {beta:?}"));
         }
     }
     if !(eps.is_finite() && eps > 0.0) {
         return bad(format!(
-            "{key}.eps must be finite and > 0, got {eps}: it keeps the update's denominator \
+            "{key}.eps must be finite and > 0, got {eps:?}: it keeps the update's denominator \
              away from 0"
         ));
     }
@@ -98,7 +98,7 @@ impl AdamParams {
         check_moment_params(key, self.lr, (self.beta1, self.beta2), self.eps)?;
         if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
             return bad(format!(
-                "{key}.weight_decay must be finite and ≥ 0, got {}",
+                "{key}.weight_decay must be finite and ≥ 0, got {:?}",
                 self.weight_decay
             ));
         }
@@ -402,6 +402,54 @@ mod tests {
         ] {
             let e = Adam::new(vec![("w".into(), var.clone())], p).err().unwrap();
             assert!(e.to_string().contains(field), "{field}: {e}");
+        }
+    }
+
+    /// A refused value is printed short: `-1e300`, not a 301-digit integer (`{}` of a large
+    /// f64 prints every digit), and `0.5` as it is.
+    #[test]
+    fn refused_values_are_printed_short() {
+        let message = |p: AdamParams| p.validate("train.adam").unwrap_err().to_string();
+        let cases = [
+            (
+                AdamParams {
+                    lr: -1e300,
+                    ..Default::default()
+                },
+                "got -1e300",
+            ),
+            (
+                AdamParams {
+                    eps: -2e200,
+                    ..Default::default()
+                },
+                "got -2e200",
+            ),
+            (
+                AdamParams {
+                    beta1: 3e100,
+                    ..Default::default()
+                },
+                "got 3e100",
+            ),
+            (
+                AdamParams {
+                    weight_decay: -1e250,
+                    ..Default::default()
+                },
+                "got -1e250",
+            ),
+            (
+                AdamParams {
+                    weight_decay: -0.5,
+                    ..Default::default()
+                },
+                "got -0.5",
+            ),
+        ];
+        for (p, expected) in cases {
+            let m = message(p);
+            assert!(m.contains(expected) && !m.contains("000000"), "{m}");
         }
     }
 

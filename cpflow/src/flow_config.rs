@@ -254,7 +254,7 @@ impl FlowConfig {
             if let LayerConfig::Cpf(b) = l {
                 if !b.bias_w1.is_finite() {
                     return Err(CpflowError::InvalidConfig(format!(
-                        "layer {i}: bias_w1 must be finite, got {}",
+                        "layer {i}: bias_w1 must be finite, got {:?}",
                         b.bias_w1
                     )));
                 }

@@ -138,7 +138,7 @@ impl ImageFlow {
     ) -> Result<ImageInverse> {
         if !(temperature.is_finite() && temperature >= 0.0) {
             return Err(CpflowError::InvalidInput(format!(
-                "temperature must be finite and non-negative, got {temperature}"
+                "temperature must be finite and non-negative, got {temperature:?}"
             )));
         }
         let eps = self

@@ -229,7 +229,7 @@ impl VaeConfig {
         }
         if !(t.max_beta.is_finite() && t.max_beta >= 0.0) {
             return bad(&format!(
-                "train.max_beta must be finite and ≥ 0, got {}",
+                "train.max_beta must be finite and ≥ 0, got {:?}",
                 t.max_beta
             ));
         }
@@ -237,7 +237,7 @@ impl VaeConfig {
             && !(m.is_finite() && m > 0.0)
         {
             return bad(&format!(
-                "train.max_minutes must be finite and > 0, got {m}"
+                "train.max_minutes must be finite and > 0, got {m:?}"
             ));
         }
         t.optimizer.validate("train.optimizer")?;

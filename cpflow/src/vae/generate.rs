@@ -45,7 +45,7 @@ impl Vae {
         // 0 is the prior's mode (z = 0 for every draw), as for the image flows.
         if !(temperature.is_finite() && temperature >= 0.0) {
             return Err(CpflowError::InvalidInput(format!(
-                "the prior's temperature must be finite and non-negative, got {temperature}"
+                "the prior's temperature must be finite and non-negative, got {temperature:?}"
             )));
         }
         let d = self.config().latent_dim;

@@ -206,7 +206,7 @@ impl ImageTrainConfig {
         if let Some(m) = self.max_minutes
             && !(m.is_finite() && m >= 0.0)
         {
-            return bad(format!("max_minutes must be finite and ≥ 0, got {m}"));
+            return bad(format!("max_minutes must be finite and ≥ 0, got {m:?}"));
         }
         if self.batch_size == 0 || self.eval_batch_size == 0 {
             return bad("batch sizes must be positive".into());
@@ -220,7 +220,7 @@ impl ImageTrainConfig {
         }
         if !(0.0..=1.0).contains(&self.ema.decay) {
             return bad(format!(
-                "ema.decay must be in [0, 1], got {}",
+                "ema.decay must be in [0, 1], got {:?}",
                 self.ema.decay
             ));
         }
