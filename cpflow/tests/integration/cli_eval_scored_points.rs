@@ -5,7 +5,7 @@
 //! messages count rows (it said "point 2" for row 1). A VAE scored with one importance
 //! sample per image has no Monte-Carlo error of its estimate (`null`; it printed 0.0).
 
-use crate::cli_common::{cpflow, cpflow_fails, shared_data, temp_dir};
+use crate::cli_common::{cpflow, cpflow_fails, read_json, shared_data, temp_dir, train_tiny_toy};
 use std::path::Path;
 
 fn json(line: &str) -> serde_json::Value {
@@ -23,32 +23,11 @@ fn eval(run: &Path, extra: &[&str]) -> serde_json::Value {
 fn a_vector_eval_names_the_points_it_scored() {
     let dir = temp_dir("eval-scored-points");
     let run = dir.join("run");
-    cpflow(&[
-        "train",
-        "--data",
-        "8gaussians",
-        "--iters",
-        "3",
-        "--batch-size",
-        "16",
-        "--set",
-        "model.width=4",
-        "--set",
-        "model.depth=2",
-        "--set",
-        "data.n_train=200",
-        "--set",
-        "data.n_test=50",
-        "--set",
-        "data.n_val=20",
-        "--set",
-        "run.plots=false",
-        "--no-progress",
-        "--out",
-        run.to_str().unwrap(),
-    ]);
-    let report: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(run.join("report.json")).unwrap()).unwrap();
+    train_tiny_toy(
+        &run,
+        &["data.n_train=200", "data.n_test=50", "data.n_val=20"],
+    );
+    let report = read_json(&run.join("report.json"));
 
     // The run's test split: the report's number, named as the test split.
     let own = eval(&run, &[]);
@@ -137,8 +116,7 @@ fn one_importance_sample_has_a_null_monte_carlo_error() {
         "--no-progress",
     ]);
     // The run's own test score, with K = 1.
-    let report: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(run.join("report.json")).unwrap()).unwrap();
+    let report = read_json(&run.join("report.json"));
     assert!(report["test_is_nll"]["mean"].is_f64(), "{report}");
     assert!(
         report["test_is_mc_std_err"].is_null(),

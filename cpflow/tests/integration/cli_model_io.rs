@@ -1,7 +1,9 @@
 //! `cpflow eval`, `sample` and `plot` on a tiny trained run: size limits, output paths,
 //! data of the wrong dimension, the float type of `.npy` samples, runs they cannot read.
 
-use crate::cli_common::{cpflow, cpflow_fails, npy_descr, temp_dir, tiny_trained_run};
+use crate::cli_common::{
+    cpflow, cpflow_fails, npy_descr, read_json, temp_dir, tiny_trained_run, train_tiny_toy,
+};
 use std::path::{Path, PathBuf};
 
 /// A 2-D model trained 3 steps on a CSV file with no test rows (`data.test_fraction = 0`).
@@ -312,32 +314,11 @@ fn an_interrupted_eval_prints_no_score() {
 fn eval_reproduces_the_report_and_refuses_non_finite_densities() {
     let dir = temp_dir("eval-report");
     let run = dir.join("run");
-    cpflow(&[
-        "train",
-        "--data",
-        "8gaussians",
-        "--iters",
-        "3",
-        "--batch-size",
-        "16",
-        "--set",
-        "model.width=4",
-        "--set",
-        "model.depth=2",
-        "--set",
-        "data.n_train=256",
-        "--set",
-        "data.n_val=32",
-        "--set",
-        "data.n_test=1500",
-        "--set",
-        "run.plots=false",
-        "--no-progress",
-        "--out",
-        run.to_str().unwrap(),
-    ]);
-    let report: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(run.join("report.json")).unwrap()).unwrap();
+    train_tiny_toy(
+        &run,
+        &["data.n_train=256", "data.n_val=32", "data.n_test=1500"],
+    );
+    let report = read_json(&run.join("report.json"));
     let line = cpflow(&["eval", "--model", run.to_str().unwrap()]);
     let v: serde_json::Value = serde_json::from_str(line.trim()).unwrap();
     assert_eq!(v["points"].as_u64(), Some(1500), "{v}");

@@ -4,30 +4,11 @@
 //! file whose contents changed since the run started, and resumes a run made before the data
 //! were recorded (with a warning).
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use crate::cli_common::{
-    cpflow, cpflow_fails, cpflow_log, shared_data, temp_dir, tiny_mnist_config,
+    cpflow, cpflow_fails, cpflow_log, shared_data, snapshot, temp_dir, tiny_mnist_config,
 };
-
-/// Every file under `dir` (relative path → bytes).
-fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
-    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<PathBuf, Vec<u8>>) {
-        for e in std::fs::read_dir(dir).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                walk(root, &p, out);
-            } else {
-                let rel = p.strip_prefix(root).unwrap().to_path_buf();
-                out.insert(rel, std::fs::read(&p).unwrap());
-            }
-        }
-    }
-    let mut out = BTreeMap::new();
-    walk(dir, dir, &mut out);
-    out
-}
 
 /// A 2-column CSV of `n` rows; `shift` moves the first column (same shape, other contents).
 fn write_csv(path: &Path, n: usize, shift: f64) {

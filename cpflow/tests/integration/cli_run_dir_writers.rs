@@ -10,28 +10,12 @@
 //!   naming both directories (it failed on a moved run and silently continued the ORIGINAL
 //!   of a copied one).
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use crate::cli_common::{cpflow, cpflow_fails, non_empty, temp_dir};
-
-/// Every file under `dir` (relative path → bytes).
-fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
-    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<PathBuf, Vec<u8>>) {
-        for e in std::fs::read_dir(dir).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                walk(root, &p, out);
-            } else {
-                let rel = p.strip_prefix(root).unwrap().to_path_buf();
-                out.insert(rel, std::fs::read(&p).unwrap());
-            }
-        }
-    }
-    let mut out = BTreeMap::new();
-    walk(dir, dir, &mut out);
-    out
-}
+use crate::cli_common::{
+    cpflow, cpflow_fails, interrupt_tiny_toy_training, interrupted_iteration, non_empty, read_json,
+    snapshot, temp_dir,
+};
 
 /// The lock a running `train` holds on `dir` (created as the run creates it), held by this
 /// test until the file is dropped or unlocked.
@@ -136,29 +120,10 @@ fn ot_and_import_reference_refuse_a_directory_in_use() {
 #[cfg(unix)]
 #[test]
 fn an_interrupted_run_names_its_out_and_a_copied_or_moved_config_is_refused() {
-    use std::process::{Command, Stdio};
+    use std::process::Command;
     let dir = temp_dir("writers-resume");
     let run = dir.join("my runs/d'été");
-    let child = Command::new(env!("CARGO_BIN_EXE_cpflow"))
-        .args(["train", "--data", "8gaussians", "--iters", "1000000"])
-        .args(["--batch-size", "16", "--set", "model.width=4"])
-        .args(["--set", "model.depth=2", "--set", "data.n_train=256"])
-        .args(["--set", "data.n_val=32", "--set", "data.n_test=32"])
-        .args(["--set", "run.plots=false", "--set", "train.log_every=1"])
-        .args(["--no-progress", "--out"])
-        .arg(&run)
-        .env("RUST_LOG", "warn")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let metrics = run.join("metrics.jsonl");
-    let t0 = std::time::Instant::now();
-    while std::fs::read_to_string(&metrics).map_or(0, |s| s.lines().count()) < 3 {
-        assert!(t0.elapsed().as_secs() < 120, "no training steps logged");
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    let (ok, err) = crate::cli_common::interrupt_and_wait(child);
-    assert!(!ok, "{err}");
+    let err = interrupt_tiny_toy_training(&run);
     let command = err
         .split("continue it with `")
         .nth(1)
@@ -168,12 +133,7 @@ fn an_interrupted_run_names_its_out_and_a_copied_or_moved_config_is_refused() {
         command.starts_with("cpflow train --out ") && command.ends_with(" --resume"),
         "{command}"
     );
-    let done: usize = err
-        .split("interrupted after iteration ")
-        .nth(1)
-        .and_then(|s| s.split(':').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no iteration in {err}"));
+    let done = interrupted_iteration(&err);
 
     // A copy of the stopped run: its config.toml's run.out is the original directory.
     let copy = dir.join("copy");
@@ -222,8 +182,7 @@ fn an_interrupted_run_names_its_out_and_a_copied_or_moved_config_is_refused() {
         "{script}: {}",
         String::from_utf8_lossy(&sh.stderr)
     );
-    let report: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(run.join("report.json")).unwrap()).unwrap();
+    let report = read_json(&run.join("report.json"));
     assert_eq!(report["iterations"], done + 2);
     assert_eq!(report["resumed_at"], done);
 }

@@ -2,8 +2,10 @@
 //! `eval`, `sample` and `plot` it, and run a tiny `ot`.
 
 use crate::cli_common::{
-    cpflow, cpflow_fails, cpflow_log, non_empty, temp_dir, tiny_csv_train_args,
+    cpflow, cpflow_fails, cpflow_log, non_empty, read_json, temp_dir, tiny_csv_train_args,
 };
+#[cfg(unix)]
+use crate::cli_common::{interrupt_tiny_toy_training, interrupted_iteration};
 
 #[test]
 fn train_eval_sample_plot_round_trip() {
@@ -47,8 +49,7 @@ fn train_eval_sample_plot_round_trip() {
     ] {
         non_empty(&run.join(f));
     }
-    let report: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(run.join("report.json")).unwrap()).unwrap();
+    let report = read_json(&run.join("report.json"));
     assert_eq!(report["iterations"], 6);
     assert!(report["test_nll"].as_f64().unwrap().is_finite());
     assert_eq!(report["val_nll_curve"].as_array().unwrap().len(), 2);
@@ -234,8 +235,7 @@ fn file_run_validates_on_its_own_split_and_reports_what_ran() {
     );
     let refs: Vec<&str> = a.iter().map(String::as_str).collect();
     let out = cpflow(&refs);
-    let report: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(run.join("report.json")).unwrap()).unwrap();
+    let report = read_json(&run.join("report.json"));
     assert_eq!(report["iterations"], 2, "{report}");
     assert_eq!(report["max_iterations"], 50);
     assert_eq!(report["stop_reason"], "early_stopping");
@@ -376,46 +376,13 @@ fn zero_counts_are_refused_with_the_argument_named() {
 #[cfg(unix)]
 #[test]
 fn an_interrupted_training_run_is_saved_and_resumes() {
-    use std::process::{Command, Stdio};
     let dir = temp_dir("interrupt");
     let run = dir.join("run");
-    let child = Command::new(env!("CARGO_BIN_EXE_cpflow"))
-        .args([
-            "train",
-            "--data",
-            "8gaussians",
-            "--iters",
-            "1000000",
-            "--batch-size",
-            "16",
-        ])
-        .args(["--set", "model.width=4", "--set", "model.depth=2"])
-        .args(["--set", "data.n_train=256", "--set", "data.n_val=32"])
-        .args(["--set", "data.n_test=32", "--set", "run.plots=false"])
-        .args(["--set", "train.log_every=1", "--no-progress", "--out"])
-        .arg(&run)
-        .env("RUST_LOG", "warn")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // Wait until steps are being logged, so that the signal comes during training.
-    let metrics = run.join("metrics.jsonl");
-    let t0 = std::time::Instant::now();
-    while std::fs::read_to_string(&metrics).map_or(0, |s| s.lines().count()) < 3 {
-        assert!(t0.elapsed().as_secs() < 120, "no training steps logged");
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    let (ok, err) = crate::cli_common::interrupt_and_wait(child);
-    assert!(!ok, "{err}");
+    let err = interrupt_tiny_toy_training(&run);
     assert!(err.contains("--resume"), "{err}");
     non_empty(&run.join("checkpoint.safetensors"));
     assert!(!run.join("report.json").exists());
-    let done: usize = err
-        .split("interrupted after iteration ")
-        .nth(1)
-        .and_then(|s| s.split(':').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no iteration in {err}"));
+    let done = interrupted_iteration(&err);
     assert!(done >= 3, "{err}");
 
     let config = run.join("config.toml");
@@ -428,8 +395,7 @@ fn an_interrupted_training_run_is_saved_and_resumes() {
         &more,
     ];
     cpflow(&[&args[..], &["--resume", "--no-progress"]].concat());
-    let report: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(run.join("report.json")).unwrap()).unwrap();
+    let report = read_json(&run.join("report.json"));
     assert_eq!(report["iterations"], done + 2);
     assert_eq!(report["resumed_at"], done);
     std::fs::remove_dir_all(&dir).ok();
@@ -498,8 +464,7 @@ fn an_interrupt_after_training_stops_the_evaluation_and_resume_finishes_it() {
 
     let config = run.join("config.toml");
     cpflow(&["train", "--config", config.to_str().unwrap(), "--resume"]);
-    let report: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(run.join("report.json")).unwrap()).unwrap();
+    let report = read_json(&run.join("report.json"));
     let device = candle_core::Device::Cpu;
     let ck = cpflow::load_checkpoint(&run.join("checkpoint.safetensors"), &device);
     let trained = ck.unwrap().meta.state.unwrap().train_time_s;

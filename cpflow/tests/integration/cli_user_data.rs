@@ -4,7 +4,7 @@
 //! `--dtype f32` are named as such, negative option values reach their checks, and a resume
 //! after editing the run's `config.toml` says that file is what differs.
 
-use crate::cli_common::{cpflow, cpflow_fails, temp_dir};
+use crate::cli_common::{cpflow, cpflow_fails, read_json, temp_dir};
 use std::path::Path;
 
 /// 120 points of a curve around `(cx, cy)`.
@@ -40,10 +40,6 @@ fn train_tiny(csv: &Path, out: &Path, iters: &str, extra: &[&str]) -> String {
         out.to_str().unwrap(),
     ];
     cpflow(&[&args[..], extra].concat())
-}
-
-fn read_json(path: &Path) -> serde_json::Value {
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
 /// Data centred at (100, 50), far outside the reference's `[−4, 4]²`: the figures are drawn

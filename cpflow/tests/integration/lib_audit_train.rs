@@ -5,6 +5,7 @@
 //! zero scores, or a run directory that could not be loaded back.
 
 use crate::flow_common::*;
+use crate::posterior_common::made_up_caltech_data;
 use candle_core::{DType, Device};
 use cpflow::vae::{
     PosteriorKind, VaeArchitecture, VaeConfig, VaeData, VaeDatasetName, VaeImages, VaeLikelihood,
@@ -21,28 +22,9 @@ fn tmpdir(tag: &str) -> std::path::PathBuf {
     d
 }
 
-/// Static binary 28×28 images made up in place (as Caltech 101 Silhouettes).
-fn images(ks: &[usize]) -> VaeImages {
-    VaeImages {
-        n: ks.len(),
-        pixels: ks
-            .iter()
-            .flat_map(|k| (0..784).map(move |i| u8::from((i / 28 + i % 28 + k) % 3 == 0)))
-            .collect(),
-    }
-}
-
+/// Made-up Caltech-like data with a test split of two images.
 fn vae_data() -> VaeData {
-    VaeData {
-        name: VaeDatasetName::Caltech101,
-        likelihood: VaeLikelihood::Bernoulli,
-        height: 28,
-        width: 28,
-        train: images(&[0, 1, 2, 3]),
-        val: images(&[1, 2]),
-        test: images(&[0, 2]),
-        dynamic_binarization: false,
-    }
+    made_up_caltech_data(&[0, 2])
 }
 
 /// A tiny Caltech VAE: one epoch of two batches, 4 importance samples.

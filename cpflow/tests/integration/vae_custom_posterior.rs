@@ -3,12 +3,13 @@
 //! same network as the built-in PICNN gives the same −ELBO, a run trains, saves, reloads and
 //! scores as its report, and configurations the reference cannot describe are refused.
 
+use crate::posterior_common::made_up_caltech_data;
 use candle_core::{Device, Tensor};
 use cpflow::posterior::CustomPosteriorPotential;
 use cpflow::vae::{
-    PosteriorKind, Vae, VaeArchitecture, VaeBatch, VaeConfig, VaeData, VaeDatasetName, VaeImages,
-    VaeLikelihood, VaeModelConfig, VaeRunOptions, VaeTestParams, load_vae,
-    reference_vae_key_mapping, run_vae_on, score_vae_test,
+    PosteriorKind, Vae, VaeArchitecture, VaeBatch, VaeConfig, VaeDatasetName, VaeLikelihood,
+    VaeModelConfig, VaeRunOptions, VaeTestParams, load_vae, reference_vae_key_mapping, run_vae_on,
+    score_vae_test,
 };
 use icnn::{ActivationKind, Picnn, PicnnConfig};
 use rand::SeedableRng;
@@ -50,17 +51,6 @@ fn model(custom: Option<CustomPosteriorPotential>) -> VaeModelConfig {
         depth: 2,
         custom_posterior: custom,
         ..Default::default()
-    }
-}
-
-/// Static binary 28×28 images made up in place (as Caltech 101 Silhouettes).
-fn images(ks: &[usize]) -> VaeImages {
-    VaeImages {
-        n: ks.len(),
-        pixels: ks
-            .iter()
-            .flat_map(|k| (0..784).map(move |i| u8::from((i / 28 + i % 28 + k) % 3 == 0)))
-            .collect(),
     }
 }
 
@@ -120,16 +110,7 @@ fn a_custom_picnn_posterior_matches_the_built_in_one() {
 #[test]
 fn a_custom_posterior_run_trains_reloads_and_scores_as_its_report() {
     let custom = register();
-    let data = VaeData {
-        name: VaeDatasetName::Caltech101,
-        likelihood: VaeLikelihood::Bernoulli,
-        height: 28,
-        width: 28,
-        train: images(&[0, 1, 2, 3]),
-        val: images(&[1, 2]),
-        test: images(&[0, 2]),
-        dynamic_binarization: false,
-    };
+    let data = made_up_caltech_data(&[0, 2]);
     let mut cfg = VaeConfig::reference(VaeDatasetName::Caltech101, "unused", PosteriorKind::CpFlow);
     cfg.model = model(Some(custom.clone()));
     (cfg.train.epochs, cfg.train.batch_size) = (1, 2);

@@ -4,36 +4,13 @@
 //! per-image errors were skipped but the sum still divided by the image count); it is now
 //! undefined (`NaN` from the split's function, `None` in the test scores).
 
+use crate::posterior_common::made_up_caltech_data;
 use candle_core::Device;
 use cpflow::vae::{
-    PosteriorKind, Vae, VaeArchitecture, VaeData, VaeDatasetName, VaeImages, VaeLikelihood,
-    VaeModelConfig, VaeSplit, VaeTestParams, make_batch, score_vae_test, split_importance_nll,
+    PosteriorKind, Vae, VaeArchitecture, VaeData, VaeLikelihood, VaeModelConfig, VaeSplit,
+    VaeTestParams, make_batch, score_vae_test, split_importance_nll,
 };
 use rand::SeedableRng;
-
-/// Static binary 28×28 images made up in place (as Caltech 101 Silhouettes).
-fn images(ks: &[usize]) -> VaeImages {
-    VaeImages {
-        n: ks.len(),
-        pixels: ks
-            .iter()
-            .flat_map(|k| (0..784).map(move |i| u8::from((i / 28 + i % 28 + k) % 3 == 0)))
-            .collect(),
-    }
-}
-
-fn data() -> VaeData {
-    VaeData {
-        name: VaeDatasetName::Caltech101,
-        likelihood: VaeLikelihood::Bernoulli,
-        height: 28,
-        width: 28,
-        train: images(&[0, 1, 2, 3]),
-        val: images(&[1, 2]),
-        test: images(&[0, 2, 1]),
-        dynamic_binarization: false,
-    }
-}
 
 /// An initialised (untrained) tiny VAE: its importance weights still vary between samples.
 fn vae(data: &VaeData) -> Vae {
@@ -56,7 +33,7 @@ fn vae(data: &VaeData) -> Vae {
 
 #[test]
 fn one_importance_sample_has_no_monte_carlo_error() {
-    let data = data();
+    let data = made_up_caltech_data(&[0, 2, 1]);
     let vae = vae(&data);
     let mut rng = rand::rngs::StdRng::seed_from_u64(1);
     let (nll, mc) =

@@ -1,6 +1,7 @@
 //! Running the `cpflow` binary from integration tests (shared by the CLI test crates).
 #![allow(dead_code)] // each test crate uses its own subset
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -273,4 +274,92 @@ pub fn npy_descr(path: &Path) -> String {
         .and_then(|s| s.split('\'').next())
         .unwrap_or_else(|| panic!("no descr in {header}"))
         .to_string()
+}
+
+/// The JSON file at `path` (a run's `report.json`).
+pub fn read_json(path: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// Every file under `dir` (relative path → bytes).
+pub fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<PathBuf, Vec<u8>>) {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                walk(root, &p, out);
+            } else {
+                let rel = p.strip_prefix(root).unwrap().to_path_buf();
+                out.insert(rel, std::fs::read(&p).unwrap());
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(dir, dir, &mut out);
+    out
+}
+
+/// `cpflow train` of a tiny model (width 4, depth 2) on the 8-Gaussians toy, 3 steps of 16
+/// points into `out`, no plots; `sets` are `--set` overrides (the splits' sizes) placed
+/// between the model's and `run.plots`. Returns stdout.
+pub fn train_tiny_toy(out: &Path, sets: &[&str]) -> String {
+    let head = [
+        "train",
+        "--data",
+        "8gaussians",
+        "--iters",
+        "3",
+        "--batch-size",
+        "16",
+    ];
+    let model = ["--set", "model.width=4", "--set", "model.depth=2"];
+    let sets = sets.iter().flat_map(|s| ["--set", s]);
+    let tail = ["--set", "run.plots=false", "--no-progress", "--out"];
+    let args: Vec<&str> = head
+        .into_iter()
+        .chain(model)
+        .chain(sets)
+        .chain(tail)
+        .chain([out.to_str().unwrap()])
+        .collect();
+    cpflow(&args)
+}
+
+/// Starts `cpflow train` of a tiny toy model (8 Gaussians, width 4, depth 2, splits of 256,
+/// 32 and 32 points) for a million steps of 16 points into `run`, logging every step; waits
+/// until 3 steps are logged, so that the signal comes during training, then sends SIGINT (as
+/// Ctrl-C would). Asserts that the command failed; returns its stderr.
+#[cfg(unix)]
+pub fn interrupt_tiny_toy_training(run: &Path) -> String {
+    use std::process::Stdio;
+    let child = Command::new(env!("CARGO_BIN_EXE_cpflow"))
+        .args(["train", "--data", "8gaussians", "--iters", "1000000"])
+        .args(["--batch-size", "16", "--set", "model.width=4"])
+        .args(["--set", "model.depth=2", "--set", "data.n_train=256"])
+        .args(["--set", "data.n_val=32", "--set", "data.n_test=32"])
+        .args(["--set", "run.plots=false", "--set", "train.log_every=1"])
+        .args(["--no-progress", "--out"])
+        .arg(run)
+        .env("RUST_LOG", "warn")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let metrics = run.join("metrics.jsonl");
+    let t0 = std::time::Instant::now();
+    while std::fs::read_to_string(&metrics).map_or(0, |s| s.lines().count()) < 3 {
+        assert!(t0.elapsed().as_secs() < 120, "no training steps logged");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let (ok, err) = interrupt_and_wait(child);
+    assert!(!ok, "{err}");
+    err
+}
+
+/// The iteration after which the interrupted run of `err` (its stderr) stopped.
+pub fn interrupted_iteration(err: &str) -> usize {
+    err.split("interrupted after iteration ")
+        .nth(1)
+        .and_then(|s| s.split(':').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no iteration in {err}"))
 }

@@ -8,6 +8,11 @@ use cpflow::posterior::{AmortizedPosterior, PosteriorConfig};
 use rand::{Rng, SeedableRng};
 use rand_distr::StandardNormal;
 
+#[cfg(feature = "vae")]
+mod made_up_vae_data;
+#[cfg(feature = "vae")]
+pub use made_up_vae_data::made_up_caltech_data;
+
 /// A `(n, m)` f64 tensor of N(0, scale²) draws.
 pub fn normal(n: usize, m: usize, scale: f64, seed: u64) -> Tensor {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
