@@ -317,19 +317,7 @@ fn sample_log_prob_refusals() {
 
     // Paths: a bad extension, and the --output file under another spelling.
     let run = dir.join("flow.safetensors");
-    {
-        let pot = PotentialConfig::Icnn3(icnn::Icnn3Config {
-            dim: 2,
-            width: 4,
-            depth: 2,
-            ..Default::default()
-        });
-        let cfg = FlowConfig::tabular(2, 1, pot).with_float(FloatType::F64);
-        let flow = Flow::new(cfg, &Device::Cpu).unwrap();
-        let x = Tensor::new(&[[0.1f64, 0.2], [0.3, -0.4], [1.0, 0.5]], &Device::Cpu).unwrap();
-        flow.initialize(&x).unwrap();
-        flow.save(&run).unwrap();
-    }
+    tiny_vector_flow(&run);
     let flow_args = ["sample", "-m", s(&run), "-n", "2", "-o", s(&o)];
     for bad in ["lp.txt", "lp", "lp.png"] {
         let bad = out.join(bad);
