@@ -149,3 +149,43 @@ fn config_errors_say_the_forms_once_and_short_floats() {
     );
     assert!(!err.contains("00000000000"), "{err}");
 }
+
+/// The VAE's and the image flow's configuration errors name the key once too (toml's own
+/// message added "in `KEY`" on a line of its own after "at `KEY`").
+#[test]
+fn vae_and_image_config_errors_name_the_key_once() {
+    let dir = temp_dir("data-config-errors-vae-image");
+    let configs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs");
+    let cases = [
+        (
+            "vae",
+            "vae-frey-cpu.toml",
+            "train.epochs=abc",
+            "invalid VAE configuration",
+        ),
+        (
+            "train",
+            "mnist.toml",
+            "train.ema=3",
+            "invalid image configuration",
+        ),
+    ];
+    for (command, config, set, what) in cases {
+        let config = configs.join(config);
+        let out = dir.join(command);
+        let err = cpflow_fails(&[
+            command,
+            "--config",
+            config.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--set",
+            set,
+        ]);
+        let key = set.split('=').next().unwrap();
+        assert!(err.contains(&format!("{what} at `{key}`")), "{err}");
+        assert_eq!(err.matches(key).count(), 1, "{err}");
+        assert!(!out.exists(), "{err}");
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -75,7 +75,11 @@ pub fn read_vae_config(
     let cfg: VaeConfig =
         serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
             let path = e.path().to_string();
-            anyhow::anyhow!("invalid VAE configuration at `{path}`: {}", e.into_inner())
+            // toml's `message()`: its Display adds "in `KEY`", the key named again.
+            anyhow::anyhow!(
+                "invalid VAE configuration at `{path}`: {}",
+                e.into_inner().message().trim_end()
+            )
         })?;
     cfg.validate()?;
     Ok(cfg)
