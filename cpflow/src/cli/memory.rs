@@ -7,7 +7,7 @@ use candle_core::{DType, Device};
 mod data_memory;
 mod limit;
 
-pub(crate) use data_memory::check_drawn_data_memory;
+pub(crate) use data_memory::{DATA_BYTES_PER_VALUE, check_drawn_data_memory};
 
 #[cfg(test)]
 pub(crate) use limit::LimitSource;

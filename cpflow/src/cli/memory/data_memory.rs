@@ -10,9 +10,11 @@ use super::{MemoryLimit, size_in_words};
 /// Bytes per drawn value that the data hold at once, at least: the host rows (f64), which
 /// every command keeps until its tensors are built. `cpflow train` then builds a tensor of
 /// every split (another 4 or 8 bytes per value on the CPU, `model.float`) before the rows
-/// go, and the toys' samplers of `moons` and `circles` keep a second copy of a split while
-/// they draw it; neither is counted, so that the check stays a bound for every command and
-/// device (passing it does not promise the data fit; failing it means they cannot).
+/// go, which its own check of a new run counts, with the model (`check_new_flow_memory` in
+/// `commands/train/data_checks.rs`); the toys' samplers of `moons` and `circles` keep a
+/// second copy of a split while they draw it, which is not counted, so that this check stays
+/// a bound for every command and device (passing it does not promise the data fit; failing
+/// it means they cannot).
 pub(crate) const DATA_BYTES_PER_VALUE: f64 = 8.0;
 
 /// Refuses drawn data of `parts` — each a key that sets a number of points (`data.n_train`)

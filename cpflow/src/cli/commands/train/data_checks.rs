@@ -6,8 +6,8 @@ use candle_core::{DType, Device};
 
 use crate::cli::data::{DataSource, LoadedData};
 use crate::cli::memory::{
-    BesidesWeights, FLOW_STEP_WEIGHT_COPIES, check_training_memory_with, flow_training_memory,
-    memory_limit,
+    BesidesWeights, DATA_BYTES_PER_VALUE, FLOW_STEP_WEIGHT_COPIES, check_training_memory_with,
+    flow_training_memory, memory_limit,
 };
 use crate::cli::run_config::{DataSection, RunConfig};
 
@@ -29,8 +29,8 @@ pub(super) fn why_no_test_rows(section: &DataSection, data: &LoadedData) -> Stri
 
 /// A new run's memory, checked before the data become tensors: the flow's weights and a
 /// training step's arrays, plus the data's tensors (every split, in the model's float type)
-/// beside the host rows they are made from (`f64`, still held then). The data alone were
-/// checked when they were drawn or read (`cli::memory::data_memory`).
+/// beside the host rows they are made from ([`DATA_BYTES_PER_VALUE`], still held then). The
+/// data alone were checked when they were drawn (`cli::memory::data_memory`).
 pub(super) fn check_new_flow_memory(
     cfg: &RunConfig,
     data: &LoadedData,
@@ -44,7 +44,7 @@ pub(super) fn check_new_flow_memory(
     let batch = cfg.train.batch_size.min(data.n_train());
     let units = flow_config.total_hidden_units();
     let values = (data.n_train() + data.n_val() + data.n_test()) as f64 * data.dim as f64;
-    let data_bytes = values * (dtype.size_in_bytes() + 8) as f64;
+    let data_bytes = values * (dtype.size_in_bytes() as f64 + DATA_BYTES_PER_VALUE);
     let besides = BesidesWeights {
         activations: flow_training_memory(units, batch, dtype),
         data: data_bytes,
