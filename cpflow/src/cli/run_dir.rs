@@ -7,7 +7,7 @@
 
 use anyhow::{Context, Result, bail};
 use serde::Serialize;
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
 use crate::cli::data::SourceName;
 use crate::cli::run_config::RunConfig;
@@ -284,6 +284,30 @@ fn keep_other_config(out: &Path, path: &Path, text: &str) -> Result<()> {
 pub fn absolute(path: &Path) -> Result<PathBuf> {
     std::path::absolute(path)
         .with_context(|| format!("resolving {} against the current directory", path.display()))
+}
+
+/// `path` made absolute, its longest existing ancestor canonicalised (symlinks and `..`
+/// resolved) and the rest, which does not exist yet, with its `..` taken lexically: two
+/// spellings of one file compare equal before either exists.
+pub fn resolved(path: &Path) -> Result<PathBuf> {
+    let abs = absolute(path)?;
+    let Some((base, canon)) = abs
+        .ancestors()
+        .find_map(|b| b.canonicalize().ok().map(|c| (b, c)))
+    else {
+        return Ok(abs);
+    };
+    let mut out = canon;
+    for part in abs.strip_prefix(base).unwrap_or(Path::new("")).components() {
+        match part {
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::CurDir => {}
+            other => out.push(other),
+        }
+    }
+    Ok(out)
 }
 
 /// A `data.source` with its file made absolute: `image:PATH` and paths ending in `.npy`,

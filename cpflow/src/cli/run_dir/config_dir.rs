@@ -6,18 +6,10 @@
 //! naming both directories.
 
 use anyhow::{Result, bail};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use super::{TRAIN_RUN, markers_present};
+use super::{TRAIN_RUN, markers_present, resolved};
 use crate::cli::shell_words::shell_word;
-
-/// `dir` as compared: canonical when it exists, else resolved against the current
-/// directory (a moved run's `run.out` need not exist).
-fn compared(dir: &Path) -> PathBuf {
-    std::fs::canonicalize(dir)
-        .or_else(|_| std::path::absolute(dir))
-        .unwrap_or_else(|_| dir.to_path_buf())
-}
 
 /// A `cpflow train` given `--config config` and no `--out` (`out_given` false), whose run
 /// directory is `out` (`out_from` says where that comes from, for the message): refused when
@@ -41,7 +33,7 @@ pub fn check_config_dir_is_out(
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     };
-    if markers_present(dir, &[&TRAIN_RUN]).is_empty() || compared(dir) == compared(out) {
+    if markers_present(dir, &[&TRAIN_RUN]).is_empty() || resolved(dir)? == resolved(out)? {
         return Ok(());
     }
     let (config_s, dir_s, out_s) = (config.display(), shell_word(dir), shell_word(out));

@@ -11,10 +11,11 @@
 
 use anyhow::{Result, bail};
 use candle_core::{DType, Tensor};
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 use crate::cli::SampleArgs;
 use crate::cli::output_files::{PendingFile, RowType, RowValues, RowsWriter, finish_together};
+use crate::cli::run_dir::resolved;
 
 /// The `--log-prob` file being written: one `f64` per sample, streamed chunk by chunk.
 pub(super) struct LogProbFile {
@@ -112,30 +113,6 @@ fn check_path(path: &Path, output: &Path) -> Result<()> {
         );
     }
     Ok(())
-}
-
-/// `path` made absolute, its longest existing ancestor canonicalised (symlinks and `..`
-/// resolved) and the rest, which does not exist yet, with its `..` taken lexically: two
-/// spellings of one file compare equal before either exists.
-fn resolved(path: &Path) -> Result<PathBuf> {
-    let abs = crate::cli::run_dir::absolute(path)?;
-    let Some((base, canon)) = abs
-        .ancestors()
-        .find_map(|b| b.canonicalize().ok().map(|c| (b, c)))
-    else {
-        return Ok(abs);
-    };
-    let mut out = canon;
-    for part in abs.strip_prefix(base).unwrap_or(Path::new("")).components() {
-        match part {
-            Component::ParentDir => {
-                out.pop();
-            }
-            Component::CurDir => {}
-            other => out.push(other),
-        }
-    }
-    Ok(out)
 }
 
 #[cfg(test)]
