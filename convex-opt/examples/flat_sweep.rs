@@ -12,8 +12,10 @@
 //! summary gives, per setting, the runs whose samples all converged, the samples that did,
 //! and quantiles of each run's largest residual `max_i ‖∇Φ(x_i) − y_i‖∞` (as reported) and
 //! of that residual over its tolerance. `--records FILE` writes one tab-separated line per
-//! run (index, family, setting, shape, convergence, residuals, whether the run's own stopping
-//! test `max_i ‖∇Φ(x_i) − y_i‖∞ ≤ min_i tolerance_i` holds at the returned point,
+//! run (index, family, setting, shape, convergence, residuals, whether the largest residual
+//! is within the smallest tolerance at the returned point, `max_i ‖∇Φ(x_i) − y_i‖∞ ≤ min_i
+//! tolerance_i` (`run_test_met`: the run's stopping test until it became every sample's own
+//! tolerance, i.e. `all_converged`),
 //! terminations, iterations, evaluations, fallbacks and an FNV-1a hash of the bits of `x`), so
 //! that two builds can be compared run by run.
 

@@ -1,7 +1,9 @@
-//! Which point [`crate::minimize_lbfgs`] and [`crate::invert_lbfgs_flat`] return: the last
-//! accepted iterate when it meets the run's stopping test, otherwise the best point the run
-//! evaluated by the run's own convergence measure (accepted iterates and line-search trial
-//! points alike), not argmin's best parameter (the iterate of least cost).
+//! Which point [`crate::minimize_lbfgs`] and [`crate::invert_lbfgs_flat`] return, and when
+//! they stop: the first evaluated point that meets the run's stopping test (`x₀`, or a
+//! line-search trial point, which ends the search at once: `trial_problem.rs::ByRef`) is the
+//! run's answer; a run that never meets it returns the best point it evaluated by the run's
+//! own convergence measure (accepted iterates and line-search trial points alike), not
+//! argmin's best parameter (the iterate of least cost).
 //!
 //! At the rounding floor of the cost the two differ: equal costs keep argmin's earlier iterate
 //! (its update needs a strictly smaller cost), Hager–Zhang's approximate Wolfe steps may raise
@@ -20,11 +22,11 @@ use nalgebra::{DVector, RealField};
 use crate::trial_problem::is_finite;
 
 /// How good a point is, from its gradient: `(short of its goal, residual)`, compared
-/// lexicographically, smaller first (`false < true`; a NaN residual ranks nowhere).
-/// [`crate::minimize_lbfgs`] ranks by `(false, ‖∇f‖∞)`; [`crate::invert_lbfgs_flat`] by
-/// whether some sample's residual exceeds its own tolerance (a point at which every sample
-/// is converged comes first), then by the largest residual `max_i ‖∇Φ(x_i) − y_i‖∞` (the norm
-/// of its stopping test).
+/// lexicographically, smaller first (`false < true`; a NaN residual ranks nowhere). The goal
+/// is the run's stopping test: a point that meets it ends the run.
+/// [`crate::minimize_lbfgs`] ranks by `(‖∇f‖∞ > gradient_tolerance, ‖∇f‖∞)` (the same order
+/// as `‖∇f‖∞` alone); [`crate::invert_lbfgs_flat`] by whether some sample's residual exceeds
+/// its own tolerance, then by the largest residual `max_i ‖∇Φ(x_i) − y_i‖∞`.
 ///
 /// Not the number of samples short of their tolerance: in the seeded sweep
 /// (`examples/flat_sweep.rs`, 3,000 runs per line search) that count, which never loses a
@@ -47,7 +49,8 @@ pub(crate) struct BestIterate<F: RealField + Copy> {
 
 /// Keeps the best-ranked point offered during a run, the later of equally ranked ones (so a
 /// run whose last iterate ranks best returns it), unless the run met its stopping test
-/// ([`BestIterateTracker::stop_at`]): then the iterate that met it.
+/// ([`BestIterateTracker::offer_trial`], [`BestIterateTracker::offer_accepted`]): then the
+/// point that met it.
 pub(crate) struct BestIterateTracker<'a, F: RealField + Copy> {
     rank: RankFn<'a, F>,
     best: Option<(IterateRank, BestIterate<F>)>,
@@ -63,17 +66,25 @@ impl<'a, F: ArgminFloat + RealField + Copy> BestIterateTracker<'a, F> {
         }
     }
 
-    /// Offers an evaluated point (an accepted iterate or a trial point); one with a non-finite
-    /// cost or gradient (or NaN residual) is never kept, and `x` is copied only when the point
-    /// ranks at least as well as the best one so far.
-    pub(crate) fn offer(&mut self, x: &DVector<F>, cost: F, gradient: &DVector<F>) {
+    /// The rank of a point with this cost and gradient, `None` (never kept) when the cost or
+    /// gradient is not finite or the residual is NaN.
+    fn rank_of(&self, cost: F, gradient: &DVector<F>) -> Option<IterateRank> {
         if !(is_finite(cost) && gradient.iter().all(|v| is_finite(*v))) {
-            return;
+            return None;
         }
         let rank = (self.rank)(gradient);
-        if rank.1.is_nan() {
-            return;
-        }
+        (!rank.1.is_nan()).then_some(rank)
+    }
+
+    /// Keeps the point if it ranks at least as well as the best one so far (`x` copied only
+    /// then); true if it was kept.
+    fn keep_if_better(
+        &mut self,
+        rank: IterateRank,
+        x: &DVector<F>,
+        cost: F,
+        gradient: &DVector<F>,
+    ) -> bool {
         let better = self.best.as_ref().is_none_or(|(best, _)| rank <= *best);
         if better {
             let iterate = BestIterate {
@@ -83,17 +94,86 @@ impl<'a, F: ArgminFloat + RealField + Copy> BestIterateTracker<'a, F> {
             };
             self.best = Some((rank, iterate));
         }
+        better
     }
 
-    /// The run met its stopping test at this accepted iterate: it is the one returned, whatever
-    /// the rank of the points offered before it (a trial point may rank better and still be
-    /// within the test; the run's own answer is its last iterate).
-    pub(crate) fn stop_at(&mut self, x: &DVector<F>, cost: F, gradient: &DVector<F>) {
+    /// Offers an evaluated point that is no candidate for a stop (L-BFGS's gradient at its new
+    /// iterate, evaluated afresh); one with a non-finite cost or gradient (or NaN residual) is
+    /// never kept.
+    pub(crate) fn offer(&mut self, x: &DVector<F>, cost: F, gradient: &DVector<F>) {
+        if let Some(rank) = self.rank_of(cost, gradient) {
+            self.keep_if_better(rank, x, cost, gradient);
+        }
+    }
+
+    /// Offers a line-search trial point; true when it meets the run's goal (its rank's first
+    /// component is `false`: the run's stopping test): then it is the run's answer
+    /// ([`BestIterateTracker::into_best`]) and the run stops there.
+    pub(crate) fn offer_trial(&mut self, x: &DVector<F>, cost: F, gradient: &DVector<F>) -> bool {
+        let Some(rank) = self.rank_of(cost, gradient) else {
+            return false;
+        };
+        if rank.0 {
+            self.keep_if_better(rank, x, cost, gradient);
+            return false;
+        }
         self.stopped_at = Some(BestIterate {
             x: x.clone(),
             cost,
             gradient: gradient.clone(),
         });
+        true
+    }
+
+    /// Offers an accepted iterate; true when it meets the run's goal: then it is the run's
+    /// answer, whatever the rank of the points offered before it (a trial point may rank better
+    /// and meet the goal too; the run's own answer is the iterate that stopped it).
+    ///
+    /// Every accepted iterate but `x₀` was evaluated as a trial point of the line search that
+    /// found it and offered then (`trial_problem.rs::ByRef`, which stops the run at a trial
+    /// point that meets the goal). When it is still the best point (the same bits of `x`, cost
+    /// and gradient) offering it again would change nothing: it is neither ranked again nor
+    /// copied. Otherwise (`x₀`, a step of length 0, a point the search evaluated before a
+    /// better-ranked one) it is ranked and kept if it ranks at least as well as the best point,
+    /// which, offered before, it can only tie (the later of equal ones wins, as always).
+    pub(crate) fn offer_accepted(
+        &mut self,
+        x: &DVector<F>,
+        cost: F,
+        gradient: &DVector<F>,
+    ) -> bool {
+        let already_best = self.best.as_ref().and_then(|(rank, best)| {
+            (same_bits(best.cost, cost)
+                && same_entries(&best.x, x)
+                && same_entries(&best.gradient, gradient))
+            .then_some(*rank)
+        });
+        let (rank, kept) = match already_best {
+            Some(rank) => (rank, true),
+            None => match self.rank_of(cost, gradient) {
+                Some(rank) => (rank, self.keep_if_better(rank, x, cost, gradient)),
+                None => return false,
+            },
+        };
+        if rank.0 {
+            return false;
+        }
+        // It meets the goal, so it ranks first: kept unless a point that met the goal was
+        // offered before and ranks better (not possible within one run, which stops at such a
+        // point, but cheap to get right).
+        let stopped = match self.best.take() {
+            Some((_, best)) if kept => best,
+            other => {
+                self.best = other;
+                BestIterate {
+                    x: x.clone(),
+                    cost,
+                    gradient: gradient.clone(),
+                }
+            }
+        };
+        self.stopped_at = Some(stopped);
+        true
     }
 
     /// The iterate that met the stopping test, or else the best-ranked point offered, if any.
@@ -101,6 +181,17 @@ impl<'a, F: ArgminFloat + RealField + Copy> BestIterateTracker<'a, F> {
         self.stopped_at
             .or_else(|| self.best.map(|(_, iterate)| iterate))
     }
+}
+
+/// `a` and `b` have the same bits, for finite values (and NaN never equal): equal, and of
+/// the same sign (`0.0 == -0.0`).
+fn same_bits<F: RealField + Copy>(a: F, b: F) -> bool {
+    a == b && a.is_sign_negative() == b.is_sign_negative()
+}
+
+/// [`same_bits`] entry by entry.
+fn same_entries<F: RealField + Copy>(a: &DVector<F>, b: &DVector<F>) -> bool {
+    a.len() == b.len() && a.iter().zip(b.iter()).all(|(u, v)| same_bits(*u, *v))
 }
 
 #[cfg(test)]
@@ -126,18 +217,53 @@ mod tests {
         assert_eq!((best.x[0], best.cost, best.gradient[0]), (4.0, -2.0, 1.0));
     }
 
-    /// The iterate at which the run met its stopping test is returned, bit for bit, even
-    /// after a better-ranked point (a trial point within the test too) and an equal one.
+    /// `(‖g‖∞ > 1e-9, ‖g‖∞)`: `minimize_lbfgs`'s rank at the tolerance `1e-9`.
+    fn within_1e_9(g: &DVector<f64>) -> IterateRank {
+        (g.amax() > 1e-9, g.amax())
+    }
+
+    /// The accepted iterate at which the run met its stopping test is returned, bit for bit,
+    /// even after a better-ranked point (within the test too, offered as no stop candidate)
+    /// and an equal one.
     #[test]
     fn the_iterate_that_met_the_test_is_returned() {
-        let mut t = BestIterateTracker::new(&inf);
+        let mut t = BestIterateTracker::new(&within_1e_9);
         let v = |a: f64| DVector::from_element(1, a);
         t.offer(&v(1.0), 0.0, &v(1e-12));
-        t.offer(&v(-0.0), -1.0, &v(1e-10));
-        t.stop_at(&v(-0.0), -1.0, &v(1e-10));
+        t.offer(&v(0.0), -1.0, &v(1e-10));
+        assert!(t.offer_accepted(&v(-0.0), -1.0, &v(1e-10)));
         let best = t.into_best().unwrap();
         assert_eq!(best.x[0].to_bits(), (-0.0f64).to_bits());
         assert_eq!((best.cost, best.gradient[0]), (-1.0, 1e-10));
+    }
+
+    /// A trial point within the test stops the run (it is returned, whatever comes after);
+    /// one outside it does not, and is kept as a candidate.
+    #[test]
+    fn a_trial_point_within_the_test_is_the_answer() {
+        let mut t = BestIterateTracker::new(&within_1e_9);
+        let v = |a: f64| DVector::from_element(1, a);
+        assert!(!t.offer_trial(&v(1.0), 0.0, &v(1e-3)));
+        assert!(!t.offer_trial(&v(2.0), 0.0, &v(f64::NAN)));
+        assert!(t.offer_trial(&v(3.0), 0.0, &v(1e-10)));
+        t.offer(&v(4.0), 0.0, &v(1e-12));
+        assert_eq!(t.into_best().unwrap().x[0], 3.0);
+    }
+
+    /// An accepted iterate offered again after its trial-point offer: when it is still the best
+    /// point nothing changes; when a later trial point tied it, the accepted iterate (offered
+    /// later) wins the tie, as it did when every accepted iterate was offered in full.
+    #[test]
+    fn an_accepted_iterate_wins_a_tie_with_an_earlier_offer() {
+        let mut t = BestIterateTracker::new(&within_1e_9);
+        let v = |a: f64| DVector::from_element(1, a);
+        assert!(!t.offer_trial(&v(1.0), 3.0, &v(0.5)));
+        assert!(!t.offer_trial(&v(2.0), 2.0, &v(0.5)));
+        assert!(!t.offer_accepted(&v(1.0), 3.0, &v(0.5)));
+        assert!(!t.offer_trial(&v(5.0), 9.0, &v(0.7)));
+        assert!(!t.offer_accepted(&v(5.0), 9.0, &v(0.7)));
+        let best = t.into_best().unwrap();
+        assert_eq!((best.x[0], best.cost), (1.0, 3.0));
     }
 
     /// An iterate meeting its goal ranks first, whatever its residual.

@@ -145,7 +145,9 @@ impl<'a, F: ArgminFloat + RealField + Copy> HagerZhangThenMoreThuente<'a, F> {
     where
         MoreThuenteLineSearch<DVector<F>, DVector<F>, F>: Solver<O, VecState<F>>,
     {
-        if self.shared.problem_failed.get() {
+        // An error of the problem is never retried, nor a stop at a trial point that met the
+        // run's test (`trial_problem.rs::MetTestAtTrialPoint`).
+        if self.shared.problem_failed.get() || self.shared.met_test_at_trial.get() {
             return Err(error);
         }
         let (Some((x, g, cost)), Some(p)) = (self.start.take(), self.direction.take()) else {

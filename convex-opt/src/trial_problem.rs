@@ -1,7 +1,8 @@
 //! The problem argmin's L-BFGS sees in [`crate::minimize_lbfgs`]: the caller's problem lent by
 //! reference, with evaluation counts, the per-line-search evaluation cap, the handling of
 //! non-finite trial points, and every finite trial point offered as a candidate for the
-//! returned point (`best_iterate.rs`).
+//! returned point (`best_iterate.rs`), the first one that meets the run's stopping test ending
+//! the run there.
 
 use std::cell::{Cell, RefCell};
 
@@ -23,6 +24,14 @@ pub(crate) enum NonFiniteTrial {
 
 /// A point with its cost and gradient.
 type Evaluated<F> = (DVector<F>, F, DVector<F>);
+
+/// The error with which [`ByRef`] ends a line search at a trial point that meets the run's
+/// stopping test ([`RunShared::met_test_at_trial`] says so to the rest of the run: the
+/// Hager–Zhang search's fallback does not redo such a search, and the L-BFGS wrapper turns
+/// argmin's "line search terminated" into a converged stop).
+#[derive(Debug, thiserror::Error)]
+#[error("a line-search trial point met the stopping test")]
+pub(crate) struct MetTestAtTrialPoint;
 
 /// State shared by [`ByRef`] (the problem argmin sees), the L-BFGS wrapper that sees each
 /// iterate before its line search starts, and the Hager–Zhang search's Moré–Thuente fallback
@@ -63,6 +72,9 @@ pub(crate) struct RunShared<F: RealField + Copy> {
     pub(crate) non_finite_values: Cell<u64>,
     /// Hager–Zhang searches that failed and were redone by Moré–Thuente, in the whole run.
     pub(crate) fallbacks: Cell<u64>,
+    /// A line-search trial point met the stopping test: [`ByRef`] ended the search there with
+    /// [`MetTestAtTrialPoint`], and the run stops, converged, at that point.
+    pub(crate) met_test_at_trial: Cell<bool>,
 }
 
 impl<F: RealField + Copy> RunShared<F> {
@@ -80,6 +92,7 @@ impl<F: RealField + Copy> RunShared<F> {
             finite_trials: Cell::new(0),
             non_finite_values: Cell::new(0),
             fallbacks: Cell::new(0),
+            met_test_at_trial: Cell::new(false),
         }
     }
 
@@ -115,6 +128,15 @@ impl<F: RealField + Copy> RunShared<F> {
 /// evaluations of one line search (and those of a Moré–Thuente fallback at the run's budget),
 /// handles non-finite trial points, and offers every trial point with a finite cost and
 /// gradient to the run's [`BestIterateTracker`].
+///
+/// **A trial point that meets the run's stopping test** (the tracker's rank says so, from the
+/// ranking done anyway) becomes the run's answer, and the line search ends there with
+/// [`MetTestAtTrialPoint`], whether or not it would have accepted the point: argmin's L-BFGS
+/// turns the error into a failed line search, the Hager–Zhang search's fallback does not redo
+/// it, and the L-BFGS wrapper (`argmin_lbfgs.rs`) reports a converged run. Every accepted
+/// iterate is such a trial point first, so a run that meets its test stops at the first point
+/// evaluated within it, without the evaluations the search (or the next iterations, when the
+/// search rejected it) would have spent after it.
 ///
 /// Cost and gradient are evaluated together (argmin's line searches and L-BFGS always ask for
 /// both at every point, so a one-point cache makes this free) so that a point with a finite cost
@@ -223,7 +245,17 @@ where
             // (and the anchor was offered as an accepted iterate).
             if shared.anchor.borrow().as_ref().is_some_and(|a| a != x) {
                 bump(&shared.finite_trials);
-                self.candidates.borrow_mut().offer(x, c, &g);
+                // A trial point (a cost request: the line searches ask for the cost first)
+                // that meets the run's test ends the run at once, as its answer. (A gradient
+                // evaluated afresh here is L-BFGS's at its new iterate, which its search
+                // evaluated before; the wrapper tests it as the accepted iterate.)
+                let mut candidates = self.candidates.borrow_mut();
+                if !trial {
+                    candidates.offer(x, c, &g);
+                } else if candidates.offer_trial(x, c, &g) {
+                    shared.met_test_at_trial.set(true);
+                    return Err(argmin::core::Error::new(MetTestAtTrialPoint));
+                }
             }
             (c, g)
         } else {

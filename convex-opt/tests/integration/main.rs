@@ -21,3 +21,4 @@ mod prop_icnn;
 mod prop_inverse;
 mod quadratic;
 mod termination;
+mod trial_point_stop;
