@@ -62,6 +62,9 @@ mod image_config;
 mod inert_settings;
 mod serde_messages;
 pub use image_config::{is_image_config, resolve_image};
+pub(crate) use serde_messages::vae_config_error;
+#[cfg(test)]
+pub(crate) use serde_messages::{VAE_FORMS, form_checks};
 
 /// `[data]`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -272,11 +272,132 @@ impl VaeConfig {
                  is the posterior without blocks)",
             );
         }
+        // Before the posterior's own count, which names its internals (`context_dim`).
+        self.check_parameter_count()?;
         self.model.posterior_config().validate()?;
         // The whole model's size limit, before the data load (`Vae::new` checks it again).
         let ds = self.data.dataset;
         self.model.check_size(ds.likelihood(), ds.image_size())?;
         Ok(())
+    }
+}
+
+/// A key that sizes the VAE: its name, how to read it and how to set it.
+type SizeKey = (
+    &'static str,
+    fn(&VaeModelConfig) -> usize,
+    fn(&mut VaeModelConfig, usize),
+);
+
+/// The keys whose values set the VAE's parameter count.
+const SIZE_KEYS: [SizeKey; 7] = [
+    (
+        "model.latent_dim",
+        |m| m.latent_dim,
+        |m, v| m.latent_dim = v,
+    ),
+    (
+        "model.architecture.channels",
+        |m| m.architecture.channels,
+        |m, v| m.architecture.channels = v,
+    ),
+    (
+        "model.architecture.feature_dim",
+        |m| m.architecture.feature_dim,
+        |m, v| m.architecture.feature_dim = v,
+    ),
+    (
+        "model.architecture.head_channels",
+        |m| m.architecture.head_channels,
+        |m, v| m.architecture.head_channels = v,
+    ),
+    ("model.blocks", |m| m.blocks, |m, v| m.blocks = v),
+    ("model.width", |m| m.width, |m, v| m.width = v),
+    ("model.depth", |m| m.depth, |m, v| m.depth = v),
+];
+
+/// `items` as "a", "a and b", "a, b and c" (`last`: the last joint).
+fn listed(items: &[String], last: &str) -> String {
+    match items {
+        [] => String::new(),
+        [one] => one.clone(),
+        [init @ .., end] => format!("{} {last} {end}", init.join(", ")),
+    }
+}
+
+impl VaeConfig {
+    /// Parameters of the VAE of `model` for this configuration's dataset (a posterior
+    /// potential of your own counted as 0), counted without building it; saturating.
+    fn parameters_of(&self, model: &VaeModelConfig) -> Result<usize> {
+        let ds = self.data.dataset;
+        let networks = model.architecture.parameter_count(
+            ds.image_size(),
+            model.latent_dim,
+            ds.likelihood(),
+        )?;
+        Ok(crate::model_size::add(
+            networks,
+            model.posterior_config().count().at_least,
+        ))
+    }
+
+    /// Refuses a VAE of more than [`icnn::MAX_MODEL_PARAMETERS`] parameters, naming the keys
+    /// that make it so: those above the reference's value that make the reference model
+    /// larger on their own (`model.latent_dim = 1000000000` was refused as "a posterior of 4
+    /// blocks (latent_dim 1000000000, context_dim 256) would have …": the posterior's
+    /// internals, not the configuration's key).
+    fn check_parameter_count(&self) -> Result<()> {
+        let n = self.parameters_of(&self.model)?;
+        if n <= icnn::MAX_MODEL_PARAMETERS {
+            return Ok(());
+        }
+        // The reference model with this one's posterior: each key is set on it alone, so
+        // that a count saturated by two keys still names both.
+        let reference = VaeModelConfig {
+            posterior: self.model.posterior,
+            custom_posterior: self.model.custom_posterior.clone(),
+            ..VaeModelConfig::default()
+        };
+        let reference_count = self.parameters_of(&reference)?;
+        let mut at_fault: Vec<&SizeKey> = Vec::new();
+        for key @ (_, get, set) in &SIZE_KEYS {
+            if get(&self.model) <= get(&reference) {
+                continue;
+            }
+            let mut larger = reference.clone();
+            set(&mut larger, get(&self.model));
+            if self.parameters_of(&larger)? > reference_count {
+                at_fault.push(key);
+            }
+        }
+        if at_fault.is_empty() {
+            // Unreachable while the count grows with every key (the reference fits), kept
+            // so the message always names keys.
+            at_fault = SIZE_KEYS.iter().collect();
+        }
+        let values: Vec<String> = at_fault
+            .iter()
+            .map(|(key, get, _)| format!("{key} = {}", get(&self.model)))
+            .collect();
+        let keys: Vec<String> = at_fault.iter().map(|(key, ..)| key.to_string()).collect();
+        let references: Vec<String> = at_fault
+            .iter()
+            .map(|(_, get, _)| get(&reference).to_string())
+            .collect();
+        let shown = if n == usize::MAX {
+            "more than usize::MAX".to_string()
+        } else {
+            format!("{n} ({:.1e})", n as f64)
+        };
+        Err(CpflowError::InvalidConfig(format!(
+            "{} make{} a VAE of {shown} parameters; a model may have at most {} (2^32): lower \
+             {} (the reference's: {})",
+            listed(&values, "and"),
+            if values.len() == 1 { "s" } else { "" },
+            icnn::MAX_MODEL_PARAMETERS,
+            listed(&keys, "or"),
+            listed(&references, "and"),
+        )))
     }
 }
 
@@ -324,5 +445,68 @@ mod tests {
             let e = c.validate().unwrap_err().to_string();
             assert!(e.contains(key), "{key}: {e}");
         }
+    }
+
+    /// An absurd size is refused by the keys that make it so (they were named by the
+    /// posterior's internals: "a posterior of 4 blocks (latent_dim 1000000000, context_dim
+    /// 256)", or "a VAE (channels …)"), before anything is built.
+    #[test]
+    fn an_absurd_size_is_refused_naming_its_keys() {
+        let base = VaeConfig::cpu(VaeDatasetName::FreyFaces, "data", PosteriorKind::CpFlow);
+        base.validate().unwrap();
+        let refused = |edit: &dyn Fn(&mut VaeModelConfig)| {
+            let mut c = base.clone();
+            edit(&mut c.model);
+            c.validate().unwrap_err().to_string()
+        };
+        let e = refused(&|m| m.latent_dim = 1_000_000_000);
+        assert_eq!(
+            e,
+            "invalid configuration: model.latent_dim = 1000000000 makes a VAE of 5338001160314 \
+             (5.3e12) parameters; a model may have at most 4294967296 (2^32): lower \
+             model.latent_dim (the reference's: 64)"
+        );
+        // The Gaussian posterior: the same key, and the encoder's and decoder's count alone
+        // (the count the old message gave for it).
+        let e = refused(&|m| {
+            m.latent_dim = 1_000_000_000;
+            m.posterior = PosteriorKind::Gaussian;
+        });
+        assert!(
+            e.contains("model.latent_dim = 1000000000 makes a VAE of"),
+            "{e}"
+        );
+        // Two keys above the reference; the width of the CPU preset (16 < 32) is not named.
+        let e = refused(&|m| {
+            m.blocks = 1_000_000;
+            m.width = 1000;
+        });
+        assert!(
+            e.contains("model.blocks = 1000000 and model.width = 1000 make a VAE of")
+                && e.contains("lower model.blocks or model.width (the reference's: 4 and 64)"),
+            "{e}"
+        );
+        // Two keys that each saturate the count are both named.
+        let e = refused(&|m| {
+            m.blocks = 1_000_000_000_000_000;
+            m.latent_dim = 1_000_000_000_000_000;
+        });
+        assert!(
+            e.contains(
+                "model.latent_dim = 1000000000000000 and model.blocks = 1000000000000000 make a \
+                 VAE of more than usize::MAX parameters"
+            ),
+            "{e}"
+        );
+        // A key above the reference that does not count here is not named: the head of the
+        // categorical likelihood exists for Frey Faces only.
+        let mut mnist = VaeConfig::cpu(VaeDatasetName::Mnist, "data", PosteriorKind::CpFlow);
+        mnist.model.architecture.head_channels = 1_000_000;
+        mnist.model.latent_dim = 100_000_000;
+        let e = mnist.validate().unwrap_err().to_string();
+        assert!(
+            e.contains("model.latent_dim = 100000000 makes") && !e.contains("head_channels"),
+            "{e}"
+        );
     }
 }

@@ -159,6 +159,21 @@ pub enum VaeLikelihood {
     Categorical256,
 }
 
+/// The likelihood's name in messages: `Bernoulli`, `256-way categorical`.
+///
+/// ```
+/// use cpflow::vae::VaeLikelihood;
+/// assert_eq!(VaeLikelihood::Categorical256.to_string(), "256-way categorical");
+/// ```
+impl std::fmt::Display for VaeLikelihood {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            VaeLikelihood::Bernoulli => "Bernoulli",
+            VaeLikelihood::Categorical256 => "256-way categorical",
+        })
+    }
+}
+
 /// One of the three splits.
 ///
 /// ```

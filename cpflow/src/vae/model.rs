@@ -38,6 +38,21 @@ pub enum PosteriorKind {
     CpFlow,
 }
 
+/// The posterior's name in messages: `Gaussian`, `CP-Flow`.
+///
+/// ```
+/// use cpflow::vae::PosteriorKind;
+/// assert_eq!(PosteriorKind::CpFlow.to_string(), "CP-Flow");
+/// ```
+impl std::fmt::Display for PosteriorKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            PosteriorKind::Gaussian => "Gaussian",
+            PosteriorKind::CpFlow => "CP-Flow",
+        })
+    }
+}
+
 /// Everything needed to rebuild a [`Vae`].
 ///
 /// ```

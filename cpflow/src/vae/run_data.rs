@@ -26,8 +26,8 @@ pub(super) fn check_run_data(config: &VaeConfig, data: &VaeData) -> Result<()> {
     let (h, w) = ds.image_size();
     if (data.likelihood, data.height, data.width) != (ds.likelihood(), h, w) {
         return Err(CpflowError::InvalidInput(format!(
-            "the data are {}×{} images with the {:?} likelihood, but data.dataset = {ds} \
-             has {h}×{w} images with the {:?} likelihood: the run's files are read back as \
+            "the data are {}×{} images with the {} likelihood, but data.dataset = {ds} \
+             has {h}×{w} images with the {} likelihood: the run's files are read back as \
              {ds}'s model; set data.dataset to the dataset of these images",
             data.height,
             data.width,

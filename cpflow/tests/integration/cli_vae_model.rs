@@ -351,7 +351,7 @@ fn an_interrupted_vae_eval_prints_no_score() {
 }
 
 /// An absurd width or number of posterior blocks is refused before anything is built or
-/// written, naming the model's size (channels 10⁵ asked for 10¹³ parameters).
+/// written, naming the model's size (channels 10⁵ asked for 10¹³ parameters) and the key.
 #[test]
 fn an_absurd_vae_is_refused_before_training() {
     let dir = temp_dir("vae-absurd");
@@ -362,11 +362,11 @@ fn an_absurd_vae_is_refused_before_training() {
     for (set, needle) in [
         (
             "model.architecture.channels=100000",
-            "a VAE (channels 100000",
+            "model.architecture.channels = 100000 makes a VAE of",
         ),
         (
             "model.blocks=1000000000000000",
-            "a posterior of 1000000000000000 blocks",
+            "model.blocks = 1000000000000000 makes a VAE of",
         ),
     ] {
         let err = cpflow_fails(&[

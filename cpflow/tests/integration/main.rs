@@ -13,6 +13,8 @@ mod posterior_common;
 #[cfg(feature = "cli")]
 mod cli_audit_messages;
 #[cfg(feature = "cli")]
+mod cli_config_forms;
+#[cfg(feature = "cli")]
 mod cli_custom_potential;
 #[cfg(feature = "cli")]
 mod cli_data_config_audit;

@@ -16,7 +16,7 @@ use crate::cli::memory::{
     vae_training_memory,
 };
 use crate::cli::resume_check::check_vae_resume;
-use crate::cli::run_config::{parse_value, set_path, table_has_key};
+use crate::cli::run_config::{parse_value, set_path, table_has_key, vae_config_error};
 use crate::cli::run_dir::{
     VAE_RUN, absolute, check_new_run, resume_checkpoint, take_run_dir, write_config,
 };
@@ -72,15 +72,9 @@ pub fn read_vae_config(
         toml::from_str(&text).with_context(|| format!("parsing config {}", path.display()))?;
     refuse_train_config(path, &table)?;
     edit(&mut table)?;
+    // Unknown keys and malformed values name their key (once), an enum-valued key its forms.
     let cfg: VaeConfig =
-        serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
-            let path = e.path().to_string();
-            // toml's `message()`: its Display adds "in `KEY`", the key named again.
-            anyhow::anyhow!(
-                "invalid VAE configuration at `{path}`: {}",
-                e.into_inner().message().trim_end()
-            )
-        })?;
+        serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(vae_config_error)?;
     cfg.validate()?;
     Ok(cfg)
 }
@@ -232,11 +226,12 @@ fn with_data_root_hint(
     let how = if configured.is_relative() {
         let cwd = std::env::current_dir().map_or_else(|_| "?".into(), |d| d.display().to_string());
         format!(
-            "data.root = {:?} is read relative to the working directory ({cwd}), so the data \
+            "data.root = {} is read relative to the working directory ({cwd}), so the data \
              were looked for under {}: run the command from the directory the configuration \
              was written for (the repository's, for configs/vae-*.toml), or give the folder \
              that holds the data with `--set data.root=DIR`",
-            configured.display().to_string(),
+            // As TOML writes it (Rust's Debug form escaped what TOML does not, e.g. `\u{301}`).
+            toml::Value::String(configured.display().to_string()),
             resolved.display()
         )
     } else {
@@ -501,6 +496,59 @@ mod tests {
                 "latent_dim {latent_dim}: fits in {gb} GB / 5"
             );
         }
+    }
+
+    /// A relative data root is quoted as the configuration writes it: a combining accent
+    /// stays as it is (Rust's Debug form wrote `\u{301}`, which no TOML file holds).
+    #[test]
+    fn a_relative_data_root_is_quoted_as_toml() {
+        let configured = Path::new("donne\u{301}es");
+        let missing = crate::datasets::DatasetError::MissingFile {
+            dataset: "frey-faces",
+            path: PathBuf::from("/nowhere/donne\u{301}es/frey_rawface.mat"),
+            command: "frey-faces",
+        };
+        let e = with_data_root_hint(missing, configured, Path::new("/nowhere")).to_string();
+        assert!(
+            e.contains("data.root = \"donne\u{301}es\" is read relative to the working directory"),
+            "{e}"
+        );
+    }
+
+    /// Frey Faces with the defaults and `key = value`, read by `cpflow vae`'s reader.
+    fn vae_with(key: &str, value: &str) -> Result<(), String> {
+        // One file per call: tests on other threads may call this at the same time.
+        static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("cpflow-vae-forms-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join(format!("vae-{call}.toml"));
+        std::fs::write(&file, "[data]\ndataset = \"frey-faces\"\nroot = \"data\"\n").unwrap();
+        let read = read_vae_config(&file, |t| set_path(t, key, parse_value(value)));
+        std::fs::remove_file(&file).unwrap();
+        read.map(drop).map_err(|e| format!("{e:#}"))
+    }
+
+    /// The VAE's enum-valued keys are refused with their forms, as the flow's are, and the
+    /// forms listed are the forms (`model.network_float = 16` said only "invalid type: unit
+    /// variant, expected string only").
+    #[test]
+    fn enum_errors_list_the_forms() {
+        use crate::cli::run_config::{VAE_FORMS, form_checks::check_forms};
+        check_forms("VAE configuration", VAE_FORMS, vae_with);
+        let err = vae_with("model.network_float", "16").unwrap_err();
+        assert_eq!(
+            err,
+            "invalid VAE configuration at `model.network_float`: invalid type: unit variant, \
+             expected string only; model.network_float is one of \"f32\" or \"f64\""
+        );
+        // A key that is not an enum: its reason, the key once.
+        let err = vae_with("model.latent_dim", "\"many\"").unwrap_err();
+        assert_eq!(
+            err,
+            "invalid VAE configuration at `model.latent_dim`: invalid type: string \"many\", \
+             expected usize"
+        );
     }
 
     #[test]

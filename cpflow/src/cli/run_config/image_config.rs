@@ -67,14 +67,8 @@ pub fn resolve_image(file: &Path, ov: &Overrides) -> Result<crate::image::ImageE
         }
     }
     let cfg: crate::image::ImageExperimentConfig =
-        serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
-            let path = e.path().to_string();
-            // toml's `message()`: its Display adds "in `KEY`", the key named again.
-            anyhow::anyhow!(
-                "invalid image configuration at `{path}`: {}",
-                e.into_inner().message().trim_end()
-            )
-        })?;
+        serde_path_to_error::deserialize(toml::Value::Table(table))
+            .map_err(super::serde_messages::image_config_error)?;
     // The library names what it refuses by its key (e.g. model.nblocks: too many scales,
     // the most the images allow and their sizes); the dataset that sets the images is named
     // here.

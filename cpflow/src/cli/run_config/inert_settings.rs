@@ -8,6 +8,7 @@
 //! (a quick run without validations) if the pair were refused; a batch of the whole training
 //! set is full-batch training, a choice, that the warning only makes visible.
 
+use super::serde_messages::{FORMS, forms_of_key};
 use crate::{LrSchedule, TrainConfig};
 
 /// One sentence per setting of `train` that cannot act in a run of `n_train` training rows.
@@ -15,13 +16,15 @@ pub(crate) fn inert_train_settings(train: &TrainConfig, n_train: usize) -> Vec<S
     let mut out = Vec::new();
     if train.val_every == 0 {
         if train.lr_schedule == LrSchedule::Plateau {
-            out.push(
+            // The forms from the one list of them (serde_messages' FORMS), "plateau" among
+            // them.
+            let forms = forms_of_key(FORMS, "train.lr_schedule");
+            out.push(format!(
                 "train.lr_schedule = \"plateau\" has no effect with train.val_every = 0: it \
                  lowers the learning rate after validations without improvement, and none are \
-                 run; set train.val_every above 0, or another schedule (\"constant\", \
-                 { step = { step_size = N, gamma = G } }, { cosine = { t_max = N } })"
-                    .to_string(),
-            );
+                 run; set train.val_every above 0, or another schedule (train.lr_schedule is \
+                 one of {forms})"
+            ));
         }
         if let Some(k) = train.early_stopping {
             out.push(format!(
@@ -66,6 +69,16 @@ mod tests {
             w[0].starts_with(
                 "train.lr_schedule = \"plateau\" has no effect with train.val_every = 0"
             )
+        );
+        // The other schedules are named with the forms of the configuration errors' list,
+        // not a copy of it.
+        assert!(
+            w[0].ends_with(&format!(
+                "or another schedule (train.lr_schedule is one of {})",
+                forms_of_key(FORMS, "train.lr_schedule")
+            )),
+            "{}",
+            w[0]
         );
         assert!(
             w[1].starts_with("train.early_stopping = 3 has no effect with train.val_every = 0")

@@ -73,7 +73,7 @@ pub fn import_vae(a: &ImportReferenceArgs) -> Result<()> {
     save_vae_checkpoint(&path, &meta, weights)
         .with_context(|| format!("writing {}", path.display()))?;
     println!(
-        "imported {} tensors ({} parameters, {:?} posterior, {ds} {}×{} images) from {} into {}",
+        "imported {} tensors ({} parameters, {} posterior, {ds} {}×{} images) from {} into {}",
         report.loaded,
         vae.num_parameters(),
         cfg.model.posterior,
