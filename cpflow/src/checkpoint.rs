@@ -107,8 +107,8 @@ pub struct Checkpoint {
     pub tensors: HashMap<String, Tensor>,
 }
 
-/// Write bytes to `path` atomically: temporary file beside it, fsync, rename. Missing parent
-/// directories are created.
+/// Write bytes to `path` atomically: temporary file beside it (`.NAME.tmp-PID`), fsync,
+/// rename. Missing parent directories are created.
 ///
 /// ```
 /// use cpflow::checkpoint::write_atomic;
@@ -125,17 +125,11 @@ pub struct Checkpoint {
 /// # }
 /// ```
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path
+    let tmp = hidden_file_beside(path, "tmp");
+    let dir = tmp
         .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from("."));
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
     std::fs::create_dir_all(&dir).map_err(|e| CpflowError::io(&dir, e))?;
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "checkpoint".into());
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
     // A failed write (disk full, a file-size limit) or rename leaves no temporary file.
     let written = std::fs::File::create(&tmp)
         .and_then(|mut f| f.write_all(bytes).and_then(|()| f.sync_all()))
@@ -422,6 +416,9 @@ impl Flow {
         Ok(flow)
     }
 }
+
+mod hidden_file;
+pub(crate) use hidden_file::{hidden_file_beside, hidden_file_prefix};
 
 #[cfg(test)]
 mod tests;

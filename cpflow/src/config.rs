@@ -237,6 +237,33 @@ pub enum NllEstimator {
     Slq(SlqConfig),
 }
 
+/// The estimator's name in reports and messages (`cpflow train`'s report.json and final
+/// line, `xtask`'s benchmark reports): `exact`, `slq(1 probe, 10 steps)`,
+/// `slq(3 probes, 7 steps)`. The SLQ estimate uses `min(steps, dim)` Lanczos steps; the
+/// configured count is named.
+///
+/// ```
+/// use cpflow::{NllEstimator, SlqConfig};
+/// assert_eq!(NllEstimator::Exact.to_string(), "exact");
+/// assert_eq!(NllEstimator::default().to_string(), "slq(1 probe, 10 steps)");
+/// let three = NllEstimator::Slq(SlqConfig { probes: 3, steps: 7 });
+/// assert_eq!(three.to_string(), "slq(3 probes, 7 steps)");
+/// ```
+impl std::fmt::Display for NllEstimator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NllEstimator::Exact => f.write_str("exact"),
+            NllEstimator::Slq(p) => write!(
+                f,
+                "slq({} probe{}, {} steps)",
+                p.probes,
+                if p.probes == 1 { "" } else { "s" },
+                p.steps
+            ),
+        }
+    }
+}
+
 impl Default for NllEstimator {
     fn default() -> Self {
         NllEstimator::Slq(SlqConfig::default())

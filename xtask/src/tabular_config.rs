@@ -315,10 +315,8 @@ impl TabularBenchConfig {
 
     /// A one-line description for the report.
     pub fn summary(&self) -> String {
-        let est = match &self.val_estimator {
-            NllEstimator::Exact => "exact".to_string(),
-            NllEstimator::Slq(p) => format!("SLQ({} probe, {} steps)", p.probes, p.steps),
-        };
+        // The name `cpflow train`'s report.json gives it (`slq(1 probe, 10 steps)`).
+        let est = &self.val_estimator;
         let pre = match self.cg_preconditioner {
             CgPreconditioner::None => "",
             CgPreconditioner::MeanHessian => " (mean-Hessian preconditioner)",
@@ -437,6 +435,8 @@ mod tests {
             "{s}"
         );
         assert!(!s.contains("Some") && !s.contains("F32"), "{s}");
+        // The validation estimator as `cpflow train` names it (it read `SLQ(1 probe, …)`).
+        assert!(s.contains("val every 100 (slq(1 probe, 10 steps))"), "{s}");
         c.early_stopping = None;
         assert!(
             c.summary().ends_with("no early stopping"),

@@ -134,7 +134,7 @@ impl RowsWriter {
             .filter(|d| !d.as_os_str().is_empty())
             .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
         ensure_dir(&dir, &format!("the directory of {}", path.display()))?;
-        let tmp = together::beside(path, "tmp");
+        let tmp = crate::checkpoint::hidden_file_beside(path, "tmp");
         let file = File::create(&tmp).with_context(|| {
             format!(
                 "creating {} (the temporary file of {})",
@@ -340,13 +340,21 @@ mod tests {
         for what in ["samples", "log-densities"] {
             let p = dir.join(format!("{what}.npy"));
             let err = |e: anyhow::Error| format!("{e:#}");
-            std::os::unix::fs::symlink("/dev/full", together::beside(&p, "tmp")).unwrap();
+            std::os::unix::fs::symlink(
+                "/dev/full",
+                crate::checkpoint::hidden_file_beside(&p, "tmp"),
+            )
+            .unwrap();
             let mut w = RowsWriter::create_labelled(&p, 1, big.len(), RowType::F64, what).unwrap();
             let e = err(w.write(RowValues::F64(&big)).unwrap_err());
             assert!(e.starts_with(&format!("writing {what} to ")), "{e}");
             assert!(e.contains(&p.display().to_string()), "{e}");
             drop(w);
-            std::os::unix::fs::symlink("/dev/full", together::beside(&p, "tmp")).unwrap();
+            std::os::unix::fs::symlink(
+                "/dev/full",
+                crate::checkpoint::hidden_file_beside(&p, "tmp"),
+            )
+            .unwrap();
             let mut w = RowsWriter::create_labelled(&p, 1, 2, RowType::F64, what).unwrap();
             w.write(RowValues::F64(&[1.0, 2.0])).unwrap();
             let e = err(w.stage().err().unwrap());

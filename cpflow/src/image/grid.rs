@@ -4,6 +4,8 @@
 use std::path::Path;
 
 use candle_core::{DType, Tensor};
+use image::codecs::png::PngEncoder;
+use image::{ExtendedColorType, ImageEncoder};
 
 use crate::error::{CpflowError, Result};
 
@@ -52,25 +54,29 @@ pub fn grid_size(rows: usize, cols: usize, h: usize, w: usize) -> (usize, usize)
     )
 }
 
-/// Write `images` `(B, C, H, W)` with values in `[0, 1]` (`C` = 1: grey, `C` = 3: RGB) as a
-/// `rows × cols` PNG grid, row-major (image `i` in row `i / cols`, column `i % cols`), with
-/// [`GRID_PADDING`] pixels between and around the cells ([`grid_size`]). A value `v` becomes
-/// the byte `round(255·v)` (clamped). `B ≤ rows·cols`; cells without an image stay
-/// [`GRID_BACKGROUND`].
+/// The PNG bytes of `images` `(B, C, H, W)` with values in `[0, 1]` (`C` = 1: grey, `C` = 3:
+/// RGB) drawn as a `rows × cols` grid, row-major (image `i` in row `i / cols`, column
+/// `i % cols`), with [`GRID_PADDING`] pixels between and around the cells ([`grid_size`]). A
+/// value `v` becomes the byte `round(255·v)` (clamped). `B ≤ rows·cols`; cells without an
+/// image stay [`GRID_BACKGROUND`]. An 8-bit grey PNG for `C` = 1, RGB for `C` = 3.
+/// [`write_sample_grid`] writes them to a file.
 ///
 /// ```
 /// use candle_core::{Device, Tensor};
+/// use cpflow::image::grid::{GRID_BACKGROUND, encode_sample_grid_png, grid_size};
 /// # fn main() -> cpflow::Result<()> {
-/// let imgs = Tensor::rand(0f32, 1.0, (6, 1, 28, 28), &Device::Cpu)?;
-/// let path = std::env::temp_dir().join("cpflow-grid-doctest.png");
-/// cpflow::image::write_sample_grid(&imgs, 2, 3, &path)?;
-/// let (w, h) = cpflow::image::grid_size(2, 3, 28, 28);
-/// assert_eq!((w, h), (3 * 28 + 4 * 2, 2 * 28 + 3 * 2));
-/// # std::fs::remove_file(&path).ok();
+/// // Three white 4×4 images in a 2×2 grid: the fourth cell stays the background.
+/// let imgs = Tensor::ones((3, 1, 4, 4), candle_core::DType::F32, &Device::Cpu)?;
+/// let png = encode_sample_grid_png(&imgs, 2, 2)?;
+/// let grid = image::load_from_memory(&png).expect("a PNG").to_luma8();
+/// assert_eq!(grid.dimensions(), (14, 14));
+/// assert_eq!(grid_size(2, 2, 4, 4), (14, 14));
+/// assert_eq!(grid.get_pixel(2, 2).0, [255]); // the first image's top-left pixel
+/// assert_eq!(grid.get_pixel(8, 8).0, [GRID_BACKGROUND]); // the empty cell
 /// # Ok(())
 /// # }
 /// ```
-pub fn write_sample_grid(images: &Tensor, rows: usize, cols: usize, path: &Path) -> Result<()> {
+pub fn encode_sample_grid_png(images: &Tensor, rows: usize, cols: usize) -> Result<Vec<u8>> {
     let (b, c, h, w) = images.dims4().map_err(|_| {
         CpflowError::InvalidInput(format!(
             "a sample grid takes (B, C, H, W) images, got shape {:?}",
@@ -118,13 +124,41 @@ pub fn write_sample_grid(images: &Tensor, rows: usize, cols: usize, path: &Path)
         u32::try_from(gw).map_err(|_| too_big(gw, gh))?,
         u32::try_from(gh).map_err(|_| too_big(gw, gh))?,
     );
-    let size = (gw32, gh32);
-    if c == 1 {
+    let (pixels, color) = if c == 1 {
         let grey: Vec<u8> = buf.chunks_exact(3).map(|p| p[0]).collect();
-        crate::png_file::write_png(path, size, image::ExtendedColorType::L8, &grey)
+        (grey, ExtendedColorType::L8)
     } else {
-        crate::png_file::write_png(path, size, image::ExtendedColorType::Rgb8, &buf)
-    }
+        (buf, ExtendedColorType::Rgb8)
+    };
+    let mut png = Vec::new();
+    PngEncoder::new(&mut png)
+        .write_image(&pixels, gw32, gh32, color)
+        .map_err(|e| {
+            CpflowError::InvalidInput(format!("the {gw}×{gh} grid cannot be a PNG: {e}"))
+        })?;
+    Ok(png)
+}
+
+/// Writes the PNG of [`encode_sample_grid_png`] (its arguments and checks) to `path`,
+/// atomically ([`crate::checkpoint::write_atomic`]; the directory is created when missing).
+///
+/// ```
+/// use candle_core::{Device, Tensor};
+/// # fn main() -> cpflow::Result<()> {
+/// let imgs = Tensor::rand(0f32, 1.0, (6, 1, 28, 28), &Device::Cpu)?;
+/// let path = std::env::temp_dir().join("cpflow-grid-doctest.png");
+/// cpflow::image::write_sample_grid(&imgs, 2, 3, &path)?;
+/// let (w, h) = cpflow::image::grid_size(2, 3, 28, 28);
+/// assert_eq!((w, h), (3 * 28 + 4 * 2, 2 * 28 + 3 * 2));
+/// let png = cpflow::image::grid::encode_sample_grid_png(&imgs, 2, 3)?;
+/// assert_eq!(std::fs::read(&path).unwrap(), png);
+/// # std::fs::remove_file(&path).ok();
+/// # Ok(())
+/// # }
+/// ```
+pub fn write_sample_grid(images: &Tensor, rows: usize, cols: usize, path: &Path) -> Result<()> {
+    let png = encode_sample_grid_png(images, rows, cols)?;
+    crate::checkpoint::write_atomic(path, &png)
 }
 
 fn too_big(w: usize, h: usize) -> CpflowError {

@@ -41,11 +41,15 @@ mod cli_run_dir_writers;
 #[cfg(feature = "cli")]
 mod cli_sample_log_prob;
 #[cfg(feature = "cli")]
+mod cli_sample_stale_backup;
+#[cfg(feature = "cli")]
 mod cli_small_fixes;
 #[cfg(feature = "cli")]
 mod cli_smoke;
 #[cfg(feature = "cli")]
 mod cli_tabular;
+#[cfg(feature = "cli")]
+mod cli_train_model_exact;
 #[cfg(feature = "cli")]
 mod cli_train_validation_report;
 #[cfg(feature = "cli")]

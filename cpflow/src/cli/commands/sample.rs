@@ -6,7 +6,8 @@ mod log_prob;
 mod reconstruct;
 
 use crate::FlowRng;
-use crate::image::{ImageFlow, quantize_pixels, write_sample_grid};
+use crate::image::grid::encode_sample_grid_png;
+use crate::image::{ImageFlow, quantize_pixels};
 use anyhow::{Context, Result, bail};
 use candle_core::{DType, Tensor};
 use std::path::Path;
@@ -199,11 +200,10 @@ impl ImageTarget {
         match self {
             ImageTarget::Rows(out) => Box::new(move || out.stage()),
             ImageTarget::Grid(r, c, chunks) => Box::new(move || {
-                StagedFile::write_with(output, "sample grid", |tmp| {
-                    let pixels = Tensor::cat(&chunks, 0)?;
-                    write_sample_grid(&to_images(&pixels)?, r, c, tmp)
-                        .with_context(|| format!("writing the sample grid {}", output.display()))
-                })
+                let pixels = Tensor::cat(&chunks, 0)?;
+                let png = encode_sample_grid_png(&to_images(&pixels)?, r, c)
+                    .with_context(|| format!("drawing the sample grid {}", output.display()))?;
+                StagedFile::write_bytes(output, "sample grid", &png)
             }),
         }
     }

@@ -1,7 +1,7 @@
 //! `cpflow train`.
 
 use crate::{
-    Dataset, Flow, FlowRng, NllCurve, NllEstimator, RunOptions, StopReason, Trainer,
+    Dataset, Flow, FlowRng, NllCurve, NllEstimator, RunOptions, StopReason, Trainer, mean_nll_with,
     nll_estimate_with,
 };
 use anyhow::{Result, bail};
@@ -29,6 +29,8 @@ use crate::cli::run_dir::{
     write_config,
 };
 use crate::cli::shell_words::{resume_command, shell_word};
+
+use super::score_format::validation_numbers::ValidationNumbers;
 
 mod data_checks;
 use data_checks::{check_new_flow_memory, validation_label, why_no_test_rows};
@@ -64,7 +66,7 @@ struct TrainSummary {
     /// `model_iteration`, the estimators of `val_nll` and `val_nll_curve`, and
     /// `val_nll_exact` (the exact validation NLL of the model's weights: the final line's).
     #[serde(flatten)]
-    validation: super::score_format::validation_numbers::ValidationNumbers,
+    validation: ValidationNumbers,
     /// Exact NLL (nats) of the test part, scored once at the end; `null` without test rows.
     test_nll: Option<f64>,
     /// Standard error of `test_nll` (the test rows' spread over √n).
@@ -289,6 +291,37 @@ pub fn train(mut a: TrainArgs) -> Result<()> {
         n_test,
         plots: plot_points.is_some(),
     };
+    let validation = ValidationNumbers::new(
+        &cfg.train,
+        &rep,
+        curve.as_ref().map_or(&[][..], |c| c.points()),
+        &NllEstimator::Exact,
+    );
+    // The exact validation NLL of the model's weights, when the curve has no point at their
+    // iteration (weights kept from a validation between its points).
+    let validation = match &val_set {
+        Some(v) if validation.lacks_model_exact() => {
+            after.check(true)?;
+            let iteration = validation.model_iteration;
+            tracing::info!(
+                iteration,
+                rows = v.len(),
+                "scoring the kept weights on validation"
+            );
+            let mut rng = FlowRng::seed_from_u64(cfg.train.seed ^ 0xE7A1);
+            let nll = mean_nll_with(&flow, v, &NllEstimator::Exact, 1024, &mut rng, |_| {
+                after.stop_chunks()
+            });
+            let nll = after.scored(nll)?;
+            tracing::info!(
+                iteration,
+                nll,
+                "validation exact NLL of the model's weights"
+            );
+            validation.with_model_exact(nll)
+        }
+        _ => validation,
+    };
     // The test part is scored once, here.
     let test_nll = match &test_set {
         Some(test) => {
@@ -300,9 +333,9 @@ pub fn train(mut a: TrainArgs) -> Result<()> {
             });
             let nll = after.scored(nll)?;
             tracing::info!(
-                iteration = rep.iterations,
+                iteration = validation.model_iteration,
                 test_nll = nll.mean,
-                "test exact NLL"
+                "test exact NLL of the model's weights"
             );
             Some(nll)
         }
@@ -359,12 +392,7 @@ pub fn train(mut a: TrainArgs) -> Result<()> {
         max_iterations: cfg.train.max_iterations,
         resumed_at,
         stop_reason: rep.stop_reason,
-        validation: super::score_format::validation_numbers::ValidationNumbers::new(
-            &cfg.train,
-            &rep,
-            curve.as_ref().map_or(&[][..], |c| c.points()),
-            &NllEstimator::Exact,
-        ),
+        validation,
         val_nll_curve: curve.map(|c| c.into_points()).unwrap_or_default(),
         val_nll: rep.best_val_nll,
         val_iteration: rep.best_iteration,
@@ -496,7 +524,9 @@ fn summary_line(s: &TrainSummary, out: &std::path::Path) -> String {
         StopReason::EarlyStopping => " (early stopping)",
         _ => "",
     };
-    let val = s.validation.console_text();
+    let val = s
+        .validation
+        .console_text(s.val_nll, s.val_iteration, s.iterations);
     let pm = s
         .test_nll_std_err
         .map_or_else(String::new, |e| format!(" ± {}", super::score(e, 4)));

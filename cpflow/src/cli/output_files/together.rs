@@ -5,11 +5,17 @@
 //! it (`.NAME.bak-PID`, a hard link where the filesystem has them) until every rename has
 //! succeeded, and a file that was not there is removed. A failed command thus leaves all the
 //! old files (or none) and no temporary or backup file. What no program can undo: a crash or
-//! a power loss between two renames (the backup then stays beside its file).
+//! a power loss between two renames. The backup then stays beside its file, and the first
+//! file is the new one while the later ones are old. The next command that replaces the same
+//! file removes such a backup once its own files are in place, with a warning naming it: it
+//! is recognised by its name, whose process (`PID`) no longer runs (on systems without
+//! `/proc`, where that cannot be told, it is named in a warning and kept).
 
 use anyhow::{Context, Result, anyhow};
-use std::io;
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+
+use crate::checkpoint::{hidden_file_beside, hidden_file_prefix};
 
 /// A complete, synced temporary file beside `path`, waiting to be renamed onto it by
 /// [`finish_together`]. Dropped before that (an error elsewhere), it removes the temporary
@@ -32,16 +38,19 @@ impl StagedFile {
         }
     }
 
-    /// Stages `what` for `path`, written by `write` into the temporary file whose path it is
-    /// given; `write` must leave that file complete and synced (as
-    /// `crate::checkpoint::write_atomic` does). On an error the temporary file is removed.
-    pub fn write_with(
-        path: &Path,
-        what: &'static str,
-        write: impl FnOnce(&Path) -> Result<()>,
-    ) -> Result<Self> {
-        let staged = StagedFile::new(path.to_path_buf(), beside(path, "tmp"), what);
-        write(&staged.tmp)?;
+    /// Stages `bytes` as `what` for `path`: writes them to its temporary file and syncs it
+    /// (the one write of the file). On an error the temporary file is removed.
+    pub fn write_bytes(path: &Path, what: &'static str, bytes: &[u8]) -> Result<Self> {
+        let staged = StagedFile::new(path.to_path_buf(), hidden_file_beside(path, "tmp"), what);
+        std::fs::File::create(&staged.tmp)
+            .and_then(|mut f| f.write_all(bytes).and_then(|()| f.sync_all()))
+            .with_context(|| {
+                format!(
+                    "writing the {what} to {} (the temporary file of {})",
+                    staged.tmp.display(),
+                    path.display()
+                )
+            })?;
         Ok(staged)
     }
 }
@@ -52,19 +61,6 @@ impl Drop for StagedFile {
             let _ = std::fs::remove_file(&self.tmp);
         }
     }
-}
-
-/// The hidden file `.NAME.TAG-PID` beside `path` (a temporary file or a backup).
-pub(super) fn beside(path: &Path, tag: &str) -> PathBuf {
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "output".into());
-    dir.join(format!(".{name}.{tag}-{}", std::process::id()))
 }
 
 /// A file still to be finished: called, it completes and syncs its temporary file.
@@ -139,7 +135,63 @@ fn rename_together(mut files: Vec<StagedFile>, fs: &mut dyn RenameSteps) -> Resu
         }
     }
     sync_directories(&files);
+    for f in &files {
+        remove_stale_backups(&f.path);
+    }
     Ok(())
+}
+
+/// Whether process `pid` is running: `None` where this cannot be told (no `/proc`).
+fn process_running(pid: u32) -> Option<bool> {
+    Path::new("/proc/self")
+        .exists()
+        .then(|| Path::new(&format!("/proc/{pid}")).exists())
+}
+
+/// Removes the backups `.NAME.bak-PID` of `path` that an earlier command left when it stopped
+/// between its renames (module doc), once `path` has been replaced by this command's file:
+/// each held the `path` from before that command, which the user has now replaced twice.
+/// Each removal is a warning naming the file. A backup whose process runs (another command
+/// finishing the same files) is left alone; where it cannot be told whether its process
+/// runs, the backup is named in a warning and kept.
+fn remove_stale_backups(path: &Path) {
+    let (dir, prefix) = hidden_file_prefix(path, "bak");
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(&prefix))
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let backup = entry.path();
+        let (p, b) = (path.display(), backup.display());
+        match process_running(pid) {
+            Some(true) => {}
+            _ if pid == std::process::id() => {}
+            Some(false) => match std::fs::remove_file(&backup) {
+                Ok(()) => tracing::warn!(
+                    "removed {b}: a backup of {p} from before an earlier command (process \
+                     {pid}) that stopped between renaming its output files (the files it wrote \
+                     after {p} may have been left older); {p} is now this command's"
+                ),
+                Err(e) => tracing::warn!(
+                    "{b} is a backup of {p} from before an earlier command (process {pid}) that \
+                     stopped between renaming its output files; removing it failed ({e}): \
+                     remove it by hand"
+                ),
+            },
+            None => tracing::warn!(
+                "{b} may be a backup of {p} left by a command (process {pid}) that stopped \
+                 between renaming its output files: remove it once no command of that process \
+                 is running"
+            ),
+        }
+    }
 }
 
 /// Renames `f` onto its path, first keeping the file there (if any) as a backup when
@@ -179,7 +231,7 @@ fn rename_one(f: &StagedFile, keep_previous: bool, fs: &mut dyn RenameSteps) -> 
 /// Keeps the file at `path` as `.NAME.bak-PID` beside it: a hard link, or (on a filesystem
 /// without them) the file moved there.
 fn back_up(path: &Path, fs: &mut dyn RenameSteps) -> Result<Previous> {
-    let backup = beside(path, "bak");
+    let backup = hidden_file_beside(path, "bak");
     // A backup of this process id can only be left by a killed earlier run.
     let _ = std::fs::remove_file(&backup);
     if fs.hard_link(path, &backup).is_ok() {
@@ -282,8 +334,8 @@ mod tests {
 
     impl RenameSteps for Injected {
         fn rename(&mut self, from: &Path, to: &Path) -> io::Result<()> {
-            let restoring =
-                self.fail_restore_of.as_deref() == Some(to) && from != beside(to, "tmp");
+            let restoring = self.fail_restore_of.as_deref() == Some(to)
+                && from != hidden_file_beside(to, "tmp");
             if to == self.fail_onto || restoring {
                 return Err(io::Error::other("injected rename failure"));
             }
@@ -366,7 +418,7 @@ mod tests {
             links: true,
         };
         let err = format!("{:#}", rename_together(staged, &mut fs).unwrap_err());
-        let backup = beside(&s, "bak");
+        let backup = hidden_file_beside(&s, "bak");
         assert!(
             err.contains(&format!("it is kept as {}", backup.display())),
             "{err}"
@@ -383,7 +435,7 @@ mod tests {
     #[test]
     fn a_failed_write_of_the_second_file_leaves_the_old_pair() {
         let (dir, s, lp) = old_pair("late-write");
-        std::os::unix::fs::symlink("/dev/full", beside(&lp, "tmp")).unwrap();
+        std::os::unix::fs::symlink("/dev/full", hidden_file_beside(&lp, "tmp")).unwrap();
         let samples = rows(&s, &[1.0, 2.0], "samples");
         let log_densities = rows(&lp, &[-1.0, -2.0], "log-densities");
         let err = finish_together(vec![
@@ -414,6 +466,35 @@ mod tests {
             ("1\n2.5\n".into(), "-1\n-2\n".into())
         );
         assert_eq!(names(&dir), ["lp.csv", "s.csv"]);
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    /// A backup left by a command that stopped between its renames (its process is gone) is
+    /// removed once the next pair is in place; one of a running process (another command
+    /// finishing the same files) and other hidden files stay. The old code left it for good.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_stale_backup_goes_once_the_next_pair_is_in_place() {
+        let (dir, s, lp) = old_pair("stale");
+        // Above Linux's largest process id (2^22): no process has it.
+        let stale = dir.join(".s.csv.bak-4194305");
+        let running = dir.join(".s.csv.bak-1");
+        let other = dir.join(".s.csv.bak-x1");
+        for f in [&stale, &running, &other] {
+            std::fs::write(f, "older s\n").unwrap();
+        }
+        let samples = rows(&s, &[1.0], "samples");
+        let log_densities = rows(&lp, &[-1.0], "log-densities");
+        finish_together(vec![
+            Box::new(move || samples.stage()),
+            Box::new(move || log_densities.stage()),
+        ])
+        .unwrap();
+        assert_eq!(
+            names(&dir),
+            [".s.csv.bak-1", ".s.csv.bak-x1", "lp.csv", "s.csv"]
+        );
+        assert_eq!((read(&s), read(&lp)), ("1\n".into(), "-1\n".into()));
         std::fs::remove_dir_all(&dir).ok();
     }
 }

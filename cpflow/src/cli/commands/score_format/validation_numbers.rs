@@ -24,32 +24,12 @@ pub struct ValidationNumbers {
     pub val_nll_estimator: Option<String>,
     /// The estimator of `val_nll_curve`: `exact`.
     pub val_nll_curve_estimator: String,
-    /// The exact validation NLL of the weights in `model.safetensors` (the curve's point at
-    /// `model_iteration`): what the final line calls "validation exact NLL"; `null` when the
-    /// curve has no point there (weights kept from a validation between its points).
+    /// The exact validation NLL of the weights in `model.safetensors`: what the final line
+    /// calls "validation exact NLL". The curve's point at `model_iteration`, or, when the
+    /// curve has none there (weights kept from a validation between its points), those
+    /// weights scored at the end of the run ([`ValidationNumbers::with_model_exact`]);
+    /// `null` without validation rows.
     pub val_nll_exact: Option<f64>,
-    /// `val_nll`, `val_iteration` and the iterations run, for the final line.
-    #[serde(skip)]
-    val_nll: Option<f64>,
-    #[serde(skip)]
-    val_iteration: Option<usize>,
-    #[serde(skip)]
-    iterations: usize,
-}
-
-/// The name of an NLL estimator in reports: `exact`, `slq(1 probe, 10 steps)`.
-///
-/// The SLQ estimate uses `min(steps, dim)` Lanczos steps; the configured count is named.
-pub fn estimator_name(e: &NllEstimator) -> String {
-    match e {
-        NllEstimator::Exact => "exact".into(),
-        NllEstimator::Slq(p) => format!(
-            "slq({} probe{}, {} steps)",
-            p.probes,
-            if p.probes == 1 { "" } else { "s" },
-            p.steps
-        ),
-    }
 }
 
 impl ValidationNumbers {
@@ -77,24 +57,40 @@ impl ValidationNumbers {
         };
         ValidationNumbers {
             model_iteration,
-            val_nll_estimator: report
-                .best_val_nll
-                .map(|_| estimator_name(&train.val_estimator)),
-            val_nll_curve_estimator: estimator_name(curve_estimator),
+            val_nll_estimator: report.best_val_nll.map(|_| train.val_estimator.to_string()),
+            val_nll_curve_estimator: curve_estimator.to_string(),
             val_nll_exact,
-            val_nll: report.best_val_nll,
-            val_iteration: report.best_iteration,
-            iterations: report.iterations,
+        }
+    }
+
+    /// Whether the exact validation NLL of the model's weights is still to be scored: the
+    /// curve of `curve_estimator` has no exact point at `model_iteration`.
+    pub fn lacks_model_exact(&self) -> bool {
+        self.val_nll_exact.is_none()
+    }
+
+    /// These numbers with `val_nll_exact` = `nll`, the exact validation NLL of the model's
+    /// weights scored after training (when [`ValidationNumbers::lacks_model_exact`]).
+    pub fn with_model_exact(self, nll: f64) -> Self {
+        ValidationNumbers {
+            val_nll_exact: Some(nll),
+            ..self
         }
     }
 
     /// The final line's validation part, named as `report.json` names it: `; validation
     /// exact NLL 3.1707` (`val_nll_exact`), `; kept the weights of iteration 251 (validation
     /// NLL 3.2268 by slq(1 probe, 10 steps))` (`val_nll` and its estimator), or nothing.
-    pub fn console_text(&self) -> String {
-        let val_nll = match (self.val_nll, &self.val_nll_estimator) {
+    /// `val_nll`, `val_iteration` and `iterations` are the report's (`TrainSummary`'s).
+    pub fn console_text(
+        &self,
+        val_nll: Option<f64>,
+        val_iteration: Option<usize>,
+        iterations: usize,
+    ) -> String {
+        let val_nll = match (val_nll, &self.val_nll_estimator) {
             // `val_nll` is of the model's weights only when they are its iteration's.
-            (Some(v), Some(e)) if self.val_iteration == Some(self.model_iteration) => {
+            (Some(v), Some(e)) if val_iteration == Some(self.model_iteration) => {
                 Some(format!("validation NLL {} by {e}", super::score(v, 4)))
             }
             _ => None,
@@ -104,14 +100,14 @@ impl ValidationNumbers {
             None => val_nll,
         };
         match number {
-            Some(n) if self.model_iteration != self.iterations => {
+            Some(n) if self.model_iteration != iterations => {
                 format!(
                     "; kept the weights of iteration {} ({n})",
                     self.model_iteration
                 )
             }
             Some(n) => format!("; {n}"),
-            None if self.model_iteration != self.iterations => {
+            None if self.model_iteration != iterations => {
                 format!("; kept the weights of iteration {}", self.model_iteration)
             }
             None => String::new(),
@@ -148,27 +144,38 @@ mod tests {
         }
     }
 
+    /// The numbers of a run with an exact curve, and their final-line text given the
+    /// report's `val_nll`, `val_iteration` and iterations (as `train`'s final line gives them).
+    fn numbers(
+        train: &TrainConfig,
+        report: &TrainReport,
+        curve: &[(usize, f64)],
+    ) -> (ValidationNumbers, String) {
+        let v = ValidationNumbers::new(train, report, curve, &NllEstimator::Exact);
+        let text = v.console_text(
+            report.best_val_nll,
+            report.best_iteration,
+            report.iterations,
+        );
+        (v, text)
+    }
+
     /// The audit's run (`--iters 300 --set train.val_every=100`): `val_nll` is the 1-probe
     /// SLQ estimate, the curve's last point the exact NLL of the same (last) weights; the
     /// report names both estimators and has the exact number the console prints.
     #[test]
     fn the_slq_and_exact_numbers_are_named() {
         assert_eq!(
-            estimator_name(&NllEstimator::default()),
+            NllEstimator::default().to_string(),
             "slq(1 probe, 10 steps)"
         );
         let three = NllEstimator::Slq(SlqConfig {
             probes: 3,
             steps: 7,
         });
-        assert_eq!(estimator_name(&three), "slq(3 probes, 7 steps)");
+        assert_eq!(three.to_string(), "slq(3 probes, 7 steps)");
         let curve = [(300, 3.1707)];
-        let v = ValidationNumbers::new(
-            &train(100, true),
-            &report(300, Some((300, 3.1795))),
-            &curve,
-            &NllEstimator::Exact,
-        );
+        let (v, text) = numbers(&train(100, true), &report(300, Some((300, 3.1795))), &curve);
         let json = serde_json::to_value(&v).unwrap();
         assert_eq!(
             json,
@@ -179,56 +186,52 @@ mod tests {
                 "val_nll_exact": 3.1707,
             })
         );
-        assert_eq!(v.console_text(), "; validation exact NLL 3.1707");
+        assert_eq!(text, "; validation exact NLL 3.1707");
     }
 
     /// Without validation (`val_every = 0`) `val_nll` is null, and the exact end-of-run
     /// number the console prints is `val_nll_exact`.
     #[test]
     fn without_validation_the_exact_number_has_its_field() {
-        let v = ValidationNumbers::new(
+        let (v, text) = numbers(
             &train(0, true),
             &report(300, None),
             &[(100, 3.5), (300, 3.1707)],
-            &NllEstimator::Exact,
         );
         assert_eq!(v.val_nll_estimator, None);
         assert_eq!((v.model_iteration, v.val_nll_exact), (300, Some(3.1707)));
-        assert_eq!(v.console_text(), "; validation exact NLL 3.1707");
+        assert_eq!(text, "; validation exact NLL 3.1707");
         // No validation rows at all: no curve, nothing to print.
-        let none =
-            ValidationNumbers::new(&train(0, true), &report(3, None), &[], &NllEstimator::Exact);
-        assert_eq!(
-            (none.val_nll_exact, none.console_text()),
-            (None, String::new())
-        );
+        let (none, text) = numbers(&train(0, true), &report(3, None), &[]);
+        assert_eq!((none.val_nll_exact, text), (None, String::new()));
     }
 
     /// Weights kept from an earlier validation (251) that the exact curve (every 50) has no
-    /// point at: the console names `val_nll`'s estimator, and with a point there, the exact
-    /// number.
+    /// point at: the exact number is missing until those weights are scored (`train` does it
+    /// after training), then the console prints it; without it, it names `val_nll`'s
+    /// estimator. With a point there, the curve's exact number.
     #[test]
     fn kept_weights_are_named_with_their_estimator() {
         let curve = [(250, 3.2077), (300, 3.1707)];
-        let v = ValidationNumbers::new(
-            &train(50, true),
-            &report(300, Some((251, 3.2268))),
-            &curve,
-            &NllEstimator::Exact,
-        );
+        let rep = report(300, Some((251, 3.2268)));
+        let (v, text) = numbers(&train(50, true), &rep, &curve);
         assert_eq!((v.model_iteration, v.val_nll_exact), (251, None));
+        assert!(v.lacks_model_exact());
         assert_eq!(
-            v.console_text(),
+            text,
             "; kept the weights of iteration 251 (validation NLL 3.2268 by slq(1 probe, 10 steps))"
         );
-        let on_curve = ValidationNumbers::new(
-            &train(50, true),
-            &report(300, Some((250, 3.2268))),
-            &curve,
-            &NllEstimator::Exact,
-        );
+        let scored = v.with_model_exact(3.2111);
+        assert!(!scored.lacks_model_exact());
+        assert_eq!(scored.val_nll_exact, Some(3.2111));
         assert_eq!(
-            on_curve.console_text(),
+            scored.console_text(rep.best_val_nll, rep.best_iteration, rep.iterations),
+            "; kept the weights of iteration 251 (validation exact NLL 3.2111)"
+        );
+        let (on_curve, text) = numbers(&train(50, true), &report(300, Some((250, 3.2268))), &curve);
+        assert!(!on_curve.lacks_model_exact());
+        assert_eq!(
+            text,
             "; kept the weights of iteration 250 (validation exact NLL 3.2077)"
         );
     }
@@ -274,13 +277,12 @@ mod tests {
     /// validation was (the console said it "kept the weights of iteration 251").
     #[test]
     fn without_restore_best_the_last_weights_are_the_model() {
-        let v = ValidationNumbers::new(
+        let (v, text) = numbers(
             &train(50, false),
             &report(300, Some((251, 3.2268))),
             &[(250, 3.2077), (300, 3.1707)],
-            &NllEstimator::Exact,
         );
         assert_eq!((v.model_iteration, v.val_nll_exact), (300, Some(3.1707)));
-        assert_eq!(v.console_text(), "; validation exact NLL 3.1707");
+        assert_eq!(text, "; validation exact NLL 3.1707");
     }
 }

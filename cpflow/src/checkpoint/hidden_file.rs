@@ -1,0 +1,52 @@
+//! The hidden files written beside an output while it is replaced: `.NAME.TAG-PID` (the
+//! temporary file of [`super::write_atomic`] and of the command line's staged outputs, tag
+//! `tmp`; the backup of a file replaced with others as one unit, tag `bak`). One place builds
+//! the name, so that every writer's leftovers read the same and can be recognised.
+
+use std::path::{Path, PathBuf};
+
+/// The name of `path`'s file when it has none (`..`, `/`): the hidden files are then
+/// `.output.TAG-PID`.
+const NO_NAME: &str = "output";
+
+/// The directory of `path` (`.` for a bare file name) and the start `.NAME.TAG-` of its
+/// hidden `TAG` files, to which a process id is appended.
+#[cfg_attr(not(feature = "cli"), allow(dead_code))] // the command line's stale backups
+pub(crate) fn hidden_file_prefix(path: &Path, tag: &str) -> (PathBuf, String) {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+    let name = path
+        .file_name()
+        .map_or_else(|| NO_NAME.into(), |n| n.to_string_lossy().into_owned());
+    (dir, format!(".{name}.{tag}-"))
+}
+
+/// The hidden file `.NAME.TAG-PID` beside `path`, `PID` this process's id.
+pub(crate) fn hidden_file_beside(path: &Path, tag: &str) -> PathBuf {
+    let (dir, prefix) = hidden_file_prefix(path, tag);
+    dir.join(format!("{prefix}{}", std::process::id()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hidden_files_are_named_after_their_file_and_process() {
+        let pid = std::process::id();
+        assert_eq!(
+            hidden_file_beside(Path::new("out/s.npy"), "tmp"),
+            PathBuf::from(format!("out/.s.npy.tmp-{pid}"))
+        );
+        assert_eq!(
+            hidden_file_beside(Path::new("s.npy"), "bak"),
+            PathBuf::from(format!("./.s.npy.bak-{pid}"))
+        );
+        assert_eq!(
+            hidden_file_prefix(Path::new("/"), "tmp"),
+            (PathBuf::from("."), ".output.tmp-".to_string())
+        );
+    }
+}
