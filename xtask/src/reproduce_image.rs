@@ -355,7 +355,7 @@ pub fn image_table_markdown(part: &ImagePartReport, temperature: f64) -> String 
     } else {
         s.push_str(
             "| dataset | parameters (paper) | steps (epochs) | train min | test bpd, SLQ ± SE \
-             (images) | exact − SLQ on a subset | paper bpd |\n|---|---|---|---|---|---|---|\n",
+             (images) | SLQ − exact on a subset | paper bpd |\n|---|---|---|---|---|---|---|\n",
         );
         for r in &part.rows {
             let rep = &r.report;
@@ -368,7 +368,7 @@ pub fn image_table_markdown(part: &ImagePartReport, temperature: f64) -> String 
                         |e| {
                             format!(
                                 "{:+.4} ({} images, exact {:.3})",
-                                -e.mean_difference, e.exact.images, e.exact.bpd
+                                e.slq_minus_exact, e.exact.images, e.exact.bpd
                             )
                         },
                     );

@@ -132,8 +132,8 @@ pub(super) fn train_image(a: TrainArgs) -> Result<()> {
                     "; exact bpd on {} of them {} (SLQ − exact {}{})",
                     e.exact.images,
                     super::score(e.exact.bpd, 4),
-                    super::signed_score(e.mean_difference, 4),
-                    super::plus_minus(e.difference_std_err, 4)
+                    super::signed_score(e.slq_minus_exact, 4),
+                    super::plus_minus(e.slq_minus_exact_std_err, 4)
                 )
             });
             format!(

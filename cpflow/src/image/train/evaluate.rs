@@ -78,8 +78,8 @@ impl BpdEstimate {
 /// let cmp = score_test_set(&flow, &set, &cfg, 2, 0)?.exact.unwrap();
 /// assert_eq!((cmp.exact.images, cmp.slq.images), (2, 2));
 /// // The mean of the per-image differences is the difference of the means.
-/// assert!((cmp.slq.bpd - cmp.exact.bpd - cmp.mean_difference).abs() < 1e-12);
-/// assert!(cmp.max_abs_difference >= cmp.mean_difference.abs());
+/// assert!((cmp.slq.bpd - cmp.exact.bpd - cmp.slq_minus_exact).abs() < 1e-12);
+/// assert!(cmp.max_abs_difference >= cmp.slq_minus_exact.abs());
 /// assert!(cmp.max_abs_z.is_none()); // one probe: no per-image probe error
 /// # Ok(())
 /// # }
@@ -90,12 +90,13 @@ pub struct ExactComparison {
     pub exact: BpdEstimate,
     /// SLQ bpd of the same images (same noise; the probes of the full SLQ pass).
     pub slq: BpdEstimate,
-    /// Mean of `slq − exact` per image, bits/dim.
-    #[serde(deserialize_with = "super::f64_or_nan")]
-    pub mean_difference: f64,
+    /// Mean of `slq − exact` per image, bits/dim (named for its sign; reports written before
+    /// it was renamed call it `mean_difference`).
+    #[serde(alias = "mean_difference", deserialize_with = "super::f64_or_nan")]
+    pub slq_minus_exact: f64,
     /// Standard error of that mean (`NaN` for one image).
-    #[serde(deserialize_with = "super::f64_or_nan")]
-    pub difference_std_err: f64,
+    #[serde(alias = "difference_std_err", deserialize_with = "super::f64_or_nan")]
+    pub slq_minus_exact_std_err: f64,
     /// Largest `|slq − exact|` of one image, bits/dim.
     #[serde(deserialize_with = "super::f64_or_nan")]
     pub max_abs_difference: f64,
@@ -440,7 +441,7 @@ pub(super) fn exact_bpd_per_image_monitored(
 /// assert!(report.slq.std_err.is_nan()); // one image: no standard error over images
 /// let cmp = report.exact.unwrap();
 /// assert_eq!(cmp.exact.images, 1);
-/// assert!((cmp.slq.bpd - cmp.exact.bpd - cmp.mean_difference).abs() < 1e-12);
+/// assert!((cmp.slq.bpd - cmp.exact.bpd - cmp.slq_minus_exact).abs() < 1e-12);
 /// # Ok(())
 /// # }
 /// ```
@@ -497,12 +498,12 @@ pub(super) fn score_test_set_monitored(
             .zip(&per_image.probe_std_err)
             .map(|(d, se)| (d / se).abs())
             .fold(0.0, f64::max);
-        let (mean_difference, difference_std_err) = mean_and_std_err(&diff);
+        let (slq_minus_exact, slq_minus_exact_std_err) = mean_and_std_err(&diff);
         Some(ExactComparison {
             exact: BpdEstimate::from_values(&ex),
             slq: BpdEstimate::from_values(&slq[..m]),
-            mean_difference,
-            difference_std_err,
+            slq_minus_exact,
+            slq_minus_exact_std_err,
             max_abs_difference: diff.iter().fold(0.0, |a, d| a.max(d.abs())),
             max_abs_z: if cfg.slq.probes > 1 {
                 Some(max_abs_z)

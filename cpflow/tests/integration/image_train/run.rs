@@ -68,7 +68,7 @@ fn two_steps_write_checkpoint_metrics_model_and_report() {
     let slq = slq_bpd_per_image(&model, &data.test, 3, &cfg.test.slq, 3, seed).unwrap();
     assert!((mean(&exact) - ex.exact.bpd).abs() < 1e-12);
     assert!((mean(&slq.bpd) - t.slq.bpd).abs() < 1e-12);
-    assert!((ex.slq.bpd - ex.exact.bpd - ex.mean_difference).abs() < 1e-12);
+    assert!((ex.slq.bpd - ex.exact.bpd - ex.slq_minus_exact).abs() < 1e-12);
     // With steps = D the Lanczos quadrature is exact for each probe, so SLQ − exact is probe
     // noise only: within 5 of its standard errors (from the 32 probes) per image.
     let z = ex.max_abs_z.unwrap();
@@ -83,6 +83,23 @@ fn two_steps_write_checkpoint_metrics_model_and_report() {
     assert_eq!(text, serde_json::to_string_pretty(&r).unwrap());
     let saved: ImageTrainReport = serde_json::from_str(&text).unwrap();
     assert_eq!(saved.val_curve.len(), 2);
+    // The comparison's fields are named for their sign (the old `mean_difference` was
+    // SLQ − exact while the log line printed exact − SLQ), and a report with the old names
+    // still reads back.
+    let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let cmp = &json["test"]["exact"];
+    let d = cmp["slq_minus_exact"].as_f64().unwrap();
+    let (s, e) = (cmp["slq"]["bpd"].as_f64(), cmp["exact"]["bpd"].as_f64());
+    assert!((s.unwrap() - e.unwrap() - d).abs() < 1e-12, "{cmp}");
+    assert!(cmp["slq_minus_exact_std_err"].is_number(), "{cmp}");
+    let old_names = text
+        .replace("\"slq_minus_exact\"", "\"mean_difference\"")
+        .replace("\"slq_minus_exact_std_err\"", "\"difference_std_err\"");
+    let old: ImageTrainReport = serde_json::from_str(&old_names).unwrap();
+    assert_eq!(
+        old.test.unwrap().exact.unwrap().slq_minus_exact,
+        ex.slq_minus_exact
+    );
     // model.safetensors holds the EMA weights of the checkpoint.
     let ck = checkpoint_tensors(&dir);
     for (name, t) in model.weight_tensors() {

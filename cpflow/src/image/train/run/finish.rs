@@ -85,7 +85,7 @@ impl Run<'_> {
                 images = r.slq.images,
                 test_bpd = r.slq.bpd,
                 std_err = r.slq.std_err,
-                exact_minus_slq = r.exact.as_ref().map(|e| -e.mean_difference),
+                slq_minus_exact = r.exact.as_ref().map(|e| e.slq_minus_exact),
                 "test score (EMA weights, scored once)"
             );
             Some(r)
