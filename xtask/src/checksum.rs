@@ -24,6 +24,11 @@ pub enum Checksum {
     GitBlob(String),
     /// Nothing is known: the computed sha256 is reported and recorded (trust on first use).
     Unknown,
+    /// No checksum is published: this sha256 was recorded locally, in
+    /// `<dir>/.downloads/SHA256SUMS`, when the file was first downloaded (trust on first use).
+    /// Verified like [`Checksum::Sha256`], but it vouches only for what that first download
+    /// delivered (`--force` forgets it).
+    RecordedSha256(String),
     /// Nothing is known about the file as a whole, and nothing is computed: the caller checks
     /// its content instead (each member of an archive against its published sum,
     /// [`crate::registry::Extract::verifies_members`]). [`verify`] does not read the file.
@@ -35,6 +40,13 @@ impl Checksum {
     pub fn sha256(hex: &str) -> Self {
         Self::Sha256(hex.to_ascii_lowercase())
     }
+
+    /// Whether this checksum comes from the publisher (the registry; for
+    /// [`Checksum::OfMembers`], the sums of the members), not from a local record of a first
+    /// download ([`Checksum::RecordedSha256`]) or nowhere ([`Checksum::Unknown`]).
+    pub fn is_published(&self) -> bool {
+        !matches!(self, Checksum::Unknown | Checksum::RecordedSha256(_))
+    }
 }
 
 impl fmt::Display for Checksum {
@@ -45,6 +57,12 @@ impl fmt::Display for Checksum {
             Checksum::Md5(h) => write!(f, "md5 {h}"),
             Checksum::GitBlob(h) => write!(f, "git blob {h}"),
             Checksum::Unknown => write!(f, "checksum not published"),
+            Checksum::RecordedSha256(h) => {
+                write!(
+                    f,
+                    "sha256 {h}, recorded on first download; none is published"
+                )
+            }
             Checksum::OfMembers => write!(f, "each member is checked against its published sum"),
         }
     }
@@ -139,6 +157,10 @@ pub fn verify(path: &Path, checksum: &Checksum) -> std::io::Result<Result<Verifi
     Ok(match checksum {
         Checksum::Sha256(h) => compare(h, sha256_file(path)?).map_err(|m| Mismatch {
             expected: format!("sha256 {}", m.expected),
+            actual: format!("sha256 {}", m.actual),
+        }),
+        Checksum::RecordedSha256(h) => compare(h, sha256_file(path)?).map_err(|m| Mismatch {
+            expected: format!("sha256 {} (recorded on first download)", m.expected),
             actual: format!("sha256 {}", m.actual),
         }),
         Checksum::Md5(h) => compare(h, md5_file(path)?).map_err(|m| Mismatch {

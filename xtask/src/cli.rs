@@ -28,7 +28,9 @@ pub struct Cli {
 /// Subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Download, verify (sha256 / md5) and unpack a dataset into the data directory.
+    /// Download, verify (sha256 / md5) and unpack a dataset into the data directory, from
+    /// the official sources or a mirror (a server or a local directory).
+    #[command(after_help = crate::registry::mirror_layout_help())]
     Download(DownloadArgs),
     /// Train and evaluate CP-Flow on the MAF tabular benchmarks found on disk.
     BenchTabular(BenchTabularArgs),
@@ -69,9 +71,10 @@ pub struct DownloadArgs {
     /// Data directory (the loaders' root).
     #[arg(long, default_value = cpflow::datasets::layout::DEFAULT_ROOT)]
     pub dir: PathBuf,
-    /// Fetch every file from this base URL instead of the official sources
-    /// (`<URL>/maf/data.tar.gz`, `<URL>/mnist/<file>.gz`, ...; see `xtask::registry`).
-    #[arg(long, env = "CPFLOW_DATA_MIRROR")]
+    /// Take every file from this mirror instead of the official sources: a base URL
+    /// (http:// or https://), or a local directory (a path or file:// URL), holding the files
+    /// at the paths listed below.
+    #[arg(long, env = "CPFLOW_DATA_MIRROR", value_name = "URL|DIR")]
     pub mirror: Option<String>,
     /// Extra attempts per URL after an interrupted transfer (each resumes where it stopped).
     #[arg(long, default_value_t = 4)]
@@ -82,7 +85,9 @@ pub struct DownloadArgs {
     /// Do not draw a progress bar.
     #[arg(long)]
     pub no_progress: bool,
-    /// Unpack again even if the dataset's files are already present.
+    /// Start over: delete the cached files that have no published checksum (the MAF archive,
+    /// UCI's files) and forget the sha256 recorded for them on first download, download them
+    /// afresh, and install again even if the dataset's files are present.
     #[arg(long)]
     pub force: bool,
 }

@@ -19,6 +19,9 @@
 //!   status, a transfer that kept breaking off) and what to do about it: where to place the
 //!   file by hand when offline, another source when a server does not serve it. A file placed
 //!   by hand is verified like a downloaded one.
+//! * A `file://` URL (a local mirror directory, [`crate::registry::Mirror::Dir`]) is copied
+//!   into the `.part` file from its start, then verified and renamed like a download; a file
+//!   missing there is [`UrlFailure::NoLocalFile`], and the next URL is tried.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
@@ -147,6 +150,7 @@ pub fn fetch(
                         moved_to: PathBuf::from(bad),
                     },
                     dest: dest.to_path_buf(),
+                    recorded: matches!(checksum, Checksum::RecordedSha256(_)),
                     mismatch,
                 })
             }
@@ -206,6 +210,17 @@ fn download(
 ) -> Result<Fetched, FetchError> {
     let mut failures = Vec::new();
     for url in urls {
+        if let Some(src) = local_file(url) {
+            match copy_local(src, part) {
+                Ok(()) => return finish(url, part, dest, checksum, false),
+                Err(Attempt::Fatal(e)) => return Err(e),
+                Err(Attempt::Retry(e) | Attempt::GiveUpUrl(e)) => {
+                    tracing::warn!("{url}: {e}");
+                    failures.push((url.clone(), e));
+                    continue;
+                }
+            }
+        }
         let mut delay = opts.backoff;
         let mut last = None;
         for attempt in 0..=opts.retries {
@@ -242,6 +257,54 @@ fn download(
     })
 }
 
+/// The local file a `file://` URL names: the rest of the URL, taken as it is (such URLs are
+/// built from a mirror directory's path by [`crate::registry::Artifact::urls_with`], which does
+/// not percent-encode).
+pub fn local_file(url: &str) -> Option<&Path> {
+    url.strip_prefix("file://").map(Path::new)
+}
+
+/// Copies a file of a mirror directory to `part`, from its start (a copy is not resumed).
+fn copy_local(src: &Path, part: &Path) -> Result<(), Attempt> {
+    let mut from = match File::open(src) {
+        Ok(f) if src.is_file() => f,
+        Ok(_) => {
+            return Err(Attempt::GiveUpUrl(UrlFailure::NoLocalFile(format!(
+                "{} is not a file",
+                src.display()
+            ))));
+        }
+        Err(e) => {
+            return Err(Attempt::GiveUpUrl(UrlFailure::NoLocalFile(format!(
+                "{}: {e}",
+                src.display()
+            ))));
+        }
+    };
+    let cannot_write = |cause| {
+        Attempt::Fatal(FetchError::Io {
+            path: part.to_path_buf(),
+            cause,
+        })
+    };
+    let mut to = File::create(part).map_err(cannot_write)?;
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) => {
+                return Err(Attempt::GiveUpUrl(UrlFailure::NoLocalFile(format!(
+                    "reading {}: {e}",
+                    src.display()
+                ))));
+            }
+        };
+        to.write_all(&buf[..n]).map_err(cannot_write)?;
+    }
+    to.sync_all().map_err(cannot_write)
+}
+
 /// Verifies the complete `.part` file and renames it into place.
 fn finish(
     url: &str,
@@ -267,6 +330,7 @@ fn finish(
                     retried_from_scratch: false,
                 },
                 dest: dest.to_path_buf(),
+                recorded: matches!(checksum, Checksum::RecordedSha256(_)),
                 mismatch,
             })
         }

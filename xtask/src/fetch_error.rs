@@ -19,6 +19,9 @@ pub enum UrlFailure {
     /// The transfer kept breaking off (after the retries); the bytes received are kept in the
     /// `.part` file, which the next run continues.
     BrokeOff(String),
+    /// A `file://` URL (a mirror directory) names no file that can be read; the detail says
+    /// why.
+    NoLocalFile(String),
 }
 
 impl fmt::Display for UrlFailure {
@@ -35,6 +38,7 @@ impl fmt::Display for UrlFailure {
                 }
             }
             UrlFailure::BrokeOff(e) => write!(f, "the transfer broke off ({e})"),
+            UrlFailure::NoLocalFile(e) => write!(f, "not in the mirror directory ({e})"),
         }
     }
 }
@@ -88,12 +92,15 @@ pub enum FetchError {
         checksum: Checksum,
     },
     /// The downloaded (or hand-placed) file does not match its checksum.
-    #[error("{}", mismatch_message(origin, dest, mismatch))]
+    #[error("{}", mismatch_message(origin, dest, *recorded, mismatch))]
     ChecksumMismatch {
         /// Where the bytes came from.
         origin: MismatchOrigin,
         /// Where the file belongs.
         dest: PathBuf,
+        /// Whether the checksum it was held to was only recorded locally on first download
+        /// ([`Checksum::RecordedSha256`]), not published: the message tells them apart.
+        recorded: bool,
         /// Expected vs computed.
         mismatch: Mismatch,
     },
@@ -115,7 +122,7 @@ impl FetchError {
     pub fn advises_by_hand(&self) -> bool {
         match self {
             FetchError::NotDownloaded { failures, .. } => failures.iter().any(|(_, f)| {
-                matches!(f, UrlFailure::NoAnswer(_))
+                matches!(f, UrlFailure::NoAnswer(_) | UrlFailure::NoLocalFile(_))
                     || matches!(f, UrlFailure::Status(_)) && !f.is_transient_status()
             }),
             _ => false,
@@ -149,6 +156,11 @@ fn not_downloaded_message(
             _ => None,
         })
         .collect();
+    let not_in_dir: Vec<&str> = failures
+        .iter()
+        .filter(|(_, f)| matches!(f, UrlFailure::NoLocalFile(_)))
+        .filter_map(|(u, _)| u.strip_prefix("file://"))
+        .collect();
     let transient = failures.iter().any(|(_, f)| f.is_transient_status());
     let broke_off = failures
         .iter()
@@ -174,6 +186,14 @@ fn not_downloaded_message(
             refused.join("; ")
         );
     }
+    if !not_in_dir.is_empty() {
+        let _ = write!(
+            s,
+            "\n  A mirror directory holds each file at the path `cargo xtask download --help` \
+             lists: put it at {}, or {by_hand}.",
+            not_in_dir.join(" or ")
+        );
+    }
     if transient {
         s.push_str(
             "\n  The server answered with an error on every attempt: try again later, or use \
@@ -192,8 +212,16 @@ fn not_downloaded_message(
 }
 
 /// The message of [`FetchError::ChecksumMismatch`]: what running the command again would do
-/// depends on where the bytes came from.
-fn mismatch_message(origin: &MismatchOrigin, dest: &Path, mismatch: &Mismatch) -> String {
+/// depends on where the bytes came from, and on whether the checksum is published.
+fn mismatch_message(
+    origin: &MismatchOrigin,
+    dest: &Path,
+    recorded: bool,
+    mismatch: &Mismatch,
+) -> String {
+    if recorded {
+        return recorded_mismatch_message(origin, dest, mismatch);
+    }
     let file = file_name(dest);
     match origin {
         MismatchOrigin::Download {
@@ -252,6 +280,51 @@ fn mismatch_message(origin: &MismatchOrigin, dest: &Path, mismatch: &Mismatch) -
         ),
     }
 }
+
+/// [`mismatch_message`] for a checksum that nobody published: the sha256 recorded in
+/// `.downloads/SHA256SUMS` when the file was first downloaded. Either side may be the bad one,
+/// and placing a copy by hand does not help while the record stands: the way out is `--force`.
+fn recorded_mismatch_message(origin: &MismatchOrigin, dest: &Path, mismatch: &Mismatch) -> String {
+    let file = file_name(dest);
+    let record = dest.with_file_name(SHA256_RECORD);
+    let why = format!(
+        "No checksum is published for {file}: the sha256 it was checked against was recorded \
+         in {} when it was first downloaded, so it vouches only for what that download \
+         delivered",
+        record.display()
+    );
+    let force = "If that first download was bad (e.g. a loader cannot read the files installed \
+                 from it), run the download again with `--force`: it forgets the recorded \
+                 sha256 and the cached copy and downloads afresh (a copy placed by hand after \
+                 that is accepted, checked, and recorded in its place)";
+    match origin {
+        MismatchOrigin::Download {
+            url,
+            continued_part,
+            retried_from_scratch,
+        } => format!(
+            "{file} from {url}: {mismatch}. {why}; nothing was kept at {}{}. {force}",
+            dest.display(),
+            if *continued_part && !*retried_from_scratch {
+                " (the download continued a partial file, which may be what differs: running \
+                 the command again downloads the whole file afresh)"
+            } else {
+                ""
+            }
+        ),
+        MismatchOrigin::OnDisk { moved_to } => format!(
+            "{file} at {}: {mismatch}; it was moved to {} (kept for inspection) and nothing \
+             was installed from it. {why}. Run the command again to download it (it is \
+             checked against that record). {force}",
+            dest.display(),
+            moved_to.display()
+        ),
+    }
+}
+
+/// Name of the file in `<dir>/.downloads/` that records the sha256 of each download that had
+/// no published checksum (`<sha256>  <name>` lines).
+pub const SHA256_RECORD: &str = "SHA256SUMS";
 
 pub(crate) fn file_name(p: &Path) -> String {
     p.file_name().map_or_else(

@@ -1,8 +1,10 @@
 //! `cargo xtask download`: fetch, verify and lay out one dataset under the data directory.
 //!
 //! Downloads are cached in `<dir>/.downloads/` (the MAF archive serves three datasets). A
-//! file without a published checksum is accepted with a warning and its sha256 is appended
-//! to `<dir>/.downloads/SHA256SUMS`; later runs verify against that record. An archive whose
+//! file without a published checksum is accepted with a warning once the files extracted from
+//! it pass their loader's check (below), and its sha256 is then appended to
+//! `<dir>/.downloads/SHA256SUMS`; later runs verify against that record
+//! ([`Checksum::RecordedSha256`], whose mismatch messages say it was recorded, not published). An archive whose
 //! every member is checked against published sums (BSDS300's images,
 //! [`crate::registry::Extract::verifies_members`]) is verified by that check instead: no
 //! warning, and no sha256 of the archive is computed or recorded
@@ -13,6 +15,17 @@
 //! deleted, a file that was already in the cache is moved to `<file>.bad`, and any sha256
 //! recorded for it is forgotten, so that the next run downloads it afresh instead of
 //! trusting it again.
+//!
+//! A plan's files are extracted into `<dir>/.downloads/<dataset>.staging/` and read as their
+//! loaders read them ([`crate::installed_check`]) before anything is installed or recorded:
+//! an archive without a published checksum whose files fail is deleted from the cache and its
+//! recorded sha256 forgotten (it was never vouched for), and nothing is installed. Only then
+//! is a first download's sha256 recorded and are the files moved into place. An installed
+//! dataset whose files fail that check is not "already present": it is installed again.
+//!
+//! `--force` starts over: the cached archives that have no published checksum are deleted and
+//! their recorded sha256 forgotten ([`forget_unpublished`]), so they are downloaded afresh;
+//! files with a published checksum stay cached and are verified against it.
 
 use std::fmt::Write as _;
 use std::io::Write;
@@ -22,19 +35,24 @@ use anyhow::{Context, Result, anyhow};
 
 use crate::checksum::{Checksum, Verified};
 use crate::extract::{self, Output};
-use crate::fetch::{FetchError, FetchOptions, Fetched, agent, fetch};
-use crate::registry::{DatasetSpec, Plan, Step};
+use crate::fetch::{FetchError, FetchOptions, Fetched, agent, fetch, part_path};
+pub use crate::fetch_error::SHA256_RECORD;
+use crate::installed_check::check_loadable;
+use crate::registry::{DatasetSpec, Mirror, Plan, Step};
 
 /// Options of [`download_dataset`].
 #[derive(Debug, Clone)]
 pub struct DownloadOptions {
     /// The data directory (loaders' root).
     pub dir: PathBuf,
-    /// Base URL replacing every official URL (see [`crate::registry`]).
-    pub mirror: Option<String>,
+    /// Mirror replacing every official URL: a base URL or a local directory (see
+    /// [`crate::registry`]).
+    pub mirror: Option<Mirror>,
     /// Transfer options.
     pub fetch: FetchOptions,
-    /// Extract again even if the dataset's files are present.
+    /// Start over: forget the cached archives without a published checksum and their
+    /// recorded sha256 ([`forget_unpublished`]), download them afresh and install again even
+    /// if the dataset's files are present.
     pub force: bool,
 }
 
@@ -57,7 +75,7 @@ pub fn cache_dir(dir: &Path) -> PathBuf {
     dir.join(".downloads")
 }
 
-const RECORD: &str = "SHA256SUMS";
+const RECORD: &str = SHA256_RECORD;
 
 /// The sha256 recorded for `name` by an earlier unverified download.
 pub fn recorded_sha256(dir: &Path, name: &str) -> Option<String> {
@@ -104,12 +122,64 @@ pub fn is_installed(spec: &DatasetSpec, dir: &Path) -> bool {
     spec.outputs.iter().all(|o| dir.join(o).is_file())
 }
 
+/// The installed outputs of `spec` that their loader cannot read
+/// ([`crate::installed_check`]), with what is wrong.
+pub fn unloadable_outputs(spec: &DatasetSpec, dir: &Path) -> Vec<String> {
+    spec.outputs
+        .iter()
+        .filter_map(|o| check_loadable(&dir.join(o), o).err())
+        .map(|e| e.to_string())
+        .collect()
+}
+
+/// `--force`'s start over: deletes from the cache every archive of `spec` that has no
+/// published checksum (and its `.part`), and forgets the sha256 recorded for it, so that it is
+/// downloaded afresh. Archives held to a published checksum, or whose members are (BSDS300),
+/// are kept: they are verified again anyway. Returns the names of the files deleted or
+/// forgotten.
+pub fn forget_unpublished(spec: &DatasetSpec, dir: &Path) -> Result<Vec<String>> {
+    let mut dropped = Vec::new();
+    for step in spec.plans.iter().flat_map(|p| &p.steps) {
+        let a = &step.artifact;
+        if a.checksum != Checksum::Unknown || step.extract.verifies_members() {
+            continue;
+        }
+        let cache = cache_dir(dir).join(&a.cache_name);
+        let mut any = forget_sha256(dir, &a.cache_name)?;
+        for f in [cache.clone(), part_path(&cache)] {
+            match std::fs::remove_file(&f) {
+                Ok(()) => any = true,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e).with_context(|| format!("cannot delete {}", f.display())),
+            }
+        }
+        if any && !dropped.contains(&a.cache_name) {
+            dropped.push(a.cache_name.clone());
+        }
+    }
+    Ok(dropped)
+}
+
+/// What one step delivered into the staging directory.
+struct StepDone {
+    /// The cached download.
+    cache_name: String,
+    /// Where it came from, and how it was verified.
+    fetched: Fetched,
+    /// What it was held to.
+    checksum: Checksum,
+    /// The files it extracted, relative to the data directory.
+    files: Vec<String>,
+}
+
+/// Fetches (or takes from the cache) and verifies one artifact, reads it to its end, and
+/// extracts it into `staging`.
 fn run_step(
     step: &Step,
     opts: &DownloadOptions,
     agent: &ureq::Agent,
-    unverified: &mut Vec<(String, String)>,
-) -> Result<(), StepError> {
+    staging: &Path,
+) -> Result<StepDone, StepError> {
     let a = &step.artifact;
     let cache = cache_dir(&opts.dir).join(&a.cache_name);
     // An archive whose members are each checked against published sums is verified by its
@@ -117,13 +187,13 @@ fn run_step(
     // compressed otherwise holds the same members).
     let checksum = match (&a.checksum, recorded_sha256(&opts.dir, &a.cache_name)) {
         (Checksum::Unknown, _) if step.extract.verifies_members() => Checksum::OfMembers,
-        (Checksum::Unknown, Some(sha)) => Checksum::Sha256(sha),
+        (Checksum::Unknown, Some(sha)) => Checksum::RecordedSha256(sha),
         (c, _) => c.clone(),
     };
     tracing::info!("{}: {} ({})", a.cache_name, checksum, a.approx_size);
     let fetched = fetch(
         agent,
-        &a.urls_with(opts.mirror.as_deref()),
+        &a.urls_with(opts.mirror.as_ref()),
         &cache,
         &checksum,
         &opts.fetch,
@@ -140,17 +210,47 @@ fn run_step(
             &a.cache_name,
         )));
     }
-    if let Verified::Unverified { sha256 } = fetched.verified() {
-        tracing::warn!(
-            "{}: no published checksum to verify against; computed sha256 {sha256} \
-             (recorded in {})",
-            a.cache_name,
-            cache_dir(&opts.dir).join(RECORD).display()
-        );
-        record_sha256(&opts.dir, &a.cache_name, sha256).map_err(StepError::Other)?;
-        unverified.push((a.cache_name.clone(), sha256.clone()));
+    let before = files_under(staging).map_err(StepError::Other)?;
+    extract::extract(&cache, &step.extract, Output::Dir(staging)).map_err(StepError::Other)?;
+    let files = files_under(staging)
+        .map_err(StepError::Other)?
+        .into_iter()
+        .filter(|f| !before.contains(f))
+        .collect();
+    Ok(StepDone {
+        cache_name: a.cache_name.clone(),
+        fetched,
+        checksum,
+        files,
+    })
+}
+
+/// The files under `root`, as `/`-separated paths relative to it, sorted.
+fn files_under(root: &Path) -> Result<Vec<String>> {
+    fn walk(root: &Path, rel: &str, out: &mut Vec<String>) -> Result<()> {
+        let dir = root.join(rel);
+        let entries =
+            std::fs::read_dir(&dir).with_context(|| format!("cannot list {}", dir.display()))?;
+        for entry in entries {
+            let entry = entry.with_context(|| format!("cannot list {}", dir.display()))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let child = if rel.is_empty() {
+                name
+            } else {
+                format!("{rel}/{name}")
+            };
+            if entry.file_type()?.is_dir() {
+                walk(root, &child, out)?;
+            } else {
+                out.push(child);
+            }
+        }
+        Ok(())
     }
-    extract::extract(&cache, &step.extract, Output::Dir(&opts.dir)).map_err(StepError::Other)
+    let mut out = Vec::new();
+    walk(root, "", &mut out)?;
+    out.sort();
+    Ok(out)
 }
 
 /// An archive that cannot be read to its end: deletes a fresh download, moves a file that was
@@ -200,21 +300,147 @@ fn discard_unusable(
 enum StepError {
     Fetch(FetchError),
     Other(anyhow::Error),
+    /// A file without a published checksum that was taken from the cache (an earlier
+    /// download) held files its loader cannot read: it was deleted and its record forgotten,
+    /// so running the plan again downloads it afresh.
+    DroppedCached(anyhow::Error),
 }
 
 fn run_plan(
+    spec: &DatasetSpec,
     plan: &Plan,
     opts: &DownloadOptions,
     agent: &ureq::Agent,
 ) -> Result<Outcome, StepError> {
-    let mut unverified = Vec::new();
-    for step in &plan.steps {
-        run_step(step, opts, agent, &mut unverified)?;
-    }
+    let staging = cache_dir(&opts.dir).join(format!("{}.staging", spec.name));
+    let fresh_staging = || -> Result<()> {
+        if staging.exists() {
+            std::fs::remove_dir_all(&staging)
+                .with_context(|| format!("cannot remove {}", staging.display()))?;
+        }
+        std::fs::create_dir_all(&staging)
+            .with_context(|| format!("cannot create {}", staging.display()))
+    };
+    fresh_staging().map_err(StepError::Other)?;
+    let result = stage_plan(plan, opts, agent, &staging).and_then(|done| {
+        check_staged(&done, opts, &staging)?;
+        install_staged(&done, opts, &staging).map_err(StepError::Other)?;
+        Ok(done)
+    });
+    let _ = std::fs::remove_dir_all(&staging);
+    let done = result?;
     Ok(Outcome::Installed {
         source: plan.source,
-        unverified,
+        unverified: done
+            .into_iter()
+            .filter_map(|d| match d.fetched.verified() {
+                Verified::Unverified { sha256 } => Some((d.cache_name, sha256.clone())),
+                _ => None,
+            })
+            .collect(),
     })
+}
+
+/// Runs every step of `plan` into `staging`.
+fn stage_plan(
+    plan: &Plan,
+    opts: &DownloadOptions,
+    agent: &ureq::Agent,
+    staging: &Path,
+) -> Result<Vec<StepDone>, StepError> {
+    plan.steps
+        .iter()
+        .map(|step| run_step(step, opts, agent, staging))
+        .collect()
+}
+
+/// Reads each staged file as its loader does. A file that fails means its archive is not the
+/// dataset: one without a published checksum is deleted from the cache and its recorded sha256
+/// forgotten (nothing vouched for it); one with a published checksum is kept (the check, or
+/// the publisher's file, is then what is wrong).
+fn check_staged(
+    done: &[StepDone],
+    opts: &DownloadOptions,
+    staging: &Path,
+) -> Result<(), StepError> {
+    for d in done {
+        for rel in &d.files {
+            let Err(mut bad) = check_loadable(&staging.join(rel), rel) else {
+                continue;
+            };
+            // Name the file where it belongs, not its staging copy.
+            bad.detail = bad.detail.replace(
+                &staging.join(rel).display().to_string(),
+                &opts.dir.join(rel).display().to_string(),
+            );
+            let from = match &d.fetched {
+                Fetched::Downloaded { url, .. } => format!("downloaded from {url}"),
+                Fetched::AlreadyPresent(_) => "found in the cache".to_string(),
+            };
+            if d.checksum.is_published() {
+                return Err(StepError::Other(anyhow!(
+                    "{bad}. It was extracted from {} ({from}), which matches its published \
+                     checksum ({}), so it was kept; nothing was installed. Please report it",
+                    d.cache_name,
+                    d.checksum
+                )));
+            }
+            let cache = cache_dir(&opts.dir).join(&d.cache_name);
+            let deleted = match std::fs::remove_file(&cache) {
+                Ok(()) => format!("{} was deleted from the cache", d.cache_name),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+                Err(e) => format!("{} could not be deleted ({e}): delete it", cache.display()),
+            };
+            let record = cache_dir(&opts.dir).join(RECORD);
+            let forgot = match (&d.checksum, forget_sha256(&opts.dir, &d.cache_name)) {
+                (_, Err(e)) => format!(
+                    "; its sha256 could not be removed from {} ({e:#}): remove its line",
+                    record.display()
+                ),
+                (Checksum::RecordedSha256(_), Ok(_)) => format!(
+                    " and the sha256 recorded for it on first download forgotten (in {})",
+                    record.display()
+                ),
+                _ => " (its sha256 was not recorded)".to_string(),
+            };
+            let e = anyhow!(
+                "{bad}. It was extracted from {} ({from}), which has no published checksum: \
+                 nothing was installed, {deleted}{forgot}",
+                d.cache_name
+            );
+            return Err(match d.fetched {
+                Fetched::AlreadyPresent(_) => StepError::DroppedCached(e),
+                Fetched::Downloaded { .. } => StepError::Other(anyhow!(
+                    "{e}. The source served a file that is not the dataset: use another source \
+                     (`--mirror`), or run the command again if the download may have been \
+                     altered on the way"
+                )),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Records the sha256 of first downloads, then moves the staged files into the data
+/// directory (each rename is atomic).
+fn install_staged(done: &[StepDone], opts: &DownloadOptions, staging: &Path) -> Result<()> {
+    for d in done {
+        if let Verified::Unverified { sha256 } = d.fetched.verified() {
+            tracing::warn!(
+                "{}: no published checksum to verify against; its files pass their loader's \
+                 check; computed sha256 {sha256} (recorded in {}; `--force` forgets it)",
+                d.cache_name,
+                cache_dir(&opts.dir).join(RECORD).display()
+            );
+            record_sha256(&opts.dir, &d.cache_name, sha256)?;
+        }
+    }
+    for rel in done.iter().flat_map(|d| &d.files) {
+        let to = opts.dir.join(rel);
+        extract::place(&staging.join(rel), &to)
+            .with_context(|| format!("cannot install {}", to.display()))?;
+    }
+    Ok(())
 }
 
 /// Fetches, verifies and extracts one dataset into `opts.dir`. Every error names the
@@ -223,8 +449,52 @@ fn run_plan(
 /// Sources are tried in order while they do not deliver a file (no answer, an HTTP error, a
 /// transfer that keeps breaking off); a checksum mismatch or a bad archive stops at once.
 pub fn download_dataset(spec: &DatasetSpec, opts: &DownloadOptions) -> Result<Outcome> {
+    download_datasets(std::slice::from_ref(spec), opts)
+        .pop()
+        .unwrap_or_else(|| Err(anyhow!("{}: nothing to download", spec.name)))
+}
+
+/// [`download_dataset`] for each of `specs`, in order; with `force`, the start over
+/// ([`forget_unpublished`]) is done once for all of them first (the MAF archive, shared by
+/// three datasets, is downloaded once).
+pub fn download_datasets(specs: &[DatasetSpec], opts: &DownloadOptions) -> Vec<Result<Outcome>> {
+    let started_over: Vec<Result<()>> = specs
+        .iter()
+        .map(|spec| {
+            if !opts.force {
+                return Ok(());
+            }
+            let dropped = forget_unpublished(spec, &opts.dir)
+                .with_context(|| format!("{}: --force could not start over", spec.name))?;
+            if !dropped.is_empty() {
+                tracing::info!(
+                    "{}: --force: deleted the cached {} and forgot any sha256 recorded for it \
+                     (no checksum is published): downloading afresh",
+                    spec.name,
+                    dropped.join(", ")
+                );
+            }
+            Ok(())
+        })
+        .collect();
+    specs
+        .iter()
+        .zip(started_over)
+        .map(|(spec, ok)| ok.and_then(|()| install_dataset(spec, opts)))
+        .collect()
+}
+
+fn install_dataset(spec: &DatasetSpec, opts: &DownloadOptions) -> Result<Outcome> {
     if !opts.force && is_installed(spec, &opts.dir) {
-        return Ok(Outcome::AlreadyInstalled);
+        let bad = unloadable_outputs(spec, &opts.dir);
+        if bad.is_empty() {
+            return Ok(Outcome::AlreadyInstalled);
+        }
+        tracing::warn!(
+            "{}: installed, but {}: installing it again",
+            spec.name,
+            bad.join("; ")
+        );
     }
     std::fs::create_dir_all(cache_dir(&opts.dir)).with_context(|| {
         format!(
@@ -236,7 +506,13 @@ pub fn download_dataset(spec: &DatasetSpec, opts: &DownloadOptions) -> Result<Ou
     let agent = agent(&opts.fetch);
     let mut not_delivered = Vec::new();
     for (k, plan) in spec.plans.iter().enumerate() {
-        match run_plan(plan, opts, &agent) {
+        let mut result = run_plan(spec, plan, opts, &agent);
+        if let Err(StepError::DroppedCached(e)) = &result {
+            // The bad copy came from the cache, and is gone: download it afresh, once.
+            tracing::warn!("{}: {e}: downloading it afresh", spec.name);
+            result = run_plan(spec, plan, opts, &agent);
+        }
+        match result {
             Ok(outcome) => return Ok(outcome),
             Err(StepError::Fetch(e @ FetchError::NotDownloaded { .. })) => {
                 if k + 1 < spec.plans.len() {
@@ -268,7 +544,9 @@ pub fn download_dataset(spec: &DatasetSpec, opts: &DownloadOptions) -> Result<Ou
             Err(StepError::Fetch(e)) => {
                 return Err(anyhow!(e).context(format!("downloading {}", spec.name)));
             }
-            Err(StepError::Other(e)) => return Err(e.context(format!("installing {}", spec.name))),
+            Err(StepError::Other(e) | StepError::DroppedCached(e)) => {
+                return Err(e.context(format!("installing {}", spec.name)));
+            }
         }
     }
     Err(anyhow!(

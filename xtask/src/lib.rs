@@ -2,9 +2,10 @@
 //! for the CP-Flow workspace.
 //!
 //! * `cargo xtask download <power|gas|hepmass|miniboone|bsds300|mnist|cifar10|omniglot|all> [--dir DIR]`
-//!   fetches the upstream files ([`registry`]), verifies them ([`checksum`]), downloads
-//!   resumably and atomically ([`fetch`]) and lays them out as `cpflow::datasets` expects
-//!   ([`install`], [`extract`]).
+//!   fetches the upstream files ([`registry`]; `--mirror URL|DIR` for a mirror server or a
+//!   local directory), verifies them ([`checksum`]), downloads resumably and atomically
+//!   ([`fetch`]), checks that the loaders can read them ([`installed_check`]) and lays them
+//!   out as `cpflow::datasets` expects ([`install`], [`extract`]).
 //! * `cargo xtask bench-tabular [--datasets power,gas,hepmass,miniboone,bsds300]
 //!   [--minutes N] [--quick] [--device cpu|cuda] [--data-dir DIR] [--out DIR]` trains CP-Flow
 //!   on the MAF benchmarks found on disk ([`bench_tabular`], configurations in
@@ -32,7 +33,9 @@ pub mod extract;
 pub mod fetch;
 pub mod fetch_error;
 pub mod install;
+pub mod installed_check;
 pub mod json_file;
+pub mod mirror;
 pub mod registry;
 pub mod reproduce;
 pub mod reproduce_image;

@@ -12,9 +12,13 @@
 //!
 //! With `--mirror URL` (or `CPFLOW_DATA_MIRROR`), every file is fetched from
 //! `URL/<mirror path>` instead, with the mirror paths listed by [`Artifact::mirror_path`]
-//! (e.g. `maf/data.tar.gz`, `mnist/train-images-idx3-ubyte.gz`).
+//! (e.g. `maf/data.tar.gz`, `mnist/train-images-idx3-ubyte.gz`); a local directory with the
+//! same layout (a path or a `file://` URL, [`Mirror::Dir`]) serves an offline machine.
+//! [`mirror_layout_help`] lists the layout for `cargo xtask download --help` ([`crate::mirror`]).
 
 use cpflow::datasets::layout;
+
+pub use crate::mirror::{Mirror, MirrorError, mirror_layout, mirror_layout_help};
 
 use crate::checksum::Checksum;
 
@@ -34,10 +38,17 @@ pub struct Artifact {
 }
 
 impl Artifact {
-    /// The URLs to try: the mirror's alone when one is given, else the official ones.
-    pub fn urls_with(&self, mirror: Option<&str>) -> Vec<String> {
+    /// The URLs to try: the mirror's alone when one is given, else the official ones. A
+    /// mirror directory gives a `file://` URL of the file's path, not percent-encoded
+    /// ([`crate::fetch::local_file`] reads it back as it is).
+    pub fn urls_with(&self, mirror: Option<&Mirror>) -> Vec<String> {
         match mirror {
-            Some(m) => vec![format!("{}/{}", m.trim_end_matches('/'), self.mirror_path)],
+            Some(Mirror::Url(m)) => {
+                vec![format!("{}/{}", m.trim_end_matches('/'), self.mirror_path)]
+            }
+            Some(Mirror::Dir(d)) => {
+                vec![format!("file://{}", d.join(&self.mirror_path).display())]
+            }
             None => self.urls.clone(),
         }
     }
@@ -411,8 +422,12 @@ mod tests {
     fn mirror_replaces_official_urls() {
         let a = maf_archive();
         assert_eq!(
-            a.urls_with(Some("http://127.0.0.1:9/")),
+            a.urls_with(Some(&Mirror::Url("http://127.0.0.1:9/".into()))),
             vec!["http://127.0.0.1:9/maf/data.tar.gz".to_string()]
+        );
+        assert_eq!(
+            a.urls_with(Some(&Mirror::Dir("/srv/m".into()))),
+            vec!["file:///srv/m/maf/data.tar.gz".to_string()]
         );
         assert_eq!(a.urls_with(None), a.urls);
     }

@@ -6,6 +6,8 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use candle_core::Device;
 
+use crate::registry::Mirror;
+
 /// The candle device named on the command line (`cpu`, `cuda` or `cuda:N`).
 pub fn parse_device(name: &str) -> Result<Device> {
     let name = name.trim().to_ascii_lowercase();
@@ -35,12 +37,16 @@ pub fn budget_from_minutes(minutes: f64) -> Result<Duration> {
         .map_err(|_| anyhow::anyhow!("--minutes {minutes:e} is too large"))
 }
 
-/// The `--mirror` base URL: none when not given or empty (`CPFLOW_DATA_MIRROR=` set to the
-/// empty string means no mirror, not a mirror at the empty URL).
-pub fn mirror_base(arg: Option<&str>) -> Option<String> {
+/// The `--mirror` value ([`Mirror::parse`]: a base URL, or a local directory as a path or
+/// `file://` URL): none when not given or empty (`CPFLOW_DATA_MIRROR=` set to the empty string
+/// means no mirror, not a mirror at the empty URL). A value that cannot be a mirror (another
+/// URL scheme, a path that is not a directory) is refused before anything is downloaded.
+pub fn mirror_base(arg: Option<&str>) -> Result<Option<Mirror>> {
     arg.map(str::trim)
         .filter(|m| !m.is_empty())
-        .map(str::to_string)
+        .map(Mirror::parse)
+        .transpose()
+        .map_err(Into::into)
 }
 
 #[cfg(test)]
@@ -51,13 +57,14 @@ mod tests {
     #[test]
     fn an_empty_mirror_means_no_mirror() {
         // `CPFLOW_DATA_MIRROR=` (set but empty) used to make every URL `/maf/data.tar.gz`.
-        assert_eq!(mirror_base(Some("")), None);
-        assert_eq!(mirror_base(Some("  ")), None);
-        assert_eq!(mirror_base(None), None);
+        assert_eq!(mirror_base(Some("")).unwrap(), None);
+        assert_eq!(mirror_base(Some("  ")).unwrap(), None);
+        assert_eq!(mirror_base(None).unwrap(), None);
         assert_eq!(
-            mirror_base(Some(" http://127.0.0.1:9/m ")).as_deref(),
-            Some("http://127.0.0.1:9/m")
+            mirror_base(Some(" http://127.0.0.1:9/m ")).unwrap(),
+            Some(Mirror::Url("http://127.0.0.1:9/m".into()))
         );
+        assert!(mirror_base(Some("/no/such/mirror/dir")).is_err());
     }
 
     #[test]

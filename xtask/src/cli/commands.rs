@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use cpflow::datasets::TabularDataset;
 
 use super::{BenchTabularArgs, DownloadArgs, DownloadName, ReproduceArgs};
@@ -15,7 +15,7 @@ use crate::bench_tabular::{
     parse_datasets, run_bench_tabular,
 };
 use crate::fetch::FetchOptions;
-use crate::install::{DownloadOptions, Outcome, download_dataset};
+use crate::install::{DownloadOptions, Outcome, download_datasets};
 use crate::registry::{DATASETS, find};
 use crate::reproduce::{REPORT_MD, ReproduceOptions, run_reproduce};
 use crate::reproduce_image::parse_image_datasets;
@@ -235,7 +235,7 @@ pub fn reproduce(args: &ReproduceArgs) -> Result<()> {
 pub fn download(args: &DownloadArgs) -> Result<()> {
     let opts = DownloadOptions {
         dir: args.dir.clone(),
-        mirror: mirror_base(args.mirror.as_deref()),
+        mirror: mirror_base(args.mirror.as_deref())?,
         fetch: FetchOptions {
             retries: args.retries,
             backoff: Duration::from_millis(args.retry_delay_ms),
@@ -248,12 +248,13 @@ pub fn download(args: &DownloadArgs) -> Result<()> {
         DownloadName::All => DATASETS.to_vec(),
         one => vec![DATASETS[one as usize]],
     };
+    let specs = names
+        .iter()
+        .map(|name| find(name).with_context(|| format!("unknown dataset {name}")))
+        .collect::<Result<Vec<_>>>()?;
     let mut failed = Vec::new();
-    for name in &names {
-        let Some(spec) = find(name) else {
-            bail!("unknown dataset {name}");
-        };
-        match download_dataset(&spec, &opts) {
+    for (name, result) in names.iter().zip(download_datasets(&specs, &opts)) {
+        match result {
             Ok(Outcome::AlreadyInstalled) => {
                 tracing::info!("{name}: already present in {}", opts.dir.display());
             }

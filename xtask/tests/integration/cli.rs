@@ -1,9 +1,13 @@
 //! The `cargo xtask` binary end to end: `bench-tabular` and `reproduce` refusing bad
 //! arguments and missing data, and (in [`download`]) `download` against a local test server
 //! serving fabricated archives (and, for MNIST and BSDS300, the real files from
-//! ../shared/data).
+//! ../shared/data); in [`download_unloadable`], archives whose files the loaders cannot read
+//! and `--force`; in [`download_mirror`], local mirror directories and the documented mirror
+//! layout.
 
 mod download;
+mod download_mirror;
+mod download_unloadable;
 
 use std::path::Path;
 use std::process::{Command, Output};

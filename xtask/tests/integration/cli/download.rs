@@ -10,7 +10,7 @@ use crate::common::{Route, TestServer, shared_data, tempdir, unused_port};
 use cpflow::datasets::{Matrix, load_hepmass, load_mnist, load_power, write_npy_f64};
 use xtask::registry::OMNIGLOT_CHARDATA_GIT_BLOB;
 
-fn tar_gz(files: &[(&str, Vec<u8>)]) -> Vec<u8> {
+pub(super) fn tar_gz(files: &[(&str, Vec<u8>)]) -> Vec<u8> {
     let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     let mut tar = tar::Builder::new(gz);
     for (name, bytes) in files {
@@ -47,7 +47,12 @@ fn hepmass_csv(n: usize) -> String {
     s
 }
 
-fn maf_archive() -> Vec<u8> {
+/// A header and two rows of the 19 numbers of UCI's `ethylene_CO.txt`.
+const GAS_TEXT: &str = "Time (seconds), CO conc (ppm), Ethylene conc (ppm), sensor readings (16 channels)\n\
+    0.00 0.00 0.00 -50.85 -1.95 -41.82 1.30 -4.07 -28.73 -13.49 -3.25 55139.95 50669.50 9626.26 9762.62 24544.02 21420.68 7650.61 6928.42\n\
+    0.01 0.00 0.00 -49.40 -5.53 -42.78 0.49 3.58 -34.55 -9.59 5.37 54395.77 50046.91 9433.20 9591.21 24137.13 20930.33 7498.79 6800.66\n";
+
+pub(super) fn maf_archive() -> Vec<u8> {
     tar_gz(&[
         ("data/power/data.npy", power_npy()),
         (
@@ -63,13 +68,13 @@ fn maf_archive() -> Vec<u8> {
 }
 
 /// A server of the one file `body` at `path`.
-fn serve(path: &str, body: Vec<u8>) -> TestServer {
+pub(super) fn serve(path: &str, body: Vec<u8>) -> TestServer {
     TestServer::start(HashMap::from([(path.to_string(), Route::new(body))]))
 }
 
 /// The sha256 sums recorded (trusted on first use) in the data folder `dir`; empty when there
 /// are none.
-fn recorded_sums(dir: &Path) -> String {
+pub(super) fn recorded_sums(dir: &Path) -> String {
     std::fs::read_to_string(dir.join(".downloads/SHA256SUMS")).unwrap_or_default()
 }
 
@@ -188,7 +193,7 @@ fn hepmass_falls_back_to_uci_and_gas_comes_from_the_uci_zip() {
         z.start_file("ethylene_methane.txt", o).unwrap();
         z.write_all(b"other\n").unwrap();
         z.start_file("data/ethylene_CO.txt", o).unwrap();
-        z.write_all(b"Time CO Eth S\n0.00 0 0 1 2\n").unwrap();
+        z.write_all(GAS_TEXT.as_bytes()).unwrap();
         z.finish().unwrap();
     }
     let srv = TestServer::start(HashMap::from([
@@ -215,7 +220,7 @@ fn hepmass_falls_back_to_uci_and_gas_comes_from_the_uci_zip() {
     let out = download("gas", dir.path(), &srv.base);
     assert_succeeded(&out);
     let got = std::fs::read_to_string(dir.path().join("gas/ethylene_CO.txt")).unwrap();
-    assert_eq!(got, "Time CO Eth S\n0.00 0 0 1 2\n");
+    assert_eq!(got, GAS_TEXT);
 }
 
 #[test]
