@@ -53,11 +53,12 @@ use crate::{ConvexOptError, Termination};
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct MinimizeResult<F: RealField + Copy> {
-    /// The point that met the gradient tolerance and stopped the run (`x₀`, or the first
-    /// line-search trial point within it); otherwise the point of smallest `‖∇f‖∞` among the
-    /// accepted iterates (`x₀` included) and the line searches' trial points, the later of
-    /// equal ones (see [`minimize_lbfgs`]). That is the last iterate unless the run ended at
-    /// the rounding floor of the cost.
+    /// When the run converged, the first point that met the gradient tolerance, where the run
+    /// stopped: `x₀`, or (usually) a line-search trial point, at which the search ended before
+    /// accepting or rejecting it (so not one of argmin's iterates). Otherwise the point of
+    /// smallest `‖∇f‖∞` among the accepted iterates (`x₀` included) and the line searches'
+    /// trial points, the later of equal ones (see [`minimize_lbfgs`]): the last iterate unless
+    /// the run ended at the rounding floor of the cost.
     pub x: DVector<F>,
     /// Cost at `x`, as evaluated there.
     pub cost: F,

@@ -159,7 +159,8 @@ pub struct SolverStats {
 /// The solution of `∇Φ(x) = y` for a batch, with per-sample diagnostics.
 ///
 /// A sample with `converged[i] == false` was **not** solved to tolerance; its row of `x` is the
-/// last iterate, `residual_inf[i]` says how far it is and `termination[i]` why the solver
+/// last iterate (with [`crate::invert_lbfgs_flat`], the best point its run evaluated),
+/// `residual_inf[i]` says how far it is and `termination[i]` why the solver
 /// stopped (iteration limit, failed line search, …). `Display` prints a one-line summary:
 ///
 /// ```

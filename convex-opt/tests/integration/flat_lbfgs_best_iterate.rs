@@ -89,9 +89,10 @@ fn f32_run_at_the_floor_returns_its_least_residual_iterate() {
     }
 }
 
-/// Three samples with tolerances `1e-7 + 1e-7·|y_i|`: the run's own test (every residual within
-/// the smallest tolerance, `1e-7`) fails, but the returned iterate has every sample within its
-/// own tolerance (`7` gets `8e-7 ≥ 4.77e-7`), and every sample says `Converged`.
+/// Three samples with tolerances `1e-7 + 1e-7·|y_i|`: at the returned point the largest
+/// residual is above the smallest tolerance, `1e-7` (the run's test before it became every
+/// sample's own tolerance), but every sample is within its own tolerance (`7` gets
+/// `8e-7 ≥ 4.77e-7`), and every sample says `Converged`.
 #[test]
 fn f32_least_residual_iterate_within_each_samples_tolerance_is_converged() {
     let opts = InversionOptions::default()
@@ -106,7 +107,7 @@ fn f32_least_residual_iterate_within_each_samples_tolerance_is_converged() {
 }
 
 /// `f64` at the default tolerance (`1e-9`) converges as before the change (its run meets its
-/// test, so its last iterate, which met it, is returned): every entry within the tolerance of
+/// test, and the point that met it is returned): every entry within the tolerance of
 /// Cardano's root (`∇²Φ ⪰ I`: `|x − x*| ≤ residual`), plus a few ulps of the root for its own
 /// rounding.
 #[test]
@@ -215,12 +216,15 @@ fn log_cosh(mu: f64) -> impl BatchedPotential {
 }
 
 /// Run 917 of `examples/flat_sweep.rs` (f32, default tolerances `2e-5 + 2e-5·‖y_i‖∞`): row 1's
-/// targets are ~1e5, the others ≤ 5e-7, so the summed cost cannot resolve rows 0, 2, 3 and the
-/// run ends on a failed line search. Its iterate of least largest residual (`7.8e-3`, within
-/// row 1's tolerance `5.4`) has row 3 above its tolerance `2e-5`; an earlier iterate (largest
-/// residual `1.6e-2`) has every row within its own, and is the one returned: all converged
-/// (also before the change, by the least-cost rule; ranking by the largest residual alone
-/// returned the other iterate and lost row 3).
+/// targets are ~1e5, the others ≤ 5e-7, so the summed cost cannot resolve rows 0, 2, 3. When the
+/// run's test was the largest residual within the smallest tolerance, the run ended on a failed
+/// line search; its iterate of least largest residual (`7.8e-3`, within row 1's tolerance
+/// `5.4`) had row 3 above its tolerance `2e-5`, and an earlier iterate (largest residual
+/// `1.6e-2`) with every row within its own was the one returned: all converged (also by the
+/// least-cost rule before it; ranking by the largest residual alone returned the other iterate
+/// and lost row 3). Now every row within its own tolerance is the run's test, met at the first
+/// line search's unit step (largest residual `0.19`, row 1's; 4 evaluations): the run stops
+/// there, all converged.
 #[test]
 fn f32_iterate_with_every_sample_converged_comes_first() {
     let y: [f32; 16] = [
@@ -251,7 +255,7 @@ fn f32_iterate_with_every_sample_converged_comes_first() {
     )
     .unwrap();
     assert!(res.all_converged(), "{res}: {:?}", res.residual_inf);
-    // The run's own test (every residual within the smallest tolerance) is not met.
+    // The largest residual is not within the smallest tolerance (the run's old test).
     assert!(res.max_residual() > 2.1e-5, "{res}");
     assert_eq!(res.residual_inf, residuals(&pot, &res.x, &y));
 }

@@ -2,7 +2,7 @@
 //! trial point that the line search rejects (its cost not below the Armijo line by rounding,
 //! or the search failing afterwards) can have a smaller residual than every accepted iterate,
 //! and its cost and gradient were evaluated anyway. A run that meets its own stopping test
-//! still returns its last iterate.
+//! stops at, and returns, the first point that met it (`trial_point_stop.rs`).
 
 use std::cell::RefCell;
 
@@ -46,8 +46,9 @@ fn hager_zhang_trial_point_at_the_floor_is_returned() {
 }
 
 /// Run 495 (Moré–Thuente, `f32`): targets `(−2961.65, 0)`. The best accepted iterate has
-/// residual `0.223` on the first sample (tolerance `0.059`); a rejected trial point has
-/// `4.9e-4`, within every sample's tolerance, and is returned.
+/// residual `0.223` on the first sample (tolerance `0.059`); a trial point that the search
+/// rejected (before such a point ended the run) has `4.9e-4`, within every sample's tolerance,
+/// and is returned.
 #[test]
 fn more_thuente_trial_point_at_the_floor_is_returned() {
     let res = invert_f32_quartic(&[-2961.6523, 0.0], LineSearch::MoreThuente);
@@ -90,7 +91,7 @@ impl Gradient for Recorded<'_> {
 /// these 40 runs (1 Hager–Zhang, 7 Moré–Thuente) returned a larger gradient than one of their
 /// trial points had: `0.15` where `9.8e-4` had been evaluated, and `1.5e-8` (Hager–Zhang) or
 /// `6e-8` (Moré–Thuente) where a trial point had a gradient of exactly 0 in `f32` (that point
-/// is now returned, converged, although the line search failed).
+/// was then returned, converged, although the line search failed; now it ends the run there).
 #[test]
 fn minimize_lbfgs_returns_the_least_gradient_point_it_evaluated() {
     let mut beaten = Vec::new();

@@ -59,8 +59,8 @@ fn a_nan_step_at_the_rounding_level_is_a_failed_line_search() {
                 "{rows:?}: {res}"
             );
         }
-        // The last accepted iterate is returned: finite, and its reported residuals are the
-        // real ones (the same f64 computation, `∇Φ(x) − y`, so equal to the bit).
+        // The returned point (the best one evaluated) is finite, and its reported residuals are
+        // the real ones (the same f64 computation, `∇Φ(x) − y`, so equal to the bit).
         let x = res.x.flatten_all().unwrap().to_vec1::<f64>().unwrap();
         assert!(x.iter().all(|v| v.is_finite()), "{x:?}");
         let recomputed = residuals(&pot, &res.x, &y);
