@@ -418,7 +418,9 @@ impl Flow {
 }
 
 mod hidden_file;
-pub(crate) use hidden_file::{hidden_file_beside, hidden_file_prefix};
+pub(crate) use hidden_file::hidden_file_beside;
+#[cfg(feature = "cli")]
+pub(crate) use hidden_file::hidden_file_prefix;
 
 #[cfg(test)]
 mod tests;

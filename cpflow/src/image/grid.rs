@@ -4,8 +4,7 @@
 use std::path::Path;
 
 use candle_core::{DType, Tensor};
-use image::codecs::png::PngEncoder;
-use image::{ExtendedColorType, ImageEncoder};
+use image::ExtendedColorType;
 
 use crate::error::{CpflowError, Result};
 
@@ -130,13 +129,8 @@ pub fn encode_sample_grid_png(images: &Tensor, rows: usize, cols: usize) -> Resu
     } else {
         (buf, ExtendedColorType::Rgb8)
     };
-    let mut png = Vec::new();
-    PngEncoder::new(&mut png)
-        .write_image(&pixels, gw32, gh32, color)
-        .map_err(|e| {
-            CpflowError::InvalidInput(format!("the {gw}×{gh} grid cannot be a PNG: {e}"))
-        })?;
-    Ok(png)
+    crate::png_file::encode_png((gw32, gh32), color, &pixels)
+        .map_err(|e| CpflowError::InvalidInput(format!("the {gw}×{gh} grid cannot be a PNG: {e}")))
 }
 
 /// Writes the PNG of [`encode_sample_grid_png`] (its arguments and checks) to `path`,

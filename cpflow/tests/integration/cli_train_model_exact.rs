@@ -11,7 +11,7 @@
 //! threads, ~1e-7 relative for f32; 1e-5 relative is above that and far below the change
 //! of one training step (~1e-2 here), so the weights of another iteration would be seen.
 
-use crate::cli_common::{cpflow, read_json, temp_dir};
+use crate::cli_common::{read_json, temp_dir};
 use candle_core::{Device, Tensor};
 use cpflow::toy::Toy;
 use cpflow::{Dataset, Flow, FlowRng, NllEstimator, mean_nll};
@@ -32,16 +32,22 @@ fn validation_points() -> Vec<f64> {
     Toy::EightGaussians.sample(N_VAL, &mut rng).into_flattened()
 }
 
-#[test]
-fn val_nll_exact_scores_the_kept_weights_off_the_curve() {
-    let dir = temp_dir("train-model-exact");
-    let out = dir.join("run");
-    let (n_train, n_test, n_val) = (
+/// `cpflow train` of the 8-Gaussians toy (`SEED`, 30 steps of 32, lr 0.05) into `out`,
+/// validated every step with the exact curve every 10; `extra` adds `--set` overrides.
+/// Returns `(stdout, stderr)` (info-level log).
+fn train(out: &std::path::Path, extra: &[&str]) -> (String, String) {
+    let sets = [
+        "model.width=4".to_string(),
+        "model.depth=2".into(),
         format!("data.n_train={N_TRAIN}"),
         format!("data.n_test={N_TEST}"),
         format!("data.n_val={N_VAL}"),
-    );
-    let line = cpflow(&[
+        "train.val_every=1".into(),
+        "run.eval_every=10".into(),
+        "run.plots=false".into(),
+    ];
+    let seed = SEED.to_string();
+    let mut args = vec![
         "train",
         "--data",
         "8gaussians",
@@ -50,31 +56,32 @@ fn val_nll_exact_scores_the_kept_weights_off_the_curve() {
         "--batch-size",
         "32",
         "--seed",
-        &SEED.to_string(),
+        &seed,
         "--lr",
         "0.05",
-        "--set",
-        "model.width=4",
-        "--set",
-        "model.depth=2",
-        "--set",
-        &n_train,
-        "--set",
-        &n_test,
-        "--set",
-        &n_val,
-        "--set",
-        "train.val_every=1",
-        "--set",
-        "run.eval_every=10",
-        "--set",
-        "run.plots=false",
         "--no-progress",
         "--out",
         out.to_str().unwrap(),
-    ]);
-    let r = read_json(&out.join("report.json"));
-    // The case of the fix: the kept weights are those of a validation off the curve.
+    ];
+    for s in sets.iter().map(String::as_str).chain(extra.iter().copied()) {
+        args.extend(["--set", s]);
+    }
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cpflow"))
+        .args(&args)
+        .env("RUST_LOG", "info")
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    );
+    assert!(out.status.success(), "cpflow {args:?} failed:\n{stderr}");
+    (stdout, stderr)
+}
+
+/// The kept weights' iteration in report `r`, asserted to be a validation's between the
+/// curve's points (the case of the fix).
+fn model_iteration_off_the_curve(r: &serde_json::Value) -> usize {
     let model_iteration = r["model_iteration"].as_u64().unwrap() as usize;
     assert_eq!(r["val_iteration"], r["model_iteration"], "{r}");
     let curve: Vec<usize> = r["val_nll_curve"]
@@ -87,6 +94,20 @@ fn val_nll_exact_scores_the_kept_weights_off_the_curve() {
         !curve.contains(&model_iteration),
         "the seed no longer keeps weights off the curve {curve:?}: {r}"
     );
+    model_iteration
+}
+
+#[test]
+fn val_nll_exact_scores_the_kept_weights_off_the_curve() {
+    let dir = temp_dir("train-model-exact");
+    let out = dir.join("run");
+    let (line, log) = train(&out, &[]);
+    assert!(
+        log.contains("scoring the kept weights on validation"),
+        "{log}"
+    );
+    let r = read_json(&out.join("report.json"));
+    let model_iteration = model_iteration_off_the_curve(&r);
 
     let got = r["val_nll_exact"]
         .as_f64()
@@ -113,6 +134,31 @@ fn val_nll_exact_scores_the_kept_weights_off_the_curve() {
     let kept = format!(
         "kept the weights of iteration {model_iteration} (validation exact NLL {:.4})",
         got
+    );
+    assert!(line.contains(&kept), "{line}");
+}
+
+/// With an exact trainer (`train.val_estimator = "exact"`) the kept weights' `val_nll` is
+/// their exact NLL on the validation rows: it is `val_nll_exact`, the same number (the
+/// trainer's chunks are the curve's 1024 rows by default), and they are not scored again.
+/// The old code scored them a second time after training.
+#[test]
+fn an_exact_trainers_val_nll_is_val_nll_exact_without_a_second_pass() {
+    let dir = temp_dir("train-model-exact-trainer");
+    let out = dir.join("run");
+    let (line, log) = train(&out, &["train.val_estimator=\"exact\""]);
+    let r = read_json(&out.join("report.json"));
+    let model_iteration = model_iteration_off_the_curve(&r);
+    assert_eq!(r["val_nll_estimator"], "exact", "{r}");
+    assert!(r["val_nll_exact"].is_f64(), "{r}");
+    assert_eq!(r["val_nll_exact"], r["val_nll"], "{r}");
+    assert!(
+        !log.contains("scoring the kept weights on validation"),
+        "scored again:\n{log}"
+    );
+    let kept = format!(
+        "kept the weights of iteration {model_iteration} (validation exact NLL {:.4})",
+        r["val_nll"].as_f64().unwrap()
     );
     assert!(line.contains(&kept), "{line}");
 }

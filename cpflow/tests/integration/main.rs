@@ -50,6 +50,8 @@ mod cli_smoke;
 mod cli_tabular;
 #[cfg(feature = "cli")]
 mod cli_train_model_exact;
+#[cfg(all(feature = "cli", unix))]
+mod cli_train_validation_interrupt;
 #[cfg(feature = "cli")]
 mod cli_train_validation_report;
 #[cfg(feature = "cli")]

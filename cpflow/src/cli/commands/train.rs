@@ -7,7 +7,6 @@ use crate::{
 use anyhow::{Result, bail};
 use serde::Serialize;
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::time::Instant;
 
 use crate::cli::TrainArgs;
@@ -28,11 +27,13 @@ use crate::cli::run_dir::{
     TRAIN_RUN, absolute_run_config, check_config_dir_is_out, check_new_run, take_run_dir,
     write_config,
 };
-use crate::cli::shell_words::{resume_command, shell_word};
+use crate::cli::shell_words::resume_command;
 
 use super::score_format::validation_numbers::ValidationNumbers;
 
+mod after_training;
 mod data_checks;
+use after_training::{AfterTraining, Stage};
 use data_checks::{check_new_flow_memory, validation_label, why_no_test_rows};
 
 /// `report.json` of a run. Every NLL names its split (`splits`): `val_*` numbers come from
@@ -299,9 +300,10 @@ pub fn train(mut a: TrainArgs) -> Result<()> {
     );
     // The exact validation NLL of the model's weights, when the curve has no point at their
     // iteration (weights kept from a validation between its points).
+    // (An exact trainer's validation of them is that number already: `ValidationNumbers::new`.)
     let validation = match &val_set {
         Some(v) if validation.lacks_model_exact() => {
-            after.check(true)?;
+            after.check(Stage::Validation)?;
             let iteration = validation.model_iteration;
             tracing::info!(
                 iteration,
@@ -310,9 +312,9 @@ pub fn train(mut a: TrainArgs) -> Result<()> {
             );
             let mut rng = FlowRng::seed_from_u64(cfg.train.seed ^ 0xE7A1);
             let nll = mean_nll_with(&flow, v, &NllEstimator::Exact, 1024, &mut rng, |_| {
-                after.stop_chunks()
+                after.stop_chunks(Stage::Validation)
             });
-            let nll = after.scored(nll)?;
+            let nll = after.scored(Stage::Validation, nll)?;
             tracing::info!(
                 iteration,
                 nll,
@@ -325,13 +327,13 @@ pub fn train(mut a: TrainArgs) -> Result<()> {
     // The test part is scored once, here.
     let test_nll = match &test_set {
         Some(test) => {
-            after.check(true)?;
+            after.check(Stage::Test)?;
             tracing::info!(rows = test.len(), "scoring the test split");
             let mut rng = FlowRng::seed_from_u64(cfg.train.seed ^ 0x7E57);
             let nll = nll_estimate_with(&flow, test, &NllEstimator::Exact, 1024, &mut rng, |_| {
-                after.stop_chunks()
+                after.stop_chunks(Stage::Test)
             });
-            let nll = after.scored(nll)?;
+            let nll = after.scored(Stage::Test, nll)?;
             tracing::info!(
                 iteration = validation.model_iteration,
                 test_nll = nll.mean,
@@ -349,7 +351,7 @@ pub fn train(mut a: TrainArgs) -> Result<()> {
     // and scored, and `cpflow plot` draws them over another window.
     let mut plot_error = None;
     if let (Some(pts), Some(window)) = (plot_points, plot_window) {
-        after.check(false)?;
+        after.check(Stage::Plots)?;
         let mut rng = FlowRng::seed_from_u64(cfg.train.seed ^ 0x5A3);
         let opts = PlotOptions {
             window,
@@ -438,84 +440,6 @@ struct ReportFile<'a> {
     invocation_train_time_s: f64,
     /// Wall-clock seconds of this invocation alone.
     invocation_wall_time_s: f64,
-}
-
-/// The end of a `cpflow train` run after training (test score, plots, report): an interrupt
-/// stops it at the next phase or test chunk, with a message that says what is saved and
-/// which commands do what is missing.
-struct AfterTraining<'a> {
-    interrupt: &'a Interrupt,
-    out: &'a Path,
-    iteration: usize,
-    n_test: usize,
-    plots: bool,
-}
-
-impl AfterTraining<'_> {
-    /// An error when an interrupt came (`test_left`: the test score is still to do).
-    fn check(&self, test_left: bool) -> Result<()> {
-        if self.interrupt.is_set() {
-            return Err(self.stopped(test_left));
-        }
-        Ok(())
-    }
-
-    /// For [`crate::evaluate::mean_nll_with`]: stops the test score between chunks once an interrupt came.
-    fn stop_chunks(&self) -> crate::Result<()> {
-        if self.interrupt.is_set() {
-            return Err(crate::CpflowError::EvaluationInterrupted {
-                skipped: "the test score".into(),
-                saved: Vec::new(),
-            });
-        }
-        Ok(())
-    }
-
-    /// The test score, with an interrupt of [`AfterTraining::stop_chunks`] turned into the
-    /// message.
-    fn scored<T>(&self, result: crate::Result<T>) -> Result<T> {
-        match result {
-            Err(crate::CpflowError::EvaluationInterrupted { .. }) => Err(self.stopped(true)),
-            r => Ok(r?),
-        }
-    }
-
-    /// The error of an interrupt: what is saved, what is not done, the commands that do it.
-    fn stopped(&self, test_left: bool) -> anyhow::Error {
-        let out = shell_word(self.out);
-        let mut missing = Vec::new();
-        let mut commands = Vec::new();
-        if test_left {
-            missing.push("the test score");
-            // The run's own test rows: a toy's are drawn again with `-n` (ignored for files).
-            let n = if self.n_test <= crate::cli::MAX_EVAL_POINTS {
-                format!(" -n {}", self.n_test)
-            } else {
-                String::new()
-            };
-            commands.push(format!(
-                "`cpflow eval --model {out}{n}` scores the test split"
-            ));
-        }
-        if self.plots {
-            missing.push("the plots");
-            commands.push(format!("`cpflow plot --model {out}` draws the plots"));
-        }
-        missing.push("report.json");
-        commands.push(format!(
-            "`{}` does all of it",
-            resume_command("train", self.out)
-        ));
-        anyhow::anyhow!(
-            "interrupted after training (iteration {}): the model is saved in {} and the run \
-             in {}; not done: {}. {}",
-            self.iteration,
-            self.out.join("model.safetensors").display(),
-            self.out.join("checkpoint.safetensors").display(),
-            missing.join(", "),
-            commands.join("; ")
-        )
-    }
 }
 
 /// The final line of `cpflow train`.

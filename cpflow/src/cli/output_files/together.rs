@@ -7,15 +7,23 @@
 //! old files (or none) and no temporary or backup file. What no program can undo: a crash or
 //! a power loss between two renames. The backup then stays beside its file, and the first
 //! file is the new one while the later ones are old. The next command that replaces the same
-//! file removes such a backup once its own files are in place, with a warning naming it: it
-//! is recognised by its name, whose process (`PID`) no longer runs (on systems without
-//! `/proc`, where that cannot be told, it is named in a warning and kept).
+//! file removes such a backup once its own files are in place, with a warning naming it, when
+//! it is surely stale ([`stale_backups`]): its name ends in a process id of this system, that
+//! process no longer runs, and it is older than any command can be between its renames (10
+//! minutes). Otherwise it is kept: silently when its name is not one of ours (a user's
+//! `.s.csv.bak-20240101`) or its process runs; with a warning naming it when its process is
+//! not seen but it is recent (a command on another machine or in another container sharing
+//! the directory may still be between its renames) or where processes cannot be seen (no
+//! `/proc`).
 
 use anyhow::{Context, Result, anyhow};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
-use crate::checkpoint::{hidden_file_beside, hidden_file_prefix};
+use crate::checkpoint::hidden_file_beside;
+
+mod stale_backups;
+use stale_backups::remove_stale_backups;
 
 /// A complete, synced temporary file beside `path`, waiting to be renamed onto it by
 /// [`finish_together`]. Dropped before that (an error elsewhere), it removes the temporary
@@ -85,6 +93,10 @@ trait RenameSteps {
     fn hard_link(&mut self, original: &Path, link: &Path) -> io::Result<()> {
         std::fs::hard_link(original, link)
     }
+    /// The age from which a backup of a process that is gone is removed (the tests give 0).
+    fn stale_backup_age(&self) -> std::time::Duration {
+        stale_backups::MIN_AGE
+    }
 }
 
 /// The real filesystem.
@@ -136,62 +148,9 @@ fn rename_together(mut files: Vec<StagedFile>, fs: &mut dyn RenameSteps) -> Resu
     }
     sync_directories(&files);
     for f in &files {
-        remove_stale_backups(&f.path);
+        remove_stale_backups(&f.path, fs.stale_backup_age());
     }
     Ok(())
-}
-
-/// Whether process `pid` is running: `None` where this cannot be told (no `/proc`).
-fn process_running(pid: u32) -> Option<bool> {
-    Path::new("/proc/self")
-        .exists()
-        .then(|| Path::new(&format!("/proc/{pid}")).exists())
-}
-
-/// Removes the backups `.NAME.bak-PID` of `path` that an earlier command left when it stopped
-/// between its renames (module doc), once `path` has been replaced by this command's file:
-/// each held the `path` from before that command, which the user has now replaced twice.
-/// Each removal is a warning naming the file. A backup whose process runs (another command
-/// finishing the same files) is left alone; where it cannot be told whether its process
-/// runs, the backup is named in a warning and kept.
-fn remove_stale_backups(path: &Path) {
-    let (dir, prefix) = hidden_file_prefix(path, "bak");
-    let Ok(entries) = std::fs::read_dir(&dir) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let Some(pid) = name
-            .to_str()
-            .and_then(|n| n.strip_prefix(&prefix))
-            .and_then(|p| p.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let backup = entry.path();
-        let (p, b) = (path.display(), backup.display());
-        match process_running(pid) {
-            Some(true) => {}
-            _ if pid == std::process::id() => {}
-            Some(false) => match std::fs::remove_file(&backup) {
-                Ok(()) => tracing::warn!(
-                    "removed {b}: a backup of {p} from before an earlier command (process \
-                     {pid}) that stopped between renaming its output files (the files it wrote \
-                     after {p} may have been left older); {p} is now this command's"
-                ),
-                Err(e) => tracing::warn!(
-                    "{b} is a backup of {p} from before an earlier command (process {pid}) that \
-                     stopped between renaming its output files; removing it failed ({e}): \
-                     remove it by hand"
-                ),
-            },
-            None => tracing::warn!(
-                "{b} may be a backup of {p} left by a command (process {pid}) that stopped \
-                 between renaming its output files: remove it once no command of that process \
-                 is running"
-            ),
-        }
-    }
 }
 
 /// Renames `f` onto its path, first keeping the file there (if any) as a backup when
@@ -469,32 +428,48 @@ mod tests {
         std::fs::remove_dir_all(&dir).ok();
     }
 
+    /// The real filesystem, backups of processes that are gone taken as stale at any age.
+    struct StaleAtOnce;
+
+    impl RenameSteps for StaleAtOnce {
+        fn stale_backup_age(&self) -> std::time::Duration {
+            std::time::Duration::ZERO
+        }
+    }
+
     /// A backup left by a command that stopped between its renames (its process is gone) is
-    /// removed once the next pair is in place; one of a running process (another command
-    /// finishing the same files) and other hidden files stay. The old code left it for good.
+    /// kept while it is recent (the command may run where `/proc` cannot see it), then
+    /// removed once the next pair is in place (here: stale at any age). A running process's
+    /// backup (pid 1), other hidden files and a user's date-stamped backup stay. The old code
+    /// removed the recent backup and the user's file.
     #[cfg(target_os = "linux")]
     #[test]
     fn a_stale_backup_goes_once_the_next_pair_is_in_place() {
         let (dir, s, lp) = old_pair("stale");
-        // Above Linux's largest process id (2^22): no process has it.
-        let stale = dir.join(".s.csv.bak-4194305");
-        let running = dir.join(".s.csv.bak-1");
-        let other = dir.join(".s.csv.bak-x1");
-        for f in [&stale, &running, &other] {
+        let gone = stale_backups::ended_process_id();
+        let stale = dir.join(format!(".s.csv.bak-{gone}"));
+        let others = [".s.csv.bak-1", ".s.csv.bak-20240101", ".s.csv.bak-x1"];
+        for f in others.iter().map(|n| dir.join(n)).chain([stale.clone()]) {
             std::fs::write(f, "older s\n").unwrap();
         }
-        let samples = rows(&s, &[1.0], "samples");
-        let log_densities = rows(&lp, &[-1.0], "log-densities");
-        finish_together(vec![
-            Box::new(move || samples.stage()),
-            Box::new(move || log_densities.stage()),
-        ])
-        .unwrap();
+        let pair = |x: f64| {
+            vec![
+                rows(&s, &[x], "samples").stage().unwrap(),
+                rows(&lp, &[-x], "log-densities").stage().unwrap(),
+            ]
+        };
+        let stale_name = format!(".s.csv.bak-{gone}");
+        let mut with_stale: Vec<&str> = others.to_vec();
+        with_stale.extend([stale_name.as_str(), "lp.csv", "s.csv"]);
+        with_stale.sort();
+        rename_together(pair(1.0), &mut Filesystem).unwrap();
+        assert_eq!(names(&dir), with_stale);
+        rename_together(pair(2.0), &mut StaleAtOnce).unwrap();
         assert_eq!(
             names(&dir),
-            [".s.csv.bak-1", ".s.csv.bak-x1", "lp.csv", "s.csv"]
+            [others[0], others[1], others[2], "lp.csv", "s.csv"]
         );
-        assert_eq!((read(&s), read(&lp)), ("1\n".into(), "-1\n".into()));
+        assert_eq!((read(&s), read(&lp)), ("2\n".into(), "-2\n".into()));
         std::fs::remove_dir_all(&dir).ok();
     }
 }

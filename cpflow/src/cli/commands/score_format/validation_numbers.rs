@@ -26,9 +26,10 @@ pub struct ValidationNumbers {
     pub val_nll_curve_estimator: String,
     /// The exact validation NLL of the weights in `model.safetensors`: what the final line
     /// calls "validation exact NLL". The curve's point at `model_iteration`, or, when the
-    /// curve has none there (weights kept from a validation between its points), those
-    /// weights scored at the end of the run ([`ValidationNumbers::with_model_exact`]);
-    /// `null` without validation rows.
+    /// curve has none there (weights kept from a validation between its points), `val_nll`
+    /// when `train.val_estimator` is exact (the same weights' exact NLL on the same rows),
+    /// else those weights scored at the end of the run
+    /// ([`ValidationNumbers::with_model_exact`]); `null` without validation rows.
     pub val_nll_exact: Option<f64>,
 }
 
@@ -47,7 +48,7 @@ impl ValidationNumbers {
             Some(i) if train.restore_best && train.val_every > 0 => i,
             _ => report.iterations,
         };
-        let val_nll_exact = match curve_estimator {
+        let on_curve = match curve_estimator {
             NllEstimator::Exact => curve
                 .iter()
                 .rev()
@@ -55,6 +56,15 @@ impl ValidationNumbers {
                 .map(|p| p.1),
             NllEstimator::Slq(_) => None,
         };
+        // Off the curve, an exact trainer's validation of the model's weights is their exact
+        // NLL on the same rows: `train` need not score them again. The two can differ only
+        // by their chunks' summation order when `train.eval_batch_size` is not the curve's
+        // 1024 rows (by default they are the same chunks and the same number).
+        let validated_exact = match (&train.val_estimator, report.best_iteration) {
+            (NllEstimator::Exact, Some(i)) if i == model_iteration => report.best_val_nll,
+            _ => None,
+        };
+        let val_nll_exact = on_curve.or(validated_exact);
         ValidationNumbers {
             model_iteration,
             val_nll_estimator: report.best_val_nll.map(|_| train.val_estimator.to_string()),
@@ -64,7 +74,8 @@ impl ValidationNumbers {
     }
 
     /// Whether the exact validation NLL of the model's weights is still to be scored: the
-    /// curve of `curve_estimator` has no exact point at `model_iteration`.
+    /// curve of `curve_estimator` has no exact point at `model_iteration`, and the trainer's
+    /// validation there was not exact.
     pub fn lacks_model_exact(&self) -> bool {
         self.val_nll_exact.is_none()
     }
@@ -204,6 +215,44 @@ mod tests {
         // No validation rows at all: no curve, nothing to print.
         let (none, text) = numbers(&train(0, true), &report(3, None), &[]);
         assert_eq!((none.val_nll_exact, text), (None, String::new()));
+    }
+
+    /// An exact trainer (`train.val_estimator = "exact"`) that kept the weights of a
+    /// validation off the curve (251) validated them exactly on the same rows: that is their
+    /// `val_nll_exact`, nothing is left to score, and the final line prints it once, as the
+    /// exact number. With restore_best off, the last weights' validation (300) is used only
+    /// where the curve has no point. The old code left it to be scored again.
+    #[test]
+    fn an_exact_trainers_validation_is_the_exact_number() {
+        let exact = TrainConfig {
+            val_estimator: NllEstimator::Exact,
+            ..train(50, true)
+        };
+        let curve = [(250, 3.2077), (300, 3.1707)];
+        let rep = report(300, Some((251, 3.2011)));
+        let (v, text) = numbers(&exact, &rep, &curve);
+        assert_eq!((v.model_iteration, v.val_nll_exact), (251, Some(3.2011)));
+        assert!(!v.lacks_model_exact());
+        assert_eq!(v.val_nll_estimator.as_deref(), Some("exact"));
+        assert_eq!(
+            text,
+            "; kept the weights of iteration 251 (validation exact NLL 3.2011)"
+        );
+        // On the curve, the curve's number (the same with the default eval_batch_size).
+        let (v, _) = numbers(&exact, &report(300, Some((250, 3.2))), &curve);
+        assert_eq!(v.val_nll_exact, Some(3.2077));
+        // Without restore_best the model is the last weights: the best validation (251) is
+        // not theirs, and neither is an SLQ validation of the kept weights.
+        let last = TrainConfig {
+            restore_best: false,
+            ..exact.clone()
+        };
+        let (v, _) = numbers(&last, &report(320, Some((251, 3.2011))), &curve);
+        assert_eq!((v.model_iteration, v.val_nll_exact), (320, None));
+        let (v, _) = numbers(&last, &report(320, Some((320, 3.19))), &curve);
+        assert_eq!(v.val_nll_exact, Some(3.19));
+        let (v, _) = numbers(&train(50, true), &rep, &curve);
+        assert!(v.lacks_model_exact());
     }
 
     /// Weights kept from an earlier validation (251) that the exact curve (every 50) has no
