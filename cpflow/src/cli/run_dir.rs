@@ -525,6 +525,10 @@ mod tests {
         let held = lock_run_dir(&dir).unwrap();
         let err = resume_checkpoint(&dir, "train").unwrap_err().to_string();
         assert!(err.contains("in use by another cpflow process"), "{err}");
+        // Unlocked explicitly: dropping the file alone lags when another test of this binary
+        // forks a child just then (the child shares the open file description, and so the
+        // lock, until its exec closes it); `unlock` releases the description's lock at once.
+        held.unlock().unwrap();
         drop(held);
         let err = resume_checkpoint(&dir, "train").unwrap_err().to_string();
         assert!(err.contains("does not exist"), "{err}");
