@@ -143,8 +143,8 @@ fn the_validation_nll_is_labelled_as_an_estimate() {
     let r = &report.results[0];
     let md = bench_markdown(out.path());
     let v = format!(
-        "lowest validation NLL {:.3}, an estimate: stochastic Lanczos quadrature (1 probe(s), \
-         10 steps) of the log-det on the {} validation rows",
+        "lowest validation NLL {:.3}, an estimate: slq(1 probe, 10 steps), stochastic Lanczos \
+         quadrature of the log-det on the {} validation rows",
         r.fit.best_val_nll.unwrap(),
         r.n_val
     );
