@@ -11,7 +11,7 @@
 //! threads, ~1e-7 relative for f32; 1e-5 relative is above that and far below the change
 //! of one training step (~1e-2 here), so the weights of another iteration would be seen.
 
-use crate::cli_common::{read_json, temp_dir};
+use crate::cli_common::{cpflow_out_and_log, read_json, temp_dir, tiny_toy_args};
 use candle_core::{Device, Tensor};
 use cpflow::toy::Toy;
 use cpflow::{Dataset, Flow, FlowRng, NllEstimator, mean_nll};
@@ -36,47 +36,17 @@ fn validation_points() -> Vec<f64> {
 /// validated every step with the exact curve every 10; `extra` adds `--set` overrides.
 /// Returns `(stdout, stderr)` (info-level log).
 fn train(out: &std::path::Path, extra: &[&str]) -> (String, String) {
-    let sets = [
-        "model.width=4".to_string(),
-        "model.depth=2".into(),
+    let splits = [
         format!("data.n_train={N_TRAIN}"),
         format!("data.n_test={N_TEST}"),
         format!("data.n_val={N_VAL}"),
-        "train.val_every=1".into(),
-        "run.eval_every=10".into(),
-        "run.plots=false".into(),
     ];
+    let sets: Vec<&str> = splits.iter().map(String::as_str).collect();
+    let validation = ["train.val_every=1", "run.eval_every=10"];
+    let mut args = tiny_toy_args(out, "30", "32", &[&sets[..], &validation, extra].concat());
     let seed = SEED.to_string();
-    let mut args = vec![
-        "train",
-        "--data",
-        "8gaussians",
-        "--iters",
-        "30",
-        "--batch-size",
-        "32",
-        "--seed",
-        &seed,
-        "--lr",
-        "0.05",
-        "--no-progress",
-        "--out",
-        out.to_str().unwrap(),
-    ];
-    for s in sets.iter().map(String::as_str).chain(extra.iter().copied()) {
-        args.extend(["--set", s]);
-    }
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cpflow"))
-        .args(&args)
-        .env("RUST_LOG", "info")
-        .output()
-        .unwrap();
-    let (stdout, stderr) = (
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    );
-    assert!(out.status.success(), "cpflow {args:?} failed:\n{stderr}");
-    (stdout, stderr)
+    args.extend(["--seed", &seed, "--lr", "0.05"].map(String::from));
+    cpflow_out_and_log(&args.iter().map(String::as_str).collect::<Vec<_>>())
 }
 
 /// The kept weights' iteration in report `r`, asserted to be a validation's between the

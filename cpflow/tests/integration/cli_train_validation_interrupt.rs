@@ -6,7 +6,7 @@
 //! split's message: "not done: the test score, report.json. `cpflow eval --model … -n 0`
 //! scores the test split".
 
-use crate::cli_common::{cpflow, interrupt_after_log, read_json, temp_dir};
+use crate::cli_common::{cpflow, interrupt_after_log, read_json, temp_dir, tiny_toy_args};
 
 #[test]
 fn an_interrupt_of_the_validation_score_names_it_and_no_test_split() {
@@ -15,38 +15,16 @@ fn an_interrupt_of_the_validation_score_names_it_and_no_test_split() {
     // lr 0.3, seed 1: validation NLL ≈ 4.45 after step 1, ≈ 5.5 after step 2, so the weights
     // of iteration 1 are kept while the curve (run.eval_every = 0) has only iteration 2.
     // 500,000 validation rows take about a second to score: the signal comes during it.
-    let args = [
-        "train",
-        "--data",
-        "8gaussians",
-        "--iters",
-        "2",
-        "--batch-size",
-        "16",
-        "--seed",
-        "1",
-        "--lr",
-        "0.3",
-        "--set",
-        "model.width=4",
-        "--set",
-        "model.depth=2",
-        "--set",
+    let sets = [
         "data.n_train=256",
-        "--set",
         "data.n_test=0",
-        "--set",
         "data.n_val=500000",
-        "--set",
         "train.val_every=1",
-        "--set",
         "run.eval_every=0",
-        "--set",
-        "run.plots=false",
-        "--no-progress",
-        "--out",
-        run.to_str().unwrap(),
     ];
+    let mut args = tiny_toy_args(&run, "2", "16", &sets);
+    args.extend(["--seed", "1", "--lr", "0.3"].map(String::from));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let (ok, _, log) = interrupt_after_log(
         &args,
         "scoring the kept weights on validation",

@@ -6,40 +6,16 @@
 //! With `train.restore_best = false` the console said it kept the best validated weights of
 //! an earlier iteration, while the model file holds the last ones.
 
-use crate::cli_common::{cpflow, temp_dir};
+use crate::cli_common::{cpflow, temp_dir, tiny_toy_args};
 use std::path::Path;
 
 /// Trains a tiny 8-Gaussians model 30 steps with `extra` settings; returns the final line and
 /// report.json.
 fn train(dir: &Path, name: &str, extra: &[&str]) -> (String, serde_json::Value) {
     let out = dir.join(name);
-    let mut args = vec![
-        "train",
-        "--data",
-        "8gaussians",
-        "--iters",
-        "30",
-        "--batch-size",
-        "32",
-        "--set",
-        "model.width=4",
-        "--set",
-        "model.depth=2",
-        "--set",
-        "data.n_train=500",
-        "--set",
-        "data.n_test=100",
-        "--set",
-        "data.n_val=200",
-        "--set",
-        "run.plots=false",
-        "--no-progress",
-        "--out",
-        out.to_str().unwrap(),
-    ];
-    for s in extra {
-        args.extend(["--set", s]);
-    }
+    let splits = ["data.n_train=500", "data.n_test=100", "data.n_val=200"];
+    let args = tiny_toy_args(&out, "30", "32", &[&splits[..], extra].concat());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let line = cpflow(&args);
     let text = std::fs::read_to_string(out.join("report.json")).unwrap();
     (line, serde_json::from_str(&text).unwrap())

@@ -39,6 +39,17 @@ pub fn cpflow_log(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stderr).to_string()
 }
 
+/// Runs `cpflow` with `args` and info-level logging, asserting success; returns `(stdout,
+/// stderr)` (the final line and the log).
+pub fn cpflow_out_and_log(args: &[&str]) -> (String, String) {
+    let out = run(args, "info");
+    assert_success(args, &out);
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// Runs `cpflow` expecting a failure; returns stderr.
 pub fn cpflow_fails(args: &[&str]) -> String {
     let out = run(args, "warn");
@@ -299,30 +310,37 @@ pub fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
     out
 }
 
-/// `cpflow train` of a tiny model (width 4, depth 2) on the 8-Gaussians toy, 3 steps of 16
-/// points into `out`, no plots; `sets` are `--set` overrides (the splits' sizes) placed
-/// between the model's and `run.plots`. Returns stdout.
-pub fn train_tiny_toy(out: &Path, sets: &[&str]) -> String {
+/// `cpflow train` arguments for a tiny model (width 4, depth 2) on the 8-Gaussians toy,
+/// `iters` steps of `batch` points into `out`, no plots, no progress bar; `sets` are `--set`
+/// overrides placed between the model's and `run.plots`.
+pub fn tiny_toy_args(out: &Path, iters: &str, batch: &str, sets: &[&str]) -> Vec<String> {
     let head = [
         "train",
         "--data",
         "8gaussians",
         "--iters",
-        "3",
+        iters,
         "--batch-size",
-        "16",
+        batch,
     ];
     let model = ["--set", "model.width=4", "--set", "model.depth=2"];
     let sets = sets.iter().flat_map(|s| ["--set", s]);
     let tail = ["--set", "run.plots=false", "--no-progress", "--out"];
-    let args: Vec<&str> = head
-        .into_iter()
+    head.into_iter()
         .chain(model)
         .chain(sets)
         .chain(tail)
         .chain([out.to_str().unwrap()])
-        .collect();
-    cpflow(&args)
+        .map(str::to_string)
+        .collect()
+}
+
+/// `cpflow train` of a tiny model (width 4, depth 2) on the 8-Gaussians toy, 3 steps of 16
+/// points into `out`, no plots ([`tiny_toy_args`]); `sets` are `--set` overrides (the splits'
+/// sizes) placed between the model's and `run.plots`. Returns stdout.
+pub fn train_tiny_toy(out: &Path, sets: &[&str]) -> String {
+    let args = tiny_toy_args(out, "3", "16", sets);
+    cpflow(&args.iter().map(String::as_str).collect::<Vec<_>>())
 }
 
 /// Starts `cpflow train` of a tiny toy model (8 Gaussians, width 4, depth 2, splits of 256,
