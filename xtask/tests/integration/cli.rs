@@ -28,7 +28,12 @@ fn stderr(o: &Output) -> String {
 }
 
 fn download(name: &str, dir: &Path, mirror: &str) -> Output {
-    xtask(&[
+    download_with(name, dir, mirror, &[])
+}
+
+/// [`download`] with `extra` arguments after the others (`--force`).
+fn download_with(name: &str, dir: &Path, mirror: &str, extra: &[&str]) -> Output {
+    let args = [
         "download",
         name,
         "--dir",
@@ -40,7 +45,8 @@ fn download(name: &str, dir: &Path, mirror: &str) -> Output {
         "1",
         "--retry-delay-ms",
         "1",
-    ])
+    ];
+    xtask(&[&args[..], extra].concat())
 }
 
 /// `args` then `--data-dir data --out out --no-progress` (for `bench-tabular` and

@@ -7,7 +7,7 @@
 use std::path::Path;
 
 use super::download::{maf_archive, recorded_sums, serve, tar_gz};
-use super::{assert_logged, assert_succeeded, download, failed_log, stderr, xtask};
+use super::{assert_logged, assert_succeeded, download, download_with, failed_log, stderr};
 use crate::common::{Route, bytes, tempdir};
 use cpflow::datasets::load_power;
 use xtask::checksum::sha256_bytes;
@@ -30,22 +30,6 @@ fn stuck(dir: &Path) {
     )
     .unwrap();
     std::fs::write(dir.join("power/data.npy"), bytes(4096, 7)).unwrap();
-}
-
-fn download_with(name: &str, dir: &Path, mirror: &str, extra: &[&str]) -> std::process::Output {
-    let mut args = vec![
-        "download",
-        name,
-        "--dir",
-        dir.to_str().unwrap(),
-        "--mirror",
-        mirror,
-        "--no-progress",
-        "--retries",
-        "0",
-    ];
-    args.extend(extra);
-    xtask(&args)
 }
 
 /// Item 1a: the extracted file is read as the loader reads it before anything is installed
