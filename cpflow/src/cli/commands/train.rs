@@ -296,7 +296,6 @@ pub fn train(mut a: TrainArgs) -> Result<()> {
         &cfg.train,
         &rep,
         curve.as_ref().map_or(&[][..], |c| c.points()),
-        &NllEstimator::Exact,
     );
     // The exact validation NLL of the model's weights, when the curve has no point at their
     // iteration (weights kept from a validation between its points).

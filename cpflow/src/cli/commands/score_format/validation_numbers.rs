@@ -35,27 +35,19 @@ pub struct ValidationNumbers {
 
 impl ValidationNumbers {
     /// The numbers of a finished run of `train` (the trainer's settings) that ended with
-    /// `report`, whose curve of `curve_estimator` has the points `curve`.
-    pub fn new(
-        train: &TrainConfig,
-        report: &TrainReport,
-        curve: &[(usize, f64)],
-        curve_estimator: &NllEstimator,
-    ) -> Self {
+    /// `report`, whose exact NLL curve (`val_nll_curve`) has the points `curve`.
+    pub fn new(train: &TrainConfig, report: &TrainReport, curve: &[(usize, f64)]) -> Self {
         // A finished run with validation and `restore_best` keeps the better of its best
         // validated and last weights ([`TrainReport::best_iteration`]); otherwise the last.
         let model_iteration = match report.best_iteration {
             Some(i) if train.restore_best && train.val_every > 0 => i,
             _ => report.iterations,
         };
-        let on_curve = match curve_estimator {
-            NllEstimator::Exact => curve
-                .iter()
-                .rev()
-                .find(|p| p.0 == model_iteration)
-                .map(|p| p.1),
-            NllEstimator::Slq(_) => None,
-        };
+        let on_curve = curve
+            .iter()
+            .rev()
+            .find(|p| p.0 == model_iteration)
+            .map(|p| p.1);
         // Off the curve, an exact trainer's validation of the model's weights is their exact
         // NLL on the same rows: `train` need not score them again. The two can differ only
         // by their chunks' summation order when `train.eval_batch_size` is not the curve's
@@ -68,13 +60,13 @@ impl ValidationNumbers {
         ValidationNumbers {
             model_iteration,
             val_nll_estimator: report.best_val_nll.map(|_| train.val_estimator.to_string()),
-            val_nll_curve_estimator: curve_estimator.to_string(),
+            val_nll_curve_estimator: NllEstimator::Exact.to_string(),
             val_nll_exact,
         }
     }
 
     /// Whether the exact validation NLL of the model's weights is still to be scored: the
-    /// curve of `curve_estimator` has no exact point at `model_iteration`, and the trainer's
+    /// curve has no point at `model_iteration`, and the trainer's
     /// validation there was not exact.
     pub fn lacks_model_exact(&self) -> bool {
         self.val_nll_exact.is_none()
@@ -162,7 +154,7 @@ mod tests {
         report: &TrainReport,
         curve: &[(usize, f64)],
     ) -> (ValidationNumbers, String) {
-        let v = ValidationNumbers::new(train, report, curve, &NllEstimator::Exact);
+        let v = ValidationNumbers::new(train, report, curve);
         let text = v.console_text(
             report.best_val_nll,
             report.best_iteration,
@@ -304,7 +296,6 @@ mod tests {
                 &train(0, true),
                 &rep,
                 curve.as_ref().map_or(&[][..], |c| c.points()),
-                &NllEstimator::Exact,
             ),
             val_nll_curve: curve.map(|c| c.into_points()).unwrap_or_default(),
         };
