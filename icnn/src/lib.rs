@@ -154,7 +154,7 @@ pub use icnn2::{Icnn2, Icnn2Config};
 pub use icnn3::{Icnn3, Icnn3Config};
 pub use layers::{Linear, PosLinear};
 pub use linearization::Linearization;
-pub use parameter_count::{MAX_MODEL_PARAMETERS, check_parameter_count};
+pub use parameter_count::{MAX_MODEL_PARAMETERS, check_parameter_count, shown_parameter_count};
 pub use picnn::{Picnn, PicnnConfig};
 pub use scratch::{ArrayPoolPause, pause_array_pool};
 pub use traits::{ConditionalConvexPotential, ConvexPotential};

@@ -36,16 +36,28 @@ pub fn check_parameter_count(model: &str, count: usize) -> Result<()> {
     if count <= MAX_MODEL_PARAMETERS {
         return Ok(());
     }
-    let shown = if count == usize::MAX {
-        "more than usize::MAX".to_string()
-    } else {
-        format!("{count} ({:.1e})", count as f64)
-    };
+    let shown = shown_parameter_count(count);
     Err(IcnnError::InvalidConfig(format!(
         "{model} would have {shown} parameters; a model may have at most \
          {MAX_MODEL_PARAMETERS} (2^32): check the depth, width and number of blocks of the \
          configuration"
     )))
+}
+
+/// A saturating parameter count as the size refusals show it: the number and its order of
+/// magnitude, or "more than usize::MAX" for a count that saturated.
+///
+/// ```
+/// use icnn::shown_parameter_count;
+/// assert_eq!(shown_parameter_count(5_338_001_160_314), "5338001160314 (5.3e12)");
+/// assert_eq!(shown_parameter_count(usize::MAX), "more than usize::MAX");
+/// ```
+pub fn shown_parameter_count(count: usize) -> String {
+    if count == usize::MAX {
+        "more than usize::MAX".to_string()
+    } else {
+        format!("{count} ({:.1e})", count as f64)
+    }
 }
 
 /// `a·b`, saturating.

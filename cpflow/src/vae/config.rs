@@ -272,12 +272,11 @@ impl VaeConfig {
                  is the posterior without blocks)",
             );
         }
-        // Before the posterior's own count, which names its internals (`context_dim`).
+        // The whole model's size limit, before the data load (`Vae::new` checks it again,
+        // by the same count) and before the posterior's own count, which names its
+        // internals (`context_dim`).
         self.check_parameter_count()?;
         self.model.posterior_config().validate()?;
-        // The whole model's size limit, before the data load (`Vae::new` checks it again).
-        let ds = self.data.dataset;
-        self.model.check_size(ds.likelihood(), ds.image_size())?;
         Ok(())
     }
 }
@@ -330,15 +329,8 @@ impl VaeConfig {
     /// potential of your own counted as 0), counted without building it; saturating.
     fn parameters_of(&self, model: &VaeModelConfig) -> Result<usize> {
         let ds = self.data.dataset;
-        let networks = model.architecture.parameter_count(
-            ds.image_size(),
-            model.latent_dim,
-            ds.likelihood(),
-        )?;
-        Ok(crate::model_size::add(
-            networks,
-            model.posterior_config().count().at_least,
-        ))
+        let (networks, posterior) = model.counted_parts(ds.likelihood(), ds.image_size())?;
+        Ok(crate::model_size::add(networks, posterior))
     }
 
     /// Refuses a VAE of more than [`icnn::MAX_MODEL_PARAMETERS`] parameters, naming the keys
@@ -384,11 +376,7 @@ impl VaeConfig {
             .iter()
             .map(|(_, get, _)| get(&reference).to_string())
             .collect();
-        let shown = if n == usize::MAX {
-            "more than usize::MAX".to_string()
-        } else {
-            format!("{n} ({:.1e})", n as f64)
-        };
+        let shown = icnn::shown_parameter_count(n);
         Err(CpflowError::InvalidConfig(format!(
             "{} make{} a VAE of {shown} parameters; a model may have at most {} (2^32): lower \
              {} (the reference's: {})",

@@ -88,8 +88,7 @@ impl VaeModelConfig {
         image_hw: (usize, usize),
     ) -> Result<(usize, usize)> {
         let a = &self.architecture;
-        let networks = self.network_parameters(likelihood, image_hw)?;
-        let posterior = self.posterior_config().count().at_least;
+        let (networks, posterior) = self.counted_parts(likelihood, image_hw)?;
         crate::model_size::check_model_size(
             &format!(
                 "a VAE (channels {}, feature_dim {}, head_channels {}, latent_dim {}, {} blocks)",
@@ -98,6 +97,21 @@ impl VaeModelConfig {
             add(networks, posterior),
         )?;
         Ok((networks, posterior))
+    }
+
+    /// Parameters of the VAE's parts for `likelihood` and `image_hw` images, counted without
+    /// building it: `(encoder and decoder, posterior)`, a posterior potential of your own
+    /// counted as 0 (their sum is what the size limit is checked against). Saturates at
+    /// `usize::MAX`.
+    pub(crate) fn counted_parts(
+        &self,
+        likelihood: VaeLikelihood,
+        image_hw: (usize, usize),
+    ) -> Result<(usize, usize)> {
+        Ok((
+            self.network_parameters(likelihood, image_hw)?,
+            self.posterior_config().count().at_least,
+        ))
     }
 
     fn network_parameters(
