@@ -178,13 +178,10 @@ where
                 NON_FINITE_ITERATE.into(),
             ));
         }
-        // The run's answer, when it meets the test, is this iterate, even where a trial point
-        // ranks better.
+        // An iterate that meets the test ranks first (the run stopped at no point before it),
+        // so it is kept: the run's answer.
         if let (Some(x), Some(g)) = (state.get_param(), state.get_gradient())
-            && self
-                .best
-                .borrow_mut()
-                .offer_accepted(x, state.get_cost(), g)
+            && self.best.borrow_mut().offer(x, state.get_cost(), g)
         {
             return TerminationStatus::Terminated(TerminationReason::SolverConverged);
         }

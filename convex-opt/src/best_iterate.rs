@@ -48,45 +48,39 @@ pub(crate) struct BestIterate<F: RealField + Copy> {
 }
 
 /// Keeps the best-ranked point offered during a run, the later of equally ranked ones (so a
-/// run whose last iterate ranks best returns it), unless the run met its stopping test
-/// ([`BestIterateTracker::offer_trial`], [`BestIterateTracker::offer_accepted`]): then the
-/// point that met it.
+/// run whose last iterate ranks best returns it). A point that meets the run's goal ranks
+/// before every point that does not, and the run stops at the first one offered
+/// ([`BestIterateTracker::offer`] says so), so when the run met its stopping test the kept
+/// point is the one that met it.
 pub(crate) struct BestIterateTracker<'a, F: RealField + Copy> {
     rank: RankFn<'a, F>,
     best: Option<(IterateRank, BestIterate<F>)>,
-    stopped_at: Option<BestIterate<F>>,
 }
 
 impl<'a, F: ArgminFloat + RealField + Copy> BestIterateTracker<'a, F> {
     pub(crate) fn new(rank: RankFn<'a, F>) -> Self {
-        Self {
-            rank,
-            best: None,
-            stopped_at: None,
-        }
+        Self { rank, best: None }
     }
 
-    /// The rank of a point with this cost and gradient, `None` (never kept) when the cost or
-    /// gradient is not finite or the residual is NaN.
-    fn rank_of(&self, cost: F, gradient: &DVector<F>) -> Option<IterateRank> {
+    /// Offers an evaluated point (a line-search trial point or an accepted iterate): ranks
+    /// it, keeps it if it ranks at least as well as the best point so far (`x` copied only
+    /// then), and returns whether it meets the run's goal (its rank's first component is
+    /// `false`: the run's stopping test), where the run stops. One with a non-finite cost or
+    /// gradient (or a NaN residual) is never kept and meets no goal.
+    ///
+    /// Every accepted iterate but `x₀` was offered before, as a trial point of the line
+    /// search that found it (`trial_problem.rs::ByRef`), which stops the run at a trial point
+    /// that meets the goal; offered again as the iterate (`argmin_lbfgs.rs`) it ties its own
+    /// earlier rank, and the later of equal ones wins, as always.
+    pub(crate) fn offer(&mut self, x: &DVector<F>, cost: F, gradient: &DVector<F>) -> bool {
         if !(is_finite(cost) && gradient.iter().all(|v| is_finite(*v))) {
-            return None;
+            return false;
         }
         let rank = (self.rank)(gradient);
-        (!rank.1.is_nan()).then_some(rank)
-    }
-
-    /// Keeps the point if it ranks at least as well as the best one so far (`x` copied only
-    /// then); true if it was kept.
-    fn keep_if_better(
-        &mut self,
-        rank: IterateRank,
-        x: &DVector<F>,
-        cost: F,
-        gradient: &DVector<F>,
-    ) -> bool {
-        let better = self.best.as_ref().is_none_or(|(best, _)| rank <= *best);
-        if better {
+        if rank.1.is_nan() {
+            return false;
+        }
+        if self.best.as_ref().is_none_or(|(best, _)| rank <= *best) {
             let iterate = BestIterate {
                 x: x.clone(),
                 cost,
@@ -94,104 +88,13 @@ impl<'a, F: ArgminFloat + RealField + Copy> BestIterateTracker<'a, F> {
             };
             self.best = Some((rank, iterate));
         }
-        better
+        !rank.0
     }
 
-    /// Offers an evaluated point that is no candidate for a stop (L-BFGS's gradient at its new
-    /// iterate, evaluated afresh); one with a non-finite cost or gradient (or NaN residual) is
-    /// never kept.
-    pub(crate) fn offer(&mut self, x: &DVector<F>, cost: F, gradient: &DVector<F>) {
-        if let Some(rank) = self.rank_of(cost, gradient) {
-            self.keep_if_better(rank, x, cost, gradient);
-        }
-    }
-
-    /// Offers a line-search trial point; true when it meets the run's goal (its rank's first
-    /// component is `false`: the run's stopping test): then it is the run's answer
-    /// ([`BestIterateTracker::into_best`]) and the run stops there.
-    pub(crate) fn offer_trial(&mut self, x: &DVector<F>, cost: F, gradient: &DVector<F>) -> bool {
-        let Some(rank) = self.rank_of(cost, gradient) else {
-            return false;
-        };
-        if rank.0 {
-            self.keep_if_better(rank, x, cost, gradient);
-            return false;
-        }
-        self.stopped_at = Some(BestIterate {
-            x: x.clone(),
-            cost,
-            gradient: gradient.clone(),
-        });
-        true
-    }
-
-    /// Offers an accepted iterate; true when it meets the run's goal: then it is the run's
-    /// answer, whatever the rank of the points offered before it (a trial point may rank better
-    /// and meet the goal too; the run's own answer is the iterate that stopped it).
-    ///
-    /// Every accepted iterate but `x₀` was evaluated as a trial point of the line search that
-    /// found it and offered then (`trial_problem.rs::ByRef`, which stops the run at a trial
-    /// point that meets the goal). When it is still the best point (the same bits of `x`, cost
-    /// and gradient) offering it again would change nothing: it is neither ranked again nor
-    /// copied. Otherwise (`x₀`, a step of length 0, a point the search evaluated before a
-    /// better-ranked one) it is ranked and kept if it ranks at least as well as the best point,
-    /// which, offered before, it can only tie (the later of equal ones wins, as always).
-    pub(crate) fn offer_accepted(
-        &mut self,
-        x: &DVector<F>,
-        cost: F,
-        gradient: &DVector<F>,
-    ) -> bool {
-        let already_best = self.best.as_ref().and_then(|(rank, best)| {
-            (same_bits(best.cost, cost)
-                && same_entries(&best.x, x)
-                && same_entries(&best.gradient, gradient))
-            .then_some(*rank)
-        });
-        let (rank, kept) = match already_best {
-            Some(rank) => (rank, true),
-            None => match self.rank_of(cost, gradient) {
-                Some(rank) => (rank, self.keep_if_better(rank, x, cost, gradient)),
-                None => return false,
-            },
-        };
-        if rank.0 {
-            return false;
-        }
-        // It meets the goal, so it ranks first: kept unless a point that met the goal was
-        // offered before and ranks better (not possible within one run, which stops at such a
-        // point, but cheap to get right).
-        let stopped = match self.best.take() {
-            Some((_, best)) if kept => best,
-            other => {
-                self.best = other;
-                BestIterate {
-                    x: x.clone(),
-                    cost,
-                    gradient: gradient.clone(),
-                }
-            }
-        };
-        self.stopped_at = Some(stopped);
-        true
-    }
-
-    /// The iterate that met the stopping test, or else the best-ranked point offered, if any.
+    /// The best-ranked point offered (the one that met the stopping test, if one did), if any.
     pub(crate) fn into_best(self) -> Option<BestIterate<F>> {
-        self.stopped_at
-            .or_else(|| self.best.map(|(_, iterate)| iterate))
+        self.best.map(|(_, iterate)| iterate)
     }
-}
-
-/// `a` and `b` have the same bits, for finite values (and NaN never equal): equal, and of
-/// the same sign (`0.0 == -0.0`).
-fn same_bits<F: RealField + Copy>(a: F, b: F) -> bool {
-    a == b && a.is_sign_negative() == b.is_sign_negative()
-}
-
-/// [`same_bits`] entry by entry.
-fn same_entries<F: RealField + Copy>(a: &DVector<F>, b: &DVector<F>) -> bool {
-    a.len() == b.len() && a.iter().zip(b.iter()).all(|(u, v)| same_bits(*u, *v))
 }
 
 #[cfg(test)]
@@ -222,46 +125,44 @@ mod tests {
         (g.amax() > 1e-9, g.amax())
     }
 
-    /// The accepted iterate at which the run met its stopping test is returned, bit for bit,
-    /// even after a better-ranked point (within the test too, offered as no stop candidate)
-    /// and an equal one.
+    /// The point at which the run met its stopping test is returned, bit for bit, after an
+    /// equal point short of the test (`x = 0.0` against `−0.0`, the same cost).
     #[test]
     fn the_iterate_that_met_the_test_is_returned() {
         let mut t = BestIterateTracker::new(&within_1e_9);
         let v = |a: f64| DVector::from_element(1, a);
-        t.offer(&v(1.0), 0.0, &v(1e-12));
-        t.offer(&v(0.0), -1.0, &v(1e-10));
-        assert!(t.offer_accepted(&v(-0.0), -1.0, &v(1e-10)));
+        assert!(!t.offer(&v(1.0), 0.0, &v(1e-3)));
+        assert!(!t.offer(&v(0.0), -1.0, &v(1e-6)));
+        assert!(t.offer(&v(-0.0), -1.0, &v(1e-10)));
         let best = t.into_best().unwrap();
         assert_eq!(best.x[0].to_bits(), (-0.0f64).to_bits());
         assert_eq!((best.cost, best.gradient[0]), (-1.0, 1e-10));
     }
 
-    /// A trial point within the test stops the run (it is returned, whatever comes after);
-    /// one outside it does not, and is kept as a candidate.
+    /// A trial point within the test stops the run (it is returned); one outside it does
+    /// not, and is kept as a candidate; one with a NaN gradient is neither.
     #[test]
     fn a_trial_point_within_the_test_is_the_answer() {
         let mut t = BestIterateTracker::new(&within_1e_9);
         let v = |a: f64| DVector::from_element(1, a);
-        assert!(!t.offer_trial(&v(1.0), 0.0, &v(1e-3)));
-        assert!(!t.offer_trial(&v(2.0), 0.0, &v(f64::NAN)));
-        assert!(t.offer_trial(&v(3.0), 0.0, &v(1e-10)));
-        t.offer(&v(4.0), 0.0, &v(1e-12));
+        assert!(!t.offer(&v(1.0), 0.0, &v(1e-3)));
+        assert!(!t.offer(&v(2.0), 0.0, &v(f64::NAN)));
+        assert!(t.offer(&v(3.0), 0.0, &v(1e-10)));
         assert_eq!(t.into_best().unwrap().x[0], 3.0);
     }
 
     /// An accepted iterate offered again after its trial-point offer: when it is still the best
     /// point nothing changes; when a later trial point tied it, the accepted iterate (offered
-    /// later) wins the tie, as it did when every accepted iterate was offered in full.
+    /// later) wins the tie.
     #[test]
     fn an_accepted_iterate_wins_a_tie_with_an_earlier_offer() {
         let mut t = BestIterateTracker::new(&within_1e_9);
         let v = |a: f64| DVector::from_element(1, a);
-        assert!(!t.offer_trial(&v(1.0), 3.0, &v(0.5)));
-        assert!(!t.offer_trial(&v(2.0), 2.0, &v(0.5)));
-        assert!(!t.offer_accepted(&v(1.0), 3.0, &v(0.5)));
-        assert!(!t.offer_trial(&v(5.0), 9.0, &v(0.7)));
-        assert!(!t.offer_accepted(&v(5.0), 9.0, &v(0.7)));
+        assert!(!t.offer(&v(1.0), 3.0, &v(0.5)));
+        assert!(!t.offer(&v(2.0), 2.0, &v(0.5)));
+        assert!(!t.offer(&v(1.0), 3.0, &v(0.5)));
+        assert!(!t.offer(&v(5.0), 9.0, &v(0.7)));
+        assert!(!t.offer(&v(5.0), 9.0, &v(0.7)));
         let best = t.into_best().unwrap();
         assert_eq!((best.x[0], best.cost), (1.0, 3.0));
     }

@@ -245,14 +245,13 @@ where
             // (and the anchor was offered as an accepted iterate).
             if shared.anchor.borrow().as_ref().is_some_and(|a| a != x) {
                 bump(&shared.finite_trials);
-                // A trial point (a cost request: the line searches ask for the cost first)
-                // that meets the run's test ends the run at once, as its answer. (A gradient
-                // evaluated afresh here is L-BFGS's at its new iterate, which its search
-                // evaluated before; the wrapper tests it as the accepted iterate.)
-                let mut candidates = self.candidates.borrow_mut();
-                if !trial {
-                    candidates.offer(x, c, &g);
-                } else if candidates.offer_trial(x, c, &g) {
+                // A trial point (a cost request: the line searches ask for the cost first,
+                // then for the gradient at the same point, served from the cache) that meets
+                // the run's test ends the run at once, as its answer. A gradient evaluated
+                // afresh here is L-BFGS's at its new iterate, which its search evaluated
+                // before: the wrapper offers it as the accepted iterate (`argmin_lbfgs.rs`,
+                // before the next iteration or the end of the run).
+                if trial && self.candidates.borrow_mut().offer(x, c, &g) {
                     shared.met_test_at_trial.set(true);
                     return Err(argmin::core::Error::new(MetTestAtTrialPoint));
                 }
