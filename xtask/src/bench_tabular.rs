@@ -135,6 +135,10 @@ pub struct DatasetResult {
     pub validation_curve: Option<String>,
 }
 
+/// How the [`SkippedDataset::message`] of a dataset on disk ends when an interrupt came
+/// before it started.
+pub const NOT_STARTED: &str = "not started (the run was interrupted before it)";
+
 /// A dataset that was not run.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SkippedDataset {
@@ -366,9 +370,7 @@ pub fn run_bench_tabular(opts: &BenchTabularOptions) -> Result<BenchReport> {
         };
         // The dataset in progress pauses on an interrupt; the ones after it do not start.
         if k > 0 && interrupted() {
-            skipped.push(skip(format!(
-                "{ds}: not started (the run was interrupted before it)"
-            )));
+            skipped.push(skip(format!("{ds}: {NOT_STARTED}")));
             continue;
         }
         match run_dataset(ds, &root, opts) {

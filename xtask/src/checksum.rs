@@ -47,6 +47,12 @@ impl Checksum {
     pub fn is_published(&self) -> bool {
         !matches!(self, Checksum::Unknown | Checksum::RecordedSha256(_))
     }
+
+    /// Whether this is a sha256 recorded on first download ([`Checksum::RecordedSha256`]):
+    /// a mismatch with it says so, not that a published checksum failed.
+    pub fn is_recorded(&self) -> bool {
+        matches!(self, Checksum::RecordedSha256(_))
+    }
 }
 
 impl fmt::Display for Checksum {

@@ -1,8 +1,10 @@
 //! Extraction of downloaded archives. Every output is written to `<file>.part` and renamed
 //! into place once complete, so an interrupted extraction leaves no half-written file under
-//! its final name. [`extract`] with [`Output::Discard`] reads an archive to its end without
-//! writing anything: `download` runs it first, so that nothing is extracted from an archive
-//! that turns out truncated or corrupt half-way (see [`crate::install`]).
+//! its final name. [`extract`] tells an archive that cannot be read to its end (truncated,
+//! corrupt, without the expected members: [`ExtractError::Unusable`]) from a file that
+//! could not be written ([`ExtractError::Unwritten`]); `download` extracts into a staging
+//! directory that it removes on either, so nothing is installed from an archive that turns
+//! out truncated or corrupt half-way (see [`crate::install`]).
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -15,76 +17,159 @@ use crate::checksum::sha256_bytes;
 use crate::fetch::part_path;
 use crate::registry::Extract;
 
-/// Where the files extracted from an archive go.
-#[derive(Debug, Clone, Copy)]
-pub enum Output<'a> {
-    /// Under this directory, each written atomically ([`write_atomic`]).
-    Dir(&'a Path),
-    /// Nowhere: the archive is only read, which checks that it can be read to its end and
-    /// holds the expected members.
-    Discard,
+/// Why [`extract`] failed.
+#[derive(Debug)]
+pub enum ExtractError {
+    /// The archive cannot be read to its end, lacks an expected member, or holds one that
+    /// fails its published sum: nothing extracted from it can be trusted.
+    Unusable(anyhow::Error),
+    /// A file could not be written under the output directory (a full disk, permissions):
+    /// not the archive's fault.
+    Unwritten(anyhow::Error),
 }
 
-impl Output<'_> {
-    fn write(self, rel: &Path, mut r: impl Read) -> Result<u64> {
-        match self {
-            Output::Dir(dir) => write_atomic(&dir.join(rel), r),
-            Output::Discard => Ok(std::io::copy(&mut r, &mut std::io::sink())?),
-        }
-    }
-}
+/// An I/O error met writing a file (not reading what goes into it): the marker that
+/// [`extract`] tells [`ExtractError::Unwritten`] by. Displayed as the I/O error itself.
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+struct WriteFailed(std::io::Error);
 
-/// Extracts `archive` as `how` says into `out` (or only reads it, with [`Output::Discard`]).
-pub fn extract(archive: &Path, how: &Extract, out: Output<'_>) -> Result<()> {
-    match how {
-        Extract::TarMembers(members) => tar_members(archive, members, out),
-        Extract::TarDir {
-            prefix,
-            dest_dir,
-            required,
-        } => tar_dir(archive, prefix, dest_dir, required, out),
-        Extract::ZipMember { member, dest } => zip_member(archive, member, dest, out),
-        Extract::Gunzip(dest) => gunzip(archive, dest, out),
-        Extract::Place(dest) => match out {
-            Output::Dir(dir) => place(archive, &dir.join(dest)),
-            Output::Discard => Ok(()),
-        },
-        Extract::PlaceVerifyingMembers { dest, sums } => {
-            let n = verify_tar_members(archive, sums)?;
-            match out {
-                Output::Dir(dir) => {
-                    tracing::info!("{}: all {n} images match their sha256", archive.display());
-                    place(archive, &dir.join(dest))
-                }
-                Output::Discard => Ok(()),
-            }
-        }
-    }
+/// A failed [`copy_atomic`].
+enum CopyError {
+    /// Reading the source failed.
+    Read(std::io::Error),
+    /// Writing failed: a [`WriteFailed`] under "cannot write/create <path>".
+    Write(anyhow::Error),
 }
 
 /// Writes everything `r` yields to `dest` atomically.
-pub fn write_atomic(dest: &Path, mut r: impl Read) -> Result<u64> {
+pub fn write_atomic(dest: &Path, r: impl Read) -> Result<u64> {
+    copy_atomic(dest, r).map_err(|e| match e {
+        CopyError::Read(e) => {
+            anyhow::Error::new(e).context(format!("cannot write {}", dest.display()))
+        }
+        CopyError::Write(e) => e,
+    })
+}
+
+/// [`write_atomic`], telling a failure to read `r` from one to write `dest`.
+fn copy_atomic(dest: &Path, mut r: impl Read) -> Result<u64, CopyError> {
+    let cannot_write = |e: std::io::Error| {
+        CopyError::Write(
+            anyhow::Error::new(WriteFailed(e)).context(format!("cannot write {}", dest.display())),
+        )
+    };
     if let Some(parent) = dest.parent() {
-        std::fs::create_dir_all(parent)
-            .with_context(|| format!("cannot create {}", parent.display()))?;
+        std::fs::create_dir_all(parent).map_err(|e| {
+            CopyError::Write(
+                anyhow::Error::new(WriteFailed(e))
+                    .context(format!("cannot create {}", parent.display())),
+            )
+        })?;
     }
     let part = part_path(dest);
-    let n = (|| -> std::io::Result<u64> {
-        let mut f = File::create(&part)?;
-        let n = std::io::copy(&mut r, &mut f)?;
-        f.flush()?;
-        f.sync_all()?;
+    let n = (|| -> Result<u64, CopyError> {
+        let mut f = File::create(&part).map_err(cannot_write)?;
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut n = 0u64;
+        loop {
+            let k = match r.read(&mut buf) {
+                Ok(0) => break,
+                Ok(k) => k,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(CopyError::Read(e)),
+            };
+            f.write_all(&buf[..k]).map_err(cannot_write)?;
+            n += k as u64;
+        }
+        f.flush().map_err(cannot_write)?;
+        f.sync_all().map_err(cannot_write)?;
         Ok(n)
     })();
     let n = match n {
         Ok(n) => n,
         Err(e) => {
             let _ = std::fs::remove_file(&part);
-            return Err(e).with_context(|| format!("cannot write {}", dest.display()));
+            return Err(e);
         }
     };
-    std::fs::rename(&part, dest).with_context(|| format!("cannot write {}", dest.display()))?;
+    std::fs::rename(&part, dest).map_err(cannot_write)?;
     Ok(n)
+}
+
+/// Where the files extracted from an archive go, and which were written.
+struct Output<'a> {
+    /// The output directory.
+    dir: &'a Path,
+    /// The files written, relative to `dir` (`/`-separated).
+    written: Vec<String>,
+}
+
+impl Output<'_> {
+    /// Writes what `r` yields to `rel` under the output directory, atomically. A failure to
+    /// read `r` (the archive) is returned as it is; one to write is a [`WriteFailed`] under
+    /// "cannot write <file>".
+    fn write(&mut self, rel: &Path, r: impl Read) -> Result<u64> {
+        let n = copy_atomic(&self.dir.join(rel), r).map_err(|e| match e {
+            CopyError::Read(e) => anyhow::Error::from(e),
+            CopyError::Write(e) => e,
+        })?;
+        self.written.push(slash_path(rel));
+        Ok(n)
+    }
+}
+
+/// `rel` as a `/`-separated path, as the data directory's file names are spelt.
+fn slash_path(rel: &Path) -> String {
+    rel.components()
+        .map(|c| c.as_os_str().to_string_lossy())
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+/// Extracts `archive` as `how` says into `dir`. Returns the files written, relative to `dir`
+/// (`/`-separated, sorted).
+pub fn extract(archive: &Path, how: &Extract, dir: &Path) -> Result<Vec<String>, ExtractError> {
+    // Errors of reading the archive are the archive's; those of writing under `dir` are not.
+    let by_cause = |e: anyhow::Error| {
+        if e.downcast_ref::<WriteFailed>().is_some() {
+            ExtractError::Unwritten(e)
+        } else {
+            ExtractError::Unusable(e)
+        }
+    };
+    let mut out = Output {
+        dir,
+        written: Vec::new(),
+    };
+    match how {
+        Extract::TarMembers(members) => {
+            tar_members(archive, members, &mut out).map_err(by_cause)?
+        }
+        Extract::TarDir {
+            prefix,
+            dest_dir,
+            required,
+        } => tar_dir(archive, prefix, dest_dir, required, &mut out).map_err(by_cause)?,
+        Extract::ZipMember { member, dest } => {
+            zip_member(archive, member, dest, &mut out).map_err(by_cause)?;
+        }
+        Extract::Gunzip(dest) => gunzip(archive, dest, &mut out).map_err(by_cause)?,
+        Extract::Place(dest) => {
+            place(archive, &dir.join(dest)).map_err(ExtractError::Unwritten)?;
+            out.written.push(slash_path(Path::new(dest)));
+        }
+        Extract::PlaceVerifyingMembers { dest, sums } => {
+            let n = verify_tar_members(archive, sums).map_err(ExtractError::Unusable)?;
+            tracing::info!("{}: all {n} images match their sha256", archive.display());
+            place(archive, &dir.join(dest)).map_err(ExtractError::Unwritten)?;
+            out.written.push(slash_path(Path::new(dest)));
+        }
+    }
+    let mut files = out.written;
+    files.sort();
+    files.dedup();
+    Ok(files)
 }
 
 fn open_tar_gz(archive: &Path) -> Result<tar::Archive<flate2::read::GzDecoder<BufReader<File>>>> {
@@ -106,7 +191,7 @@ fn drain_tar_gz(
 }
 
 /// Copies the members of a `.tar.gz` whose path ends with each `suffix` to `dest` under `out`.
-pub fn tar_members(archive: &Path, members: &[(String, String)], out: Output<'_>) -> Result<()> {
+fn tar_members(archive: &Path, members: &[(String, String)], out: &mut Output<'_>) -> Result<()> {
     let mut found = vec![false; members.len()];
     let mut tar = open_tar_gz(archive)?;
     let ctx = || format!("reading {}", archive.display());
@@ -141,12 +226,12 @@ pub fn tar_members(archive: &Path, members: &[(String, String)], out: Output<'_>
 
 /// Copies every regular file under the directory `prefix` of a `.tar.gz` into `dest_dir`
 /// under `out` and checks that the `required` file names were among them.
-pub fn tar_dir(
+fn tar_dir(
     archive: &Path,
     prefix: &str,
     dest_dir: &str,
     required: &[String],
-    out: Output<'_>,
+    out: &mut Output<'_>,
 ) -> Result<()> {
     let mut tar = open_tar_gz(archive)?;
     let ctx = || format!("reading {}", archive.display());
@@ -204,7 +289,7 @@ fn zip_find<R: Read + Seek>(zip: &mut zip::ZipArchive<R>, member: &str) -> Resul
 }
 
 /// Copies the member of a `.zip` whose path ends with `member` to `dest` under `out`.
-pub fn zip_member(archive: &Path, member: &str, dest: &str, out: Output<'_>) -> Result<()> {
+fn zip_member(archive: &Path, member: &str, dest: &str, out: &mut Output<'_>) -> Result<()> {
     let f = File::open(archive).with_context(|| format!("cannot open {}", archive.display()))?;
     let mut zip = zip::ZipArchive::new(BufReader::new(f))
         .with_context(|| format!("{} is not a zip archive", archive.display()))?;
@@ -216,7 +301,7 @@ pub fn zip_member(archive: &Path, member: &str, dest: &str, out: Output<'_>) -> 
 }
 
 /// Decompresses a `.gz` file to `dest` under `out`.
-pub fn gunzip(archive: &Path, dest: &str, out: Output<'_>) -> Result<()> {
+fn gunzip(archive: &Path, dest: &str, out: &mut Output<'_>) -> Result<()> {
     let f = File::open(archive).with_context(|| format!("cannot open {}", archive.display()))?;
     out.write(
         Path::new(dest),
@@ -284,4 +369,80 @@ pub fn verify_tar_members(archive: &Path, sums: &str) -> Result<usize> {
         );
     }
     Ok(ok)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tar_gz(files: &[(&str, Vec<u8>)]) -> Vec<u8> {
+        let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        let mut tar = tar::Builder::new(gz);
+        for (name, bytes) in files {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(bytes.len() as u64);
+            h.set_mode(0o644);
+            h.set_cksum();
+            tar.append_data(&mut h, name, &bytes[..]).unwrap();
+        }
+        tar.into_inner().unwrap().finish().unwrap()
+    }
+
+    /// Extraction returns the files it wrote; an archive cut short is
+    /// [`ExtractError::Unusable`] with the decoder's error (not blamed on writing), and a file
+    /// that cannot be written is [`ExtractError::Unwritten`], with the path it could not write.
+    #[test]
+    fn extract_tells_a_bad_archive_from_a_failed_write() {
+        let dir = tempfile::tempdir().unwrap();
+        // Bytes that gzip cannot shrink much (a 64-bit LCG), so a cut lands inside a member.
+        let mut x = 1u64;
+        let noise: Vec<u8> = (0..200_000)
+            .map(|_| {
+                x = x
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                (x >> 56) as u8
+            })
+            .collect();
+        let archive = dir.path().join("a.tar.gz");
+        std::fs::write(
+            &archive,
+            tar_gz(&[("data/b.bin", noise.clone()), ("data/a/x.bin", vec![7; 10])]),
+        )
+        .unwrap();
+        let how = Extract::TarMembers(vec![
+            ("data/b.bin".into(), "out/b.bin".into()),
+            ("data/a/x.bin".into(), "out/a/x.bin".into()),
+        ]);
+        let staging = dir.path().join("staging");
+        let files = extract(&archive, &how, &staging).unwrap();
+        assert_eq!(files, ["out/a/x.bin", "out/b.bin"]);
+        assert_eq!(std::fs::read(staging.join("out/b.bin")).unwrap(), noise);
+
+        let good = std::fs::read(&archive).unwrap();
+        std::fs::write(&archive, &good[..good.len() / 2]).unwrap();
+        let cut = dir.path().join("cut");
+        let Err(ExtractError::Unusable(e)) = extract(&archive, &how, &cut) else {
+            panic!("a truncated archive must be unusable");
+        };
+        let e = format!("{e:#}");
+        assert!(
+            e.starts_with("reading ") && !e.contains("cannot write"),
+            "{e}"
+        );
+        assert!(!cut.join("out/b.bin.part").exists());
+
+        std::fs::write(&archive, &good).unwrap();
+        let blocked = dir.path().join("blocked");
+        std::fs::create_dir_all(&blocked).unwrap();
+        std::fs::write(blocked.join("out"), b"a file where a folder goes").unwrap();
+        let Err(ExtractError::Unwritten(e)) = extract(&archive, &how, &blocked) else {
+            panic!("a failed write must not be blamed on the archive");
+        };
+        let e = format!("{e:#}");
+        assert!(
+            e.contains("cannot create") && e.contains("blocked/out"),
+            "{e}"
+        );
+    }
 }

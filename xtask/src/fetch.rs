@@ -150,7 +150,7 @@ pub fn fetch(
                         moved_to: PathBuf::from(bad),
                     },
                     dest: dest.to_path_buf(),
-                    recorded: matches!(checksum, Checksum::RecordedSha256(_)),
+                    recorded: checksum.is_recorded(),
                     mismatch,
                 })
             }
@@ -330,7 +330,7 @@ fn finish(
                     retried_from_scratch: false,
                 },
                 dest: dest.to_path_buf(),
-                recorded: matches!(checksum, Checksum::RecordedSha256(_)),
+                recorded: checksum.is_recorded(),
                 mismatch,
             })
         }

@@ -4,7 +4,7 @@ use std::fmt::{self, Write as _};
 use std::path::{Path, PathBuf};
 
 use crate::checksum::{Checksum, Mismatch};
-use crate::fetch::part_path;
+use crate::fetch::{local_file, part_path};
 
 /// Why one URL did not deliver the file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -156,10 +156,11 @@ fn not_downloaded_message(
             _ => None,
         })
         .collect();
-    let not_in_dir: Vec<&str> = failures
+    let not_in_dir: Vec<String> = failures
         .iter()
         .filter(|(_, f)| matches!(f, UrlFailure::NoLocalFile(_)))
-        .filter_map(|(u, _)| u.strip_prefix("file://"))
+        .filter_map(|(u, _)| local_file(u))
+        .map(|p| p.display().to_string())
         .collect();
     let transient = failures.iter().any(|(_, f)| f.is_transient_status());
     let broke_off = failures

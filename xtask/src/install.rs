@@ -10,11 +10,11 @@
 //! warning, and no sha256 of the archive is computed or recorded
 //! ([`crate::checksum::Checksum::OfMembers`]).
 //!
-//! Every archive is read to its end before anything is extracted from it. One that cannot be
-//! (truncated, corrupt, or without the expected members) is not kept: a fresh download is
-//! deleted, a file that was already in the cache is moved to `<file>.bad`, and any sha256
-//! recorded for it is forgotten, so that the next run downloads it afresh instead of
-//! trusting it again.
+//! Nothing is installed from an archive that cannot be read to its end. One that cannot be
+//! (truncated, corrupt, or without the expected members) is not kept either: a fresh
+//! download is deleted, a file that was already in the cache is moved to `<file>.bad`, and
+//! any sha256 recorded for it is forgotten, so that the next run downloads it afresh instead
+//! of trusting it again.
 //!
 //! A plan's files are extracted into `<dir>/.downloads/<dataset>.staging/` and read as their
 //! loaders read them ([`crate::installed_check`]) before anything is installed or recorded:
@@ -34,13 +34,13 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, anyhow};
 
 use crate::checksum::{Checksum, Verified};
-use crate::extract::{self, Output};
+use crate::extract::{self, ExtractError};
 use crate::fetch::{FetchError, FetchOptions, Fetched, agent, fetch, part_path};
 pub use crate::fetch_error::SHA256_RECORD;
-use crate::installed_check::check_loadable;
+use crate::installed_check::{check_loadable, check_loadable_as};
 use crate::registry::{DatasetSpec, Mirror, Plan, Step};
 
-/// Options of [`download_dataset`].
+/// Options of [`download_datasets`].
 #[derive(Debug, Clone)]
 pub struct DownloadOptions {
     /// The data directory (loaders' root).
@@ -56,7 +56,7 @@ pub struct DownloadOptions {
     pub force: bool,
 }
 
-/// What [`download_dataset`] did.
+/// What [`download_datasets`] did for one dataset.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     /// Every output file was already there; nothing was fetched.
@@ -75,11 +75,9 @@ pub fn cache_dir(dir: &Path) -> PathBuf {
     dir.join(".downloads")
 }
 
-const RECORD: &str = SHA256_RECORD;
-
 /// The sha256 recorded for `name` by an earlier unverified download.
 pub fn recorded_sha256(dir: &Path, name: &str) -> Option<String> {
-    let text = std::fs::read_to_string(cache_dir(dir).join(RECORD)).ok()?;
+    let text = std::fs::read_to_string(cache_dir(dir).join(SHA256_RECORD)).ok()?;
     text.lines()
         .filter_map(|l| l.split_once("  "))
         .filter(|(_, n)| n.trim() == name)
@@ -88,7 +86,7 @@ pub fn recorded_sha256(dir: &Path, name: &str) -> Option<String> {
 }
 
 fn record_sha256(dir: &Path, name: &str, sha: &str) -> Result<()> {
-    let path = cache_dir(dir).join(RECORD);
+    let path = cache_dir(dir).join(SHA256_RECORD);
     let mut f = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -100,7 +98,7 @@ fn record_sha256(dir: &Path, name: &str, sha: &str) -> Result<()> {
 
 /// Removes every sha256 recorded for `name` (one that was recorded for an unusable file).
 fn forget_sha256(dir: &Path, name: &str) -> Result<bool> {
-    let path = cache_dir(dir).join(RECORD);
+    let path = cache_dir(dir).join(SHA256_RECORD);
     let Ok(text) = std::fs::read_to_string(&path) else {
         return Ok(false);
     };
@@ -141,7 +139,7 @@ pub fn forget_unpublished(spec: &DatasetSpec, dir: &Path) -> Result<Vec<String>>
     let mut dropped = Vec::new();
     for step in spec.plans.iter().flat_map(|p| &p.steps) {
         let a = &step.artifact;
-        if a.checksum != Checksum::Unknown || step.extract.verifies_members() {
+        if published_checksum(step).is_some() {
             continue;
         }
         let cache = cache_dir(dir).join(&a.cache_name);
@@ -172,8 +170,21 @@ struct StepDone {
     files: Vec<String>,
 }
 
-/// Fetches (or takes from the cache) and verifies one artifact, reads it to its end, and
-/// extracts it into `staging`.
+/// The checksum published for `step`'s download: its own, or [`Checksum::OfMembers`] for an
+/// archive whose members are each checked against published sums; `None` when nothing is
+/// published (it is then held to the sha256 recorded on its first download, if any).
+fn published_checksum(step: &Step) -> Option<Checksum> {
+    match &step.artifact.checksum {
+        // Verified by its content: no sha256 of the archive itself is computed, recorded or
+        // required (a copy compressed otherwise holds the same members).
+        Checksum::Unknown if step.extract.verifies_members() => Some(Checksum::OfMembers),
+        Checksum::Unknown => None,
+        c => Some(c.clone()),
+    }
+}
+
+/// Fetches (or takes from the cache) and verifies one artifact, and extracts it into
+/// `staging`.
 fn run_step(
     step: &Step,
     opts: &DownloadOptions,
@@ -182,14 +193,10 @@ fn run_step(
 ) -> Result<StepDone, StepError> {
     let a = &step.artifact;
     let cache = cache_dir(&opts.dir).join(&a.cache_name);
-    // An archive whose members are each checked against published sums is verified by its
-    // content: no sha256 of the archive itself is computed, recorded or required (a copy
-    // compressed otherwise holds the same members).
-    let checksum = match (&a.checksum, recorded_sha256(&opts.dir, &a.cache_name)) {
-        (Checksum::Unknown, _) if step.extract.verifies_members() => Checksum::OfMembers,
-        (Checksum::Unknown, Some(sha)) => Checksum::RecordedSha256(sha),
-        (c, _) => c.clone(),
-    };
+    let checksum = published_checksum(step).unwrap_or_else(|| {
+        recorded_sha256(&opts.dir, &a.cache_name)
+            .map_or(Checksum::Unknown, Checksum::RecordedSha256)
+    });
     tracing::info!("{}: {} ({})", a.cache_name, checksum, a.approx_size);
     let fetched = fetch(
         agent,
@@ -199,58 +206,21 @@ fn run_step(
         &opts.fetch,
     )
     .map_err(StepError::Fetch)?;
-    // Read the whole archive before extracting anything from it: a truncated or corrupt one
-    // must neither leave some of its members installed nor stay in the cache.
-    if let Err(e) = extract::extract(&cache, &step.extract, Output::Discard) {
-        return Err(StepError::Other(discard_unusable(
-            e,
-            &fetched,
-            &cache,
-            opts,
-            &a.cache_name,
-        )));
-    }
-    let before = files_under(staging).map_err(StepError::Other)?;
-    extract::extract(&cache, &step.extract, Output::Dir(staging)).map_err(StepError::Other)?;
-    let files = files_under(staging)
-        .map_err(StepError::Other)?
-        .into_iter()
-        .filter(|f| !before.contains(f))
-        .collect();
+    // A truncated or corrupt archive must neither stay in the cache nor have any of its
+    // members installed (the staging directory is removed on every error); a file that
+    // cannot be written is not the archive's fault.
+    let files = extract::extract(&cache, &step.extract, staging).map_err(|e| match e {
+        ExtractError::Unusable(e) => {
+            StepError::Other(discard_unusable(e, &fetched, &cache, opts, &a.cache_name))
+        }
+        ExtractError::Unwritten(e) => StepError::Other(e),
+    })?;
     Ok(StepDone {
         cache_name: a.cache_name.clone(),
         fetched,
         checksum,
         files,
     })
-}
-
-/// The files under `root`, as `/`-separated paths relative to it, sorted.
-fn files_under(root: &Path) -> Result<Vec<String>> {
-    fn walk(root: &Path, rel: &str, out: &mut Vec<String>) -> Result<()> {
-        let dir = root.join(rel);
-        let entries =
-            std::fs::read_dir(&dir).with_context(|| format!("cannot list {}", dir.display()))?;
-        for entry in entries {
-            let entry = entry.with_context(|| format!("cannot list {}", dir.display()))?;
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let child = if rel.is_empty() {
-                name
-            } else {
-                format!("{rel}/{name}")
-            };
-            if entry.file_type()?.is_dir() {
-                walk(root, &child, out)?;
-            } else {
-                out.push(child);
-            }
-        }
-        Ok(())
-    }
-    let mut out = Vec::new();
-    walk(root, "", &mut out)?;
-    out.sort();
-    Ok(out)
 }
 
 /// An archive that cannot be read to its end: deletes a fresh download, moves a file that was
@@ -288,7 +258,7 @@ fn discard_unusable(
         Ok(false) => String::new(),
         Err(err) => format!(
             " (its recorded sha256 could not be removed from {}: {err:#})",
-            cache_dir(&opts.dir).join(RECORD).display()
+            cache_dir(&opts.dir).join(SHA256_RECORD).display()
         ),
     };
     e.context(format!(
@@ -365,14 +335,10 @@ fn check_staged(
 ) -> Result<(), StepError> {
     for d in done {
         for rel in &d.files {
-            let Err(mut bad) = check_loadable(&staging.join(rel), rel) else {
+            // Named where it belongs, not as its staging copy.
+            let Err(bad) = check_loadable_as(&staging.join(rel), rel, &opts.dir.join(rel)) else {
                 continue;
             };
-            // Name the file where it belongs, not its staging copy.
-            bad.detail = bad.detail.replace(
-                &staging.join(rel).display().to_string(),
-                &opts.dir.join(rel).display().to_string(),
-            );
             let from = match &d.fetched {
                 Fetched::Downloaded { url, .. } => format!("downloaded from {url}"),
                 Fetched::AlreadyPresent(_) => "found in the cache".to_string(),
@@ -391,7 +357,7 @@ fn check_staged(
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
                 Err(e) => format!("{} could not be deleted ({e}): delete it", cache.display()),
             };
-            let record = cache_dir(&opts.dir).join(RECORD);
+            let record = cache_dir(&opts.dir).join(SHA256_RECORD);
             let forgot = match (&d.checksum, forget_sha256(&opts.dir, &d.cache_name)) {
                 (_, Err(e)) => format!(
                     "; its sha256 could not be removed from {} ({e:#}): remove its line",
@@ -430,7 +396,7 @@ fn install_staged(done: &[StepDone], opts: &DownloadOptions, staging: &Path) -> 
                 "{}: no published checksum to verify against; its files pass their loader's \
                  check; computed sha256 {sha256} (recorded in {}; `--force` forgets it)",
                 d.cache_name,
-                cache_dir(&opts.dir).join(RECORD).display()
+                cache_dir(&opts.dir).join(SHA256_RECORD).display()
             );
             record_sha256(&opts.dir, &d.cache_name, sha256)?;
         }
@@ -443,20 +409,12 @@ fn install_staged(done: &[StepDone], opts: &DownloadOptions, staging: &Path) -> 
     Ok(())
 }
 
-/// Fetches, verifies and extracts one dataset into `opts.dir`. Every error names the
-/// dataset.
+/// Fetches, verifies and extracts each of `specs` into `opts.dir`, in order. Every error
+/// names its dataset. With `force`, the start over ([`forget_unpublished`]) is done once for
+/// all of them first (the MAF archive, shared by three datasets, is downloaded once).
 ///
 /// Sources are tried in order while they do not deliver a file (no answer, an HTTP error, a
 /// transfer that keeps breaking off); a checksum mismatch or a bad archive stops at once.
-pub fn download_dataset(spec: &DatasetSpec, opts: &DownloadOptions) -> Result<Outcome> {
-    download_datasets(std::slice::from_ref(spec), opts)
-        .pop()
-        .unwrap_or_else(|| Err(anyhow!("{}: nothing to download", spec.name)))
-}
-
-/// [`download_dataset`] for each of `specs`, in order; with `force`, the start over
-/// ([`forget_unpublished`]) is done once for all of them first (the MAF archive, shared by
-/// three datasets, is downloaded once).
 pub fn download_datasets(specs: &[DatasetSpec], opts: &DownloadOptions) -> Vec<Result<Outcome>> {
     let started_over: Vec<Result<()>> = specs
         .iter()

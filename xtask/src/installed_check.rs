@@ -8,19 +8,19 @@
 //! | file | check |
 //! |---|---|
 //! | `power/data.npy`, `miniboone/data.npy` | [`cpflow::datasets::read_npy_file`]: a `.npy` matrix with the loader's column count and at least one row |
-//! | `hepmass/1000_{train,test}.csv` | [`cpflow::datasets::read_signal_csv`] on the first [`PREFIX_BYTES`] (whole lines), at least one data row |
-//! | `gas/ethylene_CO.txt` | [`cpflow::datasets::read_gas_sensors`] on the first [`PREFIX_BYTES`] (whole lines), at least one row |
+//! | `hepmass/1000_{train,test}.csv` | [`cpflow::datasets::parse_signal_csv`] on the first [`PREFIX_BYTES`] (whole lines), at least one data row |
+//! | `gas/ethylene_CO.txt` | [`cpflow::datasets::parse_gas_sensors`] on the first [`PREFIX_BYTES`] (whole lines), at least one row |
 //!
 //! The text files are read in part (the loaders take seconds on the full files; a wrong file
 //! shows in its first lines). Files held to a published checksum (MNIST, CIFAR-10, Omniglot,
 //! BSDS300's images) are not checked again.
 
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use cpflow::datasets::{
-    DatasetError, GasConfig, MINIBOONE_COLUMNS, POWER_RAW_COLUMNS, layout, read_gas_sensors,
-    read_npy_file, read_signal_csv,
+    DatasetError, GasConfig, MINIBOONE_COLUMNS, POWER_RAW_COLUMNS, layout, parse_gas_sensors,
+    parse_npy_matrix, parse_signal_csv,
 };
 
 /// How many leading bytes of a text file are read ([`LoaderFormat::HepmassCsv`],
@@ -69,14 +69,27 @@ pub struct NotLoadable {
 /// Checks the file at `path`, installed (or about to be) as `rel`, against
 /// [`loader_format`]`(rel)`; files without a format pass.
 pub fn check_loadable(path: &Path, rel: &str) -> Result<(), NotLoadable> {
+    check_loadable_as(path, rel, path)
+}
+
+/// [`check_loadable`] of the file read at `path` that messages call `named`: a staged copy of
+/// the file to be installed at `named`.
+pub fn check_loadable_as(path: &Path, rel: &str, named: &Path) -> Result<(), NotLoadable> {
     let not = |detail: String| NotLoadable {
         rel: rel.to_string(),
         detail,
     };
+    let loader = |e: DatasetError| not(e.to_string());
     match loader_format(rel) {
         None => Ok(()),
         Some(LoaderFormat::NpyMatrix { columns }) => {
-            let m = read_npy_file(path).map_err(|e| not(e.to_string()))?;
+            let bytes = std::fs::read(path).map_err(|cause| {
+                loader(DatasetError::Io {
+                    path: named.to_path_buf(),
+                    cause,
+                })
+            })?;
+            let m = parse_npy_matrix(named, &bytes).map_err(loader)?;
             if m.cols() != columns || m.rows() == 0 {
                 return Err(not(format!(
                     "a {}x{} array, the loader needs {columns} columns and at least one row",
@@ -87,78 +100,45 @@ pub fn check_loadable(path: &Path, rel: &str) -> Result<(), NotLoadable> {
             Ok(())
         }
         Some(format) => {
-            let head = TextHead::read(path).map_err(|e| not(format!("cannot read it: {e}")))?;
-            if !head.has_data_line() {
+            let head = read_head(path).map_err(|e| not(format!("cannot read it: {e}")))?;
+            if !has_data_line(&head) {
                 return Err(not("it has no data line".into()));
             }
-            let checked = head
-                .file(path)
-                .map_err(|e| not(format!("cannot check it: {e}")))?;
-            let result = match format {
+            match format {
                 LoaderFormat::GasText => {
                     let all_rows = GasConfig {
                         sample_fraction: None,
                         seed: 0,
                     };
-                    read_gas_sensors(&checked, &all_rows).map(|_| ())
+                    parse_gas_sensors(named, &head, &all_rows).map(|_| ())
                 }
-                _ => read_signal_csv(&checked).map(|_| ()),
-            };
-            if checked != path {
-                let _ = std::fs::remove_file(&checked);
+                _ => parse_signal_csv(named, &head).map(|_| ()),
             }
-            result.map_err(|e| not(loader_message(&e, &checked, path)))
+            .map_err(loader)
         }
     }
-}
-
-/// The loader's message, naming `path` where it named the copy of its first lines.
-fn loader_message(e: &DatasetError, checked: &Path, path: &Path) -> String {
-    e.to_string()
-        .replace(&checked.display().to_string(), &path.display().to_string())
 }
 
 /// The first [`PREFIX_BYTES`] of a text file, cut after its last whole line (all of it when
 /// the file is shorter).
-struct TextHead {
-    text: Vec<u8>,
-    whole_file: bool,
+fn read_head(path: &Path) -> std::io::Result<Vec<u8>> {
+    let mut text = Vec::with_capacity(PREFIX_BYTES + 1);
+    std::fs::File::open(path)?
+        .take(PREFIX_BYTES as u64 + 1)
+        .read_to_end(&mut text)?;
+    if text.len() > PREFIX_BYTES {
+        let end = text.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        text.truncate(end);
+    }
+    Ok(text)
 }
 
-impl TextHead {
-    fn read(path: &Path) -> std::io::Result<Self> {
-        let mut text = Vec::with_capacity(PREFIX_BYTES + 1);
-        std::fs::File::open(path)?
-            .take(PREFIX_BYTES as u64 + 1)
-            .read_to_end(&mut text)?;
-        let whole_file = text.len() <= PREFIX_BYTES;
-        if !whole_file {
-            let end = text.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
-            text.truncate(end);
-        }
-        Ok(Self { text, whole_file })
-    }
-
-    /// Whether a non-empty line follows the first one.
-    fn has_data_line(&self) -> bool {
-        String::from_utf8_lossy(&self.text)
-            .lines()
-            .skip(1)
-            .any(|l| !l.trim().is_empty())
-    }
-
-    /// The file the loader reads: `path` itself when it is short, else a copy of the head
-    /// beside it (`<path>.head`, removed by the caller).
-    fn file(&self, path: &Path) -> std::io::Result<PathBuf> {
-        if self.whole_file {
-            return Ok(path.to_path_buf());
-        }
-        let mut head = path.as_os_str().to_owned();
-        head.push(".head");
-        let head = PathBuf::from(head);
-        std::fs::write(&head, &self.text)?;
-        Ok(head)
-    }
+/// Whether a non-empty line follows the first one.
+fn has_data_line(text: &[u8]) -> bool {
+    String::from_utf8_lossy(text)
+        .lines()
+        .skip(1)
+        .any(|l| !l.trim().is_empty())
 }
 
 #[cfg(test)]
@@ -216,5 +196,32 @@ mod tests {
         assert!(e.to_string().contains("no data line"), "{e}");
         std::fs::write(&csv, "<html><body>Not found</body></html>\n<p>x</p>\n").unwrap();
         assert!(check_loadable(&csv, layout::HEPMASS_TEST).is_err());
+    }
+
+    /// A staged copy is read where it is and named where it will be installed, for every
+    /// format, and nothing is written beside it.
+    #[test]
+    fn a_staged_file_is_named_where_it_goes() {
+        let dir = tempfile::tempdir().unwrap();
+        let named = Path::new("/data/installed");
+        let npy = dir.path().join("data.npy");
+        std::fs::write(&npy, b"\x93NUMPY junk").unwrap();
+        let csv = dir.path().join("1000_train.csv");
+        let row = "1, 0.5, 2\n".repeat(PREFIX_BYTES / 10 + 10);
+        std::fs::write(&csv, format!("# label, f0, f1\n1, x, 2\n{row}")).unwrap();
+        for (path, rel) in [(&npy, layout::MINIBOONE), (&csv, layout::HEPMASS_TRAIN)] {
+            let e = check_loadable_as(path, rel, named).unwrap_err().to_string();
+            assert!(
+                e.contains("/data/installed") && !e.contains(&dir.path().display().to_string()),
+                "{e}"
+            );
+        }
+        let missing = dir.path().join("gone.npy");
+        let e = check_loadable_as(&missing, layout::POWER, named).unwrap_err();
+        assert!(
+            e.to_string().contains("I/O error on /data/installed"),
+            "{e}"
+        );
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2);
     }
 }

@@ -154,12 +154,13 @@ fn open(path: &Path) -> Result<BufReader<std::fs::File>, DatasetError> {
         .map_err(|e| DatasetError::io(path, e))
 }
 
-/// Calls `f(line_index, line)` for each data line (the header and blank lines skipped).
+/// Calls `f(line_index, line)` for each data line of `reader` (the header and blank lines
+/// skipped); `path` is named in error messages.
 fn for_each_data_line(
     path: &Path,
+    mut reader: impl BufRead,
     mut f: impl FnMut(usize, &str) -> Result<(), DatasetError>,
 ) -> Result<usize, DatasetError> {
-    let mut reader = open(path)?;
     let mut buf = Vec::new();
     let mut line_no = 0usize;
     let mut count = 0usize;
@@ -244,7 +245,41 @@ fn for_each_data_line(
 /// # Ok::<(), DatasetError>(())
 /// ```
 pub fn read_gas_sensors(path: &Path, config: &GasConfig) -> Result<Matrix<f64>, DatasetError> {
-    let n_rows = for_each_data_line(path, |_, _| Ok(()))?;
+    gas_sensors(path, || open(path), config)
+}
+
+/// [`read_gas_sensors`] on text already read (the whole file, or its first lines); `path` is
+/// used in error messages only.
+///
+/// ```
+/// use cpflow::datasets::{GasConfig, parse_gas_sensors};
+/// let all_rows = GasConfig { sample_fraction: None, seed: 0 };
+/// let row = vec!["1.5"; 19].join(" ");
+/// let text = format!("Time CO Eth sensors\n{row}\n{row}\n");
+/// let m = parse_gas_sensors("ethylene_CO.txt".as_ref(), text.as_bytes(), &all_rows)?;
+/// assert_eq!((m.rows(), m.cols()), (2, 16));
+/// // A line with a missing column is named with its number and the file.
+/// let err = parse_gas_sensors("ethylene_CO.txt".as_ref(), b"Time\n1 2 3\n", &all_rows).unwrap_err();
+/// assert!(err.to_string().contains("line 2") && err.to_string().contains("ethylene_CO.txt"), "{err}");
+/// # Ok::<(), cpflow::datasets::DatasetError>(())
+/// ```
+pub fn parse_gas_sensors(
+    path: &Path,
+    text: &[u8],
+    config: &GasConfig,
+) -> Result<Matrix<f64>, DatasetError> {
+    gas_sensors(path, || Ok(text), config)
+}
+
+/// Reads the sensor columns as [`read_gas_sensors`] does, in two passes over the text that
+/// `open` yields (rows are counted first, then the sample is drawn and stored); `path` is
+/// named in error messages.
+fn gas_sensors<R: BufRead>(
+    path: &Path,
+    open: impl Fn() -> Result<R, DatasetError>,
+    config: &GasConfig,
+) -> Result<Matrix<f64>, DatasetError> {
+    let n_rows = for_each_data_line(path, open()?, |_, _| Ok(()))?;
     let (dest, n_out) = match config.sample_fraction {
         Some(frac) => {
             if !(frac > 0.0 && frac <= 1.0) {
@@ -264,7 +299,7 @@ pub fn read_gas_sensors(path: &Path, config: &GasConfig) -> Result<Matrix<f64>, 
     };
     let d = GAS_RAW_COLUMNS - GAS_DROPPED_LEADING;
     let mut out = vec![0.0f64; n_out * d];
-    let seen = for_each_data_line(path, |i, line| {
+    let seen = for_each_data_line(path, open()?, |i, line| {
         let Some(&k) = dest.get(i) else {
             return Err(DatasetError::corrupt(path, "file changed while reading"));
         };

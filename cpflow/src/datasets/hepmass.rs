@@ -135,12 +135,34 @@ fn pandas_number(s: &str) -> Option<f64> {
 /// ```
 pub fn read_signal_csv(path: &Path) -> Result<LabelledTable, DatasetError> {
     super::error::require_file(path, "hepmass", "hepmass")?;
+    let file = std::fs::File::open(path).map_err(|e| DatasetError::corrupt(path, e.to_string()))?;
+    signal_csv(path, file)
+}
+
+/// [`read_signal_csv`] on CSV text already read (the whole file, or its first lines); `path`
+/// is used in error messages only.
+///
+/// ```
+/// use cpflow::datasets::parse_signal_csv;
+/// let t = parse_signal_csv("1000_train.csv".as_ref(), b"# label, f0, f1\n1, 0.5, 2\n0, 9, 9\n")?;
+/// assert_eq!((t.names.len(), t.data.rows()), (2, 1));
+/// // A bad number is named with the line and the file.
+/// let err = parse_signal_csv("1000_test.csv".as_ref(), b"# label, f0\n1, x\n").unwrap_err();
+/// assert!(err.to_string().contains("1000_test.csv"), "{err}");
+/// # Ok::<(), cpflow::datasets::DatasetError>(())
+/// ```
+pub fn parse_signal_csv(path: &Path, text: &[u8]) -> Result<LabelledTable, DatasetError> {
+    signal_csv(path, text)
+}
+
+/// Reads the signal rows of the CSV `source` yields ([`read_signal_csv`]); `path` is named
+/// in error messages.
+fn signal_csv(path: &Path, source: impl std::io::Read) -> Result<LabelledTable, DatasetError> {
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(true)
         .flexible(true)
         .trim(csv::Trim::All)
-        .from_path(path)
-        .map_err(|e| DatasetError::corrupt(path, e.to_string()))?;
+        .from_reader(source);
     let header = reader
         .headers()
         .map_err(|e| DatasetError::corrupt(path, e.to_string()))?

@@ -77,13 +77,13 @@ pub use cifar10::{
 pub use csv_rows::{CsvRows, parse_csv_matrix, parse_csv_rows, read_csv_file, read_csv_rows};
 pub use error::{DatasetError, download_command_into};
 pub use gas::{
-    GAS_CORRELATION_THRESHOLD, GAS_RAW_COLUMNS, GasConfig, load_gas, load_gas_file, preprocess_gas,
-    read_gas_sensors,
+    GAS_CORRELATION_THRESHOLD, GAS_RAW_COLUMNS, GasConfig, load_gas, load_gas_file,
+    parse_gas_sensors, preprocess_gas, read_gas_sensors,
 };
 pub use gaussian_baseline::{GaussianBaseline, GaussianBaselineError};
 pub use hepmass::{
     HEPMASS_MAX_REPEATS, HepmassFeatures, HepmassRemoval, LabelledTable, load_hepmass,
-    preprocess_hepmass, read_signal_csv, select_hepmass_features,
+    parse_signal_csv, preprocess_hepmass, read_signal_csv, select_hepmass_features,
 };
 pub use matrix::{Matrix, Split, TensorSplit};
 pub use miniboone::{MINIBOONE_COLUMNS, load_miniboone, load_miniboone_file, preprocess_miniboone};

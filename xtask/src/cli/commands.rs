@@ -11,8 +11,8 @@ use super::{budget_from_minutes, mirror_base, parse_device};
 use crate::bench_report::{BENCH_MD, bench_table_markdown};
 use crate::bench_resume::{TabularResume, existing_checkpoints};
 use crate::bench_tabular::{
-    BenchReport, BenchTabularOptions, SkippedDataset, default_fallback_roots, locate_dataset,
-    parse_datasets, run_bench_tabular,
+    BenchReport, BenchTabularOptions, NOT_STARTED, SkippedDataset, default_fallback_roots,
+    locate_dataset, parse_datasets, run_bench_tabular,
 };
 use crate::fetch::FetchOptions;
 use crate::install::{DownloadOptions, Outcome, download_datasets};
@@ -118,7 +118,9 @@ fn refuse_when_no_dataset_is_on_disk(
 
 /// The end of a `bench-tabular` run, once its report is written: an error naming the
 /// datasets that failed or were interrupted (with how to continue those) and what the report
-/// holds, or, when every requested dataset was missing, one that points at `--data-dir`.
+/// holds, or, when none ran, one that says the run was interrupted before its first dataset
+/// on disk started, or, when every requested dataset was missing (a run of
+/// [`run_bench_tabular`]; the command refuses it up front), one that points at `--data-dir`.
 pub fn bench_outcome(report: &BenchReport, data_dir: &std::path::Path) -> Result<()> {
     let names = |list: &[SkippedDataset]| {
         list.iter()
@@ -153,6 +155,18 @@ pub fn bench_outcome(report: &BenchReport, data_dir: &std::path::Path) -> Result
         bail!("{}; {BENCH_MD} is written: {holds}", problems.join("; "));
     }
     if report.results.is_empty() {
+        // The command refuses a run with no dataset on disk before it starts, so there it
+        // ends here only when an interrupt came before its first dataset on disk started.
+        if report
+            .skipped
+            .iter()
+            .any(|k| k.message.ends_with(NOT_STARTED))
+        {
+            bail!(
+                "no dataset ran: the run was interrupted before its first dataset on disk \
+                 started (see the `skipped` lines above); nothing was trained or checkpointed"
+            );
+        }
         // A mistyped --data-dir skips everything: that is not a benchmark that ran.
         bail!(
             "no dataset ran: every one requested was missing (see the `skipped` lines above for \
@@ -335,5 +349,41 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("no dataset ran"), "{e}");
+    }
+
+    /// A run that an interrupt stopped before its first dataset on disk started says so; one
+    /// whose every dataset was missing points at `--data-dir`.
+    #[test]
+    fn bench_outcome_tells_an_interrupt_from_missing_data() {
+        let skipped = |message: &str| SkippedDataset {
+            dataset: "gas".into(),
+            message: message.into(),
+        };
+        let mut report = BenchReport {
+            results: Vec::new(),
+            earlier: Vec::new(),
+            skipped: vec![
+                skipped("power: not found"),
+                skipped(&format!("gas: {NOT_STARTED}")),
+            ],
+            interrupted: Vec::new(),
+            failed: Vec::new(),
+            device: "cpu".into(),
+            budget_minutes: None,
+            wall_time_s: 0.0,
+        };
+        let dir = std::path::Path::new("/data");
+        let e = bench_outcome(&report, dir).unwrap_err().to_string();
+        assert!(
+            e.starts_with("no dataset ran: the run was interrupted before")
+                && !e.contains("missing"),
+            "{e}"
+        );
+        report.skipped.pop();
+        let e = bench_outcome(&report, dir).unwrap_err().to_string();
+        assert!(
+            e.contains("every one requested was missing") && e.contains("--data-dir /data"),
+            "{e}"
+        );
     }
 }
