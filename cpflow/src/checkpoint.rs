@@ -6,7 +6,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
@@ -126,25 +126,36 @@ pub struct Checkpoint {
 /// ```
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = hidden_file_beside(path, "tmp");
-    let dir = tmp
-        .parent()
-        .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
-    std::fs::create_dir_all(&dir).map_err(|e| CpflowError::io(&dir, e))?;
+    let dir = dir_of(path);
+    std::fs::create_dir_all(dir).map_err(|e| CpflowError::io(dir, e))?;
     // A failed write (disk full, a file-size limit) or rename leaves no temporary file.
-    let written = std::fs::File::create(&tmp)
-        .and_then(|mut f| f.write_all(bytes).and_then(|()| f.sync_all()))
-        .map_err(|e| CpflowError::io(&tmp, e))
-        .and_then(|()| std::fs::rename(&tmp, path).map_err(|e| CpflowError::io(path, e)));
-    if let Err(e) = written {
+    write_synced(&tmp, bytes).map_err(|e| CpflowError::io(&tmp, e))?;
+    if let Err(e) = std::fs::rename(&tmp, path) {
         let _ = std::fs::remove_file(&tmp);
-        return Err(e);
+        return Err(CpflowError::io(path, e));
     }
-    // The rename is durable once the directory's entry is on disk. Best effort: a directory
-    // cannot be opened for syncing on every platform, and the file itself is complete.
-    if let Ok(d) = std::fs::File::open(&dir) {
+    sync_dir(dir);
+    Ok(())
+}
+
+/// Writes `bytes` to the file `tmp` (created, or truncated) and syncs it: the first step of
+/// [`write_atomic`]. On an error `tmp` is removed.
+pub(crate) fn write_synced(tmp: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let written =
+        std::fs::File::create(tmp).and_then(|mut f| f.write_all(bytes).and_then(|()| f.sync_all()));
+    if written.is_err() {
+        let _ = std::fs::remove_file(tmp);
+    }
+    written
+}
+
+/// Syncs the directory `dir`, so that the renames into it are durable once its entries are
+/// on disk: the last step of [`write_atomic`]. Best effort: a directory cannot be opened for
+/// syncing on every platform, and the files themselves are complete.
+pub(crate) fn sync_dir(dir: &Path) {
+    if let Ok(d) = std::fs::File::open(dir) {
         let _ = d.sync_all();
     }
-    Ok(())
 }
 
 /// Serialise tensors and metadata into safetensors bytes.
@@ -418,9 +429,9 @@ impl Flow {
 }
 
 mod hidden_file;
-pub(crate) use hidden_file::hidden_file_beside;
 #[cfg(feature = "cli")]
 pub(crate) use hidden_file::hidden_file_prefix;
+pub(crate) use hidden_file::{dir_of, hidden_file_beside};
 
 #[cfg(test)]
 mod tests;

@@ -1,7 +1,7 @@
-//! 8-bit PNG files, encoded in memory with the `image` crate ([`encode_png`]): the plots
-//! ([`write_png`], written atomically with [`crate::checkpoint::write_atomic`], so an
-//! interrupted run leaves no truncated figure) and the image flows' sample grids
-//! (`crate::image::grid`, whose bytes `cpflow sample --grid` stages with its other outputs).
+//! 8-bit PNG files, encoded in memory with the `image` crate ([`encode_png`]): the plots and
+//! the image flows' sample grids (`crate::image::grid`), written with [`write_png`]
+//! (atomically with [`crate::checkpoint::write_atomic`], so an interrupted run leaves no
+//! truncated figure), or as bytes that `cpflow sample --grid` stages with its other outputs.
 
 use std::path::Path;
 
@@ -35,7 +35,6 @@ pub(crate) fn encode_png(
 /// created when missing. An image that cannot be encoded is
 /// [`CpflowError::InvalidInput`] naming `path` (nothing is written); a file that cannot be
 /// written, [`CpflowError::Io`].
-#[cfg_attr(not(feature = "plot"), allow(dead_code))] // the plots
 pub(crate) fn write_png(
     path: &Path,
     size: (u32, u32),

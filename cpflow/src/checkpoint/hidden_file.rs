@@ -9,14 +9,18 @@ use std::path::{Path, PathBuf};
 /// `.output.TAG-PID`.
 const NO_NAME: &str = "output";
 
-/// The directory of `path` (`.` for a bare file name) and the start `.NAME.TAG-` of its
-/// hidden `TAG` files, to which a process id is appended.
-#[cfg_attr(not(feature = "cli"), allow(dead_code))] // the command line's stale backups
-pub(crate) fn hidden_file_prefix(path: &Path, tag: &str) -> (PathBuf, String) {
-    let dir = path
-        .parent()
+/// The directory of `path`: its parent, or `.` when it has none (`/`) or an empty one (a
+/// bare file name).
+pub(crate) fn dir_of(path: &Path) -> &Path {
+    path.parent()
         .filter(|d| !d.as_os_str().is_empty())
-        .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+        .unwrap_or(Path::new("."))
+}
+
+/// The directory of `path` ([`dir_of`]) and the start `.NAME.TAG-` of its hidden `TAG`
+/// files, to which a process id is appended.
+pub(crate) fn hidden_file_prefix(path: &Path, tag: &str) -> (PathBuf, String) {
+    let dir = dir_of(path).to_path_buf();
     let name = path
         .file_name()
         .map_or_else(|| NO_NAME.into(), |n| n.to_string_lossy().into_owned());
@@ -44,6 +48,9 @@ mod tests {
             hidden_file_beside(Path::new("s.npy"), "bak"),
             PathBuf::from(format!("./.s.npy.bak-{pid}"))
         );
+        assert_eq!(dir_of(Path::new("out/s.npy")), Path::new("out"));
+        assert_eq!(dir_of(Path::new("s.npy")), Path::new("."));
+        assert_eq!(dir_of(Path::new("/")), Path::new("."));
         assert_eq!(
             hidden_file_prefix(Path::new("/"), "tmp"),
             (PathBuf::from("."), ".output.tmp-".to_string())

@@ -1,6 +1,7 @@
 use super::*;
 use crate::{FloatType, PotentialConfig};
 use icnn::{ActivationKind, Icnn3Config};
+use std::path::PathBuf;
 
 /// `[ActNorm, CPF, ActNorm]` in f64, dimension 2, initialised on a fixed batch.
 fn small_flow() -> Flow {

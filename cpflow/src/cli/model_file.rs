@@ -97,10 +97,7 @@ pub fn kind_of_metadata<S: AsRef<str>>(keys: &[S]) -> ModelKind {
 /// `command` (`eval`, `plot`, `sample`), naming the command that handles what it holds.
 /// `images_ok`: the command also takes image flows (`eval`, `sample`).
 pub fn require_flow(file: &Path, kind: ModelKind, command: &str, images_ok: bool) -> Result<()> {
-    let dir = file
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
+    let dir = crate::checkpoint::dir_of(file);
     match kind {
         ModelKind::Flow => {}
         ModelKind::Image if images_ok => {}

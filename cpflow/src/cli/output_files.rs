@@ -78,10 +78,10 @@ enum Format {
 
 /// An `(n, d)` array written in chunks of rows: `.npy` (version 1.0, little-endian, C order,
 /// `<f4` or `<f8`) or `.csv` (one row per line, shortest round-trip decimals), chosen by the
-/// extension. The rows go to a temporary file beside `path`; [`RowsWriter::finish`] checks
-/// that exactly `n` rows came and renames it into place ([`RowsWriter::stage`] and
-/// [`finish_together`] rename it with other files as one unit). Dropped unfinished (an error
-/// on the way), it removes the temporary file, leaving no partial output.
+/// extension. The rows go to a temporary file beside `path`; [`RowsWriter::stage`] checks
+/// that exactly `n` rows came, and [`finish_together`] renames it into place (with other files
+/// as one unit). Dropped unfinished (an error on the way), it removes the temporary file,
+/// leaving no partial output.
 pub struct RowsWriter {
     path: PathBuf,
     tmp: PathBuf,
@@ -129,11 +129,8 @@ impl RowsWriter {
                 path.display()
             );
         }
-        let dir = path
-            .parent()
-            .filter(|d| !d.as_os_str().is_empty())
-            .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
-        ensure_dir(&dir, &format!("the directory of {}", path.display()))?;
+        let dir = crate::checkpoint::dir_of(path);
+        ensure_dir(dir, &format!("the directory of {}", path.display()))?;
         let tmp = crate::checkpoint::hidden_file_beside(path, "tmp");
         let file = File::create(&tmp).with_context(|| {
             format!(
@@ -213,7 +210,9 @@ impl RowsWriter {
         Ok(())
     }
 
-    /// Flushes, syncs and renames the temporary file onto the path.
+    /// Flushes, syncs and renames the temporary file onto the path (alone: the commands
+    /// finish their files with [`finish_together`]).
+    #[cfg(test)]
     pub fn finish(self) -> Result<()> {
         finish_together(vec![Box::new(move || self.stage())])
     }

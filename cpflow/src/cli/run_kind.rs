@@ -2,7 +2,7 @@
 //! `--resume` (or a new run) into a directory of another kind says so instead of failing on
 //! the first key the other kind's configuration does not know.
 
-use crate::cli::shell_words::shell_word;
+use crate::cli::shell_words::resume_command;
 use anyhow::{Context, Result, bail};
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -73,13 +73,12 @@ pub fn check_run_kind(
 ) -> Result<()> {
     match RunKind::of_checkpoint(checkpoint) {
         Some(found) if found != expected => bail!(
-            "{} holds {}, not {}: `cpflow {command}` cannot continue it (`cpflow {} --out {} \
-             --resume` does); give another --out (or replace that run with --overwrite)",
+            "{} holds {}, not {}: `cpflow {command}` cannot continue it (`{}` does); give \
+             another --out (or replace that run with --overwrite)",
             out.display(),
             found.describe(),
             expected.describe(),
-            found.command(),
-            shell_word(out)
+            resume_command(found.command(), out)
         ),
         _ => Ok(()),
     }
@@ -96,12 +95,11 @@ pub fn check_run_command(out: &Path, command: &str) -> Result<()> {
     let checkpoint = crate::cli::run_dir::checkpoint_path(out);
     match RunKind::of_checkpoint(&checkpoint) {
         Some(found) if found.command() != command => bail!(
-            "{} holds {}: `cpflow {command} --resume` cannot continue it; `cpflow {} --out {} \
-             --resume` does (or give `cpflow {command}` another --out)",
+            "{} holds {}: `cpflow {command} --resume` cannot continue it; `{}` does (or give \
+             `cpflow {command}` another --out)",
             out.display(),
             found.describe(),
-            found.command(),
-            shell_word(out)
+            resume_command(found.command(), out)
         ),
         _ => Ok(()),
     }

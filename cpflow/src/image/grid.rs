@@ -76,6 +76,18 @@ pub fn grid_size(rows: usize, cols: usize, h: usize, w: usize) -> (usize, usize)
 /// # }
 /// ```
 pub fn encode_sample_grid_png(images: &Tensor, rows: usize, cols: usize) -> Result<Vec<u8>> {
+    let (size @ (gw, gh), color, pixels) = grid_pixels(images, rows, cols)?;
+    crate::png_file::encode_png(size, color, &pixels)
+        .map_err(|e| CpflowError::InvalidInput(format!("the {gw}×{gh} grid cannot be a PNG: {e}")))
+}
+
+/// The grid of [`encode_sample_grid_png`] (its arguments and checks) as the size, colour
+/// type and pixels that [`crate::png_file::encode_png`] takes.
+fn grid_pixels(
+    images: &Tensor,
+    rows: usize,
+    cols: usize,
+) -> Result<((u32, u32), ExtendedColorType, Vec<u8>)> {
     let (b, c, h, w) = images.dims4().map_err(|_| {
         CpflowError::InvalidInput(format!(
             "a sample grid takes (B, C, H, W) images, got shape {:?}",
@@ -129,12 +141,11 @@ pub fn encode_sample_grid_png(images: &Tensor, rows: usize, cols: usize) -> Resu
     } else {
         (buf, ExtendedColorType::Rgb8)
     };
-    crate::png_file::encode_png((gw32, gh32), color, &pixels)
-        .map_err(|e| CpflowError::InvalidInput(format!("the {gw}×{gh} grid cannot be a PNG: {e}")))
+    Ok(((gw32, gh32), color, pixels))
 }
 
 /// Writes the PNG of [`encode_sample_grid_png`] (its arguments and checks) to `path`,
-/// atomically ([`crate::checkpoint::write_atomic`]; the directory is created when missing).
+/// atomically (`crate::png_file::write_png`; the directory is created when missing).
 ///
 /// ```
 /// use candle_core::{Device, Tensor};
@@ -151,8 +162,8 @@ pub fn encode_sample_grid_png(images: &Tensor, rows: usize, cols: usize) -> Resu
 /// # }
 /// ```
 pub fn write_sample_grid(images: &Tensor, rows: usize, cols: usize, path: &Path) -> Result<()> {
-    let png = encode_sample_grid_png(images, rows, cols)?;
-    crate::checkpoint::write_atomic(path, &png)
+    let (size, color, pixels) = grid_pixels(images, rows, cols)?;
+    crate::png_file::write_png(path, size, color, &pixels)
 }
 
 fn too_big(w: usize, h: usize) -> CpflowError {

@@ -183,10 +183,7 @@ impl ImageTarget {
     /// Finishes the rows file, or draws the grid of the chunks (as images by `to_images`) into
     /// `output`.
     fn finish(self, output: &Path, to_images: impl Fn(&Tensor) -> Result<Tensor>) -> Result<()> {
-        match self {
-            ImageTarget::Rows(out) => out.finish(),
-            grid => finish_together(vec![grid.into_pending(output, to_images)]),
-        }
+        finish_together(vec![self.into_pending(output, to_images)])
     }
 
     /// The output to finish, with others as one unit ([`finish_together`]): the rows file,

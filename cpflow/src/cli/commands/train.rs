@@ -1,9 +1,6 @@
 //! `cpflow train`.
 
-use crate::{
-    Dataset, Flow, FlowRng, NllCurve, NllEstimator, RunOptions, StopReason, Trainer, mean_nll_with,
-    nll_estimate_with,
-};
+use crate::{Dataset, Flow, FlowRng, NllCurve, NllEstimator, RunOptions, StopReason, Trainer};
 use anyhow::{Result, bail};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -309,11 +306,9 @@ pub fn train(mut a: TrainArgs) -> Result<()> {
                 rows = v.len(),
                 "scoring the kept weights on validation"
             );
-            let mut rng = FlowRng::seed_from_u64(cfg.train.seed ^ 0xE7A1);
-            let nll = mean_nll_with(&flow, v, &NllEstimator::Exact, 1024, &mut rng, |_| {
-                after.stop_chunks(Stage::Validation)
-            });
-            let nll = after.scored(Stage::Validation, nll)?;
+            let nll = after
+                .score_exact(Stage::Validation, &flow, v, cfg.train.seed ^ 0xE7A1)?
+                .mean;
             tracing::info!(
                 iteration,
                 nll,
@@ -328,11 +323,7 @@ pub fn train(mut a: TrainArgs) -> Result<()> {
         Some(test) => {
             after.check(Stage::Test)?;
             tracing::info!(rows = test.len(), "scoring the test split");
-            let mut rng = FlowRng::seed_from_u64(cfg.train.seed ^ 0x7E57);
-            let nll = nll_estimate_with(&flow, test, &NllEstimator::Exact, 1024, &mut rng, |_| {
-                after.stop_chunks(Stage::Test)
-            });
-            let nll = after.scored(Stage::Test, nll)?;
+            let nll = after.score_exact(Stage::Test, &flow, test, cfg.train.seed ^ 0x7E57)?;
             tracing::info!(
                 iteration = validation.model_iteration,
                 test_nll = nll.mean,

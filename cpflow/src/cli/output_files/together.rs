@@ -17,10 +17,10 @@
 //! `/proc`).
 
 use anyhow::{Context, Result, anyhow};
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 
-use crate::checkpoint::hidden_file_beside;
+use crate::checkpoint::{dir_of, hidden_file_beside, sync_dir, write_synced};
 
 mod stale_backups;
 use stale_backups::remove_stale_backups;
@@ -50,15 +50,13 @@ impl StagedFile {
     /// (the one write of the file). On an error the temporary file is removed.
     pub fn write_bytes(path: &Path, what: &'static str, bytes: &[u8]) -> Result<Self> {
         let staged = StagedFile::new(path.to_path_buf(), hidden_file_beside(path, "tmp"), what);
-        std::fs::File::create(&staged.tmp)
-            .and_then(|mut f| f.write_all(bytes).and_then(|()| f.sync_all()))
-            .with_context(|| {
-                format!(
-                    "writing the {what} to {} (the temporary file of {})",
-                    staged.tmp.display(),
-                    path.display()
-                )
-            })?;
+        write_synced(&staged.tmp, bytes).with_context(|| {
+            format!(
+                "writing the {what} to {} (the temporary file of {})",
+                staged.tmp.display(),
+                path.display()
+            )
+        })?;
         Ok(staged)
     }
 }
@@ -232,20 +230,10 @@ fn undo(files: &[StagedFile], kept: Vec<Previous>, fs: &mut dyn RenameSteps) -> 
 /// Syncs the directories of `files` (best effort: the renames are durable once their
 /// entries are on disk; a directory cannot be opened for syncing on every platform).
 fn sync_directories(files: &[StagedFile]) {
-    let mut dirs: Vec<&Path> = files
-        .iter()
-        .map(|f| {
-            f.path
-                .parent()
-                .filter(|d| !d.as_os_str().is_empty())
-                .unwrap_or(Path::new("."))
-        })
-        .collect();
+    let mut dirs: Vec<&Path> = files.iter().map(|f| dir_of(&f.path)).collect();
     dirs.dedup();
     for d in dirs {
-        if let Ok(d) = std::fs::File::open(d) {
-            let _ = d.sync_all();
-        }
+        sync_dir(d);
     }
 }
 

@@ -67,11 +67,11 @@ pub(crate) const IMAGE_FORMS: Forms = &[
     ),
 ];
 
-/// The forms of `key` in `table` (exactly that key), for the messages that name them.
+/// The forms of `key` in `table` (exactly that key, not one that holds it: no key of a
+/// table holds another, as the tests check), for the messages that name them.
 pub(crate) fn forms_of_key(table: Forms, key: &str) -> &'static str {
-    table
-        .iter()
-        .find(|(k, _)| *k == key)
+    forms_of(table, key)
+        .filter(|(k, _)| *k == key)
         .map_or("", |(_, forms)| forms)
 }
 
@@ -305,6 +305,24 @@ mod tests {
             ]
         );
         assert_eq!(forms_of_key(FORMS, "no.such.key"), "");
+        // Exactly the key: not the forms of the key that holds it.
+        assert_eq!(forms_of_key(FORMS, "train.lr_schedule.cosine"), "");
+    }
+
+    /// No key of a table holds another (`forms_of` finds the first key that is the path or
+    /// holds it, and `forms_of_key` keeps only an exact match of that).
+    #[test]
+    fn no_key_of_a_table_holds_another() {
+        for table in [FORMS, VAE_FORMS, IMAGE_FORMS] {
+            for (key, _) in table {
+                for (other, _) in table {
+                    let held = other
+                        .strip_prefix(key)
+                        .is_some_and(|rest| rest.starts_with('.'));
+                    assert!(!held, "{key} holds {other}");
+                }
+            }
+        }
     }
 
     /// The audit's cases: the message names the key once and says the valid forms.

@@ -9,6 +9,7 @@ use anyhow::{Result, bail};
 use std::path::Path;
 
 use super::{TRAIN_RUN, markers_present, resolved};
+use crate::checkpoint::dir_of;
 use crate::cli::shell_words::shell_word;
 
 /// A `cpflow train` given `--config config` and no `--out` (`out_given` false), whose run
@@ -29,10 +30,7 @@ pub fn check_config_dir_is_out(
     if out_given || config.file_name() != Some(std::ffi::OsStr::new("config.toml")) {
         return Ok(());
     }
-    let dir = match config.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
+    let dir = dir_of(config);
     if markers_present(dir, &[&TRAIN_RUN]).is_empty() || resolved(dir)? == resolved(out)? {
         return Ok(());
     }

@@ -73,10 +73,7 @@ pub(super) fn refuse_for_vae(a: &SampleArgs, model: &Path) -> Result<()> {
     } else {
         "its samples are decoded prior latents"
     };
-    let dir = model
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
+    let dir = crate::checkpoint::dir_of(model);
     bail!(
         "--log-prob is not available for a VAE ({what}): the density of its images, \
          p(x) = ∫ p(x | z) p(z) dz, has no closed form, so no exact log-density can be \

@@ -6,6 +6,7 @@ use std::path::Path;
 
 use crate::cli::interrupt::Interrupt;
 use crate::cli::shell_words::{resume_command, shell_word};
+use crate::{Dataset, Flow, FlowRng, NllEstimate, NllEstimator, nll_estimate_with};
 
 /// The end of a `cpflow train` run after training (the kept weights' validation score, the
 /// test score, plots, report): an interrupt stops it at the next stage or scoring chunk, with
@@ -50,7 +51,7 @@ impl AfterTraining<'_> {
         Ok(())
     }
 
-    /// For [`crate::evaluate::mean_nll_with`]: stops the scoring of `stage` between chunks
+    /// For [`crate::evaluate::nll_estimate_with`]: stops the scoring of `stage` between chunks
     /// once an interrupt came.
     pub(super) fn stop_chunks(&self, stage: Stage) -> crate::Result<()> {
         if self.interrupt.is_set() {
@@ -69,6 +70,24 @@ impl AfterTraining<'_> {
             Err(crate::CpflowError::EvaluationInterrupted { .. }) => Err(self.stopped(stage)),
             r => Ok(r?),
         }
+    }
+
+    /// The exact NLL of `data` under `flow`, scored for `stage` in chunks of 1024 rows that
+    /// an interrupt stops (with the message of [`AfterTraining::check`]), with `seed` for the
+    /// rng. (Callers check before their log line, so an interrupt before the stage logs no
+    /// scoring.)
+    pub(super) fn score_exact(
+        &self,
+        stage: Stage,
+        flow: &Flow,
+        data: &Dataset,
+        seed: u64,
+    ) -> Result<NllEstimate> {
+        let mut rng = FlowRng::seed_from_u64(seed);
+        let nll = nll_estimate_with(flow, data, &NllEstimator::Exact, 1024, &mut rng, |_| {
+            self.stop_chunks(stage)
+        });
+        self.scored(stage, nll)
     }
 
     /// The error of an interrupt before or during `next`: what is saved, what is not done
