@@ -12,12 +12,17 @@
 //! summary gives, per setting, the runs whose samples all converged, the samples that did,
 //! and quantiles of each run's largest residual `max_i ‖∇Φ(x_i) − y_i‖∞` (as reported) and
 //! of that residual over its tolerance. `--records FILE` writes one tab-separated line per
-//! run (index, family, setting, shape, convergence, residuals, whether the largest residual
-//! is within the smallest tolerance at the returned point, `max_i ‖∇Φ(x_i) − y_i‖∞ ≤ min_i
-//! tolerance_i` (`run_test_met`: the run's stopping test until it became every sample's own
-//! tolerance, i.e. `all_converged`),
-//! terminations, iterations, evaluations, fallbacks and an FNV-1a hash of the bits of `x`), so
-//! that two builds can be compared run by run.
+//! run (index, family, setting, shape, convergence, residuals, terminations, iterations,
+//! evaluations, fallbacks and an FNV-1a hash of the bits of `x`), so that two builds can be
+//! compared run by run. `all_converged` is the run's stopping test, every sample within its
+//! own tolerance, at the returned point: 1 exactly when the run stopped on it.
+//!
+//! Records written before this format have a `run_test_met` column after
+//! `max_residual_over_tolerance`: whether the largest residual was within the smallest
+//! tolerance, `max_i ‖∇Φ(x_i) − y_i‖∞ ≤ min_i tolerance_i`, the run's stopping test until it
+//! became every sample's own tolerance. It is gone (no longer any solver's rule); compare such
+//! records with the other columns (`cut -f 1-8,10-` of an older file), and an older build's
+//! own test with its `run_test_met`.
 
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -59,7 +64,17 @@ struct Args {
     records: Option<String>,
 }
 
-fn parse_args() -> Result<Args, String> {
+/// The `--help` text.
+const USAGE: &str = "\
+usage: flat_sweep [--runs N] [--seed S] [--line-search hz|mt] [--records FILE]
+
+A seeded sweep of convex_opt::invert_lbfgs_flat: run k (of N, default 3000) draws its batch
+from the seed S + k (default S = 0). --line-search: Hager-Zhang (hz, the default) or
+More-Thuente (mt). --records FILE: one tab-separated line per run (all_converged is the
+run's stopping test, every sample within its own tolerance, at the returned point).";
+
+/// The options, or `None` for `--help`.
+fn parse_args() -> Result<Option<Args>, String> {
     let mut args = Args {
         runs: 3000,
         seed: 0,
@@ -68,6 +83,9 @@ fn parse_args() -> Result<Args, String> {
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
+        if flag == "--help" || flag == "-h" {
+            return Ok(None);
+        }
         let value = it.next().ok_or(format!("{flag} needs a value"))?;
         match flag.as_str() {
             "--runs" => args.runs = value.parse().map_err(|e| format!("--runs: {e}"))?,
@@ -83,7 +101,7 @@ fn parse_args() -> Result<Args, String> {
             other => return Err(format!("unknown option {other}")),
         }
     }
-    Ok(args)
+    Ok(Some(args))
 }
 
 /// `softplus(x) = max(x, 0) + log(1 + e^{−|x|})`, without overflow.
@@ -204,7 +222,6 @@ fn run(k: usize, args: &Args) -> Result<(Run, String), ConvexOptError> {
     }
     let params = FlatLbfgsParams::default().with_line_search(args.line_search);
     let res: InversionResult = invert_lbfgs_flat(&pot, &y, &opts, &params)?;
-    let min_tolerance = res.tolerance.iter().copied().fold(f64::INFINITY, f64::min);
     let ratio = res
         .residual_inf
         .iter()
@@ -223,13 +240,12 @@ fn run(k: usize, args: &Args) -> Result<(Run, String), ConvexOptError> {
     let mut line = String::new();
     let _ = write!(
         line,
-        "{k}\t{}\t{label}\t{n}x{d}\t{}\t{}\t{:e}\t{:e}\t{}\t{}\t{}\t{}\t{}\t{:016x}",
+        "{k}\t{}\t{label}\t{n}x{d}\t{}\t{}\t{:e}\t{:e}\t{}\t{}\t{}\t{}\t{:016x}",
         FAMILIES[family],
         u8::from(run.all_converged),
         run.converged_rows,
         run.residual,
         run.ratio,
-        u8::from(run.residual <= min_tolerance),
         terms.join(","),
         res.iterations[0],
         res.stats.gradient_calls,
@@ -249,7 +265,14 @@ fn quantile(sorted: &[f64], q: f64) -> f64 {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let args = parse_args()?;
+    let args = match parse_args() {
+        Ok(Some(args)) => args,
+        Ok(None) => {
+            println!("{USAGE}");
+            return Ok(());
+        }
+        Err(e) => return Err(format!("{e} (see --help)").into()),
+    };
     let start = std::time::Instant::now();
     let mut runs = Vec::with_capacity(args.runs);
     let mut records = Vec::with_capacity(args.runs);
@@ -263,8 +286,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         writeln!(
             f,
             "run\tfamily\tsetting\tshape\tall_converged\tconverged_rows\tmax_residual\t\
-             max_residual_over_tolerance\trun_test_met\ttermination\titerations\t\
-             gradient_calls\t\
+             max_residual_over_tolerance\ttermination\titerations\tgradient_calls\t\
              fallbacks\tx_hash"
         )?;
         for line in &records {

@@ -67,6 +67,8 @@ mod batch;
 mod batched_lbfgs;
 mod best_iterate;
 mod error;
+#[cfg(test)]
+mod evaluation_order_tests;
 mod first_step;
 mod flat_lbfgs;
 mod lbfgs_params;

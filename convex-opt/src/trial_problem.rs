@@ -144,7 +144,11 @@ impl<F: RealField + Copy> RunShared<F> {
 /// both: Hager–Zhang's `calc` and `calc_grad` at every trial step, Moré–Thuente's `cost` and
 /// `gradient` at every `stp`; the Moré–Thuente fallback goes through this problem too.) So every
 /// trial point that is evaluated at all has its cost and gradient, both as the problem returned
-/// them; those are what is offered, never the `+∞`/`x − x_k` stand-ins below.
+/// them; those are what is offered, never the `+∞`/`x − x_k` stand-ins below. A point is
+/// tested when its cost is asked for: argmin 0.11 asks for the cost of every point first (its
+/// only gradient-first request, L-BFGS's at its new iterate, is at a point its search
+/// evaluated, cost first, before), which `evaluation_order_tests.rs` checks for both line
+/// searches and the fallback, so that an argmin upgrade that changes the order is caught.
 ///
 /// **Non-finite trial points with Hager–Zhang.** argmin's Hager–Zhang search evaluates its upper
 /// bound `α = 1e5` in every line search, where potentials such as `log(1 + exp(x))` written
@@ -309,6 +313,8 @@ where
     type Param = DVector<F>;
     type Output = F;
     fn cost(&self, x: &DVector<F>) -> Result<F, argmin::core::Error> {
+        #[cfg(test)]
+        request_log::record(x, request_log::Request::Cost);
         Ok(self.evaluate(x, true)?.0)
     }
 }
@@ -322,6 +328,51 @@ where
     type Param = DVector<F>;
     type Gradient = DVector<F>;
     fn gradient(&self, x: &DVector<F>) -> Result<DVector<F>, argmin::core::Error> {
+        #[cfg(test)]
+        request_log::record(x, request_log::Request::Gradient);
         Ok(self.evaluate(x, false)?.1)
+    }
+}
+
+/// What argmin asked [`ByRef`] for, in order, while [`request_log::recording`] runs (unit tests
+/// only, one log per thread): `evaluation_order_tests.rs` checks with it that every point is
+/// asked for its cost before its gradient, which the stopping test at trial points relies on.
+#[cfg(test)]
+pub(crate) mod request_log {
+    use std::cell::RefCell;
+
+    use nalgebra::{DVector, RealField};
+
+    /// A call of [`super::ByRef`]'s `cost` or `gradient`.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub(crate) enum Request {
+        Cost,
+        Gradient,
+    }
+
+    /// A point (the bits of its entries as `f64`: `f32` widens exactly) and what was asked of it.
+    pub(crate) type Entry = (Vec<u64>, Request);
+
+    thread_local! {
+        static LOG: RefCell<Option<Vec<Entry>>> = const { RefCell::new(None) };
+    }
+
+    /// Appends a request to this thread's log, if one is being recorded.
+    pub(crate) fn record<F: RealField + Copy>(x: &DVector<F>, request: Request) {
+        LOG.with_borrow_mut(|log| {
+            if let Some(log) = log {
+                let bits = x
+                    .iter()
+                    .map(|&v| nalgebra::try_convert::<F, f64>(v).map_or(u64::MAX, f64::to_bits));
+                log.push((bits.collect(), request));
+            }
+        });
+    }
+
+    /// Runs `f`, returning its value and the requests made on this thread meanwhile.
+    pub(crate) fn recording<T>(f: impl FnOnce() -> T) -> (T, Vec<Entry>) {
+        LOG.set(Some(Vec::new()));
+        let value = f();
+        (value, LOG.take().unwrap_or_default())
     }
 }
