@@ -19,12 +19,14 @@
 
 mod dataset_files;
 mod scoring;
+mod skipped;
 
 pub use dataset_files::{
     dataset_present, default_fallback_roots, load_split, locate_dataset, parse_datasets,
     subsample_rows,
 };
 pub use scoring::{exact_test_nll, gaussian_test_nll};
+pub use skipped::{SkipReason, SkippedDataset};
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -133,19 +135,6 @@ pub struct DatasetResult {
     /// directory; `None` when there was too little to draw (and in older reports).
     #[serde(default)]
     pub validation_curve: Option<String>,
-}
-
-/// How the [`SkippedDataset::message`] of a dataset on disk ends when an interrupt came
-/// before it started.
-pub const NOT_STARTED: &str = "not started (the run was interrupted before it)";
-
-/// A dataset that was not run.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct SkippedDataset {
-    /// Dataset name.
-    pub dataset: String,
-    /// Why, and how to get it.
-    pub message: String,
 }
 
 /// Everything a benchmark run produced.
@@ -354,23 +343,20 @@ pub fn run_bench_tabular(opts: &BenchTabularOptions) -> Result<BenchReport> {
             .is_some_and(|f| f.load(Ordering::Relaxed))
     };
     for (k, &ds) in opts.datasets.iter().enumerate() {
-        let skip = |message: String| {
-            tracing::warn!("{message}");
-            SkippedDataset {
-                dataset: ds.name().into(),
-                message,
-            }
+        let skip = |k: SkippedDataset| {
+            tracing::warn!("{}", k.message);
+            k
         };
         let root = match locate_dataset(ds, &opts.data_dir, &opts.fallback_roots) {
             Ok(root) => root,
             Err(message) => {
-                skipped.push(skip(message));
+                skipped.push(skip(SkippedDataset::not_on_disk(ds.name(), message)));
                 continue;
             }
         };
         // The dataset in progress pauses on an interrupt; the ones after it do not start.
         if k > 0 && interrupted() {
-            skipped.push(skip(format!("{ds}: {NOT_STARTED}")));
+            skipped.push(skip(SkippedDataset::not_started(ds.name())));
             continue;
         }
         match run_dataset(ds, &root, opts) {
@@ -382,21 +368,13 @@ pub fn run_bench_tabular(opts: &BenchTabularOptions) -> Result<BenchReport> {
             // networks refuse, a checkpoint that cannot be written), is a failure.
             Err(e) if is_interrupt(&e) => {
                 // Paused, checkpointed: not a failure.
-                let message = format!("{ds}: {e:#}");
-                tracing::warn!("{message}");
-                interrupted_runs.push(SkippedDataset {
-                    dataset: ds.name().into(),
-                    message,
-                });
+                interrupted_runs.push(skip(SkippedDataset::interrupted(ds.name(), &e)));
             }
             Err(e) => {
                 // One bad dataset must not cost the results of the others.
-                let message = format!("{ds}: failed: {e:#}");
-                tracing::error!("{message}");
-                failed.push(SkippedDataset {
-                    dataset: ds.name().into(),
-                    message,
-                });
+                let k = SkippedDataset::failed(ds.name(), &e);
+                tracing::error!("{}", k.message);
+                failed.push(k);
             }
         }
     }

@@ -90,6 +90,11 @@ pub struct DownloadArgs {
     /// afresh, and install again even if the dataset's files are present.
     #[arg(long)]
     pub force: bool,
+    /// Read an installed dataset's files in full as the loaders do before calling it already
+    /// present (by default only their sizes, `.npy` headers and text files' first lines are
+    /// checked); a file that fails is installed again.
+    #[arg(long)]
+    pub verify: bool,
 }
 
 /// Arguments of `cargo xtask bench-tabular`.

@@ -20,8 +20,11 @@
 //! loaders read them ([`crate::installed_check`]) before anything is installed or recorded:
 //! an archive without a published checksum whose files fail is deleted from the cache and its
 //! recorded sha256 forgotten (it was never vouched for), and nothing is installed. Only then
-//! is a first download's sha256 recorded and are the files moved into place. An installed
-//! dataset whose files fail that check is not "already present": it is installed again.
+//! is a first download's sha256 recorded and are the files moved into place, and their sizes
+//! recorded ([`crate::installed_sizes`]). An installed dataset is "already present" when its
+//! files pass a cheap check ([`damaged_outputs`]: sizes as recorded, `.npy` headers that
+//! announce the loader's shape and the file's size, text files' heads); `--verify` reads them
+//! in full instead ([`unloadable_outputs`]). One whose files fail is installed again.
 //!
 //! `--force` starts over: the cached archives that have no published checksum are deleted and
 //! their recorded sha256 forgotten ([`forget_unpublished`]), so they are downloaded afresh;
@@ -37,7 +40,8 @@ use crate::checksum::{Checksum, Verified};
 use crate::extract::{self, ExtractError};
 use crate::fetch::{FetchError, FetchOptions, Fetched, agent, fetch, part_path};
 pub use crate::fetch_error::SHA256_RECORD;
-use crate::installed_check::{check_loadable, check_loadable_as};
+use crate::installed_check::{check_installed, check_loadable, check_loadable_as, loader_format};
+use crate::installed_sizes::record_installed;
 use crate::registry::{DatasetSpec, Mirror, Plan, Step};
 
 /// Options of [`download_datasets`].
@@ -54,6 +58,10 @@ pub struct DownloadOptions {
     /// recorded sha256 ([`forget_unpublished`]), download them afresh and install again even
     /// if the dataset's files are present.
     pub force: bool,
+    /// Read an installed dataset's files in full as its loaders do ([`unloadable_outputs`])
+    /// before calling it installed, instead of the cheap check of their sizes and headers
+    /// ([`damaged_outputs`]).
+    pub verify: bool,
 }
 
 /// What [`download_datasets`] did for one dataset.
@@ -120,12 +128,23 @@ pub fn is_installed(spec: &DatasetSpec, dir: &Path) -> bool {
     spec.outputs.iter().all(|o| dir.join(o).is_file())
 }
 
-/// The installed outputs of `spec` that their loader cannot read
-/// ([`crate::installed_check`]), with what is wrong.
+/// The installed outputs of `spec` that their loader cannot read, each read in full
+/// ([`check_loadable`]), with what is wrong.
 pub fn unloadable_outputs(spec: &DatasetSpec, dir: &Path) -> Vec<String> {
     spec.outputs
         .iter()
         .filter_map(|o| check_loadable(&dir.join(o), o).err())
+        .map(|e| e.to_string())
+        .collect()
+}
+
+/// The installed outputs of `spec` that fail the cheap check ([`check_installed`]: the size
+/// recorded at install, a `.npy` file's header and size, a text file's head), with what is
+/// wrong.
+pub fn damaged_outputs(spec: &DatasetSpec, dir: &Path) -> Vec<String> {
+    spec.outputs
+        .iter()
+        .filter_map(|o| check_installed(dir, o).err())
         .map(|e| e.to_string())
         .collect()
 }
@@ -336,7 +355,10 @@ fn check_staged(
     for d in done {
         for rel in &d.files {
             // Named where it belongs, not as its staging copy.
-            let Err(bad) = check_loadable_as(&staging.join(rel), rel, &opts.dir.join(rel)) else {
+            let reading = reading_spinner(opts.fetch.progress, rel, &staging.join(rel));
+            let checked = check_loadable_as(&staging.join(rel), rel, &opts.dir.join(rel));
+            reading.finish_and_clear();
+            let Err(bad) = checked else {
                 continue;
             };
             let from = match &d.fetched {
@@ -387,6 +409,22 @@ fn check_staged(
     Ok(())
 }
 
+/// A spinner saying that `rel` (its staged copy at `path`) is read in full as its loader reads
+/// it (seconds for the large text files); hidden without `progress`.
+fn reading_spinner(progress: bool, rel: &str, path: &Path) -> indicatif::ProgressBar {
+    if !progress || loader_format(rel).is_none() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let mb = std::fs::metadata(path).map_or(0.0, |m| m.len() as f64 / 1e6);
+    let bar = indicatif::ProgressBar::new_spinner()
+        .with_message(format!("reading {rel} ({mb:.0} MB) as its loader does"));
+    if let Ok(style) = indicatif::ProgressStyle::with_template("{spinner} {msg} {elapsed}") {
+        bar.set_style(style);
+    }
+    bar.enable_steady_tick(std::time::Duration::from_millis(200));
+    bar
+}
+
 /// Records the sha256 of first downloads, then moves the staged files into the data
 /// directory (each rename is atomic).
 fn install_staged(done: &[StepDone], opts: &DownloadOptions, staging: &Path) -> Result<()> {
@@ -401,12 +439,14 @@ fn install_staged(done: &[StepDone], opts: &DownloadOptions, staging: &Path) -> 
             record_sha256(&opts.dir, &d.cache_name, sha256)?;
         }
     }
-    for rel in done.iter().flat_map(|d| &d.files) {
+    let files: Vec<String> = done.iter().flat_map(|d| d.files.clone()).collect();
+    for rel in &files {
         let to = opts.dir.join(rel);
         extract::place(&staging.join(rel), &to)
             .with_context(|| format!("cannot install {}", to.display()))?;
     }
-    Ok(())
+    // What a later `download` compares the installed files with.
+    record_installed(&opts.dir, &files)
 }
 
 /// Fetches, verifies and extracts each of `specs` into `opts.dir`, in order. Every error
@@ -444,7 +484,11 @@ pub fn download_datasets(specs: &[DatasetSpec], opts: &DownloadOptions) -> Vec<R
 
 fn install_dataset(spec: &DatasetSpec, opts: &DownloadOptions) -> Result<Outcome> {
     if !opts.force && is_installed(spec, &opts.dir) {
-        let bad = unloadable_outputs(spec, &opts.dir);
+        let bad = if opts.verify {
+            unloadable_outputs(spec, &opts.dir)
+        } else {
+            damaged_outputs(spec, &opts.dir)
+        };
         if bad.is_empty() {
             return Ok(Outcome::AlreadyInstalled);
         }

@@ -8,20 +8,32 @@
 //! | file | check |
 //! |---|---|
 //! | `power/data.npy`, `miniboone/data.npy` | [`cpflow::datasets::read_npy_file`]: a `.npy` matrix with the loader's column count and at least one row |
-//! | `hepmass/1000_{train,test}.csv` | [`cpflow::datasets::parse_signal_csv`] on the first [`PREFIX_BYTES`] (whole lines), at least one data row |
-//! | `gas/ethylene_CO.txt` | [`cpflow::datasets::parse_gas_sensors`] on the first [`PREFIX_BYTES`] (whole lines), at least one row |
+//! | `hepmass/1000_{train,test}.csv` | [`cpflow::datasets::parse_signal_csv`] on the first [`PREFIX_BYTES`] (whole lines), at least one data row; then [`cpflow::datasets::read_signal_csv`] on the whole file |
+//! | `gas/ethylene_CO.txt` | [`cpflow::datasets::parse_gas_sensors`] on the first [`PREFIX_BYTES`] (whole lines), at least one row; then [`cpflow::datasets::read_gas_sensors`] on the whole file |
 //!
-//! The text files are read in part (the loaders take seconds on the full files; a wrong file
-//! shows in its first lines). Files held to a published checksum (MNIST, CIFAR-10, Omniglot,
-//! BSDS300's images) are not checked again.
+//! The text files are read in full once, at install: a source file cut short, or damaged past
+//! its first lines, is refused before its archive's sha256 is recorded as trusted, not found at
+//! the first training. At the real sizes that costs seconds against minutes of download
+//! (measured in the dev profile, our crates at opt-level 1, on generated files of the real
+//! sizes: HEPMASS's `1000_train.csv`, 369 MB, 5.7 s; GAS's `ethylene_CO.txt`, 4,208,261 rows,
+//! 672 MB, 6.5 s; `cargo xtask` runs the release build, faster). Files held to a published
+//! checksum (MNIST, CIFAR-10, Omniglot, BSDS300's images) are not checked again.
+//!
+//! A dataset already installed is checked more cheaply ([`check_installed`]): each file's size
+//! against the size recorded when it was installed ([`crate::installed_sizes`]), a `.npy`
+//! file by its header and size alone ([`cpflow::datasets::read_npy_shape`]: shape, dtype, no
+//! byte missing or extra; POWER's 130 MB array is not read), a text file by its head as above.
+//! `download --verify` reads them in full instead ([`check_loadable`]).
 
 use std::io::Read;
 use std::path::Path;
 
 use cpflow::datasets::{
     DatasetError, GasConfig, MINIBOONE_COLUMNS, POWER_RAW_COLUMNS, layout, parse_gas_sensors,
-    parse_npy_matrix, parse_signal_csv,
+    parse_npy_matrix, parse_signal_csv, read_gas_sensors, read_npy_shape, read_signal_csv,
 };
+
+use crate::installed_sizes::recorded_size;
 
 /// How many leading bytes of a text file are read ([`LoaderFormat::HepmassCsv`],
 /// [`LoaderFormat::GasText`]): a few hundred rows.
@@ -90,33 +102,120 @@ pub fn check_loadable_as(path: &Path, rel: &str, named: &Path) -> Result<(), Not
                 })
             })?;
             let m = parse_npy_matrix(named, &bytes).map_err(loader)?;
-            if m.cols() != columns || m.rows() == 0 {
-                return Err(not(format!(
-                    "a {}x{} array, the loader needs {columns} columns and at least one row",
-                    m.rows(),
-                    m.cols()
-                )));
-            }
-            Ok(())
+            check_shape(m.rows(), m.cols(), columns).map_err(not)
         }
         Some(format) => {
-            let head = read_head(path).map_err(|e| not(format!("cannot read it: {e}")))?;
-            if !has_data_line(&head) {
-                return Err(not("it has no data line".into()));
-            }
-            match format {
-                LoaderFormat::GasText => {
-                    let all_rows = GasConfig {
-                        sample_fraction: None,
-                        seed: 0,
-                    };
-                    parse_gas_sensors(named, &head, &all_rows).map(|_| ())
-                }
-                _ => parse_signal_csv(named, &head).map(|_| ()),
-            }
-            .map_err(loader)
+            // The head first: a wrong file is told in milliseconds.
+            check_text_head(path, named, format).map_err(not)?;
+            read_text_in_full(path, format).map_err(|e| loader(named_at(e, path, named)))
         }
     }
+}
+
+/// Reads the text file at `path` in full as its loader does (every line is parsed: GAS's
+/// rows left out of the loader's sample too), storing what the loader stores: at the real
+/// sizes a few seconds, measured in the module's docs.
+fn read_text_in_full(path: &Path, format: LoaderFormat) -> Result<(), DatasetError> {
+    match format {
+        LoaderFormat::GasText => read_gas_sensors(path, &GasConfig::default()).map(|_| ()),
+        _ => read_signal_csv(path).map(|_| ()),
+    }
+}
+
+/// `e` of the file read at `read`, about the file `named` instead: the loaders name the file
+/// they read, here a staged copy of the file to be installed at `named`.
+fn named_at(e: DatasetError, read: &Path, named: &Path) -> DatasetError {
+    let rename = |path: std::path::PathBuf| {
+        if path == read {
+            named.to_path_buf()
+        } else {
+            path
+        }
+    };
+    match e {
+        DatasetError::Truncated {
+            path,
+            detail,
+            source,
+        } => DatasetError::Truncated {
+            path: rename(path),
+            detail,
+            source,
+        },
+        DatasetError::Corrupt {
+            path,
+            detail,
+            source,
+        } => DatasetError::Corrupt {
+            path: rename(path),
+            detail,
+            source,
+        },
+        DatasetError::Io { path, cause } => DatasetError::Io {
+            path: rename(path),
+            cause,
+        },
+        other => other,
+    }
+}
+
+/// The cheap check of the file `rel` installed in `dir`, for `download` of a dataset already
+/// installed: its size is the one recorded when it was installed (when one was), a `.npy`
+/// file's header announces the loader's columns and exactly the bytes the file has (its data
+/// are not read), and a text file's head parses ([`check_loadable`]'s check of text files).
+/// Damage inside a `.npy` file's data, or past a text file's head, with the size unchanged,
+/// is found by [`check_loadable`] only (`download --verify`).
+pub fn check_installed(dir: &Path, rel: &str) -> Result<(), NotLoadable> {
+    let not = |detail: String| NotLoadable {
+        rel: rel.to_string(),
+        detail,
+    };
+    let path = dir.join(rel);
+    let len = std::fs::metadata(&path)
+        .map_err(|e| not(format!("cannot read it: {e}")))?
+        .len();
+    if let Some(installed) = recorded_size(dir, rel).filter(|&n| n != len) {
+        return Err(not(format!(
+            "it has {len} bytes, {installed} when it was installed (cut short or changed since)"
+        )));
+    }
+    match loader_format(rel) {
+        None => Ok(()),
+        Some(LoaderFormat::NpyMatrix { columns }) => {
+            let (rows, cols) = read_npy_shape(&path).map_err(|e| not(e.to_string()))?;
+            check_shape(rows, cols, columns).map_err(not)
+        }
+        Some(format) => check_text_head(&path, &path, format).map_err(not),
+    }
+}
+
+/// A `rows`x`cols` array is what a loader of `columns` columns reads.
+fn check_shape(rows: usize, cols: usize, columns: usize) -> Result<(), String> {
+    if cols != columns || rows == 0 {
+        return Err(format!(
+            "a {rows}x{cols} array, the loader needs {columns} columns and at least one row"
+        ));
+    }
+    Ok(())
+}
+
+/// Parses the head of the text file at `path` (named `named` in messages) as `format`.
+fn check_text_head(path: &Path, named: &Path, format: LoaderFormat) -> Result<(), String> {
+    let head = read_head(path).map_err(|e| format!("cannot read it: {e}"))?;
+    if !has_data_line(&head) {
+        return Err("it has no data line".into());
+    }
+    match format {
+        LoaderFormat::GasText => {
+            let all_rows = GasConfig {
+                sample_fraction: None,
+                seed: 0,
+            };
+            parse_gas_sensors(named, &head, &all_rows).map(|_| ())
+        }
+        _ => parse_signal_csv(named, &head).map(|_| ()),
+    }
+    .map_err(|e| e.to_string())
 }
 
 /// The first [`PREFIX_BYTES`] of a text file, cut after its last whole line (all of it when
@@ -167,26 +266,45 @@ mod tests {
         check_loadable(&dir.path().join("missing"), "mnist/x.gz").unwrap();
     }
 
-    /// A long text file is checked on its first lines: a bad number there is found (and named
-    /// with the file's own path), one past [`PREFIX_BYTES`] is not.
+    /// A long text file is read in full by [`check_loadable`] (install, `--verify`): a bad
+    /// number past [`PREFIX_BYTES`] is found, named with the file and its line; the cheap
+    /// [`check_installed`] reads the head only and misses it. A bad number in the head is
+    /// found (and named with the file's own path) by both.
     #[test]
-    fn text_files_are_checked_on_their_head() {
+    fn text_files_are_read_in_full_at_install_and_by_their_head_when_installed() {
         let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("ethylene_CO.txt");
+        let p = dir.path().join(layout::GAS_TXT);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
         let row = format!("{}\n", vec!["1.5"; 19].join(" "));
         let rows = PREFIX_BYTES / row.len() + 10;
         let mut text = format!("Time (seconds), CO conc (ppm) ...\n{}", row.repeat(rows));
-        text.push_str("not numbers\n");
         std::fs::write(&p, &text).unwrap();
         check_loadable(&p, layout::GAS_TXT).unwrap();
-        text.insert_str(text.find('\n').unwrap() + 1, "1 2 x\n");
+        text.push_str("not numbers\n");
         std::fs::write(&p, &text).unwrap();
+        check_installed(dir.path(), layout::GAS_TXT).unwrap();
         let e = check_loadable(&p, layout::GAS_TXT).unwrap_err().to_string();
         assert!(
-            e.contains(&p.display().to_string()) && !e.contains(".head"),
+            e.contains(&p.display().to_string())
+                && e.contains(&format!("line {}", rows + 2))
+                && e.contains("bad number"),
             "{e}"
         );
-        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+        text.insert_str(text.find('\n').unwrap() + 1, "1 2 x\n");
+        std::fs::write(&p, &text).unwrap();
+        for e in [
+            check_loadable(&p, layout::GAS_TXT).unwrap_err(),
+            check_installed(dir.path(), layout::GAS_TXT).unwrap_err(),
+        ] {
+            let e = e.to_string();
+            assert!(
+                e.contains(&p.display().to_string())
+                    && e.contains("line 2")
+                    && !e.contains(".head"),
+                "{e}"
+            );
+        }
+        assert_eq!(std::fs::read_dir(p.parent().unwrap()).unwrap().count(), 1);
 
         let csv = dir.path().join("1000_train.csv");
         std::fs::write(&csv, "# label, f0, f1\n1, 0.5, 2\n0, 9, 9\n").unwrap();
@@ -209,7 +327,14 @@ mod tests {
         let csv = dir.path().join("1000_train.csv");
         let row = "1, 0.5, 2\n".repeat(PREFIX_BYTES / 10 + 10);
         std::fs::write(&csv, format!("# label, f0, f1\n1, x, 2\n{row}")).unwrap();
-        for (path, rel) in [(&npy, layout::MINIBOONE), (&csv, layout::HEPMASS_TRAIN)] {
+        // Past the head: found by the full read, which names the file it reads.
+        let late = dir.path().join("1000_test.csv");
+        std::fs::write(&late, format!("# label, f0, f1\n{row}1, x, 2\n")).unwrap();
+        for (path, rel) in [
+            (&npy, layout::MINIBOONE),
+            (&csv, layout::HEPMASS_TRAIN),
+            (&late, layout::HEPMASS_TEST),
+        ] {
             let e = check_loadable_as(path, rel, named).unwrap_err().to_string();
             assert!(
                 e.contains("/data/installed") && !e.contains(&dir.path().display().to_string()),
@@ -222,6 +347,47 @@ mod tests {
             e.to_string().contains("I/O error on /data/installed"),
             "{e}"
         );
-        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 3);
+    }
+
+    /// The cheap check of an installed `.npy` reads its header and size: a file cut short, one
+    /// with bytes appended, one of the wrong shape and one whose size differs from the record
+    /// are each refused with what is wrong.
+    #[test]
+    fn an_installed_npy_is_checked_by_its_header_and_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join(layout::POWER);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::create_dir_all(dir.path().join(".downloads")).unwrap();
+        let m = Matrix::new(3, POWER_RAW_COLUMNS, vec![0.5; 3 * POWER_RAW_COLUMNS]).unwrap();
+        let good = write_npy_f64(&m);
+        std::fs::write(&p, &good).unwrap();
+        check_installed(dir.path(), layout::POWER).unwrap();
+        let refused = |bytes: &[u8], why: &str| {
+            std::fs::write(&p, bytes).unwrap();
+            let e = check_installed(dir.path(), layout::POWER)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.starts_with("power/data.npy is not what") && e.contains(why),
+                "{e}"
+            );
+        };
+        refused(&good[..good.len() - 1], "truncated file");
+        refused(
+            &[&good[..], b"x"].concat(),
+            "1 bytes after the announced data",
+        );
+        refused(&good[..20], "truncated file");
+        let six = write_npy_f64(&Matrix::new(4, 6, vec![0.5; 24]).unwrap());
+        refused(&six, "4x6 array");
+        // The size recorded at install is checked first.
+        std::fs::write(&p, &good).unwrap();
+        crate::installed_sizes::record_installed(dir.path(), &[layout::POWER.to_string()]).unwrap();
+        check_installed(dir.path(), layout::POWER).unwrap();
+        refused(&good[..good.len() - 8], "when it was installed");
+        std::fs::remove_file(&p).unwrap();
+        let e = check_installed(dir.path(), layout::POWER).unwrap_err();
+        assert!(e.to_string().contains("cannot read it"), "{e}");
     }
 }

@@ -34,6 +34,7 @@ pub mod fetch;
 pub mod fetch_error;
 pub mod install;
 pub mod installed_check;
+pub mod installed_sizes;
 pub mod json_file;
 pub mod mirror;
 pub mod registry;

@@ -270,10 +270,9 @@ pub fn run_image_part(
             Ok(found) => found,
             Err(message) => {
                 tracing::warn!("images: skipping {message}");
-                report.skipped.push(SkippedDataset {
-                    dataset: dataset.name().to_string(),
-                    message,
-                });
+                report
+                    .skipped
+                    .push(SkippedDataset::not_on_disk(dataset.name(), message));
                 continue;
             }
         };

@@ -379,10 +379,9 @@ pub fn run_vae_part(opts: &VaePartOptions, out: &Path, progress: bool) -> Result
             Ok(found) => found,
             Err(message) => {
                 tracing::warn!("VAE: skipping {message}");
-                report.skipped.push(SkippedDataset {
-                    dataset: dataset.name().to_string(),
-                    message,
-                });
+                report
+                    .skipped
+                    .push(SkippedDataset::not_on_disk(dataset.name(), message));
                 continue;
             }
         };

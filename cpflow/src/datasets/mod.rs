@@ -91,7 +91,7 @@ pub use mnist::{
     IdxImages, LogitImages, MNIST_ALPHA, MNIST_FILES, MnistSplit, bits_per_dim, dequantize_logit,
     load_mnist, load_mnist_test, logit_to_pixels, read_idx_images, read_idx_labels,
 };
-pub use npy::{parse_npy_matrix, read_npy_file, write_npy_f64};
+pub use npy::{parse_npy_matrix, read_npy_file, read_npy_shape, write_npy_f64};
 pub use numpy_rng::NumpyRandomState;
 pub use power::{POWER_RAW_COLUMNS, load_power, preprocess_power};
 

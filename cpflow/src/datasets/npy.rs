@@ -173,6 +173,135 @@ fn element_reader(path: &Path, ty: &npyz::TypeStr) -> Result<(usize, ElementRead
     Ok((size, reader))
 }
 
+/// What a parsed header says about the body: the matrix shape, the element size and reader.
+struct BodyLayout {
+    rows: usize,
+    cols: usize,
+    /// Bytes the body must have: `rows · cols · element size`.
+    data_bytes: u64,
+    read: ElementReader,
+}
+
+impl BodyLayout {
+    /// The dtype's reader and the shape of `header`, or why they are not read.
+    fn of(path: &Path, header: &NpyHeader) -> Result<Self, DatasetError> {
+        let DType::Plain(ty) = header.dtype() else {
+            return Err(DatasetError::corrupt(
+                path,
+                format!(
+                    "unsupported dtype {} (expected a plain number type, not a record)",
+                    header.dtype().descr()
+                ),
+            ));
+        };
+        let (size, read) = element_reader(path, &ty)?;
+        let (rows, cols) = match header.shape() {
+            [r, c] => (*r, *c),
+            [r] => (*r, 1),
+            s => {
+                return Err(DatasetError::bad_shape(
+                    format!("{}", path.display()),
+                    "a 1-D or 2-D array",
+                    format!("{s:?}"),
+                ));
+            }
+        };
+        let too_big = || DatasetError::corrupt(path, "shape overflows");
+        let rows = usize::try_from(rows).map_err(|_| too_big())?;
+        let cols = usize::try_from(cols).map_err(|_| too_big())?;
+        let need = rows
+            .checked_mul(cols)
+            .and_then(|n| n.checked_mul(size))
+            .ok_or_else(too_big)?;
+        Ok(Self {
+            rows,
+            cols,
+            data_bytes: need as u64,
+            read,
+        })
+    }
+
+    /// A body of `len` bytes is exactly the announced data: shorter is truncation, longer is
+    /// corrupt.
+    fn check_body_len(&self, path: &Path, len: u64) -> Result<(), DatasetError> {
+        let (rows, cols, need) = (self.rows, self.cols, self.data_bytes);
+        if len < need {
+            let row_bytes = (need / (rows as u64).max(1)).max(1);
+            return Err(DatasetError::truncated(
+                path,
+                format!(
+                    "header announces shape ({rows}, {cols}) = {need} data bytes, file has \
+                     {len} ({} complete rows)",
+                    len / row_bytes
+                ),
+            ));
+        }
+        if len > need {
+            return Err(DatasetError::corrupt(
+                path,
+                format!("{} bytes after the announced data", len - need),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The shape `(rows, cols)` of a 1-D or 2-D numeric `.npy` file (`(n,)` is `(n, 1)`), from
+/// its header and its size alone: the body is not read. The header is checked as
+/// [`parse_npy_matrix`] checks it (magic, a supported dtype, the rank), and the file's size
+/// must be exactly the header's plus the announced data, so a file cut short or with bytes
+/// appended gives the same [`DatasetError::Truncated`] / [`DatasetError::Corrupt`] as a full
+/// read; damage inside the data (which only a full read or a checksum finds) does not show.
+///
+/// ```
+/// use cpflow::datasets::{DatasetError, Matrix, read_npy_shape, write_npy_f64};
+/// let dir = std::env::temp_dir().join(format!("cpflow-doc-npy-shape-{}", std::process::id()));
+/// std::fs::create_dir_all(&dir).unwrap();
+/// let path = dir.join("m.npy");
+/// let bytes = write_npy_f64(&Matrix::new(3, 2, vec![0.5; 6])?);
+/// std::fs::write(&path, &bytes).unwrap();
+/// assert_eq!(read_npy_shape(&path)?, (3, 2));
+/// std::fs::write(&path, &bytes[..bytes.len() - 1]).unwrap();
+/// assert!(matches!(read_npy_shape(&path), Err(DatasetError::Truncated { .. })));
+/// std::fs::remove_dir_all(&dir).ok();
+/// # Ok::<(), DatasetError>(())
+/// ```
+pub fn read_npy_shape(path: &Path) -> Result<(usize, usize), DatasetError> {
+    use std::io::Read as _;
+    let file = std::fs::File::open(path).map_err(|e| DatasetError::io(path, e))?;
+    let file_len = file
+        .metadata()
+        .map_err(|e| DatasetError::io(path, e))?
+        .len();
+    let mut file = io::BufReader::new(file);
+    // The preamble (10 bytes, 12 from version 2), then the header length it announces.
+    let mut head = Vec::with_capacity(64);
+    (&mut file)
+        .take(12)
+        .read_to_end(&mut head)
+        .map_err(|e| DatasetError::io(path, e))?;
+    let header_len = match head.get(6) {
+        Some(2 | 3) if head.len() >= 12 => {
+            12 + u64::from(u32::from_le_bytes([head[8], head[9], head[10], head[11]]))
+        }
+        _ if head.len() >= 10 => 10 + u64::from(u16::from_le_bytes([head[8], head[9]])),
+        // Too short for a preamble: reported by `check_preamble`.
+        _ => 0,
+    };
+    let rest = header_len.saturating_sub(head.len() as u64);
+    (&mut file)
+        .take(rest)
+        .read_to_end(&mut head)
+        .map_err(|e| DatasetError::io(path, e))?;
+    check_preamble(path, &head)?;
+    let mut cursor = &head[..];
+    let header = NpyHeader::from_reader(&mut cursor).map_err(|e| npyz_error(path, "header", e))?;
+    let layout = BodyLayout::of(path, &header)?;
+    let header_bytes = (head.len() - cursor.len()) as u64;
+    layout.check_body_len(path, file_len.saturating_sub(header_bytes))?;
+    Ok((layout.rows, layout.cols))
+}
+
 /// Parses `.npy` bytes holding a 1-D or 2-D numeric array into a row-major `f64` matrix
 /// (`(n,)` becomes `(n, 1)`).
 ///
@@ -196,50 +325,13 @@ pub fn parse_npy_matrix(path: &Path, bytes: &[u8]) -> Result<Matrix<f64>, Datase
     let mut cursor = bytes;
     let header = NpyHeader::from_reader(&mut cursor).map_err(|e| npyz_error(path, "header", e))?;
     let body = cursor;
-
-    let DType::Plain(ty) = header.dtype() else {
-        return Err(DatasetError::corrupt(
-            path,
-            format!(
-                "unsupported dtype {} (expected a plain number type, not a record)",
-                header.dtype().descr()
-            ),
-        ));
-    };
-    let (size, read) = element_reader(path, &ty)?;
-    let (rows, cols) = match header.shape() {
-        [r, c] => (*r, *c),
-        [r] => (*r, 1),
-        s => {
-            return Err(DatasetError::bad_shape(
-                format!("{}", path.display()),
-                "a 1-D or 2-D array",
-                format!("{s:?}"),
-            ));
-        }
-    };
-    let too_big = || DatasetError::corrupt(path, "shape overflows");
-    let rows = usize::try_from(rows).map_err(|_| too_big())?;
-    let cols = usize::try_from(cols).map_err(|_| too_big())?;
-    let count = rows.checked_mul(cols).ok_or_else(too_big)?;
-    let need = count.checked_mul(size).ok_or_else(too_big)?;
-    if body.len() < need {
-        return Err(DatasetError::truncated(
-            path,
-            format!(
-                "header announces shape ({rows}, {cols}) = {need} data bytes, file has {} \
-                 ({} complete rows)",
-                body.len(),
-                body.len() / (cols * size).max(1)
-            ),
-        ));
-    }
-    if body.len() > need {
-        return Err(DatasetError::corrupt(
-            path,
-            format!("{} bytes after the announced data", body.len() - need),
-        ));
-    }
+    let layout = BodyLayout::of(path, &header)?;
+    layout.check_body_len(path, body.len() as u64)?;
+    let BodyLayout {
+        rows, cols, read, ..
+    } = layout;
+    // At most the body's length over the element size: it does not overflow.
+    let count = rows * cols;
     let values = read(path, &header, body)?;
     let data = if header.order() == Order::Fortran && rows > 1 && cols > 1 {
         let mut out = vec![0.0; count];

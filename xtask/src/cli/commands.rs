@@ -11,7 +11,7 @@ use super::{budget_from_minutes, mirror_base, parse_device};
 use crate::bench_report::{BENCH_MD, bench_table_markdown};
 use crate::bench_resume::{TabularResume, existing_checkpoints};
 use crate::bench_tabular::{
-    BenchReport, BenchTabularOptions, NOT_STARTED, SkippedDataset, default_fallback_roots,
+    BenchReport, BenchTabularOptions, SkipReason, SkippedDataset, default_fallback_roots,
     locate_dataset, parse_datasets, run_bench_tabular,
 };
 use crate::fetch::FetchOptions;
@@ -160,7 +160,7 @@ pub fn bench_outcome(report: &BenchReport, data_dir: &std::path::Path) -> Result
         if report
             .skipped
             .iter()
-            .any(|k| k.message.ends_with(NOT_STARTED))
+            .any(|k| k.reason == SkipReason::NotStarted)
         {
             bail!(
                 "no dataset ran: the run was interrupted before its first dataset on disk \
@@ -257,6 +257,7 @@ pub fn download(args: &DownloadArgs) -> Result<()> {
             ..FetchOptions::default()
         },
         force: args.force,
+        verify: args.verify,
     };
     let names: Vec<&str> = match args.dataset {
         DownloadName::All => DATASETS.to_vec(),
@@ -352,19 +353,18 @@ mod tests {
     }
 
     /// A run that an interrupt stopped before its first dataset on disk started says so; one
-    /// whose every dataset was missing points at `--data-dir`.
+    /// whose every dataset was missing points at `--data-dir`. The outcomes are told apart by
+    /// the skip's [`SkipReason`], not by its message: a missing dataset whose message reads
+    /// like the interrupt's (a folder so named) is missing, and a dataset not started is so
+    /// whatever its message says.
     #[test]
     fn bench_outcome_tells_an_interrupt_from_missing_data() {
-        let skipped = |message: &str| SkippedDataset {
-            dataset: "gas".into(),
-            message: message.into(),
-        };
         let mut report = BenchReport {
             results: Vec::new(),
             earlier: Vec::new(),
             skipped: vec![
-                skipped("power: not found"),
-                skipped(&format!("gas: {NOT_STARTED}")),
+                SkippedDataset::not_on_disk("power", "power: not found".into()),
+                SkippedDataset::not_started("gas"),
             ],
             interrupted: Vec::new(),
             failed: Vec::new(),
@@ -373,17 +373,22 @@ mod tests {
             wall_time_s: 0.0,
         };
         let dir = std::path::Path::new("/data");
-        let e = bench_outcome(&report, dir).unwrap_err().to_string();
-        assert!(
+        let interrupted = |report: &BenchReport| {
+            let e = bench_outcome(report, dir).unwrap_err().to_string();
             e.starts_with("no dataset ran: the run was interrupted before")
-                && !e.contains("missing"),
-            "{e}"
-        );
+                && !e.contains("missing")
+        };
+        let missing = |report: &BenchReport| {
+            let e = bench_outcome(report, dir).unwrap_err().to_string();
+            e.contains("every one requested was missing") && e.contains("--data-dir /data")
+        };
+        assert!(interrupted(&report));
+        report.skipped[1].message = "gas: waited".into();
+        assert!(interrupted(&report));
         report.skipped.pop();
-        let e = bench_outcome(&report, dir).unwrap_err().to_string();
-        assert!(
-            e.contains("every one requested was missing") && e.contains("--data-dir /data"),
-            "{e}"
-        );
+        assert!(missing(&report));
+        let lookalike = SkippedDataset::not_started("gas").message;
+        report.skipped[0].message = format!("power: not found in /data/{lookalike}");
+        assert!(missing(&report));
     }
 }

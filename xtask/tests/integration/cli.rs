@@ -6,6 +6,7 @@
 //! layout.
 
 mod download;
+mod download_installed;
 mod download_mirror;
 mod download_unloadable;
 
