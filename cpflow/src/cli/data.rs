@@ -219,7 +219,9 @@ impl LoadedData {
 
 /// Loads the data of a `[data]` section. Points drawn from a toy or an image density that
 /// cannot fit in the memory this process may use are refused before any is drawn
-/// (`cli::memory::check_drawn_data_memory`); `[data]` keys the source does not read are warned of.
+/// (`cli::memory::check_drawn_data_memory`). `[data]` keys the source does not read are not
+/// warned of here: the command that takes the configuration does that
+/// ([`warn_inert_data_keys`]), not `eval` and `plot`, which read a run's saved one.
 pub fn load(section: &DataSection) -> Result<LoadedData> {
     let source = DataSource::parse(&section.source)?;
     let mut rng = FlowRng::seed_from_u64(section.seed);
@@ -236,7 +238,6 @@ pub fn load(section: &DataSection) -> Result<LoadedData> {
             memory_limit(),
         )?;
     }
-    warn_inert_data_keys(section, &source);
     // Toys and images: training, test, then validation points, all fresh draws (the test
     // points are those of a run without a validation split).
     let (dim, train, val, test) = match &source {
@@ -289,8 +290,9 @@ pub fn load(section: &DataSection) -> Result<LoadedData> {
 }
 
 /// Warns (`tracing::warn!`, on stderr) of every `[data]` key that `source` does not read
-/// ([`inert_keys::inert_data_keys`]).
-fn warn_inert_data_keys(section: &DataSection, source: &DataSource) {
+/// ([`inert_keys::inert_data_keys`]): for the command that takes the configuration
+/// (`cpflow train`, a resume included), once its data are loaded.
+pub fn warn_inert_data_keys(section: &DataSection, source: &DataSource) {
     for warning in inert_keys::inert_data_keys(section, source) {
         tracing::warn!("{warning}");
     }

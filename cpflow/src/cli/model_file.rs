@@ -4,7 +4,7 @@
 //! "not a cpflow checkpoint" (`eval` and `sample` take image flows and VAEs too, `plot` does
 //! not).
 
-use crate::cli::shell_words::shell_word;
+use crate::cli::shell_words::{resume_command, shell_word};
 use anyhow::{Context, Result, bail};
 use std::io::Read;
 use std::path::Path;
@@ -104,13 +104,12 @@ pub fn require_flow(file: &Path, kind: ModelKind, command: &str, images_ok: bool
         ModelKind::Vae => bail!(
             "{} is a VAE of `cpflow vae`, which `cpflow {command}` does not take (it reads \
              flows of `cpflow train`): `cpflow eval --model {}` scores it on its test split, \
-             `cpflow sample --model {} --grid 8x8 -o samples.png` draws from it, and \
-             `cpflow vae --config {} --out {} --resume` continues an unfinished run",
+             `cpflow sample --model {} --grid 8x8 -o samples.png` draws from it, and `{}` \
+             continues an unfinished run",
             file.display(),
             shell_word(dir),
             shell_word(dir),
-            shell_word(&dir.join("config.toml")),
-            shell_word(dir)
+            resume_command("vae", dir)
         ),
         ModelKind::Image => {
             // A model of `cpflow import-reference` has no report (it was not trained here).
@@ -174,6 +173,9 @@ mod tests {
             err.contains("VAE") && err.contains("cpflow eval") && err.contains("cpflow sample"),
             "{err}"
         );
+        // The resume command is the one every other message names (a run's directory).
+        let resume = resume_command("vae", &dir);
+        assert!(err.contains(&format!("`{resume}` continues")), "{err}");
         // `plot` refuses an image flow, naming the commands that take it; `eval` takes it.
         write_with_key(&p, crate::image::IMAGE_METADATA_KEY);
         let err = require_flow(&p, ModelKind::Image, "plot", false)

@@ -91,7 +91,7 @@ pub fn checkpoint_path(out: &Path) -> PathBuf {
 }
 
 /// A new run (no `--resume`) into `out`: refused, before anything is read or written, when
-/// `out` holds a run, unless `overwrite`, or when another process holds it
+/// `out` holds a run or a model of any kind (a flow's, a VAE's), unless `overwrite`, or when another process holds it
 /// ([`refuse_held_dir`]), `overwrite` or not.
 pub fn check_new_run(out: &Path, files: &RunFiles, overwrite: bool) -> Result<()> {
     if out.exists() && !out.is_dir() {
@@ -102,7 +102,9 @@ pub fn check_new_run(out: &Path, files: &RunFiles, overwrite: bool) -> Result<()
     }
     refuse_held_dir(out)?;
     crate::cli::run_kind::check_no_ot_outputs(out, files.command, overwrite)?;
-    let found = markers_present(out, &[files]);
+    // Any kind of run counts (`files`' markers listed first): a `vae` run into a directory
+    // holding only a flow's `model.safetensors` would write its files beside that model.
+    let found = markers_present(out, &[files, &TRAIN_RUN, &VAE_RUN]);
     if found.is_empty() || overwrite {
         return Ok(());
     }
@@ -435,6 +437,32 @@ mod tests {
             e.contains("checkpoint.safetensors") && e.contains("cpflow vae"),
             "{e}"
         );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A new run of one kind is refused into a directory that holds only another kind's model:
+    /// `import-reference --vae` (or `vae`) into a directory with a flow's `model.safetensors`
+    /// alone passed the check (only the VAE's markers were looked for) and wrote the VAE's
+    /// files beside the flow's; the same for `train` over a VAE's `best.safetensors`.
+    #[test]
+    fn a_new_run_is_refused_over_another_kinds_model() {
+        let dir = std::env::temp_dir().join(format!("cpflow-rundir-kinds-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        for (model, kind) in [
+            ("model.safetensors", &VAE_RUN),
+            ("best.safetensors", &TRAIN_RUN),
+        ] {
+            std::fs::write(dir.join(model), "").unwrap();
+            let e = check_new_run(&dir, kind, false).unwrap_err().to_string();
+            assert!(
+                e.contains("already holds a model") && e.contains(model),
+                "{}: {e}",
+                kind.command
+            );
+            check_new_run(&dir, kind, true).unwrap();
+            std::fs::remove_file(dir.join(model)).unwrap();
+        }
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -39,6 +39,8 @@ mod cli_run_dir;
 #[cfg(feature = "cli")]
 mod cli_run_dir_writers;
 #[cfg(feature = "cli")]
+mod cli_run_readers;
+#[cfg(feature = "cli")]
 mod cli_sample_log_prob;
 #[cfg(feature = "cli")]
 mod cli_sample_stale_backup;

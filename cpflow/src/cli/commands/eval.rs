@@ -130,12 +130,10 @@ pub fn eval(a: EvalArgs) -> Result<()> {
             (src.clone(), data, scored)
         }
         (None, Some(cfg)) => {
+            // `n` counts a density's test points (a file's or a benchmark's rows are scored
+            // as they are: `data.n_test` is not read there).
             let mut s = cfg.data.clone();
-            // Only a density's points are counted by `n` (a file's or a benchmark's rows are
-            // scored as they are, and `data.n_test` would be an inert key there).
-            if !SourceName::of(&s.source).has_fixed_rows() {
-                s.n_test = n;
-            }
+            s.n_test = n;
             if let Some(root) = &a.data_root {
                 s.root = root.clone();
             }

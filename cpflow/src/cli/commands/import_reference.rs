@@ -27,7 +27,7 @@ use crate::cli::data::DataSource;
 use crate::cli::model_file::{ModelKind, kind_of_metadata};
 use crate::cli::run_config::{ModelSection, Overrides, is_image_config, resolve};
 use crate::cli::run_dir::{
-    TRAIN_RUN, absolute_run_config, check_new_run, refuse_held_dir, take_run_dir, write_config,
+    TRAIN_RUN, VAE_RUN, absolute_run_config, check_new_run, take_run_dir, write_config,
 };
 use icnn::ActivationKind;
 
@@ -101,9 +101,15 @@ A VAE: cpflow import-reference --vae --state-dict W.safetensors --config vae.tom
 
 /// Imports the reference weights into `--out` and prints a one-line summary.
 pub fn import_reference(a: ImportReferenceArgs) -> Result<()> {
-    // A directory that a running `train` or `vae` writes into is refused before the weights
-    // are read, `--overwrite` or not (the lock is taken before anything is written).
-    refuse_held_dir(&a.out)?;
+    // `--out` is checked first, before the configuration and the weights are read (a state
+    // dict can be hundreds of MB): a file, a directory that a running `train` or `vae` writes
+    // into (`--overwrite` or not) and one that holds a run without `--overwrite` are refused.
+    // The lock itself is taken once everything has loaded, before anything is written.
+    check_new_run(
+        &a.out,
+        if a.vae { &VAE_RUN } else { &TRAIN_RUN },
+        a.overwrite,
+    )?;
     if a.vae {
         return vae::import_vae(&a);
     }
@@ -150,9 +156,7 @@ pub fn import_reference(a: ImportReferenceArgs) -> Result<()> {
             cfg.data.source
         );
     }
-    let flow_cfg = cfg.model.flow_config(dim)?;
-    check_new_run(&a.out, &TRAIN_RUN, a.overwrite)?;
-    let flow = Flow::new(flow_cfg, &Device::Cpu)?;
+    let flow = Flow::new(cfg.model.flow_config(dim)?, &Device::Cpu)?;
     let mapping = KeyMapping::for_flow(flow.config());
     let report = load_reference_state_dict(&flow.named_vars(), &state_dict, &mapping)
         .with_context(|| {

@@ -2,8 +2,8 @@
 
 use crate::FlowRng;
 use crate::toy::Point2;
-use anyhow::{Result, bail};
-use std::path::PathBuf;
+use anyhow::{Context, Result, bail};
+use std::path::{Path, PathBuf};
 
 use super::{data_root, load_flow, locate_model, saved_run_config};
 use crate::cli::PlotArgs;
@@ -14,6 +14,7 @@ use crate::cli::model_file::{model_kind, require_flow};
 use crate::cli::model_plots::{
     PlotOptions, REFERENCE_HALF_WIDTH, default_plot_window, rows_to_points, write_model_plots,
 };
+use crate::cli::run_dir::{lock_run_dir, resolved};
 use crate::plot::Bounds;
 
 /// What the first Ctrl-C logs.
@@ -41,6 +42,22 @@ pub fn plot(a: PlotArgs) -> Result<()> {
     let device = crate::cli::device(a.dev.device.as_deref())?;
     let loc = locate_model(&a.model)?;
     require_flow(&loc.file, model_kind(&loc.file)?, "plot", false)?;
+    let out = match (&a.out, &loc.run_dir) {
+        (Some(o), _) => o.clone(),
+        (None, Some(d)) => d.join("plots"),
+        (None, None) => PathBuf::from("plots"),
+    };
+    // Figures drawn into the model's run directory (`plots/` by default) are written under
+    // the run's lock, taken before the model is read: a `train` going on there (a resume or
+    // an --overwrite, which rewrites or removes those figures) refuses to start, and this is
+    // refused while one runs, as a second `plot` there is.
+    let _lock = match &loc.run_dir {
+        Some(d) if writes_into(&out, d)? => Some(
+            lock_run_dir(non_empty_dir(d))
+                .with_context(|| format!("drawing the figures into {}", out.display()))?,
+        ),
+        _ => None,
+    };
     let flow = load_flow(&loc.file, &device, a.dev.dtype)?;
     if flow.dim() != 2 {
         bail!("plots need a 2-D model (this one is {}-D)", flow.dim());
@@ -83,11 +100,6 @@ pub fn plot(a: PlotArgs) -> Result<()> {
         }
     };
     let points = data.map(|(_, pts)| pts);
-    let out = match (&a.out, &loc.run_dir) {
-        (Some(o), _) => o.clone(),
-        (None, Some(d)) => d.join("plots"),
-        (None, None) => PathBuf::from("plots"),
-    };
     // The first Ctrl-C stops between figures (each PNG is written whole or not at all).
     let interrupt = Interrupt::install_with_message(INTERRUPT_MESSAGE)?;
     let opts = PlotOptions {
@@ -104,4 +116,19 @@ pub fn plot(a: PlotArgs) -> Result<()> {
         println!("{}: {}", out.join(&f.file).display(), f.shows);
     }
     Ok(())
+}
+
+/// `dir`, or `.` for the empty parent of a bare file name (`--model model.safetensors`).
+fn non_empty_dir(dir: &Path) -> &Path {
+    if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    }
+}
+
+/// Whether `out` lies in the run directory `run_dir` (however either is spelt: both are
+/// resolved, symlinks and `..` included).
+fn writes_into(out: &Path, run_dir: &Path) -> Result<bool> {
+    Ok(resolved(out)?.starts_with(resolved(non_empty_dir(run_dir))?))
 }

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use crate::cli::TrainArgs;
-use crate::cli::data::{Rows, load};
+use crate::cli::data::{Rows, load, warn_inert_data_keys};
 use crate::cli::data_record::{
     DataRecord, check_data_record, require_run_data_file, write_data_record,
 };
@@ -163,6 +163,7 @@ pub fn train(mut a: TrainArgs) -> Result<()> {
         )?;
     }
     let data = load(&cfg.data)?;
+    warn_inert_data_keys(&cfg.data, &data.source);
     let val_label = validation_label(&data.source);
     if let Some(r) = &resume
         && r.dim != data.dim
@@ -199,9 +200,15 @@ pub fn train(mut a: TrainArgs) -> Result<()> {
         out = %out.display(),
         "loaded data"
     );
-    if resume.is_none() {
-        check_new_flow_memory(&cfg, &data, dtype, &device)?;
-    }
+    // A new run's flow, computed once: its memory is checked here, it is built below.
+    let new_flow = match resume {
+        None => {
+            let flow_config = cfg.model.flow_config(data.dim)?;
+            check_new_flow_memory(&flow_config, &cfg, &data, dtype, &device)?;
+            Some(flow_config)
+        }
+        Some(_) => None,
+    };
     let part = |rows: &Rows| -> Result<Option<Dataset>> {
         Ok(if rows.is_empty() {
             None
@@ -231,16 +238,17 @@ pub fn train(mut a: TrainArgs) -> Result<()> {
     };
     // The trainer validates its configuration and the optimiser's; a resumed one reads the
     // checkpoint. Neither writes anything before training.
-    let mut trainer = match &resume {
-        Some(r) => {
+    let mut trainer = match (&resume, new_flow) {
+        (Some(r), _) => {
             tracing::info!(checkpoint = %r.checkpoint.display(), "resuming");
             Trainer::resume(&r.checkpoint, &device, Some(cfg.train.clone()))?
         }
-        None => {
-            let flow = Flow::new(cfg.model.flow_config(dim)?, &device)?;
+        (None, Some(flow_config)) => {
+            let flow = Flow::new(flow_config, &device)?;
             tracing::info!(parameters = flow.num_parameters(), "built the flow");
             Trainer::new(flow, cfg.train.clone())?
         }
+        (None, None) => unreachable!("a new run's flow configuration is computed above"),
     }
     .with_options(options);
     let interrupt = Interrupt::install()?;

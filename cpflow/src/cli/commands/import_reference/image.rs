@@ -17,7 +17,7 @@ use std::collections::HashMap;
 
 use super::{ImportReferenceArgs, read_state_dict};
 use crate::cli::run_config::{Overrides, resolve_image};
-use crate::cli::run_dir::{TRAIN_RUN, absolute, check_new_run, take_run_dir, write_config};
+use crate::cli::run_dir::{TRAIN_RUN, absolute, take_run_dir, write_config};
 
 /// The reference key of the first ActNorm (after the logit layer) of every `MultiscaleFlow`
 /// that `ImageExperimentConfig` describes: where a state_dict under a prefix is recognised.
@@ -55,7 +55,6 @@ pub fn import_image(a: &ImportReferenceArgs) -> Result<()> {
     saved.data.root = absolute(&saved.data.root)?;
     let state_dict = read_state_dict(&a.state_dict, a.prefix.as_deref())?.tensors;
     check_prefix(&state_dict)?;
-    check_new_run(&a.out, &TRAIN_RUN, a.overwrite)?;
     let flow = ImageFlow::new(cfg.flow_config()?, &Device::Cpu)?;
     let mapping = KeyMapping::for_multiscale(flow.config())?;
     let report = load_reference_state_dict(&flow.named_vars(), &state_dict, &mapping)

@@ -18,7 +18,7 @@ use std::path::Path;
 
 use super::{ImportReferenceArgs, read_state_dict};
 use crate::cli::commands::vae::read_vae_config;
-use crate::cli::run_dir::{VAE_RUN, absolute, check_new_run, take_run_dir, write_config};
+use crate::cli::run_dir::{VAE_RUN, absolute, take_run_dir, write_config};
 
 /// The weights file of an imported VAE (what a `cpflow vae` run keeps as its best weights).
 const WEIGHTS: &str = "best.safetensors";
@@ -43,7 +43,6 @@ pub fn import_vae(a: &ImportReferenceArgs) -> Result<()> {
     cfg.data.root = absolute(&cfg.data.root)?;
     let state_dict = read_state_dict(&a.state_dict, a.prefix.as_deref())?.tensors;
     check_posterior(&state_dict, cfg.model.posterior, &a.config)?;
-    check_new_run(&a.out, &VAE_RUN, a.overwrite)?;
     let ds = cfg.data.dataset;
     let vae = Vae::new(&cfg.model, ds.likelihood(), ds.image_size(), &Device::Cpu)?;
     let report = load_reference_vae_state_dict(&vae, &state_dict).with_context(|| {

@@ -4,6 +4,7 @@
 use anyhow::Result;
 use candle_core::{DType, Device};
 
+use crate::FlowConfig;
 use crate::cli::data::{DataSource, LoadedData};
 use crate::cli::memory::{
     BesidesWeights, DATA_BYTES_PER_VALUE, FLOW_STEP_WEIGHT_COPIES, check_training_memory_with,
@@ -27,17 +28,18 @@ pub(super) fn why_no_test_rows(section: &DataSection, data: &LoadedData) -> Stri
     }
 }
 
-/// A new run's memory, checked before the data become tensors: the flow's weights and a
-/// training step's arrays, plus the data's tensors (every split, in the model's float type)
-/// beside the host rows they are made from ([`DATA_BYTES_PER_VALUE`], still held then). The
-/// data alone were checked when they were drawn (`cli::memory::data_memory`).
+/// A new run's memory, checked before the data become tensors: the weights of the flow of
+/// `flow_config` and a training step's arrays, plus the data's tensors (every split, in the
+/// model's float type) beside the host rows they are made from ([`DATA_BYTES_PER_VALUE`],
+/// still held then). The data alone were checked when they were drawn
+/// (`cli::memory::data_memory`).
 pub(super) fn check_new_flow_memory(
+    flow_config: &FlowConfig,
     cfg: &RunConfig,
     data: &LoadedData,
     dtype: DType,
     device: &Device,
 ) -> Result<()> {
-    let flow_config = cfg.model.flow_config(data.dim)?;
     let Some(n) = flow_config.parameter_count() else {
         return Ok(());
     };
