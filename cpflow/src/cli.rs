@@ -33,6 +33,7 @@ mod memory;
 mod model_file;
 mod model_plots;
 mod output_files;
+mod process_ids;
 mod resume_check;
 mod run_config;
 mod run_dir;

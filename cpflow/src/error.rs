@@ -140,6 +140,20 @@ pub enum CpflowError {
     /// A checkpoint is malformed or incompatible with the model.
     #[error("checkpoint error: {0}")]
     Checkpoint(String),
+    /// Writing a training checkpoint failed (a full disk, permissions). The checkpoint is
+    /// replaced atomically: the last one written before, if any, is intact and resumes the run.
+    #[error(
+        "writing the checkpoint at iteration {iteration} failed ({cause}); {}",
+        last_checkpoint_note(.saved)
+    )]
+    CheckpointWrite {
+        /// The iteration whose checkpoint could not be written.
+        iteration: usize,
+        /// The iteration and path of the last checkpoint, intact (`None`: none was written).
+        saved: Option<(usize, std::path::PathBuf)>,
+        /// Why the write failed.
+        cause: Box<CpflowError>,
+    },
     /// A saved random-generator state cannot be decoded (its seed is not hexadecimal).
     #[error("bad RNG state in the checkpoint: the seed is not hexadecimal")]
     RngSeed(#[source] hex::FromHexError),
@@ -171,6 +185,16 @@ fn checkpoint_note(checkpoint: &Option<std::path::PathBuf>) -> String {
     match checkpoint {
         Some(p) => format!("the last good checkpoint is {}", p.display()),
         None => "no checkpoint was written before it".to_string(),
+    }
+}
+
+fn last_checkpoint_note(saved: &Option<(usize, std::path::PathBuf)>) -> String {
+    match saved {
+        Some((it, p)) => format!(
+            "the run is saved at iteration {it} (the last checkpoint, {})",
+            p.display()
+        ),
+        None => "no earlier checkpoint was written".to_string(),
     }
 }
 

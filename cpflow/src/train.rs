@@ -27,6 +27,8 @@ mod cg_tally;
 mod chunked_step;
 pub use chunked_step::{EXACT_STEP_CHUNK_ROWS, STEP_CHUNK_ROWS};
 mod fit;
+mod step_stats;
+pub use step_stats::TrainStepStats;
 
 /// Where a run writes (all optional).
 ///
@@ -150,7 +152,8 @@ pub struct TrainReport {
     /// Optimiser steps done in total (including before a resume): the steps actually run,
     /// not the configured maximum.
     pub iterations: usize,
-    /// Loss of the last step (surrogate: not an NLL).
+    /// Loss of the run's last step (surrogate: not an NLL; NaN when no step was counted,
+    /// see [`TrainStepStats::counted_from`]).
     pub final_loss: f64,
     /// The best validation NLL of the run (of `val_estimator`): that of the weights the
     /// trainer now holds when `restore_best` is set and the run finished; with
@@ -164,14 +167,16 @@ pub struct TrainReport {
     pub stop_reason: StopReason,
     /// Wall-clock seconds of this call.
     pub wall_time_s: f64,
-    /// Mean CG iterations per system over the steps of this call.
+    /// Mean CG iterations per system over the steps of the run (every call and resume:
+    /// [`TrainState::step_stats`]; a run resumed from a checkpoint written before they were
+    /// kept counts the steps since the resume, see [`TrainStepStats::counted_from`]).
     pub mean_cg_iterations: f64,
-    /// Fraction of the CG systems of this call's steps that met the tolerance (1: all;
+    /// Fraction of the CG systems of the run's steps that met the tolerance (1: all;
     /// `None`: no CG systems, e.g. the exact objective). Below 1, CG stopped at
     /// `train.surrogate.cg_max_iters` on some systems: their gradient was approximate (the
     /// trainer warned).
     pub cg_converged: Option<f64>,
-    /// Steps of this call whose CG left at least one system unconverged.
+    /// Steps of the run whose CG left at least one system unconverged.
     pub cg_unconverged_steps: usize,
     /// The metrics records written during this call.
     pub history: Vec<MetricsRecord>,
@@ -207,8 +212,8 @@ pub struct Trainer {
     best: Option<Vec<(String, Tensor)>>,
     options: RunOptions,
     perm: Option<(u64, Vec<u32>)>,
-    /// The last checkpoint written (or resumed from) by this trainer.
-    last_checkpoint: Option<PathBuf>,
+    /// The last checkpoint written (or resumed from) by this trainer, and its iteration.
+    last_checkpoint: Option<(PathBuf, usize)>,
     /// After a finished run restored the best weights: the last weights, put back before
     /// training goes on (so that continuing in-process follows the same trajectory as a
     /// resume from the final checkpoint).
@@ -311,6 +316,7 @@ impl Trainer {
             None
         };
         let rng = FlowRng::from_state(&rng_state)?;
+        let resumed_at = state.iteration;
         Ok(Trainer {
             flow,
             config,
@@ -320,7 +326,7 @@ impl Trainer {
             best,
             options: RunOptions::default(),
             perm: None,
-            last_checkpoint: Some(path.to_path_buf()),
+            last_checkpoint: Some((path.to_path_buf(), resumed_at)),
             last_weights: None,
             last_val: None,
             metrics_start: MetricsStart::CutBack,
@@ -390,10 +396,33 @@ impl Trainer {
     }
 
     fn checkpoint_if_configured(&mut self) -> Result<()> {
-        if let Some(p) = self.checkpoint_path() {
-            self.save_checkpoint(&p)?;
-            self.last_checkpoint = Some(p);
+        if self.checkpoint_path().is_some() {
+            self.write_run_checkpoint(self.flow.weight_tensors())?;
         }
+        Ok(())
+    }
+
+    /// Writes the run's checkpoint (when an output directory is set) with the given model
+    /// weights. A failed write says at which iteration, and where the run is saved: the
+    /// last checkpoint, which a failed write leaves as it was ([`save_checkpoint`] replaces
+    /// it atomically).
+    fn write_run_checkpoint(&mut self, weights: Vec<(String, Tensor)>) -> Result<()> {
+        let Some(path) = self.checkpoint_path() else {
+            return Ok(());
+        };
+        let iteration = self.state.iteration;
+        if let Err(e) = self.write_checkpoint(&path, weights) {
+            return Err(CpflowError::CheckpointWrite {
+                iteration,
+                saved: self
+                    .last_checkpoint
+                    .clone()
+                    .filter(|(p, _)| p.is_file())
+                    .map(|(p, it)| (it, p)),
+                cause: Box::new(e),
+            });
+        }
+        self.last_checkpoint = Some((path, iteration));
         Ok(())
     }
 
@@ -439,3 +468,6 @@ impl Trainer {
         Ok((x, c))
     }
 }
+
+#[cfg(test)]
+mod tests_run_stats;

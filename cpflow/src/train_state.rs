@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::config::LrSchedule;
+use crate::train::TrainStepStats;
 
 /// Everything about a training run's progress that a resume needs (besides weights,
 /// optimiser and RNG).
@@ -49,6 +50,11 @@ pub struct TrainState {
     /// before it existed.
     #[serde(default)]
     pub train_time_s: f64,
+    /// The loss and CG statistics of the run's steps, every invocation included (resumes
+    /// continue them). None in checkpoints written before they were kept: a run resumed from
+    /// one counts the steps after the resume ([`TrainStepStats::counted_from`]).
+    #[serde(default)]
+    pub step_stats: TrainStepStats,
     /// The curves observers keep with the run ([`crate::observer::TrainObserver::curve`], e.g.
     /// the validation curve of [`crate::observer::NllCurve`]): name → `(iteration, value)`
     /// points up to `iteration`, so that a resumed run reports the whole curve. Empty in
@@ -77,6 +83,7 @@ impl TrainState {
             stopped_early: false,
             samples_seen: 0,
             train_time_s: 0.0,
+            step_stats: TrainStepStats::default(),
             curves: BTreeMap::new(),
         }
     }
@@ -202,6 +209,12 @@ mod tests {
         // A state written before the training time was kept reads back with 0 s.
         let old = plain.replace(",\"train_time_s\":0.0", "");
         assert!(!old.contains("train_time_s"), "{old}");
+        assert_eq!(serde_json::from_str::<TrainState>(&old).unwrap(), st);
+        // So does one written before the step statistics were kept (none: zero steps).
+        let start = old.find(",\"step_stats\":").unwrap();
+        let end = start + old[start..].find('}').unwrap() + 1;
+        let old = format!("{}{}", &old[..start], &old[end..]);
+        assert!(!old.contains("step_stats") && !old.contains("cg_"), "{old}");
         assert_eq!(serde_json::from_str::<TrainState>(&old).unwrap(), st);
         st.curves.insert(
             "validation".into(),

@@ -1,7 +1,10 @@
 //! The hidden files written beside an output while it is replaced: `.NAME.TAG-PID` (the
 //! temporary file of [`super::write_atomic`] and of the command line's staged outputs, tag
 //! `tmp`; the backup of a file replaced with others as one unit, tag `bak`). One place builds
-//! the name, so that every writer's leftovers read the same and can be recognised.
+//! the name, so that every writer's leftovers read the same and can be recognised: the
+//! command line removes the `tmp` files of dead processes beside a run's own files when it
+//! takes the run directory's lock (`cli::run_dir`), and stale backups when it replaces the
+//! file they back up.
 
 use std::path::{Path, PathBuf};
 

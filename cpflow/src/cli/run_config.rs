@@ -61,10 +61,13 @@ use std::path::{Path, PathBuf};
 mod image_config;
 mod inert_settings;
 mod serde_messages;
+mod toml_integer;
 pub use image_config::{is_image_config, resolve_image};
 pub(crate) use serde_messages::vae_config_error;
 #[cfg(test)]
 pub(crate) use serde_messages::{VAE_FORMS, form_checks};
+use toml_integer::check_set_integer;
+pub(crate) use toml_integer::flag_integer;
 
 /// `[data]`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -385,13 +388,16 @@ pub fn set_path(table: &mut toml::Table, path: &str, value: toml::Value) -> Resu
     Ok(())
 }
 
-/// Applies `--set key=value` overrides to `table` (each value in TOML syntax, [`parse_value`]).
-fn apply_sets(table: &mut toml::Table, sets: &[String]) -> Result<()> {
+/// Applies `--set key=value` overrides to `table` (each value in TOML syntax, [`parse_value`];
+/// an integer outside TOML's range is refused, not taken as a string).
+pub(crate) fn apply_sets(table: &mut toml::Table, sets: &[String]) -> Result<()> {
     for kv in sets {
         let (k, v) = kv
             .split_once('=')
             .with_context(|| format!("--set expects key=value, got `{kv}`"))?;
-        set_path(table, k.trim(), parse_value(v.trim()))?;
+        let (k, v) = (k.trim(), v.trim());
+        check_set_integer(k, v)?;
+        set_path(table, k, parse_value(v))?;
     }
     Ok(())
 }
@@ -416,14 +422,14 @@ pub fn resolve(file: Option<&Path>, ov: &Overrides) -> Result<RunConfig> {
         set_path(
             &mut table,
             "train.max_iterations",
-            toml::Value::Integer(n as i64),
+            flag_integer("--iters", n)?,
         )?;
     }
     if let Some(b) = ov.batch_size {
         set_path(
             &mut table,
             "train.batch_size",
-            toml::Value::Integer(b as i64),
+            flag_integer("--batch-size", b)?,
         )?;
     }
     if let Some(lr) = ov.lr {
@@ -436,8 +442,9 @@ pub fn resolve(file: Option<&Path>, ov: &Overrides) -> Result<RunConfig> {
         set_path(&mut table, "model.float", toml::Value::try_from(f)?)?;
     }
     if let Some(seed) = ov.seed {
+        let seed = flag_integer("--seed", seed)?;
         for key in ["data.seed", "train.seed", "model.init_seed"] {
-            set_path(&mut table, key, toml::Value::Integer(seed as i64))?;
+            set_path(&mut table, key, seed.clone())?;
         }
     }
     if let Some(o) = &ov.out {

@@ -13,6 +13,7 @@ use crate::cli::data::SourceName;
 use crate::cli::run_config::RunConfig;
 
 mod config_dir;
+mod leftover_temps;
 mod lock;
 
 pub use config_dir::check_config_dir_is_out;

@@ -210,12 +210,16 @@ pub struct ImageTrainState {
 /// Totals over the training steps of a run (see [`ImageTrainState::step_totals`]).
 ///
 /// ```
+/// use cpflow::CgReport;
 /// use cpflow::image::ImageStepTotals;
 /// let mut t = ImageStepTotals::default();
-/// t.record(2.5, Some((1.5, 3)));
-/// t.record(2.0, None); // a step without CP-Flow blocks (a baseline flow)
+/// t.record(2.5, &CgReport { iterations: vec![0, 3], converged: 1, breakdown: 0 });
+/// t.record(2.0, &CgReport::default()); // a step without CP-Flow blocks (a baseline flow)
 /// assert_eq!((t.steps, t.last_loss, t.cg_max), (2, Some(2.0), 3));
-/// assert_eq!(t.mean_cg_iterations(), 1.5);
+/// assert_eq!((t.mean_cg_iterations(), t.cg_unconverged_steps), (1.5, 1));
+/// // Run to iteration 2: every step is counted; resumed at 10 from a checkpoint written
+/// // before the totals were kept and run to 12: the steps after 10 only.
+/// assert_eq!((t.counted_from(2), t.counted_from(12)), (0, 10));
 /// ```
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct ImageStepTotals {
@@ -229,19 +233,33 @@ pub struct ImageStepTotals {
     pub cg_steps: usize,
     /// Most CG iterations of any system in any step.
     pub cg_max: usize,
+    /// Steps that left at least one CG system unconverged (0 in checkpoints written before
+    /// it was kept).
+    #[serde(default)]
+    pub cg_unconverged_steps: usize,
 }
 
 impl ImageStepTotals {
     /// Records a step: its loss and, if it solved CG systems, their mean and largest
-    /// iteration counts.
-    pub fn record(&mut self, loss: f64, cg: Option<(f64, usize)>) {
+    /// iteration counts and whether all of them converged.
+    pub fn record(&mut self, loss: f64, cg: &crate::CgReport) {
         self.steps += 1;
         self.last_loss = Some(loss);
-        if let Some((mean, max)) = cg {
-            self.cg_mean_sum += mean;
+        if let Some(&max) = cg.iterations.iter().max() {
+            self.cg_mean_sum += cg.mean_iterations();
             self.cg_steps += 1;
             self.cg_max = self.cg_max.max(max);
+            if cg.converged < cg.iterations.len() {
+                self.cg_unconverged_steps += 1;
+            }
         }
+    }
+
+    /// The iteration after which the recorded steps start, for a run at `iteration`: 0 when
+    /// every step of the run is recorded, the iteration of the resume when the run was
+    /// resumed from a checkpoint written before the totals were kept.
+    pub fn counted_from(&self, iteration: usize) -> usize {
+        iteration.saturating_sub(self.steps)
     }
 
     /// Mean over the steps with CG solves of their mean iterations (0 without any).
@@ -423,14 +441,23 @@ pub struct ImageTrainReport {
     pub epochs: f64,
     /// Why the run stopped.
     pub stop_reason: ImageStopReason,
-    /// Surrogate loss of the last step (not a bpd; NaN when no step ran).
+    /// Surrogate loss of the run's last step (not a bpd; NaN when no step was recorded).
     #[serde(deserialize_with = "f64_or_nan")]
     pub final_loss: f64,
-    /// Mean CG iterations per system over the steps of this call.
+    /// Mean CG iterations per system over the steps of the run (across resumes; see
+    /// `step_stats_since_iteration`).
     pub mean_cg_iterations: f64,
-    /// Largest CG iteration count of one system over the steps of this call.
+    /// Largest CG iteration count of one system over the steps of the run.
     pub max_cg_iterations: usize,
-    /// Mean seconds per training step in this call.
+    /// Steps of the run that left at least one CG system unconverged (their gradient was
+    /// approximate; 0 in reports written before it existed).
+    #[serde(default)]
+    pub cg_unconverged_steps: usize,
+    /// Present when `final_loss` and the CG numbers cover only the steps after this
+    /// iteration: the run was resumed there from a checkpoint written before they were kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step_stats_since_iteration: Option<usize>,
+    /// Mean seconds per training step over the run (`train_time_s` / `iterations`).
     pub mean_step_s: f64,
     /// Validation SLQ bpd (EMA weights) along the run, the last point at the end.
     pub val_curve: Vec<ValPoint>,

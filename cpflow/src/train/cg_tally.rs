@@ -1,5 +1,4 @@
-//! CG convergence over a training call: the metrics window, the call's totals, and the
-//! rate-limited warning when CG stopped at its iteration cap.
+//! CG convergence over a training call: the metrics window and the rate-limited warning when CG stopped at its iteration cap.
 //!
 //! The surrogate gradient of a system whose CG stopped early is still usable (the reference
 //! stops at `m2` iterations too), so this is a warning, never an error. It is given the first
@@ -14,10 +13,6 @@ use crate::config::SurrogateParams;
 pub(super) struct CgTally {
     /// Systems and converged systems since the last metrics record.
     window: (usize, usize),
-    /// Systems and converged systems in the call.
-    total: (usize, usize),
-    /// Steps of the call that left systems unconverged.
-    unconverged_steps: usize,
     /// Whether the call's first warning was given.
     warned: bool,
     /// Unconverged steps not warned about yet.
@@ -48,14 +43,11 @@ impl CgTally {
     pub fn record(&mut self, step: usize, cg: &CgReport) -> Option<Unconverged> {
         let systems = cg.iterations.len();
         let converged = cg.converged.min(systems);
-        for (s, c) in [&mut self.window, &mut self.total] {
-            *s += systems;
-            *c += converged;
-        }
+        self.window.0 += systems;
+        self.window.1 += converged;
         if converged == systems {
             return None;
         }
-        self.unconverged_steps += 1;
         let unconverged = systems - converged;
         let p = self.pending.get_or_insert(Unconverged {
             steps: 0,
@@ -89,16 +81,6 @@ impl CgTally {
     pub fn take_window(&mut self) -> Option<f64> {
         let (s, c) = std::mem::take(&mut self.window);
         fraction(s, c)
-    }
-
-    /// The fraction of the call's systems that converged (`None` without systems).
-    pub fn converged_fraction(&self) -> Option<f64> {
-        fraction(self.total.0, self.total.1)
-    }
-
-    /// Steps of the call that left systems unconverged.
-    pub fn unconverged_steps(&self) -> usize {
-        self.unconverged_steps
     }
 }
 
@@ -195,12 +177,10 @@ mod tests {
         assert_eq!(t.flush(), None);
         assert_eq!(t.take_window(), Some(19.0 / 30.0));
         assert_eq!(t.take_window(), None);
-        assert_eq!(t.converged_fraction(), Some(36.0 / 50.0));
-        assert_eq!(t.unconverged_steps(), 3);
         // The exact objective: no systems, nothing to report.
         let mut e = CgTally::default();
         assert_eq!(e.record(1, &CgReport::default()), None);
-        assert_eq!((e.take_window(), e.converged_fraction()), (None, None));
+        assert_eq!(e.take_window(), None);
     }
 
     /// The message names the step(s), the counts, the cap in force and the keys to raise.

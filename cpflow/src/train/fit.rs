@@ -31,7 +31,7 @@ impl Trainer {
             return Err(CpflowError::NonFinite {
                 what: format!("loss ({lv})"),
                 step: it + 1,
-                checkpoint: self.last_checkpoint.clone(),
+                checkpoint: self.last_checkpoint.as_ref().map(|(p, _)| p.clone()),
             });
         }
         // One reduction pass: a NaN/Inf anywhere makes the norm non-finite; only then look for
@@ -45,7 +45,7 @@ impl Trainer {
             return Err(CpflowError::NonFinite {
                 what: format!("gradient of {name}"),
                 step: it + 1,
-                checkpoint: self.last_checkpoint.clone(),
+                checkpoint: self.last_checkpoint.as_ref().map(|(p, _)| p.clone()),
             });
         }
         if let Some(c) = self.config.clip_grad_norm {
@@ -191,7 +191,6 @@ impl Trainer {
         }
         let _ = self.keep_curves(observers);
         let mut history = Vec::new();
-        let (mut last_loss, mut cg_sum, mut cg_n) = (f64::NAN, 0.0, 0usize);
         let mut cg_tally = CgTally::default();
         let (mut win_t, mut win_samples) = (Instant::now(), 0u64);
         let mut last_val: Option<f64> = self.state.best_val_nll;
@@ -212,12 +211,8 @@ impl Trainer {
             let step_index = self.state.iteration;
             let (loss, gn, cg) = self.step(&x, c.as_ref())?;
             steps += 1;
-            last_loss = loss;
+            self.state.step_stats.record(loss, &cg);
             win_samples += x.dim(0)? as u64;
-            if !cg.iterations.is_empty() {
-                cg_sum += cg.mean_iterations();
-                cg_n += 1;
-            }
             if let Some(first) = cg_tally.record(self.state.iteration, &cg) {
                 self.warn_unconverged(&first);
             }
@@ -356,31 +351,31 @@ impl Trainer {
             }
             // The final checkpoint was written before the end's observations: written again
             // when they added a point, so that a resumed run reports it too.
-            if self.keep_curves(observers)
-                && let Some(path) = self.checkpoint_path()
-            {
+            if self.keep_curves(observers) && self.checkpoint_path().is_some() {
                 let last = match &self.last_weights {
                     Some(w) => w.clone(),
                     None => self.flow.weight_tensors(),
                 };
-                self.write_checkpoint(&path, last)?;
+                self.write_run_checkpoint(last)?;
             }
         }
         let (best_iteration, best_val_nll) = match self.kept {
             Some((it, nll)) => (Some(it), Some(nll)),
             None => (self.state.best_iteration, self.state.best_val_nll),
         };
+        let stats = &self.state.step_stats;
         Ok(TrainReport {
             iterations: self.state.iteration,
-            final_loss: last_loss,
+            final_loss: stats.last_loss.unwrap_or(f64::NAN),
             best_val_nll,
             best_iteration,
             stopped_early: self.state.stopped_early,
             stop_reason,
             wall_time_s: t0.elapsed().as_secs_f64(),
-            mean_cg_iterations: if cg_n > 0 { cg_sum / cg_n as f64 } else { 0.0 },
-            cg_converged: cg_tally.converged_fraction(),
-            cg_unconverged_steps: cg_tally.unconverged_steps(),
+            // Over the run's steps, every call and resume included.
+            mean_cg_iterations: stats.mean_cg_iterations(),
+            cg_converged: stats.converged_fraction(),
+            cg_unconverged_steps: stats.cg_unconverged_steps,
             history,
         })
     }
@@ -475,7 +470,18 @@ impl Trainer {
                         "kept the best validated weights"
                     );
                 }
-                None => self.kept = Some((it, current)),
+                None => {
+                    self.kept = Some((it, current));
+                    // Logged as the restore is: the final validation may be this one's only
+                    // record (its iteration need not be a validation point).
+                    tracing::info!(
+                        iteration = it,
+                        last_val_nll = current,
+                        best_iteration = self.state.best_iteration,
+                        best_val_nll = self.state.best_val_nll,
+                        "kept the last weights"
+                    );
+                }
             }
         }
         if let Some(d) = &self.options.out_dir {

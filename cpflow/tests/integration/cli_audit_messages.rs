@@ -65,7 +65,11 @@ fn slq_settings_need_the_slq_estimator() {
         "--steps",
         "3",
     ]);
-    assert!(out.contains("\"estimator\":\"slq\""), "{out}");
+    // Named with the probes and steps used, as report.json names its estimators.
+    assert!(
+        out.contains("\"estimator\":\"slq(2 probes, 3 steps)\""),
+        "{out}"
+    );
 }
 
 /// `cpflow vae --resume` without `--config` read a `cpflow train` run's `config.toml` as a

@@ -57,6 +57,8 @@ mod cli_train_validation_interrupt;
 #[cfg(feature = "cli")]
 mod cli_train_validation_report;
 #[cfg(feature = "cli")]
+mod cli_train_resume_stats;
+#[cfg(feature = "cli")]
 mod cli_user_data;
 #[cfg(feature = "cli")]
 mod cli_vae_checks;
@@ -96,3 +98,7 @@ mod training;
 mod vae_custom_posterior;
 #[cfg(feature = "vae")]
 mod vae_importance_one_sample;
+#[cfg(feature = "cli")]
+mod cli_run_dir_temp_files;
+#[cfg(feature = "cli")]
+mod cli_toml_integer_limits;

@@ -28,6 +28,7 @@ struct EvalSummary {
     #[serde(skip_serializing_if = "Option::is_none")]
     draw_seed: Option<u64>,
     points: usize,
+    /// The estimator as report.json names it (`exact`, `slq(2 probes, 10 steps)`).
     estimator: String,
     nll: f64,
     /// Standard error of `nll` (rows' spread over √n; with SLQ it includes the probes').
@@ -255,7 +256,8 @@ pub fn eval(a: EvalArgs) -> Result<()> {
         draw_seed: scored_points.draw_seed(),
         data: source,
         points: data.n_test(),
-        estimator: a.estimator.name().to_string(),
+        // As report.json names it, with SLQ's probes and steps: `slq(2 probes, 10 steps)`.
+        estimator: estimator.to_string(),
         nll,
         nll_std_err: est.std_err,
         data_entropy: entropy,

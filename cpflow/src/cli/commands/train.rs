@@ -29,6 +29,8 @@ use crate::cli::shell_words::resume_command;
 use super::score_format::validation_numbers::ValidationNumbers;
 
 mod after_training;
+#[cfg(test)]
+mod checkpoint_hint_tests;
 mod data_checks;
 use after_training::{AfterTraining, Stage};
 use data_checks::{check_new_flow_memory, validation_label, why_no_test_rows};
@@ -39,6 +41,8 @@ use data_checks::{check_new_flow_memory, validation_label, why_no_test_rows};
 /// decay), `test_nll` from the test part, scored once after training.
 #[derive(Serialize)]
 struct TrainSummary {
+    /// The data source: a toy's or benchmark's name, or the file's absolute path (the form
+    /// `config.toml` keeps, so that a resume, which reads that file, reports the same).
     data: String,
     dim: usize,
     n_train: usize,
@@ -83,13 +87,18 @@ struct TrainSummary {
     no_test_rows: Option<String>,
     /// Which split each number comes from.
     splits: BTreeMap<&'static str, &'static str>,
+    /// The loss of the run's last step (`null` when no step was counted).
     final_loss: f64,
     /// Mean CG iterations per system, the fraction of CG systems that met the tolerance
     /// (`null` without CG, e.g. the exact objective) and the steps where some did not: over
-    /// this invocation's steps.
+    /// the run's steps, every invocation included (the checkpoint keeps them).
     mean_cg_iterations: f64,
     cg_converged: Option<f64>,
     cg_unconverged_steps: usize,
+    /// Present when `final_loss` and the CG numbers cover only the steps after this
+    /// iteration: the run was resumed there from a checkpoint written before they were kept.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    step_stats_since_iteration: Option<usize>,
     train_time_s: f64,
     wall_time_s: f64,
     /// Why the plots of a 2-D run were not drawn (absent when they were, or were not asked
@@ -277,7 +286,7 @@ pub fn train(mut a: TrainArgs) -> Result<()> {
         Some(c) => trainer.fit_observed(&train_set, val, &mut [c, pause.as_mut()]),
         None => trainer.fit_observed(&train_set, val, &mut [pause.as_mut()]),
     };
-    let rep = fitted.map_err(with_non_finite_hint)?;
+    let rep = fitted.map_err(|e| with_training_hint(e, &out))?;
     if rep.stop_reason == StopReason::Paused {
         bail!(
             "interrupted after iteration {}: the run is saved in {}; continue it with `{}`",
@@ -289,6 +298,10 @@ pub fn train(mut a: TrainArgs) -> Result<()> {
     // From here on an interrupt stops the evaluation (the trained run is saved).
     interrupt.end_training();
     let train_time = trainer.state().train_time_s;
+    let counted_from = trainer
+        .state()
+        .step_stats
+        .counted_from(trainer.state().iteration);
     let flow = trainer.into_flow();
     let after = AfterTraining {
         interrupt: &interrupt,
@@ -382,7 +395,7 @@ pub fn train(mut a: TrainArgs) -> Result<()> {
         _ => None,
     };
     let summary = TrainSummary {
-        data: cfg.data.source.clone(),
+        data: saved.data.source.clone(),
         dim,
         n_train,
         n_val,
@@ -408,6 +421,7 @@ pub fn train(mut a: TrainArgs) -> Result<()> {
         mean_cg_iterations: rep.mean_cg_iterations,
         cg_converged: rep.cg_converged,
         cg_unconverged_steps: rep.cg_unconverged_steps,
+        step_stats_since_iteration: (counted_from > 0).then_some(counted_from),
         train_time_s: train_time,
         wall_time_s: trained_before + t0.elapsed().as_secs_f64(),
         plot_error,
@@ -481,12 +495,58 @@ fn summary_line(s: &TrainSummary, out: &std::path::Path) -> String {
         None => String::new(),
     };
     format!(
-        "trained {} iteration{}{resumed}{stop} in {:.1} s{val}{test}; outputs in {}",
+        "trained {} iteration{}{resumed}{stop} in {:.1} s{}{val}{test}; outputs in {}",
         s.iterations,
         if s.iterations == 1 { "" } else { "s" },
         s.train_time_s,
+        unconverged_clause(s),
         out.display()
     )
+}
+
+/// `; CG unconverged in U of N steps` when some steps' CG left systems unconverged (their
+/// gradient was approximate): the warnings said so during training, but they scroll away.
+fn unconverged_clause(s: &TrainSummary) -> String {
+    if s.cg_unconverged_steps == 0 {
+        return String::new();
+    }
+    let since = s.step_stats_since_iteration.unwrap_or(0);
+    let counted = s.iterations.saturating_sub(since);
+    let scope = match s.step_stats_since_iteration {
+        Some(it) => format!(" since iteration {it}"),
+        None => String::new(),
+    };
+    format!(
+        "; CG unconverged in {} of {counted} steps{scope}",
+        s.cg_unconverged_steps
+    )
+}
+
+/// A training error with what to do: a non-finite loss or gradient gets the settings that
+/// tame it ([`with_non_finite_hint`]); the rest go through [`with_checkpoint_hint`].
+fn with_training_hint(e: crate::CpflowError, out: &std::path::Path) -> anyhow::Error {
+    match e {
+        e @ crate::CpflowError::NonFinite { .. } => with_non_finite_hint(e),
+        e => with_checkpoint_hint(e, out),
+    }
+}
+
+/// A checkpoint that could not be written during training (the message says at which
+/// iteration and where the run is saved) with the command that continues the run from its
+/// last checkpoint, once the cause (a full disk, permissions) is fixed; or, without one, how
+/// to start again. Other errors as they are.
+pub(super) fn with_checkpoint_hint(e: crate::CpflowError, out: &std::path::Path) -> anyhow::Error {
+    match e {
+        e @ crate::CpflowError::CheckpointWrite { saved: Some(_), .. } => anyhow::anyhow!(
+            "{e}. Free disk space (or fix what the error names) and continue the run with `{}`",
+            resume_command("train", out)
+        ),
+        e @ crate::CpflowError::CheckpointWrite { saved: None, .. } => anyhow::anyhow!(
+            "{e}. Free disk space (or fix what the error names) and start the run again with \
+             `--overwrite`"
+        ),
+        e => e.into(),
+    }
 }
 
 /// The config overrides that `train`'s flags and `--set` give.

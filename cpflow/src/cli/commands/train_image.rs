@@ -106,16 +106,20 @@ pub(super) fn train_image(a: TrainArgs) -> Result<()> {
         interrupt: Some(interrupt.flag()),
         training_ended: Some(interrupt.training_ended()),
     };
-    let trained = split_divergence(
-        run_image_training(&flow, &cfg.train, &data, &device, &opts),
-        || {
-            image_remedies(
-                cfg.train.adam.lr,
-                cfg.train.warmup_iterations,
-                cfg.train.clip_grad_norm,
-            )
-        },
-    )?;
+    // A checkpoint that could not be written: where the run is saved and how to continue it.
+    let trained = match run_image_training(&flow, &cfg.train, &data, &device, &opts) {
+        Err(e @ crate::CpflowError::CheckpointWrite { .. }) => {
+            return Err(super::train::with_checkpoint_hint(e, &out));
+        }
+        r => r,
+    };
+    let trained = split_divergence(trained, || {
+        image_remedies(
+            cfg.train.adam.lr,
+            cfg.train.warmup_iterations,
+            cfg.train.clip_grad_norm,
+        )
+    })?;
     let r = Interrupt::with_resume_hint(trained, || resume_command("train", &out))?;
     let val = r.val_curve.last().map_or(String::new(), |p| {
         format!(
@@ -145,9 +149,23 @@ pub(super) fn train_image(a: TrainArgs) -> Result<()> {
         }
         None => "; no test images".into(),
     };
+    // Steps whose CG left systems unconverged (approximate gradients): the warnings said so
+    // during training, but they scroll away.
+    let unconverged = if r.cg_unconverged_steps > 0 {
+        let since = r.step_stats_since_iteration.unwrap_or(0);
+        format!(
+            "; CG unconverged in {} of {} steps{}",
+            r.cg_unconverged_steps,
+            r.iterations.saturating_sub(since),
+            r.step_stats_since_iteration
+                .map_or(String::new(), |i| format!(" since iteration {i}"))
+        )
+    } else {
+        String::new()
+    };
     println!(
         "trained {} parameters ({} CP-Flow blocks) for {} iterations ({:.2} epochs, {}) in {:.1} s of steps \
-         ({:.3} s/step, CG {:.1} iterations){val}{test}; outputs in {}",
+         ({:.3} s/step, CG {:.1} iterations){unconverged}{val}{test}; outputs in {}",
         r.parameters,
         r.cp_flow_blocks,
         r.iterations,

@@ -16,7 +16,7 @@ use crate::cli::memory::{
     vae_training_memory,
 };
 use crate::cli::resume_check::check_vae_resume;
-use crate::cli::run_config::{parse_value, set_path, table_has_key, vae_config_error};
+use crate::cli::run_config::{apply_sets, flag_integer, set_path, table_has_key, vae_config_error};
 use crate::cli::run_dir::{
     VAE_RUN, absolute, check_new_run, resume_checkpoint, take_run_dir, write_config,
 };
@@ -40,12 +40,7 @@ pub fn resolve_vae_config(a: &VaeArgs) -> Result<VaeConfig> {
         None => anyhow::bail!("--config is needed to start a VAE run"),
     };
     read_vae_config(file, |table| {
-        for kv in &a.set {
-            let (k, v) = kv
-                .split_once('=')
-                .with_context(|| format!("--set expects key=value, got `{kv}`"))?;
-            set_path(table, k.trim(), parse_value(v.trim()))?;
-        }
+        apply_sets(table, &a.set)?;
         if let Some(p) = a.posterior {
             let name = match p {
                 PosteriorKind::Gaussian => "gaussian",
@@ -54,7 +49,7 @@ pub fn resolve_vae_config(a: &VaeArgs) -> Result<VaeConfig> {
             set_path(table, "model.posterior", toml::Value::String(name.into()))?;
         }
         if let Some(e) = a.epochs {
-            set_path(table, "train.epochs", toml::Value::Integer(e as i64))?;
+            set_path(table, "train.epochs", flag_integer("--epochs", e)?)?;
         }
         Ok(())
     })
@@ -347,6 +342,7 @@ pub fn vae(a: VaeArgs) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cli::run_config::parse_value;
     use crate::vae::VaeDatasetName;
     use std::path::PathBuf;
 

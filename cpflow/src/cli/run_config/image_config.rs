@@ -5,7 +5,7 @@
 use anyhow::{Context, Result, bail};
 use std::path::Path;
 
-use super::{Overrides, apply_sets, set_path, table_has_key};
+use super::{Overrides, apply_sets, flag_integer, set_path, table_has_key};
 
 /// A `cpflow vae` configuration given to `cpflow train` (its `[model]` names a `posterior`):
 /// refused with the command that runs it (it failed as "unknown variant `frey-faces`" of the
@@ -48,12 +48,19 @@ pub fn resolve_image(file: &Path, ov: &Overrides) -> Result<crate::image::ImageE
     if ov.data.is_some() {
         bail!("--data does not apply to an image run: set data.dataset (mnist or cifar10)");
     }
-    let int = |n: usize| toml::Value::Integer(n as i64);
     if let Some(n) = ov.iters {
-        set_path(&mut table, "train.max_iterations", int(n))?;
+        set_path(
+            &mut table,
+            "train.max_iterations",
+            flag_integer("--iters", n)?,
+        )?;
     }
     if let Some(b) = ov.batch_size {
-        set_path(&mut table, "train.batch_size", int(b))?;
+        set_path(
+            &mut table,
+            "train.batch_size",
+            flag_integer("--batch-size", b)?,
+        )?;
     }
     if let Some(lr) = ov.lr {
         set_path(&mut table, "train.adam.lr", toml::Value::Float(lr))?;
@@ -62,8 +69,9 @@ pub fn resolve_image(file: &Path, ov: &Overrides) -> Result<crate::image::ImageE
         set_path(&mut table, "model.float", toml::Value::try_from(f)?)?;
     }
     if let Some(seed) = ov.seed {
+        let seed = flag_integer("--seed", seed)?;
         for key in ["data.seed", "train.seed", "model.init_seed"] {
-            set_path(&mut table, key, toml::Value::Integer(seed as i64))?;
+            set_path(&mut table, key, seed.clone())?;
         }
     }
     let cfg: crate::image::ImageExperimentConfig =

@@ -24,8 +24,10 @@ fn in_use(out: &Path, path: &Path) -> anyhow::Error {
 /// (creating `out`), held until the returned file is dropped (or the process ends, however
 /// it ends). A second command on the same `--out` (a `--resume` or `--overwrite` while the
 /// run goes on, an `ot` or an `import-reference` into it) is refused instead of writing into
-/// the same files. Call it once every check has passed, before anything in `out` changes.
-/// On a file system without locks it warns and goes on.
+/// the same files. Once locked, the temporary files that killed commands left beside the
+/// run's files are removed ([`super::leftover_temps`]). Call it once every check has passed,
+/// before anything in `out` changes. On a file system without locks it warns and goes on
+/// (and removes nothing).
 pub fn lock_run_dir(out: &Path) -> Result<std::fs::File> {
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let path = out.join(LOCK_FILE);
@@ -36,7 +38,13 @@ pub fn lock_run_dir(out: &Path) -> Result<std::fs::File> {
         .open(&path)
         .with_context(|| format!("opening {}", path.display()))?;
     match file.try_lock() {
-        Ok(()) => Ok(file),
+        Ok(()) => {
+            // This process is now the only cpflow command writing the run's files here: the
+            // temporary files of those that earlier commands, killed while writing them,
+            // left behind can go.
+            super::leftover_temps::remove_leftover_temp_files(out);
+            Ok(file)
+        }
         Err(std::fs::TryLockError::WouldBlock) => Err(in_use(out, &path)),
         Err(std::fs::TryLockError::Error(e)) => {
             tracing::warn!(

@@ -31,6 +31,8 @@ use crate::rng::FlowRng;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 mod finish;
+#[cfg(test)]
+mod tests_stats;
 
 /// Validation seed = `train.seed ^ VAL_SEED_SALT` (the evaluation streams are independent of
 /// the training stream, so evaluating never changes the training trajectory; every validation
@@ -115,6 +117,8 @@ struct Run<'a> {
     perm: Option<(usize, Vec<u32>)>,
     out_dir: Option<PathBuf>,
     last_checkpoint: Option<PathBuf>,
+    /// The iteration of `last_checkpoint`.
+    last_checkpoint_iteration: usize,
     fresh: bool,
 }
 
@@ -154,6 +158,7 @@ impl<'a> Run<'a> {
             perm: None,
             out_dir: None,
             last_checkpoint: None,
+            last_checkpoint_iteration: 0,
             fresh: true,
         })
     }
@@ -192,6 +197,7 @@ impl<'a> Run<'a> {
             flow,
             ema,
             rng: FlowRng::from_state(&ck.meta.rng)?,
+            last_checkpoint_iteration: ck.meta.state.iteration,
             state: ck.meta.state,
             perm: None,
             out_dir: None,
@@ -361,8 +367,21 @@ impl<'a> Run<'a> {
                 .into_iter()
                 .map(|(k, t)| (format!("{EMA_PREFIX}{k}"), t)),
         );
-        save_image_checkpoint(&path, &meta, tensors)?;
+        // A failed write leaves the last checkpoint as it was (it is replaced atomically):
+        // the error says at which iteration it failed and where the run is saved.
+        if let Err(e) = save_image_checkpoint(&path, &meta, tensors) {
+            return Err(CpflowError::CheckpointWrite {
+                iteration: self.state.iteration,
+                saved: self
+                    .last_checkpoint
+                    .clone()
+                    .filter(|p| p.is_file())
+                    .map(|p| (self.last_checkpoint_iteration, p)),
+                cause: Box::new(e),
+            });
+        }
         self.last_checkpoint = Some(path);
+        self.last_checkpoint_iteration = self.state.iteration;
         Ok(())
     }
 
@@ -433,10 +452,7 @@ impl<'a> Run<'a> {
             stats.seconds += dt;
             (win_steps, win_time) = (win_steps + 1, win_time + dt);
             let cg_max = cg.iterations.iter().copied().max().unwrap_or(0);
-            self.state.step_totals.record(
-                loss,
-                (!cg.iterations.is_empty()).then(|| (cg.mean_iterations(), cg_max)),
-            );
+            self.state.step_totals.record(loss, &cg);
             let it = self.state.iteration;
             let last = it >= limit || out_of_budget(&self.state);
             let te = Instant::now();

@@ -27,14 +27,11 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::checkpoint::hidden_file_prefix;
+use crate::cli::process_ids::{pid_max, process_id, process_running};
 
 /// The age from which a backup of a process that does not run here is taken as left by a
 /// command that stopped between its renames (a running command's is milliseconds old).
 pub(super) const MIN_AGE: Duration = Duration::from_secs(10 * 60);
-
-/// The largest process id Linux allows (`PID_MAX_LIMIT`, 2^22 on 64-bit systems): the bound
-/// when `/proc/sys/kernel/pid_max` cannot be read.
-const PID_MAX_LIMIT: u32 = 1 << 22;
 
 /// Removes the stale backups of `path` (module doc), those at least `min_age` old
 /// ([`MIN_AGE`]; the tests give less), once `path` has been replaced by this command's file;
@@ -112,30 +109,6 @@ fn remove_stale_backups_at(path: &Path, now: i128, min_age: Duration, pid_max: u
     warnings
 }
 
-/// The process id that `suffix` names, if it is one this system writes: plain digits without
-/// a sign or a leading zero, from 1 to `pid_max`.
-fn process_id(suffix: &str, pid_max: u32) -> Option<u32> {
-    if suffix.is_empty() || suffix.starts_with('0') || !suffix.bytes().all(|c| c.is_ascii_digit()) {
-        return None;
-    }
-    suffix.parse::<u32>().ok().filter(|&pid| pid <= pid_max)
-}
-
-/// The largest process id of this system: `/proc/sys/kernel/pid_max`, else Linux's limit.
-fn pid_max() -> u32 {
-    std::fs::read_to_string("/proc/sys/kernel/pid_max")
-        .ok()
-        .and_then(|s| s.trim().parse::<u32>().ok())
-        .unwrap_or(PID_MAX_LIMIT)
-}
-
-/// Whether process `pid` is running: `None` where this cannot be told (no `/proc`).
-fn process_running(pid: u32) -> Option<bool> {
-    Path::new("/proc/self")
-        .exists()
-        .then(|| Path::new(&format!("/proc/{pid}")).exists())
-}
-
 /// The inode change time (ctime) of the file at `path`, in nanoseconds since the epoch;
 /// `None` where it cannot be read (or on a platform without one).
 fn change_time_ns(path: &Path) -> Option<i128> {
@@ -171,18 +144,6 @@ mod tests {
         let _ = std::fs::remove_dir_all(&d);
         std::fs::create_dir_all(&d).unwrap();
         d
-    }
-
-    #[test]
-    fn only_plain_process_ids_up_to_pid_max_are_ours() {
-        assert_eq!(process_id("123", 32768), Some(123));
-        assert_eq!(process_id("32768", 32768), Some(32768));
-        for not_ours in [
-            "+123", "0123", "0", "", "12a", "-1", " 12", "20240101", "32769",
-        ] {
-            assert_eq!(process_id(not_ours, 32768), None, "{not_ours:?}");
-        }
-        assert!(pid_max() >= std::process::id() && pid_max() <= PID_MAX_LIMIT);
     }
 
     /// With the clock moved on past `MIN_AGE`, a backup of a process that is gone is removed

@@ -106,8 +106,12 @@ impl Run<'_> {
             final_loss: totals.last_loss.unwrap_or(f64::NAN),
             mean_cg_iterations: totals.mean_cg_iterations(),
             max_cg_iterations: totals.cg_max,
-            mean_step_s: if totals.steps > 0 {
-                self.state.train_time_s / totals.steps as f64
+            cg_unconverged_steps: totals.cg_unconverged_steps,
+            step_stats_since_iteration: Some(totals.counted_from(it)).filter(|&i| i > 0),
+            // The training time covers every step of the run (a checkpoint written before
+            // the step totals were kept has it too).
+            mean_step_s: if it > 0 {
+                self.state.train_time_s / it as f64
             } else {
                 0.0
             },

@@ -1,0 +1,167 @@
+//! Temporary files `.NAME.tmp-PID` (`crate::checkpoint::hidden_file_prefix`) left in a run
+//! directory by a command that was killed while writing its file `NAME` atomically (a
+//! `kill -9` during a checkpoint write left `.checkpoint.safetensors.tmp-PID`, as large as
+//! the checkpoint, for good). A command that takes the directory's lock ([`super::lock`]) is
+//! the only cpflow command writing the run's files there, so it removes them, logging each.
+//!
+//! A hidden file is removed only when all of these hold, else it stays:
+//! - `NAME` is a file that a command which locks the directory writes there
+//!   ([`RUN_FILES`], the `cpflow ot` outputs `ot_d…`, and [`PLOT_FILES`] in `plots/`): the
+//!   outputs of `sample` or `eval`, which do not lock, or a user's files, are never touched;
+//! - `PID` is a process id as this system writes them (plain digits, no leading zero, at
+//!   most the kernel's `pid_max`), not this process's;
+//! - that process does not run (`/proc/PID`; where `/proc` is missing this cannot be told
+//!   and nothing is removed): a command still writing such a name (a `sample -o
+//!   RUN/report.json`) keeps its file;
+//! - it is a plain file (not a directory or a link).
+
+use std::path::{Path, PathBuf};
+
+use crate::checkpoint::hidden_file_prefix;
+use crate::cli::process_ids::{pid_max, process_id, process_running};
+use crate::cli::run_kind::{OT_REPORTS_FILE, OT_TABLE_FILE};
+
+/// The files that the commands which lock a run directory (`train`, `vae`, `ot`,
+/// `import-reference`) write atomically at its top level, besides `cpflow ot`'s `ot_d…`.
+pub const RUN_FILES: &[&str] = &[
+    "checkpoint.safetensors",
+    "model.safetensors",
+    "best.safetensors",
+    "report.json",
+    "metrics.jsonl",
+    "config.toml",
+    super::DATA_RECORD,
+    OT_TABLE_FILE,
+    OT_REPORTS_FILE,
+];
+
+/// The figures (and their list) that `train` and `plot` write into the run's `plots/`.
+pub const PLOT_FILES: &[&str] = &[
+    "data.png",
+    "density.png",
+    "samples.png",
+    "latent.png",
+    "potential.png",
+    "gradient_mesh.png",
+    "gradient_field.png",
+    "plots.json",
+];
+
+/// Removes the temporary files that processes no longer running left in the run directory
+/// `out` (module doc), logging each removal (info) and each failure to remove one (warning).
+/// Called with `out`'s lock held.
+pub(super) fn remove_leftover_temp_files(out: &Path) {
+    // Without `/proc` (whether a process runs cannot be told), nothing is removed.
+    if process_running(std::process::id()).is_none() {
+        return;
+    }
+    let pid_max = pid_max();
+    for (dir, names) in [
+        (out.to_path_buf(), RUN_FILES),
+        (out.join("plots"), PLOT_FILES),
+    ] {
+        for (file, pid, temp) in leftover_temp_files(&dir, names, pid_max) {
+            if process_running(pid) != Some(false) {
+                continue;
+            }
+            let (t, f) = (temp.display(), file.display());
+            match std::fs::remove_file(&temp) {
+                Ok(()) => tracing::info!(
+                    "removed {t}: the temporary file of {f} left by process {pid}, which was \
+                     stopped while writing it"
+                ),
+                Err(e) => tracing::warn!(
+                    "{t} is the temporary file of {f} left by process {pid}, which was stopped \
+                     while writing it; removing it failed ({e}): remove it by hand"
+                ),
+            }
+        }
+    }
+}
+
+/// The hidden temporary files in `dir` of the files `names` (and, at a run's top level, of
+/// `cpflow ot`'s `ot_d…` files) whose suffix is a process id other than this process's, as
+/// `(file, pid, temporary file)`, sorted; plain files only.
+fn leftover_temp_files(dir: &Path, names: &[&str], pid_max: u32) -> Vec<(PathBuf, u32, PathBuf)> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let top_level = names == RUN_FILES;
+    let mut found = Vec::new();
+    for entry in entries.flatten() {
+        let entry_name = entry.file_name();
+        let Some(entry_name) = entry_name.to_str() else {
+            continue;
+        };
+        let Some((file, suffix)) = entry_name
+            .strip_prefix('.')
+            .and_then(|n| n.rsplit_once(".tmp-"))
+        else {
+            continue;
+        };
+        let ours = names.contains(&file) || (top_level && is_ot_figure_or_curve(file));
+        let path = dir.join(file);
+        // The name as the writers build it, checked again from the file's name.
+        let (_, prefix) = hidden_file_prefix(&path, "tmp");
+        let Some(pid) = process_id(suffix, pid_max) else {
+            continue;
+        };
+        let plain = entry.file_type().is_ok_and(|t| t.is_file());
+        if ours && plain && entry_name.starts_with(&prefix) && pid != std::process::id() {
+            found.push((path, pid, entry.path()));
+        }
+    }
+    found.sort();
+    found
+}
+
+/// Whether `name` is one of the per-dimension files of `cpflow ot` (`ot_d2_curve.csv`).
+fn is_ot_figure_or_curve(name: &str) -> bool {
+    name.strip_prefix("ot_d")
+        .is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_our_temp_files_of_the_run_files_are_found() {
+        let d = std::env::temp_dir().join(format!("cpflow-leftover-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(d.join(".report.json.tmp-77")).unwrap();
+        for name in [
+            ".checkpoint.safetensors.tmp-12",
+            ".ot_d16_curve.csv.tmp-13",
+            ".checkpoint.safetensors.tmp-012",
+            ".checkpoint.safetensors.tmp-99999999",
+            ".checkpoint.safetensors.tmp-x12",
+            "checkpoint.safetensors.tmp-12",
+            ".notes.txt.tmp-12",
+            ".ot_dx.csv.tmp-12",
+            ".checkpoint.safetensors.bak-12",
+            &format!(".model.safetensors.tmp-{}", std::process::id()),
+        ] {
+            std::fs::write(d.join(name), b"x").unwrap();
+        }
+        let found = leftover_temp_files(&d, RUN_FILES, 1 << 22);
+        assert_eq!(
+            found,
+            vec![
+                (
+                    d.join("checkpoint.safetensors"),
+                    12,
+                    d.join(".checkpoint.safetensors.tmp-12")
+                ),
+                (
+                    d.join("ot_d16_curve.csv"),
+                    13,
+                    d.join(".ot_d16_curve.csv.tmp-13")
+                ),
+            ]
+        );
+        // In plots/, only the figures' names.
+        assert!(leftover_temp_files(&d, PLOT_FILES, 1 << 22).is_empty());
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+}

@@ -1,0 +1,87 @@
+//! The statistics of a run's training steps (the last loss, CG iterations and convergence),
+//! kept in the checkpointed [`crate::TrainState`] so that they cover the whole run across
+//! resumes, as its training time does.
+
+use serde::{Deserialize, Serialize};
+
+use crate::block::CgReport;
+
+/// Totals over the training steps of a run, every invocation included (a resume continues
+/// them from its checkpoint). A checkpoint written before they were kept resumes with none:
+/// they then cover the steps after the resume only, which
+/// [`TrainStepStats::counted_from`] tells.
+///
+/// ```
+/// use cpflow::CgReport;
+/// use cpflow::train::TrainStepStats;
+/// let mut s = TrainStepStats::default();
+/// s.record(2.5, &CgReport { iterations: vec![1, 3], converged: 2, breakdown: 0 });
+/// s.record(2.0, &CgReport { iterations: vec![4, 4], converged: 1, breakdown: 0 });
+/// assert_eq!((s.steps, s.last_loss, s.cg_unconverged_steps), (2, Some(2.0), 1));
+/// assert_eq!(s.mean_cg_iterations(), 3.0); // the mean of the steps' means, 2 and 4
+/// assert_eq!(s.converged_fraction(), Some(0.75));
+/// // Run to iteration 2: every step is counted.
+/// assert_eq!(s.counted_from(2), 0);
+/// // Resumed at 10 from a checkpoint without them, run to 12: steps 11 and 12 only.
+/// assert_eq!(s.counted_from(12), 10);
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TrainStepStats {
+    /// Optimiser steps counted.
+    pub steps: usize,
+    /// The loss of the last step (`None` before the first).
+    pub last_loss: Option<f64>,
+    /// Sum over the steps with CG systems of their mean CG iterations per system.
+    pub cg_mean_sum: f64,
+    /// Steps with CG systems (none with the exact objective).
+    pub cg_steps: usize,
+    /// CG systems solved.
+    pub cg_systems: usize,
+    /// CG systems that met their tolerance.
+    pub cg_converged: usize,
+    /// Steps that left at least one CG system unconverged.
+    pub cg_unconverged_steps: usize,
+}
+
+impl TrainStepStats {
+    /// Counts a step: its loss and CG report.
+    pub fn record(&mut self, loss: f64, cg: &CgReport) {
+        self.steps += 1;
+        self.last_loss = Some(loss);
+        let systems = cg.iterations.len();
+        if systems == 0 {
+            return;
+        }
+        let converged = cg.converged.min(systems);
+        self.cg_mean_sum += cg.mean_iterations();
+        self.cg_steps += 1;
+        self.cg_systems += systems;
+        self.cg_converged += converged;
+        if converged < systems {
+            self.cg_unconverged_steps += 1;
+        }
+    }
+
+    /// Mean over the steps with CG systems of their mean CG iterations per system (0
+    /// without any).
+    pub fn mean_cg_iterations(&self) -> f64 {
+        if self.cg_steps > 0 {
+            self.cg_mean_sum / self.cg_steps as f64
+        } else {
+            0.0
+        }
+    }
+
+    /// The fraction of the CG systems that met their tolerance (`None` without any).
+    pub fn converged_fraction(&self) -> Option<f64> {
+        (self.cg_systems > 0).then(|| self.cg_converged as f64 / self.cg_systems as f64)
+    }
+
+    /// The iteration after which the counted steps start, for a run at `iteration`: 0 when
+    /// every step of the run is counted, the iteration of the resume when the run was resumed
+    /// from a checkpoint written before the statistics were kept.
+    pub fn counted_from(&self, iteration: usize) -> usize {
+        iteration.saturating_sub(self.steps)
+    }
+}
