@@ -154,6 +154,26 @@ pub enum CpflowError {
         /// Why the write failed.
         cause: Box<CpflowError>,
     },
+    /// Writing a VAE run's checkpoint, or its best weights, after an epoch (or when pausing
+    /// within one) failed: [`CpflowError::CheckpointWrite`] for a trainer counted in epochs.
+    /// Both files are replaced atomically: the last checkpoint written before, if any, is
+    /// intact and resumes the run.
+    #[error(
+        "writing {what} at epoch {epoch} failed ({cause}); {}",
+        last_epoch_checkpoint_note(.saved)
+    )]
+    EpochCheckpointWrite {
+        /// What could not be written ("the checkpoint", "the best weights").
+        what: &'static str,
+        /// The epoch whose file could not be written (the one in progress, when pausing
+        /// within it).
+        epoch: usize,
+        /// The epochs completed in the last checkpoint, intact, and its path (`None`: the
+        /// run wrote none).
+        saved: Option<(usize, std::path::PathBuf)>,
+        /// Why the write failed.
+        cause: Box<CpflowError>,
+    },
     /// A saved random-generator state cannot be decoded (its seed is not hexadecimal).
     #[error("bad RNG state in the checkpoint: the seed is not hexadecimal")]
     RngSeed(#[source] hex::FromHexError),
@@ -195,6 +215,21 @@ fn last_checkpoint_note(saved: &Option<(usize, std::path::PathBuf)>) -> String {
             p.display()
         ),
         None => "no earlier checkpoint was written".to_string(),
+    }
+}
+
+fn last_epoch_checkpoint_note(saved: &Option<(usize, std::path::PathBuf)>) -> String {
+    match saved {
+        // A checkpoint of a run paused within its first epoch.
+        Some((0, p)) => format!(
+            "the run is saved within epoch 1 (the last checkpoint, {})",
+            p.display()
+        ),
+        Some((e, p)) => format!(
+            "the run is saved after epoch {e} (the last checkpoint, {})",
+            p.display()
+        ),
+        None => last_checkpoint_note(&None),
     }
 }
 

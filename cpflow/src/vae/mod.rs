@@ -61,6 +61,8 @@ pub use train::{VaeRunOptions, run_vae, run_vae_on};
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod tests_checkpoint_write;
+#[cfg(test)]
 mod tests_importance;
 #[cfg(test)]
 mod tests_resume;

@@ -97,7 +97,9 @@ const CHECKPOINT: &str = "checkpoint.safetensors";
 pub(super) const BEST: &str = "best.safetensors";
 
 /// Train and evaluate the VAE described by `config`, writing `checkpoint.safetensors`,
-/// `best.safetensors`, `metrics.jsonl` and `report.json` under `out`.
+/// `best.safetensors`, `metrics.jsonl` and `report.json` under `out`. A checkpoint or best
+/// weights that cannot be written (a full disk) stop the run with
+/// [`CpflowError::EpochCheckpointWrite`], which names the intact last checkpoint.
 ///
 /// ```
 /// use cpflow::datasets::DatasetError;
@@ -229,6 +231,8 @@ pub fn run_vae_on(
     } else {
         crate::metrics::MetricsWriter::create(&metrics_path)?
     };
+    // The checkpoint that holds the run now: a failed write names it.
+    let saved = resumed.then(|| (state.epoch, ckpt_path.clone()));
     let stop_reason = train_epochs(
         &vae,
         data,
@@ -238,6 +242,7 @@ pub fn run_vae_on(
         &mut state,
         &mut metrics,
         options,
+        saved,
     )?;
 
     // Score the test split once, with the best weights; an interrupt from now on stops the
@@ -321,6 +326,7 @@ fn train_epochs(
     state: &mut VaeTrainState,
     metrics: &mut crate::metrics::MetricsWriter,
     options: &VaeRunOptions,
+    mut saved: Option<(usize, PathBuf)>,
 ) -> Result<VaeStopReason> {
     let t = &config.train;
     let mut rng = FlowRng::from_state(&state.rng)?;
@@ -404,7 +410,8 @@ fn train_epochs(
                 sums.seconds += start.elapsed().as_secs_f64();
                 state.rng = rng.state();
                 state.partial_epoch = Some(PartialEpoch { shuffle_rng, sums });
-                save_checkpoint(&ckpt_path, config, state, vae, opt)?;
+                let write = save_checkpoint(&ckpt_path, config, state, vae, opt);
+                written("the checkpoint", epoch, &saved, write)?;
                 return Err(CpflowError::Interrupted {
                     iteration: state.steps,
                     checkpoint: Some(ckpt_path),
@@ -460,9 +467,12 @@ fn train_epochs(
                 state: None,
                 optimizer: None,
             };
-            save_vae_checkpoint(&out.join(BEST), &best_meta, weights_with_prefix(vae))?;
+            let write = save_vae_checkpoint(&out.join(BEST), &best_meta, weights_with_prefix(vae));
+            written("the best weights", epoch, &saved, write)?;
         }
-        save_checkpoint(&ckpt_path, config, state, vae, opt)?;
+        let write = save_checkpoint(&ckpt_path, config, state, vae, opt);
+        written("the checkpoint", epoch, &saved, write)?;
+        saved = Some((epoch, ckpt_path.clone()));
         tracing::info!(
             "epoch {epoch}: β {beta:.2}, train loss {:.3}, val −ELBO {val:.3}, CG {:.1} its, {train_seconds:.1} s",
             rec.train_loss,
@@ -498,6 +508,23 @@ pub(super) fn diverged(e: CpflowError, step: usize, checkpoint: Option<PathBuf>)
         },
         e => e,
     }
+}
+
+/// A failed `write` of `what` at `epoch` as [`CpflowError::EpochCheckpointWrite`], naming
+/// `saved`, the last checkpoint (epochs done and path), when it is still there: both files
+/// are replaced atomically, so a failed write leaves it intact.
+fn written(
+    what: &'static str,
+    epoch: usize,
+    saved: &Option<(usize, PathBuf)>,
+    write: Result<()>,
+) -> Result<()> {
+    write.map_err(|cause| CpflowError::EpochCheckpointWrite {
+        what,
+        epoch,
+        saved: saved.clone().filter(|(_, p)| p.is_file()),
+        cause: Box::new(cause),
+    })
 }
 
 /// Whether `options`' interrupt flag is set.

@@ -37,6 +37,8 @@ mod cli_overwrite_safety;
 #[cfg(feature = "cli")]
 mod cli_run_dir;
 #[cfg(feature = "cli")]
+mod cli_run_dir_temp_files;
+#[cfg(feature = "cli")]
 mod cli_run_dir_writers;
 #[cfg(feature = "cli")]
 mod cli_run_readers;
@@ -51,15 +53,19 @@ mod cli_smoke;
 #[cfg(feature = "cli")]
 mod cli_tabular;
 #[cfg(feature = "cli")]
+mod cli_toml_integer_limits;
+#[cfg(feature = "cli")]
 mod cli_train_model_exact;
+#[cfg(feature = "cli")]
+mod cli_train_resume_stats;
 #[cfg(all(feature = "cli", unix))]
 mod cli_train_validation_interrupt;
 #[cfg(feature = "cli")]
 mod cli_train_validation_report;
 #[cfg(feature = "cli")]
-mod cli_train_resume_stats;
-#[cfg(feature = "cli")]
 mod cli_user_data;
+#[cfg(feature = "cli")]
+mod cli_vae_checkpoint_write;
 #[cfg(feature = "cli")]
 mod cli_vae_checks;
 #[cfg(feature = "cli")]
@@ -98,7 +104,3 @@ mod training;
 mod vae_custom_posterior;
 #[cfg(feature = "vae")]
 mod vae_importance_one_sample;
-#[cfg(feature = "cli")]
-mod cli_run_dir_temp_files;
-#[cfg(feature = "cli")]
-mod cli_toml_integer_limits;

@@ -1,5 +1,6 @@
 //! The subcommands.
 
+mod checkpoint_hint;
 mod eval;
 mod eval_image;
 mod eval_vae;

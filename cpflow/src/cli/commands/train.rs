@@ -6,6 +6,7 @@ use serde::Serialize;
 use std::collections::BTreeMap;
 use std::time::Instant;
 
+use super::checkpoint_hint::with_checkpoint_hint;
 use crate::cli::TrainArgs;
 use crate::cli::data::{Rows, load, warn_inert_data_keys};
 use crate::cli::data_record::{
@@ -29,8 +30,6 @@ use crate::cli::shell_words::resume_command;
 use super::score_format::validation_numbers::ValidationNumbers;
 
 mod after_training;
-#[cfg(test)]
-mod checkpoint_hint_tests;
 mod data_checks;
 use after_training::{AfterTraining, Stage};
 use data_checks::{check_new_flow_memory, validation_label, why_no_test_rows};
@@ -527,25 +526,7 @@ fn unconverged_clause(s: &TrainSummary) -> String {
 fn with_training_hint(e: crate::CpflowError, out: &std::path::Path) -> anyhow::Error {
     match e {
         e @ crate::CpflowError::NonFinite { .. } => with_non_finite_hint(e),
-        e => with_checkpoint_hint(e, out),
-    }
-}
-
-/// A checkpoint that could not be written during training (the message says at which
-/// iteration and where the run is saved) with the command that continues the run from its
-/// last checkpoint, once the cause (a full disk, permissions) is fixed; or, without one, how
-/// to start again. Other errors as they are.
-pub(super) fn with_checkpoint_hint(e: crate::CpflowError, out: &std::path::Path) -> anyhow::Error {
-    match e {
-        e @ crate::CpflowError::CheckpointWrite { saved: Some(_), .. } => anyhow::anyhow!(
-            "{e}. Free disk space (or fix what the error names) and continue the run with `{}`",
-            resume_command("train", out)
-        ),
-        e @ crate::CpflowError::CheckpointWrite { saved: None, .. } => anyhow::anyhow!(
-            "{e}. Free disk space (or fix what the error names) and start the run again with \
-             `--overwrite`"
-        ),
-        e => e.into(),
+        e => with_checkpoint_hint(e, "train", out),
     }
 }
 

@@ -109,7 +109,9 @@ pub(super) fn train_image(a: TrainArgs) -> Result<()> {
     // A checkpoint that could not be written: where the run is saved and how to continue it.
     let trained = match run_image_training(&flow, &cfg.train, &data, &device, &opts) {
         Err(e @ crate::CpflowError::CheckpointWrite { .. }) => {
-            return Err(super::train::with_checkpoint_hint(e, &out));
+            return Err(super::checkpoint_hint::with_checkpoint_hint(
+                e, "train", &out,
+            ));
         }
         r => r,
     };

@@ -278,9 +278,16 @@ pub fn vae(a: VaeArgs) -> Result<()> {
         interrupt: Some(interrupt.flag()),
         training_ended: Some(interrupt.training_ended()),
     };
-    let trained = split_divergence(run_vae_on(&cfg, &data, &a.out, &opts), || {
-        vae_remedies(cfg.train.optimizer.lr)
-    })?;
+    // A checkpoint that could not be written: where the run is saved and how to continue it.
+    let trained = match run_vae_on(&cfg, &data, &a.out, &opts) {
+        Err(e @ crate::CpflowError::EpochCheckpointWrite { .. }) => {
+            return Err(super::checkpoint_hint::with_checkpoint_hint(
+                e, "vae", &a.out,
+            ));
+        }
+        r => r,
+    };
+    let trained = split_divergence(trained, || vae_remedies(cfg.train.optimizer.lr))?;
     let r = Interrupt::with_resume_hint(trained, || resume_command("vae", &a.out))?;
     let unit = if r.test_neg_elbo_bpd.is_some() {
         " (bits/dim below)"
