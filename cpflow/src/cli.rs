@@ -276,6 +276,11 @@ pub(crate) struct SampleArgs {
     /// without it, the reconstructions of the first `-n` test images are written as rows.
     #[arg(long)]
     pub reconstruct: bool,
+    /// VAEs, with `--reconstruct`: where the datasets are (the folder `cargo xtask download`
+    /// fills; default: the run's `data.root`, or `data/` for a model file without its run
+    /// directory).
+    #[arg(long)]
+    pub data_root: Option<PathBuf>,
     /// Flows: also write the exact log-density `log p(x)` of every sample, in nats, one per
     /// row in the order of the samples (a `--grid`'s cells row by row) to this file (.npy or
     /// .csv, not the `--output` file; `<f8`: an f32 model's values widened exactly), written

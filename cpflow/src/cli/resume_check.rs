@@ -33,7 +33,8 @@ pub const TRAIN_RESUMABLE: &[&str] = &[
 ];
 
 /// What `cpflow train --resume` may change on an image run: the limits (epochs, iterations,
-/// minutes), the batch size, logging, checkpoint and monitoring periods, the evaluation
+/// minutes; epochs count images seen), the batch size (in the middle of an epoch a new one
+/// starts, and the log says so), logging, checkpoint and monitoring periods, the evaluation
 /// chunk size, the final test score's settings and where the data are read.
 pub const IMAGE_RESUMABLE: &[&str] = &[
     "train.epochs",
@@ -280,12 +281,14 @@ pub fn check_train_resume(requested: &RunConfig, out: &Path) -> Result<TrainResu
 }
 
 /// `cpflow train --resume` of an image run (`requested` with an absolute data root): the
-/// checkpoint must exist, and the configuration may differ from `<out>/config.toml` in
-/// [`IMAGE_RESUMABLE`] keys only (the trainer itself refuses another model).
+/// checkpoint must exist, the configuration may differ from `<out>/config.toml` in
+/// [`IMAGE_RESUMABLE`] keys only (the trainer itself refuses another model), and
+/// `train.max_iterations` may not go below the steps done. Returns the checkpoint's progress
+/// for [`check_image_epochs`], which needs the number of training images.
 pub fn check_image_resume(
     requested: &crate::image::ImageExperimentConfig,
     out: &Path,
-) -> Result<()> {
+) -> Result<crate::image::ImageTrainState> {
     let checkpoint = resume_checkpoint(out, "train")?;
     check_run_kind(out, &checkpoint, RunKind::Image, "train")?;
     let saved_path = out.join("config.toml");
@@ -295,7 +298,46 @@ pub fn check_image_resume(
         let diffs = differences("", requested, &saved)?;
         refuse_changes(&diffs, IMAGE_RESUMABLE, out, "train")?;
     }
-    Ok(())
+    let ck = crate::image::train::load_image_checkpoint(&checkpoint, &Device::Cpu)
+        .with_context(|| format!("reading {}", checkpoint.display()))?;
+    if let Some(m) = requested.train.max_iterations {
+        check_limit(
+            "train.max_iterations (--iters)",
+            m,
+            ck.meta.state.iteration,
+            out,
+        )?;
+    }
+    Ok(ck.meta.state)
+}
+
+/// Refuses an image resume whose `train.epochs` is below the epochs the run has done,
+/// counted in training images seen (`state.samples_seen / n_train`, as the trainer counts
+/// them).
+pub fn check_image_epochs(
+    requested: Option<usize>,
+    state: &crate::image::ImageTrainState,
+    n_train: usize,
+    out: &Path,
+) -> Result<()> {
+    let (Some(epochs), n) = (requested, n_train as u64) else {
+        return Ok(());
+    };
+    if n == 0 || (epochs as u64).saturating_mul(n) >= state.samples_seen {
+        return Ok(());
+    }
+    let done = if state.samples_seen.is_multiple_of(n) {
+        (state.samples_seen / n).to_string()
+    } else {
+        format!("{:.2}", state.samples_seen as f64 / n as f64)
+    };
+    bail!(
+        "--resume: train.epochs = {epochs} is below the {done} epochs the run in {} has \
+         already done ({} training images seen, of {n_train}); give at least {}",
+        out.display(),
+        state.samples_seen,
+        state.samples_seen.div_ceil(n)
+    )
 }
 
 /// `cpflow vae --resume` (`requested` with an absolute data root): the checkpoint must exist
@@ -386,5 +428,29 @@ mod tests {
         assert!(is_resumable("run.plots", &["run."]) && !is_resumable("runs", &["run."]));
         assert!(check_limit("train.epochs", 2, 3, out).is_err());
         check_limit("train.epochs", 3, 3, out).unwrap();
+        // Image epochs count images seen: 3.75 epochs of 256 images need at least 4.
+        let state = crate::image::ImageTrainState {
+            samples_seen: 960,
+            ..Default::default()
+        };
+        let e = check_image_epochs(Some(3), &state, 256, out)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("epochs = 3 is below the 3.75 epochs"), "{e}");
+        assert!(e.contains("give at least 4"), "{e}");
+        check_image_epochs(Some(4), &state, 256, out).unwrap();
+        check_image_epochs(None, &state, 256, out).unwrap();
+        let whole = crate::image::ImageTrainState {
+            samples_seen: 512,
+            ..Default::default()
+        };
+        let e = check_image_epochs(Some(1), &whole, 256, out)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("below the 2 epochs") && e.contains("at least 2"),
+            "{e}"
+        );
+        check_image_epochs(Some(2), &whole, 256, out).unwrap();
     }
 }

@@ -11,6 +11,7 @@ use std::path::{Component, Path, PathBuf};
 
 use crate::cli::data::SourceName;
 use crate::cli::run_config::RunConfig;
+use crate::cli::run_kind::RunKind;
 
 mod config_dir;
 mod leftover_temps;
@@ -92,9 +93,28 @@ pub fn checkpoint_path(out: &Path) -> PathBuf {
 }
 
 /// A new run (no `--resume`) into `out`: refused, before anything is read or written, when
-/// `out` holds a run or a model of any kind (a flow's, a VAE's), unless `overwrite`, or when another process holds it
-/// ([`refuse_held_dir`]), `overwrite` or not.
+/// `out` holds a run or a model of any kind (a flow's, a VAE's), unless `overwrite`, or when
+/// another process holds it ([`refuse_held_dir`]), `overwrite` or not. A run that `files`'
+/// command cannot continue (a VAE run for `train`) is refused as another kind's; one it can
+/// is pointed to `--resume`, its kind named. [`check_new_run_of`] also tells an image run
+/// from a flow on vectors.
 pub fn check_new_run(out: &Path, files: &RunFiles, overwrite: bool) -> Result<()> {
+    check_new_run_as(out, files, None, overwrite)
+}
+
+/// [`check_new_run`] for a new run of kind `kind`: a run of any other kind in `out` (a flow
+/// on vectors for an image run, an image run for a toy) is refused as such, naming both,
+/// instead of pointing to `--resume`, which would continue that other run.
+pub fn check_new_run_of(out: &Path, kind: RunKind, overwrite: bool) -> Result<()> {
+    check_new_run_as(out, kind.files(), Some(kind), overwrite)
+}
+
+fn check_new_run_as(
+    out: &Path,
+    files: &RunFiles,
+    kind: Option<RunKind>,
+    overwrite: bool,
+) -> Result<()> {
     if out.exists() && !out.is_dir() {
         bail!(
             "--out {} is a file, not a directory: give a directory for the run",
@@ -109,25 +129,9 @@ pub fn check_new_run(out: &Path, files: &RunFiles, overwrite: bool) -> Result<()
     if found.is_empty() || overwrite {
         return Ok(());
     }
-    let longer = match files.command {
-        "vae" => "--epochs",
-        _ => "--iters",
-    };
-    // Another kind of run (a VAE run for `train`, a flow for `vae`) cannot be continued.
-    let kind = crate::cli::run_kind::RunKind::of_checkpoint(&checkpoint_path(out));
-    let other = match (files.command, kind) {
-        ("vae", Some(k)) if k != crate::cli::run_kind::RunKind::Vae => Some(k),
-        ("train", Some(k)) if k == crate::cli::run_kind::RunKind::Vae => Some(k),
-        _ => None,
-    };
-    if let Some(k) = other {
-        bail!(
-            "{} already holds {} ({}): replace it with `--overwrite`, or give another `--out`",
-            out.display(),
-            k.describe(),
-            found.join(", ")
-        );
-    }
+    // Another kind of run (a VAE run for `train`, a flow for `vae`, a toy for an image run)
+    // cannot be continued into the new one.
+    crate::cli::run_kind::refuse_new_run_over_other_kind(out, &found, files, kind)?;
     if !out.join("checkpoint.safetensors").exists() {
         // Nothing to resume: a model without a training checkpoint (`cpflow
         // import-reference` writes one).
@@ -138,9 +142,16 @@ pub fn check_new_run(out: &Path, files: &RunFiles, overwrite: bool) -> Result<()
             found.join(", ")
         );
     }
+    let longer = match files.command {
+        "vae" => "--epochs",
+        _ => "--iters",
+    };
+    let held = RunKind::of_checkpoint(&checkpoint_path(out))
+        .map_or(String::new(), |k| format!(", {}", k.describe()));
     bail!(
-        "{} already holds a run ({}): continue it with `{}` (a finished run with a larger \
-         {longer}), replace it with `--overwrite`, or give another `--out`",
+        "{} already holds a run ({}){held}: continue it with `{}` (without --config: it reads \
+         the run's config.toml; a finished run with a larger {longer}), replace it with \
+         `--overwrite`, or give another `--out`",
         out.display(),
         found.join(", "),
         crate::cli::shell_words::resume_command(files.command, out)

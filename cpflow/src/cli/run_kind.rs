@@ -2,6 +2,7 @@
 //! `--resume` (or a new run) into a directory of another kind says so instead of failing on
 //! the first key the other kind's configuration does not know.
 
+use crate::cli::run_dir::{RunFiles, TRAIN_RUN, VAE_RUN};
 use crate::cli::shell_words::resume_command;
 use anyhow::{Context, Result, bail};
 use std::io::Read;
@@ -36,6 +37,14 @@ impl RunKind {
         }
     }
 
+    /// The files a run of this kind keeps in its directory.
+    pub fn files(self) -> &'static RunFiles {
+        match self {
+            RunKind::Vectors | RunKind::Image => &TRAIN_RUN,
+            RunKind::Vae => &VAE_RUN,
+        }
+    }
+
     /// The kind of the training checkpoint at `path`, from the keys of its safetensors
     /// metadata (only the header is read); `None` when it cannot be told.
     pub fn of_checkpoint(path: &Path) -> Option<RunKind> {
@@ -63,25 +72,68 @@ impl RunKind {
 }
 
 /// Refuses a run directory whose checkpoint belongs to another kind of run than `expected`
-/// (`command` the subcommand at hand), naming both; a checkpoint whose kind cannot be told
-/// is left to the checks that read it.
+/// (`command` the subcommand at hand, given a configuration of that kind), naming both and
+/// what continues it; a checkpoint whose kind cannot be told is left to the checks that read
+/// it. When the same command makes both kinds (`train`: image and vector flows), what
+/// differs is the configuration: `cpflow train --out R --resume` without `--config`, which
+/// reads the run's own `config.toml`, continues it.
 pub fn check_run_kind(
     out: &Path,
     checkpoint: &Path,
     expected: RunKind,
     command: &str,
 ) -> Result<()> {
-    match RunKind::of_checkpoint(checkpoint) {
-        Some(found) if found != expected => bail!(
-            "{} holds {}, not {}: `cpflow {command}` cannot continue it (`{}` does); give \
-             another --out (or replace that run with --overwrite)",
+    let Some(found) = RunKind::of_checkpoint(checkpoint).filter(|&f| f != expected) else {
+        return Ok(());
+    };
+    let resume = resume_command(found.command(), out);
+    if found.command() == command {
+        bail!(
+            "{} holds {}, not {} as the given configuration makes: `{resume}` without \
+             --config continues it (with the run's own config.toml); for a new run give \
+             another --out (or replace that run with --overwrite, without --resume)",
             out.display(),
             found.describe(),
             expected.describe(),
-            resume_command(found.command(), out)
-        ),
-        _ => Ok(()),
+        )
     }
+    bail!(
+        "{} holds {}, not {}: `cpflow {command}` cannot continue it (`{resume}` does); give \
+         another --out (or replace that run with --overwrite)",
+        out.display(),
+        found.describe(),
+        expected.describe(),
+    )
+}
+
+/// A new run into `out`, which holds a run (its marker files `found`): refused as a run of
+/// another kind when its checkpoint's kind is not `expected` (when `None`: not a kind that
+/// `files`' command makes), naming both, since continuing it is no way to make the new run;
+/// a run of the same kind, or one whose kind cannot be told, is left to the caller (which
+/// points to `--resume`).
+pub fn refuse_new_run_over_other_kind(
+    out: &Path,
+    found: &[&str],
+    files: &RunFiles,
+    expected: Option<RunKind>,
+) -> Result<()> {
+    let Some(kind) = RunKind::of_checkpoint(&crate::cli::run_dir::checkpoint_path(out)) else {
+        return Ok(());
+    };
+    let other = match expected {
+        Some(e) => kind != e,
+        None => kind.command() != files.command,
+    };
+    if !other {
+        return Ok(());
+    }
+    let not = expected.map_or(String::new(), |e| format!(", not {}", e.describe()));
+    bail!(
+        "{} already holds {} ({}){not}: replace it with `--overwrite`, or give another `--out`",
+        out.display(),
+        kind.describe(),
+        found.join(", ")
+    )
 }
 
 /// `--resume` of `cpflow {command}` without `--config` into `out`, before the run's own
@@ -155,7 +207,7 @@ pub fn check_no_ot_outputs(out: &Path, command: &str, overwrite: bool) -> Result
 /// files (the experiment's table and figures mixed with the run's files). Returns whether
 /// there is such a run, to be replaced ([`crate::cli::run_dir::take_run_dir`]).
 pub fn check_ot_out(out: &Path, overwrite: bool) -> Result<bool> {
-    use crate::cli::run_dir::{TRAIN_RUN, VAE_RUN, checkpoint_path, markers_present};
+    use crate::cli::run_dir::{checkpoint_path, markers_present};
     let mut found = markers_present(out, &[&TRAIN_RUN, &VAE_RUN]);
     found.sort_unstable();
     if found.is_empty() {
@@ -173,4 +225,106 @@ pub fn check_ot_out(out: &Path, overwrite: bool) -> Result<bool> {
         out.display(),
         found.join(", ")
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::run_dir::{check_new_run, check_new_run_of, checkpoint_path};
+
+    /// A run directory whose checkpoint is a bare safetensors header with `key` in its
+    /// metadata (all that [`RunKind::of_checkpoint`] reads), and a `report.json`.
+    fn fake_run(dir: &Path, key: &str) {
+        std::fs::create_dir_all(dir).unwrap();
+        let header = format!(r#"{{"__metadata__":{{"{key}":"x"}}}}"#);
+        let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+        bytes.extend(header.as_bytes());
+        std::fs::write(checkpoint_path(dir), bytes).unwrap();
+        std::fs::write(dir.join("report.json"), "{}").unwrap();
+    }
+
+    /// A new run over a run of another kind is refused naming both kinds (an image run over
+    /// a toy was told to continue the toy with `--resume`); over one of its own kind it is
+    /// pointed to `--resume` without `--config`, the kind named.
+    #[test]
+    fn a_new_run_names_the_kind_it_would_replace() {
+        let root = std::env::temp_dir().join(format!("cpflow-runkind-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let keys = [
+            (RunKind::Vectors, crate::checkpoint::METADATA_KEY),
+            (
+                RunKind::Image,
+                crate::image::train::IMAGE_TRAIN_METADATA_KEY,
+            ),
+            (RunKind::Vae, crate::vae::VAE_METADATA_KEY),
+        ];
+        for (held, key) in keys {
+            let dir = root.join(key);
+            fake_run(&dir, key);
+            assert_eq!(RunKind::of_checkpoint(&checkpoint_path(&dir)), Some(held));
+            for (new, _) in keys {
+                let e = check_new_run_of(&dir, new, false).unwrap_err().to_string();
+                assert!(e.contains(held.describe()), "{new:?} over {held:?}: {e}");
+                if new == held {
+                    let resume = resume_command(held.command(), &dir);
+                    assert!(
+                        e.contains("already holds a run")
+                            && e.contains(&format!("`{resume}` (without --config")),
+                        "{new:?} over {held:?}: {e}"
+                    );
+                } else {
+                    assert!(
+                        e.contains(&format!("not {}", new.describe()))
+                            && e.contains("--overwrite")
+                            && !e.contains("--resume"),
+                        "{new:?} over {held:?}: {e}"
+                    );
+                }
+                check_new_run_of(&dir, new, true).unwrap();
+            }
+            // Without the new run's kind (`train` makes both flows): another command's run
+            // is refused as such, the same command's named and pointed to `--resume`.
+            for files in [held.files(), RunKind::Vae.files()] {
+                let e = check_new_run(&dir, files, false).unwrap_err().to_string();
+                assert!(e.contains(held.describe()), "{}: {e}", files.command);
+                let same = files.command == held.command();
+                assert_eq!(e.contains("--resume"), same, "{}: {e}", files.command);
+            }
+        }
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    /// `--resume` with a configuration of another kind: when the same command makes both
+    /// kinds, the message says that `--resume` without `--config` continues the run (it said
+    /// "`cpflow train` cannot continue it (`cpflow train --out R --resume` does)"); across
+    /// commands, which command does.
+    #[test]
+    fn a_resume_of_another_kind_says_what_differs() {
+        let root = std::env::temp_dir().join(format!("cpflow-runkind-r-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let toy = root.join("toy");
+        fake_run(&toy, crate::checkpoint::METADATA_KEY);
+        let ckpt = checkpoint_path(&toy);
+        let resume = resume_command("train", &toy);
+        let e = check_run_kind(&toy, &ckpt, RunKind::Image, "train")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains(
+                "not an image-flow run (`cpflow train` with an image config) as the \
+                        given configuration makes"
+            ) && e.contains(&format!("`{resume}` without --config continues it"))
+                && !e.contains("cannot continue"),
+            "{e}"
+        );
+        let e = check_run_kind(&toy, &ckpt, RunKind::Vae, "vae")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("`cpflow vae` cannot continue it") && e.contains(&resume),
+            "{e}"
+        );
+        check_run_kind(&toy, &ckpt, RunKind::Vectors, "train").unwrap();
+        std::fs::remove_dir_all(&root).unwrap();
+    }
 }

@@ -314,7 +314,9 @@ impl ImageFlow {
         {
             // The flow's support is the logit's range, which holds [0, 1] (the data) and the
             // flow's own samples (which leave [0, 1] by up to α/(1−2α)): both are scored.
-            // A pixel at an end of the range gets a non-finite log-density alone.
+            // A pixel at an end of the range gets a non-finite log-density alone; the
+            // flow's samples stop short of the ends in their own dtype (the logit's inverse
+            // saturates, `LogitTransform::saturation`), so they are all scored finitely.
             let (lo_range, hi_range) = t.range();
             let (lo_ok, hi_ok) = (lo_range.min(0.0), hi_range.max(1.0));
             let lo = x.min_all()?.to_dtype(DType::F64)?.to_scalar::<f64>()?;

@@ -105,9 +105,10 @@ impl LogitTransform {
         Ok((y, logdet))
     }
 
-    /// The closed range `[−α/(1−2α), (1−α)/(1−2α)]` that [`LogitTransform::inverse`] maps
-    /// ℝ onto (its ends reached where `σ(y)` rounds to 0 or 1): wider than `[0, 1]` for
-    /// `α > 0`, so the samples of a logit flow may leave `[0, 1]`.
+    /// The closed range `[−α/(1−2α), (1−α)/(1−2α)]`, the image of ℝ under the exact inverse:
+    /// wider than `[0, 1]` for `α > 0`, so the samples of a logit flow may leave `[0, 1]`.
+    /// [`LogitTransform::inverse`] stays strictly inside it (it saturates short of the ends,
+    /// where the forward is infinite).
     ///
     /// ```
     /// use cpflow::image::LogitTransform;
@@ -123,10 +124,60 @@ impl LogitTransform {
         (-a / (1.0 - 2.0 * a), (1.0 - a) / (1.0 - 2.0 * a))
     }
 
-    /// The inverse `x = (σ(y) − α)/(1 − 2α)`.
+    /// The inverse `x = (σ(y) − α)/(1 − 2α)`, saturating: `y` beyond
+    /// `±`[`LogitTransform::saturation`] of its dtype is taken at that bound (a NaN stays NaN).
+    ///
+    /// Without the bound, `σ(y)` rounds to exactly 0 or 1 for large `|y|` (`|y| ≳ 17` in
+    /// f32), and `x` to an end of [`LogitTransform::range`] or, by the rounding of the affine
+    /// map, just beyond it: a point where the forward is infinite (`log 0`), and which the
+    /// data checks of a flow refuse. With it, every output maps forward to a finite `y` (the
+    /// bound back, up to rounding), so a flow's samples are points it can score. A saturated
+    /// pixel's log-density term is that of the returned point (large and finite: the
+    /// `−log s − log(1 − s)` of the log-det is about the bound), not the density at the latent
+    /// that was drawn, which no float of the dtype represents. Outputs differ from the exact
+    /// inverse only where `σ(y)` lies within `4ε` of 0 or 1 (`ε` the dtype's epsilon): for
+    /// the MNIST offset `α = 10⁻⁶`, only beyond the logit of `[0, 1]` (`|y| > 13.8`), so
+    /// outside `[0, 1]`.
+    ///
+    /// ```
+    /// use candle_core::{DType, Device, Tensor};
+    /// use cpflow::image::LogitTransform;
+    /// # fn main() -> cpflow::Result<()> {
+    /// let t = LogitTransform::new(1e-6)?;
+    /// let y = Tensor::new(&[[-1e3f32, -20.0, 0.0, 20.0, 1e3, f32::NAN]], &Device::Cpu)?;
+    /// let x = t.inverse(&y)?;
+    /// let (back, logdet) = t.forward(&x.narrow(1, 0, 5)?)?;
+    /// let bound = LogitTransform::saturation(DType::F32) as f32; // 21 ln 2 ≈ 14.56
+    /// let back = back.to_vec2::<f32>()?;
+    /// assert!((back[0][0] + bound).abs() < 0.5 && (back[0][4] - bound).abs() < 0.5);
+    /// assert!(logdet.to_vec1::<f32>()?[0].is_finite());
+    /// assert!(x.to_vec2::<f32>()?[0][5].is_nan());
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn inverse(&self, y: &Tensor) -> Result<Tensor> {
         let a = self.alpha;
+        let bound = Self::saturation(y.dtype());
+        // Only |y| > bound is replaced, so that a NaN stays NaN on every device (CUDA's
+        // min/max drop NaNs); ±∞ saturates.
+        let beyond = y.abs()?.gt(bound)?;
+        let y = beyond.where_cond(&y.clamp(-bound, bound)?, y)?;
         let sigma = (y.neg()?.exp()? + 1.0)?.recip()?;
         Ok(sigma.affine(1.0 / (1.0 - 2.0 * a), -a / (1.0 - 2.0 * a))?)
+    }
+
+    /// The bound `ln(1/(4ε))` on `|y|` in [`LogitTransform::inverse`], `ε` the machine
+    /// epsilon of `dtype` (f32: `21 ln 2 ≈ 14.56`, f64: `50 ln 2 ≈ 34.66`; f16, bf16 theirs;
+    /// other dtypes as f32): `σ` of it is `4ε`, at least 8 representable steps, from 0 and 1, a
+    /// margin that the roundings of the inverse and of the forward's `α + (1 − 2α)x` (about
+    /// one step each) cannot close, so the forward of every output is finite.
+    pub fn saturation(dtype: DType) -> f64 {
+        let eps = match dtype {
+            DType::F64 => f64::EPSILON,
+            DType::F16 => 2f64.powi(-10),
+            DType::BF16 => 2f64.powi(-7),
+            _ => f64::from(f32::EPSILON),
+        };
+        -(4.0 * eps).ln()
     }
 }

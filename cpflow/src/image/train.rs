@@ -12,7 +12,8 @@
 //! Adam, RNG and progress; resumable), `model.safetensors` (the EMA weights, loadable by
 //! [`crate::image::ImageFlow::load`]; rewritten at each validation and at the end),
 //! `metrics.jsonl` ([`ImageMetricsRecord`] lines; a fresh run truncates it, a resume cuts it
-//! back to the checkpoint's iteration, then appends)
+//! back to the checkpoint's iteration, then appends; every point of the validation curve is in
+//! the line of its iteration, the end-of-run one and one a resume redoes too)
 //! and `report.json` ([`ImageTrainReport`]).
 
 mod checkpoint;
@@ -192,9 +193,11 @@ pub struct ImageTrainState {
     pub iteration: usize,
     /// Current epoch (0-based).
     pub epoch: usize,
-    /// Batches of the current epoch done.
+    /// Batches of the current epoch done (of the checkpoint's batch size: a resume with
+    /// another one in the middle of an epoch starts a new epoch, and says so).
     pub epoch_batch: usize,
-    /// Training images seen.
+    /// Training images seen: the run's epochs are `samples_seen / n_train` (the report's and
+    /// the metrics' `epoch`, and what `epochs` limits), whatever batch sizes the run used.
     pub samples_seen: u64,
     /// Seconds spent in training steps (the clock of `max_minutes`).
     pub train_time_s: f64,
@@ -359,7 +362,7 @@ impl std::fmt::Display for ImageStopReason {
 pub struct ImageMetricsRecord {
     /// Optimiser steps done.
     pub iteration: usize,
-    /// Fractional epochs done.
+    /// Epochs done: training images seen / training images.
     pub epoch: f64,
     /// The surrogate training loss of the last step in the reference's bits/dim units: **not
     /// a bpd** (each block contributes its CG surrogate ≈ `D`, not its log-det).
@@ -437,7 +440,7 @@ pub struct ImageTrainReport {
     pub n_test: usize,
     /// Optimiser steps done in total (over resumes).
     pub iterations: usize,
-    /// Fractional epochs done.
+    /// Epochs done: training images seen / training images.
     pub epochs: f64,
     /// Why the run stopped.
     pub stop_reason: ImageStopReason,

@@ -12,6 +12,7 @@ use super::config::VaeConfig;
 use crate::checkpoint::write_atomic;
 use crate::error::{CpflowError, Result};
 use crate::rng::RngState;
+use crate::train::TrainStepStats;
 
 /// Metadata key of a VAE checkpoint.
 pub const VAE_METADATA_KEY: &str = "cpflow-vae";
@@ -56,6 +57,8 @@ pub const VAE_METADATA_KEY: &str = "cpflow-vae";
 /// assert_eq!(state.best_val, Some((report.best_val_neg_elbo, 1)));
 /// assert_eq!(state.val_curve, report.val_curve);
 /// assert!(state.partial_epoch.is_none()); // written at the end of the epoch
+/// // Both steps counted; the Gaussian posterior solves no CG system.
+/// assert_eq!((state.step_stats.steps, state.step_stats.cg_systems), (2, 0));
 /// # std::fs::remove_dir_all(&out).ok();
 /// # Ok(())
 /// # }
@@ -80,6 +83,12 @@ pub struct VaeTrainState {
     /// checkpoints written before runs could pause mid-epoch).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub partial_epoch: Option<PartialEpoch>,
+    /// Totals of the run's training steps (the last loss, CG iterations and convergence),
+    /// every invocation included, as `report.json` gives them. A checkpoint written before
+    /// they were kept resumes with none: they then count the steps after the resume, from
+    /// step [`TrainStepStats::counted_from`]`(steps)`.
+    #[serde(default)]
+    pub step_stats: TrainStepStats,
 }
 
 /// An epoch paused between two steps: what [`VaeTrainState`] needs to finish it as the

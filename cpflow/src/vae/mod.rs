@@ -26,6 +26,7 @@ pub use network::{Decoder, Encoder, EncoderOutput, VaeArchitecture};
 mod adamax;
 mod adamax_host;
 mod categorical_op;
+mod cg_warning;
 mod likelihood;
 
 pub use adamax::{Adamax, AdamaxParams, AdamaxState};
@@ -60,6 +61,8 @@ pub use train::{VaeRunOptions, run_vae, run_vae_on};
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_cg_stats;
 #[cfg(test)]
 mod tests_checkpoint_write;
 #[cfg(test)]

@@ -183,6 +183,9 @@ pub struct VaeReport {
     pub split_sizes: [usize; 3],
     /// Epochs completed.
     pub epochs: usize,
+    /// Training (optimiser) steps completed.
+    #[serde(default)]
+    pub steps: usize,
     /// Why training stopped.
     pub stop_reason: VaeStopReason,
     /// Epoch of the kept (best validation) weights.
@@ -206,4 +209,21 @@ pub struct VaeReport {
     pub test_is_nll_bpd: Option<MeanWithError>,
     /// Validation −ELBO per epoch.
     pub val_curve: Vec<(usize, f64)>,
+    /// Mean CG iterations per system over the training steps of the run (every invocation;
+    /// see `cg_stats_since_step`): the mean of the steps' means; 0 without CG systems (the
+    /// Gaussian posterior).
+    #[serde(default)]
+    pub mean_cg_iterations: f64,
+    /// Fraction of the run's CG systems that met the tolerance (`None`: no CG systems, the
+    /// Gaussian posterior). Below 1, CG stopped at `train.cg.cg_max_iters` on some systems:
+    /// their gradient was approximate (the trainer warned).
+    #[serde(default)]
+    pub cg_converged: Option<f64>,
+    /// Training steps of the run that left at least one CG system unconverged.
+    #[serde(default)]
+    pub cg_unconverged_steps: usize,
+    /// Present when the CG numbers cover only the steps after this one: the run was resumed
+    /// there from a checkpoint written before they were kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cg_stats_since_step: Option<usize>,
 }

@@ -11,6 +11,7 @@ use candle_core::{DType, Device};
 use rand::seq::SliceRandom;
 
 use super::adamax::Adamax;
+use super::cg_warning::{CgWarnings, Unconverged};
 use super::checkpoint::{
     EpochSums, PartialEpoch, VaeCheckpointMeta, VaeTrainState, load_vae_checkpoint,
     save_vae_checkpoint,
@@ -24,6 +25,7 @@ use super::test_scores::{VaeTestParams, VaeTestProgress, score_vae_test};
 use crate::error::{CpflowError, Result};
 use crate::progress::Progress;
 use crate::rng::FlowRng;
+use crate::train::TrainStepStats;
 
 /// Options of a run that are not part of the experiment.
 ///
@@ -221,6 +223,7 @@ pub fn run_vae_on(
             train_seconds: 0.0,
             rng: rng.state(),
             partial_epoch: None,
+            step_stats: TrainStepStats::default(),
         }
     };
     let metrics_path = out.join("metrics.jsonl");
@@ -297,6 +300,7 @@ pub fn run_vae_on(
         num_parameters: vae.num_parameters(),
         split_sizes: [data.train.n, data.val.n, data.test.n],
         epochs: state.epoch,
+        steps: state.steps,
         stop_reason,
         best_epoch,
         best_val_neg_elbo: best_val,
@@ -308,6 +312,10 @@ pub fn run_vae_on(
         test_neg_elbo_bpd: scores.neg_elbo_bpd,
         test_is_nll_bpd: scores.is_nll_bpd,
         val_curve: state.val_curve.clone(),
+        mean_cg_iterations: state.step_stats.mean_cg_iterations(),
+        cg_converged: state.step_stats.converged_fraction(),
+        cg_unconverged_steps: state.step_stats.cg_unconverged_steps,
+        cg_stats_since_step: Some(state.step_stats.counted_from(state.steps)).filter(|&s| s > 0),
     };
     crate::checkpoint::write_atomic(
         &out.join("report.json"),
@@ -339,6 +347,13 @@ fn train_epochs(
     if state.bad_epochs > t.early_stopping_epochs {
         return Ok(VaeStopReason::EarlyStopping);
     }
+    let mut cg_warnings = CgWarnings::default();
+    let warn = |u: Option<Unconverged>| {
+        if let Some(u) = u {
+            let text = u.message(&t.cg, config.model.latent_dim);
+            tracing::warn!(steps = u.steps, unconverged = u.unconverged, "{text}");
+        }
+    };
     while state.epoch < t.epochs {
         if let Some(b) = budget_s
             && state.train_seconds >= b
@@ -393,6 +408,8 @@ fn train_epochs(
             let grads = icnn::detached_backward(&terms.loss)?;
             opt.step(&grads)?;
             state.steps += 1;
+            state.step_stats.record(loss, &terms.cg);
+            warn(cg_warnings.record(state.steps, &terms.cg));
             sums.batches += 1;
             sums.loss += loss;
             sums.reconstruction += terms.reconstruction;
@@ -407,6 +424,7 @@ fn train_epochs(
             // the epoch's validation and checkpoint, and pauses below.
             if i + 1 < batches.len() && interrupted(options) {
                 bar.finish_and_clear();
+                warn(cg_warnings.flush());
                 sums.seconds += start.elapsed().as_secs_f64();
                 state.rng = rng.state();
                 state.partial_epoch = Some(PartialEpoch { shuffle_rng, sums });
@@ -473,6 +491,8 @@ fn train_epochs(
         let write = save_checkpoint(&ckpt_path, config, state, vae, opt);
         written("the checkpoint", epoch, &saved, write)?;
         saved = Some((epoch, ckpt_path.clone()));
+        // The epoch's unconverged steps before its line.
+        warn(cg_warnings.flush());
         tracing::info!(
             "epoch {epoch}: β {beta:.2}, train loss {:.3}, val −ELBO {val:.3}, CG {:.1} its, {train_seconds:.1} s",
             rec.train_loss,

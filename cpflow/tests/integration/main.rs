@@ -25,6 +25,8 @@ mod cli_eval_scored_points;
 #[cfg(feature = "cli")]
 mod cli_help_texts;
 #[cfg(feature = "cli")]
+mod cli_image_resume_limits;
+#[cfg(feature = "cli")]
 mod cli_import_reference;
 #[cfg(feature = "cli")]
 mod cli_memory_limit;
@@ -40,6 +42,8 @@ mod cli_run_dir;
 mod cli_run_dir_temp_files;
 #[cfg(feature = "cli")]
 mod cli_run_dir_writers;
+#[cfg(feature = "cli")]
+mod cli_run_kind_messages;
 #[cfg(feature = "cli")]
 mod cli_run_readers;
 #[cfg(feature = "cli")]
@@ -70,6 +74,8 @@ mod cli_vae_checkpoint_write;
 mod cli_vae_checks;
 #[cfg(feature = "cli")]
 mod cli_vae_model;
+#[cfg(feature = "cli")]
+mod cli_vae_run_settings;
 mod conditional_inverse;
 mod custom_potential;
 mod flow_core;
@@ -78,9 +84,11 @@ mod flow_initialize_atomic;
 mod image_ema;
 mod image_flow;
 mod image_layers;
+mod image_logit_saturation;
 #[cfg(feature = "datasets")]
 mod image_mnist;
 mod image_resume;
+mod image_resume_epochs;
 mod image_sample_log_prob;
 mod image_train;
 mod lib_audit_api;

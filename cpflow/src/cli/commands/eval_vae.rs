@@ -14,7 +14,59 @@ use std::time::Instant;
 
 use super::ModelLocation;
 use crate::cli::interrupt::Interrupt;
+use crate::cli::resume_check::{VAE_RESUMABLE, differences, is_resumable};
+use crate::cli::run_dir::absolute;
 use crate::cli::{Estimator, EvalArgs};
+
+/// The settings of the VAE whose weights `loc` locates, `saved` the configuration saved in
+/// them: its run directory's `config.toml` (a resume may change `[eval]`, `data.root`, the
+/// epochs and the time budget, and report.json is scored with the new settings, which the
+/// weights of an earlier epoch do not hold), else `saved` (weights without a run
+/// directory). A `config.toml` beside them that is not theirs (another model, dataset or
+/// training setting) is refused.
+pub(super) fn vae_run_config(loc: &ModelLocation, saved: VaeConfig) -> Result<VaeConfig> {
+    let Some(path) = loc.run_dir.as_ref().map(|d| d.join("config.toml")) else {
+        return Ok(saved);
+    };
+    if !path.is_file() {
+        return Ok(saved);
+    }
+    let elsewhere = format!(
+        "to use the settings saved in {} instead, copy it out of that directory",
+        loc.file.display()
+    );
+    let run = super::vae::read_vae_config(&path, |_| Ok(())).with_context(|| {
+        format!(
+            "reading the run configuration {} ({elsewhere})",
+            path.display()
+        )
+    })?;
+    let with_absolute_root = |c: &VaeConfig| -> Result<VaeConfig> {
+        let mut c = c.clone();
+        c.data.root = absolute(&c.data.root)?;
+        Ok(c)
+    };
+    let keys: Vec<String> =
+        differences("", &with_absolute_root(&run)?, &with_absolute_root(&saved)?)?
+            .into_iter()
+            .filter(|d| !is_resumable(&d.key, VAE_RESUMABLE))
+            .map(|d| {
+                format!(
+                    "{} = {} there, {} in the weights",
+                    d.key, d.requested, d.run
+                )
+            })
+            .collect();
+    if !keys.is_empty() {
+        bail!(
+            "{} is not the configuration of {}: {} ({elsewhere})",
+            path.display(),
+            loc.file.display(),
+            keys.join(", ")
+        );
+    }
+    Ok(run)
+}
 
 /// What the first Ctrl-C / SIGTERM logs.
 const INTERRUPT_MESSAGE: &str = "interrupted: stopping after the test batch or image in progress (no score is printed); \
@@ -85,8 +137,9 @@ pub fn vae_weights_name(file: &Path) -> &'static str {
 pub fn eval_vae(a: &EvalArgs, loc: &ModelLocation, t0: Instant) -> Result<()> {
     refuse_flow_options(a)?;
     let (file, weights) = (loc.file.as_path(), vae_weights_name(&loc.file));
-    let (vae, cfg) =
+    let (vae, saved) =
         load_vae_file(file, &Device::Cpu).with_context(|| format!("loading {}", file.display()))?;
+    let cfg = vae_run_config(loc, saved)?;
     let ds = cfg.data.dataset;
     if let Some(d) = a.data.as_deref().filter(|d| *d != ds.name()) {
         bail!(

@@ -76,9 +76,9 @@ pub fn sample(a: SampleArgs) -> Result<()> {
     }
     // A bad `--log-prob` path is refused before the model is loaded.
     log_prob::check_args(&a)?;
-    if a.pixels.is_some() || a.reconstruct {
+    if a.pixels.is_some() || a.reconstruct || a.data_root.is_some() {
         bail!(
-            "--pixels and --reconstruct apply to VAEs (of `cpflow vae`); {} is a flow",
+            "--pixels, --reconstruct and --data-root apply to VAEs (of `cpflow vae`); {} is a flow",
             loc.file.display()
         );
     }
@@ -226,7 +226,20 @@ fn image_target(a: &SampleArgs, dim: usize, n: usize) -> Result<ImageTarget> {
             ensure_dir(dir, &format!("the directory of {}", a.output.display()))?;
             ImageTarget::Grid(r, c, Vec::new())
         }
-        None => ImageTarget::Rows(RowsWriter::create(&a.output, dim, n, RowType::F64)?),
+        None => {
+            let png = a
+                .output
+                .extension()
+                .is_some_and(|e| e.eq_ignore_ascii_case("png"));
+            if png {
+                bail!(
+                    "{}: a PNG is written with --grid ROWSxCOLS (e.g. `--grid 8x8`, a grid of \
+                     images); without --grid, samples are written as rows to .npy or .csv",
+                    a.output.display()
+                );
+            }
+            ImageTarget::Rows(RowsWriter::create(&a.output, dim, n, RowType::F64)?)
+        }
     })
 }
 
@@ -310,8 +323,17 @@ fn sample_vae(a: &SampleArgs, loc: &ModelLocation) -> Result<()> {
         loc.file.as_path(),
         super::eval_vae::vae_weights_name(&loc.file),
     );
-    let (vae, cfg) = crate::vae::load_vae_file(file, &candle_core::Device::Cpu)
+    let (vae, saved) = crate::vae::load_vae_file(file, &candle_core::Device::Cpu)
         .with_context(|| format!("loading {}", file.display()))?;
+    // The run's data root (a resume may move it), as `eval` reads it.
+    let mut cfg = super::eval_vae::vae_run_config(loc, saved)?;
+    match (&a.data_root, a.reconstruct) {
+        (Some(root), true) => cfg.data.root = root.clone(),
+        (Some(_), false) => {
+            bail!("--data-root applies to --reconstruct (prior samples read no data)")
+        }
+        (None, _) => {}
+    }
     if a.reconstruct {
         let t = std::time::Instant::now();
         let (n, what) = reconstruct::reconstruct(a, &vae, &cfg)?;

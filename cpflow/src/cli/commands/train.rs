@@ -22,9 +22,10 @@ use crate::cli::run_config::{
     Overrides, RunConfig, check_training_start, is_image_config, resolve,
 };
 use crate::cli::run_dir::{
-    TRAIN_RUN, absolute_run_config, check_config_dir_is_out, check_new_run, take_run_dir,
+    TRAIN_RUN, absolute_run_config, check_config_dir_is_out, check_new_run_of, take_run_dir,
     write_config,
 };
+use crate::cli::run_kind::RunKind;
 use crate::cli::shell_words::resume_command;
 
 use super::score_format::validation_numbers::ValidationNumbers;
@@ -153,7 +154,7 @@ pub fn train(mut a: TrainArgs) -> Result<()> {
     let resume = if a.resume {
         Some(check_train_resume(&saved, &out)?)
     } else {
-        check_new_run(&out, &TRAIN_RUN, a.overwrite)?;
+        check_new_run_of(&out, RunKind::Vectors, a.overwrite)?;
         None
     };
     // Then everything that can be checked without training, before anything in the run

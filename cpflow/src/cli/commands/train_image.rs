@@ -9,10 +9,10 @@ use crate::cli::interrupt::Interrupt;
 use crate::cli::memory::{
     IMAGE_STEP_WEIGHT_COPIES, check_training_memory, image_training_memory, memory_limit,
 };
-use crate::cli::resume_check::check_image_resume;
+use crate::cli::resume_check::{check_image_epochs, check_image_resume};
 use crate::cli::run_config::{Overrides, resolve_image};
 use crate::cli::run_dir::{
-    TRAIN_RUN, absolute, check_config_dir_is_out, check_new_run, take_run_dir, write_config,
+    TRAIN_RUN, absolute, check_config_dir_is_out, check_new_run_of, take_run_dir, write_config,
 };
 use crate::cli::shell_words::resume_command;
 
@@ -45,14 +45,18 @@ pub(super) fn train_image(a: TrainArgs) -> Result<()> {
     // As for the other runs: checks first, then the data, then config.toml (absolute root).
     let mut saved = cfg.clone();
     saved.data.root = absolute(&saved.data.root)?;
-    if a.resume {
-        check_image_resume(&saved, &out)?;
+    let resumed = if a.resume {
+        Some(check_image_resume(&saved, &out)?)
     } else {
-        check_new_run(&out, &TRAIN_RUN, a.overwrite)?;
-    }
+        check_new_run_of(&out, crate::cli::run_kind::RunKind::Image, a.overwrite)?;
+        None
+    };
     // What the image trainer would refuse at its start, before the run directory changes.
     let device = crate::cli::device(a.dev.device.as_deref())?;
     let data = load_image_data(&cfg.data)?;
+    if let Some(state) = &resumed {
+        check_image_epochs(cfg.train.epochs, state, data.train.len(), &out)?;
+    }
     let flow = cfg.flow_config()?;
     if data.shape() != flow.image {
         bail!(

@@ -18,10 +18,12 @@ use crate::cli::memory::{
 use crate::cli::resume_check::check_vae_resume;
 use crate::cli::run_config::{apply_sets, flag_integer, set_path, table_has_key, vae_config_error};
 use crate::cli::run_dir::{
-    VAE_RUN, absolute, check_new_run, resume_checkpoint, take_run_dir, write_config,
+    VAE_RUN, absolute, check_new_run_of, resume_checkpoint, take_run_dir, write_config,
 };
-use crate::cli::run_kind::check_run_command;
+use crate::cli::run_kind::{RunKind, check_run_command};
 use crate::cli::shell_words::resume_command;
+
+mod summary;
 
 /// Reads the TOML file, applies `--set` and the flags, deserialises (unknown keys are errors
 /// that name their path).
@@ -250,7 +252,7 @@ pub fn vae(a: VaeArgs) -> Result<()> {
     if a.resume {
         check_vae_resume(&cfg, &a.out)?;
     } else {
-        check_new_run(&a.out, &VAE_RUN, a.overwrite)?;
+        check_new_run_of(&a.out, RunKind::Vae, a.overwrite)?;
     }
     // Everything that can be checked without training, before the run directory changes (a
     // setting the new run refuses must not cost the run that --overwrite would replace): the
@@ -289,60 +291,7 @@ pub fn vae(a: VaeArgs) -> Result<()> {
     };
     let trained = split_divergence(trained, || vae_remedies(cfg.train.optimizer.lr))?;
     let r = Interrupt::with_resume_hint(trained, || resume_command("vae", &a.out))?;
-    let unit = if r.test_neg_elbo_bpd.is_some() {
-        " (bits/dim below)"
-    } else {
-        ""
-    };
-    println!(
-        "{} posterior, {} parameters: {} epoch{} ({}), best validation −ELBO {} nats at epoch {}, {:.1} s/epoch",
-        match cfg.model.posterior {
-            PosteriorKind::Gaussian => "Gaussian",
-            PosteriorKind::CpFlow => "CP-Flow",
-        },
-        r.num_parameters,
-        r.epochs,
-        if r.epochs == 1 { "" } else { "s" },
-        r.stop_reason,
-        super::score(r.best_val_neg_elbo, 3),
-        r.best_epoch,
-        r.seconds_per_epoch
-    );
-    println!(
-        "test −ELBO (exact log-det, 1 sample): {}{} nats{unit}",
-        super::score(r.test_neg_elbo.mean, 3),
-        super::plus_minus(r.test_neg_elbo.std_err, 3)
-    );
-    // `eval.is_images = 0` asks for no importance-sampling score: say so, not "NaN".
-    let scored = |m: &Option<crate::vae::MeanWithError>| m.filter(|m| m.n > 0);
-    if r.test_is_nll.is_some_and(|m| m.n == 0) {
-        println!("test NLL by importance sampling: not computed (eval.is_images = 0)");
-    }
-    if let Some(m) = scored(&r.test_is_nll) {
-        println!(
-            "test NLL (importance sampling, K = {}, {} images): {}{} nats",
-            r.is_samples,
-            m.n,
-            super::score(m.mean, 3),
-            super::plus_minus(m.std_err, 3)
-        );
-    }
-    if let (Some(e), is) = (r.test_neg_elbo_bpd, scored(&r.test_is_nll_bpd)) {
-        print!(
-            "in bits/dim: −ELBO {}{}",
-            super::score(e.mean, 4),
-            super::plus_minus(e.std_err, 4)
-        );
-        if let Some(m) = is {
-            print!(
-                ", IS-NLL {}{}",
-                super::score(m.mean, 4),
-                super::plus_minus(m.std_err, 4)
-            );
-        }
-        println!();
-    }
-    println!("report: {}", a.out.join("report.json").display());
+    summary::print_summary(&cfg, &r, &a.out);
     Ok(())
 }
 

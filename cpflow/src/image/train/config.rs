@@ -109,7 +109,8 @@ impl Default for ImageTestConfig {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ImageTrainConfig {
-    /// Passes over the training images (reference 100).
+    /// Passes over the training images (reference 100), counted in images seen (a resume
+    /// may change the batch size).
     pub epochs: Option<usize>,
     /// Optimiser steps in total.
     pub max_iterations: Option<usize>,
@@ -231,14 +232,26 @@ impl ImageTrainConfig {
         Ok(())
     }
 
-    /// The step limit for `n_train` training images (`epochs` and `max_iterations`
-    /// together; `usize::MAX` when only the time budget is set).
-    pub fn iteration_limit(&self, n_train: usize) -> usize {
-        let per_epoch = n_train.div_ceil(self.batch_size.max(1));
+    /// Whether a run that has made `iteration` steps and seen `samples_seen` training images
+    /// (of `n_train`) has reached `max_iterations` or `epochs`. Epochs are counted in images
+    /// seen, `samples_seen / n_train`, so the limit holds whatever batch sizes the run used
+    /// (a resume may change it).
+    ///
+    /// ```
+    /// use cpflow::image::ImageTrainConfig;
+    /// let cfg = ImageTrainConfig { epochs: Some(2), batch_size: 16, ..Default::default() };
+    /// // 256 images: 32 steps of 16 are 2 epochs, and so are 16 steps of 32.
+    /// assert!(!cfg.limit_reached(31, 496, 256) && cfg.limit_reached(32, 512, 256));
+    /// assert!(cfg.limit_reached(16, 512, 256));
+    /// let both = ImageTrainConfig { max_iterations: Some(10), ..cfg };
+    /// assert!(both.limit_reached(10, 160, 256));
+    /// ```
+    pub fn limit_reached(&self, iteration: usize, samples_seen: u64, n_train: usize) -> bool {
+        let by_iterations = self.max_iterations.is_some_and(|m| iteration >= m);
         let by_epochs = self
             .epochs
-            .map_or(usize::MAX, |e| e.saturating_mul(per_epoch));
-        by_epochs.min(self.max_iterations.unwrap_or(usize::MAX))
+            .is_some_and(|e| samples_seen >= (e as u64).saturating_mul(n_train as u64));
+        by_iterations || by_epochs
     }
 
     /// Learning rate of step `iteration` (0-based): `lr·min((iteration + 1)/warmup, 1)`.

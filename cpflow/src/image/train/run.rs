@@ -11,7 +11,7 @@ use super::checkpoint::{
     save_image_checkpoint,
 };
 use super::config::ImageTrainConfig;
-use super::data::{ImageData, epoch_permutation, training_batch};
+use super::data::ImageData;
 use super::eval_progress::slq_bpd_until;
 use super::evaluate::BpdEstimate;
 use super::{
@@ -30,7 +30,9 @@ use crate::progress::Progress;
 use crate::rng::FlowRng;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+mod batches;
 mod finish;
+mod metrics_line;
 #[cfg(test)]
 mod tests_stats;
 
@@ -188,6 +190,13 @@ impl<'a> Run<'a> {
         if ck.meta.ema {
             ema.load_in_place(&ck.tensors, EMA_PREFIX)?;
         }
+        let mut state = ck.meta.state;
+        batches::new_epoch_for_batch_size(
+            &mut state,
+            ck.meta.train.batch_size,
+            cfg.batch_size,
+            data.train.len(),
+        );
         Ok(Run {
             cfg,
             data,
@@ -197,55 +206,13 @@ impl<'a> Run<'a> {
             flow,
             ema,
             rng: FlowRng::from_state(&ck.meta.rng)?,
-            last_checkpoint_iteration: ck.meta.state.iteration,
-            state: ck.meta.state,
+            last_checkpoint_iteration: state.iteration,
+            state,
             perm: None,
             out_dir: None,
             last_checkpoint: Some(path.to_path_buf()),
             fresh: false,
         })
-    }
-
-    fn batches_per_epoch(&self) -> usize {
-        self.data.train.len().div_ceil(self.cfg.batch_size)
-    }
-
-    fn epochs_done(&self) -> f64 {
-        self.state.epoch as f64 + self.state.epoch_batch as f64 / self.batches_per_epoch() as f64
-    }
-
-    /// The next training batch, dequantised with the run's RNG.
-    fn next_batch(&mut self) -> Result<Tensor> {
-        let n = self.data.train.len();
-        let bs = self.cfg.batch_size;
-        let nb = self.batches_per_epoch();
-        if self.state.epoch_batch >= nb {
-            // Resumed with a larger batch than the checkpoint's: start the next epoch.
-            self.state.epoch += 1;
-            self.state.epoch_batch = 0;
-        }
-        let epoch = self.state.epoch;
-        if self.perm.as_ref().is_none_or(|(e, _)| *e != epoch) {
-            self.perm = Some((epoch, epoch_permutation(n, self.cfg.seed, epoch)));
-        }
-        let perm = self.perm.as_ref().map(|(_, p)| p.as_slice()).unwrap_or(&[]);
-        let start = self.state.epoch_batch * bs;
-        let idx = &perm[start..(start + bs).min(n)];
-        let x = training_batch(
-            &self.data.train,
-            idx,
-            self.cfg.hflip,
-            self.flow.dtype(),
-            self.flow.device(),
-            &mut self.rng,
-        )?;
-        self.state.epoch_batch += 1;
-        self.state.samples_seen += idx.len() as u64;
-        if self.state.epoch_batch >= nb {
-            self.state.epoch += 1;
-            self.state.epoch_batch = 0;
-        }
-        Ok(x)
     }
 
     /// One optimiser step and the EMA update; returns (loss, gradient norm, CG report).
@@ -385,6 +352,21 @@ impl<'a> Run<'a> {
         Ok(())
     }
 
+    fn metrics_path(&self) -> Option<PathBuf> {
+        self.out_dir.as_ref().map(|d| d.join("metrics.jsonl"))
+    }
+
+    /// A resume cuts `metrics.jsonl` back to the checkpoint: lines past it (written before a
+    /// kill) come again.
+    fn cut_metrics_to_checkpoint(&self) -> Result<()> {
+        match self.metrics_path() {
+            Some(path) if !self.fresh => {
+                truncate_metrics(&path, "iteration", self.state.iteration as u64).map(|_| ())
+            }
+            _ => Ok(()),
+        }
+    }
+
     fn metrics_writer(&mut self) -> Result<Option<MetricsWriter>> {
         let Some(d) = &self.out_dir else {
             return Ok(None);
@@ -394,19 +376,26 @@ impl<'a> Run<'a> {
         Ok(Some(if self.fresh {
             MetricsWriter::create(&path)?
         } else {
-            // Lines past the checkpoint (written before a kill) come again: cut them off.
-            truncate_metrics(&path, "iteration", self.state.iteration as u64)?;
             MetricsWriter::append(&path)?
         }))
     }
 
+    /// A validation made outside the step's own metrics line (the first one of a resume,
+    /// the end-of-run one) goes into the line of its iteration, the file's last.
+    fn record_late_validation(&self, val: Option<&BpdEstimate>) -> Result<()> {
+        if let (Some(val), Some(path)) = (val, self.metrics_path()) {
+            metrics_line::add_validation(&path, self.state.iteration, val)?;
+        }
+        Ok(())
+    }
+
     fn train(mut self, opts: &ImageRunOptions, wall: Instant) -> Result<ImageTrainReport> {
         let cfg = self.cfg;
-        let limit = cfg.iteration_limit(self.data.train.len());
         let budget = cfg.max_minutes.map(|m| m * 60.0);
-        let mut metrics = self.metrics_writer()?;
+        self.cut_metrics_to_checkpoint()?;
         let bar = Progress::new(
-            if limit == usize::MAX { 0 } else { limit as u64 },
+            self.steps_left()
+                .map_or(0, |s| self.state.iteration.saturating_add(s) as u64),
             opts.progress_bar,
         );
         bar.set_position(self.state.iteration as u64);
@@ -416,10 +405,11 @@ impl<'a> Run<'a> {
         let out_of_budget = |s: &ImageTrainState| budget.is_some_and(|b| s.train_time_s >= b);
         // A resumed run whose last validation an interrupt stopped (the checkpoint is written
         // after the step) validates first, so the curve has every point of an uninterrupted
-        // run (validation does not touch the training stream).
+        // run (validation does not touch the training stream), and so has the metrics line
+        // of that step.
         let it = self.state.iteration;
         if !self.fresh
-            && it < limit
+            && !self.limit_reached()
             && cfg.val_every > 0
             && it > 0
             && it.is_multiple_of(cfg.val_every)
@@ -430,11 +420,14 @@ impl<'a> Run<'a> {
                 .is_none_or(|p| p.iteration != it)
         {
             let te = Instant::now();
-            self.validate(opts.interrupt.as_deref())?;
+            let val = self.validate(opts.interrupt.as_deref())?;
+            self.record_late_validation(val.as_ref())?;
             eval_time += te.elapsed().as_secs_f64();
         }
+        // Opened after that validation: it may rewrite the file.
+        let mut metrics = self.metrics_writer()?;
         let stop_reason = loop {
-            if self.state.iteration >= limit {
+            if self.limit_reached() {
                 break ImageStopReason::IterationLimit;
             }
             if out_of_budget(&self.state) {
@@ -454,22 +447,25 @@ impl<'a> Run<'a> {
             let cg_max = cg.iterations.iter().copied().max().unwrap_or(0);
             self.state.step_totals.record(loss, &cg);
             let it = self.state.iteration;
-            let last = it >= limit || out_of_budget(&self.state);
+            let last = self.limit_reached() || out_of_budget(&self.state);
             let te = Instant::now();
             let train_bpd = if cfg.train_slq_every > 0 && it.is_multiple_of(cfg.train_slq_every) {
                 Some(self.train_bpd(&x)?)
             } else {
                 None
             };
-            let val = if cfg.val_every > 0 && it.is_multiple_of(cfg.val_every) {
+            let val_due = cfg.val_every > 0 && it.is_multiple_of(cfg.val_every);
+            let val = if val_due {
                 self.validate(opts.interrupt.as_deref())?
             } else {
                 None
             };
             eval_time += te.elapsed().as_secs_f64();
+            // A validation step has its line even when an interrupt stopped the validation:
+            // the resume adds the validation to it.
             let log_now = (cfg.log_every > 0 && it.is_multiple_of(cfg.log_every))
                 || train_bpd.is_some()
-                || val.is_some()
+                || val_due
                 || last;
             if log_now {
                 let rec = ImageMetricsRecord {
@@ -535,6 +531,8 @@ impl<'a> Run<'a> {
             }
         };
         bar.finish_and_clear();
+        // The end-of-run validation may rewrite the file.
+        drop(metrics);
         self.finish(stop_reason, stats, eval_time, wall, opts)
     }
 }

@@ -41,7 +41,10 @@ impl Run<'_> {
             .last()
             .is_none_or(|p| p.iteration != it)
         {
-            self.validate(opts.interrupt.as_deref())?;
+            // In the metrics line of the last step (written by the loop, or before the
+            // interrupt that stopped this validation in an earlier call).
+            let val = self.validate(opts.interrupt.as_deref())?;
+            self.record_late_validation(val.as_ref())?;
         }
         self.save_checkpoint()?;
         self.load_eval_weights()?;
