@@ -23,7 +23,7 @@ pub use crate::evaluate::{
     Dataset, NllEstimate, mean_nll, mean_nll_with, nll_estimate, nll_estimate_with,
 };
 
-mod cg_tally;
+pub(crate) mod cg_tally;
 mod chunked_step;
 pub use chunked_step::{EXACT_STEP_CHUNK_ROWS, STEP_CHUNK_ROWS};
 mod fit;

@@ -8,9 +8,10 @@
 use crate::block::CgReport;
 use crate::config::SurrogateParams;
 
-/// Counts of CG systems that met their tolerance, kept by [`super::Trainer`]'s loop.
+/// Counts of CG systems that met their tolerance, kept by [`super::Trainer`]'s loop (and by
+/// the VAE trainer's, for its warning only: `vae/cg_warning.rs`).
 #[derive(Clone, Debug, Default)]
-pub(super) struct CgTally {
+pub(crate) struct CgTally {
     /// Systems and converged systems since the last metrics record.
     window: (usize, usize),
     /// Whether the call's first warning was given.
@@ -21,7 +22,7 @@ pub(super) struct CgTally {
 
 /// Steps that left CG systems unconverged (1-based steps, as `metrics.jsonl` counts).
 #[derive(Clone, Debug, PartialEq)]
-pub(super) struct Unconverged {
+pub(crate) struct Unconverged {
     /// Number of such steps.
     pub steps: usize,
     /// The first and last of them.
@@ -85,7 +86,7 @@ impl CgTally {
 }
 
 /// `v` as written in a configuration: plain for 0 and moderate magnitudes, else `1e-14`.
-fn number(v: f64) -> String {
+pub(crate) fn number(v: f64) -> String {
     if v == 0.0 || (1e-3..1e4).contains(&v.abs()) {
         format!("{v}")
     } else {

@@ -11,7 +11,7 @@ use candle_core::{DType, Device};
 use rand::seq::SliceRandom;
 
 use super::adamax::Adamax;
-use super::cg_warning::{CgWarnings, Unconverged};
+use super::cg_warning::message as cg_message;
 use super::checkpoint::{
     EpochSums, PartialEpoch, VaeCheckpointMeta, VaeTrainState, load_vae_checkpoint,
     save_vae_checkpoint,
@@ -26,6 +26,7 @@ use crate::error::{CpflowError, Result};
 use crate::progress::Progress;
 use crate::rng::FlowRng;
 use crate::train::TrainStepStats;
+use crate::train::cg_tally::{CgTally, Unconverged};
 
 /// Options of a run that are not part of the experiment.
 ///
@@ -347,10 +348,10 @@ fn train_epochs(
     if state.bad_epochs > t.early_stopping_epochs {
         return Ok(VaeStopReason::EarlyStopping);
     }
-    let mut cg_warnings = CgWarnings::default();
+    let mut cg_warnings = CgTally::default();
     let warn = |u: Option<Unconverged>| {
         if let Some(u) = u {
-            let text = u.message(&t.cg, config.model.latent_dim);
+            let text = cg_message(&u, &t.cg, config.model.latent_dim);
             tracing::warn!(steps = u.steps, unconverged = u.unconverged, "{text}");
         }
     };
