@@ -376,7 +376,7 @@ fn invert_in_chunks(
 
 /// The files [`write_model_plots`] writes, in order: `data.png` with data, the CP-Flow
 /// block's three figures when the flow has one, and `plots.json` last.
-fn planned_files(data: bool, cp_flow_block: bool) -> Vec<&'static str> {
+pub(crate) fn planned_files(data: bool, cp_flow_block: bool) -> Vec<&'static str> {
     let mut files = Vec::new();
     if data {
         files.push("data.png");

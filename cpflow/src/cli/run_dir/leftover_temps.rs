@@ -5,9 +5,10 @@
 //! the only cpflow command writing the run's files there, so it removes them, logging each.
 //!
 //! A hidden file is removed only when all of these hold, else it stays:
-//! - `NAME` is a file that a command which locks the directory writes there
-//!   ([`RUN_FILES`], the `cpflow ot` outputs `ot_d…`, and [`PLOT_FILES`] in `plots/`): the
-//!   outputs of `sample` or `eval`, which do not lock, or a user's files, are never touched;
+//! - `NAME` is a file that a command which locks the directory writes there (a run's files
+//!   and the `cpflow ot` outputs, [`is_run_file`], and the figures in `plots/`,
+//!   [`is_plot_file`]): the outputs of `sample` or `eval`, which do not lock, or a user's
+//!   files, are never touched;
 //! - `PID` is a process id as this system writes them (plain digits, no leading zero, at
 //!   most the kernel's `pid_max`), not this process's;
 //! - that process does not run (`/proc/PID`; where `/proc` is missing this cannot be told
@@ -17,35 +18,28 @@
 
 use std::path::{Path, PathBuf};
 
+use super::{TRAIN_RUN, VAE_RUN};
 use crate::checkpoint::hidden_file_prefix;
+use crate::cli::model_plots::planned_files;
 use crate::cli::process_ids::{pid_max, process_id, process_running};
 use crate::cli::run_kind::{OT_REPORTS_FILE, OT_TABLE_FILE};
 
-/// The files that the commands which lock a run directory (`train`, `vae`, `ot`,
-/// `import-reference`) write atomically at its top level, besides `cpflow ot`'s `ot_d…`.
-pub const RUN_FILES: &[&str] = &[
-    "checkpoint.safetensors",
-    "model.safetensors",
-    "best.safetensors",
-    "report.json",
-    "metrics.jsonl",
-    "config.toml",
-    super::DATA_RECORD,
-    OT_TABLE_FILE,
-    OT_REPORTS_FILE,
-];
+/// Whether `name` is a file that the commands which lock a run directory (`train`, `vae`,
+/// `ot`, `import-reference`) write atomically at its top level: a run's files (those that
+/// `--overwrite` removes, [`TRAIN_RUN`] and [`VAE_RUN`]) and `cpflow ot`'s outputs.
+fn is_run_file(name: &str) -> bool {
+    [&TRAIN_RUN, &VAE_RUN]
+        .iter()
+        .any(|run| run.removed.contains(&name))
+        || [OT_TABLE_FILE, OT_REPORTS_FILE].contains(&name)
+        || is_ot_figure_or_curve(name)
+}
 
-/// The figures (and their list) that `train` and `plot` write into the run's `plots/`.
-pub const PLOT_FILES: &[&str] = &[
-    "data.png",
-    "density.png",
-    "samples.png",
-    "latent.png",
-    "potential.png",
-    "gradient_mesh.png",
-    "gradient_field.png",
-    "plots.json",
-];
+/// Whether `name` is one of the figures (or their list) that `train` and `plot` write into
+/// the run's `plots/` ([`planned_files`] with every figure).
+fn is_plot_file(name: &str) -> bool {
+    planned_files(true, true).contains(&name)
+}
 
 /// Removes the temporary files that processes no longer running left in the run directory
 /// `out` (module doc), logging each removal (info) and each failure to remove one (warning).
@@ -56,11 +50,11 @@ pub(super) fn remove_leftover_temp_files(out: &Path) {
         return;
     }
     let pid_max = pid_max();
-    for (dir, names) in [
-        (out.to_path_buf(), RUN_FILES),
-        (out.join("plots"), PLOT_FILES),
+    for (dir, ours) in [
+        (out.to_path_buf(), is_run_file as fn(&str) -> bool),
+        (out.join("plots"), is_plot_file),
     ] {
-        for (file, pid, temp) in leftover_temp_files(&dir, names, pid_max) {
+        for (file, pid, temp) in leftover_temp_files(&dir, ours, pid_max) {
             if process_running(pid) != Some(false) {
                 continue;
             }
@@ -79,14 +73,17 @@ pub(super) fn remove_leftover_temp_files(out: &Path) {
     }
 }
 
-/// The hidden temporary files in `dir` of the files `names` (and, at a run's top level, of
-/// `cpflow ot`'s `ot_d…` files) whose suffix is a process id other than this process's, as
-/// `(file, pid, temporary file)`, sorted; plain files only.
-fn leftover_temp_files(dir: &Path, names: &[&str], pid_max: u32) -> Vec<(PathBuf, u32, PathBuf)> {
+/// The hidden temporary files in `dir` of the files whose names `ours` accepts, with a suffix
+/// that is a process id other than this process's, as `(file, pid, temporary file)`, sorted;
+/// plain files only.
+fn leftover_temp_files(
+    dir: &Path,
+    ours: fn(&str) -> bool,
+    pid_max: u32,
+) -> Vec<(PathBuf, u32, PathBuf)> {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Vec::new();
     };
-    let top_level = names == RUN_FILES;
     let mut found = Vec::new();
     for entry in entries.flatten() {
         let entry_name = entry.file_name();
@@ -99,7 +96,6 @@ fn leftover_temp_files(dir: &Path, names: &[&str], pid_max: u32) -> Vec<(PathBuf
         else {
             continue;
         };
-        let ours = names.contains(&file) || (top_level && is_ot_figure_or_curve(file));
         let path = dir.join(file);
         // The name as the writers build it, checked again from the file's name.
         let (_, prefix) = hidden_file_prefix(&path, "tmp");
@@ -107,7 +103,7 @@ fn leftover_temp_files(dir: &Path, names: &[&str], pid_max: u32) -> Vec<(PathBuf
             continue;
         };
         let plain = entry.file_type().is_ok_and(|t| t.is_file());
-        if ours && plain && entry_name.starts_with(&prefix) && pid != std::process::id() {
+        if ours(file) && plain && entry_name.starts_with(&prefix) && pid != std::process::id() {
             found.push((path, pid, entry.path()));
         }
     }
@@ -144,7 +140,7 @@ mod tests {
         ] {
             std::fs::write(d.join(name), b"x").unwrap();
         }
-        let found = leftover_temp_files(&d, RUN_FILES, 1 << 22);
+        let found = leftover_temp_files(&d, is_run_file, 1 << 22);
         assert_eq!(
             found,
             vec![
@@ -161,7 +157,7 @@ mod tests {
             ]
         );
         // In plots/, only the figures' names.
-        assert!(leftover_temp_files(&d, PLOT_FILES, 1 << 22).is_empty());
+        assert!(leftover_temp_files(&d, is_plot_file, 1 << 22).is_empty());
         std::fs::remove_dir_all(&d).unwrap();
     }
 }
