@@ -23,7 +23,7 @@ pub use train::train;
 pub(crate) use vae::read_vae_config;
 pub use vae::vae;
 
-use score_format::{plus_minus, score, signed_score};
+use score_format::{cg_unconverged_clause, plus_minus, score, signed_score};
 
 use crate::{FloatType, Flow};
 use anyhow::{Context, Result, bail};

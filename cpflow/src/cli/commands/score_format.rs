@@ -47,6 +47,25 @@ pub fn plus_minus(std_err: f64, decimals: usize) -> String {
     }
 }
 
+/// `; CG unconverged in U of N steps` for a summary line when `unconverged` of the run's
+/// `steps` (its iterations) left CG systems unconverged (their gradient was approximate): the
+/// warnings said so during training, but they scroll away. `since` (`" since iteration 5"`,
+/// in `unit`s) when the count starts at a resume from a checkpoint without it; empty when
+/// every step converged.
+pub fn cg_unconverged_clause(
+    unconverged: usize,
+    steps: usize,
+    since: Option<usize>,
+    unit: &str,
+) -> String {
+    if unconverged == 0 {
+        return String::new();
+    }
+    let counted = steps.saturating_sub(since.unwrap_or(0));
+    let scope = since.map_or(String::new(), |s| format!(" since {unit} {s}"));
+    format!("; CG unconverged in {unconverged} of {counted} steps{scope}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -499,26 +499,13 @@ fn summary_line(s: &TrainSummary, out: &std::path::Path) -> String {
         s.iterations,
         if s.iterations == 1 { "" } else { "s" },
         s.train_time_s,
-        unconverged_clause(s),
+        super::cg_unconverged_clause(
+            s.cg_unconverged_steps,
+            s.iterations,
+            s.step_stats_since_iteration,
+            "iteration"
+        ),
         out.display()
-    )
-}
-
-/// `; CG unconverged in U of N steps` when some steps' CG left systems unconverged (their
-/// gradient was approximate): the warnings said so during training, but they scroll away.
-fn unconverged_clause(s: &TrainSummary) -> String {
-    if s.cg_unconverged_steps == 0 {
-        return String::new();
-    }
-    let since = s.step_stats_since_iteration.unwrap_or(0);
-    let counted = s.iterations.saturating_sub(since);
-    let scope = match s.step_stats_since_iteration {
-        Some(it) => format!(" since iteration {it}"),
-        None => String::new(),
-    };
-    format!(
-        "; CG unconverged in {} of {counted} steps{scope}",
-        s.cg_unconverged_steps
     )
 }
 

@@ -155,20 +155,12 @@ pub(super) fn train_image(a: TrainArgs) -> Result<()> {
         }
         None => "; no test images".into(),
     };
-    // Steps whose CG left systems unconverged (approximate gradients): the warnings said so
-    // during training, but they scroll away.
-    let unconverged = if r.cg_unconverged_steps > 0 {
-        let since = r.step_stats_since_iteration.unwrap_or(0);
-        format!(
-            "; CG unconverged in {} of {} steps{}",
-            r.cg_unconverged_steps,
-            r.iterations.saturating_sub(since),
-            r.step_stats_since_iteration
-                .map_or(String::new(), |i| format!(" since iteration {i}"))
-        )
-    } else {
-        String::new()
-    };
+    let unconverged = super::cg_unconverged_clause(
+        r.cg_unconverged_steps,
+        r.iterations,
+        r.step_stats_since_iteration,
+        "iteration",
+    );
     println!(
         "trained {} parameters ({} CP-Flow blocks) for {} iterations ({:.2} epochs, {}) in {:.1} s of steps \
          ({:.3} s/step, CG {:.1} iterations){unconverged}{val}{test}; outputs in {}",

@@ -2,6 +2,7 @@
 
 use std::path::Path;
 
+use crate::cli::commands::cg_unconverged_clause;
 use crate::vae::{PosteriorKind, VaeConfig, VaeReport};
 
 /// Prints the run's summary line (with [`unconverged_clause`]), its test scores (nats, and
@@ -64,21 +65,13 @@ pub(super) fn print_summary(cfg: &VaeConfig, r: &VaeReport, out: &Path) {
     println!("report: {}", out.join("report.json").display());
 }
 
-/// `; CG unconverged in U of N steps` when some training steps' CG left systems unconverged
-/// (their gradient was approximate): the warnings said so during training, but they scroll
-/// away; as `cpflow train` says it.
+/// [`cg_unconverged_clause`] of the run's training steps, as `cpflow train` says it.
 fn unconverged_clause(r: &VaeReport) -> String {
-    if r.cg_unconverged_steps == 0 {
-        return String::new();
-    }
-    let since = r.cg_stats_since_step.unwrap_or(0);
-    let scope = r
-        .cg_stats_since_step
-        .map_or(String::new(), |s| format!(" since step {s}"));
-    format!(
-        "; CG unconverged in {} of {} steps{scope}",
+    cg_unconverged_clause(
         r.cg_unconverged_steps,
-        r.steps.saturating_sub(since)
+        r.steps,
+        r.cg_stats_since_step,
+        "step",
     )
 }
 
