@@ -131,7 +131,7 @@ fn check_new_run_as(
     }
     // Another kind of run (a VAE run for `train`, a flow for `vae`, a toy for an image run)
     // cannot be continued into the new one.
-    crate::cli::run_kind::refuse_new_run_over_other_kind(out, &found, files, kind)?;
+    let held = crate::cli::run_kind::refuse_new_run_over_other_kind(out, &found, files, kind)?;
     if !out.join("checkpoint.safetensors").exists() {
         // Nothing to resume: a model without a training checkpoint (`cpflow
         // import-reference` writes one).
@@ -146,8 +146,7 @@ fn check_new_run_as(
         "vae" => "--epochs",
         _ => "--iters",
     };
-    let held = RunKind::of_checkpoint(&checkpoint_path(out))
-        .map_or(String::new(), |k| format!(", {}", k.describe()));
+    let held = held.map_or(String::new(), |k| format!(", {}", k.describe()));
     bail!(
         "{} already holds a run ({}){held}: continue it with `{}` (without --config: it reads \
          the run's config.toml; a finished run with a larger {longer}), replace it with \

@@ -110,22 +110,22 @@ pub fn check_run_kind(
 /// another kind when its checkpoint's kind is not `expected` (when `None`: not a kind that
 /// `files`' command makes), naming both, since continuing it is no way to make the new run;
 /// a run of the same kind, or one whose kind cannot be told, is left to the caller (which
-/// points to `--resume`).
+/// points to `--resume`): its kind is returned (`None`: it cannot be told).
 pub fn refuse_new_run_over_other_kind(
     out: &Path,
     found: &[&str],
     files: &RunFiles,
     expected: Option<RunKind>,
-) -> Result<()> {
+) -> Result<Option<RunKind>> {
     let Some(kind) = RunKind::of_checkpoint(&crate::cli::run_dir::checkpoint_path(out)) else {
-        return Ok(());
+        return Ok(None);
     };
     let other = match expected {
         Some(e) => kind != e,
         None => kind.command() != files.command,
     };
     if !other {
-        return Ok(());
+        return Ok(Some(kind));
     }
     let not = expected.map_or(String::new(), |e| format!(", not {}", e.describe()));
     bail!(
