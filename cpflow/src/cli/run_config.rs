@@ -388,6 +388,31 @@ pub fn set_path(table: &mut toml::Table, path: &str, value: toml::Value) -> Resu
     Ok(())
 }
 
+/// The training flags that a flow's and an image flow's configuration take alike, set in
+/// `table`: `--iters`, `--batch-size` (refused above TOML's integers), `--lr`, `--dtype` and
+/// `--seed` (the data's, the training's and the initialisation's).
+pub(crate) fn set_training_flags(table: &mut toml::Table, ov: &Overrides) -> Result<()> {
+    if let Some(n) = ov.iters {
+        set_path(table, "train.max_iterations", flag_integer("--iters", n)?)?;
+    }
+    if let Some(b) = ov.batch_size {
+        set_path(table, "train.batch_size", flag_integer("--batch-size", b)?)?;
+    }
+    if let Some(lr) = ov.lr {
+        set_path(table, "train.adam.lr", toml::Value::Float(lr))?;
+    }
+    if let Some(f) = ov.dtype {
+        set_path(table, "model.float", toml::Value::try_from(f)?)?;
+    }
+    if let Some(seed) = ov.seed {
+        let seed = flag_integer("--seed", seed)?;
+        for key in ["data.seed", "train.seed", "model.init_seed"] {
+            set_path(table, key, seed.clone())?;
+        }
+    }
+    Ok(())
+}
+
 /// Applies `--set key=value` overrides to `table` (each value in TOML syntax, [`parse_value`];
 /// an integer outside TOML's range is refused, not taken as a string).
 pub(crate) fn apply_sets(table: &mut toml::Table, sets: &[String]) -> Result<()> {
@@ -418,34 +443,9 @@ pub fn resolve(file: Option<&Path>, ov: &Overrides) -> Result<RunConfig> {
     if let Some(d) = &ov.data {
         set_path(&mut table, "data.source", s(d))?;
     }
-    if let Some(n) = ov.iters {
-        set_path(
-            &mut table,
-            "train.max_iterations",
-            flag_integer("--iters", n)?,
-        )?;
-    }
-    if let Some(b) = ov.batch_size {
-        set_path(
-            &mut table,
-            "train.batch_size",
-            flag_integer("--batch-size", b)?,
-        )?;
-    }
-    if let Some(lr) = ov.lr {
-        set_path(&mut table, "train.adam.lr", toml::Value::Float(lr))?;
-    }
+    set_training_flags(&mut table, ov)?;
     if let Some(d) = &ov.device {
         set_path(&mut table, "run.device", s(d))?;
-    }
-    if let Some(f) = ov.dtype {
-        set_path(&mut table, "model.float", toml::Value::try_from(f)?)?;
-    }
-    if let Some(seed) = ov.seed {
-        let seed = flag_integer("--seed", seed)?;
-        for key in ["data.seed", "train.seed", "model.init_seed"] {
-            set_path(&mut table, key, seed.clone())?;
-        }
     }
     if let Some(o) = &ov.out {
         set_path(&mut table, "run.out", s(&o.display().to_string()))?;

@@ -5,7 +5,7 @@
 use anyhow::{Context, Result, bail};
 use std::path::Path;
 
-use super::{Overrides, apply_sets, flag_integer, set_path, table_has_key};
+use super::{Overrides, apply_sets, set_training_flags, table_has_key};
 
 /// A `cpflow vae` configuration given to `cpflow train` (its `[model]` names a `posterior`):
 /// refused with the command that runs it (it failed as "unknown variant `frey-faces`" of the
@@ -48,32 +48,7 @@ pub fn resolve_image(file: &Path, ov: &Overrides) -> Result<crate::image::ImageE
     if ov.data.is_some() {
         bail!("--data does not apply to an image run: set data.dataset (mnist or cifar10)");
     }
-    if let Some(n) = ov.iters {
-        set_path(
-            &mut table,
-            "train.max_iterations",
-            flag_integer("--iters", n)?,
-        )?;
-    }
-    if let Some(b) = ov.batch_size {
-        set_path(
-            &mut table,
-            "train.batch_size",
-            flag_integer("--batch-size", b)?,
-        )?;
-    }
-    if let Some(lr) = ov.lr {
-        set_path(&mut table, "train.adam.lr", toml::Value::Float(lr))?;
-    }
-    if let Some(f) = ov.dtype {
-        set_path(&mut table, "model.float", toml::Value::try_from(f)?)?;
-    }
-    if let Some(seed) = ov.seed {
-        let seed = flag_integer("--seed", seed)?;
-        for key in ["data.seed", "train.seed", "model.init_seed"] {
-            set_path(&mut table, key, seed.clone())?;
-        }
-    }
+    set_training_flags(&mut table, ov)?;
     let cfg: crate::image::ImageExperimentConfig =
         serde_path_to_error::deserialize(toml::Value::Table(table))
             .map_err(super::serde_messages::image_config_error)?;
