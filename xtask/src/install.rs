@@ -42,6 +42,7 @@ use crate::fetch::{FetchError, FetchOptions, Fetched, agent, fetch, part_path};
 pub use crate::fetch_error::SHA256_RECORD;
 use crate::installed_check::{check_installed, check_loadable, check_loadable_as, loader_format};
 use crate::installed_sizes::record_installed;
+use crate::name_record::{recorded_values, without_names};
 use crate::registry::{DatasetSpec, Mirror, Plan, Step};
 
 /// Options of [`download_datasets`].
@@ -86,11 +87,7 @@ pub fn cache_dir(dir: &Path) -> PathBuf {
 /// The sha256 recorded for `name` by an earlier unverified download.
 pub fn recorded_sha256(dir: &Path, name: &str) -> Option<String> {
     let text = std::fs::read_to_string(cache_dir(dir).join(SHA256_RECORD)).ok()?;
-    text.lines()
-        .filter_map(|l| l.split_once("  "))
-        .filter(|(_, n)| n.trim() == name)
-        .map(|(h, _)| h.trim().to_string())
-        .next_back()
+    recorded_values(&text, name).next_back().map(str::to_string)
 }
 
 fn record_sha256(dir: &Path, name: &str, sha: &str) -> Result<()> {
@@ -110,15 +107,10 @@ fn forget_sha256(dir: &Path, name: &str) -> Result<bool> {
     let Ok(text) = std::fs::read_to_string(&path) else {
         return Ok(false);
     };
-    let names = |l: &str| l.split_once("  ").is_some_and(|(_, n)| n.trim() == name);
-    if !text.lines().any(names) {
+    let (kept, dropped) = without_names(&text, |n| n == name);
+    if !dropped {
         return Ok(false);
     }
-    let kept: String = text
-        .lines()
-        .filter(|l| !names(l))
-        .map(|l| format!("{l}\n"))
-        .collect();
     extract::write_atomic(&path, kept.as_bytes())?;
     Ok(true)
 }

@@ -12,6 +12,7 @@ use anyhow::{Context, Result};
 
 use crate::extract::write_atomic;
 use crate::install::cache_dir;
+use crate::name_record::{recorded_values, without_names};
 
 /// The record's file name in `<dir>/.downloads`.
 pub const INSTALLED_RECORD: &str = "INSTALLED";
@@ -19,10 +20,8 @@ pub const INSTALLED_RECORD: &str = "INSTALLED";
 /// The size recorded for `rel` when it was installed in `dir`; `None` when it has no record.
 pub fn recorded_size(dir: &Path, rel: &str) -> Option<u64> {
     let text = std::fs::read_to_string(cache_dir(dir).join(INSTALLED_RECORD)).ok()?;
-    text.lines()
-        .filter_map(|l| l.split_once("  "))
-        .filter(|(_, r)| *r == rel)
-        .filter_map(|(size, _)| size.trim().parse().ok())
+    recorded_values(&text, rel)
+        .filter_map(|size| size.parse().ok())
         .next_back()
 }
 
@@ -35,14 +34,7 @@ pub fn record_installed(dir: &Path, rels: &[String]) -> Result<()> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
         Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
     };
-    let mut text: String = old
-        .lines()
-        .filter(|l| {
-            !l.split_once("  ")
-                .is_some_and(|(_, r)| rels.iter().any(|x| x == r))
-        })
-        .map(|l| format!("{l}\n"))
-        .collect();
+    let (mut text, _) = without_names(&old, |r| rels.iter().any(|x| x == r));
     for rel in rels {
         let file = dir.join(rel);
         let len = std::fs::metadata(&file)

@@ -37,6 +37,7 @@ pub mod installed_check;
 pub mod installed_sizes;
 pub mod json_file;
 pub mod mirror;
+pub mod name_record;
 pub mod registry;
 pub mod reproduce;
 pub mod reproduce_image;
