@@ -340,18 +340,40 @@ pub fn check_image_epochs(
     )
 }
 
-/// `cpflow vae --resume` (`requested` with an absolute data root): the checkpoint must exist
-/// and its configuration may differ from the requested one in [`VAE_RESUMABLE`] keys only;
-/// the number of epochs may not go below those done.
+/// The keys where the VAE configurations `requested` and `run` differ in what
+/// `cpflow vae --resume` may not change (all but [`VAE_RESUMABLE`]), their data roots
+/// compared as absolute paths: none when they configure one run (`vae --resume`; `eval` and
+/// `sample` reading a run's `config.toml` beside its weights).
+pub fn vae_fixed_differences(
+    requested: &crate::vae::VaeConfig,
+    run: &crate::vae::VaeConfig,
+) -> Result<Vec<Difference>> {
+    let with_absolute_root = |c: &crate::vae::VaeConfig| -> Result<crate::vae::VaeConfig> {
+        let mut c = c.clone();
+        c.data.root = absolute(&c.data.root)?;
+        Ok(c)
+    };
+    let all = differences(
+        "",
+        &with_absolute_root(requested)?,
+        &with_absolute_root(run)?,
+    )?;
+    Ok(all
+        .into_iter()
+        .filter(|d| !is_resumable(&d.key, VAE_RESUMABLE))
+        .collect())
+}
+
+/// `cpflow vae --resume`: the checkpoint must exist and its configuration may differ from
+/// the requested one in [`VAE_RESUMABLE`] keys only ([`vae_fixed_differences`]); the number
+/// of epochs may not go below those done.
 pub fn check_vae_resume(requested: &crate::vae::VaeConfig, out: &Path) -> Result<()> {
     let checkpoint = resume_checkpoint(out, "vae")?;
     check_run_kind(out, &checkpoint, RunKind::Vae, "vae")?;
     let (meta, _) = crate::vae::load_vae_checkpoint(&checkpoint, &Device::Cpu)
         .with_context(|| format!("reading {}", checkpoint.display()))?;
-    let mut run = meta.config;
-    run.data.root = absolute(&run.data.root)?;
     refuse_changes(
-        &differences("", requested, &run)?,
+        &vae_fixed_differences(requested, &meta.config)?,
         VAE_RESUMABLE,
         out,
         "vae",
@@ -452,5 +474,32 @@ mod tests {
             "{e}"
         );
         check_image_epochs(Some(2), &whole, 256, out).unwrap();
+    }
+
+    /// Two VAE configurations of one run differ only in what `vae --resume` may change
+    /// (epochs, time budget, `[eval]`, the data root, a relative root and its absolute form
+    /// being one root); anything else is named with both values, `requested`'s first. The
+    /// check of `vae --resume` and of `eval`/`sample` reading a run's `config.toml`.
+    #[test]
+    fn vae_configurations_of_one_run_differ_only_in_resumable_keys() {
+        use crate::vae::{PosteriorKind, VaeConfig, VaeDatasetName};
+        let run = VaeConfig::reference(VaeDatasetName::Mnist, "data", PosteriorKind::Gaussian);
+        let mut same = run.clone();
+        same.data.root = std::env::current_dir().unwrap().join("data");
+        assert!(vae_fixed_differences(&same, &run).unwrap().is_empty());
+        let mut resumed = run.clone();
+        resumed.train.epochs += 1;
+        resumed.train.max_minutes = Some(5.0);
+        resumed.eval.is_samples += 1;
+        resumed.data.root = "/elsewhere".into();
+        assert!(vae_fixed_differences(&resumed, &run).unwrap().is_empty());
+        let mut other = resumed.clone();
+        other.model.latent_dim = run.model.latent_dim + 1;
+        other.data.seed = run.data.seed + 1;
+        let fixed = vae_fixed_differences(&other, &run).unwrap();
+        let keys: Vec<&str> = fixed.iter().map(|d| d.key.as_str()).collect();
+        assert_eq!(keys, ["data.seed", "model.latent_dim"]);
+        assert_eq!(fixed[1].requested, (run.model.latent_dim + 1).to_string());
+        assert_eq!(fixed[1].run, run.model.latent_dim.to_string());
     }
 }

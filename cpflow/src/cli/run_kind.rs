@@ -162,8 +162,21 @@ pub const OT_TABLE_FILE: &str = "ot_table.md";
 /// The reports (JSON) a `cpflow ot` run writes beside [`OT_TABLE_FILE`].
 pub const OT_REPORTS_FILE: &str = "ot_reports.json";
 
-/// The files of a `cpflow ot` run in `dir`: its table, its reports and the per-dimension
-/// figures and curves (`ot_d{d}_…`), sorted; none when `dir` is not a directory.
+/// Whether `name` is a file that `cpflow ot` writes into its `--out`: its table
+/// ([`OT_TABLE_FILE`]), its reports ([`OT_REPORTS_FILE`]) or a per-dimension figure or curve
+/// (`ot_d{d}_cost_vs_kl.png`, `ot_d{d}_curve.csv`: `ot_d` and a digit). A user's
+/// `ot_data.csv` is not one (`--overwrite` removed it with the experiment's files).
+pub(crate) fn is_ot_output(name: &str) -> bool {
+    name == OT_TABLE_FILE
+        || name == OT_REPORTS_FILE
+        || name
+            .strip_prefix("ot_d")
+            .is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit()))
+}
+
+/// The files of a `cpflow ot` run in `dir` ([`is_ot_output`]): its table, its reports and
+/// the per-dimension figures and curves (`ot_d{d}_…`), sorted; none when `dir` is not a
+/// directory.
 pub fn ot_output_files(dir: &Path) -> Result<Vec<PathBuf>> {
     if !dir.is_dir() {
         return Ok(Vec::new());
@@ -174,8 +187,7 @@ pub fn ot_output_files(dir: &Path) -> Result<Vec<PathBuf>> {
             .with_context(|| format!("reading {}", dir.display()))?
             .path();
         let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
-        let ours = name
-            .is_some_and(|n| n == OT_TABLE_FILE || n == OT_REPORTS_FILE || n.starts_with("ot_d"));
+        let ours = name.is_some_and(|n| is_ot_output(&n));
         if ours && path.is_file() {
             files.push(path);
         }
@@ -326,5 +338,50 @@ mod tests {
         );
         check_run_kind(&toy, &ckpt, RunKind::Vectors, "train").unwrap();
         std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    /// Only what `cpflow ot` writes is its output (`ot_d` and a digit: `ot_d{d}_…`): a
+    /// user's `ot_data.csv` or `ot_draft.md` in the directory does not refuse a run there,
+    /// and `--overwrite` leaves it. The old test (any name starting `ot_d`) refused a
+    /// `train` into a directory holding `ot_data.csv` and removed the file on `--overwrite`.
+    #[test]
+    fn a_users_ot_d_file_is_not_an_ot_output() {
+        for name in [
+            "ot_d2_curve.csv",
+            "ot_d16_cost_vs_kl.png",
+            "ot_d3_cost_vs_iter.png",
+            OT_TABLE_FILE,
+            OT_REPORTS_FILE,
+        ] {
+            assert!(is_ot_output(name), "{name}");
+        }
+        for name in [
+            "ot_data.csv",
+            "ot_draft.md",
+            "ot_d",
+            "ot_d_2.csv",
+            "ot_table.md.bak",
+        ] {
+            assert!(!is_ot_output(name), "{name}");
+        }
+        let dir = std::env::temp_dir().join(format!("cpflow-ot-users-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        for f in ["ot_data.csv", "ot_draft.md"] {
+            std::fs::write(dir.join(f), "user's").unwrap();
+        }
+        assert!(ot_output_files(&dir).unwrap().is_empty());
+        check_no_ot_outputs(&dir, "train", false).unwrap();
+        std::fs::write(dir.join("ot_d2_curve.csv"), "x").unwrap();
+        let e = check_no_ot_outputs(&dir, "train", false)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("(`cpflow ot`: 1 files, e.g."), "{e}");
+        crate::cli::run_dir::remove_old_run(&dir, &TRAIN_RUN).unwrap();
+        assert!(!dir.join("ot_d2_curve.csv").exists());
+        for f in ["ot_data.csv", "ot_draft.md"] {
+            assert!(dir.join(f).exists(), "--overwrite removed {f}");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

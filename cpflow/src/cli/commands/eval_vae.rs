@@ -14,8 +14,7 @@ use std::time::Instant;
 
 use super::ModelLocation;
 use crate::cli::interrupt::Interrupt;
-use crate::cli::resume_check::{VAE_RESUMABLE, differences, is_resumable};
-use crate::cli::run_dir::absolute;
+use crate::cli::resume_check::vae_fixed_differences;
 use crate::cli::{Estimator, EvalArgs};
 
 /// The settings of the VAE whose weights `loc` locates, `saved` the configuration saved in
@@ -41,22 +40,15 @@ pub(super) fn vae_run_config(loc: &ModelLocation, saved: VaeConfig) -> Result<Va
             path.display()
         )
     })?;
-    let with_absolute_root = |c: &VaeConfig| -> Result<VaeConfig> {
-        let mut c = c.clone();
-        c.data.root = absolute(&c.data.root)?;
-        Ok(c)
-    };
-    let keys: Vec<String> =
-        differences("", &with_absolute_root(&run)?, &with_absolute_root(&saved)?)?
-            .into_iter()
-            .filter(|d| !is_resumable(&d.key, VAE_RESUMABLE))
-            .map(|d| {
-                format!(
-                    "{} = {} there, {} in the weights",
-                    d.key, d.requested, d.run
-                )
-            })
-            .collect();
+    let keys: Vec<String> = vae_fixed_differences(&run, &saved)?
+        .into_iter()
+        .map(|d| {
+            format!(
+                "{} = {} there, {} in the weights",
+                d.key, d.requested, d.run
+            )
+        })
+        .collect();
     if !keys.is_empty() {
         bail!(
             "{} is not the configuration of {}: {} ({elsewhere})",

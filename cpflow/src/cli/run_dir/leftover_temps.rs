@@ -19,10 +19,9 @@
 use std::path::{Path, PathBuf};
 
 use super::{TRAIN_RUN, VAE_RUN};
-use crate::checkpoint::hidden_file_prefix;
 use crate::cli::model_plots::planned_files;
-use crate::cli::process_ids::{pid_max, process_id, process_running};
-use crate::cli::run_kind::{OT_REPORTS_FILE, OT_TABLE_FILE};
+use crate::cli::process_ids::{files_of_other_processes, pid_max, process_running};
+use crate::cli::run_kind::is_ot_output;
 
 /// Whether `name` is a file that the commands which lock a run directory (`train`, `vae`,
 /// `ot`, `import-reference`) write atomically at its top level: a run's files (those that
@@ -31,8 +30,7 @@ fn is_run_file(name: &str) -> bool {
     [&TRAIN_RUN, &VAE_RUN]
         .iter()
         .any(|run| run.removed.contains(&name))
-        || [OT_TABLE_FILE, OT_REPORTS_FILE].contains(&name)
-        || is_ot_figure_or_curve(name)
+        || is_ot_output(name)
 }
 
 /// Whether `name` is one of the figures (or their list) that `train` and `plot` write into
@@ -81,40 +79,11 @@ fn leftover_temp_files(
     ours: fn(&str) -> bool,
     pid_max: u32,
 ) -> Vec<(PathBuf, u32, PathBuf)> {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return Vec::new();
-    };
-    let mut found = Vec::new();
-    for entry in entries.flatten() {
-        let entry_name = entry.file_name();
-        let Some(entry_name) = entry_name.to_str() else {
-            continue;
-        };
-        let Some((file, suffix)) = entry_name
-            .strip_prefix('.')
-            .and_then(|n| n.rsplit_once(".tmp-"))
-        else {
-            continue;
-        };
-        let path = dir.join(file);
-        // The name as the writers build it, checked again from the file's name.
-        let (_, prefix) = hidden_file_prefix(&path, "tmp");
-        let Some(pid) = process_id(suffix, pid_max) else {
-            continue;
-        };
-        let plain = entry.file_type().is_ok_and(|t| t.is_file());
-        if ours(file) && plain && entry_name.starts_with(&prefix) && pid != std::process::id() {
-            found.push((path, pid, entry.path()));
-        }
-    }
-    found.sort();
-    found
-}
-
-/// Whether `name` is one of the per-dimension files of `cpflow ot` (`ot_d2_curve.csv`).
-fn is_ot_figure_or_curve(name: &str) -> bool {
-    name.strip_prefix("ot_d")
-        .is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit()))
+    files_of_other_processes(dir, "tmp", ours, pid_max)
+        .into_iter()
+        .filter(|f| f.plain)
+        .map(|f| (f.file, f.pid, f.hidden))
+        .collect()
 }
 
 #[cfg(test)]

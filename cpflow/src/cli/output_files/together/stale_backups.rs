@@ -27,7 +27,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::checkpoint::hidden_file_prefix;
-use crate::cli::process_ids::{pid_max, process_id, process_running};
+use crate::cli::process_ids::{files_of_other_processes, pid_max, process_running};
 
 /// The age from which a backup of a process that does not run here is taken as left by a
 /// command that stopped between its renames (a running command's is milliseconds old).
@@ -51,24 +51,12 @@ pub(super) fn remove_stale_backups(path: &Path, min_age: Duration) {
 /// as [`change_time_ns`] gives them) and the largest process id `pid_max` given (the tests
 /// move the clock on); returns the warnings.
 fn remove_stale_backups_at(path: &Path, now: i128, min_age: Duration, pid_max: u32) -> Vec<String> {
+    // The backups of `path` are named as the writers name them: `.NAME.bak-PID`.
     let (dir, prefix) = hidden_file_prefix(path, "bak");
-    let Ok(entries) = std::fs::read_dir(&dir) else {
-        return Vec::new();
-    };
+    let of_path = |name: &str| format!(".{name}.bak-") == prefix;
     let mut warnings = Vec::new();
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let Some(pid) = name
-            .to_str()
-            .and_then(|n| n.strip_prefix(&prefix))
-            .and_then(|suffix| process_id(suffix, pid_max))
-        else {
-            continue;
-        };
-        if pid == std::process::id() {
-            continue;
-        }
-        let backup = entry.path();
+    for found in files_of_other_processes(&dir, "bak", of_path, pid_max) {
+        let (pid, backup) = (found.pid, found.hidden);
         let (p, b) = (path.display(), backup.display());
         let age = match process_running(pid) {
             Some(true) => continue,
