@@ -160,7 +160,7 @@ pub fn fetch(
         std::fs::create_dir_all(parent).map_err(io_err(parent))?;
     }
     let part = part_path(dest);
-    match download(agent, urls, &part, dest, checksum, opts) {
+    match download(agent, urls, &part, dest, checksum, opts, false) {
         Err(FetchError::ChecksumMismatch {
             origin:
                 MismatchOrigin::Download {
@@ -177,20 +177,7 @@ pub fn fetch(
                  whole file again from the start",
                 file_name(dest)
             );
-            download(agent, urls, &part, dest, checksum, opts).map_err(|mut e| {
-                if let FetchError::ChecksumMismatch {
-                    origin:
-                        MismatchOrigin::Download {
-                            retried_from_scratch,
-                            ..
-                        },
-                    ..
-                } = &mut e
-                {
-                    *retried_from_scratch = true;
-                }
-                e
-            })
+            download(agent, urls, &part, dest, checksum, opts, true)
         }
         other => other,
     }
@@ -199,7 +186,8 @@ pub fn fetch(
 /// [`fetch`]'s transfers into `part` (first URL that works, each retried with ranged
 /// requests) and its verification. The file is pieced together when the transfer that
 /// completed it continued bytes already in `part` (this run's or an earlier one's): its
-/// response started at an offset past 0.
+/// response started at an offset past 0. `retried_from_scratch`: this is the download from
+/// the start that follows a mismatch of a continued one (told in a mismatch's message).
 fn download(
     agent: &ureq::Agent,
     urls: &[String],
@@ -207,12 +195,15 @@ fn download(
     dest: &Path,
     checksum: &Checksum,
     opts: &FetchOptions,
+    retried_from_scratch: bool,
 ) -> Result<Fetched, FetchError> {
     let mut failures = Vec::new();
     for url in urls {
         if let Some(src) = local_file(url) {
             match copy_local(src, part) {
-                Ok(()) => return finish(url, part, dest, checksum, false),
+                Ok(()) => {
+                    return finish(url, part, dest, checksum, false, retried_from_scratch);
+                }
                 Err(Attempt::Fatal(e)) => return Err(e),
                 Err(Attempt::Retry(e) | Attempt::GiveUpUrl(e)) => {
                     tracing::warn!("{url}: {e}");
@@ -229,7 +220,9 @@ fn download(
                 delay = delay.saturating_mul(2);
             }
             match transfer(agent, url, part, opts) {
-                Ok(start) => return finish(url, part, dest, checksum, start > 0),
+                Ok(start) => {
+                    return finish(url, part, dest, checksum, start > 0, retried_from_scratch);
+                }
                 Err(Attempt::Retry(e)) => {
                     tracing::warn!(
                         "{url}: {e} (attempt {} of {})",
@@ -305,13 +298,15 @@ fn copy_local(src: &Path, part: &Path) -> Result<(), Attempt> {
     to.sync_all().map_err(cannot_write)
 }
 
-/// Verifies the complete `.part` file and renames it into place.
+/// Verifies the complete `.part` file and renames it into place; a mismatch is told with
+/// `continued_part` and `retried_from_scratch` ([`MismatchOrigin::Download`]).
 fn finish(
     url: &str,
     part: &Path,
     dest: &Path,
     checksum: &Checksum,
     continued_part: bool,
+    retried_from_scratch: bool,
 ) -> Result<Fetched, FetchError> {
     match verify(part, checksum).map_err(io_err(part))? {
         Ok(verified) => {
@@ -327,7 +322,7 @@ fn finish(
                 origin: MismatchOrigin::Download {
                     url: url.to_string(),
                     continued_part,
-                    retried_from_scratch: false,
+                    retried_from_scratch,
                 },
                 dest: dest.to_path_buf(),
                 recorded: checksum.is_recorded(),

@@ -30,7 +30,7 @@ use std::path::Path;
 
 use cpflow::datasets::{
     DatasetError, GasConfig, MINIBOONE_COLUMNS, POWER_RAW_COLUMNS, layout, parse_gas_sensors,
-    parse_npy_matrix, parse_signal_csv, read_gas_sensors, read_npy_shape, read_signal_csv,
+    parse_signal_csv, read_gas_sensors_as, read_npy_file_as, read_npy_shape, read_signal_csv_as,
 };
 
 use crate::installed_sizes::recorded_size;
@@ -95,67 +95,26 @@ pub fn check_loadable_as(path: &Path, rel: &str, named: &Path) -> Result<(), Not
     match loader_format(rel) {
         None => Ok(()),
         Some(LoaderFormat::NpyMatrix { columns }) => {
-            let bytes = std::fs::read(path).map_err(|cause| {
-                loader(DatasetError::Io {
-                    path: named.to_path_buf(),
-                    cause,
-                })
-            })?;
-            let m = parse_npy_matrix(named, &bytes).map_err(loader)?;
+            let m = read_npy_file_as(path, named).map_err(loader)?;
             check_shape(m.rows(), m.cols(), columns).map_err(not)
         }
         Some(format) => {
             // The head first: a wrong file is told in milliseconds.
             check_text_head(path, named, format).map_err(not)?;
-            read_text_in_full(path, format).map_err(|e| loader(named_at(e, path, named)))
+            read_text_in_full(path, named, format).map_err(loader)
         }
     }
 }
 
-/// Reads the text file at `path` in full as its loader does (every line is parsed: GAS's
-/// rows left out of the loader's sample too), storing what the loader stores: at the real
-/// sizes a few seconds, measured in the module's docs.
-fn read_text_in_full(path: &Path, format: LoaderFormat) -> Result<(), DatasetError> {
+/// Reads the text file at `path` (named `named` in errors) in full as its loader does (every
+/// line is parsed: GAS's rows left out of the loader's sample too), storing what the loader
+/// stores: at the real sizes a few seconds, measured in the module's docs.
+fn read_text_in_full(path: &Path, named: &Path, format: LoaderFormat) -> Result<(), DatasetError> {
     match format {
-        LoaderFormat::GasText => read_gas_sensors(path, &GasConfig::default()).map(|_| ()),
-        _ => read_signal_csv(path).map(|_| ()),
-    }
-}
-
-/// `e` of the file read at `read`, about the file `named` instead: the loaders name the file
-/// they read, here a staged copy of the file to be installed at `named`.
-fn named_at(e: DatasetError, read: &Path, named: &Path) -> DatasetError {
-    let rename = |path: std::path::PathBuf| {
-        if path == read {
-            named.to_path_buf()
-        } else {
-            path
+        LoaderFormat::GasText => {
+            read_gas_sensors_as(path, named, &GasConfig::default()).map(|_| ())
         }
-    };
-    match e {
-        DatasetError::Truncated {
-            path,
-            detail,
-            source,
-        } => DatasetError::Truncated {
-            path: rename(path),
-            detail,
-            source,
-        },
-        DatasetError::Corrupt {
-            path,
-            detail,
-            source,
-        } => DatasetError::Corrupt {
-            path: rename(path),
-            detail,
-            source,
-        },
-        DatasetError::Io { path, cause } => DatasetError::Io {
-            path: rename(path),
-            cause,
-        },
-        other => other,
+        _ => read_signal_csv_as(path, named).map(|_| ()),
     }
 }
 
@@ -330,10 +289,17 @@ mod tests {
         // Past the head: found by the full read, which names the file it reads.
         let late = dir.path().join("1000_test.csv");
         std::fs::write(&late, format!("# label, f0, f1\n{row}1, x, 2\n")).unwrap();
+        let late_line = row.lines().count() + 2;
+        let gas_row = format!("{}\n", vec!["1.5"; 19].join(" "));
+        let gas_rows = PREFIX_BYTES / gas_row.len() + 10;
+        let late_gas = dir.path().join("ethylene_CO.txt");
+        let gas = format!("Time CO\n{}1.5 x\n", gas_row.repeat(gas_rows));
+        std::fs::write(&late_gas, gas).unwrap();
         for (path, rel) in [
             (&npy, layout::MINIBOONE),
             (&csv, layout::HEPMASS_TRAIN),
             (&late, layout::HEPMASS_TEST),
+            (&late_gas, layout::GAS_TXT),
         ] {
             let e = check_loadable_as(path, rel, named).unwrap_err().to_string();
             assert!(
@@ -341,13 +307,31 @@ mod tests {
                 "{e}"
             );
         }
+        // The full reads' messages, word for word.
+        let e = check_loadable_as(&late, layout::HEPMASS_TEST, named).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "hepmass/1000_test.csv is not what the dataset loader reads: /data/installed: \
+                 corrupt or unsupported file: line {late_line}: bad number \"x\""
+            )
+        );
+        let e = check_loadable_as(&late_gas, layout::GAS_TXT, named).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "gas/ethylene_CO.txt is not what the dataset loader reads: /data/installed: \
+                 corrupt or unsupported file: line {}: bad number \"x\"",
+                gas_rows + 2
+            )
+        );
         let missing = dir.path().join("gone.npy");
         let e = check_loadable_as(&missing, layout::POWER, named).unwrap_err();
         assert!(
             e.to_string().contains("I/O error on /data/installed"),
             "{e}"
         );
-        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 3);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 4);
     }
 
     /// The cheap check of an installed `.npy` reads its header and size: a file cut short, one

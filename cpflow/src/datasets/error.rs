@@ -216,12 +216,22 @@ pub(crate) fn require_file(
     dataset: &'static str,
     command: &'static str,
 ) -> Result<(), DatasetError> {
+    require_file_as(path, path, dataset, command)
+}
+
+/// [`require_file`] of the file at `path`, named `shown_as` in the error.
+pub(crate) fn require_file_as(
+    path: &Path,
+    shown_as: &Path,
+    dataset: &'static str,
+    command: &'static str,
+) -> Result<(), DatasetError> {
     if path.is_file() {
         Ok(())
     } else {
         Err(DatasetError::MissingFile {
             dataset,
-            path: path.to_path_buf(),
+            path: shown_as.to_path_buf(),
             command,
         })
     }

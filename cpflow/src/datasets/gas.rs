@@ -147,11 +147,12 @@ pub fn load_gas_file(path: &Path, config: &GasConfig) -> Result<Split, DatasetEr
     Ok(preprocess_gas(sensors)?.to_f32())
 }
 
-fn open(path: &Path) -> Result<BufReader<std::fs::File>, DatasetError> {
-    super::error::require_file(path, "gas", "gas")?;
+/// Opens the file at `path`, named `shown_as` in errors.
+fn open(path: &Path, shown_as: &Path) -> Result<BufReader<std::fs::File>, DatasetError> {
+    super::error::require_file_as(path, shown_as, "gas", "gas")?;
     std::fs::File::open(path)
         .map(|f| BufReader::with_capacity(1 << 20, f))
-        .map_err(|e| DatasetError::io(path, e))
+        .map_err(|e| DatasetError::io(shown_as, e))
 }
 
 /// Calls `f(line_index, line)` for each data line of `reader` (the header and blank lines
@@ -245,7 +246,32 @@ fn for_each_data_line(
 /// # Ok::<(), DatasetError>(())
 /// ```
 pub fn read_gas_sensors(path: &Path, config: &GasConfig) -> Result<Matrix<f64>, DatasetError> {
-    gas_sensors(path, || open(path), config)
+    read_gas_sensors_as(path, path, config)
+}
+
+/// [`read_gas_sensors`] of the file at `path` that errors call `shown_as`: e.g. a staged copy
+/// checked before it is renamed to `shown_as`.
+///
+/// ```
+/// use cpflow::datasets::{GasConfig, read_gas_sensors_as};
+/// let dir = std::env::temp_dir().join(format!("cpflow-doc-gas-sensors-as-{}", std::process::id()));
+/// std::fs::create_dir_all(&dir).unwrap();
+/// let staged = dir.join("ethylene_CO.txt.tmp");
+/// std::fs::write(&staged, "Time CO Eth\n1 2 3\n").unwrap();
+/// let shown = std::path::Path::new("data/gas/ethylene_CO.txt");
+/// let err = read_gas_sensors_as(&staged, shown, &GasConfig::default()).unwrap_err();
+/// assert_eq!(
+///     err.to_string(),
+///     "data/gas/ethylene_CO.txt: corrupt or unsupported file: line 2: expected 19 columns, found 3"
+/// );
+/// std::fs::remove_dir_all(&dir).ok();
+/// ```
+pub fn read_gas_sensors_as(
+    path: &Path,
+    shown_as: &Path,
+    config: &GasConfig,
+) -> Result<Matrix<f64>, DatasetError> {
+    gas_sensors(shown_as, || open(path, shown_as), config)
 }
 
 /// [`read_gas_sensors`] on text already read (the whole file, or its first lines); `path` is

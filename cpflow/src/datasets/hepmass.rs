@@ -134,9 +134,31 @@ fn pandas_number(s: &str) -> Option<f64> {
 /// # Ok::<(), DatasetError>(())
 /// ```
 pub fn read_signal_csv(path: &Path) -> Result<LabelledTable, DatasetError> {
-    super::error::require_file(path, "hepmass", "hepmass")?;
-    let file = std::fs::File::open(path).map_err(|e| DatasetError::corrupt(path, e.to_string()))?;
-    signal_csv(path, file)
+    read_signal_csv_as(path, path)
+}
+
+/// [`read_signal_csv`] of the file at `path` that errors (and the table's
+/// [`LabelledTable::path`]) call `shown_as`: e.g. a staged copy checked before it is renamed
+/// to `shown_as`.
+///
+/// ```
+/// use cpflow::datasets::read_signal_csv_as;
+/// let dir = std::env::temp_dir().join(format!("cpflow-doc-signal-csv-as-{}", std::process::id()));
+/// std::fs::create_dir_all(&dir).unwrap();
+/// let staged = dir.join("1000_train.csv.tmp");
+/// std::fs::write(&staged, "# label, f0\n1, x\n").unwrap();
+/// let err = read_signal_csv_as(&staged, "data/hepmass/1000_train.csv".as_ref()).unwrap_err();
+/// assert_eq!(
+///     err.to_string(),
+///     "data/hepmass/1000_train.csv: corrupt or unsupported file: line 2: bad number \"x\""
+/// );
+/// std::fs::remove_dir_all(&dir).ok();
+/// ```
+pub fn read_signal_csv_as(path: &Path, shown_as: &Path) -> Result<LabelledTable, DatasetError> {
+    super::error::require_file_as(path, shown_as, "hepmass", "hepmass")?;
+    let file =
+        std::fs::File::open(path).map_err(|e| DatasetError::corrupt(shown_as, e.to_string()))?;
+    signal_csv(shown_as, file)
 }
 
 /// [`read_signal_csv`] on CSV text already read (the whole file, or its first lines); `path`

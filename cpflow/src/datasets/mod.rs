@@ -78,12 +78,13 @@ pub use csv_rows::{CsvRows, parse_csv_matrix, parse_csv_rows, read_csv_file, rea
 pub use error::{DatasetError, download_command_into};
 pub use gas::{
     GAS_CORRELATION_THRESHOLD, GAS_RAW_COLUMNS, GasConfig, load_gas, load_gas_file,
-    parse_gas_sensors, preprocess_gas, read_gas_sensors,
+    parse_gas_sensors, preprocess_gas, read_gas_sensors, read_gas_sensors_as,
 };
 pub use gaussian_baseline::{GaussianBaseline, GaussianBaselineError};
 pub use hepmass::{
     HEPMASS_MAX_REPEATS, HepmassFeatures, HepmassRemoval, LabelledTable, load_hepmass,
-    parse_signal_csv, preprocess_hepmass, read_signal_csv, select_hepmass_features,
+    parse_signal_csv, preprocess_hepmass, read_signal_csv, read_signal_csv_as,
+    select_hepmass_features,
 };
 pub use matrix::{Matrix, Split, TensorSplit};
 pub use miniboone::{MINIBOONE_COLUMNS, load_miniboone, load_miniboone_file, preprocess_miniboone};
@@ -91,7 +92,7 @@ pub use mnist::{
     IdxImages, LogitImages, MNIST_ALPHA, MNIST_FILES, MnistSplit, bits_per_dim, dequantize_logit,
     load_mnist, load_mnist_test, logit_to_pixels, read_idx_images, read_idx_labels,
 };
-pub use npy::{parse_npy_matrix, read_npy_file, read_npy_shape, write_npy_f64};
+pub use npy::{parse_npy_matrix, read_npy_file, read_npy_file_as, read_npy_shape, write_npy_f64};
 pub use numpy_rng::NumpyRandomState;
 pub use power::{POWER_RAW_COLUMNS, load_power, preprocess_power};
 

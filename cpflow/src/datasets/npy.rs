@@ -364,8 +364,23 @@ pub fn parse_npy_matrix(path: &Path, bytes: &[u8]) -> Result<Matrix<f64>, Datase
 /// # Ok::<(), DatasetError>(())
 /// ```
 pub fn read_npy_file(path: &Path) -> Result<Matrix<f64>, DatasetError> {
-    let bytes = std::fs::read(path).map_err(|e| DatasetError::io(path, e))?;
-    parse_npy_matrix(path, &bytes)
+    read_npy_file_as(path, path)
+}
+
+/// [`read_npy_file`] of the file at `path` that errors call `shown_as`: e.g. a staged copy
+/// checked before it is renamed to `shown_as`.
+///
+/// ```
+/// use cpflow::datasets::read_npy_file_as;
+/// let dir = std::env::temp_dir().join(format!("cpflow-doc-read-npy-as-{}", std::process::id()));
+/// std::fs::create_dir_all(&dir).unwrap();
+/// let err = read_npy_file_as(&dir.join("gone.npy.tmp"), "data/power/data.npy".as_ref()).unwrap_err();
+/// assert!(err.to_string().starts_with("I/O error on data/power/data.npy: "), "{err}");
+/// std::fs::remove_dir_all(&dir).ok();
+/// ```
+pub fn read_npy_file_as(path: &Path, shown_as: &Path) -> Result<Matrix<f64>, DatasetError> {
+    let bytes = std::fs::read(path).map_err(|e| DatasetError::io(shown_as, e))?;
+    parse_npy_matrix(shown_as, &bytes)
 }
 
 /// Reads a 2-D `.npy` file; a missing file is reported with the download command.

@@ -2,6 +2,7 @@
 //! `../shared/data` is present, on the real files described in `docs/data/`.
 
 mod images;
+mod shown_as;
 mod tabular;
 
 use std::path::{Path, PathBuf};
