@@ -183,7 +183,7 @@ pub(crate) struct EvalArgs {
     /// (16) with `--estimator exact` and `train.test.images` (all 10,000 of MNIST's) with
     /// `slq`. Measured on 2 CPU cores (release): the configs/mnist-cpu.toml model takes about
     /// 0.2-0.3 s per image exact (the default 16: ~4 s) and 3-6 ms per image by SLQ (10,000:
-    /// ~35-55 s); the 2.9M-parameter configs/mnist.toml model about 110 s per image exact
+    /// ~35-55 s); the 2.8M-parameter configs/mnist.toml model about 110 s per image exact
     /// (16: ~30 min) and 0.16 s per image by SLQ (10,000: ~27 min). VAEs: the first `n` test
     /// images for both scores (default every test image for the −ELBO and the run's
     /// `eval.is_images` for importance sampling).
@@ -360,7 +360,7 @@ pub(crate) struct PlotArgs {
 
 #[derive(Args, Debug)]
 pub(crate) struct OtArgs {
-    /// TOML file with `crate::ot::OtConfig` keys, overlaid on the reference settings
+    /// TOML file with `cpflow::ot::OtConfig` keys, overlaid on the reference settings
     /// (applied to every dimension; `dim` and the potential's `dim` are set per run).
     /// Unknown keys are errors; a `train.lr_schedule` of another kind or a `[potential]` of
     /// another `arch` replaces the reference's instead of being merged into it.
@@ -392,7 +392,7 @@ pub(crate) struct OtArgs {
 
 #[derive(Args, Debug)]
 pub(crate) struct VaeArgs {
-    /// TOML configuration (`crate::vae::VaeConfig`; see configs/vae-*.toml); with `--resume`
+    /// TOML configuration (`cpflow::vae::VaeConfig`; see configs/vae-*.toml); with `--resume`
     /// the default is the run's own `<out>/config.toml`.
     #[arg(long, short, required_unless_present = "resume")]
     pub config: Option<PathBuf>,

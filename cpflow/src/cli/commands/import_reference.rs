@@ -49,7 +49,7 @@ pub struct ImportReferenceArgs {
     /// the image shape and the default logit offset, e.g. configs/mnist.toml): `arch`
     /// (`conv_icnn`, `conv_icnn2`, `conv_icnn3` for `--icnn 1/2/3`), `width` = `--dimh`,
     /// `depth` = `--num_hidden_layers`, `nblocks` = `--nblocks`, `actnorm`, `factor_out`,
-    /// `logit_alpha` (the `[train]` table needs a stop condition as for training; it is not
+    /// `fc_end`, `logit_alpha` (the `[train]` table needs a stop condition as for training; it is not
     /// used). The config is kept in `<out>/config.toml`.
     #[arg(long, short)]
     pub config: PathBuf,
