@@ -77,8 +77,11 @@ pub struct MinimizeResult<F: RealField + Copy> {
     /// point (always 0 with [`LineSearch::MoreThuente`]); see [`minimize_lbfgs`].
     pub line_search_fallbacks: u64,
     /// Why argmin stopped, in argmin's words (e.g. "Solver converged", also for a stop at a
-    /// trial point within the tolerance, "Maximum number of iterations reached", or a
-    /// line-search failure).
+    /// trial point within the tolerance, or "Maximum number of iterations reached"). For
+    /// [`Termination::LineSearchFailed`] it starts with "line search failed: no further
+    /// decrease of the cost found …" and `‖∇f‖∞` at the returned point, then argmin's message
+    /// as a detail (without argmin's request to report a potential bug: at the rounding floor
+    /// its Hager–Zhang search reaches that branch in normal use).
     pub termination: String,
     /// Why the run stopped: [`Termination::Converged`] exactly when `converged`.
     pub reason: Termination,
@@ -195,6 +198,30 @@ where
         }
         self.inner.terminate(state)
     }
+}
+
+/// The sentence argmin appends to its `PotentialBug` errors (e.g. Hager–Zhang's "Reached
+/// unreachable point in `update` method", met when the search's values are rounding noise).
+const ARGMIN_BUG_REPORT: &str = ". This is potentially a bug. Please file a report on https://github.com/argmin-rs/argmin/issues";
+/// The prefix argmin gives the same errors.
+const ARGMIN_BUG_PREFIX: &str = "Potential bug: ";
+
+/// The [`MinimizeResult::termination`] text of a run that stopped as
+/// [`Termination::LineSearchFailed`]: what happened first (the line search found no step that
+/// decreases the cost, typically because the cost no longer resolves the decrease at the
+/// rounding floor, with `‖∇f‖∞` at the returned point to judge by), then argmin's message as a
+/// detail, without its invitation to file a bug report: argmin calls a failed Hager–Zhang
+/// update a potential bug, but at the rounding floor its comparisons of rounding noise (or a
+/// NaN secant step) reach that branch in normal use.
+fn line_search_failure_text(argmin_text: &str, gradient_inf: f64) -> String {
+    let detail = argmin_text
+        .replace(ARGMIN_BUG_REPORT, "")
+        .replace(ARGMIN_BUG_PREFIX, "");
+    format!(
+        "line search failed: no further decrease of the cost found along the search direction \
+         (typically the rounding floor of the cost; ‖∇f‖∞ = {gradient_inf:e} at the returned \
+         point); argmin: {detail}"
+    )
 }
 
 fn to_float<F: ArgminFloat>(v: f64, what: &str) -> Result<F, ConvexOptError> {
@@ -314,7 +341,7 @@ where
         + Gradient<Param = DVector<F>, Gradient = DVector<F>>,
     F: ArgminFloat + ArgminZero + RealField + Copy,
 {
-    let tol = params.gradient_tolerance;
+    let tol = params.gradient_tolerance_for::<F>();
     minimize_lbfgs_ranked(problem, x0, params, &|g| {
         let r = inf_norm(g);
         (r.is_nan() || r > tol, r)
@@ -450,6 +477,11 @@ where
             // Ctrl-C, target cost) are not enabled here.
             _ => Termination::LineSearchFailed,
         }
+    };
+    let termination = if reason == Termination::LineSearchFailed {
+        line_search_failure_text(&termination, gradient_inf)
+    } else {
+        termination
     };
     Ok(MinimizeResult {
         x,

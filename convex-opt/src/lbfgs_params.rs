@@ -1,9 +1,29 @@
 //! Parameters of the argmin L-BFGS minimiser ([`crate::minimize_lbfgs`]): the line search,
 //! tolerances and budgets.
 
+use nalgebra::RealField;
+
 use crate::ConvexOptError;
 #[cfg(doc)]
 use crate::minimize_lbfgs;
+
+/// Default gradient tolerance of [`minimize_lbfgs`] (`‖∇f‖∞`) for `f64` (and any float type at
+/// least as precise): `1e-9`.
+pub const F64_GRADIENT_TOLERANCE: f64 = 1e-9;
+/// Default gradient tolerance of [`minimize_lbfgs`] (`‖∇f‖∞`) for `f32` (and any float type
+/// less precise than `f64`): `2e-5`, about `170·u` for the f32 unit roundoff
+/// `u = 2⁻²⁴ ≈ 6e-8` (`168·ε/2`), the same as the inversion solvers' f32 default
+/// ([`F32_ABS_TOLERANCE`](crate::options::F32_ABS_TOLERANCE)).
+///
+/// Why: a gradient evaluated in f32 carries rounding errors of order `u` times the magnitude
+/// of its terms, summed over them (`A x − b` with `d` terms per entry: up to `d·u·‖A‖‖x‖`),
+/// so near the minimiser `‖∇f‖∞` stops decreasing at about `1e-6 … 1e-5` for unit-scale
+/// problems, and f64's `1e-9` (`0.017·u`, below the rounding of a single unit-sized entry)
+/// is never met: an f32 run solved to f32 precision (`|x − x*|∞ = 8e-8` on a 20-dimensional quadratic)
+/// ended as a failed line search. Problems whose gradients are much larger than 1 need a
+/// larger (or relative) tolerance in f32; set it with
+/// [`LbfgsParams::with_gradient_tolerance`].
+pub const F32_GRADIENT_TOLERANCE: f64 = 2e-5;
 
 /// The line search used by argmin's L-BFGS.
 ///
@@ -105,8 +125,10 @@ pub struct LbfgsParams {
     pub c1: f64,
     /// Curvature constant (default `0.9`): `c1 < c2 < 1`.
     pub c2: f64,
-    /// Stop when `‖∇f(x)‖∞ ≤ gradient_tolerance` (default `1e-9`; `≥ 0`).
-    pub gradient_tolerance: f64,
+    /// Stop when `‖∇f(x)‖∞ ≤ gradient_tolerance` (`≥ 0`). `None` (default): the float type's
+    /// default, [`F64_GRADIENT_TOLERANCE`] (`1e-9`) in `f64`, [`F32_GRADIENT_TOLERANCE`]
+    /// (`2e-5`) in `f32` (see [`LbfgsParams::gradient_tolerance_for`]).
+    pub gradient_tolerance: Option<f64>,
     /// Stop when the cost changes by less than this between iterations (default 0: off; `≥ 0`;
     /// the reference uses `1e-12`, which in `f64` stops before small gradient tolerances are
     /// met).
@@ -133,7 +155,7 @@ impl Default for LbfgsParams {
             history: 100,
             c1: 1e-4,
             c2: 0.9,
-            gradient_tolerance: 1e-9,
+            gradient_tolerance: None,
             cost_tolerance: 0.0,
             max_iterations: 1000,
             max_evaluations: None,
@@ -154,10 +176,32 @@ impl LbfgsParams {
         self.c2 = c2;
         self
     }
-    /// Sets the ∞-norm gradient tolerance.
+    /// Sets the ∞-norm gradient tolerance (for every float type).
     pub fn with_gradient_tolerance(mut self, tol: f64) -> Self {
-        self.gradient_tolerance = tol;
+        self.gradient_tolerance = Some(tol);
         self
+    }
+    /// The gradient tolerance in effect for the float type `F`: the one set, else
+    /// [`F64_GRADIENT_TOLERANCE`] when `F` is at least as precise as `f64` (its machine epsilon
+    /// `≤ f64::EPSILON`), [`F32_GRADIENT_TOLERANCE`] otherwise.
+    ///
+    /// ```
+    /// use convex_opt::{LbfgsParams, F32_GRADIENT_TOLERANCE};
+    /// let params = LbfgsParams::default();
+    /// assert_eq!(params.gradient_tolerance_for::<f64>(), 1e-9);
+    /// assert_eq!(params.gradient_tolerance_for::<f32>(), F32_GRADIENT_TOLERANCE);
+    /// let set = params.with_gradient_tolerance(1e-4);
+    /// assert_eq!(set.gradient_tolerance_for::<f32>(), 1e-4);
+    /// ```
+    pub fn gradient_tolerance_for<F: RealField + Copy>(&self) -> f64 {
+        self.gradient_tolerance.unwrap_or_else(|| {
+            let eps = nalgebra::try_convert::<F, f64>(F::default_epsilon()).unwrap_or(f64::MAX);
+            if eps <= f64::EPSILON {
+                F64_GRADIENT_TOLERANCE
+            } else {
+                F32_GRADIENT_TOLERANCE
+            }
+        })
     }
     /// Sets the cost-change tolerance (0 disables it).
     pub fn with_cost_tolerance(mut self, tol: f64) -> Self {
@@ -189,7 +233,9 @@ impl LbfgsParams {
     pub(crate) fn validate(&self) -> Result<(), ConvexOptError> {
         check_history("LbfgsParams", self.history)?;
         check_wolfe("LbfgsParams", self.c1, self.c2, Some(self.line_search))?;
-        check_non_negative("LbfgsParams.gradient_tolerance", self.gradient_tolerance)?;
+        if let Some(tol) = self.gradient_tolerance {
+            check_non_negative("LbfgsParams.gradient_tolerance", tol)?;
+        }
         check_non_negative("LbfgsParams.cost_tolerance", self.cost_tolerance)
     }
 }

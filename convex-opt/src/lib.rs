@@ -87,7 +87,7 @@ pub use argmin_lbfgs::{LINE_SEARCH_MAX_EVALUATIONS, MinimizeResult, minimize_lbf
 pub use batched_lbfgs::{BatchedLbfgsParams, invert_lbfgs_batched};
 pub use error::ConvexOptError;
 pub use flat_lbfgs::{FlatLbfgsParams, invert_lbfgs_flat};
-pub use lbfgs_params::{LbfgsParams, LineSearch};
+pub use lbfgs_params::{F32_GRADIENT_TOLERANCE, F64_GRADIENT_TOLERANCE, LbfgsParams, LineSearch};
 pub use newton_cg::{NewtonCgParams, invert_newton_cg};
 pub use options::{InversionOptions, InversionResult, SolverStats};
 pub use potential::{BatchedPotential, FnPotential, FnPotentialWithHvp, HvpFn, SecondOrderModel};

@@ -22,7 +22,11 @@ pub const F32_REL_TOLERANCE: f64 = 2e-5;
 /// Sample `i` is converged when `‖∇Φ(x_i) − y_i‖∞ ≤ abs_tolerance + rel_tolerance·‖y_i‖∞`.
 /// Unset tolerances take per-dtype defaults: `1e-9` and `0` in `f64`
 /// ([`F64_ABS_TOLERANCE`], [`F64_REL_TOLERANCE`]), `2e-5` and `2e-5` in `f32`
-/// ([`F32_ABS_TOLERANCE`], [`F32_REL_TOLERANCE`]).
+/// ([`F32_ABS_TOLERANCE`], [`F32_REL_TOLERANCE`]). The absolute tolerance must be `> 0`
+/// (and both finite, the relative one `≥ 0`): with `abs_tolerance = 0` a row whose target is
+/// `y_i = 0` would get the tolerance 0, which its rounded residual never meets, and it would
+/// run all `max_iterations` (every solver refuses it, with a
+/// [`ConvexOptError::InvalidParameter`]).
 ///
 /// ```
 /// use candle_core::{DType, Device, Tensor};
@@ -33,8 +37,12 @@ pub const F32_REL_TOLERANCE: f64 = 2e-5;
 /// let opts = opts.with_abs_tolerance(1e-6).with_max_iterations(50);
 /// assert_eq!(opts.tolerances(DType::F64)?, (1e-6, 0.0));
 /// assert!(matches!(opts.tolerances(DType::U32), Err(ConvexOptError::UnsupportedDType(_))));
+/// // A zero absolute tolerance is refused, even with a relative one (a row with y = 0 could
+/// // never meet it).
 /// let zero = InversionOptions::default().with_abs_tolerance(0.0);
 /// assert!(matches!(zero.tolerances(DType::F64), Err(ConvexOptError::InvalidParameter(_))));
+/// let pure_rel = zero.with_rel_tolerance(1e-8);
+/// assert!(matches!(pure_rel.tolerances(DType::F64), Err(ConvexOptError::InvalidParameter(_))));
 /// // An initial point must have the dtype of the targets.
 /// let pot = QuadraticPotential::new(&DMatrix::identity(2, 2), None, DType::F64, &Device::Cpu)?;
 /// let y = Tensor::new(&[[1.0f64, 2.0]], &Device::Cpu)?;
@@ -46,9 +54,9 @@ pub const F32_REL_TOLERANCE: f64 = 2e-5;
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct InversionOptions {
-    /// Absolute tolerance on the ∞-norm residual; `None`: the dtype default.
+    /// Absolute tolerance on the ∞-norm residual (finite, `> 0`); `None`: the dtype default.
     pub abs_tolerance: Option<f64>,
-    /// Relative tolerance (times `‖y_i‖∞`); `None`: the dtype default.
+    /// Relative tolerance (times `‖y_i‖∞`; finite, `≥ 0`); `None`: the dtype default.
     pub rel_tolerance: Option<f64>,
     /// Maximum number of iterations per sample (default 1000). [`crate::invert_lbfgs_flat`]
     /// also caps its gradient evaluations separately
@@ -98,7 +106,11 @@ impl InversionOptions {
         self
     }
 
-    /// The `(absolute, relative)` tolerances in effect for `dtype`.
+    /// The `(absolute, relative)` tolerances in effect for `dtype`. Errors: a dtype other than
+    /// `F32`/`F64` ([`ConvexOptError::UnsupportedDType`]); a tolerance that is not finite or
+    /// negative, or an absolute tolerance of 0 ([`ConvexOptError::InvalidParameter`]: a row
+    /// with `y_i = 0` would get the tolerance `0 + rel·0 = 0`, which a rounded residual
+    /// cannot be expected to meet).
     pub fn tolerances(&self, dtype: DType) -> Result<(f64, f64), ConvexOptError> {
         let (a, r) = match dtype {
             DType::F64 => (F64_ABS_TOLERANCE, F64_REL_TOLERANCE),
@@ -107,9 +119,16 @@ impl InversionOptions {
         };
         let a = self.abs_tolerance.unwrap_or(a);
         let r = self.rel_tolerance.unwrap_or(r);
-        if !(a.is_finite() && r.is_finite() && a >= 0.0 && r >= 0.0 && a + r > 0.0) {
+        if !(a.is_finite() && r.is_finite() && a >= 0.0 && r >= 0.0) {
             return Err(ConvexOptError::InvalidParameter(format!(
-                "tolerances must be finite, non-negative and not both zero (abs {a}, rel {r})"
+                "tolerances must be finite and non-negative (abs {a}, rel {r})"
+            )));
+        }
+        if a == 0.0 {
+            return Err(ConvexOptError::InvalidParameter(format!(
+                "InversionOptions.abs_tolerance = 0 (rel {r}): the tolerance of sample i is \
+                 abs + rel·‖y_i‖∞, so a sample with y_i = 0 could never meet it (its residual \
+                 is rounding, not 0) and would run every iteration; use abs_tolerance > 0"
             )));
         }
         Ok((a, r))

@@ -25,6 +25,8 @@ use crate::{BatchOperator, BatchVectors, KrylovError};
 #[non_exhaustive]
 pub struct LanczosParams {
     /// Number of Lanczos steps `m` (the size of `T`). Capped at `d`. Default `10` (CP-Flow's `m1`).
+    /// Must be at least 1: zero steps would give every system an empty tridiagonal, which
+    /// reads as a zero start vector (quadrature `vᵀ f(H) v = 0`) whatever the start vector.
     pub steps: usize,
     /// Full re-orthogonalisation of each new vector against all previous ones (two passes of
     /// classical Gram–Schmidt, "twice is enough"). Default `true` (the reference does it).
@@ -151,7 +153,8 @@ pub struct LanczosResult<V> {
 /// Errors (before any operator work): a start vector with a NaN or ±Inf entry
 /// ([`KrylovError::NonFiniteInput`], naming the system and the entry), a batch that does not
 /// match the operator's [`BatchOperator::batch_shape`] ([`KrylovError::ShapeMismatch`]), an
-/// invalid [`LanczosParams::breakdown_tol`] (outside `[0, 1)`: [`KrylovError::InvalidParameter`]). An operator
+/// invalid [`LanczosParams::breakdown_tol`] (outside `[0, 1)`) or [`LanczosParams::steps`] = 0
+/// ([`KrylovError::InvalidParameter`]). An operator
 /// output holding NaN or ±Inf is not an error: the system stops and is flagged in
 /// [`LanczosResult::non_finite`] (not in `breakdown`), keeping only its finite coefficients;
 /// the other systems run on.
@@ -217,6 +220,15 @@ where
             "breakdown_tol must lie in [0, 1), got {}",
             params.breakdown_tol
         )));
+    }
+    // Zero steps give an empty tridiagonal for every system, the result of a zero start
+    // vector: `logdet::slq_logdet_from_lanczos` would read it as `vᵀ log(H) v = 0`.
+    if params.steps == 0 {
+        return Err(KrylovError::InvalidParameter(
+            "lanczos needs steps ≥ 1 (zero steps give an empty tridiagonal, as a zero start \
+             vector would)"
+                .into(),
+        ));
     }
     let n = v0.n_systems();
     let m = params.steps.min(v0.system_dim());

@@ -131,6 +131,20 @@ pub enum LogdetError {
         /// The largest Ritz value in absolute value (the scale of the threshold).
         largest: f64,
     },
+    /// The Lanczos tridiagonal of `system` is empty although its start vector is not zero:
+    /// no Lanczos step was taken (or the coefficients were truncated), so there is no
+    /// quadrature of `vᵀ log(H) v`. Only a zero start vector (`‖v‖ = 0`) has an empty
+    /// tridiagonal, with the exact value 0.
+    #[error(
+        "Lanczos quadrature of system {system}: the tridiagonal is empty (no Lanczos step) but \
+         the start vector is not zero (‖v‖ = {norm:e}); vᵀ log(H) v needs at least one step"
+    )]
+    EmptyTridiagonal {
+        /// Batch index.
+        system: usize,
+        /// `‖v‖` of the start vector (`> 0`, may be `+∞`).
+        norm: f64,
+    },
     /// The quadrature value `‖v‖² · Σ_j τ_j² log θ_j` of `system` is beyond the f64 range:
     /// a start vector of huge norm (SLQ's own probes never are).
     #[error(

@@ -107,7 +107,9 @@ fn ritz_threshold(largest: f64, unit_roundoff: f64) -> f64 {
 }
 
 /// The Gauss sum `Σ_j τ_j² log θ_j` of one system, after checking the coefficient counts and
-/// that every Ritz value is above the round-off level of [`RITZ_ROUNDOFF_FACTOR`].
+/// that every Ritz value is above the round-off level of [`RITZ_ROUNDOFF_FACTOR`]. Callers
+/// handle an empty tridiagonal first ([`check_empty_tridiagonal`]); here it would be a
+/// `NonPositiveRitzValue` (threshold 0).
 fn gauss_log_sum(
     system: usize,
     alphas: &[f64],
@@ -121,10 +123,6 @@ fn gauss_log_sum(
             alphas: k,
             betas: betas.len(),
         });
-    }
-    if k == 0 {
-        // An empty tridiagonal (zero start vector): an empty sum.
-        return Ok(0.0);
     }
     let (nodes, weights) =
         gauss_quadrature_nodes(alphas, betas).ok_or(LogdetError::QuadratureFailed { system })?;
@@ -153,10 +151,25 @@ fn gauss_log_sum(
         .sum::<f64>())
 }
 
+/// `Some(0)` for an empty tridiagonal (`k = 0`) of a zero start vector (`v = 0`, so
+/// `vᵀ f(H) v = 0` exactly), [`LogdetError::EmptyTridiagonal`] for an empty one of a non-zero
+/// start vector (no Lanczos step: nothing was computed, and 0 would be a wrong value), `None`
+/// when there are coefficients to sum.
+/// `norm` is `‖v‖` (not its square, which underflows to 0 for a tiny non-zero `v`).
+fn check_empty_tridiagonal(system: usize, k: usize, norm: f64) -> Result<Option<f64>, LogdetError> {
+    match (k, norm == 0.0) {
+        (0, true) => Ok(Some(0.0)),
+        (0, false) => Err(LogdetError::EmptyTridiagonal { system, norm }),
+        _ => Ok(None),
+    }
+}
+
 /// The SLQ quadrature for one system: `norm_sq · Σ_j τ_j² log θ_j`, an estimate of
 /// `vᵀ log(H) v` for the probe `v` (with `‖v‖² = norm_sq`) whose Lanczos coefficients are
 /// `alphas` (length `k`) and `betas` (length `≥ k − 1`; extra values are ignored). An empty
-/// tridiagonal (`k = 0`, a zero start vector) gives 0.
+/// tridiagonal (`k = 0`) is the run of a zero start vector: with `norm_sq = 0` it gives 0, with
+/// `norm_sq > 0` it is [`LogdetError::EmptyTridiagonal`] (no step was taken, so nothing
+/// estimates `vᵀ log(H) v`).
 ///
 /// With a unit Rademacher probe scaled by `d` (`norm_sq = d`, the reference's formula
 /// `d · Σ_j τ_j² log θ_j`) this is one Hutchinson sample of `tr log H = log det H`.
@@ -170,6 +183,7 @@ fn gauss_log_sum(
 /// Errors (`system` is 0 in all of them):
 /// [`LogdetError::InvalidParameter`] unless `norm_sq` is finite and `≥ 0`;
 /// [`LogdetError::CoefficientCountMismatch`] when `betas` has fewer than `k − 1` values;
+/// [`LogdetError::EmptyTridiagonal`] for `k = 0` with `norm_sq > 0`;
 /// [`LogdetError::QuadratureFailed`] for non-finite coefficients;
 /// [`LogdetError::NonPositiveRitzValue`] for a Ritz value below minus the round-off level (or
 /// an all-zero `T`);
@@ -189,8 +203,12 @@ fn gauss_log_sum(
 /// assert!(logdet::slq_quadrature_logdet(&[2.0, -0.5], &[0.0], 1.0).is_err());
 /// // One at round-off level of zero counts as that level (100·u·2 here), with its weight 0.
 /// assert!(logdet::slq_quadrature_logdet(&[2.0, 0.0], &[0.0], 1.0).is_ok());
-/// // An empty tridiagonal (zero start vector) gives 0.
-/// assert_eq!(logdet::slq_quadrature_logdet(&[], &[], 1.0).unwrap(), 0.0);
+/// // An empty tridiagonal of a zero start vector gives 0; of a non-zero one, an error.
+/// assert_eq!(logdet::slq_quadrature_logdet(&[], &[], 0.0).unwrap(), 0.0);
+/// assert!(matches!(
+///     logdet::slq_quadrature_logdet(&[], &[], 1.0),
+///     Err(logdet::LogdetError::EmptyTridiagonal { system: 0, .. })
+/// ));
 /// ```
 pub fn slq_quadrature_logdet(
     alphas: &[f64],
@@ -201,6 +219,9 @@ pub fn slq_quadrature_logdet(
         return Err(LogdetError::InvalidParameter(format!(
             "norm_sq (‖v‖²) must be finite and ≥ 0, got {norm_sq}"
         )));
+    }
+    if let Some(zero) = check_empty_tridiagonal(0, alphas.len(), norm_sq.sqrt())? {
+        return Ok(zero);
     }
     let gauss_sum = gauss_log_sum(0, alphas, betas, f64::EPSILON)?;
     let value = norm_sq * gauss_sum;
@@ -218,7 +239,9 @@ pub fn slq_quadrature_logdet(
 /// Applies [`slq_quadrature_logdet`] to every system of a Lanczos result, with
 /// `norm_sq = ‖v0_i‖²` from [`LanczosResult::initial_norms`] and round-off judged at
 /// [`LanczosResult::unit_roundoff`] (the precision of the Lanczos vectors). A system with an
-/// empty tridiagonal (zero start vector) contributes 0. Errors name the system; besides those
+/// empty tridiagonal and a zero start vector contributes 0; an empty tridiagonal with a
+/// non-zero start vector (`initial_norms[i] > 0`: no step was taken) is
+/// [`LogdetError::EmptyTridiagonal`]. Errors name the system; besides those
 /// of [`slq_quadrature_logdet`], a system flagged in [`LanczosResult::non_finite`] (the
 /// operator produced NaN or ±Inf; its finite coefficients are a truncated run) is
 /// [`LogdetError::QuadratureFailed`], and a start vector whose `‖v0_i‖² · Σ_j τ_j² log θ_j` is beyond
@@ -245,8 +268,9 @@ pub fn slq_logdet_from_lanczos<V>(result: &LanczosResult<V>) -> Result<Vec<f64>,
                 return Err(LogdetError::QuadratureFailed { system: i });
             }
             let k = result.sizes[i];
-            if k == 0 {
-                return Ok(0.0);
+            let norm = result.initial_norms[i];
+            if let Some(zero) = check_empty_tridiagonal(i, k, norm)? {
+                return Ok(zero);
             }
             let gauss_sum = gauss_log_sum(
                 i,
@@ -260,7 +284,6 @@ pub fn slq_logdet_from_lanczos<V>(result: &LanczosResult<V>) -> Result<Vec<f64>,
             }
             // `‖v‖·(‖v‖·s)` instead of `‖v‖²·s`: no spurious overflow of `‖v‖²` when the
             // product itself is representable.
-            let norm = result.initial_norms[i];
             let value = norm * (norm * gauss_sum);
             if value.is_finite() {
                 Ok(value)

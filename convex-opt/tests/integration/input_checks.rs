@@ -252,3 +252,42 @@ fn concat_checks_its_parts_and_merges_counters() {
         Err(ConvexOptError::Shape { .. })
     ));
 }
+
+/// `abs_tolerance = 0` with a relative tolerance gave a row with `y_i = 0` the tolerance 0:
+/// the batched solver ran all 1000 iterations on it (`MaxIterations`, residual 4.4e-16, in the
+/// audit's 20-dimensional case). Every solver now refuses it up front, naming the reason; a
+/// small positive absolute tolerance solves the same batch.
+#[test]
+fn zero_absolute_tolerance_is_refused_by_every_solver() {
+    for dtype in [DType::F64, DType::F32] {
+        // ∇Φ(x) = A x + b with b ≠ 0: at y = 0 the solution is not x₀ = 0, and the residual
+        // there is rounding, never exactly 0.
+        let a = DMatrix::from_row_slice(3, 3, &[4.0, 1.0, 0.0, 1.0, 3.0, 0.5, 0.0, 0.5, 2.0]);
+        let b = nalgebra::dvector![0.3, -1.1, 0.7];
+        let pot = QuadraticPotential::new(&a, Some(&b), dtype, &Device::Cpu).unwrap();
+        let y = tensor(&[[1.0, 2.0, 3.0], [0.0, 0.0, 0.0]], dtype);
+        let zero_abs = InversionOptions::default()
+            .with_abs_tolerance(0.0)
+            .with_rel_tolerance(1e-8);
+        for (name, solve) in solvers(&pot) {
+            match solve(&y, &zero_abs) {
+                Err(ConvexOptError::InvalidParameter(m)) => {
+                    assert!(
+                        m.contains("abs_tolerance = 0") && m.contains("y_i = 0"),
+                        "{m}"
+                    )
+                }
+                Err(e) => panic!("{name} {dtype:?}: {e}"),
+                Ok(r) => panic!("{name} {dtype:?}: not refused: {r}"),
+            }
+            // The f32 rounding level of a unit-scale residual is ~1e-7.
+            let abs = if dtype == DType::F64 { 1e-12 } else { 1e-5 };
+            let ok = InversionOptions::default()
+                .with_abs_tolerance(abs)
+                .with_rel_tolerance(1e-8);
+            let r = solve(&y, &ok).unwrap();
+            assert!(r.all_converged(), "{name} {dtype:?}: {r}");
+            assert!(r.iterations[1] < 100, "{name} {dtype:?}: {r}");
+        }
+    }
+}

@@ -81,13 +81,21 @@ fn a_search_that_never_moves_is_a_failed_line_search_with_both_searches() {
         assert_eq!(res.x, x0, "{search:?}");
         assert_eq!(res.iterations, 1, "{search:?}");
     }
-    // Both errors are shown: the fallback's, then the one that started it (before, only
-    // Moré–Thuente's).
+    // Both errors are shown, as argmin's detail after the summary: the fallback's, then the
+    // one that started it (before, only Moré–Thuente's).
     let res = minimize_lbfgs(&ScaledBowl(1e-300), x0, &params(LineSearch::HagerZhang)).unwrap();
     let cap = format!("more than {LINE_SEARCH_MAX_EVALUATIONS} evaluations in one line search");
-    assert_eq!(
-        res.termination,
-        format!("Line search terminated with: 'Moré–Thuente: {cap} (after Hager–Zhang: {cap})'")
+    let text = &res.termination;
+    assert!(
+        text.starts_with("line search failed: no further decrease") && text.contains("= 1e0"),
+        "{text}"
+    );
+    assert!(
+        text.ends_with(&format!(
+            "; argmin: Line search terminated with: 'Moré–Thuente: {cap} (after Hager–Zhang: \
+             {cap})'"
+        )),
+        "{text}"
     );
 }
 

@@ -12,6 +12,7 @@ mod flat_lbfgs_large_gradient;
 mod flat_lbfgs_trial_points;
 mod icnn_potentials;
 mod input_checks;
+mod lbfgs_rounding_floor;
 mod line_search_fallback;
 mod more_thuente_stall;
 mod params;

@@ -171,9 +171,10 @@ fn flat_inversion_stops_when_every_sample_is_within_its_own_tolerance() {
     let y = [1.0f64, 1000.0];
     let y_t = Tensor::new(&[[y[0]], [y[1]]], &dev).unwrap();
     let pot = FnPotential::new(|x: &Tensor| Ok(((x.sqr()?.sum(1)? * 0.75)?, (x * 1.5)?)));
-    // `abs_tolerance + rel_tolerance·|y_i|`: `1e-3` and `1` (to rounding).
+    // `abs_tolerance + rel_tolerance·|y_i|`: `1e-3` and `1` (to rounding; the absolute
+    // tolerance must be > 0, and `1e-16` adds less than the checks below resolve).
     let opts = InversionOptions::default()
-        .with_abs_tolerance(0.0)
+        .with_abs_tolerance(1e-16)
         .with_rel_tolerance(1e-3);
     let mut wrong = Vec::new();
     // (δ = g₀, the residuals where the run stops, iterations, evaluations with HZ and MT)

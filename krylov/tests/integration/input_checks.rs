@@ -442,3 +442,19 @@ fn lanczos_breakdown_tol_of_one_or_more_is_refused() {
     let ok = LanczosParams::default().with_breakdown_tol(0.5);
     assert!(lanczos(&op, &v0, &ok).is_ok());
 }
+
+/// Zero Lanczos steps are refused: they gave every system an empty tridiagonal (`sizes = 0`,
+/// `breakdown` false), the result of a zero start vector, which `logdet` turned into
+/// `vᵀ log(H) v = 0` for any start vector. One step is the least allowed.
+#[test]
+fn lanczos_zero_steps_are_refused() {
+    let op = two_systems();
+    let v0 = DMatrix::<f64>::from_element(3, 2, 1.0);
+    let params = LanczosParams::default().with_steps(0);
+    match lanczos(&op, &v0, &params) {
+        Err(KrylovError::InvalidParameter(m)) => assert!(m.contains("steps ≥ 1"), "{m}"),
+        other => panic!("expected InvalidParameter, got {other:?}"),
+    }
+    let one = lanczos(&op, &v0, &LanczosParams::default().with_steps(1)).unwrap();
+    assert_eq!(one.sizes, vec![1, 1]);
+}

@@ -160,3 +160,46 @@ fn hutchinson_empty_batch_gives_an_empty_estimate() {
         }
     }
 }
+
+/// An empty tridiagonal is a quadrature of 0 only for a zero start vector. For
+/// `H = diag(1, e, e²)` and `v = (1, 1, 1)` (`vᵀ log(H) v = 3`) a run emptied of its
+/// coefficients (what `lanczos` with zero steps returned before it refused them) gave
+/// `Ok([0.0])`; it is now `EmptyTridiagonal` naming the system, as `slq_quadrature_logdet`
+/// with `norm_sq > 0` is, while the zero start vector (system 1) still gives 0. A tiny
+/// non-zero start vector (`‖v‖² = 3e-340` underflows to 0) is not taken for a zero one.
+#[test]
+fn empty_tridiagonal_of_a_non_zero_start_vector_is_an_error() {
+    let e = 1f64.exp();
+    let h = DMatrix::from_diagonal(&nalgebra::dvector![1.0, e, e * e]);
+    let op = DenseNalgebraOperator::new(vec![h; 3]).unwrap();
+    let mut v0 = DMatrix::<f64>::from_element(3, 3, 1.0);
+    v0.column_mut(1).fill(0.0);
+    v0.column_mut(2).fill(1e-170);
+    let mut res = lanczos(&op, &v0, &LanczosParams::default()).unwrap();
+    assert_eq!(res.sizes, vec![3, 0, 3]);
+    let q = slq_logdet_from_lanczos(&res).unwrap();
+    // m = d: exact up to round-off.
+    assert!((q[0] - 3.0).abs() < 1e-12 && q[1] == 0.0, "{q:?}");
+    for system in [0, 2] {
+        let mut emptied = res.clone();
+        emptied.sizes[system] = 0;
+        emptied.alphas[system].clear();
+        emptied.betas[system].clear();
+        match slq_logdet_from_lanczos(&emptied) {
+            Err(LogdetError::EmptyTridiagonal { system: s, norm }) => {
+                assert_eq!(s, system);
+                assert!(norm > 0.0, "{norm}");
+            }
+            other => panic!("system {system}: {other:?}"),
+        }
+    }
+    res.sizes[1] = 0;
+    assert_eq!(slq_logdet_from_lanczos(&res).unwrap()[1], 0.0);
+    let err = logdet::slq_quadrature_logdet(&[], &[], 3.0).unwrap_err();
+    assert!(
+        matches!(err, LogdetError::EmptyTridiagonal { system: 0, .. }),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("not zero"), "{err}");
+    assert_eq!(logdet::slq_quadrature_logdet(&[], &[], 0.0).unwrap(), 0.0);
+}
