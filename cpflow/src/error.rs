@@ -154,16 +154,18 @@ pub enum CpflowError {
         /// Why the write failed.
         cause: Box<CpflowError>,
     },
-    /// Writing a VAE run's checkpoint, or its best weights, after an epoch (or when pausing
-    /// within one) failed: [`CpflowError::CheckpointWrite`] for a trainer counted in epochs.
-    /// Both files are replaced atomically: the last checkpoint written before, if any, is
-    /// intact and resumes the run.
+    /// Writing a VAE run's checkpoint, its best weights, its `metrics.jsonl` line or its
+    /// `report.json` after an epoch (or when pausing within one) failed:
+    /// [`CpflowError::CheckpointWrite`] for a trainer counted in epochs. The checkpoint and
+    /// the best weights are replaced atomically: the last checkpoint written before, if any,
+    /// is intact and resumes the run (which writes the log and the report again).
     #[error(
         "writing {what} at epoch {epoch} failed ({cause}); {}",
         last_epoch_checkpoint_note(.saved)
     )]
     EpochCheckpointWrite {
-        /// What could not be written ("the checkpoint", "the best weights").
+        /// What could not be written ("the checkpoint", "the best weights", "metrics.jsonl",
+        /// "report.json").
         what: &'static str,
         /// The epoch whose file could not be written (the one in progress, when pausing
         /// within it).

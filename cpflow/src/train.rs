@@ -27,6 +27,8 @@ pub(crate) mod cg_tally;
 mod chunked_step;
 pub use chunked_step::{EXACT_STEP_CHUNK_ROWS, STEP_CHUNK_ROWS};
 mod fit;
+pub(crate) mod last_checkpoint;
+use last_checkpoint::LastCheckpoint;
 mod step_stats;
 pub use step_stats::TrainStepStats;
 
@@ -213,7 +215,7 @@ pub struct Trainer {
     options: RunOptions,
     perm: Option<(u64, Vec<u32>)>,
     /// The last checkpoint written (or resumed from) by this trainer, and its iteration.
-    last_checkpoint: Option<(PathBuf, usize)>,
+    last_checkpoint: LastCheckpoint,
     /// After a finished run restored the best weights: the last weights, put back before
     /// training goes on (so that continuing in-process follows the same trajectory as a
     /// resume from the final checkpoint).
@@ -260,7 +262,7 @@ impl Trainer {
             best: None,
             options: RunOptions::default(),
             perm: None,
-            last_checkpoint: None,
+            last_checkpoint: LastCheckpoint::default(),
             last_weights: None,
             last_val: None,
             metrics_start: MetricsStart::Create,
@@ -326,7 +328,7 @@ impl Trainer {
             best,
             options: RunOptions::default(),
             perm: None,
-            last_checkpoint: Some((path.to_path_buf(), resumed_at)),
+            last_checkpoint: LastCheckpoint::at(path.to_path_buf(), resumed_at),
             last_weights: None,
             last_val: None,
             metrics_start: MetricsStart::CutBack,
@@ -411,19 +413,8 @@ impl Trainer {
             return Ok(());
         };
         let iteration = self.state.iteration;
-        if let Err(e) = self.write_checkpoint(&path, weights) {
-            return Err(CpflowError::CheckpointWrite {
-                iteration,
-                saved: self
-                    .last_checkpoint
-                    .clone()
-                    .filter(|(p, _)| p.is_file())
-                    .map(|(p, it)| (it, p)),
-                cause: Box::new(e),
-            });
-        }
-        self.last_checkpoint = Some((path, iteration));
-        Ok(())
+        let written = self.write_checkpoint(&path, weights);
+        self.last_checkpoint.record_write(written, path, iteration)
     }
 
     /// The next mini-batch (shuffled epochs; the last partial batch is kept).

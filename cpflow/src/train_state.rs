@@ -216,6 +216,18 @@ mod tests {
         let old = format!("{}{}", &old[..start], &old[end..]);
         assert!(!old.contains("step_stats") && !old.contains("cg_"), "{old}");
         assert_eq!(serde_json::from_str::<TrainState>(&old).unwrap(), st);
+        // Statistics written before the largest CG count was kept read back with 0.
+        st.step_stats.steps = 3;
+        st.step_stats.cg_max = 7;
+        let json = serde_json::to_string(&st)
+            .unwrap()
+            .replace(",\"cg_max\":7", "");
+        assert!(
+            json.contains("\"steps\":3") && !json.contains("cg_max"),
+            "{json}"
+        );
+        let back = serde_json::from_str::<TrainState>(&json).unwrap();
+        assert_eq!((back.step_stats.steps, back.step_stats.cg_max), (3, 0));
         st.curves.insert(
             "validation".into(),
             vec![(500, 1.25), (1000, f64::INFINITY)],

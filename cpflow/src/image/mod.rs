@@ -49,8 +49,8 @@ pub use squeeze::{Squeeze, squeeze_permutation, squeezed_shape};
 pub use train::{
     BpdEstimate, ConvArch, EmaConfig, ExactComparison, ImageData, ImageDataConfig, ImageDataset,
     ImageExperimentConfig, ImageMetricsRecord, ImageModelConfig, ImageRunOptions, ImageSet,
-    ImageStepTotals, ImageStopReason, ImageTestConfig, ImageTestReport, ImageTrainConfig,
-    ImageTrainReport, ImageTrainState, ValPoint, run_image_training,
+    ImageStopReason, ImageTestConfig, ImageTestReport, ImageTrainConfig, ImageTrainReport,
+    ImageTrainState, ValPoint, run_image_training,
 };
 #[cfg(feature = "datasets")]
 pub use train::{load_image_data, load_image_test_set};

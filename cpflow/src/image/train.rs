@@ -13,7 +13,8 @@
 //! [`crate::image::ImageFlow::load`]; rewritten at each validation and at the end),
 //! `metrics.jsonl` ([`ImageMetricsRecord`] lines; a fresh run truncates it, a resume cuts it
 //! back to the checkpoint's iteration, then appends; every point of the validation curve is in
-//! the line of its iteration, the end-of-run one and one a resume redoes too)
+//! the line of its iteration, the end-of-run one and one a resume redoes too, in a
+//! validation-only line when its iteration has no step line, e.g. `max_minutes = 0`)
 //! and `report.json` ([`ImageTrainReport`]).
 
 mod checkpoint;
@@ -28,6 +29,8 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 use serde::{Deserialize, Deserializer, Serialize};
+
+use crate::train::TrainStepStats;
 
 pub use checkpoint::{
     EMA_PREFIX, IMAGE_TRAIN_FORMAT_VERSION, IMAGE_TRAIN_METADATA_KEY, ImageTrainCheckpoint,
@@ -204,75 +207,63 @@ pub struct ImageTrainState {
     /// The validation curve so far.
     pub val_curve: Vec<ValPoint>,
     /// Totals over every training step of the run, across resumes (the report's loss and CG
-    /// statistics). A checkpoint written before they were kept resumes with zeros: its
-    /// report then covers the steps since the resume.
-    #[serde(default)]
-    pub step_totals: ImageStepTotals,
+    /// statistics; the same [`TrainStepStats`] as the vector and VAE trainers keep). A
+    /// checkpoint written before they were kept resumes with none, and so does one written
+    /// by the image trainer's older totals (key `step_totals`), which did not count CG
+    /// systems: its report then covers the steps since the resume
+    /// ([`ImageTrainReport::step_stats_since_iteration`]).
+    #[serde(default, alias = "step_totals", deserialize_with = "whole_step_stats")]
+    pub step_stats: TrainStepStats,
+    /// The number of training images the run trains on (epochs and the position in the
+    /// current one count them): a resume on another number is refused
+    /// ([`ImageTrainState::check_training_images`]). `None` in checkpoints written before it
+    /// was kept (a resume then records the images it trains on).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub n_train: Option<usize>,
 }
 
-/// Totals over the training steps of a run (see [`ImageTrainState::step_totals`]).
-///
-/// ```
-/// use cpflow::CgReport;
-/// use cpflow::image::ImageStepTotals;
-/// let mut t = ImageStepTotals::default();
-/// t.record(2.5, &CgReport { iterations: vec![0, 3], converged: 1, breakdown: 0 });
-/// t.record(2.0, &CgReport::default()); // a step without CP-Flow blocks (a baseline flow)
-/// assert_eq!((t.steps, t.last_loss, t.cg_max), (2, Some(2.0), 3));
-/// assert_eq!((t.mean_cg_iterations(), t.cg_unconverged_steps), (1.5, 1));
-/// // Run to iteration 2: every step is counted; resumed at 10 from a checkpoint written
-/// // before the totals were kept and run to 12: the steps after 10 only.
-/// assert_eq!((t.counted_from(2), t.counted_from(12)), (0, 10));
-/// ```
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct ImageStepTotals {
-    /// Optimiser steps recorded.
-    pub steps: usize,
-    /// The loss of the last step (`None` before the first).
-    pub last_loss: Option<f64>,
-    /// Sum over the steps with CG solves of their mean CG iterations per system.
-    pub cg_mean_sum: f64,
-    /// Steps with CG solves.
-    pub cg_steps: usize,
-    /// Most CG iterations of any system in any step.
-    pub cg_max: usize,
-    /// Steps that left at least one CG system unconverged (0 in checkpoints written before
-    /// it was kept).
-    #[serde(default)]
-    pub cg_unconverged_steps: usize,
+impl ImageTrainState {
+    /// Refuses to continue the run on `n_train` training images when it was trained on
+    /// another number: its epochs, its position in the current epoch and the shuffles of its
+    /// epochs belong to its own images. Accepts anything when the number is not recorded (a
+    /// checkpoint written before it was).
+    ///
+    /// ```
+    /// use cpflow::image::ImageTrainState;
+    /// let state = ImageTrainState { iteration: 40, n_train: Some(1000), ..Default::default() };
+    /// assert!(state.check_training_images(1000).is_ok());
+    /// let e = state.check_training_images(800).unwrap_err().to_string();
+    /// assert!(e.contains("trained on 1000 training images") && e.contains("800"), "{e}");
+    /// // An older checkpoint does not say: nothing to compare.
+    /// assert!(ImageTrainState::default().check_training_images(800).is_ok());
+    /// ```
+    pub fn check_training_images(&self, n_train: usize) -> crate::Result<()> {
+        match self.n_train {
+            Some(n) if n != n_train => Err(crate::CpflowError::InvalidInput(format!(
+                "the run was trained on {n} training images (after the validation split and \
+                 data.n_train), the data now hold {n_train}: a resumed run's epochs and its \
+                 position in the current one count its own images, so it can only continue \
+                 on the same ones (resume with the run's data, or start a new run)"
+            ))),
+            _ => Ok(()),
+        }
+    }
 }
 
-impl ImageStepTotals {
-    /// Records a step: its loss and, if it solved CG systems, their mean and largest
-    /// iteration counts and whether all of them converged.
-    pub fn record(&mut self, loss: f64, cg: &crate::CgReport) {
-        self.steps += 1;
-        self.last_loss = Some(loss);
-        if let Some(&max) = cg.iterations.iter().max() {
-            self.cg_mean_sum += cg.mean_iterations();
-            self.cg_steps += 1;
-            self.cg_max = self.cg_max.max(max);
-            if cg.converged < cg.iterations.len() {
-                self.cg_unconverged_steps += 1;
-            }
-        }
+/// Reads [`ImageTrainState::step_stats`]; statistics written by the image trainer's older
+/// totals (CG steps without any CG system counted: that version did not count systems) are
+/// dropped, so that every number of the report covers the same steps.
+fn whole_step_stats<'de, D: Deserializer<'de>>(d: D) -> Result<TrainStepStats, D::Error> {
+    let stats = TrainStepStats::deserialize(d)?;
+    if stats.cg_steps > 0 && stats.cg_systems == 0 {
+        tracing::info!(
+            steps = stats.steps,
+            "the checkpoint's step statistics do not count CG systems (an older image \
+             checkpoint): the report's loss and CG numbers cover the steps after this resume"
+        );
+        return Ok(TrainStepStats::default());
     }
-
-    /// The iteration after which the recorded steps start, for a run at `iteration`: 0 when
-    /// every step of the run is recorded, the iteration of the resume when the run was
-    /// resumed from a checkpoint written before the totals were kept.
-    pub fn counted_from(&self, iteration: usize) -> usize {
-        iteration.saturating_sub(self.steps)
-    }
-
-    /// Mean over the steps with CG solves of their mean iterations (0 without any).
-    pub fn mean_cg_iterations(&self) -> f64 {
-        if self.cg_steps > 0 {
-            self.cg_mean_sum / self.cg_steps as f64
-        } else {
-            0.0
-        }
-    }
+    Ok(stats)
 }
 
 /// Why a run stopped.
@@ -322,7 +313,12 @@ impl std::fmt::Display for ImageStopReason {
     }
 }
 
-/// One line of `metrics.jsonl`.
+/// One line of `metrics.jsonl`: the last step's numbers, and the validation when the run
+/// validated at its iteration. A validation at an iteration whose step wrote no line (a run
+/// that made no step, `max_minutes = 0`, validates its initialised model; a resume may end
+/// at a step without a line) has a line of its own, whose step numbers (`loss`, `lr`,
+/// `grad_norm`, `cg_iterations`, `cg_converged_fraction`, `step_s`) are `null` (read back
+/// as NaN) and `cg_max_iterations` 0.
 ///
 /// ```
 /// use cpflow::image::ImageMetricsRecord;
@@ -366,20 +362,25 @@ pub struct ImageMetricsRecord {
     pub epoch: f64,
     /// The surrogate training loss of the last step in the reference's bits/dim units: **not
     /// a bpd** (each block contributes its CG surrogate ≈ `D`, not its log-det).
+    #[serde(deserialize_with = "f64_or_nan")]
     pub loss: f64,
     /// SLQ bpd of the last training batch with the current weights (every
     /// `train_slq_every` steps).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub train_bpd_slq: Option<f64>,
     /// Learning rate of the last step.
+    #[serde(deserialize_with = "f64_or_nan")]
     pub lr: f64,
     /// Gradient norm before clipping.
+    #[serde(deserialize_with = "f64_or_nan")]
     pub grad_norm: f64,
     /// Mean CG iterations per system (image × block) in the last step.
+    #[serde(deserialize_with = "f64_or_nan")]
     pub cg_iterations: f64,
     /// Largest CG iteration count of one system in the last step.
     pub cg_max_iterations: usize,
     /// Systems that met the CG tolerance / systems.
+    #[serde(deserialize_with = "f64_or_nan")]
     pub cg_converged_fraction: f64,
     /// Validation SLQ bpd (EMA weights), when validated at this step.
     #[serde(skip_serializing_if = "Option::is_none", default)]
@@ -388,6 +389,7 @@ pub struct ImageMetricsRecord {
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub val_bpd_std_err: Option<f64>,
     /// Mean seconds per training step since the previous line.
+    #[serde(deserialize_with = "f64_or_nan")]
     pub step_s: f64,
     /// Training-step seconds so far (the clock of `max_minutes`).
     pub train_time_s: f64,
@@ -450,6 +452,12 @@ pub struct ImageTrainReport {
     /// Mean CG iterations per system over the steps of the run (across resumes; see
     /// `step_stats_since_iteration`).
     pub mean_cg_iterations: f64,
+    /// Fraction of the CG systems of the run's steps that met the tolerance (1: all;
+    /// `None`: no CG systems, e.g. the baseline flow without CP-Flow blocks, or a report
+    /// written before it existed). Below 1, CG stopped at `train.surrogate.cg_max_iters` on
+    /// some systems: their gradient was approximate.
+    #[serde(default)]
+    pub cg_converged: Option<f64>,
     /// Largest CG iteration count of one system over the steps of the run.
     pub max_cg_iterations: usize,
     /// Steps of the run that left at least one CG system unconverged (their gradient was

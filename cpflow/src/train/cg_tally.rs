@@ -3,13 +3,17 @@
 //! The surrogate gradient of a system whose CG stopped early is still usable (the reference
 //! stops at `m2` iterations too), so this is a warning, never an error. It is given the first
 //! time a step of the call leaves systems unconverged, then at most once per logging point
-//! (`train.log_every`, validations, the end) with what happened since the previous one.
+//! (`train.log_every`, validations, the end) with what happened since the previous one. The
+//! image trainer keeps the same tally with the same periods, the VAE trainer too (warning at
+//! most once per epoch); the three warnings are one text ([`Unconverged::text`]) told what
+//! differs by a [`CgWarningContext`].
 
 use crate::block::CgReport;
 use crate::config::SurrogateParams;
 
 /// Counts of CG systems that met their tolerance, kept by [`super::Trainer`]'s loop (and by
-/// the VAE trainer's, for its warning only: `vae/cg_warning.rs`).
+/// the image and VAE trainers', for their warnings only, in the contexts of
+/// `image/train/run/cg_warning.rs` and `vae/cg_warning.rs`).
 #[derive(Clone, Debug, Default)]
 pub(crate) struct CgTally {
     /// Systems and converged systems since the last metrics record.
@@ -98,14 +102,55 @@ fn fraction(systems: usize, converged: usize) -> Option<f64> {
     (systems > 0).then(|| converged as f64 / systems as f64)
 }
 
+/// What differs between the trainers' CG warnings: what CG solved for, where its settings
+/// are, where the cap comes from without `cg_max_iters`, and how often later warnings come.
+/// The flow trainer's is [`CgWarningContext::flow`]; the image and VAE trainers build their
+/// own.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct CgWarningContext<'a> {
+    /// What CG solved for ("the surrogate gradient").
+    pub subject: &'a str,
+    /// Whose Jacobian is not positive definite when CG breaks down ("the block's").
+    pub jacobian_of: &'a str,
+    /// A sentence on what to check after a breakdown, if any.
+    pub breakdown_advice: Option<&'a str>,
+    /// The configuration table of the CG settings ("train.surrogate").
+    pub table: &'a str,
+    /// The iteration cap when `cg_max_iters` is unset, and what it is ("the dimension").
+    pub default_cap: (usize, &'a str),
+    /// What a later warning waits for ("log period (train.log_every)").
+    pub period: &'a str,
+}
+
+impl CgWarningContext<'static> {
+    /// The flow trainer's (`cpflow train`): settings under `train.surrogate`, the flow of
+    /// dimension `dim`, later warnings at logging points.
+    pub fn flow(dim: usize) -> Self {
+        CgWarningContext {
+            subject: "the surrogate gradient",
+            jacobian_of: "the block's",
+            breakdown_advice: Some(
+                "The flow does not check convexity: a custom potential's products must be \
+                 those of a convex function (check them with icnn::check_derivatives)",
+            ),
+            table: "train.surrogate",
+            default_cap: (dim, "the dimension"),
+            period: "log period (train.log_every)",
+        }
+    }
+}
+
 impl Unconverged {
-    /// The warning's text: what happened, with which settings, and what to raise. `dim` is
-    /// the flow's dimension (the cap when `cg_max_iters` is unset).
-    pub fn message(&self, params: &SurrogateParams, dim: usize) -> String {
-        let cap = match params.cg_max_iters {
-            Some(m) => format!("train.surrogate.cg_max_iters = {m} iterations"),
-            None => format!("{dim} iterations (train.surrogate.cg_max_iters unset: the dimension)"),
-        };
+    /// The warning's text: what happened, with which settings (`params`, named as `ctx`
+    /// says), and what to raise; after a breakdown, what is wrong instead.
+    pub fn text(&self, params: &SurrogateParams, ctx: &CgWarningContext) -> String {
+        let CgWarningContext {
+            subject,
+            jacobian_of,
+            table,
+            period,
+            ..
+        } = ctx;
         let what = if self.steps == 1 {
             format!("at step {}", self.first_step)
         } else {
@@ -115,26 +160,34 @@ impl Unconverged {
             )
         };
         let later = if self.first {
-            ". Later such steps are reported at most once per log period (train.log_every)"
+            format!(". Later such steps are reported at most once per {period}")
         } else {
-            ""
+            String::new()
         };
         if self.broken > 0 {
+            let advice = ctx
+                .breakdown_advice
+                .map(|a| format!(". {a}"))
+                .unwrap_or_default();
             return format!(
-                "CG of the surrogate gradient broke down on {} of {} systems {what} \
-                 (non-positive or non-finite curvature pᵀHp): the block's Jacobian is not \
-                 positive definite there, or its Hessian-vector products are not finite. The \
-                 flow does not check convexity: a custom potential's products must be those \
-                 of a convex function (check them with icnn::check_derivatives); NaN weights \
+                "CG of {subject} broke down on {} of {} systems {what} (non-positive or \
+                 non-finite curvature pᵀHp): {jacobian_of} Jacobian is not positive definite \
+                 there, or its Hessian-vector products are not finite{advice}; NaN weights \
                  stop training at the next non-finite loss{later}",
                 self.broken, self.systems
             );
         }
+        let cap = match params.cg_max_iters {
+            Some(m) => format!("{table}.cg_max_iters = {m} iterations"),
+            None => {
+                let (cap, source) = ctx.default_cap;
+                format!("{cap} iterations ({table}.cg_max_iters unset: {source})")
+            }
+        };
         format!(
-            "CG of the surrogate gradient left {} of {} systems unconverged {what}: it stopped \
-             after {cap} above the tolerance (train.surrogate.cg_atol = {}, cg_rtol = {}). \
-             Their gradient is approximate; training goes on. Raise \
-             train.surrogate.cg_max_iters or the tolerances{later}",
+            "CG of {subject} left {} of {} systems unconverged {what}: it stopped after {cap} \
+             above the tolerance ({table}.cg_atol = {}, cg_rtol = {}). Their gradient is \
+             approximate; training goes on. Raise {table}.cg_max_iters or the tolerances{later}",
             self.unconverged,
             self.systems,
             number(params.cg_atol),
@@ -201,7 +254,7 @@ mod tests {
             cg_atol: 1e-14,
             ..Default::default()
         };
-        let m = u.message(&p, 2);
+        let m = u.text(&p, &CgWarningContext::flow(2));
         for part in [
             "5 of 16 systems",
             "at step 4",
@@ -217,7 +270,7 @@ mod tests {
             first: false,
             ..u
         }
-        .message(&SurrogateParams::default(), 7);
+        .text(&SurrogateParams::default(), &CgWarningContext::flow(7));
         assert!(
             m.contains("in 3 steps (4 to 9)")
                 && m.contains("7 iterations")
@@ -226,12 +279,65 @@ mod tests {
             "{m}"
         );
         // A breakdown is not a cap: the message says what is wrong, not what to raise.
-        let m = Unconverged { broken: 2, ..u }.message(&p, 2);
+        let m = Unconverged { broken: 2, ..u }.text(&p, &CgWarningContext::flow(2));
         assert!(
             m.contains("broke down on 2 of 16 systems")
                 && m.contains("icnn::check_derivatives")
                 && !m.contains("Raise"),
             "{m}"
+        );
+    }
+
+    /// The flow trainer's three forms of the warning, to the byte: at the cap that
+    /// `cg_max_iters` sets (the call's first warning), at the dimension (a later one), and a
+    /// breakdown.
+    #[test]
+    fn the_flow_messages_are_pinned() {
+        let u = Unconverged {
+            steps: 1,
+            first_step: 4,
+            last_step: 4,
+            unconverged: 5,
+            systems: 16,
+            broken: 0,
+            first: true,
+        };
+        let p = SurrogateParams {
+            cg_max_iters: Some(1),
+            cg_atol: 1e-14,
+            ..Default::default()
+        };
+        assert_eq!(
+            u.text(&p, &CgWarningContext::flow(2)),
+            "CG of the surrogate gradient left 5 of 16 systems unconverged at step 4: it \
+             stopped after train.surrogate.cg_max_iters = 1 iterations above the tolerance \
+             (train.surrogate.cg_atol = 1e-14, cg_rtol = 0). Their gradient is approximate; \
+             training goes on. Raise train.surrogate.cg_max_iters or the tolerances. Later \
+             such steps are reported at most once per log period (train.log_every)"
+        );
+        let later = Unconverged {
+            steps: 3,
+            last_step: 9,
+            first: false,
+            ..u
+        };
+        assert_eq!(
+            later.text(&SurrogateParams::default(), &CgWarningContext::flow(7)),
+            "CG of the surrogate gradient left 5 of 16 systems unconverged in 3 steps (4 to \
+             9): it stopped after 7 iterations (train.surrogate.cg_max_iters unset: the \
+             dimension) above the tolerance (train.surrogate.cg_atol = 0.001, cg_rtol = 0). \
+             Their gradient is approximate; training goes on. Raise \
+             train.surrogate.cg_max_iters or the tolerances"
+        );
+        assert_eq!(
+            Unconverged { broken: 2, ..u }.text(&p, &CgWarningContext::flow(2)),
+            "CG of the surrogate gradient broke down on 2 of 16 systems at step 4 \
+             (non-positive or non-finite curvature pᵀHp): the block's Jacobian is not \
+             positive definite there, or its Hessian-vector products are not finite. The \
+             flow does not check convexity: a custom potential's products must be those of \
+             a convex function (check them with icnn::check_derivatives); NaN weights stop \
+             training at the next non-finite loss. Later such steps are reported at most \
+             once per log period (train.log_every)"
         );
     }
 

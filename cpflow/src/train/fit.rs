@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use candle_core::Tensor;
 
-use super::cg_tally::CgTally;
+use super::cg_tally::{CgTally, CgWarningContext, Unconverged};
 use super::{MetricsStart, StopReason, TrainReport, Trainer, aux_rng};
 use crate::block::CgReport;
 use crate::config::{LrSchedule, NllEstimator, Objective};
@@ -31,7 +31,7 @@ impl Trainer {
             return Err(CpflowError::NonFinite {
                 what: format!("loss ({lv})"),
                 step: it + 1,
-                checkpoint: self.last_checkpoint.as_ref().map(|(p, _)| p.clone()),
+                checkpoint: self.last_checkpoint.path(),
             });
         }
         // One reduction pass: a NaN/Inf anywhere makes the norm non-finite; only then look for
@@ -45,7 +45,7 @@ impl Trainer {
             return Err(CpflowError::NonFinite {
                 what: format!("gradient of {name}"),
                 step: it + 1,
-                checkpoint: self.last_checkpoint.as_ref().map(|(p, _)| p.clone()),
+                checkpoint: self.last_checkpoint.path(),
             });
         }
         if let Some(c) = self.config.clip_grad_norm {
@@ -381,13 +381,16 @@ impl Trainer {
     }
 
     /// The warning of steps whose CG left systems unconverged ([`CgTally`]).
-    fn warn_unconverged(&self, u: &super::cg_tally::Unconverged) {
+    fn warn_unconverged(&self, u: &Unconverged) {
         tracing::warn!(
             steps = u.steps,
             unconverged = u.unconverged,
             systems = u.systems,
             "{}",
-            u.message(&self.config.surrogate, self.flow.dim())
+            u.text(
+                &self.config.surrogate,
+                &CgWarningContext::flow(self.flow.dim())
+            )
         );
     }
 

@@ -1,6 +1,6 @@
 //! The statistics of a run's training steps (the last loss, CG iterations and convergence),
-//! kept in the checkpointed [`crate::TrainState`] so that they cover the whole run across
-//! resumes, as its training time does.
+//! kept in the checkpointed [`crate::TrainState`] (and in the image and VAE trainers'
+//! states) so that they cover the whole run across resumes, as its training time does.
 
 use serde::{Deserialize, Serialize};
 
@@ -17,13 +17,15 @@ use crate::block::CgReport;
 /// let mut s = TrainStepStats::default();
 /// s.record(2.5, &CgReport { iterations: vec![1, 3], converged: 2, breakdown: 0 });
 /// s.record(2.0, &CgReport { iterations: vec![4, 4], converged: 1, breakdown: 0 });
-/// assert_eq!((s.steps, s.last_loss, s.cg_unconverged_steps), (2, Some(2.0), 1));
+/// s.record(1.5, &CgReport::default()); // a step without CG systems (exact, or no CP-Flow block)
+/// assert_eq!((s.steps, s.last_loss, s.cg_unconverged_steps), (3, Some(1.5), 1));
+/// assert_eq!((s.cg_steps, s.cg_max), (2, 4));
 /// assert_eq!(s.mean_cg_iterations(), 3.0); // the mean of the steps' means, 2 and 4
 /// assert_eq!(s.converged_fraction(), Some(0.75));
-/// // Run to iteration 2: every step is counted.
-/// assert_eq!(s.counted_from(2), 0);
-/// // Resumed at 10 from a checkpoint without them, run to 12: steps 11 and 12 only.
-/// assert_eq!(s.counted_from(12), 10);
+/// // Run to iteration 3: every step is counted.
+/// assert_eq!(s.counted_from(3), 0);
+/// // Resumed at 10 from a checkpoint without them, run to 13: steps 11 to 13 only.
+/// assert_eq!(s.counted_from(13), 10);
 /// ```
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
@@ -42,6 +44,9 @@ pub struct TrainStepStats {
     pub cg_converged: usize,
     /// Steps that left at least one CG system unconverged.
     pub cg_unconverged_steps: usize,
+    /// Most CG iterations of any system in any step (0 without CG systems; in statistics
+    /// written before it was kept, the largest count since the resume).
+    pub cg_max: usize,
 }
 
 impl TrainStepStats {
@@ -54,6 +59,8 @@ impl TrainStepStats {
             return;
         }
         let converged = cg.converged.min(systems);
+        let most = cg.iterations.iter().copied().max().unwrap_or(0);
+        self.cg_max = self.cg_max.max(most);
         self.cg_mean_sum += cg.mean_iterations();
         self.cg_steps += 1;
         self.cg_systems += systems;

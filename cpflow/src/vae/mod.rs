@@ -68,4 +68,6 @@ mod tests_checkpoint_write;
 #[cfg(test)]
 mod tests_importance;
 #[cfg(test)]
+mod tests_log_write;
+#[cfg(test)]
 mod tests_resume;

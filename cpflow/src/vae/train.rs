@@ -11,7 +11,7 @@ use candle_core::{DType, Device};
 use rand::seq::SliceRandom;
 
 use super::adamax::Adamax;
-use super::cg_warning::message as cg_message;
+use super::cg_warning::context as cg_context;
 use super::checkpoint::{
     EpochSums, PartialEpoch, VaeCheckpointMeta, VaeTrainState, load_vae_checkpoint,
     save_vae_checkpoint,
@@ -98,11 +98,13 @@ pub struct VaeRunOptions {
 /// File names inside the output directory.
 const CHECKPOINT: &str = "checkpoint.safetensors";
 pub(super) const BEST: &str = "best.safetensors";
+const METRICS: &str = "metrics.jsonl";
+const REPORT: &str = "report.json";
 
 /// Train and evaluate the VAE described by `config`, writing `checkpoint.safetensors`,
-/// `best.safetensors`, `metrics.jsonl` and `report.json` under `out`. A checkpoint or best
-/// weights that cannot be written (a full disk) stop the run with
-/// [`CpflowError::EpochCheckpointWrite`], which names the intact last checkpoint.
+/// `best.safetensors`, `metrics.jsonl` and `report.json` under `out`. Any of them that cannot
+/// be written (a full disk) stops the run with [`CpflowError::EpochCheckpointWrite`], which
+/// names the file, the epoch and the intact last checkpoint (`resume` continues from it).
 ///
 /// ```
 /// use cpflow::datasets::DatasetError;
@@ -227,16 +229,19 @@ pub fn run_vae_on(
             step_stats: TrainStepStats::default(),
         }
     };
-    let metrics_path = out.join("metrics.jsonl");
-    let mut metrics = if resumed {
-        // Epoch lines past the checkpoint (written before a kill) come again: cut them off.
-        crate::metrics::truncate_metrics(&metrics_path, "epoch", state.epoch as u64)?;
-        crate::metrics::MetricsWriter::append(&metrics_path)?
-    } else {
-        crate::metrics::MetricsWriter::create(&metrics_path)?
-    };
     // The checkpoint that holds the run now: a failed write names it.
     let saved = resumed.then(|| (state.epoch, ckpt_path.clone()));
+    let metrics_path = out.join(METRICS);
+    let metrics = if resumed {
+        // Epoch lines past the checkpoint (written before a kill) come again: cut them off.
+        crate::metrics::truncate_metrics(&metrics_path, "epoch", state.epoch as u64)
+            .and_then(|_| crate::metrics::MetricsWriter::append(&metrics_path))
+    } else {
+        crate::metrics::MetricsWriter::create(&metrics_path)
+    };
+    // The epoch it is opened for: the next one, or the last when none is left.
+    let next_epoch = (state.epoch + 1).min(config.train.epochs.max(state.epoch));
+    let mut metrics = written(METRICS, next_epoch, &saved, metrics)?;
     let stop_reason = train_epochs(
         &vae,
         data,
@@ -318,10 +323,12 @@ pub fn run_vae_on(
         cg_unconverged_steps: state.step_stats.cg_unconverged_steps,
         cg_stats_since_step: Some(state.step_stats.counted_from(state.steps)).filter(|&s| s > 0),
     };
-    crate::checkpoint::write_atomic(
-        &out.join("report.json"),
+    // The run is saved in its checkpoint of the last epoch: a resume scores it again.
+    let write = crate::checkpoint::write_atomic(
+        &out.join(REPORT),
         serde_json::to_string_pretty(&report)?.as_bytes(),
-    )?;
+    );
+    written(REPORT, state.epoch, &Some((state.epoch, ckpt_path)), write)?;
     Ok(report)
 }
 
@@ -351,7 +358,7 @@ fn train_epochs(
     let mut cg_warnings = CgTally::default();
     let warn = |u: Option<Unconverged>| {
         if let Some(u) = u {
-            let text = cg_message(&u, &t.cg, config.model.latent_dim);
+            let text = u.text(&t.cg, &cg_context(config.model.latent_dim));
             tracing::warn!(steps = u.steps, unconverged = u.unconverged, "{text}");
         }
     };
@@ -478,7 +485,7 @@ fn train_epochs(
         // The epoch's line before its checkpoint: a kill between the two leaves a line past
         // the checkpoint, which a resume cuts off and writes again (the other order would
         // lose it).
-        metrics.write(&rec)?;
+        written(METRICS, epoch, &saved, metrics.write(&rec))?;
         state.rng = rng.state();
         if improved {
             let best_meta = VaeCheckpointMeta {
@@ -532,14 +539,15 @@ pub(super) fn diverged(e: CpflowError, step: usize, checkpoint: Option<PathBuf>)
 }
 
 /// A failed `write` of `what` at `epoch` as [`CpflowError::EpochCheckpointWrite`], naming
-/// `saved`, the last checkpoint (epochs done and path), when it is still there: both files
-/// are replaced atomically, so a failed write leaves it intact.
-fn written(
+/// `saved`, the last checkpoint (epochs done and path), when it is still there: the
+/// checkpoint and best weights are replaced atomically, so a failed write leaves it intact,
+/// and a failed `metrics.jsonl` or `report.json` does not touch it.
+fn written<T>(
     what: &'static str,
     epoch: usize,
     saved: &Option<(usize, PathBuf)>,
-    write: Result<()>,
-) -> Result<()> {
+    write: Result<T>,
+) -> Result<T> {
     write.map_err(|cause| CpflowError::EpochCheckpointWrite {
         what,
         epoch,

@@ -25,6 +25,10 @@ mod cli_eval_scored_points;
 #[cfg(feature = "cli")]
 mod cli_help_texts;
 #[cfg(feature = "cli")]
+mod cli_image_cg_and_data;
+#[cfg(feature = "cli")]
+mod cli_image_cg_warning;
+#[cfg(feature = "cli")]
 mod cli_image_resume_limits;
 #[cfg(feature = "cli")]
 mod cli_import_reference;
@@ -72,6 +76,8 @@ mod cli_user_data;
 mod cli_vae_checkpoint_write;
 #[cfg(feature = "cli")]
 mod cli_vae_checks;
+#[cfg(feature = "cli")]
+mod cli_vae_log_write;
 #[cfg(feature = "cli")]
 mod cli_vae_model;
 #[cfg(feature = "cli")]

@@ -6,8 +6,8 @@ use std::path::Path;
 use crate::CpflowError;
 use crate::cli::shell_words::resume_command;
 
-/// A checkpoint that could not be written during training ([`CpflowError::CheckpointWrite`],
-/// [`CpflowError::EpochCheckpointWrite`]: the message says at which iteration or epoch and
+/// A checkpoint (for the VAE also its log or report) that could not be written during
+/// training ([`CpflowError::CheckpointWrite`], [`CpflowError::EpochCheckpointWrite`]: the message says at which iteration or epoch and
 /// where the run is saved) with the command that continues the run from its last checkpoint
 /// (`cpflow <command> --out <out> --resume`), once the cause (a full disk, permissions) is
 /// fixed; or, without one, how to start again. Other errors as they are.

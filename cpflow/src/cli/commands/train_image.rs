@@ -55,6 +55,16 @@ pub(super) fn train_image(a: TrainArgs) -> Result<()> {
     let device = crate::cli::device(a.dev.device.as_deref())?;
     let data = load_image_data(&cfg.data)?;
     if let Some(state) = &resumed {
+        // Before config.toml takes the new data.root: a refused resume leaves the run as it was.
+        state
+            .check_training_images(data.train.len())
+            .with_context(|| {
+                format!(
+                    "--resume of the run in {} on the images of data.root = {}",
+                    out.display(),
+                    saved.data.root.display()
+                )
+            })?;
         check_image_epochs(cfg.train.epochs, state, data.train.len(), &out)?;
     }
     let flow = cfg.flow_config()?;

@@ -280,7 +280,8 @@ pub fn vae(a: VaeArgs) -> Result<()> {
         interrupt: Some(interrupt.flag()),
         training_ended: Some(interrupt.training_ended()),
     };
-    // A checkpoint that could not be written: where the run is saved and how to continue it.
+    // A checkpoint, best weights, metrics.jsonl or report.json that could not be written:
+    // where the run is saved and how to continue it.
     let trained = match run_vae_on(&cfg, &data, &a.out, &opts) {
         Err(e @ crate::CpflowError::EpochCheckpointWrite { .. }) => {
             return Err(super::checkpoint_hint::with_checkpoint_hint(

@@ -28,13 +28,19 @@ use crate::image::flow::ImageFlow;
 use crate::metrics::{MetricsWriter, truncate_metrics};
 use crate::progress::Progress;
 use crate::rng::FlowRng;
+use crate::train::last_checkpoint::LastCheckpoint;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 mod batches;
+mod cg_warning;
 mod finish;
 mod metrics_line;
 #[cfg(test)]
+mod tests_late_validation;
+#[cfg(test)]
 mod tests_stats;
+#[cfg(test)]
+mod tests_train_images;
 
 /// Validation seed = `train.seed ^ VAL_SEED_SALT` (the evaluation streams are independent of
 /// the training stream, so evaluating never changes the training trajectory; every validation
@@ -118,9 +124,7 @@ struct Run<'a> {
     state: ImageTrainState,
     perm: Option<(usize, Vec<u32>)>,
     out_dir: Option<PathBuf>,
-    last_checkpoint: Option<PathBuf>,
-    /// The iteration of `last_checkpoint`.
-    last_checkpoint_iteration: usize,
+    last_checkpoint: LastCheckpoint,
     fresh: bool,
 }
 
@@ -156,11 +160,13 @@ impl<'a> Run<'a> {
             vars,
             flow,
             rng: FlowRng::seed_from_u64(cfg.seed),
-            state: ImageTrainState::default(),
+            state: ImageTrainState {
+                n_train: Some(data.train.len()),
+                ..Default::default()
+            },
             perm: None,
             out_dir: None,
-            last_checkpoint: None,
-            last_checkpoint_iteration: 0,
+            last_checkpoint: LastCheckpoint::default(),
             fresh: true,
         })
     }
@@ -191,6 +197,8 @@ impl<'a> Run<'a> {
             ema.load_in_place(&ck.tensors, EMA_PREFIX)?;
         }
         let mut state = ck.meta.state;
+        state.check_training_images(data.train.len())?;
+        state.n_train = Some(data.train.len());
         batches::new_epoch_for_batch_size(
             &mut state,
             ck.meta.train.batch_size,
@@ -206,11 +214,10 @@ impl<'a> Run<'a> {
             flow,
             ema,
             rng: FlowRng::from_state(&ck.meta.rng)?,
-            last_checkpoint_iteration: state.iteration,
+            last_checkpoint: LastCheckpoint::at(path.to_path_buf(), state.iteration),
             state,
             perm: None,
             out_dir: None,
-            last_checkpoint: Some(path.to_path_buf()),
             fresh: false,
         })
     }
@@ -227,7 +234,7 @@ impl<'a> Run<'a> {
             return Err(CpflowError::NonFinite {
                 what: format!("loss ({loss})"),
                 step: it + 1,
-                checkpoint: self.last_checkpoint.clone(),
+                checkpoint: self.last_checkpoint.path(),
             });
         }
         let mut grads = icnn::detached_backward(&out.loss)?;
@@ -240,7 +247,7 @@ impl<'a> Run<'a> {
             return Err(CpflowError::NonFinite {
                 what: format!("gradient of {name}"),
                 step: it + 1,
-                checkpoint: self.last_checkpoint.clone(),
+                checkpoint: self.last_checkpoint.path(),
             });
         }
         if let Some(c) = self.cfg.clip_grad_norm {
@@ -336,20 +343,9 @@ impl<'a> Run<'a> {
         );
         // A failed write leaves the last checkpoint as it was (it is replaced atomically):
         // the error says at which iteration it failed and where the run is saved.
-        if let Err(e) = save_image_checkpoint(&path, &meta, tensors) {
-            return Err(CpflowError::CheckpointWrite {
-                iteration: self.state.iteration,
-                saved: self
-                    .last_checkpoint
-                    .clone()
-                    .filter(|p| p.is_file())
-                    .map(|p| (self.last_checkpoint_iteration, p)),
-                cause: Box::new(e),
-            });
-        }
-        self.last_checkpoint = Some(path);
-        self.last_checkpoint_iteration = self.state.iteration;
-        Ok(())
+        let written = save_image_checkpoint(&path, &meta, tensors);
+        self.last_checkpoint
+            .record_write(written, path, self.state.iteration)
     }
 
     fn metrics_path(&self) -> Option<PathBuf> {
@@ -380,11 +376,34 @@ impl<'a> Run<'a> {
         }))
     }
 
-    /// A validation made outside the step's own metrics line (the first one of a resume,
-    /// the end-of-run one) goes into the line of its iteration, the file's last.
-    fn record_late_validation(&self, val: Option<&BpdEstimate>) -> Result<()> {
-        if let (Some(val), Some(path)) = (val, self.metrics_path()) {
-            metrics_line::add_validation(&path, self.state.iteration, val)?;
+    /// Validates the run at its iteration unless its curve has a point there already, and
+    /// puts that validation into `metrics.jsonl`: into the line of its iteration (the
+    /// file's last: the loop's line of the step, or one written before the interrupt that
+    /// stopped this validation in an earlier call), or, when the iteration has no line (no
+    /// step made, `max_minutes = 0`; a resume at a step that logged none), into a
+    /// validation-only line. For the end of a run and the first validation of a resume.
+    fn validate_unless_done(&mut self, stop: Option<&AtomicBool>, wall: Instant) -> Result<()> {
+        let it = self.state.iteration;
+        if self
+            .state
+            .val_curve
+            .last()
+            .is_some_and(|p| p.iteration == it)
+        {
+            return Ok(());
+        }
+        let (Some(val), Some(path)) = (self.validate(stop)?, self.metrics_path()) else {
+            return Ok(());
+        };
+        if metrics_line::add_validation(&path, it, &val)? == metrics_line::LineUpdate::NoLine {
+            let rec = metrics_line::validation_only_record(
+                it,
+                self.epochs_done(),
+                &val,
+                self.state.train_time_s,
+                wall.elapsed().as_secs_f64(),
+            );
+            MetricsWriter::append(&path)?.write(&rec)?;
         }
         Ok(())
     }
@@ -400,6 +419,7 @@ impl<'a> Run<'a> {
         );
         bar.set_position(self.state.iteration as u64);
         let mut stats = StepStats::default();
+        let mut cg_warnings = cg_warning::CgWarnings::new(&cfg.surrogate, &self.flow);
         let mut eval_time = 0.0;
         let (mut win_steps, mut win_time) = (0usize, 0.0f64);
         let out_of_budget = |s: &ImageTrainState| budget.is_some_and(|b| s.train_time_s >= b);
@@ -413,15 +433,9 @@ impl<'a> Run<'a> {
             && cfg.val_every > 0
             && it > 0
             && it.is_multiple_of(cfg.val_every)
-            && self
-                .state
-                .val_curve
-                .last()
-                .is_none_or(|p| p.iteration != it)
         {
             let te = Instant::now();
-            let val = self.validate(opts.interrupt.as_deref())?;
-            self.record_late_validation(val.as_ref())?;
+            self.validate_unless_done(opts.interrupt.as_deref(), wall)?;
             eval_time += te.elapsed().as_secs_f64();
         }
         // Opened after that validation: it may rewrite the file.
@@ -445,8 +459,9 @@ impl<'a> Run<'a> {
             stats.seconds += dt;
             (win_steps, win_time) = (win_steps + 1, win_time + dt);
             let cg_max = cg.iterations.iter().copied().max().unwrap_or(0);
-            self.state.step_totals.record(loss, &cg);
+            self.state.step_stats.record(loss, &cg);
             let it = self.state.iteration;
+            cg_warnings.record(it, &cg);
             let last = self.limit_reached() || out_of_budget(&self.state);
             let te = Instant::now();
             let train_bpd = if cfg.train_slq_every > 0 && it.is_multiple_of(cfg.train_slq_every) {
@@ -468,6 +483,7 @@ impl<'a> Run<'a> {
                 || val_due
                 || last;
             if log_now {
+                cg_warnings.flush();
                 let rec = ImageMetricsRecord {
                     iteration: it,
                     epoch: self.epochs_done(),
@@ -524,13 +540,16 @@ impl<'a> Run<'a> {
             }
             if interrupted {
                 bar.finish_and_clear();
+                cg_warnings.flush();
                 return Err(CpflowError::Interrupted {
                     iteration: it,
-                    checkpoint: self.last_checkpoint.clone(),
+                    checkpoint: self.last_checkpoint.path(),
                 });
             }
         };
         bar.finish_and_clear();
+        // Nothing waits here (the last step logs), unless a break comes before a step.
+        cg_warnings.flush();
         // The end-of-run validation may rewrite the file.
         drop(metrics);
         self.finish(stop_reason, stats, eval_time, wall, opts)

@@ -31,33 +31,13 @@ impl Run<'_> {
     /// The steps left to the first of `epochs` and `max_iterations` (the progress bar's
     /// length; `None`: only the time budget limits the run).
     pub(super) fn steps_left(&self) -> Option<usize> {
-        let by_iterations = self
-            .cfg
-            .max_iterations
-            .map(|m| m.saturating_sub(self.state.iteration));
-        let by_epochs = self.cfg.epochs.map(|e| {
-            let n = self.data.train.len() as u64;
-            let bs = self.cfg.batch_size as u64;
-            let wanted = (e as u64)
-                .saturating_mul(n)
-                .saturating_sub(self.state.samples_seen);
-            // The rest of the current epoch first (its last batch may be short), then whole
-            // epochs of `batches_per_epoch` batches, then the part of one.
-            let rest = n.saturating_sub(self.state.epoch_batch as u64 * bs);
-            let steps = if wanted <= rest || n == 0 {
-                wanted.div_ceil(bs)
-            } else {
-                let after = wanted - rest;
-                rest.div_ceil(bs)
-                    + (after / n) * self.batches_per_epoch() as u64
-                    + (after % n).div_ceil(bs)
-            };
-            usize::try_from(steps).unwrap_or(usize::MAX)
-        });
-        match (by_iterations, by_epochs) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        steps_to_limits(
+            self.cfg.max_iterations,
+            self.cfg.epochs,
+            self.data.train.len(),
+            self.cfg.batch_size,
+            &self.state,
+        )
     }
 
     /// The next training batch, dequantised with the run's RNG.
@@ -96,6 +76,39 @@ impl Run<'_> {
     }
 }
 
+/// The steps from `state` to the first of `max_iterations` and `epochs` (counted in images
+/// seen) with `n_train` images in batches of `batch_size`, as [`Run::next_batch`] draws
+/// them, without drawing them: the rest of the current epoch first (its last batch may be
+/// short), then whole epochs of `n_train.div_ceil(batch_size)` batches, then the part of
+/// one. `None` without either limit.
+fn steps_to_limits(
+    max_iterations: Option<usize>,
+    epochs: Option<usize>,
+    n_train: usize,
+    batch_size: usize,
+    state: &ImageTrainState,
+) -> Option<usize> {
+    let by_iterations = max_iterations.map(|m| m.saturating_sub(state.iteration));
+    let by_epochs = epochs.map(|e| {
+        let (n, bs) = (n_train as u64, batch_size.max(1) as u64);
+        let wanted = (e as u64)
+            .saturating_mul(n)
+            .saturating_sub(state.samples_seen);
+        let rest = n.saturating_sub(state.epoch_batch as u64 * bs);
+        let steps = if wanted <= rest || n == 0 {
+            wanted.div_ceil(bs)
+        } else {
+            let after = wanted - rest;
+            rest.div_ceil(bs) + (after / n) * n.div_ceil(bs) + (after % n).div_ceil(bs)
+        };
+        usize::try_from(steps).unwrap_or(usize::MAX)
+    });
+    match (by_iterations, by_epochs) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
 /// A resume with another batch size than the checkpoint's in the middle of an epoch starts a
 /// new epoch (as the vector trainer does): the batches of the old size no longer tile the
 /// rest of the epoch's permutation. The log says so and how many of its images the run skips.
@@ -118,4 +131,82 @@ pub(super) fn new_epoch_for_batch_size(
     );
     state.epoch += 1;
     state.epoch_batch = 0;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::super::ImageTrainConfig;
+    use super::*;
+
+    /// One step of [`Run::next_batch`]'s bookkeeping (no images drawn).
+    fn advance(s: &mut ImageTrainState, n: usize, bs: usize) {
+        let nb = n.div_ceil(bs);
+        if s.epoch_batch >= nb {
+            (s.epoch, s.epoch_batch) = (s.epoch + 1, 0);
+        }
+        let start = s.epoch_batch * bs;
+        s.samples_seen += ((start + bs).min(n) - start) as u64;
+        s.epoch_batch += 1;
+        if s.epoch_batch >= nb {
+            (s.epoch, s.epoch_batch) = (s.epoch + 1, 0);
+        }
+        s.iteration += 1;
+    }
+
+    /// The steps to the limit by walking them, as the training loop does.
+    fn walked(cfg: &ImageTrainConfig, n: usize, state: &ImageTrainState) -> Option<usize> {
+        if cfg.max_iterations.is_none() && cfg.epochs.is_none() {
+            return None;
+        }
+        let mut s = state.clone();
+        let mut steps = 0;
+        while !cfg.limit_reached(s.iteration, s.samples_seen, n) {
+            advance(&mut s, n, cfg.batch_size);
+            steps += 1;
+        }
+        Some(steps)
+    }
+
+    /// The direct count is the walk's, from the start, from every position of a run
+    /// (mid-epoch, short last batches) and from a position past the end of the epoch (a
+    /// checkpoint of more images than the data now hold, written before a resume on
+    /// another number of images was refused), for both limits, either and none.
+    #[test]
+    fn steps_left_is_the_number_of_steps_the_loop_makes() {
+        let mut cases = 0;
+        for n in [1, 5, 8, 10] {
+            for bs in [1, 3, 4, 8, 16] {
+                for done in [0, 1, 2, 3, 7, 12] {
+                    let mut state = ImageTrainState::default();
+                    for _ in 0..done {
+                        advance(&mut state, n, bs);
+                    }
+                    let past_end = ImageTrainState {
+                        epoch_batch: n.div_ceil(bs) + 1,
+                        ..state.clone()
+                    };
+                    for epochs in [None, Some(0), Some(1), Some(2), Some(5)] {
+                        for max_iterations in [None, Some(0), Some(4), Some(9), Some(100)] {
+                            let cfg = ImageTrainConfig {
+                                max_iterations,
+                                epochs,
+                                batch_size: bs,
+                                ..Default::default()
+                            };
+                            for s in [&state, &past_end] {
+                                assert_eq!(
+                                    steps_to_limits(max_iterations, epochs, n, bs, s),
+                                    walked(&cfg, n, s),
+                                    "n {n}, batch {bs}, epochs {epochs:?}, \
+                                     max_iterations {max_iterations:?}, {s:?}"
+                                );
+                                cases += 1;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        assert_eq!(cases, 4 * 5 * 6 * 5 * 5 * 2);
+    }
 }

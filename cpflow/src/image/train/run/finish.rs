@@ -35,17 +35,7 @@ impl Run<'_> {
             (self.state, self.rng) = (state, rng);
         }
         let it = self.state.iteration;
-        if self
-            .state
-            .val_curve
-            .last()
-            .is_none_or(|p| p.iteration != it)
-        {
-            // In the metrics line of the last step (written by the loop, or before the
-            // interrupt that stopped this validation in an earlier call).
-            let val = self.validate(opts.interrupt.as_deref())?;
-            self.record_late_validation(val.as_ref())?;
-        }
+        self.validate_unless_done(opts.interrupt.as_deref(), wall)?;
         self.save_checkpoint()?;
         self.load_eval_weights()?;
         if let Some(d) = &self.out_dir {
@@ -95,7 +85,7 @@ impl Run<'_> {
         };
         eval_time += te.elapsed().as_secs_f64();
         let invocation_wall = wall.elapsed().as_secs_f64();
-        let totals = &self.state.step_totals;
+        let totals = &self.state.step_stats;
         let report = ImageTrainReport {
             parameters: self.flow.num_parameters(),
             cp_flow_blocks: self.flow.blocks().count(),
@@ -108,6 +98,7 @@ impl Run<'_> {
             // Over every step of the run, across resumes.
             final_loss: totals.last_loss.unwrap_or(f64::NAN),
             mean_cg_iterations: totals.mean_cg_iterations(),
+            cg_converged: totals.converged_fraction(),
             max_cg_iterations: totals.cg_max,
             cg_unconverged_steps: totals.cg_unconverged_steps,
             step_stats_since_iteration: Some(totals.counted_from(it)).filter(|&i| i > 0),

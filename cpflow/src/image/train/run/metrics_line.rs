@@ -1,6 +1,8 @@
 //! A validation made after its step's `metrics.jsonl` line was written (the end-of-run one,
 //! or the first one of a resume when an interrupt stopped it) goes into that line, so every
-//! point of the report's validation curve is in the metrics exactly once.
+//! point of the report's validation curve is in the metrics exactly once; one whose
+//! iteration has no line (a run that made no step, `max_minutes = 0`; a resume at a step
+//! that wrote none) gets a line of its own ([`validation_only_record`]).
 
 use std::path::Path;
 
@@ -9,31 +11,79 @@ use super::super::evaluate::BpdEstimate;
 use crate::checkpoint::write_atomic;
 use crate::error::{CpflowError, Result};
 
+/// What [`add_validation`] did with the file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum LineUpdate {
+    /// The validation is now in the last line, the line of its iteration.
+    Added,
+    /// The file has no line of the iteration (missing, empty, or its last line is of an
+    /// earlier iteration): the validation needs a line of its own.
+    NoLine,
+    /// Left as it was: the last line already has a validation, is of a later iteration or
+    /// of another format.
+    Left,
+}
+
 /// Sets `val_bpd` and `val_bpd_std_err` of the file's last line when it is the line of
-/// `iteration` and has no validation yet (the file is replaced atomically); returns whether
-/// it did. A missing file, another last line (a run that made no step; a checkpoint written
-/// by a version that logged no line at an interrupted validation) or one of another format
-/// is left as it is.
-pub(super) fn add_validation(path: &Path, iteration: usize, val: &BpdEstimate) -> Result<bool> {
+/// `iteration` and has no validation yet (the file is replaced atomically).
+pub(super) fn add_validation(
+    path: &Path,
+    iteration: usize,
+    val: &BpdEstimate,
+) -> Result<LineUpdate> {
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(LineUpdate::NoLine),
         Err(e) => return Err(CpflowError::io(path, e)),
     };
     let body = text.trim_end_matches(['\n', '\r', ' ', '\t']);
+    if body.is_empty() {
+        return Ok(LineUpdate::NoLine);
+    }
     let start = body.rfind('\n').map_or(0, |i| i + 1);
     let Ok(mut rec) = serde_json::from_str::<ImageMetricsRecord>(&body[start..]) else {
-        return Ok(false);
+        return Ok(LineUpdate::Left);
     };
+    if rec.iteration < iteration {
+        return Ok(LineUpdate::NoLine);
+    }
     if rec.iteration != iteration || rec.val_bpd.is_some() {
-        return Ok(false);
+        return Ok(LineUpdate::Left);
     }
     rec.val_bpd = Some(val.bpd);
     rec.val_bpd_std_err = Some(val.std_err);
     let out = format!("{}{}\n", &body[..start], serde_json::to_string(&rec)?);
     write_atomic(path, out.as_bytes())?;
     tracing::debug!(iteration, "validation added to its metrics line");
-    Ok(true)
+    Ok(LineUpdate::Added)
+}
+
+/// The line of a validation at an iteration without a step line: the validation, the
+/// epochs and clocks; the step's numbers (loss, learning rate, gradient norm, CG, step
+/// time) are NaN, written as `null`, and `cg_max_iterations` is 0.
+pub(super) fn validation_only_record(
+    iteration: usize,
+    epoch: f64,
+    val: &BpdEstimate,
+    train_time_s: f64,
+    elapsed_s: f64,
+) -> ImageMetricsRecord {
+    ImageMetricsRecord {
+        iteration,
+        epoch,
+        loss: f64::NAN,
+        train_bpd_slq: None,
+        lr: f64::NAN,
+        grad_norm: f64::NAN,
+        cg_iterations: f64::NAN,
+        cg_max_iterations: 0,
+        cg_converged_fraction: f64::NAN,
+        val_bpd: Some(val.bpd),
+        val_bpd_std_err: Some(val.std_err),
+        step_s: f64::NAN,
+        train_time_s,
+        elapsed_s,
+    }
 }
 
 #[cfg(test)]
@@ -61,7 +111,7 @@ mod tests {
     }
 
     /// Only the last line, only its own iteration, only once; the lines before are kept
-    /// byte for byte.
+    /// byte for byte; a missing line is told apart from one left as it is.
     #[test]
     fn the_validation_goes_into_the_last_line_of_its_iteration_once() {
         let dir = std::env::temp_dir().join(format!("cpflow-metrics-line-{}", std::process::id()));
@@ -72,16 +122,24 @@ mod tests {
             std_err: 0.125,
             images: 4,
         };
-        assert!(!add_validation(&path, 2, &val).unwrap(), "no file");
+        use LineUpdate::*;
+        assert_eq!(add_validation(&path, 2, &val).unwrap(), NoLine, "no file");
+        std::fs::write(&path, "\n").unwrap();
+        assert_eq!(add_validation(&path, 0, &val).unwrap(), NoLine, "no line");
         let before = format!("{}\n{}\n", line(1, Some(4.0)), line(2, None));
         std::fs::write(&path, &before).unwrap();
-        assert!(
-            !add_validation(&path, 1, &val).unwrap(),
+        assert_eq!(
+            add_validation(&path, 1, &val).unwrap(),
+            Left,
             "not the last line"
         );
-        assert!(!add_validation(&path, 3, &val).unwrap(), "no line of 3");
+        assert_eq!(
+            add_validation(&path, 3, &val).unwrap(),
+            NoLine,
+            "no line of 3"
+        );
         assert_eq!(std::fs::read_to_string(&path).unwrap(), before);
-        assert!(add_validation(&path, 2, &val).unwrap());
+        assert_eq!(add_validation(&path, 2, &val).unwrap(), Added);
         let after = std::fs::read_to_string(&path).unwrap();
         assert_eq!(
             after,
@@ -91,7 +149,20 @@ mod tests {
                 serde_json::to_string(&r).unwrap()
             })
         );
-        assert!(!add_validation(&path, 2, &val).unwrap(), "already there");
+        assert_eq!(
+            add_validation(&path, 2, &val).unwrap(),
+            Left,
+            "already there"
+        );
+        // A validation-only line reads back, its step numbers NaN.
+        let only = validation_only_record(0, 0.0, &val, 0.0, 1.5);
+        let back: ImageMetricsRecord =
+            serde_json::from_str(&serde_json::to_string(&only).unwrap()).unwrap();
+        assert_eq!(
+            (back.iteration, back.val_bpd, back.elapsed_s),
+            (0, Some(3.25), 1.5)
+        );
+        assert!(back.loss.is_nan() && back.lr.is_nan() && back.step_s.is_nan());
         std::fs::remove_dir_all(&dir).ok();
     }
 }

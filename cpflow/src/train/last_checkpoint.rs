@@ -1,0 +1,97 @@
+//! The last checkpoint a training run wrote or resumed from, which the flow trainer
+//! ([`super::Trainer`]) and the image trainer (`image::train`) keep for their errors: a
+//! non-finite step and an interrupt name its path, a failed write
+//! ([`CpflowError::CheckpointWrite`]) its iteration and path. Checkpoints are replaced
+//! atomically, so a failed write leaves it intact.
+
+use std::path::PathBuf;
+
+use crate::error::{CpflowError, Result};
+
+/// The path and iteration of the last checkpoint a run wrote or resumed from (none yet:
+/// `Default`).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct LastCheckpoint(Option<(PathBuf, usize)>);
+
+impl LastCheckpoint {
+    /// The checkpoint at `path` of iteration `iteration` (the one a run resumes from).
+    pub fn at(path: PathBuf, iteration: usize) -> Self {
+        LastCheckpoint(Some((path, iteration)))
+    }
+
+    /// Its path, if there is one.
+    pub fn path(&self) -> Option<PathBuf> {
+        self.0.as_ref().map(|(p, _)| p.clone())
+    }
+
+    /// Takes the outcome of writing the checkpoint of iteration `iteration` to `path`: a
+    /// success makes it the last one; a failure is [`CpflowError::CheckpointWrite`], naming
+    /// this last one while its file is still there.
+    pub fn record_write(
+        &mut self,
+        written: Result<()>,
+        path: PathBuf,
+        iteration: usize,
+    ) -> Result<()> {
+        match written {
+            Ok(()) => {
+                self.0 = Some((path, iteration));
+                Ok(())
+            }
+            Err(e) => Err(CpflowError::CheckpointWrite {
+                iteration,
+                saved: self
+                    .0
+                    .clone()
+                    .filter(|(p, _)| p.is_file())
+                    .map(|(p, it)| (it, p)),
+                cause: Box::new(e),
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn failed() -> Result<()> {
+        Err(CpflowError::Internal("disk full".into()))
+    }
+
+    /// A write becomes the last checkpoint; a failed one names it while its file exists,
+    /// and nothing once it is gone (or before any was written).
+    #[test]
+    fn a_failed_write_names_the_last_checkpoint_on_disk() {
+        let dir = std::env::temp_dir().join(format!("cpflow-last-ck-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("checkpoint.safetensors");
+        let mut last = LastCheckpoint::default();
+        let saved = |e: CpflowError| match e {
+            CpflowError::CheckpointWrite {
+                iteration, saved, ..
+            } => (iteration, saved),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            saved(last.record_write(failed(), path.clone(), 2).unwrap_err()),
+            (2, None)
+        );
+        std::fs::write(&path, b"x").unwrap();
+        last.record_write(Ok(()), path.clone(), 3).unwrap();
+        assert_eq!(last.path(), Some(path.clone()));
+        assert_eq!(
+            saved(last.record_write(failed(), path.clone(), 5).unwrap_err()),
+            (5, Some((3, path.clone())))
+        );
+        // The failed write left the last one as it was.
+        assert_eq!(last.path(), Some(path.clone()));
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(
+            saved(last.record_write(failed(), path.clone(), 6).unwrap_err()),
+            (6, None)
+        );
+        assert_eq!(LastCheckpoint::at(path.clone(), 7).path(), Some(path));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
