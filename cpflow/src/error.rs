@@ -140,14 +140,21 @@ pub enum CpflowError {
     /// A checkpoint is malformed or incompatible with the model.
     #[error("checkpoint error: {0}")]
     Checkpoint(String),
-    /// Writing a training checkpoint failed (a full disk, permissions). The checkpoint is
-    /// replaced atomically: the last one written before, if any, is intact and resumes the run.
+    /// Writing a flow or image-flow run's checkpoint, a `metrics.jsonl` line (or opening or
+    /// cutting back the file at the start), `model.safetensors` or `report.json` failed (a
+    /// full disk, permissions). The checkpoint is replaced atomically and the other files do
+    /// not touch it: the last one written before, if any, is intact and resumes the run
+    /// (which writes the log, the model and the report again).
     #[error(
-        "writing the checkpoint at iteration {iteration} failed ({cause}); {}",
+        "writing {what} at iteration {iteration} failed ({cause}); {}",
         last_checkpoint_note(.saved)
     )]
     CheckpointWrite {
-        /// The iteration whose checkpoint could not be written.
+        /// What could not be written ("the checkpoint", "metrics.jsonl",
+        /// "model.safetensors", "report.json").
+        what: &'static str,
+        /// The iteration of the run when the write failed (for the checkpoint: the
+        /// iteration it was to hold).
         iteration: usize,
         /// The iteration and path of the last checkpoint, intact (`None`: none was written).
         saved: Option<(usize, std::path::PathBuf)>,

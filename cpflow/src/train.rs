@@ -461,4 +461,6 @@ impl Trainer {
 }
 
 #[cfg(test)]
+mod tests_log_write;
+#[cfg(test)]
 mod tests_run_stats;

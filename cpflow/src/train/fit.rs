@@ -17,6 +17,9 @@ use crate::observer::{Control, Moment, TrainObserver};
 use crate::progress::Progress;
 use crate::train_state::{plateau_update, scheduled_lr};
 
+/// The run's log, as a failed write names it ([`CpflowError::CheckpointWrite`]).
+const METRICS: &str = "metrics.jsonl";
+
 impl Trainer {
     /// One optimiser step on a batch; returns (loss, grad norm, CG report).
     fn step(&mut self, x: &Tensor, ctx: Option<&Tensor>) -> Result<(f64, f64, CgReport)> {
@@ -164,20 +167,25 @@ impl Trainer {
         }
         self.kept = None;
         let t0 = Instant::now();
+        // A log that cannot be opened or cut back names itself and the last checkpoint.
         let mut metrics = match &self.options.out_dir {
             Some(d) => {
                 let path = d.join("metrics.jsonl");
                 let start = std::mem::replace(&mut self.metrics_start, MetricsStart::Append);
-                match start {
+                let opened = match start {
                     MetricsStart::Create if self.state.iteration == 0 => {
-                        Some(MetricsWriter::create(&path)?)
+                        MetricsWriter::create(&path)
                     }
                     MetricsStart::CutBack => {
-                        truncate_metrics(&path, "iteration", self.state.iteration as u64)?;
-                        Some(MetricsWriter::append(&path)?)
+                        truncate_metrics(&path, "iteration", self.state.iteration as u64)
+                            .and_then(|_| MetricsWriter::append(&path))
                     }
-                    _ => Some(MetricsWriter::append(&path)?),
-                }
+                    _ => MetricsWriter::append(&path),
+                };
+                Some(
+                    self.last_checkpoint
+                        .written(METRICS, self.state.iteration, opened)?,
+                )
             }
             None => None,
         };
@@ -288,7 +296,8 @@ impl Trainer {
                     rec.samples_per_sec
                 ));
                 if let Some(m) = metrics.as_mut() {
-                    m.write(&rec)?;
+                    let line = m.write(&rec);
+                    self.last_checkpoint.written(METRICS, rec.iteration, line)?;
                 }
                 history.push(rec);
             }
@@ -487,8 +496,12 @@ impl Trainer {
                 }
             }
         }
+        // Written after the final checkpoint: a failure names it, which resumes the run.
         if let Some(d) = &self.options.out_dir {
-            self.flow.save(&d.join("model.safetensors"))?;
+            let saved = self.flow.save(&d.join("model.safetensors"));
+            let it = self.state.iteration;
+            self.last_checkpoint
+                .written("model.safetensors", it, saved)?;
         }
         Ok(())
     }

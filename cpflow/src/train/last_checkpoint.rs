@@ -1,7 +1,8 @@
 //! The last checkpoint a training run wrote or resumed from, which the flow trainer
 //! ([`super::Trainer`]) and the image trainer (`image::train`) keep for their errors: a
 //! non-finite step and an interrupt name its path, a failed write
-//! ([`CpflowError::CheckpointWrite`]) its iteration and path. Checkpoints are replaced
+//! ([`CpflowError::CheckpointWrite`]) of the checkpoint, `metrics.jsonl`,
+//! `model.safetensors` or `report.json` its iteration and path. Checkpoints are replaced
 //! atomically, so a failed write leaves it intact.
 
 use std::path::PathBuf;
@@ -38,15 +39,36 @@ impl LastCheckpoint {
                 self.0 = Some((path, iteration));
                 Ok(())
             }
-            Err(e) => Err(CpflowError::CheckpointWrite {
-                iteration,
-                saved: self
-                    .0
-                    .clone()
-                    .filter(|(p, _)| p.is_file())
-                    .map(|(p, it)| (it, p)),
-                cause: Box::new(e),
-            }),
+            Err(e) => Err(self.failed_write("the checkpoint", iteration, e)),
+        }
+    }
+
+    /// Takes the outcome of writing another file of the run (`what`: "metrics.jsonl",
+    /// "model.safetensors", "report.json") at iteration `iteration`: a failure is
+    /// [`CpflowError::CheckpointWrite`] naming the file and this last checkpoint (which the
+    /// write did not touch), so that the message says where the run is saved and the CLI
+    /// the command that continues it.
+    pub fn written<T>(&self, what: &'static str, iteration: usize, write: Result<T>) -> Result<T> {
+        write.map_err(|e| self.failed_write(what, iteration, e))
+    }
+
+    /// The failed write of `what` at `iteration`, naming this last checkpoint while its file
+    /// is still there.
+    fn failed_write(
+        &self,
+        what: &'static str,
+        iteration: usize,
+        cause: CpflowError,
+    ) -> CpflowError {
+        CpflowError::CheckpointWrite {
+            what,
+            iteration,
+            saved: self
+                .0
+                .clone()
+                .filter(|(p, _)| p.is_file())
+                .map(|(p, it)| (it, p)),
+            cause: Box::new(cause),
         }
     }
 }
@@ -91,7 +113,34 @@ mod tests {
             saved(last.record_write(failed(), path.clone(), 6).unwrap_err()),
             (6, None)
         );
-        assert_eq!(LastCheckpoint::at(path.clone(), 7).path(), Some(path));
+        // Another file's failed write names it and the last checkpoint, which it leaves.
+        std::fs::write(&path, b"x").unwrap();
+        let err = LastCheckpoint::at(path.clone(), 7)
+            .written("metrics.jsonl", 9, failed())
+            .unwrap_err();
+        assert!(
+            matches!(&err, CpflowError::CheckpointWrite { what: "metrics.jsonl", iteration: 9, saved: Some((7, p)), .. } if *p == path),
+            "{err:?}"
+        );
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "writing metrics.jsonl at iteration 9 failed (internal error: disk full); the run \
+                 is saved at iteration 7 (the last checkpoint, {})",
+                path.display()
+            )
+        );
+        assert_eq!(
+            LastCheckpoint::default()
+                .written("report.json", 1, Ok(3))
+                .unwrap(),
+            3
+        );
+        assert_eq!(
+            LastCheckpoint::at(path.clone(), 7).path(),
+            Some(path.clone())
+        );
+        std::fs::remove_file(&path).unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

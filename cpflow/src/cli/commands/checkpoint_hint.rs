@@ -6,9 +6,10 @@ use std::path::Path;
 use crate::CpflowError;
 use crate::cli::shell_words::resume_command;
 
-/// A checkpoint (for the VAE also its log or report) that could not be written during
-/// training ([`CpflowError::CheckpointWrite`], [`CpflowError::EpochCheckpointWrite`]: the message says at which iteration or epoch and
-/// where the run is saved) with the command that continues the run from its last checkpoint
+/// A checkpoint, `metrics.jsonl` line, model or report that could not be written during or at
+/// the end of training ([`CpflowError::CheckpointWrite`], [`CpflowError::EpochCheckpointWrite`]:
+/// the message names the file, the iteration or epoch, and where the run is saved) with the
+/// command that continues the run from its last checkpoint
 /// (`cpflow <command> --out <out> --resume`), once the cause (a full disk, permissions) is
 /// fixed; or, without one, how to start again. Other errors as they are.
 pub(super) fn with_checkpoint_hint(e: CpflowError, command: &str, out: &Path) -> anyhow::Error {
@@ -76,7 +77,15 @@ mod tests {
     }
 
     fn iteration_write_failed(saved: Option<(usize, PathBuf)>) -> CpflowError {
+        iteration_file_write_failed("the checkpoint", saved)
+    }
+
+    fn iteration_file_write_failed(
+        what: &'static str,
+        saved: Option<(usize, PathBuf)>,
+    ) -> CpflowError {
         CpflowError::CheckpointWrite {
+            what,
             iteration: 200,
             saved,
             cause: Box::new(CpflowError::Internal("no space left".into())),
@@ -104,6 +113,16 @@ mod tests {
                 && m.contains("start the run again with `--overwrite`")
                 && !m.contains("--resume"),
             "{m}"
+        );
+        // Another file of the run: named, with the same advice.
+        let saved = Some((200, out.join("checkpoint.safetensors")));
+        let failed = iteration_file_write_failed("report.json", saved);
+        assert_eq!(
+            with_checkpoint_hint(failed, "train", &out).to_string(),
+            "writing report.json at iteration 200 failed (internal error: no space left); the \
+             run is saved at iteration 200 (the last checkpoint, runs/my run/checkpoint.safetensors). \
+             Free disk space (or fix what the error names) and continue the run with \
+             `cpflow train --out 'runs/my run' --resume`"
         );
         let other = CpflowError::Checkpoint("corrupt".into());
         assert_eq!(

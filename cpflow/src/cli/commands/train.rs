@@ -16,7 +16,6 @@ use crate::cli::interrupt::Interrupt;
 use crate::cli::model_plots::{
     PlotOptions, default_plot_window, rows_to_points, write_model_plots,
 };
-use crate::cli::output_files::write_file_atomic;
 use crate::cli::resume_check::check_train_resume;
 use crate::cli::run_config::{
     Overrides, RunConfig, check_training_start, is_image_config, resolve,
@@ -27,6 +26,7 @@ use crate::cli::run_dir::{
 };
 use crate::cli::run_kind::RunKind;
 use crate::cli::shell_words::resume_command;
+use crate::train::last_checkpoint::LastCheckpoint;
 
 use super::score_format::validation_numbers::ValidationNumbers;
 
@@ -431,11 +431,13 @@ pub fn train(mut a: TrainArgs) -> Result<()> {
         invocation_train_time_s: train_time - trained_before,
         invocation_wall_time_s: t0.elapsed().as_secs_f64(),
     };
-    write_file_atomic(
-        &out.join("report.json"),
-        serde_json::to_string_pretty(&file)?.as_bytes(),
-        "the run's report",
-    )?;
+    // A report that cannot be written names itself and the final checkpoint, whose resume
+    // scores the run again and writes it.
+    let json = serde_json::to_string_pretty(&file)?;
+    let written = crate::checkpoint::write_atomic(&out.join("report.json"), json.as_bytes());
+    LastCheckpoint::at(out.join("checkpoint.safetensors"), rep.iterations)
+        .written("report.json", rep.iterations, written)
+        .map_err(|e| with_checkpoint_hint(e, "train", &out))?;
     println!("{}", summary_line(&summary, &out));
     Ok(())
 }

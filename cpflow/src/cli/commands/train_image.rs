@@ -120,7 +120,8 @@ pub(super) fn train_image(a: TrainArgs) -> Result<()> {
         interrupt: Some(interrupt.flag()),
         training_ended: Some(interrupt.training_ended()),
     };
-    // A checkpoint that could not be written: where the run is saved and how to continue it.
+    // A checkpoint, `metrics.jsonl` line, model or report that could not be written: where
+    // the run is saved and how to continue it.
     let trained = match run_image_training(&flow, &cfg.train, &data, &device, &opts) {
         Err(e @ crate::CpflowError::CheckpointWrite { .. }) => {
             return Err(super::checkpoint_hint::with_checkpoint_hint(

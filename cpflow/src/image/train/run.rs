@@ -38,6 +38,8 @@ mod metrics_line;
 #[cfg(test)]
 mod tests_late_validation;
 #[cfg(test)]
+mod tests_log_write;
+#[cfg(test)]
 mod tests_stats;
 #[cfg(test)]
 mod tests_train_images;
@@ -49,6 +51,10 @@ pub const VAL_SEED_SALT: u64 = 0x5641_4C00;
 /// Test seed = `train.seed ^ TEST_SEED_SALT` (see [`super::score_test_set`]).
 pub const TEST_SEED_SALT: u64 = 0x5445_5354;
 const TRAIN_SLQ_SALT: u64 = 0x5452_4E00;
+/// The run's log and model files, as a failed write names them
+/// ([`CpflowError::CheckpointWrite`]).
+const METRICS: &str = "metrics.jsonl";
+const MODEL: &str = "model.safetensors";
 
 /// Train an image flow (module docs of [`crate::image::train`]).
 ///
@@ -304,7 +310,9 @@ impl<'a> Run<'a> {
             val: val.clone(),
         });
         if let Some(d) = &self.out_dir {
-            self.eval_flow.save(&d.join("model.safetensors"))?;
+            let saved = self.eval_flow.save(&d.join("model.safetensors"));
+            self.last_checkpoint
+                .written(MODEL, self.state.iteration, saved)?;
         }
         Ok(Some(val))
     }
@@ -352,13 +360,20 @@ impl<'a> Run<'a> {
         self.out_dir.as_ref().map(|d| d.join("metrics.jsonl"))
     }
 
+    /// `write`, the writing of the run's `metrics.jsonl`, with its failure as
+    /// [`CpflowError::CheckpointWrite`]: the file, the iteration, the last checkpoint.
+    fn metrics_written<T>(&self, write: Result<T>) -> Result<T> {
+        self.last_checkpoint
+            .written(METRICS, self.state.iteration, write)
+    }
+
     /// A resume cuts `metrics.jsonl` back to the checkpoint: lines past it (written before a
     /// kill) come again.
     fn cut_metrics_to_checkpoint(&self) -> Result<()> {
         match self.metrics_path() {
-            Some(path) if !self.fresh => {
-                truncate_metrics(&path, "iteration", self.state.iteration as u64).map(|_| ())
-            }
+            Some(path) if !self.fresh => self.metrics_written(
+                truncate_metrics(&path, "iteration", self.state.iteration as u64).map(|_| ()),
+            ),
             _ => Ok(()),
         }
     }
@@ -367,13 +382,17 @@ impl<'a> Run<'a> {
         let Some(d) = &self.out_dir else {
             return Ok(None);
         };
-        std::fs::create_dir_all(d).map_err(|e| CpflowError::io(d, e))?;
         let path = d.join("metrics.jsonl");
-        Ok(Some(if self.fresh {
-            MetricsWriter::create(&path)?
-        } else {
-            MetricsWriter::append(&path)?
-        }))
+        let opened = std::fs::create_dir_all(d)
+            .map_err(|e| CpflowError::io(d, e))
+            .and_then(|()| {
+                if self.fresh {
+                    MetricsWriter::create(&path)
+                } else {
+                    MetricsWriter::append(&path)
+                }
+            });
+        self.metrics_written(opened).map(Some)
     }
 
     /// Validates the run at its iteration unless its curve has a point there already, and
@@ -395,7 +414,8 @@ impl<'a> Run<'a> {
         let (Some(val), Some(path)) = (self.validate(stop)?, self.metrics_path()) else {
             return Ok(());
         };
-        if metrics_line::add_validation(&path, it, &val)? == metrics_line::LineUpdate::NoLine {
+        let added = self.metrics_written(metrics_line::add_validation(&path, it, &val))?;
+        if added == metrics_line::LineUpdate::NoLine {
             let rec = metrics_line::validation_only_record(
                 it,
                 self.epochs_done(),
@@ -403,7 +423,7 @@ impl<'a> Run<'a> {
                 self.state.train_time_s,
                 wall.elapsed().as_secs_f64(),
             );
-            MetricsWriter::append(&path)?.write(&rec)?;
+            self.metrics_written(MetricsWriter::append(&path).and_then(|mut m| m.write(&rec)))?;
         }
         Ok(())
     }
@@ -523,7 +543,7 @@ impl<'a> Run<'a> {
                     rec.step_s
                 ));
                 if let Some(m) = metrics.as_mut() {
-                    m.write(&rec)?;
+                    self.metrics_written(m.write(&rec))?;
                 }
             }
             bar.set_position(it as u64);

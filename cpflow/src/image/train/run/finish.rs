@@ -39,7 +39,8 @@ impl Run<'_> {
         self.save_checkpoint()?;
         self.load_eval_weights()?;
         if let Some(d) = &self.out_dir {
-            self.eval_flow.save(&d.join("model.safetensors"))?;
+            let saved = self.eval_flow.save(&d.join("model.safetensors"));
+            self.last_checkpoint.written(super::MODEL, it, saved)?;
         }
         let stopped = || {
             let saved = match &self.out_dir {
@@ -118,12 +119,13 @@ impl Run<'_> {
             wall_time_s: self.state.train_time_s - stats.seconds + invocation_wall,
             invocation_wall_time_s: invocation_wall,
         };
+        // A report that cannot be written names itself and the final checkpoint, whose
+        // resume scores the run again and writes it.
         if let Some(d) = &self.out_dir {
             let path = d.join("report.json");
-            crate::checkpoint::write_atomic(
-                &path,
-                serde_json::to_string_pretty(&report)?.as_bytes(),
-            )?;
+            let json = serde_json::to_string_pretty(&report)?;
+            let written = crate::checkpoint::write_atomic(&path, json.as_bytes());
+            self.last_checkpoint.written("report.json", it, written)?;
         }
         Ok(report)
     }
