@@ -62,6 +62,8 @@ pub use train::{VaeRunOptions, run_vae, run_vae_on};
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod tests_adamax;
+#[cfg(test)]
 mod tests_cg_stats;
 #[cfg(test)]
 mod tests_checkpoint_write;
@@ -71,3 +73,5 @@ mod tests_importance;
 mod tests_log_write;
 #[cfg(test)]
 mod tests_resume;
+#[cfg(test)]
+mod tests_train_terms;

@@ -10,6 +10,7 @@ mod flow_common;
 mod image_common;
 mod posterior_common;
 
+mod block_potential_value;
 #[cfg(feature = "cli")]
 mod cli_audit_messages;
 #[cfg(feature = "cli")]
@@ -63,6 +64,8 @@ mod cli_tabular;
 #[cfg(feature = "cli")]
 mod cli_toml_integer_limits;
 #[cfg(feature = "cli")]
+mod cli_train_log_write;
+#[cfg(feature = "cli")]
 mod cli_train_model_exact;
 #[cfg(feature = "cli")]
 mod cli_train_resume_stats;
@@ -87,6 +90,7 @@ mod custom_potential;
 mod flow_core;
 mod flow_edge_cases;
 mod flow_initialize_atomic;
+mod flow_sample_given;
 mod image_ema;
 mod image_flow;
 mod image_layers;
@@ -96,6 +100,7 @@ mod image_mnist;
 mod image_resume;
 mod image_resume_epochs;
 mod image_sample_log_prob;
+mod image_surrogate_loss;
 mod image_train;
 mod lib_audit_api;
 #[cfg(feature = "vae")]

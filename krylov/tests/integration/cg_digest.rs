@@ -5,6 +5,12 @@
 //! `cargo test -p krylov --features candle --test integration cg_digest -- --ignored --nocapture`
 //! before and after the change, and compare the printed digests. The run itself asserts
 //! that the solves are deterministic: each backend's grid is solved twice, with one digest.
+//!
+//! Digests are recorded (in commit messages) and compared across builds, so the hash is
+//! FNV-1a (64-bit) over explicitly little-endian bytes, written out here: the same bits give
+//! the same digest on every toolchain and platform. (`std`'s `DefaultHasher`, used before,
+//! is documented as unspecified and may change with a Rust release; its digests, e.g.
+//! `b70f714f3d7b3669`, are not comparable with these.)
 #![allow(clippy::type_complexity, clippy::unnecessary_cast)]
 
 use crate::common::*;
@@ -13,32 +19,78 @@ use krylov::{
     BatchVectors, CgParams, CgResult, DenseFaerOperator, DenseNalgebraOperator, Preconditioner, cg,
 };
 use nalgebra::DMatrix;
-use std::collections::hash_map::DefaultHasher;
-use std::hash::{Hash, Hasher};
+
+/// FNV-1a, 64-bit (offset basis `0xcbf29ce484222325`, prime `0x100000001b3`): a hash whose
+/// value is fixed by its definition, unlike `std`'s `DefaultHasher`.
+struct Fnv1a(u64);
+
+impl Fnv1a {
+    fn new() -> Self {
+        Fnv1a(0xcbf2_9ce4_8422_2325)
+    }
+    fn bytes(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+    /// A `u64` as its 8 little-endian bytes (`usize` values are widened to `u64` first, so
+    /// 32- and 64-bit platforms agree).
+    fn u64(&mut self, v: u64) {
+        self.bytes(&v.to_le_bytes());
+    }
+    /// A list: its length, then its items.
+    fn u64s(&mut self, vs: impl ExactSizeIterator<Item = u64>) {
+        self.u64(vs.len() as u64);
+        for v in vs {
+            self.u64(v);
+        }
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+/// The published FNV-1a 64 test vectors: a wrong constant or byte order changes them.
+#[test]
+fn fnv1a_matches_its_test_vectors() {
+    for (input, expected) in [
+        ("", 0xcbf2_9ce4_8422_2325u64),
+        ("a", 0xaf63_dc4c_8601_ec8c),
+        ("foobar", 0x8594_4171_f739_67e8),
+    ] {
+        let mut h = Fnv1a::new();
+        h.bytes(input.as_bytes());
+        assert_eq!(h.finish(), expected, "{input:?}: {:016x}", h.finish());
+    }
+    // Integers are hashed as little-endian bytes, whatever the platform.
+    let (mut a, mut b) = (Fnv1a::new(), Fnv1a::new());
+    a.u64(0x0102_0304_0506_0708);
+    b.bytes(&[8, 7, 6, 5, 4, 3, 2, 1]);
+    assert_eq!(a.finish(), b.finish());
+}
 
 /// Hashes everything a solve reports: `x` (bits of its host copy), iterations, residual
 /// norms, terminations, applications and operator calls.
-fn hash_result<V: BatchVectors>(h: &mut DefaultHasher, res: &CgResult<V>) {
-    for v in res.x.to_host().unwrap() {
-        v.to_bits().hash(h);
-    }
-    res.iterations.hash(h);
-    for v in &res.residual_norms {
-        v.to_bits().hash(h);
-    }
-    format!("{:?}", res.termination).hash(h);
-    res.applications.hash(h);
-    res.operator_calls.hash(h);
+fn hash_result<V: BatchVectors>(h: &mut Fnv1a, res: &CgResult<V>) {
+    let x = res.x.to_host().unwrap();
+    h.u64s(x.iter().map(|v| v.to_bits()));
+    h.u64s(res.iterations.iter().map(|&k| k as u64));
+    h.u64s(res.residual_norms.iter().map(|v| v.to_bits()));
+    let termination = format!("{:?}", res.termination);
+    h.u64(termination.len() as u64);
+    h.bytes(termination.as_bytes());
+    h.u64s(res.applications.iter().map(|&k| k as u64));
+    h.u64(res.operator_calls as u64);
 }
 
 /// One backend's solve of `(c·H_i, s·b)` for `params`.
-type Solver<'a> = dyn Fn(&[Mat<f64>], &[f64], &CgParams, &mut DefaultHasher) + 'a;
+type Solver<'a> = dyn Fn(&[Mat<f64>], &[f64], &CgParams, &mut Fnv1a) + 'a;
 
 /// A solver on nalgebra (`$dense = DenseNalgebraOperator`) or faer matrices of element `$t`.
 macro_rules! host_solver {
     ($t:ty, nalgebra) => {
         Box::new(
-            |mats: &[Mat<f64>], b: &[f64], params: &CgParams, h: &mut DefaultHasher| {
+            |mats: &[Mat<f64>], b: &[f64], params: &CgParams, h: &mut Fnv1a| {
                 let d = mats[0].nrows();
                 let bsz = mats.len();
                 let op = DenseNalgebraOperator::new(
@@ -54,7 +106,7 @@ macro_rules! host_solver {
     };
     ($t:ty, faer) => {
         Box::new(
-            |mats: &[Mat<f64>], b: &[f64], params: &CgParams, h: &mut DefaultHasher| {
+            |mats: &[Mat<f64>], b: &[f64], params: &CgParams, h: &mut Fnv1a| {
                 let d = mats[0].nrows();
                 let bsz = mats.len();
                 let op = DenseFaerOperator::new(
@@ -112,7 +164,7 @@ fn cg_digest() {
         backends.push(("candle bf16", tensor_solver(DType::BF16)));
     }
     let bsz = 8;
-    let mut total = DefaultHasher::new();
+    let mut total = Fnv1a::new();
     let mut solves = 0usize;
     for (name, solve) in &backends {
         let digest = backend_digest(solve.as_ref(), bsz, &mut solves);
@@ -122,14 +174,14 @@ fn cg_digest() {
             "{name}: a second run of the same solves gave other bits"
         );
         println!("digest {name}: {digest:016x}");
-        digest.hash(&mut total);
+        total.u64(digest);
     }
     println!("digest total over {solves} solves: {:016x}", total.finish());
 }
 
 /// The digest of one backend's grid of solves (counted in `solves`).
 fn backend_digest(solve: &Solver<'static>, bsz: usize, solves: &mut usize) -> u64 {
-    let mut per_backend = DefaultHasher::new();
+    let mut per_backend = Fnv1a::new();
     for (seed, d) in [(1u64, 4usize), (2, 12), (3, 12), (4, 30)] {
         let mut r = rng(1000 + seed);
         let base: Vec<Mat<f64>> = (0..bsz)

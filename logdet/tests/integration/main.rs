@@ -12,4 +12,5 @@ mod estimator_properties;
 mod exact_and_slq;
 mod exact_properties;
 mod input_checks;
+mod singular_floor;
 mod surrogate;
