@@ -75,3 +75,5 @@ mod tests_log_write;
 mod tests_resume;
 #[cfg(test)]
 mod tests_train_terms;
+#[cfg(test)]
+mod tests_train_terms_blocks;

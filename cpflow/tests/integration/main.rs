@@ -102,6 +102,7 @@ mod image_resume_epochs;
 mod image_sample_log_prob;
 mod image_surrogate_loss;
 mod image_train;
+mod image_train_improves_bpd;
 mod lib_audit_api;
 #[cfg(feature = "vae")]
 mod lib_audit_train;
