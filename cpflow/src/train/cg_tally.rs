@@ -141,6 +141,18 @@ impl CgWarningContext<'static> {
 }
 
 impl Unconverged {
+    /// Logs the warning ([`Unconverged::text`]) at `WARN`, with the steps, unconverged and
+    /// all systems as fields: what the flow, image and VAE trainers emit.
+    pub fn warn(&self, params: &SurrogateParams, ctx: &CgWarningContext) {
+        tracing::warn!(
+            steps = self.steps,
+            unconverged = self.unconverged,
+            systems = self.systems,
+            "{}",
+            self.text(params, ctx)
+        );
+    }
+
     /// The warning's text: what happened, with which settings (`params`, named as `ctx`
     /// says), and what to raise; after a breakdown, what is wrong instead.
     pub fn text(&self, params: &SurrogateParams, ctx: &CgWarningContext) -> String {

@@ -391,15 +391,9 @@ impl Trainer {
 
     /// The warning of steps whose CG left systems unconverged ([`CgTally`]).
     fn warn_unconverged(&self, u: &Unconverged) {
-        tracing::warn!(
-            steps = u.steps,
-            unconverged = u.unconverged,
-            systems = u.systems,
-            "{}",
-            u.text(
-                &self.config.surrogate,
-                &CgWarningContext::flow(self.flow.dim())
-            )
+        u.warn(
+            &self.config.surrogate,
+            &CgWarningContext::flow(self.flow.dim()),
         );
     }
 

@@ -358,8 +358,7 @@ fn train_epochs(
     let mut cg_warnings = CgTally::default();
     let warn = |u: Option<Unconverged>| {
         if let Some(u) = u {
-            let text = u.text(&t.cg, &cg_context(config.model.latent_dim));
-            tracing::warn!(steps = u.steps, unconverged = u.unconverged, "{text}");
+            u.warn(&t.cg, &cg_context(config.model.latent_dim));
         }
     };
     while state.epoch < t.epochs {

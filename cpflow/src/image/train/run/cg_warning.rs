@@ -46,15 +46,9 @@ impl<'a> CgWarnings<'a> {
     }
 
     fn warn(&self, u: &Unconverged) {
-        tracing::warn!(
-            steps = u.steps,
-            unconverged = u.unconverged,
-            systems = u.systems,
-            "{}",
-            u.text(
-                self.params,
-                &context((self.default_cap.0, &self.default_cap.1))
-            )
+        u.warn(
+            self.params,
+            &context((self.default_cap.0, &self.default_cap.1)),
         );
     }
 }
