@@ -3,11 +3,20 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::error::{CpflowError, Result};
 
 /// One line of the metrics file.
+///
+/// A line is written after a step when it logs (every `log_every` steps, at a validation or
+/// SLQ monitor step, and after the last step of a call). Every validation of the run is in
+/// some line's `val_nll`: the periodic ones in their step's line, and the end-of-run
+/// validation of the last weights (`restore_best`: the one `report.json` gives as `val_nll`
+/// at `val_iteration` when the last weights are kept) in the line of the last step, or, when
+/// that iteration has no line (e.g. a resume of a finished run whose file lost it), in a
+/// validation-only line whose step numbers (`loss`, `lr`, `grad_norm`, `cg_iterations`,
+/// `samples_per_sec`) are `null` (read back as NaN), as the image trainer's metrics do.
 ///
 /// ```
 /// use cpflow::MetricsRecord;
@@ -28,12 +37,16 @@ pub struct MetricsRecord {
     pub epoch: usize,
     /// Training loss of the last step (the CG surrogate: **not** an NLL; or the exact NLL
     /// with the exact objective).
+    #[serde(deserialize_with = "f64_or_nan")]
     pub loss: f64,
     /// Learning rate used by the last step.
+    #[serde(deserialize_with = "f64_or_nan")]
     pub lr: f64,
     /// Gradient norm before clipping.
+    #[serde(deserialize_with = "f64_or_nan")]
     pub grad_norm: f64,
     /// Mean CG iterations per system in the last step.
+    #[serde(deserialize_with = "f64_or_nan")]
     pub cg_iterations: f64,
     /// Fraction of the CG systems of the surrogate (sample × probe × block) that met the
     /// tolerance, over the steps since the previous record (this call's first record: since
@@ -47,13 +60,20 @@ pub struct MetricsRecord {
     /// SLQ estimate of the NLL on the last training batch (when the monitor ran).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub train_nll_slq: Option<f64>,
-    /// Validation NLL (when a validation ran at this step).
+    /// Validation NLL of the weights after this step (`train.val_estimator`), when they
+    /// were validated: at a periodic validation, or by the end of the run.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub val_nll: Option<f64>,
     /// Training samples per second since the previous record.
+    #[serde(deserialize_with = "f64_or_nan")]
     pub samples_per_sec: f64,
     /// Wall-clock seconds since this process started training.
     pub elapsed_s: f64,
+}
+
+/// A number written as `null` (serde_json writes NaN so) reads back as NaN.
+fn f64_or_nan<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
 }
 
 /// Appends [`MetricsRecord`]s to a JSON-lines file.

@@ -1,6 +1,8 @@
 //! The training loop of [`Trainer`]: steps, validation, metrics, checkpoints, observers, and
 //! the end of a run (final checkpoint of the last weights, choice of the weights to keep).
 
+mod metrics_line;
+
 use std::collections::HashMap;
 use std::time::Instant;
 
@@ -354,7 +356,12 @@ impl Trainer {
         if matches!(stop_reason, StopReason::StepLimit | StopReason::Paused) {
             self.checkpoint_if_configured()?;
         } else {
-            self.finish(val.as_ref())?;
+            // The end may rewrite the file (its validation into the last line): the loop's
+            // appending handle is closed first.
+            drop(metrics);
+            if let Some(nll) = self.finish(val.as_ref())? {
+                self.log_final_validation(nll, &mut history, t0)?;
+            }
             for o in observers.iter_mut() {
                 o.observe(self, Moment::End)?;
             }
@@ -387,6 +394,47 @@ impl Trainer {
             cg_unconverged_steps: stats.cg_unconverged_steps,
             history,
         })
+    }
+
+    /// Puts the end-of-run validation `nll` of the weights at the current iteration into
+    /// `metrics.jsonl` and `history`: into the line of that iteration when it is the last
+    /// one and has no validation, else a validation-only line ([`metrics_line`]).
+    fn log_final_validation(
+        &mut self,
+        nll: f64,
+        history: &mut Vec<MetricsRecord>,
+        t0: Instant,
+    ) -> Result<()> {
+        let it = self.state.iteration;
+        let only = || {
+            metrics_line::validation_only_record(
+                it,
+                self.state.epoch,
+                nll,
+                t0.elapsed().as_secs_f64(),
+            )
+        };
+        let own_line = match &self.options.out_dir {
+            Some(d) => {
+                let path = d.join(METRICS);
+                let added = metrics_line::add_validation(&path, it, nll);
+                let added = self.last_checkpoint.written(METRICS, it, added)?;
+                if added == metrics_line::LineUpdate::NoLine {
+                    let line = MetricsWriter::append(&path).and_then(|mut m| m.write(&only()));
+                    self.last_checkpoint.written(METRICS, it, line)?;
+                }
+                added == metrics_line::LineUpdate::NoLine
+            }
+            None => history.last().is_none_or(|r| r.iteration != it),
+        };
+        match history.last_mut() {
+            Some(r) if r.iteration == it => {
+                r.val_nll.get_or_insert(nll);
+            }
+            _ if own_line => history.push(only()),
+            _ => {}
+        }
+        Ok(())
     }
 
     /// The warning of steps whose CG left systems unconverged ([`CgTally`]).
@@ -424,9 +472,14 @@ impl Trainer {
     /// validation data and `restore_best`, the last weights are validated (unless they just
     /// were) and the better of them and the best validated weights is kept (the last ones are
     /// put back if training continues in-process); `model.safetensors` gets the kept weights.
-    /// The final validation changes nothing in the saved training state.
-    fn finish(&mut self, val: Option<&Dataset>) -> Result<()> {
+    /// The final validation changes nothing in the saved training state; its NLL is
+    /// returned when it was made here (not a periodic validation of this iteration), for
+    /// the metrics. The kept weights are the ones of the lowest validation NLL of the run,
+    /// the last weights' included (the reference keeps the best of its periodic validations
+    /// only); ties go to the last weights.
+    fn finish(&mut self, val: Option<&Dataset>) -> Result<Option<f64>> {
         self.checkpoint_if_configured()?;
+        let mut final_val = None;
         if let Some(v) = val
             && self.config.restore_best
             && self.config.val_every > 0
@@ -436,13 +489,15 @@ impl Trainer {
                 Some((i, nll)) if i == it => nll,
                 _ => {
                     let mut rng = aux_rng(self.config.seed, it, 0x5A5A);
-                    mean_nll(
+                    let nll = mean_nll(
                         &self.flow,
                         v,
                         &self.config.val_estimator,
                         self.config.eval_batch_size,
                         &mut rng,
-                    )?
+                    )?;
+                    final_val = Some(nll);
+                    nll
                 }
             };
             let restore = match (
@@ -478,14 +533,29 @@ impl Trainer {
                 }
                 None => {
                     self.kept = Some((it, current));
-                    // Logged as the restore is: the final validation may be this one's only
-                    // record (its iteration need not be a validation point).
+                    // Logged as the restore is, saying why: the earlier validations' lowest
+                    // NLL is not below the last weights' (or it is theirs), or there is none,
+                    // or its weights are not held (a checkpoint written without them).
+                    let earlier = match (self.state.best_iteration, self.state.best_val_nll) {
+                        (Some(bi), Some(b)) if bi != it => Some((bi, b)),
+                        _ => None,
+                    };
+                    let why = match earlier {
+                        Some((_, b)) if b < current || current.is_nan() => {
+                            "the weights of the earlier lower validation NLL are not held"
+                        }
+                        Some(_) => "their validation NLL is the lowest of the run",
+                        None if self.state.best_iteration == Some(it) => {
+                            "their validation NLL is the lowest of the run"
+                        }
+                        None => "no earlier finite validation to compare with",
+                    };
                     tracing::info!(
                         iteration = it,
                         last_val_nll = current,
-                        best_iteration = self.state.best_iteration,
-                        best_val_nll = self.state.best_val_nll,
-                        "kept the last weights"
+                        earlier_lowest_iteration = earlier.map(|(bi, _)| bi),
+                        earlier_lowest_val_nll = earlier.map(|(_, b)| b),
+                        "kept the last weights: {why}"
                     );
                 }
             }
@@ -497,7 +567,7 @@ impl Trainer {
             self.last_checkpoint
                 .written("model.safetensors", it, saved)?;
         }
-        Ok(())
+        Ok(final_val)
     }
 }
 

@@ -3,7 +3,7 @@
 mod scored_points;
 
 use crate::cli::interrupt::Interrupt;
-use crate::{CpflowError, Dataset, FlowRng, NllEstimator, SlqConfig, nll_estimate_with};
+use crate::{CpflowError, Dataset, FloatType, FlowRng, NllEstimator, SlqConfig, nll_estimate_with};
 use anyhow::{Result, bail};
 use serde::Serialize;
 use std::time::Instant;
@@ -31,10 +31,14 @@ struct EvalSummary {
     /// The estimator as report.json names it (`exact`, `slq(2 probes, 10 steps)`).
     estimator: String,
     nll: f64,
-    /// Standard error of `nll` (rows' spread over √n; with SLQ it includes the probes').
+    /// Standard error of `nll` (rows' spread over √n; with SLQ it includes the probes',
+    /// not the bias of too few Lanczos steps).
     nll_std_err: Option<f64>,
     data_entropy: Option<f64>,
     kl_estimate: Option<f64>,
+    /// The float type the score was computed in: the model's, or `--dtype` (`"f32"`,
+    /// `"f64"`; the image eval's field of the same name).
+    float: FloatType,
     seconds: f64,
 }
 
@@ -262,6 +266,7 @@ pub fn eval(a: EvalArgs) -> Result<()> {
         nll_std_err: est.std_err,
         data_entropy: entropy,
         kl_estimate: entropy.map(|h| nll - h),
+        float: flow.float(),
         seconds: t0.elapsed().as_secs_f64(),
     };
     println!("{}", serde_json::to_string(&summary)?);

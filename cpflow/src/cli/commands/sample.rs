@@ -5,9 +5,9 @@
 mod log_prob;
 mod reconstruct;
 
-use crate::FlowRng;
 use crate::image::grid::encode_sample_grid_png;
 use crate::image::{ImageFlow, quantize_pixels};
+use crate::{FlowRng, InverseParams, InverseReport};
 use anyhow::{Context, Result, bail};
 use candle_core::{DType, Tensor};
 use std::path::Path;
@@ -52,17 +52,52 @@ fn stop_if_interrupted(interrupt: &Interrupt, done: usize, n: usize, a: &SampleA
     Ok(())
 }
 
-/// Convergence of the inversions over all chunks.
-#[derive(Default)]
+/// Convergence of the inversions over all chunks, and the tolerances they were judged by.
 struct Convergence {
     failed: usize,
     max_residual: f64,
+    /// The solver's tolerance rule: a sample converged in a block when
+    /// `‖∇Φ(x) − y‖∞ ≤ abs + rel·‖y‖∞` (`y` its target in that block).
+    abs_tolerance: f64,
+    rel_tolerance: f64,
+    /// The largest of those per-sample, per-block tolerances.
+    max_tolerance: f64,
 }
 
 impl Convergence {
-    fn add(&mut self, failed: usize, max_residual: f64) {
-        self.failed += failed;
-        self.max_residual = self.max_residual.max(max_residual);
+    /// No inversion yet, under the tolerances of `params` in `dtype`.
+    fn new(params: &InverseParams, dtype: DType) -> Result<Self> {
+        let (abs_tolerance, rel_tolerance) = params
+            .options()
+            .tolerances(dtype)
+            .context("the inversion's tolerances")?;
+        Ok(Convergence {
+            failed: 0,
+            max_residual: 0.0,
+            abs_tolerance,
+            rel_tolerance,
+            max_tolerance: 0.0,
+        })
+    }
+
+    fn add(&mut self, report: &InverseReport) {
+        self.failed += report.num_failed();
+        self.max_residual = self.max_residual.max(report.max_residual());
+        let tolerances = report.blocks.iter().flat_map(|b| b.tolerance.iter());
+        self.max_tolerance = tolerances.fold(self.max_tolerance, |m, &t| m.max(t));
+    }
+
+    /// The tolerance the residuals were judged by: `tolerance 1e-9` (f64, no relative
+    /// part), or `tolerance 2e-5 + 2e-5·‖y‖∞, at most 3.05e-4` (f32).
+    fn tolerance_text(&self) -> String {
+        if self.rel_tolerance == 0.0 {
+            format!("tolerance {:e}", self.abs_tolerance)
+        } else {
+            format!(
+                "tolerance {:e} + {:e}·‖y‖∞, at most {:.2e}",
+                self.abs_tolerance, self.rel_tolerance, self.max_tolerance
+            )
+        }
     }
 }
 
@@ -111,7 +146,8 @@ pub fn sample(a: SampleArgs) -> Result<()> {
     let mut out = RowsWriter::create(&a.output, d, a.n, row_type)?;
     let mut lp_out = LogProbFile::open(&a, a.n)?;
     let mut rng = FlowRng::seed_from_u64(a.dev.seed.unwrap_or(0));
-    let mut conv = Convergence::default();
+    // `Flow::sample` and `Flow::sample_and_log_prob` invert with the default parameters.
+    let mut conv = Convergence::new(&InverseParams::default(), flow.dtype())?;
     let interrupt = Interrupt::install_with_message(INTERRUPT_MESSAGE)?;
     let bar = super::chunk_progress_bar(a.no_progress, a.n, SAMPLE_CHUNK, "sampling", "");
     let mut done = 0;
@@ -128,7 +164,7 @@ pub fn sample(a: SampleArgs) -> Result<()> {
             }
             None => flow.sample(len, &mut rng)?,
         };
-        conv.add(inv.report.num_failed(), inv.report.max_residual());
+        conv.add(&inv.report);
         write_tensor_rows(&mut out, &inv.x, row_type)?;
         done += len;
         bar.set_position(done as u64);
@@ -144,11 +180,12 @@ pub fn sample(a: SampleArgs) -> Result<()> {
     }
     println!(
         "wrote {} samples of dimension {d} to {}{lp_written} (inversion: max residual {:.2e}, \
-         {} not converged)",
+         {} not converged; {})",
         a.n,
         a.output.display(),
         conv.max_residual,
-        conv.failed
+        conv.failed,
+        conv.tolerance_text()
     );
     Ok(())
 }
@@ -281,7 +318,7 @@ fn sample_images(a: &SampleArgs, file: &Path) -> Result<()> {
     let t = std::time::Instant::now();
     let mut target = image_target(a, flow.dim(), n)?;
     let mut lp_out = LogProbFile::open(a, n)?;
-    let mut conv = Convergence::default();
+    let mut conv = Convergence::new(&flow.default_inverse_params(), flow.dtype())?;
     draw_image_chunks(a, n, &mut target, IMAGE_SAMPLE_CHUNK, |len| {
         // The samples of `sample` bit for bit, and the density of each continuous sample
         // (before its quantisation to `k/255`).
@@ -293,7 +330,7 @@ fn sample_images(a: &SampleArgs, file: &Path) -> Result<()> {
             }
             None => flow.sample(len, temperature, &mut rng)?,
         };
-        conv.add(inv.report.num_failed(), inv.report.max_residual());
+        conv.add(&inv.report);
         Ok(quantize_pixels(&inv.x)?)
     })?;
     let secs = t.elapsed().as_secs_f64();
@@ -301,11 +338,12 @@ fn sample_images(a: &SampleArgs, file: &Path) -> Result<()> {
     let lp_written = finish_with_samples(grid, lp_out)?;
     println!(
         "wrote {n} image samples at temperature {} to {}{lp_written} in {secs:.1} s \
-         (inversion: {} of {n} converged, max residual {:.2e})",
+         (inversion: {} of {n} converged, max residual {:.2e}; {})",
         short(temperature),
         a.output.display(),
         n - conv.failed,
-        conv.max_residual
+        conv.max_residual,
+        conv.tolerance_text()
     );
     Ok(())
 }
