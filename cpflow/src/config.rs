@@ -77,7 +77,12 @@ impl FloatType {
 pub struct SurrogateParams {
     /// Rademacher probes per sample (reference: 1); the surrogate is averaged over them.
     pub probes: usize,
-    /// Absolute CG tolerance on each residual entry (reference: 1e-3).
+    /// Absolute CG tolerance on each residual entry (reference: 1e-3). A system counts as
+    /// converged when `‖r‖∞ ≤ cg_atol + cg_rtol` (the probe has `‖v‖∞ = 1`). Below 1e3 unit
+    /// roundoffs of the float type (f32: 1.2e-4, f64: 2.2e-13) the convergence is confirmed on
+    /// the true residual `v − A u` (one more product per converged system): a tolerance the
+    /// float type cannot resolve (f32: below ≈ 1e-7) is then reported met only where that
+    /// residual, formed in the float type, meets it (rounds to 0), not on CG's updated one.
     pub cg_atol: f64,
     /// Relative CG tolerance (reference: 0).
     pub cg_rtol: f64,

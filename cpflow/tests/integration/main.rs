@@ -24,6 +24,10 @@ mod cli_eval_image;
 #[cfg(feature = "cli")]
 mod cli_eval_scored_points;
 #[cfg(feature = "cli")]
+mod cli_f32_cg_tolerance;
+#[cfg(feature = "cli")]
+mod cli_final_validation_and_outputs;
+#[cfg(feature = "cli")]
 mod cli_help_texts;
 #[cfg(feature = "cli")]
 mod cli_image_cg_and_data;
@@ -89,6 +93,7 @@ mod conditional_inverse;
 mod custom_potential;
 mod flow_core;
 mod flow_edge_cases;
+mod flow_final_validation;
 mod flow_initialize_atomic;
 mod flow_sample_given;
 mod image_ema;
@@ -117,6 +122,7 @@ mod reference_parity_vae;
 #[cfg(feature = "vae")]
 mod reference_parity_vae_is;
 mod run_lifecycle;
+mod surrogate_cg_attainable;
 mod surrogate_preconditioner;
 mod toy_reference;
 mod training;
