@@ -228,6 +228,79 @@ pub fn truncate_metrics(path: &Path, key: &str, last: u64) -> Result<usize> {
     Ok(dropped)
 }
 
+/// What [`add_validation_to_last_line`] did with a `metrics.jsonl` file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum LineUpdate {
+    /// The validation is now in the last line, the line of its iteration.
+    Added,
+    /// The file has no line of the iteration (missing, empty, or its last line is of an
+    /// earlier iteration): the validation needs a line of its own.
+    NoLine,
+    /// Left as it was: the last line already has a validation, is of a later iteration or
+    /// of another format.
+    Left,
+}
+
+/// A `metrics.jsonl` line that a validation made after it was written can be added to (the
+/// flow's [`MetricsRecord`], the image trainer's record).
+pub(crate) trait ValidatedLine: Serialize + serde::de::DeserializeOwned {
+    /// The validation's value.
+    type Validation;
+    /// The iteration of the line.
+    fn iteration(&self) -> usize;
+    /// Whether the line holds a validation.
+    fn has_validation(&self) -> bool;
+    /// Puts the validation into the line.
+    fn set_validation(&mut self, val: Self::Validation);
+}
+
+/// Sets the validation of the file's last line (a `R` record) when it is the line of
+/// `iteration` and has none yet; the file is replaced atomically, the lines before it kept
+/// byte for byte.
+pub(crate) fn add_validation_to_last_line<R: ValidatedLine>(
+    path: &Path,
+    iteration: usize,
+    val: R::Validation,
+) -> Result<LineUpdate> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(LineUpdate::NoLine),
+        Err(e) => return Err(CpflowError::io(path, e)),
+    };
+    let body = text.trim_end_matches(['\n', '\r', ' ', '\t']);
+    if body.is_empty() {
+        return Ok(LineUpdate::NoLine);
+    }
+    let start = body.rfind('\n').map_or(0, |i| i + 1);
+    let Ok(mut rec) = serde_json::from_str::<R>(&body[start..]) else {
+        return Ok(LineUpdate::Left);
+    };
+    if rec.iteration() < iteration {
+        return Ok(LineUpdate::NoLine);
+    }
+    if rec.iteration() != iteration || rec.has_validation() {
+        return Ok(LineUpdate::Left);
+    }
+    rec.set_validation(val);
+    let out = format!("{}{}\n", &body[..start], serde_json::to_string(&rec)?);
+    crate::checkpoint::write_atomic(path, out.as_bytes())?;
+    tracing::debug!(iteration, "validation added to its metrics line");
+    Ok(LineUpdate::Added)
+}
+
+impl ValidatedLine for MetricsRecord {
+    type Validation = f64;
+    fn iteration(&self) -> usize {
+        self.iteration
+    }
+    fn has_validation(&self) -> bool {
+        self.val_nll.is_some()
+    }
+    fn set_validation(&mut self, val: f64) {
+        self.val_nll = Some(val);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::{MetricsRecord, truncate_metrics};

@@ -6,51 +6,16 @@
 
 use std::path::Path;
 
-use crate::checkpoint::write_atomic;
-use crate::error::{CpflowError, Result};
-use crate::metrics::MetricsRecord;
+use crate::error::Result;
+use crate::metrics::{MetricsRecord, add_validation_to_last_line};
 
-/// What [`add_validation`] did with the file.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum LineUpdate {
-    /// The validation is now in the last line, the line of its iteration.
-    Added,
-    /// The file has no line of the iteration (missing, empty, or its last line is of an
-    /// earlier iteration): the validation needs a line of its own.
-    NoLine,
-    /// Left as it was: the last line already has a validation, is of a later iteration or
-    /// is not a flow record.
-    Left,
-}
+pub(super) use crate::metrics::LineUpdate;
 
 /// Sets `val_nll` of the file's last line when it is the line of `iteration` and has no
 /// validation yet (the file is replaced atomically; the lines before are kept byte for
 /// byte).
 pub(super) fn add_validation(path: &Path, iteration: usize, val_nll: f64) -> Result<LineUpdate> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(LineUpdate::NoLine),
-        Err(e) => return Err(CpflowError::io(path, e)),
-    };
-    let body = text.trim_end_matches(['\n', '\r', ' ', '\t']);
-    if body.is_empty() {
-        return Ok(LineUpdate::NoLine);
-    }
-    let start = body.rfind('\n').map_or(0, |i| i + 1);
-    let Ok(mut rec) = serde_json::from_str::<MetricsRecord>(&body[start..]) else {
-        return Ok(LineUpdate::Left);
-    };
-    if rec.iteration < iteration {
-        return Ok(LineUpdate::NoLine);
-    }
-    if rec.iteration != iteration || rec.val_nll.is_some() {
-        return Ok(LineUpdate::Left);
-    }
-    rec.val_nll = Some(val_nll);
-    let out = format!("{}{}\n", &body[..start], serde_json::to_string(&rec)?);
-    write_atomic(path, out.as_bytes())?;
-    tracing::debug!(iteration, "final validation added to its metrics line");
-    Ok(LineUpdate::Added)
+    add_validation_to_last_line::<MetricsRecord>(path, iteration, val_nll)
 }
 
 /// The line of a validation at an iteration without a step line: the validation, the epoch

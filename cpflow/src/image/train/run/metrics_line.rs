@@ -8,21 +8,10 @@ use std::path::Path;
 
 use super::super::ImageMetricsRecord;
 use super::super::evaluate::BpdEstimate;
-use crate::checkpoint::write_atomic;
-use crate::error::{CpflowError, Result};
+use crate::error::Result;
+use crate::metrics::{ValidatedLine, add_validation_to_last_line};
 
-/// What [`add_validation`] did with the file.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum LineUpdate {
-    /// The validation is now in the last line, the line of its iteration.
-    Added,
-    /// The file has no line of the iteration (missing, empty, or its last line is of an
-    /// earlier iteration): the validation needs a line of its own.
-    NoLine,
-    /// Left as it was: the last line already has a validation, is of a later iteration or
-    /// of another format.
-    Left,
-}
+pub(super) use crate::metrics::LineUpdate;
 
 /// Sets `val_bpd` and `val_bpd_std_err` of the file's last line when it is the line of
 /// `iteration` and has no validation yet (the file is replaced atomically).
@@ -31,31 +20,22 @@ pub(super) fn add_validation(
     iteration: usize,
     val: &BpdEstimate,
 ) -> Result<LineUpdate> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(LineUpdate::NoLine),
-        Err(e) => return Err(CpflowError::io(path, e)),
-    };
-    let body = text.trim_end_matches(['\n', '\r', ' ', '\t']);
-    if body.is_empty() {
-        return Ok(LineUpdate::NoLine);
+    add_validation_to_last_line::<ImageMetricsRecord>(path, iteration, (val.bpd, val.std_err))
+}
+
+impl ValidatedLine for ImageMetricsRecord {
+    /// The validation's bits/dim and its standard error.
+    type Validation = (f64, f64);
+    fn iteration(&self) -> usize {
+        self.iteration
     }
-    let start = body.rfind('\n').map_or(0, |i| i + 1);
-    let Ok(mut rec) = serde_json::from_str::<ImageMetricsRecord>(&body[start..]) else {
-        return Ok(LineUpdate::Left);
-    };
-    if rec.iteration < iteration {
-        return Ok(LineUpdate::NoLine);
+    fn has_validation(&self) -> bool {
+        self.val_bpd.is_some()
     }
-    if rec.iteration != iteration || rec.val_bpd.is_some() {
-        return Ok(LineUpdate::Left);
+    fn set_validation(&mut self, (bpd, std_err): (f64, f64)) {
+        self.val_bpd = Some(bpd);
+        self.val_bpd_std_err = Some(std_err);
     }
-    rec.val_bpd = Some(val.bpd);
-    rec.val_bpd_std_err = Some(val.std_err);
-    let out = format!("{}{}\n", &body[..start], serde_json::to_string(&rec)?);
-    write_atomic(path, out.as_bytes())?;
-    tracing::debug!(iteration, "validation added to its metrics line");
-    Ok(LineUpdate::Added)
 }
 
 /// The line of a validation at an iteration without a step line: the validation, the
