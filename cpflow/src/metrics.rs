@@ -288,6 +288,25 @@ pub(crate) fn add_validation_to_last_line<R: ValidatedLine>(
     Ok(LineUpdate::Added)
 }
 
+/// Records a validation made after the `metrics.jsonl` line of its step was written (the
+/// flow and image trainers' end-of-run validation, the image trainer's first validation of
+/// a resume): into the file's last line when it is the line of `iteration` without a
+/// validation ([`add_validation_to_last_line`]); when the file has no line of `iteration`
+/// ([`LineUpdate::NoLine`]), appended as the validation-only line `only_line()`. Returns
+/// whether it appended that line.
+pub(crate) fn record_late_validation<R: ValidatedLine>(
+    path: &Path,
+    iteration: usize,
+    val: R::Validation,
+    only_line: impl FnOnce() -> R,
+) -> Result<bool> {
+    if add_validation_to_last_line::<R>(path, iteration, val)? != LineUpdate::NoLine {
+        return Ok(false);
+    }
+    MetricsWriter::append(path)?.write(&only_line())?;
+    Ok(true)
+}
+
 impl ValidatedLine for MetricsRecord {
     type Validation = f64;
     fn iteration(&self) -> usize {
@@ -303,7 +322,7 @@ impl ValidatedLine for MetricsRecord {
 
 #[cfg(test)]
 mod tests {
-    use super::{MetricsRecord, truncate_metrics};
+    use super::{MetricsRecord, read_metrics, record_late_validation, truncate_metrics};
 
     /// A record written before `cg_converged` existed still parses (as `None`); a record
     /// without CG systems leaves the key out, one with them round-trips.
@@ -351,6 +370,53 @@ mod tests {
         assert_eq!(std::fs::read_to_string(&path).unwrap(), want);
         assert_eq!(truncate_metrics(&path, "iteration", 3).unwrap(), 0);
         assert_eq!(truncate_metrics(&path, "epoch", 0).unwrap(), 0);
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    /// A late validation goes into its step's last line; without a line of its iteration
+    /// it is appended as the validation-only line, and only then; a last line of a later
+    /// iteration is left and nothing appended.
+    #[test]
+    fn a_late_validation_goes_into_its_line_or_a_line_of_its_own() {
+        let dir =
+            std::env::temp_dir().join(format!("cpflow-late-validation-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("metrics.jsonl");
+        let rec = |iteration: usize, loss: f64, val_nll: Option<f64>| MetricsRecord {
+            iteration,
+            epoch: 0,
+            loss,
+            lr: 1e-3,
+            grad_norm: 0.5,
+            cg_iterations: 2.0,
+            cg_converged: None,
+            train_nll_slq: None,
+            val_nll,
+            samples_per_sec: 10.0,
+            elapsed_s: 1.0,
+        };
+        let only = |iteration| move || rec(iteration, 0.0, Some(9.0));
+        // No file: the validation-only line, in a new file.
+        assert!(record_late_validation(&path, 2, 3.5, only(2)).unwrap());
+        assert_eq!(read_metrics(&path).unwrap(), [rec(2, 0.0, Some(9.0))]);
+        // The last line is of iteration 3 without a validation: it gets it.
+        std::fs::write(
+            &path,
+            format!("{}\n", serde_json::to_string(&rec(3, 1.5, None)).unwrap()),
+        )
+        .unwrap();
+        assert!(!record_late_validation(&path, 3, 2.5, only(3)).unwrap());
+        assert_eq!(read_metrics(&path).unwrap(), [rec(3, 1.5, Some(2.5))]);
+        // Its validation is there (left), a validation of an earlier iteration is left too.
+        assert!(!record_late_validation(&path, 3, 1.0, only(3)).unwrap());
+        assert!(!record_late_validation(&path, 1, 1.0, only(1)).unwrap());
+        assert_eq!(read_metrics(&path).unwrap(), [rec(3, 1.5, Some(2.5))]);
+        // A later iteration has no line: appended after it.
+        assert!(record_late_validation(&path, 4, 2.0, only(4)).unwrap());
+        assert_eq!(
+            read_metrics(&path).unwrap(),
+            [rec(3, 1.5, Some(2.5)), rec(4, 0.0, Some(9.0))]
+        );
         std::fs::remove_dir_all(&dir).ok();
     }
 }

@@ -2,9 +2,9 @@
 //! `(a₁ H + a₀ I) u = v` from `u₀ = v` (the reference's start), on any Hessian-vector product
 //! or on the host kernels with the forward tangents of `u` followed through CG.
 
-use candle_core::Tensor;
+use candle_core::{DType, Tensor};
 use krylov::{
-    BatchVectors, CgParams, CgResult, FnOperator, KrylovError, Preconditioner, WithPreconditioner,
+    CgParams, CgResult, FnOperator, KrylovError, Preconditioner, WithPreconditioner,
     cg_with_initial_guess, cg_with_initial_guess_observed,
 };
 use std::cell::RefCell;
@@ -18,11 +18,28 @@ use crate::error::{CpflowError, Result};
 /// ([`confirms_on_true_residual`]).
 const UNCONFIRMED_TOLERANCE_ROUNDOFFS: f64 = 1e3;
 
+/// The smallest tolerance `cg_atol + cg_rtol` that solves in `dtype` resolve:
+/// [`UNCONFIRMED_TOLERANCE_ROUNDOFFS`] unit roundoffs of it (f32 1.19e-4, f64 2.2e-13).
+/// Below it the solves confirm convergence on the true residual
+/// ([`confirms_on_true_residual`]), and the trainers' warning of unconverged CG says that more
+/// iterations may not meet the tolerance (`train::cg_tally::Unconverged::text`). The unit
+/// roundoff is krylov's of a tensor of `dtype` (`BatchVectors::unit_roundoff`; a test checks
+/// they agree).
+pub(crate) fn resolvable_tolerance(dtype: DType) -> f64 {
+    let unit_roundoff = match dtype {
+        DType::F64 => f64::EPSILON,
+        DType::F16 => 9.765_625e-4,
+        DType::BF16 => 7.812_5e-3,
+        _ => f64::from(f32::EPSILON),
+    };
+    UNCONFIRMED_TOLERANCE_ROUNDOFFS * unit_roundoff
+}
+
 /// Whether the surrogate's solves confirm convergence on the true residual `v − A u`
 /// (krylov's `CgParams::confirm_with_true_residual`): when the tolerance a system must meet,
 /// `atol + rtol·‖v‖∞ = atol + rtol` (`v` is a Rademacher probe), is below
-/// [`UNCONFIRMED_TOLERANCE_ROUNDOFFS`] unit roundoffs of the element type (`unit_roundoff`:
-/// f32 1.2e-7, f64 2.2e-16), i.e. below 1.2e-4 in f32 and 2.2e-13 in f64.
+/// [`resolvable_tolerance`] of the element type `dtype`: [`UNCONFIRMED_TOLERANCE_ROUNDOFFS`]
+/// unit roundoffs (f32 1.2e-7, f64 2.2e-16), i.e. below 1.2e-4 in f32 and 2.2e-13 in f64.
 ///
 /// The updated residual drifts from the true one by about `unit_roundoff·‖A‖‖u‖` per
 /// iteration and keeps shrinking below what `u` attains: without the check an f32 solve
@@ -35,8 +52,8 @@ const UNCONFIRMED_TOLERANCE_ROUNDOFFS: f64 = 1e3;
 /// from it; it ends converged only where its true residual, formed in the element type,
 /// meets the tolerance (below the type's resolution: where every `(A u)_j` rounds to `v_j`,
 /// e.g. 15% of the f32 systems at `cg_atol = 1e-30` on the MINIBOONE fragment).
-fn confirms_on_true_residual(params: &SurrogateParams, unit_roundoff: f64) -> bool {
-    params.cg_atol + params.cg_rtol < UNCONFIRMED_TOLERANCE_ROUNDOFFS * unit_roundoff
+fn confirms_on_true_residual(params: &SurrogateParams, dtype: DType) -> bool {
+    params.cg_atol + params.cg_rtol < resolvable_tolerance(dtype)
 }
 
 /// krylov's parameters of the surrogate's solves, after [`SurrogateParams::validate`] (the
@@ -50,7 +67,7 @@ fn cg_params(params: &SurrogateParams, d: usize, precond: bool, v: &Tensor) -> R
         .with_atol(params.cg_atol)
         .with_rtol(params.cg_rtol)
         .with_max_iters(params.cg_max_iters.unwrap_or(d))
-        .with_confirm_with_true_residual(confirms_on_true_residual(params, v.unit_roundoff()))
+        .with_confirm_with_true_residual(confirms_on_true_residual(params, v.dtype()))
         .with_preconditioner(if precond {
             Preconditioner::Supplied
         } else {
@@ -179,6 +196,7 @@ pub(crate) fn host_surrogate_cg(
 mod tests {
     use super::*;
     use candle_core::{DType, Device};
+    use krylov::BatchVectors;
     use rand::{Rng, SeedableRng};
 
     /// `(a₁ H + a₀ I)` with `H = Q diag(λ) Qᵀ`, `λ` from 0.1 to 10 (`Q` a random rotation from
@@ -265,7 +283,7 @@ mod tests {
             cg_rtol,
             ..Default::default()
         };
-        let (f32_u, f64_u) = (f64::from(f32::EPSILON), f64::EPSILON);
+        let (f32_u, f64_u) = (DType::F32, DType::F64);
         assert!(!confirms_on_true_residual(
             &SurrogateParams::default(),
             f32_u
@@ -276,5 +294,27 @@ mod tests {
         assert!(!confirms_on_true_residual(&p(1e-9, 0.0), f64_u));
         assert!(confirms_on_true_residual(&p(1e-13, 1e-13), f64_u));
         assert!(confirms_on_true_residual(&p(0.0, 0.0), f64_u));
+    }
+
+    /// The threshold is 1e3 of krylov's unit roundoffs of a tensor of the type (what the
+    /// solves use), for every float type: f32's 1.19e-4, f64's 2.2e-13.
+    #[test]
+    fn resolvable_tolerance_is_1e3_unit_roundoffs_of_the_solves() {
+        for dtype in [DType::F32, DType::F64, DType::F16, DType::BF16] {
+            let v = Tensor::zeros((1, 1), dtype, &candle_core::Device::Cpu).unwrap();
+            assert_eq!(
+                resolvable_tolerance(dtype),
+                1e3 * v.unit_roundoff(),
+                "{dtype:?}"
+            );
+        }
+        assert_eq!(
+            format!("{:.2e}", resolvable_tolerance(DType::F32)),
+            "1.19e-4"
+        );
+        assert_eq!(
+            format!("{:.2e}", resolvable_tolerance(DType::F64)),
+            "2.22e-13"
+        );
     }
 }

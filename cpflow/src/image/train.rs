@@ -379,7 +379,9 @@ pub struct ImageMetricsRecord {
     pub cg_iterations: f64,
     /// Largest CG iteration count of one system in the last step.
     pub cg_max_iterations: usize,
-    /// Systems that met the CG tolerance / systems.
+    /// Systems that met the CG tolerance / systems, over all steps since the previous line
+    /// (of this call; the flow's `cg_converged` counts the same window), 1 when they solved
+    /// none.
     #[serde(deserialize_with = "f64_or_nan")]
     pub cg_converged_fraction: f64,
     /// Validation SLQ bpd (EMA weights), when validated at this step.

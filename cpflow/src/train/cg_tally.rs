@@ -8,8 +8,11 @@
 //! most once per epoch); the three warnings are one text ([`Unconverged::text`]) told what
 //! differs by a [`CgWarningContext`].
 
+use candle_core::DType;
+
 use crate::block::CgReport;
 use crate::config::SurrogateParams;
+use crate::surrogate_cg::resolvable_tolerance;
 
 /// Counts of CG systems that met their tolerance, kept by [`super::Trainer`]'s loop (and by
 /// the image and VAE trainers', for their warnings only, in the contexts of
@@ -102,8 +105,9 @@ fn fraction(systems: usize, converged: usize) -> Option<f64> {
     (systems > 0).then(|| converged as f64 / systems as f64)
 }
 
-/// What differs between the trainers' CG warnings: what CG solved for, where its settings
-/// are, where the cap comes from without `cg_max_iters`, and how often later warnings come.
+/// What differs between the trainers' CG warnings: what CG solved for, in which float type,
+/// where its settings are, where the cap comes from without `cg_max_iters`, and how often
+/// later warnings come.
 /// The flow trainer's is [`CgWarningContext::flow`]; the image and VAE trainers build their
 /// own.
 #[derive(Clone, Copy, Debug)]
@@ -120,12 +124,15 @@ pub(crate) struct CgWarningContext<'a> {
     pub default_cap: (usize, &'a str),
     /// What a later warning waits for ("log period (train.log_every)").
     pub period: &'a str,
+    /// The float type CG ran in (f32 or f64): below its [`resolvable_tolerance`] the
+    /// warning says that more iterations may not help.
+    pub dtype: DType,
 }
 
 impl CgWarningContext<'static> {
     /// The flow trainer's (`cpflow train`): settings under `train.surrogate`, the flow of
-    /// dimension `dim`, later warnings at logging points.
-    pub fn flow(dim: usize) -> Self {
+    /// dimension `dim` in `dtype`, later warnings at logging points.
+    pub fn flow(dim: usize, dtype: DType) -> Self {
         CgWarningContext {
             subject: "the surrogate gradient",
             jacobian_of: "the block's",
@@ -136,6 +143,7 @@ impl CgWarningContext<'static> {
             table: "train.surrogate",
             default_cap: (dim, "the dimension"),
             period: "log period (train.log_every)",
+            dtype,
         }
     }
 }
@@ -196,14 +204,33 @@ impl Unconverged {
                 format!("{cap} iterations ({table}.cg_max_iters unset: {source})")
             }
         };
-        format!(
+        let stopped = format!(
             "CG of {subject} left {} of {} systems unconverged {what}: it stopped after {cap} \
-             above the tolerance ({table}.cg_atol = {}, cg_rtol = {}). Their gradient is \
-             approximate; training goes on. Raise {table}.cg_max_iters or the tolerances{later}",
+             above the tolerance ({table}.cg_atol = {}, cg_rtol = {})",
             self.unconverged,
             self.systems,
             number(params.cg_atol),
             number(params.cg_rtol)
+        );
+        let resolvable = resolvable_tolerance(ctx.dtype);
+        if params.cg_atol + params.cg_rtol >= resolvable {
+            return format!(
+                "{stopped}. Their gradient is approximate; training goes on. Raise \
+                 {table}.cg_max_iters or the tolerances{later}"
+            );
+        }
+        // Below the float type's resolution CG judges convergence on the true residual
+        // (`surrogate_cg::confirms_on_true_residual`), which rounding may keep above the
+        // tolerance: more iterations need not help, larger tolerances (or f64) do.
+        let (float, f64_advice) = match ctx.dtype {
+            DType::F64 => ("f64", ""),
+            _ => ("f32", ", or train in f64"),
+        };
+        format!(
+            "{stopped}, which is below what {float} arithmetic resolves (cg_atol + cg_rtol < \
+             {resolvable:.2e}): CG may not meet it however many iterations it runs. Their \
+             gradient is approximate; training goes on. Raise {table}.cg_atol or cg_rtol to \
+             {resolvable:.2e} or more{f64_advice}{later}"
         )
     }
 }
@@ -266,7 +293,7 @@ mod tests {
             cg_atol: 1e-14,
             ..Default::default()
         };
-        let m = u.text(&p, &CgWarningContext::flow(2));
+        let m = u.text(&p, &CgWarningContext::flow(2, DType::F64));
         for part in [
             "5 of 16 systems",
             "at step 4",
@@ -282,7 +309,10 @@ mod tests {
             first: false,
             ..u
         }
-        .text(&SurrogateParams::default(), &CgWarningContext::flow(7));
+        .text(
+            &SurrogateParams::default(),
+            &CgWarningContext::flow(7, DType::F64),
+        );
         assert!(
             m.contains("in 3 steps (4 to 9)")
                 && m.contains("7 iterations")
@@ -291,7 +321,7 @@ mod tests {
             "{m}"
         );
         // A breakdown is not a cap: the message says what is wrong, not what to raise.
-        let m = Unconverged { broken: 2, ..u }.text(&p, &CgWarningContext::flow(2));
+        let m = Unconverged { broken: 2, ..u }.text(&p, &CgWarningContext::flow(2, DType::F64));
         assert!(
             m.contains("broke down on 2 of 16 systems")
                 && m.contains("icnn::check_derivatives")
@@ -302,7 +332,7 @@ mod tests {
 
     /// The flow trainer's three forms of the warning, to the byte: at the cap that
     /// `cg_max_iters` sets (the call's first warning), at the dimension (a later one), and a
-    /// breakdown.
+    /// breakdown. Their tolerances are ones f64 resolves (1e-12, 1e-3 ≥ 2.2e-13).
     #[test]
     fn the_flow_messages_are_pinned() {
         let u = Unconverged {
@@ -316,14 +346,14 @@ mod tests {
         };
         let p = SurrogateParams {
             cg_max_iters: Some(1),
-            cg_atol: 1e-14,
+            cg_atol: 1e-12,
             ..Default::default()
         };
         assert_eq!(
-            u.text(&p, &CgWarningContext::flow(2)),
+            u.text(&p, &CgWarningContext::flow(2, DType::F64)),
             "CG of the surrogate gradient left 5 of 16 systems unconverged at step 4: it \
              stopped after train.surrogate.cg_max_iters = 1 iterations above the tolerance \
-             (train.surrogate.cg_atol = 1e-14, cg_rtol = 0). Their gradient is approximate; \
+             (train.surrogate.cg_atol = 1e-12, cg_rtol = 0). Their gradient is approximate; \
              training goes on. Raise train.surrogate.cg_max_iters or the tolerances. Later \
              such steps are reported at most once per log period (train.log_every)"
         );
@@ -334,7 +364,10 @@ mod tests {
             ..u
         };
         assert_eq!(
-            later.text(&SurrogateParams::default(), &CgWarningContext::flow(7)),
+            later.text(
+                &SurrogateParams::default(),
+                &CgWarningContext::flow(7, DType::F64)
+            ),
             "CG of the surrogate gradient left 5 of 16 systems unconverged in 3 steps (4 to \
              9): it stopped after 7 iterations (train.surrogate.cg_max_iters unset: the \
              dimension) above the tolerance (train.surrogate.cg_atol = 0.001, cg_rtol = 0). \
@@ -342,7 +375,7 @@ mod tests {
              train.surrogate.cg_max_iters or the tolerances"
         );
         assert_eq!(
-            Unconverged { broken: 2, ..u }.text(&p, &CgWarningContext::flow(2)),
+            Unconverged { broken: 2, ..u }.text(&p, &CgWarningContext::flow(2, DType::F64)),
             "CG of the surrogate gradient broke down on 2 of 16 systems at step 4 \
              (non-positive or non-finite curvature pᵀHp): the block's Jacobian is not \
              positive definite there, or its Hessian-vector products are not finite. The \
@@ -351,6 +384,62 @@ mod tests {
              training at the next non-finite loss. Later such steps are reported at most \
              once per log period (train.log_every)"
         );
+    }
+
+    /// A tolerance below what the float type resolves (`resolvable_tolerance`: f32 1.19e-4,
+    /// f64 2.2e-13) is named as such, with the threshold, instead of asking for more
+    /// iterations; at the threshold and above, and for f64 at f32's unresolvable 1e-5, the
+    /// text is the usual one.
+    #[test]
+    fn an_unresolvable_tolerance_is_named_instead_of_more_iterations() {
+        let u = Unconverged {
+            steps: 1,
+            first_step: 4,
+            last_step: 4,
+            unconverged: 5,
+            systems: 16,
+            broken: 0,
+            first: true,
+        };
+        let p = |cg_atol, cg_rtol| SurrogateParams {
+            cg_max_iters: Some(50),
+            cg_atol,
+            cg_rtol,
+            ..Default::default()
+        };
+        assert_eq!(
+            u.text(&p(1e-30, 0.0), &CgWarningContext::flow(43, DType::F32)),
+            "CG of the surrogate gradient left 5 of 16 systems unconverged at step 4: it \
+             stopped after train.surrogate.cg_max_iters = 50 iterations above the tolerance \
+             (train.surrogate.cg_atol = 1e-30, cg_rtol = 0), which is below what f32 \
+             arithmetic resolves (cg_atol + cg_rtol < 1.19e-4): CG may not meet it however \
+             many iterations it runs. Their gradient is approximate; training goes on. Raise \
+             train.surrogate.cg_atol or cg_rtol to 1.19e-4 or more, or train in f64. Later \
+             such steps are reported at most once per log period (train.log_every)"
+        );
+        let f64_text = Unconverged { first: false, ..u }
+            .text(&p(1e-14, 1e-14), &CgWarningContext::flow(43, DType::F64));
+        assert!(
+            f64_text.ends_with(
+                "(train.surrogate.cg_atol = 1e-14, cg_rtol = 1e-14), which is below what f64 \
+                 arithmetic resolves (cg_atol + cg_rtol < 2.22e-13): CG may not meet it \
+                 however many iterations it runs. Their gradient is approximate; training goes \
+                 on. Raise train.surrogate.cg_atol or cg_rtol to 2.22e-13 or more"
+            ),
+            "{f64_text}"
+        );
+        let usual = |params: &SurrogateParams, dtype| {
+            let m = u.text(params, &CgWarningContext::flow(43, dtype));
+            m.contains("Raise train.surrogate.cg_max_iters or the tolerances")
+                && !m.contains("resolves")
+        };
+        // Sums at the threshold are resolved: the confirmation and the text use one number.
+        let f32_threshold = resolvable_tolerance(DType::F32);
+        assert!(usual(&p(f32_threshold, 0.0), DType::F32));
+        assert!(!usual(&p(0.99 * f32_threshold, 0.0), DType::F32));
+        assert!(usual(&p(1e-5, 0.0), DType::F64));
+        assert!(usual(&SurrogateParams::default(), DType::F32));
+        assert!(usual(&p(0.0, 1e-3), DType::F32));
     }
 
     /// Broken-down systems are counted among the unconverged ones of the warning.

@@ -14,7 +14,7 @@ use crate::block::CgReport;
 use crate::config::{LrSchedule, NllEstimator, Objective};
 use crate::error::{CpflowError, Result};
 use crate::evaluate::{Dataset, mean_nll};
-use crate::metrics::{MetricsRecord, MetricsWriter, truncate_metrics};
+use crate::metrics::{MetricsRecord, MetricsWriter, record_late_validation, truncate_metrics};
 use crate::observer::{Control, Moment, TrainObserver};
 use crate::progress::Progress;
 use crate::train_state::{plateau_update, scheduled_lr};
@@ -416,14 +416,8 @@ impl Trainer {
         };
         let own_line = match &self.options.out_dir {
             Some(d) => {
-                let path = d.join(METRICS);
-                let added = metrics_line::add_validation(&path, it, nll);
-                let added = self.last_checkpoint.written(METRICS, it, added)?;
-                if added == metrics_line::LineUpdate::NoLine {
-                    let line = MetricsWriter::append(&path).and_then(|mut m| m.write(&only()));
-                    self.last_checkpoint.written(METRICS, it, line)?;
-                }
-                added == metrics_line::LineUpdate::NoLine
+                let recorded = record_late_validation(&d.join(METRICS), it, nll, only);
+                self.last_checkpoint.written(METRICS, it, recorded)?
             }
             None => history.last().is_none_or(|r| r.iteration != it),
         };
@@ -441,7 +435,7 @@ impl Trainer {
     fn warn_unconverged(&self, u: &Unconverged) {
         u.warn(
             &self.config.surrogate,
-            &CgWarningContext::flow(self.flow.dim()),
+            &CgWarningContext::flow(self.flow.dim(), self.flow.dtype()),
         );
     }
 

@@ -2,15 +2,17 @@
 //! ([`super::Trainer`]) and the image trainer (`image::train`) keep for their errors: a
 //! non-finite step and an interrupt name its path, a failed write
 //! ([`CpflowError::CheckpointWrite`]) of the checkpoint, `metrics.jsonl`,
-//! `model.safetensors` or `report.json` its iteration and path. Checkpoints are replaced
-//! atomically, so a failed write leaves it intact.
+//! `model.safetensors` or `report.json` its iteration and path. The VAE trainer
+//! (`vae::train`) keeps it counted in epochs for its failed writes
+//! ([`CpflowError::EpochCheckpointWrite`]). Checkpoints are replaced atomically, so a failed
+//! write leaves it intact.
 
 use std::path::PathBuf;
 
 use crate::error::{CpflowError, Result};
 
-/// The path and iteration of the last checkpoint a run wrote or resumed from (none yet:
-/// `Default`).
+/// The path and iteration (for the VAE: epochs done) of the last checkpoint a run wrote or
+/// resumed from (none yet: `Default`).
 #[derive(Clone, Debug, Default)]
 pub(crate) struct LastCheckpoint(Option<(PathBuf, usize)>);
 
@@ -52,6 +54,24 @@ impl LastCheckpoint {
         write.map_err(|e| self.failed_write(what, iteration, e))
     }
 
+    /// [`Self::written`] for a trainer counted in epochs (the VAE's, whose last checkpoint
+    /// holds the epochs done): a failure of `write` of `what` at `epoch` is
+    /// [`CpflowError::EpochCheckpointWrite`] naming this last checkpoint while its file is
+    /// still there.
+    pub fn written_at_epoch<T>(
+        &self,
+        what: &'static str,
+        epoch: usize,
+        write: Result<T>,
+    ) -> Result<T> {
+        write.map_err(|cause| CpflowError::EpochCheckpointWrite {
+            what,
+            epoch,
+            saved: self.on_disk(),
+            cause: Box::new(cause),
+        })
+    }
+
     /// The failed write of `what` at `iteration`, naming this last checkpoint while its file
     /// is still there.
     fn failed_write(
@@ -63,13 +83,18 @@ impl LastCheckpoint {
         CpflowError::CheckpointWrite {
             what,
             iteration,
-            saved: self
-                .0
-                .clone()
-                .filter(|(p, _)| p.is_file())
-                .map(|(p, it)| (it, p)),
+            saved: self.on_disk(),
             cause: Box::new(cause),
         }
+    }
+
+    /// Its iteration (or epoch) and path while its file is still there (a failed write
+    /// names only a checkpoint that can resume the run).
+    fn on_disk(&self) -> Option<(usize, PathBuf)> {
+        self.0
+            .clone()
+            .filter(|(p, _)| p.is_file())
+            .map(|(p, it)| (it, p))
     }
 }
 

@@ -5,11 +5,14 @@
 //! trainer's [`CgTally`](crate::train::cg_tally::CgTally), and its text the flow trainer's
 //! [`Unconverged::text`](crate::train::cg_tally::Unconverged::text) in this context.
 
+use candle_core::DType;
+
 use crate::train::cg_tally::CgWarningContext;
 
 /// The VAE's settings (`train.cg`), the posterior of `latent_dim` dimensions (the cap when
-/// `cg_max_iters` is unset), later warnings at the end of each epoch.
-pub(super) fn context(latent_dim: usize) -> CgWarningContext<'static> {
+/// `cg_max_iters` is unset) in `dtype` (`model.posterior_float`, where CG runs), later
+/// warnings at the end of each epoch.
+pub(super) fn context(latent_dim: usize, dtype: DType) -> CgWarningContext<'static> {
     CgWarningContext {
         subject: "the CP-Flow posterior's surrogate gradient",
         jacobian_of: "the posterior's",
@@ -18,6 +21,7 @@ pub(super) fn context(latent_dim: usize) -> CgWarningContext<'static> {
         table: "train.cg",
         default_cap: (latent_dim, "model.latent_dim"),
         period: "epoch",
+        dtype,
     }
 }
 
@@ -61,14 +65,14 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(
-            first.text(&params, &context(64)),
+            first.text(&params, &context(64, DType::F64)),
             "CG of the CP-Flow posterior's surrogate gradient left 3 of 4 systems unconverged \
              at step 2: it stopped after train.cg.cg_max_iters = 1 iterations above the \
              tolerance (train.cg.cg_atol = 1e-12, cg_rtol = 1e-12). Their gradient is \
              approximate; training goes on. Raise train.cg.cg_max_iters or the tolerances. \
              Later such steps are reported at most once per epoch"
         );
-        let text = later.text(&SurrogateParams::default(), &context(64));
+        let text = later.text(&SurrogateParams::default(), &context(64, DType::F64));
         assert_eq!(
             text,
             "CG of the CP-Flow posterior's surrogate gradient left 3 of 8 systems unconverged \
@@ -79,7 +83,7 @@ mod tests {
         );
         let broken = crate::train::cg_tally::Unconverged { broken: 1, ..first };
         assert_eq!(
-            broken.text(&params, &context(64)),
+            broken.text(&params, &context(64, DType::F64)),
             "CG of the CP-Flow posterior's surrogate gradient broke down on 1 of 4 systems at \
              step 2 (non-positive or non-finite curvature pᵀHp): the posterior's Jacobian is \
              not positive definite there, or its Hessian-vector products are not finite; NaN \

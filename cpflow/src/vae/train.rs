@@ -27,6 +27,7 @@ use crate::progress::Progress;
 use crate::rng::FlowRng;
 use crate::train::TrainStepStats;
 use crate::train::cg_tally::{CgTally, Unconverged};
+use crate::train::last_checkpoint::LastCheckpoint;
 
 /// Options of a run that are not part of the experiment.
 ///
@@ -229,8 +230,14 @@ pub fn run_vae_on(
             step_stats: TrainStepStats::default(),
         }
     };
-    // The checkpoint that holds the run now: a failed write names it.
-    let saved = resumed.then(|| (state.epoch, ckpt_path.clone()));
+    // The checkpoint that holds the run now: a failed write names it (the checkpoint and
+    // best weights are replaced atomically, so a failed write leaves it intact, and a failed
+    // `metrics.jsonl` or `report.json` does not touch it).
+    let saved = if resumed {
+        LastCheckpoint::at(ckpt_path.clone(), state.epoch)
+    } else {
+        LastCheckpoint::default()
+    };
     let metrics_path = out.join(METRICS);
     let metrics = if resumed {
         // Epoch lines past the checkpoint (written before a kill) come again: cut them off.
@@ -241,7 +248,7 @@ pub fn run_vae_on(
     };
     // The epoch it is opened for: the next one, or the last when none is left.
     let next_epoch = (state.epoch + 1).min(config.train.epochs.max(state.epoch));
-    let mut metrics = written(METRICS, next_epoch, &saved, metrics)?;
+    let mut metrics = saved.written_at_epoch(METRICS, next_epoch, metrics)?;
     let stop_reason = train_epochs(
         &vae,
         data,
@@ -328,7 +335,7 @@ pub fn run_vae_on(
         &out.join(REPORT),
         serde_json::to_string_pretty(&report)?.as_bytes(),
     );
-    written(REPORT, state.epoch, &Some((state.epoch, ckpt_path)), write)?;
+    LastCheckpoint::at(ckpt_path, state.epoch).written_at_epoch(REPORT, state.epoch, write)?;
     Ok(report)
 }
 
@@ -342,7 +349,7 @@ fn train_epochs(
     state: &mut VaeTrainState,
     metrics: &mut crate::metrics::MetricsWriter,
     options: &VaeRunOptions,
-    mut saved: Option<(usize, PathBuf)>,
+    mut saved: LastCheckpoint,
 ) -> Result<VaeStopReason> {
     let t = &config.train;
     let mut rng = FlowRng::from_state(&state.rng)?;
@@ -358,7 +365,13 @@ fn train_epochs(
     let mut cg_warnings = CgTally::default();
     let warn = |u: Option<Unconverged>| {
         if let Some(u) = u {
-            u.warn(&t.cg, &cg_context(config.model.latent_dim));
+            u.warn(
+                &t.cg,
+                &cg_context(
+                    config.model.latent_dim,
+                    config.model.posterior_float.dtype(),
+                ),
+            );
         }
     };
     while state.epoch < t.epochs {
@@ -436,7 +449,7 @@ fn train_epochs(
                 state.rng = rng.state();
                 state.partial_epoch = Some(PartialEpoch { shuffle_rng, sums });
                 let write = save_checkpoint(&ckpt_path, config, state, vae, opt);
-                written("the checkpoint", epoch, &saved, write)?;
+                saved.written_at_epoch("the checkpoint", epoch, write)?;
                 return Err(CpflowError::Interrupted {
                     iteration: state.steps,
                     checkpoint: Some(ckpt_path),
@@ -484,7 +497,7 @@ fn train_epochs(
         // The epoch's line before its checkpoint: a kill between the two leaves a line past
         // the checkpoint, which a resume cuts off and writes again (the other order would
         // lose it).
-        written(METRICS, epoch, &saved, metrics.write(&rec))?;
+        saved.written_at_epoch(METRICS, epoch, metrics.write(&rec))?;
         state.rng = rng.state();
         if improved {
             let best_meta = VaeCheckpointMeta {
@@ -493,11 +506,11 @@ fn train_epochs(
                 optimizer: None,
             };
             let write = save_vae_checkpoint(&out.join(BEST), &best_meta, weights_with_prefix(vae));
-            written("the best weights", epoch, &saved, write)?;
+            saved.written_at_epoch("the best weights", epoch, write)?;
         }
         let write = save_checkpoint(&ckpt_path, config, state, vae, opt);
-        written("the checkpoint", epoch, &saved, write)?;
-        saved = Some((epoch, ckpt_path.clone()));
+        saved.written_at_epoch("the checkpoint", epoch, write)?;
+        saved = LastCheckpoint::at(ckpt_path.clone(), epoch);
         // The epoch's unconverged steps before its line.
         warn(cg_warnings.flush());
         tracing::info!(
@@ -535,24 +548,6 @@ pub(super) fn diverged(e: CpflowError, step: usize, checkpoint: Option<PathBuf>)
         },
         e => e,
     }
-}
-
-/// A failed `write` of `what` at `epoch` as [`CpflowError::EpochCheckpointWrite`], naming
-/// `saved`, the last checkpoint (epochs done and path), when it is still there: the
-/// checkpoint and best weights are replaced atomically, so a failed write leaves it intact,
-/// and a failed `metrics.jsonl` or `report.json` does not touch it.
-fn written<T>(
-    what: &'static str,
-    epoch: usize,
-    saved: &Option<(usize, PathBuf)>,
-    write: Result<T>,
-) -> Result<T> {
-    write.map_err(|cause| CpflowError::EpochCheckpointWrite {
-        what,
-        epoch,
-        saved: saved.clone().filter(|(_, p)| p.is_file()),
-        cause: Box::new(cause),
-    })
 }
 
 /// Whether `options`' interrupt flag is set.

@@ -1,7 +1,8 @@
 //! The audit's command shape: `cpflow train --dtype f32` on the MINIBOONE fragment (d = 43)
 //! with `train.surrogate.cg_atol = 1e-30, cg_rtol = 0`, a tolerance f32 cannot resolve, used to
 //! report `cg_converged 1.0` and no warning (CG judged convergence on its recursively updated
-//! residual, which shrinks on below what the solution attains in f32).
+//! residual, which shrinks on below what the solution attains in f32); its warning now says
+//! that the tolerance is below what f32 resolves (it asked for more iterations).
 
 use crate::cli_common::{cpflow_out_and_log, read_json, temp_dir};
 use std::path::Path;
@@ -56,6 +57,17 @@ fn f32_training_reports_an_unattainable_cg_tolerance_unconverged() {
     assert!(converged < 0.5, "{report}");
     assert_eq!(report["cg_unconverged_steps"].as_u64(), Some(3), "{report}");
     assert!(log.contains("unconverged"), "{log}");
+    // The warning says that the tolerance is below f32's resolution, not that more
+    // iterations would help.
+    assert!(
+        log.contains(
+            "which is below what f32 arithmetic resolves (cg_atol + cg_rtol < 1.19e-4): CG may \
+             not meet it however many iterations it runs"
+        ) && log.contains(
+            "Raise train.surrogate.cg_atol or cg_rtol to 1.19e-4 or more, or train in f64"
+        ) && !log.contains("Raise train.surrogate.cg_max_iters"),
+        "{log}"
+    );
     // The default tolerance (1e-3) is met, in f32 as in f64, without a warning.
     for dtype in ["f32", "f64"] {
         let (report, log) = train(&dir, dtype, dtype, "1e-3");

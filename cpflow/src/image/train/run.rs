@@ -25,7 +25,7 @@ use crate::image::bpd::bits_per_dim;
 use crate::image::config::ImageFlowConfig;
 use crate::image::ema::ExponentialMovingAverage;
 use crate::image::flow::ImageFlow;
-use crate::metrics::{MetricsWriter, truncate_metrics};
+use crate::metrics::{MetricsWriter, record_late_validation, truncate_metrics};
 use crate::progress::Progress;
 use crate::rng::FlowRng;
 use crate::train::last_checkpoint::LastCheckpoint;
@@ -35,6 +35,8 @@ mod batches;
 mod cg_warning;
 mod finish;
 mod metrics_line;
+#[cfg(test)]
+mod tests_cg_window;
 #[cfg(test)]
 mod tests_late_validation;
 #[cfg(test)]
@@ -414,18 +416,17 @@ impl<'a> Run<'a> {
         let (Some(val), Some(path)) = (self.validate(stop)?, self.metrics_path()) else {
             return Ok(());
         };
-        let added = self.metrics_written(metrics_line::add_validation(&path, it, &val))?;
-        if added == metrics_line::LineUpdate::NoLine {
-            let rec = metrics_line::validation_only_record(
+        let only = || {
+            metrics_line::validation_only_record(
                 it,
                 self.epochs_done(),
                 &val,
                 self.state.train_time_s,
                 wall.elapsed().as_secs_f64(),
-            );
-            self.metrics_written(MetricsWriter::append(&path).and_then(|mut m| m.write(&rec)))?;
-        }
-        Ok(())
+            )
+        };
+        let recorded = record_late_validation(&path, it, (val.bpd, val.std_err), only);
+        self.metrics_written(recorded).map(|_| ())
     }
 
     fn train(mut self, opts: &ImageRunOptions, wall: Instant) -> Result<ImageTrainReport> {
@@ -513,11 +514,8 @@ impl<'a> Run<'a> {
                     grad_norm: gn,
                     cg_iterations: cg.mean_iterations(),
                     cg_max_iterations: cg_max,
-                    cg_converged_fraction: if cg.iterations.is_empty() {
-                        1.0
-                    } else {
-                        cg.converged as f64 / cg.iterations.len() as f64
-                    },
+                    // Over the steps since the previous line, as the flow's `cg_converged`.
+                    cg_converged_fraction: cg_warnings.take_window().unwrap_or(1.0),
                     val_bpd: val.as_ref().map(|v| v.bpd),
                     val_bpd_std_err: val.as_ref().map(|v| v.std_err),
                     step_s: win_time / win_steps.max(1) as f64,

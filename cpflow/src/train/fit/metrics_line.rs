@@ -1,22 +1,11 @@
 //! The end-of-run validation of a flow run in `metrics.jsonl`, as the image trainer puts
 //! its own there (`image/train/run/metrics_line.rs`): it is made after the line of the last
 //! step was written, so it goes into that line when it is the file's last and has no
-//! validation yet, or into a validation-only line when the iteration has no line. Every
-//! validation of the report (`val_nll`, `val_iteration`) is then in the metrics.
+//! validation yet, or into a validation-only line when the iteration has no line
+//! (`metrics::record_late_validation`). Every validation of the report (`val_nll`,
+//! `val_iteration`) is then in the metrics.
 
-use std::path::Path;
-
-use crate::error::Result;
-use crate::metrics::{MetricsRecord, add_validation_to_last_line};
-
-pub(super) use crate::metrics::LineUpdate;
-
-/// Sets `val_nll` of the file's last line when it is the line of `iteration` and has no
-/// validation yet (the file is replaced atomically; the lines before are kept byte for
-/// byte).
-pub(super) fn add_validation(path: &Path, iteration: usize, val_nll: f64) -> Result<LineUpdate> {
-    add_validation_to_last_line::<MetricsRecord>(path, iteration, val_nll)
-}
+use crate::metrics::MetricsRecord;
 
 /// The line of a validation at an iteration without a step line: the validation, the epoch
 /// and the clock; the step's numbers (loss, learning rate, gradient norm, CG iterations,
@@ -45,6 +34,14 @@ pub(super) fn validation_only_record(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::Result;
+    use crate::metrics::{LineUpdate, add_validation_to_last_line};
+    use std::path::Path;
+
+    /// What the trainer's late validation does first ([`crate::metrics::record_late_validation`]).
+    fn add_validation(path: &Path, iteration: usize, val_nll: f64) -> Result<LineUpdate> {
+        add_validation_to_last_line::<MetricsRecord>(path, iteration, val_nll)
+    }
 
     fn line(iteration: usize, val: Option<f64>) -> String {
         let rec = MetricsRecord {

@@ -3,6 +3,10 @@
 //!
 //! A backup is removed only when all of these hold, else it is kept (with a warning when it
 //! looks like one of ours):
+//! - it is not a directory. A backup is whatever was at the output's path, not a directory
+//!   (`back_up`: a hard link to it, which for a symbolic link is the link itself, or it moved
+//!   aside), so a directory so named is not ours: it is left without a warning, which would
+//!   only repeat at every command that replaces the file, about an entry that is not ours;
 //! - its suffix is a process id as this system writes them: plain digits, no sign, no
 //!   leading zero, at most the kernel's `pid_max` (`/proc/sys/kernel/pid_max`; 2^22, Linux's
 //!   largest, where it cannot be read). A user's `.s.csv.bak-20240101` is not ours;
@@ -57,6 +61,9 @@ fn remove_stale_backups_at(path: &Path, now: i128, min_age: Duration, pid_max: u
     let mut warnings = Vec::new();
     for found in files_of_other_processes(&dir, "bak", of_path, pid_max) {
         let (pid, backup) = (found.pid, found.hidden);
+        if std::fs::symlink_metadata(&backup).is_ok_and(|m| m.is_dir()) {
+            continue;
+        }
         let (p, b) = (path.display(), backup.display());
         let age = match process_running(pid) {
             Some(true) => continue,
@@ -180,6 +187,41 @@ mod tests {
         for f in &kept {
             assert!(f.exists(), "{} was removed", f.display());
         }
+        std::fs::remove_dir_all(&d).ok();
+    }
+
+    /// A directory named as a backup of a process that is gone is not ours (backups are
+    /// never directories): left, without a warning, however old. A symbolic link is a backup
+    /// of ours (`back_up` hard-links the link itself) and is removed like a file. The old code
+    /// tried `remove_file` on the directory and warned "removing it failed … remove it by
+    /// hand".
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_directory_named_as_a_backup_is_left_silently() {
+        let d = dir("directory");
+        let s = d.join("s.csv");
+        std::fs::write(&s, "new s\n").unwrap();
+        let gone = ended_process_id();
+        let not_ours = d.join(format!(".s.csv.bak-{gone}"));
+        std::fs::create_dir(&not_ours).unwrap();
+        std::fs::write(not_ours.join("inside"), "x").unwrap();
+        let later = change_time_ns(&not_ours).unwrap() + MIN_AGE.as_nanos() as i128;
+        let warnings = remove_stale_backups_at(&s, later, MIN_AGE, pid_max());
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert!(not_ours.join("inside").exists());
+        // A link backup of a gone process is removed (the link, not its target).
+        let gone = ended_process_id();
+        let link = d.join(format!(".s.csv.bak-{gone}"));
+        std::os::unix::fs::symlink(&s, &link).unwrap();
+        let later = change_time_ns(&link).unwrap() + MIN_AGE.as_nanos() as i128;
+        let warnings = remove_stale_backups_at(&s, later, MIN_AGE, pid_max());
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(
+            warnings[0].starts_with(&format!("removed {}", link.display())),
+            "{warnings:?}"
+        );
+        assert!(std::fs::symlink_metadata(&link).is_err() && s.exists());
+        assert!(not_ours.is_dir());
         std::fs::remove_dir_all(&d).ok();
     }
 }

@@ -1,9 +1,12 @@
 //! The image trainer's warning when CG of the surrogate gradient stopped above its tolerance
 //! (or broke down): the flow trainer's [`CgTally`] and [`Unconverged::text`] in the image
-//! run's [`CgWarningContext`]. Given the first time a step of the call leaves systems
+//! run's [`CgWarningContext`]; the tally's window gives the metrics lines' converged
+//! fraction. Given the first time a step of the call leaves systems
 //! unconverged, then at most once per logging point (`train.log_every`, SLQ and validation
 //! steps, the end, an interrupt) with what happened since. The run's totals (the report's
 //! `cg_unconverged_steps`) are kept in the checkpointed state, not here.
+
+use candle_core::DType;
 
 use crate::block::CgReport;
 use crate::config::SurrogateParams;
@@ -17,6 +20,8 @@ pub(super) struct CgWarnings<'a> {
     params: &'a SurrogateParams,
     /// The cap without `cg_max_iters` and where it comes from ([`default_cap`]).
     default_cap: (usize, String),
+    /// The flow's float type, in which CG runs.
+    dtype: DType,
 }
 
 impl<'a> CgWarnings<'a> {
@@ -27,6 +32,7 @@ impl<'a> CgWarnings<'a> {
             tally: CgTally::default(),
             params,
             default_cap: default_cap(&dims, flow.dim()),
+            dtype: flow.dtype(),
         }
     }
 
@@ -45,18 +51,25 @@ impl<'a> CgWarnings<'a> {
         }
     }
 
+    /// At a metrics line: the fraction of the CG systems that converged in the steps since
+    /// the previous line (`None` without systems), as the flow's `cg_converged`.
+    pub fn take_window(&mut self) -> Option<f64> {
+        self.tally.take_window()
+    }
+
     fn warn(&self, u: &Unconverged) {
         u.warn(
             self.params,
-            &context((self.default_cap.0, &self.default_cap.1)),
+            &context((self.default_cap.0, &self.default_cap.1), self.dtype),
         );
     }
 }
 
 /// The image trainer's context: settings under `train.surrogate`, the cap `default_cap`
-/// without `cg_max_iters`, later warnings at logging points. The image flow's potentials are
-/// the built-in convolutional ICNNs, convex by construction: no advice on custom ones.
-fn context(default_cap: (usize, &str)) -> CgWarningContext<'_> {
+/// without `cg_max_iters`, the flow's float type `dtype`, later warnings at logging points.
+/// The image flow's potentials are the built-in convolutional ICNNs, convex by
+/// construction: no advice on custom ones.
+fn context(default_cap: (usize, &str), dtype: DType) -> CgWarningContext<'_> {
     CgWarningContext {
         subject: "the surrogate gradient",
         jacobian_of: "the block's",
@@ -64,6 +77,7 @@ fn context(default_cap: (usize, &str)) -> CgWarningContext<'_> {
         table: "train.surrogate",
         default_cap,
         period: "log period (train.log_every)",
+        dtype,
     }
 }
 
@@ -111,7 +125,7 @@ mod tests {
         };
         let (d, src) = default_cap(&[784, 784], 784);
         assert_eq!(
-            unconverged(true).text(&capped, &context((d, &src))),
+            unconverged(true).text(&capped, &context((d, &src), DType::F64)),
             "CG of the surrogate gradient left 2 of 8 systems unconverged at step 3: it \
              stopped after train.surrogate.cg_max_iters = 1 iterations above the tolerance \
              (train.surrogate.cg_atol = 1e-12, cg_rtol = 0). Their gradient is approximate; \
@@ -120,7 +134,7 @@ mod tests {
         );
         let reference = crate::image::train::reference_image_surrogate();
         assert_eq!(
-            unconverged(false).text(&reference, &context((d, &src))),
+            unconverged(false).text(&reference, &context((d, &src), DType::F64)),
             "CG of the surrogate gradient left 2 of 8 systems unconverged at step 3: it \
              stopped after 784 iterations (train.surrogate.cg_max_iters unset: a block's \
              input dimension) above the tolerance (train.surrogate.cg_atol = 0.001, cg_rtol \
@@ -130,7 +144,7 @@ mod tests {
         let (d, src) = default_cap(&[3072, 3072, 1536, 768], 3072);
         assert!(
             unconverged(false)
-                .text(&reference, &context((d, &src)))
+                .text(&reference, &context((d, &src), DType::F64))
                 .contains(
                     "3072 iterations (train.surrogate.cg_max_iters unset: a block's input \
                      dimension, from 768 after a factor-out to 3072)"
@@ -141,7 +155,10 @@ mod tests {
             ..unconverged(true)
         };
         assert_eq!(
-            broken.text(&capped, &context((784, "a block's input dimension"))),
+            broken.text(
+                &capped,
+                &context((784, "a block's input dimension"), DType::F64)
+            ),
             "CG of the surrogate gradient broke down on 2 of 8 systems at step 3 \
              (non-positive or non-finite curvature pᵀHp): the block's Jacobian is not \
              positive definite there, or its Hessian-vector products are not finite; NaN \

@@ -2,26 +2,12 @@
 //! or the first one of a resume when an interrupt stopped it) goes into that line, so every
 //! point of the report's validation curve is in the metrics exactly once; one whose
 //! iteration has no line (a run that made no step, `max_minutes = 0`; a resume at a step
-//! that wrote none) gets a line of its own ([`validation_only_record`]).
-
-use std::path::Path;
+//! that wrote none) gets a line of its own ([`validation_only_record`];
+//! `metrics::record_late_validation` does both).
 
 use super::super::ImageMetricsRecord;
 use super::super::evaluate::BpdEstimate;
-use crate::error::Result;
-use crate::metrics::{ValidatedLine, add_validation_to_last_line};
-
-pub(super) use crate::metrics::LineUpdate;
-
-/// Sets `val_bpd` and `val_bpd_std_err` of the file's last line when it is the line of
-/// `iteration` and has no validation yet (the file is replaced atomically).
-pub(super) fn add_validation(
-    path: &Path,
-    iteration: usize,
-    val: &BpdEstimate,
-) -> Result<LineUpdate> {
-    add_validation_to_last_line::<ImageMetricsRecord>(path, iteration, (val.bpd, val.std_err))
-}
+use crate::metrics::ValidatedLine;
 
 impl ValidatedLine for ImageMetricsRecord {
     /// The validation's bits/dim and its standard error.
@@ -69,6 +55,14 @@ pub(super) fn validation_only_record(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::Result;
+    use crate::metrics::{LineUpdate, add_validation_to_last_line};
+    use std::path::Path;
+
+    /// What the trainer's late validation does first ([`crate::metrics::record_late_validation`]).
+    fn add_validation(path: &Path, iteration: usize, val: &BpdEstimate) -> Result<LineUpdate> {
+        add_validation_to_last_line::<ImageMetricsRecord>(path, iteration, (val.bpd, val.std_err))
+    }
 
     fn line(iteration: usize, val: Option<f64>) -> String {
         let rec = ImageMetricsRecord {
