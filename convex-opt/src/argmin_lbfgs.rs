@@ -306,8 +306,10 @@ fn to_float<F: ArgminFloat>(v: f64, what: &str) -> Result<F, ConvexOptError> {
 /// Hager–Zhang) are a [`ConvexOptError::InvalidParameter`] naming the field, before any
 /// evaluation.
 ///
+/// The problem implements argmin's traits, re-exported as [`crate::argmin`]:
+///
 /// ```
-/// use argmin::core::{CostFunction, Error, Gradient};
+/// use convex_opt::argmin::core::{CostFunction, Error, Gradient};
 /// use convex_opt::{minimize_lbfgs, LbfgsParams};
 /// use nalgebra::DVector;
 /// // f(x) = Σ_j (x_j − j)⁴/4 + ½‖x‖², strongly convex.

@@ -9,7 +9,9 @@
 //!   closure adapters ([`FnPotential`]) and a quadratic test potential with a closed-form
 //!   inverse ([`QuadraticPotential`]);
 //! * [`minimize_lbfgs`]: argmin's L-BFGS on nalgebra vectors, a plain convex solver with an
-//!   ∞-norm gradient tolerance;
+//!   ∞-norm gradient tolerance (its problem implements argmin's `CostFunction` and
+//!   `Gradient`: the crate re-exports [`argmin`], so `convex_opt::argmin::core::{CostFunction,
+//!   Gradient}` are the matching versions);
 //! * [`invert_lbfgs_flat`]: the reference implementation's method — the whole batch flattened
 //!   into one argmin L-BFGS problem (shared line search, curvature pairs and stopping);
 //! * [`invert_lbfgs_batched`]: an independent L-BFGS per sample on tensors, with per-sample
@@ -82,6 +84,10 @@ mod termination;
 mod trial_problem;
 mod wolfe;
 mod working_rows;
+
+/// argmin 0.11, whose `core::{CostFunction, Gradient}` a [`minimize_lbfgs`] problem
+/// implements (re-exported so that the versions match without a dependency of your own).
+pub use argmin;
 
 pub use argmin_lbfgs::{LINE_SEARCH_MAX_EVALUATIONS, MinimizeResult, minimize_lbfgs};
 pub use batched_lbfgs::{BatchedLbfgsParams, invert_lbfgs_batched};

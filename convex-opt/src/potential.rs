@@ -258,6 +258,12 @@ impl std::fmt::Debug for SecondOrderModel<'_> {
 ///
 /// Add Hessian-vector products with [`FnPotential::with_hvp`].
 ///
+/// **Errors of your own:** the closures return `candle_core::Result`, so an error of another
+/// type goes in through `candle_core::Error::wrap(e)`, which keeps its **message only**
+/// (candle 0.11 stores it as `Display`: no [`source`](std::error::Error::source), no
+/// downcast). To keep the error itself, implement [`BatchedPotential`] and return
+/// [`ConvexOptError::potential`]`(e)` (see the second example).
+///
 /// ```
 /// use candle_core::{Device, Tensor};
 /// use convex_opt::{
@@ -275,6 +281,33 @@ impl std::fmt::Debug for SecondOrderModel<'_> {
 /// assert!((x[0][0] - 1.0).abs() < 1e-8 && (x[0][1] + 1.0).abs() < 1e-8 && x[0][2].abs() < 1e-8);
 /// // Without `with_hvp` there are no Hessian-vector products.
 /// assert!(matches!(pot.hvp(&y, &y), Err(ConvexOptError::Unsupported("hvp"))));
+/// # Ok::<(), ConvexOptError>(())
+/// ```
+///
+/// A closure's own error keeps its message; a [`BatchedPotential`] of your own keeps the
+/// error:
+///
+/// ```
+/// use std::error::Error;
+/// use candle_core::{Device, Tensor};
+/// use convex_opt::{BatchedPotential, ConvexOptError, FnPotential};
+/// #[derive(Debug, thiserror::Error)]
+/// #[error("weights not loaded")]
+/// struct NotLoaded;
+/// let x = Tensor::new(&[[1.0f64]], &Device::Cpu)?;
+/// let closure = FnPotential::new(|_: &Tensor| Err(candle_core::Error::wrap(NotLoaded)));
+/// let e = closure.value_and_gradient(&x).unwrap_err();
+/// assert!(e.to_string().contains("weights not loaded"));
+/// assert!(e.source().is_none()); // the message only
+///
+/// struct Mine;
+/// impl BatchedPotential for Mine {
+///     fn value_and_gradient(&self, _x: &Tensor) -> Result<(Tensor, Tensor), ConvexOptError> {
+///         Err(ConvexOptError::potential(NotLoaded))
+///     }
+/// }
+/// let e = Mine.value_and_gradient(&x).unwrap_err();
+/// assert!(e.source().unwrap().downcast_ref::<NotLoaded>().is_some()); // the error itself
 /// # Ok::<(), ConvexOptError>(())
 /// ```
 #[derive(Clone, Copy, Debug)]

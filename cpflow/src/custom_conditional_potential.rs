@@ -11,7 +11,9 @@ use icnn::{ConditionalConvexPotential, Linearization};
 use rand::{Rng, RngCore};
 use serde::{Deserialize, Serialize};
 
-use crate::custom_potential::{Registry, check_dim, insert, lookup, names};
+use crate::custom_potential::{
+    Registry, check_dim, f64_setting, insert, lookup, names, usize_setting,
+};
 use crate::error::Result;
 use crate::rng::FlowRng;
 
@@ -51,6 +53,43 @@ pub struct CustomConditionalConfig {
     pub settings: BTreeMap<String, f64>,
 }
 
+impl CustomConditionalConfig {
+    /// The setting `key` as a count: see [`crate::CustomPotentialConfig::usize_setting`]
+    /// (an [`icnn::IcnnError::InvalidConfig`] naming the potential and the key when it is
+    /// missing, negative, fractional or not finite).
+    ///
+    /// ```
+    /// use cpflow::CustomConditionalConfig;
+    /// let cfg = CustomConditionalConfig {
+    ///     name: "mine".into(),
+    ///     dim: 2,
+    ///     context_dim: 1,
+    ///     settings: [("width".to_string(), -8.0)].into(),
+    /// };
+    /// let err = cfg.usize_setting("width").unwrap_err().to_string();
+    /// assert!(err.contains("`mine`") && err.contains("`width`") && err.contains("-8"), "{err}");
+    /// ```
+    pub fn usize_setting(&self, key: &str) -> icnn::Result<usize> {
+        usize_setting(&self.name, &self.settings, key, None)
+    }
+
+    /// [`CustomConditionalConfig::usize_setting`] with `default` when `key` is absent.
+    pub fn usize_setting_or(&self, key: &str, default: usize) -> icnn::Result<usize> {
+        usize_setting(&self.name, &self.settings, key, Some(default))
+    }
+
+    /// The setting `key` as a finite number: see
+    /// [`crate::CustomPotentialConfig::f64_setting`].
+    pub fn f64_setting(&self, key: &str) -> icnn::Result<f64> {
+        f64_setting(&self.name, &self.settings, key, None)
+    }
+
+    /// [`CustomConditionalConfig::f64_setting`] with `default` when `key` is absent.
+    pub fn f64_setting_or(&self, key: &str, default: f64) -> icnn::Result<f64> {
+        f64_setting(&self.name, &self.settings, key, Some(default))
+    }
+}
+
 /// A network usable as a conditional block potential.
 pub type CustomConditionalNetwork = Box<dyn ConditionalConvexPotential + Send + Sync>;
 
@@ -86,7 +125,12 @@ fn registry() -> &'static Registry<ConditionalPotentialBuilder> {
 /// // A builder that wraps `icnn`'s partially input-convex network.
 /// cpflow::register_conditional_potential("doc-picnn", |vb, cfg, rng| {
 ///     let config = PicnnConfig {
-///         dim: cfg.dim, context_dim: cfg.context_dim, width: 4, depth: 2, ..Default::default()
+///         dim: cfg.dim,
+///         context_dim: cfg.context_dim,
+///         // Checked counts, named in the error when missing or not whole numbers ≥ 0.
+///         width: cfg.usize_setting("width")?,
+///         depth: cfg.usize_setting_or("depth", 2)?,
+///         ..Default::default()
 ///     };
 ///     Ok(Box::new(Picnn::new(vb, &config, rng)?))
 /// });
@@ -94,7 +138,7 @@ fn registry() -> &'static Registry<ConditionalPotentialBuilder> {
 ///     name: "doc-picnn".into(),
 ///     dim: 2,
 ///     context_dim: 1,
-///     settings: Default::default(),
+///     settings: [("width".to_string(), 4.0)].into(),
 /// });
 /// let flow = Flow::new(FlowConfig::single_block(pot), &Device::Cpu)?;
 /// assert_eq!(flow.context_dim(), Some(1));

@@ -48,6 +48,129 @@ pub struct CustomPotentialConfig {
     pub settings: BTreeMap<String, f64>,
 }
 
+impl CustomPotentialConfig {
+    /// The setting `key` as a count (a width, a depth, a number of ridges), for a builder:
+    /// an [`icnn::IcnnError::InvalidConfig`] naming the potential and the key when it is
+    /// missing or is not a whole number in `[0, 2⁵³]` (negative, fractional, NaN, `±∞`),
+    /// never a silent `as usize` (which makes `-1` a 0 and `2.7` a 2).
+    ///
+    /// ```
+    /// use std::collections::BTreeMap;
+    /// use cpflow::CustomPotentialConfig;
+    /// let cfg = CustomPotentialConfig {
+    ///     name: "ridges".into(),
+    ///     dim: 2,
+    ///     settings: BTreeMap::from([("width".into(), 16.0), ("depth".into(), 2.5)]),
+    /// };
+    /// assert_eq!(cfg.usize_setting("width")?, 16);
+    /// let err = cfg.usize_setting("depth").unwrap_err().to_string();
+    /// assert!(err.contains("`depth`") && err.contains("2.5"), "{err}");
+    /// let err = cfg.usize_setting("heads").unwrap_err().to_string();
+    /// assert!(err.contains("`heads` is missing"), "{err}");
+    /// assert_eq!(cfg.usize_setting_or("heads", 4)?, 4);
+    /// # Ok::<(), cpflow::icnn::IcnnError>(())
+    /// ```
+    pub fn usize_setting(&self, key: &str) -> icnn::Result<usize> {
+        usize_setting(&self.name, &self.settings, key, None)
+    }
+
+    /// [`CustomPotentialConfig::usize_setting`] with `default` when `key` is absent (a
+    /// present value is checked all the same).
+    pub fn usize_setting_or(&self, key: &str, default: usize) -> icnn::Result<usize> {
+        usize_setting(&self.name, &self.settings, key, Some(default))
+    }
+
+    /// The setting `key` as a finite number: an [`icnn::IcnnError::InvalidConfig`] naming
+    /// the potential and the key when it is missing (a flow's configuration already refuses
+    /// NaN and `±∞` settings; see [`crate::FlowConfig::validate`]).
+    ///
+    /// ```
+    /// use std::collections::BTreeMap;
+    /// use cpflow::CustomPotentialConfig;
+    /// let cfg = CustomPotentialConfig {
+    ///     name: "quartic".into(),
+    ///     dim: 2,
+    ///     settings: BTreeMap::from([("init_bound".into(), 0.5)]),
+    /// };
+    /// assert_eq!(cfg.f64_setting("init_bound")?, 0.5);
+    /// assert!(cfg.f64_setting("scale").is_err());
+    /// assert_eq!(cfg.f64_setting_or("scale", 1.0)?, 1.0);
+    /// # Ok::<(), cpflow::icnn::IcnnError>(())
+    /// ```
+    pub fn f64_setting(&self, key: &str) -> icnn::Result<f64> {
+        f64_setting(&self.name, &self.settings, key, None)
+    }
+
+    /// [`CustomPotentialConfig::f64_setting`] with `default` when `key` is absent.
+    pub fn f64_setting_or(&self, key: &str, default: f64) -> icnn::Result<f64> {
+        f64_setting(&self.name, &self.settings, key, Some(default))
+    }
+}
+
+/// Largest whole number every smaller one of which an `f64` setting holds exactly (2⁵³).
+const MAX_EXACT_INTEGER: f64 = 9_007_199_254_740_992.0;
+
+/// The refusal of setting `key` of the custom potential `name`.
+fn setting_error(name: &str, key: &str, what: String) -> icnn::IcnnError {
+    icnn::IcnnError::InvalidConfig(format!("custom potential `{name}`: setting `{key}` {what}"))
+}
+
+/// The setting `key` of `settings` (of the custom potential `name`) as a finite number, or
+/// `default` when absent (an error when there is none).
+pub(crate) fn f64_setting(
+    name: &str,
+    settings: &BTreeMap<String, f64>,
+    key: &str,
+    default: Option<f64>,
+) -> icnn::Result<f64> {
+    match (settings.get(key), default) {
+        (Some(&v), _) if v.is_finite() => Ok(v),
+        (Some(&v), _) => Err(setting_error(name, key, format!("must be finite, got {v}"))),
+        (None, Some(d)) => Ok(d),
+        (None, None) => {
+            let known: Vec<&str> = settings.keys().map(String::as_str).collect();
+            let known = if known.is_empty() {
+                "none".to_string()
+            } else {
+                known.join(", ")
+            };
+            Err(setting_error(
+                name,
+                key,
+                format!("is missing (settings given: {known})"),
+            ))
+        }
+    }
+}
+
+/// The setting `key` as a whole number in `[0, 2⁵³]`, or `default` when absent.
+pub(crate) fn usize_setting(
+    name: &str,
+    settings: &BTreeMap<String, f64>,
+    key: &str,
+    default: Option<usize>,
+) -> icnn::Result<usize> {
+    if !settings.contains_key(key)
+        && let Some(d) = default
+    {
+        return Ok(d);
+    }
+    let v = f64_setting(name, settings, key, None)?;
+    if v >= 0.0 && v.fract() == 0.0 && v <= MAX_EXACT_INTEGER {
+        // A whole number in [0, 2⁵³]: exact in usize on 64-bit targets; on a 32-bit one,
+        // checked.
+        usize::try_from(v as u64).map_err(|_| {
+            setting_error(name, key, format!("{v} does not fit this platform's usize"))
+        })
+    } else {
+        Err(setting_error(
+            name,
+            key,
+            format!("must be a whole number ≥ 0, got {v}"),
+        ))
+    }
+}
+
 /// A network usable as a block potential: any [`ConvexPotential`] that can be shared
 /// between threads.
 pub type CustomNetwork = Box<dyn ConvexPotential + Send + Sync>;
@@ -140,10 +263,16 @@ pub(crate) fn check_dim(name: &str, what: &str, configured: usize, built: usize)
 /// `Linearization::from_parts` and `check_derivatives`). It has no data-dependent
 /// initialisation of its own: `Flow::initialize` leaves it as built.
 ///
-/// - **Initial weights:** draw them from the `rng` the builder receives, e.g. with
-///   `icnn::Linear::new(&vb, n_in, n_out, bias, rng)`, so that a flow is reproducible from its
+/// - **Initial weights:** draw them from the `rng` the builder receives, with
+///   `icnn::init::uniform(&vb, shape, name, bound, rng)` (or `icnn::Linear::new(&vb, n_in,
+///   n_out, bias, rng)` for a whole layer), so that a flow is reproducible from its
 ///   `init_seed`. candle's own random initialisers (`candle_nn::Init::Randn`) cannot be
 ///   seeded, and constant ones may make `F` constant (every block the identity).
+/// - **Settings:** read them with [`CustomPotentialConfig::usize_setting`] and
+///   [`CustomPotentialConfig::f64_setting`] (and their `_or` forms), which name the key when
+///   it is missing or not a valid count.
+/// - **Errors of your own** (a file the builder reads, a network's own failure): return
+///   `icnn::IcnnError::network(e)`, which keeps `e` as the error's `source`.
 /// - **Convexity is not checked:** products that are not those of a convex `F` make the
 ///   block's Jacobian indefinite. The exact log-det then refuses the flow, and training warns
 ///   that CG broke down (`CgReport::breakdown`). Check a new network with
@@ -178,14 +307,16 @@ pub(crate) fn check_dim(name: &str, what: &str, configured: usize, built: usize)
 ///
 /// # fn main() -> cpflow::Result<()> {
 /// cpflow::register_potential("quartic", |vb, cfg, rng| {
-///     // One seeded parameter `c` (shape (1,)), drawn from the flow's init stream.
-///     let c = cpflow::icnn::Linear::new(&vb, 1, 1, false, rng)?.weight.flatten_all()?;
+///     // One seeded parameter `c` (shape (1,)), drawn from the flow's init stream from
+///     // U(−b, b), b the setting `init_bound` (1 if absent).
+///     let bound = cfg.f64_setting_or("init_bound", 1.0)?;
+///     let c = cpflow::icnn::init::uniform(&vb, 1, "c", bound, rng)?;
 ///     Ok(Box::new(Quartic { c, dim: cfg.dim }))
 /// });
 /// let pot = PotentialConfig::Custom(CustomPotentialConfig {
 ///     name: "quartic".into(),
 ///     dim: 2,
-///     settings: BTreeMap::new(),
+///     settings: BTreeMap::from([("init_bound".into(), 0.5)]),
 /// });
 /// let flow = Flow::new(FlowConfig::single_block(pot), &Device::Cpu)?;
 /// let x = Tensor::new(&[[0.5f64, -1.0], [2.0, 0.1]], &Device::Cpu)?;
@@ -211,7 +342,12 @@ where
 /// use cpflow::icnn::{Icnn3, Icnn3Config};
 /// // A builder that wraps one of `icnn`'s own networks.
 /// cpflow::register_potential("doc-icnn3", |vb, cfg, rng| {
-///     let config = Icnn3Config { dim: cfg.dim, width: 4, depth: 2, ..Default::default() };
+///     let config = Icnn3Config {
+///         dim: cfg.dim,
+///         width: cfg.usize_setting_or("width", 4)?,
+///         depth: cfg.usize_setting_or("depth", 2)?,
+///         ..Default::default()
+///     };
 ///     Ok(Box::new(Icnn3::new(vb, &config, rng)?))
 /// });
 /// let names = cpflow::registered_potentials();
@@ -273,5 +409,115 @@ impl CustomPotential {
     /// Custom networks have no data-dependent initialisation.
     pub(crate) fn initialize(&self, _x: &Tensor) -> icnn::Result<()> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::error::Error;
+
+    use candle_core::Device;
+
+    use crate::{
+        CpflowError, CustomConditionalConfig, CustomPotentialConfig, Flow, FlowConfig,
+        PotentialConfig,
+    };
+
+    fn config(settings: &[(&str, f64)]) -> CustomPotentialConfig {
+        CustomPotentialConfig {
+            name: "mine".into(),
+            dim: 2,
+            settings: settings.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+        }
+    }
+
+    /// The message of an `InvalidConfig`; panics on anything else.
+    fn refusal<T: std::fmt::Debug>(r: icnn::Result<T>) -> String {
+        match r {
+            Err(icnn::IcnnError::InvalidConfig(m)) => m,
+            other => panic!("expected InvalidConfig, got {other:?}"),
+        }
+    }
+
+    /// Counts are whole numbers in [0, 2⁵³]; anything else names the potential and the key
+    /// (`as usize` made -1 a 0, 2.7 a 2, NaN a 0 and 1e300 usize::MAX).
+    #[test]
+    fn usize_settings_are_checked_and_name_the_key() {
+        let cfg = config(&[("zero", 0.0), ("w", 16.0), ("top", 9_007_199_254_740_992.0)]);
+        assert_eq!(cfg.usize_setting("zero").unwrap(), 0);
+        assert_eq!(cfg.usize_setting("w").unwrap(), 16);
+        assert_eq!(cfg.usize_setting("top").unwrap(), 1 << 53);
+        assert_eq!(cfg.usize_setting_or("absent", 7).unwrap(), 7);
+        assert_eq!(cfg.usize_setting_or("w", 7).unwrap(), 16);
+        let m = refusal(cfg.usize_setting("absent"));
+        assert_eq!(
+            m,
+            "custom potential `mine`: setting `absent` is missing (settings given: top, w, zero)"
+        );
+        for bad in [-1.0, 2.7, -0.5, f64::NAN, f64::INFINITY, 1e300] {
+            let cfg = config(&[("width", bad)]);
+            for r in [cfg.usize_setting("width"), cfg.usize_setting_or("width", 3)] {
+                let m = refusal(r);
+                assert!(
+                    m.starts_with("custom potential `mine`: setting `width` must be"),
+                    "{bad}: {m}"
+                );
+                assert!(m.contains(&bad.to_string()), "{bad}: {m}");
+            }
+        }
+        assert_eq!(
+            refusal(config(&[]).usize_setting("w")),
+            "custom potential `mine`: setting `w` is missing (settings given: none)"
+        );
+    }
+
+    #[test]
+    fn f64_settings_are_finite_or_refused() {
+        let cfg = config(&[("a", -2.5), ("nan", f64::NAN)]);
+        assert_eq!(cfg.f64_setting("a").unwrap(), -2.5);
+        assert_eq!(cfg.f64_setting_or("b", 1.5).unwrap(), 1.5);
+        assert!(refusal(cfg.f64_setting("b")).contains("`b` is missing"));
+        assert!(refusal(cfg.f64_setting_or("nan", 1.0)).contains("`nan` must be finite"));
+        let cond = CustomConditionalConfig {
+            name: "cond".into(),
+            dim: 2,
+            context_dim: 1,
+            settings: BTreeMap::from([("depth".to_string(), 3.0)]),
+        };
+        assert_eq!(cond.usize_setting("depth").unwrap(), 3);
+        assert_eq!(cond.usize_setting_or("width", 8).unwrap(), 8);
+        assert_eq!(cond.f64_setting_or("depth", 0.0).unwrap(), 3.0);
+        assert!(refusal(cond.f64_setting("x")).starts_with("custom potential `cond`"));
+    }
+
+    /// A builder's own error reaches the caller of `Flow::new` as itself, the source of
+    /// `IcnnError::Network` (it had to be flattened into `InvalidConfig`'s text).
+    #[test]
+    fn a_builders_own_error_stays_the_source() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("weights file truncated")]
+        struct Truncated;
+        crate::register_potential("test-failing-builder", |_, _, _| {
+            Err(icnn::IcnnError::network(Truncated))
+        });
+        let pot = PotentialConfig::Custom(CustomPotentialConfig {
+            name: "test-failing-builder".into(),
+            dim: 2,
+            settings: BTreeMap::new(),
+        });
+        let err = Flow::new(FlowConfig::single_block(pot), &Device::Cpu).unwrap_err();
+        assert!(
+            matches!(err, CpflowError::Icnn(icnn::IcnnError::Network(_))),
+            "{err:?}"
+        );
+        assert_eq!(err.to_string(), "the network failed");
+        let mut chain = err.source();
+        let mut found = false;
+        while let Some(e) = chain {
+            found |= e.downcast_ref::<Truncated>().is_some();
+            chain = e.source();
+        }
+        assert!(found, "Truncated is not in the chain of {err:?}");
     }
 }

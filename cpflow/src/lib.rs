@@ -13,9 +13,26 @@
 //! [`run_toy_experiment`].
 //!
 //! The crates of the types in its API are re-exported: [`candle`] (`candle_core`: `Tensor`,
-//! `Device`, `DType`), [`icnn`] (the potentials' configurations, e.g. `icnn::Icnn3Config`)
-//! and [`rand`] (the `Rng` trait its sampling and SLQ take), so `cpflow` alone in
-//! `Cargo.toml` is enough for the quick start below, with versions that match.
+//! `Device`, `DType`), [`candle_nn`] (the `VarBuilder` a custom potential's builder
+//! receives), [`icnn`] (the potentials' configurations, e.g. `icnn::Icnn3Config`),
+//! [`convex_opt`] (the inversion's `InversionResult` in [`InverseReport::blocks`], the
+//! `BatchedPotential` a block's potential implements), [`krylov`] (the `BatchOperator` trait
+//! a block's [`HessianOperator`] implements, CG and Lanczos on it), [`logdet`] (SLQ,
+//! Hutchinson and exact log-determinants of such operators) and [`rand`] (the `Rng` trait its
+//! sampling and SLQ take), so `cpflow` alone in `Cargo.toml` is enough for the quick start
+//! below, with versions that match.
+//!
+//! ```
+//! // The inversion's results per block, and the Krylov and log-det parameters, named
+//! // through `cpflow` alone.
+//! fn worst_residual(report: &cpflow::InverseReport) -> f64 {
+//!     let blocks: &[cpflow::convex_opt::InversionResult] = &report.blocks;
+//!     blocks.iter().map(|b| b.max_residual()).fold(0.0, f64::max)
+//! }
+//! let cg = cpflow::krylov::CgParams::default().with_rtol(1e-8);
+//! let slq = cpflow::logdet::SlqParams::default().with_lanczos_steps(8);
+//! assert_eq!((cg.rtol, slq.lanczos_steps), (1e-8, 8));
+//! ```
 //!
 //! # Quick start
 //!
@@ -161,8 +178,17 @@ pub use candle_core as candle;
 /// `candle_nn`, whose `VarBuilder` a custom potential's builder receives
 /// ([`CustomPotentialConfig`]).
 pub use candle_nn;
+/// The convex solvers of the inversion ([`InverseReport::blocks`] holds their
+/// `InversionResult`s; a block's potential is a `convex_opt::BatchedPotential`).
+pub use convex_opt;
 /// The input-convex networks of the CP-Flow potentials ([`PotentialConfig`]'s configurations).
 pub use icnn;
+/// The batched Krylov solvers (CG, Lanczos) and the `BatchOperator` trait that
+/// [`HessianOperator`] implements.
+pub use krylov;
+/// The log-determinant estimators (exact, SLQ, Hutchinson, CG surrogate) over `krylov`'s
+/// operators, e.g. a block's [`HessianOperator`].
+pub use logdet;
 /// The random-number traits the sampling and SLQ methods take (rand 0.9).
 pub use rand;
 

@@ -5,9 +5,10 @@ use candle_core::{DType, Tensor};
 
 use crate::error::{IcnnError, Result};
 use crate::finite_input::check_finite;
-use crate::traits::ConvexPotential;
+use crate::linearization::Linearization;
+use crate::traits::{ConditionalConvexPotential, ConvexPotential};
 
-/// What [`check_derivatives`] measured: the largest difference between each analytic
+/// What [`check_derivatives`] (or [`check_derivatives_given`]) measured: the largest difference between each analytic
 /// derivative and its central difference along the given directions, relative to the
 /// largest analytic value (or 1, whichever is larger). An error is NaN when any value it
 /// compares (analytic or finite-difference) is NaN, and `+∞` when one is infinite, so that
@@ -129,9 +130,73 @@ pub fn check_derivatives<P: ConvexPotential + ?Sized>(
     v: &Tensor,
     step: f64,
 ) -> Result<DerivativeCheck> {
+    check_linearization("check_derivatives", x, v, step, |p| potential.linearize(p))
+}
+
+/// [`check_derivatives`] for a potential `F(x; c)` convex in `x`
+/// ([`ConditionalConvexPotential`], e.g. [`Picnn`](crate::Picnn)): its linearisation in `x`
+/// at the points `x` `(B, d)` under the fixed `context` `(B, d_c)` (row `b` of `x` with row
+/// `b` of `context`, at `x` and at `x ± h·v`), against central differences of its own
+/// potential and gradient in `x` along `v`. Same report, tolerances and errors as
+/// [`check_derivatives`], and an [`IcnnError::Shape`] for a `context` that is not `(B, ·)`
+/// of `x`'s dtype, an [`IcnnError::NonFiniteInput`] for a NaN or `±∞` in it. Derivatives in
+/// the context are not checked (they go through candle's autodiff).
+///
+/// ```
+/// use candle_core::{DType, Device, Tensor};
+/// use candle_nn::{VarBuilder, VarMap};
+/// use icnn::{check_derivatives_given, Picnn, PicnnConfig};
+/// use rand::SeedableRng;
+/// # fn main() -> icnn::Result<()> {
+/// let varmap = VarMap::new();
+/// let vb = VarBuilder::from_varmap(&varmap, DType::F64, &Device::Cpu);
+/// let config = PicnnConfig { dim: 2, context_dim: 1, width: 8, depth: 2, ..Default::default() };
+/// let net = Picnn::new(vb.pp("picnn"), &config, &mut rand::rngs::StdRng::seed_from_u64(0))?;
+/// let x = Tensor::new(&[[0.1f64, -0.2], [1.0, 0.5], [-0.7, 0.3]], &Device::Cpu)?;
+/// let c = Tensor::new(&[[0.5f64], [-1.0], [2.0]], &Device::Cpu)?;
+/// let v = Tensor::new(&[[1.0f64, 0.5], [-0.3, 1.0], [0.2, -0.8]], &Device::Cpu)?;
+/// let check = check_derivatives_given(&net, &x, &c, &v, 1e-5)?;
+/// assert!(check.passes(1e-6), "{check:?}");
+/// # Ok(())
+/// # }
+/// ```
+pub fn check_derivatives_given<P: ConditionalConvexPotential + ?Sized>(
+    potential: &P,
+    x: &Tensor,
+    context: &Tensor,
+    v: &Tensor,
+    step: f64,
+) -> Result<DerivativeCheck> {
+    const NAME: &str = "check_derivatives_given";
+    if context.rank() != 2 || context.dim(0)? != x.dim(0)? || context.dtype() != x.dtype() {
+        return Err(IcnnError::Shape(format!(
+            "{NAME}: the context must be (B, d_c) with the B and dtype of x, got {:?} {:?} \
+             for x {:?} {:?}",
+            context.dims(),
+            context.dtype(),
+            x.dims(),
+            x.dtype()
+        )));
+    }
+    check_finite("check_derivatives_given: context", context)?;
+    check_linearization(NAME, x, v, step, |p| {
+        potential.linearize_with_context(p, context)
+    })
+}
+
+/// The checks of [`check_derivatives`] and [`check_derivatives_given`] (`name` is the
+/// function named in their errors) with `linearize` the potential's linearisation at a batch
+/// of points.
+fn check_linearization(
+    name: &str,
+    x: &Tensor,
+    v: &Tensor,
+    step: f64,
+    linearize: impl Fn(&Tensor) -> Result<Linearization>,
+) -> Result<DerivativeCheck> {
     if x.rank() != 2 || v.dims() != x.dims() || v.dtype() != x.dtype() {
         return Err(IcnnError::Shape(format!(
-            "check_derivatives: x and v must be (B, d) of one dtype, got {:?} {:?} and {:?} {:?}",
+            "{name}: x and v must be (B, d) of one dtype, got {:?} {:?} and {:?} {:?}",
             x.dims(),
             x.dtype(),
             v.dims(),
@@ -142,17 +207,17 @@ pub fn check_derivatives<P: ConvexPotential + ?Sized>(
         // An empty batch (or d = 0): nothing to measure (a reduction over it was candle's
         // "empty tensor for reduce").
         return Err(IcnnError::Shape(format!(
-            "check_derivatives: x of shape {:?} has no values: nothing would be measured",
+            "{name}: x of shape {:?} has no values: nothing would be measured",
             x.dims()
         )));
     }
     if !(step > 0.0 && step.is_finite()) {
         return Err(IcnnError::InvalidConfig(format!(
-            "check_derivatives: step must be finite and > 0, got {step}"
+            "{name}: step must be finite and > 0, got {step}"
         )));
     }
-    check_finite("check_derivatives: x", x)?;
-    check_finite("check_derivatives: v", v)?;
+    check_finite(&format!("{name}: x"), x)?;
+    check_finite(&format!("{name}: v"), v)?;
     let hv = v.affine(step, 0.0)?;
     // A step that does not move x (rounded away, or v = 0) measures nothing.
     let moved = (x + &hv)?
@@ -164,13 +229,13 @@ pub fn check_derivatives<P: ConvexPotential + ?Sized>(
         .to_scalar::<f64>()?;
     if moved == 0.0 {
         return Err(IcnnError::InvalidConfig(format!(
-            "check_derivatives: x + {step}·v rounds to x (step too small for the values, or v \
+            "{name}: x + {step}·v rounds to x (step too small for the values, or v \
              = 0): nothing would be measured"
         )));
     }
-    let lin = potential.linearize(x)?.detach();
-    let plus = potential.linearize(&(x + &hv)?)?;
-    let minus = potential.linearize(&(x - &hv)?)?;
+    let lin = linearize(x)?.detach();
+    let plus = linearize(&(x + &hv)?)?;
+    let minus = linearize(&(x - &hv)?)?;
     let inv2h = 1.0 / (2.0 * step);
 
     let directional = host(&(lin.gradient() * v)?.sum(1)?)?;
@@ -208,8 +273,11 @@ mod tests {
 
     use candle_core::{DType, Device, Tensor};
 
-    use super::check_derivatives;
-    use crate::{ConvexPotential, HessianVectorProducts, IcnnError, Linearization, Result};
+    use super::{check_derivatives, check_derivatives_given};
+    use crate::{
+        ConditionalConvexPotential, ConvexPotential, HessianVectorProducts, IcnnError,
+        Linearization, Result,
+    };
 
     /// `∇²F v = scale·v`.
     #[derive(Debug)]
@@ -328,6 +396,126 @@ mod tests {
                     other => panic!("{dtype:?} {input}: unexpected {other:?}"),
                 }
             }
+        }
+    }
+
+    /// `F(x; c) = (1 + c₀²)·Σ_j exp(x_j)`, convex in `x` for every `c`, whose Hessian-vector
+    /// product is multiplied by `hvp_factor` (1 is right).
+    struct ScaledExp {
+        hvp_factor: f64,
+    }
+
+    impl ScaledExp {
+        fn scale(c: &Tensor) -> Result<Tensor> {
+            Ok((c.narrow(1, 0, 1)?.sqr()? + 1.0)?)
+        }
+    }
+
+    /// `∇²F v = diag(row b of the stored tensor)·v`.
+    #[derive(Debug)]
+    struct Diag(Tensor);
+
+    impl HessianVectorProducts for Diag {
+        fn hvp(&self, v: &Tensor) -> Result<Tensor> {
+            Ok((v * &self.0)?)
+        }
+        fn detach(&self) -> Arc<dyn HessianVectorProducts> {
+            Arc::new(Diag(self.0.detach()))
+        }
+    }
+
+    impl ConditionalConvexPotential for ScaledExp {
+        fn potential_with_context(&self, x: &Tensor, c: &Tensor) -> Result<Tensor> {
+            Ok(x.exp()?.broadcast_mul(&Self::scale(c)?)?.sum(1)?)
+        }
+        fn linearize_with_context(&self, x: &Tensor, c: &Tensor) -> Result<Linearization> {
+            let g = x.exp()?.broadcast_mul(&Self::scale(c)?)?;
+            Linearization::from_parts(
+                g.sum(1)?,
+                g.clone(),
+                Arc::new(Diag(g.affine(self.hvp_factor, 0.0)?)),
+            )
+        }
+        fn dim(&self) -> usize {
+            2
+        }
+        fn context_dim(&self) -> usize {
+            1
+        }
+    }
+
+    fn context() -> Tensor {
+        Tensor::new(&[[0.5f64], [-2.0]], &Device::Cpu).unwrap()
+    }
+
+    /// The conditional check passes a right potential and a PICNN, and catches a planted
+    /// Hessian-vector product twice the right one (as `check_derivatives` does).
+    #[test]
+    fn the_conditional_check_passes_right_products_and_catches_a_wrong_one() {
+        let (x, v) = pair(DType::F64);
+        let c = context();
+        // Tolerance 1e-6: the central differences' O(h²) truncation at h = 1e-5 and unit
+        // scale is ~1e-10, their rounding ~u/h ≈ 1e-11 (relative to max(1, |analytic|)).
+        let right =
+            check_derivatives_given(&ScaledExp { hvp_factor: 1.0 }, &x, &c, &v, 1e-5).unwrap();
+        assert!(right.passes(1e-6), "{right:?}");
+        let wrong =
+            check_derivatives_given(&ScaledExp { hvp_factor: 2.0 }, &x, &c, &v, 1e-5).unwrap();
+        assert!(wrong.gradient_error < 1e-8, "{wrong:?}");
+        // Off by the product itself, relative to the (doubled) analytic one:
+        // max|∇²F v| / max(1, 2·max|∇²F v|) = 1/2 (max|∇²F v| = 5e²/2 ≈ 18.5 here).
+        assert!((wrong.hvp_error - 0.5).abs() < 1e-6, "{wrong:?}");
+        assert!(!wrong.passes(1e-6));
+
+        use rand::SeedableRng;
+        let vm = candle_nn::VarMap::new();
+        let vb = candle_nn::VarBuilder::from_varmap(&vm, DType::F64, &Device::Cpu);
+        let config = crate::PicnnConfig {
+            dim: 2,
+            context_dim: 1,
+            width: 8,
+            depth: 3,
+            ..Default::default()
+        };
+        let net = crate::Picnn::new(
+            vb.pp("picnn"),
+            &config,
+            &mut rand::rngs::StdRng::seed_from_u64(4),
+        )
+        .unwrap();
+        let check = check_derivatives_given(&net, &x, &c, &v, 1e-5).unwrap();
+        assert!(check.passes(1e-6), "{check:?}");
+    }
+
+    /// A context of another batch size or dtype, or with a NaN, is refused by name.
+    #[test]
+    fn the_conditional_check_refuses_a_bad_context() {
+        let (x, v) = pair(DType::F64);
+        let pot = ScaledExp { hvp_factor: 1.0 };
+        let short = Tensor::new(&[[0.5f64]], &Device::Cpu).unwrap();
+        let f32_context = context().to_dtype(DType::F32).unwrap();
+        for c in [&short, &f32_context] {
+            match check_derivatives_given(&pot, &x, c, &v, 1e-5) {
+                Err(IcnnError::Shape(m)) => {
+                    assert!(m.starts_with("check_derivatives_given: the context"), "{m}")
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        let nan = Tensor::new(&[[0.5f64], [f64::NAN]], &Device::Cpu).unwrap();
+        match check_derivatives_given(&pot, &x, &nan, &v, 1e-5) {
+            Err(IcnnError::NonFiniteInput { input, row, .. }) => {
+                assert_eq!(
+                    (input.as_str(), row),
+                    ("check_derivatives_given: context", 1)
+                )
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        // The shared checks name the conditional function.
+        match check_derivatives_given(&pot, &x, &context(), &v, 0.0) {
+            Err(IcnnError::InvalidConfig(m)) => assert!(m.starts_with("check_derivatives_given:")),
+            other => panic!("unexpected {other:?}"),
         }
     }
 }

@@ -67,6 +67,31 @@ pub enum IcnnError {
         /// Its column within the row, flattened (`c·H·W + h·W + w` for images).
         column: usize,
     },
+    /// A network of the user's own (a custom [`ConvexPotential`](crate::ConvexPotential) or
+    /// [`HessianVectorProducts`](crate::HessianVectorProducts), a `cpflow` potential
+    /// builder) failed with its own error type, kept as the
+    /// [`source`](std::error::Error::source). Build it with [`IcnnError::network`].
+    #[error("the network failed")]
+    Network(#[source] Box<dyn std::error::Error + Send + Sync + 'static>),
+}
+
+impl IcnnError {
+    /// Wraps the error of a network of the user's own, keeping it as the source (instead of
+    /// flattening it into [`IcnnError::InvalidConfig`]'s text).
+    ///
+    /// ```
+    /// use icnn::IcnnError;
+    /// use std::error::Error;
+    /// // E.g. in a custom network's `linearize`, or a cpflow builder reading its weights.
+    /// let io = std::io::Error::other("weights file truncated");
+    /// let e = IcnnError::network(io);
+    /// assert_eq!(e.to_string(), "the network failed");
+    /// assert_eq!(e.source().unwrap().to_string(), "weights file truncated");
+    /// assert!(matches!(e, IcnnError::Network(_)));
+    /// ```
+    pub fn network<E: std::error::Error + Send + Sync + 'static>(e: E) -> Self {
+        Self::Network(Box::new(e))
+    }
 }
 
 /// Result alias of the crate: `Result<T>` is `std::result::Result<T, IcnnError>`.
@@ -81,6 +106,20 @@ pub type Result<T> = std::result::Result<T, IcnnError>;
 mod tests {
     use super::IcnnError;
     use std::error::Error;
+
+    /// A network's own error stays the source, its text printed once along the chain.
+    #[test]
+    fn network_errors_keep_their_source_and_print_it_once() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("layer 3 has no weights")]
+        struct Mine;
+        let e = IcnnError::network(Mine);
+        assert_eq!(e.to_string(), "the network failed");
+        let src = e.source().expect("the network's error is the source");
+        assert!(src.downcast_ref::<Mine>().is_some());
+        assert_eq!(src.to_string(), "layer 3 has no weights");
+        assert!(!e.to_string().contains(&src.to_string()));
+    }
 
     #[test]
     fn candle_errors_are_transparent_and_printed_once() {

@@ -140,6 +140,11 @@ impl HostLinearization {
         self.inner.batch
     }
 
+    /// The input dimension `d` (the products act on `(B, d)` batches).
+    pub fn dim(&self) -> usize {
+        self.inner.dim
+    }
+
     /// `F(x)` `(B,)`, detached.
     pub fn potential(&self) -> Result<Tensor> {
         let b = self.inner.batch;

@@ -44,7 +44,10 @@
 //! [`Linearization::from_parts`]`(F(x), ∇ₓF(x), hvp)` with `hvp` your
 //! [`HessianVectorProducts`], all written as candle tensor ops so that candle can
 //! differentiate them once w.r.t. the parameters. [`check_derivatives`] compares them with
-//! central differences (the flows do not check convexity). The `cpflow` crate's
+//! central differences (the flows do not check convexity; [`check_derivatives_given`] for a
+//! [`ConditionalConvexPotential`] at a fixed context). Draw its initial weights with the
+//! seeded [`init::uniform`] (candle's own initialisers cannot be seeded), and return its own
+//! errors as [`IcnnError::network`] (the error stays the `source`). The `cpflow` crate's
 //! `register_potential` (or `register_conditional_potential` for a
 //! [`ConditionalConvexPotential`]) then puts the network in a flow.
 //!
@@ -111,6 +114,7 @@ mod host_weights;
 mod icnn;
 mod icnn2;
 mod icnn3;
+pub mod init;
 mod layer_input;
 mod layers;
 mod linearization;
@@ -139,7 +143,7 @@ pub use conv_icnn3::{ConvIcnn3, ConvIcnn3Config};
 pub use conv_layers::{Conv2d, PosConv2d};
 pub use custom_linearization::HessianVectorProducts;
 pub use dense_icnn2::{DenseIcnn2, DenseIcnn2Config};
-pub use derivative_check::{DerivativeCheck, check_derivatives};
+pub use derivative_check::{DerivativeCheck, check_derivatives, check_derivatives_given};
 pub use detached_backward::detached_backward;
 pub use direction_tangents::DirectionTangents;
 pub use error::{IcnnError, Result};

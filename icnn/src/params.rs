@@ -94,8 +94,19 @@ pub(crate) fn linear_default<R: Rng + ?Sized>(
     n_in: usize,
     rng: &mut R,
 ) -> Result<Tensor> {
+    uniform(vb, shape, name, 1.0 / (n_in.max(1) as f64).sqrt(), rng)
+}
+
+/// A parameter drawn from `U(−bound, bound)` (the public form, with its checks of `bound`,
+/// is [`crate::init::uniform`]).
+pub(crate) fn uniform<R: Rng + ?Sized>(
+    vb: &VarBuilder,
+    shape: impl Into<Shape>,
+    name: &str,
+    bound: f64,
+    rng: &mut R,
+) -> Result<Tensor> {
     let shape = shape.into();
-    let bound = 1.0 / (n_in.max(1) as f64).sqrt();
     let values = uniform_values(rng, parameter_elements(&shape, name)?, bound);
     get_or_init(vb, shape, name, values)
 }

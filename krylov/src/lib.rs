@@ -24,7 +24,8 @@
 //! * [`lanczos()`]: `m` Lanczos steps per system with optional full re-orthogonalisation,
 //!   returning the tridiagonal coefficients; breakdown (an invariant Krylov space) stops a
 //!   system early, and so does a non-finite operator output, flagged apart
-//!   ([`LanczosResult::non_finite`]).
+//!   ([`LanczosResult::non_finite`]); [`LanczosResult::ritz_values`] gives the eigenvalues
+//!   of a system's tridiagonal ([`gauss_quadrature_nodes`] its whole Gauss rule).
 //!
 //! Operators: [`FnOperator`] (a closure), [`WithDiagonal`] (adds a diagonal for Jacobi),
 //! [`CountingOperator`] (counts applications), and dense batches of matrices for each backend
@@ -80,6 +81,8 @@ mod dense;
 #[cfg(feature = "candle")]
 mod dense_candle;
 mod error;
+mod gauss_ql;
+mod gauss_rule;
 mod lanczos;
 mod operator;
 mod preconditioner;
@@ -94,6 +97,7 @@ pub use dense::{DenseFaerOperator, DenseNalgebraOperator};
 #[cfg(feature = "candle")]
 pub use dense_candle::DenseTensorOperator;
 pub use error::KrylovError;
+pub use gauss_rule::gauss_quadrature_nodes;
 pub use lanczos::{LanczosParams, LanczosResult, lanczos};
 pub use operator::{
     BatchOperator, CountingOperator, FnOperator, WithDiagonal, WithPreconditioner,

@@ -62,7 +62,6 @@
 
 mod error;
 mod exact;
-mod gauss_ql;
 mod hutchinson;
 mod probes;
 mod quadrature;

@@ -1,13 +1,8 @@
 //! Gauss quadrature from Lanczos coefficients: `vᵀ f(H) v ≈ ‖v‖² Σ_j τ_j² f(λ_j)`.
 
-use faer::diag::{DiagMut, DiagRef};
-use faer::dyn_stack::{MemBuffer, MemStack};
-use faer::linalg::evd::{self, ComputeEigenvectors};
-use faer::{Mat, Par};
 use krylov::LanczosResult;
 
 use crate::LogdetError;
-use crate::gauss_ql::eigenvalues_and_first_components;
 
 /// The factor `c` of the round-off level `c·u·max_j |θ_j|` within which a Ritz value `θ` is
 /// indistinguishable from zero (`u` the unit roundoff of the Lanczos vectors): `100`. Ritz
@@ -40,6 +35,10 @@ pub const RITZ_ROUNDOFF_FACTOR: f64 = 100.0;
 /// Returns `None` when there are fewer, or when the coefficients (or the computed nodes and
 /// weights) are not finite.
 ///
+/// The computation is [`krylov::gauss_quadrature_nodes`] (also behind
+/// [`krylov::LanczosResult::ritz_values`]), so the Ritz values a caller reads from a Lanczos
+/// result are the nodes of this crate's quadrature, bit for bit.
+///
 /// ```
 /// use logdet::gauss_quadrature_nodes;
 /// // T = [[2, 1], [1, 2]]: eigenvalues 1 and 3, eigenvectors (1, ∓1)/√2, weights 1/2.
@@ -52,51 +51,7 @@ pub const RITZ_ROUNDOFF_FACTOR: f64 = 100.0;
 /// assert!(gauss_quadrature_nodes(&[f64::NAN], &[]).is_none());
 /// ```
 pub fn gauss_quadrature_nodes(alphas: &[f64], betas: &[f64]) -> Option<(Vec<f64>, Vec<f64>)> {
-    let k = alphas.len();
-    if k == 0 {
-        return Some((Vec::new(), Vec::new()));
-    }
-    if betas.len() + 1 < k || alphas.iter().chain(&betas[..k - 1]).any(|v| !v.is_finite()) {
-        return None;
-    }
-    // The implicit QL algorithm carrying only the first row of the eigenvector matrix
-    // (`gauss_ql.rs`); faer's tridiagonal solver (the whole eigenvector matrix) if it does not
-    // converge.
-    let (nodes, weights) = match eigenvalues_and_first_components(alphas, betas) {
-        Some((nodes, first)) => (nodes, first.iter().map(|z| z * z).collect()),
-        None => faer_nodes(alphas, betas)?,
-    };
-    if nodes.iter().chain(&weights).any(|v| !v.is_finite()) {
-        return None;
-    }
-    Some((nodes, weights))
-}
-
-/// [`gauss_quadrature_nodes`] by faer's tridiagonal eigensolver with eigenvectors (checked
-/// input, `k ≥ 1`).
-pub(crate) fn faer_nodes(alphas: &[f64], betas: &[f64]) -> Option<(Vec<f64>, Vec<f64>)> {
-    let k = alphas.len();
-    let mut nodes = vec![0.0; k];
-    let mut u = Mat::<f64>::zeros(k, k);
-    let params = Default::default();
-    let mut mem = MemBuffer::new(evd::self_adjoint_evd_scratch::<f64>(
-        k,
-        ComputeEigenvectors::Yes,
-        Par::Seq,
-        params,
-    ));
-    evd::tridiagonal_self_adjoint_evd(
-        DiagRef::from_slice(alphas),
-        DiagRef::from_slice(&betas[..k - 1]),
-        DiagMut::from_slice_mut(&mut nodes),
-        Some(u.as_mut()),
-        Par::Seq,
-        MemStack::new(&mut mem),
-        params,
-    )
-    .ok()?;
-    let weights: Vec<f64> = (0..k).map(|j| u[(0, j)].powi(2)).collect();
-    Some((nodes, weights))
+    krylov::gauss_quadrature_nodes(alphas, betas)
 }
 
 /// The round-off level `RITZ_ROUNDOFF_FACTOR·u·largest` of Ritz values whose largest

@@ -178,7 +178,7 @@ mod tests {
             let norm = a.iter().chain(b).fold(0.0f64, |m, v| m.max(v.abs()));
             let (ql_nodes, z) = eigenvalues_and_first_components(a, b).expect("converges");
             let ql_weights: Vec<f64> = z.iter().map(|v| v * v).collect();
-            let (faer_nodes, faer_weights) = crate::quadrature::faer_nodes(a, b).unwrap();
+            let (faer_nodes, faer_weights) = crate::gauss_rule::faer_nodes(a, b).unwrap();
             for (x, y) in sorted(ql_nodes.clone())
                 .iter()
                 .zip(sorted(faer_nodes.clone()))
