@@ -11,6 +11,10 @@ use candle_nn::{Init, VarBuilder, VarMap};
 
 use crate::error::{CpflowError, Result, first_few};
 
+/// The epsilon in `logs = −log(std + 1e-6)` (the reference's): the layer scales a feature
+/// by at most about `1e6`.
+pub const ACTNORM_STD_EPS: f64 = 1e-6;
+
 /// The lower bound added to the ActNorm scale (`_scaling_min` in the reference).
 pub const ACTNORM_SCALE_MIN: f64 = 1e-3;
 
@@ -217,7 +221,7 @@ impl ActNormVars {
         let shape = self.bias.shape().clone();
         self.bias.set(&mean.neg()?.reshape(&shape)?)?;
         self.logs
-            .set(&(std + 1e-6)?.log()?.neg()?.reshape(&shape)?)?;
+            .set(&(std + ACTNORM_STD_EPS)?.log()?.neg()?.reshape(&shape)?)?;
         self.flag.set(&self.flag.ones_like()?)?;
         Ok(())
     }
@@ -320,9 +324,11 @@ fn check_feature_spread(x: &Tensor, mean: &Tensor, std: &Tensor) -> Result<()> {
     Ok(())
 }
 
-/// The initialisation statistics' errors: non-finite values, then constant units (each named
+/// The initialisation statistics' errors: non-finite values, then constant units, then units
+/// whose spread is too small for the layer's scale to bring to a resolvable one (each named
 /// by its index, at most 8 of them).
 fn check_statistics(mean: &Tensor, std: &Tensor, unit: &str) -> Result<()> {
+    let std_dtype = std.dtype();
     let host = |t: &Tensor| -> Result<Vec<f64>> {
         Ok(t.flatten_all()?.to_dtype(DType::F64)?.to_vec1::<f64>()?)
     };
@@ -346,6 +352,34 @@ fn check_statistics(mean: &Tensor, std: &Tensor, unit: &str) -> Result<()> {
              differ by so little that their variance underflows in the float type (then \
              rescale the data)",
             list(constant)
+        )));
+    }
+    // The layer scales by at most 1/(std + 1e-6) ≈ 1e6: a unit of spread std leaves it with
+    // spread std/(std + 1e-6). Below √ε of the float type (1.5e-8 in f64, 3.5e-4 in f32: a
+    // data spread below 1.5e-14, resp. 3.5e-10), the next layers, which add terms of order 1
+    // to it, keep half its digits or fewer; a network behind it saw its units as constant
+    // ("none of its 16 units varies … initialise from a batch of distinct points" for data
+    // ×1e-30, whose points were distinct).
+    let resolution = match std_dtype {
+        DType::F64 => f64::EPSILON,
+        _ => f64::from(f32::EPSILON),
+    }
+    .sqrt();
+    let spread = |s: f64| s / (s + ACTNORM_STD_EPS);
+    let narrow: Vec<usize> = (0..std.len())
+        .filter(|&i| spread(std[i]) < resolution)
+        .collect();
+    if let Some(&first) = narrow.first() {
+        return Err(CpflowError::InvalidInput(format!(
+            "ActNorm initialisation: {} has standard deviation {:e} over the batch ({unit} \
+             {first}), below the spread the layer can bring to unit scale: it scales by at \
+             most 1/(std + {ACTNORM_STD_EPS:e}), so its output would vary by {:e}, within \
+             the rounding of {std_dtype:?} once later layers add terms of order 1. The data's \
+             spread is below ActNorm's 1e-6 floor: standardise the data (subtract each \
+             column's mean, divide by its standard deviation)",
+            list(narrow.clone()),
+            std[first],
+            spread(std[first])
         )));
     }
     Ok(())
@@ -512,5 +546,32 @@ mod tests {
         );
         let m = message(1e-30);
         assert!(m.contains("underflows to 0 in F32"), "{m}");
+    }
+
+    /// Data whose spread is far below ActNorm's 1e-6 floor are refused with the remedy
+    /// "standardise the data": before, data ×1e-30 initialised this layer and the next
+    /// network's ActNorm refused its units as constant, asking for distinct points.
+    #[test]
+    fn spread_below_the_floor_is_refused_with_standardise() {
+        let dev = Device::Cpu;
+        for (dtype, tiny, fine) in [(DType::F64, 1e-30, 1e-13), (DType::F32, 1e-12, 1e-9)] {
+            let an = ActNorm::new(&VarMap::new(), "an", 2, dtype, &dev).unwrap();
+            let rows = |s: f64| {
+                let v: Vec<f64> = (0..8).flat_map(|i| [i as f64 * s, i as f64]).collect();
+                Tensor::from_vec(v, (8, 2), &dev)
+                    .unwrap()
+                    .to_dtype(dtype)
+                    .unwrap()
+            };
+            let m = an.initialize(&rows(tiny)).unwrap_err().to_string();
+            assert!(
+                m.contains("feature 0 has standard deviation")
+                    && m.contains("below ActNorm's 1e-6 floor: standardise the data"),
+                "{m}"
+            );
+            assert!(!an.is_initialized().unwrap());
+            // Spreads above √ε·1e-6 (1.5e-14 in f64, 3.5e-10 in f32) initialise.
+            an.initialize(&rows(fine)).unwrap();
+        }
     }
 }

@@ -193,7 +193,9 @@ impl ActNormInit {
                     "none of its {c} units varies over the {n} rows of the batch (to \
                      rounding), as when all points are the same; 1/(std + 1e-6) would scale \
                      every unit by about 1e6, and such scales compound over the layers: \
-                     initialise from a batch of distinct points"
+                     initialise from a batch of distinct points (if the points are \
+                     distinct, their spread is below what an ActNorm's 1e-6 floor can \
+                     scale to unit size: standardise the data)"
                 ),
             ));
         }

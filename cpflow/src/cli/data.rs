@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use crate::cli::memory::{check_drawn_data_memory, memory_limit};
 use crate::cli::run_config::DataSection;
 
+mod column_scale;
 mod inert_keys;
 mod rows;
 pub use rows::Rows;
@@ -160,14 +161,50 @@ impl LoadedData {
         self.test.len() / self.dim
     }
 
-    /// Rows of `part` as a `(n, d)` tensor.
+    /// Rows of `part` as a `(n, d)` tensor. Refuses rows that `dtype` cannot resolve, and
+    /// warns of those it barely does ([`column_scale::unresolved_columns`]: a column's float
+    /// spacing at its largest magnitude against its standard deviation), judged on the
+    /// training rows (on the test rows when there are none, as in `eval`'s). The warning is
+    /// given once, with the test part (the training part without one).
     pub fn tensor(&self, part: &Rows, dtype: DType, device: &Device) -> Result<Tensor> {
+        let judged = if self.train.is_empty() {
+            &self.test
+        } else {
+            &self.train
+        };
+        let what = self.source_name();
+        let verdict = match judged {
+            Rows::F64(v) => column_scale::unresolved_columns(&what, v, self.dim, dtype),
+            Rows::F32(v) => column_scale::unresolved_columns(&what, v, self.dim, dtype),
+        };
+        let warned_part = if self.test.is_empty() {
+            &self.train
+        } else {
+            &self.test
+        };
+        match verdict {
+            Some(column_scale::Verdict::Refuse(why)) => bail!("{why}"),
+            Some(column_scale::Verdict::Warn(why)) if std::ptr::eq(part, warned_part) => {
+                tracing::warn!("{why}")
+            }
+            _ => {}
+        }
         let n = part.len() / self.dim;
         let t = match part {
             Rows::F64(v) => Tensor::from_slice(v, (n, self.dim), device)?,
             Rows::F32(v) => Tensor::from_slice(v, (n, self.dim), device)?,
         };
         Ok(t.to_dtype(dtype)?)
+    }
+
+    /// The data's name in messages: a file's path, a benchmark's or a toy's name.
+    fn source_name(&self) -> String {
+        match &self.source {
+            DataSource::Npy(p) | DataSource::Csv(p) => p.display().to_string(),
+            DataSource::Tabular(t) => t.to_string(),
+            DataSource::Toy(t) => format!("the {t} points"),
+            DataSource::Image(_) => "the image density's points".into(),
+        }
     }
 
     /// The test part's mean NLL under the full-covariance Gaussian fitted to the training
@@ -265,7 +302,7 @@ pub fn load(section: &DataSection) -> Result<LoadedData> {
                 section.test_fraction,
                 &mut rng,
             )?;
-            if let Some(warning) = check_columns(p, dim, &train)? {
+            for warning in check_columns(p, dim, &train)? {
                 tracing::warn!("{warning}");
             }
             (dim, Rows::F64(train), Rows::F64(val), Rows::F64(test))
@@ -349,9 +386,10 @@ fn read_tabular(which: TabularDataset, root: &Path) -> Result<Split> {
     let fetch = crate::datasets::download_command_into(which.name(), root);
     match load_tabular(which, root) {
         Err(crate::datasets::DatasetError::MissingFile { path, .. }) => bail!(
-            "{which}: file {} not found under data root {} (data.root); fetch it with \
+            "{which}: file {}{} not found under data root {} (data.root); fetch it with \
              `{fetch}`",
             path.display(),
+            crate::datasets::relative_path_note(&path),
             root.display()
         ),
         r => r.with_context(|| {
@@ -455,9 +493,11 @@ fn check_finite(
 
 /// Refuses training rows with a constant column: such data have no density (a model's NLL on
 /// them goes to −∞ as it concentrates, and ActNorm's scale floor turns the first steps into
-/// NLLs of 1e50), so the column must be dropped first. Returns a warning for a column too
+/// NLLs of 1e50), so the column must be dropped first. So is a column whose spread is far
+/// below what ActNorm can scale up, with a warning when it is a little below
+/// ([`column_scale::small_spread`]). Returns the warnings: those, and one for a column too
 /// wide for ActNorm (below).
-fn check_columns(path: &Path, dim: usize, train: &[f64]) -> Result<Option<String>> {
+fn check_columns(path: &Path, dim: usize, train: &[f64]) -> Result<Vec<String>> {
     let n = train.len() / dim.max(1);
     if n < 2 {
         bail!(
@@ -466,24 +506,21 @@ fn check_columns(path: &Path, dim: usize, train: &[f64]) -> Result<Option<String
             path.display()
         );
     }
+    let mut warnings = Vec::new();
     let mut widest = (0.0f64, 0);
-    for j in 0..dim {
-        let column = || train.iter().skip(j).step_by(dim);
-        // Computed on the column divided by its largest magnitude, so that values near 1e300
-        // do not overflow the squares (it reported "standard deviation inf").
-        let scale = column().fold(0.0f64, |m, v| m.max(v.abs()));
-        let std = if scale > 0.0 {
-            let mean = column().map(|v| v / scale).sum::<f64>() / n as f64;
-            let var = column().map(|v| (v / scale - mean).powi(2)).sum::<f64>() / n as f64;
-            scale * var.sqrt()
-        } else {
-            0.0
-        };
+    // The warning of the narrowest column below column_scale::WARNED_STD, its standard
+    // deviation and how many columns are below.
+    let mut narrow: Option<(String, f64, usize)> = None;
+    for (j, spread) in column_scale::column_spreads(train, dim)
+        .into_iter()
+        .enumerate()
+    {
+        let std = spread.std;
         if std > widest.0 {
             widest = (std, j);
         }
         let first = train[j];
-        if column().all(|&v| v == first) {
+        if train.iter().skip(j).step_by(dim).all(|&v| v == first) {
             bail!(
                 "{}: column {j} (counted from 0) is constant ({}) in all {n} training \
                  rows; data without variation in a column have no density: drop that column",
@@ -496,6 +533,30 @@ fn check_columns(path: &Path, dim: usize, train: &[f64]) -> Result<Option<String
                 }
             );
         }
+        match column_scale::small_spread(&path.display().to_string(), j, std) {
+            Some(column_scale::Verdict::Refuse(why)) => bail!("{why}"),
+            // One warning, of the narrowest such column, however many there are.
+            Some(column_scale::Verdict::Warn(why)) if narrow.as_ref().is_none_or(|n| std < n.1) => {
+                narrow = Some((why, std, narrow.as_ref().map_or(0, |n| n.2) + 1));
+            }
+            Some(column_scale::Verdict::Warn(_)) => {
+                if let Some(n) = narrow.as_mut() {
+                    n.2 += 1;
+                }
+            }
+            None => {}
+        }
+    }
+    if let Some((why, _, count)) = narrow {
+        warnings.push(match count {
+            1 => why,
+            _ => format!(
+                "{why} ({} more column{} of standard deviation below {:e})",
+                count - 1,
+                if count > 2 { "s" } else { "" },
+                column_scale::WARNED_STD
+            ),
+        });
     }
     // ActNorm's scale is at least ACTNORM_SCALE_MIN (the reference's 0.001), so a column of
     // standard deviation s leaves it with about 1 + 0.001·s: far from the prior's 1 past
@@ -503,14 +564,15 @@ fn check_columns(path: &Path, dim: usize, train: &[f64]) -> Result<Option<String
     // `configs/toy-8gaussians-fast.toml`: test NLL 16.72 for s = 1e3 (closed form 16.66),
     // 4,805 for s = 1e6 (closed form 30.5).
     let (std, j) = widest;
-    Ok((std * crate::actnorm::ACTNORM_SCALE_MIN > 1.0).then(|| {
-        format!(
+    if std * crate::actnorm::ACTNORM_SCALE_MIN > 1.0 {
+        warnings.push(format!(
             "{}: column {j} has standard deviation {std:.3e} in the training rows; ActNorm \
              cannot scale below {} (the reference's floor): standardise the data first",
             path.display(),
             crate::actnorm::ACTNORM_SCALE_MIN
-        )
-    }))
+        ));
+    }
+    Ok(warnings)
 }
 
 /// Writes `(n, d)` f64 rows as `.npy` or `.csv`, chosen by the extension (the tests' files;

@@ -30,8 +30,9 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 pub enum DatasetError {
     /// A file the loader needs is not on disk.
     #[error(
-        "{dataset}: file {} not found; fetch it with `{}` (or place the file there by hand)",
+        "{dataset}: file {}{} not found; fetch it with `{}` (or place the file there by hand)",
         path.display(),
+        relative_path_note(path),
         download_command(path, command)
     )]
     MissingFile {
@@ -183,6 +184,31 @@ pub(crate) fn download_command(path: &Path, command: &str) -> String {
     match root {
         Some(r) => download_command_into(command, r),
         None => format!("cargo xtask download {command}"),
+    }
+}
+
+/// For a relative `path`, what it was resolved against: ` (relative to the current
+/// directory: /abs/path)`; empty for an absolute path. A data root such as a config's
+/// `../shared/data` is read from the directory the command runs in, not the config file's.
+///
+/// ```
+/// use std::path::Path;
+/// use cpflow::datasets::relative_path_note;
+/// assert_eq!(relative_path_note(Path::new("/srv/d/f.npy")), "");
+/// let note = relative_path_note(Path::new("d/f.npy"));
+/// let cwd = std::env::current_dir().unwrap();
+/// assert_eq!(note, format!(" (relative to the current directory: {})", cwd.join("d/f.npy").display()));
+/// ```
+pub fn relative_path_note(path: &Path) -> String {
+    if path.is_absolute() {
+        return String::new();
+    }
+    match std::env::current_dir() {
+        Ok(cwd) => format!(
+            " (relative to the current directory: {})",
+            cwd.join(path).display()
+        ),
+        Err(_) => " (relative to the current directory, which cannot be read)".into(),
     }
 }
 

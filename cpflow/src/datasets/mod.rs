@@ -75,7 +75,7 @@ pub use cifar10::{
     Cifar10Split, load_cifar10, load_cifar10_test, read_cifar10_batch,
 };
 pub use csv_rows::{CsvRows, parse_csv_matrix, parse_csv_rows, read_csv_file, read_csv_rows};
-pub use error::{DatasetError, download_command_into};
+pub use error::{DatasetError, download_command_into, relative_path_note};
 pub use gas::{
     GAS_CORRELATION_THRESHOLD, GAS_RAW_COLUMNS, GasConfig, load_gas, load_gas_file,
     parse_gas_sensors, preprocess_gas, read_gas_sensors, read_gas_sensors_as,

@@ -74,5 +74,58 @@ pub fn resolve_image(file: &Path, ov: &Overrides) -> Result<crate::image::ImageE
             dataset.name()
         )
     })?;
+    if let Some(hint) = root_beside_config(file, &cfg.data.root) {
+        tracing::warn!("{hint}");
+    }
     Ok(cfg)
+}
+
+/// A relative `data.root` is read from the current directory, not the config file's: when it
+/// is missing there but present beside `file`, what to do (printed before the loader's "not
+/// found", which names the absolute path it tried). `None` otherwise.
+fn root_beside_config(file: &Path, root: &Path) -> Option<String> {
+    if root.is_absolute() || root.exists() {
+        return None;
+    }
+    let beside = file.parent()?.join(root);
+    let cwd = std::env::current_dir().ok()?;
+    (beside.is_dir() && cwd.join(root) != beside).then(|| {
+        format!(
+            "data.root = {} is read relative to the current directory ({}), where it does not \
+             exist; relative to the directory of {} it would be {}, which exists: run from \
+             there or give an absolute data.root (`--set data.root=...`)",
+            root.display(),
+            cwd.join(root).display(),
+            file.display(),
+            beside.display()
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A root that exists beside the config but not in the current directory is named with
+    /// both places; one in the current directory, or absolute, or nowhere, gives nothing.
+    #[test]
+    fn a_root_beside_the_config_is_pointed_out() {
+        let dir = std::env::temp_dir().join(format!("cpflow-root-hint-{}", std::process::id()));
+        let name = format!("cpflow-root-hint-data-{}", std::process::id());
+        std::fs::create_dir_all(dir.join(&name)).unwrap();
+        let file = dir.join("c.toml");
+        let hint = root_beside_config(&file, Path::new(&name)).unwrap();
+        let cwd = std::env::current_dir().unwrap();
+        assert!(
+            hint.contains(&format!("({})", cwd.join(&name).display()))
+                && hint.contains(&format!("it would be {}", dir.join(&name).display())),
+            "{hint}"
+        );
+        assert_eq!(root_beside_config(&file, &dir.join(&name)), None);
+        assert_eq!(
+            root_beside_config(&file, Path::new("no-such-root-xyz")),
+            None
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
