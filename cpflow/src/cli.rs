@@ -48,6 +48,7 @@ pub use interrupt::Interrupt;
 use anyhow::{Context, Result, bail};
 use arg_values::{
     count_at_least, count_in, parse_grid, parse_posterior, plot_center, plot_half_width,
+    seed_value, utf8_path_parser,
 };
 use candle_core::Device;
 use clap::{Args, Parser, Subcommand};
@@ -104,8 +105,9 @@ pub(crate) struct DeviceArgs {
     /// loaded model is converted to it; `sample` keeps an image model's).
     #[arg(long, value_enum)]
     pub dtype: Option<crate::FloatType>,
-    /// Seed of every RNG of the command.
-    #[arg(long)]
+    /// Seed of every RNG of the command: an integer from 0 to 2^63 − 1
+    /// (9223372036854775807; a run keeps its seeds in config.toml as TOML integers).
+    #[arg(long, value_parser = seed_value)]
     pub seed: Option<u64>,
 }
 
@@ -129,8 +131,8 @@ pub(crate) struct TrainArgs {
     /// Adam learning rate.
     #[arg(long)]
     pub lr: Option<f64>,
-    /// Output directory.
-    #[arg(long, short)]
+    /// Output directory (UTF-8: the run keeps it in config.toml).
+    #[arg(long, short, value_parser = utf8_path_parser())]
     pub out: Option<PathBuf>,
     /// Continue from `<out>/checkpoint.safetensors` (only the run's length, the batch size,
     /// logging and checkpoint periods, evaluation sizes, [run] settings and data.root may

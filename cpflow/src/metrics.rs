@@ -202,20 +202,29 @@ pub fn truncate_metrics(path: &Path, key: &str, last: u64) -> Result<usize> {
         Err(e) => return Err(CpflowError::io(path, e)),
     };
     let mut kept = String::with_capacity(text.len());
-    let mut dropped = 0;
-    for line in text.split_inclusive('\n') {
+    let mut cut = MetricsCut::default();
+    for (i, line) in text.split_inclusive('\n').enumerate() {
         let record = serde_json::from_str::<serde_json::Value>(line.trim()).ok();
         let position = record.as_ref().and_then(|r| r.get(key)?.as_u64());
-        let torn = !line.ends_with('\n') && record.is_none();
-        if torn || position.is_some_and(|p| p > last) {
-            dropped += 1;
+        if !line.ends_with('\n') && record.is_none() {
+            cut.torn_line = Some(i + 1);
             continue;
         }
+        cut.last_seen = position.or(cut.last_seen);
+        if position.is_some_and(|p| p > last) {
+            cut.after_checkpoint += 1;
+            continue;
+        }
+        if position.is_none() && !line.trim().is_empty() {
+            cut.garbled_lines.push(i + 1);
+        }
+        cut.last_kept = position.or(cut.last_kept);
         kept.push_str(line);
         if !line.ends_with('\n') {
             kept.push('\n');
         }
     }
+    let dropped = cut.after_checkpoint + usize::from(cut.torn_line.is_some());
     if dropped > 0 {
         crate::checkpoint::write_atomic(path, kept.as_bytes())?;
         tracing::info!(
@@ -225,7 +234,67 @@ pub fn truncate_metrics(path: &Path, key: &str, last: u64) -> Result<usize> {
             "cut the metrics back to the checkpoint"
         );
     }
+    cut.warn(path, key, last);
     Ok(dropped)
+}
+
+/// What [`truncate_metrics`] found in a metrics file beyond the records it keeps.
+#[derive(Default)]
+struct MetricsCut {
+    /// Records after the checkpoint (dropped: the resume writes them again).
+    after_checkpoint: usize,
+    /// The line number (from 1) of a last line cut short: no newline, not JSON (dropped).
+    torn_line: Option<usize>,
+    /// Line numbers of lines kept that are not records with the position key (not JSON, or
+    /// JSON without it).
+    garbled_lines: Vec<usize>,
+    /// The position (`key`) of the last record kept.
+    last_kept: Option<u64>,
+    /// The position of the last whole record, kept or dropped.
+    last_seen: Option<u64>,
+}
+
+impl MetricsCut {
+    /// Warns of a dropped cut-short line that may have held a record up to the checkpoint
+    /// at `last` (the resume writes again only the records after it; a line cut short after
+    /// a record past the checkpoint, the usual kill, is one of those and is not warned of),
+    /// and of kept lines that are not records, naming the file, the lines and what was
+    /// dropped.
+    fn warn(&self, path: &Path, key: &str, last: u64) {
+        let kept_to = match self.last_kept {
+            Some(p) => {
+                format!("; the last record kept is at {key} {p}, the checkpoint at {key} {last}")
+            }
+            None => format!("; no record is left (the checkpoint is at {key} {last})"),
+        };
+        let rewritten = self.last_seen.is_some_and(|p| p >= last);
+        if let Some(line) = self.torn_line.filter(|_| !rewritten) {
+            let also = match self.after_checkpoint {
+                0 => String::new(),
+                n => format!(" (and {n} record(s) after the checkpoint's {key} {last})"),
+            };
+            tracing::warn!(
+                "{}: line {line}, its last, is cut short (no newline, not a JSON record): a \
+                 partial write (the process was killed, the disk was full, or the file was cut); \
+                 dropped it{also}, {} line(s) in all; the record it held, up to the checkpoint, is \
+                 lost{kept_to}",
+                path.display(),
+                self.after_checkpoint + 1
+            );
+        }
+        if !self.garbled_lines.is_empty() {
+            let lines: Vec<String> = self.garbled_lines.iter().map(|l| l.to_string()).collect();
+            tracing::warn!(
+                "{}: line(s) {} are not JSON records with an `{key}` (damaged, e.g. a partial \
+                 write followed by more lines): kept as they are, but reading the file back \
+                 fails on them; {} other line(s) were dropped (after the checkpoint's {key} \
+                 {last}){kept_to}",
+                path.display(),
+                lines.join(", "),
+                self.after_checkpoint
+            );
+        }
+    }
 }
 
 /// What [`add_validation_to_last_line`] did with a `metrics.jsonl` file.

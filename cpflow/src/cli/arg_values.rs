@@ -120,3 +120,48 @@ pub(super) fn parse_posterior(s: &str) -> std::result::Result<crate::vae::Poster
         o => Err(format!("unknown posterior `{o}` (gaussian or cp-flow)")),
     }
 }
+
+/// The largest `--seed`: 2⁶³ − 1. A run keeps its seeds (`data.seed`, `train.seed`,
+/// `model.init_seed`) in its `config.toml`, whose integers are TOML's signed 64-bit ones, so
+/// `train` cannot keep a larger seed and `--resume`, `eval` and `sample` could not read it
+/// back; every command takes the same range, so a seed that works for one works for all.
+pub(crate) const MAX_SEED: u64 = i64::MAX as u64;
+
+/// `--seed`: an integer in `0..=`[`MAX_SEED`], checked where the arguments are read.
+pub(super) fn seed_value(s: &str) -> std::result::Result<u64, String> {
+    let v = s
+        .trim()
+        .parse::<u64>()
+        .map_err(|e| format!("`{s}` is not a seed (an integer from 0 to {MAX_SEED}): {e}"))?;
+    if v > MAX_SEED {
+        return Err(format!(
+            "--seed {v} is too large: a run keeps its seeds in config.toml as TOML integers, \
+             at most {MAX_SEED} (2^63 - 1), and every command takes the same range"
+        ));
+    }
+    Ok(v)
+}
+
+/// A path that is kept in a TOML file (`train --out`, the run's `run.out`): TOML strings are
+/// UTF-8, so a path that is not would be kept as another path (its bad bytes replaced by
+/// U+FFFD) and a resume would look for the run there. Refused where the arguments are read,
+/// as a non-UTF-8 `--data` is.
+/// Clap's own check of a `&str` value says only "invalid UTF-8 was detected".
+pub(super) fn utf8_path_parser() -> impl clap::builder::TypedValueParser<Value = std::path::PathBuf>
+{
+    use clap::builder::TypedValueParser;
+    clap::builder::OsStringValueParser::new().try_map(utf8_path)
+}
+
+/// [`utf8_path_parser`]'s check.
+fn utf8_path(s: std::ffi::OsString) -> std::result::Result<std::path::PathBuf, String> {
+    match s.into_string() {
+        Ok(t) => Ok(std::path::PathBuf::from(t)),
+        Err(s) => Err(format!(
+            "{} is not valid UTF-8: the run keeps its directory in config.toml (`run.out`), \
+             whose strings are UTF-8, so it would be written to, and resumed from, another \
+             path; name the directory in UTF-8",
+            s.to_string_lossy()
+        )),
+    }
+}

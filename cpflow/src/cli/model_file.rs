@@ -57,13 +57,90 @@ fn metadata_keys(file: &Path) -> Result<Vec<String>> {
     }
     let mut header = Vec::new();
     f.take(len).read_to_end(&mut header).with_context(reading)?;
-    let json: serde_json::Value = serde_json::from_slice(&header)
-        .with_context(|| format!("{} is not a safetensors file", file.display()))?;
-    Ok(json
-        .get("__metadata__")
-        .and_then(|m| m.as_object())
-        .map(|m| m.keys().cloned().collect())
-        .unwrap_or_default())
+    let json: serde_json::Value = serde_json::from_slice(&header).with_context(|| {
+        format!(
+            "{} is damaged or not a cpflow model: its safetensors header ({len} bytes) is not \
+             valid JSON (a changed byte, or a file of another program)",
+            file.display()
+        )
+    })?;
+    header_metadata_keys(file, &json)
+}
+
+/// The keys of the `__metadata__` table of the parsed safetensors header `json` of `file`.
+/// A header that is not the safetensors layout (an object of tensor entries, `dtype`,
+/// `shape` and `data_offsets`, and an optional `__metadata__` table of strings), or whose
+/// metadata has a key that is nearly one of cpflow's, is refused as damaged or foreign: one
+/// changed byte in `"__metadata__"` or `"cpflow"` would otherwise read as a file without
+/// cpflow metadata ([`ModelKind::Unknown`]), i.e. "not written by cpflow".
+fn header_metadata_keys(file: &Path, json: &serde_json::Value) -> Result<Vec<String>> {
+    let damaged = |what: String| {
+        anyhow::anyhow!(
+            "{} is damaged or not a cpflow model: its safetensors header {what} (a changed \
+             byte in a cpflow file, or a file of another program)",
+            file.display()
+        )
+    };
+    let Some(entries) = json.as_object() else {
+        return Err(damaged("is not a JSON object".into()));
+    };
+    let mut keys = Vec::new();
+    for (name, entry) in entries {
+        if name == "__metadata__" {
+            let Some(table) = entry
+                .as_object()
+                .filter(|t| t.values().all(|v| v.is_string()))
+            else {
+                return Err(damaged(
+                    "has a `__metadata__` entry that is not a table of strings".into(),
+                ));
+            };
+            keys.extend(table.keys().cloned());
+        } else if !is_tensor_entry(entry) {
+            return Err(damaged(format!(
+                "has an entry `{}` that is neither `__metadata__` nor a tensor (dtype, shape, \
+                 data_offsets)",
+                name.escape_debug()
+            )));
+        }
+    }
+    if kind_of_metadata(&keys) == ModelKind::Unknown
+        && let Some(k) = keys.iter().find(|k| nearly_a_cpflow_key(k))
+    {
+        return Err(damaged(format!(
+            "has the metadata key `{}`, close to but not one of cpflow's ({})",
+            k.escape_debug(),
+            CPFLOW_KEYS.join(", ")
+        )));
+    }
+    Ok(keys)
+}
+
+/// The metadata keys of cpflow's files.
+const CPFLOW_KEYS: [&str; 4] = [
+    crate::checkpoint::METADATA_KEY,
+    crate::vae::VAE_METADATA_KEY,
+    crate::image::IMAGE_METADATA_KEY,
+    crate::image::train::IMAGE_TRAIN_METADATA_KEY,
+];
+
+/// Whether `entry` of a safetensors header is a tensor's: an object with a string `dtype`
+/// and array `shape` and `data_offsets`.
+fn is_tensor_entry(entry: &serde_json::Value) -> bool {
+    entry.get("dtype").is_some_and(|v| v.is_string())
+        && entry.get("shape").is_some_and(|v| v.is_array())
+        && entry.get("data_offsets").is_some_and(|v| v.is_array())
+}
+
+/// Whether the metadata key `key` looks like one of [`CPFLOW_KEYS`] with a damaged byte: it
+/// mentions `cpflow` (any case), or has the length of one of them and differs from it in
+/// at most two bytes (a flipped bit changes one byte; a foreign file's keys, e.g.
+/// `format`, are not that close to them).
+fn nearly_a_cpflow_key(key: &str) -> bool {
+    key.to_ascii_lowercase().contains("cpflow")
+        || CPFLOW_KEYS.iter().any(|c| {
+            c.len() == key.len() && c.bytes().zip(key.bytes()).filter(|(a, b)| a != b).count() <= 2
+        })
 }
 
 /// Whether `file`'s safetensors header has the metadata key `key` (e.g. an image training
@@ -190,6 +267,40 @@ mod tests {
         assert!(!has_metadata_key(&p, crate::image::train::IMAGE_TRAIN_METADATA_KEY).unwrap());
         std::fs::write(&p, b"not a model").unwrap();
         assert!(model_kind(&p).is_err());
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    /// A metadata key one byte away from cpflow's, a `__metadata__` key with a changed byte
+    /// and a header that is not JSON are damage; a foreign file's metadata is not.
+    #[test]
+    fn a_damaged_header_is_told_from_a_foreign_file() {
+        let dir = std::env::temp_dir().join(format!("cpflow-damaged-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("m.safetensors");
+        for key in ["cpflnw", "cpflow_imagd", "Cpflow-vae-x"] {
+            write_with_key(&p, key);
+            let e = format!("{:#}", model_kind(&p).unwrap_err());
+            assert!(
+                e.contains("damaged or not a cpflow model") && e.contains(key),
+                "{e}"
+            );
+        }
+        for key in ["format", "other", "__metadata"] {
+            write_with_key(&p, key);
+            assert_eq!(model_kind(&p).unwrap(), ModelKind::Unknown, "{key}");
+        }
+        write_with_key(&p, crate::checkpoint::METADATA_KEY);
+        let mut bytes = std::fs::read(&p).unwrap();
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        let at = text.find("__metadata__").unwrap() + 3;
+        bytes[at] ^= 0x20; // `__Metadata__`
+        std::fs::write(&p, &bytes).unwrap();
+        let e = format!("{:#}", model_kind(&p).unwrap_err());
+        assert!(e.contains("neither `__metadata__` nor a tensor"), "{e}");
+        bytes[8] = b'x';
+        std::fs::write(&p, &bytes).unwrap();
+        let e = format!("{:#}", model_kind(&p).unwrap_err());
+        assert!(e.contains("is not valid JSON"), "{e}");
         std::fs::remove_dir_all(&dir).ok();
     }
 

@@ -4,6 +4,7 @@
 
 mod log_prob;
 mod reconstruct;
+pub(super) mod run_files;
 
 use crate::image::grid::encode_sample_grid_png;
 use crate::image::{ImageFlow, quantize_pixels};
@@ -104,6 +105,13 @@ impl Convergence {
 /// Draws `-n` samples of a vector flow (or images of an image flow) into `--output`.
 pub fn sample(a: SampleArgs) -> Result<()> {
     let loc = locate_model(&a.model)?;
+    // An output that is a file of the model's run (its data, weights, configuration…) is
+    // refused before anything is read or written.
+    let run_dir = loc.run_dir.as_deref();
+    run_files::refuse_run_file("--output", &a.output, &loc.file, run_dir)?;
+    if let Some(lp) = &a.log_prob {
+        run_files::refuse_run_file("--log-prob", lp, &loc.file, run_dir)?;
+    }
     let kind = model_kind(&loc.file)?;
     if kind == ModelKind::Vae {
         log_prob::refuse_for_vae(&a, &loc.file)?;
