@@ -13,10 +13,14 @@ use crate::cli::data::SourceName;
 use crate::cli::run_config::RunConfig;
 use crate::cli::run_kind::RunKind;
 
+mod before_first_checkpoint;
 mod config_dir;
 mod leftover_temps;
 mod lock;
 
+pub use before_first_checkpoint::{
+    new_run_over_stopped_run, resume_of_stopped_run, stopped_run_replaced,
+};
 pub use config_dir::check_config_dir_is_out;
 use lock::held_by_another_process;
 pub use lock::{lock_run_dir, refuse_held_dir};
@@ -132,6 +136,11 @@ fn check_new_run_as(
     // Another kind of run (a VAE run for `train`, a flow for `vae`, a toy for an image run)
     // cannot be continued into the new one.
     let held = crate::cli::run_kind::refuse_new_run_over_other_kind(out, &found, files, kind)?;
+    // A run stopped before its first checkpoint, which left best weights (an older `vae`):
+    // started again from its own configuration, not `--resume`d.
+    if let Some(msg) = new_run_over_stopped_run(out) {
+        bail!("{msg}");
+    }
     if !out.join("checkpoint.safetensors").exists() {
         // Nothing to resume: a model without a training checkpoint (`cpflow
         // import-reference` writes one).
@@ -219,6 +228,11 @@ pub fn resume_checkpoint(out: &Path, command: &str) -> Result<PathBuf> {
              yet: wait for it to end (Ctrl-C stops it and saves the run), or give another --out",
             out.display()
         );
+    }
+    if !ck.is_file()
+        && let Some(msg) = resume_of_stopped_run(out)
+    {
+        bail!("{msg}");
     }
     if !ck.is_file() {
         bail!(

@@ -298,7 +298,20 @@ pub fn save_vae_checkpoint(
     meta: &VaeCheckpointMeta,
     tensors: Vec<(String, Tensor)>,
 ) -> Result<()> {
-    let mut info = HashMap::new();
+    save_vae_file(path, meta, tensors, &[])
+}
+
+/// [`save_vae_checkpoint`] with more metadata entries `extra` (the best weights' epoch).
+pub(super) fn save_vae_file(
+    path: &Path,
+    meta: &VaeCheckpointMeta,
+    tensors: Vec<(String, Tensor)>,
+    extra: &[(&str, String)],
+) -> Result<()> {
+    let mut info: HashMap<String, String> = extra
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect();
     info.insert(VAE_METADATA_KEY.to_string(), serde_json::to_string(meta)?);
     write_atomic(path, &crate::named_vars::serialize_finite(tensors, info)?)
 }

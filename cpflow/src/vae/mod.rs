@@ -34,6 +34,7 @@ pub use likelihood::{bernoulli_log_likelihood, categorical_log_likelihood};
 mod model;
 
 pub use model::{NegElbo, PosteriorKind, Vae, VaeBatch, VaeModelConfig, VaeTrainTerms};
+mod best_weights;
 mod checkpoint;
 mod config;
 mod evaluate;
@@ -45,6 +46,7 @@ mod run_data;
 mod test_scores;
 mod train;
 
+pub use best_weights::{BEST_EPOCH_KEY, best_weights_epoch};
 pub use checkpoint::{
     EpochSums, PartialEpoch, VAE_METADATA_KEY, VaeCheckpointMeta, VaeTrainState,
     load_vae_checkpoint, save_vae_checkpoint,
@@ -63,6 +65,8 @@ pub use train::{VaeRunOptions, run_vae, run_vae_on};
 mod tests;
 #[cfg(test)]
 mod tests_adamax;
+#[cfg(test)]
+mod tests_best_weights;
 #[cfg(test)]
 mod tests_cg_stats;
 #[cfg(test)]

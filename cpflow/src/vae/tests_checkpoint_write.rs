@@ -56,7 +56,7 @@ fn checkpoint_epochs(dir: &Path) -> usize {
 /// After the first epoch's checkpoint, the second's cannot be written: the error says so,
 /// names the first as the run's intact checkpoint, and a resume once the write can succeed
 /// ends where the uninterrupted run does. A fresh run whose first best weights cannot be
-/// written says that no checkpoint holds it.
+/// written is saved in its first checkpoint, written before them, and resumes from it.
 #[test]
 fn a_failed_checkpoint_write_names_the_epoch_and_the_intact_checkpoint() {
     let dir = scratch("ckpt-write");
@@ -98,30 +98,36 @@ fn a_failed_checkpoint_write_names_the_epoch_and_the_intact_checkpoint() {
     assert_eq!(resumed.val_curve, full.val_curve);
     assert_eq!(epoch_records(&run), epoch_records(&full_dir));
 
-    // The best weights of a fresh run's first epoch, before any checkpoint.
+    // The best weights of a fresh run's first epoch, written after its checkpoint: the run
+    // is saved after epoch 1, and the resume writes the best weights from that checkpoint.
     let fresh = dir.join("fresh");
     std::fs::create_dir_all(&fresh).unwrap();
     let blocker = hidden_file_beside(&fresh.join("best.safetensors"), "tmp");
     std::fs::create_dir_all(&blocker).unwrap();
     let err = run_vae_on(&cfg, &data, &fresh, &VaeRunOptions::default()).unwrap_err();
+    let fresh_ckpt = fresh.join("checkpoint.safetensors");
     assert!(
         matches!(
             &err,
             CpflowError::EpochCheckpointWrite {
                 what: "the best weights",
                 epoch: 1,
-                saved: None,
+                saved: Some((1, p)),
                 ..
-            }
+            } if *p == fresh_ckpt
         ),
         "{err:?}"
     );
     let msg = err.to_string();
     assert!(
         msg.starts_with("writing the best weights at epoch 1 failed")
-            && msg.ends_with("no earlier checkpoint was written"),
+            && msg.contains("the run is saved after epoch 1"),
         "{msg}"
     );
+    std::fs::remove_dir(&blocker).unwrap();
+    let resumed = run_vae_on(&cfg, &data, &fresh, &resume()).unwrap();
+    assert_eq!(resumed.val_curve, full.val_curve);
+    assert_eq!(resumed.test_neg_elbo, full.test_neg_elbo);
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -11,6 +11,9 @@ use candle_core::{DType, Device};
 use rand::seq::SliceRandom;
 
 use super::adamax::Adamax;
+use super::best_weights::{
+    best_weights_for_scoring, restore_best_weights, save_best_weights, weights_with_prefix,
+};
 use super::cg_warning::context as cg_context;
 use super::checkpoint::{
     EpochSums, PartialEpoch, VaeCheckpointMeta, VaeTrainState, load_vae_checkpoint,
@@ -238,6 +241,13 @@ pub fn run_vae_on(
     } else {
         LastCheckpoint::default()
     };
+    if resumed {
+        // The checkpoint's weights are the run's best when it was stopped after writing the
+        // checkpoint and before the best weights (or an older cpflow wrote those of the
+        // epoch after): rewritten from them before training moves them on.
+        let write = restore_best_weights(&out.join(BEST), config, &state, &vae);
+        saved.written_at_epoch("the best weights", state.epoch, write)?;
+    }
     let metrics_path = out.join(METRICS);
     let metrics = if resumed {
         // Epoch lines past the checkpoint (written before a kill) come again: cut them off.
@@ -278,8 +288,8 @@ pub fn run_vae_on(
     };
     stop_if_interrupted("the test −ELBO and importance-sampled NLL")?;
     let (best_val, best_epoch) = state.best_val.unwrap_or((f64::NAN, 0));
-    if out.join(BEST).exists() {
-        let (_, best) = load_vae_checkpoint(&out.join(BEST), &device)?;
+    // The best epoch's weights, refused when `best.safetensors` records another epoch.
+    if let Some(best) = best_weights_for_scoring(&out.join(BEST), &state, &device)? {
         vae.set_weights(&best, "model.")?;
     }
     let mut bar: Option<Progress> = None;
@@ -499,18 +509,16 @@ fn train_epochs(
         // lose it).
         saved.written_at_epoch(METRICS, epoch, metrics.write(&rec))?;
         state.rng = rng.state();
-        if improved {
-            let best_meta = VaeCheckpointMeta {
-                config: config.clone(),
-                state: None,
-                optimizer: None,
-            };
-            let write = save_vae_checkpoint(&out.join(BEST), &best_meta, weights_with_prefix(vae));
-            saved.written_at_epoch("the best weights", epoch, write)?;
-        }
         let write = save_checkpoint(&ckpt_path, config, state, vae, opt);
         saved.written_at_epoch("the checkpoint", epoch, write)?;
         saved = LastCheckpoint::at(ckpt_path.clone(), epoch);
+        // The best weights after the checkpoint, tagged with their epoch: a kill between the
+        // two leaves them behind the checkpoint, whose weights a resume writes there
+        // (written first, they were left one epoch ahead of it, and scored as its best).
+        if improved {
+            let write = save_best_weights(&out.join(BEST), config, epoch, vae);
+            saved.written_at_epoch("the best weights", epoch, write)?;
+        }
         // The epoch's unconverged steps before its line.
         warn(cg_warnings.flush());
         tracing::info!(
@@ -556,13 +564,6 @@ fn interrupted(options: &VaeRunOptions) -> bool {
         .interrupt
         .as_ref()
         .is_some_and(|f| f.load(Ordering::Relaxed))
-}
-
-fn weights_with_prefix(vae: &Vae) -> Vec<(String, candle_core::Tensor)> {
-    vae.weight_tensors()
-        .into_iter()
-        .map(|(k, t)| (format!("model.{k}"), t))
-        .collect()
 }
 
 /// Writes the resumable checkpoint: weights, optimiser moments, trainer state.

@@ -38,6 +38,8 @@ mod cli_image_resume_limits;
 #[cfg(feature = "cli")]
 mod cli_import_reference;
 #[cfg(feature = "cli")]
+mod cli_killed_before_checkpoint;
+#[cfg(feature = "cli")]
 mod cli_memory_limit;
 #[cfg(feature = "cli")]
 mod cli_model_io;
@@ -45,6 +47,8 @@ mod cli_model_io;
 mod cli_ot;
 #[cfg(feature = "cli")]
 mod cli_overwrite_safety;
+#[cfg(feature = "cli")]
+mod cli_robust_outputs;
 #[cfg(feature = "cli")]
 mod cli_run_dir;
 #[cfg(feature = "cli")]

@@ -16,7 +16,10 @@ use crate::cli::shell_words::shell_word;
 /// directory is `out` (`out_from` says where that comes from, for the message): refused when
 /// `config` is a run's own `config.toml` (its directory holds a run: a checkpoint, a model or
 /// a report) and `out` is another directory. With `--out` nothing is checked: the user said
-/// where the run is.
+/// where the run is. Without `--config` (the defaults and the flags), a new run into the
+/// directory of a run stopped before its first checkpoint replaces that run's configuration:
+/// a warning says so, with the command that starts that run again instead
+/// ([`super::stopped_run_replaced`]).
 pub fn check_config_dir_is_out(
     config: Option<&Path>,
     out_given: bool,
@@ -25,6 +28,12 @@ pub fn check_config_dir_is_out(
     resume: bool,
 ) -> Result<()> {
     let Some(config) = config else {
+        // A new run configured by the defaults and flags alone replaces the configuration of
+        // a run stopped before its first checkpoint there: said, with how to restart that one
+        // instead (it was silent, and the run's own settings looked lost).
+        if !resume && let Some(msg) = super::stopped_run_replaced(out) {
+            tracing::warn!("{msg}");
+        }
         return Ok(());
     };
     if out_given || config.file_name() != Some(std::ffi::OsStr::new("config.toml")) {
