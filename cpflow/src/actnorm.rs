@@ -21,8 +21,8 @@ pub const ACTNORM_SCALE_MIN: f64 = 1e-3;
 /// Per-feature affine normalisation layer with log-det (a flow layer).
 ///
 /// ```
-/// use candle_core::{DType, Device, Tensor};
-/// use candle_nn::VarMap;
+/// use cpflow::candle::{DType, Device, Tensor};
+/// use cpflow::candle_nn::VarMap;
 /// use cpflow::ActNorm;
 /// # fn main() -> cpflow::Result<()> {
 /// let varmap = VarMap::new();

@@ -118,7 +118,7 @@ struct Slot {
 ///
 /// ```
 /// use std::collections::HashMap;
-/// use candle_core::{Device, Var};
+/// use cpflow::candle::{Device, Var};
 /// use cpflow::{Adam, AdamParams, AdamState};
 /// # fn main() -> cpflow::Result<()> {
 /// let w = Var::new(&[1.0f64, -2.0], &Device::Cpu)?;
@@ -148,7 +148,7 @@ pub struct AdamState {
 /// are skipped, as in PyTorch (`p.grad is None`).
 ///
 /// ```
-/// use candle_core::{Device, Var};
+/// use cpflow::candle::{Device, Var};
 /// use cpflow::{Adam, AdamParams};
 /// # fn main() -> cpflow::Result<()> {
 /// let w = Var::new(&[1.0f64, -2.0], &Device::Cpu)?;

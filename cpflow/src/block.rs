@@ -19,11 +19,11 @@ pub const LOG_E_MINUS_1: f64 = 0.541_324_854_612_918_1;
 /// Configuration of one CP-Flow block.
 ///
 /// ```
-/// use candle_core::{DType, Device};
-/// use candle_nn::{VarBuilder, VarMap};
+/// use cpflow::candle::{DType, Device};
+/// use cpflow::candle_nn::{VarBuilder, VarMap};
 /// use cpflow::{BlockConfig, CpFlowBlock, FlowRng, PotentialConfig};
 /// # fn main() -> cpflow::Result<()> {
-/// let pot = PotentialConfig::Icnn3(icnn::Icnn3Config { dim: 2, width: 4, depth: 2, ..Default::default() });
+/// let pot = PotentialConfig::Icnn3(cpflow::icnn::Icnn3Config { dim: 2, width: 4, depth: 2, ..Default::default() });
 /// let config = BlockConfig::new(pot); // trainable w₀, bias_w1 = 0
 /// let varmap = VarMap::new();
 /// let vb = VarBuilder::from_varmap(&varmap, DType::F64, &Device::Cpu);
@@ -64,10 +64,10 @@ impl BlockConfig {
 /// Per-evaluation report of the CG solves inside the surrogate.
 ///
 /// ```
-/// # use candle_core::{Device, Tensor};
+/// # use cpflow::candle::{Device, Tensor};
 /// # use cpflow::{Flow, FlowConfig, PotentialConfig};
 /// # fn main() -> cpflow::Result<()> {
-/// let pot = PotentialConfig::Icnn3(icnn::Icnn3Config { dim: 2, width: 4, depth: 2, ..Default::default() });
+/// let pot = PotentialConfig::Icnn3(cpflow::icnn::Icnn3Config { dim: 2, width: 4, depth: 2, ..Default::default() });
 /// let flow = Flow::new(FlowConfig::single_block(pot), &Device::Cpu)?;
 /// let x = Tensor::new(&[[0.5f64, -1.0], [1.5, 0.2]], &Device::Cpu)?;
 /// flow.initialize(&x)?;
@@ -117,10 +117,10 @@ impl CgReport {
 /// A convex-potential flow block: forward map `x ↦ ∇Φ(x)`, Jacobian `H = sp(w₁)∇²F + sp(w₀)I ≻ 0`.
 ///
 /// ```
-/// # use candle_core::{Device, Tensor};
+/// # use cpflow::candle::{Device, Tensor};
 /// # use cpflow::{Flow, FlowConfig, PotentialConfig};
 /// # fn main() -> cpflow::Result<()> {
-/// let pot = PotentialConfig::Icnn3(icnn::Icnn3Config { dim: 2, width: 4, depth: 2, ..Default::default() });
+/// let pot = PotentialConfig::Icnn3(cpflow::icnn::Icnn3Config { dim: 2, width: 4, depth: 2, ..Default::default() });
 /// let flow = Flow::new(FlowConfig::single_block(pot), &Device::Cpu)?;
 /// let x = Tensor::new(&[[0.5f64, -1.0], [1.5, 0.2]], &Device::Cpu)?;
 /// flow.initialize(&x)?;

@@ -79,10 +79,10 @@ impl CheckpointMeta {
 ///
 /// ```
 /// use cpflow::checkpoint::load_checkpoint;
-/// # use candle_core::{Device, Tensor};
+/// # use cpflow::candle::{Device, Tensor};
 /// # use cpflow::{Flow, FlowConfig, PotentialConfig};
 /// # fn main() -> cpflow::Result<()> {
-/// let pot = PotentialConfig::Icnn3(icnn::Icnn3Config { dim: 2, width: 4, depth: 2, ..Default::default() });
+/// let pot = PotentialConfig::Icnn3(cpflow::icnn::Icnn3Config { dim: 2, width: 4, depth: 2, ..Default::default() });
 /// let flow = Flow::new(FlowConfig::single_block(pot), &Device::Cpu)?;
 /// flow.initialize(&Tensor::new(&[[0.5f64, -1.0], [1.5, 0.2]], &Device::Cpu)?)?;
 /// let dir = std::env::temp_dir().join(format!("cpflow-doc-checkpoint-{}", std::process::id()));
@@ -161,14 +161,14 @@ pub(crate) fn sync_dir(dir: &Path) {
 /// Serialise tensors and metadata into safetensors bytes.
 ///
 /// ```
-/// use candle_core::{Device, Tensor};
+/// use cpflow::candle::{Device, Tensor};
 /// use cpflow::checkpoint::{CheckpointMeta, METADATA_KEY, to_bytes};
 /// # fn main() -> cpflow::Result<()> {
 /// let meta = CheckpointMeta::weights_only(cpflow::FlowConfig::toy_reference(1));
 /// let t = Tensor::new(&[1.0f64, 2.0, 3.0], &Device::Cpu)?;
 /// let bytes = to_bytes(&meta, vec![("w".into(), t)])?;
 /// // Plain safetensors: any reader gets the tensor and the JSON metadata back.
-/// let back = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu)?;
+/// let back = cpflow::candle::safetensors::load_buffer(&bytes, &Device::Cpu)?;
 /// assert_eq!(back["w"].to_vec1::<f64>()?, [1.0, 2.0, 3.0]);
 /// let (_, header) = safetensors::SafeTensors::read_metadata(&bytes)?;
 /// let json = &header.metadata().as_ref().expect("metadata")[METADATA_KEY];
@@ -186,10 +186,10 @@ pub fn to_bytes(meta: &CheckpointMeta, tensors: Vec<(String, Tensor)>) -> Result
 ///
 /// ```
 /// use cpflow::checkpoint::{CheckpointMeta, load_checkpoint, save_checkpoint};
-/// # use candle_core::{Device, Tensor};
+/// # use cpflow::candle::{Device, Tensor};
 /// # use cpflow::{Flow, FlowConfig, PotentialConfig};
 /// # fn main() -> cpflow::Result<()> {
-/// let pot = PotentialConfig::Icnn3(icnn::Icnn3Config { dim: 2, width: 4, depth: 2, ..Default::default() });
+/// let pot = PotentialConfig::Icnn3(cpflow::icnn::Icnn3Config { dim: 2, width: 4, depth: 2, ..Default::default() });
 /// let flow = Flow::new(FlowConfig::single_block(pot), &Device::Cpu)?;
 /// flow.initialize(&Tensor::new(&[[0.5f64, -1.0], [1.5, 0.2]], &Device::Cpu)?)?;
 /// let dir = std::env::temp_dir().join(format!("cpflow-doc-save-checkpoint-{}", std::process::id()));
@@ -222,7 +222,7 @@ pub fn save_checkpoint(
 /// ```
 /// use cpflow::CpflowError;
 /// use cpflow::checkpoint::load_checkpoint;
-/// # use candle_core::Device;
+/// # use cpflow::candle::Device;
 /// # fn main() -> cpflow::Result<()> {
 /// let dir = std::env::temp_dir().join(format!("cpflow-doc-load-checkpoint-{}", std::process::id()));
 /// std::fs::create_dir_all(&dir).ok();

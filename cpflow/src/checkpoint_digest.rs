@@ -7,7 +7,7 @@
 //! ```
 //! use cpflow::checkpoint_digest::{DATA_SHA256_KEY, check_data_sha256};
 //! use std::collections::HashMap;
-//! # use candle_core::{Device, Tensor};
+//! # use cpflow::candle::{Device, Tensor};
 //! # fn main() -> cpflow::Result<()> {
 //! let meta = cpflow::checkpoint::CheckpointMeta::weights_only(cpflow::FlowConfig::toy_reference(1));
 //! let t = Tensor::new(&[1.0f64, 2.0, 3.0], &Device::Cpu)?;

@@ -10,7 +10,7 @@ use crate::surrogate_preconditioner::{CgPreconditioner, DEFAULT_PRECONDITIONER_R
 /// Floating-point type of a model (candle's `DType` is not serialisable).
 ///
 /// ```
-/// use candle_core::DType;
+/// use cpflow::candle::DType;
 /// use cpflow::FloatType;
 /// assert_eq!(FloatType::F32.dtype(), DType::F32);
 /// assert_eq!(FloatType::from_dtype(DType::F64).unwrap(), FloatType::F64);
@@ -53,10 +53,10 @@ impl FloatType {
 ///
 /// ```
 /// use cpflow::SurrogateParams;
-/// # use candle_core::{Device, Tensor};
+/// # use cpflow::candle::{Device, Tensor};
 /// # use cpflow::{Flow, FlowConfig, FlowRng, PotentialConfig};
 /// # fn main() -> cpflow::Result<()> {
-/// let pot = PotentialConfig::Icnn3(icnn::Icnn3Config { dim: 3, width: 4, depth: 2, ..Default::default() });
+/// let pot = PotentialConfig::Icnn3(cpflow::icnn::Icnn3Config { dim: 3, width: 4, depth: 2, ..Default::default() });
 /// let flow = Flow::new(FlowConfig::single_block(pot), &Device::Cpu)?;
 /// let x = Tensor::new(&[[0.1f64, 0.2, 0.0], [0.3, -0.4, 1.0]], &Device::Cpu)?;
 /// flow.initialize(&x)?;
@@ -154,10 +154,10 @@ impl SurrogateParams {
 ///
 /// ```
 /// use cpflow::SlqConfig;
-/// # use candle_core::{Device, Tensor};
+/// # use cpflow::candle::{Device, Tensor};
 /// # use cpflow::{Flow, FlowConfig, FlowRng, PotentialConfig};
 /// # fn main() -> cpflow::Result<()> {
-/// let pot = PotentialConfig::Icnn3(icnn::Icnn3Config { dim: 3, width: 4, depth: 2, ..Default::default() });
+/// let pot = PotentialConfig::Icnn3(cpflow::icnn::Icnn3Config { dim: 3, width: 4, depth: 2, ..Default::default() });
 /// let flow = Flow::new(FlowConfig::single_block(pot), &Device::Cpu)?;
 /// let x = Tensor::new(&[[0.1f64, 0.2, 0.0], [0.3, -0.4, 1.0]], &Device::Cpu)?;
 /// flow.initialize(&x)?;
@@ -215,12 +215,12 @@ pub type SlqParams = SlqConfig;
 /// How the validation NLL (early stopping, monitoring) is estimated.
 ///
 /// ```
-/// use candle_core::{Device, Tensor};
+/// use cpflow::candle::{Device, Tensor};
 /// use cpflow::{Dataset, Flow, FlowConfig, FlowRng, NllEstimator, PotentialConfig, SlqConfig, mean_nll};
 /// # fn main() -> cpflow::Result<()> {
 /// assert_eq!(NllEstimator::default(), NllEstimator::Slq(SlqConfig::default()));
 /// assert_eq!(serde_json::to_string(&NllEstimator::Exact)?, r#""exact""#);
-/// let pot = PotentialConfig::Icnn3(icnn::Icnn3Config { dim: 1, width: 4, depth: 2, ..Default::default() });
+/// let pot = PotentialConfig::Icnn3(cpflow::icnn::Icnn3Config { dim: 1, width: 4, depth: 2, ..Default::default() });
 /// let flow = Flow::new(FlowConfig::single_block(pot), &Device::Cpu)?;
 /// let x = Tensor::new(&[[0.1f64], [0.5], [-0.7], [1.2]], &Device::Cpu)?;
 /// flow.initialize(&x)?;
@@ -279,10 +279,10 @@ impl Default for NllEstimator {
 ///
 /// ```
 /// use cpflow::{FlowRng, LrSchedule, NllEstimator, Objective, mean_nll};
-/// # use candle_core::{Device, Tensor};
+/// # use cpflow::candle::{Device, Tensor};
 /// # use cpflow::{Dataset, Flow, FlowConfig, PotentialConfig, TrainConfig, Trainer};
 /// # fn main() -> cpflow::Result<()> {
-/// # let pot = PotentialConfig::Icnn3(icnn::Icnn3Config { dim: 2, width: 4, depth: 2, ..Default::default() });
+/// # let pot = PotentialConfig::Icnn3(cpflow::icnn::Icnn3Config { dim: 2, width: 4, depth: 2, ..Default::default() });
 /// # let flow = Flow::new(FlowConfig::single_block(pot), &Device::Cpu)?;
 /// # let data: Vec<f64> = (0..64).map(|i| ((i * 7919) % 101) as f64 / 50.0 - 1.0).collect();
 /// # let x = Tensor::from_vec(data, (32, 2), &Device::Cpu)?;
@@ -314,10 +314,10 @@ pub enum Objective {
 ///
 /// ```
 /// use cpflow::LrSchedule;
-/// # use candle_core::{Device, Tensor};
+/// # use cpflow::candle::{Device, Tensor};
 /// # use cpflow::{Dataset, Flow, FlowConfig, PotentialConfig, TrainConfig, Trainer};
 /// # fn main() -> cpflow::Result<()> {
-/// # let pot = PotentialConfig::Icnn3(icnn::Icnn3Config { dim: 2, width: 4, depth: 2, ..Default::default() });
+/// # let pot = PotentialConfig::Icnn3(cpflow::icnn::Icnn3Config { dim: 2, width: 4, depth: 2, ..Default::default() });
 /// # let flow = Flow::new(FlowConfig::single_block(pot), &Device::Cpu)?;
 /// # let data: Vec<f64> = (0..64).map(|i| ((i * 7919) % 101) as f64 / 50.0 - 1.0).collect();
 /// # let x = Tensor::from_vec(data, (32, 2), &Device::Cpu)?;

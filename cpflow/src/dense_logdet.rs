@@ -39,7 +39,7 @@ fn cholesky(m: &Mat<f64>, k: usize) -> Result<faer::linalg::solvers::Llt<f64>> {
 /// A matrix that is not numerically positive definite is [`CpflowError::InvalidInput`].
 ///
 /// ```
-/// use candle_core::{Device, Tensor};
+/// use cpflow::candle::{Device, Tensor};
 /// use cpflow::dense_logdet::exact_logdet_and_inverse_host;
 /// # fn main() -> cpflow::Result<()> {
 /// let h = Tensor::new(&[[[2.0f64, 0.0], [0.0, 4.0]]], &Device::Cpu)?; // diag(2, 4)
@@ -83,7 +83,7 @@ pub fn exact_logdet_and_inverse_host(h: &Tensor) -> Result<(Vec<f64>, Tensor)> {
 /// the result is `logdet + T − detach(T)`. `h` must be parameter-tracking for a gradient.
 ///
 /// ```
-/// use candle_core::{Device, Var};
+/// use cpflow::candle::{Device, Var};
 /// use cpflow::dense_logdet::differentiable_logdet;
 /// # fn main() -> cpflow::Result<()> {
 /// // H = [[2, 0.5], [0.5, 3]]: log det H = log 5.75, ∂ log det H / ∂H = H⁻¹.

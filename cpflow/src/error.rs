@@ -12,17 +12,17 @@ use thiserror::Error;
 /// otherwise lose, so it has no `source()` (the [`std::io::Error`] is its `cause` field).
 ///
 /// ```
-/// use candle_core::{Device, Tensor};
+/// use cpflow::candle::{Device, Tensor};
 /// use cpflow::{CpflowError, Flow, FlowConfig, PotentialConfig};
 /// # fn main() -> cpflow::Result<()> {
-/// let pot = PotentialConfig::Icnn3(icnn::Icnn3Config { dim: 2, width: 4, depth: 2, ..Default::default() });
+/// let pot = PotentialConfig::Icnn3(cpflow::icnn::Icnn3Config { dim: 2, width: 4, depth: 2, ..Default::default() });
 /// let flow = Flow::new(FlowConfig::tabular(2, 1, pot), &Device::Cpu)?;
 /// let x = Tensor::new(&[[0.5f32, -1.0], [1.5, 0.2]], &Device::Cpu)?;
 /// // The ActNorm layers need their data-dependent initialisation first.
 /// assert!(matches!(flow.log_prob_exact(&x), Err(CpflowError::NotInitialized)));
 /// flow.initialize(&x)?;
 /// // A batch of another dimension is invalid input, named in the message.
-/// let wrong = Tensor::zeros((2, 3), candle_core::DType::F32, &Device::Cpu)?;
+/// let wrong = Tensor::zeros((2, 3), cpflow::candle::DType::F32, &Device::Cpu)?;
 /// match flow.log_prob_exact(&wrong) {
 ///     Err(CpflowError::InvalidInput(msg)) => assert!(msg.contains('3'), "{msg}"),
 ///     other => panic!("expected InvalidInput, got {other:?}"),
@@ -59,7 +59,7 @@ pub enum CpflowError {
     /// ```
     /// use cpflow::CpflowError;
     /// let path = std::path::Path::new("no/such/model.safetensors");
-    /// let e = cpflow::Flow::load(path, &candle_core::Device::Cpu).unwrap_err();
+    /// let e = cpflow::Flow::load(path, &cpflow::candle::Device::Cpu).unwrap_err();
     /// assert!(matches!(&e, CpflowError::Io { cause, .. } if cause.kind() == std::io::ErrorKind::NotFound));
     /// assert!(e.to_string().starts_with("I/O error on no/such/model.safetensors: "), "{e}");
     /// assert!(std::error::Error::source(&e).is_none());

@@ -10,15 +10,15 @@ use crate::flow::Flow;
 /// A data set (rows are samples) with an optional context (conditional flows).
 ///
 /// ```
-/// use candle_core::{Device, Tensor};
+/// use cpflow::candle::{Device, Tensor};
 /// use cpflow::Dataset;
 /// # fn main() -> cpflow::Result<()> {
-/// let x = Tensor::zeros((10, 3), candle_core::DType::F64, &Device::Cpu)?;
+/// let x = Tensor::zeros((10, 3), cpflow::candle::DType::F64, &Device::Cpu)?;
 /// let data = Dataset::new(x.clone());
 /// assert_eq!((data.len(), data.is_empty()), (10, false));
 /// assert!(data.context.is_none());
 /// // A conditional data set: one context row per sample.
-/// let ctx = Tensor::ones((10, 2), candle_core::DType::F64, &Device::Cpu)?;
+/// let ctx = Tensor::ones((10, 2), cpflow::candle::DType::F64, &Device::Cpu)?;
 /// let cond = Dataset::with_context(x, ctx);
 /// assert_eq!(cond.context.as_ref().map(|c| c.dims().to_vec()), Some(vec![10, 2]));
 /// # Ok(())
@@ -51,7 +51,7 @@ impl Dataset {
     /// Call [`Dataset::check`] to find out when the set is built.
     ///
     /// ```
-    /// use candle_core::{DType, Device, Tensor};
+    /// use cpflow::candle::{DType, Device, Tensor};
     /// use cpflow::{CpflowError, Dataset};
     /// # fn main() -> cpflow::Result<()> {
     /// let x = Tensor::zeros((10, 3), DType::F64, &Device::Cpu)?;
@@ -113,10 +113,10 @@ impl Dataset {
 /// [`nll_estimate`] returns it.
 ///
 /// ```
-/// # use candle_core::{Device, Tensor};
+/// # use cpflow::candle::{Device, Tensor};
 /// # use cpflow::{Dataset, Flow, FlowConfig, FlowRng, NllEstimator, PotentialConfig};
 /// # fn main() -> cpflow::Result<()> {
-/// let pot = PotentialConfig::Icnn3(icnn::Icnn3Config { dim: 2, width: 4, depth: 2, ..Default::default() });
+/// let pot = PotentialConfig::Icnn3(cpflow::icnn::Icnn3Config { dim: 2, width: 4, depth: 2, ..Default::default() });
 /// let flow = Flow::new(FlowConfig::single_block(pot), &Device::Cpu)?;
 /// let x = Tensor::new(&[[0.1f64, 0.2], [0.3, -0.4], [1.0, 0.5], [-0.7, 0.0], [0.2, 0.9]], &Device::Cpu)?;
 /// flow.initialize(&x)?;
@@ -253,10 +253,10 @@ impl RunningMoments {
 /// `rng` draws the SLQ probes. [`nll_estimate`] also gives its standard error.
 ///
 /// ```
-/// # use candle_core::{Device, Tensor};
+/// # use cpflow::candle::{Device, Tensor};
 /// # use cpflow::{Dataset, Flow, FlowConfig, FlowRng, NllEstimator, PotentialConfig};
 /// # fn main() -> cpflow::Result<()> {
-/// let pot = PotentialConfig::Icnn3(icnn::Icnn3Config { dim: 2, width: 4, depth: 2, ..Default::default() });
+/// let pot = PotentialConfig::Icnn3(cpflow::icnn::Icnn3Config { dim: 2, width: 4, depth: 2, ..Default::default() });
 /// let flow = Flow::new(FlowConfig::single_block(pot), &Device::Cpu)?;
 /// let x = Tensor::new(&[[0.1f64, 0.2], [0.3, -0.4], [1.0, 0.5], [-0.7, 0.0], [0.2, 0.9]], &Device::Cpu)?;
 /// flow.initialize(&x)?;
@@ -286,10 +286,10 @@ pub fn mean_nll<R: Rng + ?Sized>(
 /// is the same as [`mean_nll`]'s.
 ///
 /// ```
-/// # use candle_core::{Device, Tensor};
+/// # use cpflow::candle::{Device, Tensor};
 /// # use cpflow::{Dataset, Flow, FlowConfig, FlowRng, NllEstimator, PotentialConfig};
 /// # fn main() -> cpflow::Result<()> {
-/// let pot = PotentialConfig::Icnn3(icnn::Icnn3Config { dim: 2, width: 4, depth: 2, ..Default::default() });
+/// let pot = PotentialConfig::Icnn3(cpflow::icnn::Icnn3Config { dim: 2, width: 4, depth: 2, ..Default::default() });
 /// let flow = Flow::new(FlowConfig::single_block(pot), &Device::Cpu)?;
 /// let x = Tensor::new(&[[0.1f64, 0.2], [0.3, -0.4], [1.0, 0.5], [-0.7, 0.0], [0.2, 0.9]], &Device::Cpu)?;
 /// flow.initialize(&x)?;
@@ -321,11 +321,11 @@ pub fn mean_nll_with<R: Rng + ?Sized>(
 /// which `rng` draws chunk by chunk).
 ///
 /// ```
-/// use candle_core::{Device, Tensor};
+/// use cpflow::candle::{Device, Tensor};
 /// use cpflow::{Dataset, Flow, FlowConfig, FlowRng, NllEstimator, PotentialConfig, nll_estimate};
-/// use rand::SeedableRng;
+/// use cpflow::rand::SeedableRng;
 /// # fn main() -> cpflow::Result<()> {
-/// let pot = PotentialConfig::Icnn3(icnn::Icnn3Config { dim: 2, width: 4, depth: 2, ..Default::default() });
+/// let pot = PotentialConfig::Icnn3(cpflow::icnn::Icnn3Config { dim: 2, width: 4, depth: 2, ..Default::default() });
 /// let flow = Flow::new(FlowConfig::single_block(pot), &Device::Cpu)?;
 /// let x = Tensor::new(&[[0.1f64, 0.2], [0.3, -0.4], [1.0, 0.5]], &Device::Cpu)?;
 /// flow.initialize(&x)?;
@@ -351,10 +351,10 @@ pub fn nll_estimate<R: Rng + ?Sized>(
 ///
 /// ```
 /// use cpflow::CpflowError;
-/// # use candle_core::{Device, Tensor};
+/// # use cpflow::candle::{Device, Tensor};
 /// # use cpflow::{Dataset, Flow, FlowConfig, FlowRng, NllEstimator, PotentialConfig};
 /// # fn main() -> cpflow::Result<()> {
-/// let pot = PotentialConfig::Icnn3(icnn::Icnn3Config { dim: 2, width: 4, depth: 2, ..Default::default() });
+/// let pot = PotentialConfig::Icnn3(cpflow::icnn::Icnn3Config { dim: 2, width: 4, depth: 2, ..Default::default() });
 /// let flow = Flow::new(FlowConfig::single_block(pot), &Device::Cpu)?;
 /// let x = Tensor::new(&[[0.1f64, 0.2], [0.3, -0.4], [1.0, 0.5], [-0.7, 0.0], [0.2, 0.9]], &Device::Cpu)?;
 /// flow.initialize(&x)?;

@@ -100,11 +100,11 @@ fn default_n_val() -> usize {
 /// Results of [`run_toy_experiment`].
 ///
 /// ```
-/// use candle_core::Device;
+/// use cpflow::candle::Device;
 /// use cpflow::{FlowConfig, LrSchedule, PotentialConfig, RunOptions, ToyExperimentConfig, TrainConfig};
 /// # fn main() -> cpflow::Result<()> {
 /// // A tiny run: a 4-wide ICNN, 64 training points, 4 steps.
-/// let pot = PotentialConfig::Icnn3(icnn::Icnn3Config { dim: 2, width: 4, depth: 2, ..Default::default() });
+/// let pot = PotentialConfig::Icnn3(cpflow::icnn::Icnn3Config { dim: 2, width: 4, depth: 2, ..Default::default() });
 /// let cfg = ToyExperimentConfig {
 ///     flow: FlowConfig::single_block(pot),
 ///     train: TrainConfig {
@@ -148,11 +148,11 @@ pub struct ToyExperimentReport {
 /// and the report. Takes minutes for the reference configuration.
 ///
 /// ```
-/// use candle_core::Device;
+/// use cpflow::candle::Device;
 /// use cpflow::{FlowConfig, LrSchedule, PotentialConfig, RunOptions, ToyExperimentConfig, TrainConfig};
 /// # fn main() -> cpflow::Result<()> {
 /// // A tiny run: a 4-wide ICNN, 64 training points, 4 steps.
-/// let pot = PotentialConfig::Icnn3(icnn::Icnn3Config { dim: 2, width: 4, depth: 2, ..Default::default() });
+/// let pot = PotentialConfig::Icnn3(cpflow::icnn::Icnn3Config { dim: 2, width: 4, depth: 2, ..Default::default() });
 /// let cfg = ToyExperimentConfig {
 ///     flow: FlowConfig::single_block(pot),
 ///     train: TrainConfig {

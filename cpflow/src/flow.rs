@@ -40,10 +40,10 @@ pub(crate) type LayerWeights = Vec<Option<icnn::HostWeights>>;
 /// One layer of a flow.
 ///
 /// ```
-/// use candle_core::Device;
+/// use cpflow::candle::Device;
 /// use cpflow::{Flow, FlowConfig, Layer, PotentialConfig};
 /// # fn main() -> cpflow::Result<()> {
-/// let pot = PotentialConfig::Icnn3(icnn::Icnn3Config { dim: 2, width: 4, depth: 2, ..Default::default() });
+/// let pot = PotentialConfig::Icnn3(cpflow::icnn::Icnn3Config { dim: 2, width: 4, depth: 2, ..Default::default() });
 /// let flow = Flow::new(FlowConfig::tabular(2, 1, pot), &Device::Cpu)?;
 /// // The tabular layout: [ActNorm, CPF, ActNorm].
 /// let kinds: Vec<&str> = flow
@@ -73,9 +73,9 @@ pub enum Layer {
 /// [`Flow::initialize`], then evaluate, sample or train.
 ///
 /// ```
-/// use candle_core::{Device, Tensor};
+/// use cpflow::candle::{Device, Tensor};
 /// use cpflow::{Flow, FlowConfig, PotentialConfig};
-/// use icnn::Icnn3Config;
+/// use cpflow::icnn::Icnn3Config;
 ///
 /// # fn main() -> cpflow::Result<()> {
 /// let pot = PotentialConfig::Icnn3(Icnn3Config { dim: 2, width: 8, depth: 2, ..Default::default() });
@@ -277,10 +277,10 @@ impl Flow {
     /// keeps its values.
     ///
     /// ```
-    /// use candle_core::{Device, Tensor};
+    /// use cpflow::candle::{Device, Tensor};
     /// use cpflow::{Flow, FlowConfig, PotentialConfig};
     /// # fn main() -> cpflow::Result<()> {
-    /// let pot = PotentialConfig::Icnn3(icnn::Icnn3Config { dim: 2, width: 4, depth: 2, ..Default::default() });
+    /// let pot = PotentialConfig::Icnn3(cpflow::icnn::Icnn3Config { dim: 2, width: 4, depth: 2, ..Default::default() });
     /// let flow = Flow::new(FlowConfig::tabular(2, 1, pot).with_float(cpflow::FloatType::F64), &Device::Cpu)?;
     /// let x = Tensor::new(&[[0.5f64, -1.0], [1.5, 0.2], [-0.3, 0.8]], &Device::Cpu)?;
     /// flow.initialize(&x)?;

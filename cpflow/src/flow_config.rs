@@ -14,7 +14,7 @@ use crate::prior::GaussianPrior;
 ///
 /// ```
 /// use cpflow::{BlockConfig, FlowConfig, LayerConfig, PotentialConfig};
-/// let pot = PotentialConfig::Icnn3(icnn::Icnn3Config { dim: 3, width: 4, depth: 2, ..Default::default() });
+/// let pot = PotentialConfig::Icnn3(cpflow::icnn::Icnn3Config { dim: 3, width: 4, depth: 2, ..Default::default() });
 /// // `FlowConfig::tabular(3, 1, pot)` spelled out: [ActNorm, CPF, ActNorm].
 /// let layers = vec![LayerConfig::ActNorm, LayerConfig::Cpf(BlockConfig::new(pot.clone())), LayerConfig::ActNorm];
 /// assert_eq!(FlowConfig::tabular(3, 1, pot).layers, layers);
@@ -190,7 +190,7 @@ impl FlowConfig {
     /// Saturates at `usize::MAX`.
     ///
     /// ```
-    /// use candle_core::Device;
+    /// use cpflow::candle::Device;
     /// use cpflow::{Flow, FlowConfig};
     /// let cfg = FlowConfig::toy_reference(3);
     /// let flow = Flow::new(cfg.clone(), &Device::Cpu)?;
@@ -217,7 +217,7 @@ impl FlowConfig {
     ///
     /// ```
     /// use cpflow::{FlowConfig, PotentialConfig};
-    /// use icnn::Icnn3Config;
+    /// use cpflow::icnn::Icnn3Config;
     /// let pot = |width| PotentialConfig::Icnn3(Icnn3Config { dim: 2, width, depth: 2, ..Default::default() });
     /// FlowConfig::tabular(2, 1, pot(4)).validate()?;
     /// // [ActNorm, CPF, ActNorm]: the block is layer 1.

@@ -44,10 +44,10 @@ impl Flow {
     /// overflows gets `−∞` from the prior.
     ///
     /// ```
-    /// # use candle_core::{Device, Tensor};
+    /// # use cpflow::candle::{Device, Tensor};
     /// # use cpflow::{Flow, FlowConfig, FloatType, PotentialConfig};
     /// # fn main() -> cpflow::Result<()> {
-    /// let pot = PotentialConfig::Icnn3(icnn::Icnn3Config { dim: 2, width: 4, depth: 2, ..Default::default() });
+    /// let pot = PotentialConfig::Icnn3(cpflow::icnn::Icnn3Config { dim: 2, width: 4, depth: 2, ..Default::default() });
     /// let flow = Flow::new(FlowConfig::single_block(pot), &Device::Cpu)?;
     /// let x = Tensor::new(&[[0.1f64, 0.2], [0.3, -0.4]], &Device::Cpu)?;
     /// flow.initialize(&x)?;
@@ -82,11 +82,11 @@ impl Flow {
     /// same probes without it; a batch of 0 rows gives empty results.
     ///
     /// ```
-    /// use candle_core::{Device, Tensor};
+    /// use cpflow::candle::{Device, Tensor};
     /// use cpflow::{Flow, FlowConfig, FlowRng, PotentialConfig, SlqConfig};
-    /// use rand::SeedableRng;
+    /// use cpflow::rand::SeedableRng;
     /// # fn main() -> cpflow::Result<()> {
-    /// let pot = PotentialConfig::Icnn3(icnn::Icnn3Config { dim: 3, width: 4, depth: 2, ..Default::default() });
+    /// let pot = PotentialConfig::Icnn3(cpflow::icnn::Icnn3Config { dim: 3, width: 4, depth: 2, ..Default::default() });
     /// let flow = Flow::new(FlowConfig::single_block(pot), &Device::Cpu)?;
     /// let x = Tensor::new(&[[0.1f64, 0.2, 0.0], [0.3, -0.4, 1.0]], &Device::Cpu)?;
     /// flow.initialize(&x)?;

@@ -13,10 +13,10 @@ use crate::flow::{Flow, Layer};
 /// The output of [`Flow::surrogate_loss`].
 ///
 /// ```
-/// use candle_core::{Device, Tensor};
+/// use cpflow::candle::{Device, Tensor};
 /// use cpflow::{Flow, FlowConfig, FlowRng, PotentialConfig, SurrogateParams};
 /// # fn main() -> cpflow::Result<()> {
-/// let pot = PotentialConfig::Icnn3(icnn::Icnn3Config { dim: 2, width: 4, depth: 2, ..Default::default() });
+/// let pot = PotentialConfig::Icnn3(cpflow::icnn::Icnn3Config { dim: 2, width: 4, depth: 2, ..Default::default() });
 /// let flow = Flow::new(FlowConfig::single_block(pot), &Device::Cpu)?;
 /// let x = Tensor::new(&[[0.1f64, 0.2], [0.3, -0.4], [1.0, 0.5]], &Device::Cpu)?;
 /// flow.initialize(&x)?;
@@ -48,15 +48,15 @@ impl Flow {
     /// mean NLL; its value is **not** an NLL (see [`SurrogateLoss::loss`]).
     ///
     /// ```
-    /// # use candle_core::{Device, Tensor};
+    /// # use cpflow::candle::{Device, Tensor};
     /// # use cpflow::{Flow, FlowConfig, PotentialConfig, SurrogateParams};
-    /// # use rand::SeedableRng;
+    /// # use cpflow::rand::SeedableRng;
     /// # fn main() -> cpflow::Result<()> {
-    /// let pot = PotentialConfig::Icnn3(icnn::Icnn3Config { dim: 2, width: 4, depth: 2, ..Default::default() });
+    /// let pot = PotentialConfig::Icnn3(cpflow::icnn::Icnn3Config { dim: 2, width: 4, depth: 2, ..Default::default() });
     /// let flow = Flow::new(FlowConfig::single_block(pot), &Device::Cpu)?;
     /// let x = Tensor::new(&[[0.1f64, 0.2], [0.3, -0.4]], &Device::Cpu)?;
     /// flow.initialize(&x)?;
-    /// let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+    /// let mut rng = cpflow::rand::rngs::StdRng::seed_from_u64(0);
     /// let out = flow.surrogate_loss(&x, &SurrogateParams::default(), &mut rng)?;
     /// let grads = out.loss.backward()?; // one first-order backward pass
     /// assert!(flow.named_vars().iter().any(|(_, v)| grads.get(v.as_tensor()).is_some()));

@@ -14,10 +14,10 @@ use crate::non_finite_rows::non_finite_rows;
 /// has nothing to solve), plus the per-sample verdict.
 ///
 /// ```
-/// # use candle_core::{Device, Tensor};
+/// # use cpflow::candle::{Device, Tensor};
 /// # use cpflow::{Flow, FlowConfig, PotentialConfig};
 /// # fn main() -> cpflow::Result<()> {
-/// let pot = PotentialConfig::Icnn3(icnn::Icnn3Config { dim: 2, width: 4, depth: 2, ..Default::default() });
+/// let pot = PotentialConfig::Icnn3(cpflow::icnn::Icnn3Config { dim: 2, width: 4, depth: 2, ..Default::default() });
 /// let flow = Flow::new(FlowConfig::tabular(2, 2, pot).with_float(cpflow::FloatType::F64), &Device::Cpu)?;
 /// let x = Tensor::new(&[[0.5f64, -1.0], [1.5, 0.2], [-0.3, 0.8]], &Device::Cpu)?;
 /// flow.initialize(&x)?;
@@ -139,10 +139,10 @@ impl InverseReport {
 /// Samples (or inverted points) with their convergence report.
 ///
 /// ```
-/// # use candle_core::{Device, Tensor};
+/// # use cpflow::candle::{Device, Tensor};
 /// # use cpflow::{Flow, FlowConfig, PotentialConfig};
 /// # fn main() -> cpflow::Result<()> {
-/// let pot = PotentialConfig::Icnn3(icnn::Icnn3Config { dim: 2, width: 4, depth: 2, ..Default::default() });
+/// let pot = PotentialConfig::Icnn3(cpflow::icnn::Icnn3Config { dim: 2, width: 4, depth: 2, ..Default::default() });
 /// let flow = Flow::new(FlowConfig::tabular(2, 2, pot).with_float(cpflow::FloatType::F64), &Device::Cpu)?;
 /// let x = Tensor::new(&[[0.5f64, -1.0], [1.5, 0.2], [-0.3, 0.8]], &Device::Cpu)?;
 /// flow.initialize(&x)?;
@@ -252,14 +252,14 @@ impl Flow {
     /// and an empty report (no blocks, every sample converged).
     ///
     /// ```
-    /// # use candle_core::{Device, Tensor};
+    /// # use cpflow::candle::{Device, Tensor};
     /// # use cpflow::{Flow, FlowConfig, PotentialConfig};
-    /// # use rand::SeedableRng;
+    /// # use cpflow::rand::SeedableRng;
     /// # fn main() -> cpflow::Result<()> {
-    /// let pot = PotentialConfig::Icnn3(icnn::Icnn3Config { dim: 2, width: 4, depth: 2, ..Default::default() });
+    /// let pot = PotentialConfig::Icnn3(cpflow::icnn::Icnn3Config { dim: 2, width: 4, depth: 2, ..Default::default() });
     /// let flow = Flow::new(FlowConfig::single_block(pot), &Device::Cpu)?;
     /// flow.initialize(&Tensor::new(&[[0.1f64, 0.2], [0.3, -0.4]], &Device::Cpu)?)?;
-    /// let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+    /// let mut rng = cpflow::rand::rngs::StdRng::seed_from_u64(0);
     /// let s = flow.sample(5, &mut rng)?;
     /// assert_eq!(s.x.dims(), &[5, 2]);
     /// assert!(s.report.all_converged());

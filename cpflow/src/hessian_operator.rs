@@ -23,10 +23,10 @@ pub(crate) enum Products {
 /// [`HessianOperator::batch_shape`](krylov::BatchOperator::batch_shape)'s example).
 ///
 /// ```
-/// # use candle_core::{Device, Tensor};
+/// # use cpflow::candle::{Device, Tensor};
 /// # use cpflow::{Flow, FlowConfig, PotentialConfig};
 /// # fn main() -> cpflow::Result<()> {
-/// let pot = PotentialConfig::Icnn3(icnn::Icnn3Config { dim: 2, width: 4, depth: 2, ..Default::default() });
+/// let pot = PotentialConfig::Icnn3(cpflow::icnn::Icnn3Config { dim: 2, width: 4, depth: 2, ..Default::default() });
 /// let flow = Flow::new(FlowConfig::single_block(pot), &Device::Cpu)?;
 /// let x = Tensor::new(&[[0.5f64, -1.0], [1.5, 0.2]], &Device::Cpu)?;
 /// flow.initialize(&x)?;
@@ -130,7 +130,7 @@ impl HessianOperator {
 /// another shape before any product.
 ///
 /// ```
-/// # use candle_core::{DType, Device, Tensor};
+/// # use cpflow::candle::{DType, Device, Tensor};
 /// # use cpflow::{Flow, FlowConfig, PotentialConfig};
 /// use cpflow::krylov::BatchOperator;
 /// use cpflow::logdet::{SlqParams, exact_logdet_tensor, slq_logdet};

@@ -18,10 +18,10 @@ impl PotentialConfig {
     ///
     /// ```
     /// use cpflow::PotentialConfig;
-    /// let c = icnn::Icnn2Config { dim: 43, width: 64, depth: 10, ..Default::default() };
+    /// let c = cpflow::icnn::Icnn2Config { dim: 43, width: 64, depth: 10, ..Default::default() };
     /// assert_eq!(PotentialConfig::Icnn2(c).hidden_units(), Some(640));
-    /// let image = icnn::ImageShape::new(1, 28, 28);
-    /// let c = icnn::ConvIcnn3Config { image, width: 16, depth: 2, ..Default::default() };
+    /// let image = cpflow::icnn::ImageShape::new(1, 28, 28);
+    /// let c = cpflow::icnn::ConvIcnn3Config { image, width: 16, depth: 2, ..Default::default() };
     /// assert_eq!(PotentialConfig::ConvIcnn3(c).hidden_units(), Some(16 * 28 * 28 * 2));
     /// ```
     pub fn hidden_units(&self) -> Option<usize> {

@@ -92,7 +92,7 @@ impl PotentialConfig {
     ///
     /// ```
     /// use cpflow::PotentialConfig;
-    /// let c = icnn::Icnn3Config { dim: 2, width: 8, depth: 3, ..Default::default() };
+    /// let c = cpflow::icnn::Icnn3Config { dim: 2, width: 8, depth: 3, ..Default::default() };
     /// assert_eq!(PotentialConfig::Icnn3(c.clone()).parameter_count(), Some(c.parameter_count()));
     /// ```
     pub fn parameter_count(&self) -> Option<usize> {
@@ -116,7 +116,7 @@ impl BlockConfig {
     ///
     /// ```
     /// use cpflow::{BlockConfig, PotentialConfig};
-    /// let c = icnn::Icnn2Config { dim: 2, width: 8, depth: 3, ..Default::default() };
+    /// let c = cpflow::icnn::Icnn2Config { dim: 2, width: 8, depth: 3, ..Default::default() };
     /// let block = BlockConfig::new(PotentialConfig::Icnn2(c.clone()));
     /// assert_eq!(block.parameter_count(), Some(c.parameter_count() + 2));
     /// ```

@@ -26,10 +26,10 @@ use crate::train::Trainer;
 /// ```
 /// use cpflow::StopReason;
 /// use cpflow::observer::{Control, FnObserver, Moment};
-/// # use candle_core::{Device, Tensor};
+/// # use cpflow::candle::{Device, Tensor};
 /// # use cpflow::{Dataset, Flow, FlowConfig, LrSchedule, PotentialConfig, TrainConfig, Trainer};
 /// # fn main() -> cpflow::Result<()> {
-/// # let pot = PotentialConfig::Icnn3(icnn::Icnn3Config { dim: 2, width: 4, depth: 2, ..Default::default() });
+/// # let pot = PotentialConfig::Icnn3(cpflow::icnn::Icnn3Config { dim: 2, width: 4, depth: 2, ..Default::default() });
 /// # let flow = Flow::new(FlowConfig::single_block(pot), &Device::Cpu)?;
 /// # let data: Vec<f64> = (0..64).map(|i| ((i * 7919) % 101) as f64 / 50.0 - 1.0).collect();
 /// # let train = Dataset::new(Tensor::from_vec(data, (32, 2), &Device::Cpu)?);
@@ -63,10 +63,10 @@ pub enum Control {
 ///
 /// ```
 /// use cpflow::observer::{Control, FnObserver, Moment};
-/// # use candle_core::{Device, Tensor};
+/// # use cpflow::candle::{Device, Tensor};
 /// # use cpflow::{Dataset, Flow, FlowConfig, LrSchedule, PotentialConfig, TrainConfig, Trainer};
 /// # fn main() -> cpflow::Result<()> {
-/// # let pot = PotentialConfig::Icnn3(icnn::Icnn3Config { dim: 2, width: 4, depth: 2, ..Default::default() });
+/// # let pot = PotentialConfig::Icnn3(cpflow::icnn::Icnn3Config { dim: 2, width: 4, depth: 2, ..Default::default() });
 /// # let flow = Flow::new(FlowConfig::single_block(pot), &Device::Cpu)?;
 /// # let data: Vec<f64> = (0..64).map(|i| ((i * 7919) % 101) as f64 / 50.0 - 1.0).collect();
 /// # let train = Dataset::new(Tensor::from_vec(data, (32, 2), &Device::Cpu)?);
@@ -146,12 +146,12 @@ pub trait TrainObserver {
 /// before its checkpoint, so that it covers the whole run.
 ///
 /// ```
-/// use candle_core::{Device, Tensor};
+/// use cpflow::candle::{Device, Tensor};
 /// use cpflow::observer::NllCurve;
 /// use cpflow::{Dataset, Flow, FlowConfig, LrSchedule, NllEstimator, PotentialConfig, TrainConfig, Trainer};
 ///
 /// # fn main() -> cpflow::Result<()> {
-/// let pot = PotentialConfig::Icnn3(icnn::Icnn3Config { dim: 2, width: 4, depth: 2, ..Default::default() });
+/// let pot = PotentialConfig::Icnn3(cpflow::icnn::Icnn3Config { dim: 2, width: 4, depth: 2, ..Default::default() });
 /// let flow = Flow::new(FlowConfig::single_block(pot), &Device::Cpu)?;
 /// let rows = |n: usize, k: usize| -> Vec<f64> {
 ///     (0..2 * n).map(|i| (((i + k) * 7919) % 101) as f64 / 50.0 - 1.0).collect()
@@ -310,10 +310,10 @@ impl TrainObserver for NllCurve {
 /// use std::time::Duration;
 /// use cpflow::StopReason;
 /// use cpflow::observer::TimeBudget;
-/// # use candle_core::{Device, Tensor};
+/// # use cpflow::candle::{Device, Tensor};
 /// # use cpflow::{Dataset, Flow, FlowConfig, LrSchedule, PotentialConfig, TrainConfig, Trainer};
 /// # fn main() -> cpflow::Result<()> {
-/// # let pot = PotentialConfig::Icnn3(icnn::Icnn3Config { dim: 2, width: 4, depth: 2, ..Default::default() });
+/// # let pot = PotentialConfig::Icnn3(cpflow::icnn::Icnn3Config { dim: 2, width: 4, depth: 2, ..Default::default() });
 /// # let flow = Flow::new(FlowConfig::single_block(pot), &Device::Cpu)?;
 /// # let data: Vec<f64> = (0..64).map(|i| ((i * 7919) % 101) as f64 / 50.0 - 1.0).collect();
 /// # let train = Dataset::new(Tensor::from_vec(data, (32, 2), &Device::Cpu)?);

@@ -18,7 +18,7 @@
 //! dimension); a shrunk one:
 //!
 //! ```
-//! use candle_core::Device;
+//! use cpflow::candle::Device;
 //! use cpflow::ot::{OtConfig, run_ot_experiment};
 //! # fn main() -> Result<(), cpflow::ot::OtError> {
 //! // The reference settings, shrunk: a width-8 ICNN, 256 training points, 10 steps.

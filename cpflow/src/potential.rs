@@ -19,7 +19,7 @@ use crate::error::{CpflowError, Result};
 ///
 /// ```
 /// use cpflow::PotentialConfig;
-/// use icnn::{Icnn2Config, PicnnConfig};
+/// use cpflow::icnn::{Icnn2Config, PicnnConfig};
 /// let pot = PotentialConfig::Icnn2(Icnn2Config { dim: 5, ..Default::default() });
 /// assert_eq!((pot.dim(), pot.context_dim(), pot.image_shape()), (5, None, None));
 /// let cond = PotentialConfig::Picnn(PicnnConfig { dim: 2, context_dim: 3, ..Default::default() });
@@ -103,7 +103,7 @@ impl PotentialConfig {
     ///
     /// ```
     /// use cpflow::PotentialConfig;
-    /// use icnn::Icnn3Config;
+    /// use cpflow::icnn::Icnn3Config;
     /// let pot = PotentialConfig::Icnn3(Icnn3Config { dim: 2, width: 4, depth: 2, ..Default::default() });
     /// pot.validate()?;
     /// let odd = PotentialConfig::Icnn3(Icnn3Config { dim: 2, width: 5, depth: 2, ..Default::default() });

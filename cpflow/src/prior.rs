@@ -14,7 +14,7 @@ use crate::error::{CpflowError, Result};
 /// the exact Gaussian (the difference is below 1e-6 nats at `σ² = e²`).
 ///
 /// ```
-/// use candle_core::{DType, Device, Tensor};
+/// use cpflow::candle::{DType, Device, Tensor};
 /// use cpflow::{FlowRng, GaussianPrior};
 /// # fn main() -> cpflow::Result<()> {
 /// let prior = GaussianPrior::with_log_var(2.0); // σ² = e²

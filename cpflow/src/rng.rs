@@ -15,7 +15,7 @@ use crate::error::{CpflowError, Result};
 ///
 /// ```
 /// use cpflow::FlowRng;
-/// use rand::Rng;
+/// use cpflow::rand::Rng;
 /// let mut a = FlowRng::seed_from_u64(7);
 /// let mut b = FlowRng::seed_from_u64(7);
 /// let xs: Vec<f64> = (0..3).map(|_| a.random()).collect();
@@ -29,7 +29,7 @@ pub struct FlowRng(ChaCha12Rng);
 ///
 /// ```
 /// use cpflow::{FlowRng, RngState};
-/// use rand::RngCore;
+/// use cpflow::rand::RngCore;
 /// # fn main() -> cpflow::Result<()> {
 /// let mut rng = FlowRng::seed_from_u64(3);
 /// rng.next_u64();

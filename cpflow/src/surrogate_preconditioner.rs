@@ -33,10 +33,10 @@ pub const DEFAULT_PRECONDITIONER_ROWS: usize = 8;
 ///
 /// ```
 /// use cpflow::{CgPreconditioner, SurrogateParams};
-/// # use candle_core::{Device, Tensor};
+/// # use cpflow::candle::{Device, Tensor};
 /// # use cpflow::{Flow, FlowConfig, FlowRng, PotentialConfig};
 /// # fn main() -> cpflow::Result<()> {
-/// let pot = PotentialConfig::Icnn2(icnn::Icnn2Config { dim: 4, width: 8, depth: 2, ..Default::default() });
+/// let pot = PotentialConfig::Icnn2(cpflow::icnn::Icnn2Config { dim: 4, width: 8, depth: 2, ..Default::default() });
 /// let flow = Flow::new(FlowConfig::single_block(pot), &Device::Cpu)?;
 /// let x = Tensor::new(&[[0.1f64, 0.2, 0.0, 1.0], [0.3, -0.4, 1.0, 0.5], [1.0, 0.0, -1.0, 2.0]], &Device::Cpu)?;
 /// flow.initialize(&x)?;

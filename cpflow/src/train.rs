@@ -37,10 +37,10 @@ pub use step_stats::TrainStepStats;
 /// ```
 /// use std::sync::{Arc, atomic::AtomicBool};
 /// use cpflow::{RunOptions, StopReason};
-/// # use candle_core::{Device, Tensor};
+/// # use cpflow::candle::{Device, Tensor};
 /// # use cpflow::{Dataset, Flow, FlowConfig, LrSchedule, PotentialConfig, TrainConfig, Trainer};
 /// # fn main() -> cpflow::Result<()> {
-/// # let pot = PotentialConfig::Icnn3(icnn::Icnn3Config { dim: 2, width: 4, depth: 2, ..Default::default() });
+/// # let pot = PotentialConfig::Icnn3(cpflow::icnn::Icnn3Config { dim: 2, width: 4, depth: 2, ..Default::default() });
 /// # let flow = Flow::new(FlowConfig::single_block(pot), &Device::Cpu)?;
 /// # let data: Vec<f64> = (0..64).map(|i| ((i * 7919) % 101) as f64 / 50.0 - 1.0).collect();
 /// # let train = Dataset::new(Tensor::from_vec(data, (32, 2), &Device::Cpu)?);
@@ -83,10 +83,10 @@ pub struct RunOptions {
 ///
 /// ```
 /// use cpflow::StopReason;
-/// # use candle_core::{Device, Tensor};
+/// # use cpflow::candle::{Device, Tensor};
 /// # use cpflow::{Dataset, Flow, FlowConfig, LrSchedule, PotentialConfig, TrainConfig, Trainer};
 /// # fn main() -> cpflow::Result<()> {
-/// # let pot = PotentialConfig::Icnn3(icnn::Icnn3Config { dim: 2, width: 4, depth: 2, ..Default::default() });
+/// # let pot = PotentialConfig::Icnn3(cpflow::icnn::Icnn3Config { dim: 2, width: 4, depth: 2, ..Default::default() });
 /// # let flow = Flow::new(FlowConfig::single_block(pot), &Device::Cpu)?;
 /// # let data: Vec<f64> = (0..64).map(|i| ((i * 7919) % 101) as f64 / 50.0 - 1.0).collect();
 /// # let train = Dataset::new(Tensor::from_vec(data, (32, 2), &Device::Cpu)?);
@@ -126,10 +126,10 @@ pub enum StopReason {
 ///
 /// ```
 /// use cpflow::StopReason;
-/// # use candle_core::{Device, Tensor};
+/// # use cpflow::candle::{Device, Tensor};
 /// # use cpflow::{Dataset, Flow, FlowConfig, LrSchedule, PotentialConfig, TrainConfig, Trainer};
 /// # fn main() -> cpflow::Result<()> {
-/// # let pot = PotentialConfig::Icnn3(icnn::Icnn3Config { dim: 2, width: 4, depth: 2, ..Default::default() });
+/// # let pot = PotentialConfig::Icnn3(cpflow::icnn::Icnn3Config { dim: 2, width: 4, depth: 2, ..Default::default() });
 /// # let flow = Flow::new(FlowConfig::single_block(pot), &Device::Cpu)?;
 /// # let data: Vec<f64> = (0..64).map(|i| ((i * 7919) % 101) as f64 / 50.0 - 1.0).collect();
 /// # let train = Dataset::new(Tensor::from_vec(data, (32, 2), &Device::Cpu)?);
@@ -187,11 +187,11 @@ pub struct TrainReport {
 /// Trains a [`Flow`].
 ///
 /// ```
-/// use candle_core::{Device, Tensor};
+/// use cpflow::candle::{Device, Tensor};
 /// use cpflow::{Dataset, Flow, FlowConfig, LrSchedule, PotentialConfig, TrainConfig, Trainer};
 ///
 /// # fn main() -> cpflow::Result<()> {
-/// let pot = PotentialConfig::Icnn3(icnn::Icnn3Config { dim: 2, width: 4, depth: 2, ..Default::default() });
+/// let pot = PotentialConfig::Icnn3(cpflow::icnn::Icnn3Config { dim: 2, width: 4, depth: 2, ..Default::default() });
 /// let flow = Flow::new(FlowConfig::single_block(pot), &Device::Cpu)?;
 /// let data: Vec<f64> = (0..64).map(|i| ((i * 7919) % 101) as f64 / 50.0 - 1.0).collect();
 /// let train = Dataset::new(Tensor::from_vec(data, (32, 2), &Device::Cpu)?);

@@ -106,7 +106,7 @@ impl Bsds300Config {
 ///
 /// ```
 /// use cpflow::datasets::{GrayImage, sample_patches};
-/// use rand::{SeedableRng, rngs::StdRng};
+/// use cpflow::rand::{SeedableRng, rngs::StdRng};
 /// // 2 rows of 8 columns: too small for an 8 × 8 patch.
 /// let small = GrayImage { width: 8, height: 2, pixels: vec![0; 16] };
 /// assert!(sample_patches(&[small], 1, &mut StdRng::seed_from_u64(0)).is_err());
@@ -328,7 +328,7 @@ pub fn read_images_archive(
 ///
 /// ```
 /// use cpflow::datasets::{BSDS300_DIM, GrayImage, sample_patches};
-/// use rand::{SeedableRng, rngs::StdRng};
+/// use cpflow::rand::{SeedableRng, rngs::StdRng};
 /// let flat = GrayImage { width: 16, height: 16, pixels: vec![90; 256] };
 /// let patches = sample_patches(&[flat], 100, &mut StdRng::seed_from_u64(0))?;
 /// assert_eq!((patches.rows(), patches.cols()), (100, BSDS300_DIM));

@@ -42,7 +42,7 @@ pub const GAS_CORRELATION_THRESHOLD: f64 = 0.98;
 ///
 /// ```
 /// use cpflow::datasets::{GasConfig, read_gas_sensors};
-/// # use rand::{Rng, SeedableRng, rngs::StdRng};
+/// # use cpflow::rand::{Rng, SeedableRng, rngs::StdRng};
 /// // A UCI-format file: a header line, then 20 rows of 19 columns (time, CO, ethylene,
 /// // 16 sensors), here random numbers.
 /// let mut rng = StdRng::seed_from_u64(0);
@@ -121,7 +121,7 @@ pub fn load_gas(root: &Path, config: &GasConfig) -> Result<Split, DatasetError> 
 ///
 /// ```
 /// use cpflow::datasets::{GasConfig, load_gas_file};
-/// # use rand::{Rng, SeedableRng, rngs::StdRng};
+/// # use cpflow::rand::{Rng, SeedableRng, rngs::StdRng};
 /// // A UCI-format file: a header line, then 20 rows of 19 columns (time, CO, ethylene,
 /// // 16 sensors), here random numbers.
 /// let mut rng = StdRng::seed_from_u64(0);
@@ -219,7 +219,7 @@ fn for_each_data_line(
 ///
 /// ```
 /// use cpflow::datasets::{DatasetError, GasConfig, read_gas_sensors};
-/// # use rand::{Rng, SeedableRng, rngs::StdRng};
+/// # use cpflow::rand::{Rng, SeedableRng, rngs::StdRng};
 /// // A UCI-format file: a header line, then 20 rows of 19 columns (time, CO, ethylene,
 /// // 16 sensors), here random numbers.
 /// let mut rng = StdRng::seed_from_u64(0);
@@ -406,7 +406,7 @@ pub(crate) fn uncorrelated_columns(corr: &[Vec<f64>], threshold: f64) -> Vec<usi
 ///
 /// ```
 /// use cpflow::datasets::{Matrix, preprocess_gas};
-/// # use rand::{Rng, SeedableRng, rngs::StdRng};
+/// # use cpflow::rand::{Rng, SeedableRng, rngs::StdRng};
 /// let mut rng = StdRng::seed_from_u64(0);
 /// // Three independent random columns, then a fourth that is 2 × the first + 1.
 /// let mut values = Vec::new();

@@ -168,7 +168,7 @@ impl Matrix<f32> {
     /// A `(rows, cols)` tensor of the given float dtype on `device`.
     ///
     /// ```
-    /// use candle_core::{DType, Device};
+    /// use cpflow::candle::{DType, Device};
     /// use cpflow::datasets::Matrix;
     /// let m = Matrix::new(2, 2, vec![1.0f32, 2.0, 3.0, 4.0]).unwrap();
     /// let t = m.to_tensor(DType::F64, &Device::Cpu).unwrap();
@@ -230,7 +230,7 @@ impl Split<f64> {
 /// The three parts of a [`Split`] as tensors.
 ///
 /// ```
-/// use candle_core::{DType, Device};
+/// use cpflow::candle::{DType, Device};
 /// use cpflow::datasets::{Matrix, Split, TensorSplit};
 /// let split = Split {
 ///     train: Matrix::new(3, 2, vec![0.0f32, 1.0, 2.0, 3.0, 4.0, 5.0])?,

@@ -352,7 +352,7 @@ fn read_checked_pair(
 ///
 /// ```
 /// use cpflow::datasets::{LogitImages, Matrix, dequantize_logit};
-/// use rand::{SeedableRng, rngs::StdRng};
+/// use cpflow::rand::{SeedableRng, rngs::StdRng};
 /// let img = Matrix::new(2, 3, vec![0u8, 128, 255, 10, 20, 30])?;
 /// let alpha = 0.05;
 /// let LogitImages { data, log_jacobian } = dequantize_logit(&img, alpha, &mut StdRng::seed_from_u64(0))?;
@@ -379,7 +379,7 @@ pub struct LogitImages {
 ///
 /// ```
 /// use cpflow::datasets::{Matrix, MNIST_ALPHA, dequantize_logit};
-/// use rand::{SeedableRng, rngs::StdRng};
+/// use cpflow::rand::{SeedableRng, rngs::StdRng};
 /// let img = Matrix::new(1, 2, vec![0u8, 255]).unwrap();
 /// let out = dequantize_logit(&img, MNIST_ALPHA, &mut StdRng::seed_from_u64(0)).unwrap();
 /// assert!(out.data.data()[0] < 0.0 && out.data.data()[1] > 0.0);
@@ -418,7 +418,7 @@ pub fn dequantize_logit(
 ///
 /// ```
 /// use cpflow::datasets::{MNIST_ALPHA, Matrix, dequantize_logit, logit_to_pixels};
-/// use rand::{SeedableRng, rngs::StdRng};
+/// use cpflow::rand::{SeedableRng, rngs::StdRng};
 /// let img = Matrix::new(1, 5, vec![0u8, 1, 127, 200, 255])?;
 /// let y = dequantize_logit(&img, MNIST_ALPHA, &mut StdRng::seed_from_u64(0))?.data;
 /// assert_eq!(logit_to_pixels(&y, MNIST_ALPHA), img); // the noise never crosses a level

@@ -30,7 +30,7 @@
 //! without a seed (the GAS sample, the BSDS300 patches) is redrawn with a documented seed.
 //!
 //! ```
-//! use candle_core::{DType, Device};
+//! use cpflow::candle::{DType, Device};
 //! use cpflow::datasets::{Matrix, TabularDataset, layout, load_tabular, write_npy_f64};
 //! // A data root as `cargo xtask download miniboone --dir <root>` lays it out, with a small
 //! // stand-in for MAF's 36,488-row file.

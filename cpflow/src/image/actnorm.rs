@@ -14,10 +14,10 @@ use crate::error::{CpflowError, Result};
 /// variance); the `initialized` flag is a saved variable, as in [`crate::ActNorm`].
 ///
 /// ```
-/// use candle_core::{DType, Device, Tensor};
-/// use candle_nn::VarMap;
+/// use cpflow::candle::{DType, Device, Tensor};
+/// use cpflow::candle_nn::VarMap;
 /// use cpflow::image::ChannelActNorm;
-/// use icnn::ImageShape;
+/// use cpflow::icnn::ImageShape;
 /// # fn main() -> cpflow::Result<()> {
 /// let vm = VarMap::new();
 /// let an = ChannelActNorm::new(&vm, "an", ImageShape::new(2, 2, 2), DType::F64, &Device::Cpu)?;

@@ -19,7 +19,7 @@ use crate::prior::GaussianPrior;
 /// ```
 /// use cpflow::image::{ImageFlowConfig, ImageLayerConfig as L};
 /// use cpflow::{BlockConfig, FloatType, GaussianPrior, PotentialConfig};
-/// use icnn::{Icnn2Config, ImageShape};
+/// use cpflow::icnn::{Icnn2Config, ImageShape};
 /// // 1×4×4 → squeeze → 4×2×2 → factor out 2×2×2 → a dense block on the remaining 8 entries.
 /// let icnn = Icnn2Config { dim: 8, width: 4, depth: 2, ..Default::default() };
 /// let dense = PotentialConfig::Icnn2(icnn);
@@ -97,7 +97,7 @@ pub struct ImageFlowConfig {
 /// ```
 /// use cpflow::image::{ImageFlowConfig, MultiscaleConfig};
 /// use cpflow::PotentialConfig;
-/// use icnn::{Icnn2Config, ImageShape};
+/// use cpflow::icnn::{Icnn2Config, ImageShape};
 /// let ms = MultiscaleConfig {
 ///     image: ImageShape::new(1, 4, 4),
 ///     nblocks: vec![1, 1],
@@ -232,9 +232,9 @@ impl ImageFlowConfig {
     /// invalid layer chain, more than [`icnn::MAX_MODEL_PARAMETERS`]) is an error here too.
     ///
     /// ```
-    /// use candle_core::Device;
+    /// use cpflow::candle::Device;
     /// use cpflow::image::{ImageFlow, ImageFlowConfig, MultiscaleConfig};
-    /// use icnn::ImageShape;
+    /// use cpflow::icnn::ImageShape;
     /// let ms = MultiscaleConfig { image: ImageShape::new(1, 8, 8), nblocks: vec![1, 1], ..MultiscaleConfig::mnist() };
     /// let cfg = ImageFlowConfig::multiscale(&ms)?;
     /// let flow = ImageFlow::new(cfg.clone(), &Device::Cpu)?;
@@ -404,7 +404,7 @@ impl ImageFlowConfig {
 ///
 /// ```
 /// use cpflow::image::{ImageFlowConfig, ImageLayerConfig, MultiscaleConfig};
-/// use icnn::ImageShape;
+/// use cpflow::icnn::ImageShape;
 /// let ms = MultiscaleConfig {
 ///     image: ImageShape::new(1, 8, 8),
 ///     nblocks: vec![2, 1],
@@ -470,7 +470,7 @@ impl MultiscaleConfig {
     ///
     /// ```
     /// use cpflow::image::MultiscaleConfig;
-    /// use icnn::ImageShape;
+    /// use cpflow::icnn::ImageShape;
     /// assert_eq!(MultiscaleConfig::max_scales(ImageShape::new(1, 28, 28)), 3); // 28, 14, 7
     /// assert_eq!(MultiscaleConfig::max_scales(ImageShape::new(3, 32, 32)), 6); // 32 … 1
     /// ```
@@ -507,7 +507,7 @@ fn halvings(image: ImageShape) -> Vec<(usize, usize)> {
 /// ```
 /// use cpflow::image::{default_image_potential, potential_for_shape};
 /// use cpflow::PotentialConfig;
-/// use icnn::{Icnn2Config, ImageShape, PicnnConfig};
+/// use cpflow::icnn::{Icnn2Config, ImageShape, PicnnConfig};
 /// let s = ImageShape::new(4, 2, 2);
 /// let dense = PotentialConfig::Icnn2(Icnn2Config::default());
 /// assert_eq!(potential_for_shape(&dense, s)?.dim(), 16);

@@ -24,14 +24,14 @@ use crate::named_vars::saved_tensor;
 ///   average costs no memory beyond the evaluation copy.
 ///
 /// ```
-/// use candle_core::{Device, Var};
+/// use cpflow::candle::{Device, Var};
 /// use cpflow::image::ExponentialMovingAverage;
 /// # fn main() -> cpflow::Result<()> {
 /// let w = Var::from_slice(&[1.0f64], 1, &Device::Cpu)?;
 /// let vars = vec![("w".to_string(), w.clone())];
 /// let mut ema = ExponentialMovingAverage::new();
 /// ema.update(&vars, 0.9)?; // first call: shadow = 1
-/// w.set(&candle_core::Tensor::new(&[3.0f64], &Device::Cpu)?)?;
+/// w.set(&cpflow::candle::Tensor::new(&[3.0f64], &Device::Cpu)?)?;
 /// ema.update(&vars, 0.9)?; // 1 − 0.1·(1 − 3) = 1.2
 /// let s = ema.get("w").unwrap().to_vec1::<f64>()?[0];
 /// assert!((s - 1.2).abs() < 1e-12);
@@ -57,11 +57,11 @@ impl ExponentialMovingAverage {
     /// then the average is not initialised, whatever `shadows` hold.
     ///
     /// ```
-    /// use candle_core::{Device, Tensor, Var};
+    /// use cpflow::candle::{Device, Tensor, Var};
     /// use cpflow::image::ExponentialMovingAverage;
     /// # fn main() -> cpflow::Result<()> {
     /// let w = Var::from_slice(&[1.0f64, 2.0], 2, &Device::Cpu)?;
-    /// let eval_w = Var::zeros(2, candle_core::DType::F64, &Device::Cpu)?;
+    /// let eval_w = Var::zeros(2, cpflow::candle::DType::F64, &Device::Cpu)?;
     /// let mut ema = ExponentialMovingAverage::in_vars(vec![("w".to_string(), eval_w.clone())]);
     /// let vars = vec![("w".to_string(), w.clone())];
     /// ema.update(&vars, 0.5)?; // copies [1, 2] into eval_w

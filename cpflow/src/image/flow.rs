@@ -35,9 +35,9 @@ const EVAL_CHUNK_UNITS: usize = 1 << 26;
 /// (see [`ImageFlow::layers`]).
 ///
 /// ```
-/// use candle_core::Device;
+/// use cpflow::candle::Device;
 /// use cpflow::image::{ImageFlow, ImageLayer, ImageModelConfig};
-/// use icnn::ImageShape;
+/// use cpflow::icnn::ImageShape;
 /// # fn main() -> cpflow::Result<()> {
 /// let model = ImageModelConfig { width: 4, depth: 2, nblocks: vec![1, 1], ..Default::default() };
 /// let flow = ImageFlow::new(model.flow_config(ImageShape::new(1, 4, 4), 0.05)?, &Device::Cpu)?;
@@ -93,11 +93,11 @@ pub fn mean_and_std_err(v: &[f64]) -> (f64, f64) {
 /// `(C, H, W)` order; images `(B, C, H, W)` are accepted as inputs too.
 ///
 /// ```
-/// use candle_core::{DType, Device, Tensor};
+/// use cpflow::candle::{DType, Device, Tensor};
 /// use cpflow::image::{ImageFlow, ImageFlowConfig, MultiscaleConfig};
 /// use cpflow::{FloatType, PotentialConfig};
-/// use icnn::{Icnn2Config, ImageShape};
-/// use rand::SeedableRng;
+/// use cpflow::icnn::{Icnn2Config, ImageShape};
+/// use cpflow::rand::SeedableRng;
 ///
 /// # fn main() -> cpflow::Result<()> {
 /// let ms = MultiscaleConfig {
@@ -109,7 +109,7 @@ pub fn mean_and_std_err(v: &[f64]) -> (f64, f64) {
 ///     ..MultiscaleConfig::mnist()
 /// };
 /// let flow = ImageFlow::new(ImageFlowConfig::multiscale(&ms)?, &Device::Cpu)?;
-/// let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+/// let mut rng = cpflow::rand::rngs::StdRng::seed_from_u64(0);
 /// let levels = Tensor::arange(0u32, 48, &Device::Cpu)?.affine(5.0, 0.0)?.reshape((3, 1, 4, 4))?;
 /// let x = cpflow::image::dequantize(&levels, DType::F64, &mut rng)?;
 /// flow.initialize(&x)?;

@@ -18,7 +18,7 @@ pub const GRID_BACKGROUND: u8 = 128;
 /// [`write_sample_grid`] takes. Any shape; values outside `[0, 1)` are clamped.
 ///
 /// ```
-/// use candle_core::{Device, Tensor};
+/// use cpflow::candle::{Device, Tensor};
 /// # fn main() -> cpflow::Result<()> {
 /// let x = Tensor::new(&[0.0f64, 0.5, 0.999, 1.2], &Device::Cpu)?;
 /// let v = cpflow::image::quantize_pixels(&x)?.to_vec1::<f64>()?;
@@ -61,11 +61,11 @@ pub fn grid_size(rows: usize, cols: usize, h: usize, w: usize) -> (usize, usize)
 /// [`write_sample_grid`] writes them to a file.
 ///
 /// ```
-/// use candle_core::{Device, Tensor};
+/// use cpflow::candle::{Device, Tensor};
 /// use cpflow::image::grid::{GRID_BACKGROUND, encode_sample_grid_png, grid_size};
 /// # fn main() -> cpflow::Result<()> {
 /// // Three white 4×4 images in a 2×2 grid: the fourth cell stays the background.
-/// let imgs = Tensor::ones((3, 1, 4, 4), candle_core::DType::F32, &Device::Cpu)?;
+/// let imgs = Tensor::ones((3, 1, 4, 4), cpflow::candle::DType::F32, &Device::Cpu)?;
 /// let png = encode_sample_grid_png(&imgs, 2, 2)?;
 /// let grid = image::load_from_memory(&png).expect("a PNG").to_luma8();
 /// assert_eq!(grid.dimensions(), (14, 14));
@@ -148,7 +148,7 @@ fn grid_pixels(
 /// atomically (`crate::png_file::write_png`; the directory is created when missing).
 ///
 /// ```
-/// use candle_core::{Device, Tensor};
+/// use cpflow::candle::{Device, Tensor};
 /// # fn main() -> cpflow::Result<()> {
 /// let imgs = Tensor::rand(0f32, 1.0, (6, 1, 28, 28), &Device::Cpu)?;
 /// let path = std::env::temp_dir().join("cpflow-grid-doctest.png");

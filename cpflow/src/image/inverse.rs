@@ -12,10 +12,10 @@ use crate::image::flow::{ImageFlow, ImageLayer};
 /// Images recovered from latents, with the per-sample convergence report of every block.
 ///
 /// ```
-/// # use candle_core::{DType, Device};
+/// # use cpflow::candle::{DType, Device};
 /// # use cpflow::image::{ImageFlow, ImageModelConfig, ImageSet};
-/// # use icnn::ImageShape;
-/// # use rand::SeedableRng;
+/// # use cpflow::icnn::ImageShape;
+/// # use cpflow::rand::SeedableRng;
 /// # fn main() -> cpflow::Result<()> {
 /// // A one-block flow on 4×4 grey images, initialised on two dequantised images.
 /// let shape = ImageShape::new(1, 4, 4);
@@ -24,7 +24,7 @@ use crate::image::flow::{ImageFlow, ImageLayer};
 /// };
 /// let flow = ImageFlow::new(model.flow_config(shape, 0.05)?, &Device::Cpu)?;
 /// let set = ImageSet::new(shape, (0..32).map(|i| (i * 37 % 256) as u8).collect())?;
-/// let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+/// let mut rng = cpflow::rand::rngs::StdRng::seed_from_u64(0);
 /// let x = set.dequantized_range(0, 2, DType::F64, &Device::Cpu, &mut rng)?;
 /// flow.initialize(&x)?;
 /// let inv = flow.sample(3, 0.5, &mut rng)?; // three images at temperature ½

@@ -19,11 +19,11 @@ pub const CIFAR10_LOGIT_ALPHA: f64 = 0.05;
 /// [`CpflowError::InvalidInput`].
 ///
 /// ```
-/// use candle_core::{DType, Device, Tensor};
-/// use rand::SeedableRng;
+/// use cpflow::candle::{DType, Device, Tensor};
+/// use cpflow::rand::SeedableRng;
 /// # fn main() -> cpflow::Result<()> {
 /// let k = Tensor::new(&[[0u8, 255, 17, 128]], &Device::Cpu)?;
-/// let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+/// let mut rng = cpflow::rand::rngs::StdRng::seed_from_u64(0);
 /// let x = cpflow::image::dequantize(&k, DType::F64, &mut rng)?.to_vec2::<f64>()?;
 /// assert!(x[0][0] >= 0.0 && x[0][0] < 1.0 / 256.0);
 /// assert!(x[0][1] >= 255.0 / 256.0 && x[0][1] < 1.0);
@@ -53,7 +53,7 @@ pub fn dequantize<R: Rng + ?Sized>(levels: &Tensor, dtype: DType, rng: &mut R) -
 /// `x = (σ(y) − α)/(1 − 2α)`.
 ///
 /// ```
-/// use candle_core::{Device, Tensor};
+/// use cpflow::candle::{Device, Tensor};
 /// use cpflow::image::LogitTransform;
 /// # fn main() -> cpflow::Result<()> {
 /// let t = LogitTransform::new(0.0)?;
@@ -140,7 +140,7 @@ impl LogitTransform {
     /// outside `[0, 1]`.
     ///
     /// ```
-    /// use candle_core::{DType, Device, Tensor};
+    /// use cpflow::candle::{DType, Device, Tensor};
     /// use cpflow::image::LogitTransform;
     /// # fn main() -> cpflow::Result<()> {
     /// let t = LogitTransform::new(1e-6)?;

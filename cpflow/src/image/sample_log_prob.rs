@@ -18,10 +18,10 @@ impl ImageFlow {
     /// them. `n = 0` gives a `(0, D)` sample, a `(0,)` log-density and an empty report.
     ///
     /// ```
-    /// # use candle_core::{DType, Device};
+    /// # use cpflow::candle::{DType, Device};
     /// # use cpflow::image::{ImageFlow, ImageModelConfig, ImageSet};
-    /// # use icnn::ImageShape;
-    /// # use rand::SeedableRng;
+    /// # use cpflow::icnn::ImageShape;
+    /// # use cpflow::rand::SeedableRng;
     /// # fn main() -> cpflow::Result<()> {
     /// // A one-block flow on 4×4 grey images, initialised on two dequantised images.
     /// let shape = ImageShape::new(1, 4, 4);
@@ -30,9 +30,9 @@ impl ImageFlow {
     /// };
     /// let flow = ImageFlow::new(model.flow_config(shape, 0.05)?, &Device::Cpu)?;
     /// let set = ImageSet::new(shape, (0..32).map(|i| (i * 37 % 256) as u8).collect())?;
-    /// let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+    /// let mut rng = cpflow::rand::rngs::StdRng::seed_from_u64(0);
     /// flow.initialize(&set.dequantized_range(0, 2, DType::F64, &Device::Cpu, &mut rng)?)?;
-    /// let seed = rand::rngs::StdRng::seed_from_u64;
+    /// let seed = cpflow::rand::rngs::StdRng::seed_from_u64;
     /// let (s, logp) = flow.sample_and_log_prob(3, 0.5, &mut seed(1))?;
     /// assert!(s.report.all_converged());
     /// assert_eq!((s.x.dims(), logp.dims()), (&[3, 16][..], &[3][..]));
@@ -66,10 +66,10 @@ impl ImageFlow {
     /// image, and `report` names it (the inversion logs a warning).
     ///
     /// ```
-    /// # use candle_core::{DType, Device};
+    /// # use cpflow::candle::{DType, Device};
     /// # use cpflow::image::{ImageFlow, ImageModelConfig, ImageSet};
-    /// # use icnn::ImageShape;
-    /// # use rand::SeedableRng;
+    /// # use cpflow::icnn::ImageShape;
+    /// # use cpflow::rand::SeedableRng;
     /// # fn main() -> cpflow::Result<()> {
     /// # let shape = ImageShape::new(1, 4, 4);
     /// # let model = ImageModelConfig {
@@ -77,7 +77,7 @@ impl ImageFlow {
     /// # };
     /// # let flow = ImageFlow::new(model.flow_config(shape, 0.05)?, &Device::Cpu)?;
     /// # let set = ImageSet::new(shape, (0..32).map(|i| (i * 37 % 256) as u8).collect())?;
-    /// # let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+    /// # let mut rng = cpflow::rand::rngs::StdRng::seed_from_u64(0);
     /// # flow.initialize(&set.dequantized_range(0, 2, DType::F64, &Device::Cpu, &mut rng)?)?;
     /// // One Newton step cannot reach the tolerance: the report says so, and the density is
     /// // then that of the returned images.

@@ -13,7 +13,7 @@ use crate::error::{CpflowError, Result};
 ///
 /// ```
 /// use cpflow::image::squeeze_permutation;
-/// use icnn::ImageShape;
+/// use cpflow::icnn::ImageShape;
 /// // A 1×2×4 image: output channel 0 gathers the pixels (0, 0) and (0, 2), channel 1
 /// // (0, 1) and (0, 3), channels 2 and 3 the same of row 1.
 /// let perm = squeeze_permutation(ImageShape::new(1, 2, 4))?;
@@ -48,9 +48,9 @@ pub fn squeeze_permutation(shape: ImageShape) -> Result<Vec<usize>> {
 /// rows in `(4C, H/2, W/2)` order. Volume preserving (log-det 0), exact inverse.
 ///
 /// ```
-/// use candle_core::{Device, Tensor};
+/// use cpflow::candle::{Device, Tensor};
 /// use cpflow::image::Squeeze;
-/// use icnn::ImageShape;
+/// use cpflow::icnn::ImageShape;
 /// # fn main() -> cpflow::Result<()> {
 /// let sq = Squeeze::new(ImageShape::new(1, 2, 2), &Device::Cpu)?;
 /// assert_eq!(sq.output_shape(), ImageShape::new(4, 1, 1));
@@ -109,7 +109,7 @@ impl Squeeze {
 ///
 /// ```
 /// use cpflow::image::squeezed_shape;
-/// use icnn::ImageShape;
+/// use cpflow::icnn::ImageShape;
 /// let s = squeezed_shape(ImageShape::new(3, 4, 6));
 /// assert_eq!(s, ImageShape::new(12, 2, 3));
 /// assert_eq!(s.dim(), 3 * 4 * 6);

@@ -62,10 +62,10 @@ pub(crate) fn f64_or_nan<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Erro
 ///
 /// ```
 /// use std::sync::{Arc, atomic::{AtomicBool, Ordering}};
-/// use candle_core::Device;
+/// use cpflow::candle::Device;
 /// use cpflow::image::{ImageData, ImageModelConfig, ImageRunOptions, ImageSet, ImageTrainConfig};
 /// use cpflow::image::run_image_training;
-/// use icnn::ImageShape;
+/// use cpflow::icnn::ImageShape;
 /// # fn main() -> cpflow::Result<()> {
 /// let shape = ImageShape::new(1, 4, 4);
 /// let set = |n: usize, k: usize| {
@@ -119,10 +119,10 @@ pub struct ImageRunOptions {
 /// One point of the validation curve.
 ///
 /// ```
-/// # use candle_core::Device;
+/// # use cpflow::candle::Device;
 /// # use cpflow::image::{ImageData, ImageModelConfig, ImageSet, ImageTrainConfig};
 /// # use cpflow::image::run_image_training;
-/// # use icnn::ImageShape;
+/// # use cpflow::icnn::ImageShape;
 /// # fn main() -> cpflow::Result<()> {
 /// // Two steps of a one-block flow on 4×4 images (4 training, 2 validation, 2 test images).
 /// let shape = ImageShape::new(1, 4, 4);
@@ -163,10 +163,10 @@ pub struct ValPoint {
 /// Progress of a run (saved in checkpoints).
 ///
 /// ```
-/// # use candle_core::Device;
+/// # use cpflow::candle::Device;
 /// # use cpflow::image::{ImageData, ImageModelConfig, ImageSet, ImageTrainConfig};
 /// # use cpflow::image::run_image_training;
-/// # use icnn::ImageShape;
+/// # use cpflow::icnn::ImageShape;
 /// # fn main() -> cpflow::Result<()> {
 /// // Two steps of a one-block flow on 4×4 images (4 training, 2 validation, 2 test images).
 /// let shape = ImageShape::new(1, 4, 4);
@@ -270,10 +270,10 @@ fn whole_step_stats<'de, D: Deserializer<'de>>(d: D) -> Result<TrainStepStats, D
 ///
 /// ```
 /// use cpflow::image::ImageStopReason;
-/// # use candle_core::Device;
+/// # use cpflow::candle::Device;
 /// # use cpflow::image::{ImageData, ImageModelConfig, ImageSet, ImageTrainConfig};
 /// # use cpflow::image::run_image_training;
-/// # use icnn::ImageShape;
+/// # use cpflow::icnn::ImageShape;
 /// # fn main() -> cpflow::Result<()> {
 /// // Two steps of a one-block flow on 4×4 images (4 training, 2 validation, 2 test images).
 /// let shape = ImageShape::new(1, 4, 4);
@@ -322,10 +322,10 @@ impl std::fmt::Display for ImageStopReason {
 ///
 /// ```
 /// use cpflow::image::ImageMetricsRecord;
-/// # use candle_core::Device;
+/// # use cpflow::candle::Device;
 /// # use cpflow::image::{ImageData, ImageModelConfig, ImageSet, ImageTrainConfig};
 /// # use cpflow::image::run_image_training;
-/// # use icnn::ImageShape;
+/// # use cpflow::icnn::ImageShape;
 /// # fn main() -> cpflow::Result<()> {
 /// // Two steps of a one-block flow on 4×4 images (4 training, 2 validation, 2 test images).
 /// let shape = ImageShape::new(1, 4, 4);
@@ -403,10 +403,10 @@ pub struct ImageMetricsRecord {
 ///
 /// ```
 /// use cpflow::image::ImageTrainReport;
-/// # use candle_core::Device;
+/// # use cpflow::candle::Device;
 /// # use cpflow::image::{ImageData, ImageModelConfig, ImageSet, ImageTrainConfig};
 /// # use cpflow::image::run_image_training;
-/// # use icnn::ImageShape;
+/// # use cpflow::icnn::ImageShape;
 /// # fn main() -> cpflow::Result<()> {
 /// // Two steps of a one-block flow on 4×4 images (4 training, 2 validation, 2 test images).
 /// let shape = ImageShape::new(1, 4, 4);

@@ -14,7 +14,7 @@ use crate::toy::{GaussianTarget, ToyError};
 /// Errors of the OT experiment.
 ///
 /// ```
-/// use candle_core::Device;
+/// use cpflow::candle::Device;
 /// use cpflow::ot::{OtConfig, OtError, OtTarget, run_ot_experiment};
 /// use cpflow::toy::ToyError;
 /// // The paper's fixed target is 2-D: asking for it in 3-D fails before any training.

@@ -10,7 +10,7 @@ use crate::plot::{Bounds, Figure, LineSeries, line_chart_png};
 /// One point of the training curve.
 ///
 /// ```
-/// use candle_core::Device;
+/// use cpflow::candle::Device;
 /// use cpflow::ot::{OtConfig, run_ot_experiment};
 /// # fn main() -> Result<(), cpflow::ot::OtError> {
 /// // The reference settings, shrunk: a width-8 ICNN, 256 training points, 10 steps.
@@ -43,7 +43,7 @@ pub struct OtRecord {
 /// Results of one OT run.
 ///
 /// ```
-/// use candle_core::Device;
+/// use cpflow::candle::Device;
 /// use cpflow::ot::{OtConfig, run_ot_experiment};
 /// # fn main() -> Result<(), cpflow::ot::OtError> {
 /// // The reference settings, shrunk: a width-8 ICNN, 256 training points, 10 steps.

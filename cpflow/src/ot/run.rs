@@ -17,9 +17,9 @@ use crate::train::{Dataset, RunOptions, StopReason, Trainer};
 ///
 /// ```
 /// use cpflow::ot::forward_map;
-/// use candle_core::{Device, Tensor};
+/// use cpflow::candle::{Device, Tensor};
 /// use cpflow::{Flow, FlowConfig, PotentialConfig};
-/// use icnn::Icnn3Config;
+/// use cpflow::icnn::Icnn3Config;
 /// # fn main() -> Result<(), cpflow::ot::OtError> {
 /// // One CP-Flow block on 2-D points (f64), initialised on the data.
 /// let icnn = Icnn3Config { dim: 2, width: 8, depth: 2, ..Default::default() };
@@ -72,9 +72,9 @@ fn checked_forward_map(flow: &Flow, x: &Tensor) -> Result<(Tensor, Tensor), OtEr
 ///
 /// ```
 /// use cpflow::ot::{forward_map, transport_cost};
-/// use candle_core::{Device, Tensor};
+/// use cpflow::candle::{Device, Tensor};
 /// use cpflow::{Flow, FlowConfig, PotentialConfig};
-/// use icnn::Icnn3Config;
+/// use cpflow::icnn::Icnn3Config;
 /// # fn main() -> Result<(), cpflow::ot::OtError> {
 /// // One CP-Flow block on 2-D points (f64), initialised on the data.
 /// let icnn = Icnn3Config { dim: 2, width: 8, depth: 2, ..Default::default() };
@@ -120,7 +120,7 @@ fn kl_and_nll(
 /// Trains one block on `N(m, C)` data and records transport cost and KL along the way.
 ///
 /// ```
-/// use candle_core::Device;
+/// use cpflow::candle::Device;
 /// use cpflow::ot::{OtConfig, run_ot_experiment};
 /// # fn main() -> Result<(), cpflow::ot::OtError> {
 /// // The reference settings, shrunk: a width-8 ICNN, 256 training points, 10 steps.

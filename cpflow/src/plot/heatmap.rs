@@ -60,8 +60,8 @@ pub fn density_heatmap_png(
 /// # fn main() -> Result<(), cpflow::plot::PlotError> {
 /// let path =
 ///     std::env::temp_dir().join(format!("cpflow-doc-histogram-{}.png", std::process::id()));
-/// use rand::SeedableRng;
-/// let x = cpflow::toy::sample_moons(2000, &mut rand::rngs::StdRng::seed_from_u64(0));
+/// use cpflow::rand::SeedableRng;
+/// let x = cpflow::toy::sample_moons(2000, &mut cpflow::rand::rngs::StdRng::seed_from_u64(0));
 /// histogram_png(&path, &x, Bounds::square(4.0), 50, 120)?;
 /// let bytes = std::fs::read(&path).unwrap();
 /// assert!(bytes.starts_with(b"\x89PNG\r\n\x1a\n"));

@@ -45,10 +45,10 @@ pub(crate) enum PosteriorLayer {
 ///   (the reference's validation pass).
 ///
 /// ```
-/// use candle_core::{DType, Device, Tensor};
-/// use candle_nn::VarMap;
+/// use cpflow::candle::{DType, Device, Tensor};
+/// use cpflow::candle_nn::VarMap;
 /// use cpflow::posterior::{AmortizedPosterior, PosteriorConfig};
-/// use rand::SeedableRng;
+/// use cpflow::rand::SeedableRng;
 /// # fn main() -> cpflow::Result<()> {
 /// let dev = Device::Cpu;
 /// let vm = VarMap::new();
@@ -57,7 +57,7 @@ pub(crate) enum PosteriorLayer {
 /// let mu = Tensor::new(&[[0.1f64, -0.2], [0.3, 0.0], [0.0, 1.0]], &dev)?;
 /// let log_sigma = Tensor::zeros((3, 2), DType::F64, &dev)?;
 /// let h = Tensor::new(&[[1.0f64, 0.0, 2.0], [0.5, 0.5, 0.5], [-1.0, 0.0, 1.0]], &dev)?;
-/// let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+/// let mut rng = cpflow::rand::rngs::StdRng::seed_from_u64(0);
 /// q.initialize(&mu, &log_sigma, &h, &mut rng)?;
 /// let s = q.sample_with_log_q_exact(&mu, &log_sigma, &h, &mut rng)?;
 /// assert_eq!(s.z.dims(), &[3, 2]);

@@ -185,8 +185,8 @@ impl PosteriorConfig {
     /// Saturates at `usize::MAX`.
     ///
     /// ```
-    /// use candle_core::Device;
-    /// use candle_nn::VarMap;
+    /// use cpflow::candle::Device;
+    /// use cpflow::candle_nn::VarMap;
     /// use cpflow::posterior::{AmortizedPosterior, PosteriorConfig};
     /// let cfg = PosteriorConfig::reference_vae(4, 3).with_blocks(2).with_picnn(8, 2);
     /// let q = AmortizedPosterior::new(&VarMap::new(), "q", &cfg, &Device::Cpu)?;

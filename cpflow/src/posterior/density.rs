@@ -12,8 +12,8 @@ use crate::flow::check_matrix;
 /// The density of given points under the posterior (detached).
 ///
 /// ```
-/// use candle_core::{DType, Device, Tensor};
-/// use candle_nn::VarMap;
+/// use cpflow::candle::{DType, Device, Tensor};
+/// use cpflow::candle_nn::VarMap;
 /// use cpflow::{InverseParams, posterior::{AmortizedPosterior, PosteriorConfig}};
 /// # fn main() -> cpflow::Result<()> {
 /// // Without blocks the "inversion" is the identity: z₀ = z, and log q is the Gaussian's.
@@ -50,10 +50,10 @@ impl AmortizedPosterior {
     /// never hidden. Detached; for evaluation and tests (sampling never needs it).
     ///
     /// ```
-    /// use candle_core::{DType, Device, Tensor};
-    /// use candle_nn::VarMap;
+    /// use cpflow::candle::{DType, Device, Tensor};
+    /// use cpflow::candle_nn::VarMap;
     /// use cpflow::{InverseParams, posterior::{AmortizedPosterior, PosteriorConfig}};
-    /// use rand::SeedableRng;
+    /// use cpflow::rand::SeedableRng;
     /// # fn main() -> cpflow::Result<()> {
     /// let dev = Device::Cpu;
     /// let cfg = PosteriorConfig::reference_vae(2, 1).with_blocks(1).with_picnn(8, 2);
@@ -63,7 +63,7 @@ impl AmortizedPosterior {
     /// // Initialised on contexts that vary (a constant context is an initialisation error),
     /// // then evaluated at one data point's context for every row.
     /// let h0 = Tensor::new(&[[0.5f64], [1.0], [1.5], [2.0]], &dev)?;
-    /// let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+    /// let mut rng = cpflow::rand::rngs::StdRng::seed_from_u64(1);
     /// q.initialize(&mu, &ls, &h0, &mut rng)?;
     /// let h = Tensor::ones((4, 1), DType::F64, &dev)?;
     /// let s = q.sample_with_log_q_exact(&mu, &ls, &h, &mut rng)?;

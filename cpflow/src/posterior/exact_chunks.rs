@@ -21,17 +21,17 @@ impl AmortizedPosterior {
     /// (measured on a two-block posterior: `z` within 1 ulp, `log q` identical).
     ///
     /// ```
-    /// use candle_core::{DType, Device, Tensor};
-    /// use candle_nn::VarMap;
+    /// use cpflow::candle::{DType, Device, Tensor};
+    /// use cpflow::candle_nn::VarMap;
     /// use cpflow::posterior::{AmortizedPosterior, PosteriorConfig};
-    /// use rand::SeedableRng;
+    /// use cpflow::rand::SeedableRng;
     /// # fn main() -> cpflow::Result<()> {
     /// let dev = Device::Cpu;
     /// // 64 latent dimensions: chunks of 43 rows, so 100 rows make three.
     /// let (n, d) = (100, 64);
     /// let cfg = PosteriorConfig::reference_vae(d, 1).with_blocks(1).with_picnn(8, 2);
     /// let q = AmortizedPosterior::new(&VarMap::new(), "q", &cfg, &dev)?;
-    /// let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+    /// let mut rng = cpflow::rand::rngs::StdRng::seed_from_u64(0);
     /// let mu = Tensor::zeros((n, d), DType::F64, &dev)?;
     /// let ls = Tensor::zeros((n, d), DType::F64, &dev)?;
     /// let h = Tensor::arange(0u32, n as u32, &dev)?.to_dtype(DType::F64)?.affine(0.01, 0.0)?.unsqueeze(1)?;

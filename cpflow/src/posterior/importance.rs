@@ -113,7 +113,7 @@ pub fn importance_sampled_log_likelihood(
 /// `K` samples of data point `b`), one estimate per row.
 ///
 /// ```
-/// use candle_core::{Device, Tensor};
+/// use cpflow::candle::{Device, Tensor};
 /// use cpflow::posterior::importance_sampled_log_likelihood;
 /// use cpflow::posterior::importance_sampled_log_likelihood_batch;
 /// # fn main() -> cpflow::Result<()> {
@@ -173,10 +173,10 @@ impl AmortizedPosterior {
     /// 500 (`images-vae.md` §3.7).
     ///
     /// ```
-    /// use candle_core::{DType, Device, Tensor};
-    /// use candle_nn::VarMap;
+    /// use cpflow::candle::{DType, Device, Tensor};
+    /// use cpflow::candle_nn::VarMap;
     /// use cpflow::posterior::{AmortizedPosterior, PosteriorConfig};
-    /// use rand::SeedableRng;
+    /// use cpflow::rand::SeedableRng;
     /// # fn main() -> cpflow::Result<()> {
     /// // A Gaussian posterior equal to the exact one of p(z) = N(0, 1), p(x|z) = N(z, 1)
     /// // at x = 1: q = N(1/2, 1/2), and log p(x) = log N(1; 0, 2).
@@ -191,7 +191,7 @@ impl AmortizedPosterior {
     ///     let prior = (z.sqr()?.sum(1)? * -0.5)?;
     ///     Ok(((lik + prior)? - ln_2pi)?)
     /// };
-    /// let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+    /// let mut rng = cpflow::rand::rngs::StdRng::seed_from_u64(0);
     /// let est = q.importance_sampled_log_likelihood(&mu, &ls, &h, 100, 32, log_joint, &mut rng)?;
     /// let exact = -0.5 * (ln_2pi + 2f64.ln()) - 0.25;
     /// assert!((est.log_likelihood - exact).abs() < 1e-12);

@@ -15,8 +15,8 @@ use crate::error::{CpflowError, Result};
 /// A scalar ActNorm flow layer (reference `LayerActnorm` = `ActNorm(1)` on `(B, 1, d)`).
 ///
 /// ```
-/// use candle_core::{DType, Device, Tensor};
-/// use candle_nn::VarMap;
+/// use cpflow::candle::{DType, Device, Tensor};
+/// use cpflow::candle_nn::VarMap;
 /// use cpflow::posterior::ScalarActNorm;
 /// # fn main() -> cpflow::Result<()> {
 /// let vm = VarMap::new();

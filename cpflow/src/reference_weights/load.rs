@@ -14,11 +14,11 @@ use crate::error::{CpflowError, Result, first_few};
 ///
 /// ```
 /// use std::collections::HashMap;
-/// use candle_core::{Device, Tensor};
+/// use cpflow::candle::{Device, Tensor};
 /// use cpflow::reference_weights::{KeyMapping, ReferenceLoad, load_reference_state_dict};
 /// use cpflow::{FloatType, Flow, FlowConfig, PotentialConfig};
 /// # fn main() -> cpflow::Result<()> {
-/// let pot = PotentialConfig::Icnn2(icnn::Icnn2Config { dim: 3, width: 4, depth: 2, ..Default::default() });
+/// let pot = PotentialConfig::Icnn2(cpflow::icnn::Icnn2Config { dim: 3, width: 4, depth: 2, ..Default::default() });
 /// let config = FlowConfig::tabular(3, 1, pot).with_float(FloatType::F64);
 /// let mapping = KeyMapping::for_flow(&config);
 /// // A state_dict under the reference's names, as a PyTorch export holds it (no init flags).
@@ -91,7 +91,7 @@ fn squeezed(dims: &[usize]) -> Vec<usize> {
 ///
 /// ```
 /// use std::collections::HashMap;
-/// use candle_core::{Device, Tensor};
+/// use cpflow::candle::{Device, Tensor};
 /// use cpflow::reference_weights::{KeyMapping, load_reference_state_dict};
 /// use cpflow::{FloatType, Flow, FlowConfig, PotentialConfig};
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -101,11 +101,11 @@ fn squeezed(dims: &[usize]) -> Vec<usize> {
 ///     env!("CARGO_MANIFEST_DIR"),
 ///     "/tests/fixtures/reference/tabular_icnn2.safetensors"
 /// );
-/// let state_dict: HashMap<String, Tensor> = candle_core::safetensors::load(path, &Device::Cpu)?
+/// let state_dict: HashMap<String, Tensor> = cpflow::candle::safetensors::load(path, &Device::Cpu)?
 ///     .into_iter()
 ///     .filter_map(|(k, v)| k.strip_prefix("model.").map(|k| (k.to_string(), v)))
 ///     .collect();
-/// let pot = PotentialConfig::Icnn2(icnn::Icnn2Config { dim: 6, width: 16, depth: 3, ..Default::default() });
+/// let pot = PotentialConfig::Icnn2(cpflow::icnn::Icnn2Config { dim: 6, width: 16, depth: 3, ..Default::default() });
 /// let flow = Flow::new(FlowConfig::tabular(6, 2, pot).with_float(FloatType::F64), &Device::Cpu)?;
 /// let mapping = KeyMapping::for_flow(flow.config());
 /// let report = load_reference_state_dict(&flow.named_vars(), &state_dict, &mapping)?;

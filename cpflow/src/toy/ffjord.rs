@@ -21,8 +21,8 @@ fn linspace(a: f64, b: f64, k: usize) -> impl Iterator<Item = f64> {
 /// ⌊n/2⌋ and ⌈n/2⌉ evenly spaced points, shuffled, plus `N(0, 0.1²)`), then `2x + (−1, −0.2)`.
 ///
 /// ```
-/// use rand::SeedableRng;
-/// let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+/// use cpflow::rand::SeedableRng;
+/// let mut rng = cpflow::rand::rngs::StdRng::seed_from_u64(0);
 /// let x = cpflow::toy::sample_moons(1000, &mut rng);
 /// assert_eq!(x.len(), 1000);
 /// // Without noise the moons span x ∈ [−3, 3], y ∈ [−1.2, 1.8] after 2x + (−1, −0.2).
@@ -49,8 +49,8 @@ pub fn sample_moons<R: Rng + ?Sized>(n: usize, rng: &mut R) -> Vec<Point2> {
 /// radius 0.5, ⌊n/2⌋ and ⌈n/2⌉ evenly spaced points, shuffled, plus `N(0, 0.08²)`), times 3.
 ///
 /// ```
-/// use rand::SeedableRng;
-/// let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+/// use cpflow::rand::SeedableRng;
+/// let mut rng = cpflow::rand::rngs::StdRng::seed_from_u64(0);
 /// let x = cpflow::toy::sample_circles(1000, &mut rng);
 /// // Half the points near radius 3, half near 1.5 (noise std 0.24, so a few of the 1000
 /// // cross the middle radius 2.25).
@@ -82,8 +82,8 @@ pub fn sample_circles<R: Rng + ?Sized>(n: usize, rng: &mut R) -> Vec<Point2> {
 /// `2πk/5 + 0.25·exp(radial)`, times 2. Point `i` goes to arm `i mod 5`; the result is shuffled.
 ///
 /// ```
-/// use rand::SeedableRng;
-/// let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+/// use cpflow::rand::SeedableRng;
+/// let mut rng = cpflow::rand::rngs::StdRng::seed_from_u64(0);
 /// let x = cpflow::toy::sample_pinwheel(1000, &mut rng);
 /// // The radial feature is N(1, 0.3²), times 2: the mean distance from 0 is about 2.
 /// let r = x.iter().map(|p| p[0].hypot(p[1])).sum::<f64>() / 1000.0;
@@ -114,8 +114,8 @@ pub fn sample_pinwheel<R: Rng + ?Sized>(n: usize, rng: &mut R) -> Vec<Point2> {
 ///
 /// ```
 /// use cpflow::toy::{Toy, sample_checkerboard};
-/// use rand::SeedableRng;
-/// let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+/// use cpflow::rand::SeedableRng;
+/// let mut rng = cpflow::rand::rngs::StdRng::seed_from_u64(0);
 /// let x = sample_checkerboard(1000, &mut rng);
 /// // Every point is on a dark square, where the density is 1/32.
 /// let lp = (1.0f64 / 32.0).ln();

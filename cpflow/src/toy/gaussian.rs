@@ -12,8 +12,8 @@ use std::f64::consts::{E, PI};
 /// (scipy `wishart.rvs(df, I)` for integer `df`).
 ///
 /// ```
-/// use rand::SeedableRng;
-/// let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+/// use cpflow::rand::SeedableRng;
+/// let mut rng = cpflow::rand::rngs::StdRng::seed_from_u64(0);
 /// // E[C] = df·I: the average of 2000 draws of Wishart(3, I₂) is close to 3·I.
 /// let mut mean = nalgebra::DMatrix::<f64>::zeros(2, 2);
 /// for _ in 0..2000 {

@@ -28,14 +28,14 @@ const TRUNCATION_SIGMAS: f64 = 6.0;
 ///
 /// ```
 /// use cpflow::toy::ImageDensity;
-/// use rand::SeedableRng;
+/// use cpflow::rand::SeedableRng;
 /// // A 2×2 image whose only dark pixel is the top-left one: all the mass is in the
 /// // Gaussian at that pixel's centre (−4, 4) (the centres span [−4, 4]²), σ = 4/2 = 2.
 /// let d = ImageDensity::from_grey(&[0, 255, 255, 255], 2, 2).unwrap();
 /// assert_eq!(d.mean(), [-4.0, 4.0]);
 /// let want = -(2.0 * std::f64::consts::PI * 4.0).ln(); // log N(μ; μ, 4·I)
 /// assert!((d.log_density([-4.0, 4.0]) - want).abs() < 1e-12);
-/// let x = d.sample(2000, &mut rand::rngs::StdRng::seed_from_u64(0));
+/// let x = d.sample(2000, &mut cpflow::rand::rngs::StdRng::seed_from_u64(0));
 /// let m = cpflow::toy::mean_point(&x);
 /// assert!((m[0] + 4.0).abs() < 0.2 && (m[1] - 4.0).abs() < 0.2, "{m:?}"); // SE ≈ 0.045
 /// // A uniform image has no mass.

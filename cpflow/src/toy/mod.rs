@@ -15,8 +15,8 @@
 //!
 //! ```
 //! use cpflow::toy::Toy;
-//! use rand::SeedableRng;
-//! let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+//! use cpflow::rand::SeedableRng;
+//! let mut rng = cpflow::rand::rngs::StdRng::seed_from_u64(0);
 //! let toy: Toy = "8gaussians".parse().unwrap();
 //! let x = toy.sample(1000, &mut rng);
 //! assert_eq!(x.len(), 1000);
@@ -53,12 +53,12 @@ pub type Point2 = [f64; 2];
 ///
 /// ```
 /// use cpflow::toy::Toy;
-/// use rand::SeedableRng;
+/// use cpflow::rand::SeedableRng;
 /// for toy in Toy::ALL {
 ///     assert_eq!(toy.name().parse::<Toy>().unwrap(), toy);
 /// }
 /// assert_eq!("TwoSpirals".parse::<Toy>().unwrap(), Toy::TwoSpirals); // reference class name
-/// let x = Toy::MafMoon.sample(3, &mut rand::rngs::StdRng::seed_from_u64(0));
+/// let x = Toy::MafMoon.sample(3, &mut cpflow::rand::rngs::StdRng::seed_from_u64(0));
 /// assert_eq!(Toy::MafMoon.log_density(x[0]), Some(cpflow::toy::maf_moon_log_density(x[0])));
 /// assert_eq!(Toy::Rings.log_density(x[0]), None); // no closed form
 /// ```
@@ -176,7 +176,7 @@ impl FromStr for Toy {
 /// Builds a `(n, 2)` tensor of `dtype` on `device` from points.
 ///
 /// ```
-/// # use candle_core::{DType, Device};
+/// # use cpflow::candle::{DType, Device};
 /// let t = cpflow::toy::points_to_tensor(&[[1.0, 2.0], [3.0, 4.0]], DType::F32, &Device::Cpu).unwrap();
 /// assert_eq!(t.dims(), &[2, 2]);
 /// ```
@@ -192,7 +192,7 @@ pub fn points_to_tensor(
 /// Reads a `(n, 2)` tensor (any float dtype, any device) back into points.
 ///
 /// ```
-/// use candle_core::{DType, Device, Tensor};
+/// use cpflow::candle::{DType, Device, Tensor};
 /// use cpflow::toy::{ToyError, points_to_tensor, tensor_to_points};
 /// let pts = vec![[1.0, -2.0], [0.5, 4.0]];
 /// let t = points_to_tensor(&pts, DType::F32, &Device::Cpu).unwrap();

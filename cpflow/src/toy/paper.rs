@@ -36,8 +36,8 @@ fn eight_directions() -> [Point2; 8] {
 /// Draws `n` EightGaussian points together with their component index (0..8, reference order).
 ///
 /// ```
-/// use rand::SeedableRng;
-/// let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+/// use cpflow::rand::SeedableRng;
+/// let mut rng = cpflow::rand::rngs::StdRng::seed_from_u64(0);
 /// let (x, k) = cpflow::toy::sample_eight_gaussians_with_labels(500, &mut rng);
 /// assert_eq!((x.len(), k.len()), (500, 500));
 /// // Component 0 is centred at (4, 0)/1.414 with std 0.354: its points lie right of 0.8.
@@ -69,8 +69,8 @@ pub fn sample_eight_gaussians_with_labels<R: Rng + ?Sized>(
 /// divided by 1.414 (radius ≈ 2.83, component std ≈ 0.354).
 ///
 /// ```
-/// use rand::SeedableRng;
-/// let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+/// use cpflow::rand::SeedableRng;
+/// let mut rng = cpflow::rand::rngs::StdRng::seed_from_u64(0);
 /// let x = cpflow::toy::sample_eight_gaussians(4000, &mut rng);
 /// // E‖x‖² = R² + 2s² with R = 4/1.414, s = 0.5/1.414 (standard error ≈ 0.03).
 /// let m2 = x.iter().map(|p| p[0] * p[0] + p[1] * p[1]).sum::<f64>() / 4000.0;
@@ -121,13 +121,13 @@ pub(crate) fn log_sum_exp(terms: &[f64]) -> f64 {
 /// `(t cos t, 21U, t sin t) + 0.5·N(0, I₃)`), columns (0, 2), divided by 5.
 ///
 /// ```
-/// use rand::SeedableRng;
-/// let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+/// use cpflow::rand::SeedableRng;
+/// let mut rng = cpflow::rand::rngs::StdRng::seed_from_u64(0);
 /// let x = cpflow::toy::sample_swiss_roll(1000, &mut rng);
 /// // The roll's radius t runs over [1.5π, 4.5π], divided by 5: |x| ≤ 4.5π/5 + noise.
 /// let r: Vec<f64> = x.iter().map(|p| p[0].hypot(p[1])).collect();
 /// assert!(r.iter().all(|&r| r < 4.5 * std::f64::consts::PI / 5.0 + 0.6));
-/// assert_eq!(x, cpflow::toy::sample_swiss_roll(1000, &mut rand::rngs::StdRng::seed_from_u64(0)));
+/// assert_eq!(x, cpflow::toy::sample_swiss_roll(1000, &mut cpflow::rand::rngs::StdRng::seed_from_u64(0)));
 /// ```
 pub fn sample_swiss_roll<R: Rng + ?Sized>(n: usize, rng: &mut R) -> Vec<Point2> {
     const NOISE: f64 = 0.5;
@@ -153,8 +153,8 @@ pub fn sample_swiss_roll<R: Rng + ?Sized>(n: usize, rng: &mut R) -> Vec<Point2> 
 /// first arm; the result is shuffled.
 ///
 /// ```
-/// use rand::SeedableRng;
-/// let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+/// use cpflow::rand::SeedableRng;
+/// let mut rng = cpflow::rand::rngs::StdRng::seed_from_u64(0);
 /// let x = cpflow::toy::sample_two_spirals(1000, &mut rng);
 /// assert_eq!(x.len(), 1000);
 /// // The two arms are mirror images: the sample mean is near the origin (arm means ≈ ±1/12).
@@ -188,8 +188,8 @@ fn angles_without_endpoint(k: usize) -> impl Iterator<Item = f64> {
 /// points each (the innermost takes the remainder), shuffled, plus `N(0, 0.08²)`.
 ///
 /// ```
-/// use rand::SeedableRng;
-/// let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+/// use cpflow::rand::SeedableRng;
+/// let mut rng = cpflow::rand::rngs::StdRng::seed_from_u64(0);
 /// let x = cpflow::toy::sample_rings(400, &mut rng);
 /// // Every point is within 0.4 (5 noise standard deviations) of a ring of radius 3, 2.25,
 /// // 1.5 or 0.75, and each ring gets 100 points.
@@ -216,8 +216,8 @@ pub fn sample_rings<R: Rng + ?Sized>(n: usize, rng: &mut R) -> Vec<Point2> {
 /// MAFMoon: `x ~ N(0, I)`, then `x₀ ← (x₀ + x₁²)/2 − 2`.
 ///
 /// ```
-/// use rand::SeedableRng;
-/// let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+/// use cpflow::rand::SeedableRng;
+/// let mut rng = cpflow::rand::rngs::StdRng::seed_from_u64(0);
 /// let x = cpflow::toy::sample_maf_moon(4000, &mut rng);
 /// // E[y₀] = (E[x₀] + E[x₁²])/2 − 2 = −1.5 (standard error ≈ 0.011).
 /// let m = cpflow::toy::mean_point(&x);

@@ -77,7 +77,7 @@ struct Slot {
 /// skipped (PyTorch's `p.grad is None`).
 ///
 /// ```
-/// use candle_core::{Device, Tensor, Var};
+/// use cpflow::candle::{Device, Tensor, Var};
 /// use cpflow::vae::{Adamax, AdamaxParams};
 /// # fn main() -> cpflow::Result<()> {
 /// let x = Var::new(&[1.0f64, -2.0], &Device::Cpu)?;
@@ -98,7 +98,7 @@ pub struct Adamax {
 /// Scalar part of the optimiser state (the moments are tensors, saved separately).
 ///
 /// ```
-/// use candle_core::{Device, Var};
+/// use cpflow::candle::{Device, Var};
 /// use cpflow::vae::{Adamax, AdamaxParams};
 /// # fn main() -> cpflow::Result<()> {
 /// let params = AdamaxParams { lr: 0.1, ..Default::default() };

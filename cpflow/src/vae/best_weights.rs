@@ -63,7 +63,7 @@ pub(super) fn weights_with_prefix(vae: &Vae) -> Vec<(String, Tensor)> {
 /// };
 /// let path = std::env::temp_dir()
 ///     .join(format!("cpflow-doc-vae-best-epoch-{}.safetensors", std::process::id()));
-/// let w = candle_core::Tensor::new(&[0.5f64], &candle_core::Device::Cpu)?;
+/// let w = cpflow::candle::Tensor::new(&[0.5f64], &cpflow::candle::Device::Cpu)?;
 /// save_vae_checkpoint(&path, &meta, vec![("model.w".into(), w)])?;
 /// assert_eq!(best_weights_epoch(&path)?, None); // untagged
 /// # std::fs::remove_file(&path).ok();
@@ -189,4 +189,41 @@ pub(super) fn best_weights_for_scoring(
     }
     let (_, tensors) = load_vae_checkpoint(best, device)?;
     Ok(Some(tensors))
+}
+
+/// Checks that `best` (a run's `best.safetensors`, as `cpflow eval` and `sample` read it) holds
+/// the weights of the run's best epoch as its checkpoint beside it records them: a run killed
+/// after writing an epoch's checkpoint, before its best weights, holds the previous best
+/// until a resume rewrites them ([`restore_best_weights`]). Such a `best` is refused
+/// ([`CpflowError::Checkpoint`]) with the commands that help, rather than scored or sampled
+/// as "the best". Passes when either side carries no epoch (an untagged or imported file, no
+/// checkpoint beside it, a checkpoint before any epoch ended).
+///
+pub fn check_best_weights_against_checkpoint(best: &Path) -> Result<()> {
+    let Some(held) = best_weights_epoch(best)? else {
+        return Ok(());
+    };
+    let checkpoint = best.with_file_name("checkpoint.safetensors");
+    if !checkpoint.is_file() {
+        return Ok(());
+    }
+    let (meta, _) = load_vae_checkpoint(&checkpoint, &Device::Cpu)?;
+    let Some(want) = meta.state.as_ref().and_then(|s| s.best_val).map(|(_, e)| e) else {
+        return Ok(());
+    };
+    if held == want {
+        return Ok(());
+    }
+    let dir = best
+        .parent()
+        .map_or_else(|| ".".to_string(), |d| d.display().to_string());
+    Err(CpflowError::Checkpoint(format!(
+        "{} holds the weights of epoch {held}, but the run's best validation −ELBO is epoch \
+         {want}'s ({}): the run stopped after writing a checkpoint, before its best weights. \
+         Continue it with `cpflow vae --out {dir} --resume` (which rewrites them when the \
+         checkpoint holds them), or use the last epoch's weights with `--model {}`",
+        best.display(),
+        checkpoint.display(),
+        checkpoint.display()
+    )))
 }

@@ -20,7 +20,7 @@ pub const VAE_METADATA_KEY: &str = "cpflow-vae";
 /// Trainer progress saved with the weights.
 ///
 /// ```
-/// use candle_core::Device;
+/// use cpflow::candle::Device;
 /// use cpflow::vae::load_vae_checkpoint;
 /// # use cpflow::vae::{PosteriorKind, VaeArchitecture, VaeConfig, VaeData, VaeDatasetName};
 /// # use cpflow::vae::{VaeImages, VaeLikelihood, VaeRunOptions, run_vae_on};
@@ -95,7 +95,7 @@ pub struct VaeTrainState {
 /// uninterrupted run would have (same batches, same random draws, same epoch record).
 ///
 /// ```
-/// use candle_core::Device;
+/// use cpflow::candle::Device;
 /// use cpflow::vae::load_vae_checkpoint;
 /// # use cpflow::vae::{PosteriorKind, VaeArchitecture, VaeConfig, VaeData, VaeDatasetName};
 /// # use cpflow::vae::{VaeImages, VaeLikelihood, VaeRunOptions, run_vae_on};
@@ -153,7 +153,7 @@ pub struct PartialEpoch {
 /// them).
 ///
 /// ```
-/// use candle_core::Device;
+/// use cpflow::candle::Device;
 /// use cpflow::vae::load_vae_checkpoint;
 /// # use cpflow::vae::{PosteriorKind, VaeArchitecture, VaeConfig, VaeData, VaeDatasetName};
 /// # use cpflow::vae::{VaeImages, VaeLikelihood, VaeRunOptions, run_vae_on};
@@ -219,7 +219,7 @@ pub struct EpochSums {
 /// The JSON part of a VAE checkpoint.
 ///
 /// ```
-/// use candle_core::Device;
+/// use cpflow::candle::Device;
 /// use cpflow::vae::load_vae_checkpoint;
 /// # use cpflow::vae::{PosteriorKind, VaeArchitecture, VaeConfig, VaeData, VaeDatasetName};
 /// # use cpflow::vae::{VaeImages, VaeLikelihood, VaeRunOptions, run_vae_on};
@@ -273,7 +273,7 @@ pub struct VaeCheckpointMeta {
 /// Write a checkpoint atomically.
 ///
 /// ```
-/// use candle_core::{Device, Tensor};
+/// use cpflow::candle::{Device, Tensor};
 /// use cpflow::vae::{PosteriorKind, VaeCheckpointMeta, VaeConfig, VaeDatasetName};
 /// use cpflow::vae::{load_vae_checkpoint, save_vae_checkpoint};
 /// # fn main() -> cpflow::Result<()> {
@@ -319,7 +319,7 @@ pub(super) fn save_vae_file(
 /// Read a VAE checkpoint.
 ///
 /// ```
-/// use candle_core::{Device, Tensor};
+/// use cpflow::candle::{Device, Tensor};
 /// use cpflow::vae::{PosteriorKind, VaeCheckpointMeta, VaeConfig, VaeDatasetName};
 /// use cpflow::vae::{load_vae_checkpoint, save_vae_checkpoint};
 /// # fn main() -> cpflow::Result<()> {
@@ -338,7 +338,7 @@ pub(super) fn save_vae_file(
 /// // A safetensors file without the VAE metadata is refused.
 /// let other = path.with_extension("other.safetensors");
 /// let plain = std::collections::HashMap::from([("w".to_string(), tensors["model.w"].clone())]);
-/// candle_core::safetensors::save(&plain, &other)?;
+/// cpflow::candle::safetensors::save(&plain, &other)?;
 /// let refused = load_vae_checkpoint(&other, &Device::Cpu);
 /// assert!(matches!(refused, Err(cpflow::CpflowError::Checkpoint(_))));
 /// # std::fs::remove_file(&other).ok();

@@ -177,9 +177,9 @@ impl std::fmt::Display for VaeLikelihood {
 /// One of the three splits.
 ///
 /// ```
-/// use candle_core::{DType, Device};
+/// use cpflow::candle::{DType, Device};
 /// use cpflow::vae::{VaeData, VaeDatasetName, VaeImages, VaeLikelihood, VaeSplit};
-/// use rand::SeedableRng;
+/// use cpflow::rand::SeedableRng;
 /// # fn main() -> cpflow::Result<()> {
 /// // Grey-level training images (binarised per batch) and binary test images, 28×28.
 /// let image = |g: u8| VaeImages { n: 1, pixels: vec![g; 784] };
@@ -193,7 +193,7 @@ impl std::fmt::Display for VaeLikelihood {
 ///     test: image(0),
 ///     dynamic_binarization: true,
 /// };
-/// let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+/// let mut rng = cpflow::rand::rngs::StdRng::seed_from_u64(0);
 /// assert_eq!(data.split(VaeSplit::Train).n, 2);
 /// // Only the training split is binarised afresh.
 /// assert!(data.is_dynamic(VaeSplit::Train) && !data.is_dynamic(VaeSplit::Test));
@@ -249,9 +249,9 @@ impl VaeImages {
 /// A loaded VAE dataset: host images of the three splits and how to turn them into batches.
 ///
 /// ```
-/// use candle_core::{DType, Device};
+/// use cpflow::candle::{DType, Device};
 /// use cpflow::vae::{VaeData, VaeDatasetName, VaeImages, VaeLikelihood, VaeSplit};
-/// use rand::SeedableRng;
+/// use cpflow::rand::SeedableRng;
 /// # fn main() -> cpflow::Result<()> {
 /// // Grey-level training images (binarised per batch) and binary test images, 28×28.
 /// let image = |g: u8| VaeImages { n: 1, pixels: vec![g; 784] };
@@ -265,7 +265,7 @@ impl VaeImages {
 ///     test: image(0),
 ///     dynamic_binarization: true,
 /// };
-/// let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+/// let mut rng = cpflow::rand::rngs::StdRng::seed_from_u64(0);
 /// let x = data.batch_inputs(VaeSplit::Train, &[1, 0], DType::F64, &Device::Cpu, &mut rng)?;
 /// assert_eq!(x.dims(), &[2, 1, 28, 28]);
 /// // Grey level 255 is a sure 1, grey level 0 a sure 0.
@@ -417,9 +417,9 @@ impl VaeData {
     /// a candle error.
     ///
     /// ```
-    /// use candle_core::{DType, Device};
+    /// use cpflow::candle::{DType, Device};
     /// use cpflow::vae::{VaeData, VaeDatasetName, VaeImages, VaeLikelihood, VaeSplit};
-    /// use rand::SeedableRng;
+    /// use cpflow::rand::SeedableRng;
     /// # fn main() -> cpflow::Result<()> {
     /// // Grey-level training images (binarised per batch) and binary test images, 28×28.
     /// let image = |g: u8| VaeImages { n: 1, pixels: vec![g; 784] };
@@ -433,7 +433,7 @@ impl VaeData {
     ///     test: image(0),
     ///     dynamic_binarization: true,
     /// };
-    /// let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+    /// let mut rng = cpflow::rand::rngs::StdRng::seed_from_u64(0);
     /// // Grey levels 0 and 255 binarise to sure 0s and 1s; binary splits are read as stored.
     /// let x = data.batch_inputs(VaeSplit::Train, &[0, 1], DType::F32, &Device::Cpu, &mut rng)?;
     /// assert_eq!(x.dims(), &[2, 1, 28, 28]);

@@ -61,10 +61,10 @@ impl MeanWithError {
 ///
 /// ```
 /// use cpflow::vae::make_batch;
-/// # use candle_core::Device;
+/// # use cpflow::candle::Device;
 /// # use cpflow::vae::{PosteriorKind, Vae, VaeArchitecture, VaeData, VaeDatasetName};
 /// # use cpflow::vae::{VaeImages, VaeLikelihood, VaeModelConfig, VaeSplit};
-/// # use rand::SeedableRng;
+/// # use cpflow::rand::SeedableRng;
 /// # fn main() -> cpflow::Result<()> {
 /// // Static binary 28×28 images (as Caltech 101 Silhouettes), made up in place.
 /// let images = |ks: &[usize]| VaeImages {
@@ -91,7 +91,7 @@ impl MeanWithError {
 ///     ..Default::default()
 /// };
 /// let vae = Vae::new(&cfg, VaeLikelihood::Bernoulli, (28, 28), &Device::Cpu)?;
-/// let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+/// let mut rng = cpflow::rand::rngs::StdRng::seed_from_u64(0);
 /// let batch = make_batch(&vae, &data, VaeSplit::Val, &[1, 0], &mut rng)?;
 /// assert_eq!(batch.x.dims(), &[2, 1, 28, 28]);
 /// assert!(batch.targets.is_none()); // Bernoulli: the inputs are the targets
@@ -124,10 +124,10 @@ pub fn make_batch<R: Rng + ?Sized>(
 ///
 /// ```
 /// use cpflow::vae::split_neg_elbo;
-/// # use candle_core::Device;
+/// # use cpflow::candle::Device;
 /// # use cpflow::vae::{PosteriorKind, Vae, VaeArchitecture, VaeData, VaeDatasetName};
 /// # use cpflow::vae::{VaeImages, VaeLikelihood, VaeModelConfig, VaeSplit};
-/// # use rand::SeedableRng;
+/// # use cpflow::rand::SeedableRng;
 /// # fn main() -> cpflow::Result<()> {
 /// // Static binary 28×28 images (as Caltech 101 Silhouettes), made up in place.
 /// let images = |ks: &[usize]| VaeImages {
@@ -154,7 +154,7 @@ pub fn make_batch<R: Rng + ?Sized>(
 ///     ..Default::default()
 /// };
 /// let vae = Vae::new(&cfg, VaeLikelihood::Bernoulli, (28, 28), &Device::Cpu)?;
-/// let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+/// let mut rng = cpflow::rand::rngs::StdRng::seed_from_u64(0);
 /// let first = cpflow::vae::make_batch(&vae, &data, VaeSplit::Train, &[0, 1], &mut rng)?;
 /// vae.initialize(&first, &mut rng)?;
 /// // At most the split's images, in batches of one.
@@ -209,10 +209,10 @@ pub(crate) fn split_neg_elbo_monitored<R: Rng + ?Sized>(
 ///
 /// ```
 /// use cpflow::vae::split_importance_nll;
-/// # use candle_core::Device;
+/// # use cpflow::candle::Device;
 /// # use cpflow::vae::{PosteriorKind, Vae, VaeArchitecture, VaeData, VaeDatasetName};
 /// # use cpflow::vae::{VaeImages, VaeLikelihood, VaeModelConfig, VaeSplit};
-/// # use rand::SeedableRng;
+/// # use cpflow::rand::SeedableRng;
 /// # fn main() -> cpflow::Result<()> {
 /// // Static binary 28×28 images (as Caltech 101 Silhouettes), made up in place.
 /// let images = |ks: &[usize]| VaeImages {
@@ -239,7 +239,7 @@ pub(crate) fn split_neg_elbo_monitored<R: Rng + ?Sized>(
 ///     ..Default::default()
 /// };
 /// let vae = Vae::new(&cfg, VaeLikelihood::Bernoulli, (28, 28), &Device::Cpu)?;
-/// let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+/// let mut rng = cpflow::rand::rngs::StdRng::seed_from_u64(0);
 /// let first = cpflow::vae::make_batch(&vae, &data, VaeSplit::Train, &[0, 1], &mut rng)?;
 /// vae.initialize(&first, &mut rng)?;
 /// let mut seen = Vec::new();

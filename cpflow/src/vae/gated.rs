@@ -61,15 +61,15 @@ pub(crate) fn uniform_var<R: Rng + ?Sized>(
 /// output padding, all as in PyTorch.
 ///
 /// ```
-/// use candle_core::{DType, Device, Tensor};
-/// use candle_nn::VarMap;
+/// use cpflow::candle::{DType, Device, Tensor};
+/// use cpflow::candle_nn::VarMap;
 /// use cpflow::vae::{ConvShape, GatedConv};
-/// use rand::SeedableRng;
+/// use cpflow::rand::SeedableRng;
 /// # fn main() -> cpflow::Result<()> {
 /// let up = ConvShape::square(5, 2, 2).with_output_padding(1);
 /// assert_eq!((up.kh, up.kw, up.stride, up.padding, up.output_padding), (5, 5, 2, 2, 1));
 /// // A transposed convolution with this shape doubles the size: (7 − 1)·2 − 2·2 + 5 + 1 = 14.
-/// let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+/// let mut rng = cpflow::rand::rngs::StdRng::seed_from_u64(0);
 /// let vm = VarMap::new();
 /// let g = GatedConv::transposed(&vm, "dec", 2, 3, up, DType::F64, &Device::Cpu, &mut rng)?;
 /// let x = Tensor::zeros((1, 2, 7, 7), DType::F64, &Device::Cpu)?;
@@ -293,13 +293,13 @@ impl Conv {
 /// `GatedConv2d` / `GatedConvTranspose2d`: `conv_h(x) ⊙ σ(conv_g(x))`.
 ///
 /// ```
-/// use candle_core::{DType, Device, Tensor};
-/// use candle_nn::VarMap;
+/// use cpflow::candle::{DType, Device, Tensor};
+/// use cpflow::candle_nn::VarMap;
 /// use cpflow::vae::{ConvShape, GatedConv};
-/// use rand::SeedableRng;
+/// use cpflow::rand::SeedableRng;
 /// # fn main() -> cpflow::Result<()> {
 /// let vm = VarMap::new();
-/// let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+/// let mut rng = cpflow::rand::rngs::StdRng::seed_from_u64(0);
 /// let g = GatedConv::conv(&vm, "enc.0", 1, 4, ConvShape::square(5, 2, 2), DType::F64, &Device::Cpu, &mut rng)?;
 /// let x = Tensor::zeros((2, 1, 28, 20), DType::F64, &Device::Cpu)?;
 /// assert_eq!(g.forward(&x)?.dims(), &[2, 4, 14, 10]);

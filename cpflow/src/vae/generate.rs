@@ -19,9 +19,9 @@ impl Vae {
     /// `rng` (row-major), `(n, latent_dim)` in the network's float type.
     ///
     /// ```
-    /// use candle_core::Device;
+    /// use cpflow::candle::Device;
     /// use cpflow::vae::{Vae, VaeArchitecture, VaeLikelihood, VaeModelConfig};
-    /// use rand::SeedableRng;
+    /// use cpflow::rand::SeedableRng;
     /// # fn main() -> cpflow::Result<()> {
     /// let cfg = VaeModelConfig {
     ///     latent_dim: 3,
@@ -29,7 +29,7 @@ impl Vae {
     ///     ..Default::default()
     /// };
     /// let vae = Vae::new(&cfg, VaeLikelihood::Bernoulli, (28, 28), &Device::Cpu)?;
-    /// let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+    /// let mut rng = cpflow::rand::rngs::StdRng::seed_from_u64(0);
     /// let z = vae.prior_latents(4, 0.5, &mut rng)?;
     /// assert_eq!(z.dims(), &[4, 3]);
     /// assert!(vae.prior_latents(4, f64::NAN, &mut rng).is_err());
@@ -59,7 +59,7 @@ impl Vae {
     /// in `[0, 1]` (f64). Bernoulli: `σ(l)`; 256-way: `Σ_k softmax(l)_k · k/255`.
     ///
     /// ```
-    /// use candle_core::{DType, Device, Tensor};
+    /// use cpflow::candle::{DType, Device, Tensor};
     /// use cpflow::vae::{Vae, VaeArchitecture, VaeLikelihood, VaeModelConfig};
     /// # fn main() -> cpflow::Result<()> {
     /// let cfg = VaeModelConfig {
@@ -89,9 +89,9 @@ impl Vae {
     /// (256-way).
     ///
     /// ```
-    /// use candle_core::{DType, Device, Tensor};
+    /// use cpflow::candle::{DType, Device, Tensor};
     /// use cpflow::vae::{Vae, VaeArchitecture, VaeLikelihood, VaeModelConfig};
-    /// use rand::SeedableRng;
+    /// use cpflow::rand::SeedableRng;
     /// # fn main() -> cpflow::Result<()> {
     /// let cfg = VaeModelConfig {
     ///     latent_dim: 3,
@@ -100,7 +100,7 @@ impl Vae {
     /// };
     /// let vae = Vae::new(&cfg, VaeLikelihood::Bernoulli, (28, 28), &Device::Cpu)?;
     /// let z = Tensor::zeros((2, 3), DType::F64, &Device::Cpu)?;
-    /// let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+    /// let mut rng = cpflow::rand::rngs::StdRng::seed_from_u64(0);
     /// let x = vae.decoded_samples(&z, &mut rng)?.flatten_all()?.to_vec1::<f64>()?;
     /// assert!(x.iter().all(|&p| p == 0.0 || p == 1.0));
     /// # Ok(())
@@ -117,9 +117,9 @@ impl Vae {
     /// drawn from `rng`, decoded into the pixel means of `p(x | z)`: `(B, 1, H, W)` f64.
     ///
     /// ```
-    /// use candle_core::{DType, Device, Tensor};
+    /// use cpflow::candle::{DType, Device, Tensor};
     /// use cpflow::vae::{PosteriorKind, Vae, VaeArchitecture, VaeBatch, VaeLikelihood, VaeModelConfig};
-    /// use rand::SeedableRng;
+    /// use cpflow::rand::SeedableRng;
     /// # fn main() -> cpflow::Result<()> {
     /// let cfg = VaeModelConfig {
     ///     latent_dim: 3,
@@ -129,7 +129,7 @@ impl Vae {
     /// };
     /// let vae = Vae::new(&cfg, VaeLikelihood::Bernoulli, (28, 28), &Device::Cpu)?;
     /// let x = Tensor::ones((2, 1, 28, 28), DType::F64, &Device::Cpu)?;
-    /// let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+    /// let mut rng = cpflow::rand::rngs::StdRng::seed_from_u64(0);
     /// let r = vae.reconstructed_means(&VaeBatch { x, targets: None }, &mut rng)?;
     /// assert_eq!(r.dims(), &[2, 1, 28, 28]);
     /// # Ok(())

@@ -19,7 +19,7 @@ use crate::error::{CpflowError, Result};
 /// logits the same value is exact without the clamp.)
 ///
 /// ```
-/// use candle_core::{Device, Tensor};
+/// use cpflow::candle::{Device, Tensor};
 /// let l = Tensor::new(&[[[[0.0f64, 2.0]]]], &Device::Cpu)?;
 /// let x = Tensor::new(&[[[[1.0f64, 0.0]]]], &Device::Cpu)?;
 /// let ll = cpflow::vae::bernoulli_log_likelihood(&l, &x)?.to_vec1::<f64>()?;
@@ -46,7 +46,7 @@ pub fn bernoulli_log_likelihood(logits: &Tensor, x: &Tensor) -> Result<Tensor> {
 /// logits forward, one backward); elsewhere it is composed from candle's ops.
 ///
 /// ```
-/// use candle_core::{DType, Device, Tensor};
+/// use cpflow::candle::{DType, Device, Tensor};
 /// let l = Tensor::zeros((1, 256, 1, 2), DType::F64, &Device::Cpu)?;
 /// let t = Tensor::new(&[[3u32, 250]], &Device::Cpu)?;
 /// let ll = cpflow::vae::categorical_log_likelihood(&l, &t)?.to_vec1::<f64>()?;

@@ -16,7 +16,7 @@ use crate::error::Result;
 /// re-evaluation).
 ///
 /// ```
-/// use candle_core::Device;
+/// use cpflow::candle::Device;
 /// use cpflow::vae::load_vae;
 /// # use cpflow::vae::{PosteriorKind, VaeArchitecture, VaeConfig, VaeData, VaeDatasetName};
 /// # use cpflow::vae::{VaeImages, VaeLikelihood, VaeRunOptions, run_vae_on};
@@ -63,7 +63,7 @@ pub fn load_vae(dir: &Path, device: &Device) -> Result<(Vae, VaeConfig)> {
 /// resumable `checkpoint.safetensors`) into a fresh model, with the configuration saved in it.
 ///
 /// ```
-/// use candle_core::Device;
+/// use cpflow::candle::Device;
 /// use cpflow::vae::{PosteriorKind, VaeCheckpointMeta, VaeConfig, VaeDatasetName};
 /// use cpflow::vae::{Vae, VaeArchitecture, load_vae_file, save_vae_checkpoint};
 /// # fn main() -> cpflow::Result<()> {

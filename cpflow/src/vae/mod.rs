@@ -46,7 +46,7 @@ mod run_data;
 mod test_scores;
 mod train;
 
-pub use best_weights::{BEST_EPOCH_KEY, best_weights_epoch};
+pub use best_weights::{BEST_EPOCH_KEY, best_weights_epoch, check_best_weights_against_checkpoint};
 pub use checkpoint::{
     EpochSums, PartialEpoch, VAE_METADATA_KEY, VaeCheckpointMeta, VaeTrainState,
     load_vae_checkpoint, save_vae_checkpoint,

@@ -133,9 +133,9 @@ impl VaeModelConfig {
 /// class targets `(B, H·W)` (`u32`).
 ///
 /// ```
-/// use candle_core::{DType, Device, Tensor};
+/// use cpflow::candle::{DType, Device, Tensor};
 /// use cpflow::vae::{PosteriorKind, Vae, VaeArchitecture, VaeBatch, VaeLikelihood, VaeModelConfig};
-/// use rand::SeedableRng;
+/// use cpflow::rand::SeedableRng;
 /// # fn main() -> cpflow::Result<()> {
 /// let cfg = VaeModelConfig {
 ///     latent_dim: 2,
@@ -147,7 +147,7 @@ impl VaeModelConfig {
 /// let grey: Vec<u32> = (0..2 * 560).map(|i| i % 256).collect();
 /// let levels = Tensor::from_vec(grey, (2, 560), &Device::Cpu)?;
 /// let x = (levels.to_dtype(DType::F64)? / 255.0)?.reshape((2, 1, 28, 20))?;
-/// let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+/// let mut rng = cpflow::rand::rngs::StdRng::seed_from_u64(0);
 /// // The 256-way likelihood needs the grey levels as class targets.
 /// let no_targets = VaeBatch { x: x.clone(), targets: None };
 /// assert!(frey.neg_elbo_exact(&no_targets, &mut rng).is_err());
@@ -168,10 +168,10 @@ pub struct VaeBatch {
 ///
 /// ```
 /// use cpflow::vae::{Adamax, AdamaxParams};
-/// # use candle_core::{Device, Tensor};
+/// # use cpflow::candle::{Device, Tensor};
 /// # use cpflow::vae::{PosteriorKind, Vae, VaeArchitecture, VaeBatch};
 /// # use cpflow::vae::{VaeLikelihood, VaeModelConfig};
-/// # use rand::SeedableRng;
+/// # use cpflow::rand::SeedableRng;
 /// # fn main() -> cpflow::Result<()> {
 /// // A tiny VAE (2 channels, 2 latent dimensions, Gaussian posterior) on two 28×28 images.
 /// let cfg = VaeModelConfig {
@@ -184,7 +184,7 @@ pub struct VaeBatch {
 /// let pixels: Vec<f64> = (0..2 * 784).map(|i| f64::from(i % 3 == 0)).collect(); // 0/1
 /// let x = Tensor::from_vec(pixels, (2, 1, 28, 28), &Device::Cpu)?;
 /// let batch = VaeBatch { x, targets: None };
-/// let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+/// let mut rng = cpflow::rand::rngs::StdRng::seed_from_u64(0);
 /// vae.initialize(&batch, &mut rng)?;
 /// let cg = cpflow::posterior::reference_vae_surrogate_params();
 /// let terms = vae.train_terms(&batch, 1.0, &cg, &mut rng)?;
@@ -192,7 +192,7 @@ pub struct VaeBatch {
 /// assert!(terms.cg.iterations.is_empty()); // the Gaussian posterior has no block
 /// // One Adamax step moves every weight (read to the host first: the tensors of
 /// // `weight_tensors` share the variables' storage).
-/// let values = |v: &Vae| -> candle_core::Result<Vec<Vec<f64>>> {
+/// let values = |v: &Vae| -> cpflow::candle::Result<Vec<Vec<f64>>> {
 ///     v.weight_tensors().iter().map(|(_, t)| t.flatten_all()?.to_vec1::<f64>()).collect()
 /// };
 /// let before = values(&vae)?;
@@ -215,10 +215,10 @@ pub struct VaeTrainTerms {
 /// Per-image negative ELBO with its parts (nats).
 ///
 /// ```
-/// # use candle_core::{Device, Tensor};
+/// # use cpflow::candle::{Device, Tensor};
 /// # use cpflow::vae::{PosteriorKind, Vae, VaeArchitecture, VaeBatch};
 /// # use cpflow::vae::{VaeLikelihood, VaeModelConfig};
-/// # use rand::SeedableRng;
+/// # use cpflow::rand::SeedableRng;
 /// # fn main() -> cpflow::Result<()> {
 /// // A tiny VAE (2 channels, 2 latent dimensions, Gaussian posterior) on two 28×28 images.
 /// let cfg = VaeModelConfig {
@@ -231,7 +231,7 @@ pub struct VaeTrainTerms {
 /// let pixels: Vec<f64> = (0..2 * 784).map(|i| f64::from(i % 3 == 0)).collect(); // 0/1
 /// let x = Tensor::from_vec(pixels, (2, 1, 28, 28), &Device::Cpu)?;
 /// let batch = VaeBatch { x, targets: None };
-/// let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+/// let mut rng = cpflow::rand::rngs::StdRng::seed_from_u64(0);
 /// vae.initialize(&batch, &mut rng)?;
 /// let e = vae.neg_elbo_exact(&batch, &mut rng)?;
 /// assert_eq!(e.neg_elbo.len(), 2);
@@ -255,9 +255,9 @@ pub struct NegElbo {
 /// The VAE of the paper's Table 3.
 ///
 /// ```
-/// use candle_core::{Device, Tensor};
+/// use cpflow::candle::{Device, Tensor};
 /// use cpflow::vae::{PosteriorKind, Vae, VaeArchitecture, VaeBatch, VaeLikelihood, VaeModelConfig};
-/// use rand::SeedableRng;
+/// use cpflow::rand::SeedableRng;
 /// # fn main() -> cpflow::Result<()> {
 /// let cfg = VaeModelConfig {
 ///     latent_dim: 4,
@@ -271,7 +271,7 @@ pub struct NegElbo {
 ///     .sin()?
 ///     .abs()?;
 /// let batch = VaeBatch { x, targets: None };
-/// let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+/// let mut rng = cpflow::rand::rngs::StdRng::seed_from_u64(0);
 /// vae.initialize(&batch, &mut rng)?;
 /// let e = vae.neg_elbo_exact(&batch, &mut rng)?;
 /// assert_eq!(e.neg_elbo.len(), 3);

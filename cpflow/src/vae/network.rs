@@ -17,7 +17,7 @@ use crate::error::{CpflowError, Result};
 /// feature, and for the 256-way head of Frey Faces a 256-channel hidden map.
 ///
 /// ```
-/// use candle_core::Device;
+/// use cpflow::candle::Device;
 /// use cpflow::vae::{Vae, VaeArchitecture, VaeLikelihood, VaeModelConfig};
 /// let r = VaeArchitecture::reference();
 /// assert_eq!((r.channels, r.feature_dim, r.head_channels), (32, 256, 256));
@@ -183,13 +183,13 @@ impl Linear {
 /// What the encoder returns for a batch.
 ///
 /// ```
-/// use candle_core::{DType, Device, Tensor};
-/// use candle_nn::VarMap;
+/// use cpflow::candle::{DType, Device, Tensor};
+/// use cpflow::candle_nn::VarMap;
 /// use cpflow::vae::{Encoder, VaeArchitecture, VaeLikelihood};
-/// use rand::SeedableRng;
+/// use cpflow::rand::SeedableRng;
 /// # fn main() -> cpflow::Result<()> {
 /// let arch = VaeArchitecture { channels: 2, feature_dim: 4, head_channels: 2 };
-/// let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+/// let mut rng = cpflow::rand::rngs::StdRng::seed_from_u64(0);
 /// let enc = Encoder::new(
 ///     &VarMap::new(), "encoder", &arch, (28, 20), 3, VaeLikelihood::Categorical256,
 ///     DType::F64, &Device::Cpu, &mut rng,
@@ -216,13 +216,13 @@ pub struct EncoderOutput {
 /// The gated-convolution encoder `q_z_nn` with its `μ` and `σ²` heads.
 ///
 /// ```
-/// use candle_core::{DType, Device, Tensor};
-/// use candle_nn::VarMap;
+/// use cpflow::candle::{DType, Device, Tensor};
+/// use cpflow::candle_nn::VarMap;
 /// use cpflow::vae::{Encoder, VaeArchitecture, VaeLikelihood};
-/// use rand::SeedableRng;
+/// use cpflow::rand::SeedableRng;
 /// # fn main() -> cpflow::Result<()> {
 /// let arch = VaeArchitecture { channels: 2, feature_dim: 4, head_channels: 2 };
-/// let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+/// let mut rng = cpflow::rand::rngs::StdRng::seed_from_u64(0);
 /// let enc = Encoder::new(
 ///     &VarMap::new(), "encoder", &arch, (28, 20), 3, VaeLikelihood::Categorical256,
 ///     DType::F64, &Device::Cpu, &mut rng,
@@ -345,13 +345,13 @@ pub(crate) fn softplus(x: &Tensor) -> Result<Tensor> {
 /// `(B, 1, H, W)` or 256-way logits `(B, 256, H, W)`.
 ///
 /// ```
-/// use candle_core::{DType, Device, Tensor};
-/// use candle_nn::VarMap;
+/// use cpflow::candle::{DType, Device, Tensor};
+/// use cpflow::candle_nn::VarMap;
 /// use cpflow::vae::{Decoder, VaeArchitecture, VaeLikelihood};
-/// use rand::SeedableRng;
+/// use cpflow::rand::SeedableRng;
 /// # fn main() -> cpflow::Result<()> {
 /// let arch = VaeArchitecture { channels: 2, feature_dim: 4, head_channels: 2 };
-/// let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+/// let mut rng = cpflow::rand::rngs::StdRng::seed_from_u64(0);
 /// let z = Tensor::zeros((2, 3), DType::F64, &Device::Cpu)?;
 /// let (vm, dt, dev) = (VarMap::new(), DType::F64, &Device::Cpu);
 /// let (bern, cat) = (VaeLikelihood::Bernoulli, VaeLikelihood::Categorical256);

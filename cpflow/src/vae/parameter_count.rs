@@ -52,7 +52,7 @@ impl VaeModelConfig {
     /// posterior potential of your own. Saturates at `usize::MAX`.
     ///
     /// ```
-    /// use candle_core::Device;
+    /// use cpflow::candle::Device;
     /// use cpflow::vae::{Vae, VaeArchitecture, VaeLikelihood, VaeModelConfig};
     /// let cfg = VaeModelConfig {
     ///     latent_dim: 4,

@@ -34,7 +34,7 @@ use crate::reference_weights::{KeyMapping, ReferenceLoad, load_reference_state_d
 /// ([`KeyMapping::for_vae_posterior`]).
 ///
 /// ```
-/// use candle_core::Device;
+/// use cpflow::candle::Device;
 /// use cpflow::vae::{PosteriorKind, Vae, VaeArchitecture, VaeLikelihood, VaeModelConfig};
 /// use cpflow::vae::reference_vae_key_mapping;
 /// # fn main() -> cpflow::Result<()> {
@@ -80,7 +80,7 @@ pub fn reference_vae_key_mapping(config: &VaeModelConfig) -> Result<KeyMapping> 
 ///
 /// ```
 /// use std::collections::HashMap;
-/// use candle_core::{Device, Tensor};
+/// use cpflow::candle::{Device, Tensor};
 /// use cpflow::vae::{PosteriorKind, Vae, VaeArchitecture, VaeLikelihood, VaeModelConfig};
 /// use cpflow::vae::{load_reference_vae_state_dict, reference_vae_key_mapping};
 /// # fn main() -> cpflow::Result<()> {

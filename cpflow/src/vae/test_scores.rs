@@ -120,7 +120,7 @@ pub enum VaeTestProgress {
 ///
 /// ```
 /// use cpflow::vae::{VaeTestParams, VaeTestProgress, load_vae, score_vae_test};
-/// # use candle_core::Device;
+/// # use cpflow::candle::Device;
 /// # use cpflow::vae::{PosteriorKind, VaeArchitecture, VaeConfig, VaeData, VaeDatasetName};
 /// # use cpflow::vae::{VaeImages, VaeLikelihood, VaeRunOptions, run_vae_on};
 /// # fn main() -> cpflow::Result<()> {

@@ -170,3 +170,41 @@ fn best_weights_of_another_epoch_are_refused() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// What `cpflow eval` and `sample` check before reading a run's best weights: epoch 1's best
+/// weights beside epoch 2's checkpoint (a kill after the checkpoint, before the best weights;
+/// not resumed) are refused with the resume command, while the finished run's, an untagged
+/// file and best weights without a checkpoint beside them pass.
+#[test]
+fn eval_and_sample_refuse_best_weights_behind_the_checkpoint() {
+    let dir = scratch("check");
+    let data = fake_data();
+    let (one_cfg, cfg) = (
+        tiny_run_config(PosteriorKind::Gaussian, 1, 4),
+        tiny_run_config(PosteriorKind::Gaussian, 2, 4),
+    );
+    let (one, full) = (dir.join("one"), dir.join("full"));
+    run_vae_on(&one_cfg, &data, &one, &VaeRunOptions::default()).unwrap();
+    let r2 = run_vae_on(&cfg, &data, &full, &VaeRunOptions::default()).unwrap();
+    assert_eq!(r2.best_epoch, 2, "{:?}", r2.val_curve);
+    check_best_weights_against_checkpoint(&full.join(BEST_FILE)).unwrap();
+    check_best_weights_against_checkpoint(&one.join(BEST_FILE)).unwrap();
+
+    let behind = dir.join("behind");
+    assemble(&behind, &[(&full, CKPT), (&full, LOG), (&one, BEST_FILE)]);
+    let err = check_best_weights_against_checkpoint(&behind.join(BEST_FILE)).unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, CpflowError::Checkpoint(_)), "{err:?}");
+    assert!(
+        msg.contains(
+            "holds the weights of epoch 1, but the run's best validation −ELBO is epoch 2's"
+        ) && msg.contains("--resume"),
+        "{msg}"
+    );
+    // Untagged (an older cpflow's file): passes, as before.
+    let best = behind.join(BEST_FILE);
+    let (m, t) = load_vae_checkpoint(&best, &candle_core::Device::Cpu).unwrap();
+    save_vae_checkpoint(&best, &m, t.into_iter().collect()).unwrap();
+    check_best_weights_against_checkpoint(&best).unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -129,6 +129,9 @@ pub fn vae_weights_name(file: &Path) -> &'static str {
 pub fn eval_vae(a: &EvalArgs, loc: &ModelLocation, t0: Instant) -> Result<()> {
     refuse_flow_options(a)?;
     let (file, weights) = (loc.file.as_path(), vae_weights_name(&loc.file));
+    if weights == "best" {
+        crate::vae::check_best_weights_against_checkpoint(file)?;
+    }
     let (vae, saved) =
         load_vae_file(file, &Device::Cpu).with_context(|| format!("loading {}", file.display()))?;
     let cfg = vae_run_config(loc, saved)?;

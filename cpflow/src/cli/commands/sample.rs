@@ -369,6 +369,9 @@ fn sample_vae(a: &SampleArgs, loc: &ModelLocation) -> Result<()> {
         loc.file.as_path(),
         super::eval_vae::vae_weights_name(&loc.file),
     );
+    if weights == "best" {
+        crate::vae::check_best_weights_against_checkpoint(file)?;
+    }
     let (vae, saved) = crate::vae::load_vae_file(file, &candle_core::Device::Cpu)
         .with_context(|| format!("loading {}", file.display()))?;
     // The run's data root (a resume may move it), as `eval` reads it.

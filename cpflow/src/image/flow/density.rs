@@ -94,10 +94,10 @@ impl ImageFlow {
     /// (2²⁶ units a chunk: an SLQ pass keeps about 17 values per unit).
     ///
     /// ```
-    /// use candle_core::Device;
+    /// use cpflow::candle::Device;
     /// use cpflow::image::{ImageFlow, ImageFlowConfig, MultiscaleConfig};
     /// use cpflow::PotentialConfig;
-    /// use icnn::{ConvIcnn3Config, ImageShape};
+    /// use cpflow::icnn::{ConvIcnn3Config, ImageShape};
     /// let mut ms = MultiscaleConfig::mnist();
     /// ms.nblocks = vec![1];
     /// let flow = ImageFlow::new(ImageFlowConfig::multiscale(&ms)?, &Device::Cpu)?;

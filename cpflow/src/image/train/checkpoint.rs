@@ -34,10 +34,10 @@ pub const EMA_PREFIX: &str = "ema.";
 ///     save_image_checkpoint,
 /// };
 /// use cpflow::image::{ImageTrainConfig, ImageTrainState};
-/// # use candle_core::{DType, Device};
+/// # use cpflow::candle::{DType, Device};
 /// # use cpflow::image::{ImageFlow, ImageModelConfig, ImageSet};
-/// # use icnn::ImageShape;
-/// # use rand::SeedableRng;
+/// # use cpflow::icnn::ImageShape;
+/// # use cpflow::rand::SeedableRng;
 /// # fn main() -> cpflow::Result<()> {
 /// // A one-block flow on 4×4 grey images, initialised on two dequantised images.
 /// let shape = ImageShape::new(1, 4, 4);
@@ -46,7 +46,7 @@ pub const EMA_PREFIX: &str = "ema.";
 /// };
 /// let flow = ImageFlow::new(model.flow_config(shape, 0.05)?, &Device::Cpu)?;
 /// let set = ImageSet::new(shape, (0..32).map(|i| (i * 37 % 256) as u8).collect())?;
-/// let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+/// let mut rng = cpflow::rand::rngs::StdRng::seed_from_u64(0);
 /// let x = set.dequantized_range(0, 2, DType::F64, &Device::Cpu, &mut rng)?;
 /// flow.initialize(&x)?;
 /// let meta = ImageTrainCheckpointMeta {
@@ -90,10 +90,10 @@ pub struct ImageTrainCheckpointMeta {
 ///     save_image_checkpoint,
 /// };
 /// use cpflow::image::{ImageTrainConfig, ImageTrainState};
-/// # use candle_core::{DType, Device};
+/// # use cpflow::candle::{DType, Device};
 /// # use cpflow::image::{ImageFlow, ImageModelConfig, ImageSet};
-/// # use icnn::ImageShape;
-/// # use rand::SeedableRng;
+/// # use cpflow::icnn::ImageShape;
+/// # use cpflow::rand::SeedableRng;
 /// # fn main() -> cpflow::Result<()> {
 /// // A one-block flow on 4×4 grey images, initialised on two dequantised images.
 /// let shape = ImageShape::new(1, 4, 4);
@@ -102,7 +102,7 @@ pub struct ImageTrainCheckpointMeta {
 /// };
 /// let flow = ImageFlow::new(model.flow_config(shape, 0.05)?, &Device::Cpu)?;
 /// let set = ImageSet::new(shape, (0..32).map(|i| (i * 37 % 256) as u8).collect())?;
-/// let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+/// let mut rng = cpflow::rand::rngs::StdRng::seed_from_u64(0);
 /// let x = set.dequantized_range(0, 2, DType::F64, &Device::Cpu, &mut rng)?;
 /// flow.initialize(&x)?;
 /// let meta = ImageTrainCheckpointMeta {
@@ -142,10 +142,10 @@ pub struct ImageTrainCheckpoint {
 ///     save_image_checkpoint,
 /// };
 /// use cpflow::image::{ImageTrainConfig, ImageTrainState};
-/// # use candle_core::{DType, Device};
+/// # use cpflow::candle::{DType, Device};
 /// # use cpflow::image::{ImageFlow, ImageModelConfig, ImageSet};
-/// # use icnn::ImageShape;
-/// # use rand::SeedableRng;
+/// # use cpflow::icnn::ImageShape;
+/// # use cpflow::rand::SeedableRng;
 /// # fn main() -> cpflow::Result<()> {
 /// // A one-block flow on 4×4 grey images, initialised on two dequantised images.
 /// let shape = ImageShape::new(1, 4, 4);
@@ -154,7 +154,7 @@ pub struct ImageTrainCheckpoint {
 /// };
 /// let flow = ImageFlow::new(model.flow_config(shape, 0.05)?, &Device::Cpu)?;
 /// let set = ImageSet::new(shape, (0..32).map(|i| (i * 37 % 256) as u8).collect())?;
-/// let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+/// let mut rng = cpflow::rand::rngs::StdRng::seed_from_u64(0);
 /// let x = set.dequantized_range(0, 2, DType::F64, &Device::Cpu, &mut rng)?;
 /// flow.initialize(&x)?;
 /// let meta = ImageTrainCheckpointMeta {
@@ -200,7 +200,7 @@ pub fn save_image_checkpoint(
 /// Read a checkpoint written by [`save_image_checkpoint`] (tensors on `device`).
 ///
 /// ```
-/// use candle_core::Device;
+/// use cpflow::candle::Device;
 /// use cpflow::image::train::load_image_checkpoint;
 /// # fn main() -> cpflow::Result<()> {
 /// // A file that is not a checkpoint (here: a missing one) is an error, not a panic.

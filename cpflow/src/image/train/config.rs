@@ -293,7 +293,7 @@ pub enum ConvArch {
 ///
 /// ```
 /// use cpflow::image::{ImageLayerConfig, ImageModelConfig, MNIST_LOGIT_ALPHA};
-/// use icnn::ImageShape;
+/// use cpflow::icnn::ImageShape;
 /// let mnist = ImageShape::new(1, 28, 28);
 /// let model = ImageModelConfig::default();
 /// let flow = model.flow_config(mnist, MNIST_LOGIT_ALPHA)?;
@@ -445,7 +445,7 @@ impl ImageModelConfig {
 ///
 /// ```
 /// use cpflow::image::ImageDataset;
-/// use icnn::ImageShape;
+/// use cpflow::icnn::ImageShape;
 /// let d = ImageDataset::Cifar10;
 /// assert_eq!((d.name(), d.image_shape()), ("cifar10", ImageShape::new(3, 32, 32)));
 /// assert_eq!(d.logit_alpha(), 0.05);

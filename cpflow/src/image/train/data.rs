@@ -12,7 +12,7 @@ use crate::rng::FlowRng;
 /// A set of 8-bit images of one shape, `(C, H, W)` order, one image after another.
 ///
 /// ```
-/// use icnn::ImageShape;
+/// use cpflow::icnn::ImageShape;
 /// use cpflow::image::ImageSet;
 /// # fn main() -> cpflow::Result<()> {
 /// let set = ImageSet::new(ImageShape::new(1, 2, 2), vec![0, 1, 2, 3, 10, 11, 12, 13])?;
@@ -106,10 +106,10 @@ impl ImageSet {
 /// `(k + u)/256`, `u ~ U[0, 1)` drawn in order from `rng`; `(n, d)` rows in `dtype`.
 ///
 /// ```
-/// use candle_core::{DType, Device};
-/// use rand::SeedableRng;
+/// use cpflow::candle::{DType, Device};
+/// use cpflow::rand::SeedableRng;
 /// # fn main() -> cpflow::Result<()> {
-/// let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+/// let mut rng = cpflow::rand::rngs::StdRng::seed_from_u64(0);
 /// let levels = [0, 7, 255, 128];
 /// let (dt, dev) = (DType::F64, &Device::Cpu);
 /// let x = cpflow::image::train::dequantize_levels(&levels, 2, 2, dt, dev, &mut rng)?;
@@ -139,7 +139,7 @@ pub fn dequantize_levels<R: Rng + ?Sized>(
 /// Train, validation and test images of a run (validation taken from the training images).
 ///
 /// ```
-/// use icnn::ImageShape;
+/// use cpflow::icnn::ImageShape;
 /// use cpflow::image::{ImageData, ImageSet};
 /// # fn main() -> cpflow::Result<()> {
 /// let s = ImageShape::new(1, 2, 2);

@@ -52,10 +52,10 @@ impl EvalProgress {
 /// use std::ops::ControlFlow;
 /// use cpflow::image::ImageTestConfig;
 /// use cpflow::image::train::{EvalPass, EvalProgress, score_test_set, score_test_set_with_monitor};
-/// # use candle_core::{DType, Device};
+/// # use cpflow::candle::{DType, Device};
 /// # use cpflow::image::{ImageFlow, ImageModelConfig, ImageSet};
-/// # use icnn::ImageShape;
-/// # use rand::SeedableRng;
+/// # use cpflow::icnn::ImageShape;
+/// # use cpflow::rand::SeedableRng;
 /// # fn main() -> cpflow::Result<()> {
 /// let shape = ImageShape::new(1, 4, 4);
 /// let model = ImageModelConfig {
@@ -63,7 +63,7 @@ impl EvalProgress {
 /// };
 /// let flow = ImageFlow::new(model.flow_config(shape, 0.05)?, &Device::Cpu)?;
 /// let set = ImageSet::new(shape, (0..80).map(|i| (i * 37 % 256) as u8).collect())?;
-/// let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+/// let mut rng = cpflow::rand::rngs::StdRng::seed_from_u64(0);
 /// flow.initialize(&set.dequantized_range(0, 2, DType::F64, &Device::Cpu, &mut rng)?)?;
 /// let cfg = ImageTestConfig { images: Some(5), exact_images: 2, ..Default::default() };
 /// // Record every report: 5 SLQ images in chunks of 2, then 2 exact images.
@@ -101,10 +101,10 @@ pub fn score_test_set_with_monitor(
 /// ```
 /// use std::ops::ControlFlow;
 /// use cpflow::image::train::{EvalProgress, exact_bpd_per_image, exact_bpd_per_image_with_monitor};
-/// # use candle_core::{DType, Device};
+/// # use cpflow::candle::{DType, Device};
 /// # use cpflow::image::{ImageFlow, ImageModelConfig, ImageSet};
-/// # use icnn::ImageShape;
-/// # use rand::SeedableRng;
+/// # use cpflow::icnn::ImageShape;
+/// # use cpflow::rand::SeedableRng;
 /// # fn main() -> cpflow::Result<()> {
 /// let shape = ImageShape::new(1, 4, 4);
 /// let model = ImageModelConfig {
@@ -112,7 +112,7 @@ pub fn score_test_set_with_monitor(
 /// };
 /// let flow = ImageFlow::new(model.flow_config(shape, 0.05)?, &Device::Cpu)?;
 /// let set = ImageSet::new(shape, (0..48).map(|i| (i * 37 % 256) as u8).collect())?;
-/// let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+/// let mut rng = cpflow::rand::rngs::StdRng::seed_from_u64(0);
 /// flow.initialize(&set.dequantized_range(0, 2, DType::F64, &Device::Cpu, &mut rng)?)?;
 /// let mut calls = 0;
 /// let v = exact_bpd_per_image_with_monitor(&flow, &set, 3, 2, 7, &mut |_: EvalProgress| {

@@ -59,10 +59,10 @@ impl BpdEstimate {
 /// ```
 /// use cpflow::image::ImageTestConfig;
 /// use cpflow::image::train::score_test_set;
-/// # use candle_core::{DType, Device};
+/// # use cpflow::candle::{DType, Device};
 /// # use cpflow::image::{ImageFlow, ImageModelConfig, ImageSet};
-/// # use icnn::ImageShape;
-/// # use rand::SeedableRng;
+/// # use cpflow::icnn::ImageShape;
+/// # use cpflow::rand::SeedableRng;
 /// # fn main() -> cpflow::Result<()> {
 /// // A one-block flow on 4×4 grey images, initialised on two dequantised images.
 /// let shape = ImageShape::new(1, 4, 4);
@@ -71,7 +71,7 @@ impl BpdEstimate {
 /// };
 /// let flow = ImageFlow::new(model.flow_config(shape, 0.05)?, &Device::Cpu)?;
 /// let set = ImageSet::new(shape, (0..32).map(|i| (i * 37 % 256) as u8).collect())?;
-/// let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+/// let mut rng = cpflow::rand::rngs::StdRng::seed_from_u64(0);
 /// let x = set.dequantized_range(0, 2, DType::F64, &Device::Cpu, &mut rng)?;
 /// flow.initialize(&x)?;
 /// let cfg = ImageTestConfig { exact_images: 2, ..Default::default() };
@@ -114,10 +114,10 @@ pub struct ExactComparison {
 /// use cpflow::SlqConfig;
 /// use cpflow::image::ImageTestConfig;
 /// use cpflow::image::train::score_test_set;
-/// # use candle_core::{DType, Device};
+/// # use cpflow::candle::{DType, Device};
 /// # use cpflow::image::{ImageFlow, ImageModelConfig, ImageSet};
-/// # use icnn::ImageShape;
-/// # use rand::SeedableRng;
+/// # use cpflow::icnn::ImageShape;
+/// # use cpflow::rand::SeedableRng;
 /// # fn main() -> cpflow::Result<()> {
 /// // A one-block flow on 4×4 grey images, initialised on two dequantised images.
 /// let shape = ImageShape::new(1, 4, 4);
@@ -126,7 +126,7 @@ pub struct ExactComparison {
 /// };
 /// let flow = ImageFlow::new(model.flow_config(shape, 0.05)?, &Device::Cpu)?;
 /// let set = ImageSet::new(shape, (0..32).map(|i| (i * 37 % 256) as u8).collect())?;
-/// let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+/// let mut rng = cpflow::rand::rngs::StdRng::seed_from_u64(0);
 /// let x = set.dequantized_range(0, 2, DType::F64, &Device::Cpu, &mut rng)?;
 /// flow.initialize(&x)?;
 /// // Two probes per block: each image gets a probe standard error.
@@ -172,10 +172,10 @@ fn streams(seed: u64) -> (FlowRng, FlowRng) {
 /// ```
 /// use cpflow::SlqConfig;
 /// use cpflow::image::train::slq_bpd_per_image;
-/// # use candle_core::{DType, Device};
+/// # use cpflow::candle::{DType, Device};
 /// # use cpflow::image::{ImageFlow, ImageModelConfig, ImageSet};
-/// # use icnn::ImageShape;
-/// # use rand::SeedableRng;
+/// # use cpflow::icnn::ImageShape;
+/// # use cpflow::rand::SeedableRng;
 /// # fn main() -> cpflow::Result<()> {
 /// // A one-block flow on 4×4 grey images, initialised on two dequantised images.
 /// let shape = ImageShape::new(1, 4, 4);
@@ -184,7 +184,7 @@ fn streams(seed: u64) -> (FlowRng, FlowRng) {
 /// };
 /// let flow = ImageFlow::new(model.flow_config(shape, 0.05)?, &Device::Cpu)?;
 /// let set = ImageSet::new(shape, (0..32).map(|i| (i * 37 % 256) as u8).collect())?;
-/// let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+/// let mut rng = cpflow::rand::rngs::StdRng::seed_from_u64(0);
 /// let x = set.dequantized_range(0, 2, DType::F64, &Device::Cpu, &mut rng)?;
 /// flow.initialize(&x)?;
 /// let one = slq_bpd_per_image(&flow, &set, 2, &SlqConfig::default(), 2, 0)?;
@@ -210,10 +210,10 @@ pub struct PerImageBpd {
 /// ```
 /// use cpflow::SlqConfig;
 /// use cpflow::image::train::slq_bpd_per_image;
-/// # use candle_core::{DType, Device};
+/// # use cpflow::candle::{DType, Device};
 /// # use cpflow::image::{ImageFlow, ImageModelConfig, ImageSet};
-/// # use icnn::ImageShape;
-/// # use rand::SeedableRng;
+/// # use cpflow::icnn::ImageShape;
+/// # use cpflow::rand::SeedableRng;
 /// # fn main() -> cpflow::Result<()> {
 /// // A one-block flow on 4×4 grey images, initialised on two dequantised images.
 /// let shape = ImageShape::new(1, 4, 4);
@@ -222,7 +222,7 @@ pub struct PerImageBpd {
 /// };
 /// let flow = ImageFlow::new(model.flow_config(shape, 0.05)?, &Device::Cpu)?;
 /// let set = ImageSet::new(shape, (0..32).map(|i| (i * 37 % 256) as u8).collect())?;
-/// let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+/// let mut rng = cpflow::rand::rngs::StdRng::seed_from_u64(0);
 /// let x = set.dequantized_range(0, 2, DType::F64, &Device::Cpu, &mut rng)?;
 /// flow.initialize(&x)?;
 /// // The seed fixes the dequantisation noise and the probes.
@@ -297,10 +297,10 @@ pub(super) fn slq_bpd_per_image_monitored(
 /// use cpflow::SlqConfig;
 /// use cpflow::image::mean_and_std_err;
 /// use cpflow::image::train::{slq_bpd, slq_bpd_per_image};
-/// # use candle_core::{DType, Device};
+/// # use cpflow::candle::{DType, Device};
 /// # use cpflow::image::{ImageFlow, ImageModelConfig, ImageSet};
-/// # use icnn::ImageShape;
-/// # use rand::SeedableRng;
+/// # use cpflow::icnn::ImageShape;
+/// # use cpflow::rand::SeedableRng;
 /// # fn main() -> cpflow::Result<()> {
 /// // A one-block flow on 4×4 grey images, initialised on two dequantised images.
 /// let shape = ImageShape::new(1, 4, 4);
@@ -309,7 +309,7 @@ pub(super) fn slq_bpd_per_image_monitored(
 /// };
 /// let flow = ImageFlow::new(model.flow_config(shape, 0.05)?, &Device::Cpu)?;
 /// let set = ImageSet::new(shape, (0..32).map(|i| (i * 37 % 256) as u8).collect())?;
-/// let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+/// let mut rng = cpflow::rand::rngs::StdRng::seed_from_u64(0);
 /// let x = set.dequantized_range(0, 2, DType::F64, &Device::Cpu, &mut rng)?;
 /// flow.initialize(&x)?;
 /// let est = slq_bpd(&flow, &set, 2, &SlqConfig::default(), 2, 3)?;
@@ -335,12 +335,12 @@ pub fn slq_bpd(
 /// [`slq_bpd_per_image`] with the same `seed` dequantises them.
 ///
 /// ```
-/// use candle_core::{DType, Device};
+/// use cpflow::candle::{DType, Device};
 /// use cpflow::SlqConfig;
 /// use cpflow::image::train::{exact_bpd_per_image, slq_bpd_per_image};
 /// use cpflow::image::{ImageFlow, ImageModelConfig, ImageSet};
-/// use icnn::ImageShape;
-/// use rand::SeedableRng;
+/// use cpflow::icnn::ImageShape;
+/// use cpflow::rand::SeedableRng;
 /// # fn main() -> cpflow::Result<()> {
 /// // The baseline flow has no CP-Flow block, so SLQ has nothing to estimate: with the same
 /// // seed (the same dequantisation noise) it agrees with the exact values.
@@ -353,7 +353,7 @@ pub fn slq_bpd(
 /// };
 /// let flow = ImageFlow::new(model.flow_config(shape, 0.05)?, &Device::Cpu)?;
 /// let set = ImageSet::new(shape, (0..48).map(|i| (i * 37 % 256) as u8).collect())?;
-/// let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+/// let mut rng = cpflow::rand::rngs::StdRng::seed_from_u64(0);
 /// flow.initialize(&set.dequantized_range(0, 3, DType::F64, &Device::Cpu, &mut rng)?)?;
 /// let exact = exact_bpd_per_image(&flow, &set, 3, 2, 7)?;
 /// let slq = slq_bpd_per_image(&flow, &set, 3, &SlqConfig::default(), 2, 7)?;
@@ -420,10 +420,10 @@ pub(super) fn exact_bpd_per_image_monitored(
 /// ```
 /// use cpflow::image::ImageTestConfig;
 /// use cpflow::image::train::score_test_set;
-/// # use candle_core::{DType, Device};
+/// # use cpflow::candle::{DType, Device};
 /// # use cpflow::image::{ImageFlow, ImageModelConfig, ImageSet};
-/// # use icnn::ImageShape;
-/// # use rand::SeedableRng;
+/// # use cpflow::icnn::ImageShape;
+/// # use cpflow::rand::SeedableRng;
 /// # fn main() -> cpflow::Result<()> {
 /// // A one-block flow on 4×4 grey images, initialised on two dequantised images.
 /// let shape = ImageShape::new(1, 4, 4);
@@ -432,7 +432,7 @@ pub(super) fn exact_bpd_per_image_monitored(
 /// };
 /// let flow = ImageFlow::new(model.flow_config(shape, 0.05)?, &Device::Cpu)?;
 /// let set = ImageSet::new(shape, (0..32).map(|i| (i * 37 % 256) as u8).collect())?;
-/// let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+/// let mut rng = cpflow::rand::rngs::StdRng::seed_from_u64(0);
 /// let x = set.dequantized_range(0, 2, DType::F64, &Device::Cpu, &mut rng)?;
 /// flow.initialize(&x)?;
 /// let cfg = ImageTestConfig { images: Some(1), exact_images: 1, ..Default::default() };

@@ -68,12 +68,12 @@ const MODEL: &str = "model.safetensors";
 /// once with the EMA weights and returns (and writes) the report.
 ///
 /// ```
-/// use candle_core::Device;
+/// use cpflow::candle::Device;
 /// use cpflow::image::{
 ///     ImageData, ImageModelConfig, ImageRunOptions, ImageSet, ImageTrainConfig,
 ///     run_image_training,
 /// };
-/// use icnn::ImageShape;
+/// use cpflow::icnn::ImageShape;
 ///
 /// # fn main() -> cpflow::Result<()> {
 /// let shape = ImageShape::new(1, 4, 4);

@@ -17,8 +17,8 @@ use crate::error::{CpflowError, Result};
 /// `μ`, `log σ`, the context and the flow parameters).
 ///
 /// ```
-/// use candle_core::{DType, Device, Tensor};
-/// use candle_nn::VarMap;
+/// use cpflow::candle::{DType, Device, Tensor};
+/// use cpflow::candle_nn::VarMap;
 /// use cpflow::posterior::{AmortizedPosterior, PosteriorConfig};
 /// # fn main() -> cpflow::Result<()> {
 /// // The Gaussian posterior (no blocks): z = μ + σ ε and log q = log N(z; μ, σ²).
@@ -52,10 +52,10 @@ pub struct PosteriorSample {
 /// A posterior sample with an SLQ estimate of its log-density (detached: evaluation only).
 ///
 /// ```
-/// use candle_core::{DType, Device, Tensor};
-/// use candle_nn::VarMap;
+/// use cpflow::candle::{DType, Device, Tensor};
+/// use cpflow::candle_nn::VarMap;
 /// use cpflow::posterior::{AmortizedPosterior, PosteriorConfig};
-/// use rand::SeedableRng;
+/// use cpflow::rand::SeedableRng;
 /// # fn main() -> cpflow::Result<()> {
 /// // A one-block CP-Flow posterior over 2 latent dimensions with a 1-d context.
 /// let dev = Device::Cpu;
@@ -64,7 +64,7 @@ pub struct PosteriorSample {
 /// let mu = Tensor::new(&[[0.1f64, -0.2], [0.3, 0.0], [0.0, 1.0]], &dev)?;
 /// let ls = Tensor::new(&[[0.0f64, -0.5], [0.2, 0.0], [-0.3, 0.1]], &dev)?;
 /// let h = Tensor::new(&[[0.5f64], [1.0], [-1.0]], &dev)?;
-/// let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+/// let mut rng = cpflow::rand::rngs::StdRng::seed_from_u64(0);
 /// q.initialize(&mu, &ls, &h, &mut rng)?;
 /// let eps = q.draw_noise(3, &mut rng)?;
 /// let exact = q.transform_noise_exact(&mu, &ls, &h, &eps)?;
@@ -95,10 +95,10 @@ pub struct PosteriorSlqSample {
 /// A posterior sample with the CG-surrogate training terms (tracked).
 ///
 /// ```
-/// use candle_core::{DType, Device, Tensor};
-/// use candle_nn::VarMap;
+/// use cpflow::candle::{DType, Device, Tensor};
+/// use cpflow::candle_nn::VarMap;
 /// use cpflow::posterior::{AmortizedPosterior, PosteriorConfig};
-/// use rand::SeedableRng;
+/// use cpflow::rand::SeedableRng;
 /// # fn main() -> cpflow::Result<()> {
 /// // A one-block CP-Flow posterior over 2 latent dimensions with a 1-d context.
 /// let dev = Device::Cpu;
@@ -107,7 +107,7 @@ pub struct PosteriorSlqSample {
 /// let mu = Tensor::new(&[[0.1f64, -0.2], [0.3, 0.0], [0.0, 1.0]], &dev)?;
 /// let ls = Tensor::new(&[[0.0f64, -0.5], [0.2, 0.0], [-0.3, 0.1]], &dev)?;
 /// let h = Tensor::new(&[[0.5f64], [1.0], [-1.0]], &dev)?;
-/// let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+/// let mut rng = cpflow::rand::rngs::StdRng::seed_from_u64(0);
 /// q.initialize(&mu, &ls, &h, &mut rng)?;
 /// let eps = q.draw_noise(3, &mut rng)?;
 /// let params = cpflow::SurrogateParams::default();
