@@ -360,11 +360,7 @@ fn check_statistics(mean: &Tensor, std: &Tensor, unit: &str) -> Result<()> {
     // to it, keep half its digits or fewer; a network behind it saw its units as constant
     // ("none of its 16 units varies … initialise from a batch of distinct points" for data
     // ×1e-30, whose points were distinct).
-    let resolution = match std_dtype {
-        DType::F64 => f64::EPSILON,
-        _ => f64::from(f32::EPSILON),
-    }
-    .sqrt();
+    let resolution = krylov::unit_roundoff_of(std_dtype).sqrt();
     let spread = |s: f64| s / (s + ACTNORM_STD_EPS);
     let narrow: Vec<usize> = (0..std.len())
         .filter(|&i| spread(std[i]) < resolution)

@@ -23,16 +23,9 @@ const UNCONFIRMED_TOLERANCE_ROUNDOFFS: f64 = 1e3;
 /// Below it the solves confirm convergence on the true residual
 /// ([`confirms_on_true_residual`]), and the trainers' warning of unconverged CG says that more
 /// iterations may not meet the tolerance (`train::cg_tally::Unconverged::text`). The unit
-/// roundoff is krylov's of a tensor of `dtype` (`BatchVectors::unit_roundoff`; a test checks
-/// they agree).
+/// roundoff is krylov's ([`krylov::unit_roundoff_of`], what the solves use).
 pub(crate) fn resolvable_tolerance(dtype: DType) -> f64 {
-    let unit_roundoff = match dtype {
-        DType::F64 => f64::EPSILON,
-        DType::F16 => 9.765_625e-4,
-        DType::BF16 => 7.812_5e-3,
-        _ => f64::from(f32::EPSILON),
-    };
-    UNCONFIRMED_TOLERANCE_ROUNDOFFS * unit_roundoff
+    UNCONFIRMED_TOLERANCE_ROUNDOFFS * krylov::unit_roundoff_of(dtype)
 }
 
 /// Whether the surrogate's solves confirm convergence on the true residual `v − A u`

@@ -202,12 +202,7 @@ impl BatchVectors for Tensor {
     }
 
     fn unit_roundoff(&self) -> f64 {
-        match self.dtype() {
-            DType::F64 => f64::EPSILON,
-            DType::F16 => 9.765_625e-4,
-            DType::BF16 => 7.812_5e-3,
-            _ => f64::from(f32::EPSILON),
-        }
+        unit_roundoff_of(self.dtype())
     }
 
     /// Reductions run in `reduction_dtype`: f64 for f64 tensors, f32 otherwise.
@@ -254,5 +249,23 @@ impl BatchVectors for Tensor {
             mask.where_cond(&new, self)?
         };
         Ok(())
+    }
+}
+
+/// The unit roundoff of candle's float `dtype` (f64 2⁻⁵², f32 2⁻²³, f16 2⁻¹⁰, bf16 2⁻⁷;
+/// f32's for the others): what [`BatchVectors::unit_roundoff`] gives for a tensor of it, for
+/// callers that have a dtype and no tensor.
+///
+/// ```
+/// use candle_core::DType;
+/// assert_eq!(krylov::unit_roundoff_of(DType::F64), f64::EPSILON);
+/// assert_eq!(krylov::unit_roundoff_of(DType::F32), f64::from(f32::EPSILON));
+/// ```
+pub fn unit_roundoff_of(dtype: DType) -> f64 {
+    match dtype {
+        DType::F64 => f64::EPSILON,
+        DType::F16 => 9.765_625e-4,
+        DType::BF16 => 7.812_5e-3,
+        _ => f64::from(f32::EPSILON),
     }
 }

@@ -89,6 +89,8 @@ mod preconditioner;
 mod real;
 mod vectors;
 
+#[cfg(feature = "candle")]
+pub use backend_candle::unit_roundoff_of;
 pub use cg::{
     CgResult, CgStep, CgTermination, cg, cg_with_initial_guess, cg_with_initial_guess_observed,
 };

@@ -7,6 +7,7 @@ mod eval_vae;
 mod import_reference;
 mod ot;
 mod plot;
+mod run_files;
 mod sample;
 mod score_format;
 mod train;

@@ -5,7 +5,7 @@ use crate::toy::Point2;
 use anyhow::{Context, Result, bail};
 use std::path::{Path, PathBuf};
 
-use super::sample::run_files::refuse_run_file;
+use super::run_files::refuse_run_file;
 use super::{data_root, load_flow, locate_model, saved_run_config};
 use crate::cli::PlotArgs;
 use crate::cli::data::{LoadedData, Rows, load, load_all};
@@ -52,7 +52,13 @@ pub fn plot(a: PlotArgs) -> Result<()> {
     // No figure replaces a file of the run (a run trained on `density.png` plotted into
     // the image's folder).
     for name in planned_files(true, true) {
-        refuse_run_file("--out", &out.join(name), &loc.file, loc.run_dir.as_deref())?;
+        refuse_run_file(
+            "--out",
+            &out.join(name),
+            &loc.file,
+            "plotted",
+            loc.run_dir.as_deref(),
+        )?;
     }
     // Figures drawn into the model's run directory (`plots/` by default) are written under
     // the run's lock, taken before the model is read: a `train` going on there (a resume or
@@ -158,10 +164,7 @@ const MIN_ULPS_PER_CELL: f64 = 16.0;
 /// apart around the window's centre ([`MIN_ULPS_PER_CELL`]), naming the smallest
 /// half-width it can draw.
 fn check_grid_resolution(window: &Bounds, grid: usize, float: crate::FloatType) -> Result<()> {
-    let (eps, name) = match float {
-        crate::FloatType::F32 => (f64::from(f32::EPSILON), "f32"),
-        crate::FloatType::F64 => (f64::EPSILON, "f64"),
-    };
+    let eps = krylov::unit_roundoff_of(float.dtype());
     let scale = [window.x.0, window.x.1, window.y.0, window.y.1]
         .iter()
         .fold(1.0_f64, |m, v| m.max(v.abs()));
@@ -176,7 +179,7 @@ fn check_grid_resolution(window: &Bounds, grid: usize, float: crate::FloatType) 
              apart, under {MIN_ULPS_PER_CELL} units in the last place ({min_step:.3e}) of the \
              values of order {scale:e} they are added to, so the figure would show one value \
              or rounding noise; give --half-width at least {:.3e} (or fewer --grid points)",
-            name,
+            float.dtype().as_str(),
             min_step * cells / 2.0
         );
     }

@@ -4,7 +4,6 @@
 
 mod log_prob;
 mod reconstruct;
-pub(super) mod run_files;
 
 use crate::image::grid::encode_sample_grid_png;
 use crate::image::{ImageFlow, quantize_pixels};
@@ -13,6 +12,7 @@ use anyhow::{Context, Result, bail};
 use candle_core::{DType, Tensor};
 use std::path::Path;
 
+use super::run_files::refuse_run_file;
 use super::{ModelLocation, load_flow, locate_model};
 use crate::cli::interrupt::Interrupt;
 use crate::cli::model_file::{ModelKind, model_kind, require_flow};
@@ -108,9 +108,9 @@ pub fn sample(a: SampleArgs) -> Result<()> {
     // An output that is a file of the model's run (its data, weights, configuration…) is
     // refused before anything is read or written.
     let run_dir = loc.run_dir.as_deref();
-    run_files::refuse_run_file("--output", &a.output, &loc.file, run_dir)?;
+    refuse_run_file("--output", &a.output, &loc.file, "sampled", run_dir)?;
     if let Some(lp) = &a.log_prob {
-        run_files::refuse_run_file("--log-prob", lp, &loc.file, run_dir)?;
+        refuse_run_file("--log-prob", lp, &loc.file, "sampled", run_dir)?;
     }
     let kind = model_kind(&loc.file)?;
     if kind == ModelKind::Vae {

@@ -1,5 +1,5 @@
 //! The files of the model's run that a command writing a file the user names (`sample -o`,
-//! `sample --log-prob`) must not replace: the run's training data (its `config.toml`'s
+//! `sample --log-prob`, `plot --out`'s figures) must not replace: the run's training data (its `config.toml`'s
 //! `data.source`), the weights file read, and the files `train` and `vae` keep in the run
 //! directory. Replacing one of them loses the run (a replaced data file makes `eval` and
 //! `--resume` refuse the run; a replaced model or checkpoint loses the weights).
@@ -26,12 +26,12 @@ struct Protected {
     what: String,
 }
 
-/// The existing files of the run of `model` (the weights file `--model` located) in
-/// `run_dir` that an output must not be.
-fn protected_files(model: &Path, run_dir: Option<&Path>) -> Vec<Protected> {
+/// The existing files of the run of `model` (the weights file `--model` located, which the
+/// command `done` to: "sampled", "plotted") in `run_dir` that an output must not be.
+fn protected_files(model: &Path, done: &str, run_dir: Option<&Path>) -> Vec<Protected> {
     let mut files = vec![Protected {
         path: model.to_path_buf(),
-        what: "the model being sampled".into(),
+        what: format!("the model being {done}"),
     }];
     let Some(dir) = run_dir else { return files };
     let dir = if dir.as_os_str().is_empty() {
@@ -84,17 +84,19 @@ fn same_file(a: &Path, b: &Path) -> Result<bool> {
 }
 
 /// Refuses the output `path` of the flag `flag` when it is a file of the run of `model`
-/// (see the module), saying which.
-pub(crate) fn refuse_run_file(
+/// (see the module; `done`: what the command does to the model, "sampled", "plotted"),
+/// saying which.
+pub(super) fn refuse_run_file(
     flag: &str,
     path: &Path,
     model: &Path,
+    done: &str,
     run_dir: Option<&Path>,
 ) -> Result<()> {
     if !path.exists() {
         return Ok(());
     }
-    for f in protected_files(model, run_dir) {
+    for f in protected_files(model, done, run_dir) {
         if same_file(path, &f.path)? {
             bail!(
                 "{flag} {} is {}: writing there would replace it and lose the run; name \
@@ -129,7 +131,7 @@ mod tests {
         let model = run.join("model.safetensors");
         std::fs::write(&model, b"w").unwrap();
         std::fs::write(run.join("metrics.jsonl"), b"{}\n").unwrap();
-        let check = |p: &std::path::Path| refuse_run_file("-o", p, &model, Some(&run));
+        let check = |p: &std::path::Path| refuse_run_file("-o", p, &model, "sampled", Some(&run));
         for (p, what) in [
             (data.clone(), "training data"),
             (model.clone(), "the model being sampled"),
