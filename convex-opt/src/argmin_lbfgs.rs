@@ -226,7 +226,10 @@ fn line_search_failure_text(argmin_text: &str, gradient_inf: f64) -> String {
 
 fn to_float<F: ArgminFloat>(v: f64, what: &str) -> Result<F, ConvexOptError> {
     F::from_f64(v).ok_or_else(|| {
-        ConvexOptError::InvalidParameter(format!("{what} = {v} is not representable"))
+        ConvexOptError::InvalidParameter(format!(
+            "{what} = {} is not representable",
+            crate::error::short_float(v)
+        ))
     })
 }
 

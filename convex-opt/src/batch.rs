@@ -299,8 +299,9 @@ impl TrialPoints {
                 ),
             });
         }
+        check_output_dtypes(value, grad, x.dtype())?;
         let level = value_noise_level(x.dtype());
-        let mut g = (grad.to_dtype(x.dtype())? - y)?;
+        let mut g = (grad - y)?;
         let v = to_host(value)?;
         let mut f: Vec<f64> = v.iter().zip(&self.xy).map(|(a, b)| a - b).collect();
         let mut noise: Vec<f64> = v
@@ -317,6 +318,29 @@ impl TrialPoints {
         }
         Ok(Objective { f, noise, g })
     }
+}
+
+/// Refuses a potential's value or gradient of another dtype than the points `x` it was asked
+/// at ([`ConvexOptError::DTypeMismatch`], context `potential value` / `potential gradient`),
+/// as a Hessian-vector product of another dtype is refused: an `f32` gradient for `f64`
+/// points was cast and used, and its rounding (1e-7 relative) stalled the line searches at
+/// the `f64` tolerance (Newton–CG ended `LineSearchFailed`, batched L-BFGS ran its 1,000
+/// iterations).
+pub(crate) fn check_output_dtypes(
+    value: &Tensor,
+    grad: &Tensor,
+    expected: DType,
+) -> Result<(), ConvexOptError> {
+    for (context, t) in [("potential value", value), ("potential gradient", grad)] {
+        if t.dtype() != expected {
+            return Err(ConvexOptError::DTypeMismatch {
+                context,
+                expected,
+                found: t.dtype(),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Machine epsilon of a float dtype (`f64`'s for anything but `f32`/`f16`/`bf16`).

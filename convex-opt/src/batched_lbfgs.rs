@@ -104,7 +104,7 @@ impl BatchedLbfgsParams {
         if !(0.0..=1.0).contains(&self.compaction_threshold) {
             return Err(ConvexOptError::InvalidParameter(format!(
                 "BatchedLbfgsParams.compaction_threshold = {}: must lie in [0, 1]",
-                self.compaction_threshold
+                crate::error::short_float(self.compaction_threshold)
             )));
         }
         Ok(())

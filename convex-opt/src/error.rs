@@ -65,12 +65,15 @@ pub enum ConvexOptError {
     UnsupportedDType(DType),
     /// A tensor's dtype differs from the one required: the targets `y` from the dtype the
     /// potential computes in (e.g. `f64` targets for an `f32` potential; see
-    /// [`crate::BatchedPotential::expected_dtype`]), an initial point `x0` from the targets'.
+    /// [`crate::BatchedPotential::expected_dtype`]), an initial point `x0` from the targets',
+    /// a potential's value or gradient (contexts `potential value`, `potential gradient`)
+    /// from the points it was evaluated at.
     #[error("dtype mismatch in {context}: expected {expected:?}, found {found:?}")]
     DTypeMismatch {
         /// What was being checked.
         context: &'static str,
-        /// The dtype required (the potential's for `y`, the targets' for `x0`).
+        /// The dtype required (the potential's for `y`, the targets' for `x0`, the points'
+        /// for a potential's outputs).
         expected: DType,
         /// The dtype found.
         found: DType,
@@ -121,6 +124,18 @@ impl ConvexOptError {
             Ok(inner) => inner,
             Err(e) => Self::Argmin(e.into()),
         }
+    }
+}
+
+/// `x` as a parameter message prints it: plainly when that is short (`0.3`, `-1`, `NaN`,
+/// `inf`, magnitudes in `[1e-3, 1e6)`), in exponent form otherwise (`1e-9`, `1e-320`): with
+/// `{}` an absolute tolerance of 1e-9 printed as `0.000000001` and a subnormal as hundreds
+/// of digits.
+pub(crate) fn short_float(x: f64) -> String {
+    if x == 0.0 || !x.is_finite() || (1e-3..1e6).contains(&x.abs()) {
+        format!("{x}")
+    } else {
+        format!("{x:e}")
     }
 }
 

@@ -230,11 +230,9 @@ where
                 ),
             });
         }
-        let cost = (value.to_dtype(self.y.dtype())?.sum_all()? - (&xt * &self.y)?.sum_all()?)?
-            .to_scalar::<F>()?;
-        let g = (grad.to_dtype(self.y.dtype())? - &self.y)?
-            .flatten_all()?
-            .to_vec1::<F>()?;
+        crate::batch::check_output_dtypes(&value, &grad, self.y.dtype())?;
+        let cost = (value.sum_all()? - (&xt * &self.y)?.sum_all()?)?.to_scalar::<F>()?;
+        let g = (grad - &self.y)?.flatten_all()?.to_vec1::<F>()?;
         let g = DVector::from_vec(g);
         *self.cache.borrow_mut() = Some((x.clone(), cost, g.clone()));
         Ok((cost, g))

@@ -4,6 +4,7 @@
 use nalgebra::RealField;
 
 use crate::ConvexOptError;
+use crate::error::short_float;
 #[cfg(doc)]
 use crate::minimize_lbfgs;
 
@@ -254,7 +255,8 @@ pub(crate) fn check_history(owner: &str, history: usize) -> Result<(), ConvexOpt
 pub(crate) fn check_non_negative(name: &str, value: f64) -> Result<(), ConvexOptError> {
     if value.is_nan() || value < 0.0 {
         return Err(ConvexOptError::InvalidParameter(format!(
-            "{name} = {value}: must be ≥ 0"
+            "{name} = {}: must be ≥ 0",
+            short_float(value)
         )));
     }
     Ok(())
@@ -271,20 +273,21 @@ pub(crate) fn check_wolfe(
     line_search: Option<LineSearch>,
 ) -> Result<(), ConvexOptError> {
     let bad = |msg: String| Err(ConvexOptError::InvalidParameter(msg));
+    let (c1s, c2s) = (short_float(c1), short_float(c2));
     if !(c1 > 0.0 && c1 < 1.0) {
-        return bad(format!("{owner}.c1 = {c1}: need 0 < c1 < c2 < 1"));
+        return bad(format!("{owner}.c1 = {c1s}: need 0 < c1 < c2 < 1"));
     }
     if !(c2 > 0.0 && c2 < 1.0) {
-        return bad(format!("{owner}.c2 = {c2}: need 0 < c1 < c2 < 1"));
+        return bad(format!("{owner}.c2 = {c2s}: need 0 < c1 < c2 < 1"));
     }
     if c1 >= c2 {
         return bad(format!(
-            "{owner}.c1 = {c1} is not below {owner}.c2 = {c2}: need 0 < c1 < c2 < 1"
+            "{owner}.c1 = {c1s} is not below {owner}.c2 = {c2s}: need 0 < c1 < c2 < 1"
         ));
     }
     if line_search == Some(LineSearch::HagerZhang) && c1 >= 0.5 {
         return bad(format!(
-            "{owner}.c1 = {c1}: the Hager–Zhang line search needs c1 < 0.5 (its δ); \
+            "{owner}.c1 = {c1s}: the Hager–Zhang line search needs c1 < 0.5 (its δ); \
              LineSearch::MoreThuente accepts 0 < c1 < c2 < 1"
         ));
     }

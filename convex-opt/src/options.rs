@@ -2,6 +2,7 @@
 
 use candle_core::{DType, Tensor};
 
+use crate::error::short_float;
 use crate::{ConvexOptError, Termination};
 
 /// Default absolute tolerance on `‖∇Φ(x_i) − y_i‖∞` in `f64`.
@@ -121,14 +122,17 @@ impl InversionOptions {
         let r = self.rel_tolerance.unwrap_or(r);
         if !(a.is_finite() && r.is_finite() && a >= 0.0 && r >= 0.0) {
             return Err(ConvexOptError::InvalidParameter(format!(
-                "tolerances must be finite and non-negative (abs {a}, rel {r})"
+                "tolerances must be finite and non-negative (abs {}, rel {})",
+                short_float(a),
+                short_float(r)
             )));
         }
         if a == 0.0 {
             return Err(ConvexOptError::InvalidParameter(format!(
-                "InversionOptions.abs_tolerance = 0 (rel {r}): the tolerance of sample i is \
+                "InversionOptions.abs_tolerance = 0 (rel {}): the tolerance of sample i is \
                  abs + rel·‖y_i‖∞, so a sample with y_i = 0 could never meet it (its residual \
-                 is rounding, not 0) and would run every iteration; use abs_tolerance > 0"
+                 is rounding, not 0) and would run every iteration; use abs_tolerance > 0",
+                short_float(r)
             )));
         }
         Ok((a, r))

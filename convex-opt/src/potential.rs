@@ -91,7 +91,11 @@ pub type HvpFn<'a> = Box<dyn Fn(&Tensor) -> Result<Tensor, ConvexOptError> + 'a>
 /// # Ok::<(), convex_opt::ConvexOptError>(())
 /// ```
 pub trait BatchedPotential {
-    /// `(Φ(x_i))_i` with shape `(B,)` and `(∇Φ(x_i))_i` with shape `(B, d)`.
+    /// `(Φ(x_i))_i` with shape `(B,)` and `(∇Φ(x_i))_i` with shape `(B, d)`, both of the dtype
+    /// of `x`: the solvers refuse another shape ([`ConvexOptError::Shape`], context
+    /// `potential output`) or dtype ([`ConvexOptError::DTypeMismatch`], context
+    /// `potential value` / `potential gradient`), as they refuse a Hessian-vector product of
+    /// another dtype.
     fn value_and_gradient(&self, x: &Tensor) -> Result<(Tensor, Tensor), ConvexOptError>;
 
     /// `(Φ(x_i))_i` with shape `(B,)`. Default: the first output of `value_and_gradient`.

@@ -28,7 +28,9 @@ fn main() -> anyhow::Result<()> {
     if seeds.is_empty() {
         seeds.push(0);
     }
-    println!("| seed | train NLL | validation NLL | test NLL |\n|---|---|---|---|");
+    println!(
+        "| seed | train NLL ± 2 s.e. | validation NLL ± 2 s.e. | test NLL ± 2 s.e. |\n|---|---|---|---|"
+    );
     for seed in seeds {
         let split = load_bsds300(
             &root,
@@ -50,6 +52,6 @@ fn main() -> anyhow::Result<()> {
         println!("| {seed} | {} |", cells.join(" | "));
     }
     let (maf, maf_2se) = TabularDataset::Bsds300.maf_gaussian_test_nll();
-    println!("\nMAF's file (MAF, Table 1): test {maf:.2} ± {maf_2se:.2}.");
+    println!("\nMAF's file (MAF, Table 1): test {maf:.2} ± {maf_2se:.2} (2 s.e.).");
     Ok(())
 }

@@ -105,6 +105,7 @@ pub(crate) fn slq_logdet_block<R: Rng + ?Sized>(
                         .map(|(x, s)| if *s { f64::NAN } else { x })
                         .collect()
                 };
+                warn_of_hidden_bias(&est, &seen, like.dtype());
                 return Ok((nan_where_seen(est.estimate), nan_where_seen(est.std_err)));
             }
             Err(e) => {
@@ -120,6 +121,62 @@ pub(crate) fn slq_logdet_block<R: Rng + ?Sized>(
                 masked = retry;
             }
         }
+    }
+}
+
+/// Whether [`warn_of_hidden_bias`] has warned in this process (once is enough to say that a
+/// model's SLQ numbers are not to be trusted; an evaluation calls it per block and chunk).
+static WARNED_OF_HIDDEN_BIAS: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+
+/// What to say of the rows (not masked by `seen`) whose SLQ value is biased by more than its
+/// standard error shows: per row, `floored` Ritz values raised to the round-off floor and
+/// `early` Lanczos runs stopped early without an invariant subspace
+/// (`logdet::StochasticEstimate`'s `floored_ritz_values` and `premature_breakdowns`; a
+/// Jacobian whose condition number nears `1/(100·u)` of `dtype`, or a singular one). `None`
+/// when there are none.
+fn hidden_bias_message(
+    floored: &[usize],
+    early: &[usize],
+    seen: &[bool],
+    dtype: DType,
+) -> Option<String> {
+    let unmasked = |counts: &[usize]| -> (usize, usize) {
+        counts
+            .iter()
+            .zip(seen)
+            .filter(|(c, s)| **c > 0 && !**s)
+            .fold((0, 0), |(rows, total), (c, _)| (rows + 1, total + c))
+    };
+    let (floored_rows, floored) = unmasked(floored);
+    let (early_rows, early) = unmasked(early);
+    if floored_rows == 0 && early_rows == 0 {
+        return None;
+    }
+    Some(format!(
+        "SLQ log-det biased beyond its standard error: in {floored_rows} of {rows} rows {floored} \
+         Ritz values were raised to the {dtype:?} round-off floor (biased upwards; a singular \
+         Jacobian scores finite) and in {early_rows} rows {early} probes' Lanczos runs stopped \
+         early without resolving the smallest eigenvalues (a block Jacobian with a condition \
+         number near 1/(100·u) of {dtype:?}); score with the exact log-det (`--estimator \
+         exact`, `log_prob`){f64_hint}. Later such estimates of this process are not reported",
+        rows = seen.len(),
+        f64_hint = if dtype == DType::F64 {
+            ""
+        } else {
+            " or in f64"
+        },
+    ))
+}
+
+/// Logs [`hidden_bias_message`] once per process.
+fn warn_of_hidden_bias(est: &logdet::StochasticEstimate, seen: &[bool], dtype: DType) {
+    use std::sync::atomic::Ordering;
+    let (floored, early) = (&est.floored_ritz_values, &est.premature_breakdowns);
+    if let Some(message) = hidden_bias_message(floored, early, seen, dtype)
+        && !WARNED_OF_HIDDEN_BIAS.swap(true, Ordering::Relaxed)
+    {
+        tracing::warn!("{message}");
     }
 }
 
@@ -152,5 +209,32 @@ fn failed_system(e: &LogdetError) -> Option<usize> {
         | LogdetError::CoefficientCountMismatch { system, .. }
         | LogdetError::NonFiniteSample { system, .. } => Some(*system),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Rows with floored Ritz values or premature breakdowns are counted (masked rows left
+    /// out) and the remedy named; clean rows, or counts only in masked rows, say nothing.
+    #[test]
+    fn hidden_bias_is_counted_over_unmasked_rows() {
+        let seen = [false, false, true, false];
+        let m = hidden_bias_message(&[2, 0, 7, 1], &[0, 0, 5, 3], &seen, DType::F32).unwrap();
+        assert!(
+            m.contains("in 2 of 4 rows 3 Ritz values")
+                && m.contains("in 1 rows 3 probes")
+                && m.contains("--estimator exact")
+                && m.contains("or in f64"),
+            "{m}"
+        );
+        let f64_message = hidden_bias_message(&[1, 0], &[0, 0], &[false; 2], DType::F64).unwrap();
+        assert!(!f64_message.contains("or in f64"), "{f64_message}");
+        assert_eq!(
+            hidden_bias_message(&[0, 0], &[0, 0], &[false; 2], DType::F32),
+            None
+        );
+        assert_eq!(hidden_bias_message(&[4], &[1], &[true], DType::F32), None);
     }
 }

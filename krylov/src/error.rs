@@ -58,7 +58,7 @@ pub enum KrylovError {
     /// An input vector holds a non-finite entry (NaN or ±Inf), e.g. the right-hand side of
     /// [`crate::cg()`]: no tolerance relative to it is meaningful, so the solve is refused
     /// instead of reporting a meaningless convergence.
-    #[error("{context}: entry {index} of system {system} is {value}, not finite")]
+    #[error("{context}: entry {index} of system {system} is {value:e}, not finite")]
     NonFiniteInput {
         /// Which input was checked.
         context: &'static str,
@@ -109,7 +109,7 @@ pub enum KrylovError {
     /// or one so small that its inverse overflows the element type (e.g. `1e-310` in f64,
     /// `1e-39` in f32).
     #[error(
-        "Jacobi preconditioner: diagonal entry {index} of system {system} is {value}, not > 0 \
+        "Jacobi preconditioner: diagonal entry {index} of system {system} is {value:e}, not > 0 \
          with a finite inverse"
     )]
     NonPositiveDiagonal {
@@ -182,6 +182,30 @@ mod tests {
         assert_eq!(
             repeated_message(&bad).0.as_deref(),
             Some("operator failed: device lost")
+        );
+    }
+
+    /// Floats in messages are printed in exponent form: a subnormal diagonal entry printed
+    /// with `{}` was a 330-character `0.000…`.
+    #[test]
+    fn float_values_print_in_exponent_form() {
+        let e = KrylovError::NonPositiveDiagonal {
+            system: 0,
+            index: 1,
+            value: 1e-320,
+        };
+        let msg = e.to_string();
+        assert!(msg.contains("is 1e-320, not > 0"), "{msg}");
+        assert!(msg.len() < 120, "{} characters: {msg}", msg.len());
+        let nan = KrylovError::NonFiniteInput {
+            context: "cg right-hand side",
+            system: 0,
+            index: 2,
+            value: f64::NAN,
+        };
+        assert_eq!(
+            nan.to_string(),
+            "cg right-hand side: entry 2 of system 0 is NaN, not finite"
         );
     }
 

@@ -38,6 +38,18 @@ pub struct LanczosParams {
     /// element type and `s_i` the largest `|α|`, `β` seen so far for that system (an estimate of
     /// `‖H_i‖`). Default `1e-10`; must lie in `[0, 1)` (a threshold of 1 or more would stop
     /// every system after one step).
+    ///
+    /// The `100·u` floor stays when `breakdown_tol` is 0 (or below it: in f32 it is 6e-6, so
+    /// the default 1e-10 does not change an f32 run at all). Below it `β` is within a small
+    /// factor of the rounding error of the computed `H q` (`≈ √d·u·‖H‖` to `d·u·‖H‖`), so the
+    /// next Lanczos vector would be mostly noise: a restart from an arbitrary direction, and for
+    /// an exact zero (`H = c·I`: `w = c·q − c·q = 0`) a division by zero, a NaN. Nor would
+    /// continuing recover what the floor drops: the eigenvalues it leaves out are those below
+    /// about `100·u·‖H‖`, and `logdet`'s quadrature raises Ritz values
+    /// below that same level (`RITZ_ROUNDOFF_FACTOR·u·max|θ|`) to it anyway. An operator whose
+    /// condition number nears `1/(100·u)` (8.4e4 in f32) therefore stops early **without** an
+    /// invariant subspace (f32, `H = diag(1 … 1e6)`, `d = 30`: at step 26, `β ≈ 6`): see
+    /// [`LanczosResult::breakdown_betas`], which tells such a stop from an exact one.
     pub breakdown_tol: f64,
 }
 
@@ -68,7 +80,8 @@ impl LanczosParams {
         self.store_basis = store_basis;
         self
     }
-    /// Sets the relative breakdown threshold.
+    /// Sets the relative breakdown threshold (the `100·u` floor of
+    /// [`LanczosParams::breakdown_tol`] stays: 0 means "the floor only").
     pub fn with_breakdown_tol(mut self, breakdown_tol: f64) -> Self {
         self.breakdown_tol = breakdown_tol;
         self
@@ -109,12 +122,27 @@ pub struct LanczosResult<V> {
     pub betas: Vec<Vec<f64>>,
     /// Size reached per system: `min(m, d)`, or less after a breakdown.
     pub sizes: Vec<usize>,
-    /// Whether system `i` stopped early because `β` fell below the breakdown threshold (the
-    /// Krylov space is invariant: the Ritz values of `T_i` are exact eigenvalues of `H_i`), or
+    /// Whether system `i` stopped early because `β` fell below the breakdown threshold, or
     /// because its start vector was zero (then `sizes[i] = 0`, no operator work, and `T_i` is
     /// empty: `v0_iᵀ f(H_i) v0_i = 0` for any `f`). Never set together with
     /// [`LanczosResult::non_finite`].
+    ///
+    /// The threshold is relative to `‖H_i‖` ([`LanczosParams::breakdown_tol`], at least
+    /// `100·u`), so a breakdown means an invariant Krylov space (the Ritz values of `T_i` are
+    /// eigenvalues of `H_i`) only up to a coupling of that size: compare
+    /// [`LanczosResult::breakdown_betas`] with the smallest Ritz value. For a well-conditioned
+    /// operator (`H = c·I`, few distinct eigenvalues) the dropped `β` is at round-off and the
+    /// stop is exact; for one whose condition number nears `1/(100·u)` it is not.
     pub breakdown: Vec<bool>,
+    /// The `β_{k+1} = ‖w‖` that stopped system `i` at its breakdown (`k = sizes[i]`): the
+    /// coupling of the Krylov space to the rest of `H_i` that the stop takes for zero, so
+    /// `T_i` is exact for an operator within `β_{k+1}` of `H_i` (in the 2-norm). It perturbs
+    /// the Ritz values by up to about that much: next to the smallest one, `θ_min`, a large
+    /// ratio `β_{k+1}/θ_min` means the small end of the spectrum is not resolved (the
+    /// breakdown was below the float's resolution relative to `‖H_i‖`, not an invariant
+    /// subspace; `logdet` counts a stop with a ratio above 1e-2 as premature). `0` for a
+    /// system that did not break down and for a zero start vector.
+    pub breakdown_betas: Vec<f64>,
     /// Whether system `i` stopped because a coefficient came out NaN or ±Inf: the operator
     /// produced NaN or ±Inf for it (or its products overflowed). The non-finite coefficient is
     /// **not** stored: `alphas[i]` and `betas[i]` hold the finite coefficients of the steps
@@ -201,9 +229,13 @@ impl<V> LanczosResult<V> {
 ///
 /// **Breakdown** (`β_{j+1}` below the threshold of [`LanczosParams::breakdown_tol`]) stops that
 /// system early with the size it reached; it is frozen (no further operator work) and flagged
-/// in [`LanczosResult::breakdown`]. At a breakdown the Krylov space is invariant, so Gauss
-/// quadrature with the reached `T_i` is exact for `v0_iᵀ f(H_i) v0_i`; no restart with a new
-/// random vector (as the reference does) is needed for quadrature.
+/// in [`LanczosResult::breakdown`], with the dropped `β_{j+1}` in
+/// [`LanczosResult::breakdown_betas`]. When that `β` is at round-off the Krylov space is
+/// invariant, so Gauss quadrature with the reached `T_i` is exact for `v0_iᵀ f(H_i) v0_i`; no
+/// restart with a new random vector (as the reference does) is needed for quadrature. The
+/// threshold is relative to `‖H_i‖`, though: an operator with eigenvalues below it (condition
+/// number near `1/(100·u)`) stops without resolving them, and the quadrature then misses them
+/// (`logdet::StochasticEstimate::premature_breakdowns` counts such stops).
 ///
 /// ```
 /// use krylov::{lanczos, LanczosParams, DenseNalgebraOperator};
@@ -257,7 +289,7 @@ where
     // stop after one step, reported as an invariant subspace.
     if !(params.breakdown_tol >= 0.0 && params.breakdown_tol < 1.0) {
         return Err(KrylovError::InvalidParameter(format!(
-            "breakdown_tol must lie in [0, 1), got {}",
+            "breakdown_tol must lie in [0, 1), got {:e}",
             params.breakdown_tol
         )));
     }
@@ -301,6 +333,7 @@ where
     // Only a zero start vector is inactive here (`scaled_norms` is finite: entries ≤ 2³²).
     let mut active: Vec<bool> = scaled_norms.iter().map(|v| *v > 0.0).collect();
     let mut breakdown: Vec<bool> = active.iter().map(|a| !a).collect();
+    let mut breakdown_betas = vec![0.0f64; n];
     let mut non_finite = vec![false; n];
     let inv: Vec<f64> = scaled_norms
         .iter()
@@ -381,6 +414,7 @@ where
             } else {
                 active[i] = false;
                 breakdown[i] = true;
+                breakdown_betas[i] = beta[i];
             }
         }
         w.scale_per_system(&inv_beta)?;
@@ -403,6 +437,7 @@ where
         betas,
         sizes,
         breakdown,
+        breakdown_betas,
         non_finite,
         initial_norms,
         basis,

@@ -26,8 +26,9 @@ pub enum LogdetError {
         /// Batch index of the offending matrix.
         system: usize,
     },
-    /// The matrix of system `system` holds a NaN or ±Inf in the triangle the exact log-det
-    /// reads (the lower one): its log-determinant is undefined, whatever its spectrum would be.
+    /// The matrix of system `system` holds a NaN or ±Inf (anywhere: the exact log-det
+    /// factorises the lower triangle, but refuses a non-finite entry above it too): its
+    /// log-determinant is undefined, whatever its spectrum would be.
     /// Checked before the Cholesky factorisation, so such a matrix is never reported as
     /// [`LogdetError::NotPositiveDefinite`].
     #[error("matrix of system {system} has a non-finite entry {value} at ({row}, {col})")]
@@ -36,7 +37,7 @@ pub enum LogdetError {
         system: usize,
         /// Row of the entry.
         row: usize,
-        /// Column of the entry (`col ≤ row`).
+        /// Column of the entry.
         col: usize,
         /// The offending value (NaN or ±Inf).
         value: f64,

@@ -16,19 +16,21 @@ fn logdet_one(system: usize, h: MatRef<'_, f64>) -> Result<f64, LogdetError> {
             found: (d, h.ncols()),
         });
     }
-    // Only the lower triangle is read: a NaN or ±Inf there would make the Cholesky fail (or
-    // give a NaN pivot), which is not a spectral property of the matrix.
-    for col in 0..d {
-        for row in col..d {
-            let value = h[(row, col)];
-            if !value.is_finite() {
-                return Err(LogdetError::NonFiniteInput {
-                    system,
-                    row,
-                    col,
-                    value,
-                });
-            }
+    // A NaN or ±Inf in the lower triangle would make the Cholesky fail (or give a NaN
+    // pivot), which is not a spectral property of the matrix; one in the upper triangle, which
+    // the Cholesky does not read, would be ignored, though the matrix it belongs to has no
+    // log-determinant. The lower triangle is searched first (its entries are the ones used).
+    let lower = (0..d).flat_map(|col| (col..d).map(move |row| (row, col)));
+    let upper = (0..d).flat_map(|col| (0..col).map(move |row| (row, col)));
+    for (row, col) in lower.chain(upper) {
+        let value = h[(row, col)];
+        if !value.is_finite() {
+            return Err(LogdetError::NonFiniteInput {
+                system,
+                row,
+                col,
+                value,
+            });
         }
     }
     let llt = h
@@ -49,11 +51,13 @@ fn logdet_one(system: usize, h: MatRef<'_, f64>) -> Result<f64, LogdetError> {
 /// `log det H_i` for a batch of symmetric positive definite matrices, by Cholesky
 /// (`log det H = 2 Σ_k log L_kk`).
 ///
-/// Only the **lower triangle** (entries `(i, j)` with `i ≥ j`) of each matrix is read: symmetry
-/// is assumed, not checked, and the strict upper triangle is ignored. [`exact_logdet_flat`] and
-/// `exact_logdet_tensor` read the same triangle, so the three agree on any input. A NaN or
-/// ±Inf entry in that triangle gives [`LogdetError::NonFiniteInput`] naming the system and the
-/// entry (checked before the factorisation, so the first such system in batch order); a
+/// Only the **lower triangle** (entries `(i, j)` with `i ≥ j`) of each matrix is factorised:
+/// symmetry is assumed, not checked, and the values of the strict upper triangle are not used.
+/// [`exact_logdet_flat`] and `exact_logdet_tensor` use the same triangle, so the three agree on
+/// any input. A NaN or ±Inf entry **anywhere** in a matrix (the upper triangle included: such a
+/// matrix has no log-determinant, whatever its lower triangle) gives
+/// [`LogdetError::NonFiniteInput`] naming the system and the entry (checked before the
+/// factorisation, the lower triangle first, so the first such system in batch order); a
 /// finite matrix that is not numerically positive definite gives
 /// [`LogdetError::NotPositiveDefinite`] naming its batch index; matrices must all be square of
 /// the same size. `f32` matrices (the other
@@ -73,6 +77,13 @@ fn logdet_one(system: usize, h: MatRef<'_, f64>) -> Result<f64, LogdetError> {
 /// let nan = Mat::<f64>::from_fn(2, 2, |i, j| if (i, j) == (1, 0) { f64::NAN } else { 1.0 });
 /// let err = logdet::exact_logdet(&[Mat::identity(2, 2), nan]).unwrap_err();
 /// assert!(matches!(err, logdet::LogdetError::NonFiniteInput { system: 1, row: 1, col: 0, .. }));
+/// // Above the diagonal too, though the Cholesky would not read it.
+/// let inf = Mat::<f64>::from_fn(2, 2, |i, j| match (i, j) {
+///     (0, 1) => f64::INFINITY,
+///     _ => if i == j { 2.0 } else { 0.0 },
+/// });
+/// let err = logdet::exact_logdet(&[inf]).unwrap_err();
+/// assert!(matches!(err, logdet::LogdetError::NonFiniteInput { system: 0, row: 0, col: 1, .. }));
 ///
 /// let h32 = Mat::<f32>::from_fn(2, 2, |i, j| if i == j { 2.0 } else { 1.0 });
 /// assert!((logdet::exact_logdet(&[h32]).unwrap()[0] - 3f64.ln()).abs() < 1e-14);
@@ -92,12 +103,11 @@ pub fn exact_logdet<T: Real>(matrices: &[Mat<T>]) -> Result<Vec<f64>, LogdetErro
             }
             match (m as &dyn Any).downcast_ref::<Mat<f64>>() {
                 Some(m64) => logdet_one(i, m64.as_ref()),
-                // Lower precision: factorised in f64, like `exact_logdet_tensor`. Only the
-                // lower triangle is read, so only it is converted.
+                // Lower precision: factorised in f64, like `exact_logdet_tensor`. The whole
+                // matrix is converted: the upper triangle is checked for NaN/Inf too.
                 None => {
-                    let m64 = Mat::<f64>::from_fn(m.nrows(), m.ncols(), |r, c| {
-                        if r >= c { m[(r, c)].into_f64() } else { 0.0 }
-                    });
+                    let m64 =
+                        Mat::<f64>::from_fn(m.nrows(), m.ncols(), |r, c| m[(r, c)].into_f64());
                     logdet_one(i, m64.as_ref())
                 }
             }
@@ -107,7 +117,8 @@ pub fn exact_logdet<T: Real>(matrices: &[Mat<T>]) -> Result<Vec<f64>, LogdetErro
 
 /// [`exact_logdet`] on a flat `(B, d, d)` row-major buffer (matrix `i` occupies
 /// `data[i·d·d .. (i+1)·d·d]`, row by row). As in [`exact_logdet`], only the lower triangle
-/// of each (row-major) matrix, `data[i·d·d + r·d + c]` with `r ≥ c`, is read.
+/// of each (row-major) matrix, `data[i·d·d + r·d + c]` with `r ≥ c`, is factorised, and a
+/// NaN or ±Inf anywhere is refused.
 ///
 /// Errors: [`LogdetError::WrongLength`] when `data.len() ≠ B·d·d`,
 /// [`LogdetError::SizeOverflow`] when `B·d·d` overflows `usize`, and those of
@@ -152,7 +163,8 @@ pub fn exact_logdet_flat(data: &[f64], batch: usize, dim: usize) -> Result<Vec<f
 
 /// [`exact_logdet`] on a `(B, d, d)` candle tensor (any float dtype, any device). The tensor is
 /// copied to the host and factorised in `f64`. Returns one value per system. Only the lower
-/// triangle of each matrix (`h[i][r][c]` with `r ≥ c`) is read, as in [`exact_logdet`].
+/// triangle of each matrix (`h[i][r][c]` with `r ≥ c`) is factorised, and a NaN or ±Inf
+/// anywhere is refused, as in [`exact_logdet`].
 ///
 /// ```
 /// use candle_core::{Device, DType, Tensor};

@@ -6,7 +6,7 @@ use rand::Rng;
 use crate::LogdetError;
 use crate::hutchinson::StochasticEstimate;
 use crate::probes::{ProbeDistribution, draw_probes};
-use crate::quadrature::slq_logdet_from_lanczos;
+use crate::quadrature::lanczos_quadrature;
 use crate::stats::PerSystemMean;
 
 /// Parameters of [`slq_logdet`].
@@ -111,7 +111,11 @@ impl SlqParams {
 /// `1/(100·u)` (4.5e13 in f64, 8.4e4 in f32) gets an estimate biased upwards, and a singular
 /// one gets a finite value (its zero eigenvalues count as the round-off level) instead of
 /// `−∞`. SLQ cannot tell these apart from rounding; to test definiteness use [`exact_logdet`](crate::exact_logdet), which
-/// refuses a singular matrix.
+/// refuses a singular matrix. The result counts, per system, the Ritz values so raised
+/// ([`StochasticEstimate::floored_ritz_values`]) and the probes whose Lanczos run stopped
+/// early without an invariant subspace ([`StochasticEstimate::premature_breakdowns`]: krylov's
+/// breakdown floor is the same `100·u` relative level): either count being positive means
+/// the estimate is biased (by a floored value, upwards) by more than its `std_err` shows.
 ///
 /// `std_err` is the sample standard deviation over the probes divided by `√P`: with few probes
 /// (`P` = 2–4) it is itself noisy, and an interval of ±2 standard errors covers the truth
@@ -157,15 +161,24 @@ where
     let lp = LanczosParams::default()
         .with_steps(params.lanczos_steps)
         .with_reorthogonalize(params.reorthogonalize);
+    let requested_steps = params.lanczos_steps.min(d);
     let mut acc = PerSystemMean::new(b);
     let mut applications = vec![0usize; b];
+    let mut premature_breakdowns = vec![0usize; b];
+    let mut floored_ritz_values = vec![0usize; b];
     for _ in 0..params.probes {
         let v = V::from_host_like(like, &draw_probes(rng, params.distribution, b, d)?)?;
         let res = lanczos(op, &v, &lp)?;
         for (a, r) in applications.iter_mut().zip(&res.applications) {
             *a += r;
         }
-        acc.push(&slq_logdet_from_lanczos(&res)?);
+        let quad = lanczos_quadrature(&res, requested_steps)?;
+        for (i, q) in quad.iter().enumerate() {
+            premature_breakdowns[i] += usize::from(q.premature_breakdown);
+            floored_ritz_values[i] += q.floored_ritz_values;
+        }
+        let values: Vec<f64> = quad.iter().map(|q| q.value).collect();
+        acc.push(&values);
     }
     let (estimate, std_err) = acc.finish();
     Ok(StochasticEstimate {
@@ -173,5 +186,7 @@ where
         std_err,
         probes: params.probes,
         applications,
+        premature_breakdowns,
+        floored_ritz_values,
     })
 }

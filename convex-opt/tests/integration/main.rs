@@ -16,6 +16,7 @@ mod lbfgs_rounding_floor;
 mod line_search_fallback;
 mod more_thuente_stall;
 mod newton_cg_c1;
+mod output_dtype;
 mod params;
 mod per_row_data;
 mod prop_batching;

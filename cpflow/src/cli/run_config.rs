@@ -62,7 +62,7 @@ mod image_config;
 mod inert_settings;
 mod serde_messages;
 mod toml_integer;
-pub use image_config::{is_image_config, resolve_image};
+pub use image_config::{is_image_config, resolve_image, with_root_beside_config};
 pub(crate) use serde_messages::vae_config_error;
 #[cfg(test)]
 pub(crate) use serde_messages::{VAE_FORMS, form_checks};

@@ -58,6 +58,7 @@ impl LastCheckpoint {
     /// holds the epochs done): a failure of `write` of `what` at `epoch` is
     /// [`CpflowError::EpochCheckpointWrite`] naming this last checkpoint while its file is
     /// still there.
+    #[cfg(feature = "vae")]
     pub fn written_at_epoch<T>(
         &self,
         what: &'static str,

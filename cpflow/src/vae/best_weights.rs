@@ -194,7 +194,7 @@ pub(super) fn best_weights_for_scoring(
 /// Checks that `best` (a run's `best.safetensors`, as `cpflow eval` and `sample` read it) holds
 /// the weights of the run's best epoch as its checkpoint beside it records them: a run killed
 /// after writing an epoch's checkpoint, before its best weights, holds the previous best
-/// until a resume rewrites them ([`restore_best_weights`]). Such a `best` is refused
+/// until a resume rewrites them (`restore_best_weights`). Such a `best` is refused
 /// ([`CpflowError::Checkpoint`]) with the commands that help, rather than scored or sampled
 /// as "the best". Passes when either side carries no epoch (an untagged or imported file, no
 /// checkpoint beside it, a checkpoint before any epoch ended).

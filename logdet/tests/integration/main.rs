@@ -13,4 +13,5 @@ mod exact_and_slq;
 mod exact_properties;
 mod input_checks;
 mod singular_floor;
+mod slq_bias_counts;
 mod surrogate;

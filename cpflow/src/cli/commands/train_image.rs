@@ -10,7 +10,7 @@ use crate::cli::memory::{
     IMAGE_STEP_WEIGHT_COPIES, check_training_memory, image_training_memory, memory_limit,
 };
 use crate::cli::resume_check::{check_image_epochs, check_image_resume};
-use crate::cli::run_config::{Overrides, resolve_image};
+use crate::cli::run_config::{Overrides, resolve_image, with_root_beside_config};
 use crate::cli::run_dir::{
     TRAIN_RUN, absolute, check_config_dir_is_out, check_new_run_of, take_run_dir, write_config,
 };
@@ -53,7 +53,8 @@ pub(super) fn train_image(a: TrainArgs) -> Result<()> {
     };
     // What the image trainer would refuse at its start, before the run directory changes.
     let device = crate::cli::device(a.dev.device.as_deref())?;
-    let data = load_image_data(&cfg.data)?;
+    let data = load_image_data(&cfg.data)
+        .map_err(|e| with_root_beside_config(e.into(), file, &cfg.data.root))?;
     if let Some(state) = &resumed {
         // Before config.toml takes the new data.root: a refused resume leaves the run as it was.
         state

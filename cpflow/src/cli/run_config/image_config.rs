@@ -74,15 +74,12 @@ pub fn resolve_image(file: &Path, ov: &Overrides) -> Result<crate::image::ImageE
             dataset.name()
         )
     })?;
-    if let Some(hint) = root_beside_config(file, &cfg.data.root) {
-        tracing::warn!("{hint}");
-    }
     Ok(cfg)
 }
 
 /// A relative `data.root` is read from the current directory, not the config file's: when it
-/// is missing there but present beside `file`, what to do (printed before the loader's "not
-/// found", which names the absolute path it tried). `None` otherwise.
+/// is missing there but present beside `file`, what to do (added to the loader's "not found",
+/// which names the absolute path it tried: [`with_root_beside_config`]). `None` otherwise.
 fn root_beside_config(file: &Path, root: &Path) -> Option<String> {
     if root.is_absolute() || root.exists() {
         return None;
@@ -100,6 +97,16 @@ fn root_beside_config(file: &Path, root: &Path) -> Option<String> {
             beside.display()
         )
     })
+}
+
+/// The image loader's error `e` for the configuration in `file`, with what
+/// [`root_beside_config`] says about its `data.root` appended (it was a warning printed
+/// before the error, easy to miss above a progress bar or in a log that keeps only the error).
+pub fn with_root_beside_config(e: anyhow::Error, file: &Path, root: &Path) -> anyhow::Error {
+    match root_beside_config(file, root) {
+        Some(hint) => anyhow::anyhow!("{e:#}. {hint}"),
+        None => e,
+    }
 }
 
 #[cfg(test)]
@@ -121,6 +128,13 @@ mod tests {
                 && hint.contains(&format!("it would be {}", dir.join(&name).display())),
             "{hint}"
         );
+        // The loader's error keeps its own words first and carries the hint (it was a warning
+        // printed before the error).
+        let e =
+            with_root_beside_config(anyhow::anyhow!("mnist not found"), &file, Path::new(&name));
+        assert_eq!(e.to_string(), format!("mnist not found. {hint}"));
+        let plain = with_root_beside_config(anyhow::anyhow!("x"), &file, Path::new("no-such-xyz"));
+        assert_eq!(plain.to_string(), "x");
         assert_eq!(root_beside_config(&file, &dir.join(&name)), None);
         assert_eq!(
             root_beside_config(&file, Path::new("no-such-root-xyz")),
