@@ -15,8 +15,9 @@
 //! computed only for arguments candle tracks (a data batch gets no input gradient).
 //!
 //! The products use faer (`host_gemm`: AVX-512 where the CPU has it) one image at a time, the
-//! batch split over rayon's threads with one reused patch buffer per thread (`C·kh·kw·P`
-//! elements, 3.6 MB for 32 channels, 5×5, 28×20 in f64). Folding the whole batch into one
+//! batch split among rayon's tasks (`batch_split.rs`: kernel gradients over a fixed number
+//! of tasks, so the same bits for any thread count) with one reused patch buffer per task
+//! (`C·kh·kw·P` elements, 3.6 MB for 32 channels, 5×5, 28×20 in f64). Folding the whole batch into one
 //! product, as [`im2col()`] + a matmul would, materialises `kh·kw` copies of the input
 //! (358 MB for batch 100 of the same layer) and was measured 1.4–3× slower, mostly in page
 //! faults and memory traffic.
@@ -42,6 +43,7 @@
 //! Only CPU f32/f64 tensors take this path; any other device or dtype falls back to candle's
 //! own `conv2d` / `conv_transpose2d` (so CUDA keeps working).
 
+mod batch_split;
 mod biased;
 mod channel_bias;
 mod checks;
@@ -55,12 +57,15 @@ mod ops;
 mod sandwich;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod thread_count_tests;
 mod winograd;
 mod winograd_plan;
 
+pub(crate) use batch_split::{reduce_over_batch, reduction_tasks, split_batch, sum_in_order};
 pub use headed::ConvHead;
 pub use im2col::{Col2Im, Im2Col, PatchGeometry};
-pub(crate) use ops::{adjoint_cpu, forward_cpu, kernel_grad_cpu, split_batch};
+pub(crate) use ops::{adjoint_cpu, forward_cpu, kernel_grad_cpu};
 
 use crate::{IcnnError, Result};
 use candle_core::{DType, Tensor};

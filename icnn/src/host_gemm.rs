@@ -77,7 +77,8 @@ fn fits(len: usize, rows: usize, cols: usize, rs: usize, cs: usize) -> bool {
 }
 
 /// `dst (m × n, row-major) = lhs · rhs` (or `+=` when `accumulate`) with faer, on the
-/// calling thread (`Par::Seq`) or on rayon's pool.
+/// calling thread (`Par::Seq`) or on rayon's pool (matrix–vector products always on the
+/// calling thread): the same bits either way.
 pub(crate) fn matmul_into<T: GemmFloat>(
     dst: &mut [T],
     lhs: View<'_, T>,
@@ -110,6 +111,15 @@ pub(crate) fn matmul_into_rows<T: GemmFloat>(
     if m == 0 || n == 0 {
         return Ok(());
     }
+    // faer splits a parallel product among threads by its output, except a matrix–vector
+    // product with a column-major matrix, whose inner dimension it cuts into one part per
+    // thread (`matvec_colmajor`): a sum whose rounding would follow the thread count. Those
+    // run on the calling thread (`thread_count_tests`).
+    let parallelism = if m == 1 || n == 1 {
+        Par::Seq
+    } else {
+        parallelism
+    };
     if k == 0 {
         if !accumulate {
             for row in dst.chunks_mut(dst_rs).take(m) {

@@ -272,8 +272,8 @@ impl<T: Real> Link<T> {
     }
 
     /// `dst (+)= ∂⟨cot, L src⟩/∂θ` for `cot` `(rows × m)` and `src` `(rows × n)` (always
-    /// accumulates; the sum over images runs in task order, deterministic for a fixed thread
-    /// count).
+    /// accumulates; the sum over images runs over fixed tasks in task order, the same bits for
+    /// any thread count).
     pub(crate) fn param_grad(
         &self,
         dst: &mut [T],

@@ -25,7 +25,7 @@
 use candle_core::Result;
 use rayon::prelude::*;
 
-use crate::gemm_conv::{PatchGeometry, split_batch};
+use crate::gemm_conv::{PatchGeometry, reduce_over_batch, split_batch};
 use crate::host_gemm::{GemmFloat, Par, View, matmul_into};
 use crate::surrogate_host::Real;
 
@@ -182,7 +182,8 @@ fn gather_taps<T: Copy>(l: &Layout, kw: usize, kk: usize, n: usize, padded: &[T]
 }
 
 /// Runs `f(images of the task, outputs of the task, product parallelism)` over the batch
-/// split as `gemm_conv` splits it (one task per thread).
+/// split as `gemm_conv` splits an image-by-image map (one task per thread: each image's
+/// output is the same whatever task computes it).
 pub(crate) fn for_tasks<T: Real>(
     src: &[T],
     src_len: usize,
@@ -199,8 +200,9 @@ pub(crate) fn for_tasks<T: Real>(
 }
 
 /// Runs `f(output cotangents of the task, inputs of the task, product parallelism)` over the
-/// batch split as [`for_tasks`] splits it, each task returning its partial kernel gradient,
-/// collected in task order.
+/// batch split into the fixed tasks of [`reduce_over_batch`] (they depend on `rows` only,
+/// not on the thread count), each task returning its partial kernel gradient, collected in
+/// task order.
 pub(crate) fn task_partials<T: Real>(
     cot: &[T],
     out_len: usize,
@@ -209,12 +211,11 @@ pub(crate) fn task_partials<T: Real>(
     rows: usize,
     f: impl Fn(&[T], &[T], Par) -> Result<Vec<T>> + Sync + Send,
 ) -> Result<Vec<Vec<T>>> {
-    let (per_task, par) = split_batch(rows);
-    cot[..rows * out_len]
-        .par_chunks(per_task * out_len)
-        .zip(src[..rows * in_len].par_chunks(per_task * in_len))
-        .map(|(ys, xs)| f(ys, xs, par))
-        .collect()
+    reduce_over_batch(rows, |images, par| {
+        let ys = &cot[images.start * out_len..images.end * out_len];
+        let xs = &src[images.start * in_len..images.end * in_len];
+        f(ys, xs, par)
+    })
 }
 
 /// The adjoint of a "same" stride-1 convolution as a forward one: the kernel
@@ -329,7 +330,8 @@ pub(crate) fn adjoint<T: Real>(
 }
 
 /// `dst (C_o, C, k, k) += Σ_b ∂⟨cot_b, conv(src_b, K)⟩/∂K` (channel-last rows); the sum over
-/// images runs in task order (deterministic for a fixed thread count).
+/// images runs over the fixed tasks of [`task_partials`], in task order (the same bits for
+/// any thread count).
 pub(crate) fn param_grad<T: Real>(
     g: &PatchGeometry,
     c_out: usize,

@@ -19,7 +19,7 @@
 use std::ops::Range;
 
 use super::{IN, OUT, Tiling, TransformedKernel, XI, input_transform, parts, parts_mut, plane_row};
-use crate::gemm_conv::PatchGeometry;
+use crate::gemm_conv::{PatchGeometry, reduction_tasks, sum_in_order};
 use crate::host_gemm::{Par, View, matmul_into};
 use crate::scratch::Scratch;
 use crate::shifted_conv::{for_tasks, task_partials};
@@ -120,7 +120,9 @@ fn g6t_slices<T: Real>(x: [&[T]; IN], y: [&mut [T]; 3]) {
 
 /// `dst (C_o, C, 3, 3) += Gᵀ Ū G` for the transformed-kernel gradient `ū` (`[ξ][c][o]`):
 /// the adjoint of [`TransformedKernel::of`]. Blocks of output channels run in parallel, each
-/// adding into its own rows of `dst` (no per-channel gradient is kept aside).
+/// adding into its own rows of `dst` (no per-channel gradient is kept aside). The blocks
+/// follow the thread count, but each output channel's arithmetic is the same in any block
+/// (element-wise, channels in order).
 fn kernel_adjoint<T: Real>(ubar: &[T], c_out: usize, c_in: usize, dst: &mut [T]) {
     let plane = c_in * c_out;
     if plane == 0 {
@@ -159,14 +161,18 @@ fn kernel_adjoint<T: Real>(ubar: &[T], c_out: usize, c_in: usize, dst: &mut [T])
         });
 }
 
-/// Bytes of transformed kernel gradient (`Ū`, 36 values per `C·C_o`) above which
-/// [`param_grad`] does not split the images among tasks: each task would keep a `Ū` of its
-/// own (4 copies of the layer's kernel: 151 MB a task for 1,024 channels in f32), so one task
-/// takes all images and runs its 36 products on rayon's threads instead.
-pub(crate) const MAX_TASK_GRADIENT_BYTES: usize = 32 << 20;
+/// Bytes of transformed kernel gradient (`Ū`, 36 values per `C·C_o`) that the tasks of
+/// [`param_grad`] may hold together: each task keeps a `Ū` of its own (4 copies of the
+/// layer's kernel: 151 MB a task for 1,024 channels in f32), all of them until they are
+/// added. Above, one task takes all images and runs its 36 products on rayon's threads
+/// instead (whatever the thread count, so that the sum is the same). 64 MiB is what two
+/// threads' tasks held at most when there was one task per thread; with the 8 tasks of a
+/// batch of 8 or more images, layers up to about 240 × 240 channels in f32 keep them (a
+/// width-64 layer's `Ū` is 0.6 MB).
+pub(crate) const MAX_PARTIAL_GRADIENT_BYTES: usize = 64 << 20;
 
 /// `dst (C_o, C, 3, 3) += Σ_b ∂⟨cot_b, conv(src_b, K)⟩/∂K` (channel-last rows); the sum over
-/// images runs in task order (deterministic for a fixed thread count).
+/// images runs over fixed tasks in task order (the same bits for any thread count).
 pub(crate) fn param_grad<T: Real>(
     g: &PatchGeometry,
     c_out: usize,
@@ -175,11 +181,12 @@ pub(crate) fn param_grad<T: Real>(
     src: &[T],
     rows: usize,
 ) -> Result<()> {
-    param_grad_split(g, c_out, dst, cot, src, rows, MAX_TASK_GRADIENT_BYTES)
+    param_grad_split(g, c_out, dst, cot, src, rows, MAX_PARTIAL_GRADIENT_BYTES)
 }
 
-/// [`param_grad`], splitting the images among tasks only while a task's `Ū` takes at most
-/// `max_task_bytes`.
+/// [`param_grad`], splitting the images among the tasks of [`task_partials`] only while
+/// their `Ū` take at most `max_partial_bytes` together (one task for all of them
+/// otherwise). The task partials `Ū` are added in task order and transformed back once.
 pub(crate) fn param_grad_split<T: Real>(
     g: &PatchGeometry,
     c_out: usize,
@@ -187,7 +194,7 @@ pub(crate) fn param_grad_split<T: Real>(
     cot: &[T],
     src: &[T],
     rows: usize,
-    max_task_bytes: usize,
+    max_partial_bytes: usize,
 ) -> Result<()> {
     let (tl, c) = (Tiling::of(g), g.channels);
     let (in_len, out_len) = (g.image_len(), c_out * g.height * g.width);
@@ -209,17 +216,21 @@ pub(crate) fn param_grad_split<T: Real>(
         }
         Ok(ubar)
     };
-    let threads = rayon::current_num_threads();
-    let partials =
-        if XI * c * c_out * std::mem::size_of::<T>() > max_task_bytes && threads > 1 && rows > 1 {
-            let (ys, xs) = (&cot[..rows * out_len], &src[..rows * in_len]);
-            vec![task(ys, xs, Par::rayon(threads))?]
+    let ubar_len = XI * c * c_out;
+    let tasks = reduction_tasks(rows).len();
+    let partials = if tasks * ubar_len * std::mem::size_of::<T>() > max_partial_bytes {
+        let threads = rayon::current_num_threads();
+        let par = if threads > 1 {
+            Par::rayon(threads)
         } else {
-            task_partials(cot, out_len, src, in_len, rows, task)?
+            Par::Seq
         };
-    for ubar in partials {
-        kernel_adjoint(&ubar, c_out, c, dst);
-    }
+        let (ys, xs) = (&cot[..rows * out_len], &src[..rows * in_len]);
+        vec![task(ys, xs, par)?]
+    } else {
+        task_partials(cot, out_len, src, in_len, rows, task)?
+    };
+    kernel_adjoint(&sum_in_order(partials, ubar_len), c_out, c, dst);
     Ok(())
 }
 

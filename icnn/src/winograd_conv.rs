@@ -459,5 +459,5 @@ mod tests;
 #[path = "winograd_adjoint.rs"]
 mod adjoints;
 #[cfg(test)]
-use adjoints::param_grad_split;
+pub(crate) use adjoints::param_grad_split;
 pub(crate) use adjoints::{adjoint, param_grad};

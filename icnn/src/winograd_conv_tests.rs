@@ -199,7 +199,7 @@ fn check<T: Real>(b: usize, (h, w, c, co): (usize, usize, usize, usize), tol: f6
     let e = rel_err(&added, &grad);
     assert!(e < tol, "kernel gradient {b}×{h}×{w}×{c}→{co}: {e:e}");
     // One task over all images, its products on two threads (the path of wide layers, whose
-    // per-task gradient would exceed `MAX_TASK_GRADIENT_BYTES`; forced here by a limit of 0).
+    // tasks' gradients would exceed `MAX_PARTIAL_GRADIENT_BYTES`; forced here by a limit of 0).
     let mut one_task = before.iter().map(|&v| T::from_f64(v)).collect::<Vec<T>>();
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(2)

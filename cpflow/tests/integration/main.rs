@@ -70,6 +70,8 @@ mod cli_smoke;
 #[cfg(feature = "cli")]
 mod cli_tabular;
 #[cfg(feature = "cli")]
+mod cli_thread_count;
+#[cfg(feature = "cli")]
 mod cli_toml_integer_limits;
 #[cfg(feature = "cli")]
 mod cli_train_log_write;

@@ -1,5 +1,6 @@
 //! The three fused convolution ops on CPU, each im2col/col2im + a matrix product per image
-//! (the patch matrix of one image lives in a per-thread buffer; threads split the batch):
+//! (the patch matrix of one image lives in a per-task buffer; tasks split the batch as
+//! [`super::batch_split`] says):
 //!
 //! With `cols(x_b)` the `(C·kh·kw, P)` patch matrix of image `b` (`P = out_h·out_w`):
 //! - [`ConvForward`] `(x, K) → y`: the convolution `A_K x` of images `x (B, C, H, W)` with a
@@ -16,12 +17,13 @@
 //! `d⟨KG(x, y), G⟩ = ⟨dx, A_Gᵀ y⟩ + ⟨dy, A_G x⟩`. A gradient is computed only for arguments
 //! that candle tracks (variables or results of tracked ops).
 
+use super::batch_split::{reduce_over_batch, split_batch, sum_in_order};
 use super::im2col::{PatchGeometry, col2im_image, contiguous_slice, im2col_image};
 use super::winograd;
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Tensor};
 
-use crate::host_gemm::{GemmFloat, Par, View, matmul_into};
+use crate::host_gemm::{GemmFloat, View, matmul_into};
 use crate::host_par::zeros;
 use rayon::prelude::*;
 
@@ -265,18 +267,6 @@ impl CustomOp2 for ConvKernelGrad {
     }
 }
 
-/// How a batch of `b` images is split: `(images per task, parallelism inside each product)`.
-/// One task per thread; with fewer images than threads the products run in parallel instead.
-pub(crate) fn split_batch(b: usize) -> (usize, Par) {
-    let threads = rayon::current_num_threads().max(1);
-    let per_task = b.div_ceil(threads).max(1);
-    if b.div_ceil(per_task) < threads && threads > 1 {
-        (per_task, Par::rayon(threads))
-    } else {
-        (per_task, Par::Seq)
-    }
-}
-
 /// Rows `c` of a `(C × P)` block set to `bias[c]`.
 fn fill_rows<T: GemmFloat>(block: &mut [T], bias: &[T], row_len: usize) {
     for (row, &v) in block.chunks_exact_mut(row_len).zip(bias) {
@@ -399,8 +389,8 @@ pub(crate) fn adjoint_cpu<T: GemmFloat>(
     Ok(x)
 }
 
-/// `Σ_b y_b (C_o × P) · cols(x_b)ᵀ (P × C·kh·kw)`: one partial sum per task, added in task
-/// order (deterministic for a fixed thread count).
+/// `Σ_b y_b (C_o × P) · cols(x_b)ᵀ (P × C·kh·kw)`: one partial sum per task of
+/// [`reduce_over_batch`], added in task order (the same bits for any thread count).
 pub(crate) fn kernel_grad_cpu<T: GemmFloat>(
     x: &[T],
     y: &[T],
@@ -417,31 +407,17 @@ pub(crate) fn kernel_grad_cpu<T: GemmFloat>(
     if b == 0 || k_len == 0 || y_len == 0 || image_len == 0 {
         return Ok(vec![T::zero(); k_len]);
     }
-    let (per_task, par) = split_batch(b);
-    let partials = x
-        .par_chunks(per_task * image_len)
-        .zip(y.par_chunks(per_task * y_len))
-        .map(|(x_task, y_task)| {
-            let mut acc = vec![T::zero(); k_len];
-            let mut cols = patch_buffer(g);
-            for (i, (x_b, y_b)) in x_task
-                .chunks_exact(image_len)
-                .zip(y_task.chunks_exact(y_len))
-                .enumerate()
-            {
-                let patches_t = patch_matrix(x_b, g, &mut cols).t();
-                let grad = View::row_major(y_b, c_out, positions);
-                matmul_into(&mut acc, grad, patches_t, i > 0, par)?;
-            }
-            Ok(acc)
-        })
-        .collect::<candle_core::Result<Vec<_>>>()?;
-    let mut parts = partials.into_iter();
-    let mut total = parts.next().unwrap_or_else(|| vec![T::zero(); k_len]);
-    for part in parts {
-        for (t, p) in total.iter_mut().zip(part) {
-            *t += p;
+    let partials = reduce_over_batch(b, |images, par| {
+        let mut acc = vec![T::zero(); k_len];
+        let mut cols = patch_buffer(g);
+        for (i, img) in images.enumerate() {
+            let x_b = &x[img * image_len..][..image_len];
+            let y_b = &y[img * y_len..][..y_len];
+            let patches_t = patch_matrix(x_b, g, &mut cols).t();
+            let grad = View::row_major(y_b, c_out, positions);
+            matmul_into(&mut acc, grad, patches_t, i > 0, par)?;
         }
-    }
-    Ok(total)
+        Ok(acc)
+    })?;
+    Ok(sum_in_order(partials, k_len))
 }

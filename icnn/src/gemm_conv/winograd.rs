@@ -34,8 +34,8 @@
 //! compiler vectorises them); a chunk is whole images, about 64 tiles, so that
 //! the transformed inputs of a chunk stay in cache for its products.
 
+use super::batch_split::{reduce_over_batch, split_batch, sum_in_order};
 use super::im2col::PatchGeometry;
-use super::ops::split_batch;
 use super::winograd_plan::{Plan, Scratch, entry_rows};
 use crate::host_gemm::{GemmFloat, View, matmul_into, matmul_into_rows};
 use crate::host_par::zeros;
@@ -231,7 +231,8 @@ pub(super) fn adjoint<T: GemmFloat>(
 }
 
 /// `K̄ = Σ_b` the kernel gradient of `⟨A_K x_b, ȳ_b⟩` (see [`super::ops::kernel_grad_cpu`]):
-/// one partial sum per task, added in task order (deterministic for a fixed thread count).
+/// one partial `Ū` per task of [`reduce_over_batch`], added in task order (the same bits
+/// for any thread count), then transformed back once.
 pub(super) fn kernel_grad<T: GemmFloat>(
     x: &[T],
     ybar: &[T],
@@ -246,43 +247,33 @@ pub(super) fn kernel_grad<T: GemmFloat>(
     if b == 0 || pairs == 0 || plane == 0 {
         return Ok(vec![T::zero(); pairs * g.kh * g.kw]);
     }
-    let (per_task, par) = split_batch(b);
     let per_chunk = p.chunk_images();
-    let partials = x
-        .par_chunks(per_task * image_len)
-        .zip(ybar.par_chunks(per_task * out_len))
-        .map(|(x_task, y_task)| {
-            let mut s = Scratch::new(&p, c, c_out, per_chunk * p.tiles);
-            let mut ubar = vec![T::zero(); xi * pairs];
-            for (x_ch, y_ch) in x_task
-                .chunks(per_chunk * image_len)
-                .zip(y_task.chunks(per_chunk * out_len))
-            {
-                s.len = x_ch.len() / image_len * p.tiles;
-                let len = s.len;
-                p.input_transform(x_ch, c, &mut s);
-                p.output_adjoint(y_ch, c_out, &mut s);
-                for e in 0..xi {
-                    matmul_into(
-                        &mut ubar[e * pairs..][..pairs],
-                        entry_rows(&s.prod, e, c_out, len, xi),
-                        entry_rows(&s.v, e, c, len, xi).t(),
-                        true,
-                        par,
-                    )?;
-                }
+    let partials = reduce_over_batch(b, |images, par| {
+        let x_task = &x[images.start * image_len..images.end * image_len];
+        let y_task = &ybar[images.start * out_len..images.end * out_len];
+        let mut s = Scratch::new(&p, c, c_out, per_chunk * p.tiles);
+        let mut ubar = vec![T::zero(); xi * pairs];
+        for (x_ch, y_ch) in x_task
+            .chunks(per_chunk * image_len)
+            .zip(y_task.chunks(per_chunk * out_len))
+        {
+            s.len = x_ch.len() / image_len * p.tiles;
+            let len = s.len;
+            p.input_transform(x_ch, c, &mut s);
+            p.output_adjoint(y_ch, c_out, &mut s);
+            for e in 0..xi {
+                matmul_into(
+                    &mut ubar[e * pairs..][..pairs],
+                    entry_rows(&s.prod, e, c_out, len, xi),
+                    entry_rows(&s.v, e, c, len, xi).t(),
+                    true,
+                    par,
+                )?;
             }
-            Ok(ubar)
-        })
-        .collect::<Result<Vec<_>>>()?;
-    let mut parts = partials.into_iter();
-    let mut total = parts.next().unwrap_or_else(|| vec![T::zero(); xi * pairs]);
-    for part in parts {
-        for (t, q) in total.iter_mut().zip(part) {
-            *t += q;
         }
-    }
-    Ok(p.kernel_untransform(&total, pairs))
+        Ok(ubar)
+    })?;
+    Ok(p.kernel_untransform(&sum_in_order(partials, xi * pairs), pairs))
 }
 
 #[cfg(test)]
