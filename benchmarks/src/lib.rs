@@ -19,6 +19,7 @@ pub mod data;
 pub mod env;
 pub mod memory;
 pub mod ours;
+pub mod output_prefix;
 pub mod side_by_side;
 pub mod timing;
 

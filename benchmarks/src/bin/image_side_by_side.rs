@@ -14,7 +14,8 @@
 //! from a [`benchmarks::CpuTrace`] of the run, between the metrics lines' times of the last
 //! warm-up step and the last timed step. The reference side runs `benchmarks/scripts/ref_img_step.py` (imports the authors'
 //! code from `--ref`, default `~/cpflow-ref`; needs a Python with PyTorch, `--python`).
-//! `--ours-only` skips it.
+//! `--ours-only` skips it (and writes under `target/` unless `--out` says where: the
+//! results page is for side-by-side runs).
 
 use std::path::PathBuf;
 
@@ -55,8 +56,11 @@ struct Args {
     #[arg(long, default_value = "target/image-side-by-side")]
     work_dir: PathBuf,
     /// Output prefix (`.md` and `.json` are added).
-    #[arg(long, default_value = "docs/results/image-step-time")]
-    out: PathBuf,
+    ///
+    /// Default: `docs/results/image-step-time` (the results page), or `target/image-step-time-ours-only` with
+    /// `--ours-only`.
+    #[arg(long)]
+    out: Option<PathBuf>,
     /// Skip the reference.
     #[arg(long)]
     ours_only: bool,
@@ -230,12 +234,17 @@ fn main() -> Result<()> {
             a.warm,
             a.steps,
         );
-        if let Some(dir) = a.out.parent() {
+        let out = benchmarks::output_prefix::output_prefix(
+            a.out.clone(),
+            a.ours_only,
+            std::path::Path::new("docs/results/image-step-time"),
+        );
+        if let Some(dir) = out.parent() {
             std::fs::create_dir_all(dir)?;
         }
-        std::fs::write(a.out.with_extension("md"), &md)?;
+        std::fs::write(out.with_extension("md"), &md)?;
         std::fs::write(
-            a.out.with_extension("json"),
+            out.with_extension("json"),
             serde_json::to_string_pretty(&json!({ "ours": o, "reference": theirs }))?,
         )?;
         print!("{md}");

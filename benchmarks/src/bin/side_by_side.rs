@@ -10,7 +10,9 @@
 //! Needs a Python with PyTorch (`--python`, default `~/torch-venv/bin/python`) and the
 //! authors' code exported to `--ref` (default `~/cpflow-ref`); see
 //! `docs/reference/bench/README.md` (the timing script itself is `ref_tabular.py` in the
-//! project's shared reference folder, `--ref-script`). `--ours-only` skips the reference.
+//! project's shared reference folder, `--ref-script`). `--ours-only` skips the reference
+//! (and writes under `target/` unless `--out` says where: the results page is for
+//! side-by-side runs).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -59,8 +61,11 @@ struct Args {
     #[arg(long, default_value = "target/side-by-side")]
     work_dir: PathBuf,
     /// Output path without extension: writes `.md` and `.json`.
-    #[arg(long, default_value = "docs/results/side-by-side-cpu")]
-    out: PathBuf,
+    ///
+    /// Default: `docs/results/side-by-side-cpu` (the results page), or `target/side-by-side-cpu-ours-only` with
+    /// `--ours-only`.
+    #[arg(long)]
+    out: Option<PathBuf>,
     /// Skip the reference (ours only, data from `ref_tabular.py --dump-data` must exist).
     #[arg(long)]
     ours_only: bool,
@@ -209,11 +214,16 @@ fn main() -> Result<()> {
             "ratios": pairs.iter().map(Pair::ratios).collect::<Vec<_>>(),
             "targets_missed": missed,
         });
-        if let Some(dir) = args.out.parent() {
+        let out = benchmarks::output_prefix::output_prefix(
+            args.out.clone(),
+            args.ours_only,
+            std::path::Path::new("docs/results/side-by-side-cpu"),
+        );
+        if let Some(dir) = out.parent() {
             std::fs::create_dir_all(dir)?;
         }
         std::fs::write(
-            args.out.with_extension("json"),
+            out.with_extension("json"),
             serde_json::to_string_pretty(&doc)?,
         )?;
         let mut md = format!(
@@ -233,7 +243,7 @@ fn main() -> Result<()> {
             Some(m) => m.join("; "),
         });
         md.push('\n');
-        std::fs::write(args.out.with_extension("md"), &md)?;
+        std::fs::write(out.with_extension("md"), &md)?;
         println!("{md}");
         Ok(())
     })

@@ -10,7 +10,8 @@
 //! ```
 //! The reference side runs `benchmarks/scripts/ref_vae_epoch.py` (imports the authors' code
 //! from `--ref`, default `~/cpflow-ref`; needs a Python with PyTorch, `--python`).
-//! `--ours-only` skips it.
+//! `--ours-only` skips it (and writes under `target/` unless `--out` says where: the
+//! results page is for side-by-side runs).
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -52,8 +53,11 @@ struct Args {
     #[arg(long, default_value = "~/cpflow-ref")]
     r#ref: String,
     /// Output prefix (`.md` and `.json` are added).
-    #[arg(long, default_value = "docs/results/vae-epoch-time")]
-    out: PathBuf,
+    ///
+    /// Default: `docs/results/vae-epoch-time` (the results page), or `target/vae-epoch-time-ours-only` with
+    /// `--ours-only`.
+    #[arg(long)]
+    out: Option<PathBuf>,
     /// Skip the reference.
     #[arg(long)]
     ours_only: bool,
@@ -200,12 +204,17 @@ fn main() -> Result<()> {
             a.steps,
             a.network_float
         );
-        if let Some(dir) = a.out.parent() {
+        let out = benchmarks::output_prefix::output_prefix(
+            a.out.clone(),
+            a.ours_only,
+            std::path::Path::new("docs/results/vae-epoch-time"),
+        );
+        if let Some(dir) = out.parent() {
             std::fs::create_dir_all(dir)?;
         }
-        std::fs::write(a.out.with_extension("md"), &md)?;
+        std::fs::write(out.with_extension("md"), &md)?;
         std::fs::write(
-            a.out.with_extension("json"),
+            out.with_extension("json"),
             serde_json::to_string_pretty(&raw)?,
         )?;
         print!("{md}");
