@@ -8,27 +8,13 @@
 use std::path::Path;
 
 use crate::cli_common::{
-    cpflow, cpflow_fails, cpflow_log, shared_data, temp_dir, tiny_csv_train_args,
+    cpflow, cpflow_fails, cpflow_log, shared_data, temp_dir, tiny_csv_train_args, tiny_vae_config,
 };
 
 /// The first line of the `config.toml` that cpflow writes for a run
 /// (`cli::run_dir::CONFIG_HEADER`).
 const CONFIG_HEADER: &str = "# Written by cpflow: the run's configuration as resolved \
      (overrides applied, paths absolute); `--resume` reads it.\n";
-
-/// A tiny VAE on Frey Faces (as `cli_vae_checkpoint_write`'s): a 2-D latent, Gaussian
-/// posterior, 2-channel networks, batches of 500 (4 steps an epoch), importance sampling
-/// with 2 samples on 2 test images; one epoch.
-fn tiny_vae_config() -> String {
-    format!(
-        "[data]\ndataset = \"frey-faces\"\nroot = {:?}\n\
-         [model]\nposterior = \"gaussian\"\nlatent_dim = 2\n\
-         architecture = {{ channels = 2, feature_dim = 4, head_channels = 4 }}\n\
-         [train]\nepochs = 1\nbatch_size = 500\n\
-         [eval]\nis_samples = 2\nis_chunk = 2\nis_images = 2\n",
-        shared_data()
-    )
-}
 
 /// Copies `names` from `from` into `to` (created).
 fn copy(from: &Path, to: &Path, names: &[&str]) {
@@ -57,7 +43,10 @@ fn a_vae_killed_before_its_first_checkpoint_restarts_from_its_config() {
     let killed = dir.join("killed");
     std::fs::create_dir_all(&killed).unwrap();
     let k = killed.to_str().unwrap();
-    let config = format!("{CONFIG_HEADER}{}", tiny_vae_config());
+    let config = format!(
+        "{CONFIG_HEADER}{}",
+        tiny_vae_config("frey-faces", &shared_data())
+    );
     std::fs::write(killed.join("config.toml"), config).unwrap();
     // What the killed run wrote before its checkpoint (the restart reads neither).
     std::fs::write(killed.join("metrics.jsonl"), "{\"epoch\":1}\n").unwrap();
@@ -72,7 +61,7 @@ fn a_vae_killed_before_its_first_checkpoint_restarts_from_its_config() {
          {restart}"
     );
     let other = dir.join("vae.toml");
-    std::fs::write(&other, tiny_vae_config()).unwrap();
+    std::fs::write(&other, tiny_vae_config("frey-faces", &shared_data())).unwrap();
     for args in [
         vec!["vae", "--out", k, "--resume", "--no-progress"],
         vec!["vae", "--config", other.to_str().unwrap(), "--out", k],

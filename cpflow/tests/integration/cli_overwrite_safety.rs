@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use crate::cli_common::{
     cpflow, cpflow_fails, cpflow_log, shared_data, snapshot, temp_dir, tiny_mnist_config,
+    tiny_vae_config,
 };
 
 /// A 2-column CSV of `n` rows; `shift` moves the first column (same shape, other contents).
@@ -195,23 +196,12 @@ fn train_resume_refuses_a_changed_data_file() {
 
 /// A tiny Gaussian-posterior VAE run on the offline Caltech silhouettes (one epoch), written
 /// as `dir/vae.toml`.
-fn tiny_vae_config(dir: &Path) -> PathBuf {
+fn tiny_vae_config_file(dir: &Path) -> PathBuf {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let cfg = dir.join("vae.toml");
     // The data root relative to the repository: the tests run in the crate's directory.
     let root = repo.join("../shared/data");
-    std::fs::write(
-        &cfg,
-        format!(
-            "[data]\ndataset = \"caltech101\"\nroot = {:?}\n\
-             [model]\nposterior = \"gaussian\"\nlatent_dim = 2\n\
-             architecture = {{ channels = 2, feature_dim = 4, head_channels = 4 }}\n\
-             [train]\nepochs = 1\nbatch_size = 500\n\
-             [eval]\nis_samples = 2\nis_chunk = 2\nis_images = 2\n",
-            root.to_str().unwrap()
-        ),
-    )
-    .unwrap();
+    std::fs::write(&cfg, tiny_vae_config("caltech101", &root)).unwrap();
     cfg
 }
 
@@ -220,7 +210,7 @@ fn tiny_vae_config(dir: &Path) -> PathBuf {
 #[test]
 fn a_refused_vae_overwrite_leaves_the_old_run_untouched() {
     let dir = temp_dir("overwrite-vae");
-    let cfg = tiny_vae_config(&dir);
+    let cfg = tiny_vae_config_file(&dir);
     let out = dir.join("v6");
     let vae = |extra: &[&str]| -> Vec<String> {
         let base = [
@@ -312,7 +302,7 @@ fn a_run_of_another_kind_is_named() {
     let dir = temp_dir("kinds");
     let (toy, vae_run) = (dir.join("toy"), dir.join("vae"));
     cpflow(&strs(&train_args("8gaussians", &toy, &[])));
-    let vae_cfg = tiny_vae_config(&dir);
+    let vae_cfg = tiny_vae_config_file(&dir);
     let img_cfg = dir.join("tiny.toml");
     std::fs::write(&img_cfg, tiny_mnist_config(&shared_data())).unwrap();
     let (vae_cfg, img_cfg) = (vae_cfg.to_str().unwrap(), img_cfg.to_str().unwrap());

@@ -3,21 +3,8 @@
 //! it): the message names the file, the epoch, the intact last checkpoint and the command
 //! that continues the run, which then ends it from that checkpoint.
 
-use crate::cli_common::{cpflow, cpflow_fails, shared_data, temp_dir};
+use crate::cli_common::{cpflow, cpflow_fails, shared_data, temp_dir, tiny_vae_config};
 use std::process::{Command, Stdio};
-
-/// A tiny VAE on Frey Faces: a 2-D latent, Gaussian posterior, 2-channel networks, batches
-/// of 500 (4 steps an epoch), importance sampling with 2 samples on 2 test images.
-fn tiny_config() -> String {
-    format!(
-        "[data]\ndataset = \"frey-faces\"\nroot = {:?}\n\
-         [model]\nposterior = \"gaussian\"\nlatent_dim = 2\n\
-         architecture = {{ channels = 2, feature_dim = 4, head_channels = 4 }}\n\
-         [train]\nepochs = 1\nbatch_size = 500\n\
-         [eval]\nis_samples = 2\nis_chunk = 2\nis_images = 2\n",
-        shared_data()
-    )
-}
 
 /// The end of the message of a failed write in run `r` saved after `epoch` epochs.
 fn saved_and_resume(r: &str, epoch: usize) -> String {
@@ -35,7 +22,7 @@ fn saved_and_resume(r: &str, epoch: usize) -> String {
 fn failed_vae_log_and_report_writes_say_how_to_continue_and_the_resume_ends_the_run() {
     let dir = temp_dir("vae-log-write");
     let cfg = dir.join("vae.toml");
-    std::fs::write(&cfg, tiny_config()).unwrap();
+    std::fs::write(&cfg, tiny_vae_config("frey-faces", &shared_data())).unwrap();
     let run = dir.join("run");
     let (c, r) = (cfg.to_str().unwrap(), run.to_str().unwrap());
     cpflow(&["vae", "--config", c, "--out", r, "--no-progress"]);

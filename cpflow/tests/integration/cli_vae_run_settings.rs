@@ -3,21 +3,10 @@
 //! saved in the best weights of an earlier epoch; a PNG output without `--grid` says that a
 //! PNG needs one.
 
-use crate::cli_common::{cpflow, cpflow_fails, cpflow_out_and_log, shared_data, temp_dir};
+use crate::cli_common::{
+    cpflow, cpflow_fails, cpflow_out_and_log, shared_data, temp_dir, tiny_vae_config,
+};
 use std::path::Path;
-
-/// A tiny VAE on the Frey Faces under `root`: a 2-D latent, Gaussian posterior, 2-channel
-/// networks, one epoch of batches of 500, importance sampling with 2 samples on 2 test images.
-fn tiny_config(root: &Path) -> String {
-    format!(
-        "[data]\ndataset = \"frey-faces\"\nroot = {:?}\n\
-         [model]\nposterior = \"gaussian\"\nlatent_dim = 2\n\
-         architecture = {{ channels = 2, feature_dim = 4, head_channels = 4 }}\n\
-         [train]\nepochs = 1\nbatch_size = 500\n\
-         [eval]\nis_samples = 2\nis_chunk = 2\nis_images = 2\n",
-        root
-    )
-}
 
 fn json(text: &str) -> serde_json::Value {
     serde_json::from_str(text.trim()).unwrap()
@@ -41,7 +30,7 @@ fn eval_and_reconstruct_follow_a_resumes_settings() {
     copy_frey(&ds1);
     copy_frey(&ds2);
     let cfg = dir.join("vae.toml");
-    std::fs::write(&cfg, tiny_config(&ds1)).unwrap();
+    std::fs::write(&cfg, tiny_vae_config("frey-faces", &ds1)).unwrap();
     let run = dir.join("run");
     let (c, r) = (cfg.to_str().unwrap(), run.to_str().unwrap());
     cpflow(&["vae", "--config", c, "--out", r, "--no-progress"]);
@@ -154,7 +143,7 @@ fn eval_and_reconstruct_follow_a_resumes_settings() {
 fn a_config_toml_of_another_model_is_refused() {
     let dir = temp_dir("vae-run-settings-other");
     let cfg = dir.join("vae.toml");
-    std::fs::write(&cfg, tiny_config(&shared_data())).unwrap();
+    std::fs::write(&cfg, tiny_vae_config("frey-faces", &shared_data())).unwrap();
     let run = dir.join("run");
     let (c, r) = (cfg.to_str().unwrap(), run.to_str().unwrap());
     cpflow(&["vae", "--config", c, "--out", r, "--no-progress"]);

@@ -252,6 +252,19 @@ pub fn tiny_mnist_config(root: &Path) -> String {
     )
 }
 
+/// A tiny Gaussian-posterior VAE on `dataset` (`frey-faces`, `caltech101`) read under `root`:
+/// a 2-D latent, 2-channel networks, one epoch of batches of 500 (4 steps on Frey Faces),
+/// importance sampling with 2 samples on 2 test images.
+pub fn tiny_vae_config(dataset: &str, root: &Path) -> String {
+    format!(
+        "[data]\ndataset = \"{dataset}\"\nroot = {root:?}\n\
+         [model]\nposterior = \"gaussian\"\nlatent_dim = 2\n\
+         architecture = {{ channels = 2, feature_dim = 4, head_channels = 4 }}\n\
+         [train]\nepochs = 1\nbatch_size = 500\n\
+         [eval]\nis_samples = 2\nis_chunk = 2\nis_images = 2\n"
+    )
+}
+
 /// A 2-D model trained 3 steps (`tiny_csv_train_args`) on a CSV file of 120 rows in `dir`;
 /// `scale` multiplies the data, whose columns otherwise have standard deviations near 1.4
 /// and 0.7; `extra` adds arguments. Returns the run directory and the command's stdout.
