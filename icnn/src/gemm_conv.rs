@@ -62,7 +62,9 @@ mod thread_count_tests;
 mod winograd;
 mod winograd_plan;
 
-pub(crate) use batch_split::{reduce_over_batch, reduction_tasks, split_batch, sum_in_order};
+pub(crate) use batch_split::{
+    product_parallelism, reduce_over_batch, reduction_tasks, split_batch, sum_in_order,
+};
 pub use headed::ConvHead;
 pub use im2col::{Col2Im, Im2Col, PatchGeometry};
 pub(crate) use ops::{adjoint_cpu, forward_cpu, kernel_grad_cpu};

@@ -19,7 +19,7 @@
 use std::ops::Range;
 
 use super::{IN, OUT, Tiling, TransformedKernel, XI, input_transform, parts, parts_mut, plane_row};
-use crate::gemm_conv::{PatchGeometry, reduction_tasks, sum_in_order};
+use crate::gemm_conv::{PatchGeometry, product_parallelism, reduction_tasks, sum_in_order};
 use crate::host_gemm::{Par, View, matmul_into};
 use crate::scratch::Scratch;
 use crate::shifted_conv::{for_tasks, task_partials};
@@ -219,12 +219,8 @@ pub(crate) fn param_grad_split<T: Real>(
     let ubar_len = XI * c * c_out;
     let tasks = reduction_tasks(rows).len();
     let partials = if tasks * ubar_len * std::mem::size_of::<T>() > max_partial_bytes {
-        let threads = rayon::current_num_threads();
-        let par = if threads > 1 {
-            Par::rayon(threads)
-        } else {
-            Par::Seq
-        };
+        // One task: its products on rayon's threads.
+        let par = product_parallelism(1);
         let (ys, xs) = (&cot[..rows * out_len], &src[..rows * in_len]);
         vec![task(ys, xs, par)?]
     } else {

@@ -37,7 +37,7 @@ pub(crate) fn split_batch(b: usize) -> (usize, Par) {
 
 /// Parallelism inside the products of `tasks` concurrent tasks: rayon's threads when there
 /// are fewer tasks than threads, else the calling thread.
-fn product_parallelism(tasks: usize) -> Par {
+pub(crate) fn product_parallelism(tasks: usize) -> Par {
     let threads = rayon::current_num_threads().max(1);
     if tasks < threads && threads > 1 {
         Par::rayon(threads)
