@@ -40,10 +40,7 @@ pub fn stopped_before_first_checkpoint(out: &Path) -> Option<(Vec<&'static str>,
     }
     // A VAE's configuration names its posterior; a flow's (vectors or images) does not.
     let table: toml::Table = toml::from_str(&text).ok()?;
-    let is_vae = table
-        .get("model")
-        .and_then(|m| m.as_table())
-        .is_some_and(|m| m.contains_key("posterior"));
+    let is_vae = crate::cli::run_config::table_has_key(&table, "model", "posterior");
     Some((files, if is_vae { "vae" } else { "train" }))
 }
 
