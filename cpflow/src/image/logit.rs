@@ -169,8 +169,9 @@ impl LogitTransform {
     /// The bound `ln(1/(4ε))` on `|y|` in [`LogitTransform::inverse`], `ε` the machine
     /// epsilon of `dtype` (f32: `21 ln 2 ≈ 14.56`, f64: `50 ln 2 ≈ 34.66`; f16, bf16 theirs;
     /// other dtypes as f32: [`krylov::unit_roundoff_of`]): `σ` of it is `4ε`, at least 8
-    /// representable steps, from 0 and 1, a margin that the roundings of the inverse and of the forward's `α + (1 − 2α)x` (about
-    /// one step each) cannot close, so the forward of every output is finite.
+    /// representable steps, from 0 and 1, a margin that the roundings of the inverse and of
+    /// the forward's `α + (1 − 2α)x` (about one step each) cannot close, so the forward of
+    /// every output is finite.
     pub fn saturation(dtype: DType) -> f64 {
         -(4.0 * krylov::unit_roundoff_of(dtype)).ln()
     }
