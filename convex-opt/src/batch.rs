@@ -3,6 +3,7 @@
 
 use candle_core::{DType, Device, Tensor};
 
+use crate::options::RESIDUAL_RESOLUTION_ROUNDOFFS;
 use crate::{
     BatchedPotential, ConvexOptError, InversionOptions, InversionResult, SolverStats, Termination,
 };
@@ -115,6 +116,9 @@ pub(crate) struct Setup {
     pub x0: Tensor,
     /// Per-sample thresholds.
     pub tolerance: Vec<f64>,
+    /// Per-sample resolution of the computed residual ([`residual_resolution`]): a threshold
+    /// below it is not certified.
+    pub resolution: Vec<f64>,
     /// Batch size.
     pub n: usize,
     /// Dimension.
@@ -176,10 +180,15 @@ pub(crate) fn setup<P: BatchedPotential + ?Sized>(
         }
     };
     let tolerance = y_inf.iter().map(|yi| atol + rtol * yi).collect();
+    let resolution = y_inf
+        .iter()
+        .map(|yi| residual_resolution(*yi, y.dtype()))
+        .collect();
     Ok(Setup {
         y,
         x0,
         tolerance,
+        resolution,
         n,
         d,
         max_iterations: options.max_iterations,
@@ -353,6 +362,13 @@ pub(crate) fn unit_roundoff(dtype: DType) -> f64 {
     }
 }
 
+/// `RESIDUAL_RESOLUTION_ROUNDOFFS · u · max(1, ‖y_i‖∞)` for a sample with target max-norm
+/// `y_inf`: below this a computed residual does not certify a tolerance (see
+/// [`RESIDUAL_RESOLUTION_ROUNDOFFS`]).
+pub(crate) fn residual_resolution(y_inf: f64, dtype: DType) -> f64 {
+    RESIDUAL_RESOLUTION_ROUNDOFFS * unit_roundoff(dtype) * y_inf.max(1.0)
+}
+
 /// Per-sample results accumulated on the host while rows leave the working set.
 pub(crate) struct Collector {
     d: usize,
@@ -362,6 +378,8 @@ pub(crate) struct Collector {
     /// `None` while the sample is being solved, then why it stopped.
     pub status: Vec<Option<Termination>>,
     pub tolerance: Vec<f64>,
+    /// [`Setup::resolution`].
+    resolution: Vec<f64>,
 }
 
 impl Collector {
@@ -373,6 +391,23 @@ impl Collector {
             residual: vec![f64::INFINITY; setup.n],
             status: vec![None; setup.n],
             tolerance: setup.tolerance.clone(),
+            resolution: setup.resolution.clone(),
+        }
+    }
+
+    /// How sample `r` ends when its computed residual `gn` meets its tolerance:
+    /// [`Termination::Converged`], or [`Termination::BelowResolution`] when the tolerance is
+    /// below the residual's resolution ([`residual_resolution`]); `None` when `gn` does not
+    /// meet it (or is NaN).
+    pub(crate) fn reached(&self, r: usize, gn: f64) -> Option<Termination> {
+        if gn <= self.tolerance[r] {
+            Some(if self.tolerance[r] >= self.resolution[r] {
+                Termination::Converged
+            } else {
+                Termination::BelowResolution
+            })
+        } else {
+            None
         }
     }
 
@@ -389,8 +424,8 @@ impl Collector {
             .map(|(&r, &gn)| {
                 self.residual[r] = gn;
                 if self.status[r].is_none() {
-                    if gn <= self.tolerance[r] {
-                        self.status[r] = Some(Termination::Converged);
+                    if let Some(end) = self.reached(r, gn) {
+                        self.status[r] = Some(end);
                     } else if self.iterations[r] >= max_iterations {
                         self.status[r] = Some(Termination::MaxIterations);
                     }

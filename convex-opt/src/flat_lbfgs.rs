@@ -458,11 +458,7 @@ where
     for (i, r) in row_residuals(&res.gradient, d).enumerate() {
         out.residual[i] = r;
         out.iterations[i] = iterations;
-        out.status[i] = Some(if r <= out.tolerance[i] {
-            Termination::Converged
-        } else {
-            run_reason
-        });
+        out.status[i] = Some(out.reached(i, r).unwrap_or(run_reason));
     }
     let xt = Tensor::from_slice(res.x.as_slice(), (n, d), setup.y.device())?;
     out.store(&(0..n).collect::<Vec<_>>(), &xt, &vec![true; n])?;

@@ -8,7 +8,8 @@ use std::fmt;
 /// Only [`Termination::Converged`] means that the tolerance was met; every other reason comes
 /// with `converged == false` and says whether more iterations could help
 /// ([`MaxIterations`](Self::MaxIterations), [`EvaluationBudget`](Self::EvaluationBudget)) or
-/// not ([`LineSearchFailed`](Self::LineSearchFailed), [`NonFinite`](Self::NonFinite)).
+/// not ([`LineSearchFailed`](Self::LineSearchFailed), [`NonFinite`](Self::NonFinite),
+/// [`BelowResolution`](Self::BelowResolution): a looser tolerance, or `f64`, would).
 ///
 /// | reason | [`invert_newton_cg`](crate::invert_newton_cg) | [`invert_lbfgs_batched`](crate::invert_lbfgs_batched) | [`invert_lbfgs_flat`](crate::invert_lbfgs_flat) / [`minimize_lbfgs`](crate::minimize_lbfgs) |
 /// |---|---|---|---|
@@ -19,6 +20,7 @@ use std::fmt;
 /// | `CostTolerance` | – | – | only with a positive cost tolerance |
 /// | `NonFinite` | a non-finite objective or gradient at the initial point; a non-finite Hessian-vector product, or an overflowing curvature, at the first CG step | a non-finite objective or gradient at the initial point | Moré–Thuente: a non-finite cost or gradient at a finite trial point; Hager–Zhang: a failed search and Moré–Thuente redo without a finite trial point (a non-finite initial point is an error naming the row) |
 /// | `NotConvex` | finite non-positive curvature at the first CG step | – | – |
+/// | `BelowResolution` | yes | yes | `invert_lbfgs_flat` (per sample; not `minimize_lbfgs`) |
 ///
 /// The batched solvers and the Hager–Zhang search treat a non-finite trial point as a step that
 /// is too long and shrink it (the Moré–Thuente redo of a failed Hager–Zhang search ends on
@@ -44,7 +46,7 @@ use std::fmt;
 /// let res = invert_newton_cg(&nan, &y, &InversionOptions::default(), &NewtonCgParams::default())?;
 /// assert_eq!(res.termination, vec![Termination::NonFinite]);
 /// assert!(res.to_string().ends_with("1: non-finite cost, gradient or Hessian-vector product"));
-/// assert_eq!(Termination::ALL.len(), 7);
+/// assert_eq!(Termination::ALL.len(), 8);
 /// # Ok::<(), convex_opt::ConvexOptError>(())
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -84,6 +86,14 @@ pub enum Termination {
     /// precondition. The row stops there instead of wandering (a concave potential ran 525
     /// iterations to a residual of 1e154). A non-finite product is [`NonFinite`](Self::NonFinite).
     NotConvex,
+    /// The computed residual met the tolerance, but the tolerance is below what a residual
+    /// computed in the dtype resolves, `RESIDUAL_RESOLUTION_ROUNDOFFS·u·max(1, ‖y_i‖∞)`
+    /// ([`crate::options::RESIDUAL_RESOLUTION_ROUNDOFFS`]; f32 with `|y| ≈ 10`: below about
+    /// `2.4e-6`), so meeting it certifies nothing: in `f32` with `abs_tolerance = 1e-6` such
+    /// samples were reported converged with an `f64` residual up to 2.5× the tolerance. The
+    /// row stops there, at the point that met it (as accurate as the dtype allows); the
+    /// defaults never get here (f32 `2e-5 + 2e-5·‖y‖∞`, f64 `1e-9` unless `‖y_i‖∞ > 2.2e6`).
+    BelowResolution,
 }
 
 impl Termination {
@@ -97,11 +107,12 @@ impl Termination {
             Self::CostTolerance => "cost change below tolerance",
             Self::NonFinite => "non-finite cost, gradient or Hessian-vector product",
             Self::NotConvex => "not convex (non-positive curvature)",
+            Self::BelowResolution => "tolerance below the residual's resolution in this dtype",
         }
     }
 
     /// All reasons, in the order used by summaries.
-    pub const ALL: [Termination; 7] = [
+    pub const ALL: [Termination; 8] = [
         Self::Converged,
         Self::MaxIterations,
         Self::LineSearchFailed,
@@ -109,6 +120,7 @@ impl Termination {
         Self::CostTolerance,
         Self::NonFinite,
         Self::NotConvex,
+        Self::BelowResolution,
     ];
 }
 

@@ -73,7 +73,9 @@ fn median_condition(hs: &[DMatrix<f64>], m: Option<&DMatrix<f64>>) -> anyhow::Re
 }
 
 fn main() -> anyhow::Result<()> {
-    cpflow::cpu_threads::configure_cpu_threads();
+    // SAFETY: first thing in `main`, before any thread is spawned: nothing else reads or
+    // writes the environment.
+    unsafe { cpflow::cpu_threads::configure_cpu_threads() };
     let a: Vec<String> = std::env::args().collect();
     anyhow::ensure!(
         a.len() >= 3,

@@ -49,6 +49,9 @@ fn count(
 }
 
 fn main() -> std::process::ExitCode {
+    // SAFETY: first thing in `main`, before any thread is spawned: nothing else reads or
+    // writes the environment.
+    unsafe { cpflow::cpu_threads::configure_cpu_threads() };
     cpflow::register_potential("icnn3_by_settings", |vb, cfg, rng| {
         let config = Icnn3Config {
             dim: cfg.dim,

@@ -15,7 +15,9 @@ use cpflow::image::ImageFlow;
 use cpflow::image::train::dequantize_levels;
 
 fn main() -> Result<()> {
-    cpflow::cpu_threads::configure_cpu_threads();
+    // SAFETY: first thing in `main`, before any thread is spawned: nothing else reads or
+    // writes the environment.
+    unsafe { cpflow::cpu_threads::configure_cpu_threads() };
     let mut args = std::env::args().skip(1);
     let model = args
         .next()

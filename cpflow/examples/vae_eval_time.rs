@@ -9,7 +9,9 @@ use cpflow::posterior::{AmortizedPosterior, PosteriorConfig};
 use rand::SeedableRng;
 
 fn main() -> anyhow::Result<()> {
-    cpflow::cpu_threads::configure_cpu_threads();
+    // SAFETY: first thing in `main`, before any thread is spawned: nothing else reads or
+    // writes the environment.
+    unsafe { cpflow::cpu_threads::configure_cpu_threads() };
     let n: usize = std::env::args().nth(1).map_or(Ok(200), |s| s.parse())?;
     let dev = Device::Cpu;
     let q = AmortizedPosterior::new(

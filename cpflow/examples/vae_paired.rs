@@ -22,7 +22,9 @@ fn scores(dir: &str, k: usize, n: usize) -> anyhow::Result<(Vec<f64>, Vec<f64>)>
 }
 
 fn main() -> anyhow::Result<()> {
-    cpflow::cpu_threads::configure_cpu_threads();
+    // SAFETY: first thing in `main`, before any thread is spawned: nothing else reads or
+    // writes the environment.
+    unsafe { cpflow::cpu_threads::configure_cpu_threads() };
     let a: Vec<String> = std::env::args().collect();
     anyhow::ensure!(a.len() >= 3, "usage: vae_paired DIR_A DIR_B [K n]");
     let k: usize = a.get(3).map_or(Ok(0), |s| s.parse())?;

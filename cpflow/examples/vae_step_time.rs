@@ -10,7 +10,9 @@ use cpflow::vae::{
 use rand::SeedableRng;
 
 fn main() -> anyhow::Result<()> {
-    cpflow::cpu_threads::configure_cpu_threads();
+    // SAFETY: first thing in `main`, before any thread is spawned: nothing else reads or
+    // writes the environment.
+    unsafe { cpflow::cpu_threads::configure_cpu_threads() };
     let a: Vec<String> = std::env::args().collect();
     let channels: usize = a.get(1).map_or(Ok(32), |s| s.parse())?;
     let head: usize = a.get(2).map_or(Ok(256), |s| s.parse())?;

@@ -4,7 +4,7 @@
 //! fsync, rename), so a crash never leaves a half-written checkpoint. Reading one checks it
 //! against its model (names, finite values, 0/1 init flags): see [`load_checkpoint`].
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::io::Write;
 use std::path::Path;
 
@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::adam::AdamState;
 use crate::config::TrainConfig;
-use crate::error::{CpflowError, Result, first_few};
+use crate::error::{CpflowError, Result};
 use crate::flow::Flow;
 use crate::flow_config::FlowConfig;
 use crate::rng::RngState;
@@ -213,11 +213,15 @@ pub fn save_checkpoint(
 }
 
 /// Read a checkpoint (tensors placed on `device`) and check it against the model its metadata
-/// describes: every floating-point tensor must be finite, every ActNorm `initialized` flag 0 or
-/// 1, and every tensor name one that something reads back (a model variable, its `best.` copy
-/// or its `adam.m.`/`adam.v.` moments). A file that breaks one of these is corrupt (or written
-/// by something else), and is refused here, naming the file and the tensor, rather than failing
-/// later as a Cholesky or "not initialised" error.
+/// describes: every floating-point tensor must be finite, the file must match its checksums
+/// (header and data: [`crate::checkpoint_digest::check_digests`]), the configuration may ask
+/// for no more parameters than the file holds (checked before the model is built), the file
+/// must hold every variable of the model, each of its shape and dtype, and nothing else than
+/// the variables, their `best.` copies (all of them, when any) and their `adam.m.`/`adam.v.`
+/// moments, and every ActNorm `initialized` flag must be 0 or 1. A file that breaks one of
+/// these is corrupt (or written by something else), and is refused here, naming the file
+/// and the tensor, rather than failing later as a Cholesky or "not initialised" error, or
+/// loading as another model.
 ///
 /// ```
 /// use cpflow::CpflowError;
@@ -247,6 +251,11 @@ pub fn load_checkpoint(path: &Path, device: &Device) -> Result<Checkpoint> {
 /// [`load_checkpoint`], also returning the (freshly built, not yet loaded) model of the
 /// checkpoint's configuration on `device`: the check builds it for the variable names, so the
 /// loaders use it instead of building it again.
+///
+/// The order of the checks: the metadata, the values (finite), the checksums
+/// ([`crate::checkpoint_digest::check_digests`]) and the parameter count the configuration
+/// implies against the tensor table, all before the model is built; then the tensor table
+/// against the model's variables (names, shapes, dtypes) and the ActNorm flags.
 pub(crate) fn read_checked(path: &Path, device: &Device) -> Result<(Checkpoint, Flow)> {
     let bytes = std::fs::read(path).map_err(|e| CpflowError::io(path, e))?;
     let (_, md) = crate::checkpoint_digest::read_header(path, &bytes)?;
@@ -279,18 +288,30 @@ pub(crate) fn read_checked(path: &Path, device: &Device) -> Result<(Checkpoint, 
             meta.format_version
         )));
     }
+    check_known_keys_of(path, METADATA_KEY, json, "flow", &meta.flow)?;
     // Checked on the host, then moved: the checks read every value.
-    let host = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu)?;
-    let flow = Flow::new(meta.flow.clone(), device)?;
-    let var_names: Vec<String> = flow.named_vars().into_iter().map(|(k, _)| k).collect();
-    check_tensors(path, &host, &var_names)?;
-    crate::checkpoint_digest::check_data_sha256(path, &bytes)?;
+    let host = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu)
+        .map_err(|e| naming_file(path, e.into()))?;
+    crate::named_vars::check_loaded_finite(path, &host)?;
+    crate::checkpoint_digest::check_digests(path, &bytes)?;
+    check_counted_parameters(path, &md, FLOW_LAYOUT, meta.flow.parameter_count())?;
+    let flow = Flow::new(meta.flow.clone(), device).map_err(|e| naming_file(path, e))?;
+    check_against_model(path, &md, FLOW_LAYOUT, &flow.named_vars())?;
+    check_init_flags(path, &host)?;
     let tensors = host
         .into_iter()
         .map(|(k, t)| Ok((k, t.to_device(device)?)))
         .collect::<Result<HashMap<_, _>>>()?;
     Ok((Checkpoint { meta, tensors }, flow))
 }
+
+/// The tensors of a flow checkpoint: the model's variables, their `best.` copies and their
+/// Adam moments.
+const FLOW_LAYOUT: TensorLayout<'static> = TensorLayout {
+    model: "",
+    copies: &[BEST_PREFIX, "adam.m.", "adam.v."],
+    complete: &[BEST_PREFIX],
+};
 
 /// What a cpflow weights file is, by the key of its metadata (with the call that reads
 /// it), for the messages of the loaders it was given to by mistake; `None` for a file that
@@ -326,38 +347,12 @@ pub(crate) fn file_kind(metadata: Option<&HashMap<String, String>>) -> Option<&'
 /// `vae` feature only).
 const VAE_METADATA_KEY: &str = "cpflow-vae";
 
-/// The checks of [`load_checkpoint`] on the tensors of the file `path`, for a model with
-/// variables `var_names`: names first (a file of another architecture), then values, each in name
-/// order so the error is deterministic.
-fn check_tensors(
-    path: &Path,
-    tensors: &HashMap<String, Tensor>,
-    var_names: &[String],
-) -> Result<()> {
-    let vars: HashSet<&str> = var_names.iter().map(String::as_str).collect();
-    let mut names: Vec<&String> = tensors.keys().collect();
+/// Refuses an ActNorm `initialized` flag (of the current or the best weights) other than 0
+/// or 1 in the tensors of the file `path`, in name order so the error is deterministic.
+fn check_init_flags(path: &Path, tensors: &HashMap<String, Tensor>) -> Result<()> {
+    let mut names: Vec<&String> = tensors.keys().filter(|n| is_init_flag(n)).collect();
     names.sort();
-    let unexpected: Vec<&str> = names
-        .iter()
-        .map(|k| k.as_str())
-        .filter(|k| !is_read_back(k, &vars))
-        .collect();
-    if !unexpected.is_empty() {
-        return Err(CpflowError::Checkpoint(format!(
-            "{}: unexpected {} {}: the model its metadata describes has no such variable (a \
-             checkpoint holds the model's variables, `{BEST_PREFIX}` copies of them and \
-             `adam.m.`/`adam.v.` moments; this file is corrupt or of another architecture)",
-            path.display(),
-            if unexpected.len() == 1 {
-                "tensor"
-            } else {
-                "tensors"
-            },
-            first_few(&unexpected, 5)
-        )));
-    }
-    crate::named_vars::check_loaded_finite(path, tensors)?;
-    for name in names.into_iter().filter(|n| is_init_flag(n)) {
+    for name in names {
         let t = &tensors[name];
         if !t.dtype().is_float() {
             continue;
@@ -375,13 +370,6 @@ fn check_tensors(
         }
     }
     Ok(())
-}
-
-/// Whether something reads the tensor `name` of a checkpoint back: a model variable, its
-/// best-weights copy or its Adam moments.
-fn is_read_back(name: &str, vars: &HashSet<&str>) -> bool {
-    let of_var = |prefix: &str| name.strip_prefix(prefix).is_some_and(|v| vars.contains(v));
-    vars.contains(name) || of_var(BEST_PREFIX) || of_var("adam.m.") || of_var("adam.v.")
 }
 
 /// Whether `name` is an ActNorm init flag (of the current or the best weights; the optimiser's
@@ -414,7 +402,8 @@ impl Flow {
     /// Load a model saved by [`Flow::save`] or a training checkpoint (its current weights).
     pub fn load(path: &Path, device: &Device) -> Result<Flow> {
         let (ck, flow) = read_checked(path, device)?;
-        flow.set_weights(&ck.tensors, "")?;
+        flow.set_weights(&ck.tensors, "")
+            .map_err(|e| naming_file(path, e))?;
         Ok(flow)
     }
 
@@ -423,15 +412,22 @@ impl Flow {
     pub fn load_best(path: &Path, device: &Device) -> Result<Flow> {
         let (ck, flow) = read_checked(path, device)?;
         let has_best = ck.tensors.keys().any(|k| k.starts_with(BEST_PREFIX));
-        flow.set_weights(&ck.tensors, if has_best { BEST_PREFIX } else { "" })?;
+        flow.set_weights(&ck.tensors, if has_best { BEST_PREFIX } else { "" })
+            .map_err(|e| naming_file(path, e))?;
         Ok(flow)
     }
 }
 
+mod file_error;
 mod hidden_file;
+mod known_keys;
+mod tensor_table;
+pub(crate) use file_error::naming_file;
 #[cfg(feature = "cli")]
 pub(crate) use hidden_file::hidden_file_prefix;
 pub(crate) use hidden_file::{dir_of, hidden_file_beside};
+pub(crate) use known_keys::check_known_keys_of;
+pub(crate) use tensor_table::{TensorLayout, check_against_model, check_counted_parameters};
 
 #[cfg(test)]
 mod tests;

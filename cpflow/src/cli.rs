@@ -444,26 +444,32 @@ pub(crate) fn device(name: Option<&str>) -> Result<Device> {
     }
 }
 
-/// The `cpflow` binary: configures the CPU threads ([`crate::cpu_threads`]) and logging to
-/// stderr (`RUST_LOG`, default `info`), parses the process's arguments (printing help or an
-/// argument error and exiting, as a command line does) and runs the command.
+/// The `cpflow` binary: configures the CPU threads
+/// ([`crate::cpu_threads::configure_cpu_threads_except_env`]) and logging to stderr
+/// (`RUST_LOG`, default `info`), parses the process's arguments (printing help or an argument
+/// error and exiting, as a command line does) and runs the command.
 ///
-/// Call it first thing in your `main`, after registering your networks: it writes the
-/// process environment before any other thread exists. A binary should also install the
-/// allocator, as `cpflow`'s own does:
+/// It does not write the environment (no precondition). Candle reads its thread settings
+/// from there: call `unsafe { cpflow::cpu_threads::configure_cpu_threads() }` first thing in
+/// `main` (its `# Safety`), as `cpflow`'s binary does; without it this warns, naming the
+/// variables missing ([`crate::cpu_threads`]: a loaded 2-core train step took 1.85 s instead
+/// of 0.11 s). A binary should also install the allocator:
 ///
 /// ```no_run
 /// #[global_allocator]
 /// static GLOBAL: cpflow::allocator::MiMalloc = cpflow::allocator::MiMalloc;
 ///
 /// fn main() -> std::process::ExitCode {
+///     // SAFETY: first thing in `main`: no other thread exists to read or write the
+///     // environment.
+///     unsafe { cpflow::cpu_threads::configure_cpu_threads() };
 ///     // cpflow::register_potential("my_icnn", …); // networks of your own, if any
 ///     // An error prints as `cpflow`'s do: its message and causes, no backtrace.
 ///     cpflow::exit_report::exit_code(cpflow::cli::main())
 /// }
 /// ```
 pub fn main() -> Result<()> {
-    crate::cpu_threads::configure_cpu_threads();
+    let missing = crate::cpu_threads::configure_cpu_threads_except_env();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt()
@@ -472,6 +478,14 @@ pub fn main() -> Result<()> {
         // Colours only on a terminal: a log redirected to a file or a pipe stays plain text.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    if !missing.is_empty() {
+        let names: Vec<String> = missing.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        tracing::warn!(
+            "the environment lacks {} (candle's CPU threading is slower without): call `unsafe \
+             {{ cpflow::cpu_threads::configure_cpu_threads() }}` first in `main`",
+            names.join(" ")
+        );
+    }
     execute(Cli::parse())
 }
 

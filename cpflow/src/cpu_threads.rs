@@ -102,7 +102,7 @@ pub const POOL_STACK_BYTES: usize = 8 << 20;
 /// bit-identical losses.
 ///
 /// ```
-/// cpflow::cpu_threads::configure_cpu_threads();
+/// cpflow::cpu_threads::configure_cpu_threads_except_env();
 /// let on_pool = cpflow::cpu_threads::run_on_pool(|| rayon::current_thread_index().is_some());
 /// assert!(on_pool);
 /// ```
@@ -118,40 +118,71 @@ pub fn run_on_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
 /// its element-wise worker pool.
 pub const CANDLE_NUM_THREADS: &str = "CANDLE_NUM_THREADS";
 
-/// Sets candle's CPU threading for this process (and flushes subnormals to zero on this
-/// thread and rayon's pool, see [`flush_denormals_to_zero`], unless [`KEEP_SUBNORMALS`] is
-/// set; runs small matrix products on one thread, see [`GEMM_THREADING_THRESHOLD`], and faer's
-/// solvers on the calling thread; and, with
-/// the `mimalloc` feature, keeps freed memory in the process, see
-/// `crate::allocator::keep_freed_memory`):
-/// element-wise ops on the calling thread
-/// unless the user has chosen a pool size with `CANDLE_NUM_THREADS`, and pins `RAYON_NUM_THREADS` (matrix products) to
-/// candle's own default when unset: without it candle re-reads `/proc/cpuinfo` to count
-/// physical cores at every matrix product (about 3% of a CPU train step, measured with
-/// `perf`). Returns the `CANDLE_NUM_THREADS` value now in effect.
-///
-/// Call it first thing in `main`, before any other thread exists and before any candle op:
-/// it writes the process environment, and candle reads the variable only once.
-///
-/// ```
-/// // At the top of `fn main()`:
-/// let threads = cpflow::cpu_threads::configure_cpu_threads();
-/// assert!(!threads.is_empty());
-/// ```
-pub fn configure_cpu_threads() -> String {
-    if std::env::var("RAYON_NUM_THREADS").is_err() {
+/// The environment variables [`configure_cpu_threads`] exports, `(name, value)`, of those that
+/// `lookup` (the environment's `var_os`) does not give a usable value: `RAYON_NUM_THREADS`
+/// when unset or not Unicode, as candle's default count (`candle_core::utils::get_num_threads`:
+/// without the variable candle re-reads `/proc/cpuinfo` at every matrix product, about 3% of
+/// a CPU train step, measured with `perf`), and [`CANDLE_NUM_THREADS`] when unset, blank or
+/// not Unicode, as `1` (element-wise ops on the calling thread; see the module docs).
+fn missing_thread_env(
+    lookup: impl Fn(&str) -> Option<std::ffi::OsString>,
+) -> Vec<(&'static str, String)> {
+    let unicode = |name: &str| lookup(name).and_then(|v| v.into_string().ok());
+    let mut exports = Vec::new();
+    if unicode("RAYON_NUM_THREADS").is_none() {
         let n = candle_core::utils::get_num_threads();
-        // SAFETY: as below (single-threaded start of `main`).
-        unsafe { std::env::set_var("RAYON_NUM_THREADS", n.to_string()) };
+        exports.push(("RAYON_NUM_THREADS", n.to_string()));
     }
+    if unicode(CANDLE_NUM_THREADS).is_none_or(|v| v.trim().is_empty()) {
+        exports.push((CANDLE_NUM_THREADS, "1".to_string()));
+    }
+    exports
+}
+
+/// Everything [`configure_cpu_threads`] does but write the environment, which needs no
+/// precondition: it returns the variables, `(name, value)`, that the process should still
+/// export for candle (empty when they are set, e.g. by [`configure_cpu_threads`] before).
+/// A program that cannot write its environment safely (other threads exist) can set them
+/// for its child processes, or in the environment it is started with.
+///
+/// Its effects are process-wide and stay (see [`configure_cpu_threads`] for each):
+/// - the calling thread flushes subnormals to zero ([`flush_denormals_to_zero`]), unless
+///   [`KEEP_SUBNORMALS`] is set;
+/// - rayon's global pool is built, if nothing built it before, with candle's thread count,
+///   [`POOL_STACK_BYTES`] stacks and a start handler that flushes subnormals on each of its
+///   threads (unless [`KEEP_SUBNORMALS`]); a pool built earlier is kept as it is;
+/// - `gemm`'s threading threshold becomes [`gemm_threading_threshold`];
+/// - faer's global parallelism becomes `Par::Seq`;
+/// - with the `mimalloc` feature, mimalloc's purge delay becomes `-1`
+///   (`crate::allocator::keep_freed_memory`).
+///
+/// Threads that exist before the call (but the caller and a pool built here) keep their
+/// floating-point mode: MXCSR is per thread, and a thread starts with its creator's.
+///
+/// ```
+/// use cpflow::cpu_threads::{CANDLE_NUM_THREADS, configure_cpu_threads_except_env};
+/// let before = std::env::var_os(CANDLE_NUM_THREADS);
+/// let exports = configure_cpu_threads_except_env();
+/// // The environment is untouched; what it lacks is returned.
+/// assert_eq!(std::env::var_os(CANDLE_NUM_THREADS), before);
+/// assert_eq!(
+///     exports.iter().any(|(name, _)| *name == CANDLE_NUM_THREADS),
+///     before.is_none_or(|v| v.to_string_lossy().trim().is_empty())
+/// );
+/// assert_eq!(faer::get_global_parallelism(), faer::Par::Seq);
+/// ```
+pub fn configure_cpu_threads_except_env() -> Vec<(&'static str, String)> {
+    let exports = missing_thread_env(|name| std::env::var_os(name));
     let flush = std::env::var_os(KEEP_SUBNORMALS).is_none();
     if flush {
         flush_denormals_to_zero();
     }
     // The matrix products run on rayon's global pool, and so does the caller's work under
-    // [`run_on_pool`]: its threads flush subnormals too, with a main thread's stack. An error
-    // means the pool exists already (built by the caller): keep it.
+    // [`run_on_pool`]: its threads flush subnormals too, with a main thread's stack. Its size
+    // is candle's count, the `RAYON_NUM_THREADS` that [`configure_cpu_threads`] exports. An
+    // error means the pool exists already (built by the caller): keep it.
     let _ = rayon::ThreadPoolBuilder::new()
+        .num_threads(candle_core::utils::get_num_threads())
         .stack_size(POOL_STACK_BYTES)
         .start_handler(move |_| {
             if flush {
@@ -166,13 +197,109 @@ pub fn configure_cpu_threads() -> String {
     faer::set_global_parallelism(faer::Par::Seq);
     #[cfg(feature = "mimalloc")]
     crate::allocator::keep_freed_memory();
-    match std::env::var(CANDLE_NUM_THREADS) {
-        Ok(v) if !v.trim().is_empty() => v,
-        _ => {
-            // SAFETY: documented precondition — called at the start of `main`, while the
-            // process is single-threaded, so no other thread reads the environment concurrently.
-            unsafe { std::env::set_var(CANDLE_NUM_THREADS, "1") };
-            "1".to_string()
+    exports
+}
+
+/// Sets candle's CPU threading for this process: exports `RAYON_NUM_THREADS` (candle's own
+/// default count, when unset: candle otherwise re-reads `/proc/cpuinfo` to count cores at
+/// every matrix product) and [`CANDLE_NUM_THREADS`] = `1` (when unset: element-wise ops on
+/// the calling thread; a value the user set is kept), then does
+/// [`configure_cpu_threads_except_env`]. Returns the `CANDLE_NUM_THREADS` value now in effect.
+///
+/// Process-wide effects, all lasting (none is undone):
+/// - the environment variables above;
+/// - subnormals flushed to zero on the calling thread ([`flush_denormals_to_zero`]; skipped
+///   when [`KEEP_SUBNORMALS`] is set);
+/// - rayon's global pool built with `RAYON_NUM_THREADS` threads, [`POOL_STACK_BYTES`]
+///   stacks and a start handler that flushes subnormals on each pool thread (unless
+///   [`KEEP_SUBNORMALS`]); if a pool was built before, it is kept as it is;
+/// - `gemm`'s threading threshold ([`gemm_threading_threshold`]: products below it on one
+///   thread);
+/// - faer's global parallelism `Par::Seq` (its solvers on the calling thread);
+/// - with the `mimalloc` feature, mimalloc's purge delay `-1`: freed memory stays in the
+///   process (`crate::allocator::keep_freed_memory`).
+///
+/// Threads created before the call, other than the caller, keep their MXCSR (subnormals
+/// are not flushed there: results there may differ in values below 2.2e-308 / 1.2e-38 and
+/// run slower); threads they create later inherit it. Call it first, before spawning.
+///
+/// # Safety
+/// It writes the process environment (`std::env::set_var`): no other thread may read or
+/// write the environment while it runs, and that includes reads inside libraries (`getenv`
+/// in C code, candle's reads of `CANDLE_NUM_THREADS`, a logger reading `RUST_LOG`). The
+/// usual way to meet this is to call it first thing in `main`, before any thread is spawned.
+/// A program that cannot promise it uses [`configure_cpu_threads_except_env`] and sets the
+/// variables it returns in the environment it is started with.
+///
+/// ```standalone_crate
+/// // At the top of `fn main()` (this example runs as a program of its own):
+/// // SAFETY: no other thread exists yet, so none reads or writes the environment.
+/// let threads = unsafe { cpflow::cpu_threads::configure_cpu_threads() };
+/// assert!(!threads.is_empty());
+/// assert_eq!(std::env::var(cpflow::cpu_threads::CANDLE_NUM_THREADS).as_deref(), Ok(&*threads));
+/// assert!(std::env::var_os("RAYON_NUM_THREADS").is_some());
+/// ```
+///
+/// Without `unsafe` a call does not compile:
+///
+/// ```compile_fail,E0133
+/// let threads = cpflow::cpu_threads::configure_cpu_threads();
+/// ```
+pub unsafe fn configure_cpu_threads() -> String {
+    for (name, value) in missing_thread_env(|name| std::env::var_os(name)) {
+        // SAFETY: the caller's contract: no other thread reads or writes the environment.
+        unsafe { std::env::set_var(name, value) };
+    }
+    configure_cpu_threads_except_env();
+    std::env::var(CANDLE_NUM_THREADS).unwrap_or_else(|_| "1".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+    use std::ffi::OsString;
+
+    /// The exports for an environment given as a map (nothing global is read or written).
+    fn exports(env: &[(&str, OsString)]) -> Vec<(&'static str, String)> {
+        let env: HashMap<String, OsString> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect();
+        missing_thread_env(|name| env.get(name).cloned())
+    }
+
+    /// What is unset, blank or not Unicode is exported (`CANDLE_NUM_THREADS` as 1,
+    /// `RAYON_NUM_THREADS` as candle's count); values the user set are kept.
+    #[test]
+    fn only_missing_variables_are_exported() {
+        let candle = candle_core::utils::get_num_threads().to_string();
+        assert_eq!(
+            exports(&[]),
+            [
+                ("RAYON_NUM_THREADS", candle),
+                (CANDLE_NUM_THREADS, "1".into())
+            ]
+        );
+        let set = [
+            ("RAYON_NUM_THREADS", OsString::from("3")),
+            (CANDLE_NUM_THREADS, OsString::from("2")),
+        ];
+        assert_eq!(exports(&set), []);
+        let blank = [
+            ("RAYON_NUM_THREADS", OsString::from("3")),
+            (CANDLE_NUM_THREADS, OsString::from("  ")),
+        ];
+        assert_eq!(exports(&blank), [(CANDLE_NUM_THREADS, "1".to_string())]);
+        #[cfg(unix)]
+        {
+            use std::os::unix::ffi::OsStringExt;
+            let not_unicode = OsString::from_vec(vec![0xff, 0xfe]);
+            let odd = [
+                ("RAYON_NUM_THREADS", OsString::from("3")),
+                (CANDLE_NUM_THREADS, not_unicode),
+            ];
+            assert_eq!(exports(&odd), [(CANDLE_NUM_THREADS, "1".to_string())]);
         }
     }
 }

@@ -6,6 +6,7 @@ use rand::Rng;
 use crate::config::NllEstimator;
 use crate::error::{CpflowError, Result};
 use crate::flow::Flow;
+use crate::slq::SlqBiasCounts;
 
 /// A data set (rows are samples) with an optional context (conditional flows).
 ///
@@ -378,8 +379,22 @@ pub fn nll_estimate_with<R: Rng + ?Sized>(
     estimator: &NllEstimator,
     batch_size: usize,
     rng: &mut R,
-    mut before_chunk: impl FnMut(usize) -> Result<()>,
+    before_chunk: impl FnMut(usize) -> Result<()>,
 ) -> Result<NllEstimate> {
+    Ok(nll_estimate_and_slq_bias_with(flow, data, estimator, batch_size, rng, before_chunk)?.0)
+}
+
+/// [`nll_estimate_with`] and the SLQ estimates' hidden-bias counts totalled over the data set
+/// ([`SlqLogProb::bias_counts`](crate::SlqLogProb::bias_counts): samples whose value is
+/// biased beyond its standard error; zero with the exact estimator).
+pub fn nll_estimate_and_slq_bias_with<R: Rng + ?Sized>(
+    flow: &Flow,
+    data: &Dataset,
+    estimator: &NllEstimator,
+    batch_size: usize,
+    rng: &mut R,
+    mut before_chunk: impl FnMut(usize) -> Result<()>,
+) -> Result<(NllEstimate, SlqBiasCounts)> {
     data.check().map_err(|e| e.about("evaluation data set"))?;
     let n = data.len();
     if n == 0 {
@@ -393,6 +408,7 @@ pub fn nll_estimate_with<R: Rng + ?Sized>(
         ));
     }
     let mut moments = RunningMoments::default();
+    let mut bias = SlqBiasCounts::default();
     let mut start = 0;
     while start < n {
         before_chunk(start)?;
@@ -405,8 +421,9 @@ pub fn nll_estimate_with<R: Rng + ?Sized>(
         let lp = match estimator {
             NllEstimator::Exact => flow.log_prob_exact_given_opt(&x, c.as_ref())?,
             NllEstimator::Slq(p) => {
-                flow.log_prob_slq_given_opt(&x, c.as_ref(), p, rng)?
-                    .log_prob
+                let slq = flow.log_prob_slq_given_opt(&x, c.as_ref(), p, rng)?;
+                bias += slq.bias_counts();
+                slq.log_prob
             }
         };
         let nll: Vec<f64> = lp
@@ -418,7 +435,7 @@ pub fn nll_estimate_with<R: Rng + ?Sized>(
         moments.push_chunk(&nll);
         start += len;
     }
-    Ok(moments.finish())
+    Ok((moments.finish(), bias))
 }
 
 #[cfg(test)]

@@ -22,8 +22,10 @@ use crate::prior::GaussianPrior;
 /// let json = serde_json::to_value(&layers[0]).unwrap();
 /// assert_eq!(json, serde_json::json!({ "layer": "act_norm" }));
 /// ```
+// Unknown keys are refused (a damaged checkpoint); serde does not apply it to the unit
+// variant `ActNorm` (serde-rs/serde#2123): the loaders' key check does (`checkpoint::known_keys`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "layer", rename_all = "snake_case")]
+#[serde(tag = "layer", rename_all = "snake_case", deny_unknown_fields)]
 pub enum LayerConfig {
     /// ActNorm with log-det and data-dependent initialisation.
     ActNorm,
@@ -42,6 +44,7 @@ pub enum LayerConfig {
 /// assert_eq!(serde_json::from_str::<FlowConfig>(&json).unwrap(), cfg);
 /// ```
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct FlowConfig {
     /// Data dimension `d`.
     pub dim: usize,

@@ -136,10 +136,7 @@ impl Flow {
         let (x, ctx) = self.check_rows(x, ctx)?;
         let n = x.dim(0)?;
         if n == 0 {
-            return Ok(SlqLogProb {
-                log_prob: Tensor::zeros(0, x.dtype(), x.device())?,
-                std_err: Vec::new(),
-            });
+            return SlqLogProb::empty(&x);
         }
         // One probe stream per chunk, seeded from `rng` in chunk order: the chunks can run in
         // parallel and the estimate stays a function of `rng`'s state alone.
@@ -147,20 +144,36 @@ impl Flow {
         let weights = self.host_weights(ctx.as_ref())?;
         let out = self.chunked(&x, ctx.as_ref(), SLQ_CHUNK, |i, xc, cc| {
             let mut r = FlowRng::seed_from_u64(seeds[i]);
-            let mut variance = vec![0.0f64; xc.dim(0)?];
+            let rows = xc.dim(0)?;
+            let mut variance = vec![0.0f64; rows];
+            // The bias counts, summed over the blocks (as f64: exact up to 2⁵³).
+            let (mut floored, mut early) = (vec![0.0f64; rows], vec![0.0f64; rows]);
             let (z, ld) = self.transform_chunk_with(xc, &weights, |blk, w, h, tolerate| {
                 let (z, op) = blk.detached_operator_sharing(h, cc, w)?;
                 let tolerate = or_non_finite_rows(tolerate, &z)?;
-                let (lds, std_err) = slq_logdet_block(&op, h, params, &mut r, &tolerate)?;
-                variance
-                    .iter_mut()
-                    .zip(std_err)
-                    .for_each(|(a, s)| *a += s * s);
-                Ok((z, lds))
+                let est = slq_logdet_block(&op, h, params, &mut r, &tolerate)?;
+                for (i, s) in est.std_err.iter().enumerate() {
+                    variance[i] += s * s;
+                    floored[i] += est.floored_ritz_values[i] as f64;
+                    early[i] += est.premature_breakdowns[i] as f64;
+                }
+                Ok((z, est.estimate))
             })?;
-            let variance = Tensor::from_vec(variance, xc.dim(0)?, &Device::Cpu)?;
-            Ok(vec![(self.prior().log_prob(&z)? + ld)?, variance])
+            let host = |v: Vec<f64>| Tensor::from_vec(v, rows, &Device::Cpu);
+            let log_prob = (self.prior().log_prob(&z)? + ld)?;
+            Ok(vec![
+                log_prob,
+                host(variance)?,
+                host(floored)?,
+                host(early)?,
+            ])
         })?;
+        let counts = |t: &Tensor| -> Result<Vec<usize>> {
+            Ok(t.to_vec1::<f64>()?
+                .into_iter()
+                .map(|c| c as usize)
+                .collect())
+        };
         Ok(SlqLogProb {
             log_prob: out[0].clone(),
             std_err: out[1]
@@ -168,6 +181,8 @@ impl Flow {
                 .into_iter()
                 .map(f64::sqrt)
                 .collect(),
+            floored_ritz_values: counts(&out[2])?,
+            premature_breakdowns: counts(&out[3])?,
         })
     }
 }

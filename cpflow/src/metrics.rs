@@ -145,7 +145,7 @@ impl MetricsWriter {
 }
 
 /// Read a metrics file back (blank lines are skipped; a line that is not a record is an
-/// error).
+/// [`CpflowError::InvalidInput`] naming the file and the line, 1-based).
 ///
 /// ```
 /// use cpflow::metrics::read_metrics;
@@ -157,8 +157,10 @@ impl MetricsWriter {
 /// std::fs::write(&path, format!("{line}\n\n")).unwrap();
 /// let recs = read_metrics(&path)?;
 /// assert_eq!((recs.len(), recs[0].iteration, recs[0].val_nll), (1, 5, None));
-/// std::fs::write(&path, "not json\n").unwrap();
-/// assert!(matches!(read_metrics(&path), Err(cpflow::CpflowError::Json(_))));
+/// // A line that is not a record is refused naming the file and the line.
+/// std::fs::write(&path, format!("{line}\n\nnot json\n")).unwrap();
+/// let err = read_metrics(&path).unwrap_err().to_string();
+/// assert!(err.contains("metrics.jsonl line 3: not a metrics record"), "{err}");
 /// std::fs::remove_dir_all(&dir).ok();
 /// # Ok(())
 /// # }
@@ -166,8 +168,17 @@ impl MetricsWriter {
 pub fn read_metrics(path: &Path) -> Result<Vec<MetricsRecord>> {
     let text = std::fs::read_to_string(path).map_err(|e| CpflowError::io(path, e))?;
     text.lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| Ok(serde_json::from_str(l)?))
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| {
+            serde_json::from_str(l).map_err(|e| {
+                CpflowError::InvalidInput(format!(
+                    "{} line {}: not a metrics record ({e})",
+                    path.display(),
+                    i + 1
+                ))
+            })
+        })
         .collect()
 }
 
@@ -485,6 +496,23 @@ mod tests {
         assert_eq!(
             read_metrics(&path).unwrap(),
             [rec(3, 1.5, Some(2.5)), rec(4, 0.0, Some(9.0))]
+        );
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    /// A damaged line is named with the file and its line (the error was a bare "JSON
+    /// (de)serialisation failed").
+    #[test]
+    fn a_damaged_line_is_named_with_the_file_and_line() {
+        let dir = std::env::temp_dir().join(format!("cpflow-metrics-line-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("metrics.jsonl");
+        let good = r#"{"iteration":5,"epoch":0,"loss":1.5,"lr":0.001,"grad_norm":0.1,"cg_iterations":2.0,"samples_per_sec":100.0,"elapsed_s":0.5}"#;
+        std::fs::write(&path, format!("{good}\n{}\n", good.replace("1.5", "\"x\""))).unwrap();
+        let err = read_metrics(&path).unwrap_err().to_string();
+        assert!(
+            err.contains(&format!("{} line 2: not a metrics record", path.display())),
+            "{err}"
         );
         std::fs::remove_dir_all(&dir).ok();
     }

@@ -36,6 +36,9 @@ use crate::non_finite_rows::non_finite_rows;
 /// let (mean, se) = many.mean_and_std_err()?;
 /// assert!((mean - many.log_prob.mean_all()?.to_scalar::<f64>()?).abs() < 1e-12);
 /// assert!(se > 0.0);
+/// // A well-conditioned flow: no estimate is biased beyond its standard error.
+/// assert_eq!(many.floored_ritz_values, [0, 0, 0]);
+/// assert!(many.bias_counts().is_zero());
 /// # Ok(())
 /// # }
 /// ```
@@ -49,9 +52,75 @@ pub struct SlqLogProb {
     /// cannot be estimated. It covers the probe randomness, not the bias of stopping Lanczos
     /// at `steps < d` (compare with the exact `log_prob_exact` on a subset for that).
     pub std_err: Vec<f64>,
+    /// Per sample, the Ritz values the quadrature raised to the round-off floor, summed over
+    /// the blocks and probes (`logdet::StochasticEstimate::floored_ritz_values`). Non-zero:
+    /// the sample's `log_prob` is biased **upwards** by more than `std_err` shows (a block
+    /// Jacobian with a condition number near `1/(100·u)` of the dtype, or a singular one,
+    /// which then scores finite). Score such samples with the exact log-det
+    /// (`log_prob_exact`), or in f64. 0 for a sample whose `log_prob` is NaN.
+    pub floored_ritz_values: Vec<usize>,
+    /// Per sample, the probes whose Lanczos run stopped early without an invariant subspace,
+    /// summed over the blocks (`logdet::StochasticEstimate::premature_breakdowns`): the
+    /// smallest eigenvalues were not resolved and the value is biased beyond `std_err`, as
+    /// above. 0 for a sample whose `log_prob` is NaN.
+    pub premature_breakdowns: Vec<usize>,
+}
+
+/// The hidden-bias counts of SLQ estimates, totalled over samples
+/// ([`SlqLogProb::bias_counts`]); zero for exact log-dets.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SlqBiasCounts {
+    /// Samples with a non-zero count of either kind.
+    pub samples: usize,
+    /// [`SlqLogProb::floored_ritz_values`], summed.
+    pub floored_ritz_values: usize,
+    /// [`SlqLogProb::premature_breakdowns`], summed.
+    pub premature_breakdowns: usize,
+}
+
+impl SlqBiasCounts {
+    /// Whether no sample's estimate is biased beyond its standard error.
+    pub fn is_zero(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+impl std::ops::AddAssign for SlqBiasCounts {
+    fn add_assign(&mut self, other: Self) {
+        self.samples += other.samples;
+        self.floored_ritz_values += other.floored_ritz_values;
+        self.premature_breakdowns += other.premature_breakdowns;
+    }
 }
 
 impl SlqLogProb {
+    /// An empty result (0 samples) of dtype and device of `like`.
+    pub(crate) fn empty(like: &Tensor) -> Result<Self> {
+        Ok(Self {
+            log_prob: Tensor::zeros(0, like.dtype(), like.device())?,
+            std_err: Vec::new(),
+            floored_ritz_values: Vec::new(),
+            premature_breakdowns: Vec::new(),
+        })
+    }
+
+    /// [`Self::floored_ritz_values`] and [`Self::premature_breakdowns`] totalled over the
+    /// samples.
+    pub fn bias_counts(&self) -> SlqBiasCounts {
+        let mut counts = SlqBiasCounts::default();
+        for (f, p) in self
+            .floored_ritz_values
+            .iter()
+            .zip(&self.premature_breakdowns)
+        {
+            counts.samples += usize::from(f + p > 0);
+            counts.floored_ritz_values += f;
+            counts.premature_breakdowns += p;
+        }
+        counts
+    }
+
     /// Mean `log p` over the samples and the standard error of that mean (from the spread
     /// over the samples, which holds both the data and the probe randomness; `NaN` for one
     /// sample).
@@ -61,9 +130,21 @@ impl SlqLogProb {
     }
 }
 
-/// SLQ estimate of `log det H_b` per sample `b` with its standard error (NaN with one probe):
-/// `(estimates, std_errs)`, host values; `like` is the `(B, d)` point batch (gives shape,
-/// dtype, device).
+/// One block's SLQ estimate, per row (host values).
+pub(crate) struct BlockSlq {
+    /// `log det H_b`.
+    pub estimate: Vec<f64>,
+    /// Its standard error (NaN with one probe).
+    pub std_err: Vec<f64>,
+    /// `logdet::StochasticEstimate::floored_ritz_values` (0 for a NaN row).
+    pub floored_ritz_values: Vec<usize>,
+    /// `logdet::StochasticEstimate::premature_breakdowns` (0 for a NaN row).
+    pub premature_breakdowns: Vec<usize>,
+}
+
+/// SLQ estimate of `log det H_b` per sample `b` with its standard error (NaN with one probe)
+/// and its hidden-bias counts; `like` is the `(B, d)` point batch (gives shape, dtype,
+/// device).
 ///
 /// A row whose Hessian-vector products are not finite (a point that overflows the block,
 /// `non_finite_rows.rs`) gets NaN for both: from the product where that is seen, its operator
@@ -77,7 +158,7 @@ pub(crate) fn slq_logdet_block<R: Rng + ?Sized>(
     params: &SlqConfig,
     rng: &mut R,
     tolerate: &[bool],
-) -> Result<(Vec<f64>, Vec<f64>)> {
+) -> Result<BlockSlq> {
     if params.steps == 0 || params.probes == 0 {
         return Err(CpflowError::InvalidConfig(
             "SLQ needs at least one probe and one Lanczos step".into(),
@@ -105,8 +186,19 @@ pub(crate) fn slq_logdet_block<R: Rng + ?Sized>(
                         .map(|(x, s)| if *s { f64::NAN } else { x })
                         .collect()
                 };
+                let zero_where_seen = |v: Vec<usize>| -> Vec<usize> {
+                    v.into_iter()
+                        .zip(&seen)
+                        .map(|(c, s)| if *s { 0 } else { c })
+                        .collect()
+                };
                 warn_of_hidden_bias(&est, &seen, like.dtype());
-                return Ok((nan_where_seen(est.estimate), nan_where_seen(est.std_err)));
+                return Ok(BlockSlq {
+                    estimate: nan_where_seen(est.estimate),
+                    std_err: nan_where_seen(est.std_err),
+                    floored_ritz_values: zero_where_seen(est.floored_ritz_values),
+                    premature_breakdowns: zero_where_seen(est.premature_breakdowns),
+                });
             }
             Err(e) => {
                 let mut retry = seen;
@@ -159,7 +251,9 @@ fn hidden_bias_message(
          Jacobian scores finite) and in {early_rows} rows {early} probes' Lanczos runs stopped \
          early without resolving the smallest eigenvalues (a block Jacobian with a condition \
          number near 1/(100·u) of {dtype:?}); score with the exact log-det (`--estimator \
-         exact`, `log_prob`){f64_hint}. Later such estimates of this process are not reported",
+         exact`, `log_prob`){f64_hint}. Later such estimates of this process are not logged \
+         (each result counts them: `SlqLogProb`'s `floored_ritz_values`, \
+         `premature_breakdowns`)",
         rows = seen.len(),
         f64_hint = if dtype == DType::F64 {
             ""

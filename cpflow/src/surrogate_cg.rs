@@ -43,8 +43,10 @@ pub(crate) fn resolvable_tolerance(dtype: DType) -> f64 {
 /// systems the check failed on a handful of f32 systems (mean iterations +1.8e-5) and on
 /// none in f64. Below the bound a system whose true residual misses the tolerance restarts
 /// from it; it ends converged only where its true residual, formed in the element type,
-/// meets the tolerance (below the type's resolution: where every `(A u)_j` rounds to `v_j`,
-/// e.g. 15% of the f32 systems at `cg_atol = 1e-30` on the MINIBOONE fragment).
+/// meets the tolerance and lies above the resolution of its own computation (krylov's
+/// `cg_resolution.rs`: a true residual that rounds to 0 where every `(A u)_j` rounds to `v_j`
+/// certifies nothing; 15% of the f32 systems at `cg_atol = 1e-30` on the MINIBOONE fragment
+/// ended converged that way before krylov's rule, none now: they end stagnated).
 fn confirms_on_true_residual(params: &SurrogateParams, dtype: DType) -> bool {
     params.cg_atol + params.cg_rtol < resolvable_tolerance(dtype)
 }

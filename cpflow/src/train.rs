@@ -10,7 +10,7 @@ use rand::seq::SliceRandom;
 
 use crate::adam::Adam;
 use crate::checkpoint::{
-    BEST_PREFIX, CheckpointMeta, FORMAT_VERSION, read_checked, save_checkpoint,
+    BEST_PREFIX, CheckpointMeta, FORMAT_VERSION, naming_file, read_checked, save_checkpoint,
 };
 use crate::config::TrainConfig;
 use crate::error::{CpflowError, Result};
@@ -298,11 +298,16 @@ impl Trainer {
         let state = ck.meta.state.clone().ok_or_else(|| bad("training state"))?;
         let adam_state = ck.meta.adam.clone().ok_or_else(|| bad("optimiser state"))?;
         let rng_state = ck.meta.rng.clone().ok_or_else(|| bad("RNG state"))?;
+        // Every number the resume uses, read from the file: refused naming it.
+        let in_file = |e| naming_file(path, e);
+        saved.validate().map_err(in_file)?;
+        state.validate(saved.adam.lr).map_err(in_file)?;
+        check_adam_steps(&adam_state, &flow, state.iteration).map_err(in_file)?;
         let config = config.unwrap_or(saved);
         config.validate()?;
-        flow.set_weights(&ck.tensors, "")?;
+        flow.set_weights(&ck.tensors, "").map_err(in_file)?;
         let mut adam = Adam::new(flow.named_vars(), config.adam.clone())?;
-        adam.load_state(&adam_state, &ck.tensors)?;
+        adam.load_state(&adam_state, &ck.tensors).map_err(in_file)?;
         let best = if ck.tensors.keys().any(|k| k.starts_with(BEST_PREFIX)) {
             let mut v = Vec::new();
             for (name, _) in flow.named_vars() {
@@ -310,14 +315,15 @@ impl Trainer {
                 let t = ck
                     .tensors
                     .get(&key)
-                    .ok_or_else(|| CpflowError::Checkpoint(format!("missing {key}")))?;
+                    .ok_or_else(|| CpflowError::Checkpoint(format!("missing {key}")))
+                    .map_err(in_file)?;
                 v.push((name, t.clone()));
             }
             Some(v)
         } else {
             None
         };
-        let rng = FlowRng::from_state(&rng_state)?;
+        let rng = FlowRng::from_state(&rng_state).map_err(in_file)?;
         let resumed_at = state.iteration;
         Ok(Trainer {
             flow,
@@ -458,6 +464,30 @@ impl Trainer {
         }
         Ok((x, c))
     }
+}
+
+/// Refuses the optimiser state `adam` of a checkpoint for `flow` at `iteration` when its
+/// scalars are out of range ([`crate::AdamParams::validate`], key `adam.params`) or a step
+/// count is not that of a variable of the flow, or is 0 or past the iteration (Adam's bias
+/// correction uses it; an unknown name would be dropped silently).
+fn check_adam_steps(adam: &crate::adam::AdamState, flow: &Flow, iteration: usize) -> Result<()> {
+    adam.params.validate("adam.params")?;
+    let vars: std::collections::HashSet<String> =
+        flow.named_vars().into_iter().map(|(k, _)| k).collect();
+    for (name, &step) in &adam.steps {
+        if !vars.contains(name) {
+            return Err(CpflowError::Checkpoint(format!(
+                "its optimiser state counts steps of {name}, which is no variable of the model"
+            )));
+        }
+        if step == 0 || step > iteration as u64 {
+            return Err(CpflowError::Checkpoint(format!(
+                "its optimiser state counts {step} steps of {name}, outside 1..={iteration} \
+                 (the iterations done)"
+            )));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::config::LrSchedule;
+use crate::error::{CpflowError, Result};
 use crate::train::TrainStepStats;
 
 /// Everything about a training run's progress that a resume needs (besides weights,
@@ -86,6 +87,120 @@ impl TrainState {
             step_stats: TrainStepStats::default(),
             curves: BTreeMap::new(),
         }
+    }
+}
+
+impl TrainState {
+    /// Checks the numbers a resume uses, read from a checkpoint whose saved configuration
+    /// has the learning rate `configured_lr` (`train.adam.lr`): `base_lr`, the start of every
+    /// schedule, is that rate, or (a run resumed through the library with another
+    /// configuration, whose rate a resume does not apply) finite and in (0, 1]; at most 2
+    /// plateau decays; the counts of iterations within their bounds (`epoch_batch`, the
+    /// best iteration, the step statistics and the curves' iterations at most `iteration`,
+    /// the epoch at most `2·iteration` — a resume with a larger batch may skip what is left
+    /// of an epoch in the step that completes the next one); the best validation NLL, the
+    /// training time and the loss statistics finite (the time and CG sums ≥ 0). A refusal
+    /// is a [`CpflowError::Checkpoint`] naming the field.
+    ///
+    /// ```
+    /// use cpflow::TrainState;
+    /// let mut st = TrainState::new(1e-3);
+    /// st.iteration = 10;
+    /// st.validate(1e-3)?;
+    /// st.base_lr = -1.0;
+    /// let err = st.validate(1e-3).unwrap_err().to_string();
+    /// assert!(err.contains("base_lr") && err.contains("-1"), "{err}");
+    /// # Ok::<(), cpflow::CpflowError>(())
+    /// ```
+    pub fn validate(&self, configured_lr: f64) -> Result<()> {
+        let bad = |m: String| Err(CpflowError::Checkpoint(format!("its training state: {m}")));
+        let lr = self.base_lr;
+        if !(lr == configured_lr || lr.is_finite() && lr > 0.0 && lr <= 1.0) {
+            return bad(format!(
+                "state.base_lr (the learning rate the schedule starts from) is {lr:?}: it is \
+                 the configured train.adam.lr ({configured_lr:?}), or finite and in (0, 1]"
+            ));
+        }
+        if self.lr_decays > 2 {
+            return bad(format!(
+                "state.lr_decays is {}: the plateau schedule decays twice at most",
+                self.lr_decays
+            ));
+        }
+        let it = self.iteration;
+        let stats = &self.step_stats;
+        let at_most_it = [
+            ("state.epoch_batch", self.epoch_batch),
+            ("state.best_iteration", self.best_iteration.unwrap_or(0)),
+            ("state.step_stats.steps", stats.steps),
+        ];
+        for (name, n) in at_most_it {
+            if n > it {
+                return bad(format!("{name} is {n}, past the iteration ({it})"));
+            }
+        }
+        if self.epoch > it.saturating_mul(2) {
+            return bad(format!(
+                "state.epoch is {}, more than twice the iteration ({it})",
+                self.epoch
+            ));
+        }
+        if let Some((name, &(i, _))) = self
+            .curves
+            .iter()
+            .find_map(|(k, v)| v.iter().find(|(i, _)| *i > it).map(|p| (k, p)))
+        {
+            return bad(format!(
+                "curve {name:?} has a point at iteration {i}, past the iteration ({it})"
+            ));
+        }
+        let counts = [
+            ("cg_steps", stats.cg_steps, "steps", stats.steps),
+            (
+                "cg_unconverged_steps",
+                stats.cg_unconverged_steps,
+                "cg_steps",
+                stats.cg_steps,
+            ),
+            (
+                "cg_converged",
+                stats.cg_converged,
+                "cg_systems",
+                stats.cg_systems,
+            ),
+        ];
+        for (name, n, of, bound) in counts {
+            if n > bound {
+                return bad(format!(
+                    "state.step_stats.{name} is {n}, more than state.step_stats.{of} ({bound})"
+                ));
+            }
+        }
+        let finite = [
+            (
+                "state.best_val_nll",
+                self.best_val_nll.unwrap_or(0.0),
+                false,
+            ),
+            ("state.train_time_s", self.train_time_s, true),
+            (
+                "state.step_stats.last_loss",
+                stats.last_loss.unwrap_or(0.0),
+                false,
+            ),
+            ("state.step_stats.cg_mean_sum", stats.cg_mean_sum, true),
+        ];
+        for (name, v, non_negative) in finite {
+            if !v.is_finite() || (non_negative && v < 0.0) {
+                let want = if non_negative {
+                    "finite and ≥ 0"
+                } else {
+                    "finite"
+                };
+                return bad(format!("{name} is {v:?}: it must be {want}"));
+            }
+        }
+        Ok(())
     }
 }
 

@@ -225,8 +225,15 @@ macro_rules! impl_unconditional {
             }
 
             /// Runs the data-dependent ActNorm initialisation on the batch `x` now (even if
-            /// it already ran) and sets the flag. Otherwise it runs automatically on the
-            /// first `potential`/`linearize` call.
+            /// it already ran) and sets the flag.
+            ///
+            /// Otherwise it runs automatically on the first `potential`/`linearize` call (or
+            /// `host_linearize`, `value_and_gradient`), and the batch of that call becomes
+            /// the network's normalisation for good. Should several threads make their first
+            /// calls at once, one of their batches initialises (which one is up to the
+            /// scheduler) and every call computes with the network it wrote; call
+            /// `initialize` on a batch of your choosing before sharing the network to decide
+            /// it (an explicit call replaces any init before it, a lazy one included).
             pub fn initialize(&self, x: &candle_core::Tensor) -> $crate::Result<()> {
                 self.net.initialize(x, None)
             }

@@ -20,10 +20,11 @@ use candle_nn::VarBuilder;
 
 use crate::activation::Activation;
 use crate::actnorm::ActNorm;
-use crate::actnorm_init::check_input_images;
+use crate::actnorm_init::{ActNormInit, check_input_images};
 use crate::conv_geometry::{ConvGeometry, ImageShape};
 use crate::conv_layers::{Conv2d, PosConv2d, PreparedConv};
 use crate::error::{IcnnError, Result};
+use crate::init_lock::InitLock;
 use crate::params;
 use crate::scaled_kernel::{KernelGraph, KernelMap, fused_scaled_kernel};
 
@@ -188,6 +189,8 @@ pub(crate) struct ConvNetwork {
     shapes: Vec<(usize, usize, usize)>,
     /// `(1,)` variable: 0 before the data-dependent init, 1 after.
     initialized: Tensor,
+    /// Held across the check of `initialized` and the init (shared by clones).
+    init_lock: InitLock,
 }
 
 impl ConvNetwork {
@@ -252,6 +255,7 @@ impl ConvNetwork {
             image,
             shapes,
             initialized,
+            init_lock: InitLock::default(),
         })
     }
 
@@ -403,8 +407,15 @@ impl ConvNetwork {
     /// ActNorm from the per-channel statistics of its input over the batch and the pixels,
     /// node after node, then writes them all and sets the flag. An unusable batch (non-finite
     /// values, no image, images that are constant and equal, a node on which no channel
-    /// varies) is an [`IcnnError::Initialization`] that writes nothing.
+    /// varies) is an [`IcnnError::Initialization`] that writes nothing. Writes under the init
+    /// lock.
     pub(crate) fn initialize(&self, x: &Tensor) -> Result<()> {
+        let stats = self.init_statistics(x)?;
+        self.init_lock.write(|| self.write_init(&stats))
+    }
+
+    /// The ActNorm statistics of the init on `x`, per ActNorm node; nothing is written.
+    fn init_statistics(&self, x: &Tensor) -> Result<Vec<(&ActNorm, ActNormInit)>> {
         let x = self.to_image(x)?.detach();
         if self.nodes.iter().any(|n| n.actnorm.is_some()) {
             check_input_images("input", &x)?;
@@ -435,18 +446,25 @@ impl ConvNetwork {
                 None => a,
             });
         }
+        Ok(stats)
+    }
+
+    /// Writes statistics from [`Self::init_statistics`] and sets the flag.
+    fn write_init(&self, stats: &[(&ActNorm, ActNormInit)]) -> Result<()> {
         for (an, init) in stats {
-            an.write(&init)?;
+            an.write(init)?;
         }
         self.set_initialized(true)
     }
 
-    /// Runs the data-dependent init when the flag is not set yet.
+    /// Runs the data-dependent init when the flag is not set yet: check and init under one
+    /// lock ([`InitLock::ensure`]), so racing first calls initialise once.
     pub(crate) fn ensure_initialized(&self, x: &Tensor) -> Result<()> {
-        if !self.is_initialized()? {
-            self.initialize(x)?;
-        }
-        Ok(())
+        self.init_lock.ensure(
+            || self.is_initialized(),
+            || self.init_statistics(x),
+            |stats| self.write_init(&stats),
+        )
     }
 
     /// `F(x)` `(B,)` (initialising the ActNorms on the first call).
@@ -572,7 +590,10 @@ macro_rules! impl_conv_potential {
 
             /// Runs the data-dependent ActNorm initialisation on the batch `x` (rows or
             /// images) now, even if it already ran, and sets the flag. Otherwise it runs
-            /// automatically on the first `potential`/`linearize` call.
+            /// automatically on the first `potential`/`linearize` call, whose batch becomes
+            /// the normalisation for good (of threads making first calls at once, one batch
+            /// initialises and all compute with it); `initialize` on a batch of your choosing
+            /// decides it (it replaces any init before it, a lazy one included).
             pub fn initialize(&self, x: &candle_core::Tensor) -> $crate::Result<()> {
                 self.net.initialize(x)
             }

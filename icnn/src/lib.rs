@@ -27,6 +27,16 @@
 //! an [`IcnnError::Initialization`] that writes nothing, so the network stays uninitialised
 //! and a later call with a usable batch initialises it.
 //!
+//! # Lazy initialisation and threads
+//! Without an explicit `initialize(x)`, the first `potential`/`linearize` call initialises
+//! the ActNorms from its own batch, and that batch becomes the network's normalisation for
+//! good. The networks are `Send + Sync` and take `&self`: when several threads make their
+//! first calls on a fresh network at once, each computes the statistics of its batch, and
+//! the second check of the flag and the writing hold one lock: exactly one batch initialises
+//! (which one is up to the scheduler) and every call, the first ones included, computes with
+//! the network it wrote. To choose the batch, call `initialize` on it before sharing the
+//! network.
+//!
 //! # Non-finite input
 //! Once initialised, the networks do not check their input for NaN or `±∞`: rows are
 //! independent, so such a row gives non-finite outputs (potential, gradient, products) in
@@ -115,6 +125,7 @@ mod icnn;
 mod icnn2;
 mod icnn3;
 pub mod init;
+mod init_lock;
 mod layer_input;
 mod layers;
 mod linearization;

@@ -19,6 +19,7 @@ use crate::activation::Activation;
 use crate::actnorm::ActNorm;
 use crate::actnorm_init::{ActNormInit, check_input_rows};
 use crate::error::{IcnnError, Result};
+use crate::init_lock::InitLock;
 use crate::layers::{Linear, PosLinear};
 use crate::params;
 use crate::scaled_kernel::{KernelGraph, KernelMap, fused_scaled_kernel};
@@ -134,6 +135,8 @@ pub(crate) struct Network {
     pub dim: usize,
     /// `(1,)` variable: 0 before the data-dependent init, 1 after.
     pub initialized: Tensor,
+    /// Held across the check of `initialized` and the init (shared by clones).
+    init_lock: InitLock,
 }
 
 impl Network {
@@ -150,6 +153,7 @@ impl Network {
             groups,
             dim,
             initialized,
+            init_lock: InitLock::default(),
         })
     }
 
@@ -321,10 +325,17 @@ impl Network {
     }
 
     /// The data-dependent ActNorm init: [`Self::init_statistics`], then
-    /// [`Self::write_init`].
+    /// [`Self::write_init`] under the init lock (its writes do not interleave with those of
+    /// an init on another thread).
     pub(crate) fn initialize(&self, x: &Tensor, ctx: Option<&[GroupContext]>) -> Result<()> {
         let stats = self.init_statistics(x, ctx)?;
-        self.write_init(&stats)
+        self.init_lock.write(|| self.write_init(&stats))
+    }
+
+    /// The lock that serialises this network's init writes (a network with context layers
+    /// of its own, `Picnn`, writes those under it too).
+    pub(crate) fn init_lock(&self) -> &InitLock {
+        &self.init_lock
     }
 
     /// The ActNorm statistics of the init (one entry per group, `None` without ActNorm): a
@@ -410,16 +421,19 @@ impl Network {
 }
 
 impl Network {
-    /// Runs the data-dependent init when the flag is not set yet.
+    /// Runs the data-dependent init on `x` when the flag is not set yet
+    /// ([`InitLock::ensure`]): of threads making their first calls at once, one writes the
+    /// init of its batch and all of them then compute with the network it wrote.
     pub(crate) fn ensure_initialized(
         &self,
         x: &Tensor,
         ctx: Option<&[GroupContext]>,
     ) -> Result<()> {
-        if !self.is_initialized()? {
-            self.initialize(x, ctx)?;
-        }
-        Ok(())
+        self.init_lock.ensure(
+            || self.is_initialized(),
+            || self.init_statistics(x, ctx),
+            |stats| self.write_init(&stats),
+        )
     }
 
     /// `F(x)` `(B,)` (initialising the ActNorms on the first call).

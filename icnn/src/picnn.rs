@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::activation::{Activation, ActivationKind, softplus};
 use crate::actnorm::ActNorm;
-use crate::actnorm_init::{check_context_rows, check_input_rows};
+use crate::actnorm_init::{ActNormInit, check_context_rows, check_input_rows};
 use crate::common::{chain_groups_with_actnorms, check_dense_sizes};
 use crate::error::{IcnnError, Result};
 use crate::icnn2::Icnn2Config;
@@ -233,22 +233,41 @@ impl Picnn {
     }
 
     /// Runs the data-dependent ActNorm initialisation on `(x, c)` now (also the context
-    /// ActNorm) and sets the flag. Otherwise it runs on the first call.
+    /// ActNorm), even if it already ran, and sets the flag.
+    ///
+    /// Otherwise it runs on the first `potential_with_context`/`linearize_with_context` call,
+    /// and the batch of that call becomes the network's normalisation for good. Should
+    /// several threads make their first calls at once, one of their batches initialises
+    /// (which one is up to the scheduler) and every call computes with the network it wrote;
+    /// call `initialize` on a batch of your choosing before sharing the network to decide it
+    /// (an explicit call replaces any init before it, a lazy one included).
     ///
     /// The batch needs at least 2 distinct points `x`, finite `x` and `c`, and contexts that
     /// are not all the same (the context ActNorm standardises them); otherwise this is an
     /// [`IcnnError::Initialization`] and nothing is written.
     pub fn initialize(&self, x: &Tensor, c: &Tensor) -> Result<()> {
+        let stats = self.init_statistics(x, c)?;
+        self.net.init_lock().write(|| self.write_init(&stats))
+    }
+
+    /// The statistics of the init on `(x, c)`: the context ActNorm's, then the network's
+    /// (computed with the context ActNorm applied). Nothing is written.
+    fn init_statistics(&self, x: &Tensor, c: &Tensor) -> Result<PicnnInit> {
         self.check_context(x, c)?;
         check_input_rows("input", x)?;
         check_context_rows("context", c)?;
         let c = c.detach();
         let wc = self.wc.forward_unchecked(&c)?;
-        let init_c = self.actnorm_c.statistics(&wc)?;
-        let ctx = self.contexts_from_features(&init_c.forward(&wc)?.elu(1.0)?)?;
-        let stats = self.net.init_statistics(x, Some(&ctx))?;
-        self.actnorm_c.write(&init_c)?;
-        self.net.write_init(&stats)
+        let context = self.actnorm_c.statistics(&wc)?;
+        let ctx = self.contexts_from_features(&context.forward(&wc)?.elu(1.0)?)?;
+        let network = self.net.init_statistics(x, Some(&ctx))?;
+        Ok(PicnnInit { context, network })
+    }
+
+    /// Writes statistics from [`Self::init_statistics`] and sets the flag.
+    fn write_init(&self, stats: &PicnnInit) -> Result<()> {
+        self.actnorm_c.write(&stats.context)?;
+        self.net.write_init(&stats.network)
     }
 
     fn check_context(&self, x: &Tensor, c: &Tensor) -> Result<()> {
@@ -300,12 +319,21 @@ impl Picnn {
         Ok(ctx)
     }
 
+    /// Initialises on `(x, c)` unless the flag is set ([`Network::ensure_initialized`]'s
+    /// rule: of racing first calls, one writes).
     fn ensure_initialized(&self, x: &Tensor, c: &Tensor) -> Result<()> {
-        if !self.net.is_initialized()? {
-            self.initialize(x, c)?;
-        }
-        Ok(())
+        self.net.init_lock().ensure(
+            || self.net.is_initialized(),
+            || self.init_statistics(x, c),
+            |stats| self.write_init(&stats),
+        )
     }
+}
+
+/// The ActNorm statistics of a [`Picnn`] init: the context ActNorm's and the network's.
+struct PicnnInit {
+    context: ActNormInit,
+    network: Vec<Option<ActNormInit>>,
 }
 
 impl ConditionalConvexPotential for Picnn {

@@ -23,6 +23,15 @@
 //! solves to a tolerance of 1e-3; the tests hold the convolutions to the direct loop within
 //! 1e-12 (f64) and 5e-5 (f32) relative.
 //!
+//! Through a whole network that amplification costs f32 about one digit against candle's
+//! direct convolutions, more on large weights (measured, the f32 precision audit: a ConvICNN
+//! on 4×14×14 images, width 64, errors relative to f64): with the weights ×10, the host
+//! Hessian-vector product is off by 1.4e-3 against candle's 9.6e-5; with the weights ×3,
+//! 4.2e-6 against 5.9e-7; an exact log-det of ≈ 1263 nats by 5.1e-3 against 2.5e-3 nats.
+//! At ordinary scales the errors are far below training's 1e-3 CG tolerance; f64 is unaffected
+//! (host and candle Hessian-vector products agree to 4e-12 relative with the weights ×10,
+//! 1e-15 at scale 1).
+//!
 //! The input adjoint and the kernel gradient are the same algorithm read backwards
 //! (`winograd_adjoint.rs`): the input adjoint on the forward's own transformed kernel.
 //!

@@ -56,9 +56,20 @@ pub enum CgTermination {
     ///   larger `d`, f64 `d ≳ 50`, then grows until `p` overflows);
     /// * with [`CgParams::confirm_with_true_residual`], a restart from the true residual did
     ///   not at least halve it (the attainable accuracy of the working precision is reached,
-    ///   e.g. a condition number near `1/(rtol·u)`).
+    ///   e.g. a condition number near `1/(rtol·u)`);
+    /// * a computed true residual (the check's, or the starting `b − H x0`) met a tolerance
+    ///   below its own resolution, `u·(‖b_i‖∞ + ‖H_i x_i‖∞)` (`u` the element type's unit
+    ///   roundoff, [`crate::BatchVectors::unit_roundoff`]; `cg_resolution.rs`): at that level
+    ///   a computed residual, even exactly 0, cannot certify the tolerance (f32, `‖b‖∞ = 1`,
+    ///   `atol = 1e-8`: computed residuals of 0 had true ones of 5e-8 to 1.5e-7). Such a
+    ///   system ends here whether or not iterations are left, with its `x` as accurate as
+    ///   the working precision allows. Only tolerances below `2u·‖b_i‖∞` (f32: `rtol < 2.4e-7`
+    ///   with `atol = 0`, or a small `atol` for a large `b_i`) and `atol = rtol = 0` (for
+    ///   `b_i ≠ 0`) can get here; the recursively updated residual of a solve without the
+    ///   check is not a computed `b − H x` and still decides alone.
     ///
-    /// [`CgResult::residual_norms`] then holds the true residual's norm.
+    /// [`CgResult::residual_norms`] then holds the true residual's norm (as computed: it can
+    /// be below the tolerance, even 0, in the last case).
     Stagnated,
 }
 
@@ -92,7 +103,17 @@ pub enum CgTermination {
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct CgResult<V> {
-    /// The approximate solutions (a batch like `b`).
+    /// The approximate solutions (a batch like `b`). For a system that did not converge this
+    /// is the **last** iterate, not the best one: CG does not know the true residual of its
+    /// iterates (only of the one it confirms), and in plain f32 CG on ill-conditioned systems
+    /// (condition 1e4–1e7, d = 43, no re-orthogonalisation) the updated residual loses touch
+    /// with the true one, so the last iterate at [`CgTermination::MaxIterations`] had true
+    /// residuals up to 70 where `x = 0` has about 1 (measured, f32 precision audit).
+    /// With [`CgParams::confirm_with_true_residual`] (the default) [`CgResult::residual_norms`]
+    /// holds that true residual: compare it with `‖b_i − H_i x0_i‖∞` (`‖b_i‖∞` from zero) and
+    /// keep the start where it is larger, or use [`CgParams::reorthogonalize`] (≈ d
+    /// iterations at such conditions; the audit's f32 runs then reached 3e-4 at condition
+    /// 1e4), or f64.
     pub x: V,
     /// Iterations (solution updates) performed per system.
     pub iterations: Vec<usize>,
@@ -106,8 +127,10 @@ pub struct CgResult<V> {
     /// Whether system `i` met `‖r_i‖∞ ≤ atol + rtol·‖b_i‖∞` (never with a non-finite
     /// residual). With [`CgParams::confirm_with_true_residual`] (the default) or
     /// [`CgParams::reorthogonalize`], `r_i` is the true residual `b_i − H_i x_i` computed once
-    /// the iteration stopped; without either, it is the recursively updated residual, and the
-    /// true residual can be above the tolerance (ill-conditioned systems).
+    /// the iteration stopped, and a tolerance below that computation's resolution
+    /// (`u·(‖b_i‖∞ + ‖H_i x_i‖∞)`, see [`CgTermination::Stagnated`]) is never reported met;
+    /// without either, it is the recursively updated residual, and the true residual can be
+    /// above the tolerance (ill-conditioned systems, or a tolerance below the resolution).
     pub converged: Vec<bool>,
     /// Whether system `i` stopped because the iteration could not continue: non-positive or
     /// non-finite curvature `pᵀH_i p` (NaN, or ±Inf from an operator output holding Inf), a

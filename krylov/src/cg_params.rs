@@ -52,7 +52,12 @@ pub enum CgStopping {
 /// point it drifts away from the true residual on ill-conditioned systems. With
 /// [`CgParams::confirm_with_true_residual`] (the default) a system that meets the tolerance is
 /// then checked once on its true residual, so that [`crate::CgResult::converged`] means
-/// `‖b_i − H_i x_i‖∞ ≤ atol + rtol·‖b_i‖∞`.
+/// `‖b_i − H_i x_i‖∞ ≤ atol + rtol·‖b_i‖∞`. That residual is computed in the element type, so
+/// it resolves nothing below about `u·(‖b_i‖∞ + ‖H_i x_i‖∞) ≈ 2u·‖b_i‖∞` (`u` the unit
+/// roundoff: f32 `1.2e-7`, f64 `2.2e-16`): a system whose tolerance is below that ends
+/// [`crate::CgTermination::Stagnated`], never converged (f32 with `atol = 1e-8`, `rtol = 0`
+/// and `‖b‖∞ = 1` used to report some systems converged with a computed residual of 0 and a
+/// true one 5–10× the tolerance). The default `rtol = 1e-6` is 4.2× that level in f32.
 ///
 /// ```
 /// use krylov::{cg, CgParams, DenseNalgebraOperator, KrylovError};

@@ -7,6 +7,7 @@ use crate::cg_overflow::{
     SolveScales, curvature_overflow_scales, rescale_systems, starting_rz_overflow_scales,
 };
 use crate::cg_reorth::ResidualBasis;
+use crate::cg_resolution::{certifies, meets_unresolvable};
 use crate::operator::check_operator_shape;
 use crate::preconditioner::Prepared;
 use crate::vectors::{check_finite, initial_residual_scale, power_of_two_scale, reduction_scale};
@@ -228,10 +229,17 @@ where
     let confirm = params.confirm_with_true_residual || reorth.is_some();
 
     // (The first push leaves `r` as it is, the basis being empty: `rnorm` is still its norm.)
-    let mut converged: Vec<bool> = rnorm
-        .iter()
-        .zip(&tol)
-        .map(|(rn, t)| rn.is_finite() && rn <= t)
+    // The starting residual is a true one (`b`, or `b − H x0` as computed): it converges only
+    // where it certifies the tolerance (`cg_resolution.rs`). One that meets a tolerance below
+    // its resolution (from `x0`) stagnates at once: iterating on rounding noise cannot help.
+    let u = b.unit_roundoff();
+    // `‖b_i‖∞` in the solve's units (`s_i` is a power of two: exact).
+    let scaled_b = |i: usize, scales: &[f64]| scales[i] * b_norms[i];
+    let mut converged: Vec<bool> = (0..n)
+        .map(|i| certifies(tol[i], rnorm[i], scaled_b(i, &scales), u))
+        .collect();
+    let unresolvable_start: Vec<bool> = (0..n)
+        .map(|i| meets_unresolvable(tol[i], rnorm[i], scaled_b(i, &scales), u))
         .collect();
     let mut breakdown: Vec<bool> = rnorm.iter().map(|rn| !rn.is_finite()).collect();
     // Of the systems that broke down, those stopped by a NaN/±Inf rather than by a finite
@@ -250,20 +258,21 @@ where
     let mut least_norm = rnorm.clone();
     let d = b.system_dim();
 
-    let underflowed = stop_on_unusable_rz(
-        &rz,
-        &all,
-        &converged,
-        &mut breakdown,
-        &mut non_finite,
-        |i| floor.rz_at_floor(rz[i], rnorm[i], None),
-    );
+    // A starting residual that met an unresolvable tolerance is settled like a converged one
+    // (its `rᵀz` may be 0: `r = 0` as computed).
+    let settled: Vec<bool> = (0..n)
+        .map(|i| converged[i] || unresolvable_start[i])
+        .collect();
+    let underflowed =
+        stop_on_unusable_rz(&rz, &all, &settled, &mut breakdown, &mut non_finite, |i| {
+            floor.rz_at_floor(rz[i], rnorm[i], None)
+        });
     for i in (0..n).filter(|&i| underflowed[i]) {
         at_floor[i] = true;
     }
     // An initial residual at the floor is a true one: nothing to confirm.
     let mut stagnated: Vec<bool> = (0..n)
-        .map(|i| at_floor[i] && !converged[i] && max_iters > 0)
+        .map(|i| (at_floor[i] && !converged[i] && max_iters > 0) || unresolvable_start[i])
         .collect();
     let mut p = z.clone();
     let mut pass = 0usize;
@@ -304,8 +313,15 @@ where
             for i in (0..n).filter(|&i| check[i]) {
                 checked_at[i] = iterations[i];
                 rnorm[i] = true_norm[i];
-                if true_norm[i].is_finite() && true_norm[i] <= tol[i] {
+                if certifies(tol[i], true_norm[i], scaled_b(i, &scales), u) {
                     converged[i] = true;
+                    continue;
+                }
+                if meets_unresolvable(tol[i], true_norm[i], scaled_b(i, &scales), u) {
+                    // Met, but below what the computed residual resolves (`cg_resolution.rs`):
+                    // not certified, and no restart can certify it.
+                    converged[i] = false;
+                    stagnated[i] = true;
                     continue;
                 }
                 let claimed = std::mem::replace(&mut converged[i], false);

@@ -76,6 +76,7 @@ mod cg_floor;
 mod cg_overflow;
 mod cg_params;
 mod cg_reorth;
+mod cg_resolution;
 mod cg_solve;
 mod dense;
 #[cfg(feature = "candle")]

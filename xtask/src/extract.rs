@@ -272,7 +272,10 @@ fn zip_find<R: Read + Seek>(zip: &mut zip::ZipArchive<R>, member: &str) -> Resul
         .collect::<Result<_, _>>()?;
     if let Some(name) = names.iter().find(|n| n.ends_with(member)) {
         let mut f = zip.by_name(name)?;
-        let mut out = Vec::with_capacity(usize::try_from(f.size()).unwrap_or(0));
+        // The declared size is a hint from the archive (unverified on a first download):
+        // reserve at most 256 MiB up front, so a lying header cannot abort the allocation.
+        const MAX_RESERVE: u64 = 256 << 20;
+        let mut out = Vec::with_capacity(usize::try_from(f.size().min(MAX_RESERVE)).unwrap_or(0));
         f.read_to_end(&mut out)?;
         return Ok(Some(out));
     }

@@ -10,7 +10,9 @@ use tracing_subscriber::EnvFilter;
 static GLOBAL: cpflow::allocator::MiMalloc = cpflow::allocator::MiMalloc;
 
 fn main() -> ExitCode {
-    cpflow::cpu_threads::configure_cpu_threads();
+    // SAFETY: first thing in `main`, before any thread is spawned: nothing else reads or
+    // writes the environment.
+    unsafe { cpflow::cpu_threads::configure_cpu_threads() };
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),

@@ -170,7 +170,9 @@ fn main() -> Result<()> {
     let a = Args::parse();
     // SAFETY: set before any thread is spawned.
     unsafe { std::env::set_var("RAYON_NUM_THREADS", a.threads.to_string()) };
-    cpflow::cpu_threads::configure_cpu_threads();
+    // SAFETY: as above, no thread has been spawned yet: nothing else reads or writes
+    // the environment.
+    unsafe { cpflow::cpu_threads::configure_cpu_threads() };
     // The measured work runs on rayon's pool, as in the `cpflow` binary.
     cpflow::cpu_threads::run_on_pool(move || -> Result<()> {
         let load_start = benchmarks::load_average();

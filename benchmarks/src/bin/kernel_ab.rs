@@ -54,7 +54,9 @@ fn min_time(reps: usize, mut f: impl FnMut() -> Result<Tensor>) -> Result<f64> {
 }
 
 fn main() -> Result<()> {
-    let threads = cpflow::cpu_threads::configure_cpu_threads();
+    // SAFETY: first thing in `main`, before any thread is spawned: nothing else reads or
+    // writes the environment.
+    let threads = unsafe { cpflow::cpu_threads::configure_cpu_threads() };
     // The measured work runs on rayon's pool, as in the `cpflow` binary.
     cpflow::cpu_threads::run_on_pool(move || -> Result<()> {
         let args = Args::parse();

@@ -152,7 +152,9 @@ fn main() -> Result<()> {
         // SAFETY: start of main, single-threaded.
         unsafe { std::env::set_var("RAYON_NUM_THREADS", args.threads.to_string()) };
     }
-    let candle_threads = cpflow::cpu_threads::configure_cpu_threads();
+    // SAFETY: as above, no thread has been spawned yet: nothing else reads or writes
+    // the environment.
+    let candle_threads = unsafe { cpflow::cpu_threads::configure_cpu_threads() };
     // The measured work runs on rayon's pool, as in the `cpflow` binary.
     cpflow::cpu_threads::run_on_pool(move || -> Result<()> {
         std::fs::create_dir_all(&args.work_dir)?;

@@ -239,7 +239,9 @@ fn bench_dim(d: usize, args: &Args, dev: &Device) -> Result<Value> {
 }
 
 fn main() -> Result<()> {
-    let candle_threads = cpflow::cpu_threads::configure_cpu_threads();
+    // SAFETY: first thing in `main`, before any thread is spawned: nothing else reads or
+    // writes the environment.
+    let candle_threads = unsafe { cpflow::cpu_threads::configure_cpu_threads() };
     // The measured work runs on rayon's pool, as in the `cpflow` binary.
     cpflow::cpu_threads::run_on_pool(move || -> Result<()> {
         let args = Args::parse();

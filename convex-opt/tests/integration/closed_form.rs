@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 use candle_core::{DType, Device, Tensor};
+use convex_opt::options::RESIDUAL_RESOLUTION_ROUNDOFFS;
 use convex_opt::{
     BatchedPotential, ConvexOptError, InversionOptions, InversionResult, Termination,
 };
@@ -282,10 +283,21 @@ pub fn check_report(
                 res.residual_inf[i], recomputed[i], slack[i]
             ));
         }
-        if res.converged[i] != (res.residual_inf[i] <= res.tolerance[i]) {
+        // Met, and resolvable: a tolerance below the f64 residual's resolution
+        // (`RESIDUAL_RESOLUTION_ROUNDOFFS·ε·max(1, ‖y_i‖∞)`) that is met ends `BelowResolution`.
+        let met = res.residual_inf[i] <= res.tolerance[i];
+        let resolvable = res.tolerance[i]
+            >= RESIDUAL_RESOLUTION_ROUNDOFFS * f64::EPSILON * ys[i].amax().max(1.0);
+        if res.converged[i] != (met && resolvable) {
             return Err(format!(
                 "{name}: row {i} converged = {} at residual {:e}, tolerance {:e}",
                 res.converged[i], res.residual_inf[i], res.tolerance[i]
+            ));
+        }
+        if (res.termination[i] == Termination::BelowResolution) != (met && !resolvable) {
+            return Err(format!(
+                "{name}: row {i} termination {:?} at residual {:e}, tolerance {:e}",
+                res.termination[i], res.residual_inf[i], res.tolerance[i]
             ));
         }
         if res.converged[i] != (res.termination[i] == Termination::Converged) {

@@ -7,6 +7,7 @@
 mod closed_form;
 mod common;
 
+mod below_resolution;
 mod flat_lbfgs_best_iterate;
 mod flat_lbfgs_large_gradient;
 mod flat_lbfgs_trial_points;

@@ -265,7 +265,7 @@ fn cap_case(d: usize, n: usize, seed: u64, k: usize, log_scale: f64) -> Result<(
             let (t, it) = (res.termination[i], res.iterations[i]);
             let allowed = match (name, t) {
                 (_, Termination::MaxIterations) => it == k,
-                (_, Termination::LineSearchFailed) => it <= k,
+                (_, Termination::LineSearchFailed | Termination::BelowResolution) => it <= k,
                 ("flat", Termination::EvaluationBudget) => it <= k,
                 _ => false,
             };

@@ -40,7 +40,7 @@ fn overwrite_f64(path: &Path, name: &str, value: f64) {
         chunk.copy_from_slice(&value.to_le_bytes());
     }
     // The checksum follows, so that the loaders' checks of the values are reached.
-    crate::checkpoint_digest::rewrite_data_sha256(&mut bytes);
+    crate::checkpoint_digest::rewrite_digests(&mut bytes);
     std::fs::write(path, bytes).unwrap();
 }
 

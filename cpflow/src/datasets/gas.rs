@@ -306,6 +306,12 @@ fn gas_sensors<R: BufRead>(
     config: &GasConfig,
 ) -> Result<Matrix<f64>, DatasetError> {
     let n_rows = for_each_data_line(path, open()?, |_, _| Ok(()))?;
+    if n_rows == 0 {
+        return Err(DatasetError::truncated(
+            path,
+            "no data lines after the header",
+        ));
+    }
     let (dest, n_out) = match config.sample_fraction {
         Some(frac) => {
             if !(frac > 0.0 && frac <= 1.0) {

@@ -238,6 +238,13 @@ fn signal_csv(path: &Path, source: impl std::io::Read) -> Result<LabelledTable, 
         }
         rows += 1;
     }
+    if rows == 0 {
+        // An empty, header-only or cut-short file: no signal row to learn from.
+        return Err(DatasetError::truncated(
+            path,
+            "no signal rows (label 1) after the header",
+        ));
+    }
     Ok(LabelledTable {
         path: path.to_path_buf(),
         names,

@@ -176,7 +176,14 @@ pub fn read_idx_labels(path: &Path) -> Result<Vec<u8>, DatasetError> {
     }
     let n = be_u32(path, &b, 4)?;
     check_len(path, b.len() - 8, n)?;
-    Ok(b[8..].to_vec())
+    let labels = &b[8..];
+    if let Some(k) = labels.iter().position(|&l| l > 9) {
+        return Err(DatasetError::corrupt(
+            path,
+            format!("label {} at index {k} is not a digit 0–9", labels[k]),
+        ));
+    }
+    Ok(labels.to_vec())
 }
 
 /// `root/mnist/<name>.gz` if present, else `root/mnist/<name>`.

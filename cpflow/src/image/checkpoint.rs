@@ -8,7 +8,10 @@ use std::path::Path;
 use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
-use crate::checkpoint::write_atomic;
+use crate::checkpoint::{
+    TensorLayout, check_against_model, check_counted_parameters, check_known_keys_of, naming_file,
+    write_atomic,
+};
 use crate::error::{CpflowError, Result};
 use crate::image::config::ImageFlowConfig;
 use crate::image::flow::ImageFlow;
@@ -95,7 +98,12 @@ impl ImageFlow {
         )
     }
 
-    /// Load a flow saved by [`ImageFlow::save`] onto `device`.
+    /// Load a flow saved by [`ImageFlow::save`] (or the current weights of an image
+    /// training checkpoint) onto `device`. The file is checked as a flow checkpoint is
+    /// ([`crate::checkpoint::load_checkpoint`]): finite values, checksums, the parameters the
+    /// configuration counts against the tensor table before the model is built, then every
+    /// variable present with its shape and dtype and no other tensor than the variables and
+    /// their `ema.`/`adam.m.`/`adam.v.` copies. Every refusal names the file.
     pub fn load(path: &Path, device: &Device) -> Result<ImageFlow> {
         let bytes = std::fs::read(path).map_err(|e| CpflowError::io(path, e))?;
         let (_, md) = crate::checkpoint_digest::read_header(path, &bytes)?;
@@ -113,18 +121,41 @@ impl ImageFlow {
                     ),
                 })
             })?;
-        let meta: ImageCheckpointMeta = serde_json::from_str(json)?;
+        let meta: ImageCheckpointMeta = serde_json::from_str(json).map_err(|e| {
+            CpflowError::Checkpoint(format!(
+                "{}: its `{IMAGE_METADATA_KEY}` metadata cannot be read ({e})",
+                path.display()
+            ))
+        })?;
         if meta.format_version != IMAGE_FORMAT_VERSION {
             return Err(CpflowError::Checkpoint(format!(
-                "unsupported image-flow format {} (expected {IMAGE_FORMAT_VERSION})",
+                "{}: unsupported image-flow format {} (expected {IMAGE_FORMAT_VERSION})",
+                path.display(),
                 meta.format_version
             )));
         }
-        let tensors = candle_core::safetensors::load_buffer(&bytes, device)?;
+        check_known_keys_of(path, IMAGE_METADATA_KEY, json, "flow", &meta.flow)?;
+        let tensors = candle_core::safetensors::load_buffer(&bytes, device)
+            .map_err(|e| naming_file(path, e.into()))?;
         crate::named_vars::check_loaded_finite(path, &tensors)?;
-        crate::checkpoint_digest::check_data_sha256(path, &bytes)?;
-        let flow = ImageFlow::new(meta.flow, device)?;
-        flow.set_weights(&tensors, "")?;
+        crate::checkpoint_digest::check_digests(path, &bytes)?;
+        let counted = meta
+            .flow
+            .parameter_count()
+            .map_err(|e| naming_file(path, e))?;
+        check_counted_parameters(path, &md, IMAGE_LAYOUT, counted)?;
+        let flow = ImageFlow::new(meta.flow, device).map_err(|e| naming_file(path, e))?;
+        check_against_model(path, &md, IMAGE_LAYOUT, &flow.named_vars())?;
+        flow.set_weights(&tensors, "")
+            .map_err(|e| naming_file(path, e))?;
         Ok(flow)
     }
 }
+
+/// The tensors of an image-flow file: the model's variables, and in a training checkpoint
+/// their EMA shadows (all of them, when any) and Adam moments.
+pub(crate) const IMAGE_LAYOUT: TensorLayout<'static> = TensorLayout {
+    model: "",
+    copies: &["ema.", "adam.m.", "adam.v."],
+    complete: &["ema."],
+};

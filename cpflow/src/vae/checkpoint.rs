@@ -5,11 +5,12 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use candle_core::{Device, Tensor};
+use safetensors::tensor::Metadata;
 use serde::{Deserialize, Serialize};
 
 use super::adamax::AdamaxState;
 use super::config::VaeConfig;
-use crate::checkpoint::write_atomic;
+use crate::checkpoint::{TensorLayout, write_atomic};
 use crate::error::{CpflowError, Result};
 use crate::rng::RngState;
 use crate::train::TrainStepStats;
@@ -350,6 +351,15 @@ pub fn load_vae_checkpoint(
     path: &Path,
     device: &Device,
 ) -> Result<(VaeCheckpointMeta, HashMap<String, Tensor>)> {
+    read_vae_file(path, device).map(|(meta, tensors, _)| (meta, tensors))
+}
+
+/// [`load_vae_checkpoint`], also returning the file's safetensors header (its tensor table,
+/// for the checks against a model: [`crate::checkpoint::check_against_model`]).
+pub(super) fn read_vae_file(
+    path: &Path,
+    device: &Device,
+) -> Result<(VaeCheckpointMeta, HashMap<String, Tensor>, Metadata)> {
     let bytes = std::fs::read(path).map_err(|e| CpflowError::io(path, e))?;
     let (_, md) = crate::checkpoint_digest::read_header(path, &bytes)?;
     let json = md
@@ -371,11 +381,21 @@ pub fn load_vae_checkpoint(
             path.display()
         ))
     })?;
-    let tensors = candle_core::safetensors::load_buffer(&bytes, device)?;
+    crate::checkpoint::check_known_keys_of(path, VAE_METADATA_KEY, json, "config", &meta.config)?;
+    let tensors = candle_core::safetensors::load_buffer(&bytes, device)
+        .map_err(|e| crate::checkpoint::naming_file(path, e.into()))?;
     crate::named_vars::check_loaded_finite(path, &tensors)?;
-    crate::checkpoint_digest::check_data_sha256(path, &bytes)?;
-    Ok((meta, tensors))
+    crate::checkpoint_digest::check_digests(path, &bytes)?;
+    Ok((meta, tensors, md))
 }
+
+/// The tensors of a VAE file: the model's variables under `model.`, and in a checkpoint
+/// Adamax's moments of the trained ones.
+pub(super) const VAE_LAYOUT: TensorLayout<'static> = TensorLayout {
+    model: "model.",
+    copies: &["adamax.m.", "adamax.u."],
+    complete: &[],
+};
 
 #[cfg(test)]
 mod tests {

@@ -1,15 +1,15 @@
 //! Loading a trained VAE: a run's best weights, or any VAE weights file, into a fresh model
 //! with the configuration saved beside them.
 
-use std::collections::HashMap;
 use std::path::Path;
 
 use candle_core::Device;
 
-use super::checkpoint::{VaeCheckpointMeta, load_vae_checkpoint};
+use super::checkpoint::{VAE_LAYOUT, read_vae_file};
 use super::config::VaeConfig;
 use super::model::Vae;
 use super::train::BEST;
+use crate::checkpoint::{check_against_model, check_counted_parameters, naming_file};
 use crate::error::Result;
 
 /// Load the best weights of a finished run into a fresh model (for sampling or
@@ -61,6 +61,11 @@ pub fn load_vae(dir: &Path, device: &Device) -> Result<(Vae, VaeConfig)> {
 
 /// Load the model weights of a VAE weights file (a run's `best.safetensors`, or its
 /// resumable `checkpoint.safetensors`) into a fresh model, with the configuration saved in it.
+/// The file is checked as a flow's is ([`crate::checkpoint::load_checkpoint`]): finite
+/// values, checksums, the parameters the configuration counts against the tensor table
+/// before the model is built, then every variable present under `model.` with its shape and
+/// dtype and no other tensor than those and Adamax's moments of them. Every refusal names
+/// the file.
 ///
 /// ```
 /// use cpflow::candle::Device;
@@ -83,10 +88,19 @@ pub fn load_vae(dir: &Path, device: &Device) -> Result<(Vae, VaeConfig)> {
 /// # }
 /// ```
 pub fn load_vae_file(path: &Path, device: &Device) -> Result<(Vae, VaeConfig)> {
-    let (meta, tensors): (VaeCheckpointMeta, HashMap<_, _>) = load_vae_checkpoint(path, device)?;
+    let (meta, tensors, header) = read_vae_file(path, device)?;
     let cfg = meta.config;
     let ds = cfg.data.dataset;
-    let vae = Vae::new(&cfg.model, ds.likelihood(), ds.image_size(), device)?;
-    vae.set_weights(&tensors, "model.")?;
+    let (likelihood, image_hw) = (ds.likelihood(), ds.image_size());
+    let counted = cfg
+        .model
+        .parameter_count(likelihood, image_hw)
+        .map_err(|e| naming_file(path, e))?;
+    check_counted_parameters(path, &header, VAE_LAYOUT, counted)?;
+    let vae =
+        Vae::new(&cfg.model, likelihood, image_hw, device).map_err(|e| naming_file(path, e))?;
+    check_against_model(path, &header, VAE_LAYOUT, &vae.named_vars())?;
+    vae.set_weights(&tensors, "model.")
+        .map_err(|e| naming_file(path, e))?;
     Ok((vae, cfg))
 }

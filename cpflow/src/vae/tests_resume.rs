@@ -92,3 +92,28 @@ fn an_interrupt_after_training_stops_the_evaluation_and_a_resume_redoes_it() {
     assert_eq!((again.epochs, epoch_records(&dir).len()), (2, 2));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A resume refuses a checkpoint holding a tensor the model does not have (found by the s12
+/// fuzz audit: the VAE trainer's resume set the weights it knew and ignored the rest), naming
+/// the file and the tensor. The checkpoint is rewritten by the writer itself, so its digests
+/// are valid and only the tensor table is wrong.
+#[test]
+fn a_resume_refuses_a_checkpoint_with_an_extra_tensor() {
+    let dir = std::env::temp_dir().join(format!("cpflow-vae-extra-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let (data, cfg) = (fake_data(), tiny_run_config(PosteriorKind::Gaussian, 1, 0));
+    run_vae_on(&cfg, &data, &dir, &options(false, false)).unwrap();
+    let ck = dir.join("checkpoint.safetensors");
+    let (meta, tensors) = load_vae_checkpoint(&ck, &candle_core::Device::Cpu).unwrap();
+    let mut tensors: Vec<(String, candle_core::Tensor)> = tensors.into_iter().collect();
+    let one = candle_core::Tensor::new(&[1.0f64], &candle_core::Device::Cpu).unwrap();
+    tensors.push(("model.decoder.bogus".into(), one));
+    save_vae_checkpoint(&ck, &meta, tensors).unwrap();
+    let err = run_vae_on(&cfg, &data, &dir, &options(true, false)).unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains(&ck.display().to_string()) && msg.contains("model.decoder.bogus"),
+        "{msg}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -16,7 +16,7 @@ use super::best_weights::{
 };
 use super::cg_warning::context as cg_context;
 use super::checkpoint::{
-    EpochSums, PartialEpoch, VaeCheckpointMeta, VaeTrainState, load_vae_checkpoint,
+    EpochSums, PartialEpoch, VAE_LAYOUT, VaeCheckpointMeta, VaeTrainState, read_vae_file,
     save_vae_checkpoint,
 };
 use super::config::VaeConfig;
@@ -25,6 +25,7 @@ use super::evaluate::{make_batch, split_neg_elbo};
 use super::model::Vae;
 use super::report::{VaeEpochRecord, VaeReport, VaeStopReason};
 use super::test_scores::{VaeTestParams, VaeTestProgress, score_vae_test};
+use crate::checkpoint::{check_against_model, naming_file};
 use crate::error::{CpflowError, Result};
 use crate::progress::Progress;
 use crate::rng::FlowRng;
@@ -188,7 +189,7 @@ pub fn run_vae_on(
     let mut opt = Adamax::new(vae.trainable_named_vars(), config.train.optimizer.clone())?;
     let resumed = options.resume && ckpt_path.exists();
     let mut state = if resumed {
-        let (meta, tensors) = load_vae_checkpoint(&ckpt_path, &device)?;
+        let (meta, tensors, header) = read_vae_file(&ckpt_path, &device)?;
         // The data root is where the data are read, not what they are: it may move.
         let (was, now) = (&meta.config.data, &config.data);
         if meta.config.model != config.model || (was.dataset, was.seed) != (now.dataset, now.seed) {
@@ -197,9 +198,14 @@ pub fn run_vae_on(
                 ckpt_path.display()
             )));
         }
-        vae.set_weights(&tensors, "model.")?;
+        // Names, shapes and dtypes exactly the model's (extra tensors refused), then the
+        // values; errors name the file.
+        check_against_model(&ckpt_path, &header, VAE_LAYOUT, &vae.named_vars())?;
+        vae.set_weights(&tensors, "model.")
+            .map_err(|e| naming_file(&ckpt_path, e))?;
         if let Some(o) = &meta.optimizer {
-            opt.load_state(o, &tensors)?;
+            opt.load_state(o, &tensors)
+                .map_err(|e| naming_file(&ckpt_path, e))?;
         }
         meta.state.ok_or_else(|| {
             CpflowError::Checkpoint(format!(

@@ -49,6 +49,44 @@ fn logit_inverse_and_logdet_match_finite_differences() {
     assert!(LogitTransform::new(0.5).is_err());
 }
 
+/// Near `x = 1` the f32 forward keeps f32's relative precision: `1 − s` is formed from the
+/// exact `1 − x`, not from the rounded `s`. The f64 forward of the same (f32-representable)
+/// points is the reference. With `1 − s` taken from `s`, the f32 `y` at `x = 1` with
+/// `α = 10⁻⁶` was off by about 1.3e-2 (the f32 spacing near 1, 6e-8, against `α`).
+#[test]
+fn logit_forward_in_f32_is_accurate_near_one() {
+    let t = LogitTransform::new(1e-6).unwrap();
+    let xs: Vec<f32> = vec![
+        1.0,
+        1.0 - f32::EPSILON / 2.0,
+        1.0 - 4.0 * f32::EPSILON,
+        0.999,
+        0.5,
+    ];
+    let n = xs.len();
+    let x32 = Tensor::from_vec(xs.clone(), (1, n), &Device::Cpu).unwrap();
+    let x64 = x32.to_dtype(DType::F64).unwrap();
+    let (y32, ld32) = t.forward(&x32).unwrap();
+    let (y64, ld64) = t.forward(&x64).unwrap();
+    let y32 = y32.to_dtype(DType::F64).unwrap().flatten_all().unwrap();
+    let y32 = y32.to_vec1::<f64>().unwrap();
+    let y64 = y64.flatten_all().unwrap().to_vec1::<f64>().unwrap();
+    // |y| ≤ 14: each f32 op (affine, log, difference) adds ≈ 6e-8 relative, so a few 1e-6
+    // absolute; 1e-5 leaves margin and is 1000× below the old error.
+    for (a, b) in y32.iter().zip(&y64) {
+        assert!((a - b).abs() < 1e-5, "f32 y {a} vs f64 y {b}");
+    }
+    let ld32 = ld32.to_dtype(DType::F64).unwrap().to_vec1::<f64>().unwrap();
+    let ld64 = ld64.to_vec1::<f64>().unwrap();
+    // The log-det sums 5 terms of size ≤ 14: 1e-4 absolute is a few f32 roundings of the sum.
+    assert!(
+        (ld32[0] - ld64[0]).abs() < 1e-4,
+        "{} vs {}",
+        ld32[0],
+        ld64[0]
+    );
+}
+
 #[test]
 fn channel_actnorm_inverse_and_logdet_match_finite_differences() {
     for shape in shapes() {

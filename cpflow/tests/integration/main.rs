@@ -10,7 +10,14 @@ mod flow_common;
 mod image_common;
 mod posterior_common;
 
+mod actnorm_f32_offset;
 mod block_potential_value;
+mod checkpoint_header_digest;
+mod checkpoint_header_edit;
+mod checkpoint_header_files;
+mod checkpoint_header_resume;
+mod checkpoint_header_size;
+mod checkpoint_header_tensors;
 #[cfg(feature = "cli")]
 mod cli_audit_messages;
 #[cfg(feature = "cli")]
@@ -114,6 +121,7 @@ mod image_sample_log_prob;
 mod image_surrogate_loss;
 mod image_train;
 mod image_train_improves_bpd;
+mod inverse_f32_resolution;
 mod lib_audit_api;
 #[cfg(feature = "vae")]
 mod lib_audit_train;
@@ -128,6 +136,7 @@ mod reference_parity_vae;
 #[cfg(feature = "vae")]
 mod reference_parity_vae_is;
 mod run_lifecycle;
+mod slq_bias_counts;
 mod surrogate_cg_attainable;
 mod surrogate_preconditioner;
 mod toy_reference;

@@ -13,6 +13,7 @@ mod prop_networks;
 mod actnorm_from_tensors;
 mod actnorm_init;
 mod api;
+mod concurrent_init;
 mod conv_dense;
 mod conv_derivatives;
 mod conv_params;

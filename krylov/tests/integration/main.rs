@@ -14,6 +14,7 @@ mod cg_f16_scale;
 mod cg_host_syncs;
 mod cg_overflow_scale;
 mod cg_reporting;
+mod cg_resolution;
 mod cg_scale_invariance;
 mod cg_underflow;
 mod cg_underflow_plain;

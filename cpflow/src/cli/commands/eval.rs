@@ -3,7 +3,9 @@
 mod scored_points;
 
 use crate::cli::interrupt::Interrupt;
-use crate::{CpflowError, Dataset, FloatType, FlowRng, NllEstimator, SlqConfig, nll_estimate_with};
+use crate::evaluate::nll_estimate_and_slq_bias_with;
+use crate::slq::SlqBiasCounts;
+use crate::{CpflowError, Dataset, FloatType, FlowRng, NllEstimator, SlqConfig};
 use anyhow::{Result, bail};
 use serde::Serialize;
 use std::time::Instant;
@@ -34,12 +36,39 @@ struct EvalSummary {
     /// Standard error of `nll` (rows' spread over √n; with SLQ it includes the probes',
     /// not the bias of too few Lanczos steps).
     nll_std_err: Option<f64>,
+    #[serde(flatten)]
+    slq_bias: SlqBiasFields,
     data_entropy: Option<f64>,
     kl_estimate: Option<f64>,
     /// The float type the score was computed in: the model's, or `--dtype` (`"f32"`,
     /// `"f64"`; the image eval's field of the same name).
     float: FloatType,
     seconds: f64,
+}
+
+/// SLQ's hidden-bias counts over the points scored ([`SlqBiasCounts`]), each printed only when
+/// non-zero: the points whose estimate is biased beyond its standard error, and their
+/// floored Ritz values and early Lanczos stops (`SlqLogProb::floored_ritz_values`,
+/// `premature_breakdowns`), summed.
+#[derive(Debug, Default, PartialEq, Serialize)]
+struct SlqBiasFields {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    slq_biased_points: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    slq_floored_ritz_values: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    slq_premature_breakdowns: Option<usize>,
+}
+
+impl From<SlqBiasCounts> for SlqBiasFields {
+    fn from(c: SlqBiasCounts) -> Self {
+        let nonzero = |c: usize| (c > 0).then_some(c);
+        Self {
+            slq_biased_points: nonzero(c.samples),
+            slq_floored_ritz_values: nonzero(c.floored_ritz_values),
+            slq_premature_breakdowns: nonzero(c.premature_breakdowns),
+        }
+    }
 }
 
 /// Points drawn from a toy or an image density without `-n`.
@@ -210,19 +239,20 @@ pub fn eval(a: EvalArgs) -> Result<()> {
     tracing::info!("scoring {points} points of {source} in chunks of {batch}");
     let bar = super::chunk_progress_bar(a.no_progress, points, batch, "scoring", " points");
     let mut stopped_at = None;
-    let scored = nll_estimate_with(&flow, &test, &estimator, batch, &mut rng, |done| {
-        bar.set_position(done as u64);
-        if interrupt.is_set() {
-            stopped_at = Some(done);
-            return Err(CpflowError::EvaluationInterrupted {
-                skipped: "the rest of the score".into(),
-                saved: Vec::new(),
-            });
-        }
-        Ok(())
-    });
+    let scored =
+        nll_estimate_and_slq_bias_with(&flow, &test, &estimator, batch, &mut rng, |done| {
+            bar.set_position(done as u64);
+            if interrupt.is_set() {
+                stopped_at = Some(done);
+                return Err(CpflowError::EvaluationInterrupted {
+                    skipped: "the rest of the score".into(),
+                    saved: Vec::new(),
+                });
+            }
+            Ok(())
+        });
     bar.finish_and_clear();
-    let est = match (scored, stopped_at) {
+    let (est, bias) = match (scored, stopped_at) {
         (Err(CpflowError::EvaluationInterrupted { .. }), Some(done)) => {
             bail!("interrupted after {done} of {points} points: no score")
         }
@@ -264,6 +294,7 @@ pub fn eval(a: EvalArgs) -> Result<()> {
         estimator: estimator.to_string(),
         nll,
         nll_std_err: est.std_err,
+        slq_bias: bias.into(),
         data_entropy: entropy,
         kl_estimate: entropy.map(|h| nll - h),
         float: flow.float(),
@@ -284,4 +315,27 @@ fn csv_line(source: &DataSource, row: usize) -> Option<(u64, String)> {
     let line = *rows.lines.get(row)?;
     let name = path.file_name().unwrap_or(path.as_os_str());
     Some((line, name.to_string_lossy().into_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Non-zero counts are printed under their names; zero ones (exact scores, well-conditioned
+    /// models) leave the line as it was.
+    #[test]
+    fn slq_bias_counts_are_printed_when_non_zero() {
+        let counts = SlqBiasCounts {
+            samples: 6,
+            floored_ritz_values: 48,
+            premature_breakdowns: 0,
+        };
+        let json = serde_json::to_string(&SlqBiasFields::from(counts)).unwrap();
+        assert_eq!(
+            json,
+            r#"{"slq_biased_points":6,"slq_floored_ritz_values":48}"#
+        );
+        let none = serde_json::to_string(&SlqBiasFields::from(SlqBiasCounts::default()));
+        assert_eq!(none.unwrap(), "{}");
+    }
 }

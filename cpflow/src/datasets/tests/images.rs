@@ -258,6 +258,16 @@ fn mnist_idx_errors() {
         read_idx_labels(&p),
         Err(DatasetError::Corrupt { .. })
     ));
+    // A label outside 0–9 (found by fuzzing: a flipped byte loaded as label 200).
+    let mut labels: Vec<u8> = [2049u32, 3].iter().flat_map(|v| v.to_be_bytes()).collect();
+    labels.extend([5, 200, 4]);
+    let p = dir.write("labels", &labels);
+    match read_idx_labels(&p) {
+        Err(DatasetError::Corrupt { detail, .. }) => {
+            assert!(detail.contains("label 200 at index 1"), "{detail}")
+        }
+        other => panic!("expected a corrupt-file error, got {other:?}"),
+    }
     // A gzip stream cut in the middle.
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     gz.write_all(&idx_images(50, 28, 28)).unwrap();

@@ -204,6 +204,21 @@ fn gas_errors() {
         load_gas(dir.path(), &bad),
         Err(DatasetError::InvalidConfig(_))
     ));
+    // Empty and header-only files have no data lines: refused by the reader (found by
+    // fuzzing: they read as a 0×16 matrix).
+    let all = GasConfig {
+        sample_fraction: None,
+        seed: 0,
+    };
+    for cut in ["", "Time CO Eth sensors\n"] {
+        let p = dir.write("cut.txt", cut.as_bytes());
+        match read_gas_sensors(&p, &all) {
+            Err(DatasetError::Truncated { detail, .. }) => {
+                assert!(detail.contains("no data lines"), "{detail}")
+            }
+            other => panic!("expected a truncated-file error for {cut:?}, got {other:?}"),
+        }
+    }
 }
 
 // ---------------------------------------------------------------- HEPMASS
@@ -295,6 +310,18 @@ fn hepmass_errors() {
     );
     let err = load_hepmass(dir.path()).unwrap_err();
     assert!(matches!(err, DatasetError::BadShape { .. }), "{err}");
+    // A file cut to its header, or to part of it, has no signal row (found by fuzzing: it
+    // read as an empty table).
+    let train = hepmass_csv(90, false);
+    for cut in [&train[..train.find('\n').unwrap() + 1], &train[..8]] {
+        let p = dir.write("cut.csv", cut.as_bytes());
+        match read_signal_csv(&p) {
+            Err(DatasetError::Truncated { detail, .. }) => {
+                assert!(detail.contains("no signal rows"), "{detail}")
+            }
+            other => panic!("expected a truncated-file error for {cut:?}, got {other:?}"),
+        }
+    }
 }
 
 // ---------------------------------------------------------------- MINIBOONE

@@ -225,27 +225,37 @@ impl ImageFlow {
         }
         let x = self.check_images(x)?;
         if x.dim(0)? == 0 {
-            return Ok(SlqLogProb {
-                log_prob: Tensor::zeros(0, x.dtype(), x.device())?,
-                std_err: Vec::new(),
-            });
+            return SlqLogProb::empty(&x);
         }
         let mut var_all = Vec::with_capacity(x.dim(0)?);
+        // The bias counts of every image, summed over the blocks.
+        let (mut floored_all, mut early_all) = (Vec::new(), Vec::new());
         let weights = self.host_weights()?;
         let out = self.chunked(&x, self.eval_chunk_rows(), |xc| {
+            let rows = xc.dim(0)?;
+            let (mut floored, mut early) = (vec![0usize; rows], vec![0usize; rows]);
             let (z, ld, var) = self.forward_with(xc, &weights, |blk, w, h, ld| {
                 let (z, op) = blk.detached_operator_sharing(h, None, w)?;
                 let tolerate = or_non_finite_rows(&rows_without_value(h, ld)?, &z)?;
-                let (estimate, std_err) = slq_logdet_block(&op, h, params, &mut *rng, &tolerate)?;
-                Ok((z, estimate, std_err))
+                let est = slq_logdet_block(&op, h, params, &mut *rng, &tolerate)?;
+                let add = |sum: &mut [usize], c: &[usize]| {
+                    sum.iter_mut().zip(c).for_each(|(s, c)| *s += c);
+                };
+                add(&mut floored, &est.floored_ritz_values);
+                add(&mut early, &est.premature_breakdowns);
+                Ok((z, est.estimate, est.std_err))
             })?;
             var_all.extend(var);
-            let ld = Tensor::from_vec(ld, xc.dim(0)?, xc.device())?.to_dtype(xc.dtype())?;
+            floored_all.extend(floored);
+            early_all.extend(early);
+            let ld = Tensor::from_vec(ld, rows, xc.device())?.to_dtype(xc.dtype())?;
             Ok(vec![(self.prior().log_prob(&z)? + ld)?])
         })?;
         Ok(SlqLogProb {
             log_prob: out[0].clone(),
             std_err: var_all.into_iter().map(f64::sqrt).collect(),
+            floored_ritz_values: floored_all,
+            premature_breakdowns: early_all,
         })
     }
 }

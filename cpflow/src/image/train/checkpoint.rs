@@ -13,9 +13,15 @@ use serde::{Deserialize, Serialize};
 use super::ImageTrainState;
 use super::config::ImageTrainConfig;
 use crate::adam::AdamState;
-use crate::checkpoint::write_atomic;
+use crate::checkpoint::{
+    TensorLayout, check_against_model, check_counted_parameters, check_known_keys_of, naming_file,
+    write_atomic,
+};
 use crate::error::{CpflowError, Result};
-use crate::image::checkpoint::{IMAGE_FORMAT_VERSION, IMAGE_METADATA_KEY, ImageCheckpointMeta};
+use crate::image::ImageFlow;
+use crate::image::checkpoint::{
+    IMAGE_FORMAT_VERSION, IMAGE_LAYOUT, IMAGE_METADATA_KEY, ImageCheckpointMeta,
+};
 use crate::image::config::ImageFlowConfig;
 use crate::rng::RngState;
 
@@ -197,7 +203,11 @@ pub fn save_image_checkpoint(
     write_atomic(path, &crate::named_vars::serialize_finite(tensors, info)?)
 }
 
-/// Read a checkpoint written by [`save_image_checkpoint`] (tensors on `device`).
+/// Read a checkpoint written by [`save_image_checkpoint`] (tensors on `device`), checked as
+/// [`crate::image::ImageFlow::load`] checks a file (finite values, checksums, the parameter
+/// count before any model is built, every variable with its shape and dtype), with `ema.*`
+/// tensors for every variable exactly when the metadata says so. Every refusal names the
+/// file.
 ///
 /// ```
 /// use cpflow::candle::Device;
@@ -223,15 +233,42 @@ pub fn load_image_checkpoint(path: &Path, device: &Device) -> Result<ImageTrainC
                 path.display()
             ))
         })?;
-    let meta: ImageTrainCheckpointMeta = serde_json::from_str(json)?;
+    let meta: ImageTrainCheckpointMeta = serde_json::from_str(json).map_err(|e| {
+        CpflowError::Checkpoint(format!(
+            "{}: its `{IMAGE_TRAIN_METADATA_KEY}` metadata cannot be read ({e})",
+            path.display()
+        ))
+    })?;
     if meta.format_version != IMAGE_TRAIN_FORMAT_VERSION {
         return Err(CpflowError::Checkpoint(format!(
-            "unsupported image checkpoint format {} (expected {IMAGE_TRAIN_FORMAT_VERSION})",
+            "{}: unsupported image checkpoint format {} (expected {IMAGE_TRAIN_FORMAT_VERSION})",
+            path.display(),
             meta.format_version
         )));
     }
-    let tensors = candle_core::safetensors::load_buffer(&bytes, device)?;
+    check_known_keys_of(path, IMAGE_TRAIN_METADATA_KEY, json, "flow", &meta.flow)?;
+    let tensors = candle_core::safetensors::load_buffer(&bytes, device)
+        .map_err(|e| naming_file(path, e.into()))?;
     crate::named_vars::check_loaded_finite(path, &tensors)?;
-    crate::checkpoint_digest::check_data_sha256(path, &bytes)?;
+    crate::checkpoint_digest::check_digests(path, &bytes)?;
+    // The tensor table against the model the metadata describes (built on the host for its
+    // variables' names, shapes and dtypes, once its parameter count is known to fit the file).
+    let layout = if meta.ema {
+        IMAGE_LAYOUT
+    } else {
+        TensorLayout {
+            copies: &["adam.m.", "adam.v."],
+            complete: &[],
+            ..IMAGE_LAYOUT
+        }
+    };
+    let counted = meta
+        .flow
+        .parameter_count()
+        .map_err(|e| naming_file(path, e))?;
+    check_counted_parameters(path, &md, layout, counted)?;
+    let model =
+        ImageFlow::new(meta.flow.clone(), &Device::Cpu).map_err(|e| naming_file(path, e))?;
+    check_against_model(path, &md, layout, &model.named_vars())?;
     Ok(ImageTrainCheckpoint { meta, tensors })
 }

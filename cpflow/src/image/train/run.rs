@@ -20,6 +20,7 @@ use super::{
 };
 use crate::adam::Adam;
 use crate::block::CgReport;
+use crate::checkpoint::naming_file;
 use crate::error::{CpflowError, Result};
 use crate::image::bpd::bits_per_dim;
 use crate::image::config::ImageFlowConfig;
@@ -195,14 +196,17 @@ impl<'a> Run<'a> {
             )));
         }
         let flow = ImageFlow::new(ck.meta.flow.clone(), device)?;
-        flow.set_weights(&ck.tensors, "")?;
+        flow.set_weights(&ck.tensors, "")
+            .map_err(|e| naming_file(path, e))?;
         let vars = flow.named_vars();
         let mut adam = Adam::new(vars.clone(), cfg.adam.clone())?;
-        adam.load_state(&ck.meta.adam, &ck.tensors)?;
+        adam.load_state(&ck.meta.adam, &ck.tensors)
+            .map_err(|e| naming_file(path, e))?;
         let eval_flow = ImageFlow::new(flow_cfg.clone(), device)?;
         let mut ema = ExponentialMovingAverage::in_vars(eval_flow.named_vars());
         if ck.meta.ema {
-            ema.load_in_place(&ck.tensors, EMA_PREFIX)?;
+            ema.load_in_place(&ck.tensors, EMA_PREFIX)
+                .map_err(|e| naming_file(path, e))?;
         }
         let mut state = ck.meta.state;
         state.check_training_images(data.train.len())?;
@@ -221,7 +225,7 @@ impl<'a> Run<'a> {
             vars,
             flow,
             ema,
-            rng: FlowRng::from_state(&ck.meta.rng)?,
+            rng: FlowRng::from_state(&ck.meta.rng).map_err(|e| naming_file(path, e))?,
             last_checkpoint: LastCheckpoint::at(path.to_path_buf(), state.iteration),
             state,
             perm: None,
