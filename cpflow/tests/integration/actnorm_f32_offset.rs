@@ -16,14 +16,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rand_distr::StandardNormal;
 
-fn host(t: &Tensor) -> Vec<f64> {
-    t.to_dtype(DType::F64)
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1::<f64>()
-        .unwrap()
-}
+use crate::reference_parity::host;
 
 /// `n` rows `offset + a·z + 0.3·(a·z)²` (`z` standard normal, `a` a random `d × d` matrix
 /// scaled by `1/√d`): correlated, skewed, spread ≈ 1. The audit's data.

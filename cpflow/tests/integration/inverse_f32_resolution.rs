@@ -15,14 +15,7 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand_distr::{Distribution, StandardNormal};
 
-fn host(t: &Tensor) -> Vec<f64> {
-    t.to_dtype(DType::F64)
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1::<f64>()
-        .unwrap()
-}
+use crate::reference_parity::host;
 
 /// Before the fix (this seed; Gaussian initialisation data instead of the audit's correlated
 /// ones): `abs Some(1e-6): 64 of 64 converged, 8 with an f64 residual above the tolerance`.
