@@ -11,8 +11,6 @@ use candle_nn::{Init, VarBuilder, VarMap};
 
 use crate::error::{CpflowError, Result, first_few};
 
-pub(crate) mod statistics;
-
 /// The epsilon in `logs = −log(std + 1e-6)` (the reference's): the layer scales a feature
 /// by at most about `1e6`.
 pub const ACTNORM_STD_EPS: f64 = 1e-6;
@@ -100,10 +98,10 @@ impl ActNorm {
     /// the biased variance over the batch. Marks the layer initialised.
     ///
     /// The statistics are accumulated on the host in `f64`, mean first, then the centred
-    /// squares, whatever the layer's dtype (`actnorm/statistics.rs`), and then rounded to it:
-    /// in f32 the sums drift on data far from 0 (65,536 rows of spread 1 around `1e4` were
-    /// normalised to |mean| 0.97 and std 0.25, no error). On f64 data the results are those
-    /// of the f64 reductions before, bit for bit.
+    /// squares, whatever the layer's dtype ([`icnn::feature_statistics`]), and then rounded
+    /// to it: in f32 the sums drift on data far from 0 (65,536 rows of spread 1 around `1e4`
+    /// were normalised to |mean| 0.97 and std 0.25, no error). On f64 data the results are
+    /// those of the f64 reductions before, bit for bit.
     ///
     /// `x` is `(n, dim)` with `n ≥ 2` finite rows, and every feature must vary over them: a
     /// constant feature (standard deviation 0) would be scaled by `1e6` and is an error, which
@@ -126,7 +124,7 @@ impl ActNorm {
             .to_dtype(DType::F64)?
             .flatten_all()?
             .to_vec1::<f64>()?;
-        let (mean, std) = statistics::feature_statistics(&rows, self.dim);
+        let icnn::BatchStatistics { mean, std } = icnn::feature_statistics(&rows, self.dim)?;
         check_feature_spread(&rows, self.dim, (&mean, &std), x.dtype())?;
         let as_layer = |v: Vec<f64>| -> Result<Tensor> {
             Ok(Tensor::from_vec(v, (1, self.dim), x.device())?.to_dtype(x.dtype())?)

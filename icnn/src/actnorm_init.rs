@@ -16,6 +16,7 @@
 use candle_core::{DType, Tensor};
 
 use crate::actnorm::ACTNORM_SCALE_MIN;
+use crate::batch_statistics::{BatchStatistics, feature_statistics};
 use crate::error::{IcnnError, Result};
 
 /// The reference's epsilon in `logs = log(1/(std + 1e-6))`.
@@ -199,10 +200,15 @@ impl ActNormInit {
                 ),
             ));
         }
-        let mean = x.mean_keepdim(0)?;
-        let var = x.broadcast_sub(&mean)?.sqr()?.mean(0)?;
-        let std = var.sqrt()?;
-        let stats = host_rows(&Tensor::stack(&[&mean.squeeze(0)?, &std], 0)?)?;
+        // In f64 on the host, then rounded to the layer's dtype: f32 reductions drift on
+        // pre-activations far from 0 (`batch_statistics.rs`); on f64 batches these are the
+        // candle reductions' results, bit for bit.
+        let BatchStatistics { mean, std } = feature_statistics(&v, c)?;
+        let as_layer = |s: Vec<f64>| -> Result<Tensor> {
+            Ok(Tensor::from_vec(s, c, x.device())?.to_dtype(x.dtype())?)
+        };
+        let (mean, std) = (as_layer(mean)?, as_layer(std)?);
+        let stats = host_rows(&Tensor::stack(&[&mean, &std], 0)?)?;
         if let Some(k) = stats.iter().position(|s| !s.is_finite()) {
             return Err(init_error(
                 layer,
@@ -215,7 +221,7 @@ impl ActNormInit {
             ));
         }
         let logs = std.affine(1.0, ACTNORM_STD_EPS)?.log()?.neg()?;
-        let shift = mean.squeeze(0)?.neg()?;
+        let shift = mean.neg()?;
         Ok(Self { shift, logs })
     }
 
@@ -228,5 +234,62 @@ impl ActNormInit {
     pub(crate) fn forward(&self, x: &Tensor) -> Result<Tensor> {
         Ok(x.broadcast_add(&self.shift)?
             .broadcast_mul(&self.scale()?)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    /// On f64 batches the host statistics initialise as candle's reductions did (the code
+    /// they replace: `mean_keepdim(0)`, `(x − mean)².mean(0)`, `sqrt`), bit for bit, on a
+    /// contiguous batch and on a strided view, with values far from 0 and of mixed scales.
+    #[test]
+    fn f64_initialisation_is_the_candle_reductions_bit_for_bit() {
+        let (n, c) = (301, 4);
+        let v: Vec<f64> = (0..n * c)
+            .map(|k| {
+                let t = (k as f64 * 0.7548776662466927).fract() - 0.5;
+                t * 10f64.powi((k % 4) as i32) + if k % 3 == 0 { 1e4 } else { 0.0 }
+            })
+            .collect();
+        let dense = Tensor::from_vec(v.clone(), (n, c), &Device::Cpu).unwrap();
+        let strided = Tensor::from_vec(v, (c, n), &Device::Cpu)
+            .unwrap()
+            .t()
+            .unwrap();
+        let bits = |t: &Tensor| -> Vec<u64> {
+            t.to_vec1::<f64>()
+                .unwrap()
+                .iter()
+                .map(|x| x.to_bits())
+                .collect()
+        };
+        for x in [dense, strided] {
+            let init = ActNormInit::from_batch("an", &x).unwrap();
+            let mean = x.mean_keepdim(0).unwrap();
+            let var = x
+                .broadcast_sub(&mean)
+                .unwrap()
+                .sqr()
+                .unwrap()
+                .mean(0)
+                .unwrap();
+            let logs = var
+                .sqrt()
+                .unwrap()
+                .affine(1.0, ACTNORM_STD_EPS)
+                .unwrap()
+                .log()
+                .unwrap()
+                .neg()
+                .unwrap();
+            assert_eq!(
+                bits(&init.shift),
+                bits(&mean.squeeze(0).unwrap().neg().unwrap())
+            );
+            assert_eq!(bits(&init.logs), bits(&logs));
+        }
     }
 }

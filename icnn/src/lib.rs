@@ -94,6 +94,7 @@ mod activation;
 mod active_rows;
 mod actnorm;
 mod actnorm_init;
+mod batch_statistics;
 mod common;
 mod conv_geometry;
 mod conv_icnn;
@@ -147,6 +148,7 @@ mod winograd_conv;
 
 pub use activation::{Activation, ActivationEval, ActivationKind, softplus};
 pub use actnorm::{ACTNORM_SCALE_MIN, ActNorm};
+pub use batch_statistics::{BatchStatistics, channel_statistics, feature_statistics};
 pub use conv_geometry::{ConvGeometry, ImageShape};
 pub use conv_icnn::{ConvIcnn, ConvIcnnConfig};
 pub use conv_icnn2::{ConvIcnn2, ConvIcnn2Config};

@@ -5,7 +5,7 @@ use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::VarMap;
 use icnn::ImageShape;
 
-use crate::actnorm::{ActNormVars, statistics};
+use crate::actnorm::ActNormVars;
 use crate::error::{CpflowError, Result};
 
 /// `y = (x + b_c)·(exp(logs_c) + 0.001)` for every pixel of channel `c`; the log-det is
@@ -79,13 +79,15 @@ impl ChannelActNorm {
     /// variance over the batch and the pixels. Marks the layer initialised.
     ///
     /// The statistics are accumulated on the host in `f64` (mean first, then the centred
-    /// squares) whatever the layer's dtype, as [`crate::ActNorm::initialize`] does, and
-    /// rounded to it; on f64 data they are those of the f64 reductions before, bit for bit.
+    /// squares; [`icnn::channel_statistics`]) whatever the layer's dtype, as
+    /// [`crate::ActNorm::initialize`] does, and rounded to it; on f64 data they are those of
+    /// the f64 reductions before, bit for bit.
     pub fn initialize(&self, x: &Tensor) -> Result<()> {
         let x3 = self.channels_view(&x.detach())?;
         let values = x3.to_dtype(DType::F64)?.flatten_all()?.to_vec1::<f64>()?;
         let s = self.shape;
-        let (mean, std) = statistics::channel_statistics(&values, s.channels, s.height * s.width);
+        let icnn::BatchStatistics { mean, std } =
+            icnn::channel_statistics(&values, s.channels, s.height * s.width)?;
         let as_layer = |v: Vec<f64>| -> Result<Tensor> {
             Ok(Tensor::from_vec(v, (1, s.channels, 1), x.device())?.to_dtype(x.dtype())?)
         };

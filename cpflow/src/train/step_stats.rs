@@ -50,6 +50,57 @@ pub struct TrainStepStats {
 }
 
 impl TrainStepStats {
+    /// Whether statistics read from a checkpoint are consistent with `steps` optimiser
+    /// steps (named `steps_key` in the checkpoint; the statistics are at `key`): at most
+    /// `steps` steps counted, each CG count bounded by the count it is part of, the last loss
+    /// finite, the CG sum finite and ≥ 0. The error names the field, for a resume to refuse
+    /// the file with.
+    ///
+    /// ```
+    /// use cpflow::train::TrainStepStats;
+    /// let mut s = TrainStepStats::default();
+    /// assert!(s.check_counts("state.step_stats", "state.steps", 0).is_ok());
+    /// s.steps = 5;
+    /// let err = s.check_counts("state.step_stats", "state.steps", 3).unwrap_err();
+    /// assert_eq!(err, "state.step_stats.steps is 5, more than state.steps (3)");
+    /// ```
+    pub fn check_counts(&self, key: &str, steps_key: &str, steps: usize) -> Result<(), String> {
+        let of = |field: &str| format!("{key}.{field}");
+        let counts = [
+            ("steps", self.steps, steps_key.to_string(), steps),
+            ("cg_steps", self.cg_steps, of("steps"), self.steps),
+            (
+                "cg_unconverged_steps",
+                self.cg_unconverged_steps,
+                of("cg_steps"),
+                self.cg_steps,
+            ),
+            (
+                "cg_converged",
+                self.cg_converged,
+                of("cg_systems"),
+                self.cg_systems,
+            ),
+        ];
+        for (name, n, of, bound) in counts {
+            if n > bound {
+                return Err(format!("{key}.{name} is {n}, more than {of} ({bound})"));
+            }
+        }
+        if let Some(loss) = self.last_loss
+            && !loss.is_finite()
+        {
+            return Err(format!("{key}.last_loss is {loss:?}: it must be finite"));
+        }
+        let sum = self.cg_mean_sum;
+        if !(sum.is_finite() && sum >= 0.0) {
+            return Err(format!(
+                "{key}.cg_mean_sum is {sum:?}: it must be finite and ≥ 0"
+            ));
+        }
+        Ok(())
+    }
+
     /// Counts a step: its loss and CG report.
     pub fn record(&mut self, loss: f64, cg: &CgReport) {
         self.steps += 1;

@@ -15,6 +15,12 @@ use crate::error::{CpflowError, Result};
 use crate::rng::RngState;
 use crate::train::TrainStepStats;
 
+mod state_check;
+#[cfg(test)]
+mod tests_state_check;
+
+pub(super) use state_check::check_resumable;
+
 /// Metadata key of a VAE checkpoint.
 pub const VAE_METADATA_KEY: &str = "cpflow-vae";
 

@@ -16,8 +16,8 @@ use super::best_weights::{
 };
 use super::cg_warning::context as cg_context;
 use super::checkpoint::{
-    EpochSums, PartialEpoch, VAE_LAYOUT, VaeCheckpointMeta, VaeTrainState, read_vae_file,
-    save_vae_checkpoint,
+    EpochSums, PartialEpoch, VAE_LAYOUT, VaeCheckpointMeta, VaeTrainState, check_resumable,
+    read_vae_file, save_vae_checkpoint,
 };
 use super::config::VaeConfig;
 use super::data::{VaeData, VaeSplit, load_vae_data};
@@ -201,6 +201,9 @@ pub fn run_vae_on(
         // Names, shapes and dtypes exactly the model's (extra tensors refused), then the
         // values; errors name the file.
         check_against_model(&ckpt_path, &header, VAE_LAYOUT, &vae.named_vars())?;
+        // Every number of the trainer and optimiser state the resume uses, read from the
+        // file: refused naming it and the field.
+        check_resumable(&ckpt_path, &meta, config.train.optimizer.lr, &tensors)?;
         vae.set_weights(&tensors, "model.")
             .map_err(|e| naming_file(&ckpt_path, e))?;
         if let Some(o) = &meta.optimizer {

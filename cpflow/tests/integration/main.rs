@@ -18,6 +18,7 @@ mod checkpoint_header_files;
 mod checkpoint_header_resume;
 mod checkpoint_header_size;
 mod checkpoint_header_tensors;
+mod checkpoint_state_resume;
 #[cfg(feature = "cli")]
 mod cli_audit_messages;
 #[cfg(feature = "cli")]

@@ -10,6 +10,7 @@ mod conv_common;
 mod host_check;
 mod prop_networks;
 
+mod actnorm_f32_offset;
 mod actnorm_from_tensors;
 mod actnorm_init;
 mod api;

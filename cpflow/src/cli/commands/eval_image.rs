@@ -15,6 +15,7 @@ use crate::image::{
     ImageDataset, ImageExperimentConfig, ImageFlow, ImageTestConfig, ImageTrainConfig,
     load_image_test_set, mean_and_std_err,
 };
+use crate::slq::SlqBiasCounts;
 use crate::{FloatType, SlqConfig};
 use anyhow::{Context, Result, bail};
 use candle_core::Device;
@@ -61,6 +62,15 @@ struct ImageEvalSummary {
     /// spread over their probes, bits/dim.
     #[serde(skip_serializing_if = "Option::is_none")]
     probe_std_err: Option<f64>,
+    /// SLQ's hidden-bias counts (`--estimator slq`), each only when non-zero: the images
+    /// whose value is biased beyond its standard error, their floored Ritz values and early
+    /// Lanczos stops (the flows' `eval` fields of the same names).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    slq_biased_points: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    slq_floored_ritz_values: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    slq_premature_breakdowns: Option<usize>,
     /// Mean negative log-likelihood of an image in nats on the 8-bit scale
     /// (`−log p(x) + D ln 256 = bpd·D·ln 2`, `p` the density on `[0, 1)^D`).
     nll: f64,
@@ -147,28 +157,31 @@ pub fn eval_image(a: &EvalArgs, loc: &ModelLocation, device: &Device, t0: Instan
             ControlFlow::Continue(())
         }
     };
-    let scored = match a.estimator {
-        Estimator::Exact => {
-            exact_bpd_per_image_with_monitor(&flow, test, n, batch, noise_seed, &mut monitor)?.map(
-                |v| {
-                    let (m, se) = mean_and_std_err(&v);
-                    (m, se, None, None)
-                },
-            )
-        }
-        Estimator::Slq => {
-            // The run's SLQ pass alone (no exact subset).
-            let cfg = ImageTestConfig {
-                slq: slq.clone(),
-                images: Some(n),
-                exact_images: 0,
-            };
-            score_test_set_with_monitor(&flow, test, &cfg, batch, noise_seed, &mut monitor)?
-                .map(|r| (r.slq.bpd, r.slq.std_err, r.probe_std_err, Some(slq)))
-        }
-    };
+    let scored =
+        match a.estimator {
+            Estimator::Exact => {
+                exact_bpd_per_image_with_monitor(&flow, test, n, batch, noise_seed, &mut monitor)?
+                    .map(|v| {
+                        let (m, se) = mean_and_std_err(&v);
+                        (m, se, None, None, SlqBiasCounts::default())
+                    })
+            }
+            Estimator::Slq => {
+                // The run's SLQ pass alone (no exact subset).
+                let cfg = ImageTestConfig {
+                    slq: slq.clone(),
+                    images: Some(n),
+                    exact_images: 0,
+                };
+                score_test_set_with_monitor(&flow, test, &cfg, batch, noise_seed, &mut monitor)?
+                    .map(|r| {
+                        let bias = r.slq_bias_counts();
+                        (r.slq.bpd, r.slq.std_err, r.probe_std_err, Some(slq), bias)
+                    })
+            }
+        };
     bar.finish_and_clear();
-    let Some((bpd, bpd_std_err, probe_std_err, slq_used)) = scored else {
+    let Some((bpd, bpd_std_err, probe_std_err, slq_used, slq_bias)) = scored else {
         let done = last.map_or(0, |p| p.done);
         bail!(
             "interrupted after {done} of {n} test images: no score (scoring fewer images: -n; \
@@ -179,6 +192,7 @@ pub fn eval_image(a: &EvalArgs, loc: &ModelLocation, device: &Device, t0: Instan
     let d = flow.dim();
     let nats_per_bpd = d as f64 * std::f64::consts::LN_2;
     let finite = |v: f64| v.is_finite().then_some(v);
+    let nonzero = |c: usize| (c > 0).then_some(c);
     let summary = ImageEvalSummary {
         model: loc.file.display().to_string(),
         data: dataset.name().to_string(),
@@ -191,6 +205,9 @@ pub fn eval_image(a: &EvalArgs, loc: &ModelLocation, device: &Device, t0: Instan
         bpd,
         bpd_std_err: finite(bpd_std_err),
         probe_std_err,
+        slq_biased_points: nonzero(slq_bias.samples),
+        slq_floored_ritz_values: nonzero(slq_bias.floored_ritz_values),
+        slq_premature_breakdowns: nonzero(slq_bias.premature_breakdowns),
         nll: bpd * nats_per_bpd,
         nll_std_err: finite(bpd_std_err * nats_per_bpd),
         weights,

@@ -25,6 +25,12 @@ use crate::image::checkpoint::{
 use crate::image::config::ImageFlowConfig;
 use crate::rng::RngState;
 
+mod state_check;
+#[cfg(test)]
+mod tests_state_check;
+
+pub(crate) use state_check::check_resumable;
+
 /// Metadata key of the training part of an image checkpoint.
 pub const IMAGE_TRAIN_METADATA_KEY: &str = "cpflow_image_train";
 /// Format version of image training checkpoints.

@@ -14,6 +14,7 @@ use crate::error::{CpflowError, Result};
 use crate::image::bpd::bits_per_dim;
 use crate::image::flow::{ImageFlow, mean_and_std_err};
 use crate::rng::FlowRng;
+use crate::slq::SlqBiasCounts;
 
 /// Mean bits per dimension over images with the standard error of that mean (spread over the
 /// images: data, dequantisation noise and, for SLQ, the probes together; `NaN` for one image).
@@ -156,6 +157,40 @@ pub struct ImageTestReport {
     pub slq_seconds: f64,
     /// Exact log-det on the first images, with the SLQ error measured there.
     pub exact: Option<ExactComparison>,
+    /// Test images whose SLQ value is biased beyond its standard error
+    /// ([`crate::SlqBiasCounts::samples`]: a floored Ritz value or an early Lanczos stop;
+    /// the name `cpflow eval` gives the flows' count). Absent when none is (and in reports
+    /// written before it was counted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slq_biased_points: Option<usize>,
+    /// Their Ritz values raised to the round-off floor, summed; absent when none is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slq_floored_ritz_values: Option<usize>,
+    /// Their probes' early Lanczos stops, summed; absent when none is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slq_premature_breakdowns: Option<usize>,
+}
+
+impl ImageTestReport {
+    /// The SLQ bias counts of the report (zero where a field is absent).
+    pub fn slq_bias_counts(&self) -> SlqBiasCounts {
+        SlqBiasCounts {
+            samples: self.slq_biased_points.unwrap_or(0),
+            floored_ritz_values: self.slq_floored_ritz_values.unwrap_or(0),
+            premature_breakdowns: self.slq_premature_breakdowns.unwrap_or(0),
+        }
+    }
+
+    /// The report with the bias counts `c` (each field present only when non-zero).
+    pub(super) fn with_slq_bias(self, c: SlqBiasCounts) -> Self {
+        let nonzero = |c: usize| (c > 0).then_some(c);
+        Self {
+            slq_biased_points: nonzero(c.samples),
+            slq_floored_ritz_values: nonzero(c.floored_ritz_values),
+            slq_premature_breakdowns: nonzero(c.premature_breakdowns),
+            ..self
+        }
+    }
 }
 
 /// Seeds of the evaluation passes: the noise and the probes come from separate streams so
@@ -202,6 +237,10 @@ pub struct PerImageBpd {
     /// Standard error of each value from the spread over the SLQ probes (bits/dim; NaN
     /// with one probe; 0 for exact values).
     pub probe_std_err: Vec<f64>,
+    /// SLQ's hidden-bias counts over the images ([`crate::SlqLogProb::bias_counts`]):
+    /// images whose value is biased beyond `probe_std_err`, with their floored Ritz values
+    /// and early Lanczos stops; zero for exact values.
+    pub slq_bias: SlqBiasCounts,
 }
 
 /// Per-image SLQ bpd of the first `n` images of `set` (dequantisation noise and probes drawn
@@ -271,6 +310,7 @@ pub(super) fn slq_bpd_per_image_monitored(
     let mut out = PerImageBpd {
         bpd: Vec::with_capacity(n),
         probe_std_err: Vec::with_capacity(n),
+        slq_bias: SlqBiasCounts::default(),
     };
     let mut start = 0;
     while start < n {
@@ -284,6 +324,7 @@ pub(super) fn slq_bpd_per_image_monitored(
         out.bpd.extend(v.into_iter().map(|l| bits_per_dim(l, d)));
         out.probe_std_err
             .extend(lp.std_err.iter().map(|se| se * per_nat));
+        out.slq_bias += lp.bias_counts();
         start = end;
     }
     // Nothing is left to stop: the pass is complete whatever the monitor says.
@@ -519,62 +560,20 @@ pub(super) fn score_test_set_monitored(
         let ms = per_image.probe_std_err.iter().map(|s| s * s).sum::<f64>() / n as f64;
         ms.sqrt()
     });
-    Ok(Some(ImageTestReport {
-        slq_params: cfg.slq.clone(),
-        slq: BpdEstimate::from_values(slq),
-        probe_std_err,
-        slq_seconds,
-        exact,
-    }))
+    Ok(Some(
+        ImageTestReport {
+            slq_params: cfg.slq.clone(),
+            slq: BpdEstimate::from_values(slq),
+            probe_std_err,
+            slq_seconds,
+            exact,
+            slq_biased_points: None,
+            slq_floored_ritz_values: None,
+            slq_premature_breakdowns: None,
+        }
+        .with_slq_bias(per_image.slq_bias),
+    ))
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::image::ImageModelConfig;
-    use crate::image::train::ImageTestConfig;
-    use candle_core::Device;
-    use icnn::ImageShape;
-    use rand::SeedableRng;
-    use std::sync::atomic::AtomicBool;
-
-    /// An interrupt stops the test score at its next chunk, in either pass: set from the
-    /// start, nothing is scored (`None`); unset, the result is `score_test_set`'s.
-    #[test]
-    fn a_set_stop_flag_stops_the_score_before_its_next_chunk() {
-        let shape = ImageShape::new(1, 4, 4);
-        let model = ImageModelConfig {
-            width: 4,
-            depth: 2,
-            nblocks: vec![1],
-            float: crate::FloatType::F64,
-            ..Default::default()
-        };
-        let flow = ImageFlow::new(model.flow_config(shape, 0.05).unwrap(), &Device::Cpu).unwrap();
-        let set = ImageSet::new(shape, (0..64).map(|i| (i * 37 % 256) as u8).collect()).unwrap();
-        let mut rng = rand::rngs::StdRng::seed_from_u64(0);
-        let x = set
-            .dequantized_range(0, 2, DType::F64, &Device::Cpu, &mut rng)
-            .unwrap();
-        flow.initialize(&x).unwrap();
-        let cfg = ImageTestConfig {
-            images: Some(4),
-            exact_images: 2,
-            ..Default::default()
-        };
-        let stop = AtomicBool::new(true);
-        assert!(
-            super::super::eval_progress::score_test_set_until(&flow, &set, &cfg, 1, 0, Some(&stop))
-                .unwrap()
-                .is_none()
-        );
-        let go = AtomicBool::new(false);
-        let until =
-            super::super::eval_progress::score_test_set_until(&flow, &set, &cfg, 1, 0, Some(&go))
-                .unwrap()
-                .unwrap();
-        let plain = score_test_set(&flow, &set, &cfg, 1, 0).unwrap();
-        assert_eq!(until.slq, plain.slq);
-        assert_eq!(until.exact.map(|e| e.exact), plain.exact.map(|e| e.exact));
-    }
-}
+mod tests;

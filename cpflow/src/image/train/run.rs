@@ -7,8 +7,8 @@ use std::time::Instant;
 use candle_core::{DType, Device, Tensor, Var};
 
 use super::checkpoint::{
-    EMA_PREFIX, IMAGE_TRAIN_FORMAT_VERSION, ImageTrainCheckpointMeta, load_image_checkpoint,
-    save_image_checkpoint,
+    EMA_PREFIX, IMAGE_TRAIN_FORMAT_VERSION, ImageTrainCheckpointMeta, check_resumable,
+    load_image_checkpoint, save_image_checkpoint,
 };
 use super::config::ImageTrainConfig;
 use super::data::ImageData;
@@ -188,6 +188,8 @@ impl<'a> Run<'a> {
         device: &Device,
     ) -> Result<Self> {
         let ck = load_image_checkpoint(path, device)?;
+        // Every number the resume uses, read from the file: refused naming it.
+        check_resumable(path, &ck.meta, &ck.tensors)?;
         if ck.meta.flow != *flow_cfg {
             return Err(CpflowError::InvalidConfig(format!(
                 "{} holds another model than the configured one (resume with the run's own \
