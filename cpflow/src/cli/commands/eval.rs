@@ -51,7 +51,7 @@ struct EvalSummary {
 /// floored Ritz values and early Lanczos stops (`SlqLogProb::floored_ritz_values`,
 /// `premature_breakdowns`), summed.
 #[derive(Debug, Default, PartialEq, Serialize)]
-struct SlqBiasFields {
+pub(super) struct SlqBiasFields {
     #[serde(skip_serializing_if = "Option::is_none")]
     slq_biased_points: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none")]

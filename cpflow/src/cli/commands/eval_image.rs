@@ -64,13 +64,9 @@ struct ImageEvalSummary {
     probe_std_err: Option<f64>,
     /// SLQ's hidden-bias counts (`--estimator slq`), each only when non-zero: the images
     /// whose value is biased beyond its standard error, their floored Ritz values and early
-    /// Lanczos stops (the flows' `eval` fields of the same names).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    slq_biased_points: Option<usize>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    slq_floored_ritz_values: Option<usize>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    slq_premature_breakdowns: Option<usize>,
+    /// Lanczos stops (the flows' `eval` fields, the same type).
+    #[serde(flatten)]
+    slq_bias: super::eval::SlqBiasFields,
     /// Mean negative log-likelihood of an image in nats on the 8-bit scale
     /// (`−log p(x) + D ln 256 = bpd·D·ln 2`, `p` the density on `[0, 1)^D`).
     nll: f64,
@@ -192,7 +188,6 @@ pub fn eval_image(a: &EvalArgs, loc: &ModelLocation, device: &Device, t0: Instan
     let d = flow.dim();
     let nats_per_bpd = d as f64 * std::f64::consts::LN_2;
     let finite = |v: f64| v.is_finite().then_some(v);
-    let nonzero = |c: usize| (c > 0).then_some(c);
     let summary = ImageEvalSummary {
         model: loc.file.display().to_string(),
         data: dataset.name().to_string(),
@@ -205,9 +200,7 @@ pub fn eval_image(a: &EvalArgs, loc: &ModelLocation, device: &Device, t0: Instan
         bpd,
         bpd_std_err: finite(bpd_std_err),
         probe_std_err,
-        slq_biased_points: nonzero(slq_bias.samples),
-        slq_floored_ritz_values: nonzero(slq_bias.floored_ritz_values),
-        slq_premature_breakdowns: nonzero(slq_bias.premature_breakdowns),
+        slq_bias: slq_bias.into(),
         nll: bpd * nats_per_bpd,
         nll_std_err: finite(bpd_std_err * nats_per_bpd),
         weights,

@@ -8,10 +8,8 @@ use icnn::ImageShape;
 use rand::SeedableRng;
 use std::sync::atomic::AtomicBool;
 
-/// An interrupt stops the test score at its next chunk, in either pass: set from the
-/// start, nothing is scored (`None`); unset, the result is `score_test_set`'s.
-#[test]
-fn a_set_stop_flag_stops_the_score_before_its_next_chunk() {
+/// A one-block f64 flow on 1×4×4 images, initialised on 2 of the 4 fixed images it returns.
+fn tiny_flow_and_images() -> (ImageFlow, ImageSet) {
     let shape = ImageShape::new(1, 4, 4);
     let model = ImageModelConfig {
         width: 4,
@@ -27,6 +25,14 @@ fn a_set_stop_flag_stops_the_score_before_its_next_chunk() {
         .dequantized_range(0, 2, DType::F64, &Device::Cpu, &mut rng)
         .unwrap();
     flow.initialize(&x).unwrap();
+    (flow, set)
+}
+
+/// An interrupt stops the test score at its next chunk, in either pass: set from the
+/// start, nothing is scored (`None`); unset, the result is `score_test_set`'s.
+#[test]
+fn a_set_stop_flag_stops_the_score_before_its_next_chunk() {
+    let (flow, set) = tiny_flow_and_images();
     let cfg = ImageTestConfig {
         images: Some(4),
         exact_images: 2,
@@ -56,21 +62,7 @@ fn a_set_stop_flag_stops_the_score_before_its_next_chunk() {
 /// counted) reads back with none.
 #[test]
 fn slq_bias_counts_reach_the_test_report() {
-    let shape = ImageShape::new(1, 4, 4);
-    let model = ImageModelConfig {
-        width: 4,
-        depth: 2,
-        nblocks: vec![1],
-        float: crate::FloatType::F64,
-        ..Default::default()
-    };
-    let flow = ImageFlow::new(model.flow_config(shape, 0.05).unwrap(), &Device::Cpu).unwrap();
-    let set = ImageSet::new(shape, (0..64).map(|i| (i * 37 % 256) as u8).collect()).unwrap();
-    let mut rng = rand::rngs::StdRng::seed_from_u64(0);
-    let x = set
-        .dequantized_range(0, 2, DType::F64, &Device::Cpu, &mut rng)
-        .unwrap();
-    flow.initialize(&x).unwrap();
+    let (flow, set) = tiny_flow_and_images();
     let cfg = ImageTestConfig {
         images: Some(4),
         exact_images: 0,
