@@ -222,7 +222,7 @@ pub use observer::{Control, FnObserver, Moment, NllCurve, TimeBudget, TrainObser
 pub use potential::PotentialConfig;
 pub use prior::GaussianPrior;
 pub use rng::{FlowRng, RngState};
-pub use slq::SlqLogProb;
+pub use slq::{SlqBiasCounts, SlqLogProb};
 pub use surrogate_preconditioner::CgPreconditioner;
 pub use train::{
     Dataset, NllEstimate, RunOptions, StopReason, TrainReport, Trainer, mean_nll, mean_nll_with,
