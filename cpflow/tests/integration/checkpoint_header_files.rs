@@ -105,9 +105,23 @@ pub fn vae_file(
     posterior: cpflow::vae::PosteriorKind,
     tensors: impl FnOnce(Vec<(String, Tensor)>) -> Vec<(String, Tensor)>,
 ) -> PathBuf {
+    let path = dir.join("vae.safetensors");
+    save_tiny_vae(&path, "data".into(), posterior, tensors);
+    path
+}
+
+/// The tiny untrained VAE of [`vae_file`], its data root `root`, saved at `path` (as
+/// `cpflow vae` saves its best weights) with the tensors `tensors`.
+#[cfg(feature = "vae")]
+pub fn save_tiny_vae(
+    path: &Path,
+    root: PathBuf,
+    posterior: cpflow::vae::PosteriorKind,
+    tensors: impl FnOnce(Vec<(String, Tensor)>) -> Vec<(String, Tensor)>,
+) {
     use cpflow::vae::{Vae, VaeArchitecture, VaeCheckpointMeta, VaeConfig};
     use cpflow::vae::{VaeDatasetName, save_vae_checkpoint};
-    let mut cfg = VaeConfig::reference(VaeDatasetName::FreyFaces, "data", posterior);
+    let mut cfg = VaeConfig::reference(VaeDatasetName::FreyFaces, root, posterior);
     (cfg.model.blocks, cfg.model.width, cfg.model.depth) = (1, 4, 2);
     cfg.model.latent_dim = 2;
     cfg.model.architecture = VaeArchitecture {
@@ -127,7 +141,5 @@ pub fn vae_file(
         state: None,
         optimizer: None,
     };
-    let path = dir.join("vae.safetensors");
-    save_vae_checkpoint(&path, &meta, tensors(weights)).unwrap();
-    path
+    save_vae_checkpoint(path, &meta, tensors(weights)).unwrap();
 }

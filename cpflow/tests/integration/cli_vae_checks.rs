@@ -4,11 +4,7 @@
 use std::path::Path;
 
 use crate::cli_common::{cpflow_fails, cpflow_log, shared_data, temp_dir};
-use candle_core::Device;
-use cpflow::vae::{
-    PosteriorKind, Vae, VaeArchitecture, VaeCheckpointMeta, VaeConfig, VaeDatasetName,
-    save_vae_checkpoint,
-};
+use cpflow::vae::PosteriorKind;
 
 /// A latent size whose exact `log q` cannot fit anywhere (16 images' 200,000 × 200,000
 /// Jacobians: 5 TB) is refused before anything is built or written, naming
@@ -44,31 +40,13 @@ fn eval_on_a_vae_logs_its_settings_in_words() {
     let dir = temp_dir("vae-eval-log");
     // A tiny untrained VAE with the Gaussian posterior (nothing to initialise), saved as
     // `cpflow vae` saves its best weights.
-    let mut cfg = VaeConfig::reference(
-        VaeDatasetName::FreyFaces,
+    let file = dir.join("best.safetensors");
+    crate::checkpoint_header_files::save_tiny_vae(
+        &file,
         shared_data(),
         PosteriorKind::Gaussian,
+        |t| t,
     );
-    cfg.model.latent_dim = 2;
-    cfg.model.architecture = VaeArchitecture {
-        channels: 2,
-        feature_dim: 4,
-        head_channels: 2,
-    };
-    let ds = cfg.data.dataset;
-    let vae = Vae::new(&cfg.model, ds.likelihood(), ds.image_size(), &Device::Cpu).unwrap();
-    let weights = vae
-        .weight_tensors()
-        .into_iter()
-        .map(|(k, t)| (format!("model.{k}"), t))
-        .collect();
-    let meta = VaeCheckpointMeta {
-        config: cfg,
-        state: None,
-        optimizer: None,
-    };
-    let file = dir.join("best.safetensors");
-    save_vae_checkpoint(&file, &meta, weights).unwrap();
     let log = cpflow_log(&[
         "eval",
         "--model",
