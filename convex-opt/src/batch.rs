@@ -352,15 +352,8 @@ pub(crate) fn check_output_dtypes(
     Ok(())
 }
 
-/// Machine epsilon of a float dtype (`f64`'s for anything but `f32`/`f16`/`bf16`).
-pub(crate) fn unit_roundoff(dtype: DType) -> f64 {
-    match dtype {
-        DType::F32 => f64::from(f32::EPSILON),
-        DType::F16 => 9.765625e-4,
-        DType::BF16 => 7.8125e-3,
-        _ => f64::EPSILON,
-    }
-}
+/// Machine epsilon of a float dtype: krylov's (the same four values).
+pub(crate) use krylov::unit_roundoff_of as unit_roundoff;
 
 /// `RESIDUAL_RESOLUTION_ROUNDOFFS · u · max(1, ‖y_i‖∞)` for a sample with target max-norm
 /// `y_inf`: below this a computed residual does not certify a tolerance (see

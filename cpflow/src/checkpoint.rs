@@ -290,10 +290,7 @@ pub(crate) fn read_checked(path: &Path, device: &Device) -> Result<(Checkpoint, 
     }
     check_known_keys_of(path, METADATA_KEY, json, "flow", &meta.flow)?;
     // Checked on the host, then moved: the checks read every value.
-    let host = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu)
-        .map_err(|e| naming_file(path, e.into()))?;
-    crate::named_vars::check_loaded_finite(path, &host)?;
-    crate::checkpoint_digest::check_digests(path, &bytes)?;
+    let host = load_verified_tensors(path, &bytes, &Device::Cpu)?;
     check_counted_parameters(path, &md, FLOW_LAYOUT, meta.flow.parameter_count())?;
     let flow = Flow::new(meta.flow.clone(), device).map_err(|e| naming_file(path, e))?;
     check_against_model(path, &md, FLOW_LAYOUT, &flow.named_vars())?;
@@ -303,6 +300,22 @@ pub(crate) fn read_checked(path: &Path, device: &Device) -> Result<(Checkpoint, 
         .map(|(k, t)| Ok((k, t.to_device(device)?)))
         .collect::<Result<HashMap<_, _>>>()?;
     Ok((Checkpoint { meta, tensors }, flow))
+}
+
+/// The tensors of the weights file `path` (read as `bytes`) on `device`, after the checks
+/// every loader makes before it builds a model: every floating-point value finite, and the
+/// checksums (header and data: [`crate::checkpoint_digest::check_digests`]) matching. Errors
+/// name the file.
+pub(crate) fn load_verified_tensors(
+    path: &Path,
+    bytes: &[u8],
+    device: &Device,
+) -> Result<HashMap<String, Tensor>> {
+    let tensors = candle_core::safetensors::load_buffer(bytes, device)
+        .map_err(|e| naming_file(path, e.into()))?;
+    crate::named_vars::check_loaded_finite(path, &tensors)?;
+    crate::checkpoint_digest::check_digests(path, bytes)?;
+    Ok(tensors)
 }
 
 /// The tensors of a flow checkpoint: the model's variables, their `best.` copies and their

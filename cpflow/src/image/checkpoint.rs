@@ -135,10 +135,7 @@ impl ImageFlow {
             )));
         }
         check_known_keys_of(path, IMAGE_METADATA_KEY, json, "flow", &meta.flow)?;
-        let tensors = candle_core::safetensors::load_buffer(&bytes, device)
-            .map_err(|e| naming_file(path, e.into()))?;
-        crate::named_vars::check_loaded_finite(path, &tensors)?;
-        crate::checkpoint_digest::check_digests(path, &bytes)?;
+        let tensors = crate::checkpoint::load_verified_tensors(path, &bytes, device)?;
         let counted = meta
             .flow
             .parameter_count()

@@ -388,10 +388,7 @@ pub(super) fn read_vae_file(
         ))
     })?;
     crate::checkpoint::check_known_keys_of(path, VAE_METADATA_KEY, json, "config", &meta.config)?;
-    let tensors = candle_core::safetensors::load_buffer(&bytes, device)
-        .map_err(|e| crate::checkpoint::naming_file(path, e.into()))?;
-    crate::named_vars::check_loaded_finite(path, &tensors)?;
-    crate::checkpoint_digest::check_digests(path, &bytes)?;
+    let tensors = crate::checkpoint::load_verified_tensors(path, &bytes, device)?;
     Ok((meta, tensors, md))
 }
 

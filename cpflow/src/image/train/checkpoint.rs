@@ -253,10 +253,7 @@ pub fn load_image_checkpoint(path: &Path, device: &Device) -> Result<ImageTrainC
         )));
     }
     check_known_keys_of(path, IMAGE_TRAIN_METADATA_KEY, json, "flow", &meta.flow)?;
-    let tensors = candle_core::safetensors::load_buffer(&bytes, device)
-        .map_err(|e| naming_file(path, e.into()))?;
-    crate::named_vars::check_loaded_finite(path, &tensors)?;
-    crate::checkpoint_digest::check_digests(path, &bytes)?;
+    let tensors = crate::checkpoint::load_verified_tensors(path, &bytes, device)?;
     // The tensor table against the model the metadata describes (built on the host for its
     // variables' names, shapes and dtypes, once its parameter count is known to fit the file).
     let layout = if meta.ema {
