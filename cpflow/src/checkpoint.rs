@@ -259,35 +259,8 @@ pub fn load_checkpoint(path: &Path, device: &Device) -> Result<Checkpoint> {
 pub(crate) fn read_checked(path: &Path, device: &Device) -> Result<(Checkpoint, Flow)> {
     let bytes = std::fs::read(path).map_err(|e| CpflowError::io(path, e))?;
     let (_, md) = crate::checkpoint_digest::read_header(path, &bytes)?;
-    let json = md
-        .metadata()
-        .as_ref()
-        .and_then(|m| m.get(METADATA_KEY))
-        .ok_or_else(|| {
-            CpflowError::Checkpoint(match file_kind(md.metadata().as_ref()) {
-                Some(kind) => format!(
-                    "{} is {kind}, not a flow checkpoint or model file",
-                    path.display()
-                ),
-                None => format!(
-                    "{} has no `{METADATA_KEY}` metadata: not a cpflow checkpoint",
-                    path.display()
-                ),
-            })
-        })?;
-    let meta: CheckpointMeta = serde_json::from_str(json).map_err(|e| {
-        CpflowError::Checkpoint(format!(
-            "{}: its `{METADATA_KEY}` metadata cannot be read ({e})",
-            path.display()
-        ))
-    })?;
-    if meta.format_version != FORMAT_VERSION {
-        return Err(CpflowError::Checkpoint(format!(
-            "{}: unsupported checkpoint format {} (expected {FORMAT_VERSION})",
-            path.display(),
-            meta.format_version
-        )));
-    }
+    let (meta, json): (CheckpointMeta, _) = FLOW_ENTRY.read(path, &md)?;
+    check_format_version(path, "checkpoint", meta.format_version, FORMAT_VERSION)?;
     check_known_keys_of(path, METADATA_KEY, json, "flow", &meta.flow)?;
     // Checked on the host, then moved: the checks read every value.
     let host = load_verified_tensors(path, &bytes, &Device::Cpu)?;
@@ -317,6 +290,13 @@ pub(crate) fn load_verified_tensors(
     crate::checkpoint_digest::check_digests(path, bytes)?;
     Ok(tensors)
 }
+
+/// The metadata entry of a flow checkpoint or model file.
+const FLOW_ENTRY: MetadataEntry<'static> = MetadataEntry {
+    key: METADATA_KEY,
+    kind_of_file: Some("a flow checkpoint or model file"),
+    cpflow_file: "a cpflow checkpoint",
+};
 
 /// The tensors of a flow checkpoint: the model's variables, their `best.` copies and their
 /// Adam moments.
@@ -434,12 +414,14 @@ impl Flow {
 mod file_error;
 mod hidden_file;
 mod known_keys;
+mod metadata_entry;
 mod tensor_table;
 pub(crate) use file_error::naming_file;
 #[cfg(feature = "cli")]
 pub(crate) use hidden_file::hidden_file_prefix;
 pub(crate) use hidden_file::{dir_of, hidden_file_beside};
 pub(crate) use known_keys::check_known_keys_of;
+pub(crate) use metadata_entry::{MetadataEntry, check_format_version};
 pub(crate) use tensor_table::{TensorLayout, check_against_model, check_counted_parameters};
 
 #[cfg(test)]

@@ -128,11 +128,9 @@ impl TrainState {
             ));
         }
         let it = self.iteration;
-        let stats = &self.step_stats;
         let at_most_it = [
             ("state.epoch_batch", self.epoch_batch),
             ("state.best_iteration", self.best_iteration.unwrap_or(0)),
-            ("state.step_stats.steps", stats.steps),
         ];
         for (name, n) in at_most_it {
             if n > it {
@@ -154,28 +152,9 @@ impl TrainState {
                 "curve {name:?} has a point at iteration {i}, past the iteration ({it})"
             ));
         }
-        let counts = [
-            ("cg_steps", stats.cg_steps, "steps", stats.steps),
-            (
-                "cg_unconverged_steps",
-                stats.cg_unconverged_steps,
-                "cg_steps",
-                stats.cg_steps,
-            ),
-            (
-                "cg_converged",
-                stats.cg_converged,
-                "cg_systems",
-                stats.cg_systems,
-            ),
-        ];
-        for (name, n, of, bound) in counts {
-            if n > bound {
-                return bad(format!(
-                    "state.step_stats.{name} is {n}, more than state.step_stats.{of} ({bound})"
-                ));
-            }
-        }
+        self.step_stats
+            .check_counts("state.step_stats", "state.iteration", it)
+            .or_else(bad)?;
         let finite = [
             (
                 "state.best_val_nll",
@@ -183,12 +162,6 @@ impl TrainState {
                 false,
             ),
             ("state.train_time_s", self.train_time_s, true),
-            (
-                "state.step_stats.last_loss",
-                stats.last_loss.unwrap_or(0.0),
-                false,
-            ),
-            ("state.step_stats.cg_mean_sum", stats.cg_mean_sum, true),
         ];
         for (name, v, non_negative) in finite {
             if !v.is_finite() || (non_negative && v < 0.0) {

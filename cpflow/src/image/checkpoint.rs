@@ -9,8 +9,8 @@ use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::{
-    TensorLayout, check_against_model, check_counted_parameters, check_known_keys_of, naming_file,
-    write_atomic,
+    MetadataEntry, TensorLayout, check_against_model, check_counted_parameters,
+    check_format_version, check_known_keys_of, naming_file, write_atomic,
 };
 use crate::error::{CpflowError, Result};
 use crate::image::config::ImageFlowConfig;
@@ -107,33 +107,14 @@ impl ImageFlow {
     pub fn load(path: &Path, device: &Device) -> Result<ImageFlow> {
         let bytes = std::fs::read(path).map_err(|e| CpflowError::io(path, e))?;
         let (_, md) = crate::checkpoint_digest::read_header(path, &bytes)?;
-        let json = md
-            .metadata()
-            .as_ref()
-            .and_then(|m| m.get(IMAGE_METADATA_KEY))
-            .ok_or_else(|| {
-                CpflowError::Checkpoint(match crate::checkpoint::file_kind(md.metadata().as_ref())
-                {
-                    Some(kind) => format!("{} is {kind}, not an image-flow file", path.display()),
-                    None => format!(
-                        "{} has no `{IMAGE_METADATA_KEY}` metadata: not a cpflow image-flow file",
-                        path.display()
-                    ),
-                })
-            })?;
-        let meta: ImageCheckpointMeta = serde_json::from_str(json).map_err(|e| {
-            CpflowError::Checkpoint(format!(
-                "{}: its `{IMAGE_METADATA_KEY}` metadata cannot be read ({e})",
-                path.display()
-            ))
-        })?;
-        if meta.format_version != IMAGE_FORMAT_VERSION {
-            return Err(CpflowError::Checkpoint(format!(
-                "{}: unsupported image-flow format {} (expected {IMAGE_FORMAT_VERSION})",
-                path.display(),
-                meta.format_version
-            )));
-        }
+        let entry = MetadataEntry {
+            key: IMAGE_METADATA_KEY,
+            kind_of_file: Some("an image-flow file"),
+            cpflow_file: "a cpflow image-flow file",
+        };
+        let (meta, json): (ImageCheckpointMeta, _) = entry.read(path, &md)?;
+        let version = meta.format_version;
+        check_format_version(path, "image-flow", version, IMAGE_FORMAT_VERSION)?;
         check_known_keys_of(path, IMAGE_METADATA_KEY, json, "flow", &meta.flow)?;
         let tensors = crate::checkpoint::load_verified_tensors(path, &bytes, device)?;
         let counted = meta

@@ -368,25 +368,12 @@ pub(super) fn read_vae_file(
 ) -> Result<(VaeCheckpointMeta, HashMap<String, Tensor>, Metadata)> {
     let bytes = std::fs::read(path).map_err(|e| CpflowError::io(path, e))?;
     let (_, md) = crate::checkpoint_digest::read_header(path, &bytes)?;
-    let json = md
-        .metadata()
-        .as_ref()
-        .and_then(|m| m.get(VAE_METADATA_KEY))
-        .ok_or_else(|| {
-            CpflowError::Checkpoint(match crate::checkpoint::file_kind(md.metadata().as_ref()) {
-                Some(kind) => format!("{} is {kind}, not a VAE file", path.display()),
-                None => format!(
-                    "{} has no `{VAE_METADATA_KEY}` metadata: not a cpflow VAE checkpoint",
-                    path.display()
-                ),
-            })
-        })?;
-    let meta: VaeCheckpointMeta = serde_json::from_str(json).map_err(|e| {
-        CpflowError::Checkpoint(format!(
-            "{}: its `{VAE_METADATA_KEY}` metadata is not that of a cpflow VAE ({e})",
-            path.display()
-        ))
-    })?;
+    let entry = crate::checkpoint::MetadataEntry {
+        key: VAE_METADATA_KEY,
+        kind_of_file: Some("a VAE file"),
+        cpflow_file: "a cpflow VAE checkpoint",
+    };
+    let (meta, json): (VaeCheckpointMeta, _) = entry.read(path, &md)?;
     crate::checkpoint::check_known_keys_of(path, VAE_METADATA_KEY, json, "config", &meta.config)?;
     let tensors = crate::checkpoint::load_verified_tensors(path, &bytes, device)?;
     Ok((meta, tensors, md))

@@ -14,8 +14,8 @@ use super::ImageTrainState;
 use super::config::ImageTrainConfig;
 use crate::adam::AdamState;
 use crate::checkpoint::{
-    TensorLayout, check_against_model, check_counted_parameters, check_known_keys_of, naming_file,
-    write_atomic,
+    MetadataEntry, TensorLayout, check_against_model, check_counted_parameters,
+    check_format_version, check_known_keys_of, naming_file, write_atomic,
 };
 use crate::error::{CpflowError, Result};
 use crate::image::ImageFlow;
@@ -229,29 +229,19 @@ pub fn save_image_checkpoint(
 pub fn load_image_checkpoint(path: &Path, device: &Device) -> Result<ImageTrainCheckpoint> {
     let bytes = std::fs::read(path).map_err(|e| CpflowError::io(path, e))?;
     let (_, md) = crate::checkpoint_digest::read_header(path, &bytes)?;
-    let json = md
-        .metadata()
-        .as_ref()
-        .and_then(|m| m.get(IMAGE_TRAIN_METADATA_KEY))
-        .ok_or_else(|| {
-            CpflowError::Checkpoint(format!(
-                "{} has no `{IMAGE_TRAIN_METADATA_KEY}` metadata: not an image training checkpoint",
-                path.display()
-            ))
-        })?;
-    let meta: ImageTrainCheckpointMeta = serde_json::from_str(json).map_err(|e| {
-        CpflowError::Checkpoint(format!(
-            "{}: its `{IMAGE_TRAIN_METADATA_KEY}` metadata cannot be read ({e})",
-            path.display()
-        ))
-    })?;
-    if meta.format_version != IMAGE_TRAIN_FORMAT_VERSION {
-        return Err(CpflowError::Checkpoint(format!(
-            "{}: unsupported image checkpoint format {} (expected {IMAGE_TRAIN_FORMAT_VERSION})",
-            path.display(),
-            meta.format_version
-        )));
-    }
+    let entry = MetadataEntry {
+        key: IMAGE_TRAIN_METADATA_KEY,
+        kind_of_file: None,
+        cpflow_file: "an image training checkpoint",
+    };
+    let (meta, json): (ImageTrainCheckpointMeta, _) = entry.read(path, &md)?;
+    let version = meta.format_version;
+    check_format_version(
+        path,
+        "image checkpoint",
+        version,
+        IMAGE_TRAIN_FORMAT_VERSION,
+    )?;
     check_known_keys_of(path, IMAGE_TRAIN_METADATA_KEY, json, "flow", &meta.flow)?;
     let tensors = crate::checkpoint::load_verified_tensors(path, &bytes, device)?;
     // The tensor table against the model the metadata describes (built on the host for its
