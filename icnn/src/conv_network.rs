@@ -270,20 +270,11 @@ impl ConvNetwork {
 
     /// Whether the ActNorm data-dependent init has run (reads the flag variable).
     pub(crate) fn is_initialized(&self) -> Result<bool> {
-        let v = self
-            .initialized
-            .to_dtype(DType::F64)?
-            .flatten_all()?
-            .to_vec1::<f64>()?;
-        Ok(v.first().copied().unwrap_or(0.0) != 0.0)
+        params::read_flag(&self.initialized)
     }
 
     pub(crate) fn set_initialized(&self, value: bool) -> Result<()> {
-        let t = Tensor::new(
-            &[if value { 1.0f64 } else { 0.0 }],
-            self.initialized.device(),
-        )?;
-        params::write_in_place(&self.initialized, &t)
+        params::write_flag(&self.initialized, value)
     }
 
     /// `x` as `(B, C, H, W)`: accepts flattened rows `(B, C·H·W)` or images `(B, C, H, W)`.

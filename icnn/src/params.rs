@@ -1,4 +1,5 @@
-//! Creating parameters in a [`candle_nn::VarBuilder`] from host-drawn, seeded values.
+//! Creating parameters in a [`candle_nn::VarBuilder`] from host-drawn, seeded values, and
+//! reading and writing the networks' one-element flag variables.
 //!
 //! candle's RNG cannot be seeded, so initial values are drawn on the host from the caller's
 //! `rand` RNG and written into the freshly created variables. A parameter that already
@@ -6,7 +7,7 @@
 //! is returned as is. The random draws are made in both cases, so the values of the other
 //! parameters do not depend on which parameters were already present.
 
-use candle_core::{Shape, Tensor};
+use candle_core::{DType, Shape, Tensor};
 use candle_nn::{Init, VarBuilder};
 use rand::Rng;
 
@@ -109,6 +110,19 @@ pub(crate) fn uniform<R: Rng + ?Sized>(
     let shape = shape.into();
     let values = uniform_values(rng, parameter_elements(&shape, name)?, bound);
     get_or_init(vb, shape, name, values)
+}
+
+/// The value of the one-element flag variable `flag` (an ActNorm's `initialized`): set when
+/// its element is not 0 (any dtype; an empty tensor reads as unset).
+pub(crate) fn read_flag(flag: &Tensor) -> Result<bool> {
+    let v = flag.to_dtype(DType::F64)?.flatten_all()?.to_vec1::<f64>()?;
+    Ok(v.first().copied().unwrap_or(0.0) != 0.0)
+}
+
+/// Writes `value` (1 or 0) into the one-element flag variable `flag`, in place.
+pub(crate) fn write_flag(flag: &Tensor, value: bool) -> Result<()> {
+    let t = Tensor::new(&[if value { 1.0f64 } else { 0.0 }], flag.device())?;
+    write_in_place(flag, &t)
 }
 
 /// A parameter filled with a constant.
