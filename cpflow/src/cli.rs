@@ -48,7 +48,7 @@ pub use interrupt::Interrupt;
 use anyhow::{Context, Result, bail};
 use arg_values::{
     count_at_least, count_in, parse_grid, parse_posterior, plot_center, plot_half_width,
-    seed_value, utf8_path_parser,
+    seed_value, set_assignment, utf8_path_parser,
 };
 use candle_core::Device;
 use clap::{Args, Parser, Subcommand};
@@ -146,7 +146,7 @@ pub(crate) struct TrainArgs {
     #[arg(long, conflicts_with = "resume")]
     pub overwrite: bool,
     /// Any other config key: `--set train.clip_grad_norm=10 --set model.width=64`.
-    #[arg(long = "set", value_name = "KEY=VALUE")]
+    #[arg(long = "set", value_name = "KEY=VALUE", value_parser = set_assignment)]
     pub set: Vec<String>,
     /// Hide the progress bar.
     #[arg(long)]
@@ -426,7 +426,7 @@ pub(crate) struct VaeArgs {
     #[arg(long, conflicts_with = "resume")]
     pub overwrite: bool,
     /// Any other config key: `--set train.batch_size=50 --set eval.is_samples=100`.
-    #[arg(long = "set", value_name = "KEY=VALUE")]
+    #[arg(long = "set", value_name = "KEY=VALUE", value_parser = set_assignment)]
     pub set: Vec<String>,
     /// Hide the progress bars.
     #[arg(long)]

@@ -14,8 +14,8 @@
 //! from a [`benchmarks::CpuTrace`] of the run, between the metrics lines' times of the last
 //! warm-up step and the last timed step. The reference side runs `benchmarks/scripts/ref_img_step.py` (imports the authors'
 //! code from `--ref`, default `~/cpflow-ref`; needs a Python with PyTorch, `--python`).
-//! `--ours-only` skips it (and writes under `target/` unless `--out` says where: the
-//! results page is for side-by-side runs).
+//! `--ours-only` skips it. Without `--out` the results go under `target/`:
+//! the results page (kept by hand, a section a run) is written only when `--out` names it.
 
 use std::path::PathBuf;
 
@@ -57,8 +57,9 @@ struct Args {
     work_dir: PathBuf,
     /// Output prefix (`.md` and `.json` are added).
     ///
-    /// Default: `docs/results/image-step-time` (the results page), or `target/image-step-time-ours-only` with
-    /// `--ours-only`.
+    /// Default: `target/image-step-time` (`target/image-step-time-ours-only` with `--ours-only`); the
+    /// results page `docs/results/image-step-time` (or a machine's copy under `docs/results/<machine>/`)
+    /// is written only when named here.
     #[arg(long)]
     out: Option<PathBuf>,
     /// Skip the reference.

@@ -47,8 +47,9 @@ struct Args {
     /// cannot be forced further; the default f64 can).
     #[arg(long)]
     f32: bool,
-    /// Output path without extension.
-    #[arg(long, default_value = "docs/results/memory-cg-iterations")]
+    /// Output path without extension (the results page `docs/results/memory-cg-iterations` is
+    /// written only when named here).
+    #[arg(long, default_value = "target/memory-cg-iterations")]
     out: PathBuf,
 }
 

@@ -10,9 +10,9 @@
 //! Needs a Python with PyTorch (`--python`, default `~/torch-venv/bin/python`) and the
 //! authors' code exported to `--ref` (default `~/cpflow-ref`); see
 //! `docs/reference/bench/README.md` (the timing script itself is `ref_tabular.py` in the
-//! project's shared reference folder, `--ref-script`). `--ours-only` skips the reference
-//! (and writes under `target/` unless `--out` says where: the results page is for
-//! side-by-side runs).
+//! project's shared reference folder, `--ref-script`). `--ours-only` skips the reference.
+//! Without `--out` the results go under `target/`:
+//! the results page (kept by hand, a section a run) is written only when `--out` names it.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -62,8 +62,9 @@ struct Args {
     work_dir: PathBuf,
     /// Output path without extension: writes `.md` and `.json`.
     ///
-    /// Default: `docs/results/side-by-side-cpu` (the results page), or `target/side-by-side-cpu-ours-only` with
-    /// `--ours-only`.
+    /// Default: `target/side-by-side-cpu` (`target/side-by-side-cpu-ours-only` with `--ours-only`); the
+    /// results page `docs/results/side-by-side-cpu` (or a machine's copy under `docs/results/<machine>/`)
+    /// is written only when named here.
     #[arg(long)]
     out: Option<PathBuf>,
     /// Skip the reference (ours only, data from `ref_tabular.py --dump-data` must exist).

@@ -10,8 +10,8 @@
 //! ```
 //! The reference side runs `benchmarks/scripts/ref_vae_epoch.py` (imports the authors' code
 //! from `--ref`, default `~/cpflow-ref`; needs a Python with PyTorch, `--python`).
-//! `--ours-only` skips it (and writes under `target/` unless `--out` says where: the
-//! results page is for side-by-side runs).
+//! `--ours-only` skips it. Without `--out` the results go under `target/`:
+//! the results page (kept by hand, a section a run) is written only when `--out` names it.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -54,8 +54,9 @@ struct Args {
     r#ref: String,
     /// Output prefix (`.md` and `.json` are added).
     ///
-    /// Default: `docs/results/vae-epoch-time` (the results page), or `target/vae-epoch-time-ours-only` with
-    /// `--ours-only`.
+    /// Default: `target/vae-epoch-time` (`target/vae-epoch-time-ours-only` with `--ours-only`); the
+    /// results page `docs/results/vae-epoch-time` (or a machine's copy under `docs/results/<machine>/`)
+    /// is written only when named here.
     #[arg(long)]
     out: Option<PathBuf>,
     /// Skip the reference.

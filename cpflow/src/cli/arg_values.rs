@@ -165,3 +165,16 @@ fn utf8_path(s: std::ffi::OsString) -> std::result::Result<std::path::PathBuf, S
         )),
     }
 }
+
+/// `--set KEY=VALUE`: a `=` after a non-empty key, checked when the arguments are read (a
+/// malformed one is a usage error, exit status 2, as every other malformed value); the value
+/// itself is read as TOML when the configuration is built.
+pub(super) fn set_assignment(s: &str) -> std::result::Result<String, String> {
+    match s.split_once('=') {
+        Some((key, _)) if !key.trim().is_empty() => Ok(s.to_string()),
+        Some(_) => Err(format!(
+            "`{s}` has no key before `=` (KEY=VALUE, e.g. train.seed=2)"
+        )),
+        None => Err(format!("`{s}` is not KEY=VALUE (e.g. train.seed=2)")),
+    }
+}

@@ -86,7 +86,17 @@ fn import_reference_help_names_vaes() {
 /// README: "A usage error ... exit status 2; any other error ... exit status 1".
 #[test]
 fn usage_errors_exit_2_and_other_errors_1() {
-    for args in [&["bake"][..], &["train", "--iters", "abc"], &["eval"]] {
+    // A `--set` without `=`, or with nothing before it, is a malformed value (it was refused
+    // only once the configuration was built, with exit status 1).
+    let sets = [
+        &["train", "--set", "foo", "--out", "/no/such/dir/x"][..],
+        &["train", "--set", "=3", "--out", "/no/such/dir/x"],
+        &["vae", "--set", "train.epochs", "--out", "/no/such/dir/x"],
+    ];
+    for args in [&["bake"][..], &["train", "--iters", "abc"], &["eval"]]
+        .into_iter()
+        .chain(sets)
+    {
         let (code, _, stderr) = status_of(args);
         assert_eq!(code, Some(2), "{args:?}: {stderr}");
     }
