@@ -381,7 +381,7 @@ pub(crate) struct OtArgs {
     /// in the memory this process may use, about 200 bytes × batch × d², is refused before
     /// anything runs; the limit is the machine's memory, or a smaller cgroup or `ulimit -v`
     /// limit).
-    #[arg(long, value_delimiter = ',', default_value = "2,4,8,16")]
+    #[arg(long, value_delimiter = ',', default_value = "2,4,8,16", value_parser = count_at_least::<1>)]
     pub dims: Vec<usize>,
     /// Total optimiser steps (the cosine schedule is stretched to match).
     #[arg(long)]

@@ -92,6 +92,8 @@ fn usage_errors_exit_2_and_other_errors_1() {
         &["train", "--set", "foo", "--out", "/no/such/dir/x"][..],
         &["train", "--set", "=3", "--out", "/no/such/dir/x"],
         &["vae", "--set", "train.epochs", "--out", "/no/such/dir/x"],
+        // A dimension 0 is a malformed `--dims` value too (one listed twice is not: exit 1).
+        &["ot", "--dims", "2,0", "--out", "/no/such/dir/x"],
     ];
     for args in [&["bake"][..], &["train", "--iters", "abc"], &["eval"]]
         .into_iter()
