@@ -23,6 +23,7 @@ use crate::error::{IcnnError, Result};
 use crate::host_par;
 use crate::scratch;
 use crate::surrogate_host::{HostNet, Primal, Real, Tangents, hvp_from_tangents_on, tangents_on};
+use crate::wide_simd::avx2_fma_fn;
 
 /// The rows of a batch a pass runs on.
 #[derive(Clone, Copy, Debug)]
@@ -85,46 +86,70 @@ pub(crate) fn active_indices(active: &[bool], batch: usize) -> Result<Option<Vec
     Ok(Some((0..batch).filter(|&i| active[i]).collect()))
 }
 
-/// `rows` rows of `m` values of a pass over `on` of a batch of `b` rows: `f(pass values,
-/// batch values)` yields the values of a run of rows, given the run's value ranges in the
-/// pass's arrays and in the batch's. Collected on the calling thread (no zero fill) when
-/// small, in chunks of whole rows over the pool otherwise; the same values either way.
-fn rowwise<T, I>(
+/// `rows` rows of `m` values of a pass over `on` of a batch of `b` rows: `fill(out, pass
+/// values, batch values)` writes the values of a run of rows into `out`, given the run's
+/// value ranges in the pass's arrays and in the batch's. An array of the pool (no zero
+/// fill), written on the calling thread when small, in chunks of whole rows over the pool
+/// otherwise; the same values either way.
+fn rowwise<T: Real>(
     on: Rows<'_>,
     b: usize,
     rows: usize,
     m: usize,
-    f: impl Fn(Range<usize>, Range<usize>) -> I + Sync,
-) -> Vec<T>
-where
-    T: Real,
-    I: Iterator<Item = T>,
-{
-    let values = |k: usize, i: usize, n: usize| f(k * m..(k + n) * m, i * m..(i + n) * m);
-    if !host_par::is_large(rows * m) {
-        let mut out = Vec::with_capacity(rows * m);
-        on.for_each_run(0..rows, b, |k, i, n| out.extend(values(k, i, n)));
-        return out;
-    }
+    fill: impl Fn(&mut [T], Range<usize>, Range<usize>) + Sync,
+) -> Vec<T> {
     // Every value is written below: the runs cover each chunk's rows.
     let mut out = scratch::reused(rows * m);
+    if out.is_empty() {
+        return out;
+    }
     host_par::rows1(m, &mut out, |r0, chunk| {
         let mut o = 0;
         on.for_each_run(r0..r0 + chunk.len() / m, b, |k, i, n| {
-            for (d, v) in chunk[o..o + n * m].iter_mut().zip(values(k, i, n)) {
-                *d = v;
-            }
+            let (pass, batch) = (k * m..(k + n) * m, i * m..(i + n) * m);
+            fill(&mut chunk[o..o + n * m], pass, batch);
             o += n * m;
         });
     });
     out
 }
 
+avx2_fma_fn! {
+    /// `out = a ⊙ s`.
+    fn scale_into<T: Real>(out: &mut [T], a: &[T], s: &[T]) {
+        for ((o, &x), &y) in out.iter_mut().zip(a).zip(s) {
+            *o = x * y;
+        }
+    }
+}
+
+avx2_fma_fn! {
+    /// `out = (gu ⊙ s'') ⊙ ȧ`.
+    fn curvature_into<T: Real>(out: &mut [T], gu: &[T], s2: &[T], ad: &[T]) {
+        for (((o, &g), &s), &a) in out.iter_mut().zip(gu).zip(s2).zip(ad) {
+            *o = g * s * a;
+        }
+    }
+}
+
+avx2_fma_fn! {
+    /// `out = ġ ⊙ s' + (gu ⊙ s'') ⊙ ȧ` from `[ġ, s', gu, s'', ȧ]` (no fused multiply-add: the
+    /// values of the baseline build).
+    fn curvature_and_back_into<T: Real>(out: &mut [T], operands: [&[T]; 5]) {
+        let [gd, s1, gu, s2, ad] = operands;
+        let n = out.len();
+        let (gd, s1, gu, s2, ad) = (&gd[..n], &s1[..n], &gu[..n], &s2[..n], &ad[..n]);
+        for j in 0..n {
+            out[j] = gd[j] * s1[j] + gu[j] * s2[j] * ad[j];
+        }
+    }
+}
+
 /// The rows `idx` of the row-major `src` (`m` values per row), in that order.
 pub(crate) fn gather_rows<T: Real>(src: &[T], idx: &[usize], m: usize) -> Vec<T> {
     let b = src.len() / m.max(1);
-    rowwise(Rows::Listed(idx), b, idx.len(), m, |_, i| {
-        src[i].iter().copied()
+    rowwise(Rows::Listed(idx), b, idx.len(), m, |out, _, i| {
+        out.copy_from_slice(&src[i]);
     })
 }
 
@@ -149,8 +174,8 @@ pub(crate) fn scatter_rows<T: Real>(src: &[T], idx: &[usize], m: usize, rows: us
 /// `a ⊙ s` row by row over the pass `on` (`a`: the pass's rows of `m` values; `s`: the
 /// batch's `b` rows).
 pub(crate) fn scaled<T: Real>(a: &[T], s: &[T], on: Rows<'_>, b: usize, m: usize) -> Vec<T> {
-    rowwise(on, b, a.len() / m.max(1), m, |k, i| {
-        a[k].iter().zip(&s[i]).map(|(&x, &y)| x * y)
+    rowwise(on, b, a.len() / m.max(1), m, |out, k, i| {
+        scale_into(out, &a[k], &s[i]);
     })
 }
 
@@ -162,9 +187,8 @@ pub(crate) fn curvature<T: Real>(
     b: usize,
     m: usize,
 ) -> Vec<T> {
-    rowwise(on, b, ad.len() / m.max(1), m, |k, i| {
-        let batch = gu[i.clone()].iter().zip(&s2[i]);
-        batch.zip(&ad[k]).map(|((&g, &s), &a)| g * s * a)
+    rowwise(on, b, ad.len() / m.max(1), m, |out, k, i| {
+        curvature_into(out, &gu[i.clone()], &s2[i], &ad[k]);
     })
 }
 
@@ -176,12 +200,15 @@ pub(crate) fn curvature_and_back<T: Real>(
     b: usize,
     m: usize,
 ) -> Vec<T> {
-    rowwise(on, b, ad.len() / m.max(1), m, |k, i| {
-        let first = gd[k.clone()].iter().zip(&s1[i.clone()]);
-        let second = gu[i.clone()].iter().zip(&s2[i]).zip(&ad[k]);
-        first
-            .zip(second)
-            .map(|((&gd, &s1), ((&g, &s2), &a))| gd * s1 + g * s2 * a)
+    rowwise(on, b, ad.len() / m.max(1), m, |out, k, i| {
+        let operands = [
+            &gd[k.clone()],
+            &s1[i.clone()],
+            &gu[i.clone()],
+            &s2[i],
+            &ad[k],
+        ];
+        curvature_and_back_into(out, operands);
     })
 }
 

@@ -18,11 +18,13 @@
 //! puts one back where it dies (the `Drop` of tangents and primal values, the end of the
 //! HVP and adjoint passes). The MNIST step became 4–6% faster; the process's peak resident
 //! memory grew about 5% (the pool keeps up to [`ARRAY_POOL_SIZE`] arrays a thread between
-//! uses; with 1,024 it kept 8 GB instead of 5 and ran slower). In release builds only arrays
-//! of at least [`host_par::is_large`] values go through the pool (smaller ones are cheap to
-//! zero and are made and dropped on many threads at once: pooling those from 4,096 values
-//! made the tabular train step 6% slower); debug builds pool every size, so the tests' small
-//! networks run the same contract under the NaN fill.
+//! uses; with 1,024 it kept 8 GB instead of 5 and ran slower). Only arrays of at least
+//! [`host_par::is_large`] values go through that pool (pooling smaller ones there, from 4,096
+//! values, made the tabular train step 6% slower: its best-fit search over up to 256 boxed
+//! arrays per request). Smaller arrays go through a pool of their own, per element type
+//! and last-in first-out ([`small`]; release builds: from [`small::SMALL_MIN`] values; debug
+//! builds: every size, so the tests' small networks run the same contract under the NaN
+//! fill).
 //!
 //! Evaluation passes pause the array pool ([`pause_array_pool`]): an image flow's
 //! evaluation chunks are large, and the pool held their arrays on top of the live ones
@@ -38,6 +40,9 @@ use std::thread::LocalKey;
 
 use crate::host_par;
 use crate::surrogate_host::Real;
+
+mod small;
+pub(crate) use small::SmallPooled;
 
 /// Buffers a thread's task pool keeps at most (a Winograd task holds five at a time, and
 /// rayon may run a second task on a thread that waits inside the first); more are freed.
@@ -111,20 +116,27 @@ fn give_back_to<T: Real + 'static>(pool: &'static LocalKey<Pool>, buf: Vec<T>, m
 /// Whether an array of `len` values goes through the array pool (see the module docs): not
 /// while the pool is paused.
 fn pooled_array(len: usize) -> bool {
-    (cfg!(debug_assertions) || host_par::is_large(len))
-        && ARRAY_POOL_PAUSES.load(Ordering::Acquire) == 0
+    host_par::is_large(len) && ARRAY_POOL_PAUSES.load(Ordering::Acquire) == 0
 }
 
 /// An array of `len` values of **unspecified contents** (see the module docs): the caller
 /// writes every value before reading it. From the calling thread's array pool when
 /// pooled, else new (NaN in debug builds, zeros in release builds).
 pub(crate) fn reused<T: Real + 'static>(len: usize) -> Vec<T> {
+    let fill = if cfg!(debug_assertions) {
+        T::from_f64(f64::NAN)
+    } else {
+        T::zero()
+    };
     if !pooled_array(len) {
-        let fill = if cfg!(debug_assertions) {
-            T::from_f64(f64::NAN)
-        } else {
-            T::zero()
-        };
+        if small_array(len)
+            && let Some(mut buf) = small::take(len)
+        {
+            if cfg!(debug_assertions) {
+                buf.fill(fill);
+            }
+            return buf;
+        }
         return vec![fill; len];
     }
     let mut buf = take_from(&ARRAYS, len, Miss::Replace);
@@ -132,11 +144,29 @@ pub(crate) fn reused<T: Real + 'static>(len: usize) -> Vec<T> {
     buf
 }
 
+/// Whether an array of `len` values goes through the small pool ([`small`]): from
+/// [`small::SMALL_MIN`] to [`small::SMALL_MAX`] values (debug builds: every size below
+/// the large pool's), not while the pools are paused.
+fn small_array(len: usize) -> bool {
+    let sized = if cfg!(debug_assertions) {
+        !host_par::is_large(len)
+    } else {
+        (small::SMALL_MIN..=small::SMALL_MAX).contains(&len)
+    };
+    sized && ARRAY_POOL_PAUSES.load(Ordering::Acquire) == 0
+}
+
 /// An array of `len` zeros: [`reused`], zero-filled (in parallel when large). Accumulators
 /// take their memory from the pool too, so that the pool's arrays are what the recursions
 /// run on rather than memory held beside it.
 pub(crate) fn zeroed<T: Real + 'static>(len: usize) -> Vec<T> {
     if !pooled_array(len) {
+        if small_array(len)
+            && let Some(mut buf) = small::take(len)
+        {
+            buf.fill(T::zero());
+            return buf;
+        }
         return vec![T::zero(); len];
     }
     let mut buf = reused(len);
@@ -147,8 +177,13 @@ pub(crate) fn zeroed<T: Real + 'static>(len: usize) -> Vec<T> {
 /// `buf` back into the calling thread's array pool for [`reused`] (dropped when not pooled;
 /// empty vectors are ignored).
 pub(crate) fn recycle<T: Real + 'static>(buf: Vec<T>) {
-    if !buf.is_empty() && pooled_array(buf.len()) {
+    if buf.is_empty() {
+        return;
+    }
+    if pooled_array(buf.len()) {
         give_back_to(&ARRAYS, buf, ARRAY_POOL_SIZE);
+    } else if small_array(buf.len()) {
+        small::give_back(buf);
     }
 }
 
@@ -169,6 +204,7 @@ pub fn pause_array_pool() -> ArrayPoolPause {
     ARRAY_POOL_PAUSES.fetch_add(1, Ordering::AcqRel);
     let clear = || {
         let _ = ARRAYS.try_with(|pool| pool.borrow_mut().clear());
+        small::clear();
     };
     clear();
     rayon::broadcast(|_| clear());
@@ -270,15 +306,15 @@ mod tests {
         ARRAY_TESTS.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Bytes of `f32` arrays in the calling thread's array pool.
+    /// Bytes of `f32` arrays in the calling thread's array pools (large and small).
     fn pooled_f32_bytes() -> usize {
         ARRAYS.with(|pool| {
             pool.borrow()
                 .iter()
                 .filter_map(|b| b.downcast_ref::<Vec<f32>>())
                 .map(|v| v.capacity() * 4)
-                .sum()
-        })
+                .sum::<usize>()
+        }) + small::pooled_values::<f32>() * 4
     }
 
     /// A pause frees the pooled arrays and keeps the pool empty until its guard (the last of
@@ -305,13 +341,13 @@ mod tests {
         assert!(pooled_f32_bytes() >= 4 * len, "pooled again");
     }
 
-    /// Arrays given back are handed out again (the one with the least room that fits),
-    /// poisoned in debug builds; `zeroed` zeroes them; the two pools are separate.
+    /// Large arrays given back are handed out again (the one with the least room that
+    /// fits), poisoned in debug builds; `zeroed` zeroes them; the two pools are separate.
     #[test]
     fn recycled_arrays_are_reused() {
         let _lock = array_pool_lock();
-        // Debug builds (the tests) pool every size; release builds only large arrays.
-        let len = if cfg!(debug_assertions) { 300 } else { 1 << 18 };
+        // Large arrays (the small ones have their own pool, `small.rs`).
+        let len = 1 << 18;
         let mut big = reused::<f32>(4 * len);
         big.fill(1.0);
         let mut small = reused::<f32>(len);

@@ -26,7 +26,10 @@ use crate::host_par;
 use crate::scratch;
 
 /// Element types of the host surrogate kernels.
-pub(crate) trait Real: GemmFloat + ActKernels + Default + 'static {}
+pub(crate) trait Real:
+    GemmFloat + ActKernels + scratch::SmallPooled + Default + 'static
+{
+}
 impl Real for f32 {}
 impl Real for f64 {}
 
@@ -222,8 +225,9 @@ pub(crate) fn primal<T: Real>(net: &HostNet<T>, x: Vec<T>, b: usize) -> Result<P
         }
         match &g.act {
             Some(spec) => {
-                let mut v = scratch::zeroed(b * m);
-                let (mut d1, mut d2) = (scratch::zeroed(b * m), scratch::zeroed(b * m));
+                // Every value is written by `triple_into` below.
+                let mut v = scratch::reused(b * m);
+                let (mut d1, mut d2) = (scratch::reused(b * m), scratch::reused(b * m));
                 host_par::rows3(1, &mut v, &mut d1, &mut d2, |st, v, d1, d2| {
                     T::triple_into(spec, &a[st..st + v.len()], v, d1, d2);
                 });

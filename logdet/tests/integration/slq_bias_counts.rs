@@ -18,6 +18,7 @@ use nalgebra::{DMatrix, DVector};
 use crate::common::*;
 
 /// `diag(10^(6k/(d−1)))`, `k = 0 … d−1`: condition number 1e6, log det `3·d·ln 10`.
+#[cfg(feature = "candle")]
 fn log_spaced(d: usize) -> Vec<f64> {
     (0..d)
         .map(|k| 10f64.powf(6.0 * k as f64 / (d - 1) as f64))
