@@ -60,6 +60,7 @@ mod tests;
 #[cfg(test)]
 mod thread_count_tests;
 mod winograd;
+mod winograd_backward;
 mod winograd_plan;
 
 pub(crate) use batch_split::{

@@ -14,9 +14,10 @@ use super::im2col::{PatchGeometry, contiguous_slice};
 use super::ops::{
     adjoint_cpu, conv_adjoint, conv_forward, conv_kernel_grad, forward_cpu, when_tracked,
 };
+use super::winograd_backward;
 use crate::host_gemm::GemmFloat;
 use candle_core::backend::BackendStorage;
-use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp3, DType, Layout, Shape, Storage, Tensor};
 
 /// The linear map of a biased op.
 #[derive(Clone, Copy, Debug)]
@@ -101,10 +102,13 @@ impl BiasedMap {
         grad: &Tensor,
     ) -> candle_core::Result<BiasedGrads> {
         let (dx, dk) = match *self {
-            Self::Conv(g) => (
-                when_tracked(x, || conv_adjoint(grad, k, g))?,
-                when_tracked(k, || conv_kernel_grad(x, grad, g))?,
-            ),
+            Self::Conv(g) => match one_pass_conv_grads((x, k), grad, g)? {
+                Some((dx, dk)) => (Some(dx), Some(dk)),
+                None => (
+                    when_tracked(x, || conv_adjoint(grad, k, g))?,
+                    when_tracked(k, || conv_kernel_grad(x, grad, g))?,
+                ),
+            },
             Self::Transposed(g) => (
                 when_tracked(x, || conv_forward(grad, k, g))?,
                 when_tracked(k, || conv_kernel_grad(grad, x, g))?,
@@ -112,6 +116,63 @@ impl BiasedMap {
         };
         Ok((dx, dk, when_tracked(bias, || channel_sum(grad))?))
     }
+}
+
+/// Whether candle keeps the graph of the backward pass (`CANDLE_GRAD_DO_NOT_DETACH` set to
+/// anything but empty or `0`, as candle reads it): then gradients must be ops of the graph.
+fn backward_keeps_graph() -> bool {
+    std::env::var("CANDLE_GRAD_DO_NOT_DETACH").is_ok_and(|s| !s.is_empty() && s != "0")
+}
+
+/// `(A_Kᵀ ḡ, KG(x, ḡ))` of a convolution in one pass over the batch
+/// ([`winograd_backward::adjoint_and_kernel_grad`], the same bits as the two ops), where both
+/// are wanted and no gradient of them is: `x` and `K` tracked, `ḡ` not, candle detaching
+/// (the results hold no graph); f64 on the CPU where Winograd runs the adjoint transposed.
+/// `None` where any of that fails: the caller runs the two ops.
+fn one_pass_conv_grads(
+    (x, k): (&Tensor, &Tensor),
+    grad: &Tensor,
+    g: PatchGeometry,
+) -> candle_core::Result<Option<(Tensor, Tensor)>> {
+    let (Ok((b, _, _, _)), Ok((c_out, _, _, _))) = (x.dims4(), k.dims4()) else {
+        return Ok(None);
+    };
+    let wanted = x.track_op() && k.track_op() && !grad.track_op() && !backward_keeps_graph();
+    let host_f64 = [x, k, grad]
+        .iter()
+        .all(|t| t.device().is_cpu() && t.dtype() == DType::F64);
+    if !wanted || !host_f64 || !winograd_backward::covers::<f64>(&g, c_out) {
+        return Ok(None);
+    }
+    let name = "conv2d-gemm one-pass gradients";
+    let (x, k, grad) = (x.contiguous()?, k.contiguous()?, grad.contiguous()?);
+    let (dx, dk) = {
+        let (sx, lx) = x.storage_and_layout();
+        let (sk, lk) = k.storage_and_layout();
+        let (sg, lg) = grad.storage_and_layout();
+        let (Storage::Cpu(CpuStorage::F64(xs)), Storage::Cpu(CpuStorage::F64(ks))) = (&*sx, &*sk)
+        else {
+            return Ok(None);
+        };
+        let Storage::Cpu(CpuStorage::F64(gs)) = &*sg else {
+            return Ok(None);
+        };
+        if lg.shape().dims() != [b, c_out, g.out_h, g.out_w] {
+            candle_core::bail!("{name}: gradient {:?} for a batch of {b}", lg.shape());
+        }
+        winograd_backward::adjoint_and_kernel_grad(
+            contiguous_slice(xs, lx, name)?,
+            contiguous_slice(gs, lg, name)?,
+            contiguous_slice(ks, lk, name)?,
+            &g,
+            b,
+            c_out,
+        )?
+    };
+    Ok(Some((
+        Tensor::from_vec(dx, x.shape(), x.device())?,
+        Tensor::from_vec(dk, k.shape(), k.device())?,
+    )))
 }
 
 /// `(x, K, b) → A x + b`.

@@ -90,6 +90,14 @@ impl<T: GemmFloat> Plan<T> {
         (img, self.m * (tile / self.tw), self.m * (tile % self.tw))
     }
 
+    /// `(image, tile row, first tile)` of each row of tiles of a chunk of `len` tiles (whole
+    /// images), in tile order: tile `t0 + tj` is [`Self::origin`]'s `(image, m·tile row,
+    /// m·tj)` for `tj < tw`.
+    pub(super) fn tile_rows(&self, len: usize) -> impl Iterator<Item = (usize, usize, usize)> {
+        let rows = self.tiles / self.tw.max(1);
+        (0..len / self.tw.max(1)).map(move |r| (r / rows, r % rows, r * self.tw))
+    }
+
     /// Images per chunk.
     pub(super) fn chunk_images(&self) -> usize {
         (CHUNK_TILES / self.tiles.max(1)).max(1)
@@ -145,18 +153,28 @@ impl<T: GemmFloat> Plan<T> {
         let (alpha, len, plane) = (self.alpha, s.len, self.plane());
         let mats = Sandwich::new(&self.bt, alpha, alpha);
         for c in 0..channels {
-            for t in 0..len {
-                let (img, i0, j0) = self.origin(t);
+            // Patch entry (u, q) of the tiles of one tile row, `tw` consecutive values, read
+            // `m` apart from one image row: contiguous writes (tile by tile they were `α²`
+            // writes `len` apart).
+            for (img, ti, t0) in self.tile_rows(len) {
                 let src = &x[(img * channels + c) * plane..][..plane];
                 for u in 0..alpha {
-                    let row = (i0 + u).wrapping_sub(self.pad);
+                    let row = (self.m * ti + u).wrapping_sub(self.pad);
                     for q in 0..alpha {
-                        let col = (j0 + q).wrapping_sub(self.pad);
-                        s.patch[(u * alpha + q) * len + t] = if row < self.h && col < self.w {
-                            src[row * self.w + col]
+                        let dst = &mut s.patch[(u * alpha + q) * len + t0..][..self.tw];
+                        if row < self.h {
+                            let src_row = &src[row * self.w..][..self.w];
+                            for (tj, d) in dst.iter_mut().enumerate() {
+                                let col = (self.m * tj + q).wrapping_sub(self.pad);
+                                *d = if col < self.w {
+                                    src_row[col]
+                                } else {
+                                    T::zero()
+                                };
+                            }
                         } else {
-                            T::zero()
-                        };
+                            dst.fill(T::zero());
+                        }
                     }
                 }
             }
@@ -224,12 +242,20 @@ impl<T: GemmFloat> Plan<T> {
                 len,
             });
             let b = bias.map_or(T::zero(), |b| b[o]);
-            for t in 0..len {
-                let (img, i0, j0) = self.origin(t);
+            // Tile entry (i, j) of one tile row's tiles into one image row, `m` apart.
+            for (img, ti, t0) in self.tile_rows(len) {
                 let dst = &mut y[(img * c_out + o) * plane..][..plane];
+                let i0 = m * ti;
                 for i in 0..m.min(self.h - i0) {
-                    for j in 0..m.min(self.w - j0) {
-                        dst[(i0 + i) * self.w + j0 + j] = b + s.tile[(i * m + j) * len + t];
+                    let dst_row = &mut dst[(i0 + i) * self.w..][..self.w];
+                    for j in 0..m {
+                        let vals = &s.tile[(i * m + j) * len + t0..][..self.tw];
+                        for (tj, &v) in vals.iter().enumerate() {
+                            let col = m * tj + j;
+                            if col < self.w {
+                                dst_row[col] = b + v;
+                            }
+                        }
                     }
                 }
             }
@@ -241,17 +267,26 @@ impl<T: GemmFloat> Plan<T> {
         let (m, len, plane) = (self.m, s.len, self.plane());
         let mats = Sandwich::new(&self.a, self.alpha, m);
         for o in 0..c_out {
-            for t in 0..len {
-                let (img, i0, j0) = self.origin(t);
+            // As in `input_transform`: one tile row's entry (i, j) at a time.
+            for (img, ti, t0) in self.tile_rows(len) {
                 let src = &ybar[(img * c_out + o) * plane..][..plane];
                 for i in 0..m {
+                    let row = m * ti + i;
                     for j in 0..m {
-                        let (row, col) = (i0 + i, j0 + j);
-                        s.tile[(i * m + j) * len + t] = if row < self.h && col < self.w {
-                            src[row * self.w + col]
+                        let dst = &mut s.tile[(i * m + j) * len + t0..][..self.tw];
+                        if row < self.h {
+                            let src_row = &src[row * self.w..][..self.w];
+                            for (tj, d) in dst.iter_mut().enumerate() {
+                                let col = m * tj + j;
+                                *d = if col < self.w {
+                                    src_row[col]
+                                } else {
+                                    T::zero()
+                                };
+                            }
                         } else {
-                            T::zero()
-                        };
+                            dst.fill(T::zero());
+                        }
                     }
                 }
             }
@@ -319,3 +354,7 @@ pub(super) fn entry_rows<T>(
         cs: 1,
     }
 }
+
+#[cfg(test)]
+#[path = "winograd_plan_tests.rs"]
+mod tests;
