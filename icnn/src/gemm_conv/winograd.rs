@@ -101,7 +101,7 @@ fn over_chunks<T: GemmFloat>(
 
 /// `dst_ξ = lhs(ξ) · src_ξ` for each entry `ξ` of channel-by-channel transformed tiles
 /// (`src` has `src_rows` channels of `len` tiles, see [`Scratch`]).
-fn entry_products<'u, T: GemmFloat>(
+pub(super) fn entry_products<'u, T: GemmFloat>(
     dst: &mut [T],
     lhs: impl Fn(usize) -> View<'u, T>,
     src: &[T],
@@ -258,22 +258,39 @@ pub(super) fn kernel_grad<T: GemmFloat>(
             .zip(y_task.chunks(per_chunk * out_len))
         {
             s.len = x_ch.len() / image_len * p.tiles;
-            let len = s.len;
-            p.input_transform(x_ch, c, &mut s);
-            p.output_adjoint(y_ch, c_out, &mut s);
-            for e in 0..xi {
-                matmul_into(
-                    &mut ubar[e * pairs..][..pairs],
-                    entry_rows(&s.prod, e, c_out, len, xi),
-                    entry_rows(&s.v, e, c, len, xi).t(),
-                    true,
-                    par,
-                )?;
-            }
+            add_kernel_grad_chunk(&p, x_ch, y_ch, (c, c_out), &mut s, &mut ubar, par)?;
         }
         Ok(ubar)
     })?;
     Ok(p.kernel_untransform(&sum_in_order(partials, xi * pairs), pairs))
+}
+
+/// Adds the kernel gradient of one chunk of `s.len / tiles` images `x_ch` and output
+/// gradients `y_ch` to the transformed partial `ubar` (`ξ` blocks of `C_o · C`): the input
+/// transform into `s.v`, the output adjoint `M̄` into `s.prod` (left there for
+/// [`super::winograd_backward`], which takes the adjoint from it too), then `Ū_ξ += M̄_ξ V_ξᵀ`.
+pub(super) fn add_kernel_grad_chunk<T: GemmFloat>(
+    p: &Plan<T>,
+    x_ch: &[T],
+    y_ch: &[T],
+    (c, c_out): (usize, usize),
+    s: &mut Scratch<T>,
+    ubar: &mut [T],
+    par: faer::Par,
+) -> Result<()> {
+    let (xi, pairs, len) = (p.xi(), c_out * c, s.len);
+    p.input_transform(x_ch, c, s);
+    p.output_adjoint(y_ch, c_out, s);
+    for e in 0..xi {
+        matmul_into(
+            &mut ubar[e * pairs..][..pairs],
+            entry_rows(&s.prod, e, c_out, len, xi),
+            entry_rows(&s.v, e, c, len, xi).t(),
+            true,
+            par,
+        )?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -13,8 +13,9 @@
 
 use super::batch_split::{product_parallelism, reduction_tasks, sum_in_order};
 use super::im2col::PatchGeometry;
-use super::winograd_plan::{Plan, Scratch, entry_rows};
-use crate::host_gemm::{GemmFloat, View, matmul_into, matmul_into_rows};
+use super::winograd::{add_kernel_grad_chunk, entry_products};
+use super::winograd_plan::{Plan, Scratch};
+use crate::host_gemm::{GemmFloat, View};
 use crate::host_par::zeros;
 use candle_core::Result;
 use rayon::prelude::*;
@@ -71,26 +72,12 @@ pub(super) fn adjoint_and_kernel_grad<T: GemmFloat>(
                 .zip(dx_task.chunks_mut(per_chunk * image_len))
             {
                 s.len = x_ch.len() / image_len * p.tiles;
-                let len = s.len;
                 // The kernel gradient's chunk, as in `winograd::kernel_grad`.
-                p.input_transform(x_ch, c, &mut s);
-                p.output_adjoint(y_ch, c_out, &mut s);
-                for e in 0..xi {
-                    matmul_into(
-                        &mut ubar[e * pairs..][..pairs],
-                        entry_rows(&s.prod, e, c_out, len, xi),
-                        entry_rows(&s.v, e, c, len, xi).t(),
-                        true,
-                        par,
-                    )?;
-                }
+                add_kernel_grad_chunk(&p, x_ch, y_ch, (c, c_out), &mut s, &mut ubar, par)?;
                 // The adjoint's, as in `winograd::transposed` (no bias), from the same `M̄`:
                 // `V̄_ξ = U_ξᵀ M̄_ξ` over the transformed inputs, then the patches.
-                for e in 0..xi {
-                    let kernel_t = View::row_major(&u[e * pairs..][..pairs], c_out, c).t();
-                    let m_e = entry_rows(&s.prod, e, c_out, len, xi);
-                    matmul_into_rows(&mut s.v[e * len..], xi * len, kernel_t, m_e, false, par)?;
-                }
+                let kernel_t = |e| View::row_major(&u[e * pairs..][..pairs], c_out, c).t();
+                entry_products(&mut s.v, kernel_t, &s.prod, (c_out, s.len, xi), par)?;
                 p.input_adjoint(dx_ch, c, &mut s);
             }
             Ok(ubar)
