@@ -16,6 +16,7 @@
 
 pub mod cpu_trace;
 pub mod data;
+pub mod device_memory;
 pub mod env;
 pub mod memory;
 pub mod ours;

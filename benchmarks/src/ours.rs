@@ -143,9 +143,11 @@ pub fn measure(x_all: &Tensor, proto: &Protocol, dev: &Device) -> Result<Measure
     if proto.warm > primed {
         trainer.fit_steps(&train, None, proto.warm - primed)?;
     }
+    crate::device_memory::reset_peak(dev)?;
     let watch = CpuWatch::start();
     let (times, cg) = timed_train_steps(&mut trainer, &train, proto.steps, dev)?;
     let train_cores = watch.cores_used();
+    let device_mib = crate::device_memory::peak_mib(dev)?;
     let (alloc_mib, rss_mib) = (meter.alloc_mib(), meter.rss_mib());
     let flow = trainer.flow();
     let per_1000 = 1000.0 / EVAL_ROWS as f64;
@@ -203,6 +205,7 @@ pub fn measure(x_all: &Tensor, proto: &Protocol, dev: &Device) -> Result<Measure
         invert_max_err: err,
         peak_train_rss_mib: rss_mib,
         peak_train_alloc_mib: Some(alloc_mib),
+        peak_train_device_mib: device_mib,
         cores_used: match (train_cores, exact_cores, slq_cores, invert_cores) {
             (Some(train), Some(exact_eval), Some(slq_eval), Some(invert)) => Some(CoresUsed {
                 train,

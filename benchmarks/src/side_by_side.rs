@@ -44,6 +44,11 @@ pub struct Measurement {
     /// only, from a counting global allocator).
     #[serde(default)]
     pub peak_train_alloc_mib: Option<f64>,
+    /// Peak device memory of the timed train steps (MiB; CUDA runs): the reference's
+    /// `torch.cuda.max_memory_allocated()` (`ref_tabular.py`'s `peak_train_mib`), ours the
+    /// high-water mark of CUDA's memory pool ([`crate::device_memory`]).
+    #[serde(default, alias = "peak_train_mib")]
+    pub peak_train_device_mib: Option<f64>,
     /// Process CPU seconds per wall second in each timed phase (ours only; see
     /// [`crate::CpuWatch`]): about 1 means a phase ran on one core.
     #[serde(default)]
@@ -102,11 +107,29 @@ fn ratio(theirs: f64, ours: f64) -> f64 {
 }
 
 impl Pair {
-    /// Our peak train memory as compared (allocator count when present, else RSS).
+    /// Our peak train memory as compared: device memory when both sides report it (CUDA
+    /// runs), else the allocator count when present, else RSS.
     pub fn our_memory_mib(&self) -> Option<f64> {
+        if self.device_memory() {
+            return self.ours.peak_train_device_mib;
+        }
         self.ours
             .peak_train_alloc_mib
             .or(self.ours.peak_train_rss_mib)
+    }
+
+    /// Their peak train memory as compared (device memory when both sides report it).
+    pub fn their_memory_mib(&self) -> Option<f64> {
+        if self.device_memory() {
+            return self.theirs.peak_train_device_mib;
+        }
+        self.theirs.peak_train_rss_mib
+    }
+
+    /// Whether both sides report device memory (a GPU run): then memory compares device
+    /// peaks.
+    fn device_memory(&self) -> bool {
+        self.ours.peak_train_device_mib.is_some() && self.theirs.peak_train_device_mib.is_some()
     }
 
     /// Ratios of this pair.
@@ -126,7 +149,7 @@ impl Pair {
             slq_eval: ratio(t.slq_eval_s_per_1000, o.slq_eval_s_per_1000),
             invert: ratio(t.invert_1024_s, o.invert_1024_s),
             invert_err: ratio(t.invert_max_err, o.invert_max_err),
-            memory: match (t.peak_train_rss_mib, self.our_memory_mib()) {
+            memory: match (self.their_memory_mib(), self.our_memory_mib()) {
                 (Some(a), Some(b)) => Some(ratio(a, b)),
                 _ => None,
             },
@@ -165,6 +188,21 @@ impl Default for Targets {
 }
 
 impl Targets {
+    /// Issue 14's targets on a GPU, for every d of the run (6, 43 and 63): train step,
+    /// exact evaluation and inversion ≥ 3× faster, inversion error ≥ 10× smaller, peak
+    /// memory no higher. SLQ evaluation has no target there (0: never missed unless
+    /// unmeasured).
+    pub fn gpu() -> Self {
+        Self {
+            train_step: 3.0,
+            exact_eval: 3.0,
+            slq_eval: 0.0,
+            invert: 3.0,
+            invert_err: 10.0,
+            min_dim: 0,
+        }
+    }
+
     /// The targets a pair misses (names), empty when all are met or the dimension is below
     /// `min_dim`. Memory must be below theirs (ratio > 1) when both sides report it.
     pub fn missed(&self, pair: &Pair) -> Vec<&'static str> {
@@ -259,7 +297,7 @@ pub fn markdown_table(pairs: &[Pair]) -> String {
             measured(o.invert_max_err, 1, true),
             measured(t.invert_max_err, 1, true),
             opt(p.our_memory_mib(), 1),
-            opt(t.peak_train_rss_mib, 1),
+            opt(p.their_memory_mib(), 1),
             times(r.memory.unwrap_or(f64::NAN), 1),
             p.load[0],
             p.load[1],
@@ -367,6 +405,7 @@ mod tests {
             invert_max_err: 1e-4,
             peak_train_rss_mib: Some(50.0),
             peak_train_alloc_mib: Some(40.0),
+            peak_train_device_mib: None,
             cores_used: Some(CoresUsed {
                 train: 1.9,
                 exact_eval: 1.8,
@@ -434,6 +473,40 @@ mod tests {
             load: [0.0, 0.0],
         };
         assert!(Targets::default().missed(&p).is_empty());
+    }
+
+    /// A CUDA run compares device peaks (`ref_tabular.py`'s `peak_train_mib`, our pool's
+    /// high-water mark), not host memory, and checks issue 14's targets at every d.
+    #[test]
+    fn gpu_pairs_compare_device_memory_and_gpu_targets() {
+        let row = REF_ROW.replace(r#""peak_train_mib": null"#, r#""peak_train_mib": 140.0"#);
+        let theirs = parse_reference_rows(&row).unwrap().remove(0);
+        assert_eq!(theirs.peak_train_device_mib, Some(140.0));
+        let mut o = ours();
+        o.peak_train_device_mib = Some(70.0);
+        o.d = 6;
+        let p = Pair {
+            theirs: theirs.clone(),
+            ours: o.clone(),
+            load: [0.0, 0.0],
+        };
+        assert_eq!(p.our_memory_mib(), Some(70.0));
+        assert_eq!(p.their_memory_mib(), Some(140.0));
+        assert!((p.ratios().memory.unwrap() - 2.0).abs() < 1e-12);
+        // 0.2 / 0.1 = 2× train step and 0.5 / 0.25 = 2× inversion miss the GPU's 3× at d = 6
+        // (the CPU targets skip d = 6 and ask 2×); SLQ has no GPU target.
+        assert_eq!(Targets::gpu().missed(&p), vec!["train step", "inversion"]);
+        assert!(Targets::default().missed(&p).is_empty());
+        // Higher device memory than theirs is missed.
+        o.peak_train_device_mib = Some(150.0);
+        o.train_step_s_median = 0.05;
+        o.invert_1024_s = 0.1;
+        let p = Pair {
+            theirs,
+            ours: o,
+            load: [0.0, 0.0],
+        };
+        assert_eq!(Targets::gpu().missed(&p), vec!["memory"]);
     }
 
     #[test]

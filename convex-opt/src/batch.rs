@@ -36,14 +36,19 @@ pub(crate) fn row_inf_norms(a: &Tensor) -> Result<Vec<f64>, ConvexOptError> {
     let both = to_host(&Tensor::cat(&[&max, &nan_flag], 1)?)?;
     Ok(both
         .chunks_exact(2)
-        .map(|mf| {
-            if mf[1].is_nan() && mf[0].is_finite() {
-                f64::NAN
-            } else {
-                mf[0]
-            }
-        })
+        .map(|mf| inf_norm_of(mf[0], mf[1]))
         .collect())
+}
+
+/// A row's `‖·‖∞` from the `max` and the sum of its `|a_j|`: `+∞` where the max is, NaN where
+/// the sum is (a NaN in the row), else the max. CUDA's `max` skips every NaN (`fmax` from
+/// `−∞`), so a row of NaN only has the max `−∞` there (NaN on the CPU).
+fn inf_norm_of(max: f64, abs_sum: f64) -> f64 {
+    if abs_sum.is_nan() && max != f64::INFINITY {
+        f64::NAN
+    } else {
+        max
+    }
 }
 
 /// A `(k, 1)` column with the dtype and device of `like`.
@@ -526,9 +531,21 @@ fn finite_row_inf_norms(t: &Tensor, context: &'static str) -> Result<Vec<f64>, C
 
 #[cfg(test)]
 mod tests {
-    use super::{SolverStats, objective};
+    use super::{SolverStats, inf_norm_of, objective};
     use crate::FnPotential;
     use candle_core::{DType, Device, Tensor};
+
+    /// The (max, sum) pairs of rows holding a NaN, as the CPU (`max` NaN or the finite
+    /// values' max) and CUDA (`max` of a row of NaN: `−∞`) reduce them, give NaN; `+∞` stays.
+    #[test]
+    fn rows_with_a_nan_have_a_nan_norm_whatever_their_max() {
+        for max in [f64::NAN, 2.0, f64::NEG_INFINITY] {
+            assert!(inf_norm_of(max, f64::NAN).is_nan(), "{max}");
+        }
+        assert_eq!(inf_norm_of(f64::INFINITY, f64::NAN), f64::INFINITY);
+        assert_eq!(inf_norm_of(f64::INFINITY, f64::INFINITY), f64::INFINITY);
+        assert_eq!(inf_norm_of(2.0, 3.0), 2.0);
+    }
 
     #[test]
     fn non_finite_trial_rows_are_not_evaluated_and_get_a_nan_objective() {

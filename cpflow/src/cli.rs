@@ -437,7 +437,7 @@ pub(crate) struct VaeArgs {
 pub(crate) fn device(name: Option<&str>) -> Result<Device> {
     match name.unwrap_or("cpu") {
         "cpu" => Ok(Device::Cpu),
-        "cuda" => Device::new_cuda(0).context(
+        "cuda" => crate::open_cuda_device(0).context(
             "CUDA device unavailable (build with `--features cuda` on a machine with a GPU)",
         ),
         other => bail!("unknown device `{other}` (cpu or cuda)"),

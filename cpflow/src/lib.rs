@@ -127,6 +127,7 @@ pub mod checkpoint_digest;
 pub mod cli;
 pub mod config;
 pub mod cpu_threads;
+mod cuda_device;
 pub mod custom_conditional_potential;
 pub mod custom_potential;
 pub mod dense_logdet;
@@ -202,6 +203,7 @@ pub use config::SlqParams;
 pub use config::{
     FloatType, LrSchedule, NllEstimator, Objective, SlqConfig, SurrogateParams, TrainConfig,
 };
+pub use cuda_device::open_cuda_device;
 pub use custom_conditional_potential::{
     ConditionalPotentialBuilder, CustomConditionalConfig, CustomConditionalNetwork,
     register_conditional_potential, registered_conditional_potentials,

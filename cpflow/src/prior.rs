@@ -80,8 +80,16 @@ impl GaussianPrior {
     }
 
     /// `log N(z; 0, σ² I)` per row of `z` (B, d) → (B,), in `z`'s dtype (parameter-tracking).
+    /// An empty batch gives an empty `(0,)` tensor.
     pub fn log_prob(&self, z: &Tensor) -> Result<Tensor> {
         let d = z.dim(1)? as f64;
+        if z.dim(0)? == 0 {
+            // No reduction: candle's CUDA backend divides by the number of outputs of a sum,
+            // so `(0, d).sum(1)` panics there (0 / 0); the CPU gives this same empty result.
+            let mut dims = z.dims().to_vec();
+            dims.remove(1);
+            return Ok(Tensor::zeros(dims, z.dtype(), z.device())?);
+        }
         let var = self.log_var.exp();
         let c = -0.5 * d * ((2.0 * std::f64::consts::PI).ln() + self.log_var);
         Ok(z.sqr()?.sum(1)?.affine(-0.5 / var, c)?)
@@ -101,6 +109,11 @@ impl GaussianPrior {
                 "{n} samples of dimension {d} are more values than memory can address"
             ))
         })?;
+        if len == 0 {
+            // No cast: candle's CUDA backend launches a conversion kernel on 0 threads for an
+            // empty tensor, which CUDA refuses (`CUDA_ERROR_INVALID_VALUE`).
+            return Ok(Tensor::zeros((n, d), dtype, device)?);
+        }
         let std = (0.5 * self.log_var).exp();
         let v: Vec<f64> = (0..len)
             .map(|_| std * rng.sample::<f64, _>(StandardNormal))
@@ -124,6 +137,23 @@ mod tests {
         };
         assert!((lp[0] - f(0.5, -1.0)).abs() < 1e-14);
         assert!((lp[1] - f(2.0, 0.0)).abs() < 1e-14);
+    }
+
+    /// Empty batches: `log_prob` of `(0, d)` rows is `(0,)` and `sample(0, d)` is `(0, d)`,
+    /// in the dtype asked for (on CUDA both avoid candle kernels that fail on empty tensors;
+    /// here the results the CPU ops gave before).
+    #[test]
+    fn empty_batches_give_empty_tensors() {
+        let p = GaussianPrior::standard();
+        let mut rng = crate::FlowRng::seed_from_u64(0);
+        for dtype in [DType::F32, DType::F64] {
+            let s = p.sample(0, 3, dtype, &Device::Cpu, &mut rng).unwrap();
+            assert_eq!((s.dims(), s.dtype()), (&[0usize, 3][..], dtype));
+            let lp = p.log_prob(&s).unwrap();
+            assert_eq!((lp.dims(), lp.dtype()), (&[0usize][..], dtype));
+            let want = s.sqr().unwrap().sum(1).unwrap();
+            assert_eq!(lp.dims(), want.dims());
+        }
     }
 
     /// At the accepted extremes the densities are finite in f32 and f64 and match the closed

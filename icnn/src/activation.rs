@@ -14,7 +14,7 @@ use crate::fused::{ActDerivative, ActSpec, ActTriple};
 
 /// Whether the fused CPU kernels handle `x`.
 pub(crate) fn fused_supported(x: &Tensor) -> bool {
-    x.device().is_cpu() && matches!(x.dtype(), DType::F32 | DType::F64)
+    crate::takes_host_kernels(x.device()) && matches!(x.dtype(), DType::F32 | DType::F64)
 }
 
 /// The convex, non-decreasing activation `s` of the hidden layers (reference

@@ -18,7 +18,10 @@ pub(crate) fn host_fusable(ts: &[&Tensor]) -> bool {
     let dt = first.dtype();
     matches!(dt, DType::F32 | DType::F64)
         && ts.iter().all(|t| {
-            t.device().is_cpu() && t.dtype() == dt && t.is_contiguous() && t.dims() == first.dims()
+            crate::takes_host_kernels(t.device())
+                && t.dtype() == dt
+                && t.is_contiguous()
+                && t.dims() == first.dims()
         })
 }
 

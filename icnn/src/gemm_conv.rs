@@ -246,7 +246,7 @@ pub fn gated_product(y: &Tensor) -> Result<Tensor> {
             "gated_product: {c2} channels do not split into [h; g]"
         )));
     }
-    if !(y.device().is_cpu() && matches!(y.dtype(), DType::F32 | DType::F64)) {
+    if !(crate::takes_host_kernels(y.device()) && matches!(y.dtype(), DType::F32 | DType::F64)) {
         let n = c2 / 2;
         let g = candle_nn::ops::sigmoid(&y.narrow(1, n, n)?)?;
         return Ok((y.narrow(1, 0, n)? * g)?);

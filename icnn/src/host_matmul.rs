@@ -62,8 +62,8 @@ pub fn host_matmul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
             "host_matmul: ({m} × {k}) · ({k2} × {n}) do not chain"
         )));
     }
-    let host = a.device().is_cpu()
-        && b.device().is_cpu()
+    let host = crate::takes_host_kernels(a.device())
+        && crate::takes_host_kernels(b.device())
         && matches!(a.dtype(), DType::F32 | DType::F64)
         && a.dtype() == b.dtype();
     if !host {

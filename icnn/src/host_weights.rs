@@ -129,7 +129,8 @@ fn host_net<T: Real>(groups: &[PreparedGroup], dim: usize) -> Result<HostNet<T>>
 
 /// Whether the host kernels take parameters of this dtype on this tensor's device.
 fn host_dtype(t: &Tensor) -> Option<DType> {
-    (t.device().is_cpu() && matches!(t.dtype(), DType::F32 | DType::F64)).then_some(t.dtype())
+    (crate::takes_host_kernels(t.device()) && matches!(t.dtype(), DType::F32 | DType::F64))
+        .then_some(t.dtype())
 }
 
 impl HostWeights {

@@ -15,8 +15,18 @@ use crate::{BatchVectors, KrylovError};
 
 /// A `(B, 1)` tensor of per-system scalars with the dtype and device of `like`.
 pub(crate) fn per_system_column(like: &Tensor, values: &[f64]) -> Result<Tensor, KrylovError> {
+    if values.is_empty() {
+        return empty_like(like, (0, 1));
+    }
     let t = Tensor::from_vec(values.to_vec(), (values.len(), 1), like.device())?;
     Ok(t.to_dtype(like.dtype())?)
+}
+
+/// An empty tensor of `shape` with the dtype and device of `like`, made without a cast:
+/// candle's CUDA backend launches its conversion kernel on 0 threads for an empty tensor,
+/// which CUDA refuses (`CUDA_ERROR_INVALID_VALUE`).
+fn empty_like(like: &Tensor, shape: (usize, usize)) -> Result<Tensor, KrylovError> {
+    Ok(Tensor::zeros(shape, like.dtype(), like.device())?)
 }
 
 /// A `(B, 1)` u8 mask (1 = active) on `device`.
@@ -104,6 +114,9 @@ impl BatchVectors for Tensor {
         like.validate()?;
         let (b, d) = (like.n_systems(), like.system_dim());
         check_len("Tensor::from_host_like (B·d values)", b * d, data.len())?;
+        if data.is_empty() {
+            return empty_like(like, (b, d));
+        }
         let t = Tensor::from_vec(data.to_vec(), (b, d), like.device())?;
         Ok(t.to_dtype(like.dtype())?)
     }
@@ -267,5 +280,27 @@ pub fn unit_roundoff_of(dtype: DType) -> f64 {
         DType::F16 => 9.765_625e-4,
         DType::BF16 => 7.812_5e-3,
         _ => f64::from(f32::EPSILON),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Empty batches keep their shape, dtype and device without a cast (the cast of an empty
+    /// tensor is what candle's CUDA backend cannot launch; on the CPU the results are those
+    /// the cast gave).
+    #[test]
+    fn empty_batches_are_made_without_a_cast() {
+        for dtype in [DType::F32, DType::F64] {
+            let like = Tensor::zeros((0, 3), dtype, &Device::Cpu).unwrap();
+            let t = Tensor::from_host_like(&like, &[]).unwrap();
+            assert_eq!((t.dims(), t.dtype()), (&[0usize, 3][..], dtype));
+            let c = per_system_column(&like, &[]).unwrap();
+            assert_eq!((c.dims(), c.dtype()), (&[0usize, 1][..], dtype));
+            let mut s = like.clone();
+            s.scale_per_system(&[]).unwrap();
+            assert_eq!((s.dims(), s.dtype()), (&[0usize, 3][..], dtype));
+        }
     }
 }

@@ -49,6 +49,7 @@ pub(crate) fn orthogonalized_on_host(
 ) -> Result<Option<Tensor>, KrylovError> {
     let usable = |t: &Tensor| {
         t.device().is_cpu()
+            && host_kernels_enabled()
             && t.dtype() == w.dtype()
             && t.is_contiguous()
             && !t.track_op()
@@ -165,3 +166,11 @@ fn dot<T: HostFloat>(a: &[T], b: &[T]) -> f64 {
 
 /// Partial sums of [`dot`].
 const LANES: usize = 8;
+
+/// Whether the host loops are on: unless the environment variable `CPFLOW_HOST_KERNELS` is
+/// `off` when the process starts (read once), as icnn's `host_kernels_enabled`: with it off,
+/// CPU tensors take the tensor path a GPU takes, so that path can be checked without a GPU.
+fn host_kernels_enabled() -> bool {
+    static ENABLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ENABLED.get_or_init(|| std::env::var("CPFLOW_HOST_KERNELS").as_deref() != Ok("off"))
+}

@@ -70,6 +70,10 @@ struct Args {
     /// Skip the reference (ours only, data from `ref_tabular.py --dump-data` must exist).
     #[arg(long)]
     ours_only: bool,
+    /// Where both sides run: `cpu`, or `cuda` (GPU 0; ours needs a build with `--features
+    /// cuda`; the targets checked are then issue 14's, [`Targets::gpu`]).
+    #[arg(long, default_value = "cpu", value_parser = ["cpu", "cuda"])]
+    device: String,
 }
 
 /// The reference's `OMP_WAIT_POLICY` as inherited from our environment ("default" when
@@ -122,7 +126,7 @@ fn reference(args: &Args, d: usize, pretrain: usize) -> Result<Measurement> {
             "--ref",
             &benchmarks::expand_home(&args.r#ref).to_string_lossy(),
         ])
-        .args(["--device", "cpu", "--dims", &d.to_string()])
+        .args(["--device", &args.device, "--dims", &d.to_string()])
         .args(["--steps", &args.steps.to_string()])
         .args(["--warm", &args.warm.to_string()])
         .args(["--pretrain", &pretrain.to_string()])
@@ -164,7 +168,28 @@ fn main() -> Result<()> {
         } else {
             dump_data(&args)?
         };
-        let dev = Device::Cpu;
+        let dev = match args.device.as_str() {
+            "cuda" => cpflow::open_cuda_device(0)
+                .context("--device cuda needs a build with `--features cuda` and a GPU")?,
+            _ => Device::Cpu,
+        };
+        let gpu = dev.is_cuda();
+        // The first CUDA use of each kernel module JIT-compiles its PTX (~17 s in all, once
+        // a process): one untimed pass of the whole protocol first, its time reported apart.
+        let warmup_s = match (gpu, args.dims.first()) {
+            (true, Some(&d)) => {
+                let sw = benchmarks::Stopwatch::start();
+                let proto = Protocol {
+                    pretrain: 0,
+                    warm: 1,
+                    steps: 1,
+                    seed: 0,
+                };
+                measure(&load_data(&data_dir, d)?, &proto, &dev)?;
+                Some(sw.seconds())
+            }
+            _ => None,
+        };
         let started = benchmarks::load_average();
         let mut pairs = Vec::new();
         for &d in &args.dims {
@@ -192,7 +217,11 @@ fn main() -> Result<()> {
                 pairs.push(pair);
             }
         }
-        let targets = Targets::default();
+        let targets = if gpu {
+            Targets::gpu()
+        } else {
+            Targets::default()
+        };
         // Without a reference there is nothing to check (`null` in the JSON).
         let missed: Option<Vec<String>> = (!args.ours_only).then(|| {
             pairs
@@ -208,6 +237,8 @@ fn main() -> Result<()> {
         let doc = json!({
             "command": command,
             "threads": args.threads,
+            "device": args.device,
+            "device_warmup_s": warmup_s,
             "reference_omp_wait_policy": omp_wait_policy(),
             "candle_elementwise_threads": candle_threads,
             "protocol": {"pretrain": args.pretrain, "warm": args.warm, "steps": args.steps},
@@ -220,7 +251,11 @@ fn main() -> Result<()> {
         let out = benchmarks::output_prefix::output_prefix(
             args.out.clone(),
             args.ours_only,
-            std::path::Path::new("docs/results/side-by-side-cpu"),
+            std::path::Path::new(if gpu {
+                "docs/results/gpu/side-by-side-gpu"
+            } else {
+                "docs/results/side-by-side-cpu"
+            }),
         );
         if let Some(dir) = out.parent() {
             std::fs::create_dir_all(dir)?;
@@ -230,8 +265,9 @@ fn main() -> Result<()> {
             serde_json::to_string_pretty(&doc)?,
         )?;
         let mut md = format!(
-            "# Side by side with the authors' code (CPU, {} threads each)\n\nCommand: `{}`  \n\
+            "# Side by side with the authors' code ({}, {} CPU threads each)\n\nCommand: `{}`  \n\
          Reference `OMP_WAIT_POLICY={}`. Load average (1 min) at start {:.2}, at end {:.2}.\n\n",
+            args.device,
             args.threads,
             command,
             omp_wait_policy(),
@@ -239,7 +275,7 @@ fn main() -> Result<()> {
             benchmarks::load_average()
         );
         md.push_str(&markdown_table(&pairs));
-        md.push_str("\nTargets missed (d ≥ 43): ");
+        md.push_str(&format!("\nTargets missed (d ≥ {}): ", targets.min_dim));
         md.push_str(&match &missed {
             None => "not checked (`--ours-only`: no reference measurements)".to_string(),
             Some(m) if m.is_empty() => "none".to_string(),

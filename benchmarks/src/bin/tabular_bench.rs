@@ -63,7 +63,7 @@ struct Args {
 fn device(name: &str) -> Result<Device> {
     match name {
         "cpu" => Ok(Device::Cpu),
-        "cuda" => Device::new_cuda(0)
+        "cuda" => cpflow::open_cuda_device(0)
             .context("--device cuda needs a build with `--features cuda` and a GPU"),
         other => bail!("unknown device {other:?} (cpu|cuda)"),
     }

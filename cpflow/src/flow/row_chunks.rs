@@ -30,12 +30,30 @@ pub(crate) fn exact_chunk_rows(d: usize, hidden_units: Option<usize>) -> usize {
     by_dim.min(by_size).clamp(16, EVAL_CHUNK)
 }
 
+/// Tangent elements one chunk of the exact passes may carry off the host kernels (a GPU):
+/// 2²⁶ (256 MiB in f32). There the chunks run one after the other as launch-bound kernels,
+/// so a batch takes as few chunks as this memory bound allows instead of cache-sized ones:
+/// the reference's tabular network (640 units) at d = 63 scores 1,024 rows in one chunk
+/// where the CPU takes 24.
+const DEVICE_EXACT_CHUNK_TANGENTS: usize = 1 << 26;
+
+/// Rows per chunk of the exact passes over `x`: [`exact_chunk_rows`] where the host kernels
+/// run, else chunks of at most [`DEVICE_EXACT_CHUNK_TANGENTS`] tangents (16 to
+/// [`EVAL_CHUNK`] rows). The results do not depend on the chunks (rows are independent).
+pub(crate) fn exact_chunk_rows_for(x: &Tensor, d: usize, hidden_units: Option<usize>) -> usize {
+    if icnn::takes_host_kernels(x.device()) {
+        return exact_chunk_rows(d, hidden_units);
+    }
+    let per_row = d.max(1).saturating_mul(hidden_units.unwrap_or(1).max(1));
+    (DEVICE_EXACT_CHUNK_TANGENTS / per_row).clamp(16, EVAL_CHUNK)
+}
+
 /// Rows per chunk for a pass whose results do not depend on its chunks (each row computed on
 /// its own, no per-chunk randomness): `rows` when `x` is on the CPU, where
 /// [`map_row_chunks`] runs the chunks in parallel; all of `x`'s rows (at least 1) elsewhere,
 /// where it would run them one after the other.
 pub(crate) fn parallel_chunk_rows(x: &Tensor, rows: usize) -> Result<usize> {
-    Ok(if x.device().is_cpu() {
+    Ok(if icnn::takes_host_kernels(x.device()) {
         rows
     } else {
         x.dim(0)?.max(1)
@@ -68,7 +86,7 @@ where
         let cc = ctx.map(|c| c.narrow(0, start, len)).transpose()?;
         f(i, &xc, cc.as_ref())
     };
-    if starts.len() > 1 && x.device().is_cpu() {
+    if starts.len() > 1 && icnn::takes_host_kernels(x.device()) {
         use rayon::prelude::*;
         (0..starts.len()).into_par_iter().map(run).collect()
     } else {

@@ -176,7 +176,7 @@ impl Adamax {
             let clr = p.lr / (1.0 - p.beta1.powi(slot.step as i32));
             let theta = slot.var.as_tensor();
             // CPU f32/f64: two fused parallel passes (`adamax_host.rs`), the same values.
-            let host = if theta.device().is_cpu() && theta.dtype() == g.dtype() {
+            let host = if icnn::takes_host_kernels(theta.device()) && theta.dtype() == g.dtype() {
                 host_moments(&g, slot.m.as_ref(), slot.u.as_ref(), &p)?
             } else {
                 None

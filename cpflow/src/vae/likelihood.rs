@@ -62,7 +62,9 @@ pub fn categorical_log_likelihood(logits: &Tensor, targets: &Tensor) -> Result<T
             h * w
         )));
     }
-    if logits.device().is_cpu() && matches!(logits.dtype(), DType::F32 | DType::F64) {
+    if icnn::takes_host_kernels(logits.device())
+        && matches!(logits.dtype(), DType::F32 | DType::F64)
+    {
         check_u32_targets(targets)?;
         return Ok(fused_categorical_log_likelihood(logits, targets)?);
     }
@@ -88,7 +90,7 @@ pub(super) fn conv_categorical_log_likelihood(
     conv: &Conv,
     targets: &Tensor,
 ) -> Result<Tensor> {
-    if h.device().is_cpu() {
+    if icnn::takes_host_kernels(h.device()) {
         check_u32_targets(targets)?;
     }
     let head = Arc::new(CategoricalHead::new(targets)?);

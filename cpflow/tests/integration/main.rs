@@ -6,6 +6,8 @@
 
 #[cfg(feature = "cli")]
 mod cli_common;
+#[macro_use]
+mod device_common;
 mod flow_common;
 mod image_common;
 mod posterior_common;
@@ -105,6 +107,11 @@ mod cli_vae_model;
 mod cli_vae_run_settings;
 mod conditional_inverse;
 mod custom_potential;
+mod device_composed_path;
+mod device_derivatives;
+mod device_flow;
+mod device_solvers;
+mod device_training;
 mod flow_core;
 mod flow_edge_cases;
 mod flow_final_validation;

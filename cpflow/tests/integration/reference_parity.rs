@@ -18,11 +18,19 @@
 //! magnitude for other compilers and BLAS kernels, while a real difference in the formulas
 //! does not fit in it: `parity_detects_a_small_weight_change` moves one weight by 1e-8 and
 //! the outputs leave the bound by factors of 40–100.
+//!
+//! Devices: every test that builds a model runs per device (`test_device!`: `…_cpu`, and
+//! `…_cuda` in a `--features cuda` build). The fixtures load on the CPU; their inputs move to
+//! the device where they enter the model, the loader puts the weights on the model's device
+//! (checked: [`assert_vars_on`]), and our outputs are checked to be on the device before they
+//! come back to the host ([`host_on`]). The tolerance is the same on CUDA: cuBLAS's f64 GEMMs
+//! and candle's CUDA kernels are IEEE f64 too, so they differ from PyTorch only in summation
+//! order, as the CPU kernels do (the log-dets' Cholesky runs on the host on either device).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::VarMap;
 use cpflow::image::{
     ConvArch, ImageFlow, ImageFlowConfig, ImageModelConfig, MultiscaleConfig, bits_per_dim,
@@ -68,6 +76,11 @@ impl Fixture {
             .clone()
     }
 
+    /// [`Fixture::tensor`] moved to `dev` (an input entering a model on `dev`).
+    pub(crate) fn tensor_on(&self, key: &str, dev: &Device) -> Tensor {
+        self.tensor(key).to_device(dev).unwrap()
+    }
+
     /// The values of `key`, as f64 whatever its dtype.
     pub(crate) fn values(&self, key: &str) -> Vec<f64> {
         host(&self.tensor(key))
@@ -101,6 +114,34 @@ pub(crate) fn host(t: &Tensor) -> Vec<f64> {
         .unwrap()
 }
 
+/// The values of `t`, computed by a model on `dev`, as f64 on the host; panics (naming `what`)
+/// when `t` is not on `dev`: a CUDA run whose outputs came back on the CPU would not have
+/// tested the CUDA path.
+pub(crate) fn host_on(dev: &Device, what: &str, t: &Tensor) -> Vec<f64> {
+    assert!(
+        t.device().same_device(dev),
+        "{what} is on {:?}, the model on {:?}",
+        t.device().location(),
+        dev.location()
+    );
+    host(t)
+}
+
+/// Every variable of a model (`named_vars()`) lives on `dev` after loading a reference
+/// `state_dict` (which the fixtures hold on the CPU).
+pub(crate) fn assert_vars_on(dev: &Device, vars: &[(String, Var)]) {
+    let elsewhere: Vec<&str> = vars
+        .iter()
+        .filter(|(_, v)| !v.device().same_device(dev))
+        .map(|(k, _)| k.as_str())
+        .collect();
+    assert!(
+        elsewhere.is_empty(),
+        "variables not on {:?}: {elsewhere:?}",
+        dev.location()
+    );
+}
+
 /// Largest `|ours − theirs|`, largest `|ours − theirs|/|theirs|`, and largest
 /// `|ours − theirs|/(1 + |theirs|)` (the tested quantity).
 pub(crate) fn differences(ours: &[f64], theirs: &[f64]) -> (f64, f64, f64) {
@@ -131,8 +172,12 @@ fn compare(fixture: &str, what: &str, ours: &[f64], theirs: &[f64]) {
 // ------------------------------------------------------------------------------------------
 // Tabular flows (train_tabular.py)
 
-/// The tabular flow of fixture `name` with the reference weights loaded.
-fn tabular_flow(fx: &Fixture, potential: impl Fn(usize, usize, usize) -> PotentialConfig) -> Flow {
+/// The tabular flow of fixture `name` on `dev` with the reference weights loaded.
+fn tabular_flow(
+    fx: &Fixture,
+    dev: &Device,
+    potential: impl Fn(usize, usize, usize) -> PotentialConfig,
+) -> Flow {
     let (d, width, depth) = (
         fx.meta_usize("dim"),
         fx.meta_usize("dimh"),
@@ -140,7 +185,7 @@ fn tabular_flow(fx: &Fixture, potential: impl Fn(usize, usize, usize) -> Potenti
     );
     let cfg = FlowConfig::tabular(d, fx.meta_usize("nblocks"), potential(d, width, depth))
         .with_float(FloatType::F64);
-    let flow = Flow::new(cfg, &Device::Cpu).unwrap();
+    let flow = Flow::new(cfg, dev).unwrap();
     let report = load_reference_state_dict(
         &flow.named_vars(),
         &fx.state_dict(),
@@ -148,18 +193,25 @@ fn tabular_flow(fx: &Fixture, potential: impl Fn(usize, usize, usize) -> Potenti
     )
     .unwrap();
     assert_eq!(report.loaded, fx.state_dict().len());
+    assert_vars_on(dev, &flow.named_vars());
     flow
 }
 
-fn tabular_parity(name: &'static str, potential: impl Fn(usize, usize, usize) -> PotentialConfig) {
+fn tabular_parity(
+    name: &'static str,
+    dev: &Device,
+    potential: impl Fn(usize, usize, usize) -> PotentialConfig,
+) {
     let fx = Fixture::load(name);
-    let flow = tabular_flow(&fx, potential);
-    let x = fx.tensor("in.x");
+    let flow = tabular_flow(&fx, dev, potential);
+    let x = fx.tensor_on("in.x", dev);
     let (z, logdet) = flow.transform(&x).unwrap();
     let logp = flow.log_prob_exact(&x).unwrap();
-    compare(name, "z", &host(&z), &fx.values("out.z"));
-    compare(name, "logdet", &host(&logdet), &fx.values("out.logdet"));
-    compare(name, "log p", &host(&logp), &fx.values("out.logp"));
+    compare(name, "z", &host_on(dev, "z", &z), &fx.values("out.z"));
+    let ld = host_on(dev, "logdet", &logdet);
+    compare(name, "logdet", &ld, &fx.values("out.logdet"));
+    let lp = host_on(dev, "log p", &logp);
+    compare(name, "log p", &lp, &fx.values("out.logp"));
 }
 
 /// The ICNN settings the fixture's model was built with: activation, zero shift, symmetric
@@ -180,12 +232,11 @@ fn activation(fx_value: &str) -> ActivationKind {
     }
 }
 
-#[test]
-fn tabular_icnn2_matches_reference() {
+fn tabular_icnn2_matches_reference(dev: &Device) {
     let fx = Fixture::load("tabular_icnn2");
     assert_eq!(fx.meta("arch"), "icnn2");
     let (act, zero, symm) = icnn_settings(&fx);
-    tabular_parity("tabular_icnn2", |dim, width, depth| {
+    tabular_parity("tabular_icnn2", dev, |dim, width, depth| {
         PotentialConfig::Icnn2(Icnn2Config {
             dim,
             width,
@@ -196,17 +247,21 @@ fn tabular_icnn2_matches_reference() {
         })
     });
 }
+test_device!(
+    tabular_icnn2_matches_reference,
+    tabular_icnn2_matches_reference_cpu,
+    tabular_icnn2_matches_reference_cuda
+);
 
 /// The comparison can fail: with one reference weight changed by one part in 10⁸ (the inner
 /// ActNorm scale of the first block's first layer), `z` and `log p` move out of `TOL` by
 /// factors of ~100 and ~40 (measured 1.1e-8 and 3.9e-9).
-#[test]
-fn parity_detects_a_small_weight_change() {
+fn parity_detects_a_small_weight_change(dev: &Device) {
     let mut fx = Fixture::load("tabular_icnn2");
     let key = "model.flows.1.icnn.actnorm0.logs";
     let t = fx.tensor(key);
     fx.tensors.insert(key.into(), (t + 1e-8).unwrap());
-    let flow = tabular_flow(&fx, |dim, width, depth| {
+    let flow = tabular_flow(&fx, dev, |dim, width, depth| {
         PotentialConfig::Icnn2(Icnn2Config {
             dim,
             width,
@@ -214,23 +269,27 @@ fn parity_detects_a_small_weight_change() {
             ..Icnn2Config::default()
         })
     });
-    let x = fx.tensor("in.x");
+    let x = fx.tensor_on("in.x", dev);
     let (z, _) = flow.transform(&x).unwrap();
     let logp = flow.log_prob_exact(&x).unwrap();
-    let (_, _, worst_z) = differences(&host(&z), &fx.values("out.z"));
-    let (_, _, worst_lp) = differences(&host(&logp), &fx.values("out.logp"));
+    let (_, _, worst_z) = differences(&host_on(dev, "z", &z), &fx.values("out.z"));
+    let (_, _, worst_lp) = differences(&host_on(dev, "log p", &logp), &fx.values("out.logp"));
     assert!(
         worst_z > 10.0 * TOL && worst_lp > 10.0 * TOL,
         "{worst_z:e} {worst_lp:e}"
     );
 }
+test_device!(
+    parity_detects_a_small_weight_change,
+    parity_detects_a_small_weight_change_cpu,
+    parity_detects_a_small_weight_change_cuda
+);
 
-#[test]
-fn tabular_icnn3_gaussian_softplus_matches_reference() {
+fn tabular_icnn3_gaussian_softplus_matches_reference(dev: &Device) {
     let fx = Fixture::load("tabular_icnn3");
     assert_eq!(fx.meta("arch"), "icnn3");
     let (act, zero, symm) = icnn_settings(&fx);
-    tabular_parity("tabular_icnn3", |dim, width, depth| {
+    tabular_parity("tabular_icnn3", dev, |dim, width, depth| {
         PotentialConfig::Icnn3(Icnn3Config {
             dim,
             width,
@@ -241,13 +300,17 @@ fn tabular_icnn3_gaussian_softplus_matches_reference() {
         })
     });
 }
+test_device!(
+    tabular_icnn3_gaussian_softplus_matches_reference,
+    tabular_icnn3_gaussian_softplus_matches_reference_cpu,
+    tabular_icnn3_gaussian_softplus_matches_reference_cuda
+);
 
-#[test]
-fn tabular_denseicnn2_matches_reference() {
+fn tabular_denseicnn2_matches_reference(dev: &Device) {
     let fx = Fixture::load("tabular_denseicnn2");
     assert_eq!(fx.meta("arch"), "denseicnn2");
     let (act, zero, symm) = icnn_settings(&fx);
-    tabular_parity("tabular_denseicnn2", |dim, width, depth| {
+    tabular_parity("tabular_denseicnn2", dev, |dim, width, depth| {
         PotentialConfig::DenseIcnn2(DenseIcnn2Config {
             dim,
             width,
@@ -258,11 +321,16 @@ fn tabular_denseicnn2_matches_reference() {
         })
     });
 }
+test_device!(
+    tabular_denseicnn2_matches_reference,
+    tabular_denseicnn2_matches_reference_cpu,
+    tabular_denseicnn2_matches_reference_cuda
+);
 
 // ------------------------------------------------------------------------------------------
 // Image flows (train_img.py)
 
-fn image_parity(name: &'static str) {
+fn image_parity(name: &'static str, dev: &Device) {
     let fx = Fixture::load(name);
     let image = ImageShape::new(
         fx.meta_usize("channels"),
@@ -335,18 +403,20 @@ fn image_parity(name: &'static str) {
         ..ImageModelConfig::default()
     };
     assert_eq!(model.flow_config(image, f64::NAN).unwrap(), cfg, "{name}");
-    let flow = ImageFlow::new(cfg, &Device::Cpu).unwrap();
+    let flow = ImageFlow::new(cfg, dev).unwrap();
     let mapping = KeyMapping::for_multiscale(flow.config()).unwrap();
     load_reference_state_dict(&flow.named_vars(), &fx.state_dict(), &mapping).unwrap();
-    let x = fx.tensor("in.x");
+    assert_vars_on(dev, &flow.named_vars());
+    let x = fx.tensor_on("in.x", dev);
     let (z, logdet) = flow.transform(&x).unwrap();
     let logp = flow.log_prob_exact(&x).unwrap();
-    compare(name, "z", &host(&z), &fx.values("out.z"));
-    compare(name, "logdet", &host(&logdet), &fx.values("out.logdet"));
-    compare(name, "log p", &host(&logp), &fx.values("out.logp"));
+    compare(name, "z", &host_on(dev, "z", &z), &fx.values("out.z"));
+    let ld = host_on(dev, "logdet", &logdet);
+    compare(name, "logdet", &ld, &fx.values("out.logdet"));
+    let lp = host_on(dev, "log p", &logp);
+    compare(name, "log p", &lp, &fx.values("out.logp"));
     // train_img.py:compute_loss: bpd = −mean(log p(x) − D·log 256)/(D·ln 2), the mean over
     // the batch of our per-image bits_per_dim.
-    let lp = host(&logp);
     let bpd = lp
         .iter()
         .map(|&l| bits_per_dim(l, image.dim()))
@@ -355,26 +425,37 @@ fn image_parity(name: &'static str) {
     compare(name, "bpd", &[bpd], &fx.values("out.bpd"));
 }
 
-#[test]
-fn image_convicnn_mnist_matches_reference() {
-    image_parity("image_convicnn");
+fn image_convicnn_mnist_matches_reference(dev: &Device) {
+    image_parity("image_convicnn", dev);
 }
+test_device!(
+    image_convicnn_mnist_matches_reference,
+    image_convicnn_mnist_matches_reference_cpu,
+    image_convicnn_mnist_matches_reference_cuda
+);
 
-#[test]
-fn image_convicnn2_factor_out_matches_reference() {
-    image_parity("image_convicnn2_factor_out");
+fn image_convicnn2_factor_out_matches_reference(dev: &Device) {
+    image_parity("image_convicnn2_factor_out", dev);
 }
+test_device!(
+    image_convicnn2_factor_out_matches_reference,
+    image_convicnn2_factor_out_matches_reference_cpu,
+    image_convicnn2_factor_out_matches_reference_cuda
+);
 
-#[test]
-fn image_convicnn3_fc_end_matches_reference() {
-    image_parity("image_convicnn3_fc_end");
+fn image_convicnn3_fc_end_matches_reference(dev: &Device) {
+    image_parity("image_convicnn3_fc_end", dev);
 }
+test_device!(
+    image_convicnn3_fc_end_matches_reference,
+    image_convicnn3_fc_end_matches_reference_cpu,
+    image_convicnn3_fc_end_matches_reference_cuda
+);
 
 // ------------------------------------------------------------------------------------------
 // VAE posterior (train_vae.py -f cpflow)
 
-#[test]
-fn vae_posterior_matches_reference() {
+fn vae_posterior_matches_reference(dev: &Device) {
     let fx = Fixture::load("vae_posterior");
     assert_eq!(fx.meta("icnn_type"), "PICNN");
     let mut cfg =
@@ -387,22 +468,30 @@ fn vae_posterior_matches_reference() {
     cfg.zero_shift = fx.meta("zero_softplus") == "1";
     cfg.symm_act_first = fx.meta("symm_act_first") == "1";
     let vm = VarMap::new();
-    let q = AmortizedPosterior::new(&vm, "posterior", &cfg, &Device::Cpu).unwrap();
+    let q = AmortizedPosterior::new(&vm, "posterior", &cfg, dev).unwrap();
     let mapping = KeyMapping::for_vae_posterior(&cfg, "flow.", "posterior").unwrap();
     load_reference_state_dict(&q.named_vars(), &fx.state_dict(), &mapping).unwrap();
+    assert_vars_on(dev, &q.named_vars());
     // z₀ = μ + σ ⊙ ε with σ = √var (their reparameterize); log σ = ½ log var.
-    let log_sigma = (fx.tensor("in.var").log().unwrap() * 0.5).unwrap();
+    let log_sigma = (fx.tensor_on("in.var", dev).log().unwrap() * 0.5).unwrap();
     let s = q
         .transform_noise_exact(
-            &fx.tensor("in.mu"),
+            &fx.tensor_on("in.mu", dev),
             &log_sigma,
-            &fx.tensor("in.context"),
-            &fx.tensor("in.eps"),
+            &fx.tensor_on("in.context", dev),
+            &fx.tensor_on("in.eps", dev),
         )
         .unwrap();
     let name = "vae_posterior";
-    compare(name, "z0", &host(&s.z0), &fx.values("in.z0"));
-    compare(name, "z", &host(&s.z), &fx.values("out.z"));
-    compare(name, "logdet", &host(&s.log_det), &fx.values("out.logdet"));
-    compare(name, "log q", &host(&s.log_q), &fx.values("out.log_q"));
+    compare(name, "z0", &host_on(dev, "z0", &s.z0), &fx.values("in.z0"));
+    compare(name, "z", &host_on(dev, "z", &s.z), &fx.values("out.z"));
+    let ld = host_on(dev, "logdet", &s.log_det);
+    compare(name, "logdet", &ld, &fx.values("out.logdet"));
+    let lq = host_on(dev, "log q", &s.log_q);
+    compare(name, "log q", &lq, &fx.values("out.log_q"));
 }
+test_device!(
+    vae_posterior_matches_reference,
+    vae_posterior_matches_reference_cpu,
+    vae_posterior_matches_reference_cuda
+);

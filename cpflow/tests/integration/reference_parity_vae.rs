@@ -20,6 +20,11 @@
 //! (`docs/results/reference-parity.md`). A change in a formula does not fit in the bound:
 //! `vae_parity_detects_a_small_weight_change` moves weights by one part in 10⁸ and the
 //! comparisons fail by factors of 13–384.
+//!
+//! Devices: the tests that build a VAE run per device (`test_device!`), as in
+//! `reference_parity.rs`: the state_dict is built on the CPU and the loader puts it on the
+//! VAE's device (checked), the fixture's inputs move to the device, and every output is
+//! checked to be on the device before the comparison on the host.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -33,7 +38,7 @@ use cpflow::vae::{
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 
-use super::reference_parity::{Fixture, TOL, differences, host};
+use super::reference_parity::{Fixture, TOL, assert_vars_on, differences, host, host_on};
 
 /// A `vae_*` fixture: the reference parity tests' fixture file (tensors and metadata).
 pub(super) type VaeFixture = Fixture;
@@ -84,10 +89,14 @@ pub(super) fn formula_state_dict(fx: &VaeFixture) -> HashMap<String, Tensor> {
         .collect()
 }
 
-/// Our VAE with the fixture's settings (their `train_vae.py` defaults; the reference's
-/// widths, f64) and `state_dict` loaded: Frey Faces (256-way, 28×20) or Caltech 101
-/// Silhouettes (Bernoulli, 28×28).
-pub(super) fn reference_vae(fx: &VaeFixture, state_dict: &HashMap<String, Tensor>) -> Vae {
+/// Our VAE on `dev` with the fixture's settings (their `train_vae.py` defaults; the
+/// reference's widths, f64) and `state_dict` (host tensors) loaded: Frey Faces (256-way,
+/// 28×20) or Caltech 101 Silhouettes (Bernoulli, 28×28).
+pub(super) fn reference_vae(
+    fx: &VaeFixture,
+    state_dict: &HashMap<String, Tensor>,
+    dev: &Device,
+) -> Vae {
     let (likelihood, hw) = match fx.meta("dataset") {
         "freyfaces" => (VaeLikelihood::Categorical256, (28, 20)),
         "caltech" => (VaeLikelihood::Bernoulli, (28, 28)),
@@ -125,10 +134,11 @@ pub(super) fn reference_vae(fx: &VaeFixture, state_dict: &HashMap<String, Tensor
         assert_eq!(pc.symm_act_first, fx.meta("symm_act_first") == "1");
         assert_eq!(pc.actnorm, fx.meta("actnorm") == "1");
     }
-    let vae = Vae::new(&cfg, likelihood, hw, &Device::Cpu).unwrap();
+    let vae = Vae::new(&cfg, likelihood, hw, dev).unwrap();
     assert_eq!(vae.num_parameters(), fx.meta_usize("parameters"));
     let report = load_reference_vae_state_dict(&vae, state_dict).unwrap();
     assert_eq!(report.loaded, state_dict.len());
+    assert_vars_on(dev, &vae.named_vars());
     vae
 }
 
@@ -189,8 +199,11 @@ pub(super) fn mean(v: &[f64]) -> f64 {
 /// Every compared quantity: (name, ours, theirs).
 type Rows = Vec<(&'static str, Vec<f64>, Vec<f64>)>;
 
-/// Our values of every quantity the fixture holds, next to theirs.
+/// Our values of every quantity the fixture holds, next to theirs (ours computed on the
+/// VAE's device).
 fn evaluate(fx: &VaeFixture, vae: &Vae) -> Rows {
+    let dev = vae.device();
+    let on = |what: &str, t: &Tensor| host_on(dev, what, t);
     let data = fixture_data(fx);
     let b = data.test.n;
     let idx: Vec<usize> = (0..b).collect();
@@ -201,15 +214,22 @@ fn evaluate(fx: &VaeFixture, vae: &Vae) -> Rows {
     let var = (e.log_sigma.clone() * 2.0).unwrap().exp().unwrap();
     let s = vae
         .posterior()
-        .transform_noise_exact(&e.mu, &e.log_sigma, &e.feature, &fx.tensor("in.eps"))
+        .transform_noise_exact(
+            &e.mu,
+            &e.log_sigma,
+            &e.feature,
+            &fx.tensor_on("in.eps", dev),
+        )
         .unwrap();
     let log_q0 = (&s.log_q + &s.log_det).unwrap();
     // The decoder alone, at their z_K; and on our own z_K for the ELBO.
-    let ll_at_theirs = vae.log_likelihood(&batch, &fx.tensor("out.zk")).unwrap();
-    let ll = host(&vae.log_likelihood(&batch, &s.z).unwrap());
-    let z = host(&s.z);
+    let ll_at_theirs = vae
+        .log_likelihood(&batch, &fx.tensor_on("out.zk", dev))
+        .unwrap();
+    let ll = on("log p(x|z)", &vae.log_likelihood(&batch, &s.z).unwrap());
+    let z = on("zK", &s.z);
     let log_pz = log_standard_normal(&z, d);
-    let log_q = host(&s.log_q);
+    let log_q = on("log q", &s.log_q);
     let kl: Vec<f64> = log_q.iter().zip(&log_pz).map(|(q, p)| q - p).collect();
     let neg_elbo: Vec<f64> = ll.iter().zip(&kl).map(|(l, k)| k - l).collect();
     // calculate_loss: batch means, bits/dim = mean −ELBO / (560 ln 2).
@@ -217,17 +237,21 @@ fn evaluate(fx: &VaeFixture, vae: &Vae) -> Rows {
     let bpd = loss / (560.0 * std::f64::consts::LN_2);
     let rec = -mean(&ll);
     vec![
-        ("x", host(&batch.x), fx.values("in.x")),
-        ("mu", host(&e.mu), fx.values("out.mu")),
-        ("var", host(&var), fx.values("out.var")),
-        ("h", host(&e.feature), fx.values("out.h")),
-        ("z0", host(&s.z0), fx.values("out.z0")),
+        ("x", on("x", &batch.x), fx.values("in.x")),
+        ("mu", on("mu", &e.mu), fx.values("out.mu")),
+        ("var", on("var", &var), fx.values("out.var")),
+        ("h", on("h", &e.feature), fx.values("out.h")),
+        ("z0", on("z0", &s.z0), fx.values("out.z0")),
         ("zK", z, fx.values("out.zk")),
-        ("logdet", host(&s.log_det), fx.values("out.logdet")),
-        ("log q0", host(&log_q0), fx.values("out.log_q0")),
+        ("logdet", on("logdet", &s.log_det), fx.values("out.logdet")),
+        ("log q0", on("log q0", &log_q0), fx.values("out.log_q0")),
         ("log q", log_q, fx.values("out.log_q")),
         ("log p(z)", log_pz, fx.values("out.log_pz")),
-        ("log p(x|z)", host(&ll_at_theirs), fx.values("out.log_px")),
+        (
+            "log p(x|z)",
+            on("log p(x|z) at their zK", &ll_at_theirs),
+            fx.values("out.log_px"),
+        ),
         ("KL", kl.clone(), fx.values("out.kl")),
         ("-ELBO", neg_elbo, fx.values("out.neg_elbo")),
         ("loss", vec![loss], fx.values("out.loss")),
@@ -237,19 +261,19 @@ fn evaluate(fx: &VaeFixture, vae: &Vae) -> Rows {
     ]
 }
 
-fn vae_parity(name: &'static str) {
+fn vae_parity(name: &'static str, dev: &Device) {
     let fx = VaeFixture::load(name);
     let sd = formula_state_dict(&fx);
-    let vae = reference_vae(&fx, &sd);
+    let vae = reference_vae(&fx, &sd, dev);
     let data = fixture_data(&fx);
     // The class targets are the grey levels (their `(x·255).long()`).
     let idx: Vec<usize> = (0..data.test.n).collect();
     let targets = data
-        .batch_targets(VaeSplit::Test, &idx, &Device::Cpu)
+        .batch_targets(VaeSplit::Test, &idx, dev)
         .unwrap()
         .to_dtype(DType::F64)
         .unwrap();
-    assert_eq!(host(&targets), fx.values("in.pixels"));
+    assert_eq!(host_on(dev, "targets", &targets), fx.values("in.pixels"));
     for (what, ours, theirs) in evaluate(&fx, &vae) {
         let (max_abs, max_rel, worst) = differences(&ours, &theirs);
         eprintln!("parity {name:<18} {what:<11} max abs {max_abs:.3e}  max rel {max_rel:.3e}");
@@ -293,15 +317,23 @@ fn vae_parity(name: &'static str) {
     }
 }
 
-#[test]
-fn vae_gaussian_posterior_matches_reference() {
-    vae_parity("vae_full_gaussian");
+fn vae_gaussian_posterior_matches_reference(dev: &Device) {
+    vae_parity("vae_full_gaussian", dev);
 }
+test_device!(
+    vae_gaussian_posterior_matches_reference,
+    vae_gaussian_posterior_matches_reference_cpu,
+    vae_gaussian_posterior_matches_reference_cuda
+);
 
-#[test]
-fn vae_cpflow_posterior_matches_reference() {
-    vae_parity("vae_full_cpflow");
+fn vae_cpflow_posterior_matches_reference(dev: &Device) {
+    vae_parity("vae_full_cpflow", dev);
 }
+test_device!(
+    vae_cpflow_posterior_matches_reference,
+    vae_cpflow_posterior_matches_reference_cpu,
+    vae_cpflow_posterior_matches_reference_cuda
+);
 
 /// The comparison can fail. One scalar weight changed by one part in 10⁸ (the first block's
 /// `w0`) moves z_K, the log-det and log q out of `TOL` by factors of 13–40; scaling the first
@@ -309,8 +341,7 @@ fn vae_cpflow_posterior_matches_reference() {
 /// decoder's 5×5 head kernel moves log p(x|z) and the −ELBO out by ~40×. (A single one of
 /// the decoder's 10⁶ weights moved by 1e-8 relative changes log p(x|z) by ~4e-8 nats, inside
 /// the bound's 4e-7 on values of ~4,000; the measured differences are 1e-11 nats.)
-#[test]
-fn vae_parity_detects_a_small_weight_change() {
+fn vae_parity_detects_a_small_weight_change(dev: &Device) {
     let fx = VaeFixture::load("vae_full_cpflow");
     let controls: [(&str, bool, &[&str]); 3] = [
         ("flow.flows.1.w0", false, &["zK", "logdet", "log q"]),
@@ -330,7 +361,7 @@ fn vae_parity_detects_a_small_weight_change() {
             key.into(),
             Tensor::from_vec(v, t.dims(), &Device::Cpu).unwrap(),
         );
-        let vae = reference_vae(&fx, &sd);
+        let vae = reference_vae(&fx, &sd, dev);
         for (what, ours, theirs) in evaluate(&fx, &vae) {
             let (max_abs, _, worst) = differences(&ours, &theirs);
             if watched.contains(&what) {
@@ -344,6 +375,11 @@ fn vae_parity_detects_a_small_weight_change() {
     }
     assert!(failures.is_empty(), "{failures:#?}");
 }
+test_device!(
+    vae_parity_detects_a_small_weight_change,
+    vae_parity_detects_a_small_weight_change_cpu,
+    vae_parity_detects_a_small_weight_change_cuda
+);
 
 /// Our Frey Faces loader with the reference seed gives their test split: the fixture's
 /// images are test images `in.test_index` of `load_vae_data(FreyFaces, …, 123)` (the

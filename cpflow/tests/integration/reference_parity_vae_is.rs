@@ -27,6 +27,9 @@
 //! Tolerance: `|ours − theirs| ≤ TOL·(1 + |theirs|)`, `TOL = 1e-10`, as in
 //! `reference_parity_vae.rs` (same f64 formulas, evaluated in different orders), except the
 //! two documented reference-side roundings below (their BCE; their clamped `log_bernoulli`).
+//!
+//! Devices: the tests that build a VAE run per device (`test_device!`), as in
+//! `reference_parity_vae.rs` (inputs moved to the device, outputs checked to be on it).
 
 use candle_core::{Device, Tensor};
 use cpflow::posterior::importance_sampled_log_likelihood;
@@ -36,14 +39,14 @@ use cpflow::vae::{
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 
-use super::reference_parity::{TOL, differences, host};
+use super::reference_parity::{TOL, differences, host, host_on};
 use super::reference_parity_vae::{
     VaeFixture, fixture_data, formula_state_dict, log_standard_normal, mean, reference_vae,
 };
 
 /// Our importance sampling fed the noise `eps` `(B·S, d)` (rows `j·S..(j+1)·S` for image
-/// `j`): per image the `S` log-weights `log p(x|z) + log p(z) − log q(z|x)` (normalised
-/// densities) and the estimate `log (1/S) Σ w`.
+/// `j`, on the VAE's device): per image the `S` log-weights `log p(x|z) + log p(z) −
+/// log q(z|x)` (normalised densities) and the estimate `log (1/S) Σ w`.
 fn importance_with_noise(
     vae: &Vae,
     data: &VaeData,
@@ -52,6 +55,7 @@ fn importance_with_noise(
 ) -> (Vec<f64>, Vec<f64>) {
     let n = data.test.n;
     let d = vae.config().latent_dim;
+    let dev = vae.device();
     let mut rng = StdRng::seed_from_u64(0); // unused: static images
     let all: Vec<usize> = (0..n).collect();
     let e = vae
@@ -80,9 +84,13 @@ fn importance_with_noise(
             )
             .unwrap();
         let batch = make_batch(vae, data, VaeSplit::Test, &vec![j; s], &mut rng).unwrap();
-        let lpxz = host(&vae.log_likelihood(&batch, &smp.z).unwrap());
-        let lpz = log_standard_normal(&host(&smp.z), d);
-        let lq = host(&smp.log_q);
+        let lpxz = host_on(
+            dev,
+            "log p(x|z)",
+            &vae.log_likelihood(&batch, &smp.z).unwrap(),
+        );
+        let lpz = log_standard_normal(&host_on(dev, "z", &smp.z), d);
+        let lq = host_on(dev, "log q", &smp.log_q);
         log_w.extend((0..s).map(|k| lpxz[k] + lpz[k] - lq[k]));
         est.push(
             importance_sampled_log_likelihood(&lpxz, &lpz, &lq)
@@ -141,12 +149,13 @@ fn check(name: &str, what: &str, ours: &[f64], theirs: &[f64], tol: f64) -> (f64
 
 /// Frey Faces: per-sample log-weights, the per-image IS log-likelihood, their `nll` (mean of
 /// `−log p̂(x)`) and `bpd = nll / (560 ln 2)`.
-fn frey_importance_parity(name: &'static str) {
+fn frey_importance_parity(name: &'static str, dev: &Device) {
     let fx = VaeFixture::load(name);
-    let vae = reference_vae(&fx, &formula_state_dict(&fx));
+    let vae = reference_vae(&fx, &formula_state_dict(&fx), dev);
     let data = fixture_data(&fx);
     let s = fx.meta_usize("samples");
-    let (log_w, est) = importance_with_noise(&vae, &data, &fx.tensor("in.eps_is"), s);
+    let eps = fx.tensor_on("in.eps_is", dev);
+    let (log_w, est) = importance_with_noise(&vae, &data, &eps, s);
     let nll = -mean(&est);
     let bpd = nll / (560.0 * std::f64::consts::LN_2);
     check(name, "log w", &log_w, &fx.values("out.log_w"), TOL);
@@ -156,24 +165,31 @@ fn frey_importance_parity(name: &'static str) {
     public_function_is_the_composition(&fx, &vae, &data);
 }
 
-#[test]
-fn vae_importance_nll_gaussian_matches_reference() {
-    frey_importance_parity("vae_is_gaussian");
+fn vae_importance_nll_gaussian_matches_reference(dev: &Device) {
+    frey_importance_parity("vae_is_gaussian", dev);
 }
+test_device!(
+    vae_importance_nll_gaussian_matches_reference,
+    vae_importance_nll_gaussian_matches_reference_cpu,
+    vae_importance_nll_gaussian_matches_reference_cuda
+);
 
-#[test]
-fn vae_importance_nll_cpflow_matches_reference() {
-    frey_importance_parity("vae_is_cpflow");
+fn vae_importance_nll_cpflow_matches_reference(dev: &Device) {
+    frey_importance_parity("vae_is_cpflow", dev);
 }
+test_device!(
+    vae_importance_nll_cpflow_matches_reference,
+    vae_importance_nll_cpflow_matches_reference_cpu,
+    vae_importance_nll_cpflow_matches_reference_cuda
+);
 
 /// The IS comparison can fail: the noise of each image's dominant sample (largest weight in
 /// their `log w`) scaled by 1 + 1e-7 moves that sample's z, hence `log p(x|z)`, `log p(z)`
 /// and `log q`, and the estimate with it (the dominant weight carries most of the sum):
 /// measured 1.2e-4 nats, 300× the bound `TOL·(1 + |log p̂|)` ≈ 4e-7 on |log p̂| ≈ 3,800.
-#[test]
-fn vae_importance_parity_detects_perturbed_noise() {
+fn vae_importance_parity_detects_perturbed_noise(dev: &Device) {
     let fx = VaeFixture::load("vae_is_gaussian");
-    let vae = reference_vae(&fx, &formula_state_dict(&fx));
+    let vae = reference_vae(&fx, &formula_state_dict(&fx), dev);
     let data = fixture_data(&fx);
     let s = fx.meta_usize("samples");
     let their_w = fx.values("out.log_w");
@@ -187,7 +203,7 @@ fn vae_importance_parity_detects_perturbed_noise() {
             *x *= 1.0 + 1e-7;
         }
     }
-    let eps = Tensor::from_vec(v, eps.dims(), &Device::Cpu).unwrap();
+    let eps = Tensor::from_vec(v, eps.dims(), dev).unwrap();
     let (_, est) = importance_with_noise(&vae, &data, &eps, s);
     let (max_abs, _, worst) = differences(&est, &fx.values("out.log_px_is"));
     eprintln!(
@@ -199,6 +215,11 @@ fn vae_importance_parity_detects_perturbed_noise() {
         "perturbed noise not detected: {worst:e}"
     );
 }
+test_device!(
+    vae_importance_parity_detects_perturbed_noise,
+    vae_importance_parity_detects_perturbed_noise_cpu,
+    vae_importance_parity_detects_perturbed_noise_cuda
+);
 
 /// Their two Bernoulli likelihoods next to the exact one, from their logits `l` (one image
 /// per row of `logits`, pixels `x`): per image, the rounding bound of their BCE (below) and
@@ -239,11 +260,11 @@ fn bernoulli_reference_effects(logits: &[f64], x: &[f64], npix: usize) -> (Vec<f
 /// Caltech 101 Silhouettes, Gaussian posterior (their binary `VAE.VAE`: σ² = softplus, not
 /// clipped; sigmoid head): encoder outputs, the single-sample ELBO pieces with their three
 /// likelihoods, and importance sampling.
-#[test]
-fn vae_bernoulli_caltech_matches_reference() {
+fn vae_bernoulli_caltech_matches_reference(dev: &Device) {
     let name = "vae_caltech_gaussian";
     let fx = VaeFixture::load(name);
-    let vae = reference_vae(&fx, &formula_state_dict(&fx));
+    let vae = reference_vae(&fx, &formula_state_dict(&fx), dev);
+    let on = |what: &str, t: &Tensor| host_on(dev, what, t);
     assert_eq!(vae.likelihood(), VaeLikelihood::Bernoulli);
     let data = fixture_data(&fx);
     let n = data.test.n;
@@ -257,20 +278,29 @@ fn vae_bernoulli_caltech_matches_reference() {
         &mut StdRng::seed_from_u64(0),
     )
     .unwrap();
-    assert_eq!(host(&batch.x), fx.values("in.x"), "inputs differ");
+    assert_eq!(on("x", &batch.x), fx.values("in.x"), "inputs differ");
     let e = vae.encode(&batch.x).unwrap();
-    let var = host(&(e.log_sigma.clone() * 2.0).unwrap().exp().unwrap());
+    let var = on("var", &(e.log_sigma.clone() * 2.0).unwrap().exp().unwrap());
     let s = vae
         .posterior()
-        .transform_noise_exact(&e.mu, &e.log_sigma, &e.feature, &fx.tensor("in.eps"))
+        .transform_noise_exact(
+            &e.mu,
+            &e.log_sigma,
+            &e.feature,
+            &fx.tensor_on("in.eps", dev),
+        )
         .unwrap();
-    let z = host(&s.z);
-    let log_q0 = host(&(&s.log_q + &s.log_det).unwrap());
+    let z = on("zK", &s.z);
+    let log_q0 = on("log q0", &(&s.log_q + &s.log_det).unwrap());
     let log_pz = log_standard_normal(&z, d);
-    let log_q = host(&s.log_q);
+    let log_q = on("log q", &s.log_q);
     let kl: Vec<f64> = log_q.iter().zip(&log_pz).map(|(q, p)| q - p).collect();
-    let ll_at_theirs = host(&vae.log_likelihood(&batch, &fx.tensor("out.zk")).unwrap());
-    let ll = host(&vae.log_likelihood(&batch, &s.z).unwrap());
+    let their_zk = fx.tensor_on("out.zk", dev);
+    let ll_at_theirs = on(
+        "log p(x|z) at their zK",
+        &vae.log_likelihood(&batch, &their_zk).unwrap(),
+    );
+    let ll = on("log p(x|z)", &vae.log_likelihood(&batch, &s.z).unwrap());
     let neg_elbo: Vec<f64> = ll.iter().zip(&kl).map(|(l, k)| k - l).collect();
 
     // Their `nn.Softplus` (threshold 20) returns its input above 20; ours is exact, so
@@ -294,13 +324,13 @@ fn vae_bernoulli_caltech_matches_reference() {
     // Downstream, z₀ = μ + σε moves by ≤ |ε|·1e-9/(2σ), log q₀ and KL by ≤ 32·2e-9/20:
     // all inside TOL·(1 + |value|) (measured below).
     for (what, ours, theirs) in [
-        ("mu", host(&e.mu), fx.values("out.mu")),
-        ("h", host(&e.feature), fx.values("out.h")),
+        ("mu", on("mu", &e.mu), fx.values("out.mu")),
+        ("h", on("h", &e.feature), fx.values("out.h")),
         ("var", var.clone(), their_var),
         ("var (threshold)", var, their_var_exact),
-        ("z0", host(&s.z0), fx.values("out.z0")),
+        ("z0", on("z0", &s.z0), fx.values("out.z0")),
         ("zK", z, fx.values("out.zk")),
-        ("logdet", host(&s.log_det), fx.values("out.logdet")),
+        ("logdet", on("logdet", &s.log_det), fx.values("out.logdet")),
         ("log q0", log_q0, fx.values("out.log_q0")),
         ("log p(z)", log_pz, fx.values("out.log_pz")),
         ("KL", kl.clone(), fx.values("out.kl")),
@@ -391,7 +421,8 @@ fn vae_bernoulli_caltech_matches_reference() {
     // (their `log_bernoulli` replaced by the exact log-likelihood of their logits) to TOL;
     // against the unmodified one (clamped) the difference is measured and shown.
     let s_is = fx.meta_usize("samples");
-    let (log_w, est) = importance_with_noise(&vae, &data, &fx.tensor("in.eps_is"), s_is);
+    let eps_is = fx.tensor_on("in.eps_is", dev);
+    let (log_w, est) = importance_with_noise(&vae, &data, &eps_is, s_is);
     check(name, "IS log w", &log_w, &fx.values("out.log_w_exact"), TOL);
     check(
         name,
@@ -416,6 +447,11 @@ fn vae_bernoulli_caltech_matches_reference() {
     );
     public_function_is_the_composition(&fx, &vae, &data);
 }
+test_device!(
+    vae_bernoulli_caltech_matches_reference,
+    vae_bernoulli_caltech_matches_reference_cpu,
+    vae_bernoulli_caltech_matches_reference_cuda
+);
 
 /// Our Caltech loader gives their images: the fixture's `x` (their
 /// `load_caltech101silhouettes`: `1 − data`, Fortran order) are test images `in.test_index`

@@ -140,7 +140,7 @@ fn one_pass_conv_grads(
     let wanted = x.track_op() && k.track_op() && !grad.track_op() && !backward_keeps_graph();
     let host_f64 = [x, k, grad]
         .iter()
-        .all(|t| t.device().is_cpu() && t.dtype() == DType::F64);
+        .all(|t| crate::takes_host_kernels(t.device()) && t.dtype() == DType::F64);
     if !wanted || !host_f64 || !winograd_backward::covers::<f64>(&g, c_out) {
         return Ok(None);
     }

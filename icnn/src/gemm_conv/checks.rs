@@ -8,8 +8,8 @@ use candle_core::{DType, Tensor};
 /// Whether `x` and `kernel` take the gemm path (CPU, both f32 or both f64, non-empty);
 /// otherwise the caller falls back to candle's own convolution.
 pub(super) fn takes_gemm_path(x: &Tensor, kernel: &Tensor) -> bool {
-    x.device().is_cpu()
-        && kernel.device().is_cpu()
+    crate::takes_host_kernels(x.device())
+        && crate::takes_host_kernels(kernel.device())
         && matches!(x.dtype(), DType::F32 | DType::F64)
         && x.dtype() == kernel.dtype()
         && x.elem_count() > 0

@@ -22,7 +22,7 @@ pub fn parse_device(name: &str) -> Result<Device> {
             .with_context(|| format!("bad device {name:?}: use cpu, cuda or cuda:N"))?,
         None => bail!("unknown device {name:?}: use cpu, cuda or cuda:N"),
     };
-    Device::new_cuda(ordinal).with_context(|| {
+    cpflow::open_cuda_device(ordinal).with_context(|| {
         format!("cannot open CUDA device {ordinal} (build with `--features cuda`?)")
     })
 }
