@@ -19,7 +19,9 @@ mod input_check;
 mod row_chunks;
 
 pub(crate) use input_check::{all_finite, check_matrix, check_matrix_rows, refuse_empty};
-pub(crate) use row_chunks::{exact_chunk_rows, map_row_chunks, parallel_chunk_rows};
+pub(crate) use row_chunks::{
+    exact_chunk_rows, exact_chunk_rows_for, map_row_chunks, parallel_chunk_rows,
+};
 
 /// Rows per chunk in the SLQ evaluation pass (and the upper bound for the exact pass, whose
 /// chunks are sized by dimension). Rows are independent, so chunking changes memory use and
@@ -456,7 +458,7 @@ impl Flow {
         if x.dim(0)? == 0 {
             return Ok((x.clone(), Tensor::zeros(0, x.dtype(), x.device())?));
         }
-        let rows = exact_chunk_rows(self.dim(), self.config.max_hidden_units());
+        let rows = exact_chunk_rows_for(&x, self.dim(), self.config.max_hidden_units());
         let weights = self.host_weights(ctx.as_ref())?;
         let out = self.chunked(&x, ctx.as_ref(), rows, |_, xc, cc| {
             let (z, l) = self.transform_chunk(xc, cc, &weights)?;

@@ -85,7 +85,7 @@ impl Flow {
 
     /// Per-sample `log N(z) + Σ log-det terms` of the surrogate pass (tracked), with the CG
     /// report. The input is used as given (no validation: the trainer validates once).
-    pub(crate) fn surrogate_terms<R: Rng + ?Sized>(
+    pub(crate) fn surrogate_terms<R: crate::probe_source::ProbeSource + ?Sized>(
         &self,
         x: &Tensor,
         ctx: Option<&Tensor>,

@@ -88,7 +88,7 @@ mod tests {
     use rand::rngs::StdRng;
     use rand_distr::{Distribution, StandardNormal};
 
-    use crate::flow::{EVAL_CHUNK, exact_chunk_rows};
+    use crate::flow::{EVAL_CHUNK, exact_chunk_rows, exact_chunk_rows_for};
     use crate::{Flow, FlowConfig, PotentialConfig};
 
     /// Networks of up to 3,048 units keep the rows they were tuned with (`2,752 / d`);
@@ -113,6 +113,18 @@ mod tests {
         }
         assert_eq!(exact_chunk_rows(2, Some(usize::MAX)), 16);
         assert_eq!(exact_chunk_rows(usize::MAX, Some(usize::MAX)), 16);
+        // CPU tensors keep these rows while the host kernels run (off them, as on a GPU,
+        // chunks are as large as 2²⁶ tangents allow: the composed-path test runs that).
+        let x = Tensor::zeros((1, 1), DType::F32, &Device::Cpu).unwrap();
+        if icnn::host_kernels_enabled() {
+            assert_eq!(
+                exact_chunk_rows_for(&x, 63, Some(640)),
+                exact_chunk_rows(63, Some(640))
+            );
+        } else {
+            assert_eq!(exact_chunk_rows_for(&x, 63, Some(640)), EVAL_CHUNK);
+            assert_eq!(exact_chunk_rows_for(&x, 2, Some(40_960)), 819);
+        }
     }
 
     /// The exact log-density does not depend on the chunks: 600 rows through a network of

@@ -154,6 +154,7 @@ mod png_file;
 pub mod posterior;
 pub mod potential;
 pub mod prior;
+mod probe_source;
 mod progress;
 pub mod reference_weights;
 pub mod rng;

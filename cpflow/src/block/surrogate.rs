@@ -5,7 +5,9 @@
 use candle_core::Tensor;
 use rand::Rng;
 
-use super::{CgReport, CpFlowBlock, rademacher, scalar_f64};
+use crate::probe_source::ProbeSource;
+
+use super::{CgReport, CpFlowBlock, scalar_f64};
 use crate::config::SurrogateParams;
 use crate::error::Result;
 use crate::surrogate_cg::{host_surrogate_cg, surrogate_cg};
@@ -32,7 +34,7 @@ impl CpFlowBlock {
     /// for the row chunks of a batch ([`CpFlowBlock::host_weights`]; `None`: built here) and
     /// the CG preconditioner's `M⁻¹` made once for them (`None`: made here from `x`'s rows,
     /// if `params` ask for one).
-    pub(crate) fn forward_with_surrogate_sharing<R: Rng + ?Sized>(
+    pub(crate) fn forward_with_surrogate_sharing<R: ProbeSource + ?Sized>(
         &self,
         x: &Tensor,
         ctx: Option<&Tensor>,
@@ -58,7 +60,7 @@ impl CpFlowBlock {
     /// (`icnn::HostLinearization`); for convolutional potentials the tangents of `u` and `v`
     /// come from CG's products ([`host_surrogate_cg`]). `uᵀ(sp₁H + sp₀I)v` equals
     /// `((sp₁H + sp₀I)u)ᵀv` (H is symmetric), the composed path's value.
-    fn host_surrogate<R: Rng + ?Sized>(
+    fn host_surrogate<R: ProbeSource + ?Sized>(
         &self,
         host: &icnn::HostLinearization,
         x: &Tensor,
@@ -69,7 +71,7 @@ impl CpFlowBlock {
         let (sp1, sp0) = self.weights()?;
         let (a1, a0) = (scalar_f64(&sp1)?, scalar_f64(&sp0)?);
         let (b, d) = x.dims2()?;
-        let v = rademacher(b, d, x, rng)?;
+        let v = rng.rademacher(b, d, x)?;
         let (u, (g, q), report) = if host.prefers_tracked_tangents() {
             let (u, tu, tv, report) = host_surrogate_cg(host, &v, a1, a0, params, d, m_inv)?;
             let gq = host.gradient_and_bilinear_given_tangents(&u, &v, &tu, &tv)?;
@@ -95,7 +97,7 @@ impl CpFlowBlock {
 
     /// [`CpFlowBlock::forward_with_surrogate`] with candle ops: the tracked linearisation and
     /// tracked HVP, differentiated by candle's backward (any potential, device and probe count).
-    fn composed_surrogate<R: Rng + ?Sized>(
+    fn composed_surrogate<R: ProbeSource + ?Sized>(
         &self,
         x: &Tensor,
         ctx: Option<&Tensor>,
@@ -109,7 +111,7 @@ impl CpFlowBlock {
         let p = params.probes.max(1);
         let lin = self.potential.linearize(x, ctx)?;
         let z = self.map_from(&lin.gradient(), x, &sp1, &sp0)?;
-        let v = rademacher(b * p, d, x, rng)?;
+        let v = rng.rademacher(b * p, d, x)?;
         let det = lin.detach();
         let (u, report) = surrogate_cg(
             |w, _active| {

@@ -18,6 +18,7 @@ use super::Trainer;
 use crate::block::CgReport;
 use crate::error::{CpflowError, Result};
 use crate::flow::{map_row_chunks, parallel_chunk_rows};
+use crate::probe_source::ChunkProbes;
 use crate::rng::FlowRng;
 use crate::surrogate_preconditioner::flow_preconditioners;
 
@@ -58,12 +59,22 @@ impl Trainer {
             .collect::<icnn::Result<Vec<_>>>()?;
         // The CG preconditioners (if asked for) from the batch's first rows, once for all chunks.
         let pre = flow_preconditioners(flow, x, ctx, params, &weights)?;
-        let outcomes = map_row_chunks(x, ctx, STEP_CHUNK_ROWS, |i, xc, cc| {
-            let mut rng = FlowRng::seed_from_u64(seeds[i]);
-            let (lp, cg) = flow.surrogate_terms(xc, cc, params, &mut rng, &weights, &pre)?;
+        let outcomes = if n > 0 && !icnn::takes_host_kernels(x.device()) {
+            // Off the host kernels (a GPU) the chunks would run one after the other, as
+            // four times as many small kernels: the batch runs as one pass, with the probes
+            // its chunks would have drawn (`ChunkProbes`), so the estimate is the chunked one.
+            let mut probes = ChunkProbes::new(&seeds, n, STEP_CHUNK_ROWS)?;
+            let (lp, cg) = flow.surrogate_terms(x, ctx, params, &mut probes, &weights, &pre)?;
             let (value, grads) = chunk_share(&lp, n)?;
-            Ok((value, grads, cg))
-        })?;
+            vec![(value, grads, cg)]
+        } else {
+            map_row_chunks(x, ctx, STEP_CHUNK_ROWS, |i, xc, cc| {
+                let mut rng = FlowRng::seed_from_u64(seeds[i]);
+                let (lp, cg) = flow.surrogate_terms(xc, cc, params, &mut rng, &weights, &pre)?;
+                let (value, grads) = chunk_share(&lp, n)?;
+                Ok((value, grads, cg))
+            })?
+        };
         let leaves: Vec<&Tensor> = weights
             .iter()
             .flatten()
@@ -233,6 +244,30 @@ mod tests {
             .unwrap();
         assert_equals_one_graph(&t, loss, &grads, &whole);
         assert_thread_count_independent(3, 0, |t, x| t.surrogate_gradients(x, None));
+    }
+
+    /// The one-pass step that a GPU takes (the whole batch at once, its probes from the
+    /// chunks' streams through [`ChunkProbes`]) gives the chunked step's loss, gradients and
+    /// per-system CG iterations: the same probes and the same per-system solves, summed in
+    /// another order (f64 round-off only). With the probes of one stream instead, the
+    /// gradient would differ at the first digit.
+    #[test]
+    fn one_pass_step_equals_the_chunked_step() {
+        let (mut t, x) = trainer(5);
+        let mut rng = t.rng.clone();
+        let (loss, grads, cg) = t.surrogate_gradients(&x, None).unwrap();
+        let n = x.dim(0).unwrap();
+        let seeds: Vec<u64> = (0..n.div_ceil(STEP_CHUNK_ROWS))
+            .map(|_| rng.random())
+            .collect();
+        let mut probes = ChunkProbes::new(&seeds, n, STEP_CHUNK_ROWS).unwrap();
+        let (lp, one_cg) = t
+            .flow
+            .surrogate_terms(&x, None, &t.config.surrogate, &mut probes, &[], &[])
+            .unwrap();
+        assert_eq!(cg.iterations, one_cg.iterations);
+        let whole = lp.mean_all().unwrap().neg().unwrap();
+        assert_equals_one_graph(&t, loss, &grads, &whole);
     }
 
     /// The exact-NLL gradient over chunks of [`EXACT_STEP_CHUNK_ROWS`] (here 10 chunks, the
