@@ -9,6 +9,7 @@
 
 use std::collections::HashMap;
 
+use crate::device_common::host;
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
 use cpflow::{Flow, FlowConfig, PotentialConfig};
@@ -27,16 +28,6 @@ use rand_distr::StandardNormal;
 /// leaves a factor of ~1e3 of margin while a wrong derivative (an O(1) error) fails.
 const H: f64 = 1e-5;
 const FD_TOL: f64 = 1e-7;
-
-/// Host copy of any tensor, as f64.
-fn host(t: &Tensor) -> Vec<f64> {
-    t.to_dtype(DType::F64)
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1::<f64>()
-        .unwrap()
-}
 
 /// `N(0, scale²)` values as an f64 tensor of `shape` on `dev`.
 fn randn(rng: &mut StdRng, shape: (usize, usize), scale: f64, dev: &Device) -> Tensor {

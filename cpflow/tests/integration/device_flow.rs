@@ -17,27 +17,10 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rand_distr::StandardNormal;
 
+use crate::device_common::{host, max_rel_diff};
 use crate::flow_common::{data, icnn3};
 
 const D: usize = 3;
-
-/// Host copy of any tensor, as f64.
-fn host(t: &Tensor) -> Vec<f64> {
-    t.to_dtype(DType::F64)
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1::<f64>()
-        .unwrap()
-}
-
-fn max_rel_diff(a: &[f64], b: &[f64]) -> f64 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs() / y.abs().max(1.0))
-        .fold(0.0, f64::max)
-}
 
 fn config(float: FloatType) -> FlowConfig {
     FlowConfig::tabular(D, 2, icnn3(D, 8, 3))

@@ -5,6 +5,7 @@
 //! on the device, SLQ and Hutchinson against the dense values; and convex-opt's inversion
 //! of a block's gradient map (round trip, convergence report). f64 unless said otherwise.
 
+use crate::device_common::host;
 use candle_core::{DType, Device, Tensor};
 use cpflow::{Flow, FlowConfig, InverseParams, InverseSolver, PotentialConfig};
 use icnn::{ActivationKind, Icnn3Config};
@@ -17,16 +18,6 @@ use nalgebra::{DMatrix, DVector};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rand_distr::StandardNormal;
-
-/// Host copy of any tensor, as f64.
-fn host(t: &Tensor) -> Vec<f64> {
-    t.to_dtype(DType::F64)
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1::<f64>()
-        .unwrap()
-}
 
 fn gaussian(rng: &mut StdRng, n: usize) -> Vec<f64> {
     (0..n)

@@ -18,26 +18,8 @@ use icnn::{ConvIcnnConfig, ImageShape};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
+use crate::device_common::{host, max_rel_diff};
 use crate::flow_common::{data, icnn3};
-
-/// Host copy of any tensor, as f64.
-fn host(t: &Tensor) -> Vec<f64> {
-    t.to_dtype(DType::F64)
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1::<f64>()
-        .unwrap()
-}
-
-/// `|a − b| / max(1, |b|)`, the largest over the entries.
-fn max_rel_diff(a: &[f64], b: &[f64]) -> f64 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs() / y.abs().max(1.0))
-        .fold(0.0, f64::max)
-}
 
 /// Every named variable's values on the host.
 fn values(vars: &[(String, Var)]) -> Vec<(String, Vec<f64>)> {

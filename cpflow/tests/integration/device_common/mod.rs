@@ -44,3 +44,22 @@ pub(crate) fn cuda() -> candle_core::Device {
         })
         .clone()
 }
+
+/// Host copy of any tensor, as f64 (flattened).
+pub(crate) fn host(t: &candle_core::Tensor) -> Vec<f64> {
+    t.to_dtype(candle_core::DType::F64)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f64>()
+        .unwrap()
+}
+
+/// `|a − b| / max(1, |b|)`, the largest over the entries (same lengths).
+pub(crate) fn max_rel_diff(a: &[f64], b: &[f64]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs() / y.abs().max(1.0))
+        .fold(0.0, f64::max)
+}
