@@ -81,3 +81,30 @@ fn device_tests_pass_on_the_composed_path() {
         "{stdout}"
     );
 }
+
+/// GPU runs select the device tests' variants by the substrings `_cuda` and `_cpu`
+/// (`benchmarks/gpu/run.sh`), so those may only appear as the macro's suffix: a body named
+/// `…_cpu_…` would put its CUDA variant in a CPU run (seen: `device_flow_equals_cpu_flow_cuda`).
+#[test]
+fn device_test_names_carry_the_device_only_as_suffix() {
+    let exe = std::env::current_exe().unwrap();
+    let out = Command::new(exe).arg("--list").output().unwrap();
+    let list = String::from_utf8_lossy(&out.stdout);
+    let names: Vec<&str> = list
+        .lines()
+        .filter_map(|l| l.strip_suffix(": test"))
+        .collect();
+    assert!(names.len() > 100, "{list}");
+    for name in &names {
+        let last = name.rsplit("::").next().unwrap_or(name);
+        for tag in ["_cpu", "_cuda"] {
+            if let Some(at) = last.find(tag) {
+                assert_eq!(
+                    at + tag.len(),
+                    last.len(),
+                    "{name}: `{tag}` inside the name"
+                );
+            }
+        }
+    }
+}

@@ -315,7 +315,7 @@ test_device!(empty_batches, empty_batches_cpu, empty_batches_cuda);
 /// in order: a few ulps per op, ~1e-14 through these small networks). SLQ draws its probes
 /// on the host from the same seed, so it compares at the same tolerance. The inverses stop
 /// at tolerance 1e-10 by possibly different iterations: 1e-9.
-fn device_flow_equals_cpu_flow(dev: &Device) {
+fn moved_flow_equals_the_host_flow(dev: &Device) {
     let cpu = cpu_flow();
     let path = std::env::temp_dir().join(format!(
         "cpflow-device-flow-{}.safetensors",
@@ -379,7 +379,7 @@ fn device_flow_equals_cpu_flow(dev: &Device) {
     }
 }
 test_device!(
-    device_flow_equals_cpu_flow,
-    device_flow_equals_cpu_flow_cpu,
-    device_flow_equals_cpu_flow_cuda
+    moved_flow_equals_the_host_flow,
+    moved_flow_equals_the_host_flow_cpu,
+    moved_flow_equals_the_host_flow_cuda
 );

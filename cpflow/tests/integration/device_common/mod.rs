@@ -11,7 +11,8 @@
 //! device modules alone: `cargo test --release -p cpflow --features cuda --test device
 //! --no-run`) is what `benchmarks/gpu/run.sh` runs on the GPU machine, filter `_cuda`. A
 //! `_cuda` test fails, not skips, when no CUDA device opens: a GPU run that silently tested
-//! nothing must not pass.
+//! nothing must not pass. Runs select the variants by the substring `_cuda` or `_cpu`, so a
+//! body's name must contain neither.
 
 /// Defines `#[test] fn $cpu()` running `$body(&Device::Cpu)` and, with the `cuda` feature,
 /// `#[test] fn $cuda()` running `$body(&cuda())`.
