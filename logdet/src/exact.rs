@@ -267,6 +267,11 @@ pub fn exact_logdet_tensor(matrices: &candle_core::Tensor) -> Result<Vec<f64>, L
             found: format!("{:?}", matrices.dtype()),
         });
     }
+    if b == 0 {
+        // No cast of an empty tensor: candle's CUDA backend launches the conversion on 0
+        // threads, which CUDA refuses.
+        return exact_logdet_flat(&[], b, d);
+    }
     let host = matrices
         .to_dtype(candle_core::DType::F64)?
         .flatten_all()?

@@ -57,6 +57,11 @@ pub(crate) fn check_matrix_rows(
             t.dtype()
         )));
     }
+    if t.dim(0)? == 0 {
+        // No cast and no reduction of an empty tensor: candle's CUDA backend launches its
+        // kernels on 0 threads for one (refused by CUDA) and divides by the outputs of a sum.
+        return Ok(Tensor::zeros((0, cols), dtype, device)?);
+    }
     let t = t.to_device(device)?;
     if !all_finite(&t)? {
         return Err(CpflowError::InvalidInput(format!(
@@ -76,6 +81,9 @@ pub(crate) fn check_matrix_rows(
 /// its sum is NaN exactly when a non-finite value is present, and cannot overflow (a sum of
 /// `|t|` would, for large finite f32 inputs).
 pub(crate) fn all_finite(t: &Tensor) -> Result<bool> {
+    if t.elem_count() == 0 {
+        return Ok(true); // no reduction of an empty tensor (`check_matrix_rows`)
+    }
     let s = t
         .sub(t)?
         .sum_all()?

@@ -279,8 +279,9 @@ test_device!(
     sample_and_inverse_cuda
 );
 
-/// Empty batches on the device, f32 and f64: `log_prob_exact`, `transform`, `sample` and
-/// `sample_and_log_prob` of 0 rows give empty results of the right shape (on CUDA, candle's
+/// Empty batches on the device, f32 and f64: `log_prob_exact` (also of data in the other
+/// float type), `transform`, `sample` and `sample_and_log_prob` of 0 rows give empty results
+/// of the right shape (on CUDA, candle's
 /// sum over 0 rows divides by zero and a cast of an empty tensor launches a kernel on 0
 /// threads, which the prior and krylov avoid).
 fn empty_batches(dev: &Device) {
@@ -296,6 +297,15 @@ fn empty_batches(dev: &Device) {
         .unwrap();
         let x = Tensor::zeros((0, D), flow.dtype(), dev).unwrap();
         assert_eq!(flow.log_prob_exact(&x).unwrap().dims(), &[0]);
+        // Data of the other float type: converted to the flow's without a cast kernel.
+        let other = match flow.dtype() {
+            DType::F64 => DType::F32,
+            _ => DType::F64,
+        };
+        let lp = flow
+            .log_prob_exact(&Tensor::zeros((0, D), other, dev).unwrap())
+            .unwrap();
+        assert_eq!((lp.dims(), lp.dtype()), (&[0][..], flow.dtype()));
         let (z, ld) = flow.transform(&x).unwrap();
         assert_eq!((z.dims(), ld.dims()), (&[0, D][..], &[0][..]));
         let mut rng = StdRng::seed_from_u64(4);
