@@ -9,6 +9,9 @@
 #   ref/             the authors' exported code and ref_tabular.py (run, never copied)
 #   BSDS300-images.tar.gz  (for the BSDS300 CLI run)
 # Usage (repository root on the GPU machine): bash benchmarks/gpu/run.sh STAGE...
+# A call may run 600 s: the stages' limits (s) are info ~5, tests 150, profile 90 + 60,
+# tabular-init 200, tabular 360, cli-toy 90, cli-bsds 220. Two calls fit the 15 minutes of
+# device time: `info tests profile tabular-init cli-toy` (≤ 595 s), then `tabular cli-bsds`.
 # Stages: info tests profile tabular-init tabular cli-toy cli-bsds. Everything lands in $OUT.
 # A dry run of the plumbing on a CPU machine: DEVICE=cpu GPU_DIR=<CPU builds, same layout>
 # PY=<python with torch> (the `tests` stage then runs the `_cpu` variants).
@@ -45,29 +48,29 @@ for stage in "$@"; do
       ;;
     tests)
       # Every device test (`test_device!`), on CUDA; 4 at a time.
-      run tests 240 "$(bin device_tests)" "_$DEV" --test-threads 4
+      run tests 150 "$(bin device_tests)" "_$DEV" --test-threads 4
       grep -E "^test result|FAILED|panicked" "$OUT/tests.log" | head -40
       ;;
     profile)
-      run profile 120 "$(bin step_profile)" --device "$DEV" --dims 6,43,63 --reps 20
-      [ "$DEV" = cuda ] && run profile-plain 120 "$(bin step_profile)" --device cuda-plain --dims 63 --reps 20
+      run profile 90 "$(bin step_profile)" --device "$DEV" --dims 6,43,63 --reps 20
+      [ "$DEV" = cuda ] && run profile-plain 60 "$(bin step_profile)" --device cuda-plain --dims 63 --reps 20
       ;;
     tabular-init|tabular)
-      P=200; [ $stage = tabular-init ] && P=0
-      run side-by-side-$stage 400 "$(bin side_by_side)" --device "$DEV" --threads "$RAYON_NUM_THREADS" \
+      P=200; L=360; [ $stage = tabular-init ] && P=0 && L=200
+      run side-by-side-$stage $L "$(bin side_by_side)" --device "$DEV" --threads "$RAYON_NUM_THREADS" \
         --pretrain $P --python "$PY" --ref $G/ref/cpflow-ref --ref-script $G/ref/ref_tabular.py \
         --work-dir /tmp/sbs --out "$OUT/side-by-side-gpu-$stage"
       ;;
     cli-toy)
       B=$(bin cpflow)
-      run cli-toy 150 "$B" train --config configs/toy-8gaussians-fast.toml --device "$DEV" \
+      run cli-toy 90 "$B" train --config configs/toy-8gaussians-fast.toml --device "$DEV" \
         --out /tmp/runs/toy-$DEV --no-progress
       cp /tmp/runs/toy-$DEV/report.json "$OUT/cli-toy-report.json" 2>/dev/null
       ;;
     cli-bsds)
       mkdir -p data/bsds300 && cp $G/BSDS300-images.tar.gz data/bsds300/
       B=$(bin cpflow)
-      run cli-bsds 240 "$B" train --config configs/tabular.toml --data bsds300 --device "$DEV" \
+      run cli-bsds 220 "$B" train --config configs/tabular.toml --data bsds300 --device "$DEV" \
         --iters "${BSDS_ITERS:-1000}" --out /tmp/runs/bsds-$DEV --no-progress
       cp /tmp/runs/bsds-$DEV/report.json "$OUT/cli-bsds-report.json" 2>/dev/null
       ;;
