@@ -275,7 +275,10 @@ fn main() -> Result<()> {
             benchmarks::load_average()
         );
         md.push_str(&markdown_table(&pairs));
-        md.push_str(&format!("\nTargets missed (d ≥ {}): ", targets.min_dim));
+        md.push_str(&match targets.min_dim {
+            0 => "\nTargets missed (every d): ".to_string(),
+            m => format!("\nTargets missed (d ≥ {m}): "),
+        });
         md.push_str(&match &missed {
             None => "not checked (`--ours-only`: no reference measurements)".to_string(),
             Some(m) if m.is_empty() => "none".to_string(),
