@@ -28,8 +28,9 @@ use crate::error::Result;
 /// mismatch.
 ///
 /// # Errors
-/// candle's error when no such device opens (no GPU, or a build without the `cuda` feature),
-/// or a CUDA error while setting the memory pool up.
+/// candle's error when no such device opens (no GPU, or a build without the `cuda` feature).
+/// Should the driver refuse the memory-pool setting, a warning is logged and the device is
+/// used with its pool as it is.
 pub fn open_cuda_device(ordinal: usize) -> Result<Device> {
     let dev = Device::new_cuda_with_stream(ordinal)?;
     tune(&dev)?;
@@ -38,9 +39,6 @@ pub fn open_cuda_device(ordinal: usize) -> Result<Device> {
 
 #[cfg(feature = "cuda")]
 fn tune(dev: &Device) -> Result<()> {
-    use candle_core::cuda::WrapErr;
-    use candle_core::cuda::cudarc::driver::{result, sys};
-
     let Device::Cuda(cuda) = dev else {
         return Ok(());
     };
@@ -50,6 +48,20 @@ fn tune(dev: &Device) -> Result<()> {
     // turning event tracking off. Only tensors created after this call are affected, and none
     // exists yet.
     unsafe { cuda.disable_event_tracking() };
+    // Keeping freed memory only saves time: where the driver refuses it, say so and go on
+    // with the pool as it is.
+    if let Err(e) = keep_pool_memory(cuda) {
+        tracing::warn!(error = %e, "CUDA's memory pool releases freed memory at each synchronisation");
+    }
+    Ok(())
+}
+
+/// Sets the device's default memory pool to keep freed memory (release threshold u64::MAX).
+#[cfg(feature = "cuda")]
+fn keep_pool_memory(cuda: &candle_core::CudaDevice) -> Result<()> {
+    use candle_core::cuda::WrapErr;
+    use candle_core::cuda::cudarc::driver::{result, sys};
+
     let ctx = cuda.cuda_stream().context().clone();
     ctx.bind_to_thread().w()?;
     // SAFETY: a device of a live context; the threshold attribute takes a u64.
