@@ -289,11 +289,6 @@ impl CpFlowBlock {
     /// (a context, a network they do not cover, parameters off the CPU) or the network is
     /// not initialised.
     pub(crate) fn host_weights(&self, ctx: Option<&Tensor>) -> Result<Option<icnn::HostWeights>> {
-        // Off the host (a GPU) nothing would be built: return before preparing the weights
-        // on the device only to find that out.
-        if !icnn::takes_host_kernels(self.w0.device()) {
-            return Ok(None);
-        }
         self.potential.host_weights(ctx)
     }
 

@@ -247,11 +247,6 @@ impl Potential {
         x: &Tensor,
         ctx: Option<&Tensor>,
     ) -> Result<Option<icnn::HostLinearization>> {
-        // Off the host (a GPU) the network would prepare its weights on the device only to
-        // find the kernels do not apply.
-        if !icnn::takes_host_kernels(x.device()) {
-            return Ok(None);
-        }
         match self.host_network(ctx) {
             Some(n) => Ok(n.host_linearize(x)?),
             None => Ok(None),

@@ -493,6 +493,9 @@ impl ConvNetwork {
 
     /// The host-kernel linearisation at `x` (`None` where the kernels do not apply).
     pub(crate) fn host_linearize(&self, x: &Tensor) -> Result<Option<crate::HostLinearization>> {
+        if !self.takes_host_kernels() {
+            return Ok(None);
+        }
         let x = self.to_image(x)?;
         self.ensure_initialized(&x)?;
         self.prepared_host_weights()?
@@ -503,7 +506,7 @@ impl ConvNetwork {
     /// The host weights of the prepared network (`None` where the kernels do not apply or
     /// the ActNorms have not been initialised yet: they need data).
     pub(crate) fn host_weights(&self) -> Result<Option<crate::HostWeights>> {
-        if !self.is_initialized()? {
+        if !self.takes_host_kernels() || !self.is_initialized()? {
             return Ok(None);
         }
         self.prepared_host_weights()
@@ -514,6 +517,13 @@ impl ConvNetwork {
     /// composed ops kept several copies of a wide network's weights in a training step.
     fn prepared_host_weights(&self) -> Result<Option<crate::HostWeights>> {
         crate::HostWeights::build_conv(&self.prepare_with(KernelGraph::Fused)?)
+    }
+
+    /// Whether the host kernels can take this network (its parameters on the CPU, the
+    /// kernels on): checked first, so that on a GPU neither the flag is read nor the weights
+    /// prepared only to find that out.
+    fn takes_host_kernels(&self) -> bool {
+        crate::takes_host_kernels(self.initialized.device())
     }
 }
 

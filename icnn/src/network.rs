@@ -451,6 +451,9 @@ impl Network {
     /// The host-kernel linearisation at `x` (unconditional networks; `None` where the
     /// kernels do not apply).
     pub(crate) fn host_linearize(&self, x: &Tensor) -> Result<Option<crate::HostLinearization>> {
+        if !self.takes_host_kernels() {
+            return Ok(None);
+        }
         self.check_input(x)?;
         self.ensure_initialized(x, None)?;
         self.prepared_host_weights()?
@@ -461,7 +464,7 @@ impl Network {
     /// The host weights of the prepared network (unconditional networks; `None` where the
     /// kernels do not apply or the ActNorms have not been initialised yet: they need data).
     pub(crate) fn host_weights(&self) -> Result<Option<crate::HostWeights>> {
-        if !self.is_initialized()? {
+        if !self.takes_host_kernels() || !self.is_initialized()? {
             return Ok(None);
         }
         self.prepared_host_weights()
@@ -469,5 +472,12 @@ impl Network {
 
     fn prepared_host_weights(&self) -> Result<Option<crate::HostWeights>> {
         crate::HostWeights::build(&self.prepare_with(None, KernelGraph::Fused)?)
+    }
+
+    /// Whether the host kernels can take this network (its parameters on the CPU, the
+    /// kernels on): checked first, so that on a GPU neither the flag is read nor the weights
+    /// prepared only to find that out.
+    fn takes_host_kernels(&self) -> bool {
+        crate::takes_host_kernels(self.initialized.device())
     }
 }
