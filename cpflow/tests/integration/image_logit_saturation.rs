@@ -4,11 +4,13 @@
 //! f64 bound of the range, and `sample_and_log_prob` (`cpflow sample --log-prob`) failed
 //! with "a logit flow models dequantised images in [0, 1] …" on an input the user never gave.
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{Device, Tensor};
 use cpflow::image::{ImageFlow, ImageModelConfig, LogitTransform, MNIST_LOGIT_ALPHA, dequantize};
 use cpflow::{CpflowError, FloatType};
 use icnn::ImageShape;
 use rand::{SeedableRng, rngs::StdRng};
+
+use crate::device_common::host;
 
 /// A one-block flow on 4×4 grey images behind the MNIST logit (`α = 10⁻⁶`), initialised on
 /// dequantised images in its own dtype.
@@ -28,15 +30,6 @@ fn mnist_logit_flow(float: FloatType) -> ImageFlow {
     let x = dequantize(&k, float.dtype(), &mut StdRng::seed_from_u64(4)).unwrap();
     flow.initialize(&x).unwrap();
     flow
-}
-
-fn host(t: &Tensor) -> Vec<f64> {
-    t.to_dtype(DType::F64)
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1()
-        .unwrap()
 }
 
 #[test]

@@ -30,7 +30,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-use candle_core::{DType, Device, Tensor, Var};
+use candle_core::{Device, Tensor, Var};
 use candle_nn::VarMap;
 use cpflow::image::{
     ConvArch, ImageFlow, ImageFlowConfig, ImageModelConfig, MultiscaleConfig, bits_per_dim,
@@ -105,14 +105,8 @@ impl Fixture {
     }
 }
 
-pub(crate) fn host(t: &Tensor) -> Vec<f64> {
-    t.to_dtype(DType::F64)
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1::<f64>()
-        .unwrap()
-}
+/// Host values as f64 (the device tests' helper; other modules import it from here).
+pub(crate) use crate::device_common::host;
 
 /// The values of `t`, computed by a model on `dev`, as f64 on the host; panics (naming `what`)
 /// when `t` is not on `dev`: a CUDA run whose outputs came back on the CPU would not have

@@ -14,15 +14,8 @@ use rand::{Rng, SeedableRng, rngs::StdRng};
 /// rounding error O(ε/h) ≈ 1e-11 for the O(1)-curvature maps tested here.
 pub const FD_STEP: f64 = 1e-5;
 
-/// Host values of a (1, D) or (B, D) tensor, row-major.
-pub fn host(t: &Tensor) -> Vec<f64> {
-    t.to_dtype(candle_core::DType::F64)
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1::<f64>()
-        .unwrap()
-}
+/// Host values of a (1, D) or (B, D) tensor, row-major (the device tests' helper).
+pub(crate) use crate::device_common::host;
 
 /// The Jacobian `∂f/∂x` (rows = outputs) of `f: ℝ^D → ℝ^D` at `x` by central differences,
 /// `f` evaluated on (1, D) f64 rows.
