@@ -1,4 +1,5 @@
-//! Small helpers of the side-by-side binaries: paths given with `~/`, the load average.
+//! Small helpers of the side-by-side binaries: paths given with `~/`, the load average, the
+//! device named on the command line.
 
 use std::path::{Path, PathBuf};
 
@@ -55,4 +56,24 @@ pub fn stdout_json(mut command: std::process::Command) -> anyhow::Result<serde_j
         anyhow::bail!("reference failed: {}", String::from_utf8_lossy(&out.stderr));
     }
     serde_json::from_slice(&out.stdout).context("parsing the reference JSON")
+}
+
+/// The device a benchmark's `--device` names: `cpu`; `cuda`, GPU 0 as the CLI opens it
+/// ([`cpflow::open_cuda_device`]); or `cuda-plain`, GPU 0 with candle's defaults
+/// (`Device::new_cuda`), to measure what the former changes.
+///
+/// ```
+/// assert!(benchmarks::open_device("cpu").unwrap().is_cpu());
+/// assert!(benchmarks::open_device("gpu").is_err());
+/// ```
+pub fn open_device(name: &str) -> anyhow::Result<candle_core::Device> {
+    use anyhow::Context;
+    match name {
+        "cpu" => Ok(candle_core::Device::Cpu),
+        "cuda" => cpflow::open_cuda_device(0)
+            .context("--device cuda needs a build with `--features cuda` and a GPU"),
+        "cuda-plain" => candle_core::Device::new_cuda(0)
+            .context("--device cuda-plain needs a build with `--features cuda` and a GPU"),
+        other => anyhow::bail!("unknown device {other:?} (cpu, cuda or cuda-plain)"),
+    }
 }

@@ -26,5 +26,5 @@ pub mod timing;
 
 pub use cpu_trace::{CpuSamples, CpuTrace};
 pub use data::gaussian_mixture;
-pub use env::{expand_home, load_average, python_command, stdout_json};
+pub use env::{expand_home, load_average, open_device, python_command, stdout_json};
 pub use timing::{CpuWatch, Stopwatch, median, process_cpu_seconds};

@@ -168,11 +168,7 @@ fn main() -> Result<()> {
         } else {
             dump_data(&args)?
         };
-        let dev = match args.device.as_str() {
-            "cuda" => cpflow::open_cuda_device(0)
-                .context("--device cuda needs a build with `--features cuda` and a GPU")?,
-            _ => Device::Cpu,
-        };
+        let dev = benchmarks::open_device(&args.device)?;
         let gpu = dev.is_cuda();
         // The first CUDA use of each kernel module JIT-compiles its PTX (~17 s in all, once
         // a process): one untimed pass of the whole protocol first, its time reported apart.

@@ -11,7 +11,7 @@
 //! target/release/step_profile --device cuda --dims 6,43,63 --reps 20
 //! ```
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use benchmarks::{Stopwatch, gaussian_mixture, median};
 use candle_core::{DType, Device, Tensor};
 use clap::Parser;
@@ -37,15 +37,6 @@ struct Args {
     /// Timed repetitions of each piece (the median is reported).
     #[arg(long, default_value_t = 20)]
     reps: usize,
-}
-
-fn device(name: &str) -> Result<Device> {
-    match name {
-        "cpu" => Ok(Device::Cpu),
-        "cuda" => cpflow::open_cuda_device(0).context("--device cuda needs a GPU build"),
-        "cuda-plain" => Device::new_cuda(0).context("--device cuda-plain needs a GPU build"),
-        other => bail!("unknown device {other:?} (cpu|cuda|cuda-plain)"),
-    }
 }
 
 /// Median seconds of `reps` runs of `f`, each between device synchronisations, after two
@@ -143,7 +134,7 @@ fn main() -> Result<()> {
     unsafe { cpflow::cpu_threads::configure_cpu_threads() };
     cpflow::cpu_threads::run_on_pool(move || -> Result<()> {
         let args = Args::parse();
-        let dev = device(&args.device)?;
+        let dev = benchmarks::open_device(&args.device)?;
         let sw = Stopwatch::start();
         let warm = (Tensor::ones((4, 4), DType::F32, &dev)? + 1.0)?.sum_all()?;
         warm.to_dtype(DType::F64)?.to_scalar::<f64>()?;

@@ -9,7 +9,7 @@
 //! RAYON_NUM_THREADS=2 cargo run --release -p benchmarks --bin tabular_bench -- --dims 6,43
 //! ```
 
-use anyhow::{Context, Result, bail};
+use anyhow::Result;
 use benchmarks::{Stopwatch, gaussian_mixture, median};
 use candle_core::{DType, Device, Tensor};
 use clap::Parser;
@@ -31,7 +31,7 @@ struct Args {
     /// Data dimensions.
     #[arg(long, value_delimiter = ',', default_value = "6,43,63")]
     dims: Vec<usize>,
-    /// cpu or cuda.
+    /// cpu, cuda or cuda-plain (`benchmarks::open_device`).
     #[arg(long, default_value = "cpu")]
     device: String,
     /// Timed train steps per measurement.
@@ -58,15 +58,6 @@ struct Args {
     /// mean-hessian.
     #[arg(long, default_value = "none", value_parser = str::parse::<CgPreconditioner>)]
     cg_preconditioner: CgPreconditioner,
-}
-
-fn device(name: &str) -> Result<Device> {
-    match name {
-        "cpu" => Ok(Device::Cpu),
-        "cuda" => cpflow::open_cuda_device(0)
-            .context("--device cuda needs a build with `--features cuda` and a GPU"),
-        other => bail!("unknown device {other:?} (cpu|cuda)"),
-    }
 }
 
 fn peak_rss_bytes() -> Option<u64> {
@@ -245,7 +236,7 @@ fn main() -> Result<()> {
     // The measured work runs on rayon's pool, as in the `cpflow` binary.
     cpflow::cpu_threads::run_on_pool(move || -> Result<()> {
         let args = Args::parse();
-        let dev = device(&args.device)?;
+        let dev = benchmarks::open_device(&args.device)?;
         let mut results = Vec::new();
         for &d in &args.dims {
             results.push(bench_dim(d, &args, &dev)?);
