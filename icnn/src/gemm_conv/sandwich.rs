@@ -295,6 +295,28 @@ fn has_avx512f() -> bool {
 mod tests {
     use super::*;
 
+    /// The `n_out × n_out` rows of `len` values that `apply` writes from `src` (`n_in × n_in`
+    /// rows), with NaN-filled output and scratch, so an unwritten value shows.
+    fn applied(
+        src: &[f64],
+        len: usize,
+        n_out: usize,
+        n_in: usize,
+        apply: impl FnOnce(Rows<'_, '_, f64>),
+    ) -> Vec<f64> {
+        let mut dst = vec![f64::NAN; n_out * n_out * len];
+        let mut tmp = vec![f64::NAN; n_in * n_out * len];
+        apply(Rows {
+            src,
+            src_stride: len,
+            dst: &mut dst,
+            dst_stride: len,
+            tmp: &mut tmp,
+            len,
+        });
+        dst
+    }
+
     /// Both builds against the dense triple product, with zeros in `C`, for rows shorter
     /// than a register block and rows of two blocks and a remainder.
     #[test]
@@ -373,25 +395,14 @@ mod tests {
             }
             let s = Sandwich::new(&c, n_out, n_in);
             let run = |build: usize| {
-                let mut dst = vec![f64::NAN; n_out * n_out * len];
-                let mut tmp = vec![f64::NAN; n_in * n_out * len];
-                let rows = Rows {
-                    src: &src,
-                    src_stride: len,
-                    dst: &mut dst,
-                    dst_stride: len,
-                    tmp: &mut tmp,
-                    len,
-                };
-                match build {
+                applied(&src, len, n_out, n_in, |rows| match build {
                     // SAFETY: run only where the CPU has the features (checked below).
                     #[cfg(target_arch = "x86_64")]
                     0 => unsafe { s.apply_fma(rows) },
                     #[cfg(target_arch = "x86_64")]
                     1 => unsafe { s.apply_avx512(rows) },
                     _ => s.apply(rows),
-                }
-                dst
+                })
             };
             let mut builds = vec![2];
             #[cfg(target_arch = "x86_64")]
@@ -448,22 +459,13 @@ mod tests {
         }
         let s = Sandwich::new(&c, n_out, n_in);
         let run = |fused: bool| {
-            let mut dst = vec![f64::NAN; n_out * n_out * len];
-            let mut tmp = vec![f64::NAN; n_in * n_out * len];
-            let rows = Rows {
-                src: &src,
-                src_stride: len,
-                dst: &mut dst,
-                dst_stride: len,
-                tmp: &mut tmp,
-                len,
-            };
-            if fused {
-                s.apply(rows)
-            } else {
-                s.body::<false>(rows)
-            }
-            dst
+            applied(&src, len, n_out, n_in, |rows| {
+                if fused {
+                    s.apply(rows)
+                } else {
+                    s.body::<false>(rows)
+                }
+            })
         };
         for fused in [false, true] {
             for (a, b) in run(fused).iter().zip(&expected) {
