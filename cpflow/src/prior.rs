@@ -114,10 +114,17 @@ impl GaussianPrior {
             // empty tensor, which CUDA refuses (`CUDA_ERROR_INVALID_VALUE`).
             return Ok(Tensor::zeros((n, d), dtype, device)?);
         }
+        // The caller sizes this buffer: an impossible request is an error, not an abort.
+        let mut v: Vec<f64> = Vec::new();
+        v.try_reserve_exact(len).map_err(|_| {
+            CpflowError::InvalidInput(format!(
+                "{n} samples of dimension {d} need {len} values ({} GiB as f64), more than can be allocated; \
+                 draw them in chunks",
+                (len as f64 * 8.0 / (1u64 << 30) as f64).ceil()
+            ))
+        })?;
         let std = (0.5 * self.log_var).exp();
-        let v: Vec<f64> = (0..len)
-            .map(|_| std * rng.sample::<f64, _>(StandardNormal))
-            .collect();
+        v.extend((0..len).map(|_| std * rng.sample::<f64, _>(StandardNormal)));
         Ok(Tensor::from_vec(v, (n, d), device)?.to_dtype(dtype)?)
     }
 }
@@ -125,6 +132,23 @@ impl GaussianPrior {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rand::SeedableRng;
+
+    #[test]
+    fn an_unallocatable_sample_is_an_error_not_an_abort() {
+        // 2^40 rows of 2^10 values is 8 PiB of f64: no allocator grants it, so the request
+        // fails before a single value is drawn (an abort would end the test process).
+        let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+        let err = GaussianPrior::standard()
+            .sample(1 << 40, 1 << 10, DType::F64, &Device::Cpu, &mut rng)
+            .unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("more than can be allocated"), "{msg}");
+        assert!(
+            msg.contains("1099511627776 samples of dimension 1024"),
+            "{msg}"
+        );
+    }
 
     #[test]
     fn log_prob_matches_closed_form() {
