@@ -389,12 +389,21 @@ where
         .max_evaluations
         .unwrap_or_else(|| params.max_iterations.saturating_mul(5) / 4);
     let shared = RunShared::new(non_finite, max_evaluations);
+    // argmin's L-BFGS allocates room for `m` pairs up front: a history of `usize::MAX` ("keep
+    // every pair") was a capacity-overflow panic, one of 2⁴⁰ an aborted allocation. It stores
+    // one pair per iteration and drops the oldest from iteration `m` on, so a history capped
+    // at `max_iterations` (at least 1) runs exactly as the one asked for.
+    let history = params.history.min(
+        usize::try_from(params.max_iterations)
+            .unwrap_or(usize::MAX)
+            .max(1),
+    );
     let best = RefCell::new(BestIterateTracker::new(rank));
     // argmin's L-BFGS bounds its line search by a private type, so each line search gets its
     // own (identical) concrete code path.
     macro_rules! run_with {
         ($line_search:expr) => {{
-            let lbfgs = LBFGS::new(FirstStepScaled::new($line_search), params.history)
+            let lbfgs = LBFGS::new(FirstStepScaled::new($line_search), history)
                 .with_tolerance_grad(<F as ArgminZero>::zero())
                 .map_err(ConvexOptError::from_argmin)?
                 .with_tolerance_cost(cost_tol)

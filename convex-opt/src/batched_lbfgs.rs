@@ -195,7 +195,9 @@ pub fn invert_lbfgs_batched<P: BatchedPotential + ?Sized>(
     // Working set: original row indices and the state of those rows.
     let start = objective(potential, &setup.x0, &setup.y, &mut stats)?;
     let curvature = Curvature {
-        hist: VecDeque::with_capacity(params.history),
+        // Not `with_capacity(history)`: a history of `usize::MAX` ("keep every pair") was a
+        // capacity-overflow panic, a large one an aborted allocation. One pair per iteration.
+        hist: VecDeque::with_capacity(params.history.min(setup.max_iterations).min(64)),
         gamma: vec![1.0; setup.n],
         fresh: vec![true; setup.n],
     };

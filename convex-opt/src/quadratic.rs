@@ -102,8 +102,14 @@ impl QuadraticPotential {
     }
 
     /// The exact inverse of the gradient map, `x_i = A⁻¹(y_i − b)`, computed on the host in
-    /// `f64` (Cholesky) and returned with the dtype and device of `y`.
+    /// `f64` (Cholesky) and returned with the dtype and device of `y` (a float dtype; an
+    /// integer one is [`ConvexOptError::UnsupportedDType`]).
     pub fn solve(&self, y: &Tensor) -> Result<Tensor, ConvexOptError> {
+        if !y.dtype().is_float() {
+            // Integer targets used to get the solution truncated to integers (`U32` y = (1, 2, 3)
+            // with A = 2·I gave x = (0, 0, 1)).
+            return Err(ConvexOptError::UnsupportedDType(y.dtype()));
+        }
         let (n, d) = y.dims2()?;
         if d != self.dim() {
             return Err(ConvexOptError::Shape {

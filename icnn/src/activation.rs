@@ -17,6 +17,19 @@ pub(crate) fn fused_supported(x: &Tensor) -> bool {
     crate::takes_host_kernels(x.device()) && matches!(x.dtype(), DType::F32 | DType::F64)
 }
 
+/// [`IcnnError::Shape`] for a tensor of integers: candle's `abs`/`exp` on them panic ("no
+/// unary function for u32").
+fn check_float(op: &str, x: &Tensor) -> Result<()> {
+    if x.dtype().is_float() {
+        Ok(())
+    } else {
+        Err(IcnnError::Shape(format!(
+            "{op}: expected a floating-point tensor, got dtype {:?}",
+            x.dtype()
+        )))
+    }
+}
+
 /// The convex, non-decreasing activation `s` of the hidden layers (reference
 /// `get_softplus(softplus_type, ...)`).
 ///
@@ -170,8 +183,10 @@ impl Activation {
     }
 
     /// The same as [`Activation::eval`], composed from elementwise candle ops (`abs`, `relu`,
-    /// `exp`, `log`, `erf`, affine maps) that run on every device.
+    /// `exp`, `log`, `erf`, affine maps) that run on every device. A tensor of integers is an
+    /// [`IcnnError::Shape`] (here and in [`Activation::eval`]).
     pub fn eval_composed(&self, x: &Tensor, derivatives: bool) -> Result<ActivationEval> {
+        check_float("activation", x)?;
         let shift = if self.zero_shift {
             self.base_at_zero()
         } else {
@@ -260,7 +275,8 @@ pub struct ActivationEval {
 ///
 /// Below `x ≈ −708` (f64; `−87` in f32) the fused kernel returns about the smallest normal
 /// value instead of the underflowed `e^x` (an absolute error below `1e-307`, see
-/// [`ExpNonPositive`](crate::ExpNonPositive)).
+/// [`ExpNonPositive`](crate::ExpNonPositive)). A tensor of integers is an
+/// [`IcnnError::Shape`].
 ///
 /// ```
 /// use candle_core::{Device, Tensor};
@@ -275,6 +291,7 @@ pub struct ActivationEval {
 /// # }
 /// ```
 pub fn softplus(x: &Tensor) -> Result<Tensor> {
+    check_float("softplus", x)?;
     if fused_supported(x) {
         let spec = ActSpec {
             kind: ActivationKind::Softplus,

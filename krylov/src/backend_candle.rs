@@ -87,15 +87,23 @@ fn check_dtype(
 
 impl BatchVectors for Tensor {
     fn validate(&self) -> Result<(), KrylovError> {
-        if self.rank() == 2 {
-            Ok(())
-        } else {
-            Err(KrylovError::WrongRank {
+        if self.rank() != 2 {
+            return Err(KrylovError::WrongRank {
                 context: "batch tensor (B, d)",
                 expected: 2,
                 found: self.dims().to_vec(),
-            })
+            });
         }
+        if !self.dtype().is_float() {
+            // An integer batch used to be solved in integer arithmetic (a `U32` or `I64` b
+            // gave truncated iterates, some reported converged) or failed deep inside Lanczos
+            // with candle's "unsupported dtype for matmul".
+            return Err(KrylovError::NotFloat {
+                context: "batch tensor (B, d)",
+                found: self.dtype(),
+            });
+        }
+        Ok(())
     }
 
     fn n_systems(&self) -> usize {

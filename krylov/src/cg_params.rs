@@ -227,7 +227,8 @@ impl CgParams {
     }
 }
 
-/// The iteration cap used when [`CgParams::max_iters`] is `None`: `2d + 10`.
+/// The iteration cap used when [`CgParams::max_iters`] is `None`: `2d + 10` (saturating at
+/// `usize::MAX`).
 ///
 /// ```
 /// use krylov::{cg, default_max_iters, CgParams, DenseNalgebraOperator};
@@ -243,5 +244,6 @@ impl CgParams {
 /// # Ok::<(), krylov::KrylovError>(())
 /// ```
 pub fn default_max_iters(dim: usize) -> usize {
-    2 * dim + 10
+    // Saturating: `2d + 10` overflowed (a panic in debug builds) for `d` near `usize::MAX`.
+    dim.saturating_mul(2).saturating_add(10)
 }

@@ -38,6 +38,26 @@ pub fn gauss_quadrature_nodes(alphas: &[f64], betas: &[f64]) -> Option<(Vec<f64>
     if betas.len() + 1 < k || alphas.iter().chain(&betas[..k - 1]).any(|v| !v.is_finite()) {
         return None;
     }
+    // Near the top of the f64 range the QL sweep's sums overflow (`|α_m| + |α_{m+1}| = ∞`
+    // made every coupling look negligible, so `T = [[1e308, 1e308], [1e308, −1e308]]` came
+    // back as the nodes 1e308 and −1e308 with weights 1 and 0): such a `T` is scaled down by
+    // an exact power of two, and its nodes back up (weights do not depend on the scale).
+    let largest = alphas
+        .iter()
+        .chain(&betas[..k - 1])
+        .fold(0.0f64, |m, v| m.max(v.abs()));
+    if largest > 2f64.powi(1000) {
+        let scale = 2f64.powi(512);
+        let a: Vec<f64> = alphas.iter().map(|v| v / scale).collect();
+        let b: Vec<f64> = betas[..k - 1].iter().map(|v| v / scale).collect();
+        let (nodes, weights) = gauss_quadrature_nodes(&a, &b)?;
+        let nodes: Vec<f64> = nodes.iter().map(|v| v * scale).collect();
+        // A node beyond the f64 range is not a result.
+        return nodes
+            .iter()
+            .all(|v| v.is_finite())
+            .then_some((nodes, weights));
+    }
     // The implicit QL algorithm carrying only the first row of the eigenvector matrix
     // (`gauss_ql.rs`); faer's tridiagonal solver (the whole eigenvector matrix) if it does not
     // converge.

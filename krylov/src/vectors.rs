@@ -37,7 +37,8 @@ use crate::KrylovError;
 /// # Ok::<(), krylov::KrylovError>(())
 /// ```
 pub trait BatchVectors: Clone {
-    /// Checks the batch is well formed (for tensors: rank 2). Solvers call it on their inputs.
+    /// Checks the batch is well formed (for tensors: rank 2 and a float dtype). Solvers call it
+    /// on their inputs.
     fn validate(&self) -> Result<(), KrylovError> {
         Ok(())
     }

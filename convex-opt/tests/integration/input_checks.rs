@@ -206,6 +206,27 @@ fn quadratic_potential_rejects_unsupported_dtypes() {
     }
 }
 
+/// `QuadraticPotential::solve` refuses integer targets: it used to solve in f64 and cast the
+/// solution to the targets' dtype, truncating it (`U32` y = (1, 2, 3) with A = 2·I gave
+/// x = (0, 0, 1) instead of (0.5, 1, 1.5)).
+#[test]
+fn quadratic_solve_refuses_integer_targets() {
+    let pot = quadratic(DType::F64);
+    let y = tensor(&[[1.0, 2.0, 3.0]], DType::F64);
+    for dtype in [DType::U8, DType::U32, DType::I64] {
+        let err = pot.solve(&y.to_dtype(dtype).unwrap()).unwrap_err();
+        assert!(
+            matches!(err, ConvexOptError::UnsupportedDType(d) if d == dtype),
+            "{dtype:?}: {err}"
+        );
+    }
+    // Cholesky of 2·I: x = y/√2/√2, a few ulps from y/2.
+    let x: Vec<Vec<f64>> = pot.solve(&y).unwrap().to_vec2().unwrap();
+    for (got, want) in x[0].iter().zip([0.5, 1.0, 1.5]) {
+        assert!((got - want).abs() <= 1e-15, "{x:?}");
+    }
+}
+
 /// `InversionResult::concat` refuses no parts and parts that cannot be one batch (dtype,
 /// columns), and sums the work counters of the parts it joins (outer iterations: the largest).
 #[test]

@@ -216,3 +216,55 @@ fn flat_evaluation_cap_is_its_own_parameter() {
         assert_eq!(res.iterations, vec![1]);
     }
 }
+
+/// A history larger than the run can fill ("keep every pair": `usize::MAX`) used to be
+/// allocated up front: a capacity-overflow panic in all three L-BFGS solvers, and for
+/// `minimize_lbfgs` with `2⁴⁰` pairs an aborted allocation of 32 TiB. Each run stores one
+/// pair per iteration, so such a history behaves as one of `max_iterations` pairs: the
+/// results equal, bit for bit, those of a history of 1000 (more than the run's iterations).
+#[test]
+fn histories_longer_than_the_run_are_not_allocated() {
+    let a = DMatrix::from_fn(5, 5, |i, j| if i == j { 1.0 + 3.0 * i as f64 } else { 0.1 });
+    let pot = QuadraticPotential::new(&a, None, DType::F64, &Device::Cpu).unwrap();
+    let y = Tensor::new(&[[1.0f64, -2.0, 3.0, 0.5, 4.0]], &Device::Cpu).unwrap();
+    let opts = InversionOptions::default().with_max_iterations(40);
+    let bits = |t: &Tensor| -> Vec<u64> {
+        let v: Vec<f64> = t.flatten_all().unwrap().to_vec1().unwrap();
+        v.iter().map(|x| x.to_bits()).collect()
+    };
+    for history in [usize::MAX, 1 << 40] {
+        let batched = |m| {
+            let params = BatchedLbfgsParams::default().with_history(m);
+            invert_lbfgs_batched(&pot, &y, &opts, &params).unwrap()
+        };
+        let (long, finite) = (batched(history), batched(1000));
+        assert!(long.all_converged(), "{long}");
+        assert_eq!(bits(&long.x), bits(&finite.x));
+        assert_eq!(long.iterations, finite.iterations);
+
+        let flat = |m| {
+            let params = FlatLbfgsParams::default()
+                .with_history(m)
+                .with_max_evaluations(200);
+            invert_lbfgs_flat(&pot, &y, &opts, &params).unwrap()
+        };
+        let (long, finite) = (flat(history), flat(1000));
+        assert!(long.all_converged(), "{long}");
+        assert_eq!(bits(&long.x), bits(&finite.x));
+        assert_eq!(long.iterations, finite.iterations);
+
+        for max_iterations in [5, 200] {
+            let run = |m| {
+                let params = LbfgsParams::default()
+                    .with_history(m)
+                    .with_max_iterations(max_iterations)
+                    .with_gradient_tolerance(1e-12);
+                minimize_lbfgs(&Bowl, DVector::zeros(8), &params).unwrap()
+            };
+            let (long, finite) = (run(history), run(1000));
+            assert_eq!(long.x, finite.x, "max_iterations {max_iterations}");
+            assert_eq!(long.iterations, finite.iterations);
+            assert_eq!(long.converged, finite.converged);
+        }
+    }
+}

@@ -93,3 +93,38 @@ fn picnn_contexts_of_the_other_dtype_are_shape_errors() {
     shape_error(net.linearize_with_context(&x, &c32));
     shape_error(net.initialize(&x, &c32));
 }
+
+/// The public activations refuse a tensor of integers with a shape error naming its dtype.
+/// `softplus` and `Activation::{eval, value, first_derivative, …}` on a `U32` tensor used
+/// to panic inside candle ("not yet implemented: no unary function for u32").
+#[test]
+fn activations_of_integer_tensors_are_shape_errors() {
+    use icnn::{Activation, ActivationKind, softplus};
+    for dtype in [DType::U8, DType::U32, DType::I64] {
+        let x = Tensor::new(&[[1.0f64, -2.0]], &Device::Cpu)
+            .unwrap()
+            .to_dtype(dtype)
+            .unwrap();
+        let m = shape_error(softplus(&x));
+        assert!(
+            m.contains("softplus") && m.contains(&format!("{dtype:?}")),
+            "{m}"
+        );
+        for kind in [ActivationKind::Softplus, ActivationKind::GaussianSoftplus] {
+            let act = Activation::new(kind);
+            for r in [
+                act.value(&x),
+                act.first_derivative(&x),
+                act.second_derivative(&x),
+                act.eval_composed(&x, true).map(|e| e.value),
+            ] {
+                let m = shape_error(r);
+                assert!(m.contains(&format!("{dtype:?}")), "{m}");
+            }
+        }
+    }
+    // Float tensors are unchanged: softplus(0) = ln 2.
+    let zero = Tensor::new(&[0.0f32], &Device::Cpu).unwrap();
+    let y = softplus(&zero).unwrap().to_vec1::<f32>().unwrap();
+    assert!((y[0] - std::f32::consts::LN_2).abs() < 1e-7);
+}

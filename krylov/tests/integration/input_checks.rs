@@ -347,6 +347,39 @@ mod candle {
             .to_string();
         assert!(e.contains("F32") && e.contains("F64"), "{e}");
     }
+
+    /// An integer batch is refused as such by every entry point (`NotFloat`), before the
+    /// operator runs. It used to be solved in integer arithmetic: with `H = 2·I` a `U32` or
+    /// `I64` `b` gave truncated iterates (an `I64` identity system was even reported
+    /// converged), and Lanczos failed inside candle ("unsupported dtype U32 for op matmul").
+    #[test]
+    fn integer_batches_are_refused() {
+        let called = std::cell::Cell::new(false);
+        let twice = FnOperator::new(|x: &Tensor, _: &[bool]| -> Result<Tensor, KrylovError> {
+            called.set(true);
+            Ok((x * 2.0)?)
+        });
+        for dtype in [DType::U8, DType::U32, DType::I64] {
+            let b = rhs(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0], DType::F64)
+                .to_dtype(dtype)
+                .unwrap();
+            for res in [
+                cg(&twice, &b, &CgParams::default()).map(|_| ()),
+                cg_with_initial_guess(&twice, &b, &b, &CgParams::default()).map(|_| ()),
+                lanczos(&twice, &b, &LanczosParams::default()).map(|_| ()),
+                b.norms_inf().map(|_| ()),
+            ] {
+                match res {
+                    Err(KrylovError::NotFloat {
+                        context: "batch tensor (B, d)",
+                        found,
+                    }) => assert_eq!(found, dtype),
+                    other => panic!("{dtype:?}: {other:?}"),
+                }
+            }
+        }
+        assert!(!called.get(), "the operator ran on an integer batch");
+    }
 }
 
 /// A NaN or ±Inf in a Lanczos start vector is refused like a non-finite right-hand side of
@@ -457,4 +490,51 @@ fn lanczos_zero_steps_are_refused() {
     }
     let one = lanczos(&op, &v0, &LanczosParams::default().with_steps(1)).unwrap();
     assert_eq!(one.sizes, vec![1, 1]);
+}
+
+/// The default iteration cap saturates: `2d + 10` overflowed for `d` near `usize::MAX` (a
+/// panic in debug builds, a cap of 8 after wrapping in release ones).
+#[test]
+fn default_max_iters_saturates() {
+    assert_eq!(krylov::default_max_iters(3), 16);
+    assert_eq!(krylov::default_max_iters(usize::MAX / 2), usize::MAX);
+    assert_eq!(krylov::default_max_iters(usize::MAX), usize::MAX);
+}
+
+/// A tridiagonal near the top of the f64 range has the nodes and weights of the same one
+/// scaled down by a power of two (scaled back). Its QL sweep used to overflow its splitting
+/// test (`|α_m| + |α_{m+1}| = ∞`), so every coupling looked negligible: `[[1e308, 1e308],
+/// [1e308, −1e308]]` came back as nodes `1e308`, `−1e308` with weights 1 and 0, instead of
+/// `±√2·1e308` with weights `(2 ± √2)/4`.
+#[test]
+fn gauss_rule_near_the_top_of_the_f64_range() {
+    let sorted = |(mut nodes, weights): (Vec<f64>, Vec<f64>)| {
+        let mut pairs: Vec<(f64, f64)> = nodes.drain(..).zip(weights).collect();
+        pairs.sort_by(|a, b| a.0.total_cmp(&b.0));
+        pairs
+    };
+    let big = sorted(krylov::gauss_quadrature_nodes(&[1e308, -1e308], &[1e308]).unwrap());
+    let root2 = 2f64.sqrt();
+    let want = [
+        (-root2 * 1e308, (2.0 - root2) / 4.0),
+        (root2 * 1e308, (2.0 + root2) / 4.0),
+    ];
+    for ((node, weight), (want_node, want_weight)) in big.iter().zip(want) {
+        // A 2 × 2 eigenproblem: a few ulps.
+        assert!((node / want_node - 1.0).abs() < 1e-14, "{big:?}");
+        assert!((weight - want_weight).abs() < 1e-14, "{big:?}");
+    }
+    // Scaling by a power of two is exact: a larger tridiagonal matches its scaled copy.
+    let (alphas, betas) = ([1.5e307, 4e307, 9e307], [3e307, 7e307]);
+    let s = 2f64.powi(-600);
+    let small_a: Vec<f64> = alphas.iter().map(|v| v * s).collect();
+    let small_b: Vec<f64> = betas.iter().map(|v| v * s).collect();
+    let small = sorted(krylov::gauss_quadrature_nodes(&small_a, &small_b).unwrap());
+    let large = sorted(krylov::gauss_quadrature_nodes(&alphas, &betas).unwrap());
+    for ((n1, w1), (n2, w2)) in small.iter().zip(&large) {
+        assert!((n1 / s / n2 - 1.0).abs() < 1e-14, "{small:?} vs {large:?}");
+        assert!((w1 - w2).abs() < 1e-14, "{small:?} vs {large:?}");
+    }
+    // Nodes beyond the f64 range: no rule.
+    assert!(krylov::gauss_quadrature_nodes(&[1.7e308, 1.7e308], &[1.7e308]).is_none());
 }
