@@ -17,7 +17,7 @@ use crate::best_iterate::{BestIterate, BestIterateTracker, RankFn};
 use crate::first_step::FirstStepScaled;
 use crate::lbfgs_params::{LbfgsParams, LineSearch};
 use crate::line_search_fallback::HagerZhangThenMoreThuente;
-use crate::trial_problem::{ByRef, NonFiniteTrial, RunShared, is_finite};
+use crate::trial_problem::{ByRef, NonFiniteTrial, Objective, RunShared, is_finite};
 use crate::{ConvexOptError, Termination};
 
 /// Outcome of [`minimize_lbfgs`].
@@ -370,6 +370,20 @@ pub(crate) fn minimize_lbfgs_ranked<O, F>(
 where
     O: CostFunction<Param = DVector<F>, Output = F>
         + Gradient<Param = DVector<F>, Gradient = DVector<F>>,
+    F: ArgminFloat + ArgminZero + RealField + Copy,
+{
+    minimize_lbfgs_erased(problem, x0, params, rank)
+}
+
+/// [`minimize_lbfgs_ranked`] on the problem behind its vtable ([`Objective`]): the one copy of
+/// the run per float type.
+fn minimize_lbfgs_erased<F>(
+    problem: &dyn Objective<F>,
+    x0: DVector<F>,
+    params: &LbfgsParams,
+    rank: RankFn<'_, F>,
+) -> Result<MinimizeResult<F>, ConvexOptError>
+where
     F: ArgminFloat + ArgminZero + RealField + Copy,
 {
     params.validate()?;

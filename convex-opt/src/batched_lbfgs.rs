@@ -177,6 +177,16 @@ pub fn invert_lbfgs_batched<P: BatchedPotential + ?Sized>(
     options: &InversionOptions,
     params: &BatchedLbfgsParams,
 ) -> Result<InversionResult, ConvexOptError> {
+    // The solver is compiled once, for `dyn BatchedPotential`, not once per potential type.
+    invert_lbfgs_batched_dyn(&potential, y, options, params)
+}
+
+fn invert_lbfgs_batched_dyn(
+    potential: &dyn BatchedPotential,
+    y: &Tensor,
+    options: &InversionOptions,
+    params: &BatchedLbfgsParams,
+) -> Result<InversionResult, ConvexOptError> {
     params.validate()?;
     let setup = setup(potential, y, options)?;
     let mut stats = SolverStats::default();

@@ -362,10 +362,20 @@ pub fn invert_lbfgs_flat<P: BatchedPotential + ?Sized>(
     options: &InversionOptions,
     params: &FlatLbfgsParams,
 ) -> Result<InversionResult, ConvexOptError> {
+    // The solver is compiled once, for `dyn BatchedPotential`, not once per potential type.
+    invert_lbfgs_flat_dyn(&potential, y, options, params)
+}
+
+fn invert_lbfgs_flat_dyn(
+    potential: &dyn BatchedPotential,
+    y: &Tensor,
+    options: &InversionOptions,
+    params: &FlatLbfgsParams,
+) -> Result<InversionResult, ConvexOptError> {
     params.validate()?;
     match y.dtype() {
-        DType::F64 => invert_flat_typed::<P, f64>(potential, y, options, params),
-        DType::F32 => invert_flat_typed::<P, f32>(potential, y, options, params),
+        DType::F64 => invert_flat_typed::<dyn BatchedPotential, f64>(potential, y, options, params),
+        DType::F32 => invert_flat_typed::<dyn BatchedPotential, f32>(potential, y, options, params),
         other => Err(ConvexOptError::UnsupportedDType(other)),
     }
 }

@@ -175,6 +175,16 @@ pub fn invert_newton_cg<P: BatchedPotential + ?Sized>(
     options: &InversionOptions,
     params: &NewtonCgParams,
 ) -> Result<InversionResult, ConvexOptError> {
+    // The solver is compiled once, for `dyn BatchedPotential`, not once per potential type.
+    invert_newton_cg_dyn(&potential, y, options, params)
+}
+
+fn invert_newton_cg_dyn(
+    potential: &dyn BatchedPotential,
+    y: &Tensor,
+    options: &InversionOptions,
+    params: &NewtonCgParams,
+) -> Result<InversionResult, ConvexOptError> {
     params.validate()?;
     let setup = setup(potential, y, options)?;
     let mut stats = SolverStats::default();

@@ -22,6 +22,31 @@ pub(crate) enum NonFiniteTrial {
     Stop,
 }
 
+/// The caller's problem behind one vtable. [`ByRef`] holds it as `&dyn Objective<F>`, so
+/// argmin's solver, line searches and executor are compiled once per float type rather than
+/// once per problem type (a crate that inverts a dozen potentials built a dozen copies of
+/// them: about half of the machine code of convex-opt's own test crate). One indirect call
+/// per evaluation costs nothing next to the evaluation.
+pub(crate) trait Objective<F> {
+    /// The problem's [`CostFunction::cost`].
+    fn objective_cost(&self, x: &DVector<F>) -> Result<F, argmin::core::Error>;
+    /// The problem's [`Gradient::gradient`].
+    fn objective_gradient(&self, x: &DVector<F>) -> Result<DVector<F>, argmin::core::Error>;
+}
+
+impl<O, F> Objective<F> for O
+where
+    O: CostFunction<Param = DVector<F>, Output = F>
+        + Gradient<Param = DVector<F>, Gradient = DVector<F>>,
+{
+    fn objective_cost(&self, x: &DVector<F>) -> Result<F, argmin::core::Error> {
+        self.cost(x)
+    }
+    fn objective_gradient(&self, x: &DVector<F>) -> Result<DVector<F>, argmin::core::Error> {
+        self.gradient(x)
+    }
+}
+
 /// A point with its cost and gradient.
 type Evaluated<F> = (DVector<F>, F, DVector<F>);
 
@@ -169,22 +194,20 @@ impl<F: RealField + Copy> RunShared<F> {
 /// not finite (a NaN or ±∞ step length: Moré–Thuente's interpolation is `0/0` once the cost no
 /// longer resolves the step, at its rounding level) also ends it, as a
 /// [`crate::Termination::LineSearchFailed`].
-pub(crate) struct ByRef<'a, 'r, O, F: RealField + Copy> {
-    problem: &'a O,
+pub(crate) struct ByRef<'a, 'r, F: RealField + Copy> {
+    problem: &'a dyn Objective<F>,
     shared: &'a RunShared<F>,
     last: RefCell<Option<Evaluated<F>>>,
     /// Where finite trial points go as candidates for the returned point.
     candidates: &'a RefCell<BestIterateTracker<'r, F>>,
 }
 
-impl<'a, 'r, O, F> ByRef<'a, 'r, O, F>
+impl<'a, 'r, F> ByRef<'a, 'r, F>
 where
-    O: CostFunction<Param = DVector<F>, Output = F>
-        + Gradient<Param = DVector<F>, Gradient = DVector<F>>,
     F: ArgminFloat + RealField + Copy,
 {
     pub(crate) fn new(
-        problem: &'a O,
+        problem: &'a dyn Objective<F>,
         shared: &'a RunShared<F>,
         candidates: &'a RefCell<BestIterateTracker<'r, F>>,
     ) -> Self {
@@ -238,11 +261,11 @@ where
             shared.problem_failed.set(true);
             e
         };
-        let c = self.problem.cost(x).map_err(failed)?;
+        let c = self.problem.objective_cost(x).map_err(failed)?;
         shared
             .gradient_evaluations
             .set(shared.gradient_evaluations.get() + 1);
-        let g = self.problem.gradient(x).map_err(failed)?;
+        let g = self.problem.objective_gradient(x).map_err(failed)?;
         let point_finite = x.iter().all(|v| is_finite(*v));
         let (c, g) = if is_finite(c) && g.iter().all(|v| is_finite(*v)) {
             // A step of length 0 (Hager–Zhang's secant can land there) is not a trial step
@@ -304,10 +327,8 @@ pub(crate) fn is_finite<F: ArgminFloat>(v: F) -> bool {
     z == z
 }
 
-impl<O, F> CostFunction for ByRef<'_, '_, O, F>
+impl<F> CostFunction for ByRef<'_, '_, F>
 where
-    O: CostFunction<Param = DVector<F>, Output = F>
-        + Gradient<Param = DVector<F>, Gradient = DVector<F>>,
     F: ArgminFloat + RealField + Copy,
 {
     type Param = DVector<F>;
@@ -319,10 +340,8 @@ where
     }
 }
 
-impl<O, F> Gradient for ByRef<'_, '_, O, F>
+impl<F> Gradient for ByRef<'_, '_, F>
 where
-    O: CostFunction<Param = DVector<F>, Output = F>
-        + Gradient<Param = DVector<F>, Gradient = DVector<F>>,
     F: ArgminFloat + RealField + Copy,
 {
     type Param = DVector<F>;

@@ -251,7 +251,7 @@ where
     V: BatchVectors,
     Op: BatchOperator<V> + ?Sized,
 {
-    cg_impl(op, b, None, params, None)
+    cg_impl(&op, b, None, params, None)
 }
 
 /// [`cg`] starting from the initial guess `x0` (the CP-Flow reference starts at `x0 = b`).
@@ -297,7 +297,7 @@ where
     V: BatchVectors,
     Op: BatchOperator<V> + ?Sized,
 {
-    cg_impl(op, b, Some(x0), params, None)
+    cg_impl(&op, b, Some(x0), params, None)
 }
 
 /// One iteration of CG as [`cg_with_initial_guess_observed`] reports it, after the solution
@@ -384,5 +384,5 @@ where
     Op: BatchOperator<V> + ?Sized,
     F: FnMut(&CgStep<'_>) -> Result<(), KrylovError>,
 {
-    cg_impl(op, b, Some(x0), params, Some(&mut observer))
+    cg_impl(&op, b, Some(x0), params, Some(&mut observer))
 }

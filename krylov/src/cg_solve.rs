@@ -40,17 +40,16 @@ where
     Ok(r)
 }
 
-pub(crate) fn cg_impl<V, Op>(
-    op: &Op,
+/// The solver behind [`crate::cg`] and its variants. The operator comes behind its vtable
+/// (one indirect call per product), so the solver is compiled once per vector type, not once
+/// per operator type as well.
+pub(crate) fn cg_impl<V: BatchVectors>(
+    op: &dyn BatchOperator<V>,
     b: &V,
     x0: Option<&V>,
     params: &CgParams,
     mut observer: Option<&mut StepObserver<'_>>,
-) -> Result<CgResult<V>, KrylovError>
-where
-    V: BatchVectors,
-    Op: BatchOperator<V> + ?Sized,
-{
+) -> Result<CgResult<V>, KrylovError> {
     params.validate()?;
     b.validate()?;
     check_operator_shape("cg: right-hand side vs operator", op, b)?;

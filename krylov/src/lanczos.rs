@@ -283,6 +283,15 @@ where
     V: BatchVectors,
     Op: BatchOperator<V> + ?Sized,
 {
+    // Compiled once per vector type, for `dyn BatchOperator<V>` (as CG is).
+    lanczos_dyn(&op, v0, params)
+}
+
+fn lanczos_dyn<V: BatchVectors>(
+    op: &dyn BatchOperator<V>,
+    v0: &V,
+    params: &LanczosParams,
+) -> Result<LanczosResult<V>, KrylovError> {
     v0.validate()?;
     check_operator_shape("lanczos: start vectors vs operator", op, v0)?;
     // A threshold of 1 or more is met by every β (β ≤ tol·max(|α|, β)): every system would
