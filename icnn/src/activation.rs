@@ -287,6 +287,9 @@ pub struct ActivationEval {
 /// assert_eq!(y[2], 1000.0);
 /// assert!((0.0..1e-300).contains(&y[0]));
 /// assert!((y[1] - 2f64.ln()).abs() < 1e-15);
+/// // The limits at ±∞.
+/// let inf = Tensor::new(&[f64::NEG_INFINITY, f64::INFINITY], &Device::Cpu)?;
+/// assert_eq!(icnn::softplus(&inf)?.to_vec1::<f64>()?, [0.0, f64::INFINITY]);
 /// # Ok(())
 /// # }
 /// ```

@@ -130,6 +130,23 @@ macro_rules! kernels {
                 (a, -(s.shift as $t), a)
             }
 
+            /// The value `base + a·x + c0`, and its limit at `x = ±∞`, where the sum is `NaN`
+            /// (`0·∞` for `a = 0`, `∞ − ∞` for the symmetric variants at `+∞`, and the Gaussian
+            /// softplus's `x·Φ(x)` is `−∞·0` at `−∞`): `+∞` at `+∞` (slope `1 + a > 0`); at
+            /// `−∞`, `+∞` for the symmetric variants (`−x/2`), else the constant `c0`.
+            #[inline(always)]
+            fn affine_value(base: $t, x: $t, a: $t, c0: $t) -> $t {
+                if x.is_infinite() {
+                    if x > 0.0 || a != 0.0 {
+                        <$t>::INFINITY
+                    } else {
+                        c0
+                    }
+                } else {
+                    base + a * x + c0
+                }
+            }
+
             crate::wide_simd::avx2_fma_fn! {
                 /// Value, first and second derivative of `src` into `v`, `d1`, `d2`.
                 pub(super) fn triple_into(
@@ -149,7 +166,7 @@ macro_rules! kernels {
                                 .zip(d2.iter_mut())
                             {
                                 let (t0, t1, t2) = base_triple($kind, x);
-                                *v = t0 + a * x + c0;
+                                *v = affine_value(t0, x, a, c0);
                                 *d1 = t1 + c1;
                                 *d2 = t2;
                             }
@@ -184,7 +201,7 @@ macro_rules! kernels {
                     match (order, kind) {
                         (0, ActivationKind::Softplus) => run!(|x| {
                             let e = exp_neg(-x.abs());
-                            x.max(0.0) + log1p_unit(e) + a * x + c0
+                            affine_value(x.max(0.0) + log1p_unit(e), x, a, c0)
                         }),
                         (1, ActivationKind::Softplus) => run!(|x| logistic(x).0 + c1),
                         (2, ActivationKind::Softplus) => run!(|x| {
@@ -202,7 +219,7 @@ macro_rules! kernels {
                             poly.iter().rev().fold(0.0, |acc, &c| acc * sg + c as $t)
                         }),
                         (0, ActivationKind::GaussianSoftplus) => {
-                            run!(|x| base_triple(kind, x).0 + a * x + c0)
+                            run!(|x| affine_value(base_triple(kind, x).0, x, a, c0))
                         }
                         (1, ActivationKind::GaussianSoftplus) => run!(|x| cdf(x) + c1),
                         (n, ActivationKind::GaussianSoftplus) => {
@@ -219,7 +236,10 @@ macro_rules! kernels {
                                     h0 = h1;
                                     h1 = h2;
                                 }
-                                sign * h1 * pdf(x)
+                                // Where φ underflows (`exp_neg` returns about the smallest
+                                // normal value there), so does He_k·φ: 0, not the clamped φ
+                                // times a polynomial that may overflow (∞ at x = ±∞).
+                                if 0.5 * x * x > -$exp_min { 0.0 } else { sign * h1 * pdf(x) }
                             })
                         }
                     }
@@ -538,6 +558,70 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// At `x = ±∞` each order takes its limit (was `NaN` for the value: `0·∞`, `∞ − ∞`,
+    /// `−∞·Φ(−∞)`), and the Gaussian softplus's derivatives of order ≥ 3 are 0 where `φ`
+    /// underflows (were the clamped `φ` times `He_k(x)`: `∞` at `±1e200`), in f64 and f32; the
+    /// public `softplus` (order 0) agrees with its composed form at `±∞`.
+    #[test]
+    fn every_order_takes_its_limit_at_infinity_and_far_out() {
+        for spec in specs() {
+            let (slope, c0) = if spec.symmetric {
+                (-0.5, -spec.shift)
+            } else {
+                (0.0, -spec.shift)
+            };
+            for order in 0..6 {
+                let op = ActDerivative::new(spec, order);
+                // (x, limit); far out the derivatives of order ≥ 2 are 0 to 1e-300 (f64).
+                let mut cases = vec![(f64::INFINITY, 0.0), (f64::NEG_INFINITY, 0.0)];
+                match order {
+                    0 => {
+                        cases[0].1 = f64::INFINITY;
+                        cases[1].1 = if spec.symmetric { f64::INFINITY } else { c0 };
+                    }
+                    1 => {
+                        cases[0].1 = 1.0 + slope;
+                        cases[1].1 = slope;
+                    }
+                    _ => cases.extend([(1e200, 0.0), (-1e200, 0.0)]),
+                }
+                if spec.kind == ActivationKind::GaussianSoftplus && order >= 2 {
+                    // φ(40) = e⁻⁸⁰⁰/√(2π) underflows in f64 (σ(1 − σ) at 40 does not).
+                    cases.push((40.0, 0.0));
+                }
+                for (x, want) in cases {
+                    let got = k64::derivative(&op.spec, op.order, &op.poly, x);
+                    let ok = if want.is_infinite() {
+                        got == want
+                    } else {
+                        (got - want).abs() <= 1e-300
+                    };
+                    assert!(ok, "{spec:?} order {order} at {x}: {got}, want {want}");
+                    let got32 = k32::derivative(&op.spec, op.order, &op.poly, x as f32);
+                    let ok = if want.is_infinite() {
+                        got32 == want as f32
+                    } else {
+                        (got32 - want as f32).abs() <= 1e-37
+                    };
+                    assert!(
+                        ok,
+                        "f32 {spec:?} order {order} at {x}: {got32}, want {want}"
+                    );
+                }
+            }
+        }
+        let x = Tensor::new(&[f64::NEG_INFINITY, f64::INFINITY], &Device::Cpu).unwrap();
+        let fused = crate::softplus(&x).unwrap().to_vec1::<f64>().unwrap();
+        assert_eq!(fused, [0.0, f64::INFINITY]);
+        let composed = crate::Activation::new(ActivationKind::Softplus)
+            .eval_composed(&x, false)
+            .unwrap()
+            .value
+            .to_vec1::<f64>()
+            .unwrap();
+        assert_eq!(fused, composed);
     }
 
     #[test]
