@@ -361,23 +361,9 @@ where
 /// its own tolerance, then the largest residual. `params.gradient_tolerance` is not used
 /// here; `MinimizeResult::converged` says whether the returned point meets the goal (and
 /// `gradient_inf` is its `‖∇f‖∞`).
-pub(crate) fn minimize_lbfgs_ranked<O, F>(
-    problem: &O,
-    x0: DVector<F>,
-    params: &LbfgsParams,
-    rank: RankFn<'_, F>,
-) -> Result<MinimizeResult<F>, ConvexOptError>
-where
-    O: CostFunction<Param = DVector<F>, Output = F>
-        + Gradient<Param = DVector<F>, Gradient = DVector<F>>,
-    F: ArgminFloat + ArgminZero + RealField + Copy,
-{
-    minimize_lbfgs_erased(problem, x0, params, rank)
-}
-
-/// [`minimize_lbfgs_ranked`] on the problem behind its vtable ([`Objective`]): the one copy of
-/// the run per float type.
-fn minimize_lbfgs_erased<F>(
+///
+/// The problem comes behind its vtable ([`Objective`]): one copy of the run per float type.
+pub(crate) fn minimize_lbfgs_ranked<F>(
     problem: &dyn Objective<F>,
     x0: DVector<F>,
     params: &LbfgsParams,

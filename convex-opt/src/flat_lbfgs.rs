@@ -179,8 +179,8 @@ type Evaluation<F> = (DVector<F>, F, DVector<F>);
 /// `Σ_i Φ(x_i) − x_iᵀy_i` as one argmin problem over the flattened batch (sample-major), with
 /// a one-point cache so that argmin's separate `cost` and `gradient` calls at the same point
 /// cost one potential evaluation (as PyTorch's closure does).
-struct FlatProblem<'a, P: ?Sized, F: RealField + Copy> {
-    potential: &'a P,
+struct FlatProblem<'a, F: RealField + Copy> {
+    potential: &'a dyn BatchedPotential,
     y: Tensor,
     n: usize,
     d: usize,
@@ -197,9 +197,8 @@ struct FlatProblem<'a, P: ?Sized, F: RealField + Copy> {
 #[error("{0}")]
 struct SoftStop(&'static str);
 
-impl<P, F> FlatProblem<'_, P, F>
+impl<F> FlatProblem<'_, F>
 where
-    P: BatchedPotential + ?Sized,
     F: ArgminFloat + ArgminZero + RealField + Copy + WithDType,
 {
     fn evaluate(&self, x: &DVector<F>) -> Result<(F, DVector<F>), ConvexOptError> {
@@ -250,9 +249,8 @@ where
     }
 }
 
-impl<P, F> CostFunction for FlatProblem<'_, P, F>
+impl<F> CostFunction for FlatProblem<'_, F>
 where
-    P: BatchedPotential + ?Sized,
     F: ArgminFloat + ArgminZero + RealField + Copy + WithDType,
 {
     type Param = DVector<F>;
@@ -263,9 +261,8 @@ where
     }
 }
 
-impl<P, F> Gradient for FlatProblem<'_, P, F>
+impl<F> Gradient for FlatProblem<'_, F>
 where
-    P: BatchedPotential + ?Sized,
     F: ArgminFloat + ArgminZero + RealField + Copy + WithDType,
 {
     type Param = DVector<F>;
@@ -362,32 +359,22 @@ pub fn invert_lbfgs_flat<P: BatchedPotential + ?Sized>(
     options: &InversionOptions,
     params: &FlatLbfgsParams,
 ) -> Result<InversionResult, ConvexOptError> {
-    // The solver is compiled once, for `dyn BatchedPotential`, not once per potential type.
-    invert_lbfgs_flat_dyn(&potential, y, options, params)
-}
-
-fn invert_lbfgs_flat_dyn(
-    potential: &dyn BatchedPotential,
-    y: &Tensor,
-    options: &InversionOptions,
-    params: &FlatLbfgsParams,
-) -> Result<InversionResult, ConvexOptError> {
     params.validate()?;
+    // The solver is compiled once, for `dyn BatchedPotential`, not once per potential type.
     match y.dtype() {
-        DType::F64 => invert_flat_typed::<dyn BatchedPotential, f64>(potential, y, options, params),
-        DType::F32 => invert_flat_typed::<dyn BatchedPotential, f32>(potential, y, options, params),
+        DType::F64 => invert_flat_typed::<f64>(&potential, y, options, params),
+        DType::F32 => invert_flat_typed::<f32>(&potential, y, options, params),
         other => Err(ConvexOptError::UnsupportedDType(other)),
     }
 }
 
-fn invert_flat_typed<P, F>(
-    potential: &P,
+fn invert_flat_typed<F>(
+    potential: &dyn BatchedPotential,
     y: &Tensor,
     options: &InversionOptions,
     params: &FlatLbfgsParams,
 ) -> Result<InversionResult, ConvexOptError>
 where
-    P: BatchedPotential + ?Sized,
     F: ArgminFloat + ArgminZero + RealField + Copy + WithDType,
 {
     let setup = setup(potential, y, options)?;

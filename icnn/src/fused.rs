@@ -567,11 +567,8 @@ mod tests {
     #[test]
     fn every_order_takes_its_limit_at_infinity_and_far_out() {
         for spec in specs() {
-            let (slope, c0) = if spec.symmetric {
-                (-0.5, -spec.shift)
-            } else {
-                (0.0, -spec.shift)
-            };
+            let slope = if spec.symmetric { -0.5 } else { 0.0 };
+            let c0 = -spec.shift;
             for order in 0..6 {
                 let op = ActDerivative::new(spec, order);
                 // (x, limit); far out the derivatives of order ≥ 2 are 0 to 1e-300 (f64).
