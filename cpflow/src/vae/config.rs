@@ -21,6 +21,7 @@ use crate::error::{CpflowError, Result};
 /// root = "../shared/data"
 /// "#).unwrap();
 /// assert_eq!((d.dataset, d.seed), (VaeDatasetName::Omniglot, 123)); // the reference seed
+/// assert_eq!(d.n_train, None); // every training image
 /// assert!(toml::from_str::<VaeDataConfig>(r#"dataset = "cifar10""#).is_err());
 /// ```
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -35,6 +36,11 @@ pub struct VaeDataConfig {
     /// (reference `freyseed` 123).
     #[serde(default = "default_data_seed")]
     pub seed: u64,
+    /// Train on the first `n_train` images of the training split only (`None`: all of
+    /// them), for short runs; the validation and test splits are unchanged. A value above
+    /// the split's size uses every image (with a warning).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub n_train: Option<usize>,
 }
 
 fn default_data_seed() -> u64 {
@@ -178,6 +184,7 @@ impl VaeConfig {
                 dataset,
                 root: root.into(),
                 seed: default_data_seed(),
+                n_train: None,
             },
             model: VaeModelConfig {
                 posterior,
@@ -223,6 +230,11 @@ impl VaeConfig {
         let bad = |m: &str| Err(CpflowError::InvalidConfig(m.to_string()));
         if t.batch_size == 0 {
             return bad("train.batch_size must be ≥ 1");
+        }
+        if self.data.n_train == Some(0) {
+            return bad(
+                "data.n_train must be ≥ 1 (leave it unset to train on every training image)",
+            );
         }
         if t.epochs == 0 {
             return bad("train.epochs must be ≥ 1");

@@ -244,6 +244,23 @@ impl VaeImages {
         let d = self.pixels.len() / self.n.max(1);
         &self.pixels[i * d..(i + 1) * d]
     }
+
+    /// The first `n` images (all of them when there are fewer).
+    ///
+    /// ```
+    /// use cpflow::vae::VaeImages;
+    /// let imgs = VaeImages { n: 3, pixels: vec![0, 1, 2, 3, 4, 5] }; // three 1×2 images
+    /// assert_eq!(imgs.head(2).pixels, [0, 1, 2, 3]);
+    /// assert_eq!(imgs.head(5).n, 3);
+    /// ```
+    pub fn head(&self, n: usize) -> VaeImages {
+        let n = n.min(self.n);
+        let d = self.pixels.len() / self.n.max(1);
+        VaeImages {
+            n,
+            pixels: self.pixels[..n * d].to_vec(),
+        }
+    }
 }
 
 /// A loaded VAE dataset: host images of the three splits and how to turn them into batches.

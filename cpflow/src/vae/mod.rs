@@ -76,6 +76,8 @@ mod tests_importance;
 #[cfg(test)]
 mod tests_log_write;
 #[cfg(test)]
+mod tests_n_train;
+#[cfg(test)]
 mod tests_resume;
 #[cfg(test)]
 mod tests_train_terms;

@@ -3,7 +3,10 @@
 //! validation split scored a "−ELBO" of 0 every epoch, an empty test split failed only after
 //! training), and the data are those of the configuration's dataset: a run directory is read
 //! back ([`super::load_vae`], `cpflow eval`) with the likelihood and image size of
-//! `config.data.dataset`, so other data trained a model that could not be loaded.
+//! `config.data.dataset`, so other data trained a model that could not be loaded. Then
+//! [`training_subset`] cuts the training split to `config.data.n_train` images.
+
+use std::borrow::Cow;
 
 use super::config::VaeConfig;
 use super::data::{VaeData, VaeSplit};
@@ -36,4 +39,33 @@ pub(super) fn check_run_data(config: &VaeConfig, data: &VaeData) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+/// `data` with its training split cut to its first `config.data.n_train` images (borrowed
+/// as it is without a cap, or with one the split does not exceed: a warning then says every
+/// image is used). Validation and test images are kept.
+pub(super) fn training_subset<'a>(config: &VaeConfig, data: &'a VaeData) -> Cow<'a, VaeData> {
+    let Some(n) = config.data.n_train else {
+        return Cow::Borrowed(data);
+    };
+    if n >= data.train.n {
+        if n > data.train.n {
+            tracing::warn!(
+                n_train = n,
+                available = data.train.n,
+                "data.n_train is larger than the training split: every training image is used"
+            );
+        }
+        return Cow::Borrowed(data);
+    }
+    Cow::Owned(VaeData {
+        name: data.name,
+        likelihood: data.likelihood,
+        height: data.height,
+        width: data.width,
+        train: data.train.head(n),
+        val: data.val.clone(),
+        test: data.test.clone(),
+        dynamic_binarization: data.dynamic_binarization,
+    })
 }

@@ -343,6 +343,7 @@ pub(super) fn tiny_run_config(
             dataset: VaeDatasetName::FreyFaces,
             root: "unused".into(),
             seed: 0,
+            n_train: None,
         },
         model: tiny_config(posterior),
         train: VaeTrainConfig {

@@ -128,7 +128,8 @@ pub fn run_vae(config: &VaeConfig, out: &Path, options: &VaeRunOptions) -> Resul
     run_vae_on(config, &data, out, options)
 }
 
-/// [`run_vae`] on data already in memory (`config.data` is recorded but not read).
+/// [`run_vae`] on data already in memory (`config.data` is recorded and not read, except
+/// `n_train`, which cuts the training split of `data` to its first images).
 ///
 /// ```
 /// # use cpflow::vae::{PosteriorKind, VaeArchitecture, VaeConfig, VaeData, VaeDatasetName};
@@ -177,6 +178,7 @@ pub fn run_vae_on(
 ) -> Result<VaeReport> {
     config.validate()?;
     super::run_data::check_run_data(config, data)?;
+    let data: &VaeData = &super::run_data::training_subset(config, data);
     let device = Device::Cpu;
     let vae = Vae::new(
         &config.model,
@@ -192,9 +194,12 @@ pub fn run_vae_on(
         let (meta, tensors, header) = read_vae_file(&ckpt_path, &device)?;
         // The data root is where the data are read, not what they are: it may move.
         let (was, now) = (&meta.config.data, &config.data);
-        if meta.config.model != config.model || (was.dataset, was.seed) != (now.dataset, now.seed) {
+        if meta.config.model != config.model
+            || (was.dataset, was.seed, was.n_train) != (now.dataset, now.seed, now.n_train)
+        {
             return Err(CpflowError::Checkpoint(format!(
-                "{} was written for another model or dataset; use a new output directory",
+                "{} was written for another model or data (dataset, data seed or data.n_train); \
+                 use a new output directory",
                 ckpt_path.display()
             )));
         }

@@ -169,11 +169,11 @@ fn a_registered_conditional_network_is_the_vae_posterior_through_the_command_lin
         std::fs::write(
             &toml,
             format!(
-                "[data]\ndataset = \"caltech101\"\nroot = {:?}\n\
+                "[data]\ndataset = \"caltech101\"\nroot = {:?}\nn_train = 200\n\
                  [model]\nposterior = \"cp-flow\"\nlatent_dim = 2\nblocks = 1\n\
                  architecture = {{ channels = 2, feature_dim = 4, head_channels = 4 }}\n\
                  [model.custom_posterior]\nname = \"{name}\"\nsettings = {{ width = 5, depth = 2 }}\n\
-                 [train]\nepochs = 1\nbatch_size = 500\n\
+                 [train]\nepochs = 1\nbatch_size = 100\n\
                  [eval]\nis_samples = 2\nis_chunk = 2\nis_images = 2\n",
                 crate::cli_common::shared_data()
             ),

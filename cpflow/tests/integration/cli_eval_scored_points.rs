@@ -97,10 +97,10 @@ fn one_importance_sample_has_a_null_monte_carlo_error() {
     std::fs::write(
         &cfg,
         format!(
-            "[data]\ndataset = \"caltech101\"\nroot = {:?}\n\
+            "[data]\ndataset = \"caltech101\"\nroot = {:?}\nn_train = 200\n\
              [model]\nposterior = \"gaussian\"\nlatent_dim = 2\nblocks = 1\nwidth = 4\ndepth = 2\n\
              architecture = {{ channels = 2, feature_dim = 4, head_channels = 4 }}\n\
-             [train]\nepochs = 1\nbatch_size = 500\n\
+             [train]\nepochs = 1\nbatch_size = 100\n\
              [eval]\nis_samples = 1\nis_chunk = 1\nis_images = 2\n",
             shared_data()
         ),

@@ -314,10 +314,10 @@ fn vae_run_directories_are_kept_and_resumed_as_made() {
     let cfg = dir.join("vae.toml");
     std::fs::write(
         &cfg,
-        "[data]\ndataset = \"caltech101\"\nroot = \"../shared/data\"\n\
+        "[data]\ndataset = \"caltech101\"\nroot = \"../shared/data\"\nn_train = 200\n\
          [model]\nposterior = \"gaussian\"\nlatent_dim = 2\n\
          architecture = { channels = 2, feature_dim = 4, head_channels = 4 }\n\
-         [train]\nepochs = 1\nbatch_size = 500\n\
+         [train]\nepochs = 1\nbatch_size = 100\n\
          [eval]\nis_samples = 2\nis_chunk = 2\nis_images = 2\n",
     )
     .unwrap();

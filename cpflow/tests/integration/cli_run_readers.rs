@@ -119,10 +119,10 @@ fn a_vae_run_is_resumed_by_the_command_the_messages_name() {
     std::fs::write(
         &cfg,
         format!(
-            "[data]\ndataset = \"caltech101\"\nroot = {:?}\n\
+            "[data]\ndataset = \"caltech101\"\nroot = {:?}\nn_train = 200\n\
              [model]\nposterior = \"gaussian\"\nlatent_dim = 2\n\
              architecture = {{ channels = 2, feature_dim = 4, head_channels = 4 }}\n\
-             [train]\nepochs = 1\nbatch_size = 500\n\
+             [train]\nepochs = 1\nbatch_size = 100\n\
              [eval]\nis_samples = 2\nis_chunk = 2\nis_images = 2\n",
             shared_data()
         ),

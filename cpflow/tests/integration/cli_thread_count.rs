@@ -75,17 +75,18 @@ fn image_training_writes_the_same_model_on_1_and_3_threads() {
     same_file_on_1_and_3_threads("thread-count-image", "train", &config, "model.safetensors");
 }
 
-/// One epoch (4 steps of batch 500) of a tiny VAE on Frey Faces: a CP-Flow posterior on a
-/// 2-D latent, 2-channel f32 networks (the im2col kernels, as `configs/vae-frey-cpu.toml`'s
-/// f32 networks); importance sampling with 2 samples on 2 test images.
+/// One epoch (3 steps of batch 100, the first 300 training images) of a tiny VAE on Frey
+/// Faces: a CP-Flow posterior on a 2-D latent, 2-channel f32 networks (the im2col kernels,
+/// as `configs/vae-frey-cpu.toml`'s f32 networks); importance sampling with 2 samples on 2
+/// test images.
 #[test]
 fn vae_training_writes_the_same_best_weights_on_1_and_3_threads() {
     let config = format!(
-        "[data]\ndataset = \"frey-faces\"\nroot = {:?}\n\
+        "[data]\ndataset = \"frey-faces\"\nroot = {:?}\nn_train = 300\n\
          [model]\nposterior = \"cp-flow\"\nlatent_dim = 2\nblocks = 1\nwidth = 4\ndepth = 2\n\
          network_float = \"f32\"\n\
          architecture = {{ channels = 2, feature_dim = 4, head_channels = 4 }}\n\
-         [train]\nepochs = 1\nbatch_size = 500\n\
+         [train]\nepochs = 1\nbatch_size = 100\n\
          [eval]\nis_samples = 2\nis_chunk = 2\nis_images = 2\n",
         shared_data()
     );

@@ -11,14 +11,14 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-/// A tiny VAE config: one epoch of a 2-D latent model with 2-channel networks on
-/// `dataset`, importance sampling with 2 samples on 2 test images.
+/// A tiny VAE config: one epoch of a 2-D latent model with 2-channel networks on the first
+/// 200 training images of `dataset`, importance sampling with 2 samples on 2 test images.
 fn tiny_config(dataset: &str, posterior: &str) -> String {
     format!(
-        "[data]\ndataset = \"{dataset}\"\nroot = {:?}\n\
+        "[data]\ndataset = \"{dataset}\"\nroot = {:?}\nn_train = 200\n\
          [model]\nposterior = \"{posterior}\"\nlatent_dim = 2\nblocks = 1\nwidth = 4\ndepth = 2\n\
          architecture = {{ channels = 2, feature_dim = 4, head_channels = 4 }}\n\
-         [train]\nepochs = 1\nbatch_size = 500\n\
+         [train]\nepochs = 1\nbatch_size = 100\n\
          [eval]\nis_samples = 2\nis_chunk = 2\nis_images = 2\n",
         shared_data()
     )

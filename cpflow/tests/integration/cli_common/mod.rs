@@ -253,14 +253,14 @@ pub fn tiny_mnist_config(root: &Path) -> String {
 }
 
 /// A tiny Gaussian-posterior VAE on `dataset` (`frey-faces`, `caltech101`) read under `root`:
-/// a 2-D latent, 2-channel networks, one epoch of batches of 500 (4 steps on Frey Faces),
-/// importance sampling with 2 samples on 2 test images.
+/// a 2-D latent, 2-channel networks, one epoch of the first 200 training images in batches
+/// of 100 (2 steps), importance sampling with 2 samples on 2 test images.
 pub fn tiny_vae_config(dataset: &str, root: &Path) -> String {
     format!(
-        "[data]\ndataset = \"{dataset}\"\nroot = {root:?}\n\
+        "[data]\ndataset = \"{dataset}\"\nroot = {root:?}\nn_train = 200\n\
          [model]\nposterior = \"gaussian\"\nlatent_dim = 2\n\
          architecture = {{ channels = 2, feature_dim = 4, head_channels = 4 }}\n\
-         [train]\nepochs = 1\nbatch_size = 500\n\
+         [train]\nepochs = 1\nbatch_size = 100\n\
          [eval]\nis_samples = 2\nis_chunk = 2\nis_images = 2\n"
     )
 }
