@@ -183,8 +183,9 @@ impl Activation {
     }
 
     /// The same as [`Activation::eval`], composed from elementwise candle ops (`abs`, `relu`,
-    /// `exp`, `log`, `erf`, affine maps) that run on every device. A tensor of integers is an
-    /// [`IcnnError::Shape`] (here and in [`Activation::eval`]).
+    /// `exp`, `log`, `erf`, `maximum`, affine maps, candle-nn's `sigmoid`) that run on every
+    /// device; at `x = ±∞` they give the limits, as the fused kernels do. A tensor of
+    /// integers is an [`IcnnError::Shape`] (here and in [`Activation::eval`]).
     pub fn eval_composed(&self, x: &Tensor, derivatives: bool) -> Result<ActivationEval> {
         check_float("activation", x)?;
         let shift = if self.zero_shift {
@@ -192,44 +193,67 @@ impl Activation {
         } else {
             0.0
         };
-        let (base, d1, d2) = match self.kind {
+        // Each variant is written so that x = ±∞ gives the limits (as the fused kernels do):
+        // no `∞ − ∞`, no `0·∞`.
+        let (value, d1, d2) = match self.kind {
             ActivationKind::Softplus => {
-                // sp(x) = relu(x) + log(1 + e^{-|x|});  σ(x) = exp(x − sp(x));
-                // σ(1−σ) = exp(x − 2 sp(x)): all exponents are ≤ 0, so nothing overflows.
-                let e = x.abs()?.neg()?.exp()?;
-                let sp = (x.relu()? + e.affine(1.0, 1.0)?.log()?)?;
-                if derivatives {
-                    let t = (x - &sp)?;
-                    let d1 = t.exp()?;
-                    let d2 = (t - &sp)?.exp()?;
-                    (sp, Some(d1), Some(d2))
+                // e = e^{−|x|} ≤ 1, L = log(1 + e): sp(x) = relu(x) + L, and the symmetric
+                // sp(x) − x/2 = |x|/2 + L. σ is candle-nn's sigmoid kernel, 1/(1 + e^{−x})
+                // (its backward σ(1 − σ) never meets the e^{−x} that overflows), and
+                // σ(1 − σ) = e/(1 + e)².
+                let ax = x.abs()?;
+                let e = ax.neg()?.exp()?;
+                let one_plus_e = e.affine(1.0, 1.0)?;
+                let l = one_plus_e.log()?;
+                let value = if self.symmetric {
+                    (ax.affine(0.5, -shift)? + &l)?
                 } else {
-                    (sp, None, None)
+                    let sp = (x.relu()? + &l)?;
+                    if shift != 0.0 {
+                        sp.affine(1.0, -shift)?
+                    } else {
+                        sp
+                    }
+                };
+                if derivatives {
+                    let sigma = candle_nn::ops::sigmoid(x)?;
+                    let d1 = if self.symmetric {
+                        sigma.affine(1.0, -0.5)?
+                    } else {
+                        sigma
+                    };
+                    let d2 = (e / one_plus_e.sqr()?)?;
+                    (value, Some(d1), Some(d2))
+                } else {
+                    (value, None, None)
                 }
             }
             ActivationKind::GaussianSoftplus => {
-                // Φ(x) = ½(1 + erf(x/√2)), φ(x) = exp(−x²/2 − ln√(2π)), s = xΦ + φ.
-                let cdf = x
-                    .affine(std::f64::consts::FRAC_1_SQRT_2, 0.0)?
-                    .erf()?
-                    .affine(0.5, 0.5)?;
+                // Φ(x) = ½(1 + erf(x/√2)), φ(x) = exp(−x²/2 − ln√(2π)), s = xΦ + φ, and the
+                // symmetric s(x) − x/2 = ½x·erf(x/√2) + φ (even).
+                let erf = x.affine(std::f64::consts::FRAC_1_SQRT_2, 0.0)?.erf()?;
                 let pdf = x.sqr()?.affine(-0.5, -LN_SQRT_2PI)?.exp()?;
-                let v = ((x * &cdf)? + &pdf)?;
-                if derivatives {
-                    (v, Some(cdf), Some(pdf))
+                if self.symmetric {
+                    let value = ((x * &erf)?.affine(0.5, -shift)? + &pdf)?;
+                    let d1 = derivatives.then(|| erf.affine(0.5, 0.0)).transpose()?;
+                    (value, d1, derivatives.then_some(pdf))
                 } else {
-                    (v, None, None)
+                    let cdf = erf.affine(0.5, 0.5)?;
+                    // x·Φ(x) with x floored at −10⁴, where Φ is 0 in every float type (and
+                    // so is the gradient): 0 at x = −∞, not −∞·0.
+                    let v = ((x.maximum(-1e4)? * &cdf)? + &pdf)?;
+                    let value = if shift != 0.0 {
+                        v.affine(1.0, -shift)?
+                    } else {
+                        v
+                    };
+                    if derivatives {
+                        (value, Some(cdf), Some(pdf))
+                    } else {
+                        (value, None, None)
+                    }
                 }
             }
-        };
-        let value = match (self.symmetric, shift != 0.0) {
-            (false, false) => base,
-            (false, true) => base.affine(1.0, -shift)?,
-            (true, _) => (base - x.affine(0.5, shift)?)?,
-        };
-        let d1 = match (d1, self.symmetric) {
-            (Some(d), true) => Some(d.affine(1.0, -0.5)?),
-            (d, _) => d,
         };
         Ok(ActivationEval { value, d1, d2 })
     }

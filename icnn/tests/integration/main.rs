@@ -14,6 +14,7 @@ mod actnorm_f32_offset;
 mod actnorm_from_tensors;
 mod actnorm_init;
 mod api;
+mod composed_activation;
 mod concurrent_init;
 mod conv_dense;
 mod conv_derivatives;
