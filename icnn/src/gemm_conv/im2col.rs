@@ -96,10 +96,10 @@ impl PatchGeometry {
         g.sizes_fit().then_some(g)
     }
 
-    /// Whether one image (`C·H·W`), its patch grid (`out_h·out_w`) and its patch matrix
-    /// (`C·kh·kw · out_h·out_w`) each have at most `isize::MAX / 8` elements (the most f64
-    /// values one allocation may hold), so that the size arithmetic of the ops cannot
-    /// overflow.
+    /// Whether one image (`C·H·W`), its patch grid (`out_h·out_w`), one patch (`C·kh·kw`)
+    /// and its patch matrix (`C·kh·kw · out_h·out_w`) each have at most `isize::MAX / 8`
+    /// elements (the most f64 values one allocation may hold), so that the size arithmetic
+    /// of the ops ([`PatchGeometry::patch_len`] and the like) cannot overflow.
     ///
     /// ```
     /// use icnn::gemm_conv::PatchGeometry;
@@ -110,15 +110,21 @@ impl PatchGeometry {
     /// // A hand-built geometry that cannot be addressed is refused by the ops likewise.
     /// let absurd = PatchGeometry { out_h: 1 << 40, out_w: 1 << 40, ..g };
     /// assert!(!absurd.sizes_fit());
+    /// // An empty patch grid does not hide a patch longer than an allocation (3·2⁶²).
+    /// let empty = PatchGeometry { channels: 1 << 31, kh: 1 << 31, out_h: 0, ..g };
+    /// assert!(!empty.sizes_fit());
     /// ```
     pub fn sizes_fit(&self) -> bool {
         let fits = |dims: &[usize]| elements(dims).is_some();
         fits(&[self.channels, self.height, self.width])
             && fits(&[self.out_h, self.out_w])
+            && fits(&[self.channels, self.kh, self.kw])
             && fits(&[self.channels, self.kh, self.kw, self.out_h, self.out_w])
     }
 
-    /// Columns of the patch matrix, `C·kh·kw`.
+    /// Columns of the patch matrix, `C·kh·kw`: exact for a geometry that
+    /// [`PatchGeometry::sizes_fit`] accepts (every one [`PatchGeometry::for_conv`] returns);
+    /// the product of a hand-built geometry that it refuses may overflow.
     pub fn patch_len(&self) -> usize {
         self.channels * self.kh * self.kw
     }
