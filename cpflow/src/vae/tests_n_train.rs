@@ -19,7 +19,7 @@ fn a_capped_run_equals_the_run_on_the_first_images() {
     capped.data.n_train = Some(10);
     let opts = VaeRunOptions::default();
     let report = run_vae_on(&capped, &data, &dir.join("capped"), &opts).unwrap();
-    // 10 of the 24 training images: 2 batches of 8 and 2 an epoch.
+    // 10 of the 24 training images: 2 steps an epoch (batches of 8 and 2), 2 epochs.
     assert_eq!((report.split_sizes, report.steps), ([10, 6, 6], 4));
     let mut first = data.clone();
     first.train = data.train.head(10);
