@@ -58,6 +58,10 @@ pub(super) fn training_subset<'a>(config: &VaeConfig, data: &'a VaeData) -> Cow<
         }
         return Cow::Borrowed(data);
     }
+    tracing::info!(
+        "training on the first {n} of the {} training images (data.n_train)",
+        data.train.n
+    );
     Cow::Owned(VaeData {
         name: data.name,
         likelihood: data.likelihood,
