@@ -22,7 +22,7 @@ mod common;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use crate::image_common::{host, log_abs_det, max_abs_diff};
+use crate::image_common::{fd_jacobian, host, log_abs_det, max_abs_diff};
 use crate::posterior_common::repeat_row;
 use candle_core::{Device, Tensor};
 use common::*;
@@ -60,7 +60,7 @@ fn reference_log_prob(flow: &ImageFlow, x: &[f64]) -> (f64, Vec<f64>) {
         None => (flow, x.to_vec(), 0.0),
     };
     let z = host(&map.forward(&row(&y)).unwrap());
-    let jac = fd_jacobian_batched(&|u| map.forward(u).unwrap(), &y);
+    let jac = fd_jacobian(&|u| map.forward(u).unwrap(), &y);
     let lp = standard_normal_log_density(&z) + log_abs_det(&jac) + logit_log_jac;
     (lp, z)
 }
@@ -70,7 +70,7 @@ proptest! {
 
     /// `log_prob_exact` equals the FD reference and `bits_per_dim` its closed form
     /// `−log p/(D ln 2) + 8`. Tolerance 1e-8·(1 + |log p|) (D ≤ 32): the FD log-det is good
-    /// to ≈ D·1e-10·‖J⁻¹‖ (entries of J to 1e-10, `fd_jacobian_batched`); measured over 300
+    /// to ≈ D·1e-10·‖J⁻¹‖ (entries of J to 1e-10, `fd_jacobian`); measured over 300
     /// cases: ≤ 5.3e-10·(1 + |log p|), most ≤ 2e-10. The library's exact log-det (Cholesky
     /// of the dense Hessians) is good to rounding. A dropped logit term is ≥ D·ln 4 off, an
     /// FD Jacobian moved by 1e-6·I moves the reference by ≈ 1e-6·tr(J⁻¹).
@@ -245,7 +245,7 @@ proptest! {
                 let h = repeat_row(&br.h, m);
                 q.transform_noise_exact_detached(&mu, &ls, &h, e).unwrap().z
             };
-            let fd = log_abs_det(&fd_jacobian_batched(&map, &br.eps));
+            let fd = log_abs_det(&fd_jacobian(&map, &br.eps));
             let want_q = standard_normal_log_density(&br.eps) - fd;
             let want_det = fd - br.log_sigma.iter().sum::<f64>();
             prop_assert!(

@@ -17,24 +17,29 @@ pub const FD_STEP: f64 = 1e-5;
 /// Host values of a (1, D) or (B, D) tensor, row-major (the device tests' helper).
 pub(crate) use crate::device_common::host;
 
-/// The Jacobian `∂f/∂x` (rows = outputs) of `f: ℝ^D → ℝ^D` at `x` by central differences,
-/// `f` evaluated on (1, D) f64 rows.
+/// The Jacobian `∂f/∂x` (rows = outputs) of `f: ℝ^D → ℝ^M` at `x` by central differences of
+/// step [`FD_STEP`], all `2·D` displaced points evaluated as one `(2D, D)` f64 batch of `f`:
+/// the maps tested (initialised layers and flows) treat rows independently, so one pass
+/// gives what `2·D` passes of one row gave (each a candle graph; the image tests spent most
+/// of their time there).
 pub fn fd_jacobian(f: &dyn Fn(&Tensor) -> Tensor, x: &[f64]) -> DMatrix<f64> {
     let d = x.len();
-    let mut jac = DMatrix::zeros(d, d);
+    let mut points = Vec::with_capacity(2 * d * d);
     for j in 0..d {
-        let mut xp = x.to_vec();
-        let mut xm = x.to_vec();
-        xp[j] += FD_STEP;
-        xm[j] -= FD_STEP;
-        let fp = host(&f(&Tensor::from_vec(xp, (1, d), &Device::Cpu).unwrap()));
-        let fm = host(&f(&Tensor::from_vec(xm, (1, d), &Device::Cpu).unwrap()));
-        assert_eq!(fp.len(), d, "the map must be square");
-        for i in 0..d {
-            jac[(i, j)] = (fp[i] - fm[i]) / (2.0 * FD_STEP);
+        for step in [FD_STEP, -FD_STEP] {
+            let mut p = x.to_vec();
+            p[j] += step;
+            points.extend(p);
         }
     }
-    jac
+    let out = host(&f(
+        &Tensor::from_vec(points, (2 * d, d), &Device::Cpu).unwrap()
+    ));
+    assert_eq!(out.len() % (2 * d), 0, "f must map rows to rows");
+    let m = out.len() / (2 * d);
+    DMatrix::from_fn(m, d, |i, j| {
+        (out[2 * j * m + i] - out[(2 * j + 1) * m + i]) / (2.0 * FD_STEP)
+    })
 }
 
 /// `log |det J|` by LU.

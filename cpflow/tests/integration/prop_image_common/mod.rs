@@ -6,7 +6,6 @@
 
 use std::collections::HashMap;
 
-use crate::image_common::{FD_STEP, host};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarMap;
 use cpflow::FloatType;
@@ -16,7 +15,6 @@ use cpflow::image::{
 };
 use cpflow::posterior::{AmortizedPosterior, PosteriorConfig};
 use icnn::{ActivationKind, ImageShape};
-use nalgebra::DMatrix;
 use proptest::prelude::*;
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use rand_distr::StandardNormal;
@@ -231,27 +229,6 @@ pub fn take_rows(t: &Tensor, idx: &[usize]) -> Tensor {
     let idx: Vec<u32> = idx.iter().map(|&i| i as u32).collect();
     let idx = Tensor::from_vec(idx.clone(), idx.len(), &Device::Cpu).unwrap();
     t.index_select(&idx, 0).unwrap()
-}
-
-/// `∂f/∂u` (rows = outputs) at `u` by central differences of step [`FD_STEP`], all `2·d`
-/// displaced points evaluated as one `(2d, d)` batch of `f` (the passes are row-wise:
-/// the batch properties check that). Central differences: truncation `h²|f'''|/6 ≈ 2e-11`
-/// and rounding `ε|f|/h ≈ 1e-10` per entry for the O(1) maps tested.
-pub fn fd_jacobian_batched(f: &dyn Fn(&Tensor) -> Tensor, u: &[f64]) -> DMatrix<f64> {
-    let d = u.len();
-    let mut pts = Vec::with_capacity(2 * d * d);
-    for j in 0..d {
-        for sign in [1.0, -1.0] {
-            let mut p = u.to_vec();
-            p[j] += sign * FD_STEP;
-            pts.extend(p);
-        }
-    }
-    let out = host(&f(&Tensor::from_vec(pts, (2 * d, d), &Device::Cpu).unwrap()));
-    let m = out.len() / (2 * d);
-    DMatrix::from_fn(m, d, |i, j| {
-        (out[2 * j * m + i] - out[(2 * j + 1) * m + i]) / (2.0 * FD_STEP)
-    })
 }
 
 /// One random amortised posterior `q(z | x)` (f64): `[AN, CPF(PICNN), …, AN]` or without
