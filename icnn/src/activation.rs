@@ -193,6 +193,15 @@ impl Activation {
         } else {
             0.0
         };
+        // The shift of a non-symmetric variant (the symmetric ones fold it into their affine
+        // map).
+        let minus_shift = |v: Tensor| -> Result<Tensor> {
+            Ok(if shift != 0.0 {
+                v.affine(1.0, -shift)?
+            } else {
+                v
+            })
+        };
         // Each variant is written so that x = ±∞ gives the limits (as the fused kernels do):
         // no `∞ − ∞`, no `0·∞`.
         let (value, d1, d2) = match self.kind {
@@ -208,12 +217,7 @@ impl Activation {
                 let value = if self.symmetric {
                     (ax.affine(0.5, -shift)? + &l)?
                 } else {
-                    let sp = (x.relu()? + &l)?;
-                    if shift != 0.0 {
-                        sp.affine(1.0, -shift)?
-                    } else {
-                        sp
-                    }
+                    minus_shift((x.relu()? + &l)?)?
                 };
                 if derivatives {
                     let sigma = candle_nn::ops::sigmoid(x)?;
@@ -241,12 +245,7 @@ impl Activation {
                     let cdf = erf.affine(0.5, 0.5)?;
                     // x·Φ(x) with x floored at −10⁴, where Φ is 0 in every float type (and
                     // so is the gradient): 0 at x = −∞, not −∞·0.
-                    let v = ((x.maximum(-1e4)? * &cdf)? + &pdf)?;
-                    let value = if shift != 0.0 {
-                        v.affine(1.0, -shift)?
-                    } else {
-                        v
-                    };
+                    let value = minus_shift(((x.maximum(-1e4)? * &cdf)? + &pdf)?)?;
                     if derivatives {
                         (value, Some(cdf), Some(pdf))
                     } else {

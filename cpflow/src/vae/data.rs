@@ -241,8 +241,13 @@ pub struct VaeImages {
 impl VaeImages {
     /// The pixels of image `i` (`H · W` values); panics if `i ≥ n`.
     pub fn image(&self, i: usize) -> &[u8] {
-        let d = self.pixels.len() / self.n.max(1);
+        let d = self.image_len();
         &self.pixels[i * d..(i + 1) * d]
+    }
+
+    /// Pixels per image, `H · W` (0 without images).
+    fn image_len(&self) -> usize {
+        self.pixels.len() / self.n.max(1)
     }
 
     /// The first `n` images (all of them when there are fewer).
@@ -255,10 +260,9 @@ impl VaeImages {
     /// ```
     pub fn head(&self, n: usize) -> VaeImages {
         let n = n.min(self.n);
-        let d = self.pixels.len() / self.n.max(1);
         VaeImages {
             n,
-            pixels: self.pixels[..n * d].to_vec(),
+            pixels: self.pixels[..n * self.image_len()].to_vec(),
         }
     }
 }

@@ -39,7 +39,7 @@ fn assemble(dir: &Path, files: &[(&Path, &str)]) {
 }
 
 /// The model tensors of a VAE weights file, as f64 values by name.
-fn weights(path: &Path) -> Vec<(String, Vec<f64>)> {
+pub(super) fn weights(path: &Path) -> Vec<(String, Vec<f64>)> {
     let (_, t) = load_vae_checkpoint(path, &candle_core::Device::Cpu).unwrap();
     let mut v: Vec<(String, Vec<f64>)> = t
         .iter()

@@ -33,7 +33,7 @@ fn few_frey_faces() -> VaeData {
 }
 
 /// A fresh scratch directory for `name`.
-fn scratch(name: &str) -> PathBuf {
+pub(super) fn scratch(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("cpflow-vae-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
     d

@@ -3,17 +3,13 @@
 //! refused.
 
 use super::tests::{epoch_records, fake_data, tiny_run_config};
+use super::tests_best_weights::weights;
+use super::tests_checkpoint_write::scratch;
 use super::*;
-
-fn temp(name: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("cpflow-vae-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
-}
 
 #[test]
 fn a_capped_run_equals_the_run_on_the_first_images() {
-    let dir = temp("n-train");
+    let dir = scratch("n-train");
     let data = fake_data();
     let mut capped = tiny_run_config(PosteriorKind::Gaussian, 2, 0);
     capped.data.n_train = Some(10);
@@ -32,19 +28,7 @@ fn a_capped_run_equals_the_run_on_the_first_images() {
     );
     assert_eq!(report.test_neg_elbo, cut.test_neg_elbo);
     // The same best weights (the files' headers differ: they record the configuration).
-    let best = |run: &str| {
-        let path = dir.join(run).join("best.safetensors");
-        let tensors = candle_core::safetensors::load(path, &candle_core::Device::Cpu).unwrap();
-        let mut flat: Vec<(String, Vec<f64>)> = tensors
-            .into_iter()
-            .map(|(k, t)| {
-                let t = t.to_dtype(candle_core::DType::F64).unwrap();
-                (k, t.flatten_all().unwrap().to_vec1::<f64>().unwrap())
-            })
-            .collect();
-        flat.sort_by(|a, b| a.0.cmp(&b.0));
-        flat
-    };
+    let best = |run: &str| weights(&dir.join(run).join("best.safetensors"));
     let (a, b) = (best("capped"), best("cut"));
     assert!(!a.is_empty());
     assert_eq!(a, b);
@@ -58,7 +42,7 @@ fn a_capped_run_equals_the_run_on_the_first_images() {
 
 #[test]
 fn a_resume_under_another_cap_and_a_zero_cap_are_refused() {
-    let dir = temp("n-train-resume");
+    let dir = scratch("n-train-resume");
     let data = fake_data();
     let mut cfg = tiny_run_config(PosteriorKind::Gaussian, 1, 0);
     cfg.data.n_train = Some(10);
