@@ -265,30 +265,33 @@ fn tar_dir(
     Ok(())
 }
 
-fn zip_find<R: Read + Seek>(zip: &mut zip::ZipArchive<R>, member: &str) -> Result<Option<Vec<u8>>> {
+/// Streams the member of `zip` whose path ends with `member` (looking inside nested `.zip`
+/// members too) into `dest` under `out`. Returns whether it was found. Nothing is held in
+/// memory but a nested archive, whose size the outer archive has already checked by CRC.
+fn zip_copy<R: Read + Seek>(
+    zip: &mut zip::ZipArchive<R>,
+    member: &str,
+    dest: &Path,
+    out: &mut Output<'_>,
+) -> Result<bool> {
     let names: Vec<String> = zip
         .file_names()
         .map(|n| n.map(|n| n.into_owned()))
         .collect::<Result<_, _>>()?;
     if let Some(name) = names.iter().find(|n| n.ends_with(member)) {
-        let mut f = zip.by_name(name)?;
-        // The declared size is a hint from the archive (unverified on a first download):
-        // reserve at most 256 MiB up front, so a lying header cannot abort the allocation.
-        const MAX_RESERVE: u64 = 256 << 20;
-        let mut out = Vec::with_capacity(usize::try_from(f.size().min(MAX_RESERVE)).unwrap_or(0));
-        f.read_to_end(&mut out)?;
-        return Ok(Some(out));
+        out.write(dest, zip.by_name(name)?)?;
+        return Ok(true);
     }
     // UCI sometimes wraps the original zip in another one.
     for name in names.iter().filter(|n| n.ends_with(".zip")) {
         let mut inner = Vec::new();
         zip.by_name(name)?.read_to_end(&mut inner)?;
         let mut nested = zip::ZipArchive::new(std::io::Cursor::new(inner))?;
-        if let Some(found) = zip_find(&mut nested, member)? {
-            return Ok(Some(found));
+        if zip_copy(&mut nested, member, dest, out)? {
+            return Ok(true);
         }
     }
-    Ok(None)
+    Ok(false)
 }
 
 /// Copies the member of a `.zip` whose path ends with `member` to `dest` under `out`.
@@ -296,10 +299,11 @@ fn zip_member(archive: &Path, member: &str, dest: &str, out: &mut Output<'_>) ->
     let f = File::open(archive).with_context(|| format!("cannot open {}", archive.display()))?;
     let mut zip = zip::ZipArchive::new(BufReader::new(f))
         .with_context(|| format!("{} is not a zip archive", archive.display()))?;
-    let bytes = zip_find(&mut zip, member)
-        .with_context(|| format!("reading {}", archive.display()))?
-        .with_context(|| format!("{} has no member {member}", archive.display()))?;
-    out.write(Path::new(dest), &bytes[..])?;
+    let found = zip_copy(&mut zip, member, Path::new(dest), out)
+        .with_context(|| format!("reading {}", archive.display()))?;
+    if !found {
+        bail!("{} has no member {member}", archive.display());
+    }
     Ok(())
 }
 
@@ -446,6 +450,73 @@ mod tests {
         assert!(
             e.contains("cannot create") && e.contains("blocked/out"),
             "{e}"
+        );
+    }
+
+    fn stored_zip(files: &[(&str, &[u8])]) -> Vec<u8> {
+        use std::io::Write;
+        let mut bytes = std::io::Cursor::new(Vec::new());
+        let mut z = zip::ZipWriter::new(&mut bytes);
+        let o = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Stored);
+        for (name, data) in files {
+            z.start_file(*name, o).unwrap();
+            z.write_all(data).unwrap();
+        }
+        z.finish().unwrap();
+        bytes.into_inner()
+    }
+
+    /// A zip member is streamed to its file, also from inside a nested zip; one whose bytes
+    /// do not match its CRC is [`ExtractError::Unusable`] and leaves nothing behind (not even
+    /// the `.part` file); a missing member is named.
+    #[test]
+    fn zip_members_are_streamed_checked_and_found_in_nested_zips() {
+        let dir = tempfile::tempdir().unwrap();
+        let payload: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+        let inner = stored_zip(&[("deep/data.txt", &payload)]);
+        let archive = dir.path().join("a.zip");
+        std::fs::write(
+            &archive,
+            stored_zip(&[("readme.txt", b"hello"), ("inner.zip", &inner)]),
+        )
+        .unwrap();
+        let how = Extract::ZipMember {
+            member: "data.txt".into(),
+            dest: "out/data.txt".into(),
+        };
+        let ok = dir.path().join("ok");
+        assert_eq!(extract(&archive, &how, &ok).unwrap(), ["out/data.txt"]);
+        assert_eq!(std::fs::read(ok.join("out/data.txt")).unwrap(), payload);
+
+        // Flip one byte of the (stored) payload: the CRC check at the member's end fails.
+        let top = stored_zip(&[("data.txt", &payload)]);
+        let at = top
+            .windows(4)
+            .position(|w| w == &payload[1000..1004])
+            .unwrap();
+        let mut bad = top.clone();
+        bad[at] ^= 0xff;
+        std::fs::write(&archive, &bad).unwrap();
+        let corrupt = dir.path().join("corrupt");
+        let Err(ExtractError::Unusable(e)) = extract(&archive, &how, &corrupt) else {
+            panic!("a member failing its CRC must be unusable");
+        };
+        assert!(format!("{e:#}").starts_with("reading "), "{e:#}");
+        assert!(!corrupt.join("out/data.txt").exists());
+        assert!(!corrupt.join("out/data.txt.part").exists());
+
+        std::fs::write(&archive, &top).unwrap();
+        let how = Extract::ZipMember {
+            member: "other.txt".into(),
+            dest: "out/other.txt".into(),
+        };
+        let Err(ExtractError::Unusable(e)) = extract(&archive, &how, &corrupt) else {
+            panic!("a missing member must be unusable");
+        };
+        assert!(
+            format!("{e:#}").contains("has no member other.txt"),
+            "{e:#}"
         );
     }
 }
