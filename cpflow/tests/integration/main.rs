@@ -4,6 +4,15 @@
 //! compile time on 2 cores, as one 15 s). One topic:
 //! `cargo test -p cpflow --test integration <module>::`.
 
+/// Before `main`, while this process has one thread (so writing the environment is sound):
+/// candle's thread count, set once, instead of re-counted at every CPU matrix product
+/// (`icnn::export_candle_thread_count`).
+#[ctor::ctor]
+unsafe fn candle_thread_count_before_main() {
+    // SAFETY: constructors run before `main`, before the test harness starts any thread.
+    unsafe { icnn::export_candle_thread_count() };
+}
+
 #[cfg(feature = "cli")]
 mod cli_common;
 #[macro_use]
