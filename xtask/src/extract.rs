@@ -267,7 +267,7 @@ fn tar_dir(
 
 /// Streams the member of `zip` whose path ends with `member` (looking inside nested `.zip`
 /// members too) into `dest` under `out`. Returns whether it was found. Nothing is held in
-/// memory but a nested archive, whose size the outer archive has already checked by CRC.
+/// memory but a nested archive, read as its bytes arrive (no allocation sized by its header).
 fn zip_copy<R: Read + Seek>(
     zip: &mut zip::ZipArchive<R>,
     member: &str,
