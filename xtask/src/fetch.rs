@@ -363,6 +363,10 @@ fn request_error(e: ureq::Error) -> Attempt {
         }
         _ => false,
     };
+    if matches!(e, ureq::Error::TlsRequired) {
+        // No TLS compiled in (the `tls` feature): no try of an https URL can work.
+        return Attempt::GiveUpUrl(UrlFailure::NoTls);
+    }
     if unreachable {
         Attempt::GiveUpUrl(UrlFailure::NoAnswer(e.to_string()))
     } else {

@@ -22,6 +22,9 @@ pub enum UrlFailure {
     /// A `file://` URL (a mirror directory) names no file that can be read; the detail says
     /// why.
     NoLocalFile(String),
+    /// An `https://` URL (or a redirect to one), and this build of xtask has no TLS: it was
+    /// built without its `tls` feature, which the `cargo xtask` alias turns on.
+    NoTls,
 }
 
 impl fmt::Display for UrlFailure {
@@ -39,6 +42,11 @@ impl fmt::Display for UrlFailure {
             }
             UrlFailure::BrokeOff(e) => write!(f, "the transfer broke off ({e})"),
             UrlFailure::NoLocalFile(e) => write!(f, "not in the mirror directory ({e})"),
+            UrlFailure::NoTls => f.write_str(
+                "HTTPS needs TLS, and this xtask was built without its `tls` feature: run it as \
+                 `cargo xtask ...` (the alias turns the feature on) or build it with \
+                 `--features tls`",
+            ),
         }
     }
 }

@@ -417,3 +417,37 @@ fn unreachable_without_waiting(urls: &[String]) {
     assert!(matches!(err, FetchError::NotDownloaded { .. }), "{err}");
     assert!(t.elapsed().as_secs() < 30, "took {:?}: {err}", t.elapsed());
 }
+
+/// Built without the `tls` feature (as `cargo test --workspace` builds xtask), an `https://`
+/// URL fails at once with a message that says how to get TLS, and the next URL is tried.
+/// The https URL points at the local plain-HTTP server, so nothing leaves this machine: the
+/// TCP connection is made, and ureq refuses to send the request over it.
+#[cfg(not(feature = "tls"))]
+#[test]
+fn an_https_url_without_the_tls_feature_says_how_to_get_it_and_the_next_url_is_tried() {
+    use xtask::fetch::UrlFailure;
+    let body = bytes(N, 11);
+    let (srv, url, _dir, dest) = serve_f_bin(Route::new(body.clone()));
+    let https = url.replacen("http://", "https://", 1);
+    let o = opts(3);
+    let err = fetch_one(&https, &dest, &sha256_of(&body), &o).unwrap_err();
+    match &err {
+        FetchError::NotDownloaded { failures, .. } => {
+            assert_eq!(failures, &[(https.clone(), UrlFailure::NoTls)], "{err}");
+        }
+        other => panic!("{other}"),
+    }
+    let msg = err.to_string();
+    assert!(
+        msg.contains("`tls` feature") && msg.contains("cargo xtask"),
+        "{msg}"
+    );
+    assert!(!err.advises_by_hand(), "{msg}");
+    assert!(!dest.exists() && !part_path(&dest).exists());
+    // Not retried (no try can work), and no HTTP request was sent.
+    assert!(srv.requests().is_empty(), "{:?}", srv.requests());
+    // A plain-HTTP URL after it delivers the file.
+    let got = fetch(&agent(&o), &[https, url], &dest, &sha256_of(&body), &o).unwrap();
+    assert!(matches!(got, Fetched::Downloaded { .. }), "{got:?}");
+    assert_eq!(std::fs::read(&dest).unwrap(), body);
+}
