@@ -144,13 +144,13 @@ pub mod flow_sample;
 pub mod hessian_operator;
 mod hidden_units;
 pub mod image;
+#[cfg(any(feature = "plot", feature = "datasets", feature = "toy-images"))]
+pub mod image_file;
 pub mod metrics;
 mod model_size;
 mod named_vars;
 mod non_finite_rows;
 pub mod observer;
-#[cfg(any(feature = "plot", feature = "datasets", feature = "toy-images"))]
-mod png_file;
 pub mod posterior;
 pub mod potential;
 pub mod prior;

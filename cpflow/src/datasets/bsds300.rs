@@ -125,44 +125,29 @@ pub struct GrayImage {
     pub pixels: Vec<u8>,
 }
 
-/// PIL's `convert("L")`: ITU-R 601-2 luma with PIL's fixed-point rounding.
-///
-/// ```
-/// use cpflow::datasets::pil_luma;
-/// // PIL: Image.new("RGB", (1, 1), c).convert("L").getpixel((0, 0))
-/// assert_eq!(pil_luma(200, 100, 50), 124);
-/// assert_eq!(pil_luma(255, 0, 0), 76);
-/// assert_eq!((pil_luma(0, 0, 0), pil_luma(255, 255, 255)), (0, 255));
-/// ```
-pub fn pil_luma(r: u8, g: u8, b: u8) -> u8 {
-    let l = (19_595 * u32::from(r) + 38_470 * u32::from(g) + 7_471 * u32::from(b) + 0x8000) >> 16;
-    l.min(255) as u8
-}
+pub use crate::image_file::pil_luma;
 
-/// Decodes a JPEG (or PNG) to grey with [`pil_luma`].
+/// Decodes a JPEG (or PNG) to grey with [`pil_luma`] ([`crate::image_file::decode_rgb8`],
+/// then [`crate::image_file::Rgb8Image::to_pil_gray`]).
 ///
 /// ```
 /// use cpflow::datasets::{DatasetError, decode_gray, pil_luma};
+/// use cpflow::image_file::{PngColor, encode_png};
 /// // A 3 × 2 PNG of one colour.
-/// let img = image::RgbImage::from_pixel(3, 2, image::Rgb([200, 100, 50]));
-/// let mut png = std::io::Cursor::new(Vec::new());
-/// img.write_to(&mut png, image::ImageFormat::Png).unwrap();
-/// let grey = decode_gray("a.png".as_ref(), png.get_ref())?;
+/// let png = encode_png((3, 2), PngColor::Rgb8, &[200, 100, 50].repeat(6)).unwrap();
+/// let grey = decode_gray("a.png".as_ref(), &png)?;
 /// assert_eq!((grey.width, grey.height), (3, 2));
 /// assert!(grey.pixels.iter().all(|&p| p == pil_luma(200, 100, 50)));
 /// assert!(matches!(decode_gray("b.jpg".as_ref(), b"not an image"), Err(DatasetError::Corrupt { .. })));
 /// # Ok::<(), DatasetError>(())
 /// ```
 pub fn decode_gray(name: &Path, bytes: &[u8]) -> Result<GrayImage, DatasetError> {
-    let img = image::load_from_memory(bytes)
-        .map_err(|e| DatasetError::corrupt_by(name, "cannot decode image", e))?
-        .to_rgb8();
-    let (w, h) = img.dimensions();
-    let pixels = img.pixels().map(|p| pil_luma(p[0], p[1], p[2])).collect();
+    let img = crate::image_file::decode_rgb8(bytes)
+        .map_err(|e| DatasetError::corrupt_by(name, "cannot decode image", e))?;
     Ok(GrayImage {
-        width: w as usize,
-        height: h as usize,
-        pixels,
+        width: img.width as usize,
+        height: img.height as usize,
+        pixels: img.to_pil_gray(),
     })
 }
 
@@ -414,11 +399,8 @@ pub fn patches_from_images(
 /// // PNG bytes of a w × h image of grey level g (the decoder sniffs the format, so the
 /// // archive may name it `.jpg`).
 /// let png = |w: u32, h: u32, g: u8| {
-///     let mut out = std::io::Cursor::new(Vec::new());
-///     image::RgbImage::from_pixel(w, h, image::Rgb([g, g, g]))
-///         .write_to(&mut out, image::ImageFormat::Png)
-///         .unwrap();
-///     out.into_inner()
+///     cpflow::image_file::encode_png((w, h), cpflow::image_file::PngColor::Gray8, &vec![g; (w * h) as usize])
+///         .unwrap()
 /// };
 /// let mut tar = tar::Builder::new(flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast()));
 /// for (name, bytes) in [("BSDS300/images/train/2.jpg", png(12, 10, 40)), ("BSDS300/images/test/7.jpg", png(9, 8, 200))] {

@@ -3,8 +3,8 @@
 
 use std::path::Path;
 
+use crate::image_file::PngColor;
 use candle_core::{DType, Tensor};
-use image::ExtendedColorType;
 
 use crate::error::{CpflowError, Result};
 
@@ -67,27 +67,27 @@ pub fn grid_size(rows: usize, cols: usize, h: usize, w: usize) -> (usize, usize)
 /// // Three white 4×4 images in a 2×2 grid: the fourth cell stays the background.
 /// let imgs = Tensor::ones((3, 1, 4, 4), cpflow::candle::DType::F32, &Device::Cpu)?;
 /// let png = encode_sample_grid_png(&imgs, 2, 2)?;
-/// let grid = image::load_from_memory(&png).expect("a PNG").to_luma8();
-/// assert_eq!(grid.dimensions(), (14, 14));
+/// let grid = cpflow::image_file::decode_rgb8(&png).expect("a PNG");
+/// assert_eq!((grid.width, grid.height), (14, 14));
 /// assert_eq!(grid_size(2, 2, 4, 4), (14, 14));
-/// assert_eq!(grid.get_pixel(2, 2).0, [255]); // the first image's top-left pixel
-/// assert_eq!(grid.get_pixel(8, 8).0, [GRID_BACKGROUND]); // the empty cell
+/// assert_eq!(grid.pixel(2, 2), [255; 3]); // the first image's top-left pixel
+/// assert_eq!(grid.pixel(8, 8), [GRID_BACKGROUND; 3]); // the empty cell
 /// # Ok(())
 /// # }
 /// ```
 pub fn encode_sample_grid_png(images: &Tensor, rows: usize, cols: usize) -> Result<Vec<u8>> {
     let (size @ (gw, gh), color, pixels) = grid_pixels(images, rows, cols)?;
-    crate::png_file::encode_png(size, color, &pixels)
+    crate::image_file::encode_png(size, color, &pixels)
         .map_err(|e| CpflowError::InvalidInput(format!("the {gw}×{gh} grid cannot be a PNG: {e}")))
 }
 
 /// The grid of [`encode_sample_grid_png`] (its arguments and checks) as the size, colour
-/// type and pixels that [`crate::png_file::encode_png`] takes.
+/// type and pixels that [`crate::image_file::encode_png`] takes.
 fn grid_pixels(
     images: &Tensor,
     rows: usize,
     cols: usize,
-) -> Result<((u32, u32), ExtendedColorType, Vec<u8>)> {
+) -> Result<((u32, u32), PngColor, Vec<u8>)> {
     let (b, c, h, w) = images.dims4().map_err(|_| {
         CpflowError::InvalidInput(format!(
             "a sample grid takes (B, C, H, W) images, got shape {:?}",
@@ -137,15 +137,15 @@ fn grid_pixels(
     );
     let (pixels, color) = if c == 1 {
         let grey: Vec<u8> = buf.chunks_exact(3).map(|p| p[0]).collect();
-        (grey, ExtendedColorType::L8)
+        (grey, PngColor::Gray8)
     } else {
-        (buf, ExtendedColorType::Rgb8)
+        (buf, PngColor::Rgb8)
     };
     Ok(((gw32, gh32), color, pixels))
 }
 
 /// Writes the PNG of [`encode_sample_grid_png`] (its arguments and checks) to `path`,
-/// atomically (`crate::png_file::write_png`; the directory is created when missing).
+/// atomically (`crate::image_file::write_png`; the directory is created when missing).
 ///
 /// ```
 /// use cpflow::candle::{Device, Tensor};
@@ -163,7 +163,7 @@ fn grid_pixels(
 /// ```
 pub fn write_sample_grid(images: &Tensor, rows: usize, cols: usize, path: &Path) -> Result<()> {
     let (size, color, pixels) = grid_pixels(images, rows, cols)?;
-    crate::png_file::write_png(path, size, color, &pixels)
+    crate::image_file::write_png(path, size, color, &pixels)
 }
 
 fn too_big(w: usize, h: usize) -> CpflowError {

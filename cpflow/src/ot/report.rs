@@ -236,7 +236,7 @@ pub fn ot_table_markdown(reports: &[OtReport]) -> String {
 /// let dir = std::env::temp_dir().join(format!("cpflow-doc-ot-figures-{}", std::process::id()));
 /// write_ot_figures(&dir, &report)?;
 /// for f in ["ot_d3_cost_vs_kl.png", "ot_d3_cost_vs_iter.png"] {
-///     assert_eq!(image::image_dimensions(dir.join(f)).unwrap(), (500, 500));
+///     assert_eq!(cpflow::image_file::read_rgb8(dir.join(f)).unwrap().dimensions(), (500, 500));
 /// }
 /// let csv = std::fs::read_to_string(dir.join("ot_d3_curve.csv")).unwrap();
 /// assert_eq!(csv.lines().nth(2), Some("50,2.5,0.1,2"));

@@ -24,7 +24,7 @@ use std::path::Path;
 /// warped_mesh_png(&path, &mapped, 5, 5, Bounds::square(2.0), Some(b), 120)?;
 /// let bytes = std::fs::read(&path).unwrap();
 /// assert!(bytes.starts_with(b"\x89PNG\r\n\x1a\n"));
-/// assert_eq!(image::image_dimensions(&path).unwrap(), (120, 120));
+/// assert_eq!(cpflow::image_file::read_rgb8(&path).unwrap().dimensions(), (120, 120));
 /// // The mapped points must fill the mesh.
 /// let short = warped_mesh_png(&path, &mapped[..24], 5, 5, b, None, 120);
 /// assert!(matches!(short, Err(PlotError::InvalidInput(_))));
@@ -112,7 +112,7 @@ pub fn warped_mesh_png(
 /// quiver_png(&path, &origins, &arrows, Bounds::square(2.0), Figure::new(120).title("rotation"))?;
 /// let bytes = std::fs::read(&path).unwrap();
 /// assert!(bytes.starts_with(b"\x89PNG\r\n\x1a\n"));
-/// assert_eq!(image::image_dimensions(&path).unwrap(), (120, 120));
+/// assert_eq!(cpflow::image_file::read_rgb8(&path).unwrap().dimensions(), (120, 120));
 /// let short = quiver_png(&path, &origins, &arrows[1..], Bounds::square(2.0), 120);
 /// assert!(matches!(short, Err(PlotError::InvalidInput(_))));
 /// # std::fs::remove_file(&path).ok();

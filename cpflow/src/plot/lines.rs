@@ -19,7 +19,7 @@ use std::path::Path;
 /// line_chart_png(&path, &[curve, target], None, 120)?;
 /// let bytes = std::fs::read(&path).unwrap();
 /// assert!(bytes.starts_with(b"\x89PNG\r\n\x1a\n"));
-/// assert_eq!(image::image_dimensions(&path).unwrap(), (120, 120));
+/// assert_eq!(cpflow::image_file::read_rgb8(&path).unwrap().dimensions(), (120, 120));
 /// # std::fs::remove_file(&path).ok();
 /// # Ok(())
 /// # }
@@ -67,7 +67,7 @@ impl LineSeries {
 /// line_chart_png(&path, &[loss], Some(Bounds { x: (0.0, 10.0), y: (0.0, 1.0) }), fig)?;
 /// let bytes = std::fs::read(&path).unwrap();
 /// assert!(bytes.starts_with(b"\x89PNG\r\n\x1a\n"));
-/// assert_eq!(image::image_dimensions(&path).unwrap(), (120, 120));
+/// assert_eq!(cpflow::image_file::read_rgb8(&path).unwrap().dimensions(), (120, 120));
 /// // Nothing finite to draw is an error.
 /// let empty = LineSeries::solid(vec![[f64::NAN, 1.0]], (0, 0, 0));
 /// assert!(matches!(line_chart_png(&path, &[empty], None, 120), Err(PlotError::InvalidInput(_))));

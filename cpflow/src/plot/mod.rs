@@ -172,7 +172,7 @@ where
     drop(chart);
     drop(root);
     let size = (fig.size, fig.size);
-    crate::png_file::write_png(path, size, image::ExtendedColorType::Rgb8, &pixels)
+    crate::image_file::write_png(path, size, crate::image_file::PngColor::Rgb8, &pixels)
         .map_err(|e| draw_err(path, e))
 }
 
@@ -278,9 +278,9 @@ pub(crate) mod test_util {
     /// Decodes a PNG and returns (width, height, variance of the grey levels, fraction of
     /// non-white pixels).
     pub fn png_stats(path: &std::path::Path) -> (u32, u32, f64, f64) {
-        let img = image::open(path).unwrap().to_luma8();
+        let img = crate::image_file::read_rgb8(path).unwrap();
         let (w, h) = img.dimensions();
-        let px: Vec<f64> = img.pixels().map(|p| p.0[0] as f64).collect();
+        let px: Vec<f64> = img.to_pil_gray().into_iter().map(f64::from).collect();
         let n = px.len() as f64;
         let mean = px.iter().sum::<f64>() / n;
         let var = px.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n;
@@ -296,11 +296,12 @@ mod tests {
 
     /// Fraction of dark pixels (grey level < 100) in rows `rows` of a PNG.
     fn dark_fraction(path: &Path, rows: std::ops::Range<u32>, cols: std::ops::Range<u32>) -> f64 {
-        let img = image::open(path).unwrap().to_luma8();
+        let img = crate::image_file::read_rgb8(path).unwrap();
+        let grey = img.to_pil_gray();
         let n = (rows.len() * cols.len()) as f64;
         let dark = rows
             .flat_map(|y| cols.clone().map(move |x| (x, y)))
-            .filter(|&(x, y)| img.get_pixel(x, y).0[0] < 100)
+            .filter(|&(x, y)| grey[(y * img.width + x) as usize] < 100)
             .count();
         dark as f64 / n
     }
@@ -387,7 +388,7 @@ mod tests {
         std::fs::remove_dir_all(&dir).ok();
         let path = dir.join("sub").join("x.png");
         scatter_png(&path, &[[0.0, 0.0]], Bounds::square(1.0), 1, 100).unwrap();
-        let img = image::open(&path).unwrap().to_rgb8();
+        let img = crate::image_file::read_rgb8(&path).unwrap();
         assert_eq!(img.dimensions(), (100, 100));
         let names: Vec<_> = std::fs::read_dir(path.parent().unwrap())
             .unwrap()

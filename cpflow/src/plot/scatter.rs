@@ -18,7 +18,7 @@ use std::path::Path;
 /// scatter_png(&path, &points, Bounds::around(&points, 0.1), 2, 120)?;
 /// let bytes = std::fs::read(&path).unwrap();
 /// assert!(bytes.starts_with(b"\x89PNG\r\n\x1a\n"));
-/// assert_eq!(image::image_dimensions(&path).unwrap(), (120, 120));
+/// assert_eq!(cpflow::image_file::read_rgb8(&path).unwrap().dimensions(), (120, 120));
 /// # std::fs::remove_file(&path).ok();
 /// # Ok(())
 /// # }
@@ -53,7 +53,7 @@ pub fn scatter_png(
 /// scatter_colored_png(&path, &points, &[0.0, 0.5, 1.0], Bounds::square(3.0), 3, 120)?;
 /// let bytes = std::fs::read(&path).unwrap();
 /// assert!(bytes.starts_with(b"\x89PNG\r\n\x1a\n"));
-/// assert_eq!(image::image_dimensions(&path).unwrap(), (120, 120));
+/// assert_eq!(cpflow::image_file::read_rgb8(&path).unwrap().dimensions(), (120, 120));
 /// // One colour value per point.
 /// let two = scatter_colored_png(&path, &points, &[0.0, 1.0], Bounds::square(3.0), 3, 120);
 /// assert!(matches!(two, Err(PlotError::InvalidInput(_))));

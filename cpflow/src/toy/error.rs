@@ -19,7 +19,7 @@ pub enum ToyError {
     /// An argument is out of its domain (dimension 0, covariance not positive definite, …).
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
-    /// The PNG could not be read or decoded (feature `toy-images`).
+    /// The PNG or JPEG could not be read or decoded (feature `toy-images`).
     #[cfg(feature = "toy-images")]
     #[error("cannot read image {path}")]
     Image {
@@ -27,7 +27,7 @@ pub enum ToyError {
         path: String,
         /// The decoder's error.
         #[source]
-        source: image::ImageError,
+        source: crate::image_file::ImageFileError,
     },
     /// The image has no mass after inversion (all pixels the same grey level).
     #[error("image {0} is uniform: no density mass after inverting the grey levels")]

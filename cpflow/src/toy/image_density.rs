@@ -52,22 +52,16 @@ pub struct ImageDensity {
 }
 
 impl ImageDensity {
-    /// Loads a PNG (or any format the `image` crate decodes) from `path`.
+    /// Loads a PNG or a JPEG from `path` ([`crate::image_file::read_rgb8`]), in grey levels
+    /// of PIL's `convert("L")` ([`crate::image_file::pil_luma`]).
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self, ToyError> {
         let path = path.as_ref();
-        let img = image::open(path).map_err(|source| ToyError::Image {
+        let rgb = crate::image_file::read_rgb8(path).map_err(|source| ToyError::Image {
             path: path.display().to_string(),
             source,
         })?;
-        let rgb = img.to_rgb8();
         let (w, h) = rgb.dimensions();
-        let grey: Vec<u8> = rgb
-            .pixels()
-            .map(|p| {
-                let [r, g, b] = p.0;
-                ((19595 * r as u32 + 38470 * g as u32 + 7471 * b as u32 + 0x8000) >> 16) as u8
-            })
-            .collect();
+        let grey = rgb.to_pil_gray();
         Self::from_grey(&grey, w as usize, h as usize).map_err(|e| match e {
             ToyError::EmptyImage(_) => ToyError::EmptyImage(path.display().to_string()),
             other => other,

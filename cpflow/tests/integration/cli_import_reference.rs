@@ -425,9 +425,9 @@ fn imported_reference_image_flow_gives_the_reference_outputs() {
         &s(&png),
     ]);
     assert!(line.contains("wrote 2 image samples"), "{line}");
-    let img = image::open(&png).unwrap();
+    let img = cpflow::image_file::read_rgb8(&png).unwrap();
     let (gw, gh) = cpflow::image::grid_size(1, 2, 28, 28);
-    assert_eq!((img.width() as usize, img.height() as usize), (gw, gh));
+    assert_eq!((img.width as usize, img.height as usize), (gw, gh));
     // `cpflow eval` scores it on MNIST's test split, read under the config's data root
     // (`data`, absent here): the error names the download command.
     let e = cpflow_fails(&["eval", "--model", &s(&out)]);

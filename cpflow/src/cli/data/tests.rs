@@ -279,10 +279,10 @@ fn sources_are_parsed_as_their_names_are_classified() {
     std::fs::create_dir_all(&dir).unwrap();
     // A 2×2 picture with one dark pixel: an image density `parse` can read.
     let picture = dir.join("picture.png");
-    crate::png_file::write_png(
+    crate::image_file::write_png(
         &picture,
         (2, 2),
-        image::ExtendedColorType::L8,
+        crate::image_file::PngColor::Gray8,
         &[0, 255, 255, 255],
     )
     .unwrap();

@@ -10,10 +10,11 @@ use super::{TempDir, missing_file_names_command, shared_data};
 
 /// PNG bytes of an RGB image (the decoder sniffs the format, so it may be named `.jpg`).
 fn png(w: u32, h: u32, f: impl Fn(u32, u32) -> [u8; 3]) -> Vec<u8> {
-    let img = image::RgbImage::from_fn(w, h, |x, y| image::Rgb(f(x, y)));
-    let mut out = std::io::Cursor::new(Vec::new());
-    img.write_to(&mut out, image::ImageFormat::Png).unwrap();
-    out.into_inner()
+    let pixels: Vec<u8> = (0..h)
+        .flat_map(|y| (0..w).map(move |x| (x, y)))
+        .flat_map(|(x, y)| f(x, y))
+        .collect();
+    crate::image_file::encode_png((w, h), crate::image_file::PngColor::Rgb8, &pixels).unwrap()
 }
 
 fn tar_gz(files: &[(&str, Vec<u8>)]) -> Vec<u8> {
