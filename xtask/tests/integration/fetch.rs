@@ -451,3 +451,19 @@ fn an_https_url_without_the_tls_feature_says_how_to_get_it_and_the_next_url_is_t
     assert!(matches!(got, Fetched::Downloaded { .. }), "{got:?}");
     assert_eq!(std::fs::read(&dest).unwrap(), body);
 }
+
+/// `cargo xtask` (the alias in .cargo/config.toml) builds xtask with its `tls` feature: the
+/// official sources are `https://` URLs, which an xtask without it refuses (above).
+#[test]
+fn the_cargo_xtask_alias_turns_on_tls() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../.cargo/config.toml");
+    let config = std::fs::read_to_string(path).unwrap();
+    let alias = config
+        .lines()
+        .find(|l| l.trim_start().starts_with("xtask ="))
+        .expect("the xtask alias");
+    assert!(
+        alias.contains("--package xtask") && alias.contains("--features tls"),
+        "{alias}"
+    );
+}
