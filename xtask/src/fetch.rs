@@ -343,9 +343,14 @@ fn content_range(v: &str) -> Option<(u64, Option<u64>)> {
 /// A request that got no response. A malformed URL, a host that does not resolve or refuses
 /// the connection is not an interrupted transfer: it moves on to the next URL at once (offline, retrying with
 /// backoff made every download wait ~30 s per URL before failing). Anything else (timeouts,
-/// resets, TLS or protocol errors mid-way) is retried.
+/// resets, TLS or protocol errors mid-way) is retried. An `https://` URL in an xtask built
+/// without its `tls` feature ([`UrlFailure::NoTls`]) is not retried either.
 fn request_error(e: ureq::Error) -> Attempt {
     use std::io::ErrorKind;
+    if matches!(e, ureq::Error::TlsRequired) {
+        // No TLS compiled in (the `tls` feature): no try of an https URL can work.
+        return Attempt::GiveUpUrl(UrlFailure::NoTls);
+    }
     let unreachable = match &e {
         // `Http`: the request could not even be built (e.g. a space in the URL).
         ureq::Error::HostNotFound
@@ -363,10 +368,6 @@ fn request_error(e: ureq::Error) -> Attempt {
         }
         _ => false,
     };
-    if matches!(e, ureq::Error::TlsRequired) {
-        // No TLS compiled in (the `tls` feature): no try of an https URL can work.
-        return Attempt::GiveUpUrl(UrlFailure::NoTls);
-    }
     if unreachable {
         Attempt::GiveUpUrl(UrlFailure::NoAnswer(e.to_string()))
     } else {
