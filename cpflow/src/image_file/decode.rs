@@ -80,13 +80,23 @@ fn decode_png(bytes: &[u8]) -> Result<Rgb8Image, ImageFileError> {
     decoder.set_transformations(png::Transformations::EXPAND);
     let mut reader = decoder.read_info().map_err(png_error)?;
     let (color, depth) = reader.output_color_type();
-    let channels = color.samples() as u64;
+    let layout = match color {
+        png::ColorType::Grayscale => Layout::Gray,
+        png::ColorType::GrayscaleAlpha => Layout::GrayAlpha,
+        png::ColorType::Rgb => Layout::Rgb,
+        png::ColorType::Rgba => Layout::Rgba,
+        png::ColorType::Indexed => return Err(png_error("a palette left unexpanded")),
+    };
     let sample_bytes: u64 = if depth == png::BitDepth::Sixteen {
         2
     } else {
         1
     };
-    check_size(width.into(), height.into(), channels * sample_bytes)?;
+    check_size(
+        width.into(),
+        height.into(),
+        layout.channels() as u64 * sample_bytes,
+    )?;
     let size = reader
         .output_buffer_size()
         .ok_or(ImageFileError::TooLarge {
@@ -108,14 +118,7 @@ fn decode_png(bytes: &[u8]) -> Result<Rgb8Image, ImageFileError> {
             )));
         }
     };
-    let layout = match color {
-        png::ColorType::Grayscale => Layout::Gray,
-        png::ColorType::GrayscaleAlpha => Layout::GrayAlpha,
-        png::ColorType::Rgb => Layout::Rgb,
-        png::ColorType::Rgba => Layout::Rgba,
-        png::ColorType::Indexed => return Err(png_error("a palette left unexpanded")),
-    };
-    Ok(to_rgb8(width, height, &samples, layout))
+    Ok(to_rgb8(width, height, samples, layout))
 }
 
 /// `image`'s `FromPrimitive<u16> for u8`: `round(v · 255 / 65535)`.
@@ -167,7 +170,7 @@ fn decode_jpeg(bytes: &[u8]) -> Result<Rgb8Image, ImageFileError> {
         )));
     }
     // JPEG sizes are 16-bit: these fit.
-    Ok(to_rgb8(width as u32, height as u32, &samples, layout))
+    Ok(to_rgb8(width as u32, height as u32, samples, layout))
 }
 
 /// The channel layout of decoded 8-bit samples.
@@ -190,10 +193,10 @@ impl Layout {
     }
 }
 
-/// Grey replicated, alpha dropped.
-fn to_rgb8(width: u32, height: u32, samples: &[u8], layout: Layout) -> Rgb8Image {
+/// Grey replicated, alpha dropped; RGB samples are taken as they are (not copied).
+fn to_rgb8(width: u32, height: u32, samples: Vec<u8>, layout: Layout) -> Rgb8Image {
     let pixels = match layout {
-        Layout::Rgb => samples.to_vec(),
+        Layout::Rgb => samples,
         _ => samples
             .chunks_exact(layout.channels())
             .flat_map(|p| match layout {
